@@ -1,0 +1,213 @@
+"""Deterministic checks on each answer.
+
+A check is a mapping with exactly one kind key (`contains`, `regex`, ...) and the shared
+options `name`, `weight`, `not`, `trim`, `ignore_case`, `flags`. Checks are templated with
+the row's variables before they run (see _matrix), so `{contains: "{{expect}}"}` works.
+
+Each kind is a function (answer, value, options) -> (passed, reason) in `_KINDS`. A
+model-graded check would need the client and the budget, so it does not fit this
+synchronous table: it belongs as an async step in the runner after the answer arrives,
+reserving its judge call through the same ledger. That is deliberately not built yet.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+_OPTION_KEYS = frozenset({"name", "weight", "not", "trim", "ignore_case", "flags"})
+_FLAG_BITS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a check can look at."""
+
+    content: str
+    latency_ms: float | None
+    cost: float | None
+    completion_tokens: int | None
+    finish_reason: str | None
+
+
+Outcome = tuple[bool, str]
+
+
+def _kind(check: dict[str, Any]) -> str:
+    return next(k for k in check if k not in _OPTION_KEYS)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _prepare(text: str, check: dict[str, Any], fold: bool) -> str:
+    if check.get("trim", True):
+        text = text.strip()
+    return text.casefold() if fold else text
+
+
+def _text_list(value: Any) -> tuple[str, list[str]]:
+    """`contains: x` or `contains: {any: [...]}` / `{all: [...]}` as (mode, needles)."""
+    if isinstance(value, str):
+        return "all", [value]
+    mode = "any" if "any" in value else "all"
+    return mode, list(value[mode])
+
+
+def _contains(answer: Answer, value: Any, check: dict[str, Any], fold: bool) -> Outcome:
+    mode, needles = _text_list(value)
+    haystack = _prepare(answer.content, check, fold)
+    found = [n for n in needles if _prepare(n, check, fold) in haystack]
+    passed = bool(found) if mode == "any" else len(found) == len(needles)
+    if len(needles) == 1:
+        return passed, f"expected to contain {_short(needles[0])!r}"
+    return passed, f"expected to contain {mode} of {', '.join(repr(_short(n, 30)) for n in needles)}"
+
+
+def _equals(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
+    fold = bool(check.get("ignore_case", False))
+    got = _prepare(answer.content, check, fold)
+    return got == _prepare(value, check, fold), f"expected {_short(value)!r}, got {_short(answer.content.strip())!r}"
+
+
+def _not_contains(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
+    passed, _ = _contains(answer, {"any": _text_list(value)[1]}, check, bool(check.get("ignore_case", False)))
+    return not passed, f"expected not to contain {_short(', '.join(_text_list(value)[1]))!r}"
+
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str, flags: str) -> re.Pattern[str]:
+    bits = 0
+    for letter in flags:
+        bits |= _FLAG_BITS[letter]
+    return re.compile(pattern, bits)
+
+
+def _regex(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
+    flags = check.get("flags", "") + ("i" if check.get("ignore_case") else "")
+    return bool(_compiled(value, flags).search(answer.content)), f"expected to match /{_short(value)}/"
+
+
+def _starts_with(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
+    fold = bool(check.get("ignore_case", False))
+    return _prepare(answer.content, check, fold).startswith(_prepare(value, check, fold)), f"expected to start with {_short(value)!r}"
+
+
+def _parse_json(content: str) -> tuple[bool, Any]:
+    text = content.strip()
+    # Models often fence JSON in ```json blocks; the fence is not part of the value.
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        text = text.rsplit("```", 1)[0]
+    try:
+        return True, json.loads(text)
+    except ValueError:
+        return False, None
+
+
+def _is_json(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
+    return _parse_json(answer.content)[0], "expected valid JSON"
+
+
+def _json_schema(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
+    from jsonschema import Draft202012Validator
+
+    ok, parsed = _parse_json(answer.content)
+    if not ok:
+        return False, "expected JSON matching the schema, got invalid JSON"
+    schema = value if isinstance(value, dict) else json.loads(Path(value).read_text(encoding="utf-8"))
+    error = next(iter(Draft202012Validator(schema).iter_errors(parsed)), None)
+    return error is None, f"expected JSON matching the schema ({_short(error.message) if error else 'ok'})"
+
+
+def _max_latency(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
+    return answer.latency_ms is not None and answer.latency_ms <= value, f"expected latency <= {value} ms, got {answer.latency_ms} ms"
+
+
+def _max_cost(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
+    return answer.cost is not None and answer.cost <= value, f"expected cost <= ${value}, got ${answer.cost}"
+
+
+def _max_tokens(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
+    tokens = answer.completion_tokens
+    return tokens is not None and tokens <= value, f"expected <= {value} completion tokens, got {tokens}"
+
+
+def _finish_reason(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
+    allowed = [value] if isinstance(value, str) else list(value)
+    return answer.finish_reason in allowed, f"expected finish_reason {' or '.join(allowed)}, got {answer.finish_reason}"
+
+
+_KINDS: dict[str, Callable[[Answer, Any, dict[str, Any]], Outcome]] = {
+    "equals": _equals,
+    "contains": lambda a, v, c: _contains(a, v, c, bool(c.get("ignore_case", False))),
+    "icontains": lambda a, v, c: _contains(a, v, c, True),
+    "not_contains": _not_contains,
+    "regex": _regex,
+    "starts_with": _starts_with,
+    "is_json": _is_json,
+    "json_schema": _json_schema,
+    "max_latency_ms": _max_latency,
+    "max_cost_usd": _max_cost,
+    "max_tokens": _max_tokens,
+    "finish_reason": _finish_reason,
+}
+
+
+def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
+    """What is wrong with one (schema-valid) check, found at validate time."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    kind = _kind(check)
+    value = check[kind]
+    if kind == "regex" and "{{" not in value:
+        try:
+            _compiled(value, check.get("flags", ""))
+        except re.error as exc:
+            return [f"invalid regex {value!r}: {exc}"]
+    if kind == "json_schema":
+        if isinstance(value, str):
+            schema_path = base_dir / value
+            try:
+                value = json.loads(schema_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                return [f"json_schema file {str(value)!r} cannot be read as JSON: {exc}"]
+        try:
+            Draft202012Validator.check_schema(value)
+        except SchemaError as exc:
+            return [f"json_schema is not a valid JSON Schema: {exc.message}"]
+    return []
+
+
+def resolve_files(check: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """Make a json_schema file reference absolute, once, at job load."""
+    if isinstance(check.get("json_schema"), str):
+        try:
+            return {**check, "json_schema": json.loads((base_dir / check["json_schema"]).read_text(encoding="utf-8"))}
+        except (OSError, ValueError):
+            return check  # already reported by check_problems
+    return check
+
+
+def run_checks(checks: list[dict[str, Any]], answer: Answer) -> list[dict[str, Any]]:
+    """Each check's {name, pass, reason, weight}; reasons say what was expected."""
+    results = []
+    for check in checks:
+        kind = _kind(check)
+        passed, reason = _KINDS[kind](answer, check[kind], check)
+        if check.get("not"):
+            passed, reason = not passed, "negated: " + reason
+        results.append({
+            "name": check.get("name", kind),
+            "pass": passed,
+            "reason": "" if passed else reason,
+            "weight": check.get("weight", 1),
+        })
+    return results

@@ -1,0 +1,160 @@
+"""Between runs: `diff` (what changed since last night) and `merge` (CI shards into one file)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from ._exceptions import ResultsError
+from ._results import ResultsWriter, final_records
+from ._summary import SummaryBuilder
+
+MAX_FLIPS_SHOWN = 20
+
+
+def _why(record: dict[str, Any]) -> str:
+    if record.get("status") != "ok":
+        return f"{record.get('status')}: {record.get('reason')}"
+    failed = next((c for c in record.get("checks") or [] if not c["pass"]), None)
+    return f"{failed['name']}: {failed['reason']}" if failed else "passed"
+
+
+def _load(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    slim: dict[str, dict[str, Any]] = {}
+    builder = SummaryBuilder()
+    for record in final_records(path):
+        builder.add(record)
+        slim[record["id"]] = {"model": record["model"], "prompt_id": record["prompt_id"],
+                              "status": record["status"], "passed": record.get("passed"), "why": _why(record)}
+    return slim, builder.result()
+
+
+def _same_job(a: dict[str, Any], b: dict[str, Any], a_path: Path, b_path: Path) -> None:
+    if a["job"] and b["job"] and a["job"] != b["job"]:
+        raise ResultsError(f"{a_path} is job {a['job']!r} but {b_path} is job {b['job']!r}: nothing to compare")
+
+
+def _rate_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name in sorted(before.keys() | after.keys()):
+        a = before.get(name, {}).get("pass_rate")
+        b = after.get(name, {}).get("pass_rate")
+        out[name] = {"before": a, "after": b, "change": None if a is None or b is None else round(b - a, 4)}
+    return out
+
+
+def diff_runs(a_path: Path, b_path: Path) -> dict[str, Any]:
+    a_rows, a_sum = _load(a_path)
+    b_rows, b_sum = _load(b_path)
+    _same_job(a_sum, b_sum, a_path, b_path)
+    flips: dict[str, list[dict[str, Any]]] = {"pass_to_fail": [], "fail_to_pass": []}
+    for row_id, after in b_rows.items():
+        before = a_rows.get(row_id)
+        if before is None or before["passed"] is None or after["passed"] is None:
+            continue
+        if before["passed"] != after["passed"]:
+            kind = "pass_to_fail" if before["passed"] else "fail_to_pass"
+            flips[kind].append({"id": row_id, "model": after["model"], "prompt_id": after["prompt_id"],
+                                "why": after["why"] if before["passed"] else before["why"]})
+    models = {}
+    for name in sorted(a_sum["models"].keys() | b_sum["models"].keys()):
+        a = a_sum["models"].get(name)
+        b = b_sum["models"].get(name)
+        entry: dict[str, Any] = {"status": "disappeared" if b is None else "new" if a is None else "both"}
+        if a and b:
+            entry["cost_change_usd"] = round(b["cost_usd"] - a["cost_usd"], 8)
+            if a["latency_p50_ms"] is not None and b["latency_p50_ms"] is not None:
+                entry["latency_p50_change_ms"] = round(b["latency_p50_ms"] - a["latency_p50_ms"], 1)
+            entry["started_erroring"] = a["error"] == 0 and b["error"] > 0
+            if set(a["answered_by"]) != set(b["answered_by"]):
+                entry["answered_by"] = {"before": a["answered_by"], "after": b["answered_by"]}
+        models[name] = entry
+    return {
+        "job": b_sum["job"], "before": str(a_path), "after": str(b_path),
+        "pass_rate": {"before": a_sum["total"]["pass_rate"], "after": b_sum["total"]["pass_rate"]},
+        "models_pass_rate": _rate_changes(a_sum["models"], b_sum["models"]),
+        "prompts_pass_rate": _rate_changes(a_sum["prompts"], b_sum["prompts"]),
+        "flips": flips, "models": models,
+        "regression": bool(flips["pass_to_fail"]) or any(m.get("started_erroring") or m["status"] == "disappeared"
+                                                         for m in models.values()),
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _change_lines(diff: dict[str, Any]) -> list[str]:
+    lines = [f"pass rate {_pct(diff['pass_rate']['before'])} -> {_pct(diff['pass_rate']['after'])}"]
+    for label, key in (("model", "models_pass_rate"), ("prompt", "prompts_pass_rate")):
+        for name, rate in diff[key].items():
+            if rate["change"]:
+                lines.append(f"{label} {name}: {_pct(rate['before'])} -> {_pct(rate['after'])}")
+    for kind, label in (("pass_to_fail", "pass -> fail"), ("fail_to_pass", "fail -> pass")):
+        rows = diff["flips"][kind]
+        if rows:
+            lines.append(f"{label}: {len(rows)} row(s)")
+            lines += [f"  {r['model']} / {r['prompt_id']} [{r['id'][:8]}]: {r['why']}" for r in rows[:MAX_FLIPS_SHOWN]]
+    for name, model in diff["models"].items():
+        if model["status"] != "both":
+            lines.append(f"model {name}: {model['status']}")
+            continue
+        notes = []
+        if model.get("started_erroring"):
+            notes.append("started erroring")
+        if model.get("cost_change_usd"):
+            notes.append(f"cost {model['cost_change_usd']:+.6f} $")
+        if model.get("latency_p50_change_ms"):
+            notes.append(f"p50 latency {model['latency_p50_change_ms']:+.0f} ms")
+        if "answered_by" in model:
+            notes.append(f"answered by {', '.join(model['answered_by']['before'])} -> "
+                         f"{', '.join(model['answered_by']['after'])}")
+        if notes:
+            lines.append(f"model {name}: " + "; ".join(notes))
+    return lines
+
+
+def render_diff_text(diff: dict[str, Any]) -> str:
+    return "\n".join(_change_lines(diff))
+
+
+def render_diff_markdown(diff: dict[str, Any]) -> str:
+    return f"### batchrun diff: {diff['job']}\n\n" + "\n".join(f"- {line.strip()}" for line in _change_lines(diff)) + "\n"
+
+
+def merge_shards(shards: list[Path], output: Path) -> dict[str, Any]:
+    """One file with the final record of every row of every shard; refuses mixed jobs."""
+    if output.exists() and output.stat().st_size > 0:
+        raise ResultsError(f"{output} already exists: merge writes a new file")
+    jobs: Counter[tuple[str, str]] = Counter()
+    for shard in shards:
+        first = next(final_records(shard), None)
+        if first is not None:
+            jobs[(first.get("job", ""), first.get("job_fingerprint", ""))] += 1
+    if len(jobs) > 1:
+        described = ", ".join(f"{name} ({fingerprint})" for name, fingerprint in jobs)
+        raise ResultsError(f"the files come from different jobs or job versions: {described}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=output.name, suffix=".tmp")
+    os.close(handle)
+    writer = ResultsWriter(Path(temporary))
+    seen: dict[str, int] = defaultdict(int)
+    builder = SummaryBuilder()
+    try:
+        for shard in shards:
+            for record in final_records(shard):
+                seen[record["id"]] += 1
+                if seen[record["id"]] == 1:
+                    writer.write(record)
+                    builder.add(record)
+    finally:
+        writer.close()
+    os.replace(temporary, output)
+    duplicates = sum(n - 1 for n in seen.values())
+    return builder.result(output=str(output), merged_from=[str(s) for s in shards], duplicate_rows=duplicates,
+                          stop=None, complete=builder.total.skipped == 0)
+
+

@@ -1,0 +1,118 @@
+"""Every error batchrun raises, in one tree.
+
+    BatchrunError
+    ├── JobError                 the job file (or a dataset) is broken; carries every Problem found
+    ├── ConfigError              a bad combination of options or environment (missing key, unknown model)
+    ├── LockHeld                 another run is writing the same output file
+    ├── ResultsError             a results file cannot be read, or files from different jobs were mixed
+    └── RequestFailed            one chat request failed; `kind`, `http_status`, `retry_after`
+        ├── Transient            worth another attempt
+        │   └── RateLimited      a 429 (or overload) with the server's wait, if it gave one
+        └── Final                another attempt cannot succeed
+            ├── Rejected         final for the row: bad request, moderation, unknown model...
+            ├── DailyCapReached  final for the model: a free-model daily cap (retry after UTC midnight)
+            ├── AuthFailed       final for the run: the key is missing, wrong or expired
+            └── CreditExhausted  final for the run: the key's limit or the account's credits are gone
+
+The HTTP client translates httpx and aiohttp errors into this tree at its boundary, so
+nothing above it sees a transport exception. The runner turns a Final error into an
+`error` row and carries on; only AuthFailed and CreditExhausted end the run, and
+DailyCapReached skips the rest of that model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class BatchrunError(Exception):
+    """Root of every error batchrun raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a job file: where it is and what is wrong."""
+
+    file: str
+    line: int | None
+    column: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        at = f" at {self.path}" if self.path else ""
+        return f"{where}:{at} {self.message}" if at else f"{where}: {self.message}"
+
+
+class JobError(BatchrunError):
+    """The job file cannot be used; `problems` lists all that was found, not just the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class ConfigError(BatchrunError):
+    """Options, environment or endpoint do not fit together; nothing was spent."""
+
+
+class LockHeld(BatchrunError):
+    """Another live batchrun process holds the lock on this output file."""
+
+
+class ResultsError(BatchrunError):
+    """A results file is unreadable, or files of different jobs were combined."""
+
+
+class RequestFailed(BatchrunError):
+    """One request failed. `kind` is a short stable word used in result rows."""
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        http_status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return isinstance(self, Transient)
+
+
+class Transient(RequestFailed):
+    """Another attempt may succeed: network trouble, 5xx, timeouts."""
+
+
+class RateLimited(Transient):
+    """The provider asked us to slow down; `retry_after` is its wait in seconds, if given."""
+
+
+class Final(RequestFailed):
+    """Another attempt with the same request cannot succeed."""
+
+
+class Rejected(Final):
+    """Final for the row only: bad parameters, moderation, unknown model, too large."""
+
+
+class DailyCapReached(Final):
+    """Final for the model: a daily request cap (free models) until UTC midnight."""
+
+
+class AuthFailed(Final):
+    """Final for the run: the key was refused."""
+
+
+class CreditExhausted(Final):
+    """Final for the run: the key limit or the account credits are used up."""

@@ -1,0 +1,93 @@
+"""A per-run API key whose credit limit is the run's budget (OpenRouter management API).
+
+The ledger keeps a run under budget in software; this key makes OpenRouter enforce it
+too, so a bug or a second process with the same job cannot spend more. The key expires
+a little after the run's deadline: a key left behind by a kill -9 dies on its own.
+The key itself and its full hash never leave this module: the audit keeps the label and
+a hash prefix only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._client import OpenRouterClient
+from ._exceptions import ConfigError, RequestFailed
+
+if TYPE_CHECKING:
+    from ._job import Job, RunSettings
+    from ._run import RunOptions
+
+EXPIRY_SLACK_S = 600.0
+MISMATCH_USD = 0.01
+
+
+class IsolatedKey:
+    def __init__(self, client: OpenRouterClient, management_key: str, name: str, expires_at: float) -> None:
+        self._client = client
+        self._management_key = management_key
+        self.name = name
+        self.expires_at = expires_at
+        self._hash: str | None = None
+        self.label: str | None = None
+        self.limit: float | None = None
+        self.final_usage: float | None = None
+        self.removed: str | None = None  # "deleted" or "disabled"
+
+    @classmethod
+    def for_run(cls, job: Job, options: RunOptions, settings: RunSettings, client: OpenRouterClient) -> IsolatedKey:
+        if not options.management_key:
+            raise ConfigError(f"--isolated-key needs a management key in ${job.endpoint.management_key_env}")
+        now = options.clock.time()
+        life = (settings.deadline_s + settings.grace_s + EXPIRY_SLACK_S if settings.deadline_s
+                else settings.key_expiry_s)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        return cls(client, options.management_key, f"batchrun {job.name} {stamp}", now + life)
+
+    async def create(self, budget: float | None) -> None:
+        if budget is None:
+            raise ConfigError("--isolated-key needs a budget (run.budget_usd or --budget): it is the key's limit")
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.expires_at))
+        try:
+            created = await self._client.create_key(self._management_key, self.name, round(budget, 6), expires)
+        except RequestFailed as failure:
+            raise ConfigError(f"could not create the per-run key: {failure.message}") from None
+        data = created.get("data") or {}
+        if not isinstance(created.get("key"), str) or not data.get("hash"):
+            raise ConfigError("could not create the per-run key: the answer had no key")
+        self._hash = data["hash"]
+        self.label = data.get("label")
+        self.limit = budget
+        self._client.use_key(created["key"])
+
+    async def finish(self, ledger_spent: float, notice: Callable[[str], None]) -> None:
+        """Read the key's own usage, then delete it (disable it where deletion fails)."""
+        if self._hash is None:
+            return
+        try:
+            info = await self._client.key_by_hash(self._management_key, self._hash)
+            if info is not None and isinstance(info.get("usage"), (int, float)):
+                self.final_usage = float(info["usage"])
+        except RequestFailed as failure:
+            notice(f"warning: could not read the per-run key's usage: {failure.message}")
+        try:
+            await self._client.delete_key(self._management_key, self._hash)
+            self.removed = "deleted"
+        except RequestFailed as failure:
+            try:
+                await self._client.disable_key(self._management_key, self._hash)
+                self.removed = "disabled"
+                notice(f"warning: could not delete the per-run key ({failure.message}); it was disabled")
+            except RequestFailed as second:
+                notice(f"warning: the per-run key {self.label} could not be deleted or disabled "
+                       f"({second.message}); it expires on its own")
+        if self.final_usage is not None and abs(self.final_usage - ledger_spent) > MISMATCH_USD:
+            notice(f"warning: the per-run key was charged ${self.final_usage:.4f} "
+                   f"but the ledger counted ${ledger_spent:.4f}")
+
+    def audit(self) -> dict[str, Any]:
+        return {"label": self.label, "hash_prefix": (self._hash or "")[:8], "limit_usd": self.limit,
+                "usage_usd": self.final_usage, "removed": self.removed,
+                "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.expires_at))}

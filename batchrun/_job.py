@@ -1,0 +1,317 @@
+"""Load a job file: YAML with line numbers, JSON-schema validation, semantic checks.
+
+Every problem is collected before anything is raised, so one `batchrun validate` shows
+all that is wrong with a file, each at file:line:column with its JSON path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ._checks import check_problems, resolve_files
+from ._dataset import DatasetFile
+from ._exceptions import JobError, Problem
+from ._template import names_in
+
+DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+_KEY_LIKE = re.compile(r"sk-or-[A-Za-z0-9_-]{6,}")
+
+Position = tuple[int, int]
+JsonPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str = DEFAULT_BASE_URL
+    api_key_env: str = "OPENROUTER_API_KEY"
+    management_key_env: str = "OPENROUTER_MANAGEMENT_KEY"
+    app_url: str | None = None
+    app_title: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """`run:` of the job, after defaults; the CLI overrides fields with `dataclasses.replace`."""
+
+    concurrency: int = 16
+    timeout_s: float = 60.0
+    connect_timeout_s: float = 10.0
+    output: str | None = None
+    max_attempts: int = 6
+    max_elapsed_s: float = 600.0
+    max_wait_s: float = 120.0
+    deadline_s: float | None = None
+    grace_s: float = 10.0
+    budget_usd: float | None = None
+    budget_margin_usd: float = 0.0
+    cost_margin: float = 0.1
+    allow_unknown_prices: bool = False
+    key_refresh_requests: int = 500
+    key_refresh_s: float = 60.0
+    pass_threshold: float | dict[str, Any] | None = None
+    max_error_rate: float = 0.0
+    isolated_key: bool = False
+    key_expiry_s: float = 6 * 3600.0
+    progress_every_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    params: dict[str, Any] = field(default_factory=dict)
+    concurrency: int | None = None
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    id: str
+    messages: tuple[dict[str, str], ...]  # templates, rendered per row
+    params: dict[str, Any]
+    rows: list[dict[str, Any]] | DatasetFile
+    checks: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    path: Path
+    endpoint: Endpoint
+    params: dict[str, Any]
+    models: tuple[ModelSpec, ...]
+    prompts: tuple[PromptSpec, ...]
+    repeat: int
+    run: RunSettings
+    fingerprint: str  # of everything that shapes the requests; shards of one job share it
+
+
+@lru_cache(maxsize=1)
+def job_schema() -> dict[str, Any]:
+    """The packaged schema; in a source checkout, the top-level schemas/ folder."""
+    packaged = resources.files("batchrun") / "schemas" / "job.schema.json"
+    if packaged.is_file():
+        text = packaged.read_text(encoding="utf-8")
+    else:
+        text = (Path(__file__).resolve().parent.parent / "schemas" / "job.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def format_path(path: JsonPath) -> str:
+    out = "$"
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+class _Source:
+    """The parsed file and where each value stood in it."""
+
+    def __init__(self, file: str, data: Any, positions: dict[JsonPath, Position]) -> None:
+        self.file = file
+        self.data = data
+        self.positions = positions
+
+    def problem(self, path: JsonPath, message: str) -> Problem:
+        for cut in range(len(path), -1, -1):
+            position = self.positions.get(tuple(path[:cut]))
+            if position is not None:
+                return Problem(self.file, position[0], position[1], format_path(path), message)
+        return Problem(self.file, None, None, format_path(path), message)
+
+
+def _walk(node: yaml.Node, path: JsonPath, positions: dict[JsonPath, Position], problems: list[Problem], file: str) -> None:
+    positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                # PyYAML keeps the last silently; a duplicated key is almost always a mistake.
+                problems.append(Problem(file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
+                                        format_path(path + (key,)), f"duplicate key {key!r}"))
+            seen.add(key)
+            _walk(value_node, path + (key,), positions, problems, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, path + (index,), positions, problems, file)
+
+
+def _parse(path: Path) -> tuple[_Source | None, list[Problem]]:
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, [Problem(file, None, None, "", "no such job file")]
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem(file, None, None, "", f"cannot read job file: {exc}")]
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, [Problem(file, 1, 1, "$", "the job file is empty")]
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        return None, [Problem(file, line, column, "", f"YAML syntax error: {exc.problem or exc}")]
+    except yaml.YAMLError as exc:
+        return None, [Problem(file, None, None, "", f"YAML error: {exc}")]
+    finally:
+        loader.dispose()
+    positions: dict[JsonPath, Position] = {}
+    problems: list[Problem] = []
+    _walk(node, (), positions, problems, file)
+    return _Source(file, data, positions), problems
+
+
+def _schema_problems(source: _Source) -> list[Problem]:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    validator = Draft202012Validator(job_schema())
+    problems = []
+    for error in sorted(validator.iter_errors(source.data), key=lambda e: list(map(str, e.absolute_path))):
+        # For oneOf/anyOf the useful message is in the closest-matching branch.
+        while error.context:
+            error = best_match(error.context)
+        path = tuple(error.absolute_path)
+        message = error.message
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = set(error.schema.get("properties", {}))
+            for key in error.instance:
+                if key not in allowed:
+                    problems.append(source.problem(path + (key,), f"unknown key {key!r}"))
+            continue
+        if len(message) > 160:
+            message = message[:157] + "..."
+        problems.append(source.problem(path, message))
+    return problems
+
+
+def _key_like_strings(value: Any, path: JsonPath) -> list[JsonPath]:
+    if isinstance(value, str):
+        return [path] if _KEY_LIKE.search(value) else []
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _key_like_strings(v, path + (str(k),))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _key_like_strings(v, path + (i,))]
+    return []
+
+
+def _prompt_messages(prompt: dict[str, Any], defaults: dict[str, Any]) -> tuple[dict[str, str], ...]:
+    if "messages" in prompt:
+        return tuple({"role": m["role"], "content": m["content"]} for m in prompt["messages"])
+    system = prompt.get("system", defaults.get("system"))
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt["text"]})
+    return tuple(messages)
+
+
+def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], list[PromptSpec]]:
+    data = source.data
+    problems = [source.problem(p, "looks like an OpenRouter API key: keys belong in the environment "
+                                  "(see endpoint.api_key_env), never in a job file")
+                for p in _key_like_strings(data, ())]
+    defaults = data.get("defaults", {})
+    seen_models: set[str] = set()
+    for i, model in enumerate(data["models"]):
+        model_id = model if isinstance(model, str) else model["id"]
+        if model_id in seen_models:
+            problems.append(source.problem(("models", i), f"duplicate model id {model_id!r}"))
+        seen_models.add(model_id)
+
+    default_checks = defaults.get("checks", [])
+    for i, check in enumerate(default_checks):
+        problems += [source.problem(("defaults", "checks", i), m) for m in check_problems(check, base_dir)]
+
+    prompts: list[PromptSpec] = []
+    seen_prompts: set[str] = set()
+    for i, prompt in enumerate(data["prompts"]):
+        where: JsonPath = ("prompts", i)
+        if prompt["id"] in seen_prompts:
+            problems.append(source.problem(where + ("id",), f"duplicate prompt id {prompt['id']!r}"))
+        seen_prompts.add(prompt["id"])
+        for j, check in enumerate(prompt.get("checks", [])):
+            problems += [source.problem(where + ("checks", j), m) for m in check_problems(check, base_dir)]
+        messages = _prompt_messages(prompt, defaults)
+        checks = tuple(resolve_files(c, base_dir) for c in [*default_checks, *prompt.get("checks", [])])
+        needed = names_in([m["content"] for m in messages]) | names_in(list(checks))
+        rows: list[dict[str, Any]] | DatasetFile
+        if "vars" in prompt:
+            rows = prompt["vars"]
+            if not rows:
+                problems.append(source.problem(where + ("vars",), "vars is empty: the matrix is empty"))
+            for k, row in enumerate(rows):
+                missing = needed - row.keys()
+                if missing:
+                    problems.append(source.problem(where + ("vars", k),
+                                                   f"row lacks variable(s) {', '.join(sorted(missing))} used by the prompt"))
+                    break
+        elif "dataset" in prompt or "dataset" in data:
+            key_path: JsonPath = where + ("dataset",) if "dataset" in prompt else ("dataset",)
+            shown = prompt.get("dataset", data.get("dataset"))
+            rows = DatasetFile(base_dir / shown, shown)
+            problems += rows.check(needed, source.file, format_path(key_path))
+            if problems and problems[-1].line is None and problems[-1].file == source.file:
+                problems[-1] = source.problem(key_path, problems[-1].message)
+        else:
+            rows = [{}]
+            if needed:
+                problems.append(source.problem(where, f"uses variable(s) {', '.join(sorted(needed))} "
+                                                      "but has no vars and the job has no dataset"))
+        prompts.append(PromptSpec(prompt["id"], messages, prompt.get("params", {}), rows, checks))
+    return problems, prompts
+
+
+def _run_settings(raw: dict[str, Any]) -> RunSettings:
+    known = {f.name for f in fields(RunSettings)}
+    return replace(RunSettings(), **{k: v for k, v in raw.items() if k in known})
+
+
+def _fingerprint(data: dict[str, Any]) -> str:
+    shaping = {k: v for k, v in data.items() if k not in ("run", "endpoint")}
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_job(path: str | Path) -> Job:
+    """Parse and validate a job file, raising JobError with every problem found."""
+    path = Path(path)
+    source, problems = _parse(path)
+    if source is None:
+        raise JobError(problems)
+    if not isinstance(source.data, dict):
+        raise JobError(problems + [source.problem((), "a job file must be a mapping of keys (name, models, prompts, ...)")])
+    schema_problems = _schema_problems(source)
+    problems += schema_problems
+    if schema_problems:
+        # Semantic checks assume the shapes the schema guarantees; still report key-like strings.
+        problems += [source.problem(p, "looks like an OpenRouter API key: keys belong in the environment")
+                     for p in _key_like_strings(source.data, ())]
+        raise JobError(problems)
+    semantic, prompts = _semantic_problems(source, path.parent)
+    problems += semantic
+    if problems:
+        raise JobError(problems)
+    data = source.data
+    models = tuple(ModelSpec(m) if isinstance(m, str) else ModelSpec(m["id"], m.get("params", {}), m.get("concurrency"))
+                   for m in data["models"])
+    return Job(
+        name=data["name"],
+        path=path,
+        endpoint=replace(Endpoint(), **data.get("endpoint", {})),
+        params=data.get("defaults", {}).get("params", {}),
+        models=models,
+        prompts=tuple(prompts),
+        repeat=data.get("repeat", 1),
+        run=_run_settings(data.get("run", {})),
+        fingerprint=_fingerprint(data),
+    )

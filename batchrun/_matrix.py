@@ -1,0 +1,93 @@
+"""Expand a job into Requests, lazily, with stable ids and request fingerprints.
+
+The model varies fastest, so consecutive requests spread over models and per-model
+concurrency limits do not stall the workers behind one model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ._job import Job
+from ._template import Template, render_nested
+
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(_encode(value).encode()).hexdigest()[:20]
+
+
+def stable_id(job_name: str, model: str, prompt_id: str, row: dict[str, Any], repeat: int) -> str:
+    """The resume key: the same job always yields the same ids."""
+    return _digest([job_name, model, prompt_id, row, repeat])
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    id: str
+    fingerprint: str  # of the exact body sent: an edited prompt keeps its id, changes this
+    model: str
+    prompt_id: str
+    vars: dict[str, Any]
+    repeat: int
+    body: dict[str, Any]
+    checks: list[dict[str, Any]]
+
+    @property
+    def prompt_chars(self) -> int:
+        return sum(len(m["content"]) for m in self.body["messages"])
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 1-based, as written on the command line
+    count: int
+
+    def __contains__(self, request_id: str) -> bool:
+        return int(request_id[:12], 16) % self.count == self.index - 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        k, _, n = text.partition("/")
+        if not (k.isdigit() and n.isdigit()) or not 1 <= int(k) <= int(n):
+            raise ValueError(f"--shard takes K/N with 1 <= K <= N, got {text!r}")
+        return cls(int(k), int(n))
+
+
+def request_params(job: Job, model_params: dict[str, Any], prompt_params: dict[str, Any]) -> dict[str, Any]:
+    """Defaults, then the model's, then the prompt's params: the most specific wins."""
+    return {**job.params, **model_params, **prompt_params}
+
+
+def plan_requests(job: Job, shard: Shard | None = None) -> Iterator[Request]:
+    """Every request of the job, one at a time; nothing is held but the current row."""
+    compiled = [(p, [(m["role"], Template(m["content"])) for m in p.messages]) for p in job.prompts]
+    model_params = {m.id: m.params for m in job.models}
+    for prompt, templates in compiled:
+        templated_checks = any("{{" in json.dumps(c) for c in prompt.checks)
+        for row in prompt.rows:
+            messages = [{"role": role, "content": t.render(row)} for role, t in templates]
+            checks = [render_nested(c, row) for c in prompt.checks] if templated_checks else list(prompt.checks)
+            for repeat in range(job.repeat):
+                for model in job.models:
+                    request_id = stable_id(job.name, model.id, prompt.id, row, repeat)
+                    if shard is not None and request_id not in shard:
+                        continue
+                    params = request_params(job, model_params[model.id], prompt.params)
+                    body = {"model": model.id, "messages": messages, **params}
+                    yield Request(request_id, _digest(body), model.id, prompt.id, row, repeat, body, checks)
+
+
+def count_requests(job: Job) -> dict[tuple[str, str], int]:
+    """Rows per (model, prompt), counting dataset rows without keeping them."""
+    counts: dict[tuple[str, str], int] = {}
+    for prompt in job.prompts:
+        rows = sum(1 for _ in prompt.rows)
+        for model in job.models:
+            counts[(model.id, prompt.id)] = rows * job.repeat
+    return counts

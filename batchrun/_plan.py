@@ -1,0 +1,114 @@
+"""`batchrun plan`: the matrix, and with an endpoint the worst-case cost against budget and credit."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._costs import CostModel
+from ._job import Job
+from ._matrix import count_requests
+
+
+def render_plan_offline(job: Job) -> str:
+    counts = count_requests(job)
+    lines = [f"job {job.name}: {sum(counts.values())} request(s) = "
+             f"{len(job.models)} model(s) x {len(job.prompts)} prompt(s) x rows x repeat {job.repeat}"]
+    width = max(len(m.id) for m in job.models)
+    for model in job.models:
+        per_prompt = ", ".join(f"{p.id} {counts[(model.id, p.id)]}" for p in job.prompts)
+        lines.append(f"  {model.id.ljust(width)}  {sum(counts[(model.id, p.id)] for p in job.prompts):>7}  ({per_prompt})")
+    lines.append("no key and no --simulate: costs not priced (set the key, or add --simulate)")
+    return "\n".join(lines)
+
+
+@dataclass
+class PricedPlan:
+    job: Job
+    rows: dict[str, int]
+    worst: dict[str, float]
+    unknown_price: set[str]
+    no_max_tokens: set[str]
+    previous_avg: dict[str, float] = field(default_factory=dict)
+    previous_file: str | None = None
+    key: dict[str, Any] | None = None
+
+
+def previous_average(job: Job) -> tuple[str | None, dict[str, float]]:
+    """Mean cost of an ok row per model, from the newest results file of the same job."""
+    from ._outputs import default_output
+    from ._results import final_records
+
+    folder = default_output(job.name, job.run.output, 0).parent
+    files = sorted(folder.glob("*.jsonl"), reverse=True) if folder.is_dir() else []
+    for path in files:
+        totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+        try:
+            for record in final_records(path):
+                if record.get("job_fingerprint") == job.fingerprint and record["status"] == "ok":
+                    entry = totals[record["model"]]
+                    entry[0] += float(record.get("cost") or 0.0)
+                    entry[1] += 1
+        except Exception:  # noqa: BLE001 - a damaged old file must not break planning
+            continue
+        if totals:
+            return str(path), {m: s / n for m, (s, n) in totals.items() if n}
+    return None, {}
+
+
+async def price_plan(job: Job, base_url: str | None, api_key: str | None) -> PricedPlan:
+    from ._run import RunOptions, check_models, estimate, make_client
+
+    client = make_client(job, RunOptions(api_key=api_key, base_url=base_url), job.run)
+    try:
+        models = await client.models()
+        key = await client.key_info()
+    finally:
+        await client.aclose()
+    if models is not None:
+        check_models(job, models)
+    result = estimate(job, CostModel(models, job.run.cost_margin), None, None, False)
+    previous_file, previous = previous_average(job)
+    return PricedPlan(job, result.rows, result.worst_usd, result.unknown_price, result.no_max_tokens,
+                      previous, previous_file, key)
+
+
+def render_plan(plan: PricedPlan) -> str:
+    job = plan.job
+    header = f"{'model':<44} {'rows':>7} {'worst case $':>14} {'prev. avg $':>12}"
+    lines = [f"job {job.name}: {sum(plan.rows.values())} request(s)", header]
+    for model in [m.id for m in job.models]:
+        worst = "unknown" if model in plan.unknown_price else f"{plan.worst.get(model, 0.0):.6f}"
+        rows = plan.rows.get(model, 0)
+        previous = f"{plan.previous_avg[model] * rows:.6f}" if model in plan.previous_avg else "-"
+        lines.append(f"{model:<44} {rows:>7} {worst:>14} {previous:>12}")
+    total = sum(plan.worst.values())
+    lines.append(f"{'TOTAL':<44} {sum(plan.rows.values()):>7} {total:>14.6f}"
+                 + (f" {sum(plan.previous_avg.get(m, 0) * n for m, n in plan.rows.items()):>12.6f}" if plan.previous_avg else ""))
+    if plan.previous_file:
+        lines.append(f"previous run: {plan.previous_file}")
+    budget = job.run.budget_usd
+    lines.append(f"budget: {'none' if budget is None else f'${budget:.6f}'}"
+                 + ("" if budget is None else f" -> worst case {'fits' if total <= budget else 'EXCEEDS it'}"))
+    if plan.key is None:
+        lines.append("key: the endpoint has no /key (credit checks off)")
+    else:
+        remaining = plan.key.get("limit_remaining")
+        lines.append(f"key {plan.key.get('label')}: remaining credit "
+                     + ("unlimited" if remaining is None else
+                        f"${remaining:.6f} -> worst case {'fits' if total <= remaining else 'EXCEEDS it'}"))
+        free = plan.key.get("free_model_daily_requests")
+        needed = sum(n for m, n in plan.rows.items() if m.endswith(":free"))
+        if needed or free:
+            left = free.get("remaining") if isinstance(free, dict) else None
+            lines.append(f"free-model requests needed today: {needed}"
+                         + ("" if left is None else f", remaining {left}" + (" (NOT ENOUGH)" if needed > left else "")))
+    for model in sorted(plan.no_max_tokens):
+        lines.append(f"warning: {model} has requests without max_tokens: costed at the model's maximum completion "
+                     "tokens, which OpenRouter also reserves; set params.max_tokens")
+    for model in sorted(plan.unknown_price):
+        lines.append(f"warning: {model} has no known price (router model): a budget cannot bound it")
+    return "\n".join(lines)
+
+

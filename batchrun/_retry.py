@@ -1,0 +1,117 @@
+"""The retry policy, built from tenacity's strategies.
+
+Server hints (Retry-After, retry-after-ms, X-RateLimit-Reset) take precedence over the
+exponential full-jitter backoff, and are never shortened: a hint longer than the cap on
+a single wait ends the retrying instead of retrying early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base, wait_random_exponential
+
+from ._exceptions import RequestFailed, Transient
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    max_elapsed_s: float = 600.0
+    max_wait_s: float = 120.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+def _failure(state: RetryCallState) -> RequestFailed | None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    return exc if isinstance(exc, RequestFailed) else None
+
+
+class wait_server_hint(wait_base):
+    """The server's wait when it gave one; otherwise the backoff, capped."""
+
+    def __init__(self, backoff: wait_base, cap: float) -> None:
+        self.backoff = backoff
+        self.cap = cap
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        failure = _failure(retry_state)
+        if failure is not None and failure.retry_after is not None:
+            return failure.retry_after
+        return min(self.backoff(retry_state), self.cap)
+
+
+class stop_when_exhausted(stop_base):
+    """Out of attempts, out of elapsed time, or the server asked for a wait above the cap."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        policy = self.policy
+        upcoming = retry_state.upcoming_sleep
+        return (
+            retry_state.attempt_number >= policy.max_attempts
+            or upcoming > policy.max_wait_s
+            or retry_state.idle_for + upcoming > policy.max_elapsed_s
+        )
+
+
+@dataclass
+class AttemptLog:
+    """How many attempts a request took, and each failed attempt's kind, status and wait."""
+
+    attempts: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, failure: RequestFailed, wait: float | None) -> None:
+        self.failures.append({"kind": failure.kind, "http_status": failure.http_status,
+                              "wait_s": None if wait is None else round(wait, 3)})
+
+
+async def call_with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    sleep: Callable[[float], Awaitable[None]],
+    log: AttemptLog,
+    on_retry: Callable[[RequestFailed, float], Awaitable[None]] | None = None,
+) -> T:
+    """Run `attempt` until it succeeds, fails finally, or the policy gives up (re-raising)."""
+
+    async def before_sleep(state: RetryCallState) -> None:
+        failure = _failure(state)
+        if failure is not None:
+            log.record(failure, state.upcoming_sleep)
+            if on_retry is not None:
+                await on_retry(failure, state.upcoming_sleep)
+
+    async def counted() -> T:
+        log.attempts += 1
+        try:
+            return await attempt()
+        except RequestFailed as failure:
+            if not failure.retryable:
+                log.record(failure, None)
+            raise
+
+    retrying = AsyncRetrying(
+        stop=stop_when_exhausted(policy),
+        wait=wait_server_hint(wait_random_exponential(multiplier=policy.backoff_base_s, max=policy.backoff_max_s),
+                              policy.max_wait_s),
+        retry=retry_if_exception_type(Transient),
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        return await retrying(counted)
+    except Transient as failure:
+        log.record(failure, None)  # the attempt the policy gave up after
+        raise

@@ -1,0 +1,258 @@
+"""Run a job end to end: output and lock, resume scan, pre-flight, the runner, the summary.
+
+This is the library entry point behind `batchrun JOB.yaml`. It never prints: notices go
+to the `notice` callback and everything else comes back in the RunReport.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ._client import ModelInfo, OpenRouterClient
+from ._clock import Clock, SystemClock
+from ._costs import CostModel
+from ._exceptions import ConfigError
+from ._isolated import IsolatedKey
+from ._job import Job, RunSettings
+from ._ledger import CreditLedger
+from ._lock import OutputLock
+from ._matrix import Request, Shard, plan_requests
+from ._outputs import default_output, latest_incomplete, summary_path
+from ._results import ResultsWriter, RowState, final_records, scan_states
+from ._retry import RetryPolicy
+from ._runner import RunConfig, Runner, RunOutcome
+from ._summary import SummaryBuilder
+
+Notice = Callable[[str], None]
+
+
+@dataclass
+class RunOptions:
+    api_key: str | None
+    base_url: str | None = None  # overrides the job's endpoint
+    output: Path | None = None
+    resume: bool = False
+    retry_errors: bool = False
+    shard: Shard | None = None
+    management_key: str | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+    clock: Clock = field(default_factory=SystemClock)
+    test_broken_ledger: bool = False  # test seam: reserve nothing (shows the server-side limit holds)
+
+
+@dataclass
+class RunControl:
+    """Lets the CLI's signal handlers reach a run that may not have started its runner yet."""
+
+    runner: Runner | None = None
+    pending: str | None = None
+
+    def stop(self, reason: str) -> None:
+        if self.runner is not None:
+            self.runner.request_stop(reason)
+        else:
+            self.pending = reason
+
+
+@dataclass
+class RunReport:
+    output: Path
+    summary: dict[str, Any]
+    outcome: RunOutcome
+    kept: int
+    complete: bool
+
+
+def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
+    if options.output is not None:
+        return options.output
+    if options.resume:
+        found = latest_incomplete(job.name, job.run.output)
+        if found is None:
+            raise ConfigError(f"--resume: no incomplete run of {job.name!r} was found; give --output")
+        notice(f"resuming {found}, the most recent incomplete run of {job.name}")
+        return found
+    return default_output(job.name, job.run.output, now)
+
+
+def keep_row(state: RowState | None, request: Request, retry_errors: bool) -> bool:
+    """Resume rule: keep ok rows and errors (retryable ones only without --retry-errors)
+    whose request is unchanged; skipped rows never ran, so they run again."""
+    if state is None or state.fingerprint != request.fingerprint:
+        return False
+    if state.status == "ok":
+        return True
+    if state.status == "error":
+        return not (retry_errors and state.retryable)
+    return False
+
+
+@dataclass
+class Estimate:
+    rows: dict[str, int] = field(default_factory=dict)
+    worst_usd: dict[str, float] = field(default_factory=dict)
+    unknown_price: set[str] = field(default_factory=set)
+    no_max_tokens: set[str] = field(default_factory=set)
+    kept: int = 0
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+    @property
+    def total_worst(self) -> float:
+        return sum(self.worst_usd.values())
+
+
+def estimate(job: Job, costs: CostModel, shard: Shard | None, states: dict[str, RowState] | None,
+             retry_errors: bool) -> Estimate:
+    """One pass over the matrix: rows to send per model, worst-case cost, rows kept by resume."""
+    result = Estimate()
+    for request in plan_requests(job, shard):
+        if states is not None and keep_row(states.get(request.id), request, retry_errors):
+            result.kept += 1
+            continue
+        result.rows[request.model] = result.rows.get(request.model, 0) + 1
+        if not request.body.get("max_tokens"):
+            result.no_max_tokens.add(request.model)
+        worst = costs.worst_case(request)
+        if worst is None:
+            result.unknown_price.add(request.model)
+        else:
+            result.worst_usd[request.model] = result.worst_usd.get(request.model, 0.0) + worst
+    return result
+
+
+def check_models(job: Job, models: dict[str, ModelInfo]) -> None:
+    wanted = {m.id for m in job.models}
+    for spec in job.models:
+        wanted.update(spec.params.get("models", []))
+    wanted.update(job.params.get("models", []))
+    unknown = sorted(wanted - models.keys())
+    if unknown:
+        raise ConfigError(f"{job.path}: model(s) not offered by the endpoint: {', '.join(unknown)}")
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=2)
+    os.replace(temporary, path)
+
+
+def make_client(job: Job, options: RunOptions, settings: RunSettings) -> OpenRouterClient:
+    return OpenRouterClient(
+        options.base_url or job.endpoint.base_url, options.api_key,
+        app_url=job.endpoint.app_url, app_title=job.endpoint.app_title,
+        timeout_s=settings.timeout_s, connect_timeout_s=settings.connect_timeout_s,
+        max_connections=settings.concurrency, transport=options.transport, clock=options.clock)
+
+
+async def run_job(job: Job, options: RunOptions, control: RunControl | None = None,
+                  notice: Notice = lambda _: None,
+                  on_start: Callable[[int], None] | None = None,
+                  on_record: Callable[[dict[str, Any]], None] | None = None) -> RunReport:
+    """Run (or resume) one job. Raises ConfigError, LockHeld, AuthFailed before any row is sent."""
+    settings = job.run
+    control = control or RunControl()
+    clock = options.clock
+    output = resolve_output(job, options, clock.time(), notice)
+    lock = OutputLock(output)
+    lock.acquire()
+    try:
+        return await _locked_run(job, options, settings, control, notice, on_start, on_record, output)
+    finally:
+        lock.release()
+
+
+async def _locked_run(job: Job, options: RunOptions, settings: RunSettings, control: RunControl, notice: Notice,
+                      on_start: Callable[[int], None] | None, on_record: Callable[[dict[str, Any]], None] | None,
+                      output: Path) -> RunReport:
+    scan = scan_states(output) if options.resume and output.exists() else None
+    states = scan.states if scan is not None else None
+    prior_spend = scan.spent_usd if scan is not None else 0.0
+    client = make_client(job, options, settings)
+    isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
+    try:
+        job_budget = settings.budget_usd
+        if job_budget is not None:
+            # The budget is for the logical run: what earlier attempts of this file spent counts.
+            job_budget = max(0.0, job_budget - prior_spend)
+        if isolated is not None:
+            await isolated.create(job_budget)
+        models = await client.models()
+        key = await client.key_info()
+        if models is None or key is None:
+            notice(f"{client.base_url} has no /models or /key: credit-limit features are off for this run")
+        if models is not None:
+            check_models(job, models)
+        costs = CostModel(models, settings.cost_margin)
+        plan = estimate(job, costs, options.shard, states, options.retry_errors)
+        budget = job_budget
+        limit_from_key = False
+        remaining = key.get("limit_remaining") if key else None
+        if isinstance(remaining, (int, float)) and (budget is None or remaining < budget):
+            budget, limit_from_key = float(remaining), True
+        if budget is not None:
+            budget = max(0.0, budget - settings.budget_margin_usd)
+            if plan.unknown_price and not settings.allow_unknown_prices:
+                raise ConfigError(f"no known price for {', '.join(sorted(plan.unknown_price))}: a budget cannot be "
+                                  "kept; set run.allow_unknown_prices to run them anyway (reserved at $0)")
+        ledger = CreditLedger(None if options.test_broken_ledger else budget)
+        summary = SummaryBuilder()
+
+        def record_done(record: dict[str, Any]) -> None:
+            summary.add(record)
+            if on_record is not None:
+                on_record(record)
+
+        runner = Runner(
+            client, ResultsWriter(output),
+            RunConfig(concurrency=settings.concurrency,
+                      policy=RetryPolicy(settings.max_attempts, settings.max_elapsed_s, settings.max_wait_s),
+                      deadline_s=settings.deadline_s, grace_s=settings.grace_s,
+                      key_refresh_requests=settings.key_refresh_requests, key_refresh_s=settings.key_refresh_s,
+                      budget_margin_usd=settings.budget_margin_usd,
+                      model_caps={m.id: m.concurrency for m in job.models if m.concurrency}),
+            options.clock, job_name=job.name, job_fingerprint=job.fingerprint, costs=costs if models else None,
+            ledger=ledger, limit_from_key=limit_from_key, on_record=record_done)
+        if runner.writer.repaired_bytes:
+            notice(f"{output}: cut a torn last line ({runner.writer.repaired_bytes} bytes) left by an earlier crash")
+        control.runner = runner
+        if control.pending:
+            runner.request_stop(control.pending)
+        if on_start is not None:
+            on_start(plan.total_rows)
+        requests: Iterator[Request] = plan_requests(job, options.shard)
+        if states is not None:
+            requests = (r for r in requests if not keep_row(states.get(r.id), r, options.retry_errors))
+        try:
+            outcome = await runner.run(requests)
+        finally:
+            runner.writer.close()
+        if isolated is not None:
+            await isolated.finish(ledger.spent, notice)
+        if states:
+            summary = SummaryBuilder().add_all(final_records(output))
+        data = summary.result(
+            output=str(output), stop=outcome.stop, stop_message=outcome.stop_message,
+            estimate_usd=round(plan.total_worst, 8) if models else None,
+            budget_usd=None if budget is None else round(budget, 8),
+            spent_usd=round(outcome.spent_usd, 8), spent_before_usd=round(prior_spend, 8), kept_from_earlier=plan.kept,
+            isolated_key=isolated.audit() if isolated is not None else None)
+        complete = outcome.stop is None and data["total"]["skipped"] == 0
+        data["complete"] = complete
+        write_json_atomically(summary_path(output), data)
+        return RunReport(output, data, outcome, plan.kept, complete)
+    finally:
+        if isolated is not None and isolated.removed is None:
+            await isolated.finish(0.0, notice)  # a failure before the end: still remove the key
+        await client.aclose()

@@ -1,0 +1,284 @@
+"""The runner: streams Requests through throttle -> ledger -> retry -> client, one row each.
+
+A fixed pool of workers pulls from one lazy iterator of Requests, so a 100,000-row job
+holds only as many requests as there are workers. Every request ends as exactly one
+record: `ok`, `error` (the request failed) or `skipped` (never sent: stop, cap, budget).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._checks import Answer, run_checks
+from ._client import ChatResult, OpenRouterClient
+from ._clock import Clock
+from ._costs import CostModel
+from ._exceptions import AuthFailed, CreditExhausted, DailyCapReached, RateLimited, RequestFailed
+from ._ledger import BudgetExhausted, CreditLedger
+from ._limiter import Throttle
+from ._matrix import Request
+from ._results import ResultsWriter, record_head
+from ._retry import AttemptLog, RetryPolicy, call_with_retries
+
+# Why a run stopped early; each maps to its own exit code in the CLI.
+STOP_AUTH, STOP_CREDITS, STOP_BUDGET, STOP_DEADLINE, STOP_INTERRUPTED = (
+    "auth", "credits", "budget", "deadline", "interrupted")
+
+
+def utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+@dataclass
+class RunConfig:
+    concurrency: int
+    policy: RetryPolicy
+    deadline_s: float | None = None
+    grace_s: float = 10.0
+    key_refresh_requests: int = 500
+    key_refresh_s: float = 60.0
+    budget_margin_usd: float = 0.0
+    model_caps: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class RunOutcome:
+    stop: str | None
+    stop_message: str
+    written: int
+    spent_usd: float
+    ledger_limit: float | None
+
+
+class Runner:
+    def __init__(
+        self,
+        client: OpenRouterClient,
+        writer: ResultsWriter,
+        config: RunConfig,
+        clock: Clock,
+        *,
+        job_name: str,
+        job_fingerprint: str,
+        costs: CostModel | None = None,
+        ledger: CreditLedger | None = None,
+        limit_from_key: bool = False,
+        on_record: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.writer = writer
+        self.config = config
+        self.clock = clock
+        self.job_name = job_name
+        self.job_fingerprint = job_fingerprint
+        self.costs = costs
+        self.ledger = ledger or CreditLedger(None)
+        self.limit_from_key = limit_from_key  # the binding limit is the key's credit, not our budget
+        self.throttle = Throttle(config.concurrency, clock, config.model_caps)
+        self.on_record = on_record
+        self.stop_reason: str | None = None
+        self.stop_message = ""
+        self.stopped_models: dict[str, str] = {}
+        self._stop_event = asyncio.Event()
+        self._sent_since_refresh = 0
+        self._last_refresh = 0.0
+        self._refreshing = False
+
+    # -- stopping ----------------------------------------------------------------------------
+    def request_stop(self, reason: str, message: str = "") -> None:
+        """Stop dispatching; in-flight requests get `grace_s` (none for a refused key)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.stop_message = message
+            self._stop_event.set()
+
+    # -- records -----------------------------------------------------------------------------
+    def _record(self, request: Request, status: str, reason: str | None, retryable: bool,
+                started: float | None, **fields: Any) -> dict[str, Any]:
+        record = record_head(request.id, request.fingerprint, status, reason, retryable, fields.pop("cost", None))
+        record.update(job=self.job_name, job_fingerprint=self.job_fingerprint, model=request.model,
+                      prompt_id=request.prompt_id, vars=request.vars, repeat=request.repeat)
+        record.update(fields)
+        body = request.body
+        record["messages"] = body["messages"]
+        record["params"] = {k: v for k, v in body.items() if k not in ("model", "messages")}
+        now = self.clock.time()
+        record["started_at"] = utc(started) if started is not None else None
+        record["finished_at"] = utc(now)
+        return record
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        self.writer.write(record)
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def skip(self, request: Request, reason: str) -> None:
+        self._emit(self._record(request, "skipped", reason, True, None))
+
+    # -- one request -------------------------------------------------------------------------
+    async def _attempt(self, request: Request) -> ChatResult:
+        started = await self.throttle.acquire(request.model)
+        try:
+            result = await self.client.chat(request.body, row_id=request.id)
+        except RateLimited as failure:
+            self.throttle.rate_limited(started, failure.retry_after)
+            raise
+        finally:
+            await self.throttle.release(request.model)
+        self.throttle.succeeded()
+        return result
+
+    async def _reserve(self, request: Request) -> float | None:
+        """Reserve the worst case; None (and a stop) when the budget cannot hold it."""
+        worst = self.costs.worst_case(request) if self.costs else None
+        try:
+            return await self.ledger.reserve(worst or 0.0)
+        except BudgetExhausted:
+            reason = STOP_CREDITS if self.limit_from_key else STOP_BUDGET
+            self.request_stop(reason, f"the next request needs up to ${worst or 0:.6f}, "
+                                      f"${max(0.0, self.ledger.remaining or 0):.6f} is left")
+            return None
+
+    async def _process(self, request: Request) -> None:
+        model_stop = self.stopped_models.get(request.model)
+        if model_stop is not None:
+            self.skip(request, model_stop)
+            return
+        reservation = await self._reserve(request)
+        if reservation is None or self.stop_reason is not None:
+            if reservation is not None:
+                await self.ledger.release(reservation)
+            self.skip(request, self.stop_reason or STOP_BUDGET)
+            return
+        self._maybe_refresh_key()
+        log = AttemptLog()
+        started = self.clock.time()
+        began = self.clock.monotonic()
+        try:
+            result = await call_with_retries(lambda: self._attempt(request), self.config.policy,
+                                             self.clock.sleep, log)
+        except RequestFailed as failure:
+            await self.ledger.release(reservation)
+            self._failed(request, failure, log, started)
+            return
+        except BaseException:
+            await asyncio.shield(self.ledger.release(reservation))
+            raise
+        latency_ms = round((self.clock.monotonic() - began) * 1000, 1)
+        cost = result.cost
+        # Without a billed cost, keep the worst case as spent: never under-count.
+        await self.ledger.settle(reservation, cost if cost is not None else reservation)
+        record = self._record(
+            request, "ok", None, False, started,
+            response_model=result.model, provider=result.provider, generation_id=result.generation_id,
+            content=result.content, finish_reason=result.finish_reason,
+            native_finish_reason=result.native_finish_reason, usage=result.usage, cost=cost,
+            latency_ms=latency_ms, attempts=log.attempts, attempt_errors=log.failures, error=None)
+        if request.checks:
+            results = run_checks(request.checks, Answer(result.content, latency_ms, cost,
+                                                        result.usage.get("completion_tokens"), result.finish_reason))
+            record["checks"] = results
+            record["passed"] = all(r["pass"] for r in results)
+        self._emit(record)
+
+    def _failed(self, request: Request, failure: RequestFailed, log: AttemptLog, started: float) -> None:
+        error = {"kind": failure.kind, "http_status": failure.http_status, "message": failure.message[:500]}
+        if isinstance(failure, AuthFailed):
+            self.request_stop(STOP_AUTH, f"the API key was refused: {failure.message}")
+        elif isinstance(failure, CreditExhausted):
+            self.request_stop(STOP_CREDITS, failure.message)
+            self._emit(self._record(request, "skipped", STOP_CREDITS, True, started, error=error,
+                                    attempts=log.attempts, attempt_errors=log.failures))
+            return
+        elif isinstance(failure, DailyCapReached):
+            self.stopped_models.setdefault(request.model, "daily_cap")
+            self._emit(self._record(request, "skipped", "daily_cap", True, started, error=error,
+                                    attempts=log.attempts, attempt_errors=log.failures))
+            return
+        if failure.retryable and failure.retry_after is not None and failure.retry_after > self.config.policy.max_wait_s:
+            error["message"] += f" (server asked to wait {failure.retry_after:.0f} s, over the {self.config.policy.max_wait_s:g} s cap)"
+        self._emit(self._record(request, "error", failure.kind, failure.retryable, started, error=error,
+                                attempts=log.attempts, attempt_errors=log.failures, cost=0.0))
+
+    # -- key refresh -------------------------------------------------------------------------
+    def _maybe_refresh_key(self) -> None:
+        self._sent_since_refresh += 1
+        now = self.clock.monotonic()
+        due = (self._sent_since_refresh >= self.config.key_refresh_requests
+               or now - self._last_refresh >= self.config.key_refresh_s)
+        if due and self.costs is not None and self.costs.models is not None and not self._refreshing:
+            self._sent_since_refresh = 0
+            self._last_refresh = now
+            self._refreshing = True
+            asyncio.get_running_loop().create_task(self._refresh_key())
+
+    async def _refresh_key(self) -> None:
+        """Other jobs and shards may share the key: follow its remaining credit."""
+        try:
+            info = await self.client.key_info()
+        except RequestFailed:
+            return  # a failed refresh is not a reason to stop; the next one may work
+        finally:
+            self._refreshing = False
+        remaining = info.get("limit_remaining") if info else None
+        if isinstance(remaining, (int, float)):
+            new_limit = self.ledger.spent + remaining - self.config.budget_margin_usd
+            if self.ledger.limit is None or new_limit < self.ledger.limit:
+                self.limit_from_key = True
+                await self.ledger.lower_limit(new_limit)
+
+    # -- the run -----------------------------------------------------------------------------
+    async def _worker(self, source: Iterator[Request]) -> None:
+        for request in source:
+            if self.stop_reason is not None:
+                self.skip(request, self.stop_reason)
+                continue
+            try:
+                await self._process(request)
+            except asyncio.CancelledError:
+                # Cancelled by the grace timer (or the process is going down): the row
+                # still gets its one record, and the loop drains the rest as skipped.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                self.request_stop(STOP_INTERRUPTED)
+                self.skip(request, self.stop_reason or STOP_INTERRUPTED)
+
+    async def _watch(self, workers: list[asyncio.Task[None]]) -> None:
+        """Enforce the deadline, then the grace after any stop, by cancelling what is left."""
+        deadline = self.config.deadline_s
+        stop_wait = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            if deadline is not None:
+                timer = asyncio.ensure_future(self.clock.sleep(deadline))
+                await asyncio.wait([stop_wait, timer], return_when=asyncio.FIRST_COMPLETED)
+                timer.cancel()
+                self.request_stop(STOP_DEADLINE, f"the run deadline of {deadline:g} s was reached")
+            else:
+                await stop_wait
+        finally:
+            stop_wait.cancel()
+        grace = 0.0 if self.stop_reason == STOP_AUTH else self.config.grace_s
+        if grace > 0:
+            done = asyncio.gather(*workers, return_exceptions=True)
+            sleeper = asyncio.ensure_future(self.clock.sleep(grace))
+            await asyncio.wait([done, sleeper], return_when=asyncio.FIRST_COMPLETED)
+            sleeper.cancel()
+        for worker in workers:
+            worker.cancel()
+
+    async def run(self, requests: Iterator[Request]) -> RunOutcome:
+        source = iter(requests)
+        workers = [asyncio.ensure_future(self._worker(source)) for _ in range(self.config.concurrency)]
+        watcher = asyncio.ensure_future(self._watch(workers))
+        await asyncio.gather(*workers, return_exceptions=True)
+        watcher.cancel()
+        # Rows never dispatched, and any a cancelled worker held, end as skipped.
+        for request in source:
+            self.skip(request, self.stop_reason or STOP_INTERRUPTED)
+        return RunOutcome(self.stop_reason, self.stop_message, self.writer.written, self.ledger.spent,
+                          self.ledger.limit)

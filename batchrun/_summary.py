@@ -1,0 +1,182 @@
+"""Summaries of a run: built row by row, rendered as text, JSON and Markdown.
+
+The same builder serves the end of a run, `report` on any results file (resumed or
+merged), and the quality gate. It keeps counters and latencies, never the records.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_EXAMPLES = 10
+
+
+def percentile(values: array[float] | list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = max(0, math.ceil(fraction * len(ordered)) - 1)
+    return ordered[index]
+
+
+@dataclass
+class _Group:
+    ok: int = 0
+    error: int = 0
+    skipped: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    attempts: int = 0
+    checked: int = 0
+    passed: int = 0
+    latencies: array[float] = field(default_factory=lambda: array("d"))
+    answered_by: Counter[str] = field(default_factory=Counter)
+
+    def add(self, record: dict[str, Any]) -> None:
+        status = record.get("status")
+        if status == "ok":
+            self.ok += 1
+            usage = record.get("usage") or {}
+            self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+            self.completion_tokens += int(usage.get("completion_tokens") or 0)
+            if record.get("latency_ms") is not None:
+                self.latencies.append(float(record["latency_ms"]))
+            self.answered_by[f"{record.get('response_model')}@{record.get('provider')}"] += 1
+            if record.get("passed") is not None:
+                self.checked += 1
+                self.passed += bool(record["passed"])
+        elif status == "error":
+            self.error += 1
+        else:
+            self.skipped += 1
+        self.cost += float(record.get("cost") or 0.0)
+        self.attempts += int(record.get("attempts") or 0)
+
+    def as_json(self) -> dict[str, Any]:
+        rows = self.ok + self.error + self.skipped
+        sent = self.ok + self.error
+        return {
+            "rows": rows, "ok": self.ok, "error": self.error, "skipped": self.skipped,
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "cost_usd": round(self.cost, 8),
+            "latency_p50_ms": percentile(self.latencies, 0.5), "latency_p95_ms": percentile(self.latencies, 0.95),
+            "attempts_per_row": round(self.attempts / sent, 3) if sent else None,
+            "checked": self.checked, "passed": self.passed,
+            "pass_rate": round(self.passed / self.checked, 4) if self.checked else None,
+            "answered_by": dict(self.answered_by),
+        }
+
+
+class SummaryBuilder:
+    def __init__(self) -> None:
+        self.total = _Group()
+        self.models: dict[str, _Group] = defaultdict(_Group)
+        self.prompts: dict[str, _Group] = defaultdict(_Group)
+        self.skip_reasons: Counter[str] = Counter()
+        self.error_kinds: Counter[str] = Counter()
+        self.examples: list[dict[str, Any]] = []
+        self.job: str | None = None
+        self.job_fingerprint: str | None = None
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.job = self.job or record.get("job")
+        self.job_fingerprint = self.job_fingerprint or record.get("job_fingerprint")
+        self.total.add(record)
+        self.models[record["model"]].add(record)
+        self.prompts[record["prompt_id"]].add(record)
+        status = record["status"]
+        if status == "skipped":
+            self.skip_reasons[record.get("reason") or "unknown"] += 1
+        elif status == "error":
+            self.error_kinds[record.get("reason") or "unknown"] += 1
+        elif record.get("passed") is False and len(self.examples) < MAX_EXAMPLES:
+            failed = next((c for c in record.get("checks") or [] if not c["pass"]), None)
+            self.examples.append({"id": record["id"], "model": record["model"], "prompt_id": record["prompt_id"],
+                                  "why": f"{failed['name']}: {failed['reason']}" if failed else "failed"})
+
+    def add_all(self, records: Iterable[dict[str, Any]]) -> SummaryBuilder:
+        for record in records:
+            self.add(record)
+        return self
+
+    def result(self, **extra: Any) -> dict[str, Any]:
+        prompts = {k: g.as_json() for k, g in sorted(self.prompts.items())}
+        worst = sorted((p for p in prompts.items() if p[1]["pass_rate"] is not None),
+                       key=lambda item: (item[1]["pass_rate"], item[0]))
+        return {
+            "job": self.job, "job_fingerprint": self.job_fingerprint,
+            "total": self.total.as_json(),
+            "models": {k: g.as_json() for k, g in sorted(self.models.items())},
+            "prompts": prompts,
+            "worst_prompts": [name for name, data in worst[:5] if data["pass_rate"] < 1],
+            "failing_examples": self.examples,
+            "skip_reasons": dict(self.skip_reasons),
+            "error_kinds": dict(self.error_kinds),
+            **extra,
+        }
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _fmt_rate(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "ok", "error", "skipped", "tokens", "cost $", "p50 ms", "p95 ms", "tries/row", "pass"]
+    rows = []
+    for name, g in [*summary["models"].items(), ("TOTAL", summary["total"])]:
+        rows.append([name, str(g["ok"]), str(g["error"]), str(g["skipped"]),
+                     f"{g['prompt_tokens'] + g['completion_tokens']:,}", f"{g['cost_usd']:.6f}",
+                     _fmt_ms(g["latency_p50_ms"]), _fmt_ms(g["latency_p95_ms"]),
+                     "-" if g["attempts_per_row"] is None else f"{g['attempts_per_row']:.2f}", _fmt_rate(g["pass_rate"])])
+    return header, rows
+
+
+def render_text(summary: dict[str, Any]) -> str:
+    header, rows = _table_rows(summary)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in [header, *rows]]
+    if any(g["pass_rate"] is not None for g in summary["prompts"].values()):
+        lines.append("pass rate by prompt: " + ", ".join(
+            f"{name} {_fmt_rate(g['pass_rate'])}" for name, g in summary["prompts"].items() if g["pass_rate"] is not None))
+    if summary["worst_prompts"]:
+        lines.append("worst prompts: " + ", ".join(summary["worst_prompts"]))
+    for example in summary["failing_examples"]:
+        lines.append(f"  failed {example['model']} / {example['prompt_id']} [{example['id'][:8]}]: {example['why']}")
+    if summary["error_kinds"]:
+        lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["error_kinds"].items())))
+    if summary["skip_reasons"]:
+        lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items())))
+    for key, label in (("estimate_usd", "pre-flight worst case $"), ("budget_usd", "budget $")):
+        if summary.get(key) is not None:
+            lines.append(f"{label}: {summary[key]:.6f}")
+    if summary.get("stop"):
+        lines.append(f"stopped: {summary['stop']}" + (f" ({summary['stop_message']})" if summary.get("stop_message") else ""))
+    if summary.get("output"):
+        lines.append(f"results: {summary['output']}")
+    return "\n".join(lines)
+
+
+def render_markdown(summary: dict[str, Any], title: str | None = None) -> str:
+    header, rows = _table_rows(summary)
+    lines = [f"### {title or 'batchrun: ' + str(summary.get('job'))}", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines.append("")
+    if summary["worst_prompts"]:
+        lines.append("**Worst prompts:** " + ", ".join(f"`{p}`" for p in summary["worst_prompts"]))
+    for example in summary["failing_examples"]:
+        lines.append(f"- `{example['model']}` / `{example['prompt_id']}`: {example['why']}")
+    if summary.get("stop"):
+        lines.append(f"**Stopped:** {summary['stop']} {summary.get('stop_message') or ''}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,77 @@
+"""What a finished run means, as one exit code (README: "Exit codes")."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from ._job import RunSettings
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0  # every row ok, quality at or above threshold
+    ERRORS = 1  # rows ended in error beyond run.max_error_rate, or a model hit its daily cap
+    USAGE = 2  # bad job file, bad option, bad configuration; nothing was spent
+    QUALITY = 3  # pass rate below run.pass_threshold
+    REGRESSION = 4  # `diff --fail-on-regression` found rows that went from pass to fail
+    BUDGET = 5  # stopped: the budget or the key's credit ran out (resumable)
+    DEADLINE = 6  # stopped: run.deadline_s reached (resumable)
+    INTERRUPTED = 7  # stopped: SIGTERM or SIGINT (resumable)
+    LOCKED = 8  # another run is writing the same output
+    AUTH = 9  # the API key was refused
+
+
+EXIT_CODE_TABLE = "\n".join(f"  {code.value}  {code.name.lower()}" for code in ExitCode)
+
+_STOP_CODES = {"interrupted": ExitCode.INTERRUPTED, "auth": ExitCode.AUTH, "credits": ExitCode.BUDGET,
+               "budget": ExitCode.BUDGET, "deadline": ExitCode.DEADLINE}
+
+
+def _thresholds(settings: RunSettings, override: float | None) -> tuple[float | None, dict[str, float], dict[str, float]]:
+    raw = settings.pass_threshold
+    overall = raw if isinstance(raw, (int, float)) else (raw or {}).get("overall")
+    models = raw.get("models", {}) if isinstance(raw, dict) else {}
+    prompts = raw.get("prompts", {}) if isinstance(raw, dict) else {}
+    return (override if override is not None else overall), models, prompts
+
+
+def quality_failures(summary: dict[str, Any], settings: RunSettings, override: float | None = None) -> list[str]:
+    """Each pass-rate threshold the run fell below, as a sentence."""
+    overall, models, prompts = _thresholds(settings, override)
+    failures = []
+    rate = summary["total"]["pass_rate"]
+    if overall is not None and rate is not None and rate < overall:
+        failures.append(f"pass rate {rate:.1%} is below the threshold {overall:.1%}")
+    for group, limits in (("models", models), ("prompts", prompts)):
+        for name, limit in limits.items():
+            rate = summary[group].get(name, {}).get("pass_rate")
+            if rate is not None and rate < limit:
+                failures.append(f"{group[:-1]} {name}: pass rate {rate:.1%} is below {limit:.1%}")
+    return failures
+
+
+def error_rate(summary: dict[str, Any]) -> float:
+    total = summary["total"]
+    sent = total["ok"] + total["error"]
+    return total["error"] / sent if sent else 0.0
+
+
+def decide(summary: dict[str, Any], settings: RunSettings, override: float | None = None) -> tuple[ExitCode, list[str]]:
+    """The exit code of a run, and why; a stop outranks errors, and errors outrank quality."""
+    stop = summary.get("stop")
+    if stop in _STOP_CODES:
+        return _STOP_CODES[stop], [f"stopped: {stop}"]
+    reasons = []
+    rate = error_rate(summary)
+    if rate > settings.max_error_rate:
+        reasons.append(f"{summary['total']['error']} row(s) ended in error ({rate:.1%}, "
+                       f"tolerance {settings.max_error_rate:.1%})")
+    capped = summary["skip_reasons"].get("daily_cap", 0)
+    if capped:
+        reasons.append(f"{capped} row(s) skipped: a model reached its daily cap")
+    if reasons:
+        return ExitCode.ERRORS, reasons
+    quality = quality_failures(summary, settings, override)
+    if quality:
+        return ExitCode.QUALITY, quality
+    return ExitCode.OK, []

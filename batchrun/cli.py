@@ -1,0 +1,404 @@
+"""The command line: parses arguments, shows progress, prints summaries, sets the exit code.
+
+The only module that prints or exits; everything else raises or returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from . import __version__
+from ._exceptions import AuthFailed, BatchrunError, ConfigError, JobError, LockHeld, RequestFailed, ResultsError
+from ._verdict import EXIT_CODE_TABLE, ExitCode
+
+COMMANDS = ("validate", "plan", "simulate", "report", "diff", "merge", "run")
+
+EPILOG = f"""commands:
+  batchrun JOB.yaml [options]        run a job (same as `batchrun run JOB.yaml`)
+  batchrun validate JOB.yaml...      schema and semantic checks, no network
+  batchrun plan JOB.yaml             matrix size; with a key or --simulate, worst-case cost vs budget and credit
+  batchrun simulate [--port P]       serve the built-in OpenRouter simulator
+  batchrun report RESULTS.jsonl      summary of a results file
+  batchrun diff A.jsonl B.jsonl      what changed between two runs
+  batchrun merge OUT.jsonl SHARD...  combine shard files of one job
+
+exit codes:
+{EXIT_CODE_TABLE}
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE, f"batchrun: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _add_sim_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sim", action="append", default=[], metavar="KEY=VALUE",
+                        help="simulator setting, repeatable: latency_ms=50, fault.503=0.1, fault.reset=0.05, "
+                             "rate_limit_rps=100, free_daily_cap=5, key_limit=0.01, cost_noise=0.1, seed=7 ...")
+
+
+def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--simulate", action="store_true", help="run against the built-in simulator (no key, no network)")
+    parser.add_argument("--base-url", help="OpenAI-compatible base URL, overriding the job's endpoint")
+    parser.add_argument("--budget", type=_positive_float, metavar="USD", help="spend at most this; the smaller of this and run.budget_usd wins")
+    _add_sim_options(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="batchrun", description="Run declarative batches of LLM chat requests through OpenRouter.",
+                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"batchrun {__version__}")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run a job", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("job", type=Path)
+    run.add_argument("--output", "-o", type=Path, help="results file (default outputs/<job>/<UTC time>.jsonl)")
+    run.add_argument("--resume", action="store_true", help="continue the run that wrote --output (or the latest incomplete one)")
+    run.add_argument("--retry-errors", action="store_true", help="with --resume, also re-run rows that ended in a retryable error")
+    _add_endpoint_options(run)
+    run.add_argument("--concurrency", type=_positive_int)
+    run.add_argument("--deadline", type=_positive_float, metavar="SECONDS", help="whole-run deadline")
+    run.add_argument("--grace", type=float, metavar="SECONDS", help="how long in-flight requests may finish after a stop")
+    run.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="per-attempt timeout")
+    run.add_argument("--max-attempts", type=_positive_int)
+    run.add_argument("--max-elapsed", type=_positive_float, metavar="SECONDS", help="stop retrying a request after this long")
+    run.add_argument("--max-wait", type=_positive_float, metavar="SECONDS", help="cap on a single retry wait")
+    run.add_argument("--shard", metavar="K/N", help="run the K-th of N deterministic parts of the matrix")
+    run.add_argument("--pass-threshold", type=_rate, metavar="RATE", help="minimum pass rate of the checks (0..1)")
+    run.add_argument("--isolated-key", action="store_true", help="run on a fresh key whose limit is the budget (needs a management key)")
+    run.add_argument("--quiet", "-q", action="store_true", help="print nothing unless something fails")
+
+    validate = commands.add_parser("validate", help="check job files without any network")
+    validate.add_argument("jobs", type=Path, nargs="+")
+
+    plan = commands.add_parser("plan", help="matrix size, and worst-case cost against budget and credit")
+    plan.add_argument("job", type=Path)
+    _add_endpoint_options(plan)
+
+    simulate = commands.add_parser("simulate", help="serve the OpenRouter simulator until stopped")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8199)
+    _add_sim_options(simulate)
+
+    report = commands.add_parser("report", help="summary of a results file")
+    report.add_argument("results", type=Path)
+    report.add_argument("--json", action="store_true", help="print the summary as JSON")
+    report.add_argument("--markdown", action="store_true", help="print the summary as Markdown")
+
+    diff = commands.add_parser("diff", help="what changed between two runs of a job")
+    diff.add_argument("before", type=Path)
+    diff.add_argument("after", type=Path)
+    diff.add_argument("--json", action="store_true")
+    diff.add_argument("--markdown", action="store_true")
+    diff.add_argument("--fail-on-regression", action="store_true", help=f"exit {ExitCode.REGRESSION.value} if rows went from pass to fail")
+
+    merge = commands.add_parser("merge", help="combine shard result files of one job")
+    merge.add_argument("files", type=Path, nargs="+", help="OUT.jsonl SHARD... (or SHARD... with -o OUT)")
+    merge.add_argument("--output", "-o", type=Path)
+    return parser
+
+
+class Console:
+    """Where output goes; tests swap the streams."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out = out
+        self.err = err
+
+    def error(self, message: str) -> None:
+        self.err.write(f"batchrun: {message}\n")
+        self.err.flush()
+
+
+def _sim_config(options: list[str]) -> Any:
+    from .simulator import SimConfig
+
+    config = SimConfig()
+    for option in options:
+        try:
+            config.set_option(option)
+        except ValueError as exc:
+            raise ConfigError(f"--sim {option}: {exc}") from None
+    return config
+
+
+def _step_summary(markdown: str) -> None:
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(markdown + "\n")
+
+
+# -- commands -------------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    from ._job import load_job
+
+    failed = False
+    for path in args.jobs:
+        try:
+            load_job(path)
+        except JobError as exc:
+            failed = True
+            for problem in exc.problems:
+                console.error(str(problem))
+    return ExitCode.USAGE if failed else ExitCode.OK
+
+
+async def _with_simulator(args: argparse.Namespace, body: Any) -> Any:
+    """Run `body(base_url, api_key, management_key)`, inside a loopback simulator when --simulate."""
+    if not args.simulate:
+        return await body(args.base_url, None, None)
+    from .simulator import Simulator
+
+    simulator = Simulator(_sim_config(args.sim))
+    await simulator.start()
+    try:
+        return await body(simulator.base_url, "sim-key", simulator.config.management_key)
+    finally:
+        await simulator.stop()
+
+
+def _api_key(job: Any, simulated_key: str | None) -> str:
+    if simulated_key is not None:
+        return simulated_key
+    key = os.environ.get(job.endpoint.api_key_env)
+    if not key:
+        raise ConfigError(f"no API key: set ${job.endpoint.api_key_env} (or use --simulate)")
+    return key
+
+
+def _settings_from_args(job: Any, args: argparse.Namespace) -> Any:
+    settings = job.run
+    overrides = {"concurrency": args.concurrency, "deadline_s": args.deadline, "grace_s": args.grace,
+                 "timeout_s": args.timeout, "max_attempts": args.max_attempts, "max_elapsed_s": args.max_elapsed,
+                 "max_wait_s": args.max_wait}
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if args.budget is not None:
+        settings = replace(settings, budget_usd=min(args.budget, settings.budget_usd or args.budget))
+    if args.isolated_key:
+        settings = replace(settings, isolated_key=True)
+    return settings
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from ._job import load_job
+    from ._matrix import Shard
+    from ._progress import Progress
+    from ._run import RunControl, RunOptions, run_job
+    from ._summary import render_markdown, render_text
+    from ._verdict import decide
+
+    job = load_job(args.job)
+    settings = _settings_from_args(job, args)
+    job = replace(job, run=settings)
+    shard = None
+    if args.shard:
+        try:
+            shard = Shard.parse(args.shard)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    progress = Progress(console.err, args.quiet, settings.progress_every_s)
+    notices: list[str] = []
+
+    def notice(message: str) -> None:
+        notices.append(message)
+        if not args.quiet or message.startswith("warning"):
+            console.error(message)
+
+    control = RunControl()
+
+    async def body(base_url: str | None, sim_key: str | None, sim_management: str | None) -> Any:
+        loop = asyncio.get_running_loop()
+        signals_seen = 0
+
+        def on_signal() -> None:
+            nonlocal signals_seen
+            signals_seen += 1
+            if signals_seen > 1:
+                # Each record is one whole os.write, so the file is valid at any point.
+                console.error("second signal: exiting now")
+                os._exit(ExitCode.INTERRUPTED)
+            control.stop("interrupted")
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        management = sim_management or os.environ.get(job.endpoint.management_key_env)
+        api_key = None if settings.isolated_key and sim_key is None else _api_key(job, sim_key)
+        if settings.isolated_key and api_key is None:
+            api_key = os.environ.get(job.endpoint.api_key_env)
+        options = RunOptions(api_key=api_key, base_url=base_url, output=args.output, resume=args.resume,
+                             retry_errors=args.retry_errors, shard=shard, management_key=management)
+        try:
+            return await run_job(job, options, control, notice, on_start=progress.start, on_record=progress.record)
+        finally:
+            progress.close()
+
+    report = asyncio.run(_with_simulator(args, body))
+    code, reasons = decide(report.summary, settings, args.pass_threshold)
+    text = render_text(report.summary)
+    if code == ExitCode.OK:
+        if not args.quiet:
+            console.out.write(text + "\n")
+    else:
+        (console.err if args.quiet else console.out).write(text + "\n")
+        for reason in reasons:
+            console.error(reason)
+    _step_summary(render_markdown(report.summary))
+    return int(code)
+
+
+def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from ._job import load_job
+    from ._plan import render_plan, render_plan_offline
+
+    job = load_job(args.job)
+    settings = job.run
+    if args.budget is not None:
+        settings = replace(settings, budget_usd=min(args.budget, settings.budget_usd or args.budget))
+    key = os.environ.get(job.endpoint.api_key_env)
+    if not args.simulate and not key:
+        console.out.write(render_plan_offline(job) + "\n")
+        return ExitCode.OK
+
+    async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> str:
+        from ._plan import price_plan
+
+        return render_plan(await price_plan(replace(job, run=settings), base_url, sim_key or key))
+
+    console.out.write(asyncio.run(_with_simulator(args, body)) + "\n")
+    return ExitCode.OK
+
+
+def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
+    from .simulator import serve
+
+    config = _sim_config(args.sim)
+    console.err.write(f"simulator on http://{args.host}:{args.port}/api/v1 (Ctrl-C to stop)\n")
+    console.err.flush()
+    try:
+        asyncio.run(serve(config, args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    return ExitCode.OK
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from ._results import final_records
+    from ._summary import SummaryBuilder, render_markdown, render_text
+
+    summary = SummaryBuilder().add_all(final_records(args.results)).result(output=str(args.results))
+    if args.json:
+        console.out.write(json.dumps(summary, indent=2) + "\n")
+    elif args.markdown:
+        console.out.write(render_markdown(summary))
+    else:
+        console.out.write(render_text(summary) + "\n")
+    _step_summary(render_markdown(summary))
+    return ExitCode.OK
+
+
+def cmd_diff(args: argparse.Namespace, console: Console) -> int:
+    from ._compare import diff_runs, render_diff_markdown, render_diff_text
+
+    diff = diff_runs(args.before, args.after)
+    if args.json:
+        console.out.write(json.dumps(diff, indent=2) + "\n")
+    elif args.markdown:
+        console.out.write(render_diff_markdown(diff))
+    else:
+        console.out.write(render_diff_text(diff) + "\n")
+    _step_summary(render_diff_markdown(diff))
+    if args.fail_on_regression and diff["regression"]:
+        return ExitCode.REGRESSION
+    return ExitCode.OK
+
+
+def cmd_merge(args: argparse.Namespace, console: Console) -> int:
+    from ._compare import merge_shards
+    from ._outputs import summary_path
+    from ._run import write_json_atomically
+    from ._summary import render_markdown, render_text
+
+    files = list(args.files)
+    output = args.output or files.pop(0)
+    if not files:
+        raise ConfigError("merge needs at least one shard file")
+    summary = merge_shards(files, output)
+    write_json_atomically(summary_path(output), summary)
+    console.out.write(render_text(summary) + "\n")
+    _step_summary(render_markdown(summary))
+    return ExitCode.OK
+
+
+HANDLERS = {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan, "simulate": cmd_simulate,
+            "report": cmd_report, "diff": cmd_diff, "merge": cmd_merge}
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    console = Console(out or sys.stdout, err or sys.stderr)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `batchrun JOB.yaml` is short for `batchrun run JOB.yaml`.
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        argv.insert(0, "run")
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        build_parser().print_help(console.err)
+        return ExitCode.USAGE
+    try:
+        return HANDLERS[args.command](args, console)
+    except JobError as exc:
+        for problem in exc.problems:
+            console.error(str(problem))
+        return ExitCode.USAGE
+    except LockHeld as exc:
+        console.error(str(exc))
+        return ExitCode.LOCKED
+    except AuthFailed as exc:
+        console.error(f"the API key was refused: {exc.message}")
+        return ExitCode.AUTH
+    except (ConfigError, ResultsError) as exc:
+        console.error(str(exc))
+        return ExitCode.USAGE
+    except RequestFailed as exc:
+        console.error(f"the endpoint failed before the run started: {exc.kind}: {exc.message}")
+        return ExitCode.ERRORS
+    except BatchrunError as exc:
+        console.error(str(exc))
+        return ExitCode.USAGE
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        return ExitCode.INTERRUPTED
+
+
+def entry() -> NoReturn:
+    sys.exit(main())
