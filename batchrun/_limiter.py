@@ -4,7 +4,7 @@ Every attempt passes `acquire` first. The throttle holds three things:
 - a cooldown: no attempt starts before the longest wait any server answer asked for;
 - an adaptive concurrency limit: halved on a rate limit, grown back by about one slot
   per window of successes, never above the configured cap (or a model's own cap);
-- a pace: after the first rate limit, attempts are spaced at 90% of the rate that was
+- a pace: after the first rate limit, attempts are spaced at 95% of the rate that was
   being served when it came, then sped up by about 2% a second while answers succeed.
 Without the pace, a server with latency 0 is overrun at any concurrency, and a retry
 storm follows each reset of its window.
@@ -75,8 +75,9 @@ class Throttle:
         if self.rate is not None:
             self.rate += 0.02  # per success: ~2% of the rate per second
 
-    def rate_limited(self, started: float, wait: float | None) -> None:
-        """A 429/503/529: cool everyone down, and cut once per burst of such answers."""
+    def rate_limited(self, started: float, wait: float | None, pace: bool = True) -> None:
+        """A 429 (pace=True) or 503/529 overload: cool everyone down, and cut once per
+        burst of such answers. Only a real rate limit turns on pacing."""
         now = self._clock.monotonic()
         if wait is not None:
             self.cooldown_until = max(self.cooldown_until, now + wait)
@@ -84,6 +85,8 @@ class Throttle:
             return  # sent before the last cut: part of the same burst, already paid for
         self._last_cut = now
         self.limit = max(1.0, self.limit / 2)
+        if not pace:
+            return
         served = sum(1 for t in self._successes if t >= now - _WINDOW_S) / _WINDOW_S
         candidates = [r for r in (self.rate, served) if r]
-        self.rate = max(0.5, 0.9 * min(candidates)) if candidates else 1.0
+        self.rate = max(1.0, 0.95 * min(candidates)) if candidates else 1.0

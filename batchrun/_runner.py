@@ -120,17 +120,18 @@ class Runner:
         self._emit(self._record(request, "skipped", reason, True, None))
 
     # -- one request -------------------------------------------------------------------------
-    async def _attempt(self, request: Request) -> ChatResult:
+    async def _attempt(self, request: Request) -> tuple[ChatResult, float]:
+        """One attempt through the throttle; returns the answer and this attempt's latency."""
         started = await self.throttle.acquire(request.model)
         try:
             result = await self.client.chat(request.body, row_id=request.id)
         except RateLimited as failure:
-            self.throttle.rate_limited(started, failure.retry_after)
+            self.throttle.rate_limited(started, failure.retry_after, pace=failure.http_status == 429)
             raise
         finally:
             await self.throttle.release(request.model)
         self.throttle.succeeded()
-        return result
+        return result, self.clock.monotonic() - started
 
     async def _reserve(self, request: Request) -> float | None:
         """Reserve the worst case; None (and a stop) when the budget cannot hold it."""
@@ -159,8 +160,8 @@ class Runner:
         started = self.clock.time()
         began = self.clock.monotonic()
         try:
-            result = await call_with_retries(lambda: self._attempt(request), self.config.policy,
-                                             self.clock.sleep, log)
+            result, latency_s = await call_with_retries(lambda: self._attempt(request), self.config.policy,
+                                                        self.clock.sleep, log)
         except RequestFailed as failure:
             await self.ledger.release(reservation)
             self._failed(request, failure, log, started)
@@ -168,7 +169,8 @@ class Runner:
         except BaseException:
             await asyncio.shield(self.ledger.release(reservation))
             raise
-        latency_ms = round((self.clock.monotonic() - began) * 1000, 1)
+        latency_ms = round(latency_s * 1000, 1)  # the answering attempt: what the model took
+        elapsed_ms = round((self.clock.monotonic() - began) * 1000, 1)  # with retries and waits
         cost = result.cost
         # Without a billed cost, keep the worst case as spent: never under-count.
         await self.ledger.settle(reservation, cost if cost is not None else reservation)
@@ -177,7 +179,7 @@ class Runner:
             response_model=result.model, provider=result.provider, generation_id=result.generation_id,
             content=result.content, finish_reason=result.finish_reason,
             native_finish_reason=result.native_finish_reason, usage=result.usage, cost=cost,
-            latency_ms=latency_ms, attempts=log.attempts, attempt_errors=log.failures, error=None)
+            latency_ms=latency_ms, elapsed_ms=elapsed_ms, attempts=log.attempts, attempt_errors=log.failures, error=None)
         if request.checks:
             results = run_checks(request.checks, Answer(result.content, latency_ms, cost,
                                                         result.usage.get("completion_tokens"), result.finish_reason))

@@ -157,9 +157,17 @@ def render_text(summary: dict[str, Any]) -> str:
         lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["error_kinds"].items())))
     if summary["skip_reasons"]:
         lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items())))
-    for key, label in (("estimate_usd", "pre-flight worst case $"), ("budget_usd", "budget $")):
-        if summary.get(key) is not None:
-            lines.append(f"{label}: {summary[key]:.6f}")
+    if summary.get("estimate_usd") is not None:
+        lines.append(f"pre-flight worst case: ${summary['estimate_usd']:.6f}, spent ${summary['total']['cost_usd']:.6f}")
+    if summary.get("budget_usd") is not None:
+        spent = summary.get("spent_usd") or 0.0
+        lines.append(f"budget: spent ${spent:.6f} of ${summary['budget_usd']:.6f} "
+                     f"(${max(0.0, summary['budget_usd'] - spent):.6f} left)")
+    if summary.get("isolated_key"):
+        key = summary["isolated_key"]
+        charged = "unknown" if key["usage_usd"] is None else f"${key['usage_usd']:.6f}"
+        lines.append(f"per-run key {key['label']} ({key['hash_prefix']}...): charged {charged}, "
+                     f"{key['removed'] or 'NOT removed'}")
     if summary.get("stop"):
         lines.append(f"stopped: {summary['stop']}" + (f" ({summary['stop_message']})" if summary.get("stop_message") else ""))
     if summary.get("output"):
