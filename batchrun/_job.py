@@ -115,12 +115,17 @@ def format_path(path: JsonPath) -> str:
 class _Source:
     """The parsed file and where each value stood in it."""
 
-    def __init__(self, file: str, data: Any, positions: dict[JsonPath, Position]) -> None:
+    def __init__(self, file: str, data: Any, positions: dict[JsonPath, Position],
+                 key_positions: dict[JsonPath, Position]) -> None:
         self.file = file
         self.data = data
         self.positions = positions
+        self.key_positions = key_positions  # where the key of a mapping entry stands
 
-    def problem(self, path: JsonPath, message: str) -> Problem:
+    def problem(self, path: JsonPath, message: str, at_key: bool = False) -> Problem:
+        if at_key and path in self.key_positions:
+            line, column = self.key_positions[path]
+            return Problem(self.file, line, column, format_path(path), message)
         for cut in range(len(path), -1, -1):
             position = self.positions.get(tuple(path[:cut]))
             if position is not None:
@@ -128,21 +133,23 @@ class _Source:
         return Problem(self.file, None, None, format_path(path), message)
 
 
-def _walk(node: yaml.Node, path: JsonPath, positions: dict[JsonPath, Position], problems: list[Problem], file: str) -> None:
+def _walk(node: yaml.Node, path: JsonPath, positions: dict[JsonPath, Position],
+          key_positions: dict[JsonPath, Position], problems: list[Problem], file: str) -> None:
     positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
             key = str(key_node.value)
+            key_positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in seen:
                 # PyYAML keeps the last silently; a duplicated key is almost always a mistake.
                 problems.append(Problem(file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
                                         format_path(path + (key,)), f"duplicate key {key!r}"))
             seen.add(key)
-            _walk(value_node, path + (key,), positions, problems, file)
+            _walk(value_node, path + (key,), positions, key_positions, problems, file)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, path + (index,), positions, problems, file)
+            _walk(item, path + (index,), positions, key_positions, problems, file)
 
 
 def _parse(path: Path) -> tuple[_Source | None, list[Problem]]:
@@ -168,9 +175,10 @@ def _parse(path: Path) -> tuple[_Source | None, list[Problem]]:
     finally:
         loader.dispose()
     positions: dict[JsonPath, Position] = {}
+    key_positions: dict[JsonPath, Position] = {}
     problems: list[Problem] = []
-    _walk(node, (), positions, problems, file)
-    return _Source(file, data, positions), problems
+    _walk(node, (), positions, key_positions, problems, file)
+    return _Source(file, data, positions, key_positions), problems
 
 
 def _schema_problems(source: _Source) -> list[Problem]:
@@ -189,7 +197,7 @@ def _schema_problems(source: _Source) -> list[Problem]:
             allowed = set(error.schema.get("properties", {}))
             for key in error.instance:
                 if key not in allowed:
-                    problems.append(source.problem(path + (key,), f"unknown key {key!r}"))
+                    problems.append(source.problem(path + (key,), f"unknown key {key!r}", at_key=True))
             continue
         if len(message) > 160:
             message = message[:157] + "..."
