@@ -81,7 +81,7 @@ class Throttle:
         now = self._clock.monotonic()
         if wait is not None:
             self.cooldown_until = max(self.cooldown_until, now + wait)
-        if started < self._last_cut:
+        if started <= self._last_cut:
             return  # sent before the last cut: part of the same burst, already paid for
         self._last_cut = now
         self.limit = max(1.0, self.limit / 2)

@@ -29,6 +29,10 @@ STOP_AUTH, STOP_CREDITS, STOP_BUDGET, STOP_DEADLINE, STOP_INTERRUPTED = (
     "auth", "credits", "budget", "deadline", "interrupted")
 
 
+class _Recorded(Exception):
+    """A cancelled request whose row was already written."""
+
+
 def utc(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
@@ -166,9 +170,12 @@ class Runner:
             await self.ledger.release(reservation)
             self._failed(request, failure, log, started)
             return
-        except BaseException:
+        except asyncio.CancelledError:
+            # The grace ran out mid-request: the row is skipped, with the attempts it made.
             await asyncio.shield(self.ledger.release(reservation))
-            raise
+            self._emit(self._record(request, "skipped", self.stop_reason or STOP_INTERRUPTED, True, started,
+                                    attempts=log.attempts, attempt_errors=log.failures))
+            raise _Recorded() from None
         latency_ms = round(latency_s * 1000, 1)  # the answering attempt: what the model took
         elapsed_ms = round((self.clock.monotonic() - began) * 1000, 1)  # with retries and waits
         cost = result.cost
@@ -241,14 +248,15 @@ class Runner:
                 continue
             try:
                 await self._process(request)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, _Recorded) as cancelled:
                 # Cancelled by the grace timer (or the process is going down): the row
                 # still gets its one record, and the loop drains the rest as skipped.
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
                 self.request_stop(STOP_INTERRUPTED)
-                self.skip(request, self.stop_reason or STOP_INTERRUPTED)
+                if not isinstance(cancelled, _Recorded):
+                    self.skip(request, self.stop_reason or STOP_INTERRUPTED)
 
     async def _watch(self, workers: list[asyncio.Task[None]]) -> None:
         """Enforce the deadline, then the grace after any stop, by cancelling what is left."""

@@ -205,6 +205,14 @@ class Simulator:
             await self._runner.cleanup()
             self._runner = None
 
+    async def _stop_everything(self) -> None:
+        """Stop, then end handlers still asleep in a simulated hang, so the loop closes clean."""
+        await self.stop()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
     @contextmanager
     def serve_in_thread(self) -> Iterator[Simulator]:
         """Run on a loopback port in a daemon thread for the duration of the block."""
@@ -224,7 +232,7 @@ class Simulator:
         try:
             yield self
         finally:
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(10)
+            asyncio.run_coroutine_threadsafe(self._stop_everything(), loop).result(10)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
             loop.close()

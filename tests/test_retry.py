@@ -1,0 +1,158 @@
+"""The retry policy, the shared throttle and the credit ledger, on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from batchrun import CreditLedger, RateLimited, Rejected, Transient
+from batchrun._ledger import BudgetExhausted
+from batchrun._limiter import Throttle
+from batchrun._retry import AttemptLog, RetryPolicy, call_with_retries
+
+from .conftest import FakeClock
+
+
+def failing(*failures: Exception) -> tuple[list[int], object]:
+    calls = [0]
+
+    async def attempt() -> str:
+        calls[0] += 1
+        if calls[0] <= len(failures):
+            raise failures[calls[0] - 1]
+        return "answer"
+
+    return calls, attempt
+
+
+async def test_server_wait_goes_to_the_injected_sleep(clock: FakeClock) -> None:
+    calls, attempt = failing(RateLimited("rate_limited", "slow down", 429, retry_after=7.0),
+                             RateLimited("rate_limited", "slow down", 429, retry_after=0.25))
+    log = AttemptLog()
+    assert await call_with_retries(attempt, RetryPolicy(), clock.sleep, log) == "answer"  # type: ignore[arg-type]
+    assert clock.sleeps == [7.0, 0.25]
+    assert log.attempts == 3
+    assert log.failures == [{"kind": "rate_limited", "http_status": 429, "wait_s": 7.0},
+                            {"kind": "rate_limited", "http_status": 429, "wait_s": 0.25}]
+
+
+async def test_backoff_without_a_hint_is_jittered_and_capped(clock: FakeClock) -> None:
+    random.seed(3)
+    calls, attempt = failing(*[Transient("server_error", "boom", 500)] * 5)
+    policy = RetryPolicy(max_attempts=6, max_wait_s=2.0, backoff_base_s=0.5, backoff_max_s=60)
+    await call_with_retries(attempt, policy, clock.sleep, AttemptLog())  # type: ignore[arg-type]
+    assert len(clock.sleeps) == 5
+    assert all(0 <= s <= 2.0 for s in clock.sleeps)
+
+
+async def test_a_wait_above_the_cap_ends_the_retrying_instead_of_retrying_early(clock: FakeClock) -> None:
+    calls, attempt = failing(RateLimited("rate_limited", "later", 429, retry_after=3600.0))
+    log = AttemptLog()
+    with pytest.raises(RateLimited):
+        await call_with_retries(attempt, RetryPolicy(max_wait_s=60), clock.sleep, log)  # type: ignore[arg-type]
+    assert calls[0] == 1 and clock.sleeps == []
+    assert log.failures[-1]["kind"] == "rate_limited"
+
+
+async def test_max_attempts_and_max_elapsed(clock: FakeClock) -> None:
+    calls, attempt = failing(*[Transient("network", "reset")] * 10)
+    with pytest.raises(Transient):
+        await call_with_retries(attempt, RetryPolicy(max_attempts=3), clock.sleep, AttemptLog())  # type: ignore[arg-type]
+    assert calls[0] == 3
+    calls, attempt = failing(*[RateLimited("rate_limited", "x", 429, retry_after=4.0)] * 10)
+    with pytest.raises(RateLimited):
+        await call_with_retries(attempt, RetryPolicy(max_attempts=50, max_elapsed_s=10), clock.sleep,  # type: ignore[arg-type]
+                                AttemptLog())
+    assert clock.sleeps[-2:] == [4.0, 4.0] and sum(clock.sleeps[-2:]) <= 10 and calls[0] == 3
+
+
+async def test_final_failures_are_not_retried(clock: FakeClock) -> None:
+    calls, attempt = failing(Rejected("bad_request", "no", 400))
+    log = AttemptLog()
+    with pytest.raises(Rejected):
+        await call_with_retries(attempt, RetryPolicy(), clock.sleep, log)  # type: ignore[arg-type]
+    assert calls[0] == 1 and clock.sleeps == [] and log.failures == [{"kind": "bad_request", "http_status": 400, "wait_s": None}]
+
+
+async def test_throttle_cooldown_is_shared_and_honours_the_longest_wait(clock: FakeClock) -> None:
+    throttle = Throttle(8, clock)
+    started = await throttle.acquire("m")
+    await throttle.release("m")
+    throttle.rate_limited(started, 5.0)
+    throttle.rate_limited(started, 2.0)
+    assert await throttle.acquire("other-model") >= 5.0  # everyone waits, not just the one worker
+    assert throttle.limit == 4  # cut once for the burst, not twice
+
+
+async def test_throttle_concurrency_grows_back_slowly_and_never_above_cap(clock: FakeClock) -> None:
+    throttle = Throttle(4, clock)
+    throttle.rate_limited(0.0, None, pace=False)
+    throttle.rate_limited(clock.now + 1, None, pace=False)
+    assert throttle.limit == 1 and throttle.rate is None
+    for _ in range(100):
+        throttle.succeeded()
+    assert throttle.limit == 4
+
+
+async def test_throttle_paces_after_a_rate_limit(clock: FakeClock) -> None:
+    throttle = Throttle(8, clock)
+    for _ in range(20):
+        throttle.succeeded()
+    throttle.rate_limited(0.0, None)
+    assert throttle.rate == pytest.approx(0.95 * 20)
+    starts = []
+    for _ in range(5):
+        starts.append(await throttle.acquire("m"))
+        await throttle.release("m")
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert all(g == pytest.approx(1 / throttle.rate, rel=0.2) for g in gaps)
+
+
+async def test_per_model_cap_holds(clock: FakeClock) -> None:
+    throttle = Throttle(8, clock, {"slow": 1})
+    await throttle.acquire("slow")
+    waiter = asyncio.ensure_future(throttle.acquire("slow"))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await throttle.acquire("fast")  # other models are not held up
+    await throttle.release("slow")
+    await asyncio.wait_for(waiter, 1)
+
+
+async def test_ledger_reserve_settle_release() -> None:
+    ledger = CreditLedger(1.0)
+    first = await ledger.reserve(0.6)
+    assert ledger.remaining == pytest.approx(0.4)
+    waiting = asyncio.ensure_future(ledger.reserve(0.6))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # does not fit while the first is in flight
+    await ledger.settle(first, 0.1)
+    await asyncio.wait_for(waiting, 1)
+    assert ledger.spent == pytest.approx(0.1) and ledger.reserved == pytest.approx(0.6)
+    await ledger.release(0.6)
+    assert ledger.reserved == 0 and ledger.spent == pytest.approx(0.1)
+    with pytest.raises(BudgetExhausted):
+        await ledger.reserve(2.0)
+
+
+async def test_ledger_never_overspends_under_many_concurrent_tasks() -> None:
+    ledger = CreditLedger(1.0)
+    rng = random.Random(1)
+    settled: list[float] = []
+
+    async def task() -> None:
+        worst = rng.uniform(0.01, 0.2)
+        try:
+            reservation = await ledger.reserve(worst)
+        except BudgetExhausted:
+            return
+        await asyncio.sleep(0)
+        actual = worst * rng.uniform(0.1, 1.0)
+        settled.append(actual)
+        await ledger.settle(reservation, actual)
+
+    await asyncio.gather(*(task() for _ in range(500)))
+    assert sum(settled) <= 1.0 + 1e-9
+    assert ledger.spent == pytest.approx(sum(settled)) and ledger.reserved == pytest.approx(0) and ledger.in_flight == 0
