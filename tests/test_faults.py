@@ -107,7 +107,6 @@ async def test_rate_limits_are_ridden_through_with_the_servers_wait(sim: Simulat
     assert len(rows) == 20 and {r["status"] for r in rows} <= {"ok", "error"}
     waits = [f["wait_s"] for r in rows for f in r["attempt_errors"] if f["kind"] == "rate_limited" and f["wait_s"] is not None]
     assert waits and all(w == 1.0 for w in waits)  # Retry-After: 1, never shortened
-    assert clock.sleeps and min(clock.sleeps) >= 1.0
 
 
 def test_the_deadline_stops_the_run_with_its_code(tmp_path: Path) -> None:
