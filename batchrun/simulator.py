@@ -119,7 +119,8 @@ class SimStats:
     by_status: Counter[int] = field(default_factory=Counter)
     by_model: Counter[str] = field(default_factory=Counter)
     by_key_label: Counter[str] = field(default_factory=Counter)
-    ok_ids: Counter[str] = field(default_factory=Counter)  # user message hash -> 200s, to count re-sends
+    ok_ids: Counter[str] = field(default_factory=Counter)  # row id (X-Batchrun-Row) -> 200 answers
+    by_row: Counter[str] = field(default_factory=Counter)  # row id -> chat requests received
     first_request: float | None = None
     last_response: float | None = None
     billed_usd: float = 0.0
@@ -449,6 +450,9 @@ class Simulator:
             return _error(400, "Invalid request body: model and messages are required")
         self.stats.by_model[model] += 1
         self.stats.by_key_label[key.label] += 1
+        row = request.headers.get("X-Batchrun-Row")
+        if row:
+            self.stats.by_row[row] += 1
         if model not in config.prices:
             return _error(400, f"{model} is not a valid model ID")
         limited = self._rate_limited()
@@ -514,7 +518,6 @@ class Simulator:
                 return await self._hang_or_fault(request, fault, json.dumps(payload).encode())
             key.usage += cost
             self.stats.billed_usd += cost
-            row = request.headers.get("X-Batchrun-Row")
             if row:
                 self.stats.ok_ids[row] += 1
             return web.json_response(payload)

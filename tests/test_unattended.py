@@ -1,0 +1,209 @@
+"""Cron and CI: kill -9 and resume, locking, SIGTERM, exit codes, shards and merge."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from batchrun import ExitCode, load_job, plan_requests
+from batchrun._results import ResultsWriter, final_records, repair_torn_tail, scan_states
+from batchrun.simulator import Simulator
+
+from .conftest import SMALL_JOB, call_cli, child_env, read_rows, run_cli, write_job
+
+BIG_JOB = SMALL_JOB.replace("repeat: 2", "repeat: 20").replace(
+    "run: {concurrency: 4, timeout_s: 5, max_attempts: 8, max_wait_s: 5}", "run: {concurrency: 8, grace_s: 0.2}")
+
+
+def start(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "batchrun", *map(str, args)], env=env or child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+
+def wait_for_lines(path: Path, count: int, process: subprocess.Popen[str], limit_s: float = 30) -> None:
+    """Poll until the run has written `count` lines (bounded; the run goes on meanwhile)."""
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end and process.poll() is None:
+        if path.exists() and path.read_bytes().count(b"\n") >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the run wrote fewer than {count} lines")
+
+
+def test_kill_9_at_random_points_then_resume(tmp_path: Path, sim: Simulator) -> None:
+    sim.config.latency_ms = 20
+    job = write_job(tmp_path, BIG_JOB)
+    expected = {r.id for r in plan_requests(load_job(job))}
+    out = tmp_path / "k.jsonl"
+    env = child_env(OPENROUTER_API_KEY="test-key")
+    rng = random.Random(5)
+    for round_number in range(3):
+        process = start(job, "--base-url", sim.base_url, "-o", out, "-q", *(["--resume"] if round_number else []), env=env)
+        written_before = out.read_bytes().count(b"\n") if out.exists() else 0
+        wait_for_lines(out, written_before + rng.randint(5, 60), process)
+        process.kill()
+        process.wait()
+        ok_before = {i for i, s in scan_states(out).states.items() if s.status == "ok"}
+        sent_before = dict(sim.stats.by_row)
+        kept = {json.loads(line)["id"]: line for line in out.read_bytes().splitlines(keepends=True) if line.endswith(b"\n")}
+        final = start(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", env=env)
+        final.wait(60)
+        assert final.returncode == 0, final.stderr.read() if final.stderr else ""
+        lines = out.read_bytes().splitlines(keepends=True)
+        assert all(line.endswith(b"\n") for line in lines)
+        rows = [json.loads(line) for line in lines]  # every line valid JSON
+        view = list(final_records(out))
+        assert sorted(r["id"] for r in view) == sorted(expected)  # every row exactly once
+        assert all(r["status"] == "ok" for r in view)
+        for row_id in ok_before:  # no request sent again for a row already ok
+            assert sim.stats.by_row[row_id] == sent_before[row_id]
+        assert all(line in out.read_bytes() for line in kept.values())  # nothing written was lost
+        assert len(rows) >= len(expected)
+        out.unlink()
+        (tmp_path / "k.summary.json").unlink()
+
+
+def test_a_torn_last_line_is_repaired_not_read(tmp_path: Path) -> None:
+    out = tmp_path / "t.jsonl"
+    out.write_bytes(b'{"id":"aa","fingerprint":"f","status":"ok","reason":null,"retryable":false,"cost":0.1,"x":1}\n{"id":"bb","fingerp')
+    assert [r["id"] for r in final_records(out)] == ["aa"]
+    assert set(scan_states(out).states) == {"aa"}
+    writer = ResultsWriter(out)
+    assert writer.repaired_bytes == len(b'{"id":"bb","fingerp')
+    writer.close()
+    assert out.read_bytes().endswith(b"1}\n") and repair_torn_tail(out) == 0
+
+
+def test_supersede_rule_last_record_wins(tmp_path: Path) -> None:
+    out = tmp_path / "s.jsonl"
+    head = '{{"id":"{}","fingerprint":"f","status":"{}","reason":null,"retryable":false,"cost":null,"n":{}}}\n'
+    out.write_text(head.format("aa", "skipped", 1) + head.format("bb", "ok", 2) + head.format("aa", "ok", 3))
+    assert [(r["id"], r["n"]) for r in final_records(out)] == [("bb", 2), ("aa", 3)]
+
+
+def test_resume_reruns_edited_prompts_and_skipped_rows_only(tmp_path: Path, sim: Simulator) -> None:
+    job = write_job(tmp_path, SMALL_JOB)
+    out = tmp_path / "r.jsonl"
+    env = child_env(OPENROUTER_API_KEY="test-key")
+    assert run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", env=env).returncode == 0
+    assert sim.stats.chat_requests == 20
+    assert run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", env=env).returncode == 0
+    assert sim.stats.chat_requests == 20  # nothing to do
+    write_job(tmp_path, SMALL_JOB.replace("What is {{a}} + 1?", "Compute {{a}} + 1."))
+    result = run_cli(job, "--base-url", sim.base_url, "-o", out, "--resume", env=env)
+    assert result.returncode == 0
+    assert sim.stats.chat_requests == 28  # the 8 rows of the edited prompt
+    assert len(list(final_records(out))) == 20 and len(read_rows(out)) == 28
+
+
+def test_resume_without_output_picks_the_latest_incomplete_run(tmp_path: Path) -> None:
+    write_job(tmp_path, BIG_JOB.replace("grace_s: 0.2", "grace_s: 0.2, deadline_s: 0.5"))
+    first = run_cli("job.yaml", "--simulate", "--sim", "latency_ms=100", "-q", cwd=tmp_path)
+    assert first.returncode == ExitCode.DEADLINE
+    [path] = (tmp_path / "outputs" / "small").glob("*.jsonl")
+    second = run_cli("job.yaml", "--simulate", "--resume", "--deadline", "600", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert f"resuming outputs/small/{path.name}, the most recent incomplete run of small" in second.stderr
+    assert len(list(final_records(path))) == 200
+    assert json.loads((path.with_name(path.stem + ".summary.json")).read_text())["complete"] is True
+
+
+def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
+    job = write_job(tmp_path, BIG_JOB)
+    out = tmp_path / "l.jsonl"
+    first = start(job, "--simulate", "--sim", "latency_ms=50", "-o", out, "-q")
+    wait_for_lines(out, 3, first)
+    second = run_cli(job, "--simulate", "-o", out, "-q")
+    assert second.returncode == ExitCode.LOCKED
+    assert second.stderr.startswith("batchrun: l.jsonl is being written by another batchrun run (pid ")
+    first.wait(60)
+    assert first.returncode == 0
+    assert len(read_rows(out)) == 200 and len({r["id"] for r in read_rows(out)}) == 200
+
+
+def test_a_stale_lock_is_taken_over(tmp_path: Path, small_job: Path) -> None:
+    out = tmp_path / "stale.jsonl"
+    (tmp_path / "stale.jsonl.lock").write_text("999999\n")  # left by a killed process
+    result = run_cli(small_job, "--simulate", "-o", out, "-q")
+    assert result.returncode == 0 and len(read_rows(out)) == 20
+
+
+def test_sigterm_stops_cleanly_with_its_code(tmp_path: Path) -> None:
+    job = write_job(tmp_path, BIG_JOB)
+    out = tmp_path / "term.jsonl"
+    process = start(job, "--simulate", "--sim", "latency_ms=100", "-o", out, "-q")
+    wait_for_lines(out, 10, process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == ExitCode.INTERRUPTED
+    rows = read_rows(out)
+    assert len(rows) == 200 and len({r["id"] for r in rows}) == 200
+    assert {(r["status"], r["reason"]) for r in rows} <= {("ok", None), ("skipped", "interrupted")}
+    summary = json.loads((tmp_path / "term.summary.json").read_text())
+    assert summary["stop"] == "interrupted" and summary["complete"] is False
+    assert "stopped: interrupted" in err
+
+
+def test_a_second_signal_exits_at_once_leaving_a_valid_file(tmp_path: Path) -> None:
+    job = write_job(tmp_path, BIG_JOB.replace("grace_s: 0.2", "grace_s: 30"))
+    out = tmp_path / "twice.jsonl"
+    process = start(job, "--simulate", "--sim", "latency_ms=2000", "-o", out, "-q")
+    wait_for_lines(out, 0, process)
+    time.sleep(0.5)  # let requests be in flight, so the grace would be long
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=10)
+    assert process.returncode == ExitCode.INTERRUPTED
+    for line in out.read_bytes().splitlines(keepends=True):
+        assert line.endswith(b"\n") and json.loads(line)
+
+
+@pytest.mark.parametrize(("extra", "code"), [
+    ([], ExitCode.OK),
+    (["--sim", "fault.400=0.5"], ExitCode.ERRORS),
+    (["--pass-threshold", "1"], ExitCode.QUALITY),
+    (["--budget", "0.00001"], ExitCode.BUDGET),
+    (["--sim", "latency_ms=200", "--deadline", "0.3"], ExitCode.DEADLINE),
+    (["--sim", "fault.401=1"], ExitCode.AUTH),
+    (["--sim", "require_key=other"], ExitCode.AUTH),
+    (["--shard", "3/2"], ExitCode.USAGE),
+    (["--sim", "nonsense=1"], ExitCode.USAGE),
+])
+def test_exit_code_of_each_outcome(tmp_path: Path, extra: list[str], code: ExitCode) -> None:
+    job = write_job(tmp_path, SMALL_JOB.replace('checks: [{contains: "{{expect}}"}]', 'checks: [{contains: "{{expect}}"}, {contains: "zzz"}]')
+                    if "--pass-threshold" in extra else SMALL_JOB)
+    result = run_cli(job, "--simulate", "-o", tmp_path / "e.jsonl", "-q", *extra)
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_shards_cover_every_row_once_and_merge(tmp_path: Path) -> None:
+    job = write_job(tmp_path, SMALL_JOB)
+    shards = [tmp_path / f"shard-{k}.jsonl" for k in (1, 2, 3)]
+    for k, path in enumerate(shards, start=1):
+        assert run_cli(job, "--simulate", "--shard", f"{k}/3", "-o", path, "-q").returncode == 0
+    ids = [r["id"] for path in shards for r in read_rows(path)]
+    assert len(ids) == len(set(ids)) == 20 and set(ids) == {r.id for r in plan_requests(load_job(job))}
+    code, text, err = call_cli("merge", tmp_path / "all.jsonl", *shards)
+    assert code == 0, err
+    assert sorted(r["id"] for r in read_rows(tmp_path / "all.jsonl")) == sorted(ids)
+    assert json.loads((tmp_path / "all.summary.json").read_text())["total"]["ok"] == 20
+    code, text, _ = call_cli("report", tmp_path / "all.jsonl")
+    assert code == 0 and "TOTAL" in text
+
+
+def test_merge_refuses_files_of_different_jobs(tmp_path: Path) -> None:
+    a = write_job(tmp_path, SMALL_JOB, "a.yaml")
+    b = write_job(tmp_path, SMALL_JOB.replace("name: small", "name: other"), "b.yaml")
+    assert run_cli(a, "--simulate", "-o", tmp_path / "a.jsonl", "-q").returncode == 0
+    assert run_cli(b, "--simulate", "-o", tmp_path / "b.jsonl", "-q").returncode == 0
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", tmp_path / "a.jsonl", tmp_path / "b.jsonl")
+    assert code == ExitCode.USAGE and "different jobs" in err and not (tmp_path / "m.jsonl").exists()
