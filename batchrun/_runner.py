@@ -89,7 +89,7 @@ class Runner:
         self.stopped_models: dict[str, str] = {}
         self._stop_event = asyncio.Event()
         self._sent_since_refresh = 0
-        self._last_refresh = 0.0
+        self._last_refresh = clock.monotonic()  # pre-flight has just read /key
         self._refreshing = False
 
     # -- stopping ----------------------------------------------------------------------------
@@ -153,13 +153,13 @@ class Runner:
         if model_stop is not None:
             self.skip(request, model_stop)
             return
+        await self._maybe_refresh_key()
         reservation = await self._reserve(request)
         if reservation is None or self.stop_reason is not None:
             if reservation is not None:
                 await self.ledger.release(reservation)
             self.skip(request, self.stop_reason or STOP_BUDGET)
             return
-        self._maybe_refresh_key()
         log = AttemptLog()
         started = self.clock.time()
         began = self.clock.monotonic()
@@ -214,19 +214,18 @@ class Runner:
                                 attempts=log.attempts, attempt_errors=log.failures, cost=0.0))
 
     # -- key refresh -------------------------------------------------------------------------
-    def _maybe_refresh_key(self) -> None:
+    async def _maybe_refresh_key(self) -> None:
+        """Other jobs and shards may share the key: every N requests or T seconds, one
+        worker re-reads /key before its reservation, and the ledger follows the credit."""
         self._sent_since_refresh += 1
         now = self.clock.monotonic()
         due = (self._sent_since_refresh >= self.config.key_refresh_requests
                or now - self._last_refresh >= self.config.key_refresh_s)
-        if due and self.costs is not None and self.costs.models is not None and not self._refreshing:
-            self._sent_since_refresh = 0
-            self._last_refresh = now
-            self._refreshing = True
-            asyncio.get_running_loop().create_task(self._refresh_key())
-
-    async def _refresh_key(self) -> None:
-        """Other jobs and shards may share the key: follow its remaining credit."""
+        if not due or self.costs is None or self.costs.models is None or self._refreshing:
+            return
+        self._sent_since_refresh = 0
+        self._last_refresh = now
+        self._refreshing = True
         try:
             info = await self.client.key_info()
         except RequestFailed:

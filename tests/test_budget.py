@@ -1,0 +1,130 @@
+"""Credit-limit awareness: pre-flight, the plan, and a budget that is never overshot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from typing import Any
+
+from batchrun import ExitCode, RunOptions, load_job, run_job
+from batchrun.simulator import Simulator
+
+from .conftest import SMALL_JOB, FakeClock, call_cli, child_env, read_rows, run_cli, write_job
+
+BUDGET_JOB = """
+name: spend
+defaults: {params: {max_tokens: 200}}
+models: [anthropic/claude-3.5-haiku, openai/gpt-4o-mini]
+prompts:
+  - id: p
+    text: "Tell me about {{n}} in detail, please, with examples and a long explanation."
+    vars: [{n: 1}, {n: 2}, {n: 3}, {n: 4}, {n: 5}, {n: 6}, {n: 7}, {n: 8}, {n: 9}, {n: 10}]
+repeat: 10
+run: {concurrency: 64, grace_s: 5}
+"""
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_spend_never_passes_the_budget(tmp_path: Path, seed: int) -> None:
+    job = write_job(tmp_path, BUDGET_JOB)
+    out = tmp_path / "b.jsonl"
+    result = run_cli(job, "--simulate", "--sim", f"seed={seed}", "--sim", "cost_noise=0.08", "--sim", "jitter_ms=3",
+                     "--sim", "latency_ms=3", "--budget", "0.005", "-o", out, "-q")
+    assert result.returncode == ExitCode.BUDGET, result.stderr
+    rows = read_rows(out)
+    spent = sum(r["cost"] or 0 for r in rows)
+    assert 0.0025 < spent <= 0.005
+    assert len(rows) == 200 and {r["reason"] for r in rows if r["status"] == "skipped"} == {"budget"}
+    assert "stopped: budget" in result.stderr and "left)" in result.stderr
+
+
+def test_a_key_limit_smaller_than_the_budget_binds(tmp_path: Path) -> None:
+    job = write_job(tmp_path, BUDGET_JOB)
+    out = tmp_path / "k.jsonl"
+    result = run_cli(job, "--simulate", "--sim", "key_limit=0.004", "--budget", "5", "-o", out, "-q")
+    assert result.returncode == ExitCode.BUDGET
+    rows = read_rows(out)
+    assert sum(r["cost"] or 0 for r in rows) <= 0.004
+    assert {r["reason"] for r in rows if r["status"] == "skipped"} == {"credits"}
+    summary = json.loads((tmp_path / "k.summary.json").read_text())
+    assert summary["stop"] == "credits" and summary["budget_usd"] == pytest.approx(0.004)
+
+
+async def test_the_key_is_re_read_when_others_spend_it(tmp_path: Path, sim: Simulator) -> None:
+    sim.account_key.limit = 1.0
+    job = load_job(write_job(tmp_path, BUDGET_JOB.replace("run: {concurrency: 64", "run: {key_refresh_requests: 1, concurrency: 1")))
+    out = tmp_path / "s.jsonl"
+
+    def another_shard_spends(record: dict[str, Any]) -> None:
+        if sim.account_key.usage < 0.99:
+            sim.account_key.usage = 0.998  # a CI shard sharing the key drains it mid-run
+
+    report = await run_job(job, RunOptions(api_key="k", base_url=sim.base_url, output=out, clock=FakeClock()),
+                           on_record=another_shard_spends)
+    assert report.outcome.stop == "credits"
+    assert 402 not in sim.stats.by_status  # the re-read /key stopped it, not the server's refusal
+    rows = read_rows(out)
+    assert sum(r["status"] == "ok" for r in rows) < 100
+    assert {r["reason"] for r in rows if r["status"] == "skipped"} == {"credits"}
+
+
+def test_an_unlimited_key_runs_everything(tmp_path: Path) -> None:
+    job = write_job(tmp_path, SMALL_JOB)
+    result = run_cli(job, "--simulate", "-o", tmp_path / "u.jsonl", "-q")
+    assert result.returncode == 0
+    summary = json.loads((tmp_path / "u.summary.json").read_text())
+    assert summary["budget_usd"] is None and summary["total"]["ok"] == 20
+    assert summary["estimate_usd"] >= summary["total"]["cost_usd"] > 0
+
+
+def test_an_unknown_model_is_exit_2_before_any_chat_request(tmp_path: Path, sim: Simulator) -> None:
+    job = write_job(tmp_path, SMALL_JOB.replace("google/gemini-2.0-flash-001", "acme/not-a-model"))
+    result = run_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "x.jsonl", env=child_env(OPENROUTER_API_KEY="k"))
+    assert result.returncode == ExitCode.USAGE
+    assert result.stderr == f"batchrun: {job}: model(s) not offered by the endpoint: acme/not-a-model\n"
+    assert sim.stats.chat_requests == 0 and not (tmp_path / "x.jsonl").exists()
+
+
+def test_router_models_with_unknown_prices_are_refused_under_a_budget(tmp_path: Path) -> None:
+    job = write_job(tmp_path, SMALL_JOB.replace("google/gemini-2.0-flash-001", "openrouter/auto"))
+    result = run_cli(job, "--simulate", "--budget", "1", "-o", tmp_path / "x.jsonl")
+    assert result.returncode == ExitCode.USAGE and "no known price for openrouter/auto" in result.stderr
+    allowed = write_job(tmp_path, SMALL_JOB.replace("google/gemini-2.0-flash-001", "openrouter/auto")
+                        .replace("run: {", "run: {allow_unknown_prices: true, "), "allowed.yaml")
+    assert run_cli(allowed, "--simulate", "--budget", "1", "-o", tmp_path / "y.jsonl", "-q").returncode == 0
+
+
+def test_an_endpoint_without_key_or_models_runs_with_a_notice(tmp_path: Path) -> None:
+    job = write_job(tmp_path, SMALL_JOB)
+    result = run_cli(job, "--simulate", "--sim", "account_api=false", "-o", tmp_path / "n.jsonl")
+    assert result.returncode == 0
+    assert "has no /models or /key: credit-limit features are off for this run" in result.stderr
+    assert len(read_rows(tmp_path / "n.jsonl")) == 20
+
+
+def test_plan_prices_the_worst_case_never_below_the_actual(tmp_path: Path) -> None:
+    job = write_job(tmp_path, BUDGET_JOB)
+    code, text, err = call_cli("plan", job, "--simulate", "--budget", "0.5")
+    assert code == 0, err
+    assert "job spend: 200 request(s)" in text and "anthropic/claude-3.5-haiku" in text
+    worst = float(text.split("TOTAL")[1].split()[1])
+    assert "budget: $0.500000 -> worst case fits" in text and "remaining credit unlimited" in text
+    out = tmp_path / "p.jsonl"
+    assert run_cli(job, "--simulate", "-o", out, "-q", "--sim", "cost_noise=0.08").returncode == 0
+    assert sum(r["cost"] for r in read_rows(out)) <= worst
+
+
+def test_plan_warns_without_max_tokens_and_reads_the_previous_run(tmp_path: Path) -> None:
+    write_job(tmp_path, SMALL_JOB.replace("  params: {max_tokens: 32}\n", "  params: {temperature: 0}\n"))
+    assert run_cli("job.yaml", "--simulate", "-q", cwd=tmp_path).returncode == 0
+    result = run_cli("plan", "job.yaml", "--simulate", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "warning: openai/gpt-4o-mini has requests without max_tokens" in result.stdout
+    assert "previous run: outputs/small/" in result.stdout
+    free = write_job(tmp_path, SMALL_JOB.replace("google/gemini-2.0-flash-001", "meta-llama/llama-3.3-70b-instruct:free"),
+                     "free.yaml")
+    result = run_cli("plan", free, "--simulate", "--sim", "free_daily_cap=5", cwd=tmp_path)
+    assert "free-model requests needed today: 10, remaining 5 (NOT ENOUGH)" in result.stdout
