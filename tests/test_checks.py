@@ -1,0 +1,192 @@
+"""Evaluation checks, thresholds, and diff between runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrun import ExitCode, load_job, plan_requests
+from batchrun._checks import Answer, run_checks
+from batchrun._job import RunSettings
+from batchrun._summary import SummaryBuilder
+from batchrun._verdict import decide
+
+from .conftest import call_cli, read_rows, run_cli, write_job
+
+
+def verdict(check: dict[str, Any], content: str = "The capital is Paris.", **answer: Any) -> tuple[bool, str]:
+    fields = {"latency_ms": 120.0, "cost": 0.001, "completion_tokens": 12, "finish_reason": "stop", **answer}
+    [result] = run_checks([check], Answer(content, **fields))
+    return result["pass"], result["reason"]
+
+
+@pytest.mark.parametrize(("check", "content", "passes"), [
+    ({"equals": "Paris"}, "  Paris\n", True),
+    ({"equals": "paris"}, "Paris", False),
+    ({"equals": "paris", "ignore_case": True}, "Paris", True),
+    ({"equals": "Paris", "trim": False}, " Paris", False),
+    ({"contains": "Paris"}, "It is Paris.", True),
+    ({"contains": "paris"}, "It is Paris.", False),
+    ({"icontains": "paris"}, "It is PARIS.", True),
+    ({"contains": {"any": ["Lyon", "Paris"]}}, "Paris", True),
+    ({"contains": {"all": ["Lyon", "Paris"]}}, "Paris", False),
+    ({"not_contains": "As an AI"}, "Paris", True),
+    ({"not_contains": {"any": ["sorry", "AI"]}}, "As an AI, sorry", False),
+    ({"regex": r"^\d+$"}, "42", True),
+    ({"regex": r"^\d+$"}, "forty-two", False),
+    ({"regex": "^paris$", "flags": "i"}, "PARIS", True),
+    ({"starts_with": "Yes"}, "Yes, it is.", True),
+    ({"starts_with": "Yes"}, "No.", False),
+    ({"is_json": True}, '{"a": 1}', True),
+    ({"is_json": True}, '```json\n{"a": 1}\n```', True),
+    ({"is_json": True}, "{a: 1}", False),
+    ({"json_schema": {"type": "object", "required": ["answer"]}}, '{"answer": "x"}', True),
+    ({"json_schema": {"type": "object", "required": ["answer"]}}, '{"other": "x"}', False),
+    ({"json_schema": {"type": "object"}}, "not json", False),
+    ({"max_latency_ms": 200}, "x", True),
+    ({"max_latency_ms": 100}, "x", False),
+    ({"max_cost_usd": 0.01}, "x", True),
+    ({"max_cost_usd": 0.0001}, "x", False),
+    ({"max_tokens": 12}, "x", True),
+    ({"max_tokens": 11}, "x", False),
+    ({"finish_reason": "stop"}, "x", True),
+    ({"finish_reason": ["length", "content_filter"]}, "x", False),
+    ({"contains": "Paris", "not": True}, "Paris", False),
+    ({"contains": "Lyon", "not": True}, "Paris", True),
+])
+def test_each_check_kind_passes_and_fails(check: dict[str, Any], content: str, passes: bool) -> None:
+    passed, reason = verdict(check, content)
+    assert passed is passes
+    assert (reason == "") is passes
+
+
+def test_reasons_say_what_was_expected() -> None:
+    assert verdict({"contains": "Tokyo"}) == (False, "expected to contain 'Tokyo'")
+    assert verdict({"equals": "Rome"}, "Paris") == (False, "expected 'Rome', got 'Paris'")
+    [result] = run_checks([{"contains": "x", "name": "has-x", "weight": 2}], Answer("y", None, None, None, None))
+    assert result == {"name": "has-x", "pass": False, "reason": "expected to contain 'x'", "weight": 2}
+
+
+def test_checks_are_templated_from_dataset_rows(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text('{"q": "France", "expect": "Paris"}\n{"q": "Japan", "expect": "Tokyo"}\n')
+    job = load_job(write_job(tmp_path, """
+        name: t
+        models: [a/b]
+        defaults: {checks: [{contains: "{{expect}}", name: expected}]}
+        prompts: [{id: p, text: "Capital of {{q}}?", checks: [{regex: "^{{expect}}$"}]}]
+        dataset: rows.jsonl
+    """))
+    checks = [r.checks for r in plan_requests(job)]
+    assert checks == [[{"contains": "Paris", "name": "expected"}, {"regex": "^Paris$"}],
+                      [{"contains": "Tokyo", "name": "expected"}, {"regex": "^Tokyo$"}]]
+
+
+def test_json_schema_from_a_file_next_to_the_job(tmp_path: Path) -> None:
+    (tmp_path / "s.json").write_text('{"type": "object", "required": ["answer"]}')
+    job = load_job(write_job(tmp_path, """
+        name: t
+        models: [a/b]
+        prompts: [{id: p, text: hi, checks: [{json_schema: s.json}]}]
+    """))
+    [request] = plan_requests(job)
+    assert request.checks == [{"json_schema": {"type": "object", "required": ["answer"]}}]
+    missing = write_job(tmp_path, "name: t\nmodels: [a/b]\nprompts: [{id: p, text: hi, checks: [{json_schema: nope.json}]}]\n",
+                        "missing.yaml")
+    code, _, err = call_cli("validate", missing)
+    assert code == ExitCode.USAGE and f"{missing}:3:" in err and "cannot be read" in err
+
+
+def record(row: str, model: str, prompt: str, status: str = "ok", passed: bool | None = True,
+           why: str = "expected to contain 'x'", **extra: Any) -> dict[str, Any]:
+    checks = None if passed is None else [{"name": "c", "pass": passed, "reason": "" if passed else why, "weight": 1}]
+    return {"id": row, "fingerprint": "f", "status": status, "reason": None if status == "ok" else "server_error",
+            "retryable": status != "ok", "cost": 0.001, "job": "j", "job_fingerprint": "jf", "model": model,
+            "prompt_id": prompt, "vars": {}, "repeat": 0, "latency_ms": 100.0, "response_model": model,
+            "provider": "P", "usage": {"prompt_tokens": 1, "completion_tokens": 1}, "attempts": 1,
+            **({"checks": checks, "passed": passed} if checks is not None and status == "ok" else {}), **extra}
+
+
+def summary_of(*records: dict[str, Any]) -> dict[str, Any]:
+    return SummaryBuilder().add_all(records).result()
+
+
+def test_error_rows_are_not_failed_checks() -> None:
+    summary = summary_of(record("1", "m", "p"), record("2", "m", "p", passed=False), record("3", "m", "p", status="error"))
+    assert summary["total"]["pass_rate"] == 0.5 and summary["total"]["error"] == 1
+    code, reasons = decide(summary, RunSettings(max_error_rate=0.5, pass_threshold=0.5))
+    assert code == ExitCode.OK  # 1 error in 3 rows is within 50%; the pass rate counts answered rows only
+    assert decide(summary, RunSettings(max_error_rate=0.1))[0] == ExitCode.ERRORS
+    assert decide(summary, RunSettings(max_error_rate=0.5, pass_threshold=0.6))[0] == ExitCode.QUALITY
+
+
+def test_thresholds_per_model_and_prompt() -> None:
+    summary = summary_of(record("1", "good", "p"), record("2", "bad", "p", passed=False), record("3", "good", "q"))
+    settings = RunSettings(pass_threshold={"overall": 0.5, "models": {"bad": 0.5}, "prompts": {"q": 1.0}})
+    code, reasons = decide(summary, settings)
+    assert code == ExitCode.QUALITY and reasons == ["model bad: pass rate 0.0% is below 50.0%"]
+    assert decide(summary, RunSettings(pass_threshold=0.9), override=0.5)[0] == ExitCode.OK
+
+
+def test_summary_shows_worst_prompts_and_why_rows_failed() -> None:
+    summary = summary_of(record("1", "m", "p"), record("2", "m", "q", passed=False, why="expected to contain 'Rome'"))
+    assert summary["worst_prompts"] == ["q"]
+    assert summary["failing_examples"] == [{"id": "2", "model": "m", "prompt_id": "q",
+                                            "why": "c: expected to contain 'Rome'"}]
+
+
+def write(path: Path, *records: dict[str, Any]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_diff_finds_flips_and_changes(tmp_path: Path) -> None:
+    before = write(tmp_path / "a.jsonl", record("1", "m", "p"), record("2", "m", "p", passed=False),
+                   record("3", "n", "q"), record("4", "gone", "q"))
+    after = write(tmp_path / "b.jsonl", record("1", "m", "p", passed=False, why="expected to contain 'Paris'"),
+                  record("2", "m", "p"), record("3", "n", "q", status="error", provider="Other"),
+                  record("5", "new", "q", provider="NewCo", cost=0.005))
+    code, text, _ = call_cli("diff", before, after, "--json")
+    diff = json.loads(text)
+    assert [f["id"] for f in diff["flips"]["pass_to_fail"]] == ["1"]
+    assert [f["id"] for f in diff["flips"]["fail_to_pass"]] == ["2"]
+    assert diff["flips"]["pass_to_fail"][0]["why"] == "c: expected to contain 'Paris'"
+    assert diff["models"]["gone"]["status"] == "disappeared" and diff["models"]["new"]["status"] == "new"
+    assert diff["models"]["n"]["started_erroring"] is True
+    assert diff["regression"] is True
+    code, text, _ = call_cli("diff", before, after)
+    assert code == 0 and "pass -> fail: 1 row(s)" in text and "model n: started erroring" in text
+    code, _, _ = call_cli("diff", before, after, "--fail-on-regression")
+    assert code == ExitCode.REGRESSION
+    code, text, _ = call_cli("diff", before, before, "--fail-on-regression", "--markdown")
+    assert code == ExitCode.OK and text.startswith("### batchrun diff: j")
+
+
+def test_diff_reports_provider_and_cost_changes(tmp_path: Path) -> None:
+    before = write(tmp_path / "a.jsonl", record("1", "m", "p"))
+    after = write(tmp_path / "b.jsonl", record("1", "m", "p", provider="Other", cost=0.003, latency_ms=300.0))
+    diff = json.loads(call_cli("diff", before, after, "--json")[1])
+    model = diff["models"]["m"]
+    assert model["cost_change_usd"] == pytest.approx(0.002) and model["latency_p50_change_ms"] == 200
+    assert model["answered_by"] == {"before": {"m@P": 1}, "after": {"m@Other": 1}}
+
+
+def test_diff_refuses_different_jobs(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.jsonl", record("1", "m", "p"))
+    b = write(tmp_path / "b.jsonl", {**record("1", "m", "p"), "job": "other"})
+    code, _, err = call_cli("diff", a, b)
+    assert code == ExitCode.USAGE and "nothing to compare" in err
+
+
+def test_the_example_eval_finds_failures_on_the_simulator(tmp_path: Path) -> None:
+    out = tmp_path / "eval.jsonl"
+    repo = Path(__file__).resolve().parent.parent
+    result = run_cli(repo / "jobs" / "eval.yaml", "--simulate", "-o", out)
+    rows = read_rows(out)
+    assert any(r["passed"] is False for r in rows) and any(r["passed"] for r in rows)
+    assert {c["name"] for r in rows for c in r["checks"]} >= {"valid-json", "right-city", "fast-enough", "exact-sum"}
+    assert result.returncode == ExitCode.OK and "pass rate by prompt:" in result.stdout
+    strict = run_cli(repo / "jobs" / "eval.yaml", "--simulate", "-o", tmp_path / "strict.jsonl", "--pass-threshold", "0.99", "-q")
+    assert strict.returncode == ExitCode.QUALITY and "below the threshold 99.0%" in strict.stderr
