@@ -164,6 +164,7 @@ class Simulator:
         self._rng = random.Random(self.config.seed)
         self._keys: dict[str, _Key] = {}
         self._hashes: dict[str, str] = {}  # hash -> key
+        self.issued: list[str] = []  # every key /keys created, kept for tests that look for leaks
         self._window = (0.0, 0)
         self._daily: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
@@ -305,6 +306,7 @@ class Simulator:
                    name=body["name"], expires_at=expires_at, created=True)
         self._keys[token] = key
         self._hashes[key.hash] = token
+        self.issued.append(token)
         self.stats.keys_created += 1
         return web.json_response({"key": token, "data": self._key_data(key)}, status=201)
 
