@@ -132,7 +132,7 @@ class OpenRouterClient:
                     extra_headers: dict[str, str] | None = None) -> httpx.Response:
         """One HTTP exchange, body fully read, transport errors translated into Transient."""
         url = self.base_url + path
-        content = None if body is None else _dumps(body).encode()
+        content = body if body is None or isinstance(body, bytes) else _dumps(body).encode()
         headers = self._auth(key)
         if extra_headers:
             headers.update(extra_headers)
@@ -157,8 +157,9 @@ class OpenRouterClient:
         failure.args = (failure.message,)
         return failure
 
-    async def chat(self, body: dict[str, Any], row_id: str | None = None) -> ChatResult:
-        """POST /chat/completions; returns the answer or raises a classified RequestFailed."""
+    async def chat(self, body: dict[str, Any] | bytes, row_id: str | None = None) -> ChatResult:
+        """POST /chat/completions (a body, or its JSON already encoded); returns the answer
+        or raises a classified RequestFailed."""
         # The row id travels as a header so logs (and the simulator) can tie re-sends together.
         response = await self._send("POST", "/chat/completions", self._api_key, body,
                                     {"X-Batchrun-Row": row_id} if row_id else None)

@@ -22,6 +22,7 @@ class CreditLedger:
         self.reserved = 0.0
         self.in_flight = 0
         self._changed = asyncio.Condition()
+        self._waiting = 0
 
     @property
     def remaining(self) -> float | None:
@@ -32,27 +33,36 @@ class CreditLedger:
 
     async def reserve(self, amount: float) -> float:
         """Hold `amount` until settle/release; waits while others may free room."""
-        async with self._changed:
-            while not self._fits(amount):
-                if self.in_flight == 0:
-                    raise BudgetExhausted()
-                await self._changed.wait()
-            self.reserved += amount
-            self.in_flight += 1
-            return amount
+        # Single-threaded asyncio: the check and the update below happen without an
+        # await between them, so no lock is needed on the fast path.
+        while not self._fits(amount):
+            if self.in_flight == 0:
+                raise BudgetExhausted()
+            self._waiting += 1
+            try:
+                async with self._changed:
+                    await self._changed.wait()
+            finally:
+                self._waiting -= 1
+        self.reserved += amount
+        self.in_flight += 1
+        return amount
 
     async def settle(self, reservation: float, actual: float) -> None:
-        async with self._changed:
-            self.reserved -= reservation
-            self.in_flight -= 1
-            self.spent += actual
-            self._changed.notify_all()
+        self.reserved -= reservation
+        self.in_flight -= 1
+        self.spent += actual
+        await self._wake()
 
     async def release(self, reservation: float) -> None:
         await self.settle(reservation, 0.0)
 
     async def lower_limit(self, limit_usd: float) -> None:
         """Tighten the limit (e.g. the key's remaining credit fell because a shard shares it)."""
-        async with self._changed:
-            self.limit = limit_usd if self.limit is None else min(self.limit, limit_usd)
-            self._changed.notify_all()
+        self.limit = limit_usd if self.limit is None else min(self.limit, limit_usd)
+        await self._wake()
+
+    async def _wake(self) -> None:
+        if self._waiting:  # skip the lock when nobody waits: this is on every request's path
+            async with self._changed:
+                self._changed.notify_all()

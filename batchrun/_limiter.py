@@ -33,7 +33,7 @@ class Throttle:
         self._next_slot = 0.0
         self._last_cut = -1.0
         self._successes: collections.deque[float] = collections.deque()
-        self._changed = asyncio.Condition()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def _has_room(self, model: str) -> bool:
         cap = self._model_caps.get(model)
@@ -43,27 +43,38 @@ class Throttle:
         """Wait for cooldown, pace and a free slot; returns the time the attempt starts."""
         clock = self._clock
         while True:
-            async with self._changed:
-                now = clock.monotonic()
-                wait = self.cooldown_until - now
-                if self.rate is not None:
-                    wait = max(wait, self._next_slot - now)
-                if wait <= 0:
-                    if not self._has_room(model):
-                        await self._changed.wait()
-                        continue
-                    self.active += 1
-                    self._model_active[model] += 1
-                    if self.rate is not None:
-                        self._next_slot = max(self._next_slot, now) + 1.0 / self.rate
-                    return now
-            await clock.sleep(wait)
+            now = clock.monotonic()
+            wait = self.cooldown_until - now
+            if self.rate is not None:
+                wait = max(wait, self._next_slot - now)
+            if wait > 0:
+                await clock.sleep(wait)
+                continue
+            if not self._has_room(model):
+                # Single-threaded asyncio: nothing runs between this check and the wait
+                # below, so a release cannot be missed.
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
+                continue
+            self.active += 1
+            self._model_active[model] += 1
+            if self.rate is not None:
+                self._next_slot = max(self._next_slot, now) + 1.0 / self.rate
+            return now
 
     async def release(self, model: str) -> None:
-        async with self._changed:
-            self.active -= 1
-            self._model_active[model] -= 1
-            self._changed.notify_all()
+        self.active -= 1
+        self._model_active[model] -= 1
+        # Wake every waiter: which of them has room depends on its model, and each re-checks.
+        waiters, self._waiters = self._waiters, collections.deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def succeeded(self) -> None:
         now = self._clock.monotonic()

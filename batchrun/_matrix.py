@@ -22,6 +22,11 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(_encode(value).encode()).hexdigest()[:20]
 
 
+def encode_body(body: dict[str, Any]) -> bytes:
+    """The request body as sent: encoded once, then hashed, posted and written as is."""
+    return _encode(body).encode()
+
+
 def stable_id(job_name: str, model: str, prompt_id: str, row: dict[str, Any], repeat: int) -> str:
     """The resume key: the same job always yields the same ids."""
     return _digest([job_name, model, prompt_id, row, repeat])
@@ -36,6 +41,7 @@ class Request:
     vars: dict[str, Any]
     repeat: int
     body: dict[str, Any]
+    payload: bytes  # `body`, encoded once
     checks: list[dict[str, Any]]
 
     @property
@@ -80,7 +86,9 @@ def plan_requests(job: Job, shard: Shard | None = None) -> Iterator[Request]:
                         continue
                     params = request_params(job, model_params[model.id], prompt.params)
                     body = {"model": model.id, "messages": messages, **params}
-                    yield Request(request_id, _digest(body), model.id, prompt.id, row, repeat, body, checks)
+                    payload = encode_body(body)
+                    fingerprint = hashlib.sha256(payload).hexdigest()[:20]
+                    yield Request(request_id, fingerprint, model.id, prompt.id, row, repeat, body, payload, checks)
 
 
 def count_requests(job: Job) -> dict[tuple[str, str], int]:

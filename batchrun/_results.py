@@ -73,8 +73,14 @@ class ResultsWriter:
         self._last_fsync = time.monotonic()
         self.written = 0
 
-    def write(self, record: dict[str, Any]) -> None:
-        data = (_encode(record) + "\n").encode()
+    def write(self, record: dict[str, Any], request: bytes | None = None) -> None:
+        """Append one record; `request`, the exact JSON body sent, goes in as the last field
+        without being decoded and encoded again."""
+        text = _encode(record)
+        if request is None:
+            data = (text + "\n").encode()
+        else:
+            data = (text[:-1] + ',"request":').encode() + request + b"}\n"
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view):]

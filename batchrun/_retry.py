@@ -84,6 +84,18 @@ async def call_with_retries(
     on_retry: Callable[[RequestFailed, float], Awaitable[None]] | None = None,
 ) -> T:
     """Run `attempt` until it succeeds, fails finally, or the policy gives up (re-raising)."""
+    # Fast path: most requests succeed at once, and building tenacity's machinery for
+    # each of them cost a fifth of the run's CPU at 3,000 requests/s. The retry loop
+    # starts only after a transient failure, replaying that failure as its first attempt,
+    # so tenacity sees exactly the sequence it would have seen.
+    log.attempts += 1
+    try:
+        return await attempt()
+    except Transient as failure:
+        replay: list[Transient] = [failure]
+    except RequestFailed as failure:
+        log.record(failure, None)
+        raise
 
     async def before_sleep(state: RetryCallState) -> None:
         failure = _failure(state)
@@ -93,6 +105,8 @@ async def call_with_retries(
                 await on_retry(failure, state.upcoming_sleep)
 
     async def counted() -> T:
+        if replay:
+            raise replay.pop()
         log.attempts += 1
         try:
             return await attempt()

@@ -8,6 +8,7 @@ record: `ok`, `error` (the request failed) or `skipped` (never sent: stop, cap, 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,8 +34,14 @@ class _Recorded(Exception):
     """A cancelled request whose row was already written."""
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def utc(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    """ISO 8601 UTC with milliseconds; strftime runs once a second, not twice a row."""
+    return f"{_utc_second(int(ts))}.{int(ts % 1 * 1000):03d}Z"
 
 
 @dataclass
@@ -107,28 +114,25 @@ class Runner:
         record.update(job=self.job_name, job_fingerprint=self.job_fingerprint, model=request.model,
                       prompt_id=request.prompt_id, vars=request.vars, repeat=request.repeat)
         record.update(fields)
-        body = request.body
-        record["messages"] = body["messages"]
-        record["params"] = {k: v for k, v in body.items() if k not in ("model", "messages")}
         now = self.clock.time()
         record["started_at"] = utc(started) if started is not None else None
         record["finished_at"] = utc(now)
         return record
 
-    def _emit(self, record: dict[str, Any]) -> None:
-        self.writer.write(record)
+    def _emit(self, request: Request, record: dict[str, Any]) -> None:
+        self.writer.write(record, request.payload)
         if self.on_record is not None:
             self.on_record(record)
 
     def skip(self, request: Request, reason: str) -> None:
-        self._emit(self._record(request, "skipped", reason, True, None))
+        self._emit(request, self._record(request, "skipped", reason, True, None))
 
     # -- one request -------------------------------------------------------------------------
     async def _attempt(self, request: Request) -> tuple[ChatResult, float]:
         """One attempt through the throttle; returns the answer and this attempt's latency."""
         started = await self.throttle.acquire(request.model)
         try:
-            result = await self.client.chat(request.body, row_id=request.id)
+            result = await self.client.chat(request.payload, row_id=request.id)
         except RateLimited as failure:
             self.throttle.rate_limited(started, failure.retry_after, pace=failure.http_status == 429)
             raise
@@ -173,7 +177,7 @@ class Runner:
         except asyncio.CancelledError:
             # The grace ran out mid-request: the row is skipped, with the attempts it made.
             await asyncio.shield(self.ledger.release(reservation))
-            self._emit(self._record(request, "skipped", self.stop_reason or STOP_INTERRUPTED, True, started,
+            self._emit(request, self._record(request, "skipped", self.stop_reason or STOP_INTERRUPTED, True, started,
                                     attempts=log.attempts, attempt_errors=log.failures))
             raise _Recorded() from None
         latency_ms = round(latency_s * 1000, 1)  # the answering attempt: what the model took
@@ -192,7 +196,7 @@ class Runner:
                                                         result.usage.get("completion_tokens"), result.finish_reason))
             record["checks"] = results
             record["passed"] = all(r["pass"] for r in results)
-        self._emit(record)
+        self._emit(request, record)
 
     def _failed(self, request: Request, failure: RequestFailed, log: AttemptLog, started: float) -> None:
         error = {"kind": failure.kind, "http_status": failure.http_status, "message": failure.message[:500]}
@@ -200,17 +204,17 @@ class Runner:
             self.request_stop(STOP_AUTH, f"the API key was refused: {failure.message}")
         elif isinstance(failure, CreditExhausted):
             self.request_stop(STOP_CREDITS, failure.message)
-            self._emit(self._record(request, "skipped", STOP_CREDITS, True, started, error=error,
+            self._emit(request, self._record(request, "skipped", STOP_CREDITS, True, started, error=error,
                                     attempts=log.attempts, attempt_errors=log.failures))
             return
         elif isinstance(failure, DailyCapReached):
             self.stopped_models.setdefault(request.model, "daily_cap")
-            self._emit(self._record(request, "skipped", "daily_cap", True, started, error=error,
+            self._emit(request, self._record(request, "skipped", "daily_cap", True, started, error=error,
                                     attempts=log.attempts, attempt_errors=log.failures))
             return
         if failure.retryable and failure.retry_after is not None and failure.retry_after > self.config.policy.max_wait_s:
             error["message"] += f" (server asked to wait {failure.retry_after:.0f} s, over the {self.config.policy.max_wait_s:g} s cap)"
-        self._emit(self._record(request, "error", failure.kind, failure.retryable, started, error=error,
+        self._emit(request, self._record(request, "error", failure.kind, failure.retryable, started, error=error,
                                 attempts=log.attempts, attempt_errors=log.failures, cost=0.0))
 
     # -- key refresh -------------------------------------------------------------------------

@@ -184,6 +184,7 @@ class Simulator:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_post("/api/v1/chat/completions", self._chat)
         app.router.add_get("/__sim/stats", self._stats)
+        app.router.add_post("/__sim/reset", self._reset)
         if self.config.account_api:
             app.router.add_get("/api/v1/models", self._models)
             app.router.add_get("/api/v1/key", self._key)
@@ -352,6 +353,13 @@ class Simulator:
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats.as_json())
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        """Fresh counters between benchmark rounds against one long-lived server."""
+        self.stats = SimStats()
+        self.account_key = self._account_key()
+        self._window = (0.0, 0)
+        return web.json_response({"ok": True})
 
     # -- chat --------------------------------------------------------------------------------
     def _rate_limited(self) -> web.Response | None:

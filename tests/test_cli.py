@@ -29,7 +29,8 @@ def test_eval_job_on_the_simulator_writes_one_valid_line_per_row(tmp_path: Path)
     for row in rows:
         assert row["status"] == "ok" and row["usage"]["total_tokens"] > 0 and row["cost"] > 0
         assert row["generation_id"].startswith("gen-") and row["provider"] == "SimCloud"
-        assert row["messages"][-1]["role"] == "user" and row["params"]["max_tokens"] == 64
+        assert row["request"]["messages"][-1]["role"] == "user" and row["request"]["max_tokens"] == 64
+        assert row["request"]["model"] == row["model"]
     summary = json.loads((tmp_path / "eval.summary.json").read_text())
     assert summary["total"]["ok"] == 105 and summary["complete"] is True
 
