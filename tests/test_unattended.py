@@ -50,7 +50,7 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, sim: Simulator) -> 
         wait_for_lines(out, written_before + rng.randint(5, 60), process)
         process.kill()
         process.wait()
-        ok_before = {i for i, s in scan_states(out).states.items() if s.status == "ok"}
+        ok_before = scan_states(out).ids("ok")
         sent_before = dict(sim.stats.by_row)
         kept = {json.loads(line)["id"]: line for line in out.read_bytes().splitlines(keepends=True) if line.endswith(b"\n")}
         final = start(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", env=env)
@@ -74,7 +74,7 @@ def test_a_torn_last_line_is_repaired_not_read(tmp_path: Path) -> None:
     out = tmp_path / "t.jsonl"
     out.write_bytes(b'{"id":"aa","fingerprint":"f","status":"ok","reason":null,"retryable":false,"cost":0.1,"x":1}\n{"id":"bb","fingerp')
     assert [r["id"] for r in final_records(out)] == ["aa"]
-    assert set(scan_states(out).states) == {"aa"}
+    assert scan_states(out).ids() == {"aa"}
     writer = ResultsWriter(out)
     assert writer.repaired_bytes == len(b'{"id":"bb","fingerp')
     writer.close()
@@ -207,3 +207,27 @@ def test_merge_refuses_files_of_different_jobs(tmp_path: Path) -> None:
     assert run_cli(b, "--simulate", "-o", tmp_path / "b.jsonl", "-q").returncode == 0
     code, _, err = call_cli("merge", tmp_path / "m.jsonl", tmp_path / "a.jsonl", tmp_path / "b.jsonl")
     assert code == ExitCode.USAGE and "different jobs" in err and not (tmp_path / "m.jsonl").exists()
+
+
+def test_resume_scan_across_windows_with_foreign_lines_and_a_torn_tail(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import batchrun._results as results
+
+    monkeypatch.setattr(results, "_WINDOW", 256)  # many windows, and lines longer than one
+    out = tmp_path / "w.jsonl"
+    writer = ResultsWriter(out)
+    for index in range(40):
+        record = results.record_head(f"{index:04x}", "ab", "ok" if index % 3 else "error",
+                                     None if index % 3 else "timeout", index % 3 == 0, 0.5)
+        record["content"] = "x" * (index * 20)
+        writer.write(record, b'{"model":"m"}')
+    writer.close()
+    with out.open("a") as handle:  # a line another tool wrote, then a torn tail
+        handle.write(json.dumps({"id": "ffff", "status": "ok", "cost": 1.0, "fingerprint": "cd"}) + "\n")
+        handle.write('{"id":"eeee","fingerprint":"ab","status":"ok","reason":null,"retryable":false,"cost":9,')
+    scan = scan_states(out)
+    assert scan.lines == 41 and len(scan) == 41
+    assert scan.spent_usd == pytest.approx(40 * 0.5 + 1.0)
+    assert scan.get("0003") == ("ab", "error", "timeout", True)
+    assert scan.get("0004") == ("ab", "ok", None, False)
+    assert scan.get("ffff") == ("cd", "ok", None, False) and scan.get("eeee") is None
