@@ -8,17 +8,16 @@ retry: the retry policy wraps `chat` from outside.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from ._classify import classify
 from ._clock import Clock, SystemClock
 from ._exceptions import ConfigError, RequestFailed, Transient
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +131,7 @@ class OpenRouterClient:
                     extra_headers: dict[str, str] | None = None) -> httpx.Response:
         """One HTTP exchange, body fully read, transport errors translated into Transient."""
         url = self.base_url + path
-        content = body if body is None or isinstance(body, bytes) else _dumps(body).encode()
+        content = body if body is None or isinstance(body, bytes) else orjson.dumps(body)
         headers = self._auth(key)
         if extra_headers:
             headers.update(extra_headers)
@@ -164,8 +163,8 @@ class OpenRouterClient:
         response = await self._send("POST", "/chat/completions", self._api_key, body,
                                     {"X-Batchrun-Row": row_id} if row_id else None)
         try:
-            data = response.json()
-        except ValueError:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
             if response.status_code == 200:
                 raise Transient("bad_response", "the body was truncated or not JSON", 200) from None
             raise self._failure(response, {"message": response.text[:200] or f"HTTP {response.status_code}"}) from None

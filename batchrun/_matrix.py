@@ -12,19 +12,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from ._job import Job
 from ._template import Template, render_nested
 
-_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+# orjson: compact, UTF-8, sorted keys, a few times faster than json on the per-row path.
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _encode(value: Any) -> bytes:
+    return orjson.dumps(value, option=_OPTIONS)
 
 
 def _digest(value: Any) -> str:
-    return hashlib.sha256(_encode(value).encode()).hexdigest()[:20]
+    return hashlib.sha256(_encode(value)).hexdigest()[:20]
 
 
 def encode_body(body: dict[str, Any]) -> bytes:
     """The request body as sent: encoded once, then hashed, posted and written as is."""
-    return _encode(body).encode()
+    return _encode(body)
 
 
 def stable_id(job_name: str, model: str, prompt_id: str, row: dict[str, Any], repeat: int) -> str:
