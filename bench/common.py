@@ -39,15 +39,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+SIM_PIDS: dict[str, int] = {}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def simulator(*options: str) -> Iterator[str]:
-    """`batchrun simulate` on core 1; yields its base URL."""
+    """`batchrun simulate` on core 1; yields its base URL (SIM_PIDS maps it to the pid)."""
     port = free_port()
     argv = [sys.executable, "-m", "batchrun", "simulate", "--port", str(port)]
     for option in options:
         argv += ["--sim", option]
     process = subprocess.Popen(pinned(SERVER_CORE, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
+    SIM_PIDS[base] = process.pid
     try:
         for _ in range(200):
             try:

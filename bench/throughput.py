@@ -12,16 +12,20 @@ import subprocess
 import sys
 import tempfile
 
-from common import (CLIENT_CORE, HERE, OUT, machine, median, pinned, run_batchrun, sim_reset, sim_stats, simulator,
-                    verdict, write_job)
+from common import (CLIENT_CORE, HERE, OUT, SIM_PIDS, cpu_seconds, machine, median, pinned, run_batchrun, sim_reset,
+                    sim_stats, simulator, verdict, write_job)
 
 N = int(os.environ.get("BENCH_N", "5000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CLIENTS = ["batchrun", "httpx-aiohttp", "aiohttp", "httpx"]
 
 
+SIM_CPU_PER_REQUEST: list[float] = []
+
+
 def one_round(client: str, base: str, concurrency: int) -> float:
     sim_reset(base)
+    cpu_before = cpu_seconds(SIM_PIDS[base])
     if client == "batchrun":
         job = write_job(N, concurrency)
         result = run_batchrun(job, base)
@@ -34,6 +38,7 @@ def one_round(client: str, base: str, concurrency: int) -> float:
         subprocess.run(pinned(CLIENT_CORE, argv), check=True)
     stats = sim_stats(base)
     assert stats["by_status"].get("200") == N, stats
+    SIM_CPU_PER_REQUEST.append((cpu_seconds(SIM_PIDS[base]) - cpu_before) / N)
     return float(N / stats["busy_s"])
 
 
@@ -41,7 +46,6 @@ def main() -> None:
     print(f"throughput: N={N}, server latency 0, {ROUNDS} alternating rounds, medians; {machine()}; "
           "simulator pinned to core 1, client to core 0")
     with simulator() as base:
-        sim_capacity = None
         for concurrency in (64, 256):
             rates: dict[str, list[float]] = {c: [] for c in CLIENTS}
             for _ in range(ROUNDS):
@@ -53,9 +57,11 @@ def main() -> None:
                 print(f"  C={concurrency:<4} {client:<14} {medians[client]:8.0f} req/s  ({medians[client] / floor:.2f}x floor)")
             ratio = medians["batchrun"] / floor
             print(f"  C={concurrency}: batchrun / floor = {ratio:.2f} -> {verdict(ratio >= 0.9)} (target >= 0.9)")
-            sim_capacity = max(sim_capacity or 0.0, medians["aiohttp"])
+            # The simulator's capacity is 1 / its CPU time per request, over all rounds so far:
+            # raw aiohttp on one core cannot saturate it, so its rate would understate it.
+            sim_capacity = 1 / median(SIM_CPU_PER_REQUEST)
             sim_ratio = sim_capacity / medians["batchrun"]
-            print(f"  C={concurrency}: simulator served {sim_capacity:.0f} req/s to raw aiohttp = "
+            print(f"  C={concurrency}: simulator capacity {sim_capacity:.0f} req/s (from its CPU time per request) = "
                   f"{sim_ratio:.1f}x batchrun -> {verdict(sim_ratio >= 3)} (target >= 3)")
 
 
