@@ -96,7 +96,9 @@ def _regex(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
 
 def _starts_with(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     fold = bool(check.get("ignore_case", False))
-    return _prepare(answer.content, check, fold).startswith(_prepare(value, check, fold)), f"expected to start with {_short(value)!r}"
+    return _prepare(answer.content, check, fold).startswith(
+        _prepare(value, check, fold)
+    ), f"expected to start with {_short(value)!r}"
 
 
 def _parse_json(content: str) -> tuple[bool, Any]:
@@ -127,7 +129,10 @@ def _json_schema(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
 
 
 def _max_latency(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    return answer.latency_ms is not None and answer.latency_ms <= value, f"expected latency <= {value} ms, got {answer.latency_ms} ms"
+    return (
+        answer.latency_ms is not None and answer.latency_ms <= value,
+        f"expected latency <= {value} ms, got {answer.latency_ms} ms",
+    )
 
 
 def _max_cost(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
@@ -204,10 +209,12 @@ def run_checks(checks: list[dict[str, Any]], answer: Answer) -> list[dict[str, A
         passed, reason = _KINDS[kind](answer, check[kind], check)
         if check.get("not"):
             passed, reason = not passed, "negated: " + reason
-        results.append({
-            "name": check.get("name", kind),
-            "pass": passed,
-            "reason": "" if passed else reason,
-            "weight": check.get("weight", 1),
-        })
+        results.append(
+            {
+                "name": check.get("name", kind),
+                "pass": passed,
+                "reason": "" if passed else reason,
+                "weight": check.get("weight", 1),
+            }
+        )
     return results

@@ -18,6 +18,7 @@ Errors inside HTTP 200 bodies are classified by their embedded code exactly like
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import math
 from collections.abc import Mapping
@@ -33,8 +34,15 @@ from ._exceptions import (
     Transient,
 )
 
-_TRANSIENT = {408: "timeout", 409: "conflict", 425: "too_early", 500: "server_error", 502: "upstream_error",
-              504: "gateway_timeout", 524: "upstream_timeout"}
+_TRANSIENT = {
+    408: "timeout",
+    409: "conflict",
+    425: "too_early",
+    500: "server_error",
+    502: "upstream_error",
+    504: "gateway_timeout",
+    524: "upstream_timeout",
+}
 _SLOW_DOWN = {429: "rate_limited", 503: "no_provider", 529: "overloaded"}
 _REJECTED = {400: "bad_request", 404: "not_found", 413: "too_large", 422: "unprocessable"}
 _DAILY_MARKERS = ("free-models-per-day", "per-day", "per day", "daily")
@@ -49,16 +57,12 @@ def server_wait(headers: Mapping[str, str], now: float) -> float | None:
         try:
             waits.append(float(value))
         except ValueError:
-            try:
+            with contextlib.suppress(TypeError, ValueError, IndexError):  # not a date either: no hint
                 waits.append(email.utils.parsedate_to_datetime(value).timestamp() - now)
-            except (TypeError, ValueError, IndexError):
-                pass
     value = headers.get("retry-after-ms")
     if value:
-        try:
+        with contextlib.suppress(ValueError):
             waits.append(float(value) / 1000)
-        except ValueError:
-            pass
     value = headers.get("x-ratelimit-reset")
     if value:
         try:
@@ -75,7 +79,9 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ("" if value is None else str(value))
 
 
-def classify(status: int | None, error: Mapping[str, Any] | None, headers: Mapping[str, str], now: float) -> RequestFailed:
+def classify(
+    status: int | None, error: Mapping[str, Any] | None, headers: Mapping[str, str], now: float
+) -> RequestFailed:
     """Turn an HTTP status and/or an OpenRouter error object into one exception of the tree."""
     error = error or {}
     code = error.get("code")

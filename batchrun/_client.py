@@ -19,7 +19,6 @@ from ._clock import Clock, SystemClock
 from ._exceptions import ConfigError, RequestFailed, Transient
 
 
-
 @dataclass(frozen=True, slots=True)
 class ChatResult:
     generation_id: str | None
@@ -63,7 +62,9 @@ def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
     # the aiohttp transport keeps httpx's API at about five times the throughput here.
     from httpx_aiohttp import AiohttpTransport
 
-    return AiohttpTransport(limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
+    return AiohttpTransport(
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    )
 
 
 class OpenRouterClient:
@@ -134,8 +135,9 @@ class OpenRouterClient:
         httpx's request building (URL parsing, header merging) was an eighth of the CPU
         of a loopback run."""
         self._chat_url = httpx.URL(self.base_url + "/chat/completions")
-        self._chat_headers = httpx.Headers({**self._http.headers, **self._auth(self._api_key)}) \
-            if self._api_key is not None else None
+        self._chat_headers = (
+            httpx.Headers({**self._http.headers, **self._auth(self._api_key)}) if self._api_key is not None else None
+        )
         self._chat_extensions = {"timeout": self._http.timeout.as_dict()}
 
     async def _exchange(self, request: httpx.Request) -> httpx.Response:
@@ -160,8 +162,9 @@ class OpenRouterClient:
         return await self._exchange(request)
 
     def _failure(self, response: httpx.Response, error: Any) -> RequestFailed:
-        failure = classify(response.status_code, error if isinstance(error, dict) else None,
-                           response.headers, self._clock.time())
+        failure = classify(
+            response.status_code, error if isinstance(error, dict) else None, response.headers, self._clock.time()
+        )
         failure.message = self._scrub(failure.message)
         failure.args = (failure.message,)
         return failure
@@ -171,9 +174,13 @@ class OpenRouterClient:
         or raises a classified RequestFailed."""
         if self._chat_headers is None:
             raise ConfigError("no API key is set")
-        request = httpx.Request("POST", self._chat_url, headers=self._chat_headers,
-                                content=body if isinstance(body, bytes) else orjson.dumps(body),
-                                extensions=self._chat_extensions)
+        request = httpx.Request(
+            "POST",
+            self._chat_url,
+            headers=self._chat_headers,
+            content=body if isinstance(body, bytes) else orjson.dumps(body),
+            extensions=self._chat_extensions,
+        )
         if row_id:
             # The row id travels as a header so logs (and the simulator) can tie re-sends together.
             request.headers["X-Batchrun-Row"] = row_id
@@ -243,8 +250,9 @@ class OpenRouterClient:
 
     async def create_key(self, management_key: str, name: str, limit: float, expires_at: str) -> dict[str, Any]:
         """POST /keys with a management key: returns {"key": ..., "data": {...hash, label...}}."""
-        response = await self._send("POST", "/keys", management_key,
-                                    {"name": name, "limit": limit, "expires_at": expires_at})
+        response = await self._send(
+            "POST", "/keys", management_key, {"name": name, "limit": limit, "expires_at": expires_at}
+        )
         if response.status_code in (404, 405, 501):
             raise ConfigError(f"{self.base_url} has no /keys management API: --isolated-key cannot be used")
         if response.status_code not in (200, 201):

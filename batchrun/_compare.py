@@ -27,8 +27,13 @@ def _load(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     builder = SummaryBuilder()
     for record in final_records(path):
         builder.add(record)
-        slim[record["id"]] = {"model": record["model"], "prompt_id": record["prompt_id"],
-                              "status": record["status"], "passed": record.get("passed"), "why": _why(record)}
+        slim[record["id"]] = {
+            "model": record["model"],
+            "prompt_id": record["prompt_id"],
+            "status": record["status"],
+            "passed": record.get("passed"),
+            "why": _why(record),
+        }
     return slim, builder.result()
 
 
@@ -57,8 +62,14 @@ def diff_runs(a_path: Path, b_path: Path) -> dict[str, Any]:
             continue
         if before["passed"] != after["passed"]:
             kind = "pass_to_fail" if before["passed"] else "fail_to_pass"
-            flips[kind].append({"id": row_id, "model": after["model"], "prompt_id": after["prompt_id"],
-                                "why": after["why"] if before["passed"] else before["why"]})
+            flips[kind].append(
+                {
+                    "id": row_id,
+                    "model": after["model"],
+                    "prompt_id": after["prompt_id"],
+                    "why": after["why"] if before["passed"] else before["why"],
+                }
+            )
     models = {}
     for name in sorted(a_sum["models"].keys() | b_sum["models"].keys()):
         a = a_sum["models"].get(name)
@@ -73,13 +84,16 @@ def diff_runs(a_path: Path, b_path: Path) -> dict[str, Any]:
                 entry["answered_by"] = {"before": a["answered_by"], "after": b["answered_by"]}
         models[name] = entry
     return {
-        "job": b_sum["job"], "before": str(a_path), "after": str(b_path),
+        "job": b_sum["job"],
+        "before": str(a_path),
+        "after": str(b_path),
         "pass_rate": {"before": a_sum["total"]["pass_rate"], "after": b_sum["total"]["pass_rate"]},
         "models_pass_rate": _rate_changes(a_sum["models"], b_sum["models"]),
         "prompts_pass_rate": _rate_changes(a_sum["prompts"], b_sum["prompts"]),
-        "flips": flips, "models": models,
-        "regression": bool(flips["pass_to_fail"]) or any(m.get("started_erroring") or m["status"] == "disappeared"
-                                                         for m in models.values()),
+        "flips": flips,
+        "models": models,
+        "regression": bool(flips["pass_to_fail"])
+        or any(m.get("started_erroring") or m["status"] == "disappeared" for m in models.values()),
     }
 
 
@@ -110,8 +124,9 @@ def _change_lines(diff: dict[str, Any]) -> list[str]:
         if model.get("latency_p50_change_ms"):
             notes.append(f"p50 latency {model['latency_p50_change_ms']:+.0f} ms")
         if "answered_by" in model:
-            notes.append(f"answered by {', '.join(model['answered_by']['before'])} -> "
-                         f"{', '.join(model['answered_by']['after'])}")
+            notes.append(
+                f"answered by {', '.join(model['answered_by']['before'])} -> {', '.join(model['answered_by']['after'])}"
+            )
         if notes:
             lines.append(f"model {name}: " + "; ".join(notes))
     return lines
@@ -122,7 +137,9 @@ def render_diff_text(diff: dict[str, Any]) -> str:
 
 
 def render_diff_markdown(diff: dict[str, Any]) -> str:
-    return f"### batchrun diff: {diff['job']}\n\n" + "\n".join(f"- {line.strip()}" for line in _change_lines(diff)) + "\n"
+    return (
+        f"### batchrun diff: {diff['job']}\n\n" + "\n".join(f"- {line.strip()}" for line in _change_lines(diff)) + "\n"
+    )
 
 
 def merge_shards(shards: list[Path], output: Path) -> dict[str, Any]:
@@ -154,7 +171,10 @@ def merge_shards(shards: list[Path], output: Path) -> dict[str, Any]:
         writer.close()
     os.replace(temporary, output)
     duplicates = sum(n - 1 for n in seen.values())
-    return builder.result(output=str(output), merged_from=[str(s) for s in shards], duplicate_rows=duplicates,
-                          stop=None, complete=builder.total.skipped == 0)
-
-
+    return builder.result(
+        output=str(output),
+        merged_from=[str(s) for s in shards],
+        duplicate_rows=duplicates,
+        stop=None,
+        complete=builder.total.skipped == 0,
+    )

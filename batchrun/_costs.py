@@ -44,6 +44,10 @@ class CostModel:
                 return None
             assert info.prompt_price is not None and info.completion_price is not None
             completion = self.completion_cap(request) or 0
-            worst = max(worst, estimated_prompt_tokens(request) * info.prompt_price
-                        + completion * info.completion_price + info.request_price)
+            worst = max(
+                worst,
+                estimated_prompt_tokens(request) * info.prompt_price
+                + completion * info.completion_price
+                + info.request_price,
+            )
         return worst * (1 + self.cost_margin)

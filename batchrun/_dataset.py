@@ -59,13 +59,22 @@ class DatasetFile:
                 count += 1
                 missing = needed - row.keys()
                 if missing:
-                    return [Problem(str(self.path), number, None, "",
-                                    f"row lacks variable(s) {', '.join(sorted(missing))} used by the prompt")]
+                    return [
+                        Problem(
+                            str(self.path),
+                            number,
+                            None,
+                            "",
+                            f"row lacks variable(s) {', '.join(sorted(missing))} used by the prompt",
+                        )
+                    ]
         except ValueError as exc:
             line, _, message = str(exc).partition(": ")
             return [Problem(str(self.path), int(line), None, "", message)]
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             return [Problem(str(self.path), None, None, "", f"cannot read dataset: {exc}")]
         if count == 0:
-            return [Problem(job_file, None, None, json_path, f"dataset {self.shown_as!r} has no rows: the matrix is empty")]
+            return [
+                Problem(job_file, None, None, json_path, f"dataset {self.shown_as!r} has no rows: the matrix is empty")
+            ]
         return []

@@ -41,8 +41,7 @@ class IsolatedKey:
         if not options.management_key:
             raise ConfigError(f"--isolated-key needs a management key in ${job.endpoint.management_key_env}")
         now = options.clock.time()
-        life = (settings.deadline_s + settings.grace_s + EXPIRY_SLACK_S if settings.deadline_s
-                else settings.key_expiry_s)
+        life = settings.deadline_s + settings.grace_s + EXPIRY_SLACK_S if settings.deadline_s else settings.key_expiry_s
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
         return cls(client, options.management_key, f"batchrun {job.name} {stamp}", now + life)
 
@@ -81,13 +80,22 @@ class IsolatedKey:
                 self.removed = "disabled"
                 notice(f"warning: could not delete the per-run key ({failure.message}); it was disabled")
             except RequestFailed as second:
-                notice(f"warning: the per-run key {self.label} could not be deleted or disabled "
-                       f"({second.message}); it expires on its own")
+                notice(
+                    f"warning: the per-run key {self.label} could not be deleted or disabled "
+                    f"({second.message}); it expires on its own"
+                )
         if self.final_usage is not None and abs(self.final_usage - ledger_spent) > MISMATCH_USD:
-            notice(f"warning: the per-run key was charged ${self.final_usage:.4f} "
-                   f"but the ledger counted ${ledger_spent:.4f}")
+            notice(
+                f"warning: the per-run key was charged ${self.final_usage:.4f} "
+                f"but the ledger counted ${ledger_spent:.4f}"
+            )
 
     def audit(self) -> dict[str, Any]:
-        return {"label": self.label, "hash_prefix": (self._hash or "")[:8], "limit_usd": self.limit,
-                "usage_usd": self.final_usage, "removed": self.removed,
-                "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.expires_at))}
+        return {
+            "label": self.label,
+            "hash_prefix": (self._hash or "")[:8],
+            "limit_usd": self.limit,
+            "usage_usd": self.final_usage,
+            "removed": self.removed,
+            "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.expires_at)),
+        }

@@ -115,8 +115,9 @@ def format_path(path: JsonPath) -> str:
 class _Source:
     """The parsed file and where each value stood in it."""
 
-    def __init__(self, file: str, data: Any, positions: dict[JsonPath, Position],
-                 key_positions: dict[JsonPath, Position]) -> None:
+    def __init__(
+        self, file: str, data: Any, positions: dict[JsonPath, Position], key_positions: dict[JsonPath, Position]
+    ) -> None:
         self.file = file
         self.data = data
         self.positions = positions
@@ -133,8 +134,14 @@ class _Source:
         return Problem(self.file, None, None, format_path(path), message)
 
 
-def _walk(node: yaml.Node, path: JsonPath, positions: dict[JsonPath, Position],
-          key_positions: dict[JsonPath, Position], problems: list[Problem], file: str) -> None:
+def _walk(
+    node: yaml.Node,
+    path: JsonPath,
+    positions: dict[JsonPath, Position],
+    key_positions: dict[JsonPath, Position],
+    problems: list[Problem],
+    file: str,
+) -> None:
     positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
@@ -143,8 +150,15 @@ def _walk(node: yaml.Node, path: JsonPath, positions: dict[JsonPath, Position],
             key_positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in seen:
                 # PyYAML keeps the last silently; a duplicated key is almost always a mistake.
-                problems.append(Problem(file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
-                                        format_path(path + (key,)), f"duplicate key {key!r}"))
+                problems.append(
+                    Problem(
+                        file,
+                        key_node.start_mark.line + 1,
+                        key_node.start_mark.column + 1,
+                        format_path(path + (key,)),
+                        f"duplicate key {key!r}",
+                    )
+                )
             seen.add(key)
             _walk(value_node, path + (key,), positions, key_positions, problems, file)
     elif isinstance(node, yaml.SequenceNode):
@@ -226,9 +240,14 @@ def _prompt_messages(prompt: dict[str, Any], defaults: dict[str, Any]) -> tuple[
 
 def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], list[PromptSpec]]:
     data = source.data
-    problems = [source.problem(p, "looks like an OpenRouter API key: keys belong in the environment "
-                                  "(see endpoint.api_key_env), never in a job file")
-                for p in _key_like_strings(data, ())]
+    problems = [
+        source.problem(
+            p,
+            "looks like an OpenRouter API key: keys belong in the environment "
+            "(see endpoint.api_key_env), never in a job file",
+        )
+        for p in _key_like_strings(data, ())
+    ]
     defaults = data.get("defaults", {})
     seen_models: set[str] = set()
     for i, model in enumerate(data["models"]):
@@ -261,8 +280,12 @@ def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], 
             for k, row in enumerate(rows):
                 missing = needed - row.keys()
                 if missing:
-                    problems.append(source.problem(where + ("vars", k),
-                                                   f"row lacks variable(s) {', '.join(sorted(missing))} used by the prompt"))
+                    problems.append(
+                        source.problem(
+                            where + ("vars", k),
+                            f"row lacks variable(s) {', '.join(sorted(missing))} used by the prompt",
+                        )
+                    )
                     break
         elif "dataset" in prompt or "dataset" in data:
             key_path: JsonPath = where + ("dataset",) if "dataset" in prompt else ("dataset",)
@@ -274,8 +297,12 @@ def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], 
         else:
             rows = [{}]
             if needed:
-                problems.append(source.problem(where, f"uses variable(s) {', '.join(sorted(needed))} "
-                                                      "but has no vars and the job has no dataset"))
+                problems.append(
+                    source.problem(
+                        where,
+                        f"uses variable(s) {', '.join(sorted(needed))} but has no vars and the job has no dataset",
+                    )
+                )
         prompts.append(PromptSpec(prompt["id"], messages, prompt.get("params", {}), rows, checks))
     return problems, prompts
 
@@ -297,21 +324,27 @@ def load_job(path: str | Path) -> Job:
     if source is None:
         raise JobError(problems)
     if not isinstance(source.data, dict):
-        raise JobError(problems + [source.problem((), "a job file must be a mapping of keys (name, models, prompts, ...)")])
+        raise JobError(
+            problems + [source.problem((), "a job file must be a mapping of keys (name, models, prompts, ...)")]
+        )
     schema_problems = _schema_problems(source)
     problems += schema_problems
     if schema_problems:
         # Semantic checks assume the shapes the schema guarantees; still report key-like strings.
-        problems += [source.problem(p, "looks like an OpenRouter API key: keys belong in the environment")
-                     for p in _key_like_strings(source.data, ())]
+        problems += [
+            source.problem(p, "looks like an OpenRouter API key: keys belong in the environment")
+            for p in _key_like_strings(source.data, ())
+        ]
         raise JobError(problems)
     semantic, prompts = _semantic_problems(source, path.parent)
     problems += semantic
     if problems:
         raise JobError(problems)
     data = source.data
-    models = tuple(ModelSpec(m) if isinstance(m, str) else ModelSpec(m["id"], m.get("params", {}), m.get("concurrency"))
-                   for m in data["models"])
+    models = tuple(
+        ModelSpec(m) if isinstance(m, str) else ModelSpec(m["id"], m.get("params", {}), m.get("concurrency"))
+        for m in data["models"]
+    )
     return Job(
         name=data["name"],
         path=path,

@@ -13,12 +13,16 @@ from ._matrix import count_requests
 
 def render_plan_offline(job: Job) -> str:
     counts = count_requests(job)
-    lines = [f"job {job.name}: {sum(counts.values())} request(s) = "
-             f"{len(job.models)} model(s) x {len(job.prompts)} prompt(s) x rows x repeat {job.repeat}"]
+    lines = [
+        f"job {job.name}: {sum(counts.values())} request(s) = "
+        f"{len(job.models)} model(s) x {len(job.prompts)} prompt(s) x rows x repeat {job.repeat}"
+    ]
     width = max(len(m.id) for m in job.models)
     for model in job.models:
         per_prompt = ", ".join(f"{p.id} {counts[(model.id, p.id)]}" for p in job.prompts)
-        lines.append(f"  {model.id.ljust(width)}  {sum(counts[(model.id, p.id)] for p in job.prompts):>7}  ({per_prompt})")
+        lines.append(
+            f"  {model.id.ljust(width)}  {sum(counts[(model.id, p.id)] for p in job.prompts):>7}  ({per_prompt})"
+        )
     lines.append("no key and no --simulate: costs not priced (set the key, or add --simulate)")
     return "\n".join(lines)
 
@@ -71,8 +75,9 @@ async def price_plan(job: Job, base_url: str | None, api_key: str | None) -> Pri
         check_models(job, models)
     result = estimate(job, CostModel(models, job.run.cost_margin), None, None, False)
     previous_file, previous = previous_average(job)
-    return PricedPlan(job, result.rows, result.worst_usd, result.unknown_price, result.no_max_tokens,
-                      previous, previous_file, key)
+    return PricedPlan(
+        job, result.rows, result.worst_usd, result.unknown_price, result.no_max_tokens, previous, previous_file, key
+    )
 
 
 def render_plan(plan: PricedPlan) -> str:
@@ -85,31 +90,42 @@ def render_plan(plan: PricedPlan) -> str:
         previous = f"{plan.previous_avg[model] * rows:.6f}" if model in plan.previous_avg else "-"
         lines.append(f"{model:<44} {rows:>7} {worst:>14} {previous:>12}")
     total = sum(plan.worst.values())
-    lines.append(f"{'TOTAL':<44} {sum(plan.rows.values()):>7} {total:>14.6f}"
-                 + (f" {sum(plan.previous_avg.get(m, 0) * n for m, n in plan.rows.items()):>12.6f}" if plan.previous_avg else ""))
+    lines.append(
+        f"{'TOTAL':<44} {sum(plan.rows.values()):>7} {total:>14.6f}"
+        + (f" {sum(plan.previous_avg.get(m, 0) * n for m, n in plan.rows.items()):>12.6f}" if plan.previous_avg else "")
+    )
     if plan.previous_file:
         lines.append(f"previous run: {plan.previous_file}")
     budget = job.run.budget_usd
-    lines.append(f"budget: {'none' if budget is None else f'${budget:.6f}'}"
-                 + ("" if budget is None else f" -> worst case {'fits' if total <= budget else 'EXCEEDS it'}"))
+    lines.append(
+        f"budget: {'none' if budget is None else f'${budget:.6f}'}"
+        + ("" if budget is None else f" -> worst case {'fits' if total <= budget else 'EXCEEDS it'}")
+    )
     if plan.key is None:
         lines.append("key: the endpoint has no /key (credit checks off)")
     else:
         remaining = plan.key.get("limit_remaining")
-        lines.append(f"key {plan.key.get('label')}: remaining credit "
-                     + ("unlimited" if remaining is None else
-                        f"${remaining:.6f} -> worst case {'fits' if total <= remaining else 'EXCEEDS it'}"))
+        lines.append(
+            f"key {plan.key.get('label')}: remaining credit "
+            + (
+                "unlimited"
+                if remaining is None
+                else f"${remaining:.6f} -> worst case {'fits' if total <= remaining else 'EXCEEDS it'}"
+            )
+        )
         free = plan.key.get("free_model_daily_requests")
         needed = sum(n for m, n in plan.rows.items() if m.endswith(":free"))
         if needed or free:
             left = free.get("remaining") if isinstance(free, dict) else None
-            lines.append(f"free-model requests needed today: {needed}"
-                         + ("" if left is None else f", remaining {left}" + (" (NOT ENOUGH)" if needed > left else "")))
+            lines.append(
+                f"free-model requests needed today: {needed}"
+                + ("" if left is None else f", remaining {left}" + (" (NOT ENOUGH)" if needed > left else ""))
+            )
     for model in sorted(plan.no_max_tokens):
-        lines.append(f"warning: {model} has requests without max_tokens: costed at the model's maximum completion "
-                     "tokens, which OpenRouter also reserves; set params.max_tokens")
+        lines.append(
+            f"warning: {model} has requests without max_tokens: costed at the model's maximum completion "
+            "tokens, which OpenRouter also reserves; set params.max_tokens"
+        )
     for model in sorted(plan.unknown_price):
         lines.append(f"warning: {model} has no known price (router model): a budget cannot bound it")
     return "\n".join(lines)
-
-

@@ -47,8 +47,9 @@ class Progress:
         if self._bar is not None:
             self._bar.update(1)
             if self.done % 20 == 0 or self.done == self.total:
-                self._bar.set_postfix_str(f"ok {self.ok} err {self.error} skip {self.skipped} ${self.spent:.4f}",
-                                          refresh=False)
+                self._bar.set_postfix_str(
+                    f"ok {self.ok} err {self.error} skip {self.skipped} ${self.spent:.4f}", refresh=False
+                )
             return
         now = time.monotonic()
         fraction = self.done / self.total if self.total else 1.0
@@ -60,8 +61,10 @@ class Progress:
             self._last_line = now
             elapsed = now - self._started
             eta = (elapsed / self.done * (self.total - self.done)) if self.done else 0.0
-            self.stream.write(f"progress {self.done}/{self.total} ({fraction:.0%}) ok {self.ok} error {self.error} "
-                              f"skipped {self.skipped} spent ${self.spent:.4f} eta {eta:.0f}s\n")
+            self.stream.write(
+                f"progress {self.done}/{self.total} ({fraction:.0%}) ok {self.ok} error {self.error} "
+                f"skipped {self.skipped} spent ${self.spent:.4f} eta {eta:.0f}s\n"
+            )
             self.stream.flush()
 
     def close(self) -> None:

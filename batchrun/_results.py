@@ -28,8 +28,10 @@ import orjson
 from ._exceptions import ResultsError
 
 # The first fields of every record, in this order, so resume can read them without json.
-_HEAD = re.compile(rb'\{"id":"([0-9a-f]+)","fingerprint":"([0-9a-f]*)","status":"([a-z]+)",'
-                   rb'"reason":(?:null|"([a-z_0-9]*)"),"retryable":(true|false),"cost":(null|[-+0-9.eE]+),')
+_HEAD = re.compile(
+    rb'\{"id":"([0-9a-f]+)","fingerprint":"([0-9a-f]*)","status":"([a-z]+)",'
+    rb'"reason":(?:null|"([a-z_0-9]*)"),"retryable":(true|false),"cost":(null|[-+0-9.eE]+),'
+)
 FSYNC_EVERY_S = 5.0
 
 
@@ -82,7 +84,7 @@ class ResultsWriter:
         data = text + b"\n" if request is None else text[:-1] + b',"request":' + request + b"}\n"
         view = memoryview(data)
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[os.write(self._fd, view) :]
         self.written += 1
         now = time.monotonic()
         if now - self._last_fsync >= self._fsync_every_s:
@@ -108,8 +110,9 @@ class RowState(NamedTuple):
 def _state_blob(fingerprint: str, status: str, reason: str | None, retryable: bool) -> bytes:
     """A state in the exact bytes of a record head, as the fast scan keeps it."""
     reason_json = "null" if reason is None else f'"{reason}"'
-    return (f'{fingerprint}","status":"{status}","reason":{reason_json},'
-            f'"retryable":{"true" if retryable else "false"}').encode()
+    return (
+        f'{fingerprint}","status":"{status}","reason":{reason_json},"retryable":{"true" if retryable else "false"}'
+    ).encode()
 
 
 def _parse_blob(blob: bytes) -> RowState:
@@ -120,8 +123,10 @@ def _parse_blob(blob: bytes) -> RowState:
 
 # The head of a record from the newline before it; the state part is kept as one bytes
 # object, decoded only for the rows a resume asks about.
-_LINE_HEADS = re.compile(rb'\n\{"id":"([0-9a-f]+)","fingerprint":"([0-9a-f]*","status":"[a-z]+",'
-                         rb'"reason":(?:null|"[a-z_0-9]*"),"retryable":(?:true|false)),"cost":(null|[-+0-9.eE]+),')
+_LINE_HEADS = re.compile(
+    rb'\n\{"id":"([0-9a-f]+)","fingerprint":"([0-9a-f]*","status":"[a-z]+",'
+    rb'"reason":(?:null|"[a-z_0-9]*"),"retryable":(?:true|false)),"cost":(null|[-+0-9.eE]+),'
+)
 _WINDOW = 1 << 24
 
 
@@ -150,8 +155,9 @@ def _scan_slow(lines: list[bytes], states: dict[bytes, bytes]) -> float:
     for line in lines:
         try:
             record = orjson.loads(line)
-            states[record["id"].encode()] = _state_blob(record.get("fingerprint", ""), record["status"],
-                                                         record.get("reason"), bool(record.get("retryable")))
+            states[record["id"].encode()] = _state_blob(
+                record.get("fingerprint", ""), record["status"], record.get("reason"), bool(record.get("retryable"))
+            )
             spent += float(record.get("cost") or 0.0)
         except (ValueError, KeyError, TypeError, AttributeError):
             continue  # not a record: nothing to resume from it
@@ -203,7 +209,7 @@ def scan_states(path: Path) -> ScanResult:
                 if len(found) != count:
                     spent += _scan_slow([line for line in segment.split(b"\n") if line], states)
                     continue
-                for row_id, blob, cost in found:
+                for row_id, blob, _cost in found:
                     states[row_id] = blob
                 costs += [cost for _, _, cost in found if cost != b"null"]
     spent += sum(map(float, costs))
@@ -251,8 +257,15 @@ def final_records(path: Path) -> Iterator[dict[str, Any]]:
             yield record
 
 
-def record_head(row_id: str, fingerprint: str, status: str, reason: str | None, retryable: bool,
-                cost: float | None) -> dict[str, Any]:
+def record_head(
+    row_id: str, fingerprint: str, status: str, reason: str | None, retryable: bool, cost: float | None
+) -> dict[str, Any]:
     """The first fields of a record, in the order the fast resume scan expects."""
-    return {"id": row_id, "fingerprint": fingerprint, "status": status, "reason": reason, "retryable": retryable,
-            "cost": cost}
+    return {
+        "id": row_id,
+        "fingerprint": fingerprint,
+        "status": status,
+        "reason": reason,
+        "retryable": retryable,
+        "cost": cost,
+    }

@@ -72,8 +72,13 @@ class AttemptLog:
     failures: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self, failure: RequestFailed, wait: float | None) -> None:
-        self.failures.append({"kind": failure.kind, "http_status": failure.http_status,
-                              "wait_s": None if wait is None else round(wait, 3)})
+        self.failures.append(
+            {
+                "kind": failure.kind,
+                "http_status": failure.http_status,
+                "wait_s": None if wait is None else round(wait, 3),
+            }
+        )
 
 
 async def call_with_retries(
@@ -117,8 +122,9 @@ async def call_with_retries(
 
     retrying = AsyncRetrying(
         stop=stop_when_exhausted(policy),
-        wait=wait_server_hint(wait_random_exponential(multiplier=policy.backoff_base_s, max=policy.backoff_max_s),
-                              policy.max_wait_s),
+        wait=wait_server_hint(
+            wait_random_exponential(multiplier=policy.backoff_base_s, max=policy.backoff_max_s), policy.max_wait_s
+        ),
         retry=retry_if_exception_type(Transient),
         sleep=sleep,
         before_sleep=before_sleep,

@@ -112,8 +112,9 @@ class Estimate:
         return sum(self.worst_usd.values())
 
 
-def estimate(job: Job, costs: CostModel, shard: Shard | None, states: ScanResult | None,
-             retry_errors: bool) -> Estimate:
+def estimate(
+    job: Job, costs: CostModel, shard: Shard | None, states: ScanResult | None, retry_errors: bool
+) -> Estimate:
     """One pass over the matrix: rows to send per model, worst-case cost, rows kept by resume."""
     result = Estimate()
     for request in plan_requests(job, shard):
@@ -150,16 +151,26 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
 
 def make_client(job: Job, options: RunOptions, settings: RunSettings) -> OpenRouterClient:
     return OpenRouterClient(
-        options.base_url or job.endpoint.base_url, options.api_key,
-        app_url=job.endpoint.app_url, app_title=job.endpoint.app_title,
-        timeout_s=settings.timeout_s, connect_timeout_s=settings.connect_timeout_s,
-        max_connections=settings.concurrency, transport=options.transport, clock=options.clock)
+        options.base_url or job.endpoint.base_url,
+        options.api_key,
+        app_url=job.endpoint.app_url,
+        app_title=job.endpoint.app_title,
+        timeout_s=settings.timeout_s,
+        connect_timeout_s=settings.connect_timeout_s,
+        max_connections=settings.concurrency,
+        transport=options.transport,
+        clock=options.clock,
+    )
 
 
-async def run_job(job: Job, options: RunOptions, control: RunControl | None = None,
-                  notice: Notice = lambda _: None,
-                  on_start: Callable[[int], None] | None = None,
-                  on_record: Callable[[dict[str, Any]], None] | None = None) -> RunReport:
+async def run_job(
+    job: Job,
+    options: RunOptions,
+    control: RunControl | None = None,
+    notice: Notice = lambda _: None,
+    on_start: Callable[[int], None] | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> RunReport:
     """Run (or resume) one job. Raises ConfigError, LockHeld, AuthFailed before any row is sent."""
     settings = job.run
     control = control or RunControl()
@@ -173,9 +184,16 @@ async def run_job(job: Job, options: RunOptions, control: RunControl | None = No
         lock.release()
 
 
-async def _locked_run(job: Job, options: RunOptions, settings: RunSettings, control: RunControl, notice: Notice,
-                      on_start: Callable[[int], None] | None, on_record: Callable[[dict[str, Any]], None] | None,
-                      output: Path) -> RunReport:
+async def _locked_run(
+    job: Job,
+    options: RunOptions,
+    settings: RunSettings,
+    control: RunControl,
+    notice: Notice,
+    on_start: Callable[[int], None] | None,
+    on_record: Callable[[dict[str, Any]], None] | None,
+    output: Path,
+) -> RunReport:
     states = scan_states(output) if options.resume and output.exists() else None
     prior_spend = states.spent_usd if states is not None else 0.0
     client = make_client(job, options, settings)
@@ -203,8 +221,10 @@ async def _locked_run(job: Job, options: RunOptions, settings: RunSettings, cont
         if budget is not None:
             budget = max(0.0, budget - settings.budget_margin_usd)
             if plan.unknown_price and not settings.allow_unknown_prices:
-                raise ConfigError(f"no known price for {', '.join(sorted(plan.unknown_price))}: a budget cannot be "
-                                  "kept; set run.allow_unknown_prices to run them anyway (reserved at $0)")
+                raise ConfigError(
+                    f"no known price for {', '.join(sorted(plan.unknown_price))}: a budget cannot be "
+                    "kept; set run.allow_unknown_prices to run them anyway (reserved at $0)"
+                )
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
         summary = SummaryBuilder()
 
@@ -214,15 +234,26 @@ async def _locked_run(job: Job, options: RunOptions, settings: RunSettings, cont
                 on_record(record)
 
         runner = Runner(
-            client, ResultsWriter(output),
-            RunConfig(concurrency=settings.concurrency,
-                      policy=RetryPolicy(settings.max_attempts, settings.max_elapsed_s, settings.max_wait_s),
-                      deadline_s=settings.deadline_s, grace_s=settings.grace_s,
-                      key_refresh_requests=settings.key_refresh_requests, key_refresh_s=settings.key_refresh_s,
-                      budget_margin_usd=settings.budget_margin_usd,
-                      model_caps={m.id: m.concurrency for m in job.models if m.concurrency}),
-            options.clock, job_name=job.name, job_fingerprint=job.fingerprint, costs=costs if models else None,
-            ledger=ledger, limit_from_key=limit_from_key, on_record=record_done)
+            client,
+            ResultsWriter(output),
+            RunConfig(
+                concurrency=settings.concurrency,
+                policy=RetryPolicy(settings.max_attempts, settings.max_elapsed_s, settings.max_wait_s),
+                deadline_s=settings.deadline_s,
+                grace_s=settings.grace_s,
+                key_refresh_requests=settings.key_refresh_requests,
+                key_refresh_s=settings.key_refresh_s,
+                budget_margin_usd=settings.budget_margin_usd,
+                model_caps={m.id: m.concurrency for m in job.models if m.concurrency},
+            ),
+            options.clock,
+            job_name=job.name,
+            job_fingerprint=job.fingerprint,
+            costs=costs if models else None,
+            ledger=ledger,
+            limit_from_key=limit_from_key,
+            on_record=record_done,
+        )
         if runner.writer.repaired_bytes:
             notice(f"{output}: cut a torn last line ({runner.writer.repaired_bytes} bytes) left by an earlier crash")
         control.runner = runner
@@ -242,11 +273,16 @@ async def _locked_run(job: Job, options: RunOptions, settings: RunSettings, cont
         if states:
             summary = SummaryBuilder().add_all(final_records(output))
         data = summary.result(
-            output=str(output), stop=outcome.stop, stop_message=outcome.stop_message,
+            output=str(output),
+            stop=outcome.stop,
+            stop_message=outcome.stop_message,
             estimate_usd=round(plan.total_worst, 8) if models else None,
             budget_usd=None if budget is None else round(budget, 8),
-            spent_usd=round(outcome.spent_usd, 8), spent_before_usd=round(prior_spend, 8), kept_from_earlier=plan.kept,
-            isolated_key=isolated.audit() if isolated is not None else None)
+            spent_usd=round(outcome.spent_usd, 8),
+            spent_before_usd=round(prior_spend, 8),
+            kept_from_earlier=plan.kept,
+            isolated_key=isolated.audit() if isolated is not None else None,
+        )
         complete = outcome.stop is None and data["total"]["skipped"] == 0
         data["complete"] = complete
         write_json_atomically(summary_path(output), data)

@@ -27,7 +27,12 @@ from ._retry import AttemptLog, RetryPolicy, call_with_retries
 
 # Why a run stopped early; each maps to its own exit code in the CLI.
 STOP_AUTH, STOP_CREDITS, STOP_BUDGET, STOP_DEADLINE, STOP_INTERRUPTED = (
-    "auth", "credits", "budget", "deadline", "interrupted")
+    "auth",
+    "credits",
+    "budget",
+    "deadline",
+    "interrupted",
+)
 
 
 class _Recorded(Exception):
@@ -108,11 +113,18 @@ class Runner:
             self._stop_event.set()
 
     # -- records -----------------------------------------------------------------------------
-    def _record(self, request: Request, status: str, reason: str | None, retryable: bool,
-                started: float | None, **fields: Any) -> dict[str, Any]:
+    def _record(
+        self, request: Request, status: str, reason: str | None, retryable: bool, started: float | None, **fields: Any
+    ) -> dict[str, Any]:
         record = record_head(request.id, request.fingerprint, status, reason, retryable, fields.pop("cost", None))
-        record.update(job=self.job_name, job_fingerprint=self.job_fingerprint, model=request.model,
-                      prompt_id=request.prompt_id, vars=request.vars, repeat=request.repeat)
+        record.update(
+            job=self.job_name,
+            job_fingerprint=self.job_fingerprint,
+            model=request.model,
+            prompt_id=request.prompt_id,
+            vars=request.vars,
+            repeat=request.repeat,
+        )
         record.update(fields)
         now = self.clock.time()
         record["started_at"] = utc(started) if started is not None else None
@@ -148,8 +160,10 @@ class Runner:
             return await self.ledger.reserve(worst or 0.0)
         except BudgetExhausted:
             reason = STOP_CREDITS if self.limit_from_key else STOP_BUDGET
-            self.request_stop(reason, f"the next request needs up to ${worst or 0:.6f}, "
-                                      f"${max(0.0, self.ledger.remaining or 0):.6f} is left")
+            self.request_stop(
+                reason,
+                f"the next request needs up to ${worst or 0:.6f}, ${max(0.0, self.ledger.remaining or 0):.6f} is left",
+            )
             return None
 
     async def _process(self, request: Request) -> None:
@@ -168,8 +182,9 @@ class Runner:
         started = self.clock.time()
         began = self.clock.monotonic()
         try:
-            result, latency_s = await call_with_retries(lambda: self._attempt(request), self.config.policy,
-                                                        self.clock.sleep, log)
+            result, latency_s = await call_with_retries(
+                lambda: self._attempt(request), self.config.policy, self.clock.sleep, log
+            )
         except RequestFailed as failure:
             await self.ledger.release(reservation)
             self._failed(request, failure, log, started)
@@ -177,8 +192,18 @@ class Runner:
         except asyncio.CancelledError:
             # The grace ran out mid-request: the row is skipped, with the attempts it made.
             await asyncio.shield(self.ledger.release(reservation))
-            self._emit(request, self._record(request, "skipped", self.stop_reason or STOP_INTERRUPTED, True, started,
-                                    attempts=log.attempts, attempt_errors=log.failures))
+            self._emit(
+                request,
+                self._record(
+                    request,
+                    "skipped",
+                    self.stop_reason or STOP_INTERRUPTED,
+                    True,
+                    started,
+                    attempts=log.attempts,
+                    attempt_errors=log.failures,
+                ),
+            )
             raise _Recorded() from None
         latency_ms = round(latency_s * 1000, 1)  # the answering attempt: what the model took
         elapsed_ms = round((self.clock.monotonic() - began) * 1000, 1)  # with retries and waits
@@ -186,36 +211,88 @@ class Runner:
         # Without a billed cost, keep the worst case as spent: never under-count.
         await self.ledger.settle(reservation, cost if cost is not None else reservation)
         record = self._record(
-            request, "ok", None, False, started,
-            response_model=result.model, provider=result.provider, generation_id=result.generation_id,
-            content=result.content, finish_reason=result.finish_reason,
-            native_finish_reason=result.native_finish_reason, usage=result.usage, cost=cost,
-            latency_ms=latency_ms, elapsed_ms=elapsed_ms, attempts=log.attempts, attempt_errors=log.failures, error=None)
+            request,
+            "ok",
+            None,
+            False,
+            started,
+            response_model=result.model,
+            provider=result.provider,
+            generation_id=result.generation_id,
+            content=result.content,
+            finish_reason=result.finish_reason,
+            native_finish_reason=result.native_finish_reason,
+            usage=result.usage,
+            cost=cost,
+            latency_ms=latency_ms,
+            elapsed_ms=elapsed_ms,
+            attempts=log.attempts,
+            attempt_errors=log.failures,
+            error=None,
+        )
         if request.checks:
-            results = run_checks(request.checks, Answer(result.content, latency_ms, cost,
-                                                        result.usage.get("completion_tokens"), result.finish_reason))
+            results = run_checks(
+                request.checks,
+                Answer(result.content, latency_ms, cost, result.usage.get("completion_tokens"), result.finish_reason),
+            )
             record["checks"] = results
             record["passed"] = all(r["pass"] for r in results)
         self._emit(request, record)
 
     def _failed(self, request: Request, failure: RequestFailed, log: AttemptLog, started: float) -> None:
-        error = {"kind": failure.kind, "http_status": failure.http_status, "message": failure.message[:500]}
+        message = failure.message[:500]
+        wait, cap = failure.retry_after, self.config.policy.max_wait_s
+        if failure.retryable and wait is not None and wait > cap:
+            message += f" (server asked to wait {wait:.0f} s, over the {cap:g} s cap)"
+        error = {"kind": failure.kind, "http_status": failure.http_status, "message": message}
         if isinstance(failure, AuthFailed):
             self.request_stop(STOP_AUTH, f"the API key was refused: {failure.message}")
         elif isinstance(failure, CreditExhausted):
             self.request_stop(STOP_CREDITS, failure.message)
-            self._emit(request, self._record(request, "skipped", STOP_CREDITS, True, started, error=error,
-                                    attempts=log.attempts, attempt_errors=log.failures))
+            self._emit(
+                request,
+                self._record(
+                    request,
+                    "skipped",
+                    STOP_CREDITS,
+                    True,
+                    started,
+                    error=error,
+                    attempts=log.attempts,
+                    attempt_errors=log.failures,
+                ),
+            )
             return
         elif isinstance(failure, DailyCapReached):
             self.stopped_models.setdefault(request.model, "daily_cap")
-            self._emit(request, self._record(request, "skipped", "daily_cap", True, started, error=error,
-                                    attempts=log.attempts, attempt_errors=log.failures))
+            self._emit(
+                request,
+                self._record(
+                    request,
+                    "skipped",
+                    "daily_cap",
+                    True,
+                    started,
+                    error=error,
+                    attempts=log.attempts,
+                    attempt_errors=log.failures,
+                ),
+            )
             return
-        if failure.retryable and failure.retry_after is not None and failure.retry_after > self.config.policy.max_wait_s:
-            error["message"] += f" (server asked to wait {failure.retry_after:.0f} s, over the {self.config.policy.max_wait_s:g} s cap)"
-        self._emit(request, self._record(request, "error", failure.kind, failure.retryable, started, error=error,
-                                attempts=log.attempts, attempt_errors=log.failures, cost=0.0))
+        self._emit(
+            request,
+            self._record(
+                request,
+                "error",
+                failure.kind,
+                failure.retryable,
+                started,
+                error=error,
+                attempts=log.attempts,
+                attempt_errors=log.failures,
+                cost=0.0,
+            ),
+        )
 
     # -- key refresh -------------------------------------------------------------------------
     async def _maybe_refresh_key(self) -> None:
@@ -223,8 +300,10 @@ class Runner:
         worker re-reads /key before its reservation, and the ledger follows the credit."""
         self._sent_since_refresh += 1
         now = self.clock.monotonic()
-        due = (self._sent_since_refresh >= self.config.key_refresh_requests
-               or now - self._last_refresh >= self.config.key_refresh_s)
+        due = (
+            self._sent_since_refresh >= self.config.key_refresh_requests
+            or now - self._last_refresh >= self.config.key_refresh_s
+        )
         if not due or self.costs is None or self.costs.models is None or self._refreshing:
             return
         self._sent_since_refresh = 0
@@ -277,10 +356,11 @@ class Runner:
             stop_wait.cancel()
         grace = 0.0 if self.stop_reason == STOP_AUTH else self.config.grace_s
         if grace > 0:
-            done = asyncio.gather(*workers, return_exceptions=True)
+            all_done = asyncio.ensure_future(asyncio.wait(workers))
             sleeper = asyncio.ensure_future(self.clock.sleep(grace))
-            await asyncio.wait([done, sleeper], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([all_done, sleeper], return_when=asyncio.FIRST_COMPLETED)
             sleeper.cancel()
+            all_done.cancel()
         for worker in workers:
             worker.cancel()
 
@@ -293,5 +373,6 @@ class Runner:
         # Rows never dispatched, and any a cancelled worker held, end as skipped.
         for request in source:
             self.skip(request, self.stop_reason or STOP_INTERRUPTED)
-        return RunOutcome(self.stop_reason, self.stop_message, self.writer.written, self.ledger.spent,
-                          self.ledger.limit)
+        return RunOutcome(
+            self.stop_reason, self.stop_message, self.writer.written, self.ledger.spent, self.ledger.limit
+        )

@@ -62,12 +62,18 @@ class _Group:
         rows = self.ok + self.error + self.skipped
         sent = self.ok + self.error
         return {
-            "rows": rows, "ok": self.ok, "error": self.error, "skipped": self.skipped,
-            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "rows": rows,
+            "ok": self.ok,
+            "error": self.error,
+            "skipped": self.skipped,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
             "cost_usd": round(self.cost, 8),
-            "latency_p50_ms": percentile(self.latencies, 0.5), "latency_p95_ms": percentile(self.latencies, 0.95),
+            "latency_p50_ms": percentile(self.latencies, 0.5),
+            "latency_p95_ms": percentile(self.latencies, 0.95),
             "attempts_per_row": round(self.attempts / sent, 3) if sent else None,
-            "checked": self.checked, "passed": self.passed,
+            "checked": self.checked,
+            "passed": self.passed,
             "pass_rate": round(self.passed / self.checked, 4) if self.checked else None,
             "answered_by": dict(self.answered_by),
         }
@@ -97,8 +103,14 @@ class SummaryBuilder:
             self.error_kinds[record.get("reason") or "unknown"] += 1
         elif record.get("passed") is False and len(self.examples) < MAX_EXAMPLES:
             failed = next((c for c in record.get("checks") or [] if not c["pass"]), None)
-            self.examples.append({"id": record["id"], "model": record["model"], "prompt_id": record["prompt_id"],
-                                  "why": f"{failed['name']}: {failed['reason']}" if failed else "failed"})
+            self.examples.append(
+                {
+                    "id": record["id"],
+                    "model": record["model"],
+                    "prompt_id": record["prompt_id"],
+                    "why": f"{failed['name']}: {failed['reason']}" if failed else "failed",
+                }
+            )
 
     def add_all(self, records: Iterable[dict[str, Any]]) -> SummaryBuilder:
         for record in records:
@@ -107,10 +119,13 @@ class SummaryBuilder:
 
     def result(self, **extra: Any) -> dict[str, Any]:
         prompts = {k: g.as_json() for k, g in sorted(self.prompts.items())}
-        worst = sorted((p for p in prompts.items() if p[1]["pass_rate"] is not None),
-                       key=lambda item: (item[1]["pass_rate"], item[0]))
+        worst = sorted(
+            (p for p in prompts.items() if p[1]["pass_rate"] is not None),
+            key=lambda item: (item[1]["pass_rate"], item[0]),
+        )
         return {
-            "job": self.job, "job_fingerprint": self.job_fingerprint,
+            "job": self.job,
+            "job_fingerprint": self.job_fingerprint,
             "total": self.total.as_json(),
             "models": {k: g.as_json() for k, g in sorted(self.models.items())},
             "prompts": prompts,
@@ -134,21 +149,39 @@ def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["model", "ok", "error", "skipped", "tokens", "cost $", "p50 ms", "p95 ms", "tries/row", "pass"]
     rows = []
     for name, g in [*summary["models"].items(), ("TOTAL", summary["total"])]:
-        rows.append([name, str(g["ok"]), str(g["error"]), str(g["skipped"]),
-                     f"{g['prompt_tokens'] + g['completion_tokens']:,}", f"{g['cost_usd']:.6f}",
-                     _fmt_ms(g["latency_p50_ms"]), _fmt_ms(g["latency_p95_ms"]),
-                     "-" if g["attempts_per_row"] is None else f"{g['attempts_per_row']:.2f}", _fmt_rate(g["pass_rate"])])
+        rows.append(
+            [
+                name,
+                str(g["ok"]),
+                str(g["error"]),
+                str(g["skipped"]),
+                f"{g['prompt_tokens'] + g['completion_tokens']:,}",
+                f"{g['cost_usd']:.6f}",
+                _fmt_ms(g["latency_p50_ms"]),
+                _fmt_ms(g["latency_p95_ms"]),
+                "-" if g["attempts_per_row"] is None else f"{g['attempts_per_row']:.2f}",
+                _fmt_rate(g["pass_rate"]),
+            ]
+        )
     return header, rows
 
 
 def render_text(summary: dict[str, Any]) -> str:
     header, rows = _table_rows(summary)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             for row in [header, *rows]]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        for row in [header, *rows]
+    ]
     if any(g["pass_rate"] is not None for g in summary["prompts"].values()):
-        lines.append("pass rate by prompt: " + ", ".join(
-            f"{name} {_fmt_rate(g['pass_rate'])}" for name, g in summary["prompts"].items() if g["pass_rate"] is not None))
+        lines.append(
+            "pass rate by prompt: "
+            + ", ".join(
+                f"{name} {_fmt_rate(g['pass_rate'])}"
+                for name, g in summary["prompts"].items()
+                if g["pass_rate"] is not None
+            )
+        )
     if summary["worst_prompts"]:
         lines.append("worst prompts: " + ", ".join(summary["worst_prompts"]))
     for example in summary["failing_examples"]:
@@ -158,18 +191,26 @@ def render_text(summary: dict[str, Any]) -> str:
     if summary["skip_reasons"]:
         lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items())))
     if summary.get("estimate_usd") is not None:
-        lines.append(f"pre-flight worst case: ${summary['estimate_usd']:.6f}, spent ${summary['total']['cost_usd']:.6f}")
+        lines.append(
+            f"pre-flight worst case: ${summary['estimate_usd']:.6f}, spent ${summary['total']['cost_usd']:.6f}"
+        )
     if summary.get("budget_usd") is not None:
         spent = summary.get("spent_usd") or 0.0
-        lines.append(f"budget: spent ${spent:.6f} of ${summary['budget_usd']:.6f} "
-                     f"(${max(0.0, summary['budget_usd'] - spent):.6f} left)")
+        lines.append(
+            f"budget: spent ${spent:.6f} of ${summary['budget_usd']:.6f} "
+            f"(${max(0.0, summary['budget_usd'] - spent):.6f} left)"
+        )
     if summary.get("isolated_key"):
         key = summary["isolated_key"]
         charged = "unknown" if key["usage_usd"] is None else f"${key['usage_usd']:.6f}"
-        lines.append(f"per-run key {key['label']} ({key['hash_prefix']}...): charged {charged}, "
-                     f"{key['removed'] or 'NOT removed'}")
+        lines.append(
+            f"per-run key {key['label']} ({key['hash_prefix']}...): charged {charged}, "
+            f"{key['removed'] or 'NOT removed'}"
+        )
     if summary.get("stop"):
-        lines.append(f"stopped: {summary['stop']}" + (f" ({summary['stop_message']})" if summary.get("stop_message") else ""))
+        lines.append(
+            f"stopped: {summary['stop']}" + (f" ({summary['stop_message']})" if summary.get("stop_message") else "")
+        )
     if summary.get("output"):
         lines.append(f"results: {summary['output']}")
     return "\n".join(lines)
@@ -177,8 +218,12 @@ def render_text(summary: dict[str, Any]) -> str:
 
 def render_markdown(summary: dict[str, Any], title: str | None = None) -> str:
     header, rows = _table_rows(summary)
-    lines = [f"### {title or 'batchrun: ' + str(summary.get('job'))}", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [
+        f"### {title or 'batchrun: ' + str(summary.get('job'))}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines.append("")
     if summary["worst_prompts"]:

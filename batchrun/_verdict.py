@@ -23,11 +23,18 @@ class ExitCode(enum.IntEnum):
 
 EXIT_CODE_TABLE = "\n".join(f"  {code.value}  {code.name.lower()}" for code in ExitCode)
 
-_STOP_CODES = {"interrupted": ExitCode.INTERRUPTED, "auth": ExitCode.AUTH, "credits": ExitCode.BUDGET,
-               "budget": ExitCode.BUDGET, "deadline": ExitCode.DEADLINE}
+_STOP_CODES = {
+    "interrupted": ExitCode.INTERRUPTED,
+    "auth": ExitCode.AUTH,
+    "credits": ExitCode.BUDGET,
+    "budget": ExitCode.BUDGET,
+    "deadline": ExitCode.DEADLINE,
+}
 
 
-def _thresholds(settings: RunSettings, override: float | None) -> tuple[float | None, dict[str, float], dict[str, float]]:
+def _thresholds(
+    settings: RunSettings, override: float | None
+) -> tuple[float | None, dict[str, float], dict[str, float]]:
     raw = settings.pass_threshold
     overall = raw if isinstance(raw, (int, float)) else (raw or {}).get("overall")
     models = raw.get("models", {}) if isinstance(raw, dict) else {}
@@ -64,8 +71,9 @@ def decide(summary: dict[str, Any], settings: RunSettings, override: float | Non
     reasons = []
     rate = error_rate(summary)
     if rate > settings.max_error_rate:
-        reasons.append(f"{summary['total']['error']} row(s) ended in error ({rate:.1%}, "
-                       f"tolerance {settings.max_error_rate:.1%})")
+        reasons.append(
+            f"{summary['total']['error']} row(s) ended in error ({rate:.1%}, tolerance {settings.max_error_rate:.1%})"
+        )
     capped = summary["skip_reasons"].get("daily_cap", 0)
     if capped:
         reasons.append(f"{capped} row(s) skipped: a model reached its daily cap")

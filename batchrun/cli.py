@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -62,40 +63,70 @@ def _rate(text: str) -> float:
 
 
 def _add_sim_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sim", action="append", default=[], metavar="KEY=VALUE",
-                        help="simulator setting, repeatable: latency_ms=50, fault.503=0.1, fault.reset=0.05, "
-                             "rate_limit_rps=100, free_daily_cap=5, key_limit=0.01, cost_noise=0.1, seed=7 ...")
+    parser.add_argument(
+        "--sim",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="simulator setting, repeatable: latency_ms=50, fault.503=0.1, fault.reset=0.05, "
+        "rate_limit_rps=100, free_daily_cap=5, key_limit=0.01, cost_noise=0.1, seed=7 ...",
+    )
 
 
 def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--simulate", action="store_true", help="run against the built-in simulator (no key, no network)")
+    parser.add_argument(
+        "--simulate", action="store_true", help="run against the built-in simulator (no key, no network)"
+    )
     parser.add_argument("--base-url", help="OpenAI-compatible base URL, overriding the job's endpoint")
-    parser.add_argument("--budget", type=_positive_float, metavar="USD", help="spend at most this; the smaller of this and run.budget_usd wins")
+    parser.add_argument(
+        "--budget",
+        type=_positive_float,
+        metavar="USD",
+        help="spend at most this; the smaller of this and run.budget_usd wins",
+    )
     _add_sim_options(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="batchrun", description="Run declarative batches of LLM chat requests through OpenRouter.",
-                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog="batchrun",
+        description="Run declarative batches of LLM chat requests through OpenRouter.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"batchrun {__version__}")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    run = commands.add_parser("run", help="run a job", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = commands.add_parser(
+        "run", help="run a job", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     run.add_argument("job", type=Path)
     run.add_argument("--output", "-o", type=Path, help="results file (default outputs/<job>/<UTC time>.jsonl)")
-    run.add_argument("--resume", action="store_true", help="continue the run that wrote --output (or the latest incomplete one)")
-    run.add_argument("--retry-errors", action="store_true", help="with --resume, also re-run rows that ended in a retryable error")
+    run.add_argument(
+        "--resume", action="store_true", help="continue the run that wrote --output (or the latest incomplete one)"
+    )
+    run.add_argument(
+        "--retry-errors", action="store_true", help="with --resume, also re-run rows that ended in a retryable error"
+    )
     _add_endpoint_options(run)
     run.add_argument("--concurrency", type=_positive_int)
     run.add_argument("--deadline", type=_positive_float, metavar="SECONDS", help="whole-run deadline")
-    run.add_argument("--grace", type=float, metavar="SECONDS", help="how long in-flight requests may finish after a stop")
+    run.add_argument(
+        "--grace", type=float, metavar="SECONDS", help="how long in-flight requests may finish after a stop"
+    )
     run.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="per-attempt timeout")
     run.add_argument("--max-attempts", type=_positive_int)
-    run.add_argument("--max-elapsed", type=_positive_float, metavar="SECONDS", help="stop retrying a request after this long")
+    run.add_argument(
+        "--max-elapsed", type=_positive_float, metavar="SECONDS", help="stop retrying a request after this long"
+    )
     run.add_argument("--max-wait", type=_positive_float, metavar="SECONDS", help="cap on a single retry wait")
     run.add_argument("--shard", metavar="K/N", help="run the K-th of N deterministic parts of the matrix")
     run.add_argument("--pass-threshold", type=_rate, metavar="RATE", help="minimum pass rate of the checks (0..1)")
-    run.add_argument("--isolated-key", action="store_true", help="run on a fresh key whose limit is the budget (needs a management key)")
+    run.add_argument(
+        "--isolated-key",
+        action="store_true",
+        help="run on a fresh key whose limit is the budget (needs a management key)",
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="print nothing unless something fails")
 
     validate = commands.add_parser("validate", help="check job files without any network")
@@ -120,7 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("after", type=Path)
     diff.add_argument("--json", action="store_true")
     diff.add_argument("--markdown", action="store_true")
-    diff.add_argument("--fail-on-regression", action="store_true", help=f"exit {ExitCode.REGRESSION.value} if rows went from pass to fail")
+    diff.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help=f"exit {ExitCode.REGRESSION.value} if rows went from pass to fail",
+    )
 
     merge = commands.add_parser("merge", help="combine shard result files of one job")
     merge.add_argument("files", type=Path, nargs="+", help="OUT.jsonl SHARD... (or SHARD... with -o OUT)")
@@ -199,9 +234,15 @@ def _api_key(job: Any, simulated_key: str | None) -> str:
 
 def _settings_from_args(job: Any, args: argparse.Namespace) -> Any:
     settings = job.run
-    overrides = {"concurrency": args.concurrency, "deadline_s": args.deadline, "grace_s": args.grace,
-                 "timeout_s": args.timeout, "max_attempts": args.max_attempts, "max_elapsed_s": args.max_elapsed,
-                 "max_wait_s": args.max_wait}
+    overrides = {
+        "concurrency": args.concurrency,
+        "deadline_s": args.deadline,
+        "grace_s": args.grace,
+        "timeout_s": args.timeout,
+        "max_attempts": args.max_attempts,
+        "max_elapsed_s": args.max_elapsed,
+        "max_wait_s": args.max_wait,
+    }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     if args.budget is not None:
         settings = replace(settings, budget_usd=min(args.budget, settings.budget_usd or args.budget))
@@ -256,8 +297,15 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         api_key = None if settings.isolated_key and sim_key is None else _api_key(job, sim_key)
         if settings.isolated_key and api_key is None:
             api_key = os.environ.get(job.endpoint.api_key_env)
-        options = RunOptions(api_key=api_key, base_url=base_url, output=args.output, resume=args.resume,
-                             retry_errors=args.retry_errors, shard=shard, management_key=management)
+        options = RunOptions(
+            api_key=api_key,
+            base_url=base_url,
+            output=args.output,
+            resume=args.resume,
+            retry_errors=args.retry_errors,
+            shard=shard,
+            management_key=management,
+        )
         try:
             return await run_job(job, options, control, notice, on_start=progress.start, on_record=progress.record)
         finally:
@@ -305,10 +353,8 @@ def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
     config = _sim_config(args.sim)
     console.err.write(f"simulator on http://{args.host}:{args.port}/api/v1 (Ctrl-C to stop)\n")
     console.err.flush()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is meant to stop
         asyncio.run(serve(config, args.host, args.port))
-    except KeyboardInterrupt:
-        pass
     return ExitCode.OK
 
 
@@ -360,8 +406,15 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
     return ExitCode.OK
 
 
-HANDLERS = {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan, "simulate": cmd_simulate,
-            "report": cmd_report, "diff": cmd_diff, "merge": cmd_merge}
+HANDLERS = {
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "plan": cmd_plan,
+    "simulate": cmd_simulate,
+    "report": cmd_report,
+    "diff": cmd_diff,
+    "merge": cmd_merge,
+}
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -40,11 +40,27 @@ DEFAULT_PRICES: dict[str, tuple[float, float, float]] = {
     "openrouter/auto": (-1.0, -1.0, -1.0),
 }
 # How often each model answers a known question right; others default to 0.85.
-DEFAULT_ACCURACY = {"meta-llama/llama-3.1-8b-instruct": 0.6, "openai/gpt-4o-mini": 0.9,
-                    "anthropic/claude-3.5-haiku": 0.95}
-_CAPITALS = {"france": "Paris", "japan": "Tokyo", "italy": "Rome", "germany": "Berlin", "spain": "Madrid",
-             "canada": "Ottawa", "australia": "Canberra", "brazil": "Brasília", "egypt": "Cairo",
-             "kenya": "Nairobi", "norway": "Oslo", "peru": "Lima", "india": "New Delhi", "mexico": "Mexico City"}
+DEFAULT_ACCURACY = {
+    "meta-llama/llama-3.1-8b-instruct": 0.6,
+    "openai/gpt-4o-mini": 0.9,
+    "anthropic/claude-3.5-haiku": 0.95,
+}
+_CAPITALS = {
+    "france": "Paris",
+    "japan": "Tokyo",
+    "italy": "Rome",
+    "germany": "Berlin",
+    "spain": "Madrid",
+    "canada": "Ottawa",
+    "australia": "Canberra",
+    "brazil": "Brasília",
+    "egypt": "Cairo",
+    "kenya": "Nairobi",
+    "norway": "Oslo",
+    "peru": "Lima",
+    "india": "New Delhi",
+    "mexico": "Mexico City",
+}
 _ARITHMETIC = re.compile(r"(-?\d+)\s*([+*x×-])\s*(-?\d+)")
 _FAULTS = ("reset", "cut", "truncate", "hang", "error200", "choice_error")
 
@@ -138,7 +154,8 @@ class SimStats:
             "ok_requests": sum(self.ok_ids.values()),
             "resent_ok": sum(v - 1 for v in self.ok_ids.values() if v > 1),
             "busy_s": (self.last_response - self.first_request)
-            if self.first_request is not None and self.last_response is not None else None,
+            if self.first_request is not None and self.last_response is not None
+            else None,
             "billed_usd": self.billed_usd,
             "keys_created": self.keys_created,
             "keys_deleted": self.keys_deleted,
@@ -155,8 +172,9 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
     return web.Response(body=orjson.dumps(payload), status=status, headers=headers, content_type="application/json")
 
 
-def _error(status: int, message: str, metadata: dict[str, Any] | None = None,
-           headers: dict[str, str] | None = None) -> web.Response:
+def _error(
+    status: int, message: str, metadata: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
     body: dict[str, Any] = {"error": {"code": status, "message": message}}
     if metadata:
         body["error"]["metadata"] = metadata
@@ -278,12 +296,23 @@ class Simulator:
 
     def _key_data(self, key: _Key) -> dict[str, Any]:
         remaining = None if key.limit is None else max(0.0, key.limit - key.usage)
-        return {"hash": key.hash, "name": key.name, "label": key.label, "limit": key.limit,
-                "limit_remaining": remaining, "limit_reset": None, "usage": key.usage,
-                "usage_daily": key.usage, "usage_weekly": key.usage, "usage_monthly": key.usage,
-                "disabled": key.disabled, "is_free_tier": False,
-                "expires_at": None if key.expires_at is None else
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.expires_at))}
+        return {
+            "hash": key.hash,
+            "name": key.name,
+            "label": key.label,
+            "limit": key.limit,
+            "limit_remaining": remaining,
+            "limit_reset": None,
+            "usage": key.usage,
+            "usage_daily": key.usage,
+            "usage_weekly": key.usage,
+            "usage_monthly": key.usage,
+            "disabled": key.disabled,
+            "is_free_tier": False,
+            "expires_at": None
+            if key.expires_at is None
+            else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.expires_at)),
+        }
 
     async def _key(self, request: web.Request) -> web.Response:
         key = self._chat_key(self._bearer(request))
@@ -292,8 +321,11 @@ class Simulator:
         data = self._key_data(key)
         if self.config.free_daily_cap is not None:
             used = sum(self._daily.values())
-            data["free_model_daily_requests"] = {"limit": self.config.free_daily_cap,
-                                                 "remaining": max(0, self.config.free_daily_cap - used), "used": used}
+            data["free_model_daily_requests"] = {
+                "limit": self.config.free_daily_cap,
+                "remaining": max(0, self.config.free_daily_cap - used),
+                "used": used,
+            }
         return _json({"data": data})
 
     async def _create_key(self, request: web.Request) -> web.Response:
@@ -313,8 +345,14 @@ class Simulator:
             except ValueError:
                 return _error(400, "expires_at must be an ISO 8601 UTC time")
         token = "sk-or-v1-" + secrets.token_hex(32)
-        key = _Key(limit=limit, label=f"{token[:12]}...{token[-3:]}", hash=hashlib.sha256(token.encode()).hexdigest(),
-                   name=body["name"], expires_at=expires_at, created=True)
+        key = _Key(
+            limit=limit,
+            label=f"{token[:12]}...{token[-3:]}",
+            hash=hashlib.sha256(token.encode()).hexdigest(),
+            name=body["name"],
+            expires_at=expires_at,
+            created=True,
+        )
         self._keys[token] = key
         self._hashes[key.hash] = token
         self.issued.append(token)
@@ -355,10 +393,16 @@ class Simulator:
 
     # -- info --------------------------------------------------------------------------------
     async def _models(self, request: web.Request) -> web.Response:
-        data = [{"id": model, "name": model, "context_length": 131072,
-                 "pricing": {"prompt": f"{p:.12g}", "completion": f"{c:.12g}", "request": f"{r:.12g}", "image": "0"},
-                 "top_provider": {"context_length": 131072, "max_completion_tokens": 16384}}
-                for model, (p, c, r) in self.config.prices.items()]
+        data = [
+            {
+                "id": model,
+                "name": model,
+                "context_length": 131072,
+                "pricing": {"prompt": f"{p:.12g}", "completion": f"{c:.12g}", "request": f"{r:.12g}", "image": "0"},
+                "top_provider": {"context_length": 131072, "max_completion_tokens": 16384},
+            }
+            for model, (p, c, r) in self.config.prices.items()
+        ]
         return _json({"data": data})
 
     async def _stats(self, request: web.Request) -> web.Response:
@@ -383,11 +427,19 @@ class Simulator:
         if count >= rps:
             wait = start + 1.0 - now
             header = self.config.rate_limit_header
-            headers = ({"X-RateLimit-Reset": str(int((start + 1.0) * 1000)), "X-RateLimit-Limit": str(int(rps)),
-                        "X-RateLimit-Remaining": "0"} if header == "reset"
-                       else {"Retry-After": str(max(1, math.ceil(wait)))} if header == "retry-after"
-                       else {"retry-after-ms": str(max(1, math.ceil(wait * 1000)))} if header == "retry-after-ms"
-                       else {})
+            headers = (
+                {
+                    "X-RateLimit-Reset": str(int((start + 1.0) * 1000)),
+                    "X-RateLimit-Limit": str(int(rps)),
+                    "X-RateLimit-Remaining": "0",
+                }
+                if header == "reset"
+                else {"Retry-After": str(max(1, math.ceil(wait)))}
+                if header == "retry-after"
+                else {"retry-after-ms": str(max(1, math.ceil(wait * 1000)))}
+                if header == "retry-after-ms"
+                else {}
+            )
             self._window = (start, count)
             return _error(429, "Rate limit exceeded: too many requests per second", headers=headers)
         self._window = (start, count + 1)
@@ -416,7 +468,9 @@ class Simulator:
         if json_format or "json" in lowered:
             if not correct and digest[3] % 2:
                 return "Sure! Here is the answer: " + (answer or "42")
-            return json.dumps({"answer": answer or f"item-{digest.hex()[:6]}", "confidence": round(0.5 + digest[4] / 512, 3)})
+            return json.dumps(
+                {"answer": answer or f"item-{digest.hex()[:6]}", "confidence": round(0.5 + digest[4] / 512, 3)}
+            )
         if answer is not None:
             return answer
         words = re.findall(r"[A-Za-z]+", str(user))[:12]
@@ -431,8 +485,9 @@ class Simulator:
                 request.transport.abort()
             return web.Response(status=500)
         if fault == "cut":
-            response = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
-                                                               "Content-Length": str(len(payload))})
+            response = web.StreamResponse(
+                status=200, headers={"Content-Type": "application/json", "Content-Length": str(len(payload))}
+            )
             await response.prepare(request)
             await response.write(payload[: len(payload) // 2])
             if request.transport is not None:
@@ -484,9 +539,12 @@ class Simulator:
             return limited
         if model.endswith(":free") and config.free_daily_cap is not None:
             if self._daily[model] >= config.free_daily_cap:
-                return _error(429, "Rate limit exceeded: free-models-per-day. Add credits to unlock more requests.",
-                              {"limit_type": "free-models-per-day"},
-                              {"X-RateLimit-Reset": str(int((math.floor(time.time() / 86400) + 1) * 86400 * 1000))})
+                return _error(
+                    429,
+                    "Rate limit exceeded: free-models-per-day. Add credits to unlock more requests.",
+                    {"limit_type": "free-models-per-day"},
+                    {"X-RateLimit-Reset": str(int((math.floor(time.time() / 86400) + 1) * 86400 * 1000))},
+                )
             self._daily[model] += 1
         fault = self._draw_fault()
         if fault is not None and fault.isdigit():
@@ -504,8 +562,10 @@ class Simulator:
         if key.limit is not None and key.usage + key.reserved + worst > key.limit:
             remaining = max(0.0, key.limit - key.usage - key.reserved)
             affordable = int(remaining / completion_price) if completion_price > 0 else 0
-            message = (f"This request requires more credits, or fewer max_tokens. You requested up to {max_tokens} "
-                       f"tokens, but can only afford {affordable}.")
+            message = (
+                f"This request requires more credits, or fewer max_tokens. You requested up to {max_tokens} "
+                f"tokens, but can only afford {affordable}."
+            )
             return _error(402, message, {"limit_source": "openrouter_key_limit"})
         key.reserved += worst
         try:
@@ -521,23 +581,51 @@ class Simulator:
             generation = f"gen-{self._run_tag}-{self._generations:012d}"
             if fault in ("error200", "choice_error"):
                 error = {"code": 502, "message": "Provider returned error", "metadata": {"provider_name": "SimCloud"}}
-                payload: dict[str, Any] = ({"id": generation, "error": error, "choices": None} if fault == "error200"
-                                           else {"id": generation, "model": model, "choices": [
-                                               {"index": 0, "finish_reason": "error", "error": error,
-                                                "message": {"role": "assistant", "content": ""}}]})
+                payload: dict[str, Any] = (
+                    {"id": generation, "error": error, "choices": None}
+                    if fault == "error200"
+                    else {
+                        "id": generation,
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "error",
+                                "error": error,
+                                "message": {"role": "assistant", "content": ""},
+                            }
+                        ],
+                    }
+                )
                 return _json(payload)
-            cost = 0.0 if prompt_price < 0 else (prompt_tokens * prompt_price + completion_tokens * completion_price
-                                                 + request_price)
+            cost = (
+                0.0
+                if prompt_price < 0
+                else (prompt_tokens * prompt_price + completion_tokens * completion_price + request_price)
+            )
             if config.cost_noise:
                 cost = max(0.0, cost * (1 + self._rng.uniform(-config.cost_noise, config.cost_noise)))
             payload = {
-                "id": generation, "object": "chat.completion", "created": int(time.time()), "model": model,
+                "id": generation,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
                 "provider": "SimCloud",
-                "choices": [{"index": 0, "finish_reason": finish, "native_finish_reason": finish,
-                             "message": {"role": "assistant", "content": content}}],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens + completion_tokens, "cost": round(cost, 12),
-                          "prompt_tokens_details": {"cached_tokens": 0}},
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": finish,
+                        "native_finish_reason": finish,
+                        "message": {"role": "assistant", "content": content},
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                    "cost": round(cost, 12),
+                    "prompt_tokens_details": {"cached_tokens": 0},
+                },
             }
             if fault in ("reset", "cut", "truncate", "hang"):
                 return await self._hang_or_fault(request, fault, json.dumps(payload).encode())

@@ -27,11 +27,16 @@ async def drive(send: Callable[[bytes], Awaitable[dict[str, Any]]], total: int, 
             await queue.put(None)
 
     with open(out, "a", encoding="utf-8") as handle:
+
         async def work() -> None:
             while (index := await queue.get()) is not None:
                 data = await send(body)
-                handle.write(json.dumps({"i": index, "content": data["choices"][0]["message"]["content"],
-                                         "usage": data["usage"]}) + "\n")
+                handle.write(
+                    json.dumps(
+                        {"i": index, "content": data["choices"][0]["message"]["content"], "usage": data["usage"]}
+                    )
+                    + "\n"
+                )
                 handle.flush()
 
         await asyncio.gather(produce(), *(work() for _ in range(concurrency)))
@@ -43,6 +48,7 @@ async def main(client: str, base: str, total: int, concurrency: int, out: str) -
         import aiohttp
 
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
             async def send(body: bytes) -> dict[str, Any]:
                 async with session.post(url, data=body, headers=HEADERS) as response:
                     return dict(await response.json())
@@ -59,6 +65,7 @@ async def main(client: str, base: str, total: int, concurrency: int, out: str) -
     else:
         http = httpx.AsyncClient(limits=limits, timeout=60, trust_env=False)
     async with http:
+
         async def send_httpx(body: bytes) -> dict[str, Any]:
             response = await http.post(url, content=body, headers=HEADERS)
             return dict(response.json())

@@ -102,7 +102,8 @@ defaults: {{params: {{max_tokens: 16}}}}
 prompts: [{{id: p, text: "{text}"}}]
 {source}
 repeat: {repeat}
-run: {{concurrency: {concurrency}, max_attempts: 100, max_elapsed_s: 3600, key_refresh_requests: 1000000, key_refresh_s: 3600}}
+run: {{concurrency: {concurrency}, max_attempts: 100, max_elapsed_s: 3600,
+      key_refresh_requests: 1000000, key_refresh_s: 3600}}
 """)
     return path
 

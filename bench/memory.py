@@ -21,13 +21,26 @@ LARGE = int(os.environ.get("BENCH_LARGE", "100000"))
 def peak_rss_mb(rows: int, base: str) -> tuple[float, float]:
     job = write_job(rows, 64, dataset=True)
     out = job.parent / "out.jsonl"
-    argv = [sys.executable, "-c",
-            "import resource, sys; from batchrun.cli import main; code = main(sys.argv[1:]); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)",
-            str(job), "--base-url", f"{base}/api/v1", "-o", str(out), "-q"]
+    argv = [
+        sys.executable,
+        "-c",
+        "import resource, sys; from batchrun.cli import main; code = main(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)",
+        str(job),
+        "--base-url",
+        f"{base}/api/v1",
+        "-o",
+        str(out),
+        "-q",
+    ]
     started = time.monotonic()
-    result = subprocess.run(pinned(CLIENT_CORE, argv), env={**os.environ, "OPENROUTER_API_KEY": "bench-key"},
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        pinned(CLIENT_CORE, argv),
+        env={**os.environ, "OPENROUTER_API_KEY": "bench-key"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         raise SystemExit(result.stderr)
     with out.open("rb") as handle:

@@ -17,8 +17,10 @@ C = int(os.environ.get("BENCH_C", "64"))
 
 
 def main() -> None:
-    print(f"rate-limited: server allows {R:.0f} req/s (fixed 1 s windows, 429 with X-RateLimit-Reset), "
-          f"N={N}, C={C}; {machine()}")
+    print(
+        f"rate-limited: server allows {R:.0f} req/s (fixed 1 s windows, 429 with X-RateLimit-Reset), "
+        f"N={N}, C={C}; {machine()}"
+    )
     for header in ("reset", "retry-after-ms"):
         with simulator(f"rate_limit_rps={R}", f"rate_limit_header={header}") as base:
             result = run_batchrun(write_job(N, C), base)
@@ -30,9 +32,11 @@ def main() -> None:
         achieved = ok / stats["busy_s"]
         share = limited / stats["chat_requests"]
         ratio = achieved / R
-        print(f"  {header:<15} {ok} ok in {stats['busy_s']:.1f} s: {achieved:.1f} req/s = {ratio:.3f} of allowed; "
-              f"429s {limited}/{stats['chat_requests']} = {share:.2%} -> {verdict(ratio >= 0.9 and share < 0.05)} "
-              "(target >= 0.9 and < 5%)")
+        print(
+            f"  {header:<15} {ok} ok in {stats['busy_s']:.1f} s: {achieved:.1f} req/s = {ratio:.3f} of allowed; "
+            f"429s {limited}/{stats['chat_requests']} = {share:.2%} -> {verdict(ratio >= 0.9 and share < 0.05)} "
+            "(target >= 0.9 and < 5%)"
+        )
 
 
 if __name__ == "__main__":

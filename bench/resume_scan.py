@@ -22,18 +22,40 @@ def build(path: Path) -> None:
     writer = ResultsWriter(path, fsync_every_s=3600)
     for index in range(LINES):
         row_id = stable_id("bench", "openai/gpt-4o-mini", "p", {"n": index}, 0)
-        body = {"model": "openai/gpt-4o-mini", "max_tokens": 64, "temperature": 0,
-                "messages": [{"role": "system", "content": "Answer in one word."},
-                             {"role": "user", "content": f"What is the capital of country number {index}?"}]}
+        body = {
+            "model": "openai/gpt-4o-mini",
+            "max_tokens": 64,
+            "temperature": 0,
+            "messages": [
+                {"role": "system", "content": "Answer in one word."},
+                {"role": "user", "content": f"What is the capital of country number {index}?"},
+            ],
+        }
         record = record_head(row_id, "f" * 20, "ok", None, False, 0.0000123)
-        record.update(job="bench", job_fingerprint="0" * 16, model="openai/gpt-4o-mini", prompt_id="p",
-                      vars={"n": index}, repeat=0, response_model="openai/gpt-4o-mini-2024-07-18", provider="OpenAI",
-                      generation_id=f"gen-{index:024d}", content="Paris", finish_reason="stop",
-                      native_finish_reason="stop",
-                      usage={"prompt_tokens": 24, "completion_tokens": 2, "total_tokens": 26, "cost": 0.0000123},
-                      latency_ms=512.3, elapsed_ms=512.3, attempts=1, attempt_errors=[], error=None,
-                      checks=[{"name": "contains", "pass": True, "reason": "", "weight": 1}], passed=True,
-                      started_at="2026-11-27T02:15:00.000Z", finished_at="2026-11-27T02:15:00.512Z")
+        record.update(
+            job="bench",
+            job_fingerprint="0" * 16,
+            model="openai/gpt-4o-mini",
+            prompt_id="p",
+            vars={"n": index},
+            repeat=0,
+            response_model="openai/gpt-4o-mini-2024-07-18",
+            provider="OpenAI",
+            generation_id=f"gen-{index:024d}",
+            content="Paris",
+            finish_reason="stop",
+            native_finish_reason="stop",
+            usage={"prompt_tokens": 24, "completion_tokens": 2, "total_tokens": 26, "cost": 0.0000123},
+            latency_ms=512.3,
+            elapsed_ms=512.3,
+            attempts=1,
+            attempt_errors=[],
+            error=None,
+            checks=[{"name": "contains", "pass": True, "reason": "", "weight": 1}],
+            passed=True,
+            started_at="2026-11-27T02:15:00.000Z",
+            finished_at="2026-11-27T02:15:00.512Z",
+        )
         writer.write(record, encode_body(body))
     writer.close()
 
@@ -54,8 +76,10 @@ def main() -> None:
         times.append(time.monotonic() - started)
         assert scan.lines == LINES and len(scan) == LINES
     value = median(times)
-    print(f"  scan_states: {', '.join(f'{t:.2f}' for t in times)} s, median {value:.2f} s -> "
-          f"{verdict(value < 3)} (target < 3 s)")
+    print(
+        f"  scan_states: {', '.join(f'{t:.2f}' for t in times)} s, median {value:.2f} s -> "
+        f"{verdict(value < 3)} (target < 3 s)"
+    )
 
 
 if __name__ == "__main__":

@@ -23,12 +23,16 @@ def main() -> None:
         times.append(time.monotonic() - started)
     value = median(times)
     print(f"  wall time median of 7: {value:.3f} s -> {verdict(value < 0.3)} (target < 0.3 s)")
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "batchrun", "validate", str(JOB)],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "batchrun", "validate", str(JOB)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     rows = []
     for line in result.stderr.splitlines():
         if line.startswith("import time:") and line.count("|") == 2:
-            _self_us, cumulative_us, name = line[len("import time:"):].split("|")
+            _self_us, cumulative_us, name = line[len("import time:") :].split("|")
             if cumulative_us.strip().isdigit():
                 rows.append((int(cumulative_us), name[1:]))  # indentation marks nested imports
     total = sum(c for c, n in rows if not n.startswith(" "))

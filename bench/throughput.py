@@ -12,8 +12,22 @@ import subprocess
 import sys
 import tempfile
 
-from common import (CLIENT_CORE, HERE, OUT, SIM_PIDS, cpu_seconds, machine, median, pinned, run_batchrun, sim_reset,
-                    sim_stats, simulator, verdict, write_job)
+from common import (
+    CLIENT_CORE,
+    HERE,
+    OUT,
+    SIM_PIDS,
+    cpu_seconds,
+    machine,
+    median,
+    pinned,
+    run_batchrun,
+    sim_reset,
+    sim_stats,
+    simulator,
+    verdict,
+    write_job,
+)
 
 N = int(os.environ.get("BENCH_N", "5000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -43,8 +57,10 @@ def one_round(client: str, base: str, concurrency: int) -> float:
 
 
 def main() -> None:
-    print(f"throughput: N={N}, server latency 0, {ROUNDS} alternating rounds, medians; {machine()}; "
-          "simulator pinned to core 1, client to core 0")
+    print(
+        f"throughput: N={N}, server latency 0, {ROUNDS} alternating rounds, medians; {machine()}; "
+        "simulator pinned to core 1, client to core 0"
+    )
     with simulator() as base:
         for concurrency in (64, 256):
             rates: dict[str, list[float]] = {c: [] for c in CLIENTS}
@@ -54,15 +70,18 @@ def main() -> None:
             medians = {c: median(r) for c, r in rates.items()}
             floor = medians["httpx-aiohttp"]
             for client in CLIENTS:
-                print(f"  C={concurrency:<4} {client:<14} {medians[client]:8.0f} req/s  ({medians[client] / floor:.2f}x floor)")
+                rate = medians[client]
+                print(f"  C={concurrency:<4} {client:<14} {rate:8.0f} req/s  ({rate / floor:.2f}x floor)")
             ratio = medians["batchrun"] / floor
             print(f"  C={concurrency}: batchrun / floor = {ratio:.2f} -> {verdict(ratio >= 0.9)} (target >= 0.9)")
             # The simulator's capacity is 1 / its CPU time per request, over all rounds so far:
             # raw aiohttp on one core cannot saturate it, so its rate would understate it.
             sim_capacity = 1 / median(SIM_CPU_PER_REQUEST)
             sim_ratio = sim_capacity / medians["batchrun"]
-            print(f"  C={concurrency}: simulator capacity {sim_capacity:.0f} req/s (from its CPU time per request) = "
-                  f"{sim_ratio:.1f}x batchrun -> {verdict(sim_ratio >= 3)} (target >= 3)")
+            print(
+                f"  C={concurrency}: simulator capacity {sim_capacity:.0f} req/s (from its CPU time per request) = "
+                f"{sim_ratio:.1f}x batchrun -> {verdict(sim_ratio >= 3)} (target >= 3)"
+            )
 
 
 if __name__ == "__main__":

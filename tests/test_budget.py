@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-from typing import Any
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun.simulator import Simulator
@@ -31,8 +30,23 @@ run: {concurrency: 64, grace_s: 5}
 def test_spend_never_passes_the_budget(tmp_path: Path, seed: int) -> None:
     job = write_job(tmp_path, BUDGET_JOB)
     out = tmp_path / "b.jsonl"
-    result = run_cli(job, "--simulate", "--sim", f"seed={seed}", "--sim", "cost_noise=0.08", "--sim", "jitter_ms=3",
-                     "--sim", "latency_ms=3", "--budget", "0.005", "-o", out, "-q")
+    result = run_cli(
+        job,
+        "--simulate",
+        "--sim",
+        f"seed={seed}",
+        "--sim",
+        "cost_noise=0.08",
+        "--sim",
+        "jitter_ms=3",
+        "--sim",
+        "latency_ms=3",
+        "--budget",
+        "0.005",
+        "-o",
+        out,
+        "-q",
+    )
     assert result.returncode == ExitCode.BUDGET, result.stderr
     rows = read_rows(out)
     spent = sum(r["cost"] or 0 for r in rows)
@@ -55,15 +69,22 @@ def test_a_key_limit_smaller_than_the_budget_binds(tmp_path: Path) -> None:
 
 async def test_the_key_is_re_read_when_others_spend_it(tmp_path: Path, sim: Simulator) -> None:
     sim.account_key.limit = 1.0
-    job = load_job(write_job(tmp_path, BUDGET_JOB.replace("run: {concurrency: 64", "run: {key_refresh_requests: 1, concurrency: 1")))
+    job = load_job(
+        write_job(
+            tmp_path, BUDGET_JOB.replace("run: {concurrency: 64", "run: {key_refresh_requests: 1, concurrency: 1")
+        )
+    )
     out = tmp_path / "s.jsonl"
 
     def another_shard_spends(record: dict[str, Any]) -> None:
         if sim.account_key.usage < 0.99:
             sim.account_key.usage = 0.998  # a CI shard sharing the key drains it mid-run
 
-    report = await run_job(job, RunOptions(api_key="k", base_url=sim.base_url, output=out, clock=FakeClock()),
-                           on_record=another_shard_spends)
+    report = await run_job(
+        job,
+        RunOptions(api_key="k", base_url=sim.base_url, output=out, clock=FakeClock()),
+        on_record=another_shard_spends,
+    )
     assert report.outcome.stop == "credits"
     assert 402 not in sim.stats.by_status  # the re-read /key stopped it, not the server's refusal
     rows = read_rows(out)
@@ -92,8 +113,13 @@ def test_router_models_with_unknown_prices_are_refused_under_a_budget(tmp_path: 
     job = write_job(tmp_path, SMALL_JOB.replace("google/gemini-2.0-flash-001", "openrouter/auto"))
     result = run_cli(job, "--simulate", "--budget", "1", "-o", tmp_path / "x.jsonl")
     assert result.returncode == ExitCode.USAGE and "no known price for openrouter/auto" in result.stderr
-    allowed = write_job(tmp_path, SMALL_JOB.replace("google/gemini-2.0-flash-001", "openrouter/auto")
-                        .replace("run: {", "run: {allow_unknown_prices: true, "), "allowed.yaml")
+    allowed = write_job(
+        tmp_path,
+        SMALL_JOB.replace("google/gemini-2.0-flash-001", "openrouter/auto").replace(
+            "run: {", "run: {allow_unknown_prices: true, "
+        ),
+        "allowed.yaml",
+    )
     assert run_cli(allowed, "--simulate", "--budget", "1", "-o", tmp_path / "y.jsonl", "-q").returncode == 0
 
 
@@ -124,7 +150,10 @@ def test_plan_warns_without_max_tokens_and_reads_the_previous_run(tmp_path: Path
     assert result.returncode == 0
     assert "warning: openai/gpt-4o-mini has requests without max_tokens" in result.stdout
     assert "previous run: outputs/small/" in result.stdout
-    free = write_job(tmp_path, SMALL_JOB.replace("google/gemini-2.0-flash-001", "meta-llama/llama-3.3-70b-instruct:free"),
-                     "free.yaml")
+    free = write_job(
+        tmp_path,
+        SMALL_JOB.replace("google/gemini-2.0-flash-001", "meta-llama/llama-3.3-70b-instruct:free"),
+        "free.yaml",
+    )
     result = run_cli("plan", free, "--simulate", "--sim", "free_daily_cap=5", cwd=tmp_path)
     assert "free-model requests needed today: 10, remaining 5 (NOT ENOUGH)" in result.stdout

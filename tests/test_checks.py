@@ -23,40 +23,43 @@ def verdict(check: dict[str, Any], content: str = "The capital is Paris.", **ans
     return result["pass"], result["reason"]
 
 
-@pytest.mark.parametrize(("check", "content", "passes"), [
-    ({"equals": "Paris"}, "  Paris\n", True),
-    ({"equals": "paris"}, "Paris", False),
-    ({"equals": "paris", "ignore_case": True}, "Paris", True),
-    ({"equals": "Paris", "trim": False}, " Paris", False),
-    ({"contains": "Paris"}, "It is Paris.", True),
-    ({"contains": "paris"}, "It is Paris.", False),
-    ({"icontains": "paris"}, "It is PARIS.", True),
-    ({"contains": {"any": ["Lyon", "Paris"]}}, "Paris", True),
-    ({"contains": {"all": ["Lyon", "Paris"]}}, "Paris", False),
-    ({"not_contains": "As an AI"}, "Paris", True),
-    ({"not_contains": {"any": ["sorry", "AI"]}}, "As an AI, sorry", False),
-    ({"regex": r"^\d+$"}, "42", True),
-    ({"regex": r"^\d+$"}, "forty-two", False),
-    ({"regex": "^paris$", "flags": "i"}, "PARIS", True),
-    ({"starts_with": "Yes"}, "Yes, it is.", True),
-    ({"starts_with": "Yes"}, "No.", False),
-    ({"is_json": True}, '{"a": 1}', True),
-    ({"is_json": True}, '```json\n{"a": 1}\n```', True),
-    ({"is_json": True}, "{a: 1}", False),
-    ({"json_schema": {"type": "object", "required": ["answer"]}}, '{"answer": "x"}', True),
-    ({"json_schema": {"type": "object", "required": ["answer"]}}, '{"other": "x"}', False),
-    ({"json_schema": {"type": "object"}}, "not json", False),
-    ({"max_latency_ms": 200}, "x", True),
-    ({"max_latency_ms": 100}, "x", False),
-    ({"max_cost_usd": 0.01}, "x", True),
-    ({"max_cost_usd": 0.0001}, "x", False),
-    ({"max_tokens": 12}, "x", True),
-    ({"max_tokens": 11}, "x", False),
-    ({"finish_reason": "stop"}, "x", True),
-    ({"finish_reason": ["length", "content_filter"]}, "x", False),
-    ({"contains": "Paris", "not": True}, "Paris", False),
-    ({"contains": "Lyon", "not": True}, "Paris", True),
-])
+@pytest.mark.parametrize(
+    ("check", "content", "passes"),
+    [
+        ({"equals": "Paris"}, "  Paris\n", True),
+        ({"equals": "paris"}, "Paris", False),
+        ({"equals": "paris", "ignore_case": True}, "Paris", True),
+        ({"equals": "Paris", "trim": False}, " Paris", False),
+        ({"contains": "Paris"}, "It is Paris.", True),
+        ({"contains": "paris"}, "It is Paris.", False),
+        ({"icontains": "paris"}, "It is PARIS.", True),
+        ({"contains": {"any": ["Lyon", "Paris"]}}, "Paris", True),
+        ({"contains": {"all": ["Lyon", "Paris"]}}, "Paris", False),
+        ({"not_contains": "As an AI"}, "Paris", True),
+        ({"not_contains": {"any": ["sorry", "AI"]}}, "As an AI, sorry", False),
+        ({"regex": r"^\d+$"}, "42", True),
+        ({"regex": r"^\d+$"}, "forty-two", False),
+        ({"regex": "^paris$", "flags": "i"}, "PARIS", True),
+        ({"starts_with": "Yes"}, "Yes, it is.", True),
+        ({"starts_with": "Yes"}, "No.", False),
+        ({"is_json": True}, '{"a": 1}', True),
+        ({"is_json": True}, '```json\n{"a": 1}\n```', True),
+        ({"is_json": True}, "{a: 1}", False),
+        ({"json_schema": {"type": "object", "required": ["answer"]}}, '{"answer": "x"}', True),
+        ({"json_schema": {"type": "object", "required": ["answer"]}}, '{"other": "x"}', False),
+        ({"json_schema": {"type": "object"}}, "not json", False),
+        ({"max_latency_ms": 200}, "x", True),
+        ({"max_latency_ms": 100}, "x", False),
+        ({"max_cost_usd": 0.01}, "x", True),
+        ({"max_cost_usd": 0.0001}, "x", False),
+        ({"max_tokens": 12}, "x", True),
+        ({"max_tokens": 11}, "x", False),
+        ({"finish_reason": "stop"}, "x", True),
+        ({"finish_reason": ["length", "content_filter"]}, "x", False),
+        ({"contains": "Paris", "not": True}, "Paris", False),
+        ({"contains": "Lyon", "not": True}, "Paris", True),
+    ],
+)
 def test_each_check_kind_passes_and_fails(check: dict[str, Any], content: str, passes: bool) -> None:
     passed, reason = verdict(check, content)
     assert passed is passes
@@ -72,41 +75,79 @@ def test_reasons_say_what_was_expected() -> None:
 
 def test_checks_are_templated_from_dataset_rows(tmp_path: Path) -> None:
     (tmp_path / "rows.jsonl").write_text('{"q": "France", "expect": "Paris"}\n{"q": "Japan", "expect": "Tokyo"}\n')
-    job = load_job(write_job(tmp_path, """
+    job = load_job(
+        write_job(
+            tmp_path,
+            """
         name: t
         models: [a/b]
         defaults: {checks: [{contains: "{{expect}}", name: expected}]}
         prompts: [{id: p, text: "Capital of {{q}}?", checks: [{regex: "^{{expect}}$"}]}]
         dataset: rows.jsonl
-    """))
+    """,
+        )
+    )
     checks = [r.checks for r in plan_requests(job)]
-    assert checks == [[{"contains": "Paris", "name": "expected"}, {"regex": "^Paris$"}],
-                      [{"contains": "Tokyo", "name": "expected"}, {"regex": "^Tokyo$"}]]
+    assert checks == [
+        [{"contains": "Paris", "name": "expected"}, {"regex": "^Paris$"}],
+        [{"contains": "Tokyo", "name": "expected"}, {"regex": "^Tokyo$"}],
+    ]
 
 
 def test_json_schema_from_a_file_next_to_the_job(tmp_path: Path) -> None:
     (tmp_path / "s.json").write_text('{"type": "object", "required": ["answer"]}')
-    job = load_job(write_job(tmp_path, """
+    job = load_job(
+        write_job(
+            tmp_path,
+            """
         name: t
         models: [a/b]
         prompts: [{id: p, text: hi, checks: [{json_schema: s.json}]}]
-    """))
+    """,
+        )
+    )
     [request] = plan_requests(job)
     assert request.checks == [{"json_schema": {"type": "object", "required": ["answer"]}}]
-    missing = write_job(tmp_path, "name: t\nmodels: [a/b]\nprompts: [{id: p, text: hi, checks: [{json_schema: nope.json}]}]\n",
-                        "missing.yaml")
+    missing = write_job(
+        tmp_path,
+        "name: t\nmodels: [a/b]\nprompts: [{id: p, text: hi, checks: [{json_schema: nope.json}]}]\n",
+        "missing.yaml",
+    )
     code, _, err = call_cli("validate", missing)
     assert code == ExitCode.USAGE and f"{missing}:3:" in err and "cannot be read" in err
 
 
-def record(row: str, model: str, prompt: str, status: str = "ok", passed: bool | None = True,
-           why: str = "expected to contain 'x'", **extra: Any) -> dict[str, Any]:
+def record(
+    row: str,
+    model: str,
+    prompt: str,
+    status: str = "ok",
+    passed: bool | None = True,
+    why: str = "expected to contain 'x'",
+    **extra: Any,
+) -> dict[str, Any]:
     checks = None if passed is None else [{"name": "c", "pass": passed, "reason": "" if passed else why, "weight": 1}]
-    return {"id": row, "fingerprint": "f", "status": status, "reason": None if status == "ok" else "server_error",
-            "retryable": status != "ok", "cost": 0.001, "job": "j", "job_fingerprint": "jf", "model": model,
-            "prompt_id": prompt, "vars": {}, "repeat": 0, "latency_ms": 100.0, "response_model": model,
-            "provider": "P", "usage": {"prompt_tokens": 1, "completion_tokens": 1}, "attempts": 1,
-            **({"checks": checks, "passed": passed} if checks is not None and status == "ok" else {}), **extra}
+    return {
+        "id": row,
+        "fingerprint": "f",
+        "status": status,
+        "reason": None if status == "ok" else "server_error",
+        "retryable": status != "ok",
+        "cost": 0.001,
+        "job": "j",
+        "job_fingerprint": "jf",
+        "model": model,
+        "prompt_id": prompt,
+        "vars": {},
+        "repeat": 0,
+        "latency_ms": 100.0,
+        "response_model": model,
+        "provider": "P",
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+        "attempts": 1,
+        **({"checks": checks, "passed": passed} if checks is not None and status == "ok" else {}),
+        **extra,
+    }
 
 
 def summary_of(*records: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +155,9 @@ def summary_of(*records: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_error_rows_are_not_failed_checks() -> None:
-    summary = summary_of(record("1", "m", "p"), record("2", "m", "p", passed=False), record("3", "m", "p", status="error"))
+    summary = summary_of(
+        record("1", "m", "p"), record("2", "m", "p", passed=False), record("3", "m", "p", status="error")
+    )
     assert summary["total"]["pass_rate"] == 0.5 and summary["total"]["error"] == 1
     code, reasons = decide(summary, RunSettings(max_error_rate=0.5, pass_threshold=0.5))
     assert code == ExitCode.OK  # 1 error in 3 rows is within 50%; the pass rate counts answered rows only
@@ -133,8 +176,9 @@ def test_thresholds_per_model_and_prompt() -> None:
 def test_summary_shows_worst_prompts_and_why_rows_failed() -> None:
     summary = summary_of(record("1", "m", "p"), record("2", "m", "q", passed=False, why="expected to contain 'Rome'"))
     assert summary["worst_prompts"] == ["q"]
-    assert summary["failing_examples"] == [{"id": "2", "model": "m", "prompt_id": "q",
-                                            "why": "c: expected to contain 'Rome'"}]
+    assert summary["failing_examples"] == [
+        {"id": "2", "model": "m", "prompt_id": "q", "why": "c: expected to contain 'Rome'"}
+    ]
 
 
 def write(path: Path, *records: dict[str, Any]) -> Path:
@@ -143,11 +187,20 @@ def write(path: Path, *records: dict[str, Any]) -> Path:
 
 
 def test_diff_finds_flips_and_changes(tmp_path: Path) -> None:
-    before = write(tmp_path / "a.jsonl", record("1", "m", "p"), record("2", "m", "p", passed=False),
-                   record("3", "n", "q"), record("4", "gone", "q"))
-    after = write(tmp_path / "b.jsonl", record("1", "m", "p", passed=False, why="expected to contain 'Paris'"),
-                  record("2", "m", "p"), record("3", "n", "q", status="error", provider="Other"),
-                  record("5", "new", "q", provider="NewCo", cost=0.005))
+    before = write(
+        tmp_path / "a.jsonl",
+        record("1", "m", "p"),
+        record("2", "m", "p", passed=False),
+        record("3", "n", "q"),
+        record("4", "gone", "q"),
+    )
+    after = write(
+        tmp_path / "b.jsonl",
+        record("1", "m", "p", passed=False, why="expected to contain 'Paris'"),
+        record("2", "m", "p"),
+        record("3", "n", "q", status="error", provider="Other"),
+        record("5", "new", "q", provider="NewCo", cost=0.005),
+    )
     code, text, _ = call_cli("diff", before, after, "--json")
     diff = json.loads(text)
     assert [f["id"] for f in diff["flips"]["pass_to_fail"]] == ["1"]
@@ -188,5 +241,7 @@ def test_the_example_eval_finds_failures_on_the_simulator(tmp_path: Path) -> Non
     assert any(r["passed"] is False for r in rows) and any(r["passed"] for r in rows)
     assert {c["name"] for r in rows for c in r["checks"]} >= {"valid-json", "right-city", "fast-enough", "exact-sum"}
     assert result.returncode == ExitCode.OK and "pass rate by prompt:" in result.stdout
-    strict = run_cli(repo / "jobs" / "eval.yaml", "--simulate", "-o", tmp_path / "strict.jsonl", "--pass-threshold", "0.99", "-q")
+    strict = run_cli(
+        repo / "jobs" / "eval.yaml", "--simulate", "-o", tmp_path / "strict.jsonl", "--pass-threshold", "0.99", "-q"
+    )
     assert strict.returncode == ExitCode.QUALITY and "below the threshold 99.0%" in strict.stderr

@@ -60,8 +60,13 @@ def test_the_key_never_appears_in_any_output(tmp_path: Path, small_job: Path, si
     result = run_cli(small_job, "--base-url", sim.base_url, "-o", out, env=env)
     assert result.returncode == ExitCode.ERRORS
     assert sim.stats.chat_requests >= 20  # the key was really used
-    for text in (out.read_text(), (tmp_path / "k.summary.json").read_text(), step.read_text(),
-                 result.stdout, result.stderr):
+    for text in (
+        out.read_text(),
+        (tmp_path / "k.summary.json").read_text(),
+        step.read_text(),
+        result.stdout,
+        result.stderr,
+    ):
         assert FAKE_KEY not in text and FAKE_KEY[10:30] not in text
 
 
@@ -80,10 +85,18 @@ def test_simulator_answers_401_without_bearer(sim: Simulator) -> None:
 
 
 def test_non_tty_progress_has_no_control_characters(tmp_path: Path) -> None:
-    job = write_job(tmp_path, SMALL_JOB.replace("repeat: 2", "repeat: 10") + "  progress_every_s: 0.05\n".replace(
-        "  progress", "").join([""] * 1))
-    job = write_job(tmp_path, SMALL_JOB.replace("run: {concurrency: 4, timeout_s: 5, max_attempts: 8, max_wait_s: 5}",
-                                                "run: {concurrency: 2, progress_every_s: 0.01}").replace("repeat: 2", "repeat: 10"))
+    job = write_job(
+        tmp_path,
+        SMALL_JOB.replace("repeat: 2", "repeat: 10")
+        + "  progress_every_s: 0.05\n".replace("  progress", "").join([""] * 1),
+    )
+    job = write_job(
+        tmp_path,
+        SMALL_JOB.replace(
+            "run: {concurrency: 4, timeout_s: 5, max_attempts: 8, max_wait_s: 5}",
+            "run: {concurrency: 2, progress_every_s: 0.01}",
+        ).replace("repeat: 2", "repeat: 10"),
+    )
     result = run_cli(job, "--simulate", "--sim", "latency_ms=20", "-o", tmp_path / "p.jsonl")
     assert result.returncode == 0
     assert "progress " in result.stderr  # lines, not a bar
@@ -94,7 +107,9 @@ def test_non_tty_progress_has_no_control_characters(tmp_path: Path) -> None:
 
 def test_github_step_summary_is_written(tmp_path: Path, small_job: Path) -> None:
     step = tmp_path / "summary.md"
-    result = run_cli(small_job, "--simulate", "-o", tmp_path / "g.jsonl", "-q", env=child_env(GITHUB_STEP_SUMMARY=str(step)))
+    result = run_cli(
+        small_job, "--simulate", "-o", tmp_path / "g.jsonl", "-q", env=child_env(GITHUB_STEP_SUMMARY=str(step))
+    )
     assert result.returncode == 0
     text = step.read_text()
     assert text.startswith("### batchrun: small") and "| openai/gpt-4o-mini | 10 | 0 | 0 |" in text

@@ -9,8 +9,16 @@ import httpx
 import pytest
 import respx
 
-from batchrun import (AuthFailed, CreditExhausted, DailyCapReached, OpenRouterClient, RateLimited, Rejected,
-                      Transient)
+from batchrun import (
+    AuthFailed,
+    CreditExhausted,
+    DailyCapReached,
+    OpenRouterClient,
+    RateLimited,
+    Rejected,
+    RequestFailed,
+    Transient,
+)
 from batchrun._classify import classify, server_wait
 
 from .conftest import FAKE_KEY, FakeClock
@@ -18,10 +26,20 @@ from .conftest import FAKE_KEY, FakeClock
 BASE = "https://openrouter.test/api/v1"
 CHAT = f"{BASE}/chat/completions"
 BODY = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
-OK = {"id": "gen-123", "model": "openai/gpt-4o-mini-2024", "provider": "OpenAI",
-      "choices": [{"index": 0, "finish_reason": "stop", "native_finish_reason": "stop",
-                   "message": {"role": "assistant", "content": "Hello"}}],
-      "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6, "cost": 0.00012}}
+OK = {
+    "id": "gen-123",
+    "model": "openai/gpt-4o-mini-2024",
+    "provider": "OpenAI",
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "stop",
+            "native_finish_reason": "stop",
+            "message": {"role": "assistant", "content": "Hello"},
+        }
+    ],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6, "cost": 0.00012},
+}
 
 
 def client(clock: FakeClock | None = None, key: str = FAKE_KEY) -> OpenRouterClient:
@@ -56,51 +74,70 @@ async def test_normal_response_is_parsed() -> None:
     assert result.usage["total_tokens"] == 6
 
 
-def err(status: int, message: str = "m", metadata: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
-        **extra: Any) -> httpx.Response:
+def err(
+    status: int,
+    message: str = "m",
+    metadata: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> httpx.Response:
     error: dict[str, Any] = {"code": status, "message": message, **extra}
     if metadata:
         error["metadata"] = metadata
     return httpx.Response(status, json={"error": error}, headers=headers)
 
 
-@pytest.mark.parametrize(("response", "cls", "kind"), [
-    (err(400), Rejected, "bad_request"),
-    (err(404), Rejected, "not_found"),
-    (err(413), Rejected, "too_large"),
-    (err(422), Rejected, "unprocessable"),
-    (err(403, "Input flagged by moderation", {"reasons": ["x"]}), Rejected, "moderation"),
-    (err(401, "No auth credentials found"), AuthFailed, "auth"),
-    (err(402, "Insufficient credits", {"limit_source": "openrouter_credits"}), CreditExhausted, "credits"),
-    (err(402, "Key limit", {"limit_source": "openrouter_key_limit"}), CreditExhausted, "key_limit"),
-    (err(402, "Insufficient credits"), CreditExhausted, "credits"),
-    (err(402, "busy", {"limit_source": "openrouter_in_flight_budget"}), RateLimited, "in_flight_budget"),
-    (err(403, "Key limit exceeded"), CreditExhausted, "key_limit"),
-    (err(429, "Rate limit exceeded: free-models-per-day"), DailyCapReached, "daily_cap"),
-    (err(429, "Rate limit exceeded"), RateLimited, "rate_limited"),
-    (err(503), RateLimited, "no_provider"),
-    (err(529), RateLimited, "overloaded"),
-    (err(408), Transient, "timeout"),
-    (err(409), Transient, "conflict"),
-    (err(425), Transient, "too_early"),
-    (err(500), Transient, "server_error"),
-    (err(502), Transient, "upstream_error"),
-    (err(504), Transient, "gateway_timeout"),
-    (err(524), Transient, "upstream_timeout"),
-    (err(400, "retry me", availability={"retryable": True}), Transient, "http_400"),
-    (httpx.Response(502, text="<html>Bad gateway</html>"), Transient, "upstream_error"),
-])
+@pytest.mark.parametrize(
+    ("response", "cls", "kind"),
+    [
+        (err(400), Rejected, "bad_request"),
+        (err(404), Rejected, "not_found"),
+        (err(413), Rejected, "too_large"),
+        (err(422), Rejected, "unprocessable"),
+        (err(403, "Input flagged by moderation", {"reasons": ["x"]}), Rejected, "moderation"),
+        (err(401, "No auth credentials found"), AuthFailed, "auth"),
+        (err(402, "Insufficient credits", {"limit_source": "openrouter_credits"}), CreditExhausted, "credits"),
+        (err(402, "Key limit", {"limit_source": "openrouter_key_limit"}), CreditExhausted, "key_limit"),
+        (err(402, "Insufficient credits"), CreditExhausted, "credits"),
+        (err(402, "busy", {"limit_source": "openrouter_in_flight_budget"}), RateLimited, "in_flight_budget"),
+        (err(403, "Key limit exceeded"), CreditExhausted, "key_limit"),
+        (err(429, "Rate limit exceeded: free-models-per-day"), DailyCapReached, "daily_cap"),
+        (err(429, "Rate limit exceeded"), RateLimited, "rate_limited"),
+        (err(503), RateLimited, "no_provider"),
+        (err(529), RateLimited, "overloaded"),
+        (err(408), Transient, "timeout"),
+        (err(409), Transient, "conflict"),
+        (err(425), Transient, "too_early"),
+        (err(500), Transient, "server_error"),
+        (err(502), Transient, "upstream_error"),
+        (err(504), Transient, "gateway_timeout"),
+        (err(524), Transient, "upstream_timeout"),
+        (err(400, "retry me", availability={"retryable": True}), Transient, "http_400"),
+        (httpx.Response(502, text="<html>Bad gateway</html>"), Transient, "upstream_error"),
+    ],
+)
 async def test_error_classes(response: httpx.Response, cls: type, kind: str) -> None:
     result, _ = await chat(response)
-    assert type(result) is cls and result.kind == kind
+    assert type(result) is cls and isinstance(result, RequestFailed) and result.kind == kind
     assert result.http_status == response.status_code
 
 
-@pytest.mark.parametrize("payload", [
-    {"id": "gen-1", "error": {"code": 502, "message": "Provider returned error"}, "choices": None},
-    {"id": "gen-1", "choices": [{"finish_reason": "error", "error": {"code": 502, "message": "upstream died"},
-                                 "message": {"role": "assistant", "content": ""}}]},
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"id": "gen-1", "error": {"code": 502, "message": "Provider returned error"}, "choices": None},
+        {
+            "id": "gen-1",
+            "choices": [
+                {
+                    "finish_reason": "error",
+                    "error": {"code": 502, "message": "upstream died"},
+                    "message": {"role": "assistant", "content": ""},
+                }
+            ],
+        },
+    ],
+)
 async def test_errors_inside_http_200_are_classified_by_their_code(payload: dict[str, Any]) -> None:
     result, _ = await chat(httpx.Response(200, json=payload))
     assert isinstance(result, Transient) and result.kind == "upstream_error" and result.http_status == 502
@@ -118,8 +155,12 @@ async def test_truncated_or_empty_200_is_retryable(content: bytes) -> None:
 
 
 async def test_network_errors_and_timeouts_are_transient() -> None:
-    for exc, kind in ((httpx.ConnectError("refused"), "network"), (httpx.ReadError("reset"), "network"),
-                      (httpx.ReadTimeout("slow"), "timeout"), (httpx.RemoteProtocolError("closed"), "network")):
+    for exc, kind in (
+        (httpx.ConnectError("refused"), "network"),
+        (httpx.ReadError("reset"), "network"),
+        (httpx.ReadTimeout("slow"), "timeout"),
+        (httpx.RemoteProtocolError("closed"), "network"),
+    ):
         with respx.mock(using="httpx") as mock:
             mock.post(CHAT).mock(side_effect=exc)
             async with client() as c:
@@ -148,7 +189,9 @@ async def test_rate_limit_carries_the_server_wait() -> None:
 
 
 def test_daily_cap_in_metadata() -> None:
-    failure = classify(429, {"code": 429, "message": "Rate limit exceeded", "metadata": {"limit_type": "free-models-per-day"}}, {}, 0)
+    failure = classify(
+        429, {"code": 429, "message": "Rate limit exceeded", "metadata": {"limit_type": "free-models-per-day"}}, {}, 0
+    )
     assert isinstance(failure, DailyCapReached)
 
 
@@ -160,15 +203,31 @@ async def test_key_is_scrubbed_from_echoed_messages() -> None:
 
 async def test_models_and_key_endpoints() -> None:
     with respx.mock(using="httpx") as mock:
-        mock.get(f"{BASE}/models").mock(return_value=httpx.Response(200, json={"data": [
-            {"id": "a/b", "context_length": 1000, "pricing": {"prompt": "0.000001", "completion": "0.000002", "request": "0"},
-             "top_provider": {"max_completion_tokens": 500}},
-            {"id": "openrouter/auto", "pricing": {"prompt": "-1", "completion": "-1"}}]}))
-        mock.get(f"{BASE}/key").mock(return_value=httpx.Response(200, json={"data": {"limit": 5, "limit_remaining": 4.5}}))
+        mock.get(f"{BASE}/models").mock(
+            return_value=httpx.Response(
+                200,
+                json={
+                    "data": [
+                        {
+                            "id": "a/b",
+                            "context_length": 1000,
+                            "pricing": {"prompt": "0.000001", "completion": "0.000002", "request": "0"},
+                            "top_provider": {"max_completion_tokens": 500},
+                        },
+                        {"id": "openrouter/auto", "pricing": {"prompt": "-1", "completion": "-1"}},
+                    ]
+                },
+            )
+        )
+        mock.get(f"{BASE}/key").mock(
+            return_value=httpx.Response(200, json={"data": {"limit": 5, "limit_remaining": 4.5}})
+        )
         async with client() as c:
             models = await c.models()
             key = await c.key_info()
-    assert models is not None and models["a/b"].completion_price == 0.000002 and models["a/b"].max_completion_tokens == 500
+    assert (
+        models is not None and models["a/b"].completion_price == 0.000002 and models["a/b"].max_completion_tokens == 500
+    )
     assert not models["openrouter/auto"].price_known
     assert key == {"limit": 5, "limit_remaining": 4.5}
 
@@ -184,10 +243,15 @@ async def test_endpoint_without_account_api() -> None:
 
 async def test_management_api_request_shapes() -> None:
     with respx.mock(using="httpx") as mock:
-        create = mock.post(f"{BASE}/keys").mock(return_value=httpx.Response(201, json={
-            "key": "sk-or-v1-new", "data": {"hash": "h" * 64, "label": "sk-or-v1-new...", "limit": 1.5}}))
+        create = mock.post(f"{BASE}/keys").mock(
+            return_value=httpx.Response(
+                201, json={"key": "sk-or-v1-new", "data": {"hash": "h" * 64, "label": "sk-or-v1-new...", "limit": 1.5}}
+            )
+        )
         get = mock.get(f"{BASE}/keys/{'h' * 64}").mock(return_value=httpx.Response(200, json={"data": {"usage": 0.2}}))
-        delete = mock.delete(f"{BASE}/keys/{'h' * 64}").mock(return_value=httpx.Response(200, json={"data": {"success": True}}))
+        delete = mock.delete(f"{BASE}/keys/{'h' * 64}").mock(
+            return_value=httpx.Response(200, json={"data": {"success": True}})
+        )
         patch = mock.patch(f"{BASE}/keys/{'h' * 64}").mock(return_value=httpx.Response(200, json={"data": {}}))
         async with client() as c:
             created = await c.create_key("mgmt-key", "batchrun job 1", 1.5, "2027-01-01T00:00:00Z")

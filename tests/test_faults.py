@@ -15,12 +15,15 @@ from batchrun.simulator import SimConfig, Simulator
 from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, read_rows, run_cli, write_job
 
 
-async def run(job_path: Path, sim: Simulator, tmp_path: Path, clock: FakeClock | None = None, key: str = FAKE_KEY,
-              **settings: Any) -> tuple[Any, list[dict[str, Any]]]:
+async def run(
+    job_path: Path, sim: Simulator, tmp_path: Path, clock: FakeClock | None = None, key: str = FAKE_KEY, **settings: Any
+) -> tuple[Any, list[dict[str, Any]]]:
     job = load_job(job_path)
     job = replace(job, run=replace(job.run, **settings))
     output = tmp_path / "out.jsonl"
-    report = await run_job(job, RunOptions(api_key=key, base_url=sim.base_url, output=output, clock=clock or FakeClock()))
+    report = await run_job(
+        job, RunOptions(api_key=key, base_url=sim.base_url, output=output, clock=clock or FakeClock())
+    )
     return report, read_rows(output)
 
 
@@ -29,21 +32,41 @@ def sim_config() -> SimConfig:
     return SimConfig(seed=11)
 
 
-async def test_twenty_percent_mixed_transient_faults_all_end_ok(sim: Simulator, small_job: Path, tmp_path: Path) -> None:
-    sim.config.faults = {"503": 0.04, "500": 0.03, "529": 0.02, "reset": 0.03, "cut": 0.03, "truncate": 0.02,
-                         "error200": 0.02, "choice_error": 0.01}
+async def test_twenty_percent_mixed_transient_faults_all_end_ok(
+    sim: Simulator, small_job: Path, tmp_path: Path
+) -> None:
+    sim.config.faults = {
+        "503": 0.04,
+        "500": 0.03,
+        "529": 0.02,
+        "reset": 0.03,
+        "cut": 0.03,
+        "truncate": 0.02,
+        "error200": 0.02,
+        "choice_error": 0.01,
+    }
     report, rows = await run(small_job, sim, tmp_path, concurrency=4, max_attempts=12)
     assert len(rows) == 20 and all(r["status"] == "ok" for r in rows)
     assert sum(r["attempts"] for r in rows) > 20  # faults did happen, and were ridden through
     kinds = {f["kind"] for r in rows for f in r["attempt_errors"]}
-    assert kinds & {"network", "bad_response"} and kinds & {"no_provider", "server_error", "overloaded", "upstream_error"}
+    assert kinds & {"network", "bad_response"} and kinds & {
+        "no_provider",
+        "server_error",
+        "overloaded",
+        "upstream_error",
+    }
     assert sim.stats.chat_requests == sum(r["attempts"] for r in rows)
 
 
 async def test_a_daily_cap_skips_only_that_model(sim: Simulator, tmp_path: Path) -> None:
     sim.config.free_daily_cap = 3
-    job = write_job(tmp_path, SMALL_JOB.replace("models: [openai/gpt-4o-mini, google/gemini-2.0-flash-001]",
-                                                "models: [openai/gpt-4o-mini, meta-llama/llama-3.3-70b-instruct:free]"))
+    job = write_job(
+        tmp_path,
+        SMALL_JOB.replace(
+            "models: [openai/gpt-4o-mini, google/gemini-2.0-flash-001]",
+            "models: [openai/gpt-4o-mini, meta-llama/llama-3.3-70b-instruct:free]",
+        ),
+    )
     report, rows = await run(job, sim, tmp_path, concurrency=1)
     free = [r for r in rows if r["model"].endswith(":free")]
     paid = [r for r in rows if not r["model"].endswith(":free")]
@@ -69,12 +92,13 @@ async def test_a_401_mid_run_stops_the_run_at_once(sim: Simulator, small_job: Pa
     errors = [r for r in rows if r["status"] == "error"]
     assert len(errors) == 1 and errors[0]["reason"] == "auth"
     assert all(r["status"] == "ok" for r in rows[: rows.index(errors[0])])
-    assert {r["reason"] for r in rows[rows.index(errors[0]) + 1:]} == {"auth"}
+    assert {r["reason"] for r in rows[rows.index(errors[0]) + 1 :]} == {"auth"}
     assert len(rows) == 20
 
 
-async def test_a_key_limit_402_stops_the_run_and_nothing_is_sent_after(sim: Simulator, small_job: Path,
-                                                                        tmp_path: Path) -> None:
+async def test_a_key_limit_402_stops_the_run_and_nothing_is_sent_after(
+    sim: Simulator, small_job: Path, tmp_path: Path
+) -> None:
     sim.config.faults = {"402": 0.15}
     report, rows = await run(small_job, sim, tmp_path, concurrency=3)
     assert report.outcome.stop == "credits"
@@ -87,17 +111,22 @@ async def test_a_key_limit_402_stops_the_run_and_nothing_is_sent_after(sim: Simu
 
 async def test_a_hung_request_is_cut_by_the_timeout(sim: Simulator, tmp_path: Path) -> None:
     sim.config.faults = {"hang": 1.0}
-    job = write_job(tmp_path, """
+    job = write_job(
+        tmp_path,
+        """
         name: hang
         models: [openai/gpt-4o-mini]
         prompts: [{id: p, text: hello}]
-    """)
+    """,
+    )
     report, rows = await run(job, sim, tmp_path, timeout_s=0.3, max_attempts=2)
     assert len(rows) == 1 and rows[0]["status"] == "error" and rows[0]["reason"] == "timeout"
     assert rows[0]["retryable"] is True and rows[0]["attempts"] == 2
 
 
-async def test_rate_limits_are_ridden_through_with_the_servers_wait(sim: Simulator, small_job: Path, tmp_path: Path) -> None:
+async def test_rate_limits_are_ridden_through_with_the_servers_wait(
+    sim: Simulator, small_job: Path, tmp_path: Path
+) -> None:
     sim.config.rate_limit_rps = 2
     sim.config.rate_limit_header = "retry-after"
     clock = FakeClock()
@@ -105,14 +134,30 @@ async def test_rate_limits_are_ridden_through_with_the_servers_wait(sim: Simulat
     # The fake clock skips the waits while the simulator's window runs on real time, so
     # rows may run out of attempts here; what matters is the wait each retry was given.
     assert len(rows) == 20 and {r["status"] for r in rows} <= {"ok", "error"}
-    waits = [f["wait_s"] for r in rows for f in r["attempt_errors"] if f["kind"] == "rate_limited" and f["wait_s"] is not None]
+    waits = [
+        f["wait_s"]
+        for r in rows
+        for f in r["attempt_errors"]
+        if f["kind"] == "rate_limited" and f["wait_s"] is not None
+    ]
     assert waits and all(w == 1.0 for w in waits)  # Retry-After: 1, never shortened
 
 
 def test_the_deadline_stops_the_run_with_its_code(tmp_path: Path) -> None:
     job = write_job(tmp_path, SMALL_JOB.replace("repeat: 2", "repeat: 50"))
-    result = run_cli(job, "--simulate", "--sim", "latency_ms=300", "--deadline", "1", "--grace", "0.2",
-                     "-o", tmp_path / "d.jsonl", "--quiet")
+    result = run_cli(
+        job,
+        "--simulate",
+        "--sim",
+        "latency_ms=300",
+        "--deadline",
+        "1",
+        "--grace",
+        "0.2",
+        "-o",
+        tmp_path / "d.jsonl",
+        "--quiet",
+    )
     assert result.returncode == ExitCode.DEADLINE, result.stderr
     rows = read_rows(tmp_path / "d.jsonl")
     assert len(rows) == 500 and len({r["id"] for r in rows}) == 500

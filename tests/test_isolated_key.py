@@ -33,8 +33,9 @@ def test_the_run_key_is_created_used_and_deleted(tmp_path: Path, sim: Simulator)
     job = write_job(tmp_path, SMALL_JOB)
     out = tmp_path / "i.jsonl"
     before = time.time()
-    result = run_cli(job, "--base-url", sim.base_url, "--isolated-key", "--budget", "0.5", "--deadline", "120",
-                     "-o", out, env=env())
+    result = run_cli(
+        job, "--base-url", sim.base_url, "--isolated-key", "--budget", "0.5", "--deadline", "120", "-o", out, env=env()
+    )
     assert result.returncode == 0, result.stderr
     assert sim.stats.keys_created == 1 and sim.stats.keys_deleted == 1
     [label] = created_keys(sim)
@@ -51,8 +52,18 @@ def test_the_run_key_is_created_used_and_deleted(tmp_path: Path, sim: Simulator)
 
 def test_the_key_is_deleted_after_a_budget_stop(tmp_path: Path, sim: Simulator) -> None:
     job = write_job(tmp_path, BUDGET_JOB)
-    result = run_cli(job, "--base-url", sim.base_url, "--isolated-key", "--budget", "0.003", "-o", tmp_path / "b.jsonl",
-                     "-q", env=env())
+    result = run_cli(
+        job,
+        "--base-url",
+        sim.base_url,
+        "--isolated-key",
+        "--budget",
+        "0.003",
+        "-o",
+        tmp_path / "b.jsonl",
+        "-q",
+        env=env(),
+    )
     assert result.returncode == ExitCode.BUDGET
     assert sim.stats.keys_created == sim.stats.keys_deleted == 1
 
@@ -81,18 +92,31 @@ def test_after_kill_9_the_key_is_left_but_expires(tmp_path: Path, sim: Simulator
     [(token, key)] = [(t, k) for t, k in sim._keys.items() if k.created]
     assert key.expires_at is not None and 0 < key.expires_at - time.time() <= 900  # the dead-man switch is set
     key.expires_at = time.time() - 1  # ... and once it passes, the key is refused
-    response = httpx.post(f"{sim.base_url}/chat/completions", headers={"Authorization": f"Bearer {token}"},
-                          json={"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    response = httpx.post(
+        f"{sim.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert response.status_code == 401 and "expired" in response.json()["error"]["message"]
 
 
 async def test_a_broken_ledger_still_cannot_spend_past_the_budget(tmp_path: Path, sim: Simulator) -> None:
     job = load_job(write_job(tmp_path, BUDGET_JOB))
-    job = job.__class__(**{**job.__dict__, "run": job.run.__class__(**{**job.run.__dict__, "budget_usd": 0.003,
-                                                                        "isolated_key": True})})
+    job = job.__class__(
+        **{**job.__dict__, "run": job.run.__class__(**{**job.run.__dict__, "budget_usd": 0.003, "isolated_key": True})}
+    )
     out = tmp_path / "broken.jsonl"
-    report = await run_job(job, RunOptions(api_key=None, base_url=sim.base_url, output=out, management_key=MANAGEMENT,
-                                           clock=FakeClock(), test_broken_ledger=True))
+    report = await run_job(
+        job,
+        RunOptions(
+            api_key=None,
+            base_url=sim.base_url,
+            output=out,
+            management_key=MANAGEMENT,
+            clock=FakeClock(),
+            test_broken_ledger=True,
+        ),
+    )
     rows = read_rows(out)
     assert report.outcome.stop == "credits" and 402 in sim.stats.by_status  # the server said no
     assert sum(r["cost"] or 0 for r in rows) <= 0.003
@@ -103,9 +127,17 @@ def test_neither_key_appears_in_any_output(tmp_path: Path, sim: Simulator) -> No
     job = write_job(tmp_path, SMALL_JOB)
     out = tmp_path / "n.jsonl"
     step = tmp_path / "step.md"
-    result = run_cli(job, "--base-url", sim.base_url, "--isolated-key", "--budget", "0.5", "-o", out,
-                     env=child_env(OPENROUTER_MANAGEMENT_KEY=MANAGEMENT, OPENROUTER_API_KEY=FAKE_KEY,
-                                   GITHUB_STEP_SUMMARY=str(step)))
+    result = run_cli(
+        job,
+        "--base-url",
+        sim.base_url,
+        "--isolated-key",
+        "--budget",
+        "0.5",
+        "-o",
+        out,
+        env=child_env(OPENROUTER_MANAGEMENT_KEY=MANAGEMENT, OPENROUTER_API_KEY=FAKE_KEY, GITHUB_STEP_SUMMARY=str(step)),
+    )
     assert result.returncode == 0
     [token] = sim.issued
     assert not [k for k in sim._keys.values() if k.created]  # deleted at the end
@@ -125,8 +157,9 @@ def test_resume_creates_a_new_key_with_the_budget_left(tmp_path: Path, sim: Simu
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=30)
     spent = sum(r["cost"] or 0 for r in read_rows(out))
-    result = run_cli(job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", out, "--resume", "-q",
-                     env=env())
+    result = run_cli(
+        job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", out, "--resume", "-q", env=env()
+    )
     assert result.returncode == 0, result.stderr
     assert sim.stats.keys_created == sim.stats.keys_deleted == 2
     limit = json.loads((tmp_path / "r.summary.json").read_text())["isolated_key"]["limit_usd"]
@@ -135,22 +168,37 @@ def test_resume_creates_a_new_key_with_the_budget_left(tmp_path: Path, sim: Simu
 
 def test_isolated_key_configuration_errors_exit_2_before_any_request(tmp_path: Path, sim: Simulator) -> None:
     job = write_job(tmp_path, SMALL_JOB)
-    no_management = run_cli(job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", tmp_path / "a.jsonl")
+    no_management = run_cli(
+        job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", tmp_path / "a.jsonl"
+    )
     assert no_management.returncode == ExitCode.USAGE
     assert no_management.stderr == "batchrun: --isolated-key needs a management key in $OPENROUTER_MANAGEMENT_KEY\n"
     no_budget = run_cli(job, "--base-url", sim.base_url, "--isolated-key", "-o", tmp_path / "b.jsonl", env=env())
     assert no_budget.returncode == ExitCode.USAGE and "needs a budget" in no_budget.stderr
-    refused = run_cli(job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", tmp_path / "c.jsonl",
-                      env=child_env(OPENROUTER_MANAGEMENT_KEY="wrong"))
+    refused = run_cli(
+        job,
+        "--base-url",
+        sim.base_url,
+        "--isolated-key",
+        "--budget",
+        "1",
+        "-o",
+        tmp_path / "c.jsonl",
+        env=child_env(OPENROUTER_MANAGEMENT_KEY="wrong"),
+    )
     assert refused.returncode == ExitCode.USAGE
     assert refused.stderr == "batchrun: could not create the per-run key: A management key is required for /keys\n"
-    no_api = run_cli(job, "--simulate", "--sim", "account_api=false", "--isolated-key", "--budget", "1",
-                     "-o", tmp_path / "d.jsonl")
+    no_api = run_cli(
+        job, "--simulate", "--sim", "account_api=false", "--isolated-key", "--budget", "1", "-o", tmp_path / "d.jsonl"
+    )
     assert no_api.returncode == ExitCode.USAGE and "has no /keys management API" in no_api.stderr
     assert sim.stats.chat_requests == 0
 
 
 def test_a_management_key_cannot_chat(sim: Simulator) -> None:
-    response = httpx.post(f"{sim.base_url}/chat/completions", headers={"Authorization": f"Bearer {MANAGEMENT}"},
-                          json={"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    response = httpx.post(
+        f"{sim.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {MANAGEMENT}"},
+        json={"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert response.status_code == 401

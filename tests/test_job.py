@@ -37,7 +37,7 @@ def test_ids_are_stable_and_fingerprints_follow_the_prompt_text(tmp_path: Path) 
     edited = write_job(tmp_path, SMALL_JOB.replace("Capital of {{country}}?", "What is the capital of {{country}}?"))
     changed = [(r.id, r.fingerprint) for r in plan_requests(load_job(edited))]
     assert [i for i, _ in changed] == [i for i, _ in first]
-    assert sum(a[1] != b[1] for a, b in zip(first, changed)) == 12  # the 12 capital rows
+    assert sum(a[1] != b[1] for a, b in zip(first, changed, strict=True)) == 12  # the 12 capital rows
 
 
 def test_shards_cover_the_matrix_once(small_job: Path) -> None:
@@ -50,13 +50,21 @@ def test_shards_cover_the_matrix_once(small_job: Path) -> None:
 
 def test_dataset_rows_and_csv(tmp_path: Path) -> None:
     (tmp_path / "rows.csv").write_text("country,expect\nFrance,Paris\nJapan,Tokyo\n")
-    job = load_job(write_job(tmp_path, """
+    job = load_job(
+        write_job(
+            tmp_path,
+            """
         name: csvjob
         models: [openai/gpt-4o-mini]
         prompts: [{id: q, text: "Capital of {{country}}?"}]
         dataset: rows.csv
-    """))
-    assert [r.body["messages"][-1]["content"] for r in plan_requests(job)] == ["Capital of France?", "Capital of Japan?"]
+    """,
+        )
+    )
+    assert [r.body["messages"][-1]["content"] for r in plan_requests(job)] == [
+        "Capital of France?",
+        "Capital of Japan?",
+    ]
 
 
 BAD_JOBS = {
@@ -65,27 +73,54 @@ BAD_JOBS = {
     "empty_file": ("", "empty"),
     "missing_models": ("name: x\nprompts: [{id: p, text: hi}]\n", "'models' is a required property"),
     "unknown_top_key": ("name: x\nmodel: [a/b]\nmodels: [a/b]\nprompts: [{id: p, text: hi}]\n", "unknown key 'model'"),
-    "unknown_param": ("name: x\nmodels: [a/b]\ndefaults: {params: {temprature: 1}}\nprompts: [{id: p, text: hi}]\n",
-                      "unknown key 'temprature'"),
-    "bad_temperature": ("name: x\nmodels: [a/b]\ndefaults: {params: {temperature: 5}}\nprompts: [{id: p, text: hi}]\n",
-                        "greater than the maximum"),
+    "unknown_param": (
+        "name: x\nmodels: [a/b]\ndefaults: {params: {temprature: 1}}\nprompts: [{id: p, text: hi}]\n",
+        "unknown key 'temprature'",
+    ),
+    "bad_temperature": (
+        "name: x\nmodels: [a/b]\ndefaults: {params: {temperature: 5}}\nprompts: [{id: p, text: hi}]\n",
+        "greater than the maximum",
+    ),
     "prompt_without_text": ("name: x\nmodels: [a/b]\nprompts: [{id: p}]\n", "prompts[0]"),
-    "text_and_messages": ("name: x\nmodels: [a/b]\nprompts: [{id: p, text: hi, messages: [{role: user, content: hi}]}]\n",
-                          "prompts[0]"),
-    "duplicate_prompt": ("name: x\nmodels: [a/b]\nprompts: [{id: p, text: hi}, {id: p, text: ho}]\n", "duplicate prompt id"),
+    "text_and_messages": (
+        "name: x\nmodels: [a/b]\nprompts: [{id: p, text: hi, messages: [{role: user, content: hi}]}]\n",
+        "prompts[0]",
+    ),
+    "duplicate_prompt": (
+        "name: x\nmodels: [a/b]\nprompts: [{id: p, text: hi}, {id: p, text: ho}]\n",
+        "duplicate prompt id",
+    ),
     "duplicate_key": ("name: x\nname: y\nmodels: [a/b]\nprompts: [{id: p, text: hi}]\n", "duplicate key 'name'"),
-    "missing_var": ("name: x\nmodels: [a/b]\nprompts: [{id: p, text: 'hi {{who}}', vars: [{whom: a}]}]\n", "lacks variable(s) who"),
+    "missing_var": (
+        "name: x\nmodels: [a/b]\nprompts: [{id: p, text: 'hi {{who}}', vars: [{whom: a}]}]\n",
+        "lacks variable(s) who",
+    ),
     "var_without_rows": ("name: x\nmodels: [a/b]\nprompts: [{id: p, text: 'hi {{who}}'}]\n", "has no vars"),
     "empty_vars": ("name: x\nmodels: [a/b]\nprompts: [{id: p, text: hi, vars: []}]\n", "matrix is empty"),
-    "missing_dataset": ("name: x\nmodels: [a/b]\nprompts: [{id: p, text: 'hi {{who}}'}]\ndataset: nope.jsonl\n",
-                        "does not exist"),
-    "key_in_file": ("name: x\nendpoint: {app_title: 'sk-or-v1-abcdef1234567890'}\nmodels: [a/b]\nprompts: [{id: p, text: hi}]\n",
-                    "keys belong in the environment"),
-    "bad_regex": ("name: x\nmodels: [a/b]\nprompts: [{id: p, text: hi, checks: [{regex: '(unclosed'}]}]\n", "invalid regex"),
-    "unknown_check": ("name: x\nmodels: [a/b]\nprompts: [{id: p, text: hi, checks: [{smells_like: roses}]}]\n", "checks[0]"),
-    "bad_json_schema": ("name: x\nmodels: [a/b]\nprompts: [{id: p, text: hi, checks: [{json_schema: {type: 12}}]}]\n",
-                        "not a valid JSON Schema"),
-    "zero_concurrency": ("name: x\nmodels: [a/b]\nprompts: [{id: p, text: hi}]\nrun: {concurrency: 0}\n", "less than the minimum"),
+    "missing_dataset": (
+        "name: x\nmodels: [a/b]\nprompts: [{id: p, text: 'hi {{who}}'}]\ndataset: nope.jsonl\n",
+        "does not exist",
+    ),
+    "key_in_file": (
+        "name: x\nendpoint: {app_title: 'sk-or-v1-abcdef1234567890'}\nmodels: [a/b]\nprompts: [{id: p, text: hi}]\n",
+        "keys belong in the environment",
+    ),
+    "bad_regex": (
+        "name: x\nmodels: [a/b]\nprompts: [{id: p, text: hi, checks: [{regex: '(unclosed'}]}]\n",
+        "invalid regex",
+    ),
+    "unknown_check": (
+        "name: x\nmodels: [a/b]\nprompts: [{id: p, text: hi, checks: [{smells_like: roses}]}]\n",
+        "checks[0]",
+    ),
+    "bad_json_schema": (
+        "name: x\nmodels: [a/b]\nprompts: [{id: p, text: hi, checks: [{json_schema: {type: 12}}]}]\n",
+        "not a valid JSON Schema",
+    ),
+    "zero_concurrency": (
+        "name: x\nmodels: [a/b]\nprompts: [{id: p, text: hi}]\nrun: {concurrency: 0}\n",
+        "less than the minimum",
+    ),
     "bad_name": ("name: 'has space'\nmodels: [a/b]\nprompts: [{id: p, text: hi}]\n", "does not match"),
     "duplicate_model": ("name: x\nmodels: [a/b, a/b]\nprompts: [{id: p, text: hi}]\n", "duplicate model id"),
 }
@@ -108,25 +143,31 @@ def test_bad_job_exits_2_naming_file_and_line(tmp_path: Path, case: str) -> None
 
 def test_bad_data_row_is_named_by_its_own_line(tmp_path: Path) -> None:
     (tmp_path / "rows.jsonl").write_text('{"who": "a"}\n{"who": \n')
-    path = write_job(tmp_path, """
+    path = write_job(
+        tmp_path,
+        """
         name: x
         models: [a/b]
         prompts: [{id: p, text: "hi {{who}}"}]
         dataset: rows.jsonl
-    """)
+    """,
+    )
     code, _, err = call_cli("validate", path)
     assert code == 2 and f"{tmp_path / 'rows.jsonl'}:2" in err and "not valid JSON" in err
 
 
 def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
-    path = write_job(tmp_path, """
+    path = write_job(
+        tmp_path,
+        """
         name: x
         models: [a/b]
         colour: blue
         prompts:
           - {id: p, text: hi}
         repeat: 0
-    """)
+    """,
+    )
     code, _, err = call_cli("validate", path)
     assert code == 2
     assert f"{path}:3:1: at $.colour unknown key 'colour'" in err
@@ -143,8 +184,11 @@ def test_cli_subprocess_gives_one_line_per_problem_and_no_traceback(tmp_path: Pa
 
 _keys = st.sampled_from(["name", "models", "prompts", "defaults", "run", "repeat", "dataset", "endpoint", "id", "text"])
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=8))
-_values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                         st.dictionaries(_keys, inner, max_size=4)), max_leaves=12)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_keys, inner, max_size=4)),
+    max_leaves=12,
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

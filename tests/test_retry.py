@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -15,7 +16,7 @@ from batchrun._retry import AttemptLog, RetryPolicy, call_with_retries
 from .conftest import FakeClock
 
 
-def failing(*failures: Exception) -> tuple[list[int], object]:
+def failing(*failures: Exception) -> tuple[list[int], Callable[[], Awaitable[str]]]:
     calls = [0]
 
     async def attempt() -> str:
@@ -28,21 +29,25 @@ def failing(*failures: Exception) -> tuple[list[int], object]:
 
 
 async def test_server_wait_goes_to_the_injected_sleep(clock: FakeClock) -> None:
-    calls, attempt = failing(RateLimited("rate_limited", "slow down", 429, retry_after=7.0),
-                             RateLimited("rate_limited", "slow down", 429, retry_after=0.25))
+    calls, attempt = failing(
+        RateLimited("rate_limited", "slow down", 429, retry_after=7.0),
+        RateLimited("rate_limited", "slow down", 429, retry_after=0.25),
+    )
     log = AttemptLog()
-    assert await call_with_retries(attempt, RetryPolicy(), clock.sleep, log) == "answer"  # type: ignore[arg-type]
+    assert await call_with_retries(attempt, RetryPolicy(), clock.sleep, log) == "answer"
     assert clock.sleeps == [7.0, 0.25]
     assert log.attempts == 3
-    assert log.failures == [{"kind": "rate_limited", "http_status": 429, "wait_s": 7.0},
-                            {"kind": "rate_limited", "http_status": 429, "wait_s": 0.25}]
+    assert log.failures == [
+        {"kind": "rate_limited", "http_status": 429, "wait_s": 7.0},
+        {"kind": "rate_limited", "http_status": 429, "wait_s": 0.25},
+    ]
 
 
 async def test_backoff_without_a_hint_is_jittered_and_capped(clock: FakeClock) -> None:
     random.seed(3)
     calls, attempt = failing(*[Transient("server_error", "boom", 500)] * 5)
     policy = RetryPolicy(max_attempts=6, max_wait_s=2.0, backoff_base_s=0.5, backoff_max_s=60)
-    await call_with_retries(attempt, policy, clock.sleep, AttemptLog())  # type: ignore[arg-type]
+    await call_with_retries(attempt, policy, clock.sleep, AttemptLog())
     assert len(clock.sleeps) == 5
     assert all(0 <= s <= 2.0 for s in clock.sleeps)
 
@@ -51,7 +56,7 @@ async def test_a_wait_above_the_cap_ends_the_retrying_instead_of_retrying_early(
     calls, attempt = failing(RateLimited("rate_limited", "later", 429, retry_after=3600.0))
     log = AttemptLog()
     with pytest.raises(RateLimited):
-        await call_with_retries(attempt, RetryPolicy(max_wait_s=60), clock.sleep, log)  # type: ignore[arg-type]
+        await call_with_retries(attempt, RetryPolicy(max_wait_s=60), clock.sleep, log)
     assert calls[0] == 1 and clock.sleeps == []
     assert log.failures[-1]["kind"] == "rate_limited"
 
@@ -59,12 +64,16 @@ async def test_a_wait_above_the_cap_ends_the_retrying_instead_of_retrying_early(
 async def test_max_attempts_and_max_elapsed(clock: FakeClock) -> None:
     calls, attempt = failing(*[Transient("network", "reset")] * 10)
     with pytest.raises(Transient):
-        await call_with_retries(attempt, RetryPolicy(max_attempts=3), clock.sleep, AttemptLog())  # type: ignore[arg-type]
+        await call_with_retries(attempt, RetryPolicy(max_attempts=3), clock.sleep, AttemptLog())
     assert calls[0] == 3
     calls, attempt = failing(*[RateLimited("rate_limited", "x", 429, retry_after=4.0)] * 10)
     with pytest.raises(RateLimited):
-        await call_with_retries(attempt, RetryPolicy(max_attempts=50, max_elapsed_s=10), clock.sleep,  # type: ignore[arg-type]
-                                AttemptLog())
+        await call_with_retries(
+            attempt,
+            RetryPolicy(max_attempts=50, max_elapsed_s=10),
+            clock.sleep,
+            AttemptLog(),
+        )
     assert clock.sleeps[-2:] == [4.0, 4.0] and sum(clock.sleeps[-2:]) <= 10 and calls[0] == 3
 
 
@@ -72,8 +81,12 @@ async def test_final_failures_are_not_retried(clock: FakeClock) -> None:
     calls, attempt = failing(Rejected("bad_request", "no", 400))
     log = AttemptLog()
     with pytest.raises(Rejected):
-        await call_with_retries(attempt, RetryPolicy(), clock.sleep, log)  # type: ignore[arg-type]
-    assert calls[0] == 1 and clock.sleeps == [] and log.failures == [{"kind": "bad_request", "http_status": 400, "wait_s": None}]
+        await call_with_retries(attempt, RetryPolicy(), clock.sleep, log)
+    assert (
+        calls[0] == 1
+        and clock.sleeps == []
+        and log.failures == [{"kind": "bad_request", "http_status": 400, "wait_s": None}]
+    )
 
 
 async def test_throttle_cooldown_is_shared_and_honours_the_longest_wait(clock: FakeClock) -> None:
@@ -106,8 +119,9 @@ async def test_throttle_paces_after_a_rate_limit(clock: FakeClock) -> None:
     for _ in range(5):
         starts.append(await throttle.acquire("m"))
         await throttle.release("m")
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
-    assert all(g == pytest.approx(1 / throttle.rate, rel=0.2) for g in gaps)
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    rate = throttle.rate
+    assert rate is not None and all(g == pytest.approx(1 / rate, rel=0.2) for g in gaps)
 
 
 async def test_per_model_cap_holds(clock: FakeClock) -> None:

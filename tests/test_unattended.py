@@ -19,12 +19,19 @@ from batchrun.simulator import Simulator
 from .conftest import SMALL_JOB, call_cli, child_env, read_rows, run_cli, write_job
 
 BIG_JOB = SMALL_JOB.replace("repeat: 2", "repeat: 20").replace(
-    "run: {concurrency: 4, timeout_s: 5, max_attempts: 8, max_wait_s: 5}", "run: {concurrency: 8, grace_s: 0.2}")
+    "run: {concurrency: 4, timeout_s: 5, max_attempts: 8, max_wait_s: 5}", "run: {concurrency: 8, grace_s: 0.2}"
+)
 
 
 def start(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "batchrun", *map(str, args)], env=env or child_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "batchrun", *map(str, args)],
+        env=env or child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def wait_for_lines(path: Path, count: int, process: subprocess.Popen[str], limit_s: float = 30) -> None:
@@ -45,14 +52,18 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, sim: Simulator) -> 
     env = child_env(OPENROUTER_API_KEY="test-key")
     rng = random.Random(5)
     for round_number in range(3):
-        process = start(job, "--base-url", sim.base_url, "-o", out, "-q", *(["--resume"] if round_number else []), env=env)
+        process = start(
+            job, "--base-url", sim.base_url, "-o", out, "-q", *(["--resume"] if round_number else []), env=env
+        )
         written_before = out.read_bytes().count(b"\n") if out.exists() else 0
         wait_for_lines(out, written_before + rng.randint(5, 60), process)
         process.kill()
         process.wait()
         ok_before = scan_states(out).ids("ok")
         sent_before = dict(sim.stats.by_row)
-        kept = {json.loads(line)["id"]: line for line in out.read_bytes().splitlines(keepends=True) if line.endswith(b"\n")}
+        kept = {
+            json.loads(line)["id"]: line for line in out.read_bytes().splitlines(keepends=True) if line.endswith(b"\n")
+        }
         final = start(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", env=env)
         final.wait(60)
         assert final.returncode == 0, final.stderr.read() if final.stderr else ""
@@ -72,7 +83,9 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, sim: Simulator) -> 
 
 def test_a_torn_last_line_is_repaired_not_read(tmp_path: Path) -> None:
     out = tmp_path / "t.jsonl"
-    out.write_bytes(b'{"id":"aa","fingerprint":"f","status":"ok","reason":null,"retryable":false,"cost":0.1,"x":1}\n{"id":"bb","fingerp')
+    out.write_bytes(
+        b'{"id":"aa","fingerprint":"f","status":"ok","reason":null,"retryable":false,"cost":0.1,"x":1}\n{"id":"bb","fingerp'
+    )
     assert [r["id"] for r in final_records(out)] == ["aa"]
     assert scan_states(out).ids() == {"aa"}
     writer = ResultsWriter(out)
@@ -166,20 +179,27 @@ def test_a_second_signal_exits_at_once_leaving_a_valid_file(tmp_path: Path) -> N
         assert line.endswith(b"\n") and json.loads(line)
 
 
-@pytest.mark.parametrize(("extra", "code"), [
-    ([], ExitCode.OK),
-    (["--sim", "fault.400=0.5"], ExitCode.ERRORS),
-    (["--pass-threshold", "1"], ExitCode.QUALITY),
-    (["--budget", "0.00001"], ExitCode.BUDGET),
-    (["--sim", "latency_ms=200", "--deadline", "0.3"], ExitCode.DEADLINE),
-    (["--sim", "fault.401=1"], ExitCode.AUTH),
-    (["--sim", "require_key=other"], ExitCode.AUTH),
-    (["--shard", "3/2"], ExitCode.USAGE),
-    (["--sim", "nonsense=1"], ExitCode.USAGE),
-])
+@pytest.mark.parametrize(
+    ("extra", "code"),
+    [
+        ([], ExitCode.OK),
+        (["--sim", "fault.400=0.5"], ExitCode.ERRORS),
+        (["--pass-threshold", "1"], ExitCode.QUALITY),
+        (["--budget", "0.00001"], ExitCode.BUDGET),
+        (["--sim", "latency_ms=200", "--deadline", "0.3"], ExitCode.DEADLINE),
+        (["--sim", "fault.401=1"], ExitCode.AUTH),
+        (["--sim", "require_key=other"], ExitCode.AUTH),
+        (["--shard", "3/2"], ExitCode.USAGE),
+        (["--sim", "nonsense=1"], ExitCode.USAGE),
+    ],
+)
 def test_exit_code_of_each_outcome(tmp_path: Path, extra: list[str], code: ExitCode) -> None:
-    job = write_job(tmp_path, SMALL_JOB.replace('checks: [{contains: "{{expect}}"}]', 'checks: [{contains: "{{expect}}"}, {contains: "zzz"}]')
-                    if "--pass-threshold" in extra else SMALL_JOB)
+    job = write_job(
+        tmp_path,
+        SMALL_JOB.replace('checks: [{contains: "{{expect}}"}]', 'checks: [{contains: "{{expect}}"}, {contains: "zzz"}]')
+        if "--pass-threshold" in extra
+        else SMALL_JOB,
+    )
     result = run_cli(job, "--simulate", "-o", tmp_path / "e.jsonl", "-q", *extra)
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
@@ -209,16 +229,18 @@ def test_merge_refuses_files_of_different_jobs(tmp_path: Path) -> None:
     assert code == ExitCode.USAGE and "different jobs" in err and not (tmp_path / "m.jsonl").exists()
 
 
-def test_resume_scan_across_windows_with_foreign_lines_and_a_torn_tail(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_scan_across_windows_with_foreign_lines_and_a_torn_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import batchrun._results as results
 
     monkeypatch.setattr(results, "_WINDOW", 256)  # many windows, and lines longer than one
     out = tmp_path / "w.jsonl"
     writer = ResultsWriter(out)
     for index in range(40):
-        record = results.record_head(f"{index:04x}", "ab", "ok" if index % 3 else "error",
-                                     None if index % 3 else "timeout", index % 3 == 0, 0.5)
+        record = results.record_head(
+            f"{index:04x}", "ab", "ok" if index % 3 else "error", None if index % 3 else "timeout", index % 3 == 0, 0.5
+        )
         record["content"] = "x" * (index * 20)
         writer.write(record, b'{"model":"m"}')
     writer.close()
