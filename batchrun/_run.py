@@ -194,6 +194,10 @@ async def _locked_run(
     on_record: Callable[[dict[str, Any]], None] | None,
     output: Path,
 ) -> RunReport:
+    if not options.resume and output.exists() and output.stat().st_size > 0:
+        # Appending a second run would mix two runs in one file; continuing is explicit.
+        raise ConfigError(f"{output} already holds results: add --resume to continue that run, "
+                          "or give another --output")
     states = scan_states(output) if options.resume and output.exists() else None
     prior_spend = states.spent_usd if states is not None else 0.0
     client = make_client(job, options, settings)

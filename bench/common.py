@@ -64,7 +64,11 @@ def simulator(*options: str) -> Iterator[str]:
                 urllib.request.urlopen(f"{base}/__sim/stats", timeout=1)
                 break
             except OSError:
+                if process.poll() is not None:
+                    raise SystemExit(f"the simulator did not start (is batchrun installed for {sys.executable}?)")
                 time.sleep(0.05)
+        else:
+            raise SystemExit("the simulator did not answer within 10 s")
         yield base
     finally:
         process.terminate()

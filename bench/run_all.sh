@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 for script in throughput.py latency.py rate_limit.py memory.py resume_scan.py startup.py; do
-  python "$script"
+  "${PYTHON:-python}" "$script"
   echo
 done

@@ -140,3 +140,13 @@ def test_help_lists_exit_codes_and_version() -> None:
 def test_bad_usage_exits_2(args: list[str]) -> None:
     result = run_cli(*args)
     assert result.returncode == ExitCode.USAGE and "Traceback" not in result.stderr
+
+
+def test_an_existing_results_file_is_not_appended_to_without_resume(tmp_path: Path, small_job: Path) -> None:
+    out = tmp_path / "once.jsonl"
+    assert run_cli(small_job, "--simulate", "-o", out, "-q").returncode == 0
+    before = out.read_bytes()
+    again = run_cli(small_job, "--simulate", "-o", out, "-q")
+    assert again.returncode == ExitCode.USAGE
+    assert again.stderr == f"batchrun: {out} already holds results: add --resume to continue that run, or give another --output\n"
+    assert out.read_bytes() == before
