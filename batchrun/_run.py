@@ -196,8 +196,9 @@ async def _locked_run(
 ) -> RunReport:
     if not options.resume and output.exists() and output.stat().st_size > 0:
         # Appending a second run would mix two runs in one file; continuing is explicit.
-        raise ConfigError(f"{output} already holds results: add --resume to continue that run, "
-                          "or give another --output")
+        raise ConfigError(
+            f"{output} already holds results: add --resume to continue that run, or give another --output"
+        )
     states = scan_states(output) if options.resume and output.exists() else None
     prior_spend = states.spent_usd if states is not None else 0.0
     client = make_client(job, options, settings)

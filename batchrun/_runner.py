@@ -240,59 +240,36 @@ class Runner:
         self._emit(request, record)
 
     def _failed(self, request: Request, failure: RequestFailed, log: AttemptLog, started: float) -> None:
+        """One record for a failed request; the failure's class decides what else stops."""
         message = failure.message[:500]
         wait, cap = failure.retry_after, self.config.policy.max_wait_s
         if failure.retryable and wait is not None and wait > cap:
             message += f" (server asked to wait {wait:.0f} s, over the {cap:g} s cap)"
         error = {"kind": failure.kind, "http_status": failure.http_status, "message": message}
+        # A refused key and an empty purse stop the run; a daily cap stops the model. The
+        # last two never got an answer, so their row is `skipped` (a resume runs it again).
+        status, reason = "error", failure.kind
         if isinstance(failure, AuthFailed):
             self.request_stop(STOP_AUTH, f"the API key was refused: {failure.message}")
         elif isinstance(failure, CreditExhausted):
             self.request_stop(STOP_CREDITS, failure.message)
-            self._emit(
-                request,
-                self._record(
-                    request,
-                    "skipped",
-                    STOP_CREDITS,
-                    True,
-                    started,
-                    error=error,
-                    attempts=log.attempts,
-                    attempt_errors=log.failures,
-                ),
-            )
-            return
+            status, reason = "skipped", STOP_CREDITS
         elif isinstance(failure, DailyCapReached):
             self.stopped_models.setdefault(request.model, "daily_cap")
-            self._emit(
-                request,
-                self._record(
-                    request,
-                    "skipped",
-                    "daily_cap",
-                    True,
-                    started,
-                    error=error,
-                    attempts=log.attempts,
-                    attempt_errors=log.failures,
-                ),
-            )
-            return
-        self._emit(
+            status, reason = "skipped", "daily_cap"
+        skipped = status == "skipped"
+        record = self._record(
             request,
-            self._record(
-                request,
-                "error",
-                failure.kind,
-                failure.retryable,
-                started,
-                error=error,
-                attempts=log.attempts,
-                attempt_errors=log.failures,
-                cost=0.0,
-            ),
+            status,
+            reason,
+            skipped or failure.retryable,
+            started,
+            error=error,
+            attempts=log.attempts,
+            attempt_errors=log.failures,
+            cost=None if skipped else 0.0,
         )
+        self._emit(request, record)
 
     # -- key refresh -------------------------------------------------------------------------
     async def _maybe_refresh_key(self) -> None:

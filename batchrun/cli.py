@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -358,18 +359,29 @@ def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
     return ExitCode.OK
 
 
+def _show(
+    console: Console,
+    args: argparse.Namespace,
+    data: dict[str, Any],
+    as_text: Callable[[dict[str, Any]], str],
+    as_markdown: Callable[[dict[str, Any]], str],
+) -> None:
+    """Print in the form asked (text, --json, --markdown); Markdown also to GITHUB_STEP_SUMMARY."""
+    if args.json:
+        console.out.write(json.dumps(data, indent=2) + "\n")
+    elif args.markdown:
+        console.out.write(as_markdown(data))
+    else:
+        console.out.write(as_text(data) + "\n")
+    _step_summary(as_markdown(data))
+
+
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from ._results import final_records
     from ._summary import SummaryBuilder, render_markdown, render_text
 
     summary = SummaryBuilder().add_all(final_records(args.results)).result(output=str(args.results))
-    if args.json:
-        console.out.write(json.dumps(summary, indent=2) + "\n")
-    elif args.markdown:
-        console.out.write(render_markdown(summary))
-    else:
-        console.out.write(render_text(summary) + "\n")
-    _step_summary(render_markdown(summary))
+    _show(console, args, summary, render_text, render_markdown)
     return ExitCode.OK
 
 
@@ -377,13 +389,7 @@ def cmd_diff(args: argparse.Namespace, console: Console) -> int:
     from ._compare import diff_runs, render_diff_markdown, render_diff_text
 
     diff = diff_runs(args.before, args.after)
-    if args.json:
-        console.out.write(json.dumps(diff, indent=2) + "\n")
-    elif args.markdown:
-        console.out.write(render_diff_markdown(diff))
-    else:
-        console.out.write(render_diff_text(diff) + "\n")
-    _step_summary(render_diff_markdown(diff))
+    _show(console, args, diff, render_diff_text, render_diff_markdown)
     if args.fail_on_regression and diff["regression"]:
         return ExitCode.REGRESSION
     return ExitCode.OK

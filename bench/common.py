@@ -65,7 +65,8 @@ def simulator(*options: str) -> Iterator[str]:
                 break
             except OSError:
                 if process.poll() is not None:
-                    raise SystemExit(f"the simulator did not start (is batchrun installed for {sys.executable}?)")
+                    message = f"the simulator did not start (is batchrun installed for {sys.executable}?)"
+                    raise SystemExit(message) from None
                 time.sleep(0.05)
         else:
             raise SystemExit("the simulator did not answer within 10 s")

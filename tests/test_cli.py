@@ -148,5 +148,7 @@ def test_an_existing_results_file_is_not_appended_to_without_resume(tmp_path: Pa
     before = out.read_bytes()
     again = run_cli(small_job, "--simulate", "-o", out, "-q")
     assert again.returncode == ExitCode.USAGE
-    assert again.stderr == f"batchrun: {out} already holds results: add --resume to continue that run, or give another --output\n"
+    assert again.stderr == (
+        f"batchrun: {out} already holds results: add --resume to continue that run, or give another --output\n"
+    )
     assert out.read_bytes() == before

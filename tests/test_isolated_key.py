@@ -68,15 +68,18 @@ def test_the_key_is_deleted_after_a_budget_stop(tmp_path: Path, sim: Simulator) 
     assert sim.stats.keys_created == sim.stats.keys_deleted == 1
 
 
-def test_the_key_is_deleted_after_sigterm(tmp_path: Path, sim: Simulator) -> None:
-    sim.config.latency_ms = 100
-    job = write_job(tmp_path, BIG_JOB)
-    out = tmp_path / "t.jsonl"
+def interrupted_run(sim: Simulator, job: Path, out: Path, lines: int) -> int:
+    """An isolated-key run stopped by SIGTERM once it has written `lines` rows; its exit code."""
     process = start(job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", out, "-q", env=env())
-    wait_for_lines(out, 5, process)
+    wait_for_lines(out, lines, process)
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=30)
-    assert process.returncode == ExitCode.INTERRUPTED
+    return process.returncode
+
+
+def test_the_key_is_deleted_after_sigterm(tmp_path: Path, sim: Simulator) -> None:
+    sim.config.latency_ms = 100
+    assert interrupted_run(sim, write_job(tmp_path, BIG_JOB), tmp_path / "t.jsonl", 5) == ExitCode.INTERRUPTED
     assert sim.stats.keys_created == sim.stats.keys_deleted == 1
 
 
@@ -152,10 +155,7 @@ def test_resume_creates_a_new_key_with_the_budget_left(tmp_path: Path, sim: Simu
     sim.config.latency_ms = 50
     job = write_job(tmp_path, BIG_JOB)
     out = tmp_path / "r.jsonl"
-    process = start(job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", out, "-q", env=env())
-    wait_for_lines(out, 20, process)
-    process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=30)
+    assert interrupted_run(sim, job, out, 20) == ExitCode.INTERRUPTED
     spent = sum(r["cost"] or 0 for r in read_rows(out))
     result = run_cli(
         job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", out, "--resume", "-q", env=env()
