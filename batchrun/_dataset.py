@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,32 +49,23 @@ class DatasetFile:
                     raise ValueError(f"{number}: a row must be a JSON object of variables")
                 yield number, row
 
-    def check(self, needed: set[str], job_file: str, json_path: str) -> list[Problem]:
-        """Read the whole file once: malformed rows, missing variables, emptiness."""
+    def check(self, check_row: Callable[[dict[str, Any]], str | None], job_file: str, json_path: str) -> list[Problem]:
+        """Read the whole file once: malformed rows, what `check_row` finds wrong in a row, emptiness."""
         if not self.path.is_file():
             return [Problem(job_file, None, None, json_path, f"dataset file {self.shown_as!r} does not exist")]
         count = 0
         try:
             for number, row in self.rows_with_lines():
                 count += 1
-                missing = needed - row.keys()
-                if missing:
-                    return [
-                        Problem(
-                            str(self.path),
-                            number,
-                            None,
-                            "",
-                            f"row lacks variable(s) {', '.join(sorted(missing))} used by the prompt",
-                        )
-                    ]
+                problem = check_row(row)
+                if problem:
+                    return [Problem(str(self.path), number, None, "", problem)]
         except ValueError as exc:
             line, _, message = str(exc).partition(": ")
             return [Problem(str(self.path), int(line), None, "", message)]
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             return [Problem(str(self.path), None, None, "", f"cannot read dataset: {exc}")]
         if count == 0:
-            return [
-                Problem(job_file, None, None, json_path, f"dataset {self.shown_as!r} has no rows: the matrix is empty")
-            ]
+            message = f"dataset {self.shown_as!r} has no rows: the matrix is empty"
+            return [Problem(job_file, None, None, json_path, message)]
         return []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from importlib import resources
@@ -238,6 +239,37 @@ def _prompt_messages(prompt: dict[str, Any], defaults: dict[str, Any]) -> tuple[
     return tuple(messages)
 
 
+def _row_checker(needed: set[str], base_dir: Path) -> Callable[[dict[str, Any]], str | None]:
+    """What is wrong with one row of variables: a variable the prompt needs, or its own checks."""
+    validator = None
+
+    def check_row(row: dict[str, Any]) -> str | None:
+        nonlocal validator
+        missing = needed - row.keys()
+        if missing:
+            return f"row lacks variable(s) {', '.join(sorted(missing))} used by the prompt"
+        if "checks" not in row:
+            return None
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import best_match
+
+        if validator is None:
+            validator = Draft202012Validator({"$ref": "#/$defs/checks", "$defs": job_schema()["$defs"]})
+        error = best_match(validator.iter_errors(row["checks"]))
+        if error is not None:
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+            return f"checks{where}: {error.message}"
+        for check in row["checks"]:
+            for message in check_problems(check, base_dir):
+                return f"checks: {message}"
+        unknown = names_in(row["checks"]) - row.keys()
+        if unknown:
+            return f"the row's checks use variable(s) {', '.join(sorted(unknown))} the row lacks"
+        return None
+
+    return check_row
+
+
 def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], list[PromptSpec]]:
     data = source.data
     problems = [
@@ -277,21 +309,17 @@ def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], 
             rows = prompt["vars"]
             if not rows:
                 problems.append(source.problem(where + ("vars",), "vars is empty: the matrix is empty"))
+            check_row = _row_checker(needed, base_dir)
             for k, row in enumerate(rows):
-                missing = needed - row.keys()
-                if missing:
-                    problems.append(
-                        source.problem(
-                            where + ("vars", k),
-                            f"row lacks variable(s) {', '.join(sorted(missing))} used by the prompt",
-                        )
-                    )
+                problem = check_row(row)
+                if problem:
+                    problems.append(source.problem(where + ("vars", k), problem))
                     break
         elif "dataset" in prompt or "dataset" in data:
             key_path: JsonPath = where + ("dataset",) if "dataset" in prompt else ("dataset",)
             shown = prompt.get("dataset", data.get("dataset"))
             rows = DatasetFile(base_dir / shown, shown)
-            problems += rows.check(needed, source.file, format_path(key_path))
+            problems += rows.check(_row_checker(needed, base_dir), source.file, format_path(key_path))
             if problems and problems[-1].line is None and problems[-1].file == source.file:
                 problems[-1] = source.problem(key_path, problems[-1].message)
         else:

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from ._checks import resolve_files
 from ._job import Job
 from ._template import Template, render_nested
 
@@ -84,8 +85,13 @@ def plan_requests(job: Job, shard: Shard | None = None) -> Iterator[Request]:
     for prompt, templates in compiled:
         templated_checks = any("{{" in json.dumps(c) for c in prompt.checks)
         for row in prompt.rows:
+            row_checks = row.get("checks")
+            if row_checks is not None:  # a row's own checks are not variables
+                row = {k: v for k, v in row.items() if k != "checks"}
             messages = [{"role": role, "content": t.render(row)} for role, t in templates]
             checks = [render_nested(c, row) for c in prompt.checks] if templated_checks else list(prompt.checks)
+            if row_checks:
+                checks += [render_nested(resolve_files(c, job.path.parent), row) for c in row_checks]
             for repeat in range(job.repeat):
                 for model in job.models:
                     request_id = stable_id(job.name, model.id, prompt.id, row, repeat)

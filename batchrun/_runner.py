@@ -237,6 +237,8 @@ class Runner:
             )
             record["checks"] = results
             record["passed"] = all(r["pass"] for r in results)
+            total = sum(r["weight"] for r in results)
+            record["score"] = round(sum(r["weight"] for r in results if r["pass"]) / total, 4)
         self._emit(request, record)
 
     def _failed(self, request: Request, failure: RequestFailed, log: AttemptLog, started: float) -> None:

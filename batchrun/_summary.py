@@ -35,6 +35,7 @@ class _Group:
     attempts: int = 0
     checked: int = 0
     passed: int = 0
+    score: float = 0.0  # sum of rows' weighted check scores
     latencies: array[float] = field(default_factory=lambda: array("d"))
     answered_by: Counter[str] = field(default_factory=Counter)
 
@@ -51,6 +52,7 @@ class _Group:
             if record.get("passed") is not None:
                 self.checked += 1
                 self.passed += bool(record["passed"])
+                self.score += float(record.get("score", record["passed"]))
         elif status == "error":
             self.error += 1
         else:
@@ -75,6 +77,7 @@ class _Group:
             "checked": self.checked,
             "passed": self.passed,
             "pass_rate": round(self.passed / self.checked, 4) if self.checked else None,
+            "mean_score": round(self.score / self.checked, 4) if self.checked else None,
             "answered_by": dict(self.answered_by),
         }
 
@@ -146,7 +149,7 @@ def _fmt_rate(value: float | None) -> str:
 
 
 def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["model", "ok", "error", "skipped", "tokens", "cost $", "p50 ms", "p95 ms", "tries/row", "pass"]
+    header = ["model", "ok", "error", "skipped", "tokens", "cost $", "p50 ms", "p95 ms", "tries/row", "pass", "score"]
     rows = []
     for name, g in [*summary["models"].items(), ("TOTAL", summary["total"])]:
         rows.append(
@@ -161,6 +164,7 @@ def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 _fmt_ms(g["latency_p95_ms"]),
                 "-" if g["attempts_per_row"] is None else f"{g['attempts_per_row']:.2f}",
                 _fmt_rate(g["pass_rate"]),
+                _fmt_rate(g["mean_score"]),
             ]
         )
     return header, rows

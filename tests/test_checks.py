@@ -245,3 +245,50 @@ def test_the_example_eval_finds_failures_on_the_simulator(tmp_path: Path) -> Non
         repo / "jobs" / "eval.yaml", "--simulate", "-o", tmp_path / "strict.jsonl", "--pass-threshold", "0.99", "-q"
     )
     assert strict.returncode == ExitCode.QUALITY and "below the threshold 99.0%" in strict.stderr
+
+
+def test_a_dataset_row_can_carry_its_own_checks(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text(
+        '{"q": "France", "checks": [{"equals": "Paris", "weight": 3}]}\n'
+        '{"q": "Japan"}\n'
+        '{"q": "Italy", "checks": [{"contains": "{{q}}", "not": true}]}\n'
+    )
+    job = load_job(
+        write_job(
+            tmp_path,
+            """
+        name: t
+        models: [a/b]
+        prompts: [{id: p, text: "Capital of {{q}}?", checks: [{max_tokens: 10}]}]
+        dataset: rows.jsonl
+    """,
+        )
+    )
+    requests = list(plan_requests(job))
+    assert [r.vars for r in requests] == [{"q": "France"}, {"q": "Japan"}, {"q": "Italy"}]
+    assert [r.checks for r in requests] == [
+        [{"max_tokens": 10}, {"equals": "Paris", "weight": 3}],
+        [{"max_tokens": 10}],
+        [{"max_tokens": 10}, {"contains": "Italy", "not": True}],
+    ]
+
+
+def test_a_bad_row_check_is_named_by_its_dataset_line(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text('{"q": "a"}\n{"q": "b", "checks": [{"regex": "(oops"}]}\n')
+    path = write_job(tmp_path, 'name: t\nmodels: [a/b]\nprompts: [{id: p, text: "{{q}}"}]\ndataset: rows.jsonl\n')
+    code, _, err = call_cli("validate", path)
+    assert code == ExitCode.USAGE and f"{tmp_path / 'rows.jsonl'}:2: checks: invalid regex" in err
+    inline = write_job(
+        tmp_path, 'name: t\nmodels: [a/b]\nprompts: [{id: p, text: "{{q}}", vars: [{q: x, checks: [{nope: 1}]}]}]\n', "i.yaml"
+    )
+    code, _, err = call_cli("validate", inline)
+    assert code == ExitCode.USAGE and f"{inline}:3:" in err
+
+
+def test_weights_give_a_row_score() -> None:
+    results = run_checks(
+        [{"contains": "Paris", "weight": 3}, {"contains": "France"}], Answer("Paris", None, None, None, None)
+    )
+    assert [r["pass"] for r in results] == [True, False]
+    summary = summary_of(record("1", "m", "p", passed=False, score=0.75), record("2", "m", "p", score=1.0))
+    assert summary["total"]["mean_score"] == 0.875 and summary["total"]["pass_rate"] == 0.5
