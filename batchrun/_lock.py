@@ -15,8 +15,11 @@ from ._exceptions import LockHeld
 
 
 class OutputLock:
-    def __init__(self, target: Path) -> None:
+    """An exclusive lock on `target` (held on `target.lock`); `what` names it in the message."""
+
+    def __init__(self, target: Path, what: str | None = None) -> None:
         self.path = target.with_name(target.name + ".lock")
+        self.what = what or f"{target.name} is being written"
         self._fd = -1
 
     def acquire(self) -> None:
@@ -27,7 +30,7 @@ class OutputLock:
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise LockHeld(f"{self.path.name[:-5]} is being written by another batchrun run (pid {holder})") from None
+            raise LockHeld(f"{self.what} by another batchrun run (pid {holder})") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd

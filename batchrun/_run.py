@@ -175,13 +175,21 @@ async def run_job(
     settings = job.run
     control = control or RunControl()
     clock = options.clock
+    locks = []
+    if options.output is None:
+        # Default outputs are new files each time, so the output lock alone would let two
+        # overlapping cron ticks of one job both run (and both spend): lock the job too.
+        folder = default_output(job.name, job.run.output, 0).parent
+        locks.append(OutputLock(folder / ".batchrun", f"job {job.name} is being run"))
     output = resolve_output(job, options, clock.time(), notice)
-    lock = OutputLock(output)
-    lock.acquire()
+    locks.append(OutputLock(output))
     try:
+        for lock in locks:
+            lock.acquire()
         return await _locked_run(job, options, settings, control, notice, on_start, on_record, output)
     finally:
-        lock.release()
+        for lock in locks:
+            lock.release()
 
 
 async def _locked_run(

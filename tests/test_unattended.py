@@ -23,9 +23,10 @@ BIG_JOB = SMALL_JOB.replace("repeat: 2", "repeat: 20").replace(
 )
 
 
-def start(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def start(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "batchrun", *map(str, args)],
+        cwd=cwd,
         env=env or child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -253,3 +254,17 @@ def test_resume_scan_across_windows_with_foreign_lines_and_a_torn_tail(
     assert scan.get("0003") == ("ab", "error", "timeout", True)
     assert scan.get("0004") == ("ab", "ok", None, False)
     assert scan.get("ffff") == ("cd", "ok", None, False) and scan.get("eeee") is None
+
+
+def test_overlapping_runs_of_one_job_with_default_outputs_are_refused(tmp_path: Path) -> None:
+    write_job(tmp_path, BIG_JOB)
+    first = start("job.yaml", "--simulate", "--sim", "latency_ms=50", "-q", cwd=tmp_path)
+    folder = tmp_path / "outputs" / "small"
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not list(folder.glob("*.jsonl")):
+        time.sleep(0.02)
+    second = run_cli("job.yaml", "--simulate", "-q", cwd=tmp_path)
+    assert second.returncode == ExitCode.LOCKED
+    assert second.stderr.startswith("batchrun: job small is being run by another batchrun run (pid ")
+    first.wait(60)
+    assert first.returncode == 0 and len(list(folder.glob("*.jsonl"))) == 1
