@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, TextIO
 
@@ -30,7 +31,20 @@ class Progress:
         if self.tty and not self.quiet:
             from tqdm import tqdm  # only on a terminal: keeps cron start-up lean
 
-            self._bar = tqdm(total=total, file=self.stream, unit="req", dynamic_ncols=True, smoothing=0.1)
+            try:
+                sized = os.get_terminal_size(self.stream.fileno()).columns > 0
+            except (OSError, ValueError):
+                sized = False
+            # A terminal that reports no size (some CI ptys) gets none from tqdm: give it one.
+            self._bar = tqdm(
+                total=total,
+                file=self.stream,
+                unit="req",
+                smoothing=0.1,
+                dynamic_ncols=sized,
+                ncols=None if sized else 100,
+                nrows=None if sized else 20,
+            )
 
     def record(self, record: dict[str, Any]) -> None:
         self.done += 1

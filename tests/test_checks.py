@@ -279,7 +279,9 @@ def test_a_bad_row_check_is_named_by_its_dataset_line(tmp_path: Path) -> None:
     code, _, err = call_cli("validate", path)
     assert code == ExitCode.USAGE and f"{tmp_path / 'rows.jsonl'}:2: checks: invalid regex" in err
     inline = write_job(
-        tmp_path, 'name: t\nmodels: [a/b]\nprompts: [{id: p, text: "{{q}}", vars: [{q: x, checks: [{nope: 1}]}]}]\n', "i.yaml"
+        tmp_path,
+        'name: t\nmodels: [a/b]\nprompts: [{id: p, text: "{{q}}", vars: [{q: x, checks: [{nope: 1}]}]}]\n',
+        "i.yaml",
     )
     code, _, err = call_cli("validate", inline)
     assert code == ExitCode.USAGE and f"{inline}:3:" in err

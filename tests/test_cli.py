@@ -152,3 +152,37 @@ def test_an_existing_results_file_is_not_appended_to_without_resume(tmp_path: Pa
         f"batchrun: {out} already holds results: add --resume to continue that run, or give another --output\n"
     )
     assert out.read_bytes() == before
+
+
+def test_a_terminal_gets_a_live_progress_bar(tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    job = write_job(tmp_path, SMALL_JOB)
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchrun", str(job), "--simulate", "-o", str(tmp_path / "tty.jsonl")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+        env=child_env(),
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        seen += chunk
+    process.wait(60)
+    os.close(leader)
+    text = seen.decode(errors="replace")
+    assert process.returncode == 0
+    assert "20/20" in text and "100%" in text  # tqdm's counter
+    assert "\r" in text and "ok 20 err 0 skip 0" in text  # redrawn in place, with the counts and spend
+    assert "progress " not in text  # no cron-style lines on a terminal
