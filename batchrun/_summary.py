@@ -190,6 +190,12 @@ def render_text(summary: dict[str, Any]) -> str:
         lines.append("worst prompts: " + ", ".join(summary["worst_prompts"]))
     for example in summary["failing_examples"]:
         lines.append(f"  failed {example['model']} / {example['prompt_id']} [{example['id'][:8]}]: {example['why']}")
+    failing = summary["total"]["checked"] - summary["total"]["passed"]
+    if failing > len(summary["failing_examples"]):
+        lines.append(
+            f"  ... and {failing - len(summary['failing_examples'])} more failing row(s): "
+            "`batchrun report RESULTS --json`, or the rows' `checks`, say why"
+        )
     if summary["error_kinds"]:
         lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["error_kinds"].items())))
     if summary["skip_reasons"]:

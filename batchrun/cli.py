@@ -451,6 +451,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     except RequestFailed as exc:
         console.error(f"the endpoint failed before the run started: {exc.kind}: {exc.message}")
         return ExitCode.ERRORS
+    except OSError as exc:  # an output that cannot be written: a full disk, a read-only folder
+        console.error(f"{exc.filename or 'I/O'}: {exc.strerror or exc}")
+        return ExitCode.USAGE
     except BatchrunError as exc:
         console.error(str(exc))
         return ExitCode.USAGE

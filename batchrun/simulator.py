@@ -83,6 +83,7 @@ class SimConfig:
     prices: dict[str, tuple[float, float, float]] = field(default_factory=lambda: dict(DEFAULT_PRICES))
     accuracy: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ACCURACY))
     cost_noise: float = 0.0  # billed cost = list cost x (1 + U(-noise, +noise))
+    unreported_usd: float = 0.0  # charged to the key per answer but missing from usage.cost
     account_api: bool = True  # False: no /key, /models, /keys, like a local OpenAI-compatible server
 
     def set_option(self, text: str) -> None:
@@ -629,8 +630,8 @@ class Simulator:
             }
             if fault in ("reset", "cut", "truncate", "hang"):
                 return await self._hang_or_fault(request, fault, json.dumps(payload).encode())
-            key.usage += cost
-            self.stats.billed_usd += cost
+            key.usage += cost + config.unreported_usd
+            self.stats.billed_usd += cost + config.unreported_usd
             if row:
                 self.stats.ok_ids[row] += 1
             return _json(payload)

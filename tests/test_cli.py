@@ -186,3 +186,10 @@ def test_a_terminal_gets_a_live_progress_bar(tmp_path: Path) -> None:
     assert "20/20" in text and "100%" in text  # tqdm's counter
     assert "\r" in text and "ok 20 err 0 skip 0" in text  # redrawn in place, with the counts and spend
     assert "progress " not in text  # no cron-style lines on a terminal
+
+
+def test_an_output_that_cannot_be_written_is_one_line_exit_2(tmp_path: Path, small_job: Path) -> None:
+    (tmp_path / "plain-file").write_text("not a folder")
+    result = run_cli(small_job, "--simulate", "-o", tmp_path / "plain-file" / "out.jsonl")
+    assert result.returncode == ExitCode.USAGE and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "plain-file" in result.stderr

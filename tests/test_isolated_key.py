@@ -202,3 +202,25 @@ def test_a_management_key_cannot_chat(sim: Simulator) -> None:
         json={"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
     )
     assert response.status_code == 401
+
+
+def test_a_key_charged_more_than_the_ledger_counted_is_a_warning(tmp_path: Path, sim: Simulator) -> None:
+    sim.config.unreported_usd = 0.001  # 20 answers: 2 cents the responses never reported
+    job = write_job(tmp_path, SMALL_JOB)
+    result = run_cli(
+        job,
+        "--base-url",
+        sim.base_url,
+        "--isolated-key",
+        "--budget",
+        "0.5",
+        "-o",
+        tmp_path / "m.jsonl",
+        "-q",
+        env=env(),
+    )
+    assert result.returncode == 0
+    assert (
+        "warning: the per-run key was charged $0.02" in result.stderr
+        and "but the ledger counted $0.00" in result.stderr
+    )
