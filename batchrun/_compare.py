@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -157,20 +157,25 @@ def merge_shards(shards: list[Path], output: Path) -> dict[str, Any]:
     output.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=output.name, suffix=".tmp")
     os.close(handle)
+    # The supersede rule across files too: a row in two shards keeps its last record.
+    last: dict[str, int] = {}
+    occurrences = 0
+    for index, shard in enumerate(shards):
+        for record in final_records(shard):
+            last[record["id"]] = index
+            occurrences += 1
     writer = ResultsWriter(Path(temporary))
-    seen: dict[str, int] = defaultdict(int)
     builder = SummaryBuilder()
     try:
-        for shard in shards:
+        for index, shard in enumerate(shards):
             for record in final_records(shard):
-                seen[record["id"]] += 1
-                if seen[record["id"]] == 1:
+                if last[record["id"]] == index:
                     writer.write(record)
                     builder.add(record)
     finally:
         writer.close()
     os.replace(temporary, output)
-    duplicates = sum(n - 1 for n in seen.values())
+    duplicates = occurrences - len(last)
     return builder.result(
         output=str(output),
         merged_from=[str(s) for s in shards],
