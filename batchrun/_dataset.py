@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import Problem
+from ._exceptions import JobError, Problem
 
 
 class DatasetFile:
@@ -23,8 +23,15 @@ class DatasetFile:
         return self.path.suffix.lower() == ".csv"
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for _line, row in self.rows_with_lines():
-            yield row
+        """The rows, read as the run goes; a file broken since validation is a JobError."""
+        try:
+            for _line, row in self.rows_with_lines():
+                yield row
+        except ValueError as exc:
+            line, _, message = str(exc).partition(": ")
+            raise JobError([Problem(str(self.path), int(line), None, "", message)]) from None
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise JobError([Problem(str(self.path), None, None, "", f"cannot read dataset: {exc}")]) from None
 
     def rows_with_lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """(line number, row) pairs; raises ValueError with the line for a malformed row."""

@@ -347,8 +347,13 @@ class Runner:
         source = iter(requests)
         workers = [asyncio.ensure_future(self._worker(source)) for _ in range(self.config.concurrency)]
         watcher = asyncio.ensure_future(self._watch(workers))
-        await asyncio.gather(*workers, return_exceptions=True)
+        outcomes = await asyncio.gather(*workers, return_exceptions=True)
         watcher.cancel()
+        failures = [o for o in outcomes if isinstance(o, Exception)]
+        if failures:
+            # A worker died (a dataset unreadable mid-run, a disk full): rows written so far
+            # stay; the rest would be silently missing, so the run must not look complete.
+            raise failures[0]
         # Rows never dispatched, and any a cancelled worker held, end as skipped.
         for request in source:
             self.skip(request, self.stop_reason or STOP_INTERRUPTED)

@@ -200,3 +200,14 @@ def test_any_broken_job_gives_job_error_never_a_crash(tmp_path: Path, data: dict
         load_job(path)
     except JobError as exc:
         assert exc.problems and all(str(p).startswith(str(path)) for p in exc.problems)
+
+
+def test_a_dataset_broken_after_validation_is_a_job_error_naming_its_line(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text('{"who": "a"}\n{"who": "b"}\n')
+    job = load_job(
+        write_job(tmp_path, 'name: x\nmodels: [a/b]\nprompts: [{id: p, text: "hi {{who}}"}]\ndataset: rows.jsonl\n')
+    )
+    (tmp_path / "rows.jsonl").write_text('{"who": "a"}\n{"who": \n')
+    with pytest.raises(JobError) as caught:
+        list(plan_requests(job))
+    assert str(caught.value) == f"{tmp_path / 'rows.jsonl'}:2: not valid JSON (Expecting value)"
