@@ -268,3 +268,29 @@ def test_overlapping_runs_of_one_job_with_default_outputs_are_refused(tmp_path: 
     assert second.stderr.startswith("batchrun: job small is being run by another batchrun run (pid ")
     first.wait(60)
     assert first.returncode == 0 and len(list(folder.glob("*.jsonl"))) == 1
+
+
+def test_retry_errors_reruns_only_retryable_errors(tmp_path: Path, sim: Simulator) -> None:
+    job = write_job(tmp_path, SMALL_JOB)
+    out = tmp_path / "e.jsonl"
+    env = child_env(OPENROUTER_API_KEY="test-key")
+    sim.config.faults = {"500": 1.0}
+    first = run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--max-attempts", "1", env=env)
+    assert first.returncode == ExitCode.ERRORS and sim.stats.chat_requests == 20
+    sim.config.faults = {}
+    assert run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", env=env).returncode == ExitCode.ERRORS
+    assert sim.stats.chat_requests == 20  # error rows are kept by a plain resume
+    result = run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", "--retry-errors", env=env)
+    assert result.returncode == ExitCode.OK and sim.stats.chat_requests == 40
+    assert {r["status"] for r in final_records(out)} == {"ok"}
+
+
+def test_final_errors_are_not_retried_by_retry_errors(tmp_path: Path, sim: Simulator) -> None:
+    job = write_job(tmp_path, SMALL_JOB)
+    out = tmp_path / "f.jsonl"
+    env = child_env(OPENROUTER_API_KEY="test-key")
+    sim.config.faults = {"400": 1.0}
+    assert run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", env=env).returncode == ExitCode.ERRORS
+    sim.config.faults = {}
+    result = run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", "--retry-errors", env=env)
+    assert result.returncode == ExitCode.ERRORS and sim.stats.chat_requests == 20
