@@ -6,6 +6,7 @@ import calendar
 import hashlib
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -25,6 +26,24 @@ def env() -> dict[str, str]:
     return child_env(OPENROUTER_MANAGEMENT_KEY=MANAGEMENT)
 
 
+def isolated_run(
+    sim: Simulator, job: Path, out: Path, budget: str, *extra: str, environment: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`batchrun JOB --isolated-key --budget B -o OUT` against the simulator."""
+    return run_cli(
+        job,
+        "--base-url",
+        sim.base_url,
+        "--isolated-key",
+        "--budget",
+        budget,
+        "-o",
+        out,
+        *extra,
+        env=environment if environment is not None else env(),
+    )
+
+
 def created_keys(sim: Simulator) -> list[str]:
     return [label for label in sim.stats.by_key_label if label != sim.account_key.label]
 
@@ -33,9 +52,7 @@ def test_the_run_key_is_created_used_and_deleted(tmp_path: Path, sim: Simulator)
     job = write_job(tmp_path, SMALL_JOB)
     out = tmp_path / "i.jsonl"
     before = time.time()
-    result = run_cli(
-        job, "--base-url", sim.base_url, "--isolated-key", "--budget", "0.5", "--deadline", "120", "-o", out, env=env()
-    )
+    result = isolated_run(sim, job, out, "0.5", "--deadline", "120")
     assert result.returncode == 0, result.stderr
     assert sim.stats.keys_created == 1 and sim.stats.keys_deleted == 1
     [label] = created_keys(sim)
@@ -52,18 +69,7 @@ def test_the_run_key_is_created_used_and_deleted(tmp_path: Path, sim: Simulator)
 
 def test_the_key_is_deleted_after_a_budget_stop(tmp_path: Path, sim: Simulator) -> None:
     job = write_job(tmp_path, BUDGET_JOB)
-    result = run_cli(
-        job,
-        "--base-url",
-        sim.base_url,
-        "--isolated-key",
-        "--budget",
-        "0.003",
-        "-o",
-        tmp_path / "b.jsonl",
-        "-q",
-        env=env(),
-    )
+    result = isolated_run(sim, job, tmp_path / "b.jsonl", "0.003", "-q")
     assert result.returncode == ExitCode.BUDGET
     assert sim.stats.keys_created == sim.stats.keys_deleted == 1
 
@@ -130,17 +136,8 @@ def test_neither_key_appears_in_any_output(tmp_path: Path, sim: Simulator) -> No
     job = write_job(tmp_path, SMALL_JOB)
     out = tmp_path / "n.jsonl"
     step = tmp_path / "step.md"
-    result = run_cli(
-        job,
-        "--base-url",
-        sim.base_url,
-        "--isolated-key",
-        "--budget",
-        "0.5",
-        "-o",
-        out,
-        env=child_env(OPENROUTER_MANAGEMENT_KEY=MANAGEMENT, OPENROUTER_API_KEY=FAKE_KEY, GITHUB_STEP_SUMMARY=str(step)),
-    )
+    keys = child_env(OPENROUTER_MANAGEMENT_KEY=MANAGEMENT, OPENROUTER_API_KEY=FAKE_KEY, GITHUB_STEP_SUMMARY=str(step))
+    result = isolated_run(sim, job, out, "0.5", environment=keys)
     assert result.returncode == 0
     [token] = sim.issued
     assert not [k for k in sim._keys.values() if k.created]  # deleted at the end
@@ -157,9 +154,7 @@ def test_resume_creates_a_new_key_with_the_budget_left(tmp_path: Path, sim: Simu
     out = tmp_path / "r.jsonl"
     assert interrupted_run(sim, job, out, 20) == ExitCode.INTERRUPTED
     spent = sum(r["cost"] or 0 for r in read_rows(out))
-    result = run_cli(
-        job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", out, "--resume", "-q", env=env()
-    )
+    result = isolated_run(sim, job, out, "1", "--resume", "-q")
     assert result.returncode == 0, result.stderr
     assert sim.stats.keys_created == sim.stats.keys_deleted == 2
     limit = json.loads((tmp_path / "r.summary.json").read_text())["isolated_key"]["limit_usd"]
@@ -168,23 +163,13 @@ def test_resume_creates_a_new_key_with_the_budget_left(tmp_path: Path, sim: Simu
 
 def test_isolated_key_configuration_errors_exit_2_before_any_request(tmp_path: Path, sim: Simulator) -> None:
     job = write_job(tmp_path, SMALL_JOB)
-    no_management = run_cli(
-        job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", tmp_path / "a.jsonl"
-    )
+    no_management = isolated_run(sim, job, tmp_path / "a.jsonl", "1", environment=child_env())
     assert no_management.returncode == ExitCode.USAGE
     assert no_management.stderr == "batchrun: --isolated-key needs a management key in $OPENROUTER_MANAGEMENT_KEY\n"
     no_budget = run_cli(job, "--base-url", sim.base_url, "--isolated-key", "-o", tmp_path / "b.jsonl", env=env())
     assert no_budget.returncode == ExitCode.USAGE and "needs a budget" in no_budget.stderr
-    refused = run_cli(
-        job,
-        "--base-url",
-        sim.base_url,
-        "--isolated-key",
-        "--budget",
-        "1",
-        "-o",
-        tmp_path / "c.jsonl",
-        env=child_env(OPENROUTER_MANAGEMENT_KEY="wrong"),
+    refused = isolated_run(
+        sim, job, tmp_path / "c.jsonl", "1", environment=child_env(OPENROUTER_MANAGEMENT_KEY="wrong")
     )
     assert refused.returncode == ExitCode.USAGE
     assert refused.stderr == "batchrun: could not create the per-run key: A management key is required for /keys\n"
@@ -207,18 +192,7 @@ def test_a_management_key_cannot_chat(sim: Simulator) -> None:
 def test_a_key_charged_more_than_the_ledger_counted_is_a_warning(tmp_path: Path, sim: Simulator) -> None:
     sim.config.unreported_usd = 0.001  # 20 answers: 2 cents the responses never reported
     job = write_job(tmp_path, SMALL_JOB)
-    result = run_cli(
-        job,
-        "--base-url",
-        sim.base_url,
-        "--isolated-key",
-        "--budget",
-        "0.5",
-        "-o",
-        tmp_path / "m.jsonl",
-        "-q",
-        env=env(),
-    )
+    result = isolated_run(sim, job, tmp_path / "m.jsonl", "0.5", "-q")
     assert result.returncode == 0
     assert (
         "warning: the per-run key was charged $0.02" in result.stderr
