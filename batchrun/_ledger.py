@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 
+from ._exceptions import BatchrunError
 
-class BudgetExhausted(Exception):
-    """Internal signal to the runner: this reservation can never fit."""
+
+class BudgetExhausted(BatchrunError):
+    """Internal signal to the runner: this reservation can never fit (never leaves it)."""
 
 
 class CreditLedger:

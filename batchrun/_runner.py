@@ -18,7 +18,7 @@ from ._checks import Answer, run_checks
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._costs import CostModel
-from ._exceptions import AuthFailed, CreditExhausted, DailyCapReached, RateLimited, RequestFailed
+from ._exceptions import AuthFailed, BatchrunError, CreditExhausted, DailyCapReached, RateLimited, RequestFailed
 from ._ledger import BudgetExhausted, CreditLedger
 from ._limiter import Throttle
 from ._matrix import Request
@@ -35,8 +35,8 @@ STOP_AUTH, STOP_CREDITS, STOP_BUDGET, STOP_DEADLINE, STOP_INTERRUPTED = (
 )
 
 
-class _Recorded(Exception):
-    """A cancelled request whose row was already written."""
+class _Recorded(BatchrunError):
+    """Internal: a cancelled request whose row was already written (never leaves the runner)."""
 
 
 @functools.lru_cache(maxsize=4)

@@ -264,3 +264,35 @@ async def test_management_api_request_shapes() -> None:
     assert created["key"] == "sk-or-v1-new" and info == {"usage": 0.2}
     assert json.loads(patch.calls.last.request.content) == {"disabled": True}
     assert delete.called and get.calls.last.request.headers["Authorization"] == "Bearer mgmt-key"
+
+
+async def test_an_error_body_becomes_an_error_row(tmp_path: Any) -> None:
+    from batchrun import load_job, plan_requests
+    from batchrun._results import ResultsWriter, final_records
+    from batchrun._retry import RetryPolicy
+    from batchrun._runner import RunConfig, Runner
+
+    from .conftest import SMALL_JOB, write_job
+
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    out = tmp_path / "rows.jsonl"
+    with respx.mock(using="httpx") as mock:
+        mock.post(CHAT).mock(return_value=err(422, "max_tokens must be positive"))
+        async with client() as c:
+            runner = Runner(
+                c,
+                ResultsWriter(out),
+                RunConfig(2, RetryPolicy()),
+                FakeClock(),
+                job_name="small",
+                job_fingerprint=job.fingerprint,
+            )
+            outcome = await runner.run(plan_requests(job))
+            runner.writer.close()
+    rows = list(final_records(out))
+    assert outcome.stop is None and len(rows) == 20
+    assert {(r["status"], r["reason"], r["retryable"], r["attempts"]) for r in rows} == {
+        ("error", "unprocessable", False, 1)
+    }
+    assert rows[0]["error"] == {"kind": "unprocessable", "http_status": 422, "message": "max_tokens must be positive"}
+    assert rows[0]["request"]["model"] == rows[0]["model"]
