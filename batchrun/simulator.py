@@ -74,7 +74,9 @@ class SimConfig:
     seed: int = 0
     faults: dict[str, float] = field(default_factory=dict)  # "500": 0.1, "reset": 0.05, "hang": 0.01...
     hang_s: float = 3600.0
+    jitter: str = "uniform"  # or "exponential": a long tail of slow answers
     rate_limit_rps: float | None = None
+    rate_limit_rpm: float | None = None
     rate_limit_header: str = "reset"  # reset (X-RateLimit-Reset, epoch ms) | retry-after | retry-after-ms | none
     free_daily_cap: int | None = None  # requests per day for models ending in ":free"
     key_limit: float | None = None  # USD on the account key; None = no cap
@@ -111,7 +113,7 @@ class SimConfig:
         current = getattr(self, key)
         if isinstance(current, bool):
             setattr(self, key, value.lower() in ("1", "true", "yes", "on"))
-        elif key in ("rate_limit_header", "require_key", "management_key"):
+        elif key in ("rate_limit_header", "require_key", "management_key", "jitter"):
             setattr(self, key, value)
         elif key in ("seed", "free_daily_cap"):
             setattr(self, key, int(value))
@@ -418,33 +420,49 @@ class Simulator:
 
     # -- chat --------------------------------------------------------------------------------
     def _rate_limited(self) -> web.Response | None:
-        rps = self.config.rate_limit_rps
-        if rps is None:
+        """Fixed windows: `rate_limit_rps` per second, or `rate_limit_rpm` per minute."""
+        config = self.config
+        if config.rate_limit_rpm is not None:
+            limit, window, unit = config.rate_limit_rpm, 60.0, "minute"
+        elif config.rate_limit_rps is not None:
+            limit, window, unit = config.rate_limit_rps, 1.0, "second"
+        else:
             return None
         now = time.time()
         start, count = self._window
-        if now - start >= 1.0:
-            start, count = math.floor(now), 0
-        if count >= rps:
-            wait = start + 1.0 - now
-            header = self.config.rate_limit_header
-            headers = (
-                {
-                    "X-RateLimit-Reset": str(int((start + 1.0) * 1000)),
-                    "X-RateLimit-Limit": str(int(rps)),
-                    "X-RateLimit-Remaining": "0",
-                }
-                if header == "reset"
-                else {"Retry-After": str(max(1, math.ceil(wait)))}
-                if header == "retry-after"
-                else {"retry-after-ms": str(max(1, math.ceil(wait * 1000)))}
-                if header == "retry-after-ms"
-                else {}
-            )
-            self._window = (start, count)
-            return _error(429, "Rate limit exceeded: too many requests per second", headers=headers)
-        self._window = (start, count + 1)
-        return None
+        if now - start >= window:
+            start, count = math.floor(now / window) * window, 0
+        if count < limit:
+            self._window = (start, count + 1)
+            return None
+        self._window = (start, count)
+        reset = start + window
+        wait = reset - now
+        header = config.rate_limit_header
+        if header == "reset":
+            headers = {
+                "X-RateLimit-Reset": str(int(reset * 1000)),
+                "X-RateLimit-Limit": str(int(limit)),
+                "X-RateLimit-Remaining": "0",
+            }
+        elif header == "retry-after":
+            headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+        elif header == "retry-after-ms":
+            headers = {"retry-after-ms": str(max(1, math.ceil(wait * 1000)))}
+        else:
+            headers = {}
+        return _error(429, f"Rate limit exceeded: too many requests per {unit}", headers=headers)
+
+    def _latency_s(self) -> float:
+        """latency_ms plus jitter: uniform within +-jitter_ms, or exponential with that mean."""
+        config = self.config
+        delay = config.latency_ms
+        if config.jitter_ms:
+            if config.jitter == "exponential":
+                delay += self._rng.expovariate(1 / config.jitter_ms)
+            else:
+                delay += self._rng.uniform(-1, 1) * config.jitter_ms
+        return max(0.0, delay) / 1000
 
     def _answer(self, model: str, messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
         user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
@@ -570,9 +588,9 @@ class Simulator:
             return _error(402, message, {"limit_source": "openrouter_key_limit"})
         key.reserved += worst
         try:
-            delay = config.latency_ms + (self._rng.uniform(-1, 1) * config.jitter_ms if config.jitter_ms else 0.0)
+            delay = self._latency_s()
             if delay > 0:
-                await asyncio.sleep(delay / 1000)
+                await asyncio.sleep(delay)
             content = self._answer(model, messages, body)
             finish = "stop"
             completion_tokens = _tokens(content)

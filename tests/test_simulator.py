@@ -1,0 +1,98 @@
+"""The simulator's own behaviour, through its Python API and real HTTP on loopback."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from batchrun.simulator import SimConfig, Simulator
+
+BODY: dict[str, object] = {
+    "model": "openai/gpt-4o-mini",
+    "messages": [{"role": "user", "content": "What is the capital of Japan?"}],
+}
+AUTH = {"Authorization": "Bearer k"}
+
+
+def post(sim: Simulator, body: dict[str, object] = BODY) -> httpx.Response:
+    return httpx.post(f"{sim.base_url}/chat/completions", json=body, headers=AUTH, timeout=10)
+
+
+def test_answers_are_deterministic_and_shaped_like_openrouter(sim: Simulator) -> None:
+    sim.config.accuracy["openai/gpt-4o-mini"] = 1.0
+    first, second = post(sim).json(), post(sim).json()
+    assert first["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"] == "Tokyo"
+    assert first["id"].startswith("gen-") and first["id"] != second["id"]
+    usage = first["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] and usage["cost"] > 0
+    assert first["provider"] == "SimCloud" and first["choices"][0]["finish_reason"] == "stop"
+
+
+def test_a_per_minute_limit_answers_429_with_the_reset(sim: Simulator) -> None:
+    sim.config.rate_limit_rpm = 3
+    statuses = [post(sim).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+    limited = post(sim)
+    reset_s = int(limited.headers["X-RateLimit-Reset"]) / 1000
+    assert 0 < reset_s - time.time() <= 60 and limited.json()["error"]["code"] == 429
+
+
+@pytest.mark.parametrize("header", ["retry-after", "retry-after-ms"])
+def test_per_second_limit_header_forms(sim: Simulator, header: str) -> None:
+    sim.config.rate_limit_rps = 1
+    sim.config.rate_limit_header = header
+    responses = [post(sim) for _ in range(3)]
+    limited = [r for r in responses if r.status_code == 429]
+    assert limited and header in limited[0].headers
+
+
+def test_faults_replay_under_a_seed() -> None:
+    def statuses(seed: int) -> list[int]:
+        simulator = Simulator(SimConfig(seed=seed, faults={"500": 0.3, "503": 0.2}))
+        with simulator.serve_in_thread():
+            return [post(simulator).status_code for _ in range(30)]
+
+    assert statuses(3) == statuses(3)
+    assert statuses(3) != statuses(4)
+    assert {500, 503, 200} <= set(statuses(3))
+
+
+def test_latency_distributions_replay_under_a_seed() -> None:
+    def delays(jitter: str) -> list[float]:
+        simulator = Simulator(SimConfig(seed=9, latency_ms=10, jitter_ms=5, jitter=jitter))
+        return [simulator._latency_s() for _ in range(200)]
+
+    uniform, exponential = delays("uniform"), delays("exponential")
+    assert uniform == delays("uniform") and all(0.005 <= d <= 0.015 for d in uniform)
+    assert min(exponential) >= 0.010 and max(exponential) > 0.020  # a tail past the uniform's bound
+
+
+def test_key_usage_grows_with_what_was_billed(sim: Simulator) -> None:
+    sim.config.key_limit = 1.0
+    sim.account_key.limit = 1.0
+    spent = sum(post(sim).json()["usage"]["cost"] for _ in range(3))
+    key = httpx.get(f"{sim.base_url}/key", headers=AUTH).json()["data"]
+    assert key["usage"] == pytest.approx(spent) and key["limit_remaining"] == pytest.approx(1.0 - spent)
+
+
+def test_options_parse_and_refuse_unknown_names() -> None:
+    config = SimConfig()
+    for option in (
+        "latency_ms=50",
+        "fault.503=0.1",
+        "fault.reset=0.05",
+        "rate_limit_rpm=20",
+        "free_daily_cap=5",
+        "price.acme/x=1,2,0.001",
+        "accuracy.acme/x=0.5",
+        "account_api=false",
+        "jitter=exponential",
+    ):
+        config.set_option(option)
+    assert config.latency_ms == 50 and config.faults == {"503": 0.1, "reset": 0.05} and config.rate_limit_rpm == 20
+    assert config.prices["acme/x"] == pytest.approx((1e-6, 2e-6, 0.001)) and config.account_api is False
+    for bad in ("nonsense=1", "fault.teapot=0.1", "latency_ms"):
+        with pytest.raises(ValueError):
+            config.set_option(bad)
