@@ -30,7 +30,7 @@ from common import (
 )
 
 N = int(os.environ.get("BENCH_N", "5000"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 CLIENTS = ["batchrun", "httpx-aiohttp", "aiohttp", "httpx"]
 
 
