@@ -165,17 +165,20 @@ def test_sigterm_stops_cleanly_with_its_code(tmp_path: Path) -> None:
     assert "stopped: interrupted" in err
 
 
-def test_a_second_signal_exits_at_once_leaving_a_valid_file(tmp_path: Path) -> None:
-    job = write_job(tmp_path, BIG_JOB.replace("grace_s: 0.2", "grace_s: 30"))
+def test_a_second_signal_exits_at_once_leaving_a_valid_file(tmp_path: Path, sim: Simulator) -> None:
+    sim.config.latency_ms = 60_000  # in-flight requests outlast the test: only the second signal ends it
+    job = write_job(tmp_path, BIG_JOB.replace("grace_s: 0.2", "grace_s: 60"))
     out = tmp_path / "twice.jsonl"
-    process = start(job, "--simulate", "--sim", "latency_ms=2000", "-o", out, "-q")
-    wait_for_lines(out, 0, process)
-    time.sleep(0.5)  # let requests be in flight, so the grace would be long
+    process = start(job, "--base-url", sim.base_url, "-o", out, "-q", env=child_env(OPENROUTER_API_KEY="k"))
+    end = time.monotonic() + 30
+    while sim.stats.chat_requests < 8 and time.monotonic() < end:  # every worker has a request in flight
+        time.sleep(0.02)
     process.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
+    time.sleep(0.2)  # two deliveries, not one coalesced signal
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=10)
+    _, err = process.communicate(timeout=20)
     assert process.returncode == ExitCode.INTERRUPTED
+    assert "second signal: exiting now" in err
     for line in out.read_bytes().splitlines(keepends=True):
         assert line.endswith(b"\n") and json.loads(line)
 
