@@ -207,6 +207,7 @@ async def _locked_run(
         raise ConfigError(
             f"{output} already holds results: add --resume to continue that run, or give another --output"
         )
+    started = options.clock.monotonic()  # the deadline counts pre-flight and the resume scan too
     states = scan_states(output) if options.resume and output.exists() else None
     prior_spend = states.spent_usd if states is not None else 0.0
     client = make_client(job, options, settings)
@@ -252,7 +253,9 @@ async def _locked_run(
             RunConfig(
                 concurrency=settings.concurrency,
                 policy=RetryPolicy(settings.max_attempts, settings.max_elapsed_s, settings.max_wait_s),
-                deadline_s=settings.deadline_s,
+                deadline_s=None
+                if settings.deadline_s is None
+                else max(0.0, settings.deadline_s - (options.clock.monotonic() - started)),
                 grace_s=settings.grace_s,
                 key_refresh_requests=settings.key_refresh_requests,
                 key_refresh_s=settings.key_refresh_s,
