@@ -192,6 +192,62 @@ async def run_job(
             lock.release()
 
 
+@dataclass
+class _Preflight:
+    models: dict[str, ModelInfo] | None
+    costs: CostModel
+    plan: Estimate
+    budget: float | None  # what the ledger may spend: job budget, key credit, less the margin
+    limit_from_key: bool  # the key's credit, not the job's budget, is the binding limit
+
+
+async def _preflight(
+    client: OpenRouterClient,
+    job: Job,
+    options: RunOptions,
+    states: ScanResult | None,
+    job_budget: float | None,
+    notice: Notice,
+) -> _Preflight:
+    """Prices and credit before anything is spent; the effective budget; the plan's worst case."""
+    settings = job.run
+    models = await client.models()
+    key = await client.key_info()
+    if models is None or key is None:
+        notice(f"{client.base_url} has no /models or /key: credit-limit features are off for this run")
+    if models is not None:
+        check_models(job, models)
+    costs = CostModel(models, settings.cost_margin)
+    plan = estimate(job, costs, options.shard, states, options.retry_errors)
+    budget = job_budget
+    limit_from_key = False
+    remaining = key.get("limit_remaining") if key else None
+    if isinstance(remaining, (int, float)) and (budget is None or remaining < budget):
+        budget, limit_from_key = float(remaining), True
+    if budget is not None:
+        budget = max(0.0, budget - settings.budget_margin_usd)
+        if plan.unknown_price and not settings.allow_unknown_prices:
+            raise ConfigError(
+                f"no known price for {', '.join(sorted(plan.unknown_price))}: a budget cannot be "
+                "kept; set run.allow_unknown_prices to run them anyway (reserved at $0)"
+            )
+    return _Preflight(models, costs, plan, budget, limit_from_key)
+
+
+def _run_config(job: Job, settings: RunSettings, elapsed_s: float) -> RunConfig:
+    return RunConfig(
+        concurrency=settings.concurrency,
+        policy=RetryPolicy(settings.max_attempts, settings.max_elapsed_s, settings.max_wait_s),
+        # The deadline counts what pre-flight and the resume scan took already.
+        deadline_s=None if settings.deadline_s is None else max(0.0, settings.deadline_s - elapsed_s),
+        grace_s=settings.grace_s,
+        key_refresh_requests=settings.key_refresh_requests,
+        key_refresh_s=settings.key_refresh_s,
+        budget_margin_usd=settings.budget_margin_usd,
+        model_caps={m.id: m.concurrency for m in job.models if m.concurrency},
+    )
+
+
 async def _locked_run(
     job: Job,
     options: RunOptions,
@@ -219,27 +275,10 @@ async def _locked_run(
             job_budget = max(0.0, job_budget - prior_spend)
         if isolated is not None:
             await isolated.create(job_budget)
-        models = await client.models()
-        key = await client.key_info()
-        if models is None or key is None:
-            notice(f"{client.base_url} has no /models or /key: credit-limit features are off for this run")
-        if models is not None:
-            check_models(job, models)
-        costs = CostModel(models, settings.cost_margin)
-        plan = estimate(job, costs, options.shard, states, options.retry_errors)
-        budget = job_budget
-        limit_from_key = False
-        remaining = key.get("limit_remaining") if key else None
-        if isinstance(remaining, (int, float)) and (budget is None or remaining < budget):
-            budget, limit_from_key = float(remaining), True
-        if budget is not None:
-            budget = max(0.0, budget - settings.budget_margin_usd)
-            if plan.unknown_price and not settings.allow_unknown_prices:
-                raise ConfigError(
-                    f"no known price for {', '.join(sorted(plan.unknown_price))}: a budget cannot be "
-                    "kept; set run.allow_unknown_prices to run them anyway (reserved at $0)"
-                )
+        pre = await _preflight(client, job, options, states, job_budget, notice)
+        budget = pre.budget
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
+        plan, models = pre.plan, pre.models
         summary = SummaryBuilder()
 
         def record_done(record: dict[str, Any]) -> None:
@@ -250,24 +289,13 @@ async def _locked_run(
         runner = Runner(
             client,
             ResultsWriter(output),
-            RunConfig(
-                concurrency=settings.concurrency,
-                policy=RetryPolicy(settings.max_attempts, settings.max_elapsed_s, settings.max_wait_s),
-                deadline_s=None
-                if settings.deadline_s is None
-                else max(0.0, settings.deadline_s - (options.clock.monotonic() - started)),
-                grace_s=settings.grace_s,
-                key_refresh_requests=settings.key_refresh_requests,
-                key_refresh_s=settings.key_refresh_s,
-                budget_margin_usd=settings.budget_margin_usd,
-                model_caps={m.id: m.concurrency for m in job.models if m.concurrency},
-            ),
+            _run_config(job, settings, options.clock.monotonic() - started),
             options.clock,
             job_name=job.name,
             job_fingerprint=job.fingerprint,
-            costs=costs if models else None,
+            costs=pre.costs if models else None,
             ledger=ledger,
-            limit_from_key=limit_from_key,
+            limit_from_key=pre.limit_from_key,
             on_record=record_done,
         )
         if runner.writer.repaired_bytes:
