@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._checks import Answer, run_checks
+from ._checks import Answer, grade
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._costs import CostModel
@@ -231,14 +231,10 @@ class Runner:
             error=None,
         )
         if request.checks:
-            results = run_checks(
-                request.checks,
-                Answer(result.content, latency_ms, cost, result.usage.get("completion_tokens"), result.finish_reason),
+            answer = Answer(
+                result.content, latency_ms, cost, result.usage.get("completion_tokens"), result.finish_reason
             )
-            record["checks"] = results
-            record["passed"] = all(r["pass"] for r in results)
-            total = sum(r["weight"] for r in results)
-            record["score"] = round(sum(r["weight"] for r in results if r["pass"]) / total, 4)
+            record.update(grade(request.checks, answer))
         self._emit(request, record)
 
     def _failed(self, request: Request, failure: RequestFailed, log: AttemptLog, started: float) -> None:

@@ -146,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", type=Path)
     report.add_argument("--json", action="store_true", help="print the summary as JSON")
     report.add_argument("--markdown", action="store_true", help="print the summary as Markdown")
+    report.add_argument(
+        "--job",
+        type=Path,
+        metavar="JOB.yaml",
+        help="re-grade the stored answers with this job's current checks, and gate on its "
+        "thresholds (exit 1 or 3); no request is sent",
+    )
 
     diff = commands.add_parser("diff", help="what changed between two runs of a job")
     diff.add_argument("before", type=Path)
@@ -380,9 +387,22 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from ._results import final_records
     from ._summary import SummaryBuilder, render_markdown, render_text
 
-    summary = SummaryBuilder().add_all(final_records(args.results)).result(output=str(args.results))
+    records = final_records(args.results)
+    if args.job is None:
+        summary = SummaryBuilder().add_all(records).result(output=str(args.results))
+        _show(console, args, summary, render_text, render_markdown)
+        return ExitCode.OK
+    from ._checks import regrade
+    from ._job import load_job
+    from ._verdict import decide
+
+    job = load_job(args.job)
+    summary = SummaryBuilder().add_all(regrade(records, job)).result(output=str(args.results))
     _show(console, args, summary, render_text, render_markdown)
-    return ExitCode.OK
+    code, reasons = decide(summary, job.run)
+    for reason in reasons:
+        console.error(reason)
+    return int(code)
 
 
 def cmd_diff(args: argparse.Namespace, console: Console) -> int:

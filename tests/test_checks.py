@@ -14,7 +14,7 @@ from batchrun._job import RunSettings
 from batchrun._summary import SummaryBuilder
 from batchrun._verdict import decide
 
-from .conftest import call_cli, read_rows, run_cli, write_job
+from .conftest import SMALL_JOB, call_cli, read_rows, run_cli, write_job
 
 
 def verdict(check: dict[str, Any], content: str = "The capital is Paris.", **answer: Any) -> tuple[bool, str]:
@@ -294,3 +294,24 @@ def test_weights_give_a_row_score() -> None:
     assert [r["pass"] for r in results] == [True, False]
     summary = summary_of(record("1", "m", "p", passed=False, score=0.75), record("2", "m", "p", score=1.0))
     assert summary["total"]["mean_score"] == 0.875 and summary["total"]["pass_rate"] == 0.5
+
+
+def test_report_regrades_stored_answers_with_the_jobs_current_checks(tmp_path: Path) -> None:
+    job = write_job(tmp_path, SMALL_JOB)
+    out = tmp_path / "r.jsonl"
+    assert run_cli(job, "--simulate", "-o", out, "-q").returncode == 0
+    before = [r["passed"] for r in read_rows(out) if r["prompt_id"] == "capital"]
+    assert before and any(before)
+    # The check is edited after the run: no request changes, so a resume would keep the old verdicts.
+    write_job(
+        tmp_path,
+        SMALL_JOB.replace('checks: [{contains: "{{expect}}"}]', 'checks: [{contains: "{{expect}}!!"}]').replace(
+            "run: {", "run: {pass_threshold: 0.5, "
+        ),
+    )
+    result = run_cli("report", out, "--job", job, "--json")
+    assert result.returncode == ExitCode.QUALITY
+    summary = json.loads(result.stdout)
+    assert summary["prompts"]["capital"]["pass_rate"] == 0.0 and summary["prompts"]["capital"]["checked"] == 12
+    assert "below the threshold 50.0%" in result.stderr
+    assert [r["passed"] for r in read_rows(out) if r["prompt_id"] == "capital"] == before  # the file is not changed
