@@ -74,7 +74,6 @@ class ResultsWriter:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._fsync_every_s = fsync_every_s
         self._last_fsync = time.monotonic()
-        self.written = 0
 
     def write(self, record: dict[str, Any], request: bytes | None = None) -> None:
         """Append one record; `request`, the exact JSON body sent, goes in as the last field
@@ -85,7 +84,6 @@ class ResultsWriter:
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
-        self.written += 1
         now = time.monotonic()
         if now - self._last_fsync >= self._fsync_every_s:
             os.fsync(self._fd)

@@ -66,9 +66,7 @@ class RunControl:
 class RunReport:
     output: Path
     summary: dict[str, Any]
-    outcome: RunOutcome
-    kept: int
-    complete: bool
+    outcome: RunOutcome  # rows kept by a resume and completeness are in `summary`
 
 
 def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
@@ -327,10 +325,9 @@ async def _locked_run(
             kept_from_earlier=plan.kept,
             isolated_key=isolated.audit() if isolated is not None else None,
         )
-        complete = outcome.stop is None and data["total"]["skipped"] == 0
-        data["complete"] = complete
+        data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
         write_json_atomically(summary_path(output), data)
-        return RunReport(output, data, outcome, plan.kept, complete)
+        return RunReport(output, data, outcome)
     finally:
         if isolated is not None and isolated.removed is None:
             await isolated.finish(0.0, notice)  # a failure before the end: still remove the key

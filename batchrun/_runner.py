@@ -65,9 +65,7 @@ class RunConfig:
 class RunOutcome:
     stop: str | None
     stop_message: str
-    written: int
     spent_usd: float
-    ledger_limit: float | None
 
 
 class Runner:
@@ -353,6 +351,4 @@ class Runner:
         # Rows never dispatched, and any a cancelled worker held, end as skipped.
         for request in source:
             self.skip(request, self.stop_reason or STOP_INTERRUPTED)
-        return RunOutcome(
-            self.stop_reason, self.stop_message, self.writer.written, self.ledger.spent, self.ledger.limit
-        )
+        return RunOutcome(self.stop_reason, self.stop_message, self.ledger.spent)

@@ -240,6 +240,13 @@ def _api_key(job: Any, simulated_key: str | None) -> str:
     return key
 
 
+def _with_budget(settings: Any, budget: float | None) -> Any:
+    """`--budget` and `run.budget_usd`: the smaller wins."""
+    if budget is None:
+        return settings
+    return replace(settings, budget_usd=min(budget, settings.budget_usd or budget))
+
+
 def _settings_from_args(job: Any, args: argparse.Namespace) -> Any:
     settings = job.run
     overrides = {
@@ -252,8 +259,7 @@ def _settings_from_args(job: Any, args: argparse.Namespace) -> Any:
         "max_wait_s": args.max_wait,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    if args.budget is not None:
-        settings = replace(settings, budget_usd=min(args.budget, settings.budget_usd or args.budget))
+    settings = _with_budget(settings, args.budget)
     if args.isolated_key:
         settings = replace(settings, isolated_key=True)
     return settings
@@ -339,8 +345,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
 
     job = load_job(args.job)
     settings = job.run
-    if args.budget is not None:
-        settings = replace(settings, budget_usd=min(args.budget, settings.budget_usd or args.budget))
+    settings = _with_budget(settings, args.budget)
     key = os.environ.get(job.endpoint.api_key_env)
     if not args.simulate and not key:
         console.out.write(render_plan_offline(job) + "\n")

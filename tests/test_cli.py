@@ -193,3 +193,12 @@ def test_an_output_that_cannot_be_written_is_one_line_exit_2(tmp_path: Path, sma
     result = run_cli(small_job, "--simulate", "-o", tmp_path / "plain-file" / "out.jsonl")
     assert result.returncode == ExitCode.USAGE and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "plain-file" in result.stderr
+
+
+def test_report_and_diff_of_unreadable_results_are_one_line_exit_2(tmp_path: Path) -> None:
+    code, _, err = call_cli("report", tmp_path / "missing.jsonl")
+    assert code == ExitCode.USAGE and err == f"batchrun: {tmp_path / 'missing.jsonl'}: no such results file\n"
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("not json at all\n")
+    code, _, err = call_cli("diff", broken, broken)
+    assert code == ExitCode.USAGE and err == f"batchrun: {broken}:1: not a batchrun record\n"
