@@ -8,6 +8,7 @@ retry: the retry policy wraps `chat` from outside.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,15 @@ import orjson
 from ._classify import classify
 from ._clock import Clock, SystemClock
 from ._exceptions import ConfigError, RequestFailed, Transient
+from ._pricing import (
+    EndpointPrice,
+    GenerationCost,
+    endpoints_slug,
+    parse_balance,
+    parse_endpoints,
+    parse_generation,
+    parse_prices,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +53,7 @@ class ModelInfo:
     request_price: float
     context_length: int | None
     max_completion_tokens: int | None
+    price: EndpointPrice | None = None  # the full pricing object, overrides included
 
     @property
     def price_known(self) -> bool:
@@ -140,8 +151,13 @@ class OpenRouterClient:
         )
         self._chat_extensions = {"timeout": self._http.timeout.as_dict()}
 
-    async def _exchange(self, request: httpx.Request) -> httpx.Response:
-        """One HTTP exchange, body fully read, transport errors translated into Transient."""
+    async def _exchange(self, request: httpx.Request, billable: bool = False) -> httpx.Response:
+        """One HTTP exchange, body fully read, transport errors translated into Transient.
+
+        `billable`: the request may be charged once the server has it, so a failure after
+        sending marks the attempt `maybe_billed` (with the generation id, if headers came).
+        """
+        response: httpx.Response | None = None
         try:
             # httpx's timeouts are per read; this bounds the whole exchange, so a server
             # that drips bytes forever cannot hang a row (openrouter python-sdk #72).
@@ -149,11 +165,18 @@ class OpenRouterClient:
                 response = await self._http.send(request)
                 await response.aread()
         except TimeoutError:
-            raise Transient("timeout", f"no complete answer within {self._timeout_s:g} s") from None
+            failure = Transient("timeout", f"no complete answer within {self._timeout_s:g} s")
+            raise abandoned(failure, response, billable) from None
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Never reached the server: nothing can have been billed.
+            kind = "network" if isinstance(exc, httpx.ConnectError) else "timeout"
+            raise Transient(kind, self._scrub(f"{type(exc).__name__}: {exc}") or "timed out") from None
         except httpx.TimeoutException as exc:
-            raise Transient("timeout", self._scrub(f"{type(exc).__name__}: {exc}") or "timed out") from None
+            failure = Transient("timeout", self._scrub(f"{type(exc).__name__}: {exc}") or "timed out")
+            raise abandoned(failure, response, billable) from None
         except httpx.TransportError as exc:
-            raise Transient("network", self._scrub(f"{type(exc).__name__}: {exc}")) from None
+            failure = Transient("network", self._scrub(f"{type(exc).__name__}: {exc}"))
+            raise abandoned(failure, response, billable) from None
         return response
 
     async def _send(self, method: str, path: str, key: str | None, body: Any = None) -> httpx.Response:
@@ -184,12 +207,14 @@ class OpenRouterClient:
         if row_id:
             # The row id travels as a header so logs (and the simulator) can tie re-sends together.
             request.headers["X-Batchrun-Row"] = row_id
-        response = await self._exchange(request)
+        response = await self._exchange(request, billable=True)
         try:
             data = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             if response.status_code == 200:
-                raise Transient("bad_response", "the body was truncated or not JSON", 200) from None
+                # A cut answer was generated, so it may well be billed.
+                failure = Transient("bad_response", "the body was truncated or not JSON", 200)
+                raise abandoned(failure, response, True) from None
             raise self._failure(response, {"message": response.text[:200] or f"HTTP {response.status_code}"}) from None
         if response.status_code != 200 or not isinstance(data, dict):
             raise self._failure(response, data.get("error") if isinstance(data, dict) else None)
@@ -203,7 +228,7 @@ class OpenRouterClient:
             raise self._failure(response, choice.get("error") or {"message": "finish_reason error"})
         message = choice.get("message") or {}
         return ChatResult(
-            generation_id=data.get("id"),
+            generation_id=data.get("id") if isinstance(data.get("id"), str) else generation_header(response),
             model=data.get("model"),
             provider=data.get("provider"),
             content=self._scrub(message.get("content") or ""),
@@ -238,6 +263,7 @@ class OpenRouterClient:
         for item in data["data"]:
             pricing = item.get("pricing") or {}
             top = item.get("top_provider") or {}
+            prices, overrides, known = parse_prices(pricing)
             out[item["id"]] = ModelInfo(
                 id=item["id"],
                 prompt_price=_price(pricing.get("prompt")),
@@ -245,13 +271,42 @@ class OpenRouterClient:
                 request_price=_price(pricing.get("request")) or 0.0,
                 context_length=item.get("context_length"),
                 max_completion_tokens=top.get("max_completion_tokens"),
+                price=EndpointPrice(
+                    "top provider",
+                    "top provider",
+                    prices,
+                    overrides,
+                    max_completion_tokens=top.get("max_completion_tokens"),
+                    context_length=item.get("context_length"),
+                    known=known,
+                ),
             )
         return out
+
+    async def generation(self, generation_id: str) -> GenerationCost | None:
+        """GET /generation?id=: the exact charge of one generation; None while it is not known."""
+        data = await self._account_get(f"/generation?id={generation_id}", self._api_key)
+        return parse_generation(data.get("data") if isinstance(data, dict) else None)
+
+    async def endpoints(self, model: str) -> list[EndpointPrice] | None:
+        """GET /models/{author}/{slug}/endpoints: each provider's price; None where not served."""
+        data = await self._account_get(f"/models/{endpoints_slug(model)}/endpoints", self._api_key)
+        inner = data.get("data") if isinstance(data, dict) else None
+        return parse_endpoints(inner.get("endpoints") if isinstance(inner, dict) else None)
+
+    async def credits(self, management_key: str) -> float | None:
+        """GET /credits (management key): the account's balance, total_credits - total_usage."""
+        data = await self._account_get("/credits", management_key)
+        return parse_balance(data.get("data") if isinstance(data, dict) else None)
 
     async def create_key(self, management_key: str, name: str, limit: float, expires_at: str) -> dict[str, Any]:
         """POST /keys with a management key: returns {"key": ..., "data": {...hash, label...}}."""
         response = await self._send(
-            "POST", "/keys", management_key, {"name": name, "limit": limit, "expires_at": expires_at}
+            "POST",
+            "/keys",
+            management_key,
+            # include_byok_in_limit: the key's limit then covers BYOK spend too (openapi /keys).
+            {"name": name, "limit": limit, "expires_at": expires_at, "include_byok_in_limit": True},
         )
         if response.status_code in (404, 405, 501):
             raise ConfigError(f"{self.base_url} has no /keys management API: --isolated-key cannot be used")
@@ -273,6 +328,24 @@ class OpenRouterClient:
         response = await self._send("PATCH", f"/keys/{key_hash}", management_key, {"disabled": True})
         if response.status_code != 200:
             raise self._failure(response, _error_of(response))
+
+
+_GENERATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+
+
+def generation_header(response: httpx.Response | None) -> str | None:
+    """X-Generation-Id, sent on every endpoint's reply (api_reference/streaming.mdx); checked
+    to be an id, since it is stored and sent back in a URL."""
+    value = response.headers.get("x-generation-id") if response is not None else None
+    return value if value and _GENERATION_ID.fullmatch(value) else None
+
+
+def abandoned(failure: RequestFailed, response: httpx.Response | None, billable: bool) -> RequestFailed:
+    """Mark a failure after which the server may still bill the attempt."""
+    if billable:
+        failure.maybe_billed = True
+        failure.generation_id = generation_header(response)
+    return failure
 
 
 def _error_of(response: httpx.Response) -> dict[str, Any] | None:

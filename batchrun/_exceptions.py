@@ -70,7 +70,16 @@ class ResultsError(BatchrunError):
 
 
 class RequestFailed(BatchrunError):
-    """One request failed. `kind` is a short stable word used in result rows."""
+    """One request failed. `kind` is a short stable word used in result rows.
+
+    `maybe_billed` marks a failure after which OpenRouter may still charge the attempt: a
+    non-streamed request the client gave up on (timeout, cut body) can complete and be
+    billed (api_reference/streaming.mdx, "Stream cancellation"). `generation_id` is the
+    attempt's id when its headers arrived (X-Generation-Id), so its cost can be looked up.
+    """
+
+    maybe_billed: bool = False
+    generation_id: str | None = None
 
     def __init__(
         self,

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from ._run import RunOptions
 
 EXPIRY_SLACK_S = 600.0
-MISMATCH_USD = 0.01
 
 
 class IsolatedKey:
@@ -61,8 +60,9 @@ class IsolatedKey:
         self.limit = budget
         self._client.use_key(created["key"])
 
-    async def finish(self, ledger_spent: float, notice: Callable[[str], None]) -> None:
-        """Read the key's own usage, then delete it (disable it where deletion fails)."""
+    async def finish(self, notice: Callable[[str], None]) -> None:
+        """Read the key's own usage, then delete it (disable it where deletion fails).
+        (The run's reconciliation, in _reconcile, compares that usage with the ledger.)"""
         if self._hash is None:
             return
         try:
@@ -84,11 +84,6 @@ class IsolatedKey:
                     f"warning: the per-run key {self.label} could not be deleted or disabled "
                     f"({second.message}); it expires on its own"
                 )
-        if self.final_usage is not None and abs(self.final_usage - ledger_spent) > MISMATCH_USD:
-            notice(
-                f"warning: the per-run key was charged ${self.final_usage:.4f} "
-                f"but the ledger counted ${ledger_spent:.4f}"
-            )
 
     def audit(self) -> dict[str, Any]:
         return {

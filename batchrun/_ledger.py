@@ -1,9 +1,15 @@
 """CreditLedger: spend can never pass the budget, whatever the concurrency.
 
-Each request reserves its worst-case cost before it is sent and settles to its actual
-cost when it ends (or releases on a failure that cost nothing). A reservation that does
-not fit waits for in-flight requests to settle; when nothing in flight could free enough
-room, the ledger says the budget is exhausted and the runner stops dispatching.
+Each attempt reserves its worst-case cost before it is sent. An attempt that answered
+settles to its actual cost; one that failed before the server had it releases its
+reservation. An attempt that may have been billed without saying so (a non-streamed
+request abandoned on a timeout or a cut body: OpenRouter may finish and charge it,
+api_reference/streaming.mdx) is *held*: its worst case stays counted as spent until its
+cost is known (a /generation lookup, or the key's usage at the end), then resolves.
+
+A reservation that does not fit waits for in-flight requests to settle; when nothing in
+flight could free enough room, the ledger says the budget is exhausted and the runner
+stops dispatching.
 """
 
 from __future__ import annotations
@@ -20,21 +26,27 @@ class BudgetExhausted(BatchrunError):
 class CreditLedger:
     def __init__(self, limit_usd: float | None) -> None:
         self.limit = limit_usd  # None: no budget, reservations always fit
-        self.spent = 0.0
+        self.spent = 0.0  # charges known (reported, looked up or estimated from tokens)
+        self.held = 0.0  # worst cases of attempts that may have been billed, cost not yet known
         self.reserved = 0.0
         self.in_flight = 0
         self._changed = asyncio.Condition()
         self._waiting = 0
 
     @property
+    def committed(self) -> float:
+        """Spent as far as the budget is concerned: known charges plus held worst cases."""
+        return self.spent + self.held
+
+    @property
     def remaining(self) -> float | None:
-        return None if self.limit is None else self.limit - self.spent - self.reserved
+        return None if self.limit is None else self.limit - self.committed - self.reserved
 
     def _fits(self, amount: float) -> bool:
-        return self.limit is None or self.spent + self.reserved + amount <= self.limit + 1e-12
+        return self.limit is None or self.committed + self.reserved + amount <= self.limit + 1e-12
 
     async def reserve(self, amount: float) -> float:
-        """Hold `amount` until settle/release; waits while others may free room."""
+        """Hold `amount` until settle/release/hold; waits while others may free room."""
         # Single-threaded asyncio: the check and the update below happen without an
         # await between them, so no lock is needed on the fast path.
         while not self._fits(amount):
@@ -58,6 +70,19 @@ class CreditLedger:
 
     async def release(self, reservation: float) -> None:
         await self.settle(reservation, 0.0)
+
+    def hold(self, reservation: float) -> float:
+        """The attempt may have been billed: keep its reservation as spent until resolved."""
+        self.reserved -= reservation
+        self.in_flight -= 1
+        self.held += reservation
+        return reservation
+
+    async def resolve(self, held: float, actual: float) -> None:
+        """A held attempt's cost became known."""
+        self.held -= held
+        self.spent += actual
+        await self._wake()
 
     async def lower_limit(self, limit_usd: float) -> None:
         """Tighten the limit (e.g. the key's remaining credit fell because a shard shares it)."""

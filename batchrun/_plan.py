@@ -37,6 +37,8 @@ class PricedPlan:
     previous_avg: dict[str, float] = field(default_factory=dict)
     previous_file: str | None = None
     key: dict[str, Any] | None = None
+    basis: dict[str, str] = field(default_factory=dict)  # model -> the prices its worst case used
+    balance: float | None = None  # the account's balance (/credits), with a management key
 
 
 def previous_average(job: Job) -> tuple[str | None, dict[str, float]]:
@@ -62,21 +64,35 @@ def previous_average(job: Job) -> tuple[str | None, dict[str, float]]:
     return None, {}
 
 
-async def price_plan(job: Job, base_url: str | None, api_key: str | None) -> PricedPlan:
+async def price_plan(
+    job: Job, base_url: str | None, api_key: str | None, management_key: str | None = None
+) -> PricedPlan:
+    from ._account import read_balance, read_prices, wanted_models
     from ._run import RunOptions, check_models, estimate, make_client
 
     client = make_client(job, RunOptions(api_key=api_key, base_url=base_url), job.run)
     try:
-        models = await client.models()
+        models, endpoints = await read_prices(client, wanted_models(job))
+        if models is not None:
+            check_models(job, models)
         key = await client.key_info()
+        balance = await read_balance(client, management_key)
     finally:
         await client.aclose()
-    if models is not None:
-        check_models(job, models)
-    result = estimate(job, CostModel(models, job.run.cost_margin), None, None, False)
+    costs = CostModel(models, job.run.cost_margin, endpoints)
+    result = estimate(job, costs, None, None, False)
     previous_file, previous = previous_average(job)
     return PricedPlan(
-        job, result.rows, result.worst_usd, result.unknown_price, result.no_max_tokens, previous, previous_file, key
+        job,
+        result.rows,
+        result.worst_usd,
+        result.unknown_price,
+        result.no_max_tokens,
+        previous,
+        previous_file,
+        key,
+        result.basis,
+        balance,
     )
 
 
@@ -89,6 +105,8 @@ def render_plan(plan: PricedPlan) -> str:
         rows = plan.rows.get(model, 0)
         previous = f"{plan.previous_avg[model] * rows:.6f}" if model in plan.previous_avg else "-"
         lines.append(f"{model:<44} {rows:>7} {worst:>14} {previous:>12}")
+        if model in plan.basis:
+            lines.append(f"  price basis: {plan.basis[model]}")
     total = sum(plan.worst.values())
     lines.append(
         f"{'TOTAL':<44} {sum(plan.rows.values()):>7} {total:>14.6f}"
@@ -105,14 +123,20 @@ def render_plan(plan: PricedPlan) -> str:
         lines.append("key: the endpoint has no /key (credit checks off)")
     else:
         remaining = plan.key.get("limit_remaining")
+        # null limit_remaining: the key has no limit of its own; the account's credits still bind.
         lines.append(
-            f"key {plan.key.get('label')}: remaining credit "
+            f"key {plan.key.get('label')}: "
             + (
-                "unlimited"
-                if remaining is None
-                else f"${remaining:.6f} -> worst case {'fits' if total <= remaining else 'EXCEEDS it'}"
+                "no per-key limit"
+                if not isinstance(remaining, (int, float))
+                else f"remaining credit ${remaining:.6f} -> worst case {'fits' if total <= remaining else 'EXCEEDS it'}"
             )
         )
+        if plan.balance is not None:
+            lines.append(
+                f"account balance (/credits): ${plan.balance:.6f} -> worst case "
+                + ("fits" if total <= plan.balance else "EXCEEDS it")
+            )
         free = plan.key.get("free_model_daily_requests")
         needed = sum(n for m, n in plan.rows.items() if m.endswith(":free"))
         if needed or free:

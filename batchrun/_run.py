@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from ._account import read_balance, read_prices, reconcile_run, wanted_models
 from ._client import ModelInfo, OpenRouterClient
 from ._clock import Clock, SystemClock
 from ._costs import CostModel
@@ -26,6 +27,7 @@ from ._ledger import CreditLedger
 from ._lock import OutputLock
 from ._matrix import Request, Shard, plan_requests
 from ._outputs import default_output, latest_incomplete, summary_path
+from ._reconcile import key_usage
 from ._results import ResultsWriter, RowState, ScanResult, final_records, scan_states
 from ._retry import RetryPolicy
 from ._runner import RunConfig, Runner, RunOutcome
@@ -100,6 +102,7 @@ class Estimate:
     unknown_price: set[str] = field(default_factory=set)
     no_max_tokens: set[str] = field(default_factory=set)
     kept: int = 0
+    basis: dict[str, str] = field(default_factory=dict)  # model -> price basis of its first request
 
     @property
     def total_rows(self) -> int:
@@ -122,6 +125,8 @@ def estimate(
         result.rows[request.model] = result.rows.get(request.model, 0) + 1
         if not request.body.get("max_tokens"):
             result.no_max_tokens.add(request.model)
+        if request.model not in result.basis:
+            result.basis[request.model] = costs.describe(request)
         worst = costs.worst_case(request)
         if worst is None:
             result.unknown_price.add(request.model)
@@ -197,6 +202,8 @@ class _Preflight:
     plan: Estimate
     budget: float | None  # what the ledger may spend: job budget, key credit, less the margin
     limit_from_key: bool  # the key's credit, not the job's budget, is the binding limit
+    key_usage: float | None = None  # the key's usage before the first request (reconciliation)
+    balance: float | None = None  # the account's balance (/credits), with a management key
 
 
 async def _preflight(
@@ -209,19 +216,21 @@ async def _preflight(
 ) -> _Preflight:
     """Prices and credit before anything is spent; the effective budget; the plan's worst case."""
     settings = job.run
-    models = await client.models()
+    models, endpoints = await read_prices(client, wanted_models(job))
+    if models is not None:
+        check_models(job, models)
     key = await client.key_info()
     if models is None or key is None:
         notice(f"{client.base_url} has no /models or /key: credit-limit features are off for this run")
-    if models is not None:
-        check_models(job, models)
-    costs = CostModel(models, settings.cost_margin)
+    costs = CostModel(models, settings.cost_margin, endpoints)
     plan = estimate(job, costs, options.shard, states, options.retry_errors)
     budget = job_budget
     limit_from_key = False
-    remaining = key.get("limit_remaining") if key else None
-    if isinstance(remaining, (int, float)) and (budget is None or remaining < budget):
-        budget, limit_from_key = float(remaining), True
+    balance = await read_balance(client, options.management_key)
+    # The key's own limit and the account's balance bound the run like a budget does.
+    for remaining in (key.get("limit_remaining") if key else None, balance):
+        if isinstance(remaining, (int, float)) and (budget is None or remaining < budget):
+            budget, limit_from_key = float(remaining), True
     if budget is not None:
         budget = max(0.0, budget - settings.budget_margin_usd)
         if plan.unknown_price and not settings.allow_unknown_prices:
@@ -229,7 +238,7 @@ async def _preflight(
                 f"no known price for {', '.join(sorted(plan.unknown_price))}: a budget cannot be "
                 "kept; set run.allow_unknown_prices to run them anyway (reserved at $0)"
             )
-    return _Preflight(models, costs, plan, budget, limit_from_key)
+    return _Preflight(models, costs, plan, budget, limit_from_key, key_usage(key), balance)
 
 
 def _run_config(job: Job, settings: RunSettings, elapsed_s: float) -> RunConfig:
@@ -310,8 +319,11 @@ async def _locked_run(
             outcome = await runner.run(requests)
         finally:
             runner.writer.close()
+        reconciliation = await reconcile_run(client, runner.ledger, runner.charges, pre.key_usage)
+        if reconciliation["warning"]:
+            notice("warning: " + reconciliation["warning"])
         if isolated is not None:
-            await isolated.finish(ledger.spent, notice)
+            await isolated.finish(notice)
         if states:
             summary = SummaryBuilder().add_all(final_records(output))
         data = summary.result(
@@ -324,11 +336,13 @@ async def _locked_run(
             spent_before_usd=round(prior_spend, 8),
             kept_from_earlier=plan.kept,
             isolated_key=isolated.audit() if isolated is not None else None,
+            account_balance_usd=None if pre.balance is None else round(pre.balance, 8),
+            reconciliation=reconciliation,
         )
         data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
         write_json_atomically(summary_path(output), data)
         return RunReport(output, data, outcome)
     finally:
         if isolated is not None and isolated.removed is None:
-            await isolated.finish(0.0, notice)  # a failure before the end: still remove the key
+            await isolated.finish(notice)  # a failure before the end: still remove the key
         await client.aclose()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._charges import ChargeBook, RowCharges
 from ._checks import Answer, grade
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
@@ -91,6 +92,7 @@ class Runner:
         self.job_fingerprint = job_fingerprint
         self.costs = costs
         self.ledger = ledger or CreditLedger(None)
+        self.charges = ChargeBook(client, self.ledger)
         self.limit_from_key = limit_from_key  # the binding limit is the key's credit, not our budget
         self.throttle = Throttle(config.concurrency, clock, config.model_caps)
         self.on_record = on_record
@@ -151,17 +153,19 @@ class Runner:
         self.throttle.succeeded()
         return result, self.clock.monotonic() - started
 
-    async def _reserve(self, request: Request) -> float | None:
+    def _budget_stop(self, worst: float | None) -> None:
+        reason = STOP_CREDITS if self.limit_from_key else STOP_BUDGET
+        self.request_stop(
+            reason,
+            f"the next request needs up to ${worst or 0:.6f}, ${max(0.0, self.ledger.remaining or 0):.6f} is left",
+        )
+
+    async def _reserve(self, request: Request, worst: float | None) -> float | None:
         """Reserve the worst case; None (and a stop) when the budget cannot hold it."""
-        worst = self.costs.worst_case(request) if self.costs else None
         try:
             return await self.ledger.reserve(worst or 0.0)
         except BudgetExhausted:
-            reason = STOP_CREDITS if self.limit_from_key else STOP_BUDGET
-            self.request_stop(
-                reason,
-                f"the next request needs up to ${worst or 0:.6f}, ${max(0.0, self.ledger.remaining or 0):.6f} is left",
-            )
+            self._budget_stop(worst)
             return None
 
     async def _process(self, request: Request) -> None:
@@ -170,26 +174,60 @@ class Runner:
             self.skip(request, model_stop)
             return
         await self._maybe_refresh_key()
-        reservation = await self._reserve(request)
+        worst = self.costs.worst_case(request) if self.costs else None
+        reservation = await self._reserve(request, worst)
         if reservation is None or self.stop_reason is not None:
             if reservation is not None:
                 await self.ledger.release(reservation)
             self.skip(request, self.stop_reason or STOP_BUDGET)
             return
+        row = RowCharges()
+        current: list[float | None] = [reservation]  # this attempt's reservation; None once held
+
+        async def attempt() -> tuple[ChatResult, float]:
+            if current[0] is None:
+                # The last attempt may have been billed and keeps its reservation as spent:
+                # this one needs its own (BudgetExhausted ends the row when none fits).
+                current[0] = await self.ledger.reserve(worst or 0.0)
+            try:
+                return await self._attempt(request)
+            except RequestFailed as failure:
+                if failure.maybe_billed and current[0] is not None:
+                    self.charges.abandoned(failure, current[0], row)
+                    current[0] = None
+                raise
+
         log = AttemptLog()
         started = self.clock.time()
         began = self.clock.monotonic()
         try:
-            result, latency_s = await call_with_retries(
-                lambda: self._attempt(request), self.config.policy, self.clock.sleep, log
-            )
-        except RequestFailed as failure:
-            await self.ledger.release(reservation)
-            self._failed(request, failure, log, started)
+            result, latency_s = await call_with_retries(attempt, self.config.policy, self.clock.sleep, log)
+        except (RequestFailed, BudgetExhausted) as failure:
+            if current[0] is not None:
+                await self.ledger.release(current[0])
+            await self.charges.look_up_row(row)
+            if isinstance(failure, BudgetExhausted):
+                self._budget_stop(worst)
+                self._emit(
+                    request,
+                    self._record(
+                        request,
+                        "skipped",
+                        self.stop_reason or STOP_BUDGET,
+                        True,
+                        started,
+                        attempts=log.attempts,
+                        attempt_errors=log.failures,
+                        **row.fields(),
+                    ),
+                )
+            else:
+                self._failed(request, failure, log, started, row)
             return
         except asyncio.CancelledError:
             # The grace ran out mid-request: the row is skipped, with the attempts it made.
-            await asyncio.shield(self.ledger.release(reservation))
+            if current[0] is not None:
+                await asyncio.shield(self.ledger.release(current[0]))
             self._emit(
                 request,
                 self._record(
@@ -200,14 +238,17 @@ class Runner:
                     started,
                     attempts=log.attempts,
                     attempt_errors=log.failures,
+                    **row.fields(),
                 ),
             )
             raise _Recorded() from None
         latency_ms = round(latency_s * 1000, 1)  # the answering attempt: what the model took
         elapsed_ms = round((self.clock.monotonic() - began) * 1000, 1)  # with retries and waits
-        cost = result.cost
-        # Without a billed cost, keep the worst case as spent: never under-count.
-        await self.ledger.settle(reservation, cost if cost is not None else reservation)
+        assert current[0] is not None
+        estimate = self.costs.charge_from_usage(request, result.usage) if self.costs else None
+        await self.charges.answered(result, current[0], row, estimate)
+        await self.charges.look_up_row(row)
+        costs = row.fields()
         record = self._record(
             request,
             "ok",
@@ -221,21 +262,23 @@ class Runner:
             finish_reason=result.finish_reason,
             native_finish_reason=result.native_finish_reason,
             usage=result.usage,
-            cost=cost,
             latency_ms=latency_ms,
             elapsed_ms=elapsed_ms,
             attempts=log.attempts,
             attempt_errors=log.failures,
             error=None,
+            **costs,
         )
         if request.checks:
             answer = Answer(
-                result.content, latency_ms, cost, result.usage.get("completion_tokens"), result.finish_reason
+                result.content, latency_ms, costs["cost"], result.usage.get("completion_tokens"), result.finish_reason
             )
             record.update(grade(request.checks, answer))
         self._emit(request, record)
 
-    def _failed(self, request: Request, failure: RequestFailed, log: AttemptLog, started: float) -> None:
+    def _failed(
+        self, request: Request, failure: RequestFailed, log: AttemptLog, started: float, row: RowCharges
+    ) -> None:
         """One record for a failed request; the failure's class decides what else stops."""
         message = failure.message[:500]
         wait, cap = failure.retry_after, self.config.policy.max_wait_s
@@ -263,7 +306,8 @@ class Runner:
             error=error,
             attempts=log.attempts,
             attempt_errors=log.failures,
-            cost=None if skipped else 0.0,
+            # An error without a billable attempt cost nothing (zero-completion-insurance.mdx).
+            **(row.fields() if row.parts else {"cost": None if skipped else 0.0, "cost_status": None}),
         )
         self._emit(request, record)
 
@@ -283,6 +327,7 @@ class Runner:
         self._last_refresh = now
         self._refreshing = True
         try:
+            await self.charges.retry_lookups()
             info = await self.client.key_info()
         except RequestFailed:
             return  # a failed refresh is not a reason to stop; the next one may work
@@ -351,4 +396,4 @@ class Runner:
         # Rows never dispatched, and any a cancelled worker held, end as skipped.
         for request in source:
             self.skip(request, self.stop_reason or STOP_INTERRUPTED)
-        return RunOutcome(self.stop_reason, self.stop_message, self.ledger.spent)
+        return RunOutcome(self.stop_reason, self.stop_message, self.ledger.committed)

@@ -351,10 +351,11 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         console.out.write(render_plan_offline(job) + "\n")
         return ExitCode.OK
 
-    async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> str:
+    async def body(base_url: str | None, sim_key: str | None, sim_management: str | None) -> str:
         from ._plan import price_plan
 
-        return render_plan(await price_plan(replace(job, run=settings), base_url, sim_key or key))
+        management = sim_management or os.environ.get(job.endpoint.management_key_env)
+        return render_plan(await price_plan(replace(job, run=settings), base_url, sim_key or key, management))
 
     console.out.write(asyncio.run(_with_simulator(args, body)) + "\n")
     return ExitCode.OK
