@@ -260,7 +260,13 @@ async def test_management_api_request_shapes() -> None:
             await c.delete_key("mgmt-key", "h" * 64)
     sent = create.calls.last.request
     assert sent.headers["Authorization"] == "Bearer mgmt-key"
-    assert json.loads(sent.content) == {"name": "batchrun job 1", "limit": 1.5, "expires_at": "2027-01-01T00:00:00Z"}
+    # include_byok_in_limit: the per-run limit covers BYOK spend too (openapi POST /keys).
+    assert json.loads(sent.content) == {
+        "name": "batchrun job 1",
+        "limit": 1.5,
+        "expires_at": "2027-01-01T00:00:00Z",
+        "include_byok_in_limit": True,
+    }
     assert created["key"] == "sk-or-v1-new" and info == {"usage": 0.2}
     assert json.loads(patch.calls.last.request.content) == {"disabled": True}
     assert delete.called and get.calls.last.request.headers["Authorization"] == "Bearer mgmt-key"

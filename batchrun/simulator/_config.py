@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 PER_M = 1e-6
 # (prompt, completion, request) USD per token / per request, like OpenRouter's pricing strings.
@@ -21,7 +22,9 @@ DEFAULT_ACCURACY = {
     "openai/gpt-4o-mini": 0.9,
     "anthropic/claude-3.5-haiku": 0.95,
 }
-FAULTS = ("reset", "cut", "truncate", "hang", "error200", "choice_error")
+# hang: billed, then no reply; stall: billed, headers (with X-Generation-Id) then no body;
+# cut: billed, half the body then a reset; truncate: billed, JSON cut short; reset: not billed.
+FAULTS = ("reset", "cut", "truncate", "hang", "stall", "error200", "choice_error", "midstream")
 
 
 @dataclass
@@ -46,6 +49,16 @@ class SimConfig:
     cost_noise: float = 0.0  # billed cost = list cost x (1 + U(-noise, +noise))
     unreported_usd: float = 0.0  # charged to the key per answer but missing from usage.cost
     account_api: bool = True  # False: no /key, /models, /keys, like a local OpenAI-compatible server
+    # Billing (see _billing): routing over each model's endpoints: top | dearest | spread
+    routing: str = "top"
+    tokenizer: str = "light"  # light: 4 characters a token; heavy: a token per UTF-8 byte
+    overrides: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # model -> pricing.overrides
+    byok: bool = False  # answers are BYOK: usage.cost is the fee, upstream_inference_cost the provider's
+    byok_fee: float = 0.05
+    account_credits: float = 100.0  # total_credits at /credits
+    stream_chunk_tokens: int = 4  # tokens per SSE chunk
+    stream_chunk_ms: float = 0.0  # delay between SSE chunks (generation speed)
+    stream_padding: int = 0  # extra completion tokens a streamed answer carries (long streams)
 
     def set_option(self, text: str) -> None:
         """Apply one KEY=VALUE; `fault.503=0.1` and `price.MODEL=p,c,r` address the dicts."""
@@ -67,14 +80,14 @@ class SimConfig:
             self.accuracy[key[9:]] = float(value)
             return
         kinds = {f.name: f for f in fields(self)}
-        if key not in kinds or key in ("faults", "prices", "accuracy"):
+        if key not in kinds or key in ("faults", "prices", "accuracy", "overrides"):
             raise ValueError(f"unknown simulator option {key!r}")
         current = getattr(self, key)
         if isinstance(current, bool):
             setattr(self, key, value.lower() in ("1", "true", "yes", "on"))
-        elif key in ("rate_limit_header", "require_key", "management_key", "jitter"):
+        elif key in ("rate_limit_header", "require_key", "management_key", "jitter", "routing", "tokenizer"):
             setattr(self, key, value)
-        elif key in ("seed", "free_daily_cap"):
+        elif key in ("seed", "free_daily_cap", "stream_chunk_tokens", "stream_padding"):
             setattr(self, key, int(value))
         else:
             setattr(self, key, float(value))

@@ -17,7 +17,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ._answers import answer_to, tokens
+from ._answers import answer_to
+from ._billing import BillingRoutes, count_tokens, route
+from ._billing import prompt_tokens as count_prompt
 from ._config import SimConfig
 from ._faults import broken_reply, draw_fault
 from ._http import error_response, json_response
@@ -26,7 +28,7 @@ from ._limits import RateWindow
 from ._stats import SimStats
 
 
-class Simulator(KeyRoutes):
+class Simulator(KeyRoutes, BillingRoutes):
     """The server. Use `serve_in_thread()` from tests, `start()`/`stop()` from async code."""
 
     def __init__(self, config: SimConfig | None = None) -> None:
@@ -37,6 +39,7 @@ class Simulator(KeyRoutes):
         self._hashes: dict[str, str] = {}
         self.issued: list[str] = []
         self._generations = 0
+        self.generations: dict[str, dict[str, Any]] = {}
         self._run_tag = secrets.token_hex(4)
         self.limits = RateWindow(self.config)
         self._daily: Counter[str] = Counter()
@@ -58,6 +61,7 @@ class Simulator(KeyRoutes):
         if self.config.account_api:
             app.router.add_get("/api/v1/models", self._models)
             self.add_key_routes(app)
+            self.add_billing_routes(app)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -196,8 +200,11 @@ class Simulator(KeyRoutes):
                 return error_response(429, "Rate limit exceeded", headers={"Retry-After": "1"})
             return error_response(status, f"Simulated HTTP {status}")
 
-        prompt_price, completion_price, request_price = config.prices[model]
-        prompt_tokens = sum(tokens(str(m.get("content", ""))) + 4 for m in messages)
+        endpoint = route(config, model, body.get("provider"), self._rng)
+        if endpoint is None:
+            return error_response(404, "No endpoints found matching your provider settings.")
+        prompt_tokens = count_prompt(config, messages)
+        prompt_price, completion_price, request_price = endpoint.prices(prompt_tokens, time.time())
         max_tokens = int(body.get("max_tokens") or 16384)
         worst = max(0.0, prompt_tokens * prompt_price + max_tokens * completion_price + request_price)
         if key.limit is not None and key.usage + key.reserved + worst > key.limit:
@@ -215,7 +222,7 @@ class Simulator(KeyRoutes):
                 await asyncio.sleep(delay)
             content = self._answer(model, messages, body)
             finish = "stop"
-            completion_tokens = tokens(content)
+            completion_tokens = count_tokens(config, content)
             if completion_tokens > max_tokens:
                 content, completion_tokens, finish = content[: max_tokens * 4], max_tokens, "length"
             self._generations += 1
@@ -246,12 +253,16 @@ class Simulator(KeyRoutes):
             )
             if config.cost_noise:
                 cost = max(0.0, cost * (1 + self._rng.uniform(-config.cost_noise, config.cost_noise)))
+            headers = {"X-Generation-Id": generation}
+            upstream = None
+            if fault != "reset":  # a finished generation is billed, listened to or not
+                cost, upstream = self.bill(key, row, generation, model, endpoint.provider, cost, fault is not None)
             payload = {
                 "id": generation,
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": model,
-                "provider": "SimCloud",
+                "provider": endpoint.provider,
                 "choices": [
                     {
                         "index": 0,
@@ -265,16 +276,16 @@ class Simulator(KeyRoutes):
                     "completion_tokens": completion_tokens,
                     "total_tokens": prompt_tokens + completion_tokens,
                     "cost": round(cost, 12),
+                    "is_byok": config.byok,
+                    "cost_details": {"upstream_inference_cost": upstream},
                     "prompt_tokens_details": {"cached_tokens": 0},
                 },
             }
-            if fault in ("reset", "cut", "truncate", "hang"):
-                return await broken_reply(request, fault, json.dumps(payload).encode(), config.hang_s)
-            key.usage += cost + config.unreported_usd
-            self.stats.billed_usd += cost + config.unreported_usd
+            if fault in ("reset", "cut", "truncate", "hang", "stall"):
+                return await broken_reply(request, fault, json.dumps(payload).encode(), config.hang_s, headers)
             if row:
                 self.stats.ok_ids[row] += 1
-            return json_response(payload)
+            return json_response(payload, headers=headers)
         finally:
             key.reserved -= worst
 
