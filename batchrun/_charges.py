@@ -18,11 +18,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._client import ChatResult, OpenRouterClient
-from ._exceptions import RequestFailed
+from ._exceptions import RequestFailed, Transient
 from ._ledger import CreditLedger
 from ._pricing import GenerationCost, money
 
 STATUS_ORDER = ("reported", "estimated", "looked_up", "unknown")  # a row takes its least sure part's
+
+
+class AbandonedAttempt(Transient):
+    """An attempt cancelled in flight (grace or deadline over): it may still be billed."""
+
+    maybe_billed = True
+
+    def __init__(self) -> None:
+        super().__init__("cancelled", "cancelled in flight")
 
 
 @dataclass
@@ -36,6 +45,7 @@ class Charge:
     is_byok: bool = False
     upstream_inference_cost: float | None = None
     abandoned: bool = True
+    recorded: bool = False  # its row's record is written (a later lookup cannot change it)
 
     def as_json(self) -> dict[str, Any]:
         return {"generation_id": self.generation_id, "cost": self.cost, "cost_status": self.status}
@@ -59,7 +69,9 @@ class RowCharges:
         return max((p.status for p in self.parts), key=STATUS_ORDER.index)
 
     def fields(self) -> dict[str, Any]:
-        """Record fields for this row's cost."""
+        """Record fields for this row's cost; the parts count as recorded from here on."""
+        for part in self.parts:
+            part.recorded = True
         answer = next((p for p in self.parts if not p.abandoned), None)
         abandoned = [p.as_json() for p in self.parts if p.abandoned]
         return {
@@ -85,6 +97,7 @@ class ChargeBook:
         self.ledger = ledger
         self.unresolved: list[Charge] = []
         self.lookups = 0
+        self.resolved_after_record = 0.0  # known only after the row's record said "unknown"
 
     def abandoned(self, failure: RequestFailed, reservation: float, row: RowCharges) -> None:
         """An attempt that may have been billed: hold its reservation."""
@@ -130,6 +143,8 @@ class ChargeBook:
             charge.is_byok, charge.upstream_inference_cost = found.is_byok, found.upstream_inference_cost
         if charge in self.unresolved:
             self.unresolved.remove(charge)
+        if charge.recorded:
+            self.resolved_after_record += found.total_cost
         await self.ledger.resolve(held, found.charged)
         return True
 

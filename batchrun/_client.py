@@ -157,26 +157,34 @@ class OpenRouterClient:
         `billable`: the request may be charged once the server has it, so a failure after
         sending marks the attempt `maybe_billed` (with the generation id, if headers came).
         """
-        response: httpx.Response | None = None
+        sent: list[httpx.Response] = []  # the response, once its headers are in
         try:
             # httpx's timeouts are per read; this bounds the whole exchange, so a server
             # that drips bytes forever cannot hang a row (openrouter python-sdk #72).
             async with asyncio.timeout(self._timeout_s):
-                response = await self._http.send(request)
-                await response.aread()
+                return await self._read(request, sent)
         except TimeoutError:
             failure = Transient("timeout", f"no complete answer within {self._timeout_s:g} s")
-            raise abandoned(failure, response, billable) from None
+            raise abandoned(failure, sent, billable) from None
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # Never reached the server: nothing can have been billed.
             kind = "network" if isinstance(exc, httpx.ConnectError) else "timeout"
             raise Transient(kind, self._scrub(f"{type(exc).__name__}: {exc}") or "timed out") from None
         except httpx.TimeoutException as exc:
             failure = Transient("timeout", self._scrub(f"{type(exc).__name__}: {exc}") or "timed out")
-            raise abandoned(failure, response, billable) from None
+            raise abandoned(failure, sent, billable) from None
         except httpx.TransportError as exc:
             failure = Transient("network", self._scrub(f"{type(exc).__name__}: {exc}"))
-            raise abandoned(failure, response, billable) from None
+            raise abandoned(failure, sent, billable) from None
+
+    async def _read(self, request: httpx.Request, sent: list[httpx.Response]) -> httpx.Response:
+        # stream=True: the headers (and their generation id) are seen before the body.
+        response = await self._http.send(request, stream=True)
+        sent.append(response)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
         return response
 
     async def _send(self, method: str, path: str, key: str | None, body: Any = None) -> httpx.Response:
@@ -214,7 +222,7 @@ class OpenRouterClient:
             if response.status_code == 200:
                 # A cut answer was generated, so it may well be billed.
                 failure = Transient("bad_response", "the body was truncated or not JSON", 200)
-                raise abandoned(failure, response, True) from None
+                raise abandoned(failure, [response], True) from None
             raise self._failure(response, {"message": response.text[:200] or f"HTTP {response.status_code}"}) from None
         if response.status_code != 200 or not isinstance(data, dict):
             raise self._failure(response, data.get("error") if isinstance(data, dict) else None)
@@ -340,11 +348,11 @@ def generation_header(response: httpx.Response | None) -> str | None:
     return value if value and _GENERATION_ID.fullmatch(value) else None
 
 
-def abandoned(failure: RequestFailed, response: httpx.Response | None, billable: bool) -> RequestFailed:
+def abandoned(failure: RequestFailed, sent: list[httpx.Response], billable: bool) -> RequestFailed:
     """Mark a failure after which the server may still bill the attempt."""
     if billable:
         failure.maybe_billed = True
-        failure.generation_id = generation_header(response)
+        failure.generation_id = generation_header(sent[0] if sent else None)
     return failure
 
 

@@ -42,6 +42,8 @@ def reconcile(start: float | None, end: float | None, ledger: CreditLedger, book
         "unattributed_usd": None,
         "difference_usd": None,
         "lookups": book.lookups,
+        # Looked up after the row was written with cost "unknown": in the ledger, not in the records.
+        "resolved_after_record_usd": round(book.resolved_after_record, 8),
         "warning": None,
     }
     if start is None or end is None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._charges import ChargeBook, RowCharges
+from ._charges import AbandonedAttempt, ChargeBook, RowCharges
 from ._checks import Answer, grade
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
@@ -137,7 +137,7 @@ class Runner:
             self.on_record(record)
 
     def skip(self, request: Request, reason: str) -> None:
-        self._emit(request, self._record(request, "skipped", reason, True, None))
+        self._emit(request, self._record(request, "skipped", reason, True, None, cost_status=None))
 
     # -- one request -------------------------------------------------------------------------
     async def _attempt(self, request: Request) -> tuple[ChatResult, float]:
@@ -226,8 +226,9 @@ class Runner:
             return
         except asyncio.CancelledError:
             # The grace ran out mid-request: the row is skipped, with the attempts it made.
+            # The request in flight was abandoned, so it may still be billed: hold it.
             if current[0] is not None:
-                await asyncio.shield(self.ledger.release(current[0]))
+                self.charges.abandoned(AbandonedAttempt(), current[0], row)
             self._emit(
                 request,
                 self._record(

@@ -25,7 +25,15 @@ async def broken_reply(
 ) -> web.StreamResponse:
     """A reply broken the way `fault` says: hang, stall after the headers, reset, cut
     mid-body, or truncated JSON. `headers` go out with replies that send headers."""
-    headers = headers or {}
+    try:
+        return await _broken(request, fault, payload, hang_s, headers or {})
+    except ConnectionResetError:  # the client gave up first: the generation is billed all the same
+        return web.Response(status=499)
+
+
+async def _broken(
+    request: web.Request, fault: str, payload: bytes, hang_s: float, headers: dict[str, str]
+) -> web.StreamResponse:
     if fault == "stall":
         response = web.StreamResponse(
             status=200, headers={**headers, "Content-Type": "application/json", "Content-Length": str(len(payload))}
