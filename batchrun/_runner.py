@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,13 @@ class RunConfig:
     key_refresh_s: float = 60.0
     budget_margin_usd: float = 0.0
     model_caps: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    result: ChatResult
+    latency_ms: float
+    elapsed_ms: float
 
 
 @dataclass
@@ -205,24 +212,7 @@ class Runner:
         except (RequestFailed, BudgetExhausted) as failure:
             if current[0] is not None:
                 await self.ledger.release(current[0])
-            await self.charges.look_up_row(row)
-            if isinstance(failure, BudgetExhausted):
-                self._budget_stop(worst)
-                self._emit(
-                    request,
-                    self._record(
-                        request,
-                        "skipped",
-                        self.stop_reason or STOP_BUDGET,
-                        True,
-                        started,
-                        attempts=log.attempts,
-                        attempt_errors=log.failures,
-                        **row.fields(),
-                    ),
-                )
-            else:
-                self._failed(request, failure, log, started, row)
+            await self._finish(self._settle_failure(request, failure, worst, row, log, started))
             return
         except asyncio.CancelledError:
             # The grace ran out mid-request: the row is skipped, with the attempts it made.
@@ -243,11 +233,61 @@ class Runner:
                 ),
             )
             raise _Recorded() from None
-        latency_ms = round(latency_s * 1000, 1)  # the answering attempt: what the model took
-        elapsed_ms = round((self.clock.monotonic() - began) * 1000, 1)  # with retries and waits
         assert current[0] is not None
+        answered = _Answered(result, round(latency_s * 1000, 1), round((self.clock.monotonic() - began) * 1000, 1))
+        await self._finish(self._settle_answer(request, answered, current[0], row, log, started))
+
+    async def _finish(self, work: Coroutine[Any, Any, None]) -> None:
+        """Settle and record a row whose outcome is in. A cancel (the grace is over) waits
+        for this bookkeeping, a cost lookup at most, so the record keeps what the row cost."""
+        task = asyncio.ensure_future(work)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise _Recorded() from None
+
+    async def _settle_failure(
+        self,
+        request: Request,
+        failure: RequestFailed | BudgetExhausted,
+        worst: float | None,
+        row: RowCharges,
+        log: AttemptLog,
+        started: float,
+    ) -> None:
+        await self.charges.look_up_row(row)
+        if isinstance(failure, RequestFailed):
+            self._failed(request, failure, log, started, row)
+            return
+        # No reservation fit for another attempt after one that may have been billed.
+        self._budget_stop(worst)
+        self._emit(
+            request,
+            self._record(
+                request,
+                "skipped",
+                self.stop_reason or STOP_BUDGET,
+                True,
+                started,
+                attempts=log.attempts,
+                attempt_errors=log.failures,
+                **row.fields(),
+            ),
+        )
+
+    async def _settle_answer(
+        self,
+        request: Request,
+        answered: _Answered,
+        reservation: float,
+        row: RowCharges,
+        log: AttemptLog,
+        started: float,
+    ) -> None:
+        result = answered.result
         estimate = self.costs.charge_from_usage(request, result.usage) if self.costs else None
-        await self.charges.answered(result, current[0], row, estimate)
+        await self.charges.answered(result, reservation, row, estimate)
         await self.charges.look_up_row(row)
         costs = row.fields()
         record = self._record(
@@ -263,8 +303,8 @@ class Runner:
             finish_reason=result.finish_reason,
             native_finish_reason=result.native_finish_reason,
             usage=result.usage,
-            latency_ms=latency_ms,
-            elapsed_ms=elapsed_ms,
+            latency_ms=answered.latency_ms,  # the answering attempt: what the model took
+            elapsed_ms=answered.elapsed_ms,  # with retries and waits
             attempts=log.attempts,
             attempt_errors=log.failures,
             error=None,
@@ -272,7 +312,11 @@ class Runner:
         )
         if request.checks:
             answer = Answer(
-                result.content, latency_ms, costs["cost"], result.usage.get("completion_tokens"), result.finish_reason
+                result.content,
+                answered.latency_ms,
+                costs["cost"],
+                result.usage.get("completion_tokens"),
+                result.finish_reason,
             )
             record.update(grade(request.checks, answer))
         self._emit(request, record)

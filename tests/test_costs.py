@@ -87,7 +87,9 @@ def _known_parts(row: dict[str, Any]) -> float:
 async def test_a_stalled_answer_is_looked_up_by_its_generation_id(tmp_path: Path) -> None:
     simulator = Simulator(SimConfig(faults={"stall": 1.0}, hang_s=30))
     with simulator.serve_in_thread() as sim:
-        summary = await _run(sim, tmp_path, ABANDON_JOB.replace("repeat: 3", "repeat: 1"), budget=5.0, max_attempts=1)
+        summary = await _run(
+            sim, tmp_path, ABANDON_JOB.replace("repeat: 3", "repeat: 1"), budget=5.0, max_attempts=1, timeout_s=1.0
+        )
         by_row = dict(sim.stats.billed_by_row)
     rows = read_rows(tmp_path / "out.jsonl")
     assert {r["status"] for r in rows} == {"error"} and {r["cost_status"] for r in rows} == {"looked_up"}
@@ -102,7 +104,9 @@ async def test_a_stalled_answer_is_looked_up_by_its_generation_id(tmp_path: Path
 async def test_a_hung_attempt_without_an_id_is_unknown_and_held(tmp_path: Path) -> None:
     simulator = Simulator(SimConfig(faults={"hang": 1.0}, hang_s=30))
     with simulator.serve_in_thread() as sim:
-        summary = await _run(sim, tmp_path, ABANDON_JOB.replace("repeat: 3", "repeat: 1"), budget=5.0, max_attempts=1)
+        summary = await _run(
+            sim, tmp_path, ABANDON_JOB.replace("repeat: 3", "repeat: 1"), budget=5.0, max_attempts=1, timeout_s=1.0
+        )
         billed = sim.stats.billed_usd
     rows = read_rows(tmp_path / "out.jsonl")
     assert {r["cost_status"] for r in rows} == {"unknown"} and {r["cost"] for r in rows} == {None}
@@ -250,7 +254,9 @@ def test_every_run_reconciles_and_warns_past_a_cent(tmp_path: Path, monkeypatch:
 def test_a_run_that_matches_the_key_has_no_warning(tmp_path: Path) -> None:
     simulator = Simulator(SimConfig(cost_noise=0.05))
     with simulator.serve_in_thread() as sim:
-        code, out, err = call_cli(write_job(tmp_path, BOUND_JOB), "--base-url", sim.base_url, "-o", tmp_path / "m.jsonl")
+        code, out, err = call_cli(
+            write_job(tmp_path, BOUND_JOB), "--base-url", sim.base_url, "-o", tmp_path / "m.jsonl"
+        )
     assert code == 0, err
     rec = json.loads((tmp_path / "m.summary.json").read_text())["reconciliation"]
     assert rec["warning"] is None and rec["difference_usd"] == pytest.approx(0.0, abs=1e-9)
