@@ -200,9 +200,15 @@ class OpenRouterClient:
         failure.args = (failure.message,)
         return failure
 
-    async def chat(self, body: dict[str, Any] | bytes, row_id: str | None = None) -> ChatResult:
-        """POST /chat/completions (a body, or its JSON already encoded); returns the answer
-        or raises a classified RequestFailed."""
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self._http
+
+    def scrub_text(self, text: str) -> str:
+        return self._scrub(text)
+
+    def chat_request(self, body: dict[str, Any] | bytes, row_id: str | None = None) -> httpx.Request:
+        """The POST /chat/completions request, built from the headers prepared once per key."""
         if self._chat_headers is None:
             raise ConfigError("no API key is set")
         request = httpx.Request(
@@ -215,6 +221,12 @@ class OpenRouterClient:
         if row_id:
             # The row id travels as a header so logs (and the simulator) can tie re-sends together.
             request.headers["X-Batchrun-Row"] = row_id
+        return request
+
+    async def chat(self, body: dict[str, Any] | bytes, row_id: str | None = None) -> ChatResult:
+        """POST /chat/completions (a body, or its JSON already encoded); returns the answer
+        or raises a classified RequestFailed."""
+        request = self.chat_request(body, row_id)
         response = await self._exchange(request, billable=True)
         try:
             data = orjson.loads(response.content)
@@ -293,6 +305,8 @@ class OpenRouterClient:
 
     async def generation(self, generation_id: str) -> GenerationCost | None:
         """GET /generation?id=: the exact charge of one generation; None while it is not known."""
+        if valid_generation_id(generation_id) is None:
+            return None  # not an id: never put it in a URL
         data = await self._account_get(f"/generation?id={generation_id}", self._api_key)
         return parse_generation(data.get("data") if isinstance(data, dict) else None)
 
@@ -341,11 +355,14 @@ class OpenRouterClient:
 _GENERATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 
-def generation_header(response: httpx.Response | None) -> str | None:
-    """X-Generation-Id, sent on every endpoint's reply (api_reference/streaming.mdx); checked
-    to be an id, since it is stored and sent back in a URL."""
-    value = response.headers.get("x-generation-id") if response is not None else None
+def valid_generation_id(value: str | None) -> str | None:
+    """A generation id is stored and sent back in a URL: only id characters pass."""
     return value if value and _GENERATION_ID.fullmatch(value) else None
+
+
+def generation_header(response: httpx.Response | None) -> str | None:
+    """X-Generation-Id, sent on every endpoint's reply (api_reference/streaming.mdx)."""
+    return valid_generation_id(response.headers.get("x-generation-id") if response is not None else None)
 
 
 def abandoned(failure: RequestFailed, sent: list[httpx.Response], billable: bool) -> RequestFailed:

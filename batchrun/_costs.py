@@ -28,6 +28,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from ._client import ModelInfo
 from ._matrix import Request
 from ._pricing import PRICE_KEYS, EndpointPrice, Override
@@ -183,7 +185,8 @@ class CostModel:
         self._bases: dict[tuple[str, str], PriceBasis | None] = {}
 
     def basis(self, model: str, provider: dict[str, Any] | None) -> PriceBasis | None:
-        key = (model, json.dumps(provider or {}, sort_keys=True))
+        # orjson: this runs for every request, and json.dumps was measurable there.
+        key = (model, orjson.dumps(provider, option=orjson.OPT_SORT_KEYS).decode() if provider else "")
         if key not in self._bases:
             self._bases[key] = self._basis(model, provider or {})
         return self._bases[key]

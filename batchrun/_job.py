@@ -63,6 +63,7 @@ class RunSettings:
     isolated_key: bool = False
     key_expiry_s: float = 6 * 3600.0
     progress_every_s: float = 30.0
+    stream: bool = False  # streaming mode; README "Streaming" says why it is not the default
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ class CreditLedger:
         self.held = 0.0  # worst cases of attempts that may have been billed, cost not yet known
         self.reserved = 0.0
         self.in_flight = 0
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()  # set (and replaced) whenever room may have been made
         self._waiting = 0
 
     @property
@@ -54,8 +54,7 @@ class CreditLedger:
                 raise BudgetExhausted()
             self._waiting += 1
             try:
-                async with self._changed:
-                    await self._changed.wait()
+                await self._changed.wait()
             finally:
                 self._waiting -= 1
         self.reserved += amount
@@ -66,7 +65,7 @@ class CreditLedger:
         self.reserved -= reservation
         self.in_flight -= 1
         self.spent += actual
-        await self._wake()
+        self._wake()
 
     async def release(self, reservation: float) -> None:
         await self.settle(reservation, 0.0)
@@ -76,20 +75,23 @@ class CreditLedger:
         self.reserved -= reservation
         self.in_flight -= 1
         self.held += reservation
+        # Nothing was freed, but one fewer is in flight: a waiter may now have to give up.
+        self._wake()
         return reservation
 
     async def resolve(self, held: float, actual: float) -> None:
         """A held attempt's cost became known."""
         self.held -= held
         self.spent += actual
-        await self._wake()
+        self._wake()
 
     async def lower_limit(self, limit_usd: float) -> None:
         """Tighten the limit (e.g. the key's remaining credit fell because a shard shares it)."""
         self.limit = limit_usd if self.limit is None else min(self.limit, limit_usd)
-        await self._wake()
+        self._wake()
 
-    async def _wake(self) -> None:
-        if self._waiting:  # skip the lock when nobody waits: this is on every request's path
-            async with self._changed:
-                self._changed.notify_all()
+    def _wake(self) -> None:
+        """Let every waiter re-check (synchronous, so a cancelled task can still call it)."""
+        if self._waiting:  # nothing to do when nobody waits: this is on every request's path
+            self._changed.set()
+            self._changed = asyncio.Event()

@@ -252,6 +252,8 @@ def _run_config(job: Job, settings: RunSettings, elapsed_s: float) -> RunConfig:
         key_refresh_s=settings.key_refresh_s,
         budget_margin_usd=settings.budget_margin_usd,
         model_caps={m.id: m.concurrency for m in job.models if m.concurrency},
+        stream=settings.stream,
+        timeout_s=settings.timeout_s,
     )
 
 

@@ -25,6 +25,7 @@ from ._limiter import Throttle
 from ._matrix import Request
 from ._results import ResultsWriter, record_head
 from ._retry import AttemptLog, RetryPolicy, call_with_retries
+from ._stream import stream_chat
 
 # Why a run stopped early; each maps to its own exit code in the CLI.
 STOP_AUTH, STOP_CREDITS, STOP_BUDGET, STOP_DEADLINE, STOP_INTERRUPTED = (
@@ -60,6 +61,8 @@ class RunConfig:
     key_refresh_s: float = 60.0
     budget_margin_usd: float = 0.0
     model_caps: dict[str, int] = field(default_factory=dict)
+    stream: bool = False  # streaming mode (_stream): a cancel stops generation and billing
+    timeout_s: float = 60.0  # per attempt; the streaming reader bounds the whole stream by it
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +154,12 @@ class Runner:
         """One attempt through the throttle; returns the answer and this attempt's latency."""
         started = await self.throttle.acquire(request.model)
         try:
-            result = await self.client.chat(request.payload, row_id=request.id)
+            if self.config.stream:
+                result: ChatResult = await stream_chat(
+                    self.client, request.payload, request.id, self.clock, self.config.timeout_s
+                )
+            else:
+                result = await self.client.chat(request.payload, row_id=request.id)
         except RateLimited as failure:
             self.throttle.rate_limited(started, failure.retry_after, pace=failure.http_status == 429)
             raise
@@ -304,6 +312,7 @@ class Runner:
             native_finish_reason=result.native_finish_reason,
             usage=result.usage,
             latency_ms=answered.latency_ms,  # the answering attempt: what the model took
+            ttft_ms=getattr(result, "ttft_ms", None),  # streaming mode: time to the first token
             elapsed_ms=answered.elapsed_ms,  # with retries and waits
             attempts=log.attempts,
             attempt_errors=log.failures,

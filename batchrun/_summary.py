@@ -38,6 +38,7 @@ class _Group:
     passed: int = 0
     score: float = 0.0  # sum of rows' weighted check scores
     latencies: array[float] = field(default_factory=lambda: array("d"))
+    ttfts: array[float] = field(default_factory=lambda: array("d"))  # streaming mode only
     answered_by: Counter[str] = field(default_factory=Counter)
 
     def add(self, record: dict[str, Any]) -> None:
@@ -49,6 +50,8 @@ class _Group:
             self.completion_tokens += int(usage.get("completion_tokens") or 0)
             if record.get("latency_ms") is not None:
                 self.latencies.append(float(record["latency_ms"]))
+            if record.get("ttft_ms") is not None:
+                self.ttfts.append(float(record["ttft_ms"]))
             self.answered_by[f"{record.get('response_model')}@{record.get('provider')}"] += 1
             if record.get("passed") is not None:
                 self.checked += 1
@@ -77,6 +80,8 @@ class _Group:
             "cost_unknown_rows": self.cost_unknown,
             "latency_p50_ms": percentile(self.latencies, 0.5),
             "latency_p95_ms": percentile(self.latencies, 0.95),
+            "ttft_p50_ms": percentile(self.ttfts, 0.5),
+            "ttft_p95_ms": percentile(self.ttfts, 0.95),
             "attempts_per_row": round(self.attempts / sent, 3) if sent else None,
             "checked": self.checked,
             "passed": self.passed,

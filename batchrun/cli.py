@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run on a fresh key whose limit is the budget (needs a management key)",
     )
+    run.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="streaming mode: a timeout, stop or deadline cancels generation and billing (run.stream)",
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="print nothing unless something fails")
 
     validate = commands.add_parser("validate", help="check job files without any network")
@@ -262,6 +268,8 @@ def _settings_from_args(job: Any, args: argparse.Namespace) -> Any:
     settings = _with_budget(settings, args.budget)
     if args.isolated_key:
         settings = replace(settings, isolated_key=True)
+    if args.stream is not None:
+        settings = replace(settings, stream=args.stream)
     return settings
 
 

@@ -145,3 +145,16 @@ def test_byok_runs_keep_upstream_costs_and_count_them(tmp_path: Path) -> None:
     # The ledger counted fee + upstream, like a key with include_byok_in_limit does.
     assert summary["spent_usd"] == pytest.approx(billed, abs=1e-8)
     assert summary["reconciliation"]["warning"] is None
+
+
+async def test_a_waiter_gives_up_when_the_last_in_flight_attempt_is_held() -> None:
+    """No deadlock: a hold frees nothing, but the waiter must learn that nothing is in flight."""
+    import asyncio
+
+    ledger = CreditLedger(1.0)
+    first = await ledger.reserve(0.6)
+    waiter = asyncio.ensure_future(ledger.reserve(0.6))
+    await asyncio.sleep(0)  # the waiter is waiting for room
+    ledger.hold(first)
+    with pytest.raises(BudgetExhausted):
+        await asyncio.wait_for(waiter, 5)

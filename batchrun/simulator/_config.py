@@ -58,7 +58,7 @@ class SimConfig:
     account_credits: float = 100.0  # total_credits at /credits
     stream_chunk_tokens: int = 4  # tokens per SSE chunk
     stream_chunk_ms: float = 0.0  # delay between SSE chunks (generation speed)
-    stream_padding: int = 0  # extra completion tokens a streamed answer carries (long streams)
+    stream_padding: int = 0  # extra words (" more") every answer carries: long answers and streams
 
     def set_option(self, text: str) -> None:
         """Apply one KEY=VALUE; `fault.503=0.1` and `price.MODEL=p,c,r` address the dicts."""

@@ -18,17 +18,18 @@ import orjson
 from aiohttp import web
 
 from ._answers import answer_to
-from ._billing import BillingRoutes, count_tokens, route
+from ._billing import count_tokens, route
 from ._billing import prompt_tokens as count_prompt
 from ._config import SimConfig
 from ._faults import broken_reply, draw_fault
 from ._http import error_response, json_response
 from ._keys import KeyRoutes, SimKey, account_key, bearer
 from ._limits import RateWindow
+from ._sse import Generation, StreamReplies
 from ._stats import SimStats
 
 
-class Simulator(KeyRoutes, BillingRoutes):
+class Simulator(KeyRoutes, StreamReplies):
     """The server. Use `serve_in_thread()` from tests, `start()`/`stop()` from async code."""
 
     def __init__(self, config: SimConfig | None = None) -> None:
@@ -220,13 +221,19 @@ class Simulator(KeyRoutes, BillingRoutes):
             delay = self._latency_s()
             if delay > 0:
                 await asyncio.sleep(delay)
-            content = self._answer(model, messages, body)
+            content = self._answer(model, messages, body) + " more" * config.stream_padding
             finish = "stop"
             completion_tokens = count_tokens(config, content)
             if completion_tokens > max_tokens:
                 content, completion_tokens, finish = content[: max_tokens * 4], max_tokens, "length"
             self._generations += 1
             generation = f"gen-{self._run_tag}-{self._generations:012d}"
+            if body.get("stream") is True and fault not in ("error200", "choice_error", "reset", "cut", "truncate"):
+                prices = (prompt_price, completion_price, request_price)
+                streamed = Generation(
+                    generation, model, endpoint.provider, content, prompt_tokens, prices, max_tokens, row, fault
+                )
+                return await self.stream_answer(request, key, streamed)
             if fault in ("error200", "choice_error"):
                 error = {"code": 502, "message": "Provider returned error", "metadata": {"provider_name": "SimCloud"}}
                 payload: dict[str, Any] = (
