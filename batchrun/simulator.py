@@ -1,7 +1,8 @@
 """OpenRouter in a box: a real HTTP server on loopback, for --simulate, tests and benchmarks.
 
-Serves POST /api/v1/chat/completions, GET /api/v1/models, GET /api/v1/key and the
-management API /api/v1/keys, with OpenRouter's shapes. Answers are deterministic
+Serves POST /api/v1/chat/completions, GET /api/v1/models, GET /api/v1/key, the
+management API /api/v1/keys, and the beta Batch API /api/beta/batches (`_sim_batches`),
+with OpenRouter's shapes. Answers are deterministic
 functions of the request. Faults (status codes, 200-with-error bodies, resets, truncated
 bodies, hangs), rate limits, daily caps and key limits are drawn from a seeded generator,
 so a scenario replays the same sequence of faults. GET /__sim/stats reports counters.
@@ -20,13 +21,15 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from ._sim_batches import SimBatches
 
 PER_M = 1e-6
 # (prompt, completion, request) USD per token / per request, like OpenRouter's pricing strings.
@@ -87,6 +90,14 @@ class SimConfig:
     cost_noise: float = 0.0  # billed cost = list cost x (1 + U(-noise, +noise))
     unreported_usd: float = 0.0  # charged to the key per answer but missing from usage.cost
     account_api: bool = True  # False: no /key, /models, /keys, like a local OpenAI-compatible server
+    # Batch API (batchrun/_sim_batches.py): seconds in each state, by the simulator's clock.
+    batch_validating_s: float = 1.0
+    batch_in_progress_s: float = 2.0
+    batch_finalizing_s: float = 1.0
+    batch_outcome: str = "completed"  # or failed | expired | cancelled, after in_progress
+    batch_item_error_rate: float = 0.0  # share of items answered with a per-item error
+    batch_item_usage: bool = True  # result bodies carry usage (the quickstart's example has none)
+    batch_cancel_api: bool = False  # serve an (undocumented) OpenAI-shaped cancel endpoint
 
     def set_option(self, text: str) -> None:
         """Apply one KEY=VALUE; `fault.503=0.1` and `price.MODEL=p,c,r` address the dicts."""
@@ -113,7 +124,7 @@ class SimConfig:
         current = getattr(self, key)
         if isinstance(current, bool):
             setattr(self, key, value.lower() in ("1", "true", "yes", "on"))
-        elif key in ("rate_limit_header", "require_key", "management_key", "jitter"):
+        elif key in ("rate_limit_header", "require_key", "management_key", "jitter", "batch_outcome"):
             setattr(self, key, value)
         elif key in ("seed", "free_daily_cap"):
             setattr(self, key, int(value))
@@ -202,6 +213,8 @@ class Simulator:
         self.port = 0
         self.host = "127.0.0.1"
         self.account_key = self._account_key()
+        self.clock: Callable[[], float] = time.time  # batch timing; tests drive it with a fake clock
+        self.batches = SimBatches(self)
 
     def _account_key(self) -> _Key:
         return _Key(limit=self.config.key_limit, label="sk-or-v1-sim...acct", hash="acct" + "0" * 60)
@@ -216,6 +229,7 @@ class Simulator:
         app.router.add_post("/api/v1/chat/completions", self._chat)
         app.router.add_get("/__sim/stats", self._stats)
         app.router.add_post("/__sim/reset", self._reset)
+        self.batches.add_routes(app)
         if self.config.account_api:
             app.router.add_get("/api/v1/models", self._models)
             app.router.add_get("/api/v1/key", self._key)
@@ -409,7 +423,7 @@ class Simulator:
         return _json({"data": data})
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return _json(self.stats.as_json())
+        return _json({**self.stats.as_json(), "batches": self.batches.stats.as_json()})
 
     async def _reset(self, request: web.Request) -> web.Response:
         """Fresh counters between benchmark rounds against one long-lived server."""
