@@ -356,7 +356,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     report = asyncio.run(_with_simulator(args, body))
     code, reasons = decide(report.summary, settings, args.pass_threshold)
     text = render_text(report.summary)
-    if code == ExitCode.OK:
+    if code == ExitCode.OK or (code == ExitCode.SUBMITTED and args.quiet):
+        # "Submitted, collect later" is the expected end of a batch submission tick: nothing is wrong.
         if not args.quiet:
             console.out.write(text + "\n")
     else:
