@@ -27,7 +27,6 @@ drive batches through their states with a fake clock instead of sleeping.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,25 +34,17 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from ._batch_rules import non_text_part
+from .._batch_rules import non_text_part
+from ._answers import tokens
+from ._http import error_response as _error
+from ._http import json_response as _json
+from ._keys import bearer
 
 if TYPE_CHECKING:
-    from .simulator import Simulator
+    from ._server import Simulator
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/embeddings")
 TERMINAL = ("completed", "failed", "expired", "cancelled")
-
-
-def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
-
-
-def _error(status: int, message: str) -> web.Response:
-    return _json({"error": {"code": status, "message": message}}, status)
-
-
-def _tokens(text: str) -> int:
-    return max(1, math.ceil(len(text) / 4))
 
 
 @dataclass
@@ -106,7 +97,7 @@ class SimBatches:
 
     # -- submit ------------------------------------------------------------------------------
     async def _submit(self, request: web.Request) -> web.Response:
-        key = self.sim._chat_key(self.sim._bearer(request))
+        key = self.sim._chat_key(bearer(request))
         if isinstance(key, web.Response):
             return key
         try:
@@ -225,11 +216,11 @@ class SimBatches:
             messages = body["messages"]
             content = sim._answer(batch.model, messages, body)
             max_tokens = int(body.get("max_tokens") or 16384)
-            completion_tokens = _tokens(content)
+            completion_tokens = tokens(content)
             finish = "stop"
             if completion_tokens > max_tokens:
                 content, completion_tokens, finish = content[: max_tokens * 4], max_tokens, "length"
-            prompt_tokens = sum(_tokens(str(m.get("content", ""))) + 4 for m in messages)
+            prompt_tokens = sum(tokens(str(m.get("content", ""))) + 4 for m in messages)
             # Documented: typically 50% of the per-token price; non-token components at full price.
             cost = max(0.0, 0.5 * (prompt_tokens * prompt_price + completion_tokens * completion_price))
             cost += max(0.0, request_price)
@@ -274,7 +265,7 @@ class SimBatches:
 
     # -- poll and cancel ---------------------------------------------------------------------
     def _find(self, request: web.Request) -> SimBatch | web.Response:
-        key = self.sim._chat_key(self.sim._bearer(request))
+        key = self.sim._chat_key(bearer(request))
         if isinstance(key, web.Response):
             return key
         batch = self.batches.get(request.match_info["id"])
