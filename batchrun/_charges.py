@@ -101,7 +101,7 @@ class ChargeBook:
 
     def abandoned(self, failure: RequestFailed, reservation: float, row: RowCharges) -> None:
         """An attempt that may have been billed: hold its reservation."""
-        charge = Charge(failure.generation_id, self.ledger.hold(reservation))
+        charge = Charge(failure.generation_id, self.ledger.keep(reservation))
         row.parts.append(charge)
         self.unresolved.append(charge)
 
@@ -115,7 +115,7 @@ class ChargeBook:
             charge.cost, charge.status = reported, "reported"
             await self.ledger.settle(reservation, reported + ((upstream or 0.0) if is_byok else 0.0))
             return
-        charge.held = self.ledger.hold(reservation)
+        charge.held = self.ledger.keep(reservation)
         self.unresolved.append(charge)
         if await self.look_up(charge):
             return

@@ -227,14 +227,19 @@ class OpenRouterClient:
         """POST /chat/completions (a body, or its JSON already encoded); returns the answer
         or raises a classified RequestFailed."""
         request = self.chat_request(body, row_id)
-        response = await self._exchange(request, billable=True)
+        return self.read_chat_reply(await self._exchange(request, billable=True), billable=True)
+
+    def read_chat_reply(self, response: httpx.Response, billable: bool = False) -> ChatResult:
+        """A chat completion reply (sync, or one item of a batch) as a ChatResult, or a
+        classified RequestFailed, including errors sent with HTTP 200. `billable`: a cut
+        body marks the failure as possibly billed (a sync attempt)."""
         try:
             data = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             if response.status_code == 200:
                 # A cut answer was generated, so it may well be billed.
                 failure = Transient("bad_response", "the body was truncated or not JSON", 200)
-                raise abandoned(failure, [response], True) from None
+                raise abandoned(failure, [response], billable) from None
             raise self._failure(response, {"message": response.text[:200] or f"HTTP {response.status_code}"}) from None
         if response.status_code != 200 or not isinstance(data, dict):
             raise self._failure(response, data.get("error") if isinstance(data, dict) else None)

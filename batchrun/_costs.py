@@ -210,7 +210,9 @@ class CostModel:
         from_model = (info.max_completion_tokens or info.context_length) if info is not None else None
         return max(from_endpoints or 0, from_model or 0) or None
 
-    def _cost(self, request: Request, model: str, prompt: int, completion: int) -> float | None:
+    def _cost(
+        self, request: Request, model: str, prompt: int, completion: int, token_factor: float = 1.0
+    ) -> float | None:
         basis = self.basis(model, request.body.get("provider"))
         if basis is None or not basis.known:
             return None
@@ -218,16 +220,23 @@ class CostModel:
         prompt_price = prices.get("prompt", 0.0)
         if _caches(request):
             prompt_price = max(prompt_price, prices.get("input_cache_write", 0.0))
+        per_token = prompt * prompt_price + completion * max(
+            prices.get("completion", 0.0), prices.get("internal_reasoning", 0.0)
+        )
         return (
-            prompt * prompt_price
-            + completion * max(prices.get("completion", 0.0), prices.get("internal_reasoning", 0.0))
+            token_factor * per_token
             + prices.get("request", 0.0)
             + _images(request) * prices.get("image", 0.0)
             + _web_searches(request, model) * prices.get("web_search", 0.0)
         )
 
-    def worst_case(self, request: Request) -> float | None:
-        """USD at worst, margin included; None when a price involved is unknown."""
+    def worst_case(self, request: Request, token_factor: float = 1.0) -> float | None:
+        """USD at worst, margin included; None when a price involved is unknown.
+
+        `token_factor` scales the per-token prices only: 0.5 for the Batch API, which bills
+        "typically 50% of the model's standard per-token pricing" while non-token components
+        are not uniformly discounted (batch-quickstart.mdx, Pricing), so they stay at full price.
+        """
         if self.models is None:
             return None
         worst = 0.0
@@ -235,7 +244,7 @@ class CostModel:
         # With a fallback list, any of the models may answer: cost the dearest.
         for model in [request.model, *request.body.get("models", [])]:
             completion = self.completion_cap(request, self.basis(model, request.body.get("provider"))) or 0
-            cost = self._cost(request, model, prompt, completion)
+            cost = self._cost(request, model, prompt, completion, token_factor)
             if cost is None:
                 return None
             worst = max(worst, cost)

@@ -70,7 +70,7 @@ class CreditLedger:
     async def release(self, reservation: float) -> None:
         await self.settle(reservation, 0.0)
 
-    def hold(self, reservation: float) -> float:
+    def keep(self, reservation: float) -> float:
         """The attempt may have been billed: keep its reservation as spent until resolved."""
         self.reserved -= reservation
         self.in_flight -= 1
@@ -80,8 +80,19 @@ class CreditLedger:
         return reservation
 
     async def resolve(self, held: float, actual: float) -> None:
-        """A held attempt's cost became known."""
+        """A kept attempt's cost became known."""
         self.held -= held
+        self.spent += actual
+        self._wake()
+
+    def hold(self, amount: float) -> None:
+        """Hold money for a submitted batch. Unlike `reserve`, it never waits and is not
+        "in flight": a batch settles only when collected, maybe in a later run, so sync
+        requests must not wait for it."""
+        self.reserved += amount
+
+    async def settle_hold(self, amount: float, actual: float) -> None:
+        self.reserved -= amount
         self.spent += actual
         self._wake()
 

@@ -331,7 +331,7 @@ class Runner:
         self._emit(request, record)
 
     def _failed(
-        self, request: Request, failure: RequestFailed, log: AttemptLog, started: float, row: RowCharges
+        self, request: Request, failure: RequestFailed, log: AttemptLog, started: float, row: RowCharges | None = None
     ) -> None:
         """One record for a failed request; the failure's class decides what else stops."""
         message = failure.message[:500]
@@ -361,7 +361,7 @@ class Runner:
             attempts=log.attempts,
             attempt_errors=log.failures,
             # An error without a billable attempt cost nothing (zero-completion-insurance.mdx).
-            **(row.fields() if row.parts else {"cost": None if skipped else 0.0, "cost_status": None}),
+            **(row.fields() if row and row.parts else {"cost": None if skipped else 0.0, "cost_status": None}),
         )
         self._emit(request, record)
 

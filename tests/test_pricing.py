@@ -121,7 +121,7 @@ async def test_a_timeout_after_the_headers_keeps_the_generation_id() -> None:
 async def test_a_held_attempt_stays_spent_until_resolved() -> None:
     ledger = CreditLedger(1.0)
     first = await ledger.reserve(0.6)
-    ledger.hold(first)  # abandoned: may have been billed
+    ledger.keep(first)  # abandoned: may have been billed
     assert ledger.committed == pytest.approx(0.6) and ledger.in_flight == 0
     with pytest.raises(BudgetExhausted):
         await ledger.reserve(0.6)  # the held worst case still counts
@@ -155,6 +155,6 @@ async def test_a_waiter_gives_up_when_the_last_in_flight_attempt_is_held() -> No
     first = await ledger.reserve(0.6)
     waiter = asyncio.ensure_future(ledger.reserve(0.6))
     await asyncio.sleep(0)  # the waiter is waiting for room
-    ledger.hold(first)
+    ledger.keep(first)
     with pytest.raises(BudgetExhausted):
         await asyncio.wait_for(waiter, 5)
