@@ -24,6 +24,7 @@ from typing import Any
 from ._batch_api import BatchClient, BatchInfo, BatchItem
 from ._batch_rules import batch_groups, non_text_part
 from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
+from ._charges import byok_of
 from ._checks import Answer, grade
 from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Transient
 from ._job import RunSettings
@@ -196,6 +197,7 @@ class BatchExecutor:
         result = item.result
         cost = result.cost if result.cost is not None else share
         elapsed_ms = round((self.clock.time() - started) * 1000, 1)
+        byok = byok_of(result.usage)
         record = runner._record(
             request,
             "ok",
@@ -211,10 +213,16 @@ class BatchExecutor:
             usage=result.usage,
             cost=cost,
             latency_ms=None,
+            ttft_ms=None,
             elapsed_ms=elapsed_ms,
             attempts=1,
             attempt_errors=[],
             error=None,
+            # The cost fields of a sync record (_charges): a share of the batch's charge is an estimate.
+            cost_status="reported" if result.cost is not None else ("estimated" if share is not None else "unknown"),
+            is_byok=byok[0],
+            upstream_inference_cost=byok[1],
+            abandoned_attempts=None,
             batch_id=entry.batch_id,
         )
         checks = _without_latency_checks(request.checks)

@@ -83,7 +83,8 @@ class RowCharges:
         }
 
 
-def _byok(usage: dict[str, Any]) -> tuple[bool, float | None]:
+def byok_of(usage: dict[str, Any]) -> tuple[bool, float | None]:
+    """is_byok and cost_details.upstream_inference_cost of a usage object, checked."""
     details = usage.get("cost_details")
     upstream = money(details.get("upstream_inference_cost")) if isinstance(details, dict) else None
     return usage.get("is_byok") is True, upstream
@@ -107,7 +108,7 @@ class ChargeBook:
 
     async def answered(self, result: ChatResult, reservation: float, row: RowCharges, estimate: float | None) -> None:
         """Settle an answer: its reported cost, a lookup, the token estimate, or unknown (held)."""
-        is_byok, upstream = _byok(result.usage)
+        is_byok, upstream = byok_of(result.usage)
         charge = Charge(result.generation_id, 0.0, is_byok=is_byok, upstream_inference_cost=upstream, abandoned=False)
         row.parts.append(charge)
         reported = money(result.usage.get("cost"))

@@ -227,19 +227,7 @@ class Runner:
             # The request in flight was abandoned, so it may still be billed: hold it.
             if current[0] is not None:
                 self.charges.abandoned(AbandonedAttempt(), current[0], row)
-            self._emit(
-                request,
-                self._record(
-                    request,
-                    "skipped",
-                    self.stop_reason or STOP_INTERRUPTED,
-                    True,
-                    started,
-                    attempts=log.attempts,
-                    attempt_errors=log.failures,
-                    **row.fields(),
-                ),
-            )
+            self._skip_attempted(request, self.stop_reason or STOP_INTERRUPTED, started, log, row)
             raise _Recorded() from None
         assert current[0] is not None
         answered = _Answered(result, round(latency_s * 1000, 1), round((self.clock.monotonic() - began) * 1000, 1))
@@ -270,19 +258,12 @@ class Runner:
             return
         # No reservation fit for another attempt after one that may have been billed.
         self._budget_stop(worst)
-        self._emit(
-            request,
-            self._record(
-                request,
-                "skipped",
-                self.stop_reason or STOP_BUDGET,
-                True,
-                started,
-                attempts=log.attempts,
-                attempt_errors=log.failures,
-                **row.fields(),
-            ),
-        )
+        self._skip_attempted(request, self.stop_reason or STOP_BUDGET, started, log, row)
+
+    def _skip_attempted(self, request: Request, reason: str, started: float, log: AttemptLog, row: RowCharges) -> None:
+        """A row skipped after it was sent: its attempts, and what they may have cost."""
+        fields = {"attempts": log.attempts, "attempt_errors": log.failures, **row.fields()}
+        self._emit(request, self._record(request, "skipped", reason, True, started, **fields))
 
     async def _settle_answer(
         self,

@@ -80,9 +80,7 @@ class StreamReplies(BillingRoutes):
                 await response.write(_event(self._chunk(gen, {"role": "assistant", "content": piece})))
                 if gen.fault == "midstream":
                     error = {"code": "server_error", "message": "Provider disconnected unexpectedly"}
-                    await response.write(
-                        _event({**self._chunk(gen, {"content": ""}, "error"), "error": error})
-                    )
+                    await response.write(_event({**self._chunk(gen, {"content": ""}, "error"), "error": error}))
                     return response  # finish_reason error: not billed
                 if gen.fault in ("hang", "stall"):
                     await asyncio.sleep(config.hang_s)  # stops producing; the client gives up
