@@ -6,6 +6,7 @@
     ├── LockHeld                 another run is writing the same output file
     ├── ResultsError             a results file cannot be read, or files from different jobs were mixed
     ├── OutputFailed             writing results or a summary failed once requests may have been sent
+    ├── CacheError               the response cache cannot be used (a run goes on without it)
     └── RequestFailed            one chat request failed; `kind`, `http_status`, `retry_after`
         ├── Transient            worth another attempt
         │   └── RateLimited      a 429 (or overload) with the server's wait, if it gave one
@@ -76,6 +77,11 @@ class OutputFailed(BatchrunError):
     Unlike an output refused before the run (a ConfigError, nothing spent), this can come
     after money was spent, so it has an exit code of its own.
     """
+
+
+class CacheError(BatchrunError):
+    """The response cache is unusable: corrupt, locked, unwritable. A run warns and goes on
+    without it; only the `cache` commands report it as an error."""
 
 
 class RequestFailed(BatchrunError):
