@@ -31,9 +31,9 @@ def _spec(chart: alt.TopLevelMixin) -> dict[str, Any]:
     return spec
 
 
-def _rate_chart(rows: list[dict[str, Any]], field: str, title: str) -> alt.LayerChart:
+def _rate_chart(rows: list[dict[str, Any]], field: str, title: str) -> alt.TopLevelMixin:
     """Pass rate bars per `field`, with the Wilson 95% interval drawn as an error bar."""
-    base = alt.Chart(alt.Data(values=rows)).encode(y=alt.Y(f"{field}:N", sort=None, title=None))
+    base = alt.Chart(alt.InlineData(values=rows)).encode(y=alt.Y(f"{field}:N", sort=None, title=None))
     tooltip = [
         alt.Tooltip(f"{field}:N"),
         alt.Tooltip("rate:Q", format=".1%", title="pass rate"),
@@ -55,7 +55,7 @@ def pass_rate_chart(rows: list[dict[str, Any]], field: str, chart_id: str, capti
 
 
 def heatmap_chart(rows: list[dict[str, Any]]) -> Chart:
-    base = alt.Chart(alt.Data(values=rows)).encode(
+    base = alt.Chart(alt.InlineData(values=rows)).encode(
         x=alt.X("prompt:N", title=None, axis=alt.Axis(labelAngle=-30)), y=alt.Y("model:N", title=None)
     )
     cells = base.mark_rect().encode(
@@ -74,10 +74,9 @@ def heatmap_chart(rows: list[dict[str, Any]]) -> Chart:
     )
 
 
-
 def status_chart(rows: list[dict[str, Any]]) -> Chart:
     chart = (
-        alt.Chart(alt.Data(values=rows))
+        alt.Chart(alt.InlineData(values=rows))
         .mark_bar()
         .encode(
             y=alt.Y("model:N", title=None),
@@ -100,7 +99,7 @@ def status_chart(rows: list[dict[str, Any]]) -> Chart:
 
 def cost_chart(rows: list[dict[str, Any]]) -> Chart:
     chart = (
-        alt.Chart(alt.Data(values=rows))
+        alt.Chart(alt.InlineData(values=rows))
         .mark_bar(color="#f58518")
         .encode(
             y=alt.Y("model:N", title=None),
@@ -119,7 +118,7 @@ def cost_chart(rows: list[dict[str, Any]]) -> Chart:
 
 def latency_percentile_chart(rows: list[dict[str, Any]]) -> Chart:
     chart = (
-        alt.Chart(alt.Data(values=rows))
+        alt.Chart(alt.InlineData(values=rows))
         .mark_bar()
         .encode(
             y=alt.Y("model:N", title=None),
@@ -140,7 +139,7 @@ def latency_percentile_chart(rows: list[dict[str, Any]]) -> Chart:
 
 def latency_histogram_chart(rows: list[dict[str, Any]]) -> Chart:
     chart = (
-        alt.Chart(alt.Data(values=rows))
+        alt.Chart(alt.InlineData(values=rows))
         .mark_line(interpolate="step-after", point=False)
         .encode(
             x=alt.X("from_ms:Q", title="latency (ms), binned"),
@@ -165,28 +164,33 @@ def _run_axis() -> alt.X:
 
 def _markers(markers: list[dict[str, Any]]) -> alt.Chart:
     """A dashed vertical rule at each run where something changed (see _history.change_markers)."""
-    return (
-        alt.Chart(alt.Data(values=markers))
+    rules: alt.Chart = (
+        alt.Chart(alt.InlineData(values=markers))
         .mark_rule(color="#e45756", strokeDash=[4, 3])
         .encode(x=_run_axis(), tooltip=[alt.Tooltip("run:N"), alt.Tooltip("what:N", title="change")])
     )
+    return rules
 
 
-def _trend(rows: list[dict[str, Any]], value: str, axis: alt.Axis | None, title: str, fmt: str) -> alt.Chart:
-    return (
-        alt.Chart(alt.Data(values=rows))
+def _trend(rows: list[dict[str, Any]], value: str, percent: bool, title: str, fmt: str) -> alt.Chart:
+    # One colour per model on every chart of the page: the domain is fixed, 'all' last.
+    models = sorted({str(row["model"]) for row in rows} - {"all"})
+    domain = models + ["all"] if any(row["model"] == "all" for row in rows) else models
+    lines: alt.Chart = (
+        alt.Chart(alt.InlineData(values=rows))
         .mark_line(point=True)
         .encode(
             x=_run_axis(),
-            y=alt.Y(f"{value}:Q", title=title, axis=axis),
-            color=alt.Color("model:N"),
+            y=alt.Y(f"{value}:Q", title=title, axis=PERCENT if percent else alt.Axis()),
+            color=alt.Color("model:N", scale=alt.Scale(domain=domain)),
             tooltip=["run:N", "model:N", alt.Tooltip(f"{value}:Q", format=fmt), "file:N"],
         )
     )
+    return lines
 
 
 def history_pass_chart(rows: list[dict[str, Any]], markers: list[dict[str, Any]]) -> Chart:
-    lines = _trend(rows, "rate", PERCENT, "pass rate", ".1%")
+    lines = _trend(rows, "rate", True, "pass rate", ".1%")
     layers = [lines, _markers(markers)] if markers else [lines]
     return Chart(
         "history-pass-rate",
@@ -198,7 +202,7 @@ def history_pass_chart(rows: list[dict[str, Any]], markers: list[dict[str, Any]]
 
 def history_cost_chart(rows: list[dict[str, Any]]) -> Chart:
     chart = (
-        alt.Chart(alt.Data(values=rows))
+        alt.Chart(alt.InlineData(values=rows))
         .mark_bar(color="#f58518")
         .encode(
             x=_run_axis(),
@@ -215,7 +219,7 @@ def history_latency_chart(rows: list[dict[str, Any]]) -> Chart:
         "history-latency",
         "p95 latency per model over time",
         "The 95th-percentile latency of each model's answers in each run.",
-        _spec(_trend(rows, "p95_ms", None, "p95 latency (ms)", ",.0f").properties(width="container")),
+        _spec(_trend(rows, "p95_ms", False, "p95 latency (ms)", ",.0f").properties(width="container")),
     )
 
 
@@ -223,6 +227,6 @@ def history_error_chart(rows: list[dict[str, Any]]) -> Chart:
     return Chart(
         "history-errors",
         "Error rate per model over time",
-        "The share of each model's sent requests that ended in an error row, per run (the line 'all' is the whole run).",
-        _spec(_trend(rows, "error_rate", PERCENT, "error rate", ".1%").properties(width="container")),
+        "The share of each model's sent requests that ended in an error row, per run ('all': the whole run).",
+        _spec(_trend(rows, "error_rate", True, "error rate", ".1%").properties(width="container")),
     )

@@ -40,7 +40,9 @@ def require_report_extra() -> None:
         try:
             __import__(module)
         except ImportError:
-            raise ConfigError(f"HTML pages need the optional extra `report` ({module} is missing): {EXTRA_HINT}") from None
+            raise ConfigError(
+                f"HTML pages need the optional extra `report` ({module} is missing): {EXTRA_HINT}"
+            ) from None
 
 
 @functools.cache
@@ -54,7 +56,9 @@ def vega_bundle() -> str:
 
     major_minor = ".".join(altair.VEGALITE_VERSION.split(".")[:2])
     version = major_minor if major_minor in vl_convert.get_vegalite_versions() else None
-    bundle = vl_convert.javascript_bundle(vl_version=version)
+    # The snippet puts the three libraries on `window`, where page.js finds them.
+    snippet = "window.vegaEmbed = vegaEmbed; window.vega = vega; window.vegaLite = vegaLite;"
+    bundle = vl_convert.javascript_bundle(snippet, vl_version=version)
     # The bundle goes inside a <script> element: no literal end tag may appear in it.
     return bundle.replace("</script", "<\\/script")
 
@@ -245,3 +249,57 @@ def report_page(
         prompt_count=len(summary["prompts"]),
         table_models=sorted({row["model"] for row in digest.rows}),
     )
+
+
+def history_charts(history: dict[str, Any]) -> list[Chart]:
+    from . import _charts
+
+    runs = history["runs"]
+
+    def per_model(key: str) -> list[dict[str, Any]]:
+        return [
+            {"run": run["label"], "model": name, key: model[key], "file": run["file"]}
+            for run in runs
+            for name, model in run["models"].items()
+            if model[key] is not None
+        ]
+
+    changed: dict[str, list[str]] = {}
+    for marker in history["markers"]:
+        changed.setdefault(marker["run"], []).append(marker["what"])
+    markers = [{"run": run, "what": "; ".join(whats)} for run, whats in changed.items()]
+    pass_rows = [{**row, "rate": row.pop("pass_rate")} for row in per_model("pass_rate")]
+    errors = per_model("error_rate") + [
+        {"run": run["label"], "model": "all", "error_rate": run["error_rate"], "file": run["file"]}
+        for run in runs
+        if run["error_rate"] is not None
+    ]
+    charts = []
+    if pass_rows:
+        charts.append(_charts.history_pass_chart(pass_rows, markers))
+    charts.append(
+        _charts.history_cost_chart(
+            [{"run": r["label"], "cost_usd": r["cost_usd"], "rows": r["rows"], "file": r["file"]} for r in runs]
+        )
+    )
+    latency = per_model("p95_ms")
+    if latency:
+        charts.append(_charts.history_latency_chart(latency))
+    if errors:
+        charts.append(_charts.history_error_chart(errors))
+    return charts
+
+
+def write_history(history: dict[str, Any], output: Path) -> None:
+    require_report_extra()
+    flips = history["flips"]
+    html = render_page(
+        "history.html.j2",
+        history_charts(history),
+        history=history,
+        flips=flips,
+        flip_models=sorted({row["model"] for row in flips["rows"]}) if flips else [],
+        flip_kinds=sorted({f"{row['before']} → {row['after']}" for row in flips["rows"]}) if flips else [],
+        models=sorted({name for run in history["runs"] for name in run["models"]}),
+    )
+    write_page(output, html)

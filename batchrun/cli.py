@@ -21,14 +21,15 @@ from . import __version__
 from ._exceptions import AuthFailed, BatchrunError, ConfigError, JobError, LockHeld, RequestFailed, ResultsError
 from ._verdict import EXIT_CODE_TABLE, ExitCode
 
-COMMANDS = ("validate", "plan", "simulate", "report", "diff", "merge", "run")
+COMMANDS = ("validate", "plan", "simulate", "report", "diff", "merge", "run", "history")
 
 EPILOG = f"""commands:
   batchrun JOB.yaml [options]        run a job (same as `batchrun run JOB.yaml`)
   batchrun validate JOB.yaml...      schema and semantic checks, no network
   batchrun plan JOB.yaml             matrix size; with a key or --simulate, worst-case cost vs budget and credit
   batchrun simulate [--port P]       serve the built-in OpenRouter simulator
-  batchrun report RESULTS.jsonl      summary of a results file
+  batchrun report RESULTS.jsonl      summary of a results file (--html OUT.html: a self-contained page)
+  batchrun history [DIR | RUN...]    trends across runs of a job (--html OUT.html, --markdown)
   batchrun diff A.jsonl B.jsonl      what changed between two runs
   batchrun merge OUT.jsonl SHARD...  combine shard files of one job
 
@@ -153,6 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-grade the stored answers with this job's current checks, and gate on its "
         "thresholds (exit 1 or 3); no request is sent",
     )
+    report.add_argument(
+        "--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML page with charts"
+    )
+
+    history = commands.add_parser("history", help="trends across the runs of a job, and what changed")
+    history.add_argument(
+        "paths",
+        type=Path,
+        nargs="*",
+        metavar="DIR | RUN.jsonl",
+        help="the job's output folder, or results files (default: the one job under outputs/)",
+    )
+    history.add_argument("--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML page")
+    history.add_argument("--json", action="store_true")
+    history.add_argument("--markdown", action="store_true", help="compact tables, e.g. for GITHUB_STEP_SUMMARY")
 
     diff = commands.add_parser("diff", help="what changed between two runs of a job")
     diff.add_argument("before", type=Path)
@@ -388,10 +404,19 @@ def _show(
     _step_summary(as_markdown(data))
 
 
+def _write_report_page(args: argparse.Namespace) -> None:
+    from ._html_report import write_report
+    from ._job import load_job
+
+    write_report(args.results, args.html, load_job(args.job) if args.job is not None else None)
+
+
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from ._results import final_records
     from ._summary import SummaryBuilder, render_markdown, render_text
 
+    if args.html:
+        _write_report_page(args)
     records = final_records(args.results)
     if args.job is None:
         summary = SummaryBuilder().add_all(records).result(output=str(args.results))
@@ -408,6 +433,18 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     for reason in reasons:
         console.error(reason)
     return int(code)
+
+
+def cmd_history(args: argparse.Namespace, console: Console) -> int:
+    from ._history import build_history, render_history_markdown, render_history_text
+
+    history = build_history(args.paths)
+    if args.html:
+        from ._html_report import write_history
+
+        write_history(history, args.html)
+    _show(console, args, history, render_history_text, render_history_markdown)
+    return ExitCode.OK
 
 
 def cmd_diff(args: argparse.Namespace, console: Console) -> int:
@@ -444,6 +481,7 @@ HANDLERS = {
     "simulate": cmd_simulate,
     "report": cmd_report,
     "diff": cmd_diff,
+    "history": cmd_history,
     "merge": cmd_merge,
 }
 
