@@ -28,6 +28,8 @@ class Chart:
 def _spec(chart: alt.TopLevelMixin) -> dict[str, Any]:
     spec: dict[str, Any] = chart.to_dict()
     spec.pop("$schema", None)  # a URL: the page never fetches it, and it is noise offline
+    # Model ids are long ("mistralai/mistral-small-3.1-24b-instruct"): room for them whole.
+    spec.setdefault("config", {}).update({"legend": {"labelLimit": 320}, "axis": {"labelLimit": 320}})
     return spec
 
 
