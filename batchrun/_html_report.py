@@ -19,17 +19,14 @@ import functools
 import os
 import tempfile
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import ConfigError
 from ._report_data import PROMPT_CAP, ROW_CAP, TEXT_CAP, RunDigest, histogram, read_run_summary, wilson
-from ._results import final_records
 
 if TYPE_CHECKING:
     from ._charts import Chart
-    from ._job import Job
 
 EXTRA_HINT = "pip install 'batchrun[report]'"
 
@@ -194,36 +191,37 @@ def model_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return table
 
 
-def run_verdict(summary: dict[str, Any], run_meta: dict[str, Any], job: Job | None) -> dict[str, Any]:
-    """The exit code the run's results mean: with the job's thresholds when given, else the defaults."""
-    from ._job import RunSettings
-    from ._verdict import decide
-
-    settings = job.run if job is not None else RunSettings()
-    code, reasons = decide({**summary, "stop": run_meta.get("stop")}, settings)
-    return {
-        "code": int(code),
-        "name": code.name.lower(),
-        "reasons": reasons,
-        "basis": "the job's thresholds" if job is not None else "default thresholds (no --job given)",
-    }
+Decided = tuple[int, list[str]]  # an exit code and its reasons
 
 
-def write_report(results: Path, output: Path, job: Job | None = None) -> dict[str, Any]:
-    """Read a results file (re-graded with `job`'s checks when given) and write its page; returns its summary."""
-    require_report_extra()
-    records: Iterable[dict[str, Any]] = final_records(results)
-    if job is not None:
-        from ._checks import regrade
+def _verdict(summary: dict[str, Any], run_meta: dict[str, Any], decided: Decided | None) -> dict[str, Any]:
+    """The exit verdict shown in the header: `report --job`'s own when given (the job's thresholds,
+    the matrix's coverage); otherwise decided here with the default thresholds and the stop the
+    run recorded in its summary file."""
+    from ._verdict import ExitCode
 
-        records = regrade(records, job)
-    digest = RunDigest()
-    digest.add_all(records)
-    summary = digest.builder.result(output=str(results))
+    basis = "the job's thresholds"
+    if decided is None:
+        from ._job import RunSettings
+        from ._verdict import decide
+
+        decided = decide({**summary, "stop": run_meta.get("stop")}, RunSettings())
+        basis = "default thresholds (no --job given)"
+    code, reasons = decided
+    return {"code": int(code), "name": ExitCode(code).name.lower(), "reasons": reasons, "basis": basis}
+
+
+def write_report(
+    results: Path,
+    output: Path,
+    digest: RunDigest,
+    summary: dict[str, Any],
+    decided: Decided | None,
+) -> None:
+    """Write the page of a run whose records `digest` took in while `summary` was built."""
     run_meta = read_run_summary(results)
-    html = report_page(digest, summary, results, run_verdict(summary, run_meta, job), run_meta)
+    html = report_page(digest, summary, results, _verdict(summary, run_meta, decided), run_meta)
     write_page(output, html)
-    return summary
 
 
 def report_page(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,9 +118,11 @@ class RunDigest:
             if len(self.rows) < ROW_CAP:
                 self.rows.append(_table_row(record))
 
-    def add_all(self, records: Iterable[dict[str, Any]]) -> None:
+    def watch(self, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """The records, unchanged, taken in on the way: the page and the summary share one read."""
         for record in records:
             self.add(record)
+            yield record
 
     def latencies(self) -> dict[str, list[float]]:
         return {name: list(group.latencies) for name, group in sorted(self.builder.models.items())}
