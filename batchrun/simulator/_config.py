@@ -62,6 +62,14 @@ class SimConfig:
     content_parts: bool = False  # answer `content` as an array of text parts (ChatAssistantMessage)
     # model -> availability code answered to every request for it (`unavailable.MODEL=CODE`)
     unavailable: dict[str, str] = field(default_factory=dict)
+    # Batch API (simulator/_batches.py): seconds in each state, by the simulator's clock.
+    batch_validating_s: float = 1.0
+    batch_in_progress_s: float = 2.0
+    batch_finalizing_s: float = 1.0
+    batch_outcome: str = "completed"  # or failed | expired | cancelled, after in_progress
+    batch_item_error_rate: float = 0.0  # share of items answered with a per-item error
+    batch_item_usage: bool = True  # result bodies carry usage (the quickstart's example has none)
+    batch_cancel_api: bool = False  # serve an (undocumented) OpenAI-shaped cancel endpoint
 
     def set_option(self, text: str) -> None:
         """Apply one KEY=VALUE; `fault.503=0.1` and `price.MODEL=p,c,r` address the dicts."""
@@ -95,7 +103,14 @@ class SimConfig:
         current = getattr(self, key)
         if isinstance(current, bool):
             setattr(self, key, value.lower() in ("1", "true", "yes", "on"))
-        elif key in ("rate_limit_header", "rate_limit_window", "require_key", "management_key", "jitter"):
+        elif key in (
+            "rate_limit_header",
+            "rate_limit_window",
+            "require_key",
+            "management_key",
+            "jitter",
+            "batch_outcome",
+        ):
             setattr(self, key, value)
         elif key in ("seed", "free_daily_cap"):
             setattr(self, key, int(value))

@@ -11,24 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ._http import json_response
+from ._http import error_body, json_response
 
-# "Typed error codes": the error_type each HTTP status maps to.
-ERROR_TYPES = {
-    400: "invalid_request",
-    401: "authentication",
-    402: "payment_required",
-    403: "permission_denied",
-    404: "not_found",
-    408: "timeout",
-    413: "payload_too_large",
-    422: "unprocessable",
-    429: "rate_limit_exceeded",
-    500: "server",
-    502: "provider_unavailable",
-    503: "provider_overloaded",
-    504: "timeout",
-}
 # "Model availability errors": code -> (HTTP status, error_type, retryable).
 AVAILABILITY = {
     "model_not_found": (400, "invalid_request", False),
@@ -44,18 +28,6 @@ AVAILABILITY = {
     "free_variant_ended": (404, "not_found", False),
 }
 PROVIDER = "SimCloud"
-
-
-def error_body(status: int, message: str, **metadata: Any) -> dict[str, Any]:
-    meta = {"error_type": ERROR_TYPES.get(status, "unmapped" if status >= 500 else "invalid_request"), **metadata}
-    return {"error": {"code": status, "message": message, "metadata": meta}}
-
-
-def error_response(
-    status: int, message: str, metadata: dict[str, Any] | None = None, headers: dict[str, str] | None = None
-) -> web.Response:
-    """An OpenRouter error body; `metadata.error_type` is the typed code of the status."""
-    return json_response(error_body(status, message, **(metadata or {})), status, headers)
 
 
 def provider_error(status: int, message: str, raw: str, headers: dict[str, str] | None = None) -> web.Response:

@@ -11,8 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ._config import SimConfig
-from ._errors import error_response
-from ._http import json_response
+from ._http import error_response, json_response
 from ._stats import SimStats
 
 

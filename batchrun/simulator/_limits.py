@@ -16,7 +16,7 @@ import time
 from aiohttp import web
 
 from ._config import SimConfig
-from ._errors import error_response
+from ._http import error_response
 
 
 class _Window:
