@@ -31,21 +31,21 @@ def wanted_models(job: Job) -> list[str]:
     return sorted(wanted)
 
 
-async def read_prices(
-    client: OpenRouterClient, wanted: list[str]
-) -> tuple[dict[str, ModelInfo] | None, dict[str, list[EndpointPrice] | None]]:
-    """/models, then each model's endpoints once (their prices differ by provider)."""
-    models = await client.models()
+async def read_endpoints(
+    client: OpenRouterClient, models: dict[str, ModelInfo] | None, wanted: list[str]
+) -> dict[str, list[EndpointPrice] | None]:
+    """Each listed model's endpoints, read once (their prices differ by provider)."""
     endpoints: dict[str, list[EndpointPrice] | None] = {}
-    if models is not None:
-        for model in wanted:
-            if model not in models:
-                continue
-            try:
-                endpoints[model] = await client.endpoints(model)
-            except RequestFailed:
-                endpoints[model] = None  # costed at the /models price (the plan says so)
-    return models, endpoints
+    if models is None:
+        return endpoints
+    for model in wanted:
+        if model not in models:
+            continue
+        try:
+            endpoints[model] = await client.endpoints(model)
+        except RequestFailed:
+            endpoints[model] = None  # costed at the /models price (the plan says so)
+    return endpoints
 
 
 async def read_balance(client: OpenRouterClient, management_key: str | None) -> float | None:

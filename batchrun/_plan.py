@@ -90,15 +90,16 @@ async def price_plan(
     previous: bool = True,
     management_key: str | None = None,
 ) -> PricedPlan:
-    from ._account import read_balance, read_prices, wanted_models
-    from ._run import RunOptions, check_models, estimate, make_client
+    from ._account import read_balance, read_endpoints, wanted_models
+    from ._run import RunOptions, check_models, estimate, make_client, read_account, retry_policy
 
-    client = make_client(job, RunOptions(api_key=api_key, base_url=base_url), job.run)
+    options = RunOptions(api_key=api_key, base_url=base_url)
+    client = make_client(job, options, job.run)
     try:
-        models, endpoints = await read_prices(client, wanted_models(job))
+        models, key = await read_account(client, retry_policy(job.run), options, lambda: job.run.deadline_s)
         if models is not None:
             check_models(job, models)
-        key = await client.key_info()
+        endpoints = await read_endpoints(client, models, wanted_models(job))
         balance = await read_balance(client, management_key)
     finally:
         await client.aclose()
@@ -164,19 +165,21 @@ def render_plan(plan: PricedPlan) -> str:
                 else f"remaining credit ${remaining:.6f} -> worst case {'fits' if total <= remaining else 'EXCEEDS it'}"
             )
         )
-        if plan.balance is not None:
-            lines.append(
-                f"account balance (/credits): ${plan.balance:.6f} -> worst case "
-                + ("fits" if total <= plan.balance else "EXCEEDS it")
-            )
-        free = plan.key.get("free_model_daily_requests")
-        needed = sum(n for m, n in plan.rows.items() if m.endswith(":free"))
-        if needed or free:
-            left = free.get("remaining") if isinstance(free, dict) else None
-            lines.append(
-                f"free-model requests needed today: {needed}"
-                + ("" if left is None else f", remaining {left}" + (" (NOT ENOUGH)" if needed > left else ""))
-            )
+    if plan.balance is not None:
+        lines.append(
+            f"account balance (/credits): ${plan.balance:.6f} -> worst case "
+            + ("fits" if total <= plan.balance else "EXCEEDS it")
+        )
+    needed = sum(n for m, n in plan.rows.items() if m.endswith(":free"))
+    if needed:
+        # limits.mdx: every :free request counts against one account-wide daily cap, lower
+        # for accounts that never bought credits. /key reports `is_free_tier`, not how many
+        # free requests are left today, so the plan cannot say whether they fit.
+        tier = plan.key.get("is_free_tier") if plan.key is not None else None
+        lines.append(
+            f"free-model requests needed: {needed}, all against the account's daily cap for :free models"
+            + (" (is_free_tier: the lower cap applies)" if tier is True else "")
+        )
     for model in sorted(plan.no_max_tokens):
         lines.append(
             f"warning: {model} has requests without max_tokens: costed at the model's maximum completion "

@@ -136,13 +136,14 @@ run: {concurrency: 4, cost_margin: 0}
 def _cost_model(sim: Simulator, text: str, tmp_path: Path) -> tuple[CostModel, list[Any]]:
     import asyncio
 
-    from batchrun._account import read_prices, wanted_models
+    from batchrun._account import read_endpoints, wanted_models
 
     job = load_job(write_job(tmp_path, text, "bound.yaml"))
 
     async def read() -> CostModel:
         async with OpenRouterClient(sim.base_url, FAKE_KEY) as client:
-            models, endpoints = await read_prices(client, wanted_models(job))
+            models = await client.models()
+            endpoints = await read_endpoints(client, models, wanted_models(job))
         return CostModel(models, 0.0, endpoints)
 
     return asyncio.run(read()), list(plan_requests(job))

@@ -22,6 +22,7 @@ from ._batches import SimBatches
 from ._billing import count_tokens, route
 from ._billing import prompt_tokens as count_prompt
 from ._config import SimConfig
+from ._errors import PROVIDER, availability_error, provider_error
 from ._faults import broken_reply, draw_fault
 from ._http import error_response, json_response
 from ._keys import KeyRoutes, SimKey, account_key, bearer
@@ -182,27 +183,37 @@ class Simulator(KeyRoutes, StreamReplies):
         row = request.headers.get("X-Batchrun-Row")
         if row:
             self.stats.by_row[row] += 1
+        if model in config.unavailable:
+            return availability_error(config.unavailable[model], model)
         if model not in config.prices:
-            return error_response(400, f"{model} is not a valid model ID")
-        limited = self.limits.check()
+            return availability_error("model_not_found", model)
+        limited = self.limits.check(model)
         if limited is not None:
             return limited
         if model.endswith(":free") and config.free_daily_cap is not None:
-            if self._daily[model] >= config.free_daily_cap:
-                return error_response(
-                    429,
-                    "Rate limit exceeded: free-models-per-day. Add credits to unlock more requests.",
-                    {"limit_type": "free-models-per-day"},
-                    {"X-RateLimit-Reset": str(int((math.floor(time.time() / 86400) + 1) * 86400 * 1000))},
-                )
+            # limits.mdx: one daily cap for all free requests of the account.
+            if sum(self._daily.values()) >= config.free_daily_cap:
+                midnight = (math.floor(time.time() / 86400) + 1) * 86400
+                headers = {
+                    "X-RateLimit-Limit": str(config.free_daily_cap),
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": str(midnight * 1000),
+                }
+                return error_response(429, "Rate limit exceeded: free-models-per-day", headers=headers)
             self._daily[model] += 1
         fault = draw_fault(self._rng, config.faults)
+        if fault in ("capacity_exhausted", "temporarily_unavailable"):
+            return availability_error(fault, model, retry_after=1)
         if fault is not None and fault.isdigit():
             status = int(fault)
             if status == 402:
+                # limit_source is not documented (client issues): kept as the hint it is.
                 return error_response(402, "Key limit exceeded", {"limit_source": "openrouter_key_limit"})
             if status == 429:
-                return error_response(429, "Rate limit exceeded", headers={"Retry-After": "1"})
+                # An upstream provider's limit: no X-RateLimit-* headers, and raw text that
+                # happens to say "per day", which must not be read as a daily cap.
+                raw = "Rate limit reached for requests per day (RPD) on this organization; retry shortly"
+                return provider_error(429, "Rate limit exceeded", raw, {"Retry-After": "1"})
             return error_response(status, f"Simulated HTTP {status}")
 
         endpoint = route(config, model, body.get("provider"), self._rng)
@@ -226,10 +237,13 @@ class Simulator(KeyRoutes, StreamReplies):
             if delay > 0:
                 await asyncio.sleep(delay)
             content = self._answer(model, messages, body) + " more" * config.stream_padding
-            finish = "stop"
+            finish: str | None = "stop"
             completion_tokens = count_tokens(config, content)
             if completion_tokens > max_tokens:
                 content, completion_tokens, finish = content[: max_tokens * 4], max_tokens, "length"
+            if fault == "cold_start":
+                # errors-and-debugging.mdx "When no content is generated": an empty answer.
+                content, completion_tokens, finish = "", 0, None
             self._generations += 1
             generation = f"gen-{self._run_tag}-{self._generations:012d}"
             if body.get("stream") is True and fault not in ("error200", "choice_error", "reset", "cut", "truncate"):
@@ -239,7 +253,11 @@ class Simulator(KeyRoutes, StreamReplies):
                 )
                 return await self.stream_answer(request, key, streamed)
             if fault in ("error200", "choice_error"):
-                error = {"code": 502, "message": "Provider returned error", "metadata": {"provider_name": "SimCloud"}}
+                error = {
+                    "code": 502,
+                    "message": "Provider returned error",
+                    "metadata": {"error_type": "provider_unavailable", "provider_name": PROVIDER, "raw": "502"},
+                }
                 payload: dict[str, Any] = (
                     {"id": generation, "error": error, "choices": None}
                     if fault == "error200"
@@ -264,22 +282,27 @@ class Simulator(KeyRoutes, StreamReplies):
             )
             if config.cost_noise:
                 cost = max(0.0, cost * (1 + self._rng.uniform(-config.cost_noise, config.cost_noise)))
+            if fault == "cold_start":
+                cost = 0.0  # such replies are not billed
             headers = {"X-Generation-Id": generation}
             upstream = None
-            if fault != "reset":  # a finished generation is billed, listened to or not
+            if fault not in ("reset", "cold_start"):  # a finished generation is billed, listened to or not
                 cost, upstream = self.bill(key, row, generation, model, endpoint.provider, cost, fault is not None)
             payload = {
                 "id": generation,
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": model,
-                "provider": endpoint.provider,
+                "system_fingerprint": None,
                 "choices": [
                     {
                         "index": 0,
                         "finish_reason": finish,
                         "native_finish_reason": finish,
-                        "message": {"role": "assistant", "content": content},
+                        "message": {
+                            "role": "assistant",
+                            "content": [{"type": "text", "text": content}] if config.content_parts else content,
+                        },
                     }
                 ],
                 "usage": {
@@ -292,6 +315,8 @@ class Simulator(KeyRoutes, StreamReplies):
                     "prompt_tokens_details": {"cached_tokens": 0},
                 },
             }
+            if request.headers.get("X-OpenRouter-Metadata", "").lower() == "enabled":
+                payload["openrouter_metadata"] = router_metadata(model, endpoint.provider)
             if fault in ("reset", "cut", "truncate", "hang", "stall"):
                 return await broken_reply(request, fault, json.dumps(payload).encode(), config.hang_s, headers)
             if row:
@@ -299,6 +324,20 @@ class Simulator(KeyRoutes, StreamReplies):
             return json_response(payload, headers=headers)
         finally:
             key.reserved -= worst
+
+
+def router_metadata(model: str, provider: str = PROVIDER) -> dict[str, Any]:
+    """The opt-in `openrouter_metadata` of a reply (guides/features/router-metadata.mdx)."""
+    return {
+        "requested": model,
+        "strategy": "direct",
+        "region": None,
+        "summary": f"available=1, selected={provider}",
+        "attempt": 1,
+        "is_byok": False,
+        "endpoints": {"total": 1, "available": [{"provider": provider, "model": model, "selected": True}]},
+        "attempts": [{"provider": provider, "model": model, "status": 200}],
+    }
 
 
 async def serve(config: SimConfig, host: str, port: int) -> None:
