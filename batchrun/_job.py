@@ -21,7 +21,7 @@ import yaml
 from ._checks import check_problems, resolve_files
 from ._dataset import DatasetFile
 from ._exceptions import JobError, Problem
-from ._jobfile import compose, non_finite_numbers, read_job_text
+from ._jobfile import compose, read_job_text, value_problems
 from ._template import emptied_by, names_in, template_problems
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -297,28 +297,6 @@ def _batch_problems(source: _Source) -> list[Problem]:
     return problems
 
 
-def _value_problems(source: _Source) -> list[Problem]:
-    """Numbers, URLs, output patterns and templates that the schema cannot judge."""
-    from ._argtypes import url_problem
-    from ._outputs import output_pattern_problem
-
-    data = source.data
-    problems = [source.problem(p, "must be a finite number (not .inf or .nan)") for p in non_finite_numbers(data)]
-    base_url = data.get("endpoint", {}).get("base_url")
-    if base_url is not None and (message := url_problem(base_url)):
-        problems.append(source.problem(("endpoint", "base_url"), message))
-    output = data.get("run", {}).get("output")
-    if output is not None and (message := output_pattern_problem(output)):
-        problems.append(source.problem(("run", "output"), message))
-    defaults = data.get("defaults", {})
-    templated: list[tuple[JsonPath, Any]] = [(("defaults", k), defaults.get(k)) for k in ("system", "checks")]
-    for i, prompt in enumerate(data["prompts"]):
-        templated += [(("prompts", i, k), prompt.get(k)) for k in ("text", "system", "messages", "checks")]
-    for where, value in templated:
-        problems += [source.problem(path, message) for path, message in template_problems(value, where)]
-    return problems
-
-
 def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], list[PromptSpec]]:
     data = source.data
     problems = _batch_problems(source)
@@ -330,7 +308,7 @@ def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], 
         )
         for p in _key_like_strings(data, ())
     ]
-    problems += _value_problems(source)
+    problems += value_problems(data, source.problem)
     defaults = data.get("defaults", {})
     seen_models: set[str] = set()
     for i, model in enumerate(data["models"]):

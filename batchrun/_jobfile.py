@@ -13,7 +13,7 @@ shared, so a bomb is measured without being expanded.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +148,28 @@ def non_finite_numbers(value: Any, path: tuple[str | int, ...] = ()) -> Iterator
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from non_finite_numbers(item, (*path, index))
+
+
+JsonPath = tuple[str | int, ...]
+
+
+def value_problems(data: dict[str, Any], problem: Callable[[JsonPath, str], Problem]) -> list[Problem]:
+    """Numbers, URLs, output patterns and templates of a schema-valid job that the schema cannot judge."""
+    from ._argtypes import url_problem
+    from ._outputs import output_pattern_problem
+    from ._template import template_problems
+
+    problems = [problem(p, "must be a finite number (not .inf or .nan)") for p in non_finite_numbers(data)]
+    base_url = data.get("endpoint", {}).get("base_url")
+    if base_url is not None and (message := url_problem(base_url)):
+        problems.append(problem(("endpoint", "base_url"), message))
+    output = data.get("run", {}).get("output")
+    if output is not None and (message := output_pattern_problem(output)):
+        problems.append(problem(("run", "output"), message))
+    defaults = data.get("defaults", {})
+    templated: list[tuple[JsonPath, Any]] = [(("defaults", k), defaults.get(k)) for k in ("system", "checks")]
+    for i, prompt in enumerate(data["prompts"]):
+        templated += [(("prompts", i, k), prompt.get(k)) for k in ("text", "system", "messages", "checks")]
+    for where, value in templated:
+        problems += [problem(path, message) for path, message in template_problems(value, where)]
+    return problems

@@ -137,6 +137,29 @@ def test_help_lists_exit_codes_and_version() -> None:
     assert run_cli("--version").stdout.startswith("batchrun ")
 
 
+@pytest.mark.parametrize(
+    ("command", "fragments"),
+    [
+        (["run", "--help"], ["--concurrency N", "1..4096", "--max-attempts N", "1..100"]),
+        (["validate", "--help"], ["JOB.yaml", "job files to check", "--quiet"]),
+        (["diff", "--help"], ["print the changes as JSON", "as Markdown", "disappeared"]),
+        (["simulate", "--help"], ["default 127.0.0.1", "default 8199"]),
+        (["report", "--help"], ["--allow-partial", "exit 12"]),
+    ],
+)
+def test_every_option_has_help(
+    command: list[str], fragments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batchrun.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(command)
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for fragment in fragments:
+        assert fragment in text
+
+
 @pytest.mark.parametrize("args", [["run"], ["nope.yaml"], ["run", "x.yaml", "--concurrency", "0"], ["report"]])
 def test_bad_usage_exits_2(args: list[str]) -> None:
     result = run_cli(*args)
