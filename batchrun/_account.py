@@ -9,7 +9,8 @@ its last cost lookups and reconciles the key's usage with the ledger.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
 from ._charges import ChargeBook
 from ._client import ModelInfo, OpenRouterClient
@@ -18,27 +19,15 @@ from ._ledger import CreditLedger
 from ._pricing import EndpointPrice
 from ._reconcile import key_usage, reconcile
 
-if TYPE_CHECKING:
-    from ._job import Job
-
-
-def wanted_models(job: Job) -> list[str]:
-    """Every model a request may be answered by: the job's, and their fallback lists."""
-    wanted = {m.id for m in job.models}
-    for spec in job.models:
-        wanted.update(spec.params.get("models", []))
-    wanted.update(job.params.get("models", []))
-    return sorted(wanted)
-
 
 async def read_endpoints(
-    client: OpenRouterClient, models: dict[str, ModelInfo] | None, wanted: list[str]
+    client: OpenRouterClient, models: dict[str, ModelInfo] | None, wanted: Iterable[str]
 ) -> dict[str, list[EndpointPrice] | None]:
     """Each listed model's endpoints, read once (their prices differ by provider)."""
     endpoints: dict[str, list[EndpointPrice] | None] = {}
     if models is None:
         return endpoints
-    for model in wanted:
+    for model in sorted(wanted):
         if model not in models:
             continue
         try:

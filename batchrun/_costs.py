@@ -202,7 +202,8 @@ class CostModel:
         return PriceBasis(model, "models list (top provider)", [info.price], 0, _caps(provider))
 
     def completion_cap(self, request: Request, basis: PriceBasis | None = None) -> int | None:
-        max_tokens = request.body.get("max_tokens")
+        # max_completion_tokens is the spec's name; max_tokens the deprecated one (parameters.mdx).
+        max_tokens = request.body.get("max_completion_tokens") or request.body.get("max_tokens")
         if max_tokens:
             return int(max_tokens)
         from_endpoints = basis.max_completion_tokens() if basis is not None else None

@@ -6,11 +6,14 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._costs import CostModel
 from ._job import Job
 from ._matrix import count_requests
+
+if TYPE_CHECKING:  # _models imports the HTTP client, which `plan` without a key never needs
+    from ._models import Resolution
 
 
 def render_plan_offline(job: Job) -> str:
@@ -28,6 +31,9 @@ def render_plan_offline(job: Job) -> str:
             f"  {model.id.ljust(width)}  {sum(counts[(model.id, p.id)] for p in job.prompts):>7}  ({per_prompt})"
         )
     lines.append("no key and no --simulate: costs not priced (set the key, or add --simulate)")
+    routing = job_routing_warning(job)
+    if routing:
+        lines.append(f"warning: {routing}")
     return "\n".join(lines)
 
 
@@ -42,8 +48,30 @@ class PricedPlan:
     previous_file: str | None = None
     key: dict[str, Any] | None = None
     batch_worst: dict[str, float] = field(default_factory=dict)  # at Batch API prices
+    warnings: list[str] = field(default_factory=list)  # model resolution and routing
     basis: dict[str, str] = field(default_factory=dict)  # model -> the prices its worst case used
     balance: float | None = None  # the account's balance (/credits), with a management key
+
+
+def job_routing_warning(job: Job) -> str | None:
+    """The reproducibility warning for the job's models whose routing is not pinned."""
+    from ._matrix import request_params
+    from ._routing import routing_warning, unpinned_models
+
+    pairs = [(m.id, request_params(job, m.params, p.params)) for m in job.models for p in job.prompts]
+    return routing_warning(unpinned_models(pairs))
+
+
+def resolution_warnings(resolution: Resolution) -> list[str]:
+    from ._models import PRICE_CAVEATS, variant_of
+
+    lines = []
+    for model, how in sorted(resolution.how.items()):
+        lines.append(f"note: {model} is not listed by /models: priced as {how}")
+        variant = variant_of(model)
+        if variant is not None and variant[1] in PRICE_CAVEATS:
+            lines.append(f"warning: {model} {PRICE_CAVEATS[variant[1]]}; the worst case uses the base price")
+    return lines
 
 
 def _ran_against(path: Path) -> str | None:
@@ -90,15 +118,14 @@ async def price_plan(
     previous: bool = True,
     management_key: str | None = None,
 ) -> PricedPlan:
-    from ._account import read_balance, read_endpoints, wanted_models
-    from ._run import RunOptions, check_models, estimate, make_client, read_account, retry_policy
+    from ._account import read_balance, read_endpoints
+    from ._run import RunOptions, estimate, make_client, read_account, wanted_models
 
     options = RunOptions(api_key=api_key, base_url=base_url)
     client = make_client(job, options, job.run)
+    resolved: list[Resolution] = []
     try:
-        models, key = await read_account(client, retry_policy(job.run), options, lambda: job.run.deadline_s)
-        if models is not None:
-            check_models(job, models)
+        models, key = await read_account(client, job, options, lambda: job.run.deadline_s, resolved)
         endpoints = await read_endpoints(client, models, wanted_models(job))
         balance = await read_balance(client, management_key)
     finally:
@@ -116,8 +143,10 @@ async def price_plan(
         previous_file,
         key,
         result.batch_worst_usd,
-        result.basis,
-        balance,
+        [w for r in resolved for w in resolution_warnings(r)]
+        + [f"warning: {w}" for w in [job_routing_warning(job)] if w],
+        basis=result.basis,
+        balance=balance,
     )
 
 
@@ -187,4 +216,5 @@ def render_plan(plan: PricedPlan) -> str:
         )
     for model in sorted(plan.unknown_price):
         lines.append(f"warning: {model} has no known price (router model): a budget cannot bound it")
+    lines.extend(plan.warnings)
     return "\n".join(lines)

@@ -136,7 +136,8 @@ run: {concurrency: 4, cost_margin: 0}
 def _cost_model(sim: Simulator, text: str, tmp_path: Path) -> tuple[CostModel, list[Any]]:
     import asyncio
 
-    from batchrun._account import read_endpoints, wanted_models
+    from batchrun._account import read_endpoints
+    from batchrun._run import wanted_models
 
     job = load_job(write_job(tmp_path, text, "bound.yaml"))
 
