@@ -354,7 +354,14 @@ class Simulator(KeyRoutes, StreamReplies):
                     "total_tokens": prompt_tokens + completion_tokens,
                     "cost": round(cost, 12),
                     "is_byok": config.byok,
-                    "cost_details": {"upstream_inference_cost": upstream},
+                    # OpenAPI ChatUsage: cost_details (prompt and completion parts required) or null.
+                    "cost_details": None
+                    if upstream is None
+                    else {
+                        "upstream_inference_cost": upstream,
+                        "upstream_inference_prompt_cost": upstream,
+                        "upstream_inference_completions_cost": 0.0,
+                    },
                     "prompt_tokens_details": {"cached_tokens": 0},
                 },
             }

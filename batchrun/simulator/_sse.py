@@ -96,7 +96,13 @@ class StreamReplies(BillingRoutes):
                 "total_tokens": gen.prompt_tokens + generated,
                 "cost": round(cost, 12),
                 "is_byok": config.byok,
-                "cost_details": {"upstream_inference_cost": upstream},
+                "cost_details": None
+                if upstream is None
+                else {
+                    "upstream_inference_cost": upstream,
+                    "upstream_inference_prompt_cost": upstream,
+                    "upstream_inference_completions_cost": 0.0,
+                },
             }
             await response.write(_event({**self._chunk(gen, {}, finish), "usage": usage}))
             await response.write(b"data: [DONE]\n\n")
