@@ -262,4 +262,4 @@ def test_a_run_that_matches_the_key_has_no_warning(tmp_path: Path) -> None:
     assert code == 0, err
     rec = json.loads((tmp_path / "m.summary.json").read_text())["reconciliation"]
     assert rec["warning"] is None and rec["difference_usd"] == pytest.approx(0.0, abs=1e-9)
-    assert "warning" not in out + err
+    assert "the key was charged" not in out + err  # (#13's routing warning may be there)
