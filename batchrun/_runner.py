@@ -205,9 +205,11 @@ class Runner:
             raise _Recorded() from None
         latency_ms = round(latency_s * 1000, 1)  # the answering attempt: what the model took
         elapsed_ms = round((self.clock.monotonic() - began) * 1000, 1)  # with retries and waits
-        cost = result.cost
-        # Without a billed cost, keep the worst case as spent: never under-count.
-        await self.ledger.settle(reservation, cost if cost is not None else reservation)
+        # Without a billed cost that can be believed (absent, negative, not finite, not a
+        # number), the worst case stays spent and the record says so: never under-count.
+        cost_unknown = result.cost is None
+        cost = (reservation or None) if cost_unknown else result.cost
+        await self.ledger.settle(reservation, reservation if cost_unknown else result.cost or 0.0)
         record = self._record(
             request,
             "ok",
@@ -218,9 +220,12 @@ class Runner:
             provider=result.provider,
             generation_id=result.generation_id,
             content=result.content,
+            refusal=result.refusal,
+            reasoning=result.reasoning,
             finish_reason=result.finish_reason,
             native_finish_reason=result.native_finish_reason,
             usage=result.usage,
+            cost_unknown=cost_unknown,
             cost=cost,
             latency_ms=latency_ms,
             elapsed_ms=elapsed_ms,

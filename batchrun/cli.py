@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="per-attempt timeout")
     run.add_argument("--max-attempts", type=_positive_int)
     run.add_argument(
+        "--max-response-bytes", type=_positive_int, metavar="BYTES", help="cap on one reply, after decompression"
+    )
+    run.add_argument(
         "--max-elapsed", type=_positive_float, metavar="SECONDS", help="stop retrying a request after this long"
     )
     run.add_argument("--max-wait", type=_positive_float, metavar="SECONDS", help="cap on a single retry wait")
@@ -255,6 +258,7 @@ def _settings_from_args(job: Any, args: argparse.Namespace) -> Any:
         "grace_s": args.grace,
         "timeout_s": args.timeout,
         "max_attempts": args.max_attempts,
+        "max_response_bytes": args.max_response_bytes,
         "max_elapsed_s": args.max_elapsed,
         "max_wait_s": args.max_wait,
     }
