@@ -41,9 +41,13 @@ class ChatResult:
     finish_reason: str | None
     native_finish_reason: str | None
     usage: dict[str, Any]  # ChatUsage as returned, less fields of the wrong type; scrubbed
-    cost: float | None = None  # usage.cost when it is a finite, non-negative number; else unknown
     refusal: str | None = None
     reasoning: str | None = None
+
+    @property
+    def cost(self) -> float | None:
+        """usage.cost when it is a finite, non-negative number; else None (unknown)."""
+        return money(self.usage.get("cost"))
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,6 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
         finish_reason=finish_reason,
         native_finish_reason=_str(choice.get("native_finish_reason"), scrub),
         usage=usage,
-        cost=usage.get("cost"),
         refusal=refusal,
         reasoning=_str(message.get("reasoning"), scrub),
     )
