@@ -26,11 +26,13 @@ from ._reply import (
     Reply,
     data_of,
     error_failure,
+    failure,
     parse_chat,
     parse_created_key,
     parse_key_data,
     parse_models,
 )
+from ._routing import METADATA_HEADER
 from ._scrub import Scrubber
 
 __all__ = ["ChatResult", "ModelInfo", "OpenRouterClient", "default_transport", "DEFAULT_MAX_RESPONSE_BYTES"]
@@ -78,6 +80,12 @@ class OpenRouterClient:
         if app_title:
             headers["X-Title"] = app_title
             headers["X-OpenRouter-Title"] = app_title
+        # Opt in to `openrouter_metadata` on replies: the documented record of which provider
+        # answered (guides/features/router-metadata.mdx).
+        headers[METADATA_HEADER] = "enabled"
+        # Opt in to `openrouter_metadata` on replies: the documented record of which provider
+        # answered (guides/features/router-metadata.mdx).
+        headers[METADATA_HEADER] = "enabled"
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=timeout_s),
@@ -171,11 +179,19 @@ class OpenRouterClient:
         if row_id:
             # The row id travels as a header so logs (and the simulator) can tie re-sends together.
             request.headers["X-Batchrun-Row"] = row_id
-        reply = await self._exchange(request)
+        return self.read_chat_reply(await self._exchange(request))
+
+    def read_chat_reply(self, reply: Reply) -> ChatResult:
+        """A chat completion reply (sync, or one item of a batch) as a ChatResult, or a
+        classified RequestFailed, including errors sent with HTTP 200."""
         return parse_chat(reply, self.scrub, self._clock.time())
 
     def _failure(self, reply: Reply) -> RequestFailed:
         return error_failure(reply, self.scrub, self._clock.time())
+
+    def error_object_failure(self, error: Any, status: int = 200) -> RequestFailed:
+        """An OpenRouter error object met outside a reply of its own (a batch item's error)."""
+        return failure(Reply(status, {}, b""), error, self.scrub, self._clock.time())
 
     async def _account_get(self, path: str, key: str | None) -> Reply | None:
         """GET an account endpoint; None where the endpoint does not have it (404/405/501)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ._costs import CostModel
@@ -13,9 +15,11 @@ from ._matrix import count_requests
 
 def render_plan_offline(job: Job) -> str:
     counts = count_requests(job)
+    # Every model runs every prompt row, so the total is models x (rows of all prompts) x repeat.
+    rows = sum(counts[(job.models[0].id, p.id)] for p in job.prompts) // job.repeat
     lines = [
         f"job {job.name}: {sum(counts.values())} request(s) = "
-        f"{len(job.models)} model(s) x {len(job.prompts)} prompt(s) x rows x repeat {job.repeat}"
+        f"{len(job.models)} model(s) x {rows} row(s) of {len(job.prompts)} prompt(s) x repeat {job.repeat}"
     ]
     width = max(len(m.id) for m in job.models)
     for model in job.models:
@@ -37,10 +41,23 @@ class PricedPlan:
     previous_avg: dict[str, float] = field(default_factory=dict)
     previous_file: str | None = None
     key: dict[str, Any] | None = None
+    batch_worst: dict[str, float] = field(default_factory=dict)  # at Batch API prices
 
 
-def previous_average(job: Job) -> tuple[str | None, dict[str, float]]:
-    """Mean cost of an ok row per model, from the newest results file of the same job."""
+def _ran_against(path: Path) -> str | None:
+    """The endpoint a run used, from its summary (None when unknown)."""
+    from ._outputs import summary_path
+
+    try:
+        endpoint = json.loads(summary_path(path).read_text(encoding="utf-8")).get("endpoint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return endpoint if isinstance(endpoint, str) else None
+
+
+def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, float]]:
+    """Mean cost of an ok row per model, from the newest results file of the same job that ran
+    against `endpoint` (a simulated run's made-up prices say nothing about a real one)."""
     from ._exceptions import ResultsError
     from ._outputs import default_output
     from ._results import final_records
@@ -48,6 +65,8 @@ def previous_average(job: Job) -> tuple[str | None, dict[str, float]]:
     folder = default_output(job.name, job.run.output, 0).parent
     files = sorted(folder.glob("*.jsonl"), reverse=True) if folder.is_dir() else []
     for path in files:
+        if _ran_against(path) not in (None, endpoint):
+            continue
         totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         try:
             for record in final_records(path):
@@ -62,37 +81,53 @@ def previous_average(job: Job) -> tuple[str | None, dict[str, float]]:
     return None, {}
 
 
-async def price_plan(job: Job, base_url: str | None, api_key: str | None) -> PricedPlan:
-    from ._run import RunOptions, check_models, estimate, make_client
+async def price_plan(job: Job, base_url: str | None, api_key: str | None, previous: bool = True) -> PricedPlan:
+    from ._run import RunOptions, check_models, estimate, make_client, read_account, retry_policy
 
-    client = make_client(job, RunOptions(api_key=api_key, base_url=base_url), job.run)
+    options = RunOptions(api_key=api_key, base_url=base_url)
+    client = make_client(job, options, job.run)
     try:
-        models = await client.models()
-        key = await client.key_info()
+        models, key = await read_account(client, retry_policy(job.run), options, lambda: job.run.deadline_s)
     finally:
         await client.aclose()
     if models is not None:
         check_models(job, models)
     result = estimate(job, CostModel(models, job.run.cost_margin), None, None, False)
-    previous_file, previous = previous_average(job)
+    previous_file, averages = previous_average(job, client.base_url) if previous else (None, {})
     return PricedPlan(
-        job, result.rows, result.worst_usd, result.unknown_price, result.no_max_tokens, previous, previous_file, key
+        job,
+        result.rows,
+        result.worst_usd,
+        result.unknown_price,
+        result.no_max_tokens,
+        averages,
+        previous_file,
+        key,
+        result.batch_worst_usd,
     )
 
 
 def render_plan(plan: PricedPlan) -> str:
     job = plan.job
-    header = f"{'model':<44} {'rows':>7} {'worst case $':>14} {'prev. avg $':>12}"
-    lines = [f"job {job.name}: {sum(plan.rows.values())} request(s)", header]
+    header = f"{'model':<44} {'rows':>7} {'worst case $':>14} {'batch worst $':>14} {'prev. avg $':>12}"
+    batch_mode = job.run.mode == "batch"
+    lines = [f"job {job.name}: {sum(plan.rows.values())} request(s), {job.run.mode} mode", header]
     for model in [m.id for m in job.models]:
-        worst = "unknown" if model in plan.unknown_price else f"{plan.worst.get(model, 0.0):.6f}"
+        unknown = model in plan.unknown_price
+        worst = "unknown" if unknown else f"{plan.worst.get(model, 0.0):.6f}"
+        batch = "unknown" if unknown else f"{plan.batch_worst.get(model, 0.0):.6f}"
         rows = plan.rows.get(model, 0)
         previous = f"{plan.previous_avg[model] * rows:.6f}" if model in plan.previous_avg else "-"
-        lines.append(f"{model:<44} {rows:>7} {worst:>14} {previous:>12}")
-    total = sum(plan.worst.values())
+        lines.append(f"{model:<44} {rows:>7} {worst:>14} {batch:>14} {previous:>12}")
+    sync_total, batch_total = sum(plan.worst.values()), sum(plan.batch_worst.values())
+    total = batch_total if batch_mode else sync_total
     lines.append(
-        f"{'TOTAL':<44} {sum(plan.rows.values()):>7} {total:>14.6f}"
+        f"{'TOTAL':<44} {sum(plan.rows.values()):>7} {sync_total:>14.6f} {batch_total:>14.6f}"
         + (f" {sum(plan.previous_avg.get(m, 0) * n for m, n in plan.rows.items()):>12.6f}" if plan.previous_avg else "")
+    )
+    lines.append(
+        "batch worst: the Batch API's 50% of per-token prices, request prices in full (batch-quickstart.mdx); "
+        f"the checks below use the {job.run.mode} figure"
     )
     if plan.previous_file:
         lines.append(f"previous run: {plan.previous_file}")
@@ -113,14 +148,16 @@ def render_plan(plan: PricedPlan) -> str:
                 else f"${remaining:.6f} -> worst case {'fits' if total <= remaining else 'EXCEEDS it'}"
             )
         )
-        free = plan.key.get("free_model_daily_requests")
-        needed = sum(n for m, n in plan.rows.items() if m.endswith(":free"))
-        if needed or free:
-            left = free.get("remaining") if isinstance(free, dict) else None
-            lines.append(
-                f"free-model requests needed today: {needed}"
-                + ("" if left is None else f", remaining {left}" + (" (NOT ENOUGH)" if needed > left else ""))
-            )
+    needed = sum(n for m, n in plan.rows.items() if m.endswith(":free"))
+    if needed:
+        # limits.mdx: every :free request counts against one account-wide daily cap, lower
+        # for accounts that never bought credits. /key reports `is_free_tier`, not how many
+        # free requests are left today, so the plan cannot say whether they fit.
+        tier = plan.key.get("is_free_tier") if plan.key is not None else None
+        lines.append(
+            f"free-model requests needed: {needed}, all against the account's daily cap for :free models"
+            + (" (is_free_tier: the lower cap applies)" if tier is True else "")
+        )
     for model in sorted(plan.no_max_tokens):
         lines.append(
             f"warning: {model} has requests without max_tokens: costed at the model's maximum completion "

@@ -19,6 +19,7 @@ import orjson
 
 from ._classify import classify
 from ._exceptions import RequestFailed, Transient
+from ._routing import answering_provider
 from ._scrub import Scrubber
 
 ERROR_TEXT_CHARS = 200  # a non-JSON error body is kept this long, after scrubbing
@@ -234,7 +235,13 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
     return ChatResult(
         generation_id=_str(data.get("id"), scrub),
         model=_str(data.get("model"), scrub),
-        provider=_str(data.get("provider"), scrub),
+        # Scrubbed before answering_provider cuts it to length.
+        provider=answering_provider(
+            {
+                "openrouter_metadata": scrub.value(data.get("openrouter_metadata")),
+                "provider": _str(data.get("provider"), scrub),
+            }
+        ),
         content=scrub.text(content),
         finish_reason=finish_reason,
         native_finish_reason=_str(choice.get("native_finish_reason"), scrub),

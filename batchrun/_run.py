@@ -6,29 +6,38 @@ to the `notice` callback and everything else comes back in the RunReport.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from ._batch_api import BatchClient
+from ._batch_run import BATCH_TOKEN_FACTOR, BatchExecutor, held_open
+from ._batch_state import BatchState
 from ._client import ModelInfo, OpenRouterClient
 from ._clock import Clock, SystemClock
 from ._costs import CostModel
-from ._exceptions import ConfigError
+from ._exceptions import ConfigError, OutputFailed, ResultsError
 from ._isolated import IsolatedKey
 from ._job import Job, RunSettings
 from ._ledger import CreditLedger
 from ._lock import OutputLock
-from ._matrix import Request, Shard, plan_requests
-from ._outputs import default_output, latest_incomplete, summary_path
-from ._results import ResultsWriter, RowState, ScanResult, final_records, scan_states
-from ._retry import RetryPolicy
-from ._runner import RunConfig, Runner, RunOutcome
+from ._matrix import Request, Shard, count_requests, plan_requests
+from ._outputs import default_output, fresh_output, latest_incomplete, summary_path, write_json_atomically
+from ._results import (
+    ResultsWriter,
+    RowState,
+    ScanResult,
+    final_records,
+    repair_torn_tail,
+    results_job,
+    scan_states,
+)
+from ._retry import RetryPolicy, retry_call
+from ._runner import STOP_IO, RunConfig, Runner, RunOutcome
 from ._summary import SummaryBuilder
 
 Notice = Callable[[str], None]
@@ -46,6 +55,7 @@ class RunOptions:
     transport: httpx.AsyncBaseTransport | None = None
     clock: Clock = field(default_factory=SystemClock)
     test_broken_ledger: bool = False  # test seam: reserve nothing (shows the server-side limit holds)
+    test_kill_after_submit: int | None = None  # test seam: SIGKILL after the Nth batch is accepted
 
 
 @dataclass
@@ -78,7 +88,38 @@ def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) ->
             raise ConfigError(f"--resume: no incomplete run of {job.name!r} was found; give --output")
         notice(f"resuming {found}, the most recent incomplete run of {job.name}")
         return found
-    return default_output(job.name, job.run.output, now)
+    return fresh_output(job.name, job.run.output, now)
+
+
+def check_output(output: Path, job: Job, resume: bool) -> bool:
+    """May this run write `output`? True when it already holds this job's results (resume them).
+
+    Only a file whose first record is this job's is ever appended to or repaired; any
+    other existing file is refused and left byte for byte as it was.
+    """
+    try:
+        info = output.stat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{output}: not a regular file: results go to a file of their own; give another --output")
+    if info.st_size == 0:
+        return False
+    try:
+        owner = results_job(output)
+    except ResultsError as exc:
+        raise ConfigError(f"{exc}: it was left untouched; give another --output") from None
+    if owner is not None and owner != job.name:
+        raise ConfigError(
+            f"{output} holds results of job {owner!r}, not {job.name!r}: it was left untouched; give another --output"
+        )
+    if not resume:
+        # Appending a second run would mix two runs in one file; continuing is explicit.
+        raise ConfigError(
+            f"{output} already holds results of {job.name}: add --resume to continue that run, "
+            "or give another --output"
+        )
+    return True
 
 
 def keep_row(state: RowState | None, request: Request, retry_errors: bool) -> bool:
@@ -97,6 +138,7 @@ def keep_row(state: RowState | None, request: Request, retry_errors: bool) -> bo
 class Estimate:
     rows: dict[str, int] = field(default_factory=dict)
     worst_usd: dict[str, float] = field(default_factory=dict)
+    batch_worst_usd: dict[str, float] = field(default_factory=dict)  # at Batch API prices
     unknown_price: set[str] = field(default_factory=set)
     no_max_tokens: set[str] = field(default_factory=set)
     kept: int = 0
@@ -127,6 +169,8 @@ def estimate(
             result.unknown_price.add(request.model)
         else:
             result.worst_usd[request.model] = result.worst_usd.get(request.model, 0.0) + worst
+            batch = costs.worst_case(request, BATCH_TOKEN_FACTOR) or 0.0
+            result.batch_worst_usd[request.model] = result.batch_worst_usd.get(request.model, 0.0) + batch
     return result
 
 
@@ -138,13 +182,6 @@ def check_models(job: Job, models: dict[str, ModelInfo]) -> None:
     unknown = sorted(wanted - models.keys())
     if unknown:
         raise ConfigError(f"{job.path}: model(s) not offered by the endpoint: {', '.join(unknown)}")
-
-
-def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2)
-    os.replace(temporary, path)
 
 
 def make_client(job: Job, options: RunOptions, settings: RunSettings) -> OpenRouterClient:
@@ -180,15 +217,56 @@ async def run_job(
         # overlapping cron ticks of one job both run (and both spend): lock the job too.
         folder = default_output(job.name, job.run.output, 0).parent
         locks.append(OutputLock(folder / ".batchrun", f"job {job.name} is being run"))
-    output = resolve_output(job, options, clock.time(), notice)
-    locks.append(OutputLock(output))
     try:
         for lock in locks:
             lock.acquire()
+        output = resolve_output(job, options, clock.time(), notice)
+        locks.append(OutputLock(output))
+        locks[-1].acquire()
         return await _locked_run(job, options, settings, control, notice, on_start, on_record, output)
     finally:
-        for lock in locks:
+        for lock in reversed(locks):
             lock.release()
+
+
+def _batch_setup(job: Job, options: RunOptions, settings: RunSettings, output: Path) -> BatchState | None:
+    """In batch mode, this output's record of batches; None in sync mode."""
+    if settings.mode != "batch":
+        return None
+    if settings.isolated_key:
+        raise ConfigError(
+            "batch mode cannot use an isolated key: the key is deleted when the run ends, its batches are not"
+        )
+    return BatchState.load(output, job.name, job.fingerprint)
+
+
+def _batch_executor(
+    runner: Runner,
+    client: OpenRouterClient,
+    state: BatchState,
+    job: Job,
+    options: RunOptions,
+    states: ScanResult | None,
+    started: float,
+    notice: Notice,
+) -> BatchExecutor:
+    settings = job.run
+    retry_rows = set()
+    if states is not None and options.retry_errors:
+        retry_rows = {i for i in states.ids("error") if (s := states.get(i)) is not None and s.retryable}
+    return BatchExecutor(
+        runner,
+        BatchClient(client),
+        state,
+        settings,
+        deadline_s=None
+        if settings.deadline_s is None
+        else max(0.0, settings.deadline_s - (options.clock.monotonic() - started)),
+        keep=lambda r: states is not None and keep_row(states.get(r.id), r, options.retry_errors),
+        retry_rows=retry_rows,
+        notice=notice,
+        kill_after_submit=options.test_kill_after_submit,
+    )
 
 
 @dataclass
@@ -200,6 +278,24 @@ class _Preflight:
     limit_from_key: bool  # the key's credit, not the job's budget, is the binding limit
 
 
+def missing_account_api(base_url: str, models: object | None, key: object | None) -> str | None:
+    """The notice for an endpoint without /models and/or /key, naming which one is missing."""
+    missing = [name for name, value in (("/models", models), ("/key", key)) if value is None]
+    if not missing:
+        return None
+    return f"{base_url} has no {' or '.join(missing)}: credit-limit features are off for this run"
+
+
+async def read_account(
+    client: OpenRouterClient, policy: RetryPolicy, options: RunOptions, time_left: Callable[[], float | None]
+) -> tuple[dict[str, ModelInfo] | None, dict[str, Any] | None]:
+    """/models and /key, each retried on transient failures like a chat request, within the deadline."""
+    sleep = options.clock.sleep
+    models = await retry_call(client.models, policy, sleep, time_left)
+    key = await retry_call(client.key_info, policy, sleep, time_left)
+    return models, key
+
+
 async def _preflight(
     client: OpenRouterClient,
     job: Job,
@@ -207,13 +303,14 @@ async def _preflight(
     states: ScanResult | None,
     job_budget: float | None,
     notice: Notice,
+    time_left: Callable[[], float | None],
 ) -> _Preflight:
     """Prices and credit before anything is spent; the effective budget; the plan's worst case."""
     settings = job.run
-    models = await client.models()
-    key = await client.key_info()
-    if models is None or key is None:
-        notice(f"{client.base_url} has no /models or /key: credit-limit features are off for this run")
+    models, key = await read_account(client, retry_policy(settings), options, time_left)
+    missing = missing_account_api(client.base_url, models, key)
+    if missing:
+        notice(missing)
     if models is not None:
         check_models(job, models)
     costs = CostModel(models, settings.cost_margin)
@@ -233,10 +330,14 @@ async def _preflight(
     return _Preflight(models, costs, plan, budget, limit_from_key)
 
 
+def retry_policy(settings: RunSettings) -> RetryPolicy:
+    return RetryPolicy(settings.max_attempts, settings.max_elapsed_s, settings.max_wait_s)
+
+
 def _run_config(job: Job, settings: RunSettings, elapsed_s: float) -> RunConfig:
     return RunConfig(
         concurrency=settings.concurrency,
-        policy=RetryPolicy(settings.max_attempts, settings.max_elapsed_s, settings.max_wait_s),
+        policy=retry_policy(settings),
         # The deadline counts what pre-flight and the resume scan took already.
         deadline_s=None if settings.deadline_s is None else max(0.0, settings.deadline_s - elapsed_s),
         grace_s=settings.grace_s,
@@ -257,13 +358,24 @@ async def _locked_run(
     on_record: Callable[[dict[str, Any]], None] | None,
     output: Path,
 ) -> RunReport:
-    if not options.resume and output.exists() and output.stat().st_size > 0:
-        # Appending a second run would mix two runs in one file; continuing is explicit.
-        raise ConfigError(
-            f"{output} already holds results: add --resume to continue that run, or give another --output"
-        )
+    batch = _batch_setup(job, options, settings, output)
+    if batch is not None and held_open(batch) and not options.resume:
+        # Batch mode, same output: batches of an earlier tick are collected, not submitted again.
+        notice(f"{output}: collecting the batches an earlier run submitted")
+        options = replace(options, resume=True)
+    resuming = check_output(output, job, options.resume)
     started = options.clock.monotonic()  # the deadline counts pre-flight and the resume scan too
-    states = scan_states(output) if options.resume and output.exists() else None
+
+    def time_left() -> float | None:
+        deadline = settings.deadline_s
+        return None if deadline is None else deadline - (options.clock.monotonic() - started)
+
+    states = None
+    if resuming:
+        cut = repair_torn_tail(output)
+        if cut:
+            notice(f"{output}: cut a torn last record ({cut} bytes) left by an earlier crash")
+        states = scan_states(output, lambda message: notice(f"warning: {message}"))
     prior_spend = states.spent_usd if states is not None else 0.0
     client = make_client(job, options, settings)
     isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
@@ -274,7 +386,7 @@ async def _locked_run(
             job_budget = max(0.0, job_budget - prior_spend)
         if isolated is not None:
             await isolated.create(job_budget)
-        pre = await _preflight(client, job, options, states, job_budget, notice)
+        pre = await _preflight(client, job, options, states, job_budget, notice, time_left)
         budget = pre.budget
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
         plan, models = pre.plan, pre.models
@@ -297,24 +409,31 @@ async def _locked_run(
             limit_from_key=pre.limit_from_key,
             on_record=record_done,
         )
-        if runner.writer.repaired_bytes:
-            notice(f"{output}: cut a torn last line ({runner.writer.repaired_bytes} bytes) left by an earlier crash")
         control.runner = runner
         if control.pending:
             runner.request_stop(control.pending)
         if on_start is not None:
             on_start(plan.total_rows)
         requests: Iterator[Request] = plan_requests(job, options.shard)
-        if states is not None:
-            requests = (r for r in requests if not keep_row(states.get(r.id), r, options.retry_errors))
+        executor = None
         try:
-            outcome = await runner.run(requests)
-        finally:
-            runner.writer.close()
+            try:
+                if batch is not None:
+                    executor = _batch_executor(runner, client, batch, job, options, states, started, notice)
+                    outcome = await executor.run(requests)
+                else:
+                    if states is not None:
+                        requests = (r for r in requests if not keep_row(states.get(r.id), r, options.retry_errors))
+                    outcome = await runner.run(requests)
+            finally:
+                runner.writer.close()
+        except OutputFailed as failure:
+            # The results file cannot be written: a stop of its own (exit code IO).
+            outcome = RunOutcome(STOP_IO, str(failure), runner.ledger.spent)
         if isolated is not None:
             await isolated.finish(ledger.spent, notice)
         if states:
-            summary = SummaryBuilder().add_all(final_records(output))
+            summary = SummaryBuilder().add_all(final_records(output, lambda message: notice(f"warning: {message}")))
         data = summary.result(
             output=str(output),
             stop=outcome.stop,
@@ -325,9 +444,21 @@ async def _locked_run(
             spent_before_usd=round(prior_spend, 8),
             kept_from_earlier=plan.kept,
             isolated_key=isolated.audit() if isolated is not None else None,
+            shard=None if options.shard is None else f"{options.shard.index}/{options.shard.count}",
+            matrix_rows=sum(count_requests(job).values()),
+            endpoint=client.base_url,
         )
+        if executor is not None:
+            data["batches"] = executor.outcome.as_json(str(executor.state.path))
         data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
-        write_json_atomically(summary_path(output), data)
+        try:
+            write_json_atomically(summary_path(output), data)
+        except OSError as exc:
+            message = f"{summary_path(output)}: writing the summary failed: {exc.strerror or exc}"
+            if data["stop"] is None:
+                data.update(stop=STOP_IO, stop_message=message, complete=False)
+            else:
+                notice(f"warning: {message}")
         return RunReport(output, data, outcome)
     finally:
         if isolated is not None and isolated.removed is None:

@@ -10,7 +10,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,7 +18,9 @@ import orjson
 from aiohttp import web
 
 from ._answers import answer_to, tokens
+from ._batches import SimBatches
 from ._config import SimConfig
+from ._errors import PROVIDER, availability_error, provider_error
 from ._faults import broken_reply, draw_fault
 from ._http import error_response, json_response
 from ._keys import KeyRoutes, SimKey, account_key, bearer
@@ -44,6 +46,8 @@ class Simulator(KeyRoutes):
         self.port = 0
         self.host = "127.0.0.1"
         self.account_key = account_key(self.config)
+        self.clock: Callable[[], float] = time.time  # batch timing; tests drive it with a fake clock
+        self.batches = SimBatches(self)
 
     @property
     def base_url(self) -> str:
@@ -55,6 +59,7 @@ class Simulator(KeyRoutes):
         app.router.add_post("/api/v1/chat/completions", self._chat)
         app.router.add_get("/__sim/stats", self._stats)
         app.router.add_post("/__sim/reset", self._reset)
+        self.batches.add_routes(app)
         if self.config.account_api:
             app.router.add_get("/api/v1/models", self._models)
             self.add_key_routes(app)
@@ -121,7 +126,7 @@ class Simulator(KeyRoutes):
         return json_response({"data": data})
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return json_response(self.stats.as_json())
+        return json_response({**self.stats.as_json(), "batches": self.batches.stats.as_json()})
 
     async def _reset(self, request: web.Request) -> web.Response:
         """Fresh counters between benchmark rounds against one long-lived server."""
@@ -173,27 +178,37 @@ class Simulator(KeyRoutes):
         row = request.headers.get("X-Batchrun-Row")
         if row:
             self.stats.by_row[row] += 1
+        if model in config.unavailable:
+            return availability_error(config.unavailable[model], model)
         if model not in config.prices:
-            return error_response(400, f"{model} is not a valid model ID")
-        limited = self.limits.check()
+            return availability_error("model_not_found", model)
+        limited = self.limits.check(model)
         if limited is not None:
             return limited
         if model.endswith(":free") and config.free_daily_cap is not None:
-            if self._daily[model] >= config.free_daily_cap:
-                return error_response(
-                    429,
-                    "Rate limit exceeded: free-models-per-day. Add credits to unlock more requests.",
-                    {"limit_type": "free-models-per-day"},
-                    {"X-RateLimit-Reset": str(int((math.floor(time.time() / 86400) + 1) * 86400 * 1000))},
-                )
+            # limits.mdx: one daily cap for all free requests of the account.
+            if sum(self._daily.values()) >= config.free_daily_cap:
+                midnight = (math.floor(time.time() / 86400) + 1) * 86400
+                headers = {
+                    "X-RateLimit-Limit": str(config.free_daily_cap),
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": str(midnight * 1000),
+                }
+                return error_response(429, "Rate limit exceeded: free-models-per-day", headers=headers)
             self._daily[model] += 1
         fault = draw_fault(self._rng, config.faults)
+        if fault in ("capacity_exhausted", "temporarily_unavailable"):
+            return availability_error(fault, model, retry_after=1)
         if fault is not None and fault.isdigit():
             status = int(fault)
             if status == 402:
+                # limit_source is not documented (client issues): kept as the hint it is.
                 return error_response(402, "Key limit exceeded", {"limit_source": "openrouter_key_limit"})
             if status == 429:
-                return error_response(429, "Rate limit exceeded", headers={"Retry-After": "1"})
+                # An upstream provider's limit: no X-RateLimit-* headers, and raw text that
+                # happens to say "per day", which must not be read as a daily cap.
+                raw = "Rate limit reached for requests per day (RPD) on this organization; retry shortly"
+                return provider_error(429, "Rate limit exceeded", raw, {"Retry-After": "1"})
             return error_response(status, f"Simulated HTTP {status}")
 
         prompt_price, completion_price, request_price = config.prices[model]
@@ -214,14 +229,21 @@ class Simulator(KeyRoutes):
             if delay > 0:
                 await asyncio.sleep(delay)
             content = self._answer(model, messages, body)
-            finish = "stop"
+            finish: str | None = "stop"
             completion_tokens = tokens(content)
             if completion_tokens > max_tokens:
                 content, completion_tokens, finish = content[: max_tokens * 4], max_tokens, "length"
+            if fault == "cold_start":
+                # errors-and-debugging.mdx "When no content is generated": an empty answer.
+                content, completion_tokens, finish = "", 0, None
             self._generations += 1
             generation = f"gen-{self._run_tag}-{self._generations:012d}"
             if fault in ("error200", "choice_error"):
-                error = {"code": 502, "message": "Provider returned error", "metadata": {"provider_name": "SimCloud"}}
+                error = {
+                    "code": 502,
+                    "message": "Provider returned error",
+                    "metadata": {"error_type": "provider_unavailable", "provider_name": PROVIDER, "raw": "502"},
+                }
                 payload: dict[str, Any] = (
                     {"id": generation, "error": error, "choices": None}
                     if fault == "error200"
@@ -246,18 +268,23 @@ class Simulator(KeyRoutes):
             )
             if config.cost_noise:
                 cost = max(0.0, cost * (1 + self._rng.uniform(-config.cost_noise, config.cost_noise)))
+            if fault == "cold_start":
+                cost = 0.0  # such replies are not billed
             payload = {
                 "id": generation,
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": model,
-                "provider": "SimCloud",
+                "system_fingerprint": None,
                 "choices": [
                     {
                         "index": 0,
                         "finish_reason": finish,
                         "native_finish_reason": finish,
-                        "message": {"role": "assistant", "content": content},
+                        "message": {
+                            "role": "assistant",
+                            "content": [{"type": "text", "text": content}] if config.content_parts else content,
+                        },
                     }
                 ],
                 "usage": {
@@ -268,6 +295,8 @@ class Simulator(KeyRoutes):
                     "prompt_tokens_details": {"cached_tokens": 0},
                 },
             }
+            if request.headers.get("X-OpenRouter-Metadata", "").lower() == "enabled":
+                payload["openrouter_metadata"] = router_metadata(model)
             if fault in ("reset", "cut", "truncate", "hang"):
                 return await broken_reply(request, fault, json.dumps(payload).encode(), config.hang_s)
             key.usage += cost + config.unreported_usd
@@ -277,6 +306,20 @@ class Simulator(KeyRoutes):
             return json_response(payload)
         finally:
             key.reserved -= worst
+
+
+def router_metadata(model: str) -> dict[str, Any]:
+    """The opt-in `openrouter_metadata` of a reply (guides/features/router-metadata.mdx)."""
+    return {
+        "requested": model,
+        "strategy": "direct",
+        "region": None,
+        "summary": f"available=1, selected={PROVIDER}",
+        "attempt": 1,
+        "is_byok": False,
+        "endpoints": {"total": 1, "available": [{"provider": PROVIDER, "model": model, "selected": True}]},
+        "attempts": [{"provider": PROVIDER, "model": model, "status": 200}],
+    }
 
 
 async def serve(config: SimConfig, host: str, port: int) -> None:
