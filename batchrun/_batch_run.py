@@ -29,7 +29,8 @@ from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Trans
 from ._job import RunSettings
 from ._matrix import Request
 from ._retry import AttemptLog
-from ._runner import STOP_AUTH, STOP_BUDGET, STOP_CREDITS, STOP_INTERRUPTED, Runner, RunOutcome, answer_fields
+from ._row import answer_fields
+from ._runner import STOP_AUTH, STOP_BUDGET, STOP_CREDITS, STOP_INTERRUPTED, Runner, RunOutcome
 
 STOP_SUBMITTED = "submitted"  # batches are still running at OpenRouter: collect later (exit 10)
 BATCH_TOKEN_FACTOR = 0.5  # batch-quickstart.mdx, Pricing: typically 50% of per-token prices
