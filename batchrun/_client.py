@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import httpx
@@ -27,6 +28,7 @@ from ._reply import (
     data_of,
     error_failure,
     failure,
+    model_info,
     parse_chat,
     parse_created_key,
     parse_key_data,
@@ -211,6 +213,29 @@ class OpenRouterClient:
         """GET /models as {id: ModelInfo}; None where the endpoint does not list models."""
         reply = await self._account_get("/models", self._api_key)
         return None if reply is None else parse_models(reply, self.scrub)
+
+    async def model(self, model_id: str) -> tuple[str, ModelInfo | None]:
+        """GET /model/{author}/{slug}, the single-model lookup (openapi.yaml `getModel`: it
+        "supports variant suffixes" and "resolves known slug aliases"). Returns ("found",
+        info), ("missing", None) when the API answers 404, or ("unknown", None) when the
+        endpoint cannot say (not served here, or an answer without a model)."""
+        author, _, slug = model_id.partition("/")
+        if not author or not slug:
+            return "missing", None
+        path = f"/model/{quote(author, safe='~')}/{quote(slug, safe='~:.-_')}"
+        reply = await self._send("GET", path, self._api_key)
+        if reply.status == 404:
+            return "missing", None
+        if reply.status in (405, 501):
+            return "unknown", None
+        if reply.status != 200:
+            raise self._failure(reply)
+        try:
+            body = orjson.loads(reply.body)
+        except orjson.JSONDecodeError:
+            return "unknown", None
+        info = model_info(body.get("data"), self.scrub) if isinstance(body, dict) else None
+        return ("found", info) if info is not None else ("unknown", None)
 
     async def create_key(self, management_key: str, name: str, limit: float, expires_at: str) -> CreatedKey:
         """POST /keys with a management key: the new key, its hash and label."""

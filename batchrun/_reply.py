@@ -265,33 +265,33 @@ def _positive(value: Any) -> int | None:
     return number if number else None
 
 
+def model_info(item: Any, scrub: Scrubber) -> ModelInfo | None:
+    """One model of /models or /model/{author}/{slug}; None for an entry without an id."""
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+        return None
+    pricing: dict[str, Any] = item["pricing"] if isinstance(item.get("pricing"), dict) else {}
+    top: dict[str, Any] = item["top_provider"] if isinstance(item.get("top_provider"), dict) else {}
+    prompt, completion = price(pricing.get("prompt")), price(pricing.get("completion"))
+    request = price(pricing.get("request", 0))
+    if request is None:  # a request price that is there but unreadable: the price is unknown
+        prompt = completion = None
+    return ModelInfo(
+        id=scrub.text(item["id"]),
+        prompt_price=prompt,
+        completion_price=completion,
+        request_price=request or 0.0,
+        context_length=_positive(item.get("context_length")),
+        max_completion_tokens=_positive(top.get("max_completion_tokens")),
+    )
+
+
 def parse_models(reply: Reply, scrub: Scrubber) -> dict[str, ModelInfo]:
     """GET /models as {id: ModelInfo}; items without an id are not models anyone can ask for."""
     items = data_of(reply, "/models")
     if not isinstance(items, list):
         raise _bad("the /models data is not a list")
-    out = {}
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-            continue
-        pricing = item.get("pricing") if isinstance(item.get("pricing"), dict) else {}
-        assert isinstance(pricing, dict)
-        top = item.get("top_provider") if isinstance(item.get("top_provider"), dict) else {}
-        assert isinstance(top, dict)
-        prompt, completion = price(pricing.get("prompt")), price(pricing.get("completion"))
-        request = price(pricing.get("request", 0))
-        if request is None:  # a request price that is there but unreadable: the price is unknown
-            prompt = completion = None
-        model_id = scrub.text(item["id"])
-        out[model_id] = ModelInfo(
-            id=model_id,
-            prompt_price=prompt,
-            completion_price=completion,
-            request_price=request or 0.0,
-            context_length=_positive(item.get("context_length")),
-            max_completion_tokens=_positive(top.get("max_completion_tokens")),
-        )
-    return out
+    infos = (model_info(item, scrub) for item in items)
+    return {info.id: info for info in infos if info is not None}
 
 
 _KEY_MONEY = ("limit", "usage", "usage_daily", "usage_weekly", "usage_monthly")
