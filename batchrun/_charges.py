@@ -120,6 +120,10 @@ class ChargeBook:
         self.unresolved.append(charge)
         if await self.look_up(charge):
             return
+        if result.cost_rejected:
+            # A server whose cost cannot be believed is not believed on tokens either: the
+            # worst case reserved is the estimate (an upper bound, like any estimate here).
+            estimate = charge.held or None
         if estimate is not None:
             # Tokens times the dearest allowed price: never below the real charge.
             self.unresolved.remove(charge)

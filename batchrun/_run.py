@@ -208,6 +208,7 @@ def make_client(job: Job, options: RunOptions, settings: RunSettings) -> OpenRou
         app_title=job.endpoint.app_title,
         timeout_s=settings.timeout_s,
         connect_timeout_s=settings.connect_timeout_s,
+        max_response_bytes=settings.max_response_bytes,
         max_connections=settings.concurrency,
         transport=options.transport,
         clock=options.clock,
@@ -478,7 +479,7 @@ async def _locked_run(
             stop_message=outcome.stop_message,
             estimate_usd=round(plan.total_worst, 8) if models else None,
             budget_usd=None if budget is None else round(budget, 8),
-            spent_usd=round(outcome.spent_usd, 8),
+            spent_usd=round(outcome.spent_usd, 12),  # worst cases held as spent carry many digits
             spent_before_usd=round(prior_spend, 8),
             kept_from_earlier=plan.kept,
             isolated_key=isolated.audit() if isolated is not None else None,

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+import aiohttp
 import httpx
 import orjson
 from httpx_sse import EventSource, SSEError
@@ -101,14 +102,14 @@ async def stream_chat(
     request = client.chat_request(stream_body(payload), row_id)
     request.headers["Accept"] = "text/event-stream"
     reading = _Reading()
-    sent: list[httpx.Response] = []
+    sent: list[Mapping[str, str]] = []  # the response's headers, once they are in
     started = clock.monotonic()
     try:
         async with asyncio.timeout(timeout_s):
             response = await client.http.send(request, stream=True)
-            sent.append(response)
+            sent.append(response.headers)
             try:
-                reading.generation_id = generation_header(response)
+                reading.generation_id = generation_header(response.headers)
                 if response.status_code != 200:
                     raise await _error_reply(client, response, clock)
                 await _read_events(client, response, reading, clock, started, max_bytes)
@@ -122,7 +123,7 @@ async def stream_chat(
         raise _billed(abandoned(failure, sent, True), reading) from None
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         raise Transient("network", client.scrub_text(f"{type(exc).__name__}: {exc}")) from None
-    except (httpx.HTTPError, SSEError) as exc:
+    except (httpx.HTTPError, SSEError, aiohttp.ClientError, OSError) as exc:
         failure = Transient("network", client.scrub_text(f"{type(exc).__name__}: {exc}"))
         raise _billed(abandoned(failure, sent, True), reading) from None
     if not reading.done and reading.finish_reason is None:

@@ -274,7 +274,7 @@ async def test_management_api_request_shapes() -> None:
         "expires_at": "2027-01-01T00:00:00Z",
         "include_byok_in_limit": True,
     }
-    assert created["key"] == "sk-or-v1-new" and info == {"usage": 0.2}
+    assert created.key == "sk-or-v1-new" and info == {"usage": 0.2}
     assert json.loads(patch.calls.last.request.content) == {"disabled": True}
     assert delete.called and get.calls.last.request.headers["Authorization"] == "Bearer mgmt-key"
 
