@@ -90,8 +90,8 @@ def test_a_torn_last_line_is_repaired_not_read(tmp_path: Path) -> None:
     )
     assert [r["id"] for r in final_records(out)] == ["aa"]
     assert scan_states(out).ids() == {"aa"}
-    assert repair_torn_tail(out) == len(b'{"id":"bb","fingerp')
-    assert out.read_bytes().endswith(b'"p"}\n') and repair_torn_tail(out) == 0
+    assert repair_torn_tail(out, "j") == "cut a torn last record (19 bytes) left by an earlier crash"
+    assert out.read_bytes().endswith(b'"p"}\n') and repair_torn_tail(out, "j") is None
 
 
 def test_supersede_rule_last_record_wins(tmp_path: Path) -> None:
