@@ -118,6 +118,31 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         SMALL_JOB.replace("{country: Japan, expect: Tokyo}", "{country: Japan, expect: ''}"),
         ["$.prompts[0].vars[1]", "the check value '{{expect}}' is empty for this row"],
     ),
+    *[
+        (
+            f"literal blank check value {value}",
+            SMALL_JOB.replace('checks: [{contains: "{{expect}}"}]', f"checks: [{{{value}}}]"),
+            ["job.yaml:", where, "is empty or only whitespace, so the check could never fail"],
+        )
+        for value, where in [
+            ('contains: ""', "$.prompts[0].checks[0]"),
+            ('contains: "  "', "$.prompts[0].checks[0]"),
+            ('icontains: " "', "$.prompts[0].checks[0]"),
+            ('starts_with: "  "', "$.prompts[0].checks[0]"),
+            ('regex: ""', "$.prompts[0].checks[0]"),
+            ('contains: {any: [Paris, "  "]}', "$.prompts[0].checks[0]"),
+        ]
+    ],
+    (
+        "literal blank per-row check value",
+        SMALL_JOB.replace("{country: Japan, expect: Tokyo}", '{country: Japan, expect: Tokyo, checks: [{contains: " "}]}'),
+        ["$.prompts[0].vars[1]", "checks: the check value ' ' is empty or only whitespace"],
+    ),
+    (
+        "literal blank default check value",
+        SMALL_JOB.replace("params: {max_tokens: 32}", 'params: {max_tokens: 32}\n  checks: [{regex: ""}]'),
+        ["$.defaults.checks[0]", "could never fail"],
+    ),
     (
         "nested value inline",
         SMALL_JOB.replace("{country: Japan, expect: Tokyo}", "{country: {nested: 1}, expect: Tokyo}"),
