@@ -144,6 +144,26 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ["$.defaults.checks[0]", "could never fail"],
     ),
     (
+        "triple braces",
+        SMALL_JOB.replace(CAPITAL, '    text: "Capital of {{{country}}}?"'),
+        ["job.yaml:7:", "$.prompts[0].text", "'{{{country}}}' is not a valid placeholder"],
+    ),
+    (
+        "placeholder in default params",
+        SMALL_JOB.replace("params: {max_tokens: 32}", 'params: {max_tokens: 32, stop: ["{{nope}}"]}'),
+        ["job.yaml:3:", "$.defaults.params.stop[0]", "params are sent as written, not templated"],
+    ),
+    (
+        "placeholder in prompt params",
+        SMALL_JOB.replace("  - id: sum\n", '  - id: sum\n    params: {stop: ["{{a}}"]}\n'),
+        ["$.prompts[1].params.stop[0]", "params are sent as written, not templated"],
+    ),
+    (
+        "placeholder in model params",
+        SMALL_JOB.replace("models: [openai/gpt-4o-mini,", "models: [{id: openai/gpt-4o-mini, params: {user: '{{country}}'}},"),
+        ["$.models[0].params.user", "params are sent as written, not templated"],
+    ),
+    (
         "nested value inline",
         SMALL_JOB.replace("{country: Japan, expect: Tokyo}", "{country: {nested: 1}, expect: Tokyo}"),
         ["$.prompts[0].vars[1].country"],
