@@ -315,6 +315,13 @@ OPTION_CASES: list[tuple[str, list[str], list[str]]] = [
     ("grace negative", ["--grace", "-1"], ["--grace: must be 0 or more"]),
     ("base url not a url", ["--base-url", "notaurl"], ["--base-url: expected an http:// or https:// URL"]),
     ("sim rate above 1", ["--simulate", "--sim", "fault.503=2"], ["--sim fault.503=2: a rate must be between 0 and 1"]),
+    ("sim latency inf", ["--simulate", "--sim", "latency_ms=inf"], ["--sim latency_ms=inf: expected a finite number"]),
+    ("sim latency negative", ["--simulate", "--sim", "latency_ms=-5"], ["--sim latency_ms=-5: expected a finite number of 0"]),
+    ("sim latency nan", ["--simulate", "--sim", "jitter_ms=nan"], ["--sim jitter_ms=nan: expected a finite number"]),
+    ("sim latency a year", ["--simulate", "--sim", "latency_ms=3e10"], ["--sim latency_ms=3e10: must be at most 3,600,000"]),
+    ("sim negative price", ["--simulate", "--sim", "price.x/y=-1,1"], ["--sim price.x/y=-1,1: expected a finite number"]),
+    ("sim seed not whole", ["--simulate", "--sim", "seed=1.5"], ["--sim seed=1.5: expected a whole number"]),
+    ("sim not a number", ["--simulate", "--sim", "latency_ms=abc"], ["--sim latency_ms=abc: expected a number, got 'abc'"]),
     ("retry errors without resume", ["--retry-errors"], ["--retry-errors continues a run: use it with --resume"]),
 ]
 
