@@ -69,6 +69,20 @@ def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
     )
 
 
+def _not_a_timeout(exc: BaseException) -> bool:
+    """A "timeout" whose cause is a refused or failed connection, not time running out.
+
+    httpx-aiohttp maps every aiohttp ClientConnectorError to httpx.ConnectTimeout, so a
+    refused connection arrives here as a timeout; its cause says what really happened.
+    """
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 class OpenRouterClient:
     """Chat completions and the account endpoints of one OpenAI-compatible base URL."""
 
@@ -156,7 +170,11 @@ class OpenRouterClient:
         except TimeoutError:
             raise Transient("timeout", f"no complete answer within {self._timeout_s:g} s") from None
         except httpx.TimeoutException as exc:
+            if _not_a_timeout(exc):
+                raise Transient("connect", self._scrub(f"connection failed: {exc}")) from None
             raise Transient("timeout", self._scrub(f"{type(exc).__name__}: {exc}") or "timed out") from None
+        except httpx.ConnectError as exc:
+            raise Transient("connect", self._scrub(f"connection failed: {exc}")) from None
         except httpx.TransportError as exc:
             raise Transient("network", self._scrub(f"{type(exc).__name__}: {exc}")) from None
         return response
