@@ -553,7 +553,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 def cmd_history(args: argparse.Namespace, console: Console) -> int:
     from ._history import build_history, render_history_markdown, render_history_text
 
-    history = build_history(args.paths)
+    history = build_history(args.paths, console.warn)
     if args.html:
         from ._html_report import write_history
 
