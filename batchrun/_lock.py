@@ -22,7 +22,6 @@ from pathlib import Path
 
 from ._exceptions import LockHeld
 
-
 # Locks this process holds, so a second signal that exits at once (os._exit, no finally
 # blocks) can still remove their files: see `release_all` and _signals.
 _HELD: list[OutputLock] = []

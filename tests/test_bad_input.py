@@ -135,7 +135,9 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
     ],
     (
         "literal blank per-row check value",
-        SMALL_JOB.replace("{country: Japan, expect: Tokyo}", '{country: Japan, expect: Tokyo, checks: [{contains: " "}]}'),
+        SMALL_JOB.replace(
+            "{country: Japan, expect: Tokyo}", '{country: Japan, expect: Tokyo, checks: [{contains: " "}]}'
+        ),
         ["$.prompts[0].vars[1]", "checks: the check value ' ' is empty or only whitespace"],
     ),
     (
@@ -160,7 +162,9 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
     ),
     (
         "placeholder in model params",
-        SMALL_JOB.replace("models: [openai/gpt-4o-mini,", "models: [{id: openai/gpt-4o-mini, params: {user: '{{country}}'}},"),
+        SMALL_JOB.replace(
+            "models: [openai/gpt-4o-mini,", "models: [{id: openai/gpt-4o-mini, params: {user: '{{country}}'}},"
+        ),
         ["$.models[0].params.user", "params are sent as written, not templated"],
     ),
     (
@@ -316,12 +320,28 @@ OPTION_CASES: list[tuple[str, list[str], list[str]]] = [
     ("base url not a url", ["--base-url", "notaurl"], ["--base-url: expected an http:// or https:// URL"]),
     ("sim rate above 1", ["--simulate", "--sim", "fault.503=2"], ["--sim fault.503=2: a rate must be between 0 and 1"]),
     ("sim latency inf", ["--simulate", "--sim", "latency_ms=inf"], ["--sim latency_ms=inf: expected a finite number"]),
-    ("sim latency negative", ["--simulate", "--sim", "latency_ms=-5"], ["--sim latency_ms=-5: expected a finite number of 0"]),
+    (
+        "sim latency negative",
+        ["--simulate", "--sim", "latency_ms=-5"],
+        ["--sim latency_ms=-5: expected a finite number of 0"],
+    ),
     ("sim latency nan", ["--simulate", "--sim", "jitter_ms=nan"], ["--sim jitter_ms=nan: expected a finite number"]),
-    ("sim latency a year", ["--simulate", "--sim", "latency_ms=3e10"], ["--sim latency_ms=3e10: must be at most 3,600,000"]),
-    ("sim negative price", ["--simulate", "--sim", "price.x/y=-1,1"], ["--sim price.x/y=-1,1: expected a finite number"]),
+    (
+        "sim latency a year",
+        ["--simulate", "--sim", "latency_ms=3e10"],
+        ["--sim latency_ms=3e10: must be at most 3,600,000"],
+    ),
+    (
+        "sim negative price",
+        ["--simulate", "--sim", "price.x/y=-1,1"],
+        ["--sim price.x/y=-1,1: expected a finite number"],
+    ),
     ("sim seed not whole", ["--simulate", "--sim", "seed=1.5"], ["--sim seed=1.5: expected a whole number"]),
-    ("sim not a number", ["--simulate", "--sim", "latency_ms=abc"], ["--sim latency_ms=abc: expected a number, got 'abc'"]),
+    (
+        "sim not a number",
+        ["--simulate", "--sim", "latency_ms=abc"],
+        ["--sim latency_ms=abc: expected a number, got 'abc'"],
+    ),
     ("retry errors without resume", ["--retry-errors"], ["--retry-errors continues a run: use it with --resume"]),
 ]
 
