@@ -29,6 +29,7 @@ from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Trans
 from ._job import RunSettings
 from ._matrix import Request
 from ._retry import AttemptLog
+from ._row import answer_fields
 from ._runner import STOP_AUTH, STOP_BUDGET, STOP_CREDITS, STOP_INTERRUPTED, Runner, RunOutcome
 
 STOP_SUBMITTED = "submitted"  # batches are still running at OpenRouter: collect later (exit 10)
@@ -202,13 +203,7 @@ class BatchExecutor:
             None,
             False,
             started,
-            response_model=result.model,
-            provider=result.provider,
-            generation_id=result.generation_id,
-            content=result.content,
-            finish_reason=result.finish_reason,
-            native_finish_reason=result.native_finish_reason,
-            usage=result.usage,
+            **answer_fields(result),
             cost=cost,
             latency_ms=None,
             elapsed_ms=elapsed_ms,

@@ -1,62 +1,45 @@
 """The OpenRouter client: one httpx.AsyncClient over the aiohttp transport.
 
-It builds requests, parses responses (including errors sent with HTTP 200) and turns
-every failure into one exception of batchrun's tree, at this boundary. It does not
-retry: the retry policy wraps `chat` from outside.
+It builds requests, reads each reply under the size cap (`_body`), and parses it into a
+typed result or one exception of batchrun's tree (`_reply`), at this boundary: no
+transport exception and no reply shape gets past it, and every string it hands on is
+scrubbed of every key it knows (the API key, a per-run key, the management key). It does
+not retry: the retry policy wraps `chat` from outside.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import httpx
 import orjson
 
-from ._classify import classify
+from ._body import ACCEPT_ENCODING, read_capped
 from ._clock import Clock, SystemClock
 from ._exceptions import ConfigError, RequestFailed, Transient
-from ._routing import METADATA_HEADER, answering_provider
+from ._reply import (
+    ChatResult,
+    CreatedKey,
+    ModelInfo,
+    Reply,
+    data_of,
+    error_failure,
+    failure,
+    model_info,
+    parse_chat,
+    parse_created_key,
+    parse_key_data,
+    parse_models,
+)
+from ._routing import METADATA_HEADER
+from ._scrub import Scrubber
 
+__all__ = ["ChatResult", "ModelInfo", "OpenRouterClient", "default_transport", "DEFAULT_MAX_RESPONSE_BYTES"]
 
-@dataclass(frozen=True, slots=True)
-class ChatResult:
-    generation_id: str | None
-    model: str | None
-    provider: str | None
-    content: str
-    finish_reason: str | None
-    native_finish_reason: str | None
-    usage: dict[str, Any]
-
-    @property
-    def cost(self) -> float | None:
-        cost = self.usage.get("cost")
-        return float(cost) if isinstance(cost, (int, float)) else None
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    id: str
-    prompt_price: float | None  # USD per token; None when the endpoint does not know (router models)
-    completion_price: float | None
-    request_price: float
-    context_length: int | None
-    max_completion_tokens: int | None
-
-    @property
-    def price_known(self) -> bool:
-        return self.prompt_price is not None and self.completion_price is not None
-
-
-def _price(value: Any) -> float | None:
-    try:
-        price = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if price < 0 else price  # "-1" marks a router model whose price is not known
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # an answer is kilobytes; a few MiB is generous
 
 
 def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
@@ -96,19 +79,26 @@ class OpenRouterClient:
         timeout_s: float = 60.0,
         connect_timeout_s: float = 10.0,
         max_connections: int = 16,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._timeout_s = timeout_s
+        self._max_response_bytes = max_response_bytes
         self._clock = clock or SystemClock()
-        headers = {"Content-Type": "application/json"}
+        self.scrub = Scrubber(api_key)
+        # Only encodings the capped reader can decode piece by piece (no br, no zstd).
+        headers = {"Content-Type": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
         if app_url:
             headers["HTTP-Referer"] = app_url
         if app_title:
             headers["X-Title"] = app_title
             headers["X-OpenRouter-Title"] = app_title
+        # Opt in to `openrouter_metadata` on replies: the documented record of which provider
+        # answered (guides/features/router-metadata.mdx).
+        headers[METADATA_HEADER] = "enabled"
         # Opt in to `openrouter_metadata` on replies: the documented record of which provider
         # answered (guides/features/router-metadata.mdx).
         headers[METADATA_HEADER] = "enabled"
@@ -124,9 +114,14 @@ class OpenRouterClient:
     def __repr__(self) -> str:  # never show the key
         return f"OpenRouterClient({self.base_url!r})"
 
+    def protect(self, secret: str) -> None:
+        """Scrub this secret too (the management key) from everything a server sends."""
+        self.scrub.add(secret)
+
     def use_key(self, api_key: str) -> None:
         """Switch keys (the isolated per-run key) for all later requests."""
         self._api_key = api_key
+        self.scrub.add(api_key)
         self._prepare_chat()
 
     async def aclose(self) -> None:
@@ -137,12 +132,6 @@ class OpenRouterClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-    def _scrub(self, text: str) -> str:
-        """A misbehaving server may echo the request; the key must not reach a row or a log."""
-        if self._api_key and self._api_key in text:
-            text = text.replace(self._api_key, "[key]")
-        return text
 
     def _auth(self, key: str | None) -> dict[str, str]:
         if key is None:
@@ -159,38 +148,44 @@ class OpenRouterClient:
         )
         self._chat_extensions = {"timeout": self._http.timeout.as_dict()}
 
-    async def _exchange(self, request: httpx.Request) -> httpx.Response:
-        """One HTTP exchange, body fully read, transport errors translated into Transient."""
+    async def _exchange(self, request: httpx.Request) -> Reply:
+        """One HTTP exchange, its body read under the cap; every transport failure (an
+        invalid status line, a TLS or SSH banner included) becomes a Transient."""
         try:
             # httpx's timeouts are per read; this bounds the whole exchange, so a server
             # that drips bytes forever cannot hang a row (openrouter python-sdk #72).
             async with asyncio.timeout(self._timeout_s):
-                response = await self._http.send(request)
-                await response.aread()
+                response = await self._http.send(request, stream=True)
+                try:
+                    body = await read_capped(response, self._max_response_bytes)
+                finally:
+                    # Closing a response not read to its end drops its connection: the rest
+                    # of an oversized body is never received.
+                    await response.aclose()
         except TimeoutError:
             raise Transient("timeout", f"no complete answer within {self._timeout_s:g} s") from None
         except httpx.TimeoutException as exc:
             if _not_a_timeout(exc):
-                raise Transient("connect", self._scrub(f"connection failed: {exc}")) from None
-            raise Transient("timeout", self._scrub(f"{type(exc).__name__}: {exc}") or "timed out") from None
+                raise Transient("connect", self._describe_connect(exc)) from None
+            raise Transient("timeout", self._describe(exc) or "timed out") from None
         except httpx.ConnectError as exc:
-            raise Transient("connect", self._scrub(f"connection failed: {exc}")) from None
-        except httpx.TransportError as exc:
-            raise Transient("network", self._scrub(f"{type(exc).__name__}: {exc}")) from None
-        return response
+            raise Transient("connect", self._describe_connect(exc)) from None
+        except (httpx.HTTPError, aiohttp.ClientError, OSError, ValueError) as exc:
+            # aiohttp's ClientResponseError (a bad status line, bytes that are not HTTP)
+            # is not mapped by the transport: it arrives here as itself.
+            raise Transient("network", self._describe(exc)) from None
+        return Reply(response.status_code, response.headers, body)
 
-    async def _send(self, method: str, path: str, key: str | None, body: Any = None) -> httpx.Response:
+    def _describe_connect(self, exc: BaseException) -> str:
+        return self.scrub.text(f"connection failed: {exc}")[:300]
+
+    def _describe(self, exc: BaseException) -> str:
+        return self.scrub.text(f"{type(exc).__name__}: {exc}")[:300]
+
+    async def _send(self, method: str, path: str, key: str | None, body: Any = None) -> Reply:
         content = None if body is None else orjson.dumps(body)
         request = self._http.build_request(method, self.base_url + path, content=content, headers=self._auth(key))
         return await self._exchange(request)
-
-    def _failure(self, response: httpx.Response, error: Any) -> RequestFailed:
-        failure = classify(
-            response.status_code, error if isinstance(error, dict) else None, response.headers, self._clock.time()
-        )
-        failure.message = self._scrub(failure.message)
-        failure.args = (failure.message,)
-        return failure
 
     async def chat(self, body: dict[str, Any] | bytes, row_id: str | None = None) -> ChatResult:
         """POST /chat/completions (a body, or its JSON already encoded); returns the answer
@@ -209,64 +204,36 @@ class OpenRouterClient:
             request.headers["X-Batchrun-Row"] = row_id
         return self.read_chat_reply(await self._exchange(request))
 
-    def read_chat_reply(self, response: httpx.Response) -> ChatResult:
+    def read_chat_reply(self, reply: Reply) -> ChatResult:
         """A chat completion reply (sync, or one item of a batch) as a ChatResult, or a
         classified RequestFailed, including errors sent with HTTP 200."""
-        try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            if response.status_code == 200:
-                raise Transient("bad_response", "the body was truncated or not JSON", 200) from None
-            raise self._failure(response, {"message": response.text[:200] or f"HTTP {response.status_code}"}) from None
-        if response.status_code != 200 or not isinstance(data, dict):
-            raise self._failure(response, data.get("error") if isinstance(data, dict) else None)
-        if data.get("error"):
-            raise self._failure(response, data["error"])
-        choices = data.get("choices")
-        if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
-            raise Transient("bad_response", "the answer had no choices", 200)
-        choice = choices[0]
-        if choice.get("finish_reason") == "error" or choice.get("error"):
-            raise self._failure(response, choice.get("error") or {"message": "finish_reason error"})
-        message = choice.get("message") or {}
-        return ChatResult(
-            generation_id=data.get("id"),
-            model=data.get("model"),
-            provider=answering_provider(data),
-            content=self._scrub(message.get("content") or ""),
-            finish_reason=choice.get("finish_reason"),
-            native_finish_reason=choice.get("native_finish_reason"),
-            usage=data.get("usage") or {},
-        )
+        return parse_chat(reply, self.scrub, self._clock.time())
 
-    async def _account_get(self, path: str, key: str | None) -> Any | None:
+    def _failure(self, reply: Reply) -> RequestFailed:
+        return error_failure(reply, self.scrub, self._clock.time())
+
+    def error_object_failure(self, error: Any, status: int = 200) -> RequestFailed:
+        """An OpenRouter error object met outside a reply of its own (a batch item's error)."""
+        return failure(Reply(status, {}, b""), error, self.scrub, self._clock.time())
+
+    async def _account_get(self, path: str, key: str | None) -> Reply | None:
         """GET an account endpoint; None where the endpoint does not have it (404/405/501)."""
-        response = await self._send("GET", path, key)
-        if response.status_code in (404, 405, 501):
+        reply = await self._send("GET", path, key)
+        if reply.status in (404, 405, 501):
             return None
-        if response.status_code != 200:
-            raise self._failure(response, _error_of(response))
-        try:
-            return response.json()
-        except ValueError:
-            return None
+        if reply.status != 200:
+            raise self._failure(reply)
+        return reply
 
     async def key_info(self) -> dict[str, Any] | None:
         """GET /key: limit, limit_remaining, usage...; None where the endpoint has no /key."""
-        data = await self._account_get("/key", self._api_key)
-        return data.get("data") if isinstance(data, dict) and isinstance(data.get("data"), dict) else None
+        reply = await self._account_get("/key", self._api_key)
+        return None if reply is None else parse_key_data(data_of(reply, "/key"), self.scrub, "/key")
 
     async def models(self) -> dict[str, ModelInfo] | None:
-        """GET /models as {id: ModelInfo}; None where the endpoint does not list models with prices."""
-        data = await self._account_get("/models", self._api_key)
-        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-            return None
-        out = {}
-        for item in data["data"]:
-            info = _model_info(item)
-            if info is not None:
-                out[info.id] = info
-        return out
+        """GET /models as {id: ModelInfo}; None where the endpoint does not list models."""
+        reply = await self._account_get("/models", self._api_key)
+        return None if reply is None else parse_models(reply, self.scrub)
 
     async def model(self, model_id: str) -> tuple[str, ModelInfo | None]:
         """GET /model/{author}/{slug}, the single-model lookup (openapi.yaml `getModel`: it
@@ -277,68 +244,47 @@ class OpenRouterClient:
         if not author or not slug:
             return "missing", None
         path = f"/model/{quote(author, safe='~')}/{quote(slug, safe='~:.-_')}"
-        response = await self._send("GET", path, self._api_key)
-        if response.status_code == 404:
+        reply = await self._send("GET", path, self._api_key)
+        if reply.status == 404:
             return "missing", None
-        if response.status_code in (405, 501):
+        if reply.status in (405, 501):
             return "unknown", None
-        if response.status_code != 200:
-            raise self._failure(response, _error_of(response))
+        if reply.status != 200:
+            raise self._failure(reply)
         try:
-            data = response.json()
-        except ValueError:
+            body = orjson.loads(reply.body)
+        except orjson.JSONDecodeError:
             return "unknown", None
-        info = _model_info(data.get("data")) if isinstance(data, dict) else None
+        info = model_info(body.get("data"), self.scrub) if isinstance(body, dict) else None
         return ("found", info) if info is not None else ("unknown", None)
 
-    async def create_key(self, management_key: str, name: str, limit: float, expires_at: str) -> dict[str, Any]:
-        """POST /keys with a management key: returns {"key": ..., "data": {...hash, label...}}."""
-        response = await self._send(
+    async def create_key(self, management_key: str, name: str, limit: float, expires_at: str) -> CreatedKey:
+        """POST /keys with a management key: the new key, its hash and label."""
+        self.protect(management_key)
+        reply = await self._send(
             "POST", "/keys", management_key, {"name": name, "limit": limit, "expires_at": expires_at}
         )
-        if response.status_code in (404, 405, 501):
+        if reply.status in (404, 405, 501):
             raise ConfigError(f"{self.base_url} has no /keys management API: --isolated-key cannot be used")
-        if response.status_code not in (200, 201):
-            raise self._failure(response, _error_of(response))
-        data: dict[str, Any] = response.json()
-        return data
+        if reply.status not in (200, 201):
+            raise self._failure(reply)
+        created = parse_created_key(reply, self.scrub)
+        self.scrub.add(created.key)
+        return created
 
     async def key_by_hash(self, management_key: str, key_hash: str) -> dict[str, Any] | None:
-        data = await self._account_get(f"/keys/{key_hash}", management_key)
-        return data.get("data") if isinstance(data, dict) else None
+        self.protect(management_key)
+        reply = await self._account_get(f"/keys/{key_hash}", management_key)
+        return None if reply is None else parse_key_data(data_of(reply, "/keys"), self.scrub, "/keys")
 
     async def delete_key(self, management_key: str, key_hash: str) -> None:
-        response = await self._send("DELETE", f"/keys/{key_hash}", management_key)
-        if response.status_code not in (200, 204):
-            raise self._failure(response, _error_of(response))
+        self.protect(management_key)
+        reply = await self._send("DELETE", f"/keys/{key_hash}", management_key)
+        if reply.status not in (200, 204):
+            raise self._failure(reply)
 
     async def disable_key(self, management_key: str, key_hash: str) -> None:
-        response = await self._send("PATCH", f"/keys/{key_hash}", management_key, {"disabled": True})
-        if response.status_code != 200:
-            raise self._failure(response, _error_of(response))
-
-
-def _model_info(item: Any) -> ModelInfo | None:
-    """One model of /models or /model/{author}/{slug}; None for an entry without an id."""
-    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-        return None
-    pricing: dict[str, Any] = item["pricing"] if isinstance(item.get("pricing"), dict) else {}
-    top: dict[str, Any] = item["top_provider"] if isinstance(item.get("top_provider"), dict) else {}
-    context = item.get("context_length")
-    max_completion = top.get("max_completion_tokens")
-    return ModelInfo(
-        id=item["id"],
-        prompt_price=_price(pricing.get("prompt")),
-        completion_price=_price(pricing.get("completion")),
-        request_price=_price(pricing.get("request")) or 0.0,
-        context_length=context if isinstance(context, int) else None,
-        max_completion_tokens=max_completion if isinstance(max_completion, int) else None,
-    )
-
-
-def _error_of(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        data = response.json()
-    except ValueError:
-        return {"message": response.text[:200]}
-    return data.get("error") if isinstance(data, dict) else None
+        self.protect(management_key)
+        reply = await self._send("PATCH", f"/keys/{key_hash}", management_key, {"disabled": True})
+        if reply.status != 200:
+            raise self._failure(reply)

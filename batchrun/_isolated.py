@@ -52,6 +52,7 @@ class IsolatedKey:
     def for_run(cls, job: Job, options: RunOptions, settings: RunSettings, client: OpenRouterClient) -> IsolatedKey:
         if not options.management_key:
             raise ConfigError(f"--isolated-key needs a management key in ${job.endpoint.management_key_env}")
+        client.protect(options.management_key)  # a /keys server may echo it in any error
         now = options.clock.time()
         life = settings.deadline_s + settings.grace_s + EXPIRY_SLACK_S if settings.deadline_s else settings.key_expiry_s
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
@@ -77,13 +78,10 @@ class IsolatedKey:
             )
         except RequestFailed as failure:
             raise ConfigError(f"could not create the per-run key: {failure.message}") from None
-        data = created.get("data") or {}
-        if not isinstance(created.get("key"), str) or not data.get("hash"):
-            raise ConfigError("could not create the per-run key: the answer had no key")
-        self._hash = data["hash"]
-        self.label = data.get("label")
+        self._hash = created.hash
+        self.label = created.label
         self.limit = budget
-        self._client.use_key(created["key"])
+        self._client.use_key(created.key)
 
     async def finish(self, ledger_spent: float, notice: Callable[[str], None]) -> None:
         """Read the key's own usage, then delete it (disable it where deletion fails)."""

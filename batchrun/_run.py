@@ -203,6 +203,7 @@ def make_client(job: Job, options: RunOptions, settings: RunSettings) -> OpenRou
         app_title=job.endpoint.app_title,
         timeout_s=settings.timeout_s,
         connect_timeout_s=settings.connect_timeout_s,
+        max_response_bytes=settings.max_response_bytes,
         max_connections=settings.concurrency,
         transport=options.transport,
         clock=options.clock,

@@ -134,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="attempts per request, retries included, 1..100 (overrides run.max_attempts)",
     )
     run.add_argument(
+        "--max-response-bytes",
+        type=_argtypes.response_bytes,
+        metavar="BYTES",
+        help="cap on one reply's body, counted after decompression (overrides run.max_response_bytes)",
+    )
+    run.add_argument(
         "--max-elapsed",
         type=_argtypes.positive_float,
         metavar="SECONDS",
@@ -335,6 +341,7 @@ def _settings_from_args(job: Any, args: argparse.Namespace) -> Any:
         "grace_s": args.grace,
         "timeout_s": args.timeout,
         "max_attempts": args.max_attempts,
+        "max_response_bytes": args.max_response_bytes,
         "max_elapsed_s": args.max_elapsed,
         "max_wait_s": args.max_wait,
     }

@@ -282,7 +282,7 @@ async def test_management_api_request_shapes() -> None:
     sent = create.calls.last.request
     assert sent.headers["Authorization"] == "Bearer mgmt-key"
     assert json.loads(sent.content) == {"name": "batchrun job 1", "limit": 1.5, "expires_at": "2027-01-01T00:00:00Z"}
-    assert created["key"] == "sk-or-v1-new" and info == {"usage": 0.2}
+    assert created.key == "sk-or-v1-new" and info == {"usage": 0.2}
     assert json.loads(patch.calls.last.request.content) == {"disabled": True}
     assert delete.called and get.calls.last.request.headers["Authorization"] == "Bearer mgmt-key"
 
