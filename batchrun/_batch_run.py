@@ -228,6 +228,10 @@ class BatchExecutor:
         message = info.error or f"the batch ended {info.status}"
         if info.status == "expired":
             return Transient("batch_expired", message)
+        if info.status == "lost":
+            # Retryable, so `--retry-errors` can submit the rows again: the user's call, since
+            # a 404 under another key does not prove the batch never ran.
+            return Transient("batch_not_found", message, 404)
         return Rejected("batch_failed", message)
 
     async def _collect(self, entry: BatchEntry, info: BatchInfo) -> None:
@@ -270,6 +274,13 @@ class BatchExecutor:
                 self.runner.request_stop(STOP_AUTH, f"the API key was refused: {failure.message}")
                 return
             except RequestFailed as failure:
+                if failure.http_status == 404:
+                    # Unknown to the server (another key, or past the documented 30-day retention):
+                    # its rows can never be collected; they end as errors instead of waiting forever.
+                    message = f"OpenRouter has no batch {entry.batch_id}"
+                    lost = BatchInfo(entry.batch_id, "lost", {}, None, None, message, None)
+                    await self._collect(entry, lost)
+                    continue
                 # A failed poll changes nothing: the batch runs on; the next poll may work.
                 self.notice(f"batch {entry.key} ({entry.batch_id}): poll failed: {failure.kind}: {failure.message}")
                 continue

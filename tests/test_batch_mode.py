@@ -388,3 +388,19 @@ def test_batches_cancel_and_the_next_run_collects_the_cancelled_rows_as_skipped(
         assert report.summary["total"]["skipped"] == 15
         assert {r["reason"] for r in read_rows(out)} == {"batch_cancelled"}
         assert "cancelled" in call_cli("batches", "list", out)[1]
+
+
+async def test_a_batch_the_server_does_not_know_ends_as_retryable_errors(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    job = batch_job(write_job(tmp_path, THREE_MODELS), deadline_s=60)
+    out = tmp_path / "r.jsonl"
+    await run(job, batch_sim, out, clock)
+    other = Simulator(SimConfig())  # another server (or key): it has never seen these batches
+    with other.serve_in_thread():
+        report = await run(job, other, out, clock, resume=True)
+        assert other.batches.stats.submitted == 0
+    rows = read_rows(out)
+    assert {(r["status"], r["reason"], r["retryable"]) for r in rows} == {("error", "batch_not_found", True)}
+    assert report.summary["complete"] is True and code_of(report, job) == ExitCode.ERRORS
+    assert {e.status for e in BatchState.read(out).entries} == {"lost"}
