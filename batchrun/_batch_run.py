@@ -334,11 +334,13 @@ class BatchExecutor:
         open_entries = self.state.open_entries()
         self.outcome.open = len(open_entries)
         self.outcome.open_rows = sum(len(e.rows) for e in open_entries + self.state.in_doubt())
-        if (open_entries or self.state.in_doubt()) and runner.stop_reason is None:
+        doubt = len(self.state.in_doubt())
+        if (open_entries or doubt) and runner.stop_reason is None:
             runner.request_stop(
                 STOP_SUBMITTED,
-                f"{self.outcome.open_rows} row(s) in {len(open_entries)} batch(es) still running at OpenRouter: "
-                "collect them with --resume",
+                f"{self.outcome.open_rows} row(s) await OpenRouter: {len(open_entries)} batch(es) still running"
+                + (f", {doubt} in doubt (see `batchrun batches list`)" if doubt else "")
+                + "; collect them with --resume",
             )
         return RunOutcome(runner.stop_reason, runner.stop_message, runner.ledger.spent)
 
