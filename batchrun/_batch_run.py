@@ -24,7 +24,7 @@ from typing import Any
 from ._batch_api import BatchClient, BatchInfo, BatchItem
 from ._batch_rules import batch_groups, non_text_part
 from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
-from ._checks import Answer, grade
+from ._checks import Answer, grade, without_latency_checks
 from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Transient
 from ._job import RunSettings
 from ._matrix import Request
@@ -57,11 +57,6 @@ class BatchOutcome:
             "in_doubt": self.in_doubt,
             "sync_rows": self.sync_rows,
         }
-
-
-def _without_latency_checks(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A batch has no per-request latency: latency checks do not apply to its rows."""
-    return [c for c in checks if "max_latency_ms" not in c]
 
 
 class BatchExecutor:
@@ -217,7 +212,7 @@ class BatchExecutor:
             error=None,
             batch_id=entry.batch_id,
         )
-        checks = _without_latency_checks(request.checks)
+        checks = without_latency_checks(request.checks)
         if checks:
             answer = Answer(result.content, None, cost, result.usage.get("completion_tokens"), result.finish_reason)
             record.update(grade(checks, answer))

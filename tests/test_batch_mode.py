@@ -447,3 +447,14 @@ def test_an_unreadable_batch_record_is_a_one_line_error_and_is_left_alone(tmp_pa
     assert code == ExitCode.USAGE
     assert err.startswith(f"batchrun: {state_path(out)}: unreadable batch record") and err.count("\n") == 1
     assert state_path(out).read_text() == "{not json"
+
+
+async def test_report_job_regrades_batch_rows_without_latency_checks(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    path = example_job(tmp_path)
+    await run(batch_job(path), batch_sim, tmp_path / "batch.jsonl", clock)
+    code, out, _ = call_cli("report", tmp_path / "batch.jsonl", "--job", path, "--json")
+    summary = json.loads(out)
+    assert summary["total"]["ok"] == 105 and summary["total"]["pass_rate"] > 0.8
+    assert code == ExitCode.OK
