@@ -29,6 +29,8 @@ from ._exceptions import ConfigError, RequestFailed, Transient
 CHAT_ENDPOINT = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 STATUSES = TERMINAL | {"validating", "in_progress", "finalizing", "cancelling"}
+
+
 def batches_url(base_url: str) -> str:
     """`https://openrouter.ai/api/v1` -> `https://openrouter.ai/api/beta/batches`."""
     base = base_url.rstrip("/")
