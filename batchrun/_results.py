@@ -176,6 +176,7 @@ def record_head(
         "cost": cost,
     }
 
+
 __all__ = [
     "MAX_RECORD_BYTES",
     "ResultsWriter",

@@ -139,9 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop retrying a request after this long",
     )
-    run.add_argument(
-        "--max-wait", type=_argtypes.positive_float, metavar="SECONDS", help="cap on a single retry wait"
-    )
+    run.add_argument("--max-wait", type=_argtypes.positive_float, metavar="SECONDS", help="cap on a single retry wait")
     run.add_argument("--shard", metavar="K/N", help="run the K-th of N deterministic parts of the matrix")
     run.add_argument(
         "--pass-threshold", type=_argtypes.rate, metavar="RATE", help="minimum pass rate of the checks (0..1)"

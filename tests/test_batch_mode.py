@@ -57,9 +57,7 @@ def example_job(tmp_path: Path) -> Path:
     return tmp_path / "eval.yaml"
 
 
-async def run(
-    job: Job, sim: Simulator, out: Path, clock: FakeClock, resume: bool = False, **options: Any
-) -> RunReport:
+async def run(job: Job, sim: Simulator, out: Path, clock: FakeClock, resume: bool = False, **options: Any) -> RunReport:
     return await run_job(
         job, RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=clock, resume=resume, **options)
     )
