@@ -56,6 +56,20 @@ def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
     )
 
 
+def _not_a_timeout(exc: BaseException) -> bool:
+    """A "timeout" whose cause is a refused or failed connection, not time running out.
+
+    httpx-aiohttp maps every aiohttp ClientConnectorError to httpx.ConnectTimeout, so a
+    refused connection arrives here as a timeout; its cause says what really happened.
+    """
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 class OpenRouterClient:
     """Chat completions and the account endpoints of one OpenAI-compatible base URL."""
 
@@ -161,12 +175,15 @@ class OpenRouterClient:
         except TimeoutError:
             failure = Transient("timeout", f"no complete answer within {self._timeout_s:g} s")
             raise abandoned(failure, headers, billable) from None
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        except httpx.ConnectError as exc:
             # Never reached the server: nothing can have been billed.
-            kind = "network" if isinstance(exc, httpx.ConnectError) else "timeout"
-            raise Transient(kind, self._describe(exc) or "timed out") from None
+            raise Transient("connect", self._describe_connect(exc)) from None
         except httpx.TimeoutException as exc:
+            if _not_a_timeout(exc):
+                raise Transient("connect", self._describe_connect(exc)) from None
             failure = Transient("timeout", self._describe(exc) or "timed out")
+            if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+                raise failure from None  # never reached the server: nothing can have been billed
             raise abandoned(failure, headers, billable) from None
         except (httpx.HTTPError, aiohttp.ClientError, OSError, ValueError) as exc:
             # aiohttp's ClientResponseError (a bad status line, bytes that are not HTTP)
@@ -174,6 +191,9 @@ class OpenRouterClient:
             failure = Transient("network", self._describe(exc))
             raise abandoned(failure, headers, billable) from None
         return Reply(response.status_code, response.headers, body)
+
+    def _describe_connect(self, exc: BaseException) -> str:
+        return self.scrub.text(f"connection failed: {exc}")[:300]
 
     def _describe(self, exc: BaseException) -> str:
         return self.scrub.text(f"{type(exc).__name__}: {exc}")[:300]

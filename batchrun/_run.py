@@ -408,9 +408,9 @@ async def _locked_run(
 
     states = None
     if resuming:
-        cut = repair_torn_tail(output)
-        if cut:
-            notice(f"{output}: cut a torn last record ({cut} bytes) left by an earlier crash")
+        mended = repair_torn_tail(output, job.name)
+        if mended:
+            notice(f"{output}: {mended}")
         states = scan_states(output, lambda message: notice(f"warning: {message}"))
     prior_spend = states.spent_usd if states is not None else 0.0
     client = make_client(job, options, settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -104,20 +105,20 @@ class SimConfig:
             name = key[6:]
             if not (name.isdigit() or name in FAULTS):
                 raise ValueError(f"unknown fault {name!r}: use an HTTP status or one of {', '.join(FAULTS)}")
-            self.faults[name] = float(value)
+            self.faults[name] = _number(key, value)
             return
         if key.startswith("price."):
-            parts = [float(p) for p in value.split(",")]
+            parts = [_number(key, p) for p in value.split(",")]
             self.prices[key[6:]] = (parts[0] * PER_M, parts[1] * PER_M, parts[2] if len(parts) > 2 else 0.0)
             return
         if key.startswith("accuracy."):
-            self.accuracy[key[9:]] = float(value)
+            self.accuracy[key[9:]] = _number(key, value)
             return
         if key.startswith("alias."):
             self.aliases[key[6:]] = value
             return
         if key.startswith("private."):
-            parts = [float(p) for p in value.split(",")]
+            parts = [_number(key, p) for p in value.split(",")]
             self.prices[key[8:]] = (parts[0] * PER_M, parts[1] * PER_M, parts[2] if len(parts) > 2 else 0.0)
             self.private_models.add(key[8:])
             return
@@ -154,6 +155,28 @@ class SimConfig:
         ):
             setattr(self, key, value)
         elif key in ("seed", "free_daily_cap", "stream_chunk_tokens", "stream_padding"):
-            setattr(self, key, int(value))
+            setattr(self, key, int(_number(key, value)))
         else:
-            setattr(self, key, float(value))
+            setattr(self, key, _number(key, value))
+
+
+# The longest simulated wait an option may ask for: longer is a typo, not a test (and
+# `latency_ms=inf` would hang the server's sleep for ever).
+_MAX_MS = 3_600_000.0
+_MAX_S = 86_400.0
+
+
+def _number(key: str, text: str) -> float:
+    """A simulator number: finite and 0 or more, and a duration at most a day (ms: an hour)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text.strip()!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"expected a finite number of 0 or more, got {text.strip()!r}")
+    limit = _MAX_MS if key.endswith("_ms") else _MAX_S if key.endswith("_s") else None
+    if limit is not None and number > limit:
+        raise ValueError(f"must be at most {limit:,.0f}, got {text.strip()!r}")
+    if key in ("seed", "free_daily_cap", "stream_chunk_tokens", "stream_padding") and not number.is_integer():
+        raise ValueError(f"expected a whole number, got {text.strip()!r}")
+    return number
