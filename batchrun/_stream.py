@@ -131,11 +131,12 @@ async def stream_chat(
         raise _billed(abandoned(failure, sent, True), reading)
     return StreamedChat(
         generation_id=reading.generation_id,
-        model=reading.model,
-        provider=reading.provider,
+        # Every server string is scrubbed before it is stored, as the non-streamed parser does.
+        model=_scrubbed(client, reading.model),
+        provider=_scrubbed(client, reading.provider),
         content=client.scrub_text("".join(reading.parts)),
         finish_reason=reading.finish_reason,
-        native_finish_reason=reading.native_finish_reason,
+        native_finish_reason=_scrubbed(client, reading.native_finish_reason),
         usage=reading.usage or {},
         ttft_ms=reading.ttft_ms,
     )
@@ -200,6 +201,10 @@ async def _read_events(
             raise failure
         if reading.ttft_ms is None and reading.first_token:
             reading.ttft_ms = round((clock.monotonic() - started) * 1000, 1)
+
+
+def _scrubbed(client: Any, text: str | None) -> str | None:
+    return None if text is None else client.scrub_text(text)
 
 
 def _read_chunk(chunk: dict[str, Any], reading: _Reading) -> None:

@@ -136,7 +136,12 @@ async def test_a_stream_that_echoes_the_key_is_scrubbed_and_garbage_is_skipped()
     events = (
         b": OPENROUTER PROCESSING",
         b"not json at all",
-        {"id": "gen-9", "model": "m", "choices": [{"delta": {"content": f"key is {FAKE_KEY}"}}]},
+        {
+            "id": "gen-9",
+            "model": f"m-{FAKE_KEY}",
+            "provider": f"p {FAKE_KEY}",
+            "choices": [{"delta": {"content": f"key is {FAKE_KEY}"}}],
+        },
         {"id": "gen-9", "choices": [{"delta": {}, "finish_reason": "stop"}], "usage": {"cost": 0.001}},
         b"[DONE]",
     )
@@ -147,4 +152,5 @@ async def test_a_stream_that_echoes_the_key_is_scrubbed_and_garbage_is_skipped()
         async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=httpx.AsyncHTTPTransport()) as c:
             result = await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
     assert FAKE_KEY not in result.content and result.content == "key is [key]"
+    assert result.model == "m-[key]" and result.provider == "p [key]"
     assert result.generation_id == "gen-9" and result.usage == {"cost": 0.001} and result.finish_reason == "stop"
