@@ -147,6 +147,8 @@ def _parse_blob(blob: bytes) -> RowState:
 _LINE_HEADS = re.compile(
     rb'\n\{"id":"([0-9a-f]+)","fingerprint":"([0-9a-f]*","status":"[a-z]+",'
     rb'"reason":(?:null|"[a-z_0-9]*"),"retryable":(?:true|false)),"cost":(null|[-+0-9.eE]+),'
+    # Files written before `cost_held` existed have no such field.
+    rb'(?:"cost_held":(null|[-+0-9.eE]+),)?'
 )
 _WINDOW = 1 << 24
 
@@ -170,6 +172,18 @@ class ScanResult:
         return {k.decode() for k, v in self._states.items() if status is None or _parse_blob(v).status == status}
 
 
+def spent_on(record: dict[str, Any]) -> float:
+    """What a record counts as spent: its cost, or while that is unknown the worst case
+    held for it (`cost_held`), so a resume never under-counts an abandoned attempt."""
+    cost = record.get("cost")
+    if cost is None:
+        cost = record.get("cost_held")
+    try:
+        return float(cost or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def _scan_slow(path: Path, first: int, lines: list[bytes], states: dict[bytes, bytes], warn: Warn) -> float:
     """Line by line with json, for a window holding lines the fast pattern does not fit."""
     spent = 0.0
@@ -181,7 +195,7 @@ def _scan_slow(path: Path, first: int, lines: list[bytes], states: dict[bytes, b
             states[record["id"].encode()] = _state_blob(
                 record.get("fingerprint", ""), record["status"], record.get("reason"), bool(record.get("retryable"))
             )
-            spent += float(record.get("cost") or 0.0)
+            spent += spent_on(record)
         except (ValueError, KeyError, TypeError, AttributeError):
             warn(f"{path}:{number}: set aside: not a batchrun record")
     return spent
@@ -227,9 +241,10 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
                 if len(found) != count:
                     spent += _scan_slow(path, lines + 1, segment.split(b"\n")[1:], states, warn)
                 else:
-                    for row_id, blob, _cost in found:
+                    for row_id, blob, _cost, _held in found:
                         states[row_id] = blob
-                    costs += [cost for _, _, cost in found if cost != b"null"]
+                    # The cost, or while it is unknown the worst case held for it.
+                    costs += [cost if cost != b"null" else held for _, _, cost, held in found]
                 lines += count
-    spent += sum(map(float, costs))
+    spent += sum(float(cost) for cost in costs if cost not in (b"", b"null"))
     return ScanResult(states, spent, lines)

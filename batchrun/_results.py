@@ -192,9 +192,16 @@ class ResultsWriter:
 
 
 def record_head(
-    row_id: str, fingerprint: str, status: str, reason: str | None, retryable: bool, cost: float | None
+    row_id: str,
+    fingerprint: str,
+    status: str,
+    reason: str | None,
+    retryable: bool,
+    cost: float | None,
+    cost_held: float | None = None,
 ) -> dict[str, Any]:
-    """The first fields of a record, in the order the fast resume scan expects."""
+    """The first fields of a record, in the order the fast resume scan expects. A resume
+    counts `cost`, or `cost_held` when the cost is unknown, as already spent."""
     return {
         "id": row_id,
         "fingerprint": fingerprint,
@@ -202,6 +209,7 @@ def record_head(
         "reason": reason,
         "retryable": retryable,
         "cost": cost,
+        "cost_held": cost_held,
     }
 
 

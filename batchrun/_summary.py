@@ -33,6 +33,7 @@ class _Group:
     completion_tokens: int = 0
     cost: float = 0.0
     cost_unknown: int = 0  # rows that may have been billed an amount nobody reported
+    cost_held: float = 0.0  # the worst cases counted as spent for those rows
     attempts: int = 0
     checked: int = 0
     passed: int = 0
@@ -64,6 +65,7 @@ class _Group:
         self.cost += float(record.get("cost") or 0.0)
         if record.get("cost_status") == "unknown":
             self.cost_unknown += 1
+            self.cost_held += float(record.get("cost_held") or 0.0)
         self.attempts += int(record.get("attempts") or 0)
 
     def as_json(self) -> dict[str, Any]:
@@ -78,6 +80,7 @@ class _Group:
             "completion_tokens": self.completion_tokens,
             "cost_usd": round(self.cost, 8),
             "cost_unknown_rows": self.cost_unknown,
+            "cost_held_usd": round(self.cost_held, 12),  # worst cases carry many digits
             "latency_p50_ms": percentile(self.latencies, 0.5),
             "latency_p95_ms": percentile(self.latencies, 0.95),
             "ttft_p50_ms": percentile(self.ttfts, 0.5),

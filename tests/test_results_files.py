@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from batchrun import ExitCode
-from batchrun._results import final_records
+from batchrun._reader import scan_states
+from batchrun._results import final_records, record_head
 
 from .conftest import SMALL_JOB, call_cli, read_rows, write_job
 
@@ -340,3 +341,24 @@ def test_bad_results_inputs_are_one_line_exit_2(
     assert code == ExitCode.USAGE
     one_line_error(err, str(bad), message)
     assert not (tmp_path / "m.jsonl").exists()
+
+
+@pytest.mark.parametrize("garbage", [False, True], ids=["fast scan", "line by line"])
+def test_a_resume_counts_the_worst_case_held_for_an_unknown_cost(tmp_path: Path, garbage: bool) -> None:
+    """A row whose cost is unknown shows no cost but holds a worst case (`cost_held`): the
+    resume scan counts it as spent, on both of its paths, and reads files written before
+    `cost_held` existed."""
+    heads = [
+        record_head("aa", "f1", "ok", None, False, 0.25, None),
+        record_head("bb", "f2", "skipped", "interrupted", True, None, 0.5),
+        {k: v for k, v in record_head("cc", "f3", "ok", None, False, 0.125).items() if k != "cost_held"},
+        record_head("dd", "f4", "skipped", "budget", True, None, None),
+    ]
+    lines = [json.dumps({**head, "job": "j"}, separators=(",", ":")) for head in heads]
+    if garbage:
+        lines.insert(2, "not a record")
+    out = tmp_path / "r.jsonl"
+    out.write_text("\n".join(lines) + "\n")
+    scan = scan_states(out)
+    assert scan.spent_usd == pytest.approx(0.875)
+    assert scan.ids() == {"aa", "bb", "cc", "dd"} and scan.ids("skipped") == {"bb", "dd"}
