@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._costs import CostModel
 from ._job import Job
-from ._matrix import count_requests
+from ._matrix import count_requests, plan_requests
 
 
-def render_plan_offline(job: Job) -> str:
+def _cache_hits(job: Job, endpoint: str | None, warn: Callable[[str], None]) -> tuple[dict[str, int], float] | None:
+    """Rows per model the cache would answer, and what they first cost; None without a cache."""
+    from ._run import RunOptions, open_cache
+
+    cache = open_cache(job, RunOptions(api_key=None, base_url=endpoint), warn)
+    if cache is None:
+        return None
+    hits: dict[str, int] = {}
+    saved = 0.0
+    try:
+        for request in plan_requests(job):
+            answer = cache.peek(request)
+            if answer is not None:
+                hits[request.model] = hits.get(request.model, 0) + 1
+                saved += answer.cost or 0.0
+    finally:
+        cache.close()
+    return hits, saved
+
+
+def render_plan_offline(job: Job, endpoint: str | None = None, warn: Callable[[str], None] = lambda _: None) -> str:
     counts = count_requests(job)
     lines = [
         f"job {job.name}: {sum(counts.values())} request(s) = "
@@ -22,6 +43,12 @@ def render_plan_offline(job: Job) -> str:
         per_prompt = ", ".join(f"{p.id} {counts[(model.id, p.id)]}" for p in job.prompts)
         lines.append(
             f"  {model.id.ljust(width)}  {sum(counts[(model.id, p.id)] for p in job.prompts):>7}  ({per_prompt})"
+        )
+    cached = _cache_hits(job, endpoint, warn)
+    if cached is not None:
+        lines.append(
+            f"cache: {sum(cached[0].values())} of {sum(counts.values())} request(s) would be answered from it "
+            f"(${cached[1]:.6f} saved)"
         )
     lines.append("no key and no --simulate: costs not priced (set the key, or add --simulate)")
     return "\n".join(lines)
@@ -37,6 +64,8 @@ class PricedPlan:
     previous_avg: dict[str, float] = field(default_factory=dict)
     previous_file: str | None = None
     key: dict[str, Any] | None = None
+    cached: dict[str, int] | None = None  # rows the cache answers, per model; None without a cache
+    saved_usd: float = 0.0
 
 
 def previous_average(job: Job) -> tuple[str | None, dict[str, float]]:
@@ -62,8 +91,14 @@ def previous_average(job: Job) -> tuple[str | None, dict[str, float]]:
     return None, {}
 
 
-async def price_plan(job: Job, base_url: str | None, api_key: str | None) -> PricedPlan:
-    from ._run import RunOptions, check_models, estimate, make_client
+async def price_plan(
+    job: Job,
+    base_url: str | None,
+    api_key: str | None,
+    cache_endpoint: str | None = None,
+    warn: Callable[[str], None] = lambda _: None,
+) -> PricedPlan:
+    from ._run import RunOptions, check_models, estimate, make_client, open_cache
 
     client = make_client(job, RunOptions(api_key=api_key, base_url=base_url), job.run)
     try:
@@ -73,27 +108,51 @@ async def price_plan(job: Job, base_url: str | None, api_key: str | None) -> Pri
         await client.aclose()
     if models is not None:
         check_models(job, models)
-    result = estimate(job, CostModel(models, job.run.cost_margin), None, None, False)
+    cache = open_cache(job, RunOptions(api_key=None, base_url=base_url, cache_endpoint=cache_endpoint), warn)
+    try:
+        result = estimate(job, CostModel(models, job.run.cost_margin), None, None, False, cache)
+    finally:
+        if cache is not None:
+            cache.close()
     previous_file, previous = previous_average(job)
     return PricedPlan(
-        job, result.rows, result.worst_usd, result.unknown_price, result.no_max_tokens, previous, previous_file, key
+        job,
+        result.rows,
+        result.worst_usd,
+        result.unknown_price,
+        result.no_max_tokens,
+        previous,
+        previous_file,
+        key,
+        None if cache is None else result.cached,
+        result.saved_usd,
     )
 
 
 def render_plan(plan: PricedPlan) -> str:
     job = plan.job
-    header = f"{'model':<44} {'rows':>7} {'worst case $':>14} {'prev. avg $':>12}"
+    cached = plan.cached or {}
+    cache_column = f" {'cached':>7}" if plan.cached is not None else ""
+    header = f"{'model':<44} {'rows':>7}{cache_column} {'worst case $':>14} {'prev. avg $':>12}"
     lines = [f"job {job.name}: {sum(plan.rows.values())} request(s)", header]
+    to_send = {m: n - cached.get(m, 0) for m, n in plan.rows.items()}
     for model in [m.id for m in job.models]:
         worst = "unknown" if model in plan.unknown_price else f"{plan.worst.get(model, 0.0):.6f}"
         rows = plan.rows.get(model, 0)
-        previous = f"{plan.previous_avg[model] * rows:.6f}" if model in plan.previous_avg else "-"
-        lines.append(f"{model:<44} {rows:>7} {worst:>14} {previous:>12}")
+        hits = f" {cached.get(model, 0):>7}" if plan.cached is not None else ""
+        previous = f"{plan.previous_avg[model] * to_send.get(model, 0):.6f}" if model in plan.previous_avg else "-"
+        lines.append(f"{model:<44} {rows:>7}{hits} {worst:>14} {previous:>12}")
     total = sum(plan.worst.values())
+    hits_total = f" {sum(cached.values()):>7}" if plan.cached is not None else ""
     lines.append(
-        f"{'TOTAL':<44} {sum(plan.rows.values()):>7} {total:>14.6f}"
-        + (f" {sum(plan.previous_avg.get(m, 0) * n for m, n in plan.rows.items()):>12.6f}" if plan.previous_avg else "")
+        f"{'TOTAL':<44} {sum(plan.rows.values()):>7}{hits_total} {total:>14.6f}"
+        + (f" {sum(plan.previous_avg.get(m, 0) * n for m, n in to_send.items()):>12.6f}" if plan.previous_avg else "")
     )
+    if plan.cached is not None:
+        lines.append(
+            f"cache: {sum(cached.values())} row(s) answered from it for free (${plan.saved_usd:.6f} saved); "
+            f"the other {sum(to_send.values())} would cost at most ${total:.6f}"
+        )
     if plan.previous_file:
         lines.append(f"previous run: {plan.previous_file}")
     budget = job.run.budget_usd

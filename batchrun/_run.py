@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from ._cache_session import CacheSession, CacheSettings
 from ._client import ModelInfo, OpenRouterClient
 from ._clock import Clock, SystemClock
 from ._costs import CostModel
@@ -46,6 +47,9 @@ class RunOptions:
     transport: httpx.AsyncBaseTransport | None = None
     clock: Clock = field(default_factory=SystemClock)
     test_broken_ledger: bool = False  # test seam: reserve nothing (shows the server-side limit holds)
+    # The endpoint as cache keys name it, when not the base URL: --simulate starts its
+    # simulator on a new port each run, and names it "simulator" so its runs share entries.
+    cache_endpoint: str | None = None
 
 
 @dataclass
@@ -100,6 +104,8 @@ class Estimate:
     unknown_price: set[str] = field(default_factory=set)
     no_max_tokens: set[str] = field(default_factory=set)
     kept: int = 0
+    cached: dict[str, int] = field(default_factory=dict)  # rows the cache will answer (in `rows` too)
+    saved_usd: float = 0.0  # what those rows cost when they were first answered
 
     @property
     def total_rows(self) -> int:
@@ -111,15 +117,26 @@ class Estimate:
 
 
 def estimate(
-    job: Job, costs: CostModel, shard: Shard | None, states: ScanResult | None, retry_errors: bool
+    job: Job,
+    costs: CostModel,
+    shard: Shard | None,
+    states: ScanResult | None,
+    retry_errors: bool,
+    cache: CacheSession | None = None,
 ) -> Estimate:
-    """One pass over the matrix: rows to send per model, worst-case cost, rows kept by resume."""
+    """One pass over the matrix: rows to run per model, worst-case cost of those the cache
+    will not answer, rows kept by resume."""
     result = Estimate()
     for request in plan_requests(job, shard):
         if states is not None and keep_row(states.get(request.id), request, retry_errors):
             result.kept += 1
             continue
         result.rows[request.model] = result.rows.get(request.model, 0) + 1
+        hit = cache.peek(request) if cache is not None else None
+        if hit is not None:  # answered for free: no worst case to reserve
+            result.cached[request.model] = result.cached.get(request.model, 0) + 1
+            result.saved_usd += hit.cost or 0.0
+            continue
         if not request.body.get("max_tokens"):
             result.no_max_tokens.add(request.model)
         worst = costs.worst_case(request)
@@ -145,6 +162,15 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         json.dump(data, out, indent=2)
     os.replace(temporary, path)
+
+
+def open_cache(job: Job, options: RunOptions, notice: Notice) -> CacheSession | None:
+    """The run's cache session when `run.cache` (or --cache) asks for one; never raises."""
+    settings = CacheSettings.from_run(job.run.cache)
+    if settings is None:
+        return None
+    endpoint = options.cache_endpoint or options.base_url or job.endpoint.base_url
+    return CacheSession.open(settings, job_name=job.name, base_url=endpoint, clock=options.clock, warn=notice)
 
 
 def make_client(job: Job, options: RunOptions, settings: RunSettings) -> OpenRouterClient:
@@ -206,6 +232,7 @@ async def _preflight(
     states: ScanResult | None,
     job_budget: float | None,
     notice: Notice,
+    cache: CacheSession | None,
 ) -> _Preflight:
     """Prices and credit before anything is spent; the effective budget; the plan's worst case."""
     settings = job.run
@@ -216,7 +243,7 @@ async def _preflight(
     if models is not None:
         check_models(job, models)
     costs = CostModel(models, settings.cost_margin)
-    plan = estimate(job, costs, options.shard, states, options.retry_errors)
+    plan = estimate(job, costs, options.shard, states, options.retry_errors, cache)
     budget = job_budget
     limit_from_key = False
     remaining = key.get("limit_remaining") if key else None
@@ -266,6 +293,7 @@ async def _locked_run(
     prior_spend = states.spent_usd if states is not None else 0.0
     client = make_client(job, options, settings)
     isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
+    cache = open_cache(job, options, notice)
     try:
         job_budget = settings.budget_usd
         if job_budget is not None:
@@ -273,7 +301,7 @@ async def _locked_run(
             job_budget = max(0.0, job_budget - prior_spend)
         if isolated is not None:
             await isolated.create(job_budget)
-        pre = await _preflight(client, job, options, states, job_budget, notice)
+        pre = await _preflight(client, job, options, states, job_budget, notice, cache)
         budget = pre.budget
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
         plan, models = pre.plan, pre.models
@@ -295,6 +323,7 @@ async def _locked_run(
             ledger=ledger,
             limit_from_key=pre.limit_from_key,
             on_record=record_done,
+            cache=cache,
         )
         if runner.writer.repaired_bytes:
             notice(f"{output}: cut a torn last line ({runner.writer.repaired_bytes} bytes) left by an earlier crash")
@@ -332,3 +361,5 @@ async def _locked_run(
         if isolated is not None and isolated.removed is None:
             await isolated.finish(0.0, notice)  # a failure before the end: still remove the key
         await client.aclose()
+        if cache is not None:
+            cache.close()

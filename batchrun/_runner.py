@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._cache import CachedAnswer
+from ._cache_session import CacheSession
 from ._checks import Answer, grade
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
@@ -82,6 +84,7 @@ class Runner:
         ledger: CreditLedger | None = None,
         limit_from_key: bool = False,
         on_record: Callable[[dict[str, Any]], None] | None = None,
+        cache: CacheSession | None = None,
     ) -> None:
         self.client = client
         self.writer = writer
@@ -94,6 +97,7 @@ class Runner:
         self.limit_from_key = limit_from_key  # the binding limit is the key's credit, not our budget
         self.throttle = Throttle(config.concurrency, clock, config.model_caps)
         self.on_record = on_record
+        self.cache = cache
         self.stop_reason: str | None = None
         self.stop_message = ""
         self.stopped_models: dict[str, str] = {}
@@ -123,6 +127,8 @@ class Runner:
             vars=request.vars,
             repeat=request.repeat,
         )
+        if self.cache is not None and status != "skipped":
+            record["cached"] = False  # with a cache on, every answered row says whether it was a hit
         record.update(fields)
         now = self.clock.time()
         record["started_at"] = utc(started) if started is not None else None
@@ -164,7 +170,46 @@ class Runner:
             )
             return None
 
+    def _answered_from_cache(self, request: Request, answer: CachedAnswer) -> None:
+        """A hit: a normal record of the stored answer, spending nothing; checks run as on a
+        fresh answer, with the original latency and cost, so verdicts come out the same."""
+        started = self.clock.time()
+        record = self._record(
+            request,
+            "ok",
+            None,
+            False,
+            started,
+            response_model=answer.response_model,
+            provider=answer.provider,
+            generation_id=answer.generation_id,
+            content=answer.content,
+            finish_reason=answer.finish_reason,
+            native_finish_reason=answer.native_finish_reason,
+            usage=answer.usage,
+            cost=0.0,
+            latency_ms=answer.latency_ms,
+            elapsed_ms=0.0,
+            attempts=0,
+            attempt_errors=[],
+            error=None,
+            cached=True,
+            cost_saved=answer.cost,
+            generated_at=answer.generated_at,
+        )
+        if request.checks:
+            usage_tokens = answer.usage.get("completion_tokens")
+            tokens = usage_tokens if isinstance(usage_tokens, int) else None
+            checked = Answer(answer.content, answer.latency_ms, answer.cost, tokens, answer.finish_reason)
+            record.update(grade(request.checks, checked))
+        self._emit(request, record)
+
     async def _process(self, request: Request) -> None:
+        # A hit needs neither budget nor the model's capacity: it is looked up first.
+        cached = self.cache.lookup(request) if self.cache is not None else None
+        if cached is not None:
+            self._answered_from_cache(request, cached)
+            return
         model_stop = self.stopped_models.get(request.model)
         if model_stop is not None:
             self.skip(request, model_stop)
@@ -233,6 +278,10 @@ class Runner:
                 result.content, latency_ms, cost, result.usage.get("completion_tokens"), result.finish_reason
             )
             record.update(grade(request.checks, answer))
+        if self.cache is not None:
+            # Stored before the row is written: after a kill -9 between the two, the row is
+            # answered from the cache on resume instead of being paid for twice.
+            self.cache.store(request, result, latency_ms, record["finished_at"])
         self._emit(request, record)
 
     def _failed(self, request: Request, failure: RequestFailed, log: AttemptLog, started: float) -> None:

@@ -43,7 +43,8 @@ class _Group:
         status = record.get("status")
         if status == "ok":
             self.ok += 1
-            usage = record.get("usage") or {}
+            # A cache hit used no tokens this time: only what was generated counts.
+            usage = {} if record.get("cached") else (record.get("usage") or {})
             self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
             self.completion_tokens += int(usage.get("completion_tokens") or 0)
             if record.get("latency_ms") is not None:
@@ -92,11 +93,20 @@ class SummaryBuilder:
         self.examples: list[dict[str, Any]] = []
         self.job: str | None = None
         self.job_fingerprint: str | None = None
+        self.cache_hits = 0
+        self.cache_misses = 0  # rows sent while a cache was on
+        self.cost_saved = 0.0
 
     def add(self, record: dict[str, Any]) -> None:
         self.job = self.job or record.get("job")
         self.job_fingerprint = self.job_fingerprint or record.get("job_fingerprint")
         self.total.add(record)
+        cached = record.get("cached")
+        if cached is True:
+            self.cache_hits += 1
+            self.cost_saved += float(record.get("cost_saved") or 0.0)
+        elif cached is False:
+            self.cache_misses += 1
         self.models[record["model"]].add(record)
         self.prompts[record["prompt_id"]].add(record)
         status = record["status"]
@@ -136,8 +146,21 @@ class SummaryBuilder:
             "failing_examples": self.examples,
             "skip_reasons": dict(self.skip_reasons),
             "error_kinds": dict(self.error_kinds),
+            **self._cache_figures(),
             **extra,
         }
+
+    def _cache_figures(self) -> dict[str, Any]:
+        if not (self.cache_hits or self.cache_misses):
+            return {}
+        return {"cache": {"hits": self.cache_hits, "misses": self.cache_misses, "saved_usd": round(self.cost_saved, 8)}}
+
+
+def render_cache(summary: dict[str, Any]) -> str | None:
+    cache = summary.get("cache")
+    if not cache:
+        return None
+    return f"cache: {cache['hits']} hit(s), {cache['misses']} miss(es), ${cache['saved_usd']:.6f} saved"
 
 
 def _fmt_ms(value: float | None) -> str:
@@ -200,6 +223,9 @@ def render_text(summary: dict[str, Any]) -> str:
         lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["error_kinds"].items())))
     if summary["skip_reasons"]:
         lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items())))
+    cache_line = render_cache(summary)
+    if cache_line:
+        lines.append(cache_line)
     if summary.get("estimate_usd") is not None:
         lines.append(
             f"pre-flight worst case: ${summary['estimate_usd']:.6f}, spent ${summary['total']['cost_usd']:.6f}"
@@ -240,6 +266,9 @@ def render_markdown(summary: dict[str, Any], title: str | None = None) -> str:
         lines.append("**Worst prompts:** " + ", ".join(f"`{p}`" for p in summary["worst_prompts"]))
     for example in summary["failing_examples"]:
         lines.append(f"- `{example['model']}` / `{example['prompt_id']}`: {example['why']}")
+    cache_line = render_cache(summary)
+    if cache_line:
+        lines.append(f"**{cache_line[:6]}**{cache_line[6:]}")
     if summary.get("stop"):
         lines.append(f"**Stopped:** {summary['stop']} {summary.get('stop_message') or ''}")
     return "\n".join(lines) + "\n"
