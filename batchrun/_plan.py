@@ -23,10 +23,10 @@ def _cache_hits(job: Job, endpoint: str | None, warn: Callable[[str], None]) -> 
     saved = 0.0
     try:
         for request in plan_requests(job):
-            answer = cache.peek(request)
-            if answer is not None:
+            cost = cache.peek(request)
+            if cost is not None:
                 hits[request.model] = hits.get(request.model, 0) + 1
-                saved += answer.cost or 0.0
+                saved += cost
     finally:
         cache.close()
     return hits, saved

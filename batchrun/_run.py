@@ -132,10 +132,10 @@ def estimate(
             result.kept += 1
             continue
         result.rows[request.model] = result.rows.get(request.model, 0) + 1
-        hit = cache.peek(request) if cache is not None else None
-        if hit is not None:  # answered for free: no worst case to reserve
+        saved = cache.peek(request) if cache is not None else None
+        if saved is not None:  # answered for free: no worst case to reserve
             result.cached[request.model] = result.cached.get(request.model, 0) + 1
-            result.saved_usd += hit.cost or 0.0
+            result.saved_usd += saved
             continue
         if not request.body.get("max_tokens"):
             result.no_max_tokens.add(request.model)
@@ -144,6 +144,8 @@ def estimate(
             result.unknown_price.add(request.model)
         else:
             result.worst_usd[request.model] = result.worst_usd.get(request.model, 0.0) + worst
+    if cache is not None:
+        cache.planned()
     return result
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from batchrun import load_job, plan_requests
 from batchrun._cache import FILE_NAME, cache_files
+from batchrun._cache_session import FLUSH_EVERY
 from batchrun._results import final_records
 from batchrun.simulator import Simulator
 
@@ -253,14 +254,15 @@ def test_kill_9_during_a_cached_run_then_resume_is_clean(tmp_path: Path, sim: Si
     assert sorted(r["id"] for r in rows) == sorted(expected) and all(r["status"] == "ok" for r in rows)
     for row_id in written:  # no request sent again for a row already written
         assert sim.stats.by_row[row_id] == sent_before[row_id]
-    # A row answered but not yet written when the process died was stored first: the
-    # resume answers it from the cache; only requests cut off in flight are sent again.
-    assert all(count <= 2 for count in sim.stats.by_row.values())
+    assert all(count <= 2 for count in sim.stats.by_row.values())  # at most the ones cut off in flight
     summary = json.loads((tmp_path / "k.summary.json").read_text())
     assert summary["cache"]["hits"] + summary["cache"]["misses"] == len(expected)
-    sent = sim.stats.chat_requests
     with sqlite3.connect(cache / FILE_NAME) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        assert db.execute("SELECT count(*) FROM entries").fetchone() == (len(expected),)
+        (entries,) = db.execute("SELECT count(*) FROM entries").fetchone()
+    # The kill lost at most the batch in memory; everything committed is whole and is used.
+    assert len(expected) - FLUSH_EVERY < entries <= len(expected)
+    sent = sim.stats.chat_requests
     again = run_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "again.jsonl", "-q", f"--cache={cache}", env=env)
-    assert again.returncode == 0 and sim.stats.chat_requests == sent  # everything is cached now
+    assert again.returncode == 0 and again.stderr == ""
+    assert sim.stats.chat_requests - sent == len(expected) - entries
