@@ -66,6 +66,7 @@ class PricedPlan:
     key: dict[str, Any] | None = None
     cached: dict[str, int] | None = None  # rows the cache answers, per model; None without a cache
     saved_usd: float = 0.0
+    batch_worst: dict[str, float] = field(default_factory=dict)  # at Batch API prices
 
 
 def previous_average(job: Job) -> tuple[str | None, dict[str, float]]:
@@ -126,6 +127,7 @@ async def price_plan(
         key,
         None if cache is None else result.cached,
         result.saved_usd,
+        result.batch_worst_usd,
     )
 
 
@@ -133,20 +135,28 @@ def render_plan(plan: PricedPlan) -> str:
     job = plan.job
     cached = plan.cached or {}
     cache_column = f" {'cached':>7}" if plan.cached is not None else ""
-    header = f"{'model':<44} {'rows':>7}{cache_column} {'worst case $':>14} {'prev. avg $':>12}"
-    lines = [f"job {job.name}: {sum(plan.rows.values())} request(s)", header]
+    header = f"{'model':<44} {'rows':>7}{cache_column} {'worst case $':>14} {'batch worst $':>14} {'prev. avg $':>12}"
+    batch_mode = job.run.mode == "batch"
+    lines = [f"job {job.name}: {sum(plan.rows.values())} request(s), {job.run.mode} mode", header]
     to_send = {m: n - cached.get(m, 0) for m, n in plan.rows.items()}
     for model in [m.id for m in job.models]:
-        worst = "unknown" if model in plan.unknown_price else f"{plan.worst.get(model, 0.0):.6f}"
+        unknown = model in plan.unknown_price
+        worst = "unknown" if unknown else f"{plan.worst.get(model, 0.0):.6f}"
+        batch = "unknown" if unknown else f"{plan.batch_worst.get(model, 0.0):.6f}"
         rows = plan.rows.get(model, 0)
         hits = f" {cached.get(model, 0):>7}" if plan.cached is not None else ""
         previous = f"{plan.previous_avg[model] * to_send.get(model, 0):.6f}" if model in plan.previous_avg else "-"
-        lines.append(f"{model:<44} {rows:>7}{hits} {worst:>14} {previous:>12}")
-    total = sum(plan.worst.values())
+        lines.append(f"{model:<44} {rows:>7}{hits} {worst:>14} {batch:>14} {previous:>12}")
+    sync_total, batch_total = sum(plan.worst.values()), sum(plan.batch_worst.values())
+    total = batch_total if batch_mode else sync_total
     hits_total = f" {sum(cached.values()):>7}" if plan.cached is not None else ""
     lines.append(
-        f"{'TOTAL':<44} {sum(plan.rows.values()):>7}{hits_total} {total:>14.6f}"
+        f"{'TOTAL':<44} {sum(plan.rows.values()):>7}{hits_total} {sync_total:>14.6f} {batch_total:>14.6f}"
         + (f" {sum(plan.previous_avg.get(m, 0) * n for m, n in to_send.items()):>12.6f}" if plan.previous_avg else "")
+    )
+    lines.append(
+        "batch worst: the Batch API's 50% of per-token prices, request prices in full (batch-quickstart.mdx); "
+        f"the checks below use the {job.run.mode} figure"
     )
     if plan.cached is not None:
         lines.append(

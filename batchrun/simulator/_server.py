@@ -10,7 +10,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 
 from ._answers import answer_to, tokens
+from ._batches import SimBatches
 from ._config import SimConfig
 from ._faults import broken_reply, draw_fault
 from ._http import error_response, json_response
@@ -44,6 +45,8 @@ class Simulator(KeyRoutes):
         self.port = 0
         self.host = "127.0.0.1"
         self.account_key = account_key(self.config)
+        self.clock: Callable[[], float] = time.time  # batch timing; tests drive it with a fake clock
+        self.batches = SimBatches(self)
 
     @property
     def base_url(self) -> str:
@@ -55,6 +58,7 @@ class Simulator(KeyRoutes):
         app.router.add_post("/api/v1/chat/completions", self._chat)
         app.router.add_get("/__sim/stats", self._stats)
         app.router.add_post("/__sim/reset", self._reset)
+        self.batches.add_routes(app)
         if self.config.account_api:
             app.router.add_get("/api/v1/models", self._models)
             self.add_key_routes(app)
@@ -121,7 +125,7 @@ class Simulator(KeyRoutes):
         return json_response({"data": data})
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return json_response(self.stats.as_json())
+        return json_response({**self.stats.as_json(), "batches": self.batches.stats.as_json()})
 
     async def _reset(self, request: web.Request) -> web.Response:
         """Fresh counters between benchmark rounds against one long-lived server."""
