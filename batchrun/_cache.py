@@ -195,6 +195,10 @@ def cache_files(directory: Path) -> list[Path]:
     return [main, main.with_name(FILE_NAME + "-wal"), main.with_name(FILE_NAME + "-shm")]
 
 
+class NoCache(CacheError):
+    """The folder holds no cache file (yet): for the `cache` commands, an empty cache."""
+
+
 class ResponseCache:
     """One connection to the cache file; every method raises CacheError, nothing else."""
 
@@ -206,7 +210,7 @@ class ResponseCache:
     def open(cls, directory: Path, *, create: bool = True, busy_timeout_s: float = 2.0) -> ResponseCache:
         path = directory / FILE_NAME
         if not create and not path.exists():
-            raise CacheError(f"{path}: no cache here yet")
+            raise NoCache(f"{path}: no cache here yet")
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -231,6 +235,13 @@ class ResponseCache:
             connection.close()
             raise
         return cache
+
+    @classmethod
+    def empty(cls) -> ResponseCache:
+        """A cache with nothing in it, in memory: what `explain` reads where none exists yet."""
+        connection = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        connection.executescript(_SCHEMA)
+        return cls(connection, Path(":memory:"))
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._cache import CacheStats, ResponseCache, remove_cache, utc_seconds
+from ._cache import CacheStats, NoCache, ResponseCache, remove_cache, utc_seconds
 from ._cache_explain import explain, render_explanations
 from ._cache_session import CacheSettings, default_cache_dir
 from ._exceptions import CacheError, ConfigError
@@ -75,14 +75,17 @@ def run_cache_command(command: CacheCommand) -> str:
         job = load_job(command.job)
         settings = CacheSettings.from_run(job.run.cache or True)
     folder = command.folder or (settings.directory if settings else None) or default_cache_dir()
-    if command.action == "clear" and command.model is None:
-        try:
-            store = ResponseCache.open(folder, create=False)
-        except CacheError as exc:
-            # A corrupt cache cannot be emptied from inside: clearing it removes its files.
-            return f"removed {len(remove_cache(folder))} cache file(s) in {folder} ({exc})"
-    else:
+    try:
         store = ResponseCache.open(folder, create=False)
+    except NoCache:
+        if command.action != "explain":
+            return f"no cache in {folder}: nothing stored there yet"
+        store = ResponseCache.empty()  # every row: never run
+    except CacheError as exc:
+        if command.action != "clear" or command.model is not None:
+            raise
+        # A corrupt cache cannot be emptied from inside: clearing it removes its files.
+        return f"removed {len(remove_cache(folder))} cache file(s) in {folder} ({exc})"
     try:
         if command.action == "explain":
             ttl = settings.ttl_s if settings else None

@@ -9,7 +9,7 @@ import pytest
 
 from batchrun import load_job, plan_requests
 from batchrun._cache import FILE_NAME, CachedAnswer, CacheEntry, ResponseCache, StoredEntry, cache_key
-from batchrun._cache_commands import parse_duration, render_stats
+from batchrun._cache_commands import CacheCommand, parse_duration, render_stats, run_cache_command
 from batchrun._cache_explain import differences, explain, render_difference, render_explanations
 from batchrun._cache_session import CacheSession, CacheSettings, default_cache_dir, storable
 from batchrun._client import ChatResult
@@ -277,6 +277,12 @@ def test_stats_prune_and_clear(tmp_path: Path, clock: FakeClock) -> None:
 def test_commands_on_a_missing_cache_do_not_create_one(tmp_path: Path) -> None:
     with pytest.raises(CacheError, match="no cache here yet"):
         ResponseCache.open(tmp_path / "none", create=False)
+    for action in ("stats", "prune", "clear"):
+        text = run_cache_command(CacheCommand(action, tmp_path / "none", older_than="1d"))
+        assert text == f"no cache in {tmp_path / 'none'}: nothing stored there yet"
+    job = write_job(tmp_path, SMALL_JOB)
+    text = run_cache_command(CacheCommand("explain", tmp_path / "none", job=job, prompt="sum"))
+    assert text.splitlines()[-1] == "8 row(s): 0 hit(s), 8 miss(es) (0 changed, 0 expired, 8 never run)"
     assert not (tmp_path / "none").exists()
 
 
