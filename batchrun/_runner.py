@@ -20,7 +20,15 @@ from ._checks import Answer, grade
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._costs import CostModel
-from ._exceptions import AuthFailed, BatchrunError, CreditExhausted, DailyCapReached, RateLimited, RequestFailed
+from ._exceptions import (
+    AuthFailed,
+    BatchrunError,
+    CreditExhausted,
+    DailyCapReached,
+    OutputFailed,
+    RateLimited,
+    RequestFailed,
+)
 from ._ledger import BudgetExhausted, CreditLedger
 from ._limiter import Throttle
 from ._matrix import Request
@@ -35,6 +43,7 @@ STOP_AUTH, STOP_CREDITS, STOP_BUDGET, STOP_DEADLINE, STOP_INTERRUPTED = (
     "deadline",
     "interrupted",
 )
+STOP_IO = "io"  # the results file cannot be written: stop at the first failed write
 
 
 class _Recorded(BatchrunError):
@@ -136,7 +145,13 @@ class Runner:
         return record
 
     def _emit(self, request: Request, record: dict[str, Any]) -> None:
-        self.writer.write(record, request.payload)
+        try:
+            self.writer.write(record, request.payload)
+        except OutputFailed as failure:
+            # The first failed write stops dispatch: nothing more is paid for that cannot be
+            # recorded, and the writer refuses later lines, so none follows a torn one.
+            self.request_stop(STOP_IO, str(failure))
+            raise
         if self.on_record is not None:
             self.on_record(record)
 
@@ -376,7 +391,7 @@ class Runner:
                 await stop_wait
         finally:
             stop_wait.cancel()
-        grace = 0.0 if self.stop_reason == STOP_AUTH else self.config.grace_s
+        grace = 0.0 if self.stop_reason in (STOP_AUTH, STOP_IO) else self.config.grace_s
         if grace > 0:
             all_done = asyncio.ensure_future(asyncio.wait(workers))
             sleeper = asyncio.ensure_future(self.clock.sleep(grace))
