@@ -34,14 +34,15 @@ from ._files import describe_os_error
 from ._signals import RunSignals, release_early
 from ._verdict import EXIT_CODE_TABLE, ExitCode
 
-COMMANDS = ("validate", "plan", "simulate", "report", "diff", "merge", "cache", "run", "batches")
+COMMANDS = ("validate", "plan", "simulate", "report", "diff", "merge", "cache", "run", "batches", "history")
 
 EPILOG = f"""commands:
   batchrun JOB.yaml [options]        run a job (same as `batchrun run JOB.yaml`)
   batchrun validate JOB.yaml...      schema and semantic checks, no network
   batchrun plan JOB.yaml             matrix size; with a key or --simulate, worst-case cost vs budget and credit
   batchrun simulate [--port P]       serve the built-in OpenRouter simulator
-  batchrun report RESULTS.jsonl      summary of a results file
+  batchrun report RESULTS.jsonl      summary of a results file (--html OUT.html: a self-contained page)
+  batchrun history [DIR | RUN...]    trends across runs of a job (--html OUT.html, --markdown)
   batchrun diff A.jsonl B.jsonl      what changed between two runs
   batchrun merge OUT.jsonl SHARD...  combine shard files of one job
   batchrun cache explain JOB.yaml    hit or miss per row, and for a miss what changed
@@ -200,6 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
         "current checks, and gate on its thresholds (exit 1 or 3); no request is sent",
     )
     _add_partial_option(report)
+    report.add_argument(
+        "--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML page with charts"
+    )
+
+    history = commands.add_parser("history", help="trends across the runs of a job, and what changed")
+    history.add_argument(
+        "paths",
+        type=Path,
+        nargs="*",
+        metavar="DIR | RUN.jsonl",
+        help="the job's output folder, or results files (default: the one job under outputs/)",
+    )
+    history.add_argument("--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML page")
+    history.add_argument("--json", action="store_true")
+    history.add_argument("--markdown", action="store_true", help="compact tables, e.g. for GITHUB_STEP_SUMMARY")
 
     diff = commands.add_parser("diff", help="what changed between two runs of a job")
     diff.add_argument("before", type=Path)
@@ -535,16 +551,40 @@ def _show(
     _step_summary(console, as_markdown(data))
 
 
+def _report_page(args: argparse.Namespace) -> Any:
+    """With --html, the collector of the page's data (checked first: the extra may be missing)."""
+    if not args.html:
+        return None
+    from ._html_report import require_report_extra
+    from ._report_data import RunDigest
+
+    require_report_extra()
+    return RunDigest()
+
+
+def _through(page: Any, records: Any) -> Any:
+    return records if page is None else page.watch(records)
+
+
+def _write_report_page(args: argparse.Namespace, page: Any, summary: dict[str, Any], verdict: Any) -> None:
+    if page is not None:
+        from ._html_report import write_report
+
+        write_report(args.results, args.html, page, summary, verdict)
+
+
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from ._results import final_records
     from ._summary import SummaryBuilder, render_markdown, render_text
 
+    page = _report_page(args)
     records = final_records(args.results, console.warn)
     if args.job is None:
-        summary = SummaryBuilder().add_all(records).result(output=str(args.results))
+        summary = SummaryBuilder().add_all(_through(page, records)).result(output=str(args.results))
         if not summary["total"]["rows"]:
             raise ResultsError(f"{args.results}: holds no records")
         _show(console, args, summary, render_text, render_markdown)
+        _write_report_page(args, page, summary, None)
         return ExitCode.OK
     from ._gate import MatrixCoverage
     from ._job import load_job
@@ -552,7 +592,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
     job = load_job(args.job)
     coverage = MatrixCoverage.of(job)
-    summary = SummaryBuilder().add_all(coverage.review(records, regrade=True)).result(output=str(args.results))
+    reviewed = _through(page, coverage.review(records, regrade=True))
+    summary = SummaryBuilder().add_all(reviewed).result(output=str(args.results))
     coverage.raise_if_foreign(args.results)
     shortfalls = coverage.shortfalls()
     summary.update(complete=not shortfalls, missing_rows=coverage.missing, matrix_rows=len(coverage.checks))
@@ -561,9 +602,22 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     if shortfalls and not args.allow_partial:
         # Rows without an answer outrank errors and quality, as a stop does in a run.
         code, reasons = ExitCode.INCOMPLETE, [*shortfalls, "(--allow-partial accepts them)", *reasons]
+    _write_report_page(args, page, summary, (code, reasons))
     for reason in reasons:
         console.error(reason)
     return int(code)
+
+
+def cmd_history(args: argparse.Namespace, console: Console) -> int:
+    from ._history import build_history, render_history_markdown, render_history_text
+
+    history = build_history(args.paths)
+    if args.html:
+        from ._html_report import write_history
+
+        write_history(history, args.html)
+    _show(console, args, history, render_history_text, render_history_markdown)
+    return ExitCode.OK
 
 
 def cmd_diff(args: argparse.Namespace, console: Console) -> int:
@@ -637,6 +691,7 @@ HANDLERS = {
     "simulate": cmd_simulate,
     "report": cmd_report,
     "diff": cmd_diff,
+    "history": cmd_history,
     "merge": cmd_merge,
     "cache": cmd_cache,
     "batches": cmd_batches,
