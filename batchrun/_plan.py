@@ -7,11 +7,14 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._costs import CostModel
 from ._job import Job
 from ._matrix import count_requests, plan_requests
+
+if TYPE_CHECKING:  # _models imports the HTTP client, which `plan` without a key never needs
+    from ._models import Resolution
 
 
 def _cache_hits(job: Job, endpoint: str | None, warn: Callable[[str], None]) -> tuple[dict[str, int], float] | None:
@@ -55,6 +58,9 @@ def render_plan_offline(job: Job, endpoint: str | None = None, warn: Callable[[s
             f"(${cached[1]:.6f} saved)"
         )
     lines.append("no key and no --simulate: costs not priced (set the key, or add --simulate)")
+    routing = job_routing_warning(job)
+    if routing:
+        lines.append(f"warning: {routing}")
     return "\n".join(lines)
 
 
@@ -71,6 +77,28 @@ class PricedPlan:
     cached: dict[str, int] | None = None  # rows the cache answers, per model; None without a cache
     saved_usd: float = 0.0
     batch_worst: dict[str, float] = field(default_factory=dict)  # at Batch API prices
+    warnings: list[str] = field(default_factory=list)  # model resolution and routing
+
+
+def job_routing_warning(job: Job) -> str | None:
+    """The reproducibility warning for the job's models whose routing is not pinned."""
+    from ._matrix import request_params
+    from ._routing import routing_warning, unpinned_models
+
+    pairs = [(m.id, request_params(job, m.params, p.params)) for m in job.models for p in job.prompts]
+    return routing_warning(unpinned_models(pairs))
+
+
+def resolution_warnings(resolution: Resolution) -> list[str]:
+    from ._models import PRICE_CAVEATS, variant_of
+
+    lines = []
+    for model, how in sorted(resolution.how.items()):
+        lines.append(f"note: {model} is not listed by /models: priced as {how}")
+        variant = variant_of(model)
+        if variant is not None and variant[1] in PRICE_CAVEATS:
+            lines.append(f"warning: {model} {PRICE_CAVEATS[variant[1]]}; the worst case uses the base price")
+    return lines
 
 
 def _ran_against(path: Path) -> str | None:
@@ -118,16 +146,15 @@ async def price_plan(
     cache_endpoint: str | None = None,
     warn: Callable[[str], None] = lambda _: None,
 ) -> PricedPlan:
-    from ._run import RunOptions, check_models, estimate, make_client, open_cache, read_account, retry_policy
+    from ._run import RunOptions, estimate, make_client, open_cache, read_account
 
     options = RunOptions(api_key=api_key, base_url=base_url)
     client = make_client(job, options, job.run)
+    resolved: list[Resolution] = []
     try:
-        models, key = await read_account(client, retry_policy(job.run), options, lambda: job.run.deadline_s)
+        models, key = await read_account(client, job, options, lambda: job.run.deadline_s, resolved)
     finally:
         await client.aclose()
-    if models is not None:
-        check_models(job, models)
     cache = open_cache(job, RunOptions(api_key=None, base_url=base_url, cache_endpoint=cache_endpoint), warn)
     try:
         result = estimate(job, CostModel(models, job.run.cost_margin), None, None, False, cache)
@@ -147,6 +174,8 @@ async def price_plan(
         None if cache is None else result.cached,
         result.saved_usd,
         result.batch_worst_usd,
+        [w for r in resolved for w in resolution_warnings(r)]
+        + [f"warning: {w}" for w in [job_routing_warning(job)] if w],
     )
 
 
@@ -218,4 +247,5 @@ def render_plan(plan: PricedPlan) -> str:
         )
     for model in sorted(plan.unknown_price):
         lines.append(f"warning: {model} has no known price (router model): a budget cannot bound it")
+    lines.extend(plan.warnings)
     return "\n".join(lines)
