@@ -24,11 +24,13 @@ from typing import Any
 from ._batch_api import BatchClient, BatchInfo, BatchItem
 from ._batch_rules import batch_groups, non_text_part
 from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
-from ._checks import Answer, grade
+from ._charges import byok_of
+from ._checks import Answer, grade, without_latency_checks
 from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Transient
 from ._job import RunSettings
 from ._matrix import Request
 from ._retry import AttemptLog
+from ._row import answer_fields
 from ._runner import STOP_AUTH, STOP_BUDGET, STOP_CREDITS, STOP_INTERRUPTED, Runner, RunOutcome
 
 STOP_SUBMITTED = "submitted"  # batches are still running at OpenRouter: collect later (exit 10)
@@ -57,11 +59,6 @@ class BatchOutcome:
             "in_doubt": self.in_doubt,
             "sync_rows": self.sync_rows,
         }
-
-
-def _without_latency_checks(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A batch has no per-request latency: latency checks do not apply to its rows."""
-    return [c for c in checks if "max_latency_ms" not in c]
 
 
 class BatchExecutor:
@@ -198,33 +195,36 @@ class BatchExecutor:
         result = item.result
         cost = result.cost if result.cost is not None else share
         elapsed_ms = round((self.clock.time() - started) * 1000, 1)
+        byok = byok_of(result.usage)
         record = runner._record(
             request,
             "ok",
             None,
             False,
             started,
-            response_model=result.model,
-            provider=result.provider,
-            generation_id=result.generation_id,
-            content=result.content,
-            finish_reason=result.finish_reason,
-            native_finish_reason=result.native_finish_reason,
-            usage=result.usage,
+            **answer_fields(result),
             cost=cost,
             latency_ms=None,
+            ttft_ms=None,
             elapsed_ms=elapsed_ms,
             attempts=1,
             attempt_errors=[],
             error=None,
+            # The cost fields of a sync record (_charges): a share of the batch's charge is an estimate.
+            cost_status="reported" if result.cost is not None else ("estimated" if share is not None else "unknown"),
+            is_byok=byok[0],
+            upstream_inference_cost=byok[1],
+            abandoned_attempts=None,
             batch_id=entry.batch_id,
         )
-        checks = _without_latency_checks(request.checks)
+        checks = without_latency_checks(request.checks)
         if checks:
             answer = Answer(result.content, None, cost, result.usage.get("completion_tokens"), result.finish_reason)
             record.update(grade(checks, answer))
         if runner.cache is not None:
-            runner.cache.store(request, result, None, record["finished_at"])
+            runner.cache.store(
+                request, result, None, record["finished_at"], cost=cost, cost_status=record["cost_status"]
+            )
         runner._emit(request, record)
         return cost or 0.0
 
@@ -232,6 +232,10 @@ class BatchExecutor:
         message = info.error or f"the batch ended {info.status}"
         if info.status == "expired":
             return Transient("batch_expired", message)
+        if info.status == "lost":
+            # Retryable, so `--retry-errors` can submit the rows again: the user's call, since
+            # a 404 under another key does not prove the batch never ran.
+            return Transient("batch_not_found", message, 404)
         return Rejected("batch_failed", message)
 
     async def _collect(self, entry: BatchEntry, info: BatchInfo) -> None:
@@ -274,6 +278,13 @@ class BatchExecutor:
                 self.runner.request_stop(STOP_AUTH, f"the API key was refused: {failure.message}")
                 return
             except RequestFailed as failure:
+                if failure.http_status == 404:
+                    # Unknown to the server (another key, or past the documented 30-day retention):
+                    # its rows can never be collected; they end as errors instead of waiting forever.
+                    message = f"OpenRouter has no batch {entry.batch_id}"
+                    lost = BatchInfo(entry.batch_id, "lost", {}, None, None, message, None)
+                    await self._collect(entry, lost)
+                    continue
                 # A failed poll changes nothing: the batch runs on; the next poll may work.
                 self.notice(f"batch {entry.key} ({entry.batch_id}): poll failed: {failure.kind}: {failure.message}")
                 continue
@@ -327,11 +338,13 @@ class BatchExecutor:
         open_entries = self.state.open_entries()
         self.outcome.open = len(open_entries)
         self.outcome.open_rows = sum(len(e.rows) for e in open_entries + self.state.in_doubt())
-        if (open_entries or self.state.in_doubt()) and runner.stop_reason is None:
+        doubt = len(self.state.in_doubt())
+        if (open_entries or doubt) and runner.stop_reason is None:
             runner.request_stop(
                 STOP_SUBMITTED,
-                f"{self.outcome.open_rows} row(s) in {len(open_entries)} batch(es) still running at OpenRouter: "
-                "collect them with --resume",
+                f"{self.outcome.open_rows} row(s) await OpenRouter: {len(open_entries)} batch(es) still running"
+                + (f", {doubt} in doubt (see `batchrun batches list`)" if doubt else "")
+                + "; collect them with --resume",
             )
         return RunOutcome(runner.stop_reason, runner.stop_message, runner.ledger.spent)
 

@@ -80,6 +80,10 @@ def cache_key(fingerprint: str, repeat: int, base_url: str) -> bytes:
     return hashlib.sha256(_endpoint_prefix(base_url) + f"{repeat}\n{fingerprint}".encode()).digest()[:16]
 
 
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 @dataclass(frozen=True, slots=True)
 class CachedAnswer:
     """An ok answer as it was first received."""
@@ -94,6 +98,9 @@ class CachedAnswer:
     cost: float | None
     latency_ms: float | None
     generated_at: str  # when the original answer arrived (UTC ISO 8601)
+    refusal: str | None = None
+    reasoning: str | None = None
+    cost_status: str | None = None  # the original record's: reported, looked_up or estimated
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -107,6 +114,9 @@ class CachedAnswer:
                 "usage": self.usage,
                 "latency_ms": self.latency_ms,
                 "generated_at": self.generated_at,
+                "refusal": self.refusal,
+                "reasoning": self.reasoning,
+                "cost_status": self.cost_status,
             }
         )
 
@@ -120,16 +130,19 @@ class CachedAnswer:
             if not isinstance(content, str) or not content or not isinstance(usage, dict):
                 return None
             return cls(
-                data.get("generation_id"),
-                data.get("response_model"),
-                data.get("provider"),
+                _text_or_none(data.get("generation_id")),
+                _text_or_none(data.get("response_model")),
+                _text_or_none(data.get("provider")),
                 content,
-                data.get("finish_reason"),
-                data.get("native_finish_reason"),
+                _text_or_none(data.get("finish_reason")),
+                _text_or_none(data.get("native_finish_reason")),
                 usage,
                 cost,
-                data.get("latency_ms"),
+                latency if isinstance(latency := data.get("latency_ms"), (int, float)) else None,
                 str(data.get("generated_at") or ""),
+                _text_or_none(data.get("refusal")),
+                _text_or_none(data.get("reasoning")),
+                _text_or_none(data.get("cost_status")),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return None

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ._cache import CachedAnswer, ResponseCache, RunStats, StoredEntry, cache_key
+from ._charges import RowCharges
+from ._checks import Answer, grade, without_latency_checks
 from ._client import ChatResult
 from ._clock import Clock
 from ._exceptions import CacheError
@@ -56,6 +58,60 @@ class CacheSettings:
             options.get("ttl_s"),
             bool(options.get("store_length", False)),
         )
+
+
+def hit_fields(answer: CachedAnswer) -> dict[str, Any]:
+    """The fields of a hit's record, in the order of a fresh ok record's: nothing was sent,
+    so nothing was spent (cost 0, no cost status); what the answer first cost is
+    `cost_saved` (with its `cost_saved_status`)."""
+    return {
+        "response_model": answer.response_model,
+        "provider": answer.provider,
+        "generation_id": answer.generation_id,
+        "content": answer.content,
+        "refusal": answer.refusal,
+        "reasoning": answer.reasoning,
+        "finish_reason": answer.finish_reason,
+        "native_finish_reason": answer.native_finish_reason,
+        "usage": answer.usage,
+        "cost_unknown": False,
+        "latency_ms": answer.latency_ms,
+        "ttft_ms": None,
+        "elapsed_ms": 0.0,
+        "attempts": 0,
+        "attempt_errors": [],
+        "error": None,
+        "cost": 0.0,
+        "cost_status": None,
+        "is_byok": None,
+        "upstream_inference_cost": None,
+        "abandoned_attempts": None,
+        "cached": True,
+        "cost_saved": answer.cost,
+        "cost_saved_status": answer.cost_status,
+        "generated_at": answer.generated_at,
+    }
+
+
+def grade_hit(checks: list[dict[str, Any]], answer: CachedAnswer) -> dict[str, Any]:
+    """The checks run on a hit as on the original answer, with its latency and cost. An
+    answer first collected in batch mode has no latency: its latency checks are left out,
+    as they were then."""
+    if answer.latency_ms is None:
+        checks = without_latency_checks(checks)
+    if not checks:
+        return {}
+    tokens = answer.usage.get("completion_tokens")
+    return grade(
+        checks,
+        Answer(
+            answer.content,
+            answer.latency_ms,
+            answer.cost,
+            tokens if isinstance(tokens, int) else None,
+            answer.finish_reason,
+        ),
+    )
 
 
 def storable(result: ChatResult, store_length: bool) -> bool:
@@ -165,8 +221,21 @@ class CacheSession:
             self.saved_usd += answer.cost or 0.0
         return answer
 
-    def store(self, request: Request, result: ChatResult, latency_ms: float | None, generated_at: str) -> None:
+    def store(
+        self,
+        request: Request,
+        result: ChatResult,
+        latency_ms: float | None,
+        generated_at: str,
+        *,
+        cost: float | None,
+        cost_status: str | None,
+    ) -> None:
+        """Queue an ok answer with what it cost. An answer whose cost is unknown is not kept:
+        a hit must say what it saved, and an unknown cost must never pass for free."""
         if self._store is None or not storable(result, self.settings.store_length):
+            return
+        if cost is None or cost_status == "unknown":
             return
         answer = CachedAnswer(
             result.generation_id,
@@ -176,9 +245,12 @@ class CacheSession:
             result.finish_reason,
             result.native_finish_reason,
             result.usage,
-            result.cost,
+            cost,
             latency_ms,
             generated_at,
+            result.refusal,
+            result.reasoning,
+            cost_status,
         )
         self._pending.append(
             StoredEntry(
@@ -195,6 +267,15 @@ class CacheSession:
         )
         if len(self._pending) >= FLUSH_EVERY or self.clock.monotonic() - self._last_flush >= FLUSH_AFTER_S:
             self.flush()
+
+    def store_row(
+        self, request: Request, result: ChatResult, latency_ms: float | None, finished_at: str, charges: RowCharges
+    ) -> None:
+        """`store` with the answering attempt's own cost: what a hit saves is that answer,
+        not the retries it took to get it."""
+        answered = next((part for part in charges.parts if not part.abandoned), None)
+        cost, status = (answered.cost, answered.status) if answered is not None else (None, None)
+        self.store(request, result, latency_ms, finished_at, cost=cost, cost_status=status)
 
     def flush(self) -> None:
         if self._store is None or not self._pending:

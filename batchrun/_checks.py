@@ -65,9 +65,14 @@ def _text_list(value: Any) -> tuple[str, list[str]]:
 _EMPTY: Outcome = (False, "the expected text is empty (an empty or missing variable?): the check cannot pass")
 
 
+def _blank(text: str) -> bool:
+    # Trimming (the default) turns "  " into "", which every answer contains or starts with.
+    return not text.strip()
+
+
 def _contains(answer: Answer, value: Any, check: dict[str, Any], fold: bool) -> Outcome:
     mode, needles = _text_list(value)
-    if not all(needles):
+    if any(_blank(n) for n in needles):
         return _EMPTY
     haystack = _prepare(answer.content, check, fold)
     found = [n for n in needles if _prepare(n, check, fold) in haystack]
@@ -84,7 +89,7 @@ def _equals(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
 
 
 def _not_contains(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    if not all(_text_list(value)[1]):
+    if any(_blank(n) for n in _text_list(value)[1]):
         return _EMPTY
     passed, _ = _contains(answer, {"any": _text_list(value)[1]}, check, bool(check.get("ignore_case", False)))
     return not passed, f"expected not to contain {_short(', '.join(_text_list(value)[1]))!r}"
@@ -99,14 +104,14 @@ def _compiled(pattern: str, flags: str) -> re.Pattern[str]:
 
 
 def _regex(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    if not value:
+    if _blank(value):
         return _EMPTY
     flags = check.get("flags", "") + ("i" if check.get("ignore_case") else "")
     return bool(_compiled(value, flags).search(answer.content)), f"expected to match /{_short(value)}/"
 
 
 def _starts_with(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    if not value:
+    if _blank(value):
         return _EMPTY
     fold = bool(check.get("ignore_case", False))
     return _prepare(answer.content, check, fold).startswith(
@@ -162,6 +167,9 @@ def _finish_reason(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome
     return answer.finish_reason in allowed, f"expected finish_reason {' or '.join(allowed)}, got {answer.finish_reason}"
 
 
+# Kinds whose value is text (or an any/all list of text) compared with the answer.
+_TEXT_KINDS = frozenset({"contains", "icontains", "not_contains", "regex", "starts_with"})
+
 _KINDS: dict[str, Callable[[Answer, Any, dict[str, Any]], Outcome]] = {
     "equals": _equals,
     "contains": lambda a, v, c: _contains(a, v, c, bool(c.get("ignore_case", False))),
@@ -185,6 +193,10 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
 
     kind = _kind(check)
     value = check[kind]
+    if kind in _TEXT_KINDS:
+        for text in _text_list(value)[1]:
+            if "{{" not in text and _blank(text):  # templated ones are checked per row (see _job)
+                return [f"the check value {text!r} is empty or only whitespace, so the check could never fail"]
     if kind == "regex" and "{{" not in value:
         try:
             _compiled(value, check.get("flags", ""))
@@ -243,3 +255,9 @@ def grade(checks: list[dict[str, Any]], answer: Answer) -> dict[str, Any]:
         "passed": all(r["pass"] for r in results),
         "score": round(sum(r["weight"] for r in results if r["pass"]) / total, 4),
     }
+
+
+def without_latency_checks(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Batch rows have no per-request latency (a batch answers within 24 h): latency checks
+    do not apply to them, when they are answered or re-graded."""
+    return [c for c in checks if "max_latency_ms" not in c]

@@ -78,6 +78,8 @@ class PricedPlan:
     saved_usd: float = 0.0
     batch_worst: dict[str, float] = field(default_factory=dict)  # at Batch API prices
     warnings: list[str] = field(default_factory=list)  # model resolution and routing
+    basis: dict[str, str] = field(default_factory=dict)  # model -> the prices its worst case used
+    balance: float | None = None  # the account's balance (/credits), with a management key
 
 
 def job_routing_warning(job: Job) -> str | None:
@@ -143,21 +145,26 @@ async def price_plan(
     base_url: str | None,
     api_key: str | None,
     previous: bool = True,
+    management_key: str | None = None,
     cache_endpoint: str | None = None,
     warn: Callable[[str], None] = lambda _: None,
 ) -> PricedPlan:
-    from ._run import RunOptions, estimate, make_client, open_cache, read_account
+    from ._account import read_balance, read_endpoints
+    from ._run import RunOptions, estimate, make_client, open_cache, read_account, wanted_models
 
     options = RunOptions(api_key=api_key, base_url=base_url)
     client = make_client(job, options, job.run)
     resolved: list[Resolution] = []
     try:
         models, key = await read_account(client, job, options, lambda: job.run.deadline_s, resolved)
+        endpoints = await read_endpoints(client, models, wanted_models(job))
+        balance = await read_balance(client, management_key)
     finally:
         await client.aclose()
+    costs = CostModel(models, job.run.cost_margin, endpoints)
     cache = open_cache(job, RunOptions(api_key=None, base_url=base_url, cache_endpoint=cache_endpoint), warn)
     try:
-        result = estimate(job, CostModel(models, job.run.cost_margin), None, None, False, cache)
+        result = estimate(job, costs, None, None, False, cache)
     finally:
         if cache is not None:
             cache.close()
@@ -176,6 +183,8 @@ async def price_plan(
         result.batch_worst_usd,
         [w for r in resolved for w in resolution_warnings(r)]
         + [f"warning: {w}" for w in [job_routing_warning(job)] if w],
+        basis=result.basis,
+        balance=balance,
     )
 
 
@@ -195,6 +204,8 @@ def render_plan(plan: PricedPlan) -> str:
         hits = f" {cached.get(model, 0):>7}" if plan.cached is not None else ""
         previous = f"{plan.previous_avg[model] * to_send.get(model, 0):.6f}" if model in plan.previous_avg else "-"
         lines.append(f"{model:<44} {rows:>7}{hits} {worst:>14} {batch:>14} {previous:>12}")
+        if model in plan.basis:
+            lines.append(f"  price basis: {plan.basis[model]}")
     sync_total, batch_total = sum(plan.worst.values()), sum(plan.batch_worst.values())
     total = batch_total if batch_mode else sync_total
     hits_total = f" {sum(cached.values()):>7}" if plan.cached is not None else ""
@@ -222,13 +233,19 @@ def render_plan(plan: PricedPlan) -> str:
         lines.append("key: the endpoint has no /key (credit checks off)")
     else:
         remaining = plan.key.get("limit_remaining")
+        # null limit_remaining: the key has no limit of its own; the account's credits still bind.
         lines.append(
-            f"key {plan.key.get('label')}: remaining credit "
+            f"key {plan.key.get('label')}: "
             + (
-                "unlimited"
-                if remaining is None
-                else f"${remaining:.6f} -> worst case {'fits' if total <= remaining else 'EXCEEDS it'}"
+                "no per-key limit"
+                if not isinstance(remaining, (int, float))
+                else f"remaining credit ${remaining:.6f} -> worst case {'fits' if total <= remaining else 'EXCEEDS it'}"
             )
+        )
+    if plan.balance is not None:
+        lines.append(
+            f"account balance (/credits): ${plan.balance:.6f} -> worst case "
+            + ("fits" if total <= plan.balance else "EXCEEDS it")
         )
     needed = sum(n for m, n in plan.rows.items() if m.endswith(":free"))
     if needed:

@@ -32,11 +32,13 @@ class _Group:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
+    cost_unknown: int = 0  # rows that may have been billed an amount nobody reported
     attempts: int = 0
     checked: int = 0
     passed: int = 0
     score: float = 0.0  # sum of rows' weighted check scores
     latencies: array[float] = field(default_factory=lambda: array("d"))
+    ttfts: array[float] = field(default_factory=lambda: array("d"))  # streaming mode only
     answered_by: Counter[str] = field(default_factory=Counter)
 
     def add(self, record: dict[str, Any]) -> None:
@@ -49,6 +51,8 @@ class _Group:
             self.completion_tokens += int(usage.get("completion_tokens") or 0)
             if record.get("latency_ms") is not None:
                 self.latencies.append(float(record["latency_ms"]))
+            if record.get("ttft_ms") is not None:
+                self.ttfts.append(float(record["ttft_ms"]))
             self.answered_by[f"{record.get('response_model')}@{record.get('provider')}"] += 1
             if record.get("passed") is not None:
                 self.checked += 1
@@ -59,6 +63,8 @@ class _Group:
         else:
             self.skipped += 1
         self.cost += float(record.get("cost") or 0.0)
+        if record.get("cost_status") == "unknown":
+            self.cost_unknown += 1
         self.attempts += int(record.get("attempts") or 0)
 
     def as_json(self) -> dict[str, Any]:
@@ -72,8 +78,11 @@ class _Group:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost_usd": round(self.cost, 8),
+            "cost_unknown_rows": self.cost_unknown,
             "latency_p50_ms": percentile(self.latencies, 0.5),
             "latency_p95_ms": percentile(self.latencies, 0.95),
+            "ttft_p50_ms": percentile(self.ttfts, 0.5),
+            "ttft_p95_ms": percentile(self.ttfts, 0.95),
             "attempts_per_row": round(self.attempts / sent, 3) if sent else None,
             "checked": self.checked,
             "passed": self.passed,
@@ -182,7 +191,8 @@ def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 str(g["error"]),
                 str(g["skipped"]),
                 f"{g['prompt_tokens'] + g['completion_tokens']:,}",
-                f"{g['cost_usd']:.6f}",
+                # "+?": some rows' costs are unknown, so the figure is a lower bound, not a total.
+                f"{g['cost_usd']:.6f}" + ("+?" if g.get("cost_unknown_rows") else ""),
                 _fmt_ms(g["latency_p50_ms"]),
                 _fmt_ms(g["latency_p95_ms"]),
                 "-" if g["attempts_per_row"] is None else f"{g['attempts_per_row']:.2f}",
@@ -242,6 +252,7 @@ def render_text(summary: dict[str, Any]) -> str:
             f"budget left for this run: spent ${spent:.6f} of ${summary['budget_usd']:.6f} "
             f"(${max(0.0, summary['budget_usd'] - spent):.6f} left)"
         )
+    lines += _reconciliation_lines(summary)
     if summary.get("isolated_key"):
         key = summary["isolated_key"]
         charged = "unknown" if key["usage_usd"] is None else f"${key['usage_usd']:.6f}"
@@ -258,6 +269,23 @@ def render_text(summary: dict[str, Any]) -> str:
     if summary.get("output"):
         lines.append(f"results: {summary['output']}")
     return "\n".join(lines)
+
+
+def _reconciliation_lines(summary: dict[str, Any]) -> list[str]:
+    rec = summary.get("reconciliation")
+    if not rec:
+        return []
+    lines = []
+    if rec.get("unknown_cost_attempts"):
+        attributed = rec.get("unattributed_usd")
+        lines.append(
+            f"{rec['unknown_cost_attempts']} attempt(s) may have been billed at an unknown cost "
+            f"(held at up to ${rec['unknown_cost_held_usd']:.6f})"
+            + ("" if attributed is None else f"; the key's usage attributes ${attributed:.6f} to them")
+        )
+    if rec.get("warning"):
+        lines.append(f"warning: {rec['warning']}")
+    return lines
 
 
 def render_markdown(summary: dict[str, Any], title: str | None = None) -> str:
@@ -279,6 +307,8 @@ def render_markdown(summary: dict[str, Any], title: str | None = None) -> str:
     cache_line = render_cache(summary)
     if cache_line:
         lines.append(f"**{cache_line[:6]}**{cache_line[6:]}")
+    for line in _reconciliation_lines(summary):
+        lines.append(f"**Cost:** {line}")
     if summary.get("stop"):
         lines.append(f"**Stopped:** {summary['stop']} {summary.get('stop_message') or ''}")
     return "\n".join(lines) + "\n"

@@ -30,6 +30,11 @@ def result(content: str = "Paris", finish_reason: str | None = "stop", cost: flo
     return ChatResult("gen-1", "openai/gpt-4o-mini", "OpenAI", content, finish_reason, finish_reason, usage)
 
 
+def put(cache: CacheSession, request: Request, answer: ChatResult, latency_ms: float, at: str) -> None:
+    """Store as the runner does for an answer whose cost was reported."""
+    cache.store(request, answer, latency_ms, at, cost=answer.cost, cost_status="reported")
+
+
 def session(folder: Path, clock: FakeClock, warnings: list[str], ttl_s: float | None = None) -> CacheSession:
     opened = CacheSession.open(
         CacheSettings(folder, ttl_s),
@@ -60,7 +65,7 @@ def test_store_then_lookup_and_ttl(tmp_path: Path, clock: FakeClock) -> None:
     cache = session(tmp_path, clock, warnings, ttl_s=3600.0)
     request = requests_of(tmp_path)[0]
     assert cache.lookup(request) is None
-    cache.store(request, result(), 812.5, "2027-01-15T08:00:00.000Z")
+    put(cache, request, result(), 812.5, "2027-01-15T08:00:00.000Z")
     assert cache.stored == 0  # queued: written in batches
     cache.flush()
     hit = cache.lookup(request)
@@ -122,7 +127,7 @@ def test_a_cache_locked_past_the_busy_timeout_turns_itself_off(tmp_path: Path, c
     holder = sqlite3.connect(tmp_path / FILE_NAME, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than we wait
     try:
-        cache.store(request, result(), 1.0, "t")
+        put(cache, request, result(), 1.0, "t")
         cache.flush()
         assert not cache.active and cache.stored == 0
         assert warnings == [warnings[0]] and "database is locked" in warnings[0]
@@ -195,7 +200,7 @@ def test_explain_against_a_stored_run(tmp_path: Path, clock: FakeClock) -> None:
     cache = session(tmp_path / "c", clock, warnings)
     for request in requests_of(tmp_path):
         if request.model == "openai/gpt-4o-mini" and request.repeat == 0:
-            cache.store(request, result(), 10.0, "2027-01-15T08:00:00.000Z")
+            put(cache, request, result(), 10.0, "2027-01-15T08:00:00.000Z")
     cache.close()
     edited = load_job(write_job(tmp_path, SMALL_JOB.replace("What is {{a}} + 1?", "Compute {{a}} + 1.")))
     store = ResponseCache.open(tmp_path / "c")
@@ -256,10 +261,10 @@ def test_stats_prune_and_clear(tmp_path: Path, clock: FakeClock) -> None:
     cache = session(tmp_path, clock, warnings)
     requests = requests_of(tmp_path)
     for request in requests[:10]:
-        cache.store(request, result(), 1.0, "t")
+        put(cache, request, result(), 1.0, "t")
     clock.now += 86400 * 3
     for request in requests[10:]:
-        cache.store(request, result(), 1.0, "t")
+        put(cache, request, result(), 1.0, "t")
     cache.flush()
     cache.lookup(requests[0])
     cache.close()
@@ -289,11 +294,11 @@ def test_commands_on_a_missing_cache_do_not_create_one(tmp_path: Path) -> None:
 def test_planning_then_lookups_ask_the_file_only_about_stored_rows(tmp_path: Path, clock: FakeClock) -> None:
     cache = session(tmp_path, clock, [])
     first, second = requests_of(tmp_path)[:2]
-    cache.store(first, result(cost=0.25), 1.0, "t")
+    put(cache, first, result(cost=0.25), 1.0, "t")
     cache.flush()
     assert (cache.peek(first), cache.peek(second)) == (0.25, None)
     cache.planned()
-    cache.store(second, result(), 1.0, "t")  # stored after planning (another shard, say) ...
+    put(cache, second, result(), 1.0, "t")  # stored after planning (another shard, say) ...
     cache.flush()
     assert cache.lookup(second) is None  # ... is a miss for this run, not a wrong answer
     hit = cache.lookup(first)
@@ -306,14 +311,14 @@ def test_batches_are_written_by_count_and_by_age(tmp_path: Path, clock: FakeCloc
     cache = session(tmp_path, clock, [])
     many = [r for r in requests_of(tmp_path, SMALL_JOB.replace("repeat: 2", f"repeat: {FLUSH_EVERY}"))]
     for request in many[: FLUSH_EVERY - 1]:
-        cache.store(request, result(), 1.0, "t")
+        put(cache, request, result(), 1.0, "t")
     assert cache.stored == 0
-    cache.store(many[FLUSH_EVERY - 1], result(), 1.0, "t")
+    put(cache, many[FLUSH_EVERY - 1], result(), 1.0, "t")
     assert cache.stored == FLUSH_EVERY
-    cache.store(many[FLUSH_EVERY], result(), 1.0, "t")
+    put(cache, many[FLUSH_EVERY], result(), 1.0, "t")
     clock.now += FLUSH_AFTER_S
-    cache.store(many[FLUSH_EVERY + 1], result(), 1.0, "t")
+    put(cache, many[FLUSH_EVERY + 1], result(), 1.0, "t")
     assert cache.stored == FLUSH_EVERY + 2
-    cache.store(many[FLUSH_EVERY + 2], result(), 1.0, "t")
+    put(cache, many[FLUSH_EVERY + 2], result(), 1.0, "t")
     cache.close()  # the rest at the end
     assert ResponseCache.open(tmp_path).stats().entries == FLUSH_EVERY + 3
