@@ -107,7 +107,9 @@ class BatchExecutor:
                     )
                 to_sync.append(request)
             elif request.id in self.retry_rows and self.settings.batch_retry == "sync":
-                to_sync.append(request)
+                to_sync.append(request)  # the sync runner asks the cache itself
+            elif (cached := self.runner.cache.lookup(request) if self.runner.cache else None) is not None:
+                self.runner._answered_from_cache(request, cached)  # a hit is never submitted
             else:
                 to_batch.append(request)
         return to_batch, to_sync
@@ -224,6 +226,10 @@ class BatchExecutor:
         if checks:
             answer = Answer(result.content, None, cost, result.usage.get("completion_tokens"), result.finish_reason)
             record.update(grade(checks, answer))
+        if runner.cache is not None:
+            runner.cache.store(
+                request, result, None, record["finished_at"], cost=cost, cost_status=record["cost_status"]
+            )
         runner._emit(request, record)
         return cost or 0.0
 

@@ -18,6 +18,7 @@ from ._account import read_balance, read_endpoints, reconcile_run
 from ._batch_api import BatchClient
 from ._batch_run import BATCH_TOKEN_FACTOR, BatchExecutor, held_open
 from ._batch_state import BatchState
+from ._cache_session import CacheSession, CacheSettings
 from ._client import ModelInfo, OpenRouterClient
 from ._clock import Clock, SystemClock
 from ._costs import CostModel
@@ -59,6 +60,9 @@ class RunOptions:
     transport: httpx.AsyncBaseTransport | None = None
     clock: Clock = field(default_factory=SystemClock)
     test_broken_ledger: bool = False  # test seam: reserve nothing (shows the server-side limit holds)
+    # The endpoint as cache keys name it, when not the base URL: --simulate starts its
+    # simulator on a new port each run, and names it "simulator" so its runs share entries.
+    cache_endpoint: str | None = None
     test_kill_after_submit: int | None = None  # test seam: SIGKILL after the Nth batch is accepted
 
 
@@ -146,6 +150,8 @@ class Estimate:
     no_max_tokens: set[str] = field(default_factory=set)
     kept: int = 0
     basis: dict[str, str] = field(default_factory=dict)  # model -> price basis of its first request
+    cached: dict[str, int] = field(default_factory=dict)  # rows the cache will answer (in `rows` too)
+    saved_usd: float = 0.0  # what those rows cost when they were first answered
 
     @property
     def total_rows(self) -> int:
@@ -157,15 +163,26 @@ class Estimate:
 
 
 def estimate(
-    job: Job, costs: CostModel, shard: Shard | None, states: ScanResult | None, retry_errors: bool
+    job: Job,
+    costs: CostModel,
+    shard: Shard | None,
+    states: ScanResult | None,
+    retry_errors: bool,
+    cache: CacheSession | None = None,
 ) -> Estimate:
-    """One pass over the matrix: rows to send per model, worst-case cost, rows kept by resume."""
+    """One pass over the matrix: rows to run per model, worst-case cost of those the cache
+    will not answer, rows kept by resume."""
     result = Estimate()
     for request in plan_requests(job, shard):
         if states is not None and keep_row(states.get(request.id), request, retry_errors):
             result.kept += 1
             continue
         result.rows[request.model] = result.rows.get(request.model, 0) + 1
+        saved = cache.peek(request) if cache is not None else None
+        if saved is not None:  # answered for free: no worst case to reserve
+            result.cached[request.model] = result.cached.get(request.model, 0) + 1
+            result.saved_usd += saved
+            continue
         if not (request.body.get("max_completion_tokens") or request.body.get("max_tokens")):
             result.no_max_tokens.add(request.model)
         if request.model not in result.basis:
@@ -177,6 +194,8 @@ def estimate(
             result.worst_usd[request.model] = result.worst_usd.get(request.model, 0.0) + worst
             batch = costs.worst_case(request, BATCH_TOKEN_FACTOR) or 0.0
             result.batch_worst_usd[request.model] = result.batch_worst_usd.get(request.model, 0.0) + batch
+    if cache is not None:
+        cache.planned()
     return result
 
 
@@ -198,6 +217,15 @@ async def check_models(job: Job, models: dict[str, ModelInfo], lookup: Lookup | 
         reasons = "; ".join(f"{model}: {why}" for model, why in sorted(resolution.missing.items()))
         raise ConfigError(f"{job.path}: model(s) not offered by the endpoint: {reasons}")
     return resolution
+
+
+def open_cache(job: Job, options: RunOptions, notice: Notice) -> CacheSession | None:
+    """The run's cache session when `run.cache` (or --cache) asks for one; never raises."""
+    settings = CacheSettings.from_run(job.run.cache)
+    if settings is None:
+        return None
+    endpoint = options.cache_endpoint or options.base_url or job.endpoint.base_url
+    return CacheSession.open(settings, job_name=job.name, base_url=endpoint, clock=options.clock, warn=notice)
 
 
 def make_client(job: Job, options: RunOptions, settings: RunSettings) -> OpenRouterClient:
@@ -337,6 +365,7 @@ async def _preflight(
     job_budget: float | None,
     notice: Notice,
     time_left: Callable[[], float | None],
+    cache: CacheSession | None,
 ) -> _Preflight:
     """Prices and credit before anything is spent; the effective budget; the plan's worst case."""
     settings = job.run
@@ -346,7 +375,7 @@ async def _preflight(
         notice(missing)
     endpoints = await read_endpoints(client, models, wanted_models(job))
     costs = CostModel(models, settings.cost_margin, endpoints)
-    plan = estimate(job, costs, options.shard, states, options.retry_errors)
+    plan = estimate(job, costs, options.shard, states, options.retry_errors, cache)
     budget = job_budget
     limit_from_key = False
     balance = await read_balance(client, options.management_key)
@@ -415,6 +444,7 @@ async def _locked_run(
     prior_spend = states.spent_usd if states is not None else 0.0
     client = make_client(job, options, settings)
     isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
+    cache = open_cache(job, options, notice)
     try:
         job_budget = settings.budget_usd
         if job_budget is not None:
@@ -422,7 +452,7 @@ async def _locked_run(
             job_budget = max(0.0, job_budget - prior_spend)
         if isolated is not None:
             await isolated.create(job_budget)
-        pre = await _preflight(client, job, options, states, job_budget, notice, time_left)
+        pre = await _preflight(client, job, options, states, job_budget, notice, time_left, cache)
         budget = pre.budget
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
         plan, models = pre.plan, pre.models
@@ -444,6 +474,7 @@ async def _locked_run(
             ledger=ledger,
             limit_from_key=pre.limit_from_key,
             on_record=record_done,
+            cache=cache,
         )
         control.runner = runner
         if control.pending:
@@ -506,3 +537,5 @@ async def _locked_run(
         if isolated is not None and isolated.removed is None:
             await isolated.finish(notice)  # a failure before the end: still remove the key
         await client.aclose()
+        if cache is not None:
+            cache.close()
