@@ -18,6 +18,10 @@ from ._classify import classify
 from ._clock import Clock, SystemClock
 from ._exceptions import ConfigError, RequestFailed, Transient
 
+# A reply is untrusted: bound what one answer's tool calls can put in a row.
+MAX_TOOL_CALLS = 32
+MAX_TOOL_ARGUMENTS = 65536
+
 
 @dataclass(frozen=True, slots=True)
 class ChatResult:
@@ -28,6 +32,7 @@ class ChatResult:
     finish_reason: str | None
     native_finish_reason: str | None
     usage: dict[str, Any]
+    tool_calls: tuple[dict[str, Any], ...] = ()  # [{id, name, arguments (the JSON string as sent)}]
 
     @property
     def cost(self) -> float | None:
@@ -210,7 +215,29 @@ class OpenRouterClient:
             finish_reason=choice.get("finish_reason"),
             native_finish_reason=choice.get("native_finish_reason"),
             usage=data.get("usage") or {},
+            tool_calls=self._tool_calls(message.get("tool_calls")),
         )
+
+    def _tool_calls(self, raw: Any) -> tuple[dict[str, Any], ...]:
+        """`message.tool_calls` as {id, name, arguments}; a malformed entry is kept as a call
+        of no name (a check then fails on it) rather than trusted or dropped silently."""
+        if not isinstance(raw, list):
+            return ()
+        calls = []
+        for item in raw[:MAX_TOOL_CALLS]:
+            function = item.get("function") if isinstance(item, dict) else None
+            function = function if isinstance(function, dict) else {}
+            name, arguments = function.get("name"), function.get("arguments")
+            if isinstance(arguments, (dict, list)):  # some providers send an object, not a string
+                arguments = orjson.dumps(arguments).decode()
+            calls.append(
+                {
+                    "id": self._scrub(str(item.get("id")))[:200] if isinstance(item, dict) and item.get("id") else None,
+                    "name": self._scrub(name)[:200] if isinstance(name, str) else None,
+                    "arguments": self._scrub(arguments)[:MAX_TOOL_ARGUMENTS] if isinstance(arguments, str) else None,
+                }
+            )
+        return tuple(calls)
 
     async def _account_get(self, path: str, key: str | None) -> Any | None:
         """GET an account endpoint; None where the endpoint does not have it (404/405/501)."""

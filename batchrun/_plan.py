@@ -34,6 +34,8 @@ class PricedPlan:
     worst: dict[str, float]
     unknown_price: set[str]
     no_max_tokens: set[str]
+    judge_requests: dict[str, int] = field(default_factory=dict)
+    judge_worst: dict[str, float] = field(default_factory=dict)
     previous_avg: dict[str, float] = field(default_factory=dict)
     previous_file: str | None = None
     key: dict[str, Any] | None = None
@@ -76,7 +78,16 @@ async def price_plan(job: Job, base_url: str | None, api_key: str | None) -> Pri
     result = estimate(job, CostModel(models, job.run.cost_margin), None, None, False)
     previous_file, previous = previous_average(job)
     return PricedPlan(
-        job, result.rows, result.worst_usd, result.unknown_price, result.no_max_tokens, previous, previous_file, key
+        job,
+        result.rows,
+        result.worst_usd,
+        result.unknown_price,
+        result.no_max_tokens,
+        result.judge_requests,
+        result.judge_worst_usd,
+        previous,
+        previous_file,
+        key,
     )
 
 
@@ -89,9 +100,12 @@ def render_plan(plan: PricedPlan) -> str:
         rows = plan.rows.get(model, 0)
         previous = f"{plan.previous_avg[model] * rows:.6f}" if model in plan.previous_avg else "-"
         lines.append(f"{model:<44} {rows:>7} {worst:>14} {previous:>12}")
-    total = sum(plan.worst.values())
+    for model, count in sorted(plan.judge_requests.items()):
+        worst = "unknown" if model in plan.unknown_price else f"{plan.judge_worst.get(model, 0.0):.6f}"
+        lines.append(f"{'judging: ' + model:<44} {count:>7} {worst:>14}")
+    total = sum(plan.worst.values()) + sum(plan.judge_worst.values())
     lines.append(
-        f"{'TOTAL':<44} {sum(plan.rows.values()):>7} {total:>14.6f}"
+        f"{'TOTAL':<44} {sum(plan.rows.values()) + sum(plan.judge_requests.values()):>7} {total:>14.6f}"
         + (f" {sum(plan.previous_avg.get(m, 0) * n for m, n in plan.rows.items()):>12.6f}" if plan.previous_avg else "")
     )
     if plan.previous_file:

@@ -18,10 +18,13 @@ import httpx
 
 from ._client import ModelInfo, OpenRouterClient
 from ._clock import Clock, SystemClock
+from ._checks import is_judge
 from ._costs import CostModel
 from ._exceptions import ConfigError
 from ._isolated import IsolatedKey
+from ._items import ItemGate
 from ._job import Job, RunSettings
+from ._judging import judge_requests_for
 from ._ledger import CreditLedger
 from ._lock import OutputLock
 from ._matrix import Request, Shard, plan_requests
@@ -100,6 +103,8 @@ class Estimate:
     unknown_price: set[str] = field(default_factory=set)
     no_max_tokens: set[str] = field(default_factory=set)
     kept: int = 0
+    judge_requests: dict[str, int] = field(default_factory=dict)  # by grader model
+    judge_worst_usd: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_rows(self) -> int:
@@ -107,7 +112,17 @@ class Estimate:
 
     @property
     def total_worst(self) -> float:
-        return sum(self.worst_usd.values())
+        """Answers and their grading: judge requests are spent from the same budget."""
+        return sum(self.worst_usd.values()) + sum(self.judge_worst_usd.values())
+
+    def add_judging(self, requests: list[Request], costs: CostModel) -> None:
+        for grader in requests:
+            self.judge_requests[grader.model] = self.judge_requests.get(grader.model, 0) + 1
+            worst = costs.worst_case(grader)
+            if worst is None:
+                self.unknown_price.add(grader.model)
+            else:
+                self.judge_worst_usd[grader.model] = self.judge_worst_usd.get(grader.model, 0.0) + worst
 
 
 def estimate(
@@ -127,6 +142,10 @@ def estimate(
             result.unknown_price.add(request.model)
         else:
             result.worst_usd[request.model] = result.worst_usd.get(request.model, 0.0) + worst
+        if any(is_judge(c) for c in request.checks):
+            # The answer is at most its completion cap long: grade a worst-case answer.
+            answer_tokens = costs.completion_cap(request) or 16384
+            result.add_judging(judge_requests_for(request, job.judge, answer_tokens), costs)
     return result
 
 
@@ -135,6 +154,11 @@ def check_models(job: Job, models: dict[str, ModelInfo]) -> None:
     for spec in job.models:
         wanted.update(spec.params.get("models", []))
     wanted.update(job.params.get("models", []))
+    wanted.update(job.judge.models)
+    for prompt in job.prompts:  # graders named by a check (a dataset row's own are not read here)
+        for check in prompt.checks:
+            grader = check.get("grader")
+            wanted.update([grader] if isinstance(grader, str) else grader or [])
     unknown = sorted(wanted - models.keys())
     if unknown:
         raise ConfigError(f"{job.path}: model(s) not offered by the endpoint: {', '.join(unknown)}")
@@ -277,7 +301,7 @@ async def _locked_run(
         budget = pre.budget
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
         plan, models = pre.plan, pre.models
-        summary = SummaryBuilder()
+        summary = SummaryBuilder(ItemGate.from_threshold(settings.pass_threshold))
 
         def record_done(record: dict[str, Any]) -> None:
             summary.add(record)
@@ -295,6 +319,7 @@ async def _locked_run(
             ledger=ledger,
             limit_from_key=pre.limit_from_key,
             on_record=record_done,
+            judge=job.judge,
         )
         if runner.writer.repaired_bytes:
             notice(f"{output}: cut a torn last line ({runner.writer.repaired_bytes} bytes) left by an earlier crash")
@@ -313,7 +338,7 @@ async def _locked_run(
         if isolated is not None:
             await isolated.finish(ledger.spent, notice)
         if states:
-            summary = SummaryBuilder().add_all(final_records(output))
+            summary = SummaryBuilder(summary.gate).add_all(final_records(output))
         data = summary.result(
             output=str(output),
             stop=outcome.stop,

@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._checks import Answer, grade
+from ._checks import Answer, grade, is_judge
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._costs import CostModel
-from ._exceptions import AuthFailed, BatchrunError, CreditExhausted, DailyCapReached, RateLimited, RequestFailed
+from ._exceptions import AuthFailed, BatchrunError, CreditExhausted, DailyCapReached, RequestFailed
+from ._judge import GraderSettings
+from ._judging import GraderPool, question_of, throttled_chat
 from ._ledger import BudgetExhausted, CreditLedger
 from ._limiter import Throttle
 from ._matrix import Request
@@ -82,6 +84,7 @@ class Runner:
         ledger: CreditLedger | None = None,
         limit_from_key: bool = False,
         on_record: Callable[[dict[str, Any]], None] | None = None,
+        judge: GraderSettings | None = None,
     ) -> None:
         self.client = client
         self.writer = writer
@@ -101,6 +104,20 @@ class Runner:
         self._sent_since_refresh = 0
         self._last_refresh = clock.monotonic()  # pre-flight has just read /key
         self._refreshing = False
+        # Judge checks' grader requests share this run's throttle, ledger, retries and key.
+        self.graders = GraderPool(
+            judge or GraderSettings(),
+            client,
+            self.throttle,
+            self.ledger,
+            costs,
+            config.policy,
+            clock,
+            on_stop=self.request_stop,
+            stopped=lambda: self.stop_reason,
+            limit_from_key=lambda: self.limit_from_key,
+            attempt=self._attempt,
+        )
 
     # -- stopping ----------------------------------------------------------------------------
     def request_stop(self, reason: str, message: str = "") -> None:
@@ -140,16 +157,7 @@ class Runner:
     # -- one request -------------------------------------------------------------------------
     async def _attempt(self, request: Request) -> tuple[ChatResult, float]:
         """One attempt through the throttle; returns the answer and this attempt's latency."""
-        started = await self.throttle.acquire(request.model)
-        try:
-            result = await self.client.chat(request.payload, row_id=request.id)
-        except RateLimited as failure:
-            self.throttle.rate_limited(started, failure.retry_after, pace=failure.http_status == 429)
-            raise
-        finally:
-            await self.throttle.release(request.model)
-        self.throttle.succeeded()
-        return result, self.clock.monotonic() - started
+        return await throttled_chat(self.throttle, self.client, self.clock, request)
 
     async def _reserve(self, request: Request) -> float | None:
         """Reserve the worst case; None (and a stop) when the budget cannot hold it."""
@@ -218,6 +226,7 @@ class Runner:
             provider=result.provider,
             generation_id=result.generation_id,
             content=result.content,
+            tool_calls=list(result.tool_calls) or None,
             finish_reason=result.finish_reason,
             native_finish_reason=result.native_finish_reason,
             usage=result.usage,
@@ -230,10 +239,34 @@ class Runner:
         )
         if request.checks:
             answer = Answer(
-                result.content, latency_ms, cost, result.usage.get("completion_tokens"), result.finish_reason
+                result.content,
+                latency_ms,
+                cost,
+                result.usage.get("completion_tokens"),
+                result.finish_reason,
+                result.tool_calls,
             )
-            record.update(grade(request.checks, answer))
+            await self._grade(request, answer, record)
         self._emit(request, record)
+
+    async def _grade(self, request: Request, answer: Answer, record: dict[str, Any]) -> None:
+        """Run the row's checks; judge checks send grader requests, whose cost joins the row's."""
+        judged: dict[int, dict[str, Any]] = {}
+        if any(is_judge(c) for c in request.checks):
+            try:
+                judged, judge_cost = await self.graders.judge_row(
+                    request.id, request.checks, question_of(request.body), answer
+                )
+            except asyncio.CancelledError:
+                # The grace ran out while grading: the answer was paid for, so its row is
+                # written (judge checks ungraded) before the cancellation goes on.
+                record.update(grade(request.checks, answer))
+                self._emit(request, record)
+                raise _Recorded() from None
+            if judge_cost:
+                record["cost"] = round((record["cost"] or 0.0) + judge_cost, 12)
+            record["judge_cost"] = round(judge_cost, 12)
+        record.update(grade(request.checks, answer, judged))
 
     def _failed(self, request: Request, failure: RequestFailed, log: AttemptLog, started: float) -> None:
         """One record for a failed request; the failure's class decides what else stops."""

@@ -151,8 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="JOB.yaml",
         help="re-grade the stored answers with this job's current checks, and gate on its "
-        "thresholds (exit 1 or 3); no request is sent",
+        "thresholds (exit 1, 3 or 5); judge checks send grader requests (a key or --simulate), "
+        "within --budget, and their worst case is printed first",
     )
+    report.add_argument("--junit", type=Path, metavar="PATH", help="also write JUnit XML: one test case per row or item")
+    _add_endpoint_options(report)
 
     diff = commands.add_parser("diff", help="what changed between two runs of a job")
     diff.add_argument("before", type=Path)
@@ -162,8 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument(
         "--fail-on-regression",
         action="store_true",
-        help=f"exit {ExitCode.REGRESSION.value} if rows went from pass to fail",
+        help=f"exit {ExitCode.REGRESSION.value} on a significant drop in a pass rate (Fisher's exact test), an item "
+        "that passed every repeat and now fails every repeat, or a model that started erroring or disappeared",
     )
+    diff.add_argument(
+        "--alpha", type=_rate, default=0.05, metavar="LEVEL", help="significance level of the test (default 0.05)"
+    )
+    diff.add_argument("--strict", action="store_true", help="with --fail-on-regression, any row from pass to fail fails")
 
     merge = commands.add_parser("merge", help="combine shard result files of one job")
     merge.add_argument("files", type=Path, nargs="+", help="OUT.jsonl SHARD... (or SHARD... with -o OUT)")
@@ -392,28 +400,114 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from ._results import final_records
     from ._summary import SummaryBuilder, render_markdown, render_text
 
-    records = final_records(args.results)
     if args.job is None:
-        summary = SummaryBuilder().add_all(records).result(output=str(args.results))
+        summary = SummaryBuilder().add_all(final_records(args.results)).result(output=str(args.results))
+        _write_junit(args, console, lambda: final_records(args.results), None)
         _show(console, args, summary, render_text, render_markdown)
         return ExitCode.OK
-    from ._checks import regrade
+    from ._checks import is_judge, regrade
+    from ._items import ItemGate
     from ._job import load_job
     from ._verdict import decide
 
     job = load_job(args.job)
-    summary = SummaryBuilder().add_all(regrade(records, job)).result(output=str(args.results))
+    settings = _with_budget(job.run, args.budget)
+    job = replace(job, run=settings)
+    gate = ItemGate.from_threshold(settings.pass_threshold)
+    judged = any(is_judge(c) for p in job.prompts for c in p.checks) or _rows_have_judges(args.results)
+    if judged:
+        summary, regraded = _regrade_judged(args, console, job, gate)
+        _write_junit(args, console, lambda: iter(regraded), gate)
+    else:
+        summary = SummaryBuilder(gate).add_all(regrade(final_records(args.results), job)).result(output=str(args.results))
+        _write_junit(args, console, lambda: regrade(final_records(args.results), job), gate)
     _show(console, args, summary, render_text, render_markdown)
-    code, reasons = decide(summary, job.run)
+    code, reasons = decide(summary, settings)
     for reason in reasons:
         console.error(reason)
     return int(code)
 
 
+def _rows_have_judges(results: Path) -> bool:
+    from ._results import final_records
+
+    return any(any("judge" in c for c in r.get("checks") or []) for r in final_records(results))
+
+
+def _write_junit(args: argparse.Namespace, console: Console, records: Callable[[], Any], gate: Any) -> None:
+    if args.junit is None:
+        return
+    from ._items import ItemGate
+    from ._junit import write_junit
+
+    counts = write_junit(records(), args.junit, None, gate or ItemGate())
+    console.err.write(
+        f"junit: {args.junit}: {counts['tests']} test case(s), {counts['failure']} failed, "
+        f"{counts['error']} error(s), {counts['skipped']} skipped\n"
+    )
+
+
+def _regrade_judged(
+    args: argparse.Namespace, console: Console, job: Any, gate: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Re-grade with grader requests: print the worst case first, then spend within the budget."""
+    from ._clock import SystemClock
+    from ._costs import CostModel
+    from ._regrade import estimate_regrade, regrade_with_judges
+    from ._results import final_records
+    from ._run import RunOptions, check_models, make_client
+    from ._summary import SummaryBuilder
+
+    settings = job.run
+    regraded: list[dict[str, Any]] = []
+    builder = SummaryBuilder(gate)
+
+    def emit(record: dict[str, Any]) -> None:
+        builder.add(record)
+        if args.junit is not None:
+            regraded.append(record)
+
+    async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> dict[str, Any]:
+        client = make_client(job, RunOptions(api_key=_api_key(job, sim_key), base_url=base_url), settings)
+        try:
+            models = await client.models()
+            key = await client.key_info()
+            if models is not None:
+                check_models(job, models)
+            costs = CostModel(models, settings.cost_margin) if models is not None else None
+            budget = settings.budget_usd
+            remaining = key.get("limit_remaining") if key else None
+            if isinstance(remaining, (int, float)) and (budget is None or remaining < budget):
+                budget = float(remaining)
+            if costs is not None:
+                worst = estimate_regrade(final_records(args.results), job, costs)
+                console.err.write(
+                    f"re-grading {worst.rows} row(s): {worst.requests} grader request(s), worst case "
+                    f"${worst.worst_usd:.6f}{' (some prices unknown)' if worst.unknown_price else ''}; budget "
+                    + ("none" if budget is None else f"${budget:.6f}")
+                    + "\n"
+                )
+                console.err.flush()
+            outcome = await regrade_with_judges(
+                final_records(args.results), job, client, costs, budget, SystemClock(), emit
+            )
+        finally:
+            await client.aclose()
+        return builder.result(
+            output=str(args.results),
+            stop=outcome.stop,
+            stop_message=outcome.stop_message,
+            budget_usd=budget,
+            spent_usd=round(outcome.spent_usd, 8),
+        )
+
+    return asyncio.run(_with_simulator(args, body)), regraded
+
+
 def cmd_diff(args: argparse.Namespace, console: Console) -> int:
     from ._compare import diff_runs, render_diff_markdown, render_diff_text
 
-    diff = diff_runs(args.before, args.after)
+    diff = diff_runs(args.before, args.after, args.alpha, args.strict)
     _show(console, args, diff, render_diff_text, render_diff_markdown)
     if args.fail_on_regression and diff["regression"]:
         return ExitCode.REGRESSION

@@ -28,6 +28,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ._sim_grader import VERDICT_SCHEMA_NAME, grade_as_judge, tool_calls_for
+
 PER_M = 1e-6
 # (prompt, completion, request) USD per token / per request, like OpenRouter's pricing strings.
 DEFAULT_PRICES: dict[str, tuple[float, float, float]] = {
@@ -87,6 +89,8 @@ class SimConfig:
     cost_noise: float = 0.0  # billed cost = list cost x (1 + U(-noise, +noise))
     unreported_usd: float = 0.0  # charged to the key per answer but missing from usage.cost
     account_api: bool = True  # False: no /key, /models, /keys, like a local OpenAI-compatible server
+    judge_bias: float = 0.0  # as a grader: share of failing answers it passes anyway (leniency)
+    judge_unparseable: float = 0.0  # as a grader: share of replies that are prose, not the verdict JSON
 
     def set_option(self, text: str) -> None:
         """Apply one KEY=VALUE; `fault.503=0.1` and `price.MODEL=p,c,r` address the dicts."""
@@ -464,14 +468,20 @@ class Simulator:
                 delay += self._rng.uniform(-1, 1) * config.jitter_ms
         return max(0.0, delay) / 1000
 
-    def _answer(self, model: str, messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
+    def _answer(self, model: str, messages: list[dict[str, Any]], body: dict[str, Any], row: str | None) -> str:
         user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
-        wants_json = (body.get("response_format") or {}).get("type") in ("json_object", "json_schema")
-        return self._answer_to(model, str(user), wants_json)
+        response_format = body.get("response_format") or {}
+        if (response_format.get("json_schema") or {}).get("name") == VERDICT_SCHEMA_NAME:
+            return grade_as_judge(model, str(user), self.config.judge_bias, self.config.judge_unparseable)
+        wants_json = response_format.get("type") in ("json_object", "json_schema")
+        # Sampling (temperature > 0) varies from one repeat to the next: each row id draws
+        # its own luck, so repeats of an item can disagree, as real models' do.
+        sampled = row if row and float(body.get("temperature") or 0) > 0 else ""
+        return self._answer_to(model, str(user), wants_json, sampled)
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - one simulator per process; answers are pure
-    def _answer_to(self, model: str, user: str, json_format: bool) -> str:
-        digest = hashlib.sha256(f"{model}\n{user}".encode()).digest()
+    def _answer_to(self, model: str, user: str, json_format: bool, sampled: str = "") -> str:
+        digest = hashlib.sha256(f"{model}\n{user}{sampled}".encode()).digest()
         correct = int.from_bytes(digest[:2], "big") / 65535 < self.config.accuracy.get(model, 0.85)
         lowered = str(user).lower()
         answer = None
@@ -591,9 +601,12 @@ class Simulator:
             delay = self._latency_s()
             if delay > 0:
                 await asyncio.sleep(delay)
-            content = self._answer(model, messages, body)
-            finish = "stop"
-            completion_tokens = _tokens(content)
+            content = self._answer(model, messages, body, row)
+            calls = tool_calls_for(model, messages, body, self.config.accuracy.get(model, 0.85))
+            finish = "tool_calls" if calls else "stop"
+            if calls:
+                content = ""
+            completion_tokens = _tokens(content or json.dumps(calls))
             if completion_tokens > max_tokens:
                 content, completion_tokens, finish = content[: max_tokens * 4], max_tokens, "length"
             self._generations += 1
@@ -635,7 +648,9 @@ class Simulator:
                         "index": 0,
                         "finish_reason": finish,
                         "native_finish_reason": finish,
-                        "message": {"role": "assistant", "content": content},
+                        "message": {"role": "assistant", "content": content or None, "tool_calls": calls}
+                        if calls
+                        else {"role": "assistant", "content": content},
                     }
                 ],
                 "usage": {

@@ -1,0 +1,123 @@
+"""`report --job` with judge checks: re-grade stored answers, graders included, under a budget.
+
+Deterministic checks re-run for free (_checks.regrade). Judge checks cost money, so this
+first works out the worst case of every grader request (from the stored answers, so the
+estimate is of the real prompt sizes), hands it to the caller to print, then sends them
+through a GraderPool of its own: a throttle, retries, and a ledger holding the budget
+(`--budget`, `run.budget_usd` and the key's remaining credit, the smallest). When the
+budget cannot hold the next grader request, the rest of the judge checks are `error`
+("not graded: budget") and the summary's stop says so (exit 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ._checks import answer_of, grade, is_judge, stored_judgements
+from ._client import OpenRouterClient
+from ._clock import Clock
+from ._costs import CostModel
+from ._job import Job
+from ._judging import GraderPool, grader_request, question_of
+from ._judge import answer_text, grader_body
+from ._ledger import CreditLedger
+from ._limiter import Throttle
+from ._matrix import Request, plan_requests
+from ._retry import RetryPolicy
+
+
+@dataclass
+class RegradeEstimate:
+    rows: int = 0  # rows with judge checks to re-grade
+    requests: int = 0
+    worst_usd: float = 0.0
+    unknown_price: bool = False
+
+
+def _judge_rows(records: Iterable[dict[str, Any]], job: Job) -> Iterator[tuple[dict[str, Any], Request | None]]:
+    requests = {r.id: r for r in plan_requests(job)}  # one dict entry per row of the job
+    for record in records:
+        yield record, requests.get(record["id"])
+
+
+def estimate_regrade(records: Iterable[dict[str, Any]], job: Job, costs: CostModel) -> RegradeEstimate:
+    estimate = RegradeEstimate()
+    for record, request in _judge_rows(records, job):
+        if request is None or record.get("status") != "ok" or not any(is_judge(c) for c in request.checks):
+            continue
+        estimate.rows += 1
+        shown = answer_text(record.get("content") or "", record.get("tool_calls") or ())
+        for index, check in enumerate(request.checks):
+            if not is_judge(check):
+                continue
+            for model in job.judge.graders_for(check):
+                body = grader_body(job.judge, model, question_of(request.body), check["judge"], shown)
+                worst = costs.worst_case(grader_request(request.id, index, body))
+                estimate.requests += 1
+                estimate.unknown_price = estimate.unknown_price or worst is None
+                estimate.worst_usd += worst or 0.0
+    return estimate
+
+
+@dataclass
+class RegradeOutcome:
+    stop: str | None
+    stop_message: str
+    spent_usd: float
+
+
+async def regrade_with_judges(
+    records: Iterable[dict[str, Any]],
+    job: Job,
+    client: OpenRouterClient,
+    costs: CostModel | None,
+    budget: float | None,
+    clock: Clock,
+    emit: Callable[[dict[str, Any]], None],
+) -> RegradeOutcome:
+    """Re-grade every record (judges included) and pass each, in file order, to `emit`."""
+    settings = job.run
+    stop: list[tuple[str, str]] = []
+    pool = GraderPool(
+        job.judge,
+        client,
+        Throttle(settings.concurrency, clock),
+        CreditLedger(budget),
+        costs,
+        RetryPolicy(settings.max_attempts, settings.max_elapsed_s, settings.max_wait_s),
+        clock,
+        on_stop=lambda reason, message: stop.append((reason, message)) if not stop else None,
+        stopped=lambda: stop[0][0] if stop else None,
+    )
+
+    async def regrade_one(record: dict[str, Any], request: Request | None) -> dict[str, Any]:
+        if request is None or record.get("status") != "ok" or not request.checks:
+            return record
+        answer = answer_of(record)
+        judged = stored_judgements(record, request.checks)
+        judge_cost = 0.0
+        if any(is_judge(c) for c in request.checks):
+            judged, judge_cost = await pool.judge_row(request.id, request.checks, question_of(request.body), answer)
+        answer_cost = answer.cost or 0.0
+        return {
+            **record,
+            "cost": round(answer_cost + judge_cost, 12),
+            "judge_cost": round(judge_cost, 12),
+            **grade(request.checks, answer, judged),
+        }
+
+    # Bounded batches keep memory flat on a big file and the order of records as written.
+    batch: list[tuple[dict[str, Any], Request | None]] = []
+    for pair in _judge_rows(records, job):
+        batch.append(pair)
+        if len(batch) >= settings.concurrency * 4:
+            for record in await asyncio.gather(*(regrade_one(*p) for p in batch)):
+                emit(record)
+            batch = []
+    for record in await asyncio.gather(*(regrade_one(*p) for p in batch)):
+        emit(record)
+    reason, message = stop[0] if stop else (None, "")
+    return RegradeOutcome(reason, message, pool.ledger.spent)
