@@ -37,7 +37,7 @@ def _block(tag: str, text: str) -> str | None:
 
 
 def _known_answer(question: str) -> str | None:
-    from .simulator import _ARITHMETIC, _CAPITALS  # the same knowledge the simulator answers with
+    from ._answers import _ARITHMETIC, _CAPITALS  # the same knowledge the simulator answers with
 
     lowered = question.lower()
     for country, capital in _CAPITALS.items():

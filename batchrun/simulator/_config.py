@@ -1,0 +1,82 @@
+"""The simulator's settings: one SimConfig, also set as `--sim KEY=VALUE`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+PER_M = 1e-6
+# (prompt, completion, request) USD per token / per request, like OpenRouter's pricing strings.
+DEFAULT_PRICES: dict[str, tuple[float, float, float]] = {
+    "openai/gpt-4o-mini": (0.15 * PER_M, 0.60 * PER_M, 0.0),
+    "anthropic/claude-3.5-haiku": (0.80 * PER_M, 4.00 * PER_M, 0.0),
+    "google/gemini-2.0-flash-001": (0.10 * PER_M, 0.40 * PER_M, 0.0),
+    "meta-llama/llama-3.1-8b-instruct": (0.02 * PER_M, 0.05 * PER_M, 0.0),
+    "mistralai/mistral-small-3.1-24b-instruct": (0.05 * PER_M, 0.15 * PER_M, 0.0),
+    "meta-llama/llama-3.3-70b-instruct:free": (0.0, 0.0, 0.0),
+    "openrouter/auto": (-1.0, -1.0, -1.0),
+}
+# How often each model answers a known question right; others default to 0.85.
+DEFAULT_ACCURACY = {
+    "meta-llama/llama-3.1-8b-instruct": 0.6,
+    "openai/gpt-4o-mini": 0.9,
+    "anthropic/claude-3.5-haiku": 0.95,
+}
+FAULTS = ("reset", "cut", "truncate", "hang", "error200", "choice_error")
+
+
+@dataclass
+class SimConfig:
+    """Everything a scenario can set. `batchrun simulate --sim KEY=VALUE` sets the same fields."""
+
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    seed: int = 0
+    faults: dict[str, float] = field(default_factory=dict)  # "500": 0.1, "reset": 0.05, "hang": 0.01...
+    hang_s: float = 3600.0
+    jitter: str = "uniform"  # or "exponential": a long tail of slow answers
+    rate_limit_rps: float | None = None
+    rate_limit_rpm: float | None = None
+    rate_limit_header: str = "reset"  # reset (X-RateLimit-Reset, epoch ms) | retry-after | retry-after-ms | none
+    free_daily_cap: int | None = None  # requests per day for models ending in ":free"
+    key_limit: float | None = None  # USD on the account key; None = no cap
+    require_key: str | None = None  # when set, any other bearer token gets a 401
+    management_key: str = "sim-management-key"
+    prices: dict[str, tuple[float, float, float]] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    accuracy: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ACCURACY))
+    cost_noise: float = 0.0  # billed cost = list cost x (1 + U(-noise, +noise))
+    unreported_usd: float = 0.0  # charged to the key per answer but missing from usage.cost
+    account_api: bool = True  # False: no /key, /models, /keys, like a local OpenAI-compatible server
+    judge_bias: float = 0.0  # as a grader: share of failing answers it passes anyway (leniency)
+    judge_unparseable: float = 0.0  # as a grader: share of replies that are prose, not the verdict JSON
+
+    def set_option(self, text: str) -> None:
+        """Apply one KEY=VALUE; `fault.503=0.1` and `price.MODEL=p,c,r` address the dicts."""
+        key, sep, value = text.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ValueError(f"simulator option {text!r} is not KEY=VALUE")
+        if key.startswith("fault."):
+            name = key[6:]
+            if not (name.isdigit() or name in FAULTS):
+                raise ValueError(f"unknown fault {name!r}: use an HTTP status or one of {', '.join(FAULTS)}")
+            self.faults[name] = float(value)
+            return
+        if key.startswith("price."):
+            parts = [float(p) for p in value.split(",")]
+            self.prices[key[6:]] = (parts[0] * PER_M, parts[1] * PER_M, parts[2] if len(parts) > 2 else 0.0)
+            return
+        if key.startswith("accuracy."):
+            self.accuracy[key[9:]] = float(value)
+            return
+        kinds = {f.name: f for f in fields(self)}
+        if key not in kinds or key in ("faults", "prices", "accuracy"):
+            raise ValueError(f"unknown simulator option {key!r}")
+        current = getattr(self, key)
+        if isinstance(current, bool):
+            setattr(self, key, value.lower() in ("1", "true", "yes", "on"))
+        elif key in ("rate_limit_header", "require_key", "management_key", "jitter"):
+            setattr(self, key, value)
+        elif key in ("seed", "free_daily_cap"):
+            setattr(self, key, int(value))
+        else:
+            setattr(self, key, float(value))

@@ -1,0 +1,42 @@
+"""Faults the simulator can inject, drawn from its seeded generator."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from aiohttp import web
+
+
+def draw_fault(rng: random.Random, faults: dict[str, float]) -> str | None:
+    """One fault name (an HTTP status or a FAULTS word) with its configured rate, or None."""
+    if not faults:
+        return None
+    draw = rng.random()
+    for name, rate in faults.items():
+        if draw < rate:
+            return name
+        draw -= rate
+    return None
+
+
+async def broken_reply(request: web.Request, fault: str, payload: bytes, hang_s: float) -> web.StreamResponse:
+    """A reply broken the way `fault` says: hang, reset, cut mid-body, or truncated JSON."""
+    if fault == "hang":
+        await asyncio.sleep(hang_s)
+        return web.Response(status=504)
+    if fault == "reset":
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=500)
+    if fault == "cut":
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": "application/json", "Content-Length": str(len(payload))}
+        )
+        await response.prepare(request)
+        await response.write(payload[: len(payload) // 2])
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    # truncate: a complete HTTP response whose JSON is cut short
+    return web.Response(body=payload[: len(payload) // 2], content_type="application/json")

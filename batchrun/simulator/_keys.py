@@ -1,0 +1,178 @@
+"""The simulator's keys: the account key, /key, and the management API /keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from ._config import SimConfig
+from ._http import error_response, json_response
+from ._stats import SimStats
+
+
+@dataclass
+class SimKey:
+    limit: float | None
+    label: str
+    hash: str
+    name: str = ""
+    usage: float = 0.0
+    reserved: float = 0.0
+    disabled: bool = False
+    expires_at: float | None = None
+    created: bool = False  # made through /keys
+
+
+def account_key(config: SimConfig) -> SimKey:
+    return SimKey(limit=config.key_limit, label="sk-or-v1-sim...acct", hash="acct" + "0" * 60)
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() or None if header.startswith("Bearer ") else None
+
+
+class KeyRoutes:
+    """Key handling, mixed into the Simulator (which owns the state named here)."""
+
+    config: SimConfig
+    stats: SimStats
+    account_key: SimKey
+    _keys: dict[str, SimKey]  # token -> key, for keys made through /keys
+    _hashes: dict[str, str]  # hash -> token
+    issued: list[str]  # every key /keys created, kept for tests that look for leaks
+    _daily: Counter[str]  # free-model requests today, per model
+
+    def add_key_routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/v1/key", self._key)
+        app.router.add_post("/api/v1/keys", self._create_key)
+        app.router.add_get("/api/v1/keys/{hash}", self._get_key)
+        app.router.add_patch("/api/v1/keys/{hash}", self._patch_key)
+        app.router.add_delete("/api/v1/keys/{hash}", self._delete_key)
+
+    def _chat_key(self, token: str | None) -> SimKey | web.Response:
+        if token is None:
+            return error_response(401, "No auth credentials found")
+        if token == self.config.management_key:
+            return error_response(401, "Management keys cannot be used for completions")
+        key = self._keys.get(token)
+        if key is not None:
+            if key.disabled:
+                return error_response(401, "This key is disabled")
+            if key.expires_at is not None and time.time() >= key.expires_at:
+                return error_response(401, "This key has expired")
+            return key
+        if self.config.require_key is not None and token != self.config.require_key:
+            return error_response(401, "Invalid API key")
+        return self.account_key
+
+    def _management(self, request: web.Request) -> web.Response | None:
+        if bearer(request) != self.config.management_key:
+            return error_response(401, "A management key is required for /keys")
+        return None
+
+    def _key_data(self, key: SimKey) -> dict[str, Any]:
+        remaining = None if key.limit is None else max(0.0, key.limit - key.usage)
+        return {
+            "hash": key.hash,
+            "name": key.name,
+            "label": key.label,
+            "limit": key.limit,
+            "limit_remaining": remaining,
+            "limit_reset": None,
+            "usage": key.usage,
+            "usage_daily": key.usage,
+            "usage_weekly": key.usage,
+            "usage_monthly": key.usage,
+            "disabled": key.disabled,
+            "is_free_tier": False,
+            "expires_at": None
+            if key.expires_at is None
+            else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.expires_at)),
+        }
+
+    def _key_info(self, key: SimKey) -> dict[str, Any]:
+        data = self._key_data(key)
+        if self.config.free_daily_cap is not None:
+            used = sum(self._daily.values())
+            data["free_model_daily_requests"] = {
+                "limit": self.config.free_daily_cap,
+                "remaining": max(0, self.config.free_daily_cap - used),
+                "used": used,
+            }
+        return data
+
+    async def _key(self, request: web.Request) -> web.Response:
+        key = self._chat_key(bearer(request))
+        if isinstance(key, web.Response):
+            return key
+        return json_response({"data": self._key_info(key)})
+
+    async def _create_key(self, request: web.Request) -> web.Response:
+        denied = self._management(request)
+        if denied:
+            return denied
+        body = await request.json()
+        if not isinstance(body.get("name"), str) or not body["name"]:
+            return error_response(400, "name is required")
+        limit = body.get("limit")
+        if limit is not None and (not isinstance(limit, (int, float)) or limit < 0):
+            return error_response(400, "limit must be a non-negative number")
+        expires_at = None
+        if body.get("expires_at"):
+            try:
+                expires_at = time.mktime(time.strptime(body["expires_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+            except ValueError:
+                return error_response(400, "expires_at must be an ISO 8601 UTC time")
+        token = "sk-or-v1-" + secrets.token_hex(32)
+        key = SimKey(
+            limit=limit,
+            label=f"{token[:12]}...{token[-3:]}",
+            hash=hashlib.sha256(token.encode()).hexdigest(),
+            name=body["name"],
+            expires_at=expires_at,
+            created=True,
+        )
+        self._keys[token] = key
+        self._hashes[key.hash] = token
+        self.issued.append(token)
+        self.stats.keys_created += 1
+        return json_response({"key": token, "data": self._key_data(key)}, status=201)
+
+    def _by_hash(self, request: web.Request) -> SimKey | web.Response:
+        denied = self._management(request)
+        if denied:
+            return denied
+        token = self._hashes.get(request.match_info["hash"])
+        if token is None or token not in self._keys:
+            return error_response(404, "No key with that hash")
+        return self._keys[token]
+
+    async def _get_key(self, request: web.Request) -> web.Response:
+        key = self._by_hash(request)
+        return key if isinstance(key, web.Response) else json_response({"data": self._key_data(key)})
+
+    async def _patch_key(self, request: web.Request) -> web.Response:
+        key = self._by_hash(request)
+        if isinstance(key, web.Response):
+            return key
+        body = await request.json()
+        if "disabled" in body:
+            key.disabled = bool(body["disabled"])
+        if "limit" in body:
+            key.limit = body["limit"]
+        return json_response({"data": self._key_data(key)})
+
+    async def _delete_key(self, request: web.Request) -> web.Response:
+        key = self._by_hash(request)
+        if isinstance(key, web.Response):
+            return key
+        del self._keys[self._hashes.pop(key.hash)]
+        self.stats.keys_deleted += 1
+        return json_response({"data": {"success": True}})

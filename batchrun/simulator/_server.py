@@ -1,0 +1,301 @@
+"""The simulator's server: lifecycle, routes and the chat endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ._answers import answer_to, tokens
+from ._grader import VERDICT_SCHEMA_NAME, grade_as_judge, tool_calls_for
+from ._config import SimConfig
+from ._faults import broken_reply, draw_fault
+from ._http import error_response, json_response
+from ._keys import KeyRoutes, SimKey, account_key, bearer
+from ._limits import RateWindow
+from ._stats import SimStats
+
+
+class Simulator(KeyRoutes):
+    """The server. Use `serve_in_thread()` from tests, `start()`/`stop()` from async code."""
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config or SimConfig()
+        self.stats = SimStats()
+        self._rng = random.Random(self.config.seed)
+        self._keys: dict[str, SimKey] = {}
+        self._hashes: dict[str, str] = {}
+        self.issued: list[str] = []
+        self._generations = 0
+        self._run_tag = secrets.token_hex(4)
+        self.limits = RateWindow(self.config)
+        self._daily: Counter[str] = Counter()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self.host = "127.0.0.1"
+        self.account_key = account_key(self.config)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api/v1"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_post("/api/v1/chat/completions", self._chat)
+        app.router.add_get("/__sim/stats", self._stats)
+        app.router.add_post("/__sim/reset", self._reset)
+        if self.config.account_api:
+            app.router.add_get("/api/v1/models", self._models)
+            self.add_key_routes(app)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, backlog=1024)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only here
+        assert server is not None and hasattr(server, "sockets")
+        self.host, self.port = host, server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _stop_everything(self) -> None:
+        """Stop, then end handlers still asleep in a simulated hang, so the loop closes clean."""
+        await self.stop()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    @contextmanager
+    def serve_in_thread(self) -> Iterator[Simulator]:
+        """Run on a loopback port in a daemon thread for the duration of the block."""
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self.start())
+            ready.set()
+            loop.run_forever()
+
+        thread = threading.Thread(target=serve, name="batchrun-simulator", daemon=True)
+        thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("simulator did not start")
+        try:
+            yield self
+        finally:
+            asyncio.run_coroutine_threadsafe(self._stop_everything(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
+
+    # -- info --------------------------------------------------------------------------------
+    async def _models(self, request: web.Request) -> web.Response:
+        data = [
+            {
+                "id": model,
+                "name": model,
+                "context_length": 131072,
+                "pricing": {"prompt": f"{p:.12g}", "completion": f"{c:.12g}", "request": f"{r:.12g}", "image": "0"},
+                "top_provider": {"context_length": 131072, "max_completion_tokens": 16384},
+            }
+            for model, (p, c, r) in self.config.prices.items()
+        ]
+        return json_response({"data": data})
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return json_response(self.stats.as_json())
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        """Fresh counters between benchmark rounds against one long-lived server."""
+        self.stats = SimStats()
+        self.account_key = account_key(self.config)
+        self.limits.reset()
+        return json_response({"ok": True})
+
+    # -- chat --------------------------------------------------------------------------------
+    def _latency_s(self) -> float:
+        """latency_ms plus jitter: uniform within +-jitter_ms, or exponential with that mean."""
+        config = self.config
+        delay = config.latency_ms
+        if config.jitter_ms:
+            if config.jitter == "exponential":
+                delay += self._rng.expovariate(1 / config.jitter_ms)
+            else:
+                delay += self._rng.uniform(-1, 1) * config.jitter_ms
+        return max(0.0, delay) / 1000
+
+    def _answer(self, model: str, messages: list[dict[str, Any]], body: dict[str, Any], row: str | None) -> str:
+        user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+        response_format = body.get("response_format") or {}
+        if (response_format.get("json_schema") or {}).get("name") == VERDICT_SCHEMA_NAME:
+            return grade_as_judge(model, str(user), self.config.judge_bias, self.config.judge_unparseable)
+        wants_json = response_format.get("type") in ("json_object", "json_schema")
+        # Sampling (temperature > 0) varies from one repeat to the next: each row id draws
+        # its own luck, so repeats of an item can disagree, as real models' do.
+        sampled = row if row and float(body.get("temperature") or 0) > 0 else ""
+        return answer_to(model, str(user), wants_json, self.config.accuracy.get(model, 0.85), sampled)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        stats = self.stats
+        stats.chat_requests += 1
+        now = time.perf_counter()
+        if stats.first_request is None:
+            stats.first_request = now
+        response = await self._chat_response(request)
+        stats.by_status[response.status] += 1
+        stats.last_response = time.perf_counter()
+        return response
+
+    async def _chat_response(self, request: web.Request) -> web.StreamResponse:
+        config = self.config
+        key = self._chat_key(bearer(request))
+        if isinstance(key, web.Response):
+            return key
+        try:
+            body = orjson.loads(await request.read())
+            model, messages = body["model"], body["messages"]
+        except (ValueError, KeyError, TypeError):
+            return error_response(400, "Invalid request body: model and messages are required")
+        self.stats.by_model[model] += 1
+        self.stats.by_key_label[key.label] += 1
+        row = request.headers.get("X-Batchrun-Row")
+        if row:
+            self.stats.by_row[row] += 1
+        if model not in config.prices:
+            return error_response(400, f"{model} is not a valid model ID")
+        limited = self.limits.check()
+        if limited is not None:
+            return limited
+        if model.endswith(":free") and config.free_daily_cap is not None:
+            if self._daily[model] >= config.free_daily_cap:
+                return error_response(
+                    429,
+                    "Rate limit exceeded: free-models-per-day. Add credits to unlock more requests.",
+                    {"limit_type": "free-models-per-day"},
+                    {"X-RateLimit-Reset": str(int((math.floor(time.time() / 86400) + 1) * 86400 * 1000))},
+                )
+            self._daily[model] += 1
+        fault = draw_fault(self._rng, config.faults)
+        if fault is not None and fault.isdigit():
+            status = int(fault)
+            if status == 402:
+                return error_response(402, "Key limit exceeded", {"limit_source": "openrouter_key_limit"})
+            if status == 429:
+                return error_response(429, "Rate limit exceeded", headers={"Retry-After": "1"})
+            return error_response(status, f"Simulated HTTP {status}")
+
+        prompt_price, completion_price, request_price = config.prices[model]
+        prompt_tokens = sum(tokens(str(m.get("content", ""))) + 4 for m in messages)
+        max_tokens = int(body.get("max_tokens") or 16384)
+        worst = max(0.0, prompt_tokens * prompt_price + max_tokens * completion_price + request_price)
+        if key.limit is not None and key.usage + key.reserved + worst > key.limit:
+            remaining = max(0.0, key.limit - key.usage - key.reserved)
+            affordable = int(remaining / completion_price) if completion_price > 0 else 0
+            message = (
+                f"This request requires more credits, or fewer max_tokens. You requested up to {max_tokens} "
+                f"tokens, but can only afford {affordable}."
+            )
+            return error_response(402, message, {"limit_source": "openrouter_key_limit"})
+        key.reserved += worst
+        try:
+            delay = self._latency_s()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            content = self._answer(model, messages, body, row)
+            calls = tool_calls_for(model, messages, body, self.config.accuracy.get(model, 0.85))
+            finish = "tool_calls" if calls else "stop"
+            if calls:
+                content = ""
+            completion_tokens = tokens(content or json.dumps(calls))
+            if completion_tokens > max_tokens:
+                content, completion_tokens, finish = content[: max_tokens * 4], max_tokens, "length"
+            self._generations += 1
+            generation = f"gen-{self._run_tag}-{self._generations:012d}"
+            if fault in ("error200", "choice_error"):
+                error = {"code": 502, "message": "Provider returned error", "metadata": {"provider_name": "SimCloud"}}
+                payload: dict[str, Any] = (
+                    {"id": generation, "error": error, "choices": None}
+                    if fault == "error200"
+                    else {
+                        "id": generation,
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "error",
+                                "error": error,
+                                "message": {"role": "assistant", "content": ""},
+                            }
+                        ],
+                    }
+                )
+                return json_response(payload)
+            cost = (
+                0.0
+                if prompt_price < 0
+                else (prompt_tokens * prompt_price + completion_tokens * completion_price + request_price)
+            )
+            if config.cost_noise:
+                cost = max(0.0, cost * (1 + self._rng.uniform(-config.cost_noise, config.cost_noise)))
+            payload = {
+                "id": generation,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "provider": "SimCloud",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": finish,
+                        "native_finish_reason": finish,
+                        "message": {"role": "assistant", "content": content or None, "tool_calls": calls}
+                        if calls
+                        else {"role": "assistant", "content": content},
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                    "cost": round(cost, 12),
+                    "prompt_tokens_details": {"cached_tokens": 0},
+                },
+            }
+            if fault in ("reset", "cut", "truncate", "hang"):
+                return await broken_reply(request, fault, json.dumps(payload).encode(), config.hang_s)
+            key.usage += cost + config.unreported_usd
+            self.stats.billed_usd += cost + config.unreported_usd
+            if row:
+                self.stats.ok_ids[row] += 1
+            return json_response(payload)
+        finally:
+            key.reserved -= worst
+
+
+async def serve(config: SimConfig, host: str, port: int) -> None:
+    """`batchrun simulate`: serve until cancelled."""
+    simulator = Simulator(config)
+    await simulator.start(host, port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await simulator.stop()
