@@ -157,8 +157,9 @@ def _tool_call(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     """A call of the named function (any, without a name) whose arguments match the schema."""
     from jsonschema import Draft202012Validator
 
-    spec = {"name": value} if isinstance(value, str) else dict(value)
-    name, schema = spec.get("name"), spec.get("arguments")
+    spec: dict[str, Any] = {"name": value} if isinstance(value, str) else dict(value)
+    name: str | None = spec.get("name")
+    schema: dict[str, Any] | None = spec.get("arguments")
     wanted = f"a call of {name}" if name else "a tool call"
     if schema is not None:
         wanted += " with arguments matching the schema"
@@ -237,8 +238,13 @@ def resolve_files(check: dict[str, Any], base_dir: Path) -> dict[str, Any]:
 
 def ungraded(check: dict[str, Any], why: str) -> dict[str, Any]:
     """A check that could not be decided (its grader failed): neither pass nor fail."""
-    return {"name": check.get("name", _kind(check)), "pass": None, "reason": "", "weight": check.get("weight", 1),
-            "error": why}
+    return {
+        "name": check.get("name", _kind(check)),
+        "pass": None,
+        "reason": "",
+        "weight": check.get("weight", 1),
+        "error": why,
+    }
 
 
 def is_judge(check: dict[str, Any]) -> bool:

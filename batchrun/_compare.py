@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ResultsError
-from ._results import ResultsWriter, final_records
 from ._items import item_key
+from ._results import ResultsWriter, final_records
 from ._stats import compare_rates
 from ._summary import SummaryBuilder
 
@@ -62,10 +62,15 @@ def _rate_change(a: dict[str, Any], b: dict[str, Any], alpha: float) -> dict[str
 
 
 def _rate_changes(before: dict[str, Any], after: dict[str, Any], alpha: float) -> dict[str, dict[str, Any]]:
-    return {name: _rate_change(before.get(name, {}), after.get(name, {}), alpha) for name in sorted(before.keys() | after.keys())}
+    return {
+        name: _rate_change(before.get(name, {}), after.get(name, {}), alpha)
+        for name in sorted(before.keys() | after.keys())
+    }
 
 
-def _item_flips(a_rows: dict[str, dict[str, Any]], b_rows: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def _item_flips(
+    a_rows: dict[str, dict[str, Any]], b_rows: dict[str, dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
     """Items (model x prompt x variables) whose every repeat passed before and failed after, or
     the reverse: a flip consistent across at least two repeats on both sides, not noise."""
     tallies: dict[str, list[Any]] = {}
@@ -82,8 +87,9 @@ def _item_flips(a_rows: dict[str, dict[str, Any]], b_rows: dict[str, dict[str, A
             continue
         kind = "pass_to_fail" if pa == na and pb == 0 else "fail_to_pass" if pa == 0 and pb == nb else None
         if kind:
-            flips[kind].append({"model": row["model"], "prompt_id": row["prompt_id"], "before": f"{pa}/{na}",
-                                "after": f"{pb}/{nb}"})
+            flips[kind].append(
+                {"model": row["model"], "prompt_id": row["prompt_id"], "before": f"{pa}/{na}", "after": f"{pb}/{nb}"}
+            )
     return flips
 
 
@@ -156,8 +162,10 @@ def _pct(value: float | None) -> str:
 
 
 def _rate_line(label: str, rate: dict[str, Any]) -> str:
-    verdict = "" if rate["p_value"] is None else (
-        f" (p={rate['p_value']:.3g}, {'significant' if rate['significant'] else 'not significant'})"
+    verdict = (
+        ""
+        if rate["p_value"] is None
+        else (f" (p={rate['p_value']:.3g}, {'significant' if rate['significant'] else 'not significant'})")
     )
     return f"{label}{_pct(rate['before'])} -> {_pct(rate['after'])}{verdict}"
 
@@ -172,7 +180,9 @@ def _change_lines(diff: dict[str, Any]) -> list[str]:
         items = diff["item_flips"][kind]
         if items:
             lines.append(f"items, {label}: {len(items)}")
-            lines += [f"  {i['model']} / {i['prompt_id']}: {i['before']} -> {i['after']}" for i in items[:MAX_FLIPS_SHOWN]]
+            lines += [
+                f"  {i['model']} / {i['prompt_id']}: {i['before']} -> {i['after']}" for i in items[:MAX_FLIPS_SHOWN]
+            ]
     for kind, label in (("pass_to_fail", "pass -> fail"), ("fail_to_pass", "fail -> pass")):
         rows = diff["flips"][kind]
         if rows:

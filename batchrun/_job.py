@@ -351,13 +351,17 @@ def _grading_problems(source: _Source, base_dir: Path) -> list[Problem]:
         else:
             problems += [source.problem(("judge", "prompt"), m) for m in template_problems(text)]
     if not (section.get("model") or section.get("models")):
-        places: list[tuple[JsonPath, list[Any]]] = [(("defaults", "checks"), data.get("defaults", {}).get("checks", []))]
+        places: list[tuple[JsonPath, list[Any]]] = [
+            (("defaults", "checks"), data.get("defaults", {}).get("checks", []))
+        ]
         places += [(("prompts", i, "checks"), p.get("checks", [])) for i, p in enumerate(data["prompts"])]
         for where, checks in places:
             for j, check in enumerate(checks):
                 if "judge" in check and "grader" not in check:
                     problems.append(
-                        source.problem(where + (j,), "a judge check needs a grader: set judge.model or the check's grader")
+                        source.problem(
+                            where + (j,), "a judge check needs a grader: set judge.model or the check's grader"
+                        )
                     )
     threshold = data.get("run", {}).get("pass_threshold")
     per_item = threshold.get("per_item") if isinstance(threshold, dict) else None

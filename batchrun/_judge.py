@@ -38,7 +38,7 @@ VERDICT_SCHEMA: dict[str, Any] = {
     "required": ["pass", "score", "reason"],
     "additionalProperties": False,
 }
-RESPONSE_FORMAT = {
+RESPONSE_FORMAT: dict[str, Any] = {
     "type": "json_schema",
     "json_schema": {"name": VERDICT_SCHEMA_NAME, "strict": True, "schema": VERDICT_SCHEMA},
 }
@@ -109,9 +109,7 @@ def answer_text(content: str, tool_calls: tuple[dict[str, Any], ...] | list[dict
     return f"{content}\n[tool calls: {calls}]" if content else f"[tool calls: {calls}]"
 
 
-def grader_body(
-    settings: GraderSettings, model: str, question: str, rubric: str, answer: str
-) -> dict[str, Any]:
+def grader_body(settings: GraderSettings, model: str, question: str, rubric: str, answer: str) -> dict[str, Any]:
     """The chat request sent to one grader."""
     nonce = hashlib.sha256(orjson.dumps([question, rubric, answer])).hexdigest()[:16]
     text = Template(settings.template or shipped_template()).render(

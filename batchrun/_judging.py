@@ -170,9 +170,7 @@ def placeholder_answer(tokens: int) -> str:
     return "x" * (2 * tokens)
 
 
-def judge_requests_for(
-    request: Request, settings: GraderSettings, answer_tokens: int
-) -> list[Request]:
+def judge_requests_for(request: Request, settings: GraderSettings, answer_tokens: int) -> list[Request]:
     """The grader requests a row will need at most, with a worst-case answer (for `plan`)."""
     out = []
     answer = placeholder_answer(answer_tokens)

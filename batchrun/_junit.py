@@ -92,8 +92,10 @@ def _item_case(records: list[dict[str, Any]], gate: ItemGate) -> _Case:
     graded = [r for r in records if r.get("status") == "ok" and r.get("passed") is not None]
     passes = sum(1 for r in graded if r["passed"])
     rows = [_row_case(r, True) for r in sorted(records, key=lambda r: int(r.get("repeat") or 0))]
-    case.detail = [f"repeat {r.get('repeat')}: {row.outcome} {row.message}".rstrip() for r, row in zip(
-        sorted(records, key=lambda r: int(r.get("repeat") or 0)), rows, strict=True)]
+    case.detail = [
+        f"repeat {r.get('repeat')}: {row.outcome} {row.message}".rstrip()
+        for r, row in zip(sorted(records, key=lambda r: int(r.get("repeat") or 0)), rows, strict=True)
+    ]
     verdict = gate.verdict(passes, len(graded))
     if not graded:
         worst = next((row for row in rows if row.outcome in ("error", "skipped")), rows[0])
@@ -123,7 +125,9 @@ def _suite(parent: ET.Element, index: int, name: str, cases: list[_Case], stamp:
     )
     ET.SubElement(suite, "properties")
     for case in cases:
-        element = ET.SubElement(suite, "testcase", {"name": case.name, "classname": _token(name), "time": f"{case.seconds:.3f}"})
+        element = ET.SubElement(
+            suite, "testcase", {"name": case.name, "classname": _token(name), "time": f"{case.seconds:.3f}"}
+        )
         if case.outcome == "pass":
             continue
         attributes = {"message": _clean(case.message, 1000)}
@@ -143,9 +147,24 @@ def write_junit(records: Iterable[dict[str, Any]], path: Path, job_name: str | N
     for record in records:
         name = name or record.get("job")
         repeats = repeats or int(record.get("repeat") or 0) > 0
-        slim = {k: record.get(k) for k in (
-            "id", "model", "prompt_id", "vars", "repeat", "status", "reason", "error", "passed", "checks", "content",
-            "latency_ms", "elapsed_ms")}
+        slim = {
+            k: record.get(k)
+            for k in (
+                "id",
+                "model",
+                "prompt_id",
+                "vars",
+                "repeat",
+                "status",
+                "reason",
+                "error",
+                "passed",
+                "checks",
+                "content",
+                "latency_ms",
+                "elapsed_ms",
+            )
+        }
         by_prompt.setdefault(record["prompt_id"], {}).setdefault(item_key(record), []).append(slim)
     root = ET.Element("testsuites")
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())

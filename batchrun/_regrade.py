@@ -21,8 +21,8 @@ from ._client import OpenRouterClient
 from ._clock import Clock
 from ._costs import CostModel
 from ._job import Job
-from ._judging import GraderPool, grader_request, question_of
 from ._judge import answer_text, grader_body
+from ._judging import GraderPool, grader_request, question_of
 from ._ledger import CreditLedger
 from ._limiter import Throttle
 from ._matrix import Request, plan_requests

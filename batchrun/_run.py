@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
+from ._checks import is_judge
 from ._client import ModelInfo, OpenRouterClient
 from ._clock import Clock, SystemClock
-from ._checks import is_judge
 from ._costs import CostModel
 from ._exceptions import ConfigError
 from ._isolated import IsolatedKey

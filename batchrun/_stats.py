@@ -69,7 +69,5 @@ def compare_rates(
     """A change in pass rate between two runs, with Fisher's exact p-value and a verdict."""
     if total_before == 0 or total_after == 0:
         return {"p_value": None, "significant": False}
-    p_value = fisher_exact(
-        passed_before, total_before - passed_before, passed_after, total_after - passed_after
-    )
-    return {"p_value": round(p_value, 6), "significant": p_value < alpha}
+    p_value = fisher_exact(passed_before, total_before - passed_before, passed_after, total_after - passed_after)
+    return {"p_value": float(f"{p_value:.4g}"), "significant": p_value < alpha}

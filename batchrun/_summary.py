@@ -206,7 +206,17 @@ def _grading_lines(summary: dict[str, Any]) -> list[str]:
 
 def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = [
-        "model", "ok", "error", "skipped", "tokens", "cost $", "p50 ms", "p95 ms", "tries/row", "pass [95% CI]", "score"
+        "model",
+        "ok",
+        "error",
+        "skipped",
+        "tokens",
+        "cost $",
+        "p50 ms",
+        "p95 ms",
+        "tries/row",
+        "pass [95% CI]",
+        "score",
     ]
     rows = []
     for name, g in [*summary["models"].items(), ("TOTAL", summary["total"])]:
@@ -239,9 +249,7 @@ def render_text(summary: dict[str, Any]) -> str:
         lines.append(
             "pass rate by prompt: "
             + ", ".join(
-                f"{name} {_fmt_rate_ci(g)}"
-                for name, g in summary["prompts"].items()
-                if g["pass_rate"] is not None
+                f"{name} {_fmt_rate_ci(g)}" for name, g in summary["prompts"].items() if g["pass_rate"] is not None
             )
         )
     if summary["worst_prompts"]:

@@ -154,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         "thresholds (exit 1, 3 or 5); judge checks send grader requests (a key or --simulate), "
         "within --budget, and their worst case is printed first",
     )
-    report.add_argument("--junit", type=Path, metavar="PATH", help="also write JUnit XML: one test case per row or item")
+    report.add_argument(
+        "--junit", type=Path, metavar="PATH", help="also write JUnit XML: one test case per row or item"
+    )
     _add_endpoint_options(report)
 
     diff = commands.add_parser("diff", help="what changed between two runs of a job")
@@ -171,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument(
         "--alpha", type=_rate, default=0.05, metavar="LEVEL", help="significance level of the test (default 0.05)"
     )
-    diff.add_argument("--strict", action="store_true", help="with --fail-on-regression, any row from pass to fail fails")
+    diff.add_argument(
+        "--strict", action="store_true", help="with --fail-on-regression, any row from pass to fail fails"
+    )
 
     merge = commands.add_parser("merge", help="combine shard result files of one job")
     merge.add_argument("files", type=Path, nargs="+", help="OUT.jsonl SHARD... (or SHARD... with -o OUT)")
@@ -419,7 +423,9 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         summary, regraded = _regrade_judged(args, console, job, gate)
         _write_junit(args, console, lambda: iter(regraded), gate)
     else:
-        summary = SummaryBuilder(gate).add_all(regrade(final_records(args.results), job)).result(output=str(args.results))
+        summary = (
+            SummaryBuilder(gate).add_all(regrade(final_records(args.results), job)).result(output=str(args.results))
+        )
         _write_junit(args, console, lambda: regrade(final_records(args.results), job), gate)
     _show(console, args, summary, render_text, render_markdown)
     code, reasons = decide(summary, settings)

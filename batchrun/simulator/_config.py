@@ -52,7 +52,10 @@ class SimConfig:
     def set_option(self, text: str) -> None:
         """Apply one KEY=VALUE; `fault.503=0.1` and `price.MODEL=p,c,r` address the dicts."""
         key, sep, value = text.partition("=")
-        key = key.strip().replace("-", "_")
+        key = key.strip()
+        # `rate-limit-rps` may be spelt with dashes; model ids after `price.` / `accuracy.` keep theirs.
+        head, dot, tail = key.partition(".")
+        key = head.replace("-", "_") + dot + tail
         if not sep:
             raise ValueError(f"simulator option {text!r} is not KEY=VALUE")
         if key.startswith("fault."):

@@ -21,6 +21,8 @@ import json
 import re
 from typing import Any
 
+from ._answers import _ARITHMETIC, _CAPITALS  # the same knowledge the simulator answers with
+
 VERDICT_SCHEMA_NAME = "batchrun_verdict"  # the same name batchrun's _judge sends
 _BLOCK = r"<{tag}-([0-9a-f]+)>\n(.*?)\n</{tag}-\1>"
 _QUOTED = re.compile(r"\"([^\"]+)\"|'([^']+)'")
@@ -37,8 +39,6 @@ def _block(tag: str, text: str) -> str | None:
 
 
 def _known_answer(question: str) -> str | None:
-    from ._answers import _ARITHMETIC, _CAPITALS  # the same knowledge the simulator answers with
-
     lowered = question.lower()
     for country, capital in _CAPITALS.items():
         if country in lowered:
@@ -63,7 +63,11 @@ def grade_as_judge(model: str, prompt: str, bias: float, unparseable: float) -> 
     lowered = answer.lower()
     if phrases:
         passed = all(p.lower() in lowered for p in phrases)
-        why = "it contains " + ", ".join(phrases) if passed else f"it lacks {next(p for p in phrases if p.lower() not in lowered)!r}"
+        why = (
+            "it contains " + ", ".join(phrases)
+            if passed
+            else f"it lacks {next(p for p in phrases if p.lower() not in lowered)!r}"
+        )
     elif known is not None:
         passed = known.lower() in lowered
         why = f"it {'gives' if passed else 'does not give'} {known}"
@@ -112,4 +116,10 @@ def tool_calls_for(model: str, messages: list[dict[str, Any]], body: dict[str, A
         for name, spec in (parameters.get("properties") or {}).items():
             arguments[name] = _argument(name, str((spec or {}).get("type", "string")), question)
     call_id = "call_" + hashlib.sha256(f"{model}{question}".encode()).hexdigest()[:12]
-    return [{"id": call_id, "type": "function", "function": {"name": chosen.get("name"), "arguments": json.dumps(arguments)}}]
+    return [
+        {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": chosen.get("name"), "arguments": json.dumps(arguments)},
+        }
+    ]

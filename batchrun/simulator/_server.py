@@ -18,9 +18,9 @@ import orjson
 from aiohttp import web
 
 from ._answers import answer_to, tokens
-from ._grader import VERDICT_SCHEMA_NAME, grade_as_judge, tool_calls_for
 from ._config import SimConfig
 from ._faults import broken_reply, draw_fault
+from ._grader import VERDICT_SCHEMA_NAME, grade_as_judge, tool_calls_for
 from ._http import error_response, json_response
 from ._keys import KeyRoutes, SimKey, account_key, bearer
 from ._limits import RateWindow
