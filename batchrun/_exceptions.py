@@ -5,6 +5,7 @@
     ├── ConfigError              a bad combination of options or environment (missing key, unknown model)
     ├── LockHeld                 another run is writing the same output file
     ├── ResultsError             a results file cannot be read, or files from different jobs were mixed
+    ├── CacheError               the response cache cannot be used (a run goes on without it)
     └── RequestFailed            one chat request failed; `kind`, `http_status`, `retry_after`
         ├── Transient            worth another attempt
         │   └── RateLimited      a 429 (or overload) with the server's wait, if it gave one
@@ -67,6 +68,11 @@ class LockHeld(BatchrunError):
 
 class ResultsError(BatchrunError):
     """A results file is unreadable, or files of different jobs were combined."""
+
+
+class CacheError(BatchrunError):
+    """The response cache is unusable: corrupt, locked, unwritable. A run warns and goes on
+    without it; only the `cache` commands report it as an error."""
 
 
 class RequestFailed(BatchrunError):

@@ -40,6 +40,12 @@ def stable_id(job_name: str, model: str, prompt_id: str, row: dict[str, Any], re
     return _digest([job_name, model, prompt_id, row, repeat])
 
 
+def row_group_id(job_name: str, prompt_id: str, row: dict[str, Any]) -> str:
+    """One prompt row across models and repeats: where `cache explain` looks for the
+    nearest stored request when the row itself (same model and repeat) has none."""
+    return _digest([job_name, prompt_id, row])
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     id: str

@@ -1,0 +1,344 @@
+"""The response cache's storage: one SQLite file (stdlib sqlite3, WAL) of ok answers.
+
+The key of an entry is a hash of the endpoint's base URL, the repeat index and the
+request fingerprint (`Request.fingerprint`, the hash of the exact body sent: model,
+messages and every param, temperature and seed included). The body itself is stored
+beside the answer and compared byte for byte on every lookup, so a hit is always the
+exact same request, and `cache explain` can show what differs from the nearest entry.
+The API key travels in a header, never in the body: it is in no key and no entry.
+
+Why SQLite in WAL mode: several runs and shards on one machine share the file (readers
+never block the writer; writers wait `busy_timeout_s` for each other), and a commit is
+atomic, so a kill -9 at any point leaves the last committed state. Every statement runs
+in autocommit mode: one INSERT is one transaction. With `synchronous=NORMAL`, a commit
+in WAL mode does not fsync; an OS crash can lose the last answers stored (they are then
+asked again) but never corrupts the file.
+
+Every sqlite3 failure leaves this module as a CacheError; the run's side (_cache_session)
+turns that into a warning and "no cache", never a failed run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ._exceptions import CacheError
+
+FILE_NAME = "responses.sqlite3"
+SCHEMA_VERSION = "1"
+_KEY_PREFIX = b"batchrun-cache/1\n"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY,
+    row_id TEXT NOT NULL,      -- the row's stable id, for `explain`: same row, other request
+    group_id TEXT NOT NULL,    -- job, prompt and vars without model and repeat, for the same
+    model TEXT NOT NULL,
+    repeat INTEGER NOT NULL,
+    base_url TEXT NOT NULL,
+    body BLOB NOT NULL,        -- the exact request body sent
+    answer BLOB NOT NULL,      -- JSON: the answer's fields, as the record had them
+    cost REAL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_row ON entries (row_id);
+CREATE INDEX IF NOT EXISTS entries_group ON entries (group_id);
+CREATE TABLE IF NOT EXISTS runs (
+    finished_at REAL NOT NULL,
+    job TEXT NOT NULL,
+    hits INTEGER NOT NULL,
+    misses INTEGER NOT NULL,
+    stored INTEGER NOT NULL,
+    saved_usd REAL NOT NULL
+);
+"""
+
+
+def normalize_base_url(base_url: str) -> str:
+    return base_url.rstrip("/")
+
+
+def cache_key(fingerprint: str, repeat: int, base_url: str) -> str:
+    """The entry key: fingerprint of the exact body, repeat index, endpoint. Never a key."""
+    digest = hashlib.sha256(_KEY_PREFIX)
+    digest.update(f"{normalize_base_url(base_url)}\n{repeat}\n{fingerprint}".encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """An ok answer as it was first received."""
+
+    generation_id: str | None
+    response_model: str | None
+    provider: str | None
+    content: str
+    finish_reason: str | None
+    native_finish_reason: str | None
+    usage: dict[str, Any]
+    cost: float | None
+    latency_ms: float | None
+    generated_at: str  # when the original answer arrived (UTC ISO 8601)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "generation_id": self.generation_id,
+                "response_model": self.response_model,
+                "provider": self.provider,
+                "content": self.content,
+                "finish_reason": self.finish_reason,
+                "native_finish_reason": self.native_finish_reason,
+                "usage": self.usage,
+                "latency_ms": self.latency_ms,
+                "generated_at": self.generated_at,
+            }
+        )
+
+    @classmethod
+    def from_row(cls, answer: bytes, cost: float | None) -> CachedAnswer | None:
+        """None for an entry that does not hold a usable answer (then it is a miss)."""
+        try:
+            data = orjson.loads(answer)
+            content = data["content"]
+            usage = data["usage"]
+            if not isinstance(content, str) or not content or not isinstance(usage, dict):
+                return None
+            return cls(
+                data.get("generation_id"),
+                data.get("response_model"),
+                data.get("provider"),
+                content,
+                data.get("finish_reason"),
+                data.get("native_finish_reason"),
+                usage,
+                cost,
+                data.get("latency_ms"),
+                str(data.get("generated_at") or ""),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A stored request, as `explain` compares it with the request a job would send now."""
+
+    key: str
+    row_id: str
+    model: str
+    repeat: int
+    base_url: str
+    body: dict[str, Any]
+    cost: float | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class RunStats:
+    finished_at: float
+    job: str
+    hits: int
+    misses: int
+    stored: int
+    saved_usd: float
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    path: Path
+    entries: int
+    size_bytes: int
+    models: dict[str, int]
+    oldest: float | None
+    newest: float | None
+    runs: list[RunStats]
+
+
+def utc_seconds(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def cache_files(directory: Path) -> list[Path]:
+    """The database and its WAL companions."""
+    main = directory / FILE_NAME
+    return [main, main.with_name(FILE_NAME + "-wal"), main.with_name(FILE_NAME + "-shm")]
+
+
+class ResponseCache:
+    """One connection to the cache file; every method raises CacheError, nothing else."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, directory: Path, *, create: bool = True, busy_timeout_s: float = 2.0) -> ResponseCache:
+        path = directory / FILE_NAME
+        if not create and not path.exists():
+            raise CacheError(f"{path}: no cache here yet")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"{directory}: cannot create the cache folder: {exc.strerror or exc}") from None
+        try:
+            connection = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise CacheError(f"{path}: {exc}") from None
+        cache = cls(connection, path)
+        try:
+            with cache._errors():
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=NORMAL")
+                connection.executescript(_SCHEMA)
+                connection.execute(
+                    "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+                )
+                (version,) = connection.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+            if version != SCHEMA_VERSION:
+                raise CacheError(f"{path}: cache format {version!r}, this batchrun reads {SCHEMA_VERSION!r}")
+        except CacheError:
+            connection.close()
+            raise
+        return cache
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """sqlite3 errors (corrupt file, locked past the busy timeout, disk full) as CacheError."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise CacheError(f"{self.path}: {exc}") from None
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # closing a broken connection has nothing left to lose
+            self._db.close()
+
+    # -- the run's path -------------------------------------------------------------------
+    def lookup(self, key: str, payload: bytes, fresh_after: float | None) -> CachedAnswer | None:
+        """The answer stored for exactly this body, unless older than `fresh_after`."""
+        with self._errors():
+            row = self._db.execute(
+                "SELECT body, answer, cost, created_at FROM entries WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            return None
+        body, answer, cost, created_at = row
+        if bytes(body) != payload or (fresh_after is not None and created_at < fresh_after):
+            return None
+        return CachedAnswer.from_row(bytes(answer), cost)
+
+    def store(
+        self,
+        key: str,
+        *,
+        row_id: str,
+        group_id: str,
+        model: str,
+        repeat: int,
+        base_url: str,
+        payload: bytes,
+        answer: CachedAnswer,
+        created_at: float,
+    ) -> None:
+        with self._errors():
+            self._db.execute(
+                "INSERT OR REPLACE INTO entries (key, row_id, group_id, model, repeat, base_url, body, answer, cost,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    row_id,
+                    group_id,
+                    model,
+                    repeat,
+                    normalize_base_url(base_url),
+                    payload,
+                    answer.to_json(),
+                    answer.cost,
+                    created_at,
+                ),
+            )
+
+    def record_run(self, stats: RunStats) -> None:
+        with self._errors():
+            self._db.execute(
+                "INSERT INTO runs (finished_at, job, hits, misses, stored, saved_usd) VALUES (?, ?, ?, ?, ?, ?)",
+                (stats.finished_at, stats.job, stats.hits, stats.misses, stats.stored, stats.saved_usd),
+            )
+
+    # -- explain --------------------------------------------------------------------------
+    def entries_for(self, *, row_id: str | None = None, group_id: str | None = None) -> Iterator[CacheEntry]:
+        """Stored requests of one row (by its stable id) or of one group (any model, any repeat)."""
+        column, value = ("row_id", row_id) if row_id is not None else ("group_id", group_id)
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT key, row_id, model, repeat, base_url, body, cost, created_at FROM entries"
+                f" WHERE {column} = ? ORDER BY created_at DESC LIMIT 200",  # column: one of two fixed names
+                (value,),
+            ).fetchall()
+        for key, row, model, repeat, base_url, body, cost, created_at in rows:
+            try:
+                decoded = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(decoded, dict):
+                yield CacheEntry(key, row, model, repeat, base_url, decoded, cost, created_at)
+
+    # -- maintenance ----------------------------------------------------------------------
+    def stats(self, last_runs: int = 10) -> CacheStats:
+        with self._errors():
+            entries, oldest, newest = self._db.execute(
+                "SELECT count(*), min(created_at), max(created_at) FROM entries"
+            ).fetchone()
+            models = dict(self._db.execute("SELECT model, count(*) FROM entries GROUP BY model ORDER BY model"))
+            runs = [
+                RunStats(*row)
+                for row in self._db.execute(
+                    "SELECT finished_at, job, hits, misses, stored, saved_usd FROM runs"
+                    " ORDER BY finished_at DESC LIMIT ?",
+                    (last_runs,),
+                )
+            ]
+        size = sum(p.stat().st_size for p in cache_files(self.path.parent) if p.exists())
+        return CacheStats(self.path, entries, size, models, oldest, newest, runs)
+
+    def prune(self, older_than_s: float, now: float | None = None) -> int:
+        cutoff = (time.time() if now is None else now) - older_than_s
+        with self._errors():
+            removed = self._db.execute("DELETE FROM entries WHERE created_at < ?", (cutoff,)).rowcount
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(removed)
+
+    def clear(self, model: str | None = None) -> int:
+        with self._errors():
+            if model is None:
+                removed = self._db.execute("DELETE FROM entries").rowcount
+                self._db.execute("DELETE FROM runs")
+            else:
+                removed = self._db.execute("DELETE FROM entries WHERE model = ?", (model,)).rowcount
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(removed)
+
+
+def remove_cache(directory: Path) -> list[Path]:
+    """Delete the cache files outright: the way out of a corrupt cache."""
+    removed = []
+    for path in cache_files(directory):
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise CacheError(f"{path}: cannot remove: {exc.strerror or exc}") from None
+    return removed

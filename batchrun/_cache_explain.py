@@ -1,0 +1,216 @@
+"""`batchrun cache explain`: for each row of a job, hit or miss, and for a miss exactly why.
+
+A miss is compared with the nearest stored request: first those of the same row (same
+stable id: same job, model, prompt, vars and repeat; so the prompt text, a message, a
+param or the base URL changed), else those of the same prompt row under any model or
+repeat index (so the model or the repeat index differs too). "Nearest" is the one with
+the fewest differences, the newest among equals. Values are compared by their exact JSON
+encoding, as the key is: `temperature: 0` and `temperature: 0.0` are different requests,
+and explain says so rather than showing two equal-looking numbers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ._cache import CacheEntry, ResponseCache, cache_key, normalize_base_url, utc_seconds
+from ._job import Job
+from ._matrix import Request, plan_requests, row_group_id
+
+UNSET = "(unset)"
+_EXCERPT = 70
+
+
+@dataclass(frozen=True)
+class Difference:
+    field: str  # "prompt text", "message 1 (system)", "param temperature", "model", "repeat index", "base URL"
+    old: Any
+    new: Any
+
+
+@dataclass
+class Explanation:
+    request: Request
+    status: str  # "hit", "expired" (stored, older than ttl_s) or "miss"
+    generated_at: str | None = None
+    cost: float | None = None
+    nearest: CacheEntry | None = None
+    differences: list[Difference] = field(default_factory=list)
+
+
+def _same(old: Any, new: Any) -> bool:
+    return orjson.dumps(old, option=orjson.OPT_SORT_KEYS) == orjson.dumps(new, option=orjson.OPT_SORT_KEYS)
+
+
+def _message_label(index: int, message: Any, count: int) -> str:
+    role = message.get("role") if isinstance(message, dict) else None
+    if role == "user" and index == count - 1:
+        return "prompt text"
+    return f"message {index + 1} ({role})"
+
+
+def _message_differences(old: Any, new: list[dict[str, Any]]) -> list[Difference]:
+    """Messages aligned as a diff aligns lines, so an added system message shows as added,
+    not as every later message changed."""
+    if not isinstance(old, list):
+        return [Difference("messages", old, new)]
+    encode = [orjson.dumps(m, option=orjson.OPT_SORT_KEYS) for m in old]
+    matcher = difflib.SequenceMatcher(None, encode, [orjson.dumps(m, option=orjson.OPT_SORT_KEYS) for m in new])
+    found = []
+    for op, old_start, old_end, new_start, new_end in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        pairs = list(zip(range(old_start, old_end), range(new_start, new_end), strict=False))
+        for i, j in pairs:
+            before, after = old[i], new[j]
+            if _get(before, "role") != after.get("role"):
+                found.append(Difference(f"message {j + 1} role", _get(before, "role"), after.get("role")))
+            else:
+                found.append(Difference(_message_label(j, after, len(new)), _get(before, "content"), after["content"]))
+        for j in range(new_start + len(pairs), new_end):
+            found.append(Difference(_message_label(j, new[j], len(new)), UNSET, new[j]["content"]))
+        for i in range(old_start + len(pairs), old_end):
+            found.append(Difference(_message_label(i, old[i], len(old)), _get(old[i], "content"), UNSET))
+    return found
+
+
+def _get(value: Any, name: str) -> Any:
+    return value.get(name, UNSET) if isinstance(value, dict) else UNSET
+
+
+def differences(entry: CacheEntry, request: Request, base_url: str) -> list[Difference]:
+    """Every field in which the stored request differs from the one the job would send."""
+    old, new = entry.body, request.body
+    found = []
+    if not _same(old.get("model"), new["model"]):
+        found.append(Difference("model", old.get("model", UNSET), new["model"]))
+    found += _message_differences(old.get("messages"), new["messages"])
+    for name in sorted((old.keys() | new.keys()) - {"model", "messages"}):
+        before, after = old.get(name, UNSET), new.get(name, UNSET)
+        if not _same(before, after):
+            found.append(Difference(f"param {name}", before, after))
+    if entry.repeat != request.repeat:
+        found.append(Difference("repeat index", entry.repeat, request.repeat))
+    if normalize_base_url(entry.base_url) != normalize_base_url(base_url):
+        found.append(Difference("base URL", entry.base_url, normalize_base_url(base_url)))
+    return found
+
+
+def _selected(request: Request, row: str | None, prompt: str | None, model: str | None) -> bool:
+    return (
+        (row is None or request.id.startswith(row))
+        and (prompt is None or request.prompt_id == prompt)
+        and (model is None or request.model == model)
+    )
+
+
+def explain(
+    job: Job,
+    store: ResponseCache,
+    base_url: str,
+    *,
+    row: str | None = None,
+    prompt: str | None = None,
+    model: str | None = None,
+    fresh_after: float | None = None,
+) -> Iterator[Explanation]:
+    for request in plan_requests(job):
+        if not _selected(request, row, prompt, model):
+            continue
+        key = cache_key(request.fingerprint, request.repeat, base_url)
+        answer = store.lookup(key, request.payload, fresh_after)
+        if answer is not None:
+            yield Explanation(request, "hit", answer.generated_at, answer.cost)
+            continue
+        stale = store.lookup(key, request.payload, None) if fresh_after is not None else None
+        if stale is not None:
+            yield Explanation(request, "expired", stale.generated_at, stale.cost)
+            continue
+        candidates = list(store.entries_for(row_id=request.id)) or list(
+            store.entries_for(group_id=row_group_id(job.name, request.prompt_id, request.vars))
+        )
+        if not candidates:
+            yield Explanation(request, "miss")
+            continue
+        scored = [(differences(entry, request, base_url), entry) for entry in candidates]
+        found, nearest = min(scored, key=lambda item: (len(item[0]), -item[1].created_at))
+        yield Explanation(request, "miss", nearest=nearest, differences=found)
+
+
+# -- rendering ----------------------------------------------------------------------------
+def _excerpts(old: str, new: str) -> tuple[str, str]:
+    """Both strings around their first difference, so a change deep in a long prompt shows."""
+    if len(old) <= _EXCERPT and len(new) <= _EXCERPT:
+        return json.dumps(old, ensure_ascii=False), json.dumps(new, ensure_ascii=False)
+    start = 0
+    while start < min(len(old), len(new)) and old[start] == new[start]:
+        start += 1
+    start = max(0, start - 20)
+
+    def cut(text: str) -> str:
+        piece = text[start : start + _EXCERPT]
+        shown = json.dumps(piece, ensure_ascii=False)
+        return ("..." if start else "") + shown + ("..." if start + _EXCERPT < len(text) else "")
+
+    return cut(old), cut(new)
+
+
+def _value(value: Any) -> str:
+    if value == UNSET:
+        return UNSET
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= _EXCERPT * 2 else text[: _EXCERPT * 2 - 3] + "..."
+
+
+def render_difference(difference: Difference) -> str:
+    old, new = difference.old, difference.new
+    if isinstance(old, str) and isinstance(new, str) and UNSET not in (old, new):
+        shown_old, shown_new = _excerpts(old, new)
+    else:
+        shown_old, shown_new = _value(old), _value(new)
+    return f"{difference.field}: {shown_old} -> {shown_new}"
+
+
+def _row_label(request: Request) -> str:
+    variables = json.dumps(request.vars, ensure_ascii=False, sort_keys=True)
+    if len(variables) > 50:
+        variables = variables[:47] + "..."
+    return f"{request.id[:12]}  {request.model}  {request.prompt_id}  {variables}  repeat {request.repeat}"
+
+
+def render_explanations(explanations: Iterator[Explanation]) -> tuple[str, int]:
+    """The text of `cache explain`, and how many rows it covered."""
+    lines: list[str] = []
+    counts = {"hit": 0, "expired": 0, "miss": 0, "never": 0}
+    for item in explanations:
+        label = _row_label(item.request)
+        if item.status == "hit":
+            counts["hit"] += 1
+            saved = "" if item.cost is None else f", ${item.cost:.6f} saved"
+            lines.append(f"hit   {label}  (answered {item.generated_at}{saved})")
+        elif item.status == "expired":
+            counts["expired"] += 1
+            lines.append(f"miss  {label}  expired: answered {item.generated_at}, older than run.cache.ttl_s")
+        elif item.nearest is None:
+            counts["never"] += 1
+            lines.append(f"miss  {label}  never run")
+        else:
+            counts["miss"] += 1
+            lines.append(
+                f"miss  {label}  nearest entry (row {item.nearest.row_id[:12]}, stored "
+                f"{utc_seconds(item.nearest.created_at)}) differs in:"
+            )
+            lines += [f"        {render_difference(d)}" for d in item.differences]
+    total = sum(counts.values())
+    misses = total - counts["hit"]
+    lines.append(
+        f"{total} row(s): {counts['hit']} hit(s), {misses} miss(es)"
+        f" ({counts['miss']} changed, {counts['expired']} expired, {counts['never']} never run)"
+    )
+    return "\n".join(lines), total

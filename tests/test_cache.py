@@ -1,0 +1,289 @@
+"""The response cache's parts on their own: key, store, what is stored, explain's diffs, upkeep."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from batchrun import load_job, plan_requests
+from batchrun._cache import FILE_NAME, CachedAnswer, CacheEntry, ResponseCache, cache_key
+from batchrun._cache_commands import parse_duration, render_stats
+from batchrun._cache_explain import differences, explain, render_difference, render_explanations
+from batchrun._cache_session import CacheSession, CacheSettings, default_cache_dir, storable
+from batchrun._client import ChatResult
+from batchrun._exceptions import CacheError
+from batchrun._matrix import Request
+
+from .conftest import SMALL_JOB, FakeClock, write_job
+
+BASE = "https://openrouter.ai/api/v1"
+
+
+def requests_of(folder: Path, text: str = SMALL_JOB) -> list[Request]:
+    return list(plan_requests(load_job(write_job(folder, text))))
+
+
+def result(content: str = "Paris", finish_reason: str | None = "stop", cost: float | None = 0.002) -> ChatResult:
+    usage = {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11, "cost": cost}
+    return ChatResult("gen-1", "openai/gpt-4o-mini", "OpenAI", content, finish_reason, finish_reason, usage)
+
+
+def session(folder: Path, clock: FakeClock, warnings: list[str], ttl_s: float | None = None) -> CacheSession:
+    opened = CacheSession.open(
+        CacheSettings(folder, ttl_s),
+        job_name="small",
+        base_url=BASE,
+        clock=clock,
+        warn=warnings.append,
+    )
+    assert opened is not None
+    return opened
+
+
+def test_the_key_is_body_repeat_and_base_url_and_nothing_else() -> None:
+    key = cache_key("f" * 20, 0, BASE)
+    assert cache_key("f" * 20, 0, BASE + "/") == key  # a trailing slash is the same endpoint
+    others = [cache_key("e" * 20, 0, BASE), cache_key("f" * 20, 1, BASE), cache_key("f" * 20, 0, "http://x")]
+    assert len({key, *others}) == 4
+
+
+def test_distinct_requests_of_a_job_never_share_a_key(tmp_path: Path) -> None:
+    requests = requests_of(tmp_path)
+    keys = {cache_key(r.fingerprint, r.repeat, BASE) for r in requests}
+    assert len(keys) == len(requests) == 20  # two models, two repeats: never one entry for both
+
+
+def test_store_then_lookup_and_ttl(tmp_path: Path, clock: FakeClock) -> None:
+    warnings: list[str] = []
+    cache = session(tmp_path, clock, warnings, ttl_s=3600.0)
+    request = requests_of(tmp_path)[0]
+    assert cache.lookup(request) is None
+    cache.store(request, result(), 812.5, "2027-01-15T08:00:00.000Z")
+    hit = cache.lookup(request)
+    assert hit is not None and (hit.content, hit.cost, hit.latency_ms) == ("Paris", 0.002, 812.5)
+    assert hit.generation_id == "gen-1" and hit.generated_at == "2027-01-15T08:00:00.000Z"
+    assert (cache.hits, cache.misses, cache.stored, cache.saved_usd) == (1, 1, 1, 0.002)
+    clock.now += 3601
+    assert cache.lookup(request) is None  # older than ttl_s
+    assert warnings == []
+
+
+def test_a_stored_body_that_differs_is_never_a_hit(tmp_path: Path) -> None:
+    store = ResponseCache.open(tmp_path)
+    request = requests_of(tmp_path)[0]
+    key = cache_key(request.fingerprint, request.repeat, BASE)
+    answer = CachedAnswer(None, None, None, "Paris", "stop", None, {}, 0.1, 1.0, "t")
+    for payload in (request.payload + b" ", request.payload):
+        store.store(
+            key,
+            row_id=request.id,
+            group_id="g",
+            model=request.model,
+            repeat=0,
+            base_url=BASE,
+            payload=payload,
+            answer=answer,
+            created_at=1.0,
+        )
+        if payload != request.payload:
+            assert store.lookup(key, request.payload, None) is None  # a hash collision cannot give another answer
+    assert store.lookup(key, request.payload, None) == answer
+
+
+@pytest.mark.parametrize(
+    ("content", "finish_reason", "store_length", "kept"),
+    [
+        ("Paris", "stop", False, True),
+        ("Paris", None, False, True),
+        ("", "stop", False, False),  # an empty answer
+        ("  \n", "stop", False, False),
+        ("The capital of Fr", "length", False, False),  # cut at max_tokens
+        ("The capital of Fr", "length", True, True),  # ... unless the job keeps them
+    ],
+)
+def test_what_is_stored(content: str, finish_reason: str | None, store_length: bool, kept: bool) -> None:
+    assert storable(result(content, finish_reason), store_length) is kept
+
+
+def test_a_corrupt_cache_file_is_a_warning_and_no_cache(tmp_path: Path, clock: FakeClock) -> None:
+    (tmp_path / FILE_NAME).write_bytes(b"this is not a database" * 100)
+    warnings: list[str] = []
+    settings = CacheSettings(tmp_path)
+    assert CacheSession.open(settings, job_name="j", base_url=BASE, clock=clock, warn=warnings.append) is None
+    assert len(warnings) == 1 and warnings[0].startswith("warning: response cache off for this run:")
+    assert "not a database" in warnings[0]
+
+
+def test_a_cache_locked_past_the_busy_timeout_turns_itself_off(tmp_path: Path, clock: FakeClock) -> None:
+    warnings: list[str] = []
+    cache = CacheSession.open(
+        CacheSettings(tmp_path), job_name="j", base_url=BASE, clock=clock, warn=warnings.append, busy_timeout_s=0.01
+    )
+    assert cache is not None
+    request = requests_of(tmp_path)[0]
+    holder = sqlite3.connect(tmp_path / FILE_NAME, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than we wait
+    try:
+        cache.store(request, result(), 1.0, "t")
+        assert not cache.active and cache.stored == 0
+        assert warnings == [warnings[0]] and "database is locked" in warnings[0]
+        assert cache.lookup(request) is None  # off: no more cache, and no error
+        cache.close()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_an_unwritable_cache_folder_is_a_warning(tmp_path: Path, clock: FakeClock) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    warnings: list[str] = []
+    settings = CacheSettings(blocker / "cache")
+    assert CacheSession.open(settings, job_name="j", base_url=BASE, clock=clock, warn=warnings.append) is None
+    assert "cannot create the cache folder" in warnings[0]
+
+
+def test_settings_from_the_job_and_the_default_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "batchrun"
+    assert CacheSettings.from_run(None) is None and CacheSettings.from_run(False) is None
+    assert CacheSettings.from_run(True) == CacheSettings(tmp_path / "xdg" / "batchrun")
+    assert CacheSettings.from_run({"dir": "c", "ttl_s": 60, "store_length": True}) == CacheSettings(Path("c"), 60, True)
+
+
+# -- explain --------------------------------------------------------------------------------
+EDITED = {
+    "prompt text": ("What is {{a}} + 1?", "Compute {{a}} + 1."),
+    "param temperature": ("params: {max_tokens: 32}", "params: {max_tokens: 32, temperature: 0.7}"),
+    "param max_tokens": ("params: {max_tokens: 32}", "params: {max_tokens: 32.0}"),
+    "message 1 (system)": ("defaults:\n", "defaults:\n  system: Be brief.\n"),
+}
+
+
+@pytest.mark.parametrize("field", sorted(EDITED))
+def test_explain_names_the_changed_field(tmp_path: Path, field: str) -> None:
+    before, after = EDITED[field]
+    old = [r for r in requests_of(tmp_path) if r.prompt_id == "sum"][0]
+    new = next(r for r in requests_of(tmp_path, SMALL_JOB.replace(before, after)) if r.id == old.id)
+    entry = _entry(tmp_path, old)
+    found = differences(entry, new, BASE)
+    assert [d.field for d in found] == [field]
+    shown = render_difference(found[0])
+    assert shown.startswith(field + ": ")
+
+
+def test_explain_shows_old_and_new_values_of_a_param(tmp_path: Path) -> None:
+    job_text = SMALL_JOB.replace("params: {max_tokens: 32}", "params: {max_tokens: 32, seed: 1}")
+    old = requests_of(tmp_path, job_text)[0]
+    new = requests_of(tmp_path, job_text.replace("seed: 1", "seed: 2"))[0]
+    [difference] = differences(_entry(tmp_path, old), new, BASE)
+    assert render_difference(difference) == "param seed: 1 -> 2"
+    [unset] = differences(_entry(tmp_path, old), requests_of(tmp_path)[0], BASE)
+    assert render_difference(unset) == "param seed: 1 -> (unset)"
+
+
+def test_explain_of_a_long_prompt_shows_where_it_changed(tmp_path: Path) -> None:
+    long_text = "Think carefully about arithmetic. " * 10 + "What is {{a}} + 1?"
+    old = [r for r in requests_of(tmp_path, SMALL_JOB.replace("What is {{a}} + 1?", long_text)) if r.prompt_id == "sum"]
+    new = requests_of(tmp_path, SMALL_JOB.replace("What is {{a}} + 1?", long_text.replace("+ 1", "+ 2")))
+    [difference] = differences(_entry(tmp_path, old[0]), next(r for r in new if r.id == old[0].id), BASE)
+    shown = render_difference(difference)
+    assert "+ 1?" in shown.split(" -> ")[0] and "+ 2?" in shown.split(" -> ")[1] and shown.count("...") == 2
+
+
+def test_explain_against_a_stored_run(tmp_path: Path, clock: FakeClock) -> None:
+    warnings: list[str] = []
+    cache = session(tmp_path / "c", clock, warnings)
+    for request in requests_of(tmp_path):
+        if request.model == "openai/gpt-4o-mini" and request.repeat == 0:
+            cache.store(request, result(), 10.0, "2027-01-15T08:00:00.000Z")
+    edited = load_job(write_job(tmp_path, SMALL_JOB.replace("What is {{a}} + 1?", "Compute {{a}} + 1.")))
+    store = ResponseCache.open(tmp_path / "c")
+    items = list(explain(edited, store, BASE))
+    assert len(items) == 20
+    by_kind: dict[str, list[str]] = {}
+    for item in items:
+        kinds = [d.field for d in item.differences] if item.status == "miss" and item.nearest else [item.status]
+        by_kind.setdefault(",".join(kinds), []).append(item.request.id)
+    # Stored: the first model's repeat 0. Its capital rows hit; every other row differs from
+    # the nearest stored request of its prompt row in exactly the fields that changed.
+    assert {k: len(v) for k, v in by_kind.items()} == {
+        "hit": 3,
+        "prompt text": 2,
+        "repeat index": 3,
+        "prompt text,repeat index": 2,
+        "model": 3,
+        "model,prompt text": 2,
+        "model,repeat index": 3,
+        "model,prompt text,repeat index": 2,
+    }
+    text, count = render_explanations(explain(edited, store, BASE, prompt="sum", model="openai/gpt-4o-mini"))
+    assert count == 4 and 'prompt text: "What is 1 + 1?" -> "Compute 1 + 1."' in text
+    assert text.splitlines()[-1] == "4 row(s): 0 hit(s), 4 miss(es) (4 changed, 0 expired, 0 never run)"
+    renamed = load_job(write_job(tmp_path, SMALL_JOB.replace("name: small", "name: other")))
+    text, _ = render_explanations(explain(renamed, store, BASE, row=items[-1].request.id[:8]))
+    assert "never run" in text.splitlines()[0]
+
+
+def _entry(folder: Path, request: Request) -> CacheEntry:
+    store = ResponseCache.open(folder / "entries")
+    key = cache_key(request.fingerprint, request.repeat, BASE)
+    answer = CachedAnswer(None, None, None, "2", "stop", None, {}, 0.1, 1.0, "t")
+    store.store(
+        key,
+        row_id=request.id,
+        group_id="g",
+        model=request.model,
+        repeat=request.repeat,
+        base_url=BASE,
+        payload=request.payload,
+        answer=answer,
+        created_at=1.0,
+    )
+    [entry] = [e for e in store.entries_for(row_id=request.id) if e.key == key]
+    store.close()
+    return entry
+
+
+# -- upkeep ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("12h", 43200), ("30d", 2592000), ("1d12h", 129600)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "d", "12x", "-1d", "1.5.2h", "ten days"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_stats_prune_and_clear(tmp_path: Path, clock: FakeClock) -> None:
+    warnings: list[str] = []
+    cache = session(tmp_path, clock, warnings)
+    requests = requests_of(tmp_path)
+    for request in requests[:10]:
+        cache.store(request, result(), 1.0, "t")
+    clock.now += 86400 * 3
+    for request in requests[10:]:
+        cache.store(request, result(), 1.0, "t")
+    cache.lookup(requests[0])
+    cache.close()
+    store = ResponseCache.open(tmp_path)
+    stats = store.stats()
+    assert stats.entries == 20 and stats.models == {"google/gemini-2.0-flash-001": 10, "openai/gpt-4o-mini": 10}
+    assert [(r.hits, r.misses, r.stored) for r in stats.runs] == [(1, 0, 20)]
+    assert "hit rate 100.0% (1 hit(s), 0 miss(es)), 20 stored, $0.002000 saved" in render_stats(stats)
+    assert store.prune(86400 * 2, now=clock.time()) == 10
+    assert store.clear("openai/gpt-4o-mini") == 5
+    assert store.stats().models == {"google/gemini-2.0-flash-001": 5}
+    assert store.clear() == 5 and store.stats().entries == 0
+
+
+def test_commands_on_a_missing_cache_do_not_create_one(tmp_path: Path) -> None:
+    with pytest.raises(CacheError, match="no cache here yet"):
+        ResponseCache.open(tmp_path / "none", create=False)
+    assert not (tmp_path / "none").exists()
