@@ -37,8 +37,10 @@ prompts:
             parameters: {type: object, properties: {city: {type: string}}, required: [city]}
       tool_choice: auto
     checks:
-      - tool_call: {name: get_weather, arguments: {type: object, required: [city], properties: {city: {const: "{{expect}}"}}}}
-        name: calls-weather
+      - name: calls-weather
+        tool_call:
+          name: get_weather
+          arguments: {type: object, required: [city], properties: {city: {const: "{{expect}}"}}}
   - id: chat
     text: "Say hello to {{country}}."
     vars: [{country: France}]
@@ -119,7 +121,7 @@ def test_tools_run_on_the_simulator_and_calls_are_recorded(tmp_path: Path) -> No
 
 
 def test_validate_refuses_a_bad_tool_call_check(tmp_path: Path) -> None:
-    job = write_job(tmp_path, TOOLS_JOB.replace("{type: object, required: [city]", "{type: 12, required: [city]"))
+    job = write_job(tmp_path, TOOLS_JOB.replace("arguments: {type: object", "arguments: {type: 12"))
     code, _, err = call_cli("validate", job)
     assert code == ExitCode.USAGE and "tool_call arguments is not a valid JSON Schema" in err
 
@@ -268,7 +270,7 @@ def test_junit_per_row_validates_against_the_schema(tmp_path: Path) -> None:
     assert code == 0 and "junit:" in err
     schema = xmlschema.XMLSchema(JUNIT_XSD)
     schema.validate(tmp_path / "j.xml")
-    data = schema.to_dict(tmp_path / "j.xml")
+    data: Any = schema.to_dict(tmp_path / "j.xml")
     suites = {s["@name"]: s for s in data["testsuite"]}
     weather = suites["tools.weather"]
     assert weather["@tests"] == 4 and weather["@errors"] == 1 and weather["@skipped"] == 1
