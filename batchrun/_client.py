@@ -189,7 +189,11 @@ class OpenRouterClient:
         if row_id:
             # The row id travels as a header so logs (and the simulator) can tie re-sends together.
             request.headers["X-Batchrun-Row"] = row_id
-        response = await self._exchange(request)
+        return self.read_chat_reply(await self._exchange(request))
+
+    def read_chat_reply(self, response: httpx.Response) -> ChatResult:
+        """A chat completion reply (sync, or one item of a batch) as a ChatResult, or a
+        classified RequestFailed, including errors sent with HTTP 200."""
         try:
             data = orjson.loads(response.content)
         except orjson.JSONDecodeError:

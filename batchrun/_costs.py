@@ -32,8 +32,13 @@ class CostModel:
             return None
         return info.max_completion_tokens or info.context_length
 
-    def worst_case(self, request: Request) -> float | None:
-        """USD at worst, margin included; None when a price involved is unknown."""
+    def worst_case(self, request: Request, token_factor: float = 1.0) -> float | None:
+        """USD at worst, margin included; None when a price involved is unknown.
+
+        `token_factor` scales the per-token prices only: 0.5 for the Batch API, which bills
+        "typically 50% of the model's standard per-token pricing" while non-token components
+        are not uniformly discounted (batch-quickstart.mdx, Pricing), so they stay at full price.
+        """
         if self.models is None:
             return None
         worst = 0.0
@@ -46,8 +51,8 @@ class CostModel:
             completion = self.completion_cap(request) or 0
             worst = max(
                 worst,
-                estimated_prompt_tokens(request) * info.prompt_price
-                + completion * info.completion_price
+                token_factor
+                * (estimated_prompt_tokens(request) * info.prompt_price + completion * info.completion_price)
                 + info.request_price,
             )
         return worst * (1 + self.cost_margin)

@@ -64,6 +64,11 @@ class RunSettings:
     isolated_key: bool = False
     key_expiry_s: float = 6 * 3600.0
     progress_every_s: float = 30.0
+    mode: str = "sync"  # or "batch": OpenRouter's Batch API (README: "Batch mode")
+    batch_poll_s: float = 60.0
+    batch_max_requests: int = 10_000
+    batch_multimodal: str = "sync"  # rows with non-text parts: run in sync mode, or "refuse" at validate
+    batch_retry: str = "batch"  # --retry-errors of failed/expired items: a new batch, or "sync"
 
 
 @dataclass(frozen=True)
@@ -272,9 +277,33 @@ def _row_checker(needed: set[str], base_dir: Path) -> Callable[[dict[str, Any]],
     return check_row
 
 
+def _batch_problems(source: _Source) -> list[Problem]:
+    """Batch mode is text-only: with `batch_multimodal: refuse`, a non-text part is refused here."""
+    from ._batch_rules import non_text_part
+
+    run = source.data.get("run", {})
+    if run.get("mode") != "batch" or run.get("batch_multimodal") != "refuse":
+        return []
+    problems = []
+    for i, prompt in enumerate(source.data["prompts"]):
+        for j, message in enumerate(prompt.get("messages", [])):
+            content = message.get("content")
+            for k, part in enumerate(content if isinstance(content, list) else []):
+                kind = non_text_part({"messages": [{"content": [part]}]})
+                if kind is not None:
+                    problems.append(
+                        source.problem(
+                            ("prompts", i, "messages", j, "content", k),
+                            f"a {kind} part: the Batch API is text-only (run.batch_multimodal: refuse)",
+                        )
+                    )
+    return problems
+
+
 def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], list[PromptSpec]]:
     data = source.data
-    problems = [
+    problems = _batch_problems(source)
+    problems += [
         source.problem(
             p,
             "looks like an OpenRouter API key: keys belong in the environment "

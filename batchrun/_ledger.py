@@ -59,6 +59,17 @@ class CreditLedger:
     async def release(self, reservation: float) -> None:
         await self.settle(reservation, 0.0)
 
+    def hold(self, amount: float) -> None:
+        """Hold money for a submitted batch. Unlike `reserve`, it never waits and is not
+        "in flight": a batch settles only when collected, maybe in a later run, so sync
+        requests must not wait for it."""
+        self.reserved += amount
+
+    async def settle_hold(self, amount: float, actual: float) -> None:
+        self.reserved -= amount
+        self.spent += actual
+        await self._wake()
+
     async def lower_limit(self, limit_usd: float) -> None:
         """Tighten the limit (e.g. the key's remaining credit fell because a shard shares it)."""
         self.limit = limit_usd if self.limit is None else min(self.limit, limit_usd)

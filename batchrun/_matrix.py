@@ -60,7 +60,18 @@ class Request:
 
     @property
     def prompt_chars(self) -> int:
-        return sum(len(m["content"]) for m in self.body["messages"])
+        return sum(content_chars(m["content"]) for m in self.body["messages"])
+
+
+# A non-text part (image, file, audio) is costed as this many characters of text: a
+# conservative stand-in, since its token count depends on the model and is not documented.
+NON_TEXT_PART_CHARS = 4000
+
+
+def content_chars(content: str | list[dict[str, Any]]) -> int:
+    if isinstance(content, str):
+        return len(content)
+    return sum(len(p.get("text", "")) if p.get("type") == "text" else NON_TEXT_PART_CHARS for p in content)
 
 
 @dataclass(frozen=True)
@@ -84,9 +95,18 @@ def request_params(job: Job, model_params: dict[str, Any], prompt_params: dict[s
     return {**job.params, **model_params, **prompt_params}
 
 
+def _compile(content: Any) -> Template | list[dict[str, Any]]:
+    return Template(content) if isinstance(content, str) else list(content)
+
+
+def _render(template: Template | list[dict[str, Any]], row: dict[str, Any]) -> Any:
+    """Text templates render fast; content parts (rare) render every string inside them."""
+    return template.render(row) if isinstance(template, Template) else render_nested(template, row)
+
+
 def plan_requests(job: Job, shard: Shard | None = None) -> Iterator[Request]:
     """Every request of the job, one at a time; nothing is held but the current row."""
-    compiled = [(p, [(m["role"], Template(m["content"])) for m in p.messages]) for p in job.prompts]
+    compiled = [(p, [(m["role"], _compile(m["content"])) for m in p.messages]) for p in job.prompts]
     model_params = {m.id: m.params for m in job.models}
     for prompt, templates in compiled:
         templated_checks = any("{{" in json.dumps(c) for c in prompt.checks)
@@ -94,7 +114,7 @@ def plan_requests(job: Job, shard: Shard | None = None) -> Iterator[Request]:
             row_checks = row.get("checks")
             if row_checks is not None:  # a row's own checks are not variables
                 row = {k: v for k, v in row.items() if k != "checks"}
-            messages = [{"role": role, "content": t.render(row)} for role, t in templates]
+            messages = [{"role": role, "content": _render(t, row)} for role, t in templates]
             checks = [render_nested(c, row) for c in prompt.checks] if templated_checks else list(prompt.checks)
             if row_checks:
                 checks += [render_nested(resolve_files(c, job.path.parent), row) for c in row_checks]

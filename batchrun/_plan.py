@@ -39,6 +39,7 @@ class PricedPlan:
     previous_avg: dict[str, float] = field(default_factory=dict)
     previous_file: str | None = None
     key: dict[str, Any] | None = None
+    batch_worst: dict[str, float] = field(default_factory=dict)  # at Batch API prices
 
 
 def previous_average(job: Job) -> tuple[str | None, dict[str, float]]:
@@ -83,30 +84,42 @@ async def price_plan(job: Job, base_url: str | None, api_key: str | None) -> Pri
         result.worst_usd,
         result.unknown_price,
         result.no_max_tokens,
-        result.judge_requests,
-        result.judge_worst_usd,
-        previous,
-        previous_file,
-        key,
+        previous_avg=previous,
+        previous_file=previous_file,
+        key=key,
+        batch_worst=result.batch_worst_usd,
+        judge_requests=result.judge_requests,
+        judge_worst=result.judge_worst_usd,
     )
 
 
 def render_plan(plan: PricedPlan) -> str:
     job = plan.job
-    header = f"{'model':<44} {'rows':>7} {'worst case $':>14} {'prev. avg $':>12}"
-    lines = [f"job {job.name}: {sum(plan.rows.values())} request(s)", header]
+    header = f"{'model':<44} {'rows':>7} {'worst case $':>14} {'batch worst $':>14} {'prev. avg $':>12}"
+    batch_mode = job.run.mode == "batch"
+    lines = [f"job {job.name}: {sum(plan.rows.values())} request(s), {job.run.mode} mode", header]
     for model in [m.id for m in job.models]:
-        worst = "unknown" if model in plan.unknown_price else f"{plan.worst.get(model, 0.0):.6f}"
+        unknown = model in plan.unknown_price
+        worst = "unknown" if unknown else f"{plan.worst.get(model, 0.0):.6f}"
+        batch = "unknown" if unknown else f"{plan.batch_worst.get(model, 0.0):.6f}"
         rows = plan.rows.get(model, 0)
         previous = f"{plan.previous_avg[model] * rows:.6f}" if model in plan.previous_avg else "-"
-        lines.append(f"{model:<44} {rows:>7} {worst:>14} {previous:>12}")
+        lines.append(f"{model:<44} {rows:>7} {worst:>14} {batch:>14} {previous:>12}")
+    # Grader requests are sent one by one in either mode: the same figure in both columns.
     for model, count in sorted(plan.judge_requests.items()):
         worst = "unknown" if model in plan.unknown_price else f"{plan.judge_worst.get(model, 0.0):.6f}"
-        lines.append(f"{'judging: ' + model:<44} {count:>7} {worst:>14}")
-    total = sum(plan.worst.values()) + sum(plan.judge_worst.values())
+        lines.append(f"{'judging: ' + model:<44} {count:>7} {worst:>14} {worst:>14}")
+    judging = sum(plan.judge_worst.values())
+    sync_total, batch_total = sum(plan.worst.values()) + judging, sum(plan.batch_worst.values()) + judging
+    total = batch_total if batch_mode else sync_total
     lines.append(
-        f"{'TOTAL':<44} {sum(plan.rows.values()) + sum(plan.judge_requests.values()):>7} {total:>14.6f}"
+        f"{'TOTAL':<44} {sum(plan.rows.values()) + sum(plan.judge_requests.values()):>7} "
+        f"{sync_total:>14.6f} {batch_total:>14.6f}"
         + (f" {sum(plan.previous_avg.get(m, 0) * n for m, n in plan.rows.items()):>12.6f}" if plan.previous_avg else "")
+    )
+    lines.append(
+        "batch worst: the Batch API's 50% of per-token prices, request prices in full (batch-quickstart.mdx); "
+        f"the checks below use the {job.run.mode} figure"
     )
     if plan.previous_file:
         lines.append(f"previous run: {plan.previous_file}")

@@ -10,12 +10,15 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from ._batch_api import BatchClient
+from ._batch_run import BATCH_TOKEN_FACTOR, BatchExecutor, held_open
+from ._batch_state import BatchState
 from ._checks import is_judge
 from ._client import ModelInfo, OpenRouterClient
 from ._clock import Clock, SystemClock
@@ -49,6 +52,7 @@ class RunOptions:
     transport: httpx.AsyncBaseTransport | None = None
     clock: Clock = field(default_factory=SystemClock)
     test_broken_ledger: bool = False  # test seam: reserve nothing (shows the server-side limit holds)
+    test_kill_after_submit: int | None = None  # test seam: SIGKILL after the Nth batch is accepted
 
 
 @dataclass
@@ -100,6 +104,7 @@ def keep_row(state: RowState | None, request: Request, retry_errors: bool) -> bo
 class Estimate:
     rows: dict[str, int] = field(default_factory=dict)
     worst_usd: dict[str, float] = field(default_factory=dict)
+    batch_worst_usd: dict[str, float] = field(default_factory=dict)  # at Batch API prices
     unknown_price: set[str] = field(default_factory=set)
     no_max_tokens: set[str] = field(default_factory=set)
     kept: int = 0
@@ -142,6 +147,8 @@ def estimate(
             result.unknown_price.add(request.model)
         else:
             result.worst_usd[request.model] = result.worst_usd.get(request.model, 0.0) + worst
+            batch = costs.worst_case(request, BATCH_TOKEN_FACTOR) or 0.0
+            result.batch_worst_usd[request.model] = result.batch_worst_usd.get(request.model, 0.0) + batch
         if any(is_judge(c) for c in request.checks):
             # The answer is at most its completion cap long: grade a worst-case answer.
             answer_tokens = costs.completion_cap(request) or 16384
@@ -214,6 +221,46 @@ async def run_job(
             lock.release()
 
 
+def _batch_setup(job: Job, options: RunOptions, settings: RunSettings, output: Path) -> BatchState | None:
+    """In batch mode, this output's record of batches; None in sync mode."""
+    if settings.mode != "batch":
+        return None
+    if settings.isolated_key:
+        raise ConfigError(
+            "batch mode cannot use an isolated key: the key is deleted when the run ends, its batches are not"
+        )
+    return BatchState.load(output, job.name, job.fingerprint)
+
+
+def _batch_executor(
+    runner: Runner,
+    client: OpenRouterClient,
+    state: BatchState,
+    job: Job,
+    options: RunOptions,
+    states: ScanResult | None,
+    started: float,
+    notice: Notice,
+) -> BatchExecutor:
+    settings = job.run
+    retry_rows = set()
+    if states is not None and options.retry_errors:
+        retry_rows = {i for i in states.ids("error") if (s := states.get(i)) is not None and s.retryable}
+    return BatchExecutor(
+        runner,
+        BatchClient(client),
+        state,
+        settings,
+        deadline_s=None
+        if settings.deadline_s is None
+        else max(0.0, settings.deadline_s - (options.clock.monotonic() - started)),
+        keep=lambda r: states is not None and keep_row(states.get(r.id), r, options.retry_errors),
+        retry_rows=retry_rows,
+        notice=notice,
+        kill_after_submit=options.test_kill_after_submit,
+    )
+
+
 @dataclass
 class _Preflight:
     models: dict[str, ModelInfo] | None
@@ -280,6 +327,11 @@ async def _locked_run(
     on_record: Callable[[dict[str, Any]], None] | None,
     output: Path,
 ) -> RunReport:
+    batch = _batch_setup(job, options, settings, output)
+    if batch is not None and held_open(batch) and not options.resume:
+        # Batch mode, same output: batches of an earlier tick are collected, not submitted again.
+        notice(f"{output}: collecting the batches an earlier run submitted")
+        options = replace(options, resume=True)
     if not options.resume and output.exists() and output.stat().st_size > 0:
         # Appending a second run would mix two runs in one file; continuing is explicit.
         raise ConfigError(
@@ -329,10 +381,15 @@ async def _locked_run(
         if on_start is not None:
             on_start(plan.total_rows)
         requests: Iterator[Request] = plan_requests(job, options.shard)
-        if states is not None:
-            requests = (r for r in requests if not keep_row(states.get(r.id), r, options.retry_errors))
+        executor = None
         try:
-            outcome = await runner.run(requests)
+            if batch is not None:
+                executor = _batch_executor(runner, client, batch, job, options, states, started, notice)
+                outcome = await executor.run(requests)
+            else:
+                if states is not None:
+                    requests = (r for r in requests if not keep_row(states.get(r.id), r, options.retry_errors))
+                outcome = await runner.run(requests)
         finally:
             runner.writer.close()
         if isolated is not None:
@@ -350,6 +407,8 @@ async def _locked_run(
             kept_from_earlier=plan.kept,
             isolated_key=isolated.audit() if isolated is not None else None,
         )
+        if executor is not None:
+            data["batches"] = executor.outcome.as_json(str(executor.state.path))
         data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
         write_json_atomically(summary_path(output), data)
         return RunReport(output, data, outcome)

@@ -19,6 +19,7 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 7  # stopped: SIGTERM or SIGINT (resumable)
     LOCKED = 8  # another run is writing the same output
     AUTH = 9  # the API key was refused
+    SUBMITTED = 10  # batch mode: batches are still running at OpenRouter; collect later with --resume
 
 
 EXIT_CODE_TABLE = "\n".join(f"  {code.value}  {code.name.lower()}" for code in ExitCode)
@@ -29,6 +30,7 @@ _STOP_CODES = {
     "credits": ExitCode.BUDGET,
     "budget": ExitCode.BUDGET,
     "deadline": ExitCode.DEADLINE,
+    "submitted": ExitCode.SUBMITTED,
 }
 
 

@@ -21,7 +21,7 @@ from . import __version__
 from ._exceptions import AuthFailed, BatchrunError, ConfigError, JobError, LockHeld, RequestFailed, ResultsError
 from ._verdict import EXIT_CODE_TABLE, ExitCode
 
-COMMANDS = ("validate", "plan", "simulate", "report", "diff", "merge", "run")
+COMMANDS = ("validate", "plan", "simulate", "report", "diff", "merge", "run", "batches")
 
 EPILOG = f"""commands:
   batchrun JOB.yaml [options]        run a job (same as `batchrun run JOB.yaml`)
@@ -31,6 +31,7 @@ EPILOG = f"""commands:
   batchrun report RESULTS.jsonl      summary of a results file
   batchrun diff A.jsonl B.jsonl      what changed between two runs
   batchrun merge OUT.jsonl SHARD...  combine shard files of one job
+  batchrun batches list|cancel|adopt|release RESULTS.jsonl   a batch-mode run's batches
 
 exit codes:
 {EXIT_CODE_TABLE}
@@ -88,6 +89,14 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     _add_sim_options(parser)
 
 
+def _add_mode_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mode",
+        choices=("sync", "batch"),
+        help="batch: through OpenRouter's Batch API (half price, within 24 h); overrides run.mode",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="batchrun",
@@ -129,12 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run on a fresh key whose limit is the budget (needs a management key)",
     )
     run.add_argument("--quiet", "-q", action="store_true", help="print nothing unless something fails")
+    _add_mode_option(run)
 
     validate = commands.add_parser("validate", help="check job files without any network")
     validate.add_argument("jobs", type=Path, nargs="+")
 
     plan = commands.add_parser("plan", help="matrix size, and worst-case cost against budget and credit")
     plan.add_argument("job", type=Path)
+    _add_mode_option(plan)
     _add_endpoint_options(plan)
 
     simulate = commands.add_parser("simulate", help="serve the OpenRouter simulator until stopped")
@@ -176,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument(
         "--strict", action="store_true", help="with --fail-on-regression, any row from pass to fail fails"
     )
+
+    batches = commands.add_parser("batches", help="list, cancel, adopt or release the batches of a batch-mode run")
+    batches.add_argument("action", choices=("list", "cancel", "adopt", "release"))
+    batches.add_argument("results", type=Path)
+    batches.add_argument("key", nargs="?", help="adopt/release: the batch key (b1, b2...) from `batches list`")
+    batches.add_argument("batch_id", nargs="?", help="adopt: OpenRouter's batch id")
+    batches.add_argument("--job", type=Path, metavar="JOB.yaml", help="cancel: the job (its endpoint and key)")
+    _add_endpoint_options(batches)
 
     merge = commands.add_parser("merge", help="combine shard result files of one job")
     merge.add_argument("files", type=Path, nargs="+", help="OUT.jsonl SHARD... (or SHARD... with -o OUT)")
@@ -274,7 +293,15 @@ def _settings_from_args(job: Any, args: argparse.Namespace) -> Any:
     settings = _with_budget(settings, args.budget)
     if args.isolated_key:
         settings = replace(settings, isolated_key=True)
+    if args.mode:
+        settings = replace(settings, mode=args.mode)
     return settings
+
+
+def _test_seam(name: str) -> int | None:
+    """A test-only hook from the environment (the crash tests kill a real process)."""
+    value = os.environ.get(name)
+    return int(value) if value and value.isdigit() else None
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -331,6 +358,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             retry_errors=args.retry_errors,
             shard=shard,
             management_key=management,
+            test_kill_after_submit=_test_seam("BATCHRUN_TEST_KILL_AFTER_SUBMIT"),
         )
         try:
             return await run_job(job, options, control, notice, on_start=progress.start, on_record=progress.record)
@@ -340,7 +368,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     report = asyncio.run(_with_simulator(args, body))
     code, reasons = decide(report.summary, settings, args.pass_threshold)
     text = render_text(report.summary)
-    if code == ExitCode.OK:
+    if code == ExitCode.OK or (code == ExitCode.SUBMITTED and args.quiet):
+        # "Submitted, collect later" is the expected end of a batch submission tick: nothing is wrong.
         if not args.quiet:
             console.out.write(text + "\n")
     else:
@@ -358,6 +387,8 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     job = load_job(args.job)
     settings = job.run
     settings = _with_budget(settings, args.budget)
+    if args.mode:
+        settings = replace(settings, mode=args.mode)
     key = os.environ.get(job.endpoint.api_key_env)
     if not args.simulate and not key:
         console.out.write(render_plan_offline(job) + "\n")
@@ -537,6 +568,17 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
     return ExitCode.OK
 
 
+def cmd_batches(args: argparse.Namespace, console: Console) -> int:
+    from ._batch_cli import batches_command
+
+    async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> list[str]:
+        return await batches_command(args.action, args.results, args.key, args.batch_id, args.job, base_url, sim_key)
+
+    for line in asyncio.run(_with_simulator(args, body)):
+        console.out.write(line + "\n")
+    return ExitCode.OK
+
+
 HANDLERS = {
     "run": cmd_run,
     "validate": cmd_validate,
@@ -545,6 +587,7 @@ HANDLERS = {
     "report": cmd_report,
     "diff": cmd_diff,
     "merge": cmd_merge,
+    "batches": cmd_batches,
 }
 
 

@@ -48,6 +48,14 @@ class SimConfig:
     account_api: bool = True  # False: no /key, /models, /keys, like a local OpenAI-compatible server
     judge_bias: float = 0.0  # as a grader: share of failing answers it passes anyway (leniency)
     judge_unparseable: float = 0.0  # as a grader: share of replies that are prose, not the verdict JSON
+    # Batch API (simulator/_batches.py): seconds in each state, by the simulator's clock.
+    batch_validating_s: float = 1.0
+    batch_in_progress_s: float = 2.0
+    batch_finalizing_s: float = 1.0
+    batch_outcome: str = "completed"  # or failed | expired | cancelled, after in_progress
+    batch_item_error_rate: float = 0.0  # share of items answered with a per-item error
+    batch_item_usage: bool = True  # result bodies carry usage (the quickstart's example has none)
+    batch_cancel_api: bool = False  # serve an (undocumented) OpenAI-shaped cancel endpoint
 
     def set_option(self, text: str) -> None:
         """Apply one KEY=VALUE; `fault.503=0.1` and `price.MODEL=p,c,r` address the dicts."""
@@ -77,7 +85,7 @@ class SimConfig:
         current = getattr(self, key)
         if isinstance(current, bool):
             setattr(self, key, value.lower() in ("1", "true", "yes", "on"))
-        elif key in ("rate_limit_header", "require_key", "management_key", "jitter"):
+        elif key in ("rate_limit_header", "require_key", "management_key", "jitter", "batch_outcome"):
             setattr(self, key, value)
         elif key in ("seed", "free_daily_cap"):
             setattr(self, key, int(value))

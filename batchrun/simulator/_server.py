@@ -10,7 +10,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 
 from ._answers import answer_to, tokens
+from ._batches import SimBatches
 from ._config import SimConfig
 from ._faults import broken_reply, draw_fault
 from ._grader import VERDICT_SCHEMA_NAME, grade_as_judge, tool_calls_for
@@ -45,6 +46,8 @@ class Simulator(KeyRoutes):
         self.port = 0
         self.host = "127.0.0.1"
         self.account_key = account_key(self.config)
+        self.clock: Callable[[], float] = time.time  # batch timing; tests drive it with a fake clock
+        self.batches = SimBatches(self)
 
     @property
     def base_url(self) -> str:
@@ -56,6 +59,7 @@ class Simulator(KeyRoutes):
         app.router.add_post("/api/v1/chat/completions", self._chat)
         app.router.add_get("/__sim/stats", self._stats)
         app.router.add_post("/__sim/reset", self._reset)
+        self.batches.add_routes(app)
         if self.config.account_api:
             app.router.add_get("/api/v1/models", self._models)
             self.add_key_routes(app)
@@ -122,7 +126,7 @@ class Simulator(KeyRoutes):
         return json_response({"data": data})
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return json_response(self.stats.as_json())
+        return json_response({**self.stats.as_json(), "batches": self.batches.stats.as_json()})
 
     async def _reset(self, request: web.Request) -> web.Response:
         """Fresh counters between benchmark rounds against one long-lived server."""
@@ -143,7 +147,7 @@ class Simulator(KeyRoutes):
                 delay += self._rng.uniform(-1, 1) * config.jitter_ms
         return max(0.0, delay) / 1000
 
-    def _answer(self, model: str, messages: list[dict[str, Any]], body: dict[str, Any], row: str | None) -> str:
+    def _answer(self, model: str, messages: list[dict[str, Any]], body: dict[str, Any], row: str | None = None) -> str:
         user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
         response_format = body.get("response_format") or {}
         if (response_format.get("json_schema") or {}).get("name") == VERDICT_SCHEMA_NAME:

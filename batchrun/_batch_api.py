@@ -1,0 +1,164 @@
+"""Client calls for OpenRouter's Batch API (beta): submit, poll, cancel; typed batch objects.
+
+The only source is the Batch API quickstart (`batch-quickstart.mdx`); the OpenAPI spec
+(`openapi/openapi.yaml`) does not list these paths. Documented and relied on here:
+`POST /api/beta/batches` with `endpoint` and `model` serialized before `requests` (a 400
+otherwise), answered `202` with a batch object in `validating`; `GET /api/beta/batches/:id`;
+statuses `validating`, `in_progress`, `finalizing`, `completed`, `failed`, `expired`,
+`cancelling`, `cancelled` (the terminal ones: completed, failed, expired, cancelled); inline
+`results` once completed, each with exactly one of `response` (`status_code`, `body`) or
+`error`, mapped back by `custom_id`; batch-level `usage.cost` as the charge.
+
+Not documented, so not relied on: a list endpoint, batch metadata, idempotency keys, the
+shape of a per-item `error`, whether result bodies carry `usage`, and a cancel endpoint.
+`cancel` posts to `/api/beta/batches/:id/cancel` (OpenAI's shape, which the documented
+`cancelling`/`cancelled` statuses suggest) and reports plainly when the endpoint has none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from ._client import ChatResult, OpenRouterClient
+from ._exceptions import ConfigError, RequestFailed, Transient
+
+CHAT_ENDPOINT = "/v1/chat/completions"
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+STATUSES = TERMINAL | {"validating", "in_progress", "finalizing", "cancelling"}
+
+
+def batches_url(base_url: str) -> str:
+    """`https://openrouter.ai/api/v1` -> `https://openrouter.ai/api/beta/batches`."""
+    base = base_url.rstrip("/")
+    if not base.endswith("/api/v1"):
+        raise ConfigError(
+            f"batch mode needs OpenRouter's Batch API, found beside an .../api/v1 base URL; {base} is not one"
+        )
+    return base[: -len("/v1")] + "/beta/batches"
+
+
+def submission_body(model: str, items: list[tuple[str, bytes]]) -> bytes:
+    """The POST body, built by hand so `endpoint` and `model` come before `requests` (the API
+    stream-parses it and answers 400 otherwise) and each `body` is the exact bytes sync mode
+    would send."""
+    head = orjson.dumps({"endpoint": CHAT_ENDPOINT, "model": model})[:-1]
+    requests = b",".join(b'{"custom_id":' + orjson.dumps(cid) + b',"body":' + body + b"}" for cid, body in items)
+    return head + b',"requests":[' + requests + b"]}"
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    custom_id: str
+    result: ChatResult | None
+    failure: RequestFailed | None
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    id: str
+    status: str
+    request_counts: dict[str, int]
+    cost: float | None  # batch-level usage.cost: what OpenRouter charges
+    usage: dict[str, Any] | None
+    error: str | None
+    results: list[dict[str, Any]] | None  # raw items; read them with BatchClient.items
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+class BatchClient:
+    """The Batch API over an OpenRouterClient: same HTTP client, key, scrubbing and classifier."""
+
+    def __init__(self, client: OpenRouterClient) -> None:
+        self.client = client
+        self.url = batches_url(client.base_url)
+
+    async def _call(self, method: str, url: str, content: bytes | None = None) -> tuple[httpx.Response, Any]:
+        client = self.client
+        request = client._http.build_request(method, url, content=content, headers=client._auth(client._api_key))
+        response = await client._exchange(request)
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            data = None
+        if response.status_code not in (200, 201, 202):
+            error = data.get("error") if isinstance(data, dict) else None
+            raise client._failure(response, error or {"message": response.text[:200]})
+        return response, data
+
+    def _info(self, data: Any) -> BatchInfo:
+        """A batch object, checked: a server that lies about its shape is a Transient failure."""
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or data.get("status") not in STATUSES:
+            raise Transient("bad_response", "the Batch API answered something that is not a batch object", 200)
+        counts = data.get("request_counts")
+        counts = counts if isinstance(counts, dict) else {}
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+        cost = usage.get("cost") if usage else None
+        cost = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0 else None
+        error = data.get("error")
+        if isinstance(error, dict):
+            error = str(error.get("message") or error)
+        results = data.get("results")
+        return BatchInfo(
+            id=data["id"],
+            status=data["status"],
+            request_counts={k: _count(counts.get(k)) for k in ("total", "completed", "failed")},
+            cost=cost,
+            usage=usage,
+            error=None if error is None else self.client._scrub(str(error))[:500],
+            results=results if isinstance(results, list) else None,
+        )
+
+    async def submit(self, model: str, items: list[tuple[str, bytes]]) -> BatchInfo:
+        _, data = await self._call("POST", self.url, submission_body(model, items))
+        return self._info(data)
+
+    async def get(self, batch_id: str) -> BatchInfo:
+        _, data = await self._call("GET", f"{self.url}/{batch_id}")
+        return self._info(data)
+
+    async def cancel(self, batch_id: str) -> BatchInfo:
+        try:
+            _, data = await self._call("POST", f"{self.url}/{batch_id}/cancel")
+        except RequestFailed as failure:
+            if failure.http_status in (404, 405, 501):
+                raise ConfigError(
+                    f"{self.url} has no cancel endpoint for batches (the Batch API quickstart documents "
+                    "none): cancel it in OpenRouter's dashboard"
+                ) from None
+            raise
+        return self._info(data)
+
+    def items(self, info: BatchInfo) -> dict[str, BatchItem]:
+        """custom_id -> the item's answer or its classified failure, read like a sync reply."""
+        out: dict[str, BatchItem] = {}
+        for raw in info.results or []:
+            if not isinstance(raw, dict) or not isinstance(raw.get("custom_id"), str):
+                continue  # an item we cannot map back: its row stays without a result
+            out[raw["custom_id"]] = self._item(raw)
+        return out
+
+    def _item(self, raw: dict[str, Any]) -> BatchItem:
+        custom_id = raw["custom_id"]
+        response, error = raw.get("response"), raw.get("error")
+        if isinstance(response, dict) and not error:
+            status = response.get("status_code")
+            status = status if isinstance(status, int) and 100 <= status <= 599 else 200
+            reply = httpx.Response(status, content=orjson.dumps(response.get("body")))
+            try:
+                return BatchItem(custom_id, self.client.read_chat_reply(reply), None)
+            except RequestFailed as failure:
+                return BatchItem(custom_id, None, failure)
+        # The per-item error shape is not documented; read it like a sync error object.
+        shaped = error if isinstance(error, dict) else {"message": str(error or "no response and no error")}
+        return BatchItem(custom_id, None, self.client._failure(httpx.Response(200), shaped))

@@ -1,0 +1,106 @@
+"""`batchrun batches list|cancel|adopt|release RESULTS.jsonl`: a batch-mode run's batches.
+
+`list` reads the batch record beside the results file (no network). `cancel` asks
+OpenRouter to cancel the run's open batches; the quickstart documents no cancel endpoint,
+so this says so plainly when the endpoint has none. `adopt` and `release` settle a batch
+left in doubt by a crash (see `_batch_state`). All but `list` hold the output's lock, so
+they never race a run writing the same file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ._batch_state import INTENT, RELEASED, SUBMITTED, BatchState
+from ._exceptions import ConfigError
+from ._lock import OutputLock
+
+_DOUBT = "in doubt: submitted or not, unknown (a crash)"
+
+
+def list_lines(state: BatchState) -> list[str]:
+    if not state.entries:
+        return [f"{state.path}: no batches"]
+    lines = [
+        f"{'key':<5} {'model':<40} {'state':<10} {'status':<12} {'rows':>6} {'reserved $':>11} {'cost $':>10}  batch id"
+    ]
+    for e in state.entries:
+        cost = "-" if e.cost_usd is None else f"{e.cost_usd:.6f}"
+        status = e.status or ("-" if e.state != INTENT else "?")
+        lines.append(
+            f"{e.key:<5} {e.model:<40} {e.state:<10} {status:<12} {len(e.rows):>6} {e.reserved_usd:>11.6f} "
+            f"{cost:>10}  {e.batch_id or _DOUBT}"
+        )
+    when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(min(e.intent_at for e in state.entries)))
+    lines.append(f"first submitted {when}; open: {len(state.open_entries())}, in doubt: {len(state.in_doubt())}")
+    return lines
+
+
+def _needs_key(state: BatchState, key: str | None) -> str:
+    if not key:
+        raise ConfigError("give the batch key (b1, b2...) shown by `batchrun batches list`")
+    state.entry(key)
+    return key
+
+
+async def batches_command(
+    action: str,
+    results: Path,
+    key: str | None,
+    batch_id: str | None,
+    job_path: Path | None,
+    base_url: str | None,
+    api_key: str | None,
+) -> list[str]:
+    if action == "list":
+        return list_lines(BatchState.read(results))
+    lock = OutputLock(results)
+    lock.acquire()
+    try:
+        state = BatchState.read(results)
+        if action == "adopt":
+            entry = state.entry(_needs_key(state, key))
+            if entry.state != INTENT or not batch_id:
+                raise ConfigError(f"adopt takes a batch in doubt and its id; {entry.key} is {entry.state}")
+            entry.batch_id, entry.state = batch_id, SUBMITTED
+            state.save()
+            return [f"{entry.key}: adopted {batch_id}; the next run on {results} collects it"]
+        if action == "release":
+            entry = state.entry(_needs_key(state, key))
+            if entry.state != INTENT:
+                raise ConfigError(f"release takes a batch in doubt; {entry.key} is {entry.state}")
+            entry.state = RELEASED
+            state.save()
+            return [f"{entry.key}: released; the next run submits its {len(entry.rows)} row(s) again"]
+        return await _cancel(state, key, job_path, base_url, api_key)
+    finally:
+        lock.release()
+
+
+async def _cancel(
+    state: BatchState, key: str | None, job_path: Path | None, base_url: str | None, api_key: str | None
+) -> list[str]:
+    from ._batch_api import BatchClient
+    from ._client import OpenRouterClient
+    from ._job import DEFAULT_BASE_URL, load_job
+
+    job = load_job(job_path) if job_path is not None else None
+    key_env = job.endpoint.api_key_env if job else "OPENROUTER_API_KEY"
+    api_key = api_key or os.environ.get(key_env)
+    if not api_key:
+        raise ConfigError(f"no API key: set ${key_env}")
+    targets = [state.entry(key)] if key else state.open_entries()
+    lines = []
+    async with OpenRouterClient(base_url or (job.endpoint.base_url if job else DEFAULT_BASE_URL), api_key) as client:
+        api = BatchClient(client)
+        for entry in targets:
+            if entry.state != SUBMITTED or entry.batch_id is None:
+                lines.append(f"{entry.key}: {entry.state}, nothing to cancel")
+                continue
+            info = await api.cancel(entry.batch_id)
+            entry.status = info.status
+            lines.append(f"{entry.key}: {entry.batch_id} is {info.status}; the next run collects what it finished")
+        state.save()
+    return lines or ["no open batches"]

@@ -1,0 +1,336 @@
+"""Batch mode: the second executor. Submits rows as OpenRouter batches, polls, collects.
+
+It writes the same records as sync mode, through the same Runner (record building, checks,
+error classification, ledger, stop reasons), so summaries, thresholds and exit codes work
+the same. Its own parts: grouping rows into batches (`_batch_rules`), the Batch API calls
+(`_batch_api`), and the durable record of submitted batches (`_batch_state`), which lets a
+run end before its batches do ("submitted", exit 10) and a later run collect them.
+
+Order of a run: hold the money of batches still open from earlier runs; submit new batches
+(each only if its worst case at batch prices fits the budget); run the rows that must go
+through sync mode (non-text parts, or retries when `batch_retry: sync`); then poll every
+open batch until all are collected, the deadline passes, or the run is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._batch_api import BatchClient, BatchInfo, BatchItem
+from ._batch_rules import batch_groups, non_text_part
+from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
+from ._checks import Answer, grade
+from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Transient
+from ._job import RunSettings
+from ._matrix import Request
+from ._retry import AttemptLog
+from ._runner import STOP_AUTH, STOP_BUDGET, STOP_CREDITS, STOP_INTERRUPTED, Runner, RunOutcome
+
+STOP_SUBMITTED = "submitted"  # batches are still running at OpenRouter: collect later (exit 10)
+BATCH_TOKEN_FACTOR = 0.5  # batch-quickstart.mdx, Pricing: typically 50% of per-token prices
+Notice = Callable[[str], None]
+
+
+@dataclass
+class BatchOutcome:
+    """What the summary says about batches, beside the usual counts."""
+
+    submitted: int = 0  # batches submitted by this run
+    collected: int = 0  # batches collected by this run
+    open: int = 0  # still running at the end of this run
+    open_rows: int = 0
+    in_doubt: list[str] = field(default_factory=list)  # keys of intents whose submission is unknown
+    sync_rows: int = 0  # rows this run sent through sync mode instead
+
+    def as_json(self, state_file: str) -> dict[str, Any]:
+        return {
+            "state_file": state_file,
+            "submitted": self.submitted,
+            "collected": self.collected,
+            "open": self.open,
+            "open_rows": self.open_rows,
+            "in_doubt": self.in_doubt,
+            "sync_rows": self.sync_rows,
+        }
+
+
+def _without_latency_checks(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A batch has no per-request latency: latency checks do not apply to its rows."""
+    return [c for c in checks if "max_latency_ms" not in c]
+
+
+class BatchExecutor:
+    def __init__(
+        self,
+        runner: Runner,
+        api: BatchClient,
+        state: BatchState,
+        settings: RunSettings,
+        *,
+        deadline_s: float | None,
+        keep: Callable[[Request], bool],
+        retry_rows: set[str],
+        notice: Notice,
+        kill_after_submit: int | None = None,
+    ) -> None:
+        self.runner = runner
+        self.api = api
+        self.state = state
+        self.settings = settings
+        self.clock = runner.clock
+        self.deadline_at = None if deadline_s is None else self.clock.monotonic() + deadline_s
+        self.keep = keep
+        self.retry_rows = retry_rows  # rows re-run by --retry-errors
+        self.notice = notice
+        self.kill_after_submit = kill_after_submit  # test seam: SIGKILL after the Nth 202
+        self.pending: dict[str, Request] = {}  # row id -> request, for rows in open batches
+        self.outcome = BatchOutcome()
+
+    # -- sorting the rows --------------------------------------------------------------------
+    def _sort(self, requests: Iterable[Request]) -> tuple[list[Request], list[Request]]:
+        """(rows to submit, rows for sync mode); rows held by open or doubtful batches wait."""
+        held = self.state.held_rows()
+        to_batch, to_sync = [], []
+        for request in requests:
+            if request.id in held:
+                self.pending[request.id] = request
+                continue
+            if self.keep(request):
+                continue
+            if non_text_part(request.body) is not None:
+                if self.settings.batch_multimodal == "refuse":
+                    raise ConfigError(
+                        f"prompt {request.prompt_id!r} has non-text parts: the Batch API is text-only "
+                        "(run.batch_multimodal: refuse)"
+                    )
+                to_sync.append(request)
+            elif request.id in self.retry_rows and self.settings.batch_retry == "sync":
+                to_sync.append(request)
+            else:
+                to_batch.append(request)
+        return to_batch, to_sync
+
+    # -- submitting --------------------------------------------------------------------------
+    def _worst(self, group: list[Request]) -> float:
+        costs = self.runner.costs
+        if costs is None:
+            return 0.0
+        return sum(costs.worst_case(r, BATCH_TOKEN_FACTOR) or 0.0 for r in group)
+
+    async def _submit(self, group: list[Request]) -> None:
+        runner = self.runner
+        if runner.stop_reason is not None:
+            for request in group:
+                runner.skip(request, runner.stop_reason)
+            return
+        worst = self._worst(group)
+        remaining = runner.ledger.remaining
+        if remaining is not None and worst > remaining + 1e-12:
+            # A batch cannot be stopped half-way like sync requests: it is all or nothing.
+            reason = STOP_CREDITS if runner.limit_from_key else STOP_BUDGET
+            runner.request_stop(
+                reason,
+                f"a batch of {len(group)} {group[0].model} request(s) needs up to ${worst:.6f} at batch "
+                f"prices, ${max(0.0, remaining):.6f} is left",
+            )
+            for request in group:
+                runner.skip(request, reason)
+            return
+        model = group[0].model
+        entry = BatchEntry(
+            key=self.state.next_key(),
+            model=model,
+            rows=[r.id for r in group],
+            fingerprints=[r.fingerprint for r in group],
+            reserved_usd=worst,
+            intent_at=self.clock.time(),
+            retry=any(r.id in self.retry_rows for r in group),
+        )
+        self.state.entries.append(entry)
+        self.state.save()  # the intent is durable before the POST leaves
+        runner.ledger.hold(worst)
+        started = self.clock.time()
+        try:
+            info = await self.api.submit(model, [(r.id, r.payload) for r in group])
+        except RequestFailed as failure:
+            if failure.http_status is None:
+                # No HTTP answer: OpenRouter may or may not have the batch. Keep the intent
+                # (in doubt): never submitted again without the user's word.
+                self.outcome.in_doubt.append(entry.key)
+                self.notice(f"batch {entry.key} ({model}): submission outcome unknown ({failure.message}); in doubt")
+                for request in group:
+                    self.pending[request.id] = request
+                return
+            self.state.entries.remove(entry)
+            self.state.save()
+            await runner.ledger.settle_hold(worst, 0.0)
+            for request in group:
+                runner._failed(request, failure, AttemptLog(), started)
+            return
+        self.outcome.submitted += 1
+        if self.kill_after_submit is not None and self.outcome.submitted >= self.kill_after_submit:
+            os.kill(os.getpid(), signal.SIGKILL)  # test seam: the crash between the 202 and the record
+        entry.batch_id, entry.state, entry.status = info.id, SUBMITTED, info.status
+        self.state.save()
+        for request in group:
+            self.pending[request.id] = request
+
+    # -- collecting --------------------------------------------------------------------------
+    def _write_item(self, entry: BatchEntry, request: Request, item: BatchItem | None, share: float | None) -> float:
+        """One row's record from its batch item; returns the cost it reports."""
+        runner = self.runner
+        started = entry.intent_at
+        log = AttemptLog()
+        log.attempts = 1
+        if item is None or item.result is None:
+            failure = item.failure if item is not None else None
+            if failure is None:
+                failure = Transient("batch_missing_result", f"batch {entry.batch_id} returned no result for this row")
+            runner._failed(request, failure, log, started)
+            return 0.0
+        result = item.result
+        cost = result.cost if result.cost is not None else share
+        elapsed_ms = round((self.clock.time() - started) * 1000, 1)
+        record = runner._record(
+            request,
+            "ok",
+            None,
+            False,
+            started,
+            response_model=result.model,
+            provider=result.provider,
+            generation_id=result.generation_id,
+            content=result.content,
+            finish_reason=result.finish_reason,
+            native_finish_reason=result.native_finish_reason,
+            usage=result.usage,
+            cost=cost,
+            latency_ms=None,
+            elapsed_ms=elapsed_ms,
+            attempts=1,
+            attempt_errors=[],
+            error=None,
+            batch_id=entry.batch_id,
+        )
+        checks = _without_latency_checks(request.checks)
+        if checks:
+            answer = Answer(result.content, None, cost, result.usage.get("completion_tokens"), result.finish_reason)
+            record.update(grade(checks, answer))
+        runner._emit(request, record)
+        return cost or 0.0
+
+    def _end_failure(self, info: BatchInfo) -> RequestFailed:
+        message = info.error or f"the batch ended {info.status}"
+        if info.status == "expired":
+            return Transient("batch_expired", message)
+        return Rejected("batch_failed", message)
+
+    async def _collect(self, entry: BatchEntry, info: BatchInfo) -> None:
+        runner = self.runner
+        requests = [self.pending.pop(row, None) for row in entry.rows]
+        if info.status == "completed":
+            items = self.api.items(info)
+            answered = [row for row in entry.rows if (it := items.get(row)) is not None and it.result is not None]
+            unreported = [row for row in answered if items[row].result.cost is None]  # type: ignore[union-attr]
+            # Result bodies may carry no usage (the quickstart's example has none): then each
+            # answered row gets an equal share of the batch's usage.cost, so spend adds up.
+            share = (info.cost or 0.0) / len(unreported) if unreported and info.cost is not None else None
+            reported = 0.0
+            for row, request in zip(entry.rows, requests, strict=True):
+                if request is not None:
+                    reported += self._write_item(entry, request, items.get(row), share)
+        else:
+            reported = 0.0
+            for request in requests:
+                if request is None:
+                    continue
+                if info.status == "cancelled":
+                    runner.skip(request, "batch_cancelled")
+                else:
+                    log = AttemptLog()
+                    log.attempts = 1
+                    runner._failed(request, self._end_failure(info), log, entry.intent_at)
+        # Settle to what OpenRouter says it charged; without a figure, what the rows report.
+        actual = info.cost if info.cost is not None else reported
+        await runner.ledger.settle_hold(entry.reserved_usd, actual)
+        entry.state, entry.status, entry.cost_usd = COLLECTED, info.status, actual
+        self.outcome.collected += 1
+
+    async def _poll_once(self) -> None:
+        for entry in self.state.open_entries():
+            assert entry.batch_id is not None
+            try:
+                info = await self.api.get(entry.batch_id)
+            except AuthFailed as failure:
+                self.runner.request_stop(STOP_AUTH, f"the API key was refused: {failure.message}")
+                return
+            except RequestFailed as failure:
+                # A failed poll changes nothing: the batch runs on; the next poll may work.
+                self.notice(f"batch {entry.key} ({entry.batch_id}): poll failed: {failure.kind}: {failure.message}")
+                continue
+            entry.status = info.status
+            if info.terminal:
+                await self._collect(entry, info)
+        self.state.save()
+
+    async def _pause(self) -> bool:
+        """Sleep until the next poll; False when the deadline or a stop comes first."""
+        wait = self.settings.batch_poll_s
+        if self.deadline_at is not None:
+            left = self.deadline_at - self.clock.monotonic()
+            if left <= 0:
+                return False
+            wait = min(wait, left)
+        if self.runner.stop_reason is not None:
+            # Stopped already (budget): no new work, but open batches are still collected.
+            await self.clock.sleep(wait)
+            return True
+        stopped = asyncio.ensure_future(self.runner._stop_event.wait())
+        sleeper = asyncio.ensure_future(self.clock.sleep(wait))
+        await asyncio.wait([stopped, sleeper], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        sleeper.cancel()
+        return self.runner.stop_reason not in (STOP_INTERRUPTED, STOP_AUTH)
+
+    # -- the run -----------------------------------------------------------------------------
+    async def run(self, requests: Iterable[Request]) -> RunOutcome:
+        runner = self.runner
+        for entry in self.state.open_entries():
+            runner.ledger.hold(entry.reserved_usd)  # submitted by an earlier run, not yet settled
+        self.outcome.in_doubt = [e.key for e in self.state.in_doubt()]
+        if self.outcome.in_doubt:
+            self.notice(
+                f"batch(es) {', '.join(self.outcome.in_doubt)}: a crash left their submission unknown; their rows "
+                "are not submitted again (see `batchrun batches list`)"
+            )
+        to_batch, to_sync = self._sort(requests)
+        for group in batch_groups(to_batch, self.settings.batch_max_requests):
+            await self._submit(group)
+        if to_sync:
+            self.outcome.sync_rows = len(to_sync)
+            sync_outcome = await runner.run(iter(to_sync))
+            if sync_outcome.stop is not None and runner.stop_reason is None:
+                runner.request_stop(sync_outcome.stop, sync_outcome.stop_message)
+        while self.state.open_entries() and runner.stop_reason not in (STOP_INTERRUPTED, STOP_AUTH):
+            await self._poll_once()
+            if not self.state.open_entries() or not await self._pause():
+                break
+        open_entries = self.state.open_entries()
+        self.outcome.open = len(open_entries)
+        self.outcome.open_rows = sum(len(e.rows) for e in open_entries + self.state.in_doubt())
+        if (open_entries or self.state.in_doubt()) and runner.stop_reason is None:
+            runner.request_stop(
+                STOP_SUBMITTED,
+                f"{self.outcome.open_rows} row(s) in {len(open_entries)} batch(es) still running at OpenRouter: "
+                "collect them with --resume",
+            )
+        return RunOutcome(runner.stop_reason, runner.stop_message, runner.ledger.spent)
+
+
+def held_open(state: BatchState) -> bool:
+    return any(e.state in (INTENT, SUBMITTED) for e in state.entries)

@@ -1,0 +1,147 @@
+"""The durable record of a run's batches, `X.batches.json` beside `X.jsonl`.
+
+Why it exists: a batch outlives the process that submitted it (it completes within 24 h),
+so the batch ids must survive the end of a cron tick, a crash, or a reboot, and the next
+run must collect those batches instead of submitting the same rows again.
+
+Crash safety without a documented lookup. The quickstart documents no way to find a
+batch again without its id (no list endpoint, no metadata, no idempotency key), so a
+crash after the POST was sent and before its answer was recorded cannot be repaired by
+asking the server. The scheme:
+
+1. Before each POST, the batch's rows are written here as an `intent` (fsynced file and
+   folder), with no batch id.
+2. After the 202, the id is written (state `submitted`), fsynced again.
+3. A later run that finds an `intent` entry cannot know whether OpenRouter accepted that
+   POST: its rows are **in doubt** and are never submitted again automatically.
+   `batchrun batches list` shows them; `batchrun batches adopt RESULTS KEY BATCH_ID`
+   attaches the id (from OpenRouter's activity page) so the next run collects it, and
+   `batchrun batches release RESULTS KEY` declares it never submitted, so the next run
+   submits its rows (possibly paying twice, the user's explicit choice).
+
+So a row is never submitted twice by batchrun alone. The window in doubt is one HTTP
+exchange per batch.
+
+Writes are atomic (temp file, fsync, rename, fsync of the folder): a crash leaves the old
+file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._exceptions import ResultsError
+
+INTENT, SUBMITTED, COLLECTED, RELEASED = "intent", "submitted", "collected", "released"
+VERSION = 1
+
+
+def state_path(results: Path) -> Path:
+    name = results.name[: -len(".jsonl")] if results.name.endswith(".jsonl") else results.name
+    return results.with_name(name + ".batches.json")
+
+
+@dataclass
+class BatchEntry:
+    key: str  # local name, b1, b2...: stable across runs, used by `batches adopt/release`
+    model: str
+    rows: list[str]  # row ids, which are the items' custom_id
+    fingerprints: list[str]  # of each row's body, as submitted
+    reserved_usd: float  # worst case at batch prices, held in the ledger until collected
+    intent_at: float
+    state: str = INTENT
+    batch_id: str | None = None
+    status: str | None = None  # last status OpenRouter reported
+    cost_usd: float | None = None  # batch-level usage.cost once collected
+    retry: bool = False  # a --retry-errors batch
+
+
+@dataclass
+class BatchState:
+    path: Path
+    job: str
+    job_fingerprint: str
+    entries: list[BatchEntry] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, results: Path, job: str, job_fingerprint: str) -> BatchState:
+        """This results file's batch record, or an empty one; refuses another job's file."""
+        path = state_path(results)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls(path, job, job_fingerprint)
+        except (OSError, ValueError) as exc:
+            raise ResultsError(f"{path}: unreadable batch record ({exc}); it lists batches still to collect") from None
+        if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("batches"), list):
+            raise ResultsError(f"{path}: not a batchrun batch record")
+        if data.get("job") != job:
+            raise ResultsError(f"{path}: belongs to job {data.get('job')!r}, not {job!r}")
+        try:
+            entries = [BatchEntry(**entry) for entry in data["batches"]]
+        except TypeError:
+            raise ResultsError(f"{path}: a batch entry has unexpected fields") from None
+        return cls(path, job, data.get("job_fingerprint", job_fingerprint), entries)
+
+    @classmethod
+    def read(cls, results: Path) -> BatchState:
+        """For `batchrun batches`: whatever job wrote it."""
+        path = state_path(results)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ResultsError(f"{path}: no batch record (was {results} written in batch mode?)") from None
+        except (OSError, ValueError) as exc:
+            raise ResultsError(f"{path}: unreadable batch record ({exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("job"), str):
+            raise ResultsError(f"{path}: not a batchrun batch record")
+        return cls.load(results, data["job"], str(data.get("job_fingerprint", "")))
+
+    def save(self) -> None:
+        data: dict[str, Any] = {
+            "version": VERSION,
+            "job": self.job,
+            "job_fingerprint": self.job_fingerprint,
+            "batches": [asdict(entry) for entry in self.entries],
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                json.dump(data, out, separators=(",", ":"))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        folder = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the rename itself must survive an OS crash
+        finally:
+            os.close(folder)
+
+    def next_key(self) -> str:
+        return f"b{len(self.entries) + 1}"
+
+    def entry(self, key: str) -> BatchEntry:
+        for entry in self.entries:
+            if entry.key == key:
+                return entry
+        raise ResultsError(f"{self.path}: no batch {key!r} (see `batchrun batches list`)")
+
+    def open_entries(self) -> list[BatchEntry]:
+        """Submitted and not collected yet."""
+        return [e for e in self.entries if e.state == SUBMITTED]
+
+    def in_doubt(self) -> list[BatchEntry]:
+        return [e for e in self.entries if e.state == INTENT]
+
+    def held_rows(self) -> set[str]:
+        """Rows a new submission must leave alone: in an open batch, or in doubt."""
+        return {row for e in self.entries if e.state in (INTENT, SUBMITTED) for row in e.rows}

@@ -1,0 +1,388 @@
+"""Batch mode end to end, on the simulator over loopback, with a fake clock driving both
+batchrun's polling and the simulator's batch states (no test sleeps for real)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrun import ExitCode, Job, RunOptions, RunReport, load_job, run_job
+from batchrun._batch_state import BatchState, state_path
+from batchrun._verdict import decide
+from batchrun.simulator import SimConfig, Simulator
+
+from .conftest import FAKE_KEY, FakeClock, call_cli, child_env, read_rows, run_cli, write_job
+
+ROOT = Path(__file__).resolve().parent.parent
+
+THREE_MODELS = """
+name: nightly
+defaults:
+  params: {max_tokens: 32}
+models: [openai/gpt-4o-mini, anthropic/claude-3.5-haiku, meta-llama/llama-3.1-8b-instruct]
+prompts:
+  - id: capital
+    text: "Capital of {{country}}?"
+    vars: [{country: France, expect: Paris}, {country: Japan, expect: Tokyo}, {country: Italy, expect: Rome}]
+    checks: [{contains: "{{expect}}"}]
+  - id: sum
+    text: "What is {{a}} + 1?"
+    vars: [{a: 1}, {a: 2}]
+run: {mode: batch, batch_poll_s: 60, max_error_rate: 0.5}
+"""
+
+
+@pytest.fixture
+def slow_batches() -> SimConfig:
+    """Batches that take about an hour: validating 60 s, in progress 3,540 s, finalizing 60 s."""
+    return SimConfig(batch_validating_s=60, batch_in_progress_s=3540, batch_finalizing_s=60)
+
+
+@pytest.fixture
+def batch_sim(slow_batches: SimConfig, clock: FakeClock) -> Any:
+    simulator = Simulator(slow_batches)
+    simulator.clock = clock.time  # the simulator's batches age with the test's fake clock
+    with simulator.serve_in_thread():
+        yield simulator
+
+
+def example_job(tmp_path: Path) -> Path:
+    for name in ("eval.yaml", "countries.jsonl", "capital.schema.json"):
+        shutil.copy(ROOT / "jobs" / name, tmp_path / name)
+    return tmp_path / "eval.yaml"
+
+
+async def run(job: Job, sim: Simulator, out: Path, clock: FakeClock, resume: bool = False, **options: Any) -> RunReport:
+    return await run_job(
+        job, RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=clock, resume=resume, **options)
+    )
+
+
+def batch_job(path: Path, **run: Any) -> Job:
+    job = load_job(path)
+    return replace(job, run=replace(job.run, mode="batch", **run))
+
+
+def code_of(report: RunReport, job: Job) -> ExitCode:
+    return decide(report.summary, job.run)[0]
+
+
+async def test_example_job_in_batch_mode_matches_sync_at_half_the_cost(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    path = example_job(tmp_path)
+    job = batch_job(path)
+    report = await run(job, batch_sim, tmp_path / "batch.jsonl", clock)
+    batches = batch_sim.batches
+    # One batch per model; Google models take one response_format per batch, and the
+    # example's capital-json prompt asks for json_object, so Gemini has two.
+    assert dict(batches.stats.by_model) == {
+        "openai/gpt-4o-mini": 1,
+        "anthropic/claude-3.5-haiku": 1,
+        "google/gemini-2.0-flash-001": 2,
+        "meta-llama/llama-3.1-8b-instruct": 1,
+        "mistralai/mistral-small-3.1-24b-instruct": 1,
+    }
+    for batch in batches.batches.values():
+        assert {item["body"]["model"] for item in batch.requests} == {batch.model}
+        if batch.model.startswith("google/"):
+            assert len({json.dumps(i["body"].get("response_format")) for i in batch.requests}) == 1
+    assert batch_sim.stats.chat_requests == 0
+    assert report.summary["stop"] is None and report.summary["complete"] is True
+    assert report.summary["total"]["ok"] == 105
+    assert code_of(report, job) == ExitCode.OK
+    assert clock.sleeps and all(s <= 60 for s in clock.sleeps)  # polled every batch_poll_s
+
+    sync = await run(load_job(path), batch_sim, tmp_path / "sync.jsonl", clock)
+    assert sync.summary["total"]["ok"] == 105
+    batch_rows = {r["id"]: r for r in read_rows(tmp_path / "batch.jsonl")}
+    sync_rows = {r["id"]: r for r in read_rows(tmp_path / "sync.jsonl")}
+    assert batch_rows.keys() == sync_rows.keys()
+    for row_id, row in batch_rows.items():
+        twin = sync_rows[row_id]
+        # The same record, field for field, plus the batch id; the body sent is the same.
+        assert [k for k in row if k != "batch_id"] == list(twin)
+        assert row["request"] == twin["request"] and row["fingerprint"] == twin["fingerprint"]
+        assert row["content"] == twin["content"]
+        assert row["generation_id"].startswith("gen-batch-") and row["provider"] == "SimCloud"
+        assert row["cost"] == pytest.approx(twin["cost"] / 2)
+    # Latency checks do not apply to batch rows (a batch has no per-request latency).
+    assert all("fast-enough" not in [c["name"] for c in r.get("checks", [])] for r in batch_rows.values())
+    assert report.summary["spent_usd"] == pytest.approx(sync.summary["spent_usd"] / 2)
+    assert FAKE_KEY not in (tmp_path / "batch.jsonl").read_text() + state_path(tmp_path / "batch.jsonl").read_text()
+
+
+async def test_deadline_exits_submitted_then_resume_collects_without_resubmitting(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    job = batch_job(write_job(tmp_path, THREE_MODELS), deadline_s=600)
+    out = tmp_path / "r.jsonl"
+    first = await run(job, batch_sim, out, clock)
+    assert code_of(first, job) == ExitCode.SUBMITTED and ExitCode.SUBMITTED.value == 10
+    assert first.summary["stop"] == "submitted" and first.summary["complete"] is False
+    assert first.summary["batches"]["open"] == 3 and first.summary["batches"]["open_rows"] == 15
+    assert batch_sim.batches.stats.submitted == 3
+    assert out.read_text() == ""  # nothing answered yet, nothing skipped
+    state = BatchState.read(out)
+    assert [e.state for e in state.entries] == ["submitted"] * 3 and all(e.batch_id for e in state.entries)
+    assert clock.now == pytest.approx(600)  # it waited until the deadline, no longer
+
+    clock.now += 3 * 3600  # the next cron tick, hours later
+    second = await run(job, batch_sim, out, clock, resume=True)
+    assert batch_sim.batches.stats.submitted == 3  # collected, not submitted again
+    assert second.summary["total"]["ok"] == 15 and second.summary["complete"] is True
+    assert code_of(second, job) == ExitCode.OK
+    assert [e.state for e in BatchState.read(out).entries] == ["collected"] * 3
+    assert len(read_rows(out)) == 15
+
+
+async def test_the_same_output_path_without_resume_collects_too(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    job = batch_job(write_job(tmp_path, THREE_MODELS), deadline_s=60)
+    out = tmp_path / "r.jsonl"
+    assert code_of(await run(job, batch_sim, out, clock), job) == ExitCode.SUBMITTED
+    clock.now += 7200
+    notices: list[str] = []
+    report = await run_job(
+        job, RunOptions(api_key=FAKE_KEY, base_url=batch_sim.base_url, output=out, clock=clock), notice=notices.append
+    )
+    assert report.summary["total"]["ok"] == 15 and batch_sim.batches.stats.submitted == 3
+    assert any("collecting the batches an earlier run submitted" in n for n in notices)
+
+
+def test_kill_9_right_after_submit_then_resume_keeps_one_batch_per_model(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    job_path = write_job(tmp_path, THREE_MODELS)
+    out = tmp_path / "r.jsonl"
+    env = child_env(OPENROUTER_API_KEY=FAKE_KEY, BATCHRUN_TEST_KILL_AFTER_SUBMIT="2")
+    crashed = run_cli(job_path, "--base-url", batch_sim.base_url, "-o", out, env=env)
+    assert crashed.returncode == -9  # SIGKILL between OpenRouter's 202 and the record of its id
+    assert batch_sim.batches.stats.submitted == 2
+    state = BatchState.read(out)
+    assert [(e.key, e.state) for e in state.entries] == [("b1", "submitted"), ("b2", "intent")]
+
+    # Resume: b1 is collected, b2 is in doubt (never resubmitted), b3 is submitted.
+    clock.now += 7200
+    job = batch_job(job_path, deadline_s=3600)
+    code, out_text, err = resume_in_process(job, batch_sim, out, clock)
+    assert code == ExitCode.SUBMITTED  # b2's rows are neither answered nor resubmitted
+    assert dict(batch_sim.batches.stats.by_model) == {
+        "openai/gpt-4o-mini": 1,
+        "anthropic/claude-3.5-haiku": 1,
+        "meta-llama/llama-3.1-8b-instruct": 1,
+    }
+    assert "b2" in err and "not submitted again" in err
+    listed = call_cli("batches", "list", out)
+    assert listed[0] == 0 and "in doubt" in listed[1]
+
+    # The user finds the batch on OpenRouter's activity page and adopts it; the next run collects it.
+    b2 = next(b.id for b in batch_sim.batches.batches.values() if b.model == "anthropic/claude-3.5-haiku")
+    assert call_cli("batches", "adopt", out, "b2", b2)[0] == 0
+    clock.now += 7200
+    code, _, _ = resume_in_process(job, batch_sim, out, clock)
+    assert code == ExitCode.OK
+    assert batch_sim.batches.stats.submitted == 3
+    rows = {r["id"]: r for r in read_rows(out)}
+    assert len(rows) == 15 and all(r["status"] == "ok" for r in rows.values())
+
+
+def resume_in_process(job: Job, sim: Simulator, out: Path, clock: FakeClock) -> tuple[ExitCode, str, str]:
+    """A resume in process (the fake clock drives polling); returns exit code and notices."""
+    import asyncio
+
+    notices: list[str] = []
+    report = asyncio.run(
+        run_job(
+            job,
+            RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=clock, resume=True),
+            notice=notices.append,
+        )
+    )
+    return decide(report.summary, job.run)[0], "", "\n".join(notices)
+
+
+async def test_expired_batches_are_errors_and_retry_errors_resubmits_them(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    batch_sim.config.batch_outcome = "expired"
+    job = batch_job(write_job(tmp_path, THREE_MODELS))
+    out = tmp_path / "r.jsonl"
+    first = await run(job, batch_sim, out, clock)
+    rows = read_rows(out)
+    assert len(rows) == 15 and {(r["status"], r["reason"], r["retryable"]) for r in rows} == {
+        ("error", "batch_expired", True)
+    }
+    assert code_of(first, job) == ExitCode.ERRORS
+    assert first.summary["spent_usd"] == 0
+
+    batch_sim.config.batch_outcome = "completed"
+    plain = await run(job, batch_sim, out, clock, resume=True)
+    assert batch_sim.batches.stats.submitted == 3  # without --retry-errors, errors are kept
+    assert plain.summary["total"]["error"] == 15
+
+    retried = await run(job, batch_sim, out, clock, resume=True, retry_errors=True)
+    assert batch_sim.batches.stats.submitted == 6  # a new batch per model for the expired items
+    assert retried.summary["total"]["ok"] == 15 and code_of(retried, job) == ExitCode.OK
+    assert batch_sim.stats.chat_requests == 0
+
+
+async def test_retry_errors_in_sync_mode_when_the_job_says_so(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    batch_sim.config.batch_outcome = "expired"
+    job = batch_job(write_job(tmp_path, THREE_MODELS), batch_retry="sync")
+    out = tmp_path / "r.jsonl"
+    await run(job, batch_sim, out, clock)
+    batch_sim.config.batch_outcome = "completed"
+    retried = await run(job, batch_sim, out, clock, resume=True, retry_errors=True)
+    assert batch_sim.batches.stats.submitted == 3  # no new batch
+    assert batch_sim.stats.chat_requests == 15  # the expired items went through chat completions
+    assert retried.summary["total"]["ok"] == 15 and retried.summary["batches"]["sync_rows"] == 15
+
+
+async def test_a_batch_whose_worst_case_does_not_fit_is_never_submitted(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    job = batch_job(write_job(tmp_path, THREE_MODELS), budget_usd=0.0002)
+    out = tmp_path / "r.jsonl"
+    report = await run(job, batch_sim, out, clock)
+    # gpt-4o-mini's batch (5 rows x 32 tokens at half price) fits; claude's does not, and
+    # after a budget stop nothing more is submitted.
+    assert dict(batch_sim.batches.stats.by_model) == {"openai/gpt-4o-mini": 1}
+    rows = read_rows(out)
+    assert sorted((r["model"], r["status"], r["reason"]) for r in rows if r["status"] == "skipped") == sorted(
+        [(m, "skipped", "budget") for m in ("anthropic/claude-3.5-haiku", "meta-llama/llama-3.1-8b-instruct")] * 5
+    )
+    assert report.summary["total"]["ok"] == 5
+    assert code_of(report, job) == ExitCode.BUDGET
+    assert "at batch prices" in report.summary["stop_message"]
+    assert report.summary["spent_usd"] <= 0.0002
+
+
+async def test_per_item_errors_are_classified_like_sync_errors(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    batch_sim.config.batch_item_error_rate = 0.4
+    job = batch_job(write_job(tmp_path, THREE_MODELS))
+    out = tmp_path / "r.jsonl"
+    await run(job, batch_sim, out, clock)
+    errors = [r for r in read_rows(out) if r["status"] == "error"]
+    assert errors and all(
+        r["reason"] == "upstream_error" and r["retryable"] and r["error"]["http_status"] == 502 for r in errors
+    )
+    assert len(errors) + sum(1 for r in read_rows(out) if r["status"] == "ok") == 15
+
+
+async def test_result_bodies_without_usage_share_the_batch_cost(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    batch_sim.config.batch_item_usage = False  # as in the quickstart's example result
+    job = batch_job(write_job(tmp_path, THREE_MODELS))
+    out = tmp_path / "r.jsonl"
+    report = await run(job, batch_sim, out, clock)
+    rows = read_rows(out)
+    assert all(r["status"] == "ok" and r["cost"] > 0 for r in rows)
+    assert sum(r["cost"] for r in rows) == pytest.approx(batch_sim.batches.stats.billed_usd)
+    assert report.summary["spent_usd"] == pytest.approx(batch_sim.batches.stats.billed_usd)
+
+
+async def test_failed_and_cancelled_batches(tmp_path: Path, batch_sim: Simulator, clock: FakeClock) -> None:
+    batch_sim.config.batch_outcome = "failed"
+    job = batch_job(write_job(tmp_path, THREE_MODELS))
+    await run(job, batch_sim, tmp_path / "a.jsonl", clock)
+    assert {(r["status"], r["reason"], r["retryable"]) for r in read_rows(tmp_path / "a.jsonl")} == {
+        ("error", "batch_failed", False)
+    }
+    batch_sim.config.batch_outcome = "cancelled"
+    report = await run(job, batch_sim, tmp_path / "b.jsonl", clock)
+    assert {(r["status"], r["reason"]) for r in read_rows(tmp_path / "b.jsonl")} == {("skipped", "batch_cancelled")}
+    assert report.summary["complete"] is False
+
+
+MULTIMODAL = """
+name: pictures
+models: [openai/gpt-4o-mini]
+prompts:
+  - id: look
+    messages:
+      - role: user
+        content:
+          - {type: text, text: "What is in this picture?"}
+          - {type: image_url, image_url: {url: "https://example.org/cat.png"}}
+  - id: plain
+    text: "Capital of France?"
+run: {mode: batch, batch_multimodal: MODE}
+"""
+
+
+async def test_rows_with_image_parts_run_in_sync_mode(tmp_path: Path, batch_sim: Simulator, clock: FakeClock) -> None:
+    job = load_job(write_job(tmp_path, MULTIMODAL.replace("MODE", "sync")))
+    report = await run(job, batch_sim, tmp_path / "r.jsonl", clock)
+    assert batch_sim.stats.chat_requests == 1 and batch_sim.batches.stats.submitted == 1
+    (batch,) = batch_sim.batches.batches.values()
+    assert [i["body"]["messages"][0]["content"] for i in batch.requests] == ["Capital of France?"]
+    assert report.summary["total"]["ok"] == 2 and report.summary["batches"]["sync_rows"] == 1
+
+
+def test_rows_with_image_parts_are_refused_at_validate(tmp_path: Path) -> None:
+    path = write_job(tmp_path, MULTIMODAL.replace("MODE", "refuse"))
+    code, _, err = call_cli("validate", path)
+    assert code == ExitCode.USAGE
+    assert err.strip() == (
+        f"batchrun: {path}:9:13: at $.prompts[0].messages[0].content[1] a image_url part: the Batch API is text-only "
+        "(run.batch_multimodal: refuse)"
+    )
+
+
+def test_plan_shows_sync_and_batch_cost_side_by_side(tmp_path: Path) -> None:
+    code, out, _ = call_cli("plan", example_job(tmp_path), "--simulate", "--mode", "batch")
+    assert code == 0
+    header, *rows = [line for line in out.splitlines() if "worst case $" in line or line.startswith("TOTAL")]
+    assert "batch worst $" in header
+    (total,) = rows
+    sync_total, batch_total = (float(x) for x in total.split()[2:4])
+    assert batch_total == pytest.approx(sync_total / 2, rel=1e-3)
+    assert "batch mode" in out and "the checks below use the batch figure" in out
+
+
+def test_batches_cancel_says_when_the_endpoint_has_no_cancel(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    job = batch_job(write_job(tmp_path, THREE_MODELS), deadline_s=60)
+    out = tmp_path / "r.jsonl"
+    asyncio.run(run(job, batch_sim, out, clock))
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+    code, _, err = call_cli("batches", "cancel", out, "--base-url", batch_sim.base_url)
+    assert code == ExitCode.USAGE and "documents none" in err and FAKE_KEY not in err
+    assert batch_sim.batches.stats.cancels == 0
+
+
+def test_batches_cancel_and_the_next_run_collects_the_cancelled_rows_as_skipped(
+    tmp_path: Path, slow_batches: SimConfig, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    slow_batches.batch_cancel_api = True
+    simulator = Simulator(slow_batches)
+    simulator.clock = clock.time
+    with simulator.serve_in_thread():
+        job = batch_job(write_job(tmp_path, THREE_MODELS), deadline_s=60)
+        out = tmp_path / "r.jsonl"
+        asyncio.run(run(job, simulator, out, clock))
+        monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+        code, text, _ = call_cli("batches", "cancel", out, "--base-url", simulator.base_url)
+        assert code == 0 and text.count("cancelling") == 3 and simulator.batches.stats.cancels == 3
+        clock.now += 120
+        report = asyncio.run(run(job, simulator, out, clock, resume=True))
+        assert report.summary["total"]["skipped"] == 15
+        assert {r["reason"] for r in read_rows(out)} == {"batch_cancelled"}
+        assert "cancelled" in call_cli("batches", "list", out)[1]
