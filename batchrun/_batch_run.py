@@ -206,6 +206,7 @@ class BatchExecutor:
             provider=result.provider,
             generation_id=result.generation_id,
             content=result.content,
+            tool_calls=list(result.tool_calls) or None,
             finish_reason=result.finish_reason,
             native_finish_reason=result.native_finish_reason,
             usage=result.usage,
@@ -219,7 +220,14 @@ class BatchExecutor:
         )
         checks = _without_latency_checks(request.checks)
         if checks:
-            answer = Answer(result.content, None, cost, result.usage.get("completion_tokens"), result.finish_reason)
+            answer = Answer(
+                result.content,
+                None,
+                cost,
+                result.usage.get("completion_tokens"),
+                result.finish_reason,
+                result.tool_calls,
+            )
             record.update(grade(checks, answer))
         runner._emit(request, record)
         return cost or 0.0

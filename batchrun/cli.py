@@ -443,13 +443,15 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from ._checks import is_judge, regrade
     from ._items import ItemGate
     from ._job import load_job
+    from ._matrix import plan_requests
     from ._verdict import decide
 
     job = load_job(args.job)
     settings = _with_budget(job.run, args.budget)
     job = replace(job, run=settings)
     gate = ItemGate.from_threshold(settings.pass_threshold)
-    judged = any(is_judge(c) for p in job.prompts for c in p.checks) or _rows_have_judges(args.results)
+    # Judge checks of the job now (a dataset row's own included) decide whether graders are asked.
+    judged = any(any(is_judge(c) for c in request.checks) for request in plan_requests(job))
     if judged:
         summary, regraded = _regrade_judged(args, console, job, gate)
         _write_junit(args, console, lambda: iter(regraded), gate)
@@ -463,12 +465,6 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     for reason in reasons:
         console.error(reason)
     return int(code)
-
-
-def _rows_have_judges(results: Path) -> bool:
-    from ._results import final_records
-
-    return any(any("judge" in c for c in r.get("checks") or []) for r in final_records(results))
 
 
 def _write_junit(args: argparse.Namespace, console: Console, records: Callable[[], Any], gate: Any) -> None:
