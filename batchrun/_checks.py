@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ._job import Job
+from typing import Any
 
 _OPTION_KEYS = frozenset({"name", "weight", "not", "trim", "ignore_case", "flags", "grader"})
 _FLAG_BITS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
@@ -307,23 +304,6 @@ def answer_of(record: dict[str, Any]) -> Answer:
         record.get("finish_reason"),
         tuple(record.get("tool_calls") or ()),
     )
-
-
-def regrade(records: Iterable[dict[str, Any]], job: Job) -> Iterator[dict[str, Any]]:
-    """Records with their checks run again from the job's current definitions.
-
-    Checks run when a row is answered; a check edited later does not change the request,
-    so `--resume` keeps the old verdict. This re-grades the stored answers, for free; judge
-    checks keep their stored result here (re-judging costs money: see _regrade).
-    """
-    from ._matrix import plan_requests
-
-    checks_by_id = {request.id: request.checks for request in plan_requests(job)}
-    for record in records:
-        checks = checks_by_id.get(record["id"])
-        if record.get("status") == "ok" and checks:
-            record = {**record, **grade(checks, answer_of(record), stored_judgements(record, checks))}
-        yield record
 
 
 def stored_judgements(record: dict[str, Any], checks: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections import Counter
@@ -9,7 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ResultsError
+from ._gate import MatrixCoverage, shard_layout
 from ._items import item_key
+from ._job import Job
+from ._outputs import current_umask
+from ._reader import Warn
 from ._results import ResultsWriter, final_records
 from ._stats import compare_rates
 from ._summary import SummaryBuilder
@@ -24,10 +29,10 @@ def _why(record: dict[str, Any]) -> str:
     return f"{failed['name']}: {failed['reason']}" if failed else "passed"
 
 
-def _load(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     slim: dict[str, dict[str, Any]] = {}
     builder = SummaryBuilder()
-    for record in final_records(path):
+    for record in final_records(path, warn):
         builder.add(record)
         slim[record["id"]] = {
             "model": record["model"],
@@ -93,12 +98,14 @@ def _item_flips(
     return flips
 
 
-def diff_runs(a_path: Path, b_path: Path, alpha: float = 0.05, strict: bool = False) -> dict[str, Any]:
+def diff_runs(
+    a_path: Path, b_path: Path, warn: Warn = lambda _: None, alpha: float = 0.05, strict: bool = False
+) -> dict[str, Any]:
     """What changed. A pass-rate change counts as a regression only when Fisher's exact test
     finds it significant at `alpha`, and a flip only when it is consistent across an item's
     repeats; `strict` counts any row that went from pass to fail."""
-    a_rows, a_sum = _load(a_path)
-    b_rows, b_sum = _load(b_path)
+    a_rows, a_sum = _load(a_path, warn)
+    b_rows, b_sum = _load(b_path, warn)
     _same_job(a_sum, b_sum, a_path, b_path)
     flips: dict[str, list[dict[str, Any]]] = {"pass_to_fail": [], "fail_to_pass": []}
     for row_id, after in b_rows.items():
@@ -218,44 +225,63 @@ def render_diff_markdown(diff: dict[str, Any]) -> str:
     )
 
 
-def merge_shards(shards: list[Path], output: Path) -> dict[str, Any]:
-    """One file with the final record of every row of every shard; refuses mixed jobs."""
+def merge_shards(
+    shards: list[Path], output: Path, job: Job | None = None, warn: Warn = lambda _: None
+) -> dict[str, Any]:
+    """One file with the final record of every row of every shard; refuses mixed jobs.
+
+    `complete` in the result is true only when every row of the job's matrix is there
+    and answered: checked against `job` when given, else against the shards' summaries.
+    """
     if output.exists() and output.stat().st_size > 0:
         raise ResultsError(f"{output} already exists: merge writes a new file")
-    jobs: Counter[tuple[str, str]] = Counter()
-    for shard in shards:
-        first = next(final_records(shard), None)
-        if first is not None:
-            jobs[(first.get("job", ""), first.get("job_fingerprint", ""))] += 1
-    if len(jobs) > 1:
-        described = ", ".join(f"{name} ({fingerprint})" for name, fingerprint in jobs)
-        raise ResultsError(f"the files come from different jobs or job versions: {described}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=output.name, suffix=".tmp")
-    os.close(handle)
     # The supersede rule across files too: a row in two shards keeps its last record.
     last: dict[str, int] = {}
     occurrences = 0
+    versions: Counter[tuple[str, str]] = Counter()
     for index, shard in enumerate(shards):
-        for record in final_records(shard):
+        for record in final_records(shard, warn):
+            versions[(record["job"], record.get("job_fingerprint") or "")] += 1
             last[record["id"]] = index
             occurrences += 1
-    writer = ResultsWriter(Path(temporary))
+    if len(versions) > 1:
+        described = ", ".join(f"{name} ({fingerprint})" for name, fingerprint in versions)
+        raise ResultsError(f"the files come from different jobs or job versions: {described}")
+    if not last:
+        raise ResultsError(f"the shard files hold no records: {', '.join(map(str, shards))}")
+    coverage = MatrixCoverage.of(job) if job is not None else None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=output.name, suffix=".tmp")
+    os.fchmod(handle, 0o666 & ~current_umask())  # as a run's results file, not mkstemp's 0600
+    os.close(handle)
     builder = SummaryBuilder()
     try:
-        for index, shard in enumerate(shards):
-            for record in final_records(shard):
-                if last[record["id"]] == index:
+        writer = ResultsWriter(Path(temporary))
+        try:
+            for index, shard in enumerate(shards):
+                records = (r for r in final_records(shard) if last[r["id"]] == index)
+                for record in records if coverage is None else coverage.review(records):
                     writer.write(record)
                     builder.add(record)
-    finally:
-        writer.close()
-    os.replace(temporary, output)
-    duplicates = occurrences - len(last)
+        finally:
+            writer.close()
+        if coverage is not None:
+            coverage.raise_if_foreign(", ".join(map(str, shards)))
+        os.replace(temporary, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    if coverage is not None:
+        shortfalls = coverage.shortfalls()
+        complete = not shortfalls
+    else:
+        complete, shortfalls = shard_layout(shards, len(last), builder.total.skipped)
     return builder.result(
         output=str(output),
         merged_from=[str(s) for s in shards],
-        duplicate_rows=duplicates,
+        duplicate_rows=occurrences - len(last),
         stop=None,
-        complete=builder.total.skipped == 0,
+        complete=complete,
+        shortfalls=shortfalls,
     )

@@ -5,6 +5,7 @@
     ├── ConfigError              a bad combination of options or environment (missing key, unknown model)
     ├── LockHeld                 another run is writing the same output file
     ├── ResultsError             a results file cannot be read, or files from different jobs were mixed
+    ├── OutputFailed             writing results or a summary failed once requests may have been sent
     ├── CacheError               the response cache cannot be used (a run goes on without it)
     └── RequestFailed            one chat request failed; `kind`, `http_status`, `retry_after`
         ├── Transient            worth another attempt
@@ -68,6 +69,14 @@ class LockHeld(BatchrunError):
 
 class ResultsError(BatchrunError):
     """A results file is unreadable, or files of different jobs were combined."""
+
+
+class OutputFailed(BatchrunError):
+    """Results or a summary could not be written (a full disk, a size limit, a deleted file).
+
+    Unlike an output refused before the run (a ConfigError, nothing spent), this can come
+    after money was spent, so it has an exit code of its own.
+    """
 
 
 class CacheError(BatchrunError):

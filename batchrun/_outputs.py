@@ -1,21 +1,85 @@
-"""Where results go: the default path, the summary beside it, finding a run to resume."""
+"""Where results go: the default path, the summary beside it, finding a run to resume.
+
+`run.output` (and the default `outputs/{name}/{timestamp}.jsonl`) may hold exactly two
+placeholders, `{name}` (the job name) and `{timestamp}` (UTC, to the millisecond, e.g.
+`20260102T030405.678Z`); any other brace is a validation error (`output_pattern_problem`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 DEFAULT_PATTERN = "outputs/{name}/{timestamp}.jsonl"
+PLACEHOLDERS = ("{name}", "{timestamp}")
+_PLACEHOLDER = re.compile(r"\{(name|timestamp)\}")
+
+
+def output_pattern_problem(pattern: str) -> str | None:
+    """Why `pattern` is not a valid run.output, or None."""
+    rest = _PLACEHOLDER.sub("", pattern)
+    if "{" in rest or "}" in rest:
+        return f"run.output {pattern!r}: the only placeholders are {{name}} and {{timestamp}}, and no other braces"
+    if not rest.strip("/") or pattern.endswith("/"):
+        return f"run.output {pattern!r} names no file"
+    return None
+
+
+def _stamp(now: float) -> str:
+    # Milliseconds, fixed width: back-to-back runs get distinct names that sort by time.
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
 def default_output(job_name: str, pattern: str | None, now: float) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    return Path((pattern or DEFAULT_PATTERN).format(name=job_name, timestamp=stamp))
+    values = {"name": job_name, "timestamp": _stamp(now)}
+    return Path(_PLACEHOLDER.sub(lambda m: values[m.group(1)], pattern or DEFAULT_PATTERN))
+
+
+def fresh_output(job_name: str, pattern: str | None, now: float) -> Path:
+    """The default output for a new run: a name no earlier run of the job used.
+
+    Called under the job lock, so two runs cannot pick the same free name.
+    """
+    path = default_output(job_name, pattern, now)
+    for step in range(1, 1000):
+        if not path.exists():
+            break
+        later = default_output(job_name, pattern, now + step / 1000)
+        if later == path:  # a pattern without {timestamp}: the caller refuses an existing file
+            break
+        path = later
+    return path
 
 
 def summary_path(results: Path) -> Path:
     return results.with_name(results.stem + ".summary.json")
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    """Replace `path` with `data` as JSON, whole or not at all, with the usual file mode."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        # mkstemp creates 0600; results are 0644 less the umask, and their summary matches.
+        os.fchmod(handle, 0o666 & ~current_umask())
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=2)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def latest_incomplete(job_name: str, pattern: str | None) -> Path | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ._costs import CostModel
@@ -13,9 +15,11 @@ from ._matrix import count_requests
 
 def render_plan_offline(job: Job) -> str:
     counts = count_requests(job)
+    # Every model runs every prompt row, so the total is models x (rows of all prompts) x repeat.
+    rows = sum(counts[(job.models[0].id, p.id)] for p in job.prompts) // job.repeat
     lines = [
         f"job {job.name}: {sum(counts.values())} request(s) = "
-        f"{len(job.models)} model(s) x {len(job.prompts)} prompt(s) x rows x repeat {job.repeat}"
+        f"{len(job.models)} model(s) x {rows} row(s) of {len(job.prompts)} prompt(s) x repeat {job.repeat}"
     ]
     width = max(len(m.id) for m in job.models)
     for model in job.models:
@@ -42,8 +46,20 @@ class PricedPlan:
     batch_worst: dict[str, float] = field(default_factory=dict)  # at Batch API prices
 
 
-def previous_average(job: Job) -> tuple[str | None, dict[str, float]]:
-    """Mean cost of an ok row per model, from the newest results file of the same job."""
+def _ran_against(path: Path) -> str | None:
+    """The endpoint a run used, from its summary (None when unknown)."""
+    from ._outputs import summary_path
+
+    try:
+        endpoint = json.loads(summary_path(path).read_text(encoding="utf-8")).get("endpoint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return endpoint if isinstance(endpoint, str) else None
+
+
+def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, float]]:
+    """Mean cost of an ok row per model, from the newest results file of the same job that ran
+    against `endpoint` (a simulated run's made-up prices say nothing about a real one)."""
     from ._exceptions import ResultsError
     from ._outputs import default_output
     from ._results import final_records
@@ -51,6 +67,8 @@ def previous_average(job: Job) -> tuple[str | None, dict[str, float]]:
     folder = default_output(job.name, job.run.output, 0).parent
     files = sorted(folder.glob("*.jsonl"), reverse=True) if folder.is_dir() else []
     for path in files:
+        if _ran_against(path) not in (None, endpoint):
+            continue
         totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         try:
             for record in final_records(path):
@@ -65,7 +83,7 @@ def previous_average(job: Job) -> tuple[str | None, dict[str, float]]:
     return None, {}
 
 
-async def price_plan(job: Job, base_url: str | None, api_key: str | None) -> PricedPlan:
+async def price_plan(job: Job, base_url: str | None, api_key: str | None, previous: bool = True) -> PricedPlan:
     from ._run import RunOptions, check_models, estimate, make_client
 
     client = make_client(job, RunOptions(api_key=api_key, base_url=base_url), job.run)
@@ -77,14 +95,14 @@ async def price_plan(job: Job, base_url: str | None, api_key: str | None) -> Pri
     if models is not None:
         check_models(job, models)
     result = estimate(job, CostModel(models, job.run.cost_margin), None, None, False)
-    previous_file, previous = previous_average(job)
+    previous_file, averages = previous_average(job, client.base_url) if previous else (None, {})
     return PricedPlan(
         job,
         result.rows,
         result.worst_usd,
         result.unknown_price,
         result.no_max_tokens,
-        previous_avg=previous,
+        previous_avg=averages,
         previous_file=previous_file,
         key=key,
         batch_worst=result.batch_worst_usd,

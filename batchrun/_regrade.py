@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._checks import answer_of, grade, is_judge, stored_judgements
 from ._client import OpenRouterClient
 from ._clock import Clock
 from ._costs import CostModel
+from ._items import ItemGate
 from ._job import Job
 from ._judge import answer_text, grader_body
 from ._judging import GraderPool, grader_request, question_of
@@ -27,6 +28,10 @@ from ._ledger import CreditLedger
 from ._limiter import Throttle
 from ._matrix import Request, plan_requests
 from ._retry import RetryPolicy
+from ._summary import SummaryBuilder
+
+if TYPE_CHECKING:
+    from ._run import RunOptions
 
 
 @dataclass
@@ -121,3 +126,56 @@ async def regrade_with_judges(
         emit(record)
     reason, message = stop[0] if stop else (None, "")
     return RegradeOutcome(reason, message, pool.ledger.spent)
+
+
+async def regrade_file(
+    job: Job,
+    options: RunOptions,
+    records: Iterable[dict[str, Any]],
+    reread: Callable[[], Iterable[dict[str, Any]]],
+    gate: ItemGate,
+    show_worst_case: Callable[[str], None],
+    keep: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """`report --job` with judges, end to end: prices and credit, the worst case (shown before
+    anything is spent, from a first pass over `reread()`), then the re-grading of `records`
+    within the budget. Returns the summary; `keep` receives each re-graded record."""
+    from ._run import check_models, make_client
+
+    settings = job.run
+    builder = SummaryBuilder(gate)
+
+    def emit(record: dict[str, Any]) -> None:
+        builder.add(record)
+        if keep is not None:
+            keep(record)
+
+    client = make_client(job, options, settings)
+    try:
+        models = await client.models()
+        key = await client.key_info()
+        if models is not None:
+            check_models(job, models)
+        costs = CostModel(models, settings.cost_margin) if models is not None else None
+        budget = settings.budget_usd
+        remaining = key.get("limit_remaining") if key else None
+        if isinstance(remaining, (int, float)) and (budget is None or remaining < budget):
+            budget = float(remaining)
+        if costs is not None:
+            worst = estimate_regrade(reread(), job, costs)
+            show_worst_case(
+                f"re-grading {worst.rows} row(s): {worst.requests} grader request(s), worst case "
+                f"${worst.worst_usd:.6f}{' (some prices unknown)' if worst.unknown_price else ''}; budget "
+                + ("none" if budget is None else f"${budget:.6f}")
+            )
+        else:
+            show_worst_case("re-grading: the endpoint lists no prices, so no worst case can be shown")
+        outcome = await regrade_with_judges(records, job, client, costs, budget, options.clock, emit)
+    finally:
+        await client.aclose()
+    return builder.result(
+        stop=outcome.stop,
+        stop_message=outcome.stop_message,
+        budget_usd=budget,
+        spent_usd=round(outcome.spent_usd, 8),
+    )

@@ -6,9 +6,7 @@ to the `notice` callback and everything else comes back in the RunReport.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,18 +21,26 @@ from ._checks import is_judge
 from ._client import ModelInfo, OpenRouterClient
 from ._clock import Clock, SystemClock
 from ._costs import CostModel
-from ._exceptions import ConfigError
+from ._exceptions import ConfigError, OutputFailed, ResultsError
 from ._isolated import IsolatedKey
 from ._items import ItemGate
 from ._job import Job, RunSettings
 from ._judging import judge_requests_for
 from ._ledger import CreditLedger
 from ._lock import OutputLock
-from ._matrix import Request, Shard, plan_requests
-from ._outputs import default_output, latest_incomplete, summary_path
-from ._results import ResultsWriter, RowState, ScanResult, final_records, scan_states
+from ._matrix import Request, Shard, count_requests, plan_requests
+from ._outputs import default_output, fresh_output, latest_incomplete, summary_path, write_json_atomically
+from ._results import (
+    ResultsWriter,
+    RowState,
+    ScanResult,
+    final_records,
+    repair_torn_tail,
+    results_job,
+    scan_states,
+)
 from ._retry import RetryPolicy
-from ._runner import RunConfig, Runner, RunOutcome
+from ._runner import STOP_IO, RunConfig, Runner, RunOutcome
 from ._summary import SummaryBuilder
 
 Notice = Callable[[str], None]
@@ -85,7 +91,37 @@ def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) ->
             raise ConfigError(f"--resume: no incomplete run of {job.name!r} was found; give --output")
         notice(f"resuming {found}, the most recent incomplete run of {job.name}")
         return found
-    return default_output(job.name, job.run.output, now)
+    return fresh_output(job.name, job.run.output, now)
+
+
+def check_output(output: Path, job: Job, resume: bool) -> bool:
+    """May this run write `output`? True when it already holds this job's results (resume them).
+
+    Only a file whose first record is this job's is ever appended to or repaired; any
+    other existing file is refused and left byte for byte as it was.
+    """
+    try:
+        info = output.stat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{output}: not a regular file: results go to a file of their own; give another --output")
+    if info.st_size == 0:
+        return False
+    try:
+        owner = results_job(output)
+    except ResultsError as exc:
+        raise ConfigError(f"{exc}: it was left untouched; give another --output") from None
+    if owner is not None and owner != job.name:
+        raise ConfigError(
+            f"{output} holds results of job {owner!r}, not {job.name!r}: it was left untouched; give another --output"
+        )
+    if not resume:
+        # Appending a second run would mix two runs in one file; continuing is explicit.
+        raise ConfigError(
+            f"{output} already holds results of {job.name}: add --resume to continue that run, or give another --output"
+        )
+    return True
 
 
 def keep_row(state: RowState | None, request: Request, retry_errors: bool) -> bool:
@@ -171,13 +207,6 @@ def check_models(job: Job, models: dict[str, ModelInfo]) -> None:
         raise ConfigError(f"{job.path}: model(s) not offered by the endpoint: {', '.join(unknown)}")
 
 
-def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2)
-    os.replace(temporary, path)
-
-
 def make_client(job: Job, options: RunOptions, settings: RunSettings) -> OpenRouterClient:
     return OpenRouterClient(
         options.base_url or job.endpoint.base_url,
@@ -210,14 +239,15 @@ async def run_job(
         # overlapping cron ticks of one job both run (and both spend): lock the job too.
         folder = default_output(job.name, job.run.output, 0).parent
         locks.append(OutputLock(folder / ".batchrun", f"job {job.name} is being run"))
-    output = resolve_output(job, options, clock.time(), notice)
-    locks.append(OutputLock(output))
     try:
         for lock in locks:
             lock.acquire()
+        output = resolve_output(job, options, clock.time(), notice)
+        locks.append(OutputLock(output))
+        locks[-1].acquire()
         return await _locked_run(job, options, settings, control, notice, on_start, on_record, output)
     finally:
-        for lock in locks:
+        for lock in reversed(locks):
             lock.release()
 
 
@@ -332,13 +362,14 @@ async def _locked_run(
         # Batch mode, same output: batches of an earlier tick are collected, not submitted again.
         notice(f"{output}: collecting the batches an earlier run submitted")
         options = replace(options, resume=True)
-    if not options.resume and output.exists() and output.stat().st_size > 0:
-        # Appending a second run would mix two runs in one file; continuing is explicit.
-        raise ConfigError(
-            f"{output} already holds results: add --resume to continue that run, or give another --output"
-        )
+    resuming = check_output(output, job, options.resume)
     started = options.clock.monotonic()  # the deadline counts pre-flight and the resume scan too
-    states = scan_states(output) if options.resume and output.exists() else None
+    states = None
+    if resuming:
+        cut = repair_torn_tail(output)
+        if cut:
+            notice(f"{output}: cut a torn last record ({cut} bytes) left by an earlier crash")
+        states = scan_states(output, lambda message: notice(f"warning: {message}"))
     prior_spend = states.spent_usd if states is not None else 0.0
     client = make_client(job, options, settings)
     isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
@@ -373,8 +404,6 @@ async def _locked_run(
             on_record=record_done,
             judge=job.judge,
         )
-        if runner.writer.repaired_bytes:
-            notice(f"{output}: cut a torn last line ({runner.writer.repaired_bytes} bytes) left by an earlier crash")
         control.runner = runner
         if control.pending:
             runner.request_stop(control.pending)
@@ -383,19 +412,25 @@ async def _locked_run(
         requests: Iterator[Request] = plan_requests(job, options.shard)
         executor = None
         try:
-            if batch is not None:
-                executor = _batch_executor(runner, client, batch, job, options, states, started, notice)
-                outcome = await executor.run(requests)
-            else:
-                if states is not None:
-                    requests = (r for r in requests if not keep_row(states.get(r.id), r, options.retry_errors))
-                outcome = await runner.run(requests)
-        finally:
-            runner.writer.close()
+            try:
+                if batch is not None:
+                    executor = _batch_executor(runner, client, batch, job, options, states, started, notice)
+                    outcome = await executor.run(requests)
+                else:
+                    if states is not None:
+                        requests = (r for r in requests if not keep_row(states.get(r.id), r, options.retry_errors))
+                    outcome = await runner.run(requests)
+            finally:
+                runner.writer.close()
+        except OutputFailed as failure:
+            # The results file cannot be written: a stop of its own (exit code IO).
+            outcome = RunOutcome(STOP_IO, str(failure), runner.ledger.spent)
         if isolated is not None:
             await isolated.finish(ledger.spent, notice)
         if states:
-            summary = SummaryBuilder(summary.gate).add_all(final_records(output))
+            summary = SummaryBuilder(summary.gate).add_all(
+                final_records(output, lambda message: notice(f"warning: {message}"))
+            )
         data = summary.result(
             output=str(output),
             stop=outcome.stop,
@@ -406,11 +441,21 @@ async def _locked_run(
             spent_before_usd=round(prior_spend, 8),
             kept_from_earlier=plan.kept,
             isolated_key=isolated.audit() if isolated is not None else None,
+            shard=None if options.shard is None else f"{options.shard.index}/{options.shard.count}",
+            matrix_rows=sum(count_requests(job).values()),
+            endpoint=client.base_url,
         )
         if executor is not None:
             data["batches"] = executor.outcome.as_json(str(executor.state.path))
         data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
-        write_json_atomically(summary_path(output), data)
+        try:
+            write_json_atomically(summary_path(output), data)
+        except OSError as exc:
+            message = f"{summary_path(output)}: writing the summary failed: {exc.strerror or exc}"
+            if data["stop"] is None:
+                data.update(stop=STOP_IO, stop_message=message, complete=False)
+            else:
+                notice(f"warning: {message}")
         return RunReport(output, data, outcome)
     finally:
         if isolated is not None and isolated.removed is None:

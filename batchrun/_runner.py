@@ -18,7 +18,14 @@ from ._checks import Answer, grade, is_judge
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._costs import CostModel
-from ._exceptions import AuthFailed, BatchrunError, CreditExhausted, DailyCapReached, RequestFailed
+from ._exceptions import (
+    AuthFailed,
+    BatchrunError,
+    CreditExhausted,
+    DailyCapReached,
+    OutputFailed,
+    RequestFailed,
+)
 from ._judge import GraderSettings
 from ._judging import GraderPool, question_of, throttled_chat
 from ._ledger import BudgetExhausted, CreditLedger
@@ -35,6 +42,7 @@ STOP_AUTH, STOP_CREDITS, STOP_BUDGET, STOP_DEADLINE, STOP_INTERRUPTED = (
     "deadline",
     "interrupted",
 )
+STOP_IO = "io"  # the results file cannot be written: stop at the first failed write
 
 
 class _Recorded(BatchrunError):
@@ -147,7 +155,13 @@ class Runner:
         return record
 
     def _emit(self, request: Request, record: dict[str, Any]) -> None:
-        self.writer.write(record, request.payload)
+        try:
+            self.writer.write(record, request.payload)
+        except OutputFailed as failure:
+            # The first failed write stops dispatch: nothing more is paid for that cannot be
+            # recorded, and the writer refuses later lines, so none follows a torn one.
+            self.request_stop(STOP_IO, str(failure))
+            raise
         if self.on_record is not None:
             self.on_record(record)
 
@@ -360,7 +374,7 @@ class Runner:
                 await stop_wait
         finally:
             stop_wait.cancel()
-        grace = 0.0 if self.stop_reason == STOP_AUTH else self.config.grace_s
+        grace = 0.0 if self.stop_reason in (STOP_AUTH, STOP_IO) else self.config.grace_s
         if grace > 0:
             all_done = asyncio.ensure_future(asyncio.wait(workers))
             sleeper = asyncio.ensure_future(self.clock.sleep(grace))

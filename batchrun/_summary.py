@@ -267,14 +267,20 @@ def render_text(summary: dict[str, Any]) -> str:
         lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["error_kinds"].items())))
     if summary["skip_reasons"]:
         lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items())))
+    # After a resume the file's rows cost more than this run spent: each figure says which it is.
     if summary.get("estimate_usd") is not None:
         lines.append(
-            f"pre-flight worst case: ${summary['estimate_usd']:.6f}, spent ${summary['total']['cost_usd']:.6f}"
+            f"this run: worst case ${summary['estimate_usd']:.6f}, spent ${summary.get('spent_usd') or 0.0:.6f}"
+        )
+    if summary.get("spent_before_usd"):
+        lines.append(
+            f"earlier runs of this file spent ${summary['spent_before_usd']:.6f}; "
+            f"all rows in the file cost ${summary['total']['cost_usd']:.6f}"
         )
     if summary.get("budget_usd") is not None:
         spent = summary.get("spent_usd") or 0.0
         lines.append(
-            f"budget: spent ${spent:.6f} of ${summary['budget_usd']:.6f} "
+            f"budget left for this run: spent ${spent:.6f} of ${summary['budget_usd']:.6f} "
             f"(${max(0.0, summary['budget_usd'] - spent):.6f} left)"
         )
     if summary.get("isolated_key"):

@@ -20,6 +20,8 @@ class ExitCode(enum.IntEnum):
     LOCKED = 8  # another run is writing the same output
     AUTH = 9  # the API key was refused
     SUBMITTED = 10  # batch mode: batches are still running at OpenRouter; collect later with --resume
+    IO = 11  # results or the summary could not be written during or after the run (resumable)
+    INCOMPLETE = 12  # report --job / merge: rows of the job's matrix are missing or skipped
 
 
 EXIT_CODE_TABLE = "\n".join(f"  {code.value}  {code.name.lower()}" for code in ExitCode)
@@ -31,6 +33,7 @@ _STOP_CODES = {
     "budget": ExitCode.BUDGET,
     "deadline": ExitCode.DEADLINE,
     "submitted": ExitCode.SUBMITTED,
+    "io": ExitCode.IO,
 }
 
 

@@ -10,15 +10,27 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, cast
 
-from . import __version__
-from ._exceptions import AuthFailed, BatchrunError, ConfigError, JobError, LockHeld, RequestFailed, ResultsError
+from . import __version__, _argtypes
+from ._console import Console, append_step_summary
+from ._exceptions import (
+    AuthFailed,
+    BatchrunError,
+    ConfigError,
+    JobError,
+    LockHeld,
+    OutputFailed,
+    RequestFailed,
+    ResultsError,
+)
+from ._files import describe_os_error
+from ._signals import RunSignals, release_early
 from ._verdict import EXIT_CODE_TABLE, ExitCode
 
 COMMANDS = ("validate", "plan", "simulate", "report", "diff", "merge", "run", "batches")
@@ -43,27 +55,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ExitCode.USAGE, f"batchrun: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-    return value
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
 def _add_sim_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sim",
@@ -79,10 +70,12 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--simulate", action="store_true", help="run against the built-in simulator (no key, no network)"
     )
-    parser.add_argument("--base-url", help="OpenAI-compatible base URL, overriding the job's endpoint")
+    parser.add_argument(
+        "--base-url", type=_argtypes.base_url, help="OpenAI-compatible base URL, overriding the job's endpoint"
+    )
     parser.add_argument(
         "--budget",
-        type=_positive_float,
+        type=_argtypes.positive_float,
         metavar="USD",
         help="spend at most this; the smaller of this and run.budget_usd wins",
     )
@@ -119,19 +112,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-errors", action="store_true", help="with --resume, also re-run rows that ended in a retryable error"
     )
     _add_endpoint_options(run)
-    run.add_argument("--concurrency", type=_positive_int)
-    run.add_argument("--deadline", type=_positive_float, metavar="SECONDS", help="whole-run deadline")
     run.add_argument(
-        "--grace", type=float, metavar="SECONDS", help="how long in-flight requests may finish after a stop"
+        "--concurrency",
+        type=_argtypes.concurrency,
+        metavar="N",
+        help=f"requests in flight at once, 1..{_argtypes.MAX_CONCURRENCY} (overrides run.concurrency)",
     )
-    run.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="per-attempt timeout")
-    run.add_argument("--max-attempts", type=_positive_int)
+    run.add_argument("--deadline", type=_argtypes.positive_float, metavar="SECONDS", help="whole-run deadline")
     run.add_argument(
-        "--max-elapsed", type=_positive_float, metavar="SECONDS", help="stop retrying a request after this long"
+        "--grace",
+        type=_argtypes.non_negative_float,
+        metavar="SECONDS",
+        help="how long in-flight requests may finish after a stop",
     )
-    run.add_argument("--max-wait", type=_positive_float, metavar="SECONDS", help="cap on a single retry wait")
+    run.add_argument("--timeout", type=_argtypes.positive_float, metavar="SECONDS", help="per-attempt timeout")
+    run.add_argument(
+        "--max-attempts",
+        type=_argtypes.attempts,
+        metavar="N",
+        help="attempts per request, retries included, 1..100 (overrides run.max_attempts)",
+    )
+    run.add_argument(
+        "--max-elapsed",
+        type=_argtypes.positive_float,
+        metavar="SECONDS",
+        help="stop retrying a request after this long",
+    )
+    run.add_argument("--max-wait", type=_argtypes.positive_float, metavar="SECONDS", help="cap on a single retry wait")
     run.add_argument("--shard", metavar="K/N", help="run the K-th of N deterministic parts of the matrix")
-    run.add_argument("--pass-threshold", type=_rate, metavar="RATE", help="minimum pass rate of the checks (0..1)")
+    run.add_argument(
+        "--pass-threshold", type=_argtypes.rate, metavar="RATE", help="minimum pass rate of the checks (0..1)"
+    )
     run.add_argument(
         "--isolated-key",
         action="store_true",
@@ -141,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mode_option(run)
 
     validate = commands.add_parser("validate", help="check job files without any network")
-    validate.add_argument("jobs", type=Path, nargs="+")
+    validate.add_argument("jobs", type=Path, nargs="+", metavar="JOB.yaml", help="job files to check")
+    validate.add_argument("--quiet", "-q", action="store_true", help="print nothing unless a file has problems")
 
     plan = commands.add_parser("plan", help="matrix size, and worst-case cost against budget and credit")
     plan.add_argument("job", type=Path)
@@ -149,22 +161,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_endpoint_options(plan)
 
     simulate = commands.add_parser("simulate", help="serve the OpenRouter simulator until stopped")
-    simulate.add_argument("--host", default="127.0.0.1")
-    simulate.add_argument("--port", type=int, default=8199)
+    simulate.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    simulate.add_argument(
+        "--port", type=_argtypes.port, default=8199, help="port to listen on, 0 for any free one (default 8199)"
+    )
     _add_sim_options(simulate)
 
     report = commands.add_parser("report", help="summary of a results file")
     report.add_argument("results", type=Path)
-    report.add_argument("--json", action="store_true", help="print the summary as JSON")
-    report.add_argument("--markdown", action="store_true", help="print the summary as Markdown")
+    _add_format_options(report, "the summary")
     report.add_argument(
         "--job",
         type=Path,
         metavar="JOB.yaml",
-        help="re-grade the stored answers with this job's current checks, and gate on its "
-        "thresholds (exit 1, 3 or 5); judge checks send grader requests (a key or --simulate), "
-        "within --budget, and their worst case is printed first",
+        help="the CI gate: compare the rows with this job's whole matrix (missing or skipped rows: "
+        f"exit {ExitCode.INCOMPLETE.value}; rows of another job: exit 2), re-grade the stored answers with its "
+        "current checks, and gate on its thresholds (exit 1, 3 or 5); judge checks send grader requests "
+        "(a key or --simulate) within --budget, after printing their worst case",
     )
+    _add_partial_option(report)
     report.add_argument(
         "--junit", type=Path, metavar="PATH", help="also write JUnit XML: one test case per row or item"
     )
@@ -173,8 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff = commands.add_parser("diff", help="what changed between two runs of a job")
     diff.add_argument("before", type=Path)
     diff.add_argument("after", type=Path)
-    diff.add_argument("--json", action="store_true")
-    diff.add_argument("--markdown", action="store_true")
+    _add_format_options(diff, "the changes")
     diff.add_argument(
         "--fail-on-regression",
         action="store_true",
@@ -182,7 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
         "that passed every repeat and now fails every repeat, or a model that started erroring or disappeared",
     )
     diff.add_argument(
-        "--alpha", type=_rate, default=0.05, metavar="LEVEL", help="significance level of the test (default 0.05)"
+        "--alpha",
+        type=_argtypes.rate,
+        default=0.05,
+        metavar="LEVEL",
+        help="significance level of the test (default 0.05)",
     )
     diff.add_argument(
         "--strict", action="store_true", help="with --fail-on-regression, any row from pass to fail fails"
@@ -199,19 +217,28 @@ def build_parser() -> argparse.ArgumentParser:
     merge = commands.add_parser("merge", help="combine shard result files of one job")
     merge.add_argument("files", type=Path, nargs="+", help="OUT.jsonl SHARD... (or SHARD... with -o OUT)")
     merge.add_argument("--output", "-o", type=Path)
+    merge.add_argument(
+        "--job",
+        type=Path,
+        metavar="JOB.yaml",
+        help="check the merged rows against this job's whole matrix (else the shards' summaries are used)",
+    )
+    _add_partial_option(merge)
     return parser
 
 
-class Console:
-    """Where output goes; tests swap the streams."""
+def _add_format_options(parser: argparse.ArgumentParser, what: str) -> None:
+    formats = parser.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+    formats.add_argument("--markdown", action="store_true", help=f"print {what} as Markdown")
 
-    def __init__(self, out: TextIO, err: TextIO) -> None:
-        self.out = out
-        self.err = err
 
-    def error(self, message: str) -> None:
-        self.err.write(f"batchrun: {message}\n")
-        self.err.flush()
+def _add_partial_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help=f"accept rows missing from the job's matrix, or skipped, instead of exit {ExitCode.INCOMPLETE.value}",
+    )
 
 
 def _sim_config(options: list[str]) -> Any:
@@ -223,14 +250,18 @@ def _sim_config(options: list[str]) -> Any:
             config.set_option(option)
         except ValueError as exc:
             raise ConfigError(f"--sim {option}: {exc}") from None
+        key, _, value = option.partition("=")
+        # Rates and accuracies are probabilities; the simulator would take 2 as "always".
+        if key.strip().startswith(("fault.", "accuracy.")) and not 0 <= float(value) <= 1:
+            raise ConfigError(f"--sim {option}: a rate must be between 0 and 1")
     return config
 
 
-def _step_summary(markdown: str) -> None:
-    path = os.environ.get("GITHUB_STEP_SUMMARY")
-    if path:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(markdown + "\n")
+def _step_summary(console: Console, markdown: str) -> None:
+    """A step summary that cannot be written is a warning: the command's own code stands."""
+    failure = append_step_summary(markdown)
+    if failure:
+        console.warn(failure)
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -240,11 +271,14 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     failed = False
     for path in args.jobs:
         try:
-            load_job(path)
+            job = load_job(path)
         except JobError as exc:
             failed = True
             for problem in exc.problems:
                 console.error(str(problem))
+            continue
+        if not args.quiet:
+            console.out.write(f"{path}: ok (job {job.name})\n")
     return ExitCode.USAGE if failed else ExitCode.OK
 
 
@@ -262,10 +296,24 @@ async def _with_simulator(args: argparse.Namespace, body: Any) -> Any:
         await simulator.stop()
 
 
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+
+
+def _checked_key(variable: str) -> str | None:
+    """A key from the environment, refused (without showing it) if a header cannot carry it."""
+    key = os.environ.get(variable)
+    if key and not _HEADER_SAFE.fullmatch(key):
+        raise ConfigError(
+            f"${variable} holds a space, a newline or a non-ASCII character, which an HTTP header "
+            "cannot carry; check how it was set (the key is not shown)"
+        )
+    return key or None
+
+
 def _api_key(job: Any, simulated_key: str | None) -> str:
     if simulated_key is not None:
         return simulated_key
-    key = os.environ.get(job.endpoint.api_key_env)
+    key = _checked_key(job.endpoint.api_key_env)
     if not key:
         raise ConfigError(f"no API key: set ${job.endpoint.api_key_env} (or use --simulate)")
     return key
@@ -305,13 +353,23 @@ def _test_seam(name: str) -> int | None:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from ._run import RunControl
+
+    control = RunControl()
+    with RunSignals(lambda: control.stop("interrupted"), console.error) as signals:
+        return _run(args, console, signals, control)
+
+
+def _run(args: argparse.Namespace, console: Console, signals: RunSignals, control: Any) -> int:
     from ._job import load_job
     from ._matrix import Shard
     from ._progress import Progress
-    from ._run import RunControl, RunOptions, run_job
+    from ._run import RunOptions, run_job
     from ._summary import render_markdown, render_text
     from ._verdict import decide
 
+    if args.retry_errors and not args.resume:
+        raise ConfigError("--retry-errors continues a run: use it with --resume")
     job = load_job(args.job)
     settings = _settings_from_args(job, args)
     job = replace(job, run=settings)
@@ -321,7 +379,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             shard = Shard.parse(args.shard)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-    progress = Progress(console.err, args.quiet, settings.progress_every_s)
+    progress = Progress(cast(TextIO, console.err), args.quiet, settings.progress_every_s)
     notices: list[str] = []
 
     def notice(message: str) -> None:
@@ -329,27 +387,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         if not args.quiet or message.startswith("warning"):
             console.error(message)
 
-    control = RunControl()
-
     async def body(base_url: str | None, sim_key: str | None, sim_management: str | None) -> Any:
-        loop = asyncio.get_running_loop()
-        signals_seen = 0
-
-        def on_signal() -> None:
-            nonlocal signals_seen
-            signals_seen += 1
-            if signals_seen > 1:
-                # Each record is one whole os.write, so the file is valid at any point.
-                console.error("second signal: exiting now")
-                os._exit(ExitCode.INTERRUPTED)
-            control.stop("interrupted")
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
-        management = sim_management or os.environ.get(job.endpoint.management_key_env)
+        signals.loop = asyncio.get_running_loop()
+        management = sim_management or _checked_key(job.endpoint.management_key_env)
         api_key = None if settings.isolated_key and sim_key is None else _api_key(job, sim_key)
         if settings.isolated_key and api_key is None:
-            api_key = os.environ.get(job.endpoint.api_key_env)
+            api_key = _checked_key(job.endpoint.api_key_env)
         options = RunOptions(
             api_key=api_key,
             base_url=base_url,
@@ -364,6 +407,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             return await run_job(job, options, control, notice, on_start=progress.start, on_record=progress.record)
         finally:
             progress.close()
+            signals.loop = None
 
     report = asyncio.run(_with_simulator(args, body))
     code, reasons = decide(report.summary, settings, args.pass_threshold)
@@ -376,7 +420,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         (console.err if args.quiet else console.out).write(text + "\n")
         for reason in reasons:
             console.error(reason)
-    _step_summary(render_markdown(report.summary))
+        if report.summary.get("stop") == "io":
+            console.error(report.summary["stop_message"])
+    _step_summary(console, render_markdown(report.summary))
+    if console.stdout_failure():
+        console.warn(f"stdout: the summary could not be written: {console.stdout_failure()}")
     return int(code)
 
 
@@ -389,7 +437,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     settings = _with_budget(settings, args.budget)
     if args.mode:
         settings = replace(settings, mode=args.mode)
-    key = os.environ.get(job.endpoint.api_key_env)
+    key = None if args.simulate else _checked_key(job.endpoint.api_key_env)
     if not args.simulate and not key:
         console.out.write(render_plan_offline(job) + "\n")
         return ExitCode.OK
@@ -397,20 +445,33 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> str:
         from ._plan import price_plan
 
-        return render_plan(await price_plan(replace(job, run=settings), base_url, sim_key or key))
+        # A simulated plan's "previous average" would compare made-up prices: none is shown.
+        plan = await price_plan(replace(job, run=settings), base_url, sim_key or key, previous=not args.simulate)
+        return render_plan(plan)
 
     console.out.write(asyncio.run(_with_simulator(args, body)) + "\n")
     return ExitCode.OK
 
 
 def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
-    from .simulator import serve
+    from .simulator import Simulator
 
     config = _sim_config(args.sim)
-    console.err.write(f"simulator on http://{args.host}:{args.port}/api/v1 (Ctrl-C to stop)\n")
-    console.err.flush()
+
+    async def serve() -> None:
+        simulator = Simulator(config)
+        try:
+            await simulator.start(args.host, args.port)
+        except OSError as exc:  # a busy port, a host that does not resolve: said before any "listening"
+            raise ConfigError(f"simulator cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+        console.err.write(f"simulator on {simulator.base_url} (Ctrl-C to stop)\n")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await simulator.stop()
+
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is meant to stop
-        asyncio.run(serve(config, args.host, args.port))
+        asyncio.run(serve())
     return ExitCode.OK
 
 
@@ -428,40 +489,54 @@ def _show(
         console.out.write(as_markdown(data))
     else:
         console.out.write(as_text(data) + "\n")
-    _step_summary(as_markdown(data))
+    _step_summary(console, as_markdown(data))
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from ._results import final_records
     from ._summary import SummaryBuilder, render_markdown, render_text
 
+    records = final_records(args.results, console.warn)
     if args.job is None:
-        summary = SummaryBuilder().add_all(final_records(args.results)).result(output=str(args.results))
-        _write_junit(args, console, lambda: final_records(args.results), None)
+        summary = SummaryBuilder().add_all(records).result(output=str(args.results))
+        if not summary["total"]["rows"]:
+            raise ResultsError(f"{args.results}: holds no records")
+        _write_junit(args, console, lambda: final_records(args.results, console.warn), None)
         _show(console, args, summary, render_text, render_markdown)
         return ExitCode.OK
-    from ._checks import is_judge, regrade
+    from ._checks import is_judge
+    from ._gate import MatrixCoverage
     from ._items import ItemGate
     from ._job import load_job
-    from ._matrix import plan_requests
     from ._verdict import decide
 
     job = load_job(args.job)
     settings = _with_budget(job.run, args.budget)
     job = replace(job, run=settings)
     gate = ItemGate.from_threshold(settings.pass_threshold)
+    coverage = MatrixCoverage.of(job)
     # Judge checks of the job now (a dataset row's own included) decide whether graders are asked.
-    judged = any(any(is_judge(c) for c in request.checks) for request in plan_requests(job))
+    regraded: list[dict[str, Any]] = []
+    judged = any(is_judge(c) for checks in coverage.checks.values() for c in checks)
     if judged:
-        summary, regraded = _regrade_judged(args, console, job, gate)
-        _write_junit(args, console, lambda: iter(regraded), gate)
+        summary = _regrade_judged(args, console, job, gate, coverage.review(records), regraded)
     else:
-        summary = (
-            SummaryBuilder(gate).add_all(regrade(final_records(args.results), job)).result(output=str(args.results))
-        )
-        _write_junit(args, console, lambda: regrade(final_records(args.results), job), gate)
+        summary = SummaryBuilder(gate).add_all(coverage.review(records, regrade=True)).result(output=str(args.results))
+
+    def junit_records() -> Iterable[dict[str, Any]]:
+        if judged:
+            return regraded
+        return MatrixCoverage.of(job).review(final_records(args.results), regrade=True)
+
+    coverage.raise_if_foreign(args.results)
+    shortfalls = coverage.shortfalls()
+    summary.update(complete=not shortfalls, missing_rows=coverage.missing, matrix_rows=len(coverage.checks))
+    _write_junit(args, console, junit_records, gate)
     _show(console, args, summary, render_text, render_markdown)
     code, reasons = decide(summary, settings)
+    if shortfalls and not args.allow_partial:
+        # Rows without an answer outrank errors and quality, as a stop does in a run.
+        code, reasons = ExitCode.INCOMPLETE, [*shortfalls, "(--allow-partial accepts them)", *reasons]
     for reason in reasons:
         console.error(reason)
     return int(code)
@@ -481,66 +556,43 @@ def _write_junit(args: argparse.Namespace, console: Console, records: Callable[[
 
 
 def _regrade_judged(
-    args: argparse.Namespace, console: Console, job: Any, gate: Any
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Re-grade with grader requests: print the worst case first, then spend within the budget."""
-    from ._clock import SystemClock
-    from ._costs import CostModel
-    from ._regrade import estimate_regrade, regrade_with_judges
+    args: argparse.Namespace,
+    console: Console,
+    job: Any,
+    gate: Any,
+    records: Iterable[dict[str, Any]],
+    regraded: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Re-grade with grader requests: the worst case printed first, then spent within the budget."""
+    from ._regrade import regrade_file
     from ._results import final_records
-    from ._run import RunOptions, check_models, make_client
-    from ._summary import SummaryBuilder
+    from ._run import RunOptions
 
-    settings = job.run
-    regraded: list[dict[str, Any]] = []
-    builder = SummaryBuilder(gate)
-
-    def emit(record: dict[str, Any]) -> None:
-        builder.add(record)
-        if args.junit is not None:
-            regraded.append(record)
+    def worst_case(line: str) -> None:
+        console.err.write(line + "\n")
+        console.err.flush()
 
     async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> dict[str, Any]:
-        client = make_client(job, RunOptions(api_key=_api_key(job, sim_key), base_url=base_url), settings)
-        try:
-            models = await client.models()
-            key = await client.key_info()
-            if models is not None:
-                check_models(job, models)
-            costs = CostModel(models, settings.cost_margin) if models is not None else None
-            budget = settings.budget_usd
-            remaining = key.get("limit_remaining") if key else None
-            if isinstance(remaining, (int, float)) and (budget is None or remaining < budget):
-                budget = float(remaining)
-            if costs is not None:
-                worst = estimate_regrade(final_records(args.results), job, costs)
-                console.err.write(
-                    f"re-grading {worst.rows} row(s): {worst.requests} grader request(s), worst case "
-                    f"${worst.worst_usd:.6f}{' (some prices unknown)' if worst.unknown_price else ''}; budget "
-                    + ("none" if budget is None else f"${budget:.6f}")
-                    + "\n"
-                )
-                console.err.flush()
-            outcome = await regrade_with_judges(
-                final_records(args.results), job, client, costs, budget, SystemClock(), emit
-            )
-        finally:
-            await client.aclose()
-        return builder.result(
-            output=str(args.results),
-            stop=outcome.stop,
-            stop_message=outcome.stop_message,
-            budget_usd=budget,
-            spent_usd=round(outcome.spent_usd, 8),
+        options = RunOptions(api_key=_api_key(job, sim_key), base_url=base_url)
+        return await regrade_file(
+            job,
+            options,
+            records,
+            lambda: final_records(args.results, console.warn),
+            gate,
+            worst_case,
+            regraded.append if args.junit is not None else None,
         )
 
-    return asyncio.run(_with_simulator(args, body)), regraded
+    summary: dict[str, Any] = asyncio.run(_with_simulator(args, body))
+    summary["output"] = str(args.results)
+    return summary
 
 
 def cmd_diff(args: argparse.Namespace, console: Console) -> int:
     from ._compare import diff_runs, render_diff_markdown, render_diff_text
 
-    diff = diff_runs(args.before, args.after, args.alpha, args.strict)
+    diff = diff_runs(args.before, args.after, console.warn, args.alpha, args.strict)
     _show(console, args, diff, render_diff_text, render_diff_markdown)
     if args.fail_on_regression and diff["regression"]:
         return ExitCode.REGRESSION
@@ -549,18 +601,27 @@ def cmd_diff(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_merge(args: argparse.Namespace, console: Console) -> int:
     from ._compare import merge_shards
-    from ._outputs import summary_path
-    from ._run import write_json_atomically
+    from ._job import load_job
+    from ._outputs import summary_path, write_json_atomically
     from ._summary import render_markdown, render_text
 
     files = list(args.files)
     output = args.output or files.pop(0)
     if not files:
         raise ConfigError("merge needs at least one shard file")
-    summary = merge_shards(files, output)
-    write_json_atomically(summary_path(output), summary)
+    job = None if args.job is None else load_job(args.job)
+    summary = merge_shards(files, output, job, console.warn)
+    try:
+        write_json_atomically(summary_path(output), summary)
+    except OSError as exc:
+        raise OutputFailed(f"{summary_path(output)}: writing the summary failed: {exc.strerror or exc}") from None
     console.out.write(render_text(summary) + "\n")
-    _step_summary(render_markdown(summary))
+    _step_summary(console, render_markdown(summary))
+    if summary["shortfalls"] and not args.allow_partial:
+        for shortfall in summary["shortfalls"]:
+            console.error(shortfall)
+        console.error("the merge is not complete (--allow-partial accepts that)")
+        return ExitCode.INCOMPLETE
     return ExitCode.OK
 
 
@@ -594,8 +655,10 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "run")
     args = build_parser().parse_args(argv)
+    if args.command != "run":
+        release_early()
     if args.command is None:
-        build_parser().print_help(console.err)
+        build_parser().print_help(cast(TextIO, console.err))
         return ExitCode.USAGE
     try:
         return HANDLERS[args.command](args, console)
@@ -606,6 +669,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     except LockHeld as exc:
         console.error(str(exc))
         return ExitCode.LOCKED
+    except OutputFailed as exc:  # after requests may have been sent: not a "nothing spent" 2
+        console.error(str(exc))
+        return ExitCode.IO
     except AuthFailed as exc:
         console.error(f"the API key was refused: {exc.message}")
         return ExitCode.AUTH
@@ -615,8 +681,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     except RequestFailed as exc:
         console.error(f"the endpoint failed before the run started: {exc.kind}: {exc.message}")
         return ExitCode.ERRORS
-    except OSError as exc:  # an output that cannot be written: a full disk, a read-only folder
-        console.error(f"{exc.filename or 'I/O'}: {exc.strerror or exc}")
+    except OSError as exc:  # before the run: an output folder that cannot be made, a read-only folder
+        console.error(describe_os_error(exc))
         return ExitCode.USAGE
     except BatchrunError as exc:
         console.error(str(exc))
@@ -627,4 +693,11 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
 
 
 def entry() -> NoReturn:
-    sys.exit(main())
+    code = main()
+    try:
+        sys.stdout.flush()
+    except OSError:
+        # stdout's reader went away (`batchrun report X | head`): exit quietly, as Unix
+        # tools do, instead of Python's "Exception ignored ... BrokenPipeError" at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(code)

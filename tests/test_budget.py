@@ -143,13 +143,21 @@ def test_plan_prices_the_worst_case_never_below_the_actual(tmp_path: Path) -> No
     assert sum(r["cost"] for r in read_rows(out)) <= worst
 
 
-def test_plan_warns_without_max_tokens_and_reads_the_previous_run(tmp_path: Path) -> None:
+def test_plan_warns_without_max_tokens_and_reads_the_previous_run(tmp_path: Path, sim: Simulator) -> None:
     write_job(tmp_path, SMALL_JOB.replace("  params: {max_tokens: 32}\n", "  params: {temperature: 0}\n"))
-    assert run_cli("job.yaml", "--simulate", "-q", cwd=tmp_path).returncode == 0
-    result = run_cli("plan", "job.yaml", "--simulate", cwd=tmp_path)
+    env = child_env(OPENROUTER_API_KEY="k")
+    assert run_cli("job.yaml", "--base-url", sim.base_url, "-q", cwd=tmp_path, env=env).returncode == 0
+    result = run_cli("plan", "job.yaml", "--base-url", sim.base_url, cwd=tmp_path, env=env)
     assert result.returncode == 0
     assert "warning: openai/gpt-4o-mini has requests without max_tokens" in result.stdout
     assert "previous run: outputs/small/" in result.stdout
+    # A simulated run's made-up costs are no "previous average", for a simulated plan or a real one.
+    assert run_cli("job.yaml", "--simulate", "-q", cwd=tmp_path).returncode == 0
+    simulated = run_cli("plan", "job.yaml", "--simulate", cwd=tmp_path)
+    assert simulated.returncode == 0 and "previous run:" not in simulated.stdout
+    real = run_cli("plan", "job.yaml", "--base-url", sim.base_url, cwd=tmp_path, env=env)
+    previous = [line for line in result.stdout.splitlines() if line.startswith("previous run:")]
+    assert previous and previous == [line for line in real.stdout.splitlines() if line.startswith("previous run:")]
     free = write_job(
         tmp_path,
         SMALL_JOB.replace("google/gemini-2.0-flash-001", "meta-llama/llama-3.3-70b-instruct:free"),

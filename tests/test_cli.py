@@ -49,7 +49,7 @@ def test_default_output_goes_under_outputs(tmp_path: Path) -> None:
     result = run_cli("job.yaml", "--simulate", "-q", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout == "" and result.stderr == ""  # silent when all is well
     files = list((tmp_path / "outputs" / "small").glob("*.jsonl"))
-    assert len(files) == 1 and re.fullmatch(r"\d{8}T\d{6}Z\.jsonl", files[0].name)
+    assert len(files) == 1 and re.fullmatch(r"\d{8}T\d{6}\.\d{3}Z\.jsonl", files[0].name)
 
 
 def test_the_key_never_appears_in_any_output(tmp_path: Path, small_job: Path, sim: Simulator) -> None:
@@ -149,7 +149,7 @@ def test_an_existing_results_file_is_not_appended_to_without_resume(tmp_path: Pa
     again = run_cli(small_job, "--simulate", "-o", out, "-q")
     assert again.returncode == ExitCode.USAGE
     assert again.stderr == (
-        f"batchrun: {out} already holds results: add --resume to continue that run, or give another --output\n"
+        f"batchrun: {out} already holds results of small: add --resume to continue that run, or give another --output\n"
     )
     assert out.read_bytes() == before
 
@@ -201,4 +201,4 @@ def test_report_and_diff_of_unreadable_results_are_one_line_exit_2(tmp_path: Pat
     broken = tmp_path / "broken.jsonl"
     broken.write_text("not json at all\n")
     code, _, err = call_cli("diff", broken, broken)
-    assert code == ExitCode.USAGE and err == f"batchrun: {broken}:1: not a batchrun record\n"
+    assert code == ExitCode.USAGE and err == f"batchrun: {broken}:1: not a batchrun results file (not JSON)\n"

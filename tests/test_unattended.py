@@ -85,19 +85,21 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, sim: Simulator) -> 
 def test_a_torn_last_line_is_repaired_not_read(tmp_path: Path) -> None:
     out = tmp_path / "t.jsonl"
     out.write_bytes(
-        b'{"id":"aa","fingerprint":"f","status":"ok","reason":null,"retryable":false,"cost":0.1,"x":1}\n{"id":"bb","fingerp'
+        b'{"id":"aa","fingerprint":"f","status":"ok","reason":null,"retryable":false,"cost":0.1,'
+        b'"job":"j","model":"m","prompt_id":"p"}\n{"id":"bb","fingerp'
     )
     assert [r["id"] for r in final_records(out)] == ["aa"]
     assert scan_states(out).ids() == {"aa"}
-    writer = ResultsWriter(out)
-    assert writer.repaired_bytes == len(b'{"id":"bb","fingerp')
-    writer.close()
-    assert out.read_bytes().endswith(b"1}\n") and repair_torn_tail(out) == 0
+    assert repair_torn_tail(out) == len(b'{"id":"bb","fingerp')
+    assert out.read_bytes().endswith(b'"p"}\n') and repair_torn_tail(out) == 0
 
 
 def test_supersede_rule_last_record_wins(tmp_path: Path) -> None:
     out = tmp_path / "s.jsonl"
-    head = '{{"id":"{}","fingerprint":"f","status":"{}","reason":null,"retryable":false,"cost":null,"n":{}}}\n'
+    head = (
+        '{{"id":"{}","fingerprint":"f","status":"{}","reason":null,"retryable":false,"cost":null,'
+        '"job":"j","model":"m","prompt_id":"p","n":{}}}\n'
+    )
     out.write_text(head.format("aa", "skipped", 1) + head.format("bb", "ok", 2) + head.format("aa", "ok", 3))
     assert [(r["id"], r["n"]) for r in final_records(out)] == [("bb", 2), ("aa", 3)]
 
@@ -132,14 +134,17 @@ def test_resume_without_output_picks_the_latest_incomplete_run(tmp_path: Path) -
 def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
     job = write_job(tmp_path, BIG_JOB)
     out = tmp_path / "l.jsonl"
-    first = start(job, "--simulate", "--sim", "latency_ms=50", "-o", out, "-q")
+    # Slow answers keep the first run going however slowly the second one starts.
+    first = start(job, "--simulate", "--sim", "latency_ms=500", "-o", out, "-q")
     wait_for_lines(out, 3, first)
     second = run_cli(job, "--simulate", "-o", out, "-q")
     assert second.returncode == ExitCode.LOCKED
     assert second.stderr.startswith("batchrun: l.jsonl is being written by another batchrun run (pid ")
+    first.send_signal(signal.SIGTERM)
     first.wait(60)
-    assert first.returncode == 0
+    assert first.returncode == ExitCode.INTERRUPTED
     assert len(read_rows(out)) == 200 and len({r["id"] for r in read_rows(out)}) == 200
+    assert not (tmp_path / "l.jsonl.lock").exists()  # removed when the run ended
 
 
 def test_a_stale_lock_is_taken_over(tmp_path: Path, small_job: Path) -> None:
@@ -236,9 +241,10 @@ def test_merge_refuses_files_of_different_jobs(tmp_path: Path) -> None:
 def test_resume_scan_across_windows_with_foreign_lines_and_a_torn_tail(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import batchrun._reader as reader
     import batchrun._results as results
 
-    monkeypatch.setattr(results, "_WINDOW", 256)  # many windows, and lines longer than one
+    monkeypatch.setattr(reader, "_WINDOW", 256)  # many windows, and lines longer than one
     out = tmp_path / "w.jsonl"
     writer = ResultsWriter(out)
     for index in range(40):
@@ -261,7 +267,7 @@ def test_resume_scan_across_windows_with_foreign_lines_and_a_torn_tail(
 
 def test_overlapping_runs_of_one_job_with_default_outputs_are_refused(tmp_path: Path) -> None:
     write_job(tmp_path, BIG_JOB)
-    first = start("job.yaml", "--simulate", "--sim", "latency_ms=50", "-q", cwd=tmp_path)
+    first = start("job.yaml", "--simulate", "--sim", "latency_ms=500", "-q", cwd=tmp_path)
     folder = tmp_path / "outputs" / "small"
     end = time.monotonic() + 30
     while time.monotonic() < end and not list(folder.glob("*.jsonl")):
@@ -269,8 +275,10 @@ def test_overlapping_runs_of_one_job_with_default_outputs_are_refused(tmp_path: 
     second = run_cli("job.yaml", "--simulate", "-q", cwd=tmp_path)
     assert second.returncode == ExitCode.LOCKED
     assert second.stderr.startswith("batchrun: job small is being run by another batchrun run (pid ")
+    first.send_signal(signal.SIGTERM)
     first.wait(60)
-    assert first.returncode == 0 and len(list(folder.glob("*.jsonl"))) == 1
+    assert first.returncode == ExitCode.INTERRUPTED and len(list(folder.glob("*.jsonl"))) == 1
+    assert sorted(p.name for p in folder.iterdir() if p.name.endswith(".lock")) == []  # no lock files left
 
 
 def test_retry_errors_reruns_only_retryable_errors(tmp_path: Path, sim: Simulator) -> None:

@@ -1,0 +1,88 @@
+"""Types of the command-line options: each refuses a bad value with a sentence, not a function name.
+
+argparse words a failed `type=` call as "invalid <function name> value" unless the type
+raises ArgumentTypeError, so every type here does, for every bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from urllib.parse import urlsplit
+
+MAX_CONCURRENCY = 4096  # the schema's maximum for run.concurrency and models[].concurrency
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def whole(text: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return whole(text, 1, 1_000_000)
+
+
+def concurrency(text: str) -> int:
+    return whole(text, 1, MAX_CONCURRENCY)
+
+
+def attempts(text: str) -> int:
+    return whole(text, 1, 100)  # the schema's maximum for run.max_attempts
+
+
+def port(text: str) -> int:
+    return whole(text, 0, 65535)
+
+
+def positive_float(text: str) -> float:
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def rate(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def url_problem(text: str) -> str | None:
+    """Why `text` is not an http(s) base URL, or None."""
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:
+        return f"not a URL: {exc}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"expected an http:// or https:// URL with a host, got {text!r}"
+    return None
+
+
+def base_url(text: str) -> str:
+    problem = url_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text

@@ -1,0 +1,87 @@
+"""Where the CLI's output goes, written so that output trouble never fails a finished run.
+
+stdout closed by the reader (`batchrun report ... | head`), an encoding that cannot show
+an answer (`PYTHONIOENCODING=ascii`), or a `GITHUB_STEP_SUMMARY` that cannot be written
+must not turn a run that succeeded (and spent money) into a failure or a traceback: the
+streams here swallow such errors, remember them, and the CLI reports them as warnings.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TextIO
+
+
+class SafeStream:
+    """A text stream whose write never raises: unencodable characters are escaped, and a
+    broken pipe or a failed write is remembered in `failure` instead."""
+
+    def __init__(self, stream: TextIO, flush_each: bool = False) -> None:
+        self.stream = stream
+        self.flush_each = flush_each
+        self.failure: OSError | None = None
+
+    def write(self, text: str) -> int:
+        if self.failure is not None:
+            return 0
+        try:
+            try:
+                self.stream.write(text)
+            except UnicodeEncodeError:
+                encoding = getattr(self.stream, "encoding", None) or "ascii"
+                self.stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+            if self.flush_each:
+                self.stream.flush()
+        except OSError as exc:  # BrokenPipeError, EIO, ENOSPC on a redirected stream
+            self.failure = exc
+        return len(text)
+
+    def flush(self) -> None:
+        if self.failure is None:
+            try:
+                self.stream.flush()
+            except OSError as exc:
+                self.failure = exc
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", None) or "utf-8"
+
+
+class Console:
+    """stdout and stderr as SafeStreams; tests pass their own streams."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out = SafeStream(out, flush_each=True)
+        self.err = SafeStream(err, flush_each=True)
+        self.warnings: list[str] = []
+
+    def error(self, message: str) -> None:
+        self.err.write(f"batchrun: {message}\n")
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.error(f"warning: {message}")
+
+    def stdout_failure(self) -> str | None:
+        failure = self.out.failure
+        return None if failure is None else (failure.strerror or str(failure))
+
+
+def append_step_summary(markdown: str) -> str | None:
+    """Append to $GITHUB_STEP_SUMMARY if set; the reason it failed, or None."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return None
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(markdown + "\n")
+    except (OSError, UnicodeError) as exc:
+        return f"GITHUB_STEP_SUMMARY {path}: cannot be written: {getattr(exc, 'strerror', None) or exc}"
+    return None

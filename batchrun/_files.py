@@ -1,0 +1,46 @@
+"""Opening input files safely: regular files only, and never more than a stated size.
+
+A FIFO would block `open()` forever, `/dev/zero` never ends, and a folder or a socket is
+no input at all. Every file batchrun reads on a user's word (job files, datasets, results)
+goes through `open_regular`, which opens without blocking, checks with `fstat` that the
+thing opened is a regular file, and only then reads.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for binary reading; OSError naming it if it is not a regular file."""
+    # O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+            raise OSError(errno.EINVAL, f"not a regular file ({kind})", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The whole of a regular file, refused (OSError naming it) when larger than `limit` bytes."""
+    with open_regular(path) as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit:,} bytes", str(path))
+    return data
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`path: reason` for a one-line message; the path when the error has one."""
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason

@@ -1,0 +1,115 @@
+"""The CI gate's view of a results file: which rows of the job's matrix are there.
+
+A quality gate that only looks at the rows present passes on an empty file, on another
+job's results, and on one shard of four. So `report --job` and `merge` compare the rows
+present with the job's full matrix (the ids `plan_requests` yields): rows of the matrix
+without a record are *missing*, rows recorded as `skipped` never got an answer, and rows
+that are not in the matrix at all (another job, or a job edited since) are *foreign*,
+which is an error. Without a job file, `merge` learns the matrix size and the shard
+layout from the summaries the shard runs wrote beside their results.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._checks import answer_of, grade, stored_judgements
+from ._exceptions import ResultsError
+from ._job import Job
+from ._matrix import plan_requests
+from ._outputs import summary_path
+
+
+@dataclass
+class MatrixCoverage:
+    """Rows of the matrix seen in a stream of final records."""
+
+    job: Job
+    checks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # every matrix id -> its checks
+    seen: set[str] = field(default_factory=set)
+    skipped: int = 0
+    foreign: int = 0
+    foreign_example: str = ""
+
+    @classmethod
+    def of(cls, job: Job) -> MatrixCoverage:
+        return cls(job, {request.id: request.checks for request in plan_requests(job)})
+
+    @property
+    def missing(self) -> int:
+        return len(self.checks) - len(self.seen)
+
+    def review(self, records: Iterable[dict[str, Any]], regrade: bool = False) -> Iterator[dict[str, Any]]:
+        """The records of the matrix, counted (and re-graded with the job's checks if asked);
+        foreign records are counted and left out."""
+        for record in records:
+            row_id = record["id"]
+            if record.get("job") != self.job.name or row_id not in self.checks:
+                self.foreign += 1
+                if not self.foreign_example:
+                    job, model, prompt = record.get("job"), record.get("model"), record.get("prompt_id")
+                    self.foreign_example = f"id {row_id[:12]} of job {job!r}, {model} / {prompt}"
+                continue
+            self.seen.add(row_id)
+            if record["status"] == "skipped":
+                self.skipped += 1
+            checks = self.checks[row_id]
+            if regrade and record["status"] == "ok" and checks:
+                # Judge checks keep their stored verdicts here: re-judging costs money (_regrade).
+                record = {**record, **grade(checks, answer_of(record), stored_judgements(record, checks))}
+            yield record
+
+    def raise_if_foreign(self, path: Path | str) -> None:
+        if self.foreign:
+            raise ResultsError(
+                f"{path}: {self.foreign} row(s) are not in the matrix of job {self.job.name!r} "
+                f"(another job's results, or the job was edited since), e.g. {self.foreign_example}"
+            )
+
+    def shortfalls(self) -> list[str]:
+        """Sentences for rows without an answer; empty when every row of the matrix has one."""
+        out = []
+        if self.missing:
+            out.append(f"{self.missing} of {len(self.checks)} row(s) of the job's matrix have no record")
+        if self.skipped:
+            out.append(f"{self.skipped} row(s) were skipped (never answered)")
+        return out
+
+
+def shard_layout(shards: list[Path], rows_found: int, skipped: int) -> tuple[bool, list[str]]:
+    """(complete, shortfalls) of merged shards, from the summaries their runs wrote.
+
+    Without summaries (or with ones that do not agree) completeness cannot be shown, so
+    the merge is not complete: `merge --job` compares with the matrix itself.
+    """
+    parts: set[int] = set()
+    counts: set[int] = set()
+    matrix: set[int] = set()
+    for shard in shards:
+        try:
+            summary = json.loads(summary_path(shard).read_text(encoding="utf-8"))
+            index, _, of = str(summary["shard"] or "1/1").partition("/")
+            parts.add(int(index))
+            counts.add(int(of))
+            matrix.add(int(summary["matrix_rows"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return False, [
+                f"{shard}: no summary saying which shard it is and how many rows the matrix has: "
+                "cannot tell whether rows are missing (give --job JOB.yaml)"
+            ]
+    if len(counts) != 1 or len(matrix) != 1:
+        return False, ["the shards' summaries disagree on the shard count or the matrix size (give --job JOB.yaml)"]
+    (count,), (expected,) = counts, matrix
+    out = []
+    absent = sorted(set(range(1, count + 1)) - parts)
+    if absent:
+        out.append(f"shard(s) {', '.join(map(str, absent))} of {count} are missing")
+    if rows_found < expected:
+        out.append(f"{expected - rows_found} of {expected} row(s) of the job's matrix have no record")
+    if skipped:
+        out.append(f"{skipped} row(s) were skipped (never answered)")
+    return not out, out

@@ -1,0 +1,83 @@
+"""SIGTERM and SIGINT during a run: the first stops it cleanly (exit 7), a second exits at once.
+
+Handlers are Python-level (`signal.signal`) and stay installed from the first moments of
+the process until it exits. asyncio's `loop.add_signal_handler` was not enough: its
+handlers exist only while the loop runs, and closing the loop restores the default
+action, so a signal in the first fraction of a second (imports, job loading) or just
+after the run's loop closed (a second signal during teardown) killed the process by the
+signal instead of exit 7. The handler reaches a running loop with
+`call_soon_threadsafe`, which also wakes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+EXIT_INTERRUPTED = 7  # ExitCode.INTERRUPTED, without importing the CLI's modules this early
+_early: list[int] = []
+_caught = False
+
+
+def _remember(signum: int, _frame: FrameType | None) -> None:
+    _early.append(signum)
+
+
+def catch_early() -> None:
+    """Remember signals from the start of the process until the command decides what they mean."""
+    global _caught
+    _caught = True
+    for sig in SIGNALS:
+        signal.signal(sig, _remember)
+
+
+def release_early() -> None:
+    """For commands other than a run: default handling again, and a signal that came early acts now."""
+    if not _caught:  # in process (tests, a library caller): leave the host's handlers alone
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _early:
+        os.kill(os.getpid(), _early.pop(0))
+
+
+class RunSignals:
+    """The handlers for a run; `stop` is called once, on the loop when one is running."""
+
+    def __init__(self, stop: Callable[[], None], say: Callable[[str], None]) -> None:
+        self.stop = stop
+        self.say = say
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.count = 0
+        self._previous: list[Any] = []
+
+    def __enter__(self) -> RunSignals:
+        self._previous = [signal.signal(sig, self._handle) for sig in SIGNALS]
+        while _early:
+            self._handle(_early.pop(0), None)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        # Back to what was there: in the command, the early handler, which only remembers.
+        for sig, previous in zip(SIGNALS, self._previous, strict=True):
+            signal.signal(sig, previous)
+
+    def _handle(self, _signum: int, _frame: FrameType | None) -> None:
+        self.count += 1
+        if self.count > 1:
+            # Each record is one whole os.write, so the results file is valid at any point.
+            self.say("second signal: exiting now")
+            os._exit(EXIT_INTERRUPTED)
+        loop = self.loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self.stop)
+                return
+            except RuntimeError:  # the loop closed in the meantime
+                pass
+        self.stop()

@@ -1,0 +1,266 @@
+"""Exit codes that stay true after money is spent: I/O failures, broken pipes, step summaries,
+deleted folders, locks through aliases, default names, and signals at awkward moments."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from batchrun import ExitCode, load_job
+from batchrun._exceptions import OutputFailed
+from batchrun._lock import OutputLock
+from batchrun._results import ResultsWriter, record_head
+from batchrun._run import RunOptions, run_job
+from batchrun._verdict import decide
+from batchrun.simulator import Simulator
+
+from .conftest import SMALL_JOB, call_cli, child_env, read_rows, write_job
+
+BIG_JOB = SMALL_JOB.replace("repeat: 2", "repeat: 20")
+
+
+def whole_lines(path: Path) -> list[dict[str, object]]:
+    data = path.read_bytes()
+    assert not data or data.endswith(b"\n"), "a torn line was left"
+    return [json.loads(line) for line in data.splitlines()]
+
+
+# -- I/O failures during a run -------------------------------------------------------------------
+def _limit_file_size() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000))
+
+
+def test_a_file_size_limit_mid_run_is_exit_10_naming_the_file_and_stops_dispatch(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    job = write_job(tmp_path, BIG_JOB.replace("concurrency: 4", "concurrency: 2"))
+    out = tmp_path / "limited.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "batchrun", job, "--base-url", sim.base_url, "-o", out, "-q"],
+        env=child_env(OPENROUTER_API_KEY="k"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_limit_file_size,
+    )
+    assert result.returncode == ExitCode.IO, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{out}: writing a record failed: File too large" in result.stderr
+    rows = whole_lines(out)  # no torn line: the failed write was cut back
+    assert 0 < len(rows) < 200
+    # The first failed write stopped dispatch: at most the requests in flight went unrecorded.
+    assert sim.stats.chat_requests <= len(rows) + 2 + 1
+
+
+@pytest.mark.parametrize("device", ["/dev/null", "/dev/full"])
+def test_a_device_as_output_is_refused_before_anything_is_sent(
+    tmp_path: Path, device: str, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = write_job(tmp_path, SMALL_JOB)
+    monkeypatch.setenv("OPENROUTER_API_KEY", "k")
+    code, _, err = call_cli(job, "--base-url", sim.base_url, "-o", device, "-q")
+    assert code == ExitCode.USAGE and sim.stats.chat_requests == 0
+    assert err == f"batchrun: {device}: not a regular file: results go to a file of their own; give another --output\n"
+
+
+def test_a_writer_refuses_every_write_after_a_failure_and_cuts_the_torn_part(tmp_path: Path) -> None:
+    out = tmp_path / "w.jsonl"
+    writer = ResultsWriter(out)
+    writer.write({**record_head("aa", "f", "ok", None, False, 0.1), "x": 1})
+    os.close(writer._fd)  # the next write fails as a disk error would
+    writer._fd = os.open(out, os.O_RDONLY)
+    with pytest.raises(OutputFailed, match="w.jsonl: writing a record failed"):
+        writer.write({**record_head("bb", "f", "ok", None, False, 0.1)})
+    with pytest.raises(OutputFailed):
+        writer.write({**record_head("cc", "f", "ok", None, False, 0.1)})
+    writer.close()
+    assert [r["id"] for r in whole_lines(out)] == ["aa"]
+
+
+async def test_a_results_file_deleted_mid_run_stops_the_run_with_exit_10(tmp_path: Path, sim: Simulator) -> None:
+    job = load_job(write_job(tmp_path, BIG_JOB))
+    folder = tmp_path / "outputs"
+    out = folder / "deleted.jsonl"
+    seen = []
+
+    def delete_the_folder_once(record: dict[str, object]) -> None:
+        seen.append(record)
+        if len(seen) == 1:
+            for path in folder.iterdir():
+                path.unlink()
+            folder.rmdir()
+
+    report = await run_job(
+        job, RunOptions(api_key="k", base_url=sim.base_url, output=out), on_record=delete_the_folder_once
+    )
+    assert report.summary["stop"] == "io" and "deleted during the run" in report.summary["stop_message"]
+    assert decide(report.summary, job.run)[0] == ExitCode.IO
+    assert sim.stats.chat_requests <= 1 + job.run.concurrency  # not all 200 rows paid for and lost
+
+
+# -- outputs that cannot be written are warnings when the run itself succeeded ------------------
+def test_an_unwritable_step_summary_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = write_job(tmp_path, SMALL_JOB)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path))  # a folder: cannot be appended to
+    code, _, err = call_cli(job, "--simulate", "-o", tmp_path / "s.jsonl", "-q")
+    assert code == 0
+    assert err.startswith(f"batchrun: warning: GITHUB_STEP_SUMMARY {tmp_path}: cannot be written")
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def _with_closed_stdout(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The CLI with a stdout whose reader is already gone, as in `batchrun ... | true`."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "batchrun", *map(str, args)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            env=child_env(),
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+
+
+def test_a_broken_pipe_never_fails_a_run_or_a_report(tmp_path: Path) -> None:
+    job = write_job(tmp_path, SMALL_JOB)
+    run = _with_closed_stdout(job, "--simulate", "-o", "a.jsonl", cwd=tmp_path)
+    assert run.returncode == 0 and "Traceback" not in run.stderr
+    assert run.stderr == "batchrun: warning: stdout: the summary could not be written: Broken pipe\n"
+    assert len(read_rows(tmp_path / "a.jsonl")) == 20
+    for args in (["report", "a.jsonl"], ["diff", "a.jsonl", "a.jsonl"], ["plan", job], ["validate", job]):
+        quiet = _with_closed_stdout(*args, cwd=tmp_path)
+        assert (quiet.returncode, quiet.stderr) == (0, ""), args
+
+
+def test_an_ascii_terminal_gets_escaped_answers_not_a_crash(tmp_path: Path) -> None:
+    job = write_job(
+        tmp_path,
+        SMALL_JOB.replace('checks: [{contains: "{{expect}}"}]', 'checks: [{contains: "{{expect}} é"}]'),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "batchrun", job, "--simulate", "-o", tmp_path / "u.jsonl"],
+        env=child_env(PYTHONIOENCODING="ascii"),
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == ExitCode.OK or result.returncode == ExitCode.QUALITY
+    assert b"Traceback" not in result.stderr and b"\\xe9" in result.stdout
+
+
+# -- locks and names ---------------------------------------------------------------------------
+def test_a_symlinked_alias_shares_the_lock(tmp_path: Path) -> None:
+    job = write_job(tmp_path, SMALL_JOB)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    held = OutputLock(tmp_path / "real" / "out.jsonl")
+    held.acquire()
+    try:
+        code, _, err = call_cli(job, "--simulate", "-o", tmp_path / "alias" / "out.jsonl", "-q")
+    finally:
+        held.release()
+    assert code == ExitCode.LOCKED and "out.jsonl is being written by another batchrun run" in err
+    assert not (tmp_path / "real" / "out.jsonl").exists()
+
+
+def test_no_lock_files_are_left_and_back_to_back_default_names_differ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_job(tmp_path, SMALL_JOB)
+    monkeypatch.chdir(tmp_path)
+    codes = [call_cli("job.yaml", "--simulate", "-q")[0] for _ in range(4)]
+    assert codes == [0, 0, 0, 0]
+    names = sorted(p.name for p in (tmp_path / "outputs" / "small").iterdir())
+    assert len([n for n in names if n.endswith(".jsonl")]) == 4
+    assert not [n for n in names if n.endswith(".lock")]
+
+
+def test_a_lock_file_is_taken_over_even_if_another_process_removed_it(tmp_path: Path) -> None:
+    first = OutputLock(tmp_path / "x.jsonl")
+    first.acquire()
+    first.release()
+    assert not (tmp_path / "x.jsonl.lock").exists()
+    second = OutputLock(tmp_path / "x.jsonl")
+    second.acquire()
+    assert (tmp_path / "x.jsonl.lock").read_text().strip() == str(os.getpid())
+    second.release()
+
+
+# -- signals at awkward moments: always exit 7, never death by the signal ----------------------
+def _handles_sigterm(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the signal mask from /proc")
+def test_sigterm_at_the_earliest_moment_is_exit_7(tmp_path: Path) -> None:
+    job = write_job(tmp_path, SMALL_JOB)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchrun", job, "--simulate", "-o", tmp_path / "early.jsonl", "-q"],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    end = time.monotonic() + 30
+    while not _handles_sigterm(process.pid) and time.monotonic() < end:
+        time.sleep(0.001)  # the first moment the process can handle it: before its imports
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == ExitCode.INTERRUPTED, err
+    assert "Traceback" not in err
+    assert {r["status"] for r in read_rows(tmp_path / "early.jsonl")} <= {"skipped", "ok"}
+
+
+def test_a_second_signal_while_the_run_winds_down_is_still_exit_7(tmp_path: Path) -> None:
+    job = write_job(tmp_path, BIG_JOB.replace("run: {", "run: {grace_s: 0, "))
+    out = tmp_path / "wind.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchrun", job, "--simulate", "--sim", "latency_ms=200", "-o", out, "-q"],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not (out.exists() and out.stat().st_size):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    summary = tmp_path / "wind.summary.json"
+    while time.monotonic() < end and not summary.exists() and process.poll() is None:
+        time.sleep(0.001)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)  # while the loop closes and the summary prints
+    process.communicate(timeout=60)
+    assert process.returncode == ExitCode.INTERRUPTED
+    whole_lines(out)
+
+
+def test_asyncio_is_not_needed_for_the_signal_guard() -> None:
+    # The guard reaches a running loop thread-safely; with no loop it records a pending stop.
+    from batchrun._signals import RunSignals
+
+    stopped: list[str] = []
+    with RunSignals(lambda: stopped.append("stop"), stopped.append) as guard:
+        loop = asyncio.new_event_loop()
+        guard.loop = loop
+        loop.close()
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert stopped == ["stop"]

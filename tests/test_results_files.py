@@ -1,0 +1,274 @@
+"""Results files as inputs: resume only this job's results, the CI gate on the job's matrix,
+and readers that refuse what is not a results file and set corrupt lines aside.
+
+Every refusal is asserted the same way: its exit code, one line naming the file, no
+traceback, and the file byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from batchrun import ExitCode
+from batchrun._results import final_records
+
+from .conftest import SMALL_JOB, call_cli, read_rows, write_job
+
+OTHER_JOB = SMALL_JOB.replace("name: small", "name: other")
+
+
+def fingerprint(path: Path) -> tuple[int, int, str]:
+    """Size, mtime and a hash of the first and last MiB: enough to see any write, even to 1 GB."""
+    info = path.stat()
+    with path.open("rb") as handle:
+        head = handle.read(1 << 20)
+        handle.seek(max(0, info.st_size - (1 << 20)))
+        tail = handle.read()
+    return info.st_size, info.st_mtime_ns, hashlib.sha256(head + tail).hexdigest()
+
+
+def one_line_error(err: str, *names: str) -> None:
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for name in names:
+        assert name in lines[0], err
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> Path:
+    return write_job(tmp_path, SMALL_JOB)
+
+
+@pytest.fixture
+def results(tmp_path: Path, job: Path) -> Path:
+    """A complete results file of the small job (20 rows)."""
+    out = tmp_path / "done.jsonl"
+    code, _, err = call_cli(job, "--simulate", "-o", out, "-q")
+    assert code == 0, err
+    return out
+
+
+def _other_results(folder: Path) -> bytes:
+    other = write_job(folder, OTHER_JOB, "other.yaml")
+    out = folder / "other-results.jsonl"
+    assert call_cli(other, "--simulate", "-o", out, "-q")[0] == 0
+    return out.read_bytes()
+
+
+# -- 1. resume rewrites only this job's results -----------------------------------------------
+# (name, what the -o file holds, message fragment). Each is refused with and without --resume.
+NOT_OURS: list[tuple[str, Callable[[Path], bytes], str]] = [
+    ("job file", lambda d: (d / "job.yaml").read_bytes(), "not a batchrun results file"),
+    ("dataset", lambda d: b'{"country": "France"}\n{"country": "Japan"}\n', "not a batchrun results file"),
+    ("text without final newline", lambda d: b"line one\nline two", "not a batchrun results file"),
+    ("binary", lambda d: bytes(range(256)) * 3, "not a batchrun results file"),
+    ("record missing fields", lambda d: b'{"id": 5}\n', "no 'id' string"),
+    ("another job's results", _other_results, "holds results of job 'other'"),
+]
+
+
+@pytest.mark.parametrize("resume", [False, True])
+@pytest.mark.parametrize(("name", "content", "message"), NOT_OURS, ids=[c[0] for c in NOT_OURS])
+def test_a_file_that_is_not_this_jobs_results_is_never_written(
+    tmp_path: Path, job: Path, name: str, content: Callable[[Path], bytes], message: str, resume: bool
+) -> None:
+    victim = tmp_path / "victim.data"
+    victim.write_bytes(content(tmp_path))
+    before = victim.read_bytes()
+    code, out, err = call_cli(job, "--simulate", "-o", victim, "-q", *(["--resume"] if resume else []))
+    assert code == ExitCode.USAGE
+    one_line_error(err, str(victim), message)
+    assert "--resume" not in err  # the hint appears only where resuming would be right
+    assert victim.read_bytes() == before
+    assert not (tmp_path / "victim.summary.json").exists()
+
+
+def test_a_1_gb_file_without_a_newline_is_refused_untouched_and_fast(tmp_path: Path, job: Path) -> None:
+    victim = tmp_path / "huge.jsonl"
+    with victim.open("wb") as handle:
+        handle.truncate(1 << 30)  # sparse: 1 GB of NUL bytes, no newline
+    before = fingerprint(victim)
+    code, _, err = call_cli(job, "--simulate", "-o", victim, "--resume", "-q")
+    assert code == ExitCode.USAGE
+    one_line_error(err, str(victim), "not a batchrun results file")
+    assert fingerprint(victim) == before
+
+
+def test_the_resume_hint_is_given_for_this_jobs_results(results: Path, job: Path) -> None:
+    before = results.read_bytes()
+    code, _, err = call_cli(job, "--simulate", "-o", results, "-q")
+    assert code == ExitCode.USAGE
+    one_line_error(err, str(results), "add --resume")
+    assert results.read_bytes() == before
+
+
+def test_a_torn_record_at_the_end_is_cut_and_the_run_resumed(results: Path, job: Path) -> None:
+    whole = results.read_bytes()
+    last_start = whole.rstrip(b"\n").rfind(b"\n") + 1
+    results.write_bytes(whole[:last_start] + whole[last_start : last_start + 40])  # the last record torn
+    code, _, err = call_cli(job, "--simulate", "-o", results, "--resume")
+    assert code == 0, err
+    assert "cut a torn last record (40 bytes)" in err
+    rows = read_rows(results)
+    assert len(rows) == 20 and len({r["id"] for r in rows}) == 20
+
+
+@pytest.mark.parametrize(
+    "tail", [b"garbage without newline", b"\x00\x01\x02", b'{"not":"a record"'], ids=["text", "binary", "json"]
+)
+def test_a_tail_that_is_not_a_torn_record_is_refused(results: Path, job: Path, tail: bytes) -> None:
+    results.write_bytes(results.read_bytes() + tail)
+    before = results.read_bytes()
+    code, _, err = call_cli(job, "--simulate", "-o", results, "--resume", "-q")
+    assert code == ExitCode.USAGE
+    one_line_error(err, str(results), "is not a torn record")
+    assert results.read_bytes() == before
+
+
+def test_a_torn_tail_longer_than_one_record_is_refused(
+    results: Path, job: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import batchrun._results as module
+
+    monkeypatch.setattr(module, "MAX_RECORD_BYTES", 4096)
+    results.write_bytes(results.read_bytes() + b'{"id":"' + b"a" * 5000)
+    before = results.read_bytes()
+    code, _, err = call_cli(job, "--simulate", "-o", results, "--resume", "-q")
+    assert code == ExitCode.USAGE
+    one_line_error(err, str(results), "longer than 4,096 bytes")
+    assert results.read_bytes() == before
+
+
+def test_a_torn_fragment_in_the_middle_is_set_aside_by_resume_and_readers(results: Path, job: Path) -> None:
+    lines = results.read_bytes().splitlines(keepends=True)
+    # What a disk that filled up and recovered left: half a record, then whole ones.
+    results.write_bytes(b"".join(lines[:5]) + lines[5][:60] + b"".join(lines[6:]))
+    code, text, err = call_cli("report", results)
+    assert code == 0 and f"{results}:6: set aside: not a batchrun record (not JSON)" in err
+    assert "TOTAL" in text and len(list(final_records(results))) == 18  # rows 6 and 7 merged into one bad line
+    code, _, err = call_cli(job, "--simulate", "-o", results, "--resume", "-q")
+    assert code == 0, err
+    assert {r["id"] for r in final_records(results)} == {json.loads(line)["id"] for line in lines}
+
+
+# -- 2. the CI gate compares with the job's whole matrix ----------------------------------------
+def test_the_gate_fails_an_empty_file_as_incomplete(tmp_path: Path, job: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.touch()
+    code, _, err = call_cli("report", empty, "--job", job)
+    assert code == ExitCode.INCOMPLETE
+    assert "20 of 20 row(s) of the job's matrix have no record" in err
+    code, _, err = call_cli("report", empty)
+    assert code == ExitCode.USAGE
+    one_line_error(err, str(empty), "holds no records")
+
+
+def test_the_gate_refuses_garbage_and_another_jobs_rows(tmp_path: Path, job: Path) -> None:
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_bytes(os.urandom(4096).replace(b"\n", b"x"))
+    code, _, err = call_cli("report", garbage, "--job", job)
+    assert code == ExitCode.USAGE
+    one_line_error(err, str(garbage), "not a batchrun results file")
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_bytes(_other_results(tmp_path))
+    code, _, err = call_cli("report", foreign, "--job", job)
+    assert code == ExitCode.USAGE
+    one_line_error(err, str(foreign), "20 row(s) are not in the matrix of job 'small'")
+
+
+def test_the_gate_passes_a_complete_run_and_fails_one_shard_of_four(tmp_path: Path, job: Path, results: Path) -> None:
+    assert call_cli("report", results, "--job", job)[0] == 0
+    shard = tmp_path / "shard-1.jsonl"
+    assert call_cli(job, "--simulate", "--shard", "1/4", "-o", shard, "-q")[0] == 0
+    code, _, err = call_cli("report", shard, "--job", job)
+    rows = len(read_rows(shard))
+    assert code == ExitCode.INCOMPLETE and f"{20 - rows} of 20 row(s) of the job's matrix have no record" in err
+    assert call_cli("report", shard, "--job", job, "--allow-partial")[0] == 0
+
+
+def test_skipped_rows_fail_the_gate(tmp_path: Path, job: Path) -> None:
+    out = tmp_path / "budget.jsonl"
+    assert call_cli(job, "--simulate", "-o", out, "-q", "--budget", "0.00001")[0] == ExitCode.BUDGET
+    code, _, err = call_cli("report", out, "--job", job)
+    assert code == ExitCode.INCOMPLETE and "row(s) were skipped (never answered)" in err
+
+
+def test_merge_says_which_shards_are_missing(tmp_path: Path, job: Path) -> None:
+    shards = [tmp_path / f"shard-{k}.jsonl" for k in (1, 2, 3, 4)]
+    for k, path in enumerate(shards, start=1):
+        assert call_cli(job, "--simulate", "--shard", f"{k}/4", "-o", path, "-q")[0] == 0
+    code, _, err = call_cli("merge", tmp_path / "one.jsonl", shards[0])
+    assert code == ExitCode.INCOMPLETE and "shard(s) 2, 3, 4 of 4 are missing" in err
+    summary = json.loads((tmp_path / "one.summary.json").read_text())
+    assert summary["complete"] is False
+    code, _, err = call_cli("merge", tmp_path / "two.jsonl", shards[0], shards[2], "--job", job, "--allow-partial")
+    assert code == 0 and "have no record" not in err
+    assert json.loads((tmp_path / "two.summary.json").read_text())["complete"] is False
+    code, _, err = call_cli("merge", tmp_path / "all.jsonl", *shards)
+    assert code == 0, err
+    assert json.loads((tmp_path / "all.summary.json").read_text())["complete"] is True
+    modes = {(tmp_path / name).stat().st_mode & 0o777 for name in ("all.jsonl", "all.summary.json", "shard-1.jsonl")}
+    assert len(modes) == 1 and modes.pop() & 0o044  # the same mode as a run's results, not mkstemp's 0600
+
+
+def test_merge_with_the_job_refuses_another_jobs_shard(tmp_path: Path, job: Path) -> None:
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_bytes(_other_results(tmp_path))
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", foreign, "--job", job)
+    assert code == ExitCode.USAGE
+    one_line_error(err, "not in the matrix of job 'small'")
+    assert not (tmp_path / "m.jsonl").exists() and not list(tmp_path.glob("m.jsonl*.tmp"))
+
+
+# -- 5. report / diff / merge inputs: regular files, bounded lines, record shape ---------------
+def _fifo(folder: Path) -> Path:
+    path = folder / "fifo.jsonl"
+    os.mkfifo(path)
+    return path
+
+
+def _sparse_gigabyte(folder: Path) -> Path:
+    path = folder / "huge.jsonl"
+    with path.open("wb") as handle:
+        handle.truncate(1 << 30)
+    return path
+
+
+def _missing_fields(folder: Path) -> Path:
+    path = folder / "fields.jsonl"
+    path.write_text('{"id": 5}\n')
+    return path
+
+
+BAD_RESULTS: list[tuple[str, Callable[[Path], Path], str]] = [
+    ("/dev/zero", lambda _: Path("/dev/zero"), "not a regular file"),
+    ("fifo", _fifo, "not a regular file (a FIFO)"),
+    ("1 GB single line", _sparse_gigabyte, "not a batchrun results file"),
+    ("folder", lambda d: d, "not a regular file (a folder)"),
+    ("record missing fields", _missing_fields, "no 'id' string"),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("command", ["report", "diff", "merge"])
+@pytest.mark.parametrize(("name", "make", "message"), BAD_RESULTS, ids=[c[0] for c in BAD_RESULTS])
+def test_bad_results_inputs_are_one_line_exit_2(
+    tmp_path: Path, results: Path, command: str, name: str, make: Callable[[Path], Path], message: str
+) -> None:
+    bad = make(tmp_path)
+    args: dict[str, list[str | Path]] = {
+        "report": ["report", bad],
+        "diff": ["diff", results, bad],
+        "merge": ["merge", tmp_path / "m.jsonl", bad],
+    }
+    code, out, err = call_cli(*args[command])
+    assert code == ExitCode.USAGE
+    one_line_error(err, str(bad), message)
+    assert not (tmp_path / "m.jsonl").exists()
