@@ -99,9 +99,10 @@ class GraderPool:
         except asyncio.CancelledError:
             await asyncio.shield(self.ledger.release(reservation))
             raise
+        # Without a billed cost keep the worst case as spent; a negative one is a lying server.
         cost = result.cost
-        await self.ledger.settle(reservation, cost if cost is not None else reservation)
-        spent = cost if cost is not None else reservation
+        spent = max(0.0, cost) if cost is not None else reservation
+        await self.ledger.settle(reservation, spent)
         base = {"model": model, "generation_id": result.generation_id, "cost": spent}
         try:
             return {**base, **parse_verdict(result.content)}

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import respx
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._judge import (
@@ -23,7 +25,7 @@ from batchrun._judge import (
 from batchrun.simulator import SimConfig, Simulator
 from batchrun.simulator._grader import VERDICT_SCHEMA_NAME, grade_as_judge
 
-from .conftest import call_cli, read_rows, run_cli, write_job
+from .conftest import FAKE_KEY, call_cli, read_rows, run_cli, write_job
 
 JUDGED = """
 name: judged
@@ -239,3 +241,92 @@ def test_several_graders_and_a_per_check_grader(tmp_path: Path) -> None:
         votes = sum(g["pass"] for g in panel["judge"]["graders"])
         assert panel["pass"] is (votes >= 2)
         assert [g["model"] for g in solo["judge"]["graders"]] == ["google/gemini-2.0-flash-001"]
+
+
+# -- a grader that lies -----------------------------------------------------------------------
+def pool_for(clock: Any, limit: float | None = None) -> tuple[Any, list[tuple[str, str]]]:
+    from batchrun import OpenRouterClient
+    from batchrun._judging import GraderPool
+    from batchrun._ledger import CreditLedger
+    from batchrun._limiter import Throttle
+    from batchrun._retry import RetryPolicy
+
+    stops: list[tuple[str, str]] = []
+    client = OpenRouterClient("https://openrouter.test/api/v1", FAKE_KEY, clock=clock)
+    pool = GraderPool(
+        GraderSettings(models=("g",)),
+        client,
+        Throttle(4, clock),
+        CreditLedger(limit),
+        None,
+        RetryPolicy(max_attempts=3),
+        clock,
+        on_stop=lambda reason, message: stops.append((reason, message)),
+        stopped=lambda: stops[0][0] if stops else None,
+    )
+    return pool, stops
+
+
+def grader_reply(content: str, cost: Any = 0.0001) -> httpx.Response:
+    choice = {"finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+    return httpx.Response(200, json={"id": "gen-g", "model": "g", "choices": [choice], "usage": {"cost": cost}})
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (grader_reply('{"pass": true, "score": 7, "reason": "ok"}'), "not a verdict"),
+        (grader_reply('{"pass": "yes", "score": 1, "reason": "ok"}'), "not a verdict"),
+        (grader_reply("I think it passes."), "not JSON"),
+        (httpx.Response(400, json={"error": {"code": 400, "message": "bad"}}), "bad_request"),
+        (httpx.Response(200, json={"error": {"code": 502, "message": "upstream"}, "choices": None}), "upstream"),
+    ],
+)
+async def test_a_grader_that_lies_or_fails_gives_an_error_never_a_verdict(
+    clock: Any, reply: httpx.Response, expected: str
+) -> None:
+    from batchrun._checks import Answer
+
+    pool, _ = pool_for(clock)
+    with respx.mock(using="httpx") as mock:
+        mock.post("https://openrouter.test/api/v1/chat/completions").mock(return_value=reply)
+        results, _cost = await pool.judge_row("row", [{"judge": "r", "name": "j"}], "q?", Answer("a", 1, 0, 1, "stop"))
+    await pool.client.aclose()
+    assert results[0]["pass"] is None and expected in results[0]["error"]
+
+
+async def test_grader_replies_are_scrubbed_and_bounded(clock: Any) -> None:
+    from batchrun._checks import Answer
+
+    pool, _ = pool_for(clock)
+    reason = f"echo {FAKE_KEY} " + "x" * 5000
+    reply = grader_reply(json.dumps({"pass": True, "score": 1, "reason": reason}), cost=-5)
+    with respx.mock(using="httpx") as mock:
+        mock.post("https://openrouter.test/api/v1/chat/completions").mock(return_value=reply)
+        results, cost = await pool.judge_row("row", [{"judge": "r"}], "q?", Answer("a", 1, 0, 1, "stop"))
+    await pool.client.aclose()
+    [verdict] = results[0]["judge"]["graders"]
+    assert FAKE_KEY not in json.dumps(results) and len(verdict["reason"]) == 500
+    assert cost >= 0  # a negative billed cost never lowers the spend
+
+
+async def test_a_budget_too_small_for_the_grader_stops_without_sending(clock: Any) -> None:
+    from batchrun._checks import Answer
+    from batchrun._client import ModelInfo
+    from batchrun._costs import CostModel
+
+    pool, stops = pool_for(clock, limit=1e-9)
+    pool.costs = CostModel({"g": ModelInfo("g", 1e-6, 1e-6, 0.0, 1000, 100)})
+    with respx.mock(using="httpx") as mock:
+        route = mock.post("https://openrouter.test/api/v1/chat/completions").mock(return_value=grader_reply("{}"))
+        results, cost = await pool.judge_row("row", [{"judge": "r"}], "q?", Answer("a", 1, 0, 1, "stop"))
+    await pool.client.aclose()
+    assert route.call_count == 0 and cost == 0.0 and stops[0][0] == "budget"
+    assert results[0]["error"] == "grader g: not graded: budget"
+
+
+def test_the_graded_example_job_runs_on_the_simulator(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "jobs" / "graded.yaml"
+    result = run_cli(example, "--simulate", "-o", tmp_path / "g.jsonl")
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    assert "judging: $" in result.stdout and "flaky" in result.stdout and "items: 10" in result.stdout
