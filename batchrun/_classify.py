@@ -1,19 +1,28 @@
-"""The one place that decides what a failed request means (README: "Failure classes").
+"""The one place that decides what a failed request means (README: "OpenRouter behaviour").
 
-| what came back                                   | class            | effect                      |
-|--------------------------------------------------|------------------|-----------------------------|
-| connect error, reset, closed mid-body, timeout   | Transient        | retry with backoff          |
-| truncated or non-JSON body, empty choices        | Transient        | retry with backoff          |
-| 408 409 425 500 502 504 524                      | Transient        | retry with backoff          |
-| 429 503 529                                      | RateLimited      | retry; whole run cools down |
-| 402 limit_source=openrouter_in_flight_budget     | RateLimited      | retry after Retry-After     |
-| error.availability.retryable == true             | Transient        | retry                       |
-| 400 404 413 422, 403 moderation/guardrail        | Rejected         | error row, run goes on      |
-| 429 free-models-per-day / other daily cap        | DailyCapReached  | skip the rest of the model  |
-| 401                                              | AuthFailed       | stop the run at once        |
-| 402 key limit / credits / no source, 403 "Key limit exceeded" | CreditExhausted | stop dispatching |
+It switches on what OpenRouter documents (api_reference/errors-and-debugging.mdx), never on
+words in a message: `error.availability.{code, retryable, retry_after}` first, then the
+typed `error_type` (in `error.metadata.error_type`, or beside `code` in the availability
+examples of the same page), then the HTTP status.
 
-Errors inside HTTP 200 bodies are classified by their embedded code exactly like these.
+| what came back                                        | class            | effect                           |
+|-------------------------------------------------------|------------------|----------------------------------|
+| connect error, reset, closed mid-body, timeout        | Transient        | retry with backoff               |
+| truncated or non-JSON body, empty choices             | Transient        | retry with backoff               |
+| availability.retryable true (capacity_exhausted, ...) | Transient        | retry after availability.retry_after |
+| availability code that is model-wide, not retryable   | ModelUnavailable | the model's other rows are skipped |
+| other availability code with retryable false          | Rejected         | error row (retryable: false is honoured) |
+| 401 / authentication                                  | AuthFailed       | stop the run at once             |
+| 402 / payment_required (in-flight budget: wait)       | CreditExhausted  | stop dispatching                 |
+| 403 permission_denied (guardrail), moderation         | Rejected         | error row                        |
+| 429 / rate_limit_exceeded                             | RateLimited      | the model (or the :free pool) cools down |
+| 503 / provider_overloaded, 529                        | RateLimited      | the model cools down, no pacing  |
+| 408 425 500 502 504 524 / server, timeout, provider_unavailable, unmapped | Transient | retry |
+| 400 404 413 422 / invalid_request, not_found, ...     | Rejected         | error row, run goes on           |
+
+A daily cap is not decided here: a 429 carrying OpenRouter's X-RateLimit-* headers (a
+platform limit, limits.mdx) whose reset lies past the run's horizon is one, and only the
+runner knows the horizon. Errors inside HTTP 200 bodies are classified exactly like these.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from typing import Any
 from ._exceptions import (
     AuthFailed,
     CreditExhausted,
-    DailyCapReached,
+    ModelUnavailable,
     RateLimited,
     Rejected,
     RequestFailed,
@@ -45,7 +54,43 @@ _TRANSIENT = {
 }
 _SLOW_DOWN = {429: "rate_limited", 503: "no_provider", 529: "overloaded"}
 _REJECTED = {400: "bad_request", 404: "not_found", 413: "too_large", 422: "unprocessable"}
-_DAILY_MARKERS = ("free-models-per-day", "per-day", "per day", "daily")
+# errors-and-debugging.mdx "Typed error codes": the ones another attempt may get past.
+_TRANSIENT_TYPES = {"provider_overloaded", "provider_unavailable", "server", "timeout", "unmapped"}
+# "Model availability errors": codes that hold for every request to the model, so its other
+# rows are skipped without being sent. wrong_endpoint is not in the issue's list, but it too
+# holds for every row of the model (the docs: "called on the wrong endpoint").
+MODEL_WIDE_CODES = frozenset(
+    {
+        "model_not_found",
+        "no_endpoints",
+        "model_deprecated",
+        "model_unavailable_upstream",
+        "privacy_restricted",
+        "constraint_filtered",
+        "free_variant_ended",
+        "region_restricted",
+        "wrong_endpoint",
+    }
+)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def reset_wait(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds until X-RateLimit-Reset: when the limit that was hit has room again."""
+    reset = _number(headers.get("x-ratelimit-reset"))
+    if reset is None:
+        return None
+    # OpenRouter sends epoch milliseconds (not documented; seen in practice); tolerate seconds.
+    return max(0.0, (reset / 1000 if reset > 1e11 else reset) - now)
 
 
 def server_wait(headers: Mapping[str, str], now: float) -> float | None:
@@ -54,29 +99,35 @@ def server_wait(headers: Mapping[str, str], now: float) -> float | None:
     value = headers.get("retry-after")
     if value:
         value = value.strip()
-        try:
-            waits.append(float(value))
-        except ValueError:
+        seconds = _number(value)
+        if seconds is not None:
+            waits.append(seconds)
+        else:
             with contextlib.suppress(TypeError, ValueError, IndexError):  # not a date either: no hint
                 waits.append(email.utils.parsedate_to_datetime(value).timestamp() - now)
-    value = headers.get("retry-after-ms")
-    if value:
-        with contextlib.suppress(ValueError):
-            waits.append(float(value) / 1000)
-    value = headers.get("x-ratelimit-reset")
-    if value:
-        try:
-            reset = float(value)
-            # OpenRouter sends epoch milliseconds; tolerate seconds from other gateways.
-            waits.append((reset / 1000 if reset > 1e11 else reset) - now)
-        except ValueError:
-            pass
+    milliseconds = _number(headers.get("retry-after-ms"))
+    if milliseconds is not None:
+        waits.append(milliseconds / 1000)
+    reset = reset_wait(headers, now)
+    if reset is not None:
+        waits.append(reset)
     finite = [w for w in waits if math.isfinite(w)]
     return max(0.0, max(finite)) if finite else None
 
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ("" if value is None else str(value))
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _availability_message(message: str, availability: Mapping[str, Any]) -> str:
+    fallbacks = availability.get("fallback_models")
+    if isinstance(fallbacks, list) and fallbacks:
+        message += f" (fallback_models: {', '.join(_text(m) for m in fallbacks[:5])})"
+    return message
 
 
 def classify(
@@ -86,36 +137,88 @@ def classify(
     error = error or {}
     code = error.get("code")
     if not isinstance(code, int) or not 100 <= code <= 599:
+        code = error.get("http_status")  # the availability examples carry the status here
+    if not isinstance(code, int) or not 100 <= code <= 599:
         code = status if status and status != 200 else 502
     message = _text(error.get("message")) or f"HTTP {code}"
-    metadata = error.get("metadata") if isinstance(error.get("metadata"), Mapping) else {}
-    assert isinstance(metadata, Mapping)
+    metadata = _mapping(error.get("metadata"))
+    availability = _mapping(error.get("availability"))
+    error_type = metadata.get("error_type") or error.get("error_type")
+    error_type = error_type if isinstance(error_type, str) else None
+    avail_code = availability.get("code") if isinstance(availability.get("code"), str) else None
     wait = server_wait(headers, now)
+    body_wait = _number(availability.get("retry_after"))
+    if body_wait is not None and body_wait >= 0:
+        wait = body_wait if wait is None else max(wait, body_wait)
     http_status = status if status and status != 200 else code
-    lowered = (message + " " + _text(metadata.get("raw")) + " " + _text(metadata.get("limit_type"))).lower()
+    failure = _decide(code, http_status, message, metadata, availability, error_type, avail_code, headers, now, wait)
+    failure.error_type, failure.availability_code = error_type, avail_code
+    return failure
 
-    if code == 401:
+
+def _decide(
+    code: int,
+    http_status: int,
+    message: str,
+    metadata: Mapping[str, Any],
+    availability: Mapping[str, Any],
+    error_type: str | None,
+    avail_code: str | None,
+    headers: Mapping[str, str],
+    now: float,
+    wait: float | None,
+) -> RequestFailed:
+
+    if code == 401 or error_type == "authentication":
         return AuthFailed("auth", message, http_status)
-    if code == 402:
+    if code == 402 or error_type == "payment_required":
+        # limit_source is not in the docs (seen in client issues): a hint, never required.
         source = metadata.get("limit_source")
         if source == "openrouter_in_flight_budget":
             return RateLimited("in_flight_budget", message, http_status, wait)
         kind = "key_limit" if source == "openrouter_key_limit" else "credits"
         return CreditExhausted(kind, message, http_status)
-    if code == 403 and "key limit exceeded" in lowered:
+    if code == 403 and "key limit exceeded" in message.lower():
+        # Not documented either (openrouter client issues): a 403 naming the key limit.
         return CreditExhausted("key_limit", message, http_status)
-    if code == 429 and any(marker in lowered for marker in _DAILY_MARKERS):
-        return DailyCapReached("daily_cap", message, http_status, wait)
 
-    availability = error.get("availability")
-    if isinstance(availability, Mapping) and availability.get("retryable") is True:
-        return Transient(_TRANSIENT.get(code, f"http_{code}"), message, http_status, wait)
-    if code in _SLOW_DOWN:
-        return RateLimited(_SLOW_DOWN[code], message, http_status, wait)
-    if code in _TRANSIENT:
-        return Transient(_TRANSIENT[code], message, http_status, wait)
+    if avail_code is not None or "retryable" in availability:
+        retryable = availability.get("retryable")
+        if retryable is True:
+            if code == 429:
+                limited = RateLimited(avail_code or "rate_limited", message, http_status, wait)
+                limited.paces = False  # every provider is at capacity: not a sign we send too fast
+                return limited
+            return Transient(avail_code or _TRANSIENT.get(code, f"http_{code}"), message, http_status, wait)
+        message = _availability_message(message, availability)
+        if avail_code in MODEL_WIDE_CODES:
+            return ModelUnavailable(avail_code, message, http_status)
+        # An unknown code with retryable false: final for this row ("fall back to retryable").
+        return Rejected(avail_code or _REJECTED.get(code, f"http_{code}"), message, http_status)
+
+    if code == 429 or error_type == "rate_limit_exceeded":
+        limited = RateLimited(_SLOW_DOWN[429], message, http_status, wait)
+        limited.limit_wait = reset_wait(headers, now)
+        # limits.mdx: OpenRouter's own limits answer with X-RateLimit-* headers; a provider's
+        # 429 does not (it may carry metadata.provider_code instead).
+        limited.platform = limited.limit_wait is not None
+        return limited
+    if code in (503, 529) or error_type == "provider_overloaded":
+        overloaded = RateLimited(_SLOW_DOWN.get(code, "overloaded"), message, http_status, wait)
+        overloaded.paces = False
+        return overloaded
+    if code in _TRANSIENT or error_type in _TRANSIENT_TYPES:
+        return Transient(_TRANSIENT.get(code, error_type or f"http_{code}"), message, http_status, wait)
     if code == 403:
-        return Rejected("moderation", message, http_status)
+        # errors-and-debugging.mdx: 403 is a guardrail block or a missing permission
+        # (permission_denied), or a moderation flag (metadata.reasons / flagged_input).
+        if "reasons" in metadata or "flagged_input" in metadata:
+            kind = "moderation"
+        elif error_type == "permission_denied":
+            kind = "permission_denied"
+        else:
+            kind = "forbidden"
+        return Rejected(kind, message, http_status)
     if code in _REJECTED:
         return Rejected(_REJECTED[code], message, http_status)
     if code >= 500:

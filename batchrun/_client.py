@@ -17,6 +17,7 @@ import orjson
 from ._classify import classify
 from ._clock import Clock, SystemClock
 from ._exceptions import ConfigError, RequestFailed, Transient
+from ._routing import METADATA_HEADER, answering_provider
 
 # A reply is untrusted: bound what one answer's tool calls can put in a row.
 MAX_TOOL_CALLS = 32
@@ -98,6 +99,9 @@ class OpenRouterClient:
         if app_title:
             headers["X-Title"] = app_title
             headers["X-OpenRouter-Title"] = app_title
+        # Opt in to `openrouter_metadata` on replies: the documented record of which provider
+        # answered (guides/features/router-metadata.mdx).
+        headers[METADATA_HEADER] = "enabled"
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=timeout_s),
@@ -214,7 +218,7 @@ class OpenRouterClient:
         return ChatResult(
             generation_id=data.get("id"),
             model=data.get("model"),
-            provider=data.get("provider"),
+            provider=answering_provider(data),
             content=self._scrub(message.get("content") or ""),
             finish_reason=choice.get("finish_reason"),
             native_finish_reason=choice.get("native_finish_reason"),

@@ -7,19 +7,22 @@
     ├── ResultsError             a results file cannot be read, or files from different jobs were mixed
     ├── OutputFailed             writing results or a summary failed once requests may have been sent
     ├── CacheError               the response cache cannot be used (a run goes on without it)
-    └── RequestFailed            one chat request failed; `kind`, `http_status`, `retry_after`
+    └── RequestFailed            one chat request failed; `kind`, `http_status`, `retry_after`,
+        │                        and what OpenRouter said: `error_type`, `availability_code`
         ├── Transient            worth another attempt
         │   └── RateLimited      a 429 (or overload) with the server's wait, if it gave one
         └── Final                another attempt cannot succeed
-            ├── Rejected         final for the row: bad request, moderation, unknown model...
-            ├── DailyCapReached  final for the model: a free-model daily cap (retry after UTC midnight)
+            ├── Rejected         final for the row: bad request, moderation, guardrail...
+            ├── ModelUnavailable final for the model: an availability code such as model_not_found
+            ├── DailyCapReached  final for the model: a platform limit that resets past the run's horizon
             ├── AuthFailed       final for the run: the key is missing, wrong or expired
             └── CreditExhausted  final for the run: the key's limit or the account's credits are gone
 
 The HTTP client translates httpx and aiohttp errors into this tree at its boundary, so
 nothing above it sees a transport exception. The runner turns a Final error into an
 `error` row and carries on; only AuthFailed and CreditExhausted end the run, and
-DailyCapReached skips the rest of that model.
+ModelUnavailable and DailyCapReached skip the rest of that model (or, for a `:free`
+model's daily cap, of every `:free` model).
 """
 
 from __future__ import annotations
@@ -93,12 +96,18 @@ class RequestFailed(BatchrunError):
         message: str,
         http_status: int | None = None,
         retry_after: float | None = None,
+        *,
+        error_type: str | None = None,
+        availability_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.http_status = http_status
         self.retry_after = retry_after
+        # errors-and-debugging.mdx: the typed `error_type` and `error.availability.code`.
+        self.error_type = error_type
+        self.availability_code = availability_code
 
     @property
     def retryable(self) -> bool:
@@ -110,7 +119,16 @@ class Transient(RequestFailed):
 
 
 class RateLimited(Transient):
-    """The provider asked us to slow down; `retry_after` is its wait in seconds, if given."""
+    """The provider asked us to slow down; `retry_after` is its wait in seconds, if given.
+
+    `limit_wait` is when the limit itself has room again (X-RateLimit-Reset), which may be
+    sooner than `retry_after`; `platform` is true for OpenRouter's own limits (they carry
+    X-RateLimit-* headers, limits.mdx), false for an upstream provider's; `paces` is true when
+    the answer says we sent too fast (not that every provider is at capacity)."""
+
+    limit_wait: float | None = None
+    platform: bool = False
+    paces: bool = True
 
 
 class Final(RequestFailed):
@@ -121,8 +139,12 @@ class Rejected(Final):
     """Final for the row only: bad parameters, moderation, unknown model, too large."""
 
 
+class ModelUnavailable(Final):
+    """Final for the model: OpenRouter says it cannot serve it (`availability.code`)."""
+
+
 class DailyCapReached(Final):
-    """Final for the model: a daily request cap (free models) until UTC midnight."""
+    """Final for the model: a platform request cap whose reset is past the run's horizon."""
 
 
 class AuthFailed(Final):

@@ -10,11 +10,12 @@ a hash prefix only.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._client import OpenRouterClient
 from ._exceptions import ConfigError, RequestFailed
+from ._retry import RetryPolicy, retry_call
 
 if TYPE_CHECKING:
     from ._job import Job, RunSettings
@@ -22,11 +23,22 @@ if TYPE_CHECKING:
 
 EXPIRY_SLACK_S = 600.0
 MISMATCH_USD = 0.01
+T = TypeVar("T")
 
 
 class IsolatedKey:
-    def __init__(self, client: OpenRouterClient, management_key: str, name: str, expires_at: float) -> None:
+    def __init__(
+        self,
+        client: OpenRouterClient,
+        management_key: str,
+        name: str,
+        expires_at: float,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
         self._client = client
+        self._policy = policy or RetryPolicy()
+        self._sleep = sleep
         self._management_key = management_key
         self.name = name
         self.expires_at = expires_at
@@ -43,14 +55,26 @@ class IsolatedKey:
         now = options.clock.time()
         life = settings.deadline_s + settings.grace_s + EXPIRY_SLACK_S if settings.deadline_s else settings.key_expiry_s
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-        return cls(client, options.management_key, f"batchrun {job.name} {stamp}", now + life)
+        policy = RetryPolicy(settings.max_attempts, settings.max_elapsed_s, settings.max_wait_s)
+        return cls(
+            client, options.management_key, f"batchrun {job.name} {stamp}", now + life, policy, options.clock.sleep
+        )
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Management calls retry transient failures like chat calls. A create retried after
+        a lost answer may leave a second key behind: it is never used, and it expires."""
+        if self._sleep is None:
+            return await call()
+        return await retry_call(call, self._policy, self._sleep)
 
     async def create(self, budget: float | None) -> None:
         if budget is None:
             raise ConfigError("--isolated-key needs a budget (run.budget_usd or --budget): it is the key's limit")
         expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.expires_at))
         try:
-            created = await self._client.create_key(self._management_key, self.name, round(budget, 6), expires)
+            created = await self._call(
+                lambda: self._client.create_key(self._management_key, self.name, round(budget, 6), expires)
+            )
         except RequestFailed as failure:
             raise ConfigError(f"could not create the per-run key: {failure.message}") from None
         data = created.get("data") or {}
@@ -63,20 +87,21 @@ class IsolatedKey:
 
     async def finish(self, ledger_spent: float, notice: Callable[[str], None]) -> None:
         """Read the key's own usage, then delete it (disable it where deletion fails)."""
-        if self._hash is None:
+        key_hash = self._hash
+        if key_hash is None:
             return
         try:
-            info = await self._client.key_by_hash(self._management_key, self._hash)
+            info = await self._call(lambda: self._client.key_by_hash(self._management_key, key_hash))
             if info is not None and isinstance(info.get("usage"), (int, float)):
                 self.final_usage = float(info["usage"])
         except RequestFailed as failure:
             notice(f"warning: could not read the per-run key's usage: {failure.message}")
         try:
-            await self._client.delete_key(self._management_key, self._hash)
+            await self._call(lambda: self._client.delete_key(self._management_key, key_hash))
             self.removed = "deleted"
         except RequestFailed as failure:
             try:
-                await self._client.disable_key(self._management_key, self._hash)
+                await self._call(lambda: self._client.disable_key(self._management_key, key_hash))
                 self.removed = "disabled"
                 notice(f"warning: could not delete the per-run key ({failure.message}); it was disabled")
             except RequestFailed as second:

@@ -39,11 +39,13 @@ async def throttled_chat(
     try:
         result = await client.chat(request.payload, row_id=request.id)
     except RateLimited as failure:
-        throttle.rate_limited(started, failure.retry_after, pace=failure.http_status == 429)
+        throttle.rate_limited(
+            request.model, started, failure.retry_after, pace=failure.paces, limit_wait=failure.limit_wait
+        )
         raise
     finally:
         await throttle.release(request.model)
-    throttle.succeeded()
+    throttle.succeeded(request.model)
     return result, clock.monotonic() - started
 
 

@@ -84,12 +84,12 @@ def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, flo
 
 
 async def price_plan(job: Job, base_url: str | None, api_key: str | None, previous: bool = True) -> PricedPlan:
-    from ._run import RunOptions, check_models, estimate, make_client
+    from ._run import RunOptions, check_models, estimate, make_client, read_account, retry_policy
 
-    client = make_client(job, RunOptions(api_key=api_key, base_url=base_url), job.run)
+    options = RunOptions(api_key=api_key, base_url=base_url)
+    client = make_client(job, options, job.run)
     try:
-        models = await client.models()
-        key = await client.key_info()
+        models, key = await read_account(client, retry_policy(job.run), options, lambda: job.run.deadline_s)
     finally:
         await client.aclose()
     if models is not None:
@@ -158,14 +158,16 @@ def render_plan(plan: PricedPlan) -> str:
                 else f"${remaining:.6f} -> worst case {'fits' if total <= remaining else 'EXCEEDS it'}"
             )
         )
-        free = plan.key.get("free_model_daily_requests")
-        needed = sum(n for m, n in plan.rows.items() if m.endswith(":free"))
-        if needed or free:
-            left = free.get("remaining") if isinstance(free, dict) else None
-            lines.append(
-                f"free-model requests needed today: {needed}"
-                + ("" if left is None else f", remaining {left}" + (" (NOT ENOUGH)" if needed > left else ""))
-            )
+    needed = sum(n for m, n in plan.rows.items() if m.endswith(":free"))
+    if needed:
+        # limits.mdx: every :free request counts against one account-wide daily cap, lower
+        # for accounts that never bought credits. /key reports `is_free_tier`, not how many
+        # free requests are left today, so the plan cannot say whether they fit.
+        tier = plan.key.get("is_free_tier") if plan.key is not None else None
+        lines.append(
+            f"free-model requests needed: {needed}, all against the account's daily cap for :free models"
+            + (" (is_free_tier: the lower cap applies)" if tier is True else "")
+        )
     for model in sorted(plan.no_max_tokens):
         lines.append(
             f"warning: {model} has requests without max_tokens: costed at the model's maximum completion "

@@ -49,18 +49,22 @@ class wait_server_hint(wait_base):
 
 
 class stop_when_exhausted(stop_base):
-    """Out of attempts, out of elapsed time, or the server asked for a wait above the cap."""
+    """Out of attempts, out of elapsed time, or the server asked for a wait above the cap
+    or past the run's deadline (`time_left`: seconds until it, None without one)."""
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, time_left: Callable[[], float | None] | None = None) -> None:
         self.policy = policy
+        self.time_left = time_left
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         policy = self.policy
         upcoming = retry_state.upcoming_sleep
+        left = self.time_left() if self.time_left is not None else None
         return (
             retry_state.attempt_number >= policy.max_attempts
             or upcoming > policy.max_wait_s
             or retry_state.idle_for + upcoming > policy.max_elapsed_s
+            or (left is not None and upcoming > left)
         )
 
 
@@ -87,6 +91,7 @@ async def call_with_retries(
     sleep: Callable[[float], Awaitable[None]],
     log: AttemptLog,
     on_retry: Callable[[RequestFailed, float], Awaitable[None]] | None = None,
+    time_left: Callable[[], float | None] | None = None,
 ) -> T:
     """Run `attempt` until it succeeds, fails finally, or the policy gives up (re-raising)."""
     # Fast path: most requests succeed at once, and building tenacity's machinery for
@@ -121,7 +126,7 @@ async def call_with_retries(
             raise
 
     retrying = AsyncRetrying(
-        stop=stop_when_exhausted(policy),
+        stop=stop_when_exhausted(policy, time_left),
         wait=wait_server_hint(
             wait_random_exponential(multiplier=policy.backoff_base_s, max=policy.backoff_max_s), policy.max_wait_s
         ),
@@ -135,3 +140,14 @@ async def call_with_retries(
     except Transient as failure:
         log.record(failure, None)  # the attempt the policy gave up after
         raise
+
+
+async def retry_call(
+    call: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    sleep: Callable[[float], Awaitable[None]],
+    time_left: Callable[[], float | None] | None = None,
+) -> T:
+    """A start-up or management call (/models, /key, /keys) retried like a chat request:
+    one 503 from /models must not end a nightly run before it starts."""
+    return await call_with_retries(call, policy, sleep, AttemptLog(), time_left=time_left)

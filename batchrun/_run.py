@@ -39,7 +39,7 @@ from ._results import (
     results_job,
     scan_states,
 )
-from ._retry import RetryPolicy
+from ._retry import RetryPolicy, retry_call
 from ._runner import STOP_IO, RunConfig, Runner, RunOutcome
 from ._summary import SummaryBuilder
 
@@ -300,6 +300,24 @@ class _Preflight:
     limit_from_key: bool  # the key's credit, not the job's budget, is the binding limit
 
 
+def missing_account_api(base_url: str, models: object | None, key: object | None) -> str | None:
+    """The notice for an endpoint without /models and/or /key, naming which one is missing."""
+    missing = [name for name, value in (("/models", models), ("/key", key)) if value is None]
+    if not missing:
+        return None
+    return f"{base_url} has no {' or '.join(missing)}: credit-limit features are off for this run"
+
+
+async def read_account(
+    client: OpenRouterClient, policy: RetryPolicy, options: RunOptions, time_left: Callable[[], float | None]
+) -> tuple[dict[str, ModelInfo] | None, dict[str, Any] | None]:
+    """/models and /key, each retried on transient failures like a chat request, within the deadline."""
+    sleep = options.clock.sleep
+    models = await retry_call(client.models, policy, sleep, time_left)
+    key = await retry_call(client.key_info, policy, sleep, time_left)
+    return models, key
+
+
 async def _preflight(
     client: OpenRouterClient,
     job: Job,
@@ -307,13 +325,14 @@ async def _preflight(
     states: ScanResult | None,
     job_budget: float | None,
     notice: Notice,
+    time_left: Callable[[], float | None],
 ) -> _Preflight:
     """Prices and credit before anything is spent; the effective budget; the plan's worst case."""
     settings = job.run
-    models = await client.models()
-    key = await client.key_info()
-    if models is None or key is None:
-        notice(f"{client.base_url} has no /models or /key: credit-limit features are off for this run")
+    models, key = await read_account(client, retry_policy(settings), options, time_left)
+    missing = missing_account_api(client.base_url, models, key)
+    if missing:
+        notice(missing)
     if models is not None:
         check_models(job, models)
     costs = CostModel(models, settings.cost_margin)
@@ -333,10 +352,14 @@ async def _preflight(
     return _Preflight(models, costs, plan, budget, limit_from_key)
 
 
+def retry_policy(settings: RunSettings) -> RetryPolicy:
+    return RetryPolicy(settings.max_attempts, settings.max_elapsed_s, settings.max_wait_s)
+
+
 def _run_config(job: Job, settings: RunSettings, elapsed_s: float) -> RunConfig:
     return RunConfig(
         concurrency=settings.concurrency,
-        policy=RetryPolicy(settings.max_attempts, settings.max_elapsed_s, settings.max_wait_s),
+        policy=retry_policy(settings),
         # The deadline counts what pre-flight and the resume scan took already.
         deadline_s=None if settings.deadline_s is None else max(0.0, settings.deadline_s - elapsed_s),
         grace_s=settings.grace_s,
@@ -364,6 +387,11 @@ async def _locked_run(
         options = replace(options, resume=True)
     resuming = check_output(output, job, options.resume)
     started = options.clock.monotonic()  # the deadline counts pre-flight and the resume scan too
+
+    def time_left() -> float | None:
+        deadline = settings.deadline_s
+        return None if deadline is None else deadline - (options.clock.monotonic() - started)
+
     states = None
     if resuming:
         cut = repair_torn_tail(output)
@@ -380,7 +408,7 @@ async def _locked_run(
             job_budget = max(0.0, job_budget - prior_spend)
         if isolated is not None:
             await isolated.create(job_budget)
-        pre = await _preflight(client, job, options, states, job_budget, notice)
+        pre = await _preflight(client, job, options, states, job_budget, notice, time_left)
         budget = pre.budget
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
         plan, models = pre.plan, pre.models

@@ -23,13 +23,15 @@ from ._exceptions import (
     BatchrunError,
     CreditExhausted,
     DailyCapReached,
+    ModelUnavailable,
     OutputFailed,
+    RateLimited,
     RequestFailed,
 )
 from ._judge import GraderSettings
 from ._judging import GraderPool, question_of, throttled_chat
 from ._ledger import BudgetExhausted, CreditLedger
-from ._limiter import Throttle
+from ._limiter import Throttle, scope_of
 from ._matrix import Request
 from ._results import ResultsWriter, record_head
 from ._retry import AttemptLog, RetryPolicy, call_with_retries
@@ -103,11 +105,14 @@ class Runner:
         self.costs = costs
         self.ledger = ledger or CreditLedger(None)
         self.limit_from_key = limit_from_key  # the binding limit is the key's credit, not our budget
-        self.throttle = Throttle(config.concurrency, clock, config.model_caps)
+        self.throttle = Throttle(config.concurrency, clock, config.model_caps, config.policy.max_wait_s)
         self.on_record = on_record
         self.stop_reason: str | None = None
         self.stop_message = ""
-        self.stopped_models: dict[str, str] = {}
+        self.stopped_models: dict[str, str] = {}  # model -> skip reason, for the rest of the run
+        # limit scope (a model, or the :free pool) -> (monotonic time it reopens, skip reason)
+        self.blocked_scopes: dict[str, tuple[float, str]] = {}
+        self._deadline_at: float | None = None
         self._stop_event = asyncio.Event()
         self._sent_since_refresh = 0
         self._last_refresh = clock.monotonic()  # pre-flight has just read /key
@@ -186,8 +191,24 @@ class Runner:
             )
             return None
 
+    def time_left(self) -> float | None:
+        """Seconds until the run's deadline; None without one."""
+        return None if self._deadline_at is None else self._deadline_at - self.clock.monotonic()
+
+    def _model_stop(self, model: str) -> str | None:
+        """Why this model's rows are not sent now: a model-wide condition, or a blocked scope."""
+        stop = self.stopped_models.get(model)
+        if stop is not None:
+            return stop
+        block = self.blocked_scopes.get(scope_of(model))
+        if block is not None:
+            if self.clock.monotonic() < block[0]:
+                return block[1]
+            del self.blocked_scopes[scope_of(model)]  # the limit has reset: send again
+        return None
+
     async def _process(self, request: Request) -> None:
-        model_stop = self.stopped_models.get(request.model)
+        model_stop = self._model_stop(request.model)
         if model_stop is not None:
             self.skip(request, model_stop)
             return
@@ -203,7 +224,7 @@ class Runner:
         began = self.clock.monotonic()
         try:
             result, latency_s = await call_with_retries(
-                lambda: self._attempt(request), self.config.policy, self.clock.sleep, log
+                lambda: self._attempt(request), self.config.policy, self.clock.sleep, log, time_left=self.time_left
             )
         except RequestFailed as failure:
             await self.ledger.release(reservation)
@@ -282,24 +303,60 @@ class Runner:
             record["judge_cost"] = round(judge_cost, 12)
         record.update(grade(request.checks, answer, judged))
 
+    def _too_long(self, failure: RequestFailed) -> str | None:
+        """Why the server's wait ended the retrying (over max_wait_s or past the deadline)."""
+        wait, cap, left = failure.retry_after, self.config.policy.max_wait_s, self.time_left()
+        if not failure.retryable or wait is None:
+            return None
+        if wait > cap:
+            return f"server asked to wait {wait:.0f} s, over the {cap:g} s cap"
+        if left is not None and wait > left:
+            return f"server asked to wait {wait:.0f} s, past the run's deadline ({max(0.0, left):.0f} s left)"
+        return None
+
+    def _block_scope(self, request: Request, failure: RateLimited) -> str:
+        """A platform limit (X-RateLimit-*) that resets beyond the wait cap: the scope (the
+        model, or every :free model) sends nothing until its reset. A reset past the run's
+        horizon (the deadline, or max_elapsed_s without one) is a daily cap."""
+        wait = failure.limit_wait if failure.limit_wait is not None else failure.retry_after or 0.0
+        left = self.time_left()
+        horizon = left if left is not None else self.config.policy.max_elapsed_s
+        reason = "daily_cap" if wait > horizon else "rate_limited"
+        scope = scope_of(request.model)
+        until = self.clock.monotonic() + wait
+        current = self.blocked_scopes.get(scope)
+        if current is None or current[0] < until:
+            self.blocked_scopes[scope] = (until, reason)
+        return reason
+
     def _failed(self, request: Request, failure: RequestFailed, log: AttemptLog, started: float) -> None:
         """One record for a failed request; the failure's class decides what else stops."""
         message = failure.message[:500]
-        wait, cap = failure.retry_after, self.config.policy.max_wait_s
-        if failure.retryable and wait is not None and wait > cap:
-            message += f" (server asked to wait {wait:.0f} s, over the {cap:g} s cap)"
-        error = {"kind": failure.kind, "http_status": failure.http_status, "message": message}
-        # A refused key and an empty purse stop the run; a daily cap stops the model. The
-        # last two never got an answer, so their row is `skipped` (a resume runs it again).
+        too_long = self._too_long(failure)
+        if too_long:
+            message += f" ({too_long})"
+        error: dict[str, Any] = {"kind": failure.kind, "http_status": failure.http_status, "message": message}
+        # What OpenRouter said, when it said it (errors-and-debugging.mdx "Typed error codes").
+        if failure.error_type:
+            error["error_type"] = failure.error_type
+        if failure.availability_code:
+            error["availability_code"] = failure.availability_code
+        # A refused key and an empty purse stop the run; a model-wide condition stops the
+        # model; a platform limit past the wait cap stops its scope until the reset. Rows
+        # that never got an answer are `skipped` (a resume runs them again).
         status, reason = "error", failure.kind
         if isinstance(failure, AuthFailed):
             self.request_stop(STOP_AUTH, f"the API key was refused: {failure.message}")
         elif isinstance(failure, CreditExhausted):
             self.request_stop(STOP_CREDITS, failure.message)
             status, reason = "skipped", STOP_CREDITS
+        elif isinstance(failure, ModelUnavailable):
+            self.stopped_models.setdefault(request.model, failure.kind)
         elif isinstance(failure, DailyCapReached):
             self.stopped_models.setdefault(request.model, "daily_cap")
             status, reason = "skipped", "daily_cap"
+        elif isinstance(failure, RateLimited) and failure.platform and too_long:
+            status, reason = "skipped", self._block_scope(request, failure)
         skipped = status == "skipped"
         record = self._record(
             request,
@@ -385,6 +442,8 @@ class Runner:
             worker.cancel()
 
     async def run(self, requests: Iterator[Request]) -> RunOutcome:
+        if self.config.deadline_s is not None:
+            self._deadline_at = self.clock.monotonic() + self.config.deadline_s
         source = iter(requests)
         workers = [asyncio.ensure_future(self._worker(source)) for _ in range(self.config.concurrency)]
         watcher = asyncio.ensure_future(self._watch(workers))

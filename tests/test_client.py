@@ -12,7 +12,6 @@ import respx
 from batchrun import (
     AuthFailed,
     CreditExhausted,
-    DailyCapReached,
     OpenRouterClient,
     RateLimited,
     Rejected,
@@ -101,7 +100,8 @@ def err(
         (err(402, "Insufficient credits"), CreditExhausted, "credits"),
         (err(402, "busy", {"limit_source": "openrouter_in_flight_budget"}), RateLimited, "in_flight_budget"),
         (err(403, "Key limit exceeded"), CreditExhausted, "key_limit"),
-        (err(429, "Rate limit exceeded: free-models-per-day"), DailyCapReached, "daily_cap"),
+        # Words in the message decide nothing (errors-and-debugging.mdx: switch on error_type).
+        (err(429, "Rate limit exceeded: free-models-per-day"), RateLimited, "rate_limited"),
         (err(429, "Rate limit exceeded"), RateLimited, "rate_limited"),
         (err(503), RateLimited, "no_provider"),
         (err(529), RateLimited, "overloaded"),
@@ -188,11 +188,18 @@ async def test_rate_limit_carries_the_server_wait() -> None:
     assert isinstance(result, RateLimited) and result.retry_after == pytest.approx(30)
 
 
-def test_daily_cap_in_metadata() -> None:
-    failure = classify(
-        429, {"code": 429, "message": "Rate limit exceeded", "metadata": {"limit_type": "free-models-per-day"}}, {}, 0
-    )
-    assert isinstance(failure, DailyCapReached)
+def test_a_providers_per_day_429_is_not_a_platform_limit() -> None:
+    """An upstream provider's 429 whose raw text says "per day" carries no X-RateLimit-*
+    headers (limits.mdx), so it is an ordinary rate limit, never a daily cap."""
+    error = {
+        "code": 429,
+        "message": "Rate limit exceeded",
+        "metadata": {"error_type": "rate_limit_exceeded", "provider_name": "Acme", "raw": "requests per day exceeded"},
+    }
+    failure = classify(429, error, {"retry-after": "30"}, 0)
+    assert isinstance(failure, RateLimited) and not failure.platform and failure.retry_after == 30
+    platform = classify(429, error, {"x-ratelimit-reset": "90000", "x-ratelimit-remaining": "0"}, 0)
+    assert isinstance(platform, RateLimited) and platform.platform and platform.limit_wait == 90000
 
 
 async def test_key_is_scrubbed_from_echoed_messages() -> None:

@@ -21,7 +21,17 @@ DEFAULT_ACCURACY = {
     "openai/gpt-4o-mini": 0.9,
     "anthropic/claude-3.5-haiku": 0.95,
 }
-FAULTS = ("reset", "cut", "truncate", "hang", "error200", "choice_error")
+FAULTS = (
+    "reset",
+    "cut",
+    "truncate",
+    "hang",
+    "error200",
+    "choice_error",
+    "cold_start",  # an empty completion with finish_reason null (errors-and-debugging.mdx)
+    "capacity_exhausted",  # 429 availability error, retryable, with retry_after
+    "temporarily_unavailable",  # 503 availability error, retryable, with retry_after
+)
 
 
 @dataclass
@@ -36,7 +46,10 @@ class SimConfig:
     jitter: str = "uniform"  # or "exponential": a long tail of slow answers
     rate_limit_rps: float | None = None
     rate_limit_rpm: float | None = None
-    rate_limit_header: str = "reset"  # reset (X-RateLimit-Reset, epoch ms) | retry-after | retry-after-ms | none
+    rate_limit_header: str = "reset"  # reset (X-RateLimit-*, epoch ms) | retry-after | retry-after-ms | both | none
+    rate_limit_window: str = "fixed"  # or "sliding": at most N requests in any window-long interval
+    rate_limit_per_model: bool = False  # each model its own window; every :free model shares one
+    free_rpm: float | None = None  # the :free pool's per-minute limit (limits.mdx)
     free_daily_cap: int | None = None  # requests per day for models ending in ":free"
     key_limit: float | None = None  # USD on the account key; None = no cap
     require_key: str | None = None  # when set, any other bearer token gets a 401
@@ -48,6 +61,9 @@ class SimConfig:
     account_api: bool = True  # False: no /key, /models, /keys, like a local OpenAI-compatible server
     judge_bias: float = 0.0  # as a grader: share of failing answers it passes anyway (leniency)
     judge_unparseable: float = 0.0  # as a grader: share of replies that are prose, not the verdict JSON
+    content_parts: bool = False  # answer `content` as an array of text parts (ChatAssistantMessage)
+    # model -> availability code answered to every request for it (`unavailable.MODEL=CODE`)
+    unavailable: dict[str, str] = field(default_factory=dict)
     # Batch API (simulator/_batches.py): seconds in each state, by the simulator's clock.
     batch_validating_s: float = 1.0
     batch_in_progress_s: float = 2.0
@@ -79,13 +95,27 @@ class SimConfig:
         if key.startswith("accuracy."):
             self.accuracy[key[9:]] = float(value)
             return
+        if key.startswith("unavailable."):
+            from ._errors import AVAILABILITY
+
+            if value not in AVAILABILITY:
+                raise ValueError(f"unknown availability code {value!r}: use one of {', '.join(AVAILABILITY)}")
+            self.unavailable[key[12:]] = value
+            return
         kinds = {f.name: f for f in fields(self)}
-        if key not in kinds or key in ("faults", "prices", "accuracy"):
+        if key not in kinds or key in ("faults", "prices", "accuracy", "unavailable"):
             raise ValueError(f"unknown simulator option {key!r}")
         current = getattr(self, key)
         if isinstance(current, bool):
             setattr(self, key, value.lower() in ("1", "true", "yes", "on"))
-        elif key in ("rate_limit_header", "require_key", "management_key", "jitter", "batch_outcome"):
+        elif key in (
+            "rate_limit_header",
+            "rate_limit_window",
+            "require_key",
+            "management_key",
+            "jitter",
+            "batch_outcome",
+        ):
             setattr(self, key, value)
         elif key in ("seed", "free_daily_cap"):
             setattr(self, key, int(value))

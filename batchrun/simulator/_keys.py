@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +37,19 @@ def bearer(request: web.Request) -> str | None:
     return header[7:].strip() or None if header.startswith("Bearer ") else None
 
 
+_KEY_FIELDS = (
+    "label",
+    "limit",
+    "limit_reset",
+    "limit_remaining",
+    "usage",
+    "usage_daily",
+    "usage_weekly",
+    "usage_monthly",
+    "is_free_tier",
+)
+
+
 class KeyRoutes:
     """Key handling, mixed into the Simulator (which owns the state named here)."""
 
@@ -47,7 +59,6 @@ class KeyRoutes:
     _keys: dict[str, SimKey]  # token -> key, for keys made through /keys
     _hashes: dict[str, str]  # hash -> token
     issued: list[str]  # every key /keys created, kept for tests that look for leaks
-    _daily: Counter[str]  # free-model requests today, per model
 
     def add_key_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v1/key", self._key)
@@ -97,22 +108,21 @@ class KeyRoutes:
             else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.expires_at)),
         }
 
-    def _key_info(self, key: SimKey) -> dict[str, Any]:
-        data = self._key_data(key)
-        if self.config.free_daily_cap is not None:
-            used = sum(self._daily.values())
-            data["free_model_daily_requests"] = {
-                "limit": self.config.free_daily_cap,
-                "remaining": max(0, self.config.free_daily_cap - used),
-                "used": used,
-            }
-        return data
-
     async def _key(self, request: web.Request) -> web.Response:
+        """GET /key: the fields limits.mdx documents, and nothing else."""
         key = self._chat_key(bearer(request))
         if isinstance(key, web.Response):
             return key
-        return json_response({"data": self._key_info(key)})
+        data = self._key_data(key)
+        info = {name: data[name] for name in _KEY_FIELDS}
+        info.update(
+            include_byok_in_limit=False,
+            byok_usage=0.0,
+            byok_usage_daily=0.0,
+            byok_usage_weekly=0.0,
+            byok_usage_monthly=0.0,
+        )
+        return json_response({"data": info})
 
     async def _create_key(self, request: web.Request) -> web.Response:
         denied = self._management(request)
@@ -175,4 +185,4 @@ class KeyRoutes:
             return key
         del self._keys[self._hashes.pop(key.hash)]
         self.stats.keys_deleted += 1
-        return json_response({"data": {"success": True}})
+        return json_response({"deleted": True})  # openapi.yaml, DELETE /keys/{hash}

@@ -20,6 +20,7 @@ from aiohttp import web
 from ._answers import answer_to, tokens
 from ._batches import SimBatches
 from ._config import SimConfig
+from ._errors import PROVIDER, availability_error, provider_error
 from ._faults import broken_reply, draw_fault
 from ._grader import VERDICT_SCHEMA_NAME, grade_as_judge, tool_calls_for
 from ._http import error_response, json_response
@@ -184,27 +185,37 @@ class Simulator(KeyRoutes):
         row = request.headers.get("X-Batchrun-Row")
         if row:
             self.stats.by_row[row] += 1
+        if model in config.unavailable:
+            return availability_error(config.unavailable[model], model)
         if model not in config.prices:
-            return error_response(400, f"{model} is not a valid model ID")
-        limited = self.limits.check()
+            return availability_error("model_not_found", model)
+        limited = self.limits.check(model)
         if limited is not None:
             return limited
         if model.endswith(":free") and config.free_daily_cap is not None:
-            if self._daily[model] >= config.free_daily_cap:
-                return error_response(
-                    429,
-                    "Rate limit exceeded: free-models-per-day. Add credits to unlock more requests.",
-                    {"limit_type": "free-models-per-day"},
-                    {"X-RateLimit-Reset": str(int((math.floor(time.time() / 86400) + 1) * 86400 * 1000))},
-                )
+            # limits.mdx: one daily cap for all free requests of the account.
+            if sum(self._daily.values()) >= config.free_daily_cap:
+                midnight = (math.floor(time.time() / 86400) + 1) * 86400
+                headers = {
+                    "X-RateLimit-Limit": str(config.free_daily_cap),
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": str(midnight * 1000),
+                }
+                return error_response(429, "Rate limit exceeded: free-models-per-day", headers=headers)
             self._daily[model] += 1
         fault = draw_fault(self._rng, config.faults)
+        if fault in ("capacity_exhausted", "temporarily_unavailable"):
+            return availability_error(fault, model, retry_after=1)
         if fault is not None and fault.isdigit():
             status = int(fault)
             if status == 402:
+                # limit_source is not documented (client issues): kept as the hint it is.
                 return error_response(402, "Key limit exceeded", {"limit_source": "openrouter_key_limit"})
             if status == 429:
-                return error_response(429, "Rate limit exceeded", headers={"Retry-After": "1"})
+                # An upstream provider's limit: no X-RateLimit-* headers, and raw text that
+                # happens to say "per day", which must not be read as a daily cap.
+                raw = "Rate limit reached for requests per day (RPD) on this organization; retry shortly"
+                return provider_error(429, "Rate limit exceeded", raw, {"Retry-After": "1"})
             return error_response(status, f"Simulated HTTP {status}")
 
         prompt_price, completion_price, request_price = config.prices[model]
@@ -226,16 +237,23 @@ class Simulator(KeyRoutes):
                 await asyncio.sleep(delay)
             content = self._answer(model, messages, body, row)
             calls = tool_calls_for(model, messages, body, self.config.accuracy.get(model, 0.85))
-            finish = "tool_calls" if calls else "stop"
+            finish: str | None = "tool_calls" if calls else "stop"
             if calls:
                 content = ""
             completion_tokens = tokens(content or json.dumps(calls))
             if completion_tokens > max_tokens:
                 content, completion_tokens, finish = content[: max_tokens * 4], max_tokens, "length"
+            if fault == "cold_start":
+                # errors-and-debugging.mdx "When no content is generated": an empty answer.
+                content, completion_tokens, finish = "", 0, None
             self._generations += 1
             generation = f"gen-{self._run_tag}-{self._generations:012d}"
             if fault in ("error200", "choice_error"):
-                error = {"code": 502, "message": "Provider returned error", "metadata": {"provider_name": "SimCloud"}}
+                error = {
+                    "code": 502,
+                    "message": "Provider returned error",
+                    "metadata": {"error_type": "provider_unavailable", "provider_name": PROVIDER, "raw": "502"},
+                }
                 payload: dict[str, Any] = (
                     {"id": generation, "error": error, "choices": None}
                     if fault == "error200"
@@ -260,12 +278,14 @@ class Simulator(KeyRoutes):
             )
             if config.cost_noise:
                 cost = max(0.0, cost * (1 + self._rng.uniform(-config.cost_noise, config.cost_noise)))
+            if fault == "cold_start":
+                cost = 0.0  # such replies are not billed
             payload = {
                 "id": generation,
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": model,
-                "provider": "SimCloud",
+                "system_fingerprint": None,
                 "choices": [
                     {
                         "index": 0,
@@ -273,7 +293,10 @@ class Simulator(KeyRoutes):
                         "native_finish_reason": finish,
                         "message": {"role": "assistant", "content": content or None, "tool_calls": calls}
                         if calls
-                        else {"role": "assistant", "content": content},
+                        else {
+                            "role": "assistant",
+                            "content": [{"type": "text", "text": content}] if config.content_parts else content,
+                        },
                     }
                 ],
                 "usage": {
@@ -284,6 +307,8 @@ class Simulator(KeyRoutes):
                     "prompt_tokens_details": {"cached_tokens": 0},
                 },
             }
+            if request.headers.get("X-OpenRouter-Metadata", "").lower() == "enabled":
+                payload["openrouter_metadata"] = router_metadata(model)
             if fault in ("reset", "cut", "truncate", "hang"):
                 return await broken_reply(request, fault, json.dumps(payload).encode(), config.hang_s)
             key.usage += cost + config.unreported_usd
@@ -293,6 +318,20 @@ class Simulator(KeyRoutes):
             return json_response(payload)
         finally:
             key.reserved -= worst
+
+
+def router_metadata(model: str) -> dict[str, Any]:
+    """The opt-in `openrouter_metadata` of a reply (guides/features/router-metadata.mdx)."""
+    return {
+        "requested": model,
+        "strategy": "direct",
+        "region": None,
+        "summary": f"available=1, selected={PROVIDER}",
+        "attempt": 1,
+        "is_byok": False,
+        "endpoints": {"total": 1, "available": [{"provider": PROVIDER, "model": model, "selected": True}]},
+        "attempts": [{"provider": PROVIDER, "model": model, "status": 200}],
+    }
 
 
 async def serve(config: SimConfig, host: str, port: int) -> None:
