@@ -33,14 +33,15 @@ from ._files import describe_os_error
 from ._signals import RunSignals, release_early
 from ._verdict import EXIT_CODE_TABLE, ExitCode
 
-COMMANDS = ("validate", "plan", "simulate", "report", "diff", "merge", "run", "batches")
+COMMANDS = ("validate", "plan", "simulate", "report", "diff", "merge", "run", "batches", "history")
 
 EPILOG = f"""commands:
   batchrun JOB.yaml [options]        run a job (same as `batchrun run JOB.yaml`)
   batchrun validate JOB.yaml...      schema and semantic checks, no network
   batchrun plan JOB.yaml             matrix size; with a key or --simulate, worst-case cost vs budget and credit
   batchrun simulate [--port P]       serve the built-in OpenRouter simulator
-  batchrun report RESULTS.jsonl      summary of a results file
+  batchrun report RESULTS.jsonl      summary of a results file (--html OUT.html: a self-contained page)
+  batchrun history [DIR | RUN...]    trends across runs of a job (--html OUT.html, --markdown)
   batchrun diff A.jsonl B.jsonl      what changed between two runs
   batchrun merge OUT.jsonl SHARD...  combine shard files of one job
   batchrun batches list|cancel|adopt|release RESULTS.jsonl   a batch-mode run's batches
@@ -181,9 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_partial_option(report)
     report.add_argument(
+        "--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML page with charts"
+    )
+    report.add_argument(
         "--junit", type=Path, metavar="PATH", help="also write JUnit XML: one test case per row or item"
     )
     _add_endpoint_options(report)
+
+    history = commands.add_parser("history", help="trends across the runs of a job, and what changed")
+    history.add_argument(
+        "paths",
+        type=Path,
+        nargs="*",
+        metavar="DIR | RUN.jsonl",
+        help="the job's output folder, or results files (default: the one job under outputs/)",
+    )
+    history.add_argument("--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML page")
+    history.add_argument("--json", action="store_true")
+    history.add_argument("--markdown", action="store_true", help="compact tables, e.g. for GITHUB_STEP_SUMMARY")
 
     diff = commands.add_parser("diff", help="what changed between two runs of a job")
     diff.add_argument("before", type=Path)
@@ -492,17 +508,41 @@ def _show(
     _step_summary(console, as_markdown(data))
 
 
+def _report_page(args: argparse.Namespace) -> Any:
+    """With --html, the collector of the page's data (checked first: the extra may be missing)."""
+    if not args.html:
+        return None
+    from ._html_report import require_report_extra
+    from ._report_data import RunDigest
+
+    require_report_extra()
+    return RunDigest()
+
+
+def _through(page: Any, records: Any) -> Any:
+    return records if page is None else page.watch(records)
+
+
+def _write_report_page(args: argparse.Namespace, page: Any, summary: dict[str, Any], verdict: Any) -> None:
+    if page is not None:
+        from ._html_report import write_report
+
+        write_report(args.results, args.html, page, summary, verdict)
+
+
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from ._results import final_records
     from ._summary import SummaryBuilder, render_markdown, render_text
 
+    page = _report_page(args)
     records = final_records(args.results, console.warn)
     if args.job is None:
-        summary = SummaryBuilder().add_all(records).result(output=str(args.results))
+        summary = SummaryBuilder().add_all(_through(page, records)).result(output=str(args.results))
         if not summary["total"]["rows"]:
             raise ResultsError(f"{args.results}: holds no records")
         _write_junit(args, console, lambda: final_records(args.results, console.warn), None)
         _show(console, args, summary, render_text, render_markdown)
+        _write_report_page(args, page, summary, None)
         return ExitCode.OK
     from ._checks import is_judge
     from ._gate import MatrixCoverage
@@ -519,9 +559,10 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     regraded: list[dict[str, Any]] = []
     judged = any(is_judge(c) for checks in coverage.checks.values() for c in checks)
     if judged:
-        summary = _regrade_judged(args, console, job, gate, coverage.review(records), regraded)
+        summary = _regrade_judged(args, console, job, gate, coverage.review(records), regraded, page)
     else:
-        summary = SummaryBuilder(gate).add_all(coverage.review(records, regrade=True)).result(output=str(args.results))
+        reviewed = _through(page, coverage.review(records, regrade=True))
+        summary = SummaryBuilder(gate).add_all(reviewed).result(output=str(args.results))
 
     def junit_records() -> Iterable[dict[str, Any]]:
         if judged:
@@ -537,6 +578,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     if shortfalls and not args.allow_partial:
         # Rows without an answer outrank errors and quality, as a stop does in a run.
         code, reasons = ExitCode.INCOMPLETE, [*shortfalls, "(--allow-partial accepts them)", *reasons]
+    _write_report_page(args, page, summary, (code, reasons))
     for reason in reasons:
         console.error(reason)
     return int(code)
@@ -562,6 +604,7 @@ def _regrade_judged(
     gate: Any,
     records: Iterable[dict[str, Any]],
     regraded: list[dict[str, Any]],
+    page: Any,
 ) -> dict[str, Any]:
     """Re-grade with grader requests: the worst case printed first, then spent within the budget."""
     from ._regrade import regrade_file
@@ -572,6 +615,12 @@ def _regrade_judged(
         console.err.write(line + "\n")
         console.err.flush()
 
+    def keep(record: dict[str, Any]) -> None:
+        if args.junit is not None:
+            regraded.append(record)
+        if page is not None:
+            page.add(record)
+
     async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> dict[str, Any]:
         options = RunOptions(api_key=_api_key(job, sim_key), base_url=base_url)
         return await regrade_file(
@@ -581,12 +630,24 @@ def _regrade_judged(
             lambda: final_records(args.results, console.warn),
             gate,
             worst_case,
-            regraded.append if args.junit is not None else None,
+            keep,
         )
 
     summary: dict[str, Any] = asyncio.run(_with_simulator(args, body))
     summary["output"] = str(args.results)
     return summary
+
+
+def cmd_history(args: argparse.Namespace, console: Console) -> int:
+    from ._history import build_history, render_history_markdown, render_history_text
+
+    history = build_history(args.paths)
+    if args.html:
+        from ._html_report import write_history
+
+        write_history(history, args.html)
+    _show(console, args, history, render_history_text, render_history_markdown)
+    return ExitCode.OK
 
 
 def cmd_diff(args: argparse.Namespace, console: Console) -> int:
@@ -643,6 +704,7 @@ HANDLERS = {
     "simulate": cmd_simulate,
     "report": cmd_report,
     "diff": cmd_diff,
+    "history": cmd_history,
     "merge": cmd_merge,
     "batches": cmd_batches,
 }

@@ -1,0 +1,234 @@
+"""The charts of the report and history pages, as Vega-Lite specifications built with altair.
+
+Each function takes aggregated data (a few rows per model, prompt or run, never per
+result row) and returns a `Chart`: an id, a title, one sentence saying what it shows, and
+the Vega-Lite spec that vega-embed draws in the page. altair validates each spec against
+the Vega-Lite schema when it is built, so a malformed chart fails here, not in a browser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import altair as alt
+
+PERCENT = alt.Axis(format="%")
+PERCENT_LEGEND = alt.Legend(format="%", title="pass rate")
+
+
+@dataclass(frozen=True)
+class Chart:
+    id: str
+    title: str
+    caption: str
+    spec: dict[str, Any]
+
+
+def _spec(chart: alt.TopLevelMixin) -> dict[str, Any]:
+    spec: dict[str, Any] = chart.to_dict()
+    spec.pop("$schema", None)  # a URL: the page never fetches it, and it is noise offline
+    # Model ids are long ("mistralai/mistral-small-3.1-24b-instruct"): room for them whole.
+    spec.setdefault("config", {}).update({"legend": {"labelLimit": 320}, "axis": {"labelLimit": 320}})
+    return spec
+
+
+def _rate_chart(rows: list[dict[str, Any]], field: str, title: str) -> alt.TopLevelMixin:
+    """Pass rate bars per `field`, with the Wilson 95% interval drawn as an error bar."""
+    base = alt.Chart(alt.InlineData(values=rows)).encode(y=alt.Y(f"{field}:N", sort=None, title=None))
+    tooltip = [
+        alt.Tooltip(f"{field}:N"),
+        alt.Tooltip("rate:Q", format=".1%", title="pass rate"),
+        alt.Tooltip("low:Q", format=".1%", title="95% low"),
+        alt.Tooltip("high:Q", format=".1%", title="95% high"),
+        alt.Tooltip("passed:Q"),
+        alt.Tooltip("checked:Q"),
+    ]
+    bars = base.mark_bar(color="#4c78a8").encode(
+        x=alt.X("rate:Q", scale=alt.Scale(domain=[0, 1]), axis=PERCENT, title=title), tooltip=tooltip
+    )
+    interval = base.mark_errorbar(ticks=True, color="#222").encode(x=alt.X("low:Q", title=title), x2="high:Q")
+    return alt.layer(bars, interval).properties(width="container")
+
+
+def pass_rate_chart(rows: list[dict[str, Any]], field: str, chart_id: str, caption: str) -> Chart:
+    title = f"Pass rate per {field}"
+    return Chart(chart_id, title, caption, _spec(_rate_chart(rows, field, "pass rate (95% interval)")))
+
+
+def heatmap_chart(rows: list[dict[str, Any]]) -> Chart:
+    base = alt.Chart(alt.InlineData(values=rows)).encode(
+        x=alt.X("prompt:N", title=None, axis=alt.Axis(labelAngle=-30)), y=alt.Y("model:N", title=None)
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color("rate:Q", scale=alt.Scale(domain=[0, 1], scheme="redyellowgreen"), legend=PERCENT_LEGEND),
+        tooltip=["model:N", "prompt:N", alt.Tooltip("rate:Q", format=".1%"), "passed:Q", "checked:Q"],
+    )
+    labels = base.mark_text(fontSize=11).encode(
+        text=alt.Text("rate:Q", format=".0%"),
+        color=alt.condition("datum.rate > 0.8 || datum.rate < 0.2", alt.value("white"), alt.value("black")),
+    )
+    return Chart(
+        "pass-heatmap",
+        "Pass rate per model and prompt",
+        "Each cell is the share of one model's checked answers to one prompt that passed every check.",
+        _spec(alt.layer(cells, labels).properties(width="container")),
+    )
+
+
+def status_chart(rows: list[dict[str, Any]]) -> Chart:
+    chart = (
+        alt.Chart(alt.InlineData(values=rows))
+        .mark_bar()
+        .encode(
+            y=alt.Y("model:N", title=None),
+            x=alt.X("rows:Q", stack="zero", title="rows"),
+            color=alt.Color(
+                "status:N",
+                scale=alt.Scale(domain=["ok", "error", "skipped"], range=["#54a24b", "#e45756", "#bab0ac"]),
+            ),
+            tooltip=["model:N", "status:N", "rows:Q"],
+        )
+        .properties(width="container")
+    )
+    return Chart(
+        "status-by-model",
+        "Rows per model by status",
+        "How many of each model's rows were answered (ok), ended in an error, or were skipped.",
+        _spec(chart),
+    )
+
+
+def cost_chart(rows: list[dict[str, Any]]) -> Chart:
+    chart = (
+        alt.Chart(alt.InlineData(values=rows))
+        .mark_bar(color="#f58518")
+        .encode(
+            y=alt.Y("model:N", title=None),
+            x=alt.X("cost_usd:Q", title="USD billed"),
+            tooltip=["model:N", alt.Tooltip("cost_usd:Q", format="$.6f"), "rows:Q"],
+        )
+        .properties(width="container")
+    )
+    return Chart(
+        "cost-by-model",
+        "Cost per model",
+        "The USD each model's rows were billed in this run (usage.cost as the endpoint reported it).",
+        _spec(chart),
+    )
+
+
+def latency_percentile_chart(rows: list[dict[str, Any]]) -> Chart:
+    chart = (
+        alt.Chart(alt.InlineData(values=rows))
+        .mark_bar()
+        .encode(
+            y=alt.Y("model:N", title=None),
+            yOffset=alt.YOffset("percentile:N"),
+            x=alt.X("ms:Q", title="latency (ms)"),
+            color=alt.Color("percentile:N", scale=alt.Scale(domain=["p50", "p95"], range=["#72b7b2", "#b279a2"])),
+            tooltip=["model:N", "percentile:N", alt.Tooltip("ms:Q", format=",.0f")],
+        )
+        .properties(width="container")
+    )
+    return Chart(
+        "latency-percentiles",
+        "Latency p50 and p95 per model",
+        "The median (p50) and 95th-percentile (p95) latency of each model's answering attempt.",
+        _spec(chart),
+    )
+
+
+def latency_histogram_chart(rows: list[dict[str, Any]]) -> Chart:
+    chart = (
+        alt.Chart(alt.InlineData(values=rows))
+        .mark_line(interpolate="step-after", point=False)
+        .encode(
+            x=alt.X("from_ms:Q", title="latency (ms), binned"),
+            y=alt.Y("rows:Q", title="rows"),
+            color=alt.Color("model:N"),
+            tooltip=["model:N", "from_ms:Q", "to_ms:Q", "rows:Q"],
+        )
+        .properties(width="container")
+    )
+    return Chart(
+        "latency-distribution",
+        "Latency distribution per model",
+        "How many answered rows of each model fell into each latency bin (shared bins over the run's range).",
+        _spec(chart),
+    )
+
+
+# -- history ----------------------------------------------------------------------------------
+def _run_axis() -> alt.X:
+    return alt.X("run:N", sort=None, title="run (UTC start)", axis=alt.Axis(labelAngle=-30))
+
+
+def _markers(markers: list[dict[str, Any]]) -> alt.Chart:
+    """A dashed vertical rule at each run where something changed (see _history.change_markers)."""
+    rules: alt.Chart = (
+        alt.Chart(alt.InlineData(values=markers))
+        .mark_rule(color="#e45756", strokeDash=[4, 3])
+        .encode(x=_run_axis(), tooltip=[alt.Tooltip("run:N"), alt.Tooltip("what:N", title="change")])
+    )
+    return rules
+
+
+def _trend(rows: list[dict[str, Any]], value: str, percent: bool, title: str, fmt: str) -> alt.Chart:
+    # One colour per model on every chart of the page: the domain is fixed, 'all' last.
+    models = sorted({str(row["model"]) for row in rows} - {"all"})
+    domain = models + ["all"] if any(row["model"] == "all" for row in rows) else models
+    lines: alt.Chart = (
+        alt.Chart(alt.InlineData(values=rows))
+        .mark_line(point=True)
+        .encode(
+            x=_run_axis(),
+            y=alt.Y(f"{value}:Q", title=title, axis=PERCENT if percent else alt.Axis()),
+            color=alt.Color("model:N", scale=alt.Scale(domain=domain)),
+            tooltip=["run:N", "model:N", alt.Tooltip(f"{value}:Q", format=fmt), "file:N"],
+        )
+    )
+    return lines
+
+
+def history_pass_chart(rows: list[dict[str, Any]], markers: list[dict[str, Any]]) -> Chart:
+    lines = _trend(rows, "rate", True, "pass rate", ".1%")
+    layers = [lines, _markers(markers)] if markers else [lines]
+    return Chart(
+        "history-pass-rate",
+        "Pass rate per model over time",
+        "Each model's pass rate in each run, oldest first; dashed red rules mark runs where something changed.",
+        _spec(alt.layer(*layers).properties(width="container")),
+    )
+
+
+def history_cost_chart(rows: list[dict[str, Any]]) -> Chart:
+    chart = (
+        alt.Chart(alt.InlineData(values=rows))
+        .mark_bar(color="#f58518")
+        .encode(
+            x=_run_axis(),
+            y=alt.Y("cost_usd:Q", title="USD billed"),
+            tooltip=["run:N", alt.Tooltip("cost_usd:Q", format="$.6f"), "rows:Q", "file:N"],
+        )
+        .properties(width="container")
+    )
+    return Chart("history-cost", "Cost per run", "What each run was billed in total.", _spec(chart))
+
+
+def history_latency_chart(rows: list[dict[str, Any]]) -> Chart:
+    return Chart(
+        "history-latency",
+        "p95 latency per model over time",
+        "The 95th-percentile latency of each model's answers in each run.",
+        _spec(_trend(rows, "p95_ms", False, "p95 latency (ms)", ",.0f").properties(width="container")),
+    )
+
+
+def history_error_chart(rows: list[dict[str, Any]]) -> Chart:
+    return Chart(
+        "history-errors",
+        "Error rate per model over time",
+        "The share of each model's sent requests that ended in an error row, per run ('all': the whole run).",
+        _spec(_trend(rows, "error_rate", True, "error rate", ".1%").properties(width="container")),
+    )

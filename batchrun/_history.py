@@ -1,0 +1,342 @@
+"""`history`: the runs of one job over time, what changed between them, and what flipped last.
+
+A run is one results file. Given a folder, every `*.jsonl` in it is a run, except shard
+files that a merged file of the same folder lists in its summary's `merged_from` (the merged
+file is the run). Runs are ordered by the first `started_at` of their rows (the file's
+modification time when no row has one).
+
+Only aggregates are kept per run (a few numbers per model), plus the row states of the last
+two runs, so a long history of large runs costs little memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._exceptions import ConfigError, ResultsError
+from ._report_data import failure_reasons, read_run_summary, wilson
+from ._results import final_records
+from ._summary import SummaryBuilder
+
+MARKER_DROP = 0.05  # a model's pass rate falling this much (5 points) from one run to the next is a change
+FLIP_CAP = 500  # flipped rows listed on the page (all are counted)
+MARKDOWN_RUNS = 8  # runs shown in the Markdown tables (GITHUB_STEP_SUMMARY wants it compact)
+MARKDOWN_FLIPS = 20
+
+
+def runs_in(paths: list[Path]) -> list[Path]:
+    """The results files a history covers: the given files, or each folder's runs."""
+    if not paths:
+        paths = [_default_folder()]
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += _folder_runs(path)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ResultsError(f"{path}: no such results file or folder")
+    if not files:
+        raise ResultsError(f"{', '.join(map(str, paths))}: no results files (*.jsonl) to show")
+    return files
+
+
+def _default_folder() -> Path:
+    """outputs/<job>/ when the current folder's outputs/ holds exactly one job."""
+    outputs = Path("outputs")
+    jobs = sorted(p for p in outputs.glob("*") if p.is_dir() and any(p.glob("*.jsonl"))) if outputs.is_dir() else []
+    if len(jobs) == 1:
+        return jobs[0]
+    found = f"; found {', '.join(map(str, jobs))}" if jobs else ""
+    raise ConfigError(f"name the job's output folder or results files (e.g. outputs/<job>){found}")
+
+
+def _folder_runs(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.glob("*.jsonl") if p.is_file())
+    merged: set[str] = set()
+    for file in files:
+        for source in read_run_summary(file).get("merged_from") or []:
+            if isinstance(source, str):
+                merged.add(Path(source).name)
+    return [f for f in files if f.name not in merged or read_run_summary(f).get("merged_from")]
+
+
+@dataclass
+class Run:
+    path: Path
+    start: str
+    summary: dict[str, Any]
+    states: dict[str, tuple[str, str, str, str, str]]  # id -> (state, model, prompt, vars, why)
+
+    @property
+    def label(self) -> str:
+        return self.start[:19].replace("T", " ")
+
+
+def _state(record: dict[str, Any]) -> str:
+    if record.get("status") != "ok":
+        return str(record.get("status"))
+    passed = record.get("passed")
+    return "ok" if passed is None else "pass" if passed else "fail"
+
+
+def _read_run(path: Path, keep_states: bool = False) -> Run | None:
+    builder = SummaryBuilder()
+    states: dict[str, tuple[str, str, str, str, str]] = {}
+    start: str | None = None
+    for record in final_records(path):
+        builder.add(record)
+        started = record.get("started_at")
+        if isinstance(started, str) and (start is None or started < start):
+            start = started
+        if not keep_states:
+            continue
+        state = _state(record)
+        why = "; ".join(failure_reasons(record)) if state in ("fail", "error") else ""
+        variables = record.get("vars")
+        shown = ", ".join(f"{k}={v}" for k, v in variables.items()) if isinstance(variables, dict) else ""
+        states[str(record["id"])] = (state, str(record.get("model")), str(record.get("prompt_id")), shown[:200], why)
+    if builder.total.ok + builder.total.error + builder.total.skipped == 0:
+        return None
+    if start is None:
+        start = _mtime_iso(path)
+    return Run(path, start, builder.result(), states)
+
+
+def _mtime_iso(path: Path) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.stat(path).st_mtime))
+
+
+def _error_rate(group: dict[str, Any]) -> float | None:
+    sent = group["ok"] + group["error"]
+    return group["error"] / sent if sent else None
+
+
+def _run_entry(run: Run) -> dict[str, Any]:
+    total = run.summary["total"]
+    models = {}
+    for name, group in run.summary["models"].items():
+        interval = wilson(group["passed"], group["checked"])
+        models[name] = {
+            "pass_rate": group["pass_rate"],
+            "interval": list(interval) if interval else None,
+            "checked": group["checked"],
+            "passed": group["passed"],
+            "error": group["error"],
+            "error_rate": _error_rate(group),
+            "cost_usd": group["cost_usd"],
+            "p95_ms": group["latency_p95_ms"],
+            "answered_by": group["answered_by"],
+        }
+    return {
+        "label": run.label,
+        "start": run.start,
+        "file": str(run.path),
+        "job_fingerprint": run.summary["job_fingerprint"],
+        "rows": total["rows"],
+        "ok": total["ok"],
+        "error": total["error"],
+        "skipped": total["skipped"],
+        "pass_rate": total["pass_rate"],
+        "error_rate": _error_rate(total),
+        "cost_usd": total["cost_usd"],
+        "p95_ms": total["latency_p95_ms"],
+        "models": models,
+    }
+
+
+def _answerers(model: dict[str, Any]) -> str:
+    return ", ".join(sorted(model["answered_by"])) or "nobody"
+
+
+def change_markers(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+    """What changed from one run to the next: a model started failing or erroring, appeared or
+    went away, or was answered by another model or provider; or the job itself was edited."""
+    marks: list[dict[str, Any]] = []
+
+    def mark(model: str | None, kind: str, what: str) -> None:
+        marks.append({"run": after["label"], "file": after["file"], "model": model, "kind": kind, "what": what})
+
+    if before["job_fingerprint"] != after["job_fingerprint"]:
+        mark(None, "job", "the job definition changed (new job fingerprint)")
+    for name in sorted(before["models"].keys() | after["models"].keys()):
+        a, b = before["models"].get(name), after["models"].get(name)
+        if a is None:
+            mark(name, "new", f"{name} is new")
+            continue
+        if b is None:
+            mark(name, "gone", f"{name} is gone")
+            continue
+        if a["pass_rate"] is not None and b["pass_rate"] is not None and a["pass_rate"] - b["pass_rate"] >= MARKER_DROP:
+            mark(name, "failing", f"{name} pass rate fell {a['pass_rate']:.1%} → {b['pass_rate']:.1%}")
+        if a["error"] == 0 and b["error"] > 0:
+            mark(name, "erroring", f"{name} started erroring ({b['error']} error rows)")
+        if set(a["answered_by"]) != set(b["answered_by"]):
+            mark(name, "answering", f"{name} answered by {_answerers(a)} → {_answerers(b)}")
+    return marks
+
+
+def _flips(before: Run, after: Run) -> dict[str, Any]:
+    """Rows of the same id whose state changed (pass, fail, error, ok); skipped rows are not states."""
+    rows: list[dict[str, str]] = []
+    counts: Counter[str] = Counter()
+    for row_id, now in after.states.items():
+        then = before.states.get(row_id)
+        if then is None or then[0] == now[0] or "skipped" in (then[0], now[0]):
+            continue
+        counts[f"{then[0]} → {now[0]}"] += 1
+        if len(rows) < FLIP_CAP:
+            rows.append(
+                {
+                    "id": row_id[:12],
+                    "model": now[1],
+                    "prompt": now[2],
+                    "vars": now[3],
+                    "before": then[0],
+                    "after": now[0],
+                    "why": now[4] or then[4],
+                }
+            )
+    rows.sort(key=lambda r: (r["after"] == "pass", r["after"] == "ok", r["model"], r["prompt"]))
+    return {
+        "before": before.label,
+        "after": after.label,
+        "counts": dict(sorted(counts.items())),
+        "total": sum(counts.values()),
+        "rows": rows,
+    }
+
+
+def build_history(paths: Iterable[Path]) -> dict[str, Any]:
+    """The history of the runs in `paths` (files or folders), oldest first."""
+    files = runs_in(list(paths))
+    # Each run's aggregates first; the row states only of the last two (read again for them).
+    loaded = [run for run in map(_read_run, files) if run is not None]
+    if not loaded:
+        raise ResultsError(f"{', '.join(map(str, files))}: no rows in these results files")
+    jobs = {str(run.summary["job"]) for run in loaded if run.summary["job"]}
+    if len(jobs) > 1:
+        raise ResultsError(f"these files belong to different jobs ({', '.join(sorted(jobs))}): give one job's runs")
+    loaded.sort(key=lambda run: (run.start, str(run.path)))
+    runs = [_run_entry(run) for run in loaded]
+    markers = [m for a, b in zip(runs, runs[1:], strict=False) for m in change_markers(a, b)]
+    return {
+        "job": next(iter(jobs), None),
+        "runs": runs,
+        "markers": markers,
+        "flips": _flips(*[_read_run(run.path, keep_states=True) or run for run in loaded[-2:]])
+        if len(loaded) > 1
+        else None,
+    }
+
+
+# -- text and Markdown --------------------------------------------------------------------------
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _run_rows(history: dict[str, Any], limit: int | None = None) -> tuple[list[str], list[list[str]]]:
+    runs = history["runs"][-limit:] if limit else history["runs"]
+    changes = Counter(marker["run"] for marker in history["markers"])
+    header = ["run (UTC)", "rows", "pass", "errors", "cost $", "p95 ms", "changes"]
+    rows = [
+        [
+            run["label"],
+            f"{run['rows']:,}",
+            _pct(run["pass_rate"]),
+            _pct(run["error_rate"]),
+            f"{run['cost_usd']:.6f}",
+            _ms(run["p95_ms"]),
+            str(changes.get(run["label"], "")),
+        ]
+        for run in runs
+    ]
+    return header, rows
+
+
+def _model_rows(history: dict[str, Any], limit: int | None = None) -> tuple[list[str], list[list[str]]]:
+    runs = history["runs"][-limit:] if limit else history["runs"]
+    models = sorted({name for run in runs for name in run["models"]})
+    header = ["pass rate", *(run["label"] for run in runs)]
+    rows = [[name, *(_pct(run["models"].get(name, {}).get("pass_rate")) for run in runs)] for name in models]
+    return header, rows
+
+
+def _flip_lines(flips: dict[str, Any] | None) -> list[str]:
+    if flips is None:
+        return ["only one run: nothing to compare yet"]
+    if not flips["total"]:
+        return [f"since the previous run ({flips['before']}): no row changed state"]
+    counts = ", ".join(f"{kind} {n}" for kind, n in flips["counts"].items())
+    return [f"since the previous run ({flips['before']}): {flips['total']} row(s) changed: {counts}"]
+
+
+def render_history_text(history: dict[str, Any]) -> str:
+    lines = [f"history of {history['job']}: {len(history['runs'])} run(s)"]
+    for header, rows in (_run_rows(history), _model_rows(history, MARKDOWN_RUNS)):
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            cells = zip(row, widths, strict=True)
+            lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(cells)))
+    lines += [f"change at {m['run']}: {m['what']}" for m in history["markers"]]
+    lines += _flip_lines(history["flips"])
+    flips = history["flips"]
+    for row in (flips or {}).get("rows", [])[:MARKDOWN_FLIPS]:
+        lines.append(f"  {row['before']} → {row['after']}  {row['model']} / {row['prompt']} [{row['id']}] {row['why']}")
+    return "\n".join(lines)
+
+
+def _md_cell(text: str) -> str:
+    """Markdown table cells: pipes and newlines would break the table; angle brackets are escaped
+    so an answer cannot inject HTML into a step summary."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(map(_md_cell, header)) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(map(_md_cell, row)) + " |" for row in rows),
+        "",
+    ]
+
+
+def render_history_markdown(history: dict[str, Any]) -> str:
+    runs = history["runs"]
+    shown = min(len(runs), MARKDOWN_RUNS)
+    lines = [f"### batchrun history: {_md_cell(str(history['job']))}", ""]
+    lines.append(f"{len(runs)} run(s)" + (f"; the last {shown} shown" if shown < len(runs) else "") + ".")
+    lines.append("")
+    lines += _md_table(*_run_rows(history, MARKDOWN_RUNS))
+    lines += _md_table(*_model_rows(history, MARKDOWN_RUNS))
+    labels = {run["label"] for run in runs[-shown:]}
+    marks = [m for m in history["markers"] if m["run"] in labels]
+    if marks:
+        lines.append("**Changes**")
+        lines.append("")
+        lines += [f"- {_md_cell(m['run'])}: {_md_cell(m['what'])}" for m in marks]
+        lines.append("")
+    lines += [f"**{_md_cell(line)}**" for line in _flip_lines(history["flips"])]
+    flips = history["flips"]
+    if flips and flips["rows"]:
+        lines.append("")
+        table = [
+            [f"{r['before']} → {r['after']}", r["model"], r["prompt"], r["vars"], r["why"][:200]]
+            for r in flips["rows"][:MARKDOWN_FLIPS]
+        ]
+        lines += _md_table(["change", "model", "prompt", "variables", "why"], table)
+        if flips["total"] > len(table):
+            more = flips["total"] - len(table)
+            lines.append(f"... and {more} more (`batchrun history --html` lists up to {FLIP_CAP}).")
+    return "\n".join(lines).rstrip("\n") + "\n"

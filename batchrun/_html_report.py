@@ -1,0 +1,303 @@
+"""Self-contained HTML pages: `report --html` (one run) and `history --html` (runs over time).
+
+A page is one file: the Vega, Vega-Lite and vega-embed JavaScript (bundled by vl-convert,
+the Vega project's own packaging), the chart specifications, the styles and the data are
+all inline. Its Content-Security-Policy forbids every fetch, so a page that tried to load
+anything would fail loudly in the browser test rather than quietly need a network.
+
+Pages are Jinja2 templates shipped in `batchrun/templates/` with autoescaping on: every
+text that came from a model, a prompt or a dataset is escaped by the template engine, and
+the chart data travels as JSON through `tojson`, which escapes `<`, `>` and `&`.
+
+altair, vl-convert and Jinja2 are the optional extra `batchrun[report]` (vl-convert is a
+large wheel); a missing one is a one-line error naming the extra.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import ConfigError
+from ._report_data import PROMPT_CAP, ROW_CAP, TEXT_CAP, RunDigest, histogram, read_run_summary, wilson
+
+if TYPE_CHECKING:
+    from ._charts import Chart
+
+EXTRA_HINT = "pip install 'batchrun[report]'"
+
+
+def require_report_extra() -> None:
+    """Raise a one-line ConfigError naming the extra when a page library is missing."""
+    for module in ("jinja2", "altair", "vl_convert"):
+        try:
+            __import__(module)
+        except ImportError:
+            raise ConfigError(
+                f"HTML pages need the optional extra `report` ({module} is missing): {EXTRA_HINT}"
+            ) from None
+
+
+@functools.cache
+def vega_bundle() -> str:
+    """Vega + Vega-Lite + vega-embed as one script, for the Vega-Lite version altair writes.
+
+    vl-convert bundles it once per process (a few seconds); the result is about 0.9 MB.
+    """
+    import altair
+    import vl_convert
+
+    major_minor = ".".join(altair.VEGALITE_VERSION.split(".")[:2])
+    version = major_minor if major_minor in vl_convert.get_vegalite_versions() else None
+    # The snippet puts the three libraries on `window`, where page.js finds them.
+    snippet = "window.vegaEmbed = vegaEmbed; window.vega = vega; window.vegaLite = vegaLite;"
+    bundle = vl_convert.javascript_bundle(snippet, vl_version=version)
+    # The bundle goes inside a <script> element: no literal end tag may appear in it.
+    return bundle.replace("</script", "<\\/script")
+
+
+@functools.cache
+def _environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("batchrun", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_page(template: str, charts: list[Chart], **context: Any) -> str:
+    environment = _environment()
+    return str(
+        environment.get_template(template).render(
+            charts=charts,
+            specs={chart.id: chart.spec for chart in charts},
+            vega_bundle=vega_bundle(),
+            generated_at=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            row_cap=ROW_CAP,
+            text_cap=TEXT_CAP,
+            **context,
+        )
+    )
+
+
+def write_page(path: Path, html: str) -> None:
+    """Write atomically: a reader (or a CI upload) never sees half a page."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(html)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; a report is meant to be shared
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _rate_rows(groups: dict[str, dict[str, Any]], field: str) -> list[dict[str, Any]]:
+    rows = []
+    for name, group in groups.items():
+        interval = wilson(group["passed"], group["checked"])
+        if interval is None:
+            continue
+        rows.append(
+            {
+                field: name,
+                "rate": group["passed"] / group["checked"],
+                "low": interval[0],
+                "high": interval[1],
+                "passed": group["passed"],
+                "checked": group["checked"],
+            }
+        )
+    return rows
+
+
+def report_charts(digest: RunDigest, summary: dict[str, Any]) -> tuple[list[Chart], bool]:
+    """The report's charts, and whether the per-prompt charts were cut to the worst PROMPT_CAP prompts."""
+    from . import _charts
+
+    charts = []
+    model_rates = _rate_rows(summary["models"], "model")
+    prompt_rates = sorted(_rate_rows(summary["prompts"], "prompt"), key=lambda r: (r["rate"], r["prompt"]))
+    prompts_cut = len(prompt_rates) > PROMPT_CAP
+    prompt_rates = prompt_rates[:PROMPT_CAP]
+    if model_rates:
+        charts.append(
+            _charts.pass_rate_chart(
+                model_rates,
+                "model",
+                "pass-by-model",
+                "Share of each model's checked answers that passed every check; the whisker is the 95% "
+                "Wilson interval.",
+            )
+        )
+    if prompt_rates:
+        charts.append(
+            _charts.pass_rate_chart(
+                prompt_rates,
+                "prompt",
+                "pass-by-prompt",
+                "Share of each prompt's checked answers (all models) that passed, worst first, with the 95% "
+                "Wilson interval.",
+            )
+        )
+        shown = {row["prompt"] for row in prompt_rates}
+        cells = [
+            {"model": model, "prompt": prompt, "rate": passed / checked, "passed": passed, "checked": checked}
+            for (model, prompt), (checked, passed) in sorted(digest.pairs.items())
+            if prompt in shown and checked
+        ]
+        charts.append(_charts.heatmap_chart(cells))
+    statuses = [
+        {"model": name, "status": status, "rows": group[status]}
+        for name, group in summary["models"].items()
+        for status in ("ok", "error", "skipped")
+        if group[status]
+    ]
+    if statuses:
+        charts.append(_charts.status_chart(statuses))
+        charts.append(
+            _charts.cost_chart(
+                [{"model": n, "cost_usd": g["cost_usd"], "rows": g["rows"]} for n, g in summary["models"].items()]
+            )
+        )
+    percentiles = [
+        {"model": name, "percentile": label, "ms": group[key]}
+        for name, group in summary["models"].items()
+        for label, key in (("p50", "latency_p50_ms"), ("p95", "latency_p95_ms"))
+        if group[key] is not None
+    ]
+    if percentiles:
+        charts.append(_charts.latency_percentile_chart(percentiles))
+        charts.append(_charts.latency_histogram_chart(histogram(digest.latencies())))
+    return charts, prompts_cut
+
+
+def model_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-model numbers under the charts (the charts' data, readable without them)."""
+    table = []
+    for name, group in [*summary["models"].items(), ("all models", summary["total"])]:
+        interval = wilson(group["passed"], group["checked"])
+        table.append({"name": name, **group, "interval": interval})
+    return table
+
+
+Decided = tuple[int, list[str]]  # an exit code and its reasons
+
+
+def _verdict(summary: dict[str, Any], run_meta: dict[str, Any], decided: Decided | None) -> dict[str, Any]:
+    """The exit verdict shown in the header: `report --job`'s own when given (the job's thresholds,
+    the matrix's coverage); otherwise decided here with the default thresholds and the stop the
+    run recorded in its summary file."""
+    from ._verdict import ExitCode
+
+    basis = "the job's thresholds"
+    if decided is None:
+        from ._job import RunSettings
+        from ._verdict import decide
+
+        decided = decide({**summary, "stop": run_meta.get("stop")}, RunSettings())
+        basis = "default thresholds (no --job given)"
+    code, reasons = decided
+    return {"code": int(code), "name": ExitCode(code).name.lower(), "reasons": reasons, "basis": basis}
+
+
+def write_report(
+    results: Path,
+    output: Path,
+    digest: RunDigest,
+    summary: dict[str, Any],
+    decided: Decided | None,
+) -> None:
+    """Write the page of a run whose records `digest` took in while `summary` was built."""
+    run_meta = read_run_summary(results)
+    html = report_page(digest, summary, results, _verdict(summary, run_meta, decided), run_meta)
+    write_page(output, html)
+
+
+def report_page(
+    digest: RunDigest,
+    summary: dict[str, Any],
+    source: Path,
+    verdict: dict[str, Any],
+    run_meta: dict[str, Any],
+) -> str:
+    charts, prompts_cut = report_charts(digest, summary)
+    return render_page(
+        "report.html.j2",
+        charts,
+        summary=summary,
+        source=str(source),
+        digest=digest,
+        verdict=verdict,
+        budget_usd=run_meta.get("budget_usd"),
+        stop=run_meta.get("stop"),
+        models=model_table(summary),
+        prompt_cap=PROMPT_CAP,
+        prompts_cut=prompts_cut,
+        prompt_count=len(summary["prompts"]),
+        table_models=sorted({row["model"] for row in digest.rows}),
+    )
+
+
+def history_charts(history: dict[str, Any]) -> list[Chart]:
+    from . import _charts
+
+    runs = history["runs"]
+
+    def per_model(key: str) -> list[dict[str, Any]]:
+        return [
+            {"run": run["label"], "model": name, key: model[key], "file": run["file"]}
+            for run in runs
+            for name, model in run["models"].items()
+            if model[key] is not None
+        ]
+
+    changed: dict[str, list[str]] = {}
+    for marker in history["markers"]:
+        changed.setdefault(marker["run"], []).append(marker["what"])
+    markers = [{"run": run, "what": "; ".join(whats)} for run, whats in changed.items()]
+    pass_rows = [{**row, "rate": row.pop("pass_rate")} for row in per_model("pass_rate")]
+    errors = per_model("error_rate") + [
+        {"run": run["label"], "model": "all", "error_rate": run["error_rate"], "file": run["file"]}
+        for run in runs
+        if run["error_rate"] is not None
+    ]
+    charts = []
+    if pass_rows:
+        charts.append(_charts.history_pass_chart(pass_rows, markers))
+    charts.append(
+        _charts.history_cost_chart(
+            [{"run": r["label"], "cost_usd": r["cost_usd"], "rows": r["rows"], "file": r["file"]} for r in runs]
+        )
+    )
+    latency = per_model("p95_ms")
+    if latency:
+        charts.append(_charts.history_latency_chart(latency))
+    if errors:
+        charts.append(_charts.history_error_chart(errors))
+    return charts
+
+
+def write_history(history: dict[str, Any], output: Path) -> None:
+    require_report_extra()
+    flips = history["flips"]
+    html = render_page(
+        "history.html.j2",
+        history_charts(history),
+        history=history,
+        flips=flips,
+        flip_models=sorted({row["model"] for row in flips["rows"]}) if flips else [],
+        flip_kinds=sorted({f"{row['before']} → {row['after']}" for row in flips["rows"]}) if flips else [],
+        models=sorted({name for run in history["runs"] for name in run["models"]}),
+    )
+    write_page(output, html)

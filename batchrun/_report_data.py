@@ -1,0 +1,161 @@
+"""What the HTML report shows of one run, gathered in one pass over its final records.
+
+Everything here is aggregated (counts, rates, percentiles, histogram bins) except the
+failing-rows table, which keeps at most `ROW_CAP` rows, so a 100,000-row run makes a page
+of about the same size as a 100-row one. The counters come from `SummaryBuilder`, the same
+builder `report` prints, so the page and the terminal never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._summary import SummaryBuilder
+
+ROW_CAP = 1000  # failing and error rows listed on the page; the page says when more exist
+TEXT_CAP = 2000  # characters of an answer or a message kept in a table cell
+PROMPT_CAP = 40  # prompts charted one by one; beyond that, the worst ones (stated on the page)
+HISTOGRAM_BINS = 30
+Z95 = 1.959963984540054
+
+
+def wilson(passed: int, total: int, z: float = Z95) -> tuple[float, float] | None:
+    """Wilson score interval of a pass rate (95% by default); None without any checked row.
+
+    Chosen over the normal approximation because it stays inside [0, 1] and is honest at
+    0% and 100%, which small nightly evaluations hit often.
+    """
+    if total <= 0:
+        return None
+    rate = passed / total
+    denominator = 1 + z * z / total
+    centre = (rate + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(rate * (1 - rate) / total + z * z / (4 * total * total)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _clip(text: str, limit: int = TEXT_CAP) -> str:
+    return text if len(text) <= limit else text[:limit] + f" ... [{len(text) - limit:,} more characters]"
+
+
+def _as_text(value: Any) -> str:
+    """An answer or variables as display text (content may be a list of parts, or null)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def failure_reasons(record: dict[str, Any]) -> list[str]:
+    """Why a row is listed: each failed check with its reason, or the error."""
+    if record.get("status") == "error":
+        error = record.get("error") or {}
+        status = f" (HTTP {error['http_status']})" if error.get("http_status") else ""
+        kind = error.get("kind") or record.get("reason") or "error"
+        return [_clip(f"{kind}{status}: {error.get('message') or ''}".rstrip(": "), 500)]
+    return [
+        _clip(f"{check.get('name')}: {check.get('reason') or 'failed'}", 500)
+        for check in record.get("checks") or []
+        if isinstance(check, dict) and not check.get("pass")
+    ]
+
+
+def _table_row(record: dict[str, Any]) -> dict[str, Any]:
+    provider = record.get("provider")
+    answered = record.get("response_model")
+    return {
+        "kind": "error" if record.get("status") == "error" else "failed",
+        "id": str(record.get("id", ""))[:12],
+        "model": str(record.get("model", "")),
+        "prompt": str(record.get("prompt_id", "")),
+        "vars": _clip(_as_text(record.get("vars") or {}), 500),
+        "answer": _clip(_as_text(record.get("content"))),
+        "reasons": failure_reasons(record),
+        "provider": " @ ".join(str(part) for part in (answered, provider) if part),
+    }
+
+
+def _row_state(record: dict[str, Any]) -> str:
+    """pass, fail, error, skipped, or ok (answered, with no checks)."""
+    status = record.get("status")
+    if status != "ok":
+        return str(status)
+    passed = record.get("passed")
+    return "ok" if passed is None else "pass" if passed else "fail"
+
+
+@dataclass
+class RunDigest:
+    """The aggregates of one run and its capped failing-rows table."""
+
+    builder: SummaryBuilder = field(default_factory=SummaryBuilder)
+    pairs: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (model, prompt) -> [checked, passed]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failing_total: int = 0
+    first_start: str | None = None
+    last_finish: str | None = None
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.builder.add(record)
+        started, finished = record.get("started_at"), record.get("finished_at")
+        if isinstance(started, str) and (self.first_start is None or started < self.first_start):
+            self.first_start = started
+        if isinstance(finished, str) and (self.last_finish is None or finished > self.last_finish):
+            self.last_finish = finished
+        state = _row_state(record)
+        if state in ("pass", "fail"):
+            pair = self.pairs.setdefault((str(record.get("model")), str(record.get("prompt_id"))), [0, 0])
+            pair[0] += 1
+            pair[1] += state == "pass"
+        if state in ("fail", "error"):
+            self.failing_total += 1
+            if len(self.rows) < ROW_CAP:
+                self.rows.append(_table_row(record))
+
+    def watch(self, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """The records, unchanged, taken in on the way: the page and the summary share one read."""
+        for record in records:
+            self.add(record)
+            yield record
+
+    def latencies(self) -> dict[str, list[float]]:
+        return {name: list(group.latencies) for name, group in sorted(self.builder.models.items())}
+
+
+def read_run_summary(results: Path) -> dict[str, Any]:
+    """The `X.summary.json` a run wrote beside `X.jsonl` (budget, stop); {} when absent or unreadable.
+
+    Only a handful of its scalar fields are used, and only for display: the rows themselves
+    are always counted again from the results file.
+    """
+    path = results.with_name(results.stem + ".summary.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def histogram(values: dict[str, list[float]], bins: int = HISTOGRAM_BINS) -> list[dict[str, Any]]:
+    """Counts per model in shared bins over the whole range: what the latency chart draws."""
+    everything = [v for series in values.values() for v in series]
+    if not everything:
+        return []
+    low, high = min(everything), max(everything)
+    width = (high - low) / bins or 1.0
+    out = []
+    for name, series in values.items():
+        counts = [0] * bins
+        for value in series:
+            counts[min(bins - 1, int((value - low) / width))] += 1
+        out += [
+            {"model": name, "from_ms": round(low + i * width, 1), "to_ms": round(low + (i + 1) * width, 1), "rows": n}
+            for i, n in enumerate(counts)
+        ]
+    return out

@@ -1,0 +1,301 @@
+"""HTML pages: `report --html` and `history` (text, Markdown, --html), then both pages in Chromium.
+
+The runs are the example job (jobs/eval.yaml) on the simulator: one plain run, one where a
+model got worse (lower accuracy), one where the endpoint rejects some requests (HTTP 400).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from batchrun._history import MARKER_DROP, build_history
+from batchrun._report_data import ROW_CAP, wilson
+from batchrun.simulator import SimConfig, Simulator
+
+from .conftest import call_cli, child_env, read_rows, run_cli
+
+EXAMPLE_JOB = Path(__file__).resolve().parents[1] / "jobs" / "eval.yaml"
+WORSE_MODEL = "meta-llama/llama-3.1-8b-instruct"
+HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _failing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r["status"] == "error" or r.get("passed") is False]
+
+
+def _run_on(config: SimConfig, out: Path) -> None:
+    simulator = Simulator(config)
+    with simulator.serve_in_thread():
+        result = run_cli(
+            EXAMPLE_JOB, "--base-url", simulator.base_url, "-o", out, "-q", env=child_env(OPENROUTER_API_KEY="k")
+        )
+    assert result.returncode in (0, 1, 3), result.stderr
+
+
+@pytest.fixture(scope="module")
+def history_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("history")
+    result = run_cli(EXAMPLE_JOB, "--simulate", "-o", folder / "run1.jsonl", "-q")
+    assert result.returncode == 0, result.stderr
+    worse = SimConfig()
+    worse.accuracy[WORSE_MODEL] = 0.1
+    _run_on(worse, folder / "run2.jsonl")
+    faulty = SimConfig(seed=5)
+    faulty.accuracy[WORSE_MODEL] = 0.1
+    faulty.faults = {"400": 0.15}
+    _run_on(faulty, folder / "run3.jsonl")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hostile_results(tmp_path_factory: pytest.TempPathFactory, history_dir: Path) -> Path:
+    """The first run with one answer, its variables and its check reason turned into markup."""
+    path = tmp_path_factory.mktemp("hostile") / "hostile.jsonl"
+    rows = read_rows(history_dir / "run1.jsonl")
+    victim = next(r for r in rows if r.get("passed") is False)
+    victim["content"] = HOSTILE
+    victim["vars"] = {**victim["vars"], "country": HOSTILE}
+    victim["checks"] = [{**c, "reason": HOSTILE} if not c["pass"] else c for c in victim["checks"]]
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    return path
+
+
+def test_wilson_interval_known_values() -> None:
+    low, high = wilson(0, 10) or (None, None)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    low, high = wilson(10, 10) or (None, None)
+    assert high == pytest.approx(1.0) and low == pytest.approx(0.7225, abs=1e-4)
+    low, high = wilson(5, 10) or (None, None)  # the textbook 0.237 .. 0.763
+    assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
+    assert wilson(0, 0) is None
+
+
+def test_report_html_is_one_self_contained_file(tmp_path: Path, history_dir: Path) -> None:
+    results = history_dir / "run1.jsonl"
+    page = tmp_path / "report.html"
+    code, text, err = call_cli("report", results, "--html", page)
+    assert code == 0 and "TOTAL" in text and err == ""
+    html = page.read_text(encoding="utf-8")
+    assert "<script src" not in html and "<link" not in html and "@import" not in html
+    assert "default-src 'none'" in html  # the page's CSP forbids any fetch
+    assert 'id="chart-pass-by-model"' in html and 'id="chart-latency-distribution"' in html
+    assert html.count('<tr class="kind-') == len(_failing(read_rows(results)))
+    assert "exit 0 (ok)" in html and "of a $0.500000 budget" in html
+    assert oct(page.stat().st_mode & 0o777) == "0o644"
+
+
+def test_report_html_escapes_answers_prompts_and_reasons(tmp_path: Path, hostile_results: Path) -> None:
+    page = tmp_path / "hostile.html"
+    assert call_cli("report", hostile_results, "--html", page)[0] == 0
+    html = page.read_text(encoding="utf-8")
+    assert "window.__pwned" in html  # the text is there ...
+    assert "<script>window.__pwned" not in html and "<img src=x" not in html  # ... never as markup
+    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in html
+
+
+def test_report_html_with_the_job_gates_and_says_so(tmp_path: Path, history_dir: Path) -> None:
+    page = tmp_path / "r3.html"
+    code, _, err = call_cli("report", history_dir / "run3.jsonl", "--job", EXAMPLE_JOB, "--html", page)
+    assert code == 1 and "ended in error" in err
+    html = page.read_text(encoding="utf-8")
+    assert "exit 1 (errors)" in html and "by the job&#39;s thresholds" in html
+
+
+def test_report_html_of_100k_rows_is_capped_and_says_so(tmp_path: Path) -> None:
+    results = tmp_path / "big.jsonl"
+    models = [f"vendor/model-{i}" for i in range(5)]
+    with results.open("wb") as out:
+        for i in range(100_000):
+            passed = i % 7 != 0
+            out.write(
+                orjson.dumps(
+                    {
+                        "id": f"{i:020x}",
+                        "status": "ok",
+                        "cost": 1e-6,
+                        "job": "big",
+                        "model": models[i % 5],
+                        "prompt_id": f"p{i % 60}",
+                        "vars": {"n": i},
+                        "content": "answer " * 20,
+                        "latency_ms": float(i % 997),
+                        "checks": [{"name": "c", "pass": passed, "reason": "" if passed else "wrong", "weight": 1}],
+                        "passed": passed,
+                        "score": float(passed),
+                        "started_at": "2026-11-01T00:00:00Z",
+                    }
+                )
+                + b"\n"
+            )
+    page = tmp_path / "big.html"
+    assert call_cli("report", results, "--html", page, "--json")[0] == 0
+    html = page.read_text(encoding="utf-8")
+    assert html.count('<tr class="kind-') == ROW_CAP
+    assert f"Showing the first {ROW_CAP:,} of 14,286 failing and error rows" in html
+    assert "The per-prompt charts show the 40 worst of 60 prompts." in html
+    assert len(html) < 3_000_000  # aggregated: about the size of a small run's page plus the capped table
+
+
+def test_missing_report_extra_is_one_line_exit_2(tmp_path: Path, history_dir: Path, monkeypatch: Any) -> None:
+    monkeypatch.setitem(sys.modules, "vl_convert", None)  # import vl_convert now raises ImportError
+    code, out, err = call_cli("report", history_dir / "run1.jsonl", "--html", tmp_path / "x.html")
+    assert code == 2 and out == "" and not (tmp_path / "x.html").exists()
+    assert err.count("\n") == 1 and "pip install 'batchrun[report]'" in err and "vl_convert" in err
+
+
+def test_history_orders_runs_and_marks_changes(history_dir: Path) -> None:
+    history = build_history([history_dir])
+    assert [Path(run["file"]).name for run in history["runs"]] == ["run1.jsonl", "run2.jsonl", "run3.jsonl"]
+    kinds = {(Path(m["file"]).name, m["kind"], m["model"]) for m in history["markers"]}
+    assert ("run2.jsonl", "failing", WORSE_MODEL) in kinds
+    assert not any(m["kind"] == "erroring" for m in history["markers"] if m["file"].endswith("run2.jsonl"))
+    assert any(name == "run3.jsonl" and kind == "erroring" for name, kind, _ in kinds)
+    before, after = (history["runs"][i]["models"][WORSE_MODEL]["pass_rate"] for i in (0, 1))
+    assert before - after >= MARKER_DROP
+    # Flips since the previous run, checked against the files themselves.
+    two = {r["id"]: r for r in read_rows(history_dir / "run2.jsonl")}
+    three = {r["id"]: r for r in read_rows(history_dir / "run3.jsonl")}
+
+    def state(r: dict[str, Any]) -> str:
+        return r["status"] if r["status"] != "ok" else "pass" if r["passed"] else "fail"
+
+    expected = sum(1 for i, r in three.items() if state(r) != state(two[i]))
+    assert expected > 0 and history["flips"]["total"] == expected == len(history["flips"]["rows"])
+
+
+def test_history_merged_shards_count_as_one_run(tmp_path: Path, history_dir: Path) -> None:
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for k in (1, 2):
+        shard = folder / f"shard{k}.jsonl"
+        assert run_cli(EXAMPLE_JOB, "--simulate", "--shard", f"{k}/2", "-o", shard, "-q").returncode == 0
+    assert call_cli("merge", folder / "nightly.jsonl", folder / "shard1.jsonl", folder / "shard2.jsonl")[0] == 0
+    shutil.copy(history_dir / "run1.jsonl", folder / "earlier.jsonl")
+    history = build_history([folder])
+    assert [Path(r["file"]).name for r in history["runs"]] == ["earlier.jsonl", "nightly.jsonl"]
+    assert history["runs"][1]["rows"] == 105
+
+
+def test_history_markdown_and_step_summary(tmp_path: Path, history_dir: Path, monkeypatch: Any) -> None:
+    step = tmp_path / "step.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
+    code, text, _ = call_cli("history", history_dir, "--markdown")
+    assert code == 0 and text.startswith("### batchrun history: nightly-eval")
+    assert "| run (UTC) | rows | pass | errors | cost $ | p95 ms | changes |" in text
+    assert f"{WORSE_MODEL} pass rate fell" in text and "started erroring" in text
+    assert "since the previous run" in text and "| change | model | prompt | variables | why |" in text
+    assert step.read_text(encoding="utf-8") == text + "\n"
+
+
+def test_history_of_other_jobs_or_no_runs_is_one_line_exit_2(tmp_path: Path, history_dir: Path) -> None:
+    other = tmp_path / "other.jsonl"
+    rows = read_rows(history_dir / "run1.jsonl")[:3]
+    other.write_text("".join(json.dumps({**r, "job": "another"}) + "\n" for r in rows))
+    code, _, err = call_cli("history", history_dir / "run1.jsonl", other)
+    assert code == 2 and "different jobs" in err and err.count("\n") == 1
+    code, _, err = call_cli("history", tmp_path / "empty-folder-that-is-missing")
+    assert code == 2 and "no such results file or folder" in err
+
+
+# -- in a real browser ---------------------------------------------------------------------------
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium): the pages are not opened in a browser")
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with playwright_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),  # a fresh user-data-dir
+            executable_path=os.path.realpath(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def _open(browser: Any, page_file: Path) -> tuple[Any, list[str]]:
+    """Open a page; return it and every console error, page error and network request it made."""
+    problems: list[str] = []
+    page = browser.new_page()
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("request", lambda r: None if r.url.startswith("file:") else problems.append(f"request: {r.url}"))
+    page.goto(page_file.as_uri())
+    page.wait_for_selector("body[data-charts-drawn]", timeout=15_000)
+    return page, problems
+
+
+def _drawn_charts(page: Any) -> dict[str, int]:
+    """Chart id -> the number of data marks (bars, lines, points, rules, labels) drawn in its Vega view;
+    axes, grids and legends are other roles and do not count."""
+    counts: dict[str, int] = page.eval_on_selector_all(
+        ".vega",
+        "els => Object.fromEntries(els.map(e => [e.dataset.chart, "
+        "e.querySelectorAll('svg .role-mark path, svg .role-mark line, svg .role-mark text').length]))",
+    )
+    return counts
+
+
+def test_report_page_in_chromium(browser: Any, tmp_path: Path, hostile_results: Path) -> None:
+    page_file = tmp_path / "report.html"
+    assert call_cli("report", hostile_results, "--html", page_file)[0] == 0
+    page, problems = _open(browser, page_file)
+    charts = _drawn_charts(page)
+    assert page.get_attribute("body", "data-charts-drawn") == str(len(charts)) == "7"
+    assert all(marks > 0 for marks in charts.values()), charts
+    failing = _failing(read_rows(hostile_results))
+    assert page.locator("#failing tbody tr").count() == len(failing)
+    # The hostile answer is text in its cell, and none of it ran.
+    assert page.evaluate("window.__pwned") is None
+    assert HOSTILE in page.locator("#failing .answer").all_inner_texts()
+    # The filters: one model, then a search word.
+    page.select_option(".filter-model", WORSE_MODEL)
+    visible = page.locator("#failing tbody tr:not([hidden])")
+    assert visible.count() == sum(1 for r in failing if r["model"] == WORSE_MODEL) > 0
+    page.fill(".filter-search", "no-such-word-anywhere")
+    assert visible.count() == 0 and "0 of" in page.inner_text(".filter-count")
+    assert problems == []
+    page.close()
+
+
+def test_history_page_in_chromium(browser: Any, tmp_path: Path, history_dir: Path) -> None:
+    page_file = tmp_path / "history.html"
+    code, _, _ = call_cli("history", history_dir, "--html", page_file)
+    assert code == 0
+    history = build_history([history_dir])
+    page, problems = _open(browser, page_file)
+    charts = _drawn_charts(page)
+    assert set(charts) == {"history-pass-rate", "history-cost", "history-latency", "history-errors"}
+    assert all(marks > 0 for marks in charts.values()), charts
+    # The change markers are drawn as rules on the pass-rate chart, one per run that changed.
+    rules = page.locator("#chart-history-pass-rate svg .mark-rule.role-mark line").count()
+    assert rules == len({m["run"] for m in history["markers"]}) == 2
+    assert page.locator("#runs tbody tr").count() == 3
+    assert page.locator("#flips tbody tr").count() == history["flips"]["total"] > 0
+    assert problems == []
+    page.close()
