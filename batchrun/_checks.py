@@ -61,8 +61,15 @@ def _text_list(value: Any) -> tuple[str, list[str]]:
     return mode, list(value[mode])
 
 
+# Validation refuses a templated check that comes out empty for a row; a dataset changed
+# since then still cannot make a check against nothing pass (`x in answer` is always true).
+_EMPTY: Outcome = (False, "the expected text is empty (an empty or missing variable?): the check cannot pass")
+
+
 def _contains(answer: Answer, value: Any, check: dict[str, Any], fold: bool) -> Outcome:
     mode, needles = _text_list(value)
+    if not all(needles):
+        return _EMPTY
     haystack = _prepare(answer.content, check, fold)
     found = [n for n in needles if _prepare(n, check, fold) in haystack]
     passed = bool(found) if mode == "any" else len(found) == len(needles)
@@ -78,6 +85,8 @@ def _equals(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
 
 
 def _not_contains(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
+    if not all(_text_list(value)[1]):
+        return _EMPTY
     passed, _ = _contains(answer, {"any": _text_list(value)[1]}, check, bool(check.get("ignore_case", False)))
     return not passed, f"expected not to contain {_short(', '.join(_text_list(value)[1]))!r}"
 
@@ -91,11 +100,15 @@ def _compiled(pattern: str, flags: str) -> re.Pattern[str]:
 
 
 def _regex(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
+    if not value:
+        return _EMPTY
     flags = check.get("flags", "") + ("i" if check.get("ignore_case") else "")
     return bool(_compiled(value, flags).search(answer.content)), f"expected to match /{_short(value)}/"
 
 
 def _starts_with(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
+    if not value:
+        return _EMPTY
     fold = bool(check.get("ignore_case", False))
     return _prepare(answer.content, check, fold).startswith(
         _prepare(value, check, fold)
@@ -259,8 +272,9 @@ def run_checks(
         if kind == "judge":
             results.append((judged or {}).get(index) or ungraded(check, "not graded: no grader was asked"))
             continue
-        passed, reason = _KINDS[kind](answer, check[kind], check)
-        if check.get("not"):
+        outcome = _KINDS[kind](answer, check[kind], check)
+        passed, reason = outcome
+        if check.get("not") and outcome is not _EMPTY:  # negating "cannot pass" must not pass
             passed, reason = not passed, "negated: " + reason
         results.append(
             {

@@ -1,14 +1,42 @@
-"""Variable rows from a JSONL or CSV file, read lazily so a 100,000-row dataset is never held whole."""
+"""Variable rows from a JSONL or CSV file, read lazily so a 100,000-row dataset is never held whole.
+
+Strict about shape, so no row silently loses a value: a CSV row with fewer or more
+fields than the header, a duplicated CSV column or JSON key, a non-UTF-8 byte, an
+over-long line, or a file that is not a regular file (a FIFO, a device) is an error
+naming the line. A UTF-8 byte-order mark (as spreadsheet programs write) is skipped.
+"""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 from ._exceptions import JobError, Problem
+from ._files import open_regular
+
+MAX_LINE_BYTES = 16 << 20
+
+
+class RowError(Exception):
+    """A malformed row: its line number and what is wrong."""
+
+    def __init__(self, line: int | None, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in row:
+            raise RowError(None, f"duplicate key {key!r}")
+        row[key] = value
+    return row
 
 
 class DatasetFile:
@@ -27,38 +55,74 @@ class DatasetFile:
         try:
             for _line, row in self.rows_with_lines():
                 yield row
-        except ValueError as exc:
-            line, _, message = str(exc).partition(": ")
-            raise JobError([Problem(str(self.path), int(line), None, "", message)]) from None
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise JobError([Problem(str(self.path), None, None, "", f"cannot read dataset: {exc}")]) from None
+        except RowError as exc:
+            raise JobError([Problem(str(self.path), exc.line, None, "", exc.message)]) from None
+
+    def _lines(self) -> Generator[str, None, None]:
+        """The file's lines as text, each decoded on its own so a bad byte is named by its line."""
+        try:
+            raw = open_regular(self.path)
+        except OSError as exc:
+            raise RowError(None, f"cannot read dataset: {exc.strerror or exc}") from None
+        with raw:
+            number = 0
+            while data := raw.readline(MAX_LINE_BYTES + 1):
+                number += 1
+                if len(data) > MAX_LINE_BYTES:
+                    raise RowError(number, f"a line over {MAX_LINE_BYTES:,} bytes")
+                if number == 1 and data.startswith(codecs.BOM_UTF8):
+                    data = data[len(codecs.BOM_UTF8) :]  # spreadsheets write one; it is no part of a name
+                try:
+                    yield data.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    reason = f"not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the line)"
+                    raise RowError(number, reason) from None
 
     def rows_with_lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(line number, row) pairs; raises ValueError with the line for a malformed row."""
-        with self.path.open(encoding="utf-8", newline="") as handle:
-            if self.is_csv:
-                reader = csv.DictReader(handle)
-                if not reader.fieldnames:
-                    raise ValueError("1: the CSV file has no header row")
-                for row in reader:
-                    if None in row:
-                        raise ValueError(f"{reader.line_num}: more fields than the header names")
-                    yield reader.line_num, dict(row)
-                return
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{number}: not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"{number}: a row must be a JSON object of variables")
-                yield number, row
+        """(line number, row) pairs; raises RowError with the line for a malformed row."""
+        lines = self._lines()
+        try:
+            yield from self._csv_rows(lines) if self.is_csv else self._jsonl_rows(lines)
+        except csv.Error as exc:
+            raise RowError(None, f"cannot read the CSV: {exc}") from None
+        finally:
+            lines.close()
+
+    @staticmethod
+    def _csv_rows(lines: Iterator[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+        reader = csv.DictReader(lines)
+        if not reader.fieldnames:
+            raise RowError(1, "the CSV file has no header row")
+        names = list(reader.fieldnames)
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise RowError(1, f"duplicate column(s) {', '.join(map(repr, twice))} in the header")
+        for row in reader:
+            if None in row:
+                raise RowError(reader.line_num, "more fields than the header names")
+            if any(value is None for value in row.values()):
+                raise RowError(reader.line_num, f"fewer fields than the header's {len(names)}")
+            yield reader.line_num, dict(row)
+
+    @staticmethod
+    def _jsonl_rows(lines: Iterator[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line, object_pairs_hook=_unique_keys)
+            except RowError as exc:
+                raise RowError(number, exc.message) from None
+            except (json.JSONDecodeError, RecursionError) as exc:
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                raise RowError(number, f"not valid JSON ({reason})") from None
+            if not isinstance(row, dict):
+                raise RowError(number, "a row must be a JSON object of variables")
+            yield number, row
 
     def check(self, check_row: Callable[[dict[str, Any]], str | None], job_file: str, json_path: str) -> list[Problem]:
         """Read the whole file once: malformed rows, what `check_row` finds wrong in a row, emptiness."""
-        if not self.path.is_file():
+        if not self.path.exists():
             return [Problem(job_file, None, None, json_path, f"dataset file {self.shown_as!r} does not exist")]
         count = 0
         try:
@@ -67,11 +131,8 @@ class DatasetFile:
                 problem = check_row(row)
                 if problem:
                     return [Problem(str(self.path), number, None, "", problem)]
-        except ValueError as exc:
-            line, _, message = str(exc).partition(": ")
-            return [Problem(str(self.path), int(line), None, "", message)]
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            return [Problem(str(self.path), None, None, "", f"cannot read dataset: {exc}")]
+        except RowError as exc:
+            return [Problem(str(self.path), exc.line, None, "", exc.message)]
         if count == 0:
             message = f"dataset {self.shown_as!r} has no rows: the matrix is empty"
             return [Problem(job_file, None, None, json_path, message)]

@@ -21,8 +21,10 @@ import yaml
 from ._checks import check_problems, resolve_files
 from ._dataset import DatasetFile
 from ._exceptions import JobError, Problem
-from ._judge import GraderSettings, template_problems
-from ._template import names_in
+from ._jobfile import compose, read_job_text, value_problems
+from ._judge import GraderSettings
+from ._judge import template_problems as grader_template_problems
+from ._template import emptied_by, names_in, template_problems
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 _KEY_LIKE = re.compile(r"sk-or-[A-Za-z0-9_-]{6,}")
@@ -176,29 +178,14 @@ def _walk(
 
 def _parse(path: Path) -> tuple[_Source | None, list[Problem]]:
     file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None, [Problem(file, None, None, "", "no such job file")]
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [Problem(file, None, None, "", f"cannot read job file: {exc}")]
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, [Problem(file, 1, 1, "$", "the job file is empty")]
-        data = loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        return None, [Problem(file, line, column, "", f"YAML syntax error: {exc.problem or exc}")]
-    except yaml.YAMLError as exc:
-        return None, [Problem(file, None, None, "", f"YAML error: {exc}")]
-    finally:
-        loader.dispose()
+    text, problems = read_job_text(path)
+    if text is None:
+        return None, problems
+    node, data, problems = compose(text, file)
+    if node is None:
+        return None, problems
     positions: dict[JsonPath, Position] = {}
     key_positions: dict[JsonPath, Position] = {}
-    problems: list[Problem] = []
     _walk(node, (), positions, key_positions, problems, file)
     return _Source(file, data, positions, key_positions), problems
 
@@ -246,8 +233,11 @@ def _prompt_messages(prompt: dict[str, Any], defaults: dict[str, Any]) -> tuple[
     return tuple(messages)
 
 
-def _row_checker(needed: set[str], base_dir: Path) -> Callable[[dict[str, Any]], str | None]:
-    """What is wrong with one row of variables: a variable the prompt needs, or its own checks."""
+def _row_checker(
+    needed: set[str], base_dir: Path, checks: tuple[dict[str, Any], ...] = ()
+) -> Callable[[dict[str, Any]], str | None]:
+    """What is wrong with one row of variables: a variable the prompt needs, a value that is
+    not a scalar, a templated check that comes out empty, or its own checks."""
     validator = None
 
     def check_row(row: dict[str, Any]) -> str | None:
@@ -255,6 +245,14 @@ def _row_checker(needed: set[str], base_dir: Path) -> Callable[[dict[str, Any]],
         missing = needed - row.keys()
         if missing:
             return f"row lacks variable(s) {', '.join(sorted(missing))} used by the prompt"
+        for name, value in row.items():
+            if name != "checks" and isinstance(value, (dict, list)):
+                kind = "an object" if isinstance(value, dict) else "a list"
+                return f"variable {name!r} is {kind}: values are strings, numbers, booleans or null"
+        empty = emptied_by([*checks, *(row.get("checks") or [])], row)
+        if empty is not None:
+            # `icontains: ""` always passes: a check against nothing is a mistake in the data.
+            return f"the check value {empty!r} is empty for this row, so the check could never fail"
         if "checks" not in row:
             return None
         from jsonschema import Draft202012Validator
@@ -269,6 +267,8 @@ def _row_checker(needed: set[str], base_dir: Path) -> Callable[[dict[str, Any]],
         for check in row["checks"]:
             for message in check_problems(check, base_dir):
                 return f"checks: {message}"
+        for place, message in template_problems(row["checks"], ("checks",)):
+            return f"{format_path(place)[2:]}: {message}"
         unknown = names_in(row["checks"]) - row.keys()
         if unknown:
             return f"the row's checks use variable(s) {', '.join(sorted(unknown))} the row lacks"
@@ -311,6 +311,7 @@ def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], 
         )
         for p in _key_like_strings(data, ())
     ]
+    problems += value_problems(data, source.problem)
     defaults = data.get("defaults", {})
     seen_models: set[str] = set()
     for i, model in enumerate(data["models"]):
@@ -340,7 +341,7 @@ def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], 
             rows = prompt["vars"]
             if not rows:
                 problems.append(source.problem(where + ("vars",), "vars is empty: the matrix is empty"))
-            check_row = _row_checker(needed, base_dir)
+            check_row = _row_checker(needed, base_dir, checks)
             for k, row in enumerate(rows):
                 problem = check_row(row)
                 if problem:
@@ -350,7 +351,7 @@ def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], 
             key_path: JsonPath = where + ("dataset",) if "dataset" in prompt else ("dataset",)
             shown = prompt.get("dataset", data.get("dataset"))
             rows = DatasetFile(base_dir / shown, shown)
-            problems += rows.check(_row_checker(needed, base_dir), source.file, format_path(key_path))
+            problems += rows.check(_row_checker(needed, base_dir, checks), source.file, format_path(key_path))
             if problems and problems[-1].line is None and problems[-1].file == source.file:
                 problems[-1] = source.problem(key_path, problems[-1].message)
         else:
@@ -378,7 +379,7 @@ def _grading_problems(source: _Source, base_dir: Path) -> list[Problem]:
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(source.problem(("judge", "prompt"), f"cannot read the grader prompt: {exc}"))
         else:
-            problems += [source.problem(("judge", "prompt"), m) for m in template_problems(text)]
+            problems += [source.problem(("judge", "prompt"), m) for m in grader_template_problems(text)]
     if not (section.get("model") or section.get("models")):
         places: list[tuple[JsonPath, list[Any]]] = [
             (("defaults", "checks"), data.get("defaults", {}).get("checks", []))

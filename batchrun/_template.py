@@ -1,4 +1,11 @@
-"""`{{var}}` templates: compiled once per job, rendered once per row."""
+"""`{{var}}` templates: compiled once per job, rendered once per row.
+
+The variable-name grammar (README "The job file"): `{{ name }}`, spaces inside the braces
+allowed, where a name is a letter (any Unicode letter) or `_`, then letters, digits or
+`_` — Python's identifier rule for the common cases. Anything else with `{{` or `}}` in a
+templated string (`{{country-name}}`, `{{1x}}`, `{{country}?`, a lone `}}`) is reported by
+`template_problems` at validation, never sent as literal text.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,46 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_PLACEHOLDER = re.compile(r"\{\{\s*([^\W\d]\w*)\s*\}\}")
+_BROKEN = re.compile(r"\{\{[^{}\n]{0,40}\}?\}?|\}\}")
+
+
+def template_problems(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], str]]:
+    """(path, message) for every string inside `value` with a `{{` or `}}` that is not a valid placeholder."""
+    if isinstance(value, str):
+        rest = _PLACEHOLDER.sub("", value)
+        if "{{" not in rest and "}}" not in rest:
+            return []
+        found = _BROKEN.search(rest)
+        fragment = found.group(0) if found else "{{"
+        return [
+            (
+                path,
+                f"{fragment!r} is not a valid placeholder: write {{{{name}}}}, a name being a letter or _ "
+                "followed by letters, digits or _",
+            )
+        ]
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in template_problems(item, (*path, str(key)))]
+    if isinstance(value, list):
+        return [p for index, item in enumerate(value) for p in template_problems(item, (*path, index))]
+    return []
+
+
+def emptied_by(value: Any, row: Mapping[str, Any]) -> str | None:
+    """The first templated string inside `value` that renders empty for `row` (a check that
+    would compare with nothing and pass), or None."""
+    if isinstance(value, str):
+        names = set(_PLACEHOLDER.findall(value))
+        if names and names <= row.keys() and not Template(value).render(row).strip():
+            return value
+        return None
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        found = emptied_by(item, row)
+        if found is not None:
+            return found
+    return None
 
 
 class Template:

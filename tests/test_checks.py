@@ -66,6 +66,24 @@ def test_each_check_kind_passes_and_fails(check: dict[str, Any], content: str, p
     assert (reason == "") is passes
 
 
+@pytest.mark.parametrize(
+    "check",
+    [
+        {"contains": ""},
+        {"icontains": ""},
+        {"contains": {"any": ["Paris", ""]}},
+        {"not_contains": ""},
+        {"starts_with": ""},
+        {"regex": ""},
+        {"icontains": "", "not": True},
+    ],
+)
+def test_a_check_against_nothing_never_passes(check: dict[str, Any]) -> None:
+    # Validation refuses an empty templated value; this holds if a dataset changes after it.
+    passed, reason = verdict(check, "Paris")
+    assert passed is False and "the expected text is empty" in reason
+
+
 def test_reasons_say_what_was_expected() -> None:
     assert verdict({"contains": "Tokyo"}) == (False, "expected to contain 'Tokyo'")
     assert verdict({"equals": "Rome"}, "Paris") == (False, "expected 'Rome', got 'Paris'")

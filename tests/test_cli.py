@@ -128,12 +128,34 @@ def test_plan_offline_counts_the_matrix(small_job: Path) -> None:
     code, text, _ = call_cli("plan", small_job)
     assert code == 0
     assert "job small: 20 request(s)" in text and "capital 6, sum 4" in text
+    assert "= 2 model(s) x 5 row(s) of 2 prompt(s) x repeat 2" in text  # a number, not "x rows"
 
 
 def test_help_lists_exit_codes_and_version() -> None:
     result = run_cli("--help")
     assert result.returncode == 0 and "exit codes:" in result.stdout and "7  interrupted" in result.stdout
     assert run_cli("--version").stdout.startswith("batchrun ")
+
+
+@pytest.mark.parametrize(
+    ("command", "fragments"),
+    [
+        (["run", "--help"], ["--concurrency N", "1..4096", "--max-attempts N", "1..100"]),
+        (["validate", "--help"], ["JOB.yaml", "job files to check", "--quiet"]),
+        (["diff", "--help"], ["print the changes as JSON", "as Markdown", "disappeared"]),
+        (["simulate", "--help"], ["default 127.0.0.1", "default 8199"]),
+        (["report", "--help"], ["--allow-partial", "exit 12"]),
+    ],
+)
+def test_every_option_has_help(command: list[str], fragments: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from batchrun.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(command)
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for fragment in fragments:
+        assert fragment in text
 
 
 @pytest.mark.parametrize("args", [["run"], ["nope.yaml"], ["run", "x.yaml", "--concurrency", "0"], ["report"]])
@@ -154,7 +176,8 @@ def test_an_existing_results_file_is_not_appended_to_without_resume(tmp_path: Pa
     assert out.read_bytes() == before
 
 
-def test_a_terminal_gets_a_live_progress_bar(tmp_path: Path) -> None:
+def _on_a_terminal(tmp_path: Path, *extra: str) -> tuple[int, str]:
+    """Run the small job with stderr on a pty; its exit code and what the terminal showed."""
     import os
     import pty
     import subprocess
@@ -163,7 +186,7 @@ def test_a_terminal_gets_a_live_progress_bar(tmp_path: Path) -> None:
     job = write_job(tmp_path, SMALL_JOB)
     leader, follower = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "batchrun", str(job), "--simulate", "-o", str(tmp_path / "tty.jsonl")],
+        [sys.executable, "-m", "batchrun", str(job), "--simulate", "-o", str(tmp_path / "tty.jsonl"), *extra],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=follower,
@@ -181,11 +204,19 @@ def test_a_terminal_gets_a_live_progress_bar(tmp_path: Path) -> None:
         seen += chunk
     process.wait(60)
     os.close(leader)
-    text = seen.decode(errors="replace")
-    assert process.returncode == 0
+    return process.returncode, seen.decode(errors="replace")
+
+
+def test_a_terminal_gets_a_live_progress_bar(tmp_path: Path) -> None:
+    code, text = _on_a_terminal(tmp_path)
+    assert code == 0
     assert "20/20" in text and "100%" in text  # tqdm's counter
     assert "\r" in text and "ok 20 err 0 skip 0" in text  # redrawn in place, with the counts and spend
     assert "progress " not in text  # no cron-style lines on a terminal
+
+
+def test_quiet_on_a_terminal_draws_nothing(tmp_path: Path) -> None:
+    assert _on_a_terminal(tmp_path, "--quiet") == (0, "")
 
 
 def test_an_output_that_cannot_be_written_is_one_line_exit_2(tmp_path: Path, small_job: Path) -> None:

@@ -109,6 +109,17 @@ def test_the_resume_hint_is_given_for_this_jobs_results(results: Path, job: Path
     assert results.read_bytes() == before
 
 
+def test_after_a_resume_each_spent_figure_says_what_it_counts(results: Path, job: Path) -> None:
+    rows = results.read_bytes().splitlines(keepends=True)
+    results.write_bytes(b"".join(rows[:12]))  # a run that crashed after 12 rows
+    code, text, err = call_cli(job, "--simulate", "-o", results, "--resume", "--budget", "1")
+    assert code == 0, err
+    assert "this run: worst case $" in text and "earlier runs of this file spent $" in text
+    assert "budget left for this run: spent $" in text and "all rows in the file cost $" in text
+    mode = results.stat().st_mode & 0o777
+    assert (results.with_name("done.summary.json").stat().st_mode & 0o777) == mode  # not mkstemp's 0600
+
+
 def test_a_torn_record_at_the_end_is_cut_and_the_run_resumed(results: Path, job: Path) -> None:
     whole = results.read_bytes()
     last_start = whole.rstrip(b"\n").rfind(b"\n") + 1

@@ -1,0 +1,175 @@
+"""Reading a job file without trusting it: bounded size, regular files only, bounded nesting
+and alias expansion, and every YAML failure as a Problem with its position.
+
+A job file can come from anyone (a pull request, a shared folder). Before these checks,
+`validate` hung on a FIFO, read `/dev/zero` until memory ran out, raised a traceback on a
+NUL byte (PyYAML's ReaderError comes from the loader's constructor) and on 5,000-deep
+nesting (the composer recurses), and spent half a minute and 4 GB on a "billion laughs"
+alias bomb. Nesting is measured on the parser's event stream, which is iterative, before
+anything recursive runs; aliases are counted on the composed node graph, where they are
+shared, so a bomb is measured without being expanded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ._exceptions import Problem
+from ._files import read_bounded
+
+MAX_JOB_BYTES = 4 << 20
+MAX_DEPTH = 64
+MAX_NODES = 200_000  # with aliases expanded; a real job is a few thousand
+
+
+def read_job_text(path: Path) -> tuple[str | None, list[Problem]]:
+    file = str(path)
+    try:
+        data = read_bounded(path, MAX_JOB_BYTES)
+    except FileNotFoundError:
+        return None, [Problem(file, None, None, "", "no such job file")]
+    except OSError as exc:
+        return None, [Problem(file, None, None, "", f"cannot read job file: {exc.strerror or exc}")]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return None, [Problem(file, line, None, "", f"not UTF-8 text ({exc.reason})")]
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        return None, [Problem(file, line, None, "", "a NUL byte: not a YAML text file")]
+    return text, []
+
+
+def _mark(exc: yaml.YAMLError) -> tuple[int | None, int | None]:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+
+
+def nesting_problem(text: str, file: str) -> Problem | None:
+    """Nesting deeper than MAX_DEPTH, found on the event stream before anything recurses."""
+    depth = 0
+    # libyaml's parser when PyYAML has it (the wheels do): the pure-Python scanner is
+    # quadratic in flow nesting ("[[[[..."), which would make this check itself slow.
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+                return Problem(file, line, column, "", f"nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    return None
+
+
+def expansion_problem(root: yaml.Node, file: str) -> Problem | None:
+    """Aliases expanding to more than MAX_NODES nodes, or referring to themselves."""
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in in_progress:
+            raise _Recursive(node)
+        in_progress.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_NODES:
+                break
+        in_progress.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        total = size(root)  # recursion depth is bounded by nesting_problem's check
+    except _Recursive as exc:
+        mark = exc.node.start_mark
+        return Problem(file, mark.line + 1, mark.column + 1, "", "an alias that contains itself")
+    if total > MAX_NODES:
+        return Problem(file, None, None, "", f"more than {MAX_NODES:,} values once aliases are expanded")
+    return None
+
+
+class _Recursive(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        super().__init__("recursive alias")
+        self.node = node
+
+
+def compose(text: str, file: str) -> tuple[yaml.Node | None, Any, list[Problem]]:
+    """(node, data, problems): the YAML composed and constructed, or the problems found."""
+    try:
+        problem = nesting_problem(text, file)
+        if problem is not None:
+            return None, None, [problem]
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None, None, [Problem(file, 1, 1, "$", "the job file is empty")]
+            problem = expansion_problem(node, file)
+            if problem is not None:
+                return None, None, [problem]
+            data = loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        line, column = _mark(exc)
+        return None, None, [Problem(file, line, column, "", f"YAML syntax error: {exc.problem or exc}")]
+    except yaml.YAMLError as exc:
+        line, column = _mark(exc)
+        return None, None, [Problem(file, line, column, "", f"YAML error: {str(exc).splitlines()[0]}")]
+    except (RecursionError, ValueError, OverflowError) as exc:  # e.g. a huge int or a bad timestamp
+        return None, None, [Problem(file, None, None, "", f"YAML value error: {str(exc)[:160]}")]
+    return node, data, []
+
+
+def non_finite_numbers(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
+    """Paths of `.inf` / `.nan` values: no timeout, budget or parameter means anything at those."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from non_finite_numbers(item, (*path, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from non_finite_numbers(item, (*path, index))
+
+
+JsonPath = tuple[str | int, ...]
+
+
+def value_problems(data: dict[str, Any], problem: Callable[[JsonPath, str], Problem]) -> list[Problem]:
+    """Numbers, URLs, output patterns and templates of a schema-valid job that the schema cannot judge."""
+    from ._argtypes import url_problem
+    from ._outputs import output_pattern_problem
+    from ._template import template_problems
+
+    problems = [problem(p, "must be a finite number (not .inf or .nan)") for p in non_finite_numbers(data)]
+    base_url = data.get("endpoint", {}).get("base_url")
+    if base_url is not None and (message := url_problem(base_url)):
+        problems.append(problem(("endpoint", "base_url"), message))
+    output = data.get("run", {}).get("output")
+    if output is not None and (message := output_pattern_problem(output)):
+        problems.append(problem(("run", "output"), message))
+    defaults = data.get("defaults", {})
+    templated: list[tuple[JsonPath, Any]] = [(("defaults", k), defaults.get(k)) for k in ("system", "checks")]
+    for i, prompt in enumerate(data["prompts"]):
+        templated += [(("prompts", i, k), prompt.get(k)) for k in ("text", "system", "messages", "checks")]
+    for where, value in templated:
+        problems += [problem(path, message) for path, message in template_problems(value, where)]
+    return problems

@@ -1,0 +1,342 @@
+"""Bad input of every kind: exit 2, one line per problem naming the file and the line or field,
+no traceback, no hang, nothing written, all in well under a second each.
+
+One table per kind of input: job files, datasets, options and the environment.
+(Results files as inputs are in test_results_files.py.)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from batchrun import ExitCode, load_job, plan_requests
+
+from .conftest import SMALL_JOB, call_cli, write_job
+
+MAX_SECONDS = 5.0  # generous for a loaded machine; the cases used to take 30 s or hang forever
+
+
+def assert_refused(code: int, err: str, *fragments: str) -> None:
+    assert code == ExitCode.USAGE, err
+    assert "Traceback" not in err and err.startswith("batchrun: "), err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def files_unchanged(folder: Path) -> Callable[[], None]:
+    """A check that nothing in `folder` was created, changed or removed."""
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    def check() -> None:
+        after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        assert after == before
+
+    return check
+
+
+def _job_with(**replace: str) -> str:
+    text = SMALL_JOB
+    for old, new in replace.items():
+        assert old.replace("_", " ") in text or old in text
+        text = text.replace(old, new)
+    return text
+
+
+BOMB = "\n".join(
+    [
+        'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+        *[
+            f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]"
+            for i in range(8)  # 9^9 strings once expanded
+        ],
+        "name: x",
+    ]
+)
+CAPITAL = '    text: "Capital of {{country}}?"'
+
+# (id, job text, fragments of the message: file:line, and what is wrong)
+JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
+    ("alias bomb", BOMB, ["job.yaml", "more than 200,000 values once aliases are expanded"]),
+    ("recursive alias", "name: x\nmodels: &m [*m]\n", ["job.yaml:2:", "an alias that contains itself"]),
+    ("5000-deep nesting", "name: " + "[" * 5000 + "]" * 5000 + "\n", ["job.yaml:1:", "nest"]),
+    ("100-deep nesting", "name: " + "[" * 100 + "]" * 100 + "\n", ["job.yaml:1:70:", "nested deeper than 64 levels"]),
+    ("NUL byte", SMALL_JOB.encode().replace(b"small", b"sm\x00all"), ["job.yaml:1:", "a NUL byte"]),
+    ("not UTF-8", SMALL_JOB.encode().replace(b"small", b"sm\xffall"), ["job.yaml:1:", "not UTF-8"]),
+    ("timeout .inf", _job_with(**{"timeout_s: 5": "timeout_s: .inf"}), ["job.yaml:", "$.run.timeout_s", "finite"]),
+    (
+        "connect timeout .inf",
+        _job_with(**{"timeout_s: 5": "timeout_s: 5, connect_timeout_s: .inf"}),
+        ["$.run.connect_timeout_s", "finite"],
+    ),
+    ("budget .nan", _job_with(**{"timeout_s: 5": "timeout_s: 5, budget_usd: .nan"}), ["$.run.budget_usd", "finite"]),
+    ("deadline .nan", _job_with(**{"timeout_s: 5": "timeout_s: 5, deadline_s: .nan"}), ["$.run.deadline_s", "finite"]),
+    ("temperature .inf", _job_with(**{"max_tokens: 32": "max_tokens: 32, temperature: .inf"}), ["temperature"]),
+    (
+        "unknown output placeholder",
+        _job_with(**{"timeout_s: 5": 'timeout_s: 5, output: "out/{job}.jsonl"'}),
+        ["$.run.output", "the only placeholders are {name} and {timestamp}"],
+    ),
+    ("lone brace", _job_with(**{"timeout_s: 5": 'timeout_s: 5, output: "out/{name.jsonl"'}), ["$.run.output"]),
+    ("positional {0}", _job_with(**{"timeout_s: 5": 'timeout_s: 5, output: "out/{0}.jsonl"'}), ["$.run.output"]),
+    (
+        "attribute access",
+        _job_with(**{"timeout_s: 5": 'timeout_s: 5, output: "{name.__class__}.jsonl"'}),
+        ["$.run.output"],
+    ),
+    (
+        "base_url without host",
+        "endpoint: {base_url: 'https://'}\n" + SMALL_JOB,
+        ["$.endpoint.base_url", "with a host"],
+    ),
+    (
+        "hyphenated variable",
+        SMALL_JOB.replace(CAPITAL, '    text: "Capital of {{ country-name }}?"'),
+        ["job.yaml:7:11:", "$.prompts[0].text", "'{{ country-name }}' is not a valid placeholder"],
+    ),
+    (
+        "variable starting with a digit",
+        SMALL_JOB.replace(CAPITAL, '    text: "Capital of {{ 1x }}?"'),
+        ["$.prompts[0].text", "'{{ 1x }}' is not a valid placeholder"],
+    ),
+    (
+        "unbalanced braces",
+        SMALL_JOB.replace(CAPITAL, '    text: "Capital of {{country}?"'),
+        ["$.prompts[0].text", "'{{country}' is not a valid placeholder"],
+    ),
+    (
+        "broken placeholder in a check",
+        SMALL_JOB.replace('checks: [{contains: "{{expect}}"}]', 'checks: [{contains: "{{expect}"}]'),
+        ["$.prompts[0].checks[0].contains", "is not a valid placeholder"],
+    ),
+    (
+        "empty templated check value",
+        SMALL_JOB.replace("{country: Japan, expect: Tokyo}", "{country: Japan, expect: ''}"),
+        ["$.prompts[0].vars[1]", "the check value '{{expect}}' is empty for this row"],
+    ),
+    (
+        "nested value inline",
+        SMALL_JOB.replace("{country: Japan, expect: Tokyo}", "{country: {nested: 1}, expect: Tokyo}"),
+        ["$.prompts[0].vars[1].country"],
+    ),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("name", "text", "fragments"), JOB_CASES, ids=[c[0] for c in JOB_CASES])
+def test_bad_job_files(tmp_path: Path, name: str, text: str | bytes, fragments: list[str]) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_bytes((text if isinstance(text, bytes) else text.encode()).lstrip(b"\n"))
+    unchanged = files_unchanged(tmp_path)
+    started = time.monotonic()
+    runs: list[list[str | Path]] = [["validate", job], [job, "--simulate", "-q"], ["plan", job]]
+    for args in runs:
+        code, out, err = call_cli(*args)
+        assert_refused(code, err, *fragments)
+        assert out == ""
+    assert time.monotonic() - started < MAX_SECONDS
+    unchanged()
+
+
+def _fifo(folder: Path) -> Path:
+    os.mkfifo(folder / "job.yaml")
+    return folder / "job.yaml"
+
+
+SPECIAL_FILES: list[tuple[str, Callable[[Path], Path], str]] = [
+    ("/dev/zero", lambda _: Path("/dev/zero"), "not a regular file (a device or socket)"),
+    ("fifo", _fifo, "not a regular file (a FIFO)"),
+    ("folder", lambda d: d, "not a regular file (a folder)"),
+    ("missing", lambda d: d / "nope.yaml", "no such job file"),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("name", "make", "fragment"), SPECIAL_FILES, ids=[c[0] for c in SPECIAL_FILES])
+def test_job_files_that_are_not_regular_files(
+    tmp_path: Path, name: str, make: Callable[[Path], Path], fragment: str
+) -> None:
+    path = make(tmp_path)
+    code, _, err = call_cli("validate", path)
+    assert_refused(code, err, str(path), fragment)
+    assert len(err.splitlines()) == 1
+
+
+# -- datasets ----------------------------------------------------------------------------------
+DATASET_JOB = """
+name: data
+models: [openai/gpt-4o-mini]
+prompts:
+  - id: capital
+    text: "Capital of {{country}}?"
+    checks: [{icontains: "{{expect}}"}]
+dataset: DATA
+"""
+
+DATASET_CASES: list[tuple[str, str, bytes, list[str]]] = [
+    (
+        "csv short row",
+        "d.csv",
+        b"country,expect\nFrance,Paris\nJapan\n",
+        ["d.csv:3", "fewer fields than the header's 2"],
+    ),
+    ("csv long row", "d.csv", b"country,expect\nFrance,Paris,x\n", ["d.csv:2", "more fields than the header names"]),
+    ("csv duplicate column", "d.csv", b"country,expect,country\nFrance,Paris,Japan\n", ["d.csv:1", "'country'"]),
+    ("csv empty expect", "d.csv", b"country,expect\nFrance,\n", ["d.csv:2", "'{{expect}}' is empty for this row"]),
+    (
+        "jsonl duplicate key",
+        "d.jsonl",
+        b'{"country": "France", "country": "Japan", "expect": "x"}\n',
+        ["d.jsonl:1", "duplicate key 'country'"],
+    ),
+    (
+        "jsonl nested value",
+        "d.jsonl",
+        b'{"country": {"nested": 1}, "expect": "x"}\n',
+        ["d.jsonl:1", "variable 'country' is an object"],
+    ),
+    (
+        "jsonl list value",
+        "d.jsonl",
+        b'{"country": [1], "expect": "x"}\n',
+        ["d.jsonl:1", "variable 'country' is a list"],
+    ),
+    ("jsonl missing variable", "d.jsonl", b'{"country": "France"}\n', ["d.jsonl:1", "lacks variable(s) expect"]),
+    (
+        "jsonl not utf-8",
+        "d.jsonl",
+        b'{"country": "France", "expect": "Paris"}\n{"country": "\xff"}\n',
+        ["d.jsonl:2", "not UTF-8"],
+    ),
+    ("csv not utf-8", "d.csv", b"country,expect\nFran\xe7e,Paris\n", ["d.csv:2", "not UTF-8"]),
+    ("jsonl deep nesting", "d.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n", ["d.jsonl:1", "not valid JSON"]),
+    (
+        "jsonl bad check in row",
+        "d.jsonl",
+        b'{"country": "F", "expect": "P", "checks": [{"contains": "{{ x-y }}"}]}\n',
+        ["d.jsonl:1", "not a valid placeholder"],
+    ),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("name", "filename", "content", "fragments"), DATASET_CASES, ids=[c[0] for c in DATASET_CASES])
+def test_bad_datasets(tmp_path: Path, name: str, filename: str, content: bytes, fragments: list[str]) -> None:
+    (tmp_path / filename).write_bytes(content)
+    job = write_job(tmp_path, DATASET_JOB.replace("DATA", filename))
+    unchanged = files_unchanged(tmp_path)
+    runs: list[list[str | Path]] = [["validate", job], [job, "--simulate", "-q"]]
+    for args in runs:
+        code, out, err = call_cli(*args)
+        assert_refused(code, err, *fragments)
+        assert len(err.splitlines()) == 1
+    unchanged()
+
+
+@pytest.mark.timeout(30)
+def test_a_dataset_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "d.jsonl")
+    job = write_job(tmp_path, DATASET_JOB.replace("DATA", "d.jsonl"))
+    code, _, err = call_cli("validate", job)
+    assert_refused(code, err, "d.jsonl", "not a regular file (a FIFO)")
+
+
+def test_a_csv_with_a_bom_and_unicode_variable_names_works(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_bytes(b"\xef\xbb\xbfpa\xc3\xads,expect\nFrance,Paris\n")
+    job = write_job(tmp_path, DATASET_JOB.replace("DATA", "d.csv").replace("{{country}}", "{{país}}"))
+    [request] = list(plan_requests(load_job(job)))
+    assert request.body["messages"][-1]["content"] == "Capital of France?"
+    assert request.checks == [{"icontains": "Paris"}]
+
+
+def test_validate_prints_one_line_per_good_file_unless_quiet(tmp_path: Path) -> None:
+    a = write_job(tmp_path, SMALL_JOB, "a.yaml")
+    b = write_job(tmp_path, SMALL_JOB, "b.yaml")
+    assert call_cli("validate", a, b) == (0, f"{a}: ok (job small)\n{b}: ok (job small)\n", "")
+    assert call_cli("validate", a, b, "--quiet") == (0, "", "")
+
+
+# -- options and the environment ----------------------------------------------------------------
+OPTION_CASES: list[tuple[str, list[str], list[str]]] = [
+    ("timeout inf", ["--timeout", "inf"], ["--timeout: expected a finite number, got 'inf'"]),
+    ("budget nan", ["--budget", "nan"], ["--budget: expected a finite number, got 'nan'"]),
+    ("concurrency too high", ["--concurrency", "1000000"], ["--concurrency: must be between 1 and 4096"]),
+    ("concurrency not a number", ["--concurrency", "abc"], ["--concurrency: expected a whole number, got 'abc'"]),
+    ("max attempts zero", ["--max-attempts", "0"], ["--max-attempts: must be between 1 and 100"]),
+    ("grace negative", ["--grace", "-1"], ["--grace: must be 0 or more"]),
+    ("base url not a url", ["--base-url", "notaurl"], ["--base-url: expected an http:// or https:// URL"]),
+    ("sim rate above 1", ["--simulate", "--sim", "fault.503=2"], ["--sim fault.503=2: a rate must be between 0 and 1"]),
+    ("retry errors without resume", ["--retry-errors"], ["--retry-errors continues a run: use it with --resume"]),
+]
+
+
+def cli_with_usage_errors(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    """call_cli, also for argparse's own errors (which exit through SystemExit to sys.stderr)."""
+    try:
+        code, out, err = call_cli(*args)
+    except SystemExit as exc:
+        code, out, err = int(exc.code or 0), "", ""
+    captured = capsys.readouterr()
+    return code, out + captured.out, err + captured.err
+
+
+@pytest.mark.parametrize(("name", "extra", "fragments"), OPTION_CASES, ids=[c[0] for c in OPTION_CASES])
+def test_bad_options(
+    tmp_path: Path, name: str, extra: list[str], fragments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = write_job(tmp_path, SMALL_JOB)
+    unchanged = files_unchanged(tmp_path)
+    code, out, err = cli_with_usage_errors(capsys, job, "-o", tmp_path / "o.jsonl", *extra)
+    assert_refused(code, err, *fragments)
+    assert "_positive_int" not in err and len(err.splitlines()) == 1
+    unchanged()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["report", "x.jsonl", "--json", "--markdown"], "argument --markdown: not allowed with argument --json"),
+        (["diff", "a.jsonl", "b.jsonl", "--json", "--markdown"], "not allowed with argument --json"),
+        (["simulate", "--port", "99999"], "argument --port: must be between 0 and 65535, got 99999"),
+        (["run", "job.yaml", "--concurrency", "abc"], "argument --concurrency: expected a whole number, got 'abc'"),
+    ],
+)
+def test_usage_errors_name_the_option(args: list[str], fragment: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli_with_usage_errors(capsys, *args)
+    assert_refused(code, err, fragment)
+    assert out == "" and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "key", ["sk-or-v1-abc\ndef", "sk-or-v1-abcé", "sk-or v1"], ids=["newline", "non-ascii", "space"]
+)
+def test_an_api_key_a_header_cannot_carry_is_one_line_without_the_key(
+    tmp_path: Path, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = write_job(tmp_path, SMALL_JOB)
+    monkeypatch.setenv("OPENROUTER_API_KEY", key)
+    runs: list[list[str | Path]] = [
+        [job, "--base-url", "http://127.0.0.1:9/api/v1", "-o", tmp_path / "k.jsonl"],
+        ["plan", job],
+    ]
+    for args in runs:
+        code, out, err = call_cli(*args)
+        assert_refused(code, err, "$OPENROUTER_API_KEY holds a space, a newline or a non-ASCII character")
+        assert "abc" not in err + out and len(err.splitlines()) == 1
+    assert not (tmp_path / "k.jsonl").exists()
+
+
+def test_simulate_on_a_busy_port_fails_before_saying_it_listens(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = call_cli("simulate", "--port", str(port))
+    assert_refused(code, err, f"simulator cannot listen on 127.0.0.1:{port}")
+    assert "simulator on" not in err  # (a host that does not resolve takes the same path; not tested: no DNS)
