@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -271,17 +272,33 @@ class OpenRouterClient:
             return None
         out = {}
         for item in data["data"]:
-            pricing = item.get("pricing") or {}
-            top = item.get("top_provider") or {}
-            out[item["id"]] = ModelInfo(
-                id=item["id"],
-                prompt_price=_price(pricing.get("prompt")),
-                completion_price=_price(pricing.get("completion")),
-                request_price=_price(pricing.get("request")) or 0.0,
-                context_length=item.get("context_length"),
-                max_completion_tokens=top.get("max_completion_tokens"),
-            )
+            info = _model_info(item)
+            if info is not None:
+                out[info.id] = info
         return out
+
+    async def model(self, model_id: str) -> tuple[str, ModelInfo | None]:
+        """GET /model/{author}/{slug}, the single-model lookup (openapi.yaml `getModel`: it
+        "supports variant suffixes" and "resolves known slug aliases"). Returns ("found",
+        info), ("missing", None) when the API answers 404, or ("unknown", None) when the
+        endpoint cannot say (not served here, or an answer without a model)."""
+        author, _, slug = model_id.partition("/")
+        if not author or not slug:
+            return "missing", None
+        path = f"/model/{quote(author, safe='~')}/{quote(slug, safe='~:.-_')}"
+        response = await self._send("GET", path, self._api_key)
+        if response.status_code == 404:
+            return "missing", None
+        if response.status_code in (405, 501):
+            return "unknown", None
+        if response.status_code != 200:
+            raise self._failure(response, _error_of(response))
+        try:
+            data = response.json()
+        except ValueError:
+            return "unknown", None
+        info = _model_info(data.get("data")) if isinstance(data, dict) else None
+        return ("found", info) if info is not None else ("unknown", None)
 
     async def create_key(self, management_key: str, name: str, limit: float, expires_at: str) -> dict[str, Any]:
         """POST /keys with a management key: returns {"key": ..., "data": {...hash, label...}}."""
@@ -308,6 +325,24 @@ class OpenRouterClient:
         response = await self._send("PATCH", f"/keys/{key_hash}", management_key, {"disabled": True})
         if response.status_code != 200:
             raise self._failure(response, _error_of(response))
+
+
+def _model_info(item: Any) -> ModelInfo | None:
+    """One model of /models or /model/{author}/{slug}; None for an entry without an id."""
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+        return None
+    pricing: dict[str, Any] = item["pricing"] if isinstance(item.get("pricing"), dict) else {}
+    top: dict[str, Any] = item["top_provider"] if isinstance(item.get("top_provider"), dict) else {}
+    context = item.get("context_length")
+    max_completion = top.get("max_completion_tokens")
+    return ModelInfo(
+        id=item["id"],
+        prompt_price=_price(pricing.get("prompt")),
+        completion_price=_price(pricing.get("completion")),
+        request_price=_price(pricing.get("request")) or 0.0,
+        context_length=context if isinstance(context, int) else None,
+        max_completion_tokens=max_completion if isinstance(max_completion, int) else None,
+    )
 
 
 def _error_of(response: httpx.Response) -> dict[str, Any] | None:

@@ -24,7 +24,8 @@ class CostModel:
         self.cost_margin = cost_margin
 
     def completion_cap(self, request: Request) -> int | None:
-        max_tokens = request.body.get("max_tokens")
+        # max_completion_tokens is the spec's name; max_tokens the deprecated one (parameters.mdx).
+        max_tokens = request.body.get("max_completion_tokens") or request.body.get("max_tokens")
         if max_tokens:
             return int(max_tokens)
         info = self.models.get(request.model) if self.models else None

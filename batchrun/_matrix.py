@@ -95,6 +95,16 @@ def request_params(job: Job, model_params: dict[str, Any], prompt_params: dict[s
     return {**job.params, **model_params, **prompt_params}
 
 
+def request_body(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+    """The chat body. `extra_body` is the documented escape hatch: its keys go into the body
+    verbatim, last, so a parameter OpenRouter adds later needs no batchrun release."""
+    extra = params.get("extra_body")
+    body = {"model": model, "messages": messages, **{k: v for k, v in params.items() if k != "extra_body"}}
+    if isinstance(extra, dict):
+        body.update(extra)
+    return body
+
+
 def _compile(content: Any) -> Template | list[dict[str, Any]]:
     return Template(content) if isinstance(content, str) else list(content)
 
@@ -124,7 +134,7 @@ def plan_requests(job: Job, shard: Shard | None = None) -> Iterator[Request]:
                     if shard is not None and request_id not in shard:
                         continue
                     params = request_params(job, model_params[model.id], prompt.params)
-                    body = {"model": model.id, "messages": messages, **params}
+                    body = request_body(model.id, messages, params)
                     payload = encode_body(body)
                     fingerprint = hashlib.sha256(payload).hexdigest()[:20]
                     yield Request(request_id, fingerprint, model.id, prompt.id, row, repeat, body, payload, checks)

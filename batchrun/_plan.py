@@ -6,11 +6,14 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._costs import CostModel
 from ._job import Job
 from ._matrix import count_requests
+
+if TYPE_CHECKING:  # _models imports the HTTP client, which `plan` without a key never needs
+    from ._models import Resolution
 
 
 def render_plan_offline(job: Job) -> str:
@@ -28,6 +31,9 @@ def render_plan_offline(job: Job) -> str:
             f"  {model.id.ljust(width)}  {sum(counts[(model.id, p.id)] for p in job.prompts):>7}  ({per_prompt})"
         )
     lines.append("no key and no --simulate: costs not priced (set the key, or add --simulate)")
+    routing = job_routing_warning(job)
+    if routing:
+        lines.append(f"warning: {routing}")
     return "\n".join(lines)
 
 
@@ -44,6 +50,28 @@ class PricedPlan:
     previous_file: str | None = None
     key: dict[str, Any] | None = None
     batch_worst: dict[str, float] = field(default_factory=dict)  # at Batch API prices
+    warnings: list[str] = field(default_factory=list)  # model resolution and routing
+
+
+def job_routing_warning(job: Job) -> str | None:
+    """The reproducibility warning for the job's models whose routing is not pinned."""
+    from ._matrix import request_params
+    from ._routing import routing_warning, unpinned_models
+
+    pairs = [(m.id, request_params(job, m.params, p.params)) for m in job.models for p in job.prompts]
+    return routing_warning(unpinned_models(pairs))
+
+
+def resolution_warnings(resolution: Resolution) -> list[str]:
+    from ._models import PRICE_CAVEATS, variant_of
+
+    lines = []
+    for model, how in sorted(resolution.how.items()):
+        lines.append(f"note: {model} is not listed by /models: priced as {how}")
+        variant = variant_of(model)
+        if variant is not None and variant[1] in PRICE_CAVEATS:
+            lines.append(f"warning: {model} {PRICE_CAVEATS[variant[1]]}; the worst case uses the base price")
+    return lines
 
 
 def _ran_against(path: Path) -> str | None:
@@ -84,16 +112,15 @@ def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, flo
 
 
 async def price_plan(job: Job, base_url: str | None, api_key: str | None, previous: bool = True) -> PricedPlan:
-    from ._run import RunOptions, check_models, estimate, make_client, read_account, retry_policy
+    from ._run import RunOptions, estimate, make_client, read_account
 
     options = RunOptions(api_key=api_key, base_url=base_url)
     client = make_client(job, options, job.run)
+    resolved: list[Resolution] = []
     try:
-        models, key = await read_account(client, retry_policy(job.run), options, lambda: job.run.deadline_s)
+        models, key = await read_account(client, job, options, lambda: job.run.deadline_s, resolved)
     finally:
         await client.aclose()
-    if models is not None:
-        check_models(job, models)
     result = estimate(job, CostModel(models, job.run.cost_margin), None, None, False)
     previous_file, averages = previous_average(job, client.base_url) if previous else (None, {})
     return PricedPlan(
@@ -106,6 +133,8 @@ async def price_plan(job: Job, base_url: str | None, api_key: str | None, previo
         previous_file=previous_file,
         key=key,
         batch_worst=result.batch_worst_usd,
+        warnings=[w for r in resolved for w in resolution_warnings(r)]
+        + [f"warning: {w}" for w in [job_routing_warning(job)] if w],
         judge_requests=result.judge_requests,
         judge_worst=result.judge_worst_usd,
     )
@@ -175,4 +204,5 @@ def render_plan(plan: PricedPlan) -> str:
         )
     for model in sorted(plan.unknown_price):
         lines.append(f"warning: {model} has no known price (router model): a budget cannot bound it")
+    lines.extend(plan.warnings)
     return "\n".join(lines)

@@ -155,7 +155,7 @@ async def regrade_file(
         models = await client.models()
         key = await client.key_info()
         if models is not None:
-            check_models(job, models)
+            models = (await check_models(job, models, client.model)).models
         costs = CostModel(models, settings.cost_margin) if models is not None else None
         budget = settings.budget_usd
         remaining = key.get("limit_remaining") if key else None

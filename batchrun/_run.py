@@ -29,7 +29,9 @@ from ._judging import judge_requests_for
 from ._ledger import CreditLedger
 from ._lock import OutputLock
 from ._matrix import Request, Shard, count_requests, plan_requests
+from ._models import Lookup, Resolution, resolve_models
 from ._outputs import default_output, fresh_output, latest_incomplete, summary_path, write_json_atomically
+from ._plan import job_routing_warning
 from ._results import (
     ResultsWriter,
     RowState,
@@ -176,7 +178,7 @@ def estimate(
             result.kept += 1
             continue
         result.rows[request.model] = result.rows.get(request.model, 0) + 1
-        if not request.body.get("max_tokens"):
+        if not (request.body.get("max_completion_tokens") or request.body.get("max_tokens")):
             result.no_max_tokens.add(request.model)
         worst = costs.worst_case(request)
         if worst is None:
@@ -192,7 +194,8 @@ def estimate(
     return result
 
 
-def check_models(job: Job, models: dict[str, ModelInfo]) -> None:
+def wanted_models(job: Job) -> set[str]:
+    """Every model id the job may send: its models and their fallback `models` lists."""
     wanted = {m.id for m in job.models}
     for spec in job.models:
         wanted.update(spec.params.get("models", []))
@@ -202,9 +205,18 @@ def check_models(job: Job, models: dict[str, ModelInfo]) -> None:
         for check in prompt.checks:
             grader = check.get("grader")
             wanted.update([grader] if isinstance(grader, str) else grader or [])
-    unknown = sorted(wanted - models.keys())
-    if unknown:
-        raise ConfigError(f"{job.path}: model(s) not offered by the endpoint: {', '.join(unknown)}")
+    for prompt in job.prompts:
+        wanted.update(prompt.params.get("models", []))
+    return wanted
+
+
+async def check_models(job: Job, models: dict[str, ModelInfo], lookup: Lookup | None) -> Resolution:
+    """Resolve every id the job names (_models.py); refuse only what the API says does not exist."""
+    resolution = await resolve_models(wanted_models(job), models, lookup)
+    if resolution.missing:
+        reasons = "; ".join(f"{model}: {why}" for model, why in sorted(resolution.missing.items()))
+        raise ConfigError(f"{job.path}: model(s) not offered by the endpoint: {reasons}")
+    return resolution
 
 
 def make_client(job: Job, options: RunOptions, settings: RunSettings) -> OpenRouterClient:
@@ -309,12 +321,27 @@ def missing_account_api(base_url: str, models: object | None, key: object | None
 
 
 async def read_account(
-    client: OpenRouterClient, policy: RetryPolicy, options: RunOptions, time_left: Callable[[], float | None]
+    client: OpenRouterClient,
+    job: Job,
+    options: RunOptions,
+    time_left: Callable[[], float | None],
+    resolved: list[Resolution] | None = None,
 ) -> tuple[dict[str, ModelInfo] | None, dict[str, Any] | None]:
-    """/models and /key, each retried on transient failures like a chat request, within the deadline."""
-    sleep = options.clock.sleep
+    """/models and /key, and the job's model ids resolved against them, every call retried on
+    transient failures like a chat request, within the deadline. Raises ConfigError for an id
+    the API says does not exist."""
+    policy, sleep = retry_policy(job.run), options.clock.sleep
     models = await retry_call(client.models, policy, sleep, time_left)
     key = await retry_call(client.key_info, policy, sleep, time_left)
+    if models is not None:
+
+        async def lookup(model_id: str) -> tuple[str, ModelInfo | None]:
+            return await retry_call(lambda: client.model(model_id), policy, sleep, time_left)
+
+        resolution = await check_models(job, models, lookup)
+        models = resolution.models
+        if resolved is not None:
+            resolved.append(resolution)
     return models, key
 
 
@@ -329,12 +356,10 @@ async def _preflight(
 ) -> _Preflight:
     """Prices and credit before anything is spent; the effective budget; the plan's worst case."""
     settings = job.run
-    models, key = await read_account(client, retry_policy(settings), options, time_left)
+    models, key = await read_account(client, job, options, time_left)
     missing = missing_account_api(client.base_url, models, key)
     if missing:
         notice(missing)
-    if models is not None:
-        check_models(job, models)
     costs = CostModel(models, settings.cost_margin)
     plan = estimate(job, costs, options.shard, states, options.retry_errors)
     budget = job_budget
@@ -472,6 +497,7 @@ async def _locked_run(
             shard=None if options.shard is None else f"{options.shard.index}/{options.shard.count}",
             matrix_rows=sum(count_requests(job).values()),
             endpoint=client.base_url,
+            routing_warning=job_routing_warning(job),
         )
         if executor is not None:
             data["batches"] = executor.outcome.as_json(str(executor.state.path))

@@ -290,6 +290,8 @@ def render_text(summary: dict[str, Any]) -> str:
             f"per-run key {key['label']} ({key['hash_prefix']}...): charged {charged}, "
             f"{key['removed'] or 'NOT removed'}"
         )
+    if summary.get("routing_warning"):
+        lines.append(f"warning: {summary['routing_warning']}")
     if summary.get("stop"):
         lines.append(
             f"stopped: {summary['stop']}" + (f" ({summary['stop_message']})" if summary.get("stop_message") else "")
@@ -314,6 +316,8 @@ def render_markdown(summary: dict[str, Any], title: str | None = None) -> str:
         lines.append("**Worst prompts:** " + ", ".join(f"`{p}`" for p in summary["worst_prompts"]))
     for example in summary["failing_examples"]:
         lines.append(f"- `{example['model']}` / `{example['prompt_id']}`: {example['why']}")
+    if summary.get("routing_warning"):
+        lines.append(f"**Warning:** {summary['routing_warning']}")
     if summary.get("stop"):
         lines.append(f"**Stopped:** {summary['stop']} {summary.get('stop_message') or ''}")
     return "\n".join(lines) + "\n"

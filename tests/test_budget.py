@@ -105,7 +105,10 @@ def test_an_unknown_model_is_exit_2_before_any_chat_request(tmp_path: Path, sim:
     job = write_job(tmp_path, SMALL_JOB.replace("google/gemini-2.0-flash-001", "acme/not-a-model"))
     result = run_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "x.jsonl", env=child_env(OPENROUTER_API_KEY="k"))
     assert result.returncode == ExitCode.USAGE
-    assert result.stderr == f"batchrun: {job}: model(s) not offered by the endpoint: acme/not-a-model\n"
+    assert result.stderr == (
+        f"batchrun: {job}: model(s) not offered by the endpoint: acme/not-a-model: "
+        "not listed by /models, and GET /model/acme/not-a-model answered 404\n"
+    )
     assert sim.stats.chat_requests == 0 and not (tmp_path / "x.jsonl").exists()
 
 

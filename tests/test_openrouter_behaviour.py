@@ -4,6 +4,7 @@ rate-limit scope and caps, availability errors, start-up retries, routing record
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -144,15 +145,15 @@ async def test_the_provider_is_recorded_from_router_metadata(sim: Simulator, tmp
 
 def account(models: list[httpx.Response], key: list[httpx.Response]) -> tuple[Any, Any, FakeClock]:
     clock = FakeClock()
+    folder = Path(tempfile.mkdtemp())
+    job = load_job(models_job(folder, PAID))
 
     async def go() -> tuple[Any, Any]:
         with respx.mock(using="httpx") as mock:
             mock.get("https://or.test/api/v1/models").mock(side_effect=models)
             mock.get("https://or.test/api/v1/key").mock(side_effect=key)
             async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, clock=clock) as client:
-                return await read_account(
-                    client, RetryPolicy(), RunOptions(api_key=FAKE_KEY, clock=clock), lambda: None
-                )
+                return await read_account(client, job, RunOptions(api_key=FAKE_KEY, clock=clock), lambda: None)
 
     models_info, key_info = asyncio.run(go())
     return models_info, key_info, clock

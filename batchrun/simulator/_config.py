@@ -21,6 +21,7 @@ DEFAULT_ACCURACY = {
     "openai/gpt-4o-mini": 0.9,
     "anthropic/claude-3.5-haiku": 0.95,
 }
+VARIANTS = ("nitro", "floor", "exacto", "free", "online", "thinking", "extended")  # model-variants/*.mdx
 FAULTS = (
     "reset",
     "cut",
@@ -61,6 +62,10 @@ class SimConfig:
     account_api: bool = True  # False: no /key, /models, /keys, like a local OpenAI-compatible server
     judge_bias: float = 0.0  # as a grader: share of failing answers it passes anyway (leniency)
     judge_unparseable: float = 0.0  # as a grader: share of replies that are prose, not the verdict JSON
+    # `alias.X=Y`: X (an alias, or a ~author/family-latest slug) answers as the listed model Y
+    aliases: dict[str, str] = field(default_factory=dict)
+    # `private.MODEL=p,c`: priced and served, but not in /models (guides/routing/private-models.mdx)
+    private_models: set[str] = field(default_factory=set)
     content_parts: bool = False  # answer `content` as an array of text parts (ChatAssistantMessage)
     # model -> availability code answered to every request for it (`unavailable.MODEL=CODE`)
     unavailable: dict[str, str] = field(default_factory=dict)
@@ -76,9 +81,8 @@ class SimConfig:
     def set_option(self, text: str) -> None:
         """Apply one KEY=VALUE; `fault.503=0.1` and `price.MODEL=p,c,r` address the dicts."""
         key, sep, value = text.partition("=")
-        key = key.strip()
-        # `rate-limit-rps` may be spelt with dashes; model ids after `price.` / `accuracy.` keep theirs.
-        head, dot, tail = key.partition(".")
+        # Dashes become underscores in option names only, never in a model id after the dot.
+        head, dot, tail = key.strip().partition(".")
         key = head.replace("-", "_") + dot + tail
         if not sep:
             raise ValueError(f"simulator option {text!r} is not KEY=VALUE")
@@ -95,6 +99,14 @@ class SimConfig:
         if key.startswith("accuracy."):
             self.accuracy[key[9:]] = float(value)
             return
+        if key.startswith("alias."):
+            self.aliases[key[6:]] = value
+            return
+        if key.startswith("private."):
+            parts = [float(p) for p in value.split(",")]
+            self.prices[key[8:]] = (parts[0] * PER_M, parts[1] * PER_M, parts[2] if len(parts) > 2 else 0.0)
+            self.private_models.add(key[8:])
+            return
         if key.startswith("unavailable."):
             from ._errors import AVAILABILITY
 
@@ -103,7 +115,7 @@ class SimConfig:
             self.unavailable[key[12:]] = value
             return
         kinds = {f.name: f for f in fields(self)}
-        if key not in kinds or key in ("faults", "prices", "accuracy", "unavailable"):
+        if key not in kinds or key in ("faults", "prices", "accuracy", "unavailable", "aliases", "private_models"):
             raise ValueError(f"unknown simulator option {key!r}")
         current = getattr(self, key)
         if isinstance(current, bool):

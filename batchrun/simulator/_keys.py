@@ -47,6 +47,7 @@ _KEY_FIELDS = (
     "usage_weekly",
     "usage_monthly",
     "is_free_tier",
+    "expires_at",
 )
 
 
@@ -115,12 +116,18 @@ class KeyRoutes:
             return key
         data = self._key_data(key)
         info = {name: data[name] for name in _KEY_FIELDS}
+        # The rest of what openapi.yaml GET /key requires; rate_limit is "deprecated and safe
+        # to ignore" (limits.mdx) but the schema still lists it.
         info.update(
             include_byok_in_limit=False,
             byok_usage=0.0,
             byok_usage_daily=0.0,
             byok_usage_weekly=0.0,
             byok_usage_monthly=0.0,
+            is_management_key=False,
+            is_provisioning_key=False,
+            creator_user_id=None,
+            rate_limit={"interval": "1h", "note": "This field is deprecated and safe to ignore.", "requests": 1000},
         )
         return json_response({"data": info})
 

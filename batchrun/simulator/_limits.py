@@ -33,7 +33,7 @@ class _Window:
             if len(self.times) < self.limit:
                 self.times.append(now)
                 return None
-            return self.times[0] + self.length
+            return (self.times[0] if self.times else now) + self.length
         if now - self.start >= self.length:
             self.start, self.count = math.floor(now / self.length) * self.length, 0
         if self.count < self.limit:

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from ._answers import answer_to, tokens
 from ._batches import SimBatches
-from ._config import SimConfig
+from ._config import VARIANTS, SimConfig
 from ._errors import PROVIDER, availability_error, provider_error
 from ._faults import broken_reply, draw_fault
 from ._grader import VERDICT_SCHEMA_NAME, grade_as_judge, tool_calls_for
@@ -64,6 +64,7 @@ class Simulator(KeyRoutes):
         if self.config.account_api:
             app.router.add_get("/api/v1/models", self._models)
             self.add_key_routes(app)
+            app.router.add_get("/api/v1/model/{author}/{slug}", self._model)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -113,18 +114,57 @@ class Simulator(KeyRoutes):
             loop.close()
 
     # -- info --------------------------------------------------------------------------------
+    def _model_entry(self, model: str, canonical: str) -> dict[str, Any]:
+        p, c, r = self.config.prices[canonical]
+        if model.endswith(":free"):
+            p = c = r = 0.0
+        return {
+            "id": model,
+            "canonical_slug": canonical,
+            "name": model,
+            "context_length": 131072,
+            "pricing": {"prompt": f"{p:.12g}", "completion": f"{c:.12g}", "request": f"{r:.12g}", "image": "0"},
+            "top_provider": {"context_length": 131072, "max_completion_tokens": 16384, "is_moderated": False},
+            # The rest of what openapi.yaml's Model schema requires.
+            "created": 1_700_000_000,
+            "architecture": {
+                "input_modalities": ["text"],
+                "output_modalities": ["text"],
+                "modality": "text->text",
+                "tokenizer": "Other",
+                "instruct_type": None,
+            },
+            "per_request_limits": None,
+            "supported_parameters": ["temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop"],
+            "default_parameters": None,
+            "supported_voices": None,
+            "links": {"details": f"/api/v1/models/{canonical}/endpoints"},
+        }
+
+    def canonical(self, model: str) -> str | None:
+        """The priced model behind an id: itself, an alias's target, or a variant's base
+        (model-variants/*.mdx); None when the simulator does not know it."""
+        config = self.config
+        model = config.aliases.get(model, model)
+        if model in config.prices:
+            return model
+        base, sep, variant = model.rpartition(":")
+        if sep and variant in VARIANTS and base in config.prices:
+            return base
+        return None
+
     async def _models(self, request: web.Request) -> web.Response:
-        data = [
-            {
-                "id": model,
-                "name": model,
-                "context_length": 131072,
-                "pricing": {"prompt": f"{p:.12g}", "completion": f"{c:.12g}", "request": f"{r:.12g}", "image": "0"},
-                "top_provider": {"context_length": 131072, "max_completion_tokens": 16384},
-            }
-            for model, (p, c, r) in self.config.prices.items()
-        ]
-        return json_response({"data": data})
+        hidden = self.config.private_models
+        data = [self._model_entry(model, model) for model in self.config.prices if model not in hidden]
+        return json_response({"data": data, "total_count": len(data), "links": {"next": None}})  # openapi
+
+    async def _model(self, request: web.Request) -> web.Response:
+        """GET /model/{author}/{slug}: one model, variants and aliases resolved (openapi `getModel`)."""
+        model = f"{request.match_info['author']}/{request.match_info['slug']}"
+        canonical = self.canonical(model)
+        if canonical is None:
+            return error_response(404, "Resource not found")
+        return json_response({"data": self._model_entry(model, canonical)})
 
     async def _stats(self, request: web.Request) -> web.Response:
         return json_response({**self.stats.as_json(), "batches": self.batches.stats.as_json()})
@@ -187,7 +227,8 @@ class Simulator(KeyRoutes):
             self.stats.by_row[row] += 1
         if model in config.unavailable:
             return availability_error(config.unavailable[model], model)
-        if model not in config.prices:
+        canonical = self.canonical(model)
+        if canonical is None:
             return availability_error("model_not_found", model)
         limited = self.limits.check(model)
         if limited is not None:
@@ -218,9 +259,11 @@ class Simulator(KeyRoutes):
                 return provider_error(429, "Rate limit exceeded", raw, {"Retry-After": "1"})
             return error_response(status, f"Simulated HTTP {status}")
 
-        prompt_price, completion_price, request_price = config.prices[model]
+        prompt_price, completion_price, request_price = config.prices[canonical]
+        if model.endswith(":free"):
+            prompt_price = completion_price = request_price = 0.0
         prompt_tokens = sum(tokens(str(m.get("content", ""))) + 4 for m in messages)
-        max_tokens = int(body.get("max_tokens") or 16384)
+        max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16384)
         worst = max(0.0, prompt_tokens * prompt_price + max_tokens * completion_price + request_price)
         if key.limit is not None and key.usage + key.reserved + worst > key.limit:
             remaining = max(0.0, key.limit - key.usage - key.reserved)
@@ -284,7 +327,7 @@ class Simulator(KeyRoutes):
                 "id": generation,
                 "object": "chat.completion",
                 "created": int(time.time()),
-                "model": model,
+                "model": canonical,
                 "system_fingerprint": None,
                 "choices": [
                     {
