@@ -45,6 +45,10 @@ def attempts(text: str) -> int:
     return whole(text, 1, 100)  # the schema's maximum for run.max_attempts
 
 
+def response_bytes(text: str) -> int:
+    return whole(text, 1024, 1 << 40)  # the schema's minimum for run.max_response_bytes
+
+
 def port(text: str) -> int:
     return whole(text, 0, 65535)
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import orjson
 
 from ._client import ChatResult, OpenRouterClient
 from ._exceptions import ConfigError, RequestFailed, Transient
+from ._reply import Reply
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -83,18 +83,17 @@ class BatchClient:
         self.client = client
         self.url = batches_url(client.base_url)
 
-    async def _call(self, method: str, url: str, content: bytes | None = None) -> tuple[httpx.Response, Any]:
+    async def _call(self, method: str, url: str, content: bytes | None = None) -> tuple[Reply, Any]:
         client = self.client
         request = client._http.build_request(method, url, content=content, headers=client._auth(client._api_key))
-        response = await client._exchange(request)
+        reply = await client._exchange(request)  # size-capped, like every reply
+        if reply.status not in (200, 201, 202):
+            raise client._failure(reply)  # the error object, or the body's text scrubbed then cut
         try:
-            data = orjson.loads(response.content)
+            data = orjson.loads(reply.body)
         except orjson.JSONDecodeError:
             data = None
-        if response.status_code not in (200, 201, 202):
-            error = data.get("error") if isinstance(data, dict) else None
-            raise client._failure(response, error or {"message": response.text[:200]})
-        return response, data
+        return reply, data
 
     def _info(self, data: Any) -> BatchInfo:
         """A batch object, checked: a server that lies about its shape is a Transient failure."""
@@ -115,7 +114,7 @@ class BatchClient:
             request_counts={k: _count(counts.get(k)) for k in ("total", "completed", "failed")},
             cost=cost,
             usage=usage,
-            error=None if error is None else self.client._scrub(str(error))[:500],
+            error=None if error is None else self.client.scrub.text(str(error))[:500],
             results=results if isinstance(results, list) else None,
         )
 
@@ -154,11 +153,11 @@ class BatchClient:
         if isinstance(response, dict) and not error:
             status = response.get("status_code")
             status = status if isinstance(status, int) and 100 <= status <= 599 else 200
-            reply = httpx.Response(status, content=orjson.dumps(response.get("body")))
+            reply = Reply(status, {}, orjson.dumps(response.get("body")))
             try:
                 return BatchItem(custom_id, self.client.read_chat_reply(reply), None)
             except RequestFailed as failure:
                 return BatchItem(custom_id, None, failure)
         # The per-item error shape is not documented; read it like a sync error object.
         shaped = error if isinstance(error, dict) else {"message": str(error or "no response and no error")}
-        return BatchItem(custom_id, None, self.client._failure(httpx.Response(200), shaped))
+        return BatchItem(custom_id, None, self.client.error_object_failure(shaped))

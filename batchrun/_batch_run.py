@@ -24,11 +24,14 @@ from typing import Any
 from ._batch_api import BatchClient, BatchInfo, BatchItem
 from ._batch_rules import batch_groups, non_text_part
 from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
-from ._checks import Answer, grade
+from ._charges import byok_of
+from ._checks import Answer, grade, is_judge, without_latency_checks
 from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Transient
 from ._job import RunSettings
+from ._judging import RowGrading
 from ._matrix import Request
 from ._retry import AttemptLog
+from ._row import answer_fields
 from ._runner import STOP_AUTH, STOP_BUDGET, STOP_CREDITS, STOP_INTERRUPTED, Runner, RunOutcome
 
 STOP_SUBMITTED = "submitted"  # batches are still running at OpenRouter: collect later (exit 10)
@@ -57,11 +60,6 @@ class BatchOutcome:
             "in_doubt": self.in_doubt,
             "sync_rows": self.sync_rows,
         }
-
-
-def _without_latency_checks(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A batch has no per-request latency: latency checks do not apply to its rows."""
-    return [c for c in checks if "max_latency_ms" not in c]
 
 
 class BatchExecutor:
@@ -181,8 +179,11 @@ class BatchExecutor:
             self.pending[request.id] = request
 
     # -- collecting --------------------------------------------------------------------------
-    def _write_item(self, entry: BatchEntry, request: Request, item: BatchItem | None, share: float | None) -> float:
-        """One row's record from its batch item; returns the cost it reports."""
+    async def _write_item(
+        self, entry: BatchEntry, request: Request, item: BatchItem | None, share: float | None
+    ) -> float:
+        """One row's record from its batch item; returns the cost it reports. Judge checks are
+        graded by sync grader requests through the runner (_judging), like a sync row's."""
         runner = self.runner
         started = entry.intent_at
         log = AttemptLog()
@@ -196,39 +197,38 @@ class BatchExecutor:
         result = item.result
         cost = result.cost if result.cost is not None else share
         elapsed_ms = round((self.clock.time() - started) * 1000, 1)
+        byok = byok_of(result.usage)
         record = runner._record(
             request,
             "ok",
             None,
             False,
             started,
-            response_model=result.model,
-            provider=result.provider,
-            generation_id=result.generation_id,
-            content=result.content,
-            tool_calls=list(result.tool_calls) or None,
-            finish_reason=result.finish_reason,
-            native_finish_reason=result.native_finish_reason,
-            usage=result.usage,
+            **answer_fields(result),
             cost=cost,
             latency_ms=None,
+            ttft_ms=None,
             elapsed_ms=elapsed_ms,
             attempts=1,
             attempt_errors=[],
             error=None,
+            # The cost fields of a sync record (_charges): a share of the batch's charge is an estimate.
+            cost_status="reported" if result.cost is not None else ("estimated" if share is not None else "unknown"),
+            is_byok=byok[0],
+            upstream_inference_cost=byok[1],
+            abandoned_attempts=None,
             batch_id=entry.batch_id,
         )
-        checks = _without_latency_checks(request.checks)
+        checks = without_latency_checks(request.checks)
         if checks:
-            answer = Answer(
-                result.content,
-                None,
-                cost,
-                result.usage.get("completion_tokens"),
-                result.finish_reason,
-                result.tool_calls,
-            )
-            record.update(grade(checks, answer))
+            tokens = result.usage.get("completion_tokens")
+            answer = Answer(result.content, None, cost, tokens, result.finish_reason, result.tool_calls)
+            if any(is_judge(c) for c in checks):
+                grading = RowGrading(request, record, answer, checks=checks)
+                await runner.judging.grade_row(grading)
+                record = grading.record_now(runner.stop_reason)
+            else:
+                record.update(grade(checks, answer))
         runner._emit(request, record)
         return cost or 0.0
 
@@ -236,6 +236,10 @@ class BatchExecutor:
         message = info.error or f"the batch ended {info.status}"
         if info.status == "expired":
             return Transient("batch_expired", message)
+        if info.status == "lost":
+            # Retryable, so `--retry-errors` can submit the rows again: the user's call, since
+            # a 404 under another key does not prove the batch never ran.
+            return Transient("batch_not_found", message, 404)
         return Rejected("batch_failed", message)
 
     async def _collect(self, entry: BatchEntry, info: BatchInfo) -> None:
@@ -251,7 +255,7 @@ class BatchExecutor:
             reported = 0.0
             for row, request in zip(entry.rows, requests, strict=True):
                 if request is not None:
-                    reported += self._write_item(entry, request, items.get(row), share)
+                    reported += await self._write_item(entry, request, items.get(row), share)
         else:
             reported = 0.0
             for request in requests:
@@ -278,6 +282,13 @@ class BatchExecutor:
                 self.runner.request_stop(STOP_AUTH, f"the API key was refused: {failure.message}")
                 return
             except RequestFailed as failure:
+                if failure.http_status == 404:
+                    # Unknown to the server (another key, or past the documented 30-day retention):
+                    # its rows can never be collected; they end as errors instead of waiting forever.
+                    message = f"OpenRouter has no batch {entry.batch_id}"
+                    lost = BatchInfo(entry.batch_id, "lost", {}, None, None, message, None)
+                    await self._collect(entry, lost)
+                    continue
                 # A failed poll changes nothing: the batch runs on; the next poll may work.
                 self.notice(f"batch {entry.key} ({entry.batch_id}): poll failed: {failure.kind}: {failure.message}")
                 continue
@@ -331,11 +342,13 @@ class BatchExecutor:
         open_entries = self.state.open_entries()
         self.outcome.open = len(open_entries)
         self.outcome.open_rows = sum(len(e.rows) for e in open_entries + self.state.in_doubt())
-        if (open_entries or self.state.in_doubt()) and runner.stop_reason is None:
+        doubt = len(self.state.in_doubt())
+        if (open_entries or doubt) and runner.stop_reason is None:
             runner.request_stop(
                 STOP_SUBMITTED,
-                f"{self.outcome.open_rows} row(s) in {len(open_entries)} batch(es) still running at OpenRouter: "
-                "collect them with --resume",
+                f"{self.outcome.open_rows} row(s) await OpenRouter: {len(open_entries)} batch(es) still running"
+                + (f", {doubt} in doubt (see `batchrun batches list`)" if doubt else "")
+                + "; collect them with --resume",
             )
         return RunOutcome(runner.stop_reason, runner.stop_message, runner.ledger.spent)
 

@@ -66,9 +66,14 @@ def _text_list(value: Any) -> tuple[str, list[str]]:
 _EMPTY: Outcome = (False, "the expected text is empty (an empty or missing variable?): the check cannot pass")
 
 
+def _blank(text: str) -> bool:
+    # Trimming (the default) turns "  " into "", which every answer contains or starts with.
+    return not text.strip()
+
+
 def _contains(answer: Answer, value: Any, check: dict[str, Any], fold: bool) -> Outcome:
     mode, needles = _text_list(value)
-    if not all(needles):
+    if any(_blank(n) for n in needles):
         return _EMPTY
     haystack = _prepare(answer.content, check, fold)
     found = [n for n in needles if _prepare(n, check, fold) in haystack]
@@ -85,7 +90,7 @@ def _equals(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
 
 
 def _not_contains(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    if not all(_text_list(value)[1]):
+    if any(_blank(n) for n in _text_list(value)[1]):
         return _EMPTY
     passed, _ = _contains(answer, {"any": _text_list(value)[1]}, check, bool(check.get("ignore_case", False)))
     return not passed, f"expected not to contain {_short(', '.join(_text_list(value)[1]))!r}"
@@ -100,14 +105,14 @@ def _compiled(pattern: str, flags: str) -> re.Pattern[str]:
 
 
 def _regex(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    if not value:
+    if _blank(value):
         return _EMPTY
     flags = check.get("flags", "") + ("i" if check.get("ignore_case") else "")
     return bool(_compiled(value, flags).search(answer.content)), f"expected to match /{_short(value)}/"
 
 
 def _starts_with(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    if not value:
+    if _blank(value):
         return _EMPTY
     fold = bool(check.get("ignore_case", False))
     return _prepare(answer.content, check, fold).startswith(
@@ -188,6 +193,9 @@ def _tool_call(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     return False, f"expected {wanted}, got {called}" + (f" ({problems[0]})" if problems else "")
 
 
+# Kinds whose value is text (or an any/all list of text) compared with the answer.
+_TEXT_KINDS = frozenset({"contains", "icontains", "not_contains", "regex", "starts_with"})
+
 _KINDS: dict[str, Callable[[Answer, Any, dict[str, Any]], Outcome]] = {
     "equals": _equals,
     "contains": lambda a, v, c: _contains(a, v, c, bool(c.get("ignore_case", False))),
@@ -212,6 +220,10 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
 
     kind = _kind(check)
     value = check[kind]
+    if kind in _TEXT_KINDS:
+        for text in _text_list(value)[1]:
+            if "{{" not in text and _blank(text):  # templated ones are checked per row (see _job)
+                return [f"the check value {text!r} is empty or only whitespace, so the check could never fail"]
     if kind == "regex" and "{{" not in value:
         try:
             _compiled(value, check.get("flags", ""))
@@ -306,14 +318,13 @@ def grade(
 
 
 def answer_of(record: dict[str, Any]) -> Answer:
-    """A stored row's answer, as the checks see it. `cost` in a row includes its judging;
-    the answer's own cost is `usage.cost`."""
+    """A stored row's answer, as the checks see it (`cost` is the answer's: judging is
+    `judge_cost`, apart)."""
     usage = record.get("usage") or {}
-    cost = usage.get("cost") if isinstance(usage.get("cost"), (int, float)) else record.get("cost")
     return Answer(
         record.get("content") or "",
         record.get("latency_ms"),
-        cost,
+        record.get("cost"),
         usage.get("completion_tokens"),
         record.get("finish_reason"),
         tuple(record.get("tool_calls") or ()),
@@ -329,3 +340,9 @@ def stored_judgements(record: dict[str, Any], checks: list[dict[str, Any]]) -> d
         if found is not None:
             out[index] = found
     return out
+
+
+def without_latency_checks(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Batch rows have no per-request latency (a batch answers within 24 h): latency checks
+    do not apply to them, when they are answered or re-graded."""
+    return [c for c in checks if "max_latency_ms" not in c]

@@ -1,67 +1,49 @@
 """The OpenRouter client: one httpx.AsyncClient over the aiohttp transport.
 
-It builds requests, parses responses (including errors sent with HTTP 200) and turns
-every failure into one exception of batchrun's tree, at this boundary. It does not
-retry: the retry policy wraps `chat` from outside.
+It builds requests, reads each reply under the size cap (`_body`), and parses it into a
+typed result or one exception of batchrun's tree (`_reply`), at this boundary: no
+transport exception and no reply shape gets past it, and every string it hands on is
+scrubbed of every key it knows (the API key, a per-run key, the management key). It does
+not retry: the retry policy wraps `chat` from outside.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import dataclasses
+import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import httpx
 import orjson
 
-from ._classify import classify
+from ._body import ACCEPT_ENCODING, read_capped
 from ._clock import Clock, SystemClock
 from ._exceptions import ConfigError, RequestFailed, Transient
-from ._routing import METADATA_HEADER, answering_provider
+from ._pricing import EndpointPrice, GenerationCost, endpoints_slug, parse_balance, parse_endpoints, parse_generation
+from ._reply import (
+    ChatResult,
+    CreatedKey,
+    ModelInfo,
+    Reply,
+    data_of,
+    error_failure,
+    failure,
+    model_info,
+    parse_chat,
+    parse_created_key,
+    parse_key_data,
+    parse_models,
+)
+from ._routing import METADATA_HEADER
+from ._scrub import Scrubber
 
-# A reply is untrusted: bound what one answer's tool calls can put in a row.
-MAX_TOOL_CALLS = 32
-MAX_TOOL_ARGUMENTS = 65536
+__all__ = ["ChatResult", "ModelInfo", "OpenRouterClient", "default_transport", "DEFAULT_MAX_RESPONSE_BYTES"]
 
-
-@dataclass(frozen=True, slots=True)
-class ChatResult:
-    generation_id: str | None
-    model: str | None
-    provider: str | None
-    content: str
-    finish_reason: str | None
-    native_finish_reason: str | None
-    usage: dict[str, Any]
-    tool_calls: tuple[dict[str, Any], ...] = ()  # [{id, name, arguments (the JSON string as sent)}]
-
-    @property
-    def cost(self) -> float | None:
-        cost = self.usage.get("cost")
-        return float(cost) if isinstance(cost, (int, float)) else None
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    id: str
-    prompt_price: float | None  # USD per token; None when the endpoint does not know (router models)
-    completion_price: float | None
-    request_price: float
-    context_length: int | None
-    max_completion_tokens: int | None
-
-    @property
-    def price_known(self) -> bool:
-        return self.prompt_price is not None and self.completion_price is not None
-
-
-def _price(value: Any) -> float | None:
-    try:
-        price = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if price < 0 else price  # "-1" marks a router model whose price is not known
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # an answer is kilobytes; a few MiB is generous
 
 
 def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
@@ -72,6 +54,20 @@ def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
     return AiohttpTransport(
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     )
+
+
+def _not_a_timeout(exc: BaseException) -> bool:
+    """A "timeout" whose cause is a refused or failed connection, not time running out.
+
+    httpx-aiohttp maps every aiohttp ClientConnectorError to httpx.ConnectTimeout, so a
+    refused connection arrives here as a timeout; its cause says what really happened.
+    """
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 class OpenRouterClient:
@@ -87,19 +83,26 @@ class OpenRouterClient:
         timeout_s: float = 60.0,
         connect_timeout_s: float = 10.0,
         max_connections: int = 16,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._timeout_s = timeout_s
+        self._max_response_bytes = max_response_bytes
         self._clock = clock or SystemClock()
-        headers = {"Content-Type": "application/json"}
+        self.scrub = Scrubber(api_key)
+        # Only encodings the capped reader can decode piece by piece (no br, no zstd).
+        headers = {"Content-Type": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
         if app_url:
             headers["HTTP-Referer"] = app_url
         if app_title:
             headers["X-Title"] = app_title
             headers["X-OpenRouter-Title"] = app_title
+        # Opt in to `openrouter_metadata` on replies: the documented record of which provider
+        # answered (guides/features/router-metadata.mdx).
+        headers[METADATA_HEADER] = "enabled"
         # Opt in to `openrouter_metadata` on replies: the documented record of which provider
         # answered (guides/features/router-metadata.mdx).
         headers[METADATA_HEADER] = "enabled"
@@ -115,9 +118,14 @@ class OpenRouterClient:
     def __repr__(self) -> str:  # never show the key
         return f"OpenRouterClient({self.base_url!r})"
 
+    def protect(self, secret: str) -> None:
+        """Scrub this secret too (the management key) from everything a server sends."""
+        self.scrub.add(secret)
+
     def use_key(self, api_key: str) -> None:
         """Switch keys (the isolated per-run key) for all later requests."""
         self._api_key = api_key
+        self.scrub.add(api_key)
         self._prepare_chat()
 
     async def aclose(self) -> None:
@@ -128,12 +136,6 @@ class OpenRouterClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-    def _scrub(self, text: str) -> str:
-        """A misbehaving server may echo the request; the key must not reach a row or a log."""
-        if self._api_key and self._api_key in text:
-            text = text.replace(self._api_key, "[key]")
-        return text
 
     def _auth(self, key: str | None) -> dict[str, str]:
         if key is None:
@@ -150,38 +152,66 @@ class OpenRouterClient:
         )
         self._chat_extensions = {"timeout": self._http.timeout.as_dict()}
 
-    async def _exchange(self, request: httpx.Request) -> httpx.Response:
-        """One HTTP exchange, body fully read, transport errors translated into Transient."""
+    async def _exchange(self, request: httpx.Request, billable: bool = False) -> Reply:
+        """One HTTP exchange, its body read under the cap; every transport failure (an
+        invalid status line, a TLS or SSH banner included) becomes a Transient.
+
+        `billable`: the request may be charged once the server has it, so a failure after
+        sending marks the attempt `maybe_billed` (with the generation id, if headers came).
+        """
+        headers: list[Mapping[str, str]] = []  # the response's headers, once they are in
         try:
             # httpx's timeouts are per read; this bounds the whole exchange, so a server
             # that drips bytes forever cannot hang a row (openrouter python-sdk #72).
             async with asyncio.timeout(self._timeout_s):
-                response = await self._http.send(request)
-                await response.aread()
+                response = await self._http.send(request, stream=True)
+                headers.append(response.headers)
+                try:
+                    body = await read_capped(response, self._max_response_bytes)
+                finally:
+                    # Closing a response not read to its end drops its connection: the rest
+                    # of an oversized body is never received.
+                    await response.aclose()
         except TimeoutError:
-            raise Transient("timeout", f"no complete answer within {self._timeout_s:g} s") from None
+            failure = Transient("timeout", f"no complete answer within {self._timeout_s:g} s")
+            raise abandoned(failure, headers, billable) from None
+        except httpx.ConnectError as exc:
+            # Never reached the server: nothing can have been billed.
+            raise Transient("connect", self._describe_connect(exc)) from None
         except httpx.TimeoutException as exc:
-            raise Transient("timeout", self._scrub(f"{type(exc).__name__}: {exc}") or "timed out") from None
-        except httpx.TransportError as exc:
-            raise Transient("network", self._scrub(f"{type(exc).__name__}: {exc}")) from None
-        return response
+            if _not_a_timeout(exc):
+                raise Transient("connect", self._describe_connect(exc)) from None
+            failure = Transient("timeout", self._describe(exc) or "timed out")
+            if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+                raise failure from None  # never reached the server: nothing can have been billed
+            raise abandoned(failure, headers, billable) from None
+        except (httpx.HTTPError, aiohttp.ClientError, OSError, ValueError) as exc:
+            # aiohttp's ClientResponseError (a bad status line, bytes that are not HTTP)
+            # is not mapped by the transport: it arrives here as itself.
+            failure = Transient("network", self._describe(exc))
+            raise abandoned(failure, headers, billable) from None
+        return Reply(response.status_code, response.headers, body)
 
-    async def _send(self, method: str, path: str, key: str | None, body: Any = None) -> httpx.Response:
+    def _describe_connect(self, exc: BaseException) -> str:
+        return self.scrub.text(f"connection failed: {exc}")[:300]
+
+    def _describe(self, exc: BaseException) -> str:
+        return self.scrub.text(f"{type(exc).__name__}: {exc}")[:300]
+
+    async def _send(self, method: str, path: str, key: str | None, body: Any = None) -> Reply:
         content = None if body is None else orjson.dumps(body)
         request = self._http.build_request(method, self.base_url + path, content=content, headers=self._auth(key))
         return await self._exchange(request)
 
-    def _failure(self, response: httpx.Response, error: Any) -> RequestFailed:
-        failure = classify(
-            response.status_code, error if isinstance(error, dict) else None, response.headers, self._clock.time()
-        )
-        failure.message = self._scrub(failure.message)
-        failure.args = (failure.message,)
-        return failure
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self._http
 
-    async def chat(self, body: dict[str, Any] | bytes, row_id: str | None = None) -> ChatResult:
-        """POST /chat/completions (a body, or its JSON already encoded); returns the answer
-        or raises a classified RequestFailed."""
+    def scrub_text(self, text: str) -> str:
+        return self.scrub.text(text)
+
+    def chat_request(self, body: dict[str, Any] | bytes, row_id: str | None = None) -> httpx.Request:
+        """The POST /chat/completions request, built from the headers prepared once per key."""
         if self._chat_headers is None:
             raise ConfigError("no API key is set")
         request = httpx.Request(
@@ -194,88 +224,67 @@ class OpenRouterClient:
         if row_id:
             # The row id travels as a header so logs (and the simulator) can tie re-sends together.
             request.headers["X-Batchrun-Row"] = row_id
-        return self.read_chat_reply(await self._exchange(request))
+        return request
 
-    def read_chat_reply(self, response: httpx.Response) -> ChatResult:
+    async def chat(self, body: dict[str, Any] | bytes, row_id: str | None = None) -> ChatResult:
+        """POST /chat/completions (a body, or its JSON already encoded); returns the answer
+        or raises a classified RequestFailed."""
+        request = self.chat_request(body, row_id)
+        return self.read_chat_reply(await self._exchange(request, billable=True), billable=True)
+
+    def read_chat_reply(self, reply: Reply, billable: bool = False) -> ChatResult:
         """A chat completion reply (sync, or one item of a batch) as a ChatResult, or a
-        classified RequestFailed, including errors sent with HTTP 200."""
+        classified RequestFailed, including errors sent with HTTP 200. `billable`: a cut
+        body marks the failure as possibly billed (a sync attempt)."""
         try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            if response.status_code == 200:
-                raise Transient("bad_response", "the body was truncated or not JSON", 200) from None
-            raise self._failure(response, {"message": response.text[:200] or f"HTTP {response.status_code}"}) from None
-        if response.status_code != 200 or not isinstance(data, dict):
-            raise self._failure(response, data.get("error") if isinstance(data, dict) else None)
-        if data.get("error"):
-            raise self._failure(response, data["error"])
-        choices = data.get("choices")
-        if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
-            raise Transient("bad_response", "the answer had no choices", 200)
-        choice = choices[0]
-        if choice.get("finish_reason") == "error" or choice.get("error"):
-            raise self._failure(response, choice.get("error") or {"message": "finish_reason error"})
-        message = choice.get("message") or {}
-        return ChatResult(
-            generation_id=data.get("id"),
-            model=data.get("model"),
-            provider=answering_provider(data),
-            content=self._scrub(message.get("content") or ""),
-            finish_reason=choice.get("finish_reason"),
-            native_finish_reason=choice.get("native_finish_reason"),
-            usage=data.get("usage") or {},
-            tool_calls=self._tool_calls(message.get("tool_calls")),
-        )
+            result = parse_chat(reply, self.scrub, self._clock.time())
+        except Transient as failed:
+            if reply.status == 200 and failed.kind == "bad_response" and not _is_json(reply.body):
+                # A cut answer was generated, so it may well be billed.
+                raise abandoned(failed, [reply.headers], billable) from None
+            raise
+        if valid_generation_id(result.generation_id) is None:
+            # The id is sent back in a /generation URL: only a well-formed one is kept, and
+            # the X-Generation-Id header stands in for a missing one (streaming.mdx).
+            result = dataclasses.replace(result, generation_id=generation_header(reply.headers))
+        return result
 
-    def _tool_calls(self, raw: Any) -> tuple[dict[str, Any], ...]:
-        """`message.tool_calls` as {id, name, arguments}; a malformed entry is kept as a call
-        of no name (a check then fails on it) rather than trusted or dropped silently."""
-        if not isinstance(raw, list):
-            return ()
-        calls = []
-        for item in raw[:MAX_TOOL_CALLS]:
-            function = item.get("function") if isinstance(item, dict) else None
-            function = function if isinstance(function, dict) else {}
-            name, arguments = function.get("name"), function.get("arguments")
-            if isinstance(arguments, (dict, list)):  # some providers send an object, not a string
-                arguments = orjson.dumps(arguments).decode()
-            calls.append(
-                {
-                    "id": self._scrub(str(item.get("id")))[:200] if isinstance(item, dict) and item.get("id") else None,
-                    "name": self._scrub(name)[:200] if isinstance(name, str) else None,
-                    "arguments": self._scrub(arguments)[:MAX_TOOL_ARGUMENTS] if isinstance(arguments, str) else None,
-                }
-            )
-        return tuple(calls)
+    def _failure(self, reply: Reply) -> RequestFailed:
+        return error_failure(reply, self.scrub, self._clock.time())
 
-    async def _account_get(self, path: str, key: str | None) -> Any | None:
+    def error_object_failure(self, error: Any, status: int = 200) -> RequestFailed:
+        """An OpenRouter error object met outside a reply of its own (a batch item's error)."""
+        return failure(Reply(status, {}, b""), error, self.scrub, self._clock.time())
+
+    async def _account_get(self, path: str, key: str | None) -> Reply | None:
         """GET an account endpoint; None where the endpoint does not have it (404/405/501)."""
-        response = await self._send("GET", path, key)
-        if response.status_code in (404, 405, 501):
+        reply = await self._send("GET", path, key)
+        if reply.status in (404, 405, 501):
             return None
-        if response.status_code != 200:
-            raise self._failure(response, _error_of(response))
-        try:
-            return response.json()
-        except ValueError:
-            return None
+        if reply.status != 200:
+            raise self._failure(reply)
+        return reply
 
     async def key_info(self) -> dict[str, Any] | None:
         """GET /key: limit, limit_remaining, usage...; None where the endpoint has no /key."""
-        data = await self._account_get("/key", self._api_key)
-        return data.get("data") if isinstance(data, dict) and isinstance(data.get("data"), dict) else None
+        reply = await self._account_get("/key", self._api_key)
+        return None if reply is None else parse_key_data(data_of(reply, "/key"), self.scrub, "/key")
 
     async def models(self) -> dict[str, ModelInfo] | None:
-        """GET /models as {id: ModelInfo}; None where the endpoint does not list models with prices."""
-        data = await self._account_get("/models", self._api_key)
-        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        """GET /models as {id: ModelInfo}; None where the endpoint does not list models."""
+        reply = await self._account_get("/models", self._api_key)
+        return None if reply is None else parse_models(reply, self.scrub)
+
+    async def _account_json(self, path: str, key: str | None) -> Any:
+        """The `data` of an account endpoint's JSON reply; None where it is absent or unreadable."""
+        reply = await self._account_get(path, key)
+        if reply is None:
             return None
-        out = {}
-        for item in data["data"]:
-            info = _model_info(item)
-            if info is not None:
-                out[info.id] = info
-        return out
+        try:
+            body = orjson.loads(reply.body)
+        except orjson.JSONDecodeError:
+            return None
+        return body.get("data") if isinstance(body, dict) else None
 
     async def model(self, model_id: str) -> tuple[str, ModelInfo | None]:
         """GET /model/{author}/{slug}, the single-model lookup (openapi.yaml `getModel`: it
@@ -286,68 +295,96 @@ class OpenRouterClient:
         if not author or not slug:
             return "missing", None
         path = f"/model/{quote(author, safe='~')}/{quote(slug, safe='~:.-_')}"
-        response = await self._send("GET", path, self._api_key)
-        if response.status_code == 404:
+        reply = await self._send("GET", path, self._api_key)
+        if reply.status == 404:
             return "missing", None
-        if response.status_code in (405, 501):
+        if reply.status in (405, 501):
             return "unknown", None
-        if response.status_code != 200:
-            raise self._failure(response, _error_of(response))
+        if reply.status != 200:
+            raise self._failure(reply)
         try:
-            data = response.json()
-        except ValueError:
+            body = orjson.loads(reply.body)
+        except orjson.JSONDecodeError:
             return "unknown", None
-        info = _model_info(data.get("data")) if isinstance(data, dict) else None
+        info = model_info(body.get("data"), self.scrub) if isinstance(body, dict) else None
         return ("found", info) if info is not None else ("unknown", None)
 
-    async def create_key(self, management_key: str, name: str, limit: float, expires_at: str) -> dict[str, Any]:
-        """POST /keys with a management key: returns {"key": ..., "data": {...hash, label...}}."""
-        response = await self._send(
-            "POST", "/keys", management_key, {"name": name, "limit": limit, "expires_at": expires_at}
+    async def generation(self, generation_id: str) -> GenerationCost | None:
+        """GET /generation?id=: the exact charge of one generation; None while it is not known."""
+        if valid_generation_id(generation_id) is None:
+            return None  # not an id: never put it in a URL
+        return parse_generation(await self._account_json(f"/generation?id={generation_id}", self._api_key))
+
+    async def endpoints(self, model: str) -> list[EndpointPrice] | None:
+        """GET /models/{author}/{slug}/endpoints: each provider's price; None where not served."""
+        inner = await self._account_json(f"/models/{endpoints_slug(model)}/endpoints", self._api_key)
+        return parse_endpoints(inner.get("endpoints") if isinstance(inner, dict) else None)
+
+    async def credits(self, management_key: str) -> float | None:
+        """GET /credits (management key): the account's balance, total_credits - total_usage."""
+        self.protect(management_key)
+        return parse_balance(await self._account_json("/credits", management_key))
+
+    async def create_key(self, management_key: str, name: str, limit: float, expires_at: str) -> CreatedKey:
+        """POST /keys with a management key: the new key, its hash and label."""
+        self.protect(management_key)
+        reply = await self._send(
+            "POST",
+            "/keys",
+            management_key,
+            # include_byok_in_limit: the key's limit then covers BYOK spend too (openapi /keys).
+            {"name": name, "limit": limit, "expires_at": expires_at, "include_byok_in_limit": True},
         )
-        if response.status_code in (404, 405, 501):
+        if reply.status in (404, 405, 501):
             raise ConfigError(f"{self.base_url} has no /keys management API: --isolated-key cannot be used")
-        if response.status_code not in (200, 201):
-            raise self._failure(response, _error_of(response))
-        data: dict[str, Any] = response.json()
-        return data
+        if reply.status not in (200, 201):
+            raise self._failure(reply)
+        created = parse_created_key(reply, self.scrub)
+        self.scrub.add(created.key)
+        return created
 
     async def key_by_hash(self, management_key: str, key_hash: str) -> dict[str, Any] | None:
-        data = await self._account_get(f"/keys/{key_hash}", management_key)
-        return data.get("data") if isinstance(data, dict) else None
+        self.protect(management_key)
+        reply = await self._account_get(f"/keys/{key_hash}", management_key)
+        return None if reply is None else parse_key_data(data_of(reply, "/keys"), self.scrub, "/keys")
 
     async def delete_key(self, management_key: str, key_hash: str) -> None:
-        response = await self._send("DELETE", f"/keys/{key_hash}", management_key)
-        if response.status_code not in (200, 204):
-            raise self._failure(response, _error_of(response))
+        self.protect(management_key)
+        reply = await self._send("DELETE", f"/keys/{key_hash}", management_key)
+        if reply.status not in (200, 204):
+            raise self._failure(reply)
 
     async def disable_key(self, management_key: str, key_hash: str) -> None:
-        response = await self._send("PATCH", f"/keys/{key_hash}", management_key, {"disabled": True})
-        if response.status_code != 200:
-            raise self._failure(response, _error_of(response))
+        self.protect(management_key)
+        reply = await self._send("PATCH", f"/keys/{key_hash}", management_key, {"disabled": True})
+        if reply.status != 200:
+            raise self._failure(reply)
 
 
-def _model_info(item: Any) -> ModelInfo | None:
-    """One model of /models or /model/{author}/{slug}; None for an entry without an id."""
-    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-        return None
-    pricing: dict[str, Any] = item["pricing"] if isinstance(item.get("pricing"), dict) else {}
-    top: dict[str, Any] = item["top_provider"] if isinstance(item.get("top_provider"), dict) else {}
-    context = item.get("context_length")
-    max_completion = top.get("max_completion_tokens")
-    return ModelInfo(
-        id=item["id"],
-        prompt_price=_price(pricing.get("prompt")),
-        completion_price=_price(pricing.get("completion")),
-        request_price=_price(pricing.get("request")) or 0.0,
-        context_length=context if isinstance(context, int) else None,
-        max_completion_tokens=max_completion if isinstance(max_completion, int) else None,
-    )
+_GENERATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 
-def _error_of(response: httpx.Response) -> dict[str, Any] | None:
+def valid_generation_id(value: str | None) -> str | None:
+    """A generation id is stored and sent back in a URL: only id characters pass."""
+    return value if value and _GENERATION_ID.fullmatch(value) else None
+
+
+def generation_header(headers: Mapping[str, str] | None) -> str | None:
+    """X-Generation-Id, sent on every endpoint's reply (api_reference/streaming.mdx)."""
+    return valid_generation_id(headers.get("x-generation-id") if headers is not None else None)
+
+
+def abandoned(failure: RequestFailed, headers: list[Mapping[str, str]], billable: bool) -> RequestFailed:
+    """Mark a failure after which the server may still bill the attempt."""
+    if billable:
+        failure.maybe_billed = True
+        failure.generation_id = generation_header(headers[0] if headers else None)
+    return failure
+
+
+def _is_json(body: bytes) -> bool:
     try:
-        data = response.json()
-    except ValueError:
-        return {"message": response.text[:200]}
-    return data.get("error") if isinstance(data, dict) else None
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return True

@@ -13,6 +13,7 @@
         │   └── RateLimited      a 429 (or overload) with the server's wait, if it gave one
         └── Final                another attempt cannot succeed
             ├── Rejected         final for the row: bad request, moderation, guardrail...
+            │   └── ResponseTooLarge  the reply passed run.max_response_bytes (after decompression)
             ├── ModelUnavailable final for the model: an availability code such as model_not_found
             ├── DailyCapReached  final for the model: a platform limit that resets past the run's horizon
             ├── AuthFailed       final for the run: the key is missing, wrong or expired
@@ -88,7 +89,16 @@ class CacheError(BatchrunError):
 
 
 class RequestFailed(BatchrunError):
-    """One request failed. `kind` is a short stable word used in result rows."""
+    """One request failed. `kind` is a short stable word used in result rows.
+
+    `maybe_billed` marks a failure after which OpenRouter may still charge the attempt: a
+    non-streamed request the client gave up on (timeout, cut body) can complete and be
+    billed (api_reference/streaming.mdx, "Stream cancellation"). `generation_id` is the
+    attempt's id when its headers arrived (X-Generation-Id), so its cost can be looked up.
+    """
+
+    maybe_billed: bool = False
+    generation_id: str | None = None
 
     def __init__(
         self,
@@ -137,6 +147,14 @@ class Final(RequestFailed):
 
 class Rejected(Final):
     """Final for the row only: bad parameters, moderation, unknown model, too large."""
+
+
+class ResponseTooLarge(Rejected):
+    """The reply grew past the cap on response bytes; the same request would do it again."""
+
+    def __init__(self, cap: int, http_status: int | None = None, declared: int | None = None) -> None:
+        what = "the reply grew past" if declared is None else f"the reply declared {declared:,} bytes, over"
+        super().__init__("response_too_large", f"{what} the {cap:,}-byte cap (run.max_response_bytes)", http_status)
 
 
 class ModelUnavailable(Final):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ConfigError, ResultsError
+from ._reader import Warn
 from ._report_data import failure_reasons, read_run_summary, wilson
 from ._results import final_records
 from ._summary import SummaryBuilder
@@ -85,11 +86,11 @@ def _state(record: dict[str, Any]) -> str:
     return "ok" if passed is None else "pass" if passed else "fail"
 
 
-def _read_run(path: Path, keep_states: bool = False) -> Run | None:
+def _read_run(path: Path, warn: Warn, keep_states: bool = False) -> Run | None:
     builder = SummaryBuilder()
     states: dict[str, tuple[str, str, str, str, str]] = {}
     start: str | None = None
-    for record in final_records(path):
+    for record in final_records(path, warn):
         builder.add(record)
         started = record.get("started_at")
         if isinstance(started, str) and (start is None or started < start):
@@ -214,11 +215,16 @@ def _flips(before: Run, after: Run) -> dict[str, Any]:
     }
 
 
-def build_history(paths: Iterable[Path]) -> dict[str, Any]:
-    """The history of the runs in `paths` (files or folders), oldest first."""
+def _quiet(_message: str) -> None:
+    return None  # the second read of a file: its set-aside lines were reported by the first
+
+
+def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
+    """The history of the runs in `paths` (files or folders), oldest first; `warn` hears of
+    lines the reader set aside (corrupt or torn records)."""
     files = runs_in(list(paths))
     # Each run's aggregates first; the row states only of the last two (read again for them).
-    loaded = [run for run in map(_read_run, files) if run is not None]
+    loaded = [run for run in (_read_run(path, warn) for path in files) if run is not None]
     if not loaded:
         raise ResultsError(f"{', '.join(map(str, files))}: no rows in these results files")
     jobs = {str(run.summary["job"]) for run in loaded if run.summary["job"]}
@@ -231,7 +237,7 @@ def build_history(paths: Iterable[Path]) -> dict[str, Any]:
         "job": next(iter(jobs), None),
         "runs": runs,
         "markers": markers,
-        "flips": _flips(*[_read_run(run.path, keep_states=True) or run for run in loaded[-2:]])
+        "flips": _flips(*[_read_run(run.path, _quiet, keep_states=True) or run for run in loaded[-2:]])
         if len(loaded) > 1
         else None,
     }

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from ._run import RunOptions
 
 EXPIRY_SLACK_S = 600.0
-MISMATCH_USD = 0.01
 T = TypeVar("T")
 
 
@@ -52,6 +51,7 @@ class IsolatedKey:
     def for_run(cls, job: Job, options: RunOptions, settings: RunSettings, client: OpenRouterClient) -> IsolatedKey:
         if not options.management_key:
             raise ConfigError(f"--isolated-key needs a management key in ${job.endpoint.management_key_env}")
+        client.protect(options.management_key)  # a /keys server may echo it in any error
         now = options.clock.time()
         life = settings.deadline_s + settings.grace_s + EXPIRY_SLACK_S if settings.deadline_s else settings.key_expiry_s
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
@@ -77,16 +77,14 @@ class IsolatedKey:
             )
         except RequestFailed as failure:
             raise ConfigError(f"could not create the per-run key: {failure.message}") from None
-        data = created.get("data") or {}
-        if not isinstance(created.get("key"), str) or not data.get("hash"):
-            raise ConfigError("could not create the per-run key: the answer had no key")
-        self._hash = data["hash"]
-        self.label = data.get("label")
+        self._hash = created.hash
+        self.label = created.label
         self.limit = budget
-        self._client.use_key(created["key"])
+        self._client.use_key(created.key)
 
-    async def finish(self, ledger_spent: float, notice: Callable[[str], None]) -> None:
-        """Read the key's own usage, then delete it (disable it where deletion fails)."""
+    async def finish(self, notice: Callable[[str], None]) -> None:
+        """Read the key's own usage, then delete it (disable it where deletion fails).
+        (The run's reconciliation, in _reconcile, compares that usage with the ledger.)"""
         key_hash = self._hash
         if key_hash is None:
             return
@@ -109,11 +107,6 @@ class IsolatedKey:
                     f"warning: the per-run key {self.label} could not be deleted or disabled "
                     f"({second.message}); it expires on its own"
                 )
-        if self.final_usage is not None and abs(self.final_usage - ledger_spent) > MISMATCH_USD:
-            notice(
-                f"warning: the per-run key was charged ${self.final_usage:.4f} "
-                f"but the ledger counted ${ledger_spent:.4f}"
-            )
 
     def audit(self) -> dict[str, Any]:
         return {

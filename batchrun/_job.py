@@ -49,6 +49,7 @@ class RunSettings:
     concurrency: int = 16
     timeout_s: float = 60.0
     connect_timeout_s: float = 10.0
+    max_response_bytes: int = 4 * 1024 * 1024  # the client's DEFAULT_MAX_RESPONSE_BYTES
     output: str | None = None
     max_attempts: int = 6
     max_elapsed_s: float = 600.0
@@ -71,6 +72,7 @@ class RunSettings:
     batch_max_requests: int = 10_000
     batch_multimodal: str = "sync"  # rows with non-text parts: run in sync mode, or "refuse" at validate
     batch_retry: str = "batch"  # --retry-errors of failed/expired items: a new batch, or "sync"
+    stream: bool = False  # streaming mode; README "Streaming" says why it is not the default
 
 
 @dataclass(frozen=True)

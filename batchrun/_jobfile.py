@@ -172,4 +172,28 @@ def value_problems(data: dict[str, Any], problem: Callable[[JsonPath, str], Prob
         templated += [(("prompts", i, k), prompt.get(k)) for k in ("text", "system", "messages", "checks")]
     for where, value in templated:
         problems += [problem(path, message) for path, message in template_problems(value, where)]
+    # Params are sent as written, never templated: a placeholder there would reach the
+    # model literally (`stop: ["{{nope}}"]`), so any `{{` or `}}` in them is refused.
+    params: list[tuple[JsonPath, Any]] = [(("defaults", "params"), defaults.get("params"))]
+    params += [(("prompts", i, "params"), prompt.get("params")) for i, prompt in enumerate(data["prompts"])]
+    models = data.get("models", [])
+    params += [(("models", i, "params"), m.get("params")) for i, m in enumerate(models) if isinstance(m, dict)]
+    for where, value in params:
+        problems += [
+            problem(path, "params are sent as written, not templated: '{{' and '}}' cannot appear in them")
+            for path in braced_strings(value, where)
+        ]
     return problems
+
+
+def braced_strings(value: Any, path: JsonPath) -> Iterator[JsonPath]:
+    """Paths of the strings inside `value` that hold `{{` or `}}`."""
+    if isinstance(value, str):
+        if "{{" in value or "}}" in value:
+            yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from braced_strings(item, (*path, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from braced_strings(item, (*path, index))

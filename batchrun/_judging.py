@@ -1,52 +1,39 @@
-"""Sending judge requests: first-class requests through the run's throttle, ledger and retries.
+"""Sending judge requests: first-class requests of the run that grades with them.
 
-A `GraderPool` is given the run's own throttle, ledger, cost model, retry policy and
-client (so the isolated key, the budget and the shared 429 cooldown all apply), and grades
-one row's judge checks after its answer arrived. `report --job` builds one of its own
-around a fresh ledger holding `--budget`.
+A grader request goes through the same `Runner` as the rows (`Judging` holds it): the
+model stops and blocked scopes, the key refresh, a worst-case reservation in the ledger,
+the throttle and shared 429 cooldowns, the retry policy and deadline, held reservations
+for attempts that may have been billed, cost lookups and `cost_status` (_charges), and
+the classification of failures (a refused key or an empty purse stops the run). So the
+isolated key, the budget, resume and shards apply as they do to rows. `report --job`
+re-grades through a Runner of its own whose ledger holds `--budget` (_regrade).
 
 A grader that fails (an error after retries, a reply that is not a verdict, no money
 left, a stopped run) makes its check `error`, never `fail`: see _checks.ungraded.
+
+Where a verdict is recorded: with its row (one record per row, as ever). The check's
+entry carries `judge: {score, aggregate, graders: [{model, pass, score, reason,
+generation_id, cost, cost_status} | {model, error, ...}], cost}`; the row carries
+`judge_cost` and `judge_cost_status` next to its own `cost` (the answer's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from ._checks import Answer, is_judge, ungraded
-from ._client import ChatResult, OpenRouterClient
-from ._clock import Clock
-from ._costs import CostModel
-from ._exceptions import AuthFailed, CreditExhausted, RateLimited, RequestFailed
+from ._charges import AbandonedAttempt, RowCharges
+from ._checks import Answer, grade, is_judge, ungraded
+from ._exceptions import RequestFailed
 from ._judge import GraderSettings, VerdictError, aggregate, answer_text, grader_body, parse_verdict
-from ._ledger import BudgetExhausted, CreditLedger
-from ._limiter import Throttle
+from ._ledger import BudgetExhausted
 from ._matrix import Request, encode_body
-from ._retry import AttemptLog, RetryPolicy, call_with_retries
+from ._row import Row
 
-StopHook = Callable[[str, str], None]
-
-
-async def throttled_chat(
-    throttle: Throttle, client: OpenRouterClient, clock: Clock, request: Request
-) -> tuple[ChatResult, float]:
-    """One attempt through the throttle; returns the answer and this attempt's latency in s."""
-    started = await throttle.acquire(request.model)
-    try:
-        result = await client.chat(request.payload, row_id=request.id)
-    except RateLimited as failure:
-        throttle.rate_limited(
-            request.model, started, failure.retry_after, pace=failure.paces, limit_wait=failure.limit_wait
-        )
-        raise
-    finally:
-        await throttle.release(request.model)
-    throttle.succeeded(request.model)
-    return result, clock.monotonic() - started
+if TYPE_CHECKING:
+    from ._runner import Runner
 
 
 def grader_request(row_id: str, index: int, body: dict[str, Any]) -> Request:
@@ -57,82 +44,120 @@ def grader_request(row_id: str, index: int, body: dict[str, Any]) -> Request:
 
 
 @dataclass
-class GraderPool:
-    settings: GraderSettings
-    client: OpenRouterClient
-    throttle: Throttle
-    ledger: CreditLedger
-    costs: CostModel | None
-    policy: RetryPolicy
-    clock: Clock
-    on_stop: StopHook
-    stopped: Callable[[], str | None]  # the run's stop reason, if it is stopping
-    limit_from_key: Callable[[], bool] = lambda: False
-    attempt: Callable[[Request], Awaitable[tuple[ChatResult, float]]] | None = None
+class RowGrading:
+    """A row whose answer is in, while its judge checks are graded."""
 
-    async def _send(self, request: Request) -> tuple[ChatResult, float]:
-        if self.attempt is not None:
-            return await self.attempt(request)
-        return await throttled_chat(self.throttle, self.client, self.clock, request)
+    request: Request
+    record: dict[str, Any]  # the ok record, checks not yet graded
+    answer: Answer
+    checks: list[dict[str, Any]] | None = None  # the request's, unless some do not apply
+    judged: dict[int, dict[str, Any]] = field(default_factory=dict)  # check index -> result
+    graders: list[Row] = field(default_factory=list)  # every grader request sent for it
 
-    async def verdict(self, request: Request) -> dict[str, Any]:
-        """One grader's verdict, with its cost and generation id; `error` when there is none."""
+    @property
+    def applied(self) -> list[dict[str, Any]]:
+        return self.request.checks if self.checks is None else self.checks
+
+    def record_now(self, stopped: str | None = None) -> dict[str, Any]:
+        """The row's record: judge checks not graded yet (the run stopped, or the row was
+        cut short) are `error`, so the row neither passes nor fails."""
+        checks = self.applied
+        judged = dict(self.judged)
+        for index, check in enumerate(checks):
+            if is_judge(check) and index not in judged:
+                judged[index] = ungraded(check, f"not graded: the run stopped ({stopped or 'interrupted'})")
+        spent = RowCharges([part for grader in self.graders for part in grader.charges.parts])
+        costs = spent.fields()
+        return {
+            **self.record,
+            "judge_cost": costs["cost"] if spent.parts else 0.0,
+            "judge_cost_status": costs["cost_status"],
+            **grade(checks, self.answer, judged),
+        }
+
+
+class Judging:
+    """Grades rows' judge checks with the requests of one Runner."""
+
+    def __init__(self, runner: Runner, settings: GraderSettings) -> None:
+        self.runner = runner
+        self.settings = settings
+
+    async def grade_row(self, grading: RowGrading) -> None:
+        """Grade each judge check of the row in turn (its graders at once); results go into
+        `grading.judged` as they come, so a row cut short keeps the ones finished."""
+        request = grading.request
+        shown = answer_text(grading.answer.content, grading.answer.tool_calls)
+        question = question_of(request.body)
+        for index, check in enumerate(grading.applied):
+            if not is_judge(check):
+                continue
+            graders = self.settings.graders_for(check)
+            if not graders:
+                grading.judged[index] = ungraded(check, "no grader: set judge.model or the check's grader")
+                continue
+            sent = [
+                grader_request(request.id, index, grader_body(self.settings, model, question, check["judge"], shown))
+                for model in graders
+            ]
+            verdicts = await asyncio.gather(*(self._verdict(grader, grading) for grader in sent))
+            grading.judged[index] = check_result(check, list(verdicts), self.settings)
+
+    async def _verdict(self, request: Request, grading: RowGrading) -> dict[str, Any]:
+        """One grader's verdict with its cost; `error` instead when there is none."""
+        runner = self.runner
         model = request.model
-        stop = self.stopped()
-        if stop is not None:
-            return {"model": model, "error": f"not graded: the run stopped ({stop})", "cost": None}
-        worst = self.costs.worst_case(request) if self.costs else None
+        if runner.stop_reason is not None:
+            return {"model": model, "error": f"not graded: the run stopped ({runner.stop_reason})"}
+        model_stop = runner._model_stop(model)
+        if model_stop is not None:
+            return {"model": model, "error": f"not graded: the grader is stopped ({model_stop})"}
+        await runner._maybe_refresh_key()
+        worst = runner.costs.worst_case(request) if runner.costs else None
+        row = Row(request)
+        grading.graders.append(row)
+        row.reservation = await runner._reserve(worst)
+        if row.reservation is None or runner.stop_reason is not None:
+            await runner._release(row)
+            return {"model": model, "error": f"not graded: the run stopped ({runner.stop_reason or 'budget'})"}
         try:
-            reservation = await self.ledger.reserve(worst or 0.0)
-        except BudgetExhausted:
-            reason = "credits" if self.limit_from_key() else "budget"
-            self.on_stop(reason, f"a grader request needs up to ${worst or 0:.6f}")
-            return {"model": model, "error": f"not graded: {reason}", "cost": None}
-        log = AttemptLog()
-        try:
-            result, _ = await call_with_retries(lambda: self._send(request), self.policy, self.clock.sleep, log)
-        except RequestFailed as failure:
-            await self.ledger.release(reservation)
-            if isinstance(failure, AuthFailed):
-                self.on_stop("auth", f"the API key was refused: {failure.message}")
-            elif isinstance(failure, CreditExhausted):
-                self.on_stop("credits", failure.message)
-            return {"model": model, "error": f"{failure.kind}: {failure.message[:200]}", "cost": 0.0}
+            result, _ = await runner.send_with_retries(row, worst)
+        except (RequestFailed, BudgetExhausted) as failure:
+            await runner._release(row)
+            await runner.charges.look_up_row(row.charges)
+            if isinstance(failure, BudgetExhausted):
+                runner._budget_stop(worst)
+                why = f"not graded: the run stopped ({runner.stop_reason or 'budget'})"
+            else:
+                runner.react(request, failure, runner._too_long(failure))
+                why = f"{failure.kind}: {failure.message[:200]}"
+            return {"model": model, "error": why, **_cost_of(row)}
         except asyncio.CancelledError:
-            await asyncio.shield(self.ledger.release(reservation))
+            if row.sent:  # abandoned in flight: it may still be billed (streaming.mdx)
+                runner._hold(row, AbandonedAttempt())
+            await runner._release(row)
             raise
-        # Without a billed cost keep the worst case as spent; a negative one is a lying server.
-        cost = result.cost
-        spent = max(0.0, cost) if cost is not None else reservation
-        await self.ledger.settle(reservation, spent)
-        base = {"model": model, "generation_id": result.generation_id, "cost": spent}
+        reservation, row.reservation = row.reservation or 0.0, None
+        row.sent = False
+
+        async def settle() -> None:
+            estimate = runner.costs.charge_from_usage(request, result.usage) if runner.costs else None
+            await runner.charges.answered(result, reservation, row.charges, estimate)
+            await runner.charges.look_up_row(row.charges)
+
+        await runner._settled(settle())
+        base = {"model": model, "generation_id": result.generation_id, **_cost_of(row)}
         try:
             return {**base, **parse_verdict(result.content)}
         except VerdictError as exc:
             return {**base, "error": str(exc)}
 
-    async def judge_row(
-        self, row_id: str, checks: list[dict[str, Any]], question: str, answer: Answer
-    ) -> tuple[dict[int, dict[str, Any]], float]:
-        """Results of a row's judge checks by index, and what grading it cost."""
-        shown = answer_text(answer.content, answer.tool_calls)
-        results: dict[int, dict[str, Any]] = {}
-        total = 0.0
-        for index, check in enumerate(checks):
-            if not is_judge(check):
-                continue
-            graders = self.settings.graders_for(check)
-            if not graders:
-                results[index] = ungraded(check, "no grader: set judge.model or the check's grader")
-                continue
-            requests = [
-                grader_request(row_id, index, grader_body(self.settings, model, question, check["judge"], shown))
-                for model in graders
-            ]
-            verdicts = list(await asyncio.gather(*(self.verdict(r) for r in requests)))
-            total += sum(v.get("cost") or 0.0 for v in verdicts)
-            results[index] = check_result(check, verdicts, self.settings)
-        return results, total
+
+def _cost_of(row: Row) -> dict[str, Any]:
+    if not row.charges.parts:
+        return {"cost": 0.0, "cost_status": None}
+    fields = row.charges.fields()
+    return {"cost": fields["cost"], "cost_status": fields["cost_status"]}
 
 
 def check_result(check: dict[str, Any], verdicts: list[dict[str, Any]], settings: GraderSettings) -> dict[str, Any]:
@@ -152,25 +177,35 @@ def check_result(check: dict[str, Any], verdicts: list[dict[str, Any]], settings
             reason = "negated: " + reason
         entry["pass"] = passed
         entry["reason"] = "" if passed else reason
+    costs = [v.get("cost") for v in verdicts]
     entry["judge"] = {
         "score": score,
         "aggregate": settings.aggregate if len(verdicts) > 1 else None,
         "graders": verdicts,
-        "cost": round(sum(v.get("cost") or 0.0 for v in verdicts), 10),
+        # Null when a grader's cost is unknown: never shown as less than it was.
+        "cost": None if any(c is None for c in costs) else round(sum(c or 0.0 for c in costs), 10),
     }
     return entry
 
 
 def question_of(body: dict[str, Any]) -> str:
-    """The question graders see: the row's last user message."""
+    """The question graders see: the row's last user message (its text parts, joined)."""
     messages = body.get("messages") or []
-    return next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
+    content = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return str(content)
+
+
+# Bytes per token of an answer not yet written, for `plan`. No number bounds it (one token
+# can be many characters); English text averages about 4. When a grader request is sent,
+# the ledger reserves the worst case of the real answer, whatever its length.
+PLAN_BYTES_PER_TOKEN = 4
 
 
 def placeholder_answer(tokens: int) -> str:
-    """For the worst case before an answer exists: prompt tokens are estimated at one per 2
-    characters, so 2 characters per token of the answer's completion cap."""
-    return "x" * (2 * tokens)
+    """An answer of `tokens` tokens for `plan`'s worst case, before any answer exists."""
+    return "x" * (PLAN_BYTES_PER_TOKEN * tokens)
 
 
 def judge_requests_for(request: Request, settings: GraderSettings, answer_tokens: int) -> list[Request]:

@@ -1,9 +1,15 @@
 """CreditLedger: spend can never pass the budget, whatever the concurrency.
 
-Each request reserves its worst-case cost before it is sent and settles to its actual
-cost when it ends (or releases on a failure that cost nothing). A reservation that does
-not fit waits for in-flight requests to settle; when nothing in flight could free enough
-room, the ledger says the budget is exhausted and the runner stops dispatching.
+Each attempt reserves its worst-case cost before it is sent. An attempt that answered
+settles to its actual cost; one that failed before the server had it releases its
+reservation. An attempt that may have been billed without saying so (a non-streamed
+request abandoned on a timeout or a cut body: OpenRouter may finish and charge it,
+api_reference/streaming.mdx) is *held*: its worst case stays counted as spent until its
+cost is known (a /generation lookup, or the key's usage at the end), then resolves.
+
+A reservation that does not fit waits for in-flight requests to settle; when nothing in
+flight could free enough room, the ledger says the budget is exhausted and the runner
+stops dispatching.
 """
 
 from __future__ import annotations
@@ -20,21 +26,27 @@ class BudgetExhausted(BatchrunError):
 class CreditLedger:
     def __init__(self, limit_usd: float | None) -> None:
         self.limit = limit_usd  # None: no budget, reservations always fit
-        self.spent = 0.0
+        self.spent = 0.0  # charges known (reported, looked up or estimated from tokens)
+        self.held = 0.0  # worst cases of attempts that may have been billed, cost not yet known
         self.reserved = 0.0
         self.in_flight = 0
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()  # set (and replaced) whenever room may have been made
         self._waiting = 0
 
     @property
+    def committed(self) -> float:
+        """Spent as far as the budget is concerned: known charges plus held worst cases."""
+        return self.spent + self.held
+
+    @property
     def remaining(self) -> float | None:
-        return None if self.limit is None else self.limit - self.spent - self.reserved
+        return None if self.limit is None else self.limit - self.committed - self.reserved
 
     def _fits(self, amount: float) -> bool:
-        return self.limit is None or self.spent + self.reserved + amount <= self.limit + 1e-12
+        return self.limit is None or self.committed + self.reserved + amount <= self.limit + 1e-12
 
     async def reserve(self, amount: float) -> float:
-        """Hold `amount` until settle/release; waits while others may free room."""
+        """Hold `amount` until settle/release/hold; waits while others may free room."""
         # Single-threaded asyncio: the check and the update below happen without an
         # await between them, so no lock is needed on the fast path.
         while not self._fits(amount):
@@ -42,8 +54,7 @@ class CreditLedger:
                 raise BudgetExhausted()
             self._waiting += 1
             try:
-                async with self._changed:
-                    await self._changed.wait()
+                await self._changed.wait()
             finally:
                 self._waiting -= 1
         self.reserved += amount
@@ -54,10 +65,25 @@ class CreditLedger:
         self.reserved -= reservation
         self.in_flight -= 1
         self.spent += actual
-        await self._wake()
+        self._wake()
 
     async def release(self, reservation: float) -> None:
         await self.settle(reservation, 0.0)
+
+    def keep(self, reservation: float) -> float:
+        """The attempt may have been billed: keep its reservation as spent until resolved."""
+        self.reserved -= reservation
+        self.in_flight -= 1
+        self.held += reservation
+        # Nothing was freed, but one fewer is in flight: a waiter may now have to give up.
+        self._wake()
+        return reservation
+
+    async def resolve(self, held: float, actual: float) -> None:
+        """A kept attempt's cost became known."""
+        self.held -= held
+        self.spent += actual
+        self._wake()
 
     def hold(self, amount: float) -> None:
         """Hold money for a submitted batch. Unlike `reserve`, it never waits and is not
@@ -68,14 +94,15 @@ class CreditLedger:
     async def settle_hold(self, amount: float, actual: float) -> None:
         self.reserved -= amount
         self.spent += actual
-        await self._wake()
+        self._wake()
 
     async def lower_limit(self, limit_usd: float) -> None:
         """Tighten the limit (e.g. the key's remaining credit fell because a shard shares it)."""
         self.limit = limit_usd if self.limit is None else min(self.limit, limit_usd)
-        await self._wake()
+        self._wake()
 
-    async def _wake(self) -> None:
-        if self._waiting:  # skip the lock when nobody waits: this is on every request's path
-            async with self._changed:
-                self._changed.notify_all()
+    def _wake(self) -> None:
+        """Let every waiter re-check (synchronous, so a cancelled task can still call it)."""
+        if self._waiting:  # nothing to do when nobody waits: this is on every request's path
+            self._changed.set()
+            self._changed = asyncio.Event()

@@ -22,6 +22,17 @@ from pathlib import Path
 
 from ._exceptions import LockHeld
 
+# Locks this process holds, so a second signal that exits at once (os._exit, no finally
+# blocks) can still remove their files: see `release_all` and _signals.
+_HELD: list[OutputLock] = []
+
+
+def release_all() -> None:
+    """Release every lock still held; for the exit-now path, where no `finally` runs."""
+    for lock in list(_HELD):
+        with contextlib.suppress(OSError):
+            lock.release()
+
 
 class OutputLock:
     """An exclusive lock on `target` (held on `target.lock`, resolved); `what` names it in the message."""
@@ -54,9 +65,12 @@ class OutputLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        _HELD.append(self)
 
     def release(self) -> None:
         if self._fd >= 0:
+            with contextlib.suppress(ValueError):
+                _HELD.remove(self)
             # Remove while still holding the flock: see the module docstring.
             with contextlib.suppress(OSError):
                 os.unlink(self.path)

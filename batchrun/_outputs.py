@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._exceptions import ResultsError
+from ._results import results_job
+
 DEFAULT_PATTERN = "outputs/{name}/{timestamp}.jsonl"
 PLACEHOLDERS = ("{name}", "{timestamp}")
 _PLACEHOLDER = re.compile(r"\{(name|timestamp)\}")
@@ -93,6 +96,15 @@ def latest_incomplete(job_name: str, pattern: str | None) -> Path | None:
             complete = json.loads(summary.read_text(encoding="utf-8")).get("complete") is True
         except (OSError, ValueError):
             complete = False
-        if not complete:
+        if not complete and _holds_results_of(candidate, job_name):
             return candidate
     return None
+
+
+def _holds_results_of(path: Path, job_name: str) -> bool:
+    # Only a file whose first whole record is this job's may be picked: a user's own
+    # notes.jsonl in the folder is never resumed, cut or appended to.
+    try:
+        return results_job(path) == job_name
+    except (OSError, ResultsError):
+        return False

@@ -51,6 +51,8 @@ class PricedPlan:
     key: dict[str, Any] | None = None
     batch_worst: dict[str, float] = field(default_factory=dict)  # at Batch API prices
     warnings: list[str] = field(default_factory=list)  # model resolution and routing
+    basis: dict[str, str] = field(default_factory=dict)  # model -> the prices its worst case used
+    balance: float | None = None  # the account's balance (/credits), with a management key
 
 
 def job_routing_warning(job: Job) -> str | None:
@@ -111,17 +113,27 @@ def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, flo
     return None, {}
 
 
-async def price_plan(job: Job, base_url: str | None, api_key: str | None, previous: bool = True) -> PricedPlan:
-    from ._run import RunOptions, estimate, make_client, read_account
+async def price_plan(
+    job: Job,
+    base_url: str | None,
+    api_key: str | None,
+    previous: bool = True,
+    management_key: str | None = None,
+) -> PricedPlan:
+    from ._account import read_balance, read_endpoints
+    from ._run import RunOptions, estimate, make_client, read_account, wanted_models
 
     options = RunOptions(api_key=api_key, base_url=base_url)
     client = make_client(job, options, job.run)
     resolved: list[Resolution] = []
     try:
         models, key = await read_account(client, job, options, lambda: job.run.deadline_s, resolved)
+        endpoints = await read_endpoints(client, models, wanted_models(job))
+        balance = await read_balance(client, management_key)
     finally:
         await client.aclose()
-    result = estimate(job, CostModel(models, job.run.cost_margin), None, None, False)
+    costs = CostModel(models, job.run.cost_margin, endpoints)
+    result = estimate(job, costs, None, None, False)
     previous_file, averages = previous_average(job, client.base_url) if previous else (None, {})
     return PricedPlan(
         job,
@@ -137,6 +149,8 @@ async def price_plan(job: Job, base_url: str | None, api_key: str | None, previo
         + [f"warning: {w}" for w in [job_routing_warning(job)] if w],
         judge_requests=result.judge_requests,
         judge_worst=result.judge_worst_usd,
+        basis=result.basis,
+        balance=balance,
     )
 
 
@@ -152,10 +166,14 @@ def render_plan(plan: PricedPlan) -> str:
         rows = plan.rows.get(model, 0)
         previous = f"{plan.previous_avg[model] * rows:.6f}" if model in plan.previous_avg else "-"
         lines.append(f"{model:<44} {rows:>7} {worst:>14} {batch:>14} {previous:>12}")
+        if model in plan.basis:
+            lines.append(f"  price basis: {plan.basis[model]}")
     # Grader requests are sent one by one in either mode: the same figure in both columns.
     for model, count in sorted(plan.judge_requests.items()):
         worst = "unknown" if model in plan.unknown_price else f"{plan.judge_worst.get(model, 0.0):.6f}"
         lines.append(f"{'judging: ' + model:<44} {count:>7} {worst:>14} {worst:>14}")
+        if model in plan.basis and model not in plan.rows:
+            lines.append(f"  price basis: {plan.basis[model]}")
     judging = sum(plan.judge_worst.values())
     sync_total, batch_total = sum(plan.worst.values()) + judging, sum(plan.batch_worst.values()) + judging
     total = batch_total if batch_mode else sync_total
@@ -179,13 +197,19 @@ def render_plan(plan: PricedPlan) -> str:
         lines.append("key: the endpoint has no /key (credit checks off)")
     else:
         remaining = plan.key.get("limit_remaining")
+        # null limit_remaining: the key has no limit of its own; the account's credits still bind.
         lines.append(
-            f"key {plan.key.get('label')}: remaining credit "
+            f"key {plan.key.get('label')}: "
             + (
-                "unlimited"
-                if remaining is None
-                else f"${remaining:.6f} -> worst case {'fits' if total <= remaining else 'EXCEEDS it'}"
+                "no per-key limit"
+                if not isinstance(remaining, (int, float))
+                else f"remaining credit ${remaining:.6f} -> worst case {'fits' if total <= remaining else 'EXCEEDS it'}"
             )
+        )
+    if plan.balance is not None:
+        lines.append(
+            f"account balance (/credits): ${plan.balance:.6f} -> worst case "
+            + ("fits" if total <= plan.balance else "EXCEEDS it")
         )
     needed = sum(n for m, n in plan.rows.items() if m.endswith(":free"))
     if needed:

@@ -1,12 +1,13 @@
 """`report --job` with judge checks: re-grade stored answers, graders included, under a budget.
 
-Deterministic checks re-run for free (_checks.regrade). Judge checks cost money, so this
-first works out the worst case of every grader request (from the stored answers, so the
-estimate is of the real prompt sizes), hands it to the caller to print, then sends them
-through a GraderPool of its own: a throttle, retries, and a ledger holding the budget
-(`--budget`, `run.budget_usd` and the key's remaining credit, the smallest). When the
-budget cannot hold the next grader request, the rest of the judge checks are `error`
-("not graded: budget") and the summary's stop says so (exit 5).
+Deterministic checks re-run for free (_gate). Judge checks cost money, so this first prices
+the job as a run's pre-flight does (prices per endpoint, the key's credit, the account's
+balance with a management key), works out the worst case of every grader request from
+the stored answers (the real prompt sizes), hands it to the caller to print, and only
+then sends them, through a `Runner` of its own: its throttle, retries, classification,
+held reservations and a ledger holding the budget (`--budget`, `run.budget_usd`, the
+key's remaining credit: the smallest). When the budget cannot hold the next grader
+request, the run stops (`budget`, exit 5) and the judge checks not graded are `error`.
 """
 
 from __future__ import annotations
@@ -16,18 +17,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._checks import answer_of, grade, is_judge, stored_judgements
-from ._client import OpenRouterClient
-from ._clock import Clock
+from ._checks import answer_of, grade, is_judge, without_latency_checks
 from ._costs import CostModel
 from ._items import ItemGate
 from ._job import Job
 from ._judge import answer_text, grader_body
-from ._judging import GraderPool, grader_request, question_of
+from ._judging import RowGrading, grader_request, question_of
 from ._ledger import CreditLedger
-from ._limiter import Throttle
 from ._matrix import Request, plan_requests
-from ._retry import RetryPolicy
+from ._runner import Runner
 from ._summary import SummaryBuilder
 
 if TYPE_CHECKING:
@@ -46,6 +44,11 @@ def _judge_rows(records: Iterable[dict[str, Any]], job: Job) -> Iterator[tuple[d
     requests = {r.id: r for r in plan_requests(job)}  # one dict entry per row of the job
     for record in records:
         yield record, requests.get(record["id"])
+
+
+def _checks_of(record: dict[str, Any], request: Request) -> list[dict[str, Any]]:
+    # Batch rows have no latency to check (_checks.without_latency_checks).
+    return without_latency_checks(request.checks) if record.get("batch_id") else request.checks
 
 
 def estimate_regrade(records: Iterable[dict[str, Any]], job: Job, costs: CostModel) -> RegradeEstimate:
@@ -67,65 +70,31 @@ def estimate_regrade(records: Iterable[dict[str, Any]], job: Job, costs: CostMod
     return estimate
 
 
-@dataclass
-class RegradeOutcome:
-    stop: str | None
-    stop_message: str
-    spent_usd: float
-
-
 async def regrade_with_judges(
-    records: Iterable[dict[str, Any]],
-    job: Job,
-    client: OpenRouterClient,
-    costs: CostModel | None,
-    budget: float | None,
-    clock: Clock,
-    emit: Callable[[dict[str, Any]], None],
-) -> RegradeOutcome:
+    records: Iterable[dict[str, Any]], job: Job, runner: Runner, emit: Callable[[dict[str, Any]], None]
+) -> None:
     """Re-grade every record (judges included) and pass each, in file order, to `emit`."""
-    settings = job.run
-    stop: list[tuple[str, str]] = []
-    pool = GraderPool(
-        job.judge,
-        client,
-        Throttle(settings.concurrency, clock),
-        CreditLedger(budget),
-        costs,
-        RetryPolicy(settings.max_attempts, settings.max_elapsed_s, settings.max_wait_s),
-        clock,
-        on_stop=lambda reason, message: stop.append((reason, message)) if not stop else None,
-        stopped=lambda: stop[0][0] if stop else None,
-    )
 
     async def regrade_one(record: dict[str, Any], request: Request | None) -> dict[str, Any]:
         if request is None or record.get("status") != "ok" or not request.checks:
             return record
-        answer = answer_of(record)
-        judged = stored_judgements(record, request.checks)
-        judge_cost = 0.0
-        if any(is_judge(c) for c in request.checks):
-            judged, judge_cost = await pool.judge_row(request.id, request.checks, question_of(request.body), answer)
-        answer_cost = answer.cost or 0.0
-        return {
-            **record,
-            "cost": round(answer_cost + judge_cost, 12),
-            "judge_cost": round(judge_cost, 12),
-            **grade(request.checks, answer, judged),
-        }
+        checks, answer = _checks_of(record, request), answer_of(record)
+        if not any(is_judge(c) for c in checks):
+            return {**record, **grade(checks, answer)}
+        grading = RowGrading(request, record, answer, checks=checks)
+        await runner.judging.grade_row(grading)
+        return grading.record_now(runner.stop_reason)
 
     # Bounded batches keep memory flat on a big file and the order of records as written.
     batch: list[tuple[dict[str, Any], Request | None]] = []
     for pair in _judge_rows(records, job):
         batch.append(pair)
-        if len(batch) >= settings.concurrency * 4:
+        if len(batch) >= job.run.concurrency * 4:
             for record in await asyncio.gather(*(regrade_one(*p) for p in batch)):
                 emit(record)
             batch = []
     for record in await asyncio.gather(*(regrade_one(*p) for p in batch)):
         emit(record)
-    reason, message = stop[0] if stop else (None, "")
-    return RegradeOutcome(reason, message, pool.ledger.spent)
 
 
 async def regrade_file(
@@ -140,7 +109,7 @@ async def regrade_file(
     """`report --job` with judges, end to end: prices and credit, the worst case (shown before
     anything is spent, from a first pass over `reread()`), then the re-grading of `records`
     within the budget. Returns the summary; `keep` receives each re-graded record."""
-    from ._run import check_models, make_client
+    from ._run import _preflight, _run_config, make_client
 
     settings = job.run
     builder = SummaryBuilder(gate)
@@ -152,30 +121,36 @@ async def regrade_file(
 
     client = make_client(job, options, settings)
     try:
-        models = await client.models()
-        key = await client.key_info()
-        if models is not None:
-            models = (await check_models(job, models, client.model)).models
-        costs = CostModel(models, settings.cost_margin) if models is not None else None
-        budget = settings.budget_usd
-        remaining = key.get("limit_remaining") if key else None
-        if isinstance(remaining, (int, float)) and (budget is None or remaining < budget):
-            budget = float(remaining)
+        pre = await _preflight(client, job, options, None, settings.budget_usd, show_worst_case, lambda: None)
+        costs = pre.costs if pre.models is not None else None
         if costs is not None:
             worst = estimate_regrade(reread(), job, costs)
             show_worst_case(
                 f"re-grading {worst.rows} row(s): {worst.requests} grader request(s), worst case "
                 f"${worst.worst_usd:.6f}{' (some prices unknown)' if worst.unknown_price else ''}; budget "
-                + ("none" if budget is None else f"${budget:.6f}")
+                + ("none" if pre.budget is None else f"${pre.budget:.6f}")
             )
         else:
             show_worst_case("re-grading: the endpoint lists no prices, so no worst case can be shown")
-        outcome = await regrade_with_judges(records, job, client, costs, budget, options.clock, emit)
+        runner = Runner(
+            client,
+            None,  # the records are re-graded in memory; the results file is not touched
+            _run_config(job, settings, 0.0),
+            options.clock,
+            job_name=job.name,
+            job_fingerprint=job.fingerprint,
+            costs=costs,
+            ledger=CreditLedger(pre.budget),
+            limit_from_key=pre.limit_from_key,
+            judge=job.judge,
+        )
+        await regrade_with_judges(records, job, runner, emit)
+        await runner.charges.retry_lookups()
     finally:
         await client.aclose()
     return builder.result(
-        stop=outcome.stop,
-        stop_message=outcome.stop_message,
-        budget_usd=budget,
-        spent_usd=round(outcome.spent_usd, 8),
+        stop=runner.stop_reason,
+        stop_message=runner.stop_message,
+        budget_usd=pre.budget,
+        spent_usd=round(runner.ledger.committed, 8),
     )

@@ -54,9 +54,15 @@ def results_job(path: Path) -> str | None:
     if not line:
         return None
     if not line.endswith(b"\n"):
-        if len(line) <= MAX_RECORD_BYTES and looks_like_record_start(line):
-            return None  # only a torn first record: a crash during the first write
-        raise ResultsError(f"{path}: not a batchrun results file (no complete first record)")
+        # One line without a newline: a whole record whose newline never got written is
+        # ours to keep; a fragment cannot show whose it is, so it is never ours to cut.
+        record = _whole_record(line)
+        if record is None:
+            raise ResultsError(
+                f"{path}: not a batchrun results file (only an incomplete line, no whole record to show whose it is)"
+            )
+        job_name: str = record["job"]
+        return job_name
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -68,22 +74,35 @@ def results_job(path: Path) -> str | None:
     return job
 
 
-def repair_torn_tail(path: Path) -> int:
-    """Cut a last line without a newline (a write cut short by a crash); returns the bytes cut.
+def _whole_record(line: bytes) -> dict[str, Any] | None:
+    """`line` parsed when it is one whole batchrun record, else None."""
+    if len(line) > MAX_RECORD_BYTES:
+        return None
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return record if record_problem(record) is None else None
 
-    Only one torn record of at most MAX_RECORD_BYTES is ever cut; a longer tail, or one
-    that is not the start of a record, is a ResultsError and the file is left untouched.
-    Call it only on a file `results_job` recognised.
+
+def repair_torn_tail(path: Path, job: str) -> str | None:
+    """Mend a last line without a newline; returns what was done, None when nothing was needed.
+
+    A whole record of `job` that only lacks its newline is kept and the newline added (its
+    row is not sent and paid again). Otherwise only one torn record of at most
+    MAX_RECORD_BYTES is ever cut; a longer tail, or one that is not the start of a record,
+    is a ResultsError and the file is left untouched. Call it only on a file `results_job`
+    recognised as `job`'s.
     """
     with open_regular(path) as reader:
         size = os.fstat(reader.fileno()).st_size
         if size == 0:
-            return 0
+            return None
         start = max(0, size - MAX_RECORD_BYTES - 1)
         reader.seek(start)
         window = reader.read(size - start)
     if window.endswith(b"\n"):
-        return 0
+        return None
     cut = window.rfind(b"\n")
     if cut < 0 and start > 0:
         raise ResultsError(
@@ -91,6 +110,15 @@ def repair_torn_tail(path: Path) -> int:
             "not a torn record; the file was left as it is"
         )
     tail = window[cut + 1 :]
+    whole = _whole_record(tail)
+    if whole is not None:
+        if whole["job"] != job:
+            raise ResultsError(
+                f"{path}: the last line is a record of job {whole['job']!r}, not {job!r}; the file was left as it is"
+            )
+        with path.open("ab") as handle:
+            handle.write(b"\n")
+        return "added the missing newline after its last record"
     if not looks_like_record_start(tail):
         raise ResultsError(
             f"{path}: the last line ({len(tail)} bytes, no newline) is not a torn record; the file was left as it is"
@@ -98,7 +126,7 @@ def repair_torn_tail(path: Path) -> int:
     keep = size - len(tail)
     with path.open("rb+") as handle:
         handle.truncate(keep)
-    return len(tail)
+    return f"cut a torn last record ({len(tail)} bytes) left by an earlier crash"
 
 
 class ResultsWriter:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from ._account import read_balance, read_endpoints, reconcile_run
 from ._batch_api import BatchClient
 from ._batch_run import BATCH_TOKEN_FACTOR, BatchExecutor, held_open
 from ._batch_state import BatchState
@@ -32,6 +33,7 @@ from ._matrix import Request, Shard, count_requests, plan_requests
 from ._models import Lookup, Resolution, resolve_models
 from ._outputs import default_output, fresh_output, latest_incomplete, summary_path, write_json_atomically
 from ._plan import job_routing_warning
+from ._reconcile import key_usage
 from ._results import (
     ResultsWriter,
     RowState,
@@ -148,6 +150,7 @@ class Estimate:
     kept: int = 0
     judge_requests: dict[str, int] = field(default_factory=dict)  # by grader model
     judge_worst_usd: dict[str, float] = field(default_factory=dict)
+    basis: dict[str, str] = field(default_factory=dict)  # model -> price basis of its first request
 
     @property
     def total_rows(self) -> int:
@@ -161,6 +164,8 @@ class Estimate:
     def add_judging(self, requests: list[Request], costs: CostModel) -> None:
         for grader in requests:
             self.judge_requests[grader.model] = self.judge_requests.get(grader.model, 0) + 1
+            if grader.model not in self.basis:
+                self.basis[grader.model] = costs.describe(grader)
             worst = costs.worst_case(grader)
             if worst is None:
                 self.unknown_price.add(grader.model)
@@ -180,6 +185,8 @@ def estimate(
         result.rows[request.model] = result.rows.get(request.model, 0) + 1
         if not (request.body.get("max_completion_tokens") or request.body.get("max_tokens")):
             result.no_max_tokens.add(request.model)
+        if request.model not in result.basis:
+            result.basis[request.model] = costs.describe(request)
         worst = costs.worst_case(request)
         if worst is None:
             result.unknown_price.add(request.model)
@@ -227,6 +234,7 @@ def make_client(job: Job, options: RunOptions, settings: RunSettings) -> OpenRou
         app_title=job.endpoint.app_title,
         timeout_s=settings.timeout_s,
         connect_timeout_s=settings.connect_timeout_s,
+        max_response_bytes=settings.max_response_bytes,
         max_connections=settings.concurrency,
         transport=options.transport,
         clock=options.clock,
@@ -310,6 +318,8 @@ class _Preflight:
     plan: Estimate
     budget: float | None  # what the ledger may spend: job budget, key credit, less the margin
     limit_from_key: bool  # the key's credit, not the job's budget, is the binding limit
+    key_usage: float | None = None  # the key's usage before the first request (reconciliation)
+    balance: float | None = None  # the account's balance (/credits), with a management key
 
 
 def missing_account_api(base_url: str, models: object | None, key: object | None) -> str | None:
@@ -360,13 +370,16 @@ async def _preflight(
     missing = missing_account_api(client.base_url, models, key)
     if missing:
         notice(missing)
-    costs = CostModel(models, settings.cost_margin)
+    endpoints = await read_endpoints(client, models, wanted_models(job))
+    costs = CostModel(models, settings.cost_margin, endpoints)
     plan = estimate(job, costs, options.shard, states, options.retry_errors)
     budget = job_budget
     limit_from_key = False
-    remaining = key.get("limit_remaining") if key else None
-    if isinstance(remaining, (int, float)) and (budget is None or remaining < budget):
-        budget, limit_from_key = float(remaining), True
+    balance = await read_balance(client, options.management_key)
+    # The key's own limit and the account's balance bound the run like a budget does.
+    for remaining in (key.get("limit_remaining") if key else None, balance):
+        if isinstance(remaining, (int, float)) and (budget is None or remaining < budget):
+            budget, limit_from_key = float(remaining), True
     if budget is not None:
         budget = max(0.0, budget - settings.budget_margin_usd)
         if plan.unknown_price and not settings.allow_unknown_prices:
@@ -374,7 +387,7 @@ async def _preflight(
                 f"no known price for {', '.join(sorted(plan.unknown_price))}: a budget cannot be "
                 "kept; set run.allow_unknown_prices to run them anyway (reserved at $0)"
             )
-    return _Preflight(models, costs, plan, budget, limit_from_key)
+    return _Preflight(models, costs, plan, budget, limit_from_key, key_usage(key), balance)
 
 
 def retry_policy(settings: RunSettings) -> RetryPolicy:
@@ -392,6 +405,8 @@ def _run_config(job: Job, settings: RunSettings, elapsed_s: float) -> RunConfig:
         key_refresh_s=settings.key_refresh_s,
         budget_margin_usd=settings.budget_margin_usd,
         model_caps={m.id: m.concurrency for m in job.models if m.concurrency},
+        stream=settings.stream,
+        timeout_s=settings.timeout_s,
     )
 
 
@@ -419,9 +434,9 @@ async def _locked_run(
 
     states = None
     if resuming:
-        cut = repair_torn_tail(output)
-        if cut:
-            notice(f"{output}: cut a torn last record ({cut} bytes) left by an earlier crash")
+        mended = repair_torn_tail(output, job.name)
+        if mended:
+            notice(f"{output}: {mended}")
         states = scan_states(output, lambda message: notice(f"warning: {message}"))
     prior_spend = states.spent_usd if states is not None else 0.0
     client = make_client(job, options, settings)
@@ -444,9 +459,10 @@ async def _locked_run(
             if on_record is not None:
                 on_record(record)
 
+        writer = ResultsWriter(output)
         runner = Runner(
             client,
-            ResultsWriter(output),
+            writer,
             _run_config(job, settings, options.clock.monotonic() - started),
             options.clock,
             job_name=job.name,
@@ -474,12 +490,15 @@ async def _locked_run(
                         requests = (r for r in requests if not keep_row(states.get(r.id), r, options.retry_errors))
                     outcome = await runner.run(requests)
             finally:
-                runner.writer.close()
+                writer.close()
         except OutputFailed as failure:
             # The results file cannot be written: a stop of its own (exit code IO).
-            outcome = RunOutcome(STOP_IO, str(failure), runner.ledger.spent)
+            outcome = RunOutcome(STOP_IO, str(failure), runner.ledger.committed)
+        reconciliation = await reconcile_run(client, runner.ledger, runner.charges, pre.key_usage)
+        if reconciliation["warning"]:
+            notice("warning: " + reconciliation["warning"])
         if isolated is not None:
-            await isolated.finish(ledger.spent, notice)
+            await isolated.finish(notice)
         if states:
             summary = SummaryBuilder(summary.gate).add_all(
                 final_records(output, lambda message: notice(f"warning: {message}"))
@@ -490,7 +509,7 @@ async def _locked_run(
             stop_message=outcome.stop_message,
             estimate_usd=round(plan.total_worst, 8) if models else None,
             budget_usd=None if budget is None else round(budget, 8),
-            spent_usd=round(outcome.spent_usd, 8),
+            spent_usd=round(outcome.spent_usd, 12),  # worst cases held as spent carry many digits
             spent_before_usd=round(prior_spend, 8),
             kept_from_earlier=plan.kept,
             isolated_key=isolated.audit() if isolated is not None else None,
@@ -498,6 +517,8 @@ async def _locked_run(
             matrix_rows=sum(count_requests(job).values()),
             endpoint=client.base_url,
             routing_warning=job_routing_warning(job),
+            account_balance_usd=None if pre.balance is None else round(pre.balance, 8),
+            reconciliation=reconciliation,
         )
         if executor is not None:
             data["batches"] = executor.outcome.as_json(str(executor.state.path))
@@ -513,5 +534,5 @@ async def _locked_run(
         return RunReport(output, data, outcome)
     finally:
         if isolated is not None and isolated.removed is None:
-            await isolated.finish(0.0, notice)  # a failure before the end: still remove the key
+            await isolated.finish(notice)  # a failure before the end: still remove the key
         await client.aclose()

@@ -1,26 +1,29 @@
 """The runner: streams Requests through throttle -> ledger -> retry -> client, one row each.
 
-A fixed pool of workers pulls from one lazy iterator of Requests, so a 100,000-row job
-holds only as many requests as there are workers. Every request ends as exactly one
-record: `ok`, `error` (the request failed) or `skipped` (never sent: stop, cap, budget).
+A fixed pool of workers in one `asyncio.TaskGroup` pulls from one lazy iterator of
+Requests, so a 100,000-row job holds only as many requests as there are workers, and no
+task outlives `run`. Every dispatched request ends as exactly one record, written in one
+`try/finally` that knows whether it wrote: `ok`, `error` (the request failed, or kind
+`internal` for an unexpected exception in that row) or `skipped` (stop, cap, budget, or
+the grace after a stop ran out). A stop gives each in-flight row `grace_s` through its own
+`asyncio.timeout`. A failure of the run itself (the results file cannot be written, the
+dataset breaks) stops every worker at once and is raised from `run`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._charges import AbandonedAttempt, ChargeBook
 from ._checks import Answer, grade, is_judge
 from ._client import ChatResult, OpenRouterClient
-from ._clock import Clock
+from ._clock import Clock, utc
 from ._costs import CostModel
 from ._exceptions import (
     AuthFailed,
-    BatchrunError,
     CreditExhausted,
     DailyCapReached,
     ModelUnavailable,
@@ -29,36 +32,19 @@ from ._exceptions import (
     RequestFailed,
 )
 from ._judge import GraderSettings
-from ._judging import GraderPool, question_of, throttled_chat
+from ._judging import Judging, RowGrading
 from ._ledger import BudgetExhausted, CreditLedger
 from ._limiter import Throttle, scope_of
 from ._matrix import Request
 from ._results import ResultsWriter, record_head
 from ._retry import AttemptLog, RetryPolicy, call_with_retries
+from ._row import Row, answer_fields, cut_short_fields, first_failure, internal_error
+from ._stream import stream_chat
 
 # Why a run stopped early; each maps to its own exit code in the CLI.
-STOP_AUTH, STOP_CREDITS, STOP_BUDGET, STOP_DEADLINE, STOP_INTERRUPTED = (
-    "auth",
-    "credits",
-    "budget",
-    "deadline",
-    "interrupted",
-)
+STOP_AUTH, STOP_CREDITS, STOP_BUDGET, STOP_DEADLINE = "auth", "credits", "budget", "deadline"
+STOP_INTERRUPTED = "interrupted"
 STOP_IO = "io"  # the results file cannot be written: stop at the first failed write
-
-
-class _Recorded(BatchrunError):
-    """Internal: a cancelled request whose row was already written (never leaves the runner)."""
-
-
-@functools.lru_cache(maxsize=4)
-def _utc_second(second: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-
-
-def utc(ts: float) -> str:
-    """ISO 8601 UTC with milliseconds; strftime runs once a second, not twice a row."""
-    return f"{_utc_second(int(ts))}.{int(ts % 1 * 1000):03d}Z"
 
 
 @dataclass
@@ -71,6 +57,8 @@ class RunConfig:
     key_refresh_s: float = 60.0
     budget_margin_usd: float = 0.0
     model_caps: dict[str, int] = field(default_factory=dict)
+    stream: bool = False  # streaming mode (_stream): a cancel stops generation and billing
+    timeout_s: float = 60.0  # per attempt; the streaming reader bounds the whole stream by it
 
 
 @dataclass
@@ -84,7 +72,7 @@ class Runner:
     def __init__(
         self,
         client: OpenRouterClient,
-        writer: ResultsWriter,
+        writer: ResultsWriter | None,  # None: a runner that writes no rows (re-grading)
         config: RunConfig,
         clock: Clock,
         *,
@@ -104,6 +92,7 @@ class Runner:
         self.job_fingerprint = job_fingerprint
         self.costs = costs
         self.ledger = ledger or CreditLedger(None)
+        self.charges = ChargeBook(client, self.ledger)
         self.limit_from_key = limit_from_key  # the binding limit is the key's credit, not our budget
         self.throttle = Throttle(config.concurrency, clock, config.model_caps, config.policy.max_wait_s)
         self.on_record = on_record
@@ -113,32 +102,32 @@ class Runner:
         # limit scope (a model, or the :free pool) -> (monotonic time it reopens, skip reason)
         self.blocked_scopes: dict[str, tuple[float, str]] = {}
         self._deadline_at: float | None = None
-        self._stop_event = asyncio.Event()
+        self._stop_event = asyncio.Event()  # for batch mode's waits
         self._sent_since_refresh = 0
         self._last_refresh = clock.monotonic()  # pre-flight has just read /key
         self._refreshing = False
-        # Judge checks' grader requests share this run's throttle, ledger, retries and key.
-        self.graders = GraderPool(
-            judge or GraderSettings(),
-            client,
-            self.throttle,
-            self.ledger,
-            costs,
-            config.policy,
-            clock,
-            on_stop=self.request_stop,
-            stopped=lambda: self.stop_reason,
-            limit_from_key=lambda: self.limit_from_key,
-            attempt=self._attempt,
-        )
+        self._in_flight: set[asyncio.Timeout] = set()  # each dispatched row's own timeout
+        self._grace_ends: float | None = None  # loop time when in-flight rows are cut off
+        # Judge checks' grader requests go through this runner's own machinery (issue 17).
+        self.judging = Judging(self, judge or GraderSettings())
 
     # -- stopping ----------------------------------------------------------------------------
     def request_stop(self, reason: str, message: str = "") -> None:
-        """Stop dispatching; in-flight requests get `grace_s` (none for a refused key)."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
-            self.stop_message = message
-            self._stop_event.set()
+        """Stop dispatching; in-flight requests get `grace_s` (none for a refused key or a
+        results file that fails: nothing more can be recorded)."""
+        if self.stop_reason is not None:
+            return
+        self.stop_reason = reason
+        self.stop_message = message
+        self._stop_event.set()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # before the run's loop exists: nothing is in flight
+            return
+        grace = 0.0 if reason in (STOP_AUTH, STOP_IO) else self.config.grace_s
+        self._grace_ends = loop.time() + grace
+        for limit in self._in_flight:
+            limit.reschedule(self._grace_ends)
 
     # -- records -----------------------------------------------------------------------------
     def _record(
@@ -161,7 +150,8 @@ class Runner:
 
     def _emit(self, request: Request, record: dict[str, Any]) -> None:
         try:
-            self.writer.write(record, request.payload)
+            if self.writer is not None:
+                self.writer.write(record, request.payload)
         except OutputFailed as failure:
             # The first failed write stops dispatch: nothing more is paid for that cannot be
             # recorded, and the writer refuses later lines, so none follows a torn one.
@@ -171,24 +161,42 @@ class Runner:
             self.on_record(record)
 
     def skip(self, request: Request, reason: str) -> None:
-        self._emit(request, self._record(request, "skipped", reason, True, None))
+        self._emit(request, self._record(request, "skipped", reason, True, None, cost_status=None))
 
     # -- one request -------------------------------------------------------------------------
     async def _attempt(self, request: Request) -> tuple[ChatResult, float]:
         """One attempt through the throttle; returns the answer and this attempt's latency."""
-        return await throttled_chat(self.throttle, self.client, self.clock, request)
+        started = await self.throttle.acquire(request.model)
+        try:
+            if self.config.stream:
+                result: ChatResult = await stream_chat(
+                    self.client, request.payload, request.id, self.clock, self.config.timeout_s
+                )
+            else:
+                result = await self.client.chat(request.payload, row_id=request.id)
+        except RateLimited as failure:
+            self.throttle.rate_limited(
+                request.model, started, failure.retry_after, pace=failure.paces, limit_wait=failure.limit_wait
+            )
+            raise
+        finally:
+            await self.throttle.release(request.model)
+        self.throttle.succeeded(request.model)
+        return result, self.clock.monotonic() - started
 
-    async def _reserve(self, request: Request) -> float | None:
+    def _budget_stop(self, worst: float | None) -> None:
+        reason = STOP_CREDITS if self.limit_from_key else STOP_BUDGET
+        self.request_stop(
+            reason,
+            f"the next request needs up to ${worst or 0:.6f}, ${max(0.0, self.ledger.remaining or 0):.6f} is left",
+        )
+
+    async def _reserve(self, worst: float | None) -> float | None:
         """Reserve the worst case; None (and a stop) when the budget cannot hold it."""
-        worst = self.costs.worst_case(request) if self.costs else None
         try:
             return await self.ledger.reserve(worst or 0.0)
         except BudgetExhausted:
-            reason = STOP_CREDITS if self.limit_from_key else STOP_BUDGET
-            self.request_stop(
-                reason,
-                f"the next request needs up to ${worst or 0:.6f}, ${max(0.0, self.ledger.remaining or 0):.6f} is left",
-            )
+            self._budget_stop(worst)
             return None
 
     def time_left(self) -> float | None:
@@ -207,101 +215,181 @@ class Runner:
             del self.blocked_scopes[scope_of(model)]  # the limit has reset: send again
         return None
 
-    async def _process(self, request: Request) -> None:
+    async def _process(self, row: Row) -> None:
+        """Reserve, send with retries, settle, and write the row's record (or leave that to
+        `_dispatch`'s finally when something cuts it short)."""
+        request = row.request
         model_stop = self._model_stop(request.model)
         if model_stop is not None:
-            self.skip(request, model_stop)
+            self._finish(row, self._record(request, "skipped", model_stop, True, None, cost_status=None))
             return
         await self._maybe_refresh_key()
-        reservation = await self._reserve(request)
-        if reservation is None or self.stop_reason is not None:
-            if reservation is not None:
-                await self.ledger.release(reservation)
-            self.skip(request, self.stop_reason or STOP_BUDGET)
+        worst = self.costs.worst_case(request) if self.costs else None
+        row.reservation = await self._reserve(worst)
+        if row.reservation is None or self.stop_reason is not None:
+            await self._release(row)
+            reason = self.stop_reason or STOP_BUDGET
+            self._finish(row, self._record(request, "skipped", reason, True, None, cost_status=None))
             return
-        log = AttemptLog()
-        started = self.clock.time()
+        row.started = self.clock.time()
         began = self.clock.monotonic()
         try:
-            result, latency_s = await call_with_retries(
-                lambda: self._attempt(request), self.config.policy, self.clock.sleep, log, time_left=self.time_left
-            )
-        except RequestFailed as failure:
-            await self.ledger.release(reservation)
-            self._failed(request, failure, log, started)
+            result, latency_s = await self.send_with_retries(row, worst)
+        except (RequestFailed, BudgetExhausted) as failure:
+            await self._release(row)
+            await self._settled(self._settle_failure(row, failure, worst))
             return
-        except asyncio.CancelledError:
-            # The grace ran out mid-request: the row is skipped, with the attempts it made.
-            await asyncio.shield(self.ledger.release(reservation))
-            self._emit(
-                request,
-                self._record(
-                    request,
-                    "skipped",
-                    self.stop_reason or STOP_INTERRUPTED,
-                    True,
-                    started,
-                    attempts=log.attempts,
-                    attempt_errors=log.failures,
-                ),
-            )
-            raise _Recorded() from None
         latency_ms = round(latency_s * 1000, 1)  # the answering attempt: what the model took
         elapsed_ms = round((self.clock.monotonic() - began) * 1000, 1)  # with retries and waits
-        cost = result.cost
-        # Without a billed cost, keep the worst case as spent: never under-count.
-        await self.ledger.settle(reservation, cost if cost is not None else reservation)
+        reservation, row.reservation = row.reservation or 0.0, None
+        await self._settled(self._settle_answer(row, result, reservation, latency_ms, elapsed_ms))
+        if row.grading is not None:  # the answer is settled; its judge checks are graded now
+            await self.judging.grade_row(row.grading)
+            self._finish(row, row.grading.record_now())
+
+    async def send_with_retries(self, row: Row, worst: float | None) -> tuple[ChatResult, float]:
+        """The row's attempts under the retry policy, each holding a reservation (the row's
+        first is reserved by the caller); raises RequestFailed or BudgetExhausted."""
+
+        async def attempt() -> tuple[ChatResult, float]:
+            if row.reservation is None:
+                # The last attempt may have been billed and keeps its reservation as spent:
+                # this one needs its own (BudgetExhausted ends the row when none fits).
+                row.reservation = await self.ledger.reserve(worst or 0.0)
+            row.sent = True
+            try:
+                return await self._attempt(row.request)
+            except RequestFailed as failure:
+                if failure.maybe_billed:
+                    self._hold(row, failure)
+                raise
+
+        return await call_with_retries(attempt, self.config.policy, self.clock.sleep, row.log, time_left=self.time_left)
+
+    def _hold(self, row: Row, failure: RequestFailed) -> None:
+        """An attempt that may have been billed keeps its reservation as spent until its cost
+        is known (streaming.mdx: only a cancelled stream stops billing)."""
+        if row.reservation is not None:
+            reservation, row.reservation = row.reservation, None
+            self.charges.abandoned(failure, reservation, row.charges)
+        row.sent = False
+
+    async def _settled(self, work: Coroutine[Any, Any, None]) -> None:
+        """Settle and record a row whose outcome is in. A cancel (the grace is over) waits
+        for this bookkeeping, a cost lookup at most, so the record keeps what the row cost."""
+        task = asyncio.ensure_future(work)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+
+    async def _settle_failure(self, row: Row, failure: RequestFailed | BudgetExhausted, worst: float | None) -> None:
+        await self.charges.look_up_row(row.charges)
+        if isinstance(failure, RequestFailed):
+            self._finish(row, self._failure_record(row.request, failure, row.log, row.started, row))
+            return
+        # No reservation fit for another attempt after one that may have been billed.
+        self._budget_stop(worst)
+        fields = {"attempts": row.log.attempts, "attempt_errors": row.log.failures, **row.charges.fields()}
+        reason = self.stop_reason or STOP_BUDGET
+        self._finish(row, self._record(row.request, "skipped", reason, True, row.started, **fields))
+
+    async def _settle_answer(
+        self, row: Row, result: ChatResult, reservation: float, latency_ms: float, elapsed_ms: float
+    ) -> None:
+        request = row.request
+        estimate = self.costs.charge_from_usage(request, result.usage) if self.costs else None
+        await self.charges.answered(result, reservation, row.charges, estimate)
+        await self.charges.look_up_row(row.charges)
+        costs = row.charges.fields()
         record = self._record(
             request,
             "ok",
             None,
             False,
-            started,
-            response_model=result.model,
-            provider=result.provider,
-            generation_id=result.generation_id,
-            content=result.content,
-            tool_calls=list(result.tool_calls) or None,
-            finish_reason=result.finish_reason,
-            native_finish_reason=result.native_finish_reason,
-            usage=result.usage,
-            cost=cost,
+            row.started,
+            **answer_fields(result),
             latency_ms=latency_ms,
+            ttft_ms=getattr(result, "ttft_ms", None),  # streaming mode: time to the first token
             elapsed_ms=elapsed_ms,
-            attempts=log.attempts,
-            attempt_errors=log.failures,
+            attempts=row.log.attempts,
+            attempt_errors=row.log.failures,
             error=None,
+            **costs,
         )
         if request.checks:
             answer = Answer(
                 result.content,
                 latency_ms,
-                cost,
+                costs["cost"],
                 result.usage.get("completion_tokens"),
                 result.finish_reason,
                 result.tool_calls,
             )
-            await self._grade(request, answer, record)
-        self._emit(request, record)
+            if any(is_judge(c) for c in request.checks):
+                # Written once its graders answered (or, cut short, with those checks `error`).
+                row.sent = False
+                row.grading = RowGrading(request, record, answer)
+                return
+            record.update(grade(request.checks, answer))
+        self._finish(row, record)
 
-    async def _grade(self, request: Request, answer: Answer, record: dict[str, Any]) -> None:
-        """Run the row's checks; judge checks send grader requests, whose cost joins the row's."""
-        judged: dict[int, dict[str, Any]] = {}
-        if any(is_judge(c) for c in request.checks):
-            try:
-                judged, judge_cost = await self.graders.judge_row(
-                    request.id, request.checks, question_of(request.body), answer
-                )
-            except asyncio.CancelledError:
-                # The grace ran out while grading: the answer was paid for, so its row is
-                # written (judge checks ungraded) before the cancellation goes on.
-                record.update(grade(request.checks, answer))
-                self._emit(request, record)
-                raise _Recorded() from None
-            if judge_cost:
-                record["cost"] = round((record["cost"] or 0.0) + judge_cost, 12)
-            record["judge_cost"] = round(judge_cost, 12)
-        record.update(grade(request.checks, answer, judged))
+    def _finish(self, row: Row, record: dict[str, Any]) -> None:
+        row.written = True  # set first: a row whose write failed must not be written twice
+        self._emit(row.request, record)
+
+    async def _release(self, row: Row, *, keep: bool = False) -> None:
+        """Give back the row's reservation; `keep` counts it as spent (a request abandoned in
+        flight may still be billed: streaming.mdx, only a cancelled stream stops billing)."""
+        if row.reservation is not None:
+            reservation, row.reservation = row.reservation, None
+            await asyncio.shield(self.ledger.settle(reservation, reservation if keep else 0.0))
+
+    async def _dispatch(self, request: Request) -> None:
+        """One row, one record, whatever happens: the finally writes it if nothing else did."""
+        row = Row(request)
+        outcome: BaseException | None = None
+        cut = False
+        try:
+            async with asyncio.timeout(self._grace_ends) as limit:
+                self._in_flight.add(limit)
+                try:
+                    await self._process(row)
+                finally:
+                    self._in_flight.discard(limit)
+                    cut = limit.expired()  # the grace after a stop ran out
+        except OutputFailed:
+            raise  # the results file failed: the run stops, not just this row
+        except Exception as error:  # noqa: BLE001 - one row's bug must not end the run (issue 11)
+            outcome = error
+        except BaseException as cancelled:  # the run is going down (the group aborts, a signal)
+            outcome = cancelled
+            raise
+        finally:
+            if not row.written and row.grading is not None and self.stop_reason != STOP_IO:
+                # The answer is in and paid for: it is recorded, its ungraded checks `error`.
+                self._finish(row, row.grading.record_now(self.stop_reason or STOP_INTERRUPTED))
+            elif not row.written and self.stop_reason != STOP_IO:
+                kept = row.reservation if row.sent else None
+                if row.sent:
+                    # The request in flight was abandoned, so it may still be billed: hold it.
+                    self._hold(row, AbandonedAttempt())
+                await self._release(row)
+                stopped = cut or isinstance(outcome, asyncio.CancelledError)
+                self._finish(row, self._unfinished(row, None if stopped else outcome, kept))
+
+    def _unfinished(self, row: Row, error: BaseException | None, kept: float | None) -> dict[str, Any]:
+        """The record of a row cut short: skipped by a stop (`error` None), or `internal`.
+        A request that went out keeps its worst case as spent (`kept`): it may be billed."""
+        fields = {**row.charges.fields(), **cut_short_fields(row, kept)}
+        if error is None:
+            reason = self.stop_reason or STOP_INTERRUPTED
+            return self._record(row.request, "skipped", reason, True, row.started, **fields)
+        error_field = internal_error(error, self.client.scrub)
+        if not row.charges.parts:
+            fields.update(cost=0.0, cost_status=None)
+        return self._record(row.request, "error", "internal", True, row.started, error=error_field, **fields)
 
     def _too_long(self, failure: RequestFailed) -> str | None:
         """Why the server's wait ended the retrying (over max_wait_s or past the deadline)."""
@@ -329,8 +417,14 @@ class Runner:
             self.blocked_scopes[scope] = (until, reason)
         return reason
 
-    def _failed(self, request: Request, failure: RequestFailed, log: AttemptLog, started: float) -> None:
-        """One record for a failed request; the failure's class decides what else stops."""
+    def _failed(self, request: Request, failure: RequestFailed, log: AttemptLog, started: float | None) -> None:
+        """Write the record of a failed request (batch mode's entry point)."""
+        self._emit(request, self._failure_record(request, failure, log, started))
+
+    def _failure_record(
+        self, request: Request, failure: RequestFailed, log: AttemptLog, started: float | None, row: Row | None = None
+    ) -> dict[str, Any]:
+        """The record of a failed request; the failure's class decides what else stops."""
         message = failure.message[:500]
         too_long = self._too_long(failure)
         if too_long:
@@ -341,9 +435,30 @@ class Runner:
             error["error_type"] = failure.error_type
         if failure.availability_code:
             error["availability_code"] = failure.availability_code
-        # A refused key and an empty purse stop the run; a model-wide condition stops the
-        # model; a platform limit past the wait cap stops its scope until the reset. Rows
-        # that never got an answer are `skipped` (a resume runs them again).
+        status, reason = self.react(request, failure, too_long)
+        skipped = status == "skipped"
+        return self._record(
+            request,
+            status,
+            reason,
+            skipped or failure.retryable,
+            started,
+            error=error,
+            attempts=log.attempts,
+            attempt_errors=log.failures,
+            # An error without a billable attempt cost nothing (zero-completion-insurance.mdx).
+            **(
+                row.charges.fields()
+                if row is not None and row.charges.parts
+                else {"cost": None if skipped else 0.0, "cost_status": None}
+            ),
+        )
+
+    def react(self, request: Request, failure: RequestFailed, too_long: str | None) -> tuple[str, str]:
+        """What a final failure stops, as (status, reason) for its record. A refused key and
+        an empty purse stop the run; a model-wide condition stops the model; a platform
+        limit past the wait cap stops its scope until the reset. Rows that never got an
+        answer are `skipped` (a resume runs them again)."""
         status, reason = "error", failure.kind
         if isinstance(failure, AuthFailed):
             self.request_stop(STOP_AUTH, f"the API key was refused: {failure.message}")
@@ -357,19 +472,7 @@ class Runner:
             status, reason = "skipped", "daily_cap"
         elif isinstance(failure, RateLimited) and failure.platform and too_long:
             status, reason = "skipped", self._block_scope(request, failure)
-        skipped = status == "skipped"
-        record = self._record(
-            request,
-            status,
-            reason,
-            skipped or failure.retryable,
-            started,
-            error=error,
-            attempts=log.attempts,
-            attempt_errors=log.failures,
-            cost=None if skipped else 0.0,
-        )
-        self._emit(request, record)
+        return status, reason
 
     # -- key refresh -------------------------------------------------------------------------
     async def _maybe_refresh_key(self) -> None:
@@ -387,6 +490,7 @@ class Runner:
         self._last_refresh = now
         self._refreshing = True
         try:
+            await self.charges.retry_lookups()
             info = await self.client.key_info()
         except RequestFailed:
             return  # a failed refresh is not a reason to stop; the next one may work
@@ -404,57 +508,27 @@ class Runner:
         for request in source:
             if self.stop_reason is not None:
                 self.skip(request, self.stop_reason)
-                continue
-            try:
-                await self._process(request)
-            except (asyncio.CancelledError, _Recorded) as cancelled:
-                # Cancelled by the grace timer (or the process is going down): the row
-                # still gets its one record, and the loop drains the rest as skipped.
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
-                self.request_stop(STOP_INTERRUPTED)
-                if not isinstance(cancelled, _Recorded):
-                    self.skip(request, self.stop_reason or STOP_INTERRUPTED)
-
-    async def _watch(self, workers: list[asyncio.Task[None]]) -> None:
-        """Enforce the deadline, then the grace after any stop, by cancelling what is left."""
-        deadline = self.config.deadline_s
-        stop_wait = asyncio.ensure_future(self._stop_event.wait())
-        try:
-            if deadline is not None:
-                timer = asyncio.ensure_future(self.clock.sleep(deadline))
-                await asyncio.wait([stop_wait, timer], return_when=asyncio.FIRST_COMPLETED)
-                timer.cancel()
-                self.request_stop(STOP_DEADLINE, f"the run deadline of {deadline:g} s was reached")
             else:
-                await stop_wait
-        finally:
-            stop_wait.cancel()
-        grace = 0.0 if self.stop_reason in (STOP_AUTH, STOP_IO) else self.config.grace_s
-        if grace > 0:
-            all_done = asyncio.ensure_future(asyncio.wait(workers))
-            sleeper = asyncio.ensure_future(self.clock.sleep(grace))
-            await asyncio.wait([all_done, sleeper], return_when=asyncio.FIRST_COMPLETED)
-            sleeper.cancel()
-            all_done.cancel()
-        for worker in workers:
-            worker.cancel()
+                await self._dispatch(request)
+
+    async def _deadline(self, seconds: float) -> None:
+        await self.clock.sleep(seconds)
+        self.request_stop(STOP_DEADLINE, f"the run deadline of {seconds:g} s was reached")
 
     async def run(self, requests: Iterator[Request]) -> RunOutcome:
         if self.config.deadline_s is not None:
             self._deadline_at = self.clock.monotonic() + self.config.deadline_s
         source = iter(requests)
-        workers = [asyncio.ensure_future(self._worker(source)) for _ in range(self.config.concurrency)]
-        watcher = asyncio.ensure_future(self._watch(workers))
-        outcomes = await asyncio.gather(*workers, return_exceptions=True)
-        watcher.cancel()
-        failures = [o for o in outcomes if isinstance(o, Exception)]
-        if failures:
-            # A worker died (a dataset unreadable mid-run, a disk full): rows written so far
-            # stay; the rest would be silently missing, so the run must not look complete.
-            raise failures[0]
-        # Rows never dispatched, and any a cancelled worker held, end as skipped.
-        for request in source:
-            self.skip(request, self.stop_reason or STOP_INTERRUPTED)
-        return RunOutcome(self.stop_reason, self.stop_message, self.ledger.spent)
+        try:
+            async with asyncio.TaskGroup() as group:
+                workers = [group.create_task(self._worker(source)) for _ in range(self.config.concurrency)]
+                deadline = self.config.deadline_s
+                timer = group.create_task(self._deadline(deadline)) if deadline is not None else None
+                await asyncio.wait(workers)
+                if timer is not None:
+                    timer.cancel()
+        except BaseExceptionGroup as failed:
+            # A failure of the run itself ended every worker; rows written so far stay, and
+            # the caller must not take the run for complete.
+            raise first_failure(failed) from None
+        return RunOutcome(self.stop_reason, self.stop_message, self.ledger.committed)

@@ -18,32 +18,20 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+from ._entry import SIGNALS, caught, early
+from ._lock import release_all
+
 EXIT_INTERRUPTED = 7  # ExitCode.INTERRUPTED, without importing the CLI's modules this early
-_early: list[int] = []
-_caught = False
-
-
-def _remember(signum: int, _frame: FrameType | None) -> None:
-    _early.append(signum)
-
-
-def catch_early() -> None:
-    """Remember signals from the start of the process until the command decides what they mean."""
-    global _caught
-    _caught = True
-    for sig in SIGNALS:
-        signal.signal(sig, _remember)
 
 
 def release_early() -> None:
     """For commands other than a run: default handling again, and a signal that came early acts now."""
-    if not _caught:  # in process (tests, a library caller): leave the host's handlers alone
+    if not caught[0]:  # in process (tests, a library caller): leave the host's handlers alone
         return
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    if _early:
-        os.kill(os.getpid(), _early.pop(0))
+    if early:
+        os.kill(os.getpid(), early.pop(0))
 
 
 class RunSignals:
@@ -58,8 +46,8 @@ class RunSignals:
 
     def __enter__(self) -> RunSignals:
         self._previous = [signal.signal(sig, self._handle) for sig in SIGNALS]
-        while _early:
-            self._handle(_early.pop(0), None)
+        while early:
+            self._handle(early.pop(0), None)
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -72,6 +60,7 @@ class RunSignals:
         if self.count > 1:
             # Each record is one whole os.write, so the results file is valid at any point.
             self.say("second signal: exiting now")
+            release_all()  # os._exit runs no finally: lock files would stay behind
             os._exit(EXIT_INTERRUPTED)
         loop = self.loop
         if loop is not None:

@@ -36,12 +36,14 @@ class _Group:
     completion_tokens: int = 0
     cost: float = 0.0
     judge_cost: float = 0.0  # part of `cost`: what grading the answers cost
+    cost_unknown: int = 0  # rows that may have been billed an amount nobody reported
     attempts: int = 0
     checked: int = 0
     passed: int = 0
     undecided: int = 0  # rows with a check whose grader failed: neither pass nor fail
     score: float = 0.0  # sum of rows' weighted check scores
     latencies: array[float] = field(default_factory=lambda: array("d"))
+    ttfts: array[float] = field(default_factory=lambda: array("d"))  # streaming mode only
     answered_by: Counter[str] = field(default_factory=Counter)
 
     def add(self, record: dict[str, Any]) -> None:
@@ -53,6 +55,8 @@ class _Group:
             self.completion_tokens += int(usage.get("completion_tokens") or 0)
             if record.get("latency_ms") is not None:
                 self.latencies.append(float(record["latency_ms"]))
+            if record.get("ttft_ms") is not None:
+                self.ttfts.append(float(record["ttft_ms"]))
             self.answered_by[f"{record.get('response_model')}@{record.get('provider')}"] += 1
             if record.get("passed") is not None:
                 self.checked += 1
@@ -64,8 +68,11 @@ class _Group:
             self.error += 1
         else:
             self.skipped += 1
-        self.cost += float(record.get("cost") or 0.0)
+        # A record's `cost` is its answer's; its grading is `judge_cost`: both were spent.
         self.judge_cost += float(record.get("judge_cost") or 0.0)
+        self.cost += float(record.get("cost") or 0.0) + float(record.get("judge_cost") or 0.0)
+        if record.get("cost_status") == "unknown":
+            self.cost_unknown += 1
         self.attempts += int(record.get("attempts") or 0)
 
     def as_json(self) -> dict[str, Any]:
@@ -80,8 +87,11 @@ class _Group:
             "completion_tokens": self.completion_tokens,
             "cost_usd": round(self.cost, 8),
             "judge_cost_usd": round(self.judge_cost, 8),
+            "cost_unknown_rows": self.cost_unknown,
             "latency_p50_ms": percentile(self.latencies, 0.5),
             "latency_p95_ms": percentile(self.latencies, 0.95),
+            "ttft_p50_ms": percentile(self.ttfts, 0.5),
+            "ttft_p95_ms": percentile(self.ttfts, 0.95),
             "attempts_per_row": round(self.attempts / sent, 3) if sent else None,
             "checked": self.checked,
             "passed": self.passed,
@@ -227,7 +237,8 @@ def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 str(g["error"]),
                 str(g["skipped"]),
                 f"{g['prompt_tokens'] + g['completion_tokens']:,}",
-                f"{g['cost_usd']:.6f}",
+                # "+?": some rows' costs are unknown, so the figure is a lower bound, not a total.
+                f"{g['cost_usd']:.6f}" + ("+?" if g.get("cost_unknown_rows") else ""),
                 _fmt_ms(g["latency_p50_ms"]),
                 _fmt_ms(g["latency_p95_ms"]),
                 "-" if g["attempts_per_row"] is None else f"{g['attempts_per_row']:.2f}",
@@ -283,6 +294,7 @@ def render_text(summary: dict[str, Any]) -> str:
             f"budget left for this run: spent ${spent:.6f} of ${summary['budget_usd']:.6f} "
             f"(${max(0.0, summary['budget_usd'] - spent):.6f} left)"
         )
+    lines += _reconciliation_lines(summary)
     if summary.get("isolated_key"):
         key = summary["isolated_key"]
         charged = "unknown" if key["usage_usd"] is None else f"${key['usage_usd']:.6f}"
@@ -299,6 +311,23 @@ def render_text(summary: dict[str, Any]) -> str:
     if summary.get("output"):
         lines.append(f"results: {summary['output']}")
     return "\n".join(lines)
+
+
+def _reconciliation_lines(summary: dict[str, Any]) -> list[str]:
+    rec = summary.get("reconciliation")
+    if not rec:
+        return []
+    lines = []
+    if rec.get("unknown_cost_attempts"):
+        attributed = rec.get("unattributed_usd")
+        lines.append(
+            f"{rec['unknown_cost_attempts']} attempt(s) may have been billed at an unknown cost "
+            f"(held at up to ${rec['unknown_cost_held_usd']:.6f})"
+            + ("" if attributed is None else f"; the key's usage attributes ${attributed:.6f} to them")
+        )
+    if rec.get("warning"):
+        lines.append(f"warning: {rec['warning']}")
+    return lines
 
 
 def render_markdown(summary: dict[str, Any], title: str | None = None) -> str:
@@ -318,6 +347,8 @@ def render_markdown(summary: dict[str, Any], title: str | None = None) -> str:
         lines.append(f"- `{example['model']}` / `{example['prompt_id']}`: {example['why']}")
     if summary.get("routing_warning"):
         lines.append(f"**Warning:** {summary['routing_warning']}")
+    for line in _reconciliation_lines(summary):
+        lines.append(f"**Cost:** {line}")
     if summary.get("stop"):
         lines.append(f"**Stopped:** {summary['stop']} {summary.get('stop_message') or ''}")
     return "\n".join(lines) + "\n"

@@ -15,15 +15,19 @@ from typing import Any
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^\W\d]\w*)\s*\}\}")
 _BROKEN = re.compile(r"\{\{[^{}\n]{0,40}\}?\}?|\}\}")
+_TOUCHING = re.compile(r"\{+\{\{\s*[^\W\d]\w*\s*\}\}\}*|\{\{\s*[^\W\d]\w*\s*\}\}\}+")
 
 
 def template_problems(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], str]]:
     """(path, message) for every string inside `value` with a `{{` or `}}` that is not a valid placeholder."""
     if isinstance(value, str):
+        # `{{{country}}}` would send `{France}`: a brace touching a placeholder is refused
+        # too, as a literal `{{` or `}}` cannot appear in a templated string.
+        touching = _TOUCHING.search(value)
         rest = _PLACEHOLDER.sub("", value)
-        if "{{" not in rest and "}}" not in rest:
+        if touching is None and "{{" not in rest and "}}" not in rest:
             return []
-        found = _BROKEN.search(rest)
+        found = touching or _BROKEN.search(rest)
         fragment = found.group(0) if found else "{{"
         return [
             (

@@ -134,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="attempts per request, retries included, 1..100 (overrides run.max_attempts)",
     )
     run.add_argument(
+        "--max-response-bytes",
+        type=_argtypes.response_bytes,
+        metavar="BYTES",
+        help="cap on one reply's body, counted after decompression (overrides run.max_response_bytes)",
+    )
+    run.add_argument(
         "--max-elapsed",
         type=_argtypes.positive_float,
         metavar="SECONDS",
@@ -148,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--isolated-key",
         action="store_true",
         help="run on a fresh key whose limit is the budget (needs a management key)",
+    )
+    run.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="streaming mode: a timeout, stop or deadline cancels generation and billing (run.stream)",
     )
     run.add_argument("--quiet", "-q", action="store_true", help="print nothing unless something fails")
     _add_mode_option(run)
@@ -350,6 +362,7 @@ def _settings_from_args(job: Any, args: argparse.Namespace) -> Any:
         "grace_s": args.grace,
         "timeout_s": args.timeout,
         "max_attempts": args.max_attempts,
+        "max_response_bytes": args.max_response_bytes,
         "max_elapsed_s": args.max_elapsed,
         "max_wait_s": args.max_wait,
     }
@@ -359,6 +372,8 @@ def _settings_from_args(job: Any, args: argparse.Namespace) -> Any:
         settings = replace(settings, isolated_key=True)
     if args.mode:
         settings = replace(settings, mode=args.mode)
+    if args.stream is not None:
+        settings = replace(settings, stream=args.stream)
     return settings
 
 
@@ -458,11 +473,14 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         console.out.write(render_plan_offline(job) + "\n")
         return ExitCode.OK
 
-    async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> str:
+    async def body(base_url: str | None, sim_key: str | None, sim_management: str | None) -> str:
         from ._plan import price_plan
 
         # A simulated plan's "previous average" would compare made-up prices: none is shown.
-        plan = await price_plan(replace(job, run=settings), base_url, sim_key or key, previous=not args.simulate)
+        management = sim_management or os.environ.get(job.endpoint.management_key_env)
+        plan = await price_plan(
+            replace(job, run=settings), base_url, sim_key or key, previous=not args.simulate, management_key=management
+        )
         return render_plan(plan)
 
     console.out.write(asyncio.run(_with_simulator(args, body)) + "\n")
@@ -641,7 +659,7 @@ def _regrade_judged(
 def cmd_history(args: argparse.Namespace, console: Console) -> int:
     from ._history import build_history, render_history_markdown, render_history_text
 
-    history = build_history(args.paths)
+    history = build_history(args.paths, console.warn)
     if args.html:
         from ._html_report import write_history
 

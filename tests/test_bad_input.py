@@ -118,6 +118,55 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         SMALL_JOB.replace("{country: Japan, expect: Tokyo}", "{country: Japan, expect: ''}"),
         ["$.prompts[0].vars[1]", "the check value '{{expect}}' is empty for this row"],
     ),
+    *[
+        (
+            f"literal blank check value {value}",
+            SMALL_JOB.replace('checks: [{contains: "{{expect}}"}]', f"checks: [{{{value}}}]"),
+            ["job.yaml:", where, "is empty or only whitespace, so the check could never fail"],
+        )
+        for value, where in [
+            ('contains: ""', "$.prompts[0].checks[0]"),
+            ('contains: "  "', "$.prompts[0].checks[0]"),
+            ('icontains: " "', "$.prompts[0].checks[0]"),
+            ('starts_with: "  "', "$.prompts[0].checks[0]"),
+            ('regex: ""', "$.prompts[0].checks[0]"),
+            ('contains: {any: [Paris, "  "]}', "$.prompts[0].checks[0]"),
+        ]
+    ],
+    (
+        "literal blank per-row check value",
+        SMALL_JOB.replace(
+            "{country: Japan, expect: Tokyo}", '{country: Japan, expect: Tokyo, checks: [{contains: " "}]}'
+        ),
+        ["$.prompts[0].vars[1]", "checks: the check value ' ' is empty or only whitespace"],
+    ),
+    (
+        "literal blank default check value",
+        SMALL_JOB.replace("params: {max_tokens: 32}", 'params: {max_tokens: 32}\n  checks: [{regex: ""}]'),
+        ["$.defaults.checks[0]", "could never fail"],
+    ),
+    (
+        "triple braces",
+        SMALL_JOB.replace(CAPITAL, '    text: "Capital of {{{country}}}?"'),
+        ["job.yaml:7:", "$.prompts[0].text", "'{{{country}}}' is not a valid placeholder"],
+    ),
+    (
+        "placeholder in default params",
+        SMALL_JOB.replace("params: {max_tokens: 32}", 'params: {max_tokens: 32, stop: ["{{nope}}"]}'),
+        ["job.yaml:3:", "$.defaults.params.stop[0]", "params are sent as written, not templated"],
+    ),
+    (
+        "placeholder in prompt params",
+        SMALL_JOB.replace("  - id: sum\n", '  - id: sum\n    params: {stop: ["{{a}}"]}\n'),
+        ["$.prompts[1].params.stop[0]", "params are sent as written, not templated"],
+    ),
+    (
+        "placeholder in model params",
+        SMALL_JOB.replace(
+            "models: [openai/gpt-4o-mini,", "models: [{id: openai/gpt-4o-mini, params: {user: '{{country}}'}},"
+        ),
+        ["$.models[0].params.user", "params are sent as written, not templated"],
+    ),
     (
         "nested value inline",
         SMALL_JOB.replace("{country: Japan, expect: Tokyo}", "{country: {nested: 1}, expect: Tokyo}"),
@@ -270,6 +319,29 @@ OPTION_CASES: list[tuple[str, list[str], list[str]]] = [
     ("grace negative", ["--grace", "-1"], ["--grace: must be 0 or more"]),
     ("base url not a url", ["--base-url", "notaurl"], ["--base-url: expected an http:// or https:// URL"]),
     ("sim rate above 1", ["--simulate", "--sim", "fault.503=2"], ["--sim fault.503=2: a rate must be between 0 and 1"]),
+    ("sim latency inf", ["--simulate", "--sim", "latency_ms=inf"], ["--sim latency_ms=inf: expected a finite number"]),
+    (
+        "sim latency negative",
+        ["--simulate", "--sim", "latency_ms=-5"],
+        ["--sim latency_ms=-5: expected a finite number of 0"],
+    ),
+    ("sim latency nan", ["--simulate", "--sim", "jitter_ms=nan"], ["--sim jitter_ms=nan: expected a finite number"]),
+    (
+        "sim latency a year",
+        ["--simulate", "--sim", "latency_ms=3e10"],
+        ["--sim latency_ms=3e10: must be at most 3,600,000"],
+    ),
+    (
+        "sim negative price",
+        ["--simulate", "--sim", "price.x/y=-1,1"],
+        ["--sim price.x/y=-1,1: expected a finite number"],
+    ),
+    ("sim seed not whole", ["--simulate", "--sim", "seed=1.5"], ["--sim seed=1.5: expected a whole number"]),
+    (
+        "sim not a number",
+        ["--simulate", "--sim", "latency_ms=abc"],
+        ["--sim latency_ms=abc: expected a number, got 'abc'"],
+    ),
     ("retry errors without resume", ["--retry-errors"], ["--retry-errors continues a run: use it with --resume"]),
 ]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from batchrun import ExitCode, Job, RunOptions, RunReport, load_job, run_job
+from batchrun import ExitCode, Job, RunControl, RunOptions, RunReport, load_job, run_job
 from batchrun._batch_state import BatchState, state_path
 from batchrun._verdict import decide
 from batchrun.simulator import SimConfig, Simulator
@@ -386,3 +386,73 @@ def test_batches_cancel_and_the_next_run_collects_the_cancelled_rows_as_skipped(
         assert report.summary["total"]["skipped"] == 15
         assert {r["reason"] for r in read_rows(out)} == {"batch_cancelled"}
         assert "cancelled" in call_cli("batches", "list", out)[1]
+
+
+async def test_a_batch_the_server_does_not_know_ends_as_retryable_errors(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    job = batch_job(write_job(tmp_path, THREE_MODELS), deadline_s=60)
+    out = tmp_path / "r.jsonl"
+    await run(job, batch_sim, out, clock)
+    other = Simulator(SimConfig())  # another server (or key): it has never seen these batches
+    with other.serve_in_thread():
+        report = await run(job, other, out, clock, resume=True)
+        assert other.batches.stats.submitted == 0
+    rows = read_rows(out)
+    assert {(r["status"], r["reason"], r["retryable"]) for r in rows} == {("error", "batch_not_found", True)}
+    assert report.summary["complete"] is True and code_of(report, job) == ExitCode.ERRORS
+    assert {e.status for e in BatchState.read(out).entries} == {"lost"}
+
+
+class InterruptingClock(FakeClock):
+    """SIGTERM arrives while the run waits for its first poll."""
+
+    def __init__(self, control: RunControl) -> None:
+        super().__init__()
+        self.control = control
+
+    async def sleep(self, seconds: float) -> None:
+        self.control.stop("interrupted")
+        await super().sleep(seconds)
+
+
+async def test_sigterm_while_polling_leaves_the_batches_to_collect_later(
+    tmp_path: Path, slow_batches: SimConfig
+) -> None:
+    control = RunControl()
+    clock = InterruptingClock(control)
+    simulator = Simulator(slow_batches)
+    simulator.clock = clock.time
+    job = batch_job(write_job(tmp_path, THREE_MODELS))  # no deadline: it would wait for the batches
+    out = tmp_path / "r.jsonl"
+    with simulator.serve_in_thread():
+        report = await run_job(
+            job, RunOptions(api_key=FAKE_KEY, base_url=simulator.base_url, output=out, clock=clock), control
+        )
+        assert code_of(report, job) == ExitCode.INTERRUPTED
+        assert clock.sleeps == [60] and out.read_text() == ""  # one poll wait, not the hour the batches take
+        assert [e.state for e in BatchState.read(out).entries] == ["submitted"] * 3
+        clock.now += 7200
+        again = await run(job, simulator, out, FakeClock(start=clock.time()), resume=True)
+        assert again.summary["total"]["ok"] == 15 and simulator.batches.stats.submitted == 3
+
+
+def test_an_unreadable_batch_record_is_a_one_line_error_and_is_left_alone(tmp_path: Path) -> None:
+    job = write_job(tmp_path, THREE_MODELS)
+    out = tmp_path / "r.jsonl"
+    state_path(out).write_text("{not json")
+    code, _, err = call_cli(job, "--simulate", "-o", out, "--resume")
+    assert code == ExitCode.USAGE
+    assert err.startswith(f"batchrun: {state_path(out)}: unreadable batch record") and err.count("\n") == 1
+    assert state_path(out).read_text() == "{not json"
+
+
+async def test_report_job_regrades_batch_rows_without_latency_checks(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    path = example_job(tmp_path)
+    await run(batch_job(path), batch_sim, tmp_path / "batch.jsonl", clock)
+    code, out, _ = call_cli("report", tmp_path / "batch.jsonl", "--job", path, "--json")
+    summary = json.loads(out)
+    assert summary["total"]["ok"] == 105 and summary["total"]["pass_rate"] > 0.8
+    assert code == ExitCode.OK

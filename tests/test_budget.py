@@ -97,7 +97,10 @@ def test_an_unlimited_key_runs_everything(tmp_path: Path) -> None:
     result = run_cli(job, "--simulate", "-o", tmp_path / "u.jsonl", "-q")
     assert result.returncode == 0
     summary = json.loads((tmp_path / "u.summary.json").read_text())
-    assert summary["budget_usd"] is None and summary["total"]["ok"] == 20
+    # No budget and no per-key limit: only the account's balance (/credits, $100 in the
+    # simulator, read with its management key) bounds the run.
+    assert summary["budget_usd"] == pytest.approx(100.0) and summary["total"]["ok"] == 20
+    assert summary["account_balance_usd"] == pytest.approx(100.0)
     assert summary["estimate_usd"] >= summary["total"]["cost_usd"] > 0
 
 
@@ -140,7 +143,10 @@ def test_plan_prices_the_worst_case_never_below_the_actual(tmp_path: Path) -> No
     assert code == 0, err
     assert "job spend: 200 request(s)" in text and "anthropic/claude-3.5-haiku" in text
     worst = float(text.split("TOTAL")[1].split()[1])
-    assert "budget: $0.500000 -> worst case fits" in text and "remaining credit unlimited" in text
+    assert "budget: $0.500000 -> worst case fits" in text
+    # limit_remaining null means no limit on this key, not unlimited money (openapi /key).
+    assert "key sk-or-v1-sim...acct: no per-key limit" in text and "unlimited" not in text
+    assert "account balance (/credits): $100.000000 -> worst case fits" in text
     out = tmp_path / "p.jsonl"
     assert run_cli(job, "--simulate", "-o", out, "-q", "--sim", "cost_noise=0.08").returncode == 0
     assert sum(r["cost"] for r in read_rows(out)) <= worst

@@ -156,7 +156,7 @@ async def test_truncated_or_empty_200_is_retryable(content: bytes) -> None:
 
 async def test_network_errors_and_timeouts_are_transient() -> None:
     for exc, kind in (
-        (httpx.ConnectError("refused"), "network"),
+        (httpx.ConnectError("refused"), "connect"),
         (httpx.ReadError("reset"), "network"),
         (httpx.ReadTimeout("slow"), "timeout"),
         (httpx.RemoteProtocolError("closed"), "network"),
@@ -167,6 +167,20 @@ async def test_network_errors_and_timeouts_are_transient() -> None:
                 with pytest.raises(Transient) as caught:
                     await c.chat(BODY)
         assert caught.value.kind == kind
+
+
+async def test_a_refused_connection_over_loopback_is_connect_not_timeout() -> None:
+    # The real (aiohttp) transport, which reports a refused connection as ConnectTimeout.
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    async with OpenRouterClient(f"http://127.0.0.1:{port}/api/v1", FAKE_KEY) as c:
+        with pytest.raises(Transient) as caught:
+            await c.chat(BODY)
+    assert caught.value.kind == "connect" and caught.value.retryable
+    assert "timeout" not in caught.value.message.lower() and FAKE_KEY not in caught.value.message
 
 
 def test_server_wait_header_forms() -> None:
@@ -267,8 +281,14 @@ async def test_management_api_request_shapes() -> None:
             await c.delete_key("mgmt-key", "h" * 64)
     sent = create.calls.last.request
     assert sent.headers["Authorization"] == "Bearer mgmt-key"
-    assert json.loads(sent.content) == {"name": "batchrun job 1", "limit": 1.5, "expires_at": "2027-01-01T00:00:00Z"}
-    assert created["key"] == "sk-or-v1-new" and info == {"usage": 0.2}
+    # include_byok_in_limit: the per-run limit covers BYOK spend too (openapi POST /keys).
+    assert json.loads(sent.content) == {
+        "name": "batchrun job 1",
+        "limit": 1.5,
+        "expires_at": "2027-01-01T00:00:00Z",
+        "include_byok_in_limit": True,
+    }
+    assert created.key == "sk-or-v1-new" and info == {"usage": 0.2}
     assert json.loads(patch.calls.last.request.content) == {"disabled": True}
     assert delete.called and get.calls.last.request.headers["Authorization"] == "Bearer mgmt-key"
 
@@ -286,16 +306,17 @@ async def test_an_error_body_becomes_an_error_row(tmp_path: Any) -> None:
     with respx.mock(using="httpx") as mock:
         mock.post(CHAT).mock(return_value=err(422, "max_tokens must be positive"))
         async with client() as c:
+            writer = ResultsWriter(out)
             runner = Runner(
                 c,
-                ResultsWriter(out),
+                writer,
                 RunConfig(2, RetryPolicy()),
                 FakeClock(),
                 job_name="small",
                 job_fingerprint=job.fingerprint,
             )
             outcome = await runner.run(plan_requests(job))
-            runner.writer.close()
+            writer.close()
     rows = list(final_records(out))
     assert outcome.stop is None and len(rows) == 20
     assert {(r["status"], r["reason"], r["retryable"], r["attempts"]) for r in rows} == {

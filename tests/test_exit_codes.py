@@ -229,6 +229,43 @@ def test_sigterm_at_the_earliest_moment_is_exit_7(tmp_path: Path) -> None:
     assert {r["status"] for r in read_rows(tmp_path / "early.jsonl")} <= {"skipped", "ok"}
 
 
+# The console script, with a signal sent to itself the moment the handlers are in place:
+# before cli, asyncio, httpx or aiohttp load, at a point fixed by the code, not by timing.
+_SIGNAL_AT_START = """
+import os, signal, sys
+from batchrun import _entry
+installed = _entry.catch_early
+def catch_then_signal():
+    installed()
+    assert not {"asyncio", "httpx", "aiohttp", "yaml", "batchrun.cli"} & set(sys.modules), sorted(sys.modules)
+    os.kill(os.getpid(), getattr(signal, sys.argv.pop(1)))
+_entry.catch_early = catch_then_signal
+_entry.entry()
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_as_soon_as_the_console_script_starts_is_exit_7(tmp_path: Path, name: str) -> None:
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["scripts"]["batchrun"] == "batchrun._entry:entry"
+    job = write_job(tmp_path, SMALL_JOB)
+    out = tmp_path / "start.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AT_START, name, job, "--simulate", "-o", out, "-q"],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == ExitCode.INTERRUPTED, result.stderr
+    assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr
+    assert "interrupted" in result.stderr
+    assert {r["status"] for r in read_rows(out)} <= {"skipped"}  # stopped before any request
+    assert sorted(tmp_path.rglob("*.lock")) == []
+
+
 def test_a_second_signal_while_the_run_winds_down_is_still_exit_7(tmp_path: Path) -> None:
     job = write_job(tmp_path, BIG_JOB.replace("run: {", "run: {grace_s: 0, "))
     out = tmp_path / "wind.jsonl"

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun.simulator import Simulator
@@ -195,6 +196,8 @@ def test_a_key_charged_more_than_the_ledger_counted_is_a_warning(tmp_path: Path,
     result = isolated_run(sim, job, tmp_path / "m.jsonl", "0.5", "-q")
     assert result.returncode == 0
     assert (
-        "warning: the per-run key was charged $0.02" in result.stderr
-        and "but the ledger counted $0.00" in result.stderr
+        "warning: the key was charged $0.0200 during the run but the ledger counted $0.0000" in result.stderr
+        and "$+0.0200 unexplained" in result.stderr
     )
+    summary = json.loads((tmp_path / "m.summary.json").read_text())
+    assert summary["reconciliation"]["difference_usd"] == pytest.approx(0.02, abs=1e-4)

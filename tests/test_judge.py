@@ -143,11 +143,14 @@ def test_a_judged_run_records_each_verdict_with_its_row(tmp_path: Path) -> None:
         [verdict] = graded["judge"]["graders"]
         assert verdict["model"] == "openai/gpt-4o-mini" and verdict["generation_id"].startswith("gen-")
         assert 0 <= verdict["score"] <= 1 and verdict["reason"] and verdict["cost"] > 0
+        assert verdict["cost_status"] == "reported" and row["judge_cost_status"] == "reported"
         assert row["judge_cost"] == pytest.approx(verdict["cost"])
-        assert row["cost"] == pytest.approx(row["usage"]["cost"] + row["judge_cost"])
+        assert row["cost"] == pytest.approx(row["usage"]["cost"])  # the answer's own; grading apart
     summary = report.summary
-    assert summary["total"]["judge_cost_usd"] == pytest.approx(sum(r["judge_cost"] for r in rows))
-    assert summary["spent_usd"] == pytest.approx(sum(r["cost"] for r in rows))  # the ledger counted judging
+    judging = sum(r["judge_cost"] for r in rows)
+    assert summary["total"]["judge_cost_usd"] == pytest.approx(judging) and judging > 0
+    assert summary["total"]["cost_usd"] == pytest.approx(sum(r["cost"] for r in rows) + judging)
+    assert summary["spent_usd"] == pytest.approx(summary["total"]["cost_usd"])  # the ledger counted judging
     assert simulator.stats.billed_usd == pytest.approx(summary["spent_usd"])
 
 
@@ -180,7 +183,7 @@ def test_judge_cost_is_in_the_plan_and_the_budget(tmp_path: Path) -> None:
     result = run_cli(job, "--simulate", "--budget", f"{1.5 * worst / 12:.8f}", "-o", out, "-q")
     assert result.returncode == ExitCode.BUDGET, result.stderr
     rows = read_rows(out)
-    assert sum(r["cost"] or 0 for r in rows) <= 1.5 * worst / 12
+    assert sum((r["cost"] or 0) + (r.get("judge_cost") or 0) for r in rows) <= 1.5 * worst / 12
     assert any(r.get("judge_cost") for r in rows)
 
 
@@ -244,27 +247,42 @@ def test_several_graders_and_a_per_check_grader(tmp_path: Path) -> None:
 
 
 # -- a grader that lies -----------------------------------------------------------------------
-def pool_for(clock: Any, limit: float | None = None) -> tuple[Any, list[tuple[str, str]]]:
-    from batchrun import OpenRouterClient
-    from batchrun._judging import GraderPool
-    from batchrun._ledger import CreditLedger
-    from batchrun._limiter import Throttle
-    from batchrun._retry import RetryPolicy
+GRADER_URL = "https://openrouter.test/api/v1/chat/completions"
 
-    stops: list[tuple[str, str]] = []
+
+async def judge_once(
+    clock: Any, checks: list[dict[str, Any]], limit: float | None = None, costs: Any = None
+) -> tuple[dict[str, Any], Any]:
+    """One answered row's judge checks graded through a Runner (grader `g`, respx answers):
+    the row's record and the runner (its stop, its ledger)."""
+    from batchrun import OpenRouterClient
+    from batchrun._checks import Answer
+    from batchrun._judging import RowGrading
+    from batchrun._ledger import CreditLedger
+    from batchrun._matrix import Request
+    from batchrun._retry import RetryPolicy
+    from batchrun._runner import RunConfig, Runner
+
     client = OpenRouterClient("https://openrouter.test/api/v1", FAKE_KEY, clock=clock)
-    pool = GraderPool(
-        GraderSettings(models=("g",)),
+    runner = Runner(
         client,
-        Throttle(4, clock),
-        CreditLedger(limit),
         None,
-        RetryPolicy(max_attempts=3),
+        RunConfig(4, RetryPolicy(max_attempts=3)),
         clock,
-        on_stop=lambda reason, message: stops.append((reason, message)),
-        stopped=lambda: stops[0][0] if stops else None,
+        job_name="j",
+        job_fingerprint="f",
+        costs=costs,
+        ledger=CreditLedger(limit),
+        judge=GraderSettings(models=("g",)),
     )
-    return pool, stops
+    body = {"model": "m", "messages": [{"role": "user", "content": "q?"}]}
+    request = Request("row", "fp", "m", "p", {}, 0, body, json.dumps(body).encode(), checks)
+    grading = RowGrading(request, {"id": "row", "status": "ok", "cost": 0.0}, Answer("a", 1, 0, 1, "stop"))
+    try:
+        await runner.judging.grade_row(grading)
+    finally:
+        await client.aclose()
+    return grading.record_now(runner.stop_reason), runner
 
 
 def grader_reply(content: str, cost: Any = 0.0001) -> httpx.Response:
@@ -277,52 +295,54 @@ def grader_reply(content: str, cost: Any = 0.0001) -> httpx.Response:
     [
         (grader_reply('{"pass": true, "score": 7, "reason": "ok"}'), "not a verdict"),
         (grader_reply('{"pass": "yes", "score": 1, "reason": "ok"}'), "not a verdict"),
+        (grader_reply('{"pass": true, "score": true, "reason": "ok"}'), "not a verdict"),
+        (grader_reply('{"pass": true, "score": 1, "reason": "ok", "extra": 1}'), "not a verdict"),
+        (grader_reply('[{"pass": true, "score": 1, "reason": "ok"}]'), "not a verdict"),
         (grader_reply("I think it passes."), "not JSON"),
         (httpx.Response(400, json={"error": {"code": 400, "message": "bad"}}), "bad_request"),
-        (httpx.Response(200, json={"error": {"code": 502, "message": "upstream"}, "choices": None}), "upstream"),
+        (httpx.Response(200, json={"error": {"code": 400, "message": "upstream"}, "choices": None}), "upstream"),
     ],
 )
 async def test_a_grader_that_lies_or_fails_gives_an_error_never_a_verdict(
     clock: Any, reply: httpx.Response, expected: str
 ) -> None:
-    from batchrun._checks import Answer
-
-    pool, _ = pool_for(clock)
     with respx.mock(using="httpx") as mock:
-        mock.post("https://openrouter.test/api/v1/chat/completions").mock(return_value=reply)
-        results, _cost = await pool.judge_row("row", [{"judge": "r", "name": "j"}], "q?", Answer("a", 1, 0, 1, "stop"))
-    await pool.client.aclose()
-    assert results[0]["pass"] is None and expected in results[0]["error"]
+        mock.post(GRADER_URL).mock(return_value=reply)
+        record, runner = await judge_once(clock, [{"judge": "r", "name": "j"}])
+    [check] = record["checks"]
+    assert check["pass"] is None and expected in check["error"]
+    assert record["passed"] is None  # neither pass nor fail
+    assert runner.stop_reason is None  # one grader's failure is not the run's
 
 
 async def test_grader_replies_are_scrubbed_and_bounded(clock: Any) -> None:
-    from batchrun._checks import Answer
-
-    pool, _ = pool_for(clock)
     reason = f"echo {FAKE_KEY} " + "x" * 5000
     reply = grader_reply(json.dumps({"pass": True, "score": 1, "reason": reason}), cost=-5)
     with respx.mock(using="httpx") as mock:
-        mock.post("https://openrouter.test/api/v1/chat/completions").mock(return_value=reply)
-        results, cost = await pool.judge_row("row", [{"judge": "r"}], "q?", Answer("a", 1, 0, 1, "stop"))
-    await pool.client.aclose()
-    [verdict] = results[0]["judge"]["graders"]
-    assert FAKE_KEY not in json.dumps(results) and len(verdict["reason"]) == 500
-    assert cost >= 0  # a negative billed cost never lowers the spend
+        mock.post(GRADER_URL).mock(return_value=reply)
+        mock.get("https://openrouter.test/api/v1/generation").mock(return_value=httpx.Response(404))
+        record, runner = await judge_once(clock, [{"judge": "r"}])
+    [verdict] = record["checks"][0]["judge"]["graders"]
+    assert FAKE_KEY not in json.dumps(record) and FAKE_KEY[:16] not in json.dumps(record)
+    assert len(verdict["reason"]) == 500
+    # A negative billed cost is not believed: the cost is found another way, never below 0.
+    assert verdict["cost_status"] != "reported" and runner.ledger.committed >= 0
 
 
 async def test_a_budget_too_small_for_the_grader_stops_without_sending(clock: Any) -> None:
-    from batchrun._checks import Answer
-    from batchrun._client import ModelInfo
     from batchrun._costs import CostModel
+    from batchrun._reply import model_info
+    from batchrun._scrub import Scrubber
 
-    pool, stops = pool_for(clock, limit=1e-9)
-    pool.costs = CostModel({"g": ModelInfo("g", 1e-6, 1e-6, 0.0, 1000, 100)})
+    listed = {"id": "g", "pricing": {"prompt": "0.000001", "completion": "0.000001"}, "context_length": 1000}
+    info = model_info({**listed, "top_provider": {"max_completion_tokens": 100}}, Scrubber())
+    assert info is not None
+    costs = CostModel({"g": info})
     with respx.mock(using="httpx", assert_all_called=False) as mock:
-        route = mock.post("https://openrouter.test/api/v1/chat/completions").mock(return_value=grader_reply("{}"))
-        results, cost = await pool.judge_row("row", [{"judge": "r"}], "q?", Answer("a", 1, 0, 1, "stop"))
-    await pool.client.aclose()
-    assert route.call_count == 0 and cost == 0.0 and stops[0][0] == "budget"
-    assert results[0]["error"] == "grader g: not graded: budget"
+        route = mock.post(GRADER_URL).mock(return_value=grader_reply("{}"))
+        record, runner = await judge_once(clock, [{"judge": "r"}], limit=1e-9, costs=costs)
+    assert route.call_count == 0 and record["judge_cost"] == 0.0 and runner.stop_reason == "budget"
+    assert record["checks"][0]["error"] == "grader g: not graded: the run stopped (budget)"
 
 
 def test_the_graded_example_job_runs_on_the_simulator(tmp_path: Path) -> None:

@@ -299,3 +299,14 @@ def test_history_page_in_chromium(browser: Any, tmp_path: Path, history_dir: Pat
     assert page.locator("#flips tbody tr").count() == history["flips"]["total"] > 0
     assert problems == []
     page.close()
+
+
+def test_history_reports_set_aside_lines_and_goes_on(tmp_path: Path, history_dir: Path) -> None:
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    shutil.copy(history_dir / "run1.jsonl", folder / "a.jsonl")
+    lines = (history_dir / "run2.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (folder / "b.jsonl").write_text("".join([*lines[:5], "{not json\n", *lines[5:]]), encoding="utf-8")
+    code, text, err = call_cli("history", folder)
+    assert code == 0 and "2 run(s)" in text
+    assert err.count("\n") == 1 and "b.jsonl:6" in err  # once, naming the line, though b is read twice

@@ -131,6 +131,63 @@ def test_a_torn_record_at_the_end_is_cut_and_the_run_resumed(results: Path, job:
     assert len(rows) == 20 and len({r["id"] for r in rows}) == 20
 
 
+def test_resume_without_output_never_picks_a_file_that_is_not_this_jobs_results(
+    tmp_path: Path, job: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "outputs" / "small"
+    folder.mkdir(parents=True)
+    notes = folder / "notes.jsonl"
+    notes.write_bytes(b'{"id":"user1","name":"bob"}')  # a user's file, no trailing newline
+    torn = folder / "zz-torn.jsonl"
+    torn.write_bytes(b'{"id":"abc"')  # only a fragment: nothing shows whose it is
+    before = {p: p.read_bytes() for p in (notes, torn)}
+    code, _, err = call_cli(job, "--simulate", "--resume", "-q")
+    assert code == ExitCode.USAGE
+    one_line_error(err, "no incomplete run of 'small'")
+    assert {p: p.read_bytes() for p in (notes, torn)} == before
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.jsonl", "zz-torn.jsonl"]
+
+
+@pytest.mark.parametrize("content", [b'{"id":"user1","name":"bob"}', b'{"id":"abc"'], ids=["object", "fragment"])
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_file_holding_only_one_line_without_newline_is_refused_untouched(
+    tmp_path: Path, job: Path, content: bytes, resume: bool
+) -> None:
+    victim = tmp_path / "users.json"
+    victim.write_bytes(content)
+    code, _, err = call_cli(job, "--simulate", "-o", victim, "-q", *(["--resume"] if resume else []))
+    assert code == ExitCode.USAGE
+    one_line_error(err, str(victim), "not a batchrun results file")
+    assert "--resume" not in err
+    assert victim.read_bytes() == content
+    assert not (tmp_path / "users.summary.json").exists()
+
+
+@pytest.mark.parametrize("rows", [1, 12], ids=["only-record", "last-of-12"])
+def test_a_whole_last_record_lacking_its_newline_is_kept_not_paid_again(results: Path, job: Path, rows: int) -> None:
+    lines = results.read_bytes().splitlines(keepends=True)[:rows]
+    kept = b"".join(lines)
+    results.write_bytes(kept.rstrip(b"\n"))  # the newline of the last whole record was never written
+    code, _, err = call_cli(job, "--simulate", "-o", results, "--resume")
+    assert code == 0, err
+    assert "added the missing newline after its last record" in err and "torn" not in err
+    after = results.read_bytes()
+    assert after.startswith(kept)  # every record kept byte for byte, none cut
+    final = read_rows(results)
+    assert len(final) == 20 and len({r["id"] for r in final}) == 20  # the kept rows were not requested again
+
+
+def test_a_whole_last_record_of_another_job_is_refused(results: Path, job: Path, tmp_path: Path) -> None:
+    other = _other_results(tmp_path).splitlines()[0]
+    results.write_bytes(results.read_bytes() + other)
+    before = results.read_bytes()
+    code, _, err = call_cli(job, "--simulate", "-o", results, "--resume", "-q")
+    assert code == ExitCode.USAGE
+    one_line_error(err, str(results), "a record of job 'other'")
+    assert results.read_bytes() == before
+
+
 @pytest.mark.parametrize(
     "tail", [b"garbage without newline", b"\x00\x01\x02", b'{"not":"a record"'], ids=["text", "binary", "json"]
 )

@@ -90,8 +90,8 @@ def test_a_torn_last_line_is_repaired_not_read(tmp_path: Path) -> None:
     )
     assert [r["id"] for r in final_records(out)] == ["aa"]
     assert scan_states(out).ids() == {"aa"}
-    assert repair_torn_tail(out) == len(b'{"id":"bb","fingerp')
-    assert out.read_bytes().endswith(b'"p"}\n') and repair_torn_tail(out) == 0
+    assert repair_torn_tail(out, "j") == "cut a torn last record (19 bytes) left by an earlier crash"
+    assert out.read_bytes().endswith(b'"p"}\n') and repair_torn_tail(out, "j") is None
 
 
 def test_supersede_rule_last_record_wins(tmp_path: Path) -> None:
@@ -170,7 +170,10 @@ def test_sigterm_stops_cleanly_with_its_code(tmp_path: Path) -> None:
     assert "stopped: interrupted" in err
 
 
-def test_a_second_signal_exits_at_once_leaving_a_valid_file(tmp_path: Path, sim: Simulator) -> None:
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["TERM-TERM", "TERM-INT"])
+def test_a_second_signal_exits_at_once_leaving_a_valid_file(
+    tmp_path: Path, sim: Simulator, second: signal.Signals
+) -> None:
     sim.config.latency_ms = 60_000  # in-flight requests outlast the test: only the second signal ends it
     job = write_job(tmp_path, BIG_JOB.replace("grace_s: 0.2", "grace_s: 60"))
     out = tmp_path / "twice.jsonl"
@@ -180,10 +183,11 @@ def test_a_second_signal_exits_at_once_leaving_a_valid_file(tmp_path: Path, sim:
         time.sleep(0.02)
     process.send_signal(signal.SIGTERM)
     time.sleep(0.2)  # two deliveries, not one coalesced signal
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(second)
     _, err = process.communicate(timeout=20)
     assert process.returncode == ExitCode.INTERRUPTED
     assert "second signal: exiting now" in err
+    assert sorted(tmp_path.rglob("*.lock")) == []  # exiting at once still removes the lock files
     for line in out.read_bytes().splitlines(keepends=True):
         assert line.endswith(b"\n") and json.loads(line)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 PER_M = 1e-6
 # (prompt, completion, request) USD per token / per request, like OpenRouter's pricing strings.
@@ -22,11 +24,16 @@ DEFAULT_ACCURACY = {
     "anthropic/claude-3.5-haiku": 0.95,
 }
 VARIANTS = ("nitro", "floor", "exacto", "free", "online", "thinking", "extended")  # model-variants/*.mdx
+# hang: billed, then no reply; stall: billed, headers (with X-Generation-Id) then no body;
+# cut: billed, half the body then a reset; truncate: billed, JSON cut short; reset: not billed;
+# midstream: a streamed answer ends with the documented mid-stream error event.
 FAULTS = (
     "reset",
     "cut",
     "truncate",
     "hang",
+    "stall",
+    "midstream",
     "error200",
     "choice_error",
     "cold_start",  # an empty completion with finish_reason null (errors-and-debugging.mdx)
@@ -77,6 +84,16 @@ class SimConfig:
     batch_item_error_rate: float = 0.0  # share of items answered with a per-item error
     batch_item_usage: bool = True  # result bodies carry usage (the quickstart's example has none)
     batch_cancel_api: bool = False  # serve an (undocumented) OpenAI-shaped cancel endpoint
+    # Billing (see _billing): routing over each model's endpoints: top | dearest | spread
+    routing: str = "top"
+    tokenizer: str = "light"  # light: 4 characters a token; heavy: a token per UTF-8 byte
+    overrides: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # model -> pricing.overrides
+    byok: bool = False  # answers are BYOK: usage.cost is the fee, upstream_inference_cost the provider's
+    byok_fee: float = 0.05
+    account_credits: float = 100.0  # total_credits at /credits
+    stream_chunk_tokens: int = 4  # tokens per SSE chunk
+    stream_chunk_ms: float = 0.0  # delay between SSE chunks (generation speed)
+    stream_padding: int = 0  # extra words (" more") every answer carries: long answers and streams
 
     def set_option(self, text: str) -> None:
         """Apply one KEY=VALUE; `fault.503=0.1` and `price.MODEL=p,c,r` address the dicts."""
@@ -90,20 +107,20 @@ class SimConfig:
             name = key[6:]
             if not (name.isdigit() or name in FAULTS):
                 raise ValueError(f"unknown fault {name!r}: use an HTTP status or one of {', '.join(FAULTS)}")
-            self.faults[name] = float(value)
+            self.faults[name] = _number(key, value)
             return
         if key.startswith("price."):
-            parts = [float(p) for p in value.split(",")]
+            parts = [_number(key, p) for p in value.split(",")]
             self.prices[key[6:]] = (parts[0] * PER_M, parts[1] * PER_M, parts[2] if len(parts) > 2 else 0.0)
             return
         if key.startswith("accuracy."):
-            self.accuracy[key[9:]] = float(value)
+            self.accuracy[key[9:]] = _number(key, value)
             return
         if key.startswith("alias."):
             self.aliases[key[6:]] = value
             return
         if key.startswith("private."):
-            parts = [float(p) for p in value.split(",")]
+            parts = [_number(key, p) for p in value.split(",")]
             self.prices[key[8:]] = (parts[0] * PER_M, parts[1] * PER_M, parts[2] if len(parts) > 2 else 0.0)
             self.private_models.add(key[8:])
             return
@@ -115,7 +132,15 @@ class SimConfig:
             self.unavailable[key[12:]] = value
             return
         kinds = {f.name: f for f in fields(self)}
-        if key not in kinds or key in ("faults", "prices", "accuracy", "unavailable", "aliases", "private_models"):
+        if key not in kinds or key in (
+            "faults",
+            "prices",
+            "accuracy",
+            "unavailable",
+            "aliases",
+            "private_models",
+            "overrides",
+        ):
             raise ValueError(f"unknown simulator option {key!r}")
         current = getattr(self, key)
         if isinstance(current, bool):
@@ -127,9 +152,33 @@ class SimConfig:
             "management_key",
             "jitter",
             "batch_outcome",
+            "routing",
+            "tokenizer",
         ):
             setattr(self, key, value)
-        elif key in ("seed", "free_daily_cap"):
-            setattr(self, key, int(value))
+        elif key in ("seed", "free_daily_cap", "stream_chunk_tokens", "stream_padding"):
+            setattr(self, key, int(_number(key, value)))
         else:
-            setattr(self, key, float(value))
+            setattr(self, key, _number(key, value))
+
+
+# The longest simulated wait an option may ask for: longer is a typo, not a test (and
+# `latency_ms=inf` would hang the server's sleep for ever).
+_MAX_MS = 3_600_000.0
+_MAX_S = 86_400.0
+
+
+def _number(key: str, text: str) -> float:
+    """A simulator number: finite and 0 or more, and a duration at most a day (ms: an hour)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text.strip()!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"expected a finite number of 0 or more, got {text.strip()!r}")
+    limit = _MAX_MS if key.endswith("_ms") else _MAX_S if key.endswith("_s") else None
+    if limit is not None and number > limit:
+        raise ValueError(f"must be at most {limit:,.0f}, got {text.strip()!r}")
+    if key in ("seed", "free_daily_cap", "stream_chunk_tokens", "stream_padding") and not number.is_integer():
+        raise ValueError(f"expected a whole number, got {text.strip()!r}")
+    return number

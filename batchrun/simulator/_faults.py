@@ -20,8 +20,28 @@ def draw_fault(rng: random.Random, faults: dict[str, float]) -> str | None:
     return None
 
 
-async def broken_reply(request: web.Request, fault: str, payload: bytes, hang_s: float) -> web.StreamResponse:
-    """A reply broken the way `fault` says: hang, reset, cut mid-body, or truncated JSON."""
+async def broken_reply(
+    request: web.Request, fault: str, payload: bytes, hang_s: float, headers: dict[str, str] | None = None
+) -> web.StreamResponse:
+    """A reply broken the way `fault` says: hang, stall after the headers, reset, cut
+    mid-body, or truncated JSON. `headers` go out with replies that send headers."""
+    try:
+        return await _broken(request, fault, payload, hang_s, headers or {})
+    except ConnectionResetError:  # the client gave up first: the generation is billed all the same
+        return web.Response(status=499)
+
+
+async def _broken(
+    request: web.Request, fault: str, payload: bytes, hang_s: float, headers: dict[str, str]
+) -> web.StreamResponse:
+    if fault == "stall":
+        response = web.StreamResponse(
+            status=200, headers={**headers, "Content-Type": "application/json", "Content-Length": str(len(payload))}
+        )
+        await response.prepare(request)
+        await response.write(payload[:10])
+        await asyncio.sleep(hang_s)
+        return response
     if fault == "hang":
         await asyncio.sleep(hang_s)
         return web.Response(status=504)
@@ -31,7 +51,7 @@ async def broken_reply(request: web.Request, fault: str, payload: bytes, hang_s:
         return web.Response(status=500)
     if fault == "cut":
         response = web.StreamResponse(
-            status=200, headers={"Content-Type": "application/json", "Content-Length": str(len(payload))}
+            status=200, headers={**headers, "Content-Type": "application/json", "Content-Length": str(len(payload))}
         )
         await response.prepare(request)
         await response.write(payload[: len(payload) // 2])
@@ -39,4 +59,4 @@ async def broken_reply(request: web.Request, fault: str, payload: bytes, hang_s:
             request.transport.abort()
         return response
     # truncate: a complete HTTP response whose JSON is cut short
-    return web.Response(body=payload[: len(payload) // 2], content_type="application/json")
+    return web.Response(body=payload[: len(payload) // 2], content_type="application/json", headers=headers)

@@ -22,6 +22,8 @@ class SimKey:
     hash: str
     name: str = ""
     usage: float = 0.0
+    byok_usage: float = 0.0  # upstream BYOK spend (openapi /key byok_usage)
+    include_byok_in_limit: bool = False
     reserved: float = 0.0
     disabled: bool = False
     expires_at: float | None = None
@@ -90,7 +92,8 @@ class KeyRoutes:
         return None
 
     def _key_data(self, key: SimKey) -> dict[str, Any]:
-        remaining = None if key.limit is None else max(0.0, key.limit - key.usage)
+        counted = key.usage + (key.byok_usage if key.include_byok_in_limit else 0.0)
+        remaining = None if key.limit is None else max(0.0, key.limit - counted)
         return {
             "hash": key.hash,
             "name": key.name,
@@ -102,6 +105,8 @@ class KeyRoutes:
             "usage_daily": key.usage,
             "usage_weekly": key.usage,
             "usage_monthly": key.usage,
+            "byok_usage": key.byok_usage,
+            "include_byok_in_limit": key.include_byok_in_limit,
             "disabled": key.disabled,
             "is_free_tier": False,
             "expires_at": None
@@ -155,6 +160,7 @@ class KeyRoutes:
             name=body["name"],
             expires_at=expires_at,
             created=True,
+            include_byok_in_limit=body.get("include_byok_in_limit") is True,
         )
         self._keys[token] = key
         self._hashes[key.hash] = token

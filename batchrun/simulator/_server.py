@@ -17,8 +17,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ._answers import answer_to, tokens
+from ._answers import answer_to
 from ._batches import SimBatches
+from ._billing import count_tokens, route
+from ._billing import prompt_tokens as count_prompt
 from ._config import VARIANTS, SimConfig
 from ._errors import PROVIDER, availability_error, provider_error
 from ._faults import broken_reply, draw_fault
@@ -26,10 +28,11 @@ from ._grader import VERDICT_SCHEMA_NAME, grade_as_judge, tool_calls_for
 from ._http import error_response, json_response
 from ._keys import KeyRoutes, SimKey, account_key, bearer
 from ._limits import RateWindow
+from ._sse import Generation, StreamReplies
 from ._stats import SimStats
 
 
-class Simulator(KeyRoutes):
+class Simulator(KeyRoutes, StreamReplies):
     """The server. Use `serve_in_thread()` from tests, `start()`/`stop()` from async code."""
 
     def __init__(self, config: SimConfig | None = None) -> None:
@@ -40,6 +43,7 @@ class Simulator(KeyRoutes):
         self._hashes: dict[str, str] = {}
         self.issued: list[str] = []
         self._generations = 0
+        self.generations: dict[str, dict[str, Any]] = {}
         self._run_tag = secrets.token_hex(4)
         self.limits = RateWindow(self.config)
         self._daily: Counter[str] = Counter()
@@ -65,6 +69,7 @@ class Simulator(KeyRoutes):
             app.router.add_get("/api/v1/models", self._models)
             self.add_key_routes(app)
             app.router.add_get("/api/v1/model/{author}/{slug}", self._model)
+            self.add_billing_routes(app)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -259,10 +264,13 @@ class Simulator(KeyRoutes):
                 return provider_error(429, "Rate limit exceeded", raw, {"Retry-After": "1"})
             return error_response(status, f"Simulated HTTP {status}")
 
-        prompt_price, completion_price, request_price = config.prices[canonical]
+        endpoint = route(config, canonical, body.get("provider"), self._rng)
+        if endpoint is None:
+            return error_response(404, "No endpoints found matching your provider settings.")
+        prompt_tokens = count_prompt(config, messages)
+        prompt_price, completion_price, request_price = endpoint.prices(prompt_tokens, time.time())
         if model.endswith(":free"):
             prompt_price = completion_price = request_price = 0.0
-        prompt_tokens = sum(tokens(str(m.get("content", ""))) + 4 for m in messages)
         max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16384)
         worst = max(0.0, prompt_tokens * prompt_price + max_tokens * completion_price + request_price)
         if key.limit is not None and key.usage + key.reserved + worst > key.limit:
@@ -283,7 +291,9 @@ class Simulator(KeyRoutes):
             finish: str | None = "tool_calls" if calls else "stop"
             if calls:
                 content = ""
-            completion_tokens = tokens(content or json.dumps(calls))
+            else:
+                content += " more" * config.stream_padding
+            completion_tokens = count_tokens(config, content or json.dumps(calls))
             if completion_tokens > max_tokens:
                 content, completion_tokens, finish = content[: max_tokens * 4], max_tokens, "length"
             if fault == "cold_start":
@@ -291,6 +301,12 @@ class Simulator(KeyRoutes):
                 content, completion_tokens, finish = "", 0, None
             self._generations += 1
             generation = f"gen-{self._run_tag}-{self._generations:012d}"
+            if body.get("stream") is True and fault not in ("error200", "choice_error", "reset", "cut", "truncate"):
+                prices = (prompt_price, completion_price, request_price)
+                streamed = Generation(
+                    generation, model, endpoint.provider, content, prompt_tokens, prices, max_tokens, row, fault
+                )
+                return await self.stream_answer(request, key, streamed)
             if fault in ("error200", "choice_error"):
                 error = {
                     "code": 502,
@@ -323,6 +339,10 @@ class Simulator(KeyRoutes):
                 cost = max(0.0, cost * (1 + self._rng.uniform(-config.cost_noise, config.cost_noise)))
             if fault == "cold_start":
                 cost = 0.0  # such replies are not billed
+            headers = {"X-Generation-Id": generation}
+            upstream = None
+            if fault not in ("reset", "cold_start"):  # a finished generation is billed, listened to or not
+                cost, upstream = self.bill(key, row, generation, model, endpoint.provider, cost, fault is not None)
             payload = {
                 "id": generation,
                 "object": "chat.completion",
@@ -347,33 +367,40 @@ class Simulator(KeyRoutes):
                     "completion_tokens": completion_tokens,
                     "total_tokens": prompt_tokens + completion_tokens,
                     "cost": round(cost, 12),
+                    "is_byok": config.byok,
+                    # OpenAPI ChatUsage: cost_details (prompt and completion parts required) or null.
+                    "cost_details": None
+                    if upstream is None
+                    else {
+                        "upstream_inference_cost": upstream,
+                        "upstream_inference_prompt_cost": upstream,
+                        "upstream_inference_completions_cost": 0.0,
+                    },
                     "prompt_tokens_details": {"cached_tokens": 0},
                 },
             }
             if request.headers.get("X-OpenRouter-Metadata", "").lower() == "enabled":
-                payload["openrouter_metadata"] = router_metadata(model)
-            if fault in ("reset", "cut", "truncate", "hang"):
-                return await broken_reply(request, fault, json.dumps(payload).encode(), config.hang_s)
-            key.usage += cost + config.unreported_usd
-            self.stats.billed_usd += cost + config.unreported_usd
+                payload["openrouter_metadata"] = router_metadata(model, endpoint.provider)
+            if fault in ("reset", "cut", "truncate", "hang", "stall"):
+                return await broken_reply(request, fault, json.dumps(payload).encode(), config.hang_s, headers)
             if row:
                 self.stats.ok_ids[row] += 1
-            return json_response(payload)
+            return json_response(payload, headers=headers)
         finally:
             key.reserved -= worst
 
 
-def router_metadata(model: str) -> dict[str, Any]:
+def router_metadata(model: str, provider: str = PROVIDER) -> dict[str, Any]:
     """The opt-in `openrouter_metadata` of a reply (guides/features/router-metadata.mdx)."""
     return {
         "requested": model,
         "strategy": "direct",
         "region": None,
-        "summary": f"available=1, selected={PROVIDER}",
+        "summary": f"available=1, selected={provider}",
         "attempt": 1,
         "is_byok": False,
-        "endpoints": {"total": 1, "available": [{"provider": PROVIDER, "model": model, "selected": True}]},
-        "attempts": [{"provider": PROVIDER, "model": model, "status": 200}],
+        "endpoints": {"total": 1, "available": [{"provider": provider, "model": model, "selected": True}]},
+        "attempts": [{"provider": provider, "model": model, "status": 200}],
     }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,11 @@ class SimStats:
     by_row: Counter[str] = field(default_factory=Counter)  # row id -> chat requests received
     first_request: float | None = None
     last_response: float | None = None
-    billed_usd: float = 0.0
+    billed_usd: float = 0.0  # what counts against key limits: cost, plus upstream for BYOK
+    billed_by_row: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))  # row id -> USD
+    credits_used: float = 0.0  # billed_usd less BYOK upstream spend: what /credits counts
+    abandoned_billed: int = 0  # generations billed though the client did not take the answer
+    cancelled_streams: int = 0  # streams the client cancelled before the end (billed in part)
     keys_created: int = 0
     keys_deleted: int = 0
 
@@ -33,6 +37,8 @@ class SimStats:
             if self.first_request is not None and self.last_response is not None
             else None,
             "billed_usd": self.billed_usd,
+            "abandoned_billed": self.abandoned_billed,
+            "cancelled_streams": self.cancelled_streams,
             "keys_created": self.keys_created,
             "keys_deleted": self.keys_deleted,
         }

@@ -1,0 +1,168 @@
+"""What each row cost, attempt by attempt, and how sure we are of it.
+
+A row's cost has one of four statuses (the record's `cost_status`):
+
+- `reported`: the answer carried `usage.cost` (usage-accounting.mdx);
+- `looked_up`: read from `GET /generation?id=` (an answer without a cost, or an abandoned
+  attempt whose generation id was seen in the `X-Generation-Id` header);
+- `estimated`: the answer had token counts but no cost and no lookup worked: tokens
+  times the dearest price the request could have been routed to (an upper bound);
+- `unknown`: an attempt may have been billed and nothing says how much. The record's
+  `cost` is then null (never 0); the attempt's worst case stays spent in the ledger, and
+  the end-of-run reconciliation against the key's usage accounts for it in total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._client import ChatResult, OpenRouterClient
+from ._exceptions import RequestFailed, Transient
+from ._ledger import CreditLedger
+from ._pricing import GenerationCost, money
+
+STATUS_ORDER = ("reported", "estimated", "looked_up", "unknown")  # a row takes its least sure part's
+
+
+class AbandonedAttempt(Transient):
+    """An attempt cancelled in flight (grace or deadline over): it may still be billed."""
+
+    maybe_billed = True
+
+    def __init__(self) -> None:
+        super().__init__("cancelled", "cancelled in flight")
+
+
+@dataclass
+class Charge:
+    """One attempt's charge: an answer, or an abandoned attempt that may have been billed."""
+
+    generation_id: str | None
+    held: float  # what the ledger holds for it while unknown; 0 once resolved
+    cost: float | None = None
+    status: str = "unknown"
+    is_byok: bool = False
+    upstream_inference_cost: float | None = None
+    abandoned: bool = True
+    recorded: bool = False  # its row's record is written (a later lookup cannot change it)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"generation_id": self.generation_id, "cost": self.cost, "cost_status": self.status}
+
+
+@dataclass
+class RowCharges:
+    parts: list[Charge] = field(default_factory=list)
+
+    @property
+    def cost(self) -> float | None:
+        """The row's cost, or None when any part is unknown (never shown as $0)."""
+        if any(p.cost is None for p in self.parts):
+            return None
+        return sum(p.cost for p in self.parts if p.cost is not None)
+
+    @property
+    def status(self) -> str | None:
+        if not self.parts:
+            return None
+        return max((p.status for p in self.parts), key=STATUS_ORDER.index)
+
+    def fields(self) -> dict[str, Any]:
+        """Record fields for this row's cost; the parts count as recorded from here on."""
+        for part in self.parts:
+            part.recorded = True
+        answer = next((p for p in self.parts if not p.abandoned), None)
+        abandoned = [p.as_json() for p in self.parts if p.abandoned]
+        return {
+            "cost": self.cost,
+            "cost_status": self.status,
+            "is_byok": answer.is_byok if answer is not None else None,
+            "upstream_inference_cost": answer.upstream_inference_cost if answer is not None else None,
+            "abandoned_attempts": abandoned or None,
+        }
+
+
+def byok_of(usage: dict[str, Any]) -> tuple[bool, float | None]:
+    """is_byok and cost_details.upstream_inference_cost of a usage object, checked."""
+    details = usage.get("cost_details")
+    upstream = money(details.get("upstream_inference_cost")) if isinstance(details, dict) else None
+    return usage.get("is_byok") is True, upstream
+
+
+class ChargeBook:
+    """The run's charges: resolves unknown ones by lookup, and keeps what stays unknown."""
+
+    def __init__(self, client: OpenRouterClient, ledger: CreditLedger) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.unresolved: list[Charge] = []
+        self.lookups = 0
+        self.resolved_after_record = 0.0  # known only after the row's record said "unknown"
+
+    def abandoned(self, failure: RequestFailed, reservation: float, row: RowCharges) -> None:
+        """An attempt that may have been billed: hold its reservation."""
+        charge = Charge(failure.generation_id, self.ledger.keep(reservation))
+        row.parts.append(charge)
+        self.unresolved.append(charge)
+
+    async def answered(self, result: ChatResult, reservation: float, row: RowCharges, estimate: float | None) -> None:
+        """Settle an answer: its reported cost, a lookup, the token estimate, or unknown (held)."""
+        is_byok, upstream = byok_of(result.usage)
+        charge = Charge(result.generation_id, 0.0, is_byok=is_byok, upstream_inference_cost=upstream, abandoned=False)
+        row.parts.append(charge)
+        reported = money(result.usage.get("cost"))
+        if reported is not None:
+            charge.cost, charge.status = reported, "reported"
+            await self.ledger.settle(reservation, reported + ((upstream or 0.0) if is_byok else 0.0))
+            return
+        charge.held = self.ledger.keep(reservation)
+        self.unresolved.append(charge)
+        if await self.look_up(charge):
+            return
+        if result.cost_rejected:
+            # A server whose cost cannot be believed is not believed on tokens either: the
+            # worst case reserved is the estimate (an upper bound, like any estimate here).
+            estimate = charge.held or None
+        if estimate is not None:
+            # Tokens times the dearest allowed price: never below the real charge.
+            self.unresolved.remove(charge)
+            held, charge.held = charge.held, 0.0
+            charge.cost, charge.status = estimate, "estimated"
+            await self.ledger.resolve(held, estimate)
+
+    async def look_up(self, charge: Charge) -> bool:
+        """Resolve one charge through /generation; False when it is not known (yet)."""
+        if charge.generation_id is None or charge.status != "unknown":
+            return False
+        self.lookups += 1
+        try:
+            found: GenerationCost | None = await self.client.generation(charge.generation_id)
+        except RequestFailed:
+            return False
+        if found is None:
+            return False
+        held, charge.held = charge.held, 0.0
+        charge.cost, charge.status = found.total_cost, "looked_up"
+        if not charge.abandoned:
+            charge.is_byok, charge.upstream_inference_cost = found.is_byok, found.upstream_inference_cost
+        if charge in self.unresolved:
+            self.unresolved.remove(charge)
+        if charge.recorded:
+            self.resolved_after_record += found.total_cost
+        await self.ledger.resolve(held, found.charged)
+        return True
+
+    async def look_up_row(self, row: RowCharges) -> None:
+        for charge in row.parts:
+            if charge.status == "unknown":
+                await self.look_up(charge)
+
+    async def retry_lookups(self) -> None:
+        """Another try for every charge still unknown that has an id (key refresh, run end)."""
+        for charge in list(self.unresolved):
+            await self.look_up(charge)
+
+    @property
+    def unresolved_held(self) -> float:
+        return sum(c.held for c in self.unresolved)

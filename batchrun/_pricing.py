@@ -1,0 +1,157 @@
+"""Prices and charges as OpenRouter reports them, parsed and sanity-checked.
+
+Sources (guides/overview/models.mdx, openapi `/models/{author}/{slug}/endpoints`,
+`/generation`, `/credits`): prices are strings in USD per token (per request, image or
+search for those components); `pricing.overrides` lists conditional prices (a prompt
+token threshold, a daily UTC window); `discount` lowers an endpoint's price. A price
+that is not a finite non-negative number is unknown ("-1" marks router models).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+# Price keys a worst case can involve; absent keys cost nothing.
+PRICE_KEYS = ("prompt", "completion", "request", "image", "web_search", "internal_reasoning", "input_cache_write")
+# Model-id suffixes that select routing, not another model (guides/routing/model-variants):
+# their endpoints are the base model's. `:free` is a model of its own with its own endpoints.
+_ROUTING_VARIANTS = (":nitro", ":floor", ":online", ":exacto", ":thinking", ":extended")
+
+
+def money(value: Any) -> float | None:
+    """A price or charge: a finite, non-negative number (strings allowed), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+@dataclass(frozen=True)
+class Override:
+    """One `pricing.overrides` entry: its conditions and the prices it sets."""
+
+    min_prompt_tokens: float | None
+    window: tuple[float, float] | None  # (utc_start, utc_end) as HHMM
+    prices: dict[str, float]
+
+    def describe(self) -> str:
+        parts = []
+        if self.min_prompt_tokens is not None:
+            parts.append(f"prompt > {self.min_prompt_tokens:g} tokens")
+        if self.window is not None:
+            parts.append(f"UTC {int(self.window[0]):04d}-{int(self.window[1]):04d}")
+        return " and ".join(parts) or "always"
+
+
+@dataclass(frozen=True)
+class EndpointPrice:
+    """One provider endpoint of a model, as far as costing it needs."""
+
+    provider: str
+    tag: str
+    prices: dict[str, float]  # base prices; a key missing here was not a valid price
+    overrides: tuple[Override, ...] = ()
+    quantization: str | None = None
+    max_completion_tokens: int | None = None
+    context_length: int | None = None
+    known: bool = True  # prompt and completion prices both valid
+
+    def matches(self, slug: str) -> bool:
+        """Base-slug matching (provider-selection.mdx): "deepinfra" matches "deepinfra/turbo"."""
+        slug = slug.lower()
+        tag = self.tag.lower()
+        return slug in (tag, tag.split("/")[0], self.provider.lower())
+
+
+def parse_prices(pricing: Any) -> tuple[dict[str, float], tuple[Override, ...], bool]:
+    """A pricing object: its valid base prices, its overrides, and whether prompt and completion are known."""
+    if not isinstance(pricing, dict):
+        return {}, (), False
+    prices = {k: p for k in PRICE_KEYS if (p := money(pricing.get(k))) is not None}
+    overrides = []
+    for entry in pricing.get("overrides") or []:
+        if not isinstance(entry, dict):
+            continue
+        start, end = money(entry.get("utc_start")), money(entry.get("utc_end"))
+        overrides.append(
+            Override(
+                min_prompt_tokens=money(entry.get("min_prompt_tokens")),
+                window=(start, end) if start is not None and end is not None else None,
+                prices={k: p for k in PRICE_KEYS if (p := money(entry.get(k))) is not None},
+            )
+        )
+    return prices, tuple(overrides), "prompt" in prices and "completion" in prices
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def parse_endpoints(items: Any) -> list[EndpointPrice] | None:
+    if not isinstance(items, list):
+        return None
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        prices, overrides, known = parse_prices(item.get("pricing"))
+        out.append(
+            EndpointPrice(
+                provider=str(item.get("provider_name") or "?")[:100],
+                tag=str(item.get("tag") or item.get("provider_name") or "?")[:100],
+                prices=prices,
+                overrides=overrides,
+                quantization=item.get("quantization") if isinstance(item.get("quantization"), str) else None,
+                max_completion_tokens=_int(item.get("max_completion_tokens")),
+                context_length=_int(item.get("context_length")),
+                known=known,
+            )
+        )
+    return out
+
+
+def endpoints_slug(model: str) -> str:
+    for suffix in _ROUTING_VARIANTS:
+        if model.endswith(suffix):
+            return model[: -len(suffix)]
+    return model
+
+
+@dataclass(frozen=True)
+class GenerationCost:
+    """What `/generation` says one generation cost."""
+
+    total_cost: float
+    is_byok: bool = False
+    upstream_inference_cost: float | None = None
+
+    @property
+    def charged(self) -> float:
+        """What counts against a limit that includes BYOK spend (include_byok_in_limit)."""
+        upstream = (self.upstream_inference_cost or 0.0) if self.is_byok else 0.0
+        return self.total_cost + upstream
+
+
+def parse_generation(data: Any) -> GenerationCost | None:
+    if not isinstance(data, dict):
+        return None
+    total = money(data.get("total_cost"))
+    if total is None:
+        return None
+    return GenerationCost(
+        total_cost=total,
+        is_byok=data.get("is_byok") is True,
+        upstream_inference_cost=money(data.get("upstream_inference_cost")),
+    )
+
+
+def parse_balance(data: Any) -> float | None:
+    if not isinstance(data, dict):
+        return None
+    total, used = money(data.get("total_credits")), money(data.get("total_usage"))
+    return None if total is None or used is None else max(0.0, total - used)

@@ -1,0 +1,66 @@
+"""End-of-run reconciliation: what the ledger counted against what the key was charged.
+
+Every run reads the key's usage (`GET /key`, `usage` plus `byok_usage` when the key's
+limit includes BYOK spend) before its first request and after its last, and compares the
+difference with the ledger. Attempts whose cost stayed unknown (abandoned without a
+generation id, or whose lookup never answered) are explained by the difference when it
+lies between the known charges and the known charges plus their held worst cases.
+Anything outside that range by more than a cent is a warning: another process spending
+on the same key, or charges a reply did not report. The docs do not say how quickly
+`/key` usage follows a charge; a lag would show here as a shortfall.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._charges import ChargeBook
+from ._ledger import CreditLedger
+
+MISMATCH_USD = 0.01
+
+
+def key_usage(info: dict[str, Any] | None) -> float | None:
+    """The key's usage as its limit counts it (openapi /key: byok_usage, include_byok_in_limit)."""
+    if not info or not isinstance(info.get("usage"), (int, float)) or isinstance(info.get("usage"), bool):
+        return None
+    usage = float(info["usage"])
+    byok = info.get("byok_usage")
+    if info.get("include_byok_in_limit") is True and isinstance(byok, (int, float)):
+        usage += float(byok)
+    return usage
+
+
+def reconcile(start: float | None, end: float | None, ledger: CreditLedger, book: ChargeBook) -> dict[str, Any]:
+    known, held = ledger.spent, ledger.held
+    unresolved = len(book.unresolved)
+    out: dict[str, Any] = {
+        "key_usage_delta_usd": None,
+        "ledger_known_usd": round(known, 8),
+        "unknown_cost_attempts": unresolved,
+        "unknown_cost_held_usd": round(held, 8),
+        "unattributed_usd": None,
+        "difference_usd": None,
+        "lookups": book.lookups,
+        # Looked up after the row was written with cost "unknown": in the ledger, not in the records.
+        "resolved_after_record_usd": round(book.resolved_after_record, 8),
+        "warning": None,
+    }
+    if start is None or end is None:
+        return out  # no /key: nothing to compare with
+    delta = end - start
+    extra = delta - known  # charged beyond the charges we know of
+    explained = min(max(extra, 0.0), held)
+    difference = extra - explained
+    out.update(
+        key_usage_delta_usd=round(delta, 8),
+        unattributed_usd=round(explained, 8) if unresolved else None,
+        difference_usd=round(difference, 8),
+    )
+    if abs(difference) > MISMATCH_USD:
+        out["warning"] = (
+            f"the key was charged ${delta:.4f} during the run but the ledger counted ${known:.4f}"
+            + (f" (+ up to ${held:.4f} for {unresolved} attempt(s) of unknown cost)" if unresolved else "")
+            + f": ${difference:+.4f} unexplained (another process using the key, or unreported charges)"
+        )
+    return out

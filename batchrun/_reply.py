@@ -1,0 +1,390 @@
+"""Server replies into typed values: the one place that reads what a server sent.
+
+Every function here takes a `Reply` (status, headers, a body already size-capped) and a
+`Scrubber`, and returns a typed value or raises a classified RequestFailed; no other
+exception leaves it, whatever the bytes (a hypothesis test feeds it arbitrary JSON and
+bytes). Every string kept is scrubbed of the keys before it is stored or cut. Shapes
+follow OpenRouter's OpenAPI `ChatResult`, `ChatAssistantMessage` and `ChatUsage`
+(openapi/openapi.yaml); money figures a server sends are checked, never trusted blindly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import orjson
+
+from ._classify import classify
+from ._exceptions import RequestFailed, Transient
+from ._pricing import EndpointPrice, parse_prices
+from ._routing import answering_provider
+from ._scrub import Scrubber
+
+ERROR_TEXT_CHARS = 200  # a non-JSON error body is kept this long, after scrubbing
+# A reply is untrusted: bound what one answer's tool calls can put in a row.
+MAX_TOOL_CALLS = 32
+MAX_TOOL_ARGUMENTS = 65536
+MAX_TOOL_NAME = 200
+
+
+class Reply(NamedTuple):
+    """One HTTP exchange as read by the client: the body decoded and within the cap."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    generation_id: str | None
+    model: str | None
+    provider: str | None
+    content: str  # the text: a string answer, or the text parts of an array joined
+    finish_reason: str | None
+    native_finish_reason: str | None
+    usage: dict[str, Any]  # ChatUsage as returned, less fields of the wrong type; scrubbed
+    refusal: str | None = None
+    reasoning: str | None = None
+    # usage.cost was sent but cannot be believed (negative, not finite, not a number): the
+    # reply's token counts are not trusted either, so the worst case stays spent (issue 11).
+    cost_rejected: bool = False
+    # message.tool_calls as {id, name, arguments (the JSON string as sent)}, scrubbed (issue 17)
+    tool_calls: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def cost(self) -> float | None:
+        """usage.cost when it is a finite, non-negative number; else None (unknown)."""
+        return money(self.usage.get("cost"))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    prompt_price: float | None  # USD per token; None when the endpoint does not know (router models)
+    completion_price: float | None
+    request_price: float
+    context_length: int | None
+    max_completion_tokens: int | None
+    price: EndpointPrice | None = None  # the full pricing object, overrides included (issue 14)
+
+    @property
+    def price_known(self) -> bool:
+        return self.prompt_price is not None and self.completion_price is not None
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    key: str
+    hash: str
+    label: str | None
+
+
+# -- small typed readers ---------------------------------------------------------------------
+def money(value: Any) -> float | None:
+    """A USD figure from a server: a finite, non-negative number, or None (unknown).
+    Booleans and strings are not numbers here (`true` once counted as $1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def price(value: Any) -> float | None:
+    """A price from /models: OpenRouter sends decimal strings ("0.000001"); "-1" marks a
+    router model whose price is not known. Anything not finite and non-negative is unknown."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    return money(value)
+
+
+def count(value: Any) -> int | None:
+    """A token count: a non-negative integer (not a bool, not a string), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _str(value: Any, scrub: Scrubber) -> str | None:
+    return scrub.text(value) if isinstance(value, str) else None
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def _bad(what: str, status: int = 200) -> Transient:
+    # A reply of the wrong shape: the next attempt may get a good one (a proxy hiccup, a
+    # provider's glitch); the retry policy bounds how often.
+    return Transient("bad_response", what, status)
+
+
+def _json(reply: Reply) -> Any:
+    try:
+        return orjson.loads(reply.body)
+    except orjson.JSONDecodeError:
+        raise _bad("the body was truncated or not JSON", reply.status) from None
+
+
+def error_text(reply: Reply, scrub: Scrubber) -> str:
+    """A non-JSON body as an error message: scrubbed first, then cut."""
+    text = scrub.text(reply.body.decode("utf-8", "replace")).strip()
+    return text[:ERROR_TEXT_CHARS] or f"HTTP {reply.status}"
+
+
+def failure(reply: Reply, error: Any, scrub: Scrubber, now: float) -> RequestFailed:
+    """A classified failure from a status and an OpenRouter error object (of any shape)."""
+    if isinstance(error, str):
+        error = {"message": error}
+    # Scrubbed before classify reads it, so whatever part of it a message quotes is clean.
+    failed = classify(reply.status, scrub.value(error) if isinstance(error, dict) else None, reply.headers, now)
+    failed.message = scrub.text(failed.message)
+    failed.args = (failed.message,)
+    return failed
+
+
+def error_failure(reply: Reply, scrub: Scrubber, now: float) -> RequestFailed:
+    """The failure a non-2xx reply stands for, whatever its body."""
+    try:
+        data = orjson.loads(reply.body)
+    except orjson.JSONDecodeError:
+        return failure(reply, {"message": error_text(reply, scrub)}, scrub, now)
+    return failure(reply, data.get("error") if isinstance(data, dict) else None, scrub, now)
+
+
+# -- chat ------------------------------------------------------------------------------------
+def _content(value: Any) -> str:
+    """`content`: a string, an array of parts (text parts joined), or null."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts = []
+        for part in value:
+            if not isinstance(part, dict):
+                raise _bad(f"choices[0].message.content holds {_type_name(part)}, not a content part")
+            if part.get("type") == "text":
+                if not isinstance(part.get("text"), str):
+                    raise _bad("a text part of choices[0].message.content has no text string")
+                texts.append(part["text"])
+        return "".join(texts)
+    raise _bad(f"choices[0].message.content is {_type_name(value)}, not text")
+
+
+def tool_call(item: Any, scrub: Scrubber) -> dict[str, Any]:
+    """One entry of `message.tool_calls` (openapi ChatMessageToolCall: id, type, function
+    {name, arguments}). A malformed entry is kept as a call of no name, so a tool_call check
+    fails on it, rather than being trusted or dropped silently. Scrubbed, then cut."""
+    entry = item if isinstance(item, dict) else {}
+    function: dict[str, Any] = entry["function"] if isinstance(entry.get("function"), dict) else {}
+    name, arguments = function.get("name"), function.get("arguments")
+    if isinstance(arguments, (dict, list)):  # some providers send an object, not a string
+        try:
+            arguments = orjson.dumps(scrub.value(arguments)).decode()
+        except orjson.JSONEncodeError:  # an integer past 64 bits, say: not arguments we can keep
+            arguments = None
+    call_id = entry.get("id")
+    return {
+        "id": scrub.text(call_id)[:MAX_TOOL_NAME] if isinstance(call_id, str) else None,
+        "name": scrub.text(name)[:MAX_TOOL_NAME] if isinstance(name, str) else None,
+        "arguments": scrub.text(arguments)[:MAX_TOOL_ARGUMENTS] if isinstance(arguments, str) else None,
+    }
+
+
+def tool_calls_of(value: Any, scrub: Scrubber) -> tuple[dict[str, Any], ...]:
+    """`message.tool_calls`: at most MAX_TOOL_CALLS calls; anything not a list is none."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(tool_call(item, scrub) for item in value[:MAX_TOOL_CALLS])
+
+
+_USAGE_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+_DETAIL_COUNTS = {
+    "prompt_tokens_details": ("cached_tokens", "cache_write_tokens", "audio_tokens", "video_tokens"),
+    "completion_tokens_details": (
+        "reasoning_tokens",
+        "audio_tokens",
+        "accepted_prediction_tokens",
+        "rejected_prediction_tokens",
+    ),
+}
+
+
+def usage_of(value: Any, scrub: Scrubber) -> dict[str, Any]:
+    """ChatUsage as returned, keeping only fields of the documented types: a count that is
+    a string, or a cost that is negative, is dropped (then the cost is unknown)."""
+    if not isinstance(value, dict):
+        return {}
+    usage: dict[str, Any] = {}
+    for name in _USAGE_COUNTS:
+        if count(value.get(name)) is not None:
+            usage[name] = value[name]
+    if money(value.get("cost")) is not None:
+        usage["cost"] = float(value["cost"])
+    for name, fields in _DETAIL_COUNTS.items():
+        details = value.get(name)
+        if isinstance(details, dict):
+            usage[name] = {f: details[f] for f in fields if count(details.get(f)) is not None}
+    details = value.get("cost_details")
+    if isinstance(details, dict):
+        usage["cost_details"] = {scrub.text(str(k)): money(v) for k, v in details.items()}
+    if isinstance(value.get("is_byok"), bool):
+        usage["is_byok"] = value["is_byok"]
+    return usage
+
+
+def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
+    """A chat completion reply: the answer, or the failure it stands for."""
+    if reply.status != 200:
+        raise error_failure(reply, scrub, now)
+    data = _json(reply)
+    if not isinstance(data, dict):
+        raise _bad(f"the reply is {_type_name(data)}, not an object")
+    if data.get("error"):  # an error sent with HTTP 200
+        raise failure(reply, data["error"], scrub, now)
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise _bad("the answer had no choices")
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        raise _bad(f"choices[0] is {_type_name(choice)}, not an object")
+    if choice.get("finish_reason") == "error" or choice.get("error"):
+        raise failure(reply, choice.get("error") or {"message": "finish_reason error"}, scrub, now)
+    message = choice.get("message")
+    if message is None:
+        message = {}
+    if not isinstance(message, dict):
+        raise _bad(f"choices[0].message is {_type_name(message)}, not an object")
+    content = _content(message.get("content"))
+    refusal = _str(message.get("refusal"), scrub)
+    finish_reason = _str(choice.get("finish_reason"), scrub)
+    usage = usage_of(data.get("usage"), scrub)
+    tool_calls = tool_calls_of(message.get("tool_calls"), scrub)
+    if not content and not refusal and not finish_reason and not tool_calls:
+        # errors-and-debugging.mdx "When no content is generated": a cold start or scaling;
+        # zero-completion-insurance.mdx: no completion and no finish reason is not billed.
+        raise Transient("empty_completion", "an empty completion with no finish reason (cold start?)", 200)
+    return ChatResult(
+        generation_id=_str(data.get("id"), scrub),
+        model=_str(data.get("model"), scrub),
+        # Scrubbed before answering_provider cuts it to length.
+        provider=answering_provider(
+            {
+                "openrouter_metadata": scrub.value(data.get("openrouter_metadata")),
+                "provider": _str(data.get("provider"), scrub),
+            }
+        ),
+        content=scrub.text(content),
+        finish_reason=finish_reason,
+        native_finish_reason=_str(choice.get("native_finish_reason"), scrub),
+        usage=usage,
+        refusal=refusal,
+        reasoning=_str(message.get("reasoning"), scrub),
+        cost_rejected=_cost_rejected(data.get("usage")),
+        tool_calls=tool_calls,
+    )
+
+
+def _cost_rejected(usage: Any) -> bool:
+    return isinstance(usage, dict) and usage.get("cost") is not None and money(usage.get("cost")) is None
+
+
+# -- account endpoints -----------------------------------------------------------------------
+def data_of(reply: Reply, what: str) -> Any:
+    """The `data` member of a JSON object reply."""
+    body = _json(reply)
+    if not isinstance(body, dict) or "data" not in body:
+        raise _bad(f"the {what} reply has no data")
+    return body["data"]
+
+
+def _positive(value: Any) -> int | None:
+    number = count(value)
+    return number if number else None
+
+
+def model_info(item: Any, scrub: Scrubber) -> ModelInfo | None:
+    """One model of /models or /model/{author}/{slug}; None for an entry without an id."""
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+        return None
+    pricing: dict[str, Any] = item["pricing"] if isinstance(item.get("pricing"), dict) else {}
+    top: dict[str, Any] = item["top_provider"] if isinstance(item.get("top_provider"), dict) else {}
+    prompt, completion = price(pricing.get("prompt")), price(pricing.get("completion"))
+    request = price(pricing.get("request", 0))
+    if request is None:  # a request price that is there but unreadable: the price is unknown
+        prompt = completion = None
+    context, max_completion = _positive(item.get("context_length")), _positive(top.get("max_completion_tokens"))
+    prices, overrides, known = parse_prices(pricing)
+    return ModelInfo(
+        id=scrub.text(item["id"]),
+        prompt_price=prompt,
+        completion_price=completion,
+        request_price=request or 0.0,
+        context_length=context,
+        max_completion_tokens=max_completion,
+        # The /models price as a one-endpoint entry, for the worst case (issue 14).
+        price=EndpointPrice(
+            "top provider",
+            "top provider",
+            prices,
+            overrides,
+            max_completion_tokens=max_completion,
+            context_length=context,
+            known=known and prompt is not None and completion is not None,
+        ),
+    )
+
+
+def parse_models(reply: Reply, scrub: Scrubber) -> dict[str, ModelInfo]:
+    """GET /models as {id: ModelInfo}; items without an id are not models anyone can ask for."""
+    items = data_of(reply, "/models")
+    if not isinstance(items, list):
+        raise _bad("the /models data is not a list")
+    infos = (model_info(item, scrub) for item in items)
+    return {info.id: info for info in infos if info is not None}
+
+
+_KEY_MONEY = ("limit", "usage", "usage_daily", "usage_weekly", "usage_monthly")
+
+
+def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
+    """A key's data (GET /key, GET /keys/{hash}) with its money fields checked."""
+    if not isinstance(data, dict):
+        raise _bad(f"the {what} data is not an object")
+    key: dict[str, Any] = {
+        scrub.text(str(k)): scrub.value(v) for k, v in data.items() if isinstance(v, (str, bool, type(None)))
+    }
+    for name in _KEY_MONEY:
+        if name in data:
+            key[name] = money(data[name])
+    remaining = data.get("limit_remaining")
+    # null means "no per-key limit"; anything else must be a number (it may be negative
+    # once a key overspent), or the credit is unknown and nothing can be promised.
+    if remaining is not None and (
+        isinstance(remaining, bool) or not isinstance(remaining, (int, float)) or not math.isfinite(remaining)
+    ):
+        raise _bad(f"the {what} limit_remaining is {_type_name(remaining)}, not a number")
+    if "limit_remaining" in data:
+        key["limit_remaining"] = None if remaining is None else float(remaining)
+    free = data.get("free_model_daily_requests")
+    if isinstance(free, dict):
+        key["free_model_daily_requests"] = {k: count(free.get(k)) for k in ("limit", "remaining", "used")}
+    return key
+
+
+def parse_created_key(reply: Reply, scrub: Scrubber) -> CreatedKey:
+    """POST /keys: {"key": ..., "data": {"hash", "label", ...}}."""
+    body = _json(reply)
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or not isinstance(body.get("key"), str) or not body["key"]:
+        raise _bad("the /keys reply had no key", reply.status)
+    if not isinstance(data, dict) or not isinstance(data.get("hash"), str) or not data["hash"]:
+        raise _bad("the /keys reply had no key hash", reply.status)
+    return CreatedKey(body["key"], data["hash"], _str(data.get("label"), scrub))

@@ -1,0 +1,82 @@
+"""One dispatched row while the runner works on it, and the record fields it is made of.
+
+The runner gives each dispatched request a `Row` and writes exactly one record for it:
+the answer's fields (`answer_fields`), a failure's, or, when something cut it short, a
+skipped or `internal` record (`cut_short_fields`, `internal_error`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._charges import RowCharges
+from ._client import ChatResult
+from ._matrix import Request
+from ._retry import AttemptLog
+from ._scrub import Scrubber
+
+if TYPE_CHECKING:
+    from ._judging import RowGrading
+
+
+@dataclass
+class Row:
+    """One dispatched request while it runs: what its single record needs."""
+
+    request: Request
+    log: AttemptLog = field(default_factory=AttemptLog)
+    started: float | None = None
+    reservation: float | None = None  # held in the ledger until settled or released
+    sent: bool = False  # a request went out: it may be billed even if abandoned
+    written: bool = False
+    charges: RowCharges = field(default_factory=RowCharges)  # what each attempt cost (issue 14)
+    grading: RowGrading | None = None  # answered, its judge checks being graded (issue 17)
+
+
+def answer_fields(result: ChatResult) -> dict[str, Any]:
+    """The fields of an ok record that come from the answer, in record order."""
+    return {
+        "response_model": result.model,
+        "provider": result.provider,
+        "generation_id": result.generation_id,
+        "content": result.content,
+        "tool_calls": list(result.tool_calls) or None,  # as _reply parsed and scrubbed them
+        "refusal": result.refusal,
+        "reasoning": result.reasoning,
+        "finish_reason": result.finish_reason,
+        "native_finish_reason": result.native_finish_reason,
+        "usage": result.usage,
+        # No believable usage.cost (absent, negative, not finite, not a number): the record's
+        # cost is then what the run counted as spent, not a billed figure.
+        "cost_unknown": result.cost is None,
+    }
+
+
+def cut_short_fields(row: Row, kept: float | None) -> dict[str, Any]:
+    """Attempts so far, and the worst case kept as spent when a request had gone out."""
+    fields: dict[str, Any] = {"attempts": row.log.attempts, "attempt_errors": row.log.failures}
+    if kept:
+        fields.update(cost=kept, cost_unknown=True)
+    return fields
+
+
+def internal_error(error: BaseException, scrub: Scrubber) -> dict[str, Any]:
+    """An unexpected exception as a row's error: its type and text, scrubbed, cut."""
+    message = scrub.text(f"{type(error).__name__}: {error}")[:300]
+    return {"kind": "internal", "http_status": None, "message": message}
+
+
+def first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real failure in a task group's exceptions (cancellations come last)."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        item = pending.pop(0)
+        if isinstance(item, BaseExceptionGroup):
+            pending.extend(item.exceptions)
+        else:
+            leaves.append(item)
+    leaves.sort(key=lambda e: isinstance(e, asyncio.CancelledError))
+    return leaves[0]

@@ -1,0 +1,79 @@
+"""Scrubbing secrets out of whatever a server sends back.
+
+A server (or a proxy in front of it) may echo the request, the Authorization header
+included, into any field of a reply or an error text. Every string that crosses the
+client's boundary goes through `Scrubber` first, before it is cut to any length: a key
+cut in two by a truncation would otherwise survive as a long fragment. Any run of
+`FRAGMENT` or more of a key's characters counts as the key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FRAGMENT = 16  # a fragment this long of a 64-hex-digit key still narrows a search a lot
+MASK = "[key]"
+MAX_DEPTH = 32
+# A "key" shorter than this is a test placeholder, not a credential: masking every "k"
+# in an answer would only destroy it (real OpenRouter keys are 73 characters).
+MIN_SECRET = 8
+
+
+class Scrubber:
+    """Masks every secret it was given, and every fragment of FRAGMENT+ characters of one."""
+
+    def __init__(self, *secrets: str | None) -> None:
+        self._secrets: list[str] = []
+        self._grams: set[str] = set()
+        self._anchors: set[str] = set()
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str | None) -> None:
+        if not secret or len(secret) < MIN_SECRET or secret in self._secrets:
+            return
+        self._secrets.append(secret)
+        self._grams.update(secret[i : i + FRAGMENT] for i in range(len(secret) - FRAGMENT + 1))
+        # Any FRAGMENT-long run of the key holds one of these aligned half-length blocks
+        # whole, so a text holding none of them holds no fragment: one cheap test per string.
+        half = FRAGMENT // 2
+        self._anchors.update(secret[i : i + half] for i in range(0, len(secret) - half + 1, half))
+
+    def text(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        if len(text) < FRAGMENT or not any(anchor in text for anchor in self._anchors):
+            return text
+        spans = []
+        for gram in self._grams:
+            start = text.find(gram)
+            while start >= 0:
+                spans.append((start, start + FRAGMENT))
+                start = text.find(gram, start + 1)
+        if not spans:
+            return text
+        # Overlapping grams of one fragment merge into one span, masked once.
+        spans.sort()
+        out, cursor, merged_start, merged_end = [], 0, spans[0][0], spans[0][1]
+        for start, end in spans[1:]:
+            if start <= merged_end:
+                merged_end = max(merged_end, end)
+                continue
+            out += [text[cursor:merged_start], MASK]
+            cursor, merged_start, merged_end = merged_end, start, end
+        out += [text[cursor:merged_start], MASK, text[merged_end:]]
+        return "".join(out)
+
+    def value(self, value: Any, depth: int = 0) -> Any:
+        """A JSON value with every string in it (object keys too) scrubbed; what is nested
+        deeper than MAX_DEPTH is dropped (None), so no reply can exhaust the stack."""
+        if isinstance(value, str):
+            return self.text(value)
+        if depth >= MAX_DEPTH and isinstance(value, (list, dict)):
+            return None
+        if isinstance(value, list):
+            return [self.value(item, depth + 1) for item in value]
+        if isinstance(value, dict):
+            return {self.text(str(k)): self.value(v, depth + 1) for k, v in value.items()}
+        return value

@@ -1,0 +1,232 @@
+"""Streaming mode: a chat request over server-sent events, read with httpx-sse.
+
+Why stream (api_reference/streaming.mdx, "Stream cancellation"): aborting a stream stops
+generation and billing on providers that support it, while a non-streamed request that
+the client abandons may still finish and be billed. So in streaming mode a timeout, a
+stop or the deadline really cancels the work: the connection is closed and only what
+was generated is billed.
+
+What is read: the generation id (the `X-Generation-Id` header, and each chunk's `id`),
+content deltas, the last chunk's `finish_reason` and `usage` (usage-accounting.mdx: the
+last SSE message carries it), and `data: [DONE]`. Comments (": OPENROUTER PROCESSING")
+are skipped by the SSE parser. An error before any token is a plain JSON error reply; an
+error after tokens is an event with a top-level `error` and `finish_reason: "error"`
+(classified like any error body; not billed, zero-completion-insurance.mdx). The decoded
+stream is capped at `max_bytes`: past it the stream is cut (cancelled) and the row is an
+error. Time to first token is measured from sending to the first content or reasoning
+delta.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import aiohttp
+import httpx
+import orjson
+from httpx_sse import EventSource, SSEError
+
+from ._classify import classify
+from ._client import ChatResult, OpenRouterClient, abandoned, generation_header, valid_generation_id
+from ._clock import Clock
+from ._exceptions import Rejected, RequestFailed, Transient
+
+DEFAULT_MAX_STREAM_BYTES = 4 * 1024 * 1024
+_ERROR_BODY_BYTES = 64 * 1024  # an error reply before the stream is small JSON
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedChat(ChatResult):
+    ttft_ms: float | None = None  # time to the first content (or reasoning) token
+
+
+class _TooLong(Exception):
+    """Internal: the stream passed the byte cap."""
+
+
+class _CappedText:
+    """What EventSource reads (headers, aiter_text), counting decoded bytes as they come,
+    so a stream without newlines cannot grow a line buffer past the cap."""
+
+    def __init__(self, response: httpx.Response, cap: int) -> None:
+        self.headers = response.headers
+        self._response = response
+        self._cap = cap
+        self.size = 0
+
+    async def aiter_text(self) -> AsyncIterator[str]:
+        async for text in self._response.aiter_text():
+            self.size += len(text.encode("utf-8"))
+            if self.size > self._cap:
+                raise _TooLong()
+            yield text
+
+
+def stream_body(payload: bytes) -> bytes:
+    """The encoded body (a JSON object) with `"stream": true` added; the row's id and
+    fingerprint stay those of `payload`, so a file can be resumed with or without streaming."""
+    head = payload.rstrip()[:-1].rstrip()
+    return head + (b'"stream":true}' if head.endswith(b"{") else b',"stream":true}')
+
+
+@dataclass
+class _Reading:
+    """What the stream said so far."""
+
+    generation_id: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    finish_reason: str | None = None
+    native_finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    ttft_ms: float | None = None
+    first_token: bool = False
+    done: bool = False
+
+    def __post_init__(self) -> None:
+        self.parts: list[str] = []
+
+
+async def stream_chat(
+    client: OpenRouterClient,
+    payload: bytes,
+    row_id: str | None,
+    clock: Clock,
+    timeout_s: float,
+    max_bytes: int = DEFAULT_MAX_STREAM_BYTES,
+) -> StreamedChat:
+    """POST /chat/completions with stream: true; the answer, or a classified RequestFailed."""
+    request = client.chat_request(stream_body(payload), row_id)
+    request.headers["Accept"] = "text/event-stream"
+    reading = _Reading()
+    sent: list[Mapping[str, str]] = []  # the response's headers, once they are in
+    started = clock.monotonic()
+    try:
+        async with asyncio.timeout(timeout_s):
+            response = await client.http.send(request, stream=True)
+            sent.append(response.headers)
+            try:
+                reading.generation_id = generation_header(response.headers)
+                if response.status_code != 200:
+                    raise await _error_reply(client, response, clock)
+                await _read_events(client, response, reading, clock, started, max_bytes)
+            finally:
+                await response.aclose()  # closing the connection is what cancels the generation
+    except TimeoutError:
+        failure: RequestFailed = Transient("timeout", f"the stream did not end within {timeout_s:g} s")
+        raise _billed(abandoned(failure, sent, True), reading) from None
+    except _TooLong:
+        failure = Rejected("response_too_large", f"the stream passed the {max_bytes:,}-byte cap", 200)
+        raise _billed(abandoned(failure, sent, True), reading) from None
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise Transient("network", client.scrub_text(f"{type(exc).__name__}: {exc}")) from None
+    except (httpx.HTTPError, SSEError, aiohttp.ClientError, OSError) as exc:
+        failure = Transient("network", client.scrub_text(f"{type(exc).__name__}: {exc}"))
+        raise _billed(abandoned(failure, sent, True), reading) from None
+    if not reading.done and reading.finish_reason is None:
+        failure = Transient("bad_response", "the stream ended before its last chunk", 200)
+        raise _billed(abandoned(failure, sent, True), reading)
+    return StreamedChat(
+        generation_id=reading.generation_id,
+        # Every server string is scrubbed before it is stored, as the non-streamed parser does.
+        model=_scrubbed(client, reading.model),
+        provider=_scrubbed(client, reading.provider),
+        content=client.scrub_text("".join(reading.parts)),
+        finish_reason=reading.finish_reason,
+        native_finish_reason=_scrubbed(client, reading.native_finish_reason),
+        usage=reading.usage or {},
+        ttft_ms=reading.ttft_ms,
+    )
+
+
+def _billed(failure: RequestFailed, reading: _Reading) -> RequestFailed:
+    """A chunk's id is the generation id too, when the header had none."""
+    if failure.maybe_billed and failure.generation_id is None:
+        failure.generation_id = reading.generation_id
+    return failure
+
+
+async def _error_reply(client: OpenRouterClient, response: httpx.Response, clock: Clock) -> RequestFailed:
+    """An error before any token: a plain JSON error body (api_reference/streaming.mdx)."""
+    body = b""
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > _ERROR_BODY_BYTES:
+            break
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = {"error": {"message": body[:200].decode("utf-8", "replace")}}
+    error = data.get("error") if isinstance(data, dict) else None
+    return _classified(client, response.status_code, error, response.headers, clock)
+
+
+def _classified(
+    client: OpenRouterClient, status: int, error: Any, headers: Mapping[str, str], clock: Clock
+) -> RequestFailed:
+    failure = classify(status, error if isinstance(error, Mapping) else None, headers, clock.time())
+    failure.message = client.scrub_text(failure.message)
+    failure.args = (failure.message,)
+    return failure
+
+
+async def _read_events(
+    client: OpenRouterClient,
+    response: httpx.Response,
+    reading: _Reading,
+    clock: Clock,
+    started: float,
+    max_bytes: int,
+) -> None:
+    source = EventSource(cast(httpx.Response, _CappedText(response, max_bytes)))
+    async for event in source.aiter_sse():
+        if event.data == "[DONE]":
+            reading.done = True
+            return
+        try:
+            chunk = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            continue  # not JSON: nothing to read (the docs' own readers skip these)
+        if not isinstance(chunk, dict):
+            continue
+        _read_chunk(chunk, reading)
+        if chunk.get("error"):
+            # Mid-stream: the status is already 200, the error comes as an event.
+            failure = _classified(client, 200, chunk["error"], response.headers, clock)
+            failure.message = f"mid-stream: {failure.message}"
+            failure.args = (failure.message,)
+            raise failure
+        if reading.ttft_ms is None and reading.first_token:
+            reading.ttft_ms = round((clock.monotonic() - started) * 1000, 1)
+
+
+def _scrubbed(client: Any, text: str | None) -> str | None:
+    return None if text is None else client.scrub_text(text)
+
+
+def _read_chunk(chunk: dict[str, Any], reading: _Reading) -> None:
+    if reading.generation_id is None and isinstance(chunk.get("id"), str):
+        reading.generation_id = valid_generation_id(chunk["id"])
+    for field in ("model", "provider"):
+        if isinstance(chunk.get(field), str):
+            setattr(reading, field, chunk[field][:200])
+    if isinstance(chunk.get("usage"), dict):
+        reading.usage = chunk["usage"]
+    choices = chunk.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return
+    choice = choices[0]
+    delta = choice.get("delta")
+    if isinstance(delta, dict):
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            reading.parts.append(content)
+            reading.first_token = True
+        if isinstance(delta.get("reasoning"), str) and delta["reasoning"]:
+            reading.first_token = True  # a reasoning token is a first token too
+    for field in ("finish_reason", "native_finish_reason"):
+        if isinstance(choice.get(field), str):
+            setattr(reading, field, choice[field])

@@ -1,0 +1,121 @@
+"""Streamed answers over server-sent events, as api_reference/streaming.mdx describes them.
+
+A keep-alive comment first (": OPENROUTER PROCESSING"), then `chat.completion.chunk`
+events of a few tokens each, a last chunk with `finish_reason` and `usage`, and
+`data: [DONE]`. The generation id is in the `X-Generation-Id` header and every chunk.
+Cancelling stops generation and billing (like a provider that supports cancellation):
+a client that goes away is billed the prompt and the tokens generated until then.
+`fault.midstream` sends the documented mid-stream error event after the first chunk
+(finish_reason "error": not billed, zero-completion-insurance.mdx).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ._billing import BillingRoutes, count_tokens
+from ._keys import SimKey
+
+
+@dataclass
+class Generation:
+    """What one streamed answer is: its id, who serves it, its text and its prices."""
+
+    id: str
+    model: str
+    provider: str
+    content: str
+    prompt_tokens: int
+    prices: tuple[float, float, float]  # prompt, completion, request
+    max_tokens: int
+    row: str | None
+    fault: str | None
+
+
+def _event(payload: Any) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class StreamReplies(BillingRoutes):
+    """Streaming, mixed into the Simulator (which owns the state named here)."""
+
+    def _chunk(self, gen: Generation, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": gen.id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": gen.model,
+            "provider": gen.provider,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "native_finish_reason": finish}],
+        }
+
+    def _cost(self, gen: Generation, completion_tokens: int) -> float:
+        prompt, completion, request = gen.prices
+        if prompt < 0:
+            return 0.0
+        return gen.prompt_tokens * prompt + completion_tokens * completion + request
+
+    async def stream_answer(self, request: web.Request, key: SimKey, gen: Generation) -> web.StreamResponse:
+        config = self.config
+        words = gen.content.split(" ")
+        response = web.StreamResponse(
+            status=200,
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Generation-Id": gen.id},
+        )
+        generated = 0  # completion tokens produced so far
+        finish = "stop"
+        try:
+            await response.prepare(request)
+            await response.write(b": OPENROUTER PROCESSING\n\n")
+            step = max(1, config.stream_chunk_tokens)
+            for start in range(0, len(words), step):
+                piece = " ".join(words[start : start + step]) + (" " if start + step < len(words) else "")
+                generated += count_tokens(config, piece)
+                await response.write(_event(self._chunk(gen, {"role": "assistant", "content": piece})))
+                if gen.fault == "midstream":
+                    error = {"code": "server_error", "message": "Provider disconnected unexpectedly"}
+                    await response.write(_event({**self._chunk(gen, {"content": ""}, "error"), "error": error}))
+                    return response  # finish_reason error: not billed
+                if gen.fault in ("hang", "stall"):
+                    await asyncio.sleep(config.hang_s)  # stops producing; the client gives up
+                if generated >= gen.max_tokens:
+                    finish = "length"
+                    break
+                if config.stream_chunk_ms:
+                    await asyncio.sleep(config.stream_chunk_ms / 1000)
+            cost, upstream = self.bill(key, gen.row, gen.id, gen.model, gen.provider, self._cost(gen, generated), False)
+            usage = {
+                "prompt_tokens": gen.prompt_tokens,
+                "completion_tokens": generated,
+                "total_tokens": gen.prompt_tokens + generated,
+                "cost": round(cost, 12),
+                "is_byok": config.byok,
+                "cost_details": None
+                if upstream is None
+                else {
+                    "upstream_inference_cost": upstream,
+                    "upstream_inference_prompt_cost": upstream,
+                    "upstream_inference_completions_cost": 0.0,
+                },
+            }
+            await response.write(_event({**self._chunk(gen, {}, finish), "usage": usage}))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except ConnectionResetError:
+            self._cancelled(key, gen, generated)
+        except asyncio.CancelledError:
+            self._cancelled(key, gen, generated)
+            raise
+        return response
+
+    def _cancelled(self, key: SimKey, gen: Generation, generated: int) -> None:
+        """The client cancelled: generation stops, and what was generated is billed."""
+        self.stats.cancelled_streams += 1
+        self.bill(key, gen.row, gen.id, gen.model, gen.provider, self._cost(gen, generated), True)
+        self.generations[gen.id].update(cancelled=True, tokens_completion=generated, streamed=True)

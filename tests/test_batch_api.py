@@ -1,0 +1,262 @@
+"""The Batch API client (respx), the submission rules, and the simulator's batch routes.
+
+Reference: batch-quickstart.mdx (the OpenAPI spec does not list the batch paths).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import respx
+
+from batchrun import ConfigError, OpenRouterClient, Rejected, Transient
+from batchrun._batch_api import BatchClient, batches_url, submission_body
+from batchrun._batch_rules import batch_groups, non_text_part
+from batchrun._matrix import Request, encode_body
+from batchrun.simulator import SimConfig, Simulator
+
+from .conftest import FAKE_KEY, FakeClock
+
+BASE = "https://openrouter.test/api/v1"
+BATCHES = "https://openrouter.test/api/beta/batches"
+REPLY = {
+    "id": "gen-batch-1-abc",
+    "object": "chat.completion",
+    "model": "openai/gpt-4o",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris"}, "finish_reason": "stop"}],
+}
+
+
+def batch_object(status: str = "completed", **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": "batch_123",
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "model": "openai/gpt-4o",
+        "completion_window": "24h",
+        "status": status,
+        "created_at": 1782097200,
+        "finalized_at": None,
+        "request_counts": {"total": 1, "completed": 1, "failed": 0},
+        "usage": None,
+        "results": None,
+        "error": None,
+    }
+    data.update(extra)
+    return data
+
+
+@pytest.fixture
+def mock() -> Any:
+    # The client runs on the aiohttp transport; respx intercepts it with using="httpx".
+    with respx.mock(using="httpx") as router:
+        yield router
+
+
+def api() -> BatchClient:
+    return BatchClient(OpenRouterClient(BASE, FAKE_KEY, clock=FakeClock()))
+
+
+def request(row: str, model: str = "openai/gpt-4o", **params: Any) -> Request:
+    body = {"model": model, "messages": [{"role": "user", "content": f"row {row}"}], **params}
+    return Request(row, "f" + row, model, "p", {}, 0, body, encode_body(body), [])
+
+
+def test_the_batches_url_sits_beside_api_v1() -> None:
+    assert batches_url("https://openrouter.ai/api/v1/") == "https://openrouter.ai/api/beta/batches"
+    with pytest.raises(ConfigError, match="Batch API"):
+        batches_url("http://localhost:8000/v1")
+
+
+def test_submission_puts_endpoint_and_model_first_and_bodies_byte_for_byte() -> None:
+    first, second = request("a1", temperature=0), request("b2")
+    raw = submission_body("openai/gpt-4o", [(first.id, first.payload), (second.id, second.payload)])
+    assert raw.startswith(b'{"endpoint":"/v1/chat/completions","model":"openai/gpt-4o","requests":[')
+    assert first.payload in raw and second.payload in raw
+    parsed = json.loads(raw)
+    assert list(parsed) == ["endpoint", "model", "requests"]
+    assert parsed["requests"][0] == {"custom_id": "a1", "body": first.body}
+
+
+async def test_submit_and_poll_read_typed_batch_objects(mock: respx.MockRouter) -> None:
+    route = mock.post(BATCHES).mock(return_value=httpx.Response(202, json=batch_object("validating")))
+    info = await api().submit("openai/gpt-4o", [("a", b'{"messages":[]}')])
+    assert (info.id, info.status, info.terminal) == ("batch_123", "validating", False)
+    sent = route.calls.last.request
+    assert sent.headers["Authorization"] == f"Bearer {FAKE_KEY}" and sent.content.startswith(b'{"endpoint"')
+    done = batch_object(
+        usage={"prompt_tokens": 20, "completion_tokens": 40, "total_tokens": 60, "cost": 0.000225, "is_byok": False},
+        results=[
+            {"id": "r1", "custom_id": "a", "response": {"status_code": 200, "body": REPLY}, "error": None},
+            {"id": "r2", "custom_id": "b", "response": None, "error": {"code": 429, "message": "slow down"}},
+            {"id": "r3", "custom_id": "c", "response": {"status_code": 400, "body": {"error": {"code": 400}}}},
+            {"id": "r4", "response": {"status_code": 200, "body": REPLY}},  # no custom_id: cannot map back
+        ],
+    )
+    mock.get(f"{BATCHES}/batch_123").mock(return_value=httpx.Response(200, json=done))
+    client = api()
+    info = await client.get("batch_123")
+    assert info.terminal and info.cost == 0.000225
+    items = client.items(info)
+    assert sorted(items) == ["a", "b", "c"]
+    assert items["a"].result is not None and items["a"].result.content == "Paris"
+    assert items["a"].result.generation_id == "gen-batch-1-abc"
+    assert isinstance(items["b"].failure, Transient) and items["b"].failure.kind == "rate_limited"
+    assert isinstance(items["c"].failure, Rejected) and items["c"].failure.kind == "bad_request"
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [
+        {"status": "done"},  # not a documented status
+        {"id": 7},
+        [],
+    ],
+)
+async def test_a_batch_server_that_lies_about_the_shape_is_a_transient_failure(
+    mock: respx.MockRouter, lie: Any
+) -> None:
+    body = lie if isinstance(lie, list) else {**batch_object("completed"), **lie}
+    mock.get(f"{BATCHES}/b").mock(return_value=httpx.Response(200, json=body))
+    with pytest.raises(Transient) as caught:
+        await api().get("b")
+    assert caught.value.kind == "bad_response"
+
+
+async def test_nonsense_fields_of_a_batch_are_not_believed(mock: respx.MockRouter) -> None:
+    body = {**batch_object("completed"), "usage": {"cost": -5}, "request_counts": "many", "results": "later"}
+    mock.get(f"{BATCHES}/b").mock(return_value=httpx.Response(200, json=body))
+    client = api()
+    info = await client.get("b")
+    assert info.cost is None  # a negative charge is not a charge: the rows' own costs settle it
+    assert info.request_counts == {"total": 0, "completed": 0, "failed": 0}
+    assert info.results is None and client.items(info) == {}
+
+
+async def test_echoed_keys_are_scrubbed_from_items_and_batch_errors(mock: respx.MockRouter) -> None:
+    echo = {**REPLY, "choices": [{"index": 0, "message": {"content": f"key {FAKE_KEY}"}, "finish_reason": "stop"}]}
+    body = batch_object(
+        "completed",
+        error={"message": f"bad key {FAKE_KEY}"},
+        results=[
+            {"custom_id": "a", "response": {"status_code": 200, "body": echo}},
+            {"custom_id": "b", "error": {"code": 400, "message": f"echo {FAKE_KEY}"}},
+        ],
+    )
+    mock.get(f"{BATCHES}/b").mock(return_value=httpx.Response(200, json=body))
+    client = api()
+    info = await client.get("b")
+    items = client.items(info)
+    seen = [info.error or "", items["a"].result.content if items["a"].result else "", str(items["b"].failure)]
+    assert all(FAKE_KEY not in text for text in seen) and "[key]" in seen[0]
+
+
+async def test_submission_refused_is_classified_and_no_cancel_endpoint_is_said_plainly(mock: respx.MockRouter) -> None:
+    mock.post(BATCHES).mock(return_value=httpx.Response(400, json={"error": {"code": 400, "message": "bad order"}}))
+    with pytest.raises(Rejected, match="bad order"):
+        await api().submit("m", [("a", b"{}")])
+    mock.post(f"{BATCHES}/b/cancel").mock(return_value=httpx.Response(404, text="not found"))
+    with pytest.raises(ConfigError, match="documents none"):
+        await api().cancel("b")
+
+
+def test_groups_one_model_per_batch_one_response_format_per_google_batch_and_split() -> None:
+    rows = [
+        request("1", "openai/gpt-4o"),
+        request("2", "google/gemini-2.0-flash-001"),
+        request("3", "google/gemini-2.0-flash-001", response_format={"type": "json_object"}),
+        request("4", "openai/gpt-4o", response_format={"type": "json_object"}),
+        request("5", "google/gemini-2.0-flash-001"),
+        request("6", "openai/gpt-4o"),
+    ]
+    groups = [[r.id for r in g] for g in batch_groups(rows, max_requests=2)]
+    assert groups == [["1", "4"], ["6"], ["2", "5"], ["3"]]
+
+
+def test_non_text_parts_and_outputs_are_found() -> None:
+    assert non_text_part({"messages": [{"role": "user", "content": "hi"}]}) is None
+    assert non_text_part({"messages": [{"content": [{"type": "file", "file": {}}]}]}) == "file"
+    assert non_text_part({"messages": [], "modalities": ["text", "image"]}) == "modalities"
+    assert non_text_part({"messages": [], "audio": {"voice": "x"}}) == "audio"
+
+
+# -- the simulator's batch routes ---------------------------------------------------------------
+def post(sim: Simulator, raw: bytes) -> httpx.Response:
+    return httpx.post(
+        f"{sim.base_url.replace('/v1', '/beta')}/batches", content=raw, headers={"Authorization": "Bearer k"}
+    )
+
+
+def get(sim: Simulator, batch_id: str) -> dict[str, Any]:
+    response = httpx.get(
+        f"{sim.base_url.replace('/v1', '/beta')}/batches/{batch_id}", headers={"Authorization": "Bearer k"}
+    )
+    data: dict[str, Any] = response.json()
+    return data
+
+
+ITEM = {"custom_id": "r1", "body": {"messages": [{"role": "user", "content": "Capital of Japan?"}]}}
+
+
+@pytest.fixture
+def timed_sim(clock: FakeClock) -> Any:
+    simulator = Simulator(SimConfig(batch_validating_s=10, batch_in_progress_s=100, batch_finalizing_s=10))
+    simulator.clock = clock.time
+    with simulator.serve_in_thread():
+        yield simulator
+
+
+def test_sim_batches_move_through_the_documented_states_by_the_clock(timed_sim: Simulator, clock: FakeClock) -> None:
+    raw = orjson.dumps({"endpoint": "/v1/chat/completions", "model": "openai/gpt-4o-mini", "requests": [ITEM]})
+    accepted = post(timed_sim, raw)
+    assert accepted.status_code == 202 and accepted.json()["status"] == "validating"
+    batch_id = accepted.json()["id"]
+    seen = []
+    for step in (0, 15, 100, 10):
+        clock.now += step
+        data = get(timed_sim, batch_id)
+        seen.append(data["status"])
+        assert (data["results"] is None) == (data["status"] != "completed")
+    assert seen == ["validating", "in_progress", "finalizing", "completed"]
+    (result,) = data["results"]
+    assert result["custom_id"] == "r1" and result["error"] is None
+    assert result["response"]["body"]["id"].startswith("gen-batch-")
+    prices = timed_sim.config.prices["openai/gpt-4o-mini"]
+    usage = data["usage"]
+    full = usage["prompt_tokens"] * prices[0] + usage["completion_tokens"] * prices[1]
+    assert usage["cost"] == pytest.approx(full / 2)  # half price
+    assert timed_sim.account_key.usage == pytest.approx(full / 2)
+
+
+def test_sim_enforces_the_documented_submission_rules(timed_sim: Simulator, clock: FakeClock) -> None:
+    model = "openai/gpt-4o-mini"
+    backwards = (
+        b'{"requests":['
+        + orjson.dumps(ITEM)
+        + b'],"endpoint":"/v1/chat/completions","model":"'
+        + model.encode()
+        + b'"}'
+    )
+    assert post(timed_sim, backwards).status_code == 400
+    other = {"custom_id": "x", "body": {"model": "openai/gpt-4o", "messages": []}}
+    raw = orjson.dumps({"endpoint": "/v1/chat/completions", "model": model, "requests": [ITEM, other]})
+    assert "must match" in post(timed_sim, raw).json()["error"]["message"]
+    empty = orjson.dumps({"endpoint": "/v1/chat/completions", "model": model, "requests": []})
+    assert post(timed_sim, empty).status_code == 400
+    picture = {"custom_id": "p", "body": {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}}
+    google = "google/gemini-2.0-flash-001"
+    mixed = [ITEM, {"custom_id": "j", "body": {**ITEM["body"], "response_format": {"type": "json_object"}}}]  # type: ignore[dict-item]
+    ids = [
+        post(timed_sim, orjson.dumps({"endpoint": "/v1/chat/completions", "model": m, "requests": r})).json()["id"]
+        for m, r in ((model, [picture]), (google, mixed), (model, mixed))
+    ]
+    clock.now += 1000
+    picture_batch, google_batch, fine = (get(timed_sim, i) for i in ids)
+    assert picture_batch["status"] == "failed" and "text-only" in picture_batch["error"]["message"]
+    assert google_batch["status"] == "failed" and "requests[1] (j)" in google_batch["error"]["message"]
+    assert fine["status"] == "completed"
+    assert timed_sim.batches.stats.submitted == 3

@@ -1,0 +1,389 @@
+"""A hostile or broken server never crashes a run, leaks a key, or makes a row vanish (issue 11).
+
+Each case runs the CLI against `tests/hostile.py` (raw sockets on 127.0.0.1) and checks the
+same things: no traceback, the documented exit code, every dispatched row recorded exactly
+once, and no key, nor any 16-character fragment of one, in any output (results,
+summary.json, the step summary, stdout, stderr). Peak memory is measured in
+`bench/hostile_memory.py`, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrun import ExitCode, RunOptions, load_job, run_job
+
+from .conftest import FAKE_KEY, FakeClock, call_cli, run_cli, write_job
+from .hostile import (
+    HostileServer,
+    RawRequest,
+    chat_payload,
+    gzip_bomb,
+    http,
+    json_answer,
+    models_payload,
+    streamed,
+)
+
+MGMT_KEY = "sk-or-v1-" + "fedcba9876543210" * 4
+JOB = """
+name: hostile
+defaults:
+  params: {max_tokens: 16}
+models: [openai/gpt-4o-mini]
+prompts:
+  - id: capital
+    text: "Capital of {{country}}?"
+    vars: [{country: France}, {country: Japan}, {country: Italy}, {country: Spain}]
+run: {concurrency: 2, timeout_s: 10, max_attempts: 1, grace_s: 1}
+"""
+ROWS = 4
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+    rows: list[dict[str, Any]]
+    outputs: str  # everything the run wrote or printed, for the leak check
+
+    def kinds(self) -> set[str | None]:
+        return {r["reason"] for r in self.rows}
+
+
+def fragments(secret: str) -> list[str]:
+    return [secret[i : i + 16] for i in range(len(secret) - 15)]
+
+
+def check(server: HostileServer, tmp_path: Path, code: int, stdout: str, stderr: str, out: Path) -> Outcome:
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    texts = [stdout, stderr, out.read_text() if out.exists() else ""]
+    for extra in (out.with_name(out.stem + ".summary.json"), tmp_path / "step.md"):
+        if extra.exists():
+            texts.append(extra.read_text())
+    outputs = "\n".join(texts)
+    assert "Traceback" not in outputs
+    for secret in (FAKE_KEY, MGMT_KEY):
+        leaked = [f for f in fragments(secret) if f in outputs]
+        assert not leaked, f"a key fragment leaked: {leaked[:1]}"
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), "a row was recorded twice"
+    assert set(server.chat_rows()) <= set(ids), "a row was sent but never recorded"
+    return Outcome(code, stdout, stderr, rows, outputs)
+
+
+@pytest.fixture(autouse=True)
+def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("OPENROUTER_MANAGEMENT_KEY", MGMT_KEY)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "step.md"))
+
+
+def run(server: HostileServer, tmp_path: Path, *args: str, job: str = JOB) -> Outcome:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = write_job(tmp_path, job)
+    out = tmp_path / "out.jsonl"
+    with server.running():
+        code, stdout, stderr = call_cli(path, "--base-url", server.base_url, "-o", out, *args)
+    return check(server, tmp_path, code, stdout, stderr, out)
+
+
+def answer(payload: Any, status: int = 200) -> HostileServer:
+    return HostileServer(chat=lambda request: json_answer(status, payload))
+
+
+# -- memory: the cap on response bytes --------------------------------------------------------
+def test_a_gzip_bomb_is_cut_at_the_cap_and_not_retried(tmp_path: Path) -> None:
+    bomb = gzip_bomb(64 << 20)  # 64 MiB of zeros in about 64 KB
+    server = HostileServer(chat=lambda r: http(200, bomb, {"Content-Encoding": "gzip"}))
+    outcome = run(
+        server, tmp_path, "--max-response-bytes", "1048576", job=JOB.replace("max_attempts: 1", "max_attempts: 3")
+    )
+    assert outcome.code == ExitCode.ERRORS
+    assert outcome.kinds() == {"response_too_large"} and len(outcome.rows) == ROWS
+    assert all(r["attempts"] == 1 and r["retryable"] is False for r in outcome.rows)
+    assert "1,048,576-byte cap" in outcome.rows[0]["error"]["message"]
+
+
+def test_a_huge_plain_body_drops_the_connection(tmp_path: Path) -> None:
+    server = HostileServer(chat=lambda r: b"")
+    total = 256 << 20
+    server.chat = lambda r: streamed(200, total, b"x" * (1 << 20), {"Content-Type": "application/json"}, server)
+    outcome = run(server, tmp_path, "--max-response-bytes", "65536")
+    assert outcome.code == ExitCode.ERRORS and outcome.kinds() == {"response_too_large"}
+    assert len(outcome.rows) == ROWS
+    # The client left long before the end: the server could not send the rest.
+    assert server.aborted == ROWS and max(server.body_bytes_sent) < total
+
+
+def test_a_declared_length_over_the_cap_is_refused_before_reading(tmp_path: Path) -> None:
+    server = HostileServer(chat=lambda r: b"")
+    server.chat = lambda r: streamed(200, 64 << 20, b"y" * (1 << 20), {"Content-Length": str(64 << 20)}, server)
+    outcome = run(server, tmp_path, "--max-response-bytes", "65536")
+    assert outcome.kinds() == {"response_too_large"}
+    assert "declared 67,108,864 bytes" in outcome.rows[0]["error"]["message"]
+
+
+def test_an_answer_within_the_cap_is_kept(tmp_path: Path) -> None:
+    server = answer(chat_payload("P" * 5000))
+    outcome = run(server, tmp_path, "--max-response-bytes", "65536")
+    assert outcome.code == ExitCode.OK and {r["content"] for r in outcome.rows} == {"P" * 5000}
+
+
+# -- no reply shape escapes the client --------------------------------------------------------
+BAD_SHAPES = {
+    "content is a number": chat_payload(42),
+    "message is a string": chat_payload(choices=[{"finish_reason": "stop", "message": "Paris"}]),
+    "choices is an object": chat_payload(choices={"0": {}}),
+    "a part is a number": chat_payload(["Paris", 3]),
+    "the reply is a list": [1, 2, 3],
+}
+
+
+@pytest.mark.parametrize("payload", BAD_SHAPES.values(), ids=BAD_SHAPES.keys())
+def test_a_reply_of_the_wrong_shape_is_a_bad_response_row(tmp_path: Path, payload: Any) -> None:
+    outcome = run(answer(payload), tmp_path)
+    assert outcome.code == ExitCode.ERRORS
+    assert outcome.kinds() == {"bad_response"} and len(outcome.rows) == ROWS
+    assert all(r["retryable"] for r in outcome.rows)
+
+
+def test_content_as_parts_is_joined(tmp_path: Path) -> None:
+    parts = [
+        {"type": "text", "text": "Pa"},
+        {"type": "image_url", "image_url": {"url": "x"}},
+        {"type": "text", "text": "ris"},
+    ]
+    outcome = run(answer(chat_payload(parts)), tmp_path)
+    assert outcome.code == ExitCode.OK and {r["content"] for r in outcome.rows} == {"Paris"}
+
+
+@pytest.mark.parametrize("usage", [[1, 2], "lots", {"prompt_tokens": "10", "completion_tokens": "2", "cost": 0.00001}])
+def test_a_usage_of_the_wrong_shape_keeps_the_answer(tmp_path: Path, usage: Any) -> None:
+    outcome = run(answer(chat_payload(usage=usage)), tmp_path)
+    assert outcome.code == ExitCode.OK and len(outcome.rows) == ROWS
+    assert all(isinstance(v, (int, float, dict, bool)) for r in outcome.rows for v in r["usage"].values())
+    assert all("prompt_tokens" not in r["usage"] for r in outcome.rows)
+
+
+def test_refusal_reasoning_and_cold_start(tmp_path: Path) -> None:
+    payload = chat_payload(None)
+    payload["choices"][0]["message"].update(refusal="I cannot", reasoning="thinking")
+    payload["usage"]["completion_tokens_details"] = {"reasoning_tokens": 7}
+    payload["usage"]["prompt_tokens_details"] = {"cached_tokens": 3}
+    outcome = run(answer(payload), tmp_path)
+    row = outcome.rows[0]
+    assert (row["content"], row["refusal"], row["reasoning"]) == ("", "I cannot", "thinking")
+    assert row["usage"]["completion_tokens_details"] == {"reasoning_tokens": 7}
+    assert row["usage"]["prompt_tokens_details"] == {"cached_tokens": 3}
+
+    cold = chat_payload("")
+    cold["choices"][0]["finish_reason"] = None
+    outcome = run(answer(cold), tmp_path / "cold")
+    assert outcome.kinds() == {"empty_completion"} and all(r["retryable"] for r in outcome.rows)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 abc\r\n\r\n",
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n{",
+    ],
+    ids=["invalid status line", "ssh banner", "tls bytes", "cut short"],
+)
+def test_bytes_that_are_not_http_are_a_network_row(tmp_path: Path, raw: bytes) -> None:
+    outcome = run(HostileServer(chat=lambda r: raw), tmp_path)
+    assert outcome.code == ExitCode.ERRORS and len(outcome.rows) == ROWS
+    assert outcome.kinds() <= {"network", "timeout", "bad_response"}
+
+
+def test_a_banner_on_the_port_fails_pre_flight_in_one_line(tmp_path: Path) -> None:
+    server = HostileServer(chat=lambda r: b"", banner=b"SSH-2.0-OpenSSH_9.6\r\n")
+    outcome = run(server, tmp_path)
+    assert outcome.code == ExitCode.ERRORS and outcome.rows == []
+    assert outcome.stderr.startswith("batchrun: the endpoint failed before the run started: network")
+    assert len(outcome.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "models, code",
+    [
+        ({"data": [{"name": "no id"}, *models_payload()["data"]]}, ExitCode.OK),
+        ({"data": "everything"}, ExitCode.ERRORS),
+        (["not", "an", "object"], ExitCode.ERRORS),
+    ],
+    ids=["item without id", "data not a list", "not an object"],
+)
+def test_odd_model_lists_at_pre_flight(tmp_path: Path, models: Any, code: int) -> None:
+    server = answer(chat_payload())
+    server.models = lambda r: json_answer(200, models)
+    outcome = run(server, tmp_path)
+    assert outcome.code == code
+
+
+@pytest.mark.parametrize(
+    "pricing",
+    [
+        "cheap",
+        {"prompt": "NaN", "completion": "0.000001"},
+        {"prompt": True, "completion": 0},
+        {"prompt": "0", "completion": "0", "request": "inf"},
+    ],
+)
+def test_a_price_that_is_not_a_number_is_unknown(tmp_path: Path, pricing: Any) -> None:
+    server = answer(chat_payload())
+    server.models = lambda r: json_answer(200, models_payload({"openai/gpt-4o-mini": {"pricing": pricing}}))
+    outcome = run(server, tmp_path, "--budget", "1")
+    assert outcome.code == ExitCode.USAGE and "no known price for openai/gpt-4o-mini" in outcome.stderr
+    assert server.chat_rows() == []
+
+
+@pytest.mark.parametrize("body", [b"<html>oops</html>", b'{"data": {"limit_remaining": "lots"}}', b'{"data": []}'])
+def test_a_key_reply_that_cannot_be_read_stops_pre_flight(tmp_path: Path, body: bytes) -> None:
+    server = answer(chat_payload())
+    server.key = lambda r: http(200, body)
+    outcome = run(server, tmp_path, "--budget", "1")
+    assert outcome.code == ExitCode.ERRORS and "bad_response" in outcome.stderr and outcome.rows == []
+
+
+def test_one_bad_reply_in_fifty_loses_no_row(tmp_path: Path) -> None:
+    """500 rows, concurrency 8: every 50th reply is malformed; with retries all end ok,
+    and each row is written once (issue 11 lost 108 rows this way)."""
+    seen = 0
+
+    def chat(request: RawRequest) -> bytes:
+        nonlocal seen
+        seen += 1
+        return json_answer(200, chat_payload(7) if seen % 50 == 0 else chat_payload())
+
+    server = HostileServer(chat=chat)
+    job_text = JOB.replace(
+        "vars: [{country: France}, {country: Japan}, {country: Italy}, {country: Spain}]",
+        "vars: [" + ", ".join(f"{{country: C{i}}}" for i in range(500)) + "]",
+    ).replace(
+        "run: {concurrency: 2, timeout_s: 10, max_attempts: 1, grace_s: 1}", "run: {concurrency: 8, max_attempts: 3}"
+    )
+    path = write_job(tmp_path, job_text)
+    out = tmp_path / "out.jsonl"
+    with server.running():
+        job = load_job(path)
+        report = asyncio.run(
+            run_job(job, RunOptions(api_key=FAKE_KEY, base_url=server.base_url, output=out, clock=FakeClock()))
+        )
+    outcome = check(server, tmp_path, 0, "", "", out)
+    assert len(outcome.rows) == 500 and {r["status"] for r in outcome.rows} == {"ok"}
+    assert len(server.chat_rows()) == 510  # 10 malformed replies, each retried once
+    assert sum(r["attempts"] for r in outcome.rows) == 510
+    assert report.summary["total"]["ok"] == 500
+
+
+# -- secrets, whatever the server echoes ------------------------------------------------------
+def echo_everywhere(request: RawRequest) -> bytes:
+    key = request.key
+    payload = chat_payload(f"your key is {key}", id=key, model=key, provider=key)
+    payload["choices"][0]["native_finish_reason"] = key
+    payload["usage"][key] = key
+    payload["usage"]["cost_details"] = {key: 0.1}
+    return json_answer(200, payload)
+
+
+def test_a_key_echoed_in_every_field_of_a_200_is_scrubbed(tmp_path: Path) -> None:
+    outcome = run(HostileServer(chat=echo_everywhere), tmp_path)
+    assert outcome.code == ExitCode.OK
+    assert outcome.rows[0]["response_model"] == "[key]" and outcome.rows[0]["content"] == "your key is [key]"
+
+
+def test_a_key_straddling_the_cut_of_an_error_text_is_scrubbed(tmp_path: Path) -> None:
+    def chat(request: RawRequest) -> bytes:
+        text = "x" * 180 + request.key + " more"  # the 200-character cut falls inside the key
+        return http(400, text.encode(), {"Content-Type": "text/plain"})
+
+    outcome = run(HostileServer(chat=chat), tmp_path)
+    assert outcome.code == ExitCode.ERRORS and outcome.kinds() == {"bad_request"}
+    assert outcome.rows[0]["error"]["message"] == "x" * 180 + "[key] more"  # scrubbed, then cut
+
+
+def test_a_key_echoed_by_an_error_at_pre_flight_is_scrubbed(tmp_path: Path) -> None:
+    server = answer(chat_payload())
+    server.models = lambda r: json_answer(500, {"error": {"code": 400, "message": f"bad key {r.key[:40]}"}})
+    outcome = run(server, tmp_path)
+    assert outcome.code == ExitCode.ERRORS and "[key]" in outcome.stderr
+
+
+@pytest.mark.parametrize("failing", ["POST", "GET", "DELETE", "PATCH"])
+def test_the_management_key_echoed_by_keys_is_never_printed(tmp_path: Path, failing: str) -> None:
+    created = {"key": "sk-or-v1-" + "ab" * 32, "data": {"hash": "h" * 64, "label": "run key"}}
+
+    # PATCH (disable) is only tried when DELETE failed.
+    failing_methods = {failing, "DELETE"} if failing == "PATCH" else {failing}
+
+    def keys(request: RawRequest) -> bytes:
+        if request.method in failing_methods:
+            return http(500, f"upstream said: Authorization: Bearer {request.key} was bad".encode())
+        if request.method == "POST":
+            return json_answer(201, created)
+        return json_answer(200, {"data": {"usage": 0.0}})
+
+    server = answer(chat_payload())
+    server.keys = keys
+    server.key = lambda r: json_answer(200, {"data": {"limit": 1, "limit_remaining": 1, "usage": 0}})
+    outcome = run(server, tmp_path, "--isolated-key", "--budget", "1", "--quiet")
+    assert ("could not create the per-run key" in outcome.stderr) == (failing == "POST")
+    if failing != "POST":
+        assert outcome.code == ExitCode.OK and "[key]" in outcome.stderr
+
+
+# -- money figures are not trusted blindly ----------------------------------------------------
+@pytest.mark.parametrize("cost", [-1.0, True, "0.00001", None, "NaN"])
+def test_a_cost_that_cannot_be_believed_keeps_the_worst_case(tmp_path: Path, cost: Any) -> None:
+    outcome = run(
+        answer(chat_payload(usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2, "cost": cost})),
+        tmp_path,
+    )
+    assert outcome.code == ExitCode.OK
+    for row in outcome.rows:
+        assert row["cost_unknown"] is True and row["cost"] > 0 and "cost" not in row["usage"]
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["spent_usd"] == pytest.approx(sum(r["cost"] for r in outcome.rows))
+
+
+def test_a_huge_cost_is_counted_in_full_and_stops_the_budget(tmp_path: Path) -> None:
+    """1e300 is a number: never under-count it; the run stops for the budget at once."""
+    outcome = run(answer(chat_payload(usage={"cost": 1e300})), tmp_path, "--budget", "1")
+    assert outcome.code == ExitCode.BUDGET and outcome.rows[0]["cost_unknown"] is False
+
+
+def test_a_negative_cost_cannot_lift_the_budget(tmp_path: Path) -> None:
+    job_text = JOB.replace(
+        "vars: [{country: France}, {country: Japan}, {country: Italy}, {country: Spain}]",
+        "vars: [" + ", ".join(f"{{country: C{i}}}" for i in range(100)) + "]",
+    )
+    payload = chat_payload(usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2, "cost": -0.01})
+    server = answer(payload)
+    outcome = run(server, tmp_path, "--budget", "0.0005", job=job_text)
+    # Each row keeps its worst case (about $0.000013) as spent: the budget stops it at ~38.
+    assert outcome.code == ExitCode.BUDGET
+    assert 0 < len(server.chat_rows()) < 100
+    assert sum(r["cost"] or 0 for r in outcome.rows) <= 0.0005 + 1e-12
+    assert {r["reason"] for r in outcome.rows if r["status"] == "skipped"} == {"budget"}
+
+
+def test_the_cli_as_a_subprocess_shows_no_traceback(tmp_path: Path) -> None:
+    """One case end to end as cron starts it: a number for the answer, exit 1, no key."""
+    server = answer(chat_payload(3.14))
+    path = write_job(tmp_path, JOB)
+    out = tmp_path / "out.jsonl"
+    with server.running():
+        env = {"OPENROUTER_API_KEY": FAKE_KEY, "PATH": "/usr/bin:/bin"}
+        result = run_cli(path, "--base-url", server.base_url, "-o", out, "-q", env=env)
+    outcome = check(server, tmp_path, result.returncode, result.stdout, result.stderr, out)
+    assert outcome.code == ExitCode.ERRORS and outcome.kinds() == {"bad_response"}

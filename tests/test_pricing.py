@@ -1,0 +1,160 @@
+"""Prices, lookups and balances from a server that may lie; the ledger's held attempts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from batchrun._client import OpenRouterClient
+from batchrun._ledger import BudgetExhausted, CreditLedger
+from batchrun._pricing import endpoints_slug, money, parse_endpoints, parse_prices
+from batchrun.simulator import SimConfig, Simulator
+
+from .conftest import FAKE_KEY, SMALL_JOB, child_env, read_rows, run_cli, write_job
+
+BASE = "https://openrouter.test/api/v1"
+
+
+def client() -> OpenRouterClient:
+    return OpenRouterClient(BASE, FAKE_KEY, transport=httpx.AsyncHTTPTransport())
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("0.000001", 1e-6), (2, 2.0), ("-1", None), (-0.5, None), ("nan", None), ("inf", None), (True, None), ({}, None)],
+)
+def test_money_accepts_only_finite_non_negative_numbers(value: Any, expected: float | None) -> None:
+    assert money(value) == expected
+
+
+def test_pricing_overrides_and_unknown_prices_parse() -> None:
+    prices, overrides, known = parse_prices(
+        {
+            "prompt": "0.0000025",
+            "completion": "0.00001",
+            "web_search": "0.004",
+            "overrides": [
+                {"min_prompt_tokens": 200000, "prompt": "0.000005", "completion": "0.00002"},
+                {"utc_start": 1630, "utc_end": 30, "prompt": "0.00000014"},
+                "junk",
+            ],
+        }
+    )
+    assert known and prices == {"prompt": 2.5e-6, "completion": 1e-5, "web_search": 0.004}
+    assert [o.describe() for o in overrides] == ["prompt > 200000 tokens", "UTC 1630-0030"]
+    assert parse_prices({"prompt": "-1", "completion": "-1"})[2] is False
+    assert parse_endpoints({"not": "a list"}) is None
+    assert parse_endpoints([None, {"pricing": "x"}])[0].known is False  # type: ignore[index]
+
+
+def test_routing_variants_share_the_base_models_endpoints() -> None:
+    assert endpoints_slug("openai/gpt-4o:nitro") == "openai/gpt-4o"
+    assert endpoints_slug("meta-llama/llama-3.3-70b-instruct:free") == "meta-llama/llama-3.3-70b-instruct:free"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"data": {"total_cost": 0.0015, "is_byok": True, "upstream_inference_cost": 0.0012}}, (0.0015, 0.0027)),
+        ({"data": {"total_cost": -3}}, None),  # a negative charge is not a charge
+        ({"data": {"total_cost": "lots"}}, None),
+        ({"data": None}, None),
+        (["not", "an", "object"], None),
+    ],
+)
+async def test_generation_lookups_distrust_the_server(body: Any, expected: tuple[float, float] | None) -> None:
+    with respx.mock(using="httpx") as mock:
+        route = mock.get(f"{BASE}/generation").mock(return_value=httpx.Response(200, json=body))
+        async with client() as c:
+            found = await c.generation("gen-1")
+    assert route.calls.last.request.url.params["id"] == "gen-1"
+    assert (None if found is None else (found.total_cost, found.charged)) == expected
+
+
+async def test_a_generation_not_yet_known_is_none() -> None:
+    with respx.mock(using="httpx") as mock:
+        mock.get(f"{BASE}/generation").mock(return_value=httpx.Response(404, json={"error": {"code": 404}}))
+        async with client() as c:
+            assert await c.generation("gen-2") is None
+
+
+async def test_credits_need_a_management_key_and_sane_numbers() -> None:
+    with respx.mock(using="httpx") as mock:
+        route = mock.get(f"{BASE}/credits").mock(
+            side_effect=[
+                httpx.Response(200, json={"data": {"total_credits": 100.5, "total_usage": 25.75}}),
+                httpx.Response(200, json={"data": {"total_credits": "x", "total_usage": 1}}),
+            ]
+        )
+        async with client() as c:
+            assert await c.credits("mgmt") == pytest.approx(74.75)
+            assert await c.credits("mgmt") is None
+    assert route.calls[0].request.headers["Authorization"] == "Bearer mgmt"
+
+
+async def test_a_timeout_after_the_headers_keeps_the_generation_id() -> None:
+    """X-Generation-Id arrives with the headers (api_reference/streaming.mdx): a body that
+    never ends still leaves the id to look the charge up by."""
+
+    async def endless() -> Any:
+        yield b'{"id": "gen-'
+        import asyncio
+
+        await asyncio.sleep(30)
+
+    with respx.mock(using="httpx") as mock:
+        mock.post(f"{BASE}/chat/completions").mock(
+            return_value=httpx.Response(200, headers={"X-Generation-Id": "gen-abc"}, content=endless())
+        )
+        async with OpenRouterClient(BASE, FAKE_KEY, timeout_s=0.05, transport=httpx.AsyncHTTPTransport()) as c:
+            with pytest.raises(Exception) as caught:
+                await c.chat({"model": "m", "messages": []})
+    failure: Any = caught.value
+    assert failure.kind == "timeout" and failure.maybe_billed and failure.generation_id == "gen-abc"
+
+
+async def test_a_held_attempt_stays_spent_until_resolved() -> None:
+    ledger = CreditLedger(1.0)
+    first = await ledger.reserve(0.6)
+    ledger.keep(first)  # abandoned: may have been billed
+    assert ledger.committed == pytest.approx(0.6) and ledger.in_flight == 0
+    with pytest.raises(BudgetExhausted):
+        await ledger.reserve(0.6)  # the held worst case still counts
+    await ledger.resolve(0.6, 0.1)  # the lookup said it cost 0.1
+    assert ledger.committed == pytest.approx(0.1)
+    assert await ledger.reserve(0.6) == 0.6
+
+
+def test_byok_runs_keep_upstream_costs_and_count_them(tmp_path: Path) -> None:
+    simulator = Simulator(SimConfig(byok=True))
+    with simulator.serve_in_thread() as sim:
+        job = write_job(tmp_path, SMALL_JOB)
+        env = child_env(OPENROUTER_API_KEY=FAKE_KEY, OPENROUTER_MANAGEMENT_KEY=sim.config.management_key)
+        out = tmp_path / "byok.jsonl"
+        result = run_cli(job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", out, env=env)
+        billed = sim.stats.billed_usd
+    assert result.returncode == 0, result.stderr
+    rows = read_rows(out)
+    assert all(r["is_byok"] is True and r["upstream_inference_cost"] > r["cost"] > 0 for r in rows)
+    summary = json.loads((tmp_path / "byok.summary.json").read_text())
+    # The ledger counted fee + upstream, like a key with include_byok_in_limit does.
+    assert summary["spent_usd"] == pytest.approx(billed, abs=1e-8)
+    assert summary["reconciliation"]["warning"] is None
+
+
+async def test_a_waiter_gives_up_when_the_last_in_flight_attempt_is_held() -> None:
+    """No deadlock: a hold frees nothing, but the waiter must learn that nothing is in flight."""
+    import asyncio
+
+    ledger = CreditLedger(1.0)
+    first = await ledger.reserve(0.6)
+    waiter = asyncio.ensure_future(ledger.reserve(0.6))
+    await asyncio.sleep(0)  # the waiter is waiting for room
+    ledger.keep(first)
+    with pytest.raises(BudgetExhausted):
+        await asyncio.wait_for(waiter, 5)

@@ -1,0 +1,154 @@
+"""Property tests of the reply parser: whatever the bytes, a typed value or a RequestFailed.
+
+hypothesis feeds arbitrary JSON values (with keys and key fragments mixed into the
+strings, and shaped like chat replies half the time) and arbitrary bytes to every parser
+of `batchrun._reply`; nothing else may come out, and no 16-character run of a key may
+survive in anything returned or in any failure's message.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchrun._exceptions import RequestFailed
+from batchrun._reply import (
+    ChatResult,
+    Reply,
+    data_of,
+    error_failure,
+    parse_chat,
+    parse_created_key,
+    parse_key_data,
+    parse_models,
+)
+from batchrun._scrub import Scrubber
+
+from .conftest import FAKE_KEY
+
+MGMT = "sk-or-v1-" + "fedcba9876543210" * 4
+SCRUB = Scrubber(FAKE_KEY, MGMT)
+GRAMS = [s[i : i + 16] for s in (FAKE_KEY, MGMT) for i in range(len(s) - 15)]
+
+texts = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from([FAKE_KEY, MGMT, FAKE_KEY[3:40], MGMT[20:60], "stop", "text", "error", ""]),
+    st.builds(lambda a, b: a + FAKE_KEY[10:50] + b, st.text(max_size=5), st.text(max_size=5)),
+)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    texts,
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(texts, children, max_size=5),
+    max_leaves=30,
+)
+# Replies that look like chat answers, so the parser's deeper paths are reached too.
+messages = st.fixed_dictionaries(
+    {"content": json_values},
+    optional={"refusal": json_values, "reasoning": json_values, "role": json_values, "tool_calls": json_values},
+)
+choices = st.fixed_dictionaries(
+    {"message": messages | json_values},
+    optional={"finish_reason": json_values, "native_finish_reason": json_values, "error": json_values},
+)
+usages = st.fixed_dictionaries(
+    {},
+    optional={
+        name: json_values
+        for name in ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "cost_details", "is_byok")
+    },
+)
+chat_like = st.fixed_dictionaries(
+    {"choices": st.lists(choices | json_values, max_size=2)},
+    optional={"id": json_values, "model": json_values, "provider": json_values, "usage": usages | json_values},
+)
+bodies = st.one_of(
+    st.binary(max_size=200),
+    json_values.map(orjson.dumps),
+    chat_like.map(orjson.dumps),
+    chat_like.map(lambda v: orjson.dumps(v)[:-3]),  # cut short
+)
+statuses = st.sampled_from([200, 200, 200, 201, 400, 401, 402, 403, 404, 429, 500, 503])
+
+
+def clean(value: Any) -> None:
+    """No key fragment anywhere in a returned value."""
+    if isinstance(value, str):
+        assert not any(gram in value for gram in GRAMS), value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            clean(k)
+            clean(v)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            clean(item)
+
+
+def reply(status: int, body: bytes) -> Reply:
+    return Reply(status, {}, body)
+
+
+@settings(max_examples=400, deadline=None)
+@given(statuses, bodies)
+def test_chat_replies_become_a_result_or_a_classified_failure(status: int, body: bytes) -> None:
+    try:
+        result = parse_chat(reply(status, body), SCRUB, 0.0)
+    except RequestFailed as failure:
+        assert isinstance(failure.kind, str) and failure.kind
+        clean(failure.message)
+        return
+    assert isinstance(result, ChatResult) and isinstance(result.content, str)
+    for text in (result.generation_id, result.model, result.provider, result.finish_reason, result.refusal):
+        assert text is None or isinstance(text, str)
+    assert result.cost is None or (math.isfinite(result.cost) and result.cost >= 0)
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        value = result.usage.get(name)
+        assert value is None or (type(value) is int and value >= 0)
+    clean([result.generation_id, result.model, result.provider, result.content, result.usage])
+    clean([result.native_finish_reason, result.reasoning, result.refusal, result.finish_reason])
+
+
+@settings(max_examples=300, deadline=None)
+@given(statuses, bodies)
+def test_account_replies_become_typed_values_or_failures(status: int, body: bytes) -> None:
+    for parse in (
+        lambda r: parse_models(r, SCRUB),
+        lambda r: parse_key_data(data_of(r, "/key"), SCRUB, "/key"),
+        lambda r: parse_created_key(r, SCRUB),
+        lambda r: error_failure(r, SCRUB, 0.0).message,
+    ):
+        try:
+            value = parse(reply(status, body))
+        except RequestFailed as failure:
+            clean(failure.message)
+            continue
+        clean(value if not hasattr(value, "__dict__") else vars(value))
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values)
+def test_model_lists_hold_only_known_or_unknown_prices(items: Any) -> None:
+    body = orjson.dumps({"data": items if isinstance(items, list) else [items]})
+    try:
+        models = parse_models(reply(200, body), SCRUB)
+    except RequestFailed:
+        return
+    for info in models.values():
+        for price in (info.prompt_price, info.completion_price, info.request_price):
+            assert price is None or (isinstance(price, float) and math.isfinite(price) and price >= 0)
+
+
+@given(st.text(max_size=30), st.integers(min_value=16, max_value=len(FAKE_KEY)), st.data())
+def test_no_fragment_of_sixteen_survives_scrubbing(prefix: str, length: int, data: st.DataObject) -> None:
+    start = data.draw(st.integers(min_value=0, max_value=len(FAKE_KEY) - length))
+    text = prefix + FAKE_KEY[start : start + length] + prefix
+    clean(SCRUB.text(text))

@@ -1,0 +1,156 @@
+"""Streaming mode: time to first token, mid-stream errors, the byte cap, cancellation stops billing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from batchrun import RunOptions, load_job, run_job
+from batchrun._client import OpenRouterClient
+from batchrun._clock import SystemClock
+from batchrun._exceptions import RequestFailed
+from batchrun._stream import stream_body, stream_chat
+from batchrun.simulator import SimConfig, Simulator
+
+from .conftest import FAKE_KEY, FakeClock, read_rows, write_job
+
+STREAM_JOB = """
+name: streamed
+defaults: {params: {max_tokens: 2000}}
+models: [openai/gpt-4o-mini]
+prompts:
+  - id: p
+    text: "Say something about {{n}}."
+    vars: [{n: 1}, {n: 2}, {n: 3}, {n: 4}]
+run: {concurrency: 4, stream: true, max_attempts: 1, timeout_s: 30}
+"""
+
+
+async def _run(sim: Simulator, tmp_path: Path, clock: Any = None, **run: Any) -> dict[str, Any]:
+    job = load_job(write_job(tmp_path, STREAM_JOB))
+    job = replace(job, run=replace(job.run, **run))
+    options = RunOptions(
+        api_key=FAKE_KEY, base_url=sim.base_url, output=tmp_path / "s.jsonl", clock=clock or FakeClock()
+    )
+    return (await run_job(job, options)).summary
+
+
+def test_the_stream_flag_is_added_to_the_encoded_body() -> None:
+    assert json.loads(stream_body(b'{"model":"m","messages":[]}')) == {"model": "m", "messages": [], "stream": True}
+    assert json.loads(stream_body(b"{}")) == {"stream": True}
+
+
+async def test_time_to_first_token_is_recorded(tmp_path: Path) -> None:
+    # The first token leaves the simulator after its 40 ms latency; the rest trickles after it.
+    simulator = Simulator(SimConfig(latency_ms=40, stream_chunk_ms=5, stream_padding=20))
+    with simulator.serve_in_thread() as sim:
+        await _run(sim, tmp_path, clock=SystemClock())
+    rows = read_rows(tmp_path / "s.jsonl")
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    for row in rows:
+        assert 40 <= row["ttft_ms"] <= row["latency_ms"]
+        assert row["content"].endswith("more more") and row["cost_status"] == "reported"
+        assert row["usage"]["completion_tokens"] > 20 and row["finish_reason"] == "stop"
+
+
+async def test_a_mid_stream_error_is_classified_and_not_billed(tmp_path: Path) -> None:
+    simulator = Simulator(SimConfig(faults={"midstream": 1.0}, stream_padding=20))
+    with simulator.serve_in_thread() as sim:
+        summary = await _run(sim, tmp_path)
+        billed = sim.stats.billed_usd
+    rows = read_rows(tmp_path / "s.jsonl")
+    for row in rows:
+        assert row["status"] == "error" and row["reason"] == "upstream_error"
+        assert row["error"]["message"] == "mid-stream: Provider disconnected unexpectedly"
+        assert row["error"]["http_status"] == 502 and row["retryable"] is True
+        # finish_reason "error": covered by zero-completion insurance, so nothing is held.
+        assert row["cost"] == 0.0 and row["cost_status"] is None
+    assert billed == 0.0 and summary["reconciliation"]["unknown_cost_attempts"] == 0
+
+
+async def test_cancelling_at_the_deadline_stops_billing(tmp_path: Path) -> None:
+    # Each answer would stream 2,000 tokens at 4 tokens per 20 ms (10 s); the deadline comes first.
+    config = SimConfig(stream_chunk_ms=20, stream_padding=2000)
+    simulator = Simulator(config)
+    with simulator.serve_in_thread() as sim:
+        summary = await _run(sim, tmp_path, clock=SystemClock(), deadline_s=2, grace_s=0)
+    generations = list(sim.generations.values())
+    rows = read_rows(tmp_path / "s.jsonl")
+    assert {r["reason"] for r in rows} == {"deadline"} and summary["stop"] == "deadline"
+    assert sim.stats.cancelled_streams == 4 and len(generations) == 4
+    full = 2000 + 3  # the padding plus the answer's own words
+    for generation in generations:
+        assert generation["cancelled"] is True and generation["tokens_completion"] < full / 2
+    # Billed: the prompts and the tokens generated before the cancel, far below the full answers.
+    full_cost = 4 * (10 * 0.15e-6 + full * 0.60e-6)
+    assert 0 < sim.stats.billed_usd < full_cost / 2
+    # The ledger held each cancelled attempt's worst case until the end of the run.
+    assert summary["spent_usd"] >= sim.stats.billed_usd
+
+
+async def test_an_over_long_stream_is_cut_at_the_byte_cap() -> None:
+    simulator = Simulator(SimConfig(stream_padding=5000))
+    with simulator.serve_in_thread() as sim:
+        async with OpenRouterClient(sim.base_url, FAKE_KEY) as client:
+            body = b'{"max_tokens":20000,"messages":[{"content":"hi","role":"user"}],"model":"openai/gpt-4o-mini"}'
+            with pytest.raises(RequestFailed) as caught:
+                await stream_chat(client, body, "row-1", SystemClock(), 30, max_bytes=4096)
+    failure = caught.value
+    assert failure.kind == "response_too_large" and not failure.retryable
+    # Cut, so generation stopped; what was generated may be billed: the id to look it up by.
+    assert failure.maybe_billed and failure.generation_id in sim.generations
+    assert sim.stats.cancelled_streams == 1
+
+
+def _sse(*events: Any) -> bytes:
+    return b"".join(b"data: " + (e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n\n" for e in events)
+
+
+@pytest.mark.parametrize(
+    ("events", "kind"),
+    [
+        # no last chunk, no [DONE]: the stream was cut
+        ((b'{"id":"gen-1","choices":[{"delta":{"content":"Par"}}]}',), "bad_response"),
+        # an error event with a numeric code, like an error body
+        (({"id": "gen-2", "error": {"code": 429, "message": "slow down"}, "choices": []},), "rate_limited"),
+    ],
+)
+async def test_a_lying_stream_is_classified(events: tuple[Any, ...], kind: str) -> None:
+    with respx.mock(using="httpx") as mock:
+        mock.post("https://or.test/api/v1/chat/completions").mock(
+            return_value=httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=_sse(*events))
+        )
+        async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=httpx.AsyncHTTPTransport()) as c:
+            with pytest.raises(RequestFailed) as caught:
+                await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
+    assert caught.value.kind == kind
+
+
+async def test_a_stream_that_echoes_the_key_is_scrubbed_and_garbage_is_skipped() -> None:
+    events = (
+        b": OPENROUTER PROCESSING",
+        b"not json at all",
+        {
+            "id": "gen-9",
+            "model": f"m-{FAKE_KEY}",
+            "provider": f"p {FAKE_KEY}",
+            "choices": [{"delta": {"content": f"key is {FAKE_KEY}"}}],
+        },
+        {"id": "gen-9", "choices": [{"delta": {}, "finish_reason": "stop"}], "usage": {"cost": 0.001}},
+        b"[DONE]",
+    )
+    with respx.mock(using="httpx") as mock:
+        mock.post("https://or.test/api/v1/chat/completions").mock(
+            return_value=httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=_sse(*events))
+        )
+        async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=httpx.AsyncHTTPTransport()) as c:
+            result = await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
+    assert FAKE_KEY not in result.content and result.content == "key is [key]"
+    assert result.model == "m-[key]" and result.provider == "p [key]"
+    assert result.generation_id == "gen-9" and result.usage == {"cost": 0.001} and result.finish_reason == "stop"
