@@ -71,7 +71,7 @@ class _Group:
         # A record's `cost` is its answer's; its grading is `judge_cost`: both were spent.
         self.judge_cost += float(record.get("judge_cost") or 0.0)
         self.cost += float(record.get("cost") or 0.0) + float(record.get("judge_cost") or 0.0)
-        if record.get("cost_status") == "unknown":
+        if "unknown" in (record.get("cost_status"), record.get("judge_cost_status")):
             self.cost_unknown += 1
         self.attempts += int(record.get("attempts") or 0)
 

@@ -120,6 +120,24 @@ def test_tools_run_on_the_simulator_and_calls_are_recorded(tmp_path: Path) -> No
     assert result.returncode == ExitCode.OK, result.stdout + result.stderr
 
 
+def test_streamed_tool_calls_are_joined_like_a_plain_reply(tmp_path: Path) -> None:
+    """Streaming mode: tool-call deltas (name first, arguments in pieces) make the same
+    record as a non-streamed answer's."""
+    job = write_job(tmp_path, TOOLS_JOB)
+    plain, streamed = tmp_path / "p.jsonl", tmp_path / "s.jsonl"
+    assert run_cli(job, "--simulate", "-o", plain).returncode == ExitCode.OK
+    result = run_cli(job, "--simulate", "--stream", "-o", streamed)
+    assert result.returncode == ExitCode.OK, result.stderr
+    by_id = {r["id"]: r for r in read_rows(plain)}
+    rows = read_rows(streamed)
+    assert sum(bool(r["tool_calls"]) for r in rows) == 2
+    for row in rows:
+        assert row["ttft_ms"] is not None  # it really streamed
+        before = by_id[row["id"]]
+        assert row["tool_calls"] == before["tool_calls"] and row["passed"] == before["passed"]
+        assert row["finish_reason"] == before["finish_reason"]
+
+
 def test_validate_refuses_a_bad_tool_call_check(tmp_path: Path) -> None:
     job = write_job(tmp_path, TOOLS_JOB.replace("arguments: {type: object", "arguments: {type: 12"))
     code, _, err = call_cli("validate", job)

@@ -304,7 +304,7 @@ class Simulator(KeyRoutes, StreamReplies):
             if body.get("stream") is True and fault not in ("error200", "choice_error", "reset", "cut", "truncate"):
                 prices = (prompt_price, completion_price, request_price)
                 streamed = Generation(
-                    generation, model, endpoint.provider, content, prompt_tokens, prices, max_tokens, row, fault
+                    generation, model, endpoint.provider, content, prompt_tokens, prices, max_tokens, row, fault, calls
                 )
                 return await self.stream_answer(request, key, streamed)
             if fault in ("error200", "choice_error"):
