@@ -108,10 +108,21 @@ class BatchExecutor:
                     )
                 to_sync.append(request)
             elif request.id in self.retry_rows and self.settings.batch_retry == "sync":
-                to_sync.append(request)
+                to_sync.append(request)  # the sync runner asks the cache itself
+            elif self._graded_hit(request):
+                to_sync.append(request)  # the sync runner answers it from the cache and grades it
+            elif (cached := self.runner.cache.lookup(request) if self.runner.cache else None) is not None:
+                self.runner._answered_from_cache(request, cached)  # a hit is never submitted
             else:
                 to_batch.append(request)
         return to_batch, to_sync
+
+    def _graded_hit(self, request: Request) -> bool:
+        """A row the cache answers whose judge checks need grader requests (sent in sync mode)."""
+        cache = self.runner.cache
+        if cache is None or not any(is_judge(c) for c in request.checks):
+            return False
+        return cache.peek(request) is not None
 
     # -- submitting --------------------------------------------------------------------------
     def _worst(self, group: list[Request]) -> float:
@@ -229,6 +240,10 @@ class BatchExecutor:
                 record = grading.record_now(runner.stop_reason)
             else:
                 record.update(grade(checks, answer))
+        if runner.cache is not None:
+            runner.cache.store(
+                request, result, None, record["finished_at"], cost=cost, cost_status=record["cost_status"]
+            )
         runner._emit(request, record)
         return cost or 0.0
 

@@ -67,6 +67,7 @@ class RunSettings:
     isolated_key: bool = False
     key_expiry_s: float = 6 * 3600.0
     progress_every_s: float = 30.0
+    cache: bool | dict[str, Any] | None = None  # the response cache: off unless asked (see _cache_session)
     mode: str = "sync"  # or "batch": OpenRouter's Batch API (README: "Batch mode")
     batch_poll_s: float = 60.0
     batch_max_requests: int = 10_000

@@ -121,7 +121,7 @@ async def regrade_file(
 
     client = make_client(job, options, settings)
     try:
-        pre = await _preflight(client, job, options, None, settings.budget_usd, show_worst_case, lambda: None)
+        pre = await _preflight(client, job, options, None, settings.budget_usd, show_worst_case, lambda: None, None)
         costs = pre.costs if pre.models is not None else None
         if costs is not None:
             worst = estimate_regrade(reread(), job, costs)

@@ -17,6 +17,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._cache import CachedAnswer
+from ._cache_session import CacheSession, grade_hit, hit_fields, hit_grading
 from ._charges import AbandonedAttempt, ChargeBook
 from ._checks import Answer, grade, is_judge
 from ._client import ChatResult, OpenRouterClient
@@ -83,6 +85,7 @@ class Runner:
         limit_from_key: bool = False,
         on_record: Callable[[dict[str, Any]], None] | None = None,
         judge: GraderSettings | None = None,
+        cache: CacheSession | None = None,
     ) -> None:
         self.client = client
         self.writer = writer
@@ -96,6 +99,7 @@ class Runner:
         self.limit_from_key = limit_from_key  # the binding limit is the key's credit, not our budget
         self.throttle = Throttle(config.concurrency, clock, config.model_caps, config.policy.max_wait_s)
         self.on_record = on_record
+        self.cache = cache
         self.stop_reason: str | None = None
         self.stop_message = ""
         self.stopped_models: dict[str, str] = {}  # model -> skip reason, for the rest of the run
@@ -142,6 +146,8 @@ class Runner:
             vars=request.vars,
             repeat=request.repeat,
         )
+        if self.cache is not None and status != "skipped":
+            record["cached"] = False  # with a cache on, every answered row says whether it was a hit
         record.update(fields)
         now = self.clock.time()
         record["started_at"] = utc(started) if started is not None else None
@@ -199,6 +205,23 @@ class Runner:
             self._budget_stop(worst)
             return None
 
+    def _answered_from_cache(self, request: Request, answer: CachedAnswer) -> None:
+        """A hit: a normal record of the stored answer, spending nothing and reserving
+        nothing; checks run as on a fresh answer, with the original latency and cost, so
+        verdicts come out the same."""
+        record = self._record(request, "ok", None, False, self.clock.time(), **hit_fields(answer))
+        if request.checks:
+            record.update(grade_hit(request.checks, answer))
+        self._emit(request, record)
+
+    async def _graded_from_cache(self, row: Row, answer: CachedAnswer) -> None:
+        """A hit whose judge checks need grader requests: those are paid like any (issue 17)."""
+        request = row.request
+        record = self._record(request, "ok", None, False, self.clock.time(), **hit_fields(answer))
+        row.grading = hit_grading(request, record, answer)
+        await self.judging.grade_row(row.grading)
+        self._finish(row, row.grading.record_now())
+
     def time_left(self) -> float | None:
         """Seconds until the run's deadline; None without one."""
         return None if self._deadline_at is None else self._deadline_at - self.clock.monotonic()
@@ -219,6 +242,15 @@ class Runner:
         """Reserve, send with retries, settle, and write the row's record (or leave that to
         `_dispatch`'s finally when something cuts it short)."""
         request = row.request
+        # A hit needs neither budget nor the model's capacity: it is looked up first.
+        cached = self.cache.lookup(request) if self.cache is not None else None
+        if cached is not None and any(is_judge(c) for c in request.checks):
+            await self._graded_from_cache(row, cached)
+            return
+        if cached is not None:
+            row.written = True  # set first, as in _finish: a failed write is not retried
+            self._answered_from_cache(request, cached)
+            return
         model_stop = self._model_stop(request.model)
         if model_stop is not None:
             self._finish(row, self._record(request, "skipped", model_stop, True, None, cost_status=None))
@@ -327,13 +359,18 @@ class Runner:
                 result.finish_reason,
                 result.tool_calls,
             )
-            if any(is_judge(c) for c in request.checks):
+            if not any(is_judge(c) for c in request.checks):
+                record.update(grade(request.checks, answer))
+            else:
                 # Written once its graders answered (or, cut short, with those checks `error`).
                 row.sent = False
                 row.grading = RowGrading(request, record, answer)
-                return
-            record.update(grade(request.checks, answer))
-        self._finish(row, record)
+        if self.cache is not None:
+            # Queued before the row is written; batches are committed every 256 rows or half
+            # a second (a kill -9 loses at most that batch: those rows are asked again).
+            self.cache.store_row(request, result, latency_ms, record["finished_at"], row.charges)
+        if row.grading is None:
+            self._finish(row, record)
 
     def _finish(self, row: Row, record: dict[str, Any]) -> None:
         row.written = True  # set first: a row whose write failed must not be written twice

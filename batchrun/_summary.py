@@ -50,7 +50,8 @@ class _Group:
         status = record.get("status")
         if status == "ok":
             self.ok += 1
-            usage = record.get("usage") or {}
+            # A cache hit used no tokens this time: only what was generated counts.
+            usage = {} if record.get("cached") else (record.get("usage") or {})
             self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
             self.completion_tokens += int(usage.get("completion_tokens") or 0)
             if record.get("latency_ms") is not None:
@@ -115,12 +116,21 @@ class SummaryBuilder:
         self.examples: list[dict[str, Any]] = []
         self.job: str | None = None
         self.job_fingerprint: str | None = None
+        self.cache_hits = 0
+        self.cache_misses = 0  # rows sent while a cache was on
+        self.cost_saved = 0.0
 
     def add(self, record: dict[str, Any]) -> None:
         self.job = self.job or record.get("job")
         self.job_fingerprint = self.job_fingerprint or record.get("job_fingerprint")
         self.total.add(record)
         self.items.add(record)
+        cached = record.get("cached")
+        if cached is True:
+            self.cache_hits += 1
+            self.cost_saved += float(record.get("cost_saved") or 0.0)
+        elif cached is False:
+            self.cache_misses += 1
         self.models[record["model"]].add(record)
         self.prompts[record["prompt_id"]].add(record)
         status = record["status"]
@@ -161,8 +171,21 @@ class SummaryBuilder:
             "skip_reasons": dict(self.skip_reasons),
             "error_kinds": dict(self.error_kinds),
             "items": self.items.result(self.gate),
+            **self._cache_figures(),
             **extra,
         }
+
+    def _cache_figures(self) -> dict[str, Any]:
+        if not (self.cache_hits or self.cache_misses):
+            return {}
+        return {"cache": {"hits": self.cache_hits, "misses": self.cache_misses, "saved_usd": round(self.cost_saved, 8)}}
+
+
+def render_cache(summary: dict[str, Any]) -> str | None:
+    cache = summary.get("cache")
+    if not cache:
+        return None
+    return f"cache: {cache['hits']} hit(s), {cache['misses']} miss(es), ${cache['saved_usd']:.6f} saved"
 
 
 def _interval(passed: int, checked: int) -> list[float] | None:
@@ -279,6 +302,9 @@ def render_text(summary: dict[str, Any]) -> str:
     if summary["skip_reasons"]:
         lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items())))
     # After a resume the file's rows cost more than this run spent: each figure says which it is.
+    cache_line = render_cache(summary)
+    if cache_line:
+        lines.append(cache_line)
     if summary.get("estimate_usd") is not None:
         lines.append(
             f"this run: worst case ${summary['estimate_usd']:.6f}, spent ${summary.get('spent_usd') or 0.0:.6f}"
@@ -347,6 +373,9 @@ def render_markdown(summary: dict[str, Any], title: str | None = None) -> str:
         lines.append(f"- `{example['model']}` / `{example['prompt_id']}`: {example['why']}")
     if summary.get("routing_warning"):
         lines.append(f"**Warning:** {summary['routing_warning']}")
+    cache_line = render_cache(summary)
+    if cache_line:
+        lines.append(f"**{cache_line[:6]}**{cache_line[6:]}")
     for line in _reconciliation_lines(summary):
         lines.append(f"**Cost:** {line}")
     if summary.get("stop"):

@@ -350,3 +350,40 @@ def test_the_graded_example_job_runs_on_the_simulator(tmp_path: Path) -> None:
     result = run_cli(example, "--simulate", "-o", tmp_path / "g.jsonl")
     assert result.returncode == ExitCode.OK, result.stdout + result.stderr
     assert "judging: $" in result.stdout and "flaky" in result.stdout and "items: 10" in result.stdout
+
+
+def test_a_cache_hit_is_still_graded_and_its_grading_paid(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache answers the row for free; its judge checks still need their graders, which
+    are sent and paid like any (a stored answer is not a stored verdict)."""
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+    job, cache = write_job(tmp_path, JUDGED), tmp_path / "cache"
+    first = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "a.jsonl", f"--cache={cache}")
+    assert first[0] == ExitCode.OK, first
+    sent = sim.stats.chat_requests
+    assert sent == 24  # 12 answers, 12 grader requests
+    second = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "b.jsonl", f"--cache={cache}")
+    assert second[0] == ExitCode.OK, second
+    assert sim.stats.chat_requests == sent + 12  # only the grader requests went out again
+    rows = read_rows(tmp_path / "b.jsonl")
+    before = {r["id"]: r for r in read_rows(tmp_path / "a.jsonl")}
+    for row in rows:
+        assert row["cached"] is True and row["cost"] == 0.0 and row["judge_cost"] > 0
+        graded = next(c for c in row["checks"] if c["name"] == "graded")
+        assert graded["pass"] is not None and row["passed"] == before[row["id"]]["passed"]
+
+
+def test_answers_with_tool_calls_are_not_cached(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .test_tools_and_repeats import TOOLS_JOB
+
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+    job, cache = write_job(tmp_path, TOOLS_JOB), tmp_path / "cache"
+    for name in ("a", "b"):
+        code, _, err = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / f"{name}.jsonl", f"--cache={cache}")
+        assert code == ExitCode.OK, err
+    rows = read_rows(tmp_path / "b.jsonl")
+    assert {r["cached"] for r in rows if r.get("tool_calls")} == {False}  # sent again, calls recorded again
+    assert all(r["passed"] is not None for r in rows)

@@ -77,11 +77,11 @@ class StreamReplies(BillingRoutes):
             for index, call in enumerate(gen.tool_calls or []):
                 arguments = call["function"]["arguments"]
                 head = {"index": index, "id": call["id"], "type": "function"}
-                pieces = [{**head, "function": {"name": call["function"]["name"], "arguments": ""}}]
+                deltas = [{**head, "function": {"name": call["function"]["name"], "arguments": ""}}]
                 half = len(arguments) // 2
-                pieces += [{"index": index, "function": {"arguments": p}} for p in (arguments[:half], arguments[half:])]
-                for piece in pieces:
-                    await response.write(_event(self._chunk(gen, {"role": "assistant", "tool_calls": [piece]})))
+                deltas += [{"index": index, "function": {"arguments": p}} for p in (arguments[:half], arguments[half:])]
+                for delta in deltas:
+                    await response.write(_event(self._chunk(gen, {"role": "assistant", "tool_calls": [delta]})))
                 generated += count_tokens(config, arguments)
                 finish = "tool_calls"
             step = max(1, config.stream_chunk_tokens)
