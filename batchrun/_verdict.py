@@ -54,6 +54,10 @@ def quality_failures(summary: dict[str, Any], settings: RunSettings, override: f
     rate = summary["total"]["pass_rate"]
     if overall is not None and rate is not None and rate < overall:
         failures.append(f"pass rate {rate:.1%} is below the threshold {overall:.1%}")
+    items = summary.get("items")
+    if items and items.get("gate") and items["failed"]:
+        gate = items["gate"]
+        failures.append(f"{items['failed']} item(s) passed fewer than {gate['min']} of {gate['of']} repeats")
     for group, limits in (("models", models), ("prompts", prompts)):
         for name, limit in limits.items():
             rate = summary[group].get(name, {}).get("pass_rate")
