@@ -147,8 +147,8 @@ def _parse_blob(blob: bytes) -> RowState:
 _LINE_HEADS = re.compile(
     rb'\n\{"id":"([0-9a-f]+)","fingerprint":"([0-9a-f]*","status":"[a-z]+",'
     rb'"reason":(?:null|"[a-z_0-9]*"),"retryable":(?:true|false)),"cost":(null|[-+0-9.eE]+),'
-    # Files written before `cost_held` existed have no such field.
-    rb'(?:"cost_held":(null|[-+0-9.eE]+),)?'
+    # Files written before `spent` existed have no such field: their `cost` is counted.
+    rb'(?:"spent":([-+0-9.eE]+),)?'
 )
 _WINDOW = 1 << 24
 
@@ -173,13 +173,11 @@ class ScanResult:
 
 
 def spent_on(record: dict[str, Any]) -> float:
-    """What a record counts as spent: its cost, or while that is unknown the worst case
-    held for it (`cost_held`), so a resume never under-counts an abandoned attempt."""
-    cost = record.get("cost")
-    if cost is None:
-        cost = record.get("cost_held")
+    """What a record counts as spent (`spent`: its answer and grading, with the worst case
+    held for any attempt of unknown cost); `cost` for files written before `spent` existed."""
+    spent = record.get("spent", record.get("cost"))
     try:
-        return float(cost or 0.0)
+        return float(spent or 0.0)
     except (TypeError, ValueError):
         return 0.0
 
@@ -241,10 +239,9 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
                 if len(found) != count:
                     spent += _scan_slow(path, lines + 1, segment.split(b"\n")[1:], states, warn)
                 else:
-                    for row_id, blob, _cost, _held in found:
+                    for row_id, blob, _cost, _spent in found:
                         states[row_id] = blob
-                    # The cost, or while it is unknown the worst case held for it.
-                    costs += [cost if cost != b"null" else held for _, _, cost, held in found]
+                    costs += [spent or cost for _, _, cost, spent in found]
                 lines += count
     spent += sum(float(cost) for cost in costs if cost not in (b"", b"null"))
     return ScanResult(states, spent, lines)

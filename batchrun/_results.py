@@ -198,10 +198,12 @@ def record_head(
     reason: str | None,
     retryable: bool,
     cost: float | None,
-    cost_held: float | None = None,
+    spent: float | None = None,
 ) -> dict[str, Any]:
-    """The first fields of a record, in the order the fast resume scan expects. A resume
-    counts `cost`, or `cost_held` when the cost is unknown, as already spent."""
+    """The first fields of a record, in the order the fast resume scan expects. `spent` is
+    what the budget counted for the row (its answer and its grading, with the worst case
+    of any attempt of unknown cost): a resume counts it as already spent. It defaults to
+    `cost`, for a row with nothing beyond its known cost."""
     return {
         "id": row_id,
         "fingerprint": fingerprint,
@@ -209,7 +211,7 @@ def record_head(
         "reason": reason,
         "retryable": retryable,
         "cost": cost,
-        "cost_held": cost_held,
+        "spent": spent if spent is not None else cost or 0.0,
     }
 
 

@@ -137,8 +137,9 @@ class Runner:
     def _record(
         self, request: Request, status: str, reason: str | None, retryable: bool, started: float | None, **fields: Any
     ) -> dict[str, Any]:
-        cost, held = fields.pop("cost", None), fields.pop("cost_held", None)
-        record = record_head(request.id, request.fingerprint, status, reason, retryable, cost, held)
+        cost = fields.pop("cost", None)
+        spent = cost if cost is not None else fields.get("cost_held") or 0.0
+        record = record_head(request.id, request.fingerprint, status, reason, retryable, cost, spent)
         record.update(
             job=self.job_name,
             job_fingerprint=self.job_fingerprint,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._items import ItemGate, ItemTally
+from ._reader import spent_on
 from ._stats import wilson_interval
 
 MAX_EXAMPLES = 10
@@ -75,7 +76,9 @@ class _Group:
         self.cost += float(record.get("cost") or 0.0) + float(record.get("judge_cost") or 0.0)
         if "unknown" in (record.get("cost_status"), record.get("judge_cost_status")):
             self.cost_unknown += 1
-            self.cost_held += float(record.get("cost_held") or 0.0)
+            # What the budget counted for the row beyond its known costs: worst cases held.
+            known = float(record.get("cost") or 0.0) + float(record.get("judge_cost") or 0.0)
+            self.cost_held += spent_on(record) - known
         self.attempts += int(record.get("attempts") or 0)
 
     def as_json(self) -> dict[str, Any]:

@@ -344,15 +344,16 @@ def test_bad_results_inputs_are_one_line_exit_2(
 
 
 @pytest.mark.parametrize("garbage", [False, True], ids=["fast scan", "line by line"])
-def test_a_resume_counts_the_worst_case_held_for_an_unknown_cost(tmp_path: Path, garbage: bool) -> None:
-    """A row whose cost is unknown shows no cost but holds a worst case (`cost_held`): the
-    resume scan counts it as spent, on both of its paths, and reads files written before
-    `cost_held` existed."""
+def test_a_resume_counts_what_each_row_spent_worst_cases_and_grading_included(tmp_path: Path, garbage: bool) -> None:
+    """A row whose cost is unknown shows no cost but its worst case is spent, and a row's
+    grading is spent too: the head's `spent` says so, and the resume scan counts it on both
+    of its paths. Files written before `spent` existed count their `cost`."""
     heads = [
-        record_head("aa", "f1", "ok", None, False, 0.25, None),
-        record_head("bb", "f2", "skipped", "interrupted", True, None, 0.5),
-        {k: v for k, v in record_head("cc", "f3", "ok", None, False, 0.125).items() if k != "cost_held"},
-        record_head("dd", "f4", "skipped", "budget", True, None, None),
+        record_head("aa", "f1", "ok", None, False, 0.25, 0.25),
+        record_head("bb", "f2", "skipped", "interrupted", True, None, 0.5),  # unknown cost, held
+        {k: v for k, v in record_head("cc", "f3", "ok", None, False, 0.125).items() if k != "spent"},
+        record_head("dd", "f4", "skipped", "budget", True, None),  # nothing sent
+        record_head("ee", "f5", "ok", None, False, 0.0625, 0.0625 + 1.0),  # and its grading
     ]
     lines = [json.dumps({**head, "job": "j"}, separators=(",", ":")) for head in heads]
     if garbage:
@@ -360,5 +361,5 @@ def test_a_resume_counts_the_worst_case_held_for_an_unknown_cost(tmp_path: Path,
     out = tmp_path / "r.jsonl"
     out.write_text("\n".join(lines) + "\n")
     scan = scan_states(out)
-    assert scan.spent_usd == pytest.approx(0.875)
-    assert scan.ids() == {"aa", "bb", "cc", "dd"} and scan.ids("skipped") == {"bb", "dd"}
+    assert scan.spent_usd == pytest.approx(1.9375)
+    assert scan.ids() == {"aa", "bb", "cc", "dd", "ee"} and scan.ids("skipped") == {"bb", "dd"}
