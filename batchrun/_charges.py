@@ -33,8 +33,9 @@ class AbandonedAttempt(Transient):
 
     maybe_billed = True
 
-    def __init__(self) -> None:
+    def __init__(self, generation_id: str | None = None) -> None:
         super().__init__("cancelled", "cancelled in flight")
+        self.generation_id = generation_id  # seen in the headers before the cancel: looked up
 
 
 @dataclass
@@ -131,6 +132,12 @@ class ChargeBook:
         charge = Charge(result.generation_id, 0.0, is_byok=is_byok, upstream_inference_cost=upstream, abandoned=False)
         row.parts.append(charge)
         reported = money(result.usage.get("cost"))
+        if is_byok and upstream is None:
+            # A BYOK answer's `cost` is OpenRouter's fee only; the provider's charge is
+            # `cost_details.upstream_inference_cost` (usage-accounting.mdx), which a key
+            # limit that includes BYOK spend counts. Without it the charge is not known:
+            # looked up, or else unknown with its worst case held (break-14 #7).
+            reported = None
         if reported is not None:
             charge.cost, charge.status = reported, "reported"
             await self.ledger.settle(reservation, reported + ((upstream or 0.0) if is_byok else 0.0))
@@ -139,9 +146,10 @@ class ChargeBook:
         self.unresolved.append(charge)
         if await self.look_up(charge):
             return
-        if result.cost_rejected:
+        if result.cost_rejected or is_byok:
             # A server whose cost cannot be believed is not believed on tokens either: the
-            # cost stays unknown and its worst case stays held (issue 11).
+            # cost stays unknown and its worst case stays held (issue 11). Nor is a BYOK
+            # answer's provider charge estimated from our prices: it stays held too.
             return
         if estimate is not None:
             # Tokens times the dearest allowed price: never below the real charge.

@@ -152,7 +152,7 @@ class OpenRouterClient:
         )
         self._chat_extensions = {"timeout": self._http.timeout.as_dict()}
 
-    async def _exchange(self, request: httpx.Request, billable: bool = False) -> Reply:
+    async def _exchange(self, request: httpx.Request, billable: bool = False, flight: Flight | None = None) -> Reply:
         """One HTTP exchange, its body read under the cap; every transport failure (an
         invalid status line, a TLS or SSH banner included) becomes a Transient.
 
@@ -166,6 +166,8 @@ class OpenRouterClient:
             async with asyncio.timeout(self._timeout_s):
                 response = await self._http.send(request, stream=True)
                 headers.append(response.headers)
+                if flight is not None:
+                    flight.generation_id = generation_header(response.headers, self.scrub)
                 try:
                     body = await read_capped(response, self._max_response_bytes)
                 finally:
@@ -174,7 +176,7 @@ class OpenRouterClient:
                     await response.aclose()
         except TimeoutError:
             failure = Transient("timeout", f"no complete answer within {self._timeout_s:g} s")
-            raise abandoned(failure, headers, billable) from None
+            raise abandoned(failure, headers, billable, self.scrub) from None
         except httpx.ConnectError as exc:
             # Never reached the server: nothing can have been billed.
             raise Transient("connect", self._describe_connect(exc)) from None
@@ -184,12 +186,12 @@ class OpenRouterClient:
             failure = Transient("timeout", self._describe(exc) or "timed out")
             if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
                 raise failure from None  # never reached the server: nothing can have been billed
-            raise abandoned(failure, headers, billable) from None
+            raise abandoned(failure, headers, billable, self.scrub) from None
         except (httpx.HTTPError, aiohttp.ClientError, OSError, ValueError) as exc:
             # aiohttp's ClientResponseError (a bad status line, bytes that are not HTTP)
             # is not mapped by the transport: it arrives here as itself.
             failure = Transient("network", self._describe(exc))
-            raise abandoned(failure, headers, billable) from None
+            raise abandoned(failure, headers, billable, self.scrub) from None
         return Reply(response.status_code, response.headers, body)
 
     def _describe_connect(self, exc: BaseException) -> str:
@@ -202,6 +204,11 @@ class OpenRouterClient:
         content = None if body is None else orjson.dumps(body)
         request = self._http.build_request(method, self.base_url + path, content=content, headers=self._auth(key))
         return await self._exchange(request)
+
+    @property
+    def max_response_bytes(self) -> int:
+        """The cap on one reply's body (run.max_response_bytes), a stream's too."""
+        return self._max_response_bytes
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -226,11 +233,13 @@ class OpenRouterClient:
             request.headers["X-Batchrun-Row"] = row_id
         return request
 
-    async def chat(self, body: dict[str, Any] | bytes, row_id: str | None = None) -> ChatResult:
+    async def chat(
+        self, body: dict[str, Any] | bytes, row_id: str | None = None, flight: Flight | None = None
+    ) -> ChatResult:
         """POST /chat/completions (a body, or its JSON already encoded); returns the answer
-        or raises a classified RequestFailed."""
+        or raises a classified RequestFailed. `flight` learns the generation id from the headers."""
         request = self.chat_request(body, row_id)
-        return self.read_chat_reply(await self._exchange(request, billable=True), billable=True)
+        return self.read_chat_reply(await self._exchange(request, billable=True, flight=flight), billable=True)
 
     def read_chat_reply(self, reply: Reply, billable: bool = False) -> ChatResult:
         """A chat completion reply (sync, or one item of a batch) as a ChatResult, or a
@@ -241,12 +250,12 @@ class OpenRouterClient:
         except Transient as failed:
             if reply.status == 200 and failed.kind == "bad_response" and not _is_json(reply.body):
                 # A cut answer was generated, so it may well be billed.
-                raise abandoned(failed, [reply.headers], billable) from None
+                raise abandoned(failed, [reply.headers], billable, self.scrub) from None
             raise
-        if valid_generation_id(result.generation_id) is None:
+        if valid_generation_id(result.generation_id, self.scrub) is None:
             # The id is sent back in a /generation URL: only a well-formed one is kept, and
             # the X-Generation-Id header stands in for a missing one (streaming.mdx).
-            result = dataclasses.replace(result, generation_id=generation_header(reply.headers))
+            result = dataclasses.replace(result, generation_id=generation_header(reply.headers, self.scrub))
         return result
 
     def _failure(self, reply: Reply) -> RequestFailed:
@@ -311,14 +320,28 @@ class OpenRouterClient:
 
     async def generation(self, generation_id: str) -> GenerationCost | None:
         """GET /generation?id=: the exact charge of one generation; None while it is not known."""
-        if valid_generation_id(generation_id) is None:
+        if valid_generation_id(generation_id, self.scrub) is None:
             return None  # not an id: never put it in a URL
-        return parse_generation(await self._account_json(f"/generation?id={generation_id}", self._api_key))
+        data = await self._account_json(f"/generation?id={generation_id}", self._api_key)
+        return parse_generation(data, generation_id)
 
     async def endpoints(self, model: str) -> list[EndpointPrice] | None:
         """GET /models/{author}/{slug}/endpoints: each provider's price; None where not served."""
         inner = await self._account_json(f"/models/{endpoints_slug(model)}/endpoints", self._api_key)
-        return parse_endpoints(inner.get("endpoints") if isinstance(inner, dict) else None)
+        found = parse_endpoints(inner.get("endpoints") if isinstance(inner, dict) else None)
+        if found is None:
+            return None
+        # Their names are printed by `plan` and stored in price bases: scrubbed like any
+        # server string (break-14 #6: a provider tag echoing the key was printed).
+        return [
+            dataclasses.replace(
+                e,
+                provider=self.scrub.text(e.provider),
+                tag=self.scrub.text(e.tag),
+                quantization=None if e.quantization is None else self.scrub.text(e.quantization)[:100],
+            )
+            for e in found
+        ]
 
     async def credits(self, management_key: str) -> float | None:
         """GET /credits (management key): the account's balance, total_credits - total_usage."""
@@ -361,24 +384,38 @@ class OpenRouterClient:
             raise self._failure(reply)
 
 
+@dataclasses.dataclass
+class Flight:
+    """An attempt in flight: its generation id as soon as the reply's headers (or a stream
+    chunk) named it, so a cancel that throws the attempt away (the deadline, SIGTERM,
+    SIGINT) still knows which generation to look up (break-14 #10)."""
+
+    generation_id: str | None = None
+
+
 _GENERATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 
-def valid_generation_id(value: str | None) -> str | None:
-    """A generation id is stored and sent back in a URL: only id characters pass."""
-    return value if value and _GENERATION_ID.fullmatch(value) else None
+def valid_generation_id(value: Any, scrub: Scrubber) -> str | None:
+    """A generation id is stored in records and sent back in a URL: only id characters pass,
+    and never one holding a key or a fragment of one (a server may echo the key in it)."""
+    if not isinstance(value, str) or not _GENERATION_ID.fullmatch(value):
+        return None
+    return value if scrub.text(value) == value else None
 
 
-def generation_header(headers: Mapping[str, str] | None) -> str | None:
+def generation_header(headers: Mapping[str, str] | None, scrub: Scrubber) -> str | None:
     """X-Generation-Id, sent on every endpoint's reply (api_reference/streaming.mdx)."""
-    return valid_generation_id(headers.get("x-generation-id") if headers is not None else None)
+    return valid_generation_id(headers.get("x-generation-id") if headers is not None else None, scrub)
 
 
-def abandoned(failure: RequestFailed, headers: list[Mapping[str, str]], billable: bool) -> RequestFailed:
+def abandoned(
+    failure: RequestFailed, headers: list[Mapping[str, str]], billable: bool, scrub: Scrubber
+) -> RequestFailed:
     """Mark a failure after which the server may still bill the attempt."""
     if billable:
         failure.maybe_billed = True
-        failure.generation_id = generation_header(headers[0] if headers else None)
+        failure.generation_id = generation_header(headers[0] if headers else None, scrub)
     return failure
 
 

@@ -24,7 +24,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._charges import AbandonedAttempt, RowCharges
+from ._charges import RowCharges
 from ._checks import Answer, grade, is_judge, ungraded
 from ._exceptions import RequestFailed
 from ._judge import GraderSettings, VerdictError, aggregate, answer_text, grader_body, parse_verdict
@@ -137,8 +137,7 @@ class Judging:
                 why = f"{failure.kind}: {failure.message[:200]}"
             return {"model": model, "error": why, **_cost_of(row)}
         except asyncio.CancelledError:
-            if row.sent:  # abandoned in flight: it may still be billed (streaming.mdx)
-                runner._hold(row, AbandonedAttempt())
+            runner.hold_in_flight(row)  # abandoned in flight: it may still be billed (streaming.mdx)
             await runner._release(row)
             raise
         reservation, row.reservation = row.reservation or 0.0, None

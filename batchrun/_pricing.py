@@ -137,17 +137,21 @@ class GenerationCost:
         return self.total_cost + upstream
 
 
-def parse_generation(data: Any) -> GenerationCost | None:
-    if not isinstance(data, dict):
+def parse_generation(data: Any, asked: str) -> GenerationCost | None:
+    """The `/generation?id=` reply's cost, or None while it cannot be believed: a reply about
+    another generation (its `id` is not the one asked for: openapi.yaml's example carries it)
+    is not this one's cost, and a BYOK generation without its upstream cost is not known
+    (usage-accounting.mdx: the provider's charge is `upstream_inference_cost`)."""
+    if not isinstance(data, dict) or data.get("id") != asked:
         return None
     total = money(data.get("total_cost"))
     if total is None:
         return None
-    return GenerationCost(
-        total_cost=total,
-        is_byok=data.get("is_byok") is True,
-        upstream_inference_cost=money(data.get("upstream_inference_cost")),
-    )
+    is_byok = data.get("is_byok") is True
+    upstream = money(data.get("upstream_inference_cost"))
+    if is_byok and upstream is None:
+        return None
+    return GenerationCost(total_cost=total, is_byok=is_byok, upstream_inference_cost=upstream)
 
 
 def parse_balance(data: Any) -> float | None:

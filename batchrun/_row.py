@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._charges import RowCharges
-from ._client import ChatResult
+from ._client import ChatResult, Flight
 from ._matrix import Request
 from ._retry import AttemptLog
 from ._scrub import Scrubber
@@ -33,6 +33,7 @@ class Row:
     written: bool = False
     charges: RowCharges = field(default_factory=RowCharges)  # what each attempt cost (issue 14)
     grading: RowGrading | None = None  # answered, its judge checks being graded (issue 17)
+    flight: Flight = field(default_factory=Flight)  # the attempt in flight (its generation id)
 
 
 def answer_fields(result: ChatResult) -> dict[str, Any]:
@@ -49,8 +50,6 @@ def answer_fields(result: ChatResult) -> dict[str, Any]:
         "native_finish_reason": result.native_finish_reason,
         "usage": result.usage,
     }
-
-
 
 
 def internal_error(error: BaseException, scrub: Scrubber) -> dict[str, Any]:

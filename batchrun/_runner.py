@@ -21,7 +21,7 @@ from ._cache import CachedAnswer
 from ._cache_session import CacheSession, grade_hit, hit_fields, hit_grading
 from ._charges import AbandonedAttempt, ChargeBook, uncharged
 from ._checks import Answer, grade, is_judge
-from ._client import ChatResult, OpenRouterClient
+from ._client import ChatResult, Flight, OpenRouterClient
 from ._clock import Clock, utc
 from ._costs import CostModel
 from ._exceptions import (
@@ -172,16 +172,21 @@ class Runner:
         self._emit(request, self._record(request, "skipped", reason, True, None, **uncharged(None)))
 
     # -- one request -------------------------------------------------------------------------
-    async def _attempt(self, request: Request) -> tuple[ChatResult, float]:
+    async def _attempt(self, request: Request, flight: Flight) -> tuple[ChatResult, float]:
         """One attempt through the throttle; returns the answer and this attempt's latency."""
         started = await self.throttle.acquire(request.model)
         try:
             if self.config.stream:
                 result: ChatResult = await stream_chat(
-                    self.client, request.payload, request.id, self.clock, self.config.timeout_s
+                    self.client,
+                    request.payload,
+                    request.id,
+                    self.clock,
+                    self.config.timeout_s,
+                    flight=flight,
                 )
             else:
-                result = await self.client.chat(request.payload, row_id=request.id)
+                result = await self.client.chat(request.payload, row_id=request.id, flight=flight)
         except RateLimited as failure:
             self.throttle.rate_limited(
                 request.model, started, failure.retry_after, pace=failure.paces, limit_wait=failure.limit_wait
@@ -291,8 +296,9 @@ class Runner:
                 # this one needs its own (BudgetExhausted ends the row when none fits).
                 row.reservation = await self.ledger.reserve(worst or 0.0)
             row.sent = True
+            row.flight = Flight()
             try:
-                return await self._attempt(row.request)
+                return await self._attempt(row.request, row.flight)
             except RequestFailed as failure:
                 if failure.maybe_billed:
                     self._hold(row, failure)
@@ -307,6 +313,12 @@ class Runner:
             reservation, row.reservation = row.reservation, None
             self.charges.abandoned(failure, reservation, row.charges)
         row.sent = False
+
+    def hold_in_flight(self, row: Row) -> None:
+        """The attempt in flight was cancelled (grace over, deadline, a signal): it may still
+        be billed, so it is held, with the generation id its headers already gave, if any."""
+        if row.sent:
+            self._hold(row, AbandonedAttempt(row.flight.generation_id))
 
     async def _settled(self, work: Coroutine[Any, Any, None]) -> None:
         """Settle and record a row whose outcome is in. A cancel (the grace is over) waits
@@ -410,9 +422,8 @@ class Runner:
                 # The answer is in and paid for: it is recorded, its ungraded checks `error`.
                 self._finish(row, row.grading.record_now(self.stop_reason or STOP_INTERRUPTED))
             elif not row.written and self.stop_reason != STOP_IO:
-                if row.sent:
-                    # The request in flight was abandoned, so it may still be billed: hold it.
-                    self._hold(row, AbandonedAttempt())
+                # The request in flight was abandoned, so it may still be billed: hold it.
+                self.hold_in_flight(row)
                 await self._release(row)
                 stopped = cut or isinstance(outcome, asyncio.CancelledError)
                 self._finish(row, self._unfinished(row, None if stopped else outcome))
@@ -486,11 +497,7 @@ class Runner:
             attempts=log.attempts,
             attempt_errors=log.failures,
             # An error without a billable attempt cost nothing (zero-completion-insurance.mdx).
-            **(
-                row.charges.fields()
-                if row is not None and row.charges.parts
-                else uncharged(None if skipped else 0.0)
-            ),
+            **(row.charges.fields() if row is not None and row.charges.parts else uncharged(None if skipped else 0.0)),
         )
 
     def react(self, request: Request, failure: RequestFailed, too_long: str | None) -> tuple[str, str]:

@@ -12,9 +12,9 @@ last SSE message carries it), and `data: [DONE]`. Comments (": OPENROUTER PROCES
 are skipped by the SSE parser. An error before any token is a plain JSON error reply; an
 error after tokens is an event with a top-level `error` and `finish_reason: "error"`
 (classified like any error body; not billed, zero-completion-insurance.mdx). The decoded
-stream is capped at `max_bytes`: past it the stream is cut (cancelled) and the row is an
-error. Time to first token is measured from sending to the first content or reasoning
-delta.
+stream is capped at the client's `max_response_bytes` (run.max_response_bytes): past it
+the stream is cut (cancelled) and the row is an error. Time to first token is measured
+from sending to the first content or reasoning delta.
 """
 
 from __future__ import annotations
@@ -30,12 +30,11 @@ import orjson
 from httpx_sse import EventSource, SSEError
 
 from ._classify import classify
-from ._client import ChatResult, OpenRouterClient, abandoned, generation_header, valid_generation_id
+from ._client import ChatResult, Flight, OpenRouterClient, abandoned, generation_header, valid_generation_id
 from ._clock import Clock
-from ._exceptions import Rejected, RequestFailed, Transient
+from ._exceptions import RequestFailed, ResponseTooLarge, Transient
 from ._reply import MAX_TOOL_CALLS, cost_rejected, tool_calls_of, usage_of
 
-DEFAULT_MAX_STREAM_BYTES = 4 * 1024 * 1024
 _ERROR_BODY_BYTES = 64 * 1024  # an error reply before the stream is small JSON
 
 
@@ -77,7 +76,7 @@ def stream_body(payload: bytes) -> bytes:
 class _Reading:
     """What the stream said so far."""
 
-    generation_id: str | None = None
+    flight: Flight
     model: str | None = None
     provider: str | None = None
     finish_reason: str | None = None
@@ -86,6 +85,14 @@ class _Reading:
     ttft_ms: float | None = None
     first_token: bool = False
     done: bool = False
+
+    @property
+    def generation_id(self) -> str | None:
+        return self.flight.generation_id
+
+    @generation_id.setter
+    def generation_id(self, value: str | None) -> None:
+        self.flight.generation_id = value
 
     def __post_init__(self) -> None:
         self.parts: list[str] = []
@@ -101,12 +108,15 @@ async def stream_chat(
     row_id: str | None,
     clock: Clock,
     timeout_s: float,
-    max_bytes: int = DEFAULT_MAX_STREAM_BYTES,
+    flight: Flight | None = None,
 ) -> StreamedChat:
-    """POST /chat/completions with stream: true; the answer, or a classified RequestFailed."""
+    """POST /chat/completions with stream: true; the answer, or a classified RequestFailed.
+    `flight` learns the generation id from the headers or the first chunk that names it."""
+    # One cap for every reply, streamed or not: run.max_response_bytes (break-14 #9).
+    cap = client.max_response_bytes
     request = client.chat_request(stream_body(payload), row_id)
     request.headers["Accept"] = "text/event-stream"
-    reading = _Reading()
+    reading = _Reading(flight=flight or Flight())
     sent: list[Mapping[str, str]] = []  # the response's headers, once they are in
     started = clock.monotonic()
     try:
@@ -114,26 +124,26 @@ async def stream_chat(
             response = await client.http.send(request, stream=True)
             sent.append(response.headers)
             try:
-                reading.generation_id = generation_header(response.headers)
+                reading.generation_id = generation_header(response.headers, client.scrub)
                 if response.status_code != 200:
                     raise await _error_reply(client, response, clock)
-                await _read_events(client, response, reading, clock, started, max_bytes)
+                await _read_events(client, response, reading, clock, started, cap)
             finally:
                 await response.aclose()  # closing the connection is what cancels the generation
     except TimeoutError:
         failure: RequestFailed = Transient("timeout", f"the stream did not end within {timeout_s:g} s")
-        raise _billed(abandoned(failure, sent, True), reading) from None
+        raise _billed(abandoned(failure, sent, True, client.scrub), reading) from None
     except _TooLong:
-        failure = Rejected("response_too_large", f"the stream passed the {max_bytes:,}-byte cap", 200)
-        raise _billed(abandoned(failure, sent, True), reading) from None
+        failure = ResponseTooLarge(cap, 200)
+        raise _billed(abandoned(failure, sent, True, client.scrub), reading) from None
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         raise Transient("network", client.scrub_text(f"{type(exc).__name__}: {exc}")) from None
     except (httpx.HTTPError, SSEError, aiohttp.ClientError, OSError) as exc:
         failure = Transient("network", client.scrub_text(f"{type(exc).__name__}: {exc}"))
-        raise _billed(abandoned(failure, sent, True), reading) from None
+        raise _billed(abandoned(failure, sent, True, client.scrub), reading) from None
     if not reading.done and reading.finish_reason is None:
         failure = Transient("bad_response", "the stream ended before its last chunk", 200)
-        raise _billed(abandoned(failure, sent, True), reading)
+        raise _billed(abandoned(failure, sent, True, client.scrub), reading)
     return StreamedChat(
         generation_id=reading.generation_id,
         # Every server string is scrubbed before it is stored, as the non-streamed parser does.
@@ -202,7 +212,7 @@ async def _read_events(
             continue  # not JSON: nothing to read (the docs' own readers skip these)
         if not isinstance(chunk, dict):
             continue
-        _read_chunk(chunk, reading)
+        _read_chunk(chunk, reading, client)
         if chunk.get("error"):
             # Mid-stream: the status is already 200, the error comes as an event.
             failure = _classified(client, 200, chunk["error"], response.headers, clock)
@@ -217,9 +227,9 @@ def _scrubbed(client: Any, text: str | None) -> str | None:
     return None if text is None else client.scrub_text(text)
 
 
-def _read_chunk(chunk: dict[str, Any], reading: _Reading) -> None:
-    if reading.generation_id is None and isinstance(chunk.get("id"), str):
-        reading.generation_id = valid_generation_id(chunk["id"])
+def _read_chunk(chunk: dict[str, Any], reading: _Reading, client: OpenRouterClient) -> None:
+    if reading.generation_id is None:
+        reading.generation_id = valid_generation_id(chunk.get("id"), client.scrub)
     for field in ("model", "provider"):
         if isinstance(chunk.get(field), str):
             setattr(reading, field, chunk[field][:200])

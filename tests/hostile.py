@@ -130,6 +130,9 @@ class HostileServer:
         )
     )
     keys: Handler | None = None
+    # Any other route, by the end of its path (before the query): "/generation", "/endpoints",
+    # "/credits"; unlisted ones answer 404 like an endpoint the server does not have.
+    routes: dict[str, Handler] = field(default_factory=dict)
     banner: bytes | None = None  # sent on connect before anything is read (an SSH/TLS port)
     port: int = 0
     requests: list[RawRequest] = field(default_factory=list)
@@ -145,6 +148,9 @@ class HostileServer:
 
     def _route(self, request: RawRequest) -> Answer:
         path = request.path.split("?")[0]
+        for suffix, handler in self.routes.items():
+            if path.endswith(suffix):
+                return handler(request)
         if path.endswith("/chat/completions"):
             return self.chat(request)
         if path.endswith("/models"):

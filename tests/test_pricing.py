@@ -60,9 +60,19 @@ def test_routing_variants_share_the_base_models_endpoints() -> None:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ({"data": {"total_cost": 0.0015, "is_byok": True, "upstream_inference_cost": 0.0012}}, (0.0015, 0.0027)),
-        ({"data": {"total_cost": -3}}, None),  # a negative charge is not a charge
-        ({"data": {"total_cost": "lots"}}, None),
+        (
+            {"data": {"id": "gen-1", "total_cost": 0.0015, "is_byok": True, "upstream_inference_cost": 0.0012}},
+            (0.0015, 0.0027),
+        ),
+        ({"data": {"id": "gen-1", "total_cost": 0.002}}, (0.002, 0.002)),
+        ({"data": {"id": "gen-1", "total_cost": -3}}, None),  # a negative charge is not a charge
+        ({"data": {"id": "gen-1", "total_cost": "lots"}}, None),
+        # Another generation's reply (break-14 #4: cost 0 for someone else's id) is not this one's cost.
+        ({"data": {"id": "gen-someone-else", "total_cost": 0.0}}, None),
+        ({"data": {"total_cost": 0.0}}, None),  # no id: nothing says which generation it is
+        # BYOK without a usable upstream cost: the provider's charge is not known (break-14 #7).
+        ({"data": {"id": "gen-1", "total_cost": 0.0001, "is_byok": True, "upstream_inference_cost": None}}, None),
+        ({"data": {"id": "gen-1", "total_cost": 0.0001, "is_byok": True, "upstream_inference_cost": -1}}, None),
         ({"data": None}, None),
         (["not", "an", "object"], None),
     ],

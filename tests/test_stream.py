@@ -92,20 +92,52 @@ async def test_cancelling_at_the_deadline_stops_billing(tmp_path: Path) -> None:
     assert 0 < sim.stats.billed_usd < full_cost / 2
     # The ledger held each cancelled attempt's worst case until the end of the run.
     assert summary["spent_usd"] >= sim.stats.billed_usd
+    # break-14 #10: the id the headers gave before the cancel is kept and looked up at the end.
+    assert sorted(r["abandoned_attempts"][0]["generation_id"] for r in rows) == sorted(sim.generations)
+    assert summary["reconciliation"]["unknown_cost_attempts"] == 0
+    assert summary["reconciliation"]["resolved_after_record_usd"] == pytest.approx(sim.stats.billed_usd)
+
+
+async def test_a_request_stalled_at_the_deadline_keeps_its_generation_id(tmp_path: Path) -> None:
+    """Non-streamed (break-14 #10): the headers, X-Generation-Id with them, came before the
+    body stalled; the deadline cancels the attempt, and the id is kept and looked up."""
+    simulator = Simulator(SimConfig(faults={"stall": 1.0}))
+    with simulator.serve_in_thread() as sim:
+        summary = await _run(sim, tmp_path, clock=SystemClock(), deadline_s=1, grace_s=0, stream=False)
+    rows = read_rows(tmp_path / "s.jsonl")
+    assert {r["reason"] for r in rows} == {"deadline"} and len(sim.generations) == 4
+    for row in rows:
+        [attempt] = row["abandoned_attempts"]
+        assert attempt["generation_id"] in sim.generations and row["cost_status"] == "unknown"
+    # The stalled generations were finished and billed; the end-of-run lookups found every one.
+    assert summary["reconciliation"]["unknown_cost_attempts"] == 0
+    assert summary["reconciliation"]["resolved_after_record_usd"] == pytest.approx(sim.stats.billed_usd)
 
 
 async def test_an_over_long_stream_is_cut_at_the_byte_cap() -> None:
     simulator = Simulator(SimConfig(stream_padding=5000))
     with simulator.serve_in_thread() as sim:
-        async with OpenRouterClient(sim.base_url, FAKE_KEY) as client:
+        # The stream's cap is the client's, run.max_response_bytes (break-14 #9: it was fixed).
+        async with OpenRouterClient(sim.base_url, FAKE_KEY, max_response_bytes=4096) as client:
             body = b'{"max_tokens":20000,"messages":[{"content":"hi","role":"user"}],"model":"openai/gpt-4o-mini"}'
             with pytest.raises(RequestFailed) as caught:
-                await stream_chat(client, body, "row-1", SystemClock(), 30, max_bytes=4096)
+                await stream_chat(client, body, "row-1", SystemClock(), 30)
     failure = caught.value
     assert failure.kind == "response_too_large" and not failure.retryable
     # Cut, so generation stopped; what was generated may be billed: the id to look it up by.
     assert failure.maybe_billed and failure.generation_id in sim.generations
     assert sim.stats.cancelled_streams == 1
+
+
+async def test_a_run_streams_under_run_max_response_bytes(tmp_path: Path) -> None:
+    # break-14 #9: the streamed reader had its own fixed 4 MiB cap; the job's cap holds now.
+    simulator = Simulator(SimConfig(stream_padding=5000))
+    with simulator.serve_in_thread() as sim:
+        summary = await _run(sim, tmp_path, max_response_bytes=8192)
+    rows = read_rows(tmp_path / "s.jsonl")
+    assert [r["error"]["kind"] for r in rows] == ["response_too_large"] * 4
+    assert all("8,192-byte cap (run.max_response_bytes)" in r["error"]["message"] for r in rows)
+    assert sim.stats.cancelled_streams == 4 and summary["total"]["error"] == 4
 
 
 def _sse(*events: Any) -> bytes:
