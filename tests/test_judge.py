@@ -387,3 +387,60 @@ def test_answers_with_tool_calls_are_not_cached(
     rows = read_rows(tmp_path / "b.jsonl")
     assert {r["cached"] for r in rows if r.get("tool_calls")} == {False}  # sent again, calls recorded again
     assert all(r["passed"] is not None for r in rows)
+
+
+# -- judge requests follow their rows: shards, the per-run key, batch mode -----------------------
+def test_shards_grade_their_own_rows_and_merge_keeps_every_verdict(tmp_path: Path, sim: Simulator) -> None:
+    job = write_job(tmp_path, JUDGED)
+    env = {"OPENROUTER_API_KEY": FAKE_KEY}
+    shards = [tmp_path / "s1.jsonl", tmp_path / "s2.jsonl"]
+    graded: list[int] = []
+    for index, shard in enumerate(shards, 1):
+        before = judge_rows(sim)
+        result = run_cli(job, "--base-url", sim.base_url, "--shard", f"{index}/2", "-o", shard, "-q", env=env)
+        assert result.returncode == ExitCode.OK, result.stderr
+        rows = read_rows(shard)
+        graded.append(judge_rows(sim) - before)
+        # One grader request per row of this shard, and each for a row of this shard.
+        assert graded[-1] == len(rows)
+    assert sum(graded) == 12 and all(graded)
+    merged = tmp_path / "all.jsonl"
+    result = run_cli("merge", *shards, "-o", merged, "--job", job)
+    assert result.returncode == ExitCode.OK, result.stderr
+    rows = read_rows(merged)
+    assert len(rows) == 12 and all(r["checks"][0]["judge"]["graders"] for r in rows)
+    assert "judging: $" in result.stdout
+
+
+def test_grader_requests_use_the_per_run_key(tmp_path: Path, sim: Simulator) -> None:
+    from .test_isolated_key import created_keys, isolated_run
+
+    job = write_job(tmp_path, JUDGED)
+    result = isolated_run(sim, job, tmp_path / "i.jsonl", "0.5")
+    assert result.returncode == ExitCode.OK, result.stderr
+    [label] = created_keys(sim)
+    assert sim.stats.by_key_label[label] == 24 == sim.stats.chat_requests  # answers and graders alike
+    assert sim.stats.keys_deleted == 1
+
+
+async def test_rows_answered_in_batch_mode_are_graded_when_collected(tmp_path: Path, clock: Any) -> None:
+    from dataclasses import replace
+
+    from .conftest import FakeClock
+
+    assert isinstance(clock, FakeClock)
+    simulator = Simulator(SimConfig(batch_validating_s=60, batch_in_progress_s=600, batch_finalizing_s=60))
+    simulator.clock = clock.time
+    job = load_job(write_job(tmp_path, JUDGED))
+    job = replace(job, run=replace(job.run, mode="batch", batch_poll_s=60))
+    out = tmp_path / "b.jsonl"
+    with simulator.serve_in_thread():
+        report = await run_job(job, RunOptions(api_key=FAKE_KEY, base_url=simulator.base_url, output=out, clock=clock))
+    rows = read_rows(out)
+    assert len(rows) == 12 and all(r["batch_id"] for r in rows)
+    assert judge_rows(simulator) == 12 == simulator.stats.chat_requests  # the graders, in sync mode
+    for row in rows:
+        graded = next(c for c in row["checks"] if c["name"] == "graded")
+        exact = next(c for c in row["checks"] if c["name"] == "exact")
+        assert graded["pass"] is exact["pass"] and row["judge_cost"] > 0
+    assert report.summary["total"]["judge_cost_usd"] > 0 and report.summary["total"]["undecided"] == 0
