@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diff.add_argument(
         "--alpha",
-        type=_argtypes.rate,
+        type=_argtypes.significance,
         default=0.05,
         metavar="LEVEL",
         help="significance level of the test (default 0.05)",

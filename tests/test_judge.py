@@ -128,6 +128,20 @@ def test_validate_names_a_judge_check_without_grader(tmp_path: Path) -> None:
     )
     code, _, err = call_cli("validate", bad_prompt)
     assert code == ExitCode.USAGE and "$.judge.prompt" in err and "cannot read the grader prompt" in err
+    blank = write_job(tmp_path, JUDGED.replace("'The answer names \"{{expect}}\" as the capital.'", '"  "'), "c.yaml")
+    code, _, err = call_cli("validate", blank)
+    assert code == ExitCode.USAGE and "$.prompts[0].checks[0] the rubric is only whitespace" in err
+    emptied = write_job(tmp_path, JUDGED.replace("expect: Paris", 'expect: ""'), "d.yaml")
+    code, _, err = call_cli("validate", emptied)
+    assert code == ExitCode.USAGE and "is empty for this row" in err
+
+
+def test_a_grader_the_endpoint_does_not_offer_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    job = write_job(tmp_path, JUDGED.replace("{model: openai/gpt-4o-mini}", "{model: nobody/grader-9000}"))
+    for command in (["plan", job, "--simulate"], [job, "--simulate", "-o", tmp_path / "x.jsonl"]):
+        code, out, err = call_cli(*command)
+        assert code == ExitCode.USAGE and "nobody/grader-9000" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "x.jsonl").exists()
 
 
 # -- runs -------------------------------------------------------------------------------------
@@ -161,10 +175,29 @@ def test_judge_failure_is_an_error_not_a_fail(tmp_path: Path) -> None:
     rows = read_rows(out)
     assert all(r["status"] == "ok" and r["passed"] is None for r in rows)
     assert all(r["checks"][0]["pass"] is None and "not JSON" in r["checks"][0]["error"] for r in rows)
-    assert result.returncode == ExitCode.OK, result.stderr  # undecided rows are not failures
     assert "undecided: 12 row(s)" in result.stdout
     summary = json.loads(out.with_suffix(".summary.json").read_text())
     assert summary["total"]["undecided"] == 12 and summary["total"]["checked"] == 0
+    assert summary["total"]["pass_rate"] is None  # not failures: no pass rate to fall below
+    # ... but a gate with no verdicts does not pass in silence: like error rows, ungraded rows
+    # are within run.max_error_rate or exit 1 (never 3, the quality code).
+    assert result.returncode == ExitCode.ERRORS, result.stderr
+    assert "12 row(s) could not be graded: a grader failed (100.0% of answered rows, tolerance 0.0%)" in result.stderr
+    tolerant = write_job(tmp_path, JUDGED.replace("max_wait_s: 1}", "max_wait_s: 1, max_error_rate: 1}"), "t.yaml")
+    result = run_cli(tolerant, "--simulate", "--sim", "judge_unparseable=0.3", "-o", tmp_path / "t.jsonl")
+    assert result.returncode == ExitCode.OK, result.stderr
+    partly = read_rows(tmp_path / "t.jsonl")
+    assert 0 < sum(r["passed"] is None for r in partly) < 12  # some graded, some not: within tolerance
+
+
+def test_a_grader_cut_at_max_tokens_says_so(tmp_path: Path) -> None:
+    job = write_job(
+        tmp_path, JUDGED.replace("{model: openai/gpt-4o-mini}", "{model: openai/gpt-4o-mini, params: {max_tokens: 3}}")
+    )
+    run_cli(job, "--simulate", "-o", tmp_path / "c.jsonl")
+    for row in read_rows(tmp_path / "c.jsonl"):
+        graded = next(c for c in row["checks"] if c["name"] == "graded")
+        assert graded["error"].endswith("(cut at its max_tokens: raise judge.params.max_tokens)")
 
 
 def test_judge_cost_is_in_the_plan_and_the_budget(tmp_path: Path) -> None:

@@ -195,10 +195,21 @@ def test_item_gate_with_ungraded_repeats() -> None:
     assert ItemGate().verdict(3, 3) is True and ItemGate().verdict(2, 3) is False
 
 
-def test_validate_refuses_an_unreachable_item_gate(tmp_path: Path) -> None:
-    job = write_job(tmp_path, REPEAT_JOB.replace("{min: 8, of: 10}", "{min: 8, of: 12}"))
-    code, _, err = call_cli("validate", job)
-    assert code == ExitCode.USAGE and "of 12 is more than repeat 10" in err
+@pytest.mark.parametrize(
+    ("gate", "repeat", "message"),
+    [
+        ("{min: 8, of: 12}", 10, "of 12 is more than repeat 10"),
+        ("{min: 11, of: 10}", 10, "per_item min 11 is more than of 10"),
+        # The message of the per_item branch, not "... is not of type 'number'" (the rate branch).
+        ("{min: 0, of: 10}", 10, "$.run.pass_threshold.per_item.min 0 is less than the minimum of 1"),
+        ("{min: 1.5, of: 10}", 10, "$.run.pass_threshold.per_item.min 1.5 is not of type 'integer'"),
+        ("{min: 8, of: 10}", 0, "$.repeat 0 is less than the minimum of 1"),
+    ],
+)
+def test_validate_refuses_an_unreachable_item_gate(tmp_path: Path, gate: str, repeat: int, message: str) -> None:
+    text = REPEAT_JOB.replace("{min: 8, of: 10}", gate).replace("repeat: 10", f"repeat: {repeat}")
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    assert code == ExitCode.USAGE and message in err and err.count("\n") == 1, err
 
 
 # -- diff -------------------------------------------------------------------------------------
@@ -257,6 +268,15 @@ def test_noise_alone_is_not_a_regression_unless_strict(tmp_path: Path) -> None:
     assert call_cli("diff", before, after, "--fail-on-regression", "--strict")[0] == ExitCode.REGRESSION
     # A looser level can call the same change significant: the level is the user's.
     assert diff["test"] == {"name": "Fisher's exact test, two-sided", "alpha": 0.05, "strict": False}
+
+
+@pytest.mark.parametrize("alpha", ["0", "1", "nan"])
+def test_a_significance_level_outside_0_to_1_is_refused(tmp_path: Path, alpha: str) -> None:
+    """`--alpha 0` would make every drop "not significant", so the gate could never fail."""
+    before = synthetic(tmp_path / "a.jsonl", {"m": 0.8}, 1, seed=3)
+    result = run_cli("diff", before, before, "--alpha", alpha, "--fail-on-regression")
+    assert result.returncode == ExitCode.USAGE and result.stdout == "", result.stderr
+    assert "--alpha" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_an_item_flip_consistent_across_repeats_fails_the_gate(tmp_path: Path) -> None:
