@@ -138,7 +138,8 @@ def test_validate_names_a_judge_check_without_grader(tmp_path: Path) -> None:
 
 def test_a_grader_the_endpoint_does_not_offer_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
     job = write_job(tmp_path, JUDGED.replace("{model: openai/gpt-4o-mini}", "{model: nobody/grader-9000}"))
-    for command in (["plan", job, "--simulate"], [job, "--simulate", "-o", tmp_path / "x.jsonl"]):
+    commands: list[list[str | Path]] = [["plan", job, "--simulate"], [job, "--simulate", "-o", tmp_path / "x.jsonl"]]
+    for command in commands:
         code, out, err = call_cli(*command)
         assert code == ExitCode.USAGE and "nobody/grader-9000" in err and err.count("\n") == 1, err
     assert not (tmp_path / "x.jsonl").exists()
