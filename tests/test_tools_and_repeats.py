@@ -255,7 +255,7 @@ def test_diff_tells_a_real_drop_from_noise(tmp_path: Path) -> None:
     assert code == ExitCode.REGRESSION and diff["significant_drops"] == ["total", "model broken", "prompt p"]
     code, text, _ = call_cli("diff", before, after)
     line = next(line for line in text.splitlines() if line.startswith("model broken: "))
-    assert line.endswith(", significant)") and "(p=" in line
+    assert line.endswith(", significant)") and "(paired p=" in line
 
 
 def test_noise_alone_is_not_a_regression_unless_strict(tmp_path: Path) -> None:
@@ -267,7 +267,41 @@ def test_noise_alone_is_not_a_regression_unless_strict(tmp_path: Path) -> None:
     assert code == ExitCode.OK
     assert call_cli("diff", before, after, "--fail-on-regression", "--strict")[0] == ExitCode.REGRESSION
     # A looser level can call the same change significant: the level is the user's.
-    assert diff["test"] == {"name": "Fisher's exact test, two-sided", "alpha": 0.05, "strict": False}
+    assert diff["test"]["alpha"] == 0.05 and "McNemar" in diff["test"]["name"]
+    assert diff["pass_rate"]["test"] == "McNemar's exact test (paired rows)"  # the same rows in both runs
+
+
+def test_diff_pairs_the_same_rows_and_falls_back_to_fisher(tmp_path: Path) -> None:
+    """The same 100 rows, 8 of the 90 passing ones now fail and none recovers: 90% -> 82%.
+    Counted as unrelated samples that is noise (Fisher p ~ 0.13); row by row it is eight
+    flips one way (McNemar p = 2/256), a regression. With rows missing on one side the
+    runs do not pair, and Fisher's test decides."""
+    before = synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 1, seed=1, items=100)
+    rows = read_rows(before)
+    for row in rows:
+        fail = row["vars"]["q"] < 10
+        row["passed"] = not fail
+        row["checks"][0]["pass"] = not fail
+    before.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for row in rows:
+        if 10 <= row["vars"]["q"] < 18:
+            row["passed"] = False
+            row["checks"][0]["pass"] = False
+    after = tmp_path / "b.jsonl"
+    after.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
+    diff = json.loads(text)
+    total = diff["pass_rate"]
+    assert (total["before"], total["after"]) == (0.9, 0.82)
+    assert total["test"] == "McNemar's exact test (paired rows)" and total["p_value"] == 0.007813
+    assert code == ExitCode.REGRESSION and "total" in diff["significant_drops"]
+    assert "paired p=0.00781, significant" in call_cli("diff", before, after)[1]
+    # One row gone from the second run: the rows no longer pair, Fisher's test decides.
+    partial = tmp_path / "c.jsonl"
+    partial.write_text("".join(json.dumps(r) + "\n" for r in rows[1:]))
+    code, text, _ = call_cli("diff", before, partial, "--json", "--fail-on-regression")
+    unpaired = json.loads(text)["pass_rate"]
+    assert unpaired["test"] == "Fisher's exact test" and unpaired["significant"] is False
 
 
 @pytest.mark.parametrize("alpha", ["0", "1", "nan"])
