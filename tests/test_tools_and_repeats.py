@@ -17,7 +17,7 @@ from batchrun._checks import Answer, run_checks
 from batchrun._items import ItemGate
 from batchrun._junit import write_junit
 
-from .conftest import FAKE_KEY, call_cli, read_rows, run_cli, write_job
+from .conftest import FAKE_KEY, call_cli, child_env, read_rows, run_cli, write_job
 
 JUNIT_XSD = Path(__file__).parent / "schemas" / "JUnit.xsd"
 
@@ -162,8 +162,8 @@ run: {concurrency: 4, pass_threshold: {per_item: {min: 8, of: 10}}}
 
 def test_repeats_gate_items_and_list_flaky_ones(tmp_path: Path) -> None:
     job = write_job(tmp_path, REPEAT_JOB)
-    out = tmp_path / "r.jsonl"
-    result = run_cli(job, "--simulate", "-o", out)
+    out, step = tmp_path / "r.jsonl", tmp_path / "step.md"
+    result = run_cli(job, "--simulate", "-o", out, env=child_env(GITHUB_STEP_SUMMARY=str(step)))
     rows = read_rows(out)
     assert len(rows) == 40
     tallies: dict[str, list[int]] = {}
@@ -184,6 +184,9 @@ def test_repeats_gate_items_and_list_flaky_ones(tmp_path: Path) -> None:
     assert result.returncode == ExitCode.QUALITY
     assert f"{len(failing)} item(s) passed fewer than 8 of 10 repeats" in result.stderr
     assert "flaky" in result.stdout and "pass [95% CI]" in result.stdout
+    # The step summary carries the same interval and the flaky list.
+    shown = f"{passed / 40 * 100:.1f}% [{low * 100:.1f}-{high * 100:.1f}]"
+    assert shown in result.stdout and shown in step.read_text() and "flaky" in step.read_text()
 
 
 def test_item_gate_with_ungraded_repeats() -> None:
