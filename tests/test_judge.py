@@ -114,9 +114,15 @@ def test_several_graders_majority_and_mean() -> None:
 
 
 def test_template_problems_name_missing_and_unknown_placeholders() -> None:
-    assert template_problems("{{rubric}} {{answer}} {{question}} {{nonce}}") == []
+    assert template_problems("{{rubric}} <a-{{nonce}}>{{answer}}</a-{{nonce}}> {{question}}") == []
     problems = template_problems("{{rubric}} {{reply}}")
     assert any("{{answer}}" in p for p in problems) and any("reply" in p for p in problems)
+    # An answer not between nonce-carrying tags could pose as the end of the answer.
+    for undelimited in ("{{rubric}} {{answer}} {{nonce}}", "{{nonce}} {{rubric}} {{answer}}", "{{rubric}} {{answer}}"):
+        assert any("between tags that carry {{nonce}}" in p for p in template_problems(undelimited)), undelimited
+    from batchrun._judge import shipped_template
+
+    assert template_problems(shipped_template()) == []
 
 
 def test_validate_names_a_judge_check_without_grader(tmp_path: Path) -> None:
