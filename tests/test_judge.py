@@ -149,6 +149,16 @@ def test_a_grader_the_endpoint_does_not_offer_is_refused_before_anything_is_sent
         code, out, err = call_cli(*command)
         assert code == ExitCode.USAGE and "nobody/grader-9000" in err and err.count("\n") == 1, err
     assert not (tmp_path / "x.jsonl").exists()
+    # A grader named by one row of a dataset is found before anything is sent too.
+    (tmp_path / "rows.jsonl").write_text(
+        '{"country": "France", "expect": "Paris", "checks": [{"judge": "ok", "grader": "nobody/ghost"}]}\n'
+        '{"country": "Japan", "expect": "Tokyo"}\n'
+    )
+    by_row = "\n".join(line for line in JUDGED.splitlines() if "{country:" not in line)  # no vars: the dataset's
+    job = write_job(tmp_path, by_row + "\ndataset: rows.jsonl\n", "ds.yaml")
+    code, _, err = call_cli(job, "--simulate", "-o", tmp_path / "y.jsonl")
+    assert code == ExitCode.USAGE and "nobody/ghost: not listed by /models" in err, err
+    assert not (tmp_path / "y.jsonl").exists()
 
 
 # -- runs -------------------------------------------------------------------------------------
