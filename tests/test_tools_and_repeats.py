@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,17 @@ def synthetic(path: Path, rates: dict[str, float], repeats: int, seed: int, item
     return path
 
 
+def failing(source: Path, path: Path, fails: Callable[[int], bool]) -> Path:
+    """`source`'s rows written to `path`, failing those whose question number `fails`."""
+    rows = read_rows(source)
+    for row in rows:
+        if fails(row["vars"]["q"]):
+            row["passed"] = False
+            row["checks"][0]["pass"] = False
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def test_diff_tells_a_real_drop_from_noise(tmp_path: Path) -> None:
     before = synthetic(tmp_path / "a.jsonl", {"steady": 0.8, "broken": 0.9}, 3, seed=1)
     after = synthetic(tmp_path / "b.jsonl", {"steady": 0.8, "broken": 0.5}, 3, seed=2)
@@ -279,19 +291,10 @@ def test_diff_pairs_the_same_rows_and_falls_back_to_fisher(tmp_path: Path) -> No
     Counted as unrelated samples that is noise (Fisher p ~ 0.13); row by row it is eight
     flips one way (McNemar p = 2/256), a regression. With rows missing on one side the
     runs do not pair, and Fisher's test decides."""
-    before = synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 1, seed=1, items=100)
-    rows = read_rows(before)
-    for row in rows:
-        fail = row["vars"]["q"] < 10
-        row["passed"] = not fail
-        row["checks"][0]["pass"] = not fail
-    before.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for row in rows:
-        if 10 <= row["vars"]["q"] < 18:
-            row["passed"] = False
-            row["checks"][0]["pass"] = False
-    after = tmp_path / "b.jsonl"
-    after.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    all_pass = synthetic(tmp_path / "all.jsonl", {"m": 1.0}, 1, seed=1, items=100)
+    before = failing(all_pass, tmp_path / "a.jsonl", lambda q: q < 10)
+    after = failing(before, tmp_path / "b.jsonl", lambda q: 10 <= q < 18)
+    rows = read_rows(after)
     code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
     diff = json.loads(text)
     total = diff["pass_rate"]
@@ -318,13 +321,8 @@ def test_a_significance_level_outside_0_to_1_is_refused(tmp_path: Path, alpha: s
 
 def test_an_item_flip_consistent_across_repeats_fails_the_gate(tmp_path: Path) -> None:
     before = synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 5, seed=5, items=40)
-    rows = read_rows(before)
-    for row in rows:  # one item fails all 5 repeats now; the rate change alone is not significant
-        if row["vars"]["q"] == 7:
-            row["passed"] = False
-            row["checks"][0]["pass"] = False
-    after = tmp_path / "b.jsonl"
-    after.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # One item fails all 5 repeats now; the rate change alone is not significant.
+    after = failing(before, tmp_path / "b.jsonl", lambda q: q == 7)
     code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
     diff = json.loads(text)
     assert not diff["significant_drops"]
