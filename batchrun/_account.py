@@ -8,8 +8,7 @@ its last cost lookups and reconciles the key's usage with the ledger.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ._charges import ChargeBook
@@ -18,6 +17,7 @@ from ._exceptions import RequestFailed
 from ._ledger import CreditLedger
 from ._pricing import EndpointPrice
 from ._reconcile import key_usage, reconcile
+from ._retry import RetryPolicy, retry_call
 
 
 async def read_endpoints(
@@ -37,23 +37,41 @@ async def read_endpoints(
     return endpoints
 
 
-async def read_balance(client: OpenRouterClient, management_key: str | None) -> float | None:
-    """The account's balance from /credits, which needs a management key."""
+async def read_balance(
+    client: OpenRouterClient,
+    management_key: str | None,
+    policy: RetryPolicy,
+    sleep: Callable[[float], Awaitable[None]],
+    time_left: Callable[[], float | None],
+) -> float | None:
+    """The account's balance from /credits, which needs a management key; retried like /key,
+    and like /key a failure that outlasts the retries stops pre-flight (RequestFailed): with
+    a management key given, the balance is a bound the run cannot keep without it."""
     if not management_key:
         return None
-    try:
-        return await client.credits(management_key)
-    except RequestFailed:
-        return None
+    key = management_key
+    return await retry_call(lambda: client.credits(key), policy, sleep, time_left)
 
 
 async def reconcile_run(
-    client: OpenRouterClient, ledger: CreditLedger, book: ChargeBook, start_usage: float | None
+    client: OpenRouterClient,
+    ledger: CreditLedger,
+    book: ChargeBook,
+    start_usage: float | None,
+    policy: RetryPolicy,
+    sleep: Callable[[float], Awaitable[None]],
+    time_left: Callable[[], float | None],
 ) -> dict[str, Any]:
-    """Last lookups for charges still unknown, then the key's usage against the ledger."""
+    """Last lookups for charges still unknown, then the key's usage against the ledger. The
+    /key read is retried like start-up's (break-14 #15); when it still fails, or its usage
+    cannot be read, the reconciliation says it was not done (a warning), never nothing."""
     await book.retry_lookups()
-    end_usage = None
+    end_usage, why = None, None
     if start_usage is not None:
-        with contextlib.suppress(RequestFailed):  # unread: reported as not reconciled (delta null)
-            end_usage = key_usage(await client.key_info())
-    return reconcile(start_usage, end_usage, ledger, book)
+        try:
+            end_usage = key_usage(await retry_call(client.key_info, policy, sleep, time_left))
+        except RequestFailed as failure:
+            why = f"{failure.kind}: {failure.message[:200]}"
+        else:
+            why = None if end_usage is not None else "its usage is missing or not a number"
+    return reconcile(start_usage, end_usage, ledger, book, why)

@@ -119,6 +119,7 @@ class ChargeBook:
         self.unresolved: list[Charge] = []
         self.lookups = 0
         self.resolved_after_record = 0.0  # known only after the row's record said "unknown"
+        self.resolved_after_record_attempts = 0
 
     def abandoned(self, failure: RequestFailed, reservation: float, row: RowCharges) -> None:
         """An attempt that may have been billed: hold its reservation."""
@@ -177,6 +178,7 @@ class ChargeBook:
             self.unresolved.remove(charge)
         if charge.recorded:
             self.resolved_after_record += found.total_cost
+            self.resolved_after_record_attempts += 1
         await self.ledger.resolve(held, found.charged)
         return True
 

@@ -344,9 +344,20 @@ class OpenRouterClient:
         ]
 
     async def credits(self, management_key: str) -> float | None:
-        """GET /credits (management key): the account's balance, total_credits - total_usage."""
+        """GET /credits (management key): the account's balance, total_credits - total_usage;
+        None where the endpoint has no /credits. A reply that cannot be read raises
+        `bad_response`, like a bad /key: the balance bounds the run, so a lie about it must
+        not drop the bound in silence (break-14 #12)."""
         self.protect(management_key)
-        return parse_balance(await self._account_json("/credits", management_key))
+        reply = await self._account_get("/credits", management_key)
+        if reply is None:
+            return None
+        balance = parse_balance(data_of(reply, "/credits"))
+        if balance is None:
+            raise Transient(
+                "bad_response", "the /credits reply has no readable total_credits and total_usage", reply.status
+            )
+        return balance
 
     async def create_key(self, management_key: str, name: str, limit: float, expires_at: str) -> CreatedKey:
         """POST /keys with a management key: the new key, its hash and label."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._cost_text import cost_text, held_note, unknown_rows
 from ._exceptions import ResultsError
 from ._gate import MatrixCoverage, shard_layout
 from ._items import item_key
@@ -171,6 +172,10 @@ def diff_runs(
         entry: dict[str, Any] = {"status": "disappeared" if b is None else "new" if a is None else "both"}
         if a and b:
             entry["cost_change_usd"] = round(b["cost_usd"] - a["cost_usd"], 8)
+            if unknown_rows(a) or unknown_rows(b):
+                # Known parts only: with unknown costs on either side the change is not known.
+                entry["cost_unknown_rows"] = {"before": unknown_rows(a), "after": unknown_rows(b)}
+                entry["cost_before"], entry["cost_after"] = cost_text(a) + held_note(a), cost_text(b) + held_note(b)
             if a["latency_p50_ms"] is not None and b["latency_p50_ms"] is not None:
                 entry["latency_p50_change_ms"] = round(b["latency_p50_ms"] - a["latency_p50_ms"], 1)
             entry["started_erroring"] = a["error"] == 0 and b["error"] > 0
@@ -248,7 +253,11 @@ def _change_lines(diff: dict[str, Any]) -> list[str]:
         notes = []
         if model.get("started_erroring"):
             notes.append("started erroring")
-        if model.get("cost_change_usd"):
+        if "cost_unknown_rows" in model:
+            notes.append(
+                f"cost {model['cost_before']} -> {model['cost_after']} $ (unknown costs: the change is not known)"
+            )
+        elif model.get("cost_change_usd"):
             notes.append(f"cost {model['cost_change_usd']:+.6f} $")
         if model.get("latency_p50_change_ms"):
             notes.append(f"p50 latency {model['latency_p50_change_ms']:+.0f} ms")

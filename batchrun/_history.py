@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError, ResultsError
 from ._reader import Warn
 from ._report_data import failure_reasons, read_run_summary, wilson
@@ -133,6 +134,8 @@ def _run_entry(run: Run) -> dict[str, Any]:
             "error": group["error"],
             "error_rate": _error_rate(group),
             "cost_usd": group["cost_usd"],
+            "cost_unknown_rows": group.get("cost_unknown_rows", 0),
+            "cost_held_usd": group.get("cost_held_usd", 0.0),
             "p95_ms": group["latency_p95_ms"],
             "answered_by": group["answered_by"],
         }
@@ -148,6 +151,8 @@ def _run_entry(run: Run) -> dict[str, Any]:
         "pass_rate": total["pass_rate"],
         "error_rate": _error_rate(total),
         "cost_usd": total["cost_usd"],
+        "cost_unknown_rows": total.get("cost_unknown_rows", 0),
+        "cost_held_usd": total.get("cost_held_usd", 0.0),
         "p95_ms": total["latency_p95_ms"],
         "models": models,
     }
@@ -262,7 +267,7 @@ def _run_rows(history: dict[str, Any], limit: int | None = None) -> tuple[list[s
             f"{run['rows']:,}",
             _pct(run["pass_rate"]),
             _pct(run["error_rate"]),
-            f"{run['cost_usd']:.6f}",
+            cost_text(run) + held_note(run, short=True),
             _ms(run["p95_ms"]),
             str(changes.get(run["label"], "")),
         ]

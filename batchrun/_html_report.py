@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError
 from ._report_data import PROMPT_CAP, ROW_CAP, TEXT_CAP, RunDigest, histogram, read_run_summary, wilson
 
@@ -64,13 +65,16 @@ def vega_bundle() -> str:
 def _environment() -> Any:
     import jinja2
 
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.PackageLoader("batchrun", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # Unknown costs read as a lower bound ("+?") with the held amount, never as $0 (_cost_text).
+    environment.globals.update(cost_text=cost_text, held_note=held_note)
+    return environment
 
 
 def render_page(template: str, charts: list[Chart], **context: Any) -> str:

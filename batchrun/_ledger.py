@@ -81,7 +81,8 @@ class CreditLedger:
 
     async def resolve(self, held: float, actual: float) -> None:
         """A kept attempt's cost became known."""
-        self.held -= held
+        # Float sums of releases leave -1e-18 behind, shown as "-0.0" (break-14 #20): never below 0.
+        self.held = max(0.0, self.held - held)
         self.spent += actual
         self._wake()
 

@@ -152,7 +152,7 @@ async def price_plan(
     warn: Callable[[str], None] = lambda _: None,
 ) -> PricedPlan:
     from ._account import read_balance, read_endpoints
-    from ._run import RunOptions, estimate, make_client, open_cache, read_account, wanted_models
+    from ._run import RunOptions, estimate, make_client, open_cache, read_account, retry_policy, wanted_models
 
     options = RunOptions(api_key=api_key, base_url=base_url)
     client = make_client(job, options, job.run)
@@ -160,7 +160,9 @@ async def price_plan(
     try:
         models, key = await read_account(client, job, options, lambda: job.run.deadline_s, resolved)
         endpoints = await read_endpoints(client, models, wanted_models(job))
-        balance = await read_balance(client, management_key)
+        balance = await read_balance(
+            client, management_key, retry_policy(job.run), options.clock.sleep, lambda: job.run.deadline_s
+        )
     finally:
         await client.aclose()
     costs = CostModel(models, job.run.cost_margin, endpoints)

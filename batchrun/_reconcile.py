@@ -16,22 +16,27 @@ from typing import Any
 
 from ._charges import ChargeBook
 from ._ledger import CreditLedger
+from ._pricing import money
 
 MISMATCH_USD = 0.01
 
 
 def key_usage(info: dict[str, Any] | None) -> float | None:
-    """The key's usage as its limit counts it (openapi /key: byok_usage, include_byok_in_limit)."""
-    if not info or not isinstance(info.get("usage"), (int, float)) or isinstance(info.get("usage"), bool):
+    """The key's usage as its limit counts it (openapi /key: byok_usage, include_byok_in_limit);
+    None when it is not a finite non-negative number (parse_key_data checked the money fields)."""
+    usage = money(info.get("usage")) if info else None
+    if info is None or usage is None:
         return None
-    usage = float(info["usage"])
-    byok = info.get("byok_usage")
-    if info.get("include_byok_in_limit") is True and isinstance(byok, (int, float)):
-        usage += float(byok)
+    byok = money(info.get("byok_usage"))
+    if info.get("include_byok_in_limit") is True and byok is not None:
+        usage += byok
     return usage
 
 
-def reconcile(start: float | None, end: float | None, ledger: CreditLedger, book: ChargeBook) -> dict[str, Any]:
+def reconcile(
+    start: float | None, end: float | None, ledger: CreditLedger, book: ChargeBook, unread: str | None = None
+) -> dict[str, Any]:
+    """The comparison; `unread` says why the end-of-run /key read failed (then not reconciled)."""
     known, held = ledger.spent, ledger.held
     unresolved = len(book.unresolved)
     out: dict[str, Any] = {
@@ -44,8 +49,16 @@ def reconcile(start: float | None, end: float | None, ledger: CreditLedger, book
         "lookups": book.lookups,
         # Looked up after the row was written with cost "unknown": in the ledger, not in the records.
         "resolved_after_record_usd": round(book.resolved_after_record, 8),
+        "resolved_after_record_attempts": book.resolved_after_record_attempts,
         "warning": None,
     }
+    if start is not None and end is None:
+        # The key was read at the start, so the run meant to reconcile: say it could not.
+        out["warning"] = (
+            f"not reconciled: the key's usage could not be read at the end of the run ({unread or 'unread'})"
+            + (f"; {unresolved} attempt(s) of unknown cost stay held at up to ${held:.4f}" if unresolved else "")
+        )
+        return out
     if start is None or end is None:
         return out  # no /key: nothing to compare with
     delta = end - start

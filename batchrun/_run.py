@@ -420,7 +420,7 @@ async def _preflight(
     plan = estimate(job, costs, options.shard, states, options.retry_errors, cache)
     budget = job_budget
     limit_from_key = False
-    balance = await read_balance(client, options.management_key)
+    balance = await read_balance(client, options.management_key, retry_policy(settings), options.clock.sleep, time_left)
     # The key's own limit and the account's balance bound the run like a budget does.
     for remaining in (key.get("limit_remaining") if key else None, balance):
         if isinstance(remaining, (int, float)) and (budget is None or remaining < budget):
@@ -445,6 +445,7 @@ def _run_config(job: Job, settings: RunSettings, elapsed_s: float) -> RunConfig:
         policy=retry_policy(settings),
         # The deadline counts what pre-flight and the resume scan took already.
         deadline_s=None if settings.deadline_s is None else max(0.0, settings.deadline_s - elapsed_s),
+        deadline_given_s=settings.deadline_s,
         grace_s=settings.grace_s,
         key_refresh_requests=settings.key_refresh_requests,
         key_refresh_s=settings.key_refresh_s,
@@ -541,7 +542,21 @@ async def _locked_run(
         except OutputFailed as failure:
             # The results file cannot be written: a stop of its own (exit code IO).
             outcome = RunOutcome(STOP_IO, str(failure), runner.ledger.committed)
-        reconciliation = await reconcile_run(client, runner.ledger, runner.charges, pre.key_usage)
+
+        def cleanup_left() -> float | None:
+            # The end-of-run /key read may use the grace after the deadline, as rows do.
+            left = time_left()
+            return None if left is None else left + settings.grace_s
+
+        reconciliation = await reconcile_run(
+            client,
+            runner.ledger,
+            runner.charges,
+            pre.key_usage,
+            retry_policy(settings),
+            options.clock.sleep,
+            cleanup_left,
+        )
         if reconciliation["warning"]:
             notice("warning: " + reconciliation["warning"])
         if isolated is not None:

@@ -53,7 +53,8 @@ STOP_IO = "io"  # the results file cannot be written: stop at the first failed w
 class RunConfig:
     concurrency: int
     policy: RetryPolicy
-    deadline_s: float | None = None
+    deadline_s: float | None = None  # what is left of the run's deadline when rows start
+    deadline_given_s: float | None = None  # the deadline as the job or --deadline gave it
     grace_s: float = 10.0
     key_refresh_requests: int = 500
     key_refresh_s: float = 60.0
@@ -559,7 +560,9 @@ class Runner:
 
     async def _deadline(self, seconds: float) -> None:
         await self.clock.sleep(seconds)
-        self.request_stop(STOP_DEADLINE, f"the run deadline of {seconds:g} s was reached")
+        # Named as it was given (pre-flight used part of it: `seconds` is what was left).
+        given = self.config.deadline_given_s if self.config.deadline_given_s is not None else seconds
+        self.request_stop(STOP_DEADLINE, f"the run deadline of {given:g} s was reached")
 
     async def run(self, requests: Iterator[Request]) -> RunOutcome:
         if self.config.deadline_s is not None:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._cost_text import cost_text, held_note
 from ._items import ItemGate, ItemTally
 from ._reader import spent_on
 from ._stats import wilson_interval
@@ -267,7 +268,7 @@ def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 str(g["skipped"]),
                 f"{g['prompt_tokens'] + g['completion_tokens']:,}",
                 # "+?": some rows' costs are unknown, so the figure is a lower bound, not a total.
-                f"{g['cost_usd']:.6f}" + ("+?" if g.get("cost_unknown_rows") else ""),
+                cost_text(g),
                 _fmt_ms(g["latency_p50_ms"]),
                 _fmt_ms(g["latency_p95_ms"]),
                 "-" if g["attempts_per_row"] is None else f"{g['attempts_per_row']:.2f}",
@@ -318,7 +319,7 @@ def render_text(summary: dict[str, Any]) -> str:
     if summary.get("spent_before_usd"):
         lines.append(
             f"earlier runs of this file spent ${summary['spent_before_usd']:.6f}; "
-            f"all rows in the file cost ${summary['total']['cost_usd']:.6f}"
+            f"all rows in the file cost ${cost_text(summary['total'])}{held_note(summary['total'])}"
         )
     if summary.get("budget_usd") is not None:
         spent = summary.get("spent_usd") or 0.0
@@ -356,6 +357,14 @@ def _reconciliation_lines(summary: dict[str, Any]) -> list[str]:
             f"{rec['unknown_cost_attempts']} attempt(s) may have been billed at an unknown cost "
             f"(held at up to ${rec['unknown_cost_held_usd']:.6f})"
             + ("" if attributed is None else f"; the key's usage attributes ${attributed:.6f} to them")
+        )
+    if rec.get("resolved_after_record_attempts"):
+        # The records of these rows still say "unknown" (written before the lookup answered):
+        # the count of such rows and the attempts still unknown differ, and this line says why.
+        lines.append(
+            f"{rec['resolved_after_record_attempts']} attempt(s) recorded with an unknown cost were looked up "
+            f"after their rows were written: ${rec['resolved_after_record_usd']:.6f} "
+            f"(their records still say unknown; {summary['total'].get('cost_unknown_rows', 0)} row(s) do)"
         )
     if rec.get("warning"):
         lines.append(f"warning: {rec['warning']}")

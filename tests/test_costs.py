@@ -12,6 +12,7 @@ import pytest
 from batchrun import RunOptions, load_job, run_job
 from batchrun._client import OpenRouterClient
 from batchrun._costs import CostModel, prompt_token_bound
+from batchrun._ledger import CreditLedger
 from batchrun._matrix import plan_requests
 from batchrun.simulator import SimConfig, Simulator
 
@@ -263,3 +264,14 @@ def test_a_run_that_matches_the_key_has_no_warning(tmp_path: Path) -> None:
     rec = json.loads((tmp_path / "m.summary.json").read_text())["reconciliation"]
     assert rec["warning"] is None and rec["difference_usd"] == pytest.approx(0.0, abs=1e-9)
     assert "the key was charged" not in out + err  # (#13's routing warning may be there)
+
+
+async def test_held_worst_cases_resolved_in_any_order_never_go_below_zero() -> None:
+    # 0.1 + 0.7 + 0.3, less the same in the same order, is -5.6e-17 in floats: shown as
+    # "unknown_cost_held_usd: -0.0" before (break-14 #20).
+    ledger = CreditLedger(None)
+    for amount in (0.1, 0.7, 0.3):
+        ledger.keep(await ledger.reserve(amount))
+    for amount in (0.1, 0.7, 0.3):
+        await ledger.resolve(amount, 0.0)
+    assert ledger.held == 0.0 and str(round(ledger.held, 8)) == "0.0"

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from batchrun import ExitCode
+from batchrun import ExitCode, RunOptions, load_job, run_job
 
-from .conftest import FAKE_KEY, call_cli, write_job
+from .conftest import FAKE_KEY, FakeClock, call_cli, write_job
 from .hostile import HostileServer, RawRequest, chat_payload, http, json_answer
 from .test_hostile import JOB, MGMT_KEY, environment, fragments, run
 
@@ -157,3 +157,133 @@ def test_plan_never_prints_a_key_echoed_in_an_endpoint(tmp_path: Path) -> None:
     assert {r.key for r in server.requests if r.path.endswith("/endpoints")} == {FAKE_KEY}  # the echoed key
     for secret in (FAKE_KEY, MGMT_KEY):
         assert not [f for f in fragments(secret) if f in printed]
+
+
+# -- /credits with a management key: a lie stops pre-flight like a bad /key (break-14 #12) -----
+@pytest.mark.parametrize(
+    "data",
+    [{"total_credits": -1, "total_usage": 0}, {"total_credits": "abc", "total_usage": 0}, None, {}, [1, 2]],
+)
+def test_a_credits_reply_that_cannot_be_read_stops_pre_flight(tmp_path: Path, data: Any) -> None:
+    server = HostileServer(chat=lambda r: json_answer(200, chat_payload()))
+    server.routes["/credits"] = lambda r: json_answer(200, {"data": data})
+    outcome = run(server, tmp_path, "--budget", "1")
+    assert outcome.code == ExitCode.ERRORS and outcome.rows == [] and server.chat_rows() == []
+    [line] = outcome.stderr.strip().splitlines()  # one line, naming /credits
+    assert "/credits" in line and "bad_response" in line
+    path = write_job(tmp_path, JOB)
+    with server.running():
+        code, stdout, stderr = call_cli("plan", path, "--base-url", server.base_url)
+    assert code == ExitCode.ERRORS and "/credits" in stderr
+
+
+def test_a_credits_reply_bounds_the_run_like_a_key_limit(tmp_path: Path) -> None:
+    server = HostileServer(chat=lambda r: json_answer(200, chat_payload()))
+    server.routes["/credits"] = lambda r: json_answer(200, {"data": {"total_credits": 1.0, "total_usage": 1.0}})
+    outcome = run(server, tmp_path, "--budget", "1")
+    assert outcome.code == ExitCode.BUDGET and server.chat_rows() == []
+    assert {r["reason"] for r in outcome.rows} == {"credits"}
+
+
+def test_an_endpoint_without_credits_runs_without_the_bound(tmp_path: Path) -> None:
+    outcome = run(HostileServer(chat=lambda r: json_answer(200, chat_payload())), tmp_path, "--budget", "1")
+    assert outcome.code == ExitCode.OK and len(outcome.rows) == 4  # /credits answers 404: not served
+
+
+# -- the end-of-run /key read: retried, and a failure said everywhere (break-14 #15) -----------
+def _key_failing_after(reads: int, failures: int | None = None) -> Any:
+    """A /key handler: fine for `reads` reads, then 500 (for `failures` reads, or for good)."""
+    seen: list[int] = []
+
+    def key(request: RawRequest) -> bytes:
+        seen.append(1)
+        failing = len(seen) > reads and (failures is None or len(seen) <= reads + failures)
+        if failing:
+            return json_answer(500, {"error": {"code": 500, "message": "boom"}})
+        return json_answer(200, {"data": {"label": "k", "limit": None, "limit_remaining": None, "usage": 0}})
+
+    return key
+
+
+@pytest.mark.parametrize("end", ["500", "abc", "-1e308"])
+def test_an_end_of_run_key_read_that_fails_is_said_everywhere(tmp_path: Path, end: str) -> None:
+    server = HostileServer(chat=lambda request: _cut("gen-abc123"))  # unknown costs, held
+    if end == "500":
+        server.key = _key_failing_after(1)
+    else:
+        usages = iter([0, float(end) if end != "abc" else end])
+        server.key = lambda r: json_answer(
+            200, {"data": {"limit": None, "limit_remaining": None, "usage": next(usages)}}
+        )
+    outcome = run(server, tmp_path, "--budget", "1")
+    summary = _summary(tmp_path)
+    warning = summary["reconciliation"]["warning"]
+    assert warning.startswith("not reconciled: the key's usage could not be read at the end of the run")
+    assert f"{len(outcome.rows)} attempt(s) of unknown cost stay held" in warning
+    assert summary["reconciliation"]["key_usage_delta_usd"] is None
+    for channel in (outcome.stderr, outcome.stdout, (tmp_path / "step.md").read_text()):
+        assert "not reconciled" in channel
+
+
+async def test_an_end_of_run_key_read_is_retried_like_start_up(tmp_path: Path) -> None:
+    server = HostileServer(chat=lambda r: json_answer(200, chat_payload()), key=_key_failing_after(1, failures=2))
+    job = load_job(write_job(tmp_path, JOB.replace("max_attempts: 1", "max_attempts: 4")))
+    with server.running():
+        report = await run_job(
+            job, RunOptions(api_key=FAKE_KEY, base_url=server.base_url, output=tmp_path / "o.jsonl", clock=FakeClock())
+        )
+    rec = report.summary["reconciliation"]
+    assert rec["warning"] is None and rec["key_usage_delta_usd"] == 0.0
+    assert sum(r.path.endswith("/key") for r in server.requests) == 4  # start, two 500s, the answer
+
+
+# -- unknown costs are never shown as $0 outside the run summary (break-14 #16) ----------------
+def test_unknown_costs_read_as_a_lower_bound_in_every_view(tmp_path: Path) -> None:
+    server = HostileServer(chat=lambda request: _cut("gen-abc123"))  # no /generation: unknown, held
+    first = run(server, tmp_path / "a")
+    held = _summary(tmp_path / "a")["total"]["cost_held_usd"]
+    assert held > 0 and {r["cost_status"] for r in first.rows} == {"unknown"}
+    assert all(r["spent"] == r["cost_held"] > 0 for r in first.rows)
+    shown = f"0.000000+? (held ${held:.6f})"
+    results = tmp_path / "a" / "out.jsonl"
+    code, markdown, _ = call_cli("history", results, "--markdown")
+    assert code == 0 and f"| {shown} |" in markdown
+    code, text, _ = call_cli("history", results)
+    assert shown in text
+    page = tmp_path / "r.html"
+    assert call_cli("report", results, "--html", page)[0] == 0
+    spend = page.read_text().split('id="spend">')[1].split("</dd>")[0]
+    assert spend.startswith(f"$0.000000+? (4 row(s) of unknown cost, up to ${held:.6f} more held)")
+    # diff against a run whose costs are all known: no "+0.000040 $" as if the first cost nothing.
+    second = run(HostileServer(chat=lambda r: json_answer(200, chat_payload())), tmp_path / "b")
+    assert {r["cost_status"] for r in second.rows} == {"reported"}
+    code, diff, _ = call_cli("diff", results, tmp_path / "b" / "out.jsonl")
+    assert "cost 0.000000+? (4 row(s) of unknown cost" in diff and "the change is not known" in diff
+    # A resume of the first file: what all its rows cost is a lower bound, the held part named.
+    again = run(server, tmp_path / "a", "--resume")
+    assert again.code == ExitCode.ERRORS
+    assert f"all rows in the file cost $0.000000+? (4 row(s) of unknown cost, up to ${held:.6f}" in again.stdout
+
+
+def test_costs_found_after_the_rows_were_written_are_explained(tmp_path: Path) -> None:
+    """break-14 #20: each row's lookup finds nothing yet (404), the end-of-run lookups find
+    them all: the records stay "unknown", and the text says why no attempt is left unknown."""
+    ids = iter(f"gen-{n}" for n in range(100))
+    asked: set[str] = set()
+
+    def generation(request: RawRequest) -> bytes:
+        gid = request.path.split("id=")[1]
+        if gid not in asked:
+            asked.add(gid)
+            return json_answer(404, {"error": {"code": 404, "message": "Generation not found"}})
+        return json_answer(200, {"data": {"id": gid, "total_cost": 0.0001}})
+
+    server = HostileServer(chat=lambda request: _cut(next(ids)))
+    server.routes["/generation"] = generation
+    outcome = run(server, tmp_path)
+    assert {r["cost_status"] for r in outcome.rows} == {"unknown"}
+    rec = _summary(tmp_path)["reconciliation"]
+    assert rec["unknown_cost_attempts"] == 0 and rec["resolved_after_record_attempts"] == 4
+    assert rec["resolved_after_record_usd"] == pytest.approx(0.0004)
+    line = "4 attempt(s) recorded with an unknown cost were looked up after their rows were written: $0.000400"
+    assert line in outcome.stdout and "(their records still say unknown; 4 row(s) do)" in outcome.stdout

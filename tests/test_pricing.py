@@ -11,6 +11,7 @@ import pytest
 import respx
 
 from batchrun._client import OpenRouterClient
+from batchrun._exceptions import Transient
 from batchrun._ledger import BudgetExhausted, CreditLedger
 from batchrun._pricing import endpoints_slug, money, parse_endpoints, parse_prices
 from batchrun.simulator import SimConfig, Simulator
@@ -103,7 +104,10 @@ async def test_credits_need_a_management_key_and_sane_numbers() -> None:
         )
         async with client() as c:
             assert await c.credits("mgmt") == pytest.approx(74.75)
-            assert await c.credits("mgmt") is None
+            # A balance that cannot be read is a bad reply, as a bad /key is (break-14 #12).
+            with pytest.raises(Transient) as caught:
+                await c.credits("mgmt")
+    assert caught.value.kind == "bad_response" and "/credits" in caught.value.message
     assert route.calls[0].request.headers["Authorization"] == "Bearer mgmt"
 
 

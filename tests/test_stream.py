@@ -106,6 +106,8 @@ async def test_a_request_stalled_at_the_deadline_keeps_its_generation_id(tmp_pat
         summary = await _run(sim, tmp_path, clock=SystemClock(), deadline_s=1, grace_s=0, stream=False)
     rows = read_rows(tmp_path / "s.jsonl")
     assert {r["reason"] for r in rows} == {"deadline"} and len(sim.generations) == 4
+    # Named as given, not as what was left after pre-flight ("0.98211 s", break-14 #20).
+    assert summary["stop_message"] == "the run deadline of 1 s was reached"
     for row in rows:
         [attempt] = row["abandoned_attempts"]
         assert attempt["generation_id"] in sim.generations and row["cost_status"] == "unknown"

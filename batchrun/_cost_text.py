@@ -1,0 +1,35 @@
+"""A group's cost for people: exact when every row's cost is known, else a lower bound.
+
+A row of unknown cost (an attempt that may have been billed, nothing says how much) has
+`cost` null and its worst case held (`spent`, `cost_held`); a summary group counts those
+rows (`cost_unknown_rows`) and the worst cases held beyond their known parts
+(`cost_held_usd`). Every view (the run summary, the HTML report, history, diff, a resume's
+line) shows such a cost as its known part followed by "+?", and the held amount, never as
+a plain figure that reads as the whole cost (break-14 #16).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def unknown_rows(group: Mapping[str, Any]) -> int:
+    return int(group.get("cost_unknown_rows") or 0)
+
+
+def cost_text(group: Mapping[str, Any]) -> str:
+    """The group's known cost ("0.001234"), followed by "+?" when some of its costs are unknown."""
+    return f"{group['cost_usd']:.6f}" + ("+?" if unknown_rows(group) else "")
+
+
+def held_note(group: Mapping[str, Any], short: bool = False) -> str:
+    """What is held for the unknown costs, " (3 row(s) of unknown cost, up to $0.012000 more
+    held)"; `short` for a table cell, " (held $0.012000)"; "" when every cost is known."""
+    rows = unknown_rows(group)
+    if not rows:
+        return ""
+    held = float(group.get("cost_held_usd") or 0.0)
+    if short:
+        return f" (held ${held:.6f})"
+    return f" ({rows} row(s) of unknown cost, up to ${held:.6f} more held)"
