@@ -154,7 +154,10 @@ class Judging:
         try:
             return {**base, **parse_verdict(result.content)}
         except VerdictError as exc:
-            return {**base, "error": str(exc)}
+            why = str(exc)
+            if result.finish_reason == "length":
+                why += " (cut at its max_tokens: raise judge.params.max_tokens)"
+            return {**base, "error": why}
 
 
 def _cost_of(row: Row) -> dict[str, Any]:
