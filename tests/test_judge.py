@@ -502,17 +502,14 @@ def test_a_bug_while_grading_one_row_records_it_and_the_run_goes_on(
     """An unexpected exception while grading one row (here planted in the verdict parser)
     does not lose the row's paid answer, nor leave a reservation held: the row is written
     `ok` with the check `error` naming the failure, and every other row is graded."""
-    import batchrun._judging as judging
-
-    real = judging.parse_verdict
 
     def planted(content: str) -> dict[str, Any]:
-        verdict = real(content)
+        verdict = parse_verdict(content)
         if "Tokyo" in verdict["reason"]:
             raise RuntimeError("planted bug")
         return verdict
 
-    monkeypatch.setattr(judging, "parse_verdict", planted)
+    monkeypatch.setattr("batchrun._judging.parse_verdict", planted)
     report, simulator = sim_run(write_job(tmp_path, JUDGED), tmp_path / "b.jsonl")
     rows = read_rows(tmp_path / "b.jsonl")
     assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
