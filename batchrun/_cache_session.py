@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cache import CachedAnswer, ResponseCache, RunStats, StoredEntry, cache_key
-from ._charges import RowCharges
+from ._charges import RowCharges, uncharged
 from ._checks import Answer, grade, without_latency_checks
 from ._client import ChatResult
 from ._clock import Clock
@@ -76,15 +76,13 @@ def hit_fields(answer: CachedAnswer) -> dict[str, Any]:
         "finish_reason": answer.finish_reason,
         "native_finish_reason": answer.native_finish_reason,
         "usage": answer.usage,
-        "cost_unknown": False,
         "latency_ms": answer.latency_ms,
         "ttft_ms": None,
         "elapsed_ms": 0.0,
         "attempts": 0,
         "attempt_errors": [],
         "error": None,
-        "cost": 0.0,
-        "cost_status": None,
+        **uncharged(0.0),
         "is_byok": None,
         "upstream_inference_cost": None,
         "abandoned_attempts": None,

@@ -31,6 +31,7 @@ from ._exceptions import RequestFailed
 from ._judge import GraderSettings, VerdictError, aggregate, answer_text, grader_body, parse_verdict
 from ._ledger import BudgetExhausted
 from ._matrix import Request, encode_body
+from ._reader import spent_on
 from ._row import Row, first_failure
 
 if TYPE_CHECKING:
@@ -70,8 +71,11 @@ class RowGrading:
                 judged[index] = ungraded(check, why)
         spent = RowCharges([part for grader in self.graders for part in grader.charges.parts])
         costs = spent.fields()
+        # The row's `spent` (in the record head, what a resume counts) includes its grading.
+        grading = (costs["cost"] if costs["cost"] is not None else costs["cost_held"]) or 0.0
         return {
             **self.record,
+            "spent": spent_on(self.record) + grading,  # a re-graded old record may lack it
             "judge_cost": costs["cost"] if spent.parts else 0.0,
             "judge_cost_status": costs["cost_status"],
             **grade(checks, self.answer, judged),

@@ -177,6 +177,8 @@ def test_a_judged_run_records_each_verdict_with_its_row(tmp_path: Path) -> None:
         assert verdict["cost_status"] == "reported" and row["judge_cost_status"] == "reported"
         assert row["judge_cost"] == pytest.approx(verdict["cost"])
         assert row["cost"] == pytest.approx(row["usage"]["cost"])  # the answer's own; grading apart
+        # What a resume counts as already spent includes the grading.
+        assert row["spent"] == pytest.approx(row["cost"] + row["judge_cost"])
     summary = report.summary
     judging = sum(r["judge_cost"] for r in rows)
     assert summary["total"]["judge_cost_usd"] == pytest.approx(judging) and judging > 0
