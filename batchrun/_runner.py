@@ -488,11 +488,7 @@ class Runner:
             attempts=log.attempts,
             attempt_errors=log.failures,
             # An error without a billable attempt cost nothing (zero-completion-insurance.mdx).
-            **(
-                row.charges.fields()
-                if row is not None and row.charges.parts
-                else uncharged(None if skipped else 0.0)
-            ),
+            **(row.charges.fields() if row is not None and row.charges.parts else uncharged(None if skipped else 0.0)),
         )
 
     def react(self, request: Request, failure: RequestFailed, too_long: str | None) -> tuple[str, str]:
