@@ -31,7 +31,8 @@ from common import (
 
 N = int(os.environ.get("BENCH_N", "5000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-CLIENTS = ["batchrun", "httpx-aiohttp", "aiohttp", "httpx"]
+CLIENTS = os.environ.get("BENCH_CLIENTS", "batchrun,httpx-aiohttp,aiohttp,httpx").split(",")
+CONCURRENCIES = [int(c) for c in os.environ.get("BENCH_CONCURRENCIES", "64,256").split(",")]
 
 
 SIM_CPU_PER_REQUEST: list[float] = []
@@ -62,7 +63,7 @@ def main() -> None:
         "simulator pinned to core 1, client to core 0"
     )
     with simulator() as base:
-        for concurrency in (64, 256):
+        for concurrency in CONCURRENCIES:
             rates: dict[str, list[float]] = {c: [] for c in CLIENTS}
             for _ in range(ROUNDS):
                 for client in CLIENTS:
