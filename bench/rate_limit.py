@@ -59,8 +59,8 @@ def main() -> None:
     if only in ("", "small"):
         print(f"R={SR:.0f} req/s, N={SN}, C={SC}; 429 with Retry-After: 1 and X-RateLimit-Reset, or Retry-After only")
         for window in ("sliding", "fixed"):
-            measure(f"{window}, retry-after + reset", SR, SN, SC, f"rate_limit_window={window}", "rate_limit_header=both")
-            measure(f"{window}, retry-after only", SR, SN, SC, f"rate_limit_window={window}", "rate_limit_header=retry-after")
+            for header, label in (("both", "retry-after + reset"), ("retry-after", "retry-after only")):
+                measure(f"{window}, {label}", SR, SN, SC, f"rate_limit_window={window}", f"rate_limit_header={header}")
 
 
 if __name__ == "__main__":
