@@ -150,7 +150,10 @@ class ScopeControl:
         return len(self.successes) / self.policy.window_s
 
     def succeeded(self, now: float) -> None:
-        self.successes.append(now)
+        successes = self.successes
+        successes.append(now)
+        if successes[0] <= now - self.policy.window_s:  # keep one window: 100,000 rows, not their times
+            self.served(now)
         if self.ramping:
             self.answers += 1
         elif self.window < self.cap:
@@ -193,6 +196,7 @@ class ScopeControl:
         if started <= self.last_cut:
             return
         self.last_cut = now
+        self.slots(now)  # bring the slow-start window up to date before halving it
         self.window = max(1.0, min(self.window, float(max(self.active, 1))) / 2)
         self.ramping = False
         if not pace:
