@@ -118,8 +118,9 @@ class Throttle:
             self._ramp_timer = None
         self._wake_all()
 
-    def succeeded(self, model: str) -> None:
-        self.scope(model).succeeded(self._clock.monotonic())
+    def succeeded(self, model: str, started: float) -> None:
+        now = self._clock.monotonic()
+        self.scope(model).succeeded(now, now - started)
 
     def rate_limited(
         self,

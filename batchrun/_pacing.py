@@ -4,19 +4,21 @@ A rate limit counts requests per unit of time, so the controller steers two thin
 scope (a model, or the pool every `:free` model shares; see `_limiter`):
 
 - **a window** (how many attempts may be in flight). Until the first rate limit (slow
-  start) it is the larger of `initial_window` and a quarter of the answers so far
-  (`answers_per_slot`), and it doubles every `patience_s` of time in any case. Then it is
-  halved once per burst of 429s and grows back by about one slot per window of answers.
-  Why not TCP's slow start (a slot more per answer, doubling every round trip): against a
-  server with latency 0 the answers come back within milliseconds, so every worker would be
-  in flight by the time the limit is used up, and each request in flight past it earns a
-  429: the issue 13 measurement had 32 in flight when the first 429 came back, and 12 of
-  240 rows answered 429 from that alone. Tying the window to the answers so far bounds that
-  first burst by a quarter of what the limit let through, whatever the limit. Tying it to
-  time covers slow answers: a 429 comes back before any work begins (errors-and-debugging
-  .mdx: rate-limit checks run first), so half a second with no 429 is evidence enough.
+  start) it starts at `initial_window` and grows with the answers, and doubles every
+  `patience_s` of time in any case; then it is halved once per burst of 429s and grows back
+  by about one slot per window of answers. How it grows with the answers depends on how
+  fast they come. The first burst of 429s is what was sent between the moment the limit
+  was used up and the moment its first 429 came back. When answers take as long as a 429
+  (latency 0: the issue 13 measurement had 32 requests in flight when the first 429 came
+  back, and 12 of 240 rows answered 429 from that alone), that is the whole window, so the
+  window is held to a quarter of the answers so far (`answers_per_slot`): the first burst
+  is at most a quarter of what the limit let through, whatever the limit. When every answer
+  takes longer (`slow_answer_s`), the sends are spread over the answers' round trip and a
+  429 comes back long before it (errors-and-debugging.mdx: rate-limit checks run before any
+  work), so TCP's slow start is safe: a slot more per answer, doubling every round trip.
+  Time covers answers that take seconds: half a second with no 429 is evidence enough.
   Costs without any limit: at latency 0 the window reaches 32 after 128 answers (a few
-  tens of ms); with answers that take seconds, after 4 x `patience_s` (2 s).
+  tens of ms); at 50 ms, after 4 round trips; with answers that take seconds, after 2 s.
 - **a pace** (seconds between attempt starts), off until the first 429 that says we sent
   too fast. It then starts at `backoff` (95%) of the rate the limit let through in the
   last second, and is cut the same way once per burst. After a cut it holds for
@@ -48,6 +50,7 @@ class PacingPolicy:
     initial_window: int = 2
     answers_per_slot: float = 4.0  # slow start: a slot for every 4 answers so far ...
     patience_s: float = 0.5  # ... or double the window every half second without a 429
+    slow_answer_s: float = 0.02  # answers never quicker than this: a slot more per answer
     backoff: float = 0.95  # share of the served rate to pace at after a 429
     probe_share: float = 0.05  # time a probe above the limit may cost, in cooldowns
     probe_growth: float = 0.01  # pace growth per second, once the hold is over
@@ -66,6 +69,7 @@ class ScopeControl:
     window: float = 0.0
     ramping: bool = True  # slow start: no rate limit seen yet
     answers: int = 0  # answers during the slow start
+    fastest: float = math.inf  # the quickest of them, in seconds
     active: int = 0
     cooldown_until: float = 0.0
     rate: float | None = None  # attempts per second once paced
@@ -90,7 +94,11 @@ class ScopeControl:
             policy = self.policy
             steps = math.floor((now - self.began) / policy.patience_s)
             timed = policy.initial_window * 2.0 ** min(steps, 32)
-            grown = max(self.answers / policy.answers_per_slot, timed)
+            if self.fastest >= policy.slow_answer_s:
+                counted = policy.initial_window + self.answers  # TCP's: doubles every round trip
+            else:
+                counted = self.answers / policy.answers_per_slot
+            grown = max(counted, timed)
             if grown >= self.cap:
                 self.window, self.ramping = self.cap, False
             else:
@@ -149,13 +157,15 @@ class ScopeControl:
             self.successes.popleft()
         return len(self.successes) / self.policy.window_s
 
-    def succeeded(self, now: float) -> None:
+    def succeeded(self, now: float, took: float) -> None:
+        """An answer, `took` seconds after its attempt started."""
         successes = self.successes
         successes.append(now)
         if successes[0] <= now - self.policy.window_s:  # keep one window: 100,000 rows, not their times
             self.served(now)
         if self.ramping:
             self.answers += 1
+            self.fastest = min(self.fastest, took)
         elif self.window < self.cap:
             self.window = min(self.cap, self.window + 1.0 / self.window)
         rate = self.rate

@@ -180,7 +180,7 @@ class Runner:
             raise
         finally:
             await self.throttle.release(request.model)
-        self.throttle.succeeded(request.model)
+        self.throttle.succeeded(request.model, started)
         return result, self.clock.monotonic() - started
 
     def _budget_stop(self, worst: float | None) -> None:

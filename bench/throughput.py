@@ -1,4 +1,5 @@
-"""1. Throughput at server latency 0: batchrun against bare baselines, N=5000, C=64 and 256.
+"""1. Throughput at server latency 0: batchrun against bare baselines, N=5000, C=64 and 256
+(BENCH_CONCURRENCIES, e.g. "32,64"; BENCH_CLIENTS, e.g. "batchrun,httpx-aiohttp": the floor must stay).
 
 Each round resets the simulator's counters and runs one client; the rate is N divided by
 the simulator's time from its first request to its last response. Clients alternate, and

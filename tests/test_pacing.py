@@ -13,9 +13,9 @@ from batchrun._pacing import PacingPolicy, ScopeControl
 from .conftest import FakeClock
 
 
-def answered(scope: ScopeControl, count: int, at: float) -> None:
+def answered(scope: ScopeControl, count: int, at: float, took: float = 0.001) -> None:
     for _ in range(count):
-        scope.succeeded(at)
+        scope.succeeded(at, took)
 
 
 def limited_after(served: int, *, cap: float = 32, cooldown: float | None = 1.0) -> ScopeControl:
@@ -38,7 +38,19 @@ def test_a_new_scope_starts_with_a_small_window_that_grows_with_the_answers() ->
     assert scope.slots(0.03) == 32 and not scope.ramping  # 128 answers: the whole run's concurrency
 
 
-def test_the_slow_start_doubles_with_time_when_answers_are_slow() -> None:
+def test_slow_answers_grow_the_window_a_slot_an_answer() -> None:
+    scope = ScopeControl(64, began=0.0)
+    answered(scope, 2, 0.05, took=0.05)  # latency 50 ms: a 429 would come back well before
+    assert scope.slots(0.05) == 4
+    answered(scope, 4, 0.1, took=0.05)
+    assert scope.slots(0.1) == 8  # doubling every round trip, like TCP's slow start
+    answered(scope, 1, 0.1, took=0.001)  # one quick answer: back to a quarter of the answers
+    assert scope.slots(0.1) == 8  # (never shrinks: in flight is in flight)
+    answered(scope, 40, 0.11)
+    assert scope.slots(0.11) == 11
+
+
+def test_the_slow_start_doubles_with_time_when_answers_take_seconds() -> None:
     scope = ScopeControl(32, began=0.0)
     assert [scope.slots(t) for t in (0.0, 0.49, 0.5, 1.0, 1.5, 2.0)] == [2, 2, 4, 8, 16, 32]
     assert scope.next_growth(2.0) is None  # at the cap: no more timers
@@ -188,7 +200,7 @@ async def test_the_scope_cools_until_the_limit_resets_not_the_rows_longer_wait(c
 async def test_the_throttle_paces_a_limited_scope(clock: FakeClock) -> None:
     throttle = Throttle(8, clock)
     for _ in range(20):
-        throttle.succeeded("m")
+        throttle.succeeded("m", 0.0)
     throttle.rate_limited("m", 0.0, None)
     starts = []
     for _ in range(5):
