@@ -21,6 +21,7 @@ turns that into a warning and "no cache", never a failed run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import sqlite3
 import time
@@ -40,9 +41,11 @@ _KEY_PREFIX = b"batchrun-cache/1\n"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
-    key TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY,    -- in order of storing: appends touch few pages
+    key BLOB NOT NULL UNIQUE,  -- 16 bytes, see cache_key; the one index on the hot path
     row_id TEXT NOT NULL,      -- the row's stable id, for `explain`: same row, other request
-    group_id TEXT NOT NULL,    -- job, prompt and vars without model and repeat, for the same
+    group_id TEXT NOT NULL,    -- job, prompt and vars without model and repeat, for `explain`
+                               -- (not indexed: each index costs every store; explain scans)
     model TEXT NOT NULL,
     repeat INTEGER NOT NULL,
     base_url TEXT NOT NULL,
@@ -51,8 +54,6 @@ CREATE TABLE IF NOT EXISTS entries (
     cost REAL,
     created_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS entries_row ON entries (row_id);
-CREATE INDEX IF NOT EXISTS entries_group ON entries (group_id);
 CREATE TABLE IF NOT EXISTS runs (
     finished_at REAL NOT NULL,
     job TEXT NOT NULL,
@@ -68,11 +69,19 @@ def normalize_base_url(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
-def cache_key(fingerprint: str, repeat: int, base_url: str) -> str:
-    """The entry key: fingerprint of the exact body, repeat index, endpoint. Never a key."""
-    digest = hashlib.sha256(_KEY_PREFIX)
-    digest.update(f"{normalize_base_url(base_url)}\n{repeat}\n{fingerprint}".encode())
-    return digest.hexdigest()
+@functools.lru_cache(maxsize=8)
+def _endpoint_prefix(base_url: str) -> bytes:
+    return _KEY_PREFIX + normalize_base_url(base_url).encode() + b"\n"
+
+
+def cache_key(fingerprint: str, repeat: int, base_url: str) -> bytes:
+    """The entry key: fingerprint of the exact body, repeat index, endpoint. Never a key.
+    128 bits of SHA-256: the body itself is compared on every read anyway."""
+    return hashlib.sha256(_endpoint_prefix(base_url) + f"{repeat}\n{fingerprint}".encode()).digest()[:16]
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,9 @@ class CachedAnswer:
     cost: float | None
     latency_ms: float | None
     generated_at: str  # when the original answer arrived (UTC ISO 8601)
+    refusal: str | None = None
+    reasoning: str | None = None
+    cost_status: str | None = None  # the original record's: reported, looked_up or estimated
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -102,6 +114,9 @@ class CachedAnswer:
                 "usage": self.usage,
                 "latency_ms": self.latency_ms,
                 "generated_at": self.generated_at,
+                "refusal": self.refusal,
+                "reasoning": self.reasoning,
+                "cost_status": self.cost_status,
             }
         )
 
@@ -115,26 +130,44 @@ class CachedAnswer:
             if not isinstance(content, str) or not content or not isinstance(usage, dict):
                 return None
             return cls(
-                data.get("generation_id"),
-                data.get("response_model"),
-                data.get("provider"),
+                _text_or_none(data.get("generation_id")),
+                _text_or_none(data.get("response_model")),
+                _text_or_none(data.get("provider")),
                 content,
-                data.get("finish_reason"),
-                data.get("native_finish_reason"),
+                _text_or_none(data.get("finish_reason")),
+                _text_or_none(data.get("native_finish_reason")),
                 usage,
                 cost,
-                data.get("latency_ms"),
+                latency if isinstance(latency := data.get("latency_ms"), (int, float)) else None,
                 str(data.get("generated_at") or ""),
+                _text_or_none(data.get("refusal")),
+                _text_or_none(data.get("reasoning")),
+                _text_or_none(data.get("cost_status")),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return None
 
 
 @dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """One answer on its way into the cache."""
+
+    key: bytes
+    row_id: str
+    group_id: str
+    model: str
+    repeat: int
+    base_url: str
+    payload: bytes
+    answer: CachedAnswer
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class CacheEntry:
     """A stored request, as `explain` compares it with the request a job would send now."""
 
-    key: str
+    key: bytes
     row_id: str
     model: str
     repeat: int
@@ -175,6 +208,10 @@ def cache_files(directory: Path) -> list[Path]:
     return [main, main.with_name(FILE_NAME + "-wal"), main.with_name(FILE_NAME + "-shm")]
 
 
+class NoCache(CacheError):
+    """The folder holds no cache file (yet): for the `cache` commands, an empty cache."""
+
+
 class ResponseCache:
     """One connection to the cache file; every method raises CacheError, nothing else."""
 
@@ -186,7 +223,7 @@ class ResponseCache:
     def open(cls, directory: Path, *, create: bool = True, busy_timeout_s: float = 2.0) -> ResponseCache:
         path = directory / FILE_NAME
         if not create and not path.exists():
-            raise CacheError(f"{path}: no cache here yet")
+            raise NoCache(f"{path}: no cache here yet")
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -212,6 +249,13 @@ class ResponseCache:
             raise
         return cache
 
+    @classmethod
+    def empty(cls) -> ResponseCache:
+        """A cache with nothing in it, in memory: what `explain` reads where none exists yet."""
+        connection = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        connection.executescript(_SCHEMA)
+        return cls(connection, Path(":memory:"))
+
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         """sqlite3 errors (corrupt file, locked past the busy timeout, disk full) as CacheError."""
@@ -225,7 +269,7 @@ class ResponseCache:
             self._db.close()
 
     # -- the run's path -------------------------------------------------------------------
-    def lookup(self, key: str, payload: bytes, fresh_after: float | None) -> CachedAnswer | None:
+    def lookup(self, key: bytes, payload: bytes, fresh_after: float | None) -> CachedAnswer | None:
         """The answer stored for exactly this body, unless older than `fresh_after`."""
         with self._errors():
             row = self._db.execute(
@@ -238,36 +282,45 @@ class ResponseCache:
             return None
         return CachedAnswer.from_row(bytes(answer), cost)
 
-    def store(
-        self,
-        key: str,
-        *,
-        row_id: str,
-        group_id: str,
-        model: str,
-        repeat: int,
-        base_url: str,
-        payload: bytes,
-        answer: CachedAnswer,
-        created_at: float,
-    ) -> None:
+    def probe(self, key: bytes, payload: bytes, fresh_after: float | None) -> tuple[bool, float | None]:
+        """(stored, its cost) without reading the answer: what planning needs, cheaply."""
         with self._errors():
-            self._db.execute(
-                "INSERT OR REPLACE INTO entries (key, row_id, group_id, model, repeat, base_url, body, answer, cost,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    key,
-                    row_id,
-                    group_id,
-                    model,
-                    repeat,
-                    normalize_base_url(base_url),
-                    payload,
-                    answer.to_json(),
-                    answer.cost,
-                    created_at,
-                ),
-            )
+            row = self._db.execute(
+                "SELECT cost FROM entries WHERE key = ? AND body = ? AND created_at >= ?",
+                (key, payload, -1.0 if fresh_after is None else fresh_after),
+            ).fetchone()
+        return (False, None) if row is None else (True, row[0])
+
+    def store_many(self, entries: list[StoredEntry]) -> None:
+        """One transaction for a batch: a commit per answer would cost more than the answer's
+        own bookkeeping. Atomic: after a crash, all of a batch is there or none of it."""
+        with self._errors():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO entries (key, row_id, group_id, model, repeat, base_url, body,"
+                    " answer, cost, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            e.key,
+                            e.row_id,
+                            e.group_id,
+                            e.model,
+                            e.repeat,
+                            normalize_base_url(e.base_url),
+                            e.payload,
+                            e.answer.to_json(),
+                            e.answer.cost,
+                            e.created_at,
+                        )
+                        for e in entries
+                    ],
+                )
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):  # the error that got here is the one to report
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def record_run(self, stats: RunStats) -> None:
         with self._errors():
@@ -277,22 +330,26 @@ class ResponseCache:
             )
 
     # -- explain --------------------------------------------------------------------------
-    def entries_for(self, *, row_id: str | None = None, group_id: str | None = None) -> Iterator[CacheEntry]:
-        """Stored requests of one row (by its stable id) or of one group (any model, any repeat)."""
-        column, value = ("row_id", row_id) if row_id is not None else ("group_id", group_id)
+    def entries_of_groups(self, groups: set[str]) -> dict[str, list[CacheEntry]]:
+        """Stored requests of these prompt rows (any model, any repeat), newest first, in one
+        pass over the file: explain is rare, and an index would cost every store."""
+        found: dict[str, list[CacheEntry]] = {}
         with self._errors():
             rows = self._db.execute(
-                "SELECT key, row_id, model, repeat, base_url, body, cost, created_at FROM entries"
-                f" WHERE {column} = ? ORDER BY created_at DESC LIMIT 200",  # column: one of two fixed names
-                (value,),
-            ).fetchall()
-        for key, row, model, repeat, base_url, body, cost, created_at in rows:
-            try:
-                decoded = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(decoded, dict):
-                yield CacheEntry(key, row, model, repeat, base_url, decoded, cost, created_at)
+                "SELECT group_id, key, row_id, model, repeat, base_url, body, cost, created_at FROM entries"
+                " ORDER BY id DESC"
+            )
+            for group, key, row, model, repeat, base_url, body, cost, created_at in rows:
+                if group not in groups:
+                    continue
+                try:
+                    decoded = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(decoded, dict):
+                    entry = CacheEntry(bytes(key), row, model, repeat, base_url, decoded, cost, created_at)
+                    found.setdefault(group, []).append(entry)
+        return found
 
     # -- maintenance ----------------------------------------------------------------------
     def stats(self, last_runs: int = 10) -> CacheStats:

@@ -1,10 +1,17 @@
-"""The library side of `batchrun cache stats | prune | clear`: durations and the stats text."""
+"""The library side of `batchrun cache explain | stats | prune | clear`: each returns its text."""
 
 from __future__ import annotations
 
 import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
-from ._cache import CacheStats, utc_seconds
+from ._cache import CacheStats, NoCache, ResponseCache, remove_cache, utc_seconds
+from ._cache_explain import explain, render_explanations
+from ._cache_session import CacheSettings, default_cache_dir
+from ._exceptions import CacheError, ConfigError
+from ._job import load_job
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
@@ -46,3 +53,65 @@ def render_stats(stats: CacheStats) -> str:
     else:
         lines.append("no run has used this cache yet")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class CacheCommand:
+    action: str  # explain, stats, prune, clear
+    folder: Path | None = None
+    job: Path | None = None
+    row: str | None = None
+    prompt: str | None = None
+    model: str | None = None
+    base_url: str | None = None  # explain: the endpoint as the run names it, if not the job's
+    older_than: str | None = None
+
+
+def run_cache_command(command: CacheCommand) -> str:
+    """Raises CacheError (no cache there, corrupt, locked) or ConfigError (bad input)."""
+    settings = None
+    if command.action == "explain":
+        assert command.job is not None  # the parser requires it
+        job = load_job(command.job)
+        settings = CacheSettings.from_run(job.run.cache or True)
+    folder = command.folder or (settings.directory if settings else None) or default_cache_dir()
+    try:
+        store = ResponseCache.open(folder, create=False)
+    except NoCache:
+        if command.action != "explain":
+            return f"no cache in {folder}: nothing stored there yet"
+        store = ResponseCache.empty()  # every row: never run
+    except CacheError as exc:
+        if command.action != "clear" or command.model is not None:
+            raise
+        # A corrupt cache cannot be emptied from inside: clearing it removes its files.
+        return f"removed {len(remove_cache(folder))} cache file(s) in {folder} ({exc})"
+    try:
+        if command.action == "explain":
+            ttl = settings.ttl_s if settings else None
+            text, count = render_explanations(
+                explain(
+                    job,
+                    store,
+                    command.base_url or job.endpoint.base_url,
+                    row=command.row,
+                    prompt=command.prompt,
+                    model=command.model,
+                    fresh_after=None if ttl is None else time.time() - ttl,
+                )
+            )
+            if count == 0:
+                raise ConfigError(f"{command.job}: no row matches the selection")
+            return text
+        if command.action == "stats":
+            return render_stats(store.stats())
+        if command.action == "prune":
+            try:
+                older_than = parse_duration(command.older_than or "")
+            except ValueError as exc:
+                raise ConfigError(f"--older-than: {exc}") from None
+            return f"pruned {store.prune(older_than)} entr(y/ies) stored over {command.older_than} ago"
+        which = "" if command.model is None else f" of {command.model}"
+        return f"cleared {store.clear(command.model)} entr(y/ies){which} from {store.path}"
+    finally:
+        store.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,28 +118,34 @@ def explain(
     prompt: str | None = None,
     model: str | None = None,
     fresh_after: float | None = None,
-) -> Iterator[Explanation]:
+) -> list[Explanation]:
+    found: list[Explanation] = []
+    groups: dict[str, str] = {}  # row id -> its prompt row's group, for the misses
     for request in plan_requests(job):
         if not _selected(request, row, prompt, model):
             continue
         key = cache_key(request.fingerprint, request.repeat, base_url)
         answer = store.lookup(key, request.payload, fresh_after)
         if answer is not None:
-            yield Explanation(request, "hit", answer.generated_at, answer.cost)
+            found.append(Explanation(request, "hit", answer.generated_at, answer.cost))
             continue
         stale = store.lookup(key, request.payload, None) if fresh_after is not None else None
         if stale is not None:
-            yield Explanation(request, "expired", stale.generated_at, stale.cost)
+            found.append(Explanation(request, "expired", stale.generated_at, stale.cost))
             continue
-        candidates = list(store.entries_for(row_id=request.id)) or list(
-            store.entries_for(group_id=row_group_id(job.name, request.prompt_id, request.vars))
-        )
-        if not candidates:
-            yield Explanation(request, "miss")
+        groups[request.id] = row_group_id(job.name, request.prompt_id, request.vars)
+        found.append(Explanation(request, "miss"))
+    stored = store.entries_of_groups(set(groups.values())) if groups else {}
+    for item in found:
+        if item.status != "miss":
             continue
-        scored = [(differences(entry, request, base_url), entry) for entry in candidates]
-        found, nearest = min(scored, key=lambda item: (len(item[0]), -item[1].created_at))
-        yield Explanation(request, "miss", nearest=nearest, differences=found)
+        candidates = stored.get(groups[item.request.id], [])
+        # The same row first (the same model and repeat index); else the prompt row's others.
+        candidates = [e for e in candidates if e.row_id == item.request.id] or candidates
+        if candidates:
+            scored = [(differences(entry, item.request, base_url), entry) for entry in candidates]
+            item.differences, item.nearest = min(scored, key=lambda pair: (len(pair[0]), -pair[1].created_at))
+    return found
 
 
 # -- rendering ----------------------------------------------------------------------------
@@ -184,7 +189,7 @@ def _row_label(request: Request) -> str:
     return f"{request.id[:12]}  {request.model}  {request.prompt_id}  {variables}  repeat {request.repeat}"
 
 
-def render_explanations(explanations: Iterator[Explanation]) -> tuple[str, int]:
+def render_explanations(explanations: list[Explanation]) -> tuple[str, int]:
     """The text of `cache explain`, and how many rows it covered."""
     lines: list[str] = []
     counts = {"hit": 0, "expired": 0, "miss": 0, "never": 0}

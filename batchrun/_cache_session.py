@@ -17,13 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._cache import CachedAnswer, ResponseCache, RunStats, cache_key
+from ._cache import CachedAnswer, ResponseCache, RunStats, StoredEntry, cache_key
+from ._charges import RowCharges
+from ._checks import Answer, grade, without_latency_checks
 from ._client import ChatResult
 from ._clock import Clock
 from ._exceptions import CacheError
+from ._judging import RowGrading
 from ._matrix import Request, row_group_id
 
 APP_NAME = "batchrun"
+# Answers are written in batches (one transaction each): at most this many, or this old.
+# A kill -9 loses the batch in memory, never the file: those rows are simply asked again.
+FLUSH_EVERY = 256
+FLUSH_AFTER_S = 0.5
 
 
 def default_cache_dir() -> Path:
@@ -54,9 +61,80 @@ class CacheSettings:
         )
 
 
+def hit_fields(answer: CachedAnswer) -> dict[str, Any]:
+    """The fields of a hit's record, in the order of a fresh ok record's: nothing was sent,
+    so nothing was spent (cost 0, no cost status); what the answer first cost is
+    `cost_saved` (with its `cost_saved_status`)."""
+    return {
+        "response_model": answer.response_model,
+        "provider": answer.provider,
+        "generation_id": answer.generation_id,
+        "content": answer.content,
+        "tool_calls": None,  # answers with tool calls are not stored (`storable`)
+        "refusal": answer.refusal,
+        "reasoning": answer.reasoning,
+        "finish_reason": answer.finish_reason,
+        "native_finish_reason": answer.native_finish_reason,
+        "usage": answer.usage,
+        "cost_unknown": False,
+        "latency_ms": answer.latency_ms,
+        "ttft_ms": None,
+        "elapsed_ms": 0.0,
+        "attempts": 0,
+        "attempt_errors": [],
+        "error": None,
+        "cost": 0.0,
+        "cost_status": None,
+        "is_byok": None,
+        "upstream_inference_cost": None,
+        "abandoned_attempts": None,
+        "cached": True,
+        "cost_saved": answer.cost,
+        "cost_saved_status": answer.cost_status,
+        "generated_at": answer.generated_at,
+    }
+
+
+def grade_hit(checks: list[dict[str, Any]], answer: CachedAnswer) -> dict[str, Any]:
+    """The checks run on a hit as on the original answer, with its latency and cost. An
+    answer first collected in batch mode has no latency: its latency checks are left out,
+    as they were then."""
+    if answer.latency_ms is None:
+        checks = without_latency_checks(checks)
+    if not checks:
+        return {}
+    tokens = answer.usage.get("completion_tokens")
+    return grade(
+        checks,
+        Answer(
+            answer.content,
+            answer.latency_ms,
+            answer.cost,
+            tokens if isinstance(tokens, int) else None,
+            answer.finish_reason,
+        ),
+    )
+
+
+def hit_grading(request: Request, record: dict[str, Any], answer: CachedAnswer) -> RowGrading:
+    """A hit's judge checks, to be graded (_judging): the other checks as in `grade_hit`."""
+    checks = without_latency_checks(request.checks) if answer.latency_ms is None else request.checks
+    tokens = answer.usage.get("completion_tokens")
+    graded = Answer(
+        answer.content,
+        answer.latency_ms,
+        answer.cost,
+        tokens if isinstance(tokens, int) else None,
+        answer.finish_reason,
+    )
+    return RowGrading(request, record, graded, checks=checks)
+
+
 def storable(result: ChatResult, store_length: bool) -> bool:
-    """Whether an ok answer may be kept: it has text, and was not cut short unless allowed."""
-    if not result.content.strip():
+    """Whether an ok answer may be kept: it has text, and was not cut short unless allowed.
+    An answer with tool calls is not kept: a stored answer has no place for them, and a
+    hit without them would fail a `tool_call` check the fresh answer passed."""
+    if not result.content.strip() or result.tool_calls:
         return False
     return store_length or result.finish_reason != "length"
 
@@ -82,6 +160,12 @@ class CacheSession:
         self.misses = 0
         self.stored = 0
         self.saved_usd = 0.0
+        self._pending: list[StoredEntry] = []
+        self._last_flush = clock.monotonic()
+        # Keys planning found stored, once it has looked at every row (`planned`): the run
+        # then asks the file only about those, and a miss costs no query at all.
+        self._expected: set[bytes] | None = None
+        self._planning: set[bytes] = set()
 
     @classmethod
     def open(
@@ -116,29 +200,60 @@ class CacheSession:
         ttl = self.settings.ttl_s
         return None if ttl is None else self.clock.time() - ttl
 
-    def peek(self, request: Request) -> CachedAnswer | None:
-        """The stored answer for this request, without counting it (for plan and pre-flight)."""
+    def peek(self, request: Request) -> float | None:
+        """The original cost (0 when unknown) if this request is stored, else None; nothing
+        is counted. Planning calls it for every row it will run, then `planned()`."""
         if self._store is None:
             return None
+        key = cache_key(request.fingerprint, request.repeat, self.base_url)
         try:
-            return self._store.lookup(
-                cache_key(request.fingerprint, request.repeat, self.base_url), request.payload, self._fresh_after()
-            )
+            found, cost = self._store.probe(key, request.payload, self._fresh_after())
         except CacheError as exc:
             self._off(exc)
             return None
+        if not found:
+            return None
+        self._planning.add(key)
+        return float(cost or 0.0)
+
+    def planned(self) -> None:
+        """Every row to run has been peeked at: from now on, only those found are looked up."""
+        self._expected, self._planning = self._planning, set()
 
     def lookup(self, request: Request) -> CachedAnswer | None:
-        answer = self.peek(request)
-        if answer is not None:
+        """The stored answer, counted as a hit, or None, counted as a miss."""
+        if self._store is None:
+            return None
+        key = cache_key(request.fingerprint, request.repeat, self.base_url)
+        answer = None
+        if self._expected is None or key in self._expected:
+            try:
+                answer = self._store.lookup(key, request.payload, self._fresh_after())
+            except CacheError as exc:
+                self._off(exc)
+                return None
+        if answer is None:
+            self.misses += 1
+        else:
             self.hits += 1
             self.saved_usd += answer.cost or 0.0
-        elif self._store is not None:
-            self.misses += 1
         return answer
 
-    def store(self, request: Request, result: ChatResult, latency_ms: float | None, generated_at: str) -> None:
+    def store(
+        self,
+        request: Request,
+        result: ChatResult,
+        latency_ms: float | None,
+        generated_at: str,
+        *,
+        cost: float | None,
+        cost_status: str | None,
+    ) -> None:
+        """Queue an ok answer with what it cost. An answer whose cost is unknown is not kept:
+        a hit must say what it saved, and an unknown cost must never pass for free."""
         if self._store is None or not storable(result, self.settings.store_length):
+            return
+        if cost is None or cost_status == "unknown":
             return
         answer = CachedAnswer(
             result.generation_id,
@@ -148,29 +263,53 @@ class CacheSession:
             result.finish_reason,
             result.native_finish_reason,
             result.usage,
-            result.cost,
+            cost,
             latency_ms,
             generated_at,
+            result.refusal,
+            result.reasoning,
+            cost_status,
         )
-        try:
-            self._store.store(
+        self._pending.append(
+            StoredEntry(
                 cache_key(request.fingerprint, request.repeat, self.base_url),
-                row_id=request.id,
-                group_id=row_group_id(self.job_name, request.prompt_id, request.vars),
-                model=request.model,
-                repeat=request.repeat,
-                base_url=self.base_url,
-                payload=request.payload,
-                answer=answer,
-                created_at=self.clock.time(),
+                request.id,
+                row_group_id(self.job_name, request.prompt_id, request.vars),
+                request.model,
+                request.repeat,
+                self.base_url,
+                request.payload,
+                answer,
+                self.clock.time(),
             )
+        )
+        if len(self._pending) >= FLUSH_EVERY or self.clock.monotonic() - self._last_flush >= FLUSH_AFTER_S:
+            self.flush()
+
+    def store_row(
+        self, request: Request, result: ChatResult, latency_ms: float | None, finished_at: str, charges: RowCharges
+    ) -> None:
+        """`store` with the answering attempt's own cost: what a hit saves is that answer,
+        not the retries it took to get it."""
+        answered = next((part for part in charges.parts if not part.abandoned), None)
+        cost, status = (answered.cost, answered.status) if answered is not None else (None, None)
+        self.store(request, result, latency_ms, finished_at, cost=cost, cost_status=status)
+
+    def flush(self) -> None:
+        if self._store is None or not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        self._last_flush = self.clock.monotonic()
+        try:
+            self._store.store_many(batch)
         except CacheError as exc:
             self._off(exc)
             return
-        self.stored += 1
+        self.stored += len(batch)
 
     def close(self) -> None:
-        """Note this run's figures for `cache stats`, then let go of the file."""
+        """Store what is pending, note this run's figures for `cache stats`, let go of the file."""
+        self.flush()
         if self._store is None:
             return
         try:

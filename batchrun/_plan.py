@@ -4,19 +4,40 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._costs import CostModel
 from ._job import Job
-from ._matrix import count_requests
+from ._matrix import count_requests, plan_requests
 
 if TYPE_CHECKING:  # _models imports the HTTP client, which `plan` without a key never needs
     from ._models import Resolution
 
 
-def render_plan_offline(job: Job) -> str:
+def _cache_hits(job: Job, endpoint: str | None, warn: Callable[[str], None]) -> tuple[dict[str, int], float] | None:
+    """Rows per model the cache would answer, and what they first cost; None without a cache."""
+    from ._run import RunOptions, open_cache
+
+    cache = open_cache(job, RunOptions(api_key=None, base_url=endpoint), warn)
+    if cache is None:
+        return None
+    hits: dict[str, int] = {}
+    saved = 0.0
+    try:
+        for request in plan_requests(job):
+            cost = cache.peek(request)
+            if cost is not None:
+                hits[request.model] = hits.get(request.model, 0) + 1
+                saved += cost
+    finally:
+        cache.close()
+    return hits, saved
+
+
+def render_plan_offline(job: Job, endpoint: str | None = None, warn: Callable[[str], None] = lambda _: None) -> str:
     counts = count_requests(job)
     # Every model runs every prompt row, so the total is models x (rows of all prompts) x repeat.
     rows = sum(counts[(job.models[0].id, p.id)] for p in job.prompts) // job.repeat
@@ -29,6 +50,12 @@ def render_plan_offline(job: Job) -> str:
         per_prompt = ", ".join(f"{p.id} {counts[(model.id, p.id)]}" for p in job.prompts)
         lines.append(
             f"  {model.id.ljust(width)}  {sum(counts[(model.id, p.id)] for p in job.prompts):>7}  ({per_prompt})"
+        )
+    cached = _cache_hits(job, endpoint, warn)
+    if cached is not None:
+        lines.append(
+            f"cache: {sum(cached[0].values())} of {sum(counts.values())} request(s) would be answered from it "
+            f"(${cached[1]:.6f} saved)"
         )
     lines.append("no key and no --simulate: costs not priced (set the key, or add --simulate)")
     routing = job_routing_warning(job)
@@ -47,10 +74,14 @@ class PricedPlan:
     previous_avg: dict[str, float] = field(default_factory=dict)
     previous_file: str | None = None
     key: dict[str, Any] | None = None
+    cached: dict[str, int] | None = None  # rows the cache answers, per model; None without a cache
+    saved_usd: float = 0.0
     batch_worst: dict[str, float] = field(default_factory=dict)  # at Batch API prices
     warnings: list[str] = field(default_factory=list)  # model resolution and routing
     basis: dict[str, str] = field(default_factory=dict)  # model -> the prices its worst case used
     balance: float | None = None  # the account's balance (/credits), with a management key
+    judge_requests: dict[str, int] = field(default_factory=dict)  # grader requests, by grader
+    judge_worst: dict[str, float] = field(default_factory=dict)
 
 
 def job_routing_warning(job: Job) -> str | None:
@@ -117,9 +148,11 @@ async def price_plan(
     api_key: str | None,
     previous: bool = True,
     management_key: str | None = None,
+    cache_endpoint: str | None = None,
+    warn: Callable[[str], None] = lambda _: None,
 ) -> PricedPlan:
     from ._account import read_balance, read_endpoints
-    from ._run import RunOptions, estimate, make_client, read_account, wanted_models
+    from ._run import RunOptions, estimate, make_client, open_cache, read_account, wanted_models
 
     options = RunOptions(api_key=api_key, base_url=base_url)
     client = make_client(job, options, job.run)
@@ -131,7 +164,12 @@ async def price_plan(
     finally:
         await client.aclose()
     costs = CostModel(models, job.run.cost_margin, endpoints)
-    result = estimate(job, costs, None, None, False)
+    cache = open_cache(job, RunOptions(api_key=None, base_url=base_url, cache_endpoint=cache_endpoint), warn)
+    try:
+        result = estimate(job, costs, None, None, False, cache)
+    finally:
+        if cache is not None:
+            cache.close()
     previous_file, averages = previous_average(job, client.base_url) if previous else (None, {})
     return PricedPlan(
         job,
@@ -142,9 +180,13 @@ async def price_plan(
         averages,
         previous_file,
         key,
+        None if cache is None else result.cached,
+        result.saved_usd,
         result.batch_worst_usd,
         [w for r in resolved for w in resolution_warnings(r)]
         + [f"warning: {w}" for w in [job_routing_warning(job)] if w],
+        judge_requests=result.judge_requests,
+        judge_worst=result.judge_worst_usd,
         basis=result.basis,
         balance=balance,
     )
@@ -152,28 +194,47 @@ async def price_plan(
 
 def render_plan(plan: PricedPlan) -> str:
     job = plan.job
-    header = f"{'model':<44} {'rows':>7} {'worst case $':>14} {'batch worst $':>14} {'prev. avg $':>12}"
+    cached = plan.cached or {}
+    cache_column = f" {'cached':>7}" if plan.cached is not None else ""
+    header = f"{'model':<44} {'rows':>7}{cache_column} {'worst case $':>14} {'batch worst $':>14} {'prev. avg $':>12}"
     batch_mode = job.run.mode == "batch"
     lines = [f"job {job.name}: {sum(plan.rows.values())} request(s), {job.run.mode} mode", header]
+    to_send = {m: n - cached.get(m, 0) for m, n in plan.rows.items()}
     for model in [m.id for m in job.models]:
         unknown = model in plan.unknown_price
         worst = "unknown" if unknown else f"{plan.worst.get(model, 0.0):.6f}"
         batch = "unknown" if unknown else f"{plan.batch_worst.get(model, 0.0):.6f}"
         rows = plan.rows.get(model, 0)
-        previous = f"{plan.previous_avg[model] * rows:.6f}" if model in plan.previous_avg else "-"
-        lines.append(f"{model:<44} {rows:>7} {worst:>14} {batch:>14} {previous:>12}")
+        hits = f" {cached.get(model, 0):>7}" if plan.cached is not None else ""
+        previous = f"{plan.previous_avg[model] * to_send.get(model, 0):.6f}" if model in plan.previous_avg else "-"
+        lines.append(f"{model:<44} {rows:>7}{hits} {worst:>14} {batch:>14} {previous:>12}")
         if model in plan.basis:
             lines.append(f"  price basis: {plan.basis[model]}")
-    sync_total, batch_total = sum(plan.worst.values()), sum(plan.batch_worst.values())
+    # Grader requests are sent one by one in either mode: the same figure in both columns.
+    for model, count in sorted(plan.judge_requests.items()):
+        worst = "unknown" if model in plan.unknown_price else f"{plan.judge_worst.get(model, 0.0):.6f}"
+        no_hits = f" {'-':>7}" if plan.cached is not None else ""  # grader requests are counted apart
+        lines.append(f"{'judging: ' + model:<44} {count:>7}{no_hits} {worst:>14} {worst:>14}")
+        if model in plan.basis and model not in plan.rows:
+            lines.append(f"  price basis: {plan.basis[model]}")
+    judging = sum(plan.judge_worst.values())
+    sync_total, batch_total = sum(plan.worst.values()) + judging, sum(plan.batch_worst.values()) + judging
     total = batch_total if batch_mode else sync_total
+    hits_total = f" {sum(cached.values()):>7}" if plan.cached is not None else ""
     lines.append(
-        f"{'TOTAL':<44} {sum(plan.rows.values()):>7} {sync_total:>14.6f} {batch_total:>14.6f}"
-        + (f" {sum(plan.previous_avg.get(m, 0) * n for m, n in plan.rows.items()):>12.6f}" if plan.previous_avg else "")
+        f"{'TOTAL':<44} {sum(plan.rows.values()) + sum(plan.judge_requests.values()):>7}{hits_total} "
+        f"{sync_total:>14.6f} {batch_total:>14.6f}"
+        + (f" {sum(plan.previous_avg.get(m, 0) * n for m, n in to_send.items()):>12.6f}" if plan.previous_avg else "")
     )
     lines.append(
         "batch worst: the Batch API's 50% of per-token prices, request prices in full (batch-quickstart.mdx); "
         f"the checks below use the {job.run.mode} figure"
     )
+    if plan.cached is not None:
+        lines.append(
+            f"cache: {sum(cached.values())} row(s) answered from it for free (${plan.saved_usd:.6f} saved); "
+            f"the other {sum(to_send.values())} would cost at most ${total:.6f}"
+        )
     if plan.previous_file:
         lines.append(f"previous run: {plan.previous_file}")
     budget = job.run.budget_usd

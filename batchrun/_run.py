@@ -18,12 +18,16 @@ from ._account import read_balance, read_endpoints, reconcile_run
 from ._batch_api import BatchClient
 from ._batch_run import BATCH_TOKEN_FACTOR, BatchExecutor, held_open
 from ._batch_state import BatchState
+from ._cache_session import CacheSession, CacheSettings
+from ._checks import is_judge
 from ._client import ModelInfo, OpenRouterClient
 from ._clock import Clock, SystemClock
 from ._costs import CostModel
 from ._exceptions import ConfigError, OutputFailed, ResultsError
 from ._isolated import IsolatedKey
+from ._items import ItemGate
 from ._job import Job, RunSettings
+from ._judging import judge_requests_for
 from ._ledger import CreditLedger
 from ._lock import OutputLock
 from ._matrix import Request, Shard, count_requests, plan_requests
@@ -59,6 +63,9 @@ class RunOptions:
     transport: httpx.AsyncBaseTransport | None = None
     clock: Clock = field(default_factory=SystemClock)
     test_broken_ledger: bool = False  # test seam: reserve nothing (shows the server-side limit holds)
+    # The endpoint as cache keys name it, when not the base URL: --simulate starts its
+    # simulator on a new port each run, and names it "simulator" so its runs share entries.
+    cache_endpoint: str | None = None
     test_kill_after_submit: int | None = None  # test seam: SIGKILL after the Nth batch is accepted
 
 
@@ -145,7 +152,11 @@ class Estimate:
     unknown_price: set[str] = field(default_factory=set)
     no_max_tokens: set[str] = field(default_factory=set)
     kept: int = 0
+    judge_requests: dict[str, int] = field(default_factory=dict)  # by grader model
+    judge_worst_usd: dict[str, float] = field(default_factory=dict)
     basis: dict[str, str] = field(default_factory=dict)  # model -> price basis of its first request
+    cached: dict[str, int] = field(default_factory=dict)  # rows the cache will answer (in `rows` too)
+    saved_usd: float = 0.0  # what those rows cost when they were first answered
 
     @property
     def total_rows(self) -> int:
@@ -153,19 +164,46 @@ class Estimate:
 
     @property
     def total_worst(self) -> float:
-        return sum(self.worst_usd.values())
+        """Answers and their grading: judge requests are spent from the same budget."""
+        return sum(self.worst_usd.values()) + sum(self.judge_worst_usd.values())
+
+    def add_judging(self, requests: list[Request], costs: CostModel) -> None:
+        for grader in requests:
+            self.judge_requests[grader.model] = self.judge_requests.get(grader.model, 0) + 1
+            if grader.model not in self.basis:
+                self.basis[grader.model] = costs.describe(grader)
+            worst = costs.worst_case(grader)
+            if worst is None:
+                self.unknown_price.add(grader.model)
+            else:
+                self.judge_worst_usd[grader.model] = self.judge_worst_usd.get(grader.model, 0.0) + worst
 
 
 def estimate(
-    job: Job, costs: CostModel, shard: Shard | None, states: ScanResult | None, retry_errors: bool
+    job: Job,
+    costs: CostModel,
+    shard: Shard | None,
+    states: ScanResult | None,
+    retry_errors: bool,
+    cache: CacheSession | None = None,
 ) -> Estimate:
-    """One pass over the matrix: rows to send per model, worst-case cost, rows kept by resume."""
+    """One pass over the matrix: rows to run per model, worst-case cost of those the cache
+    will not answer, rows kept by resume."""
     result = Estimate()
     for request in plan_requests(job, shard):
         if states is not None and keep_row(states.get(request.id), request, retry_errors):
             result.kept += 1
             continue
         result.rows[request.model] = result.rows.get(request.model, 0) + 1
+        if any(is_judge(c) for c in request.checks):
+            # Graded even when the cache answers. The answer is at most its completion cap long.
+            answer_tokens = costs.completion_cap(request) or 16384
+            result.add_judging(judge_requests_for(request, job.judge, answer_tokens), costs)
+        saved = cache.peek(request) if cache is not None else None
+        if saved is not None:  # answered for free: no worst case to reserve
+            result.cached[request.model] = result.cached.get(request.model, 0) + 1
+            result.saved_usd += saved
+            continue
         if not (request.body.get("max_completion_tokens") or request.body.get("max_tokens")):
             result.no_max_tokens.add(request.model)
         if request.model not in result.basis:
@@ -177,6 +215,8 @@ def estimate(
             result.worst_usd[request.model] = result.worst_usd.get(request.model, 0.0) + worst
             batch = costs.worst_case(request, BATCH_TOKEN_FACTOR) or 0.0
             result.batch_worst_usd[request.model] = result.batch_worst_usd.get(request.model, 0.0) + batch
+    if cache is not None:
+        cache.planned()
     return result
 
 
@@ -186,9 +226,30 @@ def wanted_models(job: Job) -> set[str]:
     for spec in job.models:
         wanted.update(spec.params.get("models", []))
     wanted.update(job.params.get("models", []))
+    wanted.update(job.judge.models)
+    wanted.update(named_graders(job))
     for prompt in job.prompts:
         wanted.update(prompt.params.get("models", []))
     return wanted
+
+
+def named_graders(job: Job) -> set[str]:
+    """Graders named by checks: the prompts' and, when any row carries checks, the rows'
+    (one pass over a dataset, like counting it), so a grader no endpoint offers is refused
+    before anything is sent, not found out row by row."""
+    named: set[str] = set()
+
+    def add(checks: Any) -> None:
+        for check in checks if isinstance(checks, list) else []:
+            grader = check.get("grader") if isinstance(check, dict) else None
+            ids = [grader] if isinstance(grader, str) else grader if isinstance(grader, list) else []
+            named.update(g for g in ids if isinstance(g, str) and "{{" not in g)
+
+    for prompt in job.prompts:
+        add(prompt.checks)
+        for row in prompt.rows:
+            add(row.get("checks"))
+    return named
 
 
 async def check_models(job: Job, models: dict[str, ModelInfo], lookup: Lookup | None) -> Resolution:
@@ -198,6 +259,15 @@ async def check_models(job: Job, models: dict[str, ModelInfo], lookup: Lookup | 
         reasons = "; ".join(f"{model}: {why}" for model, why in sorted(resolution.missing.items()))
         raise ConfigError(f"{job.path}: model(s) not offered by the endpoint: {reasons}")
     return resolution
+
+
+def open_cache(job: Job, options: RunOptions, notice: Notice) -> CacheSession | None:
+    """The run's cache session when `run.cache` (or --cache) asks for one; never raises."""
+    settings = CacheSettings.from_run(job.run.cache)
+    if settings is None:
+        return None
+    endpoint = options.cache_endpoint or options.base_url or job.endpoint.base_url
+    return CacheSession.open(settings, job_name=job.name, base_url=endpoint, clock=options.clock, warn=notice)
 
 
 def make_client(job: Job, options: RunOptions, settings: RunSettings) -> OpenRouterClient:
@@ -337,6 +407,7 @@ async def _preflight(
     job_budget: float | None,
     notice: Notice,
     time_left: Callable[[], float | None],
+    cache: CacheSession | None,
 ) -> _Preflight:
     """Prices and credit before anything is spent; the effective budget; the plan's worst case."""
     settings = job.run
@@ -346,7 +417,7 @@ async def _preflight(
         notice(missing)
     endpoints = await read_endpoints(client, models, wanted_models(job))
     costs = CostModel(models, settings.cost_margin, endpoints)
-    plan = estimate(job, costs, options.shard, states, options.retry_errors)
+    plan = estimate(job, costs, options.shard, states, options.retry_errors, cache)
     budget = job_budget
     limit_from_key = False
     balance = await read_balance(client, options.management_key)
@@ -415,6 +486,7 @@ async def _locked_run(
     prior_spend = states.spent_usd if states is not None else 0.0
     client = make_client(job, options, settings)
     isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
+    cache = open_cache(job, options, notice)
     try:
         job_budget = settings.budget_usd
         if job_budget is not None:
@@ -422,20 +494,21 @@ async def _locked_run(
             job_budget = max(0.0, job_budget - prior_spend)
         if isolated is not None:
             await isolated.create(job_budget)
-        pre = await _preflight(client, job, options, states, job_budget, notice, time_left)
+        pre = await _preflight(client, job, options, states, job_budget, notice, time_left, cache)
         budget = pre.budget
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
         plan, models = pre.plan, pre.models
-        summary = SummaryBuilder()
+        summary = SummaryBuilder(ItemGate.from_threshold(settings.pass_threshold))
 
         def record_done(record: dict[str, Any]) -> None:
             summary.add(record)
             if on_record is not None:
                 on_record(record)
 
+        writer = ResultsWriter(output)
         runner = Runner(
             client,
-            ResultsWriter(output),
+            writer,
             _run_config(job, settings, options.clock.monotonic() - started),
             options.clock,
             job_name=job.name,
@@ -444,6 +517,8 @@ async def _locked_run(
             ledger=ledger,
             limit_from_key=pre.limit_from_key,
             on_record=record_done,
+            judge=job.judge,
+            cache=cache,
         )
         control.runner = runner
         if control.pending:
@@ -462,7 +537,7 @@ async def _locked_run(
                         requests = (r for r in requests if not keep_row(states.get(r.id), r, options.retry_errors))
                     outcome = await runner.run(requests)
             finally:
-                runner.writer.close()
+                writer.close()
         except OutputFailed as failure:
             # The results file cannot be written: a stop of its own (exit code IO).
             outcome = RunOutcome(STOP_IO, str(failure), runner.ledger.committed)
@@ -472,7 +547,9 @@ async def _locked_run(
         if isolated is not None:
             await isolated.finish(notice)
         if states:
-            summary = SummaryBuilder().add_all(final_records(output, lambda message: notice(f"warning: {message}")))
+            summary = SummaryBuilder(summary.gate).add_all(
+                final_records(output, lambda message: notice(f"warning: {message}"))
+            )
         data = summary.result(
             output=str(output),
             stop=outcome.stop,
@@ -506,3 +583,5 @@ async def _locked_run(
         if isolated is not None and isolated.removed is None:
             await isolated.finish(notice)  # a failure before the end: still remove the key
         await client.aclose()
+        if cache is not None:
+            cache.close()

@@ -12,7 +12,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, cast
@@ -22,6 +22,7 @@ from ._console import Console, append_step_summary
 from ._exceptions import (
     AuthFailed,
     BatchrunError,
+    CacheError,
     ConfigError,
     JobError,
     LockHeld,
@@ -33,7 +34,7 @@ from ._files import describe_os_error
 from ._signals import RunSignals, release_early
 from ._verdict import EXIT_CODE_TABLE, ExitCode
 
-COMMANDS = ("validate", "plan", "simulate", "report", "diff", "merge", "run", "batches", "history")
+COMMANDS = ("validate", "plan", "simulate", "report", "diff", "merge", "cache", "run", "batches", "history")
 
 EPILOG = f"""commands:
   batchrun JOB.yaml [options]        run a job (same as `batchrun run JOB.yaml`)
@@ -44,11 +45,17 @@ EPILOG = f"""commands:
   batchrun history [DIR | RUN...]    trends across runs of a job (--html OUT.html, --markdown)
   batchrun diff A.jsonl B.jsonl      what changed between two runs
   batchrun merge OUT.jsonl SHARD...  combine shard files of one job
+  batchrun cache explain JOB.yaml    hit or miss per row, and for a miss what changed
+  batchrun cache stats|prune|clear   the response cache's size, hit rates, upkeep
   batchrun batches list|cancel|adopt|release RESULTS.jsonl   a batch-mode run's batches
 
 exit codes:
 {EXIT_CODE_TABLE}
 """
+
+
+# How cache keys name the built-in simulator, whose port changes from run to run.
+SIMULATOR_ENDPOINT = "simulator"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +72,18 @@ def _add_sim_options(parser: argparse.ArgumentParser) -> None:
         help="simulator setting, repeatable: latency_ms=50, fault.503=0.1, fault.reset=0.05, "
         "rate_limit_rps=100, free_daily_cap=5, key_limit=0.01, cost_noise=0.1, seed=7 ...",
     )
+
+
+def _add_cache_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="answer unchanged requests from the response cache (default folder: run.cache.dir, "
+        "else the user cache folder); put it after JOB.yaml, or write --cache=DIR",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="ignore run.cache for this run")
 
 
 def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
@@ -162,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="streaming mode: a timeout, stop or deadline cancels generation and billing (run.stream)",
     )
     run.add_argument("--quiet", "-q", action="store_true", help="print nothing unless something fails")
+    _add_cache_options(run)
     _add_mode_option(run)
 
     validate = commands.add_parser("validate", help="check job files without any network")
@@ -172,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("job", type=Path)
     _add_mode_option(plan)
     _add_endpoint_options(plan)
+    _add_cache_options(plan)
 
     simulate = commands.add_parser("simulate", help="serve the OpenRouter simulator until stopped")
     simulate.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -189,12 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JOB.yaml",
         help="the CI gate: compare the rows with this job's whole matrix (missing or skipped rows: "
         f"exit {ExitCode.INCOMPLETE.value}; rows of another job: exit 2), re-grade the stored answers with its "
-        "current checks, and gate on its thresholds (exit 1 or 3); no request is sent",
+        "current checks, and gate on its thresholds (exit 1, 3 or 5); judge checks send grader requests "
+        "(a key or --simulate) within --budget, after printing their worst case",
     )
     _add_partial_option(report)
     report.add_argument(
         "--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML page with charts"
     )
+    report.add_argument(
+        "--junit", type=Path, metavar="PATH", help="also write JUnit XML: one test case per row or item"
+    )
+    _add_endpoint_options(report)
 
     history = commands.add_parser("history", help="trends across the runs of a job, and what changed")
     history.add_argument(
@@ -215,8 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument(
         "--fail-on-regression",
         action="store_true",
-        help=f"exit {ExitCode.REGRESSION.value} if rows went from pass to fail, or a model started "
-        "erroring or disappeared",
+        help=f"exit {ExitCode.REGRESSION.value} on a significant drop in a pass rate (McNemar's exact test on the "
+        "same rows, else Fisher's), an item that passed every repeat and now fails every repeat, or a model that "
+        "started erroring or disappeared",
+    )
+    diff.add_argument(
+        "--alpha",
+        type=_argtypes.significance,
+        default=0.05,
+        metavar="LEVEL",
+        help="significance level of the test (default 0.05)",
+    )
+    diff.add_argument(
+        "--strict", action="store_true", help="with --fail-on-regression, any row from pass to fail fails"
     )
 
     batches = commands.add_parser("batches", help="list, cancel, adopt or release the batches of a batch-mode run")
@@ -237,6 +274,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the merged rows against this job's whole matrix (else the shards' summaries are used)",
     )
     _add_partial_option(merge)
+
+    cache = commands.add_parser("cache", help="the response cache: explain, stats, prune, clear")
+    actions = cache.add_subparsers(dest="cache_command", parser_class=_Parser, required=True)
+    explain = actions.add_parser("explain", help="hit or miss for each row of a job, and why")
+    explain.add_argument("job", type=Path)
+    chosen = explain.add_mutually_exclusive_group()
+    chosen.add_argument("--row", metavar="ID", help="one row (its id, or the start of it)")
+    chosen.add_argument("--prompt", metavar="ID", help="the rows of one prompt")
+    chosen.add_argument("--model", metavar="ID", help="the rows of one model")
+    explain.add_argument("--base-url", help="the endpoint the run would use, if not the job's")
+    explain.add_argument("--simulate", action="store_true", help="as runs with --simulate see the cache")
+    stats = actions.add_parser("stats", help="entries, size, hit rate of the last runs")
+    prune = actions.add_parser("prune", help="remove entries stored longer ago than DURATION")
+    prune.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 30d, 12h, 2w")
+    clear = actions.add_parser("clear", help="remove every entry, or one model's")
+    clear.add_argument("--model", metavar="ID", help="only this model's entries")
+    for action in (explain, stats, prune, clear):
+        action.add_argument(
+            "--dir", type=Path, help="cache folder (default: run.cache.dir, else the user cache folder)"
+        )
     return parser
 
 
@@ -339,6 +396,18 @@ def _with_budget(settings: Any, budget: float | None) -> Any:
     return replace(settings, budget_usd=min(budget, settings.budget_usd or budget))
 
 
+def _with_cache(settings: Any, args: argparse.Namespace) -> Any:
+    """`--cache [DIR]` turns the cache on (in DIR), keeping run.cache's other settings; `--no-cache` off."""
+    if args.no_cache:
+        return replace(settings, cache=False)
+    if args.cache is None:
+        return settings
+    options = dict(settings.cache) if isinstance(settings.cache, dict) else {}
+    if args.cache:
+        options["dir"] = args.cache
+    return replace(settings, cache=options or True)
+
+
 def _settings_from_args(job: Any, args: argparse.Namespace) -> Any:
     settings = job.run
     overrides = {
@@ -353,6 +422,7 @@ def _settings_from_args(job: Any, args: argparse.Namespace) -> Any:
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     settings = _with_budget(settings, args.budget)
+    settings = _with_cache(settings, args)
     if args.isolated_key:
         settings = replace(settings, isolated_key=True)
     if args.mode:
@@ -417,6 +487,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
             retry_errors=args.retry_errors,
             shard=shard,
             management_key=management,
+            cache_endpoint=SIMULATOR_ENDPOINT if args.simulate else None,
             test_kill_after_submit=_test_seam("BATCHRUN_TEST_KILL_AFTER_SUBMIT"),
         )
         try:
@@ -449,13 +520,14 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     from ._plan import render_plan, render_plan_offline
 
     job = load_job(args.job)
-    settings = job.run
-    settings = _with_budget(settings, args.budget)
+    settings = _with_cache(_with_budget(job.run, args.budget), args)
     if args.mode:
         settings = replace(settings, mode=args.mode)
+    job = replace(job, run=settings)
     key = None if args.simulate else _checked_key(job.endpoint.api_key_env)
+    endpoint = SIMULATOR_ENDPOINT if args.simulate else args.base_url
     if not args.simulate and not key:
-        console.out.write(render_plan_offline(job) + "\n")
+        console.out.write(render_plan_offline(job, endpoint, console.error) + "\n")
         return ExitCode.OK
 
     async def body(base_url: str | None, sim_key: str | None, sim_management: str | None) -> str:
@@ -464,7 +536,13 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         # A simulated plan's "previous average" would compare made-up prices: none is shown.
         management = sim_management or os.environ.get(job.endpoint.management_key_env)
         plan = await price_plan(
-            replace(job, run=settings), base_url, sim_key or key, previous=not args.simulate, management_key=management
+            replace(job, run=settings),
+            base_url,
+            sim_key or key,
+            previous=not args.simulate,
+            management_key=management,
+            cache_endpoint=endpoint,
+            warn=console.error,
         )
         return render_plan(plan)
 
@@ -543,22 +621,41 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         summary = SummaryBuilder().add_all(_through(page, records)).result(output=str(args.results))
         if not summary["total"]["rows"]:
             raise ResultsError(f"{args.results}: holds no records")
+        _write_junit(args, console, lambda: final_records(args.results, console.warn), None)
         _show(console, args, summary, render_text, render_markdown)
         _write_report_page(args, page, summary, None)
         return ExitCode.OK
+    from ._checks import is_judge
     from ._gate import MatrixCoverage
+    from ._items import ItemGate
     from ._job import load_job
     from ._verdict import decide
 
     job = load_job(args.job)
+    settings = _with_budget(job.run, args.budget)
+    job = replace(job, run=settings)
+    gate = ItemGate.from_threshold(settings.pass_threshold)
     coverage = MatrixCoverage.of(job)
-    reviewed = _through(page, coverage.review(records, regrade=True))
-    summary = SummaryBuilder().add_all(reviewed).result(output=str(args.results))
+    # Judge checks of the job now (a dataset row's own included) decide whether graders are asked.
+    regraded: list[dict[str, Any]] = []
+    judged = any(is_judge(c) for checks in coverage.checks.values() for c in checks)
+    if judged:
+        summary = _regrade_judged(args, console, job, gate, coverage.review(records), regraded, page)
+    else:
+        reviewed = _through(page, coverage.review(records, regrade=True))
+        summary = SummaryBuilder(gate).add_all(reviewed).result(output=str(args.results))
+
+    def junit_records() -> Iterable[dict[str, Any]]:
+        if judged:
+            return regraded
+        return MatrixCoverage.of(job).review(final_records(args.results), regrade=True)
+
     coverage.raise_if_foreign(args.results)
     shortfalls = coverage.shortfalls()
     summary.update(complete=not shortfalls, missing_rows=coverage.missing, matrix_rows=len(coverage.checks))
+    _write_junit(args, console, junit_records, gate)
     _show(console, args, summary, render_text, render_markdown)
-    code, reasons = decide(summary, job.run)
+    code, reasons = decide(summary, settings)
     if shortfalls and not args.allow_partial:
         # Rows without an answer outrank errors and quality, as a stop does in a run.
         code, reasons = ExitCode.INCOMPLETE, [*shortfalls, "(--allow-partial accepts them)", *reasons]
@@ -566,6 +663,60 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     for reason in reasons:
         console.error(reason)
     return int(code)
+
+
+def _write_junit(args: argparse.Namespace, console: Console, records: Callable[[], Any], gate: Any) -> None:
+    if args.junit is None:
+        return
+    from ._items import ItemGate
+    from ._junit import write_junit
+
+    counts = write_junit(records(), args.junit, None, gate or ItemGate())
+    console.err.write(
+        f"junit: {args.junit}: {counts['tests']} test case(s), {counts['failure']} failed, "
+        f"{counts['error']} error(s), {counts['skipped']} skipped\n"
+    )
+
+
+def _regrade_judged(
+    args: argparse.Namespace,
+    console: Console,
+    job: Any,
+    gate: Any,
+    records: Iterable[dict[str, Any]],
+    regraded: list[dict[str, Any]],
+    page: Any,
+) -> dict[str, Any]:
+    """Re-grade with grader requests: the worst case printed first, then spent within the budget."""
+    from ._regrade import regrade_file
+    from ._results import final_records
+    from ._run import RunOptions
+
+    def worst_case(line: str) -> None:
+        console.err.write(line + "\n")
+        console.err.flush()
+
+    def keep(record: dict[str, Any]) -> None:
+        if args.junit is not None:
+            regraded.append(record)
+        if page is not None:
+            page.add(record)
+
+    async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> dict[str, Any]:
+        options = RunOptions(api_key=_api_key(job, sim_key), base_url=base_url)
+        return await regrade_file(
+            job,
+            options,
+            records,
+            lambda: final_records(args.results, console.warn),
+            gate,
+            worst_case,
+            keep,
+        )
+
+    summary: dict[str, Any] = asyncio.run(_with_simulator(args, body))
+    summary["output"] = str(args.results)
+    return summary
 
 
 def cmd_history(args: argparse.Namespace, console: Console) -> int:
@@ -583,7 +734,7 @@ def cmd_history(args: argparse.Namespace, console: Console) -> int:
 def cmd_diff(args: argparse.Namespace, console: Console) -> int:
     from ._compare import diff_runs, render_diff_markdown, render_diff_text
 
-    diff = diff_runs(args.before, args.after, console.warn)
+    diff = diff_runs(args.before, args.after, console.warn, args.alpha, args.strict)
     _show(console, args, diff, render_diff_text, render_diff_markdown)
     if args.fail_on_regression and diff["regression"]:
         return ExitCode.REGRESSION
@@ -616,6 +767,23 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
     return ExitCode.OK
 
 
+def cmd_cache(args: argparse.Namespace, console: Console) -> int:
+    from ._cache_commands import CacheCommand, run_cache_command
+
+    command = CacheCommand(
+        action=args.cache_command,
+        folder=args.dir,
+        job=getattr(args, "job", None),
+        row=getattr(args, "row", None),
+        prompt=getattr(args, "prompt", None),
+        model=getattr(args, "model", None),
+        base_url=SIMULATOR_ENDPOINT if getattr(args, "simulate", False) else getattr(args, "base_url", None),
+        older_than=getattr(args, "older_than", None),
+    )
+    console.out.write(run_cache_command(command) + "\n")
+    return ExitCode.OK
+
+
 def cmd_batches(args: argparse.Namespace, console: Console) -> int:
     from ._batch_cli import batches_command
 
@@ -636,6 +804,7 @@ HANDLERS = {
     "diff": cmd_diff,
     "history": cmd_history,
     "merge": cmd_merge,
+    "cache": cmd_cache,
     "batches": cmd_batches,
 }
 
@@ -667,7 +836,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     except AuthFailed as exc:
         console.error(f"the API key was refused: {exc.message}")
         return ExitCode.AUTH
-    except (ConfigError, ResultsError) as exc:
+    except (ConfigError, ResultsError, CacheError) as exc:
         console.error(str(exc))
         return ExitCode.USAGE
     except RequestFailed as exc:

@@ -388,6 +388,24 @@ def test_batches_cancel_and_the_next_run_collects_the_cancelled_rows_as_skipped(
         assert "cancelled" in call_cli("batches", "list", out)[1]
 
 
+async def test_batch_mode_answers_from_the_cache_and_stores_what_it_collects(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    cache = {"dir": str(tmp_path / "cache")}
+    job = batch_job(write_job(tmp_path, THREE_MODELS), cache=cache)
+    first = await run(job, batch_sim, tmp_path / "a.jsonl", clock)
+    assert first.summary["cache"] == {"hits": 0, "misses": 15, "saved_usd": 0.0}
+    assert batch_sim.batches.stats.submitted == 3
+    second = await run(job, batch_sim, tmp_path / "b.jsonl", clock)
+    assert batch_sim.batches.stats.submitted == 3 and batch_sim.stats.chat_requests == 0  # nothing sent
+    assert second.summary["cache"]["hits"] == 15 and second.summary["complete"] is True
+    before, after = read_rows(tmp_path / "a.jsonl"), read_rows(tmp_path / "b.jsonl")
+    assert {r["id"]: (r["content"], r.get("passed")) for r in before} == {
+        r["id"]: (r["content"], r.get("passed")) for r in after
+    }
+    assert all(r["cached"] and r["cost"] == 0 for r in after)
+
+
 async def test_a_batch_the_server_does_not_know_ends_as_retryable_errors(
     tmp_path: Path, batch_sim: Simulator, clock: FakeClock
 ) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from batchrun import load_job, plan_requests
-from batchrun._cache import FILE_NAME, CachedAnswer, CacheEntry, ResponseCache, cache_key
-from batchrun._cache_commands import parse_duration, render_stats
+from batchrun._cache import FILE_NAME, CachedAnswer, CacheEntry, ResponseCache, StoredEntry, cache_key
+from batchrun._cache_commands import CacheCommand, parse_duration, render_stats, run_cache_command
 from batchrun._cache_explain import differences, explain, render_difference, render_explanations
 from batchrun._cache_session import CacheSession, CacheSettings, default_cache_dir, storable
 from batchrun._client import ChatResult
@@ -28,6 +28,11 @@ def requests_of(folder: Path, text: str = SMALL_JOB) -> list[Request]:
 def result(content: str = "Paris", finish_reason: str | None = "stop", cost: float | None = 0.002) -> ChatResult:
     usage = {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11, "cost": cost}
     return ChatResult("gen-1", "openai/gpt-4o-mini", "OpenAI", content, finish_reason, finish_reason, usage)
+
+
+def put(cache: CacheSession, request: Request, answer: ChatResult, latency_ms: float, at: str) -> None:
+    """Store as the runner does for an answer whose cost was reported."""
+    cache.store(request, answer, latency_ms, at, cost=answer.cost, cost_status="reported")
 
 
 def session(folder: Path, clock: FakeClock, warnings: list[str], ttl_s: float | None = None) -> CacheSession:
@@ -60,7 +65,9 @@ def test_store_then_lookup_and_ttl(tmp_path: Path, clock: FakeClock) -> None:
     cache = session(tmp_path, clock, warnings, ttl_s=3600.0)
     request = requests_of(tmp_path)[0]
     assert cache.lookup(request) is None
-    cache.store(request, result(), 812.5, "2027-01-15T08:00:00.000Z")
+    put(cache, request, result(), 812.5, "2027-01-15T08:00:00.000Z")
+    assert cache.stored == 0  # queued: written in batches
+    cache.flush()
     hit = cache.lookup(request)
     assert hit is not None and (hit.content, hit.cost, hit.latency_ms) == ("Paris", 0.002, 812.5)
     assert hit.generation_id == "gen-1" and hit.generated_at == "2027-01-15T08:00:00.000Z"
@@ -76,16 +83,10 @@ def test_a_stored_body_that_differs_is_never_a_hit(tmp_path: Path) -> None:
     key = cache_key(request.fingerprint, request.repeat, BASE)
     answer = CachedAnswer(None, None, None, "Paris", "stop", None, {}, 0.1, 1.0, "t")
     for payload in (request.payload + b" ", request.payload):
-        store.store(
-            key,
-            row_id=request.id,
-            group_id="g",
-            model=request.model,
-            repeat=0,
-            base_url=BASE,
-            payload=payload,
-            answer=answer,
-            created_at=1.0,
+        store.store_many([StoredEntry(key, request.id, "g", request.model, 0, BASE, payload, answer, 1.0)])
+        assert store.probe(key, request.payload, None) == (
+            payload == request.payload,
+            0.1 if payload == request.payload else None,
         )
         if payload != request.payload:
             assert store.lookup(key, request.payload, None) is None  # a hash collision cannot give another answer
@@ -126,7 +127,8 @@ def test_a_cache_locked_past_the_busy_timeout_turns_itself_off(tmp_path: Path, c
     holder = sqlite3.connect(tmp_path / FILE_NAME, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than we wait
     try:
-        cache.store(request, result(), 1.0, "t")
+        put(cache, request, result(), 1.0, "t")
+        cache.flush()
         assert not cache.active and cache.stored == 0
         assert warnings == [warnings[0]] and "database is locked" in warnings[0]
         assert cache.lookup(request) is None  # off: no more cache, and no error
@@ -198,7 +200,8 @@ def test_explain_against_a_stored_run(tmp_path: Path, clock: FakeClock) -> None:
     cache = session(tmp_path / "c", clock, warnings)
     for request in requests_of(tmp_path):
         if request.model == "openai/gpt-4o-mini" and request.repeat == 0:
-            cache.store(request, result(), 10.0, "2027-01-15T08:00:00.000Z")
+            put(cache, request, result(), 10.0, "2027-01-15T08:00:00.000Z")
+    cache.close()
     edited = load_job(write_job(tmp_path, SMALL_JOB.replace("What is {{a}} + 1?", "Compute {{a}} + 1.")))
     store = ResponseCache.open(tmp_path / "c")
     items = list(explain(edited, store, BASE))
@@ -231,18 +234,10 @@ def _entry(folder: Path, request: Request) -> CacheEntry:
     store = ResponseCache.open(folder / "entries")
     key = cache_key(request.fingerprint, request.repeat, BASE)
     answer = CachedAnswer(None, None, None, "2", "stop", None, {}, 0.1, 1.0, "t")
-    store.store(
-        key,
-        row_id=request.id,
-        group_id="g",
-        model=request.model,
-        repeat=request.repeat,
-        base_url=BASE,
-        payload=request.payload,
-        answer=answer,
-        created_at=1.0,
+    store.store_many(
+        [StoredEntry(key, request.id, "g", request.model, request.repeat, BASE, request.payload, answer, 1.0)]
     )
-    [entry] = [e for e in store.entries_for(row_id=request.id) if e.key == key]
+    [entry] = [e for e in store.entries_of_groups({"g"})["g"] if e.key == key]
     store.close()
     return entry
 
@@ -266,10 +261,11 @@ def test_stats_prune_and_clear(tmp_path: Path, clock: FakeClock) -> None:
     cache = session(tmp_path, clock, warnings)
     requests = requests_of(tmp_path)
     for request in requests[:10]:
-        cache.store(request, result(), 1.0, "t")
+        put(cache, request, result(), 1.0, "t")
     clock.now += 86400 * 3
     for request in requests[10:]:
-        cache.store(request, result(), 1.0, "t")
+        put(cache, request, result(), 1.0, "t")
+    cache.flush()
     cache.lookup(requests[0])
     cache.close()
     store = ResponseCache.open(tmp_path)
@@ -286,4 +282,43 @@ def test_stats_prune_and_clear(tmp_path: Path, clock: FakeClock) -> None:
 def test_commands_on_a_missing_cache_do_not_create_one(tmp_path: Path) -> None:
     with pytest.raises(CacheError, match="no cache here yet"):
         ResponseCache.open(tmp_path / "none", create=False)
+    for action in ("stats", "prune", "clear"):
+        text = run_cache_command(CacheCommand(action, tmp_path / "none", older_than="1d"))
+        assert text == f"no cache in {tmp_path / 'none'}: nothing stored there yet"
+    job = write_job(tmp_path, SMALL_JOB)
+    text = run_cache_command(CacheCommand("explain", tmp_path / "none", job=job, prompt="sum"))
+    assert text.splitlines()[-1] == "8 row(s): 0 hit(s), 8 miss(es) (0 changed, 0 expired, 8 never run)"
     assert not (tmp_path / "none").exists()
+
+
+def test_planning_then_lookups_ask_the_file_only_about_stored_rows(tmp_path: Path, clock: FakeClock) -> None:
+    cache = session(tmp_path, clock, [])
+    first, second = requests_of(tmp_path)[:2]
+    put(cache, first, result(cost=0.25), 1.0, "t")
+    cache.flush()
+    assert (cache.peek(first), cache.peek(second)) == (0.25, None)
+    cache.planned()
+    put(cache, second, result(), 1.0, "t")  # stored after planning (another shard, say) ...
+    cache.flush()
+    assert cache.lookup(second) is None  # ... is a miss for this run, not a wrong answer
+    hit = cache.lookup(first)
+    assert hit is not None and (cache.hits, cache.misses) == (1, 1)
+
+
+def test_batches_are_written_by_count_and_by_age(tmp_path: Path, clock: FakeClock) -> None:
+    from batchrun._cache_session import FLUSH_AFTER_S, FLUSH_EVERY
+
+    cache = session(tmp_path, clock, [])
+    many = [r for r in requests_of(tmp_path, SMALL_JOB.replace("repeat: 2", f"repeat: {FLUSH_EVERY}"))]
+    for request in many[: FLUSH_EVERY - 1]:
+        put(cache, request, result(), 1.0, "t")
+    assert cache.stored == 0
+    put(cache, many[FLUSH_EVERY - 1], result(), 1.0, "t")
+    assert cache.stored == FLUSH_EVERY
+    put(cache, many[FLUSH_EVERY], result(), 1.0, "t")
+    clock.now += FLUSH_AFTER_S
+    put(cache, many[FLUSH_EVERY + 1], result(), 1.0, "t")
+    assert cache.stored == FLUSH_EVERY + 2
+    put(cache, many[FLUSH_EVERY + 2], result(), 1.0, "t")
+    cache.close()  # the rest at the end
+    assert ResponseCache.open(tmp_path).stats().entries == FLUSH_EVERY + 3

@@ -1,0 +1,268 @@
+"""The response cache in real runs: the CLI against the simulator on loopback, requests
+counted where they arrive (the simulator), never inferred from our own records."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrun import load_job, plan_requests
+from batchrun._cache import FILE_NAME, cache_files
+from batchrun._cache_session import FLUSH_EVERY
+from batchrun._results import final_records
+from batchrun.simulator import Simulator
+
+from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, read_rows, run_cli, write_job
+from .test_unattended import BIG_JOB, start, wait_for_lines
+
+ANSWER_FIELDS = ("content", "finish_reason", "response_model", "provider", "generation_id", "checks", "passed", "score")
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+def run(job: Path, sim: Simulator, out: Path, cache: Path, *extra: str) -> tuple[int, str, str]:
+    return call_cli(job, "--base-url", sim.base_url, "-o", out, f"--cache={cache}", *extra)
+
+
+def by_id(path: Path) -> dict[str, dict[str, Any]]:
+    return {r["id"]: r for r in final_records(path)}
+
+
+def test_a_second_identical_run_sends_nothing_and_reproduces_every_row(tmp_path: Path, sim: Simulator) -> None:
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    code, first_text, _ = run(job, sim, tmp_path / "a.jsonl", cache)
+    assert code == 0 and sim.stats.chat_requests == 20
+    assert "cache: 0 hit(s), 20 miss(es), $0.000000 saved" in first_text
+    code, text, err = run(job, sim, tmp_path / "b.jsonl", cache)
+    assert code == 0 and err == ""
+    assert sim.stats.chat_requests == 20  # not one more request reached the server
+    first, second = by_id(tmp_path / "a.jsonl"), by_id(tmp_path / "b.jsonl")
+    assert first.keys() == second.keys() and len(second) == 20
+    spent = sum(r["cost"] for r in first.values())
+    for row_id, old in first.items():
+        new = second[row_id]
+        assert {f: new.get(f) for f in ANSWER_FIELDS} == {f: old.get(f) for f in ANSWER_FIELDS}
+        assert (old["cached"], new["cached"], new["cost"], new["cost_saved"]) == (False, True, 0.0, old["cost"])
+        assert new["generated_at"] == old["finished_at"] and new["attempts"] == 0
+    assert any(r.get("passed") is not None for r in second.values())  # checks ran on the hits
+    summary = json.loads((tmp_path / "b.summary.json").read_text())
+    assert summary["cache"] == {"hits": 20, "misses": 0, "saved_usd": round(spent, 8)}
+    assert summary["total"]["cost_usd"] == 0 and summary["spent_usd"] == 0
+    assert f"cache: 20 hit(s), 0 miss(es), ${spent:.6f} saved" in text
+
+
+def test_editing_one_prompt_resends_exactly_its_rows(tmp_path: Path, sim: Simulator) -> None:
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    assert run(job, sim, tmp_path / "a.jsonl", cache)[0] == 0
+    before = dict(sim.stats.by_row)
+    write_job(tmp_path, SMALL_JOB.replace("What is {{a}} + 1?", "Compute {{a}} + 1."))
+    assert run(job, sim, tmp_path / "b.jsonl", cache)[0] == 0
+    resent = {row for row, count in sim.stats.by_row.items() if count > before.get(row, 0)}
+    expected = {r.id for r in plan_requests(load_job(job)) if r.prompt_id == "sum"}
+    assert resent == expected and len(expected) == 8
+    assert sim.stats.chat_requests == 28
+    rows = by_id(tmp_path / "b.jsonl")
+    assert {i for i, r in rows.items() if not r["cached"]} == expected
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        ("params: {max_tokens: 32}", "params: {max_tokens: 32, temperature: 0.9}"),  # temperature added
+        ("params: {max_tokens: 32, seed: 1}", "params: {max_tokens: 32, seed: 2}"),  # seed changed
+        ("params: {max_tokens: 32, temperature: 0}", "params: {max_tokens: 32, temperature: 0.0}"),  # 0 is not 0.0
+    ],
+)
+def test_a_changed_temperature_or_seed_misses(tmp_path: Path, sim: Simulator, edit: tuple[str, str]) -> None:
+    before, after = edit
+    original = SMALL_JOB.replace("params: {max_tokens: 32}", before)
+    job, cache = write_job(tmp_path, original), tmp_path / "cache"
+    assert run(job, sim, tmp_path / "a.jsonl", cache)[0] == 0
+    write_job(tmp_path, original.replace(before, after))
+    code, text, _ = run(job, sim, tmp_path / "b.jsonl", cache)
+    assert code == 0 and sim.stats.chat_requests == 40
+    assert "cache: 0 hit(s), 20 miss(es)" in text
+
+
+def test_repeats_are_cached_per_index(tmp_path: Path, sim: Simulator) -> None:
+    once = SMALL_JOB.replace("repeat: 2", "repeat: 1")
+    job, cache = write_job(tmp_path, once), tmp_path / "cache"
+    assert run(job, sim, tmp_path / "a.jsonl", cache)[0] == 0 and sim.stats.chat_requests == 10
+    write_job(tmp_path, SMALL_JOB)  # repeat: 2
+    assert run(job, sim, tmp_path / "b.jsonl", cache)[0] == 0
+    assert sim.stats.chat_requests == 20  # only repeat index 1 was sent
+    rows = by_id(tmp_path / "b.jsonl")
+    assert {r["repeat"] for r in rows.values() if r["cached"]} == {0}
+    assert {r["repeat"] for r in rows.values() if not r["cached"]} == {1}
+    assert run(job, sim, tmp_path / "c.jsonl", cache)[0] == 0 and sim.stats.chat_requests == 20
+    third = by_id(tmp_path / "c.jsonl")
+    generations = [r["generation_id"] for r in third.values()]
+    assert len(set(generations)) == 20  # each repeat index kept its own answer
+
+
+def test_two_models_never_share_an_entry(tmp_path: Path, sim: Simulator) -> None:
+    one_model = SMALL_JOB.replace(", google/gemini-2.0-flash-001]", "]")
+    job, cache = write_job(tmp_path, one_model), tmp_path / "cache"
+    assert run(job, sim, tmp_path / "a.jsonl", cache)[0] == 0 and sim.stats.chat_requests == 10
+    write_job(tmp_path, SMALL_JOB)
+    assert run(job, sim, tmp_path / "b.jsonl", cache)[0] == 0
+    assert sim.stats.chat_requests == 20  # every gemini row was sent
+    rows = by_id(tmp_path / "b.jsonl")
+    for row in rows.values():
+        assert row["cached"] is (row["model"] == "openai/gpt-4o-mini")
+        assert row["response_model"] == row["model"]
+    with sqlite3.connect(cache / FILE_NAME) as db:
+        stored = dict(db.execute("SELECT model, count(*) FROM entries GROUP BY model").fetchall())
+    assert stored == {"openai/gpt-4o-mini": 10, "google/gemini-2.0-flash-001": 10}
+
+
+def test_cache_explain_names_the_changed_field(tmp_path: Path, sim: Simulator) -> None:
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    assert run(job, sim, tmp_path / "a.jsonl", cache)[0] == 0
+    write_job(tmp_path, SMALL_JOB.replace("params: {max_tokens: 32}", "params: {max_tokens: 32, temperature: 0.7}"))
+    code, text, _ = call_cli("cache", "explain", job, "--dir", cache, "--base-url", sim.base_url, "--prompt", "sum")
+    assert code == 0
+    lines = text.splitlines()
+    assert len([line for line in lines if line.startswith("miss ")]) == 8
+    assert lines.count("        param temperature: (unset) -> 0.7") == 8
+    assert lines[-1] == "8 row(s): 0 hit(s), 8 miss(es) (8 changed, 0 expired, 0 never run)"
+    code, text, _ = call_cli("cache", "explain", job, "--dir", cache, "--prompt", "sum")  # another endpoint
+    assert code == 0 and f'base URL: "{sim.base_url}" -> "https://openrouter.ai/api/v1"' in text
+    code, _, err = call_cli("cache", "explain", job, "--dir", cache, "--prompt", "nope")
+    assert code == 2 and "no row matches" in err
+
+
+def test_hits_reserve_no_budget(tmp_path: Path, sim: Simulator) -> None:
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    assert run(job, sim, tmp_path / "a.jsonl", cache)[0] == 0
+    # Far below one request's worst case: without the cache this run stops for budget at once.
+    code, _, _ = run(job, sim, tmp_path / "b.jsonl", cache, "--budget", "0.000001")
+    assert code == 0 and sim.stats.chat_requests == 20
+    assert all(r["status"] == "ok" and r["cached"] for r in final_records(tmp_path / "b.jsonl"))
+    code, _, _ = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "c.jsonl", "--budget", "0.000001")
+    assert code == 5  # the same budget without the cache
+
+
+def test_plan_shows_hits_and_what_is_left_to_pay(tmp_path: Path, sim: Simulator) -> None:
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    assert run(job, sim, tmp_path / "a.jsonl", cache)[0] == 0
+    write_job(tmp_path, SMALL_JOB.replace("What is {{a}} + 1?", "Compute {{a}} + 1."))
+    code, text, _ = call_cli("plan", job, "--base-url", sim.base_url, f"--cache={cache}")
+    assert code == 0
+    [total] = [line for line in text.splitlines() if line.startswith("TOTAL")]
+    assert total.split()[1:3] == ["20", "12"]
+    assert "cache: 12 row(s) answered from it for free" in text and "the other 8 would cost at most $" in text
+    code, text, _ = call_cli("plan", job, "--base-url", sim.base_url)
+    assert code == 0 and "cache" not in text  # off unless asked
+
+
+def test_errors_empty_and_cut_answers_are_not_stored(tmp_path: Path, sim: Simulator) -> None:
+    job, cache = write_job(tmp_path, SMALL_JOB.replace("max_tokens: 32", "max_tokens: 1")), tmp_path / "cache"
+    sim.config.faults["400"] = 0.5
+    run(job, sim, tmp_path / "a.jsonl", cache)
+    first = by_id(tmp_path / "a.jsonl")
+    assert {r["status"] for r in first.values()} == {"ok", "error"}
+    cut = {i for i, r in first.items() if r["status"] == "ok" and r["finish_reason"] == "length"}
+    assert cut  # max_tokens 1: the simulator cuts the longer answers
+    sim.config.faults.clear()
+    sent_before = dict(sim.stats.by_row)
+    run(job, sim, tmp_path / "b.jsonl", cache)
+    resent = {row for row, count in sim.stats.by_row.items() if count > sent_before.get(row, 0)}
+    assert resent == {i for i, r in first.items() if r["status"] == "error"} | cut
+
+
+def test_corrupt_cache_warns_and_runs_normally(tmp_path: Path, sim: Simulator) -> None:
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    cache.mkdir()
+    (cache / FILE_NAME).write_bytes(b"\x00garbage, not SQLite" * 500)
+    code, _, err = run(job, sim, tmp_path / "a.jsonl", cache, "-q")
+    assert code == 0 and sim.stats.chat_requests == 20
+    assert err.startswith("batchrun: warning: response cache off for this run: ") and "not a database" in err
+    assert len(err.splitlines()) == 1
+    assert all("cached" not in r for r in read_rows(tmp_path / "a.jsonl"))  # as a run without a cache
+    code, text, _ = call_cli("cache", "stats", "--dir", cache)
+    assert code == 2
+    code, text, _ = call_cli("cache", "clear", "--dir", cache)
+    assert code == 0 and text.startswith("removed 1 cache file(s)")
+    assert run(job, sim, tmp_path / "b.jsonl", cache)[0] == 0 and (cache / FILE_NAME).exists()
+
+
+def test_a_truncated_cache_file_warns_and_runs_normally(tmp_path: Path, sim: Simulator) -> None:
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    assert run(job, sim, tmp_path / "a.jsonl", cache)[0] == 0
+    data = (cache / FILE_NAME).read_bytes()
+    for path in cache_files(cache)[1:]:
+        path.unlink(missing_ok=True)
+    (cache / FILE_NAME).write_bytes(data[:4096] + b"\xff" * (len(data) - 4096))  # pages past the first broken
+    code, _, err = run(job, sim, tmp_path / "b.jsonl", cache, "-q")
+    assert code == 0 and "warning: response cache off" in err
+    assert sim.stats.chat_requests == 40 and len(list(final_records(tmp_path / "b.jsonl"))) == 20
+
+
+def test_the_api_key_is_never_in_the_cache(tmp_path: Path, sim: Simulator) -> None:
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    assert run(job, sim, tmp_path / "a.jsonl", cache)[0] == 0
+    for path in cache_files(cache):
+        if path.exists():
+            assert FAKE_KEY.encode() not in path.read_bytes()
+    # ... nor in the key: another key reads the same entries.
+    code, _, _ = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "b.jsonl", f"--cache={cache}")
+    assert code == 0 and sim.stats.chat_requests == 20
+
+
+def test_shards_share_one_cache(tmp_path: Path, sim: Simulator) -> None:
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    for shard in (1, 2):
+        assert run(job, sim, tmp_path / f"s{shard}.jsonl", cache, "--shard", f"{shard}/2")[0] == 0
+    assert sim.stats.chat_requests == 20
+    code, text, _ = run(job, sim, tmp_path / "all.jsonl", cache)
+    assert code == 0 and sim.stats.chat_requests == 20 and "cache: 20 hit(s)" in text
+
+
+def test_simulated_runs_share_entries_across_ports(tmp_path: Path) -> None:
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    for name in ("a", "b"):
+        code, text, _ = call_cli(job, "--simulate", "-o", tmp_path / f"{name}.jsonl", f"--cache={cache}")
+        assert code == 0
+    assert "cache: 20 hit(s), 0 miss(es)" in text
+
+
+def test_kill_9_during_a_cached_run_then_resume_is_clean(tmp_path: Path, sim: Simulator) -> None:
+    sim.config.latency_ms = 20
+    job, cache = write_job(tmp_path, BIG_JOB), tmp_path / "cache"
+    expected = {r.id for r in plan_requests(load_job(job))}
+    out = tmp_path / "k.jsonl"
+    env = child_env(OPENROUTER_API_KEY=FAKE_KEY)
+    process = start(job, "--base-url", sim.base_url, "-o", out, "-q", f"--cache={cache}", env=env)
+    wait_for_lines(out, 40, process)
+    process.kill()
+    process.wait()
+    written = {r["id"] for r in final_records(out)}
+    sent_before = dict(sim.stats.by_row)
+    assert 40 <= len(written) < len(expected)
+    resumed = run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", f"--cache={cache}", env=env)
+    assert resumed.returncode == 0 and resumed.stderr == ""
+    rows = list(final_records(out))
+    assert sorted(r["id"] for r in rows) == sorted(expected) and all(r["status"] == "ok" for r in rows)
+    for row_id in written:  # no request sent again for a row already written
+        assert sim.stats.by_row[row_id] == sent_before[row_id]
+    assert all(count <= 2 for count in sim.stats.by_row.values())  # at most the ones cut off in flight
+    summary = json.loads((tmp_path / "k.summary.json").read_text())
+    assert summary["cache"]["hits"] + summary["cache"]["misses"] == len(expected)
+    with sqlite3.connect(cache / FILE_NAME) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        (entries,) = db.execute("SELECT count(*) FROM entries").fetchone()
+    # The kill lost at most the batch in memory; everything committed is whole and is used.
+    assert len(expected) - FLUSH_EVERY < entries <= len(expected)
+    sent = sim.stats.chat_requests
+    again = run_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "again.jsonl", "-q", f"--cache={cache}", env=env)
+    assert again.returncode == 0 and again.stderr == ""
+    assert sim.stats.chat_requests - sent == len(expected) - entries
