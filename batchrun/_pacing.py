@@ -50,7 +50,9 @@ class PacingPolicy:
     initial_window: int = 2
     answers_per_slot: float = 4.0  # slow start: a slot for every 4 answers so far ...
     patience_s: float = 0.5  # ... or double the window every half second without a 429
-    slow_answer_s: float = 0.02  # answers never quicker than this: a slot more per answer
+    # Answers never quicker than this (of 4 at least): a slot more per answer. Far above what a
+    # 429 takes on loopback, and above what answers at latency 0 take on a loaded machine.
+    slow_answer_s: float = 0.04
     backoff: float = 0.95  # share of the served rate to pace at after a 429
     probe_share: float = 0.05  # time a probe above the limit may cost, in cooldowns
     probe_growth: float = 0.01  # pace growth per second, once the hold is over
@@ -94,7 +96,7 @@ class ScopeControl:
             policy = self.policy
             steps = math.floor((now - self.began) / policy.patience_s)
             timed = policy.initial_window * 2.0 ** min(steps, 32)
-            if self.fastest >= policy.slow_answer_s:
+            if self.answers >= 4 and self.fastest >= policy.slow_answer_s:
                 counted = policy.initial_window + self.answers  # TCP's: doubles every round trip
             else:
                 counted = self.answers / policy.answers_per_slot

@@ -41,9 +41,11 @@ def test_a_new_scope_starts_with_a_small_window_that_grows_with_the_answers() ->
 def test_slow_answers_grow_the_window_a_slot_an_answer() -> None:
     scope = ScopeControl(64, began=0.0)
     answered(scope, 2, 0.05, took=0.05)  # latency 50 ms: a 429 would come back well before
-    assert scope.slots(0.05) == 4
-    answered(scope, 4, 0.1, took=0.05)
-    assert scope.slots(0.1) == 8  # doubling every round trip, like TCP's slow start
+    assert scope.slots(0.05) == 2  # but 2 answers are not enough to tell
+    answered(scope, 2, 0.1, took=0.05)
+    assert scope.slots(0.1) == 6
+    answered(scope, 2, 0.1, took=0.05)
+    assert scope.slots(0.1) == 8  # a slot per answer: doubling every round trip, like TCP's
     answered(scope, 1, 0.1, took=0.001)  # one quick answer: back to a quarter of the answers
     assert scope.slots(0.1) == 8  # (never shrinks: in flight is in flight)
     answered(scope, 40, 0.11)
