@@ -97,7 +97,7 @@ class ScopeControl:
             steps = math.floor((now - self.began) / policy.patience_s)
             timed = policy.initial_window * 2.0 ** min(steps, 32)
             if self.answers >= 4 and self.fastest >= policy.slow_answer_s:
-                counted = policy.initial_window + self.answers  # TCP's: doubles every round trip
+                counted = float(policy.initial_window + self.answers)  # TCP's: doubles every round trip
             else:
                 counted = self.answers / policy.answers_per_slot
             grown = max(counted, timed)

@@ -84,11 +84,12 @@ async def limited_run(tmp_path: Path, window: str, header: str) -> tuple[Simulat
     sim.clock = clock.time
     job = load_job(write_job(tmp_path, JOB))
     output = tmp_path / "out.jsonl"
+    writer = ResultsWriter(output)
     with sim.serve_in_thread():
         async with OpenRouterClient(sim.base_url, FAKE_KEY, clock=clock, max_connections=32) as client:
             runner = Runner(
                 client,
-                ResultsWriter(output),
+                writer,
                 RunConfig(32, RetryPolicy(max_attempts=100, max_elapsed_s=3600)),
                 clock,
                 job_name="limited",
@@ -99,7 +100,7 @@ async def limited_run(tmp_path: Path, window: str, header: str) -> tuple[Simulat
                 outcome = await asyncio.wait_for(runner.run(plan_requests(job)), 120)
             finally:
                 driver.cancel()
-                runner.writer.close()
+                writer.close()
     assert outcome.stop is None
     return sim, clock.now, read_rows(output)
 
