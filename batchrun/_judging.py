@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from ._charges import AbandonedAttempt, RowCharges
 from ._checks import Answer, grade, is_judge, ungraded
+from ._clock import utc
 from ._exceptions import RequestFailed
 from ._judge import GraderSettings, VerdictError, aggregate, answer_text, grader_body, parse_verdict
 from ._ledger import BudgetExhausted
 from ._matrix import Request, encode_body
-from ._row import Row
+from ._reader import spent_on
+from ._row import Row, first_failure
 
 if TYPE_CHECKING:
     from ._runner import Runner
@@ -58,18 +60,22 @@ class RowGrading:
     def applied(self) -> list[dict[str, Any]]:
         return self.request.checks if self.checks is None else self.checks
 
-    def record_now(self, stopped: str | None = None) -> dict[str, Any]:
-        """The row's record: judge checks not graded yet (the run stopped, or the row was
-        cut short) are `error`, so the row neither passes nor fails."""
+    def record_now(self, stopped: str | None = None, why: str | None = None) -> dict[str, Any]:
+        """The row's record: judge checks not graded yet (the run `stopped`, or `why` not)
+        are `error`, so the row neither passes nor fails."""
         checks = self.applied
         judged = dict(self.judged)
+        why = why or f"not graded: the run stopped ({stopped or 'interrupted'})"
         for index, check in enumerate(checks):
             if is_judge(check) and index not in judged:
-                judged[index] = ungraded(check, f"not graded: the run stopped ({stopped or 'interrupted'})")
+                judged[index] = ungraded(check, why)
         spent = RowCharges([part for grader in self.graders for part in grader.charges.parts])
         costs = spent.fields()
+        # The row's `spent` (in the record head, what a resume counts) includes its grading.
+        grading = (costs["cost"] if costs["cost"] is not None else costs["cost_held"]) or 0.0
         return {
             **self.record,
+            "spent": spent_on(self.record) + grading,  # a re-graded old record may lack it
             "judge_cost": costs["cost"] if spent.parts else 0.0,
             "judge_cost_status": costs["cost_status"],
             **grade(checks, self.answer, judged),
@@ -100,8 +106,14 @@ class Judging:
                 grader_request(request.id, index, grader_body(self.settings, model, question, check["judge"], shown))
                 for model in graders
             ]
-            verdicts = await asyncio.gather(*(self._verdict(grader, grading) for grader in sent))
-            grading.judged[index] = check_result(check, list(verdicts), self.settings)
+            # A task group: if one grader fails unexpectedly, the others are cancelled (and
+            # settle their reservations), never left running past the row.
+            try:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [group.create_task(self._verdict(grader, grading)) for grader in sent]
+            except BaseExceptionGroup as failed:
+                raise first_failure(failed) from None
+            grading.judged[index] = check_result(check, [t.result() for t in tasks], self.settings)
 
     async def _verdict(self, request: Request, grading: RowGrading) -> dict[str, Any]:
         """One grader's verdict with its cost; `error` instead when there is none."""
@@ -109,6 +121,9 @@ class Judging:
         model = request.model
         if runner.stop_reason is not None:
             return {"model": model, "error": f"not graded: the run stopped ({runner.stop_reason})"}
+        cached = self._cached_verdict(request)  # free: it needs neither budget nor the grader
+        if cached is not None:
+            return cached
         model_stop = runner._model_stop(model)
         if model_stop is not None:
             return {"model": model, "error": f"not graded: the grader is stopped ({model_stop})"}
@@ -132,7 +147,7 @@ class Judging:
                 runner.react(request, failure, runner._too_long(failure))
                 why = f"{failure.kind}: {failure.message[:200]}"
             return {"model": model, "error": why, **_cost_of(row)}
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled (a stop's grace ran out), or a bug: settle, then go on up
             if row.sent:  # abandoned in flight: it may still be billed (streaming.mdx)
                 runner._hold(row, AbandonedAttempt())
             await runner._release(row)
@@ -148,12 +163,36 @@ class Judging:
         await runner._settled(settle())
         base = {"model": model, "generation_id": result.generation_id, **_cost_of(row)}
         try:
-            return {**base, **parse_verdict(result.content)}
+            verdict = {**base, **parse_verdict(result.content)}
         except VerdictError as exc:
             why = str(exc)
             if result.finish_reason == "length":
                 why += " (cut at its max_tokens: raise judge.params.max_tokens)"
             return {**base, "error": why}
+        if runner.cache is not None:  # only a verdict is worth keeping, never a reply that was none
+            runner.cache.store_row(request, result, None, utc(runner.clock.time()), row.charges)
+        return verdict
+
+    def _cached_verdict(self, request: Request) -> dict[str, Any] | None:
+        """With the response cache on, a grader request sent before (the same grader, prompt,
+        rubric and answer, byte for byte) is answered from it: free, and marked `cached`."""
+        cache = self.runner.cache
+        stored = cache.lookup(request, unplanned=True) if cache is not None else None
+        if stored is None:
+            return None
+        try:
+            verdict = parse_verdict(stored.content)
+        except VerdictError:
+            return None  # not stored by a grading run: ask the grader
+        return {
+            "model": request.model,
+            "generation_id": stored.generation_id,
+            "cost": 0.0,
+            "cost_status": None,
+            "cached": True,
+            "cost_saved": stored.cost,
+            **verdict,
+        }
 
 
 def _cost_of(row: Row) -> dict[str, Any]:
