@@ -130,6 +130,8 @@ class HostileServer:
         )
     )
     keys: Handler | None = None
+    # Other routes by the end of their path (e.g. "/endpoints", "/generation"); else 404.
+    routes: dict[str, Handler] = field(default_factory=dict)
     banner: bytes | None = None  # sent on connect before anything is read (an SSH/TLS port)
     port: int = 0
     requests: list[RawRequest] = field(default_factory=list)
@@ -153,6 +155,9 @@ class HostileServer:
             return self.key(request)
         if "/keys" in path and self.keys is not None:
             return self.keys(request)
+        for suffix, handler in self.routes.items():
+            if path.endswith(suffix):
+                return handler(request)
         return json_answer(404, {"error": {"code": 404, "message": "no such route"}})
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
