@@ -5,9 +5,9 @@ options `name`, `weight`, `not`, `trim`, `ignore_case`, `flags`. Checks are temp
 the row's variables before they run (see _matrix), so `{contains: "{{expect}}"}` works.
 
 Each kind is a function (answer, value, options) -> (passed, reason) in `_KINDS`. A
-model-graded check would need the client and the budget, so it does not fit this
-synchronous table: it belongs as an async step in the runner after the answer arrives,
-reserving its judge call through the same ledger. That is deliberately not built yet.
+model-graded (`judge`) check needs the client and the budget, so it is not in this
+synchronous table: the runner sends its grader requests after the answer arrives
+(_judging) and its results come into `run_checks` as `judged`.
 """
 
 from __future__ import annotations
@@ -220,6 +220,8 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
 
     kind = _kind(check)
     value = check[kind]
+    if kind == "judge" and "{{" not in value and not value.strip():
+        return ["the rubric is only whitespace: a grader would have nothing to grade against"]
     if kind in _TEXT_KINDS:
         for text in _text_list(value)[1]:
             if "{{" not in text and _blank(text):  # templated ones are checked per row (see _job)

@@ -200,9 +200,11 @@ def _schema_problems(source: _Source) -> list[Problem]:
     validator = Draft202012Validator(job_schema())
     problems = []
     for error in sorted(validator.iter_errors(source.data), key=lambda e: list(map(str, e.absolute_path))):
-        # For oneOf/anyOf the useful message is in the closest-matching branch.
+        # For oneOf/anyOf the useful message is in the closest-matching branch: not one the
+        # value is not even the type of (a per_item object is not "not of type number").
         while error.context:
-            error = best_match(error.context)
+            typed = [e for e in error.context if not (e.validator == "type" and not e.path)]
+            error = best_match(typed or error.context)
         path = tuple(error.absolute_path)
         message = error.message
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):

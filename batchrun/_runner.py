@@ -418,7 +418,9 @@ class Runner:
         finally:
             if not row.written and row.grading is not None and self.stop_reason != STOP_IO:
                 # The answer is in and paid for: it is recorded, its ungraded checks `error`.
-                self._finish(row, row.grading.record_now(self.stop_reason or STOP_INTERRUPTED))
+                failed = None if cut or isinstance(outcome, asyncio.CancelledError) else outcome
+                why = f"not graded: {internal_error(failed, self.client.scrub)['message']}" if failed else None
+                self._finish(row, row.grading.record_now(self.stop_reason or STOP_INTERRUPTED, why))
             elif not row.written and self.stop_reason != STOP_IO:
                 if row.sent:
                     # The request in flight was abandoned, so it may still be billed: hold it.

@@ -114,9 +114,15 @@ def test_several_graders_majority_and_mean() -> None:
 
 
 def test_template_problems_name_missing_and_unknown_placeholders() -> None:
-    assert template_problems("{{rubric}} {{answer}} {{question}} {{nonce}}") == []
+    assert template_problems("{{rubric}} <a-{{nonce}}>{{answer}}</a-{{nonce}}> {{question}}") == []
     problems = template_problems("{{rubric}} {{reply}}")
     assert any("{{answer}}" in p for p in problems) and any("reply" in p for p in problems)
+    # An answer not between nonce-carrying tags could pose as the end of the answer.
+    for undelimited in ("{{rubric}} {{answer}} {{nonce}}", "{{nonce}} {{rubric}} {{answer}}", "{{rubric}} {{answer}}"):
+        assert any("between tags that carry {{nonce}}" in p for p in template_problems(undelimited)), undelimited
+    from batchrun._judge import shipped_template
+
+    assert template_problems(shipped_template()) == []
 
 
 def test_validate_names_a_judge_check_without_grader(tmp_path: Path) -> None:
@@ -128,6 +134,31 @@ def test_validate_names_a_judge_check_without_grader(tmp_path: Path) -> None:
     )
     code, _, err = call_cli("validate", bad_prompt)
     assert code == ExitCode.USAGE and "$.judge.prompt" in err and "cannot read the grader prompt" in err
+    blank = write_job(tmp_path, JUDGED.replace("'The answer names \"{{expect}}\" as the capital.'", '"  "'), "c.yaml")
+    code, _, err = call_cli("validate", blank)
+    assert code == ExitCode.USAGE and "$.prompts[0].checks[0] the rubric is only whitespace" in err
+    emptied = write_job(tmp_path, JUDGED.replace("expect: Paris", 'expect: ""'), "d.yaml")
+    code, _, err = call_cli("validate", emptied)
+    assert code == ExitCode.USAGE and "is empty for this row" in err
+
+
+def test_a_grader_the_endpoint_does_not_offer_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    job = write_job(tmp_path, JUDGED.replace("{model: openai/gpt-4o-mini}", "{model: nobody/grader-9000}"))
+    commands: list[list[str | Path]] = [["plan", job, "--simulate"], [job, "--simulate", "-o", tmp_path / "x.jsonl"]]
+    for command in commands:
+        code, out, err = call_cli(*command)
+        assert code == ExitCode.USAGE and "nobody/grader-9000" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "x.jsonl").exists()
+    # A grader named by one row of a dataset is found before anything is sent too.
+    (tmp_path / "rows.jsonl").write_text(
+        '{"country": "France", "expect": "Paris", "checks": [{"judge": "ok", "grader": "nobody/ghost"}]}\n'
+        '{"country": "Japan", "expect": "Tokyo"}\n'
+    )
+    by_row = "\n".join(line for line in JUDGED.splitlines() if "{country:" not in line)  # no vars: the dataset's
+    job = write_job(tmp_path, by_row + "\ndataset: rows.jsonl\n", "ds.yaml")
+    code, _, err = call_cli(job, "--simulate", "-o", tmp_path / "y.jsonl")
+    assert code == ExitCode.USAGE and "nobody/ghost: not listed by /models" in err, err
+    assert not (tmp_path / "y.jsonl").exists()
 
 
 # -- runs -------------------------------------------------------------------------------------
@@ -163,10 +194,29 @@ def test_judge_failure_is_an_error_not_a_fail(tmp_path: Path) -> None:
     rows = read_rows(out)
     assert all(r["status"] == "ok" and r["passed"] is None for r in rows)
     assert all(r["checks"][0]["pass"] is None and "not JSON" in r["checks"][0]["error"] for r in rows)
-    assert result.returncode == ExitCode.OK, result.stderr  # undecided rows are not failures
     assert "undecided: 12 row(s)" in result.stdout
     summary = json.loads(out.with_suffix(".summary.json").read_text())
     assert summary["total"]["undecided"] == 12 and summary["total"]["checked"] == 0
+    assert summary["total"]["pass_rate"] is None  # not failures: no pass rate to fall below
+    # ... but a gate with no verdicts does not pass in silence: like error rows, ungraded rows
+    # are within run.max_error_rate or exit 1 (never 3, the quality code).
+    assert result.returncode == ExitCode.ERRORS, result.stderr
+    assert "12 row(s) could not be graded: a grader failed (100.0% of answered rows, tolerance 0.0%)" in result.stderr
+    tolerant = write_job(tmp_path, JUDGED.replace("max_wait_s: 1}", "max_wait_s: 1, max_error_rate: 1}"), "t.yaml")
+    result = run_cli(tolerant, "--simulate", "--sim", "judge_unparseable=0.3", "-o", tmp_path / "t.jsonl")
+    assert result.returncode == ExitCode.OK, result.stderr
+    partly = read_rows(tmp_path / "t.jsonl")
+    assert 0 < sum(r["passed"] is None for r in partly) < 12  # some graded, some not: within tolerance
+
+
+def test_a_grader_cut_at_max_tokens_says_so(tmp_path: Path) -> None:
+    job = write_job(
+        tmp_path, JUDGED.replace("{model: openai/gpt-4o-mini}", "{model: openai/gpt-4o-mini, params: {max_tokens: 3}}")
+    )
+    run_cli(job, "--simulate", "-o", tmp_path / "c.jsonl")
+    for row in read_rows(tmp_path / "c.jsonl"):
+        graded = next(c for c in row["checks"] if c["name"] == "graded")
+        assert graded["error"].endswith("(cut at its max_tokens: raise judge.params.max_tokens)")
 
 
 def test_judge_cost_is_in_the_plan_and_the_budget(tmp_path: Path) -> None:
@@ -389,3 +439,89 @@ def test_answers_with_tool_calls_are_not_cached(
     rows = read_rows(tmp_path / "b.jsonl")
     assert {r["cached"] for r in rows if r.get("tool_calls")} == {False}  # sent again, calls recorded again
     assert all(r["passed"] is not None for r in rows)
+
+
+# -- judge requests follow their rows: shards, the per-run key, batch mode -----------------------
+def test_shards_grade_their_own_rows_and_merge_keeps_every_verdict(tmp_path: Path, sim: Simulator) -> None:
+    job = write_job(tmp_path, JUDGED)
+    env = {"OPENROUTER_API_KEY": FAKE_KEY}
+    shards = [tmp_path / "s1.jsonl", tmp_path / "s2.jsonl"]
+    graded: list[int] = []
+    for index, shard in enumerate(shards, 1):
+        before = judge_rows(sim)
+        result = run_cli(job, "--base-url", sim.base_url, "--shard", f"{index}/2", "-o", shard, "-q", env=env)
+        assert result.returncode == ExitCode.OK, result.stderr
+        rows = read_rows(shard)
+        graded.append(judge_rows(sim) - before)
+        # One grader request per row of this shard, and each for a row of this shard.
+        assert graded[-1] == len(rows)
+    assert sum(graded) == 12 and all(graded)
+    merged = tmp_path / "all.jsonl"
+    result = run_cli("merge", *shards, "-o", merged, "--job", job)
+    assert result.returncode == ExitCode.OK, result.stderr
+    rows = read_rows(merged)
+    assert len(rows) == 12 and all(r["checks"][0]["judge"]["graders"] for r in rows)
+    assert "judging: $" in result.stdout
+
+
+def test_grader_requests_use_the_per_run_key(tmp_path: Path, sim: Simulator) -> None:
+    from .test_isolated_key import created_keys, isolated_run
+
+    job = write_job(tmp_path, JUDGED)
+    result = isolated_run(sim, job, tmp_path / "i.jsonl", "0.5")
+    assert result.returncode == ExitCode.OK, result.stderr
+    [label] = created_keys(sim)
+    assert sim.stats.by_key_label[label] == 24 == sim.stats.chat_requests  # answers and graders alike
+    assert sim.stats.keys_deleted == 1
+
+
+async def test_rows_answered_in_batch_mode_are_graded_when_collected(tmp_path: Path, clock: Any) -> None:
+    from dataclasses import replace
+
+    from .conftest import FakeClock
+
+    assert isinstance(clock, FakeClock)
+    simulator = Simulator(SimConfig(batch_validating_s=60, batch_in_progress_s=600, batch_finalizing_s=60))
+    simulator.clock = clock.time
+    job = load_job(write_job(tmp_path, JUDGED))
+    job = replace(job, run=replace(job.run, mode="batch", batch_poll_s=60))
+    out = tmp_path / "b.jsonl"
+    with simulator.serve_in_thread():
+        report = await run_job(job, RunOptions(api_key=FAKE_KEY, base_url=simulator.base_url, output=out, clock=clock))
+    rows = read_rows(out)
+    assert len(rows) == 12 and all(r["batch_id"] for r in rows)
+    assert judge_rows(simulator) == 12 == simulator.stats.chat_requests  # the graders, in sync mode
+    for row in rows:
+        graded = next(c for c in row["checks"] if c["name"] == "graded")
+        exact = next(c for c in row["checks"] if c["name"] == "exact")
+        assert graded["pass"] is exact["pass"] and row["judge_cost"] > 0
+    assert report.summary["total"]["judge_cost_usd"] > 0 and report.summary["total"]["undecided"] == 0
+
+
+def test_a_bug_while_grading_one_row_records_it_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception while grading one row (here planted in the verdict parser)
+    does not lose the row's paid answer, nor leave a reservation held: the row is written
+    `ok` with the check `error` naming the failure, and every other row is graded."""
+
+    def planted(content: str) -> dict[str, Any]:
+        verdict = parse_verdict(content)
+        if "Tokyo" in verdict["reason"]:
+            raise RuntimeError("planted bug")
+        return verdict
+
+    monkeypatch.setattr("batchrun._judging.parse_verdict", planted)
+    report, simulator = sim_run(write_job(tmp_path, JUDGED), tmp_path / "b.jsonl")
+    rows = read_rows(tmp_path / "b.jsonl")
+    assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
+    broken = [r for r in rows if r["vars"]["country"] == "Japan"]  # every verdict on Japan names Tokyo
+    assert len(broken) == 2
+    for row in broken:
+        graded = next(c for c in row["checks"] if c["name"] == "graded")
+        assert graded["pass"] is None and graded["error"] == "not graded: RuntimeError: planted bug"
+        assert row["judge_cost"] > 0  # the grader answered and was paid; only the parsing failed
+    others = [r for r in rows if r not in broken]
+    assert all(next(c for c in r["checks"] if c["name"] == "graded")["pass"] is not None for r in others)
+    summary = report.summary
+    assert summary["spent_usd"] == pytest.approx(summary["total"]["cost_usd"])  # nothing left held
