@@ -257,7 +257,9 @@ def test_an_under_reported_cost_is_counted_from_the_keys_usage(tmp_path: Path) -
     billing = Billing(reported=0.00001)  # each request really bills about $0.0065
     job = JOB.replace("{a: 6}]", "{a: 6}, " + ", ".join(f"{{a: {i}}}" for i in range(7, 41)) + "]")
     job = job.replace("max_attempts: 1}", "max_attempts: 1, key_refresh_requests: 2}")
-    code, stdout, _, rows = run(server(billing, key_usage=True), tmp_path, job, "--budget", "0.05", "--concurrency", "1")
+    code, stdout, _, rows = run(
+        server(billing, key_usage=True), tmp_path, job, "--budget", "0.05", "--concurrency", "1"
+    )
     per_request = billing.total / billing.chats
     assert code == ExitCode.BUDGET and billing.chats < 40
     # Caught at the next refresh: at most a refresh interval (plus the request in flight) over.
