@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._charges import AbandonedAttempt, RowCharges
 from ._checks import Answer, grade, is_judge, ungraded
+from ._clock import utc
 from ._exceptions import RequestFailed
 from ._judge import GraderSettings, VerdictError, aggregate, answer_text, grader_body, parse_verdict
 from ._ledger import BudgetExhausted
@@ -120,6 +121,9 @@ class Judging:
         model = request.model
         if runner.stop_reason is not None:
             return {"model": model, "error": f"not graded: the run stopped ({runner.stop_reason})"}
+        cached = self._cached_verdict(request)  # free: it needs neither budget nor the grader
+        if cached is not None:
+            return cached
         model_stop = runner._model_stop(model)
         if model_stop is not None:
             return {"model": model, "error": f"not graded: the grader is stopped ({model_stop})"}
@@ -159,12 +163,36 @@ class Judging:
         await runner._settled(settle())
         base = {"model": model, "generation_id": result.generation_id, **_cost_of(row)}
         try:
-            return {**base, **parse_verdict(result.content)}
+            verdict = {**base, **parse_verdict(result.content)}
         except VerdictError as exc:
             why = str(exc)
             if result.finish_reason == "length":
                 why += " (cut at its max_tokens: raise judge.params.max_tokens)"
             return {**base, "error": why}
+        if runner.cache is not None:  # only a verdict is worth keeping, never a reply that was none
+            runner.cache.store_row(request, result, None, utc(runner.clock.time()), row.charges)
+        return verdict
+
+    def _cached_verdict(self, request: Request) -> dict[str, Any] | None:
+        """With the response cache on, a grader request sent before (the same grader, prompt,
+        rubric and answer, byte for byte) is answered from it: free, and marked `cached`."""
+        cache = self.runner.cache
+        stored = cache.lookup(request, unplanned=True) if cache is not None else None
+        if stored is None:
+            return None
+        try:
+            verdict = parse_verdict(stored.content)
+        except VerdictError:
+            return None  # not stored by a grading run: ask the grader
+        return {
+            "model": request.model,
+            "generation_id": stored.generation_id,
+            "cost": 0.0,
+            "cost_status": None,
+            "cached": True,
+            "cost_saved": stored.cost,
+            **verdict,
+        }
 
 
 def _cost_of(row: Row) -> dict[str, Any]:

@@ -51,8 +51,6 @@ def answer_fields(result: ChatResult) -> dict[str, Any]:
     }
 
 
-
-
 def internal_error(error: BaseException, scrub: Scrubber) -> dict[str, Any]:
     """An unexpected exception as a row's error: its type and text, scrubbed, cut."""
     message = scrub.text(f"{type(error).__name__}: {error}")[:300]
