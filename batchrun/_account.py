@@ -9,31 +9,43 @@ its last cost lookups and reconciles the key's usage with the ledger.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import Any
 
 from ._charges import ChargeBook
 from ._client import ModelInfo, OpenRouterClient
+from ._costs import EndpointsRead
 from ._exceptions import RequestFailed
 from ._ledger import CreditLedger
-from ._pricing import EndpointPrice
 from ._reconcile import key_usage, reconcile
 from ._retry import RetryPolicy, retry_call
 
 
 async def read_endpoints(
-    client: OpenRouterClient, models: dict[str, ModelInfo] | None, wanted: Iterable[str]
-) -> dict[str, list[EndpointPrice] | None]:
-    """Each listed model's endpoints, read once (their prices differ by provider)."""
-    endpoints: dict[str, list[EndpointPrice] | None] = {}
+    client: OpenRouterClient,
+    models: dict[str, ModelInfo] | None,
+    wanted: Iterable[str],
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    time_left: Callable[[], float | None] = lambda: None,
+) -> dict[str, EndpointsRead]:
+    """Each listed model's endpoints, read once (their prices differ by provider), retried
+    like a chat request. A list that cannot be read is its error kind instead: the /models
+    price alone would not bound a dearer endpoint, so that model's worst case is unknown.
+    An endpoint without the listing (404) is priced from /models."""
+    endpoints: dict[str, EndpointsRead] = {}
     if models is None:
         return endpoints
     for model in sorted(wanted):
         if model not in models:
             continue
         try:
-            endpoints[model] = await client.endpoints(model)
-        except RequestFailed:
-            endpoints[model] = None  # costed at the /models price (the plan says so)
+            if policy is None or sleep is None:
+                endpoints[model] = await client.endpoints(model)
+            else:
+                endpoints[model] = await retry_call(partial(client.endpoints, model), policy, sleep, time_left)
+        except RequestFailed as failure:
+            endpoints[model] = failure.kind
     return endpoints
 
 

@@ -3,40 +3,56 @@
 Price: `/models` shows the top provider's price, but routing may pick any endpoint the
 request's provider settings allow, so the worst case takes, per price component, the
 highest price among those endpoints (`/models/{author}/{slug}/endpoints`, read once per
-model), raised by every `pricing.overrides` entry that can apply to the request (a
+model) and the `/models` price itself (an endpoints list cheaper than `/models` does not
+lower it), raised by every `pricing.overrides` entry that can apply to the request (a
 long-context entry when the prompt bound passes its threshold; every time window, since
 a run can span them). `provider.max_price` caps it: the router does not use an endpoint
 above it (guides/routing/provider-selection.mdx, "Max Price"). Endpoint discounts are
-ignored (they only lower a price).
+ignored (they only lower a price). A price that cannot be read, an endpoints list that
+could not be read, or a completion with no known maximum makes the worst case unknown:
+a budget cannot be kept with it (refused unless `run.allow_unknown_prices`).
 
-Tokens: the prompt is bounded at one token per UTF-8 byte plus 8 per message. Byte-level
-BPE tokenizers (and SentencePiece with byte fallback) never produce more tokens than
-bytes, so this holds for any text; on English (about 4 bytes a token) it reserves about
-four times the prompt's real cost. The completion is costed at `max_tokens` (or, when
-unset, the endpoint's maximum completion tokens, which is what OpenRouter reserves) at
-the dearer of the completion and internal-reasoning prices.
+Tokens: the prompt is bounded at one token per byte of the whole encoded request body
+(messages, tools, response_format, extra_body keys: all of it may reach the model as
+prompt tokens) plus 8 per message. Byte-level BPE tokenizers (and SentencePiece with
+byte fallback) never produce more tokens than bytes, so this holds for any text; on
+English (about 4 bytes a token) it reserves about four times the prompt's real cost. The
+completion is costed at `max_tokens` (or, when unset, the endpoint's maximum completion
+tokens or context length, which is what OpenRouter reserves) times `n`, at the dearest of
+the completion, internal-reasoning and (when the request asks for image or audio output)
+image-token and audio-output prices.
 
 Components: the request price, the image price per image part, the web-search price
 once for `:online` models or the web plugin (the docs do not bound the number of
-searches per request; one is what the plugin's default does), and the cache-write price
-when a message asks for caching (`cache_control`).
+searches per request; one is what the plugin's default does), the cache-write prices
+when a message asks for caching (`cache_control`), the audio price for prompts with
+audio parts, and with image output the image_output price for up to 10 images per answer
+(the chat docs are silent on a count; 10 is the Image API's maximum `n`,
+guides/overview/multimodal/image-generation.mdx).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from ._client import ModelInfo
+from ._client import ChatResult, ModelInfo
 from ._matrix import Request
-from ._pricing import PRICE_KEYS, EndpointPrice, Override
+from ._price_basis import PriceBasis, allowed_endpoints, max_price_caps
+from ._pricing import EndpointPrice
 
 PER_MESSAGE_TOKENS = 8
-PER_M = 1e-6
-_PER_TOKEN = ("prompt", "completion")  # max_price gives these in USD per million tokens
+IMAGES_PER_ANSWER = 10
+# No tokenizer has a token longer than this many bytes: a token count below the answer's
+# bytes / this is not a count (used to refuse implausible usage figures, never to reserve).
+MAX_TOKEN_BYTES = 64
+
+# An endpoints list that could not be read: its error kind, in place of the list.
+EndpointsRead = list[EndpointPrice] | str | None
 
 
 def message_bytes(content: Any) -> int:
@@ -46,17 +62,45 @@ def message_bytes(content: Any) -> int:
 
 
 def prompt_token_bound(request: Request) -> int:
-    messages = request.body["messages"]
-    return sum(message_bytes(m.get("content", "")) for m in messages) + PER_MESSAGE_TOKENS * len(messages)
+    """Every byte of the body as sent, not only the messages: tool definitions, a JSON
+    schema or extra_body keys are prompt tokens too (break-14 finding 1)."""
+    return len(request.payload) + PER_MESSAGE_TOKENS * len(request.body["messages"])
 
 
-def _images(request: Request) -> int:
+def _text_bytes(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content.encode("utf-8"))
+    if isinstance(content, list):
+        return sum(
+            len(p["text"].encode("utf-8"))
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        )
+    return 0
+
+
+def prompt_token_floor(request: Request) -> int:
+    """Fewer prompt tokens than this cannot be: the messages' text at MAX_TOKEN_BYTES a token."""
+    return math.ceil(sum(_text_bytes(m.get("content")) for m in request.body["messages"]) / MAX_TOKEN_BYTES)
+
+
+def _parts(request: Request, kind: str) -> int:
     count = 0
     for message in request.body["messages"]:
         content = message.get("content")
         if isinstance(content, list):
-            count += sum(1 for part in content if isinstance(part, dict) and part.get("type") == "image_url")
+            count += sum(1 for part in content if isinstance(part, dict) and part.get("type") == kind)
     return count
+
+
+def _outputs(request: Request, modality: str) -> bool:
+    modalities = request.body.get("modalities")
+    return isinstance(modalities, list) and modality in modalities
+
+
+def _choices(request: Request) -> int:
+    n = request.body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
 def _web_searches(request: Request, model: str) -> int:
@@ -71,105 +115,44 @@ def _caches(request: Request) -> bool:
     return bool(parts) and "cache_control" in json.dumps(parts)
 
 
+def applicable_keys(request: Request, model: str) -> dict[str, str]:
+    """The price components this request can be charged, and what each is charged on."""
+    keys = {"prompt": "prompt", "completion": "completion", "internal_reasoning": "completion", "request": "once"}
+    if _caches(request):
+        keys.update(input_cache_write="prompt", input_cache_write_1h="prompt")
+    if _parts(request, "input_audio"):
+        keys["audio"] = "prompt"
+    images = _parts(request, "image_url")
+    if images:
+        keys.update(image="per image", image_token="prompt")
+    if _outputs(request, "image"):
+        keys.update(image_token="completion", image_output="per output image")
+    if _outputs(request, "audio"):
+        keys["audio_output"] = "completion"
+    if _web_searches(request, model):
+        keys["web_search"] = "per search"
+    return keys
+
+
+def unknown_price_refusal(unknown: dict[str, str], bounded: bool, allowed: bool) -> str | None:
+    """The one refusal of `plan` and the run: a limit to keep and a worst case that is not known."""
+    if not unknown or not bounded or allowed:
+        return None
+    reasons = "; ".join(f"{model} ({why})" for model, why in sorted(unknown.items()))
+    return (
+        f"no known price for {reasons}: the worst case is not a bound, so a budget or credit limit "
+        "cannot be kept; "
+        "set run.allow_unknown_prices to run them anyway (reserved at $0)"
+    )
+
+
 @dataclass
-class PriceBasis:
-    """The prices a model's requests are costed at, and where each came from (for `plan`)."""
+class Worst:
+    """A request's worst case: the dearest model's cost, or why it cannot be bounded."""
 
+    usd: float | None
     model: str
-    source: str  # "endpoints" or "models list (top provider)"
-    endpoints: list[EndpointPrice]  # the ones the provider settings allow
-    excluded: int  # endpoints the provider settings rule out
-    caps: dict[str, float]  # provider.max_price, per token / per unit
-
-    def __post_init__(self) -> None:
-        self._thresholds = sorted(
-            {o.min_prompt_tokens for e in self.endpoints for o in e.overrides if o.min_prompt_tokens is not None}
-        )
-        self._cache: dict[int, tuple[dict[str, float], dict[str, str], list[str]]] = {}
-
-    @property
-    def known(self) -> bool:
-        return bool(self.endpoints) and all(e.known for e in self.endpoints)
-
-    def prices(self, prompt_tokens: int) -> tuple[dict[str, float], dict[str, str], list[str]]:
-        """Highest price per component, which endpoint set it, and the overrides counted."""
-        # Only the number of long-context thresholds the prompt passes changes the answer.
-        tier = sum(1 for t in self._thresholds if prompt_tokens > t)
-        if tier not in self._cache:
-            self._cache[tier] = self._prices(prompt_tokens)
-        return self._cache[tier]
-
-    def _prices(self, prompt_tokens: int) -> tuple[dict[str, float], dict[str, str], list[str]]:
-        best: dict[str, float] = {}
-        source: dict[str, str] = {}
-        counted: list[str] = []
-        for endpoint in self.endpoints:
-            candidates: list[tuple[dict[str, float], Override | None]] = [(endpoint.prices, None)]
-            for entry in endpoint.overrides:
-                if entry.min_prompt_tokens is None or prompt_tokens > entry.min_prompt_tokens:
-                    candidates.append((entry.prices, entry))
-            for prices, override in candidates:
-                for key, price in prices.items():
-                    if price > best.get(key, -1.0):
-                        best[key] = price
-                        source[key] = endpoint.tag + (f" [{override.describe()}]" if override else "")
-                        if override is not None:
-                            counted.append(f"{endpoint.tag}: {override.describe()}")
-        for key, cap in self.caps.items():
-            if key in best and best[key] > cap:
-                best[key], source[key] = cap, "provider.max_price"
-        return best, source, sorted(set(counted))
-
-    def max_completion_tokens(self) -> int | None:
-        values = [e.max_completion_tokens or e.context_length for e in self.endpoints]
-        known = [v for v in values if v]
-        return max(known) if known else None
-
-    def describe(self, prompt_tokens: int) -> str:
-        prices, source, counted = self.prices(prompt_tokens)
-        if not self.known:
-            return "no known price"
-        parts = [
-            f"{key} ${prices[key] / PER_M:.4g}/M from {source[key]}"
-            for key in ("prompt", "completion")
-            if key in prices
-        ]
-        parts += [f"{key} ${prices[key]:.4g} from {source[key]}" for key in PRICE_KEYS[2:] if prices.get(key)]
-        where = f"{self.source}, {len(self.endpoints)} endpoint(s) allowed"
-        if self.excluded:
-            where += f", {self.excluded} excluded by provider settings"
-        return f"{where}: " + "; ".join(parts) + (f"; overrides counted: {', '.join(counted)}" if counted else "")
-
-
-def _allowed(endpoints: list[EndpointPrice], provider: dict[str, Any]) -> list[EndpointPrice]:
-    """The endpoints the request's `provider` object lets the router use (provider-selection.mdx)."""
-    allowed = endpoints
-    only = provider.get("only")
-    if only:
-        allowed = [e for e in allowed if any(e.matches(s) for s in only)]
-    ignore = provider.get("ignore")
-    if ignore:
-        allowed = [e for e in allowed if not any(e.matches(s) for s in ignore)]
-    if provider.get("allow_fallbacks") is False and provider.get("order"):
-        allowed = [e for e in allowed if any(e.matches(s) for s in provider["order"])]
-    quantizations = provider.get("quantizations")
-    if quantizations:
-        allowed = [e for e in allowed if e.quantization is None or e.quantization in quantizations]
-    caps = _caps(provider)
-    # An endpoint priced above max_price is not routed to.
-    allowed = [e for e in allowed if all(e.prices.get(k, 0.0) <= cap for k, cap in caps.items())]
-    # Settings that rule out every endpoint make the request fail unbilled; costing all of
-    # them instead keeps the bound safe if our reading of the settings is wrong.
-    return allowed or endpoints
-
-
-def _caps(provider: dict[str, Any]) -> dict[str, float]:
-    max_price = provider.get("max_price") or {}
-    return {
-        key: float(value) * (PER_M if key in _PER_TOKEN else 1.0)
-        for key, value in max_price.items()
-        if key in PRICE_KEYS and isinstance(value, (int, float))
-    }
+    why: str = ""
 
 
 class CostModel:
@@ -177,7 +160,7 @@ class CostModel:
         self,
         models: dict[str, ModelInfo] | None,
         cost_margin: float = 0.0,
-        endpoints: dict[str, list[EndpointPrice] | None] | None = None,
+        endpoints: dict[str, EndpointsRead] | None = None,
     ) -> None:
         self.models = models
         self.cost_margin = cost_margin
@@ -193,73 +176,119 @@ class CostModel:
 
     def _basis(self, model: str, provider: dict[str, Any]) -> PriceBasis | None:
         listed = self.endpoints.get(model)
-        if listed:
-            allowed = _allowed(listed, provider)
-            return PriceBasis(model, "endpoints", allowed, len(listed) - len(allowed), _caps(provider))
         info = self.models.get(model) if self.models else None
-        if info is None or info.price is None:
+        top = info.price if info is not None else None
+        if isinstance(listed, str):
+            # Costing at the /models price alone would not bound a dearer endpoint.
+            return PriceBasis(
+                model, "endpoints", [], 0, max_price_caps(provider), f"/endpoints could not be read: {listed}"
+            )
+        if listed:
+            allowed = allowed_endpoints(listed, provider)
+            # /models prices are the top provider's: never below what the list says (break-14 3).
+            entries = allowed + ([top] if top is not None else [])
+            source = "endpoints and /models" if top is not None else "endpoints"
+            return PriceBasis(
+                model, source, entries, len(listed) - len(allowed), max_price_caps(provider), allowed=len(allowed)
+            )
+        if info is None or top is None:
             return None
-        return PriceBasis(model, "models list (top provider)", [info.price], 0, _caps(provider))
+        return PriceBasis(model, "models list (top provider)", [top], 0, max_price_caps(provider))
 
     def completion_cap(self, request: Request, basis: PriceBasis | None = None) -> int | None:
+        """Completion tokens per choice at most; None when nothing bounds them."""
         # max_completion_tokens is the spec's name; max_tokens the deprecated one (parameters.mdx).
         max_tokens = request.body.get("max_completion_tokens") or request.body.get("max_tokens")
-        if max_tokens:
-            return int(max_tokens)
-        from_endpoints = basis.max_completion_tokens() if basis is not None else None
-        info = self.models.get(request.model) if self.models else None
-        from_model = (info.max_completion_tokens or info.context_length) if info is not None else None
-        return max(from_endpoints or 0, from_model or 0) or None
+        if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0:
+            return max_tokens
+        if basis is None:
+            basis = self.basis(request.model, request.body.get("provider"))
+        return basis.max_completion_tokens() if basis is not None else None
 
     def _cost(
-        self, request: Request, model: str, prompt: int, completion: int, token_factor: float = 1.0
-    ) -> float | None:
+        self, request: Request, model: str, prompt: int, completion: int | None, token_factor: float = 1.0
+    ) -> Worst:
         basis = self.basis(model, request.body.get("provider"))
-        if basis is None or not basis.known:
-            return None
+        if basis is None:
+            return Worst(None, model, "no price listed")
+        if not basis.known:
+            return Worst(None, model, basis.problem)
+        if completion is None:
+            completion = self.completion_cap(request, basis)
+            if completion is None:
+                return Worst(None, model, "no max_tokens and no maximum completion length listed: set max_tokens")
+            completion *= _choices(request)
         prices, _, _ = basis.prices(prompt)
-        prompt_price = prices.get("prompt", 0.0)
-        if _caches(request):
-            prompt_price = max(prompt_price, prices.get("input_cache_write", 0.0))
-        per_token = prompt * prompt_price + completion * max(
-            prices.get("completion", 0.0), prices.get("internal_reasoning", 0.0)
-        )
-        return (
+        keys = applicable_keys(request, model)
+        prompt_price = max(prices.get(k, 0.0) for k, on in keys.items() if on == "prompt")
+        completion_price = max(prices.get(k, 0.0) for k, on in keys.items() if on == "completion")
+        per_token = prompt * prompt_price + completion * completion_price
+        images_out = IMAGES_PER_ANSWER * _choices(request) if "image_output" in keys else 0
+        return Worst(
             token_factor * per_token
             + prices.get("request", 0.0)
-            + _images(request) * prices.get("image", 0.0)
+            + _parts(request, "image_url") * prices.get("image", 0.0)
             + _web_searches(request, model) * prices.get("web_search", 0.0)
+            + images_out * prices.get("image_output", 0.0),
+            model,
         )
 
+    def worst(self, request: Request, token_factor: float = 1.0) -> Worst:
+        """The dearest of the models that may answer (a fallback list), margin included."""
+        if self.models is None:
+            return Worst(None, request.model, "the endpoint lists no models")
+        prompt = prompt_token_bound(request)
+        dearest = Worst(0.0, request.model)
+        for model in [request.model, *request.body.get("models", [])]:
+            cost = self._cost(request, model, prompt, None, token_factor)
+            if cost.usd is None:
+                return cost
+            if cost.usd > (dearest.usd or 0.0):
+                dearest = cost
+        return Worst((dearest.usd or 0.0) * (1 + self.cost_margin), dearest.model)
+
     def worst_case(self, request: Request, token_factor: float = 1.0) -> float | None:
-        """USD at worst, margin included; None when a price involved is unknown.
+        """USD at worst, margin included; None when it cannot be bounded.
 
         `token_factor` scales the per-token prices only: 0.5 for the Batch API, which bills
         "typically 50% of the model's standard per-token pricing" while non-token components
         are not uniformly discounted (batch-quickstart.mdx, Pricing), so they stay at full price.
         """
-        if self.models is None:
-            return None
-        worst = 0.0
-        prompt = prompt_token_bound(request)
-        # With a fallback list, any of the models may answer: cost the dearest.
-        for model in [request.model, *request.body.get("models", [])]:
-            completion = self.completion_cap(request, self.basis(model, request.body.get("provider"))) or 0
-            cost = self._cost(request, model, prompt, completion, token_factor)
-            if cost is None:
-                return None
-            worst = max(worst, cost)
-        return worst * (1 + self.cost_margin)
+        return self.worst(request, token_factor).usd
 
-    def charge_from_usage(self, request: Request, usage: dict[str, Any]) -> float | None:
-        """An upper bound of an answer's charge from its token counts, when it reported no cost."""
+    def charge_from_usage(self, request: Request, usage: dict[str, Any], answer_bytes: int = 0) -> float | None:
+        """An upper bound of an answer's charge from its token counts, when it reported no
+        cost; None when the counts are missing or cannot be true (fewer tokens than the
+        prompt's or the answer's text must have, or a total above their sum)."""
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if not isinstance(prompt, int) or not isinstance(completion, int) or self.models is None:
             return None
-        costs = [self._cost(request, m, prompt, completion) for m in [request.model, *request.body.get("models", [])]]
+        total = usage.get("total_tokens")
+        if (
+            prompt < prompt_token_floor(request)
+            or completion < math.ceil(answer_bytes / MAX_TOKEN_BYTES)
+            or (isinstance(total, int) and total > prompt + completion)
+        ):
+            return None
+        costs = [
+            self._cost(request, m, prompt, completion).usd for m in [request.model, *request.body.get("models", [])]
+        ]
         known = [c for c in costs if c is not None]
         return max(known) if known and len(known) == len(costs) else None
 
+    def estimate(self, request: Request, result: ChatResult) -> float | None:
+        """charge_from_usage for an answer, its text (answer, reasoning, tool calls) counted."""
+        texts = [result.content, result.reasoning or "", result.refusal or ""]
+        texts += [str(call.get("arguments") or "") for call in result.tool_calls]
+        return self.charge_from_usage(request, result.usage, sum(len(t.encode("utf-8")) for t in texts))
+
     def describe(self, request: Request) -> str:
-        basis = self.basis(request.model, request.body.get("provider"))
-        return "no price" if basis is None else basis.describe(prompt_token_bound(request))
+        """The price basis of the model that sets the request's worst case (a fallback may)."""
+        worst = self.worst(request)
+        basis = self.basis(worst.model, request.body.get("provider"))
+        if basis is None:
+            return "no price"
+        text = basis.describe(prompt_token_bound(request), applicable_keys(request, worst.model))
+        if worst.usd is None and basis.known:
+            text = f"no known worst case ({worst.why})"
+        return (f"{worst.model} (a fallback) sets the worst case: " if worst.model != request.model else "") + text

@@ -155,7 +155,7 @@ class Judging:
         row.sent = False
 
         async def settle() -> None:
-            estimate = runner.costs.charge_from_usage(request, result.usage) if runner.costs else None
+            estimate = runner.costs.estimate(request, result) if runner.costs else None
             await runner.charges.answered(result, reservation, row.charges, estimate)
             await runner.charges.look_up_row(row.charges)
 

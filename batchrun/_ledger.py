@@ -7,6 +7,12 @@ request abandoned on a timeout or a cut body: OpenRouter may finish and charge i
 api_reference/streaming.mdx) is *held*: its worst case stays counted as spent until its
 cost is known (a /generation lookup, or the key's usage at the end), then resolves.
 
+The answers' own figures may lie low (an under-reported `usage.cost`), which only the
+key's usage shows. At each /key refresh the ledger follows the key: when the key's usage
+since the run began is more than everything the ledger counts (spent, held and in flight),
+the gap is counted as spent (`from_key`), so the budget stops the run. Another process
+spending on the same key shows the same way, and is counted against this run too.
+
 A reservation that does not fit waits for in-flight requests to settle; when nothing in
 flight could free enough room, the ledger says the budget is exhausted and the runner
 stops dispatching.
@@ -29,14 +35,16 @@ class CreditLedger:
         self.spent = 0.0  # charges known (reported, looked up or estimated from tokens)
         self.held = 0.0  # worst cases of attempts that may have been billed, cost not yet known
         self.reserved = 0.0
+        self.from_key = 0.0  # the key's usage beyond all of the above, counted as spent
         self.in_flight = 0
         self._changed = asyncio.Event()  # set (and replaced) whenever room may have been made
         self._waiting = 0
 
     @property
     def committed(self) -> float:
-        """Spent as far as the budget is concerned: known charges plus held worst cases."""
-        return self.spent + self.held
+        """Spent as far as the budget is concerned: known charges, held worst cases, and
+        what the key's usage showed beyond them."""
+        return self.spent + self.held + self.from_key
 
     @property
     def remaining(self) -> float | None:
@@ -85,6 +93,17 @@ class CreditLedger:
         self.held = max(0.0, self.held - held)
         self.spent += actual
         self._wake()
+
+    def follow_key(self, usage_delta: float) -> float:
+        """The key's usage rose by `usage_delta` since the run began: count what the ledger
+        cannot account for (in-flight reservations may already be billed, so they count) as
+        spent. Returns what was added."""
+        gap = usage_delta - (self.committed + self.reserved)
+        if gap <= 0:
+            return 0.0
+        self.from_key += gap
+        self._wake()
+        return gap
 
     def hold(self, amount: float) -> None:
         """Hold money for a submitted batch. Unlike `reserve`, it never waits and is not

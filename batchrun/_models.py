@@ -67,7 +67,13 @@ async def resolve_models(wanted: set[str], models: dict[str, ModelInfo], lookup:
             base = models[variant[0]]
             info = replace(base, id=model_id)
             if variant[1] == "free":
-                info = replace(info, prompt_price=0.0, completion_price=0.0, request_price=0.0)
+                # Its /models price too: the worst case never goes below the /models price.
+                free = (
+                    replace(info.price, prices=dict.fromkeys(info.price.prices, 0.0), overrides=())
+                    if info.price
+                    else None
+                )
+                info = replace(info, prompt_price=0.0, completion_price=0.0, request_price=0.0, price=free)
             result.models[model_id] = info
             result.how[model_id] = f"variant of {variant[0]}"
             continue

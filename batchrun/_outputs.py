@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -64,6 +65,18 @@ def summary_path(results: Path) -> Path:
     return results.with_name(results.stem + ".summary.json")
 
 
+def finite(value: Any) -> Any:
+    """`value` with every float that is not finite made null: JSON has no Infinity or NaN,
+    and a results file written before costs were capped may still sum to inf."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """Replace `path` with `data` as JSON, whole or not at all, with the usual file mode."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -71,7 +84,7 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
         # mkstemp creates 0600; results are 0644 less the umask, and their summary matches.
         os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=2)
+            json.dump(finite(data), out, indent=2, allow_nan=False)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._costs import CostModel
+from ._costs import CostModel, unknown_price_refusal
 from ._job import Job
 from ._matrix import count_requests, plan_requests
+from ._pricing import usd
 
 if TYPE_CHECKING:  # _models imports the HTTP client, which `plan` without a key never needs
     from ._models import Resolution
@@ -82,6 +83,13 @@ class PricedPlan:
     balance: float | None = None  # the account's balance (/credits), with a management key
     judge_requests: dict[str, int] = field(default_factory=dict)  # grader requests, by grader
     judge_worst: dict[str, float] = field(default_factory=dict)
+    unknown_why: dict[str, str] = field(default_factory=dict)  # model -> why its worst case is unknown
+
+    def refusal(self) -> str | None:
+        """What the run would refuse with, decided as the run decides it (_run._preflight)."""
+        remaining = self.key.get("limit_remaining") if self.key else None
+        bounded = self.job.run.budget_usd is not None or isinstance(remaining, (int, float)) or self.balance is not None
+        return unknown_price_refusal(self.unknown_why, bounded, self.job.run.allow_unknown_prices)
 
 
 def job_routing_warning(job: Job) -> str | None:
@@ -159,7 +167,9 @@ async def price_plan(
     resolved: list[Resolution] = []
     try:
         models, key = await read_account(client, job, options, lambda: job.run.deadline_s, resolved)
-        endpoints = await read_endpoints(client, models, wanted_models(job))
+        endpoints = await read_endpoints(
+            client, models, wanted_models(job), retry_policy(job.run), options.clock.sleep, lambda: job.run.deadline_s
+        )
         balance = await read_balance(
             client, management_key, retry_policy(job.run), options.clock.sleep, lambda: job.run.deadline_s
         )
@@ -191,6 +201,7 @@ async def price_plan(
         judge_worst=result.judge_worst_usd,
         basis=result.basis,
         balance=balance,
+        unknown_why=result.unknown_why,
     )
 
 
@@ -204,8 +215,8 @@ def render_plan(plan: PricedPlan) -> str:
     to_send = {m: n - cached.get(m, 0) for m, n in plan.rows.items()}
     for model in [m.id for m in job.models]:
         unknown = model in plan.unknown_price
-        worst = "unknown" if unknown else f"{plan.worst.get(model, 0.0):.6f}"
-        batch = "unknown" if unknown else f"{plan.batch_worst.get(model, 0.0):.6f}"
+        worst = "unknown" if unknown else usd(plan.worst.get(model, 0.0))
+        batch = "unknown" if unknown else usd(plan.batch_worst.get(model, 0.0))
         rows = plan.rows.get(model, 0)
         hits = f" {cached.get(model, 0):>7}" if plan.cached is not None else ""
         previous = f"{plan.previous_avg[model] * to_send.get(model, 0):.6f}" if model in plan.previous_avg else "-"
@@ -214,7 +225,7 @@ def render_plan(plan: PricedPlan) -> str:
             lines.append(f"  price basis: {plan.basis[model]}")
     # Grader requests are sent one by one in either mode: the same figure in both columns.
     for model, count in sorted(plan.judge_requests.items()):
-        worst = "unknown" if model in plan.unknown_price else f"{plan.judge_worst.get(model, 0.0):.6f}"
+        worst = "unknown" if model in plan.unknown_price else usd(plan.judge_worst.get(model, 0.0))
         no_hits = f" {'-':>7}" if plan.cached is not None else ""  # grader requests are counted apart
         lines.append(f"{'judging: ' + model:<44} {count:>7}{no_hits} {worst:>14} {worst:>14}")
         if model in plan.basis and model not in plan.rows:
@@ -223,9 +234,11 @@ def render_plan(plan: PricedPlan) -> str:
     sync_total, batch_total = sum(plan.worst.values()) + judging, sum(plan.batch_worst.values()) + judging
     total = batch_total if batch_mode else sync_total
     hits_total = f" {sum(cached.values()):>7}" if plan.cached is not None else ""
+    # With a worst case unknown, the total is only what the known ones add up to.
+    more = "+?" if plan.unknown_price else ""
     lines.append(
         f"{'TOTAL':<44} {sum(plan.rows.values()) + sum(plan.judge_requests.values()):>7}{hits_total} "
-        f"{sync_total:>14.6f} {batch_total:>14.6f}"
+        f"{usd(sync_total) + more:>14} {usd(batch_total) + more:>14}"
         + (f" {sum(plan.previous_avg.get(m, 0) * n for m, n in to_send.items()):>12.6f}" if plan.previous_avg else "")
     )
     lines.append(
@@ -235,14 +248,20 @@ def render_plan(plan: PricedPlan) -> str:
     if plan.cached is not None:
         lines.append(
             f"cache: {sum(cached.values())} row(s) answered from it for free (${plan.saved_usd:.6f} saved); "
-            f"the other {sum(to_send.values())} would cost at most ${total:.6f}"
+            f"the other {sum(to_send.values())} would cost at most ${usd(total)}{more}"
         )
     if plan.previous_file:
         lines.append(f"previous run: {plan.previous_file}")
     budget = job.run.budget_usd
+
+    def fits(limit: float) -> str:
+        if plan.unknown_price:
+            return "UNKNOWN (see below)"
+        return "fits" if total <= limit else "EXCEEDS it"
+
     lines.append(
-        f"budget: {'none' if budget is None else f'${budget:.6f}'}"
-        + ("" if budget is None else f" -> worst case {'fits' if total <= budget else 'EXCEEDS it'}")
+        f"budget: {'none' if budget is None else f'${usd(budget)}'}"
+        + ("" if budget is None else f" -> worst case {fits(budget)}")
     )
     if plan.key is None:
         lines.append("key: the endpoint has no /key (credit checks off)")
@@ -254,14 +273,11 @@ def render_plan(plan: PricedPlan) -> str:
             + (
                 "no per-key limit"
                 if not isinstance(remaining, (int, float))
-                else f"remaining credit ${remaining:.6f} -> worst case {'fits' if total <= remaining else 'EXCEEDS it'}"
+                else f"remaining credit ${usd(remaining)} -> worst case {fits(remaining)}"
             )
         )
     if plan.balance is not None:
-        lines.append(
-            f"account balance (/credits): ${plan.balance:.6f} -> worst case "
-            + ("fits" if total <= plan.balance else "EXCEEDS it")
-        )
+        lines.append(f"account balance (/credits): ${usd(plan.balance)} -> worst case {fits(plan.balance)}")
     needed = sum(n for m, n in plan.rows.items() if m.endswith(":free"))
     if needed:
         # limits.mdx: every :free request counts against one account-wide daily cap, lower
@@ -278,6 +294,7 @@ def render_plan(plan: PricedPlan) -> str:
             "tokens, which OpenRouter also reserves; set params.max_tokens"
         )
     for model in sorted(plan.unknown_price):
-        lines.append(f"warning: {model} has no known price (router model): a budget cannot bound it")
+        why = plan.unknown_why.get(model, "no known price")
+        lines.append(f"warning: {model} has no known worst case ({why}): a budget cannot bound it")
     lines.extend(plan.warnings)
     return "\n".join(lines)

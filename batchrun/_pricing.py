@@ -4,7 +4,9 @@ Sources (guides/overview/models.mdx, openapi `/models/{author}/{slug}/endpoints`
 `/generation`, `/credits`): prices are strings in USD per token (per request, image or
 search for those components); `pricing.overrides` lists conditional prices (a prompt
 token threshold, a daily UTC window); `discount` lowers an endpoint's price. A price
-that is not a finite non-negative number is unknown ("-1" marks router models).
+that is not a finite non-negative number is unknown ("-1" marks router models), and so is
+a pricing object with any such price, or an override entry that cannot be read: a price
+we cannot read is never silently replaced by a cheaper one.
 """
 
 from __future__ import annotations
@@ -13,22 +15,47 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-# Price keys a worst case can involve; absent keys cost nothing.
-PRICE_KEYS = ("prompt", "completion", "request", "image", "web_search", "internal_reasoning", "input_cache_write")
+# Price keys a worst case can involve; absent keys cost nothing (openapi.yaml, the
+# endpoints' `pricing`: audio and audio_output per audio token, image_output per output
+# image, image_token per image token, input_cache_write_1h per 1-hour cache-write token).
+PRICE_KEYS = (
+    "prompt",
+    "completion",
+    "request",
+    "image",
+    "web_search",
+    "internal_reasoning",
+    "input_cache_write",
+    "input_cache_write_1h",
+    "audio",
+    "audio_output",
+    "image_output",
+    "image_token",
+)
+# A money figure above this is counted as this: more than any account holds, so a worst
+# case that reaches it exceeds every budget anyway, and sums of such figures stay finite
+# (1e308 twice is inf, which JSON cannot carry).
+MAX_USD = 1e12
 # Model-id suffixes that select routing, not another model (guides/routing/model-variants):
 # their endpoints are the base model's. `:free` is a model of its own with its own endpoints.
 _ROUTING_VARIANTS = (":nitro", ":floor", ":online", ":exacto", ":thinking", ":extended")
 
 
 def money(value: Any) -> float | None:
-    """A price or charge: a finite, non-negative number (strings allowed), else None."""
+    """A price or charge: a finite, non-negative number (strings allowed), else None;
+    at most MAX_USD."""
     if isinstance(value, bool):
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return number if math.isfinite(number) and number >= 0 else None
+    return min(number, MAX_USD) if math.isfinite(number) and number >= 0 else None
+
+
+def usd(amount: float) -> str:
+    """A dollar figure for people: six decimals, or four significant digits when huge."""
+    return f"{amount:.6f}" if abs(amount) < 1e9 else f"{amount:.4g}"
 
 
 @dataclass(frozen=True)
@@ -59,7 +86,8 @@ class EndpointPrice:
     quantization: str | None = None
     max_completion_tokens: int | None = None
     context_length: int | None = None
-    known: bool = True  # prompt and completion prices both valid
+    known: bool = True  # every price valid, prompt and completion among them
+    problem: str = ""  # why it is not known, for `plan` and the refusal
 
     def matches(self, slug: str) -> bool:
         """Base-slug matching (provider-selection.mdx): "deepinfra" matches "deepinfra/turbo"."""
@@ -68,24 +96,65 @@ class EndpointPrice:
         return slug in (tag, tag.split("/")[0], self.provider.lower())
 
 
-def parse_prices(pricing: Any) -> tuple[dict[str, float], tuple[Override, ...], bool]:
-    """A pricing object: its valid base prices, its overrides, and whether prompt and completion are known."""
-    if not isinstance(pricing, dict):
-        return {}, (), False
-    prices = {k: p for k in PRICE_KEYS if (p := money(pricing.get(k))) is not None}
-    overrides = []
-    for entry in pricing.get("overrides") or []:
-        if not isinstance(entry, dict):
+def _read_prices(pricing: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
+    """The valid prices among PRICE_KEYS, and the keys present that are not prices (null is absent)."""
+    prices: dict[str, float] = {}
+    bad: list[str] = []
+    for key in PRICE_KEYS:
+        if pricing.get(key) is None:
             continue
-        start, end = money(entry.get("utc_start")), money(entry.get("utc_end"))
-        overrides.append(
-            Override(
-                min_prompt_tokens=money(entry.get("min_prompt_tokens")),
-                window=(start, end) if start is not None and end is not None else None,
-                prices={k: p for k in PRICE_KEYS if (p := money(entry.get(k))) is not None},
-            )
-        )
-    return prices, tuple(overrides), "prompt" in prices and "completion" in prices
+        value = money(pricing[key])
+        if value is None:
+            bad.append(key)
+        else:
+            prices[key] = value
+    return prices, bad
+
+
+def _override(entry: Any) -> tuple[Override | None, list[str]]:
+    if not isinstance(entry, dict):
+        return None, ["an override that is not an object"]
+    prices, bad = _read_prices(entry)
+    problems = [f"override {k}" for k in bad]
+    conditions: dict[str, float | None] = {}
+    for name in ("min_prompt_tokens", "utc_start", "utc_end"):
+        value = entry.get(name)
+        conditions[name] = None if value is None else money(value)
+        if value is not None and conditions[name] is None:
+            problems.append(f"override {name}")
+    start, end = conditions["utc_start"], conditions["utc_end"]
+    return Override(
+        min_prompt_tokens=conditions["min_prompt_tokens"],
+        # A half-given window is read as always applying: the safe reading.
+        window=(start, end) if start is not None and end is not None else None,
+        prices=prices,
+    ), problems
+
+
+def parse_prices(pricing: Any) -> tuple[dict[str, float], tuple[Override, ...], bool]:
+    """A pricing object: its valid base prices, its overrides, and whether it is known:
+    prompt and completion valid, and no price or override that cannot be read."""
+    prices, _, problems = read_pricing(pricing)
+    return prices, _, not problems
+
+
+def read_pricing(pricing: Any) -> tuple[dict[str, float], tuple[Override, ...], list[str]]:
+    """Like parse_prices, with what made the price unknown (empty when it is known)."""
+    if not isinstance(pricing, dict):
+        return {}, (), ["no pricing object"]
+    prices, bad = _read_prices(pricing)
+    problems = [f"{k} {str(pricing[k])[:20]!r}" for k in bad]
+    problems += [f"no {k} price" for k in ("prompt", "completion") if k not in prices and k not in bad]
+    overrides = []
+    listed = pricing.get("overrides")
+    if listed is not None and not isinstance(listed, list):
+        problems.append("overrides that are not a list")
+    for entry in listed if isinstance(listed, list) else []:
+        override, why = _override(entry)
+        problems += why
+        if override is not None:
+            overrides.append(override)
+    return prices, tuple(overrides), problems
 
 
 def _int(value: Any) -> int | None:
@@ -99,7 +168,7 @@ def parse_endpoints(items: Any) -> list[EndpointPrice] | None:
     for item in items:
         if not isinstance(item, dict):
             continue
-        prices, overrides, known = parse_prices(item.get("pricing"))
+        prices, overrides, problems = read_pricing(item.get("pricing"))
         out.append(
             EndpointPrice(
                 provider=str(item.get("provider_name") or "?")[:100],
@@ -109,7 +178,8 @@ def parse_endpoints(items: Any) -> list[EndpointPrice] | None:
                 quantization=item.get("quantization") if isinstance(item.get("quantization"), str) else None,
                 max_completion_tokens=_int(item.get("max_completion_tokens")),
                 context_length=_int(item.get("context_length")),
-                known=known,
+                known=not problems,
+                problem=", ".join(problems),
             )
         )
     return out

@@ -43,13 +43,15 @@ def reconcile(
         "key_usage_delta_usd": None,
         "ledger_known_usd": round(known, 8),
         "unknown_cost_attempts": unresolved,
-        "unknown_cost_held_usd": round(held, 8),
+        "unknown_cost_held_usd": round(held, 12),  # as spent_usd is: held worst cases carry many digits
         "unattributed_usd": None,
         "difference_usd": None,
         "lookups": book.lookups,
         # Looked up after the row was written with cost "unknown": in the ledger, not in the records.
         "resolved_after_record_usd": round(book.resolved_after_record, 8),
         "resolved_after_record_attempts": book.resolved_after_record_attempts,
+        # The key's usage beyond what the ledger counted, seen at a refresh and counted as spent.
+        "counted_from_key_usd": round(ledger.from_key, 8),
         "warning": None,
     }
     if start is not None and end is None:

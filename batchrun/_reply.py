@@ -10,6 +10,7 @@ follow OpenRouter's OpenAPI `ChatResult`, `ChatAssistantMessage` and `ChatUsage`
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import orjson
 
 from ._classify import classify
 from ._exceptions import RequestFailed, Transient
-from ._pricing import EndpointPrice, parse_prices
+from ._pricing import MAX_USD, EndpointPrice, read_pricing
 from ._routing import answering_provider
 from ._scrub import Scrubber
 
@@ -89,8 +90,11 @@ def money(value: Any) -> float | None:
     Booleans and strings are not numbers here (`true` once counted as $1)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    number = float(value)
-    return number if math.isfinite(number) and number >= 0 else None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float: counted as the most there is
+        return MAX_USD if value > 0 else None
+    return min(number, MAX_USD) if math.isfinite(number) and number >= 0 else None
 
 
 def price(value: Any) -> float | None:
@@ -125,9 +129,23 @@ def _bad(what: str, status: int = 200) -> Transient:
     return Transient("bad_response", what, status)
 
 
+def loads(body: bytes | str) -> Any:
+    """JSON, as orjson reads it; failing that, as Python's json module does, which also takes
+    the literals NaN and Infinity: a reply with `"cost": NaN` is an answer whose cost cannot
+    be believed (unknown, its worst case held), not a bad reply to send again and pay twice.
+    Raises orjson.JSONDecodeError when neither can read it."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            raise orjson.JSONDecodeError("not JSON", "", 0) from None
+
+
 def _json(reply: Reply) -> Any:
     try:
-        return orjson.loads(reply.body)
+        return loads(reply.body)
     except orjson.JSONDecodeError:
         raise _bad("the body was truncated or not JSON", reply.status) from None
 
@@ -226,8 +244,9 @@ def usage_of(value: Any, scrub: Scrubber) -> dict[str, Any]:
     for name in _USAGE_COUNTS:
         if count(value.get(name)) is not None:
             usage[name] = value[name]
-    if money(value.get("cost")) is not None:
-        usage["cost"] = float(value["cost"])
+    cost = money(value.get("cost"))
+    if cost is not None:
+        usage["cost"] = cost  # capped at MAX_USD: sums of costs stay finite
     for name, fields in _DETAIL_COUNTS.items():
         details = value.get(name)
         if isinstance(details, dict):
@@ -322,7 +341,7 @@ def model_info(item: Any, scrub: Scrubber) -> ModelInfo | None:
     if request is None:  # a request price that is there but unreadable: the price is unknown
         prompt = completion = None
     context, max_completion = _positive(item.get("context_length")), _positive(top.get("max_completion_tokens"))
-    prices, overrides, known = parse_prices(pricing)
+    prices, overrides, problems = read_pricing(item.get("pricing"))
     return ModelInfo(
         id=scrub.text(item["id"]),
         prompt_price=prompt,
@@ -338,7 +357,8 @@ def model_info(item: Any, scrub: Scrubber) -> ModelInfo | None:
             overrides,
             max_completion_tokens=max_completion,
             context_length=context,
-            known=known and prompt is not None and completion is not None,
+            known=not problems and prompt is not None and completion is not None,
+            problem=", ".join(problems),
         ),
     )
 

@@ -22,7 +22,7 @@ from ._cache_session import CacheSession, CacheSettings
 from ._checks import is_judge
 from ._client import ModelInfo, OpenRouterClient
 from ._clock import Clock, SystemClock
-from ._costs import CostModel
+from ._costs import CostModel, Worst, unknown_price_refusal
 from ._exceptions import ConfigError, OutputFailed, ResultsError
 from ._isolated import IsolatedKey
 from ._items import ItemGate
@@ -150,6 +150,7 @@ class Estimate:
     worst_usd: dict[str, float] = field(default_factory=dict)
     batch_worst_usd: dict[str, float] = field(default_factory=dict)  # at Batch API prices
     unknown_price: set[str] = field(default_factory=set)
+    unknown_why: dict[str, str] = field(default_factory=dict)  # model -> why its worst case is unknown
     no_max_tokens: set[str] = field(default_factory=set)
     kept: int = 0
     judge_requests: dict[str, int] = field(default_factory=dict)  # by grader model
@@ -172,11 +173,16 @@ class Estimate:
             self.judge_requests[grader.model] = self.judge_requests.get(grader.model, 0) + 1
             if grader.model not in self.basis:
                 self.basis[grader.model] = costs.describe(grader)
-            worst = costs.worst_case(grader)
-            if worst is None:
-                self.unknown_price.add(grader.model)
+            worst = costs.worst(grader)
+            if worst.usd is None:
+                self.unknown(grader, worst)
             else:
-                self.judge_worst_usd[grader.model] = self.judge_worst_usd.get(grader.model, 0.0) + worst
+                self.judge_worst_usd[grader.model] = self.judge_worst_usd.get(grader.model, 0.0) + worst.usd
+
+    def unknown(self, request: Request, worst: Worst) -> None:
+        self.unknown_price.add(request.model)
+        why = worst.why if worst.model == request.model else f"fallback {worst.model}: {worst.why}"
+        self.unknown_why.setdefault(request.model, why)
 
 
 def estimate(
@@ -208,11 +214,11 @@ def estimate(
             result.no_max_tokens.add(request.model)
         if request.model not in result.basis:
             result.basis[request.model] = costs.describe(request)
-        worst = costs.worst_case(request)
-        if worst is None:
-            result.unknown_price.add(request.model)
+        worst = costs.worst(request)
+        if worst.usd is None:
+            result.unknown(request, worst)
         else:
-            result.worst_usd[request.model] = result.worst_usd.get(request.model, 0.0) + worst
+            result.worst_usd[request.model] = result.worst_usd.get(request.model, 0.0) + worst.usd
             batch = costs.worst_case(request, BATCH_TOKEN_FACTOR) or 0.0
             result.batch_worst_usd[request.model] = result.batch_worst_usd.get(request.model, 0.0) + batch
     if cache is not None:
@@ -415,7 +421,12 @@ async def _preflight(
     missing = missing_account_api(client.base_url, models, key)
     if missing:
         notice(missing)
-    endpoints = await read_endpoints(client, models, wanted_models(job))
+    endpoints = await read_endpoints(
+        client, models, wanted_models(job), retry_policy(settings), options.clock.sleep, time_left
+    )
+    for model, failed in sorted(endpoints.items()):
+        if isinstance(failed, str):
+            notice(f"warning: the endpoints of {model} could not be read ({failed}): its worst case is unknown")
     costs = CostModel(models, settings.cost_margin, endpoints)
     plan = estimate(job, costs, options.shard, states, options.retry_errors, cache)
     budget = job_budget
@@ -427,11 +438,12 @@ async def _preflight(
             budget, limit_from_key = float(remaining), True
     if budget is not None:
         budget = max(0.0, budget - settings.budget_margin_usd)
-        if plan.unknown_price and not settings.allow_unknown_prices:
-            raise ConfigError(
-                f"no known price for {', '.join(sorted(plan.unknown_price))}: a budget cannot be "
-                "kept; set run.allow_unknown_prices to run them anyway (reserved at $0)"
-            )
+    refusal = unknown_price_refusal(plan.unknown_why, budget is not None, settings.allow_unknown_prices)
+    if refusal is not None:
+        raise ConfigError(refusal)
+    if plan.unknown_why and budget is not None:
+        reasons = "; ".join(f"{m} ({why})" for m, why in sorted(plan.unknown_why.items()))
+        notice(f"warning: no known worst case for {reasons}: reserved at $0 (run.allow_unknown_prices)")
     return _Preflight(models, costs, plan, budget, limit_from_key, key_usage(key), balance)
 
 
@@ -517,6 +529,7 @@ async def _locked_run(
             costs=pre.costs if models else None,
             ledger=ledger,
             limit_from_key=pre.limit_from_key,
+            key_usage_start=pre.key_usage,
             on_record=record_done,
             judge=job.judge,
             cache=cache,

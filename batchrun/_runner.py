@@ -38,6 +38,8 @@ from ._judging import Judging, RowGrading
 from ._ledger import BudgetExhausted, CreditLedger
 from ._limiter import Throttle, scope_of
 from ._matrix import Request
+from ._pricing import usd
+from ._reconcile import key_usage
 from ._results import ResultsWriter, record_head
 from ._retry import AttemptLog, RetryPolicy, call_with_retries
 from ._row import Row, answer_fields, first_failure, internal_error
@@ -84,6 +86,7 @@ class Runner:
         costs: CostModel | None = None,
         ledger: CreditLedger | None = None,
         limit_from_key: bool = False,
+        key_usage_start: float | None = None,
         on_record: Callable[[dict[str, Any]], None] | None = None,
         judge: GraderSettings | None = None,
         cache: CacheSession | None = None,
@@ -98,6 +101,7 @@ class Runner:
         self.ledger = ledger or CreditLedger(None)
         self.charges = ChargeBook(client, self.ledger)
         self.limit_from_key = limit_from_key  # the binding limit is the key's credit, not our budget
+        self.key_usage_start = key_usage_start  # the key's usage before the first request (_ledger.follow_key)
         self.throttle = Throttle(config.concurrency, clock, config.model_caps, config.policy.max_wait_s)
         self.on_record = on_record
         self.cache = cache
@@ -111,6 +115,7 @@ class Runner:
         self._sent_since_refresh = 0
         self._last_refresh = clock.monotonic()  # pre-flight has just read /key
         self._refreshing = False
+        self._costs_under_reported = False  # a refresh found the key charged more than the ledger counts
         self._in_flight: set[asyncio.Timeout] = set()  # each dispatched row's own timeout
         self._grace_ends: float | None = None  # loop time when in-flight rows are cut off
         # Judge checks' grader requests go through this runner's own machinery (issue 17).
@@ -207,7 +212,12 @@ class Runner:
         reason = STOP_CREDITS if self.limit_from_key else STOP_BUDGET
         self.request_stop(
             reason,
-            f"the next request needs up to ${worst or 0:.6f}, ${max(0.0, self.ledger.remaining or 0):.6f} is left",
+            f"the next request needs up to ${usd(worst or 0)}, ${usd(max(0.0, self.ledger.remaining or 0))} is left"
+            + (
+                f" (${usd(self.ledger.from_key)} of what is spent is the key's usage beyond the reported costs)"
+                if self.ledger.from_key
+                else ""
+            ),
         )
 
     async def _reserve(self, worst: float | None) -> float | None:
@@ -351,7 +361,7 @@ class Runner:
         self, row: Row, result: ChatResult, reservation: float, latency_ms: float, elapsed_ms: float
     ) -> None:
         request = row.request
-        estimate = self.costs.charge_from_usage(request, result.usage) if self.costs else None
+        estimate = self.costs.estimate(request, result) if self.costs else None
         await self.charges.answered(result, reservation, row.charges, estimate)
         await self.charges.look_up_row(row.charges)
         costs = row.charges.fields()
@@ -535,7 +545,7 @@ class Runner:
         self._sent_since_refresh += 1
         now = self.clock.monotonic()
         due = (
-            self._sent_since_refresh >= self.config.key_refresh_requests
+            self._sent_since_refresh >= (1 if self._costs_under_reported else self.config.key_refresh_requests)
             or now - self._last_refresh >= self.config.key_refresh_s
         )
         if not due or self.costs is None or self.costs.models is None or self._refreshing:
@@ -550,6 +560,15 @@ class Runner:
             return  # a failed refresh is not a reason to stop; the next one may work
         finally:
             self._refreshing = False
+        usage = key_usage(info)
+        if (
+            usage is not None
+            and self.key_usage_start is not None
+            and self.ledger.follow_key(usage - self.key_usage_start)
+        ):
+            # The answers' costs fall short of the key's usage: from now on /key is read
+            # before every request, so the next shortfall is seen one request later.
+            self._costs_under_reported = True
         remaining = info.get("limit_remaining") if info else None
         if isinstance(remaining, (int, float)):
             new_limit = self.ledger.spent + remaining - self.config.budget_margin_usd

@@ -33,7 +33,7 @@ from ._classify import classify
 from ._client import ChatResult, Flight, OpenRouterClient, abandoned, generation_header, valid_generation_id
 from ._clock import Clock
 from ._exceptions import RequestFailed, ResponseTooLarge, Transient
-from ._reply import MAX_TOOL_CALLS, cost_rejected, tool_calls_of, usage_of
+from ._reply import MAX_TOOL_CALLS, cost_rejected, loads, tool_calls_of, usage_of
 
 _ERROR_BODY_BYTES = 64 * 1024  # an error reply before the stream is small JSON
 
@@ -207,7 +207,7 @@ async def _read_events(
             reading.done = True
             return
         try:
-            chunk = orjson.loads(event.data)
+            chunk = loads(event.data)  # NaN in a usage chunk: an unknown cost, not a skipped chunk
         except orjson.JSONDecodeError:
             continue  # not JSON: nothing to read (the docs' own readers skip these)
         if not isinstance(chunk, dict):

@@ -544,9 +544,13 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
             cache_endpoint=endpoint,
             warn=console.error,
         )
+        refused.append(plan.refusal())
         return render_plan(plan)
 
+    refused: list[str | None] = []
     console.out.write(asyncio.run(_with_simulator(args, body)) + "\n")
+    if refused and refused[0] is not None:
+        raise ConfigError(refused[0])  # the run would refuse the same way: the same exit code
     return ExitCode.OK
 
 
@@ -580,8 +584,10 @@ def _show(
     as_markdown: Callable[[dict[str, Any]], str],
 ) -> None:
     """Print in the form asked (text, --json, --markdown); Markdown also to GITHUB_STEP_SUMMARY."""
+    from ._outputs import finite
+
     if args.json:
-        console.out.write(json.dumps(data, indent=2) + "\n")
+        console.out.write(json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
     elif args.markdown:
         console.out.write(as_markdown(data))
     else:

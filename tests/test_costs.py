@@ -235,7 +235,10 @@ def test_plan_shows_each_models_price_basis(tmp_path: Path) -> None:
     lines = text.splitlines()
     basis = [line for line in lines if line.startswith("  price basis: ")]
     assert len(basis) == 2
-    assert "endpoints, 3 endpoint(s) allowed: prompt $1.2/M from dearcloud; completion $8/M from dearcloud" in basis[0]
+    assert (
+        "endpoints and /models, 3 endpoint(s) allowed: prompt $1.2/M from dearcloud; completion $8/M from dearcloud"
+        in basis[0]
+    )
 
 
 def test_every_run_reconciles_and_warns_past_a_cent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

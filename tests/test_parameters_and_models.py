@@ -134,8 +134,11 @@ def test_plan_prices_variants_at_the_base_price_and_warns_for_nitro_and_routing(
     finally:
         del os.environ["OPENROUTER_API_KEY"]
     assert code == 0, err
-    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("openai/")}
-    assert lines["openai/gpt-4o-mini"][2] == lines["openai/gpt-4o-mini:nitro"][2]  # same worst case
+    text = out.splitlines()
+    basis = {line.split()[0]: text[i + 1] for i, line in enumerate(text) if line.startswith("openai/")}
+    # The same prices (the worst cases differ only by the ":nitro" bytes of the body's model id).
+    assert basis["openai/gpt-4o-mini"] == basis["openai/gpt-4o-mini:nitro"]
+    assert basis["openai/gpt-4o-mini"].startswith("  price basis: ")
     assert "note: openai/gpt-4o-mini:nitro is not listed by /models: priced as variant of openai/gpt-4o-mini" in out
     assert "may be served by a priority-tier endpoint" in out
     assert "warning: routing not pinned for openai/gpt-4o-mini, openai/gpt-4o-mini:nitro" in out

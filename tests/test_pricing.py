@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import respx
 from batchrun._client import OpenRouterClient
 from batchrun._exceptions import Transient
 from batchrun._ledger import BudgetExhausted, CreditLedger
-from batchrun._pricing import endpoints_slug, money, parse_endpoints, parse_prices
+from batchrun._pricing import MAX_USD, endpoints_slug, money, parse_endpoints, parse_prices
 from batchrun.simulator import SimConfig, Simulator
 
 from .conftest import FAKE_KEY, SMALL_JOB, child_env, read_rows, run_cli, write_job
@@ -42,7 +43,6 @@ def test_pricing_overrides_and_unknown_prices_parse() -> None:
             "overrides": [
                 {"min_prompt_tokens": 200000, "prompt": "0.000005", "completion": "0.00002"},
                 {"utc_start": 1630, "utc_end": 30, "prompt": "0.00000014"},
-                "junk",
             ],
         }
     )
@@ -51,6 +51,31 @@ def test_pricing_overrides_and_unknown_prices_parse() -> None:
     assert parse_prices({"prompt": "-1", "completion": "-1"})[2] is False
     assert parse_endpoints({"not": "a list"}) is None
     assert parse_endpoints([None, {"pricing": "x"}])[0].known is False  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "pricing",
+    [
+        {"overrides": [{"min_prompt_tokens": 10, "prompt": "-1"}]},
+        {"overrides": [{"prompt": "abc"}]},
+        {"overrides": ["junk"]},
+        {"overrides": "not a list"},
+        {"overrides": [{"min_prompt_tokens": "lots", "prompt": "0.001"}]},
+        {"request": "-1"},
+        {"image": "abc"},
+        {"audio": -2},
+    ],
+)
+def test_a_price_or_override_that_cannot_be_read_makes_the_price_unknown(pricing: dict[str, Any]) -> None:
+    """break-14 finding 19: never a silent fall back to the cheaper base price."""
+    assert parse_prices({"prompt": "0.000001", "completion": "0.000002", **pricing})[2] is False
+    assert parse_prices({"prompt": "0.000001", "completion": "0.000002", "image": None})[2] is True
+
+
+def test_money_is_capped_so_sums_stay_finite() -> None:
+    """break-14 finding 11: 1e308 counts in full, as the most there is, and two of them are no inf."""
+    assert money("1e308") == money(1e300) == MAX_USD
+    assert math.isfinite(sum([money(1e308) or 0.0] * 1000))
 
 
 def test_routing_variants_share_the_base_models_endpoints() -> None:

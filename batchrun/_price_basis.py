@@ -1,0 +1,128 @@
+"""A model's price basis: the prices its worst case takes, per component, and where each
+came from (the endpoints the request's provider settings allow, and the /models price).
+See _costs for the rules; `plan` prints `describe`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._pricing import PRICE_KEYS, EndpointPrice, Override
+
+PER_M = 1e-6
+_PER_TOKEN = ("prompt", "completion")  # max_price gives these in USD per million tokens
+
+
+@dataclass
+class PriceBasis:
+    """The prices a model's requests are costed at, and where each came from (for `plan`)."""
+
+    model: str
+    source: str  # "endpoints", "endpoints and /models", "models list (top provider)"
+    endpoints: list[EndpointPrice]  # the ones the provider settings allow, and the /models price
+    excluded: int  # endpoints the provider settings rule out
+    caps: dict[str, float]  # provider.max_price, per token / per unit
+    problem: str = ""  # why the price is unknown; empty when known
+    allowed: int = 1  # listed endpoints the provider settings allow
+
+    def __post_init__(self) -> None:
+        self._thresholds = sorted(
+            {o.min_prompt_tokens for e in self.endpoints for o in e.overrides if o.min_prompt_tokens is not None}
+        )
+        self._cache: dict[int, tuple[dict[str, float], dict[str, str], list[str]]] = {}
+        if not self.problem:
+            bad = [e for e in self.endpoints if not e.known]
+            if not self.endpoints:
+                self.problem = "no endpoint has a price"
+            elif bad:
+                self.problem = "; ".join(f"{e.tag}: {e.problem or 'no price'}" for e in bad[:3])
+
+    @property
+    def known(self) -> bool:
+        return not self.problem
+
+    def prices(self, prompt_tokens: int) -> tuple[dict[str, float], dict[str, str], list[str]]:
+        """Highest price per component, which endpoint set it, and the overrides counted."""
+        # Only the number of long-context thresholds the prompt passes changes the answer.
+        tier = sum(1 for t in self._thresholds if prompt_tokens > t)
+        if tier not in self._cache:
+            self._cache[tier] = self._prices(prompt_tokens)
+        return self._cache[tier]
+
+    def _prices(self, prompt_tokens: int) -> tuple[dict[str, float], dict[str, str], list[str]]:
+        best: dict[str, float] = {}
+        source: dict[str, str] = {}
+        counted: list[str] = []
+        for endpoint in self.endpoints:
+            candidates: list[tuple[dict[str, float], Override | None]] = [(endpoint.prices, None)]
+            for entry in endpoint.overrides:
+                if entry.min_prompt_tokens is None or prompt_tokens > entry.min_prompt_tokens:
+                    candidates.append((entry.prices, entry))
+            for prices, override in candidates:
+                for key, price in prices.items():
+                    if price > best.get(key, -1.0):
+                        best[key] = price
+                        source[key] = endpoint.tag + (f" [{override.describe()}]" if override else "")
+                        if override is not None:
+                            counted.append(f"{endpoint.tag}: {override.describe()}")
+        for key, cap in self.caps.items():
+            if key in best and best[key] > cap:
+                best[key], source[key] = cap, "provider.max_price"
+        return best, source, sorted(set(counted))
+
+    def max_completion_tokens(self) -> int | None:
+        """The most any allowed endpoint may generate; None when one of them has no known maximum."""
+        values = [e.max_completion_tokens or e.context_length for e in self.endpoints]
+        return None if not values or not all(values) else max(v for v in values if v)
+
+    def describe(self, prompt_tokens: int, keys: dict[str, str] | None = None) -> str:
+        if not self.known:
+            return f"no known price ({self.problem})"
+        prices, source, counted = self.prices(prompt_tokens)
+        wanted = keys or {k: "" for k in PRICE_KEYS}
+        parts = [
+            f"{key} ${prices[key] / PER_M:.4g}/M from {source[key]}"
+            for key in ("prompt", "completion")
+            if key in prices
+        ]
+        parts += [
+            f"{key} ${prices[key]:.4g} from {source[key]}"
+            for key in PRICE_KEYS[2:]
+            if prices.get(key) and key in wanted
+        ]
+        where = f"{self.source}, {self.allowed} endpoint(s) allowed"
+        if self.excluded:
+            where += f", {self.excluded} endpoint(s) excluded by provider settings"
+        return f"{where}: " + "; ".join(parts) + (f"; overrides counted: {', '.join(counted)}" if counted else "")
+
+
+def allowed_endpoints(endpoints: list[EndpointPrice], provider: dict[str, Any]) -> list[EndpointPrice]:
+    """The endpoints the request's `provider` object lets the router use (provider-selection.mdx)."""
+    allowed = endpoints
+    only = provider.get("only")
+    if only:
+        allowed = [e for e in allowed if any(e.matches(s) for s in only)]
+    ignore = provider.get("ignore")
+    if ignore:
+        allowed = [e for e in allowed if not any(e.matches(s) for s in ignore)]
+    if provider.get("allow_fallbacks") is False and provider.get("order"):
+        allowed = [e for e in allowed if any(e.matches(s) for s in provider["order"])]
+    quantizations = provider.get("quantizations")
+    if quantizations:
+        allowed = [e for e in allowed if e.quantization is None or e.quantization in quantizations]
+    caps = max_price_caps(provider)
+    # An endpoint priced above max_price is not routed to.
+    allowed = [e for e in allowed if all(e.prices.get(k, 0.0) <= cap for k, cap in caps.items())]
+    # Settings that rule out every endpoint make the request fail unbilled; costing all of
+    # them instead keeps the bound safe if our reading of the settings is wrong.
+    return allowed or endpoints
+
+
+def max_price_caps(provider: dict[str, Any]) -> dict[str, float]:
+    max_price = provider.get("max_price") or {}
+    return {
+        key: float(value) * (PER_M if key in _PER_TOKEN else 1.0)
+        for key, value in max_price.items()
+        if key in PRICE_KEYS and isinstance(value, (int, float))
+    }

@@ -1,0 +1,398 @@
+"""The worst case is a bound against a server whose prices are honest and whose answers lie
+(break-14 findings 1, 2, 3, 8, 11, 13, 14, 17, 18, 19, 20).
+
+Each server here bills what its honest prices say (kept in `Billing.total`) and answers
+with whatever figures the test scripts; the promise checked is the one users buy:
+what the server billed never passes the budget, and `plan` says what the run will do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrun import ExitCode
+from batchrun._client import ModelInfo
+from batchrun._costs import CostModel, prompt_token_bound
+from batchrun._job import load_job
+from batchrun._matrix import plan_requests
+from batchrun._pricing import EndpointPrice, parse_prices
+
+from .conftest import FAKE_KEY, call_cli, write_job
+from .hostile import HostileServer, RawRequest, chat_payload, http, json_answer
+from .test_hostile import check
+
+MODEL = "acme/cheap"
+PROMPT, COMPLETION = 1e-4, 2e-4  # USD per token: dear, so that a few KB is real money
+
+
+def pricing(**extra: Any) -> dict[str, Any]:
+    return {"prompt": str(PROMPT), "completion": str(COMPLETION), "request": "0", **extra}
+
+
+def model_entry(model: str = MODEL, price: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": model,
+        "context_length": 131072,
+        "pricing": price or pricing(),
+        "top_provider": {"max_completion_tokens": 16384},
+        **extra,
+    }
+
+
+def endpoint(price: dict[str, Any], tag: str = "p0", **extra: Any) -> dict[str, Any]:
+    return {"provider_name": tag.upper(), "tag": tag, "pricing": price, "max_completion_tokens": 16384, **extra}
+
+
+@dataclass
+class Billing:
+    """Bills each chat request one token per byte of its body (a tokenizer that counts the
+    whole request, tools and schemas included) and `completion` tokens, at the /models price."""
+
+    completion: int = 2
+    reported: Any = "match"  # usage.cost sent back: the bill, a value, or "omit"
+    usage: dict[str, Any] = field(default_factory=dict)
+    total: float = 0.0
+    chats: int = 0
+
+    def chat(self, request: RawRequest) -> bytes:
+        bill = len(request.body) * PROMPT + self.completion * COMPLETION
+        self.total += bill
+        self.chats += 1
+        usage: dict[str, Any] = {"prompt_tokens": len(request.body), "completion_tokens": self.completion}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if self.reported == "match":
+            usage["cost"] = bill
+        elif self.reported != "omit":
+            usage["cost"] = self.reported
+        usage.update(self.usage)
+        return json_answer(200, chat_payload("42", model=MODEL, usage=usage, id=f"gen-{self.chats}"))
+
+
+def server(
+    billing: Billing,
+    models: list[dict[str, Any]] | None = None,
+    endpoints: Any = None,
+    key_usage: bool = False,
+) -> HostileServer:
+    """A server with `models` listed and, per model, `endpoints` (a list of endpoints, or a
+    raw answer's bytes); with `key_usage`, /key reports what was really billed."""
+    listed = models or [model_entry()]
+
+    def key(request: RawRequest) -> bytes:
+        usage = billing.total if key_usage else 0
+        return json_answer(200, {"data": {"label": "k", "limit": None, "limit_remaining": None, "usage": usage}})
+
+    hostile = HostileServer(chat=billing.chat, models=lambda r: json_answer(200, {"data": listed}), key=key)
+    if endpoints is not None:
+
+        def listing(request: RawRequest) -> bytes:
+            if isinstance(endpoints, bytes):
+                return endpoints
+            return json_answer(200, {"data": {"id": MODEL, "endpoints": endpoints}})
+
+        hostile.routes["/endpoints"] = listing
+    return hostile
+
+
+JOB = """
+name: bound
+defaults:
+  params: {max_tokens: 2}
+models: [acme/cheap]
+prompts:
+  - id: p
+    text: "What is {{a}} + 1?"
+    vars: [{a: 1}, {a: 2}, {a: 3}, {a: 4}, {a: 5}, {a: 6}]
+run: {concurrency: 2, timeout_s: 10, max_attempts: 1}
+"""
+ROWS = 6
+DESCRIPTION = "字" * 5000  # 15,000 UTF-8 bytes: $1.50 of prompt at $100/M tokens
+
+
+def run(hostile: HostileServer, tmp_path: Path, job: str = JOB, *args: str) -> tuple[int, str, str, list[Any]]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = write_job(tmp_path, job)
+    out = tmp_path / "out.jsonl"
+    with hostile.running():
+        code, stdout, stderr = call_cli(path, "--base-url", hostile.base_url, "-o", out, *args)
+    outcome = check(hostile, tmp_path, code, stdout, stderr, out)
+    return code, stdout, stderr, outcome.rows
+
+
+def plan(hostile: HostileServer, tmp_path: Path, job: str = JOB, *args: str) -> tuple[int, str, str]:
+    path = write_job(tmp_path, job, "plan.yaml")
+    with hostile.running():
+        return call_cli("plan", path, "--base-url", hostile.base_url, *args)
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+
+
+# -- 1: every byte of the body is in the prompt bound ------------------------------------------
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"tools": [{"type": "function", "function": {"name": "f", "description": DESCRIPTION}}]},
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "object", "description": DESCRIPTION}},
+            }
+        },
+        {"extra_body": {"tools": [{"type": "function", "function": {"name": "f", "description": DESCRIPTION}}]}},
+    ],
+    ids=["tools", "response_format", "extra_body"],
+)
+def test_tools_schemas_and_extra_body_are_in_the_prompt_bound(tmp_path: Path, params: dict[str, Any]) -> None:
+    billing = Billing()
+    job = JOB.replace("params: {max_tokens: 2}", "params: " + json.dumps({"max_tokens": 2, **params}))
+    code, _, err, rows = run(server(billing), tmp_path, job, "--budget", "0.5")
+    # Each request bills about $1.50: none fits a $0.50 budget, so none is sent.
+    assert code == ExitCode.BUDGET, err
+    assert billing.total <= 0.5 and billing.chats == 0
+    assert {r["reason"] for r in rows} == {"budget"}
+
+
+def test_the_prompt_bound_is_the_encoded_body() -> None:
+    job_text = JOB.replace("{max_tokens: 2}", "{max_tokens: 2, tools: [{type: function, function: {name: f}}]}")
+    request = next(plan_requests(load_job_text(job_text)))
+    assert prompt_token_bound(request) == len(request.payload) + 8
+
+
+def load_job_text(text: str, folder: Path | None = None) -> Any:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_job(write_job(Path(tmp) if folder is None else folder, text))
+
+
+# -- 2: a completion that nothing bounds is an unknown worst case ------------------------------
+NO_MAX = JOB.replace("params: {max_tokens: 2}", "params: {temperature: 0}")
+UNBOUNDED = model_entry(context_length=None, top_provider={"max_completion_tokens": None})
+
+
+def test_no_max_tokens_and_no_listed_maximum_is_refused_by_plan_and_run(tmp_path: Path) -> None:
+    billing = Billing(completion=1000)
+    hostile = server(billing, [UNBOUNDED], [endpoint(pricing(), max_completion_tokens=None, context_length=None)])
+    plan_code, text, plan_err = plan(hostile, tmp_path, NO_MAX, "--budget", "0.05")
+    code, _, err, rows = run(hostile, tmp_path, NO_MAX, "--budget", "0.05")
+    assert plan_code == code == ExitCode.USAGE
+    assert "no max_tokens and no maximum completion length listed" in err
+    assert plan_err == err  # the same refusal, word for word
+    assert "acme/cheap" in text and "unknown" in text and "fits" not in text
+    assert billing.chats == 0 and rows == []
+
+
+def test_an_unknown_worst_case_runs_when_allowed(tmp_path: Path) -> None:
+    billing = Billing()
+    hostile = server(billing, [UNBOUNDED], [endpoint(pricing(), max_completion_tokens=None, context_length=None)])
+    allowed = NO_MAX.replace("max_attempts: 1}", "max_attempts: 1, allow_unknown_prices: true}")
+    code, _, err, rows = run(hostile, tmp_path, allowed, "--budget", "5")
+    assert code == ExitCode.OK and len(rows) == ROWS
+    assert "no known worst case for acme/cheap" in err and "reserved at $0" in err
+
+
+# -- 3: a cheaper endpoints list never lowers the /models price --------------------------------
+def test_a_cheaper_endpoints_list_does_not_lower_the_models_price(tmp_path: Path) -> None:
+    billing = Billing()
+    cheap = endpoint({"prompt": "0.000001", "completion": "0.000002"})
+    job = JOB.replace("concurrency: 2", "concurrency: 4")
+    code, _, err, rows = run(server(billing, endpoints=[cheap]), tmp_path, job, "--budget", "0.02")
+    assert billing.total <= 0.02, f"billed {billing.total}"
+    assert code == ExitCode.BUDGET and billing.chats < ROWS
+
+
+# -- 13, 19: a price that cannot be read: plan and run agree ------------------------------------
+@pytest.mark.parametrize(
+    ("models", "endpoints"),
+    [
+        ([model_entry()], [endpoint({"prompt": "-0.0001", "completion": "0.0002"})]),
+        ([model_entry()], [endpoint(pricing(overrides=[{"min_prompt_tokens": 1, "prompt": "abc"}]))]),
+        ([model_entry()], [endpoint(pricing(overrides="not a list"))]),
+        ([model_entry(price=pricing(request="NaN"))], None),
+        ([model_entry(), model_entry("acme/router", {"prompt": "-1", "completion": "-1"})], None),
+    ],
+    ids=["negative-endpoint-price", "bad-override-price", "overrides-not-a-list", "bad-request-price", "fallback"],
+)
+def test_plan_and_run_refuse_an_unknown_price_alike(
+    tmp_path: Path, models: list[dict[str, Any]], endpoints: Any
+) -> None:
+    job = JOB
+    if len(models) > 1:
+        job = JOB.replace("params: {max_tokens: 2}", "params: {max_tokens: 2, models: [acme/router]}")
+    billing = Billing()
+    hostile = server(billing, models, endpoints)
+    plan_code, text, plan_err = plan(hostile, tmp_path, job, "--budget", "1")
+    code, _, err, _ = run(hostile, tmp_path, job, "--budget", "1")
+    assert plan_code == code == ExitCode.USAGE and plan_err == err
+    assert "no known price for acme/cheap" in err and billing.chats == 0
+    assert "fits" not in text and "router model" not in text and "+?" in text
+
+
+# -- 18: /endpoints that fail are retried, then an unknown price --------------------------------
+def test_endpoints_that_fail_are_an_unknown_price_not_a_silent_fallback(tmp_path: Path) -> None:
+    billing = Billing()
+    failing = http(500, b'{"error": {"code": 500, "message": "boom"}}', {"Content-Type": "application/json"})
+    hostile = server(billing, endpoints=failing)
+    job = JOB.replace("max_attempts: 1", "max_attempts: 2")
+    code, _, err, _ = run(hostile, tmp_path, job, "--budget", "1")
+    assert code == ExitCode.USAGE and "/endpoints could not be read" in err and billing.chats == 0
+    listing = [r for r in hostile.requests if r.path.endswith("/endpoints")]
+    assert len(listing) == 2  # retried like any request
+    code, _, err, rows = run(hostile, tmp_path / "nobudget", job)  # no budget: runs, and says so
+    assert code == ExitCode.OK and len(rows) == ROWS
+    assert "the endpoints of acme/cheap could not be read (server_error)" in err
+
+
+# -- 8: an under-reported cost is caught by the key's usage -------------------------------------
+def test_an_under_reported_cost_is_counted_from_the_keys_usage(tmp_path: Path) -> None:
+    billing = Billing(reported=0.00001)  # each request really bills about $0.0065
+    job = JOB.replace("{a: 6}]", "{a: 6}, " + ", ".join(f"{{a: {i}}}" for i in range(7, 41)) + "]")
+    job = job.replace("max_attempts: 1}", "max_attempts: 1, key_refresh_requests: 2}")
+    code, stdout, _, rows = run(
+        server(billing, key_usage=True), tmp_path, job, "--budget", "0.05", "--concurrency", "1"
+    )
+    per_request = billing.total / billing.chats
+    assert code == ExitCode.BUDGET and billing.chats < 40
+    # Caught at the next refresh: at most a refresh interval (plus the request in flight) over.
+    assert billing.total <= 0.05 + 2 * per_request
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["reconciliation"]["counted_from_key_usd"] > 0
+    assert "the key's usage beyond the reported costs" in stdout
+    assert {r["reason"] for r in rows if r["status"] == "skipped"} == {"budget"}
+
+
+# -- 11: JSON never carries Infinity ------------------------------------------------------------
+def test_huge_costs_never_make_json_invalid(tmp_path: Path) -> None:
+    billing = Billing(reported=1e308)
+    code, stdout, _, rows = run(server(billing), tmp_path, JOB, "--budget", "0.1")
+    assert code == ExitCode.BUDGET
+    text = (tmp_path / "out.summary.json").read_text()
+
+    def strict(constant: str) -> Any:
+        raise AssertionError(f"{constant} in JSON")
+
+    summary = json.loads(text, parse_constant=strict)
+    assert math.isfinite(summary["spent_usd"]) and "inf" not in stdout
+    code, report, _ = call_cli("report", tmp_path / "out.jsonl", "--json")
+    json.loads(report, parse_constant=strict)
+
+
+# -- 14: an estimate is never below what the answer's text must have cost -----------------------
+def test_token_counts_that_cannot_be_true_keep_the_worst_case(tmp_path: Path) -> None:
+    billing = Billing(reported="omit", usage={"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 12})
+    code, _, _, rows = run(server(billing), tmp_path, JOB, "--budget", "1")
+    assert code == ExitCode.OK
+    for row in rows:
+        assert row["cost_status"] == "unknown" and row["cost"] is None and row["cost_held"] > 0
+
+
+def test_plausible_token_counts_are_still_estimated(tmp_path: Path) -> None:
+    billing = Billing(reported="omit", usage={"prompt_tokens": 20, "completion_tokens": 1, "total_tokens": 21})
+    code, _, _, rows = run(server(billing), tmp_path, JOB, "--budget", "1")
+    assert code == ExitCode.OK
+    assert {r["cost_status"] for r in rows} == {"estimated"} and all(r["cost"] > 0 for r in rows)
+
+
+# -- 20: NaN in usage.cost is an unknown cost, not a bad reply paid twice -----------------------
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+def test_a_nan_cost_literal_is_an_unknown_cost_not_a_retry(tmp_path: Path, literal: bytes) -> None:
+    billing = Billing()
+
+    def chat(request: RawRequest) -> bytes:
+        billing.chat(request)
+        body = json.dumps(chat_payload("42", usage={"prompt_tokens": 30, "completion_tokens": 2, "cost": 0.5}))
+        return http(200, body.replace("0.5", "__COST__").encode().replace(b"__COST__", literal))
+
+    hostile = server(billing)
+    hostile.chat = chat
+    job = JOB.replace("max_attempts: 1", "max_attempts: 3")
+    code, _, _, rows = run(hostile, tmp_path, job, "--budget", "1")
+    assert code == ExitCode.OK and billing.chats == ROWS  # one attempt each: nothing paid twice
+    assert all(r["status"] == "ok" and r["cost_status"] == "unknown" and r["attempts"] == 1 for r in rows)
+
+
+# -- 17, 20: the components a request can be charged, and only those ----------------------------
+def _costs(price: dict[str, Any], *models: str) -> CostModel:
+    prices, overrides, known = parse_prices(price)
+    infos = {
+        m: ModelInfo(
+            m,
+            prices["prompt"],
+            prices["completion"],
+            0.0,
+            131072,
+            16384,
+            EndpointPrice("top", "top", prices, overrides, known=known),
+        )
+        for m in (models or (MODEL,))
+    }
+    return CostModel(infos)
+
+
+def _request(tmp_path: Path, params: dict[str, Any], content: Any = "hi") -> Any:
+    text = f"""
+name: parts
+defaults:
+  params: {json.dumps(params)}
+models: [acme/cheap]
+prompts:
+  - id: p
+    messages: [{json.dumps({"role": "user", "content": content})}]
+"""
+    return next(plan_requests(load_job(write_job(tmp_path, text))))
+
+
+def test_audio_input_is_costed_at_the_audio_price(tmp_path: Path) -> None:
+    costs = _costs(pricing(audio="0.01"))
+    audio = [{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]
+    with_audio = _request(tmp_path, {"max_tokens": 1}, audio)
+    assert costs.worst_case(with_audio) == pytest.approx(prompt_token_bound(with_audio) * 0.01 + COMPLETION)
+    plain = _request(tmp_path, {"max_tokens": 1})
+    assert costs.worst_case(plain) == pytest.approx(prompt_token_bound(plain) * PROMPT + COMPLETION)
+    assert "audio" in costs.describe(with_audio) and "audio" not in costs.describe(plain)
+
+
+def test_image_output_is_costed_per_image(tmp_path: Path) -> None:
+    costs = _costs(pricing(image_output="0.5"))
+    drawn = _request(tmp_path, {"max_tokens": 1, "modalities": ["image", "text"]})
+    text = _request(tmp_path, {"max_tokens": 1})
+    longer = (prompt_token_bound(drawn) - prompt_token_bound(text)) * PROMPT  # "modalities" is in the body
+    assert (costs.worst_case(drawn) or 0) - (costs.worst_case(text) or 0) == pytest.approx(10 * 0.5 + longer)
+    assert "image_output" in costs.describe(drawn) and "image_output" not in costs.describe(text)
+
+
+def test_cache_write_is_in_the_basis_only_when_asked_for(tmp_path: Path) -> None:
+    costs = _costs(pricing(input_cache_write="0.5"))
+    cached = _request(
+        tmp_path, {"max_tokens": 1}, [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]
+    )
+    assert "input_cache_write" in costs.describe(cached)
+    assert "input_cache_write" not in costs.describe(_request(tmp_path, {"max_tokens": 1}))
+
+
+def test_the_basis_shown_is_the_model_that_sets_the_worst_case(tmp_path: Path) -> None:
+    prices, overrides, _ = parse_prices(pricing())
+    dear, _, _ = parse_prices({"prompt": "0.01", "completion": "0.02"})
+    infos = {
+        MODEL: ModelInfo(MODEL, PROMPT, COMPLETION, 0.0, 131072, 16384, EndpointPrice("cheap", "cheap", prices)),
+        "acme/dear": ModelInfo("acme/dear", 0.01, 0.02, 0.0, 131072, 16384, EndpointPrice("dear", "dear", dear)),
+    }
+    request = _request(tmp_path, {"max_tokens": 1, "models": ["acme/dear"]})
+    described = CostModel(infos).describe(request)
+    assert described.startswith("acme/dear (a fallback) sets the worst case") and "from dear" in described
+
+
+def test_a_huge_price_is_not_printed_digit_by_digit(tmp_path: Path) -> None:
+    hostile = server(Billing(), [model_entry(price={"prompt": "1e300", "completion": "0.0002"})])
+    code, text, _ = plan(hostile, tmp_path, JOB, "--budget", "1")
+    assert code == ExitCode.OK and "EXCEEDS" in text
+    assert max(len(word) for word in text.split()) < 60
