@@ -266,3 +266,42 @@ def test_kill_9_during_a_cached_run_then_resume_is_clean(tmp_path: Path, sim: Si
     again = run_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "again.jsonl", "-q", f"--cache={cache}", env=env)
     assert again.returncode == 0 and again.stderr == ""
     assert sim.stats.chat_requests - sent == len(expected) - entries
+
+
+def test_streamed_answers_are_stored_whole_and_shared_with_plain_runs(tmp_path: Path, sim: Simulator) -> None:
+    sim.config.stream_padding = 5
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    sim.config.faults["midstream"] = 0.3  # these rows end in an error event: never stored
+    run(job, sim, tmp_path / "a.jsonl", cache, "--stream", "--max-attempts", "1")
+    first = by_id(tmp_path / "a.jsonl")
+    broken = {i for i, r in first.items() if r["status"] == "error"}
+    assert broken and {first[i]["reason"] for i in broken} == {"upstream_error"}
+    assert all(r["ttft_ms"] is not None for r in first.values() if r["status"] == "ok")
+    sim.config.faults.clear()
+    sent = dict(sim.stats.by_row)
+    code, _, _ = run(job, sim, tmp_path / "b.jsonl", cache)  # not streamed: the same request body
+    assert code == 0
+    assert {row for row, n in sim.stats.by_row.items() if n > sent.get(row, 0)} == broken
+    second = by_id(tmp_path / "b.jsonl")
+    for row_id, old in first.items():
+        if row_id not in broken:  # the final streamed text, as the streamed record had it
+            new = second[row_id]
+            assert new["cached"] and new["content"] == old["content"] and new["content"].endswith("more")
+            assert new["ttft_ms"] is None and new["latency_ms"] == old["latency_ms"]
+
+
+def test_a_locked_cache_degrades_to_no_cache_with_a_warning(tmp_path: Path, sim: Simulator) -> None:
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    assert run(job, sim, tmp_path / "a.jsonl", cache)[0] == 0
+    holder = sqlite3.connect(cache / FILE_NAME, isolation_level=None)
+    try:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")  # another process holds the file past the busy timeout
+        code, _, err = run(job, sim, tmp_path / "b.jsonl", cache, "-q")
+    finally:
+        holder.close()
+    assert code == 0 and len(err.splitlines()) == 1
+    assert err.startswith("batchrun: warning: response cache off") and "locked" in err
+    rows = list(final_records(tmp_path / "b.jsonl"))
+    assert len(rows) == 20 and all(r["status"] == "ok" for r in rows)
+    assert sim.stats.chat_requests == 40  # a normal run: every row sent
