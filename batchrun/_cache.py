@@ -282,14 +282,16 @@ class ResponseCache:
             return None
         return CachedAnswer.from_row(bytes(answer), cost)
 
-    def probe(self, key: bytes, payload: bytes, fresh_after: float | None) -> tuple[bool, float | None]:
-        """(stored, its cost) without reading the answer: what planning needs, cheaply."""
+    def probe_many(self, keys: list[bytes], fresh_after: float | None) -> dict[bytes, tuple[bytes, float | None]]:
+        """The stored body and cost of each of these keys that is stored and fresh, in one
+        query: what planning needs, without reading the answers."""
+        marks = ",".join("?" * len(keys))
         with self._errors():
-            row = self._db.execute(
-                "SELECT cost FROM entries WHERE key = ? AND body = ? AND created_at >= ?",
-                (key, payload, -1.0 if fresh_after is None else fresh_after),
-            ).fetchone()
-        return (False, None) if row is None else (True, row[0])
+            rows = self._db.execute(
+                f"SELECT key, body, cost FROM entries WHERE key IN ({marks}) AND created_at >= ?",  # noqa: S608 - marks only
+                (*keys, -1.0 if fresh_after is None else fresh_after),
+            ).fetchall()
+        return {bytes(key): (bytes(body), cost) for key, body, cost in rows}
 
     def store_many(self, entries: list[StoredEntry]) -> None:
         """One transaction for a batch: a commit per answer would cost more than the answer's

@@ -84,10 +84,10 @@ def test_a_stored_body_that_differs_is_never_a_hit(tmp_path: Path) -> None:
     answer = CachedAnswer(None, None, None, "Paris", "stop", None, {}, 0.1, 1.0, "t")
     for payload in (request.payload + b" ", request.payload):
         store.store_many([StoredEntry(key, request.id, "g", request.model, 0, BASE, payload, answer, 1.0)])
-        assert store.probe(key, request.payload, None) == (
-            payload == request.payload,
-            0.1 if payload == request.payload else None,
-        )
+        assert store.probe_many([key], None) == {key: (payload, 0.1)}
+        cache = session(tmp_path / "s", FakeClock(), [])
+        cache._store = store  # the session compares the stored body, as lookups do
+        assert cache.peek(request) == (0.1 if payload == request.payload else None)
         if payload != request.payload:
             assert store.lookup(key, request.payload, None) is None  # a hash collision cannot give another answer
     assert store.lookup(key, request.payload, None) == answer

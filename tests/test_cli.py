@@ -147,9 +147,7 @@ def test_help_lists_exit_codes_and_version() -> None:
         (["report", "--help"], ["--allow-partial", "exit 12"]),
     ],
 )
-def test_every_option_has_help(
-    command: list[str], fragments: list[str], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_every_option_has_help(command: list[str], fragments: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     from batchrun.cli import main
 
     with pytest.raises(SystemExit) as exited:
