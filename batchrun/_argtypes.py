@@ -90,3 +90,16 @@ def base_url(text: str) -> str:
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return text
+
+
+def cache_dir(text: str) -> str:
+    """`--cache DIR`: a folder. A file here is almost always the job file read as DIR
+    (`batchrun run --cache job.yaml`), since `--cache` may stand alone."""
+    from pathlib import Path
+
+    path = Path(text)
+    if text.endswith((".yaml", ".yml")) or (path.exists() and not path.is_dir()):
+        raise argparse.ArgumentTypeError(
+            f"{text} is a file, not a cache folder: put --cache after JOB.yaml, or write --cache=DIR"
+        )
+    return text

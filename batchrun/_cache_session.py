@@ -168,6 +168,8 @@ class CacheSession:
         except CacheError as exc:
             warn(f"warning: response cache off for this run: {exc}")
             return None
+        if store.read_only:
+            warn(f"warning: response cache {store.path} is read-only here: answers are read from it, none is stored")
         return cls(store, settings, job_name=job_name, base_url=base_url, clock=clock, warn=warn)
 
     @property
@@ -245,7 +247,7 @@ class CacheSession:
     ) -> None:
         """Queue an ok answer with what it cost. An answer whose cost is unknown is not kept:
         a hit must say what it saved, and an unknown cost must never pass for free."""
-        if self._store is None or not storable(result, self.settings.store_length):
+        if self._store is None or self._store.read_only or not storable(result, self.settings.store_length):
             return
         if cost is None or cost_status == "unknown":
             return
@@ -307,9 +309,10 @@ class CacheSession:
         if self._store is None:
             return
         try:
-            self._store.record_run(
-                RunStats(self.clock.time(), self.job_name, self.hits, self.misses, self.stored, self.saved_usd)
-            )
+            if not self._store.read_only:
+                self._store.record_run(
+                    RunStats(self.clock.time(), self.job_name, self.hits, self.misses, self.stored, self.saved_usd)
+                )
         except CacheError as exc:
             self.warn(f"warning: response cache: this run's figures were not recorded: {exc}")
         self._store.close()
