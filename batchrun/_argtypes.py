@@ -103,3 +103,12 @@ def cache_dir(text: str) -> str:
             f"{text} is a file, not a cache folder: put --cache after JOB.yaml, or write --cache=DIR"
         )
     return text
+
+
+def significance(text: str) -> float:
+    """A test's level: 0 would call nothing significant (no regression could ever fail a
+    gate), 1 everything, so both ends are refused."""
+    value = _number(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and below 1, got {text}")
+    return value

@@ -25,9 +25,10 @@ from ._batch_api import BatchClient, BatchInfo, BatchItem
 from ._batch_rules import batch_groups, non_text_part
 from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
 from ._charges import byok_of
-from ._checks import Answer, grade, without_latency_checks
+from ._checks import Answer, grade, is_judge, without_latency_checks
 from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Transient
 from ._job import RunSettings
+from ._judging import RowGrading
 from ._matrix import Request
 from ._retry import AttemptLog
 from ._row import answer_fields
@@ -108,11 +109,20 @@ class BatchExecutor:
                 to_sync.append(request)
             elif request.id in self.retry_rows and self.settings.batch_retry == "sync":
                 to_sync.append(request)  # the sync runner asks the cache itself
+            elif self._graded_hit(request):
+                to_sync.append(request)  # the sync runner answers it from the cache and grades it
             elif (cached := self.runner.cache.lookup(request) if self.runner.cache else None) is not None:
                 self.runner._answered_from_cache(request, cached)  # a hit is never submitted
             else:
                 to_batch.append(request)
         return to_batch, to_sync
+
+    def _graded_hit(self, request: Request) -> bool:
+        """A row the cache answers whose judge checks need grader requests (sent in sync mode)."""
+        cache = self.runner.cache
+        if cache is None or not any(is_judge(c) for c in request.checks):
+            return False
+        return cache.peek(request) is not None
 
     # -- submitting --------------------------------------------------------------------------
     def _worst(self, group: list[Request]) -> float:
@@ -180,8 +190,11 @@ class BatchExecutor:
             self.pending[request.id] = request
 
     # -- collecting --------------------------------------------------------------------------
-    def _write_item(self, entry: BatchEntry, request: Request, item: BatchItem | None, share: float | None) -> float:
-        """One row's record from its batch item; returns the cost it reports."""
+    async def _write_item(
+        self, entry: BatchEntry, request: Request, item: BatchItem | None, share: float | None
+    ) -> float:
+        """One row's record from its batch item; returns the cost it reports. Judge checks are
+        graded by sync grader requests through the runner (_judging), like a sync row's."""
         runner = self.runner
         started = entry.intent_at
         log = AttemptLog()
@@ -219,8 +232,14 @@ class BatchExecutor:
         )
         checks = without_latency_checks(request.checks)
         if checks:
-            answer = Answer(result.content, None, cost, result.usage.get("completion_tokens"), result.finish_reason)
-            record.update(grade(checks, answer))
+            tokens = result.usage.get("completion_tokens")
+            answer = Answer(result.content, None, cost, tokens, result.finish_reason, result.tool_calls)
+            if any(is_judge(c) for c in checks):
+                grading = RowGrading(request, record, answer, checks=checks)
+                await runner.judging.grade_row(grading)
+                record = grading.record_now(runner.stop_reason)
+            else:
+                record.update(grade(checks, answer))
         if runner.cache is not None:
             runner.cache.store(
                 request, result, None, record["finished_at"], cost=cost, cost_status=record["cost_status"]
@@ -251,7 +270,7 @@ class BatchExecutor:
             reported = 0.0
             for row, request in zip(entry.rows, requests, strict=True):
                 if request is not None:
-                    reported += self._write_item(entry, request, items.get(row), share)
+                    reported += await self._write_item(entry, request, items.get(row), share)
         else:
             reported = 0.0
             for request in requests:

@@ -24,6 +24,7 @@ from ._checks import Answer, grade, without_latency_checks
 from ._client import ChatResult
 from ._clock import Clock
 from ._exceptions import CacheError
+from ._judging import RowGrading
 from ._matrix import Request, row_group_id
 
 APP_NAME = "batchrun"
@@ -71,6 +72,7 @@ def hit_fields(answer: CachedAnswer) -> dict[str, Any]:
         "provider": answer.provider,
         "generation_id": answer.generation_id,
         "content": answer.content,
+        "tool_calls": None,  # answers with tool calls are not stored (`storable`)
         "refusal": answer.refusal,
         "reasoning": answer.reasoning,
         "finish_reason": answer.finish_reason,
@@ -116,9 +118,25 @@ def grade_hit(checks: list[dict[str, Any]], answer: CachedAnswer) -> dict[str, A
     )
 
 
+def hit_grading(request: Request, record: dict[str, Any], answer: CachedAnswer) -> RowGrading:
+    """A hit's judge checks, to be graded (_judging): the other checks as in `grade_hit`."""
+    checks = without_latency_checks(request.checks) if answer.latency_ms is None else request.checks
+    tokens = answer.usage.get("completion_tokens")
+    graded = Answer(
+        answer.content,
+        answer.latency_ms,
+        answer.cost,
+        tokens if isinstance(tokens, int) else None,
+        answer.finish_reason,
+    )
+    return RowGrading(request, record, graded, checks=checks)
+
+
 def storable(result: ChatResult, store_length: bool) -> bool:
-    """Whether an ok answer may be kept: it has text, and was not cut short unless allowed."""
-    if not result.content.strip():
+    """Whether an ok answer may be kept: it has text, and was not cut short unless allowed.
+    An answer with tool calls is not kept: a stored answer has no place for them, and a
+    hit without them would fail a `tool_call` check the fresh answer passed."""
+    if not result.content.strip() or result.tool_calls:
         return False
     return store_length or result.finish_reason != "length"
 

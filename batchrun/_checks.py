@@ -5,9 +5,9 @@ options `name`, `weight`, `not`, `trim`, `ignore_case`, `flags`. Checks are temp
 the row's variables before they run (see _matrix), so `{contains: "{{expect}}"}` works.
 
 Each kind is a function (answer, value, options) -> (passed, reason) in `_KINDS`. A
-model-graded check would need the client and the budget, so it does not fit this
-synchronous table: it belongs as an async step in the runner after the answer arrives,
-reserving its judge call through the same ledger. That is deliberately not built yet.
+model-graded (`judge`) check needs the client and the budget, so it is not in this
+synchronous table: the runner sends its grader requests after the answer arrives
+(_judging) and its results come into `run_checks` as `judged`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-_OPTION_KEYS = frozenset({"name", "weight", "not", "trim", "ignore_case", "flags"})
+_OPTION_KEYS = frozenset({"name", "weight", "not", "trim", "ignore_case", "flags", "grader"})
 _FLAG_BITS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
 
 
@@ -33,6 +33,7 @@ class Answer:
     cost: float | None
     completion_tokens: int | None
     finish_reason: str | None
+    tool_calls: tuple[dict[str, Any], ...] = ()  # [{id, name, arguments}] as the client parsed them
 
 
 Outcome = tuple[bool, str]
@@ -119,7 +120,7 @@ def _starts_with(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     ), f"expected to start with {_short(value)!r}"
 
 
-def _parse_json(content: str) -> tuple[bool, Any]:
+def parse_json(content: str) -> tuple[bool, Any]:
     text = content.strip()
     # Models often fence JSON in ```json blocks; the fence is not part of the value.
     if text.startswith("```"):
@@ -132,13 +133,13 @@ def _parse_json(content: str) -> tuple[bool, Any]:
 
 
 def _is_json(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    return _parse_json(answer.content)[0], "expected valid JSON"
+    return parse_json(answer.content)[0], "expected valid JSON"
 
 
 def _json_schema(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     from jsonschema import Draft202012Validator
 
-    ok, parsed = _parse_json(answer.content)
+    ok, parsed = parse_json(answer.content)
     if not ok:
         return False, "expected JSON matching the schema, got invalid JSON"
     schema = value if isinstance(value, dict) else json.loads(Path(value).read_text(encoding="utf-8"))
@@ -167,6 +168,31 @@ def _finish_reason(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome
     return answer.finish_reason in allowed, f"expected finish_reason {' or '.join(allowed)}, got {answer.finish_reason}"
 
 
+def _tool_call(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
+    """A call of the named function (any, without a name) whose arguments match the schema."""
+    from jsonschema import Draft202012Validator
+
+    spec: dict[str, Any] = {"name": value} if isinstance(value, str) else dict(value)
+    name: str | None = spec.get("name")
+    schema: dict[str, Any] | None = spec.get("arguments")
+    wanted = f"a call of {name}" if name else "a tool call"
+    if schema is not None:
+        wanted += " with arguments matching the schema"
+    problems = []
+    for call in answer.tool_calls:
+        if name is not None and call.get("name") != name:
+            continue
+        if schema is None:
+            return True, f"expected {wanted}"
+        ok, arguments = parse_json(call.get("arguments") or "{}")
+        error = next(iter(Draft202012Validator(schema).iter_errors(arguments)), None) if ok else None
+        if ok and error is None:
+            return True, f"expected {wanted}"
+        problems.append("invalid JSON arguments" if not ok else _short(error.message if error else ""))
+    called = ", ".join(str(c.get("name")) for c in answer.tool_calls) or "no tool"
+    return False, f"expected {wanted}, got {called}" + (f" ({problems[0]})" if problems else "")
+
+
 # Kinds whose value is text (or an any/all list of text) compared with the answer.
 _TEXT_KINDS = frozenset({"contains", "icontains", "not_contains", "regex", "starts_with"})
 
@@ -183,6 +209,7 @@ _KINDS: dict[str, Callable[[Answer, Any, dict[str, Any]], Outcome]] = {
     "max_cost_usd": _max_cost,
     "max_tokens": _max_tokens,
     "finish_reason": _finish_reason,
+    "tool_call": _tool_call,
 }
 
 
@@ -193,6 +220,8 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
 
     kind = _kind(check)
     value = check[kind]
+    if kind == "judge" and "{{" not in value and not value.strip():
+        return ["the rubric is only whitespace: a grader would have nothing to grade against"]
     if kind in _TEXT_KINDS:
         for text in _text_list(value)[1]:
             if "{{" not in text and _blank(text):  # templated ones are checked per row (see _job)
@@ -202,6 +231,11 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
             _compiled(value, check.get("flags", ""))
         except re.error as exc:
             return [f"invalid regex {value!r}: {exc}"]
+    if kind == "tool_call" and isinstance(value, dict) and isinstance(value.get("arguments"), dict):
+        try:
+            Draft202012Validator.check_schema(value["arguments"])
+        except SchemaError as exc:
+            return [f"tool_call arguments is not a valid JSON Schema: {exc.message}"]
     if kind == "json_schema":
         if isinstance(value, str):
             schema_path = base_dir / value
@@ -226,11 +260,32 @@ def resolve_files(check: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     return check
 
 
-def run_checks(checks: list[dict[str, Any]], answer: Answer) -> list[dict[str, Any]]:
-    """Each check's {name, pass, reason, weight}; reasons say what was expected."""
+def ungraded(check: dict[str, Any], why: str) -> dict[str, Any]:
+    """A check that could not be decided (its grader failed): neither pass nor fail."""
+    return {
+        "name": check.get("name", _kind(check)),
+        "pass": None,
+        "reason": "",
+        "weight": check.get("weight", 1),
+        "error": why,
+    }
+
+
+def is_judge(check: dict[str, Any]) -> bool:
+    return "judge" in check
+
+
+def run_checks(
+    checks: list[dict[str, Any]], answer: Answer, judged: dict[int, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Each check's {name, pass, reason, weight}; reasons say what was expected. Judge checks
+    are graded by a model elsewhere (_judging): their results come in `judged`, by index."""
     results = []
-    for check in checks:
+    for index, check in enumerate(checks):
         kind = _kind(check)
+        if kind == "judge":
+            results.append((judged or {}).get(index) or ungraded(check, "not graded: no grader was asked"))
+            continue
         outcome = _KINDS[kind](answer, check[kind], check)
         passed, reason = outcome
         if check.get("not") and outcome is not _EMPTY:  # negating "cannot pass" must not pass
@@ -246,15 +301,47 @@ def run_checks(checks: list[dict[str, Any]], answer: Answer) -> list[dict[str, A
     return results
 
 
-def grade(checks: list[dict[str, Any]], answer: Answer) -> dict[str, Any]:
-    """The check fields of a record: results, verdict, and weighted score."""
-    results = run_checks(checks, answer)
-    total = sum(r["weight"] for r in results)
+def verdict_of(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The check fields of a record: results, verdict and weighted score. A row with a check
+    that could not be decided has no verdict (`passed: null`): it neither passes nor fails."""
+    decided = [r for r in results if r["pass"] is not None]
+    total = sum(r["weight"] for r in decided)
     return {
         "checks": results,
-        "passed": all(r["pass"] for r in results),
-        "score": round(sum(r["weight"] for r in results if r["pass"]) / total, 4),
+        "passed": all(r["pass"] for r in decided) if len(decided) == len(results) else None,
+        "score": round(sum(r["weight"] for r in decided if r["pass"]) / total, 4) if total else None,
     }
+
+
+def grade(
+    checks: list[dict[str, Any]], answer: Answer, judged: dict[int, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    return verdict_of(run_checks(checks, answer, judged))
+
+
+def answer_of(record: dict[str, Any]) -> Answer:
+    """A stored row's answer, as the checks see it (`cost` is the answer's: judging is
+    `judge_cost`, apart)."""
+    usage = record.get("usage") or {}
+    return Answer(
+        record.get("content") or "",
+        record.get("latency_ms"),
+        record.get("cost"),
+        usage.get("completion_tokens"),
+        record.get("finish_reason"),
+        tuple(record.get("tool_calls") or ()),
+    )
+
+
+def stored_judgements(record: dict[str, Any], checks: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The judge results a row already holds, by the index of the same-named check now."""
+    stored = {c.get("name"): c for c in record.get("checks") or [] if "judge" in c or c.get("error")}
+    out = {}
+    for index, check in enumerate(checks):
+        found = stored.get(check.get("name", "judge")) if is_judge(check) else None
+        if found is not None:
+            out[index] = found
+    return out
 
 
 def without_latency_checks(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -11,10 +11,12 @@ from typing import Any
 
 from ._exceptions import ResultsError
 from ._gate import MatrixCoverage, shard_layout
+from ._items import item_key
 from ._job import Job
 from ._outputs import current_umask
 from ._reader import Warn
 from ._results import ResultsWriter, final_records
+from ._stats import compare_rates
 from ._summary import SummaryBuilder
 
 MAX_FLIPS_SHOWN = 20
@@ -38,6 +40,7 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], dict[str, 
             "status": record["status"],
             "passed": record.get("passed"),
             "why": _why(record),
+            "item": item_key(record),
         }
     return slim, builder.result()
 
@@ -47,16 +50,60 @@ def _same_job(a: dict[str, Any], b: dict[str, Any], a_path: Path, b_path: Path) 
         raise ResultsError(f"{a_path} is job {a['job']!r} but {b_path} is job {b['job']!r}: nothing to compare")
 
 
-def _rate_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for name in sorted(before.keys() | after.keys()):
-        a = before.get(name, {}).get("pass_rate")
-        b = after.get(name, {}).get("pass_rate")
-        out[name] = {"before": a, "after": b, "change": None if a is None or b is None else round(b - a, 4)}
-    return out
+def _rate_change(a: dict[str, Any], b: dict[str, Any], alpha: float) -> dict[str, Any]:
+    """One pass rate before and after, with Fisher's exact test on the pass/fail counts."""
+    rate_a, rate_b = a.get("pass_rate"), b.get("pass_rate")
+    test = compare_rates(a.get("passed", 0), a.get("checked", 0), b.get("passed", 0), b.get("checked", 0), alpha)
+    change = None if rate_a is None or rate_b is None else round(rate_b - rate_a, 4)
+    return {
+        "before": rate_a,
+        "after": rate_b,
+        "change": change,
+        "before_ci95": a.get("pass_rate_ci95"),
+        "after_ci95": b.get("pass_rate_ci95"),
+        "p_value": test["p_value"],
+        "significant": bool(test["significant"]),
+    }
 
 
-def diff_runs(a_path: Path, b_path: Path, warn: Warn = lambda _: None) -> dict[str, Any]:
+def _rate_changes(before: dict[str, Any], after: dict[str, Any], alpha: float) -> dict[str, dict[str, Any]]:
+    return {
+        name: _rate_change(before.get(name, {}), after.get(name, {}), alpha)
+        for name in sorted(before.keys() | after.keys())
+    }
+
+
+def _item_flips(
+    a_rows: dict[str, dict[str, Any]], b_rows: dict[str, dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Items (model x prompt x variables) whose every repeat passed before and failed after, or
+    the reverse: a flip consistent across at least two repeats on both sides, not noise."""
+    tallies: dict[str, list[Any]] = {}
+    for side, rows in ((0, a_rows), (1, b_rows)):
+        for row in rows.values():
+            if row["passed"] is None:
+                continue
+            entry = tallies.setdefault(row["item"], [[0, 0], [0, 0], row])
+            entry[side][0] += bool(row["passed"])
+            entry[side][1] += 1
+    flips: dict[str, list[dict[str, Any]]] = {"pass_to_fail": [], "fail_to_pass": []}
+    for (pa, na), (pb, nb), row in tallies.values():
+        if na < 2 or nb < 2:
+            continue
+        kind = "pass_to_fail" if pa == na and pb == 0 else "fail_to_pass" if pa == 0 and pb == nb else None
+        if kind:
+            flips[kind].append(
+                {"model": row["model"], "prompt_id": row["prompt_id"], "before": f"{pa}/{na}", "after": f"{pb}/{nb}"}
+            )
+    return flips
+
+
+def diff_runs(
+    a_path: Path, b_path: Path, warn: Warn = lambda _: None, alpha: float = 0.05, strict: bool = False
+) -> dict[str, Any]:
+    """What changed. A pass-rate change counts as a regression only when Fisher's exact test
+    finds it significant at `alpha`, and a flip only when it is consistent across an item's
+    repeats; `strict` counts any row that went from pass to fail."""
     a_rows, a_sum = _load(a_path, warn)
     b_rows, b_sum = _load(b_path, warn)
     _same_job(a_sum, b_sum, a_path, b_path)
@@ -88,16 +135,31 @@ def diff_runs(a_path: Path, b_path: Path, warn: Warn = lambda _: None) -> dict[s
             if set(a["answered_by"]) != set(b["answered_by"]):
                 entry["answered_by"] = {"before": a["answered_by"], "after": b["answered_by"]}
         models[name] = entry
+    total_rate = _rate_change(a_sum["total"], b_sum["total"], alpha)
+    models_rate = _rate_changes(a_sum["models"], b_sum["models"], alpha)
+    prompts_rate = _rate_changes(a_sum["prompts"], b_sum["prompts"], alpha)
+    item_flips = _item_flips(a_rows, b_rows)
+    significant_drops = [
+        f"{label} {name}"
+        for label, rates in (("total", {"": total_rate}), ("model", models_rate), ("prompt", prompts_rate))
+        for name, rate in rates.items()
+        if rate["significant"] and (rate["change"] or 0) < 0
+    ]
     return {
         "job": b_sum["job"],
         "before": str(a_path),
         "after": str(b_path),
-        "pass_rate": {"before": a_sum["total"]["pass_rate"], "after": b_sum["total"]["pass_rate"]},
-        "models_pass_rate": _rate_changes(a_sum["models"], b_sum["models"]),
-        "prompts_pass_rate": _rate_changes(a_sum["prompts"], b_sum["prompts"]),
+        "test": {"name": "Fisher's exact test, two-sided", "alpha": alpha, "strict": strict},
+        "pass_rate": total_rate,
+        "models_pass_rate": models_rate,
+        "prompts_pass_rate": prompts_rate,
         "flips": flips,
+        "item_flips": item_flips,
+        "significant_drops": [d.strip() for d in significant_drops],
         "models": models,
-        "regression": bool(flips["pass_to_fail"])
+        "regression": bool(significant_drops)
+        or bool(item_flips["pass_to_fail"])
+        or (strict and bool(flips["pass_to_fail"]))
         or any(m.get("started_erroring") or m["status"] == "disappeared" for m in models.values()),
     }
 
@@ -106,12 +168,28 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
+def _rate_line(label: str, rate: dict[str, Any]) -> str:
+    verdict = (
+        ""
+        if rate["p_value"] is None
+        else (f" (p={rate['p_value']:.3g}, {'significant' if rate['significant'] else 'not significant'})")
+    )
+    return f"{label}{_pct(rate['before'])} -> {_pct(rate['after'])}{verdict}"
+
+
 def _change_lines(diff: dict[str, Any]) -> list[str]:
-    lines = [f"pass rate {_pct(diff['pass_rate']['before'])} -> {_pct(diff['pass_rate']['after'])}"]
+    lines = [_rate_line("pass rate ", diff["pass_rate"])]
     for label, key in (("model", "models_pass_rate"), ("prompt", "prompts_pass_rate")):
         for name, rate in diff[key].items():
             if rate["change"]:
-                lines.append(f"{label} {name}: {_pct(rate['before'])} -> {_pct(rate['after'])}")
+                lines.append(_rate_line(f"{label} {name}: ", rate))
+    for kind, label in (("pass_to_fail", "every repeat pass -> fail"), ("fail_to_pass", "every repeat fail -> pass")):
+        items = diff["item_flips"][kind]
+        if items:
+            lines.append(f"items, {label}: {len(items)}")
+            lines += [
+                f"  {i['model']} / {i['prompt_id']}: {i['before']} -> {i['after']}" for i in items[:MAX_FLIPS_SHOWN]
+            ]
     for kind, label in (("pass_to_fail", "pass -> fail"), ("fail_to_pass", "fail -> pass")):
         rows = diff["flips"][kind]
         if rows:

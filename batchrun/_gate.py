@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._checks import Answer, grade, without_latency_checks
+from ._checks import answer_of, grade, stored_judgements, without_latency_checks
 from ._exceptions import ResultsError
 from ._job import Job
 from ._matrix import plan_requests
@@ -61,7 +61,8 @@ class MatrixCoverage:
             if record.get("batch_id"):
                 checks = without_latency_checks(checks)
             if regrade and record["status"] == "ok" and checks:
-                record = {**record, **grade(checks, _answer(record))}
+                # Judge checks keep their stored verdicts here: re-judging costs money (_regrade).
+                record = {**record, **grade(checks, answer_of(record), stored_judgements(record, checks))}
             yield record
 
     def raise_if_foreign(self, path: Path | str) -> None:
@@ -79,17 +80,6 @@ class MatrixCoverage:
         if self.skipped:
             out.append(f"{self.skipped} row(s) were skipped (never answered)")
         return out
-
-
-def _answer(record: dict[str, Any]) -> Answer:
-    usage = record.get("usage") or {}
-    return Answer(
-        record.get("content") or "",
-        record.get("latency_ms"),
-        record.get("cost"),
-        usage.get("completion_tokens"),
-        record.get("finish_reason"),
-    )
 
 
 def shard_layout(shards: list[Path], rows_found: int, skipped: int) -> tuple[bool, list[str]]:

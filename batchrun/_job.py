@@ -22,6 +22,8 @@ from ._checks import check_problems, resolve_files
 from ._dataset import DatasetFile
 from ._exceptions import JobError, Problem
 from ._jobfile import compose, read_job_text, value_problems
+from ._judge import GraderSettings
+from ._judge import template_problems as grader_template_problems
 from ._template import emptied_by, names_in, template_problems
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -101,6 +103,7 @@ class Job:
     repeat: int
     run: RunSettings
     fingerprint: str  # of everything that shapes the requests; shards of one job share it
+    judge: GraderSettings = field(default_factory=GraderSettings)  # the grader of judge checks
 
 
 @lru_cache(maxsize=1)
@@ -197,9 +200,11 @@ def _schema_problems(source: _Source) -> list[Problem]:
     validator = Draft202012Validator(job_schema())
     problems = []
     for error in sorted(validator.iter_errors(source.data), key=lambda e: list(map(str, e.absolute_path))):
-        # For oneOf/anyOf the useful message is in the closest-matching branch.
+        # For oneOf/anyOf the useful message is in the closest-matching branch: not one the
+        # value is not even the type of (a per_item object is not "not of type number").
         while error.context:
-            error = best_match(error.context)
+            typed = [e for e in error.context if not (e.validator == "type" and not e.path)]
+            error = best_match(typed or error.context)
         path = tuple(error.absolute_path)
         message = error.message
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
@@ -367,6 +372,43 @@ def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], 
     return problems, prompts
 
 
+def _grading_problems(source: _Source, base_dir: Path) -> list[Problem]:
+    """A judge check needs a grader; a replacement grader prompt must be readable and
+    use the grader's placeholders; a per-item gate must be reachable."""
+    data = source.data
+    problems = []
+    section = data.get("judge") or {}
+    if section.get("prompt"):
+        try:
+            text = (base_dir / section["prompt"]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(source.problem(("judge", "prompt"), f"cannot read the grader prompt: {exc}"))
+        else:
+            problems += [source.problem(("judge", "prompt"), m) for m in grader_template_problems(text)]
+    if not (section.get("model") or section.get("models")):
+        places: list[tuple[JsonPath, list[Any]]] = [
+            (("defaults", "checks"), data.get("defaults", {}).get("checks", []))
+        ]
+        places += [(("prompts", i, "checks"), p.get("checks", [])) for i, p in enumerate(data["prompts"])]
+        for where, checks in places:
+            for j, check in enumerate(checks):
+                if "judge" in check and "grader" not in check:
+                    problems.append(
+                        source.problem(
+                            where + (j,), "a judge check needs a grader: set judge.model or the check's grader"
+                        )
+                    )
+    threshold = data.get("run", {}).get("pass_threshold")
+    per_item = threshold.get("per_item") if isinstance(threshold, dict) else None
+    if per_item:
+        where = ("run", "pass_threshold", "per_item")
+        if per_item["min"] > per_item["of"]:
+            problems.append(source.problem(where, f"min {per_item['min']} is more than of {per_item['of']}"))
+        if per_item["of"] > data.get("repeat", 1):
+            problems.append(source.problem(where, f"of {per_item['of']} is more than repeat {data.get('repeat', 1)}"))
+    return problems
+
+
 def _run_settings(raw: dict[str, Any]) -> RunSettings:
     known = {f.name for f in fields(RunSettings)}
     return replace(RunSettings(), **{k: v for k, v in raw.items() if k in known})
@@ -397,7 +439,7 @@ def load_job(path: str | Path) -> Job:
         ]
         raise JobError(problems)
     semantic, prompts = _semantic_problems(source, path.parent)
-    problems += semantic
+    problems += semantic + _grading_problems(source, path.parent)
     if problems:
         raise JobError(problems)
     data = source.data
@@ -415,4 +457,5 @@ def load_job(path: str | Path) -> Job:
         repeat=data.get("repeat", 1),
         run=_run_settings(data.get("run", {})),
         fingerprint=_fingerprint(data),
+        judge=GraderSettings.from_section(data.get("judge"), path.parent),
     )

@@ -79,6 +79,8 @@ class PricedPlan:
     warnings: list[str] = field(default_factory=list)  # model resolution and routing
     basis: dict[str, str] = field(default_factory=dict)  # model -> the prices its worst case used
     balance: float | None = None  # the account's balance (/credits), with a management key
+    judge_requests: dict[str, int] = field(default_factory=dict)  # grader requests, by grader
+    judge_worst: dict[str, float] = field(default_factory=dict)
 
 
 def job_routing_warning(job: Job) -> str | None:
@@ -182,6 +184,8 @@ async def price_plan(
         result.batch_worst_usd,
         [w for r in resolved for w in resolution_warnings(r)]
         + [f"warning: {w}" for w in [job_routing_warning(job)] if w],
+        judge_requests=result.judge_requests,
+        judge_worst=result.judge_worst_usd,
         basis=result.basis,
         balance=balance,
     )
@@ -205,11 +209,20 @@ def render_plan(plan: PricedPlan) -> str:
         lines.append(f"{model:<44} {rows:>7}{hits} {worst:>14} {batch:>14} {previous:>12}")
         if model in plan.basis:
             lines.append(f"  price basis: {plan.basis[model]}")
-    sync_total, batch_total = sum(plan.worst.values()), sum(plan.batch_worst.values())
+    # Grader requests are sent one by one in either mode: the same figure in both columns.
+    for model, count in sorted(plan.judge_requests.items()):
+        worst = "unknown" if model in plan.unknown_price else f"{plan.judge_worst.get(model, 0.0):.6f}"
+        no_hits = f" {'-':>7}" if plan.cached is not None else ""  # grader requests are counted apart
+        lines.append(f"{'judging: ' + model:<44} {count:>7}{no_hits} {worst:>14} {worst:>14}")
+        if model in plan.basis and model not in plan.rows:
+            lines.append(f"  price basis: {plan.basis[model]}")
+    judging = sum(plan.judge_worst.values())
+    sync_total, batch_total = sum(plan.worst.values()) + judging, sum(plan.batch_worst.values()) + judging
     total = batch_total if batch_mode else sync_total
     hits_total = f" {sum(cached.values()):>7}" if plan.cached is not None else ""
     lines.append(
-        f"{'TOTAL':<44} {sum(plan.rows.values()):>7}{hits_total} {sync_total:>14.6f} {batch_total:>14.6f}"
+        f"{'TOTAL':<44} {sum(plan.rows.values()) + sum(plan.judge_requests.values()):>7}{hits_total} "
+        f"{sync_total:>14.6f} {batch_total:>14.6f}"
         + (f" {sum(plan.previous_avg.get(m, 0) * n for m, n in to_send.items()):>12.6f}" if plan.previous_avg else "")
     )
     lines.append(

@@ -24,6 +24,10 @@ from ._routing import answering_provider
 from ._scrub import Scrubber
 
 ERROR_TEXT_CHARS = 200  # a non-JSON error body is kept this long, after scrubbing
+# A reply is untrusted: bound what one answer's tool calls can put in a row.
+MAX_TOOL_CALLS = 32
+MAX_TOOL_ARGUMENTS = 65536
+MAX_TOOL_NAME = 200
 
 
 class Reply(NamedTuple):
@@ -48,6 +52,8 @@ class ChatResult:
     # usage.cost was sent but cannot be believed (negative, not finite, not a number): the
     # reply's token counts are not trusted either, so the worst case stays spent (issue 11).
     cost_rejected: bool = False
+    # message.tool_calls as {id, name, arguments (the JSON string as sent)}, scrubbed (issue 17)
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
     @property
     def cost(self) -> float | None:
@@ -172,6 +178,33 @@ def _content(value: Any) -> str:
     raise _bad(f"choices[0].message.content is {_type_name(value)}, not text")
 
 
+def tool_call(item: Any, scrub: Scrubber) -> dict[str, Any]:
+    """One entry of `message.tool_calls` (openapi ChatMessageToolCall: id, type, function
+    {name, arguments}). A malformed entry is kept as a call of no name, so a tool_call check
+    fails on it, rather than being trusted or dropped silently. Scrubbed, then cut."""
+    entry = item if isinstance(item, dict) else {}
+    function: dict[str, Any] = entry["function"] if isinstance(entry.get("function"), dict) else {}
+    name, arguments = function.get("name"), function.get("arguments")
+    if isinstance(arguments, (dict, list)):  # some providers send an object, not a string
+        try:
+            arguments = orjson.dumps(scrub.value(arguments)).decode()
+        except orjson.JSONEncodeError:  # an integer past 64 bits, say: not arguments we can keep
+            arguments = None
+    call_id = entry.get("id")
+    return {
+        "id": scrub.text(call_id)[:MAX_TOOL_NAME] if isinstance(call_id, str) else None,
+        "name": scrub.text(name)[:MAX_TOOL_NAME] if isinstance(name, str) else None,
+        "arguments": scrub.text(arguments)[:MAX_TOOL_ARGUMENTS] if isinstance(arguments, str) else None,
+    }
+
+
+def tool_calls_of(value: Any, scrub: Scrubber) -> tuple[dict[str, Any], ...]:
+    """`message.tool_calls`: at most MAX_TOOL_CALLS calls; anything not a list is none."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(tool_call(item, scrub) for item in value[:MAX_TOOL_CALLS])
+
+
 _USAGE_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 _DETAIL_COUNTS = {
     "prompt_tokens_details": ("cached_tokens", "cache_write_tokens", "audio_tokens", "video_tokens"),
@@ -233,7 +266,8 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
     refusal = _str(message.get("refusal"), scrub)
     finish_reason = _str(choice.get("finish_reason"), scrub)
     usage = usage_of(data.get("usage"), scrub)
-    if not content and not refusal and not finish_reason and not message.get("tool_calls"):
+    tool_calls = tool_calls_of(message.get("tool_calls"), scrub)
+    if not content and not refusal and not finish_reason and not tool_calls:
         # errors-and-debugging.mdx "When no content is generated": a cold start or scaling;
         # zero-completion-insurance.mdx: no completion and no finish reason is not billed.
         raise Transient("empty_completion", "an empty completion with no finish reason (cold start?)", 200)
@@ -254,6 +288,7 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
         refusal=refusal,
         reasoning=_str(message.get("reasoning"), scrub),
         cost_rejected=_cost_rejected(data.get("usage")),
+        tool_calls=tool_calls,
     )
 
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._charges import RowCharges
 from ._client import ChatResult
 from ._matrix import Request
 from ._retry import AttemptLog
 from ._scrub import Scrubber
+
+if TYPE_CHECKING:
+    from ._judging import RowGrading
 
 
 @dataclass
@@ -29,6 +32,7 @@ class Row:
     sent: bool = False  # a request went out: it may be billed even if abandoned
     written: bool = False
     charges: RowCharges = field(default_factory=RowCharges)  # what each attempt cost (issue 14)
+    grading: RowGrading | None = None  # answered, its judge checks being graded (issue 17)
 
 
 def answer_fields(result: ChatResult) -> dict[str, Any]:
@@ -38,6 +42,7 @@ def answer_fields(result: ChatResult) -> dict[str, Any]:
         "provider": result.provider,
         "generation_id": result.generation_id,
         "content": result.content,
+        "tool_calls": list(result.tool_calls) or None,  # as _reply parsed and scrubbed them
         "refusal": result.refusal,
         "reasoning": result.reasoning,
         "finish_reason": result.finish_reason,

@@ -19,12 +19,15 @@ from ._batch_api import BatchClient
 from ._batch_run import BATCH_TOKEN_FACTOR, BatchExecutor, held_open
 from ._batch_state import BatchState
 from ._cache_session import CacheSession, CacheSettings
+from ._checks import is_judge
 from ._client import ModelInfo, OpenRouterClient
 from ._clock import Clock, SystemClock
 from ._costs import CostModel
 from ._exceptions import ConfigError, OutputFailed, ResultsError
 from ._isolated import IsolatedKey
+from ._items import ItemGate
 from ._job import Job, RunSettings
+from ._judging import judge_requests_for
 from ._ledger import CreditLedger
 from ._lock import OutputLock
 from ._matrix import Request, Shard, count_requests, plan_requests
@@ -149,6 +152,8 @@ class Estimate:
     unknown_price: set[str] = field(default_factory=set)
     no_max_tokens: set[str] = field(default_factory=set)
     kept: int = 0
+    judge_requests: dict[str, int] = field(default_factory=dict)  # by grader model
+    judge_worst_usd: dict[str, float] = field(default_factory=dict)
     basis: dict[str, str] = field(default_factory=dict)  # model -> price basis of its first request
     cached: dict[str, int] = field(default_factory=dict)  # rows the cache will answer (in `rows` too)
     saved_usd: float = 0.0  # what those rows cost when they were first answered
@@ -159,7 +164,19 @@ class Estimate:
 
     @property
     def total_worst(self) -> float:
-        return sum(self.worst_usd.values())
+        """Answers and their grading: judge requests are spent from the same budget."""
+        return sum(self.worst_usd.values()) + sum(self.judge_worst_usd.values())
+
+    def add_judging(self, requests: list[Request], costs: CostModel) -> None:
+        for grader in requests:
+            self.judge_requests[grader.model] = self.judge_requests.get(grader.model, 0) + 1
+            if grader.model not in self.basis:
+                self.basis[grader.model] = costs.describe(grader)
+            worst = costs.worst_case(grader)
+            if worst is None:
+                self.unknown_price.add(grader.model)
+            else:
+                self.judge_worst_usd[grader.model] = self.judge_worst_usd.get(grader.model, 0.0) + worst
 
 
 def estimate(
@@ -184,6 +201,10 @@ def estimate(
     rows = cache.peek_all(to_run()) if cache is not None else ((r, None) for r in to_run())
     for request, saved in rows:
         result.rows[request.model] = result.rows.get(request.model, 0) + 1
+        if any(is_judge(c) for c in request.checks):
+            # Graded even when the cache answers. The answer is at most its completion cap long.
+            answer_tokens = costs.completion_cap(request) or 16384
+            result.add_judging(judge_requests_for(request, job.judge, answer_tokens), costs)
         if saved is not None:  # answered for free: no worst case to reserve
             result.cached[request.model] = result.cached.get(request.model, 0) + 1
             result.saved_usd += saved
@@ -210,6 +231,11 @@ def wanted_models(job: Job) -> set[str]:
     for spec in job.models:
         wanted.update(spec.params.get("models", []))
     wanted.update(job.params.get("models", []))
+    wanted.update(job.judge.models)
+    for prompt in job.prompts:  # graders named by a check (a dataset row's own are not read here)
+        for check in prompt.checks:
+            grader = check.get("grader")
+            wanted.update([grader] if isinstance(grader, str) else grader or [])
     for prompt in job.prompts:
         wanted.update(prompt.params.get("models", []))
     return wanted
@@ -461,16 +487,17 @@ async def _locked_run(
         budget = pre.budget
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
         plan, models = pre.plan, pre.models
-        summary = SummaryBuilder()
+        summary = SummaryBuilder(ItemGate.from_threshold(settings.pass_threshold))
 
         def record_done(record: dict[str, Any]) -> None:
             summary.add(record)
             if on_record is not None:
                 on_record(record)
 
+        writer = ResultsWriter(output)
         runner = Runner(
             client,
-            ResultsWriter(output),
+            writer,
             _run_config(job, settings, options.clock.monotonic() - started),
             options.clock,
             job_name=job.name,
@@ -479,6 +506,7 @@ async def _locked_run(
             ledger=ledger,
             limit_from_key=pre.limit_from_key,
             on_record=record_done,
+            judge=job.judge,
             cache=cache,
         )
         control.runner = runner
@@ -498,7 +526,7 @@ async def _locked_run(
                         requests = (r for r in requests if not keep_row(states.get(r.id), r, options.retry_errors))
                     outcome = await runner.run(requests)
             finally:
-                runner.writer.close()
+                writer.close()
         except OutputFailed as failure:
             # The results file cannot be written: a stop of its own (exit code IO).
             outcome = RunOutcome(STOP_IO, str(failure), runner.ledger.committed)
@@ -508,7 +536,9 @@ async def _locked_run(
         if isolated is not None:
             await isolated.finish(notice)
         if states:
-            summary = SummaryBuilder().add_all(final_records(output, lambda message: notice(f"warning: {message}")))
+            summary = SummaryBuilder(summary.gate).add_all(
+                final_records(output, lambda message: notice(f"warning: {message}"))
+            )
         data = summary.result(
             output=str(output),
             stop=outcome.stop,

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._cache import CachedAnswer
-from ._cache_session import CacheSession, grade_hit, hit_fields
+from ._cache_session import CacheSession, grade_hit, hit_fields, hit_grading
 from ._charges import AbandonedAttempt, ChargeBook
-from ._checks import Answer, grade
+from ._checks import Answer, grade, is_judge
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock, utc
 from ._costs import CostModel
@@ -33,6 +33,8 @@ from ._exceptions import (
     RateLimited,
     RequestFailed,
 )
+from ._judge import GraderSettings
+from ._judging import Judging, RowGrading
 from ._ledger import BudgetExhausted, CreditLedger
 from ._limiter import Throttle, scope_of
 from ._matrix import Request
@@ -72,7 +74,7 @@ class Runner:
     def __init__(
         self,
         client: OpenRouterClient,
-        writer: ResultsWriter,
+        writer: ResultsWriter | None,  # None: a runner that writes no rows (re-grading)
         config: RunConfig,
         clock: Clock,
         *,
@@ -82,6 +84,7 @@ class Runner:
         ledger: CreditLedger | None = None,
         limit_from_key: bool = False,
         on_record: Callable[[dict[str, Any]], None] | None = None,
+        judge: GraderSettings | None = None,
         cache: CacheSession | None = None,
     ) -> None:
         self.client = client
@@ -109,6 +112,8 @@ class Runner:
         self._refreshing = False
         self._in_flight: set[asyncio.Timeout] = set()  # each dispatched row's own timeout
         self._grace_ends: float | None = None  # loop time when in-flight rows are cut off
+        # Judge checks' grader requests go through this runner's own machinery (issue 17).
+        self.judging = Judging(self, judge or GraderSettings())
 
     # -- stopping ----------------------------------------------------------------------------
     def request_stop(self, reason: str, message: str = "") -> None:
@@ -151,7 +156,8 @@ class Runner:
 
     def _emit(self, request: Request, record: dict[str, Any]) -> None:
         try:
-            self.writer.write(record, request.payload)
+            if self.writer is not None:
+                self.writer.write(record, request.payload)
         except OutputFailed as failure:
             # The first failed write stops dispatch: nothing more is paid for that cannot be
             # recorded, and the writer refuses later lines, so none follows a torn one.
@@ -208,6 +214,14 @@ class Runner:
             record.update(grade_hit(request.checks, answer))
         self._emit(request, record)
 
+    async def _graded_from_cache(self, row: Row, answer: CachedAnswer) -> None:
+        """A hit whose judge checks need grader requests: those are paid like any (issue 17)."""
+        request = row.request
+        record = self._record(request, "ok", None, False, self.clock.time(), **hit_fields(answer))
+        row.grading = hit_grading(request, record, answer)
+        await self.judging.grade_row(row.grading)
+        self._finish(row, row.grading.record_now())
+
     def time_left(self) -> float | None:
         """Seconds until the run's deadline; None without one."""
         return None if self._deadline_at is None else self._deadline_at - self.clock.monotonic()
@@ -230,6 +244,9 @@ class Runner:
         request = row.request
         # A hit needs neither budget nor the model's capacity: it is looked up first.
         cached = self.cache.lookup(request) if self.cache is not None else None
+        if cached is not None and any(is_judge(c) for c in request.checks):
+            await self._graded_from_cache(row, cached)
+            return
         if cached is not None:
             row.written = True  # set first, as in _finish: a failed write is not retried
             self._answered_from_cache(request, cached)
@@ -248,24 +265,8 @@ class Runner:
             return
         row.started = self.clock.time()
         began = self.clock.monotonic()
-
-        async def attempt() -> tuple[ChatResult, float]:
-            if row.reservation is None:
-                # The last attempt may have been billed and keeps its reservation as spent:
-                # this one needs its own (BudgetExhausted ends the row when none fits).
-                row.reservation = await self.ledger.reserve(worst or 0.0)
-            row.sent = True
-            try:
-                return await self._attempt(request)
-            except RequestFailed as failure:
-                if failure.maybe_billed:
-                    self._hold(row, failure)
-                raise
-
         try:
-            result, latency_s = await call_with_retries(
-                attempt, self.config.policy, self.clock.sleep, row.log, time_left=self.time_left
-            )
+            result, latency_s = await self.send_with_retries(row, worst)
         except (RequestFailed, BudgetExhausted) as failure:
             await self._release(row)
             await self._settled(self._settle_failure(row, failure, worst))
@@ -274,6 +275,28 @@ class Runner:
         elapsed_ms = round((self.clock.monotonic() - began) * 1000, 1)  # with retries and waits
         reservation, row.reservation = row.reservation or 0.0, None
         await self._settled(self._settle_answer(row, result, reservation, latency_ms, elapsed_ms))
+        if row.grading is not None:  # the answer is settled; its judge checks are graded now
+            await self.judging.grade_row(row.grading)
+            self._finish(row, row.grading.record_now())
+
+    async def send_with_retries(self, row: Row, worst: float | None) -> tuple[ChatResult, float]:
+        """The row's attempts under the retry policy, each holding a reservation (the row's
+        first is reserved by the caller); raises RequestFailed or BudgetExhausted."""
+
+        async def attempt() -> tuple[ChatResult, float]:
+            if row.reservation is None:
+                # The last attempt may have been billed and keeps its reservation as spent:
+                # this one needs its own (BudgetExhausted ends the row when none fits).
+                row.reservation = await self.ledger.reserve(worst or 0.0)
+            row.sent = True
+            try:
+                return await self._attempt(row.request)
+            except RequestFailed as failure:
+                if failure.maybe_billed:
+                    self._hold(row, failure)
+                raise
+
+        return await call_with_retries(attempt, self.config.policy, self.clock.sleep, row.log, time_left=self.time_left)
 
     def _hold(self, row: Row, failure: RequestFailed) -> None:
         """An attempt that may have been billed keeps its reservation as spent until its cost
@@ -329,14 +352,25 @@ class Runner:
         )
         if request.checks:
             answer = Answer(
-                result.content, latency_ms, costs["cost"], result.usage.get("completion_tokens"), result.finish_reason
+                result.content,
+                latency_ms,
+                costs["cost"],
+                result.usage.get("completion_tokens"),
+                result.finish_reason,
+                result.tool_calls,
             )
-            record.update(grade(request.checks, answer))
+            if not any(is_judge(c) for c in request.checks):
+                record.update(grade(request.checks, answer))
+            else:
+                # Written once its graders answered (or, cut short, with those checks `error`).
+                row.sent = False
+                row.grading = RowGrading(request, record, answer)
         if self.cache is not None:
             # Queued before the row is written; batches are committed every 256 rows or half
             # a second (a kill -9 loses at most that batch: those rows are asked again).
             self.cache.store_row(request, result, latency_ms, record["finished_at"], row.charges)
-        self._finish(row, record)
+        if row.grading is None:
+            self._finish(row, record)
 
     def _finish(self, row: Row, record: dict[str, Any]) -> None:
         row.written = True  # set first: a row whose write failed must not be written twice
@@ -370,7 +404,10 @@ class Runner:
             outcome = cancelled
             raise
         finally:
-            if not row.written and self.stop_reason != STOP_IO:
+            if not row.written and row.grading is not None and self.stop_reason != STOP_IO:
+                # The answer is in and paid for: it is recorded, its ungraded checks `error`.
+                self._finish(row, row.grading.record_now(self.stop_reason or STOP_INTERRUPTED))
+            elif not row.written and self.stop_reason != STOP_IO:
                 kept = row.reservation if row.sent else None
                 if row.sent:
                     # The request in flight was abandoned, so it may still be billed: hold it.
@@ -435,22 +472,7 @@ class Runner:
             error["error_type"] = failure.error_type
         if failure.availability_code:
             error["availability_code"] = failure.availability_code
-        # A refused key and an empty purse stop the run; a model-wide condition stops the
-        # model; a platform limit past the wait cap stops its scope until the reset. Rows
-        # that never got an answer are `skipped` (a resume runs them again).
-        status, reason = "error", failure.kind
-        if isinstance(failure, AuthFailed):
-            self.request_stop(STOP_AUTH, f"the API key was refused: {failure.message}")
-        elif isinstance(failure, CreditExhausted):
-            self.request_stop(STOP_CREDITS, failure.message)
-            status, reason = "skipped", STOP_CREDITS
-        elif isinstance(failure, ModelUnavailable):
-            self.stopped_models.setdefault(request.model, failure.kind)
-        elif isinstance(failure, DailyCapReached):
-            self.stopped_models.setdefault(request.model, "daily_cap")
-            status, reason = "skipped", "daily_cap"
-        elif isinstance(failure, RateLimited) and failure.platform and too_long:
-            status, reason = "skipped", self._block_scope(request, failure)
+        status, reason = self.react(request, failure, too_long)
         skipped = status == "skipped"
         return self._record(
             request,
@@ -468,6 +490,26 @@ class Runner:
                 else {"cost": None if skipped else 0.0, "cost_status": None}
             ),
         )
+
+    def react(self, request: Request, failure: RequestFailed, too_long: str | None) -> tuple[str, str]:
+        """What a final failure stops, as (status, reason) for its record. A refused key and
+        an empty purse stop the run; a model-wide condition stops the model; a platform
+        limit past the wait cap stops its scope until the reset. Rows that never got an
+        answer are `skipped` (a resume runs them again)."""
+        status, reason = "error", failure.kind
+        if isinstance(failure, AuthFailed):
+            self.request_stop(STOP_AUTH, f"the API key was refused: {failure.message}")
+        elif isinstance(failure, CreditExhausted):
+            self.request_stop(STOP_CREDITS, failure.message)
+            status, reason = "skipped", STOP_CREDITS
+        elif isinstance(failure, ModelUnavailable):
+            self.stopped_models.setdefault(request.model, failure.kind)
+        elif isinstance(failure, DailyCapReached):
+            self.stopped_models.setdefault(request.model, "daily_cap")
+            status, reason = "skipped", "daily_cap"
+        elif isinstance(failure, RateLimited) and failure.platform and too_long:
+            status, reason = "skipped", self._block_scope(request, failure)
+        return status, reason
 
     # -- key refresh -------------------------------------------------------------------------
     async def _maybe_refresh_key(self) -> None:

@@ -33,6 +33,7 @@ from ._classify import classify
 from ._client import ChatResult, OpenRouterClient, abandoned, generation_header, valid_generation_id
 from ._clock import Clock
 from ._exceptions import Rejected, RequestFailed, Transient
+from ._reply import MAX_TOOL_CALLS, tool_calls_of
 
 DEFAULT_MAX_STREAM_BYTES = 4 * 1024 * 1024
 _ERROR_BODY_BYTES = 64 * 1024  # an error reply before the stream is small JSON
@@ -88,6 +89,10 @@ class _Reading:
 
     def __post_init__(self) -> None:
         self.parts: list[str] = []
+        # Tool-call deltas by index: the first id and name, the arguments' pieces joined
+        # (the OpenAI streaming shape OpenRouter relays; the docs' streaming page shows no
+        # tool calls). Bounded like a non-streamed reply's: _reply.MAX_TOOL_CALLS.
+        self.tool_calls: dict[int, dict[str, Any]] = {}
 
 
 async def stream_chat(
@@ -139,6 +144,8 @@ async def stream_chat(
         native_finish_reason=_scrubbed(client, reading.native_finish_reason),
         usage=reading.usage or {},
         ttft_ms=reading.ttft_ms,
+        # The same typed reader (and scrubbing, before any cut) as a non-streamed reply's.
+        tool_calls=tool_calls_of(_tool_calls(reading), client.scrub),
     )
 
 
@@ -225,8 +232,41 @@ def _read_chunk(chunk: dict[str, Any], reading: _Reading) -> None:
         if isinstance(content, str) and content:
             reading.parts.append(content)
             reading.first_token = True
+        if isinstance(delta.get("tool_calls"), list):
+            _read_tool_deltas(delta["tool_calls"], reading)
         if isinstance(delta.get("reasoning"), str) and delta["reasoning"]:
             reading.first_token = True  # a reasoning token is a first token too
     for field in ("finish_reason", "native_finish_reason"):
         if isinstance(choice.get(field), str):
             setattr(reading, field, choice[field])
+
+
+def _read_tool_deltas(deltas: list[Any], reading: _Reading) -> None:
+    for delta in deltas:
+        if not isinstance(delta, dict):
+            continue
+        index = delta.get("index", 0)
+        if not isinstance(index, int) or isinstance(index, bool):
+            continue
+        call = reading.tool_calls.get(index)
+        if call is None:
+            if len(reading.tool_calls) >= MAX_TOOL_CALLS:
+                continue
+            call = reading.tool_calls[index] = {"id": None, "name": None, "pieces": []}
+        function: dict[str, Any] = delta["function"] if isinstance(delta.get("function"), dict) else {}
+        if call["id"] is None and isinstance(delta.get("id"), str):
+            call["id"] = delta["id"]
+        if call["name"] is None and isinstance(function.get("name"), str):
+            call["name"] = function["name"]
+        if isinstance(function.get("arguments"), str):
+            call["pieces"].append(function["arguments"])  # joined once at the end: no quadratic copying
+        reading.first_token = True
+
+
+def _tool_calls(reading: _Reading) -> list[dict[str, Any]]:
+    """The streamed calls in the non-streamed shape, for _reply.tool_calls_of."""
+    calls = [reading.tool_calls[i] for i in sorted(reading.tool_calls)]
+    return [
+        {"id": c["id"], "function": {"name": c["name"], "arguments": "".join(c["pieces"]) if c["pieces"] else None}}
+        for c in calls
+    ]

@@ -13,6 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._items import ItemGate, ItemTally
+from ._stats import wilson_interval
+
 MAX_EXAMPLES = 10
 
 
@@ -32,10 +35,12 @@ class _Group:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
+    judge_cost: float = 0.0  # part of `cost`: what grading the answers cost
     cost_unknown: int = 0  # rows that may have been billed an amount nobody reported
     attempts: int = 0
     checked: int = 0
     passed: int = 0
+    undecided: int = 0  # rows with a check whose grader failed: neither pass nor fail
     score: float = 0.0  # sum of rows' weighted check scores
     latencies: array[float] = field(default_factory=lambda: array("d"))
     ttfts: array[float] = field(default_factory=lambda: array("d"))  # streaming mode only
@@ -58,12 +63,16 @@ class _Group:
                 self.checked += 1
                 self.passed += bool(record["passed"])
                 self.score += float(record.get("score", record["passed"]))
+            elif record.get("checks"):
+                self.undecided += 1
         elif status == "error":
             self.error += 1
         else:
             self.skipped += 1
-        self.cost += float(record.get("cost") or 0.0)
-        if record.get("cost_status") == "unknown":
+        # A record's `cost` is its answer's; its grading is `judge_cost`: both were spent.
+        self.judge_cost += float(record.get("judge_cost") or 0.0)
+        self.cost += float(record.get("cost") or 0.0) + float(record.get("judge_cost") or 0.0)
+        if "unknown" in (record.get("cost_status"), record.get("judge_cost_status")):
             self.cost_unknown += 1
         self.attempts += int(record.get("attempts") or 0)
 
@@ -78,6 +87,7 @@ class _Group:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost_usd": round(self.cost, 8),
+            "judge_cost_usd": round(self.judge_cost, 8),
             "cost_unknown_rows": self.cost_unknown,
             "latency_p50_ms": percentile(self.latencies, 0.5),
             "latency_p95_ms": percentile(self.latencies, 0.95),
@@ -87,13 +97,17 @@ class _Group:
             "checked": self.checked,
             "passed": self.passed,
             "pass_rate": round(self.passed / self.checked, 4) if self.checked else None,
+            "pass_rate_ci95": _interval(self.passed, self.checked),
+            "undecided": self.undecided,
             "mean_score": round(self.score / self.checked, 4) if self.checked else None,
             "answered_by": dict(self.answered_by),
         }
 
 
 class SummaryBuilder:
-    def __init__(self) -> None:
+    def __init__(self, gate: ItemGate | None = None) -> None:
+        self.gate = gate or ItemGate()
+        self.items = ItemTally()
         self.total = _Group()
         self.models: dict[str, _Group] = defaultdict(_Group)
         self.prompts: dict[str, _Group] = defaultdict(_Group)
@@ -110,6 +124,7 @@ class SummaryBuilder:
         self.job = self.job or record.get("job")
         self.job_fingerprint = self.job_fingerprint or record.get("job_fingerprint")
         self.total.add(record)
+        self.items.add(record)
         cached = record.get("cached")
         if cached is True:
             self.cache_hits += 1
@@ -155,6 +170,7 @@ class SummaryBuilder:
             "failing_examples": self.examples,
             "skip_reasons": dict(self.skip_reasons),
             "error_kinds": dict(self.error_kinds),
+            "items": self.items.result(self.gate),
             **self._cache_figures(),
             **extra,
         }
@@ -172,6 +188,12 @@ def render_cache(summary: dict[str, Any]) -> str | None:
     return f"cache: {cache['hits']} hit(s), {cache['misses']} miss(es), ${cache['saved_usd']:.6f} saved"
 
 
+def _interval(passed: int, checked: int) -> list[float] | None:
+    """Wilson 95% interval of a pass rate, as [low, high]."""
+    bounds = wilson_interval(passed, checked)
+    return None if bounds is None else [round(bounds[0], 4), round(bounds[1], 4)]
+
+
 def _fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
@@ -180,8 +202,55 @@ def _fmt_rate(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
+def _fmt_rate_ci(group: dict[str, Any]) -> str:
+    """A pass rate with its Wilson 95% interval: 90.0% [84.2-93.8]."""
+    ci = group.get("pass_rate_ci95")
+    rate = _fmt_rate(group["pass_rate"])
+    return rate if not ci else f"{rate} [{ci[0] * 100:.1f}-{ci[1] * 100:.1f}]"
+
+
+def _grading_lines(summary: dict[str, Any]) -> list[str]:
+    """Judging cost, undecided rows, and items across repeats: the same in text and Markdown."""
+    total = summary["total"]
+    lines = []
+    if total.get("judge_cost_usd"):
+        lines.append(f"judging: ${total['judge_cost_usd']:.6f} (of ${total['cost_usd']:.6f} spent)")
+    if total.get("undecided"):
+        lines.append(
+            f"undecided: {total['undecided']} row(s) with a check whose grader failed "
+            "(neither pass nor fail; not in the pass rate)"
+        )
+    items = summary.get("items")
+    if items:
+        gate = items["gate"]
+        rule = f"at least {gate['min']} of {gate['of']} repeats" if gate else "every repeat"
+        lines.append(
+            f"items: {items['count']}, {items['passed']} pass ({rule}), {items['failed']} fail, "
+            f"{items['undecided']} undecided; flaky (passed and failed across repeats): {items['flaky_count']}"
+        )
+        for item in items["flaky"]:
+            shown = ", ".join(f"{k}={v}" for k, v in item["vars"].items())
+            lines.append(
+                f"  flaky {item['model']} / {item['prompt_id']} [{shown[:60]}]: "
+                f"passed {item['passed']} of {item['graded']}"
+            )
+    return lines
+
+
 def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["model", "ok", "error", "skipped", "tokens", "cost $", "p50 ms", "p95 ms", "tries/row", "pass", "score"]
+    header = [
+        "model",
+        "ok",
+        "error",
+        "skipped",
+        "tokens",
+        "cost $",
+        "p50 ms",
+        "p95 ms",
+        "tries/row",
+        "pass [95% CI]",
+        "score",
+    ]
     rows = []
     for name, g in [*summary["models"].items(), ("TOTAL", summary["total"])]:
         rows.append(
@@ -196,7 +265,7 @@ def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 _fmt_ms(g["latency_p50_ms"]),
                 _fmt_ms(g["latency_p95_ms"]),
                 "-" if g["attempts_per_row"] is None else f"{g['attempts_per_row']:.2f}",
-                _fmt_rate(g["pass_rate"]),
+                _fmt_rate_ci(g),
                 _fmt_rate(g["mean_score"]),
             ]
         )
@@ -214,9 +283,7 @@ def render_text(summary: dict[str, Any]) -> str:
         lines.append(
             "pass rate by prompt: "
             + ", ".join(
-                f"{name} {_fmt_rate(g['pass_rate'])}"
-                for name, g in summary["prompts"].items()
-                if g["pass_rate"] is not None
+                f"{name} {_fmt_rate_ci(g)}" for name, g in summary["prompts"].items() if g["pass_rate"] is not None
             )
         )
     if summary["worst_prompts"]:
@@ -229,6 +296,7 @@ def render_text(summary: dict[str, Any]) -> str:
             f"  ... and {failing - len(summary['failing_examples'])} more failing row(s): "
             "`batchrun report RESULTS --json`, or the rows' `checks`, say why"
         )
+    lines += _grading_lines(summary)
     if summary["error_kinds"]:
         lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["error_kinds"].items())))
     if summary["skip_reasons"]:
@@ -298,6 +366,7 @@ def render_markdown(summary: dict[str, Any], title: str | None = None) -> str:
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines.append("")
+    lines += [f"- {line.strip()}" for line in _grading_lines(summary)]
     if summary["worst_prompts"]:
         lines.append("**Worst prompts:** " + ", ".join(f"`{p}`" for p in summary["worst_prompts"]))
     for example in summary["failing_examples"]:

@@ -10,7 +10,7 @@ from ._job import RunSettings
 
 class ExitCode(enum.IntEnum):
     OK = 0  # every row ok, quality at or above threshold
-    ERRORS = 1  # rows ended in error beyond run.max_error_rate, or a model hit its daily cap
+    ERRORS = 1  # rows ended in error (or could not be graded) beyond run.max_error_rate, or a daily cap
     USAGE = 2  # bad job file, bad option, bad configuration; nothing was spent
     QUALITY = 3  # pass rate below run.pass_threshold
     REGRESSION = 4  # `diff --fail-on-regression` found rows that went from pass to fail
@@ -54,6 +54,10 @@ def quality_failures(summary: dict[str, Any], settings: RunSettings, override: f
     rate = summary["total"]["pass_rate"]
     if overall is not None and rate is not None and rate < overall:
         failures.append(f"pass rate {rate:.1%} is below the threshold {overall:.1%}")
+    items = summary.get("items")
+    if items and items.get("gate") and items["failed"]:
+        gate = items["gate"]
+        failures.append(f"{items['failed']} item(s) passed fewer than {gate['min']} of {gate['of']} repeats")
     for group, limits in (("models", models), ("prompts", prompts)):
         for name, limit in limits.items():
             rate = summary[group].get(name, {}).get("pass_rate")
@@ -78,6 +82,14 @@ def decide(summary: dict[str, Any], settings: RunSettings, override: float | Non
     if rate > settings.max_error_rate:
         reasons.append(
             f"{summary['total']['error']} row(s) ended in error ({rate:.1%}, tolerance {settings.max_error_rate:.1%})"
+        )
+    # A grader that failed is not the model's failure (not in the pass rate), but a gate
+    # with no verdicts must not pass in silence: ungraded rows share the error tolerance.
+    undecided, answered = summary["total"].get("undecided", 0), summary["total"]["ok"]
+    if undecided and undecided / answered > settings.max_error_rate:
+        reasons.append(
+            f"{undecided} row(s) could not be graded: a grader failed ({undecided / answered:.1%} of answered "
+            f"rows, tolerance {settings.max_error_rate:.1%})"
         )
     capped = summary["skip_reasons"].get("daily_cap", 0)
     if capped:

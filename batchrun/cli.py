@@ -12,7 +12,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, cast
@@ -212,12 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JOB.yaml",
         help="the CI gate: compare the rows with this job's whole matrix (missing or skipped rows: "
         f"exit {ExitCode.INCOMPLETE.value}; rows of another job: exit 2), re-grade the stored answers with its "
-        "current checks, and gate on its thresholds (exit 1 or 3); no request is sent",
+        "current checks, and gate on its thresholds (exit 1, 3 or 5); judge checks send grader requests "
+        "(a key or --simulate) within --budget, after printing their worst case",
     )
     _add_partial_option(report)
     report.add_argument(
         "--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML page with charts"
     )
+    report.add_argument(
+        "--junit", type=Path, metavar="PATH", help="also write JUnit XML: one test case per row or item"
+    )
+    _add_endpoint_options(report)
 
     history = commands.add_parser("history", help="trends across the runs of a job, and what changed")
     history.add_argument(
@@ -238,8 +243,18 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument(
         "--fail-on-regression",
         action="store_true",
-        help=f"exit {ExitCode.REGRESSION.value} if rows went from pass to fail, or a model started "
-        "erroring or disappeared",
+        help=f"exit {ExitCode.REGRESSION.value} on a significant drop in a pass rate (Fisher's exact test), an item "
+        "that passed every repeat and now fails every repeat, or a model that started erroring or disappeared",
+    )
+    diff.add_argument(
+        "--alpha",
+        type=_argtypes.significance,
+        default=0.05,
+        metavar="LEVEL",
+        help="significance level of the test (default 0.05)",
+    )
+    diff.add_argument(
+        "--strict", action="store_true", help="with --fail-on-regression, any row from pass to fail fails"
     )
 
     batches = commands.add_parser("batches", help="list, cancel, adopt or release the batches of a batch-mode run")
@@ -607,22 +622,41 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         summary = SummaryBuilder().add_all(_through(page, records)).result(output=str(args.results))
         if not summary["total"]["rows"]:
             raise ResultsError(f"{args.results}: holds no records")
+        _write_junit(args, console, lambda: final_records(args.results, console.warn), None)
         _show(console, args, summary, render_text, render_markdown)
         _write_report_page(args, page, summary, None)
         return ExitCode.OK
+    from ._checks import is_judge
     from ._gate import MatrixCoverage
+    from ._items import ItemGate
     from ._job import load_job
     from ._verdict import decide
 
     job = load_job(args.job)
+    settings = _with_budget(job.run, args.budget)
+    job = replace(job, run=settings)
+    gate = ItemGate.from_threshold(settings.pass_threshold)
     coverage = MatrixCoverage.of(job)
-    reviewed = _through(page, coverage.review(records, regrade=True))
-    summary = SummaryBuilder().add_all(reviewed).result(output=str(args.results))
+    # Judge checks of the job now (a dataset row's own included) decide whether graders are asked.
+    regraded: list[dict[str, Any]] = []
+    judged = any(is_judge(c) for checks in coverage.checks.values() for c in checks)
+    if judged:
+        summary = _regrade_judged(args, console, job, gate, coverage.review(records), regraded, page)
+    else:
+        reviewed = _through(page, coverage.review(records, regrade=True))
+        summary = SummaryBuilder(gate).add_all(reviewed).result(output=str(args.results))
+
+    def junit_records() -> Iterable[dict[str, Any]]:
+        if judged:
+            return regraded
+        return MatrixCoverage.of(job).review(final_records(args.results), regrade=True)
+
     coverage.raise_if_foreign(args.results)
     shortfalls = coverage.shortfalls()
     summary.update(complete=not shortfalls, missing_rows=coverage.missing, matrix_rows=len(coverage.checks))
+    _write_junit(args, console, junit_records, gate)
     _show(console, args, summary, render_text, render_markdown)
-    code, reasons = decide(summary, job.run)
+    code, reasons = decide(summary, settings)
     if shortfalls and not args.allow_partial:
         # Rows without an answer outrank errors and quality, as a stop does in a run.
         code, reasons = ExitCode.INCOMPLETE, [*shortfalls, "(--allow-partial accepts them)", *reasons]
@@ -630,6 +664,60 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     for reason in reasons:
         console.error(reason)
     return int(code)
+
+
+def _write_junit(args: argparse.Namespace, console: Console, records: Callable[[], Any], gate: Any) -> None:
+    if args.junit is None:
+        return
+    from ._items import ItemGate
+    from ._junit import write_junit
+
+    counts = write_junit(records(), args.junit, None, gate or ItemGate())
+    console.err.write(
+        f"junit: {args.junit}: {counts['tests']} test case(s), {counts['failure']} failed, "
+        f"{counts['error']} error(s), {counts['skipped']} skipped\n"
+    )
+
+
+def _regrade_judged(
+    args: argparse.Namespace,
+    console: Console,
+    job: Any,
+    gate: Any,
+    records: Iterable[dict[str, Any]],
+    regraded: list[dict[str, Any]],
+    page: Any,
+) -> dict[str, Any]:
+    """Re-grade with grader requests: the worst case printed first, then spent within the budget."""
+    from ._regrade import regrade_file
+    from ._results import final_records
+    from ._run import RunOptions
+
+    def worst_case(line: str) -> None:
+        console.err.write(line + "\n")
+        console.err.flush()
+
+    def keep(record: dict[str, Any]) -> None:
+        if args.junit is not None:
+            regraded.append(record)
+        if page is not None:
+            page.add(record)
+
+    async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> dict[str, Any]:
+        options = RunOptions(api_key=_api_key(job, sim_key), base_url=base_url)
+        return await regrade_file(
+            job,
+            options,
+            records,
+            lambda: final_records(args.results, console.warn),
+            gate,
+            worst_case,
+            keep,
+        )
+
+    summary: dict[str, Any] = asyncio.run(_with_simulator(args, body))
+    summary["output"] = str(args.results)
+    return summary
 
 
 def cmd_history(args: argparse.Namespace, console: Console) -> int:
@@ -647,7 +735,7 @@ def cmd_history(args: argparse.Namespace, console: Console) -> int:
 def cmd_diff(args: argparse.Namespace, console: Console) -> int:
     from ._compare import diff_runs, render_diff_markdown, render_diff_text
 
-    diff = diff_runs(args.before, args.after, console.warn)
+    diff = diff_runs(args.before, args.after, console.warn, args.alpha, args.strict)
     _show(console, args, diff, render_diff_text, render_diff_markdown)
     if args.fail_on_regression and diff["regression"]:
         return ExitCode.REGRESSION

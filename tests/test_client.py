@@ -306,16 +306,17 @@ async def test_an_error_body_becomes_an_error_row(tmp_path: Any) -> None:
     with respx.mock(using="httpx") as mock:
         mock.post(CHAT).mock(return_value=err(422, "max_tokens must be positive"))
         async with client() as c:
+            writer = ResultsWriter(out)
             runner = Runner(
                 c,
-                ResultsWriter(out),
+                writer,
                 RunConfig(2, RetryPolicy()),
                 FakeClock(),
                 job_name="small",
                 job_fingerprint=job.fingerprint,
             )
             outcome = await runner.run(plan_requests(job))
-            runner.writer.close()
+            writer.close()
     rows = list(final_records(out))
     assert outcome.stop is None and len(rows) == 20
     assert {(r["status"], r["reason"], r["retryable"], r["attempts"]) for r in rows} == {

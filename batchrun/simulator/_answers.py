@@ -32,9 +32,10 @@ def tokens(text: str) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def answer_to(model: str, user: str, json_format: bool, accuracy: float) -> str:
-    """The answer of `model` to `user`: right with probability `accuracy`, the same every time."""
-    digest = hashlib.sha256(f"{model}\n{user}".encode()).digest()
+def answer_to(model: str, user: str, json_format: bool, accuracy: float, sampled: str = "") -> str:
+    """The answer of `model` to `user`: right with probability `accuracy`, the same every time
+    (for one `sampled` draw: a row id when the request samples, so repeats can differ)."""
+    digest = hashlib.sha256(f"{model}\n{user}{sampled}".encode()).digest()
     correct = int.from_bytes(digest[:2], "big") / 65535 < accuracy
     lowered = str(user).lower()
     answer = None

@@ -214,7 +214,7 @@ class SimBatches:
                 results.append(result)
                 continue
             messages = body["messages"]
-            content = sim._answer(batch.model, messages, body)
+            content = sim._answer(batch.model, messages, body, custom_id)  # custom_id is the row id
             max_tokens = int(body.get("max_tokens") or 16384)
             completion_tokens = tokens(content)
             finish = "stop"

@@ -67,6 +67,8 @@ class SimConfig:
     cost_noise: float = 0.0  # billed cost = list cost x (1 + U(-noise, +noise))
     unreported_usd: float = 0.0  # charged to the key per answer but missing from usage.cost
     account_api: bool = True  # False: no /key, /models, /keys, like a local OpenAI-compatible server
+    judge_bias: float = 0.0  # as a grader: share of failing answers it passes anyway (leniency)
+    judge_unparseable: float = 0.0  # as a grader: share of replies that are prose, not the verdict JSON
     # `alias.X=Y`: X (an alias, or a ~author/family-latest slug) answers as the listed model Y
     aliases: dict[str, str] = field(default_factory=dict)
     # `private.MODEL=p,c`: priced and served, but not in /models (guides/routing/private-models.mdx)

@@ -24,6 +24,7 @@ from ._billing import prompt_tokens as count_prompt
 from ._config import VARIANTS, SimConfig
 from ._errors import PROVIDER, availability_error, provider_error
 from ._faults import broken_reply, draw_fault
+from ._grader import VERDICT_SCHEMA_NAME, grade_as_judge, tool_calls_for
 from ._http import error_response, json_response
 from ._keys import KeyRoutes, SimKey, account_key, bearer
 from ._limits import RateWindow
@@ -192,10 +193,16 @@ class Simulator(KeyRoutes, StreamReplies):
                 delay += self._rng.uniform(-1, 1) * config.jitter_ms
         return max(0.0, delay) / 1000
 
-    def _answer(self, model: str, messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
+    def _answer(self, model: str, messages: list[dict[str, Any]], body: dict[str, Any], row: str | None = None) -> str:
         user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
-        wants_json = (body.get("response_format") or {}).get("type") in ("json_object", "json_schema")
-        return answer_to(model, str(user), wants_json, self.config.accuracy.get(model, 0.85))
+        response_format = body.get("response_format") or {}
+        if (response_format.get("json_schema") or {}).get("name") == VERDICT_SCHEMA_NAME:
+            return grade_as_judge(model, str(user), self.config.judge_bias, self.config.judge_unparseable)
+        wants_json = response_format.get("type") in ("json_object", "json_schema")
+        # Sampling (temperature > 0) varies from one repeat to the next: each row id draws
+        # its own luck, so repeats of an item can disagree, as real models' do.
+        sampled = row if row and float(body.get("temperature") or 0) > 0 else ""
+        return answer_to(model, str(user), wants_json, self.config.accuracy.get(model, 0.85), sampled)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         stats = self.stats
@@ -279,9 +286,14 @@ class Simulator(KeyRoutes, StreamReplies):
             delay = self._latency_s()
             if delay > 0:
                 await asyncio.sleep(delay)
-            content = self._answer(model, messages, body) + " more" * config.stream_padding
-            finish: str | None = "stop"
-            completion_tokens = count_tokens(config, content)
+            content = self._answer(model, messages, body, row)
+            calls = tool_calls_for(model, messages, body, self.config.accuracy.get(model, 0.85))
+            finish: str | None = "tool_calls" if calls else "stop"
+            if calls:
+                content = ""
+            else:
+                content += " more" * config.stream_padding
+            completion_tokens = count_tokens(config, content or json.dumps(calls))
             if completion_tokens > max_tokens:
                 content, completion_tokens, finish = content[: max_tokens * 4], max_tokens, "length"
             if fault == "cold_start":
@@ -292,7 +304,7 @@ class Simulator(KeyRoutes, StreamReplies):
             if body.get("stream") is True and fault not in ("error200", "choice_error", "reset", "cut", "truncate"):
                 prices = (prompt_price, completion_price, request_price)
                 streamed = Generation(
-                    generation, model, endpoint.provider, content, prompt_tokens, prices, max_tokens, row, fault
+                    generation, model, endpoint.provider, content, prompt_tokens, prices, max_tokens, row, fault, calls
                 )
                 return await self.stream_answer(request, key, streamed)
             if fault in ("error200", "choice_error"):
@@ -342,7 +354,9 @@ class Simulator(KeyRoutes, StreamReplies):
                         "index": 0,
                         "finish_reason": finish,
                         "native_finish_reason": finish,
-                        "message": {
+                        "message": {"role": "assistant", "content": content or None, "tool_calls": calls}
+                        if calls
+                        else {
                             "role": "assistant",
                             "content": [{"type": "text", "text": content}] if config.content_parts else content,
                         },

@@ -36,6 +36,7 @@ class Generation:
     max_tokens: int
     row: str | None
     fault: str | None
+    tool_calls: list[dict[str, Any]] | None = None  # sent as deltas: name first, arguments in pieces
 
 
 def _event(payload: Any) -> bytes:
@@ -73,6 +74,16 @@ class StreamReplies(BillingRoutes):
         try:
             await response.prepare(request)
             await response.write(b": OPENROUTER PROCESSING\n\n")
+            for index, call in enumerate(gen.tool_calls or []):
+                arguments = call["function"]["arguments"]
+                head = {"index": index, "id": call["id"], "type": "function"}
+                deltas = [{**head, "function": {"name": call["function"]["name"], "arguments": ""}}]
+                half = len(arguments) // 2
+                deltas += [{"index": index, "function": {"arguments": p}} for p in (arguments[:half], arguments[half:])]
+                for delta in deltas:
+                    await response.write(_event(self._chunk(gen, {"role": "assistant", "tool_calls": [delta]})))
+                generated += count_tokens(config, arguments)
+                finish = "tool_calls"
             step = max(1, config.stream_chunk_tokens)
             for start in range(0, len(words), step):
                 piece = " ".join(words[start : start + step]) + (" " if start + step < len(words) else "")

@@ -1,0 +1,166 @@
+"""Model-graded (`judge`) checks: the grader's settings, its prompt, and its verdict.
+
+A judge check sends the answer under test to one or more grader models through a prompt
+template (shipped as `templates/grader.txt`, replaceable per job with `judge.prompt`). The
+grader must answer in structured output (`response_format: json_schema`) with `pass`,
+`score` in [0, 1] and `reason`.
+
+Injection: the question, rubric and answer are each put between tags that carry a nonce,
+a hash of all three. An answer cannot close its block or open a fake rubric without
+knowing that hash, which depends on the answer itself. The verdict is read only from the
+grader's reply, and only as JSON valid against the verdict schema, so text in the answer
+that looks like a verdict is just more text to grade.
+
+This module is pure (no I/O beyond reading the template): the runner and `report --job`
+send the requests, through the same throttle, ledger and retries as every row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ._template import Template
+
+VERDICT_SCHEMA_NAME = "batchrun_verdict"
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "pass": {"type": "boolean"},
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "reason": {"type": "string"},
+    },
+    "required": ["pass", "score", "reason"],
+    "additionalProperties": False,
+}
+RESPONSE_FORMAT: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {"name": VERDICT_SCHEMA_NAME, "strict": True, "schema": VERDICT_SCHEMA},
+}
+# Reproducible by default: greedy decoding, a fixed seed, and no silent switch to another
+# provider (allow_fallbacks: false keeps the primary one; require_parameters refuses
+# providers that would ignore response_format or seed). Add provider.order to pin a named
+# provider. See /work/ordocs/guides/routing/provider-selection.mdx.
+DEFAULT_PARAMS: dict[str, Any] = {
+    "temperature": 0,
+    "seed": 0,
+    "max_tokens": 300,
+    "provider": {"allow_fallbacks": False, "require_parameters": True},
+}
+TEMPLATE_NAMES = frozenset({"question", "rubric", "answer", "nonce"})
+MAX_REASON = 500
+
+
+def shipped_template() -> str:
+    return (resources.files("batchrun") / "templates" / "grader.txt").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class GraderSettings:
+    """The job's `judge:` section, after defaults."""
+
+    models: tuple[str, ...] = ()
+    aggregate: str = "majority"  # or "mean"
+    pass_score: float = 0.5
+    params: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PARAMS))
+    template: str = ""  # the prompt template's text; empty: the shipped one
+
+    @classmethod
+    def from_section(cls, raw: dict[str, Any] | None, base_dir: Path) -> GraderSettings:
+        raw = raw or {}
+        models = tuple(raw.get("models") or ([raw["model"]] if raw.get("model") else ()))
+        params = {**DEFAULT_PARAMS, **(raw.get("params") or {})}
+        template = (base_dir / raw["prompt"]).read_text(encoding="utf-8") if raw.get("prompt") else ""
+        return cls(models, raw.get("aggregate", "majority"), float(raw.get("pass_score", 0.5)), params, template)
+
+    def graders_for(self, check: dict[str, Any]) -> tuple[str, ...]:
+        grader = check.get("grader")
+        if grader is None:
+            return self.models
+        return (grader,) if isinstance(grader, str) else tuple(grader)
+
+
+def template_problems(text: str) -> list[str]:
+    """What is wrong with a replacement grader template, found at validate time."""
+    names = Template(text).names
+    problems = []
+    missing = {"rubric", "answer"} - names
+    if missing:
+        problems.append(f"the grader prompt lacks {', '.join('{{' + n + '}}' for n in sorted(missing))}")
+    unknown = names - TEMPLATE_NAMES
+    if unknown:
+        problems.append(
+            f"the grader prompt uses unknown placeholder(s) {', '.join(sorted(unknown))} "
+            f"(it may use {', '.join(sorted(TEMPLATE_NAMES))})"
+        )
+    return problems
+
+
+def answer_text(content: str, tool_calls: tuple[dict[str, Any], ...] | list[dict[str, Any]] = ()) -> str:
+    """What the grader sees of an answer: its text, and its tool calls when it made any."""
+    if not tool_calls:
+        return content
+    calls = orjson.dumps([{"name": c.get("name"), "arguments": c.get("arguments")} for c in tool_calls]).decode()
+    return f"{content}\n[tool calls: {calls}]" if content else f"[tool calls: {calls}]"
+
+
+def grader_body(settings: GraderSettings, model: str, question: str, rubric: str, answer: str) -> dict[str, Any]:
+    """The chat request sent to one grader."""
+    nonce = hashlib.sha256(orjson.dumps([question, rubric, answer])).hexdigest()[:16]
+    text = Template(settings.template or shipped_template()).render(
+        {"question": question, "rubric": rubric, "answer": answer, "nonce": nonce}
+    )
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": text}],
+        **settings.params,
+        "response_format": RESPONSE_FORMAT,
+    }
+
+
+class VerdictError(ValueError):
+    """The grader's reply is not a verdict (not JSON, or not valid against the schema)."""
+
+
+def parse_verdict(content: str) -> dict[str, Any]:
+    """{pass, score, reason} from the grader's reply, or VerdictError."""
+    from jsonschema import Draft202012Validator
+
+    from ._checks import parse_json
+
+    ok, data = parse_json(content)
+    if not ok:
+        raise VerdictError("the grader's reply is not JSON")
+    error = next(iter(Draft202012Validator(VERDICT_SCHEMA).iter_errors(data)), None)
+    if error is not None:
+        raise VerdictError(f"the grader's reply is not a verdict: {error.message[:120]}")
+    # bool is an int in Python: JSON `true` as a score was refused by the schema already.
+    return {"pass": data["pass"], "score": float(data["score"]), "reason": data["reason"][:MAX_REASON]}
+
+
+def aggregate(verdicts: list[dict[str, Any]], how: str, pass_score: float) -> tuple[bool | None, float | None, str]:
+    """Several graders' verdicts as one: (pass, score, reason). Any grader that failed to give
+    a verdict makes the result undecided (None): a partial panel is not the panel asked for."""
+    failed = [v for v in verdicts if v.get("error")]
+    if failed or not verdicts:
+        first = failed[0] if failed else {"model": "-", "error": "no grader"}
+        return None, None, f"grader {first['model']}: {first['error']}"
+    score = round(sum(v["score"] for v in verdicts) / len(verdicts), 4)
+    if len(verdicts) == 1:
+        return bool(verdicts[0]["pass"]), score, verdicts[0]["reason"]
+    votes = sum(bool(v["pass"]) for v in verdicts)
+    if how == "mean":
+        passed = score >= pass_score
+        reason = f"mean score {score:.2f} (pass at {pass_score:.2f})"
+    else:
+        passed = votes * 2 > len(verdicts)  # a tie is not a majority
+        reason = f"{votes} of {len(verdicts)} graders passed it"
+    dissent = next((v for v in verdicts if bool(v["pass"]) != passed), None)
+    if dissent is not None:
+        reason += f"; {dissent['model']}: {dissent['reason']}"
+    return passed, score, reason

@@ -1,0 +1,224 @@
+"""Sending judge requests: first-class requests of the run that grades with them.
+
+A grader request goes through the same `Runner` as the rows (`Judging` holds it): the
+model stops and blocked scopes, the key refresh, a worst-case reservation in the ledger,
+the throttle and shared 429 cooldowns, the retry policy and deadline, held reservations
+for attempts that may have been billed, cost lookups and `cost_status` (_charges), and
+the classification of failures (a refused key or an empty purse stops the run). So the
+isolated key, the budget, resume and shards apply as they do to rows. `report --job`
+re-grades through a Runner of its own whose ledger holds `--budget` (_regrade).
+
+A grader that fails (an error after retries, a reply that is not a verdict, no money
+left, a stopped run) makes its check `error`, never `fail`: see _checks.ungraded.
+
+Where a verdict is recorded: with its row (one record per row, as ever). The check's
+entry carries `judge: {score, aggregate, graders: [{model, pass, score, reason,
+generation_id, cost, cost_status} | {model, error, ...}], cost}`; the row carries
+`judge_cost` and `judge_cost_status` next to its own `cost` (the answer's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._charges import AbandonedAttempt, RowCharges
+from ._checks import Answer, grade, is_judge, ungraded
+from ._exceptions import RequestFailed
+from ._judge import GraderSettings, VerdictError, aggregate, answer_text, grader_body, parse_verdict
+from ._ledger import BudgetExhausted
+from ._matrix import Request, encode_body
+from ._row import Row
+
+if TYPE_CHECKING:
+    from ._runner import Runner
+
+
+def grader_request(row_id: str, index: int, body: dict[str, Any]) -> Request:
+    payload = encode_body(body)
+    fingerprint = hashlib.sha256(payload).hexdigest()[:20]
+    # The id ties the grader's request to its row in server logs (X-Batchrun-Row).
+    return Request(f"{row_id}.j{index}", fingerprint, body["model"], "judge", {}, 0, body, payload, [])
+
+
+@dataclass
+class RowGrading:
+    """A row whose answer is in, while its judge checks are graded."""
+
+    request: Request
+    record: dict[str, Any]  # the ok record, checks not yet graded
+    answer: Answer
+    checks: list[dict[str, Any]] | None = None  # the request's, unless some do not apply
+    judged: dict[int, dict[str, Any]] = field(default_factory=dict)  # check index -> result
+    graders: list[Row] = field(default_factory=list)  # every grader request sent for it
+
+    @property
+    def applied(self) -> list[dict[str, Any]]:
+        return self.request.checks if self.checks is None else self.checks
+
+    def record_now(self, stopped: str | None = None) -> dict[str, Any]:
+        """The row's record: judge checks not graded yet (the run stopped, or the row was
+        cut short) are `error`, so the row neither passes nor fails."""
+        checks = self.applied
+        judged = dict(self.judged)
+        for index, check in enumerate(checks):
+            if is_judge(check) and index not in judged:
+                judged[index] = ungraded(check, f"not graded: the run stopped ({stopped or 'interrupted'})")
+        spent = RowCharges([part for grader in self.graders for part in grader.charges.parts])
+        costs = spent.fields()
+        return {
+            **self.record,
+            "judge_cost": costs["cost"] if spent.parts else 0.0,
+            "judge_cost_status": costs["cost_status"],
+            **grade(checks, self.answer, judged),
+        }
+
+
+class Judging:
+    """Grades rows' judge checks with the requests of one Runner."""
+
+    def __init__(self, runner: Runner, settings: GraderSettings) -> None:
+        self.runner = runner
+        self.settings = settings
+
+    async def grade_row(self, grading: RowGrading) -> None:
+        """Grade each judge check of the row in turn (its graders at once); results go into
+        `grading.judged` as they come, so a row cut short keeps the ones finished."""
+        request = grading.request
+        shown = answer_text(grading.answer.content, grading.answer.tool_calls)
+        question = question_of(request.body)
+        for index, check in enumerate(grading.applied):
+            if not is_judge(check):
+                continue
+            graders = self.settings.graders_for(check)
+            if not graders:
+                grading.judged[index] = ungraded(check, "no grader: set judge.model or the check's grader")
+                continue
+            sent = [
+                grader_request(request.id, index, grader_body(self.settings, model, question, check["judge"], shown))
+                for model in graders
+            ]
+            verdicts = await asyncio.gather(*(self._verdict(grader, grading) for grader in sent))
+            grading.judged[index] = check_result(check, list(verdicts), self.settings)
+
+    async def _verdict(self, request: Request, grading: RowGrading) -> dict[str, Any]:
+        """One grader's verdict with its cost; `error` instead when there is none."""
+        runner = self.runner
+        model = request.model
+        if runner.stop_reason is not None:
+            return {"model": model, "error": f"not graded: the run stopped ({runner.stop_reason})"}
+        model_stop = runner._model_stop(model)
+        if model_stop is not None:
+            return {"model": model, "error": f"not graded: the grader is stopped ({model_stop})"}
+        await runner._maybe_refresh_key()
+        worst = runner.costs.worst_case(request) if runner.costs else None
+        row = Row(request)
+        grading.graders.append(row)
+        row.reservation = await runner._reserve(worst)
+        if row.reservation is None or runner.stop_reason is not None:
+            await runner._release(row)
+            return {"model": model, "error": f"not graded: the run stopped ({runner.stop_reason or 'budget'})"}
+        try:
+            result, _ = await runner.send_with_retries(row, worst)
+        except (RequestFailed, BudgetExhausted) as failure:
+            await runner._release(row)
+            await runner.charges.look_up_row(row.charges)
+            if isinstance(failure, BudgetExhausted):
+                runner._budget_stop(worst)
+                why = f"not graded: the run stopped ({runner.stop_reason or 'budget'})"
+            else:
+                runner.react(request, failure, runner._too_long(failure))
+                why = f"{failure.kind}: {failure.message[:200]}"
+            return {"model": model, "error": why, **_cost_of(row)}
+        except asyncio.CancelledError:
+            if row.sent:  # abandoned in flight: it may still be billed (streaming.mdx)
+                runner._hold(row, AbandonedAttempt())
+            await runner._release(row)
+            raise
+        reservation, row.reservation = row.reservation or 0.0, None
+        row.sent = False
+
+        async def settle() -> None:
+            estimate = runner.costs.charge_from_usage(request, result.usage) if runner.costs else None
+            await runner.charges.answered(result, reservation, row.charges, estimate)
+            await runner.charges.look_up_row(row.charges)
+
+        await runner._settled(settle())
+        base = {"model": model, "generation_id": result.generation_id, **_cost_of(row)}
+        try:
+            return {**base, **parse_verdict(result.content)}
+        except VerdictError as exc:
+            why = str(exc)
+            if result.finish_reason == "length":
+                why += " (cut at its max_tokens: raise judge.params.max_tokens)"
+            return {**base, "error": why}
+
+
+def _cost_of(row: Row) -> dict[str, Any]:
+    if not row.charges.parts:
+        return {"cost": 0.0, "cost_status": None}
+    fields = row.charges.fields()
+    return {"cost": fields["cost"], "cost_status": fields["cost_status"]}
+
+
+def check_result(check: dict[str, Any], verdicts: list[dict[str, Any]], settings: GraderSettings) -> dict[str, Any]:
+    """A judge check's entry in the row: the panel's verdict, and every grader's."""
+    passed, score, reason = aggregate(verdicts, settings.aggregate, settings.pass_score)
+    entry: dict[str, Any] = {
+        "name": check.get("name", "judge"),
+        "pass": passed,
+        "reason": "",
+        "weight": check.get("weight", 1),
+    }
+    if passed is None:
+        entry["error"] = reason
+    else:
+        if check.get("not"):
+            passed = not passed
+            reason = "negated: " + reason
+        entry["pass"] = passed
+        entry["reason"] = "" if passed else reason
+    costs = [v.get("cost") for v in verdicts]
+    entry["judge"] = {
+        "score": score,
+        "aggregate": settings.aggregate if len(verdicts) > 1 else None,
+        "graders": verdicts,
+        # Null when a grader's cost is unknown: never shown as less than it was.
+        "cost": None if any(c is None for c in costs) else round(sum(c or 0.0 for c in costs), 10),
+    }
+    return entry
+
+
+def question_of(body: dict[str, Any]) -> str:
+    """The question graders see: the row's last user message (its text parts, joined)."""
+    messages = body.get("messages") or []
+    content = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return str(content)
+
+
+# Bytes per token of an answer not yet written, for `plan`. No number bounds it (one token
+# can be many characters); English text averages about 4. When a grader request is sent,
+# the ledger reserves the worst case of the real answer, whatever its length.
+PLAN_BYTES_PER_TOKEN = 4
+
+
+def placeholder_answer(tokens: int) -> str:
+    """An answer of `tokens` tokens for `plan`'s worst case, before any answer exists."""
+    return "x" * (PLAN_BYTES_PER_TOKEN * tokens)
+
+
+def judge_requests_for(request: Request, settings: GraderSettings, answer_tokens: int) -> list[Request]:
+    """The grader requests a row will need at most, with a worst-case answer (for `plan`)."""
+    out = []
+    answer = placeholder_answer(answer_tokens)
+    question = question_of(request.body)
+    for index, check in enumerate(request.checks):
+        if is_judge(check):
+            for model in settings.graders_for(check):
+                body = grader_body(settings, model, question, check["judge"], answer)
+                out.append(grader_request(request.id, index, body))
+    return out

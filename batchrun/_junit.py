@@ -1,0 +1,185 @@
+"""`report --junit PATH`: a results file as JUnit XML, so CI shows one test case per row.
+
+One `<testsuite>` per prompt, one `<testcase>` per row, or per item (model x prompt x
+variables) when the run has repeats; an item then fails unless it meets the per-item gate
+(`run.pass_threshold.per_item`, default: every answered repeat passes). A failed check is a
+`<failure>`, a row that ended in error or a check whose grader failed is an `<error>`, a
+skipped row is `<skipped>`.
+
+The layout follows the Apache Ant JUnit schema (windyroad/JUnit-Schema, `JUnit.xsd`), the
+strictest of the common ones; GitHub, GitLab and Jenkins read it. The tests validate the
+output against that schema.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._items import ItemGate, item_key
+
+# XML 1.0 cannot carry most control characters, and a model's answer may contain them.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+MAX_TEXT = 4000
+
+
+def _clean(text: str, limit: int = MAX_TEXT) -> str:
+    text = _NOT_XML.sub("?", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _token(text: str) -> str:
+    """xs:token: no leading, trailing or repeated whitespace."""
+    return " ".join(_clean(text, 300).split()) or "-"
+
+
+def _vars_label(variables: dict[str, Any]) -> str:
+    shown = ", ".join(f"{k}={v}" for k, v in variables.items())
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _failed_checks(record: dict[str, Any]) -> list[str]:
+    return [f"{c['name']}: {c.get('reason') or 'failed'}" for c in record.get("checks") or [] if c.get("pass") is False]
+
+
+def _errored_checks(record: dict[str, Any]) -> list[str]:
+    return [f"{c['name']}: {c.get('error') or 'grader error'}" for c in record.get("checks") or [] if c.get("error")]
+
+
+@dataclass
+class _Case:
+    name: str
+    seconds: float = 0.0
+    outcome: str = "pass"  # pass | failure | error | skipped
+    message: str = ""
+    detail: list[str] = field(default_factory=list)
+
+
+def _row_case(record: dict[str, Any], with_repeat: bool) -> _Case:
+    name = f"{record['model']} [{_vars_label(record.get('vars') or {})}]"
+    if with_repeat:
+        name += f" repeat {record.get('repeat', 0)}"
+    case = _Case(_token(name), float(record.get("elapsed_ms") or record.get("latency_ms") or 0) / 1000)
+    status = record.get("status")
+    content = record.get("content")
+    if status == "skipped":
+        case.outcome, case.message = "skipped", f"skipped: {record.get('reason')}"
+    elif status == "error":
+        error = record.get("error") or {}
+        case.outcome, case.message = "error", f"{record.get('reason')}: {error.get('message', '')}"
+    elif record.get("passed") is False:
+        failed = _failed_checks(record)
+        case.outcome, case.message = "failure", "; ".join(failed) or "failed"
+        case.detail = [*failed, f"answer: {content}"]
+    elif _errored_checks(record):
+        case.outcome, case.message = "error", "; ".join(_errored_checks(record))
+        case.detail = [f"answer: {content}"]
+    return case
+
+
+def _item_case(records: list[dict[str, Any]], gate: ItemGate) -> _Case:
+    first = records[0]
+    case = _Case(
+        _token(f"{first['model']} [{_vars_label(first.get('vars') or {})}]"),
+        sum(float(r.get("elapsed_ms") or r.get("latency_ms") or 0) for r in records) / 1000,
+    )
+    graded = [r for r in records if r.get("status") == "ok" and r.get("passed") is not None]
+    passes = sum(1 for r in graded if r["passed"])
+    rows = [_row_case(r, True) for r in sorted(records, key=lambda r: int(r.get("repeat") or 0))]
+    case.detail = [
+        f"repeat {r.get('repeat')}: {row.outcome} {row.message}".rstrip()
+        for r, row in zip(sorted(records, key=lambda r: int(r.get("repeat") or 0)), rows, strict=True)
+    ]
+    verdict = gate.verdict(passes, len(graded))
+    if not graded:
+        worst = next((row for row in rows if row.outcome in ("error", "skipped")), rows[0])
+        case.outcome, case.message = worst.outcome, worst.message or "not graded"
+    elif verdict is False:
+        case.outcome = "failure"
+        case.message = f"passed {passes} of {len(graded)} repeat(s); {gate.describe(len(graded))}"
+    return case
+
+
+def _suite(parent: ET.Element, index: int, name: str, cases: list[_Case], stamp: str, host: str) -> None:
+    suite = ET.SubElement(
+        parent,
+        "testsuite",
+        {
+            "package": _token(name),
+            "id": str(index),
+            "name": _token(name),
+            "timestamp": stamp,
+            "hostname": host,
+            "tests": str(len(cases)),
+            "failures": str(sum(c.outcome == "failure" for c in cases)),
+            "errors": str(sum(c.outcome == "error" for c in cases)),
+            "skipped": str(sum(c.outcome == "skipped" for c in cases)),
+            "time": f"{sum(c.seconds for c in cases):.3f}",
+        },
+    )
+    ET.SubElement(suite, "properties")
+    for case in cases:
+        element = ET.SubElement(
+            suite, "testcase", {"name": case.name, "classname": _token(name), "time": f"{case.seconds:.3f}"}
+        )
+        if case.outcome == "pass":
+            continue
+        attributes = {"message": _clean(case.message, 1000)}
+        if case.outcome != "skipped":
+            attributes["type"] = case.outcome
+        child = ET.SubElement(element, case.outcome, attributes)
+        child.text = _clean("\n".join(case.detail or [case.message]))
+    ET.SubElement(suite, "system-out")
+    ET.SubElement(suite, "system-err")
+
+
+def write_junit(records: Iterable[dict[str, Any]], path: Path, job_name: str | None, gate: ItemGate) -> dict[str, int]:
+    """Write the JUnit file; returns counts of test cases by outcome."""
+    by_prompt: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    repeats = False
+    name = job_name
+    for record in records:
+        name = name or record.get("job")
+        repeats = repeats or int(record.get("repeat") or 0) > 0
+        slim = {
+            k: record.get(k)
+            for k in (
+                "id",
+                "model",
+                "prompt_id",
+                "vars",
+                "repeat",
+                "status",
+                "reason",
+                "error",
+                "passed",
+                "checks",
+                "content",
+                "latency_ms",
+                "elapsed_ms",
+            )
+        }
+        by_prompt.setdefault(record["prompt_id"], {}).setdefault(item_key(record), []).append(slim)
+    root = ET.Element("testsuites")
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    host = _token(socket.gethostname())
+    counts = {"tests": 0, "failure": 0, "error": 0, "skipped": 0}
+    for index, (prompt_id, items) in enumerate(sorted(by_prompt.items())):
+        if repeats:
+            cases = [_item_case(rows, gate) for rows in items.values()]
+        else:
+            cases = [_row_case(row, False) for rows in items.values() for row in rows]
+        _suite(root, index, f"{name or 'batchrun'}.{prompt_id}", cases, stamp, host)
+        counts["tests"] += len(cases)
+        for case in cases:
+            if case.outcome != "pass":
+                counts[case.outcome] += 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return counts

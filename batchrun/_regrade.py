@@ -1,0 +1,156 @@
+"""`report --job` with judge checks: re-grade stored answers, graders included, under a budget.
+
+Deterministic checks re-run for free (_gate). Judge checks cost money, so this first prices
+the job as a run's pre-flight does (prices per endpoint, the key's credit, the account's
+balance with a management key), works out the worst case of every grader request from
+the stored answers (the real prompt sizes), hands it to the caller to print, and only
+then sends them, through a `Runner` of its own: its throttle, retries, classification,
+held reservations and a ledger holding the budget (`--budget`, `run.budget_usd`, the
+key's remaining credit: the smallest). When the budget cannot hold the next grader
+request, the run stops (`budget`, exit 5) and the judge checks not graded are `error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._checks import answer_of, grade, is_judge, without_latency_checks
+from ._costs import CostModel
+from ._items import ItemGate
+from ._job import Job
+from ._judge import answer_text, grader_body
+from ._judging import RowGrading, grader_request, question_of
+from ._ledger import CreditLedger
+from ._matrix import Request, plan_requests
+from ._runner import Runner
+from ._summary import SummaryBuilder
+
+if TYPE_CHECKING:
+    from ._run import RunOptions
+
+
+@dataclass
+class RegradeEstimate:
+    rows: int = 0  # rows with judge checks to re-grade
+    requests: int = 0
+    worst_usd: float = 0.0
+    unknown_price: bool = False
+
+
+def _judge_rows(records: Iterable[dict[str, Any]], job: Job) -> Iterator[tuple[dict[str, Any], Request | None]]:
+    requests = {r.id: r for r in plan_requests(job)}  # one dict entry per row of the job
+    for record in records:
+        yield record, requests.get(record["id"])
+
+
+def _checks_of(record: dict[str, Any], request: Request) -> list[dict[str, Any]]:
+    # Batch rows have no latency to check (_checks.without_latency_checks).
+    return without_latency_checks(request.checks) if record.get("batch_id") else request.checks
+
+
+def estimate_regrade(records: Iterable[dict[str, Any]], job: Job, costs: CostModel) -> RegradeEstimate:
+    estimate = RegradeEstimate()
+    for record, request in _judge_rows(records, job):
+        if request is None or record.get("status") != "ok" or not any(is_judge(c) for c in request.checks):
+            continue
+        estimate.rows += 1
+        shown = answer_text(record.get("content") or "", record.get("tool_calls") or ())
+        for index, check in enumerate(request.checks):
+            if not is_judge(check):
+                continue
+            for model in job.judge.graders_for(check):
+                body = grader_body(job.judge, model, question_of(request.body), check["judge"], shown)
+                worst = costs.worst_case(grader_request(request.id, index, body))
+                estimate.requests += 1
+                estimate.unknown_price = estimate.unknown_price or worst is None
+                estimate.worst_usd += worst or 0.0
+    return estimate
+
+
+async def regrade_with_judges(
+    records: Iterable[dict[str, Any]], job: Job, runner: Runner, emit: Callable[[dict[str, Any]], None]
+) -> None:
+    """Re-grade every record (judges included) and pass each, in file order, to `emit`."""
+
+    async def regrade_one(record: dict[str, Any], request: Request | None) -> dict[str, Any]:
+        if request is None or record.get("status") != "ok" or not request.checks:
+            return record
+        checks, answer = _checks_of(record, request), answer_of(record)
+        if not any(is_judge(c) for c in checks):
+            return {**record, **grade(checks, answer)}
+        grading = RowGrading(request, record, answer, checks=checks)
+        await runner.judging.grade_row(grading)
+        return grading.record_now(runner.stop_reason)
+
+    # Bounded batches keep memory flat on a big file and the order of records as written.
+    batch: list[tuple[dict[str, Any], Request | None]] = []
+    for pair in _judge_rows(records, job):
+        batch.append(pair)
+        if len(batch) >= job.run.concurrency * 4:
+            for record in await asyncio.gather(*(regrade_one(*p) for p in batch)):
+                emit(record)
+            batch = []
+    for record in await asyncio.gather(*(regrade_one(*p) for p in batch)):
+        emit(record)
+
+
+async def regrade_file(
+    job: Job,
+    options: RunOptions,
+    records: Iterable[dict[str, Any]],
+    reread: Callable[[], Iterable[dict[str, Any]]],
+    gate: ItemGate,
+    show_worst_case: Callable[[str], None],
+    keep: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """`report --job` with judges, end to end: prices and credit, the worst case (shown before
+    anything is spent, from a first pass over `reread()`), then the re-grading of `records`
+    within the budget. Returns the summary; `keep` receives each re-graded record."""
+    from ._run import _preflight, _run_config, make_client
+
+    settings = job.run
+    builder = SummaryBuilder(gate)
+
+    def emit(record: dict[str, Any]) -> None:
+        builder.add(record)
+        if keep is not None:
+            keep(record)
+
+    client = make_client(job, options, settings)
+    try:
+        pre = await _preflight(client, job, options, None, settings.budget_usd, show_worst_case, lambda: None, None)
+        costs = pre.costs if pre.models is not None else None
+        if costs is not None:
+            worst = estimate_regrade(reread(), job, costs)
+            show_worst_case(
+                f"re-grading {worst.rows} row(s): {worst.requests} grader request(s), worst case "
+                f"${worst.worst_usd:.6f}{' (some prices unknown)' if worst.unknown_price else ''}; budget "
+                + ("none" if pre.budget is None else f"${pre.budget:.6f}")
+            )
+        else:
+            show_worst_case("re-grading: the endpoint lists no prices, so no worst case can be shown")
+        runner = Runner(
+            client,
+            None,  # the records are re-graded in memory; the results file is not touched
+            _run_config(job, settings, 0.0),
+            options.clock,
+            job_name=job.name,
+            job_fingerprint=job.fingerprint,
+            costs=costs,
+            ledger=CreditLedger(pre.budget),
+            limit_from_key=pre.limit_from_key,
+            judge=job.judge,
+        )
+        await regrade_with_judges(records, job, runner, emit)
+        await runner.charges.retry_lookups()
+    finally:
+        await client.aclose()
+    return builder.result(
+        stop=runner.stop_reason,
+        stop_message=runner.stop_message,
+        budget_usd=pre.budget,
+        spent_usd=round(runner.ledger.committed, 8),
+    )

@@ -1,0 +1,73 @@
+"""Small, exact statistics for pass rates: Wilson intervals and Fisher's exact test.
+
+Both are a few lines of closed-form arithmetic, so batchrun keeps them here rather than
+depend on scipy for two functions; the tests check them against scipy's
+`binomtest(...).proportion_ci(method="wilson")` and `fisher_exact` on many tables, and
+against values worked out by hand (Fisher's tea-tasting table: p = 34/70).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+# The standard normal quantile for a two-sided 95% interval (scipy.stats.norm.ppf(0.975)).
+Z_95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float] | None:
+    """Wilson score interval of a binomial proportion; None without trials.
+
+    Unlike the normal ("Wald") interval it stays inside [0, 1] and is sane at 0/n and n/n,
+    which is where LLM pass rates often sit.
+    """
+    if trials <= 0:
+        return None
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be within 0..{trials}, got {successes}")
+    p = successes / trials
+    z2 = z * z
+    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = z / (1 + z2 / trials) * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@lru_cache(maxsize=4096)
+def _log_choose(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def fisher_exact(a: int, b: int, c: int, d: int) -> float:
+    """Two-sided p-value of Fisher's exact test on the 2x2 table [[a, b], [c, d]].
+
+    Rows are the two runs, columns pass/fail. The p-value sums the hypergeometric
+    probabilities of every table with the same margins that is no more likely than the
+    observed one (the same rule as R's fisher.test and scipy's fisher_exact), with a
+    relative tolerance so ties computed in floating point count as ties.
+    """
+    if min(a, b, c, d) < 0:
+        raise ValueError("table cells must be non-negative")
+    row1, row2, col1 = a + b, c + d, a + c
+    n = row1 + row2
+    if row1 == 0 or row2 == 0 or col1 == 0 or col1 == n:
+        return 1.0
+    low, high = max(0, col1 - row2), min(col1, row1)
+    log_total = _log_choose(n, col1)
+
+    def probability(x: int) -> float:
+        return math.exp(_log_choose(row1, x) + _log_choose(row2, col1 - x) - log_total)
+
+    observed = probability(a)
+    cutoff = observed * (1 + 1e-7)
+    p_value = sum(p for p in (probability(x) for x in range(low, high + 1)) if p <= cutoff)
+    return min(1.0, p_value)
+
+
+def compare_rates(
+    passed_before: int, total_before: int, passed_after: int, total_after: int, alpha: float = 0.05
+) -> dict[str, float | bool | None]:
+    """A change in pass rate between two runs, with Fisher's exact p-value and a verdict."""
+    if total_before == 0 or total_after == 0:
+        return {"p_value": None, "significant": False}
+    p_value = fisher_exact(passed_before, total_before - passed_before, passed_after, total_after - passed_after)
+    return {"p_value": float(f"{p_value:.4g}"), "significant": p_value < alpha}

@@ -1,0 +1,67 @@
+"""Wilson intervals and Fisher's exact test against values worked by hand and against scipy."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+# scipy ships no type hints; it is only the reference here.
+from scipy import stats  # type: ignore[import-untyped]
+
+from batchrun._stats import compare_rates, fisher_exact, wilson_interval
+
+
+def test_fisher_tea_tasting_by_hand() -> None:
+    # Fisher's lady tasting tea: margins 4/4 of 8. P(k) = C(4,k) C(4,4-k) / 70 = 1,16,36,16,1 /70.
+    # Observed k=3 (16/70); two-sided: every table no likelier, 1+16+16+1 = 34/70.
+    assert fisher_exact(3, 1, 1, 3) == pytest.approx(34 / 70, rel=1e-12)
+    assert fisher_exact(4, 0, 0, 4) == pytest.approx(2 / 70, rel=1e-12)
+    assert fisher_exact(2, 2, 2, 2) == pytest.approx(1.0)
+
+
+def test_fisher_degenerate_margins() -> None:
+    assert fisher_exact(0, 0, 3, 4) == 1.0  # one run has no rows
+    assert fisher_exact(5, 0, 7, 0) == 1.0  # everything passed in both
+    with pytest.raises(ValueError):
+        fisher_exact(-1, 0, 0, 0)
+
+
+def test_fisher_matches_scipy_on_every_small_table() -> None:
+    for a, b, c, d in itertools.product(range(6), repeat=4):
+        expected = stats.fisher_exact([[a, b], [c, d]]).pvalue
+        assert fisher_exact(a, b, c, d) == pytest.approx(expected, rel=1e-9, abs=1e-12), (a, b, c, d)
+
+
+def test_fisher_matches_scipy_on_large_tables() -> None:
+    for table in [(95, 5, 80, 20), (480, 20, 455, 45), (1000, 0, 990, 10), (30, 70, 45, 55)]:
+        assert fisher_exact(*table) == pytest.approx(stats.fisher_exact([table[:2], table[2:]]).pvalue, rel=1e-7)
+
+
+def test_wilson_known_values() -> None:
+    # 8 of 10: the textbook Wilson 95% interval is (0.4902, 0.9433).
+    low, high = wilson_interval(8, 10) or (0.0, 0.0)
+    assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
+    # 0 of 10 and 10 of 10 stay inside [0, 1] and are not degenerate.
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.27753), abs=1e-5)
+    assert wilson_interval(10, 10) == pytest.approx((0.72247, 1.0), abs=1e-5)
+    assert wilson_interval(0, 0) is None
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+
+
+def test_wilson_matches_scipy() -> None:
+    for trials in (1, 2, 5, 10, 37, 100, 1000):
+        for successes in sorted({0, 1, trials // 3, trials // 2, trials - 1, trials}):
+            successes = max(0, successes)
+            ci = stats.binomtest(successes, trials).proportion_ci(confidence_level=0.95, method="wilson")
+            assert wilson_interval(successes, trials) == pytest.approx((ci.low, ci.high), abs=1e-9)
+
+
+def test_compare_rates_significance() -> None:
+    real = compare_rates(95, 100, 70, 100)  # a real drop
+    noise = compare_rates(90, 100, 87, 100)  # noise
+    assert real["significant"] is True and (real["p_value"] or 1) < 0.001
+    assert noise["significant"] is False and (noise["p_value"] or 0) > 0.5
+    assert compare_rates(90, 100, 87, 100, alpha=0.7)["significant"] is True
+    assert compare_rates(0, 0, 5, 10) == {"p_value": None, "significant": False}

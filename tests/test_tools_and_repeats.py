@@ -1,0 +1,340 @@
+"""Tool-call checks, repeats with per-item gates and flaky items, noise-aware diff, JUnit XML."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+import xmlschema
+
+from batchrun import ExitCode
+from batchrun._checks import Answer, run_checks
+from batchrun._items import ItemGate
+from batchrun._junit import write_junit
+
+from .conftest import FAKE_KEY, call_cli, read_rows, run_cli, write_job
+
+JUNIT_XSD = Path(__file__).parent / "schemas" / "JUnit.xsd"
+
+TOOLS_JOB = """
+name: tools
+defaults: {params: {max_tokens: 64}}
+models: [anthropic/claude-3.5-haiku]
+prompts:
+  - id: weather
+    text: "What is the weather in {{country}}?"
+    vars: [{country: France, expect: Paris}, {country: Japan, expect: Tokyo}]
+    params:
+      tools:
+        - type: function
+          function:
+            name: get_weather
+            parameters: {type: object, properties: {city: {type: string}}, required: [city]}
+      tool_choice: auto
+    checks:
+      - name: calls-weather
+        tool_call:
+          name: get_weather
+          arguments: {type: object, required: [city], properties: {city: {const: "{{expect}}"}}}
+  - id: chat
+    text: "Say hello to {{country}}."
+    vars: [{country: France}]
+    params:
+      tools: [{type: function, function: {name: get_weather}}]
+      tool_choice: none
+    checks:
+      - {tool_call: {}, not: true, name: no-tool}
+run: {concurrency: 2, timeout_s: 5}
+"""
+
+
+def call(name: str, arguments: Any) -> dict[str, Any]:
+    return {"id": "c1", "name": name, "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)}
+
+
+def tool_verdict(check: dict[str, Any], *calls: dict[str, Any]) -> tuple[bool, str]:
+    [result] = run_checks([check], Answer("", 10.0, 0.0, 1, "tool_calls", tuple(calls)))
+    return result["pass"], result["reason"]
+
+
+# -- tool_call --------------------------------------------------------------------------------
+def test_tool_call_check() -> None:
+    schema = {"type": "object", "required": ["city"], "properties": {"city": {"const": "Paris"}}}
+    check = {"tool_call": {"name": "get_weather", "arguments": schema}}
+    assert tool_verdict(check, call("get_weather", {"city": "Paris"}))[0] is True
+    assert tool_verdict(check, call("search", {}), call("get_weather", {"city": "Paris"}))[0] is True
+    passed, reason = tool_verdict(check, call("get_weather", {"city": "Lyon"}))
+    assert passed is False and "get_weather" in reason and "Paris" in reason
+    assert tool_verdict(check, call("get_weather", "{not json"))[1].endswith("(invalid JSON arguments)")
+    assert tool_verdict(check)[1] == "expected a call of get_weather with arguments matching the schema, got no tool"
+    assert tool_verdict({"tool_call": "get_weather"}, call("get_weather", {}))[0] is True
+    # not: true with no name passes only when no tool at all is called.
+    assert tool_verdict({"tool_call": {}, "not": True})[0] is True
+    assert tool_verdict({"tool_call": {}, "not": True}, call("anything", {}))[0] is False
+
+
+async def test_client_parses_tool_calls_and_distrusts_them() -> None:
+    from batchrun import OpenRouterClient
+
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
+            {"id": "call_2", "type": "function", "function": {"name": "echo", "arguments": {"key": FAKE_KEY}}},
+            "garbage",
+            {"function": {"name": 7, "arguments": "x" * 100_000}},
+        ],
+    }
+    reply = {"id": "gen-1", "model": "m", "choices": [{"finish_reason": "tool_calls", "message": message}], "usage": {}}
+    with respx.mock(using="httpx") as mock:
+        mock.post("https://openrouter.test/api/v1/chat/completions").mock(return_value=httpx.Response(200, json=reply))
+        async with OpenRouterClient("https://openrouter.test/api/v1", FAKE_KEY) as client:
+            result = await client.chat({"model": "m", "messages": []})
+    first, echoed, garbage, huge = result.tool_calls
+    assert first == {"id": "call_1", "name": "get_weather", "arguments": '{"city": "Oslo"}'}
+    assert FAKE_KEY not in json.dumps(result.tool_calls) and "[key]" in echoed["arguments"]
+    assert garbage == {"id": None, "name": None, "arguments": None}
+    assert huge["name"] is None and len(huge["arguments"]) == 65536
+    assert result.content == "" and result.finish_reason == "tool_calls"
+
+
+def test_tools_run_on_the_simulator_and_calls_are_recorded(tmp_path: Path) -> None:
+    job = write_job(tmp_path, TOOLS_JOB)
+    out = tmp_path / "t.jsonl"
+    result = run_cli(job, "--simulate", "-o", out)
+    rows = {(r["prompt_id"], r["vars"]["country"]): r for r in read_rows(out)}
+    france = rows[("weather", "France")]
+    assert france["request"]["tools"][0]["function"]["name"] == "get_weather"
+    assert france["finish_reason"] == "tool_calls" and france["content"] == ""
+    [made] = france["tool_calls"]
+    assert made["name"] == "get_weather" and json.loads(made["arguments"]) == {"city": "Paris"}
+    assert france["passed"] is True
+    chat = rows[("chat", "France")]
+    assert chat["tool_calls"] is None and chat["passed"] is True and chat["content"]
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+
+
+def test_streamed_tool_calls_are_joined_like_a_plain_reply(tmp_path: Path) -> None:
+    """Streaming mode: tool-call deltas (name first, arguments in pieces) make the same
+    record as a non-streamed answer's."""
+    job = write_job(tmp_path, TOOLS_JOB)
+    plain, streamed = tmp_path / "p.jsonl", tmp_path / "s.jsonl"
+    assert run_cli(job, "--simulate", "-o", plain).returncode == ExitCode.OK
+    result = run_cli(job, "--simulate", "--stream", "-o", streamed)
+    assert result.returncode == ExitCode.OK, result.stderr
+    by_id = {r["id"]: r for r in read_rows(plain)}
+    rows = read_rows(streamed)
+    assert sum(bool(r["tool_calls"]) for r in rows) == 2
+    for row in rows:
+        assert row["ttft_ms"] is not None  # it really streamed
+        before = by_id[row["id"]]
+        assert row["tool_calls"] == before["tool_calls"] and row["passed"] == before["passed"]
+        assert row["finish_reason"] == before["finish_reason"]
+
+
+def test_validate_refuses_a_bad_tool_call_check(tmp_path: Path) -> None:
+    job = write_job(tmp_path, TOOLS_JOB.replace("arguments: {type: object", "arguments: {type: 12"))
+    code, _, err = call_cli("validate", job)
+    assert code == ExitCode.USAGE and "tool_call arguments is not a valid JSON Schema" in err
+
+
+# -- repeats ----------------------------------------------------------------------------------
+REPEAT_JOB = """
+name: repeated
+defaults: {params: {max_tokens: 32, temperature: 0.7}}
+models: [meta-llama/llama-3.1-8b-instruct]
+prompts:
+  - id: capital
+    text: "What is the capital of {{country}}?"
+    vars: [{country: France, expect: Paris}, {country: Japan, expect: Tokyo}, {country: Italy, expect: Rome},
+           {country: Spain, expect: Madrid}]
+    checks: [{contains: "{{expect}}"}]
+repeat: 10
+run: {concurrency: 4, pass_threshold: {per_item: {min: 8, of: 10}}}
+"""
+
+
+def test_repeats_gate_items_and_list_flaky_ones(tmp_path: Path) -> None:
+    job = write_job(tmp_path, REPEAT_JOB)
+    out = tmp_path / "r.jsonl"
+    result = run_cli(job, "--simulate", "-o", out)
+    rows = read_rows(out)
+    assert len(rows) == 40
+    tallies: dict[str, list[int]] = {}
+    for row in rows:
+        tallies.setdefault(row["vars"]["country"], []).append(int(row["passed"]))
+    # Sampling at temperature 0.7: the simulated model (60% right) disagrees with itself.
+    flaky = {c for c, t in tallies.items() if 0 < sum(t) < len(t)}
+    failing = {c for c, t in tallies.items() if sum(t) < 8}
+    assert flaky and failing
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    items = summary["items"]
+    assert items["count"] == 4 and items["gate"] == {"min": 8, "of": 10}
+    assert items["failed"] == len(failing) and items["flaky_count"] == len(flaky)
+    assert {i["vars"]["country"] for i in items["flaky"]} == flaky
+    passed = sum(sum(t) for t in tallies.values())
+    low, high = summary["total"]["pass_rate_ci95"]
+    assert low < passed / 40 < high and summary["total"]["pass_rate"] == passed / 40
+    assert result.returncode == ExitCode.QUALITY
+    assert f"{len(failing)} item(s) passed fewer than 8 of 10 repeats" in result.stderr
+    assert "flaky" in result.stdout and "pass [95% CI]" in result.stdout
+
+
+def test_item_gate_with_ungraded_repeats() -> None:
+    gate = ItemGate(8, 10)
+    assert gate.verdict(8, 9) is True  # already 8
+    assert gate.verdict(6, 8) is None  # 2 missing could still make 8
+    assert gate.verdict(5, 8) is False  # cannot reach 8
+    assert gate.verdict(0, 0) is None
+    assert ItemGate().verdict(3, 3) is True and ItemGate().verdict(2, 3) is False
+
+
+@pytest.mark.parametrize(
+    ("gate", "repeat", "message"),
+    [
+        ("{min: 8, of: 12}", 10, "of 12 is more than repeat 10"),
+        ("{min: 11, of: 10}", 10, "per_item min 11 is more than of 10"),
+        # The message of the per_item branch, not "... is not of type 'number'" (the rate branch).
+        ("{min: 0, of: 10}", 10, "$.run.pass_threshold.per_item.min 0 is less than the minimum of 1"),
+        ("{min: 1.5, of: 10}", 10, "$.run.pass_threshold.per_item.min 1.5 is not of type 'integer'"),
+        ("{min: 8, of: 10}", 0, "$.repeat 0 is less than the minimum of 1"),
+    ],
+)
+def test_validate_refuses_an_unreachable_item_gate(tmp_path: Path, gate: str, repeat: int, message: str) -> None:
+    text = REPEAT_JOB.replace("{min: 8, of: 10}", gate).replace("repeat: 10", f"repeat: {repeat}")
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    assert code == ExitCode.USAGE and message in err and err.count("\n") == 1, err
+
+
+# -- diff -------------------------------------------------------------------------------------
+def synthetic(path: Path, rates: dict[str, float], repeats: int, seed: int, items: int = 30) -> Path:
+    """A results file: per model, `items` questions x `repeats`, each passing with its rate."""
+    rng = random.Random(seed)
+    lines = []
+    for model, rate in rates.items():
+        for item in range(items):
+            for repeat in range(repeats):
+                passed = rng.random() < rate
+                record = {
+                    "id": f"{model}-{item}-{repeat}",
+                    "fingerprint": "f",
+                    "status": "ok",
+                    "reason": None,
+                    "retryable": False,
+                    "cost": 0.0,
+                    "job": "j",
+                    "model": model,
+                    "prompt_id": "p",
+                    "vars": {"q": item},
+                    "repeat": repeat,
+                    "checks": [{"name": "c", "pass": passed, "reason": "" if passed else "wrong", "weight": 1}],
+                    "passed": passed,
+                    "score": float(passed),
+                }
+                lines.append(json.dumps(record) + "\n")
+    path.write_text("".join(lines))
+    return path
+
+
+def test_diff_tells_a_real_drop_from_noise(tmp_path: Path) -> None:
+    before = synthetic(tmp_path / "a.jsonl", {"steady": 0.8, "broken": 0.9}, 3, seed=1)
+    after = synthetic(tmp_path / "b.jsonl", {"steady": 0.8, "broken": 0.5}, 3, seed=2)
+    code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
+    diff = json.loads(text)
+    steady, broken = diff["models_pass_rate"]["steady"], diff["models_pass_rate"]["broken"]
+    assert broken["significant"] is True and broken["p_value"] < 0.001
+    assert steady["significant"] is False and steady["p_value"] > 0.05
+    assert diff["flips"]["pass_to_fail"]  # noise flips rows of the steady model too ...
+    assert not [i for i in diff["item_flips"]["pass_to_fail"] if i["model"] == "steady"]  # ... not whole items
+    assert code == ExitCode.REGRESSION and diff["significant_drops"] == ["total", "model broken", "prompt p"]
+    code, text, _ = call_cli("diff", before, after)
+    line = next(line for line in text.splitlines() if line.startswith("model broken: "))
+    assert line.endswith(", significant)") and "(p=" in line
+
+
+def test_noise_alone_is_not_a_regression_unless_strict(tmp_path: Path) -> None:
+    before = synthetic(tmp_path / "a.jsonl", {"m": 0.8}, 1, seed=3)
+    after = synthetic(tmp_path / "b.jsonl", {"m": 0.8}, 1, seed=4)
+    code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
+    diff = json.loads(text)
+    assert diff["flips"]["pass_to_fail"] and not diff["significant_drops"]
+    assert code == ExitCode.OK
+    assert call_cli("diff", before, after, "--fail-on-regression", "--strict")[0] == ExitCode.REGRESSION
+    # A looser level can call the same change significant: the level is the user's.
+    assert diff["test"] == {"name": "Fisher's exact test, two-sided", "alpha": 0.05, "strict": False}
+
+
+@pytest.mark.parametrize("alpha", ["0", "1", "nan"])
+def test_a_significance_level_outside_0_to_1_is_refused(tmp_path: Path, alpha: str) -> None:
+    """`--alpha 0` would make every drop "not significant", so the gate could never fail."""
+    before = synthetic(tmp_path / "a.jsonl", {"m": 0.8}, 1, seed=3)
+    result = run_cli("diff", before, before, "--alpha", alpha, "--fail-on-regression")
+    assert result.returncode == ExitCode.USAGE and result.stdout == "", result.stderr
+    assert "--alpha" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_item_flip_consistent_across_repeats_fails_the_gate(tmp_path: Path) -> None:
+    before = synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 5, seed=5, items=40)
+    rows = read_rows(before)
+    for row in rows:  # one item fails all 5 repeats now; the rate change alone is not significant
+        if row["vars"]["q"] == 7:
+            row["passed"] = False
+            row["checks"][0]["pass"] = False
+    after = tmp_path / "b.jsonl"
+    after.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
+    diff = json.loads(text)
+    assert not diff["significant_drops"]
+    assert diff["item_flips"]["pass_to_fail"] == [{"model": "m", "prompt_id": "p", "before": "5/5", "after": "0/5"}]
+    assert code == ExitCode.REGRESSION
+
+
+# -- JUnit ------------------------------------------------------------------------------------
+def test_junit_per_row_validates_against_the_schema(tmp_path: Path) -> None:
+    job = write_job(tmp_path, TOOLS_JOB)
+    out = tmp_path / "t.jsonl"
+    run_cli(job, "--simulate", "--sim", "accuracy.anthropic/claude-3.5-haiku=0", "-o", out)
+    rows = read_rows(out)
+    rows.append({**rows[0], "id": "e", "status": "error", "reason": "timeout", "error": {"message": "slow <&>"}})
+    rows.append({**rows[0], "id": "s", "status": "skipped", "reason": "budget", "vars": {"country": "\x01Peru"}})
+    (tmp_path / "all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = call_cli("report", tmp_path / "all.jsonl", "--junit", tmp_path / "j.xml")
+    assert code == 0 and "junit:" in err
+    schema = xmlschema.XMLSchema(JUNIT_XSD)
+    schema.validate(tmp_path / "j.xml")
+    data: Any = schema.to_dict(tmp_path / "j.xml")
+    suites = {s["@name"]: s for s in data["testsuite"]}
+    weather = suites["tools.weather"]
+    assert weather["@tests"] == 4 and weather["@errors"] == 1 and weather["@skipped"] == 1
+    failures = [c for c in weather["testcase"] if "failure" in c]
+    assert len(failures) == 2 and "calls-weather: expected a call of get_weather" in failures[0]["failure"]["@message"]
+
+
+def test_junit_per_item_with_repeats(tmp_path: Path) -> None:
+    before = synthetic(tmp_path / "a.jsonl", {"m": 0.7}, 4, seed=6, items=5)
+    path = tmp_path / "items.xml"
+    counts = write_junit(iter(read_rows(before)), path, "j", ItemGate(3, 4))
+    xmlschema.XMLSchema(JUNIT_XSD).validate(path)
+    tallies: dict[int, int] = {}
+    for row in read_rows(before):
+        tallies[row["vars"]["q"]] = tallies.get(row["vars"]["q"], 0) + int(row["passed"])
+    assert counts["tests"] == 5 and counts["failure"] == sum(1 for t in tallies.values() if t < 3)
+    text = path.read_text()
+    assert "needs 3 of 4" in text or counts["failure"] == 0
+
+
+@pytest.mark.parametrize("flag", ["--json", "--markdown"])
+def test_report_shows_intervals_in_every_form(tmp_path: Path, flag: str) -> None:
+    before = synthetic(tmp_path / "a.jsonl", {"m": 0.7}, 1, seed=7)
+    code, text, _ = call_cli("report", before, flag)
+    assert code == 0
+    if flag == "--json":
+        assert json.loads(text)["total"]["pass_rate_ci95"][0] < json.loads(text)["total"]["pass_rate"]
+    else:
+        assert "pass [95% CI]" in text and "% [" in text
