@@ -136,8 +136,8 @@ def cache_work_per_row(rows: int) -> float:
     answer = ChatResult("gen-0", "openai/gpt-4o-mini", "OpenAI", "Hi number 1!", "stop", "stop", usage)
     charges = RowCharges([Charge("gen-0", 0.0, 0.0000042, "reported", abandoned=False)])
     started = time.process_time()
-    for request in requests:
-        session.peek(request)
+    for _ in session.peek_all(requests):  # as planning does
+        pass
     session.planned()
     for request in requests:
         session.lookup(request)
