@@ -131,6 +131,7 @@ class SummaryBuilder:
             self.cost_saved += float(record.get("cost_saved") or 0.0)
         elif cached is False:
             self.cache_misses += 1
+        self.cost_saved += float(record.get("judge_cost_saved") or 0.0)  # graders answered by the cache
         self.models[record["model"]].add(record)
         self.prompts[record["prompt_id"]].add(record)
         status = record["status"]

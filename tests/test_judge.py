@@ -386,26 +386,46 @@ def test_the_graded_example_job_runs_on_the_simulator(tmp_path: Path) -> None:
     assert "judging: $" in result.stdout and "flaky" in result.stdout and "items: 10" in result.stdout
 
 
-def test_a_cache_hit_is_still_graded_and_its_grading_paid(
-    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The cache answers the row for free; its judge checks still need their graders, which
-    are sent and paid like any (a stored answer is not a stored verdict)."""
+def test_grader_requests_are_cached_like_rows(tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: judge calls are cached the same way. A second identical run sends nothing
+    and reproduces every verdict; an edited rubric re-sends exactly the grader requests
+    (the answers still come from the cache, and are graded afresh)."""
     monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
-    job, cache = write_job(tmp_path, JUDGED), tmp_path / "cache"
+    # One model: two models giving the same answer would make the same grader request, and
+    # whether the second finds the first's entry would depend on when answers are committed.
+    one_model = JUDGED.replace(", meta-llama/llama-3.1-8b-instruct]", "]")
+    job, cache = write_job(tmp_path, one_model), tmp_path / "cache"
     first = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "a.jsonl", f"--cache={cache}")
     assert first[0] == ExitCode.OK, first
     sent = sim.stats.chat_requests
-    assert sent == 24  # 12 answers, 12 grader requests
+    assert sent == 12  # 6 answers, 6 grader requests
     second = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "b.jsonl", f"--cache={cache}")
     assert second[0] == ExitCode.OK, second
-    assert sim.stats.chat_requests == sent + 12  # only the grader requests went out again
-    rows = read_rows(tmp_path / "b.jsonl")
+    assert sim.stats.chat_requests == sent  # nothing went out: answers and verdicts were stored
     before = {r["id"]: r for r in read_rows(tmp_path / "a.jsonl")}
-    for row in rows:
-        assert row["cached"] is True and row["cost"] == 0.0 and row["judge_cost"] > 0
-        graded = next(c for c in row["checks"] if c["name"] == "graded")
-        assert graded["pass"] is not None and row["passed"] == before[row["id"]]["passed"]
+    saved = 0.0
+    for row in read_rows(tmp_path / "b.jsonl"):
+        old = before[row["id"]]
+        assert row["cached"] is True and row["cost"] == 0.0 and row["judge_cost"] == 0.0
+        assert row["judge_cost_saved"] == pytest.approx(old["judge_cost"]) and row["passed"] == old["passed"]
+        [verdict] = next(c for c in row["checks"] if c["name"] == "graded")["judge"]["graders"]
+        [original] = next(c for c in old["checks"] if c["name"] == "graded")["judge"]["graders"]
+        assert (verdict["cached"], verdict["cost"], verdict["cost_status"]) == (True, 0.0, None)
+        assert verdict["cost_saved"] == original["cost"] and verdict["generation_id"] == original["generation_id"]
+        assert (verdict["pass"], verdict["score"], verdict["reason"]) == (
+            original["pass"],
+            original["score"],
+            original["reason"],
+        )
+        saved += old["cost"] + old["judge_cost"]
+    summary = json.loads((tmp_path / "b.summary.json").read_text())
+    assert summary["cache"]["saved_usd"] == pytest.approx(saved) and summary["total"]["judge_cost_usd"] == 0
+    write_job(tmp_path, one_model.replace("as the capital.", "as its capital city."))
+    third = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "c.jsonl", f"--cache={cache}")
+    assert third[0] == ExitCode.OK, third
+    assert sim.stats.chat_requests == sent + 6  # only the graders: the rubric is in their body
+    rows = read_rows(tmp_path / "c.jsonl")
+    assert all(r["cached"] is True and r["judge_cost"] > 0 and "judge_cost_saved" not in r for r in rows)
 
 
 def test_answers_with_tool_calls_are_not_cached(
