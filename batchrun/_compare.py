@@ -6,6 +6,7 @@ import contextlib
 import os
 import tempfile
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from ._job import Job
 from ._outputs import current_umask
 from ._reader import Warn
 from ._results import ResultsWriter, final_records
-from ._stats import compare_rates
+from ._stats import compare_paired, compare_rates
 from ._summary import SummaryBuilder
 
 MAX_FLIPS_SHOWN = 20
@@ -50,10 +51,48 @@ def _same_job(a: dict[str, Any], b: dict[str, Any], a_path: Path, b_path: Path) 
         raise ResultsError(f"{a_path} is job {a['job']!r} but {b_path} is job {b['job']!r}: nothing to compare")
 
 
-def _rate_change(a: dict[str, Any], b: dict[str, Any], alpha: float) -> dict[str, Any]:
-    """One pass rate before and after, with Fisher's exact test on the pass/fail counts."""
+PAIRED_TEST = "McNemar's exact test (paired rows)"
+UNPAIRED_TEST = "Fisher's exact test"
+
+
+@dataclass
+class _Pairing:
+    """A group's graded rows on each side; the same ids on both make a paired design."""
+
+    before: dict[str, bool] = field(default_factory=dict)
+    after: dict[str, bool] = field(default_factory=dict)
+
+    def counts(self) -> tuple[int, int] | None:
+        """(pass -> fail, fail -> pass) when both runs graded exactly the same rows, else None."""
+        if not self.before or self.before.keys() != self.after.keys():
+            return None
+        down = sum(1 for k, ok in self.before.items() if ok and not self.after[k])
+        up = sum(1 for k, ok in self.before.items() if not ok and self.after[k])
+        return down, up
+
+
+def _pairings(a_rows: dict[str, dict[str, Any]], b_rows: dict[str, dict[str, Any]]) -> dict[str, _Pairing]:
+    """Per group ("", "model NAME", "prompt ID"), the verdicts of its graded rows."""
+    groups: dict[str, _Pairing] = {}
+    for side, rows in (("before", a_rows), ("after", b_rows)):
+        for row_id, row in rows.items():
+            if row["passed"] is None:
+                continue
+            for group in ("", f"model {row['model']}", f"prompt {row['prompt_id']}"):
+                getattr(groups.setdefault(group, _Pairing()), side)[row_id] = bool(row["passed"])
+    return groups
+
+
+def _rate_change(a: dict[str, Any], b: dict[str, Any], alpha: float, pairing: _Pairing | None) -> dict[str, Any]:
+    """One pass rate before and after, and whether the change is significant: McNemar's exact
+    test when both runs graded the same rows (each row its own control), else Fisher's exact
+    test on the pass/fail counts."""
     rate_a, rate_b = a.get("pass_rate"), b.get("pass_rate")
-    test = compare_rates(a.get("passed", 0), a.get("checked", 0), b.get("passed", 0), b.get("checked", 0), alpha)
+    paired = pairing.counts() if pairing is not None else None
+    if paired is not None:
+        test = compare_paired(*paired, alpha)
+    else:
+        test = compare_rates(a.get("passed", 0), a.get("checked", 0), b.get("passed", 0), b.get("checked", 0), alpha)
     change = None if rate_a is None or rate_b is None else round(rate_b - rate_a, 4)
     return {
         "before": rate_a,
@@ -61,14 +100,17 @@ def _rate_change(a: dict[str, Any], b: dict[str, Any], alpha: float) -> dict[str
         "change": change,
         "before_ci95": a.get("pass_rate_ci95"),
         "after_ci95": b.get("pass_rate_ci95"),
+        "test": PAIRED_TEST if paired is not None else UNPAIRED_TEST,
         "p_value": test["p_value"],
         "significant": bool(test["significant"]),
     }
 
 
-def _rate_changes(before: dict[str, Any], after: dict[str, Any], alpha: float) -> dict[str, dict[str, Any]]:
+def _rate_changes(
+    before: dict[str, Any], after: dict[str, Any], alpha: float, label: str, pairings: dict[str, _Pairing]
+) -> dict[str, dict[str, Any]]:
     return {
-        name: _rate_change(before.get(name, {}), after.get(name, {}), alpha)
+        name: _rate_change(before.get(name, {}), after.get(name, {}), alpha, pairings.get(f"{label} {name}"))
         for name in sorted(before.keys() | after.keys())
     }
 
@@ -101,9 +143,9 @@ def _item_flips(
 def diff_runs(
     a_path: Path, b_path: Path, warn: Warn = lambda _: None, alpha: float = 0.05, strict: bool = False
 ) -> dict[str, Any]:
-    """What changed. A pass-rate change counts as a regression only when Fisher's exact test
-    finds it significant at `alpha`, and a flip only when it is consistent across an item's
-    repeats; `strict` counts any row that went from pass to fail."""
+    """What changed. A pass-rate change counts as a regression only when it is significant at
+    `alpha` (McNemar's exact test on the same rows, else Fisher's exact test), and a flip only
+    when it is consistent across an item's repeats; `strict` counts any row from pass to fail."""
     a_rows, a_sum = _load(a_path, warn)
     b_rows, b_sum = _load(b_path, warn)
     _same_job(a_sum, b_sum, a_path, b_path)
@@ -135,9 +177,10 @@ def diff_runs(
             if set(a["answered_by"]) != set(b["answered_by"]):
                 entry["answered_by"] = {"before": a["answered_by"], "after": b["answered_by"]}
         models[name] = entry
-    total_rate = _rate_change(a_sum["total"], b_sum["total"], alpha)
-    models_rate = _rate_changes(a_sum["models"], b_sum["models"], alpha)
-    prompts_rate = _rate_changes(a_sum["prompts"], b_sum["prompts"], alpha)
+    pairings = _pairings(a_rows, b_rows)
+    total_rate = _rate_change(a_sum["total"], b_sum["total"], alpha, pairings.get(""))
+    models_rate = _rate_changes(a_sum["models"], b_sum["models"], alpha, "model", pairings)
+    prompts_rate = _rate_changes(a_sum["prompts"], b_sum["prompts"], alpha, "prompt", pairings)
     item_flips = _item_flips(a_rows, b_rows)
     significant_drops = [
         f"{label} {name}"
@@ -149,7 +192,7 @@ def diff_runs(
         "job": b_sum["job"],
         "before": str(a_path),
         "after": str(b_path),
-        "test": {"name": "Fisher's exact test, two-sided", "alpha": alpha, "strict": strict},
+        "test": {"name": f"{PAIRED_TEST}, else {UNPAIRED_TEST}; two-sided", "alpha": alpha, "strict": strict},
         "pass_rate": total_rate,
         "models_pass_rate": models_rate,
         "prompts_pass_rate": prompts_rate,
@@ -172,7 +215,10 @@ def _rate_line(label: str, rate: dict[str, Any]) -> str:
     verdict = (
         ""
         if rate["p_value"] is None
-        else (f" (p={rate['p_value']:.3g}, {'significant' if rate['significant'] else 'not significant'})")
+        else (
+            f" ({'paired ' if rate.get('test') == PAIRED_TEST else ''}p={rate['p_value']:.3g}, "
+            f"{'significant' if rate['significant'] else 'not significant'})"
+        )
     )
     return f"{label}{_pct(rate['before'])} -> {_pct(rate['after'])}{verdict}"
 

@@ -18,6 +18,7 @@ send the requests, through the same throttle, ledger and retries as every row.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -92,6 +93,13 @@ def template_problems(text: str) -> list[str]:
     missing = {"rubric", "answer"} - names
     if missing:
         problems.append(f"the grader prompt lacks {', '.join('{{' + n + '}}' for n in sorted(missing))}")
+    answer_at, nonces = text.find("{{answer}}"), [m.start() for m in re.finditer(r"\{\{nonce\}\}", text)]
+    if "answer" in names and not (any(n < answer_at for n in nonces) and any(n > answer_at for n in nonces)):
+        # Without a delimiter the answer's text can end "the answer" and pose as instructions.
+        problems.append(
+            "the grader prompt must put {{answer}} between tags that carry {{nonce}} "
+            "(like <answer-{{nonce}}> ... </answer-{{nonce}}> in the shipped template)"
+        )
     unknown = names - TEMPLATE_NAMES
     if unknown:
         problems.append(

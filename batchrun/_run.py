@@ -232,13 +232,29 @@ def wanted_models(job: Job) -> set[str]:
         wanted.update(spec.params.get("models", []))
     wanted.update(job.params.get("models", []))
     wanted.update(job.judge.models)
-    for prompt in job.prompts:  # graders named by a check (a dataset row's own are not read here)
-        for check in prompt.checks:
-            grader = check.get("grader")
-            wanted.update([grader] if isinstance(grader, str) else grader or [])
+    wanted.update(named_graders(job))
     for prompt in job.prompts:
         wanted.update(prompt.params.get("models", []))
     return wanted
+
+
+def named_graders(job: Job) -> set[str]:
+    """Graders named by checks: the prompts' and, when any row carries checks, the rows'
+    (one pass over a dataset, like counting it), so a grader no endpoint offers is refused
+    before anything is sent, not found out row by row."""
+    named: set[str] = set()
+
+    def add(checks: Any) -> None:
+        for check in checks if isinstance(checks, list) else []:
+            grader = check.get("grader") if isinstance(check, dict) else None
+            ids = [grader] if isinstance(grader, str) else grader if isinstance(grader, list) else []
+            named.update(g for g in ids if isinstance(g, str) and "{{" not in g)
+
+    for prompt in job.prompts:
+        add(prompt.checks)
+        for row in prompt.rows:
+            add(row.get("checks"))
+    return named
 
 
 async def check_models(job: Job, models: dict[str, ModelInfo], lookup: Lookup | None) -> Resolution:

@@ -1,9 +1,10 @@
-"""Small, exact statistics for pass rates: Wilson intervals and Fisher's exact test.
+"""Small, exact statistics for pass rates: Wilson intervals, Fisher's and McNemar's exact tests.
 
-Both are a few lines of closed-form arithmetic, so batchrun keeps them here rather than
-depend on scipy for two functions; the tests check them against scipy's
-`binomtest(...).proportion_ci(method="wilson")` and `fisher_exact` on many tables, and
-against values worked out by hand (Fisher's tea-tasting table: p = 34/70).
+Each is a few lines of closed-form arithmetic, so batchrun keeps them here rather than
+depend on scipy for three functions; the tests check them against scipy's
+`binomtest(...).proportion_ci(method="wilson")`, `fisher_exact` and `binomtest(k, n, 0.5)`
+on many tables, and against values worked out by hand (Fisher's tea-tasting table:
+p = 34/70; McNemar with 8 discordant pairs all one way: p = 2/256).
 """
 
 from __future__ import annotations
@@ -61,6 +62,27 @@ def fisher_exact(a: int, b: int, c: int, d: int) -> float:
     cutoff = observed * (1 + 1e-7)
     p_value = sum(p for p in (probability(x) for x in range(low, high + 1)) if p <= cutoff)
     return min(1.0, p_value)
+
+
+def mcnemar_exact(pass_to_fail: int, fail_to_pass: int) -> float:
+    """Two-sided p-value of McNemar's exact test: the same rows graded in two runs, of which
+    `pass_to_fail` went one way and `fail_to_pass` the other. Under no change each such
+    discordant row is a fair coin, so the p-value is the two-sided binomial tail at 1/2
+    (rows that did not change say nothing about a change, and do not enter)."""
+    if min(pass_to_fail, fail_to_pass) < 0:
+        raise ValueError("counts must be non-negative")
+    n = pass_to_fail + fail_to_pass
+    if n == 0:
+        return 1.0
+    k = min(pass_to_fail, fail_to_pass)
+    tail = sum(math.exp(_log_choose(n, i) - n * math.log(2)) for i in range(k + 1))
+    return min(1.0, 2 * tail)
+
+
+def compare_paired(pass_to_fail: int, fail_to_pass: int, alpha: float = 0.05) -> dict[str, float | bool | None]:
+    """A change in pass rate on the same rows, with McNemar's exact p-value and a verdict."""
+    p_value = mcnemar_exact(pass_to_fail, fail_to_pass)
+    return {"p_value": float(f"{p_value:.4g}"), "significant": p_value < alpha}
 
 
 def compare_rates(

@@ -243,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument(
         "--fail-on-regression",
         action="store_true",
-        help=f"exit {ExitCode.REGRESSION.value} on a significant drop in a pass rate (Fisher's exact test), an item "
-        "that passed every repeat and now fails every repeat, or a model that started erroring or disappeared",
+        help=f"exit {ExitCode.REGRESSION.value} on a significant drop in a pass rate (McNemar's exact test on the "
+        "same rows, else Fisher's), an item that passed every repeat and now fails every repeat, or a model that "
+        "started erroring or disappeared",
     )
     diff.add_argument(
         "--alpha",

@@ -114,9 +114,15 @@ def test_several_graders_majority_and_mean() -> None:
 
 
 def test_template_problems_name_missing_and_unknown_placeholders() -> None:
-    assert template_problems("{{rubric}} {{answer}} {{question}} {{nonce}}") == []
+    assert template_problems("{{rubric}} <a-{{nonce}}>{{answer}}</a-{{nonce}}> {{question}}") == []
     problems = template_problems("{{rubric}} {{reply}}")
     assert any("{{answer}}" in p for p in problems) and any("reply" in p for p in problems)
+    # An answer not between nonce-carrying tags could pose as the end of the answer.
+    for undelimited in ("{{rubric}} {{answer}} {{nonce}}", "{{nonce}} {{rubric}} {{answer}}", "{{rubric}} {{answer}}"):
+        assert any("between tags that carry {{nonce}}" in p for p in template_problems(undelimited)), undelimited
+    from batchrun._judge import shipped_template
+
+    assert template_problems(shipped_template()) == []
 
 
 def test_validate_names_a_judge_check_without_grader(tmp_path: Path) -> None:
@@ -143,6 +149,16 @@ def test_a_grader_the_endpoint_does_not_offer_is_refused_before_anything_is_sent
         code, out, err = call_cli(*command)
         assert code == ExitCode.USAGE and "nobody/grader-9000" in err and err.count("\n") == 1, err
     assert not (tmp_path / "x.jsonl").exists()
+    # A grader named by one row of a dataset is found before anything is sent too.
+    (tmp_path / "rows.jsonl").write_text(
+        '{"country": "France", "expect": "Paris", "checks": [{"judge": "ok", "grader": "nobody/ghost"}]}\n'
+        '{"country": "Japan", "expect": "Tokyo"}\n'
+    )
+    by_row = "\n".join(line for line in JUDGED.splitlines() if "{country:" not in line)  # no vars: the dataset's
+    job = write_job(tmp_path, by_row + "\ndataset: rows.jsonl\n", "ds.yaml")
+    code, _, err = call_cli(job, "--simulate", "-o", tmp_path / "y.jsonl")
+    assert code == ExitCode.USAGE and "nobody/ghost: not listed by /models" in err, err
+    assert not (tmp_path / "y.jsonl").exists()
 
 
 # -- runs -------------------------------------------------------------------------------------

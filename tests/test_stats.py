@@ -1,4 +1,4 @@
-"""Wilson intervals and Fisher's exact test against values worked by hand and against scipy."""
+"""Wilson intervals, Fisher's and McNemar's exact tests against hand-worked values and scipy."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 # scipy ships no type hints; it is only the reference here.
 from scipy import stats  # type: ignore[import-untyped]
 
-from batchrun._stats import compare_rates, fisher_exact, wilson_interval
+from batchrun._stats import compare_paired, compare_rates, fisher_exact, mcnemar_exact, wilson_interval
 
 
 def test_fisher_tea_tasting_by_hand() -> None:
@@ -65,3 +65,30 @@ def test_compare_rates_significance() -> None:
     assert noise["significant"] is False and (noise["p_value"] or 0) > 0.5
     assert compare_rates(90, 100, 87, 100, alpha=0.7)["significant"] is True
     assert compare_rates(0, 0, 5, 10) == {"p_value": None, "significant": False}
+
+
+def test_mcnemar_by_hand() -> None:
+    # 8 discordant rows, all pass -> fail: under no change each is a fair coin, so
+    # P(all 8 one way) = 1/256, two-sided 2/256.
+    assert mcnemar_exact(8, 0) == pytest.approx(2 / 256, rel=1e-12)
+    # 1 and 5: P(X <= 1) for Binomial(6, 1/2) = (1 + 6)/64, two-sided 14/64.
+    assert mcnemar_exact(1, 5) == pytest.approx(14 / 64, rel=1e-12)
+    assert mcnemar_exact(5, 5) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    with pytest.raises(ValueError):
+        mcnemar_exact(-1, 2)
+
+
+def test_mcnemar_matches_scipy_binomtest() -> None:
+    for down, up in itertools.product(range(25), repeat=2):
+        if down + up:
+            expected = stats.binomtest(down, down + up, 0.5).pvalue
+            assert mcnemar_exact(down, up) == pytest.approx(expected, rel=1e-9, abs=1e-12), (down, up)
+    assert mcnemar_exact(130, 90) == pytest.approx(stats.binomtest(130, 220, 0.5).pvalue, rel=1e-7)
+
+
+def test_pairing_finds_what_independent_counts_cannot() -> None:
+    # The same 100 rows: 90 passed, then 8 of them fail and none recovers (90% -> 82%).
+    assert compare_rates(90, 100, 82, 100)["significant"] is False  # as if the rows were unrelated
+    assert compare_paired(8, 0) == {"p_value": 0.007813, "significant": True}  # 2/256, to 4 figures
+    # The same rate change made of 12 flips down and 4 up is weaker evidence.
+    assert compare_paired(12, 4)["significant"] is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from batchrun._checks import Answer, run_checks
 from batchrun._items import ItemGate
 from batchrun._junit import write_junit
 
-from .conftest import FAKE_KEY, call_cli, read_rows, run_cli, write_job
+from .conftest import FAKE_KEY, call_cli, child_env, read_rows, run_cli, write_job
 
 JUNIT_XSD = Path(__file__).parent / "schemas" / "JUnit.xsd"
 
@@ -162,8 +163,8 @@ run: {concurrency: 4, pass_threshold: {per_item: {min: 8, of: 10}}}
 
 def test_repeats_gate_items_and_list_flaky_ones(tmp_path: Path) -> None:
     job = write_job(tmp_path, REPEAT_JOB)
-    out = tmp_path / "r.jsonl"
-    result = run_cli(job, "--simulate", "-o", out)
+    out, step = tmp_path / "r.jsonl", tmp_path / "step.md"
+    result = run_cli(job, "--simulate", "-o", out, env=child_env(GITHUB_STEP_SUMMARY=str(step)))
     rows = read_rows(out)
     assert len(rows) == 40
     tallies: dict[str, list[int]] = {}
@@ -184,6 +185,9 @@ def test_repeats_gate_items_and_list_flaky_ones(tmp_path: Path) -> None:
     assert result.returncode == ExitCode.QUALITY
     assert f"{len(failing)} item(s) passed fewer than 8 of 10 repeats" in result.stderr
     assert "flaky" in result.stdout and "pass [95% CI]" in result.stdout
+    # The step summary carries the same interval and the flaky list.
+    shown = f"{passed / 40 * 100:.1f}% [{low * 100:.1f}-{high * 100:.1f}]"
+    assert shown in result.stdout and shown in step.read_text() and "flaky" in step.read_text()
 
 
 def test_item_gate_with_ungraded_repeats() -> None:
@@ -242,6 +246,17 @@ def synthetic(path: Path, rates: dict[str, float], repeats: int, seed: int, item
     return path
 
 
+def failing(source: Path, path: Path, fails: Callable[[int], bool]) -> Path:
+    """`source`'s rows written to `path`, failing those whose question number `fails`."""
+    rows = read_rows(source)
+    for row in rows:
+        if fails(row["vars"]["q"]):
+            row["passed"] = False
+            row["checks"][0]["pass"] = False
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def test_diff_tells_a_real_drop_from_noise(tmp_path: Path) -> None:
     before = synthetic(tmp_path / "a.jsonl", {"steady": 0.8, "broken": 0.9}, 3, seed=1)
     after = synthetic(tmp_path / "b.jsonl", {"steady": 0.8, "broken": 0.5}, 3, seed=2)
@@ -255,7 +270,7 @@ def test_diff_tells_a_real_drop_from_noise(tmp_path: Path) -> None:
     assert code == ExitCode.REGRESSION and diff["significant_drops"] == ["total", "model broken", "prompt p"]
     code, text, _ = call_cli("diff", before, after)
     line = next(line for line in text.splitlines() if line.startswith("model broken: "))
-    assert line.endswith(", significant)") and "(p=" in line
+    assert line.endswith(", significant)") and "(paired p=" in line
 
 
 def test_noise_alone_is_not_a_regression_unless_strict(tmp_path: Path) -> None:
@@ -267,7 +282,32 @@ def test_noise_alone_is_not_a_regression_unless_strict(tmp_path: Path) -> None:
     assert code == ExitCode.OK
     assert call_cli("diff", before, after, "--fail-on-regression", "--strict")[0] == ExitCode.REGRESSION
     # A looser level can call the same change significant: the level is the user's.
-    assert diff["test"] == {"name": "Fisher's exact test, two-sided", "alpha": 0.05, "strict": False}
+    assert diff["test"]["alpha"] == 0.05 and "McNemar" in diff["test"]["name"]
+    assert diff["pass_rate"]["test"] == "McNemar's exact test (paired rows)"  # the same rows in both runs
+
+
+def test_diff_pairs_the_same_rows_and_falls_back_to_fisher(tmp_path: Path) -> None:
+    """The same 100 rows, 8 of the 90 passing ones now fail and none recovers: 90% -> 82%.
+    Counted as unrelated samples that is noise (Fisher p ~ 0.13); row by row it is eight
+    flips one way (McNemar p = 2/256), a regression. With rows missing on one side the
+    runs do not pair, and Fisher's test decides."""
+    all_pass = synthetic(tmp_path / "all.jsonl", {"m": 1.0}, 1, seed=1, items=100)
+    before = failing(all_pass, tmp_path / "a.jsonl", lambda q: q < 10)
+    after = failing(before, tmp_path / "b.jsonl", lambda q: 10 <= q < 18)
+    rows = read_rows(after)
+    code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
+    diff = json.loads(text)
+    total = diff["pass_rate"]
+    assert (total["before"], total["after"]) == (0.9, 0.82)
+    assert total["test"] == "McNemar's exact test (paired rows)" and total["p_value"] == 0.007813
+    assert code == ExitCode.REGRESSION and "total" in diff["significant_drops"]
+    assert "paired p=0.00781, significant" in call_cli("diff", before, after)[1]
+    # One row gone from the second run: the rows no longer pair, Fisher's test decides.
+    partial = tmp_path / "c.jsonl"
+    partial.write_text("".join(json.dumps(r) + "\n" for r in rows[1:]))
+    code, text, _ = call_cli("diff", before, partial, "--json", "--fail-on-regression")
+    unpaired = json.loads(text)["pass_rate"]
+    assert unpaired["test"] == "Fisher's exact test" and unpaired["significant"] is False
 
 
 @pytest.mark.parametrize("alpha", ["0", "1", "nan"])
@@ -281,13 +321,8 @@ def test_a_significance_level_outside_0_to_1_is_refused(tmp_path: Path, alpha: s
 
 def test_an_item_flip_consistent_across_repeats_fails_the_gate(tmp_path: Path) -> None:
     before = synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 5, seed=5, items=40)
-    rows = read_rows(before)
-    for row in rows:  # one item fails all 5 repeats now; the rate change alone is not significant
-        if row["vars"]["q"] == 7:
-            row["passed"] = False
-            row["checks"][0]["pass"] = False
-    after = tmp_path / "b.jsonl"
-    after.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # One item fails all 5 repeats now; the rate change alone is not significant.
+    after = failing(before, tmp_path / "b.jsonl", lambda q: q == 7)
     code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
     diff = json.loads(text)
     assert not diff["significant_drops"]
