@@ -32,7 +32,7 @@ from ._exceptions import RequestFailed
 from ._judge import GraderSettings, VerdictError, aggregate, answer_text, grader_body, parse_verdict
 from ._ledger import BudgetExhausted
 from ._matrix import Request, encode_body
-from ._row import Row
+from ._row import Row, first_failure
 
 if TYPE_CHECKING:
     from ._runner import Runner
@@ -60,14 +60,15 @@ class RowGrading:
     def applied(self) -> list[dict[str, Any]]:
         return self.request.checks if self.checks is None else self.checks
 
-    def record_now(self, stopped: str | None = None) -> dict[str, Any]:
-        """The row's record: judge checks not graded yet (the run stopped, or the row was
-        cut short) are `error`, so the row neither passes nor fails."""
+    def record_now(self, stopped: str | None = None, why: str | None = None) -> dict[str, Any]:
+        """The row's record: judge checks not graded yet (the run `stopped`, or `why` not)
+        are `error`, so the row neither passes nor fails."""
         checks = self.applied
         judged = dict(self.judged)
+        why = why or f"not graded: the run stopped ({stopped or 'interrupted'})"
         for index, check in enumerate(checks):
             if is_judge(check) and index not in judged:
-                judged[index] = ungraded(check, f"not graded: the run stopped ({stopped or 'interrupted'})")
+                judged[index] = ungraded(check, why)
         spent = RowCharges([part for grader in self.graders for part in grader.charges.parts])
         costs = spent.fields()
         hits = [v for e in judged.values() for v in (e.get("judge") or {}).get("graders", []) if v.get("cached")]
@@ -105,8 +106,14 @@ class Judging:
                 grader_request(request.id, index, grader_body(self.settings, model, question, check["judge"], shown))
                 for model in graders
             ]
-            verdicts = await asyncio.gather(*(self._verdict(grader, grading) for grader in sent))
-            grading.judged[index] = check_result(check, list(verdicts), self.settings)
+            # A task group: if one grader fails unexpectedly, the others are cancelled (and
+            # settle their reservations), never left running past the row.
+            try:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [group.create_task(self._verdict(grader, grading)) for grader in sent]
+            except BaseExceptionGroup as failed:
+                raise first_failure(failed) from None
+            grading.judged[index] = check_result(check, [t.result() for t in tasks], self.settings)
 
     async def _verdict(self, request: Request, grading: RowGrading) -> dict[str, Any]:
         """One grader's verdict with its cost; `error` instead when there is none."""
@@ -143,7 +150,7 @@ class Judging:
                 runner.react(request, failure, runner._too_long(failure))
                 why = f"{failure.kind}: {failure.message[:200]}"
             return {"model": model, "error": why, **_cost_of(row)}
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled (a stop's grace ran out), or a bug: settle, then go on up
             if row.sent:  # abandoned in flight: it may still be billed (streaming.mdx)
                 runner._hold(row, AbandonedAttempt())
             await runner._release(row)

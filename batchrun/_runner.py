@@ -406,7 +406,9 @@ class Runner:
         finally:
             if not row.written and row.grading is not None and self.stop_reason != STOP_IO:
                 # The answer is in and paid for: it is recorded, its ungraded checks `error`.
-                self._finish(row, row.grading.record_now(self.stop_reason or STOP_INTERRUPTED))
+                failed = None if cut or isinstance(outcome, asyncio.CancelledError) else outcome
+                why = f"not graded: {internal_error(failed, self.client.scrub)['message']}" if failed else None
+                self._finish(row, row.grading.record_now(self.stop_reason or STOP_INTERRUPTED, why))
             elif not row.written and self.stop_reason != STOP_IO:
                 kept = row.reservation if row.sent else None
                 if row.sent:

@@ -514,3 +514,32 @@ async def test_rows_answered_in_batch_mode_are_graded_when_collected(tmp_path: P
         exact = next(c for c in row["checks"] if c["name"] == "exact")
         assert graded["pass"] is exact["pass"] and row["judge_cost"] > 0
     assert report.summary["total"]["judge_cost_usd"] > 0 and report.summary["total"]["undecided"] == 0
+
+
+def test_a_bug_while_grading_one_row_records_it_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception while grading one row (here planted in the verdict parser)
+    does not lose the row's paid answer, nor leave a reservation held: the row is written
+    `ok` with the check `error` naming the failure, and every other row is graded."""
+
+    def planted(content: str) -> dict[str, Any]:
+        verdict = parse_verdict(content)
+        if "Tokyo" in verdict["reason"]:
+            raise RuntimeError("planted bug")
+        return verdict
+
+    monkeypatch.setattr("batchrun._judging.parse_verdict", planted)
+    report, simulator = sim_run(write_job(tmp_path, JUDGED), tmp_path / "b.jsonl")
+    rows = read_rows(tmp_path / "b.jsonl")
+    assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
+    broken = [r for r in rows if r["vars"]["country"] == "Japan"]  # every verdict on Japan names Tokyo
+    assert len(broken) == 2
+    for row in broken:
+        graded = next(c for c in row["checks"] if c["name"] == "graded")
+        assert graded["pass"] is None and graded["error"] == "not graded: RuntimeError: planted bug"
+        assert row["judge_cost"] > 0  # the grader answered and was paid; only the parsing failed
+    others = [r for r in rows if r not in broken]
+    assert all(next(c for c in r["checks"] if c["name"] == "graded")["pass"] is not None for r in others)
+    summary = report.summary
+    assert summary["spent_usd"] == pytest.approx(summary["total"]["cost_usd"])  # nothing left held
