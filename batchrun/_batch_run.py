@@ -207,6 +207,7 @@ class BatchExecutor:
             return 0.0
         result = item.result
         cost = result.cost if result.cost is not None else share
+        status = "reported" if result.cost is not None else ("estimated" if share is not None else "unknown")
         elapsed_ms = round((self.clock.time() - started) * 1000, 1)
         byok = byok_of(result.usage)
         record = runner._record(
@@ -224,7 +225,11 @@ class BatchExecutor:
             attempt_errors=[],
             error=None,
             # The cost fields of a sync record (_charges): a share of the batch's charge is an estimate.
-            cost_status="reported" if result.cost is not None else ("estimated" if share is not None else "unknown"),
+            # A row whose cost is unknown has no worst case of its own here: the ledger
+            # holds the batch's reservation, not one per row.
+            cost_held=None,
+            cost_status=status,
+            cost_unknown=status == "unknown",
             is_byok=byok[0],
             upstream_inference_cost=byok[1],
             abandoned_attempts=None,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cache import CachedAnswer, ResponseCache, RunStats, StoredEntry, cache_key
-from ._charges import RowCharges
+from ._charges import RowCharges, uncharged
 from ._checks import Answer, grade, without_latency_checks
 from ._client import ChatResult
 from ._clock import Clock
@@ -78,15 +78,13 @@ def hit_fields(answer: CachedAnswer) -> dict[str, Any]:
         "finish_reason": answer.finish_reason,
         "native_finish_reason": answer.native_finish_reason,
         "usage": answer.usage,
-        "cost_unknown": False,
         "latency_ms": answer.latency_ms,
         "ttft_ms": None,
         "elapsed_ms": 0.0,
         "attempts": 0,
         "attempt_errors": [],
         "error": None,
-        "cost": 0.0,
-        "cost_status": None,
+        **uncharged(0.0),
         "is_byok": None,
         "upstream_inference_cost": None,
         "abandoned_attempts": None,
@@ -234,14 +232,15 @@ class CacheSession:
         """Every row to run has been peeked at: from now on, only those found are looked up."""
         self._expected, self._planning = self._planning, set()
 
-    def lookup(self, request: Request, *, planned: bool = True) -> CachedAnswer | None:
-        """The stored answer, counted as a hit, or None, counted as a miss. `planned=False`
-        for requests planning could not probe (a grader's holds the answer it grades)."""
+    def lookup(self, request: Request, *, unplanned: bool = False) -> CachedAnswer | None:
+        """The stored answer, counted as a hit, or None, counted as a miss. `unplanned`: a
+        request planning could not peek at (a grader's, whose body holds the answer), so
+        the file is asked whatever planning found."""
         if self._store is None:
             return None
         key = cache_key(request.fingerprint, request.repeat, self.base_url)
         answer = None
-        if self._expected is None or key in self._expected or not planned:
+        if unplanned or self._expected is None or key in self._expected:
             try:
                 answer = self._store.lookup(key, request.payload, self._fresh_after())
             except CacheError as exc:

@@ -7,9 +7,12 @@ A row's cost has one of four statuses (the record's `cost_status`):
   attempt whose generation id was seen in the `X-Generation-Id` header);
 - `estimated`: the answer had token counts but no cost and no lookup worked: tokens
   times the dearest price the request could have been routed to (an upper bound);
-- `unknown`: an attempt may have been billed and nothing says how much. The record's
-  `cost` is then null (never 0); the attempt's worst case stays spent in the ledger, and
-  the end-of-run reconciliation against the key's usage accounts for it in total.
+- `unknown`: an attempt may have been billed and nothing says how much, or the server
+  sent a cost that cannot be believed. The record's `cost` is then null (never 0) and
+  `cost_unknown` true; `cost_held` is what the ledger counts as spent for the row (known
+  parts plus each unknown attempt's worst case), which a resume counts again; the end-of-run
+  reconciliation against the key's usage accounts for it in total. This is the one
+  meaning of an unknown cost, whatever cut the row short.
 """
 
 from __future__ import annotations
@@ -68,6 +71,14 @@ class RowCharges:
             return None
         return max((p.status for p in self.parts), key=STATUS_ORDER.index)
 
+    @property
+    def held(self) -> float | None:
+        """While the cost is unknown, what the budget counts as spent for the row: the known
+        parts plus the worst case held for each unknown one. None once the cost is known."""
+        if self.status != "unknown":
+            return None
+        return sum(p.cost if p.cost is not None else p.held for p in self.parts)
+
     def fields(self) -> dict[str, Any]:
         """Record fields for this row's cost; the parts count as recorded from here on."""
         for part in self.parts:
@@ -76,11 +87,19 @@ class RowCharges:
         abandoned = [p.as_json() for p in self.parts if p.abandoned]
         return {
             "cost": self.cost,
+            "cost_held": self.held,
             "cost_status": self.status,
+            "cost_unknown": self.status == "unknown",
             "is_byok": answer.is_byok if answer is not None else None,
             "upstream_inference_cost": answer.upstream_inference_cost if answer is not None else None,
             "abandoned_attempts": abandoned or None,
         }
+
+
+def uncharged(cost: float | None) -> dict[str, Any]:
+    """The cost fields of a row with no attempt that could be billed: 0 for an error the
+    server answered (zero-completion-insurance.mdx), None for a row that sent nothing."""
+    return {"cost": cost, "cost_held": None, "cost_status": None, "cost_unknown": False}
 
 
 def byok_of(usage: dict[str, Any]) -> tuple[bool, float | None]:
@@ -122,8 +141,8 @@ class ChargeBook:
             return
         if result.cost_rejected:
             # A server whose cost cannot be believed is not believed on tokens either: the
-            # worst case reserved is the estimate (an upper bound, like any estimate here).
-            estimate = charge.held or None
+            # cost stays unknown and its worst case stays held (issue 11).
+            return
         if estimate is not None:
             # Tokens times the dearest allowed price: never below the real charge.
             self.unresolved.remove(charge)

@@ -24,7 +24,6 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._cache import CachedAnswer
 from ._charges import AbandonedAttempt, RowCharges
 from ._checks import Answer, grade, is_judge, ungraded
 from ._clock import utc
@@ -32,6 +31,7 @@ from ._exceptions import RequestFailed
 from ._judge import GraderSettings, VerdictError, aggregate, answer_text, grader_body, parse_verdict
 from ._ledger import BudgetExhausted
 from ._matrix import Request, encode_body
+from ._reader import spent_on
 from ._row import Row, first_failure
 
 if TYPE_CHECKING:
@@ -71,13 +71,13 @@ class RowGrading:
                 judged[index] = ungraded(check, why)
         spent = RowCharges([part for grader in self.graders for part in grader.charges.parts])
         costs = spent.fields()
-        hits = [v for e in judged.values() for v in (e.get("judge") or {}).get("graders", []) if v.get("cached")]
-        saved = {"judge_cost_saved": round(sum(v["cost_saved"] or 0.0 for v in hits), 10)} if hits else {}
+        # The row's `spent` (in the record head, what a resume counts) includes its grading.
+        grading = (costs["cost"] if costs["cost"] is not None else costs["cost_held"]) or 0.0
         return {
             **self.record,
+            "spent": spent_on(self.record) + grading,  # a re-graded old record may lack it
             "judge_cost": costs["cost"] if spent.parts else 0.0,
             "judge_cost_status": costs["cost_status"],
-            **saved,
             **grade(checks, self.answer, judged),
         }
 
@@ -121,12 +121,9 @@ class Judging:
         model = request.model
         if runner.stop_reason is not None:
             return {"model": model, "error": f"not graded: the run stopped ({runner.stop_reason})"}
-        # A grader request is cached like a row (issue 16): same key (its exact body, which
-        # holds the answer graded), looked up even though planning could not probe it.
-        cached = runner.cache.lookup(request, planned=False) if runner.cache is not None else None
-        verdict = cached_verdict(model, cached) if cached is not None else None
-        if verdict is not None:
-            return verdict
+        cached = self._cached_verdict(request)  # free: it needs neither budget nor the grader
+        if cached is not None:
+            return cached
         model_stop = runner._model_stop(model)
         if model_stop is not None:
             return {"model": model, "error": f"not graded: the grader is stopped ({model_stop})"}
@@ -166,27 +163,36 @@ class Judging:
         await runner._settled(settle())
         base = {"model": model, "generation_id": result.generation_id, **_cost_of(row)}
         try:
-            verdict = parse_verdict(result.content)
-        except VerdictError as exc:  # not stored: a reply that is no verdict is asked again
+            verdict = {**base, **parse_verdict(result.content)}
+        except VerdictError as exc:
             why = str(exc)
             if result.finish_reason == "length":
                 why += " (cut at its max_tokens: raise judge.params.max_tokens)"
             return {**base, "error": why}
-        if runner.cache is not None:
+        if runner.cache is not None:  # only a verdict is worth keeping, never a reply that was none
             runner.cache.store_row(request, result, None, utc(runner.clock.time()), row.charges)
-        return {**base, **verdict}
+        return verdict
 
-
-def cached_verdict(model: str, answer: CachedAnswer) -> dict[str, Any] | None:
-    """A grader's stored verdict: nothing spent now, `cost_saved` what it first cost. None
-    when the stored text is not a verdict (only verdicts are stored; an older entry may not
-    parse under this version's rules): the grader is then asked."""
-    try:
-        verdict = parse_verdict(answer.content)
-    except VerdictError:
-        return None
-    saved = {"cached": True, "cost_saved": answer.cost, "generated_at": answer.generated_at}
-    return {"model": model, "generation_id": answer.generation_id, "cost": 0.0, "cost_status": None, **saved, **verdict}
+    def _cached_verdict(self, request: Request) -> dict[str, Any] | None:
+        """With the response cache on, a grader request sent before (the same grader, prompt,
+        rubric and answer, byte for byte) is answered from it: free, and marked `cached`."""
+        cache = self.runner.cache
+        stored = cache.lookup(request, unplanned=True) if cache is not None else None
+        if stored is None:
+            return None
+        try:
+            verdict = parse_verdict(stored.content)
+        except VerdictError:
+            return None  # not stored by a grading run: ask the grader
+        return {
+            "model": request.model,
+            "generation_id": stored.generation_id,
+            "cost": 0.0,
+            "cost_status": None,
+            "cached": True,
+            "cost_saved": stored.cost,
+            **verdict,
+        }
 
 
 def _cost_of(row: Row) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import os
 import time
 from typing import Any, TextIO
 
+from ._reader import spent_on
+
 
 class Progress:
     def __init__(self, stream: TextIO, quiet: bool, every_s: float, every_fraction: float = 0.1) -> None:
@@ -55,7 +57,7 @@ class Progress:
             self.error += 1
         else:
             self.skipped += 1
-        self.spent += float(record.get("cost") or 0.0)
+        self.spent += spent_on(record)
         if self.quiet:
             return
         if self._bar is not None:

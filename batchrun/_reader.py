@@ -147,6 +147,8 @@ def _parse_blob(blob: bytes) -> RowState:
 _LINE_HEADS = re.compile(
     rb'\n\{"id":"([0-9a-f]+)","fingerprint":"([0-9a-f]*","status":"[a-z]+",'
     rb'"reason":(?:null|"[a-z_0-9]*"),"retryable":(?:true|false)),"cost":(null|[-+0-9.eE]+),'
+    # Files written before `spent` existed have no such field: their `cost` is counted.
+    rb'(?:"spent":([-+0-9.eE]+),)?'
 )
 _WINDOW = 1 << 24
 
@@ -170,6 +172,16 @@ class ScanResult:
         return {k.decode() for k, v in self._states.items() if status is None or _parse_blob(v).status == status}
 
 
+def spent_on(record: dict[str, Any]) -> float:
+    """What a record counts as spent (`spent`: its answer and grading, with the worst case
+    held for any attempt of unknown cost); `cost` for files written before `spent` existed."""
+    spent = record.get("spent", record.get("cost"))
+    try:
+        return float(spent or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def _scan_slow(path: Path, first: int, lines: list[bytes], states: dict[bytes, bytes], warn: Warn) -> float:
     """Line by line with json, for a window holding lines the fast pattern does not fit."""
     spent = 0.0
@@ -181,7 +193,7 @@ def _scan_slow(path: Path, first: int, lines: list[bytes], states: dict[bytes, b
             states[record["id"].encode()] = _state_blob(
                 record.get("fingerprint", ""), record["status"], record.get("reason"), bool(record.get("retryable"))
             )
-            spent += float(record.get("cost") or 0.0)
+            spent += spent_on(record)
         except (ValueError, KeyError, TypeError, AttributeError):
             warn(f"{path}:{number}: set aside: not a batchrun record")
     return spent
@@ -227,9 +239,9 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
                 if len(found) != count:
                     spent += _scan_slow(path, lines + 1, segment.split(b"\n")[1:], states, warn)
                 else:
-                    for row_id, blob, _cost in found:
+                    for row_id, blob, _cost, _spent in found:
                         states[row_id] = blob
-                    costs += [cost for _, _, cost in found if cost != b"null"]
+                    costs += [spent or cost for _, _, cost, spent in found]
                 lines += count
-    spent += sum(map(float, costs))
+    spent += sum(float(cost) for cost in costs if cost not in (b"", b"null"))
     return ScanResult(states, spent, lines)

@@ -287,12 +287,13 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
         usage=usage,
         refusal=refusal,
         reasoning=_str(message.get("reasoning"), scrub),
-        cost_rejected=_cost_rejected(data.get("usage")),
+        cost_rejected=cost_rejected(data.get("usage")),
         tool_calls=tool_calls,
     )
 
 
-def _cost_rejected(usage: Any) -> bool:
+def cost_rejected(usage: Any) -> bool:
+    """usage.cost was sent, and is not a finite non-negative number."""
     return isinstance(usage, dict) and usage.get("cost") is not None and money(usage.get("cost")) is None
 
 

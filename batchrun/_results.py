@@ -192,9 +192,18 @@ class ResultsWriter:
 
 
 def record_head(
-    row_id: str, fingerprint: str, status: str, reason: str | None, retryable: bool, cost: float | None
+    row_id: str,
+    fingerprint: str,
+    status: str,
+    reason: str | None,
+    retryable: bool,
+    cost: float | None,
+    spent: float | None = None,
 ) -> dict[str, Any]:
-    """The first fields of a record, in the order the fast resume scan expects."""
+    """The first fields of a record, in the order the fast resume scan expects. `spent` is
+    what the budget counted for the row (its answer and its grading, with the worst case
+    of any attempt of unknown cost): a resume counts it as already spent. It defaults to
+    `cost`, for a row with nothing beyond its known cost."""
     return {
         "id": row_id,
         "fingerprint": fingerprint,
@@ -202,6 +211,7 @@ def record_head(
         "reason": reason,
         "retryable": retryable,
         "cost": cost,
+        "spent": spent if spent is not None else cost or 0.0,
     }
 
 

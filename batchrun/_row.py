@@ -48,18 +48,7 @@ def answer_fields(result: ChatResult) -> dict[str, Any]:
         "finish_reason": result.finish_reason,
         "native_finish_reason": result.native_finish_reason,
         "usage": result.usage,
-        # No believable usage.cost (absent, negative, not finite, not a number): the record's
-        # cost is then what the run counted as spent, not a billed figure.
-        "cost_unknown": result.cost is None,
     }
-
-
-def cut_short_fields(row: Row, kept: float | None) -> dict[str, Any]:
-    """Attempts so far, and the worst case kept as spent when a request had gone out."""
-    fields: dict[str, Any] = {"attempts": row.log.attempts, "attempt_errors": row.log.failures}
-    if kept:
-        fields.update(cost=kept, cost_unknown=True)
-    return fields
 
 
 def internal_error(error: BaseException, scrub: Scrubber) -> dict[str, Any]:

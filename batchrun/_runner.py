@@ -19,7 +19,7 @@ from typing import Any
 
 from ._cache import CachedAnswer
 from ._cache_session import CacheSession, grade_hit, hit_fields, hit_grading
-from ._charges import AbandonedAttempt, ChargeBook
+from ._charges import AbandonedAttempt, ChargeBook, uncharged
 from ._checks import Answer, grade, is_judge
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock, utc
@@ -40,7 +40,7 @@ from ._limiter import Throttle, scope_of
 from ._matrix import Request
 from ._results import ResultsWriter, record_head
 from ._retry import AttemptLog, RetryPolicy, call_with_retries
-from ._row import Row, answer_fields, cut_short_fields, first_failure, internal_error
+from ._row import Row, answer_fields, first_failure, internal_error
 from ._stream import stream_chat
 
 # Why a run stopped early; each maps to its own exit code in the CLI.
@@ -137,7 +137,9 @@ class Runner:
     def _record(
         self, request: Request, status: str, reason: str | None, retryable: bool, started: float | None, **fields: Any
     ) -> dict[str, Any]:
-        record = record_head(request.id, request.fingerprint, status, reason, retryable, fields.pop("cost", None))
+        cost = fields.pop("cost", None)
+        spent = cost if cost is not None else fields.get("cost_held") or 0.0
+        record = record_head(request.id, request.fingerprint, status, reason, retryable, cost, spent)
         record.update(
             job=self.job_name,
             job_fingerprint=self.job_fingerprint,
@@ -167,7 +169,7 @@ class Runner:
             self.on_record(record)
 
     def skip(self, request: Request, reason: str) -> None:
-        self._emit(request, self._record(request, "skipped", reason, True, None, cost_status=None))
+        self._emit(request, self._record(request, "skipped", reason, True, None, **uncharged(None)))
 
     # -- one request -------------------------------------------------------------------------
     async def _attempt(self, request: Request) -> tuple[ChatResult, float]:
@@ -253,7 +255,7 @@ class Runner:
             return
         model_stop = self._model_stop(request.model)
         if model_stop is not None:
-            self._finish(row, self._record(request, "skipped", model_stop, True, None, cost_status=None))
+            self._finish(row, self._record(request, "skipped", model_stop, True, None, **uncharged(None)))
             return
         await self._maybe_refresh_key()
         worst = self.costs.worst_case(request) if self.costs else None
@@ -261,7 +263,7 @@ class Runner:
         if row.reservation is None or self.stop_reason is not None:
             await self._release(row)
             reason = self.stop_reason or STOP_BUDGET
-            self._finish(row, self._record(request, "skipped", reason, True, None, cost_status=None))
+            self._finish(row, self._record(request, "skipped", reason, True, None, **uncharged(None)))
             return
         row.started = self.clock.time()
         began = self.clock.monotonic()
@@ -410,24 +412,24 @@ class Runner:
                 why = f"not graded: {internal_error(failed, self.client.scrub)['message']}" if failed else None
                 self._finish(row, row.grading.record_now(self.stop_reason or STOP_INTERRUPTED, why))
             elif not row.written and self.stop_reason != STOP_IO:
-                kept = row.reservation if row.sent else None
                 if row.sent:
                     # The request in flight was abandoned, so it may still be billed: hold it.
                     self._hold(row, AbandonedAttempt())
                 await self._release(row)
                 stopped = cut or isinstance(outcome, asyncio.CancelledError)
-                self._finish(row, self._unfinished(row, None if stopped else outcome, kept))
+                self._finish(row, self._unfinished(row, None if stopped else outcome))
 
-    def _unfinished(self, row: Row, error: BaseException | None, kept: float | None) -> dict[str, Any]:
+    def _unfinished(self, row: Row, error: BaseException | None) -> dict[str, Any]:
         """The record of a row cut short: skipped by a stop (`error` None), or `internal`.
-        A request that went out keeps its worst case as spent (`kept`): it may be billed."""
-        fields = {**row.charges.fields(), **cut_short_fields(row, kept)}
+        A request that went out is held as an abandoned attempt: its cost is unknown, and
+        its worst case stays spent (`cost_held`), since it may be billed."""
+        fields = {**row.charges.fields(), "attempts": row.log.attempts, "attempt_errors": row.log.failures}
         if error is None:
             reason = self.stop_reason or STOP_INTERRUPTED
             return self._record(row.request, "skipped", reason, True, row.started, **fields)
         error_field = internal_error(error, self.client.scrub)
         if not row.charges.parts:
-            fields.update(cost=0.0, cost_status=None)
+            fields.update(uncharged(0.0))
         return self._record(row.request, "error", "internal", True, row.started, error=error_field, **fields)
 
     def _too_long(self, failure: RequestFailed) -> str | None:
@@ -486,11 +488,7 @@ class Runner:
             attempts=log.attempts,
             attempt_errors=log.failures,
             # An error without a billable attempt cost nothing (zero-completion-insurance.mdx).
-            **(
-                row.charges.fields()
-                if row is not None and row.charges.parts
-                else {"cost": None if skipped else 0.0, "cost_status": None}
-            ),
+            **(row.charges.fields() if row is not None and row.charges.parts else uncharged(None if skipped else 0.0)),
         )
 
     def react(self, request: Request, failure: RequestFailed, too_long: str | None) -> tuple[str, str]:

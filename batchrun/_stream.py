@@ -33,7 +33,7 @@ from ._classify import classify
 from ._client import ChatResult, OpenRouterClient, abandoned, generation_header, valid_generation_id
 from ._clock import Clock
 from ._exceptions import Rejected, RequestFailed, Transient
-from ._reply import MAX_TOOL_CALLS, tool_calls_of
+from ._reply import MAX_TOOL_CALLS, cost_rejected, tool_calls_of, usage_of
 
 DEFAULT_MAX_STREAM_BYTES = 4 * 1024 * 1024
 _ERROR_BODY_BYTES = 64 * 1024  # an error reply before the stream is small JSON
@@ -142,7 +142,10 @@ async def stream_chat(
         content=client.scrub_text("".join(reading.parts)),
         finish_reason=reading.finish_reason,
         native_finish_reason=_scrubbed(client, reading.native_finish_reason),
-        usage=reading.usage or {},
+        # The same type filter as a non-streamed reply: a count that is a string or a cost
+        # that is negative is dropped, and a cost that cannot be believed keeps the worst case.
+        usage=usage_of(reading.usage, client.scrub),
+        cost_rejected=cost_rejected(reading.usage),
         ttft_ms=reading.ttft_ms,
         # The same typed reader (and scrubbing, before any cut) as a non-streamed reply's.
         tool_calls=tool_calls_of(_tool_calls(reading), client.scrub),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._items import ItemGate, ItemTally
+from ._reader import spent_on
 from ._stats import wilson_interval
 
 MAX_EXAMPLES = 10
@@ -37,6 +38,7 @@ class _Group:
     cost: float = 0.0
     judge_cost: float = 0.0  # part of `cost`: what grading the answers cost
     cost_unknown: int = 0  # rows that may have been billed an amount nobody reported
+    cost_held: float = 0.0  # the worst cases counted as spent for those rows
     attempts: int = 0
     checked: int = 0
     passed: int = 0
@@ -74,6 +76,9 @@ class _Group:
         self.cost += float(record.get("cost") or 0.0) + float(record.get("judge_cost") or 0.0)
         if "unknown" in (record.get("cost_status"), record.get("judge_cost_status")):
             self.cost_unknown += 1
+            # What the budget counted for the row beyond its known costs: worst cases held.
+            known = float(record.get("cost") or 0.0) + float(record.get("judge_cost") or 0.0)
+            self.cost_held += spent_on(record) - known
         self.attempts += int(record.get("attempts") or 0)
 
     def as_json(self) -> dict[str, Any]:
@@ -89,6 +94,7 @@ class _Group:
             "cost_usd": round(self.cost, 8),
             "judge_cost_usd": round(self.judge_cost, 8),
             "cost_unknown_rows": self.cost_unknown,
+            "cost_held_usd": round(self.cost_held, 12),  # worst cases carry many digits
             "latency_p50_ms": percentile(self.latencies, 0.5),
             "latency_p95_ms": percentile(self.latencies, 0.95),
             "ttft_p50_ms": percentile(self.ttfts, 0.5),
@@ -131,7 +137,6 @@ class SummaryBuilder:
             self.cost_saved += float(record.get("cost_saved") or 0.0)
         elif cached is False:
             self.cache_misses += 1
-        self.cost_saved += float(record.get("judge_cost_saved") or 0.0)  # graders answered by the cache
         self.models[record["model"]].add(record)
         self.prompts[record["prompt_id"]].add(record)
         status = record["status"]

@@ -343,7 +343,7 @@ def test_the_management_key_echoed_by_keys_is_never_printed(tmp_path: Path, fail
 
 
 # -- money figures are not trusted blindly ----------------------------------------------------
-@pytest.mark.parametrize("cost", [-1.0, True, "0.00001", None, "NaN"])
+@pytest.mark.parametrize("cost", [-1.0, True, "0.00001", "NaN"])
 def test_a_cost_that_cannot_be_believed_keeps_the_worst_case(tmp_path: Path, cost: Any) -> None:
     outcome = run(
         answer(chat_payload(usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2, "cost": cost})),
@@ -351,7 +351,23 @@ def test_a_cost_that_cannot_be_believed_keeps_the_worst_case(tmp_path: Path, cos
     )
     assert outcome.code == ExitCode.OK
     for row in outcome.rows:
-        assert row["cost_unknown"] is True and row["cost"] > 0 and "cost" not in row["usage"]
+        # One meaning of unknown (issues 11 and 14): no cost shown, the worst case held.
+        assert row["cost_unknown"] is True and row["cost_status"] == "unknown" and row["cost"] is None
+        assert row["cost_held"] > 0 and "cost" not in row["usage"]
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["spent_usd"] == pytest.approx(sum(r["cost_held"] for r in outcome.rows))
+    assert summary["total"]["cost_unknown_rows"] == len(outcome.rows)
+    assert summary["total"]["cost_held_usd"] == pytest.approx(summary["spent_usd"])
+
+
+def test_a_missing_cost_is_estimated_from_tokens_at_the_dearest_price(tmp_path: Path) -> None:
+    """No usage.cost at all (not a lie): tokens times the dearest allowed price, an upper
+    bound, marked `estimated`; the cost is known enough to show, so it is not `unknown`."""
+    outcome = run(answer(chat_payload(usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2})), tmp_path)
+    assert outcome.code == ExitCode.OK
+    for row in outcome.rows:
+        assert row["cost_status"] == "estimated" and row["cost"] > 0
+        assert row["cost_unknown"] is False and row["cost_held"] is None
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["spent_usd"] == pytest.approx(sum(r["cost"] for r in outcome.rows))
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from batchrun import ExitCode
-from batchrun._results import final_records
+from batchrun._reader import scan_states
+from batchrun._results import final_records, record_head
 
 from .conftest import SMALL_JOB, call_cli, read_rows, write_job
 
@@ -340,3 +341,25 @@ def test_bad_results_inputs_are_one_line_exit_2(
     assert code == ExitCode.USAGE
     one_line_error(err, str(bad), message)
     assert not (tmp_path / "m.jsonl").exists()
+
+
+@pytest.mark.parametrize("garbage", [False, True], ids=["fast scan", "line by line"])
+def test_a_resume_counts_what_each_row_spent_worst_cases_and_grading_included(tmp_path: Path, garbage: bool) -> None:
+    """A row whose cost is unknown shows no cost but its worst case is spent, and a row's
+    grading is spent too: the head's `spent` says so, and the resume scan counts it on both
+    of its paths. Files written before `spent` existed count their `cost`."""
+    heads = [
+        record_head("aa", "f1", "ok", None, False, 0.25, 0.25),
+        record_head("bb", "f2", "skipped", "interrupted", True, None, 0.5),  # unknown cost, held
+        {k: v for k, v in record_head("cc", "f3", "ok", None, False, 0.125).items() if k != "spent"},
+        record_head("dd", "f4", "skipped", "budget", True, None),  # nothing sent
+        record_head("ee", "f5", "ok", None, False, 0.0625, 0.0625 + 1.0),  # and its grading
+    ]
+    lines = [json.dumps({**head, "job": "j"}, separators=(",", ":")) for head in heads]
+    if garbage:
+        lines.insert(2, "not a record")
+    out = tmp_path / "r.jsonl"
+    out.write_text("\n".join(lines) + "\n")
+    scan = scan_states(out)
+    assert scan.spent_usd == pytest.approx(1.9375)
+    assert scan.ids() == {"aa", "bb", "cc", "dd", "ee"} and scan.ids("skipped") == {"bb", "dd"}

@@ -128,6 +128,8 @@ async def test_a_stop_cuts_in_flight_rows_after_the_grace_each_recorded_once(
     in_flight = [r for r in rows if r.get("attempts")]
     assert len(in_flight) == job.run.concurrency
     # A request abandoned in flight may still be billed: its worst case stays spent.
-    assert all(r["cost"] > 0 and r["cost_unknown"] for r in in_flight)
-    assert report.outcome.spent_usd == pytest.approx(sum(r["cost"] for r in in_flight))
+    # Its cost is unknown (null, never a guess shown as a cost) and the worst case is held.
+    assert all(r["cost"] is None and r["cost_unknown"] and r["cost_status"] == "unknown" for r in in_flight)
+    assert all(r["cost_held"] > 0 for r in in_flight)
+    assert report.outcome.spent_usd == pytest.approx(sum(r["cost_held"] for r in in_flight))
     assert other_tasks() == []

@@ -154,3 +154,45 @@ async def test_a_stream_that_echoes_the_key_is_scrubbed_and_garbage_is_skipped()
     assert FAKE_KEY not in result.content and result.content == "key is [key]"
     assert result.model == "m-[key]" and result.provider == "p [key]"
     assert result.generation_id == "gen-9" and result.usage == {"cost": 0.001} and result.finish_reason == "stop"
+
+
+async def _streamed_usage(usage: Any) -> Any:
+    events = (
+        {"id": "gen-7", "choices": [{"delta": {"content": "hi"}}]},
+        {"id": "gen-7", "choices": [{"delta": {}, "finish_reason": "stop"}], "usage": usage},
+        b"[DONE]",
+    )
+    with respx.mock(using="httpx") as mock:
+        mock.post("https://or.test/api/v1/chat/completions").mock(
+            return_value=httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=_sse(*events))
+        )
+        async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=httpx.AsyncHTTPTransport()) as c:
+            return await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
+
+
+@pytest.mark.parametrize("cost", [-1.0, "0.001", True, "NaN"])
+async def test_a_streamed_usage_is_filtered_like_a_plain_reply(cost: Any) -> None:
+    """The last chunk's usage goes through the same type filter as a non-streamed reply:
+    counts that are not counts are dropped, a key in a cost_details name is masked, and a
+    cost that cannot be believed is dropped and marks the cost as rejected (worst case held)."""
+    usage = {
+        "prompt_tokens": "12",
+        "completion_tokens": 3,
+        "cost": cost,
+        "cost_details": {f"x{FAKE_KEY}": 0.5},
+        "completion_tokens_details": {"reasoning_tokens": -1},
+        "extra": FAKE_KEY,
+    }
+    result = await _streamed_usage(usage)
+    assert result.usage == {
+        "completion_tokens": 3,
+        "completion_tokens_details": {},
+        "cost_details": {"x[key]": 0.5},
+    }
+    assert result.cost is None and result.cost_rejected is True
+    assert FAKE_KEY not in json.dumps(result.usage)
+
+
+async def test_a_streamed_usage_that_is_not_an_object_is_empty() -> None:
+    result = await _streamed_usage([1, 2])
+    assert result.usage == {} and result.cost is None and result.cost_rejected is False

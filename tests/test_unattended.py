@@ -131,13 +131,26 @@ def test_resume_without_output_picks_the_latest_incomplete_run(tmp_path: Path) -
     assert json.loads((path.with_name(path.stem + ".summary.json")).read_text())["complete"] is True
 
 
-def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
+def wait_for_file(path: Path, process: subprocess.Popen[str], limit_s: float = 30) -> None:
+    """Poll until `path` exists (bounded; the first run holds it until it is signalled)."""
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end and process.poll() is None:
+        if path.exists():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{path.name} never appeared")
+
+
+def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path, sim: Simulator) -> None:
+    # Every answer hangs, so the first run holds its lock until it is signalled, however
+    # slowly the second one starts (no timing luck).
+    sim.config.faults = {"hang": 1.0}
     job = write_job(tmp_path, BIG_JOB)
     out = tmp_path / "l.jsonl"
-    # Slow answers keep the first run going however slowly the second one starts.
-    first = start(job, "--simulate", "--sim", "latency_ms=500", "-o", out, "-q")
-    wait_for_lines(out, 3, first)
-    second = run_cli(job, "--simulate", "-o", out, "-q")
+    env = child_env(OPENROUTER_API_KEY="test-key")
+    first = start(job, "--base-url", sim.base_url, "-o", out, "-q", env=env)
+    wait_for_file(tmp_path / "l.jsonl.lock", first)
+    second = run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", env=env)
     assert second.returncode == ExitCode.LOCKED
     assert second.stderr.startswith("batchrun: l.jsonl is being written by another batchrun run (pid ")
     first.send_signal(signal.SIGTERM)
@@ -269,14 +282,16 @@ def test_resume_scan_across_windows_with_foreign_lines_and_a_torn_tail(
     assert scan.get("ffff") == ("cd", "ok", None, False) and scan.get("eeee") is None
 
 
-def test_overlapping_runs_of_one_job_with_default_outputs_are_refused(tmp_path: Path) -> None:
+def test_overlapping_runs_of_one_job_with_default_outputs_are_refused(tmp_path: Path, sim: Simulator) -> None:
+    sim.config.faults = {"hang": 1.0}  # the first run holds its lock until it is signalled
     write_job(tmp_path, BIG_JOB)
-    first = start("job.yaml", "--simulate", "--sim", "latency_ms=500", "-q", cwd=tmp_path)
+    env = child_env(OPENROUTER_API_KEY="test-key")
+    first = start("job.yaml", "--base-url", sim.base_url, "-q", cwd=tmp_path, env=env)
     folder = tmp_path / "outputs" / "small"
     end = time.monotonic() + 30
     while time.monotonic() < end and not list(folder.glob("*.jsonl")):
         time.sleep(0.02)
-    second = run_cli("job.yaml", "--simulate", "-q", cwd=tmp_path)
+    second = run_cli("job.yaml", "--base-url", sim.base_url, "-q", cwd=tmp_path, env=env)
     assert second.returncode == ExitCode.LOCKED
     assert second.stderr.startswith("batchrun: job small is being run by another batchrun run (pid ")
     first.send_signal(signal.SIGTERM)
