@@ -199,6 +199,9 @@ def _decide(
     if code == 429 or error_type == "rate_limit_exceeded":
         limited = RateLimited(_SLOW_DOWN[429], message, http_status, wait)
         limited.limit_wait = reset_wait(headers, now)
+        count = _number(headers.get("x-ratelimit-limit"))
+        if count is not None and math.isfinite(count) and count >= 1:
+            limited.limit_count = count  # a server's number: only ever used as an upper bound
         # limits.mdx: OpenRouter's own limits answer with X-RateLimit-* headers; a provider's
         # 429 does not (it may carry metadata.provider_code instead).
         limited.platform = limited.limit_wait is not None

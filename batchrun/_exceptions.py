@@ -132,11 +132,13 @@ class RateLimited(Transient):
     """The provider asked us to slow down; `retry_after` is its wait in seconds, if given.
 
     `limit_wait` is when the limit itself has room again (X-RateLimit-Reset), which may be
-    sooner than `retry_after`; `platform` is true for OpenRouter's own limits (they carry
-    X-RateLimit-* headers, limits.mdx), false for an upstream provider's; `paces` is true when
-    the answer says we sent too fast (not that every provider is at capacity)."""
+    sooner than `retry_after`; `limit_count` is X-RateLimit-Limit; `platform` is true for
+    OpenRouter's own limits (they carry X-RateLimit-* headers, limits.mdx), false for an
+    upstream provider's; `paces` is true when the answer says we sent too fast (not that
+    every provider is at capacity)."""
 
     limit_wait: float | None = None
+    limit_count: float | None = None
     platform: bool = False
     paces: bool = True
 

@@ -184,12 +184,17 @@ class Runner:
                 result = await self.client.chat(request.payload, row_id=request.id)
         except RateLimited as failure:
             self.throttle.rate_limited(
-                request.model, started, failure.retry_after, pace=failure.paces, limit_wait=failure.limit_wait
+                request.model,
+                started,
+                failure.retry_after,
+                pace=failure.paces,
+                limit_wait=failure.limit_wait,
+                limit=failure.limit_count,
             )
             raise
         finally:
             await self.throttle.release(request.model)
-        self.throttle.succeeded(request.model)
+        self.throttle.succeeded(request.model, started)
         return result, self.clock.monotonic() - started
 
     def _budget_stop(self, worst: float | None) -> None:
@@ -568,4 +573,6 @@ class Runner:
             # A failure of the run itself ended every worker; rows written so far stay, and
             # the caller must not take the run for complete.
             raise first_failure(failed) from None
+        finally:
+            self.throttle.close()
         return RunOutcome(self.stop_reason, self.stop_message, self.ledger.committed)

@@ -1,4 +1,5 @@
-"""1. Throughput at server latency 0: batchrun against bare baselines, N=5000, C=64 and 256.
+"""1. Throughput at server latency 0: batchrun against bare baselines, N=5000, C=64 and 256
+(BENCH_CONCURRENCIES, e.g. "32,64"; BENCH_CLIENTS, e.g. "batchrun,httpx-aiohttp": the floor must stay).
 
 Each round resets the simulator's counters and runs one client; the rate is N divided by
 the simulator's time from its first request to its last response. Clients alternate, and
@@ -31,7 +32,8 @@ from common import (
 
 N = int(os.environ.get("BENCH_N", "5000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-CLIENTS = ["batchrun", "httpx-aiohttp", "aiohttp", "httpx"]
+CLIENTS = os.environ.get("BENCH_CLIENTS", "batchrun,httpx-aiohttp,aiohttp,httpx").split(",")
+CONCURRENCIES = [int(c) for c in os.environ.get("BENCH_CONCURRENCIES", "64,256").split(",")]
 
 
 SIM_CPU_PER_REQUEST: list[float] = []
@@ -62,7 +64,7 @@ def main() -> None:
         "simulator pinned to core 1, client to core 0"
     )
     with simulator() as base:
-        for concurrency in (64, 256):
+        for concurrency in CONCURRENCIES:
             rates: dict[str, list[float]] = {c: [] for c in CLIENTS}
             for _ in range(ROUNDS):
                 for client in CLIENTS:

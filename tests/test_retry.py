@@ -1,4 +1,5 @@
-"""The retry policy, the shared throttle and the credit ledger, on a fake clock."""
+"""The retry policy, the throttle's model caps and the credit ledger, on a fake clock
+(the throttle's pacing is in test_pacing.py)."""
 
 from __future__ import annotations
 
@@ -87,74 +88,6 @@ async def test_final_failures_are_not_retried(clock: FakeClock) -> None:
         and clock.sleeps == []
         and log.failures == [{"kind": "bad_request", "http_status": 400, "wait_s": None}]
     )
-
-
-async def test_throttle_cooldown_is_scoped_to_the_model_and_honours_the_longest_wait(clock: FakeClock) -> None:
-    throttle = Throttle(8, clock)
-    started = await throttle.acquire("m")
-    await throttle.release("m")
-    throttle.rate_limited("m", started, 5.0)
-    throttle.rate_limited("m", started, 2.0)
-    assert await throttle.acquire("other-model") == 0.0  # limits differ per model (limits.mdx)
-    assert await throttle.acquire("m") >= 5.0  # the limited model waits the longest wait asked
-    assert throttle.scope("m").limit == 4 and throttle.scope("other-model").limit == 8  # cut once, for m only
-
-
-async def test_free_models_share_one_account_wide_scope(clock: FakeClock) -> None:
-    throttle = Throttle(8, clock)
-    throttle.rate_limited("a/x:free", 0.0, 30.0)
-    assert await throttle.acquire("paid/model") == 0.0  # a :free limit never pauses paid models
-    assert await throttle.acquire("b/y:free") >= 30.0  # but pauses every :free model
-
-
-async def test_a_scope_cooldown_never_exceeds_max_wait(clock: FakeClock) -> None:
-    throttle = Throttle(8, clock, max_wait_s=60)
-    throttle.rate_limited("m", 0.0, 21_600.0)  # a daily cap's reset at UTC midnight
-    assert await throttle.acquire("m") == pytest.approx(60.0)
-
-
-async def test_the_scope_cools_until_the_limit_resets_not_the_rows_longer_wait(clock: FakeClock) -> None:
-    throttle = Throttle(8, clock)
-    throttle.rate_limited("m", 0.0, 1.0, limit_wait=0.05)  # Retry-After: 1, X-RateLimit-Reset in 50 ms
-    assert await throttle.acquire("m") == pytest.approx(0.05)
-
-
-async def test_throttle_concurrency_grows_back_slowly_and_never_above_cap(clock: FakeClock) -> None:
-    throttle = Throttle(4, clock)
-    throttle.rate_limited("m", 0.0, None, pace=False)
-    throttle.rate_limited("m", clock.now + 1, None, pace=False)
-    scope = throttle.scope("m")
-    assert scope.limit == 1 and scope.rate is None
-    for _ in range(100):
-        throttle.succeeded("m")
-    assert scope.limit == 4
-
-
-async def test_throttle_paces_after_a_rate_limit(clock: FakeClock) -> None:
-    throttle = Throttle(8, clock)
-    for _ in range(20):
-        throttle.succeeded("m")
-    throttle.rate_limited("m", 0.0, None)
-    scope = throttle.scope("m")
-    assert scope.rate == pytest.approx(0.95 * 20) and scope.ceiling == 20
-    starts = []
-    for _ in range(5):
-        starts.append(await throttle.acquire("m"))
-        await throttle.release("m")
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    rate = scope.rate
-    assert rate is not None and all(g == pytest.approx(1 / rate, rel=0.2) for g in gaps)
-
-
-async def test_the_pace_grows_slowly_near_the_ceiling(clock: FakeClock) -> None:
-    throttle = Throttle(8, clock)
-    for _ in range(20):
-        throttle.succeeded("m")
-    throttle.rate_limited("m", 0.0, None)
-    scope = throttle.scope("m")
-    for _ in range(40):
-        throttle.succeeded("m")
-    assert scope.rate is not None and 0.97 * 20 <= scope.rate < 20  # 2 s of answers: fast up, then 0.2%/s
 
 
 async def test_per_model_cap_holds(clock: FakeClock) -> None:

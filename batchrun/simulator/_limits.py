@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import math
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -43,8 +44,9 @@ class _Window:
 
 
 class RateWindow:
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self._clock = clock  # epoch seconds; tests drive it with virtual time
         self._windows: dict[tuple[str, str], _Window] = {}
 
     def reset(self) -> None:
@@ -60,7 +62,7 @@ class RateWindow:
     def check(self, model: str) -> web.Response | None:
         """None when the request may go on, else the 429 to answer."""
         config = self.config
-        now = time.time()
+        now = self._clock()
         free = model.endswith(":free")
         scope = (":free" if free else model) if config.rate_limit_per_model else "account"
         limits: list[tuple[str, float, float, str]] = []

@@ -45,13 +45,14 @@ class Simulator(KeyRoutes, StreamReplies):
         self._generations = 0
         self.generations: dict[str, dict[str, Any]] = {}
         self._run_tag = secrets.token_hex(4)
-        self.limits = RateWindow(self.config)
+        self.limits = RateWindow(self.config, lambda: self.clock())
         self._daily: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.host = "127.0.0.1"
         self.account_key = account_key(self.config)
-        self.clock: Callable[[], float] = time.time  # batch timing; tests drive it with a fake clock
+        # Batch timing and rate windows; tests drive it with a fake clock.
+        self.clock: Callable[[], float] = time.time
         self.batches = SimBatches(self)
 
     @property
