@@ -92,6 +92,19 @@ def base_url(text: str) -> str:
     return text
 
 
+def cache_dir(text: str) -> str:
+    """`--cache DIR`: a folder. A file here is almost always the job file read as DIR
+    (`batchrun run --cache job.yaml`), since `--cache` may stand alone."""
+    from pathlib import Path
+
+    path = Path(text)
+    if text.endswith((".yaml", ".yml")) or (path.exists() and not path.is_dir()):
+        raise argparse.ArgumentTypeError(
+            f"{text} is a file, not a cache folder: put --cache after JOB.yaml, or write --cache=DIR"
+        )
+    return text
+
+
 def significance(text: str) -> float:
     """A test's level: 0 would call nothing significant (no regression could ever fail a
     gate), 1 everything, so both ends are refused."""

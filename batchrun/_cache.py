@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -218,16 +219,21 @@ class ResponseCache:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self.path = path
+        self.read_only = False  # a folder this process cannot write: lookups only
 
     @classmethod
     def open(cls, directory: Path, *, create: bool = True, busy_timeout_s: float = 2.0) -> ResponseCache:
         path = directory / FILE_NAME
         if not create and not path.exists():
             raise NoCache(f"{path}: no cache here yet")
+        if directory.exists() and not directory.is_dir():
+            raise CacheError(f"{directory}: not a folder")
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CacheError(f"{directory}: cannot create the cache folder: {exc.strerror or exc}") from None
+        if path.exists() and not (os.access(directory, os.W_OK) and os.access(path, os.W_OK)):
+            return cls._read_only(path)
         try:
             connection = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -244,6 +250,28 @@ class ResponseCache:
                 (version,) = connection.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
             if version != SCHEMA_VERSION:
                 raise CacheError(f"{path}: cache format {version!r}, this batchrun reads {SCHEMA_VERSION!r}")
+        except CacheError:
+            connection.close()
+            raise
+        return cache
+
+    @classmethod
+    def _read_only(cls, path: Path) -> ResponseCache:
+        """A cache in a folder this process cannot write (a read-only mount, another user's
+        folder): answers are read, none is stored. `immutable`, because SQLite cannot make
+        the WAL index beside the file, and nothing writes a read-only folder meanwhile."""
+        uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
+        try:
+            connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise CacheError(f"{path}: {exc}") from None
+        cache = cls(connection, path)
+        cache.read_only = True
+        try:
+            with cache._errors():
+                row = connection.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+            if row is None or row[0] != SCHEMA_VERSION:
+                raise CacheError(f"{path}: cache format {row and row[0]!r}, this batchrun reads {SCHEMA_VERSION!r}")
         except CacheError:
             connection.close()
             raise
@@ -282,14 +310,16 @@ class ResponseCache:
             return None
         return CachedAnswer.from_row(bytes(answer), cost)
 
-    def probe(self, key: bytes, payload: bytes, fresh_after: float | None) -> tuple[bool, float | None]:
-        """(stored, its cost) without reading the answer: what planning needs, cheaply."""
+    def probe_many(self, keys: list[bytes], fresh_after: float | None) -> dict[bytes, tuple[bytes, float | None]]:
+        """The stored body and cost of each of these keys that is stored and fresh, in one
+        query: what planning needs, without reading the answers."""
+        marks = ",".join("?" * len(keys))
         with self._errors():
-            row = self._db.execute(
-                "SELECT cost FROM entries WHERE key = ? AND body = ? AND created_at >= ?",
-                (key, payload, -1.0 if fresh_after is None else fresh_after),
-            ).fetchone()
-        return (False, None) if row is None else (True, row[0])
+            rows = self._db.execute(
+                f"SELECT key, body, cost FROM entries WHERE key IN ({marks}) AND created_at >= ?",  # noqa: S608 - marks only
+                (*keys, -1.0 if fresh_after is None else fresh_after),
+            ).fetchall()
+        return {bytes(key): (bytes(body), cost) for key, body, cost in rows}
 
     def store_many(self, entries: list[StoredEntry]) -> None:
         """One transaction for a batch: a commit per answer would cost more than the answer's

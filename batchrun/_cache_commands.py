@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._cache import CacheStats, NoCache, ResponseCache, remove_cache, utc_seconds
+from ._cache import FILE_NAME, CacheStats, NoCache, ResponseCache, remove_cache, utc_seconds
 from ._cache_explain import explain, render_explanations
 from ._cache_session import CacheSettings, default_cache_dir
 from ._exceptions import CacheError, ConfigError
@@ -75,6 +75,8 @@ def run_cache_command(command: CacheCommand) -> str:
         job = load_job(command.job)
         settings = CacheSettings.from_run(job.run.cache or True)
     folder = command.folder or (settings.directory if settings else None) or default_cache_dir()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder}: not a folder (the cache is a folder holding {FILE_NAME})")
     try:
         store = ResponseCache.open(folder, create=False)
     except NoCache:

@@ -12,8 +12,9 @@ answers, or answers cut at `max_tokens` (`finish_reason: length`) unless the job
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ APP_NAME = "batchrun"
 # A kill -9 loses the batch in memory, never the file: those rows are simply asked again.
 FLUSH_EVERY = 256
 FLUSH_AFTER_S = 0.5
+PROBE_CHUNK = 500  # keys per planning query (SQLite allows 999 parameters in old builds)
 
 
 def default_cache_dir() -> Path:
@@ -182,6 +184,8 @@ class CacheSession:
         except CacheError as exc:
             warn(f"warning: response cache off for this run: {exc}")
             return None
+        if store.read_only:
+            warn(f"warning: response cache {store.path} is read-only here: answers are read from it, none is stored")
         return cls(store, settings, job_name=job_name, base_url=base_url, clock=clock, warn=warn)
 
     @property
@@ -199,20 +203,30 @@ class CacheSession:
         return None if ttl is None else self.clock.time() - ttl
 
     def peek(self, request: Request) -> float | None:
-        """The original cost (0 when unknown) if this request is stored, else None; nothing
-        is counted. Planning calls it for every row it will run, then `planned()`."""
-        if self._store is None:
-            return None
-        key = cache_key(request.fingerprint, request.repeat, self.base_url)
-        try:
-            found, cost = self._store.probe(key, request.payload, self._fresh_after())
-        except CacheError as exc:
-            self._off(exc)
-            return None
-        if not found:
-            return None
-        self._planning.add(key)
-        return float(cost or 0.0)
+        """The original cost if this request is stored, else None; nothing is counted."""
+        return next(self.peek_all([request]))[1]
+
+    def peek_all(self, requests: Iterable[Request]) -> Iterator[tuple[Request, float | None]]:
+        """Each request with its stored answer's original cost, or None when not stored;
+        nothing is counted. Planning calls it for every row it will run, then `planned()`.
+        The file is asked about PROBE_CHUNK rows at a time: one query per row would cost
+        planning more than the rest of the cache's work on a miss."""
+        source = iter(requests)
+        while chunk := list(islice(source, PROBE_CHUNK)):
+            found: dict[bytes, tuple[bytes, float | None]] = {}
+            keys = [cache_key(r.fingerprint, r.repeat, self.base_url) for r in chunk]
+            if self._store is not None:
+                try:
+                    found = self._store.probe_many(keys, self._fresh_after())
+                except CacheError as exc:
+                    self._off(exc)
+            for request, key in zip(chunk, keys, strict=True):
+                stored = found.get(key)
+                if stored is None or stored[0] != request.payload:  # the body too, as on a lookup
+                    yield request, None
+                    continue
+                self._planning.add(key)
+                yield request, float(stored[1] or 0.0)
 
     def planned(self) -> None:
         """Every row to run has been peeked at: from now on, only those found are looked up."""
@@ -251,7 +265,7 @@ class CacheSession:
     ) -> None:
         """Queue an ok answer with what it cost. An answer whose cost is unknown is not kept:
         a hit must say what it saved, and an unknown cost must never pass for free."""
-        if self._store is None or not storable(result, self.settings.store_length):
+        if self._store is None or self._store.read_only or not storable(result, self.settings.store_length):
             return
         if cost is None or cost_status == "unknown":
             return
@@ -313,9 +327,10 @@ class CacheSession:
         if self._store is None:
             return
         try:
-            self._store.record_run(
-                RunStats(self.clock.time(), self.job_name, self.hits, self.misses, self.stored, self.saved_usd)
-            )
+            if not self._store.read_only:
+                self._store.record_run(
+                    RunStats(self.clock.time(), self.job_name, self.hits, self.misses, self.stored, self.saved_usd)
+                )
         except CacheError as exc:
             self.warn(f"warning: response cache: this run's figures were not recorded: {exc}")
         self._store.close()

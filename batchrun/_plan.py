@@ -28,8 +28,7 @@ def _cache_hits(job: Job, endpoint: str | None, warn: Callable[[str], None]) -> 
     hits: dict[str, int] = {}
     saved = 0.0
     try:
-        for request in plan_requests(job):
-            cost = cache.peek(request)
+        for request, cost in cache.peek_all(plan_requests(job)):
             if cost is not None:
                 hits[request.model] = hits.get(request.model, 0) + 1
                 saved += cost

@@ -196,16 +196,21 @@ def estimate(
     """One pass over the matrix: rows to run per model, worst-case cost of those the cache
     will not answer, rows kept by resume."""
     result = Estimate()
-    for request in plan_requests(job, shard):
-        if states is not None and keep_row(states.get(request.id), request, retry_errors):
-            result.kept += 1
-            continue
+
+    def to_run() -> Iterator[Request]:
+        for request in plan_requests(job, shard):
+            if states is not None and keep_row(states.get(request.id), request, retry_errors):
+                result.kept += 1
+            else:
+                yield request
+
+    rows = cache.peek_all(to_run()) if cache is not None else ((r, None) for r in to_run())
+    for request, saved in rows:
         result.rows[request.model] = result.rows.get(request.model, 0) + 1
         if any(is_judge(c) for c in request.checks):
             # Graded even when the cache answers. The answer is at most its completion cap long.
             answer_tokens = costs.completion_cap(request) or 16384
             result.add_judging(judge_requests_for(request, job.judge, answer_tokens), costs)
-        saved = cache.peek(request) if cache is not None else None
         if saved is not None:  # answered for free: no worst case to reserve
             result.cached[request.model] = result.cached.get(request.model, 0) + 1
             result.saved_usd += saved

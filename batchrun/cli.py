@@ -75,15 +75,17 @@ def _add_sim_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_cache_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
         "--cache",
         nargs="?",
         const="",
+        type=_argtypes.cache_dir,
         metavar="DIR",
         help="answer unchanged requests from the response cache (default folder: run.cache.dir, "
         "else the user cache folder); put it after JOB.yaml, or write --cache=DIR",
     )
-    parser.add_argument("--no-cache", action="store_true", help="ignore run.cache for this run")
+    group.add_argument("--no-cache", action="store_true", help="ignore run.cache for this run")
 
 
 def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
@@ -818,8 +820,9 @@ HANDLERS = {
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     console = Console(out or sys.stdout, err or sys.stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
-    # `batchrun JOB.yaml` is short for `batchrun run JOB.yaml`.
-    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+    # `batchrun JOB.yaml` is short for `batchrun run JOB.yaml`, options first or not
+    # (`batchrun --cache JOB.yaml` then reads JOB.yaml as the folder, and says so).
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "run")
     args = build_parser().parse_args(argv)
     if args.command != "run":

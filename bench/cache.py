@@ -5,14 +5,26 @@ then again; the second run's wall time (interpreter start-up and pre-flight incl
 the figure, and the simulator must have received 0 chat requests during it.
 
 Miss path: the same job of N rows, latency 0, with an empty cache each round (every row
-looked up, missed, sent, stored) against no cache; rounds alternate and each figure is the
-median. Rate = N / the simulator's busy time, as in throughput.py; the wall-time ratio,
-which adds the pre-flight lookups, is printed too. Target: overhead <= 5% of throughput.
+looked up in planning and in the run, missed, sent, stored) against no cache; rounds
+alternate and each figure is the median. Two throughputs:
+- by CPU: N / batchrun's own CPU seconds (user + system, getrusage of the child, start-up
+  and pre-flight included). At latency 0 the client, pinned to one core, is CPU-bound, so
+  this is its throughput, and other processes on a shared machine do not move it. The
+  verdict uses it, with the least CPU of the rounds for each side (another process can
+  only add CPU time: cache and TLB misses, a slower clock; as timeit takes its minimum).
+  Target: overhead <= 5% of throughput.
+- by the simulator: N / the simulator's busy time (first request to last response), as in
+  throughput.py; on a loaded machine this one swings by tens of percent between identical
+  runs, so it is printed, not judged.
+The cache's own work is also timed in process, on the client's core: planning's probe, the
+run's lookup and the store (batched commits included) of N misses, per row, against the
+client's CPU per row without a cache. That share moves least with the machine's load.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -26,11 +38,20 @@ C = int(os.environ.get("BENCH_C", "64"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 
 
+def child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+LAST_CPU: list[float] = []  # CPU seconds of the last timed run
+
+
 def timed_run(job: Path, base: str, *extra: str) -> float:
-    started = time.monotonic()
+    started, cpu = time.monotonic(), child_cpu()
     result = run_batchrun(job, base, *extra)
     if result.returncode != 0:
         raise SystemExit(f"batchrun failed: {result.stderr}")
+    LAST_CPU[:] = [child_cpu() - cpu]
     return time.monotonic() - started
 
 
@@ -54,28 +75,77 @@ def hit_path(base: str) -> None:
 
 def miss_path(base: str) -> None:
     job = write_job(N, C, name="bench-cache-misses", dataset=True)
-    rates: dict[str, list[float]] = {"no cache": [], "cache, all misses": []}
-    walls: dict[str, list[float]] = {k: [] for k in rates}
+    labels = ("no cache", "cache, all misses")
+    rates: dict[str, list[float]] = {k: [] for k in labels}
+    cpus: dict[str, list[float]] = {k: [] for k in labels}
+    walls: dict[str, list[float]] = {k: [] for k in labels}
     for _ in range(ROUNDS):
-        for label in rates:
+        for label in labels:
             cache = tempfile.mkdtemp(dir=OUT)
             extra = [f"--cache={cache}"] if label != "no cache" else []
             sim_reset(base)
             walls[label].append(timed_run(job, base, *extra))
+            cpus[label].append(LAST_CPU[0])
             stats = sim_stats(base)
             assert stats["by_status"].get("200") == N, stats
             rates[label].append(N / stats["busy_s"])
             shutil.rmtree(cache, ignore_errors=True)
+    plain_cpu, cached_cpu = min(cpus["no cache"]), min(cpus["cache, all misses"])
+    overhead = 1 - plain_cpu / cached_cpu  # throughput by CPU is N / cpu
+    median_overhead = 1 - median(cpus["no cache"]) / median(cpus["cache, all misses"])
     plain, cached = median(rates["no cache"]), median(rates["cache, all misses"])
-    overhead = 1 - cached / plain
+    sim_overhead = 1 - cached / plain
     wall_overhead = median(walls["cache, all misses"]) / median(walls["no cache"]) - 1
-    print(f"  miss path: N={N}, C={C}, latency 0, {ROUNDS} alternating rounds, medians")
-    print(f"    no cache            {plain:8.0f} req/s   wall {median(walls['no cache']):.2f} s")
-    print(f"    cache, all misses   {cached:8.0f} req/s   wall {median(walls['cache, all misses']):.2f} s")
+    print(f"  miss path: N={N}, C={C}, latency 0, {ROUNDS} alternating rounds (CPU: least, else medians)")
+    for label in labels:
+        print(
+            f"    {label:<19} {N / min(cpus[label]):8.0f} req/s by CPU ({min(cpus[label]):.2f} s)"
+            f"   {median(rates[label]):6.0f} req/s by the simulator   wall {median(walls[label]):.2f} s"
+        )
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {0})  # the client's core, as run_batchrun pins it
+    work = min(cache_work_per_row(N) for _ in range(ROUNDS))
+    per_row = plain_cpu / N
     print(
-        f"    overhead {overhead * 100:+.1f}% of throughput (wall {wall_overhead * 100:+.1f}%) -> "
-        f"{verdict(overhead <= 0.05)} (target <= 5%)"
+        f"    the cache's own work: {work * 1e6:.1f} us per row (probe, lookup, store), "
+        f"{work / per_row * 100:.1f}% of a row's client CPU without a cache ({per_row * 1e6:.0f} us)"
     )
+    print(
+        f"    overhead {overhead * 100:+.1f}% of throughput by CPU -> {verdict(overhead <= 0.05)} (target <= 5%); "
+        f"by median CPU {median_overhead * 100:+.1f}%, by the simulator {sim_overhead * 100:+.1f}%, "
+        f"wall {wall_overhead * 100:+.1f}% (load-sensitive)"
+    )
+
+
+def cache_work_per_row(rows: int) -> float:
+    """CPU seconds per row of the cache's own work on the miss path, measured in process."""
+    from batchrun import load_job, plan_requests
+    from batchrun._cache_session import CacheSession, CacheSettings
+    from batchrun._charges import Charge, RowCharges
+    from batchrun._client import ChatResult
+    from batchrun._clock import SystemClock
+
+    job = load_job(write_job(rows, C, name="bench-cache-work", dataset=True))
+    requests = list(plan_requests(job))
+    folder = Path(tempfile.mkdtemp(dir=OUT))
+    session = CacheSession.open(
+        CacheSettings(folder), job_name=job.name, base_url="http://127.0.0.1/api/v1", clock=SystemClock(), warn=print
+    )
+    assert session is not None
+    usage = {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16, "cost": 0.0000042}
+    answer = ChatResult("gen-0", "openai/gpt-4o-mini", "OpenAI", "Hi number 1!", "stop", "stop", usage)
+    charges = RowCharges([Charge("gen-0", 0.0, 0.0000042, "reported", abandoned=False)])
+    started = time.process_time()
+    for _ in session.peek_all(requests):  # as planning does
+        pass
+    session.planned()
+    for request in requests:
+        session.lookup(request)
+        session.store_row(request, answer, 1.0, "2026-01-01T00:00:00.000Z", charges)
+    session.close()
+    spent = time.process_time() - started
+    shutil.rmtree(folder, ignore_errors=True)
+    return spent / rows
 
 
 def main() -> None:

@@ -84,10 +84,10 @@ def test_a_stored_body_that_differs_is_never_a_hit(tmp_path: Path) -> None:
     answer = CachedAnswer(None, None, None, "Paris", "stop", None, {}, 0.1, 1.0, "t")
     for payload in (request.payload + b" ", request.payload):
         store.store_many([StoredEntry(key, request.id, "g", request.model, 0, BASE, payload, answer, 1.0)])
-        assert store.probe(key, request.payload, None) == (
-            payload == request.payload,
-            0.1 if payload == request.payload else None,
-        )
+        assert store.probe_many([key], None) == {key: (payload, 0.1)}
+        cache = session(tmp_path / "s", FakeClock(), [])
+        cache._store = store  # the session compares the stored body, as lookups do
+        assert cache.peek(request) == (0.1 if payload == request.payload else None)
         if payload != request.payload:
             assert store.lookup(key, request.payload, None) is None  # a hash collision cannot give another answer
     assert store.lookup(key, request.payload, None) == answer
@@ -322,3 +322,45 @@ def test_batches_are_written_by_count_and_by_age(tmp_path: Path, clock: FakeCloc
     put(cache, many[FLUSH_EVERY + 2], result(), 1.0, "t")
     cache.close()  # the rest at the end
     assert ResponseCache.open(tmp_path).stats().entries == FLUSH_EVERY + 3
+
+
+def test_planning_probes_in_chunks_and_finds_exactly_the_stored_rows(tmp_path: Path, clock: FakeClock) -> None:
+    from batchrun._cache_session import PROBE_CHUNK
+
+    cache = session(tmp_path, clock, [])
+    many = requests_of(tmp_path, SMALL_JOB.replace("repeat: 2", "repeat: 120"))
+    assert len(many) > 2 * PROBE_CHUNK  # three chunks
+    stored = {r.id for r in many[::7]}
+    for index, request in enumerate(many[::7]):
+        put(cache, request, result(cost=index / 1000), 1.0, "t")
+    cache.flush()
+    found = {r.id: cost for r, cost in cache.peek_all(iter(many))}
+    assert list(found) == [r.id for r in many]  # every row, in order
+    assert {i for i, cost in found.items() if cost is not None} == stored
+    assert [found[r.id] for r in many[::7]] == [i / 1000 for i in range(len(stored))]
+
+
+def test_a_cache_folder_this_process_cannot_write_is_read_not_written(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = requests_of(tmp_path)[:2]
+    cache = session(tmp_path / "c", clock, [])
+    put(cache, first, result(), 1.0, "t")
+    cache.close()
+    # A read-only mount, or another user's folder (root's tests cannot make one with chmod).
+    monkeypatch.setattr("batchrun._cache.os.access", lambda path, mode: False)
+    warnings: list[str] = []
+    cache = session(tmp_path / "c", clock, warnings)
+    assert warnings == [
+        f"warning: response cache {tmp_path / 'c' / FILE_NAME} is read-only here: answers are read from it, "
+        "none is stored"
+    ]
+    assert [r for r, cost in cache.peek_all([first, second]) if cost is not None] == [first]
+    cache.planned()
+    assert cache.lookup(first) is not None and cache.lookup(second) is None
+    put(cache, second, result(), 1.0, "t")
+    cache.close()  # nothing written: no store, no run figures, no error
+    assert len(warnings) == 1
+    with sqlite3.connect(tmp_path / "c" / FILE_NAME) as db:
+        assert db.execute("SELECT count(*) FROM entries").fetchone() == (1,)
+        assert db.execute("SELECT count(*) FROM runs").fetchone() == (1,)  # the first session's only

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -266,3 +267,86 @@ def test_kill_9_during_a_cached_run_then_resume_is_clean(tmp_path: Path, sim: Si
     again = run_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "again.jsonl", "-q", f"--cache={cache}", env=env)
     assert again.returncode == 0 and again.stderr == ""
     assert sim.stats.chat_requests - sent == len(expected) - entries
+
+
+def test_streamed_answers_are_stored_whole_and_shared_with_plain_runs(tmp_path: Path, sim: Simulator) -> None:
+    sim.config.stream_padding = 5
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    sim.config.faults["midstream"] = 0.3  # these rows end in an error event: never stored
+    run(job, sim, tmp_path / "a.jsonl", cache, "--stream", "--max-attempts", "1")
+    first = by_id(tmp_path / "a.jsonl")
+    broken = {i for i, r in first.items() if r["status"] == "error"}
+    assert broken and {first[i]["reason"] for i in broken} == {"upstream_error"}
+    assert all(r["ttft_ms"] is not None for r in first.values() if r["status"] == "ok")
+    sim.config.faults.clear()
+    sent = dict(sim.stats.by_row)
+    code, _, _ = run(job, sim, tmp_path / "b.jsonl", cache)  # not streamed: the same request body
+    assert code == 0
+    assert {row for row, n in sim.stats.by_row.items() if n > sent.get(row, 0)} == broken
+    second = by_id(tmp_path / "b.jsonl")
+    for row_id, old in first.items():
+        if row_id not in broken:  # the final streamed text, as the streamed record had it
+            new = second[row_id]
+            assert new["cached"] and new["content"] == old["content"] and new["content"].endswith("more")
+            assert new["ttft_ms"] is None and new["latency_ms"] == old["latency_ms"]
+
+
+def test_a_locked_cache_degrades_to_no_cache_with_a_warning(tmp_path: Path, sim: Simulator) -> None:
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    assert run(job, sim, tmp_path / "a.jsonl", cache)[0] == 0
+    holder = sqlite3.connect(cache / FILE_NAME, isolation_level=None)
+    try:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")  # another process holds the file past the busy timeout
+        code, _, err = run(job, sim, tmp_path / "b.jsonl", cache, "-q")
+    finally:
+        holder.close()
+    assert code == 0 and len(err.splitlines()) == 1
+    assert err.startswith("batchrun: warning: response cache off") and "locked" in err
+    rows = list(final_records(tmp_path / "b.jsonl"))
+    assert len(rows) == 20 and all(r["status"] == "ok" for r in rows)
+    assert sim.stats.chat_requests == 40  # a normal run: every row sent
+
+
+def test_misread_cache_options_are_one_line_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from .test_bad_input import cli_with_usage_errors
+
+    job = write_job(tmp_path, SMALL_JOB)
+    hint = "is a file, not a cache folder: put --cache after JOB.yaml, or write --cache=DIR"
+    argvs: list[list[str | Path]] = [["--cache", job, "--simulate"], ["run", "--cache", job, "--simulate"]]
+    for argv in argvs:
+        code, _, err = cli_with_usage_errors(capsys, *argv)
+        assert code == 2 and err == f"batchrun: error: argument --cache: {job} {hint}\n"
+    code, _, err = cli_with_usage_errors(capsys, job, "--simulate", "--cache", "--no-cache")
+    assert code == 2 and err == "batchrun: error: argument --no-cache: not allowed with argument --cache\n"
+    code, _, err = cli_with_usage_errors(capsys, job, "--simulate", f"--cache={job}")
+    assert code == 2 and hint in err
+    for action in (["stats"], ["clear"], ["prune", "--older-than", "1d"]):
+        code, _, err = call_cli("cache", *action, "--dir", job)
+        assert code == 2 and err == f"batchrun: {job}: not a folder (the cache is a folder holding {FILE_NAME})\n"
+    assert job.read_text() == textwrap.dedent(SMALL_JOB).lstrip("\n")  # nothing touched it
+    assert list(tmp_path.iterdir()) == [job]  # no results, no cache made
+
+
+def test_a_bad_ttl_names_its_field(tmp_path: Path) -> None:
+    for value, message in (("1e300", "'1e300' is not of type 'number'"), ("0", "less than or equal to the minimum")):
+        job = write_job(tmp_path, SMALL_JOB.replace("run: {", f"run: {{cache: {{ttl_s: {value}}}, "))
+        code, _, err = call_cli("validate", job)
+        assert code == 2 and "at $.run.cache.ttl_s " in err and message in err
+
+
+def test_two_runs_at_once_share_one_cache(tmp_path: Path, sim: Simulator) -> None:
+    job, cache = write_job(tmp_path, BIG_JOB), tmp_path / "cache"
+    env = child_env(OPENROUTER_API_KEY=FAKE_KEY)
+    argv = ("--base-url", sim.base_url, "-q", f"--cache={cache}")
+    runs = [start(job, *argv, "-o", tmp_path / f"{name}.jsonl", env=env) for name in ("a", "b")]
+    for process in runs:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0 and err == ""
+    rows = len(list(plan_requests(load_job(job))))
+    with sqlite3.connect(cache / FILE_NAME) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT count(*), count(DISTINCT key) FROM entries").fetchone() == (rows, rows)
+        assert db.execute("SELECT count(*) FROM runs").fetchone() == (2,)
+    code, text, _ = run(job, sim, tmp_path / "c.jsonl", cache)
+    assert code == 0 and f"cache: {rows} hit(s), 0 miss(es)" in text

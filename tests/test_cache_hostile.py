@@ -1,0 +1,108 @@
+"""The response cache against a server that lies (tests/hostile.py, raw sockets on loopback):
+only ok answers with text and a known cost are stored; nothing a second run reads back
+was an error, an empty answer, a reply over the size cap, or an answer of unknown cost;
+no key reaches the cache file; and a hit says what the original answer cost and how sure
+that figure is (`cost_saved_status`)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrun._cache import FILE_NAME, cache_files
+
+from .conftest import FAKE_KEY, call_cli, read_rows, write_job
+from .hostile import HostileServer, RawRequest, chat_payload, http, json_answer
+
+JOB = """
+name: hostile-cache
+defaults:
+  params: {max_tokens: 16}
+models: [openai/gpt-4o-mini]
+prompts:
+  - id: capital
+    text: "Capital of {{country}}?"
+    vars: [{country: France}, {country: Japan}, {country: Italy}, {country: Spain}, {country: Peru},
+           {country: Chile}, {country: Kenya}]
+    checks: [{contains: "a"}]
+run: {concurrency: 2, timeout_s: 10, max_attempts: 1, grace_s: 1}
+"""
+NO_COST = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+
+
+def lying(request: RawRequest) -> bytes:
+    """One lie per country; Chile and Kenya answer properly (Kenya echoes the key)."""
+    text = request.body.decode()
+    error = {"code": 502, "message": "Provider returned error", "metadata": {"error_type": "provider_unavailable"}}
+    if "France" in text:  # an error inside a 200 (errors-and-debugging.mdx)
+        return json_answer(200, {"id": "gen-x", "error": error, "choices": None})
+    if "Japan" in text:  # an empty answer that says it is finished
+        return json_answer(200, chat_payload(""))
+    if "Italy" in text:  # over --max-response-bytes
+        return http(200, b'{"id": "gen-big", "pad": "' + b"x" * 200_000 + b'"}', {"Content-Type": "application/json"})
+    if "Spain" in text:  # no cost and no token counts, and /generation knows nothing: unknown
+        return json_answer(200, chat_payload("Madrid", usage={}))
+    if "Peru" in text:  # tokens but no cost: an estimate (an upper bound)
+        return json_answer(200, chat_payload("Lima", usage=NO_COST))
+    if "Kenya" in text:
+        return json_answer(200, chat_payload(f"Nairobi, and your key is {FAKE_KEY}"))
+    return json_answer(200, chat_payload("Santiago"))
+
+
+def countries(server: HostileServer, since: int = 0) -> list[str]:
+    sent = [r for r in server.requests if r.path.endswith("/chat/completions")][since:]
+    names = ("France", "Japan", "Italy", "Spain", "Peru", "Chile", "Kenya")
+    return sorted(next(c for c in names if c in r.body.decode()) for r in sent)
+
+
+def by_country(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["vars"]["country"]: r for r in rows}
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+def test_a_lying_server_leaves_only_good_answers_of_known_cost_in_the_cache(tmp_path: Path) -> None:
+    job, cache = write_job(tmp_path, JOB), tmp_path / "cache"
+    server = HostileServer(chat=lying)
+    with server.running():
+        args = ("--base-url", server.base_url, f"--cache={cache}", "--max-response-bytes", "65536")
+        call_cli(job, "-o", tmp_path / "a.jsonl", *args)
+        first = by_country(read_rows(tmp_path / "a.jsonl"))
+        sent = len(countries(server))
+        code, _, err = call_cli(job, "-o", tmp_path / "b.jsonl", *args)
+        second = by_country(read_rows(tmp_path / "b.jsonl"))
+        resent = countries(server, sent)
+    assert "Traceback" not in err
+    assert {c: (r["status"], r.get("reason")) for c, r in first.items() if r["status"] != "ok"} == {
+        "France": ("error", "upstream_error"),
+        "Italy": ("error", "response_too_large"),
+    }
+    assert (first["Japan"]["content"], first["Spain"]["cost_status"], first["Peru"]["cost_status"]) == (
+        "",
+        "unknown",
+        "estimated",
+    )
+    # Everything but the two good answers and the estimate is asked again.
+    assert resent == ["France", "Italy", "Japan", "Spain"]
+    hits = {c for c, r in second.items() if r.get("cached")}
+    assert hits == {"Chile", "Kenya", "Peru"}
+    for country in hits:
+        old, new = first[country], second[country]
+        assert (new["cost"], new["cost_status"], new["cost_saved"]) == (0.0, None, old["cost"])
+        assert new["cost_saved_status"] == old["cost_status"] and new["content"] == old["content"]
+        assert new["passed"] == old["passed"] and new["generation_id"] == old["generation_id"]
+    assert second["Peru"]["cost_saved_status"] == "estimated"
+    assert "sk-or-v1" not in second["Kenya"]["content"]  # scrubbed before it was stored
+    with sqlite3.connect(cache / FILE_NAME) as db:
+        assert db.execute("SELECT count(*) FROM entries").fetchone() == (3,)
+    for path in cache_files(cache):
+        if path.exists():
+            data = path.read_bytes()
+            assert FAKE_KEY.encode() not in data and FAKE_KEY[9:25].encode() not in data
