@@ -22,7 +22,7 @@ import orjson
 
 from ._body import ACCEPT_ENCODING, read_capped
 from ._clock import Clock, SystemClock
-from ._exceptions import ConfigError, RequestFailed, Transient
+from ._exceptions import ConfigError, RequestFailed, ResponseTooLarge, Transient
 from ._pricing import EndpointPrice, GenerationCost, endpoints_slug, parse_balance, parse_endpoints, parse_generation
 from ._reply import (
     ChatResult,
@@ -163,12 +163,14 @@ class OpenRouterClient:
         sending marks the attempt `maybe_billed` (with the generation id, if headers came).
         """
         headers: list[Mapping[str, str]] = []  # the response's headers, once they are in
+        status = 0
         try:
             # httpx's timeouts are per read; this bounds the whole exchange, so a server
             # that drips bytes forever cannot hang a row (openrouter python-sdk #72).
             async with asyncio.timeout(self._timeout_s):
                 response = await self._http.send(request, stream=True)
                 headers.append(response.headers)
+                status = response.status_code
                 try:
                     body = await read_capped(response, self._max_response_bytes)
                 finally:
@@ -178,6 +180,10 @@ class OpenRouterClient:
         except TimeoutError:
             failure = Transient("timeout", f"no complete answer within {self._timeout_s:g} s")
             raise abandoned(failure, headers, billable) from None
+        except ResponseTooLarge as too_large:
+            # A 200 answer too large to read was generated all the same: it may be billed
+            # (an error reply is not: zero-completion-insurance.mdx).
+            raise abandoned(too_large, headers, billable and status == 200) from None
         except httpx.ConnectError as exc:
             # Never reached the server: nothing can have been billed.
             raise Transient("connect", self._describe_connect(exc)) from None

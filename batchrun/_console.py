@@ -11,19 +11,33 @@ from __future__ import annotations
 import os
 from typing import TextIO
 
+from ._scrub import Scrubber
+
+SECRET_VARIABLES = ("OPENROUTER_API_KEY", "OPENROUTER_MANAGEMENT_KEY")
+
+
+def environment_scrubber() -> Scrubber:
+    """The keys the environment holds: whatever the CLI prints is scrubbed of them last, so
+    a path, a message or a reason that carries a key (decoded, joined, from anywhere) does
+    not reach a terminal or a CI log."""
+    return Scrubber(*(os.environ.get(name) for name in SECRET_VARIABLES))
+
 
 class SafeStream:
     """A text stream whose write never raises: unencodable characters are escaped, and a
     broken pipe or a failed write is remembered in `failure` instead."""
 
-    def __init__(self, stream: TextIO, flush_each: bool = False) -> None:
+    def __init__(self, stream: TextIO, flush_each: bool = False, scrub: Scrubber | None = None) -> None:
         self.stream = stream
         self.flush_each = flush_each
         self.failure: OSError | None = None
+        self.scrub = scrub
 
     def write(self, text: str) -> int:
         if self.failure is not None:
             return 0
+        if self.scrub is not None:
+            text = self.scrub.text(text)
         try:
             try:
                 self.stream.write(text)
@@ -58,8 +72,9 @@ class Console:
     """stdout and stderr as SafeStreams; tests pass their own streams."""
 
     def __init__(self, out: TextIO, err: TextIO) -> None:
-        self.out = SafeStream(out, flush_each=True)
-        self.err = SafeStream(err, flush_each=True)
+        scrub = environment_scrubber()
+        self.out = SafeStream(out, flush_each=True, scrub=scrub)
+        self.err = SafeStream(err, flush_each=True, scrub=scrub)
         self.warnings: list[str] = []
 
     def error(self, message: str) -> None:
@@ -81,7 +96,7 @@ def append_step_summary(markdown: str) -> str | None:
         return None
     try:
         with open(path, "a", encoding="utf-8") as handle:
-            handle.write(markdown + "\n")
+            handle.write(environment_scrubber().text(markdown) + "\n")
     except (OSError, UnicodeError) as exc:
         return f"GITHUB_STEP_SUMMARY {path}: cannot be written: {getattr(exc, 'strerror', None) or exc}"
     return None

@@ -18,6 +18,7 @@ send the requests, through the same throttle, ledger and retries as every row.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -148,7 +149,10 @@ def parse_verdict(content: str) -> dict[str, Any]:
     if error is not None:
         raise VerdictError(f"the grader's reply is not a verdict: {error.message[:120]}")
     # bool is an int in Python: JSON `true` as a score was refused by the schema already.
-    return {"pass": data["pass"], "score": float(data["score"]), "reason": data["reason"][:MAX_REASON]}
+    score = float(data["score"])
+    if not math.isfinite(score):  # NaN is not JSON, and compares as inside any range
+        raise VerdictError("the grader's reply is not a verdict: its score is not a finite number")
+    return {"pass": data["pass"], "score": score, "reason": data["reason"][:MAX_REASON]}
 
 
 def aggregate(verdicts: list[dict[str, Any]], how: str, pass_score: float) -> tuple[bool | None, float | None, str]:

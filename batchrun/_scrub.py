@@ -9,6 +9,7 @@ cut in two by a truncation would otherwise survive as a long fragment. Any run o
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 FRAGMENT = 16  # a fragment this long of a 64-hex-digit key still narrows a search a lot
@@ -17,6 +18,16 @@ MAX_DEPTH = 32
 # A "key" shorter than this is a test placeholder, not a credential: masking every "k"
 # in an answer would only destroy it (real OpenRouter keys are 73 characters).
 MIN_SECRET = 8
+# A key written with JSON escapes ("sk\u002dor...") survives a scan of the raw text and comes
+# back whole when the text is decoded (tool-call arguments, a verdict, a json_schema check).
+_ESCAPED = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+def _unescape_key_chars(match: re.Match[str]) -> str:
+    """A \\uXXXX escape of a character a key can hold, as that character; other escapes
+    are left alone (decoding `\\u0022` would change what a JSON text means)."""
+    char = chr(int(match.group(1), 16))
+    return char if char.isascii() and (char.isalnum() or char in "-_") else match.group(0)
 
 
 class Scrubber:
@@ -40,6 +51,17 @@ class Scrubber:
         self._anchors.update(secret[i : i + half] for i in range(0, len(secret) - half + 1, half))
 
     def text(self, text: str) -> str:
+        scrubbed = self._plain(text)
+        if "\\u" in scrubbed:
+            # The same text with escaped key characters written plainly: when that shows a
+            # key, the plain form (masked) is kept. Same meaning as JSON, no key when decoded.
+            plain = _ESCAPED.sub(_unescape_key_chars, scrubbed)
+            masked = self._plain(plain)
+            if masked != plain:
+                return masked
+        return scrubbed
+
+    def _plain(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from batchrun import ExitCode, load_job, plan_requests
+from batchrun._console import Console, append_step_summary
 from batchrun.simulator import Simulator
 
 from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, read_rows, run_cli, write_job
@@ -233,3 +235,21 @@ def test_report_and_diff_of_unreadable_results_are_one_line_exit_2(tmp_path: Pat
     broken.write_text("not json at all\n")
     code, _, err = call_cli("diff", broken, broken)
     assert code == ExitCode.USAGE and err == f"batchrun: {broken}:1: not a batchrun results file (not JSON)\n"
+
+
+def test_whatever_the_cli_prints_is_scrubbed_of_the_environment_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key can reach a message from anywhere (a path the user typed, a decoded reason): the
+    console and the step summary mask the environment's keys last."""
+    key, management = "sk-or-v1-" + "ab12" * 12, "sk-or-v1-" + "cd34" * 12
+    monkeypatch.setenv("OPENROUTER_API_KEY", key)
+    monkeypatch.setenv("OPENROUTER_MANAGEMENT_KEY", management)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "step.md"))
+    out, err = io.StringIO(), io.StringIO()
+    console = Console(out, err)
+    console.warn(f"response cache off for this run: /tmp/x{key}/cache: cannot create the cache folder")
+    console.out.write(f"reason: {management}\n")
+    assert append_step_summary(f"| {key} |") is None
+    printed = err.getvalue() + out.getvalue() + (tmp_path / "step.md").read_text()
+    assert key[:20] not in printed and management[:20] not in printed and printed.count("[key]") == 3

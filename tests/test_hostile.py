@@ -131,6 +131,24 @@ def test_a_declared_length_over_the_cap_is_refused_before_reading(tmp_path: Path
     assert "declared 67,108,864 bytes" in outcome.rows[0]["error"]["message"]
 
 
+def test_a_finished_answer_over_the_cap_may_be_billed_so_its_worst_case_is_held(tmp_path: Path) -> None:
+    """A 200 answer too large to read was generated all the same: not "nothing billed"
+    (cost 0) but an unknown cost with the worst case held, so the budget stops the run."""
+    outcome = run(answer(chat_payload("Q" * 20000)), tmp_path, "--max-response-bytes", "8192", "--budget", "1")
+    assert outcome.kinds() == {"response_too_large"}
+    for row in outcome.rows:
+        assert row["cost"] is None and row["cost_status"] == "unknown" and row["spent"] > 0
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["spent_usd"] == pytest.approx(sum(r["spent"] for r in outcome.rows)) and summary["spent_usd"] > 0
+
+
+def test_an_error_reply_over_the_cap_cost_nothing(tmp_path: Path) -> None:
+    error = {"error": {"code": 400, "message": "E" * 20000}}
+    outcome = run(answer(error, status=400), tmp_path, "--max-response-bytes", "8192")
+    assert outcome.kinds() == {"response_too_large"}
+    assert all(r["cost"] == 0.0 and r["cost_status"] is None and r["spent"] == 0.0 for r in outcome.rows)
+
+
 def test_an_answer_within_the_cap_is_kept(tmp_path: Path) -> None:
     server = answer(chat_payload("P" * 5000))
     outcome = run(server, tmp_path, "--max-response-bytes", "65536")

@@ -114,6 +114,48 @@ def test_a_key_echoed_inside_tool_calls_is_scrubbed_everywhere(tmp_path: Path) -
     assert all(r["passed"] is True for r in rows)  # the scrubbed arguments still match the schema
 
 
+def escaped(text: str) -> str:
+    """`text` with every character a JSON \\u escape: the same string once decoded."""
+    return "".join(f"\\u{ord(c):04x}" for c in text)
+
+
+def test_a_key_hidden_in_json_escapes_is_scrubbed_before_anything_decodes_it(tmp_path: Path) -> None:
+    """A raw-text scan misses "sk\\u002dor..."; the tool call's arguments, the answer a
+    json_schema check parses and a grader's verdict all decode it back into the key."""
+
+    def chat(request: RawRequest) -> bytes:
+        hidden = escaped(request.key)
+        arguments = '{"city": "' + hidden + '"}'
+        calls = [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}]
+        return with_tool_calls(calls, content='{"city": "' + hidden + '"}')
+
+    job = TOOLS_JOB.replace(
+        "      - {tool_call: {name: get_weather, arguments: {required: [city]}}, name: called}",
+        "      - {tool_call: {name: get_weather, arguments: {required: [city], properties: {city: {maxLength: 3}}}}, "
+        "name: called}\n      - {json_schema: {type: object, properties: {city: {maxLength: 3}}}, name: shaped}",
+    )
+    code, stdout, rows = run(HostileServer(chat=chat), tmp_path, job)
+    assert len(rows) == 2
+    for row in rows:
+        [call] = row["tool_calls"]
+        assert json.loads(call["arguments"]) == {"city": "[key]"}
+        decoded = json.dumps(row, ensure_ascii=False) + json.dumps(json.loads(call["arguments"]))
+        assert not [f for f in fragments(FAKE_KEY) if f in decoded]
+        assert all(check["pass"] is False for check in row["checks"])  # "[key]" is longer than 3
+
+
+def test_a_grader_hiding_the_key_in_escapes_is_scrubbed(tmp_path: Path) -> None:
+    def grader(request: RawRequest) -> bytes:
+        content = '{"pass": true, "score": 1, "reason": "key ' + escaped(request.key) + '"}'
+        return json_answer(200, chat_payload(content))
+
+    code, _, rows = run(grading(grader), tmp_path, JUDGED_JOB)
+    assert code == ExitCode.OK
+    for row in rows:
+        [verdict] = row["checks"][0]["judge"]["graders"]
+        assert verdict["reason"] == "key [key]"
+
+
 @pytest.mark.parametrize(
     ("calls", "expected"),
     [
@@ -167,6 +209,9 @@ def grading(grader: Any, answer: Any = "Paris") -> HostileServer:
     ("grader", "error"),
     [
         ('{"pass": true, "score": 1.5, "reason": "x"}', "not a verdict"),
+        # NaN is not JSON, and compares as inside the schema's 0..1 range.
+        ('{"pass": true, "score": NaN, "reason": "x"}', "not a"),
+        ('{"pass": true, "score": Infinity, "reason": "x"}', "not a"),
         ('{"pass": 1, "score": 1, "reason": "x"}', "not a verdict"),
         ('{"verdict": "pass"}', "not a verdict"),
         ("PASS", "not JSON"),
