@@ -33,6 +33,7 @@ from ._reply import (
     error_failure,
     failure,
     model_info,
+    next_models_page,
     parse_chat,
     parse_created_key,
     parse_key_data,
@@ -40,6 +41,8 @@ from ._reply import (
 )
 from ._routing import METADATA_HEADER
 from ._scrub import Scrubber
+
+MAX_MODEL_PAGES = 100  # 100 pages of up to 1,000 models: far more than OpenRouter lists
 
 __all__ = ["ChatResult", "ModelInfo", "OpenRouterClient", "default_transport", "DEFAULT_MAX_RESPONSE_BYTES"]
 
@@ -286,9 +289,23 @@ class OpenRouterClient:
         return None if reply is None else parse_key_data(data_of(reply, "/key"), self.scrub, "/key")
 
     async def models(self) -> dict[str, ModelInfo] | None:
-        """GET /models as {id: ModelInfo}; None where the endpoint does not list models."""
+        """GET /models as {id: ModelInfo}; None where the endpoint does not list models.
+        Pages (`links.next`, `next_models_page`) are followed, at most MAX_MODEL_PAGES of them,
+        each once: a server whose next page never ends cannot hold the start-up."""
         reply = await self._account_get("/models", self._api_key)
-        return None if reply is None else parse_models(reply, self.scrub)
+        if reply is None:
+            return None
+        found = parse_models(reply, self.scrub)
+        seen: set[str] = set()
+        page = next_models_page(reply)
+        while page is not None and page not in seen and len(seen) < MAX_MODEL_PAGES:
+            seen.add(page)
+            reply = await self._account_get(page, self._api_key)
+            if reply is None:
+                break
+            found.update(parse_models(reply, self.scrub))
+            page = next_models_page(reply)
+        return found
 
     async def _account_json(self, path: str, key: str | None) -> Any:
         """The `data` of an account endpoint's JSON reply; None where it is absent or unreadable."""

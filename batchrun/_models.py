@@ -14,8 +14,10 @@ say (an endpoint without it), the id is kept with an unknown price.
 Prices of variants: the base model's, except where the docs say otherwise.
 - `:free` is free ("access to models without cost").
 - `:nitro` admits priority-tier endpoints, billed at their priority rates (nitro.mdx,
-  service-tiers.mdx); those rates are in the per-endpoint listing, not in /models. batchrun
-  prices `:nitro` at the base price and `plan` warns that the bill may be higher.
+  service-tiers.mdx); those rates are in the per-endpoint listing ("pricing with the tier
+  multiplier already applied"), not in /models. The worst case takes the highest price of
+  every listed endpoint, so it covers them where the listing is read; without it, the
+  /models price is all there is (the docs give no multiplier), and `plan` warns.
 - `:floor` admits flex endpoints, which are cheaper: the base price bounds it.
 - `:online` adds the web plugin's charges (online.mdx; deprecated): `plan` warns.
 - `:exacto`, `:thinking`, `:extended`: the docs give no separate price; base price.
@@ -33,8 +35,12 @@ Lookup = Callable[[str], Awaitable[tuple[str, ModelInfo | None]]]
 VARIANTS = ("nitro", "floor", "exacto", "free", "online", "thinking", "extended")
 # Variants whose bill the base price may not bound, and why (for `plan`).
 PRICE_CAVEATS = {
-    "nitro": "may be served by a priority-tier endpoint billed at its priority rate (model-variants/nitro.mdx)",
-    "online": "adds the web search plugin's charges (model-variants/online.mdx)",
+    "nitro": (
+        "may be served by a priority-tier endpoint billed at its priority rate (model-variants/nitro.mdx);"
+        " the worst case counts it only where the model's endpoint list shows it (service-tiers.mdx),"
+        " else it uses the base price"
+    ),
+    "online": "adds the web search plugin's charges (model-variants/online.mdx); the worst case uses the base price",
 }
 
 

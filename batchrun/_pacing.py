@@ -18,7 +18,7 @@ scope (a model, or the pool every `:free` model shares; see `_limiter`):
   work), so TCP's slow start is safe: a slot more per answer, doubling every round trip.
   Time covers answers that take seconds: half a second with no 429 is evidence enough.
   Costs without any limit: at latency 0 the window reaches 32 after 128 answers (a few
-  tens of ms); at 50 ms, after 4 round trips; with answers that take seconds, after 2 s.
+  tens of ms); at 50 ms, after about 6 round trips; with answers that take seconds, after 2 s.
 - **a pace** (seconds between attempt starts), off until the first 429 that says we sent
   too fast. It then starts at `backoff` (95%) of the rate the limit let through in the
   last second, and is cut the same way once per burst. After a cut it holds for
@@ -51,7 +51,8 @@ class PacingPolicy:
     answers_per_slot: float = 4.0  # slow start: a slot for every 4 answers so far ...
     patience_s: float = 0.5  # ... or double the window every half second without a 429
     # Answers never quicker than this (of 4 at least): a slot more per answer. Far above what a
-    # 429 takes on loopback, and above what answers at latency 0 take on a loaded machine.
+    # 429 takes on loopback, and above what answers at latency 0 usually take on a loaded
+    # machine (not on one loaded past its cores: see bench/README.md).
     slow_answer_s: float = 0.04
     backoff: float = 0.95  # share of the served rate to pace at after a 429
     probe_share: float = 0.05  # time a probe above the limit may cost, in cooldowns

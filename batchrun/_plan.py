@@ -108,7 +108,7 @@ def resolution_warnings(resolution: Resolution) -> list[str]:
         lines.append(f"note: {model} is not listed by /models: priced as {how}")
         variant = variant_of(model)
         if variant is not None and variant[1] in PRICE_CAVEATS:
-            lines.append(f"warning: {model} {PRICE_CAVEATS[variant[1]]}; the worst case uses the base price")
+            lines.append(f"warning: {model} {PRICE_CAVEATS[variant[1]]}")
     return lines
 
 

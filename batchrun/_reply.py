@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -370,6 +371,34 @@ def parse_models(reply: Reply, scrub: Scrubber) -> dict[str, ModelInfo]:
         raise _bad("the /models data is not a list")
     infos = (model_info(item, scrub) for item in items)
     return {info.id: info for info in infos if info is not None}
+
+
+def next_models_page(reply: Reply) -> str | None:
+    """The next page of GET /models, as a path on our own base URL; None on the last page.
+
+    openapi.yaml `getModels`: `offset` and `limit` page the list ("when both offset and limit
+    are omitted, the full list is returned"), and `links.next` is "URL for the next page of
+    results, or null if this is the last page" (the example: `/api/v1/models?offset=500&limit=500`).
+    Only its offset and limit are taken, as numbers: the key never follows a server's URL
+    to another host or path."""
+    try:
+        body = orjson.loads(reply.body)
+    except orjson.JSONDecodeError:
+        return None
+    links = body.get("links") if isinstance(body, dict) else None
+    link = links.get("next") if isinstance(links, dict) else None
+    if not isinstance(link, str):
+        return None
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)
+    numbers: dict[str, int] = {}
+    for name in ("offset", "limit"):
+        values = query.get(name, [])
+        if len(values) != 1 or not values[0].isdigit() or len(values[0]) > 9:
+            return None
+        numbers[name] = int(values[0])
+    if numbers["limit"] < 1:
+        return None
+    return f"/models?offset={numbers['offset']}&limit={numbers['limit']}"
 
 
 _KEY_MONEY = ("limit", "usage", "usage_daily", "usage_weekly", "usage_monthly")

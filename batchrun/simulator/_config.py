@@ -66,6 +66,7 @@ class SimConfig:
     accuracy: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ACCURACY))
     cost_noise: float = 0.0  # billed cost = list cost x (1 + U(-noise, +noise))
     unreported_usd: float = 0.0  # charged to the key per answer but missing from usage.cost
+    models_page: int | None = None  # page GET /models even without offset/limit (a paging server)
     account_api: bool = True  # False: no /key, /models, /keys, like a local OpenAI-compatible server
     judge_bias: float = 0.0  # as a grader: share of failing answers it passes anyway (leniency)
     judge_unparseable: float = 0.0  # as a grader: share of replies that are prose, not the verdict JSON
@@ -156,7 +157,7 @@ class SimConfig:
             "tokenizer",
         ):
             setattr(self, key, value)
-        elif key in ("seed", "free_daily_cap", "stream_chunk_tokens", "stream_padding"):
+        elif key in ("seed", "free_daily_cap", "stream_chunk_tokens", "stream_padding", "models_page"):
             setattr(self, key, int(_number(key, value)))
         else:
             setattr(self, key, _number(key, value))

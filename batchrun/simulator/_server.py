@@ -160,9 +160,23 @@ class Simulator(KeyRoutes, StreamReplies):
         return None
 
     async def _models(self, request: web.Request) -> web.Response:
+        """GET /models (openapi `getModels`): the full list, or with `offset`/`limit` one page
+        and `links.next` to the following one (null on the last)."""
         hidden = self.config.private_models
         data = [self._model_entry(model, model) for model in self.config.prices if model not in hidden]
-        return json_response({"data": data, "total_count": len(data), "links": {"next": None}})  # openapi
+        query = request.query
+        if "offset" not in query and "limit" not in query and self.config.models_page is None:
+            return json_response({"data": data, "total_count": len(data), "links": {"next": None}})
+        try:
+            offset = int(query.get("offset", "0"))
+            limit = int(query.get("limit", str(self.config.models_page or 500)))
+        except ValueError:
+            return error_response(400, "offset and limit must be integers")
+        if offset < 0 or not 1 <= limit <= 1000:
+            return error_response(400, "offset must be >= 0 and limit 1 to 1000")
+        end = offset + limit
+        following = f"/api/v1/models?offset={end}&limit={limit}" if end < len(data) else None
+        return json_response({"data": data[offset:end], "total_count": len(data), "links": {"next": following}})
 
     async def _model(self, request: web.Request) -> web.Response:
         """GET /model/{author}/{slug}: one model, variants and aliases resolved (openapi `getModel`)."""
