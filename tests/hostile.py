@@ -159,9 +159,6 @@ class HostileServer:
             return self.key(request)
         if "/keys" in path and self.keys is not None:
             return self.keys(request)
-        for suffix, handler in self.routes.items():
-            if path.endswith(suffix):
-                return handler(request)
         return json_answer(404, {"error": {"code": 404, "message": "no such route"}})
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
