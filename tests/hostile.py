@@ -217,6 +217,13 @@ class HostileServer:
 
             async def stop() -> None:
                 holder["server"].close()
+                # Handlers still asleep (a hang) end here, while the loop runs: left to the
+                # garbage collector, their `finally` would meet a dead loop and raise into
+                # whatever Python is doing then (once, pytest's rewriting of a module).
+                handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for handler in handlers:
+                    handler.cancel()
+                await asyncio.gather(*handlers, return_exceptions=True)
 
             asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
             loop.call_soon_threadsafe(loop.stop)
