@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -68,8 +67,11 @@ async def test_a_daily_cap_skips_only_that_model(sim: Simulator, tmp_path: Path)
             "models: [openai/gpt-4o-mini, meta-llama/llama-3.3-70b-instruct:free]",
         ),
     )
-    # The simulator's reset is next UTC midnight in real time: the fake clock starts at now.
-    report, rows = await run(job, sim, tmp_path, clock=FakeClock(time.time()), concurrency=1)
+    # The simulator's reset is the next UTC midnight by its clock: here the fake one, at
+    # 08:00, so the test does not depend on the hour it runs at (it failed near midnight).
+    clock = FakeClock()
+    sim.clock = clock.time
+    report, rows = await run(job, sim, tmp_path, clock=clock, concurrency=1)
     free = [r for r in rows if r["model"].endswith(":free")]
     paid = [r for r in rows if not r["model"].endswith(":free")]
     assert sum(r["status"] == "ok" for r in free) == 3

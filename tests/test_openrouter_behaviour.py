@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,10 @@ async def test_a_free_daily_cap_stops_every_free_model_and_no_paid_one(sim: Simu
     """limits.mdx: free-model limits are account-wide. The cap is recognised from the
     X-RateLimit-* headers and a reset past the run's horizon, and no wait exceeds max_wait_s."""
     sim.config.free_daily_cap = 2
-    clock = FakeClock(time.time())  # the simulator's reset is the next real UTC midnight
+    # The simulator's reset is the next UTC midnight by its clock: the fake one, at 08:00, so
+    # the test does not depend on the hour it runs at (it failed in the last minutes of a day).
+    clock = FakeClock()
+    sim.clock = clock.time
     job = models_job(tmp_path, FREE_A, FREE_B, PAID)
     # No deadline here (the fake clock would reach it at once): the horizon is max_elapsed_s.
     _, rows, _ = await run(job, sim, tmp_path, clock=clock, concurrency=1, max_wait_s=60, max_elapsed_s=600)

@@ -256,7 +256,7 @@ class Simulator(KeyRoutes, StreamReplies):
         if model.endswith(":free") and config.free_daily_cap is not None:
             # limits.mdx: one daily cap for all free requests of the account.
             if sum(self._daily.values()) >= config.free_daily_cap:
-                midnight = (math.floor(time.time() / 86400) + 1) * 86400
+                midnight = (math.floor(self.clock() / 86400) + 1) * 86400  # by its clock: tests pick the hour
                 headers = {
                     "X-RateLimit-Limit": str(config.free_daily_cap),
                     "X-RateLimit-Remaining": "0",
