@@ -171,13 +171,19 @@ class Estimate:
     def add_judging(self, requests: list[Request], costs: CostModel) -> None:
         for grader in requests:
             self.judge_requests[grader.model] = self.judge_requests.get(grader.model, 0) + 1
-            if grader.model not in self.basis:
-                self.basis[grader.model] = costs.describe(grader)
-            worst = costs.worst(grader)
-            if worst.usd is None:
-                self.unknown(grader, worst)
-            else:
-                self.judge_worst_usd[grader.model] = self.judge_worst_usd.get(grader.model, 0.0) + worst.usd
+            self.priced(grader, costs, self.judge_worst_usd)
+
+    def priced(self, request: Request, costs: CostModel, into: dict[str, float]) -> float | None:
+        """Add the request's worst case to `into` (by model), or note its price as unknown;
+        the worst case, or None when unknown."""
+        if request.model not in self.basis:
+            self.basis[request.model] = costs.describe(request)
+        worst = costs.worst(request)
+        if worst.usd is None:
+            self.unknown(request, worst)
+            return None
+        into[request.model] = into.get(request.model, 0.0) + worst.usd
+        return worst.usd
 
     def unknown(self, request: Request, worst: Worst) -> None:
         self.unknown_price.add(request.model)
@@ -217,13 +223,7 @@ def estimate(
             continue
         if not (request.body.get("max_completion_tokens") or request.body.get("max_tokens")):
             result.no_max_tokens.add(request.model)
-        if request.model not in result.basis:
-            result.basis[request.model] = costs.describe(request)
-        worst = costs.worst(request)
-        if worst.usd is None:
-            result.unknown(request, worst)
-        else:
-            result.worst_usd[request.model] = result.worst_usd.get(request.model, 0.0) + worst.usd
+        if result.priced(request, costs, result.worst_usd) is not None:
             batch = costs.worst_case(request, BATCH_TOKEN_FACTOR) or 0.0
             result.batch_worst_usd[request.model] = result.batch_worst_usd.get(request.model, 0.0) + batch
     if cache is not None:
