@@ -38,10 +38,10 @@ _EXPORTS = {
     "plan_requests": "_matrix",
     "ResultsWriter": "_results",
     "final_records": "_results",
-    "RunControl": "_run",
-    "RunOptions": "_run",
-    "RunReport": "_run",
-    "run_job": "_run",
+    "RunControl": "_orchestration",
+    "RunOptions": "_options",
+    "RunReport": "_orchestration",
+    "run_job": "_orchestration",
     "ExitCode": "_verdict",
     "SimConfig": "simulator",
     "Simulator": "simulator",
@@ -106,8 +106,9 @@ if TYPE_CHECKING:
     from ._job import Job, load_job
     from ._ledger import CreditLedger
     from ._matrix import Request, Shard, plan_requests
+    from ._options import RunOptions
+    from ._orchestration import RunControl, RunReport, run_job
     from ._results import ResultsWriter, final_records
-    from ._run import RunControl, RunOptions, RunReport, run_job
     from ._verdict import ExitCode
     from .simulator import SimConfig, Simulator
 

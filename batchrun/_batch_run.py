@@ -22,17 +22,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._batch_api import BatchClient, BatchInfo, BatchItem
-from ._batch_rules import batch_groups, non_text_part
+from ._batch_rules import batch_groups
 from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
 from ._charges import byok_of
 from ._checks import Answer, grade, is_judge, without_latency_checks
 from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Transient
 from ._job import RunSettings
-from ._judging import RowGrading
 from ._matrix import Request
+from ._parts import non_text_part
 from ._retry import AttemptLog
-from ._row import answer_fields
-from ._runner import STOP_AUTH, STOP_BUDGET, STOP_CREDITS, STOP_INTERRUPTED, Runner, RunOutcome
+from ._row import RowGrading, answer_fields
+from ._worker_pool import STOP_AUTH, STOP_BUDGET, STOP_CREDITS, STOP_INTERRUPTED, Runner, RunOutcome
 
 STOP_SUBMITTED = "submitted"  # batches are still running at OpenRouter: collect later (exit 10)
 BATCH_TOKEN_FACTOR = 0.5  # batch-quickstart.mdx, Pricing: typically 50% of per-token prices

@@ -19,7 +19,7 @@ from ._retry import RetryPolicy, retry_call
 
 if TYPE_CHECKING:
     from ._job import Job, RunSettings
-    from ._run import RunOptions
+    from ._options import RunOptions
 
 EXPIRY_SLACK_S = 600.0
 T = TypeVar("T")

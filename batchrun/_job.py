@@ -24,6 +24,7 @@ from ._exceptions import JobError, Problem
 from ._jobfile import compose, read_job_text, value_problems
 from ._judge import GraderSettings
 from ._judge import template_problems as grader_template_problems
+from ._parts import non_text_part
 from ._template import emptied_by, names_in, template_problems
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -284,8 +285,6 @@ def _row_checker(
 
 def _batch_problems(source: _Source) -> list[Problem]:
     """Batch mode is text-only: with `batch_multimodal: refuse`, a non-text part is refused here."""
-    from ._batch_rules import non_text_part
-
     run = source.data.get("run", {})
     if run.get("mode") != "batch" or run.get("batch_multimodal") != "refuse":
         return []

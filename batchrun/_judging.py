@@ -21,21 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._charges import RowCharges
-from ._checks import Answer, grade, is_judge, ungraded
+from ._checks import is_judge, ungraded
 from ._clock import utc
 from ._exceptions import RequestFailed
 from ._judge import GraderSettings, VerdictError, aggregate, answer_text, grader_body, parse_verdict
 from ._ledger import BudgetExhausted
 from ._matrix import Request, encode_body
-from ._reader import spent_on
-from ._row import Row, first_failure
+from ._row import Row, RowGrading, first_failure
 
 if TYPE_CHECKING:
-    from ._runner import Runner
+    from ._worker_pool import Runner
 
 
 def grader_request(row_id: str, index: int, body: dict[str, Any]) -> Request:
@@ -43,43 +40,6 @@ def grader_request(row_id: str, index: int, body: dict[str, Any]) -> Request:
     fingerprint = hashlib.sha256(payload).hexdigest()[:20]
     # The id ties the grader's request to its row in server logs (X-Batchrun-Row).
     return Request(f"{row_id}.j{index}", fingerprint, body["model"], "judge", {}, 0, body, payload, [])
-
-
-@dataclass
-class RowGrading:
-    """A row whose answer is in, while its judge checks are graded."""
-
-    request: Request
-    record: dict[str, Any]  # the ok record, checks not yet graded
-    answer: Answer
-    checks: list[dict[str, Any]] | None = None  # the request's, unless some do not apply
-    judged: dict[int, dict[str, Any]] = field(default_factory=dict)  # check index -> result
-    graders: list[Row] = field(default_factory=list)  # every grader request sent for it
-
-    @property
-    def applied(self) -> list[dict[str, Any]]:
-        return self.request.checks if self.checks is None else self.checks
-
-    def record_now(self, stopped: str | None = None, why: str | None = None) -> dict[str, Any]:
-        """The row's record: judge checks not graded yet (the run `stopped`, or `why` not)
-        are `error`, so the row neither passes nor fails."""
-        checks = self.applied
-        judged = dict(self.judged)
-        why = why or f"not graded: the run stopped ({stopped or 'interrupted'})"
-        for index, check in enumerate(checks):
-            if is_judge(check) and index not in judged:
-                judged[index] = ungraded(check, why)
-        spent = RowCharges([part for grader in self.graders for part in grader.charges.parts])
-        costs = spent.fields()
-        # The row's `spent` (in the record head, what a resume counts) includes its grading.
-        grading = (costs["cost"] if costs["cost"] is not None else costs["cost_held"]) or 0.0
-        return {
-            **self.record,
-            "spent": spent_on(self.record) + grading,  # a re-graded old record may lack it
-            "judge_cost": costs["cost"] if spent.parts else 0.0,
-            "judge_cost_status": costs["cost_status"],
-            **grade(checks, self.answer, judged),
-        }
 
 
 class Judging:

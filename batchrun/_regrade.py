@@ -15,21 +15,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._checks import answer_of, grade, is_judge, without_latency_checks
 from ._costs import CostModel
 from ._items import ItemGate
 from ._job import Job
 from ._judge import answer_text, grader_body
-from ._judging import RowGrading, grader_request, question_of
+from ._judging import grader_request, question_of
 from ._ledger import CreditLedger
 from ._matrix import Request, plan_requests
-from ._runner import Runner
+from ._options import RunOptions
+from ._preflight import make_client, preflight
+from ._row import RowGrading
 from ._summary import SummaryBuilder
-
-if TYPE_CHECKING:
-    from ._run import RunOptions
+from ._worker_pool import Runner, run_config
 
 
 @dataclass
@@ -109,8 +109,6 @@ async def regrade_file(
     """`report --job` with judges, end to end: prices and credit, the worst case (shown before
     anything is spent, from a first pass over `reread()`), then the re-grading of `records`
     within the budget. Returns the summary; `keep` receives each re-graded record."""
-    from ._run import _preflight, _run_config, make_client
-
     settings = job.run
     builder = SummaryBuilder(gate)
 
@@ -121,7 +119,7 @@ async def regrade_file(
 
     client = make_client(job, options, settings)
     try:
-        pre = await _preflight(client, job, options, None, settings.budget_usd, show_worst_case, lambda: None, None)
+        pre = await preflight(client, job, options, None, settings.budget_usd, show_worst_case, lambda: None, None)
         costs = pre.costs if pre.models is not None else None
         if costs is not None:
             worst = estimate_regrade(reread(), job, costs)
@@ -135,7 +133,7 @@ async def regrade_file(
         runner = Runner(
             client,
             None,  # the records are re-graded in memory; the results file is not touched
-            _run_config(job, settings, 0.0),
+            run_config(job, settings, 0.0),
             options.clock,
             job_name=job.name,
             job_fingerprint=job.fingerprint,

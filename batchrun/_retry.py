@@ -16,6 +16,7 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_random_exponential
 
 from ._exceptions import RequestFailed, Transient
+from ._job import RunSettings
 
 T = TypeVar("T")
 
@@ -151,3 +152,7 @@ async def retry_call(
     """A start-up or management call (/models, /key, /keys) retried like a chat request:
     one 503 from /models must not end a nightly run before it starts."""
     return await call_with_retries(call, policy, sleep, AttemptLog(), time_left=time_left)
+
+
+def retry_policy(settings: RunSettings) -> RetryPolicy:
+    return RetryPolicy(settings.max_attempts, settings.max_elapsed_s, settings.max_wait_s)

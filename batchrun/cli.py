@@ -441,7 +441,7 @@ def _test_seam(name: str) -> int | None:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from ._run import RunControl
+    from ._orchestration import RunControl
 
     control = RunControl()
     with RunSignals(lambda: control.stop("interrupted"), console.error) as signals:
@@ -451,8 +451,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 def _run(args: argparse.Namespace, console: Console, signals: RunSignals, control: Any) -> int:
     from ._job import load_job
     from ._matrix import Shard
+    from ._options import RunOptions
+    from ._orchestration import run_job
     from ._progress import Progress
-    from ._run import RunOptions, run_job
     from ._summary import render_markdown, render_text
     from ._verdict import decide
 
@@ -696,9 +697,9 @@ def _regrade_judged(
     page: Any,
 ) -> dict[str, Any]:
     """Re-grade with grader requests: the worst case printed first, then spent within the budget."""
+    from ._options import RunOptions
     from ._regrade import regrade_file
     from ._results import final_records
-    from ._run import RunOptions
 
     def worst_case(line: str) -> None:
         console.err.write(line + "\n")

@@ -138,7 +138,7 @@ def _cost_model(sim: Simulator, text: str, tmp_path: Path) -> tuple[CostModel, l
     import asyncio
 
     from batchrun._account import read_endpoints
-    from batchrun._run import wanted_models
+    from batchrun._preflight import wanted_models
 
     job = load_job(write_job(tmp_path, text, "bound.yaml"))
 

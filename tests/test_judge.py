@@ -309,11 +309,11 @@ async def judge_once(
     the row's record and the runner (its stop, its ledger)."""
     from batchrun import OpenRouterClient
     from batchrun._checks import Answer
-    from batchrun._judging import RowGrading
     from batchrun._ledger import CreditLedger
     from batchrun._matrix import Request
     from batchrun._retry import RetryPolicy
-    from batchrun._runner import RunConfig, Runner
+    from batchrun._row import RowGrading
+    from batchrun._worker_pool import RunConfig, Runner
 
     client = OpenRouterClient("https://openrouter.test/api/v1", FAKE_KEY, clock=clock)
     runner = Runner(

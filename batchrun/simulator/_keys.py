@@ -70,7 +70,7 @@ class KeyRoutes:
         app.router.add_patch("/api/v1/keys/{hash}", self._patch_key)
         app.router.add_delete("/api/v1/keys/{hash}", self._delete_key)
 
-    def _chat_key(self, token: str | None) -> SimKey | web.Response:
+    def chat_key(self, token: str | None) -> SimKey | web.Response:
         if token is None:
             return error_response(401, "No auth credentials found")
         if token == self.config.management_key:
@@ -116,7 +116,7 @@ class KeyRoutes:
 
     async def _key(self, request: web.Request) -> web.Response:
         """GET /key: the fields limits.mdx documents, and nothing else."""
-        key = self._chat_key(bearer(request))
+        key = self.chat_key(bearer(request))
         if isinstance(key, web.Response):
             return key
         data = self._key_data(key)

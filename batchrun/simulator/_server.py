@@ -44,7 +44,7 @@ class Simulator(KeyRoutes, StreamReplies):
         self.issued: list[str] = []
         self._generations = 0
         self.generations: dict[str, dict[str, Any]] = {}
-        self._run_tag = secrets.token_hex(4)
+        self.run_tag = secrets.token_hex(4)
         self.limits = RateWindow(self.config, lambda: self.clock())
         self._daily: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
@@ -208,7 +208,7 @@ class Simulator(KeyRoutes, StreamReplies):
                 delay += self._rng.uniform(-1, 1) * config.jitter_ms
         return max(0.0, delay) / 1000
 
-    def _answer(self, model: str, messages: list[dict[str, Any]], body: dict[str, Any], row: str | None = None) -> str:
+    def answer(self, model: str, messages: list[dict[str, Any]], body: dict[str, Any], row: str | None = None) -> str:
         user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
         response_format = body.get("response_format") or {}
         if (response_format.get("json_schema") or {}).get("name") == VERDICT_SCHEMA_NAME:
@@ -232,7 +232,7 @@ class Simulator(KeyRoutes, StreamReplies):
 
     async def _chat_response(self, request: web.Request) -> web.StreamResponse:
         config = self.config
-        key = self._chat_key(bearer(request))
+        key = self.chat_key(bearer(request))
         if isinstance(key, web.Response):
             return key
         try:
@@ -301,7 +301,7 @@ class Simulator(KeyRoutes, StreamReplies):
             delay = self._latency_s()
             if delay > 0:
                 await asyncio.sleep(delay)
-            content = self._answer(model, messages, body, row)
+            content = self.answer(model, messages, body, row)
             calls = tool_calls_for(model, messages, body, self.config.accuracy.get(model, 0.85))
             finish: str | None = "tool_calls" if calls else "stop"
             if calls:
@@ -315,7 +315,7 @@ class Simulator(KeyRoutes, StreamReplies):
                 # errors-and-debugging.mdx "When no content is generated": an empty answer.
                 content, completion_tokens, finish = "", 0, None
             self._generations += 1
-            generation = f"gen-{self._run_tag}-{self._generations:012d}"
+            generation = f"gen-{self.run_tag}-{self._generations:012d}"
             if body.get("stream") is True and fault not in ("error200", "choice_error", "reset", "cut", "truncate"):
                 prices = (prompt_price, completion_price, request_price)
                 streamed = Generation(

@@ -33,16 +33,17 @@ from ._exceptions import (
     RateLimited,
     RequestFailed,
 )
+from ._job import Job, RunSettings
 from ._judge import GraderSettings
-from ._judging import Judging, RowGrading
+from ._judging import Judging
 from ._ledger import BudgetExhausted, CreditLedger
 from ._limiter import Throttle, scope_of
 from ._matrix import Request
 from ._pricing import usd
 from ._reconcile import key_usage
 from ._results import ResultsWriter, record_head
-from ._retry import AttemptLog, RetryPolicy, call_with_retries
-from ._row import Row, answer_fields, first_failure, internal_error
+from ._retry import AttemptLog, RetryPolicy, call_with_retries, retry_policy
+from ._row import Row, RowGrading, answer_fields, first_failure, internal_error
 from ._stream import stream_chat
 
 # Why a run stopped early; each maps to its own exit code in the CLI.
@@ -64,6 +65,24 @@ class RunConfig:
     model_caps: dict[str, int] = field(default_factory=dict)
     stream: bool = False  # streaming mode (_stream): a cancel stops generation and billing
     timeout_s: float = 60.0  # per attempt; the streaming reader bounds the whole stream by it
+
+
+def run_config(job: Job, settings: RunSettings, elapsed_s: float) -> RunConfig:
+    """The pool's settings from the job's; `elapsed_s` is what pre-flight took of the deadline."""
+    return RunConfig(
+        concurrency=settings.concurrency,
+        policy=retry_policy(settings),
+        # The deadline counts what pre-flight and the resume scan took already.
+        deadline_s=None if settings.deadline_s is None else max(0.0, settings.deadline_s - elapsed_s),
+        deadline_given_s=settings.deadline_s,
+        grace_s=settings.grace_s,
+        key_refresh_requests=settings.key_refresh_requests,
+        key_refresh_s=settings.key_refresh_s,
+        budget_margin_usd=settings.budget_margin_usd,
+        model_caps={m.id: m.concurrency for m in job.models if m.concurrency},
+        stream=settings.stream,
+        timeout_s=settings.timeout_s,
+    )
 
 
 @dataclass
