@@ -199,10 +199,6 @@ class CacheStats:
     runs: list[RunStats]
 
 
-def utc_seconds(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
 def cache_files(directory: Path) -> list[Path]:
     """The database and its WAL companions."""
     main = directory / FILE_NAME

@@ -7,10 +7,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._cache import FILE_NAME, CacheStats, NoCache, ResponseCache, remove_cache, utc_seconds
+from ._cache import FILE_NAME, CacheStats, NoCache, ResponseCache, remove_cache
 from ._cache_explain import explain, render_explanations
 from ._cache_session import CacheSettings, default_cache_dir
 from ._exceptions import CacheError, ConfigError
+from ._formats import utc_seconds
 from ._job import load_job
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

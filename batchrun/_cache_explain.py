@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from ._cache import CacheEntry, ResponseCache, cache_key, normalize_base_url, utc_seconds
+from ._cache import CacheEntry, ResponseCache, cache_key, normalize_base_url
+from ._formats import utc_seconds
 from ._job import Job
 from ._matrix import Request, plan_requests, row_group_id
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError, ResultsError
+from ._formats import ms, pct, utc_seconds
 from ._reader import Warn
 from ._report_data import failure_reasons, read_run_summary, wilson
 from ._results import final_records
@@ -111,9 +112,8 @@ def _read_run(path: Path, warn: Warn, keep_states: bool = False) -> Run | None:
 
 
 def _mtime_iso(path: Path) -> str:
-    import time
 
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.stat(path).st_mtime))
+    return utc_seconds(os.stat(path).st_mtime)
 
 
 def _error_rate(group: dict[str, Any]) -> float | None:
@@ -249,14 +249,6 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
 
 
 # -- text and Markdown --------------------------------------------------------------------------
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
 def _run_rows(history: dict[str, Any], limit: int | None = None) -> tuple[list[str], list[list[str]]]:
     runs = history["runs"][-limit:] if limit else history["runs"]
     changes = Counter(marker["run"] for marker in history["markers"])
@@ -265,10 +257,10 @@ def _run_rows(history: dict[str, Any], limit: int | None = None) -> tuple[list[s
         [
             run["label"],
             f"{run['rows']:,}",
-            _pct(run["pass_rate"]),
-            _pct(run["error_rate"]),
+            pct(run["pass_rate"]),
+            pct(run["error_rate"]),
             cost_text(run) + held_note(run, short=True),
-            _ms(run["p95_ms"]),
+            ms(run["p95_ms"]),
             str(changes.get(run["label"], "")),
         ]
         for run in runs
@@ -280,7 +272,7 @@ def _model_rows(history: dict[str, Any], limit: int | None = None) -> tuple[list
     runs = history["runs"][-limit:] if limit else history["runs"]
     models = sorted({name for run in runs for name in run["models"]})
     header = ["pass rate", *(run["label"] for run in runs)]
-    rows = [[name, *(_pct(run["models"].get(name, {}).get("pass_rate")) for run in runs)] for name in models]
+    rows = [[name, *(pct(run["models"].get(name, {}).get("pass_rate")) for run in runs)] for name in models]
     return header, rows
 
 

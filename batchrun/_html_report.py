@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError
+from ._formats import utc_readable
 from ._report_data import PROMPT_CAP, ROW_CAP, TEXT_CAP, RunDigest, histogram, read_run_summary, wilson
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def render_page(template: str, charts: list[Chart], **context: Any) -> str:
             charts=charts,
             specs={chart.id: chart.spec for chart in charts},
             vega_bundle=vega_bundle(),
-            generated_at=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            generated_at=utc_readable(time.time()),
             row_cap=ROW_CAP,
             text_cap=TEXT_CAP,
             **context,

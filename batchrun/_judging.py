@@ -24,8 +24,8 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from ._checks import is_judge, ungraded
-from ._clock import utc
 from ._exceptions import RequestFailed
+from ._formats import utc
 from ._judge import GraderSettings, VerdictError, aggregate, answer_text, grader_body, parse_verdict
 from ._ledger import BudgetExhausted
 from ._matrix import Request, encode_body

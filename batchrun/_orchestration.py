@@ -25,7 +25,7 @@ from ._ledger import CreditLedger
 from ._lock import OutputLock
 from ._matrix import Request, count_requests, plan_requests
 from ._options import Notice, RunOptions
-from ._outputs import default_output, fresh_output, latest_incomplete, summary_path, write_json_atomically
+from ._output_paths import fresh_output, job_folder, latest_incomplete, summary_path, write_json_atomically
 from ._preflight import job_routing_warning, keep_row, make_client, open_cache, preflight
 from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail, results_job, scan_states
 from ._retry import retry_policy
@@ -112,7 +112,7 @@ async def run_job(
     if options.output is None:
         # Default outputs are new files each time, so the output lock alone would let two
         # overlapping cron ticks of one job both run (and both spend): lock the job too.
-        folder = default_output(job.name, job.run.output, 0).parent
+        folder = job_folder(job.name, job.run.output)
         locks.append(OutputLock(folder / ".batchrun", f"job {job.name} is being run"))
     try:
         for lock in locks:

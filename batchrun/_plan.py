@@ -105,7 +105,7 @@ def resolution_warnings(resolution: Resolution) -> list[str]:
 
 def _ran_against(path: Path) -> str | None:
     """The endpoint a run used, from its summary (None when unknown)."""
-    from ._outputs import summary_path
+    from ._output_paths import summary_path
 
     try:
         endpoint = json.loads(summary_path(path).read_text(encoding="utf-8")).get("endpoint")
@@ -118,10 +118,10 @@ def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, flo
     """Mean cost of an ok row per model, from the newest results file of the same job that ran
     against `endpoint` (a simulated run's made-up prices say nothing about a real one)."""
     from ._exceptions import ResultsError
-    from ._outputs import default_output
+    from ._output_paths import job_folder
     from ._results import final_records
 
-    folder = default_output(job.name, job.run.output, 0).parent
+    folder = job_folder(job.name, job.run.output)
     files = sorted(folder.glob("*.jsonl"), reverse=True) if folder.is_dir() else []
     for path in files:
         if _ran_against(path) not in (None, endpoint):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._cost_text import cost_text, held_note
+from ._formats import ms, pct
 from ._items import ItemGate, ItemTally
 from ._reader import spent_on
 from ._stats import wilson_interval
@@ -201,18 +202,10 @@ def _interval(passed: int, checked: int) -> list[float] | None:
     return None if bounds is None else [round(bounds[0], 4), round(bounds[1], 4)]
 
 
-def _fmt_ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
-def _fmt_rate(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
-
-
 def _fmt_rate_ci(group: dict[str, Any]) -> str:
     """A pass rate with its Wilson 95% interval: 90.0% [84.2-93.8]."""
     ci = group.get("pass_rate_ci95")
-    rate = _fmt_rate(group["pass_rate"])
+    rate = pct(group["pass_rate"])
     return rate if not ci else f"{rate} [{ci[0] * 100:.1f}-{ci[1] * 100:.1f}]"
 
 
@@ -269,11 +262,11 @@ def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 f"{g['prompt_tokens'] + g['completion_tokens']:,}",
                 # "+?": some rows' costs are unknown, so the figure is a lower bound, not a total.
                 cost_text(g),
-                _fmt_ms(g["latency_p50_ms"]),
-                _fmt_ms(g["latency_p95_ms"]),
+                ms(g["latency_p50_ms"]),
+                ms(g["latency_p95_ms"]),
                 "-" if g["attempts_per_row"] is None else f"{g['attempts_per_row']:.2f}",
                 _fmt_rate_ci(g),
-                _fmt_rate(g["mean_score"]),
+                pct(g["mean_score"]),
             ]
         )
     return header, rows

@@ -22,7 +22,7 @@ from ._cache_session import CacheSession, grade_hit, hit_fields, hit_grading
 from ._charges import AbandonedAttempt, ChargeBook, uncharged
 from ._checks import Answer, grade, is_judge
 from ._client import ChatResult, Flight, OpenRouterClient
-from ._clock import Clock, utc
+from ._clock import Clock
 from ._costs import CostModel
 from ._exceptions import (
     AuthFailed,
@@ -33,11 +33,11 @@ from ._exceptions import (
     RateLimited,
     RequestFailed,
 )
+from ._formats import utc
 from ._job import Job, RunSettings
 from ._judge import GraderSettings
 from ._judging import Judging
 from ._ledger import BudgetExhausted, CreditLedger
-from ._limiter import Throttle, scope_of
 from ._matrix import Request
 from ._pricing import usd
 from ._reconcile import key_usage
@@ -45,6 +45,7 @@ from ._results import ResultsWriter, record_head
 from ._retry import AttemptLog, RetryPolicy, call_with_retries, retry_policy
 from ._row import Row, RowGrading, answer_fields, first_failure, internal_error
 from ._stream import stream_chat
+from ._throttle import Throttle, scope_of
 
 # Why a run stopped early; each maps to its own exit code in the CLI.
 STOP_AUTH, STOP_CREDITS, STOP_BUDGET, STOP_DEADLINE = "auth", "credits", "budget", "deadline"

@@ -137,7 +137,7 @@ def show(
     as_markdown: Callable[[dict[str, Any]], str],
 ) -> None:
     """Print in the form asked (text, --json, --markdown); Markdown also to GITHUB_STEP_SUMMARY."""
-    from .._outputs import finite
+    from .._output_paths import finite
 
     if args.json:
         console.out.write(json.dumps(finite(data), indent=2, allow_nan=False) + "\n")

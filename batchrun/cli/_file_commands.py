@@ -168,7 +168,7 @@ def cmd_history(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_diff(args: argparse.Namespace, console: Console) -> int:
-    from .._compare import diff_runs, render_diff_markdown, render_diff_text
+    from .._diff import diff_runs, render_diff_markdown, render_diff_text
 
     diff = diff_runs(args.before, args.after, console.warn, args.alpha, args.strict)
     show(console, args, diff, render_diff_text, render_diff_markdown)
@@ -178,9 +178,9 @@ def cmd_diff(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_merge(args: argparse.Namespace, console: Console) -> int:
-    from .._compare import merge_shards
     from .._job import load_job
-    from .._outputs import summary_path, write_json_atomically
+    from .._merge import merge_shards
+    from .._output_paths import summary_path, write_json_atomically
     from .._summary import render_markdown, render_text
 
     files = list(args.files)

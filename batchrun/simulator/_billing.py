@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .._formats import utc_seconds
 from ._config import SimConfig
 from ._http import error_response, json_response
 from ._keys import SimKey, bearer
@@ -167,7 +168,7 @@ def generation_record(
         "usage": cost,
         "is_byok": byok,
         "upstream_inference_cost": upstream,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created_at": utc_seconds(time.time()),
         **extra,
     }
 
