@@ -27,11 +27,11 @@ from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
 from ._charges import byok_of
 from ._checks import Answer, grade, is_judge, without_latency_checks
 from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Transient
-from ._job import RunSettings
 from ._matrix import Request
 from ._parts import non_text_part
 from ._retry import AttemptLog
 from ._row import RowGrading, answer_fields
+from ._settings import RunSettings
 from ._worker_pool import STOP_AUTH, STOP_BUDGET, STOP_CREDITS, STOP_INTERRUPTED, Runner, RunOutcome
 
 STOP_SUBMITTED = "submitted"  # batches are still running at OpenRouter: collect later (exit 10)

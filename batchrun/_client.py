@@ -41,12 +41,13 @@ from ._reply import (
 )
 from ._routing import METADATA_HEADER
 from ._scrub import Scrubber
+from ._settings import DEFAULTS
 
 MAX_MODEL_PAGES = 100  # 100 pages of up to 1,000 models: far more than OpenRouter lists
 
 __all__ = ["ChatResult", "ModelInfo", "OpenRouterClient", "default_transport", "DEFAULT_MAX_RESPONSE_BYTES"]
 
-DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # an answer is kilobytes; a few MiB is generous
+DEFAULT_MAX_RESPONSE_BYTES = DEFAULTS.max_response_bytes
 
 
 def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
@@ -83,9 +84,9 @@ class OpenRouterClient:
         *,
         app_url: str | None = None,
         app_title: str | None = None,
-        timeout_s: float = 60.0,
-        connect_timeout_s: float = 10.0,
-        max_connections: int = 16,
+        timeout_s: float = DEFAULTS.timeout_s,
+        connect_timeout_s: float = DEFAULTS.connect_timeout_s,
+        max_connections: int = DEFAULTS.concurrency,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock | None = None,

@@ -207,7 +207,7 @@ def _verdict(summary: dict[str, Any], run_meta: dict[str, Any], decided: Decided
 
     basis = "the job's thresholds"
     if decided is None:
-        from ._job import RunSettings
+        from ._settings import RunSettings
         from ._verdict import decide
 
         decided = decide({**summary, "stop": run_meta.get("stop")}, RunSettings())

@@ -18,8 +18,9 @@ from ._formats import utc_compact, utc_seconds
 from ._retry import RetryPolicy, retry_call
 
 if TYPE_CHECKING:
-    from ._job import Job, RunSettings
+    from ._job import Job
     from ._options import RunOptions
+    from ._settings import RunSettings
 
 EXPIRY_SLACK_S = 600.0
 T = TypeVar("T")

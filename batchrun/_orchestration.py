@@ -20,7 +20,7 @@ from ._client import OpenRouterClient
 from ._exceptions import ConfigError, OutputFailed, ResultsError
 from ._isolated import IsolatedKey
 from ._items import ItemGate
-from ._job import Job, RunSettings
+from ._job import Job
 from ._ledger import CreditLedger
 from ._lock import OutputLock
 from ._matrix import Request, count_requests, plan_requests
@@ -29,6 +29,7 @@ from ._output_paths import fresh_output, job_folder, latest_incomplete, summary_
 from ._preflight import job_routing_warning, keep_row, make_client, open_cache, preflight
 from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail, results_job, scan_states
 from ._retry import retry_policy
+from ._settings import RunSettings
 from ._summary import SummaryBuilder
 from ._worker_pool import STOP_IO, Runner, RunOutcome, run_config
 

@@ -18,7 +18,7 @@ from ._checks import is_judge
 from ._client import ModelInfo, OpenRouterClient
 from ._costs import CostModel, Worst, unknown_price_refusal
 from ._exceptions import ConfigError
-from ._job import Job, RunSettings
+from ._job import Job
 from ._judging import judge_requests_for
 from ._matrix import Request, Shard, plan_requests, request_params
 from ._models import Lookup, Resolution, resolve_models
@@ -27,6 +27,7 @@ from ._reconcile import key_usage
 from ._results import RowState, ScanResult
 from ._retry import retry_call, retry_policy
 from ._routing import routing_warning, unpinned_models
+from ._settings import RunSettings
 
 
 def keep_row(state: RowState | None, request: Request, retry_errors: bool) -> bool:

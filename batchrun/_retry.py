@@ -16,16 +16,16 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_random_exponential
 
 from ._exceptions import RequestFailed, Transient
-from ._job import RunSettings
+from ._settings import DEFAULTS, RunSettings
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 6
-    max_elapsed_s: float = 600.0
-    max_wait_s: float = 120.0
+    max_attempts: int = DEFAULTS.max_attempts
+    max_elapsed_s: float = DEFAULTS.max_elapsed_s
+    max_wait_s: float = DEFAULTS.max_wait_s
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from ._job import RunSettings
+from ._settings import RunSettings
 
 
 class ExitCode(enum.IntEnum):

@@ -34,7 +34,7 @@ from ._exceptions import (
     RequestFailed,
 )
 from ._formats import utc
-from ._job import Job, RunSettings
+from ._job import Job
 from ._judge import GraderSettings
 from ._judging import Judging
 from ._ledger import BudgetExhausted, CreditLedger
@@ -44,6 +44,7 @@ from ._reconcile import key_usage
 from ._results import ResultsWriter, record_head
 from ._retry import AttemptLog, RetryPolicy, call_with_retries, retry_policy
 from ._row import Row, RowGrading, answer_fields, first_failure, internal_error
+from ._settings import DEFAULTS, RunSettings
 from ._stream import stream_chat
 from ._throttle import Throttle, scope_of
 
@@ -59,13 +60,13 @@ class RunConfig:
     policy: RetryPolicy
     deadline_s: float | None = None  # what is left of the run's deadline when rows start
     deadline_given_s: float | None = None  # the deadline as the job or --deadline gave it
-    grace_s: float = 10.0
-    key_refresh_requests: int = 500
-    key_refresh_s: float = 60.0
-    budget_margin_usd: float = 0.0
+    grace_s: float = DEFAULTS.grace_s
+    key_refresh_requests: int = DEFAULTS.key_refresh_requests
+    key_refresh_s: float = DEFAULTS.key_refresh_s
+    budget_margin_usd: float = DEFAULTS.budget_margin_usd
     model_caps: dict[str, int] = field(default_factory=dict)
-    stream: bool = False  # streaming mode (_stream): a cancel stops generation and billing
-    timeout_s: float = 60.0  # per attempt; the streaming reader bounds the whole stream by it
+    stream: bool = DEFAULTS.stream  # streaming mode (_stream): a cancel stops generation and billing
+    timeout_s: float = DEFAULTS.timeout_s  # per attempt; the streaming reader bounds the whole stream by it
 
 
 def run_config(job: Job, settings: RunSettings, elapsed_s: float) -> RunConfig:

@@ -10,7 +10,7 @@ import pytest
 
 from batchrun import ExitCode, load_job, plan_requests
 from batchrun._checks import Answer, run_checks
-from batchrun._job import RunSettings
+from batchrun._settings import RunSettings
 from batchrun._summary import SummaryBuilder
 from batchrun._verdict import decide
 
