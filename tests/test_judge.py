@@ -382,8 +382,8 @@ async def test_grader_replies_are_scrubbed_and_bounded(clock: Any) -> None:
 
 
 async def test_a_budget_too_small_for_the_grader_stops_without_sending(clock: Any) -> None:
+    from batchrun._account_reply import model_info
     from batchrun._costs import CostModel
-    from batchrun._reply import model_info
     from batchrun._scrub import Scrubber
 
     listed = {"id": "g", "pricing": {"prompt": "0.000001", "completion": "0.000001"}, "context_length": 1000}
