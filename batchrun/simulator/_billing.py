@@ -238,3 +238,24 @@ class BillingRoutes:
         return json_response(
             {"data": {"total_credits": self.config.account_credits, "total_usage": self.stats.credits_used}}
         )
+
+
+def usage_block(
+    prompt_tokens: int, completion_tokens: int, cost: float, byok: bool, upstream: float | None
+) -> dict[str, Any]:
+    """A reply's `usage`, streamed or not (OpenAPI ChatUsage: cost_details with its prompt and
+    completion parts, or null)."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "cost": round(cost, 12),
+        "is_byok": byok,
+        "cost_details": None
+        if upstream is None
+        else {
+            "upstream_inference_cost": upstream,
+            "upstream_inference_prompt_cost": upstream,
+            "upstream_inference_completions_cost": 0.0,
+        },
+    }
