@@ -93,7 +93,7 @@ def _parts(request: Request, kind: str) -> int:
     return count
 
 
-def _output_paths(request: Request, modality: str) -> bool:
+def _outputs(request: Request, modality: str) -> bool:
     modalities = request.body.get("modalities")
     return isinstance(modalities, list) and modality in modalities
 
@@ -125,9 +125,9 @@ def applicable_keys(request: Request, model: str) -> dict[str, str]:
     images = _parts(request, "image_url")
     if images:
         keys.update(image="per image", image_token="prompt")
-    if _output_paths(request, "image"):
+    if _outputs(request, "image"):
         keys.update(image_token="completion", image_output="per output image")
-    if _output_paths(request, "audio"):
+    if _outputs(request, "audio"):
         keys["audio_output"] = "completion"
     if _web_searches(request, model):
         keys["web_search"] = "per search"
