@@ -106,7 +106,9 @@ async def test_abandoned_attempts_never_push_the_bill_past_the_budget(tmp_path: 
         # Far-off timeout and grace: only the transport gives up, never the load on the machine.
         run = replace(job.run, budget_usd=0.004, timeout_s=600.0, grace_s=600.0)
         out = tmp_path / "out.jsonl"
-        options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock(), transport=transport)
+        options = RunOptions(
+            api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock(), transport=transport
+        )
         summary = (await run_job(replace(job, run=run), options)).summary
         billed = sim.stats.billed_usd
         by_row = dict(sim.stats.billed_by_row)
