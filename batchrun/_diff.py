@@ -10,8 +10,7 @@ from ._cost_text import cost_text, held_note, unknown_rows
 from ._exceptions import ResultsError
 from ._formats import pct
 from ._items import item_key
-from ._reader import Warn
-from ._report_data import failure_reasons
+from ._reader import Warn, failure_reasons
 from ._results import final_records
 from ._stats import compare_paired, compare_rates
 from ._summary import SummaryBuilder

@@ -21,8 +21,8 @@ from typing import Any
 from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError, ResultsError
 from ._formats import ms, pct, utc_seconds
-from ._reader import Warn
-from ._report_data import failure_reasons, read_run_summary, wilson
+from ._reader import Warn, failure_reasons
+from ._report_data import read_run_summary, wilson
 from ._results import final_records
 from ._summary import SummaryBuilder
 

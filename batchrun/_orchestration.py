@@ -265,6 +265,7 @@ async def _locked_run(
             runner.ledger,
             runner.charges,
             pre.key_usage,
+            pre.key_unread,
             retry_policy(settings),
             options.clock.sleep,
             cleanup_left,

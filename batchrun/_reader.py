@@ -245,3 +245,21 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
                 lines += count
     spent += sum(float(cost) for cost in costs if cost not in (b"", b"null"))
     return ScanResult(states, spent, lines)
+
+
+def _clipped(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[:limit] + f" ... [{len(text) - limit:,} more characters]"
+
+
+def failure_reasons(record: dict[str, Any]) -> list[str]:
+    """Why a row is listed: each failed check with its reason, or the error."""
+    if record.get("status") == "error":
+        error = record.get("error") or {}
+        status = f" (HTTP {error['http_status']})" if error.get("http_status") else ""
+        kind = error.get("kind") or record.get("reason") or "error"
+        return [_clipped(f"{kind}{status}: {error.get('message') or ''}".rstrip(": "), 500)]
+    return [
+        _clipped(f"{check.get('name')}: {check.get('reason') or 'failed'}", 500)
+        for check in record.get("checks") or []
+        if isinstance(check, dict) and not check.get("pass")
+    ]

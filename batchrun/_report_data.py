@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._reader import failure_reasons
 from ._summary import SummaryBuilder
 
 ROW_CAP = 1000  # failing and error rows listed on the page; the page says when more exist
@@ -50,20 +51,6 @@ def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
-def failure_reasons(record: dict[str, Any]) -> list[str]:
-    """Why a row is listed: each failed check with its reason, or the error."""
-    if record.get("status") == "error":
-        error = record.get("error") or {}
-        status = f" (HTTP {error['http_status']})" if error.get("http_status") else ""
-        kind = error.get("kind") or record.get("reason") or "error"
-        return [_clip(f"{kind}{status}: {error.get('message') or ''}".rstrip(": "), 500)]
-    return [
-        _clip(f"{check.get('name')}: {check.get('reason') or 'failed'}", 500)
-        for check in record.get("checks") or []
-        if isinstance(check, dict) and not check.get("pass")
-    ]
 
 
 def _table_row(record: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 from ._cost_text import cost_text, held_note
 from ._formats import ms, pct
 from ._items import ItemGate, ItemTally
-from ._reader import spent_on
+from ._reader import failure_reasons, spent_on
 from ._stats import wilson_interval
 
 MAX_EXAMPLES = 10
@@ -147,13 +147,13 @@ class SummaryBuilder:
         elif status == "error":
             self.error_kinds[record.get("reason") or "unknown"] += 1
         elif record.get("passed") is False and len(self.examples) < MAX_EXAMPLES:
-            failed = next((c for c in record.get("checks") or [] if not c["pass"]), None)
+            reasons = failure_reasons(record)  # in the report's and the history's words
             self.examples.append(
                 {
                     "id": record["id"],
                     "model": record["model"],
                     "prompt_id": record["prompt_id"],
-                    "why": f"{failed['name']}: {failed['reason']}" if failed else "failed",
+                    "why": reasons[0] if reasons else "failed",
                 }
             )
 
