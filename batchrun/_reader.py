@@ -247,7 +247,8 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
     return ScanResult(states, spent, lines)
 
 
-def _clipped(text: str, limit: int = 500) -> str:
+def clip(text: str, limit: int = 500) -> str:
+    """Text cut to `limit` characters, saying how many more there were."""
     return text if len(text) <= limit else text[:limit] + f" ... [{len(text) - limit:,} more characters]"
 
 
@@ -257,9 +258,9 @@ def failure_reasons(record: dict[str, Any]) -> list[str]:
         error = record.get("error") or {}
         status = f" (HTTP {error['http_status']})" if error.get("http_status") else ""
         kind = error.get("kind") or record.get("reason") or "error"
-        return [_clipped(f"{kind}{status}: {error.get('message') or ''}".rstrip(": "), 500)]
+        return [clip(f"{kind}{status}: {error.get('message') or ''}".rstrip(": "), 500)]
     return [
-        _clipped(f"{check.get('name')}: {check.get('reason') or 'failed'}", 500)
+        clip(f"{check.get('name')}: {check.get('reason') or 'failed'}", 500)
         for check in record.get("checks") or []
         if isinstance(check, dict) and not check.get("pass")
     ]

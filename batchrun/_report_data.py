@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._reader import failure_reasons
+from ._reader import clip, failure_reasons
 from ._summary import SummaryBuilder
 
 ROW_CAP = 1000  # failing and error rows listed on the page; the page says when more exist
@@ -40,10 +40,6 @@ def wilson(passed: int, total: int, z: float = Z95) -> tuple[float, float] | Non
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _clip(text: str, limit: int = TEXT_CAP) -> str:
-    return text if len(text) <= limit else text[:limit] + f" ... [{len(text) - limit:,} more characters]"
-
-
 def _as_text(value: Any) -> str:
     """An answer or variables as display text (content may be a list of parts, or null)."""
     if value is None:
@@ -61,8 +57,8 @@ def _table_row(record: dict[str, Any]) -> dict[str, Any]:
         "id": str(record.get("id", ""))[:12],
         "model": str(record.get("model", "")),
         "prompt": str(record.get("prompt_id", "")),
-        "vars": _clip(_as_text(record.get("vars") or {}), 500),
-        "answer": _clip(_as_text(record.get("content"))),
+        "vars": clip(_as_text(record.get("vars") or {}), 500),
+        "answer": clip(_as_text(record.get("content")), TEXT_CAP),
         "reasons": failure_reasons(record),
         "provider": " @ ".join(str(part) for part in (answered, provider) if part),
     }
