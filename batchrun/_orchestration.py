@@ -30,8 +30,9 @@ from ._preflight import job_routing_warning, keep_row, make_client, open_cache, 
 from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail, results_job, scan_states
 from ._retry import retry_policy
 from ._settings import RunSettings
+from ._status import Status, StopReason
 from ._summary import SummaryBuilder
-from ._worker_pool import STOP_IO, Runner, RunOutcome, run_config
+from ._worker_pool import Runner, RunOutcome, run_config
 
 
 @dataclass
@@ -39,9 +40,9 @@ class RunControl:
     """Lets the CLI's signal handlers reach a run that may not have started its runner yet."""
 
     runner: Runner | None = None
-    pending: str | None = None
+    pending: StopReason | None = None
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: StopReason = StopReason.INTERRUPTED) -> None:
         if self.runner is not None:
             self.runner.request_stop(reason)
         else:
@@ -151,7 +152,7 @@ def _batch_executor(
     settings = job.run
     retry_rows = set()
     if states is not None and options.retry_errors:
-        retry_rows = {i for i in states.ids("error") if (s := states.get(i)) is not None and s.retryable}
+        retry_rows = {i for i in states.ids(Status.ERROR) if (s := states.get(i)) is not None and s.retryable}
     return BatchExecutor(
         runner,
         BatchClient(client),
@@ -253,7 +254,7 @@ async def _locked_run(
                 writer.close()
         except OutputFailed as failure:
             # The results file cannot be written: a stop of its own (exit code IO).
-            outcome = RunOutcome(STOP_IO, str(failure), runner.ledger.committed)
+            outcome = RunOutcome(StopReason.IO, str(failure), runner.ledger.committed)
 
         def cleanup_left() -> float | None:
             # The end-of-run /key read may use the grace after the deadline, as rows do.
@@ -303,7 +304,7 @@ async def _locked_run(
         except OSError as exc:
             message = f"{summary_path(output)}: writing the summary failed: {exc.strerror or exc}"
             if data["stop"] is None:
-                data.update(stop=STOP_IO, stop_message=message, complete=False)
+                data.update(stop=StopReason.IO, stop_message=message, complete=False)
             else:
                 notice(f"warning: {message}")
         return RunReport(output, data, outcome)

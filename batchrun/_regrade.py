@@ -28,6 +28,7 @@ from ._matrix import Request, plan_requests
 from ._options import RunOptions
 from ._preflight import make_client, preflight
 from ._row import RowGrading
+from ._status import Status
 from ._summary import SummaryBuilder
 from ._worker_pool import Runner, run_config
 
@@ -54,7 +55,7 @@ def _checks_of(record: dict[str, Any], request: Request) -> list[dict[str, Any]]
 def estimate_regrade(records: Iterable[dict[str, Any]], job: Job, costs: CostModel) -> RegradeEstimate:
     estimate = RegradeEstimate()
     for record, request in _judge_rows(records, job):
-        if request is None or record.get("status") != "ok" or not any(is_judge(c) for c in request.checks):
+        if request is None or record.get("status") != Status.OK or not any(is_judge(c) for c in request.checks):
             continue
         estimate.rows += 1
         shown = answer_text(record.get("content") or "", record.get("tool_calls") or ())
@@ -76,7 +77,7 @@ async def regrade_with_judges(
     """Re-grade every record (judges included) and pass each, in file order, to `emit`."""
 
     async def regrade_one(record: dict[str, Any], request: Request | None) -> dict[str, Any]:
-        if request is None or record.get("status") != "ok" or not request.checks:
+        if request is None or record.get("status") != Status.OK or not request.checks:
             return record
         checks, answer = _checks_of(record, request), answer_of(record)
         if not any(is_judge(c) for c in checks):

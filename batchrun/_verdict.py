@@ -6,6 +6,7 @@ import enum
 from typing import Any
 
 from ._settings import RunSettings
+from ._status import StopReason
 
 
 class ExitCode(enum.IntEnum):
@@ -26,14 +27,14 @@ class ExitCode(enum.IntEnum):
 
 EXIT_CODE_TABLE = "\n".join(f"  {code.value}  {code.name.lower()}" for code in ExitCode)
 
-_STOP_CODES = {
-    "interrupted": ExitCode.INTERRUPTED,
-    "auth": ExitCode.AUTH,
-    "credits": ExitCode.BUDGET,
-    "budget": ExitCode.BUDGET,
-    "deadline": ExitCode.DEADLINE,
-    "submitted": ExitCode.SUBMITTED,
-    "io": ExitCode.IO,
+_STOP_CODES: dict[str, ExitCode] = {
+    StopReason.INTERRUPTED: ExitCode.INTERRUPTED,
+    StopReason.AUTH: ExitCode.AUTH,
+    StopReason.CREDITS: ExitCode.BUDGET,
+    StopReason.BUDGET: ExitCode.BUDGET,
+    StopReason.DEADLINE: ExitCode.DEADLINE,
+    StopReason.SUBMITTED: ExitCode.SUBMITTED,
+    StopReason.IO: ExitCode.IO,
 }
 
 

@@ -1,4 +1,4 @@
-"""The runner: streams Requests through throttle -> ledger -> retry -> client, one row each.
+"""The worker pool: streams Requests through throttle -> ledger -> retry -> client, one row each.
 
 A fixed pool of workers in one `asyncio.TaskGroup` pulls from one lazy iterator of
 Requests, so a 100,000-row job holds only as many requests as there are workers, and no
@@ -8,50 +8,41 @@ task outlives `run`. Every dispatched request ends as exactly one record, writte
 the grace after a stop ran out). A stop gives each in-flight row `grace_s` through its own
 `asyncio.timeout`. A failure of the run itself (the results file cannot be written, the
 dataset breaks) stops every worker at once and is raised from `run`.
+
+The parts: `Stops` (_stops) says what may still be sent, `Dispatcher` (_dispatch) sends one
+request and settles its cost, `RowRecords` (_row_records) makes and writes the record;
+grader requests (_judging) use the same three.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._cache import CachedAnswer
 from ._cache_session import CacheSession, grade_hit, hit_fields, hit_grading
-from ._charges import AbandonedAttempt, ChargeBook, uncharged
+from ._charges import uncharged
 from ._checks import Answer, grade, is_judge
-from ._client import ChatResult, Flight, OpenRouterClient
+from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._costs import CostModel
-from ._exceptions import (
-    AuthFailed,
-    CreditExhausted,
-    DailyCapReached,
-    ModelUnavailable,
-    OutputFailed,
-    RateLimited,
-    RequestFailed,
-)
-from ._formats import utc
+from ._dispatch import Dispatcher
+from ._exceptions import OutputFailed, RequestFailed
 from ._job import Job
 from ._judge import GraderSettings
 from ._judging import Judging
 from ._ledger import BudgetExhausted, CreditLedger
 from ._matrix import Request
-from ._pricing import usd
-from ._reconcile import key_usage
-from ._results import ResultsWriter, record_head
-from ._retry import AttemptLog, RetryPolicy, call_with_retries, retry_policy
+from ._results import ResultsWriter
+from ._retry import RetryPolicy, retry_policy
 from ._row import Row, RowGrading, answer_fields, first_failure, internal_error
+from ._row_records import RowRecords
 from ._settings import DEFAULTS, RunSettings
-from ._stream import stream_chat
-from ._throttle import Throttle, scope_of
-
-# Why a run stopped early; each maps to its own exit code in the CLI.
-STOP_AUTH, STOP_CREDITS, STOP_BUDGET, STOP_DEADLINE = "auth", "credits", "budget", "deadline"
-STOP_INTERRUPTED = "interrupted"
-STOP_IO = "io"  # the results file cannot be written: stop at the first failed write
+from ._status import Status, StopReason
+from ._stops import Stops
+from ._throttle import Throttle
 
 
 @dataclass
@@ -89,7 +80,7 @@ def run_config(job: Job, settings: RunSettings, elapsed_s: float) -> RunConfig:
 
 @dataclass
 class RunOutcome:
-    stop: str | None
+    stop: StopReason | None
     stop_message: str
     spent_usd: float
 
@@ -113,270 +104,132 @@ class Runner:
         cache: CacheSession | None = None,
     ) -> None:
         self.client = client
-        self.writer = writer
         self.config = config
         self.clock = clock
-        self.job_name = job_name
-        self.job_fingerprint = job_fingerprint
         self.costs = costs
-        self.ledger = ledger or CreditLedger(None)
-        self.charges = ChargeBook(client, self.ledger)
-        self.limit_from_key = limit_from_key  # the binding limit is the key's credit, not our budget
-        self.key_usage_start = key_usage_start  # the key's usage before the first request (_ledger.follow_key)
-        self.throttle = Throttle(config.concurrency, clock, config.model_caps, config.policy.max_wait_s)
-        self.on_record = on_record
         self.cache = cache
-        self.stop_reason: str | None = None
-        self.stop_message = ""
-        self.stopped_models: dict[str, str] = {}  # model -> skip reason, for the rest of the run
-        # limit scope (a model, or the :free pool) -> (monotonic time it reopens, skip reason)
-        self.blocked_scopes: dict[str, tuple[float, str]] = {}
-        self._deadline_at: float | None = None
-        self._stop_event = asyncio.Event()  # for batch mode's waits
-        self._sent_since_refresh = 0
-        self._last_refresh = clock.monotonic()  # pre-flight has just read /key
-        self._refreshing = False
-        self._costs_under_reported = False  # a refresh found the key charged more than the ledger counts
-        self._in_flight: set[asyncio.Timeout] = set()  # each dispatched row's own timeout
-        self._grace_ends: float | None = None  # loop time when in-flight rows are cut off
-        # Judge checks' grader requests go through this runner's own machinery (issue 17).
-        self.judging = Judging(self, judge or GraderSettings())
-
-    # -- stopping ----------------------------------------------------------------------------
-    def request_stop(self, reason: str, message: str = "") -> None:
-        """Stop dispatching; in-flight requests get `grace_s` (none for a refused key or a
-        results file that fails: nothing more can be recorded)."""
-        if self.stop_reason is not None:
-            return
-        self.stop_reason = reason
-        self.stop_message = message
-        self._stop_event.set()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # before the run's loop exists: nothing is in flight
-            return
-        grace = 0.0 if reason in (STOP_AUTH, STOP_IO) else self.config.grace_s
-        self._grace_ends = loop.time() + grace
-        for limit in self._in_flight:
-            limit.reschedule(self._grace_ends)
-
-    # -- records -----------------------------------------------------------------------------
-    def _record(
-        self, request: Request, status: str, reason: str | None, retryable: bool, started: float | None, **fields: Any
-    ) -> dict[str, Any]:
-        cost = fields.pop("cost", None)
-        spent = cost if cost is not None else fields.get("cost_held") or 0.0
-        record = record_head(request.id, request.fingerprint, status, reason, retryable, cost, spent)
-        record.update(
-            job=self.job_name,
-            job_fingerprint=self.job_fingerprint,
-            model=request.model,
-            prompt_id=request.prompt_id,
-            vars=request.vars,
-            repeat=request.repeat,
+        self.ledger = ledger or CreditLedger(None)
+        self.stops = Stops(clock, config.policy, config.grace_s, config.deadline_given_s)
+        self.throttle = Throttle(config.concurrency, clock, config.model_caps, config.policy.max_wait_s)
+        self.dispatch = Dispatcher(
+            client,
+            clock,
+            self.stops,
+            self.throttle,
+            self.ledger,
+            config.policy,
+            costs=costs,
+            stream=config.stream,
+            timeout_s=config.timeout_s,
+            key_refresh_requests=config.key_refresh_requests,
+            key_refresh_s=config.key_refresh_s,
+            budget_margin_usd=config.budget_margin_usd,
+            limit_from_key=limit_from_key,
+            key_usage_start=key_usage_start,
         )
-        if self.cache is not None and status != "skipped":
-            record["cached"] = False  # with a cache on, every answered row says whether it was a hit
-        record.update(fields)
-        now = self.clock.time()
-        record["started_at"] = utc(started) if started is not None else None
-        record["finished_at"] = utc(now)
-        return record
+        self.charges = self.dispatch.charges
+        self.records = RowRecords(
+            writer,
+            clock,
+            self.stops,
+            job_name=job_name,
+            job_fingerprint=job_fingerprint,
+            cache_on=cache is not None,
+            on_record=on_record,
+        )
+        # Judge checks' grader requests go out through the same parts (issue 17).
+        self.judging = Judging(self.dispatch, self.stops, cache, judge or GraderSettings())
 
-    def _emit(self, request: Request, record: dict[str, Any]) -> None:
-        try:
-            if self.writer is not None:
-                self.writer.write(record, request.payload)
-        except OutputFailed as failure:
-            # The first failed write stops dispatch: nothing more is paid for that cannot be
-            # recorded, and the writer refuses later lines, so none follows a torn one.
-            self.request_stop(STOP_IO, str(failure))
-            raise
-        if self.on_record is not None:
-            self.on_record(record)
+    @property
+    def stop_reason(self) -> StopReason | None:
+        return self.stops.reason
+
+    @property
+    def stop_message(self) -> str:
+        return self.stops.message
+
+    @property
+    def limit_from_key(self) -> bool:
+        """The binding limit is the key's credit, not the job's budget."""
+        return self.dispatch.limit_from_key
+
+    def request_stop(self, reason: StopReason, message: str = "") -> None:
+        """Stop dispatching; in-flight requests get `grace_s` (_stops)."""
+        self.stops.request(reason, message)
 
     def skip(self, request: Request, reason: str) -> None:
-        self._emit(request, self._record(request, "skipped", reason, True, None, **uncharged(None)))
+        self.records.skip(request, reason)
 
-    # -- one request -------------------------------------------------------------------------
-    async def _attempt(self, request: Request, flight: Flight) -> tuple[ChatResult, float]:
-        """One attempt through the throttle; returns the answer and this attempt's latency."""
-        started = await self.throttle.acquire(request.model)
-        try:
-            if self.config.stream:
-                result: ChatResult = await stream_chat(
-                    self.client,
-                    request.payload,
-                    request.id,
-                    self.clock,
-                    self.config.timeout_s,
-                    flight=flight,
-                )
-            else:
-                result = await self.client.chat(request.payload, row_id=request.id, flight=flight)
-        except RateLimited as failure:
-            self.throttle.rate_limited(
-                request.model,
-                started,
-                failure.retry_after,
-                pace=failure.paces,
-                limit_wait=failure.limit_wait,
-                limit=failure.limit_count,
-            )
-            raise
-        finally:
-            await self.throttle.release(request.model)
-        self.throttle.succeeded(request.model, started)
-        return result, self.clock.monotonic() - started
-
-    def _budget_stop(self, worst: float | None) -> None:
-        reason = STOP_CREDITS if self.limit_from_key else STOP_BUDGET
-        self.request_stop(
-            reason,
-            f"the next request needs up to ${usd(worst or 0)}, ${usd(max(0.0, self.ledger.remaining or 0))} is left"
-            + (
-                f" (${usd(self.ledger.from_key)} of what is spent is the key's usage beyond the reported costs)"
-                if self.ledger.from_key
-                else ""
-            ),
-        )
-
-    async def _reserve(self, worst: float | None) -> float | None:
-        """Reserve the worst case; None (and a stop) when the budget cannot hold it."""
-        try:
-            return await self.ledger.reserve(worst or 0.0)
-        except BudgetExhausted:
-            self._budget_stop(worst)
-            return None
-
-    def _answered_from_cache(self, request: Request, answer: CachedAnswer) -> None:
+    # -- cache hits --------------------------------------------------------------------------
+    def answered_from_cache(self, request: Request, answer: CachedAnswer) -> None:
         """A hit: a normal record of the stored answer, spending nothing and reserving
         nothing; checks run as on a fresh answer, with the original latency and cost, so
         verdicts come out the same."""
-        record = self._record(request, "ok", None, False, self.clock.time(), **hit_fields(answer))
+        record = self.records.make(request, Status.OK, None, False, self.clock.time(), **hit_fields(answer))
         if request.checks:
             record.update(grade_hit(request.checks, answer))
-        self._emit(request, record)
+        self.records.emit(request, record)
 
     async def _graded_from_cache(self, row: Row, answer: CachedAnswer) -> None:
         """A hit whose judge checks need grader requests: those are paid like any (issue 17)."""
         request = row.request
-        record = self._record(request, "ok", None, False, self.clock.time(), **hit_fields(answer))
+        record = self.records.make(request, Status.OK, None, False, self.clock.time(), **hit_fields(answer))
         row.grading = hit_grading(request, record, answer)
         await self.judging.grade_row(row.grading)
-        self._finish(row, row.grading.record_now())
+        self.records.finish(row, row.grading.record_now())
 
-    def time_left(self) -> float | None:
-        """Seconds until the run's deadline; None without one."""
-        return None if self._deadline_at is None else self._deadline_at - self.clock.monotonic()
-
-    def _model_stop(self, model: str) -> str | None:
-        """Why this model's rows are not sent now: a model-wide condition, or a blocked scope."""
-        stop = self.stopped_models.get(model)
-        if stop is not None:
-            return stop
-        block = self.blocked_scopes.get(scope_of(model))
-        if block is not None:
-            if self.clock.monotonic() < block[0]:
-                return block[1]
-            del self.blocked_scopes[scope_of(model)]  # the limit has reset: send again
-        return None
-
+    # -- one row -----------------------------------------------------------------------------
     async def _process(self, row: Row) -> None:
         """Reserve, send with retries, settle, and write the row's record (or leave that to
-        `_dispatch`'s finally when something cuts it short)."""
-        request = row.request
+        `_dispatch_row`'s finally when something cuts it short)."""
+        request, dispatch, records = row.request, self.dispatch, self.records
         # A hit needs neither budget nor the model's capacity: it is looked up first.
         cached = self.cache.lookup(request) if self.cache is not None else None
         if cached is not None and any(is_judge(c) for c in request.checks):
             await self._graded_from_cache(row, cached)
             return
         if cached is not None:
-            row.written = True  # set first, as in _finish: a failed write is not retried
-            self._answered_from_cache(request, cached)
+            row.written = True  # set first, as in finish(): a failed write is not retried
+            self.answered_from_cache(request, cached)
             return
-        model_stop = self._model_stop(request.model)
+        model_stop = self.stops.model_stop(request.model)
         if model_stop is not None:
-            self._finish(row, self._record(request, "skipped", model_stop, True, None, **uncharged(None)))
+            records.finish(row, records.make(request, Status.SKIPPED, model_stop, True, None, **uncharged(None)))
             return
-        await self._maybe_refresh_key()
-        worst = self.costs.worst_case(request) if self.costs else None
-        row.reservation = await self._reserve(worst)
-        if row.reservation is None or self.stop_reason is not None:
-            await self._release(row)
-            reason = self.stop_reason or STOP_BUDGET
-            self._finish(row, self._record(request, "skipped", reason, True, None, **uncharged(None)))
+        await dispatch.maybe_refresh_key()
+        worst = dispatch.worst_case(request)
+        row.reservation = await dispatch.reserve(worst)
+        if row.reservation is None or self.stops.reason is not None:
+            await dispatch.release(row)
+            reason = self.stops.reason or StopReason.BUDGET
+            records.finish(row, records.make(request, Status.SKIPPED, reason, True, None, **uncharged(None)))
             return
         row.started = self.clock.time()
         began = self.clock.monotonic()
         try:
-            result, latency_s = await self.send_with_retries(row, worst)
+            result, latency_s = await dispatch.send_with_retries(row, worst)
         except (RequestFailed, BudgetExhausted) as failure:
-            await self._release(row)
-            await self._settled(self._settle_failure(row, failure, worst))
+            await dispatch.release(row)
+            await dispatch.settled(self._settle_failure(row, failure, worst))
             return
         latency_ms = round(latency_s * 1000, 1)  # the answering attempt: what the model took
         elapsed_ms = round((self.clock.monotonic() - began) * 1000, 1)  # with retries and waits
         reservation, row.reservation = row.reservation or 0.0, None
-        await self._settled(self._settle_answer(row, result, reservation, latency_ms, elapsed_ms))
+        await dispatch.settled(self._settle_answer(row, result, reservation, latency_ms, elapsed_ms))
         if row.grading is not None:  # the answer is settled; its judge checks are graded now
             await self.judging.grade_row(row.grading)
-            self._finish(row, row.grading.record_now())
-
-    async def send_with_retries(self, row: Row, worst: float | None) -> tuple[ChatResult, float]:
-        """The row's attempts under the retry policy, each holding a reservation (the row's
-        first is reserved by the caller); raises RequestFailed or BudgetExhausted."""
-
-        async def attempt() -> tuple[ChatResult, float]:
-            if row.reservation is None:
-                # The last attempt may have been billed and keeps its reservation as spent:
-                # this one needs its own (BudgetExhausted ends the row when none fits).
-                row.reservation = await self.ledger.reserve(worst or 0.0)
-            row.sent = True
-            row.flight = Flight()
-            try:
-                return await self._attempt(row.request, row.flight)
-            except RequestFailed as failure:
-                if failure.maybe_billed:
-                    self._hold(row, failure)
-                raise
-
-        return await call_with_retries(attempt, self.config.policy, self.clock.sleep, row.log, time_left=self.time_left)
-
-    def _hold(self, row: Row, failure: RequestFailed) -> None:
-        """An attempt that may have been billed keeps its reservation as spent until its cost
-        is known (streaming.mdx: only a cancelled stream stops billing)."""
-        if row.reservation is not None:
-            reservation, row.reservation = row.reservation, None
-            self.charges.abandoned(failure, reservation, row.charges)
-        row.sent = False
-
-    def hold_in_flight(self, row: Row) -> None:
-        """The attempt in flight was cancelled (grace over, deadline, a signal): it may still
-        be billed, so it is held, with the generation id its headers already gave, if any."""
-        if row.sent:
-            self._hold(row, AbandonedAttempt(row.flight.generation_id))
-
-    async def _settled(self, work: Coroutine[Any, Any, None]) -> None:
-        """Settle and record a row whose outcome is in. A cancel (the grace is over) waits
-        for this bookkeeping, a cost lookup at most, so the record keeps what the row cost."""
-        task = asyncio.ensure_future(work)
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await task
-            raise
+            records.finish(row, row.grading.record_now())
 
     async def _settle_failure(self, row: Row, failure: RequestFailed | BudgetExhausted, worst: float | None) -> None:
         await self.charges.look_up_row(row.charges)
         if isinstance(failure, RequestFailed):
-            self._finish(row, self._failure_record(row.request, failure, row.log, row.started, row))
+            self.records.finish(row, self.records.failure(row.request, failure, row.log, row.started, row.charges))
             return
         # No reservation fit for another attempt after one that may have been billed.
-        self._budget_stop(worst)
+        self.dispatch.budget_stop(worst)
         fields = {"attempts": row.log.attempts, "attempt_errors": row.log.failures, **row.charges.fields()}
-        reason = self.stop_reason or STOP_BUDGET
-        self._finish(row, self._record(row.request, "skipped", reason, True, row.started, **fields))
+        reason = self.stops.reason or StopReason.BUDGET
+        self.records.finish(row, self.records.make(row.request, Status.SKIPPED, reason, True, row.started, **fields))
 
     async def _settle_answer(
         self, row: Row, result: ChatResult, reservation: float, latency_ms: float, elapsed_ms: float
@@ -386,9 +239,9 @@ class Runner:
         await self.charges.answered(result, reservation, row.charges, estimate)
         await self.charges.look_up_row(row.charges)
         costs = row.charges.fields()
-        record = self._record(
+        record = self.records.make(
             request,
-            "ok",
+            Status.OK,
             None,
             False,
             row.started,
@@ -421,31 +274,19 @@ class Runner:
             # a second (a kill -9 loses at most that batch: those rows are asked again).
             self.cache.store_row(request, result, latency_ms, record["finished_at"], row.charges)
         if row.grading is None:
-            self._finish(row, record)
+            self.records.finish(row, record)
 
-    def _finish(self, row: Row, record: dict[str, Any]) -> None:
-        row.written = True  # set first: a row whose write failed must not be written twice
-        self._emit(row.request, record)
-
-    async def _release(self, row: Row, *, keep: bool = False) -> None:
-        """Give back the row's reservation; `keep` counts it as spent (a request abandoned in
-        flight may still be billed: streaming.mdx, only a cancelled stream stops billing)."""
-        if row.reservation is not None:
-            reservation, row.reservation = row.reservation, None
-            await asyncio.shield(self.ledger.settle(reservation, reservation if keep else 0.0))
-
-    async def _dispatch(self, request: Request) -> None:
+    async def _dispatch_row(self, request: Request) -> None:
         """One row, one record, whatever happens: the finally writes it if nothing else did."""
         row = Row(request)
         outcome: BaseException | None = None
         cut = False
+        stopped = self.stops
         try:
-            async with asyncio.timeout(self._grace_ends) as limit:
-                self._in_flight.add(limit)
+            async with stopped.row_time() as limit:
                 try:
                     await self._process(row)
                 finally:
-                    self._in_flight.discard(limit)
                     cut = limit.expired()  # the grace after a stop ran out
         except OutputFailed:
             raise  # the results file failed: the run stops, not just this row
@@ -455,171 +296,35 @@ class Runner:
             outcome = cancelled
             raise
         finally:
-            if not row.written and row.grading is not None and self.stop_reason != STOP_IO:
+            if not row.written and row.grading is not None and stopped.reason != StopReason.IO:
                 # The answer is in and paid for: it is recorded, its ungraded checks `error`.
                 failed = None if cut or isinstance(outcome, asyncio.CancelledError) else outcome
                 why = f"not graded: {internal_error(failed, self.client.scrub)['message']}" if failed else None
-                self._finish(row, row.grading.record_now(self.stop_reason or STOP_INTERRUPTED, why))
-            elif not row.written and self.stop_reason != STOP_IO:
+                self.records.finish(row, row.grading.record_now(stopped.reason or StopReason.INTERRUPTED, why))
+            elif not row.written and stopped.reason != StopReason.IO:
                 # The request in flight was abandoned, so it may still be billed: hold it.
-                self.hold_in_flight(row)
-                await self._release(row)
-                stopped = cut or isinstance(outcome, asyncio.CancelledError)
-                self._finish(row, self._unfinished(row, None if stopped else outcome))
-
-    def _unfinished(self, row: Row, error: BaseException | None) -> dict[str, Any]:
-        """The record of a row cut short: skipped by a stop (`error` None), or `internal`.
-        A request that went out is held as an abandoned attempt: its cost is unknown, and
-        its worst case stays spent (`cost_held`), since it may be billed."""
-        fields = {**row.charges.fields(), "attempts": row.log.attempts, "attempt_errors": row.log.failures}
-        if error is None:
-            reason = self.stop_reason or STOP_INTERRUPTED
-            return self._record(row.request, "skipped", reason, True, row.started, **fields)
-        error_field = internal_error(error, self.client.scrub)
-        if not row.charges.parts:
-            fields.update(uncharged(0.0))
-        return self._record(row.request, "error", "internal", True, row.started, error=error_field, **fields)
-
-    def _too_long(self, failure: RequestFailed) -> str | None:
-        """Why the server's wait ended the retrying (over max_wait_s or past the deadline)."""
-        wait, cap, left = failure.retry_after, self.config.policy.max_wait_s, self.time_left()
-        if not failure.retryable or wait is None:
-            return None
-        if wait > cap:
-            return f"server asked to wait {wait:.0f} s, over the {cap:g} s cap"
-        if left is not None and wait > left:
-            return f"server asked to wait {wait:.0f} s, past the run's deadline ({max(0.0, left):.0f} s left)"
-        return None
-
-    def _block_scope(self, request: Request, failure: RateLimited) -> str:
-        """A platform limit (X-RateLimit-*) that resets beyond the wait cap: the scope (the
-        model, or every :free model) sends nothing until its reset. A reset past the run's
-        horizon (the deadline, or max_elapsed_s without one) is a daily cap."""
-        wait = failure.limit_wait if failure.limit_wait is not None else failure.retry_after or 0.0
-        left = self.time_left()
-        horizon = left if left is not None else self.config.policy.max_elapsed_s
-        reason = "daily_cap" if wait > horizon else "rate_limited"
-        scope = scope_of(request.model)
-        until = self.clock.monotonic() + wait
-        current = self.blocked_scopes.get(scope)
-        if current is None or current[0] < until:
-            self.blocked_scopes[scope] = (until, reason)
-        return reason
-
-    def _failed(self, request: Request, failure: RequestFailed, log: AttemptLog, started: float | None) -> None:
-        """Write the record of a failed request (batch mode's entry point)."""
-        self._emit(request, self._failure_record(request, failure, log, started))
-
-    def _failure_record(
-        self, request: Request, failure: RequestFailed, log: AttemptLog, started: float | None, row: Row | None = None
-    ) -> dict[str, Any]:
-        """The record of a failed request; the failure's class decides what else stops."""
-        message = failure.message[:500]
-        too_long = self._too_long(failure)
-        if too_long:
-            message += f" ({too_long})"
-        error: dict[str, Any] = {"kind": failure.kind, "http_status": failure.http_status, "message": message}
-        # What OpenRouter said, when it said it (errors-and-debugging.mdx "Typed error codes").
-        if failure.error_type:
-            error["error_type"] = failure.error_type
-        if failure.availability_code:
-            error["availability_code"] = failure.availability_code
-        status, reason = self.react(request, failure, too_long)
-        skipped = status == "skipped"
-        return self._record(
-            request,
-            status,
-            reason,
-            skipped or failure.retryable,
-            started,
-            error=error,
-            attempts=log.attempts,
-            attempt_errors=log.failures,
-            # An error without a billable attempt cost nothing (zero-completion-insurance.mdx).
-            **(row.charges.fields() if row is not None and row.charges.parts else uncharged(None if skipped else 0.0)),
-        )
-
-    def react(self, request: Request, failure: RequestFailed, too_long: str | None) -> tuple[str, str]:
-        """What a final failure stops, as (status, reason) for its record. A refused key and
-        an empty purse stop the run; a model-wide condition stops the model; a platform
-        limit past the wait cap stops its scope until the reset. Rows that never got an
-        answer are `skipped` (a resume runs them again)."""
-        status, reason = "error", failure.kind
-        if isinstance(failure, AuthFailed):
-            self.request_stop(STOP_AUTH, f"the API key was refused: {failure.message}")
-        elif isinstance(failure, CreditExhausted):
-            self.request_stop(STOP_CREDITS, failure.message)
-            status, reason = "skipped", STOP_CREDITS
-        elif isinstance(failure, ModelUnavailable):
-            self.stopped_models.setdefault(request.model, failure.kind)
-        elif isinstance(failure, DailyCapReached):
-            self.stopped_models.setdefault(request.model, "daily_cap")
-            status, reason = "skipped", "daily_cap"
-        elif isinstance(failure, RateLimited) and failure.platform and too_long:
-            status, reason = "skipped", self._block_scope(request, failure)
-        return status, reason
-
-    # -- key refresh -------------------------------------------------------------------------
-    async def _maybe_refresh_key(self) -> None:
-        """Other jobs and shards may share the key: every N requests or T seconds, one
-        worker re-reads /key before its reservation, and the ledger follows the credit."""
-        self._sent_since_refresh += 1
-        now = self.clock.monotonic()
-        due = (
-            self._sent_since_refresh >= (1 if self._costs_under_reported else self.config.key_refresh_requests)
-            or now - self._last_refresh >= self.config.key_refresh_s
-        )
-        if not due or self.costs is None or self.costs.models is None or self._refreshing:
-            return
-        self._sent_since_refresh = 0
-        self._last_refresh = now
-        self._refreshing = True
-        try:
-            await self.charges.retry_lookups()
-            info = await self.client.key_info()
-        except RequestFailed:
-            return  # a failed refresh is not a reason to stop; the next one may work
-        finally:
-            self._refreshing = False
-        usage = key_usage(info)
-        if (
-            usage is not None
-            and self.key_usage_start is not None
-            and self.ledger.follow_key(usage - self.key_usage_start)
-        ):
-            # The answers' costs fall short of the key's usage: from now on /key is read
-            # before every request, so the next shortfall is seen one request later.
-            self._costs_under_reported = True
-        remaining = info.get("limit_remaining") if info else None
-        if isinstance(remaining, (int, float)):
-            new_limit = self.ledger.spent + remaining - self.config.budget_margin_usd
-            if self.ledger.limit is None or new_limit < self.ledger.limit:
-                self.limit_from_key = True
-                await self.ledger.lower_limit(new_limit)
+                self.dispatch.hold_in_flight(row)
+                await self.dispatch.release(row)
+                stopped_short = cut or isinstance(outcome, asyncio.CancelledError)
+                failure = None if stopped_short else outcome
+                self.records.finish(row, self.records.unfinished(row, failure, self.client.scrub))
 
     # -- the run -----------------------------------------------------------------------------
     async def _worker(self, source: Iterator[Request]) -> None:
         for request in source:
-            if self.stop_reason is not None:
-                self.skip(request, self.stop_reason)
+            if self.stops.reason is not None:
+                self.skip(request, self.stops.reason)
             else:
-                await self._dispatch(request)
-
-    async def _deadline(self, seconds: float) -> None:
-        await self.clock.sleep(seconds)
-        # Named as it was given (pre-flight used part of it: `seconds` is what was left).
-        given = self.config.deadline_given_s if self.config.deadline_given_s is not None else seconds
-        self.request_stop(STOP_DEADLINE, f"the run deadline of {given:g} s was reached")
+                await self._dispatch_row(request)
 
     async def run(self, requests: Iterator[Request]) -> RunOutcome:
-        if self.config.deadline_s is not None:
-            self._deadline_at = self.clock.monotonic() + self.config.deadline_s
+        self.stops.start_deadline(self.config.deadline_s)
         source = iter(requests)
         try:
             async with asyncio.TaskGroup() as group:
                 workers = [group.create_task(self._worker(source)) for _ in range(self.config.concurrency)]
                 deadline = self.config.deadline_s
-                timer = group.create_task(self._deadline(deadline)) if deadline is not None else None
+                timer = group.create_task(self.stops.deadline(deadline)) if deadline is not None else None
                 await asyncio.wait(workers)
                 if timer is not None:
                     timer.cancel()
@@ -629,4 +334,4 @@ class Runner:
             raise first_failure(failed) from None
         finally:
             self.throttle.close()
-        return RunOutcome(self.stop_reason, self.stop_message, self.ledger.committed)
+        return RunOutcome(self.stops.reason, self.stops.message, self.ledger.committed)

@@ -115,7 +115,7 @@ async def test_a_stop_cuts_in_flight_rows_after_the_grace_each_recorded_once(
     async def stop_soon() -> None:
         while sim.stats.chat_requests < job.run.concurrency:
             await asyncio.sleep(0.01)
-        control.stop("interrupted")
+        control.stop()
 
     stopper = asyncio.create_task(stop_soon())
     report = await run_job(

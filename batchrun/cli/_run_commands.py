@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from .._orchestration import RunControl
 
     control = RunControl()
-    with RunSignals(lambda: control.stop("interrupted"), console.error) as signals:
+    with RunSignals(lambda: control.stop(), console.error) as signals:
         return _run(args, console, signals, control)
 
 
