@@ -14,6 +14,7 @@ from ._reader import Warn, failure_reasons
 from ._results import final_records
 from ._stats import compare_paired, compare_rates
 from ._summary import SummaryBuilder
+from ._summary_types import GroupFigures, Summary
 
 MAX_FLIPS_SHOWN = 20
 
@@ -25,7 +26,7 @@ def _why(record: dict[str, Any]) -> str:
     return reasons[0] if reasons else "passed"
 
 
-def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
     slim: dict[str, dict[str, Any]] = {}
     builder = SummaryBuilder()
     for record in final_records(path, warn):
@@ -41,7 +42,7 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], dict[str, 
     return slim, builder.result()
 
 
-def _same_job(a: dict[str, Any], b: dict[str, Any], a_path: Path, b_path: Path) -> None:
+def _same_job(a: Summary, b: Summary, a_path: Path, b_path: Path) -> None:
     if a["job"] and b["job"] and a["job"] != b["job"]:
         raise ResultsError(f"{a_path} is job {a['job']!r} but {b_path} is job {b['job']!r}: nothing to compare")
 
@@ -78,7 +79,7 @@ def _pairings(a_rows: dict[str, dict[str, Any]], b_rows: dict[str, dict[str, Any
     return groups
 
 
-def _rate_change(a: dict[str, Any], b: dict[str, Any], alpha: float, pairing: _Pairing | None) -> dict[str, Any]:
+def _rate_change(a: GroupFigures, b: GroupFigures, alpha: float, pairing: _Pairing | None) -> dict[str, Any]:
     """One pass rate before and after, and whether the change is significant: McNemar's exact
     test when both runs graded the same rows (each row its own control), else Fisher's exact
     test on the pass/fail counts."""

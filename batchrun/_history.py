@@ -25,6 +25,7 @@ from ._reader import Warn, failure_reasons
 from ._report_data import read_run_summary, wilson
 from ._results import final_records
 from ._summary import SummaryBuilder
+from ._summary_types import GroupFigures, Summary
 
 MARKER_DROP = 0.05  # a model's pass rate falling this much (5 points) from one run to the next is a change
 FLIP_CAP = 500  # flipped rows listed on the page (all are counted)
@@ -73,7 +74,7 @@ def _folder_runs(folder: Path) -> list[Path]:
 class Run:
     path: Path
     start: str
-    summary: dict[str, Any]
+    summary: Summary
     states: dict[str, tuple[str, str, str, str, str]]  # id -> (state, model, prompt, vars, why)
 
     @property
@@ -116,7 +117,7 @@ def _mtime_iso(path: Path) -> str:
     return utc_seconds(os.stat(path).st_mtime)
 
 
-def _error_rate(group: dict[str, Any]) -> float | None:
+def _error_rate(group: GroupFigures) -> float | None:
     sent = group["ok"] + group["error"]
     return group["error"] / sent if sent else None
 

@@ -7,7 +7,6 @@ import os
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from ._exceptions import ResultsError
 from ._gate import MatrixCoverage, shard_layout
@@ -16,11 +15,10 @@ from ._output_paths import current_umask
 from ._reader import Warn
 from ._results import ResultsWriter, final_records
 from ._summary import SummaryBuilder
+from ._summary_types import Summary
 
 
-def merge_shards(
-    shards: list[Path], output: Path, job: Job | None = None, warn: Warn = lambda _: None
-) -> dict[str, Any]:
+def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn: Warn = lambda _: None) -> Summary:
     """One file with the final record of every row of every shard; refuses mixed jobs.
 
     `complete` in the result is true only when every row of the job's matrix is there

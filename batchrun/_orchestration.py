@@ -32,6 +32,7 @@ from ._retry import retry_policy
 from ._settings import RunSettings
 from ._status import Status, StopReason
 from ._summary import SummaryBuilder
+from ._summary_types import Summary
 from ._worker_pool import Runner, RunOutcome, run_config
 
 
@@ -52,7 +53,7 @@ class RunControl:
 @dataclass
 class RunReport:
     output: Path
-    summary: dict[str, Any]
+    summary: Summary
     outcome: RunOutcome  # rows kept by a resume and completeness are in `summary`
 
 
@@ -304,7 +305,7 @@ async def _locked_run(
         except OSError as exc:
             message = f"{summary_path(output)}: writing the summary failed: {exc.strerror or exc}"
             if data["stop"] is None:
-                data.update(stop=StopReason.IO, stop_message=message, complete=False)
+                data.update({"stop": StopReason.IO, "stop_message": message, "complete": False})
             else:
                 notice(f"warning: {message}")
         return RunReport(output, data, outcome)

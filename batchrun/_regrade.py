@@ -30,6 +30,7 @@ from ._preflight import make_client, preflight
 from ._row import RowGrading
 from ._status import Status
 from ._summary import SummaryBuilder
+from ._summary_types import Summary
 from ._worker_pool import Runner, run_config
 
 
@@ -106,7 +107,7 @@ async def regrade_file(
     gate: ItemGate,
     show_worst_case: Callable[[str], None],
     keep: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
+) -> Summary:
     """`report --job` with judges, end to end: prices and credit, the worst case (shown before
     anything is spent, from a first pass over `reread()`), then the re-grading of `records`
     within the budget. Returns the summary; `keep` receives each re-graded record."""

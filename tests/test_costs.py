@@ -17,6 +17,7 @@ from batchrun._client import OpenRouterClient, default_transport
 from batchrun._costs import CostModel, prompt_token_bound
 from batchrun._ledger import CreditLedger
 from batchrun._matrix import plan_requests
+from batchrun._summary_types import Summary
 from batchrun.simulator import SimConfig, Simulator
 
 from .conftest import FAKE_KEY, FakeClock, call_cli, read_rows, write_job
@@ -39,7 +40,7 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
 
 
-async def _run(sim: Simulator, tmp_path: Path, text: str, budget: float, **run: Any) -> dict[str, Any]:
+async def _run(sim: Simulator, tmp_path: Path, text: str, budget: float, **run: Any) -> Summary:
     job = load_job(write_job(tmp_path, text))
     job = replace(job, run=replace(job.run, budget_usd=budget, **run))
     out = tmp_path / "out.jsonl"

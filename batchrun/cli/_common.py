@@ -7,9 +7,9 @@ import argparse
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from .._console import Console, append_step_summary
 from .._exceptions import (
@@ -129,12 +129,15 @@ def test_seam(name: str) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
+Shown = TypeVar("Shown", bound=Mapping[str, Any])
+
+
 def show(
     console: Console,
     args: argparse.Namespace,
-    data: dict[str, Any],
-    as_text: Callable[[dict[str, Any]], str],
-    as_markdown: Callable[[dict[str, Any]], str],
+    data: Shown,
+    as_text: Callable[[Shown], str],
+    as_markdown: Callable[[Shown], str],
 ) -> None:
     """Print in the form asked (text, --json, --markdown); Markdown also to GITHUB_STEP_SUMMARY."""
     from .._output_paths import finite

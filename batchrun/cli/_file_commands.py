@@ -14,6 +14,7 @@ from .._exceptions import (
     OutputFailed,
     ResultsError,
 )
+from .._summary_types import Summary
 from .._verdict import ExitCode
 from ._common import (
     SIMULATOR_ENDPOINT,
@@ -40,7 +41,7 @@ def _through(page: Any, records: Any) -> Any:
     return records if page is None else page.watch(records)
 
 
-def _write_report_page(args: argparse.Namespace, page: Any, summary: dict[str, Any], verdict: Any) -> None:
+def _write_report_page(args: argparse.Namespace, page: Any, summary: Summary, verdict: Any) -> None:
     if page is not None:
         from .._html_report import write_report
 
@@ -88,7 +89,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
     coverage.raise_if_foreign(args.results)
     shortfalls = coverage.shortfalls()
-    summary.update(complete=not shortfalls, missing_rows=coverage.missing, matrix_rows=len(coverage.checks))
+    summary.update({"complete": not shortfalls, "missing_rows": coverage.missing, "matrix_rows": len(coverage.checks)})
     _write_junit(args, console, junit_records, gate)
     show(console, args, summary, render_text, render_markdown)
     code, reasons = decide(summary, settings)
@@ -122,7 +123,7 @@ def _regrade_judged(
     records: Iterable[dict[str, Any]],
     regraded: list[dict[str, Any]],
     page: Any,
-) -> dict[str, Any]:
+) -> Summary:
     """Re-grade with grader requests: the worst case printed first, then spent within the budget."""
     from .._options import RunOptions
     from .._regrade import regrade_file
@@ -138,7 +139,7 @@ def _regrade_judged(
         if page is not None:
             page.add(record)
 
-    async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> dict[str, Any]:
+    async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> Summary:
         options = RunOptions(api_key=key_for_job(job, sim_key), base_url=base_url)
         return await regrade_file(
             job,
@@ -150,7 +151,7 @@ def _regrade_judged(
             keep,
         )
 
-    summary: dict[str, Any] = asyncio.run(with_simulator(args, body))
+    summary: Summary = asyncio.run(with_simulator(args, body))
     summary["output"] = str(args.results)
     return summary
 
