@@ -14,7 +14,7 @@ from batchrun._job import RunSettings
 from batchrun._summary import SummaryBuilder
 from batchrun._verdict import decide
 
-from .conftest import SMALL_JOB, call_cli, read_rows, run_cli, write_job
+from .conftest import SMALL_JOB, call_cli, cli, read_rows, write_job
 
 
 def verdict(check: dict[str, Any], content: str = "The capital is Paris.", **answer: Any) -> tuple[bool, str]:
@@ -254,12 +254,12 @@ def test_diff_refuses_different_jobs(tmp_path: Path) -> None:
 def test_the_example_eval_finds_failures_on_the_simulator(tmp_path: Path) -> None:
     out = tmp_path / "eval.jsonl"
     repo = Path(__file__).resolve().parent.parent
-    result = run_cli(repo / "jobs" / "eval.yaml", "--simulate", "-o", out)
+    result = cli(repo / "jobs" / "eval.yaml", "--simulate", "-o", out)
     rows = read_rows(out)
     assert any(r["passed"] is False for r in rows) and any(r["passed"] for r in rows)
     assert {c["name"] for r in rows for c in r["checks"]} >= {"valid-json", "right-city", "fast-enough", "exact-sum"}
     assert result.returncode == ExitCode.OK and "pass rate by prompt:" in result.stdout
-    strict = run_cli(
+    strict = cli(
         repo / "jobs" / "eval.yaml", "--simulate", "-o", tmp_path / "strict.jsonl", "--pass-threshold", "0.99", "-q"
     )
     assert strict.returncode == ExitCode.QUALITY and "below the threshold 99.0%" in strict.stderr
@@ -317,7 +317,7 @@ def test_weights_give_a_row_score() -> None:
 def test_report_regrades_stored_answers_with_the_jobs_current_checks(tmp_path: Path) -> None:
     job = write_job(tmp_path, SMALL_JOB)
     out = tmp_path / "r.jsonl"
-    assert run_cli(job, "--simulate", "-o", out, "-q").returncode == 0
+    assert cli(job, "--simulate", "-o", out, "-q").returncode == 0
     before = [r["passed"] for r in read_rows(out) if r["prompt_id"] == "capital"]
     assert before and any(before)
     # The check is edited after the run: no request changes, so a resume would keep the old verdicts.
@@ -327,7 +327,7 @@ def test_report_regrades_stored_answers_with_the_jobs_current_checks(tmp_path: P
             "run: {", "run: {pass_threshold: 0.5, "
         ),
     )
-    result = run_cli("report", out, "--job", job, "--json")
+    result = cli("report", out, "--job", job, "--json")
     assert result.returncode == ExitCode.QUALITY
     summary = json.loads(result.stdout)
     assert summary["prompts"]["capital"]["pass_rate"] == 0.0 and summary["prompts"]["capital"]["checked"] == 12

@@ -31,9 +31,7 @@ run: {concurrency: 32, timeout_s: 0.2, max_attempts: 3, grace_s: 1, cost_margin:
 """
 
 
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+pytestmark = pytest.mark.usefixtures("api_key_env")
 
 
 async def _run(sim: Simulator, tmp_path: Path, text: str, budget: float, **run: Any) -> dict[str, Any]:

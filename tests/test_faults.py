@@ -12,7 +12,7 @@ from batchrun import AuthFailed, ExitCode, RunOptions, load_job, run_job
 from batchrun._verdict import decide
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, read_rows, run_cli, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, cli, read_rows, write_job
 
 
 async def run(
@@ -149,7 +149,7 @@ async def test_rate_limits_are_ridden_through_with_the_servers_wait(
 
 def test_the_deadline_stops_the_run_with_its_code(tmp_path: Path) -> None:
     job = write_job(tmp_path, SMALL_JOB.replace("repeat: 2", "repeat: 50"))
-    result = run_cli(
+    result = cli(
         job,
         "--simulate",
         "--sim",

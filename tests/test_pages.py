@@ -21,7 +21,7 @@ from batchrun._history import MARKER_DROP, build_history
 from batchrun._report_data import ROW_CAP, wilson
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import call_cli, child_env, read_rows, run_cli
+from .conftest import call_cli, child_env, cli, read_rows
 
 EXAMPLE_JOB = Path(__file__).resolve().parents[1] / "jobs" / "eval.yaml"
 WORSE_MODEL = "meta-llama/llama-3.1-8b-instruct"
@@ -36,7 +36,7 @@ def _failing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _run_on(config: SimConfig, out: Path) -> None:
     simulator = Simulator(config)
     with simulator.serve_in_thread():
-        result = run_cli(
+        result = cli(
             EXAMPLE_JOB, "--base-url", simulator.base_url, "-o", out, "-q", env=child_env(OPENROUTER_API_KEY="k")
         )
     assert result.returncode in (0, 1, 3), result.stderr
@@ -45,7 +45,7 @@ def _run_on(config: SimConfig, out: Path) -> None:
 @pytest.fixture(scope="module")
 def history_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("history")
-    result = run_cli(EXAMPLE_JOB, "--simulate", "-o", folder / "run1.jsonl", "-q")
+    result = cli(EXAMPLE_JOB, "--simulate", "-o", folder / "run1.jsonl", "-q")
     assert result.returncode == 0, result.stderr
     worse = SimConfig()
     worse.accuracy[WORSE_MODEL] = 0.1
@@ -178,7 +178,7 @@ def test_history_merged_shards_count_as_one_run(tmp_path: Path, history_dir: Pat
     folder.mkdir()
     for k in (1, 2):
         shard = folder / f"shard{k}.jsonl"
-        assert run_cli(EXAMPLE_JOB, "--simulate", "--shard", f"{k}/2", "-o", shard, "-q").returncode == 0
+        assert cli(EXAMPLE_JOB, "--simulate", "--shard", f"{k}/2", "-o", shard, "-q").returncode == 0
     assert call_cli("merge", folder / "nightly.jsonl", folder / "shard1.jsonl", folder / "shard2.jsonl")[0] == 0
     shutil.copy(history_dir / "run1.jsonl", folder / "earlier.jsonl")
     history = build_history([folder])
