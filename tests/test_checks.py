@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, load_job, plan_requests
-from batchrun._checks import Answer, run_checks
+from batchrun._checks import Answer, grade, run_checks
 from batchrun._job import RunSettings
 from batchrun._summary import SummaryBuilder
 from batchrun._verdict import decide
@@ -310,6 +310,20 @@ def test_weights_give_a_row_score() -> None:
         [{"contains": "Paris", "weight": 3}, {"contains": "France"}], Answer("Paris", None, None, None, None)
     )
     assert [r["pass"] for r in results] == [True, False]
+    paris = Answer("Paris", None, None, None, None)
+    weighted = [{"contains": "Paris", "weight": 3}, {"contains": "France"}]
+    assert grade(weighted, paris)["score"] == 0.75 and grade(weighted, paris)["passed"] is False  # 3 of 4
+    swapped = [{"contains": "France", "weight": 3}, {"contains": "Paris"}]
+    assert grade(swapped, paris)["score"] == 0.25  # the weight follows its check, not its place
+    assert grade([{"contains": "Paris", "weight": 2}, {"equals": "Paris"}], paris) | {"checks": None} == {
+        "checks": None,
+        "passed": True,
+        "score": 1.0,
+    }
+    # A judge check no grader answered is undecided: left out of the score, and no verdict.
+    undecided = grade([{"contains": "Paris"}, {"contains": "Rome", "weight": 2}, {"judge": "Is it right?"}], paris)
+    assert undecided["passed"] is None and undecided["score"] == round(1 / 3, 4)
+    assert grade([{"judge": "Is it right?"}], paris)["score"] is None  # nothing decided: no score
     summary = summary_of(record("1", "m", "p", passed=False, score=0.75), record("2", "m", "p", score=1.0))
     assert summary["total"]["mean_score"] == 0.875 and summary["total"]["pass_rate"] == 0.5
 
