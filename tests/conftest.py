@@ -111,17 +111,31 @@ BIG_JOB = SMALL_JOB.replace("repeat: 2", "repeat: 20").replace(
 )
 
 
-BUDGET_JOB = """
-name: spend
-defaults: {params: {max_tokens: 200}}
-models: [anthropic/claude-3.5-haiku, openai/gpt-4o-mini]
-prompts:
-  - id: p
-    text: "Tell me about {{n}} in detail, please, with examples and a long explanation."
-    vars: [{n: 1}, {n: 2}, {n: 3}, {n: 4}, {n: 5}, {n: 6}, {n: 7}, {n: 8}, {n: 9}, {n: 10}]
-repeat: 10
-run: {concurrency: 64, grace_s: 5}
-"""
+def priced_job(name: str, max_tokens: int, text: str, variables: str, repeat: int, run: str) -> str:
+    """One prompt on two priced simulator models: the job the budget and cost tests spend on.
+    `variables` is the YAML of the prompt's `vars`, `run` the inside of the `run:` mapping."""
+    return (
+        f"name: {name}\n"
+        f"defaults: {{params: {{max_tokens: {max_tokens}}}}}\n"
+        "models: [anthropic/claude-3.5-haiku, openai/gpt-4o-mini]\n"
+        "prompts:\n"
+        "  - id: p\n"
+        f'    text: "{text}"\n'
+        f"    vars: {variables}\n"
+        f"repeat: {repeat}\n"
+        f"run: {{{run}}}\n"
+    )
+
+
+TEN_NS = "[{n: 1}, {n: 2}, {n: 3}, {n: 4}, {n: 5}, {n: 6}, {n: 7}, {n: 8}, {n: 9}, {n: 10}]"
+BUDGET_JOB = priced_job(
+    "spend",
+    200,
+    "Tell me about {{n}} in detail, please, with examples and a long explanation.",
+    TEN_NS,
+    10,
+    "concurrency: 64, grace_s: 5",
+)
 
 TOOLS_JOB = """
 name: tools

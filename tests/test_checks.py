@@ -306,14 +306,11 @@ def test_a_bad_row_check_is_named_by_its_dataset_line(tmp_path: Path) -> None:
 
 
 def test_weights_give_a_row_score() -> None:
-    results = run_checks(
-        [{"contains": "Paris", "weight": 3}, {"contains": "France"}], Answer("Paris", None, None, None, None)
-    )
-    assert [r["pass"] for r in results] == [True, False]
     paris = Answer("Paris", None, None, None, None)
-    weighted = [{"contains": "Paris", "weight": 3}, {"contains": "France"}]
+    weighted: list[dict[str, Any]] = [{"contains": "Paris", "weight": 3}, {"contains": "France"}]
+    assert [r["pass"] for r in run_checks(weighted, paris)] == [True, False]
     assert grade(weighted, paris)["score"] == 0.75 and grade(weighted, paris)["passed"] is False  # 3 of 4
-    swapped = [{"contains": "France", "weight": 3}, {"contains": "Paris"}]
+    swapped: list[dict[str, Any]] = [{"contains": "France", "weight": 3}, {"contains": "Paris"}]
     assert grade(swapped, paris)["score"] == 0.25  # the weight follows its check, not its place
     assert grade([{"contains": "Paris", "weight": 2}, {"equals": "Paris"}], paris) | {"checks": None} == {
         "checks": None,
