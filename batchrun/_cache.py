@@ -28,9 +28,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import orjson
 
@@ -45,6 +43,19 @@ from ._cache_file import (
     identify,
     initialise,
     migrate_first_format,
+)
+from ._cache_values import (
+    CachedAnswer,
+    CacheEntry,
+    CacheStats,
+    Probe,
+    RunStats,
+    StoredEntry,
+    blob,
+    cost_or_none,
+    number_or_none,
+    size_or_none,
+    text_or_none,
 )
 from ._exceptions import CacheError
 
@@ -65,142 +76,6 @@ def cache_key(fingerprint: str, repeat: int, base_url: str) -> bytes:
     """The entry key: fingerprint of the exact body, repeat index, endpoint. Never a key.
     128 bits of SHA-256: the body itself is compared on every read anyway."""
     return hashlib.sha256(_endpoint_prefix(base_url) + f"{repeat}\n{fingerprint}".encode()).digest()[:16]
-
-
-def _text_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-@dataclass(frozen=True, slots=True)
-class CachedAnswer:
-    """An ok answer as it was first received."""
-
-    generation_id: str | None
-    response_model: str | None
-    provider: str | None
-    content: str
-    finish_reason: str | None
-    native_finish_reason: str | None
-    usage: dict[str, Any]
-    cost: float | None
-    latency_ms: float | None
-    generated_at: str  # when the original answer arrived (UTC ISO 8601)
-    refusal: str | None = None
-    reasoning: str | None = None
-    cost_status: str | None = None  # the original record's: reported, looked_up or estimated
-    tool_calls: tuple[dict[str, Any], ...] = ()  # as the record had them: {id, name, arguments}
-    reply_bytes: int | None = None  # the reply's size as read, against the reading run's cap
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "generation_id": self.generation_id,
-                "response_model": self.response_model,
-                "provider": self.provider,
-                "content": self.content,
-                "finish_reason": self.finish_reason,
-                "native_finish_reason": self.native_finish_reason,
-                "usage": self.usage,
-                "latency_ms": self.latency_ms,
-                "generated_at": self.generated_at,
-                "refusal": self.refusal,
-                "reasoning": self.reasoning,
-                "cost_status": self.cost_status,
-                "tool_calls": list(self.tool_calls),
-            }
-        )
-
-    @classmethod
-    def from_row(cls, answer: bytes, cost: float | None, reply_bytes: int | None) -> CachedAnswer | None:
-        """None for an entry that does not hold a usable answer (then it is a miss)."""
-        try:
-            data = orjson.loads(answer)
-            content = data["content"]
-            usage = data["usage"]
-            tool_calls = tuple(data.get("tool_calls") or ())
-            if not isinstance(content, str) or not isinstance(usage, dict):
-                return None
-            if not (content or tool_calls) or not all(isinstance(call, dict) for call in tool_calls):
-                return None
-            return cls(
-                _text_or_none(data.get("generation_id")),
-                _text_or_none(data.get("response_model")),
-                _text_or_none(data.get("provider")),
-                content,
-                _text_or_none(data.get("finish_reason")),
-                _text_or_none(data.get("native_finish_reason")),
-                usage,
-                cost,
-                latency if isinstance(latency := data.get("latency_ms"), (int, float)) else None,
-                str(data.get("generated_at") or ""),
-                _text_or_none(data.get("refusal")),
-                _text_or_none(data.get("reasoning")),
-                _text_or_none(data.get("cost_status")),
-                tool_calls,
-                reply_bytes,
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return None
-
-
-class Probe(NamedTuple):
-    """What planning reads of a stored entry: enough to decide a hit, not the answer."""
-
-    body: bytes
-    cost: float | None
-    reply_bytes: int | None
-    finish_reason: str | None
-    latency_ms: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEntry:
-    """One answer on its way into the cache."""
-
-    key: bytes
-    row_id: str
-    group_id: str
-    model: str
-    repeat: int
-    base_url: str
-    payload: bytes
-    answer: CachedAnswer
-    created_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class CacheEntry:
-    """A stored request, as `explain` compares it with the request a job would send now."""
-
-    key: bytes
-    row_id: str
-    model: str
-    repeat: int
-    base_url: str
-    body: dict[str, Any]
-    cost: float | None
-    created_at: float
-
-
-@dataclass(frozen=True)
-class RunStats:
-    finished_at: float
-    job: str
-    hits: int
-    misses: int
-    stored: int
-    saved_usd: float
-
-
-@dataclass(frozen=True)
-class CacheStats:
-    path: Path
-    entries: int
-    size_bytes: int
-    models: dict[str, int]
-    oldest: float | None
-    newest: float | None
-    runs: list[RunStats]
 
 
 def utc_seconds(ts: float) -> str:
@@ -304,14 +179,16 @@ class ResponseCache:
         """The answer stored for exactly this body, unless older than `fresh_after`."""
         with self._errors():
             row = self._db.execute(
-                "SELECT body, answer, cost, created_at, reply_bytes FROM entries WHERE key = ?", (key,)
+                "SELECT body, answer, cost, reply_bytes FROM entries WHERE key = ? AND created_at >= ?",
+                (key, -1.0 if fresh_after is None else fresh_after),
             ).fetchone()
         if row is None:
             return None
-        body, answer, cost, created_at, reply_bytes = row
-        if bytes(body) != payload or (fresh_after is not None and created_at < fresh_after):
+        body, answer, cost, reply_bytes = row
+        answer = blob(answer)
+        if blob(body) != payload or answer is None:
             return None
-        return CachedAnswer.from_row(bytes(answer), cost, reply_bytes)
+        return CachedAnswer.from_row(answer, cost_or_none(cost), size_or_none(reply_bytes))
 
     def probe_many(self, keys: list[bytes], fresh_after: float | None) -> dict[bytes, Probe]:
         """What planning needs of each of these keys that is stored and fresh, in one query,
@@ -323,7 +200,16 @@ class ResponseCache:
                 f" WHERE key IN ({marks}) AND created_at >= ?",  # noqa: S608 - marks only
                 (*keys, -1.0 if fresh_after is None else fresh_after),
             ).fetchall()
-        return {bytes(key): Probe(bytes(body), *rest) for key, body, *rest in rows}
+        return {
+            bytes(key): Probe(
+                blob(body) or b"",
+                cost_or_none(cost),
+                size_or_none(size),
+                text_or_none(reason),
+                number_or_none(latency),
+            )
+            for key, body, cost, size, reason, latency in rows
+        }
 
     def store_many(self, entries: list[StoredEntry]) -> None:
         """One transaction for a batch: a commit per answer would cost more than the answer's
@@ -381,11 +267,12 @@ class ResponseCache:
                 if group not in groups:
                     continue
                 try:
-                    decoded = orjson.loads(body)
+                    decoded = orjson.loads(blob(body) or b"")
                 except orjson.JSONDecodeError:
                     continue
-                if isinstance(decoded, dict):
-                    entry = CacheEntry(bytes(key), row, model, repeat, base_url, decoded, cost, created_at)
+                typed = isinstance(row, str) and isinstance(model, str) and isinstance(base_url, str)
+                if isinstance(decoded, dict) and typed and isinstance(repeat, int) and number_or_none(created_at):
+                    entry = CacheEntry(blob(key) or b"", row, model, repeat, base_url, decoded, cost, created_at)
                     found.setdefault(group, []).append(entry)
         return found
 

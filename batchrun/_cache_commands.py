@@ -7,10 +7,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._cache import FILE_NAME, CacheStats, NoCache, ResponseCache, remove_cache, utc_seconds
+from ._cache import FILE_NAME, NoCache, ResponseCache, remove_cache, utc_seconds
 from ._cache_explain import explain, render_explanations
 from ._cache_file import BrokenCache
 from ._cache_session import CacheSettings, default_cache_dir
+from ._cache_values import CacheStats
 from ._exceptions import ConfigError
 from ._job import load_job
 

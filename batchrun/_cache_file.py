@@ -19,6 +19,7 @@ past the first broken) is a BrokenCache: `cache clear` may remove it, nothing el
 from __future__ import annotations
 
 import sqlite3
+import stat
 from pathlib import Path
 
 from ._exceptions import CacheError
@@ -108,12 +109,15 @@ def identify(path: Path, *, immutable: bool = False, busy_timeout_s: float = 2.0
     """NEW, OURS or FIRST_FORMAT; raises NotOurCache, BrokenCache or CacheError (locked).
     Reads only: the connection is read-only, and nothing is created for a file not ours."""
     try:
-        if path.stat().st_size == 0:
-            return NEW
+        found = path.stat()
     except FileNotFoundError:
         return NEW
     except OSError as exc:
         raise CacheError(f"{path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(found.st_mode):  # a folder, a FIFO (whose reading would block), a device
+        raise NotOurCache(f"{path}: not a batchrun cache (not a regular file); batchrun leaves it alone")
+    if found.st_size == 0:
+        return NEW
     header = _header(path)
     if not header.startswith(SQLITE_MAGIC):
         raise NotOurCache(f"{path}: not a batchrun cache (not an SQLite database); batchrun leaves it alone")

@@ -25,7 +25,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from ._cache import CachedAnswer, Probe, ResponseCache, RunStats, StoredEntry, cache_key
+from ._cache import ResponseCache, cache_key
+from ._cache_values import CachedAnswer, Probe, RunStats, StoredEntry
 from ._charges import RowCharges, uncharged
 from ._checks import Answer, grade, without_latency_checks
 from ._client import ChatResult
@@ -137,6 +138,8 @@ def why_not_a_hit(
 ) -> str | None:
     """Why a stored answer to exactly this request is no hit for the run that reads it, or
     None: the reader's cap, store_length and checks decide, not the storing run's."""
+    if probe.cost is None:  # a cost the file holds that is no number: never passed off as free
+        return "its stored cost is not a usable number"
     if max_reply_bytes is not None and (probe.reply_bytes is None or probe.reply_bytes > max_reply_bytes):
         return f"its reply was {probe.reply_bytes or '?'} bytes, over this job's max_response_bytes {max_reply_bytes}"
     if probe.finish_reason == "length" and not store_length:

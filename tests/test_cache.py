@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from batchrun import load_job, plan_requests
-from batchrun._cache import FILE_NAME, CachedAnswer, CacheEntry, ResponseCache, StoredEntry, cache_key
+from batchrun._cache import FILE_NAME, ResponseCache, cache_key
 from batchrun._cache_commands import CacheCommand, parse_duration, render_stats, run_cache_command
 from batchrun._cache_explain import differences, explain, render_difference, render_explanations
 from batchrun._cache_session import CacheSession, CacheSettings, default_cache_dir, storable
+from batchrun._cache_values import CachedAnswer, CacheEntry, StoredEntry
 from batchrun._client import ChatResult
 from batchrun._exceptions import CacheError
 from batchrun._matrix import Request

@@ -5,7 +5,9 @@ changed, by a run or by `cache clear | prune | stats` (issue 16, outsider's find
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,13 @@ def test_a_cache_of_the_first_format_is_migrated_and_keeps_its_answers(tmp_path:
     with sqlite3.connect(old / FILE_NAME) as db:
         assert db.execute("PRAGMA application_id").fetchone() == (APPLICATION_ID,)
         assert db.execute("SELECT count(*) FROM entries WHERE reply_bytes IS NULL").fetchone() == (0,)
+
+
+def test_a_fifo_in_place_of_the_cache_file_is_refused_without_hanging(tmp_path: Path, sim: Simulator) -> None:
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    cache.mkdir()
+    os.mkfifo(cache / FILE_NAME)  # reading it would wait for a writer forever
+    code, _, err = call_cli("cache", "clear", "--dir", cache)
+    assert code == 2 and "not a batchrun cache (not a regular file)" in err
+    code, _, err = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "a.jsonl", f"--cache={cache}", "-q")
+    assert code == 0 and "not a regular file" in err and stat.S_ISFIFO((cache / FILE_NAME).stat().st_mode)
