@@ -70,13 +70,15 @@ async def reconcile_run(
     ledger: CreditLedger,
     book: ChargeBook,
     start_usage: float | None,
+    start_unread: str | None,
     policy: RetryPolicy,
     sleep: Callable[[float], Awaitable[None]],
     time_left: Callable[[], float | None],
 ) -> dict[str, Any]:
     """Last lookups for charges still unknown, then the key's usage against the ledger. The
     /key read is retried like start-up's (break-14 #15); when it still fails, or its usage
-    cannot be read, the reconciliation says it was not done (a warning), never nothing."""
+    cannot be read, the reconciliation says it was not done (a warning), never nothing; so
+    does a start-up /key read whose usage could not be read (`start_unread` says why)."""
     await book.retry_lookups()
     end_usage, why = None, None
     if start_usage is not None:
@@ -86,4 +88,4 @@ async def reconcile_run(
             why = f"{failure.kind}: {failure.message[:200]}"
         else:
             why = None if end_usage is not None else "its usage is missing or not a number"
-    return reconcile(start_usage, end_usage, ledger, book, why)
+    return reconcile(start_usage, end_usage, ledger, book, why, start_unread)

@@ -34,9 +34,15 @@ def key_usage(info: dict[str, Any] | None) -> float | None:
 
 
 def reconcile(
-    start: float | None, end: float | None, ledger: CreditLedger, book: ChargeBook, unread: str | None = None
+    start: float | None,
+    end: float | None,
+    ledger: CreditLedger,
+    book: ChargeBook,
+    unread: str | None = None,
+    start_unread: str | None = None,
 ) -> dict[str, Any]:
-    """The comparison; `unread` says why the end-of-run /key read failed (then not reconciled)."""
+    """The comparison; `unread` says why the end-of-run /key read failed, `start_unread` why
+    the start-up one did (either way, not reconciled)."""
     known, held = ledger.spent, ledger.held
     unresolved = len(book.unresolved)
     out: dict[str, Any] = {
@@ -54,11 +60,20 @@ def reconcile(
         "counted_from_key_usd": round(ledger.from_key, 8),
         "warning": None,
     }
+    held_note = f"; {unresolved} attempt(s) of unknown cost stay held at up to ${held:.4f}" if unresolved else ""
+    if start is None and start_unread is not None:
+        # /key answered at the start without a usable usage: no baseline, so neither this
+        # comparison nor the refreshes' check for under-reported costs could be made.
+        out["warning"] = (
+            f"not reconciled: the key's usage could not be read at the start of the run ({start_unread}); "
+            "costs the answers under-reported could not be caught during the run" + held_note
+        )
+        return out
     if start is not None and end is None:
         # The key was read at the start, so the run meant to reconcile: say it could not.
         out["warning"] = (
             f"not reconciled: the key's usage could not be read at the end of the run ({unread or 'unread'})"
-            + (f"; {unresolved} attempt(s) of unknown cost stay held at up to ${held:.4f}" if unresolved else "")
+            + held_note
         )
         return out
     if start is None or end is None:

@@ -383,6 +383,8 @@ class _Preflight:
     limit_from_key: bool  # the key's credit, not the job's budget, is the binding limit
     key_usage: float | None = None  # the key's usage before the first request (reconciliation)
     balance: float | None = None  # the account's balance (/credits), with a management key
+    # Why /key answered but its usage could not be read (then nothing is reconciled).
+    key_unread: str | None = None
 
 
 def missing_account_api(base_url: str, models: object | None, key: object | None) -> str | None:
@@ -457,7 +459,9 @@ async def _preflight(
     if plan.unknown_why and budget is not None:
         reasons = "; ".join(f"{m} ({why})" for m, why in sorted(plan.unknown_why.items()))
         notice(f"warning: no known worst case for {reasons}: reserved at $0 (run.allow_unknown_prices)")
-    return _Preflight(models, costs, plan, budget, limit_from_key, key_usage(key), balance)
+    usage = key_usage(key)
+    unread = "its usage is missing or not a number" if key is not None and usage is None else None
+    return _Preflight(models, costs, plan, budget, limit_from_key, usage, balance, unread)
 
 
 def retry_policy(settings: RunSettings) -> RetryPolicy:
@@ -579,6 +583,7 @@ async def _locked_run(
             runner.ledger,
             runner.charges,
             pre.key_usage,
+            pre.key_unread,
             retry_policy(settings),
             options.clock.sleep,
             cleanup_left,

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from batchrun import RunOptions, load_job, run_job
-from batchrun._client import OpenRouterClient
+from batchrun._client import OpenRouterClient, default_transport
 from batchrun._costs import CostModel, prompt_token_bound
 from batchrun._ledger import CreditLedger
 from batchrun._matrix import plan_requests
@@ -45,19 +48,73 @@ async def _run(sim: Simulator, tmp_path: Path, text: str, budget: float, **run: 
     return report.summary
 
 
+class GivingUpTransport(httpx.AsyncBaseTransport):
+    """The client's transport, with a third of chat attempts given up after the server
+    billed them, decided by (seed, row, attempt), never by the time anything takes.
+
+    Each faulted attempt is sent and its answer read to the end (the simulator has then
+    generated and billed it), and the client is told the read timed out: half before any
+    header (no generation id, like a hang), half after the headers (the X-Generation-Id
+    header seen, like a stall). The client's real timeout is far away, so no answer
+    times out by load."""
+
+    def __init__(self, seed: int, share: float = 1 / 3) -> None:
+        self.inner = default_transport(32)
+        self.seed, self.share = seed, share
+        self.sent: dict[str, int] = {}
+        self.given_up = {"hang": 0, "stall": 0}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        row = request.headers.get("X-Batchrun-Row")
+        if row is None:  # /models, /key, /generation... pass untouched
+            return response
+        attempt = self.sent[row] = self.sent.get(row, 0) + 1
+        draw = random.Random(f"{self.seed}:{row}:{attempt}").random()
+        if draw >= self.share:
+            return response
+        await response.aread()  # generated and billed
+        await response.aclose()
+        if draw < self.share / 2:
+            self.given_up["hang"] += 1
+            raise httpx.ReadTimeout("injected: no reply before the timeout", request=request)
+        self.given_up["stall"] += 1
+        return httpx.Response(response.status_code, headers=response.headers, stream=_TimingOut(request))
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _TimingOut(httpx.AsyncByteStream):
+    """A body that times out before its first byte: the headers came, the rest never does."""
+
+    def __init__(self, request: httpx.Request) -> None:
+        self.request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        raise httpx.ReadTimeout("injected: the body stalled", request=self.request)
+        yield b""  # pragma: no cover - makes this an async generator
+
+
 @pytest.mark.parametrize("seed", range(20))
 async def test_abandoned_attempts_never_push_the_bill_past_the_budget(tmp_path: Path, seed: int) -> None:
-    # A third of requests time out after the simulator finished (and billed) them: half
+    # A third of attempts are given up after the simulator finished (and billed) them: half
     # with their generation id in the headers (stall), half without (hang).
-    config = SimConfig(seed=seed, faults={"hang": 1 / 6, "stall": 1 / 6}, routing="spread", hang_s=30)
-    simulator = Simulator(config)
-    with simulator.serve_in_thread() as sim:
-        summary = await _run(sim, tmp_path, ABANDON_JOB, budget=0.004)
+    transport = GivingUpTransport(seed)
+    with Simulator(SimConfig(seed=seed, routing="spread")).serve_in_thread() as sim:
+        job = load_job(write_job(tmp_path, ABANDON_JOB))
+        # Far-off timeout and grace: only the transport gives up, never the load on the machine.
+        run = replace(job.run, budget_usd=0.004, timeout_s=600.0, grace_s=600.0)
+        out = tmp_path / "out.jsonl"
+        options = RunOptions(
+            api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock(), transport=transport
+        )
+        summary = (await run_job(replace(job, run=run), options)).summary
         billed = sim.stats.billed_usd
         by_row = dict(sim.stats.billed_by_row)
-    rows = read_rows(tmp_path / "out.jsonl")
+    rows = read_rows(out)
     assert len(rows) == 60
-    assert sim.stats.abandoned_billed > 0
+    assert transport.given_up["hang"] > 0 and transport.given_up["stall"] > 0
     # The promise: what the service billed never passes the budget.
     assert billed <= 0.004 + 1e-12
     # Every row whose cost is known matches what the simulator billed for it.
@@ -71,8 +128,6 @@ async def test_abandoned_attempts_never_push_the_bill_past_the_budget(tmp_path: 
     assert rec["warning"] is None
     # The records plus what was looked up after a row was written are all real charges; the
     # rest of the bill lies within the worst cases still held for attempts of unknown cost.
-    # (Requests cut in flight when the run stopped may be billed after its last /key read:
-    # the held worst cases cover them, the key's usage at that moment cannot.)
     recorded = known + rec["resolved_after_record_usd"]
     assert recorded <= billed + 1e-9
     assert billed <= recorded + rec["unknown_cost_held_usd"] + 1e-9

@@ -225,6 +225,24 @@ def test_an_end_of_run_key_read_that_fails_is_said_everywhere(tmp_path: Path, en
         assert "not reconciled" in channel
 
 
+@pytest.mark.parametrize("start", ["abc", "-1e308", None])
+def test_a_start_up_key_usage_that_cannot_be_read_is_said_everywhere(tmp_path: Path, start: Any) -> None:
+    # /key answers, but its `usage` is not a number: nothing to reconcile against at the
+    # end, and no under-reported cost can be caught at a refresh. Said like an end failure.
+    usages = iter([float(start) if start == "-1e308" else start])
+    server = HostileServer(chat=lambda r: json_answer(200, chat_payload()))
+    server.key = lambda r: json_answer(
+        200, {"data": {"limit": None, "limit_remaining": None, "usage": next(usages, 0)}}
+    )
+    outcome = run(server, tmp_path, "--budget", "1")
+    assert outcome.code == ExitCode.OK and len(outcome.rows) == 4
+    rec = _summary(tmp_path)["reconciliation"]
+    assert rec["warning"].startswith("not reconciled: the key's usage could not be read at the start of the run")
+    assert rec["key_usage_delta_usd"] is None
+    for channel in (outcome.stderr, outcome.stdout, (tmp_path / "step.md").read_text()):
+        assert "not reconciled" in channel
+
+
 async def test_an_end_of_run_key_read_is_retried_like_start_up(tmp_path: Path) -> None:
     server = HostileServer(chat=lambda r: json_answer(200, chat_payload()), key=_key_failing_after(1, failures=2))
     job = load_job(write_job(tmp_path, JOB.replace("max_attempts: 1", "max_attempts: 4")))
