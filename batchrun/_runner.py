@@ -17,8 +17,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._cache import CachedAnswer
 from ._cache_session import CacheSession, grade_hit, hit_fields, hit_grading
+from ._cache_values import CachedAnswer
 from ._charges import AbandonedAttempt, ChargeBook, uncharged
 from ._checks import Answer, grade, is_judge
 from ._client import ChatResult, Flight, OpenRouterClient

@@ -444,21 +444,6 @@ def test_with_the_cache_verdicts_are_reused_and_an_edited_rubric_is_graded_afres
     assert sum(r["judge_cost"] for r in rows) > 0
 
 
-def test_answers_with_tool_calls_are_not_cached(
-    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from .test_tools_and_repeats import TOOLS_JOB
-
-    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
-    job, cache = write_job(tmp_path, TOOLS_JOB), tmp_path / "cache"
-    for name in ("a", "b"):
-        code, _, err = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / f"{name}.jsonl", f"--cache={cache}")
-        assert code == ExitCode.OK, err
-    rows = read_rows(tmp_path / "b.jsonl")
-    assert {r["cached"] for r in rows if r.get("tool_calls")} == {False}  # sent again, calls recorded again
-    assert all(r["passed"] is not None for r in rows)
-
-
 # -- judge requests follow their rows: shards, the per-run key, batch mode -----------------------
 def test_shards_grade_their_own_rows_and_merge_keeps_every_verdict(tmp_path: Path, sim: Simulator) -> None:
     job = write_job(tmp_path, JUDGED)
