@@ -278,7 +278,15 @@ def open_cache(job: Job, options: RunOptions, notice: Notice) -> CacheSession | 
     if settings is None:
         return None
     endpoint = options.cache_endpoint or options.base_url or job.endpoint.base_url
-    return CacheSession.open(settings, job_name=job.name, base_url=endpoint, clock=options.clock, warn=notice)
+    return CacheSession.open(
+        settings,
+        job_name=job.name,
+        base_url=endpoint,
+        clock=options.clock,
+        warn=notice,
+        max_reply_bytes=job.run.max_response_bytes,
+        batch=job.run.mode == "batch",
+    )
 
 
 def make_client(job: Job, options: RunOptions, settings: RunSettings) -> OpenRouterClient:
@@ -585,8 +593,11 @@ async def _locked_run(
         if isolated is not None:
             await isolated.finish(notice)
         if states:
-            summary = SummaryBuilder(summary.gate).add_all(
-                final_records(output, lambda message: notice(f"warning: {message}"))
+            # The file's rows for the totals; the cache's figures stay this run's (issue 16).
+            summary = (
+                SummaryBuilder(summary.gate)
+                .add_all(final_records(output, lambda message: notice(f"warning: {message}")))
+                .cache_figures_of(summary)
             )
         data = summary.result(
             output=str(output),

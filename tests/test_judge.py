@@ -25,7 +25,7 @@ from batchrun._judge import (
 from batchrun.simulator import SimConfig, Simulator
 from batchrun.simulator._grader import VERDICT_SCHEMA_NAME, grade_as_judge
 
-from .conftest import FAKE_KEY, TOOLS_JOB, call_cli, cli, created_keys, isolated_run, read_rows, write_job
+from .conftest import FAKE_KEY, call_cli, cli, created_keys, isolated_run, read_rows, write_job
 
 JUDGED = """
 name: judged
@@ -442,19 +442,6 @@ def test_with_the_cache_verdicts_are_reused_and_an_edited_rubric_is_graded_afres
     for row in rows:
         assert row["cached"] is True and row["cost"] == 0.0 and row["passed"] is not None
     assert sum(r["judge_cost"] for r in rows) > 0
-
-
-def test_answers_with_tool_calls_are_not_cached(
-    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
-    job, cache = write_job(tmp_path, TOOLS_JOB), tmp_path / "cache"
-    for name in ("a", "b"):
-        code, _, err = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / f"{name}.jsonl", f"--cache={cache}")
-        assert code == ExitCode.OK, err
-    rows = read_rows(tmp_path / "b.jsonl")
-    assert {r["cached"] for r in rows if r.get("tool_calls")} == {False}  # sent again, calls recorded again
-    assert all(r["passed"] is not None for r in rows)
 
 
 # -- judge requests follow their rows: shards, the per-run key, batch mode -----------------------
