@@ -7,7 +7,7 @@ the same. Its own parts: grouping rows into batches (`_batch_rules`), the Batch 
 run end before its batches do ("submitted", exit 10) and a later run collect them.
 
 Order of a run: hold the money of batches still open from earlier runs; submit new batches
-(each only if its worst case at batch prices fits the budget); run the rows that must go
+(each only if its worst case at full prices fits the budget); run the rows that must go
 through sync mode (non-text parts, or retries when `batch_retry: sync`); then poll every
 open batch until all are collected, the deadline passes, or the run is stopped.
 """
@@ -35,7 +35,9 @@ from ._settings import RunSettings
 from ._status import Status, StopReason
 from ._worker_pool import Runner, RunOutcome
 
-BATCH_TOKEN_FACTOR = 0.5  # batch-quickstart.mdx, Pricing: typically 50% of per-token prices
+# batch-quickstart.mdx, Pricing: "typically" 50% of per-token prices. Typical, not promised:
+# `plan` shows it as what a batch usually costs, and reservations use the full prices.
+BATCH_TOKEN_FACTOR = 0.5
 Notice = Callable[[str], None]
 
 
@@ -126,10 +128,12 @@ class BatchExecutor:
 
     # -- submitting --------------------------------------------------------------------------
     def _worst(self, group: list[Request]) -> float:
+        """A batch's reservation: the full per-token prices, since the docs promise no
+        discount (batch-quickstart.mdx: "typically billed at 50%"; break-14b C9)."""
         costs = self.runner.costs
         if costs is None:
             return 0.0
-        return sum(costs.worst_case(r, BATCH_TOKEN_FACTOR) or 0.0 for r in group)
+        return sum(costs.worst_case(r) or 0.0 for r in group)
 
     async def _submit(self, group: list[Request]) -> None:
         runner = self.runner
@@ -144,8 +148,8 @@ class BatchExecutor:
             reason = StopReason.CREDITS if runner.limit_from_key else StopReason.BUDGET
             runner.request_stop(
                 reason,
-                f"a batch of {len(group)} {group[0].model} request(s) needs up to ${worst:.6f} at batch "
-                f"prices, ${max(0.0, remaining):.6f} is left",
+                f"a batch of {len(group)} {group[0].model} request(s) needs up to ${worst:.6f} (full "
+                f"prices: the batch discount is typical, not promised), ${max(0.0, remaining):.6f} is left",
             )
             for request in group:
                 runner.skip(request, reason)

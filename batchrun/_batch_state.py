@@ -52,7 +52,7 @@ class BatchEntry:
     model: str
     rows: list[str]  # row ids, which are the items' custom_id
     fingerprints: list[str]  # of each row's body, as submitted
-    reserved_usd: float  # worst case at batch prices, held in the ledger until collected
+    reserved_usd: float  # worst case at full prices, held in the ledger until collected
     intent_at: float
     state: str = INTENT
     batch_id: str | None = None

@@ -196,8 +196,7 @@ def render_plan(plan: PricedPlan) -> str:
     job = plan.job
     cached = plan.cached or {}
     cache_column = f" {'cached':>7}" if plan.cached is not None else ""
-    header = f"{'model':<44} {'rows':>7}{cache_column} {'worst case $':>14} {'batch worst $':>14} {'prev. avg $':>12}"
-    batch_mode = job.run.mode == "batch"
+    header = f"{'model':<44} {'rows':>7}{cache_column} {'worst case $':>14} {'batch typ. $':>14} {'prev. avg $':>12}"
     lines = [f"job {job.name}: {sum(plan.rows.values())} request(s), {job.run.mode} mode", header]
     to_send = {m: n - cached.get(m, 0) for m, n in plan.rows.items()}
     for model in [m.id for m in job.models]:
@@ -219,7 +218,8 @@ def render_plan(plan: PricedPlan) -> str:
             lines.append(f"  price basis: {plan.basis[model]}")
     judging = sum(plan.judge_worst.values())
     sync_total, batch_total = sum(plan.worst.values()) + judging, sum(plan.batch_worst.values()) + judging
-    total = batch_total if batch_mode else sync_total
+    # Batch mode reserves the full worst case too: the discount is typical, not promised.
+    total = sync_total
     hits_total = f" {sum(cached.values()):>7}" if plan.cached is not None else ""
     # With a worst case unknown, the total is only what the known ones add up to.
     more = "+?" if plan.unknown_price else ""
@@ -229,8 +229,8 @@ def render_plan(plan: PricedPlan) -> str:
         + (f" {sum(plan.previous_avg.get(m, 0) * n for m, n in to_send.items()):>12.6f}" if plan.previous_avg else "")
     )
     lines.append(
-        "batch worst: the Batch API's 50% of per-token prices, request prices in full (batch-quickstart.mdx); "
-        f"the checks below use the {job.run.mode} figure"
+        "batch typ.: at the Batch API's typical 50% of per-token prices, request prices in full "
+        "(batch-quickstart.mdx); both modes reserve, and the checks below use, the full worst case"
     )
     if plan.cached is not None:
         lines.append(

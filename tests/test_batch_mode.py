@@ -250,11 +250,11 @@ async def test_retry_errors_in_sync_mode_when_the_job_says_so(
 async def test_a_batch_whose_worst_case_does_not_fit_is_never_submitted(
     tmp_path: Path, batch_sim: Simulator, clock: FakeClock
 ) -> None:
-    job = batch_job(write_job(tmp_path, THREE_MODELS), budget_usd=0.0002)
+    job = batch_job(write_job(tmp_path, THREE_MODELS), budget_usd=0.0004)
     out = tmp_path / "r.jsonl"
     report = await run(job, batch_sim, out, clock)
-    # gpt-4o-mini's batch (5 rows x 32 tokens at half price) fits; claude's does not, and
-    # after a budget stop nothing more is submitted.
+    # gpt-4o-mini's batch (5 rows x 32 tokens, reserved at full price) fits; claude's does not,
+    # and after a budget stop nothing more is submitted.
     assert dict(batch_sim.batches.stats.by_model) == {"openai/gpt-4o-mini": 1}
     rows = read_rows(out)
     assert sorted((r["model"], r["status"], r["reason"]) for r in rows if r["status"] == "skipped") == sorted(
@@ -262,8 +262,25 @@ async def test_a_batch_whose_worst_case_does_not_fit_is_never_submitted(
     )
     assert report.summary["total"]["ok"] == 5
     assert code_of(report, job) == ExitCode.BUDGET
-    assert "at batch prices" in report.summary["stop_message"]
-    assert report.summary["spent_usd"] <= 0.0002
+    assert "full prices" in report.summary["stop_message"]
+    assert report.summary["spent_usd"] <= 0.0004
+
+
+def test_a_batch_reserves_its_full_price_worst_case(tmp_path: Path, batch_sim: Simulator, clock: FakeClock) -> None:
+    import asyncio
+
+    # batch-quickstart.mdx: "typically" 50% of per-token prices, so a batch may be billed in
+    # full: each batch reserves the sync worst case (break-14b C9), as `plan` prints it.
+    path = write_job(tmp_path, THREE_MODELS)
+    code, out, _ = call_cli("plan", path, "--simulate")
+    assert code == 0
+    planned = {line.split()[0]: float(line.split()[2]) for line in out.splitlines() if line.startswith("openai/")}
+    batch_sim.config.batch_price_share = 1.0
+    report = asyncio.run(run(batch_job(path, budget_usd=1.0), batch_sim, tmp_path / "r.jsonl", clock))
+    state = BatchState.load(tmp_path / "r.jsonl", "nightly", load_job(path).fingerprint)
+    reserved = {e.model: e.reserved_usd for e in state.entries}
+    assert reserved["openai/gpt-4o-mini"] == pytest.approx(planned["openai/gpt-4o-mini"], abs=1e-6)  # plan: 6 places
+    assert 0 < batch_sim.batches.stats.billed_usd <= report.summary["estimate_usd"]
 
 
 async def test_per_item_errors_are_classified_like_sync_errors(
@@ -345,11 +362,11 @@ def test_plan_shows_sync_and_batch_cost_side_by_side(tmp_path: Path) -> None:
     code, out, _ = call_cli("plan", example_job(tmp_path), "--simulate", "--mode", "batch")
     assert code == 0
     header, *rows = [line for line in out.splitlines() if "worst case $" in line or line.startswith("TOTAL")]
-    assert "batch worst $" in header
+    assert "batch typ. $" in header
     (total,) = rows
     sync_total, batch_total = (float(x) for x in total.split()[2:4])
     assert batch_total == pytest.approx(sync_total / 2, rel=1e-3)
-    assert "batch mode" in out and "the checks below use the batch figure" in out
+    assert "batch mode" in out and "the checks below use, the full worst case" in out
 
 
 def test_batches_cancel_says_when_the_endpoint_has_no_cancel(

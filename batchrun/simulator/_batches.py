@@ -238,7 +238,8 @@ class SimBatches:
                 content, completion_tokens, finish = content[: max_tokens * 4], max_tokens, "length"
             prompt_tokens = sum(tokens(str(m.get("content", ""))) + 4 for m in messages)
             # Documented: typically 50% of the per-token price; non-token components at full price.
-            cost = max(0.0, 0.5 * (prompt_tokens * prompt_price + completion_tokens * completion_price))
+            share = config.batch_price_share
+            cost = max(0.0, share * (prompt_tokens * prompt_price + completion_tokens * completion_price))
             cost += max(0.0, request_price)
             cost_total += cost
             totals.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
