@@ -24,6 +24,7 @@ import orjson
 
 from ._client import ChatResult, OpenRouterClient
 from ._exceptions import ConfigError, RequestFailed, Transient
+from ._generation import valid_generation_id
 from ._reply import Reply
 
 CHAT_ENDPOINT = "/v1/chat/completions"
@@ -95,10 +96,17 @@ class BatchClient:
             data = None
         return reply, data
 
-    def _info(self, data: Any) -> BatchInfo:
+    def _info(self, data: Any, submitted: bool = False) -> BatchInfo:
         """A batch object, checked: a server that lies about its shape is a Transient failure."""
         if not isinstance(data, dict) or not isinstance(data.get("id"), str) or data.get("status") not in STATUSES:
             raise Transient("bad_response", "the Batch API answered something that is not a batch object", 200)
+        if valid_generation_id(data["id"], self.client.scrub) is None:
+            # The id is kept in X.batches.json and sent back in URLs: one that is not an id, or
+            # holds a key or a fragment of one, is never kept (break-14b C14). After a submission
+            # the batch may exist: no HTTP status makes it "in doubt", never submitted again.
+            raise Transient(
+                "bad_response", "the Batch API answered a batch id that is not an id", None if submitted else 200
+            )
         counts = data.get("request_counts")
         counts = counts if isinstance(counts, dict) else {}
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
@@ -120,7 +128,7 @@ class BatchClient:
 
     async def submit(self, model: str, items: list[tuple[str, bytes]]) -> BatchInfo:
         _, data = await self._call("POST", self.url, submission_body(model, items))
-        return self._info(data)
+        return self._info(data, submitted=True)
 
     async def get(self, batch_id: str) -> BatchInfo:
         _, data = await self._call("GET", f"{self.url}/{batch_id}")

@@ -265,3 +265,17 @@ def test_sim_enforces_the_documented_submission_rules(
     assert google_batch["status"] == "failed" and "requests[1] (j)" in google_batch["error"]["message"]
     assert fine["status"] == "completed"
     assert timed_sim.batches.stats.submitted == 3
+
+
+@pytest.mark.parametrize("batch_id", [f"batch_{FAKE_KEY}", "batch_" + FAKE_KEY[:24], "../../keys", "b" * 300])
+async def test_a_batch_id_that_is_not_an_id_is_never_kept(mock: respx.MockRouter, batch_id: str) -> None:
+    # The id goes to X.batches.json and back into URLs: one holding the key (or a fragment of
+    # it) or path characters is refused. After a POST, no HTTP status: the batch is in doubt.
+    mock.post(BATCHES).mock(return_value=httpx.Response(202, json=batch_object("validating", id=batch_id)))
+    mock.get(f"{BATCHES}/b").mock(return_value=httpx.Response(200, json=batch_object("completed", id=batch_id)))
+    with pytest.raises(Transient) as submitted:
+        await api().submit("openai/gpt-4o", [("a", b"{}")])
+    assert submitted.value.http_status is None and FAKE_KEY[:16] not in str(submitted.value)
+    with pytest.raises(Transient) as polled:
+        await api().get("b")
+    assert polled.value.kind == "bad_response" and polled.value.http_status == 200
