@@ -11,8 +11,6 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ import yaml
 from ._checks import check_problems, resolve_files
 from ._dataset import DatasetFile
 from ._exceptions import JobError, Problem
-from ._jobfile import compose, read_job_text, value_problems
+from ._jobfile import compose, job_schema, read_job_text, value_problems
 from ._judge import GraderSettings
 from ._judge import template_problems as grader_template_problems
 from ._parts import non_text_part
@@ -62,18 +60,6 @@ class Job:
     run: RunSettings
     fingerprint: str  # of everything that shapes the requests; shards of one job share it
     judge: GraderSettings = field(default_factory=GraderSettings)  # the grader of judge checks
-
-
-@lru_cache(maxsize=1)
-def job_schema() -> dict[str, Any]:
-    """The packaged schema; in a source checkout, the top-level schemas/ folder."""
-    packaged = resources.files("batchrun") / "schemas" / "job.schema.json"
-    if packaged.is_file():
-        text = packaged.read_text(encoding="utf-8")
-    else:
-        text = (Path(__file__).resolve().parent.parent / "schemas" / "job.schema.json").read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
 
 
 def format_path(path: JsonPath) -> str:

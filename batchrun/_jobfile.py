@@ -12,8 +12,11 @@ shared, so a bomb is measured without being expanded.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterator
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +156,18 @@ def non_finite_numbers(value: Any, path: tuple[str | int, ...] = ()) -> Iterator
 JsonPath = tuple[str | int, ...]
 
 
+@lru_cache(maxsize=1)
+def job_schema() -> dict[str, Any]:
+    """The packaged schema; in a source checkout, the top-level schemas/ folder."""
+    packaged = resources.files("batchrun") / "schemas" / "job.schema.json"
+    if packaged.is_file():
+        text = packaged.read_text(encoding="utf-8")
+    else:
+        text = (Path(__file__).resolve().parent.parent / "schemas" / "job.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
 def value_problems(data: dict[str, Any], problem: Callable[[JsonPath, str], Problem]) -> list[Problem]:
     """Numbers, URLs, output patterns and templates of a schema-valid job that the schema cannot judge."""
     from ._argtypes import url_problem
@@ -183,7 +198,28 @@ def value_problems(data: dict[str, Any], problem: Callable[[JsonPath, str], Prob
             problem(path, "params are sent as written, not templated: '{{' and '}}' cannot appear in them")
             for path in braced_strings(value, where)
         ]
+        extra = value.get("extra_body") if isinstance(value, dict) else None
+        for key in extra if isinstance(extra, dict) else {}:
+            if (why := _extra_body_problem(key)) is not None:
+                problems.append(problem((*where, "extra_body", key), why))
     return problems
+
+
+# Keys batchrun writes itself: through extra_body they would replace what was validated and
+# priced (break-14b C1: `extra_body: {model: ...}` sent one model and priced another).
+_OWN_KEYS = {"model", "messages", "n", "stream", "stream_options", "preset"}
+
+
+def _extra_body_problem(key: str) -> str | None:
+    """Why extra_body may not carry `key`: it is a param of its own, or batchrun's."""
+    if key in _OWN_KEYS:
+        return (
+            f"batchrun sets {key!r} itself; extra_body cannot replace it (the worst case would price "
+            "one request and another would be sent)"
+        )
+    if key in job_schema()["$defs"]["params"]["properties"]:
+        return f"{key!r} is a param of its own: set it there, where it is checked and priced, not in extra_body"
+    return None
 
 
 def braced_strings(value: Any, path: JsonPath) -> Iterator[JsonPath]:

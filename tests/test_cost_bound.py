@@ -144,7 +144,7 @@ pytestmark = pytest.mark.usefixtures("api_key_env")
                 "json_schema": {"name": "x", "schema": {"type": "object", "description": DESCRIPTION}},
             }
         },
-        {"extra_body": {"tools": [{"type": "function", "function": {"name": "f", "description": DESCRIPTION}}]}},
+        {"extra_body": {"a_future_option": {"description": DESCRIPTION}}},
     ],
     ids=["tools", "response_format", "extra_body"],
 )

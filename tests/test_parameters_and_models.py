@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrun import load_job, plan_requests
+from batchrun import ExitCode, load_job, plan_requests
 from batchrun.simulator import Simulator
 
 from .conftest import FAKE_KEY, call_cli, read_rows, write_job
@@ -64,6 +64,24 @@ def test_documented_parameters_validate_and_extra_body_passes_through_verbatim(t
     assert body["a_parameter_from_next_year"] == {"x": 1} and "extra_body" not in body
     assert body["max_completion_tokens"] == 10 and body["provider"]["zdr"] is True
     assert body["messages"][0]["content"][0] == {"type": "text", "text": "Describe a cat"}
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("model", "batchrun sets 'model' itself"),
+        ("messages", "batchrun sets 'messages' itself"),
+        ("preset", "batchrun sets 'preset' itself"),
+        ("max_tokens", "'max_tokens' is a param of its own"),
+        ("reasoning", "'reasoning' is a param of its own"),
+    ],
+)
+def test_extra_body_cannot_replace_what_is_validated_and_priced(tmp_path: Path, key: str, why: str) -> None:
+    # break-14b C1: `extra_body: {model: ...}` sent a dearer model than the one priced.
+    job_path = write_job(tmp_path, DOCUMENTED.replace("a_parameter_from_next_year", key))
+    code, _, err = call_cli("validate", job_path)
+    assert code == ExitCode.USAGE
+    assert f"at $.defaults.params.extra_body.{key}" in err and why in err
 
 
 @pytest.mark.parametrize(
