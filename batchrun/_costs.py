@@ -98,6 +98,31 @@ def _outputs(request: Request, modality: str) -> bool:
     return isinstance(modalities, list) and modality in modalities
 
 
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+# reasoning-tokens.mdx: "reasoning.max_tokens ... is used directly with a minimum of 1024 tokens";
+# an effort's budget is max(min(max_tokens * ratio, 128000), 1024); "Reasoning tokens are
+# counted as output tokens for billing purposes".
+REASONING_FLOOR = 1024
+
+
+def reasoning_budget(body: dict[str, Any]) -> int | None:
+    """The reasoning tokens a request may bill beyond its answer's cap; None without reasoning."""
+    reasoning = body.get("reasoning")
+    top_effort = body.get("reasoning_effort")
+    on = top_effort not in (None, "none")
+    budget = 0
+    if isinstance(reasoning, dict):
+        budget = _count(reasoning.get("max_tokens")) or 0
+        effort = reasoning.get("effort")
+        on = on or bool(budget) or effort not in (None, "none") or reasoning.get("enabled") is True
+        if reasoning.get("enabled") is False or (effort == "none" and not budget):
+            on = top_effort not in (None, "none")
+    return max(budget, REASONING_FLOOR) if on else None
+
+
 def _choices(request: Request) -> int:
     n = request.body.get("n")
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
@@ -196,14 +221,19 @@ class CostModel:
         return PriceBasis(model, "models list (top provider)", [top], 0, max_price_caps(provider))
 
     def completion_cap(self, request: Request, basis: PriceBasis | None = None) -> int | None:
-        """Completion tokens per choice at most; None when nothing bounds them."""
-        # max_completion_tokens is the spec's name; max_tokens the deprecated one (parameters.mdx).
-        max_tokens = request.body.get("max_completion_tokens") or request.body.get("max_tokens")
-        if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0:
-            return max_tokens
-        if basis is None:
-            basis = self.basis(request.model, request.body.get("provider"))
-        return basis.max_completion_tokens() if basis is not None else None
+        """Completion tokens per choice at most, reasoning included; None when nothing bounds them."""
+        # max_completion_tokens is the spec's name, max_tokens the deprecated one (parameters.mdx):
+        # a provider may honour either, so the larger bounds (break-14b C7).
+        caps = [_count(request.body.get(name)) for name in ("max_completion_tokens", "max_tokens")]
+        cap = max((c for c in caps if c), default=None)
+        if cap is None:
+            if basis is None:
+                basis = self.basis(request.model, request.body.get("provider"))
+            cap = basis.max_completion_tokens() if basis is not None else None
+            if cap is None:
+                return None
+        reasoning = reasoning_budget(request.body)
+        return cap if reasoning is None else max(cap, reasoning)
 
     def _cost(
         self, request: Request, model: str, prompt: int, completion: int | None, token_factor: float = 1.0

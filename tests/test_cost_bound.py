@@ -393,3 +393,25 @@ def test_a_huge_price_is_not_printed_digit_by_digit(tmp_path: Path) -> None:
     code, text, _ = plan(hostile, tmp_path, JOB, "--budget", "1")
     assert code == ExitCode.OK and "EXCEEDS" in text
     assert max(len(word) for word in text.split()) < 60
+
+
+@pytest.mark.parametrize(
+    ("params", "cap"),
+    [
+        ({"max_tokens": 50}, 50),
+        ({"max_tokens": 50, "reasoning": {"max_tokens": 32000}}, 32000),  # "used directly"
+        ({"max_tokens": 50, "reasoning": {"max_tokens": 10}}, 1024),  # "with a minimum of 1024 tokens"
+        ({"max_tokens": 50, "reasoning": {"effort": "high"}}, 1024),  # the effort budget's floor
+        ({"max_tokens": 50, "reasoning_effort": "low"}, 1024),
+        ({"max_tokens": 5000, "reasoning": {"effort": "high"}}, 5000),  # the budget is within max_tokens
+        ({"max_tokens": 50, "reasoning": {"effort": "none"}}, 50),
+        ({"max_tokens": 50, "reasoning": {"enabled": False, "effort": "high"}}, 50),
+        ({"max_completion_tokens": 10, "max_tokens": 100000}, 100000),  # a provider may honour either
+    ],
+)
+def test_the_completion_bound_holds_reasoning_tokens(tmp_path: Path, params: dict[str, Any], cap: int) -> None:
+    # reasoning-tokens.mdx: reasoning tokens are billed as output tokens (break-14b C7).
+    costs = _costs(pricing())
+    request = _request(tmp_path, params)
+    assert costs.completion_cap(request) == cap
+    assert costs.worst_case(request) == pytest.approx(prompt_token_bound(request) * PROMPT + cap * COMPLETION)
