@@ -20,7 +20,7 @@ from ._costs import CostModel, Worst, unknown_price_refusal
 from ._exceptions import ConfigError
 from ._job import Job
 from ._judging import judge_requests_for
-from ._matrix import Request, Shard, plan_requests, request_params
+from ._matrix import Request, Shard, matrix_requests, request_params
 from ._models import Lookup, Resolution, resolve_models
 from ._options import Notice, RunOptions
 from ._reconcile import key_usage
@@ -102,7 +102,7 @@ def estimate(
     result = Estimate()
 
     def to_run() -> Iterator[Request]:
-        for request in plan_requests(job, shard):
+        for request in matrix_requests(job, shard):
             if states is not None and keep_row(states.get(request.id), request, retry_errors):
                 result.kept += 1
             else:
@@ -212,7 +212,7 @@ def job_routing_warning(job: Job) -> str | None:
 class Preflight:
     models: dict[str, ModelInfo] | None
     costs: CostModel
-    plan: Estimate
+    estimate: Estimate
     budget: float | None  # what the ledger may spend: job budget, key credit, less the margin
     limit_from_key: bool  # the key's credit, not the job's budget, is the binding limit
     key_usage: float | None = None  # the key's usage before the first request (reconciliation)
@@ -277,7 +277,7 @@ async def preflight(
         if isinstance(failed, str):
             notice(f"warning: the endpoints of {model} could not be read ({failed}): its worst case is unknown")
     costs = CostModel(models, settings.cost_margin, endpoints)
-    plan = estimate(job, costs, options.shard, states, options.retry_errors, cache)
+    estimated = estimate(job, costs, options.shard, states, options.retry_errors, cache)
     budget = job_budget
     limit_from_key = False
     balance = await read_balance(client, options.management_key, retry_policy(settings), options.clock.sleep, time_left)
@@ -287,12 +287,12 @@ async def preflight(
             budget, limit_from_key = float(remaining), True
     if budget is not None:
         budget = max(0.0, budget - settings.budget_margin_usd)
-    refusal = unknown_price_refusal(plan.unknown_why, budget is not None, settings.allow_unknown_prices)
+    refusal = unknown_price_refusal(estimated.unknown_why, budget is not None, settings.allow_unknown_prices)
     if refusal is not None:
         raise ConfigError(refusal)
-    if plan.unknown_why and budget is not None:
-        reasons = "; ".join(f"{m} ({why})" for m, why in sorted(plan.unknown_why.items()))
+    if estimated.unknown_why and budget is not None:
+        reasons = "; ".join(f"{m} ({why})" for m, why in sorted(estimated.unknown_why.items()))
         notice(f"warning: no known worst case for {reasons}: reserved at $0 (run.allow_unknown_prices)")
     usage = key_usage(key)
     unread = "its usage is missing or not a number" if key is not None and usage is None else None
-    return Preflight(models, costs, plan, budget, limit_from_key, usage, balance, unread)
+    return Preflight(models, costs, estimated, budget, limit_from_key, usage, balance, unread)
