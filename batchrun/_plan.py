@@ -165,7 +165,7 @@ async def price_plan(
     costs = CostModel(models, job.run.cost_margin, endpoints)
     cache = open_cache(job, RunOptions(api_key=None, base_url=base_url, cache_endpoint=cache_endpoint), warn)
     try:
-        result = estimate(job, costs, None, None, False, cache)
+        result = estimate(job, costs, None, None, False, cache, typical_batch=True)
     finally:
         if cache is not None:
             cache.close()

@@ -96,9 +96,11 @@ def estimate(
     states: ScanResult | None,
     retry_errors: bool,
     cache: CacheSession | None = None,
+    typical_batch: bool = False,
 ) -> Estimate:
     """One pass over the matrix: rows to run per model, worst-case cost of those the cache
-    will not answer, rows kept by resume."""
+    will not answer, rows kept by resume; with `typical_batch`, what a batch typically costs
+    (for `plan` only: a run reserves the worst case in either mode)."""
     result = Estimate()
 
     def to_run() -> Iterator[Request]:
@@ -121,7 +123,7 @@ def estimate(
             continue
         if not (request.body.get("max_completion_tokens") or request.body.get("max_tokens")):
             result.no_max_tokens.add(request.model)
-        if result.priced(request, costs, result.worst_usd) is not None:
+        if result.priced(request, costs, result.worst_usd) is not None and typical_batch:
             batch = costs.worst_case(request, BATCH_TOKEN_FACTOR) or 0.0
             result.batch_worst_usd[request.model] = result.batch_worst_usd.get(request.model, 0.0) + batch
     if cache is not None:

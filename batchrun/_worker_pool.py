@@ -235,8 +235,10 @@ class Runner:
         self, row: Row, result: ChatResult, reservation: float, latency_ms: float, elapsed_ms: float
     ) -> None:
         request = row.request
-        estimate = self.costs.estimate(request, result) if self.costs else None
-        await self.charges.answered(result, reservation, row.charges, estimate)
+        pricing = self.costs
+        await self.charges.answered(
+            result, reservation, row.charges, lambda: pricing.estimate(request, result) if pricing else None
+        )
         await self.charges.look_up_row(row.charges)
         costs = row.charges.fields()
         record = self.records.make(
