@@ -35,7 +35,7 @@ _EXPORTS = {
     "CreditLedger": "_ledger",
     "Request": "_matrix",
     "Shard": "_matrix",
-    "plan_requests": "_matrix",
+    "matrix_requests": "_matrix",
     "ResultsWriter": "_results",
     "final_records": "_results",
     "RunControl": "_orchestration",
@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from ._ledger import CreditLedger as CreditLedger
     from ._matrix import Request as Request
     from ._matrix import Shard as Shard
-    from ._matrix import plan_requests as plan_requests
+    from ._matrix import matrix_requests as matrix_requests
     from ._options import RunOptions as RunOptions
     from ._orchestration import RunControl as RunControl
     from ._orchestration import RunReport as RunReport

@@ -33,7 +33,7 @@ from ._retry import AttemptLog
 from ._row import RowGrading, answer_fields
 from ._settings import RunSettings
 from ._status import Status, StopReason
-from ._worker_pool import Runner, RunOutcome
+from ._worker_pool import PoolOutcome, Runner
 
 # batch-quickstart.mdx, Pricing: "typically" 50% of per-token prices. Typical, not promised:
 # `plan` shows it as what a batch usually costs, and reservations use the full prices.
@@ -341,7 +341,7 @@ class BatchExecutor:
         return self.runner.stop_reason not in (StopReason.INTERRUPTED, StopReason.AUTH)
 
     # -- the run -----------------------------------------------------------------------------
-    async def run(self, requests: Iterable[Request]) -> RunOutcome:
+    async def run(self, requests: Iterable[Request]) -> PoolOutcome:
         runner = self.runner
         for entry in self.state.open_entries():
             runner.ledger.hold(entry.reserved_usd)  # submitted by an earlier run, not yet settled
@@ -374,7 +374,7 @@ class BatchExecutor:
                 + (f", {doubt} in doubt (see `batchrun batches list`)" if doubt else "")
                 + "; collect them with --resume",
             )
-        return RunOutcome(runner.stop_reason, runner.stop_message, runner.ledger.spent)
+        return PoolOutcome(runner.stop_reason, runner.stop_message, runner.ledger.spent)
 
 
 def held_open(state: BatchState) -> bool:

@@ -23,7 +23,7 @@ from ._cache_session import probe_of, why_not_a_hit
 from ._cache_values import CacheEntry
 from ._formats import utc_seconds
 from ._job import Job
-from ._matrix import Request, plan_requests, row_group_id
+from ._matrix import Request, matrix_requests, row_group_id
 
 UNSET = "(unset)"
 _EXCERPT = 70
@@ -127,7 +127,7 @@ def explain(
     found: list[Explanation] = []
     cap, batch = job.run.max_response_bytes, job.run.mode == "batch"
     groups: dict[str, str] = {}  # row id -> its prompt row's group, for the misses
-    for request in plan_requests(job):
+    for request in matrix_requests(job):
         if not _selected(request, row, prompt, model):
             continue
         key = cache_key(request.fingerprint, request.repeat, base_url)

@@ -17,6 +17,7 @@ A row's cost has one of four statuses (the record's `cost_status`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,8 +128,11 @@ class ChargeBook:
         row.parts.append(charge)
         self.unresolved.append(charge)
 
-    async def answered(self, result: ChatResult, reservation: float, row: RowCharges, estimate: float | None) -> None:
-        """Settle an answer: its reported cost, a lookup, the token estimate, or unknown (held)."""
+    async def answered(
+        self, result: ChatResult, reservation: float, row: RowCharges, estimate: Callable[[], float | None]
+    ) -> None:
+        """Settle an answer: its reported cost, a lookup, the token estimate, or unknown (held).
+        `estimate` is only worked out when the answer reported no cost (most do)."""
         is_byok, upstream = byok_of(result.usage)
         charge = Charge(result.generation_id, 0.0, is_byok=is_byok, upstream_inference_cost=upstream, abandoned=False)
         row.parts.append(charge)
@@ -152,12 +156,13 @@ class ChargeBook:
             # cost stays unknown and its worst case stays held (issue 11). Nor is a BYOK
             # answer's provider charge estimated from our prices: it stays held too.
             return
-        if estimate is not None:
+        estimated = estimate()
+        if estimated is not None:
             # Tokens times the dearest allowed price: never below the real charge.
             self.unresolved.remove(charge)
             held, charge.held = charge.held, 0.0
-            charge.cost, charge.status = estimate, "estimated"
-            await self.ledger.resolve(held, estimate)
+            charge.cost, charge.status = estimated, "estimated"
+            await self.ledger.resolve(held, estimated)
 
     async def look_up(self, charge: Charge) -> bool:
         """Resolve one charge through /generation; False when it is not known (yet)."""

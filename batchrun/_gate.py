@@ -2,7 +2,7 @@
 
 A quality gate that only looks at the rows present passes on an empty file, on another
 job's results, and on one shard of four. So `report --job` and `merge` compare the rows
-present with the job's full matrix (the ids `plan_requests` yields): rows of the matrix
+present with the job's full matrix (the ids `matrix_requests` yields): rows of the matrix
 without a record are *missing*, rows recorded as `skipped` never got an answer, and rows
 that are not in the matrix at all (another job, or a job edited since) are *foreign*,
 which is an error. Without a job file, `merge` learns the matrix size and the shard
@@ -20,7 +20,7 @@ from typing import Any
 from ._checks import answer_of, grade, stored_judgements, without_latency_checks
 from ._exceptions import ResultsError
 from ._job import Job
-from ._matrix import plan_requests
+from ._matrix import matrix_requests
 from ._output_paths import summary_path
 
 
@@ -37,7 +37,7 @@ class MatrixCoverage:
 
     @classmethod
     def of(cls, job: Job) -> MatrixCoverage:
-        return cls(job, {request.id: request.checks for request in plan_requests(job)})
+        return cls(job, {request.id: request.checks for request in matrix_requests(job)})
 
     @property
     def missing(self) -> int:

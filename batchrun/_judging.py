@@ -119,8 +119,10 @@ class Judging:
         row.sent = False
 
         async def settle() -> None:
-            estimate = dispatch.costs.estimate(request, result) if dispatch.costs else None
-            await dispatch.charges.answered(result, reservation, row.charges, estimate)
+            costs = dispatch.costs
+            await dispatch.charges.answered(
+                result, reservation, row.charges, lambda: costs.estimate(request, result) if costs else None
+            )
             await dispatch.charges.look_up_row(row.charges)
 
         await dispatch.settled(settle())

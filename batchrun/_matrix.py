@@ -114,7 +114,7 @@ def _render(template: Template | list[dict[str, Any]], row: dict[str, Any]) -> A
     return template.render(row) if isinstance(template, Template) else render_nested(template, row)
 
 
-def plan_requests(job: Job, shard: Shard | None = None) -> Iterator[Request]:
+def matrix_requests(job: Job, shard: Shard | None = None) -> Iterator[Request]:
     """Every request of the job, one at a time; nothing is held but the current row."""
     compiled = [(p, [(m["role"], _compile(m["content"])) for m in p.messages]) for p in job.prompts]
     model_params = {m.id: m.params for m in job.models}

@@ -23,7 +23,7 @@ from ._items import ItemGate
 from ._job import Job
 from ._ledger import CreditLedger
 from ._lock import OutputLock
-from ._matrix import Request, count_requests, plan_requests
+from ._matrix import Request, count_requests, matrix_requests
 from ._options import Notice, RunOptions
 from ._output_paths import fresh_output, job_folder, latest_incomplete, summary_path, write_json_atomically
 from ._preflight import job_routing_warning, keep_row, make_client, open_cache, preflight
@@ -33,7 +33,7 @@ from ._settings import RunSettings
 from ._status import Status, StopReason
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
-from ._worker_pool import Runner, RunOutcome, run_config
+from ._worker_pool import PoolOutcome, Runner, run_config
 
 
 @dataclass
@@ -54,7 +54,7 @@ class RunControl:
 class RunReport:
     output: Path
     summary: Summary
-    outcome: RunOutcome  # rows kept by a resume and completeness are in `summary`
+    outcome: PoolOutcome  # rows kept by a resume and completeness are in `summary`
 
 
 def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
@@ -211,7 +211,7 @@ async def _locked_run(
         pre = await preflight(client, job, options, states, job_budget, notice, time_left, cache)
         budget = pre.budget
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
-        plan, models = pre.plan, pre.models
+        estimated, models = pre.estimate, pre.models
         summary = SummaryBuilder(ItemGate.from_threshold(settings.pass_threshold))
 
         def record_done(record: dict[str, Any]) -> None:
@@ -239,8 +239,8 @@ async def _locked_run(
         if control.pending:
             runner.request_stop(control.pending)
         if on_start is not None:
-            on_start(plan.total_rows)
-        requests: Iterator[Request] = plan_requests(job, options.shard)
+            on_start(estimated.total_rows)
+        requests: Iterator[Request] = matrix_requests(job, options.shard)
         executor = None
         try:
             try:
@@ -255,7 +255,7 @@ async def _locked_run(
                 writer.close()
         except OutputFailed as failure:
             # The results file cannot be written: a stop of its own (exit code IO).
-            outcome = RunOutcome(StopReason.IO, str(failure), runner.ledger.committed)
+            outcome = PoolOutcome(StopReason.IO, str(failure), runner.ledger.committed)
 
         def cleanup_left() -> float | None:
             # The end-of-run /key read may use the grace after the deadline, as rows do.
@@ -287,11 +287,11 @@ async def _locked_run(
             output=str(output),
             stop=outcome.stop,
             stop_message=outcome.stop_message,
-            estimate_usd=round(plan.total_worst, 8) if models else None,
+            estimate_usd=round(estimated.total_worst, 8) if models else None,
             budget_usd=None if budget is None else round(budget, 8),
             spent_usd=round(outcome.spent_usd, 12),  # worst cases held as spent carry many digits
             spent_before_usd=round(prior_spend, 8),
-            kept_from_earlier=plan.kept,
+            kept_from_earlier=estimated.kept,
             isolated_key=isolated.audit() if isolated is not None else None,
             shard=None if options.shard is None else f"{options.shard.index}/{options.shard.count}",
             matrix_rows=sum(count_requests(job).values()),

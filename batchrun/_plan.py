@@ -12,7 +12,7 @@ from typing import Any
 from ._account import read_balance, read_endpoints
 from ._costs import CostModel, unknown_price_refusal
 from ._job import Job
-from ._matrix import count_requests, plan_requests
+from ._matrix import count_requests, matrix_requests
 from ._models import Resolution
 from ._options import RunOptions
 from ._preflight import estimate, job_routing_warning, make_client, open_cache, read_account, wanted_models
@@ -28,7 +28,7 @@ def _cache_hits(job: Job, endpoint: str | None, warn: Callable[[str], None]) -> 
     hits: dict[str, int] = {}
     saved = 0.0
     try:
-        for request, cost in cache.peek_all(plan_requests(job)):
+        for request, cost in cache.peek_all(matrix_requests(job)):
             if cost is not None:
                 hits[request.model] = hits.get(request.model, 0) + 1
                 saved += cost
@@ -165,7 +165,7 @@ async def price_plan(
     costs = CostModel(models, job.run.cost_margin, endpoints)
     cache = open_cache(job, RunOptions(api_key=None, base_url=base_url, cache_endpoint=cache_endpoint), warn)
     try:
-        result = estimate(job, costs, None, None, False, cache)
+        result = estimate(job, costs, None, None, False, cache, typical_batch=True)
     finally:
         if cache is not None:
             cache.close()

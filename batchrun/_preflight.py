@@ -20,7 +20,7 @@ from ._costs import CostModel, Worst, unknown_price_refusal
 from ._exceptions import ConfigError
 from ._job import Job
 from ._judging import judge_requests_for
-from ._matrix import Request, Shard, plan_requests, request_params
+from ._matrix import Request, Shard, matrix_requests, request_params
 from ._models import Lookup, Resolution, resolve_models
 from ._options import Notice, RunOptions
 from ._reconcile import key_usage
@@ -96,13 +96,15 @@ def estimate(
     states: ScanResult | None,
     retry_errors: bool,
     cache: CacheSession | None = None,
+    typical_batch: bool = False,
 ) -> Estimate:
     """One pass over the matrix: rows to run per model, worst-case cost of those the cache
-    will not answer, rows kept by resume."""
+    will not answer, rows kept by resume; with `typical_batch`, what a batch typically costs
+    (for `plan` only: a run reserves the worst case in either mode)."""
     result = Estimate()
 
     def to_run() -> Iterator[Request]:
-        for request in plan_requests(job, shard):
+        for request in matrix_requests(job, shard):
             if states is not None and keep_row(states.get(request.id), request, retry_errors):
                 result.kept += 1
             else:
@@ -121,7 +123,7 @@ def estimate(
             continue
         if not (request.body.get("max_completion_tokens") or request.body.get("max_tokens")):
             result.no_max_tokens.add(request.model)
-        if result.priced(request, costs, result.worst_usd) is not None:
+        if result.priced(request, costs, result.worst_usd) is not None and typical_batch:
             batch = costs.worst_case(request, BATCH_TOKEN_FACTOR) or 0.0
             result.batch_worst_usd[request.model] = result.batch_worst_usd.get(request.model, 0.0) + batch
     if cache is not None:
@@ -212,7 +214,7 @@ def job_routing_warning(job: Job) -> str | None:
 class Preflight:
     models: dict[str, ModelInfo] | None
     costs: CostModel
-    plan: Estimate
+    estimate: Estimate
     budget: float | None  # what the ledger may spend: job budget, key credit, less the margin
     limit_from_key: bool  # the key's credit, not the job's budget, is the binding limit
     key_usage: float | None = None  # the key's usage before the first request (reconciliation)
@@ -277,7 +279,7 @@ async def preflight(
         if isinstance(failed, str):
             notice(f"warning: the endpoints of {model} could not be read ({failed}): its worst case is unknown")
     costs = CostModel(models, settings.cost_margin, endpoints)
-    plan = estimate(job, costs, options.shard, states, options.retry_errors, cache)
+    estimated = estimate(job, costs, options.shard, states, options.retry_errors, cache)
     budget = job_budget
     limit_from_key = False
     balance = await read_balance(client, options.management_key, retry_policy(settings), options.clock.sleep, time_left)
@@ -287,12 +289,12 @@ async def preflight(
             budget, limit_from_key = float(remaining), True
     if budget is not None:
         budget = max(0.0, budget - settings.budget_margin_usd)
-    refusal = unknown_price_refusal(plan.unknown_why, budget is not None, settings.allow_unknown_prices)
+    refusal = unknown_price_refusal(estimated.unknown_why, budget is not None, settings.allow_unknown_prices)
     if refusal is not None:
         raise ConfigError(refusal)
-    if plan.unknown_why and budget is not None:
-        reasons = "; ".join(f"{m} ({why})" for m, why in sorted(plan.unknown_why.items()))
+    if estimated.unknown_why and budget is not None:
+        reasons = "; ".join(f"{m} ({why})" for m, why in sorted(estimated.unknown_why.items()))
         notice(f"warning: no known worst case for {reasons}: reserved at $0 (run.allow_unknown_prices)")
     usage = key_usage(key)
     unread = "its usage is missing or not a number" if key is not None and usage is None else None
-    return Preflight(models, costs, plan, budget, limit_from_key, usage, balance, unread)
+    return Preflight(models, costs, estimated, budget, limit_from_key, usage, balance, unread)

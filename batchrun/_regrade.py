@@ -24,7 +24,7 @@ from ._job import Job
 from ._judge import answer_text, grader_body
 from ._judging import grader_request, question_of
 from ._ledger import CreditLedger
-from ._matrix import Request, plan_requests
+from ._matrix import Request, matrix_requests
 from ._options import RunOptions
 from ._preflight import make_client, preflight
 from ._row import RowGrading
@@ -43,7 +43,7 @@ class RegradeEstimate:
 
 
 def _judge_rows(records: Iterable[dict[str, Any]], job: Job) -> Iterator[tuple[dict[str, Any], Request | None]]:
-    requests = {r.id: r for r in plan_requests(job)}  # one dict entry per row of the job
+    requests = {r.id: r for r in matrix_requests(job)}  # one dict entry per row of the job
     for record in records:
         yield record, requests.get(record["id"])
 

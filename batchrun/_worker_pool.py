@@ -46,7 +46,7 @@ from ._throttle import Throttle
 
 
 @dataclass
-class RunConfig:
+class PoolConfig:
     concurrency: int
     policy: RetryPolicy
     deadline_s: float | None = None  # what is left of the run's deadline when rows start
@@ -60,9 +60,9 @@ class RunConfig:
     timeout_s: float = DEFAULTS.timeout_s  # per attempt; the streaming reader bounds the whole stream by it
 
 
-def run_config(job: Job, settings: RunSettings, elapsed_s: float) -> RunConfig:
+def run_config(job: Job, settings: RunSettings, elapsed_s: float) -> PoolConfig:
     """The pool's settings from the job's; `elapsed_s` is what pre-flight took of the deadline."""
-    return RunConfig(
+    return PoolConfig(
         concurrency=settings.concurrency,
         policy=retry_policy(settings),
         # The deadline counts what pre-flight and the resume scan took already.
@@ -79,7 +79,7 @@ def run_config(job: Job, settings: RunSettings, elapsed_s: float) -> RunConfig:
 
 
 @dataclass
-class RunOutcome:
+class PoolOutcome:
     stop: StopReason | None
     stop_message: str
     spent_usd: float
@@ -90,7 +90,7 @@ class Runner:
         self,
         client: OpenRouterClient,
         writer: ResultsWriter | None,  # None: a runner that writes no rows (re-grading)
-        config: RunConfig,
+        config: PoolConfig,
         clock: Clock,
         *,
         job_name: str,
@@ -235,8 +235,10 @@ class Runner:
         self, row: Row, result: ChatResult, reservation: float, latency_ms: float, elapsed_ms: float
     ) -> None:
         request = row.request
-        estimate = self.costs.estimate(request, result) if self.costs else None
-        await self.charges.answered(result, reservation, row.charges, estimate)
+        pricing = self.costs
+        await self.charges.answered(
+            result, reservation, row.charges, lambda: pricing.estimate(request, result) if pricing else None
+        )
         await self.charges.look_up_row(row.charges)
         costs = row.charges.fields()
         record = self.records.make(
@@ -317,7 +319,7 @@ class Runner:
             else:
                 await self._dispatch_row(request)
 
-    async def run(self, requests: Iterator[Request]) -> RunOutcome:
+    async def run(self, requests: Iterator[Request]) -> PoolOutcome:
         self.dispatch.watch_key()
         self.stops.start_deadline(self.config.deadline_s)
         source = iter(requests)
@@ -335,4 +337,4 @@ class Runner:
             raise first_failure(failed) from None
         finally:
             self.throttle.close()
-        return RunOutcome(self.stops.reason, self.stops.message, self.ledger.committed)
+        return PoolOutcome(self.stops.reason, self.stops.message, self.ledger.committed)

@@ -119,14 +119,14 @@ def miss_path(base: str) -> None:
 
 def cache_work_per_row(rows: int) -> float:
     """CPU seconds per row of the cache's own work on the miss path, measured in process."""
-    from batchrun import load_job, plan_requests
+    from batchrun import load_job, matrix_requests
     from batchrun._cache_session import CacheSession, CacheSettings
     from batchrun._charges import Charge, RowCharges
     from batchrun._client import ChatResult
     from batchrun._clock import SystemClock
 
     job = load_job(write_job(rows, C, name="bench-cache-work", dataset=True))
-    requests = list(plan_requests(job))
+    requests = list(matrix_requests(job))
     folder = Path(tempfile.mkdtemp(dir=OUT))
     session = CacheSession.open(
         CacheSettings(folder), job_name=job.name, base_url="http://127.0.0.1/api/v1", clock=SystemClock(), warn=print

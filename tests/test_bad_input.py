@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrun import ExitCode, load_job, plan_requests
+from batchrun import ExitCode, load_job, matrix_requests
 
 from .conftest import SMALL_JOB, call_cli, write_job
 
@@ -299,7 +299,7 @@ def test_a_dataset_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
 def test_a_csv_with_a_bom_and_unicode_variable_names_works(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_bytes(b"\xef\xbb\xbfpa\xc3\xads,expect\nFrance,Paris\n")
     job = write_job(tmp_path, DATASET_JOB.replace("DATA", "d.csv").replace("{{country}}", "{{país}}"))
-    [request] = list(plan_requests(load_job(job)))
+    [request] = list(matrix_requests(load_job(job)))
     assert request.body["messages"][-1]["content"] == "Capital of France?"
     assert request.checks == [{"icontains": "Paris"}]
 

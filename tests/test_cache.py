@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrun import load_job, plan_requests
+from batchrun import load_job, matrix_requests
 from batchrun._cache import FILE_NAME, ResponseCache, cache_key
 from batchrun._cache_commands import CacheCommand, parse_duration, render_stats, run_cache_command
 from batchrun._cache_explain import differences, explain, render_difference, render_explanations
@@ -23,7 +23,7 @@ BASE = "https://openrouter.ai/api/v1"
 
 
 def requests_of(folder: Path, text: str = SMALL_JOB) -> list[Request]:
-    return list(plan_requests(load_job(write_job(folder, text))))
+    return list(matrix_requests(load_job(write_job(folder, text))))
 
 
 def result(content: str = "Paris", finish_reason: str | None = "stop", cost: float | None = 0.002) -> ChatResult:

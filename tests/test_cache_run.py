@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from batchrun import load_job, plan_requests
+from batchrun import load_job, matrix_requests
 from batchrun._cache import FILE_NAME, cache_files
 from batchrun._cache_session import FLUSH_EVERY
 from batchrun._results import final_records
@@ -74,7 +74,7 @@ def test_editing_one_prompt_resends_exactly_its_rows(tmp_path: Path, sim: Simula
     write_job(tmp_path, SMALL_JOB.replace("What is {{a}} + 1?", "Compute {{a}} + 1."))
     assert run(job, sim, tmp_path / "b.jsonl", cache)[0] == 0
     resent = {row for row, count in sim.stats.by_row.items() if count > before.get(row, 0)}
-    expected = {r.id for r in plan_requests(load_job(job)) if r.prompt_id == "sum"}
+    expected = {r.id for r in matrix_requests(load_job(job)) if r.prompt_id == "sum"}
     assert resent == expected and len(expected) == 8
     assert sim.stats.chat_requests == 28
     rows = by_id(tmp_path / "b.jsonl")
@@ -250,7 +250,7 @@ def test_simulated_runs_share_entries_across_ports(tmp_path: Path) -> None:
 def test_kill_9_during_a_cached_run_then_resume_is_clean(tmp_path: Path, sim: Simulator) -> None:
     sim.config.latency_ms = 20
     job, cache = write_job(tmp_path, BIG_JOB), tmp_path / "cache"
-    expected = {r.id for r in plan_requests(load_job(job))}
+    expected = {r.id for r in matrix_requests(load_job(job))}
     out = tmp_path / "k.jsonl"
     env = child_env(OPENROUTER_API_KEY=FAKE_KEY)
     process = start(job, "--base-url", sim.base_url, "-o", out, "-q", f"--cache={cache}", env=env)
@@ -354,7 +354,7 @@ def test_two_runs_at_once_share_one_cache(tmp_path: Path, sim: Simulator) -> Non
     for process in runs:
         _, err = process.communicate(timeout=120)
         assert process.returncode == 0 and err == ""
-    rows = len(list(plan_requests(load_job(job))))
+    rows = len(list(matrix_requests(load_job(job))))
     with sqlite3.connect(cache / FILE_NAME) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert db.execute("SELECT count(*), count(DISTINCT key) FROM entries").fetchone() == (rows, rows)

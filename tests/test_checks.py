@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from batchrun import ExitCode, load_job, plan_requests
+from batchrun import ExitCode, load_job, matrix_requests
 from batchrun._checks import Answer, grade, run_checks
 from batchrun._settings import RunSettings
 from batchrun._summary import SummaryBuilder
@@ -106,7 +106,7 @@ def test_checks_are_templated_from_dataset_rows(tmp_path: Path) -> None:
     """,
         )
     )
-    checks = [r.checks for r in plan_requests(job)]
+    checks = [r.checks for r in matrix_requests(job)]
     assert checks == [
         [{"contains": "Paris", "name": "expected"}, {"regex": "^Paris$"}],
         [{"contains": "Tokyo", "name": "expected"}, {"regex": "^Tokyo$"}],
@@ -125,7 +125,7 @@ def test_json_schema_from_a_file_next_to_the_job(tmp_path: Path) -> None:
     """,
         )
     )
-    [request] = plan_requests(job)
+    [request] = matrix_requests(job)
     assert request.checks == [{"json_schema": {"type": "object", "required": ["answer"]}}]
     missing = write_job(
         tmp_path,
@@ -283,7 +283,7 @@ def test_a_dataset_row_can_carry_its_own_checks(tmp_path: Path) -> None:
     """,
         )
     )
-    requests = list(plan_requests(job))
+    requests = list(matrix_requests(job))
     assert [r.vars for r in requests] == [{"q": "France"}, {"q": "Japan"}, {"q": "Italy"}]
     assert [r.checks for r in requests] == [
         [{"max_tokens": 10}, {"equals": "Paris", "weight": 3}],

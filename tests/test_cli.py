@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from batchrun import ExitCode, load_job, plan_requests
+from batchrun import ExitCode, load_job, matrix_requests
 from batchrun._console import Console, append_step_summary
 from batchrun.simulator import Simulator
 
@@ -25,7 +25,7 @@ def test_eval_job_on_the_simulator_writes_one_valid_line_per_row(tmp_path: Path)
     result = run_cli(REPO / "jobs" / "eval.yaml", "--simulate", "-o", out)
     assert result.returncode in (ExitCode.OK, ExitCode.QUALITY), result.stderr
     lines = out.read_text().splitlines()
-    expected = list(plan_requests(load_job(REPO / "jobs" / "eval.yaml")))
+    expected = list(matrix_requests(load_job(REPO / "jobs" / "eval.yaml")))
     assert len(lines) == len(expected) == 105
     rows = [json.loads(line) for line in lines]
     assert [r["id"] for r in rows] != [] and {r["id"] for r in rows} == {r.id for r in expected}

@@ -295,10 +295,10 @@ async def test_management_api_request_shapes() -> None:
 
 
 async def test_an_error_body_becomes_an_error_row(tmp_path: Any) -> None:
-    from batchrun import load_job, plan_requests
+    from batchrun import load_job, matrix_requests
     from batchrun._results import ResultsWriter, final_records
     from batchrun._retry import RetryPolicy
-    from batchrun._worker_pool import RunConfig, Runner
+    from batchrun._worker_pool import PoolConfig, Runner
 
     from .conftest import SMALL_JOB, write_job
 
@@ -311,12 +311,12 @@ async def test_an_error_body_becomes_an_error_row(tmp_path: Any) -> None:
             runner = Runner(
                 c,
                 writer,
-                RunConfig(2, RetryPolicy()),
+                PoolConfig(2, RetryPolicy()),
                 FakeClock(),
                 job_name="small",
                 job_fingerprint=job.fingerprint,
             )
-            outcome = await runner.run(plan_requests(job))
+            outcome = await runner.run(matrix_requests(job))
             writer.close()
     rows = list(final_records(out))
     assert outcome.stop is None and len(rows) == 20

@@ -20,7 +20,7 @@ from batchrun import ExitCode
 from batchrun._client import ModelInfo
 from batchrun._costs import CostModel, prompt_token_bound
 from batchrun._job import load_job
-from batchrun._matrix import plan_requests
+from batchrun._matrix import matrix_requests
 from batchrun._pricing import EndpointPrice, parse_prices
 
 from .conftest import call_cli, write_job
@@ -160,7 +160,7 @@ def test_tools_schemas_and_extra_body_are_in_the_prompt_bound(tmp_path: Path, pa
 
 def test_the_prompt_bound_is_the_encoded_body() -> None:
     job_text = JOB.replace("{max_tokens: 2}", "{max_tokens: 2, tools: [{type: function, function: {name: f}}]}")
-    request = next(plan_requests(load_job_text(job_text)))
+    request = next(matrix_requests(load_job_text(job_text)))
     assert prompt_token_bound(request) == len(request.payload) + 8
 
 
@@ -345,7 +345,7 @@ prompts:
   - id: p
     messages: [{json.dumps({"role": "user", "content": content})}]
 """
-    return next(plan_requests(load_job(write_job(tmp_path, text))))
+    return next(matrix_requests(load_job(write_job(tmp_path, text))))
 
 
 def test_audio_input_is_costed_at_the_audio_price(tmp_path: Path) -> None:

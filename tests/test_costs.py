@@ -16,7 +16,7 @@ from batchrun import RunOptions, load_job, run_job
 from batchrun._client import OpenRouterClient, default_transport
 from batchrun._costs import CostModel, prompt_token_bound
 from batchrun._ledger import CreditLedger
-from batchrun._matrix import plan_requests
+from batchrun._matrix import matrix_requests
 from batchrun._summary_types import Summary
 from batchrun.simulator import SimConfig, Simulator
 
@@ -196,7 +196,7 @@ def _cost_model(sim: Simulator, text: str, tmp_path: Path) -> tuple[CostModel, l
             endpoints = await read_endpoints(client, models, wanted_models(job))
         return CostModel(models, 0.0, endpoints)
 
-    return asyncio.run(read()), list(plan_requests(job))
+    return asyncio.run(read()), list(matrix_requests(job))
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrun import JobError, load_job, plan_requests
+from batchrun import JobError, load_job, matrix_requests
 from batchrun._matrix import Shard, count_requests
 
 from .conftest import SMALL_JOB, call_cli, run_cli, write_job
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_example_job_is_a_realistic_eval() -> None:
     job = load_job(REPO / "jobs" / "eval.yaml")
     assert len(job.models) >= 3 and len(job.prompts) >= 4
-    rows = list(plan_requests(job))
+    rows = list(matrix_requests(job))
     assert len(rows) == sum(count_requests(job).values()) == 105
     assert len({r.id for r in rows}) == len(rows)
 
@@ -33,19 +33,19 @@ def test_example_jobs_start_with_schema_comment() -> None:
 
 
 def test_ids_are_stable_and_fingerprints_follow_the_prompt_text(tmp_path: Path) -> None:
-    first = [(r.id, r.fingerprint) for r in plan_requests(load_job(write_job(tmp_path, SMALL_JOB)))]
-    again = [(r.id, r.fingerprint) for r in plan_requests(load_job(write_job(tmp_path, SMALL_JOB)))]
+    first = [(r.id, r.fingerprint) for r in matrix_requests(load_job(write_job(tmp_path, SMALL_JOB)))]
+    again = [(r.id, r.fingerprint) for r in matrix_requests(load_job(write_job(tmp_path, SMALL_JOB)))]
     assert first == again
     edited = write_job(tmp_path, SMALL_JOB.replace("Capital of {{country}}?", "What is the capital of {{country}}?"))
-    changed = [(r.id, r.fingerprint) for r in plan_requests(load_job(edited))]
+    changed = [(r.id, r.fingerprint) for r in matrix_requests(load_job(edited))]
     assert [i for i, _ in changed] == [i for i, _ in first]
     assert sum(a[1] != b[1] for a, b in zip(first, changed, strict=True)) == 12  # the 12 capital rows
 
 
 def test_shards_cover_the_matrix_once(small_job: Path) -> None:
     job = load_job(small_job)
-    everything = {r.id for r in plan_requests(job)}
-    parts = [{r.id for r in plan_requests(job, Shard(k, 3))} for k in (1, 2, 3)]
+    everything = {r.id for r in matrix_requests(job)}
+    parts = [{r.id for r in matrix_requests(job, Shard(k, 3))} for k in (1, 2, 3)]
     assert set().union(*parts) == everything
     assert sum(len(p) for p in parts) == len(everything)
 
@@ -63,7 +63,7 @@ def test_dataset_rows_and_csv(tmp_path: Path) -> None:
     """,
         )
     )
-    assert [r.body["messages"][-1]["content"] for r in plan_requests(job)] == [
+    assert [r.body["messages"][-1]["content"] for r in matrix_requests(job)] == [
         "Capital of France?",
         "Capital of Japan?",
     ]
@@ -211,5 +211,5 @@ def test_a_dataset_broken_after_validation_is_a_job_error_naming_its_line(tmp_pa
     )
     (tmp_path / "rows.jsonl").write_text('{"who": "a"}\n{"who": \n')
     with pytest.raises(JobError) as caught:
-        list(plan_requests(job))
+        list(matrix_requests(job))
     assert str(caught.value) == f"{tmp_path / 'rows.jsonl'}:2: not valid JSON (Expecting value)"

@@ -313,13 +313,13 @@ async def judge_once(
     from batchrun._matrix import Request
     from batchrun._retry import RetryPolicy
     from batchrun._row import RowGrading
-    from batchrun._worker_pool import RunConfig, Runner
+    from batchrun._worker_pool import PoolConfig, Runner
 
     client = OpenRouterClient("https://openrouter.test/api/v1", FAKE_KEY, clock=clock)
     runner = Runner(
         client,
         None,
-        RunConfig(4, RetryPolicy(max_attempts=3)),
+        PoolConfig(4, RetryPolicy(max_attempts=3)),
         clock,
         job_name="j",
         job_fingerprint="f",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrun import ExitCode, load_job, plan_requests
+from batchrun import ExitCode, load_job, matrix_requests
 from batchrun.simulator import Simulator
 
 from .conftest import FAKE_KEY, call_cli, read_rows, write_job
@@ -59,7 +59,7 @@ prompts:
 def test_documented_parameters_validate_and_extra_body_passes_through_verbatim(tmp_path: Path) -> None:
     job_path = write_job(tmp_path, DOCUMENTED)
     assert call_cli("validate", job_path)[0] == 0
-    [request] = list(plan_requests(load_job(job_path)))
+    [request] = list(matrix_requests(load_job(job_path)))
     body = request.body
     assert body["a_parameter_from_next_year"] == {"x": 1} and "extra_body" not in body
     assert body["max_completion_tokens"] == 10 and body["provider"]["zdr"] is True

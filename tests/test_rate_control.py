@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from batchrun import load_job, plan_requests
+from batchrun import load_job, matrix_requests
 from batchrun._client import OpenRouterClient
 from batchrun._results import ResultsWriter
 from batchrun._retry import RetryPolicy
-from batchrun._worker_pool import RunConfig, Runner
+from batchrun._worker_pool import PoolConfig, Runner
 from batchrun.simulator import SimConfig, Simulator
 
 from .conftest import FAKE_KEY, read_rows, write_job
@@ -90,14 +90,14 @@ async def limited_run(tmp_path: Path, window: str, header: str) -> tuple[Simulat
             runner = Runner(
                 client,
                 writer,
-                RunConfig(32, RetryPolicy(max_attempts=100, max_elapsed_s=3600)),
+                PoolConfig(32, RetryPolicy(max_attempts=100, max_elapsed_s=3600)),
                 clock,
                 job_name="limited",
                 job_fingerprint=job.fingerprint,
             )
             driver = asyncio.ensure_future(clock.drive(lambda: runner.throttle.active > 0))
             try:
-                outcome = await asyncio.wait_for(runner.run(plan_requests(job)), 120)
+                outcome = await asyncio.wait_for(runner.run(matrix_requests(job)), 120)
             finally:
                 driver.cancel()
                 writer.close()

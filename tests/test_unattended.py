@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrun import ExitCode, load_job, plan_requests
+from batchrun import ExitCode, load_job, matrix_requests
 from batchrun._results import ResultsWriter, final_records, repair_torn_tail, scan_states
 from batchrun.simulator import Simulator
 
@@ -34,7 +34,7 @@ from .conftest import (
 def test_kill_9_at_random_points_then_resume(tmp_path: Path, sim: Simulator) -> None:
     sim.config.latency_ms = 20
     job = write_job(tmp_path, BIG_JOB)
-    expected = {r.id for r in plan_requests(load_job(job))}
+    expected = {r.id for r in matrix_requests(load_job(job))}
     out = tmp_path / "k.jsonl"
     env = child_env(OPENROUTER_API_KEY="test-key")
     rng = random.Random(5)
@@ -237,7 +237,7 @@ def test_shards_cover_every_row_once_and_merge(tmp_path: Path) -> None:
     for k, path in enumerate(shards, start=1):
         assert cli(job, "--simulate", "--shard", f"{k}/3", "-o", path, "-q").returncode == 0
     ids = [r["id"] for path in shards for r in read_rows(path)]
-    assert len(ids) == len(set(ids)) == 20 and set(ids) == {r.id for r in plan_requests(load_job(job))}
+    assert len(ids) == len(set(ids)) == 20 and set(ids) == {r.id for r in matrix_requests(load_job(job))}
     code, text, err = call_cli("merge", tmp_path / "all.jsonl", *shards)
     assert code == 0, err
     assert sorted(r["id"] for r in read_rows(tmp_path / "all.jsonl")) == sorted(ids)
