@@ -23,6 +23,7 @@ from ._pricing import usd
 from ._reconcile import key_usage
 from ._retry import RetryPolicy, call_with_retries
 from ._row import Row
+from ._settings import RunSettings
 from ._status import StopReason
 from ._stops import Stops
 from ._stream import stream_chat
@@ -38,13 +39,9 @@ class Dispatcher:
         throttle: Throttle,
         ledger: CreditLedger,
         policy: RetryPolicy,
+        settings: RunSettings,
         *,
         costs: CostModel | None,
-        stream: bool,
-        timeout_s: float,
-        key_refresh_requests: int,
-        key_refresh_s: float,
-        budget_margin_usd: float,
         limit_from_key: bool,
         key_usage_start: float | None,
     ) -> None:
@@ -56,11 +53,7 @@ class Dispatcher:
         self.policy = policy
         self.costs = costs
         self.charges = ChargeBook(client, ledger)
-        self.stream = stream  # streaming mode (_stream): a cancel stops generation and billing
-        self.timeout_s = timeout_s  # per attempt; the streaming reader bounds the whole stream by it
-        self.key_refresh_requests = key_refresh_requests
-        self.key_refresh_s = key_refresh_s
-        self.budget_margin_usd = budget_margin_usd
+        self.settings = settings  # stream, timeout_s, key_refresh_*, budget_margin_usd
         self.limit_from_key = limit_from_key  # the binding limit is the key's credit, not our budget
         self.key_usage_start = key_usage_start  # the key's usage before the first request (_ledger.follow_key)
         self._sent_since_refresh = 0
@@ -103,9 +96,9 @@ class Dispatcher:
         """One attempt through the throttle; returns the answer and this attempt's latency."""
         started = await self.throttle.acquire(request.model)
         try:
-            if self.stream:
+            if self.settings.stream:
                 result: ChatResult = await stream_chat(
-                    self.client, request.payload, request.id, self.clock, self.timeout_s, flight=flight
+                    self.client, request.payload, request.id, self.clock, self.settings.timeout_s, flight=flight
                 )
             else:
                 result = await self.client.chat(request.payload, row_id=request.id, flight=flight)
@@ -184,7 +177,11 @@ class Dispatcher:
         (and retries the lookups of costs still unknown)."""
         self._sent_since_refresh += 1
         now = self.clock.monotonic()
-        due = self._sent_since_refresh >= self.key_refresh_requests or now - self._last_refresh >= self.key_refresh_s
+        settings = self.settings
+        due = (
+            self._sent_since_refresh >= settings.key_refresh_requests
+            or now - self._last_refresh >= settings.key_refresh_s
+        )
         if not due or self.costs is None or self.costs.models is None or self._refreshing:
             return
         self._refreshing = True
@@ -217,7 +214,7 @@ class Dispatcher:
             self.ledger.follow_key(usage - self.key_usage_start)
         remaining = info.get("limit_remaining") if info else None
         if isinstance(remaining, (int, float)):
-            new_limit = self.ledger.spent + remaining - self.budget_margin_usd
+            new_limit = self.ledger.spent + remaining - self.settings.budget_margin_usd
             if self.ledger.limit is None or new_limit < self.ledger.limit:
                 self.limit_from_key = True
                 await self.ledger.lower_limit(new_limit)

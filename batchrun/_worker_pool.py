@@ -45,36 +45,27 @@ from ._stops import Stops
 from ._throttle import Throttle
 
 
-@dataclass
+@dataclass(frozen=True)
 class PoolConfig:
-    concurrency: int
-    policy: RetryPolicy
+    """The worker pool's settings: the job's `run:` section as it is (one home for every setting
+    and its default, _settings), and the two things only the run knows."""
+
+    settings: RunSettings = DEFAULTS
     deadline_s: float | None = None  # what is left of the run's deadline when rows start
-    deadline_given_s: float | None = None  # the deadline as the job or --deadline gave it
-    grace_s: float = DEFAULTS.grace_s
-    key_refresh_requests: int = DEFAULTS.key_refresh_requests
-    key_refresh_s: float = DEFAULTS.key_refresh_s
-    budget_margin_usd: float = DEFAULTS.budget_margin_usd
-    model_caps: dict[str, int] = field(default_factory=dict)
-    stream: bool = DEFAULTS.stream  # streaming mode (_stream): a cancel stops generation and billing
-    timeout_s: float = DEFAULTS.timeout_s  # per attempt; the streaming reader bounds the whole stream by it
+    model_caps: dict[str, int] = field(default_factory=dict)  # per-model concurrency caps
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return retry_policy(self.settings)
 
 
 def run_config(job: Job, settings: RunSettings, elapsed_s: float) -> PoolConfig:
     """The pool's settings from the job's; `elapsed_s` is what pre-flight took of the deadline."""
     return PoolConfig(
-        concurrency=settings.concurrency,
-        policy=retry_policy(settings),
+        settings,
         # The deadline counts what pre-flight and the resume scan took already.
         deadline_s=None if settings.deadline_s is None else max(0.0, settings.deadline_s - elapsed_s),
-        deadline_given_s=settings.deadline_s,
-        grace_s=settings.grace_s,
-        key_refresh_requests=settings.key_refresh_requests,
-        key_refresh_s=settings.key_refresh_s,
-        budget_margin_usd=settings.budget_margin_usd,
         model_caps={m.id: m.concurrency for m in job.models if m.concurrency},
-        stream=settings.stream,
-        timeout_s=settings.timeout_s,
     )
 
 
@@ -109,21 +100,18 @@ class Runner:
         self.costs = costs
         self.cache = cache
         self.ledger = ledger or CreditLedger(None)
-        self.stops = Stops(clock, config.policy, config.grace_s, config.deadline_given_s)
-        self.throttle = Throttle(config.concurrency, clock, config.model_caps, config.policy.max_wait_s)
+        settings, policy = config.settings, config.policy
+        self.stops = Stops(clock, policy, settings.grace_s, settings.deadline_s)
+        self.throttle = Throttle(settings.concurrency, clock, config.model_caps, policy.max_wait_s)
         self.dispatch = Dispatcher(
             client,
             clock,
             self.stops,
             self.throttle,
             self.ledger,
-            config.policy,
+            policy,
+            settings,
             costs=costs,
-            stream=config.stream,
-            timeout_s=config.timeout_s,
-            key_refresh_requests=config.key_refresh_requests,
-            key_refresh_s=config.key_refresh_s,
-            budget_margin_usd=config.budget_margin_usd,
             limit_from_key=limit_from_key,
             key_usage_start=key_usage_start,
         )
@@ -325,7 +313,7 @@ class Runner:
         source = iter(requests)
         try:
             async with asyncio.TaskGroup() as group:
-                workers = [group.create_task(self._worker(source)) for _ in range(self.config.concurrency)]
+                workers = [group.create_task(self._worker(source)) for _ in range(self.config.settings.concurrency)]
                 deadline = self.config.deadline_s
                 timer = group.create_task(self.stops.deadline(deadline)) if deadline is not None else None
                 await asyncio.wait(workers)

@@ -297,7 +297,7 @@ async def test_management_api_request_shapes() -> None:
 async def test_an_error_body_becomes_an_error_row(tmp_path: Any) -> None:
     from batchrun import load_job, matrix_requests
     from batchrun._results import ResultsWriter, final_records
-    from batchrun._retry import RetryPolicy
+    from batchrun._settings import RunSettings
     from batchrun._worker_pool import PoolConfig, Runner
 
     from .conftest import SMALL_JOB, write_job
@@ -311,7 +311,7 @@ async def test_an_error_body_becomes_an_error_row(tmp_path: Any) -> None:
             runner = Runner(
                 c,
                 writer,
-                PoolConfig(2, RetryPolicy()),
+                PoolConfig(RunSettings(concurrency=2)),
                 FakeClock(),
                 job_name="small",
                 job_fingerprint=job.fingerprint,

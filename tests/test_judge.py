@@ -311,15 +311,15 @@ async def judge_once(
     from batchrun._checks import Answer
     from batchrun._ledger import CreditLedger
     from batchrun._matrix import Request
-    from batchrun._retry import RetryPolicy
     from batchrun._row import RowGrading
+    from batchrun._settings import RunSettings
     from batchrun._worker_pool import PoolConfig, Runner
 
     client = OpenRouterClient("https://openrouter.test/api/v1", FAKE_KEY, clock=clock)
     runner = Runner(
         client,
         None,
-        PoolConfig(4, RetryPolicy(max_attempts=3)),
+        PoolConfig(RunSettings(concurrency=4, max_attempts=3)),
         clock,
         job_name="j",
         job_fingerprint="f",

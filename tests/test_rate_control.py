@@ -20,7 +20,7 @@ import pytest
 from batchrun import load_job, matrix_requests
 from batchrun._client import OpenRouterClient
 from batchrun._results import ResultsWriter
-from batchrun._retry import RetryPolicy
+from batchrun._settings import RunSettings
 from batchrun._worker_pool import PoolConfig, Runner
 from batchrun.simulator import SimConfig, Simulator
 
@@ -90,7 +90,7 @@ async def limited_run(tmp_path: Path, window: str, header: str) -> tuple[Simulat
             runner = Runner(
                 client,
                 writer,
-                PoolConfig(32, RetryPolicy(max_attempts=100, max_elapsed_s=3600)),
+                PoolConfig(RunSettings(concurrency=32, max_attempts=100, max_elapsed_s=3600)),
                 clock,
                 job_name="limited",
                 job_fingerprint=job.fingerprint,
