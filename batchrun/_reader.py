@@ -71,10 +71,10 @@ def _lines(path: Path, handle: BinaryIO, warn: Warn) -> Iterator[tuple[int, byte
                     raise ResultsError(f"{path}: not a batchrun results file (no complete line)")
                 return
             number += 1
+            if number == 1:  # refused at once: a 1 GB single line is not read to its end
+                raise ResultsError(f"{path}:1: not a batchrun results file (a line over {MAX_RECORD_BYTES:,} bytes)")
             while (rest := handle.readline(1 << 20)) and not rest.endswith(b"\n"):
                 pass  # skip the rest of the over-long line without holding it
-            if number == 1:
-                raise ResultsError(f"{path}:1: not a batchrun results file (a line over {MAX_RECORD_BYTES:,} bytes)")
             warn(f"{path}:{number}: set aside: a line over {MAX_RECORD_BYTES:,} bytes is not a record")
             continue
         number += 1
