@@ -45,12 +45,13 @@ from ._cache_file import (
     migrate_first_format,
 )
 from ._cache_values import (
+    ENTRY_COLUMNS,
     CachedAnswer,
     CacheEntry,
     CacheStats,
+    EntryRow,
     Probe,
     RunStats,
-    StoredEntry,
     blob,
     cost_or_none,
     number_or_none,
@@ -211,34 +212,15 @@ class ResponseCache:
             for key, body, cost, size, reason, latency in rows
         }
 
-    def store_many(self, entries: list[StoredEntry]) -> None:
+    def store_many(self, rows: list[EntryRow]) -> None:
         """One transaction for a batch: a commit per answer would cost more than the answer's
         own bookkeeping. Atomic: after a crash, all of a batch is there or none of it."""
         with self._errors():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO entries (key, row_id, group_id, model, repeat, base_url, body,"
-                    " answer, cost, created_at, reply_bytes, finish_reason, latency_ms)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            e.key,
-                            e.row_id,
-                            e.group_id,
-                            e.model,
-                            e.repeat,
-                            normalize_base_url(e.base_url),
-                            e.payload,
-                            e.answer.to_json(),
-                            e.answer.cost,
-                            e.created_at,
-                            e.answer.reply_bytes,
-                            e.answer.finish_reason,
-                            e.answer.latency_ms,
-                        )
-                        for e in entries
-                    ],
+                    f"INSERT OR REPLACE INTO entries ({ENTRY_COLUMNS}) VALUES ({', '.join('?' * 13)})",  # noqa: S608 - constants
+                    rows,
                 )
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):  # the error that got here is the one to report
