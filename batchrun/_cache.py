@@ -260,15 +260,27 @@ class ResponseCache:
 
     # -- maintenance ----------------------------------------------------------------------
     def stats(self, last_runs: int = 10) -> CacheStats:
+        """Figures of the rows whose columns have their types: a value something else wrote
+        (a text time, a text count) is left out, as a lookup leaves such an entry out."""
+        number = "typeof({}) IN ('integer', 'real')"
         with self._errors():
             entries, oldest, newest = self._db.execute(
-                "SELECT count(*), min(created_at), max(created_at) FROM entries"
+                f"SELECT count(*), min(CASE WHEN {number.format('created_at')} THEN created_at END),"  # noqa: S608
+                f" max(CASE WHEN {number.format('created_at')} THEN created_at END) FROM entries"
             ).fetchone()
-            models = dict(self._db.execute("SELECT model, count(*) FROM entries GROUP BY model ORDER BY model"))
+            models = dict(
+                self._db.execute(
+                    "SELECT CAST(model AS TEXT), count(*) FROM entries GROUP BY CAST(model AS TEXT) ORDER BY 1"
+                )
+            )
+            typed = " AND ".join(
+                [number.format("finished_at"), number.format("saved_usd"), "typeof(job) = 'text'"]
+                + [f"typeof({name}) = 'integer'" for name in ("hits", "misses", "stored")]
+            )
             runs = [
                 RunStats(*row)
                 for row in self._db.execute(
-                    "SELECT finished_at, job, hits, misses, stored, saved_usd FROM runs"
+                    f"SELECT finished_at, job, hits, misses, stored, saved_usd FROM runs WHERE {typed}"  # noqa: S608
                     " ORDER BY finished_at DESC LIMIT ?",
                     (last_runs,),
                 )
