@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
-import ssl
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -40,6 +38,7 @@ from ._reply import ChatResult, Reply, error_failure, failure, parse_chat
 from ._routing import METADATA_HEADER
 from ._scrub import Scrubber
 from ._settings import DEFAULTS
+from ._transport import default_transport
 
 MAX_MODEL_PAGES = 100  # 100 pages of up to 1,000 models: far more than OpenRouter lists
 
@@ -53,24 +52,6 @@ __all__ = [
 ]
 
 DEFAULT_MAX_RESPONSE_BYTES = DEFAULTS.max_response_bytes
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    # Loading the system's certificates costs about 50 ms of CPU; every client a process makes
-    # (a run, pre-flight, a re-grading, each in-process test) verifies the same way.
-    return httpx.create_ssl_context()
-
-
-def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
-    # httpx's own pool spends CPU per request that grows with concurrency (encode/httpx#3215);
-    # the aiohttp transport keeps httpx's API at about five times the throughput here.
-    from httpx_aiohttp import AiohttpTransport
-
-    return AiohttpTransport(
-        verify=_tls_context(),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-    )
 
 
 def _not_a_timeout(exc: BaseException) -> bool:
