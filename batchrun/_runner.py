@@ -35,6 +35,7 @@ from ._exceptions import (
 )
 from ._judge import GraderSettings
 from ._judging import Judging, RowGrading
+from ._late_costs import LateCosts
 from ._ledger import BudgetExhausted, CreditLedger
 from ._limiter import Throttle, scope_of
 from ._matrix import Request
@@ -100,6 +101,7 @@ class Runner:
         self.costs = costs
         self.ledger = ledger or CreditLedger(None)
         self.charges = ChargeBook(client, self.ledger)
+        self.late = LateCosts()  # rows written with an unknown cost: written again once it is known
         self.limit_from_key = limit_from_key  # the binding limit is the key's credit, not our budget
         self.key_usage_start = key_usage_start  # the key's usage before the first request (_ledger.follow_key)
         self.throttle = Throttle(config.concurrency, clock, config.model_caps, config.policy.max_wait_s)
@@ -404,6 +406,7 @@ class Runner:
     def _finish(self, row: Row, record: dict[str, Any]) -> None:
         row.written = True  # set first: a row whose write failed must not be written twice
         self._emit(row.request, record)
+        self.late.remember(row.request, record, row.charges)
 
     async def _release(self, row: Row, *, keep: bool = False) -> None:
         """Give back the row's reservation; `keep` counts it as spent (a request abandoned in

@@ -116,4 +116,12 @@ def call_cli(*args: str | Path) -> tuple[int, str, str]:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    """The rows of a results file, each once: a row appears again only when its cost was
+    learnt after it was written (`cost_resolved_at`): its last record is the row, in its first place."""
+    rows: dict[str, dict[str, Any]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record["id"] in rows:
+            assert record.get("cost_resolved_at"), f"row {record['id']} was recorded twice"
+        rows[record["id"]] = record
+    return list(rows.values())

@@ -111,8 +111,10 @@ async def test_a_request_stalled_at_the_deadline_keeps_its_generation_id(tmp_pat
     assert summary["stop_message"] == "the run deadline of 1 s was reached"
     for row in rows:
         [attempt] = row["abandoned_attempts"]
-        assert attempt["generation_id"] in sim.generations and row["cost_status"] == "unknown"
-    # The stalled generations were finished and billed; the end-of-run lookups found every one.
+        assert attempt["generation_id"] in sim.generations
+        # The stalled generations were finished and billed; the end-of-run lookups found every
+        # one, and each row was written again with its cost.
+        assert row["cost_status"] == "looked_up" and row["cost_resolved_at"] and row["cost"] > 0
     assert summary["reconciliation"]["unknown_cost_attempts"] == 0
     assert 0 <= summary["reconciliation"]["resolved_after_record_usd"] <= sim.stats.billed_usd + 1e-9
 
