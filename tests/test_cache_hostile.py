@@ -62,10 +62,7 @@ def by_country(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["vars"]["country"]: r for r in rows}
 
 
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+pytestmark = pytest.mark.usefixtures("api_key_env")
 
 
 def test_a_lying_server_leaves_only_good_answers_of_known_cost_in_the_cache(tmp_path: Path) -> None:

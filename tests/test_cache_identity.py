@@ -17,13 +17,9 @@ from batchrun._cache_file import APPLICATION_ID
 from batchrun._results import final_records
 from batchrun.simulator import Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, call_cli, write_job
+from .conftest import SMALL_JOB, call_cli, write_job
 
-
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+pytestmark = pytest.mark.usefixtures("api_key_env")
 
 
 def foreign_database(folder: Path, *, with_meta: bool) -> str:

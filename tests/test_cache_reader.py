@@ -14,15 +14,10 @@ import pytest
 from batchrun._results import final_records
 from batchrun.simulator import Simulator
 
-from .conftest import FAKE_KEY, call_cli, read_rows, write_job
+from .conftest import TOOLS_JOB, call_cli, read_rows, write_job
 from .hostile import HostileServer, RawRequest, chat_payload, json_answer
-from .test_tools_and_repeats import TOOLS_JOB
 
-
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+pytestmark = pytest.mark.usefixtures("api_key_env")
 
 
 def by_id(path: Path) -> dict[str, dict[str, Any]]:

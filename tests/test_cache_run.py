@@ -17,16 +17,23 @@ from batchrun._cache_session import FLUSH_EVERY
 from batchrun._results import final_records
 from batchrun.simulator import Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, read_rows, run_cli, write_job
-from .test_unattended import BIG_JOB, start, wait_for_lines
+from .conftest import (
+    BIG_JOB,
+    FAKE_KEY,
+    SMALL_JOB,
+    call_cli,
+    child_env,
+    cli,
+    read_rows,
+    start,
+    wait_for_lines,
+    write_job,
+)
 
 ANSWER_FIELDS = ("content", "finish_reason", "response_model", "provider", "generation_id", "checks", "passed", "score")
 
 
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+pytestmark = pytest.mark.usefixtures("api_key_env")
 
 
 def run(job: Path, sim: Simulator, out: Path, cache: Path, *extra: str) -> tuple[int, str, str]:
@@ -253,7 +260,7 @@ def test_kill_9_during_a_cached_run_then_resume_is_clean(tmp_path: Path, sim: Si
     written = {r["id"] for r in final_records(out)}
     sent_before = dict(sim.stats.by_row)
     assert 40 <= len(written) < len(expected)
-    resumed = run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", f"--cache={cache}", env=env)
+    resumed = cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", f"--cache={cache}", env=env)
     assert resumed.returncode == 0 and resumed.stderr == ""
     rows = list(final_records(out))
     assert sorted(r["id"] for r in rows) == sorted(expected) and all(r["status"] == "ok" for r in rows)
@@ -269,7 +276,7 @@ def test_kill_9_during_a_cached_run_then_resume_is_clean(tmp_path: Path, sim: Si
     # The kill lost at most the batch in memory; everything committed is whole and is used.
     assert len(expected) - FLUSH_EVERY < entries <= len(expected)
     sent = sim.stats.chat_requests
-    again = run_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "again.jsonl", "-q", f"--cache={cache}", env=env)
+    again = cli(job, "--base-url", sim.base_url, "-o", tmp_path / "again.jsonl", "-q", f"--cache={cache}", env=env)
     assert again.returncode == 0 and again.stderr == ""
     assert sim.stats.chat_requests - sent == len(expected) - entries
 
@@ -314,17 +321,15 @@ def test_a_locked_cache_degrades_to_no_cache_with_a_warning(tmp_path: Path, sim:
 
 
 def test_misread_cache_options_are_one_line_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from .test_bad_input import cli_with_usage_errors
-
     job = write_job(tmp_path, SMALL_JOB)
     hint = "is a file, not a cache folder: put --cache after JOB.yaml, or write --cache=DIR"
     argvs: list[list[str | Path]] = [["--cache", job, "--simulate"], ["run", "--cache", job, "--simulate"]]
     for argv in argvs:
-        code, _, err = cli_with_usage_errors(capsys, *argv)
+        code, _, err = call_cli(*argv)
         assert code == 2 and err == f"batchrun: error: argument --cache: {job} {hint}\n"
-    code, _, err = cli_with_usage_errors(capsys, job, "--simulate", "--cache", "--no-cache")
+    code, _, err = call_cli(job, "--simulate", "--cache", "--no-cache")
     assert code == 2 and err == "batchrun: error: argument --no-cache: not allowed with argument --cache\n"
-    code, _, err = cli_with_usage_errors(capsys, job, "--simulate", f"--cache={job}")
+    code, _, err = call_cli(job, "--simulate", f"--cache={job}")
     assert code == 2 and hint in err
     for action in (["stats"], ["clear"], ["prune", "--older-than", "1d"]):
         code, _, err = call_cli("cache", *action, "--dir", job)

@@ -19,24 +19,19 @@ from batchrun._ledger import CreditLedger
 from batchrun._matrix import plan_requests
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import FAKE_KEY, FakeClock, call_cli, read_rows, write_job
+from .conftest import FAKE_KEY, TEN_NS, FakeClock, call_cli, priced_job, read_rows, write_job
 
-ABANDON_JOB = """
-name: abandon
-defaults: {params: {max_tokens: 100}}
-models: [anthropic/claude-3.5-haiku, openai/gpt-4o-mini]
-prompts:
-  - id: p
-    text: "Tell me about {{n}}, please."
-    vars: [{n: 1}, {n: 2}, {n: 3}, {n: 4}, {n: 5}, {n: 6}, {n: 7}, {n: 8}, {n: 9}, {n: 10}]
-repeat: 3
-run: {concurrency: 32, timeout_s: 0.2, max_attempts: 3, grace_s: 1, cost_margin: 0}
-"""
+ABANDON_JOB = priced_job(
+    "abandon",
+    100,
+    "Tell me about {{n}}, please.",
+    TEN_NS,
+    3,
+    "concurrency: 32, timeout_s: 0.2, max_attempts: 3, grace_s: 1, cost_margin: 0",
+)
 
 
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+pytestmark = pytest.mark.usefixtures("api_key_env")
 
 
 async def _run(sim: Simulator, tmp_path: Path, text: str, budget: float, **run: Any) -> dict[str, Any]:
@@ -173,20 +168,17 @@ async def test_a_hung_attempt_without_an_id_is_unknown_and_held(tmp_path: Path) 
     assert summary["total"]["cost_unknown_rows"] == 20
 
 
-BOUND_JOB = """
-name: bound
-defaults: {params: {max_tokens: 60}}
-models: [anthropic/claude-3.5-haiku, openai/gpt-4o-mini]
-prompts:
-  - id: p
-    text: "{{text}}"
-    vars:
+BOUND_JOB = priced_job(
+    "bound",
+    60,
+    "{{text}}",
+    """
       - {text: "Ünïcödé ✓ 日本語のテキスト — déjà vu, naïve café"}
       - {text: "Count the tokens in this sentence, then explain why tokenizers differ."}
-      - {text: "数学: 二十三足す十九は? Ответ по-русски, пожалуйста."}
-repeat: 2
-run: {concurrency: 4, cost_margin: 0}
-"""
+      - {text: "数学: 二十三足す十九は? Ответ по-русски, пожалуйста."}""",
+    2,
+    "concurrency: 4, cost_margin: 0",
+)
 
 
 def _cost_model(sim: Simulator, text: str, tmp_path: Path) -> tuple[CostModel, list[Any]]:
