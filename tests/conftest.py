@@ -293,11 +293,15 @@ def web() -> Iterator[httpx.Client]:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a results file, each once: a row appears again only when its cost was
-    learnt after it was written (`cost_resolved_at`): its last record is the row, in its first place."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def final_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a run's results file, each once (the supersede rule): within one run a row
+    is written again only when its cost was learnt late (`cost_resolved_at`), and then its
+    last record is the row, in its first place."""
     rows: dict[str, dict[str, Any]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
+    for record in read_rows(path):
         if record["id"] in rows:
             assert record.get("cost_resolved_at"), f"row {record['id']} was recorded twice"
         rows[record["id"]] = record

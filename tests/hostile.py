@@ -20,7 +20,7 @@ from typing import Any
 
 from batchrun.simulator import DEFAULT_PRICES
 
-from .conftest import FAKE_KEY, MGMT_KEY, call_cli, read_rows, write_job
+from .conftest import FAKE_KEY, MGMT_KEY, call_cli, final_rows, write_job
 
 
 @dataclass
@@ -283,7 +283,7 @@ def check(
     """What every hostile case asserts: no traceback, no key anywhere, each row sent recorded
     exactly once (`row_of` maps a request's row label to its row, e.g. a grader's `<row>.j1`);
     a row is written again only with a cost learnt late, and then its last record is the row."""
-    rows = read_rows(out) if out.exists() else []  # asserts any second record is a cost learnt late
+    rows = final_rows(out) if out.exists() else []  # asserts any second record is a cost learnt late
     texts = [stdout, stderr, out.read_text() if out.exists() else ""]
     for extra in (out.with_name(out.stem + ".summary.json"), tmp_path / "step.md"):
         if extra.exists():
