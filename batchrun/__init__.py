@@ -20,7 +20,7 @@ _EXPORTS = {
     "ConfigError": "_exceptions",
     "CreditExhausted": "_exceptions",
     "DailyCapReached": "_exceptions",
-    "Final": "_exceptions",
+    "Permanent": "_exceptions",
     "JobError": "_exceptions",
     "LockHeld": "_exceptions",
     "ModelUnavailable": "_exceptions",
@@ -38,78 +38,52 @@ _EXPORTS = {
     "plan_requests": "_matrix",
     "ResultsWriter": "_results",
     "final_records": "_results",
-    "RunControl": "_run",
-    "RunOptions": "_run",
-    "RunReport": "_run",
-    "run_job": "_run",
+    "RunControl": "_orchestration",
+    "RunOptions": "_options",
+    "RunReport": "_orchestration",
+    "run_job": "_orchestration",
     "ExitCode": "_verdict",
     "SimConfig": "simulator",
     "Simulator": "simulator",
 }
 
-__all__ = [
-    "AuthFailed",
-    "BatchrunError",
-    "ChatResult",
-    "ConfigError",
-    "CreditExhausted",
-    "CreditLedger",
-    "DailyCapReached",
-    "ExitCode",
-    "Final",
-    "Job",
-    "JobError",
-    "LockHeld",
-    "ModelInfo",
-    "ModelUnavailable",
-    "OpenRouterClient",
-    "Problem",
-    "RateLimited",
-    "Rejected",
-    "Request",
-    "RequestFailed",
-    "ResultsError",
-    "ResultsWriter",
-    "RunControl",
-    "RunOptions",
-    "RunReport",
-    "Shard",
-    "SimConfig",
-    "Simulator",
-    "Transient",
-    "final_records",
-    "load_job",
-    "plan_requests",
-    "run_job",
-    "__version__",
-]
+# Derived, so a name is added in two places: _EXPORTS (runtime) and the block below (types).
+__all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
-    from ._client import ChatResult, ModelInfo, OpenRouterClient
-    from ._exceptions import (
-        AuthFailed,
-        BatchrunError,
-        ConfigError,
-        CreditExhausted,
-        DailyCapReached,
-        Final,
-        JobError,
-        LockHeld,
-        ModelUnavailable,
-        Problem,
-        RateLimited,
-        Rejected,
-        RequestFailed,
-        ResultsError,
-        Transient,
-    )
-    from ._job import Job, load_job
-    from ._ledger import CreditLedger
-    from ._matrix import Request, Shard, plan_requests
-    from ._results import ResultsWriter, final_records
-    from ._run import RunControl, RunOptions, RunReport, run_job
-    from ._verdict import ExitCode
-    from .simulator import SimConfig, Simulator
+    from ._client import ChatResult as ChatResult
+    from ._client import ModelInfo as ModelInfo
+    from ._client import OpenRouterClient as OpenRouterClient
+    from ._exceptions import AuthFailed as AuthFailed
+    from ._exceptions import BatchrunError as BatchrunError
+    from ._exceptions import ConfigError as ConfigError
+    from ._exceptions import CreditExhausted as CreditExhausted
+    from ._exceptions import DailyCapReached as DailyCapReached
+    from ._exceptions import JobError as JobError
+    from ._exceptions import LockHeld as LockHeld
+    from ._exceptions import ModelUnavailable as ModelUnavailable
+    from ._exceptions import Permanent as Permanent
+    from ._exceptions import Problem as Problem
+    from ._exceptions import RateLimited as RateLimited
+    from ._exceptions import Rejected as Rejected
+    from ._exceptions import RequestFailed as RequestFailed
+    from ._exceptions import ResultsError as ResultsError
+    from ._exceptions import Transient as Transient
+    from ._job import Job as Job
+    from ._job import load_job as load_job
+    from ._ledger import CreditLedger as CreditLedger
+    from ._matrix import Request as Request
+    from ._matrix import Shard as Shard
+    from ._matrix import plan_requests as plan_requests
+    from ._options import RunOptions as RunOptions
+    from ._orchestration import RunControl as RunControl
+    from ._orchestration import RunReport as RunReport
+    from ._orchestration import run_job as run_job
+    from ._results import ResultsWriter as ResultsWriter
+    from ._results import final_records as final_records
+    from ._verdict import ExitCode as ExitCode
+    from .simulator import SimConfig as SimConfig
+    from .simulator import Simulator as Simulator
 
 
 def __getattr__(name: str) -> Any:

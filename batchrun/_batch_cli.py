@@ -84,7 +84,8 @@ async def _cancel(
 ) -> list[str]:
     from ._batch_api import BatchClient
     from ._client import OpenRouterClient
-    from ._job import DEFAULT_BASE_URL, load_job
+    from ._job import load_job
+    from ._settings import DEFAULT_BASE_URL
 
     job = load_job(job_path) if job_path is not None else None
     key_env = job.endpoint.api_key_env if job else "OPENROUTER_API_KEY"

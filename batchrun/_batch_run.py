@@ -22,19 +22,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._batch_api import BatchClient, BatchInfo, BatchItem
-from ._batch_rules import batch_groups, non_text_part
+from ._batch_rules import batch_groups
 from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
 from ._charges import byok_of
 from ._checks import Answer, grade, is_judge, without_latency_checks
 from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Transient
-from ._job import RunSettings
-from ._judging import RowGrading
 from ._matrix import Request
+from ._parts import non_text_part
 from ._retry import AttemptLog
-from ._row import answer_fields
-from ._runner import STOP_AUTH, STOP_BUDGET, STOP_CREDITS, STOP_INTERRUPTED, Runner, RunOutcome
+from ._row import RowGrading, answer_fields
+from ._settings import RunSettings
+from ._status import Status, StopReason
+from ._worker_pool import Runner, RunOutcome
 
-STOP_SUBMITTED = "submitted"  # batches are still running at OpenRouter: collect later (exit 10)
 BATCH_TOKEN_FACTOR = 0.5  # batch-quickstart.mdx, Pricing: typically 50% of per-token prices
 Notice = Callable[[str], None]
 
@@ -112,7 +112,7 @@ class BatchExecutor:
             elif self._graded_hit(request):
                 to_sync.append(request)  # the sync runner answers it from the cache and grades it
             elif (cached := self.runner.cache.lookup(request) if self.runner.cache else None) is not None:
-                self.runner._answered_from_cache(request, cached)  # a hit is never submitted
+                self.runner.answered_from_cache(request, cached)  # a hit is never submitted
             else:
                 to_batch.append(request)
         return to_batch, to_sync
@@ -141,7 +141,7 @@ class BatchExecutor:
         remaining = runner.ledger.remaining
         if remaining is not None and worst > remaining + 1e-12:
             # A batch cannot be stopped half-way like sync requests: it is all or nothing.
-            reason = STOP_CREDITS if runner.limit_from_key else STOP_BUDGET
+            reason = StopReason.CREDITS if runner.limit_from_key else StopReason.BUDGET
             runner.request_stop(
                 reason,
                 f"a batch of {len(group)} {group[0].model} request(s) needs up to ${worst:.6f} at batch "
@@ -179,7 +179,7 @@ class BatchExecutor:
             self.state.save()
             await runner.ledger.settle_hold(worst, 0.0)
             for request in group:
-                runner._failed(request, failure, AttemptLog(), started)
+                runner.records.failed(request, failure, AttemptLog(), started)
             return
         self.outcome.submitted += 1
         if self.kill_after_submit is not None and self.outcome.submitted >= self.kill_after_submit:
@@ -203,16 +203,16 @@ class BatchExecutor:
             failure = item.failure if item is not None else None
             if failure is None:
                 failure = Transient("batch_missing_result", f"batch {entry.batch_id} returned no result for this row")
-            runner._failed(request, failure, log, started)
+            runner.records.failed(request, failure, log, started)
             return 0.0
         result = item.result
         cost = result.cost if result.cost is not None else share
         status = "reported" if result.cost is not None else ("estimated" if share is not None else "unknown")
         elapsed_ms = round((self.clock.time() - started) * 1000, 1)
         byok = byok_of(result.usage)
-        record = runner._record(
+        record = runner.records.make(
             request,
-            "ok",
+            Status.OK,
             None,
             False,
             started,
@@ -249,7 +249,7 @@ class BatchExecutor:
             runner.cache.store(
                 request, result, None, record["finished_at"], cost=cost, cost_status=record["cost_status"]
             )
-        runner._emit(request, record)
+        runner.records.emit(request, record)
         return cost or 0.0
 
     def _end_failure(self, info: BatchInfo) -> RequestFailed:
@@ -286,7 +286,7 @@ class BatchExecutor:
                 else:
                     log = AttemptLog()
                     log.attempts = 1
-                    runner._failed(request, self._end_failure(info), log, entry.intent_at)
+                    runner.records.failed(request, self._end_failure(info), log, entry.intent_at)
         # Settle to what OpenRouter says it charged; without a figure, what the rows report.
         actual = info.cost if info.cost is not None else reported
         await runner.ledger.settle_hold(entry.reserved_usd, actual)
@@ -299,7 +299,7 @@ class BatchExecutor:
             try:
                 info = await self.api.get(entry.batch_id)
             except AuthFailed as failure:
-                self.runner.request_stop(STOP_AUTH, f"the API key was refused: {failure.message}")
+                self.runner.request_stop(StopReason.AUTH, f"the API key was refused: {failure.message}")
                 return
             except RequestFailed as failure:
                 if failure.http_status == 404:
@@ -329,12 +329,12 @@ class BatchExecutor:
             # Stopped already (budget): no new work, but open batches are still collected.
             await self.clock.sleep(wait)
             return True
-        stopped = asyncio.ensure_future(self.runner._stop_event.wait())
+        stopped = asyncio.ensure_future(self.runner.stops.event.wait())
         sleeper = asyncio.ensure_future(self.clock.sleep(wait))
         await asyncio.wait([stopped, sleeper], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         sleeper.cancel()
-        return self.runner.stop_reason not in (STOP_INTERRUPTED, STOP_AUTH)
+        return self.runner.stop_reason not in (StopReason.INTERRUPTED, StopReason.AUTH)
 
     # -- the run -----------------------------------------------------------------------------
     async def run(self, requests: Iterable[Request]) -> RunOutcome:
@@ -355,7 +355,7 @@ class BatchExecutor:
             sync_outcome = await runner.run(iter(to_sync))
             if sync_outcome.stop is not None and runner.stop_reason is None:
                 runner.request_stop(sync_outcome.stop, sync_outcome.stop_message)
-        while self.state.open_entries() and runner.stop_reason not in (STOP_INTERRUPTED, STOP_AUTH):
+        while self.state.open_entries() and runner.stop_reason not in (StopReason.INTERRUPTED, StopReason.AUTH):
             await self._poll_once()
             if not self.state.open_entries() or not await self._pause():
                 break
@@ -365,7 +365,7 @@ class BatchExecutor:
         doubt = len(self.state.in_doubt())
         if (open_entries or doubt) and runner.stop_reason is None:
             runner.request_stop(
-                STOP_SUBMITTED,
+                StopReason.SUBMITTED,
                 f"{self.outcome.open_rows} row(s) await OpenRouter: {len(open_entries)} batch(es) still running"
                 + (f", {doubt} in doubt (see `batchrun batches list`)" if doubt else "")
                 + "; collect them with --resume",

@@ -78,10 +78,6 @@ def cache_key(fingerprint: str, repeat: int, base_url: str) -> bytes:
     return hashlib.sha256(_endpoint_prefix(base_url) + f"{repeat}\n{fingerprint}".encode()).digest()[:16]
 
 
-def utc_seconds(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
 def cache_files(directory: Path) -> list[Path]:
     """The database and its WAL companions."""
     main = directory / FILE_NAME

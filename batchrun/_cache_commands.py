@@ -7,12 +7,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._cache import FILE_NAME, NoCache, ResponseCache, remove_cache, utc_seconds
+from ._cache import FILE_NAME, NoCache, ResponseCache, remove_cache
 from ._cache_explain import explain, render_explanations
 from ._cache_file import BrokenCache
 from ._cache_session import CacheSettings, default_cache_dir
 from ._cache_values import CacheStats
 from ._exceptions import ConfigError
+from ._formats import utc_seconds
 from ._job import load_job
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

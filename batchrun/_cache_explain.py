@@ -18,9 +18,10 @@ from typing import Any
 
 import orjson
 
-from ._cache import ResponseCache, cache_key, normalize_base_url, utc_seconds
+from ._cache import ResponseCache, cache_key, normalize_base_url
 from ._cache_session import probe_of, why_not_a_hit
 from ._cache_values import CacheEntry
+from ._formats import utc_seconds
 from ._job import Job
 from ._matrix import Request, plan_requests, row_group_id
 

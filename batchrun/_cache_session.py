@@ -32,8 +32,8 @@ from ._checks import Answer, grade, without_latency_checks
 from ._client import ChatResult
 from ._clock import Clock
 from ._exceptions import CacheError
-from ._judging import RowGrading
 from ._matrix import Request, row_group_id
+from ._row import RowGrading
 
 APP_NAME = "batchrun"
 # Answers are written in batches (one transaction each): at most this many, or this old.

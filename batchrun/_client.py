@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -20,33 +19,38 @@ import aiohttp
 import httpx
 import orjson
 
-from ._body import ACCEPT_ENCODING, read_capped
-from ._clock import Clock, SystemClock
-from ._exceptions import ConfigError, RequestFailed, ResponseTooLarge, Transient
-from ._pricing import EndpointPrice, GenerationCost, endpoints_slug, parse_balance, parse_endpoints, parse_generation
-from ._reply import (
-    ChatResult,
+from ._account_reply import (
     CreatedKey,
     ModelInfo,
-    Reply,
     data_of,
-    error_failure,
-    failure,
     model_info,
     next_models_page,
-    parse_chat,
     parse_created_key,
     parse_key_data,
     parse_models,
 )
+from ._body import ACCEPT_ENCODING, read_capped
+from ._clock import Clock, SystemClock
+from ._exceptions import ConfigError, RequestFailed, ResponseTooLarge, Transient
+from ._generation import Flight, abandoned, generation_header, valid_generation_id
+from ._pricing import EndpointPrice, GenerationCost, endpoints_slug, parse_balance, parse_endpoints, parse_generation
+from ._reply import ChatResult, Reply, error_failure, failure, parse_chat
 from ._routing import METADATA_HEADER
 from ._scrub import Scrubber
+from ._settings import DEFAULTS
 
 MAX_MODEL_PAGES = 100  # 100 pages of up to 1,000 models: far more than OpenRouter lists
 
-__all__ = ["ChatResult", "ModelInfo", "OpenRouterClient", "default_transport", "DEFAULT_MAX_RESPONSE_BYTES"]
+__all__ = [
+    "ChatResult",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "Flight",
+    "ModelInfo",
+    "OpenRouterClient",
+    "default_transport",
+]
 
-DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # an answer is kilobytes; a few MiB is generous
+DEFAULT_MAX_RESPONSE_BYTES = DEFAULTS.max_response_bytes
 
 
 def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
@@ -83,9 +87,9 @@ class OpenRouterClient:
         *,
         app_url: str | None = None,
         app_title: str | None = None,
-        timeout_s: float = 60.0,
-        connect_timeout_s: float = 10.0,
-        max_connections: int = 16,
+        timeout_s: float = DEFAULTS.timeout_s,
+        connect_timeout_s: float = DEFAULTS.connect_timeout_s,
+        max_connections: int = DEFAULTS.concurrency,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock | None = None,
@@ -416,41 +420,6 @@ class OpenRouterClient:
         reply = await self._send("PATCH", f"/keys/{key_hash}", management_key, {"disabled": True})
         if reply.status != 200:
             raise self._failure(reply)
-
-
-@dataclasses.dataclass
-class Flight:
-    """An attempt in flight: its generation id as soon as the reply's headers (or a stream
-    chunk) named it, so a cancel that throws the attempt away (the deadline, SIGTERM,
-    SIGINT) still knows which generation to look up (break-14 #10)."""
-
-    generation_id: str | None = None
-
-
-_GENERATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
-
-
-def valid_generation_id(value: Any, scrub: Scrubber) -> str | None:
-    """A generation id is stored in records and sent back in a URL: only id characters pass,
-    and never one holding a key or a fragment of one (a server may echo the key in it)."""
-    if not isinstance(value, str) or not _GENERATION_ID.fullmatch(value):
-        return None
-    return value if scrub.text(value) == value else None
-
-
-def generation_header(headers: Mapping[str, str] | None, scrub: Scrubber) -> str | None:
-    """X-Generation-Id, sent on every endpoint's reply (api_reference/streaming.mdx)."""
-    return valid_generation_id(headers.get("x-generation-id") if headers is not None else None, scrub)
-
-
-def abandoned(
-    failure: RequestFailed, headers: list[Mapping[str, str]], billable: bool, scrub: Scrubber
-) -> RequestFailed:
-    """Mark a failure after which the server may still bill the attempt."""
-    if billable:
-        failure.maybe_billed = True
-        failure.generation_id = generation_header(headers[0] if headers else None, scrub)
-    return failure
 
 
 def _is_json(body: bytes) -> bool:

@@ -4,7 +4,6 @@ run on a fake one that never sleeps for real."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from typing import Protocol
 
@@ -26,13 +25,3 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-
-
-@functools.lru_cache(maxsize=4)
-def _utc_second(second: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-
-
-def utc(ts: float) -> str:
-    """ISO 8601 UTC with milliseconds; strftime runs once a second, not twice a row."""
-    return f"{_utc_second(int(ts))}.{int(ts % 1 * 1000):03d}Z"

@@ -8,27 +8,14 @@ signal or a KeyboardInterrupt traceback from importlib. `_signals` takes over fr
 
 from __future__ import annotations
 
-import signal
 from typing import NoReturn
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
-early: list[int] = []  # signals that came before the command decided what they mean
-caught = [False]  # True once catch_early ran: only then does the CLI own the handlers
-
-
-def _remember(signum: int, _frame: object) -> None:
-    early.append(signum)
-
-
-def catch_early() -> None:
-    """Remember signals from the start of the process until the command decides what they mean."""
-    caught[0] = True
-    for sig in SIGNALS:
-        signal.signal(sig, _remember)
+from ._early_signals import catch_early
 
 
 def entry() -> NoReturn:
     catch_early()  # first, before any heavy import
+    # Imported here, not above: the CLI's imports are the heavy ones the handlers must precede.
     from .cli import entry as run_cli
 
     run_cli()

@@ -11,7 +11,7 @@
         │                        and what OpenRouter said: `error_type`, `availability_code`
         ├── Transient            worth another attempt
         │   └── RateLimited      a 429 (or overload) with the server's wait, if it gave one
-        └── Final                another attempt cannot succeed
+        └── Permanent            another attempt cannot succeed
             ├── Rejected         final for the row: bad request, moderation, guardrail...
             │   └── ResponseTooLarge  the reply passed run.max_response_bytes (after decompression)
             ├── ModelUnavailable final for the model: an availability code such as model_not_found
@@ -20,7 +20,7 @@
             └── CreditExhausted  final for the run: the key's limit or the account's credits are gone
 
 The HTTP client translates httpx and aiohttp errors into this tree at its boundary, so
-nothing above it sees a transport exception. The runner turns a Final error into an
+nothing above it sees a transport exception. The runner turns a Permanent error into an
 `error` row and carries on; only AuthFailed and CreditExhausted end the run, and
 ModelUnavailable and DailyCapReached skip the rest of that model (or, for a `:free`
 model's daily cap, of every `:free` model).
@@ -143,11 +143,11 @@ class RateLimited(Transient):
     paces: bool = True
 
 
-class Final(RequestFailed):
+class Permanent(RequestFailed):
     """Another attempt with the same request cannot succeed."""
 
 
-class Rejected(Final):
+class Rejected(Permanent):
     """Final for the row only: bad parameters, moderation, unknown model, too large."""
 
 
@@ -159,17 +159,17 @@ class ResponseTooLarge(Rejected):
         super().__init__("response_too_large", f"{what} the {cap:,}-byte cap (run.max_response_bytes)", http_status)
 
 
-class ModelUnavailable(Final):
+class ModelUnavailable(Permanent):
     """Final for the model: OpenRouter says it cannot serve it (`availability.code`)."""
 
 
-class DailyCapReached(Final):
+class DailyCapReached(Permanent):
     """Final for the model: a platform request cap whose reset is past the run's horizon."""
 
 
-class AuthFailed(Final):
+class AuthFailed(Permanent):
     """Final for the run: the key was refused."""
 
 
-class CreditExhausted(Final):
+class CreditExhausted(Permanent):
     """Final for the run: the key limit or the account credits are used up."""

@@ -21,7 +21,7 @@ from ._checks import answer_of, grade, stored_judgements, without_latency_checks
 from ._exceptions import ResultsError
 from ._job import Job
 from ._matrix import plan_requests
-from ._outputs import summary_path
+from ._output_paths import summary_path
 
 
 @dataclass

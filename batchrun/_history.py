@@ -20,10 +20,12 @@ from typing import Any
 
 from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError, ResultsError
-from ._reader import Warn
-from ._report_data import failure_reasons, read_run_summary, wilson
+from ._formats import ms, pct, utc_seconds
+from ._reader import Warn, failure_reasons
+from ._report_data import read_run_summary, wilson
 from ._results import final_records
 from ._summary import SummaryBuilder
+from ._summary_types import GroupFigures, Summary
 
 MARKER_DROP = 0.05  # a model's pass rate falling this much (5 points) from one run to the next is a change
 FLIP_CAP = 500  # flipped rows listed on the page (all are counted)
@@ -72,7 +74,7 @@ def _folder_runs(folder: Path) -> list[Path]:
 class Run:
     path: Path
     start: str
-    summary: dict[str, Any]
+    summary: Summary
     states: dict[str, tuple[str, str, str, str, str]]  # id -> (state, model, prompt, vars, why)
 
     @property
@@ -111,12 +113,11 @@ def _read_run(path: Path, warn: Warn, keep_states: bool = False) -> Run | None:
 
 
 def _mtime_iso(path: Path) -> str:
-    import time
 
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.stat(path).st_mtime))
+    return utc_seconds(os.stat(path).st_mtime)
 
 
-def _error_rate(group: dict[str, Any]) -> float | None:
+def _error_rate(group: GroupFigures) -> float | None:
     sent = group["ok"] + group["error"]
     return group["error"] / sent if sent else None
 
@@ -249,14 +250,6 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
 
 
 # -- text and Markdown --------------------------------------------------------------------------
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
 def _run_rows(history: dict[str, Any], limit: int | None = None) -> tuple[list[str], list[list[str]]]:
     runs = history["runs"][-limit:] if limit else history["runs"]
     changes = Counter(marker["run"] for marker in history["markers"])
@@ -265,10 +258,10 @@ def _run_rows(history: dict[str, Any], limit: int | None = None) -> tuple[list[s
         [
             run["label"],
             f"{run['rows']:,}",
-            _pct(run["pass_rate"]),
-            _pct(run["error_rate"]),
+            pct(run["pass_rate"]),
+            pct(run["error_rate"]),
             cost_text(run) + held_note(run, short=True),
-            _ms(run["p95_ms"]),
+            ms(run["p95_ms"]),
             str(changes.get(run["label"], "")),
         ]
         for run in runs
@@ -280,7 +273,7 @@ def _model_rows(history: dict[str, Any], limit: int | None = None) -> tuple[list
     runs = history["runs"][-limit:] if limit else history["runs"]
     models = sorted({name for run in runs for name in run["models"]})
     header = ["pass rate", *(run["label"] for run in runs)]
-    rows = [[name, *(_pct(run["models"].get(name, {}).get("pass_rate")) for run in runs)] for name in models]
+    rows = [[name, *(pct(run["models"].get(name, {}).get("pass_rate")) for run in runs)] for name in models]
     return header, rows
 
 

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError
+from ._formats import utc_readable
 from ._report_data import PROMPT_CAP, ROW_CAP, TEXT_CAP, RunDigest, histogram, read_run_summary, wilson
+from ._summary_types import GroupFigures, Summary
 
 if TYPE_CHECKING:
     from ._charts import Chart
@@ -84,7 +86,7 @@ def render_page(template: str, charts: list[Chart], **context: Any) -> str:
             charts=charts,
             specs={chart.id: chart.spec for chart in charts},
             vega_bundle=vega_bundle(),
-            generated_at=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            generated_at=utc_readable(time.time()),
             row_cap=ROW_CAP,
             text_cap=TEXT_CAP,
             **context,
@@ -106,7 +108,7 @@ def write_page(path: Path, html: str) -> None:
         raise
 
 
-def _rate_rows(groups: dict[str, dict[str, Any]], field: str) -> list[dict[str, Any]]:
+def _rate_rows(groups: dict[str, GroupFigures], field: str) -> list[dict[str, Any]]:
     rows = []
     for name, group in groups.items():
         interval = wilson(group["passed"], group["checked"])
@@ -125,7 +127,7 @@ def _rate_rows(groups: dict[str, dict[str, Any]], field: str) -> list[dict[str, 
     return rows
 
 
-def report_charts(digest: RunDigest, summary: dict[str, Any]) -> tuple[list[Chart], bool]:
+def report_charts(digest: RunDigest, summary: Summary) -> tuple[list[Chart], bool]:
     """The report's charts, and whether the per-prompt charts were cut to the worst PROMPT_CAP prompts."""
     from . import _charts
 
@@ -175,10 +177,10 @@ def report_charts(digest: RunDigest, summary: dict[str, Any]) -> tuple[list[Char
             )
         )
     percentiles = [
-        {"model": name, "percentile": label, "ms": group[key]}
+        {"model": name, "percentile": label, "ms": ms}
         for name, group in summary["models"].items()
-        for label, key in (("p50", "latency_p50_ms"), ("p95", "latency_p95_ms"))
-        if group[key] is not None
+        for label, ms in (("p50", group["latency_p50_ms"]), ("p95", group["latency_p95_ms"]))
+        if ms is not None
     ]
     if percentiles:
         charts.append(_charts.latency_percentile_chart(percentiles))
@@ -186,7 +188,7 @@ def report_charts(digest: RunDigest, summary: dict[str, Any]) -> tuple[list[Char
     return charts, prompts_cut
 
 
-def model_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
+def model_table(summary: Summary) -> list[dict[str, Any]]:
     """The per-model numbers under the charts (the charts' data, readable without them)."""
     table = []
     for name, group in [*summary["models"].items(), ("all models", summary["total"])]:
@@ -198,7 +200,7 @@ def model_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
 Decided = tuple[int, list[str]]  # an exit code and its reasons
 
 
-def _verdict(summary: dict[str, Any], run_meta: dict[str, Any], decided: Decided | None) -> dict[str, Any]:
+def _verdict(summary: Summary, run_meta: dict[str, Any], decided: Decided | None) -> dict[str, Any]:
     """The exit verdict shown in the header: `report --job`'s own when given (the job's thresholds,
     the matrix's coverage); otherwise decided here with the default thresholds and the stop the
     run recorded in its summary file."""
@@ -206,7 +208,7 @@ def _verdict(summary: dict[str, Any], run_meta: dict[str, Any], decided: Decided
 
     basis = "the job's thresholds"
     if decided is None:
-        from ._job import RunSettings
+        from ._settings import RunSettings
         from ._verdict import decide
 
         decided = decide({**summary, "stop": run_meta.get("stop")}, RunSettings())
@@ -219,7 +221,7 @@ def write_report(
     results: Path,
     output: Path,
     digest: RunDigest,
-    summary: dict[str, Any],
+    summary: Summary,
     decided: Decided | None,
 ) -> None:
     """Write the page of a run whose records `digest` took in while `summary` was built."""
@@ -230,7 +232,7 @@ def write_report(
 
 def report_page(
     digest: RunDigest,
-    summary: dict[str, Any],
+    summary: Summary,
     source: Path,
     verdict: dict[str, Any],
     run_meta: dict[str, Any],

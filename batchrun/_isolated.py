@@ -9,17 +9,18 @@ a hash prefix only.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._client import OpenRouterClient
 from ._exceptions import ConfigError, RequestFailed
+from ._formats import utc_compact, utc_seconds
 from ._retry import RetryPolicy, retry_call
 
 if TYPE_CHECKING:
-    from ._job import Job, RunSettings
-    from ._run import RunOptions
+    from ._job import Job
+    from ._options import RunOptions
+    from ._settings import RunSettings
 
 EXPIRY_SLACK_S = 600.0
 T = TypeVar("T")
@@ -54,7 +55,7 @@ class IsolatedKey:
         client.protect(options.management_key)  # a /keys server may echo it in any error
         now = options.clock.time()
         life = settings.deadline_s + settings.grace_s + EXPIRY_SLACK_S if settings.deadline_s else settings.key_expiry_s
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        stamp = utc_compact(now)
         policy = RetryPolicy(settings.max_attempts, settings.max_elapsed_s, settings.max_wait_s)
         return cls(
             client, options.management_key, f"batchrun {job.name} {stamp}", now + life, policy, options.clock.sleep
@@ -70,7 +71,7 @@ class IsolatedKey:
     async def create(self, budget: float | None) -> None:
         if budget is None:
             raise ConfigError("--isolated-key needs a budget (run.budget_usd or --budget): it is the key's limit")
-        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.expires_at))
+        expires = utc_seconds(self.expires_at)
         try:
             created = await self._call(
                 lambda: self._client.create_key(self._management_key, self.name, round(budget, 6), expires)
@@ -115,5 +116,5 @@ class IsolatedKey:
             "limit_usd": self.limit,
             "usage_usd": self.final_usage,
             "removed": self.removed,
-            "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.expires_at)),
+            "expires_at": utc_seconds(self.expires_at),
         }

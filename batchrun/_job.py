@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -24,56 +24,14 @@ from ._exceptions import JobError, Problem
 from ._jobfile import compose, read_job_text, value_problems
 from ._judge import GraderSettings
 from ._judge import template_problems as grader_template_problems
+from ._parts import non_text_part
+from ._settings import Endpoint, RunSettings, run_settings
 from ._template import emptied_by, names_in, template_problems
 
-DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 _KEY_LIKE = re.compile(r"sk-or-[A-Za-z0-9_-]{6,}")
 
 Position = tuple[int, int]
 JsonPath = tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    base_url: str = DEFAULT_BASE_URL
-    api_key_env: str = "OPENROUTER_API_KEY"
-    management_key_env: str = "OPENROUTER_MANAGEMENT_KEY"
-    app_url: str | None = None
-    app_title: str | None = None
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """`run:` of the job, after defaults; the CLI overrides fields with `dataclasses.replace`."""
-
-    concurrency: int = 16
-    timeout_s: float = 60.0
-    connect_timeout_s: float = 10.0
-    max_response_bytes: int = 4 * 1024 * 1024  # the client's DEFAULT_MAX_RESPONSE_BYTES
-    output: str | None = None
-    max_attempts: int = 6
-    max_elapsed_s: float = 600.0
-    max_wait_s: float = 120.0
-    deadline_s: float | None = None
-    grace_s: float = 10.0
-    budget_usd: float | None = None
-    budget_margin_usd: float = 0.0
-    cost_margin: float = 0.1
-    allow_unknown_prices: bool = False
-    key_refresh_requests: int = 500
-    key_refresh_s: float = 60.0
-    pass_threshold: float | dict[str, Any] | None = None
-    max_error_rate: float = 0.0
-    isolated_key: bool = False
-    key_expiry_s: float = 6 * 3600.0
-    progress_every_s: float = 30.0
-    cache: bool | dict[str, Any] | None = None  # the response cache: off unless asked (see _cache_session)
-    mode: str = "sync"  # or "batch": OpenRouter's Batch API (README: "Batch mode")
-    batch_poll_s: float = 60.0
-    batch_max_requests: int = 10_000
-    batch_multimodal: str = "sync"  # rows with non-text parts: run in sync mode, or "refuse" at validate
-    batch_retry: str = "batch"  # --retry-errors of failed/expired items: a new batch, or "sync"
-    stream: bool = False  # streaming mode; README "Streaming" says why it is not the default
 
 
 @dataclass(frozen=True)
@@ -284,8 +242,6 @@ def _row_checker(
 
 def _batch_problems(source: _Source) -> list[Problem]:
     """Batch mode is text-only: with `batch_multimodal: refuse`, a non-text part is refused here."""
-    from ._batch_rules import non_text_part
-
     run = source.data.get("run", {})
     if run.get("mode") != "batch" or run.get("batch_multimodal") != "refuse":
         return []
@@ -409,11 +365,6 @@ def _grading_problems(source: _Source, base_dir: Path) -> list[Problem]:
     return problems
 
 
-def _run_settings(raw: dict[str, Any]) -> RunSettings:
-    known = {f.name for f in fields(RunSettings)}
-    return replace(RunSettings(), **{k: v for k, v in raw.items() if k in known})
-
-
 def _fingerprint(data: dict[str, Any]) -> str:
     shaping = {k: v for k, v in data.items() if k not in ("run", "endpoint")}
     return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -455,7 +406,7 @@ def load_job(path: str | Path) -> Job:
         models=models,
         prompts=tuple(prompts),
         repeat=data.get("repeat", 1),
-        run=_run_settings(data.get("run", {})),
+        run=run_settings(data.get("run", {})),
         fingerprint=_fingerprint(data),
         judge=GraderSettings.from_section(data.get("judge"), path.parent),
     )

@@ -156,7 +156,7 @@ JsonPath = tuple[str | int, ...]
 def value_problems(data: dict[str, Any], problem: Callable[[JsonPath, str], Problem]) -> list[Problem]:
     """Numbers, URLs, output patterns and templates of a schema-valid job that the schema cannot judge."""
     from ._argtypes import url_problem
-    from ._outputs import output_pattern_problem
+    from ._output_paths import output_pattern_problem
     from ._template import template_problems
 
     problems = [problem(p, "must be a finite number (not .inf or .nan)") for p in non_finite_numbers(data)]

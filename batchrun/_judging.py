@@ -21,21 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._charges import RowCharges
-from ._checks import Answer, grade, is_judge, ungraded
-from ._clock import utc
+from ._cache_session import CacheSession
+from ._checks import is_judge, ungraded
+from ._dispatch import Dispatcher
 from ._exceptions import RequestFailed
+from ._formats import utc
 from ._judge import GraderSettings, VerdictError, aggregate, answer_text, grader_body, parse_verdict
 from ._ledger import BudgetExhausted
 from ._matrix import Request, encode_body
-from ._reader import spent_on
-from ._row import Row, first_failure
-
-if TYPE_CHECKING:
-    from ._runner import Runner
+from ._row import Row, RowGrading, first_failure
+from ._stops import Stops
 
 
 def grader_request(row_id: str, index: int, body: dict[str, Any]) -> Request:
@@ -45,48 +42,15 @@ def grader_request(row_id: str, index: int, body: dict[str, Any]) -> Request:
     return Request(f"{row_id}.j{index}", fingerprint, body["model"], "judge", {}, 0, body, payload, [])
 
 
-@dataclass
-class RowGrading:
-    """A row whose answer is in, while its judge checks are graded."""
-
-    request: Request
-    record: dict[str, Any]  # the ok record, checks not yet graded
-    answer: Answer
-    checks: list[dict[str, Any]] | None = None  # the request's, unless some do not apply
-    judged: dict[int, dict[str, Any]] = field(default_factory=dict)  # check index -> result
-    graders: list[Row] = field(default_factory=list)  # every grader request sent for it
-
-    @property
-    def applied(self) -> list[dict[str, Any]]:
-        return self.request.checks if self.checks is None else self.checks
-
-    def record_now(self, stopped: str | None = None, why: str | None = None) -> dict[str, Any]:
-        """The row's record: judge checks not graded yet (the run `stopped`, or `why` not)
-        are `error`, so the row neither passes nor fails."""
-        checks = self.applied
-        judged = dict(self.judged)
-        why = why or f"not graded: the run stopped ({stopped or 'interrupted'})"
-        for index, check in enumerate(checks):
-            if is_judge(check) and index not in judged:
-                judged[index] = ungraded(check, why)
-        spent = RowCharges([part for grader in self.graders for part in grader.charges.parts])
-        costs = spent.fields()
-        # The row's `spent` (in the record head, what a resume counts) includes its grading.
-        grading = (costs["cost"] if costs["cost"] is not None else costs["cost_held"]) or 0.0
-        return {
-            **self.record,
-            "spent": spent_on(self.record) + grading,  # a re-graded old record may lack it
-            "judge_cost": costs["cost"] if spent.parts else 0.0,
-            "judge_cost_status": costs["cost_status"],
-            **grade(checks, self.answer, judged),
-        }
-
-
 class Judging:
-    """Grades rows' judge checks with the requests of one Runner."""
+    """Grades rows' judge checks with grader requests sent like rows' (_dispatch)."""
 
-    def __init__(self, runner: Runner, settings: GraderSettings) -> None:
-        self.runner = runner
+    def __init__(
+        self, dispatch: Dispatcher, stops: Stops, cache: CacheSession | None, settings: GraderSettings
+    ) -> None:
+        self.dispatch = dispatch
+        self.stops = stops
+        self.cache = cache
         self.settings = settings
 
     async def grade_row(self, grading: RowGrading) -> None:
@@ -117,49 +81,49 @@ class Judging:
 
     async def _verdict(self, request: Request, grading: RowGrading) -> dict[str, Any]:
         """One grader's verdict with its cost; `error` instead when there is none."""
-        runner = self.runner
+        dispatch, stops = self.dispatch, self.stops
         model = request.model
-        if runner.stop_reason is not None:
-            return {"model": model, "error": f"not graded: the run stopped ({runner.stop_reason})"}
+        if stops.reason is not None:
+            return {"model": model, "error": f"not graded: the run stopped ({stops.reason})"}
         cached = self._cached_verdict(request)  # free: it needs neither budget nor the grader
         if cached is not None:
             return cached
-        model_stop = runner._model_stop(model)
+        model_stop = stops.model_stop(model)
         if model_stop is not None:
             return {"model": model, "error": f"not graded: the grader is stopped ({model_stop})"}
-        await runner._maybe_refresh_key()
-        worst = runner.costs.worst_case(request) if runner.costs else None
+        await dispatch.maybe_refresh_key()
+        worst = dispatch.worst_case(request)
         row = Row(request)
         grading.graders.append(row)
-        row.reservation = await runner._reserve(worst)
-        if row.reservation is None or runner.stop_reason is not None:
-            await runner._release(row)
-            return {"model": model, "error": f"not graded: the run stopped ({runner.stop_reason or 'budget'})"}
+        row.reservation = await dispatch.reserve(worst)
+        if row.reservation is None or stops.reason is not None:
+            await dispatch.release(row)
+            return {"model": model, "error": f"not graded: the run stopped ({stops.reason or 'budget'})"}
         try:
-            result, _ = await runner.send_with_retries(row, worst)
+            result, _ = await dispatch.send_with_retries(row, worst)
         except (RequestFailed, BudgetExhausted) as failure:
-            await runner._release(row)
-            await runner.charges.look_up_row(row.charges)
+            await dispatch.release(row)
+            await dispatch.charges.look_up_row(row.charges)
             if isinstance(failure, BudgetExhausted):
-                runner._budget_stop(worst)
-                why = f"not graded: the run stopped ({runner.stop_reason or 'budget'})"
+                dispatch.budget_stop(worst)
+                why = f"not graded: the run stopped ({stops.reason or 'budget'})"
             else:
-                runner.react(request, failure, runner._too_long(failure))
+                stops.react(request, failure, stops.too_long(failure))
                 why = f"{failure.kind}: {failure.message[:200]}"
             return {"model": model, "error": why, **_cost_of(row)}
         except BaseException:  # cancelled (a stop's grace ran out), or a bug: settle, then go on up
-            runner.hold_in_flight(row)  # abandoned in flight: it may still be billed (streaming.mdx)
-            await runner._release(row)
+            dispatch.hold_in_flight(row)  # abandoned in flight: it may still be billed (streaming.mdx)
+            await dispatch.release(row)
             raise
         reservation, row.reservation = row.reservation or 0.0, None
         row.sent = False
 
         async def settle() -> None:
-            estimate = runner.costs.estimate(request, result) if runner.costs else None
-            await runner.charges.answered(result, reservation, row.charges, estimate)
-            await runner.charges.look_up_row(row.charges)
+            estimate = dispatch.costs.estimate(request, result) if dispatch.costs else None
+            await dispatch.charges.answered(result, reservation, row.charges, estimate)
+            await dispatch.charges.look_up_row(row.charges)
 
-        await runner._settled(settle())
+        await dispatch.settled(settle())
         base = {"model": model, "generation_id": result.generation_id, **_cost_of(row)}
         try:
             verdict = {**base, **parse_verdict(result.content)}
@@ -168,14 +132,14 @@ class Judging:
             if result.finish_reason == "length":
                 why += " (cut at its max_tokens: raise judge.params.max_tokens)"
             return {**base, "error": why}
-        if runner.cache is not None:  # only a verdict is worth keeping, never a reply that was none
-            runner.cache.store_row(request, result, None, utc(runner.clock.time()), row.charges)
+        if self.cache is not None:  # only a verdict is worth keeping, never a reply that was none
+            self.cache.store_row(request, result, None, utc(dispatch.clock.time()), row.charges)
         return verdict
 
     def _cached_verdict(self, request: Request) -> dict[str, Any] | None:
         """With the response cache on, a grader request sent before (the same grader, prompt,
         rubric and answer, byte for byte) is answered from it: free, and marked `cached`."""
-        cache = self.runner.cache
+        cache = self.cache
         stored = cache.lookup(request, unplanned=True) if cache is not None else None
         if stored is None:
             return None

@@ -23,7 +23,8 @@ from ._charges import RowCharges
 from ._exceptions import OutputFailed
 from ._matrix import Request
 from ._reader import spent_on
-from ._results import ResultsWriter, record_head
+from ._record_head import record_head
+from ._results import ResultsWriter
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """How fast one limit scope may send: a congestion controller driven by 429s, with a fake-clockable `now`.
 
 A rate limit counts requests per unit of time, so the controller steers two things per
-scope (a model, or the pool every `:free` model shares; see `_limiter`):
+scope (a model, or the pool every `:free` model shares; see `_throttle`):
 
 - **a window** (how many attempts may be in flight). Until the first rate limit (slow
   start) it starts at `initial_window` and grows with the answers, and doubles every

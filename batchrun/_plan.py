@@ -7,21 +7,21 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._account import read_balance, read_endpoints
 from ._costs import CostModel, unknown_price_refusal
 from ._job import Job
 from ._matrix import count_requests, plan_requests
+from ._models import Resolution
+from ._options import RunOptions
+from ._preflight import estimate, job_routing_warning, make_client, open_cache, read_account, wanted_models
 from ._pricing import usd
-
-if TYPE_CHECKING:  # _models imports the HTTP client, which `plan` without a key never needs
-    from ._models import Resolution
+from ._retry import retry_policy
 
 
 def _cache_hits(job: Job, endpoint: str | None, warn: Callable[[str], None]) -> tuple[dict[str, int], float] | None:
     """Rows per model the cache would answer, and what they first cost; None without a cache."""
-    from ._run import RunOptions, open_cache
-
     cache = open_cache(job, RunOptions(api_key=None, base_url=endpoint), warn)
     if cache is None:
         return None
@@ -85,19 +85,10 @@ class PricedPlan:
     unknown_why: dict[str, str] = field(default_factory=dict)  # model -> why its worst case is unknown
 
     def refusal(self) -> str | None:
-        """What the run would refuse with, decided as the run decides it (_run._preflight)."""
+        """What the run would refuse with, decided as the run decides it (_preflight.preflight)."""
         remaining = self.key.get("limit_remaining") if self.key else None
         bounded = self.job.run.budget_usd is not None or isinstance(remaining, (int, float)) or self.balance is not None
         return unknown_price_refusal(self.unknown_why, bounded, self.job.run.allow_unknown_prices)
-
-
-def job_routing_warning(job: Job) -> str | None:
-    """The reproducibility warning for the job's models whose routing is not pinned."""
-    from ._matrix import request_params
-    from ._routing import routing_warning, unpinned_models
-
-    pairs = [(m.id, request_params(job, m.params, p.params)) for m in job.models for p in job.prompts]
-    return routing_warning(unpinned_models(pairs))
 
 
 def resolution_warnings(resolution: Resolution) -> list[str]:
@@ -114,7 +105,7 @@ def resolution_warnings(resolution: Resolution) -> list[str]:
 
 def _ran_against(path: Path) -> str | None:
     """The endpoint a run used, from its summary (None when unknown)."""
-    from ._outputs import summary_path
+    from ._output_paths import summary_path
 
     try:
         endpoint = json.loads(summary_path(path).read_text(encoding="utf-8")).get("endpoint")
@@ -127,10 +118,10 @@ def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, flo
     """Mean cost of an ok row per model, from the newest results file of the same job that ran
     against `endpoint` (a simulated run's made-up prices say nothing about a real one)."""
     from ._exceptions import ResultsError
-    from ._outputs import default_output
+    from ._output_paths import job_folder
     from ._results import final_records
 
-    folder = default_output(job.name, job.run.output, 0).parent
+    folder = job_folder(job.name, job.run.output)
     files = sorted(folder.glob("*.jsonl"), reverse=True) if folder.is_dir() else []
     for path in files:
         if _ran_against(path) not in (None, endpoint):
@@ -158,9 +149,6 @@ async def price_plan(
     cache_endpoint: str | None = None,
     warn: Callable[[str], None] = lambda _: None,
 ) -> PricedPlan:
-    from ._account import read_balance, read_endpoints
-    from ._run import RunOptions, estimate, make_client, open_cache, read_account, retry_policy, wanted_models
-
     options = RunOptions(api_key=api_key, base_url=base_url)
     client = make_client(job, options, job.run)
     resolved: list[Resolution] = []

@@ -11,22 +11,21 @@ from __future__ import annotations
 
 import mmap
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
 import orjson
 
 from ._exceptions import ResultsError
 from ._files import open_regular
+from ._record_head import LINE_HEADS, RECORD_START, RowState, parse_state, state_blob
 
 Warn = Callable[[str], None]
 # The longest line a reader takes as a record, and the longest torn tail a resume cuts.
 # A record holds a request and an answer, both bounded well below this by the client.
 MAX_RECORD_BYTES = 32 << 20
-RECORD_START = b'{"id":"'  # every record begins so (see _results.record_head)
 STATUSES = frozenset({"ok", "error", "skipped"})
 
 
@@ -119,39 +118,6 @@ def final_records(path: Path, warn: Warn = _ignore) -> Iterator[dict[str, Any]]:
 
 
 # -- the resume scan ----------------------------------------------------------------------------
-class RowState(NamedTuple):
-    """What resume needs to know of a written row."""
-
-    fingerprint: str
-    status: str
-    reason: str | None
-    retryable: bool
-
-
-def _state_blob(fingerprint: str, status: str, reason: str | None, retryable: bool) -> bytes:
-    """A state in the exact bytes of a record head, as the fast scan keeps it."""
-    reason_json = "null" if reason is None else f'"{reason}"'
-    return (
-        f'{fingerprint}","status":"{status}","reason":{reason_json},"retryable":{"true" if retryable else "false"}'
-    ).encode()
-
-
-def _parse_blob(blob: bytes) -> RowState:
-    parts = blob.split(b'"')
-    reason = None if b'"reason":null' in blob else parts[8].decode()
-    return RowState(parts[0].decode(), parts[4].decode(), reason, blob.endswith(b"true"))
-
-
-# The head of a record from the newline before it; the state part is kept as one bytes
-# object, decoded only for the rows a resume asks about.
-_LINE_HEADS = re.compile(
-    rb'\n\{"id":"([0-9a-f]+)","fingerprint":"([0-9a-f]*","status":"[a-z]+",'
-    rb'"reason":(?:null|"[a-z_0-9]*"),"retryable":(?:true|false)),"cost":(null|[-+0-9.eE]+),'
-    # Files written before `spent` existed have no such field: their `cost` is counted.
-    rb'(?:"spent":([-+0-9.eE]+),)?'
-    # A row written again with a cost learnt late (_late_costs): the `spent` it replaces.
-    rb'(?:"resolves":([-+0-9.eE]+),)?'
-)
 _WINDOW = 1 << 24
 
 
@@ -160,7 +126,7 @@ class ScanResult:
     """The last state of every row of a results file."""
 
     _states: dict[bytes, bytes]
-    spent_usd: float  # over every record, superseded ones too (they were paid for), less `resolves`
+    spent_usd: float  # over every record, superseded ones too: they were paid for
     lines: int
 
     def __len__(self) -> int:
@@ -168,10 +134,10 @@ class ScanResult:
 
     def get(self, row_id: str) -> RowState | None:
         blob = self._states.get(row_id.encode())
-        return None if blob is None else _parse_blob(blob)
+        return None if blob is None else parse_state(blob)
 
     def ids(self, status: str | None = None) -> set[str]:
-        return {k.decode() for k, v in self._states.items() if status is None or _parse_blob(v).status == status}
+        return {k.decode() for k, v in self._states.items() if status is None or parse_state(v).status == status}
 
 
 def spent_on(record: dict[str, Any]) -> float:
@@ -201,7 +167,7 @@ def _scan_slow(path: Path, first: int, lines: list[bytes], states: dict[bytes, b
             continue
         try:
             record = orjson.loads(line)
-            states[record["id"].encode()] = _state_blob(
+            states[record["id"].encode()] = state_blob(
                 record.get("fingerprint", ""), record["status"], record.get("reason"), bool(record.get("retryable"))
             )
             spent += spent_anew(record)
@@ -237,7 +203,7 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
     """
     states: dict[bytes, bytes] = {}
     costs: list[bytes] = []
-    resolved: list[bytes] = []  # `spent` replaced by a later record of the same row
+    resolved: list[bytes] = []  # `spent` replaced by a later record of the same row (_late_costs)
     spent = 0.0
     lines = 0
     with _open(path) as handle:
@@ -247,7 +213,7 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
             for buffer, begin, finish in _windows(data):
                 segment = buffer[begin:finish]
                 count = segment.count(b"\n")
-                found = _LINE_HEADS.findall(buffer, begin, finish)
+                found = LINE_HEADS.findall(buffer, begin, finish)
                 if len(found) != count:
                     spent += _scan_slow(path, lines + 1, segment.split(b"\n")[1:], states, warn)
                 else:
@@ -258,3 +224,22 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
                 lines += count
     spent += sum(float(cost) for cost in costs if cost not in (b"", b"null")) - sum(float(r) for r in resolved)
     return ScanResult(states, spent, lines)
+
+
+def clip(text: str, limit: int = 500) -> str:
+    """Text cut to `limit` characters, saying how many more there were."""
+    return text if len(text) <= limit else text[:limit] + f" ... [{len(text) - limit:,} more characters]"
+
+
+def failure_reasons(record: dict[str, Any]) -> list[str]:
+    """Why a row is listed: each failed check with its reason, or the error."""
+    if record.get("status") == "error":
+        error = record.get("error") or {}
+        status = f" (HTTP {error['http_status']})" if error.get("http_status") else ""
+        kind = error.get("kind") or record.get("reason") or "error"
+        return [clip(f"{kind}{status}: {error.get('message') or ''}".rstrip(": "), 500)]
+    return [
+        clip(f"{check.get('name')}: {check.get('reason') or 'failed'}", 500)
+        for check in record.get("checks") or []
+        if isinstance(check, dict) and not check.get("pass")
+    ]

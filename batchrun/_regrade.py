@@ -15,21 +15,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._checks import answer_of, grade, is_judge, without_latency_checks
 from ._costs import CostModel
 from ._items import ItemGate
 from ._job import Job
 from ._judge import answer_text, grader_body
-from ._judging import RowGrading, grader_request, question_of
+from ._judging import grader_request, question_of
 from ._ledger import CreditLedger
 from ._matrix import Request, plan_requests
-from ._runner import Runner
+from ._options import RunOptions
+from ._preflight import make_client, preflight
+from ._row import RowGrading
+from ._status import Status
 from ._summary import SummaryBuilder
-
-if TYPE_CHECKING:
-    from ._run import RunOptions
+from ._summary_types import Summary
+from ._worker_pool import Runner, run_config
 
 
 @dataclass
@@ -54,7 +56,7 @@ def _checks_of(record: dict[str, Any], request: Request) -> list[dict[str, Any]]
 def estimate_regrade(records: Iterable[dict[str, Any]], job: Job, costs: CostModel) -> RegradeEstimate:
     estimate = RegradeEstimate()
     for record, request in _judge_rows(records, job):
-        if request is None or record.get("status") != "ok" or not any(is_judge(c) for c in request.checks):
+        if request is None or record.get("status") != Status.OK or not any(is_judge(c) for c in request.checks):
             continue
         estimate.rows += 1
         shown = answer_text(record.get("content") or "", record.get("tool_calls") or ())
@@ -76,7 +78,7 @@ async def regrade_with_judges(
     """Re-grade every record (judges included) and pass each, in file order, to `emit`."""
 
     async def regrade_one(record: dict[str, Any], request: Request | None) -> dict[str, Any]:
-        if request is None or record.get("status") != "ok" or not request.checks:
+        if request is None or record.get("status") != Status.OK or not request.checks:
             return record
         checks, answer = _checks_of(record, request), answer_of(record)
         if not any(is_judge(c) for c in checks):
@@ -105,12 +107,10 @@ async def regrade_file(
     gate: ItemGate,
     show_worst_case: Callable[[str], None],
     keep: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
+) -> Summary:
     """`report --job` with judges, end to end: prices and credit, the worst case (shown before
     anything is spent, from a first pass over `reread()`), then the re-grading of `records`
     within the budget. Returns the summary; `keep` receives each re-graded record."""
-    from ._run import _preflight, _run_config, make_client
-
     settings = job.run
     builder = SummaryBuilder(gate)
 
@@ -121,7 +121,7 @@ async def regrade_file(
 
     client = make_client(job, options, settings)
     try:
-        pre = await _preflight(client, job, options, None, settings.budget_usd, show_worst_case, lambda: None, None)
+        pre = await preflight(client, job, options, None, settings.budget_usd, show_worst_case, lambda: None, None)
         costs = pre.costs if pre.models is not None else None
         if costs is not None:
             worst = estimate_regrade(reread(), job, costs)
@@ -135,7 +135,7 @@ async def regrade_file(
         runner = Runner(
             client,
             None,  # the records are re-graded in memory; the results file is not touched
-            _run_config(job, settings, 0.0),
+            run_config(job, settings, 0.0),
             options.clock,
             job_name=job.name,
             job_fingerprint=job.fingerprint,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -21,7 +20,7 @@ import orjson
 
 from ._classify import classify
 from ._exceptions import RequestFailed, Transient
-from ._pricing import MAX_USD, EndpointPrice, read_pricing
+from ._pricing import MAX_USD
 from ._routing import answering_provider
 from ._scrub import Scrubber
 
@@ -66,28 +65,6 @@ class ChatResult:
         return money(self.usage.get("cost"))
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    id: str
-    prompt_price: float | None  # USD per token; None when the endpoint does not know (router models)
-    completion_price: float | None
-    request_price: float
-    context_length: int | None
-    max_completion_tokens: int | None
-    price: EndpointPrice | None = None  # the full pricing object, overrides included (issue 14)
-
-    @property
-    def price_known(self) -> bool:
-        return self.prompt_price is not None and self.completion_price is not None
-
-
-@dataclass(frozen=True)
-class CreatedKey:
-    key: str
-    hash: str
-    label: str | None
-
-
 # -- small typed readers ---------------------------------------------------------------------
 def money(value: Any) -> float | None:
     """A USD figure from a server: a finite, non-negative number, or None (unknown).
@@ -117,17 +94,17 @@ def count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def _str(value: Any, scrub: Scrubber) -> str | None:
+def str_of(value: Any, scrub: Scrubber) -> str | None:
     return scrub.text(value) if isinstance(value, str) else None
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
         type(value), "a number"
     )
 
 
-def _bad(what: str, status: int = 200) -> Transient:
+def bad_reply(what: str, status: int = 200) -> Transient:
     # A reply of the wrong shape: the next attempt may get a good one (a proxy hiccup, a
     # provider's glitch); the retry policy bounds how often.
     return Transient("bad_response", what, status)
@@ -147,11 +124,11 @@ def loads(body: bytes | str) -> Any:
             raise orjson.JSONDecodeError("not JSON", "", 0) from None
 
 
-def _json(reply: Reply) -> Any:
+def json_of(reply: Reply) -> Any:
     try:
         return loads(reply.body)
     except orjson.JSONDecodeError:
-        raise _bad("the body was truncated or not JSON", reply.status) from None
+        raise bad_reply("the body was truncated or not JSON", reply.status) from None
 
 
 def error_text(reply: Reply, scrub: Scrubber) -> str:
@@ -191,13 +168,13 @@ def _content(value: Any) -> str:
         texts = []
         for part in value:
             if not isinstance(part, dict):
-                raise _bad(f"choices[0].message.content holds {_type_name(part)}, not a content part")
+                raise bad_reply(f"choices[0].message.content holds {type_name(part)}, not a content part")
             if part.get("type") == "text":
                 if not isinstance(part.get("text"), str):
-                    raise _bad("a text part of choices[0].message.content has no text string")
+                    raise bad_reply("a text part of choices[0].message.content has no text string")
                 texts.append(part["text"])
         return "".join(texts)
-    raise _bad(f"choices[0].message.content is {_type_name(value)}, not text")
+    raise bad_reply(f"choices[0].message.content is {type_name(value)}, not text")
 
 
 def tool_call(item: Any, scrub: Scrubber) -> dict[str, Any]:
@@ -267,27 +244,27 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
     """A chat completion reply: the answer, or the failure it stands for."""
     if reply.status != 200:
         raise error_failure(reply, scrub, now)
-    data = _json(reply)
+    data = json_of(reply)
     if not isinstance(data, dict):
-        raise _bad(f"the reply is {_type_name(data)}, not an object")
+        raise bad_reply(f"the reply is {type_name(data)}, not an object")
     if data.get("error"):  # an error sent with HTTP 200
         raise failure(reply, data["error"], scrub, now)
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices:
-        raise _bad("the answer had no choices")
+        raise bad_reply("the answer had no choices")
     choice = choices[0]
     if not isinstance(choice, dict):
-        raise _bad(f"choices[0] is {_type_name(choice)}, not an object")
+        raise bad_reply(f"choices[0] is {type_name(choice)}, not an object")
     if choice.get("finish_reason") == "error" or choice.get("error"):
         raise failure(reply, choice.get("error") or {"message": "finish_reason error"}, scrub, now)
     message = choice.get("message")
     if message is None:
         message = {}
     if not isinstance(message, dict):
-        raise _bad(f"choices[0].message is {_type_name(message)}, not an object")
+        raise bad_reply(f"choices[0].message is {type_name(message)}, not an object")
     content = _content(message.get("content"))
-    refusal = _str(message.get("refusal"), scrub)
-    finish_reason = _str(choice.get("finish_reason"), scrub)
+    refusal = str_of(message.get("refusal"), scrub)
+    finish_reason = str_of(choice.get("finish_reason"), scrub)
     usage = usage_of(data.get("usage"), scrub)
     tool_calls = tool_calls_of(message.get("tool_calls"), scrub)
     if not content and not refusal and not finish_reason and not tool_calls:
@@ -295,21 +272,21 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
         # zero-completion-insurance.mdx: no completion and no finish reason is not billed.
         raise Transient("empty_completion", "an empty completion with no finish reason (cold start?)", 200)
     return ChatResult(
-        generation_id=_str(data.get("id"), scrub),
-        model=_str(data.get("model"), scrub),
+        generation_id=str_of(data.get("id"), scrub),
+        model=str_of(data.get("model"), scrub),
         # Scrubbed before answering_provider cuts it to length.
         provider=answering_provider(
             {
                 "openrouter_metadata": scrub.value(data.get("openrouter_metadata")),
-                "provider": _str(data.get("provider"), scrub),
+                "provider": str_of(data.get("provider"), scrub),
             }
         ),
         content=scrub.text(content),
         finish_reason=finish_reason,
-        native_finish_reason=_str(choice.get("native_finish_reason"), scrub),
+        native_finish_reason=str_of(choice.get("native_finish_reason"), scrub),
         usage=usage,
         refusal=refusal,
-        reasoning=_str(message.get("reasoning"), scrub),
+        reasoning=str_of(message.get("reasoning"), scrub),
         cost_rejected=cost_rejected(data.get("usage")),
         tool_calls=tool_calls,
         reply_bytes=len(reply.body),
@@ -319,126 +296,3 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
 def cost_rejected(usage: Any) -> bool:
     """usage.cost was sent, and is not a finite non-negative number."""
     return isinstance(usage, dict) and usage.get("cost") is not None and money(usage.get("cost")) is None
-
-
-# -- account endpoints -----------------------------------------------------------------------
-def data_of(reply: Reply, what: str) -> Any:
-    """The `data` member of a JSON object reply."""
-    body = _json(reply)
-    if not isinstance(body, dict) or "data" not in body:
-        raise _bad(f"the {what} reply has no data")
-    return body["data"]
-
-
-def _positive(value: Any) -> int | None:
-    number = count(value)
-    return number if number else None
-
-
-def model_info(item: Any, scrub: Scrubber) -> ModelInfo | None:
-    """One model of /models or /model/{author}/{slug}; None for an entry without an id."""
-    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-        return None
-    pricing: dict[str, Any] = item["pricing"] if isinstance(item.get("pricing"), dict) else {}
-    top: dict[str, Any] = item["top_provider"] if isinstance(item.get("top_provider"), dict) else {}
-    prompt, completion = price(pricing.get("prompt")), price(pricing.get("completion"))
-    request = price(pricing.get("request", 0))
-    if request is None:  # a request price that is there but unreadable: the price is unknown
-        prompt = completion = None
-    context, max_completion = _positive(item.get("context_length")), _positive(top.get("max_completion_tokens"))
-    prices, overrides, problems = read_pricing(item.get("pricing"))
-    return ModelInfo(
-        id=scrub.text(item["id"]),
-        prompt_price=prompt,
-        completion_price=completion,
-        request_price=request or 0.0,
-        context_length=context,
-        max_completion_tokens=max_completion,
-        # The /models price as a one-endpoint entry, for the worst case (issue 14).
-        price=EndpointPrice(
-            "top provider",
-            "top provider",
-            prices,
-            overrides,
-            max_completion_tokens=max_completion,
-            context_length=context,
-            known=not problems and prompt is not None and completion is not None,
-            problem=", ".join(problems),
-        ),
-    )
-
-
-def parse_models(reply: Reply, scrub: Scrubber) -> dict[str, ModelInfo]:
-    """GET /models as {id: ModelInfo}; items without an id are not models anyone can ask for."""
-    items = data_of(reply, "/models")
-    if not isinstance(items, list):
-        raise _bad("the /models data is not a list")
-    infos = (model_info(item, scrub) for item in items)
-    return {info.id: info for info in infos if info is not None}
-
-
-def next_models_page(reply: Reply) -> str | None:
-    """The next page of GET /models, as a path on our own base URL; None on the last page.
-
-    openapi.yaml `getModels`: `offset` and `limit` page the list ("when both offset and limit
-    are omitted, the full list is returned"), and `links.next` is "URL for the next page of
-    results, or null if this is the last page" (the example: `/api/v1/models?offset=500&limit=500`).
-    Only its offset and limit are taken, as numbers: the key never follows a server's URL
-    to another host or path."""
-    try:
-        body = orjson.loads(reply.body)
-    except orjson.JSONDecodeError:
-        return None
-    links = body.get("links") if isinstance(body, dict) else None
-    link = links.get("next") if isinstance(links, dict) else None
-    if not isinstance(link, str):
-        return None
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)
-    numbers: dict[str, int] = {}
-    for name in ("offset", "limit"):
-        values = query.get(name, [])
-        if len(values) != 1 or not values[0].isdigit() or len(values[0]) > 9:
-            return None
-        numbers[name] = int(values[0])
-    if numbers["limit"] < 1:
-        return None
-    return f"/models?offset={numbers['offset']}&limit={numbers['limit']}"
-
-
-_KEY_MONEY = ("limit", "usage", "usage_daily", "usage_weekly", "usage_monthly")
-
-
-def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
-    """A key's data (GET /key, GET /keys/{hash}) with its money fields checked."""
-    if not isinstance(data, dict):
-        raise _bad(f"the {what} data is not an object")
-    key: dict[str, Any] = {
-        scrub.text(str(k)): scrub.value(v) for k, v in data.items() if isinstance(v, (str, bool, type(None)))
-    }
-    for name in _KEY_MONEY:
-        if name in data:
-            key[name] = money(data[name])
-    remaining = data.get("limit_remaining")
-    # null means "no per-key limit"; anything else must be a number (it may be negative
-    # once a key overspent), or the credit is unknown and nothing can be promised.
-    if remaining is not None and (
-        isinstance(remaining, bool) or not isinstance(remaining, (int, float)) or not math.isfinite(remaining)
-    ):
-        raise _bad(f"the {what} limit_remaining is {_type_name(remaining)}, not a number")
-    if "limit_remaining" in data:
-        key["limit_remaining"] = None if remaining is None else float(remaining)
-    free = data.get("free_model_daily_requests")
-    if isinstance(free, dict):
-        key["free_model_daily_requests"] = {k: count(free.get(k)) for k in ("limit", "remaining", "used")}
-    return key
-
-
-def parse_created_key(reply: Reply, scrub: Scrubber) -> CreatedKey:
-    """POST /keys: {"key": ..., "data": {"hash", "label", ...}}."""
-    body = _json(reply)
-    data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(body, dict) or not isinstance(body.get("key"), str) or not body["key"]:
-        raise _bad("the /keys reply had no key", reply.status)
-    if not isinstance(data, dict) or not isinstance(data.get("hash"), str) or not data["hash"]:
-        raise _bad("the /keys reply had no key hash", reply.status)
-    return CreatedKey(body["key"], data["hash"], _str(data.get("label"), scrub))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._reader import clip, failure_reasons
 from ._summary import SummaryBuilder
 
 ROW_CAP = 1000  # failing and error rows listed on the page; the page says when more exist
@@ -39,10 +40,6 @@ def wilson(passed: int, total: int, z: float = Z95) -> tuple[float, float] | Non
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _clip(text: str, limit: int = TEXT_CAP) -> str:
-    return text if len(text) <= limit else text[:limit] + f" ... [{len(text) - limit:,} more characters]"
-
-
 def _as_text(value: Any) -> str:
     """An answer or variables as display text (content may be a list of parts, or null)."""
     if value is None:
@@ -50,20 +47,6 @@ def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
-def failure_reasons(record: dict[str, Any]) -> list[str]:
-    """Why a row is listed: each failed check with its reason, or the error."""
-    if record.get("status") == "error":
-        error = record.get("error") or {}
-        status = f" (HTTP {error['http_status']})" if error.get("http_status") else ""
-        kind = error.get("kind") or record.get("reason") or "error"
-        return [_clip(f"{kind}{status}: {error.get('message') or ''}".rstrip(": "), 500)]
-    return [
-        _clip(f"{check.get('name')}: {check.get('reason') or 'failed'}", 500)
-        for check in record.get("checks") or []
-        if isinstance(check, dict) and not check.get("pass")
-    ]
 
 
 def _table_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -74,8 +57,8 @@ def _table_row(record: dict[str, Any]) -> dict[str, Any]:
         "id": str(record.get("id", ""))[:12],
         "model": str(record.get("model", "")),
         "prompt": str(record.get("prompt_id", "")),
-        "vars": _clip(_as_text(record.get("vars") or {}), 500),
-        "answer": _clip(_as_text(record.get("content"))),
+        "vars": clip(_as_text(record.get("vars") or {}), 500),
+        "answer": clip(_as_text(record.get("content")), TEXT_CAP),
         "reasons": failure_reasons(record),
         "provider": " @ ".join(str(part) for part in (answered, provider) if part),
     }

@@ -32,13 +32,13 @@ from ._exceptions import OutputFailed, ResultsError
 from ._files import open_regular
 from ._reader import (
     MAX_RECORD_BYTES,
-    RowState,
     ScanResult,
     final_records,
     looks_like_record_start,
     record_problem,
     scan_states,
 )
+from ._record_head import RowState, record_head
 
 FSYNC_EVERY_S = 5.0
 
@@ -189,30 +189,6 @@ class ResultsWriter:
                 raise self.failure from None
         finally:
             os.close(fd)
-
-
-def record_head(
-    row_id: str,
-    fingerprint: str,
-    status: str,
-    reason: str | None,
-    retryable: bool,
-    cost: float | None,
-    spent: float | None = None,
-) -> dict[str, Any]:
-    """The first fields of a record, in the order the fast resume scan expects. `spent` is
-    what the budget counted for the row (its answer and its grading, with the worst case
-    of any attempt of unknown cost): a resume counts it as already spent. It defaults to
-    `cost`, for a row with nothing beyond its known cost."""
-    return {
-        "id": row_id,
-        "fingerprint": fingerprint,
-        "status": status,
-        "reason": reason,
-        "retryable": retryable,
-        "cost": cost,
-        "spent": spent if spent is not None else cost or 0.0,
-    }
 
 
 __all__ = [

@@ -16,15 +16,16 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_random_exponential
 
 from ._exceptions import RequestFailed, Transient
+from ._settings import DEFAULTS, RunSettings
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 6
-    max_elapsed_s: float = 600.0
-    max_wait_s: float = 120.0
+    max_attempts: int = DEFAULTS.max_attempts
+    max_elapsed_s: float = DEFAULTS.max_elapsed_s
+    max_wait_s: float = DEFAULTS.max_wait_s
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
 
@@ -151,3 +152,7 @@ async def retry_call(
     """A start-up or management call (/models, /key, /keys) retried like a chat request:
     one 503 from /models must not end a nightly run before it starts."""
     return await call_with_retries(call, policy, sleep, AttemptLog(), time_left=time_left)
+
+
+def retry_policy(settings: RunSettings) -> RetryPolicy:
+    return RetryPolicy(settings.max_attempts, settings.max_elapsed_s, settings.max_wait_s)

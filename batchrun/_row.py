@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._charges import RowCharges
+from ._checks import Answer, grade, is_judge, ungraded
 from ._client import ChatResult, Flight
 from ._matrix import Request
+from ._reader import spent_on
 from ._retry import AttemptLog
 from ._scrub import Scrubber
-
-if TYPE_CHECKING:
-    from ._judging import RowGrading
 
 
 @dataclass
@@ -34,6 +33,43 @@ class Row:
     charges: RowCharges = field(default_factory=RowCharges)  # what each attempt cost (issue 14)
     grading: RowGrading | None = None  # answered, its judge checks being graded (issue 17)
     flight: Flight = field(default_factory=Flight)  # the attempt in flight (its generation id)
+
+
+@dataclass
+class RowGrading:
+    """A row whose answer is in, while its judge checks are graded."""
+
+    request: Request
+    record: dict[str, Any]  # the ok record, checks not yet graded
+    answer: Answer
+    checks: list[dict[str, Any]] | None = None  # the request's, unless some do not apply
+    judged: dict[int, dict[str, Any]] = field(default_factory=dict)  # check index -> result
+    graders: list[Row] = field(default_factory=list)  # every grader request sent for it
+
+    @property
+    def applied(self) -> list[dict[str, Any]]:
+        return self.request.checks if self.checks is None else self.checks
+
+    def record_now(self, stopped: str | None = None, why: str | None = None) -> dict[str, Any]:
+        """The row's record: judge checks not graded yet (the run `stopped`, or `why` not)
+        are `error`, so the row neither passes nor fails."""
+        checks = self.applied
+        judged = dict(self.judged)
+        why = why or f"not graded: the run stopped ({stopped or 'interrupted'})"
+        for index, check in enumerate(checks):
+            if is_judge(check) and index not in judged:
+                judged[index] = ungraded(check, why)
+        spent = RowCharges([part for grader in self.graders for part in grader.charges.parts])
+        costs = spent.fields()
+        # The row's `spent` (in the record head, what a resume counts) includes its grading.
+        grading = (costs["cost"] if costs["cost"] is not None else costs["cost_held"]) or 0.0
+        return {
+            **self.record,
+            "spent": spent_on(self.record) + grading,  # a re-graded old record may lack it
+            "judge_cost": costs["cost"] if spent.parts else 0.0,
+            "judge_cost_status": costs["cost_status"],
+            **grade(checks, self.answer, judged),
+        }
 
 
 def answer_fields(result: ChatResult) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from ._entry import SIGNALS, caught, early
+from ._early_signals import SIGNALS, caught, early
 from ._lock import release_all
 
 EXIT_INTERRUPTED = 7  # ExitCode.INTERRUPTED, without importing the CLI's modules this early

@@ -30,9 +30,10 @@ import orjson
 from httpx_sse import EventSource, SSEError
 
 from ._classify import classify
-from ._client import ChatResult, Flight, OpenRouterClient, abandoned, generation_header, valid_generation_id
+from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._exceptions import RequestFailed, ResponseTooLarge, Transient
+from ._generation import Flight, abandoned, generation_header, valid_generation_id
 from ._reply import MAX_TOOL_CALLS, cost_rejected, loads, tool_calls_of, usage_of
 
 _ERROR_BODY_BYTES = 64 * 1024  # an error reply before the stream is small JSON

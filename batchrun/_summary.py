@@ -11,12 +11,14 @@ from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 from ._cost_text import cost_text, held_note
+from ._formats import ms, pct
 from ._items import ItemGate, ItemTally
-from ._reader import spent_on
+from ._reader import failure_reasons, spent_on
 from ._stats import wilson_interval
+from ._summary_types import FailingExample, GroupFigures, RunFigures, Summary
 
 MAX_EXAMPLES = 10
 
@@ -82,7 +84,7 @@ class _Group:
             self.cost_held += spent_on(record) - known
         self.attempts += int(record.get("attempts") or 0)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> GroupFigures:
         rows = self.ok + self.error + self.skipped
         sent = self.ok + self.error
         return {
@@ -120,7 +122,7 @@ class SummaryBuilder:
         self.prompts: dict[str, _Group] = defaultdict(_Group)
         self.skip_reasons: Counter[str] = Counter()
         self.error_kinds: Counter[str] = Counter()
-        self.examples: list[dict[str, Any]] = []
+        self.examples: list[FailingExample] = []
         self.job: str | None = None
         self.job_fingerprint: str | None = None
         # The records added: a run's summary takes these from its own records only
@@ -148,13 +150,13 @@ class SummaryBuilder:
         elif status == "error":
             self.error_kinds[record.get("reason") or "unknown"] += 1
         elif record.get("passed") is False and len(self.examples) < MAX_EXAMPLES:
-            failed = next((c for c in record.get("checks") or [] if not c["pass"]), None)
+            reasons = failure_reasons(record)  # in the report's and the history's words
             self.examples.append(
                 {
                     "id": record["id"],
                     "model": record["model"],
                     "prompt_id": record["prompt_id"],
-                    "why": f"{failed['name']}: {failed['reason']}" if failed else "failed",
+                    "why": reasons[0] if reasons else "failed",
                 }
             )
 
@@ -163,39 +165,36 @@ class SummaryBuilder:
             self.add(record)
         return self
 
-    def result(self, **extra: Any) -> dict[str, Any]:
+    def result(self, **extra: Unpack[RunFigures]) -> Summary:
         prompts = {k: g.as_json() for k, g in sorted(self.prompts.items())}
-        worst = sorted(
-            (p for p in prompts.items() if p[1]["pass_rate"] is not None),
-            key=lambda item: (item[1]["pass_rate"], item[0]),
-        )
-        return {
+        rated = sorted((rate, name) for name, g in prompts.items() if (rate := g["pass_rate"]) is not None)
+        summary: Summary = {
             "job": self.job,
             "job_fingerprint": self.job_fingerprint,
             "total": self.total.as_json(),
             "models": {k: g.as_json() for k, g in sorted(self.models.items())},
             "prompts": prompts,
-            "worst_prompts": [name for name, data in worst[:5] if data["pass_rate"] < 1],
+            "worst_prompts": [name for rate, name in rated[:5] if rate < 1],
             "failing_examples": self.examples,
             "skip_reasons": dict(self.skip_reasons),
             "error_kinds": dict(self.error_kinds),
             "items": self.items.result(self.gate),
-            **self._cache_figures(),
-            **extra,
         }
+        if self.cache_hits or self.cache_misses:
+            summary["cache"] = {
+                "hits": self.cache_hits,
+                "misses": self.cache_misses,
+                "saved_usd": round(self.cost_saved, 8),
+            }
+        return {**summary, **extra}
 
     def cache_figures_of(self, run: SummaryBuilder) -> SummaryBuilder:
         """Cache hits, misses and savings as `run` counted them: this run's own rows."""
         self.cache_hits, self.cache_misses, self.cost_saved = run.cache_hits, run.cache_misses, run.cost_saved
         return self
 
-    def _cache_figures(self) -> dict[str, Any]:
-        if not (self.cache_hits or self.cache_misses):
-            return {}
-        return {"cache": {"hits": self.cache_hits, "misses": self.cache_misses, "saved_usd": round(self.cost_saved, 8)}}
 
-
-def render_cache(summary: dict[str, Any]) -> str | None:
+def render_cache(summary: Summary) -> str | None:
     cache = summary.get("cache")
     if not cache:
         return None
@@ -208,22 +207,14 @@ def _interval(passed: int, checked: int) -> list[float] | None:
     return None if bounds is None else [round(bounds[0], 4), round(bounds[1], 4)]
 
 
-def _fmt_ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
-def _fmt_rate(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
-
-
-def _fmt_rate_ci(group: dict[str, Any]) -> str:
+def _fmt_rate_ci(group: GroupFigures) -> str:
     """A pass rate with its Wilson 95% interval: 90.0% [84.2-93.8]."""
     ci = group.get("pass_rate_ci95")
-    rate = _fmt_rate(group["pass_rate"])
+    rate = pct(group["pass_rate"])
     return rate if not ci else f"{rate} [{ci[0] * 100:.1f}-{ci[1] * 100:.1f}]"
 
 
-def _grading_lines(summary: dict[str, Any]) -> list[str]:
+def _grading_lines(summary: Summary) -> list[str]:
     """Judging cost, undecided rows, and items across repeats: the same in text and Markdown."""
     total = summary["total"]
     lines = []
@@ -251,7 +242,7 @@ def _grading_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def _table_rows(summary: Summary) -> tuple[list[str], list[list[str]]]:
     header = [
         "model",
         "ok",
@@ -276,17 +267,17 @@ def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 f"{g['prompt_tokens'] + g['completion_tokens']:,}",
                 # "+?": some rows' costs are unknown, so the figure is a lower bound, not a total.
                 cost_text(g),
-                _fmt_ms(g["latency_p50_ms"]),
-                _fmt_ms(g["latency_p95_ms"]),
+                ms(g["latency_p50_ms"]),
+                ms(g["latency_p95_ms"]),
                 "-" if g["attempts_per_row"] is None else f"{g['attempts_per_row']:.2f}",
                 _fmt_rate_ci(g),
-                _fmt_rate(g["mean_score"]),
+                pct(g["mean_score"]),
             ]
         )
     return header, rows
 
 
-def render_text(summary: dict[str, Any]) -> str:
+def render_text(summary: Summary) -> str:
     header, rows = _table_rows(summary)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
@@ -328,15 +319,15 @@ def render_text(summary: dict[str, Any]) -> str:
             f"earlier runs of this file spent ${summary['spent_before_usd']:.6f}; "
             f"all rows in the file cost ${cost_text(summary['total'])}{held_note(summary['total'])}"
         )
-    if summary.get("budget_usd") is not None:
+    budget = summary.get("budget_usd")
+    if budget is not None:
         spent = summary.get("spent_usd") or 0.0
         lines.append(
-            f"budget left for this run: spent ${spent:.6f} of ${summary['budget_usd']:.6f} "
-            f"(${max(0.0, summary['budget_usd'] - spent):.6f} left)"
+            f"budget left for this run: spent ${spent:.6f} of ${budget:.6f} (${max(0.0, budget - spent):.6f} left)"
         )
     lines += _reconciliation_lines(summary)
-    if summary.get("isolated_key"):
-        key = summary["isolated_key"]
+    key = summary.get("isolated_key")
+    if key:
         charged = "unknown" if key["usage_usd"] is None else f"${key['usage_usd']:.6f}"
         lines.append(
             f"per-run key {key['label']} ({key['hash_prefix']}...): charged {charged}, "
@@ -353,7 +344,7 @@ def render_text(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _reconciliation_lines(summary: dict[str, Any]) -> list[str]:
+def _reconciliation_lines(summary: Summary) -> list[str]:
     rec = summary.get("reconciliation")
     if not rec:
         return []
@@ -378,7 +369,7 @@ def _reconciliation_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_markdown(summary: dict[str, Any], title: str | None = None) -> str:
+def render_markdown(summary: Summary, title: str | None = None) -> str:
     header, rows = _table_rows(summary)
     lines = [
         f"### {title or 'batchrun: ' + str(summary.get('job'))}",

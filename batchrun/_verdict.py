@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
 
-from ._job import RunSettings
+from ._settings import RunSettings
+from ._status import StopReason
+from ._summary_types import Summary
 
 
 class ExitCode(enum.IntEnum):
@@ -26,14 +27,14 @@ class ExitCode(enum.IntEnum):
 
 EXIT_CODE_TABLE = "\n".join(f"  {code.value}  {code.name.lower()}" for code in ExitCode)
 
-_STOP_CODES = {
-    "interrupted": ExitCode.INTERRUPTED,
-    "auth": ExitCode.AUTH,
-    "credits": ExitCode.BUDGET,
-    "budget": ExitCode.BUDGET,
-    "deadline": ExitCode.DEADLINE,
-    "submitted": ExitCode.SUBMITTED,
-    "io": ExitCode.IO,
+_STOP_CODES: dict[str, ExitCode] = {
+    StopReason.INTERRUPTED: ExitCode.INTERRUPTED,
+    StopReason.AUTH: ExitCode.AUTH,
+    StopReason.CREDITS: ExitCode.BUDGET,
+    StopReason.BUDGET: ExitCode.BUDGET,
+    StopReason.DEADLINE: ExitCode.DEADLINE,
+    StopReason.SUBMITTED: ExitCode.SUBMITTED,
+    StopReason.IO: ExitCode.IO,
 }
 
 
@@ -47,7 +48,7 @@ def _thresholds(
     return (override if override is not None else overall), models, prompts
 
 
-def quality_failures(summary: dict[str, Any], settings: RunSettings, override: float | None = None) -> list[str]:
+def quality_failures(summary: Summary, settings: RunSettings, override: float | None = None) -> list[str]:
     """Each pass-rate threshold the run fell below, as a sentence."""
     overall, models, prompts = _thresholds(settings, override)
     failures = []
@@ -58,21 +59,22 @@ def quality_failures(summary: dict[str, Any], settings: RunSettings, override: f
     if items and items.get("gate") and items["failed"]:
         gate = items["gate"]
         failures.append(f"{items['failed']} item(s) passed fewer than {gate['min']} of {gate['of']} repeats")
-    for group, limits in (("models", models), ("prompts", prompts)):
+    for kind, groups, limits in (("model", summary["models"], models), ("prompt", summary["prompts"], prompts)):
         for name, limit in limits.items():
-            rate = summary[group].get(name, {}).get("pass_rate")
+            group = groups.get(name)
+            rate = group["pass_rate"] if group is not None else None
             if rate is not None and rate < limit:
-                failures.append(f"{group[:-1]} {name}: pass rate {rate:.1%} is below {limit:.1%}")
+                failures.append(f"{kind} {name}: pass rate {rate:.1%} is below {limit:.1%}")
     return failures
 
 
-def error_rate(summary: dict[str, Any]) -> float:
+def error_rate(summary: Summary) -> float:
     total = summary["total"]
     sent = total["ok"] + total["error"]
     return total["error"] / sent if sent else 0.0
 
 
-def decide(summary: dict[str, Any], settings: RunSettings, override: float | None = None) -> tuple[ExitCode, list[str]]:
+def decide(summary: Summary, settings: RunSettings, override: float | None = None) -> tuple[ExitCode, list[str]]:
     """The exit code of a run, and why; a stop outranks errors, and errors outrank quality."""
     stop = summary.get("stop")
     if stop in _STOP_CODES:
@@ -85,7 +87,7 @@ def decide(summary: dict[str, Any], settings: RunSettings, override: float | Non
         )
     # A grader that failed is not the model's failure (not in the pass rate), but a gate
     # with no verdicts must not pass in silence: ungraded rows share the error tolerance.
-    undecided, answered = summary["total"].get("undecided", 0), summary["total"]["ok"]
+    undecided, answered = summary["total"]["undecided"], summary["total"]["ok"]
     if undecided and undecided / answered > settings.max_error_rate:
         reasons.append(
             f"{undecided} row(s) could not be graded: a grader failed ({undecided / answered:.1%} of answered "

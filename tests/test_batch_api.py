@@ -15,8 +15,9 @@ import respx
 
 from batchrun import ConfigError, OpenRouterClient, Rejected, Transient
 from batchrun._batch_api import BatchClient, batches_url, submission_body
-from batchrun._batch_rules import batch_groups, non_text_part
+from batchrun._batch_rules import batch_groups
 from batchrun._matrix import Request, encode_body
+from batchrun._parts import non_text_part
 from batchrun.simulator import SimConfig, Simulator
 
 from .conftest import FAKE_KEY, FakeClock

@@ -462,7 +462,7 @@ class InterruptingClock(FakeClock):
         self.control = control
 
     async def sleep(self, seconds: float) -> None:
-        self.control.stop("interrupted")
+        self.control.stop()
         await super().sleep(seconds)
 
 

@@ -10,8 +10,9 @@ import pytest
 
 from batchrun import ExitCode, load_job, plan_requests
 from batchrun._checks import Answer, grade, run_checks
-from batchrun._job import RunSettings
+from batchrun._settings import RunSettings
 from batchrun._summary import SummaryBuilder
+from batchrun._summary_types import Summary
 from batchrun._verdict import decide
 
 from .conftest import SMALL_JOB, call_cli, cli, read_rows, write_job
@@ -168,7 +169,7 @@ def record(
     }
 
 
-def summary_of(*records: dict[str, Any]) -> dict[str, Any]:
+def summary_of(*records: dict[str, Any]) -> Summary:
     return SummaryBuilder().add_all(records).result()
 
 

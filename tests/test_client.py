@@ -298,7 +298,7 @@ async def test_an_error_body_becomes_an_error_row(tmp_path: Any) -> None:
     from batchrun import load_job, plan_requests
     from batchrun._results import ResultsWriter, final_records
     from batchrun._retry import RetryPolicy
-    from batchrun._runner import RunConfig, Runner
+    from batchrun._worker_pool import RunConfig, Runner
 
     from .conftest import SMALL_JOB, write_job
 

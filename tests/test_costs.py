@@ -17,6 +17,7 @@ from batchrun._client import OpenRouterClient, default_transport
 from batchrun._costs import CostModel, prompt_token_bound
 from batchrun._ledger import CreditLedger
 from batchrun._matrix import plan_requests
+from batchrun._summary_types import Summary
 from batchrun.simulator import SimConfig, Simulator
 
 from .conftest import FAKE_KEY, TEN_NS, FakeClock, call_cli, final_rows, priced_job, write_job
@@ -34,7 +35,7 @@ ABANDON_JOB = priced_job(
 pytestmark = pytest.mark.usefixtures("api_key_env")
 
 
-async def _run(sim: Simulator, tmp_path: Path, text: str, budget: float, **run: Any) -> dict[str, Any]:
+async def _run(sim: Simulator, tmp_path: Path, text: str, budget: float, **run: Any) -> Summary:
     job = load_job(write_job(tmp_path, text))
     job = replace(job, run=replace(job.run, budget_usd=budget, **run))
     out = tmp_path / "out.jsonl"
@@ -185,7 +186,7 @@ def _cost_model(sim: Simulator, text: str, tmp_path: Path) -> tuple[CostModel, l
     import asyncio
 
     from batchrun._account import read_endpoints
-    from batchrun._run import wanted_models
+    from batchrun._preflight import wanted_models
 
     job = load_job(write_job(tmp_path, text, "bound.yaml"))
 
@@ -353,7 +354,9 @@ async def test_a_server_that_under_reports_tenfold_is_caught_before_the_budget_i
         honest_rows = sum(1 for _ in sim.stats.billed_by_row)
     rows = final_rows(tmp_path / "out.jsonl")
     assert len(rows) == 600 and summary["stop"] == "budget"
-    worst = summary["estimate_usd"] / 600  # every row is the same size: one worst case each
+    estimate = summary["estimate_usd"]
+    assert estimate is not None
+    worst = estimate / 600  # every row is the same size: one worst case each
     # The stated bound (README "Costs the answers under-report"): past the budget by at most
     # the worst cases in flight when the key was last read, at most one per worker.
     assert billed <= budget + 32 * worst

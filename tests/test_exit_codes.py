@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from batchrun import ExitCode, load_job
+from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._exceptions import OutputFailed
 from batchrun._lock import OutputLock
 from batchrun._results import ResultsWriter, record_head
-from batchrun._run import RunOptions, run_job
 from batchrun._verdict import decide
 from batchrun.cli import main
 from batchrun.simulator import Simulator

@@ -309,11 +309,11 @@ async def judge_once(
     the row's record and the runner (its stop, its ledger)."""
     from batchrun import OpenRouterClient
     from batchrun._checks import Answer
-    from batchrun._judging import RowGrading
     from batchrun._ledger import CreditLedger
     from batchrun._matrix import Request
     from batchrun._retry import RetryPolicy
-    from batchrun._runner import RunConfig, Runner
+    from batchrun._row import RowGrading
+    from batchrun._worker_pool import RunConfig, Runner
 
     client = OpenRouterClient("https://openrouter.test/api/v1", FAKE_KEY, clock=clock)
     runner = Runner(
@@ -382,8 +382,8 @@ async def test_grader_replies_are_scrubbed_and_bounded(clock: Any) -> None:
 
 
 async def test_a_budget_too_small_for_the_grader_stops_without_sending(clock: Any) -> None:
+    from batchrun._account_reply import model_info
     from batchrun._costs import CostModel
-    from batchrun._reply import model_info
     from batchrun._scrub import Scrubber
 
     listed = {"id": "g", "pricing": {"prompt": "0.000001", "completion": "0.000001"}, "context_length": 1000}

@@ -16,8 +16,8 @@ import respx
 from batchrun import RunOptions, load_job, run_job
 from batchrun._client import OpenRouterClient
 from batchrun._exceptions import RateLimited
+from batchrun._preflight import missing_account_api, read_account
 from batchrun._retry import AttemptLog, RetryPolicy, call_with_retries
-from batchrun._run import missing_account_api, read_account
 from batchrun.simulator import SimConfig, Simulator
 
 from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, read_rows, write_job

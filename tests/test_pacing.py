@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from batchrun._limiter import Throttle
 from batchrun._pacing import PacingPolicy, ScopeControl
+from batchrun._throttle import Throttle
 
 from .conftest import FakeClock
 

@@ -21,7 +21,7 @@ from batchrun import load_job, plan_requests
 from batchrun._client import OpenRouterClient
 from batchrun._results import ResultsWriter
 from batchrun._retry import RetryPolicy
-from batchrun._runner import RunConfig, Runner
+from batchrun._worker_pool import RunConfig, Runner
 from batchrun.simulator import SimConfig, Simulator
 
 from .conftest import FAKE_KEY, read_rows, write_job

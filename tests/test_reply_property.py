@@ -15,17 +15,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchrun._account_reply import data_of, parse_created_key, parse_key_data, parse_models
 from batchrun._exceptions import RequestFailed
-from batchrun._reply import (
-    ChatResult,
-    Reply,
-    data_of,
-    error_failure,
-    parse_chat,
-    parse_created_key,
-    parse_key_data,
-    parse_models,
-)
+from batchrun._reply import ChatResult, Reply, error_failure, parse_chat
 from batchrun._scrub import Scrubber
 
 from .conftest import FAKE_KEY

@@ -11,8 +11,8 @@ import pytest
 
 from batchrun import CreditLedger, RateLimited, Rejected, Transient
 from batchrun._ledger import BudgetExhausted
-from batchrun._limiter import Throttle
 from batchrun._retry import AttemptLog, RetryPolicy, call_with_retries
+from batchrun._throttle import Throttle
 
 from .conftest import FakeClock
 

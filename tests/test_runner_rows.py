@@ -16,8 +16,8 @@ import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._exceptions import OutputFailed
+from batchrun._orchestration import RunControl
 from batchrun._results import ResultsWriter
-from batchrun._run import RunControl
 from batchrun._verdict import decide
 from batchrun.simulator import Simulator
 
@@ -32,7 +32,7 @@ async def test_an_exception_in_one_row_is_its_internal_error(
     sim: Simulator, small_job: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import batchrun._checks
-    import batchrun._runner as runner_module
+    import batchrun._worker_pool as runner_module
 
     real_grade = batchrun._checks.grade
 
@@ -115,7 +115,7 @@ async def test_a_stop_cuts_in_flight_rows_after_the_grace_each_recorded_once(
     async def stop_soon() -> None:
         while sim.stats.chat_requests < job.run.concurrency:
             await asyncio.sleep(0.01)
-        control.stop("interrupted")
+        control.stop()
 
     stopper = asyncio.create_task(stop_soon())
     report = await run_job(

@@ -16,6 +16,7 @@ from batchrun._client import OpenRouterClient
 from batchrun._clock import SystemClock
 from batchrun._exceptions import RequestFailed
 from batchrun._stream import stream_body, stream_chat
+from batchrun._summary_types import Summary
 from batchrun.simulator import SimConfig, Simulator
 
 from .conftest import FAKE_KEY, FakeClock, final_rows, write_job
@@ -32,7 +33,7 @@ run: {concurrency: 4, stream: true, max_attempts: 1, timeout_s: 30}
 """
 
 
-async def _run(sim: Simulator, tmp_path: Path, clock: Any = None, **run: Any) -> dict[str, Any]:
+async def _run(sim: Simulator, tmp_path: Path, clock: Any = None, **run: Any) -> Summary:
     job = load_job(write_job(tmp_path, STREAM_JOB))
     job = replace(job, run=replace(job.run, **run))
     options = RunOptions(

@@ -28,20 +28,36 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
-from .._batch_rules import non_text_part
+from .._parts import non_text_part
 from ._answers import tokens
+from ._config import SimConfig
 from ._http import error_response as _error
 from ._http import json_response as _json
-from ._keys import bearer
+from ._keys import SimKey, bearer
 
-if TYPE_CHECKING:
-    from ._server import Simulator
+
+class BatchHost(Protocol):
+    """What the batch routes use of the simulator that serves them."""
+
+    config: SimConfig
+    account_key: SimKey
+    run_tag: str
+
+    clock: Callable[[], float]
+
+    def chat_key(self, token: str | None) -> SimKey | web.Response: ...
+
+    def answer(
+        self, model: str, messages: list[dict[str, Any]], body: dict[str, Any], row: str | None = None
+    ) -> str: ...
+
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/embeddings")
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -81,7 +97,7 @@ class BatchStats:
 class SimBatches:
     """Batch routes over one Simulator (its keys, prices, answers and config)."""
 
-    def __init__(self, simulator: Simulator) -> None:
+    def __init__(self, simulator: BatchHost) -> None:
         self.sim = simulator
         self.batches: dict[str, SimBatch] = {}
         self.stats = BatchStats()
@@ -97,7 +113,7 @@ class SimBatches:
 
     # -- submit ------------------------------------------------------------------------------
     async def _submit(self, request: web.Request) -> web.Response:
-        key = self.sim._chat_key(bearer(request))
+        key = self.sim.chat_key(bearer(request))
         if isinstance(key, web.Response):
             return key
         try:
@@ -132,7 +148,7 @@ class SimBatches:
                 return _error(400, f"requests[{index}]: body.model must match the batch model {model}")
         self.stats.submitted += 1
         self.stats.by_model[model] += 1
-        digest = hashlib.sha256(f"{self.sim._run_tag}:{self.stats.submitted}".encode()).hexdigest()[:20]
+        digest = hashlib.sha256(f"{self.sim.run_tag}:{self.stats.submitted}".encode()).hexdigest()[:20]
         batch = SimBatch(f"batch_{digest}", model, endpoint, self._now(), items, self._validation_failure(model, items))
         self.batches[batch.id] = batch
         return _json(self._object(batch), 202)
@@ -214,7 +230,7 @@ class SimBatches:
                 results.append(result)
                 continue
             messages = body["messages"]
-            content = sim._answer(batch.model, messages, body, custom_id)  # custom_id is the row id
+            content = sim.answer(batch.model, messages, body, custom_id)  # custom_id is the row id
             max_tokens = int(body.get("max_tokens") or 16384)
             completion_tokens = tokens(content)
             finish = "stop"
@@ -265,7 +281,7 @@ class SimBatches:
 
     # -- poll and cancel ---------------------------------------------------------------------
     def _find(self, request: web.Request) -> SimBatch | web.Response:
-        key = self.sim._chat_key(bearer(request))
+        key = self.sim.chat_key(bearer(request))
         if isinstance(key, web.Response):
             return key
         batch = self.batches.get(request.match_info["id"])

@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .._formats import utc_seconds
 from ._config import SimConfig
 from ._http import error_response, json_response
 from ._keys import SimKey, bearer
@@ -167,7 +168,7 @@ def generation_record(
         "usage": cost,
         "is_byok": byok,
         "upstream_inference_cost": upstream,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created_at": utc_seconds(time.time()),
         **extra,
     }
 
@@ -238,3 +239,24 @@ class BillingRoutes:
         return json_response(
             {"data": {"total_credits": self.config.account_credits, "total_usage": self.stats.credits_used}}
         )
+
+
+def usage_block(
+    prompt_tokens: int, completion_tokens: int, cost: float, byok: bool, upstream: float | None
+) -> dict[str, Any]:
+    """A reply's `usage`, streamed or not (OpenAPI ChatUsage: cost_details with its prompt and
+    completion parts, or null)."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "cost": round(cost, 12),
+        "is_byok": byok,
+        "cost_details": None
+        if upstream is None
+        else {
+            "upstream_inference_cost": upstream,
+            "upstream_inference_prompt_cost": upstream,
+            "upstream_inference_completions_cost": 0.0,
+        },
+    }

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .._formats import parse_utc_seconds, utc_seconds
 from ._config import SimConfig
 from ._http import error_response, json_response
 from ._stats import SimStats
@@ -70,7 +71,7 @@ class KeyRoutes:
         app.router.add_patch("/api/v1/keys/{hash}", self._patch_key)
         app.router.add_delete("/api/v1/keys/{hash}", self._delete_key)
 
-    def _chat_key(self, token: str | None) -> SimKey | web.Response:
+    def chat_key(self, token: str | None) -> SimKey | web.Response:
         if token is None:
             return error_response(401, "No auth credentials found")
         if token == self.config.management_key:
@@ -109,14 +110,12 @@ class KeyRoutes:
             "include_byok_in_limit": key.include_byok_in_limit,
             "disabled": key.disabled,
             "is_free_tier": False,
-            "expires_at": None
-            if key.expires_at is None
-            else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.expires_at)),
+            "expires_at": None if key.expires_at is None else utc_seconds(key.expires_at),
         }
 
     async def _key(self, request: web.Request) -> web.Response:
         """GET /key: the fields limits.mdx documents, and nothing else."""
-        key = self._chat_key(bearer(request))
+        key = self.chat_key(bearer(request))
         if isinstance(key, web.Response):
             return key
         data = self._key_data(key)
@@ -149,7 +148,7 @@ class KeyRoutes:
         expires_at = None
         if body.get("expires_at"):
             try:
-                expires_at = time.mktime(time.strptime(body["expires_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+                expires_at = parse_utc_seconds(body["expires_at"])
             except ValueError:
                 return error_response(400, "expires_at must be an ISO 8601 UTC time")
         token = "sk-or-v1-" + secrets.token_hex(32)

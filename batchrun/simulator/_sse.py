@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ._billing import BillingRoutes, count_tokens
+from ._billing import BillingRoutes, count_tokens, usage_block
 from ._keys import SimKey
 
 
@@ -101,20 +101,7 @@ class StreamReplies(BillingRoutes):
                 if config.stream_chunk_ms:
                     await asyncio.sleep(config.stream_chunk_ms / 1000)
             cost, upstream = self.bill(key, gen.row, gen.id, gen.model, gen.provider, self._cost(gen, generated), False)
-            usage = {
-                "prompt_tokens": gen.prompt_tokens,
-                "completion_tokens": generated,
-                "total_tokens": gen.prompt_tokens + generated,
-                "cost": round(cost, 12),
-                "is_byok": config.byok,
-                "cost_details": None
-                if upstream is None
-                else {
-                    "upstream_inference_cost": upstream,
-                    "upstream_inference_prompt_cost": upstream,
-                    "upstream_inference_completions_cost": 0.0,
-                },
-            }
+            usage = usage_block(gen.prompt_tokens, generated, cost, config.byok, upstream)
             await response.write(_event({**self._chunk(gen, {}, finish), "usage": usage}))
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()

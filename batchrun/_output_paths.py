@@ -13,11 +13,12 @@ import math
 import os
 import re
 import tempfile
-import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ._exceptions import ResultsError
+from ._formats import utc_compact
 from ._results import results_job
 
 DEFAULT_PATTERN = "outputs/{name}/{timestamp}.jsonl"
@@ -37,12 +38,17 @@ def output_pattern_problem(pattern: str) -> str | None:
 
 def _stamp(now: float) -> str:
     # Milliseconds, fixed width: back-to-back runs get distinct names that sort by time.
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    return utc_compact(now, millis=True)
 
 
 def default_output(job_name: str, pattern: str | None, now: float) -> Path:
     values = {"name": job_name, "timestamp": _stamp(now)}
     return Path(_PLACEHOLDER.sub(lambda m: values[m.group(1)], pattern or DEFAULT_PATTERN))
+
+
+def job_folder(job_name: str, pattern: str | None) -> Path:
+    """The folder of the job's default outputs (where its lock and its history live)."""
+    return default_output(job_name, pattern, 0).parent
 
 
 def fresh_output(job_name: str, pattern: str | None, now: float) -> Path:
@@ -77,7 +83,7 @@ def finite(value: Any) -> Any:
     return value
 
 
-def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
     """Replace `path` with `data` as JSON, whole or not at all, with the usual file mode."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
@@ -100,7 +106,7 @@ def current_umask() -> int:
 
 def latest_incomplete(job_name: str, pattern: str | None) -> Path | None:
     """The newest results file of the job whose summary is missing (a crash) or says incomplete."""
-    folder = default_output(job_name, pattern, 0).parent
+    folder = job_folder(job_name, pattern)
     if not folder.is_dir():
         return None
     for candidate in sorted(folder.glob("*.jsonl"), reverse=True):  # UTC stamps sort by time

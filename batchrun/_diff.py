@@ -2,36 +2,31 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._cost_text import cost_text, held_note, unknown_rows
 from ._exceptions import ResultsError
-from ._gate import MatrixCoverage, shard_layout
+from ._formats import pct
 from ._items import item_key
-from ._job import Job
-from ._outputs import current_umask
-from ._reader import Warn
-from ._results import ResultsWriter, final_records
+from ._reader import Warn, failure_reasons
+from ._results import final_records
 from ._stats import compare_paired, compare_rates
 from ._summary import SummaryBuilder
+from ._summary_types import GroupFigures, Summary
 
 MAX_FLIPS_SHOWN = 20
 
 
 def _why(record: dict[str, Any]) -> str:
-    if record.get("status") != "ok":
-        return f"{record.get('status')}: {record.get('reason')}"
-    failed = next((c for c in record.get("checks") or [] if not c["pass"]), None)
-    return f"{failed['name']}: {failed['reason']}" if failed else "passed"
+    if record.get("status") == "skipped":
+        return f"skipped: {record.get('reason')}"
+    reasons = failure_reasons(record)  # the report's and the history's wording
+    return reasons[0] if reasons else "passed"
 
 
-def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
     slim: dict[str, dict[str, Any]] = {}
     builder = SummaryBuilder()
     for record in final_records(path, warn):
@@ -47,7 +42,7 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], dict[str, 
     return slim, builder.result()
 
 
-def _same_job(a: dict[str, Any], b: dict[str, Any], a_path: Path, b_path: Path) -> None:
+def _same_job(a: Summary, b: Summary, a_path: Path, b_path: Path) -> None:
     if a["job"] and b["job"] and a["job"] != b["job"]:
         raise ResultsError(f"{a_path} is job {a['job']!r} but {b_path} is job {b['job']!r}: nothing to compare")
 
@@ -84,7 +79,7 @@ def _pairings(a_rows: dict[str, dict[str, Any]], b_rows: dict[str, dict[str, Any
     return groups
 
 
-def _rate_change(a: dict[str, Any], b: dict[str, Any], alpha: float, pairing: _Pairing | None) -> dict[str, Any]:
+def _rate_change(a: GroupFigures, b: GroupFigures, alpha: float, pairing: _Pairing | None) -> dict[str, Any]:
     """One pass rate before and after, and whether the change is significant: McNemar's exact
     test when both runs graded the same rows (each row its own control), else Fisher's exact
     test on the pass/fail counts."""
@@ -212,10 +207,6 @@ def diff_runs(
     }
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
-
-
 def _rate_line(label: str, rate: dict[str, Any]) -> str:
     verdict = (
         ""
@@ -225,7 +216,7 @@ def _rate_line(label: str, rate: dict[str, Any]) -> str:
             f"{'significant' if rate['significant'] else 'not significant'})"
         )
     )
-    return f"{label}{_pct(rate['before'])} -> {_pct(rate['after'])}{verdict}"
+    return f"{label}{pct(rate['before'])} -> {pct(rate['after'])}{verdict}"
 
 
 def _change_lines(diff: dict[str, Any]) -> list[str]:
@@ -277,69 +268,4 @@ def render_diff_text(diff: dict[str, Any]) -> str:
 def render_diff_markdown(diff: dict[str, Any]) -> str:
     return (
         f"### batchrun diff: {diff['job']}\n\n" + "\n".join(f"- {line.strip()}" for line in _change_lines(diff)) + "\n"
-    )
-
-
-def merge_shards(
-    shards: list[Path], output: Path, job: Job | None = None, warn: Warn = lambda _: None
-) -> dict[str, Any]:
-    """One file with the final record of every row of every shard; refuses mixed jobs.
-
-    `complete` in the result is true only when every row of the job's matrix is there
-    and answered: checked against `job` when given, else against the shards' summaries.
-    """
-    if output.exists() and output.stat().st_size > 0:
-        raise ResultsError(f"{output} already exists: merge writes a new file")
-    # The supersede rule across files too: a row in two shards keeps its last record.
-    last: dict[str, int] = {}
-    occurrences = 0
-    versions: Counter[tuple[str, str]] = Counter()
-    for index, shard in enumerate(shards):
-        for record in final_records(shard, warn):
-            versions[(record["job"], record.get("job_fingerprint") or "")] += 1
-            last[record["id"]] = index
-            occurrences += 1
-    if len(versions) > 1:
-        described = ", ".join(f"{name} ({fingerprint})" for name, fingerprint in versions)
-        raise ResultsError(f"the files come from different jobs or job versions: {described}")
-    if not last:
-        raise ResultsError(f"the shard files hold no records: {', '.join(map(str, shards))}")
-    coverage = MatrixCoverage.of(job) if job is not None else None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=output.name, suffix=".tmp")
-    os.fchmod(handle, 0o666 & ~current_umask())  # as a run's results file, not mkstemp's 0600
-    os.close(handle)
-    builder = SummaryBuilder()
-    try:
-        writer = ResultsWriter(Path(temporary))
-        try:
-            for index, shard in enumerate(shards):
-                records = (r for r in final_records(shard) if last[r["id"]] == index)
-                for record in records if coverage is None else coverage.review(records):
-                    # Alone in the merged file, a row written again with a cost learnt late
-                    # replaces nothing there: its `resolves` would take its spend away.
-                    record.pop("resolves", None)
-                    writer.write(record)
-                    builder.add(record)
-        finally:
-            writer.close()
-        if coverage is not None:
-            coverage.raise_if_foreign(", ".join(map(str, shards)))
-        os.replace(temporary, output)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    if coverage is not None:
-        shortfalls = coverage.shortfalls()
-        complete = not shortfalls
-    else:
-        complete, shortfalls = shard_layout(shards, len(last), builder.total.skipped)
-    return builder.result(
-        output=str(output),
-        merged_from=[str(s) for s in shards],
-        duplicate_rows=occurrences - len(last),
-        stop=None,
-        complete=complete,
-        shortfalls=shortfalls,
     )

@@ -1,0 +1,162 @@
+"""Account replies into typed values: /models, /model, /key, /keys (the management API).
+
+The same contract as `_reply` for chat replies: a typed value or a classified
+RequestFailed, every string scrubbed, every money figure checked.
+"""
+
+from __future__ import annotations
+
+import math
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ._pricing import EndpointPrice, read_pricing
+from ._reply import Reply, bad_reply, count, json_of, money, price, str_of, type_name
+from ._scrub import Scrubber
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    prompt_price: float | None  # USD per token; None when the endpoint does not know (router models)
+    completion_price: float | None
+    request_price: float
+    context_length: int | None
+    max_completion_tokens: int | None
+    price: EndpointPrice | None = None  # the full pricing object, overrides included (issue 14)
+
+    @property
+    def price_known(self) -> bool:
+        return self.prompt_price is not None and self.completion_price is not None
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    key: str
+    hash: str
+    label: str | None
+
+
+def data_of(reply: Reply, what: str) -> Any:
+    """The `data` member of a JSON object reply."""
+    body = json_of(reply)
+    if not isinstance(body, dict) or "data" not in body:
+        raise bad_reply(f"the {what} reply has no data")
+    return body["data"]
+
+
+def _positive(value: Any) -> int | None:
+    number = count(value)
+    return number if number else None
+
+
+def model_info(item: Any, scrub: Scrubber) -> ModelInfo | None:
+    """One model of /models or /model/{author}/{slug}; None for an entry without an id."""
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+        return None
+    pricing: dict[str, Any] = item["pricing"] if isinstance(item.get("pricing"), dict) else {}
+    top: dict[str, Any] = item["top_provider"] if isinstance(item.get("top_provider"), dict) else {}
+    prompt, completion = price(pricing.get("prompt")), price(pricing.get("completion"))
+    request = price(pricing.get("request", 0))
+    if request is None:  # a request price that is there but unreadable: the price is unknown
+        prompt = completion = None
+    context, max_completion = _positive(item.get("context_length")), _positive(top.get("max_completion_tokens"))
+    prices, overrides, problems = read_pricing(item.get("pricing"))
+    return ModelInfo(
+        id=scrub.text(item["id"]),
+        prompt_price=prompt,
+        completion_price=completion,
+        request_price=request or 0.0,
+        context_length=context,
+        max_completion_tokens=max_completion,
+        # The /models price as a one-endpoint entry, for the worst case (issue 14).
+        price=EndpointPrice(
+            "top provider",
+            "top provider",
+            prices,
+            overrides,
+            max_completion_tokens=max_completion,
+            context_length=context,
+            known=not problems and prompt is not None and completion is not None,
+            problem=", ".join(problems),
+        ),
+    )
+
+
+def parse_models(reply: Reply, scrub: Scrubber) -> dict[str, ModelInfo]:
+    """GET /models as {id: ModelInfo}; items without an id are not models anyone can ask for."""
+    items = data_of(reply, "/models")
+    if not isinstance(items, list):
+        raise bad_reply("the /models data is not a list")
+    infos = (model_info(item, scrub) for item in items)
+    return {info.id: info for info in infos if info is not None}
+
+
+def next_models_page(reply: Reply) -> str | None:
+    """The next page of GET /models, as a path on our own base URL; None on the last page.
+
+    openapi.yaml `getModels`: `offset` and `limit` page the list ("when both offset and limit
+    are omitted, the full list is returned"), and `links.next` is "URL for the next page of
+    results, or null if this is the last page" (the example: `/api/v1/models?offset=500&limit=500`).
+    Only its offset and limit are taken, as numbers: the key never follows a server's URL
+    to another host or path."""
+    try:
+        body = orjson.loads(reply.body)
+    except orjson.JSONDecodeError:
+        return None
+    links = body.get("links") if isinstance(body, dict) else None
+    link = links.get("next") if isinstance(links, dict) else None
+    if not isinstance(link, str):
+        return None
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)
+    numbers: dict[str, int] = {}
+    for name in ("offset", "limit"):
+        values = query.get(name, [])
+        if len(values) != 1 or not values[0].isdigit() or len(values[0]) > 9:
+            return None
+        numbers[name] = int(values[0])
+    if numbers["limit"] < 1:
+        return None
+    return f"/models?offset={numbers['offset']}&limit={numbers['limit']}"
+
+
+_KEY_MONEY = ("limit", "usage", "usage_daily", "usage_weekly", "usage_monthly")
+
+
+def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
+    """A key's data (GET /key, GET /keys/{hash}) with its money fields checked."""
+    if not isinstance(data, dict):
+        raise bad_reply(f"the {what} data is not an object")
+    key: dict[str, Any] = {
+        scrub.text(str(k)): scrub.value(v) for k, v in data.items() if isinstance(v, (str, bool, type(None)))
+    }
+    for name in _KEY_MONEY:
+        if name in data:
+            key[name] = money(data[name])
+    remaining = data.get("limit_remaining")
+    # null means "no per-key limit"; anything else must be a number (it may be negative
+    # once a key overspent), or the credit is unknown and nothing can be promised.
+    if remaining is not None and (
+        isinstance(remaining, bool) or not isinstance(remaining, (int, float)) or not math.isfinite(remaining)
+    ):
+        raise bad_reply(f"the {what} limit_remaining is {type_name(remaining)}, not a number")
+    if "limit_remaining" in data:
+        key["limit_remaining"] = None if remaining is None else float(remaining)
+    free = data.get("free_model_daily_requests")
+    if isinstance(free, dict):
+        key["free_model_daily_requests"] = {k: count(free.get(k)) for k in ("limit", "remaining", "used")}
+    return key
+
+
+def parse_created_key(reply: Reply, scrub: Scrubber) -> CreatedKey:
+    """POST /keys: {"key": ..., "data": {"hash", "label", ...}}."""
+    body = json_of(reply)
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or not isinstance(body.get("key"), str) or not body["key"]:
+        raise bad_reply("the /keys reply had no key", reply.status)
+    if not isinstance(data, dict) or not isinstance(data.get("hash"), str) or not data["hash"]:
+        raise bad_reply("the /keys reply had no key hash", reply.status)
+    return CreatedKey(body["key"], data["hash"], str_of(data.get("label"), scrub))

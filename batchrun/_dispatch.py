@@ -1,0 +1,223 @@
+"""One request's way out and back, for rows and grader requests alike.
+
+Reserve its worst case in the ledger (a stop when none fits), refresh the key's credit
+now and then, send it under the retry policy through the throttle (streamed or not),
+hold the reservation of an attempt that may have been billed, and settle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+from ._charges import AbandonedAttempt, ChargeBook
+from ._client import ChatResult, OpenRouterClient
+from ._clock import Clock
+from ._costs import CostModel
+from ._exceptions import RateLimited, RequestFailed
+from ._generation import Flight
+from ._ledger import BudgetExhausted, CreditLedger
+from ._matrix import Request
+from ._pricing import usd
+from ._reconcile import key_usage
+from ._retry import RetryPolicy, call_with_retries
+from ._row import Row
+from ._status import StopReason
+from ._stops import Stops
+from ._stream import stream_chat
+from ._throttle import Throttle
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        client: OpenRouterClient,
+        clock: Clock,
+        stops: Stops,
+        throttle: Throttle,
+        ledger: CreditLedger,
+        policy: RetryPolicy,
+        *,
+        costs: CostModel | None,
+        stream: bool,
+        timeout_s: float,
+        key_refresh_requests: int,
+        key_refresh_s: float,
+        budget_margin_usd: float,
+        limit_from_key: bool,
+        key_usage_start: float | None,
+    ) -> None:
+        self.client = client
+        self.clock = clock
+        self.stops = stops
+        self.throttle = throttle
+        self.ledger = ledger
+        self.policy = policy
+        self.costs = costs
+        self.charges = ChargeBook(client, ledger)
+        self.stream = stream  # streaming mode (_stream): a cancel stops generation and billing
+        self.timeout_s = timeout_s  # per attempt; the streaming reader bounds the whole stream by it
+        self.key_refresh_requests = key_refresh_requests
+        self.key_refresh_s = key_refresh_s
+        self.budget_margin_usd = budget_margin_usd
+        self.limit_from_key = limit_from_key  # the binding limit is the key's credit, not our budget
+        self.key_usage_start = key_usage_start  # the key's usage before the first request (_ledger.follow_key)
+        self._sent_since_refresh = 0
+        self._last_refresh = clock.monotonic()  # pre-flight has just read /key
+        self._refreshing = False
+
+    def worst_case(self, request: Request) -> float | None:
+        return self.costs.worst_case(request) if self.costs else None
+
+    # -- the budget -------------------------------------------------------------------------
+    def budget_stop(self, worst: float | None) -> None:
+        reason = StopReason.CREDITS if self.limit_from_key else StopReason.BUDGET
+        self.stops.request(
+            reason,
+            f"the next request needs up to ${usd(worst or 0)}, ${usd(max(0.0, self.ledger.remaining or 0))} is left"
+            + (
+                f" (${usd(self.ledger.from_key)} of what is spent is the key's usage beyond the reported costs)"
+                if self.ledger.from_key
+                else ""
+            ),
+        )
+
+    async def reserve(self, worst: float | None) -> float | None:
+        """Reserve the worst case; None (and a stop) when the budget cannot hold it."""
+        try:
+            return await self.ledger.reserve(worst or 0.0)
+        except BudgetExhausted:
+            self.budget_stop(worst)
+            return None
+
+    async def release(self, row: Row, *, keep: bool = False) -> None:
+        """Give back the row's reservation; `keep` counts it as spent (a request abandoned in
+        flight may still be billed: streaming.mdx, only a cancelled stream stops billing)."""
+        if row.reservation is not None:
+            reservation, row.reservation = row.reservation, None
+            await asyncio.shield(self.ledger.settle(reservation, reservation if keep else 0.0))
+
+    # -- sending ----------------------------------------------------------------------------
+    async def _attempt(self, request: Request, flight: Flight) -> tuple[ChatResult, float]:
+        """One attempt through the throttle; returns the answer and this attempt's latency."""
+        started = await self.throttle.acquire(request.model)
+        try:
+            if self.stream:
+                result: ChatResult = await stream_chat(
+                    self.client, request.payload, request.id, self.clock, self.timeout_s, flight=flight
+                )
+            else:
+                result = await self.client.chat(request.payload, row_id=request.id, flight=flight)
+        except RateLimited as failure:
+            self.throttle.rate_limited(
+                request.model,
+                started,
+                failure.retry_after,
+                pace=failure.paces,
+                limit_wait=failure.limit_wait,
+                limit=failure.limit_count,
+            )
+            raise
+        finally:
+            await self.throttle.release(request.model)
+        self.throttle.succeeded(request.model, started)
+        return result, self.clock.monotonic() - started
+
+    async def send_with_retries(self, row: Row, worst: float | None) -> tuple[ChatResult, float]:
+        """The row's attempts under the retry policy, each holding a reservation (the row's
+        first is reserved by the caller); raises RequestFailed or BudgetExhausted."""
+
+        async def attempt() -> tuple[ChatResult, float]:
+            if row.reservation is None:
+                # The last attempt may have been billed and keeps its reservation as spent:
+                # this one needs its own (BudgetExhausted ends the row when none fits).
+                row.reservation = await self.ledger.reserve(worst or 0.0)
+            row.sent = True
+            row.flight = Flight()
+            try:
+                return await self._attempt(row.request, row.flight)
+            except RequestFailed as failure:
+                if failure.maybe_billed:
+                    self._hold(row, failure)
+                raise
+
+        return await call_with_retries(attempt, self.policy, self.clock.sleep, row.log, time_left=self.stops.time_left)
+
+    def _hold(self, row: Row, failure: RequestFailed) -> None:
+        """An attempt that may have been billed keeps its reservation as spent until its cost
+        is known (streaming.mdx: only a cancelled stream stops billing)."""
+        if row.reservation is not None:
+            reservation, row.reservation = row.reservation, None
+            self.charges.abandoned(failure, reservation, row.charges)
+        row.sent = False
+
+    def hold_in_flight(self, row: Row) -> None:
+        """The attempt in flight was cancelled (grace over, deadline, a signal): it may still
+        be billed, so it is held, with the generation id its headers already gave, if any."""
+        if row.sent:
+            self._hold(row, AbandonedAttempt(row.flight.generation_id))
+
+    @staticmethod
+    async def settled(work: Coroutine[Any, Any, None]) -> None:
+        """Settle and record a row whose outcome is in. A cancel (the grace is over) waits
+        for this bookkeeping, a cost lookup at most, so the record keeps what the row cost."""
+        task = asyncio.ensure_future(work)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+
+    # -- key refresh ------------------------------------------------------------------------
+    def watch_key(self) -> None:
+        """With a limit and the key's usage to follow, every reservation draws on the ledger's
+        key window, and /key is read again before one that it cannot hold (_ledger)."""
+        if self.key_usage_start is None or self.costs is None or self.costs.models is None:
+            return
+        self.ledger.read_key = self._read_key
+        self.ledger.open_key_window()
+
+    async def maybe_refresh_key(self) -> None:
+        """Other jobs and shards may share the key: every N requests or T seconds, one
+        worker re-reads /key before its reservation, and the ledger follows the credit
+        (and retries the lookups of costs still unknown)."""
+        self._sent_since_refresh += 1
+        now = self.clock.monotonic()
+        due = self._sent_since_refresh >= self.key_refresh_requests or now - self._last_refresh >= self.key_refresh_s
+        if not due or self.costs is None or self.costs.models is None or self._refreshing:
+            return
+        self._refreshing = True
+        try:
+            await self.charges.retry_lookups()
+            await self._read_key()
+        finally:
+            self._refreshing = False
+
+    async def _read_key(self) -> None:
+        """Read /key; the ledger follows its usage and its credit, and opens a new key window
+        (also when the read failed: a failed refresh is not a reason to stop, and the next
+        window reads again). The docs give /key no rate limit of its own (limits.mdx: only
+        DDoS protection, and "call GET /api/v1/key ... to track limit_remaining"); the
+        window asks at most one read per reservation, near the end of the budget."""
+        self._sent_since_refresh = 0
+        self._last_refresh = self.clock.monotonic()
+        try:
+            info = await self.client.key_info()
+        except RequestFailed:
+            info = None
+        try:
+            await self._follow_key(info)
+        finally:
+            self.ledger.open_key_window()
+
+    async def _follow_key(self, info: dict[str, Any] | None) -> None:
+        usage = key_usage(info)
+        if usage is not None and self.key_usage_start is not None:
+            self.ledger.follow_key(usage - self.key_usage_start)
+        remaining = info.get("limit_remaining") if info else None
+        if isinstance(remaining, (int, float)):
+            new_limit = self.ledger.spent + remaining - self.budget_margin_usd
+            if self.ledger.limit is None or new_limit < self.ledger.limit:
+                self.limit_from_key = True
+                await self.ledger.lower_limit(new_limit)

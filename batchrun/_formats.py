@@ -1,0 +1,48 @@
+"""How figures and times are written, the same everywhere: rates, milliseconds, UTC times."""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import time
+
+
+def pct(value: float | None) -> str:
+    """A rate as a percentage with one decimal; "-" when there is none."""
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def ms(value: float | None) -> str:
+    """Milliseconds, whole and grouped; "-" when there are none."""
+    return "-" if value is None else f"{value:,.0f}"
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+def utc(ts: float) -> str:
+    """ISO 8601 UTC with milliseconds (records); strftime runs once a second, not twice a row."""
+    return f"{_utc_second(int(ts))}.{int(ts % 1 * 1000):03d}Z"
+
+
+def utc_seconds(ts: float) -> str:
+    """ISO 8601 UTC to the second, as OpenRouter writes times (`expires_at`, `created_at`)."""
+    return f"{_utc_second(int(ts))}Z"
+
+
+def utc_compact(ts: float, millis: bool = False) -> str:
+    """A UTC time for file and key names: 20261129T003000Z (with `millis`, 20261129T003000.123Z)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(ts))
+    return f"{stamp}.{int(ts % 1 * 1000):03d}Z" if millis else f"{stamp}Z"
+
+
+def utc_readable(ts: float) -> str:
+    """A UTC time for people: 2026-11-29 00:30:00 UTC."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def parse_utc_seconds(text: str) -> float:
+    """The inverse of `utc_seconds`; raises ValueError."""
+    return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))

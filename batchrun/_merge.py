@@ -1,0 +1,81 @@
+"""`batchrun merge`: the shard files of one job as one results file, checked for completeness."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from ._exceptions import ResultsError
+from ._gate import MatrixCoverage, shard_layout
+from ._job import Job
+from ._output_paths import current_umask
+from ._reader import Warn
+from ._results import ResultsWriter, final_records
+from ._summary import SummaryBuilder
+from ._summary_types import Summary
+
+
+def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn: Warn = lambda _: None) -> Summary:
+    """One file with the final record of every row of every shard; refuses mixed jobs.
+
+    `complete` in the result is true only when every row of the job's matrix is there
+    and answered: checked against `job` when given, else against the shards' summaries.
+    """
+    if output.exists() and output.stat().st_size > 0:
+        raise ResultsError(f"{output} already exists: merge writes a new file")
+    # The supersede rule across files too: a row in two shards keeps its last record.
+    last: dict[str, int] = {}
+    occurrences = 0
+    versions: Counter[tuple[str, str]] = Counter()
+    for index, shard in enumerate(shards):
+        for record in final_records(shard, warn):
+            versions[(record["job"], record.get("job_fingerprint") or "")] += 1
+            last[record["id"]] = index
+            occurrences += 1
+    if len(versions) > 1:
+        described = ", ".join(f"{name} ({fingerprint})" for name, fingerprint in versions)
+        raise ResultsError(f"the files come from different jobs or job versions: {described}")
+    if not last:
+        raise ResultsError(f"the shard files hold no records: {', '.join(map(str, shards))}")
+    coverage = MatrixCoverage.of(job) if job is not None else None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=output.name, suffix=".tmp")
+    os.fchmod(handle, 0o666 & ~current_umask())  # as a run's results file, not mkstemp's 0600
+    os.close(handle)
+    builder = SummaryBuilder()
+    try:
+        writer = ResultsWriter(Path(temporary))
+        try:
+            for index, shard in enumerate(shards):
+                records = (r for r in final_records(shard) if last[r["id"]] == index)
+                for record in records if coverage is None else coverage.review(records):
+                    # Alone in the merged file, a row written again with a cost learnt late
+                    # replaces nothing there: its `resolves` would take its spend away.
+                    record.pop("resolves", None)
+                    writer.write(record)
+                    builder.add(record)
+        finally:
+            writer.close()
+        if coverage is not None:
+            coverage.raise_if_foreign(", ".join(map(str, shards)))
+        os.replace(temporary, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    if coverage is not None:
+        shortfalls = coverage.shortfalls()
+        complete = not shortfalls
+    else:
+        complete, shortfalls = shard_layout(shards, len(last), builder.total.skipped)
+    return builder.result(
+        output=str(output),
+        merged_from=[str(s) for s in shards],
+        duplicate_rows=occurrences - len(last),
+        stop=None,
+        complete=complete,
+        shortfalls=shortfalls,
+    )

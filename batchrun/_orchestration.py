@@ -1,0 +1,330 @@
+"""Run a job end to end: output and lock, resume scan, pre-flight, the worker pool, the summary.
+
+This is the library entry point behind `batchrun JOB.yaml`. It never prints: notices go
+to the `notice` callback and everything else comes back in the RunReport.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ._account import reconcile_run
+from ._batch_api import BatchClient
+from ._batch_run import BatchExecutor, held_open
+from ._batch_state import BatchState
+from ._client import OpenRouterClient
+from ._exceptions import ConfigError, OutputFailed, ResultsError
+from ._formats import utc
+from ._isolated import IsolatedKey
+from ._items import ItemGate
+from ._job import Job
+from ._late_costs import append_late_costs
+from ._ledger import CreditLedger
+from ._lock import OutputLock
+from ._matrix import Request, count_requests, plan_requests
+from ._options import Notice, RunOptions
+from ._output_paths import fresh_output, job_folder, latest_incomplete, summary_path, write_json_atomically
+from ._preflight import job_routing_warning, keep_row, make_client, open_cache, preflight
+from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail, results_job, scan_states
+from ._retry import retry_policy
+from ._settings import RunSettings
+from ._status import Status, StopReason
+from ._summary import SummaryBuilder
+from ._summary_types import Summary
+from ._worker_pool import Runner, RunOutcome, run_config
+
+
+@dataclass
+class RunControl:
+    """Lets the CLI's signal handlers reach a run that may not have started its runner yet."""
+
+    runner: Runner | None = None
+    pending: StopReason | None = None
+
+    def stop(self, reason: StopReason = StopReason.INTERRUPTED) -> None:
+        if self.runner is not None:
+            self.runner.request_stop(reason)
+        else:
+            self.pending = reason
+
+
+@dataclass
+class RunReport:
+    output: Path
+    summary: Summary
+    outcome: RunOutcome  # rows kept by a resume and completeness are in `summary`
+
+
+def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
+    if options.output is not None:
+        return options.output
+    if options.resume:
+        found = latest_incomplete(job.name, job.run.output)
+        if found is None:
+            raise ConfigError(f"--resume: no incomplete run of {job.name!r} was found; give --output")
+        notice(f"resuming {found}, the most recent incomplete run of {job.name}")
+        return found
+    return fresh_output(job.name, job.run.output, now)
+
+
+def check_output(output: Path, job: Job, resume: bool) -> bool:
+    """May this run write `output`? True when it already holds this job's results (resume them).
+
+    Only a file whose first record is this job's is ever appended to or repaired; any
+    other existing file is refused and left byte for byte as it was.
+    """
+    try:
+        info = output.stat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{output}: not a regular file: results go to a file of their own; give another --output")
+    if info.st_size == 0:
+        return False
+    try:
+        owner = results_job(output)
+    except ResultsError as exc:
+        raise ConfigError(f"{exc}: it was left untouched; give another --output") from None
+    if owner is not None and owner != job.name:
+        raise ConfigError(
+            f"{output} holds results of job {owner!r}, not {job.name!r}: it was left untouched; give another --output"
+        )
+    if not resume:
+        # Appending a second run would mix two runs in one file; continuing is explicit.
+        raise ConfigError(
+            f"{output} already holds results of {job.name}: add --resume to continue that run, or give another --output"
+        )
+    return True
+
+
+async def run_job(
+    job: Job,
+    options: RunOptions,
+    control: RunControl | None = None,
+    notice: Notice = lambda _: None,
+    on_start: Callable[[int], None] | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> RunReport:
+    """Run (or resume) one job. Raises ConfigError, LockHeld, AuthFailed before any row is sent."""
+    settings = job.run
+    control = control or RunControl()
+    clock = options.clock
+    locks = []
+    if options.output is None:
+        # Default outputs are new files each time, so the output lock alone would let two
+        # overlapping cron ticks of one job both run (and both spend): lock the job too.
+        folder = job_folder(job.name, job.run.output)
+        locks.append(OutputLock(folder / ".batchrun", f"job {job.name} is being run"))
+    try:
+        for lock in locks:
+            lock.acquire()
+        output = resolve_output(job, options, clock.time(), notice)
+        locks.append(OutputLock(output))
+        locks[-1].acquire()
+        return await _locked_run(job, options, settings, control, notice, on_start, on_record, output)
+    finally:
+        for lock in reversed(locks):
+            lock.release()
+
+
+def _batch_setup(job: Job, options: RunOptions, settings: RunSettings, output: Path) -> BatchState | None:
+    """In batch mode, this output's record of batches; None in sync mode."""
+    if settings.mode != "batch":
+        return None
+    if settings.isolated_key:
+        raise ConfigError(
+            "batch mode cannot use an isolated key: the key is deleted when the run ends, its batches are not"
+        )
+    return BatchState.load(output, job.name, job.fingerprint)
+
+
+def _batch_executor(
+    runner: Runner,
+    client: OpenRouterClient,
+    state: BatchState,
+    job: Job,
+    options: RunOptions,
+    states: ScanResult | None,
+    started: float,
+    notice: Notice,
+) -> BatchExecutor:
+    settings = job.run
+    retry_rows = set()
+    if states is not None and options.retry_errors:
+        retry_rows = {i for i in states.ids(Status.ERROR) if (s := states.get(i)) is not None and s.retryable}
+    return BatchExecutor(
+        runner,
+        BatchClient(client),
+        state,
+        settings,
+        deadline_s=None
+        if settings.deadline_s is None
+        else max(0.0, settings.deadline_s - (options.clock.monotonic() - started)),
+        keep=lambda r: states is not None and keep_row(states.get(r.id), r, options.retry_errors),
+        retry_rows=retry_rows,
+        notice=notice,
+        kill_after_submit=options.test_kill_after_submit,
+    )
+
+
+async def _locked_run(
+    job: Job,
+    options: RunOptions,
+    settings: RunSettings,
+    control: RunControl,
+    notice: Notice,
+    on_start: Callable[[int], None] | None,
+    on_record: Callable[[dict[str, Any]], None] | None,
+    output: Path,
+) -> RunReport:
+    batch = _batch_setup(job, options, settings, output)
+    if batch is not None and held_open(batch) and not options.resume:
+        # Batch mode, same output: batches of an earlier tick are collected, not submitted again.
+        notice(f"{output}: collecting the batches an earlier run submitted")
+        options = replace(options, resume=True)
+    resuming = check_output(output, job, options.resume)
+    started = options.clock.monotonic()  # the deadline counts pre-flight and the resume scan too
+
+    def time_left() -> float | None:
+        deadline = settings.deadline_s
+        return None if deadline is None else deadline - (options.clock.monotonic() - started)
+
+    states = None
+    if resuming:
+        mended = repair_torn_tail(output, job.name)
+        if mended:
+            notice(f"{output}: {mended}")
+        states = scan_states(output, lambda message: notice(f"warning: {message}"))
+    prior_spend = states.spent_usd if states is not None else 0.0
+    client = make_client(job, options, settings)
+    isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
+    cache = open_cache(job, options, notice)
+    try:
+        job_budget = settings.budget_usd
+        if job_budget is not None:
+            # The budget is for the logical run: what earlier attempts of this file spent counts.
+            job_budget = max(0.0, job_budget - prior_spend)
+        if isolated is not None:
+            await isolated.create(job_budget)
+        pre = await preflight(client, job, options, states, job_budget, notice, time_left, cache)
+        budget = pre.budget
+        ledger = CreditLedger(None if options.test_broken_ledger else budget)
+        plan, models = pre.plan, pre.models
+        summary = SummaryBuilder(ItemGate.from_threshold(settings.pass_threshold))
+
+        def record_done(record: dict[str, Any]) -> None:
+            summary.add(record)
+            if on_record is not None:
+                on_record(record)
+
+        writer = ResultsWriter(output)
+        runner = Runner(
+            client,
+            writer,
+            run_config(job, settings, options.clock.monotonic() - started),
+            options.clock,
+            job_name=job.name,
+            job_fingerprint=job.fingerprint,
+            costs=pre.costs if models else None,
+            ledger=ledger,
+            limit_from_key=pre.limit_from_key,
+            key_usage_start=pre.key_usage,
+            on_record=record_done,
+            judge=job.judge,
+            cache=cache,
+        )
+        control.runner = runner
+        if control.pending:
+            runner.request_stop(control.pending)
+        if on_start is not None:
+            on_start(plan.total_rows)
+        requests: Iterator[Request] = plan_requests(job, options.shard)
+        executor = None
+        try:
+            try:
+                if batch is not None:
+                    executor = _batch_executor(runner, client, batch, job, options, states, started, notice)
+                    outcome = await executor.run(requests)
+                else:
+                    if states is not None:
+                        requests = (r for r in requests if not keep_row(states.get(r.id), r, options.retry_errors))
+                    outcome = await runner.run(requests)
+            finally:
+                writer.close()
+        except OutputFailed as failure:
+            # The results file cannot be written: a stop of its own (exit code IO).
+            outcome = RunOutcome(StopReason.IO, str(failure), runner.ledger.committed)
+
+        def cleanup_left() -> float | None:
+            # The end-of-run /key read may use the grace after the deadline, as rows do.
+            left = time_left()
+            return None if left is None else left + settings.grace_s
+
+        # The run's last lookups of costs still unknown; rows they resolve are written again.
+        await runner.charges.retry_lookups()
+        late_rows, late_failed = 0, None
+        if outcome.stop != StopReason.IO:
+            late_rows, late_failed = append_late_costs(output, runner.records.late, utc(options.clock.time()))
+        if late_failed:
+            notice(f"warning: {late_failed}")
+        reconciliation = await reconcile_run(
+            client,
+            runner.ledger,
+            runner.charges,
+            pre.key_usage,
+            pre.key_unread,
+            retry_policy(settings),
+            options.clock.sleep,
+            cleanup_left,
+        )
+        if reconciliation["warning"]:
+            notice("warning: " + reconciliation["warning"])
+        if isolated is not None:
+            await isolated.finish(notice)
+        if states or late_rows:
+            # The file's rows for the totals (a row written again counts once, with its cost
+            # learnt late); the cache's figures stay this run's (issue 16).
+            summary = (
+                SummaryBuilder(summary.gate)
+                .add_all(final_records(output, lambda message: notice(f"warning: {message}")))
+                .cache_figures_of(summary)
+            )
+        data = summary.result(
+            output=str(output),
+            stop=outcome.stop,
+            stop_message=outcome.stop_message,
+            estimate_usd=round(plan.total_worst, 8) if models else None,
+            budget_usd=None if budget is None else round(budget, 8),
+            spent_usd=round(outcome.spent_usd, 12),  # worst cases held as spent carry many digits
+            spent_before_usd=round(prior_spend, 8),
+            kept_from_earlier=plan.kept,
+            isolated_key=isolated.audit() if isolated is not None else None,
+            shard=None if options.shard is None else f"{options.shard.index}/{options.shard.count}",
+            matrix_rows=sum(count_requests(job).values()),
+            endpoint=client.base_url,
+            routing_warning=job_routing_warning(job),
+            account_balance_usd=None if pre.balance is None else round(pre.balance, 8),
+            reconciliation=reconciliation,
+        )
+        if executor is not None:
+            data["batches"] = executor.outcome.as_json(str(executor.state.path))
+        data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
+        try:
+            write_json_atomically(summary_path(output), data)
+        except OSError as exc:
+            message = f"{summary_path(output)}: writing the summary failed: {exc.strerror or exc}"
+            if data["stop"] is None:
+                data.update({"stop": StopReason.IO, "stop_message": message, "complete": False})
+            else:
+                notice(f"warning: {message}")
+        return RunReport(output, data, outcome)
+    finally:
+        if isolated is not None and isolated.removed is None:
+            await isolated.finish(notice)  # a failure before the end: still remove the key
+        await client.aclose()
+        if cache is not None:
+            cache.close()

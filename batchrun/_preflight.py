@@ -1,0 +1,298 @@
+"""Pre-flight, shared by a run, `plan` and `report --job`: before anything is spent.
+
+The job's model ids checked against /models, prices from /models and each model's
+/endpoints, the key's credit (/key) and the account's balance (/credits), the matrix's
+worst case against the budget, and what the cache will answer for free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._account import read_balance, read_endpoints
+from ._batch_run import BATCH_TOKEN_FACTOR
+from ._cache_session import CacheSession, CacheSettings
+from ._checks import is_judge
+from ._client import ModelInfo, OpenRouterClient
+from ._costs import CostModel, Worst, unknown_price_refusal
+from ._exceptions import ConfigError
+from ._job import Job
+from ._judging import judge_requests_for
+from ._matrix import Request, Shard, plan_requests, request_params
+from ._models import Lookup, Resolution, resolve_models
+from ._options import Notice, RunOptions
+from ._reconcile import key_usage
+from ._results import RowState, ScanResult
+from ._retry import retry_call, retry_policy
+from ._routing import routing_warning, unpinned_models
+from ._settings import RunSettings
+
+
+def keep_row(state: RowState | None, request: Request, retry_errors: bool) -> bool:
+    """Resume rule: keep ok rows and errors (retryable ones only without --retry-errors)
+    whose request is unchanged; skipped rows never ran, so they run again."""
+    if state is None or state.fingerprint != request.fingerprint:
+        return False
+    if state.status == "ok":
+        return True
+    if state.status == "error":
+        return not (retry_errors and state.retryable)
+    return False
+
+
+@dataclass
+class Estimate:
+    rows: dict[str, int] = field(default_factory=dict)
+    worst_usd: dict[str, float] = field(default_factory=dict)
+    batch_worst_usd: dict[str, float] = field(default_factory=dict)  # at Batch API prices
+    unknown_price: set[str] = field(default_factory=set)
+    unknown_why: dict[str, str] = field(default_factory=dict)  # model -> why its worst case is unknown
+    no_max_tokens: set[str] = field(default_factory=set)
+    kept: int = 0
+    judge_requests: dict[str, int] = field(default_factory=dict)  # by grader model
+    judge_worst_usd: dict[str, float] = field(default_factory=dict)
+    basis: dict[str, str] = field(default_factory=dict)  # model -> price basis of its first request
+    cached: dict[str, int] = field(default_factory=dict)  # rows the cache will answer (in `rows` too)
+    saved_usd: float = 0.0  # what those rows cost when they were first answered
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+    @property
+    def total_worst(self) -> float:
+        """Answers and their grading: judge requests are spent from the same budget."""
+        return sum(self.worst_usd.values()) + sum(self.judge_worst_usd.values())
+
+    def add_judging(self, requests: list[Request], costs: CostModel) -> None:
+        for grader in requests:
+            self.judge_requests[grader.model] = self.judge_requests.get(grader.model, 0) + 1
+            self.priced(grader, costs, self.judge_worst_usd)
+
+    def priced(self, request: Request, costs: CostModel, into: dict[str, float]) -> float | None:
+        """Add the request's worst case to `into` (by model), or note its price as unknown;
+        the worst case, or None when unknown."""
+        if request.model not in self.basis:
+            self.basis[request.model] = costs.describe(request)
+        worst = costs.worst(request)
+        if worst.usd is None:
+            self.unknown(request, worst)
+            return None
+        into[request.model] = into.get(request.model, 0.0) + worst.usd
+        return worst.usd
+
+    def unknown(self, request: Request, worst: Worst) -> None:
+        self.unknown_price.add(request.model)
+        why = worst.why if worst.model == request.model else f"fallback {worst.model}: {worst.why}"
+        self.unknown_why.setdefault(request.model, why)
+
+
+def estimate(
+    job: Job,
+    costs: CostModel,
+    shard: Shard | None,
+    states: ScanResult | None,
+    retry_errors: bool,
+    cache: CacheSession | None = None,
+) -> Estimate:
+    """One pass over the matrix: rows to run per model, worst-case cost of those the cache
+    will not answer, rows kept by resume."""
+    result = Estimate()
+
+    def to_run() -> Iterator[Request]:
+        for request in plan_requests(job, shard):
+            if states is not None and keep_row(states.get(request.id), request, retry_errors):
+                result.kept += 1
+            else:
+                yield request
+
+    rows = cache.peek_all(to_run()) if cache is not None else ((r, None) for r in to_run())
+    for request, saved in rows:
+        result.rows[request.model] = result.rows.get(request.model, 0) + 1
+        if any(is_judge(c) for c in request.checks):
+            # Graded even when the cache answers. The answer is at most its completion cap long.
+            answer_tokens = costs.completion_cap(request) or 16384
+            result.add_judging(judge_requests_for(request, job.judge, answer_tokens), costs)
+        if saved is not None:  # answered for free: no worst case to reserve
+            result.cached[request.model] = result.cached.get(request.model, 0) + 1
+            result.saved_usd += saved
+            continue
+        if not (request.body.get("max_completion_tokens") or request.body.get("max_tokens")):
+            result.no_max_tokens.add(request.model)
+        if result.priced(request, costs, result.worst_usd) is not None:
+            batch = costs.worst_case(request, BATCH_TOKEN_FACTOR) or 0.0
+            result.batch_worst_usd[request.model] = result.batch_worst_usd.get(request.model, 0.0) + batch
+    if cache is not None:
+        cache.planned()
+    return result
+
+
+def wanted_models(job: Job) -> set[str]:
+    """Every model id the job may send: its models and their fallback `models` lists."""
+    wanted = {m.id for m in job.models}
+    for spec in job.models:
+        wanted.update(spec.params.get("models", []))
+    wanted.update(job.params.get("models", []))
+    wanted.update(job.judge.models)
+    wanted.update(named_graders(job))
+    for prompt in job.prompts:
+        wanted.update(prompt.params.get("models", []))
+    return wanted
+
+
+def named_graders(job: Job) -> set[str]:
+    """Graders named by checks: the prompts' and, when any row carries checks, the rows'
+    (one pass over a dataset, like counting it), so a grader no endpoint offers is refused
+    before anything is sent, not found out row by row."""
+    named: set[str] = set()
+
+    def add(checks: Any) -> None:
+        for check in checks if isinstance(checks, list) else []:
+            grader = check.get("grader") if isinstance(check, dict) else None
+            ids = [grader] if isinstance(grader, str) else grader if isinstance(grader, list) else []
+            named.update(g for g in ids if isinstance(g, str) and "{{" not in g)
+
+    for prompt in job.prompts:
+        add(prompt.checks)
+        for row in prompt.rows:
+            add(row.get("checks"))
+    return named
+
+
+async def check_models(job: Job, models: dict[str, ModelInfo], lookup: Lookup | None) -> Resolution:
+    """Resolve every id the job names (_models.py); refuse only what the API says does not exist."""
+    resolution = await resolve_models(wanted_models(job), models, lookup)
+    if resolution.missing:
+        reasons = "; ".join(f"{model}: {why}" for model, why in sorted(resolution.missing.items()))
+        raise ConfigError(f"{job.path}: model(s) not offered by the endpoint: {reasons}")
+    return resolution
+
+
+def open_cache(job: Job, options: RunOptions, notice: Notice) -> CacheSession | None:
+    """The run's cache session when `run.cache` (or --cache) asks for one; never raises."""
+    settings = CacheSettings.from_run(job.run.cache)
+    if settings is None:
+        return None
+    endpoint = options.cache_endpoint or options.base_url or job.endpoint.base_url
+    return CacheSession.open(
+        settings,
+        job_name=job.name,
+        base_url=endpoint,
+        clock=options.clock,
+        warn=notice,
+        max_reply_bytes=job.run.max_response_bytes,
+        batch=job.run.mode == "batch",
+    )
+
+
+def make_client(job: Job, options: RunOptions, settings: RunSettings) -> OpenRouterClient:
+    return OpenRouterClient(
+        options.base_url or job.endpoint.base_url,
+        options.api_key,
+        app_url=job.endpoint.app_url,
+        app_title=job.endpoint.app_title,
+        timeout_s=settings.timeout_s,
+        connect_timeout_s=settings.connect_timeout_s,
+        max_response_bytes=settings.max_response_bytes,
+        max_connections=settings.concurrency,
+        transport=options.transport,
+        clock=options.clock,
+    )
+
+
+def job_routing_warning(job: Job) -> str | None:
+    """The reproducibility warning for the job's models whose routing is not pinned."""
+    pairs = [(m.id, request_params(job, m.params, p.params)) for m in job.models for p in job.prompts]
+    return routing_warning(unpinned_models(pairs))
+
+
+@dataclass
+class Preflight:
+    models: dict[str, ModelInfo] | None
+    costs: CostModel
+    plan: Estimate
+    budget: float | None  # what the ledger may spend: job budget, key credit, less the margin
+    limit_from_key: bool  # the key's credit, not the job's budget, is the binding limit
+    key_usage: float | None = None  # the key's usage before the first request (reconciliation)
+    balance: float | None = None  # the account's balance (/credits), with a management key
+    # Why /key answered but its usage could not be read (then nothing is reconciled).
+    key_unread: str | None = None
+
+
+def missing_account_api(base_url: str, models: object | None, key: object | None) -> str | None:
+    """The notice for an endpoint without /models and/or /key, naming which one is missing."""
+    missing = [name for name, value in (("/models", models), ("/key", key)) if value is None]
+    if not missing:
+        return None
+    return f"{base_url} has no {' or '.join(missing)}: credit-limit features are off for this run"
+
+
+async def read_account(
+    client: OpenRouterClient,
+    job: Job,
+    options: RunOptions,
+    time_left: Callable[[], float | None],
+    resolved: list[Resolution] | None = None,
+) -> tuple[dict[str, ModelInfo] | None, dict[str, Any] | None]:
+    """/models and /key, and the job's model ids resolved against them, every call retried on
+    transient failures like a chat request, within the deadline. Raises ConfigError for an id
+    the API says does not exist."""
+    policy, sleep = retry_policy(job.run), options.clock.sleep
+    models = await retry_call(client.models, policy, sleep, time_left)
+    key = await retry_call(client.key_info, policy, sleep, time_left)
+    if models is not None:
+
+        async def lookup(model_id: str) -> tuple[str, ModelInfo | None]:
+            return await retry_call(lambda: client.model(model_id), policy, sleep, time_left)
+
+        resolution = await check_models(job, models, lookup)
+        models = resolution.models
+        if resolved is not None:
+            resolved.append(resolution)
+    return models, key
+
+
+async def preflight(
+    client: OpenRouterClient,
+    job: Job,
+    options: RunOptions,
+    states: ScanResult | None,
+    job_budget: float | None,
+    notice: Notice,
+    time_left: Callable[[], float | None],
+    cache: CacheSession | None,
+) -> Preflight:
+    """Prices and credit before anything is spent; the effective budget; the plan's worst case."""
+    settings = job.run
+    models, key = await read_account(client, job, options, time_left)
+    missing = missing_account_api(client.base_url, models, key)
+    if missing:
+        notice(missing)
+    endpoints = await read_endpoints(
+        client, models, wanted_models(job), retry_policy(settings), options.clock.sleep, time_left
+    )
+    for model, failed in sorted(endpoints.items()):
+        if isinstance(failed, str):
+            notice(f"warning: the endpoints of {model} could not be read ({failed}): its worst case is unknown")
+    costs = CostModel(models, settings.cost_margin, endpoints)
+    plan = estimate(job, costs, options.shard, states, options.retry_errors, cache)
+    budget = job_budget
+    limit_from_key = False
+    balance = await read_balance(client, options.management_key, retry_policy(settings), options.clock.sleep, time_left)
+    # The key's own limit and the account's balance bound the run like a budget does.
+    for remaining in (key.get("limit_remaining") if key else None, balance):
+        if isinstance(remaining, (int, float)) and (budget is None or remaining < budget):
+            budget, limit_from_key = float(remaining), True
+    if budget is not None:
+        budget = max(0.0, budget - settings.budget_margin_usd)
+    refusal = unknown_price_refusal(plan.unknown_why, budget is not None, settings.allow_unknown_prices)
+    if refusal is not None:
+        raise ConfigError(refusal)
+    if plan.unknown_why and budget is not None:
+        reasons = "; ".join(f"{m} ({why})" for m, why in sorted(plan.unknown_why.items()))
+        notice(f"warning: no known worst case for {reasons}: reserved at $0 (run.allow_unknown_prices)")
+    usage = key_usage(key)
+    unread = "its usage is missing or not a number" if key is not None and usage is None else None
+    return Preflight(models, costs, plan, budget, limit_from_key, usage, balance, unread)

@@ -1,0 +1,145 @@
+"""What stops rows from being sent: the run's stop, a stopped model, a blocked limit scope.
+
+One `Stops` per run, shared by the worker pool, grader requests (_judging) and batch mode
+(_batch_run). A stop is requested once: dispatch ends, and each row in flight gets
+`grace_s` through its own `asyncio.timeout`, rescheduled here (none after a refused key
+or a results file that fails: nothing more can be recorded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from ._clock import Clock
+from ._exceptions import (
+    AuthFailed,
+    CreditExhausted,
+    DailyCapReached,
+    ModelUnavailable,
+    RateLimited,
+    RequestFailed,
+)
+from ._matrix import Request
+from ._retry import RetryPolicy
+from ._status import Status, StopReason
+from ._throttle import scope_of
+
+
+class Stops:
+    def __init__(self, clock: Clock, policy: RetryPolicy, grace_s: float, deadline_given_s: float | None) -> None:
+        self.clock = clock
+        self.policy = policy
+        self.grace_s = grace_s
+        self.deadline_given_s = deadline_given_s  # as the job or --deadline gave it
+        self.reason: StopReason | None = None
+        self.message = ""
+        self.stopped_models: dict[str, str] = {}  # model -> skip reason, for the rest of the run
+        # limit scope (a model, or the :free pool) -> (monotonic time it reopens, skip reason)
+        self.blocked_scopes: dict[str, tuple[float, str]] = {}
+        self.event = asyncio.Event()  # set by the stop: batch mode's waits end on it
+        self._deadline_at: float | None = None
+        self._in_flight: set[asyncio.Timeout] = set()  # each dispatched row's own timeout
+        self._grace_ends: float | None = None  # loop time when in-flight rows are cut off
+
+    def request(self, reason: StopReason, message: str = "") -> None:
+        """Stop dispatching; rows in flight get `grace_s`."""
+        if self.reason is not None:
+            return
+        self.reason = reason
+        self.message = message
+        self.event.set()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # before the run's loop exists: nothing is in flight
+            return
+        grace = 0.0 if reason in (StopReason.AUTH, StopReason.IO) else self.grace_s
+        self._grace_ends = loop.time() + grace
+        for limit in self._in_flight:
+            limit.reschedule(self._grace_ends)
+
+    @asynccontextmanager
+    async def row_time(self) -> AsyncIterator[asyncio.Timeout]:
+        """A row's time: unbounded until a stop, then the grace (`expired()` says it ran out)."""
+        async with asyncio.timeout(self._grace_ends) as limit:
+            self._in_flight.add(limit)
+            try:
+                yield limit
+            finally:
+                self._in_flight.discard(limit)
+
+    # -- the deadline -----------------------------------------------------------------------
+    def start_deadline(self, seconds: float | None) -> None:
+        if seconds is not None:
+            self._deadline_at = self.clock.monotonic() + seconds
+
+    def time_left(self) -> float | None:
+        """Seconds until the run's deadline; None without one."""
+        return None if self._deadline_at is None else self._deadline_at - self.clock.monotonic()
+
+    async def deadline(self, seconds: float) -> None:
+        """Sleep until the deadline, then stop the run."""
+        await self.clock.sleep(seconds)
+        # Named as it was given (pre-flight used part of it: `seconds` is what was left).
+        given = self.deadline_given_s if self.deadline_given_s is not None else seconds
+        self.request(StopReason.DEADLINE, f"the run deadline of {given:g} s was reached")
+
+    # -- models and limit scopes ------------------------------------------------------------
+    def model_stop(self, model: str) -> str | None:
+        """Why this model's rows are not sent now: a model-wide condition, or a blocked scope."""
+        stop = self.stopped_models.get(model)
+        if stop is not None:
+            return stop
+        block = self.blocked_scopes.get(scope_of(model))
+        if block is not None:
+            if self.clock.monotonic() < block[0]:
+                return block[1]
+            del self.blocked_scopes[scope_of(model)]  # the limit has reset: send again
+        return None
+
+    def too_long(self, failure: RequestFailed) -> str | None:
+        """Why the server's wait ended the retrying (over max_wait_s or past the deadline)."""
+        wait, cap, left = failure.retry_after, self.policy.max_wait_s, self.time_left()
+        if not failure.retryable or wait is None:
+            return None
+        if wait > cap:
+            return f"server asked to wait {wait:.0f} s, over the {cap:g} s cap"
+        if left is not None and wait > left:
+            return f"server asked to wait {wait:.0f} s, past the run's deadline ({max(0.0, left):.0f} s left)"
+        return None
+
+    def _block_scope(self, request: Request, failure: RateLimited) -> str:
+        """A platform limit (X-RateLimit-*) that resets beyond the wait cap: the scope (the
+        model, or every :free model) sends nothing until its reset. A reset past the run's
+        horizon (the deadline, or max_elapsed_s without one) is a daily cap."""
+        wait = failure.limit_wait if failure.limit_wait is not None else failure.retry_after or 0.0
+        left = self.time_left()
+        horizon = left if left is not None else self.policy.max_elapsed_s
+        reason = "daily_cap" if wait > horizon else "rate_limited"
+        scope = scope_of(request.model)
+        until = self.clock.monotonic() + wait
+        current = self.blocked_scopes.get(scope)
+        if current is None or current[0] < until:
+            self.blocked_scopes[scope] = (until, reason)
+        return reason
+
+    def react(self, request: Request, failure: RequestFailed, too_long: str | None) -> tuple[Status, str]:
+        """What a final failure stops, as (status, reason) for its record. A refused key and
+        an empty purse stop the run; a model-wide condition stops the model; a platform
+        limit past the wait cap stops its scope until the reset. Rows that never got an
+        answer are `skipped` (a resume runs them again)."""
+        status, reason = Status.ERROR, failure.kind
+        if isinstance(failure, AuthFailed):
+            self.request(StopReason.AUTH, f"the API key was refused: {failure.message}")
+        elif isinstance(failure, CreditExhausted):
+            self.request(StopReason.CREDITS, failure.message)
+            status, reason = Status.SKIPPED, StopReason.CREDITS
+        elif isinstance(failure, ModelUnavailable):
+            self.stopped_models.setdefault(request.model, failure.kind)
+        elif isinstance(failure, DailyCapReached):
+            self.stopped_models.setdefault(request.model, "daily_cap")
+            status, reason = Status.SKIPPED, "daily_cap"
+        elif isinstance(failure, RateLimited) and failure.platform and too_long:
+            status, reason = Status.SKIPPED, self._block_scope(request, failure)
+        return status, reason

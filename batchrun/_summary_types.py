@@ -1,0 +1,90 @@
+"""The shape of a summary (summary.json, `report --json`, what a run returns), as types.
+
+A summary is plain JSON; these TypedDicts let strict mypy check every key that is written
+or read. `Summary` is what `SummaryBuilder.result` makes from records; a run, a merge and
+`report --job` add the figures of `RunFigures`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Required, TypedDict
+
+
+class GroupFigures(TypedDict):
+    """One group of rows: the whole file, a model, or a prompt."""
+
+    rows: int
+    ok: int
+    error: int
+    skipped: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    judge_cost_usd: float
+    cost_unknown_rows: int
+    cost_held_usd: float
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    attempts_per_row: float | None
+    checked: int
+    passed: int
+    pass_rate: float | None
+    pass_rate_ci95: list[float] | None
+    undecided: int
+    mean_score: float | None
+    answered_by: dict[str, int]
+
+
+class CacheFigures(TypedDict):
+    hits: int
+    misses: int
+    saved_usd: float
+
+
+class FailingExample(TypedDict):
+    id: str
+    model: str
+    prompt_id: str
+    why: str
+
+
+class RunFigures(TypedDict, total=False):
+    """What a run (or a merge, or a re-grading) knows beyond its records."""
+
+    output: str
+    stop: str | None
+    stop_message: str
+    estimate_usd: float | None
+    budget_usd: float | None
+    spent_usd: float
+    spent_before_usd: float
+    kept_from_earlier: int
+    isolated_key: dict[str, Any] | None
+    shard: str | None
+    matrix_rows: int
+    missing_rows: int
+    endpoint: str
+    routing_warning: str | None
+    account_balance_usd: float | None
+    reconciliation: dict[str, Any]
+    batches: dict[str, Any]
+    complete: bool
+    merged_from: list[str]
+    duplicate_rows: int
+    shortfalls: list[str]
+
+
+class Summary(RunFigures, total=False):
+    job: Required[str | None]
+    job_fingerprint: Required[str | None]
+    total: Required[GroupFigures]
+    models: Required[dict[str, GroupFigures]]
+    prompts: Required[dict[str, GroupFigures]]
+    worst_prompts: Required[list[str]]
+    failing_examples: Required[list[FailingExample]]
+    skip_reasons: Required[dict[str, int]]
+    error_kinds: Required[dict[str, int]]
+    items: Required[dict[str, Any] | None]
+    cache: CacheFigures

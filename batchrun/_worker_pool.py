@@ -1,0 +1,338 @@
+"""The worker pool: streams Requests through throttle -> ledger -> retry -> client, one row each.
+
+A fixed pool of workers in one `asyncio.TaskGroup` pulls from one lazy iterator of
+Requests, so a 100,000-row job holds only as many requests as there are workers, and no
+task outlives `run`. Every dispatched request ends as exactly one record, written in one
+`try/finally` that knows whether it wrote: `ok`, `error` (the request failed, or kind
+`internal` for an unexpected exception in that row) or `skipped` (stop, cap, budget, or
+the grace after a stop ran out). A stop gives each in-flight row `grace_s` through its own
+`asyncio.timeout`. A failure of the run itself (the results file cannot be written, the
+dataset breaks) stops every worker at once and is raised from `run`.
+
+The parts: `Stops` (_stops) says what may still be sent, `Dispatcher` (_dispatch) sends one
+request and settles its cost, `RowRecords` (_row_records) makes and writes the record;
+grader requests (_judging) use the same three.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._cache_session import CacheSession, grade_hit, hit_fields, hit_grading
+from ._cache_values import CachedAnswer
+from ._charges import uncharged
+from ._checks import Answer, grade, is_judge
+from ._client import ChatResult, OpenRouterClient
+from ._clock import Clock
+from ._costs import CostModel
+from ._dispatch import Dispatcher
+from ._exceptions import OutputFailed, RequestFailed
+from ._job import Job
+from ._judge import GraderSettings
+from ._judging import Judging
+from ._ledger import BudgetExhausted, CreditLedger
+from ._matrix import Request
+from ._results import ResultsWriter
+from ._retry import RetryPolicy, retry_policy
+from ._row import Row, RowGrading, answer_fields, first_failure, internal_error
+from ._row_records import RowRecords
+from ._settings import DEFAULTS, RunSettings
+from ._status import Status, StopReason
+from ._stops import Stops
+from ._throttle import Throttle
+
+
+@dataclass
+class RunConfig:
+    concurrency: int
+    policy: RetryPolicy
+    deadline_s: float | None = None  # what is left of the run's deadline when rows start
+    deadline_given_s: float | None = None  # the deadline as the job or --deadline gave it
+    grace_s: float = DEFAULTS.grace_s
+    key_refresh_requests: int = DEFAULTS.key_refresh_requests
+    key_refresh_s: float = DEFAULTS.key_refresh_s
+    budget_margin_usd: float = DEFAULTS.budget_margin_usd
+    model_caps: dict[str, int] = field(default_factory=dict)
+    stream: bool = DEFAULTS.stream  # streaming mode (_stream): a cancel stops generation and billing
+    timeout_s: float = DEFAULTS.timeout_s  # per attempt; the streaming reader bounds the whole stream by it
+
+
+def run_config(job: Job, settings: RunSettings, elapsed_s: float) -> RunConfig:
+    """The pool's settings from the job's; `elapsed_s` is what pre-flight took of the deadline."""
+    return RunConfig(
+        concurrency=settings.concurrency,
+        policy=retry_policy(settings),
+        # The deadline counts what pre-flight and the resume scan took already.
+        deadline_s=None if settings.deadline_s is None else max(0.0, settings.deadline_s - elapsed_s),
+        deadline_given_s=settings.deadline_s,
+        grace_s=settings.grace_s,
+        key_refresh_requests=settings.key_refresh_requests,
+        key_refresh_s=settings.key_refresh_s,
+        budget_margin_usd=settings.budget_margin_usd,
+        model_caps={m.id: m.concurrency for m in job.models if m.concurrency},
+        stream=settings.stream,
+        timeout_s=settings.timeout_s,
+    )
+
+
+@dataclass
+class RunOutcome:
+    stop: StopReason | None
+    stop_message: str
+    spent_usd: float
+
+
+class Runner:
+    def __init__(
+        self,
+        client: OpenRouterClient,
+        writer: ResultsWriter | None,  # None: a runner that writes no rows (re-grading)
+        config: RunConfig,
+        clock: Clock,
+        *,
+        job_name: str,
+        job_fingerprint: str,
+        costs: CostModel | None = None,
+        ledger: CreditLedger | None = None,
+        limit_from_key: bool = False,
+        key_usage_start: float | None = None,
+        on_record: Callable[[dict[str, Any]], None] | None = None,
+        judge: GraderSettings | None = None,
+        cache: CacheSession | None = None,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.clock = clock
+        self.costs = costs
+        self.cache = cache
+        self.ledger = ledger or CreditLedger(None)
+        self.stops = Stops(clock, config.policy, config.grace_s, config.deadline_given_s)
+        self.throttle = Throttle(config.concurrency, clock, config.model_caps, config.policy.max_wait_s)
+        self.dispatch = Dispatcher(
+            client,
+            clock,
+            self.stops,
+            self.throttle,
+            self.ledger,
+            config.policy,
+            costs=costs,
+            stream=config.stream,
+            timeout_s=config.timeout_s,
+            key_refresh_requests=config.key_refresh_requests,
+            key_refresh_s=config.key_refresh_s,
+            budget_margin_usd=config.budget_margin_usd,
+            limit_from_key=limit_from_key,
+            key_usage_start=key_usage_start,
+        )
+        self.charges = self.dispatch.charges
+        self.records = RowRecords(
+            writer,
+            clock,
+            self.stops,
+            job_name=job_name,
+            job_fingerprint=job_fingerprint,
+            cache_on=cache is not None,
+            on_record=on_record,
+        )
+        # Judge checks' grader requests go out through the same parts (issue 17).
+        self.judging = Judging(self.dispatch, self.stops, cache, judge or GraderSettings())
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        return self.stops.reason
+
+    @property
+    def stop_message(self) -> str:
+        return self.stops.message
+
+    @property
+    def limit_from_key(self) -> bool:
+        """The binding limit is the key's credit, not the job's budget."""
+        return self.dispatch.limit_from_key
+
+    def request_stop(self, reason: StopReason, message: str = "") -> None:
+        """Stop dispatching; in-flight requests get `grace_s` (_stops)."""
+        self.stops.request(reason, message)
+
+    def skip(self, request: Request, reason: str) -> None:
+        self.records.skip(request, reason)
+
+    # -- cache hits --------------------------------------------------------------------------
+    def answered_from_cache(self, request: Request, answer: CachedAnswer) -> None:
+        """A hit: a normal record of the stored answer, spending nothing and reserving
+        nothing; checks run as on a fresh answer, with the original latency and cost, so
+        verdicts come out the same."""
+        record = self.records.make(request, Status.OK, None, False, self.clock.time(), **hit_fields(answer))
+        if request.checks:
+            record.update(grade_hit(request.checks, answer))
+        self.records.emit(request, record)
+
+    async def _graded_from_cache(self, row: Row, answer: CachedAnswer) -> None:
+        """A hit whose judge checks need grader requests: those are paid like any (issue 17)."""
+        request = row.request
+        record = self.records.make(request, Status.OK, None, False, self.clock.time(), **hit_fields(answer))
+        row.grading = hit_grading(request, record, answer)
+        await self.judging.grade_row(row.grading)
+        self.records.finish(row, row.grading.record_now())
+
+    # -- one row -----------------------------------------------------------------------------
+    async def _process(self, row: Row) -> None:
+        """Reserve, send with retries, settle, and write the row's record (or leave that to
+        `_dispatch_row`'s finally when something cuts it short)."""
+        request, dispatch, records = row.request, self.dispatch, self.records
+        # A hit needs neither budget nor the model's capacity: it is looked up first.
+        cached = self.cache.lookup(request) if self.cache is not None else None
+        if cached is not None and any(is_judge(c) for c in request.checks):
+            await self._graded_from_cache(row, cached)
+            return
+        if cached is not None:
+            row.written = True  # set first, as in finish(): a failed write is not retried
+            self.answered_from_cache(request, cached)
+            return
+        model_stop = self.stops.model_stop(request.model)
+        if model_stop is not None:
+            records.finish(row, records.make(request, Status.SKIPPED, model_stop, True, None, **uncharged(None)))
+            return
+        await dispatch.maybe_refresh_key()
+        worst = dispatch.worst_case(request)
+        row.reservation = await dispatch.reserve(worst)
+        if row.reservation is None or self.stops.reason is not None:
+            await dispatch.release(row)
+            reason = self.stops.reason or StopReason.BUDGET
+            records.finish(row, records.make(request, Status.SKIPPED, reason, True, None, **uncharged(None)))
+            return
+        row.started = self.clock.time()
+        began = self.clock.monotonic()
+        try:
+            result, latency_s = await dispatch.send_with_retries(row, worst)
+        except (RequestFailed, BudgetExhausted) as failure:
+            await dispatch.release(row)
+            await dispatch.settled(self._settle_failure(row, failure, worst))
+            return
+        latency_ms = round(latency_s * 1000, 1)  # the answering attempt: what the model took
+        elapsed_ms = round((self.clock.monotonic() - began) * 1000, 1)  # with retries and waits
+        reservation, row.reservation = row.reservation or 0.0, None
+        await dispatch.settled(self._settle_answer(row, result, reservation, latency_ms, elapsed_ms))
+        if row.grading is not None:  # the answer is settled; its judge checks are graded now
+            await self.judging.grade_row(row.grading)
+            records.finish(row, row.grading.record_now())
+
+    async def _settle_failure(self, row: Row, failure: RequestFailed | BudgetExhausted, worst: float | None) -> None:
+        await self.charges.look_up_row(row.charges)
+        if isinstance(failure, RequestFailed):
+            self.records.finish(row, self.records.failure(row.request, failure, row.log, row.started, row.charges))
+            return
+        # No reservation fit for another attempt after one that may have been billed.
+        self.dispatch.budget_stop(worst)
+        fields = {"attempts": row.log.attempts, "attempt_errors": row.log.failures, **row.charges.fields()}
+        reason = self.stops.reason or StopReason.BUDGET
+        self.records.finish(row, self.records.make(row.request, Status.SKIPPED, reason, True, row.started, **fields))
+
+    async def _settle_answer(
+        self, row: Row, result: ChatResult, reservation: float, latency_ms: float, elapsed_ms: float
+    ) -> None:
+        request = row.request
+        estimate = self.costs.estimate(request, result) if self.costs else None
+        await self.charges.answered(result, reservation, row.charges, estimate)
+        await self.charges.look_up_row(row.charges)
+        costs = row.charges.fields()
+        record = self.records.make(
+            request,
+            Status.OK,
+            None,
+            False,
+            row.started,
+            **answer_fields(result),
+            latency_ms=latency_ms,
+            ttft_ms=getattr(result, "ttft_ms", None),  # streaming mode: time to the first token
+            elapsed_ms=elapsed_ms,
+            attempts=row.log.attempts,
+            attempt_errors=row.log.failures,
+            error=None,
+            **costs,
+        )
+        if request.checks:
+            answer = Answer(
+                result.content,
+                latency_ms,
+                costs["cost"],
+                result.usage.get("completion_tokens"),
+                result.finish_reason,
+                result.tool_calls,
+            )
+            if not any(is_judge(c) for c in request.checks):
+                record.update(grade(request.checks, answer))
+            else:
+                # Written once its graders answered (or, cut short, with those checks `error`).
+                row.sent = False
+                row.grading = RowGrading(request, record, answer)
+        if self.cache is not None:
+            # Queued before the row is written; batches are committed every 256 rows or half
+            # a second (a kill -9 loses at most that batch: those rows are asked again).
+            self.cache.store_row(request, result, latency_ms, record["finished_at"], row.charges)
+        if row.grading is None:
+            self.records.finish(row, record)
+
+    async def _dispatch_row(self, request: Request) -> None:
+        """One row, one record, whatever happens: the finally writes it if nothing else did."""
+        row = Row(request)
+        outcome: BaseException | None = None
+        cut = False
+        stopped = self.stops
+        try:
+            async with stopped.row_time() as limit:
+                try:
+                    await self._process(row)
+                finally:
+                    cut = limit.expired()  # the grace after a stop ran out
+        except OutputFailed:
+            raise  # the results file failed: the run stops, not just this row
+        except Exception as error:  # noqa: BLE001 - one row's bug must not end the run (issue 11)
+            outcome = error
+        except BaseException as cancelled:  # the run is going down (the group aborts, a signal)
+            outcome = cancelled
+            raise
+        finally:
+            if not row.written and row.grading is not None and stopped.reason != StopReason.IO:
+                # The answer is in and paid for: it is recorded, its ungraded checks `error`.
+                failed = None if cut or isinstance(outcome, asyncio.CancelledError) else outcome
+                why = f"not graded: {internal_error(failed, self.client.scrub)['message']}" if failed else None
+                self.records.finish(row, row.grading.record_now(stopped.reason or StopReason.INTERRUPTED, why))
+            elif not row.written and stopped.reason != StopReason.IO:
+                # The request in flight was abandoned, so it may still be billed: hold it.
+                self.dispatch.hold_in_flight(row)
+                await self.dispatch.release(row)
+                stopped_short = cut or isinstance(outcome, asyncio.CancelledError)
+                failure = None if stopped_short else outcome
+                self.records.finish(row, self.records.unfinished(row, failure, self.client.scrub))
+
+    # -- the run -----------------------------------------------------------------------------
+    async def _worker(self, source: Iterator[Request]) -> None:
+        for request in source:
+            if self.stops.reason is not None:
+                self.skip(request, self.stops.reason)
+            else:
+                await self._dispatch_row(request)
+
+    async def run(self, requests: Iterator[Request]) -> RunOutcome:
+        self.dispatch.watch_key()
+        self.stops.start_deadline(self.config.deadline_s)
+        source = iter(requests)
+        try:
+            async with asyncio.TaskGroup() as group:
+                workers = [group.create_task(self._worker(source)) for _ in range(self.config.concurrency)]
+                deadline = self.config.deadline_s
+                timer = group.create_task(self.stops.deadline(deadline)) if deadline is not None else None
+                await asyncio.wait(workers)
+                if timer is not None:
+                    timer.cancel()
+        except BaseExceptionGroup as failed:
+            # A failure of the run itself ended every worker; rows written so far stay, and
+            # the caller must not take the run for complete.
+            raise first_failure(failed) from None
+        finally:
+            self.throttle.close()
+        return RunOutcome(self.stops.reason, self.stops.message, self.ledger.committed)

@@ -1,0 +1,100 @@
+"""The command line: parses arguments, shows progress, prints summaries, sets the exit code.
+
+The only package that prints or exits; everything else raises or returns. Commands live
+in `_run_commands` and `_file_commands`, the arguments in `_parser`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn, TextIO, cast
+
+from .._console import Console
+from .._exceptions import (
+    AuthFailed,
+    BatchrunError,
+    CacheError,
+    ConfigError,
+    JobError,
+    LockHeld,
+    OutputFailed,
+    RequestFailed,
+    ResultsError,
+)
+from .._files import describe_os_error
+from .._signals import release_early
+from .._verdict import ExitCode
+from ._file_commands import cmd_batches, cmd_cache, cmd_diff, cmd_history, cmd_merge, cmd_report
+from ._parser import COMMANDS, build_parser
+from ._run_commands import cmd_plan, cmd_run, cmd_simulate, cmd_validate
+
+__all__ = ["build_parser", "entry", "main"]
+
+HANDLERS = {
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "plan": cmd_plan,
+    "simulate": cmd_simulate,
+    "report": cmd_report,
+    "diff": cmd_diff,
+    "history": cmd_history,
+    "merge": cmd_merge,
+    "cache": cmd_cache,
+    "batches": cmd_batches,
+}
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    console = Console(out or sys.stdout, err or sys.stderr)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `batchrun JOB.yaml` is short for `batchrun run JOB.yaml`, options first or not
+    # (`batchrun --cache JOB.yaml` then reads JOB.yaml as the folder, and says so).
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        argv.insert(0, "run")
+    args = build_parser().parse_args(argv)
+    if args.command != "run":
+        release_early()
+    if args.command is None:
+        build_parser().print_help(cast(TextIO, console.err))
+        return ExitCode.USAGE
+    try:
+        return HANDLERS[args.command](args, console)
+    except JobError as exc:
+        for problem in exc.problems:
+            console.error(str(problem))
+        return ExitCode.USAGE
+    except LockHeld as exc:
+        console.error(str(exc))
+        return ExitCode.LOCKED
+    except OutputFailed as exc:  # after requests may have been sent: not a "nothing spent" 2
+        console.error(str(exc))
+        return ExitCode.IO
+    except AuthFailed as exc:
+        console.error(f"the API key was refused: {exc.message}")
+        return ExitCode.AUTH
+    except (ConfigError, ResultsError, CacheError) as exc:
+        console.error(str(exc))
+        return ExitCode.USAGE
+    except RequestFailed as exc:
+        console.error(f"the endpoint failed before the run started: {exc.kind}: {exc.message}")
+        return ExitCode.ERRORS
+    except OSError as exc:  # before the run: an output folder that cannot be made, a read-only folder
+        console.error(describe_os_error(exc))
+        return ExitCode.USAGE
+    except BatchrunError as exc:
+        console.error(str(exc))
+        return ExitCode.USAGE
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        return ExitCode.INTERRUPTED
+
+
+def entry() -> NoReturn:
+    code = main()
+    try:
+        sys.stdout.flush()
+    except OSError:
+        # stdout's reader went away (`batchrun report X | head`): exit quietly, as Unix
+        # tools do, instead of Python's "Exception ignored ... BrokenPipeError" at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(code)

@@ -1,0 +1,151 @@
+"""What several commands share: the key from the environment, settings from options, the
+simulator for --simulate, and printing in the form asked."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from .._console import Console, append_step_summary
+from .._exceptions import (
+    ConfigError,
+)
+
+# How cache keys name the built-in simulator, whose port changes from run to run.
+SIMULATOR_ENDPOINT = "simulator"
+
+
+def sim_config(options: list[str]) -> Any:
+    from ..simulator import SimConfig
+
+    config = SimConfig()
+    for option in options:
+        try:
+            config.set_option(option)
+        except ValueError as exc:
+            raise ConfigError(f"--sim {option}: {exc}") from None
+        key, _, value = option.partition("=")
+        # Rates and accuracies are probabilities; the simulator would take 2 as "always".
+        if key.strip().startswith(("fault.", "accuracy.")) and not 0 <= float(value) <= 1:
+            raise ConfigError(f"--sim {option}: a rate must be between 0 and 1")
+    return config
+
+
+def step_summary(console: Console, markdown: str) -> None:
+    """A step summary that cannot be written is a warning: the command's own code stands."""
+    failure = append_step_summary(markdown)
+    if failure:
+        console.warn(failure)
+
+
+async def with_simulator(args: argparse.Namespace, body: Any) -> Any:
+    """Run `body(base_url, api_key, management_key)`, inside a loopback simulator when --simulate."""
+    if not args.simulate:
+        return await body(args.base_url, None, None)
+    from ..simulator import Simulator
+
+    simulator = Simulator(sim_config(args.sim))
+    await simulator.start()
+    try:
+        return await body(simulator.base_url, "sim-key", simulator.config.management_key)
+    finally:
+        await simulator.stop()
+
+
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+
+
+def checked_key(variable: str) -> str | None:
+    """A key from the environment, refused (without showing it) if a header cannot carry it."""
+    key = os.environ.get(variable)
+    if key and not _HEADER_SAFE.fullmatch(key):
+        raise ConfigError(
+            f"${variable} holds a space, a newline or a non-ASCII character, which an HTTP header "
+            "cannot carry; check how it was set (the key is not shown)"
+        )
+    return key or None
+
+
+def key_for_job(job: Any, simulated_key: str | None) -> str:
+    if simulated_key is not None:
+        return simulated_key
+    key = checked_key(job.endpoint.api_key_env)
+    if not key:
+        raise ConfigError(f"no API key: set ${job.endpoint.api_key_env} (or use --simulate)")
+    return key
+
+
+def with_budget(settings: Any, budget: float | None) -> Any:
+    """`--budget` and `run.budget_usd`: the smaller wins."""
+    if budget is None:
+        return settings
+    return replace(settings, budget_usd=min(budget, settings.budget_usd or budget))
+
+
+def with_cache(settings: Any, args: argparse.Namespace) -> Any:
+    """`--cache [DIR]` turns the cache on (in DIR), keeping run.cache's other settings; `--no-cache` off."""
+    if args.no_cache:
+        return replace(settings, cache=False)
+    if args.cache is None:
+        return settings
+    options = dict(settings.cache) if isinstance(settings.cache, dict) else {}
+    if args.cache:
+        options["dir"] = args.cache
+    return replace(settings, cache=options or True)
+
+
+def settings_from_args(job: Any, args: argparse.Namespace) -> Any:
+    settings = job.run
+    overrides = {
+        "concurrency": args.concurrency,
+        "deadline_s": args.deadline,
+        "grace_s": args.grace,
+        "timeout_s": args.timeout,
+        "max_attempts": args.max_attempts,
+        "max_response_bytes": args.max_response_bytes,
+        "max_elapsed_s": args.max_elapsed,
+        "max_wait_s": args.max_wait,
+    }
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    settings = with_budget(settings, args.budget)
+    settings = with_cache(settings, args)
+    if args.isolated_key:
+        settings = replace(settings, isolated_key=True)
+    if args.mode:
+        settings = replace(settings, mode=args.mode)
+    if args.stream is not None:
+        settings = replace(settings, stream=args.stream)
+    return settings
+
+
+def test_seam(name: str) -> int | None:
+    """A test-only hook from the environment (the crash tests kill a real process)."""
+    value = os.environ.get(name)
+    return int(value) if value and value.isdigit() else None
+
+
+Shown = TypeVar("Shown", bound=Mapping[str, Any])
+
+
+def show(
+    console: Console,
+    args: argparse.Namespace,
+    data: Shown,
+    as_text: Callable[[Shown], str],
+    as_markdown: Callable[[Shown], str],
+) -> None:
+    """Print in the form asked (text, --json, --markdown); Markdown also to GITHUB_STEP_SUMMARY."""
+    from .._output_paths import finite
+
+    if args.json:
+        console.out.write(json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
+    elif args.markdown:
+        console.out.write(as_markdown(data))
+    else:
+        console.out.write(as_text(data) + "\n")
+    step_summary(console, as_markdown(data))

@@ -1,0 +1,232 @@
+"""The commands that read results files: report, history, diff, merge; and cache, batches."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+from .._console import Console
+from .._exceptions import (
+    ConfigError,
+    OutputFailed,
+    ResultsError,
+)
+from .._summary_types import Summary
+from .._verdict import ExitCode
+from ._common import (
+    SIMULATOR_ENDPOINT,
+    key_for_job,
+    show,
+    step_summary,
+    with_budget,
+    with_simulator,
+)
+
+
+def _report_page(args: argparse.Namespace) -> Any:
+    """With --html, the collector of the page's data (checked first: the extra may be missing)."""
+    if not args.html:
+        return None
+    from .._html_report import require_report_extra
+    from .._report_data import RunDigest
+
+    require_report_extra()
+    return RunDigest()
+
+
+def _through(page: Any, records: Any) -> Any:
+    return records if page is None else page.watch(records)
+
+
+def _write_report_page(args: argparse.Namespace, page: Any, summary: Summary, verdict: Any) -> None:
+    if page is not None:
+        from .._html_report import write_report
+
+        write_report(args.results, args.html, page, summary, verdict)
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from .._results import final_records
+    from .._summary import SummaryBuilder, render_markdown, render_text
+
+    page = _report_page(args)
+    records = final_records(args.results, console.warn)
+    if args.job is None:
+        summary = SummaryBuilder().add_all(_through(page, records)).result(output=str(args.results))
+        if not summary["total"]["rows"]:
+            raise ResultsError(f"{args.results}: holds no records")
+        _write_junit(args, console, lambda: final_records(args.results, console.warn), None)
+        show(console, args, summary, render_text, render_markdown)
+        _write_report_page(args, page, summary, None)
+        return ExitCode.OK
+    from .._checks import is_judge
+    from .._gate import MatrixCoverage
+    from .._items import ItemGate
+    from .._job import load_job
+    from .._verdict import decide
+
+    job = load_job(args.job)
+    settings = with_budget(job.run, args.budget)
+    job = replace(job, run=settings)
+    gate = ItemGate.from_threshold(settings.pass_threshold)
+    coverage = MatrixCoverage.of(job)
+    # Judge checks of the job now (a dataset row's own included) decide whether graders are asked.
+    regraded: list[dict[str, Any]] = []
+    judged = any(is_judge(c) for checks in coverage.checks.values() for c in checks)
+    if judged:
+        summary = _regrade_judged(args, console, job, gate, coverage.review(records), regraded, page)
+    else:
+        reviewed = _through(page, coverage.review(records, regrade=True))
+        summary = SummaryBuilder(gate).add_all(reviewed).result(output=str(args.results))
+
+    def junit_records() -> Iterable[dict[str, Any]]:
+        if judged:
+            return regraded
+        return MatrixCoverage.of(job).review(final_records(args.results), regrade=True)
+
+    coverage.raise_if_foreign(args.results)
+    shortfalls = coverage.shortfalls()
+    summary.update({"complete": not shortfalls, "missing_rows": coverage.missing, "matrix_rows": len(coverage.checks)})
+    _write_junit(args, console, junit_records, gate)
+    show(console, args, summary, render_text, render_markdown)
+    code, reasons = decide(summary, settings)
+    if shortfalls and not args.allow_partial:
+        # Rows without an answer outrank errors and quality, as a stop does in a run.
+        code, reasons = ExitCode.INCOMPLETE, [*shortfalls, "(--allow-partial accepts them)", *reasons]
+    _write_report_page(args, page, summary, (code, reasons))
+    for reason in reasons:
+        console.error(reason)
+    return int(code)
+
+
+def _write_junit(args: argparse.Namespace, console: Console, records: Callable[[], Any], gate: Any) -> None:
+    if args.junit is None:
+        return
+    from .._items import ItemGate
+    from .._junit import write_junit
+
+    counts = write_junit(records(), args.junit, None, gate or ItemGate())
+    console.err.write(
+        f"junit: {args.junit}: {counts['tests']} test case(s), {counts['failure']} failed, "
+        f"{counts['error']} error(s), {counts['skipped']} skipped\n"
+    )
+
+
+def _regrade_judged(
+    args: argparse.Namespace,
+    console: Console,
+    job: Any,
+    gate: Any,
+    records: Iterable[dict[str, Any]],
+    regraded: list[dict[str, Any]],
+    page: Any,
+) -> Summary:
+    """Re-grade with grader requests: the worst case printed first, then spent within the budget."""
+    from .._options import RunOptions
+    from .._regrade import regrade_file
+    from .._results import final_records
+
+    def worst_case(line: str) -> None:
+        console.err.write(line + "\n")
+        console.err.flush()
+
+    def keep(record: dict[str, Any]) -> None:
+        if args.junit is not None:
+            regraded.append(record)
+        if page is not None:
+            page.add(record)
+
+    async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> Summary:
+        options = RunOptions(api_key=key_for_job(job, sim_key), base_url=base_url)
+        return await regrade_file(
+            job,
+            options,
+            records,
+            lambda: final_records(args.results, console.warn),
+            gate,
+            worst_case,
+            keep,
+        )
+
+    summary: Summary = asyncio.run(with_simulator(args, body))
+    summary["output"] = str(args.results)
+    return summary
+
+
+def cmd_history(args: argparse.Namespace, console: Console) -> int:
+    from .._history import build_history, render_history_markdown, render_history_text
+
+    history = build_history(args.paths, console.warn)
+    if args.html:
+        from .._html_report import write_history
+
+        write_history(history, args.html)
+    show(console, args, history, render_history_text, render_history_markdown)
+    return ExitCode.OK
+
+
+def cmd_diff(args: argparse.Namespace, console: Console) -> int:
+    from .._diff import diff_runs, render_diff_markdown, render_diff_text
+
+    diff = diff_runs(args.before, args.after, console.warn, args.alpha, args.strict)
+    show(console, args, diff, render_diff_text, render_diff_markdown)
+    if args.fail_on_regression and diff["regression"]:
+        return ExitCode.REGRESSION
+    return ExitCode.OK
+
+
+def cmd_merge(args: argparse.Namespace, console: Console) -> int:
+    from .._job import load_job
+    from .._merge import merge_shards
+    from .._output_paths import summary_path, write_json_atomically
+    from .._summary import render_markdown, render_text
+
+    files = list(args.files)
+    output = args.output or files.pop(0)
+    if not files:
+        raise ConfigError("merge needs at least one shard file")
+    job = None if args.job is None else load_job(args.job)
+    summary = merge_shards(files, output, job, console.warn)
+    try:
+        write_json_atomically(summary_path(output), summary)
+    except OSError as exc:
+        raise OutputFailed(f"{summary_path(output)}: writing the summary failed: {exc.strerror or exc}") from None
+    console.out.write(render_text(summary) + "\n")
+    step_summary(console, render_markdown(summary))
+    if summary["shortfalls"] and not args.allow_partial:
+        for shortfall in summary["shortfalls"]:
+            console.error(shortfall)
+        console.error("the merge is not complete (--allow-partial accepts that)")
+        return ExitCode.INCOMPLETE
+    return ExitCode.OK
+
+
+def cmd_cache(args: argparse.Namespace, console: Console) -> int:
+    from .._cache_commands import CacheCommand, run_cache_command
+
+    command = CacheCommand(
+        action=args.cache_command,
+        folder=args.dir,
+        job=getattr(args, "job", None),
+        row=getattr(args, "row", None),
+        prompt=getattr(args, "prompt", None),
+        model=getattr(args, "model", None),
+        base_url=SIMULATOR_ENDPOINT if getattr(args, "simulate", False) else getattr(args, "base_url", None),
+        older_than=getattr(args, "older_than", None),
+    )
+    console.out.write(run_cache_command(command) + "\n")
+    return ExitCode.OK
+
+
+def cmd_batches(args: argparse.Namespace, console: Console) -> int:
+    from .._batch_cli import batches_command
+
+    async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> list[str]:
+        return await batches_command(args.action, args.results, args.key, args.batch_id, args.job, base_url, sim_key)
+
+    for line in asyncio.run(with_simulator(args, body)):
+        console.out.write(line + "\n")
+    return ExitCode.OK

@@ -1,0 +1,285 @@
+"""The command line's arguments: every command, its options and their help."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import NoReturn
+
+from .. import __version__, _argtypes
+from .._verdict import EXIT_CODE_TABLE, ExitCode
+
+COMMANDS = ("validate", "plan", "simulate", "report", "diff", "merge", "cache", "run", "batches", "history")
+
+
+EPILOG = f"""commands:
+  batchrun JOB.yaml [options]        run a job (same as `batchrun run JOB.yaml`)
+  batchrun validate JOB.yaml...      schema and semantic checks, no network
+  batchrun plan JOB.yaml             matrix size; with a key or --simulate, worst-case cost vs budget and credit
+  batchrun simulate [--port P]       serve the built-in OpenRouter simulator
+  batchrun report RESULTS.jsonl      summary of a results file (--html OUT.html: a self-contained page)
+  batchrun history [DIR | RUN...]    trends across runs of a job (--html OUT.html, --markdown)
+  batchrun diff A.jsonl B.jsonl      what changed between two runs
+  batchrun merge OUT.jsonl SHARD...  combine shard files of one job
+  batchrun cache explain JOB.yaml    hit or miss per row, and for a miss what changed
+  batchrun cache stats|prune|clear   the response cache's size, hit rates, upkeep
+  batchrun batches list|cancel|adopt|release RESULTS.jsonl   a batch-mode run's batches
+
+exit codes:
+{EXIT_CODE_TABLE}
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE, f"batchrun: error: {message}\n")
+
+
+def _add_sim_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sim",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="simulator setting, repeatable: latency_ms=50, fault.503=0.1, fault.reset=0.05, "
+        "rate_limit_rps=100, free_daily_cap=5, key_limit=0.01, cost_noise=0.1, seed=7 ...",
+    )
+
+
+def _add_cache_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--cache",
+        nargs="?",
+        const="",
+        type=_argtypes.cache_dir,
+        metavar="DIR",
+        help="answer unchanged requests from the response cache (default folder: run.cache.dir, "
+        "else the user cache folder); put it after JOB.yaml, or write --cache=DIR",
+    )
+    group.add_argument("--no-cache", action="store_true", help="ignore run.cache for this run")
+
+
+def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--simulate", action="store_true", help="run against the built-in simulator (no key, no network)"
+    )
+    parser.add_argument(
+        "--base-url", type=_argtypes.base_url, help="OpenAI-compatible base URL, overriding the job's endpoint"
+    )
+    parser.add_argument(
+        "--budget",
+        type=_argtypes.positive_float,
+        metavar="USD",
+        help="spend at most this; the smaller of this and run.budget_usd wins",
+    )
+    _add_sim_options(parser)
+
+
+def _add_mode_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mode",
+        choices=("sync", "batch"),
+        help="batch: through OpenRouter's Batch API (half price, within 24 h); overrides run.mode",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="batchrun",
+        description="Run declarative batches of LLM chat requests through OpenRouter.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"batchrun {__version__}")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run", help="run a job", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    run.add_argument("job", type=Path)
+    run.add_argument("--output", "-o", type=Path, help="results file (default outputs/<job>/<UTC time>.jsonl)")
+    run.add_argument(
+        "--resume", action="store_true", help="continue the run that wrote --output (or the latest incomplete one)"
+    )
+    run.add_argument(
+        "--retry-errors", action="store_true", help="with --resume, also re-run rows that ended in a retryable error"
+    )
+    _add_endpoint_options(run)
+    run.add_argument(
+        "--concurrency",
+        type=_argtypes.concurrency,
+        metavar="N",
+        help=f"requests in flight at once, 1..{_argtypes.MAX_CONCURRENCY} (overrides run.concurrency)",
+    )
+    run.add_argument("--deadline", type=_argtypes.positive_float, metavar="SECONDS", help="whole-run deadline")
+    run.add_argument(
+        "--grace",
+        type=_argtypes.non_negative_float,
+        metavar="SECONDS",
+        help="how long in-flight requests may finish after a stop",
+    )
+    run.add_argument("--timeout", type=_argtypes.positive_float, metavar="SECONDS", help="per-attempt timeout")
+    run.add_argument(
+        "--max-attempts",
+        type=_argtypes.attempts,
+        metavar="N",
+        help="attempts per request, retries included, 1..100 (overrides run.max_attempts)",
+    )
+    run.add_argument(
+        "--max-response-bytes",
+        type=_argtypes.response_bytes,
+        metavar="BYTES",
+        help="cap on one reply's body, counted after decompression (overrides run.max_response_bytes)",
+    )
+    run.add_argument(
+        "--max-elapsed",
+        type=_argtypes.positive_float,
+        metavar="SECONDS",
+        help="stop retrying a request after this long",
+    )
+    run.add_argument("--max-wait", type=_argtypes.positive_float, metavar="SECONDS", help="cap on a single retry wait")
+    run.add_argument("--shard", metavar="K/N", help="run the K-th of N deterministic parts of the matrix")
+    run.add_argument(
+        "--pass-threshold", type=_argtypes.rate, metavar="RATE", help="minimum pass rate of the checks (0..1)"
+    )
+    run.add_argument(
+        "--isolated-key",
+        action="store_true",
+        help="run on a fresh key whose limit is the budget (needs a management key)",
+    )
+    run.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="streaming mode: a timeout, stop or deadline cancels generation and billing (run.stream)",
+    )
+    run.add_argument("--quiet", "-q", action="store_true", help="print nothing unless something fails")
+    _add_cache_options(run)
+    _add_mode_option(run)
+
+    validate = commands.add_parser("validate", help="check job files without any network")
+    validate.add_argument("jobs", type=Path, nargs="+", metavar="JOB.yaml", help="job files to check")
+    validate.add_argument("--quiet", "-q", action="store_true", help="print nothing unless a file has problems")
+
+    plan = commands.add_parser("plan", help="matrix size, and worst-case cost against budget and credit")
+    plan.add_argument("job", type=Path)
+    _add_mode_option(plan)
+    _add_endpoint_options(plan)
+    _add_cache_options(plan)
+
+    simulate = commands.add_parser("simulate", help="serve the OpenRouter simulator until stopped")
+    simulate.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    simulate.add_argument(
+        "--port", type=_argtypes.port, default=8199, help="port to listen on, 0 for any free one (default 8199)"
+    )
+    _add_sim_options(simulate)
+
+    report = commands.add_parser("report", help="summary of a results file")
+    report.add_argument("results", type=Path)
+    _add_format_options(report, "the summary")
+    report.add_argument(
+        "--job",
+        type=Path,
+        metavar="JOB.yaml",
+        help="the CI gate: compare the rows with this job's whole matrix (missing or skipped rows: "
+        f"exit {ExitCode.INCOMPLETE.value}; rows of another job: exit 2), re-grade the stored answers with its "
+        "current checks, and gate on its thresholds (exit 1, 3 or 5); judge checks send grader requests "
+        "(a key or --simulate) within --budget, after printing their worst case",
+    )
+    _add_partial_option(report)
+    report.add_argument(
+        "--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML page with charts"
+    )
+    report.add_argument(
+        "--junit", type=Path, metavar="PATH", help="also write JUnit XML: one test case per row or item"
+    )
+    _add_endpoint_options(report)
+
+    history = commands.add_parser("history", help="trends across the runs of a job, and what changed")
+    history.add_argument(
+        "paths",
+        type=Path,
+        nargs="*",
+        metavar="DIR | RUN.jsonl",
+        help="the job's output folder, or results files (default: the one job under outputs/)",
+    )
+    history.add_argument("--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML page")
+    history.add_argument("--json", action="store_true")
+    history.add_argument("--markdown", action="store_true", help="compact tables, e.g. for GITHUB_STEP_SUMMARY")
+
+    diff = commands.add_parser("diff", help="what changed between two runs of a job")
+    diff.add_argument("before", type=Path)
+    diff.add_argument("after", type=Path)
+    _add_format_options(diff, "the changes")
+    diff.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help=f"exit {ExitCode.REGRESSION.value} on a significant drop in a pass rate (McNemar's exact test on the "
+        "same rows, else Fisher's), an item that passed every repeat and now fails every repeat, or a model that "
+        "started erroring or disappeared",
+    )
+    diff.add_argument(
+        "--alpha",
+        type=_argtypes.significance,
+        default=0.05,
+        metavar="LEVEL",
+        help="significance level of the test (default 0.05)",
+    )
+    diff.add_argument(
+        "--strict", action="store_true", help="with --fail-on-regression, any row from pass to fail fails"
+    )
+
+    batches = commands.add_parser("batches", help="list, cancel, adopt or release the batches of a batch-mode run")
+    batches.add_argument("action", choices=("list", "cancel", "adopt", "release"))
+    batches.add_argument("results", type=Path)
+    batches.add_argument("key", nargs="?", help="adopt/release: the batch key (b1, b2...) from `batches list`")
+    batches.add_argument("batch_id", nargs="?", help="adopt: OpenRouter's batch id")
+    batches.add_argument("--job", type=Path, metavar="JOB.yaml", help="cancel: the job (its endpoint and key)")
+    _add_endpoint_options(batches)
+
+    merge = commands.add_parser("merge", help="combine shard result files of one job")
+    merge.add_argument("files", type=Path, nargs="+", help="OUT.jsonl SHARD... (or SHARD... with -o OUT)")
+    merge.add_argument("--output", "-o", type=Path)
+    merge.add_argument(
+        "--job",
+        type=Path,
+        metavar="JOB.yaml",
+        help="check the merged rows against this job's whole matrix (else the shards' summaries are used)",
+    )
+    _add_partial_option(merge)
+
+    cache = commands.add_parser("cache", help="the response cache: explain, stats, prune, clear")
+    actions = cache.add_subparsers(dest="cache_command", parser_class=_Parser, required=True)
+    explain = actions.add_parser("explain", help="hit or miss for each row of a job, and why")
+    explain.add_argument("job", type=Path)
+    chosen = explain.add_mutually_exclusive_group()
+    chosen.add_argument("--row", metavar="ID", help="one row (its id, or the start of it)")
+    chosen.add_argument("--prompt", metavar="ID", help="the rows of one prompt")
+    chosen.add_argument("--model", metavar="ID", help="the rows of one model")
+    explain.add_argument("--base-url", help="the endpoint the run would use, if not the job's")
+    explain.add_argument("--simulate", action="store_true", help="as runs with --simulate see the cache")
+    stats = actions.add_parser("stats", help="entries, size, hit rate of the last runs")
+    prune = actions.add_parser("prune", help="remove entries stored longer ago than DURATION")
+    prune.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 30d, 12h, 2w")
+    clear = actions.add_parser("clear", help="remove every entry, or one model's")
+    clear.add_argument("--model", metavar="ID", help="only this model's entries")
+    for action in (explain, stats, prune, clear):
+        action.add_argument(
+            "--dir", type=Path, help="cache folder (default: run.cache.dir, else the user cache folder)"
+        )
+    return parser
+
+
+def _add_format_options(parser: argparse.ArgumentParser, what: str) -> None:
+    formats = parser.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+    formats.add_argument("--markdown", action="store_true", help=f"print {what} as Markdown")
+
+
+def _add_partial_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help=f"accept rows missing from the job's matrix, or skipped, instead of exit {ExitCode.INCOMPLETE.value}",
+    )

@@ -1,0 +1,187 @@
+"""The commands that send requests or check a job: run, validate, plan, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+from dataclasses import replace
+from typing import Any, TextIO, cast
+
+from .._console import Console
+from .._exceptions import (
+    ConfigError,
+    JobError,
+)
+from .._signals import RunSignals
+from .._verdict import ExitCode
+from ._common import (
+    SIMULATOR_ENDPOINT,
+    checked_key,
+    key_for_job,
+    settings_from_args,
+    sim_config,
+    step_summary,
+    test_seam,
+    with_budget,
+    with_cache,
+    with_simulator,
+)
+
+
+# -- commands -------------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    from .._job import load_job
+
+    failed = False
+    for path in args.jobs:
+        try:
+            job = load_job(path)
+        except JobError as exc:
+            failed = True
+            for problem in exc.problems:
+                console.error(str(problem))
+            continue
+        if not args.quiet:
+            console.out.write(f"{path}: ok (job {job.name})\n")
+    return ExitCode.USAGE if failed else ExitCode.OK
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from .._orchestration import RunControl
+
+    control = RunControl()
+    with RunSignals(lambda: control.stop(), console.error) as signals:
+        return _run(args, console, signals, control)
+
+
+def _run(args: argparse.Namespace, console: Console, signals: RunSignals, control: Any) -> int:
+    from .._job import load_job
+    from .._matrix import Shard
+    from .._options import RunOptions
+    from .._orchestration import run_job
+    from .._progress import Progress
+    from .._summary import render_markdown, render_text
+    from .._verdict import decide
+
+    if args.retry_errors and not args.resume:
+        raise ConfigError("--retry-errors continues a run: use it with --resume")
+    job = load_job(args.job)
+    settings = settings_from_args(job, args)
+    job = replace(job, run=settings)
+    shard = None
+    if args.shard:
+        try:
+            shard = Shard.parse(args.shard)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    progress = Progress(cast(TextIO, console.err), args.quiet, settings.progress_every_s)
+    notices: list[str] = []
+
+    def notice(message: str) -> None:
+        notices.append(message)
+        if not args.quiet or message.startswith("warning"):
+            console.error(message)
+
+    async def body(base_url: str | None, sim_key: str | None, sim_management: str | None) -> Any:
+        signals.loop = asyncio.get_running_loop()
+        management = sim_management or checked_key(job.endpoint.management_key_env)
+        api_key = None if settings.isolated_key and sim_key is None else key_for_job(job, sim_key)
+        if settings.isolated_key and api_key is None:
+            api_key = checked_key(job.endpoint.api_key_env)
+        options = RunOptions(
+            api_key=api_key,
+            base_url=base_url,
+            output=args.output,
+            resume=args.resume,
+            retry_errors=args.retry_errors,
+            shard=shard,
+            management_key=management,
+            cache_endpoint=SIMULATOR_ENDPOINT if args.simulate else None,
+            test_kill_after_submit=test_seam("BATCHRUN_TEST_KILL_AFTER_SUBMIT"),
+        )
+        try:
+            return await run_job(job, options, control, notice, on_start=progress.start, on_record=progress.record)
+        finally:
+            progress.close()
+            signals.loop = None
+
+    report = asyncio.run(with_simulator(args, body))
+    code, reasons = decide(report.summary, settings, args.pass_threshold)
+    text = render_text(report.summary)
+    if code == ExitCode.OK or (code == ExitCode.SUBMITTED and args.quiet):
+        # "Submitted, collect later" is the expected end of a batch submission tick: nothing is wrong.
+        if not args.quiet:
+            console.out.write(text + "\n")
+    else:
+        (console.err if args.quiet else console.out).write(text + "\n")
+        for reason in reasons:
+            console.error(reason)
+        if report.summary.get("stop") == "io":
+            console.error(report.summary["stop_message"])
+    step_summary(console, render_markdown(report.summary))
+    if console.stdout_failure():
+        console.warn(f"stdout: the summary could not be written: {console.stdout_failure()}")
+    return int(code)
+
+
+def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from .._job import load_job
+    from .._plan import render_plan, render_plan_offline
+
+    job = load_job(args.job)
+    settings = with_cache(with_budget(job.run, args.budget), args)
+    if args.mode:
+        settings = replace(settings, mode=args.mode)
+    job = replace(job, run=settings)
+    key = None if args.simulate else checked_key(job.endpoint.api_key_env)
+    endpoint = SIMULATOR_ENDPOINT if args.simulate else args.base_url
+    if not args.simulate and not key:
+        console.out.write(render_plan_offline(job, endpoint, console.error) + "\n")
+        return ExitCode.OK
+
+    async def body(base_url: str | None, sim_key: str | None, sim_management: str | None) -> str:
+        from .._plan import price_plan
+
+        # A simulated plan's "previous average" would compare made-up prices: none is shown.
+        management = sim_management or os.environ.get(job.endpoint.management_key_env)
+        plan = await price_plan(
+            replace(job, run=settings),
+            base_url,
+            sim_key or key,
+            previous=not args.simulate,
+            management_key=management,
+            cache_endpoint=endpoint,
+            warn=console.error,
+        )
+        refused.append(plan.refusal())
+        return render_plan(plan)
+
+    refused: list[str | None] = []
+    console.out.write(asyncio.run(with_simulator(args, body)) + "\n")
+    if refused and refused[0] is not None:
+        raise ConfigError(refused[0])  # the run would refuse the same way: the same exit code
+    return ExitCode.OK
+
+
+def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
+    from ..simulator import Simulator
+
+    config = sim_config(args.sim)
+
+    async def serve() -> None:
+        simulator = Simulator(config)
+        try:
+            await simulator.start(args.host, args.port)
+        except OSError as exc:  # a busy port, a host that does not resolve: said before any "listening"
+            raise ConfigError(f"simulator cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+        console.err.write(f"simulator on {simulator.base_url} (Ctrl-C to stop)\n")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await simulator.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is meant to stop
+        asyncio.run(serve())
+    return ExitCode.OK

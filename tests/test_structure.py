@@ -1,0 +1,117 @@
+"""The code's shape, held by tests (issue 15): no import cycles, nothing below the CLI
+imports the orchestrator, only the CLI prints or exits, modules stay small, and the
+public names and the exit codes stay in step with what they list."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import grimp
+
+import batchrun
+from batchrun._status import StopReason
+from batchrun._verdict import _STOP_CODES
+
+PACKAGE = Path(batchrun.__file__).parent
+MAX_LINES = 430  # "no module over about 400 lines"
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _cycles(graph: grimp.ImportGraph) -> list[set[str]]:
+    """Strongly connected groups of more than one module (Tarjan), type-only imports included."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[set[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in on_stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            group = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.add(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                found.append(group)
+
+    for module in sorted(graph.modules):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_the_package_has_no_import_cycles() -> None:
+    graph = grimp.build_graph("batchrun")
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph = grimp.ImportGraph()
+    for module in ("p", "p.a", "p.b", "p.c"):
+        graph.add_module(module)
+    graph.add_import(importer="p.a", imported="p.b")
+    graph.add_import(importer="p.b", imported="p.a")
+    graph.add_import(importer="p.c", imported="p.a")
+    assert _cycles(graph) == [{"p.a", "p.b"}]
+
+
+def test_only_the_cli_and_the_package_front_import_the_orchestrator() -> None:
+    graph = grimp.build_graph("batchrun")
+    importers = graph.find_modules_that_directly_import("batchrun._orchestration")
+    assert importers <= {"batchrun", "batchrun.cli._run_commands"}, importers
+
+
+def test_library_modules_never_print_or_exit() -> None:
+    offenders = []
+    for path in _modules():
+        # The CLI, its entry points, and the process's signal handlers (a second signal exits at once).
+        if "cli" in path.relative_to(PACKAGE).parts or path.name in ("__main__.py", "_entry.py", "_signals.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                name = ast.unparse(node.func)
+                if name in ("print", "sys.exit", "exit", "os._exit", "sys.stdout.write", "sys.stderr.write"):
+                    offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {name}")
+    assert offenders == []
+
+
+def test_no_module_is_over_the_size_limit() -> None:
+    sizes = {str(p.relative_to(PACKAGE)): len(p.read_text(encoding="utf-8").splitlines()) for p in _modules()}
+    assert len(sizes) > 40
+    assert {name: lines for name, lines in sizes.items() if lines > MAX_LINES} == {}
+
+
+def test_the_public_names_are_listed_once_for_runtime_and_once_for_types() -> None:
+    tree = ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))
+    typed = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.asname == alias.name
+    }
+    assert typed == set(batchrun.__all__) - {"__version__"}
+    for name in batchrun.__all__:
+        assert getattr(batchrun, name) is not None
+
+
+def test_every_stop_reason_has_its_exit_code() -> None:
+    assert set(_STOP_CODES) == set(StopReason)
