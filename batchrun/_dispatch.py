@@ -153,6 +153,16 @@ class Dispatcher:
             self.charges.abandoned(failure, reservation, row.charges)
         row.sent = False
 
+    async def charge_answer(self, row: Row, result: ChatResult) -> None:
+        """Settle an answer's charge. The reservation stays the row's until the charge takes
+        it, so anything failing before that (garbage a reply slipped in) leaves it to
+        `hold_in_flight`: held as an attempt that may be billed, never leaked (a leaked
+        reservation was never settled, and a run under a budget hung: break14b C5)."""
+        estimate = self.costs.estimate(row.request, result) if self.costs else None
+        reservation, row.reservation = row.reservation or 0.0, None
+        row.sent = False  # settled from here on, not held as a request in flight
+        await self.charges.answered(result, reservation, row.charges, estimate)
+
     def hold_in_flight(self, row: Row) -> None:
         """The attempt in flight was cancelled (grace over, deadline, a signal): it may still
         be billed, so it is held, with the generation id its headers already gave, if any."""

@@ -115,15 +115,17 @@ class Judging:
             dispatch.hold_in_flight(row)  # abandoned in flight: it may still be billed (streaming.mdx)
             await dispatch.release(row)
             raise
-        reservation, row.reservation = row.reservation or 0.0, None
-        row.sent = False
 
         async def settle() -> None:
-            estimate = dispatch.costs.estimate(request, result) if dispatch.costs else None
-            await dispatch.charges.answered(result, reservation, row.charges, estimate)
+            await dispatch.charge_answer(row, result)
             await dispatch.charges.look_up_row(row.charges)
 
-        await dispatch.settled(settle())
+        try:
+            await dispatch.settled(settle())
+        except BaseException:  # the charge failed before it took the reservation: held, not leaked
+            dispatch.hold_in_flight(row)
+            await dispatch.release(row)
+            raise
         base = {"model": model, "generation_id": result.generation_id, **_cost_of(row)}
         try:
             verdict = {**base, **parse_verdict(result.content)}

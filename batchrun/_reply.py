@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -86,9 +87,15 @@ def price(value: Any) -> float | None:
     return money(value)
 
 
+# No real count comes near 2**53 (the largest integer a float holds exactly); a bigger one
+# is garbage, dropped like a count of the wrong type: it could not be priced (a float
+# overflow) nor written (orjson refuses integers past 64 bits), and a row was lost (C11).
+MAX_COUNT = 2**53
+
+
 def count(value: Any) -> int | None:
-    """A token count: a non-negative integer (not a bool, not a string), else None."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    """A token count: an integer from 0 to MAX_COUNT (not a bool, not a string), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT else None
 
 
 def str_of(value: Any, scrub: Scrubber) -> str | None:
@@ -107,16 +114,49 @@ def bad_reply(what: str, status: int = 200) -> Transient:
     return Transient("bad_response", what, status)
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_text(value: Any) -> Any:
+    """`value` with every lone surrogate in its strings (keys too) made U+FFFD. Python's
+    json module keeps an escape such as "\\ud800" (which models do emit) as a lone
+    surrogate, which UTF-8 cannot encode: the answer could be neither measured nor written
+    (break14b C5). Iterative, so no nesting json.loads accepted can overflow the stack."""
+
+    def fix(text: str) -> str:
+        return _LONE_SURROGATE.sub("\ufffd", text)
+
+    if isinstance(value, str):
+        return fix(value)
+    root: list[Any] = [value]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        holder, at = stack.pop()
+        item = holder[at]
+        if isinstance(item, str):
+            holder[at] = fix(item)
+        elif isinstance(item, list):
+            stack.extend((item, i) for i in range(len(item)))
+        elif isinstance(item, dict):
+            if any(_LONE_SURROGATE.search(k) for k in item):
+                fixed = {fix(k): v for k, v in item.items()}
+                item.clear()
+                item.update(fixed)
+            stack.extend((item, k) for k in item)
+    return root[0]
+
+
 def loads(body: bytes | str) -> Any:
     """JSON, as orjson reads it; failing that, as Python's json module does, which also takes
     the literals NaN and Infinity: a reply with `"cost": NaN` is an answer whose cost cannot
     be believed (unknown, its worst case held), not a bad reply to send again and pay twice.
+    orjson refuses lone surrogate escapes; json takes them, and they become U+FFFD here.
     Raises orjson.JSONDecodeError when neither can read it."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         try:
-            return json.loads(body)
+            return _valid_text(json.loads(body))
         except (ValueError, RecursionError):
             raise orjson.JSONDecodeError("not JSON", "", 0) from None
 

@@ -214,8 +214,7 @@ class Runner:
             return
         latency_ms = round(latency_s * 1000, 1)  # the answering attempt: what the model took
         elapsed_ms = round((self.clock.monotonic() - began) * 1000, 1)  # with retries and waits
-        reservation, row.reservation = row.reservation or 0.0, None
-        await dispatch.settled(self._settle_answer(row, result, reservation, latency_ms, elapsed_ms))
+        await dispatch.settled(self._settle_answer(row, result, latency_ms, elapsed_ms))
         if row.grading is not None:  # the answer is settled; its judge checks are graded now
             await self.judging.grade_row(row.grading)
             records.finish(row, row.grading.record_now())
@@ -231,12 +230,9 @@ class Runner:
         reason = self.stops.reason or StopReason.BUDGET
         self.records.finish(row, self.records.make(row.request, Status.SKIPPED, reason, True, row.started, **fields))
 
-    async def _settle_answer(
-        self, row: Row, result: ChatResult, reservation: float, latency_ms: float, elapsed_ms: float
-    ) -> None:
+    async def _settle_answer(self, row: Row, result: ChatResult, latency_ms: float, elapsed_ms: float) -> None:
         request = row.request
-        estimate = self.costs.estimate(request, result) if self.costs else None
-        await self.charges.answered(result, reservation, row.charges, estimate)
+        await self.dispatch.charge_answer(row, result)  # on a failure, held by `_dispatch_row`
         await self.charges.look_up_row(row.charges)
         costs = row.charges.fields()
         record = self.records.make(
