@@ -127,6 +127,12 @@ class ChargeBook:
         row.parts.append(charge)
         self.unresolved.append(charge)
 
+    async def failed_with_cost(self, failure: RequestFailed, reservation: float, row: RowCharges) -> None:
+        """A failed attempt whose reply reported a cost (`RequestFailed.reported_cost`)."""
+        cost = failure.reported_cost or 0.0
+        row.parts.append(Charge(failure.generation_id, 0.0, cost=cost, status="reported"))
+        await self.ledger.settle(reservation, cost)
+
     async def answered(self, result: ChatResult, reservation: float, row: RowCharges, estimate: float | None) -> None:
         """Settle an answer: its reported cost, a lookup, the token estimate, or unknown (held)."""
         is_byok, upstream = byok_of(result.usage)
