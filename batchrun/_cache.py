@@ -15,7 +15,8 @@ in WAL mode does not fsync; an OS crash can lose the last answers stored (they a
 asked again) but never corrupts the file.
 
 Every sqlite3 failure leaves this module as a CacheError; the run's side (_cache_session)
-turns that into a warning and "no cache", never a failed run.
+turns that into a warning and "no cache", never a failed run. A file is written (or
+deleted) only once _cache_file has identified it as batchrun's cache.
 """
 
 from __future__ import annotations
@@ -27,43 +28,39 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 
+from ._cache_file import (
+    FIRST_FORMAT,
+    NEW,
+    TABLES,
+    BrokenCache,
+    NotOurCache,
+    corrupt,
+    header_is_ours,
+    identify,
+    initialise,
+    migrate_first_format,
+)
+from ._cache_values import (
+    CachedAnswer,
+    CacheEntry,
+    CacheStats,
+    Probe,
+    RunStats,
+    StoredEntry,
+    blob,
+    cost_or_none,
+    number_or_none,
+    size_or_none,
+    text_or_none,
+)
 from ._exceptions import CacheError
 
 FILE_NAME = "responses.sqlite3"
-SCHEMA_VERSION = "1"
 _KEY_PREFIX = b"batchrun-cache/1\n"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS entries (
-    id INTEGER PRIMARY KEY,    -- in order of storing: appends touch few pages
-    key BLOB NOT NULL UNIQUE,  -- 16 bytes, see cache_key; the one index on the hot path
-    row_id TEXT NOT NULL,      -- the row's stable id, for `explain`: same row, other request
-    group_id TEXT NOT NULL,    -- job, prompt and vars without model and repeat, for `explain`
-                               -- (not indexed: each index costs every store; explain scans)
-    model TEXT NOT NULL,
-    repeat INTEGER NOT NULL,
-    base_url TEXT NOT NULL,
-    body BLOB NOT NULL,        -- the exact request body sent
-    answer BLOB NOT NULL,      -- JSON: the answer's fields, as the record had them
-    cost REAL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    finished_at REAL NOT NULL,
-    job TEXT NOT NULL,
-    hits INTEGER NOT NULL,
-    misses INTEGER NOT NULL,
-    stored INTEGER NOT NULL,
-    saved_usd REAL NOT NULL
-);
-"""
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -79,124 +76,6 @@ def cache_key(fingerprint: str, repeat: int, base_url: str) -> bytes:
     """The entry key: fingerprint of the exact body, repeat index, endpoint. Never a key.
     128 bits of SHA-256: the body itself is compared on every read anyway."""
     return hashlib.sha256(_endpoint_prefix(base_url) + f"{repeat}\n{fingerprint}".encode()).digest()[:16]
-
-
-def _text_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-@dataclass(frozen=True, slots=True)
-class CachedAnswer:
-    """An ok answer as it was first received."""
-
-    generation_id: str | None
-    response_model: str | None
-    provider: str | None
-    content: str
-    finish_reason: str | None
-    native_finish_reason: str | None
-    usage: dict[str, Any]
-    cost: float | None
-    latency_ms: float | None
-    generated_at: str  # when the original answer arrived (UTC ISO 8601)
-    refusal: str | None = None
-    reasoning: str | None = None
-    cost_status: str | None = None  # the original record's: reported, looked_up or estimated
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "generation_id": self.generation_id,
-                "response_model": self.response_model,
-                "provider": self.provider,
-                "content": self.content,
-                "finish_reason": self.finish_reason,
-                "native_finish_reason": self.native_finish_reason,
-                "usage": self.usage,
-                "latency_ms": self.latency_ms,
-                "generated_at": self.generated_at,
-                "refusal": self.refusal,
-                "reasoning": self.reasoning,
-                "cost_status": self.cost_status,
-            }
-        )
-
-    @classmethod
-    def from_row(cls, answer: bytes, cost: float | None) -> CachedAnswer | None:
-        """None for an entry that does not hold a usable answer (then it is a miss)."""
-        try:
-            data = orjson.loads(answer)
-            content = data["content"]
-            usage = data["usage"]
-            if not isinstance(content, str) or not content or not isinstance(usage, dict):
-                return None
-            return cls(
-                _text_or_none(data.get("generation_id")),
-                _text_or_none(data.get("response_model")),
-                _text_or_none(data.get("provider")),
-                content,
-                _text_or_none(data.get("finish_reason")),
-                _text_or_none(data.get("native_finish_reason")),
-                usage,
-                cost,
-                latency if isinstance(latency := data.get("latency_ms"), (int, float)) else None,
-                str(data.get("generated_at") or ""),
-                _text_or_none(data.get("refusal")),
-                _text_or_none(data.get("reasoning")),
-                _text_or_none(data.get("cost_status")),
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEntry:
-    """One answer on its way into the cache."""
-
-    key: bytes
-    row_id: str
-    group_id: str
-    model: str
-    repeat: int
-    base_url: str
-    payload: bytes
-    answer: CachedAnswer
-    created_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class CacheEntry:
-    """A stored request, as `explain` compares it with the request a job would send now."""
-
-    key: bytes
-    row_id: str
-    model: str
-    repeat: int
-    base_url: str
-    body: dict[str, Any]
-    cost: float | None
-    created_at: float
-
-
-@dataclass(frozen=True)
-class RunStats:
-    finished_at: float
-    job: str
-    hits: int
-    misses: int
-    stored: int
-    saved_usd: float
-
-
-@dataclass(frozen=True)
-class CacheStats:
-    path: Path
-    entries: int
-    size_bytes: int
-    models: dict[str, int]
-    oldest: float | None
-    newest: float | None
-    runs: list[RunStats]
 
 
 def cache_files(directory: Path) -> list[Path]:
@@ -219,6 +98,8 @@ class ResponseCache:
 
     @classmethod
     def open(cls, directory: Path, *, create: bool = True, busy_timeout_s: float = 2.0) -> ResponseCache:
+        """Raises NoCache, NotOurCache (a file batchrun did not make: left untouched),
+        BrokenCache or CacheError. A missing or empty file is made the cache when `create`."""
         path = directory / FILE_NAME
         if not create and not path.exists():
             raise NoCache(f"{path}: no cache here yet")
@@ -228,7 +109,13 @@ class ResponseCache:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CacheError(f"{directory}: cannot create the cache folder: {exc.strerror or exc}") from None
-        if path.exists() and not (os.access(directory, os.W_OK) and os.access(path, os.W_OK)):
+        writable = os.access(directory, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+        kind = identify(path, immutable=not writable, busy_timeout_s=busy_timeout_s)
+        if kind == NEW and not create:
+            raise NoCache(f"{path}: no cache here yet")
+        if not writable:
+            if kind == FIRST_FORMAT:
+                raise CacheError(f"{path}: a cache of an older batchrun, read-only here (it cannot be updated)")
             return cls._read_only(path)
         try:
             connection = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
@@ -237,15 +124,12 @@ class ResponseCache:
         cache = cls(connection, path)
         try:
             with cache._errors():
+                if kind == NEW:
+                    initialise(connection, path)
+                elif kind == FIRST_FORMAT:
+                    migrate_first_format(connection)
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute("PRAGMA synchronous=NORMAL")
-                connection.executescript(_SCHEMA)
-                connection.execute(
-                    "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
-                )
-                (version,) = connection.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-            if version != SCHEMA_VERSION:
-                raise CacheError(f"{path}: cache format {version!r}, this batchrun reads {SCHEMA_VERSION!r}")
         except CacheError:
             connection.close()
             raise
@@ -263,30 +147,24 @@ class ResponseCache:
             raise CacheError(f"{path}: {exc}") from None
         cache = cls(connection, path)
         cache.read_only = True
-        try:
-            with cache._errors():
-                row = connection.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-            if row is None or row[0] != SCHEMA_VERSION:
-                raise CacheError(f"{path}: cache format {row and row[0]!r}, this batchrun reads {SCHEMA_VERSION!r}")
-        except CacheError:
-            connection.close()
-            raise
         return cache
 
     @classmethod
     def empty(cls) -> ResponseCache:
         """A cache with nothing in it, in memory: what `explain` reads where none exists yet."""
         connection = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        connection.executescript(_SCHEMA)
+        for statement in TABLES:
+            connection.execute(statement)
         return cls(connection, Path(":memory:"))
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
-        """sqlite3 errors (corrupt file, locked past the busy timeout, disk full) as CacheError."""
+        """sqlite3 errors (corrupt file, locked past the busy timeout, disk full) as CacheError;
+        a file SQLite finds corrupt (ours: it was identified on opening) as BrokenCache."""
         try:
             yield
         except sqlite3.Error as exc:
-            raise CacheError(f"{self.path}: {exc}") from None
+            raise (BrokenCache if corrupt(exc) else CacheError)(f"{self.path}: {exc}") from None
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # closing a broken connection has nothing left to lose
@@ -297,25 +175,37 @@ class ResponseCache:
         """The answer stored for exactly this body, unless older than `fresh_after`."""
         with self._errors():
             row = self._db.execute(
-                "SELECT body, answer, cost, created_at FROM entries WHERE key = ?", (key,)
+                "SELECT body, answer, cost, reply_bytes FROM entries WHERE key = ? AND created_at >= ?",
+                (key, -1.0 if fresh_after is None else fresh_after),
             ).fetchone()
         if row is None:
             return None
-        body, answer, cost, created_at = row
-        if bytes(body) != payload or (fresh_after is not None and created_at < fresh_after):
+        body, answer, cost, reply_bytes = row
+        answer = blob(answer)
+        if blob(body) != payload or answer is None:
             return None
-        return CachedAnswer.from_row(bytes(answer), cost)
+        return CachedAnswer.from_row(answer, cost_or_none(cost), size_or_none(reply_bytes))
 
-    def probe_many(self, keys: list[bytes], fresh_after: float | None) -> dict[bytes, tuple[bytes, float | None]]:
-        """The stored body and cost of each of these keys that is stored and fresh, in one
-        query: what planning needs, without reading the answers."""
+    def probe_many(self, keys: list[bytes], fresh_after: float | None) -> dict[bytes, Probe]:
+        """What planning needs of each of these keys that is stored and fresh, in one query,
+        without reading the answers."""
         marks = ",".join("?" * len(keys))
         with self._errors():
             rows = self._db.execute(
-                f"SELECT key, body, cost FROM entries WHERE key IN ({marks}) AND created_at >= ?",  # noqa: S608 - marks only
+                "SELECT key, body, cost, reply_bytes, finish_reason, latency_ms FROM entries"
+                f" WHERE key IN ({marks}) AND created_at >= ?",  # noqa: S608 - marks only
                 (*keys, -1.0 if fresh_after is None else fresh_after),
             ).fetchall()
-        return {bytes(key): (bytes(body), cost) for key, body, cost in rows}
+        return {
+            bytes(key): Probe(
+                blob(body) or b"",
+                cost_or_none(cost),
+                size_or_none(size),
+                text_or_none(reason),
+                number_or_none(latency),
+            )
+            for key, body, cost, size, reason, latency in rows
+        }
 
     def store_many(self, entries: list[StoredEntry]) -> None:
         """One transaction for a batch: a commit per answer would cost more than the answer's
@@ -325,7 +215,8 @@ class ResponseCache:
             try:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO entries (key, row_id, group_id, model, repeat, base_url, body,"
-                    " answer, cost, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " answer, cost, created_at, reply_bytes, finish_reason, latency_ms)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             e.key,
@@ -338,6 +229,9 @@ class ResponseCache:
                             e.answer.to_json(),
                             e.answer.cost,
                             e.created_at,
+                            e.answer.reply_bytes,
+                            e.answer.finish_reason,
+                            e.answer.latency_ms,
                         )
                         for e in entries
                     ],
@@ -369,11 +263,12 @@ class ResponseCache:
                 if group not in groups:
                     continue
                 try:
-                    decoded = orjson.loads(body)
+                    decoded = orjson.loads(blob(body) or b"")
                 except orjson.JSONDecodeError:
                     continue
-                if isinstance(decoded, dict):
-                    entry = CacheEntry(bytes(key), row, model, repeat, base_url, decoded, cost, created_at)
+                typed = isinstance(row, str) and isinstance(model, str) and isinstance(base_url, str)
+                if isinstance(decoded, dict) and typed and isinstance(repeat, int) and number_or_none(created_at):
+                    entry = CacheEntry(blob(key) or b"", row, model, repeat, base_url, decoded, cost, created_at)
                     found.setdefault(group, []).append(entry)
         return found
 
@@ -414,7 +309,10 @@ class ResponseCache:
 
 
 def remove_cache(directory: Path) -> list[Path]:
-    """Delete the cache files outright: the way out of a corrupt cache."""
+    """Delete the cache files outright: the way out of a corrupt cache. Only a file whose
+    header names it batchrun's cache: never another program's file of the same name."""
+    if not header_is_ours(directory / FILE_NAME):
+        raise NotOurCache(f"{directory / FILE_NAME}: not a batchrun cache; batchrun does not delete it")
     removed = []
     for path in cache_files(directory):
         try:

@@ -7,10 +7,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._cache import FILE_NAME, CacheStats, NoCache, ResponseCache, remove_cache
+from ._cache import FILE_NAME, NoCache, ResponseCache, remove_cache
 from ._cache_explain import explain, render_explanations
+from ._cache_file import BrokenCache
 from ._cache_session import CacheSettings, default_cache_dir
-from ._exceptions import CacheError, ConfigError
+from ._cache_values import CacheStats
+from ._exceptions import ConfigError
 from ._formats import utc_seconds
 from ._job import load_job
 
@@ -84,11 +86,10 @@ def run_cache_command(command: CacheCommand) -> str:
         if command.action != "explain":
             return f"no cache in {folder}: nothing stored there yet"
         store = ResponseCache.empty()  # every row: never run
-    except CacheError as exc:
+    except BrokenCache as exc:
         if command.action != "clear" or command.model is not None:
             raise
-        # A corrupt cache cannot be emptied from inside: clearing it removes its files.
-        return f"removed {len(remove_cache(folder))} cache file(s) in {folder} ({exc})"
+        return _remove_broken(folder, exc)
     try:
         if command.action == "explain":
             ttl = settings.ttl_s if settings else None
@@ -101,6 +102,7 @@ def run_cache_command(command: CacheCommand) -> str:
                     prompt=command.prompt,
                     model=command.model,
                     fresh_after=None if ttl is None else time.time() - ttl,
+                    store_length=settings.store_length if settings else False,
                 )
             )
             if count == 0:
@@ -115,6 +117,18 @@ def run_cache_command(command: CacheCommand) -> str:
                 raise ConfigError(f"--older-than: {exc}") from None
             return f"pruned {store.prune(older_than)} entr(y/ies) stored over {command.older_than} ago"
         which = "" if command.model is None else f" of {command.model}"
-        return f"cleared {store.clear(command.model)} entr(y/ies){which} from {store.path}"
+        try:
+            return f"cleared {store.clear(command.model)} entr(y/ies){which} from {store.path}"
+        except BrokenCache as exc:
+            if command.model is not None:
+                raise
+            store.close()
+            return _remove_broken(folder, exc)
     finally:
         store.close()
+
+
+def _remove_broken(folder: Path, error: BrokenCache) -> str:
+    """A corrupt cache (ours by its header) cannot be emptied from inside: clearing it
+    removes its files. Another program's file is never removed (NotOurCache)."""
+    return f"removed {len(remove_cache(folder))} cache file(s) in {folder} ({error})"

@@ -18,7 +18,9 @@ from typing import Any
 
 import orjson
 
-from ._cache import CacheEntry, ResponseCache, cache_key, normalize_base_url
+from ._cache import ResponseCache, cache_key, normalize_base_url
+from ._cache_session import probe_of, why_not_a_hit
+from ._cache_values import CacheEntry
 from ._formats import utc_seconds
 from ._job import Job
 from ._matrix import Request, plan_requests, row_group_id
@@ -37,11 +39,12 @@ class Difference:
 @dataclass
 class Explanation:
     request: Request
-    status: str  # "hit", "expired" (stored, older than ttl_s) or "miss"
+    status: str  # "hit", "expired" (stored, older than ttl_s), "unusable" (stored, not for this job) or "miss"
     generated_at: str | None = None
     cost: float | None = None
     nearest: CacheEntry | None = None
     differences: list[Difference] = field(default_factory=list)
+    why: str | None = None  # "unusable": why this job does not take the stored answer
 
 
 def _same(old: Any, new: Any) -> bool:
@@ -119,8 +122,10 @@ def explain(
     prompt: str | None = None,
     model: str | None = None,
     fresh_after: float | None = None,
+    store_length: bool = False,
 ) -> list[Explanation]:
     found: list[Explanation] = []
+    cap, batch = job.run.max_response_bytes, job.run.mode == "batch"
     groups: dict[str, str] = {}  # row id -> its prompt row's group, for the misses
     for request in plan_requests(job):
         if not _selected(request, row, prompt, model):
@@ -128,7 +133,9 @@ def explain(
         key = cache_key(request.fingerprint, request.repeat, base_url)
         answer = store.lookup(key, request.payload, fresh_after)
         if answer is not None:
-            found.append(Explanation(request, "hit", answer.generated_at, answer.cost))
+            why = why_not_a_hit(request, probe_of(request, answer), cap, store_length, batch)
+            status = "hit" if why is None else "unusable"
+            found.append(Explanation(request, status, answer.generated_at, answer.cost, why=why))
             continue
         stale = store.lookup(key, request.payload, None) if fresh_after is not None else None
         if stale is not None:
@@ -193,7 +200,7 @@ def _row_label(request: Request) -> str:
 def render_explanations(explanations: list[Explanation]) -> tuple[str, int]:
     """The text of `cache explain`, and how many rows it covered."""
     lines: list[str] = []
-    counts = {"hit": 0, "expired": 0, "miss": 0, "never": 0}
+    counts = {"hit": 0, "expired": 0, "unusable": 0, "miss": 0, "never": 0}
     for item in explanations:
         label = _row_label(item.request)
         if item.status == "hit":
@@ -203,6 +210,9 @@ def render_explanations(explanations: list[Explanation]) -> tuple[str, int]:
         elif item.status == "expired":
             counts["expired"] += 1
             lines.append(f"miss  {label}  expired: answered {item.generated_at}, older than run.cache.ttl_s")
+        elif item.status == "unusable":
+            counts["unusable"] += 1
+            lines.append(f"miss  {label}  stored ({item.generated_at}) but not used: {item.why}")
         elif item.nearest is None:
             counts["never"] += 1
             lines.append(f"miss  {label}  never run")
@@ -217,6 +227,8 @@ def render_explanations(explanations: list[Explanation]) -> tuple[str, int]:
     misses = total - counts["hit"]
     lines.append(
         f"{total} row(s): {counts['hit']} hit(s), {misses} miss(es)"
-        f" ({counts['miss']} changed, {counts['expired']} expired, {counts['never']} never run)"
+        f" ({counts['miss']} changed, {counts['expired']} expired, "
+        + (f"{counts['unusable']} not usable by this job, " if counts["unusable"] else "")
+        + f"{counts['never']} never run)"
     )
     return "\n".join(lines), total

@@ -5,20 +5,28 @@ The cache must never fail a run. Any CacheError (a corrupt file, a lock held pas
 timeout, a full disk) turns the session off with one warning, and the run goes on as if
 it had been started without a cache.
 
-What is stored: ok answers with text. Never errors (they never reach `store`), empty
-answers, or answers cut at `max_tokens` (`finish_reason: length`) unless the job says
-`store_length: true`: a cut answer is usually a setting to fix, not an answer to keep.
+What is stored: ok answers with text or tool calls. Never errors (they never reach
+`store`), empty answers, answers of unknown cost, or answers cut at `max_tokens`
+(`finish_reason: length`) unless the job says `store_length: true`: a cut answer is usually
+a setting to fix, not an answer to keep.
+
+What is a hit is decided by the run that reads, never by the one that stored (`usable`):
+an entry whose reply was larger than this run's `max_response_bytes`, a cut answer when
+this job does not say `store_length: true`, or an answer without a latency (collected in
+batch mode) for a sync row with a latency check, is a miss: this run would not have
+accepted, or could not grade, that answer as it arrives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from ._cache import CachedAnswer, ResponseCache, RunStats, StoredEntry, cache_key
+from ._cache import ResponseCache, cache_key
+from ._cache_values import CachedAnswer, Probe, RunStats, StoredEntry
 from ._charges import RowCharges, uncharged
 from ._checks import Answer, grade, without_latency_checks
 from ._client import ChatResult
@@ -72,7 +80,7 @@ def hit_fields(answer: CachedAnswer) -> dict[str, Any]:
         "provider": answer.provider,
         "generation_id": answer.generation_id,
         "content": answer.content,
-        "tool_calls": None,  # answers with tool calls are not stored (`storable`)
+        "tool_calls": list(answer.tool_calls) or None,
         "refusal": answer.refusal,
         "reasoning": answer.reasoning,
         "finish_reason": answer.finish_reason,
@@ -103,38 +111,53 @@ def grade_hit(checks: list[dict[str, Any]], answer: CachedAnswer) -> dict[str, A
         checks = without_latency_checks(checks)
     if not checks:
         return {}
+    return grade(checks, graded_answer(answer))
+
+
+def graded_answer(answer: CachedAnswer) -> Answer:
+    """The answer as checks see it: the original latency, cost and tool calls."""
     tokens = answer.usage.get("completion_tokens")
-    return grade(
-        checks,
-        Answer(
-            answer.content,
-            answer.latency_ms,
-            answer.cost,
-            tokens if isinstance(tokens, int) else None,
-            answer.finish_reason,
-        ),
+    return Answer(
+        answer.content,
+        answer.latency_ms,
+        answer.cost,
+        tokens if isinstance(tokens, int) else None,
+        answer.finish_reason,
+        answer.tool_calls,
     )
 
 
 def hit_grading(request: Request, record: dict[str, Any], answer: CachedAnswer) -> RowGrading:
     """A hit's judge checks, to be graded (_judging): the other checks as in `grade_hit`."""
     checks = without_latency_checks(request.checks) if answer.latency_ms is None else request.checks
-    tokens = answer.usage.get("completion_tokens")
-    graded = Answer(
-        answer.content,
-        answer.latency_ms,
-        answer.cost,
-        tokens if isinstance(tokens, int) else None,
-        answer.finish_reason,
-    )
-    return RowGrading(request, record, graded, checks=checks)
+    return RowGrading(request, record, graded_answer(answer), checks=checks)
+
+
+def why_not_a_hit(
+    request: Request, probe: Probe, max_reply_bytes: int | None, store_length: bool, batch: bool
+) -> str | None:
+    """Why a stored answer to exactly this request is no hit for the run that reads it, or
+    None: the reader's cap, store_length and checks decide, not the storing run's."""
+    if probe.cost is None:  # a cost the file holds that is no number: never passed off as free
+        return "its stored cost is not a usable number"
+    if max_reply_bytes is not None and (probe.reply_bytes is None or probe.reply_bytes > max_reply_bytes):
+        return f"its reply was {probe.reply_bytes or '?'} bytes, over this job's max_response_bytes {max_reply_bytes}"
+    if probe.finish_reason == "length" and not store_length:
+        return "it was cut at max_tokens (finish_reason length) and this job does not set run.cache.store_length"
+    if probe.latency_ms is None and not batch and any("max_latency_ms" in check for check in request.checks):
+        return "it was collected in batch mode (no latency) and this row has a max_latency_ms check"
+    return None
+
+
+def probe_of(request: Request, answer: CachedAnswer) -> Probe:
+    """A looked-up answer as `usable` judges it (its body was compared by the lookup)."""
+    return Probe(request.payload, answer.cost, answer.reply_bytes, answer.finish_reason, answer.latency_ms)
 
 
 def storable(result: ChatResult, store_length: bool) -> bool:
-    """Whether an ok answer may be kept: it has text, and was not cut short unless allowed.
-    An answer with tool calls is not kept: a stored answer has no place for them, and a
-    hit without them would fail a `tool_call` check the fresh answer passed."""
-    if not result.content.strip() or result.tool_calls:
+    """Whether an ok answer may be kept: it has text or tool calls, and was not cut short
+    unless allowed."""
+    if not result.content.strip() and not result.tool_calls:
         return False
     return store_length or result.finish_reason != "length"
 
@@ -149,8 +172,12 @@ class CacheSession:
         base_url: str,
         clock: Clock,
         warn: Callable[[str], None],
+        max_reply_bytes: int | None = None,
+        batch: bool = False,
     ) -> None:
         self._store: ResponseCache | None = store
+        self.max_reply_bytes = max_reply_bytes  # this run's max_response_bytes
+        self.batch = batch  # a batch-mode run: latency checks do not apply to its rows
         self.settings = settings
         self.job_name = job_name
         self.base_url = base_url
@@ -177,6 +204,8 @@ class CacheSession:
         clock: Clock,
         warn: Callable[[str], None],
         busy_timeout_s: float = 2.0,
+        max_reply_bytes: int | None = None,
+        batch: bool = False,
     ) -> CacheSession | None:
         """The session, or None (with a warning) when the cache cannot be used at all."""
         try:
@@ -186,7 +215,16 @@ class CacheSession:
             return None
         if store.read_only:
             warn(f"warning: response cache {store.path} is read-only here: answers are read from it, none is stored")
-        return cls(store, settings, job_name=job_name, base_url=base_url, clock=clock, warn=warn)
+        return cls(
+            store,
+            settings,
+            job_name=job_name,
+            base_url=base_url,
+            clock=clock,
+            warn=warn,
+            max_reply_bytes=max_reply_bytes,
+            batch=batch,
+        )
 
     @property
     def active(self) -> bool:
@@ -202,6 +240,12 @@ class CacheSession:
         ttl = self.settings.ttl_s
         return None if ttl is None else self.clock.time() - ttl
 
+    def usable(self, request: Request, probe: Probe) -> bool:
+        """Whether a stored entry may be this run's hit (see `why_not_a_hit`)."""
+        if probe.body != request.payload:  # never a hit: the key matched, the body did not
+            return False
+        return why_not_a_hit(request, probe, self.max_reply_bytes, self.settings.store_length, self.batch) is None
+
     def peek(self, request: Request) -> float | None:
         """The original cost if this request is stored, else None; nothing is counted."""
         return next(self.peek_all([request]))[1]
@@ -213,7 +257,7 @@ class CacheSession:
         planning more than the rest of the cache's work on a miss."""
         source = iter(requests)
         while chunk := list(islice(source, PROBE_CHUNK)):
-            found: dict[bytes, tuple[bytes, float | None]] = {}
+            found: dict[bytes, Probe] = {}
             keys = [cache_key(r.fingerprint, r.repeat, self.base_url) for r in chunk]
             if self._store is not None:
                 try:
@@ -222,11 +266,11 @@ class CacheSession:
                     self._off(exc)
             for request, key in zip(chunk, keys, strict=True):
                 stored = found.get(key)
-                if stored is None or stored[0] != request.payload:  # the body too, as on a lookup
+                if stored is None or not self.usable(request, stored):
                     yield request, None
                     continue
                 self._planning.add(key)
-                yield request, float(stored[1] or 0.0)
+                yield request, float(stored.cost or 0.0)
 
     def planned(self) -> None:
         """Every row to run has been peeked at: from now on, only those found are looked up."""
@@ -246,6 +290,8 @@ class CacheSession:
             except CacheError as exc:
                 self._off(exc)
                 return None
+            if answer is not None and not self.usable(request, probe_of(request, answer)):
+                answer = None
         if answer is None:
             self.misses += 1
         else:
@@ -283,7 +329,11 @@ class CacheSession:
             result.refusal,
             result.reasoning,
             cost_status,
+            result.tool_calls,
+            result.reply_bytes,
         )
+        if answer.reply_bytes is None:  # not read by the client (a test's answer): its own size
+            answer = replace(answer, reply_bytes=len(answer.to_json()))
         self._pending.append(
             StoredEntry(
                 cache_key(request.fingerprint, request.repeat, self.base_url),

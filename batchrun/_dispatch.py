@@ -66,7 +66,6 @@ class Dispatcher:
         self._sent_since_refresh = 0
         self._last_refresh = clock.monotonic()  # pre-flight has just read /key
         self._refreshing = False
-        self._costs_under_reported = False  # a refresh found the key charged more than the ledger counts
 
     def worst_case(self, request: Request) -> float | None:
         return self.costs.worst_case(request) if self.costs else None
@@ -192,36 +191,51 @@ class Dispatcher:
             raise
 
     # -- key refresh ------------------------------------------------------------------------
+    def watch_key(self) -> None:
+        """With a limit and the key's usage to follow, every reservation draws on the ledger's
+        key window, and /key is read again before one that it cannot hold (_ledger)."""
+        if self.key_usage_start is None or self.costs is None or self.costs.models is None:
+            return
+        self.ledger.read_key = self._read_key
+        self.ledger.open_key_window()
+
     async def maybe_refresh_key(self) -> None:
         """Other jobs and shards may share the key: every N requests or T seconds, one
-        worker re-reads /key before its reservation, and the ledger follows the credit."""
+        worker re-reads /key before its reservation, and the ledger follows the credit
+        (and retries the lookups of costs still unknown)."""
         self._sent_since_refresh += 1
         now = self.clock.monotonic()
-        due = (
-            self._sent_since_refresh >= (1 if self._costs_under_reported else self.key_refresh_requests)
-            or now - self._last_refresh >= self.key_refresh_s
-        )
+        due = self._sent_since_refresh >= self.key_refresh_requests or now - self._last_refresh >= self.key_refresh_s
         if not due or self.costs is None or self.costs.models is None or self._refreshing:
             return
-        self._sent_since_refresh = 0
-        self._last_refresh = now
         self._refreshing = True
         try:
             await self.charges.retry_lookups()
-            info = await self.client.key_info()
-        except RequestFailed:
-            return  # a failed refresh is not a reason to stop; the next one may work
+            await self._read_key()
         finally:
             self._refreshing = False
+
+    async def _read_key(self) -> None:
+        """Read /key; the ledger follows its usage and its credit, and opens a new key window
+        (also when the read failed: a failed refresh is not a reason to stop, and the next
+        window reads again). The docs give /key no rate limit of its own (limits.mdx: only
+        DDoS protection, and "call GET /api/v1/key ... to track limit_remaining"); the
+        window asks at most one read per reservation, near the end of the budget."""
+        self._sent_since_refresh = 0
+        self._last_refresh = self.clock.monotonic()
+        try:
+            info = await self.client.key_info()
+        except RequestFailed:
+            info = None
+        try:
+            await self._follow_key(info)
+        finally:
+            self.ledger.open_key_window()
+
+    async def _follow_key(self, info: dict[str, Any] | None) -> None:
         usage = key_usage(info)
-        if (
-            usage is not None
-            and self.key_usage_start is not None
-            and self.ledger.follow_key(usage - self.key_usage_start)
-        ):
-            # The answers' costs fall short of the key's usage: from now on /key is read
-            # before every request, so the next shortfall is seen one request later.
-            self._costs_under_reported = True
+        if usage is not None and self.key_usage_start is not None:
+            self.ledger.follow_key(usage - self.key_usage_start)
         remaining = info.get("limit_remaining") if info else None
         if isinstance(remaining, (int, float)):
             new_limit = self.ledger.spent + remaining - self.budget_margin_usd

@@ -13,6 +13,15 @@ since the run began is more than everything the ledger counts (spent, held and i
 the gap is counted as spent (`from_key`), so the budget stops the run. Another process
 spending on the same key shows the same way, and is counted against this run too.
 
+So that a lie is seen before it can matter, the room a reported cost frees is only trusted
+once the key confirms it: after each /key read the ledger opens a *key window* of what was
+then left, and every reservation draws its worst case from it. A reservation the window
+cannot hold first has the key read again (`read_key`, one read shared by every waiter).
+Whatever the answers claim, what is charged after a read is at most the worst cases
+reserved after it, which never pass what the key showed was left; the run can pass the
+budget only by charges the key did not show yet when it was read (attempts then in flight
+or held), each at most its worst case.
+
 A reservation that does not fit waits for in-flight requests to settle; when nothing in
 flight could free enough room, the ledger says the budget is exhausted and the runner
 stops dispatching.
@@ -21,8 +30,11 @@ stops dispatching.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from ._exceptions import BatchrunError
+
+FLOAT_NOISE_USD = 1e-9
 
 
 class BudgetExhausted(BatchrunError):
@@ -39,6 +51,12 @@ class CreditLedger:
         self.in_flight = 0
         self._changed = asyncio.Event()  # set (and replaced) whenever room may have been made
         self._waiting = 0
+        # Worst cases that may still be reserved before /key is read again; None: no window
+        # (no limit, or no key usage to follow). `read_key` reads the key and reopens it.
+        self.key_window: float | None = None
+        self.read_key: Callable[[], Awaitable[None]] | None = None
+        self._key_read: asyncio.Future[None] | None = None
+        self.key_reads = 0  # reads the window asked for
 
     @property
     def committed(self) -> float:
@@ -57,7 +75,13 @@ class CreditLedger:
         """Hold `amount` until settle/release/hold; waits while others may free room."""
         # Single-threaded asyncio: the check and the update below happen without an
         # await between them, so no lock is needed on the fast path.
-        while not self._fits(amount):
+        while True:
+            if self._beyond_window(amount):
+                await self._read_key_once()
+                if self._beyond_window(amount) and self._fits(amount):
+                    continue  # room was made while the key was read (the window opened before it): read again
+            if self._fits(amount) and not self._beyond_window(amount):
+                break
             if self.in_flight == 0:
                 raise BudgetExhausted()
             self._waiting += 1
@@ -67,7 +91,28 @@ class CreditLedger:
                 self._waiting -= 1
         self.reserved += amount
         self.in_flight += 1
+        if self.key_window is not None:
+            self.key_window -= amount
         return amount
+
+    def _beyond_window(self, amount: float) -> bool:
+        return self.key_window is not None and self.read_key is not None and amount > self.key_window + 1e-12
+
+    def open_key_window(self) -> None:
+        """The key was just read and followed: what is left now may be reserved before the
+        next read. Called by `read_key` (also when the read failed: then the ledger's own
+        figures are all there is, and the next window asks again)."""
+        self.key_window = self.remaining
+        self._wake()
+
+    async def _read_key_once(self) -> None:
+        """Read the key, or wait for the read another reservation started (shielded: a
+        cancelled waiter does not cancel the read the others wait for)."""
+        if self._key_read is None or self._key_read.done():
+            assert self.read_key is not None
+            self.key_reads += 1
+            self._key_read = asyncio.ensure_future(self.read_key())
+        await asyncio.shield(self._key_read)
 
     async def settle(self, reservation: float, actual: float) -> None:
         self.reserved -= reservation
@@ -99,7 +144,7 @@ class CreditLedger:
         cannot account for (in-flight reservations may already be billed, so they count) as
         spent. Returns what was added."""
         gap = usage_delta - (self.committed + self.reserved)
-        if gap <= 0:
+        if gap <= FLOAT_NOISE_USD:  # sums of the same charges in another order differ by ~1e-18
             return 0.0
         self.from_key += gap
         self._wake()

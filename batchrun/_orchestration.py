@@ -277,8 +277,11 @@ async def _locked_run(
         if isolated is not None:
             await isolated.finish(notice)
         if states:
-            summary = SummaryBuilder(summary.gate).add_all(
-                final_records(output, lambda message: notice(f"warning: {message}"))
+            # The file's rows for the totals; the cache's figures stay this run's (issue 16).
+            summary = (
+                SummaryBuilder(summary.gate)
+                .add_all(final_records(output, lambda message: notice(f"warning: {message}")))
+                .cache_figures_of(summary)
             )
         data = summary.result(
             output=str(output),

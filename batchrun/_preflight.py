@@ -176,7 +176,15 @@ def open_cache(job: Job, options: RunOptions, notice: Notice) -> CacheSession | 
     if settings is None:
         return None
     endpoint = options.cache_endpoint or options.base_url or job.endpoint.base_url
-    return CacheSession.open(settings, job_name=job.name, base_url=endpoint, clock=options.clock, warn=notice)
+    return CacheSession.open(
+        settings,
+        job_name=job.name,
+        base_url=endpoint,
+        clock=options.clock,
+        warn=notice,
+        max_reply_bytes=job.run.max_response_bytes,
+        batch=job.run.mode == "batch",
+    )
 
 
 def make_client(job: Job, options: RunOptions, settings: RunSettings) -> OpenRouterClient:

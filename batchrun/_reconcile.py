@@ -58,6 +58,8 @@ def reconcile(
         "resolved_after_record_attempts": book.resolved_after_record_attempts,
         # The key's usage beyond what the ledger counted, seen at a refresh and counted as spent.
         "counted_from_key_usd": round(ledger.from_key, 8),
+        # /key reads the key window asked for (_ledger): before a reservation it could not hold.
+        "key_window_reads": ledger.key_reads,
         "warning": None,
     }
     held_note = f"; {unresolved} attempt(s) of unknown cost stay held at up to ${held:.4f}" if unresolved else ""

@@ -57,6 +57,9 @@ class ChatResult:
     cost_rejected: bool = False
     # message.tool_calls as {id, name, arguments (the JSON string as sent)}, scrubbed (issue 17)
     tool_calls: tuple[dict[str, Any], ...] = ()
+    # The reply's size as read (after decompression): what run.max_response_bytes counted.
+    # A cached answer is a hit only for a run whose cap it fits (_cache_session).
+    reply_bytes: int | None = None
 
     @property
     def cost(self) -> float | None:
@@ -362,6 +365,7 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
         reasoning=str_of(message.get("reasoning"), scrub),
         cost_rejected=cost_rejected(data.get("usage")),
         tool_calls=tool_calls,
+        reply_bytes=len(reply.body),
     )
 
 

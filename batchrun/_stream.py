@@ -86,6 +86,7 @@ class _Reading:
     ttft_ms: float | None = None
     first_token: bool = False
     done: bool = False
+    size: int = 0  # bytes read so far (after decompression), what the cap counts
 
     @property
     def generation_id(self) -> str | None:
@@ -160,6 +161,7 @@ async def stream_chat(
         ttft_ms=reading.ttft_ms,
         # The same typed reader (and scrubbing, before any cut) as a non-streamed reply's.
         tool_calls=tool_calls_of(_tool_calls(reading), client.scrub),
+        reply_bytes=reading.size,
     )
 
 
@@ -202,8 +204,10 @@ async def _read_events(
     started: float,
     max_bytes: int,
 ) -> None:
-    source = EventSource(cast(httpx.Response, _CappedText(response, max_bytes)))
+    capped = _CappedText(response, max_bytes)
+    source = EventSource(cast(httpx.Response, capped))
     async for event in source.aiter_sse():
+        reading.size = capped.size
         if event.data == "[DONE]":
             reading.done = True
             return
@@ -226,6 +230,7 @@ async def _read_events(
             raise billed(failure, reading.usage, gen_id, client.scrub, generated=generated, waived=waived)
         if reading.ttft_ms is None and reading.first_token:
             reading.ttft_ms = round((clock.monotonic() - started) * 1000, 1)
+    reading.size = capped.size
 
 
 def _scrubbed(client: Any, text: str | None) -> str | None:

@@ -125,8 +125,10 @@ class SummaryBuilder:
         self.examples: list[FailingExample] = []
         self.job: str | None = None
         self.job_fingerprint: str | None = None
-        self.cache_hits = 0
-        self.cache_misses = 0  # rows sent while a cache was on
+        # The records added: a run's summary takes these from its own records only
+        # (`cache_figures_of`), never from rows an earlier run left in a resumed file.
+        self.cache_hits = 0  # rows answered from the cache
+        self.cache_misses = 0  # rows answered by the endpoint (ok or error) while a cache was on
         self.cost_saved = 0.0
 
     def add(self, record: dict[str, Any]) -> None:
@@ -185,6 +187,11 @@ class SummaryBuilder:
                 "saved_usd": round(self.cost_saved, 8),
             }
         return {**summary, **extra}
+
+    def cache_figures_of(self, run: SummaryBuilder) -> SummaryBuilder:
+        """Cache hits, misses and savings as `run` counted them: this run's own rows."""
+        self.cache_hits, self.cache_misses, self.cost_saved = run.cache_hits, run.cache_misses, run.cost_saved
+        return self
 
 
 def render_cache(summary: Summary) -> str | None:

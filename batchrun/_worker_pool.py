@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._cache import CachedAnswer
 from ._cache_session import CacheSession, grade_hit, hit_fields, hit_grading
+from ._cache_values import CachedAnswer
 from ._charges import uncharged
 from ._checks import Answer, grade, is_judge
 from ._client import ChatResult, OpenRouterClient
@@ -314,6 +314,7 @@ class Runner:
                 await self._dispatch_row(request)
 
     async def run(self, requests: Iterator[Request]) -> RunOutcome:
+        self.dispatch.watch_key()
         self.stops.start_deadline(self.config.deadline_s)
         source = iter(requests)
         try:

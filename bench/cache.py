@@ -133,7 +133,8 @@ def cache_work_per_row(rows: int) -> float:
     )
     assert session is not None
     usage = {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16, "cost": 0.0000042}
-    answer = ChatResult("gen-0", "openai/gpt-4o-mini", "OpenAI", "Hi number 1!", "stop", "stop", usage)
+    # As the client reads it: with the reply's size (what a reading run's cap is checked against).
+    answer = ChatResult("gen-0", "openai/gpt-4o-mini", "OpenAI", "Hi number 1!", "stop", "stop", usage, reply_bytes=420)
     charges = RowCharges([Charge("gen-0", 0.0, 0.0000042, "reported", abandoned=False)])
     started = time.process_time()
     for _ in session.peek_all(requests):  # as planning does

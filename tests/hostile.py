@@ -15,9 +15,12 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from batchrun.simulator import DEFAULT_PRICES
+
+from .conftest import FAKE_KEY, MGMT_KEY, call_cli, write_job
 
 
 @dataclass
@@ -228,3 +231,82 @@ class HostileServer:
             asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
+
+
+# -- what every hostile case checks ---------------------------------------------------------------
+JOB = """
+name: hostile
+defaults:
+  params: {max_tokens: 16}
+models: [openai/gpt-4o-mini]
+prompts:
+  - id: capital
+    text: "Capital of {{country}}?"
+    vars: [{country: France}, {country: Japan}, {country: Italy}, {country: Spain}]
+run: {concurrency: 2, timeout_s: 10, max_attempts: 1, grace_s: 1}
+"""
+ROWS = 4
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+    rows: list[dict[str, Any]]
+    outputs: str  # everything the run wrote or printed, for the leak check
+
+    def kinds(self) -> set[str | None]:
+        return {r["reason"] for r in self.rows}
+
+
+def fragments(secret: str) -> list[str]:
+    return [secret[i : i + 16] for i in range(len(secret) - 15)]
+
+
+def assert_no_key_in(text: str, secrets: tuple[str, ...] = (FAKE_KEY, MGMT_KEY)) -> None:
+    """Neither test key, nor any 16-character fragment of one, anywhere in `text`."""
+    for secret in secrets:
+        leaked = [f for f in fragments(secret) if f in text]
+        assert not leaked, f"a key fragment leaked: {leaked[:1]}"
+
+
+def check(
+    server: HostileServer,
+    tmp_path: Path,
+    code: int,
+    stdout: str,
+    stderr: str,
+    out: Path,
+    row_of: Callable[[str], str] = lambda request_row: request_row,
+) -> Outcome:
+    """What every hostile case asserts: no traceback, no key anywhere, each row sent recorded
+    exactly once (`row_of` maps a request's row label to its row, e.g. a grader's `<row>.j1`)."""
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    texts = [stdout, stderr, out.read_text() if out.exists() else ""]
+    for extra in (out.with_name(out.stem + ".summary.json"), tmp_path / "step.md"):
+        if extra.exists():
+            texts.append(extra.read_text())
+    outputs = "\n".join(texts)
+    assert "Traceback" not in outputs
+    assert_no_key_in(outputs)
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), "a row was recorded twice"
+    assert {row_of(r) for r in server.chat_rows()} <= set(ids), "a row was sent but never recorded"
+    return Outcome(code, stdout, stderr, rows, outputs)
+
+
+def run(
+    server: HostileServer,
+    tmp_path: Path,
+    *args: str,
+    job: str = JOB,
+    row_of: Callable[[str], str] = lambda request_row: request_row,
+) -> Outcome:
+    """The job against `server`, in process, then `check`."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = write_job(tmp_path, job)
+    out = tmp_path / "out.jsonl"
+    with server.running():
+        code, stdout, stderr = call_cli(path, "--base-url", server.base_url, "-o", out, *args)
+    return check(server, tmp_path, code, stdout, stderr, out, row_of)

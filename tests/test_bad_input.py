@@ -346,23 +346,13 @@ OPTION_CASES: list[tuple[str, list[str], list[str]]] = [
 ]
 
 
-def cli_with_usage_errors(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    """call_cli, also for argparse's own errors (which exit through SystemExit to sys.stderr)."""
-    try:
-        code, out, err = call_cli(*args)
-    except SystemExit as exc:
-        code, out, err = int(exc.code or 0), "", ""
-    captured = capsys.readouterr()
-    return code, out + captured.out, err + captured.err
-
-
 @pytest.mark.parametrize(("name", "extra", "fragments"), OPTION_CASES, ids=[c[0] for c in OPTION_CASES])
 def test_bad_options(
     tmp_path: Path, name: str, extra: list[str], fragments: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     job = write_job(tmp_path, SMALL_JOB)
     unchanged = files_unchanged(tmp_path)
-    code, out, err = cli_with_usage_errors(capsys, job, "-o", tmp_path / "o.jsonl", *extra)
+    code, out, err = call_cli(job, "-o", tmp_path / "o.jsonl", *extra)
     assert_refused(code, err, *fragments)
     assert "_positive_int" not in err and len(err.splitlines()) == 1
     unchanged()
@@ -378,7 +368,7 @@ def test_bad_options(
     ],
 )
 def test_usage_errors_name_the_option(args: list[str], fragment: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = cli_with_usage_errors(capsys, *args)
+    code, out, err = call_cli(*args)
     assert_refused(code, err, fragment)
     assert out == "" and len(err.splitlines()) == 1
 

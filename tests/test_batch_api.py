@@ -186,14 +186,14 @@ def test_non_text_parts_and_outputs_are_found() -> None:
 
 
 # -- the simulator's batch routes ---------------------------------------------------------------
-def post(sim: Simulator, raw: bytes) -> httpx.Response:
-    return httpx.post(
+def post(web: httpx.Client, sim: Simulator, raw: bytes) -> httpx.Response:
+    return web.post(
         f"{sim.base_url.replace('/v1', '/beta')}/batches", content=raw, headers={"Authorization": "Bearer k"}
     )
 
 
-def get(sim: Simulator, batch_id: str) -> dict[str, Any]:
-    response = httpx.get(
+def get(web: httpx.Client, sim: Simulator, batch_id: str) -> dict[str, Any]:
+    response = web.get(
         f"{sim.base_url.replace('/v1', '/beta')}/batches/{batch_id}", headers={"Authorization": "Bearer k"}
     )
     data: dict[str, Any] = response.json()
@@ -211,15 +211,17 @@ def timed_sim(clock: FakeClock) -> Any:
         yield simulator
 
 
-def test_sim_batches_move_through_the_documented_states_by_the_clock(timed_sim: Simulator, clock: FakeClock) -> None:
+def test_sim_batches_move_through_the_documented_states_by_the_clock(
+    web: httpx.Client, timed_sim: Simulator, clock: FakeClock
+) -> None:
     raw = orjson.dumps({"endpoint": "/v1/chat/completions", "model": "openai/gpt-4o-mini", "requests": [ITEM]})
-    accepted = post(timed_sim, raw)
+    accepted = post(web, timed_sim, raw)
     assert accepted.status_code == 202 and accepted.json()["status"] == "validating"
     batch_id = accepted.json()["id"]
     seen = []
     for step in (0, 15, 100, 10):
         clock.now += step
-        data = get(timed_sim, batch_id)
+        data = get(web, timed_sim, batch_id)
         seen.append(data["status"])
         assert (data["results"] is None) == (data["status"] != "completed")
     assert seen == ["validating", "in_progress", "finalizing", "completed"]
@@ -233,7 +235,9 @@ def test_sim_batches_move_through_the_documented_states_by_the_clock(timed_sim: 
     assert timed_sim.account_key.usage == pytest.approx(full / 2)
 
 
-def test_sim_enforces_the_documented_submission_rules(timed_sim: Simulator, clock: FakeClock) -> None:
+def test_sim_enforces_the_documented_submission_rules(
+    web: httpx.Client, timed_sim: Simulator, clock: FakeClock
+) -> None:
     model = "openai/gpt-4o-mini"
     backwards = (
         b'{"requests":['
@@ -242,21 +246,21 @@ def test_sim_enforces_the_documented_submission_rules(timed_sim: Simulator, cloc
         + model.encode()
         + b'"}'
     )
-    assert post(timed_sim, backwards).status_code == 400
+    assert post(web, timed_sim, backwards).status_code == 400
     other = {"custom_id": "x", "body": {"model": "openai/gpt-4o", "messages": []}}
     raw = orjson.dumps({"endpoint": "/v1/chat/completions", "model": model, "requests": [ITEM, other]})
-    assert "must match" in post(timed_sim, raw).json()["error"]["message"]
+    assert "must match" in post(web, timed_sim, raw).json()["error"]["message"]
     empty = orjson.dumps({"endpoint": "/v1/chat/completions", "model": model, "requests": []})
-    assert post(timed_sim, empty).status_code == 400
+    assert post(web, timed_sim, empty).status_code == 400
     picture = {"custom_id": "p", "body": {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}}
     google = "google/gemini-2.0-flash-001"
     mixed = [ITEM, {"custom_id": "j", "body": {**ITEM["body"], "response_format": {"type": "json_object"}}}]  # type: ignore[dict-item]
     ids = [
-        post(timed_sim, orjson.dumps({"endpoint": "/v1/chat/completions", "model": m, "requests": r})).json()["id"]
+        post(web, timed_sim, orjson.dumps({"endpoint": "/v1/chat/completions", "model": m, "requests": r})).json()["id"]
         for m, r in ((model, [picture]), (google, mixed), (model, mixed))
     ]
     clock.now += 1000
-    picture_batch, google_batch, fine = (get(timed_sim, i) for i in ids)
+    picture_batch, google_batch, fine = (get(web, timed_sim, i) for i in ids)
     assert picture_batch["status"] == "failed" and "text-only" in picture_batch["error"]["message"]
     assert google_batch["status"] == "failed" and "requests[1] (j)" in google_batch["error"]["message"]
     assert fine["status"] == "completed"

@@ -406,6 +406,38 @@ async def test_batch_mode_answers_from_the_cache_and_stores_what_it_collects(
     assert all(r["cached"] and r["cost"] == 0 for r in after)
 
 
+LATENCY_CHECKED = THREE_MODELS.replace(
+    'checks: [{contains: "{{expect}}"}]', 'checks: [{contains: "{{expect}}"}, {max_latency_ms: 60000}]'
+)
+
+
+async def test_a_batch_answer_is_a_sync_hit_only_where_every_check_can_be_graded(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    """An answer collected in batch mode has no latency: a sync row with a latency check
+    cannot be graded on it as on a fresh answer, so it is asked again; the other rows are
+    hits with every check run."""
+    job = batch_job(write_job(tmp_path, LATENCY_CHECKED), cache={"dir": str(tmp_path / "cache")})
+    await run(job, batch_sim, tmp_path / "batch.jsonl", clock)
+    batched = {r["id"]: r for r in read_rows(tmp_path / "batch.jsonl")}
+    sync = replace(job, run=replace(job.run, mode="sync"))
+    report = await run(sync, batch_sim, tmp_path / "sync.jsonl", clock)
+    rows = {r["id"]: r for r in read_rows(tmp_path / "sync.jsonl")}
+    checked = {i for i, r in rows.items() if r["prompt_id"] == "capital"}
+    assert len(checked) == 9 and batch_sim.stats.chat_requests == 9  # exactly the latency-checked rows
+    for row_id, row in rows.items():
+        assert row["cached"] is (row_id not in checked)
+        if row_id in checked:
+            assert [c["name"] for c in row["checks"]] == ["contains", "max_latency_ms"]
+            assert row["passed"] is True and row["latency_ms"] is not None
+        else:
+            assert (row["content"], row.get("checks")) == (batched[row_id]["content"], batched[row_id].get("checks"))
+    assert report.summary["cache"]["hits"] == 6
+    # A batch-mode run grades no latency: every row is a hit there.
+    await run(job, batch_sim, tmp_path / "batch2.jsonl", clock)
+    assert all(r["cached"] for r in read_rows(tmp_path / "batch2.jsonl"))
+
+
 async def test_a_batch_the_server_does_not_know_ends_as_retryable_errors(
     tmp_path: Path, batch_sim: Simulator, clock: FakeClock
 ) -> None:

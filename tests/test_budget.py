@@ -11,26 +11,14 @@ import pytest
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun.simulator import Simulator
 
-from .conftest import SMALL_JOB, FakeClock, call_cli, child_env, read_rows, run_cli, write_job
-
-BUDGET_JOB = """
-name: spend
-defaults: {params: {max_tokens: 200}}
-models: [anthropic/claude-3.5-haiku, openai/gpt-4o-mini]
-prompts:
-  - id: p
-    text: "Tell me about {{n}} in detail, please, with examples and a long explanation."
-    vars: [{n: 1}, {n: 2}, {n: 3}, {n: 4}, {n: 5}, {n: 6}, {n: 7}, {n: 8}, {n: 9}, {n: 10}]
-repeat: 10
-run: {concurrency: 64, grace_s: 5}
-"""
+from .conftest import BUDGET_JOB, SMALL_JOB, FakeClock, call_cli, child_env, cli, read_rows, write_job
 
 
 @pytest.mark.parametrize("seed", range(20))
 def test_spend_never_passes_the_budget(tmp_path: Path, seed: int) -> None:
     job = write_job(tmp_path, BUDGET_JOB)
     out = tmp_path / "b.jsonl"
-    result = run_cli(
+    result = cli(
         job,
         "--simulate",
         "--sim",
@@ -58,7 +46,7 @@ def test_spend_never_passes_the_budget(tmp_path: Path, seed: int) -> None:
 def test_a_key_limit_smaller_than_the_budget_binds(tmp_path: Path) -> None:
     job = write_job(tmp_path, BUDGET_JOB)
     out = tmp_path / "k.jsonl"
-    result = run_cli(job, "--simulate", "--sim", "key_limit=0.004", "--budget", "5", "-o", out, "-q")
+    result = cli(job, "--simulate", "--sim", "key_limit=0.004", "--budget", "5", "-o", out, "-q")
     assert result.returncode == ExitCode.BUDGET
     rows = read_rows(out)
     assert sum(r["cost"] or 0 for r in rows) <= 0.004
@@ -94,7 +82,7 @@ async def test_the_key_is_re_read_when_others_spend_it(tmp_path: Path, sim: Simu
 
 def test_an_unlimited_key_runs_everything(tmp_path: Path) -> None:
     job = write_job(tmp_path, SMALL_JOB)
-    result = run_cli(job, "--simulate", "-o", tmp_path / "u.jsonl", "-q")
+    result = cli(job, "--simulate", "-o", tmp_path / "u.jsonl", "-q")
     assert result.returncode == 0
     summary = json.loads((tmp_path / "u.summary.json").read_text())
     # No budget and no per-key limit: only the account's balance (/credits, $100 in the
@@ -106,7 +94,7 @@ def test_an_unlimited_key_runs_everything(tmp_path: Path) -> None:
 
 def test_an_unknown_model_is_exit_2_before_any_chat_request(tmp_path: Path, sim: Simulator) -> None:
     job = write_job(tmp_path, SMALL_JOB.replace("google/gemini-2.0-flash-001", "acme/not-a-model"))
-    result = run_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "x.jsonl", env=child_env(OPENROUTER_API_KEY="k"))
+    result = cli(job, "--base-url", sim.base_url, "-o", tmp_path / "x.jsonl", env=child_env(OPENROUTER_API_KEY="k"))
     assert result.returncode == ExitCode.USAGE
     assert result.stderr == (
         f"batchrun: {job}: model(s) not offered by the endpoint: acme/not-a-model: "
@@ -117,7 +105,7 @@ def test_an_unknown_model_is_exit_2_before_any_chat_request(tmp_path: Path, sim:
 
 def test_router_models_with_unknown_prices_are_refused_under_a_budget(tmp_path: Path) -> None:
     job = write_job(tmp_path, SMALL_JOB.replace("google/gemini-2.0-flash-001", "openrouter/auto"))
-    result = run_cli(job, "--simulate", "--budget", "1", "-o", tmp_path / "x.jsonl")
+    result = cli(job, "--simulate", "--budget", "1", "-o", tmp_path / "x.jsonl")
     assert result.returncode == ExitCode.USAGE and "no known price for openrouter/auto" in result.stderr
     allowed = write_job(
         tmp_path,
@@ -126,12 +114,12 @@ def test_router_models_with_unknown_prices_are_refused_under_a_budget(tmp_path: 
         ),
         "allowed.yaml",
     )
-    assert run_cli(allowed, "--simulate", "--budget", "1", "-o", tmp_path / "y.jsonl", "-q").returncode == 0
+    assert cli(allowed, "--simulate", "--budget", "1", "-o", tmp_path / "y.jsonl", "-q").returncode == 0
 
 
 def test_an_endpoint_without_key_or_models_runs_with_a_notice(tmp_path: Path) -> None:
     job = write_job(tmp_path, SMALL_JOB)
-    result = run_cli(job, "--simulate", "--sim", "account_api=false", "-o", tmp_path / "n.jsonl")
+    result = cli(job, "--simulate", "--sim", "account_api=false", "-o", tmp_path / "n.jsonl")
     assert result.returncode == 0
     assert "has no /models or /key: credit-limit features are off for this run" in result.stderr
     assert len(read_rows(tmp_path / "n.jsonl")) == 20
@@ -148,23 +136,23 @@ def test_plan_prices_the_worst_case_never_below_the_actual(tmp_path: Path) -> No
     assert "key sk-or-v1-sim...acct: no per-key limit" in text and "unlimited" not in text
     assert "account balance (/credits): $100.000000 -> worst case fits" in text
     out = tmp_path / "p.jsonl"
-    assert run_cli(job, "--simulate", "-o", out, "-q", "--sim", "cost_noise=0.08").returncode == 0
+    assert cli(job, "--simulate", "-o", out, "-q", "--sim", "cost_noise=0.08").returncode == 0
     assert sum(r["cost"] for r in read_rows(out)) <= worst
 
 
 def test_plan_warns_without_max_tokens_and_reads_the_previous_run(tmp_path: Path, sim: Simulator) -> None:
     write_job(tmp_path, SMALL_JOB.replace("  params: {max_tokens: 32}\n", "  params: {temperature: 0}\n"))
     env = child_env(OPENROUTER_API_KEY="k")
-    assert run_cli("job.yaml", "--base-url", sim.base_url, "-q", cwd=tmp_path, env=env).returncode == 0
-    result = run_cli("plan", "job.yaml", "--base-url", sim.base_url, cwd=tmp_path, env=env)
+    assert cli("job.yaml", "--base-url", sim.base_url, "-q", cwd=tmp_path, env=env).returncode == 0
+    result = cli("plan", "job.yaml", "--base-url", sim.base_url, cwd=tmp_path, env=env)
     assert result.returncode == 0
     assert "warning: openai/gpt-4o-mini has requests without max_tokens" in result.stdout
     assert "previous run: outputs/small/" in result.stdout
     # A simulated run's made-up costs are no "previous average", for a simulated plan or a real one.
-    assert run_cli("job.yaml", "--simulate", "-q", cwd=tmp_path).returncode == 0
-    simulated = run_cli("plan", "job.yaml", "--simulate", cwd=tmp_path)
+    assert cli("job.yaml", "--simulate", "-q", cwd=tmp_path).returncode == 0
+    simulated = cli("plan", "job.yaml", "--simulate", cwd=tmp_path)
     assert simulated.returncode == 0 and "previous run:" not in simulated.stdout
-    real = run_cli("plan", "job.yaml", "--base-url", sim.base_url, cwd=tmp_path, env=env)
+    real = cli("plan", "job.yaml", "--base-url", sim.base_url, cwd=tmp_path, env=env)
     previous = [line for line in result.stdout.splitlines() if line.startswith("previous run:")]
     assert previous and previous == [line for line in real.stdout.splitlines() if line.startswith("previous run:")]
     free = write_job(
@@ -172,7 +160,7 @@ def test_plan_warns_without_max_tokens_and_reads_the_previous_run(tmp_path: Path
         SMALL_JOB.replace("google/gemini-2.0-flash-001", "meta-llama/llama-3.3-70b-instruct:free"),
         "free.yaml",
     )
-    result = run_cli("plan", free, "--simulate", "--sim", "free_daily_cap=5", cwd=tmp_path)
+    result = cli("plan", free, "--simulate", "--sim", "free_daily_cap=5", cwd=tmp_path)
     # /key documents no count of free requests left today (limits.mdx): the plan says
     # what is needed and that the pool is shared, and invents nothing.
     assert "free-model requests needed: 10, all against the account's daily cap" in result.stdout

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from batchrun import load_job, plan_requests
-from batchrun._cache import FILE_NAME, CachedAnswer, CacheEntry, ResponseCache, StoredEntry, cache_key
+from batchrun._cache import FILE_NAME, ResponseCache, cache_key
 from batchrun._cache_commands import CacheCommand, parse_duration, render_stats, run_cache_command
 from batchrun._cache_explain import differences, explain, render_difference, render_explanations
 from batchrun._cache_session import CacheSession, CacheSettings, default_cache_dir, storable
+from batchrun._cache_values import CachedAnswer, CacheEntry, StoredEntry
 from batchrun._client import ChatResult
 from batchrun._exceptions import CacheError
 from batchrun._matrix import Request
@@ -84,7 +85,7 @@ def test_a_stored_body_that_differs_is_never_a_hit(tmp_path: Path) -> None:
     answer = CachedAnswer(None, None, None, "Paris", "stop", None, {}, 0.1, 1.0, "t")
     for payload in (request.payload + b" ", request.payload):
         store.store_many([StoredEntry(key, request.id, "g", request.model, 0, BASE, payload, answer, 1.0)])
-        assert store.probe_many([key], None) == {key: (payload, 0.1)}
+        assert store.probe_many([key], None)[key][:2] == (payload, 0.1)
         cache = session(tmp_path / "s", FakeClock(), [])
         cache._store = store  # the session compares the stored body, as lookups do
         assert cache.peek(request) == (0.1 if payload == request.payload else None)
@@ -114,7 +115,7 @@ def test_a_corrupt_cache_file_is_a_warning_and_no_cache(tmp_path: Path, clock: F
     settings = CacheSettings(tmp_path)
     assert CacheSession.open(settings, job_name="j", base_url=BASE, clock=clock, warn=warnings.append) is None
     assert len(warnings) == 1 and warnings[0].startswith("warning: response cache off for this run:")
-    assert "not a database" in warnings[0]
+    assert "not a batchrun cache (not an SQLite database)" in warnings[0]
 
 
 def test_a_cache_locked_past_the_busy_timeout_turns_itself_off(tmp_path: Path, clock: FakeClock) -> None:

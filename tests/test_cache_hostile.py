@@ -62,10 +62,7 @@ def by_country(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["vars"]["country"]: r for r in rows}
 
 
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+pytestmark = pytest.mark.usefixtures("api_key_env")
 
 
 def test_a_lying_server_leaves_only_good_answers_of_known_cost_in_the_cache(tmp_path: Path) -> None:
@@ -106,3 +103,39 @@ def test_a_lying_server_leaves_only_good_answers_of_known_cost_in_the_cache(tmp_
         if path.exists():
             data = path.read_bytes()
             assert FAKE_KEY.encode() not in data and FAKE_KEY[9:25].encode() not in data
+
+
+def test_a_cache_file_edited_to_lie_gives_misses_never_a_crash(tmp_path: Path) -> None:
+    """Our file by its header, but its rows hold what no batchrun wrote: a cost that is text,
+    negative or absurd, a size that is text, a latency that is text, tool calls that are
+    numbers, an answer that is not JSON. Each such entry is a miss (asked again) or a hit
+    with the bad field dropped; the run never fails and no row ends in an internal error."""
+    job, cache = write_job(tmp_path, JOB), tmp_path / "cache"
+    server = HostileServer(chat=lambda request: json_answer(200, chat_payload("Santiago, Lima")))
+    with server.running():
+        args = ("--base-url", server.base_url, f"--cache={cache}")
+        assert call_cli(job, "-o", tmp_path / "a.jsonl", *args)[0] == 0
+        with sqlite3.connect(cache / FILE_NAME) as db:
+            ids = [row[0] for row in db.execute("SELECT id FROM entries ORDER BY id")]
+            edits = [
+                "cost = 'abc'",
+                "cost = -5",
+                "cost = 1e308",
+                "reply_bytes = 'big'",
+                "answer = CAST(json_set(answer, '$.tool_calls', json('[1, 2]')) AS TEXT)",
+                "answer = x'00ff'",
+                "latency_ms = 'slow', answer = CAST(json_set(answer, '$.latency_ms', 'slow') AS TEXT)",
+            ]
+            for row_id, edit in zip(ids, edits, strict=True):
+                db.execute(f"UPDATE entries SET {edit} WHERE id = ?", (row_id,))  # noqa: S608 - the test's own
+        sent = len(server.chat_rows())
+        code, _, err = call_cli(job, "-o", tmp_path / "b.jsonl", *args)
+        resent = len(server.chat_rows()) - sent
+        stats = call_cli("cache", "stats", "--dir", cache)
+    assert (code, err) == (0, "")
+    rows = read_rows(tmp_path / "b.jsonl")
+    assert {r["status"] for r in rows} == {"ok"}
+    assert resent == 6  # every entry but the one whose only fault is its latency
+    [hit] = [r for r in rows if r["cached"]]
+    assert hit["latency_ms"] is None and hit["passed"] is True
+    assert stats[0] == 0

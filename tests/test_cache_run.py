@@ -17,16 +17,23 @@ from batchrun._cache_session import FLUSH_EVERY
 from batchrun._results import final_records
 from batchrun.simulator import Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, read_rows, run_cli, write_job
-from .test_unattended import BIG_JOB, start, wait_for_lines
+from .conftest import (
+    BIG_JOB,
+    FAKE_KEY,
+    SMALL_JOB,
+    call_cli,
+    child_env,
+    cli,
+    read_rows,
+    start,
+    wait_for_lines,
+    write_job,
+)
 
 ANSWER_FIELDS = ("content", "finish_reason", "response_model", "provider", "generation_id", "checks", "passed", "score")
 
 
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+pytestmark = pytest.mark.usefixtures("api_key_env")
 
 
 def run(job: Path, sim: Simulator, out: Path, cache: Path, *extra: str) -> tuple[int, str, str]:
@@ -186,13 +193,15 @@ def test_corrupt_cache_warns_and_runs_normally(tmp_path: Path, sim: Simulator) -
     (cache / FILE_NAME).write_bytes(b"\x00garbage, not SQLite" * 500)
     code, _, err = run(job, sim, tmp_path / "a.jsonl", cache, "-q")
     assert code == 0 and sim.stats.chat_requests == 20
-    assert err.startswith("batchrun: warning: response cache off for this run: ") and "not a database" in err
+    assert err.startswith("batchrun: warning: response cache off for this run: ") and "not an SQLite database" in err
     assert len(err.splitlines()) == 1
     assert all("cached" not in r for r in read_rows(tmp_path / "a.jsonl"))  # as a run without a cache
     code, text, _ = call_cli("cache", "stats", "--dir", cache)
     assert code == 2
+    # Not identified as batchrun's: `clear` does not delete it (test_cache_identity); by hand, then.
     code, text, _ = call_cli("cache", "clear", "--dir", cache)
-    assert code == 0 and text.startswith("removed 1 cache file(s)")
+    assert code == 2 and (cache / FILE_NAME).exists()
+    (cache / FILE_NAME).unlink()
     assert run(job, sim, tmp_path / "b.jsonl", cache)[0] == 0 and (cache / FILE_NAME).exists()
 
 
@@ -206,6 +215,8 @@ def test_a_truncated_cache_file_warns_and_runs_normally(tmp_path: Path, sim: Sim
     code, _, err = run(job, sim, tmp_path / "b.jsonl", cache, "-q")
     assert code == 0 and "warning: response cache off" in err
     assert sim.stats.chat_requests == 40 and len(list(final_records(tmp_path / "b.jsonl"))) == 20
+    code, text, _ = call_cli("cache", "clear", "--dir", cache)  # ours by its header: clear removes it
+    assert code == 0 and text.startswith("removed 1 cache file(s)")
 
 
 def test_the_api_key_is_never_in_the_cache(tmp_path: Path, sim: Simulator) -> None:
@@ -249,7 +260,7 @@ def test_kill_9_during_a_cached_run_then_resume_is_clean(tmp_path: Path, sim: Si
     written = {r["id"] for r in final_records(out)}
     sent_before = dict(sim.stats.by_row)
     assert 40 <= len(written) < len(expected)
-    resumed = run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", f"--cache={cache}", env=env)
+    resumed = cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", f"--cache={cache}", env=env)
     assert resumed.returncode == 0 and resumed.stderr == ""
     rows = list(final_records(out))
     assert sorted(r["id"] for r in rows) == sorted(expected) and all(r["status"] == "ok" for r in rows)
@@ -257,14 +268,15 @@ def test_kill_9_during_a_cached_run_then_resume_is_clean(tmp_path: Path, sim: Si
         assert sim.stats.by_row[row_id] == sent_before[row_id]
     assert all(count <= 2 for count in sim.stats.by_row.values())  # at most the ones cut off in flight
     summary = json.loads((tmp_path / "k.summary.json").read_text())
-    assert summary["cache"]["hits"] + summary["cache"]["misses"] == len(expected)
+    # The cache's figures count this run's rows: the ones the kill left to do.
+    assert summary["cache"]["hits"] + summary["cache"]["misses"] == len(expected - written)
     with sqlite3.connect(cache / FILE_NAME) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         (entries,) = db.execute("SELECT count(*) FROM entries").fetchone()
     # The kill lost at most the batch in memory; everything committed is whole and is used.
     assert len(expected) - FLUSH_EVERY < entries <= len(expected)
     sent = sim.stats.chat_requests
-    again = run_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "again.jsonl", "-q", f"--cache={cache}", env=env)
+    again = cli(job, "--base-url", sim.base_url, "-o", tmp_path / "again.jsonl", "-q", f"--cache={cache}", env=env)
     assert again.returncode == 0 and again.stderr == ""
     assert sim.stats.chat_requests - sent == len(expected) - entries
 
@@ -309,17 +321,15 @@ def test_a_locked_cache_degrades_to_no_cache_with_a_warning(tmp_path: Path, sim:
 
 
 def test_misread_cache_options_are_one_line_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from .test_bad_input import cli_with_usage_errors
-
     job = write_job(tmp_path, SMALL_JOB)
     hint = "is a file, not a cache folder: put --cache after JOB.yaml, or write --cache=DIR"
     argvs: list[list[str | Path]] = [["--cache", job, "--simulate"], ["run", "--cache", job, "--simulate"]]
     for argv in argvs:
-        code, _, err = cli_with_usage_errors(capsys, *argv)
+        code, _, err = call_cli(*argv)
         assert code == 2 and err == f"batchrun: error: argument --cache: {job} {hint}\n"
-    code, _, err = cli_with_usage_errors(capsys, job, "--simulate", "--cache", "--no-cache")
+    code, _, err = call_cli(job, "--simulate", "--cache", "--no-cache")
     assert code == 2 and err == "batchrun: error: argument --no-cache: not allowed with argument --cache\n"
-    code, _, err = cli_with_usage_errors(capsys, job, "--simulate", f"--cache={job}")
+    code, _, err = call_cli(job, "--simulate", f"--cache={job}")
     assert code == 2 and hint in err
     for action in (["stats"], ["clear"], ["prune", "--older-than", "1d"]):
         code, _, err = call_cli("cache", *action, "--dir", job)
@@ -350,3 +360,27 @@ def test_two_runs_at_once_share_one_cache(tmp_path: Path, sim: Simulator) -> Non
         assert db.execute("SELECT count(*) FROM runs").fetchone() == (2,)
     code, text, _ = run(job, sim, tmp_path / "c.jsonl", cache)
     assert code == 0 and f"cache: {rows} hit(s), 0 miss(es)" in text
+
+
+def test_the_summarys_cache_figures_count_this_runs_rows_only(tmp_path: Path, sim: Simulator) -> None:
+    """Hits, misses and savings describe the requests of this run, never rows an earlier
+    run left in a resumed file."""
+    job, cache, out = (
+        write_job(tmp_path, SMALL_JOB.replace("max_attempts: 8", "max_attempts: 1")),
+        tmp_path / "c",
+        tmp_path / "a.jsonl",
+    )
+    sim.config.faults["500"] = 0.4
+    run(job, sim, out, cache)
+    first = by_id(out)
+    failed = {i for i, r in first.items() if r["status"] == "error"}
+    assert failed and len(failed) < 20
+    sim.config.faults.clear()
+    code, text, _ = run(job, sim, out, cache, "--resume", "--retry-errors")
+    assert code == 0 and sim.stats.chat_requests == 20 + len(failed)
+    summary = json.loads((tmp_path / "a.summary.json").read_text())
+    assert summary["cache"] == {"hits": 0, "misses": len(failed), "saved_usd": 0.0}
+    assert f"cache: 0 hit(s), {len(failed)} miss(es), $0.000000 saved" in text
+    code, text, _ = run(job, sim, out, cache, "--resume")  # complete: nothing is looked up or sent
+    assert code == 0 and sim.stats.chat_requests == 20 + len(failed)
+    assert "cache" not in json.loads((tmp_path / "a.summary.json").read_text()) and "cache:" not in text

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, load_job, plan_requests
-from batchrun._checks import Answer, run_checks
+from batchrun._checks import Answer, grade, run_checks
 from batchrun._settings import RunSettings
 from batchrun._summary import SummaryBuilder
 from batchrun._summary_types import Summary
 from batchrun._verdict import decide
 
-from .conftest import SMALL_JOB, call_cli, read_rows, run_cli, write_job
+from .conftest import SMALL_JOB, call_cli, cli, read_rows, write_job
 
 
 def verdict(check: dict[str, Any], content: str = "The capital is Paris.", **answer: Any) -> tuple[bool, str]:
@@ -255,12 +255,12 @@ def test_diff_refuses_different_jobs(tmp_path: Path) -> None:
 def test_the_example_eval_finds_failures_on_the_simulator(tmp_path: Path) -> None:
     out = tmp_path / "eval.jsonl"
     repo = Path(__file__).resolve().parent.parent
-    result = run_cli(repo / "jobs" / "eval.yaml", "--simulate", "-o", out)
+    result = cli(repo / "jobs" / "eval.yaml", "--simulate", "-o", out)
     rows = read_rows(out)
     assert any(r["passed"] is False for r in rows) and any(r["passed"] for r in rows)
     assert {c["name"] for r in rows for c in r["checks"]} >= {"valid-json", "right-city", "fast-enough", "exact-sum"}
     assert result.returncode == ExitCode.OK and "pass rate by prompt:" in result.stdout
-    strict = run_cli(
+    strict = cli(
         repo / "jobs" / "eval.yaml", "--simulate", "-o", tmp_path / "strict.jsonl", "--pass-threshold", "0.99", "-q"
     )
     assert strict.returncode == ExitCode.QUALITY and "below the threshold 99.0%" in strict.stderr
@@ -307,10 +307,21 @@ def test_a_bad_row_check_is_named_by_its_dataset_line(tmp_path: Path) -> None:
 
 
 def test_weights_give_a_row_score() -> None:
-    results = run_checks(
-        [{"contains": "Paris", "weight": 3}, {"contains": "France"}], Answer("Paris", None, None, None, None)
-    )
-    assert [r["pass"] for r in results] == [True, False]
+    paris = Answer("Paris", None, None, None, None)
+    weighted: list[dict[str, Any]] = [{"contains": "Paris", "weight": 3}, {"contains": "France"}]
+    assert [r["pass"] for r in run_checks(weighted, paris)] == [True, False]
+    assert grade(weighted, paris)["score"] == 0.75 and grade(weighted, paris)["passed"] is False  # 3 of 4
+    swapped: list[dict[str, Any]] = [{"contains": "France", "weight": 3}, {"contains": "Paris"}]
+    assert grade(swapped, paris)["score"] == 0.25  # the weight follows its check, not its place
+    assert grade([{"contains": "Paris", "weight": 2}, {"equals": "Paris"}], paris) | {"checks": None} == {
+        "checks": None,
+        "passed": True,
+        "score": 1.0,
+    }
+    # A judge check no grader answered is undecided: left out of the score, and no verdict.
+    undecided = grade([{"contains": "Paris"}, {"contains": "Rome", "weight": 2}, {"judge": "Is it right?"}], paris)
+    assert undecided["passed"] is None and undecided["score"] == round(1 / 3, 4)
+    assert grade([{"judge": "Is it right?"}], paris)["score"] is None  # nothing decided: no score
     summary = summary_of(record("1", "m", "p", passed=False, score=0.75), record("2", "m", "p", score=1.0))
     assert summary["total"]["mean_score"] == 0.875 and summary["total"]["pass_rate"] == 0.5
 
@@ -318,7 +329,7 @@ def test_weights_give_a_row_score() -> None:
 def test_report_regrades_stored_answers_with_the_jobs_current_checks(tmp_path: Path) -> None:
     job = write_job(tmp_path, SMALL_JOB)
     out = tmp_path / "r.jsonl"
-    assert run_cli(job, "--simulate", "-o", out, "-q").returncode == 0
+    assert cli(job, "--simulate", "-o", out, "-q").returncode == 0
     before = [r["passed"] for r in read_rows(out) if r["prompt_id"] == "capital"]
     assert before and any(before)
     # The check is edited after the run: no request changes, so a resume would keep the old verdicts.
@@ -328,7 +339,7 @@ def test_report_regrades_stored_answers_with_the_jobs_current_checks(tmp_path: P
             "run: {", "run: {pass_threshold: 0.5, "
         ),
     )
-    result = run_cli("report", out, "--job", job, "--json")
+    result = cli("report", out, "--job", job, "--json")
     assert result.returncode == ExitCode.QUALITY
     summary = json.loads(result.stdout)
     assert summary["prompts"]["capital"]["pass_rate"] == 0.0 and summary["prompts"]["capital"]["checked"] == 12

@@ -1,4 +1,4 @@
-"""The CLI as a subprocess against the simulator on loopback."""
+"""The CLI against the simulator on loopback: in process, as a subprocess for the quick start and the pty."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import json
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 
 from batchrun import ExitCode, load_job, plan_requests
 from batchrun._console import Console, append_step_summary
 from batchrun.simulator import Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, read_rows, run_cli, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, cli, read_rows, run_cli, write_job
 
 REPO = Path(__file__).resolve().parent.parent
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -39,8 +40,8 @@ def test_eval_job_on_the_simulator_writes_one_valid_line_per_row(tmp_path: Path)
 
 def test_ids_are_unique_and_stable_across_two_runs(tmp_path: Path, small_job: Path) -> None:
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    assert run_cli(small_job, "--simulate", "-o", first, "-q").returncode == 0
-    assert run_cli(small_job, "--simulate", "-o", second, "-q").returncode == 0
+    assert cli(small_job, "--simulate", "-o", first, "-q").returncode == 0
+    assert cli(small_job, "--simulate", "-o", second, "-q").returncode == 0
     ids_a = sorted(r["id"] for r in read_rows(first))
     ids_b = sorted(r["id"] for r in read_rows(second))
     assert ids_a == ids_b and len(set(ids_a)) == len(ids_a) == 20
@@ -48,7 +49,7 @@ def test_ids_are_unique_and_stable_across_two_runs(tmp_path: Path, small_job: Pa
 
 def test_default_output_goes_under_outputs(tmp_path: Path) -> None:
     write_job(tmp_path, SMALL_JOB)
-    result = run_cli("job.yaml", "--simulate", "-q", cwd=tmp_path)
+    result = cli("job.yaml", "--simulate", "-q", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout == "" and result.stderr == ""  # silent when all is well
     files = list((tmp_path / "outputs" / "small").glob("*.jsonl"))
     assert len(files) == 1 and re.fullmatch(r"\d{8}T\d{6}\.\d{3}Z\.jsonl", files[0].name)
@@ -59,7 +60,7 @@ def test_the_key_never_appears_in_any_output(tmp_path: Path, small_job: Path, si
     out = tmp_path / "k.jsonl"
     env = child_env(OPENROUTER_API_KEY=FAKE_KEY, GITHUB_STEP_SUMMARY=str(step))
     sim.config.faults = {"400": 0.5}  # error rows carry messages too
-    result = run_cli(small_job, "--base-url", sim.base_url, "-o", out, env=env)
+    result = cli(small_job, "--base-url", sim.base_url, "-o", out, env=env)
     assert result.returncode == ExitCode.ERRORS
     assert sim.stats.chat_requests >= 20  # the key was really used
     for text in (
@@ -73,43 +74,36 @@ def test_the_key_never_appears_in_any_output(tmp_path: Path, small_job: Path, si
 
 
 def test_a_run_without_a_key_stops_before_any_request_naming_the_variable(tmp_path: Path, small_job: Path) -> None:
-    result = run_cli(small_job, "--base-url", "http://127.0.0.1:9/api/v1", "-o", tmp_path / "x.jsonl")
+    result = cli(small_job, "--base-url", "http://127.0.0.1:9/api/v1", "-o", tmp_path / "x.jsonl")
     assert result.returncode == ExitCode.USAGE
     assert result.stderr == "batchrun: no API key: set $OPENROUTER_API_KEY (or use --simulate)\n"
     assert not (tmp_path / "x.jsonl").exists()
 
 
-def test_simulator_answers_401_without_bearer(sim: Simulator) -> None:
-    import httpx
-
-    response = httpx.post(f"{sim.base_url}/chat/completions", json={"model": "openai/gpt-4o-mini", "messages": []})
+def test_simulator_answers_401_without_bearer(web: httpx.Client, sim: Simulator) -> None:
+    response = web.post(f"{sim.base_url}/chat/completions", json={"model": "openai/gpt-4o-mini", "messages": []})
     assert response.status_code == 401 and response.json()["error"]["code"] == 401
 
 
 def test_non_tty_progress_has_no_control_characters(tmp_path: Path) -> None:
     job = write_job(
         tmp_path,
-        SMALL_JOB.replace("repeat: 2", "repeat: 10")
-        + "  progress_every_s: 0.05\n".replace("  progress", "").join([""] * 1),
-    )
-    job = write_job(
-        tmp_path,
         SMALL_JOB.replace(
             "run: {concurrency: 4, timeout_s: 5, max_attempts: 8, max_wait_s: 5}",
             "run: {concurrency: 2, progress_every_s: 0.01}",
-        ).replace("repeat: 2", "repeat: 10"),
+        ).replace("repeat: 2", "repeat: 3"),
     )
-    result = run_cli(job, "--simulate", "--sim", "latency_ms=20", "-o", tmp_path / "p.jsonl")
+    result = cli(job, "--simulate", "--sim", "latency_ms=20", "-o", tmp_path / "p.jsonl")
     assert result.returncode == 0
     assert "progress " in result.stderr  # lines, not a bar
     assert not CONTROL.search(result.stdout + result.stderr)
-    quiet = run_cli(job, "--simulate", "-o", tmp_path / "q.jsonl", "-q")
+    quiet = cli(job, "--simulate", "-o", tmp_path / "q.jsonl", "-q")
     assert quiet.stdout == quiet.stderr == ""
 
 
 def test_github_step_summary_is_written(tmp_path: Path, small_job: Path) -> None:
     step = tmp_path / "summary.md"
-    result = run_cli(
+    result = cli(
         small_job, "--simulate", "-o", tmp_path / "g.jsonl", "-q", env=child_env(GITHUB_STEP_SUMMARY=str(step))
     )
     assert result.returncode == 0
@@ -119,7 +113,7 @@ def test_github_step_summary_is_written(tmp_path: Path, small_job: Path) -> None
 
 def test_report_prints_the_summary_of_a_results_file(tmp_path: Path, small_job: Path) -> None:
     out = tmp_path / "r.jsonl"
-    assert run_cli(small_job, "--simulate", "-o", out, "-q").returncode == 0
+    assert cli(small_job, "--simulate", "-o", out, "-q").returncode == 0
     code, text, _ = call_cli("report", out)
     assert code == 0 and "TOTAL" in text and re.search(r"TOTAL\s+20\s+0\s+0", text)
     code, text, _ = call_cli("report", out, "--json")
@@ -134,9 +128,9 @@ def test_plan_offline_counts_the_matrix(small_job: Path) -> None:
 
 
 def test_help_lists_exit_codes_and_version() -> None:
-    result = run_cli("--help")
+    result = cli("--help")
     assert result.returncode == 0 and "exit codes:" in result.stdout and "7  interrupted" in result.stdout
-    assert run_cli("--version").stdout.startswith("batchrun ")
+    assert cli("--version").stdout.startswith("batchrun ")
 
 
 @pytest.mark.parametrize(
@@ -162,15 +156,15 @@ def test_every_option_has_help(command: list[str], fragments: list[str], capsys:
 
 @pytest.mark.parametrize("args", [["run"], ["nope.yaml"], ["run", "x.yaml", "--concurrency", "0"], ["report"]])
 def test_bad_usage_exits_2(args: list[str]) -> None:
-    result = run_cli(*args)
+    result = cli(*args)
     assert result.returncode == ExitCode.USAGE and "Traceback" not in result.stderr
 
 
 def test_an_existing_results_file_is_not_appended_to_without_resume(tmp_path: Path, small_job: Path) -> None:
     out = tmp_path / "once.jsonl"
-    assert run_cli(small_job, "--simulate", "-o", out, "-q").returncode == 0
+    assert cli(small_job, "--simulate", "-o", out, "-q").returncode == 0
     before = out.read_bytes()
-    again = run_cli(small_job, "--simulate", "-o", out, "-q")
+    again = cli(small_job, "--simulate", "-o", out, "-q")
     assert again.returncode == ExitCode.USAGE
     assert again.stderr == (
         f"batchrun: {out} already holds results of small: add --resume to continue that run, or give another --output\n"
@@ -223,7 +217,7 @@ def test_quiet_on_a_terminal_draws_nothing(tmp_path: Path) -> None:
 
 def test_an_output_that_cannot_be_written_is_one_line_exit_2(tmp_path: Path, small_job: Path) -> None:
     (tmp_path / "plain-file").write_text("not a folder")
-    result = run_cli(small_job, "--simulate", "-o", tmp_path / "plain-file" / "out.jsonl")
+    result = cli(small_job, "--simulate", "-o", tmp_path / "plain-file" / "out.jsonl")
     assert result.returncode == ExitCode.USAGE and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "plain-file" in result.stderr
 

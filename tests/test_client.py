@@ -186,7 +186,8 @@ async def test_a_refused_connection_over_loopback_is_connect_not_timeout() -> No
 def test_server_wait_header_forms() -> None:
     now = 1_800_000_000.0
     assert server_wait({"retry-after": "7"}, now) == 7
-    assert server_wait({"retry-after": "Fri, 15 Jan 2027 08:00:10 GMT"}, 1_799_999_990 + 0) is not None
+    # An HTTP date: 1_800_000_000 is Fri, 15 Jan 2027 08:00:00 GMT, so 08:00:10 is 20 s after `now`.
+    assert server_wait({"retry-after": "Fri, 15 Jan 2027 08:00:10 GMT"}, 1_799_999_990) == 20
     assert server_wait({"retry-after": "Thu, 01 Jan 1970 00:00:10 GMT"}, 0.0) == 10
     assert server_wait({"retry-after-ms": "1500"}, now) == 1.5
     assert server_wait({"x-ratelimit-reset": str(int((now + 12) * 1000))}, now) == pytest.approx(12)

@@ -23,9 +23,8 @@ from batchrun._job import load_job
 from batchrun._matrix import plan_requests
 from batchrun._pricing import EndpointPrice, parse_prices
 
-from .conftest import FAKE_KEY, call_cli, write_job
-from .hostile import HostileServer, RawRequest, chat_payload, http, json_answer
-from .test_hostile import check
+from .conftest import call_cli, write_job
+from .hostile import HostileServer, RawRequest, chat_payload, check, http, json_answer
 
 MODEL = "acme/cheap"
 PROMPT, COMPLETION = 1e-4, 2e-4  # USD per token: dear, so that a few KB is real money
@@ -131,9 +130,7 @@ def plan(hostile: HostileServer, tmp_path: Path, job: str = JOB, *args: str) -> 
         return call_cli("plan", path, "--base-url", hostile.base_url, *args)
 
 
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+pytestmark = pytest.mark.usefixtures("api_key_env")
 
 
 # -- 1: every byte of the body is in the prompt bound ------------------------------------------

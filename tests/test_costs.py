@@ -20,24 +20,19 @@ from batchrun._matrix import plan_requests
 from batchrun._summary_types import Summary
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import FAKE_KEY, FakeClock, call_cli, read_rows, write_job
+from .conftest import FAKE_KEY, TEN_NS, FakeClock, call_cli, priced_job, read_rows, write_job
 
-ABANDON_JOB = """
-name: abandon
-defaults: {params: {max_tokens: 100}}
-models: [anthropic/claude-3.5-haiku, openai/gpt-4o-mini]
-prompts:
-  - id: p
-    text: "Tell me about {{n}}, please."
-    vars: [{n: 1}, {n: 2}, {n: 3}, {n: 4}, {n: 5}, {n: 6}, {n: 7}, {n: 8}, {n: 9}, {n: 10}]
-repeat: 3
-run: {concurrency: 32, timeout_s: 0.2, max_attempts: 3, grace_s: 1, cost_margin: 0}
-"""
+ABANDON_JOB = priced_job(
+    "abandon",
+    100,
+    "Tell me about {{n}}, please.",
+    TEN_NS,
+    3,
+    "concurrency: 32, timeout_s: 0.2, max_attempts: 3, grace_s: 1, cost_margin: 0",
+)
 
 
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+pytestmark = pytest.mark.usefixtures("api_key_env")
 
 
 async def _run(sim: Simulator, tmp_path: Path, text: str, budget: float, **run: Any) -> Summary:
@@ -174,20 +169,17 @@ async def test_a_hung_attempt_without_an_id_is_unknown_and_held(tmp_path: Path) 
     assert summary["total"]["cost_unknown_rows"] == 20
 
 
-BOUND_JOB = """
-name: bound
-defaults: {params: {max_tokens: 60}}
-models: [anthropic/claude-3.5-haiku, openai/gpt-4o-mini]
-prompts:
-  - id: p
-    text: "{{text}}"
-    vars:
+BOUND_JOB = priced_job(
+    "bound",
+    60,
+    "{{text}}",
+    """
       - {text: "Ünïcödé ✓ 日本語のテキスト — déjà vu, naïve café"}
       - {text: "Count the tokens in this sentence, then explain why tokenizers differ."}
-      - {text: "数学: 二十三足す十九は? Ответ по-русски, пожалуйста."}
-repeat: 2
-run: {concurrency: 4, cost_margin: 0}
-"""
+      - {text: "数学: 二十三足す十九は? Ответ по-русски, пожалуйста."}""",
+    2,
+    "concurrency: 4, cost_margin: 0",
+)
 
 
 def _cost_model(sim: Simulator, text: str, tmp_path: Path) -> tuple[CostModel, list[Any]]:
@@ -334,3 +326,72 @@ async def test_held_worst_cases_resolved_in_any_order_never_go_below_zero() -> N
     for amount in (0.1, 0.7, 0.3):
         await ledger.resolve(amount, 0.0)
     assert ledger.held == 0.0 and str(round(ledger.held, 8)) == "0.0"
+
+
+LIAR_JOB = """
+name: liar
+defaults: {params: {max_tokens: 16}}
+models: [openai/gpt-4o-mini]
+prompts:
+  - id: p
+    text: "Say a word about {{n}}."
+    vars: [VARS]
+run: {concurrency: 32, max_attempts: 1, cost_margin: 0}
+""".replace("VARS", ", ".join(f"{{n: {i:03d}}}" for i in range(600)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_a_server_that_under_reports_tenfold_is_caught_before_the_budget_is_passed(
+    tmp_path: Path, seed: int
+) -> None:
+    # Every answer's usage.cost is a tenth of the charge; /key shows the charge. Without the
+    # key window the ledger believes a tenth of the spend until the 500th request.
+    budget = 0.001
+    simulator = Simulator(SimConfig(seed=seed, reported_share=0.1, cost_noise=0.2))
+    with simulator.serve_in_thread() as sim:
+        summary = await _run(sim, tmp_path, LIAR_JOB, budget=budget)
+        billed = sim.stats.billed_usd
+        honest_rows = sum(1 for _ in sim.stats.billed_by_row)
+    rows = read_rows(tmp_path / "out.jsonl")
+    assert len(rows) == 600 and summary["stop"] == "budget"
+    estimate = summary["estimate_usd"]
+    assert estimate is not None
+    worst = estimate / 600  # every row is the same size: one worst case each
+    # The stated bound (README "Costs the answers under-report"): past the budget by at most
+    # the worst cases in flight when the key was last read, at most one per worker.
+    assert billed <= budget + 32 * worst
+    assert billed > budget / 2  # the run did spend: the bound is not met by sending nothing
+    assert summary["reconciliation"]["counted_from_key_usd"] > 0 and honest_rows < 600
+
+
+async def test_the_key_window_has_the_key_read_before_a_reservation_it_cannot_hold() -> None:
+    ledger = CreditLedger(1.0)
+    reads: list[float | None] = []
+
+    async def read_key() -> None:
+        reads.append(ledger.remaining)
+        ledger.open_key_window()
+
+    ledger.read_key = read_key
+    ledger.open_key_window()
+    first = await ledger.reserve(0.6)
+    await ledger.settle(first, 0.01)  # reported low: the room it frees waits for the key's word
+    assert ledger.key_window == pytest.approx(0.4) and reads == []
+    await ledger.reserve(0.6)  # beyond the window: the key is read first
+    assert reads == [pytest.approx(0.99)] and ledger.key_window == pytest.approx(0.39)
+
+
+async def test_room_made_while_the_key_is_read_is_read_again_not_taken_for_exhaustion() -> None:
+    # The last request in flight settles after the read opened the window but before the
+    # waiting reservation looks at it: nothing is in flight, the budget has room, the window not.
+    ledger = CreditLedger(1.0)
+    in_flight = [await ledger.reserve(0.5)]
+
+    async def read_key() -> None:
+        ledger.open_key_window()
+        if in_flight:
+            await ledger.settle(in_flight.pop(), 0.0)
+
+    ledger.read_key = read_key
+    ledger.key_window = 0.0
+    assert await ledger.reserve(0.6) == 0.6 and ledger.key_reads == 2

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,80 +18,23 @@ import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
 
-from .conftest import FAKE_KEY, FakeClock, call_cli, run_cli, write_job
+from .conftest import FAKE_KEY, FakeClock, run_cli, write_job
 from .hostile import (
+    JOB,
+    ROWS,
     HostileServer,
     RawRequest,
     chat_payload,
+    check,
     gzip_bomb,
     http,
     json_answer,
     models_payload,
+    run,
     streamed,
 )
 
-MGMT_KEY = "sk-or-v1-" + "fedcba9876543210" * 4
-JOB = """
-name: hostile
-defaults:
-  params: {max_tokens: 16}
-models: [openai/gpt-4o-mini]
-prompts:
-  - id: capital
-    text: "Capital of {{country}}?"
-    vars: [{country: France}, {country: Japan}, {country: Italy}, {country: Spain}]
-run: {concurrency: 2, timeout_s: 10, max_attempts: 1, grace_s: 1}
-"""
-ROWS = 4
-
-
-@dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-    rows: list[dict[str, Any]]
-    outputs: str  # everything the run wrote or printed, for the leak check
-
-    def kinds(self) -> set[str | None]:
-        return {r["reason"] for r in self.rows}
-
-
-def fragments(secret: str) -> list[str]:
-    return [secret[i : i + 16] for i in range(len(secret) - 15)]
-
-
-def check(server: HostileServer, tmp_path: Path, code: int, stdout: str, stderr: str, out: Path) -> Outcome:
-    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-    texts = [stdout, stderr, out.read_text() if out.exists() else ""]
-    for extra in (out.with_name(out.stem + ".summary.json"), tmp_path / "step.md"):
-        if extra.exists():
-            texts.append(extra.read_text())
-    outputs = "\n".join(texts)
-    assert "Traceback" not in outputs
-    for secret in (FAKE_KEY, MGMT_KEY):
-        leaked = [f for f in fragments(secret) if f in outputs]
-        assert not leaked, f"a key fragment leaked: {leaked[:1]}"
-    ids = [r["id"] for r in rows]
-    assert len(ids) == len(set(ids)), "a row was recorded twice"
-    assert set(server.chat_rows()) <= set(ids), "a row was sent but never recorded"
-    return Outcome(code, stdout, stderr, rows, outputs)
-
-
-@pytest.fixture(autouse=True)
-def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
-    monkeypatch.setenv("OPENROUTER_MANAGEMENT_KEY", MGMT_KEY)
-    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "step.md"))
-
-
-def run(server: HostileServer, tmp_path: Path, *args: str, job: str = JOB) -> Outcome:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = write_job(tmp_path, job)
-    out = tmp_path / "out.jsonl"
-    with server.running():
-        code, stdout, stderr = call_cli(path, "--base-url", server.base_url, "-o", out, *args)
-    return check(server, tmp_path, code, stdout, stderr, out)
+pytestmark = pytest.mark.usefixtures("keys_env")
 
 
 def answer(payload: Any, status: int = 200) -> HostileServer:

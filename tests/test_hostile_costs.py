@@ -17,10 +17,9 @@ import pytest
 from batchrun import ExitCode, RunOptions, load_job, run_job
 
 from .conftest import FAKE_KEY, FakeClock, call_cli, write_job
-from .hostile import HostileServer, RawRequest, chat_payload, http, json_answer
-from .test_hostile import JOB, MGMT_KEY, environment, fragments, run
+from .hostile import JOB, HostileServer, RawRequest, assert_no_key_in, chat_payload, http, json_answer, run
 
-__all__ = ["environment"]  # the autouse fixture: the keys and the step summary in the environment
+pytestmark = pytest.mark.usefixtures("keys_env")
 
 USAGE = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
 
@@ -155,8 +154,7 @@ def test_plan_never_prints_a_key_echoed_in_an_endpoint(tmp_path: Path) -> None:
     printed = stdout + stderr
     assert code == ExitCode.OK and "price basis: endpoints" in printed and "[key]" in printed
     assert {r.key for r in server.requests if r.path.endswith("/endpoints")} == {FAKE_KEY}  # the echoed key
-    for secret in (FAKE_KEY, MGMT_KEY):
-        assert not [f for f in fragments(secret) if f in printed]
+    assert_no_key_in(printed)
 
 
 # -- /credits with a management key: a lie stops pre-flight like a bad /key (break-14 #12) -----

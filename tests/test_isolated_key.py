@@ -6,7 +6,6 @@ import calendar
 import hashlib
 import json
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,37 +15,23 @@ import pytest
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun.simulator import Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, child_env, read_rows, run_cli, write_job
-from .test_budget import BUDGET_JOB
-from .test_unattended import BIG_JOB, start, wait_for_lines
-
-MANAGEMENT = "sim-management-key"
-
-
-def env() -> dict[str, str]:
-    return child_env(OPENROUTER_MANAGEMENT_KEY=MANAGEMENT)
-
-
-def isolated_run(
-    sim: Simulator, job: Path, out: Path, budget: str, *extra: str, environment: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """`batchrun JOB --isolated-key --budget B -o OUT` against the simulator."""
-    return run_cli(
-        job,
-        "--base-url",
-        sim.base_url,
-        "--isolated-key",
-        "--budget",
-        budget,
-        "-o",
-        out,
-        *extra,
-        env=environment if environment is not None else env(),
-    )
-
-
-def created_keys(sim: Simulator) -> list[str]:
-    return [label for label in sim.stats.by_key_label if label != sim.account_key.label]
+from .conftest import (
+    BIG_JOB,
+    BUDGET_JOB,
+    FAKE_KEY,
+    SIM_MANAGEMENT_KEY,
+    SMALL_JOB,
+    FakeClock,
+    child_env,
+    cli,
+    created_keys,
+    isolated_run,
+    management_env,
+    read_rows,
+    start,
+    wait_for_lines,
+    write_job,
+)
 
 
 def test_the_run_key_is_created_used_and_deleted(tmp_path: Path, sim: Simulator) -> None:
@@ -77,7 +62,9 @@ def test_the_key_is_deleted_after_a_budget_stop(tmp_path: Path, sim: Simulator) 
 
 def interrupted_run(sim: Simulator, job: Path, out: Path, lines: int) -> int:
     """An isolated-key run stopped by SIGTERM once it has written `lines` rows; its exit code."""
-    process = start(job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", out, "-q", env=env())
+    process = start(
+        job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", out, "-q", env=management_env()
+    )
     wait_for_lines(out, lines, process)
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=30)
@@ -94,7 +81,9 @@ def test_after_kill_9_the_key_is_left_but_expires(tmp_path: Path, sim: Simulator
     sim.config.latency_ms = 100
     job = write_job(tmp_path, BIG_JOB.replace("grace_s: 0.2", "grace_s: 0.2, key_expiry_s: 900"))
     out = tmp_path / "k.jsonl"
-    process = start(job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", out, "-q", env=env())
+    process = start(
+        job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", out, "-q", env=management_env()
+    )
     wait_for_lines(out, 5, process)
     process.kill()
     process.wait()
@@ -122,7 +111,7 @@ async def test_a_broken_ledger_still_cannot_spend_past_the_budget(tmp_path: Path
             api_key=None,
             base_url=sim.base_url,
             output=out,
-            management_key=MANAGEMENT,
+            management_key=SIM_MANAGEMENT_KEY,
             clock=FakeClock(),
             test_broken_ledger=True,
         ),
@@ -137,7 +126,9 @@ def test_neither_key_appears_in_any_output(tmp_path: Path, sim: Simulator) -> No
     job = write_job(tmp_path, SMALL_JOB)
     out = tmp_path / "n.jsonl"
     step = tmp_path / "step.md"
-    keys = child_env(OPENROUTER_MANAGEMENT_KEY=MANAGEMENT, OPENROUTER_API_KEY=FAKE_KEY, GITHUB_STEP_SUMMARY=str(step))
+    keys = child_env(
+        OPENROUTER_MANAGEMENT_KEY=SIM_MANAGEMENT_KEY, OPENROUTER_API_KEY=FAKE_KEY, GITHUB_STEP_SUMMARY=str(step)
+    )
     result = isolated_run(sim, job, out, "0.5", environment=keys)
     assert result.returncode == 0
     [token] = sim.issued
@@ -145,7 +136,7 @@ def test_neither_key_appears_in_any_output(tmp_path: Path, sim: Simulator) -> No
     key_hash = hashlib.sha256(token.encode()).hexdigest()
     texts = [out.read_text(), (tmp_path / "n.summary.json").read_text(), step.read_text(), result.stdout, result.stderr]
     for text in texts:
-        assert MANAGEMENT not in text and FAKE_KEY not in text and token not in text and token[9:40] not in text
+        assert SIM_MANAGEMENT_KEY not in text and FAKE_KEY not in text and token not in text and token[9:40] not in text
         assert key_hash not in text and key_hash[:20] not in text
 
 
@@ -167,24 +158,24 @@ def test_isolated_key_configuration_errors_exit_2_before_any_request(tmp_path: P
     no_management = isolated_run(sim, job, tmp_path / "a.jsonl", "1", environment=child_env())
     assert no_management.returncode == ExitCode.USAGE
     assert no_management.stderr == "batchrun: --isolated-key needs a management key in $OPENROUTER_MANAGEMENT_KEY\n"
-    no_budget = run_cli(job, "--base-url", sim.base_url, "--isolated-key", "-o", tmp_path / "b.jsonl", env=env())
+    no_budget = cli(job, "--base-url", sim.base_url, "--isolated-key", "-o", tmp_path / "b.jsonl", env=management_env())
     assert no_budget.returncode == ExitCode.USAGE and "needs a budget" in no_budget.stderr
     refused = isolated_run(
         sim, job, tmp_path / "c.jsonl", "1", environment=child_env(OPENROUTER_MANAGEMENT_KEY="wrong")
     )
     assert refused.returncode == ExitCode.USAGE
     assert refused.stderr == "batchrun: could not create the per-run key: A management key is required for /keys\n"
-    no_api = run_cli(
+    no_api = cli(
         job, "--simulate", "--sim", "account_api=false", "--isolated-key", "--budget", "1", "-o", tmp_path / "d.jsonl"
     )
     assert no_api.returncode == ExitCode.USAGE and "has no /keys management API" in no_api.stderr
     assert sim.stats.chat_requests == 0
 
 
-def test_a_management_key_cannot_chat(sim: Simulator) -> None:
-    response = httpx.post(
+def test_a_management_key_cannot_chat(web: httpx.Client, sim: Simulator) -> None:
+    response = web.post(
         f"{sim.base_url}/chat/completions",
-        headers={"Authorization": f"Bearer {MANAGEMENT}"},
+        headers={"Authorization": f"Bearer {SIM_MANAGEMENT_KEY}"},
         json={"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
     )
     assert response.status_code == 401

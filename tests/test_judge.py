@@ -25,7 +25,7 @@ from batchrun._judge import (
 from batchrun.simulator import SimConfig, Simulator
 from batchrun.simulator._grader import VERDICT_SCHEMA_NAME, grade_as_judge
 
-from .conftest import FAKE_KEY, call_cli, read_rows, run_cli, write_job
+from .conftest import FAKE_KEY, call_cli, cli, created_keys, isolated_run, read_rows, write_job
 
 JUDGED = """
 name: judged
@@ -190,7 +190,7 @@ def test_a_judged_run_records_each_verdict_with_its_row(tmp_path: Path) -> None:
 def test_judge_failure_is_an_error_not_a_fail(tmp_path: Path) -> None:
     job = write_job(tmp_path, JUDGED.replace('- {contains: "{{expect}}", name: exact}', ""))
     out = tmp_path / "f.jsonl"
-    result = run_cli(job, "--simulate", "--sim", "judge_unparseable=1", "-o", out)
+    result = cli(job, "--simulate", "--sim", "judge_unparseable=1", "-o", out)
     rows = read_rows(out)
     assert all(r["status"] == "ok" and r["passed"] is None for r in rows)
     assert all(r["checks"][0]["pass"] is None and "not JSON" in r["checks"][0]["error"] for r in rows)
@@ -203,7 +203,7 @@ def test_judge_failure_is_an_error_not_a_fail(tmp_path: Path) -> None:
     assert result.returncode == ExitCode.ERRORS, result.stderr
     assert "12 row(s) could not be graded: a grader failed (100.0% of answered rows, tolerance 0.0%)" in result.stderr
     tolerant = write_job(tmp_path, JUDGED.replace("max_wait_s: 1}", "max_wait_s: 1, max_error_rate: 1}"), "t.yaml")
-    result = run_cli(tolerant, "--simulate", "--sim", "judge_unparseable=0.3", "-o", tmp_path / "t.jsonl")
+    result = cli(tolerant, "--simulate", "--sim", "judge_unparseable=0.3", "-o", tmp_path / "t.jsonl")
     assert result.returncode == ExitCode.OK, result.stderr
     partly = read_rows(tmp_path / "t.jsonl")
     assert 0 < sum(r["passed"] is None for r in partly) < 12  # some graded, some not: within tolerance
@@ -213,7 +213,7 @@ def test_a_grader_cut_at_max_tokens_says_so(tmp_path: Path) -> None:
     job = write_job(
         tmp_path, JUDGED.replace("{model: openai/gpt-4o-mini}", "{model: openai/gpt-4o-mini, params: {max_tokens: 3}}")
     )
-    run_cli(job, "--simulate", "-o", tmp_path / "c.jsonl")
+    cli(job, "--simulate", "-o", tmp_path / "c.jsonl")
     for row in read_rows(tmp_path / "c.jsonl"):
         graded = next(c for c in row["checks"] if c["name"] == "graded")
         assert graded["error"].endswith("(cut at its max_tokens: raise judge.params.max_tokens)")
@@ -221,7 +221,7 @@ def test_a_grader_cut_at_max_tokens_says_so(tmp_path: Path) -> None:
 
 def test_judge_cost_is_in_the_plan_and_the_budget(tmp_path: Path) -> None:
     job = write_job(tmp_path, JUDGED)
-    result = run_cli("plan", job, "--simulate")
+    result = cli("plan", job, "--simulate")
     assert result.returncode == 0, result.stderr
     judging = next(line for line in result.stdout.splitlines() if line.startswith("judging: openai/gpt-4o-mini"))
     assert judging.split()[2] == "12"
@@ -232,7 +232,7 @@ def test_judge_cost_is_in_the_plan_and_the_budget(tmp_path: Path) -> None:
     # Room for one and a half grader requests at worst: some rows are graded, then the
     # budget stops the run (exit 5), and the grading was spent within it.
     out = tmp_path / "b.jsonl"
-    result = run_cli(job, "--simulate", "--budget", f"{1.5 * worst / 12:.8f}", "-o", out, "-q")
+    result = cli(job, "--simulate", "--budget", f"{1.5 * worst / 12:.8f}", "-o", out, "-q")
     assert result.returncode == ExitCode.BUDGET, result.stderr
     rows = read_rows(out)
     assert sum((r["cost"] or 0) + (r.get("judge_cost") or 0) for r in rows) <= 1.5 * worst / 12
@@ -257,18 +257,18 @@ def test_report_job_regrades_with_judges_under_a_budget(tmp_path: Path) -> None:
     out = tmp_path / "r.jsonl"
     sim_run(job, out)
     # Enough money: every row graded again, the worst case printed first.
-    result = run_cli("report", out, "--job", job, "--simulate", "--budget", "1")
+    result = cli("report", out, "--job", job, "--simulate", "--budget", "1")
     assert result.returncode == ExitCode.OK, result.stderr
     assert result.stderr.startswith("re-grading 12 row(s): 12 grader request(s), worst case $")
     assert "judging: $" in result.stdout
     # Too little: the rest is ungraded (error, not fail), and the stop is a budget stop.
-    result = run_cli("report", out, "--job", job, "--simulate", "--budget", "0.00001", "--json")
+    result = cli("report", out, "--job", job, "--simulate", "--budget", "0.00001", "--json")
     assert result.returncode == ExitCode.BUDGET, result.stderr
     summary = json.loads(result.stdout)
     assert summary["stop"] == "budget" and summary["total"]["undecided"] > 0
     assert summary["spent_usd"] <= 0.00001
     # No key and no --simulate: a one-line error, exit 2, nothing sent.
-    result = run_cli("report", out, "--job", job)
+    result = cli("report", out, "--job", job)
     assert result.returncode == ExitCode.USAGE and "no API key" in result.stderr
 
 
@@ -399,7 +399,7 @@ async def test_a_budget_too_small_for_the_grader_stops_without_sending(clock: An
 
 def test_the_graded_example_job_runs_on_the_simulator(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parent.parent / "jobs" / "graded.yaml"
-    result = run_cli(example, "--simulate", "-o", tmp_path / "g.jsonl")
+    result = cli(example, "--simulate", "-o", tmp_path / "g.jsonl")
     assert result.returncode == ExitCode.OK, result.stdout + result.stderr
     assert "judging: $" in result.stdout and "flaky" in result.stdout and "items: 10" in result.stdout
 
@@ -444,21 +444,6 @@ def test_with_the_cache_verdicts_are_reused_and_an_edited_rubric_is_graded_afres
     assert sum(r["judge_cost"] for r in rows) > 0
 
 
-def test_answers_with_tool_calls_are_not_cached(
-    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from .test_tools_and_repeats import TOOLS_JOB
-
-    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
-    job, cache = write_job(tmp_path, TOOLS_JOB), tmp_path / "cache"
-    for name in ("a", "b"):
-        code, _, err = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / f"{name}.jsonl", f"--cache={cache}")
-        assert code == ExitCode.OK, err
-    rows = read_rows(tmp_path / "b.jsonl")
-    assert {r["cached"] for r in rows if r.get("tool_calls")} == {False}  # sent again, calls recorded again
-    assert all(r["passed"] is not None for r in rows)
-
-
 # -- judge requests follow their rows: shards, the per-run key, batch mode -----------------------
 def test_shards_grade_their_own_rows_and_merge_keeps_every_verdict(tmp_path: Path, sim: Simulator) -> None:
     job = write_job(tmp_path, JUDGED)
@@ -467,7 +452,7 @@ def test_shards_grade_their_own_rows_and_merge_keeps_every_verdict(tmp_path: Pat
     graded: list[int] = []
     for index, shard in enumerate(shards, 1):
         before = judge_rows(sim)
-        result = run_cli(job, "--base-url", sim.base_url, "--shard", f"{index}/2", "-o", shard, "-q", env=env)
+        result = cli(job, "--base-url", sim.base_url, "--shard", f"{index}/2", "-o", shard, "-q", env=env)
         assert result.returncode == ExitCode.OK, result.stderr
         rows = read_rows(shard)
         graded.append(judge_rows(sim) - before)
@@ -475,7 +460,7 @@ def test_shards_grade_their_own_rows_and_merge_keeps_every_verdict(tmp_path: Pat
         assert graded[-1] == len(rows)
     assert sum(graded) == 12 and all(graded)
     merged = tmp_path / "all.jsonl"
-    result = run_cli("merge", *shards, "-o", merged, "--job", job)
+    result = cli("merge", *shards, "-o", merged, "--job", job)
     assert result.returncode == ExitCode.OK, result.stderr
     rows = read_rows(merged)
     assert len(rows) == 12 and all(r["checks"][0]["judge"]["graders"] for r in rows)
@@ -483,8 +468,6 @@ def test_shards_grade_their_own_rows_and_merge_keeps_every_verdict(tmp_path: Pat
 
 
 def test_grader_requests_use_the_per_run_key(tmp_path: Path, sim: Simulator) -> None:
-    from .test_isolated_key import created_keys, isolated_run
-
     job = write_job(tmp_path, JUDGED)
     result = isolated_run(sim, job, tmp_path / "i.jsonl", "0.5")
     assert result.returncode == ExitCode.OK, result.stderr

@@ -19,9 +19,11 @@ import pytest
 
 from batchrun import ExitCode
 
-from .conftest import FAKE_KEY, call_cli, write_job
-from .hostile import HostileServer, RawRequest, chat_payload, json_answer
-from .test_hostile import MGMT_KEY, fragments
+from .conftest import FAKE_KEY
+from .hostile import HostileServer, RawRequest, assert_no_key_in, chat_payload, json_answer
+from .hostile import run as run_hostile
+
+pytestmark = pytest.mark.usefixtures("keys_env")
 
 TOOLS_JOB = """
 name: hostile-tools
@@ -59,33 +61,11 @@ run: {concurrency: 2, timeout_s: 10, max_attempts: 1, grace_s: 1}
 """
 
 
-@pytest.fixture(autouse=True)
-def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
-    monkeypatch.setenv("OPENROUTER_MANAGEMENT_KEY", MGMT_KEY)
-    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "step.md"))
-
-
 def run(server: HostileServer, tmp_path: Path, job: str, *args: str) -> tuple[int, str, list[dict[str, Any]]]:
     """Run the job; check no traceback and no key fragment anywhere; (exit code, stdout, rows)."""
-    path = write_job(tmp_path, job)
-    out = tmp_path / "out.jsonl"
-    with server.running():
-        code, stdout, stderr = call_cli(path, "--base-url", server.base_url, "-o", out, *args)
-    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-    texts = [stdout, stderr, out.read_text() if out.exists() else ""]
-    for extra in (out.with_name(out.stem + ".summary.json"), tmp_path / "step.md"):
-        if extra.exists():
-            texts.append(extra.read_text())
-    outputs = "\n".join(texts)
-    assert "Traceback" not in outputs
-    for secret in (FAKE_KEY, MGMT_KEY):
-        leaked = [f for f in fragments(secret) if f in outputs]
-        assert not leaked, f"a key fragment leaked: {leaked[:1]}"
     # One record per row; grader requests (`<row>.j<n>`) are recorded with their row.
-    rows_sent = {r.split(".j")[0] for r in server.chat_rows()}
-    assert rows_sent <= {r["id"] for r in rows} and len(rows) == len({r["id"] for r in rows})
-    return code, stdout, rows
+    outcome = run_hostile(server, tmp_path, *args, job=job, row_of=lambda request_row: request_row.split(".j")[0])
+    return outcome.code, outcome.stdout, outcome.rows
 
 
 def with_tool_calls(calls: Any, content: Any = None) -> bytes:
@@ -140,7 +120,7 @@ def test_a_key_hidden_in_json_escapes_is_scrubbed_before_anything_decodes_it(tmp
         [call] = row["tool_calls"]
         assert json.loads(call["arguments"]) == {"city": "[key]"}
         decoded = json.dumps(row, ensure_ascii=False) + json.dumps(json.loads(call["arguments"]))
-        assert not [f for f in fragments(FAKE_KEY) if f in decoded]
+        assert_no_key_in(decoded, (FAKE_KEY,))
         assert all(check["pass"] is False for check in row["checks"])  # "[key]" is longer than 3
 
 

@@ -17,7 +17,7 @@ from batchrun._ledger import BudgetExhausted, CreditLedger
 from batchrun._pricing import MAX_USD, endpoints_slug, money, parse_endpoints, parse_prices
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, child_env, read_rows, run_cli, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, child_env, cli, read_rows, write_job
 
 BASE = "https://openrouter.test/api/v1"
 
@@ -175,7 +175,7 @@ def test_byok_runs_keep_upstream_costs_and_count_them(tmp_path: Path) -> None:
         job = write_job(tmp_path, SMALL_JOB)
         env = child_env(OPENROUTER_API_KEY=FAKE_KEY, OPENROUTER_MANAGEMENT_KEY=sim.config.management_key)
         out = tmp_path / "byok.jsonl"
-        result = run_cli(job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", out, env=env)
+        result = cli(job, "--base-url", sim.base_url, "--isolated-key", "--budget", "1", "-o", out, env=env)
         billed = sim.stats.billed_usd
     assert result.returncode == 0, result.stderr
     rows = read_rows(out)

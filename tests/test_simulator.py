@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from batchrun.simulator import SimConfig, Simulator
+
+from .conftest import FakeClock
 
 BODY: dict[str, object] = {
     "model": "openai/gpt-4o-mini",
@@ -16,13 +16,13 @@ BODY: dict[str, object] = {
 AUTH = {"Authorization": "Bearer k"}
 
 
-def post(sim: Simulator, body: dict[str, object] = BODY) -> httpx.Response:
-    return httpx.post(f"{sim.base_url}/chat/completions", json=body, headers=AUTH, timeout=10)
+def post(web: httpx.Client, sim: Simulator, body: dict[str, object] = BODY) -> httpx.Response:
+    return web.post(f"{sim.base_url}/chat/completions", json=body, headers=AUTH)
 
 
-def test_answers_are_deterministic_and_shaped_like_openrouter(sim: Simulator) -> None:
+def test_answers_are_deterministic_and_shaped_like_openrouter(web: httpx.Client, sim: Simulator) -> None:
     sim.config.accuracy["openai/gpt-4o-mini"] = 1.0
-    first, second = post(sim).json(), post(sim).json()
+    first, second = post(web, sim).json(), post(web, sim).json()
     assert first["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"] == "Tokyo"
     assert first["id"].startswith("gen-") and first["id"] != second["id"]
     usage = first["usage"]
@@ -31,29 +31,37 @@ def test_answers_are_deterministic_and_shaped_like_openrouter(sim: Simulator) ->
     assert "provider" not in first and first["choices"][0]["finish_reason"] == "stop"
 
 
-def test_a_per_minute_limit_answers_429_with_the_reset(sim: Simulator) -> None:
+@pytest.mark.parametrize("second", [0.0, 59.9], ids=["minute-start", "minute-end"])
+def test_a_per_minute_limit_answers_429_with_the_reset(web: httpx.Client, sim: Simulator, second: float) -> None:
+    # The simulator's windows run on its clock: a fixed time, so no run straddles a minute.
+    clock = FakeClock(start=1_800_000_000.0 + second)  # a whole minute (08:00:00 UTC) + `second`
+    sim.clock = clock.time
     sim.config.rate_limit_rpm = 3
-    statuses = [post(sim).status_code for _ in range(5)]
+    statuses = [post(web, sim).status_code for _ in range(5)]
     assert statuses == [200, 200, 200, 429, 429]
-    limited = post(sim)
-    reset_s = int(limited.headers["X-RateLimit-Reset"]) / 1000
-    assert 0 < reset_s - time.time() <= 60 and limited.json()["error"]["code"] == 429
+    limited = post(web, sim)
+    assert int(limited.headers["X-RateLimit-Reset"]) == 1_800_000_060_000  # the next whole minute, in ms
+    assert limited.headers["X-RateLimit-Limit"] == "3" and limited.json()["error"]["code"] == 429
+    clock.now += 60 - second  # the next minute: a fresh window
+    assert post(web, sim).status_code == 200
 
 
 @pytest.mark.parametrize("header", ["retry-after", "retry-after-ms"])
-def test_per_second_limit_header_forms(sim: Simulator, header: str) -> None:
+def test_per_second_limit_header_forms(web: httpx.Client, sim: Simulator, header: str) -> None:
+    sim.clock = FakeClock(start=1_800_000_000.25).time  # a quarter into a second, for the whole test
     sim.config.rate_limit_rps = 1
     sim.config.rate_limit_header = header
-    responses = [post(sim) for _ in range(3)]
-    limited = [r for r in responses if r.status_code == 429]
-    assert limited and header in limited[0].headers
+    responses = [post(web, sim) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 429, 429]
+    wait = {"retry-after": "1", "retry-after-ms": "750"}[header]  # to the next whole second
+    assert responses[1].headers[header] == wait
 
 
-def test_faults_replay_under_a_seed() -> None:
+def test_faults_replay_under_a_seed(web: httpx.Client) -> None:
     def statuses(seed: int) -> list[int]:
         simulator = Simulator(SimConfig(seed=seed, faults={"500": 0.3, "503": 0.2}))
         with simulator.serve_in_thread():
-            return [post(simulator).status_code for _ in range(30)]
+            return [post(web, simulator).status_code for _ in range(30)]
 
     assert statuses(3) == statuses(3)
     assert statuses(3) != statuses(4)
@@ -70,11 +78,11 @@ def test_latency_distributions_replay_under_a_seed() -> None:
     assert min(exponential) >= 0.010 and max(exponential) > 0.020  # a tail past the uniform's bound
 
 
-def test_key_usage_grows_with_what_was_billed(sim: Simulator) -> None:
+def test_key_usage_grows_with_what_was_billed(web: httpx.Client, sim: Simulator) -> None:
     sim.config.key_limit = 1.0
     sim.account_key.limit = 1.0
-    spent = sum(post(sim).json()["usage"]["cost"] for _ in range(3))
-    key = httpx.get(f"{sim.base_url}/key", headers=AUTH).json()["data"]
+    spent = sum(post(web, sim).json()["usage"]["cost"] for _ in range(3))
+    key = web.get(f"{sim.base_url}/key", headers=AUTH).json()["data"]
     assert key["usage"] == pytest.approx(spent) and key["limit_remaining"] == pytest.approx(1.0 - spent)
 
 

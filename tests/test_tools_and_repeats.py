@@ -18,40 +18,9 @@ from batchrun._checks import Answer, run_checks
 from batchrun._items import ItemGate
 from batchrun._junit import write_junit
 
-from .conftest import FAKE_KEY, call_cli, child_env, read_rows, run_cli, write_job
+from .conftest import FAKE_KEY, TOOLS_JOB, call_cli, child_env, cli, read_rows, write_job
 
 JUNIT_XSD = Path(__file__).parent / "schemas" / "JUnit.xsd"
-
-TOOLS_JOB = """
-name: tools
-defaults: {params: {max_tokens: 64}}
-models: [anthropic/claude-3.5-haiku]
-prompts:
-  - id: weather
-    text: "What is the weather in {{country}}?"
-    vars: [{country: France, expect: Paris}, {country: Japan, expect: Tokyo}]
-    params:
-      tools:
-        - type: function
-          function:
-            name: get_weather
-            parameters: {type: object, properties: {city: {type: string}}, required: [city]}
-      tool_choice: auto
-    checks:
-      - name: calls-weather
-        tool_call:
-          name: get_weather
-          arguments: {type: object, required: [city], properties: {city: {const: "{{expect}}"}}}
-  - id: chat
-    text: "Say hello to {{country}}."
-    vars: [{country: France}]
-    params:
-      tools: [{type: function, function: {name: get_weather}}]
-      tool_choice: none
-    checks:
-      - {tool_call: {}, not: true, name: no-tool}
-run: {concurrency: 2, timeout_s: 5}
-"""
 
 
 def call(name: str, arguments: Any) -> dict[str, Any]:
@@ -108,7 +77,7 @@ async def test_client_parses_tool_calls_and_distrusts_them() -> None:
 def test_tools_run_on_the_simulator_and_calls_are_recorded(tmp_path: Path) -> None:
     job = write_job(tmp_path, TOOLS_JOB)
     out = tmp_path / "t.jsonl"
-    result = run_cli(job, "--simulate", "-o", out)
+    result = cli(job, "--simulate", "-o", out)
     rows = {(r["prompt_id"], r["vars"]["country"]): r for r in read_rows(out)}
     france = rows[("weather", "France")]
     assert france["request"]["tools"][0]["function"]["name"] == "get_weather"
@@ -126,8 +95,8 @@ def test_streamed_tool_calls_are_joined_like_a_plain_reply(tmp_path: Path) -> No
     record as a non-streamed answer's."""
     job = write_job(tmp_path, TOOLS_JOB)
     plain, streamed = tmp_path / "p.jsonl", tmp_path / "s.jsonl"
-    assert run_cli(job, "--simulate", "-o", plain).returncode == ExitCode.OK
-    result = run_cli(job, "--simulate", "--stream", "-o", streamed)
+    assert cli(job, "--simulate", "-o", plain).returncode == ExitCode.OK
+    result = cli(job, "--simulate", "--stream", "-o", streamed)
     assert result.returncode == ExitCode.OK, result.stderr
     by_id = {r["id"]: r for r in read_rows(plain)}
     rows = read_rows(streamed)
@@ -164,7 +133,7 @@ run: {concurrency: 4, pass_threshold: {per_item: {min: 8, of: 10}}}
 def test_repeats_gate_items_and_list_flaky_ones(tmp_path: Path) -> None:
     job = write_job(tmp_path, REPEAT_JOB)
     out, step = tmp_path / "r.jsonl", tmp_path / "step.md"
-    result = run_cli(job, "--simulate", "-o", out, env=child_env(GITHUB_STEP_SUMMARY=str(step)))
+    result = cli(job, "--simulate", "-o", out, env=child_env(GITHUB_STEP_SUMMARY=str(step)))
     rows = read_rows(out)
     assert len(rows) == 40
     tallies: dict[str, list[int]] = {}
@@ -314,7 +283,7 @@ def test_diff_pairs_the_same_rows_and_falls_back_to_fisher(tmp_path: Path) -> No
 def test_a_significance_level_outside_0_to_1_is_refused(tmp_path: Path, alpha: str) -> None:
     """`--alpha 0` would make every drop "not significant", so the gate could never fail."""
     before = synthetic(tmp_path / "a.jsonl", {"m": 0.8}, 1, seed=3)
-    result = run_cli("diff", before, before, "--alpha", alpha, "--fail-on-regression")
+    result = cli("diff", before, before, "--alpha", alpha, "--fail-on-regression")
     assert result.returncode == ExitCode.USAGE and result.stdout == "", result.stderr
     assert "--alpha" in result.stderr and "Traceback" not in result.stderr
 
@@ -334,7 +303,7 @@ def test_an_item_flip_consistent_across_repeats_fails_the_gate(tmp_path: Path) -
 def test_junit_per_row_validates_against_the_schema(tmp_path: Path) -> None:
     job = write_job(tmp_path, TOOLS_JOB)
     out = tmp_path / "t.jsonl"
-    run_cli(job, "--simulate", "--sim", "accuracy.anthropic/claude-3.5-haiku=0", "-o", out)
+    cli(job, "--simulate", "--sim", "accuracy.anthropic/claude-3.5-haiku=0", "-o", out)
     rows = read_rows(out)
     rows.append({**rows[0], "id": "e", "status": "error", "reason": "timeout", "error": {"message": "slow <&>"}})
     rows.append({**rows[0], "id": "s", "status": "skipped", "reason": "budget", "vars": {"country": "\x01Peru"}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -16,33 +17,18 @@ from batchrun import ExitCode, load_job, plan_requests
 from batchrun._results import ResultsWriter, final_records, repair_torn_tail, scan_states
 from batchrun.simulator import Simulator
 
-from .conftest import SMALL_JOB, call_cli, child_env, read_rows, run_cli, write_job
-
-BIG_JOB = SMALL_JOB.replace("repeat: 2", "repeat: 20").replace(
-    "run: {concurrency: 4, timeout_s: 5, max_attempts: 8, max_wait_s: 5}", "run: {concurrency: 8, grace_s: 0.2}"
+from .conftest import (
+    BIG_JOB,
+    SMALL_JOB,
+    call_cli,
+    child_env,
+    cli,
+    read_rows,
+    start,
+    wait_for_file,
+    wait_for_lines,
+    write_job,
 )
-
-
-def start(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "batchrun", *map(str, args)],
-        cwd=cwd,
-        env=env or child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def wait_for_lines(path: Path, count: int, process: subprocess.Popen[str], limit_s: float = 30) -> None:
-    """Poll until the run has written `count` lines (bounded; the run goes on meanwhile)."""
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end and process.poll() is None:
-        if path.exists() and path.read_bytes().count(b"\n") >= count:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"the run wrote fewer than {count} lines")
 
 
 def test_kill_9_at_random_points_then_resume(tmp_path: Path, sim: Simulator) -> None:
@@ -65,9 +51,8 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, sim: Simulator) -> 
         kept = {
             json.loads(line)["id"]: line for line in out.read_bytes().splitlines(keepends=True) if line.endswith(b"\n")
         }
-        final = start(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", env=env)
-        final.wait(60)
-        assert final.returncode == 0, final.stderr.read() if final.stderr else ""
+        final = cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", env=env)
+        assert final.returncode == 0, final.stderr
         lines = out.read_bytes().splitlines(keepends=True)
         assert all(line.endswith(b"\n") for line in lines)
         rows = [json.loads(line) for line in lines]  # every line valid JSON
@@ -108,12 +93,12 @@ def test_resume_reruns_edited_prompts_and_skipped_rows_only(tmp_path: Path, sim:
     job = write_job(tmp_path, SMALL_JOB)
     out = tmp_path / "r.jsonl"
     env = child_env(OPENROUTER_API_KEY="test-key")
-    assert run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", env=env).returncode == 0
+    assert cli(job, "--base-url", sim.base_url, "-o", out, "-q", env=env).returncode == 0
     assert sim.stats.chat_requests == 20
-    assert run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", env=env).returncode == 0
+    assert cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", env=env).returncode == 0
     assert sim.stats.chat_requests == 20  # nothing to do
     write_job(tmp_path, SMALL_JOB.replace("What is {{a}} + 1?", "Compute {{a}} + 1."))
-    result = run_cli(job, "--base-url", sim.base_url, "-o", out, "--resume", env=env)
+    result = cli(job, "--base-url", sim.base_url, "-o", out, "--resume", env=env)
     assert result.returncode == 0
     assert sim.stats.chat_requests == 28  # the 8 rows of the edited prompt
     assert len(list(final_records(out))) == 20 and len(read_rows(out)) == 28
@@ -121,24 +106,14 @@ def test_resume_reruns_edited_prompts_and_skipped_rows_only(tmp_path: Path, sim:
 
 def test_resume_without_output_picks_the_latest_incomplete_run(tmp_path: Path) -> None:
     write_job(tmp_path, BIG_JOB.replace("grace_s: 0.2", "grace_s: 0.2, deadline_s: 0.5"))
-    first = run_cli("job.yaml", "--simulate", "--sim", "latency_ms=100", "-q", cwd=tmp_path)
+    first = cli("job.yaml", "--simulate", "--sim", "latency_ms=100", "-q", cwd=tmp_path)
     assert first.returncode == ExitCode.DEADLINE
     [path] = (tmp_path / "outputs" / "small").glob("*.jsonl")
-    second = run_cli("job.yaml", "--simulate", "--resume", "--deadline", "600", cwd=tmp_path)
+    second = cli("job.yaml", "--simulate", "--resume", "--deadline", "600", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert f"resuming outputs/small/{path.name}, the most recent incomplete run of small" in second.stderr
     assert len(list(final_records(path))) == 200
     assert json.loads((path.with_name(path.stem + ".summary.json")).read_text())["complete"] is True
-
-
-def wait_for_file(path: Path, process: subprocess.Popen[str], limit_s: float = 30) -> None:
-    """Poll until `path` exists (bounded; the first run holds it until it is signalled)."""
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end and process.poll() is None:
-        if path.exists():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{path.name} never appeared")
 
 
 def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path, sim: Simulator) -> None:
@@ -150,7 +125,7 @@ def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path, sim: Simulat
     env = child_env(OPENROUTER_API_KEY="test-key")
     first = start(job, "--base-url", sim.base_url, "-o", out, "-q", env=env)
     wait_for_file(tmp_path / "l.jsonl.lock", first)
-    second = run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", env=env)
+    second = cli(job, "--base-url", sim.base_url, "-o", out, "-q", env=env)
     assert second.returncode == ExitCode.LOCKED
     assert second.stderr.startswith("batchrun: l.jsonl is being written by another batchrun run (pid ")
     first.send_signal(signal.SIGTERM)
@@ -160,11 +135,34 @@ def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path, sim: Simulat
     assert not (tmp_path / "l.jsonl.lock").exists()  # removed when the run ended
 
 
+# Takes the lock as a run does, says so, and holds it until killed.
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, f"{os.getpid()}\\n".encode())
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
 def test_a_stale_lock_is_taken_over(tmp_path: Path, small_job: Path) -> None:
     out = tmp_path / "stale.jsonl"
-    (tmp_path / "stale.jsonl.lock").write_text("999999\n")  # left by a killed process
-    result = run_cli(small_job, "--simulate", "-o", out, "-q")
+    lock = tmp_path / "stale.jsonl.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        refused = cli(small_job, "--simulate", "-o", out, "-q")  # a held lock keeps a run out ...
+        assert refused.returncode == ExitCode.LOCKED and f"(pid {holder.pid})" in refused.stderr
+    finally:
+        holder.kill()  # ... until its holder dies by kill -9, which runs no clean-up
+        holder.wait()
+    # The file stays behind, naming a pid that may be reused by a live process (this one):
+    # neither the file nor the pid in it may keep the next run out.
+    lock.write_text(f"{os.getpid()}\n")
+    result = cli(small_job, "--simulate", "-o", out, "-q")
     assert result.returncode == 0 and len(read_rows(out)) == 20
+    assert not lock.exists()  # taken over, then removed when the run ended
 
 
 def test_sigterm_stops_cleanly_with_its_code(tmp_path: Path) -> None:
@@ -226,7 +224,7 @@ def test_exit_code_of_each_outcome(tmp_path: Path, extra: list[str], code: ExitC
         if "--pass-threshold" in extra
         else SMALL_JOB,
     )
-    result = run_cli(job, "--simulate", "-o", tmp_path / "e.jsonl", "-q", *extra)
+    result = cli(job, "--simulate", "-o", tmp_path / "e.jsonl", "-q", *extra)
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
 
@@ -235,7 +233,7 @@ def test_shards_cover_every_row_once_and_merge(tmp_path: Path) -> None:
     job = write_job(tmp_path, SMALL_JOB)
     shards = [tmp_path / f"shard-{k}.jsonl" for k in (1, 2, 3)]
     for k, path in enumerate(shards, start=1):
-        assert run_cli(job, "--simulate", "--shard", f"{k}/3", "-o", path, "-q").returncode == 0
+        assert cli(job, "--simulate", "--shard", f"{k}/3", "-o", path, "-q").returncode == 0
     ids = [r["id"] for path in shards for r in read_rows(path)]
     assert len(ids) == len(set(ids)) == 20 and set(ids) == {r.id for r in plan_requests(load_job(job))}
     code, text, err = call_cli("merge", tmp_path / "all.jsonl", *shards)
@@ -249,8 +247,8 @@ def test_shards_cover_every_row_once_and_merge(tmp_path: Path) -> None:
 def test_merge_refuses_files_of_different_jobs(tmp_path: Path) -> None:
     a = write_job(tmp_path, SMALL_JOB, "a.yaml")
     b = write_job(tmp_path, SMALL_JOB.replace("name: small", "name: other"), "b.yaml")
-    assert run_cli(a, "--simulate", "-o", tmp_path / "a.jsonl", "-q").returncode == 0
-    assert run_cli(b, "--simulate", "-o", tmp_path / "b.jsonl", "-q").returncode == 0
+    assert cli(a, "--simulate", "-o", tmp_path / "a.jsonl", "-q").returncode == 0
+    assert cli(b, "--simulate", "-o", tmp_path / "b.jsonl", "-q").returncode == 0
     code, _, err = call_cli("merge", tmp_path / "m.jsonl", tmp_path / "a.jsonl", tmp_path / "b.jsonl")
     assert code == ExitCode.USAGE and "different jobs" in err and not (tmp_path / "m.jsonl").exists()
 
@@ -291,7 +289,7 @@ def test_overlapping_runs_of_one_job_with_default_outputs_are_refused(tmp_path: 
     end = time.monotonic() + 30
     while time.monotonic() < end and not list(folder.glob("*.jsonl")):
         time.sleep(0.02)
-    second = run_cli("job.yaml", "--base-url", sim.base_url, "-q", cwd=tmp_path, env=env)
+    second = cli("job.yaml", "--base-url", sim.base_url, "-q", cwd=tmp_path, env=env)
     assert second.returncode == ExitCode.LOCKED
     assert second.stderr.startswith("batchrun: job small is being run by another batchrun run (pid ")
     first.send_signal(signal.SIGTERM)
@@ -305,12 +303,12 @@ def test_retry_errors_reruns_only_retryable_errors(tmp_path: Path, sim: Simulato
     out = tmp_path / "e.jsonl"
     env = child_env(OPENROUTER_API_KEY="test-key")
     sim.config.faults = {"500": 1.0}
-    first = run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--max-attempts", "1", env=env)
+    first = cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--max-attempts", "1", env=env)
     assert first.returncode == ExitCode.ERRORS and sim.stats.chat_requests == 20
     sim.config.faults = {}
-    assert run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", env=env).returncode == ExitCode.ERRORS
+    assert cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", env=env).returncode == ExitCode.ERRORS
     assert sim.stats.chat_requests == 20  # error rows are kept by a plain resume
-    result = run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", "--retry-errors", env=env)
+    result = cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", "--retry-errors", env=env)
     assert result.returncode == ExitCode.OK and sim.stats.chat_requests == 40
     assert {r["status"] for r in final_records(out)} == {"ok"}
 
@@ -320,7 +318,7 @@ def test_final_errors_are_not_retried_by_retry_errors(tmp_path: Path, sim: Simul
     out = tmp_path / "f.jsonl"
     env = child_env(OPENROUTER_API_KEY="test-key")
     sim.config.faults = {"400": 1.0}
-    assert run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", env=env).returncode == ExitCode.ERRORS
+    assert cli(job, "--base-url", sim.base_url, "-o", out, "-q", env=env).returncode == ExitCode.ERRORS
     sim.config.faults = {}
-    result = run_cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", "--retry-errors", env=env)
+    result = cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", "--retry-errors", env=env)
     assert result.returncode == ExitCode.ERRORS and sim.stats.chat_requests == 20

@@ -205,7 +205,8 @@ class BillingRoutes:
         self.generations[generation] = generation_record(
             generation, model, provider, cost, upstream, config.byok, cancelled=False
         )
-        return cost, upstream
+        # A lying server's answers say less than it charged (`reported_share`); /generation tells the truth.
+        return cost * config.reported_share, upstream
 
     async def _generation(self, request: web.Request) -> web.Response:
         if bearer(request) is None:

@@ -66,6 +66,7 @@ class SimConfig:
     accuracy: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ACCURACY))
     cost_noise: float = 0.0  # billed cost = list cost x (1 + U(-noise, +noise))
     unreported_usd: float = 0.0  # charged to the key per answer but missing from usage.cost
+    reported_share: float = 1.0  # usage.cost is the charge times this (0.1: under-reports 10x)
     models_page: int | None = None  # page GET /models even without offset/limit (a paging server)
     account_api: bool = True  # False: no /key, /models, /keys, like a local OpenAI-compatible server
     judge_bias: float = 0.0  # as a grader: share of failing answers it passes anyway (leniency)

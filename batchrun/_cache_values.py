@@ -1,0 +1,175 @@
+"""What the response cache holds, as values: a stored answer, an entry on its way in, what
+planning and `explain` read back, the figures of `cache stats`.
+
+Reading a row back is reading a file anything may have written (another batchrun, a user
+with the sqlite3 shell, a broken disk): every column is checked for its type as a reply
+from a server is, and a value of the wrong type makes the entry a miss, never a crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+
+MAX_STORED_USD = 1_000_000.0  # a stored cost past this is not believed: no hit says it saved that
+
+
+def text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def number_or_none(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def cost_or_none(value: Any) -> float | None:
+    """A stored cost as a number a hit may report as saved, else None (the entry is no hit):
+    the file is read like a reply, since anything may have written it."""
+    cost = number_or_none(value)
+    return cost if cost is not None and 0 <= cost <= MAX_STORED_USD else None
+
+
+def blob(value: Any) -> bytes | None:
+    """A BLOB column as bytes (text that something else wrote there, encoded), else None."""
+    if isinstance(value, bytes):
+        return value
+    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else None
+
+
+def size_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """An ok answer as it was first received."""
+
+    generation_id: str | None
+    response_model: str | None
+    provider: str | None
+    content: str
+    finish_reason: str | None
+    native_finish_reason: str | None
+    usage: dict[str, Any]
+    cost: float | None
+    latency_ms: float | None
+    generated_at: str  # when the original answer arrived (UTC ISO 8601)
+    refusal: str | None = None
+    reasoning: str | None = None
+    cost_status: str | None = None  # the original record's: reported, looked_up or estimated
+    tool_calls: tuple[dict[str, Any], ...] = ()  # as the record had them: {id, name, arguments}
+    reply_bytes: int | None = None  # the reply's size as read, against the reading run's cap
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "generation_id": self.generation_id,
+                "response_model": self.response_model,
+                "provider": self.provider,
+                "content": self.content,
+                "finish_reason": self.finish_reason,
+                "native_finish_reason": self.native_finish_reason,
+                "usage": self.usage,
+                "latency_ms": self.latency_ms,
+                "generated_at": self.generated_at,
+                "refusal": self.refusal,
+                "reasoning": self.reasoning,
+                "cost_status": self.cost_status,
+                "tool_calls": list(self.tool_calls),
+            }
+        )
+
+    @classmethod
+    def from_row(cls, answer: bytes, cost: float | None, reply_bytes: int | None) -> CachedAnswer | None:
+        """None for an entry that does not hold a usable answer (then it is a miss)."""
+        try:
+            data = orjson.loads(answer)
+            content = data["content"]
+            usage = data["usage"]
+            tool_calls = tuple(data.get("tool_calls") or ())
+            if not isinstance(content, str) or not isinstance(usage, dict):
+                return None
+            if not (content or tool_calls) or not all(isinstance(call, dict) for call in tool_calls):
+                return None
+            return cls(
+                text_or_none(data.get("generation_id")),
+                text_or_none(data.get("response_model")),
+                text_or_none(data.get("provider")),
+                content,
+                text_or_none(data.get("finish_reason")),
+                text_or_none(data.get("native_finish_reason")),
+                usage,
+                cost,
+                number_or_none(data.get("latency_ms")),
+                str(data.get("generated_at") or ""),
+                text_or_none(data.get("refusal")),
+                text_or_none(data.get("reasoning")),
+                text_or_none(data.get("cost_status")),
+                tool_calls,
+                reply_bytes,
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
+
+class Probe(NamedTuple):
+    """What planning reads of a stored entry: enough to decide a hit, not the answer."""
+
+    body: bytes
+    cost: float | None
+    reply_bytes: int | None
+    finish_reason: str | None
+    latency_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """One answer on its way into the cache."""
+
+    key: bytes
+    row_id: str
+    group_id: str
+    model: str
+    repeat: int
+    base_url: str
+    payload: bytes
+    answer: CachedAnswer
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A stored request, as `explain` compares it with the request a job would send now."""
+
+    key: bytes
+    row_id: str
+    model: str
+    repeat: int
+    base_url: str
+    body: dict[str, Any]
+    cost: float | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class RunStats:
+    finished_at: float
+    job: str
+    hits: int
+    misses: int
+    stored: int
+    saved_usd: float
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    path: Path
+    entries: int
+    size_bytes: int
+    models: dict[str, int]
+    oldest: float | None
+    newest: float | None
+    runs: list[RunStats]
