@@ -19,11 +19,10 @@ import pytest
 from batchrun import RunOptions, load_job, run_job
 
 from .conftest import FAKE_KEY, FakeClock, write_job
-from .hostile import HostileServer, RawRequest, chat_payload, http, json_answer
-from .test_hostile import JOB, environment
+from .hostile import JOB, HostileServer, RawRequest, chat_payload, http, json_answer
 
-_ = environment
-pytestmark = pytest.mark.timeout(60)  # nothing waits here; a regression that does fails
+# Nothing waits here (a fake clock); a regression that does fails on the timeout.
+pytestmark = [pytest.mark.usefixtures("keys_env"), pytest.mark.timeout(60)]
 
 COST = 0.00002
 USAGE = {"prompt_tokens": 10, "completion_tokens": 0, "total_tokens": 10, "cost": COST}

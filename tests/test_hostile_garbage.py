@@ -15,13 +15,11 @@ from batchrun._exceptions import OutputFailed
 from batchrun._results import ResultsWriter
 
 from .conftest import FAKE_KEY, FakeClock, call_cli, write_job
-from .hostile import HostileServer, RawRequest, chat_payload, http
-from .test_hostile import JOB, environment, run
+from .hostile import JOB, HostileServer, RawRequest, chat_payload, http, run
 
-_ = environment  # the autouse fixture of test_hostile: keys and the step summary in tmp_path
 # Nothing here waits (the server answers at once, the clock is fake where the run sleeps); a
-# regression that leaks a reservation waits forever, and this turns that into a failure.
-pytestmark = pytest.mark.timeout(60)
+# regression that leaks a reservation waits forever, and the timeout turns that into a failure.
+pytestmark = [pytest.mark.usefixtures("keys_env"), pytest.mark.timeout(60)]
 
 BIG = "9" * 400
 COST = 0.00001
