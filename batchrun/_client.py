@@ -354,10 +354,15 @@ class OpenRouterClient:
 
     async def endpoints(self, model: str) -> list[EndpointPrice] | None:
         """GET /models/{author}/{slug}/endpoints: each provider's price; None where not served."""
-        inner = await self._account_json(f"/models/{endpoints_slug(model)}/endpoints", self._api_key)
+        reply = await self._account_get(f"/models/{endpoints_slug(model)}/endpoints", self._api_key)
+        if reply is None:
+            return None  # no listing here (404): priced from /models
+        # Any other answer that is not a readable list is a failure, like a 500 (break14b
+        # C6): taken as "no listing", the cheaper /models price bounded a dearer endpoint.
+        inner = data_of(reply, "/endpoints")
         found = parse_endpoints(inner.get("endpoints") if isinstance(inner, dict) else None)
         if found is None:
-            return None
+            raise Transient("bad_response", "the /endpoints reply has no readable list of endpoints", reply.status)
         # Their names are printed by `plan` and stored in price bases: scrubbed like any
         # server string (break-14 #6: a provider tag echoing the key was printed).
         return [

@@ -137,3 +137,18 @@ def test_the_writer_refuses_every_write_after_one_it_cannot_encode(tmp_path: Pat
         writer.write({"id": "b"})
     writer.close()
     assert (tmp_path / "w.jsonl").read_text() == ""
+
+
+def test_a_key_whose_limit_remaining_is_a_huge_integer_stops_pre_flight_in_one_line(tmp_path: Path) -> None:
+    """break14b M8: float() of a 400-digit integer raised OverflowError, a traceback in run
+    and plan. It is no credit a key can have: pre-flight stops as for any unreadable /key."""
+    body = b'{"data": {"label": "k", "limit": 5, "limit_remaining": ' + BIG.encode() + b', "usage": 0}}'
+    key = http(200, body, {"Content-Type": "application/json"})
+    outcome = run(HostileServer(chat=lambda r: _raw(chat_payload(usage=_usage()), {}), key=lambda r: key), tmp_path)
+    assert outcome.code == ExitCode.ERRORS and not outcome.rows
+    assert "limit_remaining is a number too large to be a credit" in outcome.stderr
+    server = HostileServer(chat=lambda r: _raw(chat_payload(usage=_usage()), {}), key=lambda r: key)
+    with server.running():
+        code, stdout, stderr = call_cli("plan", write_job(tmp_path, JOB, "plan.yaml"), "--base-url", server.base_url)
+    assert code == ExitCode.ERRORS and "Traceback" not in stdout + stderr
+    assert "limit_remaining is a number too large to be a credit" in stderr
