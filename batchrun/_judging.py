@@ -103,9 +103,10 @@ class Judging:
             result, _ = await dispatch.send_with_retries(row, worst)
         except (RequestFailed, BudgetExhausted) as failure:
             await dispatch.release(row)
+            if isinstance(failure, BudgetExhausted):
+                dispatch.budget_stop(worst)  # before lookups free holds: what was left then
             await dispatch.charges.look_up_row(row.charges)
             if isinstance(failure, BudgetExhausted):
-                dispatch.budget_stop(worst)
                 why = f"not graded: the run stopped ({stops.reason or 'budget'})"
             else:
                 stops.react(request, failure, stops.too_long(failure))

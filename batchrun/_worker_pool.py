@@ -220,12 +220,14 @@ class Runner:
             records.finish(row, row.grading.record_now())
 
     async def _settle_failure(self, row: Row, failure: RequestFailed | BudgetExhausted, worst: float | None) -> None:
+        if isinstance(failure, BudgetExhausted):
+            # No reservation fit for another attempt after one that may have been billed. Said
+            # before the lookups below free holds: what was left when it did not fit (m2).
+            self.dispatch.budget_stop(worst)
         await self.charges.look_up_row(row.charges)
         if isinstance(failure, RequestFailed):
             self.records.finish(row, self.records.failure(row.request, failure, row.log, row.started, row.charges))
             return
-        # No reservation fit for another attempt after one that may have been billed.
-        self.dispatch.budget_stop(worst)
         fields = {"attempts": row.log.attempts, "attempt_errors": row.log.failures, **row.charges.fields()}
         reason = self.stops.reason or StopReason.BUDGET
         self.records.finish(row, self.records.make(row.request, Status.SKIPPED, reason, True, row.started, **fields))

@@ -11,6 +11,7 @@ every retry billed again, "spent $0.0000".
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,18 @@ async def test_a_mid_stream_error_after_tokens_without_its_finish_reason_is_look
     for row in rows:
         assert row["status"] == "error" and row["cost"] == COST and row["cost_status"] == "looked_up"
     assert end["summary"]["spent_usd"] == pytest.approx(4 * COST)
+
+
+async def test_the_budget_stop_says_what_was_left_when_the_retry_did_not_fit(tmp_path: Path) -> None:
+    """break14b m2: the stop line was written after a lookup had resolved the held attempt,
+    so it said "needs up to $X, $Y is left" with Y above X. The figure is what was left when
+    the retry's reservation did not fit."""
+    cut = http(200, b'{"id": "gen-', {"Content-Type": "application/json", "X-Generation-Id": "gen-c1"})
+    server = HostileServer(chat=lambda request: cut)  # a 200 cut short: held, then looked up
+    server.routes["/generation"] = lambda r: json_answer(200, {"data": {"id": "gen-c1", "total_cost": 0.000001}})
+    # One worst case ($0.000029) fits, not two: the retry after the held attempt does not.
+    job = RETRIED.replace("run: {concurrency: 2", "run: {concurrency: 1, budget_usd: 0.00004")
+    *rows, end = await _run(tmp_path, server, job)
+    message = end["summary"]["stop_message"]
+    needed, left = (float(x) for x in re.findall(r"\$([0-9.]+)", message)[:2])
+    assert "needs up to" in message and left < needed, message
