@@ -254,6 +254,7 @@ async def test_an_end_of_run_key_read_is_retried_like_start_up(tmp_path: Path) -
 
 
 # -- unknown costs are never shown as $0 outside the run summary (break-14 #16) ----------------
+@pytest.mark.xdist_group("html")  # with test_pages: one worker bundles Vega for the page
 def test_unknown_costs_read_as_a_lower_bound_in_every_view(tmp_path: Path) -> None:
     server = HostileServer(chat=lambda request: _cut("gen-abc123"))  # no /generation: unknown, held
     first = run(server, tmp_path / "a")

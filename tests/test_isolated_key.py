@@ -146,6 +146,7 @@ def test_resume_creates_a_new_key_with_the_budget_left(tmp_path: Path, sim: Simu
     out = tmp_path / "r.jsonl"
     assert interrupted_run(sim, job, out, 20) == ExitCode.INTERRUPTED
     spent = sum(r["cost"] or 0 for r in read_rows(out))
+    sim.config.latency_ms = 0  # the latency only let the SIGTERM land mid-run
     result = isolated_run(sim, job, out, "1", "--resume", "-q")
     assert result.returncode == 0, result.stderr
     assert sim.stats.keys_created == sim.stats.keys_deleted == 2

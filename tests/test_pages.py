@@ -28,6 +28,10 @@ WORSE_MODEL = "meta-llama/llama-3.1-8b-instruct"
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
+# One xdist worker draws every page: it bundles Vega once (seconds of CPU, once per process)
+# and builds the module's runs and browser once.
+pytestmark = pytest.mark.xdist_group("html")
+
 
 def _failing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r["status"] == "error" or r.get("passed") is False]

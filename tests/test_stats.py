@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
-# scipy ships no type hints; it is only the reference here.
-from scipy import stats  # type: ignore[import-untyped]
-
 from batchrun._stats import compare_paired, compare_rates, fisher_exact, mcnemar_exact, wilson_interval
+
+# scipy is the reference and takes over a second to import: once, by the worker that runs these.
+pytestmark = pytest.mark.xdist_group("scipy")
+
+
+@pytest.fixture(scope="module")
+def stats() -> Any:
+    from scipy import stats  # type: ignore[import-untyped]  # no type hints; only the reference here
+
+    return stats
 
 
 def test_fisher_tea_tasting_by_hand() -> None:
@@ -27,13 +35,13 @@ def test_fisher_degenerate_margins() -> None:
         fisher_exact(-1, 0, 0, 0)
 
 
-def test_fisher_matches_scipy_on_every_small_table() -> None:
+def test_fisher_matches_scipy_on_every_small_table(stats: Any) -> None:
     for a, b, c, d in itertools.product(range(6), repeat=4):
         expected = stats.fisher_exact([[a, b], [c, d]]).pvalue
         assert fisher_exact(a, b, c, d) == pytest.approx(expected, rel=1e-9, abs=1e-12), (a, b, c, d)
 
 
-def test_fisher_matches_scipy_on_large_tables() -> None:
+def test_fisher_matches_scipy_on_large_tables(stats: Any) -> None:
     for table in [(95, 5, 80, 20), (480, 20, 455, 45), (1000, 0, 990, 10), (30, 70, 45, 55)]:
         assert fisher_exact(*table) == pytest.approx(stats.fisher_exact([table[:2], table[2:]]).pvalue, rel=1e-7)
 
@@ -50,7 +58,7 @@ def test_wilson_known_values() -> None:
         wilson_interval(11, 10)
 
 
-def test_wilson_matches_scipy() -> None:
+def test_wilson_matches_scipy(stats: Any) -> None:
     for trials in (1, 2, 5, 10, 37, 100, 1000):
         for successes in sorted({0, 1, trials // 3, trials // 2, trials - 1, trials}):
             successes = max(0, successes)
@@ -78,7 +86,7 @@ def test_mcnemar_by_hand() -> None:
         mcnemar_exact(-1, 2)
 
 
-def test_mcnemar_matches_scipy_binomtest() -> None:
+def test_mcnemar_matches_scipy_binomtest(stats: Any) -> None:
     for down, up in itertools.product(range(25), repeat=2):
         if down + up:
             expected = stats.binomtest(down, down + up, 0.5).pvalue

@@ -39,6 +39,7 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, sim: Simulator) -> 
     env = child_env(OPENROUTER_API_KEY="test-key")
     rng = random.Random(5)
     for round_number in range(3):
+        sim.config.latency_ms = 20  # slow enough for the kill to land mid-run
         process = start(
             job, "--base-url", sim.base_url, "-o", out, "-q", *(["--resume"] if round_number else []), env=env
         )
@@ -51,6 +52,7 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, sim: Simulator) -> 
         kept = {
             json.loads(line)["id"]: line for line in out.read_bytes().splitlines(keepends=True) if line.endswith(b"\n")
         }
+        sim.config.latency_ms = 0  # the finishing resume is not killed: no reason to wait
         final = cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", env=env)
         assert final.returncode == 0, final.stderr
         lines = out.read_bytes().splitlines(keepends=True)
