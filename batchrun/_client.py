@@ -110,9 +110,6 @@ class OpenRouterClient:
         # Opt in to `openrouter_metadata` on replies: the documented record of which provider
         # answered (guides/features/router-metadata.mdx).
         headers[METADATA_HEADER] = "enabled"
-        # Opt in to `openrouter_metadata` on replies: the documented record of which provider
-        # answered (guides/features/router-metadata.mdx).
-        headers[METADATA_HEADER] = "enabled"
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=timeout_s),
@@ -357,9 +354,7 @@ class OpenRouterClient:
         reply = await self._account_get(f"/models/{endpoints_slug(model)}/endpoints", self._api_key)
         if reply is None:
             return None  # no listing here (404): priced from /models
-        # Any other answer that is not a readable list is a failure, like a 500 (break14b
-        # C6): taken as "no listing", the cheaper /models price bounded a dearer endpoint.
-        inner = data_of(reply, "/endpoints")
+        inner = data_of(reply, "/endpoints")  # unreadable: a failure like a 500 (break14b C6)
         found = parse_endpoints(inner.get("endpoints") if isinstance(inner, dict) else None)
         if found is None:
             raise Transient("bad_response", "the /endpoints reply has no readable list of endpoints", reply.status)
