@@ -45,12 +45,13 @@ from ._cache_file import (
     migrate_first_format,
 )
 from ._cache_values import (
+    ENTRY_COLUMNS,
     CachedAnswer,
     CacheEntry,
     CacheStats,
+    EntryRow,
     Probe,
     RunStats,
-    StoredEntry,
     blob,
     cost_or_none,
     number_or_none,
@@ -207,34 +208,15 @@ class ResponseCache:
             for key, body, cost, size, reason, latency in rows
         }
 
-    def store_many(self, entries: list[StoredEntry]) -> None:
+    def store_many(self, rows: list[EntryRow]) -> None:
         """One transaction for a batch: a commit per answer would cost more than the answer's
         own bookkeeping. Atomic: after a crash, all of a batch is there or none of it."""
         with self._errors():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO entries (key, row_id, group_id, model, repeat, base_url, body,"
-                    " answer, cost, created_at, reply_bytes, finish_reason, latency_ms)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            e.key,
-                            e.row_id,
-                            e.group_id,
-                            e.model,
-                            e.repeat,
-                            normalize_base_url(e.base_url),
-                            e.payload,
-                            e.answer.to_json(),
-                            e.answer.cost,
-                            e.created_at,
-                            e.answer.reply_bytes,
-                            e.answer.finish_reason,
-                            e.answer.latency_ms,
-                        )
-                        for e in entries
-                    ],
+                    f"INSERT OR REPLACE INTO entries ({ENTRY_COLUMNS}) VALUES ({', '.join('?' * 13)})",  # noqa: S608 - constants
+                    rows,
                 )
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):  # the error that got here is the one to report
@@ -274,15 +256,27 @@ class ResponseCache:
 
     # -- maintenance ----------------------------------------------------------------------
     def stats(self, last_runs: int = 10) -> CacheStats:
+        """Figures of the rows whose columns have their types: a value something else wrote
+        (a text time, a text count) is left out, as a lookup leaves such an entry out."""
+        number = "typeof({}) IN ('integer', 'real')"
         with self._errors():
             entries, oldest, newest = self._db.execute(
-                "SELECT count(*), min(created_at), max(created_at) FROM entries"
+                f"SELECT count(*), min(CASE WHEN {number.format('created_at')} THEN created_at END),"  # noqa: S608
+                f" max(CASE WHEN {number.format('created_at')} THEN created_at END) FROM entries"
             ).fetchone()
-            models = dict(self._db.execute("SELECT model, count(*) FROM entries GROUP BY model ORDER BY model"))
+            models = dict(
+                self._db.execute(
+                    "SELECT CAST(model AS TEXT), count(*) FROM entries GROUP BY CAST(model AS TEXT) ORDER BY 1"
+                )
+            )
+            typed = " AND ".join(
+                [number.format("finished_at"), number.format("saved_usd"), "typeof(job) = 'text'"]
+                + [f"typeof({name}) = 'integer'" for name in ("hits", "misses", "stored")]
+            )
             runs = [
                 RunStats(*row)
                 for row in self._db.execute(
-                    "SELECT finished_at, job, hits, misses, stored, saved_usd FROM runs"
+                    f"SELECT finished_at, job, hits, misses, stored, saved_usd FROM runs WHERE {typed}"  # noqa: S608
                     " ORDER BY finished_at DESC LIMIT ?",
                     (last_runs,),
                 )

@@ -17,15 +17,16 @@ from ._formats import utc_seconds
 from ._job import load_job
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")  # a unit is required: parse_duration
 
 
 def parse_duration(text: str) -> float:
-    """`90s`, `15m`, `12h`, `30d`, `2w`, or a number of seconds; combinations like `1d12h` too."""
+    """`90s`, `15m`, `12h`, `30d`, `2w`; combinations like `1d12h` too. Every number needs its
+    unit: `--older-than 30` read as seconds would empty a cache meant to keep 30 days."""
     compact = text.strip().lower().replace(" ", "")
     parts = _DURATION.findall(compact)
-    if not compact or "".join(n + u for n, u in parts) != compact:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 15m, 12h, 30d, 2w)")
+    if not compact or "".join(n + u for n, u in parts) != compact or any(not unit for _, unit in parts):
+        raise ValueError(f"not a duration: {text!r} (give a unit: e.g. 90s, 15m, 12h, 30d, 2w)")
     return sum(float(number) * _UNITS[unit or "s"] for number, unit in parts)
 
 

@@ -20,13 +20,13 @@ accepted, or could not grade, that answer as it arrives.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from ._cache import ResponseCache, cache_key
-from ._cache_values import CachedAnswer, Probe, RunStats, StoredEntry
+from ._cache import ResponseCache, cache_key, normalize_base_url
+from ._cache_values import CachedAnswer, EntryRow, Probe, RunStats, encode_answer
 from ._charges import RowCharges, uncharged
 from ._checks import Answer, grade, without_latency_checks
 from ._client import ChatResult
@@ -40,6 +40,7 @@ APP_NAME = "batchrun"
 # A kill -9 loses the batch in memory, never the file: those rows are simply asked again.
 FLUSH_EVERY = 256
 FLUSH_AFTER_S = 0.5
+MISS_KEYS_KEPT = 4096  # rows between their lookup and their store: in flight, at most a few hundred
 PROBE_CHUNK = 500  # keys per planning query (SQLite allows 999 parameters in old builds)
 
 
@@ -181,13 +182,17 @@ class CacheSession:
         self.settings = settings
         self.job_name = job_name
         self.base_url = base_url
+        self._stored_base_url = normalize_base_url(base_url)
         self.clock = clock
         self.warn = warn
         self.hits = 0
         self.misses = 0
         self.stored = 0
         self.saved_usd = 0.0
-        self._pending: list[StoredEntry] = []
+        self._pending: list[EntryRow] = []
+        # The key of each row looked up and missed, for its store: one hash less per miss.
+        # Rows that end in an error never take theirs: the memo is dropped when it grows.
+        self._miss_keys: dict[str, bytes] = {}
         self._last_flush = clock.monotonic()
         # Keys planning found stored, once it has looked at every row (`planned`): the run
         # then asks the file only about those, and a miss costs no query at all.
@@ -294,6 +299,9 @@ class CacheSession:
                 answer = None
         if answer is None:
             self.misses += 1
+            if len(self._miss_keys) >= MISS_KEYS_KEPT:
+                self._miss_keys.clear()
+            self._miss_keys[request.id] = key
         else:
             self.hits += 1
             self.saved_usd += answer.cost or 0.0
@@ -315,7 +323,7 @@ class CacheSession:
             return
         if cost is None or cost_status == "unknown":
             return
-        answer = CachedAnswer(
+        answer = encode_answer(
             result.generation_id,
             result.model,
             result.provider,
@@ -323,28 +331,30 @@ class CacheSession:
             result.finish_reason,
             result.native_finish_reason,
             result.usage,
-            cost,
             latency_ms,
             generated_at,
             result.refusal,
             result.reasoning,
             cost_status,
             result.tool_calls,
-            result.reply_bytes,
         )
-        if answer.reply_bytes is None:  # not read by the client (a test's answer): its own size
-            answer = replace(answer, reply_bytes=len(answer.to_json()))
+        key = self._miss_keys.pop(request.id, None) or cache_key(request.fingerprint, request.repeat, self.base_url)
         self._pending.append(
-            StoredEntry(
-                cache_key(request.fingerprint, request.repeat, self.base_url),
+            (
+                key,
                 request.id,
                 row_group_id(self.job_name, request.prompt_id, request.vars),
                 request.model,
                 request.repeat,
-                self.base_url,
+                self._stored_base_url,
                 request.payload,
                 answer,
+                cost,
                 self.clock.time(),
+                # A reply the client did not read (a test's answer) is as large as what is kept.
+                len(answer) if result.reply_bytes is None else result.reply_bytes,
+                result.finish_reason,
+                latency_ms,
             )
         )
         if len(self._pending) >= FLUSH_EVERY or self.clock.monotonic() - self._last_flush >= FLUSH_AFTER_S:

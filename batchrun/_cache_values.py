@@ -64,22 +64,20 @@ class CachedAnswer:
     reply_bytes: int | None = None  # the reply's size as read, against the reading run's cap
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "generation_id": self.generation_id,
-                "response_model": self.response_model,
-                "provider": self.provider,
-                "content": self.content,
-                "finish_reason": self.finish_reason,
-                "native_finish_reason": self.native_finish_reason,
-                "usage": self.usage,
-                "latency_ms": self.latency_ms,
-                "generated_at": self.generated_at,
-                "refusal": self.refusal,
-                "reasoning": self.reasoning,
-                "cost_status": self.cost_status,
-                "tool_calls": list(self.tool_calls),
-            }
+        return encode_answer(
+            self.generation_id,
+            self.response_model,
+            self.provider,
+            self.content,
+            self.finish_reason,
+            self.native_finish_reason,
+            self.usage,
+            self.latency_ms,
+            self.generated_at,
+            self.refusal,
+            self.reasoning,
+            self.cost_status,
+            self.tool_calls,
         )
 
     @classmethod
@@ -115,6 +113,51 @@ class CachedAnswer:
             return None
 
 
+def encode_answer(
+    generation_id: str | None,
+    response_model: str | None,
+    provider: str | None,
+    content: str,
+    finish_reason: str | None,
+    native_finish_reason: str | None,
+    usage: dict[str, Any],
+    latency_ms: float | None,
+    generated_at: str,
+    refusal: str | None,
+    reasoning: str | None,
+    cost_status: str | None,
+    tool_calls: tuple[dict[str, Any], ...],
+) -> bytes:
+    """The `answer` column: what `CachedAnswer.from_row` reads back. A function of fields, not
+    of a CachedAnswer, so the miss path encodes an answer without building one."""
+    return orjson.dumps(
+        {
+            "generation_id": generation_id,
+            "response_model": response_model,
+            "provider": provider,
+            "content": content,
+            "finish_reason": finish_reason,
+            "native_finish_reason": native_finish_reason,
+            "usage": usage,
+            "latency_ms": latency_ms,
+            "generated_at": generated_at,
+            "refusal": refusal,
+            "reasoning": reasoning,
+            "cost_status": cost_status,
+            "tool_calls": list(tool_calls),
+        }
+    )
+
+
+# One row of `entries` as `store_many` writes it, in the order of ENTRY_COLUMNS: a plain tuple,
+# since building frozen dataclasses per stored answer cost more than the insert (bench/cache.py).
+EntryRow = tuple[bytes, str, str, str, int, str, bytes, bytes, float, float, int, "str | None", "float | None"]
+ENTRY_COLUMNS = (
+    "key, row_id, group_id, model, repeat, base_url, body, answer, cost, created_at, reply_bytes, finish_reason,"
+    " latency_ms"
+)
+
+
 class Probe(NamedTuple):
     """What planning reads of a stored entry: enough to decide a hit, not the answer."""
 
@@ -138,6 +181,24 @@ class StoredEntry:
     payload: bytes
     answer: CachedAnswer
     created_at: float
+
+    def row(self) -> EntryRow:
+        answer = self.answer.to_json()
+        return (
+            self.key,
+            self.row_id,
+            self.group_id,
+            self.model,
+            self.repeat,
+            self.base_url,
+            self.payload,
+            answer,
+            self.answer.cost or 0.0,
+            self.created_at,
+            len(answer) if self.answer.reply_bytes is None else self.answer.reply_bytes,
+            self.answer.finish_reason,
+            self.answer.latency_ms,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,9 @@ alternate and each figure is the median. Two throughputs:
 The cache's own work is also timed in process, on the client's core: planning's probe, the
 run's lookup and the store (batched commits included) of N misses, per row, against the
 client's CPU per row without a cache. That share moves least with the machine's load.
+Every round's CPU and wall figures are printed too, and each alternating pair's overhead
+(round i of both sides ran under about the same load), with the machine's load average.
+BENCH_CACHE_ROWS=0 runs the miss path alone.
 """
 
 from __future__ import annotations
@@ -110,6 +113,13 @@ def miss_path(base: str) -> None:
         f"    the cache's own work: {work * 1e6:.1f} us per row (probe, lookup, store), "
         f"{work / per_row * 100:.1f}% of a row's client CPU without a cache ({per_row * 1e6:.0f} us)"
     )
+    # Rounds alternate, so round i of each side ran under about the same load: paired ratios.
+    paired_cpu = [1 - p / c for p, c in zip(cpus["no cache"], cpus["cache, all misses"], strict=True)]
+    paired_wall = [c / p - 1 for p, c in zip(walls["no cache"], walls["cache, all misses"], strict=True)]
+    for label in labels:
+        print(f"    {label:<19} CPU per round {spread(cpus[label])}; wall per round {spread(walls[label])}")
+    print(f"    paired rounds: CPU overhead {spread([x * 100 for x in paired_cpu], '%')}")
+    print(f"    paired rounds: wall overhead {spread([x * 100 for x in paired_wall], '%')}")
     print(
         f"    overhead {overhead * 100:+.1f}% of throughput by CPU -> {verdict(overhead <= 0.05)} (target <= 5%); "
         f"by median CPU {median_overhead * 100:+.1f}%, by the simulator {sim_overhead * 100:+.1f}%, "
@@ -150,11 +160,23 @@ def cache_work_per_row(rows: int) -> float:
 
 
 def main() -> None:
-    print(f"cache: {machine()}; simulator pinned to core 1, client to core 0")
+    print(f"cache: {machine()}; simulator pinned to core 1, client to core 0; load average {load()}")
     OUT.mkdir(exist_ok=True)
     with simulator() as base:
-        hit_path(base)
+        if HIT_ROWS:  # BENCH_CACHE_ROWS=0: the miss path only
+            hit_path(base)
         miss_path(base)
+    print(f"  load average at the end: {load()}")
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def spread(values: list[float], unit: str = "s") -> str:
+    """Every round's figure, in order, and their range: what the medians hide."""
+    shown = ", ".join(f"{v:.2f}" for v in values)
+    return f"[{shown}] {unit} (min {min(values):.2f}, max {max(values):.2f})"
 
 
 if __name__ == "__main__":

@@ -82,9 +82,9 @@ def test_a_stored_body_that_differs_is_never_a_hit(tmp_path: Path) -> None:
     store = ResponseCache.open(tmp_path)
     request = requests_of(tmp_path)[0]
     key = cache_key(request.fingerprint, request.repeat, BASE)
-    answer = CachedAnswer(None, None, None, "Paris", "stop", None, {}, 0.1, 1.0, "t")
+    answer = CachedAnswer(None, None, None, "Paris", "stop", None, {}, 0.1, 1.0, "t", reply_bytes=300)
     for payload in (request.payload + b" ", request.payload):
-        store.store_many([StoredEntry(key, request.id, "g", request.model, 0, BASE, payload, answer, 1.0)])
+        store.store_many([StoredEntry(key, request.id, "g", request.model, 0, BASE, payload, answer, 1.0).row()])
         assert store.probe_many([key], None)[key][:2] == (payload, 0.1)
         cache = session(tmp_path / "s", FakeClock(), [])
         cache._store = store  # the session compares the stored body, as lookups do
@@ -236,7 +236,7 @@ def _entry(folder: Path, request: Request) -> CacheEntry:
     key = cache_key(request.fingerprint, request.repeat, BASE)
     answer = CachedAnswer(None, None, None, "2", "stop", None, {}, 0.1, 1.0, "t")
     store.store_many(
-        [StoredEntry(key, request.id, "g", request.model, request.repeat, BASE, request.payload, answer, 1.0)]
+        [StoredEntry(key, request.id, "g", request.model, request.repeat, BASE, request.payload, answer, 1.0).row()]
     )
     [entry] = [e for e in store.entries_of_groups({"g"})["g"] if e.key == key]
     store.close()
@@ -245,13 +245,13 @@ def _entry(folder: Path, request: Request) -> CacheEntry:
 
 # -- upkeep ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("12h", 43200), ("30d", 2592000), ("1d12h", 129600)]
+    ("text", "seconds"), [("90s", 90), ("15m", 900), ("12h", 43200), ("30d", 2592000), ("1d12h", 129600)]
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "d", "12x", "-1d", "1.5.2h", "ten days"])
+@pytest.mark.parametrize("text", ["", "d", "12x", "-1d", "1.5.2h", "ten days", "30", "1d12"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)

@@ -128,6 +128,8 @@ def test_a_cache_file_edited_to_lie_gives_misses_never_a_crash(tmp_path: Path) -
             ]
             for row_id, edit in zip(ids, edits, strict=True):
                 db.execute(f"UPDATE entries SET {edit} WHERE id = ?", (row_id,))  # noqa: S608 - the test's own
+            db.execute("UPDATE entries SET created_at = 'yesterday' WHERE id = ?", (ids[6],))  # the hit below
+            db.execute("UPDATE runs SET finished_at = 'noon', hits = 'many'")
         sent = len(server.chat_rows())
         code, _, err = call_cli(job, "-o", tmp_path / "b.jsonl", *args)
         resent = len(server.chat_rows()) - sent
@@ -138,4 +140,4 @@ def test_a_cache_file_edited_to_lie_gives_misses_never_a_crash(tmp_path: Path) -
     assert resent == 6  # every entry but the one whose only fault is its latency
     [hit] = [r for r in rows if r["cached"]]
     assert hit["latency_ms"] is None and hit["passed"] is True
-    assert stats[0] == 0
+    assert stats[0] == 0 and "entries: 7," in stats[1] and "Traceback" not in stats[2]

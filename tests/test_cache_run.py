@@ -337,6 +337,15 @@ def test_misread_cache_options_are_one_line_usage_errors(tmp_path: Path, capsys:
         assert code == 2 and err == f"batchrun: {job}: not a folder (the cache is a folder holding {FILE_NAME})\n"
     assert job.read_text() == textwrap.dedent(SMALL_JOB).lstrip("\n")  # nothing touched it
     assert list(tmp_path.iterdir()) == [job]  # no results, no cache made
+    # `--older-than 30` meant 30 seconds: a cache kept for 30 days emptied. A unit is required.
+    cache = tmp_path / "cache"
+    assert call_cli(job, "--simulate", "-o", tmp_path / "a.jsonl", f"--cache={cache}")[0] == 0
+    code, _, err = call_cli("cache", "prune", "--older-than", "30", "--dir", cache)
+    assert code == 2 and err == (
+        "batchrun: --older-than: not a duration: '30' (give a unit: e.g. 90s, 15m, 12h, 30d, 2w)\n"
+    )
+    with sqlite3.connect(cache / FILE_NAME) as db:
+        assert db.execute("SELECT count(*) FROM entries").fetchone() == (20,)
 
 
 def test_a_bad_ttl_names_its_field(tmp_path: Path) -> None:

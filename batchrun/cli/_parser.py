@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache = commands.add_parser("cache", help="the response cache: explain, stats, prune, clear")
     actions = cache.add_subparsers(dest="cache_command", parser_class=_Parser, required=True)
     explain = actions.add_parser("explain", help="hit or miss for each row of a job, and why")
-    explain.add_argument("job", type=Path)
+    explain.add_argument("job", type=Path, help="the job file (its run.cache settings apply)")
     chosen = explain.add_mutually_exclusive_group()
     chosen.add_argument("--row", metavar="ID", help="one row (its id, or the start of it)")
     chosen.add_argument("--prompt", metavar="ID", help="the rows of one prompt")
@@ -261,12 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--simulate", action="store_true", help="as runs with --simulate see the cache")
     stats = actions.add_parser("stats", help="entries, size, hit rate of the last runs")
     prune = actions.add_parser("prune", help="remove entries stored longer ago than DURATION")
-    prune.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 30d, 12h, 2w")
+    prune.add_argument(
+        "--older-than", required=True, metavar="DURATION", help="with a unit: 90s, 15m, 12h, 30d, 2w (or 1d12h)"
+    )
     clear = actions.add_parser("clear", help="remove every entry, or one model's")
     clear.add_argument("--model", metavar="ID", help="only this model's entries")
-    for action in (explain, stats, prune, clear):
+    # Only `explain` reads a job: the others cannot know a job's run.cache.dir (issue 16).
+    explain.add_argument("--dir", type=Path, help="cache folder (default: the job's run.cache.dir, else the user's)")
+    for action in (stats, prune, clear):
         action.add_argument(
-            "--dir", type=Path, help="cache folder (default: run.cache.dir, else the user cache folder)"
+            "--dir",
+            type=Path,
+            help="cache folder (default: the user cache folder, not a job's run.cache.dir: name that one here)",
         )
     return parser
 
