@@ -75,11 +75,10 @@ async def reconcile_run(
     sleep: Callable[[float], Awaitable[None]],
     time_left: Callable[[], float | None],
 ) -> dict[str, Any]:
-    """Last lookups for charges still unknown, then the key's usage against the ledger. The
+    """The key's usage against the ledger (after the run's last lookups: `late_lookups`). The
     /key read is retried like start-up's (break-14 #15); when it still fails, or its usage
     cannot be read, the reconciliation says it was not done (a warning), never nothing; so
     does a start-up /key read whose usage could not be read (`start_unread` says why)."""
-    await book.retry_lookups()
     end_usage, why = None, None
     if start_usage is not None:
         try:

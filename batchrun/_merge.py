@@ -52,6 +52,9 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
             for index, shard in enumerate(shards):
                 records = (r for r in final_records(shard) if last[r["id"]] == index)
                 for record in records if coverage is None else coverage.review(records):
+                    # Alone in the merged file, a row written again with a cost learnt late
+                    # replaces nothing there: its `resolves` would take its spend away.
+                    record.pop("resolves", None)
                     writer.write(record)
                     builder.add(record)
         finally:

@@ -18,9 +18,11 @@ from ._batch_run import BatchExecutor, held_open
 from ._batch_state import BatchState
 from ._client import OpenRouterClient
 from ._exceptions import ConfigError, OutputFailed, ResultsError
+from ._formats import utc
 from ._isolated import IsolatedKey
 from ._items import ItemGate
 from ._job import Job
+from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
 from ._lock import OutputLock
 from ._matrix import Request, count_requests, plan_requests
@@ -262,6 +264,13 @@ async def _locked_run(
             left = time_left()
             return None if left is None else left + settings.grace_s
 
+        # The run's last lookups of costs still unknown; rows they resolve are written again.
+        await runner.charges.retry_lookups()
+        late_rows, late_failed = 0, None
+        if outcome.stop != StopReason.IO:
+            late_rows, late_failed = append_late_costs(output, runner.records.late, utc(options.clock.time()))
+        if late_failed:
+            notice(f"warning: {late_failed}")
         reconciliation = await reconcile_run(
             client,
             runner.ledger,
@@ -276,8 +285,9 @@ async def _locked_run(
             notice("warning: " + reconciliation["warning"])
         if isolated is not None:
             await isolated.finish(notice)
-        if states:
-            # The file's rows for the totals; the cache's figures stay this run's (issue 16).
+        if states or late_rows:
+            # The file's rows for the totals (a row written again counts once, with its cost
+            # learnt late); the cache's figures stay this run's (issue 16).
             summary = (
                 SummaryBuilder(summary.gate)
                 .add_all(final_records(output, lambda message: notice(f"warning: {message}")))

@@ -143,9 +143,18 @@ class ScanResult:
 def spent_on(record: dict[str, Any]) -> float:
     """What a record counts as spent (`spent`: its answer and grading, with the worst case
     held for any attempt of unknown cost); `cost` for files written before `spent` existed."""
-    spent = record.get("spent", record.get("cost"))
+    return _money(record.get("spent", record.get("cost")))
+
+
+def spent_anew(record: dict[str, Any]) -> float:
+    """What a record adds to the file's spend: its `spent`, less the `spent` of the record it
+    `resolves` (the same row written again with a cost learnt late, _late_costs)."""
+    return spent_on(record) - _money(record.get("resolves"))
+
+
+def _money(value: Any) -> float:
     try:
-        return float(spent or 0.0)
+        return float(value or 0.0)
     except (TypeError, ValueError):
         return 0.0
 
@@ -161,7 +170,7 @@ def _scan_slow(path: Path, first: int, lines: list[bytes], states: dict[bytes, b
             states[record["id"].encode()] = state_blob(
                 record.get("fingerprint", ""), record["status"], record.get("reason"), bool(record.get("retryable"))
             )
-            spent += spent_on(record)
+            spent += spent_anew(record)
         except (ValueError, KeyError, TypeError, AttributeError):
             warn(f"{path}:{number}: set aside: not a batchrun record")
     return spent
@@ -194,6 +203,7 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
     """
     states: dict[bytes, bytes] = {}
     costs: list[bytes] = []
+    resolved: list[bytes] = []  # `spent` replaced by a later record of the same row (_late_costs)
     spent = 0.0
     lines = 0
     with _open(path) as handle:
@@ -207,11 +217,12 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
                 if len(found) != count:
                     spent += _scan_slow(path, lines + 1, segment.split(b"\n")[1:], states, warn)
                 else:
-                    for row_id, blob, _cost, _spent in found:
+                    for row_id, blob, _cost, _spent, _resolves in found:
                         states[row_id] = blob
-                    costs += [spent or cost for _, _, cost, spent in found]
+                    costs += [spent or cost for _, _, cost, spent, _ in found]
+                    resolved += [resolves for *_, resolves in found if resolves]
                 lines += count
-    spent += sum(float(cost) for cost in costs if cost not in (b"", b"null"))
+    spent += sum(float(cost) for cost in costs if cost not in (b"", b"null")) - sum(float(r) for r in resolved)
     return ScanResult(states, spent, lines)
 
 

@@ -53,7 +53,7 @@ def reconcile(
         "unattributed_usd": None,
         "difference_usd": None,
         "lookups": book.lookups,
-        # Looked up after the row was written with cost "unknown": in the ledger, not in the records.
+        # Looked up after the row was written with cost "unknown": the row is written again (_late_costs).
         "resolved_after_record_usd": round(book.resolved_after_record, 8),
         "resolved_after_record_attempts": book.resolved_after_record_attempts,
         # The key's usage beyond what the ledger counted, seen at a refresh and counted as spent.

@@ -69,7 +69,7 @@ def _field(name: str, group: bool = False) -> bytes:
     return b'"' + name.encode() + b'":' + value
 
 
-# One match per line start: (id, state bytes, cost, spent). Files written before `spent`
+# One match per line start: (id, state bytes, cost, spent, resolves). Files written before `spent`
 # existed have no such field: their `cost` is what was spent.
 LINE_HEADS = re.compile(
     rb"\n\{"
@@ -83,5 +83,7 @@ LINE_HEADS = re.compile(
     + b",(?:"
     + _field("spent", group=True)
     + b",)?"
+    # A row written again with a cost learnt late (_late_costs): the `spent` it replaces.
+    + rb'(?:"resolves":([-+0-9.eE]+),)?'
 )
 assert list(HEAD)[1 : 1 + len(STATE)] == list(STATE), "the state is one run of the head"

@@ -14,6 +14,7 @@ from ._charges import RowCharges, uncharged
 from ._clock import Clock
 from ._exceptions import OutputFailed, RequestFailed
 from ._formats import utc
+from ._late_costs import LateCosts
 from ._matrix import Request
 from ._results import ResultsWriter, record_head
 from ._retry import AttemptLog
@@ -42,6 +43,7 @@ class RowRecords:
         self.job_fingerprint = job_fingerprint
         self.cache_on = cache_on
         self.on_record = on_record
+        self.late = LateCosts()  # rows written with an unknown cost: written again once it is known
 
     def make(
         self,
@@ -83,6 +85,7 @@ class RowRecords:
     def finish(self, row: Row, record: dict[str, Any]) -> None:
         row.written = True  # set first: a row whose write failed must not be written twice
         self.emit(row.request, record)
+        self.late.remember(row.request, record, row.charges)
 
     def skip(self, request: Request, reason: str) -> None:
         self.emit(request, self.make(request, Status.SKIPPED, reason, True, None, **uncharged(None)))

@@ -357,12 +357,12 @@ def _reconciliation_lines(summary: Summary) -> list[str]:
             + ("" if attributed is None else f"; the key's usage attributes ${attributed:.6f} to them")
         )
     if rec.get("resolved_after_record_attempts"):
-        # The records of these rows still say "unknown" (written before the lookup answered):
-        # the count of such rows and the attempts still unknown differ, and this line says why.
+        # Those rows were appended again with the cost (_late_costs): the records say it too.
         lines.append(
             f"{rec['resolved_after_record_attempts']} attempt(s) recorded with an unknown cost were looked up "
             f"after their rows were written: ${rec['resolved_after_record_usd']:.6f} "
-            f"(their records still say unknown; {summary['total'].get('cost_unknown_rows', 0)} row(s) do)"
+            f"(their rows were written again with it; {summary['total'].get('cost_unknown_rows', 0)} row(s) "
+            "still have an unknown cost)"
         )
     if rec.get("warning"):
         lines.append(f"warning: {rec['warning']}")

@@ -294,3 +294,15 @@ def web() -> Iterator[httpx.Client]:
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def final_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a run's results file, each once (the supersede rule): within one run a row
+    is written again only when its cost was learnt late (`cost_resolved_at`), and then its
+    last record is the row, in its first place."""
+    rows: dict[str, dict[str, Any]] = {}
+    for record in read_rows(path):
+        if record["id"] in rows:
+            assert record.get("cost_resolved_at"), f"row {record['id']} was recorded twice"
+        rows[record["id"]] = record
+    return list(rows.values())

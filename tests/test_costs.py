@@ -20,7 +20,7 @@ from batchrun._matrix import plan_requests
 from batchrun._summary_types import Summary
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import FAKE_KEY, TEN_NS, FakeClock, call_cli, priced_job, read_rows, write_job
+from .conftest import FAKE_KEY, TEN_NS, FakeClock, call_cli, final_rows, priced_job, write_job
 
 ABANDON_JOB = priced_job(
     "abandon",
@@ -108,7 +108,7 @@ async def test_abandoned_attempts_never_push_the_bill_past_the_budget(tmp_path: 
         summary = (await run_job(replace(job, run=run), options)).summary
         billed = sim.stats.billed_usd
         by_row = dict(sim.stats.billed_by_row)
-    rows = read_rows(out)
+    rows = final_rows(out)
     assert len(rows) == 60
     assert transport.given_up["hang"] > 0 and transport.given_up["stall"] > 0
     # The promise: what the service billed never passes the budget.
@@ -143,7 +143,7 @@ async def test_a_stalled_answer_is_looked_up_by_its_generation_id(tmp_path: Path
             sim, tmp_path, ABANDON_JOB.replace("repeat: 3", "repeat: 1"), budget=5.0, max_attempts=1, timeout_s=1.0
         )
         by_row = dict(sim.stats.billed_by_row)
-    rows = read_rows(tmp_path / "out.jsonl")
+    rows = final_rows(tmp_path / "out.jsonl")
     assert {r["status"] for r in rows} == {"error"} and {r["cost_status"] for r in rows} == {"looked_up"}
     for row in rows:
         [attempt] = row["abandoned_attempts"]
@@ -160,7 +160,7 @@ async def test_a_hung_attempt_without_an_id_is_unknown_and_held(tmp_path: Path) 
             sim, tmp_path, ABANDON_JOB.replace("repeat: 3", "repeat: 1"), budget=5.0, max_attempts=1, timeout_s=1.0
         )
         billed = sim.stats.billed_usd
-    rows = read_rows(tmp_path / "out.jsonl")
+    rows = final_rows(tmp_path / "out.jsonl")
     assert {r["cost_status"] for r in rows} == {"unknown"} and {r["cost"] for r in rows} == {None}
     rec = summary["reconciliation"]
     assert rec["unknown_cost_attempts"] == 20 and rec["unattributed_usd"] == pytest.approx(billed, abs=1e-9)
@@ -352,7 +352,7 @@ async def test_a_server_that_under_reports_tenfold_is_caught_before_the_budget_i
         summary = await _run(sim, tmp_path, LIAR_JOB, budget=budget)
         billed = sim.stats.billed_usd
         honest_rows = sum(1 for _ in sim.stats.billed_by_row)
-    rows = read_rows(tmp_path / "out.jsonl")
+    rows = final_rows(tmp_path / "out.jsonl")
     assert len(rows) == 600 and summary["stop"] == "budget"
     estimate = summary["estimate_usd"]
     assert estimate is not None

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
+from batchrun._reader import final_records, scan_states
 
-from .conftest import FAKE_KEY, FakeClock, call_cli, write_job
+from .conftest import FAKE_KEY, FakeClock, call_cli, read_rows, write_job
 from .hostile import JOB, HostileServer, RawRequest, assert_no_key_in, chat_payload, http, json_answer, run
 
 pytestmark = pytest.mark.usefixtures("keys_env")
@@ -282,9 +283,10 @@ def test_unknown_costs_read_as_a_lower_bound_in_every_view(tmp_path: Path) -> No
     assert f"all rows in the file cost $0.000000+? (4 row(s) of unknown cost, up to ${held:.6f}" in again.stdout
 
 
-def test_costs_found_after_the_rows_were_written_are_explained(tmp_path: Path) -> None:
+def test_costs_found_after_the_rows_were_written_are_appended_as_the_rows_again(tmp_path: Path) -> None:
     """break-14 #20: each row's lookup finds nothing yet (404), the end-of-run lookups find
-    them all: the records stay "unknown", and the text says why no attempt is left unknown."""
+    them all: each row is appended again with its cost (the first record is never changed),
+    and every reader takes the row as that last record."""
     ids = iter(f"gen-{n}" for n in range(100))
     asked: set[str] = set()
 
@@ -298,9 +300,31 @@ def test_costs_found_after_the_rows_were_written_are_explained(tmp_path: Path) -
     server = HostileServer(chat=lambda request: _cut(next(ids)))
     server.routes["/generation"] = generation
     outcome = run(server, tmp_path)
-    assert {r["cost_status"] for r in outcome.rows} == {"unknown"}
-    rec = _summary(tmp_path)["reconciliation"]
+    out = tmp_path / "out.jsonl"
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 8 and [r["cost_status"] for r in lines[:4]] == ["unknown"] * 4
+    for first, again in zip(lines[:4], lines[4:], strict=True):
+        assert again["id"] == first["id"] and again["cost_resolved_at"] and again["resolves"] == first["spent"]
+        assert again["cost"] == again["spent"] == pytest.approx(0.0001) and again["cost_status"] == "looked_up"
+        assert again["cost_held"] is None and again["abandoned_attempts"][0]["cost_status"] == "looked_up"
+        assert {k: v for k, v in again.items() if not k.startswith(("cost", "spent", "resolves", "abandoned"))} == {
+            k: v for k, v in first.items() if not k.startswith(("cost", "spent", "abandoned"))
+        }
+    assert {r["cost_status"] for r in outcome.rows} == {"looked_up"}
+    summary = _summary(tmp_path)
+    rec = summary["reconciliation"]
     assert rec["unknown_cost_attempts"] == 0 and rec["resolved_after_record_attempts"] == 4
     assert rec["resolved_after_record_usd"] == pytest.approx(0.0004)
+    assert summary["total"]["cost_unknown_rows"] == 0 and summary["total"]["cost_held_usd"] == 0
     line = "4 attempt(s) recorded with an unknown cost were looked up after their rows were written: $0.000400"
-    assert line in outcome.stdout and "(their records still say unknown; 4 row(s) do)" in outcome.stdout
+    assert line in outcome.stdout and "(their rows were written again with it; 0 row(s) still have" in outcome.stdout
+    # Every reader sees the looked-up cost: report, and resume's count of what the file spent.
+    code, report, _ = call_cli("report", out, "--json")
+    assert code == ExitCode.OK and json.loads(report)["total"]["cost_unknown_rows"] == 0
+    assert scan_states(out).spent_usd == pytest.approx(0.0004)
+    assert [r["status"] for r in final_records(out)] == ["error"] * 4
+    # A merge keeps the last records alone: nothing left for `resolves` to replace.
+    merged = tmp_path / "merged.jsonl"
+    call_cli("merge", merged, out)
+    assert scan_states(merged).spent_usd == pytest.approx(0.0004) and len(read_rows(merged)) == 4
+    assert not any("resolves" in r for r in read_rows(merged))

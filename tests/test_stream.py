@@ -19,7 +19,7 @@ from batchrun._stream import stream_body, stream_chat
 from batchrun._summary_types import Summary
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import FAKE_KEY, FakeClock, read_rows, write_job
+from .conftest import FAKE_KEY, FakeClock, final_rows, write_job
 
 STREAM_JOB = """
 name: streamed
@@ -52,7 +52,7 @@ async def test_time_to_first_token_is_recorded(tmp_path: Path) -> None:
     simulator = Simulator(SimConfig(latency_ms=40, stream_chunk_ms=5, stream_padding=20))
     with simulator.serve_in_thread() as sim:
         await _run(sim, tmp_path, clock=SystemClock())
-    rows = read_rows(tmp_path / "s.jsonl")
+    rows = final_rows(tmp_path / "s.jsonl")
     assert [r["status"] for r in rows] == ["ok"] * 4
     for row in rows:
         assert 40 <= row["ttft_ms"] <= row["latency_ms"]
@@ -65,7 +65,7 @@ async def test_a_mid_stream_error_is_classified_and_not_billed(tmp_path: Path) -
     with simulator.serve_in_thread() as sim:
         summary = await _run(sim, tmp_path)
         billed = sim.stats.billed_usd
-    rows = read_rows(tmp_path / "s.jsonl")
+    rows = final_rows(tmp_path / "s.jsonl")
     for row in rows:
         assert row["status"] == "error" and row["reason"] == "upstream_error"
         assert row["error"]["message"] == "mid-stream: Provider disconnected unexpectedly"
@@ -82,7 +82,7 @@ async def test_cancelling_at_the_deadline_stops_billing(tmp_path: Path) -> None:
     with simulator.serve_in_thread() as sim:
         summary = await _run(sim, tmp_path, clock=SystemClock(), deadline_s=2, grace_s=0)
     generations = list(sim.generations.values())
-    rows = read_rows(tmp_path / "s.jsonl")
+    rows = final_rows(tmp_path / "s.jsonl")
     assert {r["reason"] for r in rows} == {"deadline"} and summary["stop"] == "deadline"
     assert sim.stats.cancelled_streams == 4 and len(generations) == 4
     full = 2000 + 3  # the padding plus the answer's own words
@@ -106,14 +106,16 @@ async def test_a_request_stalled_at_the_deadline_keeps_its_generation_id(tmp_pat
     simulator = Simulator(SimConfig(faults={"stall": 1.0}))
     with simulator.serve_in_thread() as sim:
         summary = await _run(sim, tmp_path, clock=SystemClock(), deadline_s=1, grace_s=0, stream=False)
-    rows = read_rows(tmp_path / "s.jsonl")
+    rows = final_rows(tmp_path / "s.jsonl")
     assert {r["reason"] for r in rows} == {"deadline"} and len(sim.generations) == 4
     # Named as given, not as what was left after pre-flight ("0.98211 s", break-14 #20).
     assert summary["stop_message"] == "the run deadline of 1 s was reached"
     for row in rows:
         [attempt] = row["abandoned_attempts"]
-        assert attempt["generation_id"] in sim.generations and row["cost_status"] == "unknown"
-    # The stalled generations were finished and billed; the end-of-run lookups found every one.
+        assert attempt["generation_id"] in sim.generations
+        # The stalled generations were finished and billed; the end-of-run lookups found every
+        # one, and each row was written again with its cost.
+        assert row["cost_status"] == "looked_up" and row["cost_resolved_at"] and row["cost"] > 0
     assert summary["reconciliation"]["unknown_cost_attempts"] == 0
     assert 0 <= summary["reconciliation"]["resolved_after_record_usd"] <= sim.stats.billed_usd + 1e-9
 
@@ -138,7 +140,7 @@ async def test_a_run_streams_under_run_max_response_bytes(tmp_path: Path) -> Non
     simulator = Simulator(SimConfig(stream_padding=5000))
     with simulator.serve_in_thread() as sim:
         summary = await _run(sim, tmp_path, max_response_bytes=8192)
-    rows = read_rows(tmp_path / "s.jsonl")
+    rows = final_rows(tmp_path / "s.jsonl")
     assert [r["error"]["kind"] for r in rows] == ["response_too_large"] * 4
     assert all("8,192-byte cap (run.max_response_bytes)" in r["error"]["message"] for r in rows)
     # (How many streams the simulator saw cancelled depends on how far it got: not asserted.)

@@ -1,0 +1,82 @@
+"""Costs learned after their row was written: the row is appended again, never rewritten.
+
+A row whose cost was unknown when its record was written (an attempt abandoned in flight,
+a lookup that had not answered yet) may have its cost looked up later: at a /key refresh,
+or in the end-of-run lookups. Results files are append-only, so that record stays as it
+is; the row is written again, whole, with its cost fields as they are now and
+`cost_resolved_at`. By the supersede rule (_results) every reader (summary, report,
+history, diff, merge, resume) takes this last record as the row.
+
+Its head carries `resolves`: the `spent` of the record it replaces. The resume scan adds
+up the `spent` of every record (a retried row was paid for again) less each `resolves`,
+so the row counts once, at what it is now known to have cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._charges import RowCharges
+from ._exceptions import OutputFailed
+from ._matrix import Request
+from ._reader import spent_on
+from ._record_head import record_head
+from ._results import ResultsWriter
+
+
+@dataclass
+class LateCosts:
+    """The rows written with an unknown cost, kept (record and charges) until the run ends."""
+
+    rows: list[tuple[Request, dict[str, Any], RowCharges]] = field(default_factory=list)
+
+    def remember(self, request: Request, record: dict[str, Any], charges: RowCharges) -> None:
+        if record.get("cost_status") == "unknown" and charges.parts:
+            self.rows.append((request, record, charges))
+
+    def records(self, now: str) -> Iterator[tuple[dict[str, Any], bytes]]:
+        """(record, request body) to append for each row whose cost fields changed since written."""
+        for request, old, charges in self.rows:
+            fields = charges.fields()
+            if all(old.get(name) == value for name, value in fields.items()):
+                continue  # nothing was learnt about this row
+            yield resolved_record(old, fields, now), request.payload
+
+
+def resolved_record(old: dict[str, Any], fields: dict[str, Any], now: str) -> dict[str, Any]:
+    """`old` with the cost `fields` known now; `spent` moves by what the row's own cost moved
+    (its grading, also in `spent`, is unchanged)."""
+    before = old["cost"] if old.get("cost") is not None else old.get("cost_held") or 0.0
+    after = fields["cost"] if fields["cost"] is not None else fields["cost_held"] or 0.0
+    spent = max(0.0, spent_on(old) - before + after)
+    record = record_head(
+        old["id"], old["fingerprint"], old["status"], old["reason"], old["retryable"], fields["cost"], spent
+    )
+    record["resolves"] = spent_on(old)
+    record.update((name, value) for name, value in old.items() if name not in record)
+    record.update(fields)
+    record["cost_resolved_at"] = now
+    return record
+
+
+def append_late_costs(path: Path, late: LateCosts, now: str) -> tuple[int, str | None]:
+    """Append the rows whose cost was learnt after they were written: (how many, and why
+    not all of them could be, or None)."""
+    written = 0
+    try:
+        writer = ResultsWriter(path)
+        try:
+            for record, payload in late.records(now):
+                writer.write(record, payload)
+                written += 1
+        finally:
+            writer.close()
+    except OutputFailed as failure:
+        return written, f"costs looked up after their rows were written were not all appended: {failure}"
+    except OSError as exc:
+        why = exc.strerror or exc
+        return written, f"{path}: costs looked up after their rows were written were not appended: {why}"
+    return written, None
