@@ -139,12 +139,16 @@ def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
     remaining = data.get("limit_remaining")
     # null means "no per-key limit"; anything else must be a number (it may be negative
     # once a key overspent), or the credit is unknown and nothing can be promised.
-    if remaining is not None and (
-        isinstance(remaining, bool) or not isinstance(remaining, (int, float)) or not math.isfinite(remaining)
-    ):
+    if remaining is not None and (isinstance(remaining, bool) or not isinstance(remaining, (int, float))):
         raise bad_reply(f"the {what} limit_remaining is {type_name(remaining)}, not a number")
+    try:
+        credit = None if remaining is None else float(remaining)
+    except OverflowError:  # an integer of hundreds of digits (break14b M8): no credit a key has
+        raise bad_reply(f"the {what} limit_remaining is a number too large to be a credit") from None
+    if credit is not None and not math.isfinite(credit):
+        raise bad_reply(f"the {what} limit_remaining is not a finite number")
     if "limit_remaining" in data:
-        key["limit_remaining"] = None if remaining is None else float(remaining)
+        key["limit_remaining"] = credit
     free = data.get("free_model_daily_requests")
     if isinstance(free, dict):
         key["free_model_daily_requests"] = {k: count(free.get(k)) for k in ("limit", "remaining", "used")}

@@ -82,6 +82,10 @@ def url_problem(text: str) -> str | None:
         return f"not a URL: {exc}"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"expected an http:// or https:// URL with a host, got {text!r}"
+    try:
+        _ = parts.port  # read lazily: a port past 65535 was found by the first request (exit 1)
+    except ValueError as exc:
+        return f"{exc} in {text!r}"
     return None
 
 

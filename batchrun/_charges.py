@@ -17,7 +17,6 @@ A row's cost has one of four statuses (the record's `cost_status`):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,11 +127,14 @@ class ChargeBook:
         row.parts.append(charge)
         self.unresolved.append(charge)
 
-    async def answered(
-        self, result: ChatResult, reservation: float, row: RowCharges, estimate: Callable[[], float | None]
-    ) -> None:
-        """Settle an answer: its reported cost, a lookup, the token estimate, or unknown (held).
-        `estimate` is only worked out when the answer reported no cost (most do)."""
+    async def failed_with_cost(self, failure: RequestFailed, reservation: float, row: RowCharges) -> None:
+        """A failed attempt whose reply reported a cost (`RequestFailed.reported_cost`)."""
+        cost = failure.reported_cost or 0.0
+        row.parts.append(Charge(failure.generation_id, 0.0, cost=cost, status="reported"))
+        await self.ledger.settle(reservation, cost)
+
+    async def answered(self, result: ChatResult, reservation: float, row: RowCharges, estimate: float | None) -> None:
+        """Settle an answer: its reported cost, a lookup, the token estimate, or unknown (held)."""
         is_byok, upstream = byok_of(result.usage)
         charge = Charge(result.generation_id, 0.0, is_byok=is_byok, upstream_inference_cost=upstream, abandoned=False)
         row.parts.append(charge)
@@ -156,13 +158,12 @@ class ChargeBook:
             # cost stays unknown and its worst case stays held (issue 11). Nor is a BYOK
             # answer's provider charge estimated from our prices: it stays held too.
             return
-        estimated = estimate()
-        if estimated is not None:
+        if estimate is not None:
             # Tokens times the dearest allowed price: never below the real charge.
             self.unresolved.remove(charge)
             held, charge.held = charge.held, 0.0
-            charge.cost, charge.status = estimated, "estimated"
-            await self.ledger.resolve(held, estimated)
+            charge.cost, charge.status = estimate, "estimated"
+            await self.ledger.resolve(held, estimate)
 
     async def look_up(self, charge: Charge) -> bool:
         """Resolve one charge through /generation; False when it is not known (yet)."""

@@ -101,9 +101,6 @@ class OpenRouterClient:
         # Opt in to `openrouter_metadata` on replies: the documented record of which provider
         # answered (guides/features/router-metadata.mdx).
         headers[METADATA_HEADER] = "enabled"
-        # Opt in to `openrouter_metadata` on replies: the documented record of which provider
-        # answered (guides/features/router-metadata.mdx).
-        headers[METADATA_HEADER] = "enabled"
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=timeout_s),
@@ -345,10 +342,13 @@ class OpenRouterClient:
 
     async def endpoints(self, model: str) -> list[EndpointPrice] | None:
         """GET /models/{author}/{slug}/endpoints: each provider's price; None where not served."""
-        inner = await self._account_json(f"/models/{endpoints_slug(model)}/endpoints", self._api_key)
+        reply = await self._account_get(f"/models/{endpoints_slug(model)}/endpoints", self._api_key)
+        if reply is None:
+            return None  # no listing here (404): priced from /models
+        inner = data_of(reply, "/endpoints")  # unreadable: a failure like a 500 (break14b C6)
         found = parse_endpoints(inner.get("endpoints") if isinstance(inner, dict) else None)
         if found is None:
-            return None
+            raise Transient("bad_response", "the /endpoints reply has no readable list of endpoints", reply.status)
         # Their names are printed by `plan` and stored in price bases: scrubbed like any
         # server string (break-14 #6: a provider tag echoing the key was printed).
         return [

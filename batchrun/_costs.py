@@ -310,7 +310,9 @@ class CostModel:
         """charge_from_usage for an answer, its text (answer, reasoning, tool calls) counted."""
         texts = [result.content, result.reasoning or "", result.refusal or ""]
         texts += [str(call.get("arguments") or "") for call in result.tool_calls]
-        return self.charge_from_usage(request, result.usage, sum(len(t.encode("utf-8")) for t in texts))
+        # surrogatepass: the size of any text, whatever a reply put in it, never an error.
+        size = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+        return self.charge_from_usage(request, result.usage, size)
 
     def describe(self, request: Request) -> str:
         """The price basis of the model that sets the request's worst case (a fallback may)."""

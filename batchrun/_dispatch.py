@@ -131,7 +131,9 @@ class Dispatcher:
             try:
                 return await self._attempt(row.request, row.flight)
             except RequestFailed as failure:
-                if failure.maybe_billed:
+                if failure.reported_cost is not None:
+                    await self._charge_failure(row, failure)
+                elif failure.maybe_billed:
                     self._hold(row, failure)
                 raise
 
@@ -143,6 +145,25 @@ class Dispatcher:
         if row.reservation is not None:
             reservation, row.reservation = row.reservation, None
             self.charges.abandoned(failure, reservation, row.charges)
+        row.sent = False
+
+    async def charge_answer(self, row: Row, result: ChatResult) -> None:
+        """Settle an answer's charge. The reservation stays the row's until the charge takes
+        it, so anything failing before that (garbage a reply slipped in) leaves it to
+        `hold_in_flight`: held as an attempt that may be billed, never leaked (a leaked
+        reservation was never settled, and a run under a budget hung: break14b C5)."""
+        estimate = self.costs.estimate(row.request, result) if self.costs else None
+        reservation, row.reservation = row.reservation or 0.0, None
+        row.sent = False  # settled from here on, not held as a request in flight
+        await self.charges.answered(result, reservation, row.charges, estimate)
+
+    async def _charge_failure(self, row: Row, failure: RequestFailed) -> None:
+        """A failed attempt whose reply said what it cost: charged at that; the next attempt
+        reserves its own worst case (break14b C4, C10: each retry was billed again while
+        its reservation was given back)."""
+        if row.reservation is not None:
+            reservation, row.reservation = row.reservation, None
+            await self.charges.failed_with_cost(failure, reservation, row.charges)
         row.sent = False
 
     def hold_in_flight(self, row: Row) -> None:

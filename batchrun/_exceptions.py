@@ -99,6 +99,9 @@ class RequestFailed(BatchrunError):
 
     maybe_billed: bool = False
     generation_id: str | None = None
+    # usage.cost of a 200 reply that is a failure all the same: charged, not released
+    # (zero-completion-insurance.mdx: auxiliary charges "appear in the request's usage").
+    reported_cost: float | None = None
 
     def __init__(
         self,

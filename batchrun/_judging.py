@@ -103,9 +103,10 @@ class Judging:
             result, _ = await dispatch.send_with_retries(row, worst)
         except (RequestFailed, BudgetExhausted) as failure:
             await dispatch.release(row)
+            if isinstance(failure, BudgetExhausted):
+                dispatch.budget_stop(worst)  # before lookups free holds: what was left then
             await dispatch.charges.look_up_row(row.charges)
             if isinstance(failure, BudgetExhausted):
-                dispatch.budget_stop(worst)
                 why = f"not graded: the run stopped ({stops.reason or 'budget'})"
             else:
                 stops.react(request, failure, stops.too_long(failure))
@@ -115,17 +116,17 @@ class Judging:
             dispatch.hold_in_flight(row)  # abandoned in flight: it may still be billed (streaming.mdx)
             await dispatch.release(row)
             raise
-        reservation, row.reservation = row.reservation or 0.0, None
-        row.sent = False
 
         async def settle() -> None:
-            costs = dispatch.costs
-            await dispatch.charges.answered(
-                result, reservation, row.charges, lambda: costs.estimate(request, result) if costs else None
-            )
+            await dispatch.charge_answer(row, result)
             await dispatch.charges.look_up_row(row.charges)
 
-        await dispatch.settled(settle())
+        try:
+            await dispatch.settled(settle())
+        except BaseException:  # the charge failed before it took the reservation: held, not leaked
+            dispatch.hold_in_flight(row)
+            await dispatch.release(row)
+            raise
         base = {"model": model, "generation_id": result.generation_id, **_cost_of(row)}
         try:
             verdict = {**base, **parse_verdict(result.content)}

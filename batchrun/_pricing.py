@@ -162,12 +162,12 @@ def _int(value: Any) -> int | None:
 
 
 def parse_endpoints(items: Any) -> list[EndpointPrice] | None:
-    if not isinstance(items, list):
+    """The endpoints of a listing; None unless it is a list of objects (an entry that is not
+    one may be the dearest endpoint: the listing cannot be read, break14b C6)."""
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
         return None
     out = []
     for item in items:
-        if not isinstance(item, dict):
-            continue
         prices, overrides, problems = read_pricing(item.get("pricing"))
         out.append(
             EndpointPrice(

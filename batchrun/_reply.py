@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ import orjson
 
 from ._classify import classify
 from ._exceptions import RequestFailed, Transient
+from ._generation import valid_generation_id
 from ._pricing import MAX_USD
 from ._routing import answering_provider
 from ._scrub import Scrubber
@@ -89,9 +91,15 @@ def price(value: Any) -> float | None:
     return money(value)
 
 
+# No real count comes near 2**53 (the largest integer a float holds exactly); a bigger one
+# is garbage, dropped like a count of the wrong type: it could not be priced (a float
+# overflow) nor written (orjson refuses integers past 64 bits), and a row was lost (C11).
+MAX_COUNT = 2**53
+
+
 def count(value: Any) -> int | None:
-    """A token count: a non-negative integer (not a bool, not a string), else None."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    """A token count: an integer from 0 to MAX_COUNT (not a bool, not a string), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT else None
 
 
 def str_of(value: Any, scrub: Scrubber) -> str | None:
@@ -110,16 +118,49 @@ def bad_reply(what: str, status: int = 200) -> Transient:
     return Transient("bad_response", what, status)
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_text(value: Any) -> Any:
+    """`value` with every lone surrogate in its strings (keys too) made U+FFFD. Python's
+    json module keeps an escape such as "\\ud800" (which models do emit) as a lone
+    surrogate, which UTF-8 cannot encode: the answer could be neither measured nor written
+    (break14b C5). Iterative, so no nesting json.loads accepted can overflow the stack."""
+
+    def fix(text: str) -> str:
+        return _LONE_SURROGATE.sub("\ufffd", text)
+
+    if isinstance(value, str):
+        return fix(value)
+    root: list[Any] = [value]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        holder, at = stack.pop()
+        item = holder[at]
+        if isinstance(item, str):
+            holder[at] = fix(item)
+        elif isinstance(item, list):
+            stack.extend((item, i) for i in range(len(item)))
+        elif isinstance(item, dict):
+            if any(_LONE_SURROGATE.search(k) for k in item):
+                fixed = {fix(k): v for k, v in item.items()}
+                item.clear()
+                item.update(fixed)
+            stack.extend((item, k) for k in item)
+    return root[0]
+
+
 def loads(body: bytes | str) -> Any:
     """JSON, as orjson reads it; failing that, as Python's json module does, which also takes
     the literals NaN and Infinity: a reply with `"cost": NaN` is an answer whose cost cannot
     be believed (unknown, its worst case held), not a bad reply to send again and pay twice.
+    orjson refuses lone surrogate escapes; json takes them, and they become U+FFFD here.
     Raises orjson.JSONDecodeError when neither can read it."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         try:
-            return json.loads(body)
+            return _valid_text(json.loads(body))
         except (ValueError, RecursionError):
             raise orjson.JSONDecodeError("not JSON", "", 0) from None
 
@@ -240,6 +281,32 @@ def usage_of(value: Any, scrub: Scrubber) -> dict[str, Any]:
     return usage
 
 
+def billed(
+    failure: RequestFailed, usage: Any, generation_id: Any, scrub: Scrubber, *, generated: bool, waived: bool
+) -> RequestFailed:
+    """A failure that came in a 200 reply, with what it may have cost. Zero completion
+    insurance waives the model's tokens of a reply with an error finish reason (`waived`),
+    or with no completion tokens and no finish reason; charges for work that already ran
+    (web search, file parsing, web fetch) "may still be billed ... When billed, these
+    charges appear in the request's usage breakdown" (zero-completion-insurance.mdx). So a
+    usage.cost above 0 is charged (`reported_cost`); a reply not waived that generated
+    tokens, or one whose cost cannot be read, may be billed: held like an abandoned attempt
+    and looked up by its id (break14b C4, C10)."""
+    cost = money(usage.get("cost")) if isinstance(usage, dict) else None
+    tokens = generated or (count(_field(usage, "completion_tokens")) or 0) > 0
+    if cost is not None and cost > 0:
+        failure.reported_cost = cost
+    elif cost_rejected(usage) or (tokens and not waived):
+        failure.maybe_billed = True
+    if failure.reported_cost is not None or failure.maybe_billed:
+        failure.generation_id = valid_generation_id(generation_id, scrub)
+    return failure
+
+
+def _field(value: Any, name: str) -> Any:
+    return value.get(name) if isinstance(value, dict) else None
+
+
 def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
     """A chat completion reply: the answer, or the failure it stands for."""
     if reply.status != 200:
@@ -247,30 +314,39 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
     data = json_of(reply)
     if not isinstance(data, dict):
         raise bad_reply(f"the reply is {type_name(data)}, not an object")
+
+    def charged(failed: RequestFailed, waived: bool = False) -> RequestFailed:
+        return billed(failed, data.get("usage"), data.get("id"), scrub, generated=False, waived=waived)
+
     if data.get("error"):  # an error sent with HTTP 200
-        raise failure(reply, data["error"], scrub, now)
+        raise charged(failure(reply, data["error"], scrub, now))
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices:
-        raise bad_reply("the answer had no choices")
+        raise charged(bad_reply("the answer had no choices"))
     choice = choices[0]
     if not isinstance(choice, dict):
-        raise bad_reply(f"choices[0] is {type_name(choice)}, not an object")
+        raise charged(bad_reply(f"choices[0] is {type_name(choice)}, not an object"))
     if choice.get("finish_reason") == "error" or choice.get("error"):
-        raise failure(reply, choice.get("error") or {"message": "finish_reason error"}, scrub, now)
+        error = choice.get("error") or {"message": "finish_reason error"}
+        raise charged(failure(reply, error, scrub, now), waived=choice.get("finish_reason") == "error")
     message = choice.get("message")
     if message is None:
         message = {}
     if not isinstance(message, dict):
-        raise bad_reply(f"choices[0].message is {type_name(message)}, not an object")
-    content = _content(message.get("content"))
+        raise charged(bad_reply(f"choices[0].message is {type_name(message)}, not an object"))
+    try:
+        content = _content(message.get("content"))
+    except RequestFailed as failed:
+        raise charged(failed) from None
     refusal = str_of(message.get("refusal"), scrub)
     finish_reason = str_of(choice.get("finish_reason"), scrub)
     usage = usage_of(data.get("usage"), scrub)
     tool_calls = tool_calls_of(message.get("tool_calls"), scrub)
     if not content and not refusal and not finish_reason and not tool_calls:
         # errors-and-debugging.mdx "When no content is generated": a cold start or scaling;
-        # zero-completion-insurance.mdx: no completion and no finish reason is not billed.
-        raise Transient("empty_completion", "an empty completion with no finish reason (cold start?)", 200)
+        # zero-completion-insurance.mdx: no completion tokens and no finish reason is not
+        # billed (with completion tokens, or a cost, it may be: `billed`).
+        raise charged(Transient("empty_completion", "an empty completion with no finish reason (cold start?)", 200))
     return ChatResult(
         generation_id=str_of(data.get("id"), scrub),
         model=str_of(data.get("model"), scrub),

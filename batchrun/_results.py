@@ -155,7 +155,14 @@ class ResultsWriter:
         if self.failure is not None:
             raise self.failure
         # orjson keeps insertion order (the head first), writes UTF-8, and is the hot path.
-        text = orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
+        try:
+            text = orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
+        except orjson.JSONEncodeError as exc:
+            # A value JSON cannot hold (an integer past 64 bits, a lone surrogate) got past
+            # the reply parser: the row is paid for, so it must not vanish while the run
+            # says "complete" (break14b C11). The run stops with the IO exit instead.
+            self.failure = OutputFailed(f"{self.path}: a record could not be encoded ({exc}); the run stopped")
+            raise self.failure from None
         data = text + b"\n" if request is None else text[:-1] + b',"request":' + request + b"}\n"
         view = memoryview(data)
         try:

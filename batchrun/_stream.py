@@ -34,7 +34,7 @@ from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._exceptions import RequestFailed, ResponseTooLarge, Transient
 from ._generation import Flight, abandoned, generation_header, valid_generation_id
-from ._reply import MAX_TOOL_CALLS, cost_rejected, loads, tool_calls_of, usage_of
+from ._reply import MAX_TOOL_CALLS, billed, cost_rejected, loads, tool_calls_of, usage_of
 
 _ERROR_BODY_BYTES = 64 * 1024  # an error reply before the stream is small JSON
 
@@ -223,7 +223,11 @@ async def _read_events(
             failure = _classified(client, 200, chunk["error"], response.headers, clock)
             failure.message = f"mid-stream: {failure.message}"
             failure.args = (failure.message,)
-            raise failure
+            # A usage.cost sent is charged; tokens streamed are waived by the error finish
+            # reason the docs' error event carries (streaming.mdx), else may be billed.
+            waived, generated = reading.finish_reason == "error", reading.first_token
+            gen_id = reading.generation_id
+            raise billed(failure, reading.usage, gen_id, client.scrub, generated=generated, waived=waived)
         if reading.ttft_ms is None and reading.first_token:
             reading.ttft_ms = round((clock.monotonic() - started) * 1000, 1)
     reading.size = capped.size

@@ -202,31 +202,27 @@ class Runner:
             return
         latency_ms = round(latency_s * 1000, 1)  # the answering attempt: what the model took
         elapsed_ms = round((self.clock.monotonic() - began) * 1000, 1)  # with retries and waits
-        reservation, row.reservation = row.reservation or 0.0, None
-        await dispatch.settled(self._settle_answer(row, result, reservation, latency_ms, elapsed_ms))
+        await dispatch.settled(self._settle_answer(row, result, latency_ms, elapsed_ms))
         if row.grading is not None:  # the answer is settled; its judge checks are graded now
             await self.judging.grade_row(row.grading)
             records.finish(row, row.grading.record_now())
 
     async def _settle_failure(self, row: Row, failure: RequestFailed | BudgetExhausted, worst: float | None) -> None:
+        if isinstance(failure, BudgetExhausted):
+            # No reservation fit for another attempt after one that may have been billed. Said
+            # before the lookups below free holds: what was left when it did not fit (m2).
+            self.dispatch.budget_stop(worst)
         await self.charges.look_up_row(row.charges)
         if isinstance(failure, RequestFailed):
             self.records.finish(row, self.records.failure(row.request, failure, row.log, row.started, row.charges))
             return
-        # No reservation fit for another attempt after one that may have been billed.
-        self.dispatch.budget_stop(worst)
         fields = {"attempts": row.log.attempts, "attempt_errors": row.log.failures, **row.charges.fields()}
         reason = self.stops.reason or StopReason.BUDGET
         self.records.finish(row, self.records.make(row.request, Status.SKIPPED, reason, True, row.started, **fields))
 
-    async def _settle_answer(
-        self, row: Row, result: ChatResult, reservation: float, latency_ms: float, elapsed_ms: float
-    ) -> None:
+    async def _settle_answer(self, row: Row, result: ChatResult, latency_ms: float, elapsed_ms: float) -> None:
         request = row.request
-        pricing = self.costs
-        await self.charges.answered(
-            result, reservation, row.charges, lambda: pricing.estimate(request, result) if pricing else None
-        )
+        await self.dispatch.charge_answer(row, result)  # on a failure, held by `_dispatch_row`
         await self.charges.look_up_row(row.charges)
         costs = row.charges.fields()
         record = self.records.make(

@@ -415,3 +415,35 @@ def test_the_completion_bound_holds_reasoning_tokens(tmp_path: Path, params: dic
     request = _request(tmp_path, params)
     assert costs.completion_cap(request) == cap
     assert costs.worst_case(request) == pytest.approx(prompt_token_bound(request) * PROMPT + cap * COMPLETION)
+
+
+# -- break14b C6: an /endpoints answer that cannot be read is a failure, not "no listing" -----
+BIG_INT = b"9" * 400
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"{}", b"[]", b'{"data": null}', b'{"data": {"endpoints": "x"}}', b'{"data": {"endpoints": [1]}}'],
+)
+def test_an_endpoints_reply_that_cannot_be_read_is_an_unknown_price_in_plan_and_run(
+    tmp_path: Path, body: bytes
+) -> None:
+    billing = Billing()
+    hostile = server(billing, endpoints=http(200, body, {"Content-Type": "application/json"}))
+    code, stdout, err = plan(hostile, tmp_path, JOB, "--budget", "1")
+    assert code == ExitCode.USAGE and "models list (top provider)" not in stdout + err
+    assert "/endpoints could not be read" in err
+    code, _, err, _ = run(hostile, tmp_path / "run", JOB, "--budget", "1")
+    assert code == ExitCode.USAGE and "/endpoints could not be read" in err and billing.chats == 0
+
+
+def test_an_endpoints_listing_with_a_huge_integer_is_still_read(tmp_path: Path) -> None:
+    """orjson refuses integers past 64 bits; the listing is read all the same (Python's json),
+    so its dearer endpoint bounds the worst case instead of the /models price."""
+    dear = endpoint(pricing(prompt="0.01", completion="0.02"), tag="p1")
+    listing = [endpoint(pricing(), tag="p0", status="BIG"), dear]
+    body = json.dumps({"data": {"id": MODEL, "endpoints": listing}}).encode().replace(b'"BIG"', BIG_INT)
+    hostile = server(Billing(), endpoints=http(200, body, {"Content-Type": "application/json"}))
+    code, stdout, err = plan(hostile, tmp_path, JOB)
+    assert code == ExitCode.OK, err
+    assert "price basis: endpoints" in stdout and "p1" in stdout

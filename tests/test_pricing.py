@@ -50,7 +50,8 @@ def test_pricing_overrides_and_unknown_prices_parse() -> None:
     assert [o.describe() for o in overrides] == ["prompt > 200000 tokens", "UTC 1630-0030"]
     assert parse_prices({"prompt": "-1", "completion": "-1"})[2] is False
     assert parse_endpoints({"not": "a list"}) is None
-    assert parse_endpoints([None, {"pricing": "x"}])[0].known is False  # type: ignore[index]
+    assert parse_endpoints([None, {"pricing": "x"}]) is None  # an entry not an object: unreadable (C6)
+    assert parse_endpoints([{"pricing": "x"}])[0].known is False  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
