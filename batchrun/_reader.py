@@ -9,6 +9,7 @@ set aside with a warning naming the file and line, instead of refusing the whole
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from collections.abc import Callable, Iterator
@@ -55,7 +56,42 @@ def record_problem(record: Any) -> str | None:
             return f"no {name!r} string"
     if record.get("status") not in STATUSES:
         return "no status ok, error or skipped"
+    # Figures the readers add up and print: one of the wrong type was a traceback in report,
+    # history and diff (break14b m7); a negative cost is none batchrun writes.
+    for name in _FIGURES:
+        value = record.get(name)
+        if value is not None and not _figure(value):
+            return f"{name!r} is not a finite number of at least 0"
+    for name in ("attempts",):
+        if record.get(name) is not None and not _whole(record[name]):
+            return f"{name!r} is not a whole number"
+    usage = record.get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        return "'usage' is not an object"
+    for name in ("prompt_tokens", "completion_tokens"):
+        if isinstance(usage, dict) and usage.get(name) is not None and not _whole(usage[name]):
+            return f"'usage.{name}' is not a whole number"
+    if record.get("score") is not None and not _figure(record["score"]):
+        return "'score' is not a number"
     return None
+
+
+# The money and time figures of a record: finite and not negative.
+_FIGURES = ("cost", "spent", "cost_held", "judge_cost", "latency_ms", "ttft_ms", "elapsed_ms")
+_MAX_FIGURE = math.inf  # no upper bound: a worst case held may be any size; the type is what broke readers
+
+
+def _figure(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (isinstance(value, int) or math.isfinite(value))
+        and 0 <= value <= _MAX_FIGURE
+    )
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**53
 
 
 def _lines(path: Path, handle: BinaryIO, warn: Warn) -> Iterator[tuple[int, bytes]]:

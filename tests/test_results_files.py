@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -363,3 +364,29 @@ def test_a_resume_counts_what_each_row_spent_worst_cases_and_grading_included(tm
     scan = scan_states(out)
     assert scan.spent_usd == pytest.approx(1.9375)
     assert scan.ids() == {"aa", "bb", "cc", "dd", "ee"} and scan.ids("skipped") == {"bb", "dd"}
+
+
+# -- break14b m7: a record with a figure of the wrong type is set aside, never a traceback ------
+@pytest.mark.parametrize(
+    "field, value",
+    [("cost", "abc"), ("latency_ms", "fast"), ("cost", -5), ("usage", "x"), ("attempts", "2")],
+)
+def test_a_record_with_a_figure_of_the_wrong_type_is_set_aside_by_every_reader(
+    results: Path, tmp_path: Path, field: str, value: Any
+) -> None:
+    lines = results.read_bytes().splitlines(keepends=True)
+    bad = json.loads(lines[2])
+    bad[field] = value
+    results.write_bytes(b"".join(lines[:2]) + json.dumps(bad).encode() + b"\n" + b"".join(lines[3:]))
+    html = tmp_path / "r.html"
+    for command in (("report", results), ("report", results, "--html", html), ("history", results)):
+        code, out, err = call_cli(*command)
+        assert code == 0 and "Traceback" not in out + err
+        assert f"{results}:3: set aside: not a batchrun record ('{field}' is not" in err
+    code, out, err = call_cli("diff", results, results)
+    assert "Traceback" not in out + err and f"{results}:3: set aside" in err
+    # As the first line, it is no results file: refused in one line, exit 2.
+    results.write_bytes(json.dumps(bad).encode() + b"\n" + b"".join(lines[:2]))
+    code, out, err = call_cli("report", results)
+    assert code == ExitCode.USAGE
+    one_line_error(err, f"{results}:1: not a batchrun results file ('{field}' is not")
