@@ -104,10 +104,11 @@ def uncharged(cost: float | None) -> dict[str, Any]:
 
 
 def byok_of(usage: dict[str, Any]) -> tuple[bool, float | None]:
-    """is_byok and cost_details.upstream_inference_cost of a usage object, checked."""
+    """is_byok and cost_details.upstream_inference_cost of a usage object, checked. An upstream
+    charge above 0 is a provider's bill whatever the flag says (break-14b M3): it is counted."""
     details = usage.get("cost_details")
     upstream = money(details.get("upstream_inference_cost")) if isinstance(details, dict) else None
-    return usage.get("is_byok") is True, upstream
+    return usage.get("is_byok") is True or bool(upstream), upstream
 
 
 class ChargeBook:

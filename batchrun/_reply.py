@@ -276,8 +276,13 @@ def usage_of(value: Any, scrub: Scrubber) -> dict[str, Any]:
     details = value.get("cost_details")
     if isinstance(details, dict):
         usage["cost_details"] = {scrub.text(str(k)): money(v) for k, v in details.items()}
-    if isinstance(value.get("is_byok"), bool):
-        usage["is_byok"] = value["is_byok"]
+    flag = value.get("is_byok")
+    if isinstance(flag, bool):
+        usage["is_byok"] = flag
+    elif flag is not None:
+        # A flag that is not a boolean ("true", 1) cannot be believed to say "not BYOK": taken
+        # as BYOK, the answer's cost counts its upstream charge or stays unknown (break-14b M3).
+        usage["is_byok"] = True
     return usage
 
 

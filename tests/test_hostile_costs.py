@@ -132,6 +132,24 @@ def test_a_byok_answer_with_its_upstream_cost_is_reported_and_counted(tmp_path: 
     assert _summary(tmp_path)["spent_usd"] == pytest.approx(len(outcome.rows) * 0.0000201)
 
 
+@pytest.mark.parametrize("flag", ["true", 1, "yes"])
+def test_a_byok_flag_that_is_not_a_boolean_is_not_believed_to_say_no(tmp_path: Path, flag: Any) -> None:
+    # break-14b M3: "true" or 1 was dropped as wrong-typed, and the fee alone was counted.
+    usage = {**USAGE, "cost": 0.0000001, "is_byok": flag, "cost_details": {"upstream_inference_cost": None}}
+    outcome = run(HostileServer(chat=lambda r: json_answer(200, chat_payload(usage=usage))), tmp_path)
+    for row in outcome.rows:
+        assert row["is_byok"] is True and row["cost_status"] == "unknown" and row["cost_held"] > 0.0000001
+
+
+def test_an_upstream_charge_counts_even_without_the_byok_flag(tmp_path: Path) -> None:
+    # break-14b M3: an upstream_inference_cost with no is_byok was ignored (the fee alone counted).
+    usage = {**USAGE, "cost": 0.0000001, "cost_details": {"upstream_inference_cost": 0.00002}}
+    outcome = run(HostileServer(chat=lambda r: json_answer(200, chat_payload(usage=usage))), tmp_path)
+    for row in outcome.rows:
+        assert row["cost_status"] == "reported" and row["upstream_inference_cost"] == 0.00002
+    assert _summary(tmp_path)["spent_usd"] == pytest.approx(len(outcome.rows) * 0.0000201)
+
+
 # -- plan: every string it prints from a server is scrubbed (break-14 #6) ----------------------
 def test_plan_never_prints_a_key_echoed_in_an_endpoint(tmp_path: Path) -> None:
     def endpoints(request: RawRequest) -> bytes:
