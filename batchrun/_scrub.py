@@ -41,7 +41,15 @@ class Scrubber:
             self.add(secret)
 
     def add(self, secret: str | None) -> None:
-        if not secret or len(secret) < MIN_SECRET or secret in self._secrets:
+        if not secret or len(secret) < MIN_SECRET:
+            return
+        # An echo may change the key's case (a proxy upper-casing a header: break-14b m3); the
+        # upper- and lower-case forms are masked too, at no cost to the scan.
+        for form in dict.fromkeys((secret, secret.upper(), secret.lower())):
+            self._add_form(form)
+
+    def _add_form(self, secret: str) -> None:
+        if secret in self._secrets:
             return
         self._secrets.append(secret)
         self._grams.update(secret[i : i + FRAGMENT] for i in range(len(secret) - FRAGMENT + 1))

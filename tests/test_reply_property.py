@@ -144,3 +144,13 @@ def test_no_fragment_of_sixteen_survives_scrubbing(prefix: str, length: int, dat
     start = data.draw(st.integers(min_value=0, max_value=len(FAKE_KEY) - length))
     text = prefix + FAKE_KEY[start : start + length] + prefix
     clean(SCRUB.text(text))
+
+
+@given(st.text(max_size=30), st.integers(min_value=16, max_value=len(FAKE_KEY)), st.data())
+def test_no_fragment_survives_in_upper_or_lower_case(prefix: str, length: int, data: st.DataObject) -> None:
+    # break-14b m3: an echo that changed the key's case ("SK-OR-V1-AB12...") was kept as is.
+    start = data.draw(st.integers(min_value=0, max_value=len(FAKE_KEY) - length))
+    fragment = FAKE_KEY[start : start + length]
+    for echoed in (fragment.upper(), fragment.lower()):
+        masked = SCRUB.text(prefix + echoed + prefix)
+        assert not any(echoed[i : i + 16] in masked for i in range(len(echoed) - 15)), masked
