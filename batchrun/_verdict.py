@@ -79,6 +79,11 @@ def decide(summary: Summary, settings: RunSettings, override: float | None = Non
     stop = summary.get("stop")
     if stop in _STOP_CODES:
         return _STOP_CODES[stop], [f"stopped: {stop}"]
+    budget, spent = summary.get("budget_usd"), summary.get("spent_usd")
+    if budget is not None and spent is not None and spent > budget + 1e-6:  # the summary rounds to 8 places
+        # Charges above their worst cases (a lookup, the key's usage) can end a run past its
+        # limit without a stop; the exit code says so (break-14b M7), never 0.
+        return ExitCode.BUDGET, [f"spent ${spent:.6f}, over the run's limit of ${budget:.6f} by ${spent - budget:.6f}"]
     reasons = []
     rate = error_rate(summary)
     if rate > settings.max_error_rate:

@@ -173,6 +173,16 @@ def summary_of(*records: dict[str, Any]) -> Summary:
     return SummaryBuilder().add_all(records).result()
 
 
+def test_a_run_that_spent_past_its_limit_exits_for_the_budget() -> None:
+    # break-14b M7: charges above their worst cases ended a run past its budget with exit 0.
+    summary = summary_of(record("1", "m", "p"))
+    summary.update({"budget_usd": 0.01, "spent_usd": 0.0125, "stop": None})
+    code, reasons = decide(summary, RunSettings())
+    assert code == ExitCode.BUDGET and reasons == ["spent $0.012500, over the run's limit of $0.010000 by $0.002500"]
+    summary.update({"spent_usd": 0.01})
+    assert decide(summary, RunSettings())[0] == ExitCode.OK
+
+
 def test_error_rows_are_not_failed_checks() -> None:
     summary = summary_of(
         record("1", "m", "p"), record("2", "m", "p", passed=False), record("3", "m", "p", status="error")
