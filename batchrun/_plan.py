@@ -83,6 +83,7 @@ class PricedPlan:
     judge_requests: dict[str, int] = field(default_factory=dict)  # grader requests, by grader
     judge_worst: dict[str, float] = field(default_factory=dict)
     unknown_why: dict[str, str] = field(default_factory=dict)  # model -> why its worst case is unknown
+    previous_unknown: set[str] = field(default_factory=set)  # models with earlier rows of unknown cost
 
     def refusal(self) -> str | None:
         """What the run would refuse with, decided as the run decides it (_preflight.preflight)."""
@@ -114,9 +115,11 @@ def _ran_against(path: Path) -> str | None:
     return endpoint if isinstance(endpoint, str) else None
 
 
-def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, float]]:
+def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, float], set[str]]:
     """Mean cost of an ok row per model, from the newest results file of the same job that ran
-    against `endpoint` (a simulated run's made-up prices say nothing about a real one)."""
+    against `endpoint` (a simulated run's made-up prices say nothing about a real one), over the
+    rows whose cost is known; and the models some of whose rows' costs are unknown (shown "+?",
+    never as $0: break-14b M10)."""
     from ._exceptions import ResultsError
     from ._output_paths import job_folder
     from ._results import final_records
@@ -127,17 +130,21 @@ def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, flo
         if _ran_against(path) not in (None, endpoint):
             continue
         totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+        unknown: set[str] = set()
         try:
             for record in final_records(path):
                 if record.get("job_fingerprint") == job.fingerprint and record["status"] == "ok":
                     entry = totals[record["model"]]
-                    entry[0] += float(record.get("cost") or 0.0)
+                    if record.get("cost") is None or record.get("cost_status") == "unknown":
+                        unknown.add(record["model"])
+                        continue
+                    entry[0] += float(record["cost"])
                     entry[1] += 1
-        except (ResultsError, OSError):  # a damaged old file must not break planning
+        except (ResultsError, OSError, TypeError, ValueError):  # a damaged old file must not break planning
             continue
         if totals:
-            return str(path), {m: s / n for m, (s, n) in totals.items() if n}
-    return None, {}
+            return str(path), {m: s / n for m, (s, n) in totals.items() if n}, unknown
+    return None, {}, set()
 
 
 async def price_plan(
@@ -169,7 +176,8 @@ async def price_plan(
     finally:
         if cache is not None:
             cache.close()
-    previous_file, averages = previous_average(job, client.base_url) if previous else (None, {})
+    no_previous: tuple[str | None, dict[str, float], set[str]] = (None, {}, set())
+    previous_file, averages, previous_unknown = previous_average(job, client.base_url) if previous else no_previous
     return PricedPlan(
         job,
         result.rows,
@@ -189,6 +197,7 @@ async def price_plan(
         basis=result.basis,
         balance=balance,
         unknown_why=result.unknown_why,
+        previous_unknown=previous_unknown,
     )
 
 
@@ -205,7 +214,12 @@ def render_plan(plan: PricedPlan) -> str:
         batch = "unknown" if unknown else usd(plan.batch_worst.get(model, 0.0))
         rows = plan.rows.get(model, 0)
         hits = f" {cached.get(model, 0):>7}" if plan.cached is not None else ""
-        previous = f"{plan.previous_avg[model] * to_send.get(model, 0):.6f}" if model in plan.previous_avg else "-"
+        unsure = "+?" if model in plan.previous_unknown else ""
+        previous = (
+            f"{plan.previous_avg[model] * to_send.get(model, 0):.6f}{unsure}"
+            if model in plan.previous_avg
+            else ("?" if unsure else "-")
+        )
         lines.append(f"{model:<44} {rows:>7}{hits} {worst:>14} {batch:>14} {previous:>12}")
         if model in plan.basis:
             lines.append(f"  price basis: {plan.basis[model]}")
@@ -226,7 +240,12 @@ def render_plan(plan: PricedPlan) -> str:
     lines.append(
         f"{'TOTAL':<44} {sum(plan.rows.values()) + sum(plan.judge_requests.values()):>7}{hits_total} "
         f"{usd(sync_total) + more:>14} {usd(batch_total) + more:>14}"
-        + (f" {sum(plan.previous_avg.get(m, 0) * n for m, n in to_send.items()):>12.6f}" if plan.previous_avg else "")
+        + (
+            f" {sum(plan.previous_avg.get(m, 0) * n for m, n in to_send.items()):>12.6f}"
+            + ("+?" if plan.previous_unknown else "")
+            if plan.previous_avg
+            else ""
+        )
     )
     lines.append(
         "batch typ.: at the Batch API's typical 50% of per-token prices, request prices in full "

@@ -165,3 +165,26 @@ def test_plan_warns_without_max_tokens_and_reads_the_previous_run(tmp_path: Path
     # what is needed and that the pool is shared, and invents nothing.
     assert "free-model requests needed: 10, all against the account's daily cap" in result.stdout
     assert "remaining 5" not in result.stdout
+
+
+def test_plans_previous_average_never_shows_an_unknown_cost_as_zero(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break-14b M10: rows of unknown cost were averaged in as $0, with no mark.
+    from batchrun._plan import previous_average
+
+    write_job(tmp_path, SMALL_JOB)
+    env = child_env(OPENROUTER_API_KEY="k")
+    assert cli("job.yaml", "--base-url", sim.base_url, "-q", cwd=tmp_path, env=env).returncode == 0
+    [results] = (tmp_path / "outputs" / "small").glob("*.jsonl")
+    rows = read_rows(results)
+    model = rows[0]["model"]
+    mine = [r for r in rows if r["model"] == model]
+    for row in mine[1:]:  # one row of the model keeps its cost, the others' are unknown
+        row.update(cost=None, cost_status="unknown")
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.chdir(tmp_path)
+    _, averages, unknown = previous_average(load_job(tmp_path / "job.yaml"), sim.base_url)
+    assert unknown == ({model} if len(mine) > 1 else set())
+    assert averages[model] == pytest.approx(mine[0]["cost"])  # the known row's, not diluted by $0s
+    assert all(averages[m] > 0 for m in {r["model"] for r in rows})
