@@ -80,6 +80,15 @@ def reconcile(
         return out
     if start is None or end is None:
         return out  # no /key: nothing to compare with
+    if end < start - MISMATCH_USD:
+        # Usage never goes down: a /key that says so is not this key's true usage (a lie, or
+        # another key), so nothing it said during the run could be checked (break-14b m5).
+        out["key_usage_delta_usd"] = round(end - start, 8)
+        out["warning"] = (
+            f"not reconciled: the key's usage went down during the run (${start:.4f} -> ${end:.4f}), which "
+            "usage cannot do; /key is not to be believed, so under-reported costs could not be caught" + held_note
+        )
+        return out
     delta = end - start
     extra = delta - known  # charged beyond the charges we know of
     explained = min(max(extra, 0.0), held)

@@ -395,3 +395,17 @@ async def test_room_made_while_the_key_is_read_is_read_again_not_taken_for_exhau
     ledger.read_key = read_key
     ledger.key_window = 0.0
     assert await ledger.reserve(0.6) == 0.6 and ledger.key_reads == 2
+
+
+async def test_a_key_whose_usage_went_down_is_not_reconciled() -> None:
+    # break-14b m5: a usage that fell was believed ("charged $-7.02 ... unexplained").
+    from batchrun._charges import ChargeBook
+    from batchrun._reconcile import reconcile
+
+    ledger = CreditLedger(1.0)
+    async with OpenRouterClient("http://127.0.0.1:9/api/v1", FAKE_KEY) as client:
+        book = ChargeBook(client, ledger)
+        fell = reconcile(10.0, 2.98, ledger, book)
+        assert (fell["warning"] or "").startswith("not reconciled: the key's usage went down during the run")
+        assert fell["difference_usd"] is None and fell["key_usage_delta_usd"] == pytest.approx(-7.02)
+        assert reconcile(10.0, 10.0, ledger, book)["warning"] is None
