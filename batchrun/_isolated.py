@@ -80,8 +80,25 @@ class IsolatedKey:
             raise ConfigError(f"could not create the per-run key: {failure.message}") from None
         self._hash = created.hash
         self.label = created.label
+        await self._confirm_limit(created.hash, budget)
         self.limit = budget
         self._client.use_key(created.key)
+
+    async def _confirm_limit(self, key_hash: str, budget: float) -> None:
+        """The key's own limit is what makes OpenRouter enforce the budget: read it back, and
+        refuse a key without it (break-14b M5: the audit claimed a limit the server never set).
+        The caller's `finish` deletes the key."""
+        try:
+            info = await self._call(lambda: self._client.key_by_hash(self._management_key, key_hash))
+        except RequestFailed as failure:
+            raise ConfigError(f"could not read back the per-run key's limit: {failure.message}") from None
+        limit = info.get("limit") if info else None
+        if not isinstance(limit, (int, float)) or limit > round(budget, 6) + 1e-9:
+            shown = "none" if limit is None else f"${limit}"
+            raise ConfigError(
+                f"the per-run key was created with limit {shown}, not the ${round(budget, 6)} asked for: "
+                "OpenRouter would not hold the run to its budget; the key is deleted"
+            )
 
     async def finish(self, notice: Callable[[str], None]) -> None:
         """Read the key's own usage, then delete it (disable it where deletion fails).

@@ -173,6 +173,18 @@ def test_isolated_key_configuration_errors_exit_2_before_any_request(tmp_path: P
     assert sim.stats.chat_requests == 0
 
 
+def test_a_key_created_without_its_limit_is_refused_and_deleted(tmp_path: Path, sim: Simulator) -> None:
+    # break-14b M5: a /keys server that ignored the limit was trusted; the audit claimed it.
+    sim.config.created_keys_unlimited = True
+    result = isolated_run(sim, write_job(tmp_path, SMALL_JOB), tmp_path / "u.jsonl", "0.1", "-q")
+    assert result.returncode == ExitCode.USAGE
+    assert result.stderr == (
+        "batchrun: the per-run key was created with limit none, not the $0.1 asked for: "
+        "OpenRouter would not hold the run to its budget; the key is deleted\n"
+    )
+    assert sim.stats.keys_created == sim.stats.keys_deleted == 1 and sim.stats.chat_requests == 0
+
+
 def test_a_management_key_cannot_chat(web: httpx.Client, sim: Simulator) -> None:
     response = web.post(
         f"{sim.base_url}/chat/completions",

@@ -87,6 +87,7 @@ class SimConfig:
     batch_item_usage: bool = True  # result bodies carry usage (the quickstart's example has none)
     batch_cancel_api: bool = False  # serve an (undocumented) OpenAI-shaped cancel endpoint
     batch_price_share: float = 0.5  # of per-token prices; the docs say "typically" 50%
+    created_keys_unlimited: bool = False  # POST /keys ignores the limit asked for (a server that lies)
     # Billing (see _billing): routing over each model's endpoints: top | dearest | spread
     routing: str = "top"
     tokenizer: str = "light"  # light: 4 characters a token; heavy: a token per UTF-8 byte

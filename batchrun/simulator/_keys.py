@@ -153,7 +153,7 @@ class KeyRoutes:
                 return error_response(400, "expires_at must be an ISO 8601 UTC time")
         token = "sk-or-v1-" + secrets.token_hex(32)
         key = SimKey(
-            limit=limit,
+            limit=None if self.config.created_keys_unlimited else limit,
             label=f"{token[:12]}...{token[-3:]}",
             hash=hashlib.sha256(token.encode()).hexdigest(),
             name=body["name"],
