@@ -291,15 +291,19 @@ def test_the_management_key_echoed_by_keys_is_never_printed(tmp_path: Path, fail
             return http(500, f"upstream said: Authorization: Bearer {request.key} was bad".encode())
         if request.method == "POST":
             return json_answer(201, created)
-        return json_answer(200, {"data": {"usage": 0.0}})
+        return json_answer(200, {"data": {"usage": 0.0, "limit": 1}})
 
     server = answer(chat_payload())
     server.keys = keys
     server.key = lambda r: json_answer(200, {"data": {"limit": 1, "limit_remaining": 1, "usage": 0}})
     outcome = run(server, tmp_path, "--isolated-key", "--budget", "1", "--quiet")
     assert ("could not create the per-run key" in outcome.stderr) == (failing == "POST")
-    if failing != "POST":
+    # The key's limit is read back before any request (break-14b M5): a failed read refuses the run.
+    assert ("could not read back the per-run key's limit" in outcome.stderr) == (failing == "GET")
+    if failing not in ("POST", "GET"):
         assert outcome.code == ExitCode.OK and "[key]" in outcome.stderr
+    else:
+        assert outcome.code == ExitCode.USAGE and "[key]" in outcome.stderr
 
 
 # -- money figures are not trusted blindly ----------------------------------------------------
