@@ -44,6 +44,7 @@ from ._client import ChatResult, ModelInfo
 from ._matrix import Request
 from ._price_basis import PriceBasis, allowed_endpoints, max_price_caps
 from ._pricing import EndpointPrice
+from ._reply import count
 
 PER_MESSAGE_TOKENS = 8
 IMAGES_PER_ANSWER = 10
@@ -98,10 +99,6 @@ def _outputs(request: Request, modality: str) -> bool:
     return isinstance(modalities, list) and modality in modalities
 
 
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
 # reasoning-tokens.mdx: "reasoning.max_tokens ... is used directly with a minimum of 1024 tokens";
 # an effort's budget is max(min(max_tokens * ratio, 128000), 1024); "Reasoning tokens are
 # counted as output tokens for billing purposes".
@@ -115,7 +112,7 @@ def reasoning_budget(body: dict[str, Any]) -> int | None:
     on = top_effort not in (None, "none")
     budget = 0
     if isinstance(reasoning, dict):
-        budget = _count(reasoning.get("max_tokens")) or 0
+        budget = count(reasoning.get("max_tokens")) or 0
         effort = reasoning.get("effort")
         on = on or bool(budget) or effort not in (None, "none") or reasoning.get("enabled") is True
         if reasoning.get("enabled") is False or (effort == "none" and not budget):
@@ -224,7 +221,7 @@ class CostModel:
         """Completion tokens per choice at most, reasoning included; None when nothing bounds them."""
         # max_completion_tokens is the spec's name, max_tokens the deprecated one (parameters.mdx):
         # a provider may honour either, so the larger bounds (break-14b C7).
-        caps = [_count(request.body.get(name)) for name in ("max_completion_tokens", "max_tokens")]
+        caps = [count(request.body.get(name)) for name in ("max_completion_tokens", "max_tokens")]
         cap = max((c for c in caps if c), default=None)
         if cap is None:
             if basis is None:

@@ -11,12 +11,15 @@ from typing import Any
 
 from ._account import read_balance, read_endpoints
 from ._costs import CostModel, unknown_price_refusal
+from ._exceptions import ResultsError
 from ._job import Job
 from ._matrix import count_requests, matrix_requests
-from ._models import Resolution
+from ._models import PRICE_CAVEATS, Resolution, variant_of
 from ._options import RunOptions
+from ._output_paths import job_folder, summary_path
 from ._preflight import estimate, job_routing_warning, make_client, open_cache, read_account, wanted_models
 from ._pricing import usd
+from ._results import final_records
 from ._retry import retry_policy
 
 
@@ -93,8 +96,6 @@ class PricedPlan:
 
 
 def resolution_warnings(resolution: Resolution) -> list[str]:
-    from ._models import PRICE_CAVEATS, variant_of
-
     lines = []
     for model, how in sorted(resolution.how.items()):
         lines.append(f"note: {model} is not listed by /models: priced as {how}")
@@ -106,8 +107,6 @@ def resolution_warnings(resolution: Resolution) -> list[str]:
 
 def _ran_against(path: Path) -> str | None:
     """The endpoint a run used, from its summary (None when unknown)."""
-    from ._output_paths import summary_path
-
     try:
         endpoint = json.loads(summary_path(path).read_text(encoding="utf-8")).get("endpoint")
     except (OSError, ValueError, AttributeError):
@@ -120,10 +119,6 @@ def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, flo
     against `endpoint` (a simulated run's made-up prices say nothing about a real one), over the
     rows whose cost is known; and the models some of whose rows' costs are unknown (shown "+?",
     never as $0: break-14b M10)."""
-    from ._exceptions import ResultsError
-    from ._output_paths import job_folder
-    from ._results import final_records
-
     folder = job_folder(job.name, job.run.output)
     files = sorted(folder.glob("*.jsonl"), reverse=True) if folder.is_dir() else []
     for path in files:
