@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._client import ChatResult, OpenRouterClient
+from ._cost_text import STATUS_ORDER
 from ._exceptions import RequestFailed, Transient
 from ._ledger import CreditLedger
 from ._pricing import GenerationCost, money
-
-STATUS_ORDER = ("reported", "estimated", "looked_up", "unknown")  # a row takes its least sure part's
 
 
 class AbandonedAttempt(Transient):
