@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from batchrun import ExitCode
 from batchrun._reader import final_records, scan_states
 
-from .conftest import call_cli
+from .conftest import FAKE_KEY, call_cli, child_env, start, wait_for_lines, write_job
 from .hostile import HostileServer, RawRequest, chat_payload, http, json_answer, run
 
 pytestmark = pytest.mark.usefixtures("keys_env")
@@ -89,3 +91,83 @@ def test_a_cost_learnt_late_is_counted_once_when_the_row_is_sent_again(tmp_path:
         assert row["spent"] == pytest.approx(0.02 + ANSWER_COST) and row["earlier_records"] == 1
     assert sum(r["spent"] for r in rows) == pytest.approx(scan_states(out).spent_usd)
     assert _report(out)["total"]["cost_usd"] == pytest.approx(4 * (0.02 + ANSWER_COST))
+
+
+# -- kill -9 with requests in flight (break-14b M4) ------------------------------------------------
+KILL_JOB = """
+name: crash
+defaults:
+  params: {max_tokens: 16}
+models: [openai/gpt-4o-mini]
+prompts:
+  - id: sum
+    text: "What is {{n}} + 1?"
+    vars: [{n: 1}, {n: 2}, {n: 3}, {n: 4}, {n: 5}, {n: 6}, {n: 7}, {n: 8}]
+run: {concurrency: 4, timeout_s: 60, max_attempts: 1, grace_s: 1}
+"""
+
+
+def _stall(request: RawRequest) -> Any:
+    """Headers naming the generation, then nothing: generating (and billing) while the client waits."""
+    row = request.headers.get("x-batchrun-row", "x")
+
+    async def write(writer: asyncio.StreamWriter) -> None:
+        writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nX-Generation-Id: gen-{row}\r\n\r\n".encode())
+        await writer.drain()
+        await asyncio.sleep(3600)
+
+    return write
+
+
+@pytest.mark.parametrize("looked_up", [False, True])
+def test_kill_9_with_requests_in_flight_then_resume_counts_them(tmp_path: Path, looked_up: bool) -> None:
+    path = write_job(tmp_path, KILL_JOB)
+    out = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.attempts.jsonl"
+    stall = HostileServer(chat=_stall)
+    with stall.running():
+        env = child_env(OPENROUTER_API_KEY=FAKE_KEY)
+        process = start(path, "--base-url", stall.base_url, "-o", out, "-q", "--budget", "1", env=env)
+        wait_for_lines(journal, 8, process)  # four attempts out, each with its generation id
+        process.kill()
+        process.wait()
+    in_flight = set(stall.chat_rows())
+    assert len(in_flight) == 4 and (not out.exists() or out.read_text() == "")  # no record of them
+    worst = json.loads(journal.read_text().splitlines()[0])["usd"]
+    assert worst > 0
+
+    generation_asks: list[str] = []
+
+    def generation(request: RawRequest) -> bytes:
+        gid = request.path.split("id=")[1]
+        generation_asks.append(gid)
+        if not looked_up:
+            return json_answer(404, {"error": {"code": 404, "message": "Generation not found"}})
+        return json_answer(200, {"data": {"id": gid, "total_cost": 0.5 * worst}})
+
+    answer = chat_payload()
+    answer["usage"]["cost"] = 0.99 * worst  # each answer costs about its worst case
+    honest = HostileServer(chat=lambda request: json_answer(200, answer), routes={"/generation": generation})
+    budget = 6.5 * worst  # four held worst cases leave room for two more requests, not six
+    with honest.running():
+        options = ("--base-url", honest.base_url, "-o", out, "--resume", "--budget", str(budget))
+        code, stdout, stderr = call_cli(path, *options)
+    assert "Traceback" not in stdout + stderr
+    assert sorted(generation_asks) == sorted(f"gen-{row}" for row in in_flight)
+    crashed = [json.loads(line) for line in out.read_text().splitlines()[:4]]
+    assert {r["id"] for r in crashed} == in_flight and {r["reason"] for r in crashed} == {"crashed"}
+    for record in crashed:
+        attempt = record["abandoned_attempts"]
+        assert attempt[0]["generation_id"] == f"gen-{record['id']}"
+        if looked_up:
+            assert record["cost_status"] == "looked_up" and record["spent"] == pytest.approx(0.5 * worst)
+        else:
+            assert record["cost"] is None and record["cost_status"] == "unknown"
+            assert record["spent"] == record["cost_held"] == pytest.approx(worst)
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    held = 4 * (0.5 * worst if looked_up else worst)
+    assert summary["spent_before_usd"] == pytest.approx(held)
+    sent = len(honest.chat_rows())
+    assert sent == (4 if looked_up else 2)  # what was left of the budget, not all of it
+    assert (code == ExitCode.BUDGET) and not journal.exists()  # recorded, then gone
+    assert held + sent * 0.99 * worst <= budget
