@@ -24,7 +24,11 @@ from ._client import ChatResult, OpenRouterClient
 from ._cost_text import STATUS_ORDER
 from ._exceptions import RequestFailed, Transient
 from ._ledger import CreditLedger
-from ._pricing import GenerationCost, money
+from ._pricing import GenerationCost, money, usd
+
+# A charge above its attempt's worst case by more than this share (and a millionth of a
+# dollar) contradicts the bound: it is counted as charged, and flagged (break-14b m6).
+ABOVE_WORST_SHARE = 0.01
 
 
 class AbandonedAttempt(Transient):
@@ -120,6 +124,18 @@ class ChargeBook:
         self.lookups = 0
         self.resolved_after_record = 0.0  # known only after the row's record said "unknown"
         self.resolved_after_record_attempts = 0
+        self.above_worst = 0  # charges above their attempt's worst case
+        self.above_worst_usd = 0.0  # by how much, in all
+        self.above_worst_example = ""
+
+    def check_bound(self, cost: float, worst: float, how: str) -> None:
+        """Flag a charge the worst case did not bound: a lying reply or lookup, or a cost
+        the worst case missed. A worst case of 0 is not one (an unknown price run anyway)."""
+        if worst > 0 and cost > worst * (1 + ABOVE_WORST_SHARE) + 1e-6:
+            self.above_worst += 1
+            self.above_worst_usd += cost - worst
+            if not self.above_worst_example:
+                self.above_worst_example = f"${usd(cost)} {how} for a worst case of ${usd(worst)}"
 
     def abandoned(self, failure: RequestFailed, reservation: float, row: RowCharges) -> None:
         """An attempt that may have been billed: hold its reservation."""
@@ -147,7 +163,9 @@ class ChargeBook:
             reported = None
         if reported is not None:
             charge.cost, charge.status = reported, "reported"
-            await self.ledger.settle(reservation, reported + ((upstream or 0.0) if is_byok else 0.0))
+            charged = reported + ((upstream or 0.0) if is_byok else 0.0)
+            self.check_bound(charged, reservation, "reported")
+            await self.ledger.settle(reservation, charged)
             return
         charge.held = self.ledger.keep(reservation)
         self.unresolved.append(charge)
@@ -185,6 +203,7 @@ class ChargeBook:
         if charge.recorded:
             self.resolved_after_record += found.total_cost
             self.resolved_after_record_attempts += 1
+        self.check_bound(found.charged, held, "looked up")
         await self.ledger.resolve(held, found.charged)
         return True
 
