@@ -181,6 +181,7 @@ class ChargeBook:
             self.unresolved.remove(charge)
             held, charge.held = charge.held, 0.0
             charge.cost, charge.status = estimate, "estimated"
+            self.check_bound(estimate, held, "estimated from its token counts")
             await self.ledger.resolve(held, estimate)
 
     async def look_up(self, charge: Charge) -> bool:

@@ -255,3 +255,14 @@ def test_lookups_that_under_report_cannot_pass_the_budget(tmp_path: Path) -> Non
     assert billing.total <= 0.1 + per_request
     summary = json.loads((tmp_path / "out.summary.json").read_text())["reconciliation"]
     assert summary["counted_from_key_usd"] > 0 and summary["key_window_reads"] > 0
+
+
+def test_an_estimate_above_the_worst_case_is_flagged(tmp_path: Path) -> None:
+    # A reply with no cost that claims a million prompt tokens for a 200-byte body: counted as
+    # charged at that (safe for the budget), and flagged.
+    billing = Billing(reported="omit", usage={"prompt_tokens": 10**6, "completion_tokens": 2, "total_tokens": None})
+    code, _, err, rows = run(server(billing), tmp_path, JOB, "--budget", "5000")
+    assert code == ExitCode.OK, err
+    assert {r["cost_status"] for r in rows} == {"estimated"} and all(r["cost"] > 99 for r in rows)
+    summary = json.loads((tmp_path / "out.summary.json").read_text())["reconciliation"]
+    assert summary["above_worst_case_attempts"] == ROWS and "estimated from its token counts" in err
