@@ -38,7 +38,7 @@ from ._reply import ChatResult, Reply, error_failure, failure, parse_chat
 from ._routing import METADATA_HEADER
 from ._scrub import Scrubber
 from ._settings import DEFAULTS
-from ._transport import default_transport
+from ._transport import default_transport, send_unread
 
 MAX_MODEL_PAGES = 100  # 100 pages of up to 1,000 models: far more than OpenRouter lists
 
@@ -199,20 +199,8 @@ class OpenRouterClient:
         return Reply(response.status_code, response.headers, body)
 
     async def send_unread(self, request: httpx.Request) -> httpx.Response:
-        """The response, its body not read yet: straight to the transport.
-
-        AsyncClient.send wraps the transport in auth, redirect and cookie handling that
-        batchrun never uses: the key is in the prepared headers, redirects are never
-        followed (a 3xx is returned as it is, as with follow_redirects=False), and cookies a
-        server sets must not ride along on later requests anyway. Those layers were about a
-        tenth of the client's CPU per request at latency 0 (bench/throughput.py).
-        `_transport_for_url` is httpx's own choice of transport (pinned to httpx 0.28), and
-        the seam respx mocks, so the client's unit tests still see every request.
-        """
-        transport = self._http._transport_for_url(request.url)
-        response = await transport.handle_async_request(request)
-        response.request = request
-        return response
+        """The response, its body not read yet (_transport.send_unread)."""
+        return await send_unread(self._http, request)
 
     def _describe_connect(self, exc: BaseException) -> str:
         return self.scrub.text(f"connection failed: {exc}")[:300]
