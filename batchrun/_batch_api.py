@@ -67,6 +67,7 @@ class BatchInfo:
     usage: dict[str, Any] | None
     error: str | None
     results: list[dict[str, Any]] | None  # raw items; read them with BatchClient.items
+    completed: int | None = None  # request_counts.completed as sent (None: absent or not a count)
 
     @property
     def terminal(self) -> bool:
@@ -75,6 +76,10 @@ class BatchInfo:
 
 def _count(value: Any) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
+
+
+def _exact_count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 class BatchClient:
@@ -124,6 +129,7 @@ class BatchClient:
             usage=usage,
             error=None if error is None else self.client.scrub.text(str(error))[:500],
             results=results if isinstance(results, list) else None,
+            completed=_exact_count(counts.get("completed")),
         )
 
     async def submit(self, model: str, items: list[tuple[str, bytes]]) -> BatchInfo:

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._batch_api import BatchClient, BatchInfo, BatchItem
+from ._batch_costs import batch_charges
 from ._batch_rules import batch_groups
 from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
-from ._charges import byok_of
+from ._charges import RowCharges, uncharged
 from ._checks import Answer, grade, is_judge, without_latency_checks
 from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Transient
 from ._matrix import Request
@@ -194,55 +195,58 @@ class BatchExecutor:
             self.pending[request.id] = request
 
     # -- collecting --------------------------------------------------------------------------
+    def _row_worst(self, entry: BatchEntry, request: Request | None) -> float:
+        """A row's worst case at full prices (what it held in the batch's reservation)."""
+        costs = self.runner.costs
+        if request is None or costs is None:
+            return entry.reserved_usd / max(1, len(entry.rows))  # a row this run does not have
+        return costs.worst_case(request) or 0.0
+
     async def _write_item(
-        self, entry: BatchEntry, request: Request, item: BatchItem | None, share: float | None
-    ) -> float:
-        """One row's record from its batch item; returns the cost it reports. Judge checks are
-        graded by sync grader requests through the runner (_judging), like a sync row's."""
+        self, entry: BatchEntry, request: Request, item: BatchItem | None, info: BatchInfo, charges: RowCharges
+    ) -> None:
+        """One row's record from its batch item and its part of the batch's charge. Judge
+        checks are graded by sync grader requests through the runner (_judging), like a sync row's."""
         runner = self.runner
+        records = runner.records
         started = entry.intent_at
         log = AttemptLog()
         log.attempts = 1
         if item is None or item.result is None:
             failure = item.failure if item is not None else None
-            if failure is None:
-                failure = Transient("batch_missing_result", f"batch {entry.batch_id} returned no result for this row")
-            runner.records.failed(request, failure, log, started)
-            return 0.0
+            if failure is None and info.status == "cancelled":
+                fields = charges.fields() if charges.parts else uncharged(None)
+                record = records.make(request, Status.SKIPPED, "batch_cancelled", True, started, **fields)
+            else:
+                if failure is None:
+                    failure = self._end_failure(info)
+                record = records.failure(request, failure, log, started, charges)
+            records.emit(request, record)
+            records.late.remember(request, record, charges)
+            return
         result = item.result
-        cost = result.cost if result.cost is not None else share
-        status = "reported" if result.cost is not None else ("estimated" if share is not None else "unknown")
         elapsed_ms = round((self.clock.time() - started) * 1000, 1)
-        byok = byok_of(result.usage)
-        record = runner.records.make(
+        costs = charges.fields()
+        record = records.make(
             request,
             Status.OK,
             None,
             False,
             started,
             **answer_fields(result),
-            cost=cost,
             latency_ms=None,
             ttft_ms=None,
             elapsed_ms=elapsed_ms,
             attempts=1,
             attempt_errors=[],
             error=None,
-            # The cost fields of a sync record (_charges): a share of the batch's charge is an estimate.
-            # A row whose cost is unknown has no worst case of its own here: the ledger
-            # holds the batch's reservation, not one per row.
-            cost_held=None,
-            cost_status=status,
-            cost_unknown=status == "unknown",
-            is_byok=byok[0],
-            upstream_inference_cost=byok[1],
-            abandoned_attempts=None,
+            **costs,
             batch_id=entry.batch_id,
         )
         checks = without_latency_checks(request.checks)
         if checks:
             tokens = result.usage.get("completion_tokens")
-            answer = Answer(result.content, None, cost, tokens, result.finish_reason, result.tool_calls)
+            answer = Answer(result.content, None, costs["cost"], tokens, result.finish_reason, result.tool_calls)
             if any(is_judge(c) for c in checks):
                 grading = RowGrading(request, record, answer, checks=checks)
                 await runner.judging.grade_row(grading)
@@ -251,12 +255,14 @@ class BatchExecutor:
                 record.update(grade(checks, answer))
         if runner.cache is not None:
             runner.cache.store(
-                request, result, None, record["finished_at"], cost=cost, cost_status=record["cost_status"]
+                request, result, None, record["finished_at"], cost=costs["cost"], cost_status=record["cost_status"]
             )
-        runner.records.emit(request, record)
-        return cost or 0.0
+        records.emit(request, record)
+        records.late.remember(request, record, charges)
 
     def _end_failure(self, info: BatchInfo) -> RequestFailed:
+        if info.status == "completed":
+            return Transient("batch_missing_result", f"batch {info.id} returned no result for this row")
         message = info.error or f"the batch ended {info.status}"
         if info.status == "expired":
             return Transient("batch_expired", message)
@@ -267,34 +273,22 @@ class BatchExecutor:
         return Rejected("batch_failed", message)
 
     async def _collect(self, entry: BatchEntry, info: BatchInfo) -> None:
+        """Settle a terminal batch and write its rows. Whatever the status, result items it
+        carries are kept and graded: they were answered, and paid for (break-14b M9; the
+        quickstart says `results` is null unless completed, but a server that sends them has
+        answered). The charge falls on the rows as _batch_costs says."""
         runner = self.runner
-        requests = [self.pending.pop(row, None) for row in entry.rows]
-        if info.status == "completed":
-            items = self.api.items(info)
-            answered = [row for row in entry.rows if (it := items.get(row)) is not None and it.result is not None]
-            unreported = [row for row in answered if items[row].result.cost is None]  # type: ignore[union-attr]
-            # Result bodies may carry no usage (the quickstart's example has none): then each
-            # answered row gets an equal share of the batch's usage.cost, so spend adds up.
-            share = (info.cost or 0.0) / len(unreported) if unreported and info.cost is not None else None
-            reported = 0.0
-            for row, request in zip(entry.rows, requests, strict=True):
-                if request is not None:
-                    reported += await self._write_item(entry, request, items.get(row), share)
-        else:
-            reported = 0.0
-            for request in requests:
-                if request is None:
-                    continue
-                if info.status == "cancelled":
-                    runner.skip(request, "batch_cancelled")
-                else:
-                    log = AttemptLog()
-                    log.attempts = 1
-                    runner.records.failed(request, self._end_failure(info), log, entry.intent_at)
-        # Settle to what OpenRouter says it charged; without a figure, what the rows report.
-        actual = info.cost if info.cost is not None else reported
-        await runner.ledger.settle_hold(entry.reserved_usd, actual)
-        entry.state, entry.status, entry.cost_usd = COLLECTED, info.status, actual
+        requests = {row: self.pending.pop(row, None) for row in entry.rows}
+        items = self.api.items(info)
+        charges = batch_charges(entry.rows, info, items, lambda row: self._row_worst(entry, requests[row]))
+        await runner.ledger.settle_hold(entry.reserved_usd, charges.known, charges.held)
+        runner.charges.unresolved.extend(charges.unknown)  # looked up at the end, else reconciled
+        for row in entry.rows:
+            request = requests[row]
+            if request is not None:
+                await self._write_item(entry, request, items.get(row), info, charges.rows[row])
+        entry.state, entry.status = COLLECTED, info.status
+        entry.cost_usd = None if charges.held else charges.known
         self.outcome.collected += 1
 
     async def _poll_once(self) -> None:
@@ -374,7 +368,7 @@ class BatchExecutor:
                 + (f", {doubt} in doubt (see `batchrun batches list`)" if doubt else "")
                 + "; collect them with --resume",
             )
-        return PoolOutcome(runner.stop_reason, runner.stop_message, runner.ledger.spent)
+        return PoolOutcome(runner.stop_reason, runner.stop_message, runner.ledger.committed)
 
 
 def held_open(state: BatchState) -> bool:

@@ -23,9 +23,12 @@ from typing import Any
 from ._client import ChatResult, OpenRouterClient
 from ._exceptions import RequestFailed, Transient
 from ._ledger import CreditLedger
-from ._pricing import GenerationCost, money
+from ._pricing import GenerationCost, money, usd
 
 STATUS_ORDER = ("reported", "estimated", "looked_up", "unknown")  # a row takes its least sure part's
+# A charge above its attempt's worst case by more than this share (and a millionth of a
+# dollar) contradicts the bound: it is counted as charged, and flagged (break-14b m6).
+ABOVE_WORST_SHARE = 0.01
 
 
 class AbandonedAttempt(Transient):
@@ -134,6 +137,18 @@ class ChargeBook:
         self.lookups = 0
         self.resolved_after_record = 0.0  # known only after the row's record said "unknown"
         self.resolved_after_record_attempts = 0
+        self.above_worst = 0  # charges above their attempt's worst case
+        self.above_worst_usd = 0.0  # by how much, in all
+        self.above_worst_example = ""
+
+    def check_bound(self, cost: float, worst: float, how: str) -> None:
+        """Flag a charge the worst case did not bound: a lying reply or lookup, or a cost
+        the worst case missed. A worst case of 0 is not one (an unknown price run anyway)."""
+        if worst > 0 and cost > worst * (1 + ABOVE_WORST_SHARE) + 1e-6:
+            self.above_worst += 1
+            self.above_worst_usd += cost - worst
+            if not self.above_worst_example:
+                self.above_worst_example = f"${usd(cost)} {how} for a worst case of ${usd(worst)}"
 
     def abandoned(self, failure: RequestFailed, reservation: float, row: RowCharges) -> None:
         """An attempt that may have been billed: hold its reservation."""
@@ -155,6 +170,7 @@ class ChargeBook:
         reported = reported_charge(result.usage)
         if reported is not None:
             charge.cost, charge.status = money(result.usage.get("cost")), "reported"
+            self.check_bound(reported, reservation, "reported")
             await self.ledger.settle(reservation, reported)
             return
         charge.held = self.ledger.keep(reservation)
@@ -171,6 +187,7 @@ class ChargeBook:
             self.unresolved.remove(charge)
             held, charge.held = charge.held, 0.0
             charge.cost, charge.status = estimate, "estimated"
+            self.check_bound(estimate, held, "estimated from its token counts")
             await self.ledger.resolve(held, estimate)
 
     async def look_up(self, charge: Charge) -> bool:
@@ -193,6 +210,7 @@ class ChargeBook:
         if charge.recorded:
             self.resolved_after_record += found.total_cost
             self.resolved_after_record_attempts += 1
+        self.check_bound(found.charged, held, "looked up")
         await self.ledger.resolve(held, found.charged)
         return True
 

@@ -22,13 +22,15 @@ tokens or context length, which is what OpenRouter reserves) times `n`, at the d
 the completion, internal-reasoning and (when the request asks for image or audio output)
 image-token and audio-output prices.
 
-Components: the request price, the image price per image part, the web-search price
-once for `:online` models or the web plugin (the docs do not bound the number of
-searches per request; one is what the plugin's default does), the cache-write prices
+Components: the request price, the image price per image part, the cache-write prices
 when a message asks for caching (`cache_control`), the audio price for prompts with
 audio parts, and with image output the image_output price for up to 10 images per answer
 (the chat docs are silent on a count; 10 is the Image API's maximum `n`,
 guides/overview/multimodal/image-generation.mdx).
+
+A request whose inputs OpenRouter fetches or generates (an image or file by URL, web
+search, server tools) has no bound from what it sends: its worst case is unknown
+(_unbounded).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from ._matrix import Request
 from ._price_basis import PriceBasis, allowed_endpoints, max_price_caps
 from ._pricing import EndpointPrice
 from ._reply import count
+from ._unbounded import unbounded_input
 
 PER_MESSAGE_TOKENS = 8
 IMAGES_PER_ANSWER = 10
@@ -125,12 +128,6 @@ def _choices(request: Request) -> int:
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
-def _web_searches(request: Request, model: str) -> int:
-    plugins = request.body.get("plugins") or []
-    web = any(isinstance(p, dict) and p.get("id") == "web" for p in plugins)
-    return 1 if web or model.endswith(":online") or request.body.get("web_search_options") else 0
-
-
 def _caches(request: Request) -> bool:
     # cache_control sits in content parts; plain string messages cannot ask for caching.
     parts = [m.get("content") for m in request.body["messages"] if isinstance(m.get("content"), list)]
@@ -151,8 +148,6 @@ def applicable_keys(request: Request, model: str) -> dict[str, str]:
         keys.update(image_token="completion", image_output="per output image")
     if _outputs(request, "audio"):
         keys["audio_output"] = "completion"
-    if _web_searches(request, model):
-        keys["web_search"] = "per search"
     return keys
 
 
@@ -206,13 +201,11 @@ class CostModel:
                 model, "endpoints", [], 0, max_price_caps(provider), f"/endpoints could not be read: {listed}"
             )
         if listed:
-            allowed = allowed_endpoints(listed, provider)
+            allowed, caps = allowed_endpoints(listed, provider)
             # /models prices are the top provider's: never below what the list says (break-14 3).
             entries = allowed + ([top] if top is not None else [])
             source = "endpoints and /models" if top is not None else "endpoints"
-            return PriceBasis(
-                model, source, entries, len(listed) - len(allowed), max_price_caps(provider), allowed=len(allowed)
-            )
+            return PriceBasis(model, source, entries, len(listed) - len(allowed), caps, allowed=len(allowed))
         if info is None or top is None:
             return None
         return PriceBasis(model, "models list (top provider)", [top], 0, max_price_caps(provider))
@@ -255,7 +248,6 @@ class CostModel:
             token_factor * per_token
             + prices.get("request", 0.0)
             + _parts(request, "image_url") * prices.get("image", 0.0)
-            + _web_searches(request, model) * prices.get("web_search", 0.0)
             + images_out * prices.get("image_output", 0.0),
             model,
         )
@@ -264,6 +256,9 @@ class CostModel:
         """The dearest of the models that may answer (a fallback list), margin included."""
         if self.models is None:
             return Worst(None, request.model, "the endpoint lists no models")
+        unbounded = unbounded_input(request.body, request.model)
+        if unbounded is not None:
+            return Worst(None, request.model, unbounded)
         prompt = prompt_token_bound(request)
         dearest = Worst(0.0, request.model)
         for model in [request.model, *request.body.get("models", [])]:
@@ -286,9 +281,17 @@ class CostModel:
     def charge_from_usage(self, request: Request, usage: dict[str, Any], answer_bytes: int = 0) -> float | None:
         """An upper bound of an answer's charge from its token counts, when it reported no
         cost; None when the counts are missing or cannot be true (fewer tokens than the
-        prompt's or the answer's text must have, or a total above their sum)."""
+        prompt's or the answer's text must have, or a total above their sum), or when the
+        request's inputs have no bound (_unbounded).
+
+        The counts are never believed below our own bounds (break-14b M6): the prompt is
+        costed at the larger of `prompt_tokens` and the body's bytes (prompt_token_bound),
+        the completion at the larger of `completion_tokens` and the answer's bytes. Tokens
+        a reply does not show (hidden reasoning) are known from `completion_tokens` only."""
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if not isinstance(prompt, int) or not isinstance(completion, int) or self.models is None:
+            return None
+        if unbounded_input(request.body, request.model) is not None:
             return None
         total = usage.get("total_tokens")
         if (
@@ -297,6 +300,7 @@ class CostModel:
             or (isinstance(total, int) and total > prompt + completion)
         ):
             return None
+        prompt, completion = max(prompt, prompt_token_bound(request)), max(completion, answer_bytes)
         costs = [
             self._cost(request, m, prompt, completion).usd for m in [request.model, *request.body.get("models", [])]
         ]

@@ -211,7 +211,7 @@ def _verdict(summary: Summary, run_meta: dict[str, Any], decided: Decided | None
         from ._settings import RunSettings
         from ._verdict import decide
 
-        decided = decide({**summary, "stop": run_meta.get("stop")}, RunSettings())
+        decided = decide({**summary, "stop": run_meta.get("stop")}, RunSettings(), run=True)
         basis = "default thresholds (no --job given)"
     code, reasons = decided
     return {"code": int(code), "name": ExitCode(code).name.lower(), "reasons": reasons, "basis": basis}

@@ -156,9 +156,12 @@ class CreditLedger:
         requests must not wait for it."""
         self.reserved += amount
 
-    async def settle_hold(self, amount: float, actual: float) -> None:
+    async def settle_hold(self, amount: float, actual: float, unknown: float = 0.0) -> None:
+        """A collected batch: `actual` is known, `unknown` (the worst cases of its rows whose
+        cost nothing says) stays held as spent until a lookup or the key's usage says more."""
         self.reserved -= amount
         self.spent += actual
+        self.held += unknown
         self._wake()
 
     async def lower_limit(self, limit_usd: float) -> None:

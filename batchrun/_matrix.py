@@ -58,21 +58,6 @@ class Request:
     payload: bytes  # `body`, encoded once
     checks: list[dict[str, Any]]
 
-    @property
-    def prompt_chars(self) -> int:
-        return sum(content_chars(m["content"]) for m in self.body["messages"])
-
-
-# A non-text part (image, file, audio) is costed as this many characters of text: a
-# conservative stand-in, since its token count depends on the model and is not documented.
-NON_TEXT_PART_CHARS = 4000
-
-
-def content_chars(content: str | list[dict[str, Any]]) -> int:
-    if isinstance(content, str):
-        return len(content)
-    return sum(len(p.get("text", "")) if p.get("type") == "text" else NON_TEXT_PART_CHARS for p in content)
-
 
 @dataclass(frozen=True)
 class Shard:

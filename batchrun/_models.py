@@ -19,7 +19,8 @@ Prices of variants: the base model's, except where the docs say otherwise.
   every listed endpoint, so it covers them where the listing is read; without it, the
   /models price is all there is (the docs give no multiplier), and `plan` warns.
 - `:floor` admits flex endpoints, which are cheaper: the base price bounds it.
-- `:online` adds the web plugin's charges (online.mdx; deprecated): `plan` warns.
+- `:online` adds the web plugin's charges (online.mdx; deprecated): its worst case is
+  unknown (_unbounded: search results of no documented size), and `plan` warns.
 - `:exacto`, `:thinking`, `:extended`: the docs give no separate price; base price.
 """
 
@@ -40,7 +41,10 @@ PRICE_CAVEATS = {
         " the worst case counts it only where the model's endpoint list shows it (service-tiers.mdx),"
         " else it uses the base price"
     ),
-    "online": "adds the web search plugin's charges (model-variants/online.mdx); the worst case uses the base price",
+    "online": (
+        "adds the web search plugin's charges (model-variants/online.mdx), whose results no documented"
+        " figure bounds: its worst case is unknown"
+    ),
 }
 
 

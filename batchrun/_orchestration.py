@@ -15,7 +15,7 @@ from typing import Any
 from ._account import reconcile_run
 from ._batch_api import BatchClient
 from ._batch_run import BatchExecutor, held_open
-from ._batch_state import BatchState
+from ._batch_state import INTENT, SUBMITTED, BatchState, state_path
 from ._client import OpenRouterClient
 from ._exceptions import ConfigError, OutputFailed, ResultsError
 from ._formats import utc
@@ -134,6 +134,17 @@ async def run_job(
 def _batch_setup(job: Job, options: RunOptions, settings: RunSettings, output: Path) -> BatchState | None:
     """In batch mode, this output's record of batches; None in sync mode."""
     if settings.mode != "batch":
+        if state_path(output).exists():
+            # Rows in a batch still open would be sent again in sync mode and paid twice, and
+            # the batch's reservation would not be counted (break-14b C13): collect it first.
+            state = BatchState.load(output, job.name, job.fingerprint)
+            if held_open(state):
+                rows = sum(len(e.rows) for e in state.entries if e.state in (INTENT, SUBMITTED))
+                raise ConfigError(
+                    f"{state_path(output)} lists {rows} row(s) in batches of an earlier batch-mode run that are "
+                    "still open or in doubt: a sync run would send them again; collect them with --mode batch "
+                    "(see `batchrun batches list`)"
+                )
         return None
     if settings.isolated_key:
         raise ConfigError(

@@ -61,14 +61,18 @@ class PriceBasis:
                     candidates.append((entry.prices, entry))
             for prices, override in candidates:
                 for key, price in prices.items():
+                    # max_price caps base prices only: provider-selection.mdx does not say the
+                    # router filters on override prices (break-14b m1).
+                    capped = override is None and price > self.caps.get(key, price)
+                    if capped:
+                        price = self.caps[key]
                     if price > best.get(key, -1.0):
                         best[key] = price
                         source[key] = endpoint.tag + (f" [{override.describe()}]" if override else "")
-                        if override is not None:
+                        if capped:
+                            source[key] = "provider.max_price"
+                        elif override is not None:
                             counted.append(f"{endpoint.tag}: {override.describe()}")
-        for key, cap in self.caps.items():
-            if key in best and best[key] > cap:
-                best[key], source[key] = cap, "provider.max_price"
         return best, source, sorted(set(counted))
 
     def max_completion_tokens(self) -> int | None:
@@ -97,8 +101,12 @@ class PriceBasis:
         return f"{where}: " + "; ".join(parts) + (f"; overrides counted: {', '.join(counted)}" if counted else "")
 
 
-def allowed_endpoints(endpoints: list[EndpointPrice], provider: dict[str, Any]) -> list[EndpointPrice]:
-    """The endpoints the request's `provider` object lets the router use (provider-selection.mdx)."""
+def allowed_endpoints(
+    endpoints: list[EndpointPrice], provider: dict[str, Any]
+) -> tuple[list[EndpointPrice], dict[str, float]]:
+    """The endpoints the request's `provider` object lets the router use (provider-selection.mdx),
+    and the max_price caps that may lower their prices (none when the settings rule out every
+    endpoint: then nothing in our reading of them is trusted)."""
     allowed = endpoints
     only = provider.get("only")
     if only:
@@ -115,8 +123,9 @@ def allowed_endpoints(endpoints: list[EndpointPrice], provider: dict[str, Any]) 
     # An endpoint priced above max_price is not routed to.
     allowed = [e for e in allowed if all(e.prices.get(k, 0.0) <= cap for k, cap in caps.items())]
     # Settings that rule out every endpoint make the request fail unbilled; costing all of
-    # them instead keeps the bound safe if our reading of the settings is wrong.
-    return allowed or endpoints
+    # them, uncapped, instead keeps the bound safe if our reading of the settings is wrong
+    # (capping them at max_price undid that: break-14b m1).
+    return (allowed, caps) if allowed else (endpoints, {})
 
 
 def max_price_caps(provider: dict[str, Any]) -> dict[str, float]:

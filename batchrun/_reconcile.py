@@ -60,8 +60,34 @@ def reconcile(
         "counted_from_key_usd": round(ledger.from_key, 8),
         # /key reads the key window asked for (_ledger): before a reservation it could not hold.
         "key_window_reads": ledger.key_reads,
+        # Charges above their attempt's worst case (reported or looked up): the bound did not hold.
+        "above_worst_case_attempts": book.above_worst,
+        "above_worst_case_usd": round(book.above_worst_usd, 8),
         "warning": None,
     }
+    _compare(out, start, end, ledger, book, unread, start_unread)
+    if book.above_worst:
+        above = (
+            f"{book.above_worst} attempt(s) cost more than their worst case, ${book.above_worst_usd:.4f} beyond it "
+            f"in all (e.g. {book.above_worst_example}): a reply or lookup that lies, or a charge the worst "
+            "case did not cover; counted as charged"
+        )
+        out["warning"] = f"{out['warning']}; {above}" if out["warning"] else above
+    return out
+
+
+def _compare(
+    out: dict[str, Any],
+    start: float | None,
+    end: float | None,
+    ledger: CreditLedger,
+    book: ChargeBook,
+    unread: str | None,
+    start_unread: str | None,
+) -> None:
+    """The key's usage against the ledger, into `out` (its warning, when they disagree)."""
+    known, held = ledger.spent, ledger.held
+    unresolved = len(book.unresolved)
     held_note = f"; {unresolved} attempt(s) of unknown cost stay held at up to ${held:.4f}" if unresolved else ""
     if start is None and start_unread is not None:
         # /key answered at the start without a usable usage: no baseline, so neither this
@@ -70,16 +96,16 @@ def reconcile(
             f"not reconciled: the key's usage could not be read at the start of the run ({start_unread}); "
             "costs the answers under-reported could not be caught during the run" + held_note
         )
-        return out
+        return
     if start is not None and end is None:
         # The key was read at the start, so the run meant to reconcile: say it could not.
         out["warning"] = (
             f"not reconciled: the key's usage could not be read at the end of the run ({unread or 'unread'})"
             + held_note
         )
-        return out
+        return
     if start is None or end is None:
-        return out  # no /key: nothing to compare with
+        return  # no /key: nothing to compare with
     if end < start - MISMATCH_USD:
         # Usage never goes down: a /key that says so is not this key's true usage (a lie, or
         # another key), so nothing it said during the run could be checked (break-14b m5).
@@ -88,7 +114,7 @@ def reconcile(
             f"not reconciled: the key's usage went down during the run (${start:.4f} -> ${end:.4f}), which "
             "usage cannot do; /key is not to be believed, so under-reported costs could not be caught" + held_note
         )
-        return out
+        return
     delta = end - start
     extra = delta - known  # charged beyond the charges we know of
     explained = min(max(extra, 0.0), held)
@@ -104,4 +130,3 @@ def reconcile(
             + (f" (+ up to ${held:.4f} for {unresolved} attempt(s) of unknown cost)" if unresolved else "")
             + f": ${difference:+.4f} unexplained (another process using the key, or unreported charges)"
         )
-    return out

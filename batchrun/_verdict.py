@@ -74,8 +74,12 @@ def error_rate(summary: Summary) -> float:
     return total["error"] / sent if sent else 0.0
 
 
-def decide(summary: Summary, settings: RunSettings, override: float | None = None) -> tuple[ExitCode, list[str]]:
-    """The exit code of a run, and why; a stop outranks errors, and errors outrank quality."""
+def decide(
+    summary: Summary, settings: RunSettings, override: float | None = None, *, run: bool = False
+) -> tuple[ExitCode, list[str]]:
+    """The exit code of a run, and why; a stop outranks errors, and errors outrank quality.
+    `run`: the summary is a run's own, whose rows skipped without a stop make it incomplete
+    (`report --job` decides that from the matrix itself, with `--allow-partial`)."""
     stop = summary.get("stop")
     if stop in _STOP_CODES:
         return _STOP_CODES[stop], [f"stopped: {stop}"]
@@ -84,6 +88,13 @@ def decide(summary: Summary, settings: RunSettings, override: float | None = Non
         # Charges above their worst cases (a lookup, the key's usage) can end a run past its
         # limit without a stop; the exit code says so (break-14b M7), never 0.
         return ExitCode.BUDGET, [f"spent ${spent:.6f}, over the run's limit of ${budget:.6f} by ${spent - budget:.6f}"]
+    # Rows never answered although nothing stopped the run (a cancelled batch, a model stopped,
+    # a rate limit past the wait cap): the run did not do its work, so never 0 (break-14b M9).
+    # A model's daily cap keeps its own code (1), below.
+    unanswered = summary["total"]["skipped"] - summary["skip_reasons"].get("daily_cap", 0)
+    if run and unanswered > 0:
+        why = ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items()) if k != "daily_cap")
+        return ExitCode.INCOMPLETE, [f"{unanswered} row(s) skipped, never answered ({why}); --resume runs them"]
     reasons = []
     rate = error_rate(summary)
     if rate > settings.max_error_rate:

@@ -1,0 +1,101 @@
+"""What a collected batch cost, and each of its rows' part of it (break-14b C12, M9).
+
+batch-quickstart.mdx: "For a completed batch, `usage.cost` reports the amount OpenRouter
+charges". It does not say whether result bodies carry their own `usage` (its example has
+none), nor what a batch that ends `failed`, `expired` or `cancelled` is charged. So:
+
+- The batch's charge is the **larger** of its `usage.cost` and the sum of its items' own
+  `usage.cost`: a batch-level figure below what the items report (a `0` beside items that
+  cost money) is not believed over them, and items below the batch figure leave a
+  remainder somebody was billed for.
+- That remainder is shared **equally** among the rows without a cost of their own
+  (answered without usage, a per-item error, no result item at all), each `estimated`;
+  when every row has its own cost, among all the answered rows. So the rows' costs add up
+  to what the ledger counts, and no row of a billed batch is $0 or null without saying so.
+- A batch without a usable `usage.cost` whose rows do not all carry a cost has an
+  **unknown** cost: each such row is `unknown`, holding its worst case (full prices) in the
+  ledger as spent, like an abandoned sync attempt (looked up by generation id where the
+  result gave one; else the end-of-run reconciliation accounts for it). Never $0.
+- Except a batch that ended without completing and says no request completed
+  (`request_counts.completed` 0, no result items, no `usage`): nothing ran, nothing is held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ._batch_api import BatchInfo, BatchItem
+from ._charges import Charge, RowCharges, byok_of
+
+FLOAT_NOISE_USD = 1e-12
+
+
+@dataclass
+class BatchCharges:
+    """A collected batch's charge: known (settled as spent) and held (rows of unknown cost)."""
+
+    known: float = 0.0
+    held: float = 0.0
+    rows: dict[str, RowCharges] = field(default_factory=dict)  # row id -> its charge
+    unknown: list[Charge] = field(default_factory=list)  # to be looked up, held meanwhile
+
+
+def _own_cost(item: BatchItem | None) -> float | None:
+    return item.result.cost if item is not None and item.result is not None else None
+
+
+def _generation(item: BatchItem | None) -> str | None:
+    return item.result.generation_id if item is not None and item.result is not None else None
+
+
+def nothing_ran(info: BatchInfo, items: dict[str, BatchItem]) -> bool:
+    """A batch that ended without completing, with no item, no charge, and no request completed."""
+    ended = info.status in ("failed", "expired", "cancelled")
+    return ended and not items and info.cost is None and info.completed == 0
+
+
+def batch_charges(
+    rows: list[str], info: BatchInfo, items: dict[str, BatchItem], worst: Callable[[str], float]
+) -> BatchCharges:
+    """Each row's charge in a terminal batch; `worst(row)` is a row's worst case at full prices."""
+    out = BatchCharges()
+    if nothing_ran(info, items):
+        for row in rows:
+            out.rows[row] = RowCharges()
+        return out
+    own = {row: _own_cost(items.get(row)) for row in rows}
+    items_sum = sum(c for c in own.values() if c is not None)
+    without = [row for row in rows if own[row] is None]
+    for row in rows:
+        cost = own[row]
+        item = items.get(row)
+        charge = Charge(_generation(item), 0.0, abandoned=False)
+        if cost is not None and item is not None and item.result is not None:
+            charge.cost, charge.status = cost, "reported"
+            charge.is_byok, charge.upstream_inference_cost = byok_of(item.result.usage)
+        out.rows[row] = RowCharges([charge])
+    if info.cost is None and without:
+        out.known = items_sum
+        for row in without:
+            charge = out.rows[row].parts[0]
+            charge.held = worst(row)
+            out.held += charge.held
+            out.unknown.append(charge)
+        return out
+    total = max(info.cost or 0.0, items_sum)
+    out.known = total
+    remainder = total - items_sum
+    sharing = without or [row for row in rows if items.get(row) is not None and items[row].result is not None]
+    share = remainder / len(sharing) if sharing and remainder > FLOAT_NOISE_USD else 0.0
+    for row in without:
+        item = items.get(row)
+        if share or (item is not None and item.result is not None):
+            charge = out.rows[row].parts[0]
+            charge.cost, charge.status = share, "estimated"
+        else:
+            out.rows[row] = RowCharges()  # nothing of the batch's charge is left for it: not billed
+    if share and not without:
+        for row in sharing:
+            out.rows[row].parts.append(Charge(None, 0.0, cost=share, status="estimated", abandoned=False))
+    return out

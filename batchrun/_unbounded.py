@@ -1,0 +1,97 @@
+"""Requests whose charge is not bounded by what they send (break-14b C2, C3, C8).
+
+The worst case bounds the prompt by the bytes of the body (_costs). That holds for what is
+in the body, not for what OpenRouter fetches or generates on the request's behalf, so
+such a request's worst case is unknown (refused under a limit unless
+`run.allow_unknown_prices`, like an unknown price):
+
+- an image given by URL: its tokens depend on the image, and the docs give no count per
+  image (multimodal/image-understanding.mdx; overview.mdx: images are "typically priced per
+  image or as input tokens");
+- a file given by URL or `file_id` (pdfs.mdx: "PDFs can be sent as direct URLs");
+- a file the file-parser may OCR: mistral-ocr bills per page, even for BYOK (pdfs.mdx,
+  "Pricing"), and the pages are not counted here. Which engine runs by default is not
+  documented (the page names a constant), so a file is unbounded unless the request pins
+  a free engine (`cloudflare-ai`, or the deprecated `pdf-text` it redirects to) or
+  `native` ("charged as input tokens");
+- web search (the `web` plugin, a `:online` model, `web_search_options`): its results are
+  added to the prompt in a size the docs do not bound (plugins/web-search.mdx: fees per
+  engine and per result, "in addition to the LLM usage for the search result prompt
+  tokens"; native search is the provider's price);
+- `openrouter:*` server tools: an agent loop of up to `max_tool_calls` (30) steps, each
+  billed with a prompt grown by tool results of no documented size, and some tools run
+  other models (features/server-tools.mdx, "Tool Call Limits").
+
+Inline (`data:`) images and files, and `input_audio` (base64 only: audio.mdx), are bytes
+of the body and bounded by them. A plugin enabled in the account's settings applies to
+every request without showing in it (plugins.mdx); batchrun cannot see that.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_FREE_PDF_ENGINES = ("cloudflare-ai", "pdf-text", "native")
+
+
+def _inline(value: Any) -> bool:
+    return isinstance(value, str) and value[:5].lower() == "data:"
+
+
+def _part_reason(part: Any, pinned_engine: bool) -> str | None:
+    if not isinstance(part, dict):
+        return None
+    kind = part.get("type")
+    if kind == "image_url":
+        image = part.get("image_url")
+        if not _inline(image.get("url") if isinstance(image, dict) else image):
+            return "an image given by URL: its tokens are not bounded by the bytes sent"
+    elif kind == "file":
+        file = part.get("file")
+        data = file.get("file_data") if isinstance(file, dict) else None
+        if not _inline(data):
+            return "a file given by URL or file_id: its tokens are not bounded by the bytes sent"
+        if not pinned_engine:
+            return (
+                "a file the file-parser may OCR at a per-page fee (pdfs.mdx); pin a free engine: "
+                "plugins: [{id: file-parser, pdf: {engine: cloudflare-ai}}] (or native)"
+            )
+    elif kind in ("video_url", "input_video"):
+        return "a video: its tokens follow its duration, not its bytes"
+    return None
+
+
+def _plugins(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    plugins = body.get("plugins")
+    return {
+        str(p.get("id")): p
+        for p in (plugins if isinstance(plugins, list) else [])
+        if isinstance(p, dict) and p.get("enabled") is not False
+    }
+
+
+def _pinned_pdf_engine(plugins: dict[str, dict[str, Any]]) -> bool:
+    parser = plugins.get("file-parser")
+    pdf = parser.get("pdf") if parser else None
+    return isinstance(pdf, dict) and pdf.get("engine") in _FREE_PDF_ENGINES
+
+
+def unbounded_input(body: dict[str, Any], model: str) -> str | None:
+    """Why the charge of this request is not bounded by its body, or None when it is."""
+    plugins = _plugins(body)
+    models = [model, *(m for m in body.get("models") or [] if isinstance(m, str))]
+    if "web" in plugins or body.get("web_search_options") or any(m.endswith(":online") for m in models):
+        return "web search: its results are added to the prompt in a size the docs do not bound"
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else []:
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str) and kind.startswith("openrouter:"):
+            return f"server tool {kind[:60]}: up to 30 steps, each with a prompt grown by its results"
+    pinned = _pinned_pdf_engine(plugins)
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else []:
+            why = _part_reason(part, pinned)
+            if why:
+                return why
+    return None

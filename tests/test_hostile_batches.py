@@ -1,0 +1,184 @@
+"""Batch mode against a lying Batch API over loopback (break-14b C12, M9): what a collected
+batch cost, and each row's part of it, whatever the batch object says or leaves out.
+
+batch-quickstart.mdx: "For a completed batch, `usage.cost` reports the amount OpenRouter
+charges"; result bodies may carry no `usage` (the page's example has none); `results` is
+null unless the batch completed. The server here bends each of those.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrun import ExitCode
+from batchrun._reader import scan_states
+
+from .conftest import call_cli, final_rows, write_job
+from .hostile import HostileServer, RawRequest, chat_payload, json_answer
+from .hostile import run as run_hostile
+
+JOB = """
+name: hostile
+defaults:
+  params: {max_tokens: 16}
+models: [openai/gpt-4o-mini]
+prompts:
+  - id: capital
+    text: "Capital of {{country}}?"
+    vars: [{country: France}, {country: Japan}, {country: Italy}, {country: Spain}]
+    checks: [{contains: "Paris"}]
+run: {mode: batch, batch_poll_s: 0.01}
+"""
+ROWS = 4
+ITEM_COST = 0.001
+pytestmark = pytest.mark.usefixtures("keys_env")
+
+
+def completed(cost: float | None, ids: list[str], status: str = "completed") -> dict[str, Any]:
+    return {"status": status, "usage": None if cost is None else {"cost": cost}, "results": [item(i) for i in ids]}
+
+
+def item(custom_id: str, usage: bool = True) -> dict[str, Any]:
+    body = chat_payload("Paris", id=f"gen-batch-{custom_id}")
+    if usage:
+        body["usage"]["cost"] = ITEM_COST
+    else:
+        del body["usage"]
+    return {"custom_id": custom_id, "response": {"status_code": 200, "body": body}, "error": None}
+
+
+BatchOf = Callable[[list[str]], dict[str, Any]]
+
+
+def batch_server(batch_of: BatchOf) -> HostileServer:
+    """A Batch API that accepts one batch and answers every poll with `batch_of(custom_ids)`."""
+    submitted: list[str] = []
+
+    def submit(request: RawRequest) -> bytes:
+        submitted.extend(r["custom_id"] for r in request.json()["requests"])
+        return json_answer(202, {"id": "batch_1", "status": "validating", "results": None})
+
+    def get(request: RawRequest) -> bytes:
+        return json_answer(200, {"id": "batch_1", "object": "batch", **batch_of(list(submitted))})
+
+    def no_chat(request: RawRequest) -> bytes:
+        raise AssertionError("batch mode sent a chat request")
+
+    return HostileServer(chat=no_chat, routes={"/beta/batches": submit, "/batch_1": get})
+
+
+def run(tmp_path: Path, batch_of: BatchOf, *args: str) -> Any:
+    return run_hostile(batch_server(batch_of), tmp_path, "--budget", "1", *args, job=JOB)
+
+
+def summary(tmp_path: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((tmp_path / "out.summary.json").read_text())
+    return result
+
+
+def test_a_batch_without_any_cost_holds_its_worst_case_never_zero(tmp_path: Path) -> None:
+    # No batch-level usage, result bodies without usage: nothing says what was charged.
+    outcome = run(tmp_path, lambda ids: {"status": "completed", "results": [item(i, usage=False) for i in ids]})
+    assert len(outcome.rows) == ROWS
+    for row in outcome.rows:
+        assert row["status"] == "ok" and row["cost"] is None and row["cost_status"] == "unknown"
+        assert row["cost_unknown"] is True and row["cost_held"] > 0 and row["spent"] == row["cost_held"]
+    held = sum(r["cost_held"] for r in outcome.rows)
+    figures = summary(tmp_path)
+    assert figures["spent_usd"] == pytest.approx(held) and figures["total"]["cost_held_usd"] == pytest.approx(held)
+    assert figures["reconciliation"]["unknown_cost_attempts"] == ROWS
+    assert "+?" in outcome.stdout
+    assert scan_states(tmp_path / "out.jsonl").spent_usd == pytest.approx(held)  # a resume counts it
+
+
+def test_a_batch_cost_below_its_items_is_not_believed(tmp_path: Path) -> None:
+    outcome = run(tmp_path, lambda ids: completed(0, ids))
+    assert {(r["cost"], r["cost_status"]) for r in outcome.rows} == {(ITEM_COST, "reported")}
+    assert summary(tmp_path)["spent_usd"] == pytest.approx(ROWS * ITEM_COST)  # the ledger agrees with the rows
+
+
+def test_a_batch_cost_above_its_items_falls_on_the_rows(tmp_path: Path) -> None:
+    outcome = run(tmp_path, lambda ids: completed(0.01, ids))
+    assert {r["cost_status"] for r in outcome.rows} == {"estimated"}
+    assert sum(r["cost"] for r in outcome.rows) == pytest.approx(0.01) == summary(tmp_path)["spent_usd"]
+
+
+@pytest.mark.parametrize("results", [None, "half"])
+def test_rows_a_billed_batch_left_without_results_get_their_share(tmp_path: Path, results: Any) -> None:
+    def batch(ids: list[str]) -> dict[str, Any]:
+        kept = None if results is None else [item(i) for i in ids[::2]]
+        return {"status": "completed", "usage": {"cost": 0.01}, "results": kept}
+
+    outcome = run(tmp_path, batch)
+    missing = [r for r in outcome.rows if r["status"] == "error"]
+    assert {r["reason"] for r in missing} == {"batch_missing_result"} and missing
+    answered = ROWS - len(missing)
+    share = (0.01 - answered * ITEM_COST) / len(missing)
+    assert all(r["cost"] == pytest.approx(share) and r["cost_status"] == "estimated" for r in missing)
+    assert sum(r["cost"] for r in outcome.rows) == pytest.approx(0.01) == summary(tmp_path)["spent_usd"]
+
+
+@pytest.mark.parametrize(
+    ("status", "left", "code"),
+    [
+        ("expired", ("error", "batch_expired"), ExitCode.ERRORS),
+        ("failed", ("error", "batch_failed"), ExitCode.ERRORS),
+        ("cancelled", ("skipped", "batch_cancelled"), ExitCode.INCOMPLETE),
+    ],
+)
+def test_a_batch_that_ended_early_keeps_its_answers_and_its_cost(
+    tmp_path: Path, status: str, left: Any, code: ExitCode
+) -> None:
+    outcome = run(
+        tmp_path, lambda ids: {"status": status, "usage": {"cost": 0.01}, "results": [item(i) for i in ids[::2]]}
+    )
+    answered = [r for r in outcome.rows if r["status"] == "ok"]
+    assert len(answered) == 2 and all(r["content"] == "Paris" and r["passed"] is True for r in answered)
+    assert all(r["cost"] == ITEM_COST and r["cost_status"] == "reported" for r in answered)
+    rest = [r for r in outcome.rows if r["status"] != "ok"]
+    assert {(r["status"], r["reason"]) for r in rest} == {left}
+    assert all(r["cost"] == pytest.approx((0.01 - 2 * ITEM_COST) / 2) for r in rest)
+    assert sum(r["cost"] for r in outcome.rows) == pytest.approx(0.01) == summary(tmp_path)["spent_usd"]
+    assert outcome.code == code
+
+
+def test_a_cancelled_batch_that_ran_nothing_costs_nothing_and_is_not_exit_0(tmp_path: Path) -> None:
+    counts = {"total": ROWS, "completed": 0, "failed": 0}
+    outcome = run(tmp_path, lambda ids: {"status": "cancelled", "request_counts": counts, "results": None})
+    assert {(r["status"], r["reason"], r["cost"], r["cost_status"]) for r in outcome.rows} == {
+        ("skipped", "batch_cancelled", None, None)
+    }
+    assert outcome.code == ExitCode.INCOMPLETE
+    assert "4 row(s) skipped, never answered (batch_cancelled 4)" in outcome.stderr + outcome.stdout
+
+
+def test_an_expired_batch_that_says_nothing_of_its_cost_holds_its_worst_case(tmp_path: Path) -> None:
+    # The quickstart does not say what an expired batch is charged: requests it ran may be.
+    outcome = run(tmp_path, lambda ids: {"status": "expired", "request_counts": {"total": ROWS, "completed": 3}})
+    assert all(r["cost"] is None and r["cost_status"] == "unknown" and r["cost_held"] > 0 for r in outcome.rows)
+    assert summary(tmp_path)["spent_usd"] == pytest.approx(sum(r["cost_held"] for r in outcome.rows))
+
+
+def test_a_sync_resume_never_sends_the_rows_of_a_batch_still_open(tmp_path: Path) -> None:
+    # break-14b C13: rows of a batch still running were sent again by `--resume --mode sync`,
+    # and the batch's reservation was not counted: paid twice, past the budget.
+    status = {"now": "in_progress"}
+    server = batch_server(lambda ids: completed(0.01, ids, status["now"]))
+    path = write_job(tmp_path, JOB)
+    out = tmp_path / "out.jsonl"
+    with server.running():
+        base = ("--base-url", server.base_url, "-o", out, "--budget", "1")
+        assert call_cli(path, *base, "--deadline", "0.5")[0] == ExitCode.SUBMITTED
+        for resume in (("--resume",), ()):
+            code, stdout, stderr = call_cli(path, *base, *resume, "--mode", "sync")
+            assert code == ExitCode.USAGE and stdout == ""
+            assert stderr.count("\n") == 1 and "4 row(s) in batches of an earlier batch-mode run" in stderr
+        assert server.chat_rows() == []
+        status["now"] = "completed"
+        assert call_cli(path, *base, "--resume")[0] == ExitCode.OK  # batch mode (the job's) collects them
+    assert sum(r["cost"] for r in final_rows(out)) == pytest.approx(0.01) and server.chat_rows() == []
