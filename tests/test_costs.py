@@ -49,8 +49,8 @@ class GivingUpTransport(httpx.AsyncBaseTransport):
     billed them, decided by (seed, row, attempt), never by the time anything takes.
 
     Each faulted attempt is sent and its answer read to the end (the simulator has then
-    generated and billed it), and the client is told the read timed out: by turns, before any
-    header (no generation id, like a hang) and after the headers (the X-Generation-Id
+    generated and billed it), and the client is told the read timed out: half before any
+    header (no generation id, like a hang), half after the headers (the X-Generation-Id
     header seen, like a stall). The client's real timeout is far away, so no answer
     times out by load."""
 
@@ -71,8 +71,8 @@ class GivingUpTransport(httpx.AsyncBaseTransport):
             return response
         await response.aread()  # generated and billed
         await response.aclose()
-        # Hang and stall by turns: with two attempts given up there is one of each, whichever
-        # rows the budget let through (a split by the draw once gave a run no stall at all).
+        # The kinds alternate, so any two faults cover both (a kind drawn at random was
+        # missing once, when the budget let few attempts out).
         if self.given_up["hang"] <= self.given_up["stall"]:
             self.given_up["hang"] += 1
             raise httpx.ReadTimeout("injected: no reply before the timeout", request=request)
