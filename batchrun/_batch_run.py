@@ -281,6 +281,7 @@ class BatchExecutor:
         requests = {row: self.pending.pop(row, None) for row in entry.rows}
         items = self.api.items(info)
         charges = batch_charges(entry.rows, info, items, lambda row: self._row_worst(entry, requests[row]))
+        runner.charges.check_bound(charges.known, entry.reserved_usd, "charged for a batch")
         await runner.ledger.settle_hold(entry.reserved_usd, charges.known, charges.held)
         runner.charges.unresolved.extend(charges.unknown)  # looked up at the end, else reconciled
         for row in entry.rows:

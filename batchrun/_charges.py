@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._client import ChatResult, OpenRouterClient
+from ._cost_text import STATUS_ORDER
 from ._exceptions import RequestFailed, Transient
 from ._ledger import CreditLedger
 from ._pricing import GenerationCost, money, usd
 
-STATUS_ORDER = ("reported", "estimated", "looked_up", "unknown")  # a row takes its least sure part's
 # A charge above its attempt's worst case by more than this share (and a millionth of a
 # dollar) contradicts the bound: it is counted as charged, and flagged (break-14b m6).
 ABOVE_WORST_SHARE = 0.01

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+STATUS_ORDER = ("reported", "estimated", "looked_up", "unknown")  # a row takes its least sure part's
+
 
 def unknown_rows(group: Mapping[str, Any]) -> int:
     return int(group.get("cost_unknown_rows") or 0)

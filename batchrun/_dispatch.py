@@ -17,6 +17,7 @@ from ._clock import Clock
 from ._costs import CostModel
 from ._exceptions import RateLimited, RequestFailed
 from ._generation import Flight
+from ._journal import AttemptJournal
 from ._ledger import BudgetExhausted, CreditLedger
 from ._matrix import Request
 from ._pricing import usd
@@ -59,6 +60,7 @@ class Dispatcher:
         self._sent_since_refresh = 0
         self._last_refresh = clock.monotonic()  # pre-flight has just read /key
         self._refreshing = False
+        self.journal: AttemptJournal | None = None  # set by a run that writes results
 
     def worst_case(self, request: Request) -> float | None:
         return self.costs.worst_case(request) if self.costs else None
@@ -127,7 +129,14 @@ class Dispatcher:
                 # this one needs its own (BudgetExhausted ends the row when none fits).
                 row.reservation = await self.ledger.reserve(worst or 0.0)
             row.sent = True
-            row.flight = Flight()
+            journal = self.journal
+            if journal is None:
+                row.flight = Flight()
+            else:
+                # On disk before it goes out: a kill -9 from here on leaves its trace (_journal).
+                owner = row.owner or row.request.id
+                journal.sent(row.request, row.reservation, owner)
+                row.flight = Flight(lambda generation_id: journal.generation(owner, generation_id))
             try:
                 return await self._attempt(row.request, row.flight)
             except RequestFailed as failure:

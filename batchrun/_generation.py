@@ -6,22 +6,35 @@ abandoned in flight keeps the id its headers already gave.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._exceptions import RequestFailed
 from ._scrub import Scrubber
 
 
-@dataclasses.dataclass
 class Flight:
     """An attempt in flight: its generation id as soon as the reply's headers (or a stream
     chunk) named it, so a cancel that throws the attempt away (the deadline, SIGTERM,
-    SIGINT) still knows which generation to look up (break-14 #10)."""
+    SIGINT) still knows which generation to look up (break-14 #10). `seen` is told each new
+    id (the attempt journal keeps it, so a resume after kill -9 can look it up: _journal)."""
 
-    generation_id: str | None = None
+    __slots__ = ("_id", "seen")
+
+    def __init__(self, seen: Callable[[str], None] | None = None) -> None:
+        self._id: str | None = None
+        self.seen = seen
+
+    @property
+    def generation_id(self) -> str | None:
+        return self._id
+
+    @generation_id.setter
+    def generation_id(self, value: str | None) -> None:
+        if value is not None and value != self._id and self.seen is not None:
+            self.seen(value)
+        self._id = value
 
 
 _GENERATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")

@@ -93,7 +93,7 @@ class Judging:
             return {"model": model, "error": f"not graded: the grader is stopped ({model_stop})"}
         await dispatch.maybe_refresh_key()
         worst = dispatch.worst_case(request)
-        row = Row(request)
+        row = Row(request, owner=grading.request.id)
         grading.graders.append(row)
         row.reservation = await dispatch.reserve(worst)
         if row.reservation is None or stops.reason is not None:

@@ -22,6 +22,7 @@ from ._formats import utc
 from ._isolated import IsolatedKey
 from ._items import ItemGate
 from ._job import Job
+from ._journal import AttemptJournal, recover
 from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
 from ._lock import OutputLock
@@ -182,6 +183,27 @@ def _batch_executor(
     )
 
 
+async def _earlier_work(
+    job: Job, options: RunOptions, output: Path, resuming: bool, client: OpenRouterClient, notice: Notice
+) -> ScanResult | None:
+    """What earlier runs left in `output`: a torn tail mended, the attempts a crash left in the
+    journal recorded (_journal), then the rows' states; None for a fresh output."""
+    if resuming:
+        mended = repair_torn_tail(output, job.name)
+        if mended:
+            notice(f"{output}: {mended}")
+    now = utc(options.clock.time())
+    crashed = await recover(output, (job.name, job.fingerprint), matrix_requests(job, options.shard), client, now)
+    if crashed:
+        notice(
+            f"{output}: {crashed} row(s) had attempts in flight when an earlier run was killed: recorded "
+            "as skipped (crashed), each attempt's worst case held until its cost is known"
+        )
+    if not resuming and not crashed:
+        return None
+    return scan_states(output, lambda message: notice(f"warning: {message}"))
+
+
 async def _locked_run(
     job: Job,
     options: RunOptions,
@@ -204,14 +226,13 @@ async def _locked_run(
         deadline = settings.deadline_s
         return None if deadline is None else deadline - (options.clock.monotonic() - started)
 
-    states = None
-    if resuming:
-        mended = repair_torn_tail(output, job.name)
-        if mended:
-            notice(f"{output}: {mended}")
-        states = scan_states(output, lambda message: notice(f"warning: {message}"))
-    prior_spend = states.spent_usd if states is not None else 0.0
     client = make_client(job, options, settings)
+    try:
+        states = await _earlier_work(job, options, output, resuming, client, notice)
+    except BaseException:
+        await client.aclose()
+        raise
+    prior_spend = states.spent_usd if states is not None else 0.0
     isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
     cache = open_cache(job, options, notice)
     try:
@@ -233,6 +254,7 @@ async def _locked_run(
                 on_record(record)
 
         writer = ResultsWriter(output)
+        journal = AttemptJournal(output, writer)
         runner = Runner(
             client,
             writer,
@@ -248,6 +270,7 @@ async def _locked_run(
             judge=job.judge,
             cache=cache,
         )
+        runner.dispatch.journal = journal
         control.runner = runner
         if control.pending:
             runner.request_stop(control.pending)
@@ -255,6 +278,7 @@ async def _locked_run(
             on_start(estimated.total_rows)
         requests: Iterator[Request] = matrix_requests(job, options.shard)
         executor = None
+        whole = False  # every attempt is in a record: the journal can go
         try:
             try:
                 if batch is not None:
@@ -266,9 +290,14 @@ async def _locked_run(
                     outcome = await runner.run(requests)
             finally:
                 writer.close()
+            whole = writer.failure is None
         except OutputFailed as failure:
             # The results file cannot be written: a stop of its own (exit code IO).
             outcome = PoolOutcome(StopReason.IO, str(failure), runner.ledger.committed)
+        finally:
+            # Kept when records were lost (a failed write, or an exception on its way up):
+            # the next run on this output counts the attempts they would have held.
+            journal.close(whole=whole)
 
         def cleanup_left() -> float | None:
             # The end-of-run /key read may use the grace after the deadline, as rows do.

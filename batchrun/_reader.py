@@ -21,6 +21,7 @@ import orjson
 
 from ._exceptions import ResultsError
 from ._files import open_regular
+from ._fold import Earlier
 from ._record_head import LINE_HEADS, RECORD_START, RowState, parse_state, state_blob
 
 Warn = Callable[[str], None]
@@ -135,22 +136,33 @@ def _parse(path: Path, number: int, line: bytes, warn: Warn) -> dict[str, Any] |
 
 
 def final_records(path: Path, warn: Warn = _ignore) -> Iterator[dict[str, Any]]:
-    """Exactly one record per id, the last valid one written, in the order of their last writes.
+    """Exactly one record per id, the last valid one written, in the order of their last writes,
+    with the costs of the records it superseded folded in (_fold: they were paid for too).
 
     Raises ResultsError when `path` is not a results file (a first line that is not a
     record); later lines that are not records go to `warn` and are skipped.
     """
     last: dict[str, int] = {}
+    superseded: set[int] = set()  # valid lines a later record of their row replaced
     with _open(path) as handle:
         for number, line in _lines(path, handle, warn):
             record = _parse(path, number, line, warn)
             if record is not None:
+                before = last.get(record["id"])
+                if before is not None:
+                    superseded.add(before)
                 last[record["id"]] = number
     keep = set(last.values())
+    earlier: dict[str, Earlier] = {}  # only rows with several records
     with _open(path) as handle:
         for number, line in _lines(path, handle, _ignore):
-            if number in keep:
-                yield orjson.loads(line)
+            if number in superseded:
+                record = orjson.loads(line)
+                earlier.setdefault(record["id"], Earlier()).add(record)
+            elif number in keep:
+                record = orjson.loads(line)
+                folding = earlier.pop(record["id"], None)
+                yield record if folding is None else folding.fold(record)
 
 
 # -- the resume scan ----------------------------------------------------------------------------

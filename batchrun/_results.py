@@ -141,6 +141,11 @@ class ResultsWriter:
         self._last_fsync = time.monotonic()
         self.failure: OutputFailed | None = None
 
+    @property
+    def size(self) -> int:
+        """Where the next record will start (the end of the last whole line)."""
+        return self._size
+
     def _fail(self, doing: str, exc: OSError) -> OutputFailed:
         # Cut what the failed write put down, so no later line follows a torn one.
         with contextlib.suppress(OSError):

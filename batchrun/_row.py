@@ -33,6 +33,7 @@ class Row:
     charges: RowCharges = field(default_factory=RowCharges)  # what each attempt cost (issue 14)
     grading: RowGrading | None = None  # answered, its judge checks being graded (issue 17)
     flight: Flight = field(default_factory=Flight)  # the attempt in flight (its generation id)
+    owner: str | None = None  # a grader request's: the row it grades (whose record covers its attempts)
 
 
 @dataclass

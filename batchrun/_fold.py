@@ -1,0 +1,126 @@
+"""A row's cost across the records that superseded one another (break-14b M2).
+
+A resumed file may hold several records of one row: the run that was interrupted, the run
+that sent it again. The last record is the row (the supersede rule), but every earlier one
+may have been paid for: an answer, an attempt abandoned in flight (held as unknown), a kill -9
+(_intents). Readers that kept only the last record showed a known total below what was billed.
+
+So `final_records` folds the earlier records' costs into the row it yields:
+
+- `cost` is every record's cost added up; null when any part is unknown (or none was sent);
+- `cost_status` the least certain of them; `cost_unknown` follows it;
+- `cost_held` (while unknown) the known parts plus every worst case still held;
+- `judge_cost`/`judge_cost_status` likewise; `spent` the sum of every record's `spent`;
+- `earlier_records` how many records were folded in, `earlier_spent` what they spent.
+
+A record written again with a cost learnt late (`resolves`, _late_costs) replaces the record it
+resolves instead of adding to it: it is the same attempts, now known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._cost_text import STATUS_ORDER
+
+
+def _money(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def _spent(record: dict[str, Any]) -> float:
+    return _money(record.get("spent", record.get("cost")))
+
+
+def least_sure(statuses: list[str]) -> str | None:
+    known = [s for s in statuses if s in STATUS_ORDER]
+    return max(known, key=STATUS_ORDER.index) if known else None
+
+
+@dataclass
+class _Part:
+    """One kind of cost (the answer's, or the grading's) over several records."""
+
+    known: float = 0.0  # known costs, and the known parts of unknown ones
+    held: float = 0.0  # worst cases held for unknown ones
+    statuses: list[str] = field(default_factory=list)
+    costed: bool = False  # some record had a cost (0 for an error nothing billed) or a status
+
+    def add(self, cost: Any, status: Any, held: Any) -> None:
+        self.costed = self.costed or cost is not None or status is not None
+        if isinstance(status, str):
+            self.statuses.append(status)
+        if status == "unknown":
+            self.held += _money(held)
+        else:
+            self.known += _money(cost)
+
+    def fields(self) -> tuple[float | None, str | None, float | None]:
+        """(cost, status, held) of the whole."""
+        status = least_sure(self.statuses)
+        if status == "unknown":
+            return None, status, self.known + self.held
+        return (self.known if self.costed else None), status, None
+
+
+@dataclass
+class Earlier:
+    """The records of one row before its last, as they fold into it."""
+
+    pending: dict[str, Any] | None = None  # the latest, until a later record shows whether it replaced it
+    records: list[dict[str, Any]] = field(default_factory=list)  # folded in for good
+
+    def add(self, record: dict[str, Any]) -> None:
+        self._settle(record)
+        self.pending = _costs_of(record)
+
+    def _settle(self, following: dict[str, Any]) -> None:
+        if self.pending is not None and "resolves" not in following:
+            self.records.append(self.pending)  # not replaced by `following`: it was paid for too
+        self.pending = None
+
+    def fold(self, last: dict[str, Any]) -> dict[str, Any]:
+        """`last` with every earlier record's cost folded in (unchanged when there is none)."""
+        self._settle(last)
+        if not self.records:
+            return last
+        answer, grading = _Part(), _Part()
+        for record in [*self.records, _costs_of(last)]:
+            answer.add(record["cost"], record["cost_status"], record["cost_held"])
+            grading.add(record["judge_cost"], record["judge_cost_status"], None)
+        cost, status, held = answer.fields()
+        earlier = sum(_spent(r) for r in self.records)
+        last.update(
+            cost=cost,
+            spent=_spent(last) + earlier,
+            cost_status=status,
+            cost_unknown=status == "unknown",
+            cost_held=held,
+            earlier_records=len(self.records),
+            earlier_spent=earlier,
+        )
+        if grading.statuses or "judge_cost" in last:
+            judge, judge_status, _ = grading.fields()
+            last.update(judge_cost=judge, judge_cost_status=judge_status)
+        return last
+
+
+def _costs_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The cost fields of a record (a record of unknown cost holds `cost_held`, or its `spent`)."""
+    status = record.get("cost_status")
+    if status is None and record.get("cost_unknown"):
+        status = "unknown"
+    held = record.get("cost_held")
+    if status == "unknown" and held is None:
+        held = _spent(record)
+    judge_status = record.get("judge_cost_status")
+    return {
+        "cost": record.get("cost"),
+        "cost_status": status,
+        "cost_held": held,
+        "spent": _spent(record),
+        "judge_cost": record.get("judge_cost"),
+        # A grading of unknown cost is in `spent` (its worst case): counted there, not as $0.
+        "judge_cost_status": judge_status,
+    }

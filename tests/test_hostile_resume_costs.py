@@ -1,0 +1,173 @@
+"""What a row cost across runs: a resumed file's readers count every record's spend
+(break-14b M2), against lying servers over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrun import ExitCode
+from batchrun._reader import final_records, scan_states
+
+from .conftest import FAKE_KEY, call_cli, child_env, start, wait_for_lines, write_job
+from .hostile import HostileServer, RawRequest, chat_payload, http, json_answer, run
+
+pytestmark = pytest.mark.usefixtures("keys_env")
+ANSWER_COST = 0.00001  # chat_payload's usage.cost
+
+
+def _cut(generation_id: str) -> bytes:
+    """A 200 whose JSON body is cut short: generated, so maybe billed (held, looked up)."""
+    return http(200, b'{"id": "gen-', {"Content-Type": "application/json", "X-Generation-Id": generation_id})
+
+
+def _honest() -> HostileServer:
+    return HostileServer(chat=lambda request: json_answer(200, chat_payload()))
+
+
+def _resume(server: HostileServer, tmp_path: Path, *args: str) -> list[dict[str, Any]]:
+    """The job again on the same output, `--resume`: the file's rows, each once (folded)."""
+    out = tmp_path / "out.jsonl"
+    with server.running():
+        job = tmp_path / "job.yaml"
+        code, stdout, stderr = call_cli(job, "--base-url", server.base_url, "-o", out, "--resume", *args)
+    assert "Traceback" not in stdout + stderr and code in (0, 1, 5)
+    return list(final_records(out))
+
+
+def _report(out: Path) -> dict[str, Any]:
+    code, text, _ = call_cli("report", out, "--json")
+    assert code in (0, 1)
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+def test_a_row_sent_again_still_counts_what_its_first_attempt_may_have_cost(tmp_path: Path) -> None:
+    # Run 1: every answer is cut short (maybe billed, nothing says how much): unknown, held.
+    first = run(HostileServer(chat=lambda request: _cut("gen-abc")), tmp_path)
+    held = {r["id"]: r["cost_held"] for r in first.rows}
+    assert all(h > 0 for h in held.values())
+    # Run 2 sends them again and is answered at a known cost: the rows are not $0.00004 in all.
+    rows = _resume(_honest(), tmp_path, "--retry-errors")
+    assert {r["status"] for r in rows} == {"ok"}
+    out = tmp_path / "out.jsonl"
+    for row in rows:
+        assert row["cost"] is None and row["cost_status"] == "unknown" and row["cost_unknown"] is True
+        assert row["cost_held"] == pytest.approx(held[row["id"]] + ANSWER_COST)
+        assert row["spent"] == pytest.approx(held[row["id"]] + ANSWER_COST) and row["earlier_records"] == 1
+    assert sum(r["spent"] for r in rows) == pytest.approx(scan_states(out).spent_usd)  # what a resume counts
+    total = _report(out)["total"]
+    assert total["cost_unknown_rows"] == 4
+    assert total["cost_held_usd"] == pytest.approx(sum(held.values()) + 4 * ANSWER_COST)
+    assert "+?" in call_cli("report", out)[1] and "+?" in call_cli("history", out, "--markdown")[1]
+    merged = tmp_path / "merged.jsonl"
+    assert call_cli("merge", out, "-o", merged)[0] == 0
+    assert scan_states(merged).spent_usd == pytest.approx(scan_states(out).spent_usd)
+
+
+def test_a_cost_learnt_late_is_counted_once_when_the_row_is_sent_again(tmp_path: Path) -> None:
+    asked: set[str] = set()
+
+    def generation(request: RawRequest) -> bytes:
+        gid = request.path.split("id=")[1]
+        if gid not in asked:  # not known yet at the row's own lookup; known at the end of the run
+            asked.add(gid)
+            return json_answer(404, {"error": {"code": 404, "message": "Generation not found"}})
+        return json_answer(200, {"data": {"id": gid, "total_cost": 0.02}})
+
+    ids = iter(f"gen-{n}" for n in range(10))
+    server = HostileServer(chat=lambda request: _cut(next(ids)), routes={"/generation": generation})
+    first = run(server, tmp_path)
+    assert {(r["cost"], r["cost_status"]) for r in first.rows} == {(0.02, "looked_up")}  # each row written twice
+    rows = _resume(_honest(), tmp_path, "--retry-errors")
+    out = tmp_path / "out.jsonl"
+    assert {r["status"] for r in rows} == {"ok"}
+    for row in rows:  # the looked-up attempt once (its first record replaced), plus the answer
+        assert row["cost"] == pytest.approx(0.02 + ANSWER_COST) and row["cost_status"] == "looked_up"
+        assert row["spent"] == pytest.approx(0.02 + ANSWER_COST) and row["earlier_records"] == 1
+    assert sum(r["spent"] for r in rows) == pytest.approx(scan_states(out).spent_usd)
+    assert _report(out)["total"]["cost_usd"] == pytest.approx(4 * (0.02 + ANSWER_COST))
+
+
+# -- kill -9 with requests in flight (break-14b M4) ------------------------------------------------
+KILL_JOB = """
+name: crash
+defaults:
+  params: {max_tokens: 16}
+models: [openai/gpt-4o-mini]
+prompts:
+  - id: sum
+    text: "What is {{n}} + 1?"
+    vars: [{n: 1}, {n: 2}, {n: 3}, {n: 4}, {n: 5}, {n: 6}, {n: 7}, {n: 8}]
+run: {concurrency: 4, timeout_s: 60, max_attempts: 1, grace_s: 1}
+"""
+
+
+def _stall(request: RawRequest) -> Any:
+    """Headers naming the generation, then nothing: generating (and billing) while the client waits."""
+    row = request.headers.get("x-batchrun-row", "x")
+
+    async def write(writer: asyncio.StreamWriter) -> None:
+        writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nX-Generation-Id: gen-{row}\r\n\r\n".encode())
+        await writer.drain()
+        await asyncio.sleep(3600)
+
+    return write
+
+
+@pytest.mark.parametrize("looked_up", [False, True])
+def test_kill_9_with_requests_in_flight_then_resume_counts_them(tmp_path: Path, looked_up: bool) -> None:
+    path = write_job(tmp_path, KILL_JOB)
+    out = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.attempts.jsonl"
+    stall = HostileServer(chat=_stall)
+    with stall.running():
+        env = child_env(OPENROUTER_API_KEY=FAKE_KEY)
+        process = start(path, "--base-url", stall.base_url, "-o", out, "-q", "--budget", "1", env=env)
+        wait_for_lines(journal, 8, process)  # four attempts out, each with its generation id
+        process.kill()
+        process.wait()
+    in_flight = set(stall.chat_rows())
+    assert len(in_flight) == 4 and (not out.exists() or out.read_text() == "")  # no record of them
+    worst = json.loads(journal.read_text().splitlines()[0])["usd"]
+    assert worst > 0
+
+    generation_asks: list[str] = []
+
+    def generation(request: RawRequest) -> bytes:
+        gid = request.path.split("id=")[1]
+        generation_asks.append(gid)
+        if not looked_up:
+            return json_answer(404, {"error": {"code": 404, "message": "Generation not found"}})
+        return json_answer(200, {"data": {"id": gid, "total_cost": 0.5 * worst}})
+
+    answer = chat_payload()
+    answer["usage"]["cost"] = 0.99 * worst  # each answer costs about its worst case
+    honest = HostileServer(chat=lambda request: json_answer(200, answer), routes={"/generation": generation})
+    budget = 6.5 * worst  # four held worst cases leave room for two more requests, not six
+    with honest.running():
+        options = ("--base-url", honest.base_url, "-o", out, "--resume", "--budget", str(budget))
+        code, stdout, stderr = call_cli(path, *options)
+    assert "Traceback" not in stdout + stderr
+    assert sorted(generation_asks) == sorted(f"gen-{row}" for row in in_flight)
+    crashed = [json.loads(line) for line in out.read_text().splitlines()[:4]]
+    assert {r["id"] for r in crashed} == in_flight and {r["reason"] for r in crashed} == {"crashed"}
+    for record in crashed:
+        attempt = record["abandoned_attempts"]
+        assert attempt[0]["generation_id"] == f"gen-{record['id']}"
+        if looked_up:
+            assert record["cost_status"] == "looked_up" and record["spent"] == pytest.approx(0.5 * worst)
+        else:
+            assert record["cost"] is None and record["cost_status"] == "unknown"
+            assert record["spent"] == record["cost_held"] == pytest.approx(worst)
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    held = 4 * (0.5 * worst if looked_up else worst)
+    assert summary["spent_before_usd"] == pytest.approx(held)
+    sent = len(honest.chat_rows())
+    assert sent == (4 if looked_up else 2)  # what was left of the budget, not all of it
+    assert (code == ExitCode.BUDGET) and not journal.exists()  # recorded, then gone
+    assert held + sent * 0.99 * worst <= budget
