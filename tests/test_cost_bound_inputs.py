@@ -135,6 +135,10 @@ def test_a_disabled_web_plugin_and_function_tools_are_bounded() -> None:
     assert unbounded_input(body, MODEL + ":online") is not None
     assert unbounded_input({**body, "models": ["acme/dear:online"]}, MODEL) is not None
     assert unbounded_input({**body, "web_search_options": {"search_context_size": "high"}}, MODEL) is not None
+    healing = [{"id": "response-healing"}, {"id": "context-compression"}]
+    assert unbounded_input({**body, "plugins": healing}, MODEL) is None
+    fusion = unbounded_input({**body, "plugins": [{"id": "fusion"}]}, MODEL)
+    assert fusion is not None and "plugin fusion" in fusion
 
 
 def test_an_unbounded_input_runs_when_unknown_prices_are_allowed(tmp_path: Path) -> None:
