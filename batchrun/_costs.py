@@ -300,7 +300,12 @@ class CostModel:
             or (isinstance(total, int) and total > prompt + completion)
         ):
             return None
-        prompt, completion = max(prompt, prompt_token_bound(request)), max(completion, answer_bytes)
+        # Reasoning tokens are part of the completion (usage-accounting.mdx): a reply that counts
+        # more of them than completion tokens has them costed too.
+        details = usage.get("completion_tokens_details")
+        hidden = count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+        prompt = max(prompt, prompt_token_bound(request))
+        completion = max(completion, answer_bytes, hidden or 0)
         costs = [
             self._cost(request, m, prompt, completion).usd for m in [request.model, *request.body.get("models", [])]
         ]
