@@ -168,6 +168,11 @@ def test_the_estimate_is_the_body_bound_and_the_answer_bytes(tmp_path: Path) -> 
     assert costs.charge_from_usage(request, usage, answer_bytes=7) == pytest.approx(
         prompt_token_bound(request) * PROMPT + 7 * COMPLETION
     )
+    # Reasoning tokens the reply counts are completion tokens, whatever completion_tokens says.
+    hidden = {**usage, "completion_tokens_details": {"reasoning_tokens": 900}}
+    assert costs.charge_from_usage(request, hidden, answer_bytes=7) == pytest.approx(
+        prompt_token_bound(request) * PROMPT + 900 * COMPLETION
+    )
     # Counts above our bounds are taken as they are.
     big = {"prompt_tokens": 10**6, "completion_tokens": 40}
     assert costs.charge_from_usage(request, big, answer_bytes=7) == pytest.approx(10**6 * PROMPT + 40 * COMPLETION)
