@@ -52,6 +52,7 @@ class BatchOutcome:
     open_rows: int = 0
     in_doubt: list[str] = field(default_factory=list)  # keys of intents whose submission is unknown
     sync_rows: int = 0  # rows this run sent through sync mode instead
+    held_usd: float = 0.0  # worst cases of the batches open or in doubt at the end, counted as spent
 
     def as_json(self, state_file: str) -> dict[str, Any]:
         return {
@@ -62,6 +63,7 @@ class BatchOutcome:
             "open_rows": self.open_rows,
             "in_doubt": self.in_doubt,
             "sync_rows": self.sync_rows,
+            "held_usd": round(self.held_usd, 12),
         }
 
 
@@ -338,8 +340,11 @@ class BatchExecutor:
     # -- the run -----------------------------------------------------------------------------
     async def run(self, requests: Iterable[Request]) -> PoolOutcome:
         runner = self.runner
-        for entry in self.state.open_entries():
-            runner.ledger.hold(entry.reserved_usd)  # submitted by an earlier run, not yet settled
+        for entry in self.state.open_entries() + self.state.in_doubt():
+            # Submitted by an earlier run (or maybe submitted: in doubt), not yet settled: it may
+            # be running and billing, so its worst case counts as spent until it is collected,
+            # adopted or released (break-14c N2: an in-doubt batch was not counted on resume).
+            runner.ledger.hold(entry.reserved_usd)
         self.outcome.in_doubt = [e.key for e in self.state.in_doubt()]
         if self.outcome.in_doubt:
             self.notice(
@@ -361,6 +366,8 @@ class BatchExecutor:
         open_entries = self.state.open_entries()
         self.outcome.open = len(open_entries)
         self.outcome.open_rows = sum(len(e.rows) for e in open_entries + self.state.in_doubt())
+        self.outcome.held_usd = sum(e.reserved_usd for e in open_entries + self.state.in_doubt())
+        self.outcome.in_doubt = [e.key for e in self.state.in_doubt()]
         doubt = len(self.state.in_doubt())
         if (open_entries or doubt) and runner.stop_reason is None:
             runner.request_stop(

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,24 @@ class BatchState:
     def in_doubt(self) -> list[BatchEntry]:
         return [e for e in self.entries if e.state == INTENT]
 
+    def pending(self) -> list[BatchEntry]:
+        """Open or in doubt: may be running and billing."""
+        return [e for e in self.entries if e.state in (INTENT, SUBMITTED)]
+
     def held_rows(self) -> set[str]:
         """Rows a new submission must leave alone: in an open batch, or in doubt."""
         return {row for e in self.entries if e.state in (INTENT, SUBMITTED) for row in e.rows}
+
+
+def pending_batches(results: Path, warn: Callable[[str], None]) -> list[BatchEntry]:
+    """The batches of a results file still open or in doubt, for the readers (`report`,
+    `history`): they may be running and billing, so their rows' costs are unknown and their
+    worst cases held (break-14c N2). None beside the file: []. An unreadable record is a
+    warning (the totals shown may then miss a batch's cost), not the end of the report."""
+    if not state_path(results).exists():
+        return []
+    try:
+        return BatchState.read(results).pending()
+    except ResultsError as exc:
+        warn(f"{exc}: the cost of batches it lists is not shown")
+        return []

@@ -35,3 +35,18 @@ def held_note(group: Mapping[str, Any], short: bool = False) -> str:
     if short:
         return f" (held ${held:.6f})"
     return f" ({rows} row(s) of unknown cost, up to ${held:.6f} more held)"
+
+
+def batch_hold_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Batches still open or in doubt: their worst cases are in `spent` (held), not yet charged
+    as far as anyone knows (break-14c N2: "spent $0.000000" beside a running batch)."""
+    batches = summary.get("batches") or {}
+    held = float(batches.get("held_usd") or 0.0)
+    if held <= 0:
+        return []
+    doubt = len(batches.get("in_doubt") or [])
+    return [
+        f"held for batches: ${held:.6f} (worst cases at full prices) for {batches.get('open', 0)} batch(es) still "
+        f"running and {doubt} in doubt, {batches.get('open_rows', 0)} row(s) of unknown cost (+?); counted as "
+        "spent until they are collected (or adopted or released: `batchrun batches list`)"
+    ]

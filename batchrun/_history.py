@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._batch_state import pending_batches
 from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError, ResultsError
 from ._formats import ms, pct, utc_seconds
@@ -107,6 +108,7 @@ def _read_run(path: Path, warn: Warn, keep_states: bool = False) -> Run | None:
         states[str(record["id"])] = (state, str(record.get("model")), str(record.get("prompt_id")), shown[:200], why)
     if builder.total.ok + builder.total.error + builder.total.skipped == 0:
         return None
+    builder.add_pending_batches(pending_batches(path, warn))
     if start is None:
         start = _mtime_iso(path)
     return Run(path, start, builder.result(), states)

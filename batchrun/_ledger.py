@@ -48,6 +48,7 @@ class CreditLedger:
         self.held = 0.0  # worst cases of attempts that may have been billed, cost not yet known
         self.reserved = 0.0
         self.from_key = 0.0  # the key's usage beyond all of the above, counted as spent
+        self.batches_held = 0.0  # the part of `held` that is batches open or in doubt (`hold`)
         self.in_flight = 0
         self._changed = asyncio.Event()  # set (and replaced) whenever room may have been made
         self._waiting = 0
@@ -151,17 +152,20 @@ class CreditLedger:
         return gap
 
     def hold(self, amount: float) -> None:
-        """Hold money for a submitted batch. Unlike `reserve`, it never waits and is not
-        "in flight": a batch settles only when collected, maybe in a later run, so sync
-        requests must not wait for it."""
-        self.reserved += amount
+        """Hold money for a batch submitted (or in doubt: maybe submitted). Unlike `reserve`,
+        it never waits and is not "in flight": a batch settles only when collected, maybe in a
+        later run, so sync requests must not wait for it. Until then it may be running and
+        billing, so its worst case counts as spent (held), in the run's totals and in the
+        reconciliation, like an abandoned attempt of unknown cost (break-14c N2)."""
+        self.held += amount
+        self.batches_held += amount
 
     async def settle_hold(self, amount: float, actual: float, unknown: float = 0.0) -> None:
         """A collected batch: `actual` is known, `unknown` (the worst cases of its rows whose
         cost nothing says) stays held as spent until a lookup or the key's usage says more."""
-        self.reserved -= amount
+        self.held = max(0.0, self.held - amount) + unknown
+        self.batches_held = max(0.0, self.batches_held - amount)
         self.spent += actual
-        self.held += unknown
         self._wake()
 
     async def lower_limit(self, limit_usd: float) -> None:

@@ -333,6 +333,8 @@ async def _locked_run(
                 .add_all(final_records(output, lambda message: notice(f"warning: {message}")))
                 .cache_figures_of(summary)
             )
+        if executor is not None:
+            summary.add_pending_batches(executor.state.pending())
         data = summary.result(
             output=str(output),
             stop=outcome.stop,

@@ -49,7 +49,11 @@ def reconcile(
         "key_usage_delta_usd": None,
         "ledger_known_usd": round(known, 8),
         "unknown_cost_attempts": unresolved,
-        "unknown_cost_held_usd": round(held, 12),  # as spent_usd is: held worst cases carry many digits
+        # as spent_usd is: held worst cases carry many digits
+        "unknown_cost_held_usd": round(max(0.0, held - ledger.batches_held), 12),
+        # Batches open or in doubt at the end (_batch_run): they may be running and billing, so
+        # their worst cases are held like attempts of unknown cost and explain the key's usage.
+        "batches_held_usd": round(ledger.batches_held, 12),
         "unattributed_usd": None,
         "difference_usd": None,
         "lookups": book.lookups,
@@ -88,7 +92,8 @@ def _compare(
     """The key's usage against the ledger, into `out` (its warning, when they disagree)."""
     known, held = ledger.spent, ledger.held
     unresolved = len(book.unresolved)
-    held_note = f"; {unresolved} attempt(s) of unknown cost stay held at up to ${held:.4f}" if unresolved else ""
+    unknown = _unknown_parts(unresolved, ledger.batches_held)
+    held_note = f"; {unknown} stay held at up to ${held:.4f}" if unknown else ""
     if start is None and start_unread is not None:
         # /key answered at the start without a usable usage: no baseline, so neither this
         # comparison nor the refreshes' check for under-reported costs could be made.
@@ -121,12 +126,20 @@ def _compare(
     difference = extra - explained
     out.update(
         key_usage_delta_usd=round(delta, 8),
-        unattributed_usd=round(explained, 8) if unresolved else None,
+        unattributed_usd=round(explained, 8) if unknown else None,
         difference_usd=round(difference, 8),
     )
     if abs(difference) > MISMATCH_USD:
         out["warning"] = (
             f"the key was charged ${delta:.4f} during the run but the ledger counted ${known:.4f}"
-            + (f" (+ up to ${held:.4f} for {unresolved} attempt(s) of unknown cost)" if unresolved else "")
+            + (f" (+ up to ${held:.4f} for {unknown})" if unknown else "")
             + f": ${difference:+.4f} unexplained (another process using the key, or unreported charges)"
         )
+
+
+def _unknown_parts(attempts: int, batches_held: float) -> str:
+    """What the held worst cases are for: "2 attempt(s) of unknown cost and batches open or in doubt"."""
+    parts = [f"{attempts} attempt(s) of unknown cost"] if attempts else []
+    if batches_held > 0:
+        parts.append("batches open or in doubt")
+    return " and ".join(parts)

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Unpack
 
-from ._cost_text import cost_text, held_note
+from ._batch_state import BatchEntry
+from ._cost_text import batch_hold_lines, cost_text, held_note
 from ._formats import ms, pct
 from ._items import ItemGate, ItemTally
 from ._reader import failure_reasons, spent_on
@@ -130,6 +131,15 @@ class SummaryBuilder:
         self.cache_hits = 0  # rows answered from the cache
         self.cache_misses = 0  # rows answered by the endpoint (ok or error) while a cache was on
         self.cost_saved = 0.0
+
+    def add_pending_batches(self, entries: Iterable[BatchEntry]) -> SummaryBuilder:
+        """Rows in batches still open or in doubt have no record yet, but may be billed: each
+        counts as a row of unknown cost ("+?"), its batch's worst case held (break-14c N2)."""
+        for entry in entries:
+            for group in (self.total, self.models[entry.model]):
+                group.cost_unknown += len(entry.rows)
+                group.cost_held += entry.reserved_usd
+        return self
 
     def add(self, record: dict[str, Any]) -> None:
         self.job = self.job or record.get("job")
@@ -325,6 +335,7 @@ def render_text(summary: Summary) -> str:
         lines.append(
             f"budget left for this run: spent ${spent:.6f} of ${budget:.6f} (${max(0.0, budget - spent):.6f} left)"
         )
+    lines += batch_hold_lines(summary)
     lines += _reconciliation_lines(summary)
     key = summary.get("isolated_key")
     if key:
@@ -389,7 +400,7 @@ def render_markdown(summary: Summary, title: str | None = None) -> str:
     cache_line = render_cache(summary)
     if cache_line:
         lines.append(f"**{cache_line[:6]}**{cache_line[6:]}")
-    for line in _reconciliation_lines(summary):
+    for line in batch_hold_lines(summary) + _reconciliation_lines(summary):
         lines.append(f"**Cost:** {line}")
     if summary.get("stop"):
         lines.append(f"**Stopped:** {summary['stop']} {summary.get('stop_message') or ''}")

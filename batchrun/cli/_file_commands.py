@@ -49,13 +49,17 @@ def _write_report_page(args: argparse.Namespace, page: Any, summary: Summary, ve
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from .._batch_state import pending_batches
     from .._results import final_records
     from .._summary import SummaryBuilder, render_markdown, render_text
 
     page = _report_page(args)
     records = final_records(args.results, console.warn)
     if args.job is None:
-        summary = SummaryBuilder().add_all(_through(page, records)).result(output=str(args.results))
+        builder = SummaryBuilder().add_all(_through(page, records))
+        summary = builder.add_pending_batches(pending_batches(args.results, console.warn)).result(
+            output=str(args.results)
+        )
         if not summary["total"]["rows"]:
             raise ResultsError(f"{args.results}: holds no records")
         _write_junit(args, console, lambda: final_records(args.results, console.warn), None)
@@ -80,7 +84,10 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         summary = _regrade_judged(args, console, job, gate, coverage.review(records), regraded, page)
     else:
         reviewed = _through(page, coverage.review(records, regrade=True))
-        summary = SummaryBuilder(gate).add_all(reviewed).result(output=str(args.results))
+        builder = (
+            SummaryBuilder(gate).add_all(reviewed).add_pending_batches(pending_batches(args.results, console.warn))
+        )
+        summary = builder.result(output=str(args.results))
 
     def junit_records() -> Iterable[dict[str, Any]]:
         if judged:

@@ -1,0 +1,140 @@
+"""Batches open or in doubt hold their worst case as spent (break-14c N2).
+
+A batch "in doubt" (the POST was sent, no usable id came back: a crash before the id was
+written, or a 202 whose id is refused) may be running and billing at OpenRouter. The Batch
+API quickstart (batch-quickstart.mdx) documents no way to find it again, so until
+`batches adopt` or `batches release` its worst case counts as spent: in its own run's
+totals, in the reconciliation, on every resume, and in the readers ("+?"). So does a batch
+still open when the run ends (exit 10).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrun import ExitCode
+from batchrun._batch_state import BatchState
+
+from .conftest import call_cli, write_job
+from .hostile import Handler, HostileServer, RawRequest, json_answer
+
+JOB = """
+name: doubt
+defaults:
+  params: {max_tokens: 16}
+models: [openai/gpt-4o-mini, google/gemini-2.0-flash-001]
+prompts:
+  - id: capital
+    text: "Capital of {{country}}?"
+    vars: [{country: France}, {country: Japan}, {country: Italy}, {country: Spain}]
+run: {mode: batch, batch_poll_s: 0.01}
+"""
+BILLED_PER_BATCH = 0.0001  # what the server charges for a batch it accepted
+pytestmark = pytest.mark.usefixtures("keys_env")
+
+
+class BillingBatchApi:
+    """A Batch API that bills every batch it is sent. Its first 202 carries an id that is not
+    an id (the batch runs anyway); later batches get a good id and stay `in_progress`."""
+
+    def __init__(self, bad_first: bool = True) -> None:
+        self.posts = 0
+        self.billed = 0.0
+        self.bad_first = bad_first
+
+    def submit(self, request: RawRequest) -> bytes:
+        self.posts += 1
+        self.billed += BILLED_PER_BATCH
+        batch_id = "batch bad/.." if self.bad_first and self.posts == 1 else f"batch_{self.posts}"
+        return json_answer(202, {"id": batch_id, "status": "validating", "results": None})
+
+    def get(self, request: RawRequest) -> bytes:
+        batch_id = request.path.split("?")[0].rsplit("/", 1)[-1]
+        return json_answer(200, {"id": batch_id, "object": "batch", "status": "in_progress", "results": None})
+
+    def key(self, request: RawRequest) -> bytes:
+        return json_answer(200, {"data": {"label": "k", "limit": None, "limit_remaining": None, "usage": self.billed}})
+
+    def server(self) -> HostileServer:
+        routes: dict[str, Handler] = {"/beta/batches": self.submit, **{f"/batch_{n}": self.get for n in range(1, 6)}}
+        return HostileServer(chat=_no_chat, key=self.key, routes=routes)
+
+
+def _no_chat(request: RawRequest) -> bytes:
+    raise AssertionError("batch mode sent a chat request")
+
+
+def _run(api: BillingBatchApi, folder: Path, *args: str) -> tuple[int, str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = write_job(folder, JOB)
+    server = api.server()
+    with server.running():
+        return call_cli(path, "--base-url", server.base_url, "-o", folder / "out.jsonl", *args)
+
+
+def _summary(folder: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((folder / "out.summary.json").read_text())
+    return result
+
+
+def _worst_cases(tmp_path: Path) -> list[float]:
+    """Each batch's reservation (its worst case at full prices), from a probe run."""
+    probe = tmp_path / "probe"
+    code, _, _ = _run(BillingBatchApi(bad_first=False), probe, "--budget", "1", "--deadline", "0.2")
+    assert code == ExitCode.SUBMITTED
+    return [e.reserved_usd for e in BatchState.read(probe / "out.jsonl").entries]
+
+
+def test_a_batch_in_doubt_counts_as_spent_in_its_run_and_on_every_resume(tmp_path: Path) -> None:
+    first, second = _worst_cases(tmp_path)
+    assert first >= second / 2 > 0  # so the budget below holds the first batch and not both
+    budget = f"{first + second / 2:.9f}"
+    api = BillingBatchApi()
+    folder = tmp_path / "run"
+    code, stdout, stderr = _run(api, folder, "--budget", budget, "--deadline", "0.2")
+    assert code == ExitCode.BUDGET and api.posts == 1  # b1 in doubt; b2 does not fit beside it
+    assert "in doubt" in stderr
+    figures = _summary(folder)
+    # Before: "spent $0.000000" and "$+0.0001 unexplained" while the in-doubt batch was billed.
+    assert figures["spent_usd"] == pytest.approx(first)
+    assert figures["batches"]["held_usd"] == pytest.approx(first) and figures["batches"]["in_doubt"] == ["b1"]
+    rec = figures["reconciliation"]
+    assert rec["batches_held_usd"] == pytest.approx(first) and rec["warning"] is None
+    assert rec["unattributed_usd"] == pytest.approx(BILLED_PER_BATCH)
+    assert figures["total"]["cost_unknown_rows"] == 4 and figures["total"]["cost_held_usd"] == pytest.approx(first)
+    assert f"spent ${first:.6f} of" in stdout and "held for batches" in stdout and "+?" in stdout
+
+    for _ in range(2):  # every resume holds it again: b2 is never submitted past the budget
+        code, stdout, _ = _run(api, folder, "--resume", "--budget", budget, "--deadline", "0.2")
+        assert code == ExitCode.BUDGET and api.posts == 1, stdout
+        assert _summary(folder)["spent_usd"] == pytest.approx(first)
+
+    # The readers show the in-doubt rows as of unknown cost, with the worst case held.
+    code, stdout, _ = call_cli("report", folder / "out.jsonl", "--json")
+    assert code == 0
+    total = json.loads(stdout)["total"]
+    assert total["cost_unknown_rows"] == 4 and total["cost_held_usd"] == pytest.approx(first)
+    code, stdout, _ = call_cli("history", folder / "out.jsonl")
+    assert code == 0 and "+?" in stdout
+
+    # Released (the user says it never ran): nothing is held any more, b1's rows are submitted.
+    assert call_cli("batches", "release", folder / "out.jsonl", "b1")[0] == 0
+    code, _, _ = _run(api, folder, "--resume", "--budget", "1", "--deadline", "0.2")
+    assert code == ExitCode.SUBMITTED and api.posts == 3
+
+
+def test_an_open_batch_at_exit_10_shows_its_reservation_held(tmp_path: Path) -> None:
+    api = BillingBatchApi(bad_first=False)
+    code, stdout, _ = _run(api, tmp_path, "--budget", "1", "--deadline", "0.2")
+    assert code == ExitCode.SUBMITTED and api.posts == 2
+    held = sum(e.reserved_usd for e in BatchState.read(tmp_path / "out.jsonl").entries)
+    figures = _summary(tmp_path)
+    # Before: "spent $0.000000 of $1.000000 ($1.000000 left)", and the batches' charge "unexplained".
+    assert figures["spent_usd"] == pytest.approx(held) and figures["batches"]["held_usd"] == pytest.approx(held)
+    assert figures["reconciliation"]["warning"] is None
+    assert figures["total"]["cost_unknown_rows"] == 8
+    assert f"(${1 - held:.6f} left)" in stdout and "2 batch(es) still running and 0 in doubt" in stdout
