@@ -19,21 +19,15 @@ from batchrun import ExitCode
 from batchrun._reader import scan_states
 
 from .conftest import call_cli, final_rows, write_job
+from .hostile import JOB as HOSTILE_JOB
 from .hostile import Answer, HostileServer, RawRequest, chat_payload, json_answer
 from .hostile import run as run_hostile
 
-JOB = """
-name: hostile
-defaults:
-  params: {max_tokens: 16}
-models: [openai/gpt-4o-mini]
-prompts:
-  - id: capital
-    text: "Capital of {{country}}?"
-    vars: [{country: France}, {country: Japan}, {country: Italy}, {country: Spain}]
-    checks: [{contains: "Paris"}]
-run: {mode: batch, batch_poll_s: 0.01}
-"""
+# The hostile job, graded, in batch mode.
+_COUNTRIES = "vars: [{country: France}, {country: Japan}, {country: Italy}, {country: Spain}]\n"
+JOB = HOSTILE_JOB.replace(_COUNTRIES, _COUNTRIES + '    checks: [{contains: "Paris"}]\n').replace(
+    "run: {concurrency: 2, timeout_s: 10, max_attempts: 1, grace_s: 1}", "run: {mode: batch, batch_poll_s: 0.01}"
+)
 ROWS = 4
 ITEM_COST = 0.001
 pytestmark = pytest.mark.usefixtures("keys_env")
