@@ -114,6 +114,19 @@ def byok_of(usage: dict[str, Any]) -> tuple[bool, float | None]:
     return usage.get("is_byok") is True or bool(upstream), upstream
 
 
+def reported_charge(usage: dict[str, Any]) -> float | None:
+    """What an answer's usage says it was charged, when that can be taken as the whole
+    charge: usage.cost, plus the upstream cost of a BYOK answer. A BYOK answer's `cost` is
+    OpenRouter's fee only; the provider's charge is `cost_details.upstream_inference_cost`
+    (usage-accounting.mdx), which a key limit that includes BYOK spend counts. Without it
+    the charge is not known: looked up, or else unknown with its worst case held (break-14 #7)."""
+    is_byok, upstream = byok_of(usage)
+    reported = money(usage.get("cost"))
+    if reported is None or (is_byok and upstream is None):
+        return None
+    return reported + ((upstream or 0.0) if is_byok else 0.0)
+
+
 class ChargeBook:
     """The run's charges: resolves unknown ones by lookup, and keeps what stays unknown."""
 
@@ -154,18 +167,11 @@ class ChargeBook:
         is_byok, upstream = byok_of(result.usage)
         charge = Charge(result.generation_id, 0.0, is_byok=is_byok, upstream_inference_cost=upstream, abandoned=False)
         row.parts.append(charge)
-        reported = money(result.usage.get("cost"))
-        if is_byok and upstream is None:
-            # A BYOK answer's `cost` is OpenRouter's fee only; the provider's charge is
-            # `cost_details.upstream_inference_cost` (usage-accounting.mdx), which a key
-            # limit that includes BYOK spend counts. Without it the charge is not known:
-            # looked up, or else unknown with its worst case held (break-14 #7).
-            reported = None
+        reported = reported_charge(result.usage)
         if reported is not None:
-            charge.cost, charge.status = reported, "reported"
-            charged = reported + ((upstream or 0.0) if is_byok else 0.0)
-            self.check_bound(charged, reservation, "reported")
-            await self.ledger.settle(reservation, charged)
+            charge.cost, charge.status = money(result.usage.get("cost")), "reported"
+            self.check_bound(reported, reservation, "reported")
+            await self.ledger.settle(reservation, reported)
             return
         charge.held = self.ledger.keep(reservation)
         self.unresolved.append(charge)

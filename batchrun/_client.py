@@ -38,7 +38,7 @@ from ._reply import ChatResult, Reply, error_failure, failure, parse_chat
 from ._routing import METADATA_HEADER
 from ._scrub import Scrubber
 from ._settings import DEFAULTS
-from ._transport import default_transport
+from ._transport import default_transport, send_unread
 
 MAX_MODEL_PAGES = 100  # 100 pages of up to 1,000 models: far more than OpenRouter lists
 
@@ -143,8 +143,11 @@ class OpenRouterClient:
         of a loopback run."""
         self._chat_url = httpx.URL(self.base_url + "/chat/completions")
         self._chat_headers = (
-            httpx.Headers({**self._http.headers, **self._auth(self._api_key)}) if self._api_key is not None else None
+            httpx.Headers({**self._http.headers, **self._auth(self._api_key)}).raw
+            if self._api_key is not None
+            else None
         )
+        self._chat_host = self._chat_url.netloc
         self._chat_extensions = {"timeout": self._http.timeout.as_dict()}
 
     async def _exchange(self, request: httpx.Request, billable: bool = False, flight: Flight | None = None) -> Reply:
@@ -160,7 +163,7 @@ class OpenRouterClient:
             # httpx's timeouts are per read; this bounds the whole exchange, so a server
             # that drips bytes forever cannot hang a row (openrouter python-sdk #72).
             async with asyncio.timeout(self._timeout_s):
-                response = await self._http.send(request, stream=True)
+                response = await self.send_unread(request)
                 headers.append(response.headers)
                 status = response.status_code
                 if flight is not None:
@@ -195,6 +198,10 @@ class OpenRouterClient:
             raise abandoned(failure, headers, billable, self.scrub) from None
         return Reply(response.status_code, response.headers, body)
 
+    async def send_unread(self, request: httpx.Request) -> httpx.Response:
+        """The response, its body not read yet (_transport.send_unread)."""
+        return await send_unread(self._http, request)
+
     def _describe_connect(self, exc: BaseException) -> str:
         return self.scrub.text(f"connection failed: {exc}")[:300]
 
@@ -222,17 +229,14 @@ class OpenRouterClient:
         """The POST /chat/completions request, built from the headers prepared once per key."""
         if self._chat_headers is None:
             raise ConfigError("no API key is set")
-        request = httpx.Request(
-            "POST",
-            self._chat_url,
-            headers=self._chat_headers,
-            content=body if isinstance(body, bytes) else orjson.dumps(body),
-            extensions=self._chat_extensions,
-        )
+        content = body if isinstance(body, bytes) else orjson.dumps(body)
+        # Raw header pairs with Host and Content-Length given: httpx then has none to add,
+        # and builds its Headers once instead of three times.
+        headers = [(b"Host", self._chat_host), *self._chat_headers, (b"Content-Length", b"%d" % len(content))]
         if row_id:
             # The row id travels as a header so logs (and the simulator) can tie re-sends together.
-            request.headers["X-Batchrun-Row"] = row_id
-        return request
+            headers.append((b"X-Batchrun-Row", row_id.encode()))
+        return httpx.Request("POST", self._chat_url, headers=headers, content=content, extensions=self._chat_extensions)
 
     async def chat(
         self, body: dict[str, Any] | bytes, row_id: str | None = None, flight: Flight | None = None

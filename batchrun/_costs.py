@@ -286,8 +286,9 @@ class CostModel:
 
         The counts are never believed below our own bounds (break-14b M6): the prompt is
         costed at the larger of `prompt_tokens` and the body's bytes (prompt_token_bound),
-        the completion at the larger of `completion_tokens` and the answer's bytes. Tokens
-        a reply does not show (hidden reasoning) are known from `completion_tokens` only."""
+        the completion at the largest of `completion_tokens`, the reasoning tokens it
+        counts and the answer's bytes. Tokens a reply neither shows nor counts (hidden
+        reasoning it under-counts) cannot be seen here: the key window catches them."""
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if not isinstance(prompt, int) or not isinstance(completion, int) or self.models is None:
             return None
@@ -300,7 +301,12 @@ class CostModel:
             or (isinstance(total, int) and total > prompt + completion)
         ):
             return None
-        prompt, completion = max(prompt, prompt_token_bound(request)), max(completion, answer_bytes)
+        # Reasoning tokens are part of the completion (usage-accounting.mdx): a reply that counts
+        # more of them than completion tokens has them costed too.
+        details = usage.get("completion_tokens_details")
+        hidden = count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+        prompt = max(prompt, prompt_token_bound(request))
+        completion = max(completion, answer_bytes, hidden or 0)
         costs = [
             self._cost(request, m, prompt, completion).usd for m in [request.model, *request.body.get("models", [])]
         ]

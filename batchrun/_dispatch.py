@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from ._charges import AbandonedAttempt, ChargeBook
+from ._charges import AbandonedAttempt, ChargeBook, reported_charge
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._costs import CostModel
@@ -161,7 +161,11 @@ class Dispatcher:
         it, so anything failing before that (garbage a reply slipped in) leaves it to
         `hold_in_flight`: held as an attempt that may be billed, never leaked (a leaked
         reservation was never settled, and a run under a budget hung: break14b C5)."""
-        estimate = self.costs.estimate(row.request, result) if self.costs else None
+        # Tokens are priced only for an answer whose reply did not say what it cost: pricing
+        # every answer was the largest piece of the run's own CPU per row.
+        estimate = None
+        if self.costs is not None and reported_charge(result.usage) is None:
+            estimate = self.costs.estimate(row.request, result)
         reservation, row.reservation = row.reservation or 0.0, None
         row.sent = False  # settled from here on, not held as a request in flight
         await self.charges.answered(result, reservation, row.charges, estimate)

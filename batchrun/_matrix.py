@@ -105,6 +105,7 @@ def matrix_requests(job: Job, shard: Shard | None = None) -> Iterator[Request]:
     model_params = {m.id: m.params for m in job.models}
     for prompt, templates in compiled:
         templated_checks = any("{{" in json.dumps(c) for c in prompt.checks)
+        params = {m.id: request_params(job, model_params[m.id], prompt.params) for m in job.models}
         for row in prompt.rows:
             row_checks = row.get("checks")
             if row_checks is not None:  # a row's own checks are not variables
@@ -113,16 +114,18 @@ def matrix_requests(job: Job, shard: Shard | None = None) -> Iterator[Request]:
             checks = [render_nested(c, row) for c in prompt.checks] if templated_checks else list(prompt.checks)
             if row_checks:
                 checks += [render_nested(resolve_files(c, job.path.parent), row) for c in row_checks]
+            # A row's body is the same for every repeat: encoded and fingerprinted once.
+            bodies = []
+            for model in job.models:
+                body = request_body(model.id, messages, params[model.id])
+                payload = encode_body(body)
+                bodies.append((model.id, body, payload, hashlib.sha256(payload).hexdigest()[:20]))
             for repeat in range(job.repeat):
-                for model in job.models:
-                    request_id = stable_id(job.name, model.id, prompt.id, row, repeat)
+                for model_id, body, payload, fingerprint in bodies:
+                    request_id = stable_id(job.name, model_id, prompt.id, row, repeat)
                     if shard is not None and request_id not in shard:
                         continue
-                    params = request_params(job, model_params[model.id], prompt.params)
-                    body = request_body(model.id, messages, params)
-                    payload = encode_body(body)
-                    fingerprint = hashlib.sha256(payload).hexdigest()[:20]
-                    yield Request(request_id, fingerprint, model.id, prompt.id, row, repeat, body, payload, checks)
+                    yield Request(request_id, fingerprint, model_id, prompt.id, row, repeat, body, payload, checks)
 
 
 def count_requests(job: Job) -> dict[tuple[str, str], int]:

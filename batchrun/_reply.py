@@ -319,6 +319,7 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
     data = json_of(reply)
     if not isinstance(data, dict):
         raise bad_reply(f"the reply is {type_name(data)}, not an object")
+    scrub = scrub.for_body(reply.body)
 
     def charged(failed: RequestFailed, waived: bool = False) -> RequestFailed:
         return billed(failed, data.get("usage"), data.get("id"), scrub, generated=False, waived=waived)
@@ -355,13 +356,7 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
     return ChatResult(
         generation_id=str_of(data.get("id"), scrub),
         model=str_of(data.get("model"), scrub),
-        # Scrubbed before answering_provider cuts it to length.
-        provider=answering_provider(
-            {
-                "openrouter_metadata": scrub.value(data.get("openrouter_metadata")),
-                "provider": str_of(data.get("provider"), scrub),
-            }
-        ),
+        provider=answering_provider(data, scrub.text),
         content=scrub.text(content),
         finish_reason=finish_reason,
         native_finish_reason=str_of(choice.get("native_finish_reason"), scrub),

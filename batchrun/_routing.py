@@ -15,14 +15,15 @@ request per row, so it is not read here).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 METADATA_HEADER = "X-OpenRouter-Metadata"
 
 
-def answering_provider(reply: Mapping[str, Any]) -> str | None:
-    """The provider that served a chat reply, from its documented fields."""
+def answering_provider(reply: Mapping[str, Any], scrub: Callable[[str], str] = str) -> str | None:
+    """The provider that served a chat reply, from its documented fields; `scrub` masks
+    keys in the name found before it is cut to length (a cut key would leave a fragment)."""
     metadata = reply.get("openrouter_metadata")
     if isinstance(metadata, Mapping):
         endpoints = metadata.get("endpoints")
@@ -31,16 +32,16 @@ def answering_provider(reply: Mapping[str, Any]) -> str | None:
             if isinstance(endpoint, Mapping) and endpoint.get("selected") is True:
                 provider = endpoint.get("provider")
                 if isinstance(provider, str) and provider:
-                    return provider[:100]
+                    return scrub(provider)[:100]
         attempts = metadata.get("attempts")
         if isinstance(attempts, list):
             for attempt in reversed(attempts):
                 if isinstance(attempt, Mapping) and attempt.get("status") == 200:
                     provider = attempt.get("provider")
                     if isinstance(provider, str) and provider:
-                        return provider[:100]
+                        return scrub(provider)[:100]
     provider = reply.get("provider")
-    return provider[:100] if isinstance(provider, str) and provider else None
+    return scrub(provider)[:100] if isinstance(provider, str) and provider else None
 
 
 def pinned(params: Mapping[str, Any]) -> bool:

@@ -123,7 +123,7 @@ async def stream_chat(
     started = clock.monotonic()
     try:
         async with asyncio.timeout(timeout_s):
-            response = await client.http.send(request, stream=True)
+            response = await client.send_unread(request)
             sent.append(response.headers)
             try:
                 reading.generation_id = generation_header(response.headers, client.scrub)

@@ -18,6 +18,9 @@ such a request's worst case is unknown (refused under a limit unless
   added to the prompt in a size the docs do not bound (plugins/web-search.mdx: fees per
   engine and per result, "in addition to the LLM usage for the search result prompt
   tokens"; native search is the provider's price);
+- a plugin other than the file-parser, response healing, context compression and the Pareto
+  router's setting: fusion runs a panel of up to 8 models with web search
+  (plugins/fusion.mdx), and a plugin added later is not known to be bounded;
 - `openrouter:*` server tools: an agent loop of up to `max_tool_calls` (30) steps, each
   billed with a prompt grown by tool results of no documented size, and some tools run
   other models (features/server-tools.mdx, "Tool Call Limits").
@@ -32,6 +35,13 @@ from __future__ import annotations
 from typing import Any
 
 _FREE_PDF_ENGINES = ("cloudflare-ai", "pdf-text", "native")
+_WEB = "web search: its results are added to the prompt in a size the docs do not bound"
+# Plugins that add no charge of their own beyond the request's tokens (plugins.mdx): the
+# file-parser (its OCR engine is checked per file part), response healing, context
+# compression (it only removes prompt), and the Pareto router's setting (its router model
+# has no price: unknown anyway). Any other plugin, such as fusion (a panel of up to 8 models
+# with web search: plugins/fusion.mdx) or one added after this was written, is unbounded.
+_BOUNDED_PLUGINS = ("file-parser", "response-healing", "context-compression", "pareto-router")
 
 
 def _inline(value: Any) -> bool:
@@ -78,20 +88,26 @@ def _pinned_pdf_engine(plugins: dict[str, dict[str, Any]]) -> bool:
 
 def unbounded_input(body: dict[str, Any], model: str) -> str | None:
     """Why the charge of this request is not bounded by its body, or None when it is."""
-    plugins = _plugins(body)
-    models = [model, *(m for m in body.get("models") or [] if isinstance(m, str))]
-    if "web" in plugins or body.get("web_search_options") or any(m.endswith(":online") for m in models):
-        return "web search: its results are added to the prompt in a size the docs do not bound"
+    # On every request's path: a text-only body without plugins or tools returns at once.
+    plugins = _plugins(body) if "plugins" in body else {}
+    if "web" in plugins or body.get("web_search_options") or model.endswith(":online"):
+        return _WEB
+    other = next((name for name in plugins if name not in _BOUNDED_PLUGINS), None)
+    if other is not None:
+        return f"plugin {other[:60]}: it runs more than the request's tokens, and the docs give no bound"
+    fallbacks = body.get("models")
+    if isinstance(fallbacks, list) and any(isinstance(m, str) and m.endswith(":online") for m in fallbacks):
+        return _WEB
     tools = body.get("tools")
-    for tool in tools if isinstance(tools, list) else []:
+    for tool in tools if isinstance(tools, list) else ():
         kind = tool.get("type") if isinstance(tool, dict) else None
         if isinstance(kind, str) and kind.startswith("openrouter:"):
             return f"server tool {kind[:60]}: up to 30 steps, each with a prompt grown by its results"
-    pinned = _pinned_pdf_engine(plugins)
-    for message in body.get("messages") or []:
+    for message in body.get("messages") or ():
         content = message.get("content") if isinstance(message, dict) else None
-        for part in content if isinstance(content, list) else []:
-            why = _part_reason(part, pinned)
-            if why:
-                return why
+        if isinstance(content, list):
+            for part in content:
+                why = _part_reason(part, _pinned_pdf_engine(plugins))
+                if why:
+                    return why
     return None

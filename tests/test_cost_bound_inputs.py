@@ -135,6 +135,10 @@ def test_a_disabled_web_plugin_and_function_tools_are_bounded() -> None:
     assert unbounded_input(body, MODEL + ":online") is not None
     assert unbounded_input({**body, "models": ["acme/dear:online"]}, MODEL) is not None
     assert unbounded_input({**body, "web_search_options": {"search_context_size": "high"}}, MODEL) is not None
+    healing = [{"id": "response-healing"}, {"id": "context-compression"}]
+    assert unbounded_input({**body, "plugins": healing}, MODEL) is None
+    fusion = unbounded_input({**body, "plugins": [{"id": "fusion"}]}, MODEL)
+    assert fusion is not None and "plugin fusion" in fusion
 
 
 def test_an_unbounded_input_runs_when_unknown_prices_are_allowed(tmp_path: Path) -> None:
@@ -163,6 +167,11 @@ def test_the_estimate_is_the_body_bound_and_the_answer_bytes(tmp_path: Path) -> 
     usage = {"prompt_tokens": 1, "completion_tokens": 1}
     assert costs.charge_from_usage(request, usage, answer_bytes=7) == pytest.approx(
         prompt_token_bound(request) * PROMPT + 7 * COMPLETION
+    )
+    # Reasoning tokens the reply counts are completion tokens, whatever completion_tokens says.
+    hidden = {**usage, "completion_tokens_details": {"reasoning_tokens": 900}}
+    assert costs.charge_from_usage(request, hidden, answer_bytes=7) == pytest.approx(
+        prompt_token_bound(request) * PROMPT + 900 * COMPLETION
     )
     # Counts above our bounds are taken as they are.
     big = {"prompt_tokens": 10**6, "completion_tokens": 40}

@@ -95,7 +95,8 @@ async def test_an_internal_error_after_the_answer_holds_its_reservation(
     def broken(*args: Any) -> float:
         raise RuntimeError("a bug while settling")
 
-    monkeypatch.setattr("batchrun._costs.CostModel.estimate", broken)
+    # Between the answer and its charge: what the reply's usage says it cost is read first.
+    monkeypatch.setattr("batchrun._dispatch.reported_charge", broken)
     server = HostileServer(chat=lambda request: http(200, json.dumps(chat_payload(usage=_usage())).encode()))
     job = load_job(write_job(tmp_path, TIGHT))
     with server.running():

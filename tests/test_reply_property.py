@@ -59,15 +59,33 @@ usages = st.fixed_dictionaries(
         for name in ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "cost_details", "is_byok")
     },
 )
+# Router metadata naming the provider that answered (router-metadata.mdx), where a key may hide.
+metadata = st.fixed_dictionaries(
+    {},
+    optional={
+        "endpoints": st.fixed_dictionaries(
+            {"available": st.lists(st.fixed_dictionaries({"selected": st.just(True), "provider": texts}), max_size=2)}
+        ),
+        "attempts": st.lists(st.fixed_dictionaries({"status": st.just(200), "provider": texts}), max_size=2),
+    },
+)
 chat_like = st.fixed_dictionaries(
     {"choices": st.lists(choices | json_values, max_size=2)},
-    optional={"id": json_values, "model": json_values, "provider": json_values, "usage": usages | json_values},
+    optional={
+        "id": json_values,
+        "model": json_values,
+        "provider": json_values,
+        "usage": usages | json_values,
+        "openrouter_metadata": metadata | json_values,
+    },
 )
 bodies = st.one_of(
     st.binary(max_size=200),
     json_values.map(orjson.dumps),
     chat_like.map(orjson.dumps),
     chat_like.map(lambda v: orjson.dumps(v)[:-3]),  # cut short
+    # The key written with JSON escapes: no plain anchor of it is in the body.
+    chat_like.map(lambda v: orjson.dumps(v).replace(b"-", b"\\u002d").replace(b"a", b"\\u0061")),
 )
 statuses = st.sampled_from([200, 200, 200, 201, 400, 401, 402, 403, 404, 429, 500, 503])
 
@@ -154,3 +172,18 @@ def test_no_fragment_survives_in_upper_or_lower_case(prefix: str, length: int, d
     for echoed in (fragment.upper(), fragment.lower()):
         masked = SCRUB.text(prefix + echoed + prefix)
         assert not any(echoed[i : i + 16] in masked for i in range(len(echoed) - 15)), masked
+
+
+def test_a_body_that_cannot_hold_a_key_is_read_without_scrubbing_and_one_that_can_is_scrubbed() -> None:
+    # Scrubber.for_body: the fast path must never skip a body a key could come out of.
+    plain = orjson.dumps({"choices": [{"message": {"content": "hello"}}]})
+    assert SCRUB.for_body(plain) is not SCRUB
+    assert SCRUB.for_body(plain).text(FAKE_KEY) == FAKE_KEY  # it masks nothing: only for clean bodies
+    for body in (
+        orjson.dumps({"x": FAKE_KEY}),
+        orjson.dumps({"x": FAKE_KEY[20:40]}),  # a fragment
+        orjson.dumps({"x": FAKE_KEY.upper()}),
+        orjson.dumps({"x": MGMT[30:50]}),
+        b'{"x": "caf\\u00e9"}',  # any escape: its decoded text may spell a key
+    ):
+        assert SCRUB.for_body(body) is SCRUB, body
