@@ -48,7 +48,6 @@ class CreditLedger:
         self.held = 0.0  # worst cases of attempts that may have been billed, cost not yet known
         self.reserved = 0.0
         self.from_key = 0.0  # the key's usage beyond all of the above, counted as spent
-        self.batches_held = 0.0  # the part of `held` that is batches open or in doubt (`hold`)
         self.in_flight = 0
         self._changed = asyncio.Event()  # set (and replaced) whenever room may have been made
         self._waiting = 0
@@ -58,6 +57,8 @@ class CreditLedger:
         self.read_key: Callable[[], Awaitable[None]] | None = None
         self._key_read: asyncio.Future[None] | None = None
         self.key_reads = 0  # reads the window asked for
+        # The part of `held` that is batches open or in doubt (`hold`): not collected yet.
+        self.batches_open = 0.0
 
     @property
     def committed(self) -> float:
@@ -158,13 +159,13 @@ class CreditLedger:
         billing, so its worst case counts as spent (held), in the run's totals and in the
         reconciliation, like an abandoned attempt of unknown cost (break-14c N2)."""
         self.held += amount
-        self.batches_held += amount
+        self.batches_open += amount
 
     async def settle_hold(self, amount: float, actual: float, unknown: float = 0.0) -> None:
         """A collected batch: `actual` is known, `unknown` (the worst cases of its rows whose
         cost nothing says) stays held as spent until a lookup or the key's usage says more."""
         self.held = max(0.0, self.held - amount) + unknown
-        self.batches_held = max(0.0, self.batches_held - amount)
+        self.batches_open = max(0.0, self.batches_open - amount)
         self.spent += actual
         self._wake()
 

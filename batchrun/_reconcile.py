@@ -50,10 +50,7 @@ def reconcile(
         "ledger_known_usd": round(known, 8),
         "unknown_cost_attempts": unresolved,
         # as spent_usd is: held worst cases carry many digits
-        "unknown_cost_held_usd": round(max(0.0, held - ledger.batches_held), 12),
-        # Batches open or in doubt at the end (_batch_run): they may be running and billing, so
-        # their worst cases are held like attempts of unknown cost and explain the key's usage.
-        "batches_held_usd": round(ledger.batches_held, 12),
+        "unknown_cost_held_usd": round(max(0.0, held - ledger.batches_open), 12),
         "unattributed_usd": None,
         "difference_usd": None,
         "lookups": book.lookups,
@@ -64,6 +61,9 @@ def reconcile(
         "counted_from_key_usd": round(ledger.from_key, 8),
         # /key reads the key window asked for (_ledger): before a reservation it could not hold.
         "key_window_reads": ledger.key_reads,
+        # Reservations of batches still running at OpenRouter, or in doubt (maybe running): they
+        # may be billed already, so they are held like attempts of unknown cost (break-14c N2).
+        "open_batches_held_usd": round(ledger.batches_open, 12),
         # Charges above their attempt's worst case (reported or looked up): the bound did not hold.
         "above_worst_case_attempts": book.above_worst,
         "above_worst_case_usd": round(book.above_worst_usd, 8),
@@ -92,7 +92,7 @@ def _compare(
     """The key's usage against the ledger, into `out` (its warning, when they disagree)."""
     known, held = ledger.spent, ledger.held
     unresolved = len(book.unresolved)
-    unknown = _unknown_parts(unresolved, ledger.batches_held)
+    unknown = _unknown_parts(unresolved, ledger.batches_open)
     held_note = f"; {unknown} stay held at up to ${held:.4f}" if unknown else ""
     if start is None and start_unread is not None:
         # /key answered at the start without a usable usage: no baseline, so neither this
@@ -122,6 +122,8 @@ def _compare(
         return
     delta = end - start
     extra = delta - known  # charged beyond the charges we know of
+    # `held` includes the reservations of batches still open or in doubt (batch mode, exit 10):
+    # they may be billed already, up to their worst cases.
     explained = min(max(extra, 0.0), held)
     difference = extra - explained
     out.update(

@@ -103,7 +103,7 @@ def test_a_batch_in_doubt_counts_as_spent_in_its_run_and_on_every_resume(tmp_pat
     assert figures["spent_usd"] == pytest.approx(first)
     assert figures["batches"]["held_usd"] == pytest.approx(first) and figures["batches"]["in_doubt"] == ["b1"]
     rec = figures["reconciliation"]
-    assert rec["batches_held_usd"] == pytest.approx(first) and rec["warning"] is None
+    assert rec["open_batches_held_usd"] == pytest.approx(first) and rec["warning"] is None
     assert rec["unattributed_usd"] == pytest.approx(BILLED_PER_BATCH)
     assert figures["total"]["cost_unknown_rows"] == 4 and figures["total"]["cost_held_usd"] == pytest.approx(first)
     assert f"spent ${first:.6f} of" in stdout and "held for batches" in stdout and "+?" in stdout
