@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 
 from ._client import ChatResult, ModelInfo
+from ._image_tokens import image_part_tokens
 from ._matrix import Request
 from ._price_basis import PriceBasis, allowed_endpoints, max_price_caps
 from ._pricing import EndpointPrice
@@ -67,8 +68,9 @@ def message_bytes(content: Any) -> int:
 
 def prompt_token_bound(request: Request) -> int:
     """Every byte of the body as sent, not only the messages: tool definitions, a JSON
-    schema or extra_body keys are prompt tokens too (break-14 finding 1)."""
-    return len(request.payload) + PER_MESSAGE_TOKENS * len(request.body["messages"])
+    schema or extra_body keys are prompt tokens too (break-14 finding 1); and each inline
+    image at its ceiling, since vision tokenizers count pixels, not bytes (break-14c N8)."""
+    return len(request.payload) + PER_MESSAGE_TOKENS * len(request.body["messages"]) + image_part_tokens(request.body)
 
 
 def _text_bytes(content: Any) -> int:
