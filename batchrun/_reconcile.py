@@ -16,7 +16,7 @@ from typing import Any
 
 from ._charges import ChargeBook
 from ._ledger import CreditLedger
-from ._pricing import money
+from ._reply import money  # strict: a usage sent as a string is not a number
 
 MISMATCH_USD = 0.01
 
