@@ -46,9 +46,7 @@ def key_remaining(info: dict[str, Any] | None) -> float | None:
     return float(remaining) if isinstance(remaining, (int, float)) and not isinstance(remaining, bool) else None
 
 
-def key_spend(
-    start_usage: float, usage: float, start_remaining: float | None, remaining: float | None
-) -> float:
+def key_spend(start_usage: float, usage: float, start_remaining: float | None, remaining: float | None) -> float:
     """What the key was charged since the start, as far as /key shows it: the rise of its usage,
     or the fall of its `limit_remaining` when that is larger (break14c N3: a limit that counts
     spend the usage fields leave out, BYOK under a flag that says otherwise, shows there). A

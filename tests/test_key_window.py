@@ -58,9 +58,12 @@ class Server:
     """Charges `bill` per chat request; `answer` is what a request gets back, `key` what /key
     says given what was billed and how many times /key was read (1 = pre-flight's read)."""
 
-    key: Callable[[float, int], dict[str, Any]]
+    key: Callable[[float, int], dict[str, Any] | None]  # None: a 500
     answer: Callable[[], bytes] = lambda: json_answer(
-        200, chat_payload(model=MODEL, usage={"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cost": 1e-6})
+        200,
+        chat_payload(
+            model=MODEL, usage={"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cost": 1e-6}
+        ),
     )
     billed: float = 0.0
     chats: int = 0
@@ -74,17 +77,27 @@ class Server:
     def read_key(self, request: RawRequest) -> bytes:
         self.key_reads += 1
         data = self.key(self.billed, self.key_reads)
-        return json_answer(500, {"error": {"code": 500, "message": "boom"}}) if data is None else json_answer(200, {"data": data})
+        return (
+            json_answer(500, {"error": {"code": 500, "message": "boom"}})
+            if data is None
+            else json_answer(200, {"data": data})
+        )
 
     def hostile(self) -> HostileServer:
-        return HostileServer(chat=self.chat, models=lambda r: json_answer(200, models_payload(PRICES)), key=self.read_key)
+        return HostileServer(
+            chat=self.chat, models=lambda r: json_answer(200, models_payload(PRICES)), key=self.read_key
+        )
 
 
-async def run(tmp_path: Path, server: Server, job: str | None = None) -> tuple[ExitCode, dict[str, Any], list[dict[str, Any]]]:
+async def run(
+    tmp_path: Path, server: Server, job: str | None = None
+) -> tuple[ExitCode, dict[str, Any], list[dict[str, Any]]]:
     loaded = load_job(write_job(tmp_path, job or job_text()))
     output = tmp_path / "o.jsonl"
     with server.hostile().running() as hostile:
-        report = await run_job(loaded, RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=output, clock=FakeClock()))
+        report = await run_job(
+            loaded, RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=output, clock=FakeClock())
+        )
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert len({r["id"] for r in rows}) == len(rows) == ROWS  # every row recorded once
     code, _ = decide(report.summary, loaded.run, run=True)
@@ -218,7 +231,12 @@ def honest_key(billed: float, reads: int) -> dict[str, Any]:
 FAILURES = {
     "HTTP 500": lambda: json_answer(500, {"error": {"code": 500, "message": "boom"}}),
     "an error in a 200 without usage": lambda: json_answer(
-        200, {"id": "gen-e", "error": {"code": 502, "message": "upstream", "metadata": {"error_type": "server"}}, "choices": None}
+        200,
+        {
+            "id": "gen-e",
+            "error": {"code": 502, "message": "upstream", "metadata": {"error_type": "server"}},
+            "choices": None,
+        },
     ),
 }
 
