@@ -208,6 +208,21 @@ def test_max_price_that_excludes_every_endpoint_leaves_the_bound_uncapped(tmp_pa
     assert costs.worst_case(capped) == pytest.approx(prompt_token_bound(capped) * 0.01 + 50 * 0.02)
 
 
+def test_a_looked_up_cost_sent_as_a_string_is_not_believed(tmp_path: Path) -> None:
+    # break14c N4: /generation's total_cost "0.0000001" (a string) was taken as the charge.
+    hostile = server(Billing(reported="omit"), key_usage=True)
+
+    def generation(request: RawRequest) -> bytes:
+        asked = request.path.split("id=")[-1]
+        return json_answer(200, {"data": {"id": asked, "total_cost": "0.0000001", "usage": "0.0000001"}})
+
+    hostile.routes["/generation"] = generation
+    code, out, err, rows = run(hostile, tmp_path, JOB, "--budget", "5000")
+    assert code == ExitCode.OK, err
+    assert "looked_up" not in {r["cost_status"] for r in rows}
+    assert all(r["cost"] != pytest.approx(1e-7) for r in rows)
+
+
 # -- m6: a charge above its worst case is flagged ------------------------------------------------
 def test_a_looked_up_cost_above_the_worst_case_is_flagged(tmp_path: Path) -> None:
     billing = Billing(reported="omit")
@@ -215,7 +230,7 @@ def test_a_looked_up_cost_above_the_worst_case_is_flagged(tmp_path: Path) -> Non
 
     def generation(request: RawRequest) -> bytes:
         asked = request.path.split("id=")[-1]
-        return json_answer(200, {"data": {"id": asked, "total_cost": "404", "is_byok": False}})
+        return json_answer(200, {"data": {"id": asked, "total_cost": 404, "is_byok": False}})
 
     hostile.routes["/generation"] = generation
     code, out, err, rows = run(hostile, tmp_path, JOB, "--budget", "5000")
