@@ -169,10 +169,15 @@ def test_the_estimate_is_the_body_bound_and_the_answer_bytes(tmp_path: Path) -> 
         prompt_token_bound(request) * PROMPT + 7 * COMPLETION
     )
     # Reasoning tokens the reply counts are completion tokens, whatever completion_tokens says.
+    roomy = _request(tmp_path, {"max_tokens": 1000})
     hidden = {**usage, "completion_tokens_details": {"reasoning_tokens": 900}}
-    assert costs.charge_from_usage(request, hidden, answer_bytes=7) == pytest.approx(
-        prompt_token_bound(request) * PROMPT + 900 * COMPLETION
+    assert costs.charge_from_usage(roomy, hidden, answer_bytes=7) == pytest.approx(
+        prompt_token_bound(roomy) * PROMPT + 900 * COMPLETION
     )
+    # More than max_tokens let the model write cannot be true: no estimate (break14c N5: a
+    # million completion tokens for max_tokens 50 were "estimated" at $200).
+    assert costs.charge_from_usage(request, hidden, answer_bytes=7) is None
+    assert costs.charge_from_usage(request, {**usage, "completion_tokens": 10**6}, answer_bytes=7) is None
     # Counts above our bounds are taken as they are.
     big = {"prompt_tokens": 10**6, "completion_tokens": 40}
     assert costs.charge_from_usage(request, big, answer_bytes=7) == pytest.approx(10**6 * PROMPT + 40 * COMPLETION)
