@@ -36,7 +36,16 @@ def test_a_price_is_a_finite_non_negative_number_or_decimal_string(value: Any, e
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(1e-6, 1e-6), (2, 2.0), ("0.000001", None), ("404", None), (-0.5, None), (True, None), ({}, None), (10**400, MAX_USD)],
+    [
+        (1e-6, 1e-6),
+        (2, 2.0),
+        ("0.000001", None),
+        ("404", None),
+        (-0.5, None),
+        (True, None),
+        ({}, None),
+        (10**400, MAX_USD),
+    ],
 )
 def test_a_charge_is_a_finite_non_negative_json_number(value: Any, expected: float | None) -> None:
     # A charge sent as a string is not believed: "0.0000001" from /generation passed (break14c N4).
