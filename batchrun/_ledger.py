@@ -63,6 +63,7 @@ class CreditLedger:
         # The key's usage can no longer be followed (a read failed, or its usage fell): no
         # window can be trusted, so nothing more is reserved (`lose_key_window`).
         self.key_lost = False
+        self.batches_open = 0.0  # reservations of submitted batches not collected yet (in `reserved`)
 
     @property
     def committed(self) -> float:
@@ -170,11 +171,13 @@ class CreditLedger:
         "in flight": a batch settles only when collected, maybe in a later run, so sync
         requests must not wait for it."""
         self.reserved += amount
+        self.batches_open += amount
 
     async def settle_hold(self, amount: float, actual: float, unknown: float = 0.0) -> None:
         """A collected batch: `actual` is known, `unknown` (the worst cases of its rows whose
         cost nothing says) stays held as spent until a lookup or the key's usage says more."""
         self.reserved -= amount
+        self.batches_open = max(0.0, self.batches_open - amount)
         self.spent += actual
         self.held += unknown
         self._wake()
