@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from ._pricing import EndpointPrice, read_pricing
-from ._reply import Reply, bad_reply, count, json_of, money, price, str_of, type_name
+from ._pricing import EndpointPrice, money, price, read_pricing
+from ._reply import Reply, bad_reply, count, json_of, str_of, type_name
 from ._scrub import Scrubber
 
 
@@ -123,7 +123,18 @@ def next_models_page(reply: Reply) -> str | None:
     return f"/models?offset={numbers['offset']}&limit={numbers['limit']}"
 
 
-_KEY_MONEY = ("limit", "usage", "usage_daily", "usage_weekly", "usage_monthly")
+# byok_usage too: a key whose limit includes BYOK counts it as spend (_reconcile.key_usage).
+_KEY_MONEY = (
+    "limit",
+    "usage",
+    "usage_daily",
+    "usage_weekly",
+    "usage_monthly",
+    "byok_usage",
+    "byok_usage_daily",
+    "byok_usage_weekly",
+    "byok_usage_monthly",
+)
 
 
 def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
