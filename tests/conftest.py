@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -15,11 +17,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
+# Compiled modules are cached for the suite even where PYTHONDONTWRITEBYTECODE is set (it is, on
+# the shared machine): without the cache every xdist worker re-compiles batchrun and pytest
+# re-rewrites every test module's asserts (~7 CPU-s per worker), and every CLI subprocess
+# compiles the package again (~0.5 s each). The files go to git-ignored __pycache__ folders;
+# reading them is what Python does anyway. Set before the imports below, so they are cached too.
+sys.dont_write_bytecode = False
 
-from batchrun.cli import main
-from batchrun.simulator import SimConfig, Simulator
+import httpx  # noqa: E402  # after the bytecode setting: these imports compile batchrun
+import pytest  # noqa: E402
+
+from batchrun.cli import main  # noqa: E402
+from batchrun.simulator import SimConfig, Simulator  # noqa: E402
 
 FAKE_KEY = "sk-or-v1-" + "0123456789abcdef" * 4  # a test key: must never appear in any output
 MGMT_KEY = "sk-or-v1-" + "fedcba9876543210" * 4  # a test management key: likewise
@@ -170,7 +179,9 @@ run: {concurrency: 2, timeout_s: 5}
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "GITHUB_STEP_SUMMARY")}
+    # Without PYTHONDONTWRITEBYTECODE: a child caches what it compiles, like this process (above).
+    dropped = ("OPENROUTER_API_KEY", "GITHUB_STEP_SUMMARY", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(extra)
     return env
 
@@ -283,6 +294,43 @@ def isolated_run(
 
 def created_keys(sim: Simulator) -> list[str]:
     return [label for label in sim.stats.by_key_label if label != sim.account_key.label]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def vega_bundle_cache(request: pytest.FixtureRequest) -> Iterator[None]:
+    """vl-convert's JavaScript bundle, kept in pytest's cache folder between runs.
+
+    Bundling takes ~8 CPU-s per process, and its output depends only on vl-convert's version
+    and the arguments: the cached text is exactly what an earlier call of the same version
+    returned, so every page is the one batchrun builds. A cold run (a fresh clone) bundles as
+    before, once per worker that draws a page."""
+    try:
+        import vl_convert
+    except ImportError:  # no report extra: the pages' tests say so themselves
+        yield
+        return
+    cache: pytest.Cache | None = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    bundle = vl_convert.javascript_bundle
+    version = importlib.metadata.version("vl-convert-python")
+
+    def cached_bundle(snippet: str, vl_version: str | None = None) -> str:
+        if cache is None:
+            return bundle(snippet, vl_version=vl_version)
+        key = hashlib.sha256(f"{version}\0{vl_version}\0{snippet}".encode()).hexdigest()
+        path = cache.mkdir("vega-bundle") / f"{key}.js"
+        if path.exists():
+            return path.read_text(encoding="utf-8")
+        text = bundle(snippet, vl_version=vl_version)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(path)  # atomic: another worker never reads half a bundle
+        return text
+
+    vl_convert.javascript_bundle = cached_bundle
+    try:
+        yield
+    finally:
+        vl_convert.javascript_bundle = bundle
 
 
 @pytest.fixture(scope="session")

@@ -43,19 +43,27 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(texts, children, max_size=5),
     max_leaves=30,
 )
-# Replies that look like chat answers, so the parser's deeper paths are reached too.
+# Replies that look like chat answers, so the parser's deeper paths are reached too. A field's
+# value is any JSON value of up to 8 leaves: enough for every wrong type and nesting the parser
+# tells apart (lists of parts, objects in place of strings), at a fraction of the generation
+# cost of 30-leaf values in each of a reply's ~16 fields.
+fields = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(texts, children, max_size=5),
+    max_leaves=8,
+)
 messages = st.fixed_dictionaries(
-    {"content": json_values},
-    optional={"refusal": json_values, "reasoning": json_values, "role": json_values, "tool_calls": json_values},
+    {"content": fields},
+    optional={"refusal": fields, "reasoning": fields, "role": fields, "tool_calls": fields},
 )
 choices = st.fixed_dictionaries(
-    {"message": messages | json_values},
-    optional={"finish_reason": json_values, "native_finish_reason": json_values, "error": json_values},
+    {"message": messages | fields},
+    optional={"finish_reason": fields, "native_finish_reason": fields, "error": fields},
 )
 usages = st.fixed_dictionaries(
     {},
     optional={
-        name: json_values
+        name: fields
         for name in ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "cost_details", "is_byok")
     },
 )
@@ -70,13 +78,13 @@ metadata = st.fixed_dictionaries(
     },
 )
 chat_like = st.fixed_dictionaries(
-    {"choices": st.lists(choices | json_values, max_size=2)},
+    {"choices": st.lists(choices | fields, max_size=2)},
     optional={
-        "id": json_values,
-        "model": json_values,
-        "provider": json_values,
-        "usage": usages | json_values,
-        "openrouter_metadata": metadata | json_values,
+        "id": fields,
+        "model": fields,
+        "provider": fields,
+        "usage": usages | fields,
+        "openrouter_metadata": metadata | fields,
     },
 )
 bodies = st.one_of(

@@ -367,6 +367,7 @@ def test_a_resume_counts_what_each_row_spent_worst_cases_and_grading_included(tm
 
 
 # -- break14b m7: a record with a figure of the wrong type is set aside, never a traceback ------
+@pytest.mark.xdist_group("html")  # with test_pages: one worker bundles Vega for `report --html`
 @pytest.mark.parametrize(
     "field, value",
     [("cost", "abc"), ("latency_ms", "fast"), ("cost", -5), ("usage", "x"), ("attempts", "2")],
