@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from ._pricing import EndpointPrice, read_pricing
-from ._reply import Reply, bad_reply, count, json_of, money, price, str_of, type_name
+from ._pricing import EndpointPrice, money, price, read_pricing
+from ._reply import Reply, bad_reply, count, json_of, str_of, type_name
 from ._scrub import Scrubber
 
 

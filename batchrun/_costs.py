@@ -120,6 +120,10 @@ def reasoning_budget(body: dict[str, Any]) -> int | None:
         on = on or bool(budget) or effort not in (None, "none") or reasoning.get("enabled") is True
         if reasoning.get("enabled") is False or (effort == "none" and not budget):
             on = top_effort not in (None, "none")
+    # The `:thinking` variant "enables extended reasoning" (model-variants/thinking.mdx),
+    # whatever the body says, for the model or a fallback (break14c N6).
+    models = [body.get("model"), *(body.get("models") or [])]
+    on = on or any(isinstance(m, str) and m.endswith(":thinking") for m in models)
     return max(budget, REASONING_FLOOR) if on else None
 
 
@@ -281,7 +285,8 @@ class CostModel:
     def charge_from_usage(self, request: Request, usage: dict[str, Any], answer_bytes: int = 0) -> float | None:
         """An upper bound of an answer's charge from its token counts, when it reported no
         cost; None when the counts are missing or cannot be true (fewer tokens than the
-        prompt's or the answer's text must have, or a total above their sum), or when the
+        prompt's or the answer's text must have, a total above their sum, or more completion
+        tokens than the request allowed), or when the
         request's inputs have no bound (_unbounded).
 
         The counts are never believed below our own bounds (break-14b M6): the prompt is
@@ -305,6 +310,11 @@ class CostModel:
         # more of them than completion tokens has them costed too.
         details = usage.get("completion_tokens_details")
         hidden = count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+        cap = self.completion_cap(request)
+        if cap is not None and max(completion, hidden or 0) > cap * _choices(request):
+            # More than the request let the model write: counts that cannot be true give no
+            # estimate (a million tokens for max_tokens 50 was "estimated" at $200: break14c N5).
+            return None
         prompt = max(prompt, prompt_token_bound(request))
         completion = max(completion, answer_bytes, hidden or 0)
         costs = [

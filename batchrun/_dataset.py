@@ -17,6 +17,7 @@ from typing import Any
 
 from ._exceptions import JobError, Problem
 from ._files import open_regular
+from ._jobfile import unusable_number
 
 MAX_LINE_BYTES = 16 << 20
 
@@ -37,6 +38,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise RowError(None, f"duplicate key {key!r}")
         row[key] = value
     return row
+
+
+def _int(text: str) -> int:
+    value = int(text)
+    if (why := unusable_number(value)) is not None:
+        raise RowError(None, f"the number {text[:24]}{'...' if len(text) > 24 else ''} {why}")
+    return value
+
+
+def _constant(text: str) -> float:
+    # NaN and Infinity are not JSON (RFC 8259), though Python's reader takes them.
+    raise RowError(None, f"{text} is not a JSON number")
 
 
 class DatasetFile:
@@ -110,7 +123,7 @@ class DatasetFile:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line, object_pairs_hook=_unique_keys)
+                row = json.loads(line, object_pairs_hook=_unique_keys, parse_int=_int, parse_constant=_constant)
             except RowError as exc:
                 raise RowError(number, exc.message) from None
             except (json.JSONDecodeError, RecursionError) as exc:

@@ -141,16 +141,31 @@ def compose(text: str, file: str) -> tuple[yaml.Node | None, Any, list[Problem]]
     return node, data, []
 
 
-def non_finite_numbers(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
-    """Paths of `.inf` / `.nan` values: no timeout, budget or parameter means anything at those."""
+# What a JSON body can carry: orjson (which encodes every body and record) refuses integers
+# outside these, so one in a param or a variable ended a run with a traceback (break14c N1).
+MIN_INT, MAX_INT = -(2**63), 2**64 - 1
+
+
+def unusable_number(value: Any) -> str | None:
+    """Why a number cannot be sent or recorded: `.inf` / `.nan` (no timeout, budget or parameter
+    means anything at those), or an integer past 64 bits; None for any other value."""
     if isinstance(value, float) and not math.isfinite(value):
-        yield path
-    elif isinstance(value, dict):
+        return "must be a finite number (not .inf or .nan)"
+    if isinstance(value, int) and not isinstance(value, bool) and not MIN_INT <= value <= MAX_INT:
+        return "is an integer too large to send (more than 64 bits): quote it to send it as text"
+    return None
+
+
+def unusable_numbers(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """(path, why) of every number in `value` that cannot be sent or recorded."""
+    if isinstance(value, dict):
         for key, item in value.items():
-            yield from non_finite_numbers(item, (*path, str(key)))
+            yield from unusable_numbers(item, (*path, str(key)))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from non_finite_numbers(item, (*path, index))
+            yield from unusable_numbers(item, (*path, index))
+    elif (why := unusable_number(value)) is not None:
+        yield path, why
 
 
 JsonPath = tuple[str | int, ...]
@@ -174,7 +189,7 @@ def value_problems(data: dict[str, Any], problem: Callable[[JsonPath, str], Prob
     from ._output_paths import output_pattern_problem
     from ._template import template_problems
 
-    problems = [problem(p, "must be a finite number (not .inf or .nan)") for p in non_finite_numbers(data)]
+    problems = [problem(p, why) for p, why in unusable_numbers(data)]
     base_url = data.get("endpoint", {}).get("base_url")
     if base_url is not None and (message := url_problem(base_url)):
         problems.append(problem(("endpoint", "base_url"), message))

@@ -130,8 +130,9 @@ def _drop_recorded(results: Path, rows: dict[str, Crashed]) -> None:
         del rows[row]
 
 
-async def _look_up(client: OpenRouterClient, attempts: list[dict[str, Any]]) -> dict[str, float]:
-    """Generation id -> its cost, for those /generation knows (a few at a time)."""
+async def _look_up(client: OpenRouterClient, attempts: list[dict[str, Any]], limit_s: float) -> dict[str, float]:
+    """Generation id -> its cost, for those /generation knows (a few at a time, all within
+    `limit_s`: a lookup that hangs leaves its attempt held, never the run waiting)."""
     ids = {g for a in attempts if (g := valid_generation_id(a["gen"], client.scrub)) is not None}
     gate = asyncio.Semaphore(LOOKUPS_AT_ONCE)
     found: dict[str, float] = {}
@@ -145,7 +146,9 @@ async def _look_up(client: OpenRouterClient, attempts: list[dict[str, Any]]) -> 
             if cost is not None:
                 found[gid] = cost.total_cost
 
-    await asyncio.gather(*(one(gid) for gid in sorted(ids)))
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(limit_s):
+            await asyncio.gather(*(one(gid) for gid in sorted(ids)))
     return found
 
 
@@ -166,9 +169,11 @@ async def recover(
     requests: Iterable[Request],
     client: OpenRouterClient,
     now: str,
+    limit_s: float,
 ) -> int:
     """Record what a crash left in the journal beside `results` (`job`: its name and
-    fingerprint; `requests`: the matrix, to find the rows); returns the rows recorded."""
+    fingerprint; `requests`: the matrix, to find the rows; `limit_s`: for the lookups);
+    returns the rows recorded."""
     path = journal_path(results)
     if not path.exists():
         return 0
@@ -176,7 +181,7 @@ async def recover(
     if rows and results.exists():
         _drop_recorded(results, rows)
     if rows:
-        found = await _look_up(client, [a for c in rows.values() for a in c.attempts])
+        found = await _look_up(client, [a for c in rows.values() for a in c.attempts], limit_s)
         known = {r.id: r for r in requests if r.id in rows}
         writer = ResultsWriter(results)
         try:

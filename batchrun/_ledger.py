@@ -57,6 +57,7 @@ class CreditLedger:
         self.read_key: Callable[[], Awaitable[None]] | None = None
         self._key_read: asyncio.Future[None] | None = None
         self.key_reads = 0  # reads the window asked for
+        self.batches_open = 0.0  # reservations of submitted batches not collected yet (in `reserved`)
 
     @property
     def committed(self) -> float:
@@ -155,11 +156,13 @@ class CreditLedger:
         "in flight": a batch settles only when collected, maybe in a later run, so sync
         requests must not wait for it."""
         self.reserved += amount
+        self.batches_open += amount
 
     async def settle_hold(self, amount: float, actual: float, unknown: float = 0.0) -> None:
         """A collected batch: `actual` is known, `unknown` (the worst cases of its rows whose
         cost nothing says) stays held as spent until a lookup or the key's usage says more."""
         self.reserved -= amount
+        self.batches_open = max(0.0, self.batches_open - amount)
         self.spent += actual
         self.held += unknown
         self._wake()

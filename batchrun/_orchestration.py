@@ -193,7 +193,9 @@ async def _earlier_work(
         if mended:
             notice(f"{output}: {mended}")
     now = utc(options.clock.time())
-    crashed = await recover(output, (job.name, job.fingerprint), matrix_requests(job, options.shard), client, now)
+    limit = min(job.run.timeout_s, job.run.deadline_s or job.run.timeout_s)  # the lookups of what a crash left
+    rows = matrix_requests(job, options.shard)
+    crashed = await recover(output, (job.name, job.fingerprint), rows, client, now, limit)
     if crashed:
         notice(
             f"{output}: {crashed} row(s) had attempts in flight when an earlier run was killed: recorded "

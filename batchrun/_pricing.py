@@ -42,15 +42,29 @@ _ROUTING_VARIANTS = (":nitro", ":floor", ":online", ":exacto", ":thinking", ":ex
 
 
 def money(value: Any) -> float | None:
-    """A price or charge: a finite, non-negative number (strings allowed), else None;
-    at most MAX_USD."""
-    if isinstance(value, bool):
+    """A USD charge from a server: a finite, non-negative JSON number, or None (unknown).
+    Booleans and strings are not numbers here (`true` once counted as $1, and a /generation
+    cost sent as "0.0000001" was believed: break14c N4); an integer too large for a float
+    is the most there is. At most MAX_USD, so sums of costs stay finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
+    except OverflowError:
+        return MAX_USD if value > 0 else None
     return min(number, MAX_USD) if math.isfinite(number) and number >= 0 else None
+
+
+def price(value: Any) -> float | None:
+    """A price from /models or /endpoints: OpenRouter sends decimal strings ("0.000001");
+    "-1" marks a router model whose price is not known. Anything not finite and non-negative
+    is unknown."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    return money(value)
 
 
 def usd(amount: float) -> str:
@@ -103,7 +117,7 @@ def _read_prices(pricing: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
     for key in PRICE_KEYS:
         if pricing.get(key) is None:
             continue
-        value = money(pricing[key])
+        value = price(pricing[key])
         if value is None:
             bad.append(key)
         else:
@@ -119,7 +133,7 @@ def _override(entry: Any) -> tuple[Override | None, list[str]]:
     conditions: dict[str, float | None] = {}
     for name in ("min_prompt_tokens", "utc_start", "utc_end"):
         value = entry.get(name)
-        conditions[name] = None if value is None else money(value)
+        conditions[name] = None if value is None else price(value)
         if value is not None and conditions[name] is None:
             problems.append(f"override {name}")
     start, end = conditions["utc_start"], conditions["utc_end"]

@@ -60,6 +60,8 @@ def reconcile(
         "counted_from_key_usd": round(ledger.from_key, 8),
         # /key reads the key window asked for (_ledger): before a reservation it could not hold.
         "key_window_reads": ledger.key_reads,
+        # Reservations of batches still running at OpenRouter: they may be billed already.
+        "open_batches_held_usd": round(ledger.batches_open, 8),
         # Charges above their attempt's worst case (reported or looked up): the bound did not hold.
         "above_worst_case_attempts": book.above_worst,
         "above_worst_case_usd": round(book.above_worst_usd, 8),
@@ -118,7 +120,9 @@ def _compare(
     delta = end - start
     extra = delta - known  # charged beyond the charges we know of
     explained = min(max(extra, 0.0), held)
-    difference = extra - explained
+    # A batch still running may already be billed, up to its reservation (batch mode, exit 10).
+    batches = min(max(extra - explained, 0.0), ledger.batches_open)
+    difference = extra - explained - batches
     out.update(
         key_usage_delta_usd=round(delta, 8),
         unattributed_usd=round(explained, 8) if unresolved else None,
@@ -128,5 +132,6 @@ def _compare(
         out["warning"] = (
             f"the key was charged ${delta:.4f} during the run but the ledger counted ${known:.4f}"
             + (f" (+ up to ${held:.4f} for {unresolved} attempt(s) of unknown cost)" if unresolved else "")
+            + (f" (+ up to ${ledger.batches_open:.4f} for batches still open)" if ledger.batches_open else "")
             + f": ${difference:+.4f} unexplained (another process using the key, or unreported charges)"
         )

@@ -11,7 +11,6 @@ follow OpenRouter's OpenAPI `ChatResult`, `ChatAssistantMessage` and `ChatUsage`
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import orjson
 from ._classify import classify
 from ._exceptions import RequestFailed, Transient
 from ._generation import valid_generation_id
-from ._pricing import MAX_USD
+from ._pricing import money
 from ._routing import answering_provider
 from ._scrub import Scrubber
 
@@ -68,29 +67,6 @@ class ChatResult:
 
 
 # -- small typed readers ---------------------------------------------------------------------
-def money(value: Any) -> float | None:
-    """A USD figure from a server: a finite, non-negative number, or None (unknown).
-    Booleans and strings are not numbers here (`true` once counted as $1)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer too large for a float: counted as the most there is
-        return MAX_USD if value > 0 else None
-    return min(number, MAX_USD) if math.isfinite(number) and number >= 0 else None
-
-
-def price(value: Any) -> float | None:
-    """A price from /models: OpenRouter sends decimal strings ("0.000001"); "-1" marks a
-    router model whose price is not known. Anything not finite and non-negative is unknown."""
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    return money(value)
-
-
 # No real count comes near 2**53 (the largest integer a float holds exactly); a bigger one
 # is garbage, dropped like a count of the wrong type: it could not be priced (a float
 # overflow) nor written (orjson refuses integers past 64 bits), and a row was lost (C11).

@@ -78,6 +78,8 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
     ("budget .nan", _job_with(**{"timeout_s: 5": "timeout_s: 5, budget_usd: .nan"}), ["$.run.budget_usd", "finite"]),
     ("deadline .nan", _job_with(**{"timeout_s: 5": "timeout_s: 5, deadline_s: .nan"}), ["$.run.deadline_s", "finite"]),
     ("temperature .inf", _job_with(**{"max_tokens: 32": "max_tokens: 32, temperature: .inf"}), ["temperature"]),
+    # break14c N1: an integer past 64 bits was "ok" to validate, then a traceback in the run.
+    ("max_tokens 10**30", _job_with(**{"max_tokens: 32": "max_tokens: " + "1" + "0" * 30}), ["max_tokens", "64 bits"]),
     (
         "unknown output placeholder",
         _job_with(**{"timeout_s: 5": 'timeout_s: 5, output: "out/{job}.jsonl"'}),
@@ -269,6 +271,13 @@ DATASET_CASES: list[tuple[str, str, bytes, list[str]]] = [
         ["d.jsonl:2", "not UTF-8"],
     ),
     ("csv not utf-8", "d.csv", b"country,expect\nFran\xe7e,Paris\n", ["d.csv:2", "not UTF-8"]),
+    (
+        "jsonl integer past 64 bits",
+        "d.jsonl",
+        b'{"country": "F", "expect": "P"}\n{"country": 123456789012345678901234567890, "expect": "P"}\n',
+        ["d.jsonl:2", "more than 64 bits"],
+    ),
+    ("jsonl NaN", "d.jsonl", b'{"country": NaN, "expect": "P"}\n', ["d.jsonl:1", "NaN is not a JSON number"]),
     ("jsonl deep nesting", "d.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n", ["d.jsonl:1", "not valid JSON"]),
     (
         "jsonl bad check in row",

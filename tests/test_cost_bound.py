@@ -18,7 +18,7 @@ import pytest
 
 from batchrun import ExitCode
 from batchrun._client import ModelInfo
-from batchrun._costs import CostModel, prompt_token_bound
+from batchrun._costs import CostModel, prompt_token_bound, reasoning_budget
 from batchrun._job import load_job
 from batchrun._matrix import matrix_requests
 from batchrun._pricing import EndpointPrice, parse_prices
@@ -415,6 +415,15 @@ def test_the_completion_bound_holds_reasoning_tokens(tmp_path: Path, params: dic
     request = _request(tmp_path, params)
     assert costs.completion_cap(request) == cap
     assert costs.worst_case(request) == pytest.approx(prompt_token_bound(request) * PROMPT + cap * COMPLETION)
+
+
+def test_the_thinking_variant_counts_as_reasoning_on() -> None:
+    # model-variants/thinking.mdx: ":thinking ... enables extended reasoning" (break14c N6: it
+    # was costed as a plain request and billed 1,024 reasoning tokens each).
+    assert reasoning_budget({"model": "acme/cheap:thinking", "max_tokens": 50}) == 1024
+    assert reasoning_budget({"model": "acme/cheap", "models": ["acme/other:thinking"]}) == 1024
+    assert reasoning_budget({"model": "acme/cheap:thinking", "reasoning": {"max_tokens": 4000}}) == 4000
+    assert reasoning_budget({"model": "acme/cheap", "max_tokens": 50}) is None
 
 
 # -- break14b C6: an /endpoints answer that cannot be read is a failure, not "no listing" -----

@@ -169,10 +169,15 @@ def test_the_estimate_is_the_body_bound_and_the_answer_bytes(tmp_path: Path) -> 
         prompt_token_bound(request) * PROMPT + 7 * COMPLETION
     )
     # Reasoning tokens the reply counts are completion tokens, whatever completion_tokens says.
+    roomy = _request(tmp_path, {"max_tokens": 1000})
     hidden = {**usage, "completion_tokens_details": {"reasoning_tokens": 900}}
-    assert costs.charge_from_usage(request, hidden, answer_bytes=7) == pytest.approx(
-        prompt_token_bound(request) * PROMPT + 900 * COMPLETION
+    assert costs.charge_from_usage(roomy, hidden, answer_bytes=7) == pytest.approx(
+        prompt_token_bound(roomy) * PROMPT + 900 * COMPLETION
     )
+    # More than max_tokens let the model write cannot be true: no estimate (break14c N5: a
+    # million completion tokens for max_tokens 50 were "estimated" at $200).
+    assert costs.charge_from_usage(request, hidden, answer_bytes=7) is None
+    assert costs.charge_from_usage(request, {**usage, "completion_tokens": 10**6}, answer_bytes=7) is None
     # Counts above our bounds are taken as they are.
     big = {"prompt_tokens": 10**6, "completion_tokens": 40}
     assert costs.charge_from_usage(request, big, answer_bytes=7) == pytest.approx(10**6 * PROMPT + 40 * COMPLETION)
@@ -208,6 +213,21 @@ def test_max_price_that_excludes_every_endpoint_leaves_the_bound_uncapped(tmp_pa
     assert costs.worst_case(capped) == pytest.approx(prompt_token_bound(capped) * 0.01 + 50 * 0.02)
 
 
+def test_a_looked_up_cost_sent_as_a_string_is_not_believed(tmp_path: Path) -> None:
+    # break14c N4: /generation's total_cost "0.0000001" (a string) was taken as the charge.
+    hostile = server(Billing(reported="omit"), key_usage=True)
+
+    def generation(request: RawRequest) -> bytes:
+        asked = request.path.split("id=")[-1]
+        return json_answer(200, {"data": {"id": asked, "total_cost": "0.0000001", "usage": "0.0000001"}})
+
+    hostile.routes["/generation"] = generation
+    code, out, err, rows = run(hostile, tmp_path, JOB, "--budget", "5000")
+    assert code == ExitCode.OK, err
+    assert "looked_up" not in {r["cost_status"] for r in rows}
+    assert all(r["cost"] != pytest.approx(1e-7) for r in rows)
+
+
 # -- m6: a charge above its worst case is flagged ------------------------------------------------
 def test_a_looked_up_cost_above_the_worst_case_is_flagged(tmp_path: Path) -> None:
     billing = Billing(reported="omit")
@@ -215,7 +235,7 @@ def test_a_looked_up_cost_above_the_worst_case_is_flagged(tmp_path: Path) -> Non
 
     def generation(request: RawRequest) -> bytes:
         asked = request.path.split("id=")[-1]
-        return json_answer(200, {"data": {"id": asked, "total_cost": "404", "is_byok": False}})
+        return json_answer(200, {"data": {"id": asked, "total_cost": 404, "is_byok": False}})
 
     hostile.routes["/generation"] = generation
     code, out, err, rows = run(hostile, tmp_path, JOB, "--budget", "5000")

@@ -19,21 +19,15 @@ from batchrun import ExitCode
 from batchrun._reader import scan_states
 
 from .conftest import call_cli, final_rows, write_job
-from .hostile import HostileServer, RawRequest, chat_payload, json_answer
+from .hostile import JOB as HOSTILE_JOB
+from .hostile import Answer, HostileServer, RawRequest, chat_payload, json_answer
 from .hostile import run as run_hostile
 
-JOB = """
-name: hostile
-defaults:
-  params: {max_tokens: 16}
-models: [openai/gpt-4o-mini]
-prompts:
-  - id: capital
-    text: "Capital of {{country}}?"
-    vars: [{country: France}, {country: Japan}, {country: Italy}, {country: Spain}]
-    checks: [{contains: "Paris"}]
-run: {mode: batch, batch_poll_s: 0.01}
-"""
+# The hostile job, graded, in batch mode.
+_COUNTRIES = "vars: [{country: France}, {country: Japan}, {country: Italy}, {country: Spain}]\n"
+JOB = HOSTILE_JOB.replace(_COUNTRIES, _COUNTRIES + '    checks: [{contains: "Paris"}]\n').replace(
+    "run: {concurrency: 2, timeout_s: 10, max_attempts: 1, grace_s: 1}", "run: {mode: batch, batch_poll_s: 0.01}"
+)
 ROWS = 4
 ITEM_COST = 0.001
 pytestmark = pytest.mark.usefixtures("keys_env")
@@ -182,3 +176,28 @@ def test_a_sync_resume_never_sends_the_rows_of_a_batch_still_open(tmp_path: Path
         status["now"] = "completed"
         assert call_cli(path, *base, "--resume")[0] == ExitCode.OK  # batch mode (the job's) collects them
     assert sum(r["cost"] for r in final_rows(out)) == pytest.approx(0.01) and server.chat_rows() == []
+
+
+def test_a_batch_still_running_explains_what_the_key_was_charged(tmp_path: Path) -> None:
+    # A submit tick (exit 10) whose batch is billed before the run ends: not "unexplained".
+    server = batch_server(lambda ids: completed(0.01, ids, "in_progress"))
+    charged = {"usd": 0.0}
+    submit = server.routes["/beta/batches"]
+
+    def billed_submit(request: RawRequest) -> Answer:
+        charged["usd"] = 0.02  # above the one-cent tolerance, within the reservation
+        return submit(request)
+
+    server.routes["/beta/batches"] = billed_submit
+    server.key = lambda request: json_answer(
+        200, {"data": {"label": "k", "limit": None, "limit_remaining": None, "usage": charged["usd"]}}
+    )
+    path = write_job(tmp_path, JOB.replace("max_tokens: 16", "max_tokens: 10000"))  # reserves $0.024
+    with server.running():
+        options = ("--base-url", server.base_url, "-o", tmp_path / "out.jsonl", "--deadline", "0.5")
+        code, stdout, stderr = call_cli(path, *options)
+    assert code == ExitCode.SUBMITTED
+    reconciliation = summary(tmp_path)["reconciliation"]
+    assert reconciliation["key_usage_delta_usd"] == pytest.approx(0.02)
+    assert reconciliation["open_batches_held_usd"] > 0.02 and reconciliation["warning"] is None
+    assert "unexplained" not in stdout + stderr

@@ -14,7 +14,7 @@ import respx
 from batchrun._client import OpenRouterClient
 from batchrun._exceptions import Transient
 from batchrun._ledger import BudgetExhausted, CreditLedger
-from batchrun._pricing import MAX_USD, endpoints_slug, money, parse_endpoints, parse_prices
+from batchrun._pricing import MAX_USD, endpoints_slug, money, parse_endpoints, parse_prices, price
 from batchrun.simulator import SimConfig, Simulator
 
 from .conftest import FAKE_KEY, SMALL_JOB, child_env, cli, read_rows, write_job
@@ -30,7 +30,25 @@ def client() -> OpenRouterClient:
     ("value", "expected"),
     [("0.000001", 1e-6), (2, 2.0), ("-1", None), (-0.5, None), ("nan", None), ("inf", None), (True, None), ({}, None)],
 )
-def test_money_accepts_only_finite_non_negative_numbers(value: Any, expected: float | None) -> None:
+def test_a_price_is_a_finite_non_negative_number_or_decimal_string(value: Any, expected: float | None) -> None:
+    assert price(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1e-6, 1e-6),
+        (2, 2.0),
+        ("0.000001", None),
+        ("404", None),
+        (-0.5, None),
+        (True, None),
+        ({}, None),
+        (10**400, MAX_USD),
+    ],
+)
+def test_a_charge_is_a_finite_non_negative_json_number(value: Any, expected: float | None) -> None:
+    # A charge sent as a string is not believed: "0.0000001" from /generation passed (break14c N4).
     assert money(value) == expected
 
 
@@ -75,7 +93,7 @@ def test_a_price_or_override_that_cannot_be_read_makes_the_price_unknown(pricing
 
 def test_money_is_capped_so_sums_stay_finite() -> None:
     """break-14 finding 11: 1e308 counts in full, as the most there is, and two of them are no inf."""
-    assert money("1e308") == money(1e300) == MAX_USD
+    assert price("1e308") == money(1e300) == MAX_USD
     assert math.isfinite(sum([money(1e308) or 0.0] * 1000))
 
 
