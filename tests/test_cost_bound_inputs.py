@@ -95,12 +95,25 @@ FREE_PARSER = [{"id": "file-parser", "pdf": {"engine": "cloudflare-ai"}}]
     [
         (_job([TEXT, PDF_URL], plugins=FREE_PARSER), "a file given by URL or file_id"),
         (_job([TEXT, PDF_ID], plugins=FREE_PARSER), "a file given by URL or file_id"),
-        (_job([TEXT, PDF_INLINE]), "a file the file-parser may OCR"),
+        (_job([TEXT, PDF_INLINE]), "a file: its text and pages are not bounded"),
+        # break14c N17: a PDF's text is compressed: inline bytes bound nothing, even with a free engine.
+        (_job([TEXT, PDF_INLINE], plugins=FREE_PARSER), "a file: its text and pages are not bounded"),
         (_job([TEXT, IMAGE_URL, IMAGE_URL, IMAGE_URL]), "an image given by URL"),
         (_job([TEXT], tools=[{"type": "openrouter:web_search", "parameters": {"max_results": 25}}]), "server tool"),
+        # break14c N20: the OpenAI-style shorthand is converted to openrouter:web_search (openapi.yaml).
+        (_job([TEXT], tools=[{"type": "web_search_preview"}]), "server tool web_search_preview"),
         (_job([TEXT], plugins=[{"id": "web"}]), "web search"),
     ],
-    ids=["file-url", "file-id", "file-ocr", "image-url", "server-tool", "web-plugin"],
+    ids=[
+        "file-url",
+        "file-id",
+        "file-inline",
+        "file-inline-free-engine",
+        "image-url",
+        "server-tool",
+        "web-search-shorthand",
+        "web-plugin",
+    ],
 )
 def test_inputs_nothing_sent_bounds_are_refused_under_a_budget(tmp_path: Path, job: str, why: str) -> None:
     billing = MediaBilling()
@@ -114,8 +127,8 @@ def test_inputs_nothing_sent_bounds_are_refused_under_a_budget(tmp_path: Path, j
 
 @pytest.mark.parametrize(
     "content",
-    [[TEXT, IMAGE_INLINE], [TEXT, PDF_INLINE]],
-    ids=["inline-image", "inline-pdf-free-parser"],
+    [[TEXT, IMAGE_INLINE]],
+    ids=["inline-image"],
 )
 def test_inline_parts_stay_bounded_by_their_bytes(tmp_path: Path, content: list[dict[str, Any]]) -> None:
     billing = MediaBilling()
