@@ -117,7 +117,10 @@ def reasoning_budget(body: dict[str, Any]) -> int | None:
     if isinstance(reasoning, dict):
         budget = count(reasoning.get("max_tokens")) or 0
         effort = reasoning.get("effort")
-        on = on or bool(budget) or effort not in (None, "none") or reasoning.get("enabled") is True
+        # `exclude: true` hides the reasoning from the answer: "the model will still use
+        # reasoning" (reasoning-tokens.mdx; break14c N6).
+        asked = reasoning.get("enabled") is True or reasoning.get("exclude") is True
+        on = on or bool(budget) or effort not in (None, "none") or asked
         if reasoning.get("enabled") is False or (effort == "none" and not budget):
             on = top_effort not in (None, "none")
     # The `:thinking` variant "enables extended reasoning" (model-variants/thinking.mdx),
@@ -132,17 +135,28 @@ def _choices(request: Request) -> int:
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
-def _caches(request: Request) -> bool:
-    # cache_control sits in content parts; plain string messages cannot ask for caching.
-    parts = [m.get("content") for m in request.body["messages"] if isinstance(m.get("content"), list)]
-    return bool(parts) and "cache_control" in json.dumps(parts)
+def prediction_tokens(body: dict[str, Any]) -> int:
+    """Predicted-output tokens a request may be billed beyond its answer: the predicted tokens
+    not used are billed "at completion token rates" and max_tokens does not cap them
+    (openapi.yaml: Prediction, completion_tokens_details.rejected_prediction_tokens; break14c
+    N13). At most one token a byte of the prediction as sent."""
+    prediction = body.get("prediction")
+    return 0 if prediction is None else len(orjson.dumps(prediction))
 
 
 def applicable_keys(request: Request, model: str) -> dict[str, str]:
     """The price components this request can be charged, and what each is charged on."""
-    keys = {"prompt": "prompt", "completion": "completion", "internal_reasoning": "completion", "request": "once"}
-    if _caches(request):
-        keys.update(input_cache_write="prompt", input_cache_write_1h="prompt")
+    # A cache write is possible on any request where the endpoint lists its price: with
+    # cache_control in a part, at the top level ("automatic caching"), or with none at all on
+    # models that write caches without opt-in (prompt-caching.mdx; break14c N14).
+    keys = {
+        "prompt": "prompt",
+        "completion": "completion",
+        "internal_reasoning": "completion",
+        "request": "once",
+        "input_cache_write": "prompt",
+        "input_cache_write_1h": "prompt",
+    }
     if _parts(request, "input_audio"):
         keys["audio"] = "prompt"
     images = _parts(request, "image_url")
@@ -227,7 +241,7 @@ class CostModel:
             if cap is None:
                 return None
         reasoning = reasoning_budget(request.body)
-        return cap if reasoning is None else max(cap, reasoning)
+        return (cap if reasoning is None else max(cap, reasoning)) + prediction_tokens(request.body)
 
     def _cost(
         self, request: Request, model: str, prompt: int, completion: int | None, token_factor: float = 1.0

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from batchrun import ExitCode
@@ -367,13 +368,31 @@ def test_image_output_is_costed_per_image(tmp_path: Path) -> None:
     assert "image_output" in costs.describe(drawn) and "image_output" not in costs.describe(text)
 
 
-def test_cache_write_is_in_the_basis_only_when_asked_for(tmp_path: Path) -> None:
+def test_a_listed_cache_write_price_bounds_every_prompt(tmp_path: Path) -> None:
+    # prompt-caching.mdx: a top-level cache_control ("automatic caching") writes the cache, and
+    # some models write it with no opt-in at all; a top-level one was not priced (break14c N14).
     costs = _costs(pricing(input_cache_write="0.5"))
-    cached = _request(
-        tmp_path, {"max_tokens": 1}, [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]
+    for params in ({"max_tokens": 1}, {"max_tokens": 1, "cache_control": {"type": "ephemeral", "ttl": "1h"}}):
+        request = _request(tmp_path, params)
+        assert "input_cache_write" in costs.describe(request)
+        assert costs.worst_case(request) == pytest.approx(prompt_token_bound(request) * 0.5 + COMPLETION)
+    # Where no write price is listed, the prompt price stands.
+    plain = _costs(pricing())
+    request = _request(tmp_path, {"max_tokens": 1})
+    assert plain.worst_case(request) == pytest.approx(prompt_token_bound(request) * PROMPT + COMPLETION)
+
+
+def test_a_prediction_is_costed_as_completion_tokens_too(tmp_path: Path) -> None:
+    # Rejected prediction tokens are billed at the completion price, max_tokens not capping
+    # them (openapi.yaml Prediction; break14c N13).
+    costs = _costs(pricing())
+    code = "def f():\n    return 1\n" * 200
+    predicted = _request(tmp_path, {"max_tokens": 50, "prediction": {"type": "content", "content": code}})
+    extra = len(orjson.dumps({"type": "content", "content": code}))
+    assert costs.completion_cap(predicted) == 50 + extra
+    assert costs.worst_case(predicted) == pytest.approx(
+        prompt_token_bound(predicted) * PROMPT + (50 + extra) * COMPLETION
     )
-    assert "input_cache_write" in costs.describe(cached)
-    assert "input_cache_write" not in costs.describe(_request(tmp_path, {"max_tokens": 1}))
 
 
 def test_the_basis_shown_is_the_model_that_sets_the_worst_case(tmp_path: Path) -> None:
@@ -424,6 +443,8 @@ def test_the_thinking_variant_counts_as_reasoning_on() -> None:
     assert reasoning_budget({"model": "acme/cheap", "models": ["acme/other:thinking"]}) == 1024
     assert reasoning_budget({"model": "acme/cheap:thinking", "reasoning": {"max_tokens": 4000}}) == 4000
     assert reasoning_budget({"model": "acme/cheap", "max_tokens": 50}) is None
+    # exclude: true hides the reasoning; "the model will still use reasoning" (reasoning-tokens.mdx).
+    assert reasoning_budget({"model": "acme/cheap", "reasoning": {"exclude": True}}) == 1024
 
 
 # -- break14b C6: an /endpoints answer that cannot be read is a failure, not "no listing" -----
