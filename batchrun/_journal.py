@@ -36,6 +36,7 @@ from ._exceptions import OutputFailed, RequestFailed
 from ._files import open_regular
 from ._generation import valid_generation_id
 from ._matrix import Request
+from ._output_paths import JOURNAL_SUFFIX
 from ._record_head import RECORD_START, record_head
 from ._results import ResultsWriter
 
@@ -44,7 +45,7 @@ LOOKUPS_AT_ONCE = 8
 
 def journal_path(results: Path) -> Path:
     name = results.name[: -len(".jsonl")] if results.name.endswith(".jsonl") else results.name
-    return results.with_name(name + ".attempts.jsonl")
+    return results.with_name(name + JOURNAL_SUFFIX)
 
 
 class AttemptJournal:
