@@ -189,8 +189,8 @@ def test_kill_9_right_after_submit_then_resume_keeps_one_batch_per_model(
     sidecar = out.with_name("r.batches.json")
     before = sidecar.read_bytes()
     for pasted in (f"batch_{FAKE_KEY}", f"batch_{FAKE_KEY[12:40]}", "b 2/../x"):
-        code, _, err = call_cli("batches", "adopt", out, "b2", pasted)
-        assert code == ExitCode.USAGE and "not an id" in err and FAKE_KEY[12:40] not in err
+        refused, _, err = call_cli("batches", "adopt", out, "b2", pasted)
+        assert refused == ExitCode.USAGE and "not an id" in err and FAKE_KEY[12:40] not in err
     assert sidecar.read_bytes() == before
     assert call_cli("batches", "adopt", out, "b2", b2)[0] == 0
     clock.now += 7200
