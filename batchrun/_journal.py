@@ -32,7 +32,7 @@ import orjson
 
 from ._charges import Charge, RowCharges
 from ._client import OpenRouterClient
-from ._exceptions import OutputFailed, RequestFailed
+from ._exceptions import JobError, OutputFailed, Problem, RequestFailed
 from ._files import open_regular
 from ._generation import valid_generation_id
 from ._matrix import Request
@@ -51,10 +51,13 @@ def journal_path(results: Path) -> Path:
 class AttemptJournal:
     """Appends a line per attempt before it is sent; deleted when the run ends whole."""
 
-    def __init__(self, results: Path, writer: ResultsWriter) -> None:
+    def __init__(self, results: Path, writer: ResultsWriter, job: str) -> None:
         self.path = journal_path(results)
         self._writer = writer
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # Whose attempts these are: a later run of another job on the output must not take
+        # them for its own rows (break14c N11).
+        self._write(orjson.dumps({"job": job}) + b"\n")
 
     def _write(self, line: bytes) -> None:
         try:
@@ -92,7 +95,7 @@ class Crashed:
     attempts: list[dict[str, Any]] = field(default_factory=list)  # {"at", "usd", "gen"}
 
 
-def _read(path: Path) -> dict[str, Crashed]:
+def _read(path: Path, job: str) -> dict[str, Crashed]:
     rows: dict[str, Crashed] = {}
     with open_regular(path) as handle:
         for line in handle:
@@ -100,6 +103,22 @@ def _read(path: Path) -> dict[str, Crashed]:
                 break  # torn by the crash: that attempt's write never finished, so it was not sent
             try:
                 entry = orjson.loads(line)
+                if "job" in entry and entry["job"] != job:
+                    name = str(entry["job"])[:80]
+                    raise JobError(
+                        [
+                            Problem(
+                                str(path),
+                                None,
+                                None,
+                                "",
+                                f"the attempt journal of job {name!r}, not of {job!r}: "
+                                "run that job on this output to record what its crash left, or remove the file",
+                            )
+                        ]
+                    )
+                if "job" in entry:
+                    continue
                 row = entry["row"]
                 if "gen" in entry:
                     if row in rows and rows[row].attempts:
@@ -178,7 +197,7 @@ async def recover(
     path = journal_path(results)
     if not path.exists():
         return 0
-    rows = _read(path)
+    rows = _read(path, job[0])
     if rows and results.exists():
         _drop_recorded(results, rows)
     if rows:

@@ -256,7 +256,7 @@ async def _locked_run(
                 on_record(record)
 
         writer = ResultsWriter(output)
-        journal = AttemptJournal(output, writer)
+        journal = AttemptJournal(output, writer, job.name)
         runner = Runner(
             client,
             writer,
