@@ -41,7 +41,7 @@ def _limit_file_size() -> None:
 
 
 def test_a_file_size_limit_mid_run_is_exit_10_naming_the_file_and_stops_dispatch(
-    tmp_path: Path, sim: Simulator
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = write_job(tmp_path, BIG_JOB.replace("concurrency: 4", "concurrency: 2"))
     out = tmp_path / "limited.jsonl"
@@ -60,6 +60,16 @@ def test_a_file_size_limit_mid_run_is_exit_10_naming_the_file_and_stops_dispatch
     assert 0 < len(rows) < 200
     # The first failed write stopped dispatch: at most the requests in flight went unrecorded.
     assert sim.stats.chat_requests <= len(rows) + 2 + 1
+    # Those are in the attempt journal, kept since records were lost; the next run records them
+    # (break-14b M4), so what they may have cost is counted before anything is sent again.
+    lost = set(sim.stats.by_row) - {str(r["id"]) for r in rows}
+    assert (tmp_path / "limited.attempts.jsonl").exists() and lost
+    monkeypatch.setenv("OPENROUTER_API_KEY", "k")
+    code, _, err = call_cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", "--budget", "0.000001")
+    assert code == ExitCode.BUDGET, err
+    appended = whole_lines(out)[len(rows) :]
+    assert {str(r["id"]) for r in appended if r["reason"] == "crashed"} == lost
+    assert not (tmp_path / "limited.attempts.jsonl").exists()
 
 
 @pytest.mark.parametrize("device", ["/dev/null", "/dev/full"])
