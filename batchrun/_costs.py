@@ -108,11 +108,16 @@ def _outputs(request: Request, modality: str) -> bool:
 REASONING_FLOOR = 1024
 
 
-def reasoning_budget(body: dict[str, Any]) -> int | None:
-    """The reasoning tokens a request may bill beyond its answer's cap; None without reasoning."""
+def reasoning_budget(body: dict[str, Any], default: str | None = None) -> int | None:
+    """The reasoning tokens a request may bill beyond its answer's cap; None without reasoning.
+
+    `default`: what /models says of a model that may answer: "mandatory" (it always reasons)
+    or "enabled" (it reasons unless the request turns it off): reasoning-tokens.mdx,
+    "Discovering per-model reasoning options" (break14c N6)."""
     reasoning = body.get("reasoning")
     top_effort = body.get("reasoning_effort")
     on = top_effort not in (None, "none")
+    off = top_effort == "none"
     budget = 0
     if isinstance(reasoning, dict):
         budget = count(reasoning.get("max_tokens")) or 0
@@ -122,11 +127,12 @@ def reasoning_budget(body: dict[str, Any]) -> int | None:
         asked = reasoning.get("enabled") is True or reasoning.get("exclude") is True
         on = on or bool(budget) or effort not in (None, "none") or asked
         if reasoning.get("enabled") is False or (effort == "none" and not budget):
-            on = top_effort not in (None, "none")
+            on, off = top_effort not in (None, "none"), True
     # The `:thinking` variant "enables extended reasoning" (model-variants/thinking.mdx),
     # whatever the body says, for the model or a fallback (break14c N6).
     models = [body.get("model"), *(body.get("models") or [])]
     on = on or any(isinstance(m, str) and m.endswith(":thinking") for m in models)
+    on = on or default == "mandatory" or (default == "enabled" and not off)
     return max(budget, REASONING_FLOOR) if on else None
 
 
@@ -240,8 +246,14 @@ class CostModel:
             cap = basis.max_completion_tokens() if basis is not None else None
             if cap is None:
                 return None
-        reasoning = reasoning_budget(request.body)
+        reasoning = reasoning_budget(request.body, self._reasoning_default(request))
         return (cap if reasoning is None else max(cap, reasoning)) + prediction_tokens(request.body)
+
+    def _reasoning_default(self, request: Request) -> str | None:
+        """The strongest reasoning default /models gives a model that may answer the request."""
+        infos = [self.models.get(m) if self.models else None for m in [request.model, *request.body.get("models", [])]]
+        defaults = {info.reasoning_default for info in infos if info is not None}
+        return "mandatory" if "mandatory" in defaults else "enabled" if "enabled" in defaults else None
 
     def _cost(
         self, request: Request, model: str, prompt: int, completion: int | None, token_factor: float = 1.0

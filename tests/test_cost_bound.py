@@ -8,6 +8,7 @@ what the server billed never passes the budget, and `plan` says what the run wil
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -18,11 +19,13 @@ import orjson
 import pytest
 
 from batchrun import ExitCode
+from batchrun._account_reply import model_info
 from batchrun._client import ModelInfo
 from batchrun._costs import CostModel, prompt_token_bound, reasoning_budget
 from batchrun._job import load_job
 from batchrun._matrix import matrix_requests
 from batchrun._pricing import EndpointPrice, parse_prices
+from batchrun._scrub import Scrubber
 
 from .conftest import call_cli, write_job
 from .hostile import HostileServer, RawRequest, chat_payload, check, http, json_answer
@@ -436,6 +439,28 @@ def test_the_completion_bound_holds_reasoning_tokens(tmp_path: Path, params: dic
     assert costs.worst_case(request) == pytest.approx(prompt_token_bound(request) * PROMPT + cap * COMPLETION)
 
 
+@pytest.mark.parametrize(
+    ("default", "reasoning", "cap"),
+    [
+        ("mandatory", None, 1024),
+        ("mandatory", {"enabled": False}, 1024),  # "do not send effort none: the model rejects it"
+        ("enabled", None, 1024),
+        ("enabled", {"enabled": False}, 50),
+        (None, None, 50),
+    ],
+)
+def test_a_model_that_reasons_by_default_gets_the_reasoning_floor(
+    tmp_path: Path, default: str | None, reasoning: dict[str, Any] | None, cap: int
+) -> None:
+    # reasoning-tokens.mdx: /models says `default_enabled` / `mandatory`; such a model was costed
+    # as a plain request when the job set no reasoning (break14c N6).
+    costs = _costs(pricing())
+    assert costs.models is not None
+    costs.models[MODEL] = dataclasses.replace(costs.models[MODEL], reasoning_default=default)
+    params: dict[str, Any] = {"max_tokens": 50} | ({"reasoning": reasoning} if reasoning else {})
+    assert costs.completion_cap(_request(tmp_path, params)) == cap
+
+
 def test_the_thinking_variant_counts_as_reasoning_on() -> None:
     # model-variants/thinking.mdx: ":thinking ... enables extended reasoning" (break14c N6: it
     # was costed as a plain request and billed 1,024 reasoning tokens each).
@@ -477,3 +502,14 @@ def test_an_endpoints_listing_with_a_huge_integer_is_still_read(tmp_path: Path) 
     code, stdout, err = plan(hostile, tmp_path, JOB)
     assert code == ExitCode.OK, err
     assert "price basis: endpoints" in stdout and "p1" in stdout
+
+
+def test_the_models_list_says_which_models_reason_by_default() -> None:
+    entry = {"id": "g/flash", "pricing": {"prompt": "0.000001", "completion": "0.000002"}}
+    read = [
+        model_info({**entry, "reasoning": {"mandatory": True, "default_enabled": True}}, Scrubber()),
+        model_info({**entry, "reasoning": {"default_enabled": True}}, Scrubber()),
+        model_info({**entry, "reasoning": {"default_enabled": "yes", "mandatory": 1}}, Scrubber()),
+        model_info(entry, Scrubber()),
+    ]
+    assert [info.reasoning_default if info else "?" for info in read] == ["mandatory", "enabled", None, None]
