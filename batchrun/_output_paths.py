@@ -19,6 +19,7 @@ from typing import Any
 
 from ._exceptions import ResultsError
 from ._formats import utc_compact
+from ._journal_file import JOURNAL_SUFFIX
 from ._results import results_job
 
 DEFAULT_PATTERN = "outputs/{name}/{timestamp}.jsonl"
@@ -102,9 +103,6 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-JOURNAL_SUFFIX = ".attempts.jsonl"  # the attempt journal beside X.jsonl (_journal)
 
 
 def results_files(folder: Path) -> list[Path]:
