@@ -130,7 +130,18 @@ def next_models_page(reply: Reply) -> str | None:
     return f"/models?offset={numbers['offset']}&limit={numbers['limit']}"
 
 
-_KEY_MONEY = ("limit", "usage", "usage_daily", "usage_weekly", "usage_monthly")
+# byok_usage too: a key whose limit includes BYOK counts it as spend (_reconcile.key_usage).
+_KEY_MONEY = (
+    "limit",
+    "usage",
+    "usage_daily",
+    "usage_weekly",
+    "usage_monthly",
+    "byok_usage",
+    "byok_usage_daily",
+    "byok_usage_weekly",
+    "byok_usage_monthly",
+)
 
 
 def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from ._journal import AttemptJournal
 from ._ledger import BudgetExhausted, CreditLedger
 from ._matrix import Request
 from ._pricing import usd
-from ._reconcile import key_usage
-from ._retry import RetryPolicy, call_with_retries
+from ._reconcile import MISMATCH_USD, key_remaining, key_spend, key_usage
+from ._retry import RetryPolicy, call_with_retries, retry_call
 from ._row import Row
 from ._settings import RunSettings
 from ._status import StopReason
@@ -45,6 +45,8 @@ class Dispatcher:
         costs: CostModel | None,
         limit_from_key: bool,
         key_usage_start: float | None,
+        key_remaining_start: float | None = None,
+        key_start_unread: str | None = None,
     ) -> None:
         self.client = client
         self.clock = clock
@@ -57,6 +59,8 @@ class Dispatcher:
         self.settings = settings  # stream, timeout_s, key_refresh_*, budget_margin_usd
         self.limit_from_key = limit_from_key  # the binding limit is the key's credit, not our budget
         self.key_usage_start = key_usage_start  # the key's usage before the first request (_ledger.follow_key)
+        self.key_remaining_start = key_remaining_start  # its limit_remaining then (_reconcile.key_spend)
+        self.key_start_unread = key_start_unread  # why /key answered at the start without a usable usage
         self._sent_since_refresh = 0
         self._last_refresh = clock.monotonic()  # pre-flight has just read /key
         self._refreshing = False
@@ -144,6 +148,8 @@ class Dispatcher:
                     await self._charge_failure(row, failure)
                 elif failure.maybe_billed:
                     self._hold(row, failure)
+                else:
+                    await self._release_unbilled(row)
                 raise
 
         return await call_with_retries(attempt, self.policy, self.clock.sleep, row.log, time_left=self.stops.time_left)
@@ -154,6 +160,17 @@ class Dispatcher:
         if row.reservation is not None:
             reservation, row.reservation = row.reservation, None
             self.charges.abandoned(failure, reservation, row.charges)
+        row.sent = False
+
+    async def _release_unbilled(self, row: Row) -> None:
+        """A failure the server says was not billed gives its reservation back to the ledger,
+        but not to the key window: the next attempt reserves anew, drawing on the window, so
+        only a /key read re-opens that room, as for a reported cost (break14c N9: retries went
+        out on the first attempt's reservation, 24 attempts of a server billing its 500s on 4
+        reservations and no /key read, $0.48 charged under a $0.10 budget)."""
+        if row.reservation is not None:
+            reservation, row.reservation = row.reservation, None
+            await asyncio.shield(self.ledger.release(reservation))
         row.sent = False
 
     async def charge_answer(self, row: Row, result: ChatResult) -> None:
@@ -199,11 +216,29 @@ class Dispatcher:
     # -- key refresh ------------------------------------------------------------------------
     def watch_key(self) -> None:
         """With a limit and the key's usage to follow, every reservation draws on the ledger's
-        key window, and /key is read again before one that it cannot hold (_ledger)."""
-        if self.key_usage_start is None or self.costs is None or self.costs.models is None:
+        key window, and /key is read again before one that it cannot hold (_ledger). Under a
+        limit, a /key that answered at the start without a usable usage leaves nothing to
+        follow: the run stops before sending anything (`key_lost`)."""
+        if self.costs is None or self.costs.models is None:
+            return
+        if self.key_usage_start is None:
+            if self.key_start_unread is not None and self.ledger.limit is not None:
+                self.key_lost(f"its usage could not be read at the start of the run ({self.key_start_unread})")
             return
         self.ledger.read_key = self._read_key
         self.ledger.open_key_window()
+
+    def key_lost(self, why: str) -> None:
+        """Under a limit, the key's usage can no longer be followed: no window can be trusted,
+        so nothing more is reserved and dispatching stops (exit 5). The window was dropped
+        silently before, and a server under-reporting every answer was believed again until
+        the end: $0.24 charged under a $0.05 budget, exit 0 (break14c N7)."""
+        self.ledger.lose_key_window()
+        self.stops.request(
+            StopReason.KEY_UNREADABLE,
+            f"the key's usage cannot be followed: {why}; under a limit, costs the answers under-report "
+            "could not be caught, so nothing more is sent",
+        )
 
     async def maybe_refresh_key(self) -> None:
         """Other jobs and shards may share the key: every N requests or T seconds, one
@@ -226,29 +261,46 @@ class Dispatcher:
             self._refreshing = False
 
     async def _read_key(self) -> None:
-        """Read /key; the ledger follows its usage and its credit, and opens a new key window
-        (also when the read failed: a failed refresh is not a reason to stop, and the next
-        window reads again). The docs give /key no rate limit of its own (limits.mdx: only
-        DDoS protection, and "call GET /api/v1/key ... to track limit_remaining"); the
-        window asks at most one read per reservation, near the end of the budget."""
+        """Read /key (retried like start-up's read); the ledger follows its usage and its
+        credit, and opens a new key window. With the window in force, a read that still fails,
+        or a usage that fell or is not a number, stops the run instead (`key_lost`). The docs
+        give /key no rate limit of its own (limits.mdx: only DDoS protection, and "call GET
+        /api/v1/key ... to track limit_remaining"); the window asks at most one read per
+        reservation, near the end of the budget."""
         self._sent_since_refresh = 0
         self._last_refresh = self.clock.monotonic()
+        lost: str | None = None
         try:
-            info = await self.client.key_info()
-        except RequestFailed:
-            info = None
+            info = await retry_call(self.client.key_info, self.policy, self.clock.sleep, self.stops.time_left)
+        except RequestFailed as failure:
+            info, lost = None, f"/key failed ({failure.kind}: {failure.message[:200]})"
+        else:
+            lost = None if info is not None else "/key is not there any more"
         try:
-            await self._follow_key(info)
+            if info is not None:
+                lost = await self._follow_key(info)
         finally:
-            self.ledger.open_key_window()
+            if lost is not None and self.ledger.read_key is not None and self.ledger.limit is not None:
+                self.key_lost(lost)
+            else:
+                self.ledger.open_key_window()
 
-    async def _follow_key(self, info: dict[str, Any] | None) -> None:
-        usage = key_usage(info)
-        if usage is not None and self.key_usage_start is not None:
-            self.ledger.follow_key(usage - self.key_usage_start)
-        remaining = info.get("limit_remaining") if info else None
-        if isinstance(remaining, (int, float)):
+    async def _follow_key(self, info: dict[str, Any]) -> str | None:
+        """Follow the key's spend (its usage, as its limit counts it, or the fall of its
+        limit_remaining: _reconcile.key_spend) and its credit; returns why its usage cannot be
+        followed, or None."""
+        start = self.key_usage_start
+        if start is not None:
+            usage = key_usage(info)
+            if usage is None:
+                return "/key answered a usage that is missing or not a number"
+            if usage < start - MISMATCH_USD:
+                return f"its usage went down (${start:.4f} -> ${usage:.4f}), which usage cannot do"
+            self.ledger.follow_key(key_spend(start, usage, self.key_remaining_start, key_remaining(info)))
+        remaining = key_remaining(info)
+        if remaining is not None:
             new_limit = self.ledger.spent + remaining - self.settings.budget_margin_usd
             if self.ledger.limit is None or new_limit < self.ledger.limit:
                 self.limit_from_key = True
                 await self.ledger.lower_limit(new_limit)
+        return None

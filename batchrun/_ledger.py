@@ -17,6 +17,9 @@ So that a lie is seen before it can matter, the room a reported cost frees is on
 once the key confirms it: after each /key read the ledger opens a *key window* of what was
 then left, and every reservation draws its worst case from it. A reservation the window
 cannot hold first has the key read again (`read_key`, one read shared by every waiter).
+A failed attempt's released reservation returns its room to the ledger but not to the
+window: the next attempt reserves again. When the key cannot be read (after retries), or
+its usage fell or is not a number, the window is lost for good and nothing more is reserved.
 Whatever the answers claim, what is charged after a read is at most the worst cases
 reserved after it, which never pass what the key showed was left; the run can pass the
 budget only by charges the key did not show yet when it was read (attempts then in flight
@@ -57,6 +60,9 @@ class CreditLedger:
         self.read_key: Callable[[], Awaitable[None]] | None = None
         self._key_read: asyncio.Future[None] | None = None
         self.key_reads = 0  # reads the window asked for
+        # The key's usage can no longer be followed (a read failed, or its usage fell): no
+        # window can be trusted, so nothing more is reserved (`lose_key_window`).
+        self.key_lost = False
         self.batches_open = 0.0  # reservations of submitted batches not collected yet (in `reserved`)
 
     @property
@@ -77,6 +83,8 @@ class CreditLedger:
         # Single-threaded asyncio: the check and the update below happen without an
         # await between them, so no lock is needed on the fast path.
         while True:
+            if self.key_lost:
+                raise BudgetExhausted()
             if self._beyond_window(amount):
                 await self._read_key_once()
                 if self._beyond_window(amount) and self._fits(amount):
@@ -104,6 +112,13 @@ class CreditLedger:
         next read. Called by `read_key` (also when the read failed: then the ledger's own
         figures are all there is, and the next window asks again)."""
         self.key_window = self.remaining
+        self._wake()
+
+    def lose_key_window(self) -> None:
+        """The key's usage cannot be followed any more (_dispatch.key_lost): the window stays
+        shut, and every reservation from now on, waiting or not, is refused."""
+        self.key_window = 0.0
+        self.key_lost = True
         self._wake()
 
     async def _read_key_once(self) -> None:

@@ -268,6 +268,8 @@ async def _locked_run(
             ledger=ledger,
             limit_from_key=pre.limit_from_key,
             key_usage_start=pre.key_usage,
+            key_remaining_start=pre.key_remaining,
+            key_start_unread=pre.key_unread,
             on_record=record_done,
             judge=job.judge,
             cache=cache,
@@ -322,6 +324,7 @@ async def _locked_run(
             retry_policy(settings),
             options.clock.sleep,
             cleanup_left,
+            start_remaining=pre.key_remaining,
         )
         if reconciliation["warning"]:
             notice("warning: " + reconciliation["warning"])

@@ -23,7 +23,7 @@ from ._judging import judge_requests_for
 from ._matrix import Request, Shard, matrix_requests, request_params
 from ._models import Lookup, Resolution, resolve_models
 from ._options import Notice, RunOptions
-from ._reconcile import key_usage
+from ._reconcile import key_remaining, key_usage
 from ._results import RowState, ScanResult
 from ._retry import retry_call, retry_policy
 from ._routing import routing_warning, unpinned_models
@@ -221,6 +221,7 @@ class Preflight:
     balance: float | None = None  # the account's balance (/credits), with a management key
     # Why /key answered but its usage could not be read (then nothing is reconciled).
     key_unread: str | None = None
+    key_remaining: float | None = None  # the key's limit_remaining then (_reconcile.key_spend)
 
 
 def missing_account_api(base_url: str, models: object | None, key: object | None) -> str | None:
@@ -297,4 +298,6 @@ async def preflight(
         notice(f"warning: no known worst case for {reasons}: reserved at $0 (run.allow_unknown_prices)")
     usage = key_usage(key)
     unread = "its usage is missing or not a number" if key is not None and usage is None else None
-    return Preflight(models, costs, estimated, budget, limit_from_key, usage, balance, unread)
+    return Preflight(
+        models, costs, estimated, budget, limit_from_key, usage, balance, unread, key_remaining=key_remaining(key)
+    )

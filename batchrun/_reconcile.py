@@ -22,15 +22,40 @@ MISMATCH_USD = 0.01
 
 
 def key_usage(info: dict[str, Any] | None) -> float | None:
-    """The key's usage as its limit counts it (openapi /key: byok_usage, include_byok_in_limit);
-    None when it is not a finite non-negative number (parse_key_data checked the money fields)."""
+    """The key's usage as its limit counts it: `usage`, plus `byok_usage` ("Total external BYOK
+    usage (in USD) for the API key", openapi /key) when `include_byok_in_limit` is true (break14c
+    N3: it was dropped, and a key charged mostly as BYOK spent 4.8x the budget unseen). A flag
+    that is not a boolean counts `byok_usage` too (more spend seen only stops a run earlier).
+    None when a part the limit counts is not a finite non-negative number (parse_key_data
+    checked the money fields): then the usage cannot be followed."""
     usage = money(info.get("usage")) if info else None
     if info is None or usage is None:
         return None
+    counted = info.get("include_byok_in_limit")
     byok = money(info.get("byok_usage"))
-    if info.get("include_byok_in_limit") is True and byok is not None:
+    if counted is True and byok is None:
+        return None
+    if counted is not False and byok is not None:
         usage += byok
     return usage
+
+
+def key_remaining(info: dict[str, Any] | None) -> float | None:
+    """The key's `limit_remaining` (None: no per-key limit, or no /key)."""
+    remaining = info.get("limit_remaining") if info else None
+    return float(remaining) if isinstance(remaining, (int, float)) and not isinstance(remaining, bool) else None
+
+
+def key_spend(start_usage: float, usage: float, start_remaining: float | None, remaining: float | None) -> float:
+    """What the key was charged since the start, as far as /key shows it: the rise of its usage,
+    or the fall of its `limit_remaining` when that is larger (break14c N3: a limit that counts
+    spend the usage fields leave out, BYOK under a flag that says otherwise, shows there). A
+    rise of `limit_remaining` (a reset, a raised limit) shows nothing; a lowered limit shows as
+    spend, which only stops a run earlier."""
+    spend = usage - start_usage
+    if start_remaining is not None and remaining is not None:
+        spend = max(spend, start_remaining - remaining)
+    return spend
 
 
 def reconcile(

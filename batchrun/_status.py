@@ -23,6 +23,9 @@ class StopReason(StrEnum):
     AUTH = "auth"  # the key was refused
     CREDITS = "credits"  # the key's limit or the account's credits are used up
     BUDGET = "budget"  # the job's budget (--budget, run.budget_usd) cannot hold the next worst case
+    # Under a limit, the key's usage could not be followed (/key failed, or its usage fell or is
+    # not a number): costs the answers under-report could not be caught (break14c N7)
+    KEY_UNREADABLE = "key_unreadable"
     DEADLINE = "deadline"
     INTERRUPTED = "interrupted"  # SIGINT or SIGTERM
     IO = "io"  # the results file cannot be written: stop at the first failed write

@@ -32,6 +32,7 @@ _STOP_CODES: dict[str, ExitCode] = {
     StopReason.AUTH: ExitCode.AUTH,
     StopReason.CREDITS: ExitCode.BUDGET,
     StopReason.BUDGET: ExitCode.BUDGET,
+    StopReason.KEY_UNREADABLE: ExitCode.BUDGET,
     StopReason.DEADLINE: ExitCode.DEADLINE,
     StopReason.SUBMITTED: ExitCode.SUBMITTED,
     StopReason.IO: ExitCode.IO,

@@ -90,6 +90,8 @@ class Runner:
         ledger: CreditLedger | None = None,
         limit_from_key: bool = False,
         key_usage_start: float | None = None,
+        key_remaining_start: float | None = None,
+        key_start_unread: str | None = None,
         on_record: Callable[[dict[str, Any]], None] | None = None,
         judge: GraderSettings | None = None,
         cache: CacheSession | None = None,
@@ -114,6 +116,8 @@ class Runner:
             costs=costs,
             limit_from_key=limit_from_key,
             key_usage_start=key_usage_start,
+            key_remaining_start=key_remaining_start,
+            key_start_unread=key_start_unread,
         )
         self.charges = self.dispatch.charges
         self.records = RowRecords(

@@ -9,6 +9,7 @@ no traceback, every row once, no key nor a 16-character fragment of one anywhere
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -245,19 +246,29 @@ def test_an_end_of_run_key_read_that_fails_is_said_everywhere(tmp_path: Path, en
 @pytest.mark.parametrize("start", ["abc", "-1e308", None])
 def test_a_start_up_key_usage_that_cannot_be_read_is_said_everywhere(tmp_path: Path, start: Any) -> None:
     # /key answers, but its `usage` is not a number: nothing to reconcile against at the
-    # end, and no under-reported cost can be caught at a refresh. Said like an end failure.
-    usages = iter([float(start) if start == "-1e308" else start])
-    server = HostileServer(chat=lambda r: json_answer(200, chat_payload()))
-    server.key = lambda r: json_answer(
-        200, {"data": {"limit": None, "limit_remaining": None, "usage": next(usages, 0)}}
-    )
-    outcome = run(server, tmp_path, "--budget", "1")
-    assert outcome.code == ExitCode.OK and len(outcome.rows) == 4
-    rec = _summary(tmp_path)["reconciliation"]
-    assert rec["warning"].startswith("not reconciled: the key's usage could not be read at the start of the run")
-    assert rec["key_usage_delta_usd"] is None
-    for channel in (outcome.stderr, outcome.stdout, (tmp_path / "step.md").read_text()):
-        assert "not reconciled" in channel
+    # end, and no under-reported cost can be caught at a refresh. Said like an end failure;
+    # under a limit, nothing is sent (break14c N7: no key window, $0.24 spent under $0.05).
+    for budget in ([], ["--budget", "1"]):
+        usages = iter([float(start) if start == "-1e308" else start])
+        server = HostileServer(chat=lambda r: json_answer(200, chat_payload()))
+
+        def key(request: RawRequest, usages: Iterator[Any] = usages) -> bytes:
+            return json_answer(200, {"data": {"limit": None, "limit_remaining": None, "usage": next(usages, 0)}})
+
+        server.key = key
+        folder = tmp_path / f"budget{len(budget)}"
+        outcome = run(server, folder, *budget)
+        if budget:
+            assert outcome.code == ExitCode.BUDGET and not server.chat_rows()
+            assert {r["reason"] for r in outcome.rows} == {"key_unreadable"}
+            assert "the key's usage cannot be followed" in outcome.stdout
+        else:
+            assert outcome.code == ExitCode.OK and len(outcome.rows) == 4
+        rec = _summary(folder)["reconciliation"]
+        assert rec["warning"].startswith("not reconciled: the key's usage could not be read at the start of the run")
+        assert rec["key_usage_delta_usd"] is None
+        for channel in (outcome.stderr, outcome.stdout, (tmp_path / "step.md").read_text()):
+            assert "not reconciled" in channel
 
 
 async def test_an_end_of_run_key_read_is_retried_like_start_up(tmp_path: Path) -> None:

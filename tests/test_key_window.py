@@ -1,0 +1,254 @@
+"""The key window holds whatever /key and the answers claim (break14c N3, N7, N9).
+
+Each server here really charges `bill` per chat request (kept in `Server.billed`), answers
+with a `usage.cost` far below it (or fails), and shows the charges on /key in a shape the
+test picks. The promise checked is the README's ("Costs the answers under-report"): what the
+server billed never passes the budget when each charge is within its attempt's worst case,
+and a run that could not follow the key under a limit says so in its exit code (5), never 0.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrun import ExitCode, RunOptions, load_job, run_job
+from batchrun._reconcile import key_spend, key_usage
+from batchrun._verdict import decide
+
+from .conftest import FAKE_KEY, FakeClock, write_job
+from .hostile import HostileServer, RawRequest, chat_payload, json_answer, models_payload
+
+# Nothing waits here (a fake clock); a regression that does fails on the timeout.
+pytestmark = [pytest.mark.usefixtures("keys_env"), pytest.mark.timeout(60)]
+
+MODEL = "openai/gpt-4o-mini"
+# Dear prices, so that a row's worst case is about $0.02 (one token per byte of the body
+# at $100/M, and 16 completion tokens at $200/M).
+PRICES = {MODEL: {"pricing": {"prompt": "0.0001", "completion": "0.0002", "request": "0"}}}
+BILL = 0.012  # what each request is really charged: below its worst case, as the bound needs
+BUDGET = 0.05  # about two worst cases: an honest run stops after three or four requests
+ROWS = 20
+
+
+def job_text(budget: float | None = BUDGET, *, attempts: int = 2, **run: Any) -> str:
+    settings = {"concurrency": 2, "timeout_s": 10, "max_attempts": attempts, "grace_s": 1, **run}
+    if budget is not None:
+        settings["budget_usd"] = budget
+    return f"""
+name: window
+defaults:
+  params: {{max_tokens: 16}}
+models: [{MODEL}]
+prompts:
+  - id: p
+    text: "What is {{{{a}}}} + 1?"
+    vars: [{", ".join(f"{{a: {i}}}" for i in range(ROWS))}]
+run: {json.dumps(settings)}
+"""
+
+
+@dataclass
+class Server:
+    """Charges `bill` per chat request; `answer` is what a request gets back, `key` what /key
+    says given what was billed and how many times /key was read (1 = pre-flight's read)."""
+
+    key: Callable[[float, int], dict[str, Any] | None]  # None: a 500
+    answer: Callable[[], bytes] = lambda: json_answer(
+        200,
+        chat_payload(
+            model=MODEL, usage={"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cost": 1e-6}
+        ),
+    )
+    billed: float = 0.0
+    chats: int = 0
+    key_reads: int = 0
+
+    def chat(self, request: RawRequest) -> bytes:
+        self.billed += BILL
+        self.chats += 1
+        return self.answer()
+
+    def read_key(self, request: RawRequest) -> bytes:
+        self.key_reads += 1
+        data = self.key(self.billed, self.key_reads)
+        return (
+            json_answer(500, {"error": {"code": 500, "message": "boom"}})
+            if data is None
+            else json_answer(200, {"data": data})
+        )
+
+    def hostile(self) -> HostileServer:
+        return HostileServer(
+            chat=self.chat, models=lambda r: json_answer(200, models_payload(PRICES)), key=self.read_key
+        )
+
+
+async def run(
+    tmp_path: Path, server: Server, job: str | None = None
+) -> tuple[ExitCode, dict[str, Any], list[dict[str, Any]]]:
+    loaded = load_job(write_job(tmp_path, job or job_text()))
+    output = tmp_path / "o.jsonl"
+    with server.hostile().running() as hostile:
+        report = await run_job(
+            loaded, RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=output, clock=FakeClock())
+        )
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len({r["id"] for r in rows}) == len(rows) == ROWS  # every row recorded once
+    code, _ = decide(report.summary, loaded.run, run=True)
+    return code, dict(report.summary), rows
+
+
+def key_data(usage: Any, **extra: Any) -> dict[str, Any]:
+    return {"label": "k", "limit": None, "limit_remaining": None, "usage": usage, **extra}
+
+
+# -- N3: a key whose limit includes BYOK counts byok_usage -------------------------------------
+def byok_split(billed: float, reads: int) -> dict[str, Any]:
+    """99% of each charge shows as `byok_usage` (openapi /key: "Total external BYOK usage"),
+    and the key's limit includes it; `usage` has the rest."""
+    return key_data(billed * 0.01, byok_usage=billed * 0.99, include_byok_in_limit=True)
+
+
+def limit_falls(billed: float, reads: int) -> dict[str, Any]:
+    """The flag says BYOK is not in the limit, but limit_remaining falls by every charge."""
+    return key_data(
+        billed * 0.01, byok_usage=billed * 0.99, include_byok_in_limit=False, limit=10.0, limit_remaining=10.0 - billed
+    )
+
+
+@pytest.mark.parametrize("key", [byok_split, limit_falls], ids=["byok_usage counted", "limit_remaining falls"])
+async def test_byok_spend_on_the_key_is_seen_by_the_window_and_the_reconciliation(
+    tmp_path: Path, key: Callable[[float, int], dict[str, Any]]
+) -> None:
+    # break14c N3: /key's byok_usage was dropped, every request was believed at its $0.000001:
+    # 20 requests, $0.24 charged under a $0.05 budget, exit 0, no warning.
+    server = Server(key)
+    code, summary, rows = await run(tmp_path, server)
+    assert server.billed <= BUDGET + 1e-9 and server.chats < ROWS
+    assert code == ExitCode.BUDGET and summary["stop"] == "budget"
+    rec = summary["reconciliation"]
+    assert rec["counted_from_key_usd"] > 0.02
+    assert rec["key_usage_delta_usd"] == pytest.approx(server.billed)  # the end compares all of it
+    assert "unexplained" in rec["warning"]
+    assert {r["reason"] for r in rows if r["status"] == "skipped"} == {"budget"}
+
+
+@pytest.mark.parametrize(
+    ("info", "counted"),
+    [
+        (key_data(1.0, byok_usage=2.0, include_byok_in_limit=True), 3.0),
+        (key_data(1.0, byok_usage=2.0, include_byok_in_limit=False), 1.0),
+        (key_data(1.0, byok_usage=2.0, include_byok_in_limit="yes"), 3.0),  # a flag to doubt: the larger
+        (key_data(1.0, byok_usage=None, include_byok_in_limit=True), None),  # a part the limit counts is unknown
+        (key_data(1.0), 1.0),
+        (key_data("1.0"), None),
+    ],
+)
+def test_the_usage_a_key_limit_counts(info: dict[str, Any], counted: float | None) -> None:
+    assert key_usage(info) == counted
+
+
+def test_the_keys_spend_is_the_larger_of_its_usage_rise_and_its_credit_fall() -> None:
+    assert key_spend(1.0, 1.5, 10.0, 9.0) == 1.0  # the credit fell more: BYOK the usage leaves out
+    assert key_spend(1.0, 1.5, 10.0, 9.9) == 0.5
+    assert key_spend(1.0, 1.5, 10.0, 20.0) == 0.5  # a reset or a raised limit shows nothing
+    assert key_spend(1.0, 1.5, None, None) == 0.5
+
+
+async def test_a_byok_usage_the_parser_keeps_is_reconciled_at_the_end(tmp_path: Path) -> None:
+    # Honest answers (the cost reported is the charge), a key charged only as BYOK: the ledger
+    # and the key agree, no warning, and every row ran.
+    server = Server(
+        lambda billed, reads: key_data(0.0, byok_usage=billed, include_byok_in_limit=True),
+        answer=lambda: json_answer(
+            200, chat_payload(model=MODEL, usage={"prompt_tokens": 10, "completion_tokens": 2, "cost": BILL})
+        ),
+    )
+    code, summary, _ = await run(tmp_path, server, job_text(budget=None))
+    assert code == ExitCode.OK and server.chats == ROWS
+    rec = summary["reconciliation"]
+    assert rec["key_usage_delta_usd"] == pytest.approx(ROWS * BILL) and rec["warning"] is None
+
+
+# -- N7: a key whose usage cannot be followed stops the run under a limit ------------------------
+def fails_after_start(billed: float, reads: int) -> dict[str, Any] | None:
+    return key_data(billed) if reads == 1 else None  # pre-flight's read, then 500 for good
+
+
+def goes_down(billed: float, reads: int) -> dict[str, Any] | None:
+    return key_data(100.0 - billed - reads)
+
+
+def turns_to_text(billed: float, reads: int) -> dict[str, Any] | None:
+    return key_data(billed if reads == 1 else str(billed))
+
+
+@pytest.mark.parametrize("key", [fails_after_start, goes_down, turns_to_text])
+async def test_a_key_that_cannot_be_followed_mid_run_stops_it_under_a_limit(
+    tmp_path: Path, key: Callable[[float, int], dict[str, Any] | None]
+) -> None:
+    # break14c N7: the window was dropped silently and the under-reporting answers believed
+    # again: all 20 rows sent, $0.24 charged under a $0.05 budget, exit 0.
+    server = Server(key)
+    code, summary, rows = await run(tmp_path, server)
+    assert server.billed <= BUDGET + 1e-9 and server.chats < ROWS
+    assert code == ExitCode.BUDGET and summary["stop"] == "key_unreadable"
+    assert "the key's usage cannot be followed" in summary["stop_message"]
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    assert skipped and {r["reason"] for r in skipped} == {"key_unreadable"}
+    if key is fails_after_start:
+        # The window's read is retried like start-up's (max_attempts 2) before the run stops.
+        assert "/key failed (server_error" in summary["stop_message"] and server.key_reads >= 3
+
+
+async def test_a_start_up_key_usage_that_cannot_be_read_sends_nothing_under_a_limit(tmp_path: Path) -> None:
+    # break14c N7 (Y-keyjump-ur): a usage "12" at the start left no window at all.
+    server = Server(lambda billed, reads: key_data("12"))
+    code, summary, rows = await run(tmp_path, server)
+    assert server.chats == 0 and code == ExitCode.BUDGET and summary["stop"] == "key_unreadable"
+    assert {r["reason"] for r in rows} == {"key_unreadable"}
+
+
+async def test_without_a_limit_a_key_that_stops_answering_is_only_a_warning(tmp_path: Path) -> None:
+    # No budget and no key limit: there is no window to keep, the refreshes fail, the run ends.
+    server = Server(fails_after_start)
+    code, summary, _ = await run(tmp_path, server, job_text(budget=None, key_refresh_requests=2))
+    assert code == ExitCode.OK and server.chats == ROWS and summary["stop"] is None
+    assert summary["reconciliation"]["warning"].startswith("not reconciled")
+
+
+# -- N9: a released reservation does not give its room back to the window -----------------------
+def honest_key(billed: float, reads: int) -> dict[str, Any]:
+    return key_data(billed)
+
+
+FAILURES = {
+    "HTTP 500": lambda: json_answer(500, {"error": {"code": 500, "message": "boom"}}),
+    "an error in a 200 without usage": lambda: json_answer(
+        200,
+        {
+            "id": "gen-e",
+            "error": {"code": 502, "message": "upstream", "metadata": {"error_type": "server"}},
+            "choices": None,
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("failure", list(FAILURES))
+async def test_retries_of_failures_billed_after_all_draw_on_the_key_window(tmp_path: Path, failure: str) -> None:
+    # zero-completion-insurance.mdx says such failures are not billed; this server bills them.
+    # break14c N9: each retry went out on its row's first reservation, which the window had
+    # already handed out: 24 attempts on 4 reservations and no /key read, $0.48 under $0.10.
+    server = Server(honest_key, answer=FAILURES[failure])
+    code, summary, rows = await run(tmp_path, server, job_text(budget=0.1, attempts=6, max_wait_s=1))
+    assert server.billed <= 0.1 + 1e-9
+    assert code == ExitCode.BUDGET and summary["stop"] == "budget"
+    assert summary["reconciliation"]["key_window_reads"] >= 1
+    assert summary["reconciliation"]["counted_from_key_usd"] == pytest.approx(server.billed)
