@@ -124,33 +124,30 @@ async def test_account_examples_are_read() -> None:
 # -- the simulator against the same schemas (jsonschema) ------------------------------------
 
 
-def test_the_simulators_replies_match_the_openapi_schemas(sim: Simulator) -> None:
+def test_the_simulators_replies_match_the_openapi_schemas(sim: Simulator, web: httpx.Client) -> None:
     sim.config.faults["cold_start"] = 0.0
     base = sim.base_url
     headers = {"Authorization": f"Bearer {FAKE_KEY}"}
-    with httpx.Client(timeout=10) as http:
-        reply = http.post(f"{base}/chat/completions", json=BODY, headers=headers)
-        validate("ChatResult", reply.json())
-        opted = http.post(
-            f"{base}/chat/completions", json=BODY, headers={**headers, "X-OpenRouter-Metadata": "enabled"}
-        )
-        validate("ChatResult", opted.json())
-        assert opted.json()["openrouter_metadata"]["endpoints"]["available"][0]["selected"] is True
-        sim.config.content_parts = True
-        validate("ChatResult", http.post(f"{base}/chat/completions", json=BODY, headers=headers).json())
-        sim.config.content_parts = False
-        sim.config.faults["cold_start"] = 1.0
-        cold = http.post(f"{base}/chat/completions", json=BODY, headers=headers).json()
-        validate("ChatResult", cold)
-        assert cold["choices"][0]["finish_reason"] is None and cold["choices"][0]["message"]["content"] == ""
-        sim.config.faults.clear()
-        validate("KeyResponse", http.get(f"{base}/key", headers=headers).json())
-        validate("ModelsResponse", http.get(f"{base}/models", headers=headers).json())
-        validate("ModelResponse", http.get(f"{base}/model/openai/gpt-4o-mini:nitro", headers=headers).json())
-        management = {"Authorization": f"Bearer {sim.config.management_key}"}
-        created = http.post(f"{base}/keys", json={"name": "t", "limit": 1}, headers=management).json()
-        deleted = http.delete(f"{base}/keys/{created['data']['hash']}", headers=management)
-        validate("DeleteKeyResponse", deleted.json())
+    reply = web.post(f"{base}/chat/completions", json=BODY, headers=headers)
+    validate("ChatResult", reply.json())
+    opted = web.post(f"{base}/chat/completions", json=BODY, headers={**headers, "X-OpenRouter-Metadata": "enabled"})
+    validate("ChatResult", opted.json())
+    assert opted.json()["openrouter_metadata"]["endpoints"]["available"][0]["selected"] is True
+    sim.config.content_parts = True
+    validate("ChatResult", web.post(f"{base}/chat/completions", json=BODY, headers=headers).json())
+    sim.config.content_parts = False
+    sim.config.faults["cold_start"] = 1.0
+    cold = web.post(f"{base}/chat/completions", json=BODY, headers=headers).json()
+    validate("ChatResult", cold)
+    assert cold["choices"][0]["finish_reason"] is None and cold["choices"][0]["message"]["content"] == ""
+    sim.config.faults.clear()
+    validate("KeyResponse", web.get(f"{base}/key", headers=headers).json())
+    validate("ModelsResponse", web.get(f"{base}/models", headers=headers).json())
+    validate("ModelResponse", web.get(f"{base}/model/openai/gpt-4o-mini:nitro", headers=headers).json())
+    management = {"Authorization": f"Bearer {sim.config.management_key}"}
+    created = web.post(f"{base}/keys", json={"name": "t", "limit": 1}, headers=management).json()
+    deleted = web.delete(f"{base}/keys/{created['data']['hash']}", headers=management)
+    validate("DeleteKeyResponse", deleted.json())
 
 
 @pytest.mark.parametrize(
@@ -167,14 +164,11 @@ def test_the_simulators_replies_match_the_openapi_schemas(sim: Simulator) -> Non
     ],
 )
 def test_the_simulators_errors_match_the_openapi_error_schemas(
-    sim: Simulator, setup: dict[str, str], status: int
+    sim: Simulator, web: httpx.Client, setup: dict[str, str], status: int
 ) -> None:
     for key, value in setup.items():
         sim.config.set_option(f"{key}={value}")
-    with httpx.Client(timeout=10) as http:
-        reply = http.post(
-            f"{sim.base_url}/chat/completions", json=BODY, headers={"Authorization": f"Bearer {FAKE_KEY}"}
-        )
+    reply = web.post(f"{sim.base_url}/chat/completions", json=BODY, headers={"Authorization": f"Bearer {FAKE_KEY}"})
     assert reply.status_code == status
     body = reply.json()
     validate(f"ChatError{status}", body)

@@ -77,7 +77,7 @@ def test_the_key_is_deleted_after_sigterm(tmp_path: Path, sim: Simulator) -> Non
     assert sim.stats.keys_created == sim.stats.keys_deleted == 1
 
 
-def test_after_kill_9_the_key_is_left_but_expires(tmp_path: Path, sim: Simulator) -> None:
+def test_after_kill_9_the_key_is_left_but_expires(tmp_path: Path, sim: Simulator, web: httpx.Client) -> None:
     sim.config.latency_ms = 100
     job = write_job(tmp_path, BIG_JOB.replace("grace_s: 0.2", "grace_s: 0.2, key_expiry_s: 900"))
     out = tmp_path / "k.jsonl"
@@ -91,7 +91,7 @@ def test_after_kill_9_the_key_is_left_but_expires(tmp_path: Path, sim: Simulator
     [(token, key)] = [(t, k) for t, k in sim._keys.items() if k.created]
     assert key.expires_at is not None and 0 < key.expires_at - time.time() <= 900  # the dead-man switch is set
     key.expires_at = time.time() - 1  # ... and once it passes, the key is refused
-    response = httpx.post(
+    response = web.post(
         f"{sim.base_url}/chat/completions",
         headers={"Authorization": f"Bearer {token}"},
         json={"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},

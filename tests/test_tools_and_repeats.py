@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 import respx
-import xmlschema
 
 from batchrun import ExitCode
 from batchrun._checks import Answer, run_checks
@@ -300,7 +299,15 @@ def test_an_item_flip_consistent_across_repeats_fails_the_gate(tmp_path: Path) -
 
 
 # -- JUnit ------------------------------------------------------------------------------------
-def test_junit_per_row_validates_against_the_schema(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def junit_schema() -> Any:
+    """The JUnit XSD, compiled once; xmlschema (~0.3 s to import) loads only where it is used."""
+    import xmlschema
+
+    return xmlschema.XMLSchema(JUNIT_XSD)
+
+
+def test_junit_per_row_validates_against_the_schema(tmp_path: Path, junit_schema: Any) -> None:
     job = write_job(tmp_path, TOOLS_JOB)
     out = tmp_path / "t.jsonl"
     cli(job, "--simulate", "--sim", "accuracy.anthropic/claude-3.5-haiku=0", "-o", out)
@@ -310,9 +317,8 @@ def test_junit_per_row_validates_against_the_schema(tmp_path: Path) -> None:
     (tmp_path / "all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, _, err = call_cli("report", tmp_path / "all.jsonl", "--junit", tmp_path / "j.xml")
     assert code == 0 and "junit:" in err
-    schema = xmlschema.XMLSchema(JUNIT_XSD)
-    schema.validate(tmp_path / "j.xml")
-    data: Any = schema.to_dict(tmp_path / "j.xml")
+    junit_schema.validate(tmp_path / "j.xml")
+    data: Any = junit_schema.to_dict(tmp_path / "j.xml")
     suites = {s["@name"]: s for s in data["testsuite"]}
     weather = suites["tools.weather"]
     assert weather["@tests"] == 4 and weather["@errors"] == 1 and weather["@skipped"] == 1
@@ -320,11 +326,11 @@ def test_junit_per_row_validates_against_the_schema(tmp_path: Path) -> None:
     assert len(failures) == 2 and "calls-weather: expected a call of get_weather" in failures[0]["failure"]["@message"]
 
 
-def test_junit_per_item_with_repeats(tmp_path: Path) -> None:
+def test_junit_per_item_with_repeats(tmp_path: Path, junit_schema: Any) -> None:
     before = synthetic(tmp_path / "a.jsonl", {"m": 0.7}, 4, seed=6, items=5)
     path = tmp_path / "items.xml"
     counts = write_junit(iter(read_rows(before)), path, "j", ItemGate(3, 4))
-    xmlschema.XMLSchema(JUNIT_XSD).validate(path)
+    junit_schema.validate(path)
     tallies: dict[int, int] = {}
     for row in read_rows(before):
         tallies[row["vars"]["q"]] = tallies.get(row["vars"]["q"], 0) + int(row["passed"])
