@@ -289,18 +289,19 @@ class Dispatcher:
         """Follow the key's spend (its usage, as its limit counts it, or the fall of its
         limit_remaining: _reconcile.key_spend) and its credit; returns why its usage cannot be
         followed, or None."""
-        start = self.key_usage_start
+        start, problem = self.key_usage_start, None
+        remaining = key_remaining(info)
         if start is not None:
             usage = key_usage(info)
             if usage is None:
-                return "/key answered a usage that is missing or not a number"
-            if usage < start - MISMATCH_USD:
-                return f"its usage went down (${start:.4f} -> ${usage:.4f}), which usage cannot do"
-            self.ledger.follow_key(key_spend(start, usage, self.key_remaining_start, key_remaining(info)))
-        remaining = key_remaining(info)
+                problem = "/key answered a usage that is missing or not a number"
+            elif usage < start - MISMATCH_USD:
+                problem = f"its usage went down (${start:.4f} -> ${usage:.4f}), which usage cannot do"
+            else:
+                self.ledger.follow_key(key_spend(start, usage, self.key_remaining_start, remaining))
         if remaining is not None:
             new_limit = self.ledger.spent + remaining - self.settings.budget_margin_usd
             if self.ledger.limit is None or new_limit < self.ledger.limit:
                 self.limit_from_key = True
                 await self.ledger.lower_limit(new_limit)
-        return None
+        return problem

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._client import OpenRouterClient
 from ._exceptions import ConfigError, RequestFailed
 from ._formats import utc_compact, utc_seconds
+from ._reconcile import key_usage
 from ._retry import RetryPolicy, retry_call
 
 if TYPE_CHECKING:
@@ -108,8 +109,8 @@ class IsolatedKey:
             return
         try:
             info = await self._call(lambda: self._client.key_by_hash(self._management_key, key_hash))
-            if info is not None and isinstance(info.get("usage"), (int, float)):
-                self.final_usage = float(info["usage"])
+            # As its limit counts it: the key is created with include_byok_in_limit (break14c N3).
+            self.final_usage = key_usage(info)
         except RequestFailed as failure:
             notice(f"warning: could not read the per-run key's usage: {failure.message}")
         try:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
-from batchrun.simulator import Simulator
+from batchrun.simulator import SimConfig, Simulator
 
 from .conftest import (
     BIG_JOB,
@@ -205,3 +205,18 @@ def test_a_key_charged_more_than_the_ledger_counted_is_a_warning(tmp_path: Path,
     )
     summary = json.loads((tmp_path / "m.summary.json").read_text())
     assert summary["reconciliation"]["difference_usd"] == pytest.approx(0.02, abs=1e-4)
+
+
+def test_a_per_run_key_charged_as_byok_is_reconciled_with_its_byok_usage(tmp_path: Path) -> None:
+    # The per-run key's limit includes BYOK (include_byok_in_limit: true), so its usage as that
+    # limit counts it is usage + byok_usage. break14c N3: byok_usage was dropped, the key
+    # seemed charged only OpenRouter's fee, and the reconciliation saw the ledger over-count.
+    simulator = Simulator(SimConfig(byok=True))
+    with simulator.serve_in_thread():
+        result = isolated_run(simulator, write_job(tmp_path, SMALL_JOB), tmp_path / "y.jsonl", "0.5")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "y.summary.json").read_text())
+    assert summary["spent_usd"] > 0
+    assert abs(summary["isolated_key"]["usage_usd"] - summary["spent_usd"]) < 1e-9
+    assert summary["reconciliation"]["warning"] is None
+    assert summary["reconciliation"]["key_usage_delta_usd"] == pytest.approx(summary["spent_usd"], abs=1e-8)
