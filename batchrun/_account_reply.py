@@ -27,6 +27,9 @@ class ModelInfo:
     context_length: int | None
     max_completion_tokens: int | None
     price: EndpointPrice | None = None  # the full pricing object, overrides included (issue 14)
+    # "mandatory" / "enabled" when the model reasons without being asked (reasoning-tokens.mdx:
+    # the model's `reasoning.mandatory` / `default_enabled`); None otherwise.
+    reasoning_default: str | None = None
 
     @property
     def price_known(self) -> bool:
@@ -65,6 +68,9 @@ def model_info(item: Any, scrub: Scrubber) -> ModelInfo | None:
         prompt = completion = None
     context, max_completion = _positive(item.get("context_length")), _positive(top.get("max_completion_tokens"))
     prices, overrides, problems = read_pricing(item.get("pricing"))
+    reasoning: dict[str, Any] = item["reasoning"] if isinstance(item.get("reasoning"), dict) else {}
+    default = "mandatory" if reasoning.get("mandatory") is True else None
+    default = default or ("enabled" if reasoning.get("default_enabled") is True else None)
     return ModelInfo(
         id=scrub.text(item["id"]),
         prompt_price=prompt,
@@ -72,6 +78,7 @@ def model_info(item: Any, scrub: Scrubber) -> ModelInfo | None:
         request_price=request or 0.0,
         context_length=context,
         max_completion_tokens=max_completion,
+        reasoning_default=default,
         # The /models price as a one-endpoint entry, for the worst case (issue 14).
         price=EndpointPrice(
             "top provider",

@@ -14,8 +14,11 @@ import time
 from pathlib import Path
 
 from ._batch_state import INTENT, RELEASED, SUBMITTED, BatchState
+from ._console import SECRET_VARIABLES
 from ._exceptions import ConfigError
+from ._generation import valid_generation_id
 from ._lock import OutputLock
+from ._scrub import Scrubber
 
 _DOUBT = "in doubt: submitted or not, unknown (a crash)"
 
@@ -36,6 +39,10 @@ def list_lines(state: BatchState) -> list[str]:
     when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(min(e.intent_at for e in state.entries)))
     lines.append(f"first submitted {when}; open: {len(state.open_entries())}, in doubt: {len(state.in_doubt())}")
     return lines
+
+
+def _environment_keys() -> list[str | None]:
+    return [os.environ.get(name) for name in SECRET_VARIABLES]
 
 
 def _needs_key(state: BatchState, key: str | None) -> str:
@@ -64,6 +71,10 @@ async def batches_command(
             entry = state.entry(_needs_key(state, key))
             if entry.state != INTENT or not batch_id:
                 raise ConfigError(f"adopt takes a batch in doubt and its id; {entry.key} is {entry.state}")
+            # Kept in X.batches.json and sent back in URLs, like an id the Batch API answers: a
+            # pasted one holding a key (or a fragment of one) must not reach the disk (break14c N18).
+            if valid_generation_id(batch_id, Scrubber(api_key, *_environment_keys())) is None:
+                raise ConfigError("adopt: that batch id is not an id (letters, digits, - and _ only, and no key)")
             entry.batch_id, entry.state = batch_id, SUBMITTED
             state.save()
             return [f"{entry.key}: adopted {batch_id}; the next run on {results} collects it"]

@@ -110,22 +110,31 @@ def _outputs(request: Request, modality: str) -> bool:
 REASONING_FLOOR = 1024
 
 
-def reasoning_budget(body: dict[str, Any]) -> int | None:
-    """The reasoning tokens a request may bill beyond its answer's cap; None without reasoning."""
+def reasoning_budget(body: dict[str, Any], default: str | None = None) -> int | None:
+    """The reasoning tokens a request may bill beyond its answer's cap; None without reasoning.
+
+    `default`: what /models says of a model that may answer: "mandatory" (it always reasons)
+    or "enabled" (it reasons unless the request turns it off): reasoning-tokens.mdx,
+    "Discovering per-model reasoning options" (break14c N6)."""
     reasoning = body.get("reasoning")
     top_effort = body.get("reasoning_effort")
     on = top_effort not in (None, "none")
+    off = top_effort == "none"
     budget = 0
     if isinstance(reasoning, dict):
         budget = count(reasoning.get("max_tokens")) or 0
         effort = reasoning.get("effort")
-        on = on or bool(budget) or effort not in (None, "none") or reasoning.get("enabled") is True
+        # `exclude: true` hides the reasoning from the answer: "the model will still use
+        # reasoning" (reasoning-tokens.mdx; break14c N6).
+        asked = reasoning.get("enabled") is True or reasoning.get("exclude") is True
+        on = on or bool(budget) or effort not in (None, "none") or asked
         if reasoning.get("enabled") is False or (effort == "none" and not budget):
-            on = top_effort not in (None, "none")
+            on, off = top_effort not in (None, "none"), True
     # The `:thinking` variant "enables extended reasoning" (model-variants/thinking.mdx),
     # whatever the body says, for the model or a fallback (break14c N6).
     models = [body.get("model"), *(body.get("models") or [])]
     on = on or any(isinstance(m, str) and m.endswith(":thinking") for m in models)
+    on = on or default == "mandatory" or (default == "enabled" and not off)
     return max(budget, REASONING_FLOOR) if on else None
 
 
@@ -134,17 +143,28 @@ def _choices(request: Request) -> int:
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
-def _caches(request: Request) -> bool:
-    # cache_control sits in content parts; plain string messages cannot ask for caching.
-    parts = [m.get("content") for m in request.body["messages"] if isinstance(m.get("content"), list)]
-    return bool(parts) and "cache_control" in json.dumps(parts)
+def prediction_tokens(body: dict[str, Any]) -> int:
+    """Predicted-output tokens a request may be billed beyond its answer: the predicted tokens
+    not used are billed "at completion token rates" and max_tokens does not cap them
+    (openapi.yaml: Prediction, completion_tokens_details.rejected_prediction_tokens; break14c
+    N13). At most one token a byte of the prediction as sent."""
+    prediction = body.get("prediction")
+    return 0 if prediction is None else len(orjson.dumps(prediction))
 
 
 def applicable_keys(request: Request, model: str) -> dict[str, str]:
     """The price components this request can be charged, and what each is charged on."""
-    keys = {"prompt": "prompt", "completion": "completion", "internal_reasoning": "completion", "request": "once"}
-    if _caches(request):
-        keys.update(input_cache_write="prompt", input_cache_write_1h="prompt")
+    # A cache write is possible on any request where the endpoint lists its price: with
+    # cache_control in a part, at the top level ("automatic caching"), or with none at all on
+    # models that write caches without opt-in (prompt-caching.mdx; break14c N14).
+    keys = {
+        "prompt": "prompt",
+        "completion": "completion",
+        "internal_reasoning": "completion",
+        "request": "once",
+        "input_cache_write": "prompt",
+        "input_cache_write_1h": "prompt",
+    }
     if _parts(request, "input_audio"):
         keys["audio"] = "prompt"
     images = _parts(request, "image_url")
@@ -228,8 +248,14 @@ class CostModel:
             cap = basis.max_completion_tokens() if basis is not None else None
             if cap is None:
                 return None
-        reasoning = reasoning_budget(request.body)
-        return cap if reasoning is None else max(cap, reasoning)
+        reasoning = reasoning_budget(request.body, self._reasoning_default(request))
+        return (cap if reasoning is None else max(cap, reasoning)) + prediction_tokens(request.body)
+
+    def _reasoning_default(self, request: Request) -> str | None:
+        """The strongest reasoning default /models gives a model that may answer the request."""
+        infos = [self.models.get(m) if self.models else None for m in [request.model, *request.body.get("models", [])]]
+        defaults = {info.reasoning_default for info in infos if info is not None}
+        return "mandatory" if "mandatory" in defaults else "enabled" if "enabled" in defaults else None
 
     def _cost(
         self, request: Request, model: str, prompt: int, completion: int | None, token_factor: float = 1.0

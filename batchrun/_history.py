@@ -22,6 +22,7 @@ from ._batch_state import pending_batches
 from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError, ResultsError
 from ._formats import ms, pct, utc_seconds
+from ._output_paths import results_files
 from ._reader import Warn, failure_reasons
 from ._report_data import read_run_summary, wilson
 from ._results import final_records
@@ -54,7 +55,7 @@ def runs_in(paths: list[Path]) -> list[Path]:
 def _default_folder() -> Path:
     """outputs/<job>/ when the current folder's outputs/ holds exactly one job."""
     outputs = Path("outputs")
-    jobs = sorted(p for p in outputs.glob("*") if p.is_dir() and any(p.glob("*.jsonl"))) if outputs.is_dir() else []
+    jobs = sorted(p for p in outputs.glob("*") if p.is_dir() and results_files(p)) if outputs.is_dir() else []
     if len(jobs) == 1:
         return jobs[0]
     found = f"; found {', '.join(map(str, jobs))}" if jobs else ""
@@ -62,7 +63,7 @@ def _default_folder() -> Path:
 
 
 def _folder_runs(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.glob("*.jsonl") if p.is_file())
+    files = results_files(folder)
     merged: set[str] = set()
     for file in files:
         for source in read_run_summary(file).get("merged_from") or []:

@@ -208,6 +208,9 @@ def value_problems(data: dict[str, Any], problem: Callable[[JsonPath, str], Prob
     params += [(("prompts", i, "params"), prompt.get("params")) for i, prompt in enumerate(data["prompts"])]
     models = data.get("models", [])
     params += [(("models", i, "params"), m.get("params")) for i, m in enumerate(models) if isinstance(m, dict)]
+    judge = data.get("judge")
+    if isinstance(judge, dict):
+        params.append((("judge", "params"), judge.get("params")))
     for where, value in params:
         problems += [
             problem(path, "params are sent as written, not templated: '{{' and '}}' cannot appear in them")

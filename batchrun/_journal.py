@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,27 +32,25 @@ import orjson
 from ._charges import Charge, RowCharges
 from ._client import OpenRouterClient
 from ._exceptions import OutputFailed, RequestFailed
-from ._files import open_regular
 from ._generation import valid_generation_id
+from ._journal_file import Crashed, drop_recorded, journal_path, read_journal
 from ._matrix import Request
-from ._record_head import RECORD_START, record_head
+from ._record_head import record_head
 from ._results import ResultsWriter
 
 LOOKUPS_AT_ONCE = 8
 
 
-def journal_path(results: Path) -> Path:
-    name = results.name[: -len(".jsonl")] if results.name.endswith(".jsonl") else results.name
-    return results.with_name(name + ".attempts.jsonl")
-
-
 class AttemptJournal:
     """Appends a line per attempt before it is sent; deleted when the run ends whole."""
 
-    def __init__(self, results: Path, writer: ResultsWriter) -> None:
+    def __init__(self, results: Path, writer: ResultsWriter, job: str) -> None:
         self.path = journal_path(results)
         self._writer = writer
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # Whose attempts these are: a later run of another job on the output must not take
+        # them for its own rows (break14c N11).
+        self._write(orjson.dumps({"job": job}) + b"\n")
 
     def _write(self, line: bytes) -> None:
         try:
@@ -80,54 +77,6 @@ class AttemptJournal:
         if whole:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-
-
-@dataclass
-class Crashed:
-    """A row's attempts a crash left without a record."""
-
-    row: str
-    model: str
-    attempts: list[dict[str, Any]] = field(default_factory=list)  # {"at", "usd", "gen"}
-
-
-def _read(path: Path) -> dict[str, Crashed]:
-    rows: dict[str, Crashed] = {}
-    with open_regular(path) as handle:
-        for line in handle:
-            if not line.endswith(b"\n"):
-                break  # torn by the crash: that attempt's write never finished, so it was not sent
-            try:
-                entry = orjson.loads(line)
-                row = entry["row"]
-                if "gen" in entry:
-                    if row in rows and rows[row].attempts:
-                        rows[row].attempts[-1]["gen"] = entry["gen"]
-                    continue
-                at, usd = int(entry["at"]), float(entry["usd"])
-                crashed = rows.setdefault(row, Crashed(row, str(entry.get("model", ""))))
-                crashed.attempts.append({"at": at, "usd": max(0.0, usd), "gen": None})
-            except (ValueError, KeyError, TypeError):
-                continue  # not a line of ours: nothing to count
-    return rows
-
-
-def _drop_recorded(results: Path, rows: dict[str, Crashed]) -> None:
-    """Remove the attempts a record of their row (written after them) accounts for."""
-    start = min((a["at"] for c in rows.values() for a in c.attempts), default=0)
-    with open_regular(results) as handle:
-        handle.seek(start)
-        offset = start
-        for line in handle:
-            here, offset = offset, offset + len(line)
-            if not line.startswith(RECORD_START):
-                continue
-            row = line[len(RECORD_START) : line.find(b'"', len(RECORD_START))].decode("ascii", "replace")
-            crashed = rows.get(row)
-            if crashed is not None:
-                crashed.attempts = [a for a in crashed.attempts if a["at"] > here]
-    for row in [r for r, c in rows.items() if not c.attempts]:
-        del rows[row]
 
 
 async def _look_up(client: OpenRouterClient, attempts: list[dict[str, Any]], limit_s: float) -> dict[str, float]:
@@ -177,9 +126,9 @@ async def recover(
     path = journal_path(results)
     if not path.exists():
         return 0
-    rows = _read(path)
-    if rows and results.exists():
-        _drop_recorded(results, rows)
+    rows = read_journal(path, job[0])
+    if rows:
+        drop_recorded(results, rows)
     if rows:
         found = await _look_up(client, [a for c in rows.values() for a in c.attempts], limit_s)
         known = {r.id: r for r in requests if r.id in rows}

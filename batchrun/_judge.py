@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from ._request_body import request_body
 from ._template import Template
 
 VERDICT_SCHEMA_NAME = "batchrun_verdict"
@@ -124,12 +125,10 @@ def grader_body(settings: GraderSettings, model: str, question: str, rubric: str
     text = Template(settings.template or shipped_template()).render(
         {"question": question, "rubric": rubric, "answer": answer, "nonce": nonce}
     )
-    return {
-        "model": model,
-        "messages": [{"role": "user", "content": text}],
-        **settings.params,
-        "response_format": RESPONSE_FORMAT,
-    }
+    # extra_body merges into the body as for a row (break14c m1: it was sent as a key of its own).
+    body = request_body(model, [{"role": "user", "content": text}], settings.params)
+    body["response_format"] = RESPONSE_FORMAT
+    return body
 
 
 class VerdictError(ValueError):

@@ -16,6 +16,7 @@ import orjson
 
 from ._checks import resolve_files
 from ._job import Job
+from ._request_body import request_body
 from ._template import Template, render_nested
 
 # orjson: compact, UTF-8, sorted keys, a few times faster than json on the per-row path.
@@ -78,16 +79,6 @@ class Shard:
 def request_params(job: Job, model_params: dict[str, Any], prompt_params: dict[str, Any]) -> dict[str, Any]:
     """Defaults, then the model's, then the prompt's params: the most specific wins."""
     return {**job.params, **model_params, **prompt_params}
-
-
-def request_body(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
-    """The chat body. `extra_body` is the documented escape hatch: its keys go into the body
-    verbatim, last, so a parameter OpenRouter adds later needs no batchrun release."""
-    extra = params.get("extra_body")
-    body = {"model": model, "messages": messages, **{k: v for k, v in params.items() if k != "extra_body"}}
-    if isinstance(extra, dict):
-        body.update(extra)
-    return body
 
 
 def _compile(content: Any) -> Template | list[dict[str, Any]]:

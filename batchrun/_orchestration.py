@@ -30,6 +30,8 @@ from ._matrix import Request, count_requests, matrix_requests
 from ._options import Notice, RunOptions
 from ._output_paths import fresh_output, job_folder, latest_incomplete, summary_path, write_json_atomically
 from ._preflight import job_routing_warning, keep_row, make_client, open_cache, preflight
+from ._pricing import money
+from ._report_data import read_run_summary
 from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail, results_job, scan_states
 from ._retry import retry_policy
 from ._settings import RunSettings
@@ -235,6 +237,10 @@ async def _locked_run(
         await client.aclose()
         raise
     prior_spend = states.spent_usd if states is not None else 0.0
+    # What earlier runs' key windows counted beyond their records' costs (the key's usage above
+    # what answers reported) is in no record: their summary carries it (break14c N12).
+    key_gap_before = (money(read_run_summary(output).get("key_gap_usd")) or 0.0) if states is not None else 0.0
+    prior_spend += key_gap_before
     isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
     cache = open_cache(job, options, notice)
     try:
@@ -256,7 +262,7 @@ async def _locked_run(
                 on_record(record)
 
         writer = ResultsWriter(output)
-        journal = AttemptJournal(output, writer)
+        journal = AttemptJournal(output, writer, job.name)
         runner = Runner(
             client,
             writer,
@@ -348,6 +354,7 @@ async def _locked_run(
             budget_usd=None if budget is None else round(budget, 8),
             spent_usd=round(outcome.spent_usd, 12),  # worst cases held as spent carry many digits
             spent_before_usd=round(prior_spend, 8),
+            key_gap_usd=round(key_gap_before + runner.ledger.from_key, 8),
             kept_from_earlier=estimated.kept,
             isolated_key=isolated.audit() if isolated is not None else None,
             shard=None if options.shard is None else f"{options.shard.index}/{options.shard.count}",

@@ -19,6 +19,7 @@ from typing import Any
 
 from ._exceptions import ResultsError
 from ._formats import utc_compact
+from ._journal_file import JOURNAL_SUFFIX
 from ._results import results_job
 
 DEFAULT_PATTERN = "outputs/{name}/{timestamp}.jsonl"
@@ -104,12 +105,18 @@ def current_umask() -> int:
     return mask
 
 
+def results_files(folder: Path) -> list[Path]:
+    """A folder's results files, by name (UTC stamps sort by time): its `*.jsonl` less the
+    attempt journals a crash leaves beside them (a journal is no results file: break14c N19)."""
+    return sorted(p for p in folder.glob("*.jsonl") if p.is_file() and not p.name.endswith(JOURNAL_SUFFIX))
+
+
 def latest_incomplete(job_name: str, pattern: str | None) -> Path | None:
     """The newest results file of the job whose summary is missing (a crash) or says incomplete."""
     folder = job_folder(job_name, pattern)
     if not folder.is_dir():
         return None
-    for candidate in sorted(folder.glob("*.jsonl"), reverse=True):  # UTC stamps sort by time
+    for candidate in reversed(results_files(folder)):  # the newest first
         summary = summary_path(candidate)
         try:
             complete = json.loads(summary.read_text(encoding="utf-8")).get("complete") is True

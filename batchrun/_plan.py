@@ -16,7 +16,7 @@ from ._job import Job
 from ._matrix import count_requests, matrix_requests
 from ._models import PRICE_CAVEATS, Resolution, variant_of
 from ._options import RunOptions
-from ._output_paths import job_folder, summary_path
+from ._output_paths import job_folder, results_files, summary_path
 from ._preflight import estimate, job_routing_warning, make_client, open_cache, read_account, wanted_models
 from ._pricing import usd
 from ._results import final_records
@@ -120,7 +120,7 @@ def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, flo
     rows whose cost is known; and the models some of whose rows' costs are unknown (shown "+?",
     never as $0: break-14b M10)."""
     folder = job_folder(job.name, job.run.output)
-    files = sorted(folder.glob("*.jsonl"), reverse=True) if folder.is_dir() else []
+    files = list(reversed(results_files(folder))) if folder.is_dir() else []
     for path in files:
         if _ran_against(path) not in (None, endpoint):
             continue

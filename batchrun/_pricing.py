@@ -231,8 +231,13 @@ def parse_generation(data: Any, asked: str) -> GenerationCost | None:
     total = money(data.get("total_cost"))
     if total is None:
         return None
-    is_byok = data.get("is_byok") is True
-    upstream = money(data.get("upstream_inference_cost"))
+    # As for an answer's usage (break-14b M3): a flag that is not a boolean, or an upstream
+    # charge above 0, says BYOK; an upstream cost that cannot be read is not "none" (break14c N4).
+    flag, sent_upstream = data.get("is_byok"), data.get("upstream_inference_cost")
+    upstream = money(sent_upstream)
+    if sent_upstream is not None and upstream is None:
+        return None
+    is_byok = flag is True or (flag is not None and not isinstance(flag, bool)) or bool(upstream)
     if is_byok and upstream is None:
         return None
     return GenerationCost(total_cost=total, is_byok=is_byok, upstream_inference_cost=upstream)

@@ -22,7 +22,8 @@ import orjson
 from ._exceptions import ResultsError
 from ._files import open_regular
 from ._fold import Earlier
-from ._record_head import LINE_HEADS, RECORD_START, RowState, parse_state, state_blob
+from ._journal_file import Crashed, journal_path, unrecorded_attempts
+from ._record_head import LINE_HEADS, RECORD_START, RowState, parse_state, record_head, state_blob
 
 Warn = Callable[[str], None]
 # The longest line a reader takes as a record, and the longest torn tail a resume cuts.
@@ -144,14 +145,27 @@ def final_records(path: Path, warn: Warn = _ignore) -> Iterator[dict[str, Any]]:
     """
     last: dict[str, int] = {}
     superseded: set[int] = set()  # valid lines a later record of their row replaced
+    job: tuple[Any, Any] | None = None
     with _open(path) as handle:
         for number, line in _lines(path, handle, warn):
             record = _parse(path, number, line, warn)
             if record is not None:
+                job = job or (record.get("job"), record.get("job_fingerprint"))
                 before = last.get(record["id"])
                 if before is not None:
                     superseded.add(before)
                 last[record["id"]] = number
+    # Attempts a kill -9 left in flight (the journal beside the file): each is its row's newest
+    # state, as the next run on the file would record it (_journal), never a known $0 (N10).
+    crashed = unrecorded_attempts(path)
+    if crashed:
+        warn(
+            f"{journal_path(path)}: {len(crashed)} row(s) had attempts in flight when the run was killed: "
+            "counted as unknown costs, their worst cases held"
+        )
+    for row in crashed:
+        if row in last:
+            superseded.add(last.pop(row))
     keep = set(last.values())
     earlier: dict[str, Earlier] = {}  # only rows with several records
     with _open(path) as handle:
@@ -163,6 +177,31 @@ def final_records(path: Path, warn: Warn = _ignore) -> Iterator[dict[str, Any]]:
                 record = orjson.loads(line)
                 folding = earlier.pop(record["id"], None)
                 yield record if folding is None else folding.fold(record)
+    for row, attempts in crashed.items():
+        record = crashed_record(attempts, job)
+        folding = earlier.pop(row, None)
+        yield record if folding is None else folding.fold(record)
+
+
+def crashed_record(crashed: Crashed, job: tuple[Any, Any] | None) -> dict[str, Any]:
+    """A row whose attempts a crash left in flight, as a reader counts it: skipped (crashed),
+    each attempt's worst case held, its cost unknown."""
+    held = crashed.held
+    record = record_head(crashed.row, "", "skipped", "crashed", True, None, held)
+    record.update(
+        job=job[0] if job else None,
+        job_fingerprint=job[1] if job else None,
+        model=crashed.model,
+        prompt_id="",
+        vars={},
+        repeat=0,
+        cost_held=held,
+        cost_status="unknown",
+        cost_unknown=True,
+        abandoned_attempts=[{"generation_id": a["gen"], "cost_held": a["usd"]} for a in crashed.attempts],
+        attempts=len(crashed.attempts),
+    )
+    return record
 
 
 # -- the resume scan ----------------------------------------------------------------------------

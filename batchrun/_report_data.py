@@ -114,8 +114,9 @@ class RunDigest:
 def read_run_summary(results: Path) -> dict[str, Any]:
     """The `X.summary.json` a run wrote beside `X.jsonl` (budget, stop); {} when absent or unreadable.
 
-    Only a handful of its scalar fields are used, and only for display: the rows themselves
-    are always counted again from the results file.
+    Only a handful of its scalar fields are used: for display, and `key_gap_usd`, which a resume
+    counts as spent (_orchestration). The rows themselves are always counted again from the
+    results file.
     """
     path = results.with_name(results.stem + ".summary.json")
     try:

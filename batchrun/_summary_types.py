@@ -60,6 +60,9 @@ class RunFigures(TypedDict, total=False):
     budget_usd: float | None
     spent_usd: float
     spent_before_usd: float
+    # The key's usage beyond reported costs that key windows counted as spent, over this and
+    # earlier runs of the file: in no record's `spent`, so a resume reads it here (break14c N12).
+    key_gap_usd: float
     kept_from_earlier: int
     isolated_key: dict[str, Any] | None
     shard: str | None

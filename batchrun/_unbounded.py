@@ -8,12 +8,12 @@ such a request's worst case is unknown (refused under a limit unless
 - an image given by URL: its tokens depend on the image, and the docs give no count per
   image (multimodal/image-understanding.mdx; overview.mdx: images are "typically priced per
   image or as input tokens");
-- a file given by URL or `file_id` (pdfs.mdx: "PDFs can be sent as direct URLs");
-- a file the file-parser may OCR: mistral-ocr bills per page, even for BYOK (pdfs.mdx,
-  "Pricing"), and the pages are not counted here. Which engine runs by default is not
-  documented (the page names a constant), so a file is unbounded unless the request pins
-  a free engine (`cloudflare-ai`, or the deprecated `pdf-text` it redirects to) or
-  `native` ("charged as input tokens");
+- a file, by URL, `file_id` or inline: a file given by URL or `file_id` is not in the body
+  (pdfs.mdx: "PDFs can be sent as direct URLs"), and an inline one is not bounded by its bytes
+  either: a PDF's text is compressed (a 4.7 KB PDF held a megabyte of text: break14c N17),
+  the free `cloudflare-ai` engine "converts PDFs to markdown" for the model to read,
+  `native` is "charged as input tokens" per page, and mistral-ocr bills per page, even for
+  BYOK (pdfs.mdx, "Pricing");
 - web search (the `web` plugin, a `:online` model, `web_search_options`): its results are
   added to the prompt in a size the docs do not bound (plugins/web-search.mdx: fees per
   engine and per result, "in addition to the LLM usage for the search result prompt
@@ -21,23 +21,27 @@ such a request's worst case is unknown (refused under a limit unless
 - a plugin other than the file-parser, response healing, context compression and the Pareto
   router's setting: fusion runs a panel of up to 8 models with web search
   (plugins/fusion.mdx), and a plugin added later is not known to be bounded;
-- `openrouter:*` server tools: an agent loop of up to `max_tool_calls` (30) steps, each
-  billed with a prompt grown by tool results of no documented size, and some tools run
-  other models (features/server-tools.mdx, "Tool Call Limits").
+- server tools: `openrouter:*` tools run an agent loop of up to `max_tool_calls` (30) steps,
+  each billed with a prompt grown by tool results of no documented size, and some run other
+  models (features/server-tools.mdx, "Tool Call Limits"); the OpenAI-style `web_search*`
+  tool types are "automatically converted to openrouter:web_search" (openapi.yaml,
+  ChatWebSearchShorthand: break14c N20). Any tool type but `function` (and `custom`, also
+  run by the caller) is taken for one.
 
-Inline (`data:`) images and files, and `input_audio` (base64 only: audio.mdx), are bytes
-of the body and bounded by them. A plugin enabled in the account's settings applies to
-every request without showing in it (plugins.mdx); batchrun cannot see that.
+Inline (`data:`) images and `input_audio` (base64 only: audio.mdx) are bytes of the body
+and bounded by them, an image also by its per-image token ceiling (_image_tokens). A plugin
+enabled in the account's settings applies to every request without showing in it
+(plugins.mdx); batchrun cannot see that.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-_FREE_PDF_ENGINES = ("cloudflare-ai", "pdf-text", "native")
+_CALLER_TOOLS = ("function", "custom")  # tools the caller runs: the model only writes their calls
 _WEB = "web search: its results are added to the prompt in a size the docs do not bound"
 # Plugins that add no charge of their own beyond the request's tokens (plugins.mdx): the
-# file-parser (its OCR engine is checked per file part), response healing, context
+# file-parser (every file part is unbounded on its own), response healing, context
 # compression (it only removes prompt), and the Pareto router's setting (its router model
 # has no price: unknown anyway). Any other plugin, such as fusion (a panel of up to 8 models
 # with web search: plugins/fusion.mdx) or one added after this was written, is unbounded.
@@ -48,7 +52,7 @@ def _inline(value: Any) -> bool:
     return isinstance(value, str) and value[:5].lower() == "data:"
 
 
-def _part_reason(part: Any, pinned_engine: bool) -> str | None:
+def _part_reason(part: Any) -> str | None:
     if not isinstance(part, dict):
         return None
     kind = part.get("type")
@@ -61,11 +65,10 @@ def _part_reason(part: Any, pinned_engine: bool) -> str | None:
         data = file.get("file_data") if isinstance(file, dict) else None
         if not _inline(data):
             return "a file given by URL or file_id: its tokens are not bounded by the bytes sent"
-        if not pinned_engine:
-            return (
-                "a file the file-parser may OCR at a per-page fee (pdfs.mdx); pin a free engine: "
-                "plugins: [{id: file-parser, pdf: {engine: cloudflare-ai}}] (or native)"
-            )
+        return (
+            "a file: its text and pages are not bounded by its bytes (a PDF's text is compressed; "
+            "pages are billed as tokens or per page: pdfs.mdx)"
+        )
     elif kind in ("video_url", "input_video"):
         return "a video: its tokens follow its duration, not its bytes"
     return None
@@ -78,12 +81,6 @@ def _plugins(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
         for p in (plugins if isinstance(plugins, list) else [])
         if isinstance(p, dict) and p.get("enabled") is not False
     }
-
-
-def _pinned_pdf_engine(plugins: dict[str, dict[str, Any]]) -> bool:
-    parser = plugins.get("file-parser")
-    pdf = parser.get("pdf") if parser else None
-    return isinstance(pdf, dict) and pdf.get("engine") in _FREE_PDF_ENGINES
 
 
 def unbounded_input(body: dict[str, Any], model: str) -> str | None:
@@ -101,13 +98,14 @@ def unbounded_input(body: dict[str, Any], model: str) -> str | None:
     tools = body.get("tools")
     for tool in tools if isinstance(tools, list) else ():
         kind = tool.get("type") if isinstance(tool, dict) else None
-        if isinstance(kind, str) and kind.startswith("openrouter:"):
-            return f"server tool {kind[:60]}: up to 30 steps, each with a prompt grown by its results"
+        if kind not in _CALLER_TOOLS:
+            name = kind[:60] if isinstance(kind, str) else "of no known type"
+            return f"server tool {name}: up to 30 steps, each with a prompt grown by its results"
     for message in body.get("messages") or ():
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list):
             for part in content:
-                why = _part_reason(part, _pinned_pdf_engine(plugins))
+                why = _part_reason(part)
                 if why:
                     return why
     return None

@@ -54,7 +54,7 @@ def per_attempt_us(journal: AttemptJournal | None, count: int, fsync: bool = Fal
 def main() -> None:
     folder = Path(tempfile.mkdtemp())
     writer = ResultsWriter(folder / "r.jsonl")
-    journal = AttemptJournal(folder / "r.jsonl", writer)
+    journal = AttemptJournal(folder / "r.jsonl", writer, "bench")
     bare = min(per_attempt_us(None, N) for _ in range(3))
     journaled = min(per_attempt_us(journal, N) for _ in range(3))
     synced = per_attempt_us(journal, max(1, N // 100), fsync=True)

@@ -157,7 +157,7 @@ async def test_the_same_output_path_without_resume_collects_too(
 
 
 def test_kill_9_right_after_submit_then_resume_keeps_one_batch_per_model(
-    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job_path = write_job(tmp_path, THREE_MODELS)
     out = tmp_path / "r.jsonl"
@@ -184,6 +184,14 @@ def test_kill_9_right_after_submit_then_resume_keeps_one_batch_per_model(
 
     # The user finds the batch on OpenRouter's activity page and adopts it; the next run collects it.
     b2 = next(b.id for b in batch_sim.batches.batches.values() if b.model == "anthropic/claude-3.5-haiku")
+    # A pasted id holding the key never reaches X.batches.json (break14c N18), nor does one that is no id.
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+    sidecar = out.with_name("r.batches.json")
+    before = sidecar.read_bytes()
+    for pasted in (f"batch_{FAKE_KEY}", f"batch_{FAKE_KEY[12:40]}", "b 2/../x"):
+        refused, _, err = call_cli("batches", "adopt", out, "b2", pasted)
+        assert refused == ExitCode.USAGE and "not an id" in err and FAKE_KEY[12:40] not in err
+    assert sidecar.read_bytes() == before
     assert call_cli("batches", "adopt", out, "b2", b2)[0] == 0
     clock.now += 7200
     code, _, _ = resume_in_process(job, batch_sim, out, clock)

@@ -8,20 +8,24 @@ what the server billed never passes the budget, and `plan` says what the run wil
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from batchrun import ExitCode
+from batchrun._account_reply import model_info
 from batchrun._client import ModelInfo
 from batchrun._costs import CostModel, prompt_token_bound, reasoning_budget
 from batchrun._job import load_job
 from batchrun._matrix import matrix_requests
 from batchrun._pricing import EndpointPrice, parse_prices
+from batchrun._scrub import Scrubber
 
 from .conftest import call_cli, write_job
 from .hostile import HostileServer, RawRequest, chat_payload, check, http, json_answer
@@ -367,13 +371,31 @@ def test_image_output_is_costed_per_image(tmp_path: Path) -> None:
     assert "image_output" in costs.describe(drawn) and "image_output" not in costs.describe(text)
 
 
-def test_cache_write_is_in_the_basis_only_when_asked_for(tmp_path: Path) -> None:
+def test_a_listed_cache_write_price_bounds_every_prompt(tmp_path: Path) -> None:
+    # prompt-caching.mdx: a top-level cache_control ("automatic caching") writes the cache, and
+    # some models write it with no opt-in at all; a top-level one was not priced (break14c N14).
     costs = _costs(pricing(input_cache_write="0.5"))
-    cached = _request(
-        tmp_path, {"max_tokens": 1}, [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]
+    for params in ({"max_tokens": 1}, {"max_tokens": 1, "cache_control": {"type": "ephemeral", "ttl": "1h"}}):
+        request = _request(tmp_path, params)
+        assert "input_cache_write" in costs.describe(request)
+        assert costs.worst_case(request) == pytest.approx(prompt_token_bound(request) * 0.5 + COMPLETION)
+    # Where no write price is listed, the prompt price stands.
+    plain = _costs(pricing())
+    request = _request(tmp_path, {"max_tokens": 1})
+    assert plain.worst_case(request) == pytest.approx(prompt_token_bound(request) * PROMPT + COMPLETION)
+
+
+def test_a_prediction_is_costed_as_completion_tokens_too(tmp_path: Path) -> None:
+    # Rejected prediction tokens are billed at the completion price, max_tokens not capping
+    # them (openapi.yaml Prediction; break14c N13).
+    costs = _costs(pricing())
+    code = "def f():\n    return 1\n" * 200
+    predicted = _request(tmp_path, {"max_tokens": 50, "prediction": {"type": "content", "content": code}})
+    extra = len(orjson.dumps({"type": "content", "content": code}))
+    assert costs.completion_cap(predicted) == 50 + extra
+    assert costs.worst_case(predicted) == pytest.approx(
+        prompt_token_bound(predicted) * PROMPT + (50 + extra) * COMPLETION
     )
-    assert "input_cache_write" in costs.describe(cached)
-    assert "input_cache_write" not in costs.describe(_request(tmp_path, {"max_tokens": 1}))
 
 
 def test_the_basis_shown_is_the_model_that_sets_the_worst_case(tmp_path: Path) -> None:
@@ -417,6 +439,28 @@ def test_the_completion_bound_holds_reasoning_tokens(tmp_path: Path, params: dic
     assert costs.worst_case(request) == pytest.approx(prompt_token_bound(request) * PROMPT + cap * COMPLETION)
 
 
+@pytest.mark.parametrize(
+    ("default", "reasoning", "cap"),
+    [
+        ("mandatory", None, 1024),
+        ("mandatory", {"enabled": False}, 1024),  # "do not send effort none: the model rejects it"
+        ("enabled", None, 1024),
+        ("enabled", {"enabled": False}, 50),
+        (None, None, 50),
+    ],
+)
+def test_a_model_that_reasons_by_default_gets_the_reasoning_floor(
+    tmp_path: Path, default: str | None, reasoning: dict[str, Any] | None, cap: int
+) -> None:
+    # reasoning-tokens.mdx: /models says `default_enabled` / `mandatory`; such a model was costed
+    # as a plain request when the job set no reasoning (break14c N6).
+    costs = _costs(pricing())
+    assert costs.models is not None
+    costs.models[MODEL] = dataclasses.replace(costs.models[MODEL], reasoning_default=default)
+    params: dict[str, Any] = {"max_tokens": 50} | ({"reasoning": reasoning} if reasoning else {})
+    assert costs.completion_cap(_request(tmp_path, params)) == cap
+
+
 def test_the_thinking_variant_counts_as_reasoning_on() -> None:
     # model-variants/thinking.mdx: ":thinking ... enables extended reasoning" (break14c N6: it
     # was costed as a plain request and billed 1,024 reasoning tokens each).
@@ -424,6 +468,8 @@ def test_the_thinking_variant_counts_as_reasoning_on() -> None:
     assert reasoning_budget({"model": "acme/cheap", "models": ["acme/other:thinking"]}) == 1024
     assert reasoning_budget({"model": "acme/cheap:thinking", "reasoning": {"max_tokens": 4000}}) == 4000
     assert reasoning_budget({"model": "acme/cheap", "max_tokens": 50}) is None
+    # exclude: true hides the reasoning; "the model will still use reasoning" (reasoning-tokens.mdx).
+    assert reasoning_budget({"model": "acme/cheap", "reasoning": {"exclude": True}}) == 1024
 
 
 # -- break14b C6: an /endpoints answer that cannot be read is a failure, not "no listing" -----
@@ -456,3 +502,14 @@ def test_an_endpoints_listing_with_a_huge_integer_is_still_read(tmp_path: Path) 
     code, stdout, err = plan(hostile, tmp_path, JOB)
     assert code == ExitCode.OK, err
     assert "price basis: endpoints" in stdout and "p1" in stdout
+
+
+def test_the_models_list_says_which_models_reason_by_default() -> None:
+    entry = {"id": "g/flash", "pricing": {"prompt": "0.000001", "completion": "0.000002"}}
+    read = [
+        model_info({**entry, "reasoning": {"mandatory": True, "default_enabled": True}}, Scrubber()),
+        model_info({**entry, "reasoning": {"default_enabled": True}}, Scrubber()),
+        model_info({**entry, "reasoning": {"default_enabled": "yes", "mandatory": 1}}, Scrubber()),
+        model_info(entry, Scrubber()),
+    ]
+    assert [info.reasoning_default if info else "?" for info in read] == ["mandatory", "enabled", None, None]

@@ -21,6 +21,7 @@ import pytest
 from batchrun import ExitCode
 from batchrun._client import ModelInfo
 from batchrun._costs import CostModel, prompt_token_bound
+from batchrun._image_tokens import UNREADABLE_IMAGE_TOKENS
 from batchrun._pricing import EndpointPrice, parse_endpoints, parse_prices
 from batchrun._unbounded import unbounded_input
 
@@ -83,6 +84,7 @@ run: {{concurrency: 1, timeout_s: 10, max_attempts: 1}}
 TEXT = {"type": "text", "text": "Summarise {{n}}"}
 PDF_URL = {"type": "file", "file": {"filename": "doc.pdf", "file_data": "https://example.org/big.pdf"}}
 PDF_ID = {"type": "file", "file": {"file_id": "file_01abc"}}
+IMAGE_INLINE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 PDF_INLINE = {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0xLjQK"}}
 IMAGE_URL = {"type": "image_url", "image_url": {"url": "https://x.io/a.png", "detail": "high"}}
 FREE_PARSER = [{"id": "file-parser", "pdf": {"engine": "cloudflare-ai"}}]
@@ -94,12 +96,25 @@ FREE_PARSER = [{"id": "file-parser", "pdf": {"engine": "cloudflare-ai"}}]
     [
         (_job([TEXT, PDF_URL], plugins=FREE_PARSER), "a file given by URL or file_id"),
         (_job([TEXT, PDF_ID], plugins=FREE_PARSER), "a file given by URL or file_id"),
-        (_job([TEXT, PDF_INLINE]), "a file the file-parser may OCR"),
+        (_job([TEXT, PDF_INLINE]), "a file: its text and pages are not bounded"),
+        # break14c N17: a PDF's text is compressed: inline bytes bound nothing, even with a free engine.
+        (_job([TEXT, PDF_INLINE], plugins=FREE_PARSER), "a file: its text and pages are not bounded"),
         (_job([TEXT, IMAGE_URL, IMAGE_URL, IMAGE_URL]), "an image given by URL"),
         (_job([TEXT], tools=[{"type": "openrouter:web_search", "parameters": {"max_results": 25}}]), "server tool"),
+        # break14c N20: the OpenAI-style shorthand is converted to openrouter:web_search (openapi.yaml).
+        (_job([TEXT], tools=[{"type": "web_search_preview"}]), "server tool web_search_preview"),
         (_job([TEXT], plugins=[{"id": "web"}]), "web search"),
     ],
-    ids=["file-url", "file-id", "file-ocr", "image-url", "server-tool", "web-plugin"],
+    ids=[
+        "file-url",
+        "file-id",
+        "file-inline",
+        "file-inline-free-engine",
+        "image-url",
+        "server-tool",
+        "web-search-shorthand",
+        "web-plugin",
+    ],
 )
 def test_inputs_nothing_sent_bounds_are_refused_under_a_budget(tmp_path: Path, job: str, why: str) -> None:
     billing = MediaBilling()
@@ -111,14 +126,19 @@ def test_inputs_nothing_sent_bounds_are_refused_under_a_budget(tmp_path: Path, j
     assert code == ExitCode.USAGE and why in text
 
 
-# An inline image is bounded by a per-image token ceiling besides its bytes: test_image_tokens.
-@pytest.mark.parametrize("content", [[TEXT, PDF_INLINE]], ids=["inline-pdf-free-parser"])
-def test_inline_parts_stay_bounded_by_their_bytes(tmp_path: Path, content: list[dict[str, Any]]) -> None:
+# An inline image is bounded by its bytes plus a per-image token ceiling (test_image_tokens):
+# this one's header is cut, so it counts as the largest value any formula reaches.
+@pytest.mark.parametrize(
+    ("content", "budget"),
+    [([TEXT, IMAGE_INLINE], 3 * (UNREADABLE_IMAGE_TOKENS + 1000) * PROMPT)],
+    ids=["inline-image"],
+)
+def test_inline_parts_stay_bounded_by_their_bytes(tmp_path: Path, content: list[dict[str, Any]], budget: float) -> None:
     billing = MediaBilling()
-    code, _, err, rows = run(server(billing), tmp_path, _job(content, plugins=FREE_PARSER), "--budget", "0.5")
+    code, _, err, rows = run(server(billing), tmp_path, _job(content, plugins=FREE_PARSER), "--budget", str(budget))
     assert code == ExitCode.OK, err
     assert len(rows) == 3 and {r["cost_status"] for r in rows} == {"reported"}
-    assert 0 < billing.total <= 0.5
+    assert 0 < billing.total <= budget
 
 
 def test_a_disabled_web_plugin_and_function_tools_are_bounded() -> None:

@@ -128,12 +128,19 @@ def test_kill_9_with_requests_in_flight_then_resume_counts_them(tmp_path: Path, 
     with stall.running():
         env = child_env(OPENROUTER_API_KEY=FAKE_KEY)
         process = start(path, "--base-url", stall.base_url, "-o", out, "-q", "--budget", "1", env=env)
-        wait_for_lines(journal, 8, process)  # four attempts out, each with its generation id
+        wait_for_lines(journal, 9, process)  # whose journal, then four attempts out, each with its generation id
         process.kill()
         process.wait()
     in_flight = set(stall.chat_rows())
     assert len(in_flight) == 4 and (not out.exists() or out.read_text() == "")  # no record of them
-    worst = json.loads(journal.read_text().splitlines()[0])["usd"]
+    # Never resumed, the crash still shows: its attempts are unknown costs, worst cases held (N10).
+    code, text, err = call_cli("report", out, "--json")
+    assert code in (0, 1) and "in flight when the run was killed" in err
+    total = json.loads(text)["total"]
+    assert total["cost_unknown_rows"] == 4 and total["cost_held_usd"] > 0
+    header, first = (json.loads(line) for line in journal.read_text().splitlines()[:2])
+    assert header == {"job": "kill"} or "job" in header
+    worst = first["usd"]
     assert worst > 0
 
     generation_asks: list[str] = []
@@ -171,3 +178,18 @@ def test_kill_9_with_requests_in_flight_then_resume_counts_them(tmp_path: Path, 
     assert sent == (4 if looked_up else 2)  # what was left of the budget, not all of it
     assert (code == ExitCode.BUDGET) and not journal.exists()  # recorded, then gone
     assert held + sent * 0.99 * worst <= budget
+
+
+def test_a_journal_of_another_job_is_refused_untouched(tmp_path: Path) -> None:
+    # break14c N11: another job's crash journal was taken for this job's rows ("crashed"
+    # records of foreign ids, exit 5 with nothing sent).
+    path = write_job(tmp_path, KILL_JOB)
+    out = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.attempts.jsonl"
+    text = '{"job": "someone-else"}\n{"row": "0123456789abcdef0123", "at": 0, "usd": 0.5, "model": "m"}\n'
+    journal.write_text(text)
+    server = _honest()
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1")
+    assert code == ExitCode.USAGE and "attempt journal of job 'someone-else'" in err and str(journal) in err
+    assert journal.read_text() == text and not out.exists() and server.chat_rows() == []

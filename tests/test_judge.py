@@ -70,6 +70,20 @@ def test_grader_request_is_reproducible_structured_and_delimited() -> None:
     assert grader_body(settings, "g", "Capital of France?", 'Names "Paris"', "Paris") == body  # same bytes each time
 
 
+def test_a_graders_extra_body_merges_into_its_request_and_is_checked(tmp_path: Path) -> None:
+    # break14c m1: judge.params.extra_body was sent as a key named extra_body, and validate took
+    # extra_body keys there that a row's params refuse.
+    settings = GraderSettings(models=("g",), params={**DEFAULT_PARAMS, "extra_body": {"transforms": []}})
+    body = grader_body(settings, "g", "q", "r", "a")
+    assert body["transforms"] == [] and "extra_body" not in body and body["model"] == "g"
+    job = write_job(
+        tmp_path,
+        JUDGED.replace("judge: {model: openai/gpt-4o-mini}", "judge: {model: m, params: {extra_body: {model: x}}}"),
+    )
+    code, _, err = call_cli("validate", job)
+    assert code == ExitCode.USAGE and "$.judge.params.extra_body.model" in err
+
+
 def test_an_answer_cannot_fake_a_verdict() -> None:
     settings = GraderSettings(models=("g",))
     attack = (

@@ -252,3 +252,24 @@ async def test_retries_of_failures_billed_after_all_draw_on_the_key_window(tmp_p
     assert code == ExitCode.BUDGET and summary["stop"] == "budget"
     assert summary["reconciliation"]["key_window_reads"] >= 1
     assert summary["reconciliation"]["counted_from_key_usd"] == pytest.approx(server.billed)
+
+
+# -- N12: what a key window counted stays counted across resumes ------------------------------
+async def test_a_resume_counts_what_earlier_key_windows_counted(tmp_path: Path) -> None:
+    # break14c N12: answers report $0.000001 while each request is charged $0.012. The first
+    # run's window counts the gap and stops at the budget; a resume forgot the gap (it is in no
+    # record's `spent`) and spent the budget again, each time.
+    server = Server(key=honest_key)
+    loaded = load_job(write_job(tmp_path, job_text()))
+    output = tmp_path / "o.jsonl"
+    summaries = []
+    with server.hostile().running() as hostile:
+        for resume in (False, True, True):
+            options = RunOptions(
+                api_key=FAKE_KEY, base_url=hostile.base_url, output=output, clock=FakeClock(), resume=resume
+            )
+            summaries.append((await run_job(loaded, options)).summary)
+    assert summaries[0]["key_gap_usd"] > 0.02  # the first run counted the key's usage
+    assert server.billed <= BUDGET + 1e-9  # the resumes sent nothing the budget had already counted
+    assert summaries[2]["key_gap_usd"] == pytest.approx(summaries[0]["key_gap_usd"], abs=1e-6)
+    assert summaries[2]["spent_before_usd"] >= summaries[0]["key_gap_usd"]

@@ -189,6 +189,18 @@ def test_history_orders_runs_and_marks_changes(history_dir: Path) -> None:
     assert expected > 0 and history["flips"]["total"] == expected == len(history["flips"]["rows"])
 
 
+def test_history_of_a_folder_skips_a_crash_journal(tmp_path: Path, history_dir: Path) -> None:
+    # break14c N19: X.attempts.jsonl, left beside X.jsonl by a kill -9, made `history DIR` exit 2.
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for name in ("run1.jsonl", "run2.jsonl"):
+        (folder / name).write_bytes((history_dir / name).read_bytes())
+    journal = b'{"row": "r1", "usd": 0.02, "sent_at": "2026-11-29T01:00:00.000Z"}\n'
+    (folder / "run2.attempts.jsonl").write_bytes(journal)
+    history = build_history([folder])
+    assert [Path(run["file"]).name for run in history["runs"]] == ["run1.jsonl", "run2.jsonl"]
+
+
 def test_history_merged_shards_count_as_one_run(tmp_path: Path, history_dir: Path) -> None:
     folder = tmp_path / "runs"
     folder.mkdir()

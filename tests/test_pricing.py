@@ -14,7 +14,7 @@ import respx
 from batchrun._client import OpenRouterClient
 from batchrun._exceptions import Transient
 from batchrun._ledger import BudgetExhausted, CreditLedger
-from batchrun._pricing import MAX_USD, endpoints_slug, money, parse_endpoints, parse_prices, price
+from batchrun._pricing import MAX_USD, endpoints_slug, money, parse_endpoints, parse_generation, parse_prices, price
 from batchrun.simulator import SimConfig, Simulator
 
 from .conftest import FAKE_KEY, SMALL_JOB, child_env, cli, read_rows, write_job
@@ -216,3 +216,21 @@ async def test_a_waiter_gives_up_when_the_last_in_flight_attempt_is_held() -> No
     ledger.keep(first)
     with pytest.raises(BudgetExhausted):
         await asyncio.wait_for(waiter, 5)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"is_byok": False, "upstream_inference_cost": None}, 0.0001),
+        ({"is_byok": True, "upstream_inference_cost": 0.0119}, 0.012),
+        # break14c N4: a flag that is not a boolean, or an upstream cost that is not a number,
+        # cannot be believed to mean "the whole charge is total_cost".
+        ({"is_byok": "true", "upstream_inference_cost": None}, None),
+        ({"is_byok": False, "upstream_inference_cost": "0.0119"}, None),
+        ({"upstream_inference_cost": 0.0119}, 0.012),  # an upstream charge says BYOK by itself
+        ({"is_byok": True}, None),
+    ],
+)
+def test_a_looked_up_byok_cost_is_believed_only_whole(extra: dict[str, Any], expected: float | None) -> None:
+    found = parse_generation({"id": "gen-1", "total_cost": 0.0001, **extra}, "gen-1")
+    assert (found.charged if found else None) == (pytest.approx(expected) if expected is not None else None)

@@ -1,0 +1,112 @@
+"""The attempt journal's file format, `X.attempts.jsonl` beside `X.jsonl` (see _journal).
+
+Its first line names the job; then one line per attempt about to go out (`row`, `at`: where
+the results file ended then, `usd`: the worst case it reserved, `model`) and, when the reply's
+headers named the generation, a line with its id (`row`, `gen`). An attempt whose row has no
+record starting at or after its `at` was in flight when the process died. Read here without
+the network, for a resuming run (_journal) and for the readers (_reader), so a crash that is
+never resumed still shows its attempts as unknown costs (break14c N10).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ._exceptions import JobError, Problem
+from ._files import open_regular
+from ._record_head import RECORD_START
+
+JOURNAL_SUFFIX = ".attempts.jsonl"
+MAX_ATTEMPT_USD = 1e12  # as money() caps: a corrupt line cannot make a figure past it
+
+
+def journal_path(results: Path) -> Path:
+    name = results.name[: -len(".jsonl")] if results.name.endswith(".jsonl") else results.name
+    return results.with_name(name + JOURNAL_SUFFIX)
+
+
+@dataclass
+class Crashed:
+    """A row's attempts a crash left without a record."""
+
+    row: str
+    model: str
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # {"at", "usd", "gen"}
+
+    @property
+    def held(self) -> float:
+        return float(sum(a["usd"] for a in self.attempts))
+
+
+def _usd(value: Any) -> float:
+    # Our own line says a number; anything else is a corrupt line whose attempt still went out.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0.0
+    return min(max(0.0, float(value)), MAX_ATTEMPT_USD)
+
+
+def read_journal(path: Path, job: str | None) -> dict[str, Crashed]:
+    """The attempts in the journal, by row. `job`: refuse (JobError) a journal another job
+    wrote (break14c N11); None reads any."""
+    rows: dict[str, Crashed] = {}
+    with open_regular(path) as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break  # torn by the crash: that attempt's write never finished, so it was not sent
+            try:
+                entry = orjson.loads(line)
+                if "job" in entry:
+                    if job is not None and entry["job"] != job:
+                        name = str(entry["job"])[:80]
+                        why = (
+                            f"the attempt journal of job {name!r}, not of {job!r}: run that job on this "
+                            "output to record what its crash left, or remove the file"
+                        )
+                        raise JobError([Problem(str(path), None, None, "", why)])
+                    continue
+                row = entry["row"]
+                if "gen" in entry:
+                    if row in rows and rows[row].attempts:
+                        rows[row].attempts[-1]["gen"] = entry["gen"]
+                    continue
+                crashed = rows.setdefault(row, Crashed(str(row), str(entry.get("model", ""))))
+                crashed.attempts.append({"at": int(entry["at"]), "usd": _usd(entry.get("usd")), "gen": None})
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # not a line of ours: nothing to count
+    return rows
+
+
+def drop_recorded(results: Path, rows: dict[str, Crashed]) -> None:
+    """Remove the attempts a record of their row (written after them) accounts for."""
+    if results.exists():
+        start = min((a["at"] for c in rows.values() for a in c.attempts), default=0)
+        with open_regular(results) as handle:
+            handle.seek(start)
+            offset = start
+            for line in handle:
+                here, offset = offset, offset + len(line)
+                if not line.startswith(RECORD_START):
+                    continue
+                row = line[len(RECORD_START) : line.find(b'"', len(RECORD_START))].decode("ascii", "replace")
+                crashed = rows.get(row)
+                if crashed is not None:
+                    crashed.attempts = [a for a in crashed.attempts if a["at"] > here]
+    for row in [r for r, c in rows.items() if not c.attempts]:
+        del rows[row]
+
+
+def unrecorded_attempts(results: Path) -> dict[str, Crashed]:
+    """What a crash left beside `results` and no record accounts for; {} without a journal
+    (or one that cannot be read: the readers never fail on a sidecar)."""
+    path = journal_path(results)
+    try:
+        rows = read_journal(path, None)
+        drop_recorded(results, rows)
+    except OSError:
+        return {}
+    return rows
