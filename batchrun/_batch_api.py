@@ -104,7 +104,10 @@ class BatchClient:
     def _info(self, data: Any, submitted: bool = False) -> BatchInfo:
         """A batch object, checked: a server that lies about its shape is a Transient failure."""
         if not isinstance(data, dict) or not isinstance(data.get("id"), str) or data.get("status") not in STATUSES:
-            raise Transient("bad_response", "the Batch API answered something that is not a batch object", 200)
+            # After a submission's 2xx the batch may exist whatever the body says: in doubt (no
+            # HTTP status), held and never submitted again, like a refused id (break-14c N2).
+            message = "the Batch API answered something that is not a batch object"
+            raise Transient("bad_response", message, None if submitted else 200)
         if valid_generation_id(data["id"], self.client.scrub) is None:
             # The id is kept in X.batches.json and sent back in URLs: one that is not an id, or
             # holds a key or a fragment of one, is never kept (break-14b C14). After a submission

@@ -20,7 +20,7 @@ from batchrun import ExitCode
 from batchrun._batch_state import BatchState
 
 from .conftest import call_cli, write_job
-from .hostile import Handler, HostileServer, RawRequest, json_answer
+from .hostile import Handler, HostileServer, RawRequest, http, json_answer
 
 JOB = """
 name: doubt
@@ -41,14 +41,17 @@ class BillingBatchApi:
     """A Batch API that bills every batch it is sent. Its first 202 carries an id that is not
     an id (the batch runs anyway); later batches get a good id and stay `in_progress`."""
 
-    def __init__(self, bad_first: bool = True) -> None:
+    def __init__(self, bad_first: bool = True, first_answer: bytes | None = None) -> None:
         self.posts = 0
         self.billed = 0.0
         self.bad_first = bad_first
+        self.first_answer = first_answer  # the first 202 as sent, whatever its body
 
     def submit(self, request: RawRequest) -> bytes:
         self.posts += 1
         self.billed += BILLED_PER_BATCH
+        if self.first_answer is not None and self.posts == 1:
+            return self.first_answer
         batch_id = "batch bad/.." if self.bad_first and self.posts == 1 else f"batch_{self.posts}"
         return json_answer(202, {"id": batch_id, "status": "validating", "results": None})
 
@@ -138,3 +141,20 @@ def test_an_open_batch_at_exit_10_shows_its_reservation_held(tmp_path: Path) -> 
     assert figures["reconciliation"]["warning"] is None
     assert figures["total"]["cost_unknown_rows"] == 8
     assert f"(${1 - held:.6f} left)" in stdout and "2 batch(es) still running and 0 in doubt" in stdout
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [http(202, b"<html>accepted</html>"), json_answer(202, {"status": "validating"}), json_answer(201, [])],
+    ids=["not-json", "no-id", "not-an-object"],
+)
+def test_a_submission_answered_2xx_with_no_batch_object_is_in_doubt(tmp_path: Path, answer: bytes) -> None:
+    # Before: the hold was released and the rows written as errors, while the batch may run and bill.
+    api = BillingBatchApi(bad_first=False, first_answer=answer)
+    code, stdout, stderr = _run(api, tmp_path, "--budget", "1", "--deadline", "0.2")
+    assert code == ExitCode.SUBMITTED and api.posts == 2 and "in doubt" in stderr
+    entries = BatchState.read(tmp_path / "out.jsonl").entries
+    assert [(e.key, e.state) for e in entries] == [("b1", "intent"), ("b2", "submitted")]
+    figures = _summary(tmp_path)
+    assert figures["spent_usd"] == pytest.approx(sum(e.reserved_usd for e in entries))
+    assert figures["batches"]["in_doubt"] == ["b1"] and figures["total"]["error"] == 0
