@@ -92,6 +92,7 @@ class BatchExecutor:
         self.notice = notice
         self.kill_after_submit = kill_after_submit  # test seam: SIGKILL after the Nth 202
         self.pending: dict[str, Request] = {}  # row id -> request, for rows in open batches
+        self.earlier: set[str] = set()  # keys of batches submitted by an earlier run
         self.outcome = BatchOutcome()
 
     # -- sorting the rows --------------------------------------------------------------------
@@ -285,6 +286,8 @@ class BatchExecutor:
         charges = batch_charges(entry.rows, info, items, lambda row: self._row_worst(entry, requests[row]))
         runner.charges.check_bound(charges.known, entry.reserved_usd, "charged for a batch")
         await runner.ledger.settle_hold(entry.reserved_usd, charges.known, charges.held)
+        if entry.key in self.earlier:
+            runner.ledger.earlier_batches += charges.known  # maybe billed before this run: _reconcile
         runner.charges.unresolved.extend(charges.unknown)  # looked up at the end, else reconciled
         for row in entry.rows:
             request = requests[row]
@@ -345,6 +348,7 @@ class BatchExecutor:
             # be running and billing, so its worst case counts as spent until it is collected,
             # adopted or released (break-14c N2: an in-doubt batch was not counted on resume).
             runner.ledger.hold(entry.reserved_usd)
+            self.earlier.add(entry.key)
         self.outcome.in_doubt = [e.key for e in self.state.in_doubt()]
         if self.outcome.in_doubt:
             self.notice(

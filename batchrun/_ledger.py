@@ -66,6 +66,9 @@ class CreditLedger:
         self.key_lost = False
         # The part of `held` that is batches open or in doubt (`hold`): not collected yet.
         self.batches_open = 0.0
+        # Known charges of batches an earlier run submitted, collected by this one: part of
+        # `spent`, but the key may have been charged for them before this run began.
+        self.earlier_batches = 0.0
 
     @property
     def committed(self) -> float:

@@ -89,6 +89,8 @@ def reconcile(
         # Reservations of batches still running at OpenRouter, or in doubt (maybe running): they
         # may be billed already, so they are held like attempts of unknown cost (break-14c N2).
         "open_batches_held_usd": round(ledger.batches_open, 12),
+        # Known charges of batches submitted by an earlier run and collected by this one.
+        "earlier_batches_usd": round(ledger.earlier_batches, 8),
         # Charges above their attempt's worst case (reported or looked up): the bound did not hold.
         "above_worst_case_attempts": book.above_worst,
         "above_worst_case_usd": round(book.above_worst_usd, 8),
@@ -151,6 +153,10 @@ def _compare(
     # they may be billed already, up to their worst cases.
     explained = min(max(extra, 0.0), held)
     difference = extra - explained
+    if difference < 0:
+        # Batches an earlier run submitted may have been billed then (the quickstart does not
+        # say when a batch is charged): their known cost need not be in this run's usage.
+        difference = min(0.0, difference + ledger.earlier_batches)
     out.update(
         key_usage_delta_usd=round(delta, 8),
         unattributed_usd=round(explained, 8) if unknown else None,

@@ -20,7 +20,7 @@ from batchrun import ExitCode
 from batchrun._batch_state import BatchState
 
 from .conftest import call_cli, write_job
-from .hostile import Handler, HostileServer, RawRequest, http, json_answer
+from .hostile import Handler, HostileServer, RawRequest, chat_payload, http, json_answer
 
 JOB = """
 name: doubt
@@ -46,6 +46,9 @@ class BillingBatchApi:
         self.billed = 0.0
         self.bad_first = bad_first
         self.first_answer = first_answer  # the first 202 as sent, whatever its body
+        self.status = "in_progress"  # what every poll says
+        self.item_cost = 0.0  # each result item's usage.cost once completed
+        self.rows: dict[str, list[str]] = {}  # batch id -> its rows
 
     def submit(self, request: RawRequest) -> bytes:
         self.posts += 1
@@ -53,11 +56,17 @@ class BillingBatchApi:
         if self.first_answer is not None and self.posts == 1:
             return self.first_answer
         batch_id = "batch bad/.." if self.bad_first and self.posts == 1 else f"batch_{self.posts}"
+        self.rows[batch_id] = [r["custom_id"] for r in request.json()["requests"]]
         return json_answer(202, {"id": batch_id, "status": "validating", "results": None})
 
     def get(self, request: RawRequest) -> bytes:
         batch_id = request.path.split("?")[0].rsplit("/", 1)[-1]
-        return json_answer(200, {"id": batch_id, "object": "batch", "status": "in_progress", "results": None})
+        batch: dict[str, Any] = {"id": batch_id, "object": "batch", "status": self.status, "results": None}
+        if self.status == "completed":
+            rows = self.rows[batch_id]
+            batch["usage"] = {"cost": self.item_cost * len(rows)}
+            batch["results"] = [_item(row, self.item_cost) for row in rows]
+        return json_answer(200, batch)
 
     def key(self, request: RawRequest) -> bytes:
         return json_answer(200, {"data": {"label": "k", "limit": None, "limit_remaining": None, "usage": self.billed}})
@@ -67,13 +76,19 @@ class BillingBatchApi:
         return HostileServer(chat=_no_chat, key=self.key, routes=routes)
 
 
+def _item(custom_id: str, cost: float) -> dict[str, Any]:
+    body = chat_payload("Paris", id=f"gen-batch-{custom_id}")
+    body["usage"]["cost"] = cost
+    return {"custom_id": custom_id, "response": {"status_code": 200, "body": body}, "error": None}
+
+
 def _no_chat(request: RawRequest) -> bytes:
     raise AssertionError("batch mode sent a chat request")
 
 
-def _run(api: BillingBatchApi, folder: Path, *args: str) -> tuple[int, str, str]:
+def _run(api: BillingBatchApi, folder: Path, *args: str, job: str = JOB) -> tuple[int, str, str]:
     folder.mkdir(parents=True, exist_ok=True)
-    path = write_job(folder, JOB)
+    path = write_job(folder, job)
     server = api.server()
     with server.running():
         return call_cli(path, "--base-url", server.base_url, "-o", folder / "out.jsonl", *args)
@@ -158,3 +173,20 @@ def test_a_submission_answered_2xx_with_no_batch_object_is_in_doubt(tmp_path: Pa
     figures = _summary(tmp_path)
     assert figures["spent_usd"] == pytest.approx(sum(e.reserved_usd for e in entries))
     assert figures["batches"]["in_doubt"] == ["b1"] and figures["total"]["error"] == 0
+
+
+def test_a_batch_billed_in_the_run_that_submitted_it_is_not_unexplained_when_collected(tmp_path: Path) -> None:
+    # The cron pattern: submit at 01:00 (exit 10), collect at 07:00. A batch billed at
+    # submission shows in the first run's key usage, not the second's: the collecting run's
+    # ledger counts its cost, and that is no "unexplained" shortfall.
+    api = BillingBatchApi(bad_first=False)
+    job = JOB.replace("max_tokens: 16", "max_tokens: 100000")  # worst cases above the charges below
+    code, _, _ = _run(api, tmp_path, "--budget", "1", "--deadline", "0.2", job=job)
+    assert code == ExitCode.SUBMITTED and _summary(tmp_path)["reconciliation"]["warning"] is None
+    api.status, api.item_cost = "completed", 0.006  # two batches of 4 rows: $0.048 known, none billed now
+    code, stdout, stderr = _run(api, tmp_path, "--resume", "--budget", "1", "--deadline", "0.2", job=job)
+    assert code == ExitCode.OK, stdout + stderr
+    rec = _summary(tmp_path)["reconciliation"]
+    assert rec["key_usage_delta_usd"] == 0 and rec["ledger_known_usd"] == pytest.approx(0.048)
+    assert rec["earlier_batches_usd"] == pytest.approx(0.048) and rec["warning"] is None
+    assert "unexplained" not in stdout + stderr
