@@ -74,6 +74,9 @@ def main() -> None:
             for client in CLIENTS:
                 rate = medians[client]
                 print(f"  C={concurrency:<4} {client:<14} {rate:8.0f} req/s  ({rate / floor:.2f}x floor)")
+            # The machine's noise: each round's batchrun rate over the floor's rate of the same round.
+            paired = sorted(b / f for b, f in zip(rates["batchrun"], rates["httpx-aiohttp"], strict=True))
+            print(f"  C={concurrency}: per-round ratios {', '.join(f'{r:.2f}' for r in paired)}")
             ratio = medians["batchrun"] / floor
             print(f"  C={concurrency}: batchrun / floor = {ratio:.2f} -> {verdict(ratio >= 0.9)} (target >= 0.9)")
             # The simulator's capacity is 1 / its CPU time per request, over all rounds so far:
