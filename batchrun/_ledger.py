@@ -53,6 +53,7 @@ class CreditLedger:
         self.from_key = 0.0  # the key's usage beyond all of the above, counted as spent
         self.in_flight = 0
         self._changed = asyncio.Event()  # set (and replaced) whenever room may have been made
+        self._changes = 0  # how many times the ledger changed (not counting the window opening)
         self._waiting = 0
         # Worst cases that may still be reserved before /key is read again; None: no window
         # (no limit, or no key usage to follow). `read_key` reads the key and reopens it.
@@ -86,13 +87,17 @@ class CreditLedger:
         """Hold `amount` until settle/release/hold; waits while others may free room."""
         # Single-threaded asyncio: the check and the update below happen without an
         # await between them, so no lock is needed on the fast path.
+        read_at: int | None = None  # the ledger's change count when this reservation last read /key
         while True:
             if self.key_lost:
                 raise BudgetExhausted()
-            if self._beyond_window(amount):
+            if self._beyond_window(amount) and read_at != self._changes:
+                # Read /key again only after the ledger changed since the last read: opening the
+                # window wakes every waiter, and each re-read the key in a loop, about a thousand
+                # times a second while an attempt stayed in flight (break14c verification NEW-1).
+                read_at = self._changes
                 await self._read_key_once()
-                if self._beyond_window(amount) and self._fits(amount):
-                    continue  # room was made while the key was read (the window opened before it): read again
+                continue  # re-check: room may have been made while the key was read
             if self._fits(amount) and not self._beyond_window(amount):
                 break
             if self.in_flight == 0:
@@ -116,7 +121,7 @@ class CreditLedger:
         next read. Called by `read_key` (also when the read failed: then the ledger's own
         figures are all there is, and the next window asks again)."""
         self.key_window = self.remaining
-        self._wake()
+        self._wake(change=False)
 
     def lose_key_window(self) -> None:
         """The key's usage cannot be followed any more (_dispatch.key_lost): the window stays
@@ -192,8 +197,10 @@ class CreditLedger:
         self.limit = limit_usd if self.limit is None else min(self.limit, limit_usd)
         self._wake()
 
-    def _wake(self) -> None:
-        """Let every waiter re-check (synchronous, so a cancelled task can still call it)."""
+    def _wake(self, change: bool = True) -> None:
+        """Let every waiter re-check (synchronous, so a cancelled task can still call it);
+        `change`: the ledger changed, so a waiter beyond the key window may read /key again."""
+        self._changes += change
         if self._waiting:  # nothing to do when nobody waits: this is on every request's path
             self._changed.set()
             self._changed = asyncio.Event()

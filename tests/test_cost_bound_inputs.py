@@ -25,8 +25,7 @@ from batchrun._image_tokens import UNREADABLE_IMAGE_TOKENS
 from batchrun._pricing import EndpointPrice, parse_endpoints, parse_prices
 from batchrun._unbounded import unbounded_input
 
-from .hostile import RawRequest, http, json_answer
-from .test_cost_bound import (
+from .bound_server import (
     COMPLETION,
     JOB,
     MODEL,
@@ -40,6 +39,7 @@ from .test_cost_bound import (
     run,
     server,
 )
+from .hostile import RawRequest, http, json_answer
 
 pytestmark = pytest.mark.usefixtures("api_key_env")
 

@@ -28,8 +28,8 @@ from batchrun._image_tokens import (
     tokens_for_size,
 )
 
+from .bound_server import COMPLETION, PROMPT, Billing, run, server
 from .hostile import RawRequest
-from .test_cost_bound import COMPLETION, PROMPT, Billing, run, server
 
 pytestmark = pytest.mark.usefixtures("api_key_env")
 

@@ -9,6 +9,7 @@ and a run that could not follow the key under a limit says so in its exit code (
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
+from batchrun._ledger import CreditLedger
 from batchrun._reconcile import key_spend, key_usage
 from batchrun._verdict import decide
 
@@ -273,3 +275,28 @@ async def test_a_resume_counts_what_earlier_key_windows_counted(tmp_path: Path) 
     assert server.billed <= BUDGET + 1e-9  # the resumes sent nothing the budget had already counted
     assert summaries[2]["key_gap_usd"] == pytest.approx(summaries[0]["key_gap_usd"], abs=1e-6)
     assert summaries[2]["spent_before_usd"] >= summaries[0]["key_gap_usd"]
+
+
+# -- a waiter beyond the window reads /key once per change, not in a loop ------------------------
+async def test_a_reservation_waiting_beyond_the_window_reads_the_key_once_per_change() -> None:
+    # Verification of break14c (NEW-1): opening the window woke every waiter, and each read
+    # /key again at once: ~1,000 reads a second for as long as an attempt stayed in flight.
+    ledger = CreditLedger(1.0)
+    reads = 0
+
+    async def read_key() -> None:
+        nonlocal reads
+        reads += 1
+        ledger.open_key_window()
+
+    ledger.read_key = read_key
+    ledger.open_key_window()
+    first = await ledger.reserve(0.6)
+    waiting = asyncio.ensure_future(ledger.reserve(0.6))  # beyond what is left: waits for `first`
+    for _ in range(500):
+        await asyncio.sleep(0)
+    assert not waiting.done() and reads == 1
+    await ledger.settle(first, 0.1)  # a change: one more read, which shows the room
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert waiting.done() and await waiting == 0.6 and reads == 2

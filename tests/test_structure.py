@@ -115,3 +115,15 @@ def test_the_public_names_are_listed_once_for_runtime_and_once_for_types() -> No
 
 def test_every_stop_reason_has_its_exit_code() -> None:
     assert set(_STOP_CODES) == set(StopReason)
+
+
+def test_test_modules_do_not_import_each_other() -> None:
+    # Shared helpers live in conftest.py or a helper module (hostile.py, bound_server.py), so a
+    # test module can change without breaking another (issue 15).
+    here = Path(__file__).parent
+    offenders = []
+    for path in sorted(here.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1].startswith("test_"):
+                offenders.append(f"{path.name}:{node.lineno} imports {node.module}")
+    assert offenders == []
