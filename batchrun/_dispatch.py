@@ -298,7 +298,9 @@ class Dispatcher:
             elif usage < start - MISMATCH_USD:
                 problem = f"its usage went down (${start:.4f} -> ${usage:.4f}), which usage cannot do"
             else:
-                self.ledger.follow_key(key_spend(start, usage, self.key_remaining_start, remaining))
+                gap = self.ledger.follow_key(key_spend(start, usage, self.key_remaining_start, remaining))
+                if gap > 0 and self.journal is not None:
+                    self.journal.key_gap(self.ledger.from_key)  # a kill -9 must not forget it
         if remaining is not None:
             new_limit = self.ledger.spent + remaining - self.settings.budget_margin_usd
             if self.ledger.limit is None or new_limit < self.ledger.limit:

@@ -33,7 +33,7 @@ from ._charges import Charge, RowCharges
 from ._client import OpenRouterClient
 from ._exceptions import OutputFailed, RequestFailed
 from ._generation import valid_generation_id
-from ._journal_file import Crashed, drop_recorded, journal_path, read_journal
+from ._journal_file import Crashed, drop_recorded, journal_key_gap, journal_path, read_journal
 from ._matrix import Request
 from ._record_head import record_head
 from ._results import ResultsWriter
@@ -64,6 +64,11 @@ class AttemptJournal:
         go out, holding `usd`."""
         at = self._writer.size
         self._write(orjson.dumps({"row": row, "at": at, "usd": usd, "model": request.model}) + b"\n")
+
+    def key_gap(self, usd: float) -> None:
+        """The key window has now counted `usd` beyond the reported costs (the run's total): a
+        resume after a kill -9 counts it as spent, as a summary would have carried it."""
+        self._write(orjson.dumps({"key_gap": usd}) + b"\n")
 
     def generation(self, row: str, generation_id: str) -> None:
         self._write(orjson.dumps({"row": row, "gen": generation_id}) + b"\n")
@@ -119,14 +124,15 @@ async def recover(
     client: OpenRouterClient,
     now: str,
     limit_s: float,
-) -> int:
+) -> tuple[int, float]:
     """Record what a crash left in the journal beside `results` (`job`: its name and
     fingerprint; `requests`: the matrix, to find the rows; `limit_s`: for the lookups);
-    returns the rows recorded."""
+    returns the rows recorded, and the key gap its key window had counted (journal_key_gap)."""
     path = journal_path(results)
     if not path.exists():
-        return 0
+        return 0, 0.0
     rows = read_journal(path, job[0])
+    gap = journal_key_gap(path)
     if rows:
         drop_recorded(results, rows)
     if rows:
@@ -159,4 +165,4 @@ async def recover(
         finally:
             writer.close()
     path.unlink()
-    return len(rows)
+    return len(rows), gap

@@ -10,6 +10,7 @@ never resumed still shows its attempts as unknown costs (break14c N10).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,22 @@ def _usd(value: Any) -> float:
     return min(max(0.0, float(value)), MAX_ATTEMPT_USD)
 
 
+def journal_key_gap(path: Path) -> float:
+    """What the crashed run's key window had counted beyond its reported costs (its last
+    `key_gap` line): in no record, and no summary was written, so a resume adds it (N12 after a
+    kill -9). 0 without a journal or such a line."""
+    gap = 0.0
+    try:
+        with open_regular(path) as handle:
+            for line in handle:
+                if line.startswith(b'{"key_gap"') and line.endswith(b"\n"):
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        gap = _usd(orjson.loads(line)["key_gap"])
+    except OSError:
+        return 0.0
+    return gap
+
+
 def read_journal(path: Path, job: str | None) -> dict[str, Crashed]:
     """The attempts in the journal, by row. `job`: refuse (JobError) a journal another job
     wrote (break14c N11); None reads any."""
@@ -60,6 +77,8 @@ def read_journal(path: Path, job: str | None) -> dict[str, Crashed]:
                 break  # torn by the crash: that attempt's write never finished, so it was not sent
             try:
                 entry = orjson.loads(line)
+                if "key_gap" in entry:
+                    continue
                 if "job" in entry:
                     if job is not None and entry["job"] != job:
                         name = str(entry["job"])[:80]

@@ -197,15 +197,17 @@ async def _earlier_work(
     now = utc(options.clock.time())
     limit = min(job.run.timeout_s, job.run.deadline_s or job.run.timeout_s)  # the lookups of what a crash left
     rows = matrix_requests(job, options.shard)
-    crashed = await recover(output, (job.name, job.fingerprint), rows, client, now, limit)
+    crashed, key_gap = await recover(output, (job.name, job.fingerprint), rows, client, now, limit)
     if crashed:
         notice(
             f"{output}: {crashed} row(s) had attempts in flight when an earlier run was killed: recorded "
             "as skipped (crashed), each attempt's worst case held until its cost is known"
         )
-    if not resuming and not crashed:
+    if not (resuming or crashed or key_gap) or (not resuming and not output.exists()):
         return None
-    return scan_states(output, lambda message: notice(f"warning: {message}"))
+    states = scan_states(output, lambda message: notice(f"warning: {message}"))
+    states.key_gap_usd = key_gap
+    return states
 
 
 async def _locked_run(
@@ -239,7 +241,10 @@ async def _locked_run(
     prior_spend = states.spent_usd if states is not None else 0.0
     # What earlier runs' key windows counted beyond their records' costs (the key's usage above
     # what answers reported) is in no record: their summary carries it (break14c N12).
-    key_gap_before = (money(read_run_summary(output).get("key_gap_usd")) or 0.0) if states is not None else 0.0
+    key_gap_before = 0.0
+    if states is not None:
+        # The last summary's figure, and what a run killed before writing one left in its journal.
+        key_gap_before = (money(read_run_summary(output).get("key_gap_usd")) or 0.0) + states.key_gap_usd
     prior_spend += key_gap_before
     isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
     cache = open_cache(job, options, notice)

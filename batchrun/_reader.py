@@ -215,6 +215,7 @@ class ScanResult:
     _states: dict[bytes, bytes]
     spent_usd: float  # over every record, superseded ones too: they were paid for
     lines: int
+    key_gap_usd: float = 0.0  # what a crashed run's key window counted beyond its records (_journal)
 
     def __len__(self) -> int:
         return len(self._states)

@@ -193,3 +193,25 @@ def test_a_journal_of_another_job_is_refused_untouched(tmp_path: Path) -> None:
         code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1")
     assert code == ExitCode.USAGE and "attempt journal of job 'someone-else'" in err and str(journal) in err
     assert journal.read_text() == text and not out.exists() and server.chat_rows() == []
+
+
+def test_a_key_gap_a_kill_9_left_in_the_journal_is_counted_on_resume(tmp_path: Path) -> None:
+    # Verification of break14c (NEW-2): the gap a key window counted (the key's usage beyond the
+    # reported costs) lived only in the summary, which a kill -9 never writes: the resume spent
+    # the budget again. The journal now carries it ({"key_gap": ...}, the run's total so far).
+    path = write_job(tmp_path, KILL_JOB.replace("vars: [{n: 1}, {n: 2}, {n: 3}, {n: 4}, ", "vars: ["))
+    out = tmp_path / "out.jsonl"
+    server = _honest()
+    with server.running():
+        code, _, _ = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1")
+        assert code == ExitCode.OK
+        out.write_text("".join(out.read_text().splitlines(keepends=True)[:2]))  # two rows still to send
+        (tmp_path / "out.summary.json").unlink()  # killed: no summary
+        journal = tmp_path / "out.attempts.jsonl"
+        journal.write_text('{"job": "crash"}\n{"key_gap": 0.25}\n{"key_gap": 1.5}\n')
+        sent = len(server.chat_rows())
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--resume", "--budget", "1")
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["spent_before_usd"] >= 1.5 and summary["key_gap_usd"] == pytest.approx(1.5)
+    # The key was charged past the dollar already: the two rows left are not sent.
+    assert code == ExitCode.BUDGET and len(server.chat_rows()) == sent and not journal.exists()
