@@ -11,6 +11,7 @@ never resumed still shows its attempts as unknown costs (break14c N10).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,11 +45,25 @@ class Crashed:
         return float(sum(a["usd"] for a in self.attempts))
 
 
-def _usd(value: Any) -> float:
-    # Our own line says a number; anything else is a corrupt line whose attempt still went out.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return 0.0
-    return min(max(0.0, float(value)), MAX_ATTEMPT_USD)
+def _usd(value: Any) -> float | None:
+    """An attempt's worst case as the journal wrote it (a number; a numeric string is read
+    too); None when it cannot be read: a corrupt line whose attempt still went out."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return min(number, MAX_ATTEMPT_USD) if math.isfinite(number) and number >= 0 else None
+
+
+def _loads(line: bytes) -> Any:
+    # Python's reader also takes NaN and 1e400 (as inf), so a line with a corrupt figure is
+    # still read for its row, and _usd decides what the figure counts as.
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
 
 
 def journal_key_gap(path: Path) -> float:
@@ -61,7 +76,7 @@ def journal_key_gap(path: Path) -> float:
             for line in handle:
                 if line.startswith(b'{"key_gap"') and line.endswith(b"\n"):
                     with contextlib.suppress(ValueError, KeyError, TypeError):
-                        gap = _usd(orjson.loads(line)["key_gap"])
+                        gap = _usd(orjson.loads(line)["key_gap"]) or gap
     except OSError:
         return 0.0
     return gap
@@ -76,7 +91,7 @@ def read_journal(path: Path, job: str | None) -> dict[str, Crashed]:
             if not line.endswith(b"\n"):
                 break  # torn by the crash: that attempt's write never finished, so it was not sent
             try:
-                entry = orjson.loads(line)
+                entry = _loads(line)
                 if "key_gap" in entry:
                     continue
                 if "job" in entry:
@@ -95,8 +110,16 @@ def read_journal(path: Path, job: str | None) -> dict[str, Crashed]:
                     continue
                 crashed = rows.setdefault(row, Crashed(str(row), str(entry.get("model", ""))))
                 crashed.attempts.append({"at": int(entry["at"]), "usd": _usd(entry.get("usd")), "gen": None})
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 continue  # not a line of ours: nothing to count
+    # An attempt whose worst case cannot be read (a corrupted sidecar) still went out: it counts
+    # as the dearest attempt the journal shows, or the most there is (break14c m3: it counted $0
+    # and its row was paid for again).
+    readable = [a["usd"] for c in rows.values() for a in c.attempts if a["usd"] is not None]
+    for crashed in rows.values():
+        for attempt in crashed.attempts:
+            if attempt["usd"] is None:
+                attempt["usd"] = max(readable, default=MAX_ATTEMPT_USD)
     return rows
 
 

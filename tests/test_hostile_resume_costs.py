@@ -215,3 +215,28 @@ def test_a_key_gap_a_kill_9_left_in_the_journal_is_counted_on_resume(tmp_path: P
     assert summary["spent_before_usd"] >= 1.5 and summary["key_gap_usd"] == pytest.approx(1.5)
     # The key was charged past the dollar already: the two rows left are not sent.
     assert code == ExitCode.BUDGET and len(server.chat_rows()) == sent and not journal.exists()
+
+
+@pytest.mark.parametrize("corrupt", ['"x"', "-1", "NaN", "1e400", "null"])
+def test_an_attempt_whose_worst_case_is_corrupt_still_counts(tmp_path: Path, corrupt: str) -> None:
+    # break14c m3: a journal line whose usd could not be read counted $0, and its row was paid
+    # for again. It now counts as the dearest attempt the journal shows.
+    path = write_job(tmp_path, KILL_JOB)
+    out = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.attempts.jsonl"
+    lines = [
+        '{"job": "crash"}',
+        '{"row": "aaaaaaaaaaaaaaaaaaaa", "at": 0, "usd": 0.3, "model": "openai/gpt-4o-mini"}',
+        '{"row": "bbbbbbbbbbbbbbbbbbbb", "at": 0, "usd": ' + corrupt + ', "model": "openai/gpt-4o-mini"}',
+    ]
+    journal.write_text("\n".join(lines) + "\n")
+    server = _honest()
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1")
+    assert "Traceback" not in err
+    crashed = {
+        r["id"]: r for r in (json.loads(line) for line in out.read_text().splitlines()) if r["reason"] == "crashed"
+    }
+    assert {row: r["cost_held"] for row, r in crashed.items()} == {"a" * 20: 0.3, "b" * 20: 0.3}
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["spent_before_usd"] == pytest.approx(0.6)
