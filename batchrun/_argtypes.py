@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from urllib.parse import urlsplit
 
 MAX_CONCURRENCY = 4096  # the schema's maximum for run.concurrency and models[].concurrency
 
 
+# What a number on the command line is written as: ASCII digits, a point, an exponent.
+# Python's float() also takes "1_000" and other scripts' digits ("１"), which a budget
+# mistyped that way should not pass as (break14c m8).
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE | re.ASCII)
+
+
 def _number(text: str) -> float:
     try:
+        if not _NUMBER.fullmatch(text.strip()):
+            raise ValueError(text)
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None

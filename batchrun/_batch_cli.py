@@ -20,7 +20,7 @@ from ._generation import valid_generation_id
 from ._lock import OutputLock
 from ._scrub import Scrubber
 
-_DOUBT = "in doubt: submitted or not, unknown (a crash)"
+_DOUBT = "in doubt: submitted or not, unknown (a crash, or an answer that named no batch)"
 
 
 def list_lines(state: BatchState) -> list[str]:

@@ -352,7 +352,8 @@ class BatchExecutor:
         self.outcome.in_doubt = [e.key for e in self.state.in_doubt()]
         if self.outcome.in_doubt:
             self.notice(
-                f"batch(es) {', '.join(self.outcome.in_doubt)}: a crash left their submission unknown; their rows "
+                f"batch(es) {', '.join(self.outcome.in_doubt)}: their submission is unknown (a crash, or an answer "
+                "that named no batch); their rows "
                 "are not submitted again (see `batchrun batches list`)"
             )
         to_batch, to_sync = self._sort(requests)

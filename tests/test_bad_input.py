@@ -329,6 +329,9 @@ def test_validate_prints_one_line_per_good_file_unless_quiet(tmp_path: Path) -> 
 OPTION_CASES: list[tuple[str, list[str], list[str]]] = [
     ("timeout inf", ["--timeout", "inf"], ["--timeout: expected a finite number, got 'inf'"]),
     ("budget nan", ["--budget", "nan"], ["--budget: expected a finite number, got 'nan'"]),
+    # break14c m8: Python's float() takes these; a budget is not written so.
+    ("budget 1_000", ["--budget", "1_000"], ["--budget: expected a number, got '1_000'"]),
+    ("budget full-width", ["--budget", "\uff11"], ["--budget: expected a number, got '\uff11'"]),
     ("concurrency too high", ["--concurrency", "1000000"], ["--concurrency: must be between 1 and 4096"]),
     ("concurrency not a number", ["--concurrency", "abc"], ["--concurrency: expected a whole number, got 'abc'"]),
     ("max attempts zero", ["--max-attempts", "0"], ["--max-attempts: must be between 1 and 100"]),
