@@ -17,7 +17,7 @@ from ._client import ModelInfo, OpenRouterClient
 from ._costs import EndpointsRead
 from ._exceptions import RequestFailed
 from ._ledger import CreditLedger
-from ._reconcile import MISMATCH_USD, key_remaining, key_spend, key_usage, reconcile
+from ._reconcile import MISMATCH_USD, byok_outside_limit, key_remaining, key_spend, key_usage, reconcile
 from ._retry import RetryPolicy, retry_call
 
 
@@ -75,6 +75,7 @@ async def reconcile_run(
     sleep: Callable[[float], Awaitable[None]],
     time_left: Callable[[], float | None],
     start_remaining: float | None = None,
+    start_byok_outside: float | None = None,
 ) -> dict[str, Any]:
     """The key's usage against the ledger (after the run's last lookups: `late_lookups`). The
     /key read is retried like start-up's (break-14 #15); when it still fails, or its usage
@@ -92,5 +93,8 @@ async def reconcile_run(
             end_usage = key_usage(info)
             why = None if end_usage is not None else "its usage is missing or not a number"
             if end_usage is not None and end_usage >= start_usage - MISMATCH_USD:  # a fall is said as one
+                end_byok = byok_outside_limit(info)
+                if start_byok_outside is not None and end_byok is not None and end_byok >= start_byok_outside:
+                    end_usage += end_byok - start_byok_outside  # like with like: the ledger counts upstream
                 end_usage = start_usage + key_spend(start_usage, end_usage, start_remaining, key_remaining(info))
     return reconcile(start_usage, end_usage, ledger, book, why, start_unread)

@@ -336,6 +336,7 @@ async def _locked_run(
             options.clock.sleep,
             cleanup_left,
             start_remaining=pre.key_remaining,
+            start_byok_outside=pre.key_byok_outside,
         )
         if reconciliation["warning"]:
             notice("warning: " + reconciliation["warning"])

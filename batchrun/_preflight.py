@@ -23,7 +23,7 @@ from ._judging import judge_requests_for
 from ._matrix import Request, Shard, matrix_requests, request_params
 from ._models import Lookup, Resolution, resolve_models
 from ._options import Notice, RunOptions
-from ._reconcile import key_remaining, key_usage
+from ._reconcile import byok_outside_limit, key_remaining, key_usage
 from ._results import RowState, ScanResult
 from ._retry import retry_call, retry_policy
 from ._routing import routing_warning, unpinned_models
@@ -222,6 +222,7 @@ class Preflight:
     # Why /key answered but its usage could not be read (then nothing is reconciled).
     key_unread: str | None = None
     key_remaining: float | None = None  # the key's limit_remaining then (_reconcile.key_spend)
+    key_byok_outside: float | None = None  # byok_usage then, where the limit leaves it out
 
 
 def missing_account_api(base_url: str, models: object | None, key: object | None) -> str | None:
@@ -299,5 +300,14 @@ async def preflight(
     usage = key_usage(key)
     unread = "its usage is missing or not a number" if key is not None and usage is None else None
     return Preflight(
-        models, costs, estimated, budget, limit_from_key, usage, balance, unread, key_remaining=key_remaining(key)
+        models,
+        costs,
+        estimated,
+        budget,
+        limit_from_key,
+        usage,
+        balance,
+        unread,
+        key_remaining=key_remaining(key),
+        key_byok_outside=byok_outside_limit(key),
     )

@@ -40,6 +40,16 @@ def key_usage(info: dict[str, Any] | None) -> float | None:
     return usage
 
 
+def byok_outside_limit(info: dict[str, Any] | None) -> float | None:
+    """`byok_usage` of a key whose limit does not include BYOK spend (`include_byok_in_limit`
+    false): not in key_usage, yet the ledger counts a BYOK answer's upstream cost, so the end-of-run
+    comparison adds its rise (break14c N16: honest BYOK answers showed as "$-0.2376 unexplained").
+    None for any other key."""
+    if not info or info.get("include_byok_in_limit") is not False:
+        return None
+    return money(info.get("byok_usage"))
+
+
 def key_remaining(info: dict[str, Any] | None) -> float | None:
     """The key's `limit_remaining` (None: no per-key limit, or no /key)."""
     remaining = info.get("limit_remaining") if info else None

@@ -178,6 +178,24 @@ async def test_a_byok_usage_the_parser_keeps_is_reconciled_at_the_end(tmp_path: 
     assert rec["key_usage_delta_usd"] == pytest.approx(ROWS * BILL) and rec["warning"] is None
 
 
+async def test_honest_byok_answers_on_a_key_whose_limit_leaves_byok_out_reconcile(tmp_path: Path) -> None:
+    # break14c N16: the ledger counts a BYOK answer's fee and upstream cost, the key's `usage` only
+    # the fee (its limit leaves BYOK out): every honest run warned "$-0.2376 unexplained".
+    fee, upstream = 0.0001, BILL - 0.0001
+    usage: dict[str, Any] = {"prompt_tokens": 10, "completion_tokens": 2, "cost": fee, "is_byok": True}
+    usage["cost_details"] = {"upstream_inference_cost": upstream}
+    server = Server(
+        lambda billed, reads: key_data(
+            billed * fee / BILL, byok_usage=billed * upstream / BILL, include_byok_in_limit=False
+        ),
+        answer=lambda: json_answer(200, chat_payload(model=MODEL, usage=usage)),
+    )
+    code, summary, _ = await run(tmp_path, server, job_text(budget=None))
+    assert code == ExitCode.OK and server.chats == ROWS
+    rec = summary["reconciliation"]
+    assert rec["key_usage_delta_usd"] == pytest.approx(ROWS * BILL) and rec["warning"] is None
+
+
 # -- N7: a key whose usage cannot be followed stops the run under a limit ------------------------
 def fails_after_start(billed: float, reads: int) -> dict[str, Any] | None:
     return key_data(billed) if reads == 1 else None  # pre-flight's read, then 500 for good
