@@ -21,7 +21,10 @@ Prices of variants: the base model's, except where the docs say otherwise.
 - `:floor` admits flex endpoints, which are cheaper: the base price bounds it.
 - `:online` adds the web plugin's charges (online.mdx; deprecated): its worst case is
   unknown (_unbounded: search results of no documented size), and `plan` warns.
-- `:exacto`, `:thinking`, `:extended`: the docs give no separate price; base price.
+- `:exacto`, `:thinking`: the docs give no separate price; base price.
+- `:extended` names another model version ("model versions with extended context windows",
+  extended.mdx), which can be priced differently: the single-model lookup prices it; without
+  one its price is unknown, never the base model's.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from ._client import ModelInfo
 Lookup = Callable[[str], Awaitable[tuple[str, ModelInfo | None]]]
 
 VARIANTS = ("nitro", "floor", "exacto", "free", "online", "thinking", "extended")
+# Variants that are other model versions, not routing choices: the base price says nothing.
+OWN_VERSIONS = ("extended",)
 # Variants whose bill the base price may not bound, and why (for `plan`).
 PRICE_CAVEATS = {
     "nitro": (
@@ -73,6 +78,10 @@ async def resolve_models(wanted: set[str], models: dict[str, ModelInfo], lookup:
         if model_id in models:
             continue
         variant = variant_of(model_id)
+        if variant is not None and variant[1] in OWN_VERSIONS:
+            # Another model version: its own lookup, never the base's price.
+            await _look_up(model_id, lookup, result, f"a version of {variant[0]} the base price does not bound")
+            continue
         if variant is not None and variant[0] in models:
             base = models[variant[0]]
             info = replace(base, id=model_id)
@@ -90,14 +99,19 @@ async def resolve_models(wanted: set[str], models: dict[str, ModelInfo], lookup:
         if lookup is None:
             result.missing[model_id] = "not listed by /models"
             continue
-        status, found = await lookup(model_id)
-        if status == "found" and found is not None:
-            result.models[model_id] = replace(found, id=model_id)
-            result.how[model_id] = f"single-model lookup ({found.id})"
-        elif status == "missing":
-            result.missing[model_id] = f"not listed by /models, and GET /model/{model_id} answered 404"
-        else:
-            # The docs are silent on endpoints without the lookup: keep the id, price unknown.
-            result.models[model_id] = _unknown_price(model_id)
-            result.how[model_id] = "unknown (no single-model lookup)"
+        await _look_up(model_id, lookup, result, "no single-model lookup")
     return result
+
+
+async def _look_up(model_id: str, lookup: Lookup | None, result: Resolution, unknown_why: str) -> None:
+    """Price an id by the single-model lookup; a 404 refuses it; no answer keeps it unpriced.
+    The docs are silent on endpoints without the lookup: keep the id, price unknown."""
+    status, found = await lookup(model_id) if lookup is not None else ("unknown", None)
+    if status == "found" and found is not None:
+        result.models[model_id] = replace(found, id=model_id)
+        result.how[model_id] = f"single-model lookup ({found.id})"
+    elif status == "missing":
+        result.missing[model_id] = f"not listed by /models, and GET /model/{model_id} answered 404"
+    else:
+        result.models[model_id] = _unknown_price(model_id)
+        result.how[model_id] = f"unknown ({unknown_why})"

@@ -3,12 +3,15 @@ them (variants, aliases, ~latest, private models), and routing reproducibility w
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
 from batchrun import ExitCode, load_job, matrix_requests
+from batchrun._account_reply import ModelInfo
+from batchrun._models import resolve_models
 from batchrun.simulator import Simulator
 
 from .conftest import FAKE_KEY, call_cli, read_rows, write_job
@@ -171,3 +174,45 @@ def test_pinned_routing_gives_no_warning_and_the_summary_carries_it_otherwise(tm
     )
     job = write_job(tmp_path, pinned, "pinned.yaml")
     assert "routing not pinned" not in call_cli("plan", job)[1]
+
+
+def _info(model_id: str, prompt: float) -> ModelInfo:
+    return ModelInfo(model_id, prompt, prompt * 4, 0.0, 131072, 16384)
+
+
+@pytest.mark.parametrize(
+    ("answer", "price", "how"),
+    [
+        (("found", _info("acme/big:extended", 9e-6)), 9e-6, "single-model lookup (acme/big:extended)"),
+        (("unknown", None), None, "unknown (a version of acme/big the base price does not bound"),
+        (None, None, "unknown (a version of acme/big the base price does not bound"),
+    ],
+    ids=["looked-up", "lookup-unavailable", "no-lookup"],
+)
+def test_an_extended_version_is_never_priced_as_its_base(
+    answer: tuple[str, ModelInfo | None] | None, price: float | None, how: str
+) -> None:
+    # extended.mdx: ":extended" gives "model versions with extended context windows", which may
+    # cost more than the base (break14c m7): its own lookup prices it, else it is unknown.
+    asked: list[str] = []
+
+    async def lookup(model_id: str) -> tuple[str, ModelInfo | None]:
+        asked.append(model_id)
+        assert answer is not None
+        return answer
+
+    listed = {"acme/big": _info("acme/big", 1e-6)}
+    resolution = asyncio.run(resolve_models({"acme/big:extended"}, listed, lookup if answer else None))
+    assert resolution.models["acme/big:extended"].prompt_price == price
+    assert resolution.how["acme/big:extended"].startswith(how)
+    assert asked == (["acme/big:extended"] if answer else [])
+
+
+def test_an_extended_version_the_lookup_does_not_know_is_refused() -> None:
+    async def lookup(model_id: str) -> tuple[str, ModelInfo | None]:
+        return "missing", None
+
+    resolution = asyncio.run(resolve_models({"acme/big:extended"}, {"acme/big": _info("acme/big", 1e-6)}, lookup))
+    assert resolution.missing == {
+        "acme/big:extended": "not listed by /models, and GET /model/acme/big:extended answered 404"
+    }
