@@ -83,6 +83,13 @@ class RowCharges:
             return None
         return sum(p.cost if p.cost is not None else p.held for p in self.parts)
 
+    @property
+    def known(self) -> float | None:
+        """While the cost is unknown, its known parts (a lower bound, break-14c m5); None once known."""
+        if self.status != "unknown":
+            return None
+        return sum(p.cost for p in self.parts if p.cost is not None)
+
     def fields(self) -> dict[str, Any]:
         """Record fields for this row's cost; the parts count as recorded from here on."""
         for part in self.parts:
@@ -92,6 +99,7 @@ class RowCharges:
         return {
             "cost": self.cost,
             "cost_held": self.held,
+            "cost_known": self.known,
             "cost_status": self.status,
             "cost_unknown": self.status == "unknown",
             "is_byok": answer.is_byok if answer is not None else None,
@@ -103,7 +111,7 @@ class RowCharges:
 def uncharged(cost: float | None) -> dict[str, Any]:
     """The cost fields of a row with no attempt that could be billed: 0 for an error the
     server answered (zero-completion-insurance.mdx), None for a row that sent nothing."""
-    return {"cost": cost, "cost_held": None, "cost_status": None, "cost_unknown": False}
+    return {"cost": cost, "cost_held": None, "cost_known": None, "cost_status": None, "cost_unknown": False}
 
 
 def byok_of(usage: dict[str, Any]) -> tuple[bool, float | None]:

@@ -291,6 +291,7 @@ class Dispatcher:
         followed, or None."""
         start, problem = self.key_usage_start, None
         remaining = key_remaining(info)
+        charged = self.ledger.spent  # what the key has been charged since the start, at least
         if start is not None:
             usage = key_usage(info)
             if usage is None:
@@ -298,11 +299,16 @@ class Dispatcher:
             elif usage < start - MISMATCH_USD:
                 problem = f"its usage went down (${start:.4f} -> ${usage:.4f}), which usage cannot do"
             else:
-                gap = self.ledger.follow_key(key_spend(start, usage, self.key_remaining_start, remaining))
+                charged = key_spend(start, usage, self.key_remaining_start, remaining)
+                gap = self.ledger.follow_key(charged)
                 if gap > 0 and self.journal is not None:
                     self.journal.key_gap(self.ledger.from_key)  # a kill -9 must not forget it
         if remaining is not None:
-            new_limit = self.ledger.spent + remaining - self.settings.budget_margin_usd
+            # The key allows `remaining` beyond what it has charged; the ledger counts that
+            # charge (and the gap follow_key added) already, so the limit is the charge plus
+            # what is left. `spent + remaining` counted the gap twice and stopped a run with
+            # credit to spare (break-14c m6).
+            new_limit = charged + remaining - self.settings.budget_margin_usd
             if self.ledger.limit is None or new_limit < self.ledger.limit:
                 self.limit_from_key = True
                 await self.ledger.lower_limit(new_limit)

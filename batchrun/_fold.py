@@ -10,7 +10,8 @@ So `final_records` folds the earlier records' costs into the row it yields:
 - `cost` is every record's cost added up; null when any part is unknown (or none was sent);
 - `cost_status` the least certain of them; `cost_unknown` follows it;
 - `cost_held` (while unknown) the known parts plus every worst case still held;
-- `judge_cost`/`judge_cost_status` likewise; `spent` the sum of every record's `spent`;
+- `cost_known` (while unknown) the known parts alone: the row's lower bound (break-14c m5);
+- `judge_cost`/`judge_cost_status`/`judge_cost_known` likewise; `spent` the sum of every record's `spent`;
 - `earlier_records` how many records were folded in, `earlier_spent` what they spent.
 
 A record written again with a cost learnt late (`resolves`, _late_costs) replaces the record it
@@ -43,25 +44,28 @@ class _Part:
     """One kind of cost (the answer's, or the grading's) over several records."""
 
     known: float = 0.0  # known costs, and the known parts of unknown ones
-    held: float = 0.0  # worst cases held for unknown ones
+    held: float = 0.0  # worst cases held for unknown ones (beyond their known parts)
     statuses: list[str] = field(default_factory=list)
     costed: bool = False  # some record had a cost (0 for an error nothing billed) or a status
 
-    def add(self, cost: Any, status: Any, held: Any) -> None:
+    def add(self, cost: Any, status: Any, held: Any, known: Any) -> None:
         self.costed = self.costed or cost is not None or status is not None
         if isinstance(status, str):
             self.statuses.append(status)
         if status == "unknown":
-            self.held += _money(held)
+            # `held` includes the known parts; a record from before `cost_known` has none.
+            part = min(_money(known), _money(held)) if held is not None else _money(known)
+            self.known += part
+            self.held += max(0.0, _money(held) - part)
         else:
             self.known += _money(cost)
 
-    def fields(self) -> tuple[float | None, str | None, float | None]:
-        """(cost, status, held) of the whole."""
+    def fields(self) -> tuple[float | None, str | None, float | None, float | None]:
+        """(cost, status, held, known) of the whole."""
         status = least_sure(self.statuses)
         if status == "unknown":
-            return None, status, self.known + self.held
-        return (self.known if self.costed else None), status, None
+            return None, status, self.known + self.held, self.known
+        return (self.known if self.costed else None), status, None, None
 
 
 @dataclass
@@ -87,9 +91,9 @@ class Earlier:
             return last
         answer, grading = _Part(), _Part()
         for record in [*self.records, _costs_of(last)]:
-            answer.add(record["cost"], record["cost_status"], record["cost_held"])
-            grading.add(record["judge_cost"], record["judge_cost_status"], None)
-        cost, status, held = answer.fields()
+            answer.add(record["cost"], record["cost_status"], record["cost_held"], record["cost_known"])
+            grading.add(record["judge_cost"], record["judge_cost_status"], None, record["judge_cost_known"])
+        cost, status, held, known = answer.fields()
         earlier = sum(_spent(r) for r in self.records)
         last.update(
             cost=cost,
@@ -97,12 +101,13 @@ class Earlier:
             cost_status=status,
             cost_unknown=status == "unknown",
             cost_held=held,
+            cost_known=known,
             earlier_records=len(self.records),
             earlier_spent=earlier,
         )
         if grading.statuses or "judge_cost" in last:
-            judge, judge_status, _ = grading.fields()
-            last.update(judge_cost=judge, judge_cost_status=judge_status)
+            judge, judge_status, _, judge_known = grading.fields()
+            last.update(judge_cost=judge, judge_cost_status=judge_status, judge_cost_known=judge_known)
         return last
 
 
@@ -119,8 +124,10 @@ def _costs_of(record: dict[str, Any]) -> dict[str, Any]:
         "cost": record.get("cost"),
         "cost_status": status,
         "cost_held": held,
+        "cost_known": record.get("cost_known"),
         "spent": _spent(record),
         "judge_cost": record.get("judge_cost"),
         # A grading of unknown cost is in `spent` (its worst case): counted there, not as $0.
         "judge_cost_status": judge_status,
+        "judge_cost_known": record.get("judge_cost_known"),
     }

@@ -79,7 +79,17 @@ def record_problem(record: Any) -> str | None:
 
 
 # The money and time figures of a record: finite and not negative.
-_FIGURES = ("cost", "spent", "cost_held", "judge_cost", "latency_ms", "ttft_ms", "elapsed_ms")
+_FIGURES = (
+    "cost",
+    "spent",
+    "cost_held",
+    "cost_known",
+    "judge_cost",
+    "judge_cost_known",
+    "latency_ms",
+    "ttft_ms",
+    "elapsed_ms",
+)
 _MAX_FIGURE = math.inf  # no upper bound: a worst case held may be any size; the type is what broke readers
 
 

@@ -69,6 +69,7 @@ class RowGrading:
             "spent": spent_on(self.record) + grading,  # a re-graded old record may lack it
             "judge_cost": costs["cost"] if spent.parts else 0.0,
             "judge_cost_status": costs["cost_status"],
+            "judge_cost_known": costs["cost_known"],
             **grade(checks, self.answer, judged),
         }
 

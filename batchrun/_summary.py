@@ -32,6 +32,14 @@ def percentile(values: array[float] | list[float], fraction: float) -> float | N
     return ordered[index]
 
 
+def _known(record: dict[str, Any], field: str) -> float:
+    """A cost field's known amount: the cost, or while it is unknown its known parts."""
+    value = record.get(field)
+    if value is None:
+        value = record.get(f"{field}_known")
+    return float(value or 0.0)
+
+
 @dataclass
 class _Group:
     ok: int = 0
@@ -75,14 +83,16 @@ class _Group:
             self.error += 1
         else:
             self.skipped += 1
-        # A record's `cost` is its answer's; its grading is `judge_cost`: both were spent.
-        self.judge_cost += float(record.get("judge_cost") or 0.0)
-        self.cost += float(record.get("cost") or 0.0) + float(record.get("judge_cost") or 0.0)
+        # A record's `cost` is its answer's; its grading is `judge_cost`: both were spent. An
+        # unknown one adds its known parts (`cost_known`): the figure stays a lower bound.
+        judge = _known(record, "judge_cost")
+        known = _known(record, "cost") + judge
+        self.judge_cost += judge
+        self.cost += known
         if "unknown" in (record.get("cost_status"), record.get("judge_cost_status")):
             self.cost_unknown += 1
             # What the budget counted for the row beyond its known costs: worst cases held.
-            known = float(record.get("cost") or 0.0) + float(record.get("judge_cost") or 0.0)
-            self.cost_held += spent_on(record) - known
+            self.cost_held += max(0.0, spent_on(record) - known)
         self.attempts += int(record.get("attempts") or 0)
 
     def as_json(self) -> GroupFigures:

@@ -318,3 +318,26 @@ async def test_a_reservation_waiting_beyond_the_window_reads_the_key_once_per_ch
     for _ in range(50):
         await asyncio.sleep(0)
     assert waiting.done() and await waiting == 0.6 and reads == 2
+
+
+# -- m6: the key's falling credit is not counted on top of the gap the window counted ----------
+def limited_key(billed: float, reads: int) -> dict[str, Any]:
+    """A key limited to $0.20 that shows every charge in its usage and its credit."""
+    return key_data(billed, limit=0.2, limit_remaining=0.2 - billed)
+
+
+async def test_a_key_limit_under_under_reported_answers_spends_to_its_credit_not_half(tmp_path: Path) -> None:
+    # break14c m6: the window counted each charge the answers left out (the gap), and the limit
+    # lowered to the key's credit was `reported spend + limit_remaining`, which subtracts the
+    # same charges again: the run stopped with "$0.0022 is left" while $0.026 was (about half).
+    server = Server(limited_key)
+    code, summary, _ = await run(tmp_path, server, job_text(budget=None))
+    assert code == ExitCode.BUDGET and summary["stop"] == "credits"
+    worst = 0.01573  # one request's worst case at these prices ("needs up to $0.015730")
+    assert server.billed <= 0.2 + 1e-9  # never past the key's credit
+    # It goes on while a request's worst case fits what the key really has left: $0.192 (the
+    # double count stopped it at $0.144, "$0.000000 is left").
+    assert server.billed >= 0.2 - 2 * worst
+    left = float(summary["stop_message"].split(", $")[1].split(" is left")[0])
+    assert left == pytest.approx(0.2 - server.billed, abs=worst)
+    assert summary["spent_usd"] == pytest.approx(server.billed, abs=1e-5)
