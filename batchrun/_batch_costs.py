@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._batch_api import BatchInfo, BatchItem
-from ._charges import Charge, RowCharges, byok_of
+from ._charges import byok_of
+from ._row_cost import Charge, RowCharges
 
 FLOAT_NOISE_USD = 1e-12
 

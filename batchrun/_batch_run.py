@@ -25,13 +25,13 @@ from ._batch_api import BatchClient, BatchInfo, BatchItem
 from ._batch_costs import batch_charges
 from ._batch_rules import batch_groups
 from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
-from ._charges import RowCharges, uncharged
 from ._checks import Answer, grade, is_judge, without_latency_checks
 from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Transient
 from ._matrix import Request
 from ._parts import non_text_part
 from ._retry import AttemptLog
 from ._row import RowGrading, answer_fields
+from ._row_cost import RowCharges, uncharged
 from ._settings import RunSettings
 from ._status import Status, StopReason
 from ._worker_pool import PoolOutcome, Runner

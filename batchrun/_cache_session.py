@@ -27,13 +27,13 @@ from typing import Any
 
 from ._cache import ResponseCache, cache_key, normalize_base_url
 from ._cache_values import CachedAnswer, EntryRow, Probe, RunStats, encode_answer
-from ._charges import RowCharges, uncharged
 from ._checks import Answer, grade, without_latency_checks
 from ._client import ChatResult
 from ._clock import Clock
 from ._exceptions import CacheError
 from ._matrix import Request, row_group_id
 from ._row import RowGrading
+from ._row_cost import RowCharges, uncharged
 
 APP_NAME = "batchrun"
 # Answers are written in batches (one transaction each): at most this many, or this old.

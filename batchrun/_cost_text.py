@@ -50,3 +50,15 @@ def batch_hold_lines(summary: Mapping[str, Any]) -> list[str]:
         f"running and {doubt} in doubt, {batches.get('open_rows', 0)} row(s) of unknown cost (+?); counted as "
         "spent until they are collected (or adopted or released: `batchrun batches list`)"
     ]
+
+
+def key_gap_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The key's usage beyond the rows' reported costs that key windows counted as spent: in
+    no record, so the table's cost leaves it out (break14c N12)."""
+    gap = summary.get("key_gap_usd") or 0.0
+    if gap <= 0:
+        return []
+    return [
+        f"the key was charged ${gap:.6f} beyond the rows' reported costs (counted as spent; the answers "
+        "under-reported their costs, or another process used the key)"
+    ]

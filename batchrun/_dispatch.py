@@ -139,7 +139,7 @@ class Dispatcher:
             else:
                 # On disk before it goes out: a kill -9 from here on leaves its trace (_journal).
                 owner = row.owner or row.request.id
-                journal.sent(row.request, row.reservation, owner)
+                journal.sent(row.request, row.reservation, owner, grader=row.owner is not None)
                 row.flight = Flight(lambda generation_id: journal.generation(owner, generation_id))
             try:
                 return await self._attempt(row.request, row.flight)

@@ -24,7 +24,7 @@ from ._exceptions import ConfigError, ResultsError
 from ._formats import ms, pct, utc_seconds
 from ._output_paths import results_files
 from ._reader import Warn, failure_reasons
-from ._report_data import read_run_summary, wilson
+from ._report_data import file_key_gap, read_run_summary, wilson
 from ._results import final_records
 from ._summary import SummaryBuilder
 from ._summary_types import GroupFigures, Summary
@@ -112,7 +112,7 @@ def _read_run(path: Path, warn: Warn, keep_states: bool = False) -> Run | None:
     builder.add_pending_batches(pending_batches(path, warn))
     if start is None:
         start = _mtime_iso(path)
-    return Run(path, start, builder.result(), states)
+    return Run(path, start, builder.result(key_gap_usd=file_key_gap(path)), states)
 
 
 def _mtime_iso(path: Path) -> str:
@@ -157,6 +157,7 @@ def _run_entry(run: Run) -> dict[str, Any]:
         "cost_usd": total["cost_usd"],
         "cost_unknown_rows": total.get("cost_unknown_rows", 0),
         "cost_held_usd": total.get("cost_held_usd", 0.0),
+        "key_gap_usd": run.summary.get("key_gap_usd", 0.0),
         "p95_ms": total["latency_p95_ms"],
         "models": models,
     }
@@ -263,13 +264,19 @@ def _run_rows(history: dict[str, Any], limit: int | None = None) -> tuple[list[s
             f"{run['rows']:,}",
             pct(run["pass_rate"]),
             pct(run["error_rate"]),
-            cost_text(run) + held_note(run, short=True),
+            cost_text(run) + held_note(run, short=True) + _gap_note(run),
             ms(run["p95_ms"]),
             str(changes.get(run["label"], "")),
         ]
         for run in runs
     ]
     return header, rows
+
+
+def _gap_note(run: dict[str, Any]) -> str:
+    """The key's usage beyond the rows' reported costs (summary `key_gap_usd`), in a cost cell."""
+    gap = run.get("key_gap_usd") or 0.0
+    return f" (+${gap:.6f} on the key beyond them)" if gap > 0 else ""
 
 
 def _model_rows(history: dict[str, Any], limit: int | None = None) -> tuple[list[str], list[list[str]]]:

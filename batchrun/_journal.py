@@ -29,11 +29,10 @@ from typing import Any
 
 import orjson
 
-from ._charges import Charge, RowCharges
 from ._client import OpenRouterClient
 from ._exceptions import OutputFailed, RequestFailed
 from ._generation import valid_generation_id
-from ._journal_file import Crashed, drop_recorded, journal_key_gap, journal_path, read_journal
+from ._journal_file import crash_fields, drop_recorded, journal_key_gap, journal_path, read_journal
 from ._matrix import Request
 from ._record_head import record_head
 from ._results import ResultsWriter
@@ -59,11 +58,13 @@ class AttemptJournal:
             # Nothing may go out that a crash could hide: the run stops like a results failure.
             raise OutputFailed(f"{self.path}: writing the attempt journal failed: {exc.strerror or exc}") from None
 
-    def sent(self, request: Request, usd: float, row: str) -> None:
-        """An attempt of `request` for `row` (its own, or the row a grader grades) is about to
-        go out, holding `usd`."""
-        at = self._writer.size
-        self._write(orjson.dumps({"row": row, "at": at, "usd": usd, "model": request.model}) + b"\n")
+    def sent(self, request: Request, usd: float, row: str, grader: bool = False) -> None:
+        """An attempt of `request` for `row` (its own, or the row a `grader` grades) is about
+        to go out, holding `usd`. A grader's is marked: its cost is the row's `judge_cost`."""
+        entry = {"row": row, "at": self._writer.size, "usd": usd, "model": request.model}
+        if grader:
+            entry["judge"] = True
+        self._write(orjson.dumps(entry) + b"\n")
 
     def key_gap(self, usd: float) -> None:
         """The key window has now counted `usd` beyond the reported costs (the run's total): a
@@ -106,17 +107,6 @@ async def _look_up(client: OpenRouterClient, attempts: list[dict[str, Any]], lim
     return found
 
 
-def _charges(crashed: Crashed, found: dict[str, float]) -> RowCharges:
-    charges = RowCharges()
-    for attempt in crashed.attempts:
-        gid = attempt["gen"]
-        if gid in found:
-            charges.parts.append(Charge(gid, 0.0, cost=found[gid], status="looked_up"))
-        else:
-            charges.parts.append(Charge(gid if isinstance(gid, str) else None, attempt["usd"]))
-    return charges
-
-
 async def recover(
     results: Path,
     job: tuple[str, str],
@@ -141,8 +131,8 @@ async def recover(
         writer = ResultsWriter(results)
         try:
             for crashed in rows.values():
-                fields = _charges(crashed, found).fields()
-                spent = fields["cost"] if fields["cost"] is not None else fields["cost_held"] or 0.0
+                fields = crash_fields(crashed, found)
+                spent = fields.pop("spent")
                 request = known.get(crashed.row)
                 record = record_head(
                     crashed.row, request.fingerprint if request else "", "skipped", "crashed", True, None, spent

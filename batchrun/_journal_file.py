@@ -2,7 +2,8 @@
 
 Its first line names the job; then one line per attempt about to go out (`row`, `at`: where
 the results file ended then, `usd`: the worst case it reserved, `model`) and, when the reply's
-headers named the generation, a line with its id (`row`, `gen`). An attempt whose row has no
+headers named the generation, a line with its id (`row`, `gen`). A grader's attempt is marked `judge`: it is
+the row's grading (`judge_cost`), not its answer (break14c m2). An attempt whose row has no
 record starting at or after its `at` was in flight when the process died. Read here without
 the network, for a resuming run (_journal) and for the readers (_reader), so a crash that is
 never resumed still shows its attempts as unknown costs (break14c N10).
@@ -22,6 +23,7 @@ import orjson
 from ._exceptions import JobError, Problem
 from ._files import open_regular
 from ._record_head import RECORD_START
+from ._row_cost import Charge, RowCharges
 
 JOURNAL_SUFFIX = ".attempts.jsonl"
 MAX_ATTEMPT_USD = 1e12  # as money() caps: a corrupt line cannot make a figure past it
@@ -38,11 +40,7 @@ class Crashed:
 
     row: str
     model: str
-    attempts: list[dict[str, Any]] = field(default_factory=list)  # {"at", "usd", "gen"}
-
-    @property
-    def held(self) -> float:
-        return float(sum(a["usd"] for a in self.attempts))
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # {"at", "usd", "gen", "judge"}
 
 
 def _usd(value: Any) -> float | None:
@@ -109,7 +107,14 @@ def read_journal(path: Path, job: str | None) -> dict[str, Crashed]:
                         rows[row].attempts[-1]["gen"] = entry["gen"]
                     continue
                 crashed = rows.setdefault(row, Crashed(str(row), str(entry.get("model", ""))))
-                crashed.attempts.append({"at": int(entry["at"]), "usd": _usd(entry.get("usd")), "gen": None})
+                crashed.attempts.append(
+                    {
+                        "at": int(entry["at"]),
+                        "usd": _usd(entry.get("usd")),
+                        "gen": None,
+                        "judge": entry.get("judge") is True,
+                    }
+                )
             except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 continue  # not a line of ours: nothing to count
     # An attempt whose worst case cannot be read (a corrupted sidecar) still went out: it counts
@@ -152,3 +157,32 @@ def unrecorded_attempts(results: Path) -> dict[str, Crashed]:
     except OSError:
         return {}
     return rows
+
+
+def crash_fields(crashed: Crashed, found: dict[str, float]) -> dict[str, Any]:
+    """The cost fields of a row's record for what a crash left, and its `spent`: the answer's
+    attempts as its cost, the graders' as its `judge_cost` (break14c m2); each attempt whose
+    generation `found` knows at that cost, the rest unknown with their worst cases held."""
+    answer, grading = RowCharges(), RowCharges()
+    for attempt in crashed.attempts:
+        gid = attempt["gen"]
+        if gid in found:
+            charge = Charge(gid, 0.0, cost=found[gid], status="looked_up")
+        else:
+            charge = Charge(gid if isinstance(gid, str) else None, attempt["usd"])
+        (grading if attempt.get("judge") else answer).parts.append(charge)
+    fields = answer.fields()
+    spent = _spent(fields)
+    if grading.parts:
+        graded = grading.fields()
+        spent += _spent(graded)
+        fields.update(
+            judge_cost=graded["cost"], judge_cost_status=graded["cost_status"], judge_cost_known=graded["cost_known"]
+        )
+        fields["abandoned_attempts"] = (fields["abandoned_attempts"] or []) + graded["abandoned_attempts"]
+    fields["spent"] = spent
+    return fields
+
+
+def _spent(fields: dict[str, Any]) -> float:
+    return float(fields["cost"] if fields["cost"] is not None else fields["cost_held"] or 0.0)

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._charges import RowCharges
 from ._exceptions import OutputFailed
 from ._matrix import Request
 from ._reader import spent_on
 from ._record_head import record_head
 from ._results import ResultsWriter
+from ._row_cost import RowCharges
 
 
 @dataclass

@@ -22,7 +22,7 @@ import orjson
 from ._exceptions import ResultsError
 from ._files import open_regular
 from ._fold import Earlier
-from ._journal_file import Crashed, journal_path, unrecorded_attempts
+from ._journal_file import Crashed, crash_fields, journal_path, unrecorded_attempts
 from ._record_head import LINE_HEADS, RECORD_START, RowState, parse_state, record_head, state_blob
 
 Warn = Callable[[str], None]
@@ -196,8 +196,8 @@ def final_records(path: Path, warn: Warn = _ignore) -> Iterator[dict[str, Any]]:
 def crashed_record(crashed: Crashed, job: tuple[Any, Any] | None) -> dict[str, Any]:
     """A row whose attempts a crash left in flight, as a reader counts it: skipped (crashed),
     each attempt's worst case held, its cost unknown."""
-    held = crashed.held
-    record = record_head(crashed.row, "", "skipped", "crashed", True, None, held)
+    fields = crash_fields(crashed, {})
+    record = record_head(crashed.row, "", "skipped", "crashed", True, None, fields.pop("spent"))
     record.update(
         job=job[0] if job else None,
         job_fingerprint=job[1] if job else None,
@@ -205,10 +205,7 @@ def crashed_record(crashed: Crashed, job: tuple[Any, Any] | None) -> dict[str, A
         prompt_id="",
         vars={},
         repeat=0,
-        cost_held=held,
-        cost_status="unknown",
-        cost_unknown=True,
-        abandoned_attempts=[{"generation_id": a["gen"], "cost_held": a["usd"]} for a in crashed.attempts],
+        **fields,
         attempts=len(crashed.attempts),
     )
     return record

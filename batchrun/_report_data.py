@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._journal_file import journal_key_gap, journal_path
+from ._pricing import money
 from ._reader import clip, failure_reasons
 from ._summary import SummaryBuilder
 
@@ -124,6 +126,14 @@ def read_run_summary(results: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def file_key_gap(results: Path) -> float:
+    """The key's usage that the file's runs counted beyond its rows' reported costs (in no
+    record): the last summary's `key_gap_usd` (which adds up the runs it resumed) and what a
+    run killed since then left in its journal. The readers show it beside the rows' cost
+    (break14c N12: a file that cost $0.036 showed as a known $0.0003)."""
+    return (money(read_run_summary(results).get("key_gap_usd")) or 0.0) + journal_key_gap(journal_path(results))
 
 
 def histogram(values: dict[str, list[float]], bins: int = HISTOGRAM_BINS) -> list[dict[str, Any]]:

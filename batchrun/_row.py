@@ -11,12 +11,12 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._charges import RowCharges
 from ._checks import Answer, grade, is_judge, ungraded
 from ._client import ChatResult, Flight
 from ._matrix import Request
 from ._reader import spent_on
 from ._retry import AttemptLog
+from ._row_cost import RowCharges
 from ._scrub import Scrubber
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._charges import RowCharges, uncharged
 from ._clock import Clock
 from ._exceptions import OutputFailed, RequestFailed
 from ._formats import utc
@@ -19,6 +18,7 @@ from ._matrix import Request
 from ._results import ResultsWriter, record_head
 from ._retry import AttemptLog
 from ._row import Row, internal_error
+from ._row_cost import RowCharges, uncharged
 from ._scrub import Scrubber
 from ._status import Status, StopReason
 from ._stops import Stops

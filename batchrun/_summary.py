@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Unpack
 
 from ._batch_state import BatchEntry
-from ._cost_text import batch_hold_lines, cost_text, held_note
+from ._cost_text import batch_hold_lines, cost_text, held_note, key_gap_lines
 from ._formats import ms, pct
 from ._items import ItemGate, ItemTally
 from ._reader import failure_reasons, spent_on
@@ -49,6 +49,7 @@ class _Group:
     completion_tokens: int = 0
     cost: float = 0.0
     judge_cost: float = 0.0  # part of `cost`: what grading the answers cost
+    judge_unknown: int = 0  # rows some of whose grading cost is unknown
     cost_unknown: int = 0  # rows that may have been billed an amount nobody reported
     cost_held: float = 0.0  # the worst cases counted as spent for those rows
     attempts: int = 0
@@ -89,6 +90,7 @@ class _Group:
         known = _known(record, "cost") + judge
         self.judge_cost += judge
         self.cost += known
+        self.judge_unknown += record.get("judge_cost_status") == "unknown"
         if "unknown" in (record.get("cost_status"), record.get("judge_cost_status")):
             self.cost_unknown += 1
             # What the budget counted for the row beyond its known costs: worst cases held.
@@ -107,6 +109,7 @@ class _Group:
             "completion_tokens": self.completion_tokens,
             "cost_usd": round(self.cost, 8),
             "judge_cost_usd": round(self.judge_cost, 8),
+            "judge_cost_unknown_rows": self.judge_unknown,
             "cost_unknown_rows": self.cost_unknown,
             "cost_held_usd": round(self.cost_held, 12),  # worst cases carry many digits
             "latency_p50_ms": percentile(self.latencies, 0.5),
@@ -238,8 +241,10 @@ def _grading_lines(summary: Summary) -> list[str]:
     """Judging cost, undecided rows, and items across repeats: the same in text and Markdown."""
     total = summary["total"]
     lines = []
-    if total.get("judge_cost_usd"):
-        lines.append(f"judging: ${total['judge_cost_usd']:.6f} (of ${total['cost_usd']:.6f} spent)")
+    unsure = total.get("judge_cost_unknown_rows")
+    if total.get("judge_cost_usd") or unsure:
+        # "+?": a grader's attempt of unknown cost (a kill -9 cut it off): a lower bound.
+        lines.append(f"judging: ${total['judge_cost_usd']:.6f}{'+?' if unsure else ''} (of ${cost_text(total)} spent)")
     if total.get("undecided"):
         lines.append(
             f"undecided: {total['undecided']} row(s) with a check whose grader failed "
@@ -339,6 +344,7 @@ def render_text(summary: Summary) -> str:
             f"earlier runs of this file spent ${summary['spent_before_usd']:.6f}; "
             f"all rows in the file cost ${cost_text(summary['total'])}{held_note(summary['total'])}"
         )
+    lines += key_gap_lines(summary)
     budget = summary.get("budget_usd")
     if budget is not None:
         spent = summary.get("spent_usd") or 0.0
@@ -410,7 +416,7 @@ def render_markdown(summary: Summary, title: str | None = None) -> str:
     cache_line = render_cache(summary)
     if cache_line:
         lines.append(f"**{cache_line[:6]}**{cache_line[6:]}")
-    for line in batch_hold_lines(summary) + _reconciliation_lines(summary):
+    for line in key_gap_lines(summary) + batch_hold_lines(summary) + _reconciliation_lines(summary):
         lines.append(f"**Cost:** {line}")
     if summary.get("stop"):
         lines.append(f"**Stopped:** {summary['stop']} {summary.get('stop_message') or ''}")

@@ -21,6 +21,7 @@ class GroupFigures(TypedDict):
     completion_tokens: int
     cost_usd: float
     judge_cost_usd: float
+    judge_cost_unknown_rows: int  # rows some of whose grading cost is unknown ("+?")
     cost_unknown_rows: int
     cost_held_usd: float
     latency_p50_ms: float | None

@@ -23,7 +23,6 @@ from typing import Any
 
 from ._cache_session import CacheSession, grade_hit, hit_fields, hit_grading
 from ._cache_values import CachedAnswer
-from ._charges import uncharged
 from ._checks import Answer, grade, is_judge
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
@@ -38,6 +37,7 @@ from ._matrix import Request
 from ._results import ResultsWriter
 from ._retry import RetryPolicy, retry_policy
 from ._row import Row, RowGrading, answer_fields, first_failure, internal_error
+from ._row_cost import uncharged
 from ._row_records import RowRecords
 from ._settings import DEFAULTS, RunSettings
 from ._status import Status, StopReason

@@ -131,9 +131,9 @@ def cache_work_per_row(rows: int) -> float:
     """CPU seconds per row of the cache's own work on the miss path, measured in process."""
     from batchrun import load_job, matrix_requests
     from batchrun._cache_session import CacheSession, CacheSettings
-    from batchrun._charges import Charge, RowCharges
     from batchrun._client import ChatResult
     from batchrun._clock import SystemClock
+    from batchrun._row_cost import Charge, RowCharges
 
     job = load_job(write_job(rows, C, name="bench-cache-work", dataset=True))
     requests = list(matrix_requests(job))

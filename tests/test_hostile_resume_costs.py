@@ -244,3 +244,44 @@ def test_an_attempt_whose_worst_case_is_corrupt_still_counts(tmp_path: Path, cor
     assert {row: r["cost_held"] for row, r in crashed.items()} == {"a" * 20: 0.3, "b" * 20: 0.3}
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["spent_before_usd"] == pytest.approx(0.6)
+
+
+def test_a_graders_attempt_a_kill_9_cut_off_is_the_rows_grading_not_its_answer(tmp_path: Path) -> None:
+    # break14c m2: a grader's attempt left in flight was booked into the row's `cost` (its
+    # answer), so "judging: $0.06 (of $0.24 spent)" while grading had cost $0.12. The journal
+    # marks a grader's attempt (`judge`), and its cost is the row's `judge_cost`.
+    path = write_job(tmp_path, KILL_JOB)
+    out = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.attempts.jsonl"
+    row = "c" * 20
+    lines = [
+        '{"job": "crash"}',
+        '{"row": "' + row + '", "at": 0, "usd": 0.1, "model": "openai/gpt-4o-mini"}',
+        '{"row": "' + row + '", "at": 0, "usd": 0.02, "model": "acme/judge", "judge": true}',
+        '{"row": "' + row + '", "at": 0, "usd": 0.03, "model": "acme/judge", "judge": true}',
+        '{"row": "' + row + '", "gen": "gen-judged"}',
+    ]
+    journal.write_text("\n".join(lines) + "\n")
+    out.write_text("")
+    # Never resumed: the readers split it the same way.
+    code, text, _ = call_cli("report", out, "--json")
+    total = json.loads(text)["total"]
+    assert total["cost_unknown_rows"] == 1 and total["judge_cost_unknown_rows"] == 1
+    assert total["cost_held_usd"] == pytest.approx(0.15) and total["judge_cost_usd"] == 0
+    # Resumed: the second grader attempt's generation is looked up ($0.025), the rest held.
+    server = HostileServer(
+        chat=lambda request: json_answer(200, chat_payload()),
+        routes={"/generation": lambda request: json_answer(200, {"data": {"id": "gen-judged", "total_cost": 0.025}})},
+    )
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1", "--resume")
+    assert "Traceback" not in err
+    crashed = json.loads(out.read_text().splitlines()[0])
+    assert crashed["reason"] == "crashed" and crashed["id"] == row
+    assert crashed["cost"] is None and crashed["cost_held"] == pytest.approx(0.1)  # the answer's attempt
+    assert crashed["judge_cost"] is None and crashed["judge_cost_status"] == "unknown"
+    assert crashed["judge_cost_known"] == pytest.approx(0.025)  # the looked-up grader attempt
+    assert crashed["spent"] == pytest.approx(0.1 + 0.02 + 0.025) and len(crashed["abandoned_attempts"]) == 3
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["spent_before_usd"] == pytest.approx(0.145)
+    assert summary["total"]["judge_cost_usd"] == pytest.approx(0.025)

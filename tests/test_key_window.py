@@ -23,7 +23,7 @@ from batchrun._ledger import CreditLedger
 from batchrun._reconcile import key_spend, key_usage
 from batchrun._verdict import decide
 
-from .conftest import FAKE_KEY, FakeClock, write_job
+from .conftest import FAKE_KEY, FakeClock, call_cli, write_job
 from .hostile import HostileServer, RawRequest, chat_payload, json_answer, models_payload
 
 # Nothing waits here (a fake clock); a regression that does fails on the timeout.
@@ -293,6 +293,17 @@ async def test_a_resume_counts_what_earlier_key_windows_counted(tmp_path: Path) 
     assert server.billed <= BUDGET + 1e-9  # the resumes sent nothing the budget had already counted
     assert summaries[2]["key_gap_usd"] == pytest.approx(summaries[0]["key_gap_usd"], abs=1e-6)
     assert summaries[2]["spent_before_usd"] >= summaries[0]["key_gap_usd"]
+    # The readers show it beside the rows' reported costs, which leave it out (N12's nit: the
+    # file read as a known $0.00002 while it cost the key about $0.036).
+    gap = summaries[2]["key_gap_usd"]
+    code, text, _ = call_cli("report", output)
+    assert code in (0, 1) and f"the key was charged ${gap:.6f} beyond the rows' reported costs" in text
+    code, text, _ = call_cli("history", output, "--json")
+    assert json.loads(text)["runs"][0]["key_gap_usd"] == pytest.approx(gap)
+    assert f"(+${gap:.6f} on the key beyond them)" in call_cli("history", output)[1]
+    page = tmp_path / "r.html"
+    assert call_cli("report", output, "--html", page)[0] in (0, 1)
+    assert f"${gap:.6f} the key was charged beyond the rows' reported costs" in page.read_text()
 
 
 # -- a waiter beyond the window reads /key once per change, not in a loop ------------------------

@@ -50,6 +50,7 @@ def _write_report_page(args: argparse.Namespace, page: Any, summary: Summary, ve
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from .._batch_state import pending_batches
+    from .._report_data import file_key_gap
     from .._results import final_records
     from .._summary import SummaryBuilder, render_markdown, render_text
 
@@ -58,7 +59,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     if args.job is None:
         builder = SummaryBuilder().add_all(_through(page, records))
         summary = builder.add_pending_batches(pending_batches(args.results, console.warn)).result(
-            output=str(args.results)
+            output=str(args.results), key_gap_usd=file_key_gap(args.results)
         )
         if not summary["total"]["rows"]:
             raise ResultsError(f"{args.results}: holds no records")
@@ -87,7 +88,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         builder = (
             SummaryBuilder(gate).add_all(reviewed).add_pending_batches(pending_batches(args.results, console.warn))
         )
-        summary = builder.result(output=str(args.results))
+        summary = builder.result(output=str(args.results), key_gap_usd=file_key_gap(args.results))
 
     def junit_records() -> Iterable[dict[str, Any]]:
         if judged:
@@ -134,6 +135,7 @@ def _regrade_judged(
     """Re-grade with grader requests: the worst case printed first, then spent within the budget."""
     from .._options import RunOptions
     from .._regrade import regrade_file
+    from .._report_data import file_key_gap
     from .._results import final_records
 
     def worst_case(line: str) -> None:
@@ -160,6 +162,7 @@ def _regrade_judged(
 
     summary: Summary = asyncio.run(with_simulator(args, body))
     summary["output"] = str(args.results)
+    summary["key_gap_usd"] = file_key_gap(args.results)
     return summary
 
 

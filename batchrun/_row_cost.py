@@ -1,0 +1,83 @@
+"""A row's charges, attempt by attempt, and the record fields they make (see _charges for
+what each `cost_status` means). Pure data: the readers use it too (a crash's attempts), so it
+imports nothing of the client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._cost_text import STATUS_ORDER
+
+
+@dataclass
+class Charge:
+    """One attempt's charge: an answer, or an abandoned attempt that may have been billed."""
+
+    generation_id: str | None
+    held: float  # what the ledger holds for it while unknown; 0 once resolved
+    cost: float | None = None
+    status: str = "unknown"
+    is_byok: bool = False
+    upstream_inference_cost: float | None = None
+    abandoned: bool = True
+    recorded: bool = False  # its row's record is written (a later lookup cannot change it)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"generation_id": self.generation_id, "cost": self.cost, "cost_status": self.status}
+
+
+@dataclass
+class RowCharges:
+    parts: list[Charge] = field(default_factory=list)
+
+    @property
+    def cost(self) -> float | None:
+        """The row's cost, or None when any part is unknown (never shown as $0)."""
+        if any(p.cost is None for p in self.parts):
+            return None
+        return sum(p.cost for p in self.parts if p.cost is not None)
+
+    @property
+    def status(self) -> str | None:
+        if not self.parts:
+            return None
+        return max((p.status for p in self.parts), key=STATUS_ORDER.index)
+
+    @property
+    def held(self) -> float | None:
+        """While the cost is unknown, what the budget counts as spent for the row: the known
+        parts plus the worst case held for each unknown one. None once the cost is known."""
+        if self.status != "unknown":
+            return None
+        return sum(p.cost if p.cost is not None else p.held for p in self.parts)
+
+    @property
+    def known(self) -> float | None:
+        """While the cost is unknown, its known parts (a lower bound, break-14c m5); None once known."""
+        if self.status != "unknown":
+            return None
+        return sum(p.cost for p in self.parts if p.cost is not None)
+
+    def fields(self) -> dict[str, Any]:
+        """Record fields for this row's cost; the parts count as recorded from here on."""
+        for part in self.parts:
+            part.recorded = True
+        answer = next((p for p in self.parts if not p.abandoned), None)
+        abandoned = [p.as_json() for p in self.parts if p.abandoned]
+        return {
+            "cost": self.cost,
+            "cost_held": self.held,
+            "cost_known": self.known,
+            "cost_status": self.status,
+            "cost_unknown": self.status == "unknown",
+            "is_byok": answer.is_byok if answer is not None else None,
+            "upstream_inference_cost": answer.upstream_inference_cost if answer is not None else None,
+            "abandoned_attempts": abandoned or None,
+        }
+
+
+def uncharged(cost: float | None) -> dict[str, Any]:
+    """The cost fields of a row with no attempt that could be billed: 0 for an error the
+    server answered (zero-completion-insurance.mdx), None for a row that sent nothing."""
+    return {"cost": cost, "cost_held": None, "cost_known": None, "cost_status": None, "cost_unknown": False}
