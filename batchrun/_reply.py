@@ -230,6 +230,8 @@ _DETAIL_COUNTS = {
         "accepted_prediction_tokens",
         "rejected_prediction_tokens",
     ),
+    # openapi ServerToolUseDetails: what web search and other server tools ran (and billed).
+    "server_tool_use_details": ("tool_calls_requested", "tool_calls_executed", "web_search_requests"),
 }
 
 

@@ -21,6 +21,7 @@ import respx
 from batchrun import ModelUnavailable, OpenRouterClient, RateLimited, Rejected, RequestFailed, Transient
 from batchrun._client import ChatResult
 from batchrun.simulator import Simulator
+from batchrun.simulator._config import reasoning_object
 
 from .conftest import FAKE_KEY, FakeClock
 
@@ -141,8 +142,18 @@ def test_the_simulators_replies_match_the_openapi_schemas(sim: Simulator, web: h
     validate("ChatResult", cold)
     assert cold["choices"][0]["finish_reason"] is None and cold["choices"][0]["message"]["content"] == ""
     sim.config.faults.clear()
+    # Reasoning and web search: their usage details, and the /models `reasoning` object.
+    sim.config.reasoning["openai/gpt-4o-mini"] = reasoning_object("mandatory")
+    searched = {**BODY, "tools": [{"type": "openrouter:web_search"}]}
+    extras = web.post(f"{base}/chat/completions", json=searched, headers=headers).json()
+    validate("ChatResult", extras)
+    assert extras["usage"]["completion_tokens_details"]["reasoning_tokens"] >= 1024
+    assert extras["usage"]["server_tool_use_details"]["web_search_requests"] == 2
     validate("KeyResponse", web.get(f"{base}/key", headers=headers).json())
-    validate("ModelsResponse", web.get(f"{base}/models", headers=headers).json())
+    models = web.get(f"{base}/models", headers=headers).json()
+    validate("ModelsResponse", models)
+    assert any(entry.get("reasoning") for entry in models["data"])
+    sim.config.reasoning.clear()
     validate("ModelResponse", web.get(f"{base}/model/openai/gpt-4o-mini:nitro", headers=headers).json())
     management = {"Authorization": f"Bearer {sim.config.management_key}"}
     created = web.post(f"{base}/keys", json={"name": "t", "limit": 1}, headers=management).json()

@@ -19,6 +19,7 @@ from batchrun._ledger import CreditLedger
 from batchrun._matrix import matrix_requests
 from batchrun._summary_types import Summary
 from batchrun.simulator import SimConfig, Simulator
+from batchrun.simulator._config import reasoning_object
 
 from .conftest import FAKE_KEY, TEN_NS, FakeClock, call_cli, final_rows, priced_job, write_job
 
@@ -216,6 +217,17 @@ def _cost_model(sim: Simulator, text: str, tmp_path: Path) -> tuple[CostModel, l
             id="long-context-override",
         ),
         pytest.param(SimConfig(routing="dearest", tokenizer="heavy"), id="heavy-tokenizer"),
+        # reasoning-tokens.mdx: a model that always reasons bills its reasoning budget (1024 at
+        # the least) as output tokens, whatever max_tokens says.
+        pytest.param(
+            SimConfig(
+                routing="dearest",
+                reasoning={
+                    m: reasoning_object("mandatory") for m in ("anthropic/claude-3.5-haiku", "openai/gpt-4o-mini")
+                },
+            ),
+            id="mandatory-reasoning",
+        ),
     ],
 )
 def test_the_worst_case_bounds_every_charge(tmp_path: Path, config: SimConfig) -> None:

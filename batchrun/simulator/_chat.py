@@ -19,6 +19,7 @@ from ._billing import count_tokens, route, usage_block
 from ._billing import prompt_tokens as count_prompt
 from ._config import SimConfig
 from ._errors import PROVIDER, availability_error, provider_error
+from ._extras import extras
 from ._faults import broken_reply, draw_fault
 from ._grader import VERDICT_SCHEMA_NAME, grade_as_judge, tool_calls_for
 from ._http import error_response, json_response
@@ -170,12 +171,15 @@ class ChatRoutes(KeyRoutes, StreamReplies):
         endpoint = route(config, canonical, body.get("provider"), self._rng)
         if endpoint is None:
             return error_response(404, "No endpoints found matching your provider settings.")
-        prompt_tokens = count_prompt(config, messages)
+        max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16384)
+        more = extras(config, model, canonical, body, max_tokens)
+        prompt_tokens = count_prompt(config, messages) + more.search_tokens
         prompt_price, completion_price, request_price = endpoint.prices(prompt_tokens, time.time())
         if model.endswith(":free"):
             prompt_price = completion_price = request_price = 0.0
-        max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16384)
-        worst = max(0.0, prompt_tokens * prompt_price + max_tokens * completion_price + request_price)
+        request_price += more.search_usd  # web search "costs extra, even with free models"
+        longest = max(max_tokens, more.reasoning_tokens)
+        worst = max(0.0, prompt_tokens * prompt_price + longest * completion_price + request_price)
         if key.limit is not None and key.usage + key.reserved + worst > key.limit:
             remaining = max(0.0, key.limit - key.usage - key.reserved)
             affordable = int(remaining / completion_price) if completion_price > 0 else 0
@@ -202,6 +206,7 @@ class ChatRoutes(KeyRoutes, StreamReplies):
             if fault == "cold_start":
                 # errors-and-debugging.mdx "When no content is generated": an empty answer.
                 content, completion_tokens, finish = "", 0, None
+            reasoning = more.reasoning_within(completion_tokens, max_tokens) if fault != "cold_start" else 0
             self._generations += 1
             generation = f"gen-{self.run_tag}-{self._generations:012d}"
             if body.get("stream") is True and fault not in ("error200", "choice_error", "reset", "cut", "truncate"):
@@ -209,13 +214,14 @@ class ChatRoutes(KeyRoutes, StreamReplies):
                 streamed = Generation(
                     generation, model, endpoint.provider, content, prompt_tokens, prices, max_tokens, row, fault, calls
                 )
+                streamed.extras = more
                 return await self.stream_answer(request, key, streamed)
             if fault in ("error200", "choice_error"):
                 return json_response(error_in_200(fault, generation, model))
             cost = (
                 0.0
                 if prompt_price < 0
-                else (prompt_tokens * prompt_price + completion_tokens * completion_price + request_price)
+                else (prompt_tokens * prompt_price + (completion_tokens + reasoning) * completion_price + request_price)
             )
             if config.cost_noise:
                 cost = max(0.0, cost * (1 + self._rng.uniform(-config.cost_noise, config.cost_noise)))
@@ -245,8 +251,9 @@ class ChatRoutes(KeyRoutes, StreamReplies):
                     }
                 ],
                 "usage": {
-                    **usage_block(prompt_tokens, completion_tokens, cost, config.byok, upstream),
+                    **usage_block(prompt_tokens, completion_tokens + reasoning, cost, config.byok, upstream),
                     "prompt_tokens_details": {"cached_tokens": 0},
+                    **more.usage(reasoning),
                 },
             }
             if request.headers.get("X-OpenRouter-Metadata", "").lower() == "enabled":

@@ -98,6 +98,12 @@ class SimConfig:
     stream_chunk_tokens: int = 4  # tokens per SSE chunk
     stream_chunk_ms: float = 0.0  # delay between SSE chunks (generation speed)
     stream_padding: int = 0  # extra words (" more") every answer carries: long answers and streams
+    # Reasoning and web search (see _extras): `reasoning.MODEL=mandatory|enabled|optional` gives a
+    # model the /models `reasoning` object; it reasons `reasoning_share` of its documented budget.
+    reasoning: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reasoning_share: float = 1.0
+    web_search_calls: int = 2  # searches a model runs with the web search server tool
+    web_result_tokens: int = 500  # prompt tokens each search result adds
 
     def set_option(self, text: str) -> None:
         """Apply one KEY=VALUE; `fault.503=0.1` and `price.MODEL=p,c,r` address the dicts."""
@@ -128,6 +134,9 @@ class SimConfig:
             self.prices[key[8:]] = (parts[0] * PER_M, parts[1] * PER_M, parts[2] if len(parts) > 2 else 0.0)
             self.private_models.add(key[8:])
             return
+        if key.startswith("reasoning."):
+            self.reasoning[key[10:]] = reasoning_object(value)
+            return
         if key.startswith("unavailable."):
             from ._errors import AVAILABILITY
 
@@ -144,6 +153,7 @@ class SimConfig:
             "aliases",
             "private_models",
             "overrides",
+            "reasoning",
         ):
             raise ValueError(f"unknown simulator option {key!r}")
         current = getattr(self, key)
@@ -160,12 +170,22 @@ class SimConfig:
             "tokenizer",
         ):
             setattr(self, key, value)
-        elif key in ("seed", "free_daily_cap", "stream_chunk_tokens", "stream_padding", "models_page"):
+        elif key in WHOLE_NUMBERS:
             setattr(self, key, int(_number(key, value)))
         else:
             setattr(self, key, _number(key, value))
 
 
+# Options that are counts: refused unless whole.
+WHOLE_NUMBERS = (
+    "seed",
+    "free_daily_cap",
+    "stream_chunk_tokens",
+    "stream_padding",
+    "models_page",
+    "web_search_calls",
+    "web_result_tokens",
+)
 # The longest simulated wait an option may ask for: longer is a typo, not a test (and
 # `latency_ms=inf` would hang the server's sleep for ever).
 _MAX_MS = 3_600_000.0
@@ -183,6 +203,20 @@ def _number(key: str, text: str) -> float:
     limit = _MAX_MS if key.endswith("_ms") else _MAX_S if key.endswith("_s") else None
     if limit is not None and number > limit:
         raise ValueError(f"must be at most {limit:,.0f}, got {text.strip()!r}")
-    if key in ("seed", "free_daily_cap", "stream_chunk_tokens", "stream_padding") and not number.is_integer():
+    if key in WHOLE_NUMBERS and not number.is_integer():
         raise ValueError(f"expected a whole number, got {text.strip()!r}")
     return number
+
+
+def reasoning_object(kind: str) -> dict[str, Any]:
+    """The /models `reasoning` object (openapi ModelReasoning) of `mandatory`, `enabled` (on by
+    default, may be turned off) or `optional` (off unless asked)."""
+    if kind not in ("mandatory", "enabled", "optional"):
+        raise ValueError(f"reasoning is mandatory, enabled or optional, got {kind!r}")
+    return {
+        "mandatory": kind == "mandatory",
+        "default_enabled": kind != "optional",
+        "default_effort": "medium",
+        "supported_efforts": ["high", "medium", "low", "minimal"],
+        "supports_max_tokens": True,
+    }

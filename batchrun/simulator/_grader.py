@@ -92,7 +92,12 @@ def _argument(name: str, kind: str, question: str) -> Any:
 
 
 def tool_calls_for(model: str, messages: list[dict[str, Any]], body: dict[str, Any], accuracy: float) -> list[Any]:
-    tools = [t.get("function") or {} for t in body.get("tools") or [] if isinstance(t, dict)]
+    # Only function tools are the caller's to run; server tools (web search) run at the server.
+    tools = [
+        t["function"]
+        for t in body.get("tools") or []
+        if isinstance(t, dict) and t.get("type", "function") == "function" and isinstance(t.get("function"), dict)
+    ]
     choice = body.get("tool_choice", "auto")
     if not tools or choice == "none":
         return []

@@ -136,6 +136,8 @@ class Simulator(ChatRoutes):
             "default_parameters": None,
             "supported_voices": None,
             "links": {"details": f"/api/v1/models/{canonical}/endpoints"},
+            # "Omitted for non-reasoning models" (openapi ModelReasoning).
+            **({"reasoning": self.config.reasoning[canonical]} if canonical in self.config.reasoning else {}),
         }
 
     def canonical(self, model: str) -> str | None:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from ._billing import BillingRoutes, count_tokens, usage_block
+from ._extras import Extras
 from ._keys import SimKey
 
 
@@ -37,6 +38,11 @@ class Generation:
     row: str | None
     fault: str | None
     tool_calls: list[dict[str, Any]] | None = None  # sent as deltas: name first, arguments in pieces
+    extras: Extras = field(default_factory=Extras)  # reasoning (before the answer) and web search
+
+    def completion(self, generated: int) -> int:
+        """Completion tokens billed once `generated` of the answer's are out: reasoning comes first."""
+        return generated + self.extras.reasoning_within(generated, self.max_tokens)
 
 
 def _event(payload: Any) -> bytes:
@@ -60,7 +66,7 @@ class StreamReplies(BillingRoutes):
         prompt, completion, request = gen.prices
         if prompt < 0:
             return 0.0
-        return gen.prompt_tokens * prompt + completion_tokens * completion + request
+        return gen.prompt_tokens * prompt + gen.completion(completion_tokens) * completion + request
 
     async def stream_answer(self, request: web.Request, key: SimKey, gen: Generation) -> web.StreamResponse:
         config = self.config
@@ -101,7 +107,10 @@ class StreamReplies(BillingRoutes):
                 if config.stream_chunk_ms:
                     await asyncio.sleep(config.stream_chunk_ms / 1000)
             cost, upstream = self.bill(key, gen.row, gen.id, gen.model, gen.provider, self._cost(gen, generated), False)
-            usage = usage_block(gen.prompt_tokens, generated, cost, config.byok, upstream)
+            usage = {
+                **usage_block(gen.prompt_tokens, gen.completion(generated), cost, config.byok, upstream),
+                **gen.extras.usage(gen.completion(generated) - generated),
+            }
             await response.write(_event({**self._chunk(gen, {}, finish), "usage": usage}))
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
