@@ -342,9 +342,7 @@ class CostModel:
             return None
         prompt = max(prompt, prompt_token_bound(request))
         completion = max(completion, answer_bytes, hidden or 0)
-        costs = [
-            self._cost(request, m, prompt, completion).usd for m in self._answering(request)
-        ]
+        costs = [self._cost(request, m, prompt, completion).usd for m in self._answering(request)]
         known = [c for c in costs if c is not None]
         return max(known) if known and len(known) == len(costs) else None
 

@@ -36,6 +36,9 @@ LISTING = [
 ]
 
 
+PRIORITY_AND_OTHER = ["openai/priority", "other"]
+
+
 def _endpoints() -> list[EndpointPrice]:
     listing = parse_endpoints(LISTING)
     assert listing is not None
@@ -57,7 +60,7 @@ def _allowed(provider: dict[str, Any], body: dict[str, Any] | None = None, model
         ({"ignore": ["openai"]}, {"service_tier": "priority"}, MODEL, ["openai/priority", "other"]),
         ({"ignore": ["OpenAI"]}, {"service_tier": "fast"}, MODEL, ["openai/priority", "other"]),
         ({"only": ["other"]}, {"service_tier": "priority"}, MODEL, ["openai/priority", "other"]),
-        ({"order": ["other"], "allow_fallbacks": False}, {"service_tier": "priority"}, MODEL, ["openai/priority", "other"]),
+        ({"order": ["other"], "allow_fallbacks": False}, {"service_tier": "priority"}, MODEL, PRIORITY_AND_OTHER),
         ({"ignore": ["openai"]}, {}, f"{MODEL}:nitro", ["openai/priority", "other"]),
         ({}, {"speed": "fast"}, MODEL, ["openai", "openai/priority", "other"]),  # Anthropic's alias, via extra_body
         ({}, {"service_tier": "flex"}, MODEL, ["google-vertex/flex", "openai", "other"]),
