@@ -363,4 +363,9 @@ class CostModel:
         text = basis.describe(prompt_token_bound(request), applicable_keys(request, worst.model))
         if worst.usd is None and basis.known:
             text = f"no known worst case ({worst.why})"
+        elif no_reasoning_control(worst.model):
+            text += (
+                f"; completion at the listed maximum, {self.completion_cap(request, worst.model)} tokens "
+                "(its reasoning has no documented bound)"
+            )
         return (f"{worst.model} (a fallback) sets the worst case: " if worst.model != request.model else "") + text

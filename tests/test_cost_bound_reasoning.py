@@ -204,6 +204,8 @@ def test_gemini_3_thinking_cannot_pass_the_budget(tmp_path: Path) -> None:
     billing = ThinkingLevelBilling()
     hostile = server(billing, models=[model_entry(GEMINI)], endpoints=[endpoint(pricing())])
     job = _job({"reasoning": {"max_tokens": 1024}}, model=GEMINI)
-    code, _, err, _ = run(hostile, tmp_path, job, "--budget", "5")
+    code, stdout, err = plan(hostile, tmp_path, job)
+    assert code == ExitCode.OK and "completion at the listed maximum, 16384 tokens" in stdout, stdout + err
+    code, _, err, _ = run(hostile, tmp_path / "run", job, "--budget", "5")
     assert billing.chats >= 1 and billing.total <= 5, (billing.total, err)
     assert code == ExitCode.BUDGET
