@@ -21,7 +21,7 @@ from ._journal import AttemptJournal
 from ._ledger import BudgetExhausted, CreditLedger
 from ._matrix import Request
 from ._pricing import usd
-from ._reconcile import MISMATCH_USD, key_remaining, key_spend, key_usage
+from ._reconcile import KeyStart, key_remaining
 from ._retry import RetryPolicy, call_with_retries, retry_call
 from ._row import Row
 from ._settings import RunSettings
@@ -44,9 +44,7 @@ class Dispatcher:
         *,
         costs: CostModel | None,
         limit_from_key: bool,
-        key_usage_start: float | None,
-        key_remaining_start: float | None = None,
-        key_start_unread: str | None = None,
+        key_start: KeyStart,
     ) -> None:
         self.client = client
         self.clock = clock
@@ -58,9 +56,7 @@ class Dispatcher:
         self.charges = ChargeBook(client, ledger)
         self.settings = settings  # stream, timeout_s, key_refresh_*, budget_margin_usd
         self.limit_from_key = limit_from_key  # the binding limit is the key's credit, not our budget
-        self.key_usage_start = key_usage_start  # the key's usage before the first request (_ledger.follow_key)
-        self.key_remaining_start = key_remaining_start  # its limit_remaining then (_reconcile.key_spend)
-        self.key_start_unread = key_start_unread  # why /key answered at the start without a usable usage
+        self.key_start = key_start  # the key before the first request (_ledger.follow_key)
         self._sent_since_refresh = 0
         self._last_refresh = clock.monotonic()  # pre-flight has just read /key
         self._refreshing = False
@@ -221,9 +217,9 @@ class Dispatcher:
         follow: the run stops before sending anything (`key_lost`)."""
         if self.costs is None or self.costs.models is None:
             return
-        if self.key_usage_start is None:
-            if self.key_start_unread is not None and self.ledger.limit is not None:
-                self.key_lost(f"its usage could not be read at the start of the run ({self.key_start_unread})")
+        if self.key_start.usage is None:
+            if self.key_start.unread is not None and self.ledger.limit is not None:
+                self.key_lost(f"its usage could not be read at the start of the run ({self.key_start.unread})")
             return
         self.ledger.read_key = self._read_key
         self.ledger.open_key_window()
@@ -289,17 +285,13 @@ class Dispatcher:
         """Follow the key's spend (its usage, as its limit counts it, or the fall of its
         limit_remaining: _reconcile.key_spend) and its credit; returns why its usage cannot be
         followed, or None."""
-        start, problem = self.key_usage_start, None
+        start, problem = self.key_start, None
         remaining = key_remaining(info)
         charged = self.ledger.spent  # what the key has been charged since the start, at least
-        if start is not None:
-            usage = key_usage(info)
-            if usage is None:
-                problem = "/key answered a usage that is missing or not a number"
-            elif usage < start - MISMATCH_USD:
-                problem = f"its usage went down (${start:.4f} -> ${usage:.4f}), which usage cannot do"
-            else:
-                charged = key_spend(start, usage, self.key_remaining_start, remaining)
+        if start.usage is not None:
+            usage, problem = start.followed(info)
+            if usage is not None and problem is None:
+                charged = start.spend(usage, info)
                 gap = self.ledger.follow_key(charged)
                 if gap > 0 and self.journal is not None:
                     self.journal.key_gap(self.ledger.from_key)  # a kill -9 must not forget it

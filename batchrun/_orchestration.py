@@ -278,9 +278,7 @@ async def _locked_run(
             costs=pre.costs if models else None,
             ledger=ledger,
             limit_from_key=pre.limit_from_key,
-            key_usage_start=pre.key_usage,
-            key_remaining_start=pre.key_remaining,
-            key_start_unread=pre.key_unread,
+            key_start=pre.key_start,
             on_record=record_done,
             judge=job.judge,
             cache=cache,
@@ -330,13 +328,10 @@ async def _locked_run(
             client,
             runner.ledger,
             runner.charges,
-            pre.key_usage,
-            pre.key_unread,
+            pre.key_start,
             retry_policy(settings),
             options.clock.sleep,
             cleanup_left,
-            start_remaining=pre.key_remaining,
-            start_byok_outside=pre.key_byok_outside,
         )
         if reconciliation["warning"]:
             notice("warning: " + reconciliation["warning"])

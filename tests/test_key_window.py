@@ -196,6 +196,24 @@ async def test_honest_byok_answers_on_a_key_whose_limit_leaves_byok_out_reconcil
     assert rec["key_usage_delta_usd"] == pytest.approx(ROWS * BILL) and rec["warning"] is None
 
 
+async def test_byok_answers_under_reporting_upstream_on_a_key_whose_limit_leaves_byok_out_are_caught(
+    tmp_path: Path,
+) -> None:
+    # break14e E5: the ledger counts a BYOK answer's upstream cost, so the budget covers BYOK
+    # spend, but the key window read only `usage` (the limit leaves BYOK out): answers saying
+    # their upstream cost was $0.0001 while $0.0119 was charged sent all 20 rows, $0.24 under a
+    # $0.05 budget, exit 0. The window now follows byok_usage too, as the reconciliation does.
+    usage: dict[str, Any] = {"prompt_tokens": 10, "completion_tokens": 2, "cost": 1e-6, "is_byok": True}
+    usage["cost_details"] = {"upstream_inference_cost": 1e-6}
+    server = Server(
+        lambda billed, reads: key_data(billed * 0.01, byok_usage=billed * 0.99, include_byok_in_limit=False),
+        answer=lambda: json_answer(200, chat_payload(model=MODEL, usage=usage)),
+    )
+    code, summary, _ = await run(tmp_path, server)
+    assert server.billed <= BUDGET + 1e-9 and server.chats < ROWS
+    assert code == ExitCode.BUDGET and summary["reconciliation"]["counted_from_key_usd"] > 0.02
+
+
 # -- N7: a key whose usage cannot be followed stops the run under a limit ------------------------
 def fails_after_start(billed: float, reads: int) -> dict[str, Any] | None:
     return key_data(billed) if reads == 1 else None  # pre-flight's read, then 500 for good
