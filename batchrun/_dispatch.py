@@ -60,6 +60,8 @@ class Dispatcher:
         self._sent_since_refresh = 0
         self._last_refresh = clock.monotonic()  # pre-flight has just read /key
         self._refreshing = False
+        # Under a limit, /key is also read every `_probe` requests (watch_key): see _next_probe.
+        self._probe: int | None = None
         self.journal: AttemptJournal | None = None  # set by a run that writes results
 
     def worst_case(self, request: Request) -> float | None:
@@ -223,6 +225,8 @@ class Dispatcher:
             return
         self.ledger.read_key = self._read_key
         self.ledger.open_key_window()
+        if self.ledger.limit is not None:
+            self._probe = 2 * self.settings.concurrency
 
     def key_lost(self, why: str) -> None:
         """Under a limit, the key's usage can no longer be followed: no window can be trusted,
@@ -244,7 +248,7 @@ class Dispatcher:
         now = self.clock.monotonic()
         settings = self.settings
         due = (
-            self._sent_since_refresh >= settings.key_refresh_requests
+            self._sent_since_refresh >= min(settings.key_refresh_requests, self._probe or settings.key_refresh_requests)
             or now - self._last_refresh >= settings.key_refresh_s
         )
         if not due or self.costs is None or self.costs.models is None or self._refreshing:
@@ -281,6 +285,18 @@ class Dispatcher:
             else:
                 self.ledger.open_key_window()
 
+    def _next_probe(self, charged_beyond: bool) -> None:
+        """The key window reads /key only when the worst cases reserved since the last read may
+        exhaust what is left, so charges above the worst cases (a price list that lies, a model
+        listed at $0 that bills) went unseen until the end: $2.40 charged under a $0.05 budget,
+        exit 0 (break14e E2). So under a limit /key is read every `_probe` requests too: twice
+        the concurrency at first, doubling (up to key_refresh_requests) while the key shows
+        nothing beyond the ledger, and every `concurrency` requests once it has."""
+        if self._probe is None:
+            return
+        concurrency = max(1, self.settings.concurrency)
+        self._probe = concurrency if charged_beyond else min(2 * self._probe, self.settings.key_refresh_requests)
+
     async def _follow_key(self, info: dict[str, Any]) -> str | None:
         """Follow the key's spend (its usage, as its limit counts it, or the fall of its
         limit_remaining: _reconcile.key_spend) and its credit; returns why its usage cannot be
@@ -295,6 +311,7 @@ class Dispatcher:
                 gap = self.ledger.follow_key(charged)
                 if gap > 0 and self.journal is not None:
                     self.journal.key_gap(self.ledger.from_key)  # a kill -9 must not forget it
+                self._next_probe(gap > 0)
         if remaining is not None:
             # The key allows `remaining` beyond what it has charged; the ledger counts that
             # charge (and the gap follow_key added) already, so the limit is the charge plus

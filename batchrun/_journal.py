@@ -43,13 +43,19 @@ LOOKUPS_AT_ONCE = 8
 class AttemptJournal:
     """Appends a line per attempt before it is sent; deleted when the run ends whole."""
 
-    def __init__(self, results: Path, writer: ResultsWriter, job: str) -> None:
+    def __init__(self, results: Path, writer: ResultsWriter, job: str, carried_gap: float = 0.0) -> None:
         self.path = journal_path(results)
         self._writer = writer
+        # The key gap an earlier crashed run's journal held, which this run read and deleted:
+        # in no summary yet, so this journal carries it on, or a crash of this run too would
+        # lose it (break14e E3: the resume of a resume spent it again).
+        self._carried = carried_gap
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         # Whose attempts these are: a later run of another job on the output must not take
         # them for its own rows (break14c N11).
         self._write(orjson.dumps({"job": job}) + b"\n")
+        if carried_gap > 0:
+            self.key_gap(0.0)
 
     def _write(self, line: bytes) -> None:
         try:
@@ -68,8 +74,9 @@ class AttemptJournal:
 
     def key_gap(self, usd: float) -> None:
         """The key window has now counted `usd` beyond the reported costs (the run's total): a
-        resume after a kill -9 counts it as spent, as a summary would have carried it."""
-        self._write(orjson.dumps({"key_gap": usd}) + b"\n")
+        resume after a kill -9 counts it (and what this journal carries on) as spent, as a
+        summary would have carried it."""
+        self._write(orjson.dumps({"key_gap": self._carried + usd}) + b"\n")
 
     def generation(self, row: str, generation_id: str) -> None:
         self._write(orjson.dumps({"row": row, "gen": generation_id}) + b"\n")

@@ -267,7 +267,7 @@ async def _locked_run(
                 on_record(record)
 
         writer = ResultsWriter(output)
-        journal = AttemptJournal(output, writer, job.name)
+        journal = AttemptJournal(output, writer, job.name, states.key_gap_usd if states is not None else 0.0)
         runner = Runner(
             client,
             writer,
@@ -347,15 +347,22 @@ async def _locked_run(
             )
         if executor is not None:
             summary.add_pending_batches(executor.state.pending())
+        # What the end-of-run /key read shows charged beyond the ledger, past what the key window
+        # already counted: spent too, in no record, so the run's spend and the file's key gap
+        # carry it. A run the window never stopped (a deadline, a price list that lies, a batch
+        # said to have run nothing) forgot it, and its resume spent the budget again (break14e E9,
+        # E2, E8, E10); its exit code said 0 for a key charged past the limit (E6).
+        late_gap = max(0.0, (reconciliation.get("difference_usd") or 0.0) - runner.ledger.from_key)
+        reconciliation["counted_at_end_usd"] = round(late_gap, 8)
         data = summary.result(
             output=str(output),
             stop=outcome.stop,
             stop_message=outcome.stop_message,
             estimate_usd=round(estimated.total_worst, 8) if models else None,
             budget_usd=None if budget is None else round(budget, 8),
-            spent_usd=round(outcome.spent_usd, 12),  # worst cases held as spent carry many digits
+            spent_usd=round(outcome.spent_usd + late_gap, 12),  # worst cases held as spent carry many digits
             spent_before_usd=round(prior_spend, 8),
-            key_gap_usd=round(key_gap_before + runner.ledger.from_key, 8),
+            key_gap_usd=round(key_gap_before + runner.ledger.from_key + late_gap, 8),
             kept_from_earlier=estimated.kept,
             isolated_key=isolated.audit() if isolated is not None else None,
             shard=None if options.shard is None else f"{options.shard.index}/{options.shard.count}",

@@ -285,3 +285,30 @@ def test_a_graders_attempt_a_kill_9_cut_off_is_the_rows_grading_not_its_answer(t
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["spent_before_usd"] == pytest.approx(0.145)
     assert summary["total"]["judge_cost_usd"] == pytest.approx(0.025)
+
+
+def test_a_key_gap_survives_a_kill_9_of_the_resume_that_read_it(tmp_path: Path) -> None:
+    # break14e E3: the resume read the crashed run's journal (key_gap $0.25), deleted it, and
+    # began its own with its own gap only; killed -9 too, before any summary, it lost the $0.25,
+    # and the next resume spent it again. The new journal carries it on from its first lines.
+    path = write_job(tmp_path, KILL_JOB)
+    out = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.attempts.jsonl"
+    out.write_text("")
+    journal.write_text('{"job": "crash"}\n{"key_gap": 0.25}\n')
+    stall = HostileServer(chat=_stall)
+    with stall.running():
+        env = child_env(OPENROUTER_API_KEY=FAKE_KEY)
+        process = start(path, "--base-url", stall.base_url, "-o", out, "-q", "--resume", "--budget", "1", env=env)
+        # Its header, the gap carried on, then four attempts out with their generation ids.
+        wait_for_lines(journal, 10, process)
+        process.kill()
+        process.wait()
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert lines[0] == {"job": "crash"} and lines[1] == {"key_gap": 0.25}
+    server = _honest()
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--resume", "--budget", "1")
+    assert "Traceback" not in err
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["key_gap_usd"] >= 0.25 and summary["spent_before_usd"] >= 0.25
