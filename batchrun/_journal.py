@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,16 @@ async def _look_up(client: OpenRouterClient, attempts: list[dict[str, Any]], lim
     return found
 
 
+@dataclass
+class Recovered:
+    """What `recover` found in a crashed run's journal."""
+
+    rows: int = 0  # rows recorded as skipped (crashed)
+    key_gap: float = 0.0  # spent beyond any record: the journal's key gap, and `orphans_usd`
+    orphans: int = 0  # rows the job no longer has, whose attempts were in flight
+    orphans_usd: float = 0.0  # what those attempts count as spent
+
+
 async def recover(
     results: Path,
     job: tuple[str, str],
@@ -121,15 +132,20 @@ async def recover(
     client: OpenRouterClient,
     now: str,
     limit_s: float,
-) -> tuple[int, float]:
+) -> Recovered:
     """Record what a crash left in the journal beside `results` (`job`: its name and
     fingerprint; `requests`: the matrix, to find the rows; `limit_s`: for the lookups);
-    returns the rows recorded, and the key gap its key window had counted (journal_key_gap)."""
+    returns what it recorded (Recovered).
+
+    A row the job no longer has (it was edited since: break14e E16) gets no record: a `skipped`
+    row outside the matrix could never be run again, and every later run would say the file is
+    incomplete. Its attempts' cost is spent all the same: it is added to the key gap, which
+    the run's summary (and its own journal) carry like the key's usage beyond the records."""
     path = journal_path(results)
     if not path.exists():
-        return 0, 0.0
+        return Recovered()
     rows = read_journal(path, job[0])
-    gap = journal_key_gap(path)
+    out = Recovered(key_gap=journal_key_gap(path))
     if rows:
         drop_recorded(results, rows)
     if rows:
@@ -141,16 +157,19 @@ async def recover(
                 fields = crash_fields(crashed, found)
                 spent = fields.pop("spent")
                 request = known.get(crashed.row)
-                record = record_head(
-                    crashed.row, request.fingerprint if request else "", "skipped", "crashed", True, None, spent
-                )
+                if request is None:
+                    out.orphans += 1
+                    out.orphans_usd += spent
+                    continue
+                out.rows += 1
+                record = record_head(crashed.row, request.fingerprint, "skipped", "crashed", True, None, spent)
                 record.update(
                     job=job[0],
                     job_fingerprint=job[1],
-                    model=request.model if request else crashed.model,
-                    prompt_id=request.prompt_id if request else "",
-                    vars=request.vars if request else {},
-                    repeat=request.repeat if request else 0,
+                    model=request.model,
+                    prompt_id=request.prompt_id,
+                    vars=request.vars,
+                    repeat=request.repeat,
                     **fields,
                     attempts=len(crashed.attempts),
                     attempt_errors=[],
@@ -158,8 +177,9 @@ async def recover(
                     started_at=None,
                     finished_at=now,
                 )
-                writer.write(record, request.payload if request else None)
+                writer.write(record, request.payload)
         finally:
             writer.close()
     path.unlink()
-    return len(rows), gap
+    out.key_gap += out.orphans_usd
+    return out

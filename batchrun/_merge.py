@@ -11,7 +11,7 @@ from pathlib import Path
 from ._exceptions import ResultsError
 from ._gate import MatrixCoverage, shard_layout
 from ._job import Job
-from ._output_paths import current_umask
+from ._output_paths import current_umask, sidecar_name_problem
 from ._reader import Warn
 from ._results import ResultsWriter, final_records
 from ._summary import SummaryBuilder
@@ -24,6 +24,9 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
     `complete` in the result is true only when every row of the job's matrix is there
     and answered: checked against `job` when given, else against the shards' summaries.
     """
+    problem = sidecar_name_problem(output)
+    if problem is not None:
+        raise ResultsError(problem)
     if output.exists() and output.stat().st_size > 0:
         raise ResultsError(f"{output} already exists: merge writes a new file")
     # The supersede rule across files too: a row in two shards keeps its last record.

@@ -28,7 +28,14 @@ from ._ledger import CreditLedger
 from ._lock import OutputLock
 from ._matrix import Request, count_requests, matrix_requests
 from ._options import Notice, RunOptions
-from ._output_paths import fresh_output, job_folder, latest_incomplete, summary_path, write_json_atomically
+from ._output_paths import (
+    fresh_output,
+    job_folder,
+    latest_incomplete,
+    sidecar_name_problem,
+    summary_path,
+    write_json_atomically,
+)
 from ._preflight import job_routing_warning, keep_row, make_client, open_cache, preflight
 from ._pricing import money
 from ._report_data import read_run_summary
@@ -80,6 +87,9 @@ def check_output(output: Path, job: Job, resume: bool) -> bool:
     Only a file whose first record is this job's is ever appended to or repaired; any
     other existing file is refused and left byte for byte as it was.
     """
+    problem = sidecar_name_problem(output)
+    if problem is not None:
+        raise ConfigError(problem)
     try:
         info = output.stat()
     except FileNotFoundError:
@@ -197,16 +207,24 @@ async def _earlier_work(
     now = utc(options.clock.time())
     limit = min(job.run.timeout_s, job.run.deadline_s or job.run.timeout_s)  # the lookups of what a crash left
     rows = matrix_requests(job, options.shard)
-    crashed, key_gap = await recover(output, (job.name, job.fingerprint), rows, client, now, limit)
-    if crashed:
+    found = await recover(output, (job.name, job.fingerprint), rows, client, now, limit)
+    if found.rows:
         notice(
-            f"{output}: {crashed} row(s) had attempts in flight when an earlier run was killed: recorded "
+            f"{output}: {found.rows} row(s) had attempts in flight when an earlier run was killed: recorded "
             "as skipped (crashed), each attempt's worst case held until its cost is known"
         )
-    if not (resuming or crashed or key_gap) or (not resuming and not output.exists()):
+    if found.orphans:
+        notice(
+            f"{output}: {found.orphans} row(s) the job no longer has had attempts in flight when an earlier run "
+            f"was killed: ${found.orphans_usd:.6f} counted as spent (key_gap_usd), no record written"
+        )
+    if not (resuming or found.rows or found.key_gap):
         return None
+    if not output.exists():
+        # A crashed run that wrote no record left only spend beyond any record: still counted.
+        return ScanResult({}, 0.0, 0, found.key_gap) if found.key_gap else None
     states = scan_states(output, lambda message: notice(f"warning: {message}"))
-    states.key_gap_usd = key_gap
+    states.key_gap_usd = found.key_gap
     return states
 
 
