@@ -38,6 +38,7 @@ from ._output_paths import (
 )
 from ._preflight import job_routing_warning, keep_row, make_client, open_cache, preflight
 from ._pricing import money
+from ._reconcile import MISMATCH_USD
 from ._report_data import read_run_summary
 from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail, results_job, scan_states
 from ._retry import retry_policy
@@ -370,7 +371,9 @@ async def _locked_run(
         # carry it. A run the window never stopped (a deadline, a price list that lies, a batch
         # said to have run nothing) forgot it, and its resume spent the budget again (break14e E9,
         # E2, E8, E10); its exit code said 0 for a key charged past the limit (E6).
-        late_gap = max(0.0, (reconciliation.get("difference_usd") or 0.0) - runner.ledger.from_key)
+        # Within the reconciliation's cent of tolerance it is noise (rounding, a lagging /key).
+        difference = reconciliation.get("difference_usd") or 0.0
+        late_gap = max(0.0, difference - runner.ledger.from_key) if difference > MISMATCH_USD else 0.0
         reconciliation["counted_at_end_usd"] = round(late_gap, 8)
         data = summary.result(
             output=str(output),
