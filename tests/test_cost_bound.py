@@ -412,4 +412,5 @@ def test_the_models_list_says_which_models_reason_by_default() -> None:
         model_info({**entry, "reasoning": {"default_enabled": "yes", "mandatory": 1}}, Scrubber()),
         model_info(entry, Scrubber()),
     ]
-    assert [info.reasoning_default if info else "?" for info in read] == ["mandatory", "enabled", None, None]
+    # A flag of the wrong type is read the dear way (break14e E17).
+    assert [info.reasoning_default if info else "?" for info in read] == ["mandatory", "enabled", "mandatory", None]
