@@ -3,6 +3,7 @@ wrong type (E17), and duplicate rows of variables that share one row id (E14).""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,9 @@ from batchrun import ExitCode
 from batchrun._account_reply import model_info
 from batchrun._scrub import Scrubber
 
-from .bound_server import JOB, MODEL, Billing, model_entry, run, server
+from .bound_server import COMPLETION, JOB, MODEL, PROMPT, Billing, model_entry, plan, run, server
 from .conftest import call_cli, write_job
-from .hostile import HostileServer
+from .hostile import RawRequest, chat_payload, json_answer
 
 pytestmark = pytest.mark.usefixtures("api_key_env")
 
@@ -85,8 +86,8 @@ def _refused(code: int, err: str, *fragments: str) -> None:
 
 def test_duplicate_vars_rows_are_refused_before_anything_is_sent(tmp_path: Path) -> None:
     # They were sent and paid twice, then counted as one row: report 4 of 5, merge exit 12.
-    chats: list[bytes] = []
-    hostile = HostileServer(chat=lambda request: chats.append(request.body) or b"")
+    billing = Billing()
+    hostile = server(billing)
     job = write_job(tmp_path, DUPLICATE_VARS)
     code, _, err = call_cli("validate", job)
     _refused(code, err, "job.yaml:13:", "prompts[0].vars[4]", "the same variables as vars[0] (line 9)", "repeat:")
@@ -94,7 +95,7 @@ def test_duplicate_vars_rows_are_refused_before_anything_is_sent(tmp_path: Path)
     with hostile.running():
         code, _, err = call_cli(job, "--base-url", hostile.base_url, "-o", out)
     _refused(code, err, "vars[4]", "vars[0]")
-    assert chats == [] and not out.exists()
+    assert billing.chats == 0 and not out.exists()
 
 
 def test_rows_that_differ_only_in_their_own_checks_are_the_same_row(tmp_path: Path) -> None:
@@ -145,3 +146,69 @@ prompts:
 """
     code, _, err = call_cli("validate", write_job(tmp_path, text))
     assert code == ExitCode.OK, err
+
+
+# -- E13: an audio part's tokens follow its duration, which its bytes do not bound -------------
+SILENT_HOUR = 115_200  # Gemini's 32 tokens a second, for the hour a 6 KB FLAC of silence decodes to
+
+
+def _flac_silence_header() -> str:
+    """A FLAC STREAMINFO of one hour at 8 kHz (the frames of digital silence add ~13 bytes per 8 s)."""
+    info = (65535).to_bytes(2, "big") * 2 + bytes(6) + ((8000 << 44) | (15 << 36) | 3600 * 8000).to_bytes(8, "big")
+    return base64.b64encode(b"fLaC\x80" + len(info + bytes(16)).to_bytes(3, "big") + info + bytes(16)).decode()
+
+
+AUDIO_JOB = f"""
+name: audio
+defaults:
+  params: {{max_tokens: 2}}
+models: [{MODEL}]
+prompts:
+  - id: p
+    messages:
+      - role: user
+        content:
+          - {{type: text, text: "Transcribe {{{{n}}}}"}}
+          - {{type: input_audio, input_audio: {{data: "{_flac_silence_header()}", format: flac}}}}
+    vars: [{{n: 1}}, {{n: 2}}, {{n: 3}}]
+run: {{concurrency: 1, timeout_s: 10, max_attempts: 1}}
+"""
+
+
+class AudioBilling(Billing):
+    """Bills an audio part by the duration it decodes to, as the docs say (overview.mdx: "priced
+    as input tokens based on duration"), not by its bytes."""
+
+    def chat(self, request: RawRequest) -> bytes:
+        prompt = len(request.body) + SILENT_HOUR
+        bill = prompt * PROMPT + self.completion * COMPLETION
+        self.total += bill
+        self.chats += 1
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": prompt + self.completion,
+            "cost": bill,
+            "prompt_tokens_details": {"audio_tokens": SILENT_HOUR},
+        }
+        return json_answer(200, chat_payload("42", model=MODEL, usage=usage, id=f"gen-{self.chats}"))
+
+
+@pytest.mark.parametrize("fmt", ["flac", "wav"])
+def test_an_audio_part_has_no_known_worst_case_under_a_budget(tmp_path: Path, fmt: str) -> None:
+    # A few KB reserved as a few KB of prompt was billed $11.52 against a $5 budget (break14e E13).
+    billing = AudioBilling()
+    job = AUDIO_JOB.replace("format: flac", f"format: {fmt}")
+    code, _, err, rows = run(server(billing, key_usage=True), tmp_path, job, "--budget", "5")
+    assert code == ExitCode.USAGE and "an audio part" in err and "duration" in err, err
+    assert billing.chats == 0 and billing.total == 0 and rows == []
+    code, stdout, err = plan(server(AudioBilling()), tmp_path, job, "--budget", "5")
+    assert code == ExitCode.USAGE and "an audio part" in stdout + err
+
+
+def test_an_audio_part_runs_when_unknown_prices_are_allowed(tmp_path: Path) -> None:
+    job = AUDIO_JOB.replace("max_attempts: 1}", "max_attempts: 1, allow_unknown_prices: true}")
+    billing = AudioBilling()
+    code, _, err, rows = run(server(billing, key_usage=True), tmp_path, job, "--budget", "50")
+    assert code == ExitCode.OK, err
+    assert billing.chats == 3 and len(rows) == 3 and "an audio part" in err
