@@ -18,9 +18,12 @@ prompt tokens) plus 8 per message. Byte-level BPE tokenizers (and SentencePiece 
 byte fallback) never produce more tokens than bytes, so this holds for any text; on
 English (about 4 bytes a token) it reserves about four times the prompt's real cost. The
 completion is costed at `max_tokens` (or, when unset, the endpoint's maximum completion
-tokens or context length, which is what OpenRouter reserves) times `n`, at the dearest of
-the completion, internal-reasoning and (when the request asks for image or audio output)
-image-token and audio-output prices.
+tokens or context length, which is what OpenRouter reserves), raised to the reasoning budget
+when the request may reason (_reasoning_bound; a model whose reasoning nothing bounds, Gemini
+3, at its listed maximum), times `n`, at the dearest of the completion, internal-reasoning
+and (when the request asks for image or audio output) image-token and audio-output prices.
+The endpoints are those the provider settings allow and the service tiers the request opts
+into (_price_basis).
 
 Components: the request price, the image price per image part, the cache-write prices
 when a message asks for caching (`cache_control`), the audio price for prompts with
@@ -45,8 +48,9 @@ import orjson
 from ._client import ChatResult, ModelInfo
 from ._image_tokens import image_part_tokens
 from ._matrix import Request
-from ._price_basis import PriceBasis, allowed_endpoints, max_price_caps
+from ._price_basis import PriceBasis, allowed_endpoints, max_price_caps, opted_tiers
 from ._pricing import EndpointPrice
+from ._reasoning_bound import no_reasoning_control, reasoning_budget
 from ._reply import count
 from ._unbounded import unbounded_input
 
@@ -104,40 +108,6 @@ def _outputs(request: Request, modality: str) -> bool:
     return isinstance(modalities, list) and modality in modalities
 
 
-# reasoning-tokens.mdx: "reasoning.max_tokens ... is used directly with a minimum of 1024 tokens";
-# an effort's budget is max(min(max_tokens * ratio, 128000), 1024); "Reasoning tokens are
-# counted as output tokens for billing purposes".
-REASONING_FLOOR = 1024
-
-
-def reasoning_budget(body: dict[str, Any], default: str | None = None) -> int | None:
-    """The reasoning tokens a request may bill beyond its answer's cap; None without reasoning.
-
-    `default`: what /models says of a model that may answer: "mandatory" (it always reasons)
-    or "enabled" (it reasons unless the request turns it off): reasoning-tokens.mdx,
-    "Discovering per-model reasoning options" (break14c N6)."""
-    reasoning = body.get("reasoning")
-    top_effort = body.get("reasoning_effort")
-    on = top_effort not in (None, "none")
-    off = top_effort == "none"
-    budget = 0
-    if isinstance(reasoning, dict):
-        budget = count(reasoning.get("max_tokens")) or 0
-        effort = reasoning.get("effort")
-        # `exclude: true` hides the reasoning from the answer: "the model will still use
-        # reasoning" (reasoning-tokens.mdx; break14c N6).
-        asked = reasoning.get("enabled") is True or reasoning.get("exclude") is True
-        on = on or bool(budget) or effort not in (None, "none") or asked
-        if reasoning.get("enabled") is False or (effort == "none" and not budget):
-            on, off = top_effort not in (None, "none"), True
-    # The `:thinking` variant "enables extended reasoning" (model-variants/thinking.mdx),
-    # whatever the body says, for the model or a fallback (break14c N6).
-    models = [body.get("model"), *(body.get("models") or [])]
-    on = on or any(isinstance(m, str) and m.endswith(":thinking") for m in models)
-    on = on or default == "mandatory" or (default == "enabled" and not off)
-    return max(budget, REASONING_FLOOR) if on else None
-
-
 def _choices(request: Request) -> int:
     n = request.body.get("n")
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
@@ -189,6 +159,15 @@ def unknown_price_refusal(unknown: dict[str, str], bounded: bool, allowed: bool)
     )
 
 
+def _no_completion_bound(request: Request, model: str) -> str:
+    if no_reasoning_control(model) and any(count(request.body.get(k)) for k in ("max_tokens", "max_completion_tokens")):
+        return (
+            "reasoning tokens have no documented bound on this model (reasoning-tokens.mdx, Gemini 3 "
+            "thinking levels) and no maximum completion length is listed"
+        )
+    return "no max_tokens and no maximum completion length listed: set max_tokens"
+
+
 @dataclass
 class Worst:
     """A request's worst case: the dearest model's cost, or why it cannot be bounded."""
@@ -208,16 +187,23 @@ class CostModel:
         self.models = models
         self.cost_margin = cost_margin
         self.endpoints = endpoints or {}
-        self._bases: dict[tuple[str, str], PriceBasis | None] = {}
+        self._bases: dict[tuple[str, str, frozenset[str]], PriceBasis | None] = {}
 
-    def basis(self, model: str, provider: dict[str, Any] | None) -> PriceBasis | None:
+    def request_basis(self, request: Request, model: str) -> PriceBasis | None:
+        """The price basis of `model` answering `request`: its provider settings and the
+        service tiers it opts into decide the endpoints."""
+        return self.basis(model, request.body.get("provider"), opted_tiers(request.body, model))
+
+    def basis(
+        self, model: str, provider: dict[str, Any] | None, tiers: frozenset[str] = frozenset()
+    ) -> PriceBasis | None:
         # orjson: this runs for every request, and json.dumps was measurable there.
-        key = (model, orjson.dumps(provider, option=orjson.OPT_SORT_KEYS).decode() if provider else "")
+        key = (model, orjson.dumps(provider, option=orjson.OPT_SORT_KEYS).decode() if provider else "", tiers)
         if key not in self._bases:
-            self._bases[key] = self._basis(model, provider or {})
+            self._bases[key] = self._basis(model, provider or {}, tiers)
         return self._bases[key]
 
-    def _basis(self, model: str, provider: dict[str, Any]) -> PriceBasis | None:
+    def _basis(self, model: str, provider: dict[str, Any], tiers: frozenset[str]) -> PriceBasis | None:
         listed = self.endpoints.get(model)
         info = self.models.get(model) if self.models else None
         top = info.price if info is not None else None
@@ -227,7 +213,7 @@ class CostModel:
                 model, "endpoints", [], 0, max_price_caps(provider), f"/endpoints could not be read: {listed}"
             )
         if listed:
-            allowed, caps = allowed_endpoints(listed, provider)
+            allowed, caps = allowed_endpoints(listed, provider, tiers)
             # /models prices are the top provider's: never below what the list says (break-14 3).
             entries = allowed + ([top] if top is not None else [])
             source = "endpoints and /models" if top is not None else "endpoints"
@@ -236,39 +222,50 @@ class CostModel:
             return None
         return PriceBasis(model, "models list (top provider)", [top], 0, max_price_caps(provider))
 
-    def completion_cap(self, request: Request, basis: PriceBasis | None = None) -> int | None:
-        """Completion tokens per choice at most, reasoning included; None when nothing bounds them."""
+    def completion_cap(self, request: Request, model: str | None = None) -> int | None:
+        """Completion tokens per choice at most, reasoning included, for `model` answering
+        (any model that may answer when None); None when nothing bounds them."""
+        caps = [self._completion_cap(request, m) for m in ([model] if model else self._answering(request))]
+        return None if any(c is None for c in caps) else max(c for c in caps if c is not None)
+
+    def _completion_cap(self, request: Request, model: str) -> int | None:
         # max_completion_tokens is the spec's name, max_tokens the deprecated one (parameters.mdx):
         # a provider may honour either, so the larger bounds (break-14b C7).
         caps = [count(request.body.get(name)) for name in ("max_completion_tokens", "max_tokens")]
         cap = max((c for c in caps if c), default=None)
-        if cap is None:
-            if basis is None:
-                basis = self.basis(request.model, request.body.get("provider"))
-            cap = basis.max_completion_tokens() if basis is not None else None
-            if cap is None:
-                return None
         reasoning = reasoning_budget(request.body, self._reasoning_default(request))
+        if cap is None or (reasoning is not None and no_reasoning_control(model)):
+            # Without max_tokens, what OpenRouter reserves; and a model whose reasoning no
+            # setting bounds (Gemini 3) may reason up to its listed maximum (break14e E12).
+            basis = self.request_basis(request, model)
+            listed = basis.max_completion_tokens() if basis is not None else None
+            if listed is None:
+                return None
+            cap = max(cap or 0, listed)
         return (cap if reasoning is None else max(cap, reasoning)) + prediction_tokens(request.body)
+
+    @staticmethod
+    def _answering(request: Request) -> list[str]:
+        return [request.model, *request.body.get("models", [])]
 
     def _reasoning_default(self, request: Request) -> str | None:
         """The strongest reasoning default /models gives a model that may answer the request."""
-        infos = [self.models.get(m) if self.models else None for m in [request.model, *request.body.get("models", [])]]
+        infos = [self.models.get(m) if self.models else None for m in self._answering(request)]
         defaults = {info.reasoning_default for info in infos if info is not None}
         return "mandatory" if "mandatory" in defaults else "enabled" if "enabled" in defaults else None
 
     def _cost(
         self, request: Request, model: str, prompt: int, completion: int | None, token_factor: float = 1.0
     ) -> Worst:
-        basis = self.basis(model, request.body.get("provider"))
+        basis = self.request_basis(request, model)
         if basis is None:
             return Worst(None, model, "no price listed")
         if not basis.known:
             return Worst(None, model, basis.problem)
         if completion is None:
-            completion = self.completion_cap(request, basis)
+            completion = self.completion_cap(request, model)
             if completion is None:
-                return Worst(None, model, "no max_tokens and no maximum completion length listed: set max_tokens")
+                return Worst(None, model, _no_completion_bound(request, model))
             completion *= _choices(request)
         prices, _, _ = basis.prices(prompt)
         keys = applicable_keys(request, model)
@@ -345,9 +342,7 @@ class CostModel:
             return None
         prompt = max(prompt, prompt_token_bound(request))
         completion = max(completion, answer_bytes, hidden or 0)
-        costs = [
-            self._cost(request, m, prompt, completion).usd for m in [request.model, *request.body.get("models", [])]
-        ]
+        costs = [self._cost(request, m, prompt, completion).usd for m in self._answering(request)]
         known = [c for c in costs if c is not None]
         return max(known) if known and len(known) == len(costs) else None
 
@@ -362,7 +357,7 @@ class CostModel:
     def describe(self, request: Request) -> str:
         """The price basis of the model that sets the request's worst case (a fallback may)."""
         worst = self.worst(request)
-        basis = self.basis(worst.model, request.body.get("provider"))
+        basis = self.request_basis(request, worst.model)
         if basis is None:
             return "no price"
         text = basis.describe(prompt_token_bound(request), applicable_keys(request, worst.model))

@@ -6,8 +6,8 @@ colour is 226 bytes, and about 1,600 tokens on Anthropic's models. So the body's
 per-image count (multimodal/overview.mdx: images are "typically priced per image or as
 input tokens"; multimodal/image-understanding.mdx gives no figure), so the ceiling is the
 largest of the providers' own published formulas, at the image's dimensions read from its
-header (PNG, JPEG, GIF, WebP), or the largest value any of them reaches when the
-dimensions cannot be read:
+header (PNG, JPEG, WebP; a GIF's logical screen and every frame in it), or the largest value
+any of them reaches when the dimensions cannot be read:
 
 - OpenAI, tiled models (platform.openai.com/docs/guides/images-vision, "Calculating costs"):
   the image is scaled to fit 2048x2048, then its shortest side to 768 px, and billed per
@@ -39,9 +39,11 @@ OPENAI_BASE, OPENAI_TILE = 2833, 5667  # gpt-4o-mini, the largest tile figures O
 OPENAI_PATCH_CAP, OPENAI_PATCH_FACTOR = 1536, 2.46
 ANTHROPIC_LONG_EDGE, ANTHROPIC_PIXELS_PER_TOKEN = 1568, 750
 GEMINI_SMALL, GEMINI_TILE_PX, GEMINI_TILE_TOKENS, GEMINI_MAX_SIDE = 384, 768, 258, 3072
-# Bytes read to find a JPEG's size: its SOF marker follows the metadata segments (EXIF,
-# ICC profiles, thumbnails), which can be large; past this the fallback applies.
-JPEG_SCAN_BYTES = 1 << 20
+# Bytes read to find a JPEG's or a GIF's size: a JPEG's SOF marker follows the metadata
+# segments (EXIF, ICC profiles, thumbnails), which can be large, and a GIF's frames each
+# have a size of their own; past this the fallback applies (such an image is over a million
+# prompt tokens of bytes already: the fallback adds under 5% to it).
+SCAN_BYTES = 1 << 20
 
 
 def _fit(width: int, height: int, side: int) -> tuple[float, float]:
@@ -98,10 +100,37 @@ def _png(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _after_sub_blocks(data: bytes, at: int) -> int | None:
+    """Where a GIF's chain of data sub-blocks (a size byte, that many bytes; 0 ends it) ends."""
+    while at < len(data):
+        size = data[at]
+        at += 1 + size
+        if size == 0:
+            return at
+    return None
+
+
 def _gif(data: bytes) -> tuple[int, int] | None:
-    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
-        width, height = struct.unpack("<HH", data[6:10])
-        return int(width), int(height)
+    """The canvas a decoder shows: the logical screen grown to every frame's right and bottom
+    edge (Pillow opens a GIF whose screen says 1x1 and whose frame is 4000x3000 as 4000x3000:
+    break14e E7). None unless the whole GIF could be walked to its trailer."""
+    if data[:6] not in (b"GIF87a", b"GIF89a") or len(data) < 13:
+        return None
+    width, height, flags = struct.unpack_from("<HHB", data, 6)
+    at: int | None = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # the global colour table
+    while at is not None and at < len(data):
+        block = data[at]
+        if block == 0x3B:  # trailer
+            return int(width), int(height)
+        if block == 0x21:  # extension: its label, then sub-blocks
+            at = _after_sub_blocks(data, at + 2)
+        elif block == 0x2C and at + 10 <= len(data):  # image descriptor
+            left, top, w, h, flags = struct.unpack_from("<HHHHB", data, at + 1)
+            width, height = max(width, left + w), max(height, top + h)
+            at += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # and its local colour table
+            at = _after_sub_blocks(data, at + 1)  # the image data, after its LZW code size
+        else:
+            return None
     return None
 
 
@@ -174,8 +203,8 @@ def inline_image_tokens(url: str) -> int:
     """The ceiling for one `data:` image: its dimensions' largest formula, or the largest
     value any formula reaches when the header cannot be read."""
     data = _data_url_prefix(url, 64)
-    if data is not None and data[:2] == b"\xff\xd8":
-        data = _data_url_prefix(url, JPEG_SCAN_BYTES)
+    if data is not None and (data[:2] == b"\xff\xd8" or data[:3] == b"GIF"):
+        data = _data_url_prefix(url, SCAN_BYTES)
     size = image_size(data) if data else None
     return UNREADABLE_IMAGE_TOKENS if size is None else tokens_for_size(*size)
 

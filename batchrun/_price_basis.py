@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._pricing import PRICE_KEYS, EndpointPrice, Override
+from ._pricing import PRICE_KEYS, SERVICE_TIERS, EndpointPrice, Override
 
 PER_M = 1e-6
 _PER_TOKEN = ("prompt", "completion")  # max_price gives these in USD per million tokens
@@ -97,25 +97,67 @@ class PriceBasis:
         ]
         where = f"{self.source}, {self.allowed} endpoint(s) allowed"
         if self.excluded:
-            where += f", {self.excluded} endpoint(s) excluded by provider settings"
+            where += f", {self.excluded} endpoint(s) excluded by provider settings or service tier"
         return f"{where}: " + "; ".join(parts) + (f"; overrides counted: {', '.join(counted)}" if counted else "")
 
 
+def opted_tiers(body: dict[str, Any], model: str) -> frozenset[str]:
+    """The service tiers a request opts into for `model` (service-tiers.mdx, "How Routing
+    Works"): `service_tier` priority (or its alias fast) or flex, Anthropic's native `speed:
+    "fast"` ("fully interchangeable" with priority; an extra_body key), and the `:nitro`
+    (priority) and `:floor` (flex) variants. A value OpenRouter does not document ("scale")
+    may opt into either; "auto" is the default, that is no opt-in."""
+    tiers: set[str] = set()
+    asked = body.get("service_tier")
+    if asked in ("priority", "fast"):
+        tiers.add("priority")
+    elif asked == "flex":
+        tiers.add("flex")
+    elif asked not in (None, "auto", "default"):
+        tiers.update(SERVICE_TIERS)
+    if body.get("speed") not in (None, "standard"):
+        tiers.add("priority")
+    # An explicit `service_tier: "default"` or a `provider.order` disables a variant's tier
+    # admission; counting the tier anyway only raises the bound.
+    if model.endswith(":nitro"):
+        tiers.add("priority")
+    elif model.endswith(":floor"):
+        tiers.add("flex")
+    return frozenset(tiers)
+
+
+def _named(endpoint: EndpointPrice, slugs: Any) -> bool:
+    return isinstance(slugs, list) and any(isinstance(s, str) and endpoint.matches(s) for s in slugs)
+
+
+def _routable(endpoint: EndpointPrice, provider: dict[str, Any], tiers: frozenset[str]) -> bool:
+    """Whether the provider settings let the router use this endpoint (provider-selection.mdx).
+
+    A service tier endpoint (`openai/priority`) is routed to only when the request opts into
+    its tier or names it by its full slug in `only` or `order`, and base slugs (`openai`) do
+    not match it (break14e E4). Once its tier is opted into, it is counted whatever `only` or
+    `order` name (the docs do not say how they combine with `service_tier`): only an `ignore`
+    naming it by its full slug rules it out."""
+    only, ignore, order = provider.get("only"), provider.get("ignore"), provider.get("order")
+    pinned = provider.get("allow_fallbacks") is False and bool(order)
+    if endpoint.tier is not None and endpoint.tier in tiers:
+        return not _named(endpoint, ignore)
+    if endpoint.tier is not None and not (_named(endpoint, only) or _named(endpoint, order)):
+        return False
+    if only and not _named(endpoint, only):
+        return False
+    if ignore and _named(endpoint, ignore):
+        return False
+    return not (pinned and not _named(endpoint, order))
+
+
 def allowed_endpoints(
-    endpoints: list[EndpointPrice], provider: dict[str, Any]
+    endpoints: list[EndpointPrice], provider: dict[str, Any], tiers: frozenset[str] = frozenset()
 ) -> tuple[list[EndpointPrice], dict[str, float]]:
-    """The endpoints the request's `provider` object lets the router use (provider-selection.mdx),
-    and the max_price caps that may lower their prices (none when the settings rule out every
-    endpoint: then nothing in our reading of them is trusted)."""
-    allowed = endpoints
-    only = provider.get("only")
-    if only:
-        allowed = [e for e in allowed if any(e.matches(s) for s in only)]
-    ignore = provider.get("ignore")
-    if ignore:
-        allowed = [e for e in allowed if not any(e.matches(s) for s in ignore)]
-    if provider.get("allow_fallbacks") is False and provider.get("order"):
-        allowed = [e for e in allowed if any(e.matches(s) for s in provider["order"])]
+    """The endpoints the request's `provider` object (and the service tiers it opts into) let
+    the router use, and the max_price caps that may lower their prices (none when the
+    settings rule out every endpoint: then nothing in our reading of them is trusted)."""
+    allowed = [e for e in endpoints if _routable(e, provider, tiers)]
     quantizations = provider.get("quantizations")
     if quantizations:
         allowed = [e for e in allowed if e.quantization is None or e.quantization in quantizations]

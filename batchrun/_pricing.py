@@ -36,6 +36,9 @@ PRICE_KEYS = (
 # case that reaches it exceeds every budget anyway, and sums of such figures stay finite
 # (1e308 twice is inf, which JSON cannot carry).
 MAX_USD = 1e12
+# Service tiers with endpoints of their own (guides/features/service-tiers.mdx): listed with a
+# tier-suffixed tag and the tier's price, routed to only when a request opts in.
+SERVICE_TIERS = ("priority", "flex")
 # Model-id suffixes that select routing, not another model (guides/routing/model-variants):
 # their endpoints are the base model's. `:free` is a model of its own with its own endpoints.
 _ROUTING_VARIANTS = (":nitro", ":floor", ":online", ":exacto", ":thinking", ":extended")
@@ -103,10 +106,21 @@ class EndpointPrice:
     known: bool = True  # every price valid, prompt and completion among them
     problem: str = ""  # why it is not known, for `plan` and the refusal
 
+    @property
+    def tier(self) -> str | None:
+        """The service tier of a tier endpoint ("priority", "flex"), from its tier-suffixed tag
+        (service-tiers.mdx: "a tier-suffixed `tag` (e.g. `openai/priority`)"); None otherwise."""
+        suffix = self.tag.lower().rpartition("/")[2] if "/" in self.tag else ""
+        return suffix if suffix in SERVICE_TIERS else None
+
     def matches(self, slug: str) -> bool:
-        """Base-slug matching (provider-selection.mdx): "deepinfra" matches "deepinfra/turbo"."""
+        """Base-slug matching (provider-selection.mdx): "deepinfra" matches "deepinfra/turbo";
+        but a service tier endpoint only by its full slug: tier endpoints "are **not** matched
+        by base slugs" (break14e E4)."""
         slug = slug.lower()
         tag = self.tag.lower()
+        if self.tier is not None:
+            return slug == tag
         return slug in (tag, tag.split("/")[0], self.provider.lower())
 
 

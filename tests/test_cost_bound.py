@@ -20,10 +20,11 @@ import pytest
 from batchrun import ExitCode
 from batchrun._account_reply import model_info
 from batchrun._client import ModelInfo
-from batchrun._costs import CostModel, prompt_token_bound, reasoning_budget
+from batchrun._costs import CostModel, prompt_token_bound
 from batchrun._job import load_job
 from batchrun._matrix import matrix_requests
 from batchrun._pricing import EndpointPrice, parse_prices
+from batchrun._reasoning_bound import reasoning_budget
 from batchrun._scrub import Scrubber
 
 from .bound_server import (

@@ -21,6 +21,7 @@ import pytest
 
 from batchrun import ExitCode
 from batchrun._image_tokens import (
+    SCAN_BYTES,
     UNREADABLE_IMAGE_TOKENS,
     image_part_tokens,
     image_size,
@@ -61,6 +62,20 @@ def jpeg(width: int, height: int, metadata: int = 40_000) -> bytes:
     return b"\xff\xd8" + app1 + sof0 + b"\xff\xd9"
 
 
+def gif(screen: tuple[int, int], frames: list[tuple[int, int, int, int]], local_table: bool = False) -> bytes:
+    """A GIF89a with a 2-colour global table, a comment, and one frame per (left, top, width,
+    height), each holding a minimal LZW stream (clear, one pixel, end); then the trailer."""
+    out = b"GIF89a" + struct.pack("<HHBBB", *screen, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    out += b"\x21\xfe\x05hello\x00"  # a comment extension
+    for left, top, width, height in frames:
+        out += b"\x21\xf9\x04\x00\x00\x00\x00\x00"  # graphic control
+        flags = 0x80 if local_table else 0
+        out += b"\x2c" + struct.pack("<HHHHB", left, top, width, height, flags)
+        out += b"\0\0\0\xff\xff\xff" if local_table else b""
+        out += b"\x02\x02\x44\x01\x00"  # LZW code size 2; codes 4 (clear), 0, 5 (end); terminator
+    return out + b"\x3b"
+
+
 def webp(kind: bytes, width: int, height: int) -> bytes:
     if kind == b"VP8X":
         body = b"\0" * 4 + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
@@ -77,7 +92,7 @@ def webp(kind: bytes, width: int, height: int) -> bytes:
     ("image", "size"),
     [
         (png(1092, 1092), (1092, 1092)),
-        (b"GIF89a" + struct.pack("<HH", 640, 480) + b"\0" * 8, (640, 480)),
+        (gif((640, 480), [(0, 0, 640, 480)]), (640, 480)),
         (jpeg(4000, 3000), (4000, 3000)),
         (webp(b"VP8 ", 800, 600), (800, 600)),
         (webp(b"VP8L", 1000, 16383), (1000, 16383)),
@@ -88,6 +103,45 @@ def webp(kind: bytes, width: int, height: int) -> bytes:
 def test_dimensions_are_read_from_the_header(image: bytes, size: tuple[int, int]) -> None:
     assert image_size(image) == size
     assert inline_image_tokens(data_url(image)) == tokens_for_size(*size)
+
+
+@pytest.mark.parametrize(
+    ("image", "size"),
+    [
+        # Pillow opens a GIF whose screen says 1x1 and whose frame is 4000x3000 as 4000x3000
+        # (break14e E7: it was costed at 1x1, 8,500 tokens instead of 25,501).
+        (gif((1, 1), [(0, 0, 4000, 3000)]), (4000, 3000)),
+        (gif((640, 480), [(0, 0, 10, 10), (600, 470, 100, 100)], local_table=True), (700, 570)),
+        (gif((4000, 3000), [(0, 0, 1, 1)]), (4000, 3000)),
+        (gif((1, 1), [(65535, 65535, 65535, 65535)]), (131070, 131070)),
+    ],
+    ids=["frame-beyond-screen", "frames-offset", "screen-beyond-frame", "largest"],
+)
+def test_a_gif_is_as_large_as_its_screen_and_every_frame(image: bytes, size: tuple[int, int]) -> None:
+    assert image_size(image) == size
+    assert inline_image_tokens(data_url(image, "gif")) == tokens_for_size(*size)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        gif((1, 1), [(0, 0, 4000, 3000)])[:-1],  # no trailer
+        gif((1, 1), [(0, 0, 4000, 3000)])[:-4],  # cut inside the image data
+        gif((1, 1), [(0, 0, 4000, 3000)])[:-1] + b"\x99\x3b",  # a block that is no GIF block
+        gif((1, 1), [(0, 0, 4000, 3000)])[:40],  # cut inside the image descriptor
+        b"GIF89a" + struct.pack("<HH", 1, 1),  # a screen descriptor and nothing else
+    ],
+    ids=["no-trailer", "cut-data", "bad-block", "cut-descriptor", "screen-only"],
+)
+def test_a_gif_that_cannot_be_walked_gets_the_largest_value(image: bytes) -> None:
+    assert image_size(image) is None
+    assert inline_image_tokens(data_url(image, "gif")) == UNREADABLE_IMAGE_TOKENS
+
+
+def test_a_gif_longer_than_what_is_read_gets_the_largest_value() -> None:
+    frames = [(0, 0, 1, 1)] * (SCAN_BYTES // 20)  # 23 bytes a frame: past the bytes read
+    assert inline_image_tokens(data_url(gif((2, 2), frames), "gif")) == UNREADABLE_IMAGE_TOKENS
+    assert inline_image_tokens(data_url(gif((2, 2), frames[:1000]), "gif")) == tokens_for_size(2, 2)
 
 
 def test_the_ceiling_is_the_largest_published_formula() -> None:
@@ -178,3 +232,54 @@ def test_a_small_image_of_many_pixels_cannot_pass_the_budget(tmp_path: Path) -> 
     summary = json.loads((tmp_path / "room" / "out.summary.json").read_text())
     assert summary["reconciliation"]["above_worst_case_attempts"] == 0  # each charge within its bound
     assert sum(r["cost"] for r in rows) == pytest.approx(billing.total) and billing.total > 1.4
+
+
+# -- over loopback: a GIF whose frame is larger than its screen ---------------------------------
+@dataclass
+class FrameBilling(Billing):
+    """Bills each image as gpt-4o-mini counts a 4000x3000 picture (25,501 tokens: the size a
+    decoder shows for the GIF below), on top of the body's bytes; reports the charge."""
+
+    def chat(self, request: RawRequest) -> bytes:
+        images = sum(
+            1
+            for message in request.json()["messages"]
+            for part in (message["content"] if isinstance(message["content"], list) else [])
+            if part["type"] == "image_url"
+        )
+        pixels = images * tokens_for_size(4000, 3000)
+        prompt = len(request.body) + pixels
+        bill = prompt * PROMPT + self.completion * COMPLETION
+        self.usage = {"prompt_tokens": prompt, "total_tokens": prompt + self.completion, "cost": bill}
+        answer = super().chat(request)
+        self.total += pixels * PROMPT
+        return answer
+
+
+FRAME = data_url(gif((1, 1), [(0, 0, 4000, 3000)]), "gif")
+GIF_JOB = f"""
+name: frames
+defaults:
+  params: {{max_tokens: 2}}
+models: [acme/cheap]
+prompts:
+  - id: p
+    messages:
+      - role: user
+        content:
+          - {{type: text, text: "Describe {{{{n}}}}"}}
+          - {{type: image_url, image_url: {{url: "{FRAME}", detail: high}}}}
+    vars: [{{n: 1}}, {{n: 2}}, {{n: 3}}]
+run: {{concurrency: 2, timeout_s: 10, max_attempts: 1, cost_margin: 0}}
+"""
+
+
+def test_a_gif_frame_beyond_its_screen_cannot_pass_the_budget(tmp_path: Path) -> None:
+    # Before: costed at its 1x1 screen (8,500 tokens) and billed at 25,501: all 3 rows sent on
+    # a $6 budget, $7.8 billed (break14e E7: $2.55 billed for $2.45).
+    billing = FrameBilling()
+    code, _, err, _ = run(server(billing), tmp_path, GIF_JOB, "--budget", "6")
+    assert billing.chats == 2 and billing.total <= 6, (billing.total, err)
+    assert code == ExitCode.BUDGET
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["reconciliation"]["above_worst_case_attempts"] == 0
