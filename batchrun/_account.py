@@ -17,7 +17,7 @@ from ._client import ModelInfo, OpenRouterClient
 from ._costs import EndpointsRead
 from ._exceptions import RequestFailed
 from ._ledger import CreditLedger
-from ._reconcile import MISMATCH_USD, byok_outside_limit, key_remaining, key_spend, key_usage, reconcile
+from ._reconcile import KeyStart, reconcile
 from ._retry import RetryPolicy, retry_call
 
 
@@ -69,32 +69,29 @@ async def reconcile_run(
     client: OpenRouterClient,
     ledger: CreditLedger,
     book: ChargeBook,
-    start_usage: float | None,
-    start_unread: str | None,
+    start: KeyStart,
     policy: RetryPolicy,
     sleep: Callable[[float], Awaitable[None]],
     time_left: Callable[[], float | None],
-    start_remaining: float | None = None,
-    start_byok_outside: float | None = None,
 ) -> dict[str, Any]:
     """The key's usage against the ledger (after the run's last lookups: `late_lookups`). The
     /key read is retried like start-up's (break-14 #15); when it still fails, or its usage
     cannot be read, the reconciliation says it was not done (a warning), never nothing; so
-    does a start-up /key read whose usage could not be read (`start_unread` says why). The
-    key's spend is its usage as its limit counts it, or the fall of its limit_remaining since
-    `start_remaining` when that is larger (_reconcile.key_spend)."""
+    does a start-up /key read whose usage could not be read (`start.unread` says why). The
+    key's spend is measured like the ledger's (KeyStart.followed), or the fall of its
+    limit_remaining when that is larger (_reconcile.key_spend)."""
     end_usage, why = None, None
-    if start_usage is not None:
+    if start.usage is not None:
         try:
             info = await retry_call(client.key_info, policy, sleep, time_left)
         except RequestFailed as failure:
             why = f"{failure.kind}: {failure.message[:200]}"
         else:
-            end_usage = key_usage(info)
-            why = None if end_usage is not None else "its usage is missing or not a number"
-            if end_usage is not None and end_usage >= start_usage - MISMATCH_USD:  # a fall is said as one
-                end_byok = byok_outside_limit(info)
-                if start_byok_outside is not None and end_byok is not None and end_byok >= start_byok_outside:
-                    end_usage += end_byok - start_byok_outside  # like with like: the ledger counts upstream
-                end_usage = start_usage + key_spend(start_usage, end_usage, start_remaining, key_remaining(info))
-    return reconcile(start_usage, end_usage, ledger, book, why, start_unread)
+            usage, problem = start.followed(info)
+            if usage is None:
+                why = "its usage is missing or not a number"
+            elif problem is not None:
+                end_usage = usage  # gone down: the reconciliation says so
+            else:
+                end_usage = start.usage + start.spend(usage, info)
+    return reconcile(start.usage, end_usage, ledger, book, why, start.unread)

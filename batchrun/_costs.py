@@ -50,7 +50,7 @@ from ._image_tokens import image_part_tokens
 from ._matrix import Request
 from ._price_basis import PriceBasis, allowed_endpoints, max_price_caps, opted_tiers
 from ._pricing import EndpointPrice
-from ._reasoning_bound import no_reasoning_control, reasoning_budget
+from ._reasoning_bound import reasoning_budget, uncontrolled
 from ._reply import count
 from ._unbounded import unbounded_input
 
@@ -160,10 +160,11 @@ def unknown_price_refusal(unknown: dict[str, str], bounded: bool, allowed: bool)
 
 
 def _no_completion_bound(request: Request, model: str) -> str:
-    if no_reasoning_control(model) and any(count(request.body.get(k)) for k in ("max_tokens", "max_completion_tokens")):
+    capped = any(count(request.body.get(k)) for k in ("max_tokens", "max_completion_tokens"))
+    if capped and uncontrolled(request.body, model):
         return (
-            "reasoning tokens have no documented bound on this model (reasoning-tokens.mdx, Gemini 3 "
-            "thinking levels) and no maximum completion length is listed"
+            "its reasoning tokens have no documented bound (a Gemini 3 thinking level, or a provider's "
+            "reasoning switch in extra_body) and no maximum completion length is listed"
         )
     return "no max_tokens and no maximum completion length listed: set max_tokens"
 
@@ -234,9 +235,9 @@ class CostModel:
         caps = [count(request.body.get(name)) for name in ("max_completion_tokens", "max_tokens")]
         cap = max((c for c in caps if c), default=None)
         reasoning = reasoning_budget(request.body, self._reasoning_default(request))
-        if cap is None or (reasoning is not None and no_reasoning_control(model)):
-            # Without max_tokens, what OpenRouter reserves; and a model whose reasoning no
-            # setting bounds (Gemini 3) may reason up to its listed maximum (break14e E12).
+        if cap is None or (reasoning is not None and uncontrolled(request.body, model)):
+            # Without max_tokens, what OpenRouter reserves; and reasoning no documented setting
+            # bounds (Gemini 3, a switch in extra_body) may go up to the listed maximum (break14e E12).
             basis = self.request_basis(request, model)
             listed = basis.max_completion_tokens() if basis is not None else None
             if listed is None:
@@ -363,4 +364,9 @@ class CostModel:
         text = basis.describe(prompt_token_bound(request), applicable_keys(request, worst.model))
         if worst.usd is None and basis.known:
             text = f"no known worst case ({worst.why})"
+        elif uncontrolled(request.body, worst.model):
+            text += (
+                f"; completion at the listed maximum, {self.completion_cap(request, worst.model)} tokens "
+                "(its reasoning has no documented bound)"
+            )
         return (f"{worst.model} (a fallback) sets the worst case: " if worst.model != request.model else "") + text

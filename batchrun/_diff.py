@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._batch_state import pending_batches
 from ._cost_text import cost_text, held_note, unknown_rows
 from ._exceptions import ResultsError
 from ._formats import pct
@@ -39,7 +40,9 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
             "why": _why(record),
             "item": item_key(record),
         }
-    return slim, builder.result()
+    # Batches still open or in doubt beside the file: rows of unknown cost ("+?"), their worst
+    # cases held, as `report` and `history` show them.
+    return slim, builder.add_pending_batches(pending_batches(path, warn)).result()
 
 
 def _same_job(a: Summary, b: Summary, a_path: Path, b_path: Path) -> None:

@@ -21,7 +21,7 @@ from ._journal import AttemptJournal
 from ._ledger import BudgetExhausted, CreditLedger
 from ._matrix import Request
 from ._pricing import usd
-from ._reconcile import MISMATCH_USD, key_remaining, key_spend, key_usage
+from ._reconcile import KeyStart, key_remaining
 from ._retry import RetryPolicy, call_with_retries, retry_call
 from ._row import Row
 from ._settings import RunSettings
@@ -44,9 +44,7 @@ class Dispatcher:
         *,
         costs: CostModel | None,
         limit_from_key: bool,
-        key_usage_start: float | None,
-        key_remaining_start: float | None = None,
-        key_start_unread: str | None = None,
+        key_start: KeyStart,
     ) -> None:
         self.client = client
         self.clock = clock
@@ -58,12 +56,12 @@ class Dispatcher:
         self.charges = ChargeBook(client, ledger)
         self.settings = settings  # stream, timeout_s, key_refresh_*, budget_margin_usd
         self.limit_from_key = limit_from_key  # the binding limit is the key's credit, not our budget
-        self.key_usage_start = key_usage_start  # the key's usage before the first request (_ledger.follow_key)
-        self.key_remaining_start = key_remaining_start  # its limit_remaining then (_reconcile.key_spend)
-        self.key_start_unread = key_start_unread  # why /key answered at the start without a usable usage
+        self.key_start = key_start  # the key before the first request (_ledger.follow_key)
         self._sent_since_refresh = 0
         self._last_refresh = clock.monotonic()  # pre-flight has just read /key
         self._refreshing = False
+        # Under a limit, /key is also read every `_probe` requests (watch_key): see _next_probe.
+        self._probe: int | None = None
         self.journal: AttemptJournal | None = None  # set by a run that writes results
 
     def worst_case(self, request: Request) -> float | None:
@@ -221,12 +219,14 @@ class Dispatcher:
         follow: the run stops before sending anything (`key_lost`)."""
         if self.costs is None or self.costs.models is None:
             return
-        if self.key_usage_start is None:
-            if self.key_start_unread is not None and self.ledger.limit is not None:
-                self.key_lost(f"its usage could not be read at the start of the run ({self.key_start_unread})")
+        if self.key_start.usage is None:
+            if self.key_start.unread is not None and self.ledger.limit is not None:
+                self.key_lost(f"its usage could not be read at the start of the run ({self.key_start.unread})")
             return
         self.ledger.read_key = self._read_key
         self.ledger.open_key_window()
+        if self.ledger.limit is not None:
+            self._probe = 2 * self.settings.concurrency
 
     def key_lost(self, why: str) -> None:
         """Under a limit, the key's usage can no longer be followed: no window can be trusted,
@@ -248,7 +248,7 @@ class Dispatcher:
         now = self.clock.monotonic()
         settings = self.settings
         due = (
-            self._sent_since_refresh >= settings.key_refresh_requests
+            self._sent_since_refresh >= min(settings.key_refresh_requests, self._probe or settings.key_refresh_requests)
             or now - self._last_refresh >= settings.key_refresh_s
         )
         if not due or self.costs is None or self.costs.models is None or self._refreshing:
@@ -285,24 +285,33 @@ class Dispatcher:
             else:
                 self.ledger.open_key_window()
 
+    def _next_probe(self, charged_beyond: bool) -> None:
+        """The key window reads /key only when the worst cases reserved since the last read may
+        exhaust what is left, so charges above the worst cases (a price list that lies, a model
+        listed at $0 that bills) went unseen until the end: $2.40 charged under a $0.05 budget,
+        exit 0 (break14e E2). So under a limit /key is read every `_probe` requests too: twice
+        the concurrency at first, doubling (up to key_refresh_requests) while the key shows
+        nothing beyond the ledger, and every `concurrency` requests once it has."""
+        if self._probe is None:
+            return
+        concurrency = max(1, self.settings.concurrency)
+        self._probe = concurrency if charged_beyond else min(2 * self._probe, self.settings.key_refresh_requests)
+
     async def _follow_key(self, info: dict[str, Any]) -> str | None:
         """Follow the key's spend (its usage, as its limit counts it, or the fall of its
         limit_remaining: _reconcile.key_spend) and its credit; returns why its usage cannot be
         followed, or None."""
-        start, problem = self.key_usage_start, None
+        start, problem = self.key_start, None
         remaining = key_remaining(info)
         charged = self.ledger.spent  # what the key has been charged since the start, at least
-        if start is not None:
-            usage = key_usage(info)
-            if usage is None:
-                problem = "/key answered a usage that is missing or not a number"
-            elif usage < start - MISMATCH_USD:
-                problem = f"its usage went down (${start:.4f} -> ${usage:.4f}), which usage cannot do"
-            else:
-                charged = key_spend(start, usage, self.key_remaining_start, remaining)
+        if start.usage is not None:
+            usage, problem = start.followed(info)
+            if usage is not None and problem is None:
+                charged = start.spend(usage, info)
                 gap = self.ledger.follow_key(charged)
                 if gap > 0 and self.journal is not None:
                     self.journal.key_gap(self.ledger.from_key)  # a kill -9 must not forget it
+                self._next_probe(gap > 0)
         if remaining is not None:
             # The key allows `remaining` beyond what it has charged; the ledger counts that
             # charge (and the gap follow_key added) already, so the limit is the charge plus

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,19 @@ LOOKUPS_AT_ONCE = 8
 class AttemptJournal:
     """Appends a line per attempt before it is sent; deleted when the run ends whole."""
 
-    def __init__(self, results: Path, writer: ResultsWriter, job: str) -> None:
+    def __init__(self, results: Path, writer: ResultsWriter, job: str, carried_gap: float = 0.0) -> None:
         self.path = journal_path(results)
         self._writer = writer
+        # The key gap an earlier crashed run's journal held, which this run read and deleted:
+        # in no summary yet, so this journal carries it on, or a crash of this run too would
+        # lose it (break14e E3: the resume of a resume spent it again).
+        self._carried = carried_gap
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         # Whose attempts these are: a later run of another job on the output must not take
         # them for its own rows (break14c N11).
         self._write(orjson.dumps({"job": job}) + b"\n")
+        if carried_gap > 0:
+            self.key_gap(0.0)
 
     def _write(self, line: bytes) -> None:
         try:
@@ -68,8 +75,9 @@ class AttemptJournal:
 
     def key_gap(self, usd: float) -> None:
         """The key window has now counted `usd` beyond the reported costs (the run's total): a
-        resume after a kill -9 counts it as spent, as a summary would have carried it."""
-        self._write(orjson.dumps({"key_gap": usd}) + b"\n")
+        resume after a kill -9 counts it (and what this journal carries on) as spent, as a
+        summary would have carried it."""
+        self._write(orjson.dumps({"key_gap": self._carried + usd}) + b"\n")
 
     def generation(self, row: str, generation_id: str) -> None:
         self._write(orjson.dumps({"row": row, "gen": generation_id}) + b"\n")
@@ -107,6 +115,16 @@ async def _look_up(client: OpenRouterClient, attempts: list[dict[str, Any]], lim
     return found
 
 
+@dataclass
+class Recovered:
+    """What `recover` found in a crashed run's journal."""
+
+    rows: int = 0  # rows recorded as skipped (crashed)
+    key_gap: float = 0.0  # spent beyond any record: the journal's key gap, and `orphans_usd`
+    orphans: int = 0  # rows the job no longer has, whose attempts were in flight
+    orphans_usd: float = 0.0  # what those attempts count as spent
+
+
 async def recover(
     results: Path,
     job: tuple[str, str],
@@ -114,15 +132,20 @@ async def recover(
     client: OpenRouterClient,
     now: str,
     limit_s: float,
-) -> tuple[int, float]:
+) -> Recovered:
     """Record what a crash left in the journal beside `results` (`job`: its name and
     fingerprint; `requests`: the matrix, to find the rows; `limit_s`: for the lookups);
-    returns the rows recorded, and the key gap its key window had counted (journal_key_gap)."""
+    returns what it recorded (Recovered).
+
+    A row the job no longer has (it was edited since: break14e E16) gets no record: a `skipped`
+    row outside the matrix could never be run again, and every later run would say the file is
+    incomplete. Its attempts' cost is spent all the same: it is added to the key gap, which
+    the run's summary (and its own journal) carry like the key's usage beyond the records."""
     path = journal_path(results)
     if not path.exists():
-        return 0, 0.0
+        return Recovered()
     rows = read_journal(path, job[0])
-    gap = journal_key_gap(path)
+    out = Recovered(key_gap=journal_key_gap(path))
     if rows:
         drop_recorded(results, rows)
     if rows:
@@ -134,16 +157,19 @@ async def recover(
                 fields = crash_fields(crashed, found)
                 spent = fields.pop("spent")
                 request = known.get(crashed.row)
-                record = record_head(
-                    crashed.row, request.fingerprint if request else "", "skipped", "crashed", True, None, spent
-                )
+                if request is None:
+                    out.orphans += 1
+                    out.orphans_usd += spent
+                    continue
+                out.rows += 1
+                record = record_head(crashed.row, request.fingerprint, "skipped", "crashed", True, None, spent)
                 record.update(
                     job=job[0],
                     job_fingerprint=job[1],
-                    model=request.model if request else crashed.model,
-                    prompt_id=request.prompt_id if request else "",
-                    vars=request.vars if request else {},
-                    repeat=request.repeat if request else 0,
+                    model=request.model,
+                    prompt_id=request.prompt_id,
+                    vars=request.vars,
+                    repeat=request.repeat,
                     **fields,
                     attempts=len(crashed.attempts),
                     attempt_errors=[],
@@ -151,8 +177,9 @@ async def recover(
                     started_at=None,
                     finished_at=now,
                 )
-                writer.write(record, request.payload if request else None)
+                writer.write(record, request.payload)
         finally:
             writer.close()
     path.unlink()
-    return len(rows), gap
+    out.key_gap += out.orphans_usd
+    return out

@@ -85,6 +85,15 @@ def read_journal(path: Path, job: str | None) -> dict[str, Crashed]:
     wrote (break14c N11); None reads any."""
     rows: dict[str, Crashed] = {}
     with open_regular(path) as handle:
+        first = handle.readline()
+        if not first.endswith(b"\n"):
+            return rows  # empty, or its header torn by the crash: nothing was sent after it
+        if not _is_header(first):
+            # A file of another kind under the journal's name (a results file named like it:
+            # break14e E18) is no journal: never read as one, never deleted.
+            why = "not an attempt journal (its first line is not the journal's header): move it away, or rename it"
+            raise JobError([Problem(str(path), None, None, "", why)])
+        handle.seek(0)
         for line in handle:
             if not line.endswith(b"\n"):
                 break  # torn by the crash: that attempt's write never finished, so it was not sent
@@ -128,6 +137,15 @@ def read_journal(path: Path, job: str | None) -> dict[str, Crashed]:
     return rows
 
 
+def _is_header(line: bytes) -> bool:
+    """The journal's first line: `{"job": NAME}` and nothing else."""
+    try:
+        entry = _loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(entry, dict) and list(entry) == ["job"]
+
+
 def drop_recorded(results: Path, rows: dict[str, Crashed]) -> None:
     """Remove the attempts a record of their row (written after them) accounts for."""
     if results.exists():
@@ -154,7 +172,7 @@ def unrecorded_attempts(results: Path) -> dict[str, Crashed]:
     try:
         rows = read_journal(path, None)
         drop_recorded(results, rows)
-    except OSError:
+    except (OSError, JobError):
         return {}
     return rows
 

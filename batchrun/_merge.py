@@ -8,10 +8,11 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from ._batch_state import pending_batches
 from ._exceptions import ResultsError
 from ._gate import MatrixCoverage, shard_layout
 from ._job import Job
-from ._output_paths import current_umask
+from ._output_paths import current_umask, sidecar_name_problem
 from ._reader import Warn
 from ._results import ResultsWriter, final_records
 from ._summary import SummaryBuilder
@@ -24,8 +25,21 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
     `complete` in the result is true only when every row of the job's matrix is there
     and answered: checked against `job` when given, else against the shards' summaries.
     """
+    problem = sidecar_name_problem(output)
+    if problem is not None:
+        raise ResultsError(problem)
     if output.exists() and output.stat().st_size > 0:
         raise ResultsError(f"{output} already exists: merge writes a new file")
+    for shard in shards:
+        # A batch still running (or in doubt) beside a shard has rows with no record yet, and
+        # may be billed: a merged file would show neither. Collect it first (break14c).
+        pending = pending_batches(shard, warn)
+        if pending:
+            raise ResultsError(
+                f"{shard}: {len(pending)} batch(es) still open or in doubt ({', '.join(e.key for e in pending)}): "
+                f"their rows have no record yet; run the job on it with --resume to collect them, "
+                f"or see `batchrun batches list {shard}`"
+            )
     # The supersede rule across files too: a row in two shards keeps its last record.
     last: dict[str, int] = {}
     occurrences = 0

@@ -34,7 +34,8 @@ def output_pattern_problem(pattern: str) -> str | None:
         return f"run.output {pattern!r}: the only placeholders are {{name}} and {{timestamp}}, and no other braces"
     if not rest.strip("/") or pattern.endswith("/"):
         return f"run.output {pattern!r} names no file"
-    return None
+    sidecar = sidecar_name_problem(Path(pattern))
+    return None if sidecar is None else f"run.output {sidecar}"
 
 
 def _stamp(now: float) -> str:
@@ -66,6 +67,24 @@ def fresh_output(job_name: str, pattern: str | None, now: float) -> Path:
             break
         path = later
     return path
+
+
+# What batchrun writes beside a results file X.jsonl, by the end of its name.
+SIDECARS = {JOURNAL_SUFFIX: "attempt journal", ".summary.json": "summary", ".batches.json": "batch state"}
+
+
+def sidecar_name_problem(output: Path) -> str | None:
+    """Why `output` may not be a results file: its name is that of a sidecar of another results
+    file, which a run on that file would take for its own and delete or rewrite (break14e E18:
+    `-o night.attempts.jsonl`, then a run on night.jsonl deleted those paid rows, exit 0)."""
+    for suffix, what in SIDECARS.items():
+        if output.name.endswith(suffix) and len(output.name) > len(suffix):
+            owner = output.with_name(output.name[: -len(suffix)] + ".jsonl")
+            return (
+                f"{output}: that is the name of the {what} batchrun writes beside {owner.name}; a results file "
+                "named so would be taken for it: give another --output"
+            )
+    return None
 
 
 def summary_path(results: Path) -> Path:

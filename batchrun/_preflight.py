@@ -23,7 +23,7 @@ from ._judging import judge_requests_for
 from ._matrix import Request, Shard, matrix_requests, request_params
 from ._models import Lookup, Resolution, resolve_models
 from ._options import Notice, RunOptions
-from ._reconcile import byok_outside_limit, key_remaining, key_usage
+from ._reconcile import KeyStart
 from ._results import RowState, ScanResult
 from ._retry import retry_call, retry_policy
 from ._routing import routing_warning, unpinned_models
@@ -217,12 +217,9 @@ class Preflight:
     estimate: Estimate
     budget: float | None  # what the ledger may spend: job budget, key credit, less the margin
     limit_from_key: bool  # the key's credit, not the job's budget, is the binding limit
-    key_usage: float | None = None  # the key's usage before the first request (reconciliation)
+    # The key before the first request: the key window and the reconciliation measure from it.
+    key_start: KeyStart = KeyStart()
     balance: float | None = None  # the account's balance (/credits), with a management key
-    # Why /key answered but its usage could not be read (then nothing is reconciled).
-    key_unread: str | None = None
-    key_remaining: float | None = None  # the key's limit_remaining then (_reconcile.key_spend)
-    key_byok_outside: float | None = None  # byok_usage then, where the limit leaves it out
 
 
 def missing_account_api(base_url: str, models: object | None, key: object | None) -> str | None:
@@ -297,17 +294,4 @@ async def preflight(
     if estimated.unknown_why and budget is not None:
         reasons = "; ".join(f"{m} ({why})" for m, why in sorted(estimated.unknown_why.items()))
         notice(f"warning: no known worst case for {reasons}: reserved at $0 (run.allow_unknown_prices)")
-    usage = key_usage(key)
-    unread = "its usage is missing or not a number" if key is not None and usage is None else None
-    return Preflight(
-        models,
-        costs,
-        estimated,
-        budget,
-        limit_from_key,
-        usage,
-        balance,
-        unread,
-        key_remaining=key_remaining(key),
-        key_byok_outside=byok_outside_limit(key),
-    )
+    return Preflight(models, costs, estimated, budget, limit_from_key, KeyStart.of(key), balance)

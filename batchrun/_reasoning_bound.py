@@ -16,15 +16,16 @@ completion is raised to the reasoning budget whenever reasoning may be on:
 - `reasoning_effort` other than "none", a `:thinking` model (model-variants/thinking.mdx),
   and a model /models lists as reasoning `mandatory` or `default_enabled`;
 - a provider's own reasoning switch passed through `extra_body` (Anthropic's `thinking:
-  {budget_tokens}`, Qwen's `enable_thinking`/`thinking_budget`...): the chat docs enable
-  Anthropic reasoning "only" through `reasoning`, and do not say whether such keys reach the
-  provider, so one that might counts as reasoning on, at the largest integer it holds.
+  {budget_tokens}`, Google's `thinkingConfig`, Qwen's `enable_thinking`...): the chat docs
+  enable Anthropic reasoning "only" through `reasoning`, and say neither whether such keys
+  reach the provider nor what they do there, so one counts as reasoning on with no documented
+  bound (below), at least the largest integer it holds.
 
-Gemini 3 models have no documented token control (reasoning-tokens.mdx, "Google Gemini 3
-Models with Thinking Levels": the tokens per thinking level are "determined internally by
-Google", and `reasoning.max_tokens` gives no "precise token control"), and the thinkingLevel
-mapping has no way to turn reasoning off: for them the completion is bounded only by the
-maximum completion tokens their endpoints list (_costs).
+Reasoning with no documented token control is bounded only by the maximum completion tokens
+the endpoints list (_costs): a passed-through switch, and Gemini 3 models (reasoning-tokens.mdx,
+"Google Gemini 3 Models with Thinking Levels": the tokens per thinking level are "determined
+internally by Google", and `reasoning.max_tokens` gives no "precise token control"), whose
+thinkingLevel mapping has no way to turn reasoning off either.
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ def no_reasoning_control(model: str) -> bool:
     """A model whose reasoning tokens no request setting bounds (Gemini 3: thinking levels)."""
     base = endpoints_slug(model)
     return bool(_THINKING_LEVELS.match(base.removesuffix(":free")))
+
+
+def uncontrolled(body: dict[str, Any], model: str) -> bool:
+    """Whether `model` answering `body` may reason with no documented bound on its tokens."""
+    return no_reasoning_control(model) or passed_through(body) is not None
 
 
 def _integers(value: Any) -> Iterator[int]:

@@ -12,6 +12,7 @@ on the same key, or charges a reply did not report. The docs do not say how quic
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ._charges import ChargeBook
@@ -48,6 +49,43 @@ def byok_outside_limit(info: dict[str, Any] | None) -> float | None:
     if not info or info.get("include_byok_in_limit") is not False:
         return None
     return money(info.get("byok_usage"))
+
+
+@dataclass(frozen=True)
+class KeyStart:
+    """The key as pre-flight read it: what its spend during the run is measured from."""
+
+    usage: float | None = None  # as its limit counts it (key_usage); None: not followed
+    unread: str | None = None  # why /key answered without a usable usage
+    remaining: float | None = None  # its limit_remaining (key_spend)
+    byok_outside: float | None = None  # byok_usage a limit leaves out (byok_outside_limit)
+
+    @classmethod
+    def of(cls, info: dict[str, Any] | None) -> KeyStart:
+        usage = key_usage(info)
+        unread = "its usage is missing or not a number" if info is not None and usage is None else None
+        return cls(usage, unread, key_remaining(info), byok_outside_limit(info))
+
+    def followed(self, info: dict[str, Any] | None) -> tuple[float | None, str | None]:
+        """The key's usage now, measured like the ledger's spend, or None and why it cannot be
+        followed (missing, not a number, or gone down). The ledger counts a BYOK answer's upstream
+        cost, so a rise of `byok_usage` the key's limit leaves out is added (break14c N16 at the
+        end of the run; break14e E5: the key window left it out, and an answer under-reporting its
+        upstream cost spent 4.8x the budget)."""
+        usage = key_usage(info)
+        if usage is None:
+            return None, "/key answered a usage that is missing or not a number"
+        if self.usage is not None and usage < self.usage - MISMATCH_USD:
+            return usage, f"its usage went down (${self.usage:.4f} -> ${usage:.4f}), which usage cannot do"
+        byok = byok_outside_limit(info)
+        if self.byok_outside is not None and byok is not None and byok >= self.byok_outside:
+            usage += byok - self.byok_outside
+        return usage, None
+
+    def spend(self, usage: float, info: dict[str, Any] | None) -> float:
+        """What the key was charged since the start, given its usage now (`followed`)."""
+        assert self.usage is not None
+        return key_spend(self.usage, usage, self.remaining, key_remaining(info))
 
 
 def key_remaining(info: dict[str, Any] | None) -> float | None:

@@ -34,6 +34,7 @@ from ._judge import GraderSettings
 from ._judging import Judging
 from ._ledger import BudgetExhausted, CreditLedger
 from ._matrix import Request
+from ._reconcile import KeyStart
 from ._results import ResultsWriter
 from ._retry import RetryPolicy, retry_policy
 from ._row import Row, RowGrading, answer_fields, first_failure, internal_error
@@ -89,9 +90,7 @@ class Runner:
         costs: CostModel | None = None,
         ledger: CreditLedger | None = None,
         limit_from_key: bool = False,
-        key_usage_start: float | None = None,
-        key_remaining_start: float | None = None,
-        key_start_unread: str | None = None,
+        key_start: KeyStart | None = None,
         on_record: Callable[[dict[str, Any]], None] | None = None,
         judge: GraderSettings | None = None,
         cache: CacheSession | None = None,
@@ -115,9 +114,7 @@ class Runner:
             settings,
             costs=costs,
             limit_from_key=limit_from_key,
-            key_usage_start=key_usage_start,
-            key_remaining_start=key_remaining_start,
-            key_start_unread=key_start_unread,
+            key_start=key_start or KeyStart(),
         )
         self.charges = self.dispatch.charges
         self.records = RowRecords(

@@ -182,6 +182,27 @@ def test_gemini_3_without_a_listed_maximum_is_an_unknown_worst_case(tmp_path: Pa
     assert worst.usd is None and "Gemini 3" in worst.why
 
 
+@pytest.mark.parametrize(
+    ("extra", "cap"),
+    [
+        ({"chat_template_kwargs": {"enable_thinking": True}}, 16384),
+        ({"thinkingConfig": {"thinkingBudget": -1}}, 16384),  # Google's "dynamic" budget
+        ({"thinking": {"type": "enabled", "budget_tokens": 60000}}, 60000),
+        ({"a_future_option": {"depth": 3}}, 50),
+    ],
+)
+def test_a_reasoning_switch_in_extra_body_is_bounded_by_the_listed_maximum(
+    tmp_path: Path, extra: dict[str, Any], cap: int
+) -> None:
+    # What a provider's own switch does is not documented: the model may reason up to the most
+    # its endpoints list, or the largest number the switch holds.
+    job = _job({"max_tokens": 50, "extra_body": extra})
+    request = next(matrix_requests(load_job(write_job(tmp_path, job))))
+    assert _gemini_costs(16384).completion_cap(request) == cap
+    if cap == 16384:
+        assert _gemini_costs(None).worst(request).usd is None
+
+
 def test_no_reasoning_control_names_gemini_3_and_later() -> None:
     assert no_reasoning_control(GEMINI) and no_reasoning_control("google/gemini-3.1-pro-preview:nitro")
     assert no_reasoning_control("google/gemini-4-pro") and no_reasoning_control("~google/gemini-flash-latest")
@@ -204,6 +225,8 @@ def test_gemini_3_thinking_cannot_pass_the_budget(tmp_path: Path) -> None:
     billing = ThinkingLevelBilling()
     hostile = server(billing, models=[model_entry(GEMINI)], endpoints=[endpoint(pricing())])
     job = _job({"reasoning": {"max_tokens": 1024}}, model=GEMINI)
-    code, _, err, _ = run(hostile, tmp_path, job, "--budget", "5")
+    code, stdout, err = plan(hostile, tmp_path, job)
+    assert code == ExitCode.OK and "completion at the listed maximum, 16384 tokens" in stdout, stdout + err
+    code, _, err, _ = run(hostile, tmp_path / "run", job, "--budget", "5")
     assert billing.chats >= 1 and billing.total <= 5, (billing.total, err)
     assert code == ExitCode.BUDGET

@@ -138,6 +138,14 @@ def test_a_batch_in_doubt_counts_as_spent_in_its_run_and_on_every_resume(tmp_pat
     assert total["cost_unknown_rows"] == 4 and total["cost_held_usd"] == pytest.approx(first)
     code, stdout, _ = call_cli("history", folder / "out.jsonl")
     assert code == 0 and "+?" in stdout
+    # diff sees them too; merge refuses a file whose batches are not collected, untouched.
+    code, stdout, _ = call_cli("diff", folder / "out.jsonl", folder / "out.jsonl", "--json")
+    models = json.loads(stdout)["models"]
+    unknown = [m["cost_unknown_rows"] for m in models.values() if "cost_unknown_rows" in m]
+    assert code == 0 and unknown == [{"before": 4, "after": 4}]  # the in-doubt batch's 4 rows
+    merged = tmp_path / "merged.jsonl"
+    code, _, err = call_cli("merge", folder / "out.jsonl", "-o", merged)
+    assert code == ExitCode.USAGE and "1 batch(es) still open or in doubt (b1)" in err and not merged.exists()
 
     # Released (the user says it never ran): nothing is held any more, b1's rows are submitted.
     assert call_cli("batches", "release", folder / "out.jsonl", "b1")[0] == 0

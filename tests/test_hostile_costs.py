@@ -19,7 +19,7 @@ from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._reader import final_records, scan_states
 
 from .conftest import FAKE_KEY, FakeClock, call_cli, read_rows, write_job
-from .hostile import JOB, HostileServer, RawRequest, assert_no_key_in, chat_payload, http, json_answer, run
+from .hostile import JOB, ROWS, HostileServer, RawRequest, assert_no_key_in, chat_payload, http, json_answer, run
 
 pytestmark = pytest.mark.usefixtures("keys_env")
 
@@ -226,13 +226,17 @@ def _key_failing_after(reads: int, failures: int | None = None) -> Any:
 @pytest.mark.parametrize("end", ["500", "abc", "-1e308"])
 def test_an_end_of_run_key_read_that_fails_is_said_everywhere(tmp_path: Path, end: str) -> None:
     server = HostileServer(chat=lambda request: _cut("gen-abc123"))  # unknown costs, held
-    if end == "500":
-        server.key = _key_failing_after(1)
-    else:
-        usages = iter([0, float(end) if end != "abc" else end])
-        server.key = lambda r: json_answer(
-            200, {"data": {"limit": None, "limit_remaining": None, "usage": next(usages)}}
-        )
+
+    def key(request: RawRequest) -> bytes:
+        # Fine while rows are still to be sent (the start, the key window's reads), then `end`.
+        if len(server.chat_rows()) < ROWS:
+            return json_answer(200, {"data": {"limit": None, "limit_remaining": None, "usage": 0}})
+        if end == "500":
+            return json_answer(500, {"error": {"code": 500, "message": "boom"}})
+        usage = end if end == "abc" else float(end)
+        return json_answer(200, {"data": {"limit": None, "limit_remaining": None, "usage": usage}})
+
+    server.key = key
     outcome = run(server, tmp_path, "--budget", "1")
     summary = _summary(tmp_path)
     warning = summary["reconciliation"]["warning"]

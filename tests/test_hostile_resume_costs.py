@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from batchrun import ExitCode
+from batchrun import ExitCode, load_job, matrix_requests
 from batchrun._reader import final_records, scan_states
 
 from .conftest import FAKE_KEY, call_cli, child_env, start, wait_for_lines, write_job
@@ -37,6 +37,11 @@ def _resume(server: HostileServer, tmp_path: Path, *args: str) -> list[dict[str,
         code, stdout, stderr = call_cli(job, "--base-url", server.base_url, "-o", out, "--resume", *args)
     assert "Traceback" not in stdout + stderr and code in (0, 1, 5)
     return list(final_records(out))
+
+
+def _row_ids(path: Path) -> list[str]:
+    """The row ids of the job at `path`: a journal's attempts are of the job's own rows."""
+    return [request.id for request in matrix_requests(load_job(path))]
 
 
 def _report(out: Path) -> dict[str, Any]:
@@ -228,10 +233,11 @@ def test_an_attempt_whose_worst_case_is_corrupt_still_counts(tmp_path: Path, cor
     path = write_job(tmp_path, KILL_JOB)
     out = tmp_path / "out.jsonl"
     journal = tmp_path / "out.attempts.jsonl"
+    first, second = _row_ids(path)[:2]
     lines = [
         '{"job": "crash"}',
-        '{"row": "aaaaaaaaaaaaaaaaaaaa", "at": 0, "usd": 0.3, "model": "openai/gpt-4o-mini"}',
-        '{"row": "bbbbbbbbbbbbbbbbbbbb", "at": 0, "usd": ' + corrupt + ', "model": "openai/gpt-4o-mini"}',
+        '{"row": "' + first + '", "at": 0, "usd": 0.3, "model": "openai/gpt-4o-mini"}',
+        '{"row": "' + second + '", "at": 0, "usd": ' + corrupt + ', "model": "openai/gpt-4o-mini"}',
     ]
     journal.write_text("\n".join(lines) + "\n")
     server = _honest()
@@ -241,7 +247,7 @@ def test_an_attempt_whose_worst_case_is_corrupt_still_counts(tmp_path: Path, cor
     crashed = {
         r["id"]: r for r in (json.loads(line) for line in out.read_text().splitlines()) if r["reason"] == "crashed"
     }
-    assert {row: r["cost_held"] for row, r in crashed.items()} == {"a" * 20: 0.3, "b" * 20: 0.3}
+    assert {row: r["cost_held"] for row, r in crashed.items()} == {first: 0.3, second: 0.3}
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["spent_before_usd"] == pytest.approx(0.6)
 
@@ -253,7 +259,7 @@ def test_a_graders_attempt_a_kill_9_cut_off_is_the_rows_grading_not_its_answer(t
     path = write_job(tmp_path, KILL_JOB)
     out = tmp_path / "out.jsonl"
     journal = tmp_path / "out.attempts.jsonl"
-    row = "c" * 20
+    row = _row_ids(path)[0]
     lines = [
         '{"job": "crash"}',
         '{"row": "' + row + '", "at": 0, "usd": 0.1, "model": "openai/gpt-4o-mini"}',
@@ -285,3 +291,87 @@ def test_a_graders_attempt_a_kill_9_cut_off_is_the_rows_grading_not_its_answer(t
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["spent_before_usd"] == pytest.approx(0.145)
     assert summary["total"]["judge_cost_usd"] == pytest.approx(0.025)
+
+
+def test_a_key_gap_survives_a_kill_9_of_the_resume_that_read_it(tmp_path: Path) -> None:
+    # break14e E3: the resume read the crashed run's journal (key_gap $0.25), deleted it, and
+    # began its own with its own gap only; killed -9 too, before any summary, it lost the $0.25,
+    # and the next resume spent it again. The new journal carries it on from its first lines.
+    path = write_job(tmp_path, KILL_JOB)
+    out = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.attempts.jsonl"
+    out.write_text("")
+    journal.write_text('{"job": "crash"}\n{"key_gap": 0.25}\n')
+    stall = HostileServer(chat=_stall)
+    with stall.running():
+        env = child_env(OPENROUTER_API_KEY=FAKE_KEY)
+        process = start(path, "--base-url", stall.base_url, "-o", out, "-q", "--resume", "--budget", "1", env=env)
+        # Its header, the gap carried on, then four attempts out with their generation ids.
+        wait_for_lines(journal, 10, process)
+        process.kill()
+        process.wait()
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert lines[0] == {"job": "crash"} and lines[1] == {"key_gap": 0.25}
+    server = _honest()
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--resume", "--budget", "1")
+    assert "Traceback" not in err
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["key_gap_usd"] >= 0.25 and summary["spent_before_usd"] >= 0.25
+
+
+@pytest.mark.parametrize("name", ["night.attempts.jsonl", "night.summary.json", "night.batches.json"])
+def test_a_results_file_is_never_named_like_a_sidecar(tmp_path: Path, name: str) -> None:
+    # break14e E18: `-o night.attempts.jsonl` made a results file that a later run on
+    # night.jsonl took for its crash journal and deleted (5 paid rows, exit 0).
+    path = write_job(tmp_path, KILL_JOB)
+    server = _honest()
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", tmp_path / name)
+    assert code == ExitCode.USAGE and "batchrun writes beside night.jsonl" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / name).exists() and server.chat_rows() == []
+    code, _, err = call_cli("merge", tmp_path / "x.jsonl", "-o", tmp_path / name)
+    assert code == ExitCode.USAGE and "batchrun writes beside" in err
+
+
+def test_a_file_under_the_journals_name_that_is_not_a_journal_is_left_alone(tmp_path: Path) -> None:
+    # The same file made before the name was refused: results, not a journal. It is refused
+    # as a journal, byte for byte untouched, and nothing is sent.
+    path = write_job(tmp_path, KILL_JOB)
+    server = _honest()
+    with server.running():
+        assert call_cli(path, "--base-url", server.base_url, "-o", tmp_path / "old.jsonl")[0] == ExitCode.OK
+        sent = len(server.chat_rows())
+        results = (tmp_path / "old.jsonl").read_bytes()
+        (tmp_path / "night.attempts.jsonl").write_bytes(results)
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", tmp_path / "night.jsonl")
+        assert len(server.chat_rows()) == sent
+    assert code == ExitCode.USAGE and "not an attempt journal" in err
+    assert (tmp_path / "night.attempts.jsonl").read_bytes() == results
+    # The readers pass over it: no crashed rows of its records.
+    assert call_cli("report", tmp_path / "old.jsonl")[0] == ExitCode.OK
+
+
+def test_run_output_may_not_be_named_like_a_sidecar(tmp_path: Path) -> None:
+    job = write_job(tmp_path, KILL_JOB.replace("run: {", "run: {output: 'out/{name}.attempts.jsonl', "))
+    code, _, err = call_cli("validate", job)
+    assert code == ExitCode.USAGE and "run.output" in err and "attempt journal" in err
+
+
+def test_attempts_of_rows_the_edited_job_no_longer_has_are_spent_but_not_rows(tmp_path: Path) -> None:
+    # break14e E16: after a crash, the job was edited (same name, other rows); its in-flight rows
+    # were written as `crashed` records that no run could answer: every later run exited 12.
+    path = write_job(tmp_path, KILL_JOB)
+    out = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.attempts.jsonl"
+    journal.write_text('{"job": "crash"}\n{"row": "ffffffffffffffffffff", "at": 0, "usd": 0.3, "model": "m"}\n')
+    server = _honest()
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1")
+        assert code == ExitCode.OK, err
+        assert "1 row(s) the job no longer has had attempts in flight" in err and "$0.300000 counted as spent" in err
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert "f" * 20 not in {r["id"] for r in rows} and len(rows) == 8 and not journal.exists()
+        summary = json.loads((tmp_path / "out.summary.json").read_text())
+        assert summary["key_gap_usd"] == pytest.approx(0.3) and summary["spent_before_usd"] == pytest.approx(0.3)
+        assert call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1", "--resume")[0] == ExitCode.OK
