@@ -178,7 +178,7 @@ class Worst:
     why: str = ""
 
 
-WORST_CACHE = 4096  # bodies whose worst case is kept
+WORST_CACHE = 1024  # bodies whose worst case is kept
 
 
 class CostModel:
@@ -192,9 +192,10 @@ class CostModel:
         self.cost_margin = cost_margin
         self.endpoints = endpoints or {}
         self._bases: dict[tuple[str, str, frozenset[str]], PriceBasis | None] = {}
-        # Worst cases by request body: repeats and the plan's estimate ask again for the same
-        # body, and each answer costs tens of microseconds of walking it (issue 15's per-row CPU).
-        self._worst: dict[tuple[bytes, float], Worst] = {}
+        # Worst cases by request body (its fingerprint: a hash of the exact bytes; the bytes
+        # themselves keep orjson's 4 KiB buffer each): repeats and the plan's estimate ask again
+        # for the same body, and each answer costs tens of microseconds of walking it (issue 15).
+        self._worst: dict[tuple[str, float], Worst] = {}
 
     def request_basis(self, request: Request, model: str) -> PriceBasis | None:
         """The price basis of `model` answering `request`: its provider settings and the
@@ -291,7 +292,7 @@ class CostModel:
     def worst(self, request: Request, token_factor: float = 1.0) -> Worst:
         """The dearest of the models that may answer (a fallback list), margin included: a
         function of the body alone (its model is in it) once the prices are read."""
-        key = (request.payload, token_factor)
+        key = (request.fingerprint, token_factor)
         found = self._worst.get(key)
         if found is None:
             if len(self._worst) >= WORST_CACHE:

@@ -278,7 +278,7 @@ async def _locked_run(
         budget = pre.budget
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
         estimated, models = pre.estimate, pre.models
-        summary = SummaryBuilder(ItemGate.from_threshold(settings.pass_threshold))
+        summary = SummaryBuilder(ItemGate.from_threshold(settings.pass_threshold), items=job.repeat > 1)
 
         def record_done(record: dict[str, Any]) -> None:
             summary.add(record)
@@ -360,7 +360,7 @@ async def _locked_run(
             # The file's rows for the totals (a row written again counts once, with its cost
             # learnt late); the cache's figures stay this run's (issue 16).
             summary = (
-                SummaryBuilder(summary.gate)
+                SummaryBuilder(summary.gate, items=job.repeat > 1)
                 .add_all(final_records(output, lambda message: notice(f"warning: {message}")))
                 .cache_figures_of(summary)
             )

@@ -169,9 +169,11 @@ class _Group:
 
 
 class SummaryBuilder:
-    def __init__(self, gate: ItemGate | None = None) -> None:
+    def __init__(self, gate: ItemGate | None = None, items: bool = True) -> None:
         self.gate = gate or ItemGate()
-        self.items = ItemTally()
+        # Per item, for repeats (pass@k, flaky items): a job without repeats needs none, and a
+        # dataset of 100,000 rows kept 100,000 tallies for nothing (bench/memory.py).
+        self.items = ItemTally() if items else None
         self.total = _Group()
         self.models: dict[str, _Group] = defaultdict(_Group)
         self.prompts: dict[str, _Group] = defaultdict(_Group)
@@ -200,7 +202,8 @@ class SummaryBuilder:
         self.job_fingerprint = self.job_fingerprint or record.get("job_fingerprint")
         row = _Row.of(record)
         self.total.add(row)
-        self.items.add(record)
+        if self.items is not None:
+            self.items.add(record)
         cached = record.get("cached")
         if cached is True:
             self.cache_hits += 1
@@ -243,7 +246,7 @@ class SummaryBuilder:
             "failing_examples": self.examples,
             "skip_reasons": dict(self.skip_reasons),
             "error_kinds": dict(self.error_kinds),
-            "items": self.items.result(self.gate),
+            "items": self.items.result(self.gate) if self.items is not None else None,
         }
         if self.cache_hits or self.cache_misses:
             summary["cache"] = {
