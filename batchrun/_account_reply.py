@@ -56,6 +56,14 @@ def _positive(value: Any) -> int | None:
     return number if number else None
 
 
+def _flag_on(value: Any) -> bool:
+    """A /models reasoning flag, read the dear way: on unless it is `false` or absent (null).
+
+    A flag of another type ("true", 1, "no") cannot be believed to mean the cheap reading, as
+    with `is_byok` (_pricing.generation_cost): reasoning on only raises the worst case (break14e E17)."""
+    return value is not None and value is not False
+
+
 def model_info(item: Any, scrub: Scrubber) -> ModelInfo | None:
     """One model of /models or /model/{author}/{slug}; None for an entry without an id."""
     if not isinstance(item, dict) or not isinstance(item.get("id"), str):
@@ -69,8 +77,8 @@ def model_info(item: Any, scrub: Scrubber) -> ModelInfo | None:
     context, max_completion = _positive(item.get("context_length")), _positive(top.get("max_completion_tokens"))
     prices, overrides, problems = read_pricing(item.get("pricing"))
     reasoning: dict[str, Any] = item["reasoning"] if isinstance(item.get("reasoning"), dict) else {}
-    default = "mandatory" if reasoning.get("mandatory") is True else None
-    default = default or ("enabled" if reasoning.get("default_enabled") is True else None)
+    default = "mandatory" if _flag_on(reasoning.get("mandatory")) else None
+    default = default or ("enabled" if _flag_on(reasoning.get("default_enabled")) else None)
     return ModelInfo(
         id=scrub.text(item["id"]),
         prompt_price=prompt,

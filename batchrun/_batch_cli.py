@@ -75,6 +75,11 @@ async def batches_command(
             # pasted one holding a key (or a fragment of one) must not reach the disk (break14c N18).
             if valid_generation_id(batch_id, Scrubber(api_key, *_environment_keys())) is None:
                 raise ConfigError("adopt: that batch id is not an id (letters, digits, - and _ only, and no key)")
+            # One batch collected under two keys would book its charge twice and leave the
+            # adopting rows without results (break14e E15).
+            holder = next((e for e in state.entries if e.batch_id == batch_id), None)
+            if holder is not None:
+                raise ConfigError(f"adopt: {batch_id} is already {holder.key}'s batch ({holder.state}) in {state.path}")
             entry.batch_id, entry.state = batch_id, SUBMITTED
             state.save()
             return [f"{entry.key}: adopted {batch_id}; the next run on {results} collects it"]

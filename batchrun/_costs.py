@@ -169,13 +169,16 @@ def _no_completion_bound(request: Request, model: str) -> str:
     return "no max_tokens and no maximum completion length listed: set max_tokens"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Worst:
     """A request's worst case: the dearest model's cost, or why it cannot be bounded."""
 
     usd: float | None
     model: str
     why: str = ""
+
+
+WORST_CACHE = 4096  # bodies whose worst case is kept
 
 
 class CostModel:
@@ -189,6 +192,9 @@ class CostModel:
         self.cost_margin = cost_margin
         self.endpoints = endpoints or {}
         self._bases: dict[tuple[str, str, frozenset[str]], PriceBasis | None] = {}
+        # Worst cases by request body: repeats and the plan's estimate ask again for the same
+        # body, and each answer costs tens of microseconds of walking it (issue 15's per-row CPU).
+        self._worst: dict[tuple[bytes, float], Worst] = {}
 
     def request_basis(self, request: Request, model: str) -> PriceBasis | None:
         """The price basis of `model` answering `request`: its provider settings and the
@@ -283,7 +289,17 @@ class CostModel:
         )
 
     def worst(self, request: Request, token_factor: float = 1.0) -> Worst:
-        """The dearest of the models that may answer (a fallback list), margin included."""
+        """The dearest of the models that may answer (a fallback list), margin included: a
+        function of the body alone (its model is in it) once the prices are read."""
+        key = (request.payload, token_factor)
+        found = self._worst.get(key)
+        if found is None:
+            if len(self._worst) >= WORST_CACHE:
+                self._worst.clear()  # bounded: a dataset of distinct rows gains nothing from it
+            found = self._worst[key] = self._worst_of(request, token_factor)
+        return found
+
+    def _worst_of(self, request: Request, token_factor: float) -> Worst:
         if self.models is None:
             return Worst(None, request.model, "the endpoint lists no models")
         unbounded = unbounded_input(request.body, request.model)

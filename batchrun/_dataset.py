@@ -10,16 +10,34 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import json
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from ._exceptions import JobError, Problem
 from ._files import open_regular
 from ._jobfile import unusable_number
 
 MAX_LINE_BYTES = 16 << 20
+
+
+# Spelled as _matrix spells a row in its id (stable_id): what tells two rows apart.
+_ROW_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+REPEAT_HINT = "a row's variables are its id (the resume key); to ask the same row again, use `repeat:`"
+
+
+def row_key(row: dict[str, Any]) -> bytes | None:
+    """What a row's id is made of: its variables, not its own checks; None if they cannot be encoded
+    (such a row is refused for that reason elsewhere)."""
+    try:
+        encoded = orjson.dumps({k: v for k, v in row.items() if k != "checks"}, option=_ROW_OPTIONS)
+    except orjson.JSONEncodeError:
+        return None
+    return hashlib.sha256(encoded).digest()[:16]
 
 
 class RowError(Exception):
@@ -138,10 +156,14 @@ class DatasetFile:
         if not self.path.exists():
             return [Problem(job_file, None, None, json_path, f"dataset file {self.shown_as!r} does not exist")]
         count = 0
+        seen: dict[bytes, int] = {}  # 16 bytes a row: a million rows is tens of MB, once, at load
         try:
             for number, row in self.rows_with_lines():
                 count += 1
                 problem = check_row(row)
+                key = row_key(row) if not problem else None
+                if key is not None and seen.setdefault(key, number) != number:
+                    problem = f"the same variables as line {seen[key]}: {REPEAT_HINT}"
                 if problem:
                     return [Problem(str(self.path), number, None, "", problem)]
         except RowError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ._checks import check_problems, resolve_files
-from ._dataset import DatasetFile
+from ._dataset import REPEAT_HINT, DatasetFile, row_key
 from ._exceptions import JobError, Problem
 from ._jobfile import compose, job_schema, read_job_text, value_problems
 from ._judge import GraderSettings
@@ -289,8 +289,13 @@ def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], 
             if not rows:
                 problems.append(source.problem(where + ("vars",), "vars is empty: the matrix is empty"))
             check_row = _row_checker(needed, base_dir, checks)
+            seen: dict[bytes, int] = {}
             for k, row in enumerate(rows):
                 problem = check_row(row)
+                key = row_key(row) if not problem else None
+                if key is not None and seen.setdefault(key, k) != k:
+                    first = source.problem(where + ("vars", seen[key]), "").line
+                    problem = f"the same variables as vars[{seen[key]}] (line {first}): {REPEAT_HINT}"
                 if problem:
                     problems.append(source.problem(where + ("vars", k), problem))
                     break

@@ -40,9 +40,12 @@ class RowCharges:
 
     @property
     def status(self) -> str | None:
-        if not self.parts:
+        parts = self.parts
+        if len(parts) == 1:
+            return parts[0].status  # nearly every row: one answer
+        if not parts:
             return None
-        return max((p.status for p in self.parts), key=STATUS_ORDER.index)
+        return max((p.status for p in parts), key=STATUS_ORDER.index)
 
     @property
     def held(self) -> float | None:
@@ -65,12 +68,14 @@ class RowCharges:
             part.recorded = True
         answer = next((p for p in self.parts if not p.abandoned), None)
         abandoned = [p.as_json() for p in self.parts if p.abandoned]
+        status = self.status
+        unknown = status == "unknown"
         return {
             "cost": self.cost,
-            "cost_held": self.held,
-            "cost_known": self.known,
-            "cost_status": self.status,
-            "cost_unknown": self.status == "unknown",
+            "cost_held": self.held if unknown else None,
+            "cost_known": self.known if unknown else None,
+            "cost_status": status,
+            "cost_unknown": unknown,
             "is_byok": answer.is_byok if answer is not None else None,
             "upstream_inference_cost": answer.upstream_inference_cost if answer is not None else None,
             "abandoned_attempts": abandoned or None,

@@ -14,6 +14,12 @@ such a request's worst case is unknown (refused under a limit unless
   the free `cloudflare-ai` engine "converts PDFs to markdown" for the model to read,
   `native` is "charged as input tokens" per page, and mistral-ocr bills per page, even for
   BYOK (pdfs.mdx, "Pricing");
+- audio, inline (`input_audio`) or by URL (`audio_url`): "priced as input tokens based on
+  duration" (multimodal/overview.mdx), and the docs give no tokens per second. Its bytes do not
+  bound its duration: FLAC codes digital silence in ~13 bytes per 8 s, so 6 KB decodes to an
+  hour (break14e E13: 115,200 tokens billed for a part reserved as 6 KB). Not even a WAV's:
+  its header sets the sample rate, so a few KB at a low rate is minutes, and with no documented
+  rate per second no duration read from a header would give a bound either;
 - web search (the `web` plugin, a `:online` model, `web_search_options`): its results are
   added to the prompt in a size the docs do not bound (plugins/web-search.mdx: fees per
   engine and per result, "in addition to the LLM usage for the search result prompt
@@ -28,8 +34,8 @@ such a request's worst case is unknown (refused under a limit unless
   ChatWebSearchShorthand: break14c N20). Any tool type but `function` (and `custom`, also
   run by the caller) is taken for one.
 
-Inline (`data:`) images and `input_audio` (base64 only: audio.mdx) are bytes of the body
-and bounded by them, an image also by its per-image token ceiling (_image_tokens). A plugin
+Inline (`data:`) images are bytes of the body and bounded by them and by their per-image
+token ceiling (_image_tokens). A plugin
 enabled in the account's settings applies to every request without showing in it
 (plugins.mdx); batchrun cannot see that.
 """
@@ -39,6 +45,10 @@ from __future__ import annotations
 from typing import Any
 
 _CALLER_TOOLS = ("function", "custom")  # tools the caller runs: the model only writes their calls
+_AUDIO = (
+    "an audio part: it is billed by its duration, which its bytes do not bound (6 KB of FLAC is an "
+    "hour), at a rate the docs do not give"
+)
 _WEB = "web search: its results are added to the prompt in a size the docs do not bound"
 # Plugins that add no charge of their own beyond the request's tokens (plugins.mdx): the
 # file-parser (every file part is unbounded on its own), response healing, context
@@ -71,6 +81,8 @@ def _part_reason(part: Any) -> str | None:
         )
     elif kind in ("video_url", "input_video"):
         return "a video: its tokens follow its duration, not its bytes"
+    elif kind in ("input_audio", "audio_url"):
+        return _AUDIO
     return None
 
 

@@ -191,6 +191,11 @@ def test_kill_9_right_after_submit_then_resume_keeps_one_batch_per_model(
     for pasted in (f"batch_{FAKE_KEY}", f"batch_{FAKE_KEY[12:40]}", "b 2/../x"):
         refused, _, err = call_cli("batches", "adopt", out, "b2", pasted)
         assert refused == ExitCode.USAGE and "not an id" in err and FAKE_KEY[12:40] not in err
+    # An id the file already holds (b1's, collected) would be collected and booked twice (break14e E15).
+    held = state.entries[0].batch_id
+    assert held is not None
+    refused, _, err = call_cli("batches", "adopt", out, "b2", held)
+    assert refused == ExitCode.USAGE and f"{held} is already b1's batch (collected)" in err
     assert sidecar.read_bytes() == before
     assert call_cli("batches", "adopt", out, "b2", b2)[0] == 0
     clock.now += 7200

@@ -52,7 +52,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from .._batch_state import pending_batches
     from .._report_data import file_key_gap
     from .._results import final_records
-    from .._summary import SummaryBuilder, render_markdown, render_text
+    from .._summary import SummaryBuilder
+    from .._summary_text import render_markdown, render_text
 
     page = _report_page(args)
     records = final_records(args.results, console.warn)
@@ -192,7 +193,7 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
     from .._job import load_job
     from .._merge import merge_shards
     from .._output_paths import summary_path, write_json_atomically
-    from .._summary import render_markdown, render_text
+    from .._summary_text import render_markdown, render_text
 
     files = list(args.files)
     output = args.output or files.pop(0)

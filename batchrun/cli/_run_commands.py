@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
     from .._options import RunOptions
     from .._orchestration import run_job
     from .._progress import Progress
-    from .._summary import render_markdown, render_text
+    from .._summary_text import render_markdown, render_text
     from .._verdict import decide
 
     if args.retry_errors and not args.resume:
