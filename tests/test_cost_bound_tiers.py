@@ -63,12 +63,16 @@ def _allowed(provider: dict[str, Any], body: dict[str, Any] | None = None, model
         ({"order": ["other"], "allow_fallbacks": False}, {"service_tier": "priority"}, MODEL, PRIORITY_AND_OTHER),
         ({"ignore": ["openai"]}, {}, f"{MODEL}:nitro", ["openai/priority", "other"]),
         ({}, {"speed": "fast"}, MODEL, ["openai", "openai/priority", "other"]),  # Anthropic's alias, via extra_body
+        ({}, {"speed": "standard"}, MODEL, ["openai", "other"]),
         ({}, {"service_tier": "flex"}, MODEL, ["google-vertex/flex", "openai", "other"]),
+        # A value OpenRouter does not document may opt into either tier.
+        ({}, {"service_tier": "scale"}, MODEL, ["google-vertex/flex", "openai", "openai/priority", "other"]),
         ({}, {}, f"{MODEL}:floor", ["google-vertex/flex", "openai", "other"]),
         # Only the full tier slug rules a tier endpoint out, or names it.
         ({"ignore": ["openai/priority"]}, {"service_tier": "priority"}, MODEL, ["openai", "other"]),
         ({"only": ["openai/priority"]}, {}, MODEL, ["openai/priority"]),
         ({"only": ["openai"]}, {}, MODEL, ["openai"]),
+        ({"order": ["OpenAI/Priority"]}, {}, MODEL, ["openai", "openai/priority", "other"]),  # "tier slugs opt in"
         # max_price still rules out a tier endpoint priced above it.
         ({"max_price": {"prompt": 150, "completion": 300}}, {"service_tier": "priority"}, MODEL, ["openai", "other"]),
     ],
