@@ -76,7 +76,10 @@ def model_info(item: Any, scrub: Scrubber) -> ModelInfo | None:
         prompt = completion = None
     context, max_completion = _positive(item.get("context_length")), _positive(top.get("max_completion_tokens"))
     prices, overrides, problems = read_pricing(item.get("pricing"))
-    reasoning: dict[str, Any] = item["reasoning"] if isinstance(item.get("reasoning"), dict) else {}
+    block = item.get("reasoning")
+    # A block that is there but no object (true, "mandatory", a list) cannot be read as "off"
+    # either: it counts as reasoning always (verification of break14e, F5).
+    reasoning: dict[str, Any] = block if isinstance(block, dict) else {} if block is None else {"mandatory": True}
     default = "mandatory" if _flag_on(reasoning.get("mandatory")) else None
     default = default or ("enabled" if _flag_on(reasoning.get("default_enabled")) else None)
     return ModelInfo(

@@ -30,6 +30,11 @@ from ._stops import Stops
 from ._stream import stream_chat
 from ._throttle import Throttle
 
+# Under a limit, /key is read at most this many times the concurrency requests apart (_next_probe),
+# and a gap below this much is agreement.
+PROBE_REACH = 8
+PROBE_TOLERANCE_USD = 0.001
+
 
 class Dispatcher:
     def __init__(
@@ -290,12 +295,15 @@ class Dispatcher:
         exhaust what is left, so charges above the worst cases (a price list that lies, a model
         listed at $0 that bills) went unseen until the end: $2.40 charged under a $0.05 budget,
         exit 0 (break14e E2). So under a limit /key is read every `_probe` requests too: twice
-        the concurrency at first, doubling (up to key_refresh_requests) while the key shows
-        nothing beyond the ledger, and every `concurrency` requests once it has."""
+        the concurrency at first, doubling while the key shows nothing beyond the ledger, up to
+        PROBE_REACH times the concurrency (a price that rises after hundreds of honest answers
+        went unseen for key_refresh_requests more: verification F1), and every `concurrency`
+        requests once it has."""
         if self._probe is None:
             return
         concurrency = max(1, self.settings.concurrency)
-        self._probe = concurrency if charged_beyond else min(2 * self._probe, self.settings.key_refresh_requests)
+        farthest = min(PROBE_REACH * concurrency, self.settings.key_refresh_requests)
+        self._probe = concurrency if charged_beyond else min(2 * self._probe, farthest)
 
     async def _follow_key(self, info: dict[str, Any]) -> str | None:
         """Follow the key's spend (its usage, as its limit counts it, or the fall of its
@@ -311,7 +319,9 @@ class Dispatcher:
                 gap = self.ledger.follow_key(charged)
                 if gap > 0 and self.journal is not None:
                     self.journal.key_gap(self.ledger.from_key)  # a kill -9 must not forget it
-                self._next_probe(gap > 0)
+                # A key that rounds each charge up shows a sub-cent excess over honest answers:
+                # agreement, or an honest run at concurrency 1 read /key per request (F8).
+                self._next_probe(gap > PROBE_TOLERANCE_USD)
         if remaining is not None:
             # The key allows `remaining` beyond what it has charged; the ledger counts that
             # charge (and the gap follow_key added) already, so the limit is the charge plus

@@ -172,7 +172,10 @@ class CreditLedger:
         if gap <= FLOAT_NOISE_USD:  # sums of the same charges in another order differ by ~1e-18
             return 0.0
         self.from_key += gap
-        self._wake()
+        # Less room, never more: waiters re-check, but it is no change that earns another /key
+        # read. It was one, so a waiter with nothing in flight re-read the key in a loop, ~1,000
+        # times a second, while another process kept spending on it (break14e verification F6).
+        self._wake(change=False)
         return gap
 
     def hold(self, amount: float) -> None:
@@ -195,7 +198,7 @@ class CreditLedger:
     async def lower_limit(self, limit_usd: float) -> None:
         """Tighten the limit (e.g. the key's remaining credit fell because a shard shares it)."""
         self.limit = limit_usd if self.limit is None else min(self.limit, limit_usd)
-        self._wake()
+        self._wake(change=False)  # a tighter limit makes no room: no reason to read /key again
 
     def _wake(self, change: bool = True) -> None:
         """Let every waiter re-check (synchronous, so a cancelled task can still call it);

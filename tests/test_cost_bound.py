@@ -412,6 +412,12 @@ def test_the_models_list_says_which_models_reason_by_default() -> None:
         model_info({**entry, "reasoning": {"default_enabled": True}}, Scrubber()),
         model_info({**entry, "reasoning": {"default_enabled": "yes", "mandatory": 1}}, Scrubber()),
         model_info(entry, Scrubber()),
+        model_info({**entry, "reasoning": None}, Scrubber()),
+        # A block that is no object is read the dear way too (verification of break14e, F5).
+        model_info({**entry, "reasoning": True}, Scrubber()),
+        model_info({**entry, "reasoning": "mandatory"}, Scrubber()),
+        model_info({**entry, "reasoning": [{"mandatory": True}]}, Scrubber()),
     ]
     # A flag of the wrong type is read the dear way (break14e E17).
-    assert [info.reasoning_default if info else "?" for info in read] == ["mandatory", "enabled", "mandatory", None]
+    defaults = [info.reasoning_default if info else "?" for info in read]
+    assert defaults == ["mandatory", "enabled", "mandatory", None, None, "mandatory", "mandatory", "mandatory"]

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
-from batchrun._ledger import CreditLedger
+from batchrun._ledger import BudgetExhausted, CreditLedger
 from batchrun._reconcile import key_spend, key_usage
 from batchrun._verdict import decide
 
@@ -38,7 +38,7 @@ BUDGET = 0.05  # about two worst cases: an honest run stops after three or four 
 ROWS = 20
 
 
-def job_text(budget: float | None = BUDGET, *, attempts: int = 2, **run: Any) -> str:
+def job_text(budget: float | None = BUDGET, *, attempts: int = 2, rows: int = ROWS, **run: Any) -> str:
     settings = {"concurrency": 2, "timeout_s": 10, "max_attempts": attempts, "grace_s": 1, **run}
     if budget is not None:
         settings["budget_usd"] = budget
@@ -50,7 +50,7 @@ models: [{MODEL}]
 prompts:
   - id: p
     text: "What is {{{{a}}}} + 1?"
-    vars: [{", ".join(f"{{a: {i}}}" for i in range(ROWS))}]
+    vars: [{", ".join(f"{{a: {i}}}" for i in range(rows))}]
 run: {json.dumps(settings)}
 """
 
@@ -70,10 +70,11 @@ class Server:
     billed: float = 0.0
     chats: int = 0
     key_reads: int = 0
+    honest_chats: int = 0  # the first this many requests are billed nothing (a price that rises later)
     prices: dict[str, Any] = field(default_factory=lambda: PRICES)  # what /models lists
 
     def chat(self, request: RawRequest) -> bytes:
-        self.billed += BILL
+        self.billed += BILL if self.chats >= self.honest_chats else 0.0
         self.chats += 1
         return self.answer()
 
@@ -102,7 +103,7 @@ async def run(
             loaded, RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=output, clock=FakeClock())
         )
     rows = [json.loads(line) for line in output.read_text().splitlines()]
-    assert len({r["id"] for r in rows}) == len(rows) == ROWS  # every row recorded once
+    assert len({r["id"] for r in rows}) == len(rows) == len(loaded.prompts[0].rows)  # every row recorded once
     code, _ = decide(report.summary, loaded.run, run=True)
     return code, dict(report.summary), rows
 
@@ -350,6 +351,28 @@ async def test_a_reservation_waiting_beyond_the_window_reads_the_key_once_per_ch
     assert waiting.done() and await waiting == 0.6 and reads == 2
 
 
+async def test_a_key_another_process_spends_on_ends_the_wait_instead_of_a_read_loop() -> None:
+    # Verification of break14e (F6): each read found a new gap (another job spending on the
+    # key), which counted as a ledger change, which earned the waiting reservation another read:
+    # 28,091 reads in 30 s, nothing in flight, the run never ended. A gap makes no room.
+    ledger = CreditLedger(1.0)
+    reads = 0
+
+    async def read_key() -> None:
+        nonlocal reads
+        reads += 1
+        ledger.follow_key(ledger.committed + ledger.reserved + 0.001)  # $0.001 more every read
+        ledger.open_key_window()
+
+    ledger.read_key = read_key
+    ledger.open_key_window()
+    first = await ledger.reserve(0.6)
+    await ledger.settle(first, 0.6)
+    with pytest.raises(BudgetExhausted):
+        await asyncio.wait_for(ledger.reserve(0.6), 5)  # nothing in flight: it cannot fit
+    assert reads == 1
+
+
 # -- m6: the key's falling credit is not counted on top of the gap the window counted ----------
 def limited_key(billed: float, reads: int) -> dict[str, Any]:
     """A key limited to $0.20 that shows every charge in its usage and its credit."""
@@ -431,3 +454,32 @@ async def test_the_end_of_run_gap_is_spent_and_carried_to_the_resume(tmp_path: P
     # $0.24 of the $0.30 was spent already: one row fits the rest, not two.
     assert second["spent_before_usd"] >= billed - 1e-4
     assert server.billed <= 0.3 + BILL
+
+
+async def test_a_price_that_rises_after_hundreds_of_honest_answers_is_caught_within_a_few_requests(
+    tmp_path: Path,
+) -> None:
+    # Verification of break14e (F1): the probe backed off to key_refresh_requests (500) while the
+    # key agreed, so a model listed free that started billing after 508 honest answers spent
+    # $5.90 under a $0.05 budget. Reads now come at most 8 x concurrency requests apart.
+    server = Server(honest_key, answer=zero_answer, prices=FREE, honest_chats=300)
+    code, summary, _ = await run(tmp_path, server, job_text(rows=400))
+    assert code == ExitCode.BUDGET and server.chats < 400
+    assert server.billed <= BUDGET + 18 * BILL  # 8 x 2 requests apart, 2 in flight
+
+
+async def test_a_key_that_rounds_each_charge_up_is_agreement_not_a_read_per_request(tmp_path: Path) -> None:
+    # Verification of break14e (F8): any excess of the key over honest answers (a key rounding
+    # each charge up to the micro-dollar) kept the probe at `concurrency`: at concurrency 1, one
+    # /key read per request.
+    def rounding(billed: float, reads: int) -> dict[str, Any]:
+        return key_data(billed + server.chats * 0.000001)
+
+    def honest() -> bytes:
+        usage = {"prompt_tokens": 10, "completion_tokens": 2, "cost": BILL}
+        return json_answer(200, chat_payload(model=MODEL, usage=usage))
+
+    server = Server(rounding, answer=honest)
+    code, _, _ = await run(tmp_path, server, job_text(budget=5.0, rows=100, concurrency=1))
+    assert code == ExitCode.OK and server.chats == 100
+    assert server.key_reads <= 20  # start, 2, 4, 8, then every 8 requests, and the end
