@@ -6,7 +6,6 @@ to the `notice` callback and everything else comes back in the RunReport.
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +16,7 @@ from ._batch_api import BatchClient
 from ._batch_run import BatchExecutor, held_open
 from ._batch_state import INTENT, SUBMITTED, BatchState, state_path
 from ._client import OpenRouterClient
-from ._exceptions import ConfigError, OutputFailed, ResultsError
+from ._exceptions import ConfigError, OutputFailed
 from ._formats import utc
 from ._isolated import IsolatedKey
 from ._items import ItemGate
@@ -29,19 +28,16 @@ from ._lock import OutputLock
 from ._matrix import Request, count_requests, matrix_requests
 from ._options import Notice, RunOptions
 from ._output_paths import (
-    fresh_output,
     job_folder,
-    latest_incomplete,
-    sidecar_name_problem,
     summary_path,
     write_json_atomically,
 )
 from ._preflight import job_routing_warning, keep_row, make_client, open_cache, preflight
 from ._pricing import money
 from ._reconcile import MISMATCH_USD
-from ._report_data import read_run_summary
-from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail, results_job, scan_states
+from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail, scan_states
 from ._retry import retry_policy
+from ._run_output import check_output, earlier_summary, resolve_output
 from ._settings import RunSettings
 from ._status import Status, StopReason
 from ._summary import SummaryBuilder
@@ -68,51 +64,6 @@ class RunReport:
     output: Path
     summary: Summary
     outcome: PoolOutcome  # rows kept by a resume and completeness are in `summary`
-
-
-def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
-    if options.output is not None:
-        return options.output
-    if options.resume:
-        found = latest_incomplete(job.name, job.run.output)
-        if found is None:
-            raise ConfigError(f"--resume: no incomplete run of {job.name!r} was found; give --output")
-        notice(f"resuming {found}, the most recent incomplete run of {job.name}")
-        return found
-    return fresh_output(job.name, job.run.output, now)
-
-
-def check_output(output: Path, job: Job, resume: bool) -> bool:
-    """May this run write `output`? True when it already holds this job's results (resume them).
-
-    Only a file whose first record is this job's is ever appended to or repaired; any
-    other existing file is refused and left byte for byte as it was.
-    """
-    problem = sidecar_name_problem(output)
-    if problem is not None:
-        raise ConfigError(problem)
-    try:
-        info = output.stat()
-    except FileNotFoundError:
-        return False
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{output}: not a regular file: results go to a file of their own; give another --output")
-    if info.st_size == 0:
-        return False
-    try:
-        owner = results_job(output)
-    except ResultsError as exc:
-        raise ConfigError(f"{exc}: it was left untouched; give another --output") from None
-    if owner is not None and owner != job.name:
-        raise ConfigError(
-            f"{output} holds results of job {owner!r}, not {job.name!r}: it was left untouched; give another --output"
-        )
-    if not resume:
-        # Appending a second run would mix two runs in one file; continuing is explicit.
-        raise ConfigError(
-            f"{output} already holds results of {job.name}: add --resume to continue that run, or give another --output"
-        )
-    return True
 
 
 async def run_job(
@@ -263,7 +214,7 @@ async def _locked_run(
     key_gap_before = 0.0
     if states is not None:
         # The last summary's figure, and what a run killed before writing one left in its journal.
-        key_gap_before = (money(read_run_summary(output).get("key_gap_usd")) or 0.0) + states.key_gap_usd
+        key_gap_before = (money(earlier_summary(output).get("key_gap_usd")) or 0.0) + states.key_gap_usd
     prior_spend += key_gap_before
     isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
     cache = open_cache(job, options, notice)

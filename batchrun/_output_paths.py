@@ -73,18 +73,30 @@ def fresh_output(job_name: str, pattern: str | None, now: float) -> Path:
 SIDECARS = {JOURNAL_SUFFIX: "attempt journal", ".summary.json": "summary", ".batches.json": "batch state"}
 
 
-def sidecar_name_problem(output: Path) -> str | None:
-    """Why `output` may not be a results file: its name is that of a sidecar of another results
+def sidecar_problem(path: Path, role: str = "a results file") -> str | None:
+    """Why batchrun may not write `path` as `role`: it is the name of a sidecar of a results
     file, which a run on that file would take for its own and delete or rewrite (break14e E18:
-    `-o night.attempts.jsonl`, then a run on night.jsonl deleted those paid rows, exit 0)."""
+    `-o night.attempts.jsonl`, then a run on night.jsonl deleted those paid rows, exit 0; its
+    verification F9: `report --html night.summary.json` replaced the summary, and its key gap)."""
     for suffix, what in SIDECARS.items():
-        if output.name.endswith(suffix) and len(output.name) > len(suffix):
-            owner = output.with_name(output.name[: -len(suffix)] + ".jsonl")
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            owner = path.with_name(path.name[: -len(suffix)] + ".jsonl")
             return (
-                f"{output}: that is the name of the {what} batchrun writes beside {owner.name}; a results file "
-                "named so would be taken for it: give another --output"
+                f"{path}: that is the name of the {what} batchrun writes beside {owner.name}; {role} "
+                "named so would be taken for it: give another name"
             )
     return None
+
+
+def sidecar_name_problem(output: Path) -> str | None:
+    """Why `output` may not be a results file: it does not end in `.jsonl`, or it is named like
+    a sidecar. A name without `.jsonl` shared its sidecars with the `.jsonl` file of the same
+    stem (`night`, `night.json` and `night.jsonl` had one summary and one journal: a run on one
+    took the other's key gap and crash journal; verification of break14e, F3 and F4)."""
+    sidecar = sidecar_problem(output)
+    if sidecar is None and (not output.name.endswith(".jsonl") or output.name == ".jsonl"):
+        return f"{output}: a results file's name ends in .jsonl (its summary and journal are named after it)"
+    return sidecar
 
 
 def summary_path(results: Path) -> Path:

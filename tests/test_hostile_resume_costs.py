@@ -375,3 +375,40 @@ def test_attempts_of_rows_the_edited_job_no_longer_has_are_spent_but_not_rows(tm
         summary = json.loads((tmp_path / "out.summary.json").read_text())
         assert summary["key_gap_usd"] == pytest.approx(0.3) and summary["spent_before_usd"] == pytest.approx(0.3)
         assert call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1", "--resume")[0] == ExitCode.OK
+
+
+@pytest.mark.parametrize("name", ["night", "night.json", "night.csv"])
+def test_a_results_file_name_ends_in_jsonl(tmp_path: Path, name: str) -> None:
+    # Verification of break14e (F3, F4): `night`, `night.json` and `night.jsonl` shared one
+    # summary and one journal: a run on one took the other's key gap and crash journal.
+    path = write_job(tmp_path, KILL_JOB)
+    server = _honest()
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", tmp_path / name)
+    assert code == ExitCode.USAGE and "a results file's name ends in .jsonl" in err and server.chat_rows() == []
+
+
+def test_no_page_or_junit_file_is_written_over_a_sidecar_and_a_resume_refuses_a_summary_not_its_own(
+    tmp_path: Path,
+) -> None:
+    # Verification of break14e (F9): `report night.jsonl --html night.summary.json` replaced the
+    # summary by a page, and the resume read "no key gap" from it: $0.72 under a $0.50 budget.
+    path = write_job(tmp_path, KILL_JOB)
+    out = tmp_path / "night.jsonl"
+    server = _honest()
+    with server.running():
+        assert call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1")[0] == ExitCode.OK
+        summary = (tmp_path / "night.summary.json").read_bytes()
+        for option, name in (("--html", "night.summary.json"), ("--junit", "night.attempts.jsonl")):
+            code, _, err = call_cli("report", out, option, tmp_path / name)
+            assert code == ExitCode.USAGE and "batchrun writes beside night.jsonl" in err
+        code, _, err = call_cli("history", out, "--html", tmp_path / "night.batches.json")
+        assert code == ExitCode.USAGE and not (tmp_path / "night.batches.json").exists()
+        assert (tmp_path / "night.summary.json").read_bytes() == summary
+        assert not (tmp_path / "night.attempts.jsonl").exists()
+        # A summary that is not the file's own (here: unreadable) stops the resume, untouched.
+        (tmp_path / "night.summary.json").write_text("<!doctype html>")
+        sent = len(server.chat_rows())
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1", "--resume")
+        assert code == ExitCode.USAGE and "not the summary of night.jsonl" in err and len(server.chat_rows()) == sent
+    assert (tmp_path / "night.summary.json").read_text() == "<!doctype html>"

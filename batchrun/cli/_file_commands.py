@@ -26,6 +26,17 @@ from ._common import (
 )
 
 
+def _refuse_sidecars(*outputs: tuple[Any, str]) -> None:
+    """Pages and JUnit files are never written over a results file's sidecars (its summary
+    carries what a resume counts as spent: verification of break14e, F9)."""
+    from .._output_paths import sidecar_problem
+
+    for path, role in outputs:
+        problem = sidecar_problem(path, role) if path is not None else None
+        if problem is not None:
+            raise ConfigError(problem)
+
+
 def _report_page(args: argparse.Namespace) -> Any:
     """With --html, the collector of the page's data (checked first: the extra may be missing)."""
     if not args.html:
@@ -55,6 +66,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from .._summary import SummaryBuilder
     from .._summary_text import render_markdown, render_text
 
+    _refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"))
     page = _report_page(args)
     records = final_records(args.results, console.warn)
     if args.job is None:
@@ -170,6 +182,7 @@ def _regrade_judged(
 def cmd_history(args: argparse.Namespace, console: Console) -> int:
     from .._history import build_history, render_history_markdown, render_history_text
 
+    _refuse_sidecars((args.html, "a page"))
     history = build_history(args.paths, console.warn)
     if args.html:
         from .._html_report import write_history

@@ -1,0 +1,74 @@
+"""The results file a run writes: which one, whether it may, and what earlier runs left beside it."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+from typing import Any
+
+from ._exceptions import ConfigError, ResultsError
+from ._job import Job
+from ._options import Notice, RunOptions
+from ._output_paths import fresh_output, latest_incomplete, sidecar_name_problem, summary_path
+from ._report_data import read_run_summary
+from ._results import results_job
+
+
+def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
+    if options.output is not None:
+        return options.output
+    if options.resume:
+        found = latest_incomplete(job.name, job.run.output)
+        if found is None:
+            raise ConfigError(f"--resume: no incomplete run of {job.name!r} was found; give --output")
+        notice(f"resuming {found}, the most recent incomplete run of {job.name}")
+        return found
+    return fresh_output(job.name, job.run.output, now)
+
+
+def check_output(output: Path, job: Job, resume: bool) -> bool:
+    """May this run write `output`? True when it already holds this job's results (resume them).
+
+    Only a file whose first record is this job's is ever appended to or repaired; any
+    other existing file is refused and left byte for byte as it was.
+    """
+    problem = sidecar_name_problem(output)
+    if problem is not None:
+        raise ConfigError(problem)
+    try:
+        info = output.stat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{output}: not a regular file: results go to a file of their own; give another --output")
+    if info.st_size == 0:
+        return False
+    try:
+        owner = results_job(output)
+    except ResultsError as exc:
+        raise ConfigError(f"{exc}: it was left untouched; give another --output") from None
+    if owner is not None and owner != job.name:
+        raise ConfigError(
+            f"{output} holds results of job {owner!r}, not {job.name!r}: it was left untouched; give another --output"
+        )
+    if not resume:
+        # Appending a second run would mix two runs in one file; continuing is explicit.
+        raise ConfigError(
+            f"{output} already holds results of {job.name}: add --resume to continue that run, or give another --output"
+        )
+    return True
+
+
+def earlier_summary(output: Path) -> dict[str, Any]:
+    """The summary an earlier run wrote beside `output`, for what it counted as spent beyond
+    the records (`key_gap_usd`). One that is there but unreadable, or another file's, is refused:
+    read as none, the resume spent the budget again (verification of break14e, F9)."""
+    earlier = read_run_summary(output)
+    path = summary_path(output)
+    named = earlier.get("output")
+    if path.exists() and (not earlier or (isinstance(named, str) and Path(named).name != output.name)):
+        raise ConfigError(
+            f"{path}: not the summary of {output.name} (unreadable, or another file's): what earlier runs "
+            "counted as spent beyond the records cannot be read; move it away to resume"
+        )
+    return earlier
