@@ -32,21 +32,24 @@ def check_output(output: Path, job: Job, resume: bool) -> bool:
     Only a file whose first record is this job's is ever appended to or repaired; any
     other existing file is refused and left byte for byte as it was.
     """
-    problem = sidecar_name_problem(output)
-    if problem is not None:
-        raise ConfigError(problem)
     try:
         info = output.stat()
     except FileNotFoundError:
-        return False
-    if not stat.S_ISREG(info.st_mode):
+        info = None
+    if info is not None and not stat.S_ISREG(info.st_mode):
         raise ConfigError(f"{output}: not a regular file: results go to a file of their own; give another --output")
-    if info.st_size == 0:
+    if info is not None and info.st_size > 0:
+        try:
+            results_job(output)
+        except ResultsError as exc:
+            raise ConfigError(f"{exc}: it was left untouched; give another --output") from None
+    # After what an existing file is: its name is the next thing wrong with it.
+    problem = sidecar_name_problem(output)
+    if problem is not None:
+        raise ConfigError(problem)
+    if info is None or info.st_size == 0:
         return False
-    try:
-        owner = results_job(output)
-    except ResultsError as exc:
-        raise ConfigError(f"{exc}: it was left untouched; give another --output") from None
+    owner = results_job(output)
     if owner is not None and owner != job.name:
         raise ConfigError(
             f"{output} holds results of job {owner!r}, not {job.name!r}: it was left untouched; give another --output"
