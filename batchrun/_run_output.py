@@ -38,22 +38,23 @@ def check_output(output: Path, job: Job, resume: bool) -> bool:
         info = None
     if info is not None and not stat.S_ISREG(info.st_mode):
         raise ConfigError(f"{output}: not a regular file: results go to a file of their own; give another --output")
+    owner = None
     if info is not None and info.st_size > 0:
         try:
-            results_job(output)
+            owner = results_job(output)
         except ResultsError as exc:
             raise ConfigError(f"{exc}: it was left untouched; give another --output") from None
+        if owner is not None and owner != job.name:
+            raise ConfigError(
+                f"{output} holds results of job {owner!r}, not {job.name!r}: it was left untouched; "
+                "give another --output"
+            )
     # After what an existing file is: its name is the next thing wrong with it.
     problem = sidecar_name_problem(output)
     if problem is not None:
         raise ConfigError(problem)
     if info is None or info.st_size == 0:
         return False
-    owner = results_job(output)
-    if owner is not None and owner != job.name:
-        raise ConfigError(
-            f"{output} holds results of job {owner!r}, not {job.name!r}: it was left untouched; give another --output"
-        )
     if not resume:
         # Appending a second run would mix two runs in one file; continuing is explicit.
         raise ConfigError(

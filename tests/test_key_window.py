@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from batchrun import ExitCode, RunOptions, load_job, run_job
+from batchrun import ExitCode, RunOptions, load_job, matrix_requests, run_job
 from batchrun._ledger import BudgetExhausted, CreditLedger
 from batchrun._reconcile import key_spend, key_usage
 from batchrun._verdict import decide
@@ -103,7 +103,7 @@ async def run(
             loaded, RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=output, clock=FakeClock())
         )
     rows = [json.loads(line) for line in output.read_text().splitlines()]
-    assert len({r["id"] for r in rows}) == len(rows) == len(loaded.prompts[0].rows)  # every row recorded once
+    assert len({r["id"] for r in rows}) == len(rows) == sum(1 for _ in matrix_requests(loaded))  # each row once
     code, _ = decide(report.summary, loaded.run, run=True)
     return code, dict(report.summary), rows
 
