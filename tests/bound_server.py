@@ -101,6 +101,17 @@ run: {concurrency: 2, timeout_s: 10, max_attempts: 1}
 ROWS = 6
 
 
+def params_job(name: str, params: dict[str, Any], model: str = MODEL, run: str = "") -> str:
+    """JOB under another name, with these params (max_tokens 2 unless given), model, and `run`
+    settings added (", cost_margin: 0")."""
+    return (
+        JOB.replace("name: bound", f"name: {name}")
+        .replace("params: {max_tokens: 2}", "params: " + json.dumps({"max_tokens": 2, **params}))
+        .replace("models: [acme/cheap]", f"models: [{model}]")
+        .replace("max_attempts: 1}", "max_attempts: 1" + run + "}")
+    )
+
+
 def run(hostile: HostileServer, tmp_path: Path, job: str = JOB, *args: str) -> tuple[int, str, str, list[Any]]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = write_job(tmp_path, job)

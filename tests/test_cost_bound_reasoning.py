@@ -24,7 +24,7 @@ from batchrun._pricing import parse_endpoints
 from batchrun._reasoning_bound import REASONING_FLOOR, no_reasoning_control, reasoning_budget
 from batchrun._scrub import Scrubber
 
-from .bound_server import COMPLETION, PROMPT, Billing, endpoint, model_entry, plan, pricing, run, server
+from .bound_server import COMPLETION, PROMPT, Billing, endpoint, model_entry, params_job, plan, pricing, run, server
 from .conftest import call_cli, write_job
 from .hostile import RawRequest
 
@@ -69,17 +69,7 @@ class ReasoningBilling(Billing):
 
 
 def _job(params: dict[str, Any], model: str = "acme/cheap") -> str:
-    return f"""
-name: reasons
-defaults:
-  params: {json.dumps({"max_tokens": 2, **params})}
-models: [{model}]
-prompts:
-  - id: p
-    text: "What is {{{{a}}}} + 1?"
-    vars: [{{a: 1}}, {{a: 2}}, {{a: 3}}, {{a: 4}}, {{a: 5}}, {{a: 6}}]
-run: {{concurrency: 2, timeout_s: 10, max_attempts: 1}}
-"""
+    return params_job("reasons", params, model)
 
 
 # -- E1: every switch that turns reasoning on ---------------------------------------------------

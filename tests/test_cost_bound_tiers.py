@@ -22,7 +22,7 @@ from batchrun import ExitCode
 from batchrun._price_basis import allowed_endpoints, opted_tiers
 from batchrun._pricing import EndpointPrice, parse_endpoints
 
-from .bound_server import COMPLETION, MODEL, PROMPT, Billing, endpoint, plan, pricing, run, server
+from .bound_server import COMPLETION, MODEL, PROMPT, Billing, endpoint, params_job, plan, pricing, run, server
 from .hostile import RawRequest
 
 pytestmark = pytest.mark.usefixtures("api_key_env")
@@ -98,17 +98,7 @@ class TierBilling(Billing):
 
 
 def _job(params: dict[str, Any], model: str = MODEL) -> str:
-    return f"""
-name: tiers
-defaults:
-  params: {json.dumps({"max_tokens": 2, **params})}
-models: [{model}]
-prompts:
-  - id: p
-    text: "What is {{{{a}}}} + 1?"
-    vars: [{{a: 1}}, {{a: 2}}, {{a: 3}}, {{a: 4}}, {{a: 5}}, {{a: 6}}]
-run: {{concurrency: 2, timeout_s: 10, max_attempts: 1, cost_margin: 0}}
-"""
+    return params_job("tiers", params, model, ", cost_margin: 0")
 
 
 @pytest.mark.parametrize(

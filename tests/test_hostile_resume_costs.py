@@ -320,18 +320,30 @@ def test_a_key_gap_survives_a_kill_9_of_the_resume_that_read_it(tmp_path: Path) 
     assert summary["key_gap_usd"] >= 0.25 and summary["spent_before_usd"] >= 0.25
 
 
-@pytest.mark.parametrize("name", ["night.attempts.jsonl", "night.summary.json", "night.batches.json"])
-def test_a_results_file_is_never_named_like_a_sidecar(tmp_path: Path, name: str) -> None:
-    # break14e E18: `-o night.attempts.jsonl` made a results file that a later run on
-    # night.jsonl took for its crash journal and deleted (5 paid rows, exit 0).
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        # break14e E18: `-o night.attempts.jsonl` made a results file that a later run on
+        # night.jsonl took for its crash journal and deleted (5 paid rows, exit 0).
+        ("night.attempts.jsonl", "batchrun writes beside night.jsonl"),
+        ("night.summary.json", "batchrun writes beside night.jsonl"),
+        ("night.batches.json", "batchrun writes beside night.jsonl"),
+        # Its verification (F3, F4): `night`, `night.json` and `night.jsonl` shared one summary
+        # and one journal: a run on one took the other's key gap and crash journal.
+        ("night", "a results file's name ends in .jsonl"),
+        ("night.json", "a results file's name ends in .jsonl"),
+        ("night.csv", "a results file's name ends in .jsonl"),
+    ],
+)
+def test_a_results_file_ends_in_jsonl_and_is_never_named_like_a_sidecar(tmp_path: Path, name: str, says: str) -> None:
     path = write_job(tmp_path, KILL_JOB)
     server = _honest()
     with server.running():
         code, _, err = call_cli(path, "--base-url", server.base_url, "-o", tmp_path / name)
-    assert code == ExitCode.USAGE and "batchrun writes beside night.jsonl" in err and len(err.splitlines()) == 1
+    assert code == ExitCode.USAGE and says in err and len(err.splitlines()) == 1
     assert not (tmp_path / name).exists() and server.chat_rows() == []
     code, _, err = call_cli("merge", tmp_path / "x.jsonl", "-o", tmp_path / name)
-    assert code == ExitCode.USAGE and "batchrun writes beside" in err
+    assert code == ExitCode.USAGE and says in err
 
 
 def test_a_file_under_the_journals_name_that_is_not_a_journal_is_left_alone(tmp_path: Path) -> None:
@@ -375,17 +387,6 @@ def test_attempts_of_rows_the_edited_job_no_longer_has_are_spent_but_not_rows(tm
         summary = json.loads((tmp_path / "out.summary.json").read_text())
         assert summary["key_gap_usd"] == pytest.approx(0.3) and summary["spent_before_usd"] == pytest.approx(0.3)
         assert call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1", "--resume")[0] == ExitCode.OK
-
-
-@pytest.mark.parametrize("name", ["night", "night.json", "night.csv"])
-def test_a_results_file_name_ends_in_jsonl(tmp_path: Path, name: str) -> None:
-    # Verification of break14e (F3, F4): `night`, `night.json` and `night.jsonl` shared one
-    # summary and one journal: a run on one took the other's key gap and crash journal.
-    path = write_job(tmp_path, KILL_JOB)
-    server = _honest()
-    with server.running():
-        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", tmp_path / name)
-    assert code == ExitCode.USAGE and "a results file's name ends in .jsonl" in err and server.chat_rows() == []
 
 
 def test_no_page_or_junit_file_is_written_over_a_sidecar_and_a_resume_refuses_a_summary_not_its_own(

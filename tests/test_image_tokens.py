@@ -199,8 +199,13 @@ class PixelBilling(Billing):
 
 
 TINY = data_url(png(1092, 1092))  # 1,590 tokens each on Anthropic's count, a few hundred bytes
-JOB = f"""
-name: pixels
+
+
+def _image_job(name: str, url: str, images: int, concurrency: int, margin: str = "") -> str:
+    """A job of three rows, each with `images` copies of the inline image `url` (detail high)."""
+    part = f'          - {{type: image_url, image_url: {{url: "{url}", detail: high}}}}\n'
+    return f"""
+name: {name}
 defaults:
   params: {{max_tokens: 2}}
 models: [acme/cheap]
@@ -210,12 +215,12 @@ prompts:
       - role: user
         content:
           - {{type: text, text: "Describe {{{{n}}}}"}}
-          - {{type: image_url, image_url: {{url: "{TINY}", detail: high}}}}
-          - {{type: image_url, image_url: {{url: "{TINY}", detail: high}}}}
-          - {{type: image_url, image_url: {{url: "{TINY}", detail: high}}}}
-    vars: [{{n: 1}}, {{n: 2}}, {{n: 3}}]
-run: {{concurrency: 1, timeout_s: 10, max_attempts: 1}}
+{part * images}    vars: [{{n: 1}}, {{n: 2}}, {{n: 3}}]
+run: {{concurrency: {concurrency}, timeout_s: 10, max_attempts: 1{margin}}}
 """
+
+
+JOB = _image_job("pixels", TINY, 3, 1)
 
 
 def test_a_small_image_of_many_pixels_cannot_pass_the_budget(tmp_path: Path) -> None:
@@ -257,21 +262,7 @@ class FrameBilling(Billing):
 
 
 FRAME = data_url(gif((1, 1), [(0, 0, 4000, 3000)]), "gif")
-GIF_JOB = f"""
-name: frames
-defaults:
-  params: {{max_tokens: 2}}
-models: [acme/cheap]
-prompts:
-  - id: p
-    messages:
-      - role: user
-        content:
-          - {{type: text, text: "Describe {{{{n}}}}"}}
-          - {{type: image_url, image_url: {{url: "{FRAME}", detail: high}}}}
-    vars: [{{n: 1}}, {{n: 2}}, {{n: 3}}]
-run: {{concurrency: 2, timeout_s: 10, max_attempts: 1, cost_margin: 0}}
-"""
+GIF_JOB = _image_job("frames", FRAME, 1, 2, ", cost_margin: 0")
 
 
 def test_a_gif_frame_beyond_its_screen_cannot_pass_the_budget(tmp_path: Path) -> None:
