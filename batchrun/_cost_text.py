@@ -53,12 +53,13 @@ def batch_hold_lines(summary: Mapping[str, Any]) -> list[str]:
 
 
 def key_gap_lines(summary: Mapping[str, Any]) -> list[str]:
-    """The key's usage beyond the rows' reported costs that key windows counted as spent: in
-    no record, so the table's cost leaves it out (break14c N12)."""
+    """What was counted as spent beyond the rows' records (`key_gap_usd`): the key's usage above
+    their reported costs, and the attempts of rows a job no longer has (break14c N12; E16). The
+    table's cost leaves it out."""
     gap = summary.get("key_gap_usd") or 0.0
     if gap <= 0:
         return []
     return [
-        f"the key was charged ${gap:.6f} beyond the rows' reported costs (counted as spent; the answers "
-        "under-reported their costs, or another process used the key)"
+        f"${gap:.6f} counted as spent beyond the rows' records (the key's usage above their reported costs: "
+        "answers that under-reported, or another process on the key; or attempts of rows the job no longer has)"
     ]

@@ -274,9 +274,9 @@ def _run_rows(history: dict[str, Any], limit: int | None = None) -> tuple[list[s
 
 
 def _gap_note(run: dict[str, Any]) -> str:
-    """The key's usage beyond the rows' reported costs (summary `key_gap_usd`), in a cost cell."""
+    """What was counted as spent beyond the rows' records (summary `key_gap_usd`), in a cost cell."""
     gap = run.get("key_gap_usd") or 0.0
-    return f" (+${gap:.6f} on the key beyond them)" if gap > 0 else ""
+    return f" (+${gap:.6f} spent beyond the records)" if gap > 0 else ""
 
 
 def _model_rows(history: dict[str, Any], limit: int | None = None) -> tuple[list[str], list[list[str]]]:
