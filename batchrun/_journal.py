@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,7 @@ class Recovered:
     key_gap: float = 0.0  # spent beyond any record: the journal's key gap, and `orphans_usd`
     orphans: int = 0  # rows the job no longer has, whose attempts were in flight
     orphans_usd: float = 0.0  # what those attempts count as spent
+    warnings: list[str] = field(default_factory=list)  # what could not be read in the journal
 
 
 async def recover(
@@ -145,7 +146,8 @@ async def recover(
     if not path.exists():
         return Recovered()
     rows = read_journal(path, job[0])
-    out = Recovered(key_gap=journal_key_gap(path))
+    out = Recovered()
+    out.key_gap = journal_key_gap(path, out.warnings.append)
     if rows:
         drop_recorded(results, rows)
     if rows:

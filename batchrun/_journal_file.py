@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,19 +65,31 @@ def _loads(line: bytes) -> Any:
         return json.loads(line)
 
 
-def journal_key_gap(path: Path) -> float:
-    """What the crashed run's key window had counted beyond its reported costs (its last
-    `key_gap` line): in no record, and no summary was written, so a resume adds it (N12 after a
-    kill -9). 0 without a journal or such a line."""
-    gap = 0.0
+def journal_key_gap(path: Path, warn: Callable[[str], None] | None = None) -> float:
+    """What the crashed run's key window had counted beyond its reported costs (its `key_gap`
+    lines, which only grow: the largest): in no record, and no summary was written, so a resume
+    adds it (N12 after a kill -9). 0 without a journal or such a line. A line whose figure cannot
+    be read (a corrupted sidecar) goes to `warn`: the crashed run may have counted more than is
+    counted here (break14e E11, which dropped it without a word)."""
+    gap, unreadable = 0.0, 0
     try:
         with open_regular(path) as handle:
             for line in handle:
                 if line.startswith(b'{"key_gap"') and line.endswith(b"\n"):
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        gap = _usd(orjson.loads(line)["key_gap"]) or gap
+                    value = None
+                    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+                        value = _usd(_loads(line)["key_gap"])
+                    if value is None:
+                        unreadable += 1
+                    else:
+                        gap = max(gap, value)
     except OSError:
         return 0.0
+    if unreadable and warn is not None:
+        warn(
+            f"{path}: {unreadable} key_gap line(s) could not be read: ${gap:.6f}, the largest readable one, is "
+            "counted as spent beyond the records; the crashed run may have counted more"
+        )
     return gap
 
 

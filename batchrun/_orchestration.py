@@ -165,6 +165,8 @@ async def _earlier_work(
             f"{output}: {found.rows} row(s) had attempts in flight when an earlier run was killed: recorded "
             "as skipped (crashed), each attempt's worst case held until its cost is known"
         )
+    for warning in found.warnings:
+        notice(f"warning: {warning}")
     if found.orphans:
         notice(
             f"{output}: {found.orphans} row(s) the job no longer has had attempts in flight when an earlier run "

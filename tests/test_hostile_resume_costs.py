@@ -413,3 +413,19 @@ def test_no_page_or_junit_file_is_written_over_a_sidecar_and_a_resume_refuses_a_
         code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1", "--resume")
         assert code == ExitCode.USAGE and "not the summary of night.jsonl" in err and len(server.chat_rows()) == sent
     assert (tmp_path / "night.summary.json").read_text() == "<!doctype html>"
+
+
+def test_a_key_gap_line_that_cannot_be_read_is_said_and_the_largest_readable_counted(tmp_path: Path) -> None:
+    # break14e E11: a corrupted journal's last `key_gap` (NaN) was dropped without a word, and the
+    # resume counted an older, smaller one.
+    path = write_job(tmp_path, KILL_JOB)
+    out = tmp_path / "out.jsonl"
+    out.write_text("")
+    journal = tmp_path / "out.attempts.jsonl"
+    journal.write_text('{"job": "crash"}\n{"key_gap": 1.5}\n{"key_gap": 0.25}\n{"key_gap": NaN}\n')
+    server = _honest()
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1")
+    assert "1 key_gap line(s) could not be read: $1.500000, the largest readable one" in err
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["key_gap_usd"] == pytest.approx(1.5) and code == ExitCode.BUDGET and server.chat_rows() == []
