@@ -98,7 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run a job", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     run.add_argument("job", type=Path)
-    run.add_argument("--output", "-o", type=Path, help="results file (default outputs/<job>/<UTC time>.jsonl)")
+    run.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        help="results file, a name ending in .jsonl (default outputs/<job>/<UTC time>.jsonl)",
+    )
     run.add_argument(
         "--resume", action="store_true", help="continue the run that wrote --output (or the latest incomplete one)"
     )
@@ -240,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     merge = commands.add_parser("merge", help="combine shard result files of one job")
     merge.add_argument("files", type=Path, nargs="+", help="OUT.jsonl SHARD... (or SHARD... with -o OUT)")
-    merge.add_argument("--output", "-o", type=Path)
+    merge.add_argument("--output", "-o", type=Path, help="the merged results file, a name ending in .jsonl")
     merge.add_argument(
         "--job",
         type=Path,
