@@ -64,7 +64,7 @@ class Dispatcher:
         self.key_start = key_start  # the key before the first request (_ledger.follow_key)
         self._sent_since_refresh = 0
         self._last_refresh = clock.monotonic()  # pre-flight has just read /key
-        self._refreshing = False
+        self._refreshing: asyncio.Future[None] | None = None  # the periodic /key read under way
         # Under a limit, /key is also read every `_probe` requests (watch_key): see _next_probe.
         self._probe: int | None = None
         self.journal: AttemptJournal | None = None  # set by a run that writes results
@@ -256,14 +256,26 @@ class Dispatcher:
             self._sent_since_refresh >= min(settings.key_refresh_requests, self._probe or settings.key_refresh_requests)
             or now - self._last_refresh >= settings.key_refresh_s
         )
-        if not due or self.costs is None or self.costs.models is None or self._refreshing:
+        if self._refreshing is not None:
+            # A read is under way: past the probe's spacing, wait for its answer rather than send
+            # on unseen; with a slow /key, requests went out for seconds and $5.11 was charged
+            # under a $0.05 budget (verification of break14e fixes, G1).
+            if self._probe is not None and self._sent_since_refresh >= self._probe:
+                await asyncio.wait([self._refreshing])  # its failure is the reader's to raise
             return
-        self._refreshing = True
-        try:
-            await self.charges.retry_lookups()
-            await self._read_key()
-        finally:
-            self._refreshing = False
+        if not due or self.costs is None or self.costs.models is None:
+            return
+        task = self._refreshing = asyncio.ensure_future(self._refresh())
+        task.add_done_callback(self._refreshed)  # whoever started it may be cancelled meanwhile
+        await asyncio.shield(task)
+
+    def _refreshed(self, task: asyncio.Future[None]) -> None:
+        if self._refreshing is task:
+            self._refreshing = None
+
+    async def _refresh(self) -> None:
+        await self.charges.retry_lookups()
+        await self._read_key()
 
     async def _read_key(self) -> None:
         """Read /key (retried like start-up's read); the ledger follows its usage and its
@@ -272,7 +284,8 @@ class Dispatcher:
         give /key no rate limit of its own (limits.mdx: only DDoS protection, and "call GET
         /api/v1/key ... to track limit_remaining"); the window asks at most one read per
         reservation, near the end of the budget."""
-        self._sent_since_refresh = 0
+        # What is sent while /key answers is not in what it shows: it counts toward the next read.
+        sent_before = self._sent_since_refresh
         self._last_refresh = self.clock.monotonic()
         lost: str | None = None
         try:
@@ -281,6 +294,7 @@ class Dispatcher:
             info, lost = None, f"/key failed ({failure.kind}: {failure.message[:200]})"
         else:
             lost = None if info is not None else "/key is not there any more"
+        self._sent_since_refresh = max(0, self._sent_since_refresh - sent_before)
         try:
             if info is not None:
                 lost = await self._follow_key(info)

@@ -16,7 +16,9 @@ from ._results import results_job
 
 def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
     if options.output is not None:
-        return options.output
+        # A link's sidecars would be the link's own, not its file's: a resume through
+        # `latest.jsonl -> real.jsonl` read no summary and spent the key gap again (G3).
+        return options.output.resolve() if options.output.is_symlink() else options.output
     if options.resume:
         found = latest_incomplete(job.name, job.run.output)
         if found is None:

@@ -429,3 +429,31 @@ def test_a_key_gap_line_that_cannot_be_read_is_said_and_the_largest_readable_cou
     assert "1 key_gap line(s) could not be read: $1.500000, the largest readable one" in err
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["key_gap_usd"] == pytest.approx(1.5) and code == ExitCode.BUDGET and server.chat_rows() == []
+
+
+def test_no_page_or_junit_file_is_written_over_results_and_a_linked_output_has_its_files_sidecars(
+    tmp_path: Path,
+) -> None:
+    # Verification of the break14e fixes: `report night.jsonl --html night.jsonl` replaced 200
+    # paid rows with a page, exit 0 (G2); a resume through `latest.jsonl -> real.jsonl` read
+    # latest.summary.json, not real.summary.json, and spent the key gap again (G3).
+    path = write_job(tmp_path, KILL_JOB)
+    real = tmp_path / "real.jsonl"
+    server = _honest()
+    with server.running():
+        assert call_cli(path, "--base-url", server.base_url, "-o", real, "--budget", "1")[0] == ExitCode.OK
+        rows = real.read_bytes()
+        (tmp_path / "copy.data").write_bytes(rows)
+        for option, target in (("--html", real), ("--junit", real), ("--html", tmp_path / "copy.data")):
+            code, _, err = call_cli("report", real, option, target)
+            assert code == ExitCode.USAGE and "is not written" in err, err
+        assert call_cli("history", real, "--html", real)[0] == ExitCode.USAGE
+        assert real.read_bytes() == rows and (tmp_path / "copy.data").read_bytes() == rows
+        summary = json.loads((tmp_path / "real.summary.json").read_text())
+        summary["key_gap_usd"] = 5.0  # what an earlier run counted beyond the records
+        (tmp_path / "real.summary.json").write_text(json.dumps(summary))
+        (tmp_path / "latest.jsonl").symlink_to(real)
+        code, _, _ = call_cli(path, "--base-url", server.base_url, "-o", tmp_path / "latest.jsonl", "--resume")
+    assert code == ExitCode.OK  # nothing left to send; the resume read real.jsonl's summary
+    assert not (tmp_path / "latest.summary.json").exists()
+    assert json.loads((tmp_path / "real.summary.json").read_text())["spent_before_usd"] >= 5.0

@@ -483,3 +483,37 @@ async def test_a_key_that_rounds_each_charge_up_is_agreement_not_a_read_per_requ
     code, _, _ = await run(tmp_path, server, job_text(budget=5.0, rows=100, concurrency=1))
     assert code == ExitCode.OK and server.chats == 100
     assert server.key_reads <= 20  # start, 2, 4, 8, then every 8 requests, and the end
+
+
+async def test_requests_past_the_probe_wait_for_a_slow_key_read(tmp_path: Path) -> None:
+    # Verification of the break14e fixes (G1): while a probe's /key read was under way, every
+    # other worker kept sending, uncounted: a /key taking 3 s let 426 requests out, $5.11 under a
+    # $0.05 budget. Past the probe's spacing they now wait for its answer.
+    server = Server(honest_key, answer=zero_answer, prices=FREE)
+    hostile = server.hostile()
+    plain_key = hostile.key
+
+    def slow_key(request: RawRequest) -> Any:
+        if server.key_reads == 0:
+            return plain_key(request)  # pre-flight's read
+        snapshot = plain_key(request)  # the usage as the read arrives
+        assert isinstance(snapshot, bytes)
+        target = server.chats + 40
+
+        async def answer(writer: asyncio.StreamWriter) -> None:
+            for _ in range(300):  # until 40 more requests arrived, or 0.3 s
+                if server.chats >= target:
+                    break
+                await asyncio.sleep(0.001)
+            writer.write(snapshot)
+
+        return answer
+
+    hostile.key = slow_key
+    loaded = load_job(write_job(tmp_path, job_text(rows=200)))
+    with hostile.running():
+        options = RunOptions(
+            api_key=FAKE_KEY, base_url=hostile.base_url, output=tmp_path / "o.jsonl", clock=FakeClock()
+        )
+        await run_job(loaded, options)
+    assert server.billed <= BUDGET + 18 * BILL  # 8 x 2 requests apart, 2 in flight

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -30,9 +31,19 @@ def _refuse_sidecars(*outputs: tuple[Any, str]) -> None:
     """Pages and JUnit files are never written over a results file's sidecars (its summary
     carries what a resume counts as spent: verification of break14e, F9)."""
     from .._output_paths import sidecar_problem
+    from .._results import results_job
 
     for path, role in outputs:
-        problem = sidecar_problem(path, role) if path is not None else None
+        if path is None:
+            continue
+        problem = sidecar_problem(path, role)
+        if problem is None and path.name.endswith(".jsonl"):
+            problem = f"{path}: {role} is not written under a results file's name (.jsonl)"
+        if problem is None and path.is_file():
+            # Nor over a results file of another name: every row and what it cost would be gone (G2).
+            with contextlib.suppress(ResultsError, OSError):
+                if results_job(path) is not None:
+                    problem = f"{path}: it holds batchrun results; {role} is not written over them"
         if problem is not None:
             raise ConfigError(problem)
 
