@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ResultsError
+from ._files import read_regular_text
 
 INTENT, SUBMITTED, COLLECTED, RELEASED = "intent", "submitted", "collected", "released"
 VERSION = 1
@@ -74,7 +75,7 @@ class BatchState:
         """This results file's batch record, or an empty one; refuses another job's file."""
         path = state_path(results)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_regular_text(path))
         except FileNotFoundError:
             return cls(path, job, job_fingerprint)
         except (OSError, ValueError) as exc:
@@ -94,7 +95,7 @@ class BatchState:
         """For `batchrun batches`: whatever job wrote it."""
         path = state_path(results)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_regular_text(path))
         except FileNotFoundError:
             raise ResultsError(f"{path}: no batch record (was {results} written in batch mode?)") from None
         except (OSError, ValueError) as exc:

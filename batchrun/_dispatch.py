@@ -133,7 +133,10 @@ class Dispatcher:
         async def attempt() -> tuple[ChatResult, float]:
             if row.reservation is None:
                 # The last attempt may have been billed and keeps its reservation as spent:
-                # this one needs its own (BudgetExhausted ends the row when none fits).
+                # this one needs its own (BudgetExhausted ends the row when none fits). It is a
+                # request out like a row's first: it counts toward the probe's next /key read
+                # (billed retries went unseen: verification of the break14e fixes, G6).
+                await self.maybe_refresh_key()
                 row.reservation = await self.ledger.reserve(worst or 0.0)
             row.sent = True
             journal = self.journal

@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def read_regular_text(path: Path) -> str:
+    """A small sidecar's text (a summary, a batch record): OSError if it is not a regular file,
+    never a wait (a FIFO there hung `run --resume` and `report`: verification G4)."""
+    with open_regular(path) as handle:
+        return handle.read().decode("utf-8")
+
+
 def open_regular(path: Path) -> BinaryIO:
     """`path` opened for binary reading; OSError naming it if it is not a regular file."""
     # O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever.

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ResultsError
+from ._files import read_regular_text
 from ._formats import utc_compact
 from ._journal_file import JOURNAL_SUFFIX
 from ._results import results_job
@@ -150,7 +151,7 @@ def latest_incomplete(job_name: str, pattern: str | None) -> Path | None:
     for candidate in reversed(results_files(folder)):  # the newest first
         summary = summary_path(candidate)
         try:
-            complete = json.loads(summary.read_text(encoding="utf-8")).get("complete") is True
+            complete = json.loads(read_regular_text(summary)).get("complete") is True
         except (OSError, ValueError):
             complete = False
         if not complete and _holds_results_of(candidate, job_name):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._files import read_regular_text
 from ._journal_file import journal_key_gap, journal_path
 from ._pricing import money
 from ._reader import clip, failure_reasons
@@ -122,7 +123,7 @@ def read_run_summary(results: Path) -> dict[str, Any]:
     """
     path = results.with_name(results.stem + ".summary.json")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular_text(path))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -24,7 +24,7 @@ def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) ->
         if found is None:
             raise ConfigError(f"--resume: no incomplete run of {job.name!r} was found; give --output")
         notice(f"resuming {found}, the most recent incomplete run of {job.name}")
-        return found
+        return found.resolve() if found.is_symlink() else found
     return fresh_output(job.name, job.run.output, now)
 
 

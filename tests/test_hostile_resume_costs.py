@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -457,3 +458,18 @@ def test_no_page_or_junit_file_is_written_over_results_and_a_linked_output_has_i
     assert code == ExitCode.OK  # nothing left to send; the resume read real.jsonl's summary
     assert not (tmp_path / "latest.summary.json").exists()
     assert json.loads((tmp_path / "real.summary.json").read_text())["spent_before_usd"] >= 5.0
+
+
+def test_a_fifo_under_a_sidecars_name_is_refused_not_waited_on(tmp_path: Path) -> None:
+    # Verification of the break14e fixes (G4): a FIFO at X.summary.json hung `report` and
+    # `run --resume` until killed.
+    path = write_job(tmp_path, KILL_JOB)
+    out = tmp_path / "out.jsonl"
+    server = _honest()
+    with server.running():
+        assert call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1")[0] == ExitCode.OK
+        (tmp_path / "out.summary.json").unlink()
+        os.mkfifo(tmp_path / "out.summary.json")
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1", "--resume")
+        assert code == ExitCode.USAGE and "not the summary of out.jsonl" in err
+    assert call_cli("report", out)[0] == ExitCode.OK

@@ -517,3 +517,18 @@ async def test_requests_past_the_probe_wait_for_a_slow_key_read(tmp_path: Path) 
         )
         await run_job(loaded, options)
     assert server.billed <= BUDGET + 18 * BILL  # 8 x 2 requests apart, 2 in flight
+
+
+async def test_billed_retries_count_toward_the_probe_reads(tmp_path: Path) -> None:
+    # Verification of the break14e fixes (G6): the probe counted rows, not attempts: after 100
+    # honest answers every request was a billed 502 retried 6 times, unseen: $1.06 on $0.05.
+    server = Server(honest_key, prices=FREE, honest_chats=100)
+
+    def answer() -> bytes:
+        if server.chats <= 100:
+            return zero_answer()
+        return json_answer(502, {"error": {"code": 502, "message": "Provider returned error"}})
+
+    server.answer = answer
+    code, _, _ = await run(tmp_path, server, job_text(rows=200, attempts=6, max_wait_s=1))
+    assert code == ExitCode.BUDGET and server.billed <= BUDGET + 18 * BILL
