@@ -24,7 +24,7 @@ import orjson
 from ._exceptions import JobError, Problem
 from ._files import open_regular
 from ._record_head import RECORD_START
-from ._row_cost import Charge, RowCharges
+from ._row_cost import Charge, RowCharges, counted
 
 JOURNAL_SUFFIX = ".attempts.jsonl"
 MAX_ATTEMPT_USD = 1e12  # as money() caps: a corrupt line cannot make a figure past it
@@ -203,17 +203,13 @@ def crash_fields(crashed: Crashed, found: dict[str, float]) -> dict[str, Any]:
             charge = Charge(gid if isinstance(gid, str) else None, attempt["usd"])
         (grading if attempt.get("judge") else answer).parts.append(charge)
     fields = answer.fields()
-    spent = _spent(fields)
+    spent = counted(fields)
     if grading.parts:
         graded = grading.fields()
-        spent += _spent(graded)
+        spent += counted(graded)
         fields.update(
             judge_cost=graded["cost"], judge_cost_status=graded["cost_status"], judge_cost_known=graded["cost_known"]
         )
         fields["abandoned_attempts"] = (fields["abandoned_attempts"] or []) + graded["abandoned_attempts"]
     fields["spent"] = spent
     return fields
-
-
-def _spent(fields: dict[str, Any]) -> float:
-    return float(fields["cost"] if fields["cost"] is not None else fields["cost_held"] or 0.0)

@@ -24,7 +24,7 @@ from ._matrix import Request
 from ._reader import spent_on
 from ._record_head import record_head
 from ._results import ResultsWriter
-from ._row_cost import RowCharges
+from ._row_cost import RowCharges, counted
 
 
 @dataclass
@@ -49,9 +49,7 @@ class LateCosts:
 def resolved_record(old: dict[str, Any], fields: dict[str, Any], now: str) -> dict[str, Any]:
     """`old` with the cost `fields` known now; `spent` moves by what the row's own cost moved
     (its grading, also in `spent`, is unchanged)."""
-    before = old["cost"] if old.get("cost") is not None else old.get("cost_held") or 0.0
-    after = fields["cost"] if fields["cost"] is not None else fields["cost_held"] or 0.0
-    spent = max(0.0, spent_on(old) - before + after)
+    spent = max(0.0, spent_on(old) - counted(old) + counted(fields))
     record = record_head(
         old["id"], old["fingerprint"], old["status"], old["reason"], old["retryable"], fields["cost"], spent
     )

@@ -16,7 +16,7 @@ from ._client import ChatResult, Flight
 from ._matrix import Request
 from ._reader import spent_on
 from ._retry import AttemptLog
-from ._row_cost import RowCharges
+from ._row_cost import RowCharges, counted
 from ._scrub import Scrubber
 
 
@@ -63,7 +63,7 @@ class RowGrading:
         spent = RowCharges([part for grader in self.graders for part in grader.charges.parts])
         costs = spent.fields()
         # The row's `spent` (in the record head, what a resume counts) includes its grading.
-        grading = (costs["cost"] if costs["cost"] is not None else costs["cost_held"]) or 0.0
+        grading = counted(costs)
         return {
             **self.record,
             "spent": spent_on(self.record) + grading,  # a re-graded old record may lack it

@@ -4,6 +4,7 @@ imports nothing of the client."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,3 +87,10 @@ def uncharged(cost: float | None) -> dict[str, Any]:
     """The cost fields of a row with no attempt that could be billed: 0 for an error the
     server answered (zero-completion-insurance.mdx), None for a row that sent nothing."""
     return {"cost": cost, "cost_held": None, "cost_known": None, "cost_status": None, "cost_unknown": False}
+
+
+def counted(fields: Mapping[str, Any]) -> float:
+    """What a row's cost fields count as spent: the cost, or while it is unknown what is held
+    for it (its known parts and the worst cases of the rest)."""
+    cost = fields.get("cost")
+    return float(cost if cost is not None else fields.get("cost_held") or 0.0)

@@ -18,7 +18,7 @@ from ._matrix import Request
 from ._results import ResultsWriter, record_head
 from ._retry import AttemptLog
 from ._row import Row, internal_error
-from ._row_cost import RowCharges, uncharged
+from ._row_cost import RowCharges, counted, uncharged
 from ._scrub import Scrubber
 from ._status import Status, StopReason
 from ._stops import Stops
@@ -54,8 +54,8 @@ class RowRecords:
         started: float | None,
         **fields: Any,
     ) -> dict[str, Any]:
+        spent = counted(fields)
         cost = fields.pop("cost", None)
-        spent = cost if cost is not None else fields.get("cost_held") or 0.0
         record = record_head(request.id, request.fingerprint, status, reason, retryable, cost, spent)
         record.update(
             job=self.job_name,
