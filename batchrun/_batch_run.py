@@ -117,6 +117,8 @@ class BatchExecutor:
                 to_sync.append(request)  # the sync runner asks the cache itself
             elif self._graded_hit(request):
                 to_sync.append(request)  # the sync runner answers it from the cache and grades it
+            elif self._unbounded_under_limit(request):
+                to_sync.append(request)
             elif (cached := self.runner.cache.lookup(request) if self.runner.cache else None) is not None:
                 self.runner.answered_from_cache(request, cached)  # a hit is never submitted
             else:
@@ -129,6 +131,15 @@ class BatchExecutor:
         if cache is None or not any(is_judge(c) for c in request.checks):
             return False
         return cache.peek(request) is not None
+
+    def _unbounded_under_limit(self, request: Request) -> bool:
+        """A row whose worst case is $0 (a model listed free) or unknown (`allow_unknown_prices`),
+        under a limit. A batch is charged at once, and /key cannot be read between its requests,
+        so a charge above the listed price would show only when the batch is collected: every
+        such row of the job could be charged past the budget (break14e F7). In sync mode the
+        probe reads /key every few requests and bounds it; the batch discount lost is 50% of $0."""
+        costs = self.runner.costs
+        return self.runner.ledger.limit is not None and costs is not None and not costs.worst_case(request)
 
     # -- submitting --------------------------------------------------------------------------
     def _worst(self, group: list[Request]) -> float:

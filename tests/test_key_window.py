@@ -532,3 +532,35 @@ async def test_billed_retries_count_toward_the_probe_reads(tmp_path: Path) -> No
     server.answer = answer
     code, _, _ = await run(tmp_path, server, job_text(rows=200, attempts=6, max_wait_s=1))
     assert code == ExitCode.BUDGET and server.billed <= BUDGET + 18 * BILL
+
+
+@pytest.mark.parametrize("prices", [FREE, None], ids=["listed-free", "unknown-allowed"])
+async def test_batch_mode_under_a_limit_sends_rows_it_cannot_bound_through_the_probe(
+    tmp_path: Path, prices: dict[str, Any] | None
+) -> None:
+    # break14e F7: a batch is charged at once and /key cannot be read between its requests, so
+    # rows whose worst case is $0 (a model listed free, or an unknown worst case allowed by
+    # run.allow_unknown_prices) were all submitted together: a model listed free that bills
+    # $0.012 a request spent $2.40 on a $0.05 budget. Under a limit they now go through sync
+    # mode, where the probe reads /key every few requests (a batch discount of $0 is lost).
+    server = Server(honest_key, answer=zero_answer, prices=prices or PRICES)
+    submitted: list[RawRequest] = []
+
+    def submit(request: RawRequest) -> bytes:
+        submitted.append(request)
+        return json_answer(202, {"id": "batch_1", "status": "validating", "results": None})
+
+    hostile = server.hostile()
+    hostile.routes = {"/beta/batches": submit}
+    extra = {"mode": "batch", "batch_poll_s": 0.01, "allow_unknown_prices": prices is None}
+    text = job_text(rows=200, **extra)
+    if prices is None:
+        text = text.replace("{max_tokens: 16}", "{max_tokens: 16, plugins: [{id: web}]}")  # web results: unbounded
+    loaded = load_job(write_job(tmp_path, text))
+    with hostile.running():
+        options = RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=tmp_path / "o.jsonl", clock=FakeClock())
+        report = await run_job(loaded, options)
+    assert not submitted
+    assert server.chats < 40 and server.billed <= BUDGET + 18 * BILL
+    assert decide(report.summary, loaded.run, run=True)[0] == ExitCode.BUDGET
+    assert report.summary["batches"]["sync_rows"] == 200
