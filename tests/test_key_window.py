@@ -564,3 +564,40 @@ async def test_batch_mode_under_a_limit_sends_rows_it_cannot_bound_through_the_p
     assert server.chats < 40 and server.billed <= BUDGET + 18 * BILL
     assert decide(report.summary, loaded.run, run=True)[0] == ExitCode.BUDGET
     assert report.summary["batches"]["sync_rows"] == 200
+
+
+async def test_another_process_spending_on_the_key_far_from_the_limit_does_not_bring_a_read_per_request(
+    tmp_path: Path,
+) -> None:
+    # Verification of the break14e fixes (G5): another process on the key (a shard) spends
+    # $0.004 per request of this run, so every read found a gap above a tenth of a cent, and
+    # the probe stayed at `concurrency`: at concurrency 1, one /key read per request. Far from
+    # the limit such a gap is agreement; it is still counted as spent.
+    def shared(billed: float, reads: int) -> dict[str, Any]:
+        return key_data(billed + server.chats * 0.004)
+
+    def honest() -> bytes:
+        usage = {"prompt_tokens": 10, "completion_tokens": 2, "cost": BILL}
+        return json_answer(200, chat_payload(model=MODEL, usage=usage))
+
+    server = Server(shared, answer=honest)
+    code, summary, _ = await run(tmp_path, server, job_text(budget=20.0, rows=100, concurrency=1))
+    assert code == ExitCode.OK and server.chats == 100
+    assert server.key_reads <= 20  # start, 2, 4, 8, then every 8 requests, and the end
+    assert summary["key_gap_usd"] == pytest.approx(0.4, abs=0.04)  # the other process's spend, counted
+
+
+async def test_a_gap_near_the_limit_still_brings_the_reads_closer(tmp_path: Path) -> None:
+    # The tolerance shrinks with what is left: near the limit, a key charged beyond the ledger
+    # is read every `concurrency` requests again.
+    def shared(billed: float, reads: int) -> dict[str, Any]:
+        return key_data(billed + server.chats * 0.004)
+
+    def honest() -> bytes:
+        usage = {"prompt_tokens": 10, "completion_tokens": 2, "cost": BILL}
+        return json_answer(200, chat_payload(model=MODEL, usage=usage))
+
+    server = Server(shared, answer=honest)
+    code, _, _ = await run(tmp_path, server, job_text(budget=0.5, rows=100, concurrency=1))
+    assert code == ExitCode.BUDGET
+    assert server.key_reads >= server.chats // 2  # most requests are followed by a read
