@@ -552,14 +552,15 @@ async def test_batch_mode_under_a_limit_sends_rows_it_cannot_bound_through_the_p
 
     hostile = server.hostile()
     hostile.routes = {"/beta/batches": submit}
-    extra = {"mode": "batch", "batch_poll_s": 0.01, "allow_unknown_prices": prices is None}
-    text = job_text(rows=200, **extra)
+    text = job_text(rows=200, mode="batch", batch_poll_s=0.01, allow_unknown_prices=prices is None)
     if prices is None:
         text = text.replace("{max_tokens: 16}", "{max_tokens: 16, plugins: [{id: web}]}")  # web results: unbounded
     loaded = load_job(write_job(tmp_path, text))
     with hostile.running():
-        options = RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=tmp_path / "o.jsonl", clock=FakeClock())
-        report = await run_job(loaded, options)
+        output = tmp_path / "o.jsonl"
+        report = await run_job(
+            loaded, RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=output, clock=FakeClock())
+        )
     assert not submitted
     assert server.chats < 40 and server.billed <= BUDGET + 18 * BILL
     assert decide(report.summary, loaded.run, run=True)[0] == ExitCode.BUDGET
