@@ -80,7 +80,9 @@ def sidecar_problem(path: Path, role: str = "a results file") -> str | None:
     `-o night.attempts.jsonl`, then a run on night.jsonl deleted those paid rows, exit 0; its
     verification F9: `report --html night.summary.json` replaced the summary, and its key gap)."""
     for suffix, what in SIDECARS.items():
-        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+        # Any case: on a file system that ignores it (macOS, Windows), night.Summary.json is
+        # night.jsonl's summary.
+        if path.name.lower().endswith(suffix) and len(path.name) > len(suffix):
             owner = path.with_name(path.name[: -len(suffix)] + ".jsonl")
             return (
                 f"{path}: that is the name of the {what} batchrun writes beside {owner.name}; {role} "

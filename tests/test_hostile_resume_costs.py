@@ -329,6 +329,9 @@ def test_a_key_gap_survives_a_kill_9_of_the_resume_that_read_it(tmp_path: Path) 
         ("night.attempts.jsonl", "batchrun writes beside night.jsonl"),
         ("night.summary.json", "batchrun writes beside night.jsonl"),
         ("night.batches.json", "batchrun writes beside night.jsonl"),
+        # The same names in another case are those files on a file system that ignores case.
+        ("night.Attempts.jsonl", "batchrun writes beside night.jsonl"),
+        ("night.SUMMARY.json", "batchrun writes beside night.jsonl"),
         # Its verification (F3, F4): `night`, `night.json` and `night.jsonl` shared one summary
         # and one journal: a run on one took the other's key gap and crash journal.
         ("night", "a results file's name ends in .jsonl"),
