@@ -6,6 +6,7 @@ to the `notice` callback and everything else comes back in the RunReport.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -220,6 +221,8 @@ async def _locked_run(
     prior_spend += key_gap_before
     isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
     cache = open_cache(job, options, notice)
+    journal: AttemptJournal | None = None
+    whole = False  # every attempt is in a record: the journal can go (once the summary is written)
     try:
         job_budget = settings.budget_usd
         if job_budget is not None:
@@ -263,7 +266,6 @@ async def _locked_run(
             on_start(estimated.total_rows)
         requests: Iterator[Request] = matrix_requests(job, options.shard)
         executor = None
-        whole = False  # every attempt is in a record: the journal can go
         try:
             try:
                 if batch is not None:
@@ -279,10 +281,6 @@ async def _locked_run(
         except OutputFailed as failure:
             # The results file cannot be written: a stop of its own (exit code IO).
             outcome = PoolOutcome(StopReason.IO, str(failure), runner.ledger.committed)
-        finally:
-            # Kept when records were lost (a failed write, or an exception on its way up):
-            # the next run on this output counts the attempts they would have held.
-            journal.close(whole=whole)
 
         def cleanup_left() -> float | None:
             # The end-of-run /key read may use the grace after the deadline, as rows do.
@@ -349,9 +347,13 @@ async def _locked_run(
         if executor is not None:
             data["batches"] = executor.outcome.as_json(str(executor.state.path))
         data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
+        if late_gap > 0:
+            with contextlib.suppress(OutputFailed):  # the summary below carries it too
+                journal.key_gap(runner.ledger.from_key + late_gap)
         try:
             write_json_atomically(summary_path(output), data)
         except OSError as exc:
+            whole = False  # the journal's key gap is in no summary: a resume reads it there
             message = f"{summary_path(output)}: writing the summary failed: {exc.strerror or exc}"
             if data["stop"] is None:
                 data.update({"stop": StopReason.IO, "stop_message": message, "complete": False})
@@ -359,6 +361,13 @@ async def _locked_run(
                 notice(f"warning: {message}")
         return RunReport(output, data, outcome)
     finally:
+        # The journal goes only once the summary holds the key gap it carries: deleted before
+        # the end-of-run lookups and /key read, a kill -9 there lost the gap, and the resume
+        # spent the budget again ($0.91 on $0.50: break14h H5). Kept when records were lost
+        # (a failed write, an exception on its way up): the next run counts their attempts.
+        # A kill between the summary's rename and this unlink counts the gap twice (safe side).
+        if journal is not None:
+            journal.close(whole=whole)
         if isolated is not None and isolated.removed is None:
             await isolated.finish(notice)  # a failure before the end: still remove the key
         await client.aclose()

@@ -326,6 +326,27 @@ async def test_a_resume_counts_what_earlier_key_windows_counted(tmp_path: Path) 
     assert f"${gap:.6f} counted as spent beyond the rows' records" in page.read_text()
 
 
+async def test_the_journal_keeps_the_key_gap_until_the_summary_holds_it(tmp_path: Path) -> None:
+    # break14h H5: the attempt journal, which carries the key gap across a kill -9, was deleted
+    # before the end-of-run lookups, the end /key read and the summary: a kill there lost the
+    # gap ($0.43), and the resume spent the budget again ($0.91 on $0.50). What a kill -9 would
+    # leave is looked at while the end-of-run /key read is under way.
+    journal = tmp_path / "o.attempts.jsonl"
+    gaps_on_disk: list[float] = []
+
+    def watching(billed: float, reads: int) -> dict[str, Any]:
+        text = journal.read_text() if journal.exists() else ""
+        gaps = [json.loads(line)["key_gap"] for line in text.splitlines() if '"key_gap"' in line]
+        gaps_on_disk.append(max(gaps, default=0.0))
+        return key_data(billed)
+
+    server = Server(key=watching)
+    code, summary, _ = await run(tmp_path, server)
+    assert code == ExitCode.BUDGET and summary["key_gap_usd"] > 0.02
+    assert gaps_on_disk[-1] == pytest.approx(summary["key_gap_usd"], abs=1e-6)  # the end read's moment
+    assert not journal.exists()  # gone once the summary holds it
+
+
 # -- a waiter beyond the window reads /key once per change, not in a loop ------------------------
 async def test_a_reservation_waiting_beyond_the_window_reads_the_key_once_per_change() -> None:
     # Verification of break14c (NEW-1): opening the window woke every waiter, and each read
