@@ -354,6 +354,10 @@ class BatchExecutor:
     # -- the run -----------------------------------------------------------------------------
     async def run(self, requests: Iterable[Request]) -> PoolOutcome:
         runner = self.runner
+        # The graders of collected batches are sync requests: the key window and the probe
+        # follow them like any (break14h H4: a grader listed at $0 that billed $0.012 a request
+        # graded the whole job, $2.40 on a $0.05 budget, with /key read only at the start and end).
+        runner.dispatch.watch_key()
         for entry in self.state.open_entries() + self.state.in_doubt():
             # Submitted by an earlier run (or maybe submitted: in doubt), not yet settled: it may
             # be running and billing, so its worst case counts as spent until it is collected,

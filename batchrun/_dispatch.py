@@ -68,6 +68,7 @@ class Dispatcher:
         self._refreshing: asyncio.Future[None] | None = None  # the periodic /key read under way
         # Under a limit, /key is also read every `_probe` requests (watch_key): see _next_probe.
         self._probe: int | None = None
+        self._watching = False  # watch_key ran
         self.journal: AttemptJournal | None = None  # set by a run that writes results
 
     def worst_case(self, request: Request) -> float | None:
@@ -225,9 +226,11 @@ class Dispatcher:
         """With a limit and the key's usage to follow, every reservation draws on the ledger's
         key window, and /key is read again before one that it cannot hold (_ledger). Under a
         limit, a /key that answered at the start without a usable usage leaves nothing to
-        follow: the run stops before sending anything (`key_lost`)."""
-        if self.costs is None or self.costs.models is None:
+        follow: the run stops before sending anything (`key_lost`). Once per run: batch mode
+        watches from its start (its graders are sync requests), then may run rows in sync mode."""
+        if self.costs is None or self.costs.models is None or self._watching:
             return
+        self._watching = True
         if self.key_start.usage is None:
             if self.key_start.unread is not None and self.ledger.limit is not None:
                 self.key_lost(f"its usage could not be read at the start of the run ({self.key_start.unread})")

@@ -623,3 +623,44 @@ async def test_a_gap_near_the_limit_still_brings_the_reads_closer(tmp_path: Path
     code, _, _ = await run(tmp_path, server, job_text(budget=0.5, rows=100, concurrency=1))
     assert code == ExitCode.BUDGET
     assert server.key_reads >= server.chats // 2  # most requests are followed by a read
+
+
+async def test_batch_mode_graders_are_followed_by_the_probe(tmp_path: Path) -> None:
+    # break14h H4: the graders of collected batches are sync requests, yet batch mode never
+    # watched the key: a grader listed at $0 that billed $0.012 a request graded all 200 rows,
+    # $2.40 on a $0.05 budget, /key read at the start and the end only.
+    grader = "anthropic/claude-3.5-haiku"  # listed free here
+    cheap = {MODEL: {"pricing": {"prompt": "0.00001", "completion": "0.00002", "request": "0"}}}
+    server = Server(honest_key, prices={**cheap, grader: FREE[MODEL]})  # a batch of 200: about $0.32
+    submitted: list[str] = []
+    verdict = '{"pass": true, "score": 1, "reason": "ok"}'
+    server.answer = lambda: json_answer(200, chat_payload(verdict, model=grader, usage={"cost": 0}))
+
+    def submit(request: RawRequest) -> bytes:
+        submitted.extend(r["custom_id"] for r in request.json()["requests"])
+        return json_answer(202, {"id": "batch_1", "status": "validating", "results": None})
+
+    def batch(request: RawRequest) -> bytes:
+        results = [
+            {"custom_id": i, "response": {"status_code": 200, "body": chat_payload(id=f"gen-{i}")}, "error": None}
+            for i in submitted
+        ]
+        done = {"status": "completed", "usage": {"cost": 0.0001 * len(submitted)}, "results": results}
+        return json_answer(200, {"id": "batch_1", "object": "batch", **done})
+
+    hostile = server.hostile()
+    hostile.routes = {"/beta/batches": submit, "/batch_1": batch}
+    text = job_text(budget=0.5, rows=200, mode="batch", batch_poll_s=0.01)
+    text = text.replace("prompts:", f"judge: {{model: {grader}}}\nprompts:").replace(
+        "    vars:", "    checks: [{judge: 'Right.'}]\n    vars:"
+    )
+    loaded = load_job(write_job(tmp_path, text))
+    with hostile.running():
+        output = tmp_path / "o.jsonl"
+        report = await run_job(
+            loaded, RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=output, clock=FakeClock())
+        )
+    assert len(submitted) == 200, report.summary["stop_message"]  # the answers were batched (priced), the graders sent in sync
+    answers = 0.0001 * 200
+    assert server.chats < 200 and server.billed + answers <= 0.5 + 18 * BILL
+    assert decide(report.summary, loaded.run, run=True)[0] == ExitCode.BUDGET
