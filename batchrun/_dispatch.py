@@ -89,6 +89,16 @@ class Dispatcher:
 
     async def reserve(self, worst: float | None) -> float | None:
         """Reserve the worst case; None (and a stop) when the budget cannot hold it."""
+        if worst is None and self.ledger.limit is not None and not self.settings.allow_unknown_prices:
+            # Pre-flight refuses such a request under a limit, but not one it planned as a cache
+            # hit: when the entry is gone at dispatch (its ttl_s passed mid-run, a prune, the
+            # cache turned off), it went out reserving $0 ($0.97 on $0.50: break14h H2).
+            self.stops.request(
+                StopReason.CREDITS if self.limit_from_key else StopReason.BUDGET,
+                "the next request's worst case is not known (planned as a cache hit, its entry was gone "
+                "when it was due): under a limit it is not sent (run.allow_unknown_prices)",
+            )
+            return None
         try:
             return await self.ledger.reserve(worst or 0.0)
         except BudgetExhausted:

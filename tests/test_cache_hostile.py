@@ -141,3 +141,53 @@ def test_a_cache_file_edited_to_lie_gives_misses_never_a_crash(tmp_path: Path) -
     [hit] = [r for r in rows if r["cached"]]
     assert hit["latency_ms"] is None and hit["passed"] is True
     assert stats[0] == 0 and "entries: 7," in stats[1] and "Traceback" not in stats[2]
+
+
+IMAGE_JOB = """
+name: gone-hits
+defaults:
+  params: {max_tokens: 16}
+models: [openai/gpt-4o-mini]
+prompts:
+  - id: text
+    text: "Capital of {{country}}?"
+    vars: [{country: France}]
+  - id: picture
+    messages:
+      - role: user
+        content:
+          - {type: text, text: "What is in picture {{n}}?"}
+          - {type: image_url, image_url: {url: "https://example.org/{{n}}.png"}}
+    vars: [{n: 1}, {n: 2}, {n: 3}]
+run: {concurrency: 1, timeout_s: 10, max_attempts: 1, grace_s: 1}
+"""
+
+
+def test_a_planned_hit_of_unknown_worst_case_gone_at_dispatch_is_not_sent_under_a_limit(tmp_path: Path) -> None:
+    # break14h H2: a row whose worst case is unknown (an image by URL) passes pre-flight under a
+    # limit as a planned cache hit; its entry gone when it was due (ttl_s passed mid-run, a
+    # `cache clear` or prune by another process), it was sent reserving $0: $0.97 on $0.50.
+    job, cache = write_job(tmp_path, IMAGE_JOB), tmp_path / "cache"
+    clear_at: list[int] = []
+
+    def answer(request: RawRequest) -> bytes:
+        if clear_at and len(server.chat_rows()) == clear_at[0]:  # another process clears the cache
+            with sqlite3.connect(cache / FILE_NAME) as db:
+                db.execute("DELETE FROM entries")
+        return json_answer(200, chat_payload("A cat"))
+
+    server = HostileServer(chat=answer)
+    with server.running():
+        args = ("--base-url", server.base_url, f"--cache={cache}")
+        assert call_cli(job, "-o", tmp_path / "a.jsonl", *args)[0] == 0  # no limit: allowed
+        # The same pictures (cached) after new text rows (not): the cache is cleared meanwhile.
+        job = write_job(tmp_path, IMAGE_JOB.replace("{country: France}", "{country: Japan}, {country: Peru}"))
+        clear_at.append(len(server.chat_rows()) + 1)
+        first_sent = len(server.chat_rows())
+        code, out, err = call_cli(job, "-o", tmp_path / "b.jsonl", *args, "--budget", "0.5")
+        sent = [r.body.decode() for r in server.requests if r.path.endswith("/chat/completions")][first_sent:]
+    assert "Traceback" not in err
+    assert sent and not any("in picture" in body for body in sent)  # no unbounded request went out
+    assert code == 5 and "worst case is not known" in out
+    rows = {r["id"]: r for r in read_rows(tmp_path / "b.jsonl")}
+    assert [r["status"] for r in rows.values() if r["prompt_id"] == "picture"] == ["skipped"] * 3
