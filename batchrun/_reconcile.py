@@ -41,6 +41,13 @@ def key_usage(info: dict[str, Any] | None) -> float | None:
     return usage
 
 
+def _totals(info: dict[str, Any] | None) -> tuple[tuple[str, float], ...]:
+    """The key's running totals that read as money: `usage` and `byok_usage` ("Total external
+    BYOK usage", openapi /key), which only ever rise."""
+    found = ((name, money(info.get(name)) if info else None) for name in ("usage", "byok_usage"))
+    return tuple((name, value) for name, value in found if value is not None)
+
+
 def byok_outside_limit(info: dict[str, Any] | None) -> float | None:
     """`byok_usage` of a key whose limit does not include BYOK spend (`include_byok_in_limit`
     false): not in key_usage, yet the ledger counts a BYOK answer's upstream cost, so the end-of-run
@@ -59,12 +66,13 @@ class KeyStart:
     unread: str | None = None  # why /key answered without a usable usage
     remaining: float | None = None  # its limit_remaining (key_spend)
     byok_outside: float | None = None  # byok_usage a limit leaves out (byok_outside_limit)
+    totals: tuple[tuple[str, float], ...] = ()  # each running total as it was: never falls
 
     @classmethod
     def of(cls, info: dict[str, Any] | None) -> KeyStart:
         usage = key_usage(info)
         unread = "its usage is missing or not a number" if info is not None and usage is None else None
-        return cls(usage, unread, key_remaining(info), byok_outside_limit(info))
+        return cls(usage, unread, key_remaining(info), byok_outside_limit(info), _totals(info))
 
     def followed(self, info: dict[str, Any] | None) -> tuple[float | None, str | None]:
         """The key's usage now, measured like the ledger's spend, or None and why it cannot be
@@ -77,6 +85,12 @@ class KeyStart:
             return None, "/key answered a usage that is missing or not a number"
         if self.usage is not None and usage < self.usage - MISMATCH_USD:
             return usage, f"its usage went down (${self.usage:.4f} -> ${usage:.4f}), which usage cannot do"
+        # Each running total on its own: a `byok_usage` falling by what `usage` rose kept their
+        # sum flat, and the key window saw none of the charges ($2.40 on $0.50: break14h H3).
+        now = dict(_totals(info))
+        for name, before in self.totals:
+            if name in now and now[name] < before - MISMATCH_USD:
+                return usage, f"its {name} went down (${before:.4f} -> ${now[name]:.4f}), which a running total cannot do"
         byok = byok_outside_limit(info)
         if self.byok_outside is not None and byok is not None and byok >= self.byok_outside:
             usage += byok - self.byok_outside

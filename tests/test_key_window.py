@@ -664,3 +664,21 @@ async def test_batch_mode_graders_are_followed_by_the_probe(tmp_path: Path) -> N
     answers = 0.0001 * 200
     assert server.chats < 200 and server.billed + answers <= 0.5 + 18 * BILL
     assert decide(report.summary, loaded.run, run=True)[0] == ExitCode.BUDGET
+
+
+@pytest.mark.parametrize("falling", ["byok_usage", "usage"])
+async def test_a_running_total_that_falls_while_another_rises_is_a_key_that_cannot_be_followed(
+    tmp_path: Path, falling: str
+) -> None:
+    # break14h H3: with include_byok_in_limit, a byok_usage falling by what usage rose kept their
+    # sum flat: the key window saw none of the charges, $2.40 on a $0.50 budget, exit 0.
+    def flat(billed: float, reads: int) -> dict[str, Any]:
+        down = 100.0 - billed
+        totals = {"usage": billed, "byok_usage": down} if falling == "byok_usage" else {"usage": down, "byok_usage": billed}
+        return key_data(totals.pop("usage"), include_byok_in_limit=True, **totals)
+
+    server = Server(flat)
+    code, summary, _ = await run(tmp_path, server, job_text(budget=0.5, rows=200))
+    assert code == ExitCode.BUDGET and summary["stop"] == "key_unreadable"
+    assert f"its {falling} went down" in summary["stop_message"]
+    assert server.billed <= 0.5 + 18 * BILL
