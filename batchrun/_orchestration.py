@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ._account import reconcile_run
+from ._account import counted_at_end, reconcile_run
 from ._batch_api import BatchClient
 from ._batch_run import BatchExecutor, held_open
 from ._batch_state import INTENT, SUBMITTED, BatchState, state_path
@@ -35,7 +35,6 @@ from ._output_paths import (
 )
 from ._preflight import job_routing_warning, keep_row, make_client, open_cache, preflight
 from ._pricing import money
-from ._reconcile import MISMATCH_USD
 from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail, scan_states
 from ._retry import retry_policy
 from ._run_output import check_output, earlier_summary, resolve_output
@@ -317,15 +316,8 @@ async def _locked_run(
             )
         if executor is not None:
             summary.add_pending_batches(executor.state.pending())
-        # What the end-of-run /key read shows charged beyond the ledger, past what the key window
-        # already counted: spent too, in no record, so the run's spend and the file's key gap
-        # carry it. A run the window never stopped (a deadline, a price list that lies, a batch
-        # said to have run nothing) forgot it, and its resume spent the budget again (break14e E9,
-        # E2, E8, E10); its exit code said 0 for a key charged past the limit (E6).
-        # Within the reconciliation's cent of tolerance it is noise (rounding, a lagging /key).
-        difference = reconciliation.get("difference_usd") or 0.0
-        late_gap = max(0.0, difference - runner.ledger.from_key) if difference > MISMATCH_USD else 0.0
-        reconciliation["counted_at_end_usd"] = round(late_gap, 8)
+        # Spent beyond the ledger at the end: the run's spend and the file's key gap carry it.
+        late_gap = counted_at_end(reconciliation, runner.ledger)
         data = summary.result(
             output=str(output),
             stop=outcome.stop,

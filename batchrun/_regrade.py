@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._checks import answer_of, grade, is_judge, without_latency_checks
+from ._account import counted_at_end, reconcile_run
 from ._costs import CostModel
 from ._items import ItemGate
 from ._job import Job
@@ -27,6 +28,7 @@ from ._ledger import CreditLedger
 from ._matrix import Request, matrix_requests
 from ._options import RunOptions
 from ._preflight import make_client, preflight
+from ._retry import retry_policy
 from ._row import RowGrading
 from ._status import Status
 from ._summary import SummaryBuilder
@@ -142,15 +144,26 @@ async def regrade_file(
             costs=costs,
             ledger=CreditLedger(pre.budget),
             limit_from_key=pre.limit_from_key,
+            key_start=pre.key_start,
             judge=job.judge,
         )
+        # Grader requests are paid like a run's: the key window and its probe follow them, and
+        # the key is reconciled at the end (break14h H1: graders under-reporting, or listed at
+        # $0 and billing, spent $2.40 on a $0.05 budget, exit 0, /key read once).
+        runner.dispatch.watch_key()
         await regrade_with_judges(records, job, runner, emit)
         await runner.charges.retry_lookups()
+        policy = retry_policy(settings)
+        reconciliation = await reconcile_run(
+            client, runner.ledger, runner.charges, pre.key_start, policy, options.clock.sleep, lambda: None
+        )
+        late_gap = counted_at_end(reconciliation, runner.ledger)
     finally:
         await client.aclose()
     return builder.result(
         stop=runner.stop_reason,
         stop_message=runner.stop_message,
         budget_usd=pre.budget,
-        spent_usd=round(runner.ledger.committed, 8),
+        spent_usd=round(runner.ledger.committed + late_gap, 8),
+        reconciliation=reconciliation,
     )

@@ -682,3 +682,27 @@ async def test_a_running_total_that_falls_while_another_rises_is_a_key_that_cann
     assert code == ExitCode.BUDGET and summary["stop"] == "key_unreadable"
     assert f"its {falling} went down" in summary["stop_message"]
     assert server.billed <= 0.5 + 18 * BILL
+
+
+def test_report_job_regrading_is_followed_by_the_key_window_and_reconciled(tmp_path: Path) -> None:
+    # break14h H1: `report --job` re-grading had no key window, no probe and no reconciliation:
+    # a grader listed at $0 that billed $0.012 a request re-graded all 200 rows, $2.40 on a
+    # $0.05 budget, exit 0, "spent $0.000000 of $0.050000".
+    grader = "anthropic/claude-3.5-haiku"  # listed free here
+    server = Server(honest_key, answer=zero_answer, prices={**PRICES, grader: FREE[MODEL]})
+    plain = job_text(budget=None, rows=200)
+    judged = plain.replace("prompts:", f"judge: {{model: {grader}}}\nprompts:").replace(
+        "    vars:", "    checks: [{judge: 'Right.'}]\n    vars:"
+    )
+    output = tmp_path / "o.jsonl"
+    with server.hostile().running() as hostile:
+        assert call_cli(write_job(tmp_path, plain), "--base-url", hostile.base_url, "-o", output)[0] == 0
+        verdict = '{"pass": true, "score": 1, "reason": "ok"}'
+        server.answer = lambda: json_answer(200, chat_payload(verdict, model=grader, usage={"cost": 0}))
+        answered, billed = server.chats, server.billed
+        job = tmp_path / "judged" / "job.yaml"
+        job.parent.mkdir()
+        job.write_text(judged)
+        code, out, err = call_cli("report", output, "--job", job, "--base-url", hostile.base_url, "--budget", "0.05")
+    assert code == ExitCode.BUDGET, (out, err)
+    assert server.chats - answered < 40 and server.billed - billed <= 0.05 + 18 * BILL
