@@ -37,6 +37,8 @@ _STOP_CODES: dict[str, ExitCode] = {
     StopReason.SUBMITTED: ExitCode.SUBMITTED,
     StopReason.IO: ExitCode.IO,
 }
+# Stops the README's order (7, 9, 5, 11, 6, 10) ranks below a spend past the limit (5).
+_BELOW_BUDGET = (ExitCode.IO, ExitCode.DEADLINE, ExitCode.SUBMITTED)
 
 
 def _thresholds(
@@ -82,12 +84,14 @@ def decide(
     `run`: the summary is a run's own, whose rows skipped without a stop make it incomplete
     (`report --job` decides that from the matrix itself, with `--allow-partial`)."""
     stop = summary.get("stop")
-    if stop in _STOP_CODES:
-        return _STOP_CODES[stop], [f"stopped: {stop}"]
     budget, spent = summary.get("budget_usd"), summary.get("spent_usd")
-    if budget is not None and spent is not None and spent > budget + 1e-6:  # the summary rounds to 8 places
+    over = budget is not None and spent is not None and spent > budget + 1e-6  # the summary rounds to 8 places
+    if stop in _STOP_CODES and not (over and _STOP_CODES[stop] in _BELOW_BUDGET):
+        return _STOP_CODES[stop], [f"stopped: {stop}"]
+    if budget is not None and spent is not None and over:
         # Charges above their worst cases (a lookup, the key's usage) can end a run past its
-        # limit without a stop; the exit code says so (break-14b M7), never 0.
+        # limit without a stop, or with one that ranks below 5 (a deadline: 6, said to be
+        # resumable: break14h H9); the exit code says so (break-14b M7), never 0.
         return ExitCode.BUDGET, [f"spent ${spent:.6f}, over the run's limit of ${budget:.6f} by ${spent - budget:.6f}"]
     # Rows never answered although nothing stopped the run (a cancelled batch, a model stopped,
     # a rate limit past the wait cap): the run did not do its work, so never 0 (break-14b M9).

@@ -183,6 +183,26 @@ def test_a_run_that_spent_past_its_limit_exits_for_the_budget() -> None:
     assert decide(summary, RunSettings())[0] == ExitCode.OK
 
 
+@pytest.mark.parametrize(
+    ("stop", "code"),
+    [
+        # break14h H9: a deadline stop said 6, "resumable", for a key charged past the limit.
+        ("deadline", ExitCode.BUDGET),
+        ("submitted", ExitCode.BUDGET),
+        ("io", ExitCode.BUDGET),
+        # A signal and a rejected key outrank it (the README's order: 7, 9, 5, 11, 6, 10).
+        ("interrupted", ExitCode.INTERRUPTED),
+        ("auth", ExitCode.AUTH),
+    ],
+)
+def test_a_spend_past_the_limit_outranks_the_stops_below_it(stop: str, code: ExitCode) -> None:
+    summary = summary_of(record("1", "m", "p"))
+    summary.update({"budget_usd": 0.05, "spent_usd": 0.264, "stop": stop})
+    assert decide(summary, RunSettings())[0] == code
+    summary.update({"spent_usd": 0.05})
+    assert decide(summary, RunSettings())[0] != ExitCode.BUDGET
+
+
 def test_error_rows_are_not_failed_checks() -> None:
     summary = summary_of(
         record("1", "m", "p"), record("2", "m", "p", passed=False), record("3", "m", "p", status="error")
