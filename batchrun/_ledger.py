@@ -143,6 +143,12 @@ class CreditLedger:
         self.reserved -= reservation
         self.in_flight -= 1
         self.spent += actual
+        if actual > reservation and self.from_key > 0:
+            # A charge above its worst case that a /key read saw while the attempt was in
+            # flight was counted then as key gap, and now again as spent (break14h H6: $1.20
+            # charged read as $1.56 spent). Release that part; if the gap was another's, the
+            # next read finds it again (follow_key compares the key with all that is counted).
+            self.from_key -= min(self.from_key, actual - reservation)
         self._wake()
 
     async def release(self, reservation: float) -> None:

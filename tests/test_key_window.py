@@ -706,3 +706,29 @@ def test_report_job_regrading_is_followed_by_the_key_window_and_reconciled(tmp_p
         code, out, err = call_cli("report", output, "--job", job, "--base-url", hostile.base_url, "--budget", "0.05")
     assert code == ExitCode.BUDGET, (out, err)
     assert server.chats - answered < 40 and server.billed - billed <= 0.05 + 18 * BILL
+
+
+async def test_a_charge_above_its_worst_case_seen_in_flight_is_counted_once() -> None:
+    # break14h H6: a /key read while the attempt was in flight counted its charge above the
+    # worst case as key gap, and its settling counted it again: $1.20 charged, $1.56 spent.
+    ledger = CreditLedger(1.0)
+    await ledger.reserve(0.01)
+    assert ledger.follow_key(0.1) == pytest.approx(0.09)  # the key shows the whole charge
+    await ledger.settle(0.01, 0.1)  # the answer reports it
+    assert ledger.from_key == pytest.approx(0.0) and ledger.committed == pytest.approx(0.1)
+    # A gap that was another process's is found again at the next read, never lost.
+    assert ledger.follow_key(0.15) == pytest.approx(0.05)
+
+
+async def test_honest_answers_above_their_worst_cases_add_up_to_what_the_key_was_charged(tmp_path: Path) -> None:
+    # H6 end to end: each answer honestly reports its $0.012, above a worst case of about
+    # $0.001 (prices listed ten times too low); reads of /key come while requests are in flight.
+    def honest() -> bytes:
+        usage = {"prompt_tokens": 10, "completion_tokens": 2, "cost": BILL}
+        return json_answer(200, chat_payload(model=MODEL, usage=usage))
+
+    low = {MODEL: {"pricing": {"prompt": "0.00001", "completion": "0.00002", "request": "0"}}}
+    server = Server(honest_key, answer=honest, prices=low)
+    code, summary, _ = await run(tmp_path, server, job_text(budget=0.5, rows=200, concurrency=4))
+    assert code == ExitCode.BUDGET
+    assert summary["spent_usd"] == pytest.approx(server.billed, abs=BILL)  # not the key gap on top
