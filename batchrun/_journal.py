@@ -8,14 +8,15 @@ results file ended then (`at`), and its worst case; when the reply's headers nam
 generation, a second line with its id. Each is one `os.write` (no fsync per request: a kill -9
 does not lose the page cache, only an OS crash or power cut can, and then at most the lines
 since the kernel last wrote them back; an fsync per request would cost each request a disk
-flush). A run that ends without losing a record deletes the file.
+flush). A run that ends without losing a record deletes the file once its summary is written.
 
 A later run on the same output (a resume) reads what a crash left: an attempt whose row has no
 record starting at or after its `at` was in flight, or abandoned, when the process died. Its
 cost is looked up by generation id where one was journaled; otherwise its worst case is held.
 Each such row gets a `skipped` record (reason `crashed`) carrying those attempts
 (`abandoned_attempts`, `cost_held`, `spent`), so the budget and every reader count them; the
-row itself is sent again like any skipped row. Then the journal is deleted.
+row itself is sent again like any skipped row. The journal stays until the run's own replaces it
+(AttemptJournal), carrying its key gap on.
 """
 
 from __future__ import annotations
@@ -51,12 +52,21 @@ class AttemptJournal:
         # in no summary yet, so this journal carries it on, or a crash of this run too would
         # lose it (break14e E3: the resume of a resume spent it again).
         self._carried = carried_gap
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         # Whose attempts these are: a later run of another job on the output must not take
-        # them for its own rows (break14c N11).
-        self._write(orjson.dumps({"job": job}) + b"\n")
+        # them for its own rows (break14c N11). Written whole beside, then renamed over the
+        # journal a crash left (which `recover` keeps): until this moment that one holds the
+        # key gap this one carries on, so a resume killed in its pre-flight, or refused there,
+        # does not lose it (break14h H7: $0.65 on $0.50 after two crashes).
+        head = orjson.dumps({"job": job}) + b"\n"
         if carried_gap > 0:
-            self.key_gap(0.0)
+            head += orjson.dumps({"key_gap": carried_gap}) + b"\n"
+        fresh = self.path.with_name(self.path.name + ".new")
+        try:
+            fresh.write_bytes(head)
+            os.replace(fresh, self.path)
+        except OSError as exc:
+            raise OutputFailed(f"{self.path}: writing the attempt journal failed: {exc.strerror or exc}") from None
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
     def _write(self, line: bytes) -> None:
         try:
@@ -182,6 +192,7 @@ async def recover(
                 writer.write(record, request.payload)
         finally:
             writer.close()
-    path.unlink()
+    # The journal stays until this run's own replaces it (AttemptJournal), carrying its key gap:
+    # its attempts now have records (crashed), so a recovery after another crash drops them.
     out.key_gap += out.orphans_usd
     return out

@@ -14,7 +14,7 @@ import pytest
 from batchrun import ExitCode, load_job, matrix_requests
 from batchrun._reader import final_records, scan_states
 
-from .conftest import FAKE_KEY, call_cli, child_env, start, wait_for_lines, write_job
+from .conftest import FAKE_KEY, call_cli, child_env, read_rows, start, wait_for_lines, write_job
 from .hostile import HostileServer, RawRequest, chat_payload, http, json_answer, run
 
 pytestmark = pytest.mark.usefixtures("keys_env")
@@ -319,6 +319,35 @@ def test_a_key_gap_survives_a_kill_9_of_the_resume_that_read_it(tmp_path: Path) 
     assert "Traceback" not in err
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["key_gap_usd"] >= 0.25 and summary["spent_before_usd"] >= 0.25
+
+
+def test_a_key_gap_survives_a_resume_refused_in_its_pre_flight(tmp_path: Path) -> None:
+    # break14h H7: the resume deleted the crashed run's journal (key_gap $0.25) before its
+    # pre-flight, and began its own only after it: refused there (exit 2), or killed there, it
+    # lost the gap, and the next resume spent it again. The journal now stays until the run's
+    # own, carrying the gap, replaces it.
+    path = write_job(tmp_path, KILL_JOB)
+    out = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.attempts.jsonl"
+    out.write_text("")
+    row = next(iter(matrix_requests(load_job(path)))).id
+    journal.write_text(
+        f'{{"job": "crash"}}\n{{"row": "{row}", "at": 0, "usd": 0.01, "model": "m"}}\n{{"key_gap": 0.25}}\n'
+    )
+    unlisted = HostileServer(chat=_stall, models=lambda request: json_answer(200, {"data": []}))  # the model is gone
+    with unlisted.running():
+        code, _, err = call_cli(path, "--base-url", unlisted.base_url, "-o", out, "--resume", "--budget", "1")
+    assert code == ExitCode.USAGE and "not offered" in err
+    assert '{"key_gap": 0.25}' in journal.read_text()  # still there for the next resume
+    server = _honest()
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--resume", "--budget", "1")
+    assert "Traceback" not in err
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["key_gap_usd"] == pytest.approx(0.25) and summary["spent_before_usd"] == pytest.approx(0.26)
+    crashed = [r for r in read_rows(out) if r.get("reason") == "crashed"]
+    assert [r["id"] for r in crashed] == [row]  # recorded once, by the refused resume
+    assert not journal.exists()
 
 
 @pytest.mark.parametrize(
