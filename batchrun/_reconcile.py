@@ -90,7 +90,10 @@ class KeyStart:
         now = dict(_totals(info))
         for name, before in self.totals:
             if name in now and now[name] < before - MISMATCH_USD:
-                return usage, f"its {name} went down (${before:.4f} -> ${now[name]:.4f}), which a running total cannot do"
+                return (
+                    usage,
+                    f"its {name} went down (${before:.4f} -> ${now[name]:.4f}), which a running total cannot do",
+                )
         byok = byok_outside_limit(info)
         if self.byok_outside is not None and byok is not None and byok >= self.byok_outside:
             usage += byok - self.byok_outside

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ._checks import answer_of, grade, is_judge, without_latency_checks
 from ._account import counted_at_end, reconcile_run
+from ._checks import answer_of, grade, is_judge, without_latency_checks
 from ._costs import CostModel
 from ._items import ItemGate
 from ._job import Job

@@ -660,7 +660,9 @@ async def test_batch_mode_graders_are_followed_by_the_probe(tmp_path: Path) -> N
         report = await run_job(
             loaded, RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=output, clock=FakeClock())
         )
-    assert len(submitted) == 200, report.summary["stop_message"]  # the answers were batched (priced), the graders sent in sync
+    assert len(submitted) == 200, report.summary[
+        "stop_message"
+    ]  # the answers were batched (priced), the graders sent in sync
     answers = 0.0001 * 200
     assert server.chats < 200 and server.billed + answers <= 0.5 + 18 * BILL
     assert decide(report.summary, loaded.run, run=True)[0] == ExitCode.BUDGET
@@ -674,7 +676,9 @@ async def test_a_running_total_that_falls_while_another_rises_is_a_key_that_cann
     # sum flat: the key window saw none of the charges, $2.40 on a $0.50 budget, exit 0.
     def flat(billed: float, reads: int) -> dict[str, Any]:
         down = 100.0 - billed
-        totals = {"usage": billed, "byok_usage": down} if falling == "byok_usage" else {"usage": down, "byok_usage": billed}
+        totals = (
+            {"usage": billed, "byok_usage": down} if falling == "byok_usage" else {"usage": down, "byok_usage": billed}
+        )
         return key_data(totals.pop("usage"), include_byok_in_limit=True, **totals)
 
     server = Server(flat)
