@@ -258,6 +258,7 @@ class BatchExecutor:
             batch_id=entry.batch_id,
         )
         checks = without_latency_checks(request.checks)
+        grading = None
         if checks:
             tokens = result.usage.get("completion_tokens")
             answer = Answer(result.content, None, costs["cost"], tokens, result.finish_reason, result.tool_calls)
@@ -272,7 +273,7 @@ class BatchExecutor:
                 request, result, None, record["finished_at"], cost=costs["cost"], cost_status=record["cost_status"]
             )
         records.emit(request, record)
-        records.late.remember(request, record, charges)
+        records.late.remember(request, record, charges, grading.charges() if grading else None)
 
     def _end_failure(self, info: BatchInfo) -> RequestFailed:
         if info.status == "completed":

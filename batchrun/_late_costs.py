@@ -24,32 +24,55 @@ from ._matrix import Request
 from ._reader import spent_on
 from ._record_head import record_head
 from ._results import ResultsWriter
+from ._row import judge_cost_fields
 from ._row_cost import RowCharges, counted
 
 
 @dataclass
+class _Written:
+    request: Request
+    record: dict[str, Any]
+    charges: RowCharges  # the answer's
+    judge: RowCharges | None  # its graders'
+    judge_counted: float  # what the record's `spent` counted for its grading
+
+
+@dataclass
 class LateCosts:
-    """The rows written with an unknown cost, kept (record and charges) until the run ends."""
+    """The rows written with an unknown cost (their answer's or their grading's), kept (record
+    and charges) until the run ends."""
 
-    rows: list[tuple[Request, dict[str, Any], RowCharges]] = field(default_factory=list)
+    rows: list[_Written] = field(default_factory=list)
 
-    def remember(self, request: Request, record: dict[str, Any], charges: RowCharges) -> None:
-        if record.get("cost_status") == "unknown" and charges.parts:
-            self.rows.append((request, record, charges))
+    def remember(
+        self, request: Request, record: dict[str, Any], charges: RowCharges, judge: RowCharges | None = None
+    ) -> None:
+        answer_unknown = record.get("cost_status") == "unknown" and charges.parts
+        judge_unknown = record.get("judge_cost_status") == "unknown" and judge is not None and judge.parts
+        if answer_unknown or judge_unknown:
+            counted_then = counted(judge.fields()) if judge is not None else 0.0
+            self.rows.append(_Written(request, record, charges, judge, counted_then))
 
     def records(self, now: str) -> Iterator[tuple[dict[str, Any], bytes]]:
         """(record, request body) to append for each row whose cost fields changed since written."""
-        for request, old, charges in self.rows:
-            fields = charges.fields()
-            if all(old.get(name) == value for name, value in fields.items()):
+        for row in self.rows:
+            fields = row.charges.fields()
+            moved = counted(fields) - counted(row.record)
+            if row.judge is not None:
+                # A grader's cost looked up late: its row was said to be written again, yet kept
+                # `judge_cost: null` and its graders' worst cases in `spent` (break14h H8).
+                judged = row.judge.fields()
+                moved += counted(judged) - row.judge_counted
+                fields.update(judge_cost_fields(judged))
+            if all(row.record.get(name) == value for name, value in fields.items()):
                 continue  # nothing was learnt about this row
-            yield resolved_record(old, fields, now), request.payload
+            yield resolved_record(row.record, fields, moved, now), row.request.payload
 
 
-def resolved_record(old: dict[str, Any], fields: dict[str, Any], now: str) -> dict[str, Any]:
-    """`old` with the cost `fields` known now; `spent` moves by what the row's own cost moved
-    (its grading, also in `spent`, is unchanged)."""
-    spent = max(0.0, spent_on(old) - counted(old) + counted(fields))
+def resolved_record(old: dict[str, Any], fields: dict[str, Any], moved: float, now: str) -> dict[str, Any]:
+    """`old` with the cost `fields` known now; `spent` moves by what its answer's and its
+    grading's costs `moved`."""
+    spent = max(0.0, spent_on(old) + moved)
     record = record_head(
         old["id"], old["fingerprint"], old["status"], old["reason"], old["retryable"], fields["cost"], spent
     )

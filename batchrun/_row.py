@@ -60,18 +60,27 @@ class RowGrading:
         for index, check in enumerate(checks):
             if is_judge(check) and index not in judged:
                 judged[index] = ungraded(check, why)
-        spent = RowCharges([part for grader in self.graders for part in grader.charges.parts])
-        costs = spent.fields()
+        costs = self.charges().fields()
         # The row's `spent` (in the record head, what a resume counts) includes its grading.
-        grading = counted(costs)
         return {
             **self.record,
-            "spent": spent_on(self.record) + grading,  # a re-graded old record may lack it
-            "judge_cost": costs["cost"] if spent.parts else 0.0,
-            "judge_cost_status": costs["cost_status"],
-            "judge_cost_known": costs["cost_known"],
+            "spent": spent_on(self.record) + counted(costs),  # a re-graded old record may lack it
+            **judge_cost_fields(costs),
             **grade(checks, self.answer, judged),
         }
+
+    def charges(self) -> RowCharges:
+        """Every grader attempt's charge: the row's `judge_cost`."""
+        return RowCharges([part for grader in self.graders for part in grader.charges.parts])
+
+
+def judge_cost_fields(costs: dict[str, Any]) -> dict[str, Any]:
+    """A record's judge cost fields from its graders' cost fields (RowCharges.fields)."""
+    return {
+        "judge_cost": costs["cost"],  # 0 when no grader was sent, None while one's is unknown
+        "judge_cost_status": costs["cost_status"],
+        "judge_cost_known": costs["cost_known"],
+    }
 
 
 def answer_fields(result: ChatResult) -> dict[str, Any]:

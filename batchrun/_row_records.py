@@ -85,7 +85,7 @@ class RowRecords:
     def finish(self, row: Row, record: dict[str, Any]) -> None:
         row.written = True  # set first: a row whose write failed must not be written twice
         self.emit(row.request, record)
-        self.late.remember(row.request, record, row.charges)
+        self.late.remember(row.request, record, row.charges, row.grading.charges() if row.grading else None)
 
     def skip(self, request: Request, reason: str) -> None:
         self.emit(request, self.make(request, Status.SKIPPED, reason, True, None, **uncharged(None)))

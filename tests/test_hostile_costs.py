@@ -316,6 +316,43 @@ def test_unknown_costs_read_as_a_lower_bound_in_every_view(tmp_path: Path) -> No
     assert f"all rows in the file cost $0.000000+? (4 row(s) of unknown cost, up to ${held:.6f}" in again.stdout
 
 
+def test_grader_costs_found_after_the_rows_were_written_are_appended_with_the_rows(tmp_path: Path) -> None:
+    """break14h H8: each grader request is cut short (maybe billed), /generation knows it only at
+    the end-of-run lookups. The rows kept `judge_cost: null` and their graders' worst cases in
+    `spent`, though the summary said they were written again. Each is now appended again with
+    its grading's cost looked up, and `spent` moves to it."""
+    ids = iter(f"gen-j{n}" for n in range(100))
+    asked: set[str] = set()
+
+    def generation(request: RawRequest) -> bytes:
+        gid = request.path.split("id=")[1]
+        if gid not in asked:
+            asked.add(gid)
+            return json_answer(404, {"error": {"code": 404, "message": "Generation not found"}})
+        return json_answer(200, {"data": {"id": gid, "total_cost": 0.0002}})
+
+    def chat(request: RawRequest) -> bytes:
+        if "rubric" in request.body.decode():  # a grader's request
+            return _cut(next(ids))
+        return json_answer(200, chat_payload())  # the answer, $0.00001
+
+    server = HostileServer(chat=chat)
+    server.routes["/generation"] = generation
+    job = JOB.replace("prompts:", "judge: {model: openai/gpt-4o-mini}\nprompts:").replace(
+        "    vars:", "    checks: [{judge: 'Right.'}]\n    vars:"
+    )
+    outcome = run(server, tmp_path, job=job, row_of=lambda label: label.split(".")[0])
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(lines) == 8 and [r["judge_cost_status"] for r in lines[:4]] == ["unknown"] * 4
+    for first, again in zip(lines[:4], lines[4:], strict=True):
+        assert again["id"] == first["id"] and again["resolves"] == first["spent"] and again["cost_resolved_at"]
+        assert (again["judge_cost"], again["judge_cost_status"]) == (pytest.approx(0.0002), "looked_up")
+        assert again["spent"] == pytest.approx(0.00001 + 0.0002) and again["spent"] < first["spent"]
+        assert (again["cost"], again["cost_status"]) == (first["cost"], first["cost_status"])  # the answer's
+    assert {r["judge_cost_status"] for r in outcome.rows} == {"looked_up"}
+    assert scan_states(tmp_path / "out.jsonl").spent_usd == pytest.approx(4 * 0.00021)
+
+
 def test_costs_found_after_the_rows_were_written_are_appended_as_the_rows_again(tmp_path: Path) -> None:
     """break-14 #20: each row's lookup finds nothing yet (404), the end-of-run lookups find
     them all: each row is appended again with its cost (the first record is never changed),

@@ -347,6 +347,19 @@ async def test_the_journal_keeps_the_key_gap_until_the_summary_holds_it(tmp_path
     assert not journal.exists()  # gone once the summary holds it
 
 
+async def test_a_merged_file_keeps_the_key_gap_of_its_files(tmp_path: Path) -> None:
+    # break14h H10: merge dropped the key gap: the merged file's history showed only the
+    # records' costs ("0.004000" for a file that had "+$0.476000 spent beyond the records").
+    server = Server(key=honest_key)
+    _, summary, _ = await run(tmp_path, server)
+    gap = summary["key_gap_usd"]
+    assert gap > 0.02
+    merged = tmp_path / "merged.jsonl"
+    assert call_cli("merge", tmp_path / "o.jsonl", "-o", merged, "--allow-partial")[0] in (0, 1)  # stopped: partial
+    assert json.loads((tmp_path / "merged.summary.json").read_text())["key_gap_usd"] == pytest.approx(gap)
+    assert f"(+${gap:.6f} spent beyond the records)" in call_cli("history", merged)[1]
+
+
 # -- a waiter beyond the window reads /key once per change, not in a loop ------------------------
 async def test_a_reservation_waiting_beyond_the_window_reads_the_key_once_per_change() -> None:
     # Verification of break14c (NEW-1): opening the window woke every waiter, and each read
