@@ -168,7 +168,21 @@ class ResultsWriter:
             # says "complete" (break14b C11). The run stops with the IO exit instead.
             self.failure = OutputFailed(f"{self.path}: a record could not be encoded ({exc}); the run stopped")
             raise self.failure from None
+        if request is not None and len(text) + len(request) + 12 > MAX_RECORD_BYTES:
+            # Readers set aside a line past MAX_RECORD_BYTES: the row, paid for, was lost to
+            # every one of them, and a resume never sent it again (break14h H11: a 36 MiB body
+            # from a 12 MiB variable used three times). The body is the job's to rebuild.
+            text = text[:-1] + b',"request_omitted_bytes":' + str(len(request)).encode() + b"}"
+            request = None
         data = text + b"\n" if request is None else text[:-1] + b',"request":' + request + b"}\n"
+        if len(data) > MAX_RECORD_BYTES:
+            # Still past it (a dataset variable of many MiB beside a long answer): a stop the
+            # exit code names, as for a record that cannot be encoded, never a row lost unseen.
+            self.failure = OutputFailed(
+                f"{self.path}: a record of {len(data):,} bytes is past the {MAX_RECORD_BYTES:,} a reader takes "
+                "for a line; the run stopped"
+            )
+            raise self.failure
         view = memoryview(data)
         try:
             while view:

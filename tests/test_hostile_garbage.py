@@ -13,6 +13,7 @@ import pytest
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._exceptions import OutputFailed
 from batchrun._results import ResultsWriter
+from batchrun._record_head import record_head
 
 from .conftest import FAKE_KEY, FakeClock, call_cli, write_job
 from .hostile import JOB, HostileServer, RawRequest, chat_payload, http, run
@@ -153,3 +154,22 @@ def test_a_key_whose_limit_remaining_is_a_huge_integer_stops_pre_flight_in_one_l
         code, stdout, stderr = call_cli("plan", write_job(tmp_path, JOB, "plan.yaml"), "--base-url", server.base_url)
     assert code == ExitCode.ERRORS and "Traceback" not in stdout + stderr
     assert "limit_remaining is a number too large to be a credit" in stderr
+
+
+def test_a_record_past_the_readers_line_limit_leaves_its_request_body_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break14h H11: a 36 MiB body (a 12 MiB variable used three times) made a 50 MB line that
+    # every reader set aside: the paid row was lost to report, merge and resume. The record is
+    # written without the body (the job rebuilds it), and says how long it was.
+    monkeypatch.setattr("batchrun._results.MAX_RECORD_BYTES", 4096)
+    writer = ResultsWriter(tmp_path / "w.jsonl")
+    body = b'{"messages":"' + b"x" * 5000 + b'"}'
+    writer.write(record_head("a", "f", "ok", None, False, 0.01, 0.01), body)
+    writer.write(record_head("b", "f", "ok", None, False, 0.01, 0.01), b'{"m":1}')
+    with pytest.raises(OutputFailed, match="past the 4,096 a reader takes for a line"):
+        writer.write({**record_head("c", "f", "ok", None, False, 0.01, 0.01), "content": "y" * 5000})
+    writer.close()
+    first, second = (json.loads(line) for line in (tmp_path / "w.jsonl").read_text().splitlines())
+    assert "request" not in first and first["request_omitted_bytes"] == len(body)
+    assert second["request"] == {"m": 1}
