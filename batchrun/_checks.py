@@ -20,6 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ._files import read_regular_text
+
 _OPTION_KEYS = frozenset({"name", "weight", "not", "trim", "ignore_case", "flags", "grader"})
 _FLAG_BITS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
 
@@ -240,7 +242,7 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
         if isinstance(value, str):
             schema_path = base_dir / value
             try:
-                value = json.loads(schema_path.read_text(encoding="utf-8"))
+                value = json.loads(read_regular_text(schema_path))
             except (OSError, ValueError) as exc:
                 return [f"json_schema file {str(value)!r} cannot be read as JSON: {exc}"]
         try:
@@ -254,7 +256,7 @@ def resolve_files(check: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """Make a json_schema file reference absolute, once, at job load."""
     if isinstance(check.get("json_schema"), str):
         try:
-            return {**check, "json_schema": json.loads((base_dir / check["json_schema"]).read_text(encoding="utf-8"))}
+            return {**check, "json_schema": json.loads(read_regular_text(base_dir / check["json_schema"]))}
         except (OSError, ValueError):
             return check  # already reported by check_problems
     return check

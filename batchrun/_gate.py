@@ -19,6 +19,7 @@ from typing import Any
 
 from ._checks import answer_of, grade, stored_judgements, without_latency_checks
 from ._exceptions import ResultsError
+from ._files import read_regular_text
 from ._job import Job
 from ._matrix import matrix_requests
 from ._output_paths import summary_path
@@ -93,7 +94,7 @@ def shard_layout(shards: list[Path], rows_found: int, skipped: int) -> tuple[boo
     matrix: set[int] = set()
     for shard in shards:
         try:
-            summary = json.loads(summary_path(shard).read_text(encoding="utf-8"))
+            summary = json.loads(read_regular_text(summary_path(shard)))
             index, _, of = str(summary["shard"] or "1/1").partition("/")
             parts.add(int(index))
             counts.add(int(of))

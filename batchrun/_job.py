@@ -19,6 +19,7 @@ import yaml
 from ._checks import check_problems, resolve_files
 from ._dataset import REPEAT_HINT, DatasetFile, row_key
 from ._exceptions import JobError, Problem
+from ._files import read_regular_text
 from ._jobfile import compose, job_schema, read_job_text, value_problems
 from ._judge import GraderSettings
 from ._judge import template_problems as grader_template_problems
@@ -327,7 +328,7 @@ def _grading_problems(source: _Source, base_dir: Path) -> list[Problem]:
     section = data.get("judge") or {}
     if section.get("prompt"):
         try:
-            text = (base_dir / section["prompt"]).read_text(encoding="utf-8")
+            text = read_regular_text(base_dir / section["prompt"])
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(source.problem(("judge", "prompt"), f"cannot read the grader prompt: {exc}"))
         else:

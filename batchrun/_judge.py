@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from ._files import read_regular_text
 from ._request_body import request_body
 from ._template import Template
 
@@ -78,7 +79,7 @@ class GraderSettings:
         raw = raw or {}
         models = tuple(raw.get("models") or ([raw["model"]] if raw.get("model") else ()))
         params = {**DEFAULT_PARAMS, **(raw.get("params") or {})}
-        template = (base_dir / raw["prompt"]).read_text(encoding="utf-8") if raw.get("prompt") else ""
+        template = read_regular_text(base_dir / raw["prompt"]) if raw.get("prompt") else ""
         return cls(models, raw.get("aggregate", "majority"), float(raw.get("pass_score", 0.5)), params, template)
 
     def graders_for(self, check: dict[str, Any]) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from typing import Any
 from ._account import read_balance, read_endpoints
 from ._costs import CostModel, unknown_price_refusal
 from ._exceptions import ResultsError
+from ._files import read_regular_text
 from ._job import Job
 from ._matrix import count_requests, matrix_requests
 from ._models import PRICE_CAVEATS, Resolution, variant_of
@@ -108,7 +109,7 @@ def resolution_warnings(resolution: Resolution) -> list[str]:
 def _ran_against(path: Path) -> str | None:
     """The endpoint a run used, from its summary (None when unknown)."""
     try:
-        endpoint = json.loads(summary_path(path).read_text(encoding="utf-8")).get("endpoint")
+        endpoint = json.loads(read_regular_text(summary_path(path))).get("endpoint")
     except (OSError, ValueError, AttributeError):
         return None
     return endpoint if isinstance(endpoint, str) else None

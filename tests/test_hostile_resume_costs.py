@@ -505,3 +505,19 @@ def test_a_fifo_under_a_sidecars_name_is_refused_not_waited_on(tmp_path: Path) -
         code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1", "--resume")
         assert code == ExitCode.USAGE and "not the summary of out.jsonl" in err
     assert call_cli("report", out)[0] == ExitCode.OK
+    # break14h H12: merge read the shard's summary, and plan the newest earlier run's, waiting
+    # for a writer for ever. Without a summary the merge cannot tell it is complete (12).
+    code, _, err = call_cli("merge", out, "-o", tmp_path / "m.jsonl")
+    assert code == ExitCode.INCOMPLETE and "no summary saying which shard it is" in err
+
+
+def test_files_a_job_names_that_are_fifos_are_refused_not_waited_on(tmp_path: Path) -> None:
+    # break14h H12's kin: a grader prompt or a json_schema file that is a FIFO hung validate.
+    os.mkfifo(tmp_path / "grader.txt")
+    os.mkfifo(tmp_path / "schema.json")
+    job = KILL_JOB.replace("prompts:", "judge: {model: openai/gpt-4o-mini, prompt: grader.txt}\nprompts:").replace(
+        "    vars:", "    checks: [{json_schema: schema.json}]\n    vars:"
+    )
+    code, _, err = call_cli("validate", write_job(tmp_path, job))
+    assert code == ExitCode.USAGE
+    assert "cannot read the grader prompt" in err and "json_schema file 'schema.json' cannot be read" in err
