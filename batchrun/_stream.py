@@ -34,6 +34,7 @@ from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._exceptions import RequestFailed, ResponseTooLarge, Transient
 from ._generation import Flight, abandoned, generation_header, valid_generation_id
+from ._pricing import money
 from ._reply import MAX_TOOL_CALLS, billed, cost_rejected, loads, tool_calls_of, usage_of
 
 _ERROR_BODY_BYTES = 64 * 1024  # an error reply before the stream is small JSON
@@ -243,8 +244,9 @@ def _read_chunk(chunk: dict[str, Any], reading: _Reading, client: OpenRouterClie
     for field in ("model", "provider"):
         if isinstance(chunk.get(field), str):
             setattr(reading, field, chunk[field][:200])
-    if isinstance(chunk.get("usage"), dict):
-        reading.usage = chunk["usage"]
+    usage = chunk.get("usage")
+    if isinstance(usage, dict) and not _costs_less(usage, reading.usage):
+        reading.usage = usage
     choices = chunk.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return
@@ -293,3 +295,13 @@ def _tool_calls(reading: _Reading) -> list[dict[str, Any]]:
         {"id": c["id"], "function": {"name": c["name"], "arguments": "".join(c["pieces"]) if c["pieces"] else None}}
         for c in calls
     ]
+
+
+def _costs_less(usage: dict[str, Any], earlier: dict[str, Any] | None) -> bool:
+    """A second usage chunk that reports a lower cost than the first is not believed over it:
+    the last one won, and a `cost: 0` after the real one recorded the row at $0 (break14h H13).
+    Batch mode takes the larger of two figures too (_batch_costs)."""
+    if earlier is None:
+        return False
+    now, before = money(usage.get("cost")), money(earlier.get("cost"))
+    return now is not None and before is not None and now < before

@@ -77,6 +77,24 @@ def test_a_generation_id_holding_the_key_is_never_kept_from_a_stream(tmp_path: P
     assert outcome.code == ExitCode.OK and {r["generation_id"] for r in outcome.rows} == {None}
 
 
+@pytest.mark.parametrize(("first", "second", "kept"), [(0.012, 0.0, 0.012), (0.001, 0.012, 0.012)])
+def test_a_stream_that_sends_its_usage_twice_keeps_the_larger_cost(
+    tmp_path: Path, first: float, second: float, kept: float
+) -> None:
+    # break14h H13: the last usage chunk won, so a `cost: 0` after the real one recorded the row
+    # at $0 "reported". The larger is kept, as batch mode keeps the larger of two figures.
+    def chat(request: RawRequest) -> bytes:
+        done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        return _sse(
+            {"id": "gen-1", "choices": [{"index": 0, "delta": {"content": "Paris"}}]},
+            {**done, "usage": {**USAGE, "cost": first}},
+            {"choices": [], "usage": {**USAGE, "cost": second}},
+        )
+
+    outcome = run(HostileServer(chat=chat), tmp_path, "--stream")
+    assert {(r["cost"], r["cost_status"]) for r in outcome.rows} == {(kept, "reported")}
+
+
 # -- /generation answers: the id must be the one asked for (break-14 #4) -----------------------
 @pytest.mark.parametrize(
     "data",
