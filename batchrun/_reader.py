@@ -23,6 +23,7 @@ from ._exceptions import ResultsError
 from ._files import open_regular
 from ._fold import Earlier
 from ._journal_file import Crashed, crash_fields, journal_path, unrecorded_attempts
+from ._pricing import MAX_USD
 from ._record_head import LINE_HEADS, RECORD_START, RowState, parse_state, record_head, state_blob
 
 Warn = Callable[[str], None]
@@ -241,34 +242,53 @@ def spent_on(record: dict[str, Any]) -> float:
     return _money(record.get("spent", record.get("cost")))
 
 
-def spent_anew(record: dict[str, Any]) -> float:
-    """What a record adds to the file's spend: its `spent`, less the `spent` of the record it
-    `resolves` (the same row written again with a cost learnt late, _late_costs)."""
-    return spent_on(record) - _money(record.get("resolves"))
-
-
 def _money(value: Any) -> float:
+    """A money field as the file's spend counts it: 0 unless a number from 0 to MAX_USD."""
     try:
-        return float(value or 0.0)
+        amount = float(value or 0.0)
     except (TypeError, ValueError):
         return 0.0
+    return min(amount, MAX_USD) if amount > 0 else 0.0  # NaN and negatives: 0
 
 
-def _scan_slow(path: Path, first: int, lines: list[bytes], states: dict[bytes, bytes], warn: Warn) -> float:
+class _Spend:
+    """A file's spend: every record's `spent`, less what a later record of the same row
+    `resolves` (written again with a cost learnt late, _late_costs). Never below what the
+    records show: a negative `spent` counts 0, and a `resolves` takes away at most the `spent`
+    of that row's record before it (a hand-edited or corrupted line made a resume begin at
+    "$-2.92 spent" and spend its budget three times over: break14h H14). Only records whose
+    `spent` is more than their `cost` (held worst cases, grading) can be resolved: only theirs
+    are kept by row."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._open: dict[bytes, float] = {}
+
+    def add(self, row_id: bytes, spent: float, resolves: float, open_: bool) -> None:
+        if resolves:
+            self.total -= min(resolves, self._open.pop(row_id, 0.0))
+        self.total += spent
+        if open_:
+            self._open[row_id] = spent
+
+
+def _scan_slow(
+    path: Path, first: int, lines: list[bytes], states: dict[bytes, bytes], warn: Warn, spend: _Spend
+) -> None:
     """Line by line with json, for a window holding lines the fast pattern does not fit."""
-    spent = 0.0
     for number, line in enumerate(lines, start=first):
         if not line:
             continue
         try:
             record = orjson.loads(line)
-            states[record["id"].encode()] = state_blob(
+            row_id = record["id"].encode()
+            states[row_id] = state_blob(
                 record.get("fingerprint", ""), record["status"], record.get("reason"), bool(record.get("retryable"))
             )
-            spent += spent_anew(record)
+            open_ = record.get("spent", record.get("cost")) != record.get("cost")
+            spend.add(row_id, spent_on(record), _money(record.get("resolves")), open_)
         except (ValueError, KeyError, TypeError, AttributeError):
             warn(f"{path}:{number}: set aside: not a batchrun record")
-    return spent
 
 
 def _windows(data: mmap.mmap) -> Iterator[tuple[bytes | mmap.mmap, int, int]]:
@@ -297,9 +317,8 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
     that are not records go to `warn`. The torn tail of a crash is never read.
     """
     states: dict[bytes, bytes] = {}
-    costs: list[bytes] = []
-    resolved: list[bytes] = []  # `spent` replaced by a later record of the same row (_late_costs)
-    spent = 0.0
+    costs: list[bytes] = []  # the `spent` of records that are their cost alone: nearly all
+    spend = _Spend()
     lines = 0
     with _open(path) as handle:
         if os.fstat(handle.fileno()).st_size == 0:
@@ -310,15 +329,17 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
                 count = segment.count(b"\n")
                 found = LINE_HEADS.findall(buffer, begin, finish)
                 if len(found) != count:
-                    spent += _scan_slow(path, lines + 1, segment.split(b"\n")[1:], states, warn)
+                    _scan_slow(path, lines + 1, segment.split(b"\n")[1:], states, warn, spend)
                 else:
-                    for row_id, blob, _cost, _spent, _resolves in found:
+                    for row_id, blob, cost, spent, resolves in found:
                         states[row_id] = blob
-                    costs += [spent or cost for _, _, cost, spent, _ in found]
-                    resolved += [resolves for *_, resolves in found if resolves]
+                        if resolves or (spent and spent != cost):
+                            spend.add(row_id, _money(spent or cost), _money(resolves), bool(spent) and spent != cost)
+                        else:
+                            costs.append(spent or cost)
                 lines += count
-    spent += sum(float(cost) for cost in costs if cost not in (b"", b"null")) - sum(float(r) for r in resolved)
-    return ScanResult(states, spent, lines)
+    total = spend.total + sum(_money(cost) for cost in costs if cost not in (b"", b"null"))
+    return ScanResult(states, max(0.0, total), lines)
 
 
 def clip(text: str, limit: int = 500) -> str:

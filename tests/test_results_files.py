@@ -391,3 +391,31 @@ def test_a_record_with_a_figure_of_the_wrong_type_is_set_aside_by_every_reader(
     code, out, err = call_cli("report", results)
     assert code == ExitCode.USAGE
     one_line_error(err, f"{results}:1: not a batchrun results file ('{field}' is not")
+
+
+def _line(row: str, cost: float | None, spent: float, resolves: float | None = None) -> str:
+    record = record_head(row, "f", "ok", None, False, cost, spent)
+    if resolves is not None:
+        record["resolves"] = resolves
+    record["model"] = "m"  # as in every record, a field follows the head
+    return json.dumps(record, separators=(",", ":")) + "\n"
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["fast", "line-by-line"])
+def test_what_a_file_spent_is_never_below_what_its_records_show(tmp_path: Path, slow: bool) -> None:
+    # break14h H14: a line the readers set aside (`spent: -3`), or a `resolves` larger than the
+    # record it replaces, made a resume begin at "$-2.92 spent", and spend its budget again.
+    lines = [
+        _line("a1", None, 0.02),  # a held worst case
+        _line("a1", 0.01, 0.01, resolves=5.0),  # resolves more than the record it replaces held
+        _line("b2", 0.03, -3.0),  # negative
+        _line("c3", None, 0.04),
+        _line("c3", 0.005, 0.005, resolves=0.04),  # an honest late cost
+        _line("d4", 0.1, 0.1, resolves=1.0),  # resolves a row that had nothing open
+    ]
+    if slow:
+        lines.append("not a record\n")  # the window is read line by line
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(lines))
+    # a1 counts 0.01 (its first record's 0.02 replaced), b2 0, c3 0.005, d4 0.1.
+    assert scan_states(path).spent_usd == pytest.approx(0.01 + 0.005 + 0.1)
