@@ -12,8 +12,8 @@ import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._exceptions import OutputFailed
-from batchrun._results import ResultsWriter
 from batchrun._record_head import record_head
+from batchrun._results import ResultsWriter
 
 from .conftest import FAKE_KEY, FakeClock, call_cli, write_job
 from .hostile import JOB, HostileServer, RawRequest, chat_payload, http, run
