@@ -308,6 +308,7 @@ class BatchExecutor:
         entry.state, entry.status = COLLECTED, info.status
         entry.cost_usd = None if charges.held else charges.known
         self.outcome.collected += 1
+        await runner.dispatch.read_key_now()
 
     async def _poll_once(self) -> None:
         for entry in self.state.open_entries():

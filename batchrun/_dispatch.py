@@ -286,6 +286,17 @@ class Dispatcher:
         task.add_done_callback(self._refreshed)  # whoever started it may be cancelled meanwhile
         await asyncio.shield(task)
 
+    async def read_key_now(self) -> None:
+        """Under a limit, follow the key at once (or join the read under way): a collected batch
+        settled a whole batch's charge, and one that under-reported was seen only by the end-of-run
+        read, so a kill -9 before it lost the gap (break14h H5, batch mode)."""
+        if not self._watching or self.ledger.read_key is None or self.ledger.limit is None:
+            return
+        if self._refreshing is None:
+            task = self._refreshing = asyncio.ensure_future(self._refresh())
+            task.add_done_callback(self._refreshed)
+        await asyncio.shield(self._refreshing)
+
     def _refreshed(self, task: asyncio.Future[None]) -> None:
         if self._refreshing is task:
             self._refreshing = None

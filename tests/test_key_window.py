@@ -749,3 +749,42 @@ async def test_honest_answers_above_their_worst_cases_add_up_to_what_the_key_was
     code, summary, _ = await run(tmp_path, server, job_text(budget=0.5, rows=200, concurrency=4))
     assert code == ExitCode.BUDGET
     assert summary["spent_usd"] == pytest.approx(server.billed, abs=BILL)  # not the key gap on top
+
+
+async def test_a_collected_batch_is_followed_on_the_key_at_once(tmp_path: Path) -> None:
+    # break14h H5 in batch mode: a batch that under-reported its charge ($0.0001 for $0.39) was
+    # seen only by the end-of-run /key read, so a kill -9 before it lost the gap, and the resume
+    # spent the budget again. Under a limit, /key is read as soon as a batch is collected: the
+    # gap is counted (and journaled) by the key window.
+    server = Server(honest_key)
+    submitted: list[str] = []
+
+    def submit(request: RawRequest) -> bytes:
+        submitted.extend(r["custom_id"] for r in request.json()["requests"])
+        return json_answer(202, {"id": "batch_1", "status": "validating", "results": None})
+
+    def batch(request: RawRequest) -> bytes:
+        if server.billed == 0:
+            server.billed = 0.39  # what the key is charged
+        results = [
+            {"custom_id": i, "response": {"status_code": 200, "body": chat_payload(id=f"gen-{i}")}, "error": None}
+            for i in submitted
+        ]
+        done = {"status": "completed", "usage": {"cost": 0.0001}, "results": results}
+        return json_answer(200, {"id": "batch_1", "object": "batch", **done})
+
+    hostile = server.hostile()
+    hostile.routes = {"/beta/batches": submit, "/batch_1": batch}
+    cheap = {MODEL: {"pricing": {"prompt": "0.00001", "completion": "0.00002", "request": "0"}}}
+    server.prices = cheap
+    loaded = load_job(write_job(tmp_path, job_text(budget=0.6, rows=20, mode="batch", batch_poll_s=0.01)))
+    with hostile.running():
+        output = tmp_path / "o.jsonl"
+        report = await run_job(
+            loaded, RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=output, clock=FakeClock())
+        )
+    rec = report.summary["reconciliation"]
+    gap = 0.39 - 20 * 0.00001  # the items' own costs are more than the batch's $0.0001
+    assert rec["counted_from_key_usd"] == pytest.approx(gap, abs=1e-6)  # by the window
+    assert rec["counted_at_end_usd"] == 0.0
+    assert report.summary["key_gap_usd"] == pytest.approx(gap, abs=1e-6)
