@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, matrix_requests, run_job
+from batchrun._job import Job
 from batchrun._ledger import BudgetExhausted, CreditLedger
 from batchrun._reconcile import key_spend, key_usage
+from batchrun._summary_types import Summary
 from batchrun._verdict import decide
 
 from .conftest import FAKE_KEY, FakeClock, call_cli, write_job
@@ -441,6 +443,62 @@ def zero_answer() -> bytes:
     return json_answer(200, chat_payload(model=MODEL, usage=usage))
 
 
+def honest_answer() -> bytes:
+    """An answer that reports what the server charges for it."""
+    usage = {"prompt_tokens": 10, "completion_tokens": 2, "cost": BILL}
+    return json_answer(200, chat_payload(model=MODEL, usage=usage))
+
+
+def judged(job: str, grader: str) -> str:
+    """`job` with one judge check on every row, graded by `grader`."""
+    with_grader = job.replace("prompts:", f"judge: {{model: {grader}}}\nprompts:")
+    return with_grader.replace("    vars:", "    checks: [{judge: 'Right.'}]\n    vars:")
+
+
+CHEAP = {MODEL: {"pricing": {"prompt": "0.00001", "completion": "0.00002", "request": "0"}}}  # a row ~$0.0016
+
+
+@dataclass
+class OneBatch:
+    """A Batch API on `server` that accepts one batch and answers every poll with it completed,
+    reporting `cost(rows)` for it; `charge`, when given, is what the key is charged for it."""
+
+    server: Server
+    cost: Callable[[int], float] = lambda rows: 0.0001 * rows
+    charge: float | None = None
+    submitted: list[str] = field(default_factory=list)
+
+    def hostile(self) -> HostileServer:
+        hostile = self.server.hostile()
+        hostile.routes = {"/beta/batches": self.submit, "/batch_1": self.poll}
+        return hostile
+
+    def submit(self, request: RawRequest) -> bytes:
+        self.submitted.extend(r["custom_id"] for r in request.json()["requests"])
+        return json_answer(202, {"id": "batch_1", "status": "validating", "results": None})
+
+    def poll(self, request: RawRequest) -> bytes:
+        if self.charge is not None:
+            self.server.billed = self.charge
+        results = [
+            {"custom_id": i, "response": {"status_code": 200, "body": chat_payload(id=f"gen-{i}")}, "error": None}
+            for i in self.submitted
+        ]
+        done = {"status": "completed", "usage": {"cost": self.cost(len(self.submitted))}, "results": results}
+        return json_answer(200, {"id": "batch_1", "object": "batch", **done})
+
+
+async def run_batch(tmp_path: Path, batches: OneBatch, job: str) -> tuple[Job, Summary]:
+    """`job` against `batches` in process: the job loaded, and its run's summary."""
+    loaded = load_job(write_job(tmp_path, job))
+    with batches.hostile().running() as hostile:
+        options = RunOptions(
+            api_key=FAKE_KEY, base_url=hostile.base_url, output=tmp_path / "o.jsonl", clock=FakeClock()
+        )
+        report = await run_job(loaded, options)
+    return loaded, report.summary
+
+
 async def test_a_model_listed_free_that_bills_is_caught_by_the_probe_reads(tmp_path: Path) -> None:
     # break14e E2: every worst case was $0, so the key window never ran out and never re-read
     # /key: all 200 rows sent in 3 s, $2.40 charged under a $0.05 budget, exit 0 (E6). Under a
@@ -457,11 +515,7 @@ async def test_a_model_listed_free_that_bills_is_caught_by_the_probe_reads(tmp_p
 
 async def test_an_honest_run_under_a_limit_reads_the_key_a_few_times_not_per_request(tmp_path: Path) -> None:
     # The probe backs off while the key agrees with the ledger: 2c, 4c, 8c... requests apart.
-    def honest() -> bytes:
-        usage = {"prompt_tokens": 10, "completion_tokens": 2, "cost": BILL}
-        return json_answer(200, chat_payload(model=MODEL, usage=usage))
-
-    server = Server(honest_key, answer=honest)
+    server = Server(honest_key, answer=honest_answer)
     code, summary, _ = await run(tmp_path, server, job_text(budget=1.0))
     assert code == ExitCode.OK and server.chats == ROWS
     assert server.key_reads <= 6  # start, probes at 4, 12 (then 28 > 20 rows), window reads, end
@@ -509,11 +563,7 @@ async def test_a_key_that_rounds_each_charge_up_is_agreement_not_a_read_per_requ
     def rounding(billed: float, reads: int) -> dict[str, Any]:
         return key_data(billed + server.chats * 0.000001)
 
-    def honest() -> bytes:
-        usage = {"prompt_tokens": 10, "completion_tokens": 2, "cost": BILL}
-        return json_answer(200, chat_payload(model=MODEL, usage=usage))
-
-    server = Server(rounding, answer=honest)
+    server = Server(rounding, answer=honest_answer)
     code, _, _ = await run(tmp_path, server, job_text(budget=5.0, rows=100, concurrency=1))
     assert code == ExitCode.OK and server.chats == 100
     assert server.key_reads <= 20  # start, 2, 4, 8, then every 8 requests, and the end
@@ -578,27 +628,15 @@ async def test_batch_mode_under_a_limit_sends_rows_it_cannot_bound_through_the_p
     # $0.012 a request spent $2.40 on a $0.05 budget. Under a limit they now go through sync
     # mode, where the probe reads /key every few requests (a batch discount of $0 is lost).
     server = Server(honest_key, answer=zero_answer, prices=prices or PRICES)
-    submitted: list[RawRequest] = []
-
-    def submit(request: RawRequest) -> bytes:
-        submitted.append(request)
-        return json_answer(202, {"id": "batch_1", "status": "validating", "results": None})
-
-    hostile = server.hostile()
-    hostile.routes = {"/beta/batches": submit}
+    batches = OneBatch(server)
     text = job_text(rows=200, mode="batch", batch_poll_s=0.01, allow_unknown_prices=prices is None)
     if prices is None:
         text = text.replace("{max_tokens: 16}", "{max_tokens: 16, plugins: [{id: web}]}")  # web results: unbounded
-    loaded = load_job(write_job(tmp_path, text))
-    with hostile.running():
-        output = tmp_path / "o.jsonl"
-        report = await run_job(
-            loaded, RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=output, clock=FakeClock())
-        )
-    assert not submitted
+    loaded, summary = await run_batch(tmp_path, batches, text)
+    assert not batches.submitted
     assert server.chats < 40 and server.billed <= BUDGET + 18 * BILL
-    assert decide(report.summary, loaded.run, run=True)[0] == ExitCode.BUDGET
-    assert report.summary["batches"]["sync_rows"] == 200
+    assert decide(summary, loaded.run, run=True)[0] == ExitCode.BUDGET
+    assert summary["batches"]["sync_rows"] == 200
 
 
 async def test_another_process_spending_on_the_key_far_from_the_limit_does_not_bring_a_read_per_request(
@@ -611,11 +649,7 @@ async def test_another_process_spending_on_the_key_far_from_the_limit_does_not_b
     def shared(billed: float, reads: int) -> dict[str, Any]:
         return key_data(billed + server.chats * 0.004)
 
-    def honest() -> bytes:
-        usage = {"prompt_tokens": 10, "completion_tokens": 2, "cost": BILL}
-        return json_answer(200, chat_payload(model=MODEL, usage=usage))
-
-    server = Server(shared, answer=honest)
+    server = Server(shared, answer=honest_answer)
     code, summary, _ = await run(tmp_path, server, job_text(budget=20.0, rows=100, concurrency=1))
     assert code == ExitCode.OK and server.chats == 100
     assert server.key_reads <= 20  # start, 2, 4, 8, then every 8 requests, and the end
@@ -628,11 +662,7 @@ async def test_a_gap_near_the_limit_still_brings_the_reads_closer(tmp_path: Path
     def shared(billed: float, reads: int) -> dict[str, Any]:
         return key_data(billed + server.chats * 0.004)
 
-    def honest() -> bytes:
-        usage = {"prompt_tokens": 10, "completion_tokens": 2, "cost": BILL}
-        return json_answer(200, chat_payload(model=MODEL, usage=usage))
-
-    server = Server(shared, answer=honest)
+    server = Server(shared, answer=honest_answer)
     code, _, _ = await run(tmp_path, server, job_text(budget=0.5, rows=100, concurrency=1))
     assert code == ExitCode.BUDGET
     assert server.key_reads >= server.chats // 2  # most requests are followed by a read
@@ -643,42 +673,15 @@ async def test_batch_mode_graders_are_followed_by_the_probe(tmp_path: Path) -> N
     # watched the key: a grader listed at $0 that billed $0.012 a request graded all 200 rows,
     # $2.40 on a $0.05 budget, /key read at the start and the end only.
     grader = "anthropic/claude-3.5-haiku"  # listed free here
-    cheap = {MODEL: {"pricing": {"prompt": "0.00001", "completion": "0.00002", "request": "0"}}}
-    server = Server(honest_key, prices={**cheap, grader: FREE[MODEL]})  # a batch of 200: about $0.32
-    submitted: list[str] = []
+    server = Server(honest_key, prices={**CHEAP, grader: FREE[MODEL]})  # a batch of 200: about $0.32
     verdict = '{"pass": true, "score": 1, "reason": "ok"}'
     server.answer = lambda: json_answer(200, chat_payload(verdict, model=grader, usage={"cost": 0}))
-
-    def submit(request: RawRequest) -> bytes:
-        submitted.extend(r["custom_id"] for r in request.json()["requests"])
-        return json_answer(202, {"id": "batch_1", "status": "validating", "results": None})
-
-    def batch(request: RawRequest) -> bytes:
-        results = [
-            {"custom_id": i, "response": {"status_code": 200, "body": chat_payload(id=f"gen-{i}")}, "error": None}
-            for i in submitted
-        ]
-        done = {"status": "completed", "usage": {"cost": 0.0001 * len(submitted)}, "results": results}
-        return json_answer(200, {"id": "batch_1", "object": "batch", **done})
-
-    hostile = server.hostile()
-    hostile.routes = {"/beta/batches": submit, "/batch_1": batch}
-    text = job_text(budget=0.5, rows=200, mode="batch", batch_poll_s=0.01)
-    text = text.replace("prompts:", f"judge: {{model: {grader}}}\nprompts:").replace(
-        "    vars:", "    checks: [{judge: 'Right.'}]\n    vars:"
-    )
-    loaded = load_job(write_job(tmp_path, text))
-    with hostile.running():
-        output = tmp_path / "o.jsonl"
-        report = await run_job(
-            loaded, RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=output, clock=FakeClock())
-        )
-    assert len(submitted) == 200, report.summary[
-        "stop_message"
-    ]  # the answers were batched (priced), the graders sent in sync
+    batches = OneBatch(server)
+    loaded, summary = await run_batch(tmp_path, batches, judged(job_text(budget=0.5, rows=200, mode="batch"), grader))
+    assert len(batches.submitted) == 200  # the answers were batched (priced), the graders sent in sync
     answers = 0.0001 * 200
     assert server.chats < 200 and server.billed + answers <= 0.5 + 18 * BILL
-    assert decide(report.summary, loaded.run, run=True)[0] == ExitCode.BUDGET
+    assert decide(summary, loaded.run, run=True)[0] == ExitCode.BUDGET
 
 
 @pytest.mark.parametrize("falling", ["byok_usage", "usage"])
@@ -708,9 +711,6 @@ def test_report_job_regrading_is_followed_by_the_key_window_and_reconciled(tmp_p
     grader = "anthropic/claude-3.5-haiku"  # listed free here
     server = Server(honest_key, answer=zero_answer, prices={**PRICES, grader: FREE[MODEL]})
     plain = job_text(budget=None, rows=200)
-    judged = plain.replace("prompts:", f"judge: {{model: {grader}}}\nprompts:").replace(
-        "    vars:", "    checks: [{judge: 'Right.'}]\n    vars:"
-    )
     output = tmp_path / "o.jsonl"
     with server.hostile().running() as hostile:
         assert call_cli(write_job(tmp_path, plain), "--base-url", hostile.base_url, "-o", output)[0] == 0
@@ -719,7 +719,7 @@ def test_report_job_regrading_is_followed_by_the_key_window_and_reconciled(tmp_p
         answered, billed = server.chats, server.billed
         job = tmp_path / "judged" / "job.yaml"
         job.parent.mkdir()
-        job.write_text(judged)
+        job.write_text(judged(plain, grader))
         code, out, err = call_cli("report", output, "--job", job, "--base-url", hostile.base_url, "--budget", "0.05")
     assert code == ExitCode.BUDGET, (out, err)
     assert server.chats - answered < 40 and server.billed - billed <= 0.05 + 18 * BILL
@@ -740,12 +740,8 @@ async def test_a_charge_above_its_worst_case_seen_in_flight_is_counted_once() ->
 async def test_honest_answers_above_their_worst_cases_add_up_to_what_the_key_was_charged(tmp_path: Path) -> None:
     # H6 end to end: each answer honestly reports its $0.012, above a worst case of about
     # $0.001 (prices listed ten times too low); reads of /key come while requests are in flight.
-    def honest() -> bytes:
-        usage = {"prompt_tokens": 10, "completion_tokens": 2, "cost": BILL}
-        return json_answer(200, chat_payload(model=MODEL, usage=usage))
-
     low = {MODEL: {"pricing": {"prompt": "0.00001", "completion": "0.00002", "request": "0"}}}
-    server = Server(honest_key, answer=honest, prices=low)
+    server = Server(honest_key, answer=honest_answer, prices=low)
     code, summary, _ = await run(tmp_path, server, job_text(budget=0.5, rows=200, concurrency=4))
     assert code == ExitCode.BUDGET
     assert summary["spent_usd"] == pytest.approx(server.billed, abs=BILL)  # not the key gap on top
@@ -756,35 +752,11 @@ async def test_a_collected_batch_is_followed_on_the_key_at_once(tmp_path: Path) 
     # seen only by the end-of-run /key read, so a kill -9 before it lost the gap, and the resume
     # spent the budget again. Under a limit, /key is read as soon as a batch is collected: the
     # gap is counted (and journaled) by the key window.
-    server = Server(honest_key)
-    submitted: list[str] = []
-
-    def submit(request: RawRequest) -> bytes:
-        submitted.extend(r["custom_id"] for r in request.json()["requests"])
-        return json_answer(202, {"id": "batch_1", "status": "validating", "results": None})
-
-    def batch(request: RawRequest) -> bytes:
-        if server.billed == 0:
-            server.billed = 0.39  # what the key is charged
-        results = [
-            {"custom_id": i, "response": {"status_code": 200, "body": chat_payload(id=f"gen-{i}")}, "error": None}
-            for i in submitted
-        ]
-        done = {"status": "completed", "usage": {"cost": 0.0001}, "results": results}
-        return json_answer(200, {"id": "batch_1", "object": "batch", **done})
-
-    hostile = server.hostile()
-    hostile.routes = {"/beta/batches": submit, "/batch_1": batch}
-    cheap = {MODEL: {"pricing": {"prompt": "0.00001", "completion": "0.00002", "request": "0"}}}
-    server.prices = cheap
-    loaded = load_job(write_job(tmp_path, job_text(budget=0.6, rows=20, mode="batch", batch_poll_s=0.01)))
-    with hostile.running():
-        output = tmp_path / "o.jsonl"
-        report = await run_job(
-            loaded, RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=output, clock=FakeClock())
-        )
-    rec = report.summary["reconciliation"]
+    server = Server(honest_key, prices=CHEAP)
+    batches = OneBatch(server, cost=lambda rows: 0.0001, charge=0.39)  # what the key is charged
+    _, summary = await run_batch(tmp_path, batches, job_text(budget=0.6, rows=20, mode="batch", batch_poll_s=0.01))
+    rec = summary["reconciliation"]
     gap = 0.39 - 20 * 0.00001  # the items' own costs are more than the batch's $0.0001
     assert rec["counted_from_key_usd"] == pytest.approx(gap, abs=1e-6)  # by the window
     assert rec["counted_at_end_usd"] == 0.0
-    assert report.summary["key_gap_usd"] == pytest.approx(gap, abs=1e-6)
+    assert summary["key_gap_usd"] == pytest.approx(gap, abs=1e-6)
