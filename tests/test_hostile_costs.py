@@ -9,7 +9,7 @@ no traceback, every row once, no key nor a 16-character fragment of one anywhere
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,21 @@ def _cut(generation_id: str) -> bytes:
 def _sse(*chunks: dict[str, Any], headers: dict[str, str] | None = None) -> bytes:
     body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
     return http(200, body, {"Content-Type": "text/event-stream", **(headers or {})})
+
+
+def known_late(cost: float) -> Callable[[RawRequest], bytes]:
+    """A /generation that knows each generation only when asked the second time (404 first):
+    a row's own lookup finds nothing, the end-of-run lookups find `cost`."""
+    asked: set[str] = set()
+
+    def generation(request: RawRequest) -> bytes:
+        gid = request.path.split("id=")[1]
+        if gid not in asked:
+            asked.add(gid)
+            return json_answer(404, {"error": {"code": 404, "message": "Generation not found"}})
+        return json_answer(200, {"data": {"id": gid, "total_cost": cost}})
+
+    return generation
 
 
 def _summary(tmp_path: Path) -> dict[str, Any]:
@@ -340,14 +355,6 @@ def test_grader_costs_found_after_the_rows_were_written_are_appended_with_the_ro
     `spent`, though the summary said they were written again. Each is now appended again with
     its grading's cost looked up, and `spent` moves to it."""
     ids = iter(f"gen-j{n}" for n in range(100))
-    asked: set[str] = set()
-
-    def generation(request: RawRequest) -> bytes:
-        gid = request.path.split("id=")[1]
-        if gid not in asked:
-            asked.add(gid)
-            return json_answer(404, {"error": {"code": 404, "message": "Generation not found"}})
-        return json_answer(200, {"data": {"id": gid, "total_cost": 0.0002}})
 
     def chat(request: RawRequest) -> bytes:
         if "rubric" in request.body.decode():  # a grader's request
@@ -355,7 +362,7 @@ def test_grader_costs_found_after_the_rows_were_written_are_appended_with_the_ro
         return json_answer(200, chat_payload())  # the answer, $0.00001
 
     server = HostileServer(chat=chat)
-    server.routes["/generation"] = generation
+    server.routes["/generation"] = known_late(0.0002)
     job = JOB.replace("prompts:", "judge: {model: openai/gpt-4o-mini}\nprompts:").replace(
         "    vars:", "    checks: [{judge: 'Right.'}]\n    vars:"
     )
@@ -376,17 +383,9 @@ def test_costs_found_after_the_rows_were_written_are_appended_as_the_rows_again(
     them all: each row is appended again with its cost (the first record is never changed),
     and every reader takes the row as that last record."""
     ids = iter(f"gen-{n}" for n in range(100))
-    asked: set[str] = set()
-
-    def generation(request: RawRequest) -> bytes:
-        gid = request.path.split("id=")[1]
-        if gid not in asked:
-            asked.add(gid)
-            return json_answer(404, {"error": {"code": 404, "message": "Generation not found"}})
-        return json_answer(200, {"data": {"id": gid, "total_cost": 0.0001}})
 
     server = HostileServer(chat=lambda request: _cut(next(ids)))
-    server.routes["/generation"] = generation
+    server.routes["/generation"] = known_late(0.0001)
     outcome = run(server, tmp_path)
     out = tmp_path / "out.jsonl"
     lines = [json.loads(line) for line in out.read_text().splitlines()]
