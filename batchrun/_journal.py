@@ -62,7 +62,15 @@ class AttemptJournal:
             head += orjson.dumps({"key_gap": carried_gap}) + b"\n"
         fresh = self.path.with_name(self.path.name + ".new")
         try:
-            fresh.write_bytes(head)
+            # Made anew: whatever a crash (or anyone) left under that name, a FIFO there would
+            # block the open for ever, and a symlink would be written through (verify14i V1).
+            with contextlib.suppress(FileNotFoundError):
+                fresh.unlink()
+            fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            try:
+                os.write(fd, head)
+            finally:
+                os.close(fd)
             os.replace(fresh, self.path)
         except OSError as exc:
             raise OutputFailed(f"{self.path}: writing the attempt journal failed: {exc.strerror or exc}") from None

@@ -511,6 +511,26 @@ def test_a_fifo_under_a_sidecars_name_is_refused_not_waited_on(tmp_path: Path) -
     assert code == ExitCode.INCOMPLETE and "no summary saying which shard it is" in err
 
 
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_whatever_is_left_under_the_new_journals_name_is_replaced_not_opened(tmp_path: Path, kind: str) -> None:
+    # Verification of the break14h fixes (V1): a FIFO at out.attempts.jsonl.new (the name the
+    # run's journal is written under before it is renamed over the old one) hung every run on
+    # the output; a symlink there had the journal's first line written through it.
+    path = write_job(tmp_path, KILL_JOB)
+    stale = tmp_path / "out.attempts.jsonl.new"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    if kind == "fifo":
+        os.mkfifo(stale)
+    else:
+        stale.symlink_to(victim)
+    server = _honest()
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", tmp_path / "out.jsonl", "--budget", "1")
+    assert code == ExitCode.OK, err
+    assert victim.read_text() == "mine" and not stale.exists() and not (tmp_path / "out.attempts.jsonl").exists()
+
+
 def test_files_a_job_names_that_are_fifos_are_refused_not_waited_on(tmp_path: Path) -> None:
     # break14h H12's kin: a grader prompt or a json_schema file that is a FIFO hung validate.
     os.mkfifo(tmp_path / "grader.txt")
