@@ -90,7 +90,12 @@ def uncharged(cost: float | None) -> dict[str, Any]:
 
 
 def counted(fields: Mapping[str, Any]) -> float:
-    """What a row's cost fields count as spent: the cost, or while it is unknown what is held
-    for it (its known parts and the worst cases of the rest)."""
+    """What a row's cost fields count as spent: the cost, with a BYOK answer's upstream charge
+    (the provider's, beside OpenRouter's fee in `cost`: the ledger counts both, and a resume
+    that counted the fee alone began at $0 and spent the budget again: verify14i V2); or while
+    it is unknown what is held for it (its known parts and the worst cases of the rest)."""
     cost = fields.get("cost")
-    return float(cost if cost is not None else fields.get("cost_held") or 0.0)
+    if cost is None:
+        return float(fields.get("cost_held") or 0.0)
+    upstream = fields.get("upstream_inference_cost") if fields.get("is_byok") else None
+    return float(cost) + float(upstream or 0.0)

@@ -163,7 +163,11 @@ def test_a_byok_answer_with_its_upstream_cost_is_reported_and_counted(tmp_path: 
     outcome = run(HostileServer(chat=lambda r: json_answer(200, chat_payload(usage=usage))), tmp_path)
     for row in outcome.rows:
         assert row["cost_status"] == "reported" and row["upstream_inference_cost"] == 0.00002
+        assert row["cost"] == 0.0000001 and row["spent"] == pytest.approx(0.0000201)  # the fee, then both
     assert _summary(tmp_path)["spent_usd"] == pytest.approx(len(outcome.rows) * 0.0000201)
+    # Verification of the break14h fixes (V2): a record's `spent` was the fee alone, so a resume
+    # began at $0 and spent the budget again, every time.
+    assert scan_states(tmp_path / "out.jsonl").spent_usd == pytest.approx(len(outcome.rows) * 0.0000201)
 
 
 @pytest.mark.parametrize("flag", ["true", 1, "yes"])
@@ -181,7 +185,11 @@ def test_an_upstream_charge_counts_even_without_the_byok_flag(tmp_path: Path) ->
     outcome = run(HostileServer(chat=lambda r: json_answer(200, chat_payload(usage=usage))), tmp_path)
     for row in outcome.rows:
         assert row["cost_status"] == "reported" and row["upstream_inference_cost"] == 0.00002
+        assert row["cost"] == 0.0000001 and row["spent"] == pytest.approx(0.0000201)  # the fee, then both
     assert _summary(tmp_path)["spent_usd"] == pytest.approx(len(outcome.rows) * 0.0000201)
+    # Verification of the break14h fixes (V2): a record's `spent` was the fee alone, so a resume
+    # began at $0 and spent the budget again, every time.
+    assert scan_states(tmp_path / "out.jsonl").spent_usd == pytest.approx(len(outcome.rows) * 0.0000201)
 
 
 # -- plan: every string it prints from a server is scrubbed (break-14 #6) ----------------------
