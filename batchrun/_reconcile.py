@@ -67,12 +67,14 @@ class KeyStart:
     remaining: float | None = None  # its limit_remaining (key_spend)
     byok_outside: float | None = None  # byok_usage a limit leaves out (byok_outside_limit)
     totals: tuple[tuple[str, float], ...] = ()  # each running total as it was: never falls
+    byok_in_limit: Any = None  # include_byok_in_limit as it was: which totals the limit counts
 
     @classmethod
     def of(cls, info: dict[str, Any] | None) -> KeyStart:
         usage = key_usage(info)
         unread = "its usage is missing or not a number" if info is not None and usage is None else None
-        return cls(usage, unread, key_remaining(info), byok_outside_limit(info), _totals(info))
+        flag = info.get("include_byok_in_limit") if info else None
+        return cls(usage, unread, key_remaining(info), byok_outside_limit(info), _totals(info), flag)
 
     def followed(self, info: dict[str, Any] | None) -> tuple[float | None, str | None]:
         """The key's usage now, measured like the ledger's spend, or None and why it cannot be
@@ -89,11 +91,20 @@ class KeyStart:
         # sum flat, and the key window saw none of the charges ($2.40 on $0.50: break14h H3).
         now = dict(_totals(info))
         for name, before in self.totals:
-            if name in now and now[name] < before - MISMATCH_USD:
+            if name not in now:
+                # Its rise is what the window follows (verify14i V4: a byok_usage turned null
+                # mid-run hid every BYOK charge, $2.40 on $0.50, exit 0).
+                return usage, f"its {name} is no longer a number"
+            if now[name] < before - MISMATCH_USD:
                 return (
                     usage,
                     f"its {name} went down (${before:.4f} -> ${now[name]:.4f}), which a running total cannot do",
                 )
+        flag = info.get("include_byok_in_limit") if info else None
+        if flag != self.byok_in_limit:
+            # What the usage counts changed under the run: a flag turned false mid-run left the
+            # rise of byok_usage unfollowed (verify14i V4).
+            return usage, f"its include_byok_in_limit changed ({self.byok_in_limit!r} -> {flag!r})"
         byok = byok_outside_limit(info)
         if self.byok_outside is not None and byok is not None and byok >= self.byok_outside:
             usage += byok - self.byok_outside

@@ -760,3 +760,29 @@ async def test_a_collected_batch_is_followed_on_the_key_at_once(tmp_path: Path) 
     assert rec["counted_from_key_usd"] == pytest.approx(gap, abs=1e-6)  # by the window
     assert rec["counted_at_end_usd"] == 0.0
     assert summary["key_gap_usd"] == pytest.approx(gap, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("later", "says"),
+    [
+        ({"include_byok_in_limit": False}, "its include_byok_in_limit changed (True -> False)"),
+        ({"byok_usage": None}, "its byok_usage is no longer a number"),
+        ({"byok_usage": "n/a"}, "its byok_usage is no longer a number"),
+    ],
+)
+async def test_a_key_whose_byok_fields_change_under_the_run_cannot_be_followed(
+    tmp_path: Path, later: dict[str, Any], says: str
+) -> None:
+    # Verification of the break14h fixes (V4): charged as BYOK, under-reported by the answers; a
+    # flag turned false after the start (the window then followed `usage` alone, flat), or a
+    # byok_usage turned null, hid every charge: $2.40 on a $0.50 budget, exit 0.
+    def flipping(billed: float, reads: int) -> dict[str, Any]:
+        # At the start: the limit counts BYOK (the flag's case), or leaves it out (the others).
+        data = key_data(0.0, byok_usage=billed, include_byok_in_limit="include_byok_in_limit" in later)
+        return data if reads == 1 else {**data, **later}
+
+    server = Server(flipping)
+    code, summary, _ = await run(tmp_path, server, job_text(budget=0.5, rows=200))
+    assert code == ExitCode.BUDGET and summary["stop"] == "key_unreadable"
+    assert says in summary["stop_message"]
+    assert server.billed <= 0.5 + 18 * BILL
