@@ -256,20 +256,61 @@ class _Spend:
     `resolves` (written again with a cost learnt late, _late_costs). Never below what the
     records show: a negative `spent` counts 0, and a `resolves` takes away at most the `spent`
     of that row's record before it (a hand-edited or corrupted line made a resume begin at
-    "$-2.92 spent" and spend its budget three times over: break14h H14). Only records whose
-    `spent` is more than their `cost` (held worst cases, grading) can be resolved: only theirs
-    are kept by row."""
+    "$-2.92 spent" and spend its budget three times over: break14h H14). Records whose `spent`
+    is more than their `cost` (held worst cases, grading) are kept by row, since nearly every
+    resolved record is one of them; a `resolves` after any other record (a grading held at $0:
+    verify14i V6) is settled by a second look at that row's lines (`_unmatched`)."""
 
     def __init__(self) -> None:
         self.total = 0.0
         self._open: dict[bytes, float] = {}
+        self.unmatched: set[bytes] = set()  # rows with a `resolves` after a record not kept
 
     def add(self, row_id: bytes, spent: float, resolves: float, open_: bool) -> None:
         if resolves:
-            self.total -= min(resolves, self._open.pop(row_id, 0.0))
+            if row_id in self._open:
+                self.total -= min(resolves, self._open.pop(row_id))
+            else:
+                self.unmatched.add(row_id)
         self.total += spent
         if open_:
             self._open[row_id] = spent
+
+
+def _heads(data: mmap.mmap) -> Iterator[tuple[bytes, float, float, bool]]:
+    """(row id, spent, resolves, open) of every record in file order, as scan_states reads them."""
+    for buffer, begin, finish in _windows(data):
+        segment = buffer[begin:finish]
+        found = LINE_HEADS.findall(buffer, begin, finish)
+        if len(found) == segment.count(b"\n"):
+            for row_id, _blob, cost, spent, resolves in found:
+                yield row_id, _money(spent or cost), _money(resolves), bool(spent) and spent != cost
+            continue
+        for line in segment.split(b"\n")[1:]:
+            try:
+                record = orjson.loads(line)
+                row_id = record["id"].encode()
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+            open_ = record.get("spent", record.get("cost")) != record.get("cost")
+            yield row_id, spent_on(record), _money(record.get("resolves")), open_
+
+
+def _unmatched(data: mmap.mmap, rows: set[bytes]) -> float:
+    """What the `resolves` of `rows` that found no kept record take away: each at most the
+    `spent` of its row's record before it."""
+    taken = 0.0
+    kept: dict[bytes, float] = {}
+    previous: dict[bytes, float] = {}
+    for row_id, spent, resolves, open_ in _heads(data):
+        if row_id not in rows:
+            continue
+        if resolves and kept.pop(row_id, None) is None:  # otherwise the first look took it
+            taken += min(resolves, previous.get(row_id, 0.0))
+        if open_:
+            kept[row_id] = spent
+        previous[row_id] = spent
+    return taken
 
 
 def _scan_slow(
@@ -338,6 +379,8 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
                         else:
                             costs.append(spent or cost)
                 lines += count
+            if spend.unmatched:
+                spend.total -= _unmatched(data, spend.unmatched)
     total = spend.total + sum(_money(cost) for cost in costs if cost not in (b"", b"null"))
     return ScanResult(states, max(0.0, total), lines)
 

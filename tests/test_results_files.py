@@ -411,11 +411,14 @@ def test_what_a_file_spent_is_never_below_what_its_records_show(tmp_path: Path, 
         _line("b2", 0.03, -3.0),  # negative
         _line("c3", None, 0.04),
         _line("c3", 0.005, 0.005, resolves=0.04),  # an honest late cost
-        _line("d4", 0.1, 0.1, resolves=1.0),  # resolves a row that had nothing open
+        _line("d4", 0.1, 0.1, resolves=1.0),  # resolves a row that had no record before
+        # verify14i V6: a grading held at $0, learnt late: the first record's spent is its cost.
+        _line("e5", 0.004, 0.004),
+        _line("e5", 0.004, 0.008, resolves=0.004),
     ]
     if slow:
         lines.append("not a record\n")  # the window is read line by line
     path = tmp_path / "r.jsonl"
     path.write_text("".join(lines))
-    # a1 counts 0.01 (its first record's 0.02 replaced), b2 0, c3 0.005, d4 0.1.
-    assert scan_states(path).spent_usd == pytest.approx(0.01 + 0.005 + 0.1)
+    # a1 counts 0.01 (its first record's 0.02 replaced), b2 0, c3 0.005, d4 0.1, e5 0.008.
+    assert scan_states(path).spent_usd == pytest.approx(0.01 + 0.005 + 0.1 + 0.008)
