@@ -311,3 +311,26 @@ def test_asyncio_is_not_needed_for_the_signal_guard() -> None:
         loop.close()
         os.kill(os.getpid(), signal.SIGTERM)
     assert stopped == ["stop"]
+
+
+def test_once_the_exit_code_is_decided_signals_are_ignored_through_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Verification of the break14h fixes (V5): the interpreter's shutdown puts the default action
+    # back on every signal with a Python handler, so a second Ctrl-C landing there, after
+    # "stopped: interrupted", killed the process by the signal (130) instead of exit 7. An
+    # ignored signal stays ignored through it.
+    import batchrun._early_signals as early
+    import batchrun.cli as cli_module
+
+    monkeypatch.setattr(cli_module, "main", lambda: ExitCode.INTERRUPTED)
+    was = early.caught[0]
+    early.caught[0] = True  # as the console script's first line does
+    saved = [signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)]
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli_module.entry()
+        assert exited.value.code == ExitCode.INTERRUPTED
+        assert [signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)] == [signal.SIG_IGN] * 2
+    finally:
+        early.caught[0] = was
+        for sig, handler in zip((signal.SIGTERM, signal.SIGINT), saved, strict=True):
+            signal.signal(sig, handler)

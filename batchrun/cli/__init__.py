@@ -6,10 +6,12 @@ in `_run_commands` and `_file_commands`, the arguments in `_parser`."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import NoReturn, TextIO, cast
 
 from .._console import Console
+from .._early_signals import SIGNALS, caught
 from .._exceptions import (
     AuthFailed,
     BatchrunError,
@@ -97,4 +99,11 @@ def entry() -> NoReturn:
         # stdout's reader went away (`batchrun report X | head`): exit quietly, as Unix
         # tools do, instead of Python's "Exception ignored ... BrokenPipeError" at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if caught[0]:
+        # The exit code is decided. The interpreter's shutdown puts the default action back on
+        # every signal it has a handler for, so a second Ctrl-C landing there killed the process
+        # by the signal (130) after "stopped: interrupted" (verify14i V5); an ignored signal
+        # stays ignored.
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
     sys.exit(code)
