@@ -29,12 +29,12 @@ import httpx
 import orjson
 from httpx_sse import EventSource, SSEError
 
+from ._charges import reported_charge
 from ._classify import classify
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._exceptions import RequestFailed, ResponseTooLarge, Transient
 from ._generation import Flight, abandoned, generation_header, valid_generation_id
-from ._pricing import money
 from ._reply import MAX_TOOL_CALLS, billed, cost_rejected, loads, tool_calls_of, usage_of
 
 _ERROR_BODY_BYTES = 64 * 1024  # an error reply before the stream is small JSON
@@ -303,5 +303,7 @@ def _costs_less(usage: dict[str, Any], earlier: dict[str, Any] | None) -> bool:
     Batch mode takes the larger of two figures too (_batch_costs)."""
     if earlier is None:
         return False
-    now, before = money(usage.get("cost")), money(earlier.get("cost"))
+    # What each counts (a BYOK answer's fee with its upstream cost), not the fee alone: a fee of
+    # $0.0001 replaced a BYOK usage of $0 plus $0.012 upstream (verify14i V10).
+    now, before = reported_charge(usage), reported_charge(earlier)
     return now is not None and before is not None and now < before

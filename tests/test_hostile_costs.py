@@ -92,9 +92,20 @@ def test_a_generation_id_holding_the_key_is_never_kept_from_a_stream(tmp_path: P
     assert outcome.code == ExitCode.OK and {r["generation_id"] for r in outcome.rows} == {None}
 
 
-@pytest.mark.parametrize(("first", "second", "kept"), [(0.012, 0.0, 0.012), (0.001, 0.012, 0.012)])
-def test_a_stream_that_sends_its_usage_twice_keeps_the_larger_cost(
-    tmp_path: Path, first: float, second: float, kept: float
+BYOK_USAGE = {"cost": 0.0, "is_byok": True, "cost_details": {"upstream_inference_cost": 0.012}}
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "kept"),
+    [
+        ({"cost": 0.012}, {"cost": 0.0}, 0.012),
+        ({"cost": 0.001}, {"cost": 0.012}, 0.012),
+        # verify14i V10: a fee alone is less than a BYOK fee with its upstream cost.
+        (BYOK_USAGE, {"cost": 0.0001}, 0.012),
+    ],
+)
+def test_a_stream_that_sends_its_usage_twice_keeps_the_larger_charge(
+    tmp_path: Path, first: dict[str, Any], second: dict[str, Any], kept: float
 ) -> None:
     # break14h H13: the last usage chunk won, so a `cost: 0` after the real one recorded the row
     # at $0 "reported". The larger is kept, as batch mode keeps the larger of two figures.
@@ -102,12 +113,12 @@ def test_a_stream_that_sends_its_usage_twice_keeps_the_larger_cost(
         done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
         return _sse(
             {"id": "gen-1", "choices": [{"index": 0, "delta": {"content": "Paris"}}]},
-            {**done, "usage": {**USAGE, "cost": first}},
-            {"choices": [], "usage": {**USAGE, "cost": second}},
+            {**done, "usage": {**USAGE, **first}},
+            {"choices": [], "usage": {**USAGE, **second}},
         )
 
     outcome = run(HostileServer(chat=chat), tmp_path, "--stream")
-    assert {(r["cost"], r["cost_status"]) for r in outcome.rows} == {(kept, "reported")}
+    assert {(r["spent"], r["cost_status"]) for r in outcome.rows} == {(kept, "reported")}
 
 
 # -- /generation answers: the id must be the one asked for (break-14 #4) -----------------------
