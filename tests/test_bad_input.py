@@ -422,3 +422,14 @@ def test_simulate_on_a_busy_port_fails_before_saying_it_listens(tmp_path: Path) 
         code, _, err = call_cli("simulate", "--port", str(port))
     assert_refused(code, err, f"simulator cannot listen on 127.0.0.1:{port}")
     assert "simulator on" not in err  # (a host that does not resolve takes the same path; not tested: no DNS)
+
+
+def test_a_reply_cap_past_what_a_record_can_hold_is_refused(tmp_path: Path) -> None:
+    # Verification of the break14h fixes (V7): with run.max_response_bytes at 64 MiB an answer
+    # past the readers' 32 MiB line was paid, then stopped the run (exit 11), and every resume
+    # paid for it again.
+    job = write_job(tmp_path, SMALL_JOB.replace("run: {", "run: {max_response_bytes: 67108864, "))
+    code, _, err = call_cli("validate", job)
+    assert code == ExitCode.USAGE and "max_response_bytes" in err and "16777216" in err
+    code, _, err = call_cli(write_job(tmp_path, SMALL_JOB), "--simulate", "--max-response-bytes", "67108864")
+    assert code == ExitCode.USAGE and "--max-response-bytes" in err and "16777216" in err
