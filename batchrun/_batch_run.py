@@ -27,6 +27,7 @@ from ._batch_rules import batch_groups
 from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
 from ._checks import Answer, grade, is_judge, without_latency_checks
 from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Transient
+from ._ledger import FLOAT_NOISE_USD
 from ._matrix import Request
 from ._parts import non_text_part
 from ._retry import AttemptLog
@@ -300,6 +301,10 @@ class BatchExecutor:
         await runner.ledger.settle_hold(entry.reserved_usd, charges.known, charges.held)
         if entry.key in self.earlier:
             runner.ledger.earlier_batches += charges.known  # maybe billed before this run: _reconcile
+            unseen = entry.key_seen_usd - charges.known - charges.held
+            if unseen > FLOAT_NOISE_USD:
+                runner.ledger.count_earlier_charge(unseen)
+                runner.dispatch.journal_key_gap()
         runner.charges.unresolved.extend(charges.unknown)  # looked up at the end, else reconciled
         for row in entry.rows:
             request = requests[row]
@@ -352,6 +357,19 @@ class BatchExecutor:
         stopped.cancel()
         sleeper.cancel()
         return self.runner.stop_reason not in (StopReason.INTERRUPTED, StopReason.AUTH)
+
+    def note_key_seen(self, reconciliation: dict[str, Any], ledger_known: float, batches_open: float) -> None:
+        """At the end of a run with batches open: the part of the key's charge their holds
+        explained (the end-of-run comparison's `explained`, batches first), shared by their
+        worst cases, is kept with each for the run that collects it (BatchEntry.key_seen_usd)."""
+        delta = reconciliation.get("key_usage_delta_usd")
+        entries = self.state.open_entries() + self.state.in_doubt()
+        if delta is None or not entries or batches_open <= 0:
+            return
+        seen = min(max(delta - ledger_known, 0.0), batches_open)
+        for entry in entries:
+            entry.key_seen_usd += seen * entry.reserved_usd / batches_open
+        self.state.save()
 
     # -- the run -----------------------------------------------------------------------------
     async def run(self, requests: Iterable[Request]) -> PoolOutcome:

@@ -61,6 +61,11 @@ class BatchEntry:
     status: str | None = None  # last status OpenRouter reported
     cost_usd: float | None = None  # batch-level usage.cost once collected
     retry: bool = False  # a --retry-errors batch
+    # What runs that ended with it open saw charged on the key for it (the part of the key's
+    # charge its hold explained): the run that collects it counts what its reported cost leaves
+    # of that as spent (verify14i V12: a batch that under-reported, collected by a later run,
+    # was counted by no run).
+    key_seen_usd: float = 0.0
 
 
 @dataclass

@@ -286,6 +286,11 @@ class Dispatcher:
         task.add_done_callback(self._refreshed)  # whoever started it may be cancelled meanwhile
         await asyncio.shield(task)
 
+    def journal_key_gap(self) -> None:
+        """The key gap as it is now, in the attempt journal (a kill -9 must not forget it)."""
+        if self.journal is not None:
+            self.journal.key_gap(self.ledger.from_key)
+
     async def read_key_now(self) -> None:
         """Under a limit, follow the key at once (or join the read under way): a collected batch
         settled a whole batch's charge, and one that under-reported was seen only by the end-of-run
@@ -359,8 +364,8 @@ class Dispatcher:
             if usage is not None and problem is None:
                 charged = start.spend(usage, info)
                 gap = self.ledger.follow_key(charged)
-                if gap > 0 and self.journal is not None:
-                    self.journal.key_gap(self.ledger.from_key)  # a kill -9 must not forget it
+                if gap > 0:
+                    self.journal_key_gap()
                 # A key that rounds each charge up shows a sub-cent excess over honest answers:
                 # agreement, or an honest run at concurrency 1 read /key per request (F8). So does
                 # another process spending on the key, far from the limit (G5: a shard's spend

@@ -184,6 +184,13 @@ class CreditLedger:
         self._wake(change=False)
         return gap
 
+    def count_earlier_charge(self, amount: float) -> None:
+        """A charge an earlier run saw on the key for a batch this run collected, beyond what the
+        batch reports: spent (as key gap), and charged before this run began."""
+        self.from_key += amount
+        self.earlier_batches += amount
+        self._wake(change=False)
+
     def hold(self, amount: float) -> None:
         """Hold money for a batch submitted (or in doubt: maybe submitted). Unlike `reserve`,
         it never waits and is not "in flight": a batch settles only when collected, maybe in a

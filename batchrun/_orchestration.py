@@ -304,6 +304,8 @@ async def _locked_run(
         )
         if reconciliation["warning"]:
             notice("warning: " + reconciliation["warning"])
+        if executor is not None:
+            executor.note_key_seen(reconciliation, runner.ledger.spent, runner.ledger.batches_open)
         if isolated is not None:
             await isolated.finish(notice)
         if states or late_rows:

@@ -467,6 +467,7 @@ class OneBatch:
     cost: Callable[[int], float] = lambda rows: 0.0001 * rows
     charge: float | None = None
     submitted: list[str] = field(default_factory=list)
+    running: bool = False  # polls say in_progress while set
 
     def hostile(self) -> HostileServer:
         hostile = self.server.hostile()
@@ -480,6 +481,8 @@ class OneBatch:
     def poll(self, request: RawRequest) -> bytes:
         if self.charge is not None:
             self.server.billed = self.charge
+        if self.running:
+            return json_answer(200, {"id": "batch_1", "object": "batch", "status": "in_progress", "results": None})
         results = [
             {"custom_id": i, "response": {"status_code": 200, "body": chat_payload(id=f"gen-{i}")}, "error": None}
             for i in self.submitted
@@ -488,12 +491,13 @@ class OneBatch:
         return json_answer(200, {"id": "batch_1", "object": "batch", **done})
 
 
-async def run_batch(tmp_path: Path, batches: OneBatch, job: str) -> tuple[Job, Summary]:
+async def run_batch(tmp_path: Path, batches: OneBatch, job: str, resume: bool = False) -> tuple[Job, Summary]:
     """`job` against `batches` in process: the job loaded, and its run's summary."""
     loaded = load_job(write_job(tmp_path, job))
     with batches.hostile().running() as hostile:
+        output = tmp_path / "o.jsonl"
         options = RunOptions(
-            api_key=FAKE_KEY, base_url=hostile.base_url, output=tmp_path / "o.jsonl", clock=FakeClock()
+            api_key=FAKE_KEY, base_url=hostile.base_url, output=output, clock=FakeClock(), resume=resume
         )
         report = await run_job(loaded, options)
     return loaded, report.summary
@@ -786,3 +790,21 @@ async def test_a_key_whose_byok_fields_change_under_the_run_cannot_be_followed(
     assert code == ExitCode.BUDGET and summary["stop"] == "key_unreadable"
     assert says in summary["stop_message"]
     assert server.billed <= 0.5 + 18 * BILL
+
+
+async def test_a_batch_collected_by_a_later_run_counts_what_the_key_showed_for_it(tmp_path: Path) -> None:
+    # Verification of the break14h fixes (V12): a batch billed $0.39 while the run that submitted
+    # it held it open (its hold explained the key's charge), then collected by a resume that
+    # reported $0.0001 (the resume's /key baseline already held the charge): no run counted
+    # the gap, and a later resume spent the budget again ($0.78 on $0.60, exit 0).
+    server = Server(honest_key)  # dear prices: the batch of 20 holds about $0.32
+    batches = OneBatch(server, cost=lambda rows: 0.0001, charge=0.3, running=True)
+    job = job_text(budget=0.6, rows=20, mode="batch", batch_poll_s=1, deadline_s=3)
+    _, first = await run_batch(tmp_path, batches, job)
+    assert first["stop"] == "submitted" and first["key_gap_usd"] == 0.0  # explained by the hold
+    batches.running = False
+    _, second = await run_batch(tmp_path, batches, job, resume=True)
+    unseen = 0.3 - 20 * 0.00001  # the items' own costs are more than the batch's $0.0001
+    assert second["key_gap_usd"] == pytest.approx(unseen, abs=1e-6)
+    assert second["spent_usd"] == pytest.approx(0.3, abs=1e-6)
+    assert second["reconciliation"]["warning"] is None
