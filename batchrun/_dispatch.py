@@ -69,6 +69,7 @@ class Dispatcher:
         # Under a limit, /key is also read every `_probe` requests (watch_key): see _next_probe.
         self._probe: int | None = None
         self._watching = False  # watch_key ran
+        self.ledger.gap_lowered = self.journal_key_gap
         self.journal: AttemptJournal | None = None  # set by a run that writes results
 
     def worst_case(self, request: Request) -> float | None:

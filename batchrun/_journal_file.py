@@ -66,12 +66,15 @@ def _loads(line: bytes) -> Any:
 
 
 def journal_key_gap(path: Path, warn: Callable[[str], None] | None = None) -> float:
-    """What the crashed run's key window had counted beyond its reported costs (its `key_gap`
-    lines, which only grow: the largest): in no record, and no summary was written, so a resume
-    adds it (N12 after a kill -9). 0 without a journal or such a line. A line whose figure cannot
-    be read (a corrupted sidecar) goes to `warn`: the crashed run may have counted more than is
-    counted here (break14e E11, which dropped it without a word)."""
-    gap, unreadable = 0.0, 0
+    """What the crashed run's key window had counted beyond its reported costs (its last
+    `key_gap` line): in no record, and no summary was written, so a resume adds it (N12 after a
+    kill -9). The last, not the largest: a charge above its worst case seen in flight is taken
+    back out of the gap when its answer settles (H6), and the largest line counted it twice
+    after a crash (verify14i V11). 0 without a journal or such a line. A line whose figure
+    cannot be read (a corrupted sidecar) goes to `warn`, and after one the largest readable
+    line is counted: the crashed run may have counted more (break14e E11, which dropped it
+    without a word)."""
+    last, largest, unreadable, unread_last = 0.0, 0.0, 0, False
     try:
         with open_regular(path) as handle:
             for line in handle:
@@ -80,15 +83,16 @@ def journal_key_gap(path: Path, warn: Callable[[str], None] | None = None) -> fl
                     with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
                         value = _usd(_loads(line)["key_gap"])
                     if value is None:
-                        unreadable += 1
+                        unreadable, unread_last = unreadable + 1, True
                     else:
-                        gap = max(gap, value)
+                        last, largest, unread_last = value, max(largest, value), False
     except OSError:
         return 0.0
+    gap = largest if unread_last else last
     if unreadable and warn is not None:
         warn(
-            f"{path}: {unreadable} key_gap line(s) could not be read: ${gap:.6f}, the largest readable one, is "
-            "counted as spent beyond the records; the crashed run may have counted more"
+            f"{path}: {unreadable} key_gap line(s) could not be read: ${gap:.6f} is counted as spent beyond "
+            "the records; the crashed run may have counted more"
         )
     return gap
 

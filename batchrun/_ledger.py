@@ -51,6 +51,7 @@ class CreditLedger:
         self.held = 0.0  # worst cases of attempts that may have been billed, cost not yet known
         self.reserved = 0.0
         self.from_key = 0.0  # the key's usage beyond all of the above, counted as spent
+        self.gap_lowered: Callable[[], None] = lambda: None  # from_key fell (the journal notes it)
         self.in_flight = 0
         self._changed = asyncio.Event()  # set (and replaced) whenever room may have been made
         self._changes = 0  # how many times the ledger changed (not counting the window opening)
@@ -149,6 +150,7 @@ class CreditLedger:
             # charged read as $1.56 spent). Release that part; if the gap was another's, the
             # next read finds it again (follow_key compares the key with all that is counted).
             self.from_key -= min(self.from_key, actual - reservation)
+            self.gap_lowered()
         self._wake()
 
     async def release(self, reservation: float) -> None:

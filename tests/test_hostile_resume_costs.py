@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, load_job, matrix_requests
+from batchrun._journal_file import journal_key_gap
+from batchrun._ledger import CreditLedger
 from batchrun._reader import final_records, scan_states
 
 from .conftest import FAKE_KEY, call_cli, child_env, read_rows, start, wait_for_lines, write_job
@@ -459,9 +461,28 @@ def test_a_key_gap_line_that_cannot_be_read_is_said_and_the_largest_readable_cou
     server = _honest()
     with server.running():
         code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1")
-    assert "1 key_gap line(s) could not be read: $1.500000, the largest readable one" in err
+    assert "1 key_gap line(s) could not be read: $1.500000 is counted" in err
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["key_gap_usd"] == pytest.approx(1.5) and code == ExitCode.BUDGET and server.chat_rows() == []
+
+
+def test_the_last_key_gap_line_is_the_one_counted(tmp_path: Path) -> None:
+    # Verification of the break14h fixes (V11): a charge above its worst case seen in flight is
+    # taken back out of the key gap when its answer settles (H6); the journal took the largest
+    # line, so after a kill -9 the resume counted it twice again. The last line holds the gap.
+    journal = tmp_path / "out.attempts.jsonl"
+    journal.write_text('{"job": "crash"}\n{"key_gap": 0.631}\n{"key_gap": 0.4505}\n')
+    assert journal_key_gap(journal) == pytest.approx(0.4505)
+
+
+async def test_a_key_gap_taken_back_is_journaled() -> None:
+    ledger = CreditLedger(1.0)
+    noted: list[float] = []
+    ledger.gap_lowered = lambda: noted.append(ledger.from_key)
+    await ledger.reserve(0.01)
+    ledger.follow_key(0.1)  # seen in flight: $0.09 beyond the reservation
+    await ledger.settle(0.01, 0.1)
+    assert noted == [pytest.approx(0.0)]
 
 
 def test_no_page_or_junit_file_is_written_over_results_and_a_linked_output_has_its_files_sidecars(
