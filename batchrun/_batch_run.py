@@ -23,11 +23,11 @@ from typing import Any
 
 from ._batch_api import BatchClient, BatchInfo, BatchItem
 from ._batch_costs import batch_charges
+from ._batch_key import count_unseen, killed_collections, note_key_seen
 from ._batch_rules import batch_groups
 from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
 from ._checks import Answer, grade, is_judge, without_latency_checks
 from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Transient
-from ._ledger import FLOAT_NOISE_USD
 from ._matrix import Request
 from ._parts import non_text_part
 from ._retry import AttemptLog
@@ -179,6 +179,7 @@ class BatchExecutor:
             reserved_usd=worst,
             intent_at=self.clock.time(),
             retry=any(r.id in self.retry_rows for r in group),
+            unfollowed=True,
         )
         self.state.entries.append(entry)
         self.state.save()  # the intent is durable before the POST leaves
@@ -301,10 +302,10 @@ class BatchExecutor:
         await runner.ledger.settle_hold(entry.reserved_usd, charges.known, charges.held)
         if entry.key in self.earlier:
             runner.ledger.earlier_batches += charges.known  # maybe billed before this run: _reconcile
-            unseen = entry.key_seen_usd - charges.known - charges.held
-            if unseen > FLOAT_NOISE_USD:
-                runner.ledger.count_earlier_charge(unseen)
-                runner.dispatch.journal_key_gap()
+            # What the key showed for it while it was open, beyond what it reports; when no read
+            # followed it (its run was killed first), its worst case stands for that.
+            seen = entry.reserved_usd if entry.unfollowed else entry.key_seen_usd
+            self._count_unseen(entry, seen - charges.known - charges.held)
         runner.charges.unresolved.extend(charges.unknown)  # looked up at the end, else reconciled
         for row in entry.rows:
             request = requests[row]
@@ -312,8 +313,12 @@ class BatchExecutor:
                 await self._write_item(entry, request, items.get(row), info, charges.rows[row])
         entry.state, entry.status = COLLECTED, info.status
         entry.cost_usd = None if charges.held else charges.known
+        entry.unfollowed = True
+        self.state.save()  # collected, its charge not yet followed on the key
         self.outcome.collected += 1
-        await runner.dispatch.read_key_now()
+        if await runner.dispatch.read_key_now():
+            entry.unfollowed = False
+            self.state.save()
 
     async def _poll_once(self) -> None:
         for entry in self.state.open_entries():
@@ -359,17 +364,10 @@ class BatchExecutor:
         return self.runner.stop_reason not in (StopReason.INTERRUPTED, StopReason.AUTH)
 
     def note_key_seen(self, reconciliation: dict[str, Any], ledger_known: float, batches_open: float) -> None:
-        """At the end of a run with batches open: the part of the key's charge their holds
-        explained (the end-of-run comparison's `explained`, batches first), shared by their
-        worst cases, is kept with each for the run that collects it (BatchEntry.key_seen_usd)."""
-        delta = reconciliation.get("key_usage_delta_usd")
-        entries = self.state.open_entries() + self.state.in_doubt()
-        if delta is None or not entries or batches_open <= 0:
-            return
-        seen = min(max(delta - ledger_known, 0.0), batches_open)
-        for entry in entries:
-            entry.key_seen_usd += seen * entry.reserved_usd / batches_open
-        self.state.save()
+        note_key_seen(self.state, reconciliation, ledger_known, batches_open)
+
+    def _count_unseen(self, entry: BatchEntry, unseen: float) -> None:
+        count_unseen(self.runner.ledger, self.runner.dispatch, self.notice, entry, unseen)
 
     # -- the run -----------------------------------------------------------------------------
     async def run(self, requests: Iterable[Request]) -> PoolOutcome:
@@ -378,6 +376,8 @@ class BatchExecutor:
         # follow them like any (break14h H4: a grader listed at $0 that billed $0.012 a request
         # graded the whole job, $2.40 on a $0.05 budget, with /key read only at the start and end).
         runner.dispatch.watch_key()
+        for entry in killed_collections(self.state):
+            self._count_unseen(entry, entry.reserved_usd - (entry.cost_usd or 0.0))
         for entry in self.state.open_entries() + self.state.in_doubt():
             # Submitted by an earlier run (or maybe submitted: in doubt), not yet settled: it may
             # be running and billing, so its worst case counts as spent until it is collected,

@@ -66,6 +66,11 @@ class BatchEntry:
     # of that as spent (verify14i V12: a batch that under-reported, collected by a later run,
     # was counted by no run).
     key_seen_usd: float = 0.0
+    # Its charge may be on the key unseen by any read: set when it is submitted or collected,
+    # cleared once a read of /key followed it (the end of its run, or the read after its
+    # collection). A run killed in between left a batch that under-reported counted by no run
+    # (H5 in batch mode): a later run counts its worst case beyond its reported cost instead.
+    unfollowed: bool = False
 
 
 @dataclass

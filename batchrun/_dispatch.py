@@ -292,16 +292,18 @@ class Dispatcher:
         if self.journal is not None:
             self.journal.key_gap(self.ledger.from_key)
 
-    async def read_key_now(self) -> None:
+    async def read_key_now(self) -> bool:
         """Under a limit, follow the key at once (or join the read under way): a collected batch
         settled a whole batch's charge, and one that under-reported was seen only by the end-of-run
-        read, so a kill -9 before it lost the gap (break14h H5, batch mode)."""
+        read, so a kill -9 before it lost the gap (break14h H5, batch mode). True when a read
+        followed it (the key window is still open)."""
         if not self._watching or self.ledger.read_key is None or self.ledger.limit is None:
-            return
+            return False
         if self._refreshing is None:
             task = self._refreshing = asyncio.ensure_future(self._refresh())
             task.add_done_callback(self._refreshed)
         await asyncio.shield(self._refreshing)
+        return not self.ledger.key_lost
 
     def _refreshed(self, task: asyncio.Future[None]) -> None:
         if self._refreshing is task:

@@ -797,3 +797,45 @@ async def test_a_batch_collected_by_a_later_run_counts_what_the_key_showed_for_i
     assert second["key_gap_usd"] == pytest.approx(unseen, abs=1e-6)
     assert second["spent_usd"] == pytest.approx(0.3, abs=1e-6)
     assert second["reconciliation"]["warning"] is None
+
+
+async def test_a_batch_collected_before_a_key_read_could_follow_it_counts_its_worst_case(tmp_path: Path) -> None:
+    # Verification of the break14h fixes (H5 in batch mode): a run collected a batch that
+    # under-reported ($0.0001 for $0.30) and was killed before /key was read after it: no run
+    # ever counted the gap, and the next resume spent the budget again. Here /key stops
+    # answering right after the collection (the run stops, key_unreadable); the resume counts
+    # the batch's worst case beyond its reported cost as spent.
+    collected = [False]
+    server = Server(lambda billed, reads: None if collected[0] else key_data(billed))
+    batches = OneBatch(server, cost=lambda rows: 0.0001, charge=0.3)
+    poll = batches.poll
+
+    def polled(request: RawRequest) -> bytes:
+        collected[0] = True
+        return poll(request)
+
+    batches.poll = polled  # type: ignore[method-assign]
+    job = job_text(budget=0.6, rows=20, mode="batch", batch_poll_s=1)
+    _, first = await run_batch(tmp_path, batches, job)
+    assert first["stop"] == "key_unreadable"
+    [entry] = json.loads((tmp_path / "o.batches.json").read_text())["batches"]
+    assert entry["state"] == "collected" and entry["unfollowed"] is True
+    collected[0] = False  # /key answers again
+    _, second = await run_batch(tmp_path, batches, job, resume=True)
+    assert second["key_gap_usd"] == pytest.approx(entry["reserved_usd"] - 20 * 0.00001, abs=1e-6)
+    assert json.loads((tmp_path / "o.batches.json").read_text())["batches"][0]["unfollowed"] is False
+
+
+async def test_a_batch_a_read_followed_is_not_counted_again(tmp_path: Path) -> None:
+    # The honest flow, with and without a limit: the read after the collection (under a limit)
+    # or the end-of-run read follows it, and a resume counts nothing more for it.
+    for budget in (0.6, None):
+        folder = tmp_path / str(budget)
+        folder.mkdir()
+        server = Server(honest_key)
+        batches = OneBatch(server, cost=lambda rows: 0.0001 * rows)  # what it reports, it is billed
+        job = job_text(budget=budget, rows=20, mode="batch", batch_poll_s=1)
+        await run_batch(folder, batches, job)
+        assert json.loads((folder / "o.batches.json").read_text())["batches"][0]["unfollowed"] is False
+        _, again = await run_batch(folder, batches, job, resume=True)
+        assert again["key_gap_usd"] == 0.0

@@ -1,0 +1,60 @@
+"""How batch mode keeps a batch's charge on the key counted, whichever run collects it.
+
+A batch is charged at once, when OpenRouter says nothing of when; the run that collects it may
+not be the one that submitted it, and a /key read counts only what was charged since the run
+that makes it began. So each batch entry (X.batches.json) carries:
+
+- `key_seen_usd`: at the end of a run it was open in, the part of the key's charge its hold
+  explained. The run that collects it counts what its reported cost leaves of that as spent
+  (verify14i V12: a batch that under-reported, collected by a later run, was counted by no run).
+- `unfollowed`: no /key read has followed it since it was submitted or collected. A run killed
+  before its end (or before the read after a collection) leaves it set; a later run counts the
+  batch's worst case beyond its reported cost as spent instead (H5 in batch mode: $0.78 on a
+  $0.60 budget after a kill -9 during that read). Safe side: an honest batch is then counted
+  above its charge, once, after a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ._batch_state import COLLECTED, BatchEntry, BatchState
+from ._dispatch import Dispatcher
+from ._ledger import FLOAT_NOISE_USD, CreditLedger
+
+
+def note_key_seen(state: BatchState, reconciliation: dict[str, Any], ledger_known: float, batches_open: float) -> None:
+    """At the end of a run: the end-of-run /key read followed every batch (none is `unfollowed`
+    now), and for those still open, the part of the key's charge their holds explained (the
+    comparison's `explained`, batches first), shared by their worst cases, is kept with each."""
+    delta = reconciliation.get("key_usage_delta_usd")
+    if delta is None:
+        return  # not read: what is unfollowed stays so
+    seen = min(max(delta - ledger_known, 0.0), batches_open)
+    for entry in state.open_entries() + state.in_doubt():
+        if batches_open > 0:
+            entry.key_seen_usd += seen * entry.reserved_usd / batches_open
+    for entry in state.entries:
+        entry.unfollowed = False
+    state.save()
+
+
+def count_unseen(
+    ledger: CreditLedger, dispatch: Dispatcher, notice: Callable[[str], None], entry: BatchEntry, unseen: float
+) -> None:
+    """Spend on the key for `entry` that no run's reading counted: spent, as key gap."""
+    if unseen > FLOAT_NOISE_USD:
+        ledger.count_earlier_charge(unseen)
+        dispatch.journal_key_gap()
+        notice(f"batch {entry.key}: ${unseen:.6f} it may have been charged beyond what it reports counted as spent")
+
+
+def killed_collections(state: BatchState) -> Iterator[BatchEntry]:
+    """Batches an earlier run collected but was killed before it read /key (each marked followed
+    as it is handed out: the caller counts it)."""
+    for entry in state.entries:
+        if entry.state == COLLECTED and entry.unfollowed:
+            entry.unfollowed = False
+            yield entry
+            state.save()
