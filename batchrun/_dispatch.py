@@ -204,7 +204,13 @@ class Dispatcher:
             estimate = self.costs.estimate(row.request, result)
         reservation, row.reservation = row.reservation or 0.0, None
         row.sent = False  # settled from here on, not held as a request in flight
+        self._journal_paid(row, reported_charge(result.usage))
         await self.charges.answered(result, reservation, row.charges, estimate)
+
+    def _journal_paid(self, row: Row, usd: float | None) -> None:
+        """What the attempt answered that it cost, in the journal before the ledger takes it."""
+        if self.journal is not None and usd is not None:
+            self.journal.paid(row.owner or row.request.id, usd, grader=row.owner is not None)
 
     async def _charge_failure(self, row: Row, failure: RequestFailed) -> None:
         """A failed attempt whose reply said what it cost: charged at that; the next attempt
@@ -212,6 +218,7 @@ class Dispatcher:
         its reservation was given back)."""
         if row.reservation is not None:
             reservation, row.reservation = row.reservation, None
+            self._journal_paid(row, failure.reported_cost or 0.0)
             await self.charges.failed_with_cost(failure, reservation, row.charges)
         row.sent = False
 

@@ -100,6 +100,15 @@ class AttemptJournal:
     def generation(self, row: str, generation_id: str) -> None:
         self._write(orjson.dumps({"row": row, "gen": generation_id}) + b"\n")
 
+    def paid(self, row: str, usd: float, grader: bool = False) -> None:
+        """The attempt of `row` (a grader's, if `grader`) answered saying it cost `usd`: before the
+        ledger takes it, since the key gap may fall by it (a charge above its worst case seen in
+        flight), and a kill -9 before the row's record then counted neither (verify14j N1)."""
+        entry: dict[str, object] = {"row": row, "paid": usd}
+        if grader:
+            entry["judge"] = True
+        self._write(orjson.dumps(entry) + b"\n")
+
     def close(self, whole: bool) -> None:
         """`whole`: every attempt is in a record now, so the journal goes."""
         if self._fd < 0:

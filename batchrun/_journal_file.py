@@ -132,6 +132,9 @@ def read_journal(path: Path, job: str | None) -> dict[str, Crashed]:
                     if row in rows and rows[row].attempts:
                         rows[row].attempts[-1]["gen"] = entry["gen"]
                     continue
+                if "paid" in entry:
+                    _paid(rows.get(row), _usd(entry["paid"]), entry.get("judge") is True)
+                    continue
                 crashed = rows.setdefault(row, Crashed(str(row), str(entry.get("model", ""))))
                 crashed.attempts.append(
                     {
@@ -152,6 +155,18 @@ def read_journal(path: Path, job: str | None) -> dict[str, Crashed]:
             if attempt["usd"] is None:
                 attempt["usd"] = max(readable, default=MAX_ATTEMPT_USD)
     return rows
+
+
+def _paid(crashed: Crashed | None, usd: float | None, judge: bool) -> None:
+    """What an attempt answered that it cost, on the row's latest attempt of its kind (the
+    answer's, or a grader's) that has none yet. Graders of one row run at once, so two of
+    them may swap figures: the row's spend is the same."""
+    if crashed is None or usd is None:
+        return
+    for attempt in reversed(crashed.attempts):
+        if attempt.get("judge") is judge and attempt.get("paid") is None:
+            attempt["paid"] = usd
+            return
 
 
 def _is_header(line: bytes) -> bool:
@@ -201,7 +216,9 @@ def crash_fields(crashed: Crashed, found: dict[str, float]) -> dict[str, Any]:
     answer, grading = RowCharges(), RowCharges()
     for attempt in crashed.attempts:
         gid = attempt["gen"]
-        if gid in found:
+        if attempt.get("paid") is not None:  # it answered what it cost (AttemptJournal.paid)
+            charge = Charge(gid if isinstance(gid, str) else None, 0.0, cost=attempt["paid"], status="reported")
+        elif gid in found:
             charge = Charge(gid, 0.0, cost=found[gid], status="looked_up")
         else:
             charge = Charge(gid if isinstance(gid, str) else None, attempt["usd"])

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, load_job, matrix_requests
-from batchrun._journal_file import journal_key_gap
+from batchrun._journal_file import crash_fields, journal_key_gap, journal_path, unrecorded_attempts
 from batchrun._ledger import CreditLedger
 from batchrun._reader import final_records, scan_states
 
@@ -562,3 +562,26 @@ def test_files_a_job_names_that_are_fifos_are_refused_not_waited_on(tmp_path: Pa
     code, _, err = call_cli("validate", write_job(tmp_path, job))
     assert code == ExitCode.USAGE
     assert "cannot read the grader prompt" in err and "json_schema file 'schema.json' cannot be read" in err
+
+
+def test_what_an_attempt_answered_it_cost_is_what_a_crash_leaves_counted(tmp_path: Path) -> None:
+    # Verification of the break14h fixes (N1): answers charged $0.10 above a $0.00968 worst case;
+    # a read saw them in flight (key gap up), they settled (gap down, journaled), and the kill
+    # came while the row was graded, before its record: the resume counted the worst case. The
+    # answer's cost is journaled before the ledger takes it, and the recovery counts it.
+    results = tmp_path / "out.jsonl"
+    results.write_text("")
+    lines = [
+        {"job": "crash"},
+        {"row": "r1", "at": 0, "usd": 0.00968, "model": "m"},
+        {"row": "r1", "gen": "gen-1"},
+        {"key_gap": 0.09},
+        {"row": "r1", "paid": 0.1},
+        {"key_gap": 0.0},
+        {"row": "r1", "at": 0, "usd": 0.002, "model": "g", "judge": True},  # its grader, in flight
+    ]
+    journal_path(results).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    [crashed] = unrecorded_attempts(results).values()
+    fields = crash_fields(crashed, {})
+    assert (fields["cost"], fields["cost_status"]) == (0.1, "reported")
+    assert fields["judge_cost"] is None and fields["spent"] == pytest.approx(0.1 + 0.002)

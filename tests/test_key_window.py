@@ -335,17 +335,20 @@ async def test_the_journal_keeps_the_key_gap_until_the_summary_holds_it(tmp_path
     # leave is looked at while the end-of-run /key read is under way.
     journal = tmp_path / "o.attempts.jsonl"
     gaps_on_disk: list[float] = []
+    paid_on_disk: list[int] = []  # what answers said they cost, journaled as they settle (N1)
 
     def watching(billed: float, reads: int) -> dict[str, Any]:
         text = journal.read_text() if journal.exists() else ""
         gaps = [json.loads(line)["key_gap"] for line in text.splitlines() if '"key_gap"' in line]
         gaps_on_disk.append(max(gaps, default=0.0))
+        paid_on_disk.append(sum('"paid"' in line for line in text.splitlines()))
         return key_data(billed)
 
     server = Server(key=watching)
     code, summary, _ = await run(tmp_path, server)
     assert code == ExitCode.BUDGET and summary["key_gap_usd"] > 0.02
     assert gaps_on_disk[-1] == pytest.approx(summary["key_gap_usd"], abs=1e-6)  # the end read's moment
+    assert paid_on_disk[-1] == server.chats  # each answer's reported cost, before the ledger took it
     assert not journal.exists()  # gone once the summary holds it
 
 
