@@ -38,6 +38,15 @@ def _known(record: dict[str, Any], field: str) -> float:
     return float(value or 0.0)
 
 
+def _upstream(record: dict[str, Any]) -> float:
+    """A BYOK answer's provider charge, beside OpenRouter's fee in `cost`: spent too, so every
+    table counts it (verify14j N4: a BYOK file read as $0.000000 for $0.036 charged)."""
+    value = record.get("upstream_inference_cost")
+    if not record.get("is_byok") or record.get("cost") is None or not isinstance(value, (int, float)):
+        return 0.0
+    return float(value) if 0 < value < float("inf") else 0.0
+
+
 @dataclass(slots=True)
 class _Row:
     """What a record adds to a group, read from it once for the total, its model and its prompt."""
@@ -79,7 +88,7 @@ class _Row:
         # A record's `cost` is its answer's; its grading is `judge_cost`: both were spent. An
         # unknown one adds its known parts (`cost_known`): the figure stays a lower bound.
         row.judge = _known(record, "judge_cost")
-        row.known = _known(record, "cost") + row.judge
+        row.known = _known(record, "cost") + _upstream(record) + row.judge
         row.judge_unknown = record.get("judge_cost_status") == "unknown"
         if "unknown" in (record.get("cost_status"), record.get("judge_cost_status")):
             row.unknown = True

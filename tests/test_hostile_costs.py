@@ -179,6 +179,9 @@ def test_a_byok_answer_with_its_upstream_cost_is_reported_and_counted(tmp_path: 
     # Verification of the break14h fixes (V2): a record's `spent` was the fee alone, so a resume
     # began at $0 and spent the budget again, every time.
     assert scan_states(tmp_path / "out.jsonl").spent_usd == pytest.approx(len(outcome.rows) * 0.0000201)
+    # Its readers (verify14j N4): the tables' cost counts the upstream charge with the fee.
+    code, text, _ = call_cli("report", tmp_path / "out.jsonl", "--json")
+    assert json.loads(text)["total"]["cost_usd"] == pytest.approx(len(outcome.rows) * 0.0000201)
 
 
 @pytest.mark.parametrize("flag", ["true", 1, "yes"])
@@ -201,6 +204,9 @@ def test_an_upstream_charge_counts_even_without_the_byok_flag(tmp_path: Path) ->
     # Verification of the break14h fixes (V2): a record's `spent` was the fee alone, so a resume
     # began at $0 and spent the budget again, every time.
     assert scan_states(tmp_path / "out.jsonl").spent_usd == pytest.approx(len(outcome.rows) * 0.0000201)
+    # Its readers (verify14j N4): the tables' cost counts the upstream charge with the fee.
+    code, text, _ = call_cli("report", tmp_path / "out.jsonl", "--json")
+    assert json.loads(text)["total"]["cost_usd"] == pytest.approx(len(outcome.rows) * 0.0000201)
 
 
 # -- plan: every string it prints from a server is scrubbed (break-14 #6) ----------------------
