@@ -43,6 +43,23 @@ INTENT, SUBMITTED, COLLECTED, RELEASED = "intent", "submitted", "collected", "re
 VERSION = 1
 
 
+def _amount_problem(entry: BatchEntry) -> str | None:
+    """Why an entry's money fields cannot be believed: each is a finite amount of at least 0, and
+    what the key showed for it is within its worst case. A corrupted `key_seen_usd` was a
+    traceback on every resume ("abc"), or dropped the gap without a word (NaN, -5: verify14j N3)."""
+    amounts = {"reserved_usd": entry.reserved_usd, "key_seen_usd": entry.key_seen_usd, "cost_usd": entry.cost_usd}
+    for name, value in amounts.items():
+        if value is None and name == "cost_usd":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            return f"{name} is not an amount of money ({value!r})"
+    if entry.key_seen_usd > entry.reserved_usd * (1 + 1e-9):
+        return f"key_seen_usd {entry.key_seen_usd!r} is more than its worst case {entry.reserved_usd!r}"
+    if not isinstance(entry.unfollowed, bool):
+        return f"unfollowed is not true or false ({entry.unfollowed!r})"
+    return None
+
+
 def state_path(results: Path) -> Path:
     name = results.name[: -len(".jsonl")] if results.name.endswith(".jsonl") else results.name
     return results.with_name(name + ".batches.json")
@@ -98,6 +115,10 @@ class BatchState:
             entries = [BatchEntry(**entry) for entry in data["batches"]]
         except TypeError:
             raise ResultsError(f"{path}: a batch entry has unexpected fields") from None
+        for entry in entries:
+            problem = _amount_problem(entry)
+            if problem is not None:
+                raise ResultsError(f"{path}: batch {entry.key!r}: {problem}; fix or restore the file") from None
         return cls(path, job, data.get("job_fingerprint", job_fingerprint), entries)
 
     @classmethod

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, matrix_requests, run_job
+from batchrun._exceptions import ResultsError
 from batchrun._job import Job
 from batchrun._ledger import BudgetExhausted, CreditLedger
 from batchrun._reconcile import key_spend, key_usage
@@ -842,3 +843,21 @@ async def test_a_batch_a_read_followed_is_not_counted_again(tmp_path: Path) -> N
         assert json.loads((folder / "o.batches.json").read_text())["batches"][0]["unfollowed"] is False
         _, again = await run_batch(folder, batches, job, resume=True)
         assert again["key_gap_usd"] == 0.0
+
+
+@pytest.mark.parametrize("value", ['"abc"', "NaN", "-5", "Infinity", "1e308", "true"])
+async def test_a_batch_record_whose_amounts_cannot_be_believed_is_refused(tmp_path: Path, value: str) -> None:
+    # Verification of the break14h fixes (N3): a corrupted key_seen_usd in X.batches.json was a
+    # traceback on every resume ("abc"), or the batch's gap dropped without a word (NaN, -5,
+    # Infinity): a later resume spent the budget again.
+    server = Server(honest_key)
+    batches = OneBatch(server, cost=lambda rows: 0.0001, charge=0.3, running=True)
+    job = job_text(budget=0.6, rows=20, mode="batch", batch_poll_s=1, deadline_s=3)
+    await run_batch(tmp_path, batches, job)
+    state = tmp_path / "o.batches.json"
+    text = state.read_text()
+    seen = json.loads(text)["batches"][0]["key_seen_usd"]
+    state.write_text(text.replace(f'"key_seen_usd":{seen}', f'"key_seen_usd":{value}'))
+    batches.running = False
+    with pytest.raises(ResultsError, match="batch 'b1': key_seen_usd "):
+        await run_batch(tmp_path, batches, job, resume=True)
