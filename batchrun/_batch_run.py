@@ -23,7 +23,7 @@ from typing import Any
 
 from ._batch_api import BatchClient, BatchInfo, BatchItem
 from ._batch_costs import batch_charges
-from ._batch_key import count_unseen, killed_collections, note_key_seen
+from ._batch_key import count_unseen, killed_collections, note_key_seen, seen_between_runs
 from ._batch_rules import batch_groups
 from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
 from ._checks import Answer, grade, is_judge, without_latency_checks
@@ -364,7 +364,7 @@ class BatchExecutor:
         return self.runner.stop_reason not in (StopReason.INTERRUPTED, StopReason.AUTH)
 
     def note_key_seen(self, reconciliation: dict[str, Any], ledger_known: float, batches_open: float) -> None:
-        note_key_seen(self.state, reconciliation, ledger_known, batches_open)
+        note_key_seen(self.state, reconciliation, ledger_known, batches_open, self.runner.dispatch.key_start.usage)
 
     def _count_unseen(self, entry: BatchEntry, unseen: float) -> None:
         count_unseen(self.runner.ledger, self.runner.dispatch, self.notice, entry, unseen)
@@ -376,6 +376,8 @@ class BatchExecutor:
         # follow them like any (break14h H4: a grader listed at $0 that billed $0.012 a request
         # graded the whole job, $2.40 on a $0.05 budget, with /key read only at the start and end).
         runner.dispatch.watch_key()
+        if runner.ledger.limit is not None:
+            seen_between_runs(self.state, runner.dispatch.key_start.usage)
         for entry in killed_collections(self.state):
             self._count_unseen(entry, entry.reserved_usd - (entry.cost_usd or 0.0))
         for entry in self.state.open_entries() + self.state.in_doubt():

@@ -96,6 +96,8 @@ class BatchState:
     job: str
     job_fingerprint: str
     entries: list[BatchEntry] = field(default_factory=list)
+    # The key's usage at the end of the last run that left batches open (_batch_key).
+    key_usage_at_end: float | None = None
 
     @classmethod
     def load(cls, results: Path, job: str, job_fingerprint: str) -> BatchState:
@@ -119,7 +121,14 @@ class BatchState:
             problem = _amount_problem(entry)
             if problem is not None:
                 raise ResultsError(f"{path}: batch {entry.key!r}: {problem}; fix or restore the file") from None
-        return cls(path, job, data.get("job_fingerprint", job_fingerprint), entries)
+        usage = data.get("key_usage_at_end")
+        if usage is not None and (
+            isinstance(usage, bool) or not isinstance(usage, (int, float)) or not 0 <= usage < float("inf")
+        ):
+            raise ResultsError(
+                f"{path}: key_usage_at_end is not an amount of money ({usage!r}); fix or restore the file"
+            )
+        return cls(path, job, data.get("job_fingerprint", job_fingerprint), entries, usage)
 
     @classmethod
     def read(cls, results: Path) -> BatchState:
@@ -141,6 +150,7 @@ class BatchState:
             "job": self.job,
             "job_fingerprint": self.job_fingerprint,
             "batches": [asdict(entry) for entry in self.entries],
+            "key_usage_at_end": self.key_usage_at_end,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")

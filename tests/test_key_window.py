@@ -861,3 +861,21 @@ async def test_a_batch_record_whose_amounts_cannot_be_believed_is_refused(tmp_pa
     batches.running = False
     with pytest.raises(ResultsError, match="batch 'b1': key_seen_usd "):
         await run_batch(tmp_path, batches, job, resume=True)
+
+
+async def test_a_batch_billed_between_runs_is_counted_by_the_run_that_collects_it(tmp_path: Path) -> None:
+    # Verification of the break14h fixes (N2): a batch billed as OpenRouter runs it, after the
+    # run that submitted it ended (exit 10), is in no run's /key reading: the collecting run's
+    # first read already holds it. Two batches that under-reported read as $0.0002 for $0.78
+    # charged, exit 0. Under a limit, the key's rise between the runs counts as their charge,
+    # up to their worst cases, and what they report leaves of it as spent.
+    server = Server(honest_key)  # dear prices: the batch of 20 holds about $0.32
+    batches = OneBatch(server, cost=lambda rows: 0.0001, running=True)
+    job = job_text(budget=0.6, rows=20, mode="batch", batch_poll_s=1, deadline_s=3)
+    _, first = await run_batch(tmp_path, batches, job)
+    assert first["stop"] == "submitted" and first["key_gap_usd"] == 0.0
+    server.billed = 0.3  # charged while no run is alive
+    batches.running = False
+    _, second = await run_batch(tmp_path, batches, job, resume=True)
+    assert second["key_gap_usd"] == pytest.approx(0.3 - 20 * 0.00001, abs=1e-6)
+    assert second["spent_usd"] == pytest.approx(0.3, abs=1e-6)
