@@ -94,7 +94,7 @@ class ChargeBook:
         """A failed attempt whose reply reported a cost (`RequestFailed.reported_cost`)."""
         cost = failure.reported_cost or 0.0
         row.parts.append(Charge(failure.generation_id, 0.0, cost=cost, status="reported"))
-        await self.ledger.settle(reservation, cost)
+        await self.ledger.settle(reservation, cost, answered=True)
 
     async def answered(self, result: ChatResult, reservation: float, row: RowCharges, estimate: float | None) -> None:
         """Settle an answer: its reported cost, a lookup, the token estimate, or unknown (held)."""
@@ -105,7 +105,7 @@ class ChargeBook:
         if reported is not None:
             charge.cost, charge.status = money(result.usage.get("cost")), "reported"
             self.check_bound(reported, reservation, "reported")
-            await self.ledger.settle(reservation, reported)
+            await self.ledger.settle(reservation, reported, answered=True)
             return
         charge.held = self.ledger.keep(reservation)
         self.unresolved.append(charge)

@@ -69,7 +69,7 @@ class Dispatcher:
         # Under a limit, /key is also read every `_probe` requests (watch_key): see _next_probe.
         self._probe: int | None = None
         self._watching = False  # watch_key ran
-        self.ledger.gap_lowered = self.journal_key_gap
+        self.ledger.gap_changed = self.journal_key_gap
         self.journal: AttemptJournal | None = None  # set by a run that writes results
 
     def worst_case(self, request: Request) -> float | None:
@@ -264,6 +264,7 @@ class Dispatcher:
         silently before, and a server under-reporting every answer was believed again until
         the end: $0.24 charged under a $0.05 budget, exit 0 (break14c N7)."""
         self.ledger.lose_key_window()
+        self.journal_key_gap()
         self.stops.request(
             StopReason.KEY_UNREADABLE,
             f"the key's usage cannot be followed: {why}; under a limit, costs the answers under-report "

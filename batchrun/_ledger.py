@@ -51,7 +51,8 @@ class CreditLedger:
         self.held = 0.0  # worst cases of attempts that may have been billed, cost not yet known
         self.reserved = 0.0
         self.from_key = 0.0  # the key's usage beyond all of the above, counted as spent
-        self.gap_lowered: Callable[[], None] = lambda: None  # from_key fell (the journal notes it)
+        self.unconfirmed = 0.0  # worst cases beyond answers' reported costs since the last /key read
+        self.gap_changed: Callable[[], None] = lambda: None  # from_key moved at a settle (the journal notes it)
         self.in_flight = 0
         self._changed = asyncio.Event()  # set (and replaced) whenever room may have been made
         self._changes = 0  # how many times the ledger changed (not counting the window opening)
@@ -122,6 +123,7 @@ class CreditLedger:
         next read. Called by `read_key` (also when the read failed: then the ledger's own
         figures are all there is, and the next window asks again)."""
         self.key_window = self.remaining
+        self.unconfirmed = 0.0
         self._wake(change=False)
 
     def lose_key_window(self) -> None:
@@ -129,6 +131,11 @@ class CreditLedger:
         shut, and every reservation from now on, waiting or not, is refused."""
         self.key_window = 0.0
         self.key_lost = True
+        # What answers since the last read said they cost was never confirmed: each may have
+        # been charged up to its worst case, so that counts as spent (verify14j N6: a stop
+        # key_unreadable left $0.036 charged as $0.0006, and the resume spent the budget again).
+        self.from_key += self.unconfirmed
+        self.unconfirmed = 0.0
         self._wake()
 
     async def _read_key_once(self) -> None:
@@ -140,17 +147,25 @@ class CreditLedger:
             self._key_read = asyncio.ensure_future(self.read_key())
         await asyncio.shield(self._key_read)
 
-    async def settle(self, reservation: float, actual: float) -> None:
+    async def settle(self, reservation: float, actual: float, answered: bool = False) -> None:
+        """`answered`: `actual` is what a reply said it cost, which only the next /key read confirms."""
         self.reserved -= reservation
         self.in_flight -= 1
         self.spent += actual
+        if answered and self.key_window is not None:
+            unconfirmed = max(0.0, reservation - actual)
+            if self.key_lost:  # no read will confirm it now: counted at once (lose_key_window)
+                self.from_key += unconfirmed
+                self.gap_changed()
+            else:
+                self.unconfirmed += unconfirmed
         if actual > reservation and self.from_key > 0:
             # A charge above its worst case that a /key read saw while the attempt was in
             # flight was counted then as key gap, and now again as spent (break14h H6: $1.20
             # charged read as $1.56 spent). Release that part; if the gap was another's, the
             # next read finds it again (follow_key compares the key with all that is counted).
             self.from_key -= min(self.from_key, actual - reservation)
-            self.gap_lowered()
+            self.gap_changed()
         self._wake()
 
     async def release(self, reservation: float) -> None:

@@ -478,7 +478,7 @@ def test_the_last_key_gap_line_is_the_one_counted(tmp_path: Path) -> None:
 async def test_a_key_gap_taken_back_is_journaled() -> None:
     ledger = CreditLedger(1.0)
     noted: list[float] = []
-    ledger.gap_lowered = lambda: noted.append(ledger.from_key)
+    ledger.gap_changed = lambda: noted.append(ledger.from_key)
     await ledger.reserve(0.01)
     ledger.follow_key(0.1)  # seen in flight: $0.09 beyond the reservation
     await ledger.settle(0.01, 0.1)

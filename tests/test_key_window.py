@@ -783,6 +783,9 @@ async def test_a_key_whose_byok_fields_change_under_the_run_cannot_be_followed(
     assert code == ExitCode.BUDGET and summary["stop"] == "key_unreadable"
     assert says in summary["stop_message"]
     assert server.billed <= 0.5 + 18 * BILL
+    # What no read confirmed counts at its worst cases (verify14j N6: the file said $0.0006 for
+    # $0.036 charged, and the resume spent the whole budget again).
+    assert summary["spent_usd"] >= server.billed
 
 
 async def test_a_batch_collected_by_a_later_run_counts_what_the_key_showed_for_it(tmp_path: Path) -> None:
