@@ -46,6 +46,13 @@ def _own_cost(item: BatchItem | None) -> float | None:
     return item.result.cost if item is not None and item.result is not None else None
 
 
+def _upstream(item: BatchItem | None) -> float:
+    if item is None or item.result is None:
+        return 0.0
+    is_byok, upstream = byok_of(item.result.usage)
+    return (upstream or 0.0) if is_byok else 0.0
+
+
 def _generation(item: BatchItem | None) -> str | None:
     return item.result.generation_id if item is not None and item.result is not None else None
 
@@ -66,7 +73,11 @@ def batch_charges(
             out.rows[row] = RowCharges()
         return out
     own = {row: _own_cost(items.get(row)) for row in rows}
-    items_sum = sum(c for c in own.values() if c is not None)
+    # What each item counts: its fee with a BYOK item's upstream cost, as its record's `spent`
+    # does (the batch-level cost of a BYOK batch is "only the OpenRouter BYOK fee":
+    # batch-quickstart.mdx; verify14j N12: the ledger settled to the fees, and the end read
+    # counted the whole charge again).
+    items_sum = sum(c + _upstream(items.get(row)) for row, c in own.items() if c is not None)
     without = [row for row in rows if own[row] is None]
     for row in rows:
         cost = own[row]

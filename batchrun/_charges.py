@@ -136,13 +136,18 @@ class ChargeBook:
         if found is None:
             return False
         held, charge.held = charge.held, 0.0
-        charge.cost, charge.status = found.total_cost, "looked_up"
-        if not charge.abandoned:
+        if charge.abandoned:
+            # No field of its own for a BYOK upstream cost: the whole charge is its cost (the fee
+            # alone made a BYOK attempt looked up late read as $0: verify14j N13).
+            charge.cost = found.charged
+        else:
+            charge.cost = found.total_cost
             charge.is_byok, charge.upstream_inference_cost = found.is_byok, found.upstream_inference_cost
+        charge.status = "looked_up"
         if charge in self.unresolved:
             self.unresolved.remove(charge)
         if charge.recorded:
-            self.resolved_after_record += found.total_cost
+            self.resolved_after_record += found.charged
             self.resolved_after_record_attempts += 1
         self.check_bound(found.charged, held, "looked up")
         await self.ledger.resolve(held, found.charged)

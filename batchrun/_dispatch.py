@@ -298,7 +298,7 @@ class Dispatcher:
     def journal_key_gap(self) -> None:
         """The key gap as it is now, in the attempt journal (a kill -9 must not forget it)."""
         if self.journal is not None:
-            self.journal.key_gap(self.ledger.from_key)
+            self.journal.key_gap(self.ledger.key_gap)
 
     async def read_key_now(self) -> bool:
         """Under a limit, follow the key at once (or join the read under way): a collected batch

@@ -134,7 +134,7 @@ async def _look_up(client: OpenRouterClient, attempts: list[dict[str, Any]], lim
             except RequestFailed:
                 return
             if cost is not None:
-                found[gid] = cost.total_cost
+                found[gid] = cost.charged  # a BYOK generation's upstream cost too (verify14j N13)
 
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(limit_s):

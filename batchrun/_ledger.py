@@ -52,6 +52,7 @@ class CreditLedger:
         self.reserved = 0.0
         self.from_key = 0.0  # the key's usage beyond all of the above, counted as spent
         self.unconfirmed = 0.0  # worst cases beyond answers' reported costs since the last /key read
+        self.from_earlier = 0.0  # charges earlier runs saw for batches this one collected (count_earlier_charge)
         self.gap_changed: Callable[[], None] = lambda: None  # from_key moved at a settle (the journal notes it)
         self.in_flight = 0
         self._changed = asyncio.Event()  # set (and replaced) whenever room may have been made
@@ -76,7 +77,7 @@ class CreditLedger:
     def committed(self) -> float:
         """Spent as far as the budget is concerned: known charges, held worst cases, and
         what the key's usage showed beyond them."""
-        return self.spent + self.held + self.from_key
+        return self.spent + self.held + self.from_key + self.from_earlier
 
     @property
     def remaining(self) -> float | None:
@@ -203,10 +204,18 @@ class CreditLedger:
 
     def count_earlier_charge(self, amount: float) -> None:
         """A charge an earlier run saw on the key for a batch this run collected, beyond what the
-        batch reports: spent (as key gap), and charged before this run began."""
-        self.from_key += amount
+        batch reports: spent (as key gap), and charged before this run began. Kept apart from
+        `from_key`, which an answer settling above its worst case takes back from (this run's
+        reads saw that charge; they never saw this one: verify14j N8)."""
+        self.from_earlier += amount
         self.earlier_batches += amount
         self._wake(change=False)
+
+    @property
+    def key_gap(self) -> float:
+        """Spent beyond the records' costs: what this run's reads of the key counted, and what
+        earlier runs saw charged for batches this run collected."""
+        return self.from_key + self.from_earlier
 
     def hold(self, amount: float) -> None:
         """Hold money for a batch submitted (or in doubt: maybe submitted). Unlike `reserve`,

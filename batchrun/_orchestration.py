@@ -328,7 +328,7 @@ async def _locked_run(
             budget_usd=None if budget is None else round(budget, 8),
             spent_usd=round(outcome.spent_usd + late_gap, 12),  # worst cases held as spent carry many digits
             spent_before_usd=round(prior_spend, 8),
-            key_gap_usd=round(key_gap_before + runner.ledger.from_key + late_gap, 8),
+            key_gap_usd=round(key_gap_before + runner.ledger.key_gap + late_gap, 8),
             kept_from_earlier=estimated.kept,
             isolated_key=isolated.audit() if isolated is not None else None,
             shard=None if options.shard is None else f"{options.shard.index}/{options.shard.count}",
@@ -343,7 +343,7 @@ async def _locked_run(
         data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
         if late_gap > 0:
             with contextlib.suppress(OutputFailed):  # the summary below carries it too
-                journal.key_gap(runner.ledger.from_key + late_gap)
+                journal.key_gap(runner.ledger.key_gap + late_gap)
         try:
             write_json_atomically(summary_path(output), data)
         except OSError as exc:

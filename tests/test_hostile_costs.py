@@ -36,9 +36,9 @@ def _sse(*chunks: dict[str, Any], headers: dict[str, str] | None = None) -> byte
     return http(200, body, {"Content-Type": "text/event-stream", **(headers or {})})
 
 
-def known_late(cost: float) -> Callable[[RawRequest], bytes]:
+def known_late(cost: float, **extra: Any) -> Callable[[RawRequest], bytes]:
     """A /generation that knows each generation only when asked the second time (404 first):
-    a row's own lookup finds nothing, the end-of-run lookups find `cost`."""
+    a row's own lookup finds nothing, the end-of-run lookups find `cost` (and `extra` fields)."""
     asked: set[str] = set()
 
     def generation(request: RawRequest) -> bytes:
@@ -46,7 +46,7 @@ def known_late(cost: float) -> Callable[[RawRequest], bytes]:
         if gid not in asked:
             asked.add(gid)
             return json_answer(404, {"error": {"code": 404, "message": "Generation not found"}})
-        return json_answer(200, {"data": {"id": gid, "total_cost": cost}})
+        return json_answer(200, {"data": {"id": gid, "total_cost": cost, **extra}})
 
     return generation
 
@@ -401,6 +401,20 @@ def test_grader_costs_found_after_the_rows_were_written_are_appended_with_the_ro
         assert (again["cost"], again["cost_status"]) == (first["cost"], first["cost_status"])  # the answer's
     assert {r["judge_cost_status"] for r in outcome.rows} == {"looked_up"}
     assert scan_states(tmp_path / "out.jsonl").spent_usd == pytest.approx(4 * 0.00021)
+
+
+def test_a_byok_charge_found_after_the_row_was_written_counts_its_upstream_cost(tmp_path: Path) -> None:
+    # Verification of the break14h fixes (N13): an attempt cut short (maybe billed) whose BYOK
+    # generation was found at the end: its fee ($0) was its cost, the upstream $0.012 lost, and
+    # the resume spent the budget again.
+    ids = iter(f"gen-b{n}" for n in range(100))
+    server = HostileServer(chat=lambda request: _cut(next(ids)))
+    server.routes["/generation"] = known_late(0.0, is_byok=True, upstream_inference_cost=0.012)
+    outcome = run(server, tmp_path)
+    assert {r["cost_status"] for r in outcome.rows} == {"looked_up"}
+    assert all(r["spent"] == pytest.approx(0.012) for r in outcome.rows)
+    assert scan_states(tmp_path / "out.jsonl").spent_usd == pytest.approx(len(outcome.rows) * 0.012)
+    assert f"after their rows were written: ${len(outcome.rows) * 0.012:.6f}" in outcome.stdout
 
 
 def test_costs_found_after_the_rows_were_written_are_appended_as_the_rows_again(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from batchrun import ExitCode, RunOptions, load_job, matrix_requests, run_job
 from batchrun._exceptions import ResultsError
 from batchrun._job import Job
 from batchrun._ledger import BudgetExhausted, CreditLedger
+from batchrun._reader import scan_states
 from batchrun._reconcile import key_spend, key_usage
 from batchrun._summary_types import Summary
 from batchrun._verdict import decide
@@ -472,6 +473,7 @@ class OneBatch:
     charge: float | None = None
     submitted: list[str] = field(default_factory=list)
     running: bool = False  # polls say in_progress while set
+    item_usage: dict[str, Any] | None = None  # each result's usage, if not chat_payload's
 
     def hostile(self) -> HostileServer:
         hostile = self.server.hostile()
@@ -487,8 +489,13 @@ class OneBatch:
             self.server.billed = self.charge
         if self.running:
             return json_answer(200, {"id": "batch_1", "object": "batch", "status": "in_progress", "results": None})
+        usage = {} if self.item_usage is None else {"usage": self.item_usage}
         results = [
-            {"custom_id": i, "response": {"status_code": 200, "body": chat_payload(id=f"gen-{i}")}, "error": None}
+            {
+                "custom_id": i,
+                "response": {"status_code": 200, "body": chat_payload(id=f"gen-{i}", **usage)},
+                "error": None,
+            }
             for i in self.submitted
         ]
         done = {"status": "completed", "usage": {"cost": self.cost(len(self.submitted))}, "results": results}
@@ -882,3 +889,33 @@ async def test_a_batch_billed_between_runs_is_counted_by_the_run_that_collects_i
     _, second = await run_batch(tmp_path, batches, job, resume=True)
     assert second["key_gap_usd"] == pytest.approx(0.3 - 20 * 0.00001, abs=1e-6)
     assert second["spent_usd"] == pytest.approx(0.3, abs=1e-6)
+
+
+async def test_a_byok_batch_settles_to_what_its_items_count(tmp_path: Path) -> None:
+    # Verification of the break14h fixes (N12): a BYOK batch's usage.cost is "only the OpenRouter
+    # BYOK fee" (batch-quickstart.mdx); its items report fee 0 and upstream $0.0195. The ledger
+    # settled to the fees ($0), the records counted $0.39, and the end read counted it again.
+    server = Server(honest_key)
+    upstream = {"prompt_tokens": 10, "completion_tokens": 2, "cost": 0.0, "is_byok": True}
+    upstream["cost_details"] = {"upstream_inference_cost": 0.0195}
+    batches = OneBatch(server, cost=lambda rows: 0.0, charge=0.39, item_usage=upstream)
+    _, summary = await run_batch(tmp_path, batches, job_text(budget=0.6, rows=20, mode="batch", batch_poll_s=1))
+    assert summary["spent_usd"] == pytest.approx(0.39, abs=1e-6) and summary["key_gap_usd"] == 0.0
+    assert scan_states(tmp_path / "o.jsonl").spent_usd == pytest.approx(0.39, abs=1e-6)
+
+
+async def test_a_gap_an_earlier_run_saw_is_not_taken_back_by_answers_above_their_worst_case(tmp_path: Path) -> None:
+    # Verification of the break14h fixes (N8): the gap counted for a batch an earlier run saw
+    # charged went into the key gap this run's answers settling above their worst cases take
+    # back from (graders listed free that bill $0.012): $0.39 of $0.63 charged was counted.
+    grader = "anthropic/claude-3.5-haiku"  # listed free here
+    server = Server(honest_key, prices={**PRICES, grader: FREE[MODEL]})
+    verdict = '{"pass": true, "score": 1, "reason": "ok"}'
+    server.answer = lambda: json_answer(200, chat_payload(verdict, model=grader, usage={"cost": BILL}))
+    batches = OneBatch(server, cost=lambda rows: 0.0001, charge=0.3, running=True)
+    job = judged(job_text(budget=1.0, rows=20, mode="batch", batch_poll_s=1, deadline_s=3), grader)
+    await run_batch(tmp_path, batches, job)
+    batches.running = False
+    _, second = await run_batch(tmp_path, batches, job, resume=True)
+    assert second["key_gap_usd"] == pytest.approx(0.3 - 20 * 0.00001, abs=1e-6)
+    assert second["spent_usd"] == pytest.approx(0.3 + server.chats * BILL, abs=1e-6)
