@@ -896,7 +896,7 @@ async def test_a_byok_batch_settles_to_what_its_items_count(tmp_path: Path) -> N
     # BYOK fee" (batch-quickstart.mdx); its items report fee 0 and upstream $0.0195. The ledger
     # settled to the fees ($0), the records counted $0.39, and the end read counted it again.
     server = Server(honest_key)
-    upstream = {"prompt_tokens": 10, "completion_tokens": 2, "cost": 0.0, "is_byok": True}
+    upstream: dict[str, Any] = {"prompt_tokens": 10, "completion_tokens": 2, "cost": 0.0, "is_byok": True}
     upstream["cost_details"] = {"upstream_inference_cost": 0.0195}
     batches = OneBatch(server, cost=lambda rows: 0.0, charge=0.39, item_usage=upstream)
     _, summary = await run_batch(tmp_path, batches, job_text(budget=0.6, rows=20, mode="batch", batch_poll_s=1))
