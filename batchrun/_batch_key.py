@@ -16,10 +16,10 @@ that makes it began. So each batch entry (X.batches.json) carries:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from ._batch_state import COLLECTED, BatchEntry, BatchState
+from ._batch_state import COLLECTED, RELEASED, BatchEntry, BatchState
 from ._dispatch import Dispatcher
 from ._ledger import FLOAT_NOISE_USD, CreditLedger
 
@@ -79,11 +79,17 @@ def count_unseen(
         notice(f"batch {entry.key}: ${unseen:.6f} it may have been charged beyond what it reports counted as spent")
 
 
-def killed_collections(state: BatchState) -> Iterator[BatchEntry]:
-    """Batches an earlier run collected but was killed before it read /key (each marked followed
-    as it is handed out: the caller counts it)."""
+def follow_earlier(state: BatchState, count: Callable[[BatchEntry, float], None]) -> None:
+    """At a run's start, `count` what earlier runs left unfollowed on the key: a batch collected
+    by a run killed before it read /key (its worst case beyond its reported cost), and a batch
+    released (declared never submitted) while the key showed charges its hold explained (they
+    were someone's: verify14j N10, gone with the release before)."""
     for entry in state.entries:
         if entry.state == COLLECTED and entry.unfollowed:
             entry.unfollowed = False
-            yield entry
+            count(entry, entry.reserved_usd - (entry.cost_usd or 0.0))
+            state.save()
+        elif entry.state == RELEASED and entry.key_seen_usd > 0:
+            count(entry, entry.key_seen_usd)
+            entry.key_seen_usd = 0.0
             state.save()

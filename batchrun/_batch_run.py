@@ -23,7 +23,7 @@ from typing import Any
 
 from ._batch_api import BatchClient, BatchInfo, BatchItem
 from ._batch_costs import batch_charges
-from ._batch_key import count_unseen, killed_collections, note_key_seen, seen_between_runs
+from ._batch_key import count_unseen, follow_earlier, note_key_seen, seen_between_runs
 from ._batch_rules import batch_groups
 from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
 from ._checks import Answer, grade, is_judge, without_latency_checks
@@ -309,7 +309,9 @@ class BatchExecutor:
         runner.charges.unresolved.extend(charges.unknown)  # looked up at the end, else reconciled
         for row in entry.rows:
             request = requests[row]
-            if request is not None:
+            # A row an earlier collection of this batch wrote already (that run was killed before
+            # it could mark the batch collected) is not written, nor graded, again (verify14j N9).
+            if request is not None and not (entry.key in self.earlier and self.keep(request)):
                 await self._write_item(entry, request, items.get(row), info, charges.rows[row])
         entry.state, entry.status = COLLECTED, info.status
         entry.cost_usd = None if charges.held else charges.known
@@ -378,8 +380,7 @@ class BatchExecutor:
         runner.dispatch.watch_key()
         if runner.ledger.limit is not None:
             seen_between_runs(self.state, runner.dispatch.key_start.usage)
-        for entry in killed_collections(self.state):
-            self._count_unseen(entry, entry.reserved_usd - (entry.cost_usd or 0.0))
+        follow_earlier(self.state, self._count_unseen)
         for entry in self.state.open_entries() + self.state.in_doubt():
             # Submitted by an earlier run (or maybe submitted: in doubt), not yet settled: it may
             # be running and billing, so its worst case counts as spent until it is collected,

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, matrix_requests, run_job
+from batchrun._batch_key import follow_earlier
+from batchrun._batch_state import BatchEntry, BatchState
 from batchrun._exceptions import ResultsError
 from batchrun._job import Job
 from batchrun._ledger import BudgetExhausted, CreditLedger
@@ -919,3 +921,44 @@ async def test_a_gap_an_earlier_run_saw_is_not_taken_back_by_answers_above_their
     _, second = await run_batch(tmp_path, batches, job, resume=True)
     assert second["key_gap_usd"] == pytest.approx(0.3 - 20 * 0.00001, abs=1e-6)
     assert second["spent_usd"] == pytest.approx(0.3 + server.chats * BILL, abs=1e-6)
+
+
+async def test_a_batch_collected_again_after_a_kill_writes_and_grades_only_the_rows_it_had_not(
+    tmp_path: Path,
+) -> None:
+    # Verification of the break14h fixes (N9): a run killed while it graded a collected batch's
+    # rows left the batch `submitted`; the resume collected it again, wrote every row again and
+    # paid their graders again. Here the first collection is whole, and the state says
+    # `submitted` as the kill would have left it.
+    grader = "anthropic/claude-3.5-haiku"
+    server = Server(honest_key, prices={**CHEAP, grader: FREE[MODEL]})
+    verdict = '{"pass": true, "score": 1, "reason": "ok"}'
+    server.answer = lambda: json_answer(200, chat_payload(verdict, model=grader, usage={"cost": 0}))
+    batches = OneBatch(server)
+    job = judged(job_text(budget=1.0, rows=20, mode="batch", batch_poll_s=1), grader)
+    await run_batch(tmp_path, batches, job)
+    lines, graded = (tmp_path / "o.jsonl").read_text().count("\n"), server.chats
+    state = tmp_path / "o.batches.json"
+    state.write_text(state.read_text().replace('"state":"collected"', '"state":"submitted"'))
+    await run_batch(tmp_path, batches, job, resume=True)
+    assert (tmp_path / "o.jsonl").read_text().count("\n") == lines and server.chats == graded
+
+
+def test_what_earlier_runs_left_unfollowed_on_the_key_is_counted_once(tmp_path: Path) -> None:
+    # Verification of the break14h fixes (N10): a batch in doubt "explained" other charges the
+    # key showed (its key_seen_usd); `batches release` threw them away with it.
+    state = BatchState(tmp_path / "o.batches.json", "window", "f")
+    def entry(key: str, state: str, **more: Any) -> BatchEntry:
+        return BatchEntry(key, MODEL, ["r"], ["f"], 0.3, 0.0, state=state, **more)
+
+    state.entries = [
+        entry("b1", "released", key_seen_usd=0.24),
+        entry("b2", "collected", cost_usd=0.01, unfollowed=True),
+        entry("b3", "collected", cost_usd=0.01),
+    ]
+    counted: list[tuple[str, float]] = []
+    follow_earlier(state, lambda batch, usd: counted.append((batch.key, usd)))
+    assert counted == [("b1", 0.24), ("b2", pytest.approx(0.29))]
+    follow_earlier(state, lambda batch, usd: counted.append((batch.key, usd)))  # saved: not again
+    assert len(counted) == 2
+    assert BatchState.load(tmp_path / "o.jsonl", "window", "f").entries[0].key_seen_usd == 0.0
