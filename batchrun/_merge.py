@@ -14,7 +14,7 @@ from ._gate import MatrixCoverage, shard_layout
 from ._job import Job
 from ._output_paths import current_umask, sidecar_name_problem
 from ._reader import Warn
-from ._report_data import file_key_gap
+from ._report_data import file_key_gap, read_run_summary
 from ._results import ResultsWriter, final_records
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
@@ -93,8 +93,29 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
         stop=None,
         complete=complete,
         shortfalls=shortfalls,
-        # Spent beyond the records, in each file's summary or journal: the merged file's
-        # readers showed only its records' costs (break14h H10). The largest, not the sum:
-        # shards run at once on one key each count the others' charges (verify14i V9).
-        key_gap_usd=round(max(file_key_gap(shard) for shard in shards), 8),
+        key_gap_usd=round(merged_key_gap(shards), 8),
     )
+
+
+def merged_key_gap(shards: list[Path]) -> float:
+    """Spent beyond the records, in each file's summary or journal: the merged file's readers
+    showed only its records' costs (break14h H10). Shards run at once on one key each count the
+    others' charges (verify14i V9: the sum showed $8.58 for $2.40), while shards run one after
+    another each count their own (verify14j N11: the largest showed $1.25 for $2.40). So the
+    files whose runs overlapped in time count their largest gap, and such groups add up; a file
+    whose summary says not when it ran is taken to overlap all the others."""
+    spans = []
+    for shard in shards:
+        summary = read_run_summary(shard)
+        start, end = summary.get("started_at"), summary.get("finished_at")
+        timed = isinstance(start, str) and isinstance(end, str) and start <= end
+        spans.append((start if timed else None, end if timed else None, file_key_gap(shard)))
+    if any(start is None for start, _, _ in spans):
+        return max(gap for _, _, gap in spans)
+    total, group_end, group_gap = 0.0, "", 0.0
+    for start, end, gap in sorted(spans, key=lambda span: str(span[0])):
+        assert start is not None and end is not None
+        if start > group_end and group_end:
+            total, group_gap = total + group_gap, 0.0
+        group_gap, group_end = max(group_gap, gap), max(group_end, end)
+    return total + group_gap

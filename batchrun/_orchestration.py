@@ -211,6 +211,10 @@ async def _locked_run(
         await client.aclose()
         raise
     prior_spend = states.spent_usd if states is not None else 0.0
+    first_started = earlier_summary(output).get("started_at") if states is not None else None
+    started_at = utc(options.clock.time())
+    if isinstance(first_started, str) and first_started < started_at:
+        started_at = first_started
     # What earlier runs' key windows counted beyond their records' costs (the key's usage above
     # what answers reported) is in no record: their summary carries it (break14c N12).
     key_gap_before = 0.0
@@ -329,6 +333,8 @@ async def _locked_run(
             spent_usd=round(outcome.spent_usd + late_gap, 12),  # worst cases held as spent carry many digits
             spent_before_usd=round(prior_spend, 8),
             key_gap_usd=round(key_gap_before + runner.ledger.key_gap + late_gap, 8),
+            started_at=started_at,
+            finished_at=utc(options.clock.time()),
             kept_from_earlier=estimated.kept,
             isolated_key=isolated.audit() if isolated is not None else None,
             shard=None if options.shard is None else f"{options.shard.index}/{options.shard.count}",

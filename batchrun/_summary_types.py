@@ -64,6 +64,10 @@ class RunFigures(TypedDict, total=False):
     # The key's usage beyond reported costs that key windows counted as spent, over this and
     # earlier runs of the file: in no record's `spent`, so a resume reads it here (break14c N12).
     key_gap_usd: float
+    # When the file's runs began (the first of them) and when this one ended: merge adds up the
+    # key gaps of files whose runs did not overlap (verify14j N11).
+    started_at: str
+    finished_at: str
     kept_from_earlier: int
     isolated_key: dict[str, Any] | None
     shard: str | None

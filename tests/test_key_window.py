@@ -24,6 +24,7 @@ from batchrun._batch_state import BatchEntry, BatchState
 from batchrun._exceptions import ResultsError
 from batchrun._job import Job
 from batchrun._ledger import BudgetExhausted, CreditLedger
+from batchrun._merge import merged_key_gap
 from batchrun._reader import scan_states
 from batchrun._reconcile import key_spend, key_usage
 from batchrun._summary_types import Summary
@@ -948,6 +949,7 @@ def test_what_earlier_runs_left_unfollowed_on_the_key_is_counted_once(tmp_path: 
     # Verification of the break14h fixes (N10): a batch in doubt "explained" other charges the
     # key showed (its key_seen_usd); `batches release` threw them away with it.
     state = BatchState(tmp_path / "o.batches.json", "window", "f")
+
     def entry(key: str, state: str, **more: Any) -> BatchEntry:
         return BatchEntry(key, MODEL, ["r"], ["f"], 0.3, 0.0, state=state, **more)
 
@@ -962,3 +964,29 @@ def test_what_earlier_runs_left_unfollowed_on_the_key_is_counted_once(tmp_path: 
     follow_earlier(state, lambda batch, usd: counted.append((batch.key, usd)))  # saved: not again
     assert len(counted) == 2
     assert BatchState.load(tmp_path / "o.jsonl", "window", "f").entries[0].key_seen_usd == 0.0
+
+
+@pytest.mark.parametrize(
+    ("spans", "merged"),
+    [
+        # Verification of the break14h fixes (N11): shards run one after another each count
+        # their own gap: the largest alone showed $1.25 for $2.40.
+        ([("T01:00", "T02:00", 1.2), ("T03:00", "T04:00", 1.1)], 2.3),
+        # Shards run at once each count the others' charges too (verify14i V9): the largest.
+        ([("T01:00", "T02:00", 1.6), ("T01:30", "T02:30", 1.7), ("T05:00", "T06:00", 0.5)], 2.2),
+        # A file that says not when it ran is taken to overlap every other.
+        ([("T01:00", "T02:00", 1.2), (None, None, 1.1)], 1.2),
+    ],
+)
+def test_a_merged_files_key_gap_adds_up_runs_that_did_not_overlap(
+    tmp_path: Path, spans: list[tuple[str | None, str | None, float]], merged: float
+) -> None:
+    files = []
+    for index, (start, end, gap) in enumerate(spans):
+        path = tmp_path / f"s{index}.jsonl"
+        summary: dict[str, Any] = {"key_gap_usd": gap}
+        if start is not None:
+            summary.update(started_at=f"2026-11-29{start}:00.000Z", finished_at=f"2026-11-29{end}:00.000Z")
+        path.with_name(f"s{index}.summary.json").write_text(json.dumps(summary))
+        files.append(path)
+    assert merged_key_gap(files) == pytest.approx(merged)
