@@ -1,5 +1,6 @@
-"""The attempt journal's cost per attempt (break-14b M4): the two lines each attempt appends
-(its reservation before it goes out, its generation id once the headers name it), against the
+"""The attempt journal's cost per attempt (break-14b M4): the three lines each answered attempt
+appends (its reservation before it goes out, its generation id once the headers name it, what it
+answered it cost before the ledger takes it: verify14j N1), against the
 same attempt without a journal, and against an fsync per line (what the journal does not do:
 README "Requests in flight at a kill -9"). BENCH_JOURNAL_N attempts (default 20,000; 200 with fsync).
 
@@ -48,6 +49,8 @@ def per_attempt_us(journal: AttemptJournal | None, count: int, fsync: bool = Fal
             if fsync:
                 os.fsync(journal._fd)
         flight.generation_id = "gen-1764384000-a1b2c3d4e5f6a7b8c9d0"
+        if journal is not None:
+            journal.paid(request.id, 0.000123)
     return (time.perf_counter() - started) / count * 1e6
 
 
