@@ -38,7 +38,7 @@ _EXPORTS = {
     "matrix_requests": "_matrix",
     "ResultsWriter": "_results",
     "final_records": "_results",
-    "RunControl": "_orchestration",
+    "RunControl": "_run_control",
     "RunOptions": "_options",
     "RunReport": "_orchestration",
     "run_job": "_orchestration",
@@ -76,11 +76,11 @@ if TYPE_CHECKING:
     from ._matrix import Shard as Shard
     from ._matrix import matrix_requests as matrix_requests
     from ._options import RunOptions as RunOptions
-    from ._orchestration import RunControl as RunControl
     from ._orchestration import RunReport as RunReport
     from ._orchestration import run_job as run_job
     from ._results import ResultsWriter as ResultsWriter
     from ._results import final_records as final_records
+    from ._run_control import RunControl as RunControl
     from ._verdict import ExitCode as ExitCode
     from .simulator import SimConfig as SimConfig
     from .simulator import Simulator as Simulator

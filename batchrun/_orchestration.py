@@ -37,26 +37,13 @@ from ._preflight import job_routing_warning, keep_row, make_client, open_cache, 
 from ._pricing import money
 from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail, scan_states
 from ._retry import retry_policy
+from ._run_control import RunControl
 from ._run_output import check_output, earlier_summary, resolve_output
 from ._settings import RunSettings
 from ._status import Status, StopReason
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
 from ._worker_pool import PoolOutcome, Runner, run_config
-
-
-@dataclass
-class RunControl:
-    """Lets the CLI's signal handlers reach a run that may not have started its runner yet."""
-
-    runner: Runner | None = None
-    pending: StopReason | None = None
-
-    def stop(self, reason: StopReason = StopReason.INTERRUPTED) -> None:
-        if self.runner is not None:
-            self.runner.request_stop(reason)
-        else:
-            self.pending = reason
 
 
 @dataclass

@@ -30,6 +30,7 @@ from ._options import RunOptions
 from ._preflight import make_client, preflight
 from ._retry import retry_policy
 from ._row import RowGrading
+from ._run_control import RunControl
 from ._status import Status
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
@@ -109,6 +110,7 @@ async def regrade_file(
     gate: ItemGate,
     show_worst_case: Callable[[str], None],
     keep: Callable[[dict[str, Any]], None] | None = None,
+    control: RunControl | None = None,
 ) -> Summary:
     """`report --job` with judges, end to end: prices and credit, the worst case (shown before
     anything is spent, from a first pass over `reread()`), then the re-grading of `records`
@@ -150,6 +152,10 @@ async def regrade_file(
         # Grader requests are paid like a run's: the key window and its probe follow them, and
         # the key is reconciled at the end (break14h H1: graders under-reporting, or listed at
         # $0 and billing, spent $2.40 on a $0.05 budget, exit 0, /key read once).
+        if control is not None:  # a signal stops the graders as it stops a run (verify14i V8)
+            control.runner = runner
+            if control.pending:
+                runner.request_stop(control.pending)
         runner.dispatch.watch_key()
         await regrade_with_judges(records, job, runner, emit)
         await runner.charges.retry_lookups()

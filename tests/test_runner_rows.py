@@ -16,8 +16,8 @@ import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._exceptions import OutputFailed
-from batchrun._orchestration import RunControl
 from batchrun._results import ResultsWriter
+from batchrun._run_control import RunControl
 from batchrun._verdict import decide
 from batchrun.simulator import Simulator
 

@@ -161,6 +161,8 @@ def _regrade_judged(
     from .._regrade import regrade_file
     from .._report_data import file_key_gap
     from .._results import final_records
+    from .._run_control import RunControl
+    from .._signals import RunSignals
 
     def worst_case(line: str) -> None:
         console.err.write(line + "\n")
@@ -172,19 +174,29 @@ def _regrade_judged(
         if page is not None:
             page.add(record)
 
-    async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> Summary:
-        options = RunOptions(api_key=key_for_job(job, sim_key), base_url=base_url)
-        return await regrade_file(
-            job,
-            options,
-            records,
-            lambda: final_records(args.results, console.warn),
-            gate,
-            worst_case,
-            keep,
-        )
+    control = RunControl()
 
-    summary: Summary = asyncio.run(with_simulator(args, body))
+    async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> Summary:
+        signals.loop = asyncio.get_running_loop()
+        options = RunOptions(api_key=key_for_job(job, sim_key), base_url=base_url)
+        try:
+            return await regrade_file(
+                job,
+                options,
+                records,
+                lambda: final_records(args.results, console.warn),
+                gate,
+                worst_case,
+                keep,
+                control,
+            )
+        finally:
+            signals.loop = None
+
+    # Grader requests spend like a run's: SIGTERM or SIGINT stops them cleanly, and the spend
+    # and the exit code (7) are said (verify14i V8: SIGTERM killed it, exit 143, nothing said).
+    with RunSignals(lambda: control.stop(), console.error) as signals:
+        summary: Summary = asyncio.run(with_simulator(args, body))
     summary["output"] = str(args.results)
     summary["key_gap_usd"] = file_key_gap(args.results)
     return summary

@@ -49,7 +49,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from .._orchestration import RunControl
+    from .._run_control import RunControl
 
     control = RunControl()
     with RunSignals(lambda: control.stop(), console.error) as signals:
