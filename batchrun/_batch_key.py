@@ -50,9 +50,10 @@ def note_key_seen(
 
 
 def seen_between_runs(state: BatchState, start_usage: float | None) -> None:
-    """At the start of a run under a limit: what the key's usage rose by since the last run that
-    left batches open ended counts as charged for them, up to what their worst cases leave of
-    what was seen already. A batch is billed as OpenRouter runs it, mostly while no run is alive
+    """At the start of a run: what the key's usage rose by since the last run that left batches
+    open ended counts as charged for them, up to what their worst cases leave of what was seen
+    already (with or without a limit: a run without one dropped it, and a later one under a limit
+    counted the file short: verify14k K6). A batch is billed as OpenRouter runs it, mostly while no run is alive
     (01:00 submit, 07:00 collect), and the collecting run's first /key read already holds it
     (verify14j N2: two batches that under-reported, $0.78 charged, read as $0.0002, exit 0).
     Safe side: another process spending on the key meanwhile is counted too, up to that bound."""
@@ -85,6 +86,13 @@ def follow_earlier(state: BatchState, count: Callable[[BatchEntry, float], None]
     released (declared never submitted) while the key showed charges its hold explained (they
     were someone's: verify14j N10, gone with the release before)."""
     for entry in state.entries:
+        if entry.unfollowed and entry.state != COLLECTED:
+            # Submitted (or in doubt) by a run killed before any read followed it: whatever it
+            # was charged then is in no later run's window, so its worst case stands for it
+            # (verify14k K1: a clean run in between cleared the flag, $0.78 on $0.60; K5: a
+            # release after the kill threw the run's unread charges away).
+            entry.key_seen_usd, entry.unfollowed = entry.reserved_usd, False
+            state.save()
         if entry.state == COLLECTED and entry.unfollowed:
             entry.unfollowed = False
             count(entry, entry.reserved_usd - (entry.cost_usd or 0.0))

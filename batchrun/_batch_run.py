@@ -304,8 +304,12 @@ class BatchExecutor:
             runner.ledger.earlier_batches += charges.known  # maybe billed before this run: _reconcile
             # What the key showed for it while it was open, beyond what it reports; when no read
             # followed it (its run was killed first), its worst case stands for that.
-            seen = entry.reserved_usd if entry.unfollowed else entry.key_seen_usd
-            self._count_unseen(entry, seen - charges.known - charges.held)
+            # (follow_earlier made a killed run's unfollowed batch's worst case its key_seen_usd.)
+            self._count_unseen(entry, entry.key_seen_usd - charges.known - charges.held)
+            # Counted: a kill before this batch is marked collected must not count it again when
+            # the resume collects it anew (verify14k K2: $0.78 counted for a $0.39 under-report).
+            entry.key_seen_usd = 0.0
+            self.state.save()
         runner.charges.unresolved.extend(charges.unknown)  # looked up at the end, else reconciled
         for row in entry.rows:
             request = requests[row]
@@ -378,8 +382,7 @@ class BatchExecutor:
         # follow them like any (break14h H4: a grader listed at $0 that billed $0.012 a request
         # graded the whole job, $2.40 on a $0.05 budget, with /key read only at the start and end).
         runner.dispatch.watch_key()
-        if runner.ledger.limit is not None:
-            seen_between_runs(self.state, runner.dispatch.key_start.usage)
+        seen_between_runs(self.state, runner.dispatch.key_start.usage)
         follow_earlier(self.state, self._count_unseen)
         for entry in self.state.open_entries() + self.state.in_doubt():
             # Submitted by an earlier run (or maybe submitted: in doubt), not yet settled: it may

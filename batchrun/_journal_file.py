@@ -216,8 +216,12 @@ def crash_fields(crashed: Crashed, found: dict[str, float]) -> dict[str, Any]:
     answer, grading = RowCharges(), RowCharges()
     for attempt in crashed.attempts:
         gid = attempt["gen"]
-        if attempt.get("paid") is not None:  # it answered what it cost (AttemptJournal.paid)
-            charge = Charge(gid if isinstance(gid, str) else None, 0.0, cost=attempt["paid"], status="reported")
+        if attempt.get("paid") is not None:
+            # It answered what it cost (AttemptJournal.paid), a claim no /key read may have
+            # confirmed before the kill: at least its worst case (verify14k K3: under-reported
+            # answers were believed, $3.24 on $3.00), more when it said more (verify14j N1).
+            paid = max(attempt["paid"], attempt["usd"] or 0.0)
+            charge = Charge(gid if isinstance(gid, str) else None, 0.0, cost=paid, status="reported")
         elif gid in found:
             charge = Charge(gid, 0.0, cost=found[gid], status="looked_up")
         else:

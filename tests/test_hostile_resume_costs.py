@@ -585,3 +585,9 @@ def test_what_an_attempt_answered_it_cost_is_what_a_crash_leaves_counted(tmp_pat
     fields = crash_fields(crashed, {})
     assert (fields["cost"], fields["cost_status"]) == (0.1, "reported")
     assert fields["judge_cost"] is None and fields["spent"] == pytest.approx(0.1 + 0.002)
+    # An answer that said less than its worst case, with no read to confirm it before the kill,
+    # counts its worst case (verify14k K3: under-reported answers were believed, $3.24 on $3.00).
+    lines[4] = {"row": "r1", "paid": 0.0001}
+    journal_path(results).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    [crashed] = unrecorded_attempts(results).values()
+    assert crash_fields(crashed, {})["cost"] == pytest.approx(0.00968)

@@ -876,7 +876,8 @@ async def test_a_batch_record_whose_amounts_cannot_be_believed_is_refused(tmp_pa
         await run_batch(tmp_path, batches, job, resume=True)
 
 
-async def test_a_batch_billed_between_runs_is_counted_by_the_run_that_collects_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("limit", [True, False], ids=["under-a-limit", "without-one"])
+async def test_a_batch_billed_between_runs_is_counted_by_the_run_that_collects_it(tmp_path: Path, limit: bool) -> None:
     # Verification of the break14h fixes (N2): a batch billed as OpenRouter runs it, after the
     # run that submitted it ended (exit 10), is in no run's /key reading: the collecting run's
     # first read already holds it. Two batches that under-reported read as $0.0002 for $0.78
@@ -889,9 +890,14 @@ async def test_a_batch_billed_between_runs_is_counted_by_the_run_that_collects_i
     assert first["stop"] == "submitted" and first["key_gap_usd"] == 0.0
     server.billed = 0.3  # charged while no run is alive
     batches.running = False
-    _, second = await run_batch(tmp_path, batches, job, resume=True)
+    # verify14k K6: a collecting run without a limit dropped it, and a later one counted short.
+    collect = job if limit else job_text(budget=None, rows=20, mode="batch", batch_poll_s=1, deadline_s=3)
+    assert limit == ("budget_usd" in collect)
+    _, second = await run_batch(tmp_path, batches, collect, resume=True)
     assert second["key_gap_usd"] == pytest.approx(0.3 - 20 * 0.00001, abs=1e-6)
     assert second["spent_usd"] == pytest.approx(0.3, abs=1e-6)
+    # Counted once: a kill before the batch was marked collected does not count it again (K2).
+    assert json.loads((tmp_path / "o.batches.json").read_text())["batches"][0]["key_seen_usd"] == 0.0
 
 
 async def test_a_byok_batch_settles_to_what_its_items_count(tmp_path: Path) -> None:
@@ -957,13 +963,19 @@ def test_what_earlier_runs_left_unfollowed_on_the_key_is_counted_once(tmp_path: 
         entry("b1", "released", key_seen_usd=0.24),
         entry("b2", "collected", cost_usd=0.01, unfollowed=True),
         entry("b3", "collected", cost_usd=0.01),
+        # verify14k K5: in doubt when a run was killed before any read, then released.
+        entry("b4", "released", unfollowed=True),
+        # verify14k K1: submitted by a killed run: its worst case stands for what it was charged.
+        entry("b5", "submitted", unfollowed=True),
     ]
     counted: list[tuple[str, float]] = []
     follow_earlier(state, lambda batch, usd: counted.append((batch.key, usd)))
-    assert counted == [("b1", 0.24), ("b2", pytest.approx(0.29))]
+    assert counted == [("b1", 0.24), ("b2", pytest.approx(0.29)), ("b4", 0.3)]
     follow_earlier(state, lambda batch, usd: counted.append((batch.key, usd)))  # saved: not again
-    assert len(counted) == 2
-    assert BatchState.load(tmp_path / "o.jsonl", "window", "f").entries[0].key_seen_usd == 0.0
+    assert len(counted) == 3
+    saved = BatchState.load(tmp_path / "o.jsonl", "window", "f").entries
+    assert saved[0].key_seen_usd == 0.0
+    assert (saved[4].key_seen_usd, saved[4].unfollowed) == (0.3, False)  # counted when collected
 
 
 @pytest.mark.parametrize(
