@@ -7,12 +7,14 @@ import os
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from ._batch_state import pending_batches
 from ._exceptions import ResultsError
 from ._gate import MatrixCoverage, shard_layout
 from ._job import Job
 from ._output_paths import current_umask, sidecar_name_problem
+from ._pricing import money
 from ._reader import Warn
 from ._report_data import file_key_gap, read_run_summary
 from ._results import ResultsWriter, final_records
@@ -97,25 +99,39 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
     )
 
 
+def earlier_runs(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """A summary's `runs` that can be read: each with both times and a gap of 0 or more."""
+    runs = summary.get("runs")
+    return [run for run in runs if _span(run) is not None] if isinstance(runs, list) else []
+
+
+def _span(run: Any) -> tuple[str, str, float] | None:
+    if not isinstance(run, dict):
+        return None
+    start, end, gap = run.get("started_at"), run.get("finished_at"), money(run.get("key_gap_usd"))
+    if not (isinstance(start, str) and isinstance(end, str) and start <= end) or gap is None:
+        return None
+    return start, end, gap
+
+
 def merged_key_gap(shards: list[Path]) -> float:
     """Spent beyond the records, in each file's summary or journal: the merged file's readers
-    showed only its records' costs (break14h H10). Shards run at once on one key each count the
-    others' charges (verify14i V9: the sum showed $8.58 for $2.40), while shards run one after
+    showed only its records' costs (break14h H10). Runs at once on one key each count the
+    others' charges (verify14i V9: the sum showed $8.58 for $2.40), while runs one after
     another each count their own (verify14j N11: the largest showed $1.25 for $2.40). So the
-    files whose runs overlapped in time count their largest gap, and such groups add up; a file
-    whose summary says not when it ran is taken to overlap all the others."""
-    spans = []
+    runs (each summary's `runs`) that overlapped in time count their largest gap, and such
+    groups add up (a file's run in two parts around another is two runs: verify14k K4). A gap
+    whose time is not known (a summary without `runs`, a crashed run's journal) is added on
+    its own: safe side."""
+    spans: list[tuple[str, str, float]] = []
+    loose = 0.0
     for shard in shards:
-        summary = read_run_summary(shard)
-        start, end = summary.get("started_at"), summary.get("finished_at")
-        timed = isinstance(start, str) and isinstance(end, str) and start <= end
-        spans.append((start if timed else None, end if timed else None, file_key_gap(shard)))
-    if any(start is None for start, _, _ in spans):
-        return max(gap for _, _, gap in spans)
-    total, group_end, group_gap = 0.0, "", 0.0
-    for start, end, gap in sorted(spans, key=lambda span: str(span[0])):
-        assert start is not None and end is not None
-        if start > group_end and group_end:
+        runs = [span for run in earlier_runs(read_run_summary(shard)) if (span := _span(run)) is not None]
+        spans += runs
+        loose += max(0.0, file_key_gap(shard) - sum(gap for _, _, gap in runs))
+    total, group_end, group_gap = loose, "", 0.0
+    for start, end, gap in sorted(spans):
+        if group_end and start > group_end:
             total, group_gap = total + group_gap, 0.0
         group_gap, group_end = max(group_gap, gap), max(group_end, end)
     return total + group_gap

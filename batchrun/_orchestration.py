@@ -27,6 +27,7 @@ from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
 from ._lock import OutputLock
 from ._matrix import Request, count_requests, matrix_requests
+from ._merge import earlier_runs
 from ._options import Notice, RunOptions
 from ._output_paths import (
     job_folder,
@@ -198,10 +199,10 @@ async def _locked_run(
         await client.aclose()
         raise
     prior_spend = states.spent_usd if states is not None else 0.0
-    first_started = earlier_summary(output).get("started_at") if states is not None else None
-    started_at = utc(options.clock.time())
-    if isinstance(first_started, str) and first_started < started_at:
-        started_at = first_started
+    earlier = earlier_summary(output) if states is not None else {}
+    run_started = started_at = utc(options.clock.time())
+    if isinstance(earlier.get("started_at"), str) and earlier["started_at"] < started_at:
+        started_at = earlier["started_at"]
     # What earlier runs' key windows counted beyond their records' costs (the key's usage above
     # what answers reported) is in no record: their summary carries it (break14c N12).
     key_gap_before = 0.0
@@ -322,6 +323,16 @@ async def _locked_run(
             key_gap_usd=round(key_gap_before + runner.ledger.key_gap + late_gap, 8),
             started_at=started_at,
             finished_at=utc(options.clock.time()),
+            # Each run's own span and gap (a crashed run's, from its journal, with this one's):
+            # merge tells runs that overlapped from those that did not (verify14k K4).
+            runs=[
+                *earlier_runs(earlier),
+                {
+                    "started_at": run_started,
+                    "finished_at": utc(options.clock.time()),
+                    "key_gap_usd": round((states.key_gap_usd if states else 0.0) + runner.ledger.key_gap + late_gap, 8),
+                },
+            ],
             kept_from_earlier=estimated.kept,
             isolated_key=isolated.audit() if isolated is not None else None,
             shard=None if options.shard is None else f"{options.shard.index}/{options.shard.count}",

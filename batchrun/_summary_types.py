@@ -68,6 +68,7 @@ class RunFigures(TypedDict, total=False):
     # key gaps of files whose runs did not overlap (verify14j N11).
     started_at: str
     finished_at: str
+    runs: list[dict[str, Any]]  # each run of the file: started_at, finished_at, its own key_gap_usd
     kept_from_earlier: int
     isolated_key: dict[str, Any] | None
     shard: str | None

@@ -319,6 +319,10 @@ async def test_a_resume_counts_what_earlier_key_windows_counted(tmp_path: Path) 
     assert summaries[0]["key_gap_usd"] > 0.02  # the first run counted the key's usage
     assert server.billed <= BUDGET + 1e-9  # the resumes sent nothing the budget had already counted
     assert summaries[2]["key_gap_usd"] == pytest.approx(summaries[0]["key_gap_usd"], abs=1e-6)
+    # Each run's own span and gap, for merge (verify14k K4): three runs, the first's gap.
+    runs = summaries[2]["runs"]
+    assert len(runs) == 3 and sum(r["key_gap_usd"] for r in runs) == pytest.approx(summaries[2]["key_gap_usd"])
+    assert all(r["started_at"] <= r["finished_at"] for r in runs)
     assert summaries[2]["spent_before_usd"] >= summaries[0]["key_gap_usd"]
     # The readers show it beside the rows' reported costs, which leave it out (N12's nit: the
     # file read as a known $0.00002 while it cost the key about $0.036).
@@ -979,26 +983,32 @@ def test_what_earlier_runs_left_unfollowed_on_the_key_is_counted_once(tmp_path: 
 
 
 @pytest.mark.parametrize(
-    ("spans", "merged"),
+    ("files", "merged"),
     [
         # Verification of the break14h fixes (N11): shards run one after another each count
         # their own gap: the largest alone showed $1.25 for $2.40.
-        ([("T01:00", "T02:00", 1.2), ("T03:00", "T04:00", 1.1)], 2.3),
+        ([[("T01:00", "T02:00", 1.2)], [("T03:00", "T04:00", 1.1)]], 2.3),
         # Shards run at once each count the others' charges too (verify14i V9): the largest.
-        ([("T01:00", "T02:00", 1.6), ("T01:30", "T02:30", 1.7), ("T05:00", "T06:00", 0.5)], 2.2),
-        # A file that says not when it ran is taken to overlap every other.
-        ([("T01:00", "T02:00", 1.2), (None, None, 1.1)], 1.2),
+        ([[("T01:00", "T02:00", 1.6)], [("T01:30", "T02:30", 1.7)], [("T05:00", "T06:00", 0.5)]], 2.2),
+        # A shard run in two parts around another (verify14k K4): three runs, none overlapping.
+        ([[("T01:00", "T02:00", 1.0), ("T05:00", "T06:00", 0.2)], [("T03:00", "T04:00", 1.1)]], 2.3),
+        # A gap whose time is not known (a summary without runs) is added on its own: safe side.
+        ([[("T01:00", "T02:00", 1.2)], None], 1.2 + 0.9),
     ],
 )
 def test_a_merged_files_key_gap_adds_up_runs_that_did_not_overlap(
-    tmp_path: Path, spans: list[tuple[str | None, str | None, float]], merged: float
+    tmp_path: Path, files: list[list[tuple[str, str, float]] | None], merged: float
 ) -> None:
-    files = []
-    for index, (start, end, gap) in enumerate(spans):
+    paths = []
+    for index, runs in enumerate(files):
         path = tmp_path / f"s{index}.jsonl"
-        summary: dict[str, Any] = {"key_gap_usd": gap}
-        if start is not None:
-            summary.update(started_at=f"2026-11-29{start}:00.000Z", finished_at=f"2026-11-29{end}:00.000Z")
+        summary: dict[str, Any] = {"key_gap_usd": 0.9}
+        if runs is not None:
+            summary["runs"] = [
+                {"started_at": f"2026-11-29{a}:00.000Z", "finished_at": f"2026-11-29{b}:00.000Z", "key_gap_usd": gap}
+                for a, b, gap in runs
+            ]
+            summary["key_gap_usd"] = sum(gap for *_, gap in runs)
         path.with_name(f"s{index}.summary.json").write_text(json.dumps(summary))
-        files.append(path)
-    assert merged_key_gap(files) == pytest.approx(merged)
+        paths.append(path)
+    assert merged_key_gap(paths) == pytest.approx(merged)
