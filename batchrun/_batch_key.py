@@ -61,6 +61,13 @@ def seen_between_runs(state: BatchState, start_usage: float | None) -> None:
     entries = state.open_entries() + state.in_doubt()
     if before is None or start_usage is None or not entries:
         return
+    if start_usage < before - FLOAT_NOISE_USD:
+        # A usage that fell since (an edited record, another key): nothing can be measured, so
+        # each open batch's worst case stands for what it was charged (verify14k K12).
+        for entry in entries:
+            entry.key_seen_usd = entry.reserved_usd
+        state.save()
+        return
     room = {entry.key: max(0.0, entry.reserved_usd - entry.key_seen_usd) for entry in entries}
     total = sum(room.values())
     rise = min(max(start_usage - before, 0.0), total)
@@ -101,3 +108,9 @@ def follow_earlier(state: BatchState, count: Callable[[BatchEntry, float], None]
             count(entry, entry.key_seen_usd)
             entry.key_seen_usd = 0.0
             state.save()
+    # This run takes over the batches still open: until its own end read follows them, a kill
+    # leaves them unfollowed, for the next run to count at their worst cases (verify14k K9: a
+    # run killed while a batch was billed left its charge counted by no run).
+    for entry in state.open_entries() + state.in_doubt():
+        entry.unfollowed = True
+    state.save()

@@ -24,7 +24,7 @@ from ._matrix import Request
 from ._reader import spent_on
 from ._record_head import record_head
 from ._results import ResultsWriter
-from ._row import judge_cost_fields
+from ._row import grading_spent, judge_cost_fields
 from ._row_cost import RowCharges, counted
 
 
@@ -50,7 +50,7 @@ class LateCosts:
         answer_unknown = record.get("cost_status") == "unknown" and charges.parts
         judge_unknown = record.get("judge_cost_status") == "unknown" and judge is not None and judge.parts
         if answer_unknown or judge_unknown:
-            counted_then = counted(judge.fields()) if judge is not None else 0.0
+            counted_then = grading_spent(judge) if judge is not None else 0.0
             self.rows.append(_Written(request, record, charges, judge, counted_then))
 
     def records(self, now: str) -> Iterator[tuple[dict[str, Any], bytes]]:
@@ -61,9 +61,8 @@ class LateCosts:
             if row.judge is not None:
                 # A grader's cost looked up late: its row was said to be written again, yet kept
                 # `judge_cost: null` and its graders' worst cases in `spent` (break14h H8).
-                judged = row.judge.fields()
-                moved += counted(judged) - row.judge_counted
-                fields.update(judge_cost_fields(judged))
+                moved += grading_spent(row.judge) - row.judge_counted
+                fields.update(judge_cost_fields(row.judge))
             if all(row.record.get(name) == value for name, value in fields.items()):
                 continue  # nothing was learnt about this row
             yield resolved_record(row.record, fields, moved, now), row.request.payload

@@ -60,12 +60,12 @@ class RowGrading:
         for index, check in enumerate(checks):
             if is_judge(check) and index not in judged:
                 judged[index] = ungraded(check, why)
-        costs = self.charges().fields()
+        charges = self.charges()
         # The row's `spent` (in the record head, what a resume counts) includes its grading.
         return {
             **self.record,
-            "spent": spent_on(self.record) + counted(costs),  # a re-graded old record may lack it
-            **judge_cost_fields(costs),
+            "spent": spent_on(self.record) + grading_spent(charges),  # a re-graded old record may lack it
+            **judge_cost_fields(charges),
             **grade(checks, self.answer, judged),
         }
 
@@ -74,10 +74,18 @@ class RowGrading:
         return RowCharges([part for grader in self.graders for part in grader.charges.parts])
 
 
-def judge_cost_fields(costs: dict[str, Any]) -> dict[str, Any]:
-    """A record's judge cost fields from its graders' cost fields (RowCharges.fields)."""
+def grading_spent(charges: RowCharges) -> float:
+    """What a row's grading counts as spent: its graders' charges (BYOK upstream costs too), or
+    while one is unknown what is held for them."""
+    charged = charges.charged
+    return charged if charged is not None else counted(charges.fields())
+
+
+def judge_cost_fields(charges: RowCharges) -> dict[str, Any]:
+    """A record's judge cost fields from its graders' charges."""
+    costs = charges.fields()
     return {
-        "judge_cost": costs["cost"],  # 0 when no grader was sent, None while one's is unknown
+        "judge_cost": charges.charged,  # 0 when no grader was sent, None while one's is unknown
         "judge_cost_status": costs["cost_status"],
         "judge_cost_known": costs["cost_known"],
     }

@@ -40,6 +40,14 @@ class RowCharges:
         return sum(p.cost for p in self.parts if p.cost is not None)
 
     @property
+    def charged(self) -> float | None:
+        """What the parts were charged: each cost with a BYOK answer's upstream cost, None while
+        any is unknown (a grader's BYOK charge was its fee alone in judge_cost: verify14k K10)."""
+        if any(p.cost is None for p in self.parts):
+            return None
+        return sum((p.cost or 0.0) + ((p.upstream_inference_cost or 0.0) if p.is_byok else 0.0) for p in self.parts)
+
+    @property
     def status(self) -> str | None:
         parts = self.parts
         if len(parts) == 1:

@@ -417,6 +417,26 @@ def test_a_byok_charge_found_after_the_row_was_written_counts_its_upstream_cost(
     assert f"after their rows were written: ${len(outcome.rows) * 0.012:.6f}" in outcome.stdout
 
 
+def test_a_byok_graders_upstream_cost_is_in_judge_cost_and_every_table(tmp_path: Path) -> None:
+    # Verification of the break14h fixes (K10): a grader answering as BYOK (fee 0, upstream $0.012)
+    # was counted by the budget but its judge_cost was the fee: the tables showed half the charge.
+    byok = {**USAGE, "cost": 0.0, "is_byok": True, "cost_details": {"upstream_inference_cost": 0.012}}
+
+    def chat(request: RawRequest) -> bytes:
+        if "rubric" in request.body.decode():
+            return json_answer(200, chat_payload('{"pass": true, "score": 1, "reason": "ok"}', usage=byok))
+        return json_answer(200, chat_payload())  # the answer, $0.00001
+
+    job = JOB.replace("prompts:", "judge: {model: openai/gpt-4o-mini}\nprompts:").replace(
+        "    vars:", "    checks: [{judge: 'Right.'}]\n    vars:"
+    )
+    outcome = run(HostileServer(chat=chat), tmp_path, job=job, row_of=lambda label: label.split(".")[0])
+    assert all(r["judge_cost"] == pytest.approx(0.012) for r in outcome.rows)
+    assert all(r["spent"] == pytest.approx(0.01201) for r in outcome.rows)
+    code, text, _ = call_cli("report", tmp_path / "out.jsonl", "--json")
+    assert json.loads(text)["total"]["cost_usd"] == pytest.approx(len(outcome.rows) * 0.01201)
+
+
 def test_costs_found_after_the_rows_were_written_are_appended_as_the_rows_again(tmp_path: Path) -> None:
     """break-14 #20: each row's lookup finds nothing yet (404), the end-of-run lookups find
     them all: each row is appended again with its cost (the first record is never changed),

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, matrix_requests, run_job
-from batchrun._batch_key import follow_earlier
+from batchrun._batch_key import follow_earlier, seen_between_runs
 from batchrun._batch_state import BatchEntry, BatchState
 from batchrun._exceptions import ResultsError
 from batchrun._job import Job
@@ -979,7 +979,9 @@ def test_what_earlier_runs_left_unfollowed_on_the_key_is_counted_once(tmp_path: 
     assert len(counted) == 3
     saved = BatchState.load(tmp_path / "o.jsonl", "window", "f").entries
     assert saved[0].key_seen_usd == 0.0
-    assert (saved[4].key_seen_usd, saved[4].unfollowed) == (0.3, False)  # counted when collected
+    assert saved[4].key_seen_usd == 0.3  # counted when it is collected
+    # verify14k K9: the run takes the open batches over: unfollowed until its own end read.
+    assert saved[4].unfollowed is True
 
 
 @pytest.mark.parametrize(
@@ -1012,3 +1014,13 @@ def test_a_merged_files_key_gap_adds_up_runs_that_did_not_overlap(
         path.with_name(f"s{index}.summary.json").write_text(json.dumps(summary))
         paths.append(path)
     assert merged_key_gap(paths) == pytest.approx(merged)
+
+
+def test_a_key_usage_below_the_one_a_run_left_makes_open_batches_count_their_worst_cases(tmp_path: Path) -> None:
+    # Verification of the break14h fixes (K12): a key_usage_at_end above the key's usage now (an
+    # edited record, another key) read as no rise, and a batch billed between runs was lost.
+    state = BatchState(tmp_path / "o.batches.json", "window", "f")
+    state.entries = [BatchEntry("b1", MODEL, ["r"], ["f"], 0.3, 0.0, state="submitted", batch_id="batch_1")]
+    state.key_usage_at_end = 1e308
+    seen_between_runs(state, 5.0)
+    assert state.entries[0].key_seen_usd == 0.3 and state.key_usage_at_end is None
