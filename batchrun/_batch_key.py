@@ -46,6 +46,8 @@ def note_key_seen(
     for entry in state.entries:
         entry.unfollowed = False
     state.key_usage_at_end = start_usage + delta if still_open and start_usage is not None else None
+    if not still_open:
+        state.key_rise_usd = 0.0  # no batch left to have been charged it: another process's
     state.save()
 
 
@@ -68,13 +70,20 @@ def seen_between_runs(state: BatchState, start_usage: float | None) -> None:
             entry.key_seen_usd = entry.reserved_usd
         state.save()
         return
-    room = {entry.key: max(0.0, entry.reserved_usd - entry.key_seen_usd) for entry in entries}
-    total = sum(room.values())
-    rise = min(max(start_usage - before, 0.0), total)
-    for entry in entries:
-        if total > 0:
-            entry.key_seen_usd += rise * room[entry.key] / total
+    # Kept whole, not shared out: the batch collected first draws on it first, up to its worst
+    # case (shared by headroom, a batch collected in between took only its share, and the rest
+    # was lost under a still-open batch's cap: verify14k K11, $0.64 counted for $0.78).
+    room = sum(max(0.0, entry.reserved_usd - entry.key_seen_usd) for entry in entries)
+    state.key_rise_usd = min(state.key_rise_usd + max(start_usage - before, 0.0), room)
     state.save()
+
+
+def draw_rise(state: BatchState, entry: BatchEntry) -> float:
+    """What of the key's rise between runs a batch being collected was charged: up to its
+    worst case beyond what was seen for it already."""
+    drawn = min(state.key_rise_usd, max(0.0, entry.reserved_usd - entry.key_seen_usd))
+    state.key_rise_usd -= drawn
+    return drawn
 
 
 def count_unseen(

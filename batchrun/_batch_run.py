@@ -23,7 +23,7 @@ from typing import Any
 
 from ._batch_api import BatchClient, BatchInfo, BatchItem
 from ._batch_costs import batch_charges
-from ._batch_key import count_unseen, follow_earlier, note_key_seen, seen_between_runs
+from ._batch_key import count_unseen, draw_rise, follow_earlier, note_key_seen, seen_between_runs
 from ._batch_rules import batch_groups
 from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
 from ._checks import Answer, grade, is_judge, without_latency_checks
@@ -305,7 +305,8 @@ class BatchExecutor:
             # What the key showed for it while it was open, beyond what it reports; when no read
             # followed it (its run was killed first), its worst case stands for that.
             # (follow_earlier made a killed run's unfollowed batch's worst case its key_seen_usd.)
-            self._count_unseen(entry, entry.key_seen_usd - charges.known - charges.held)
+            seen = entry.key_seen_usd + draw_rise(self.state, entry)
+            self._count_unseen(entry, seen - charges.known - charges.held)
             # Counted: a kill before this batch is marked collected must not count it again when
             # the resume collects it anew (verify14k K2: $0.78 counted for a $0.39 under-report).
             entry.key_seen_usd = 0.0

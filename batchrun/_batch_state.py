@@ -98,6 +98,8 @@ class BatchState:
     entries: list[BatchEntry] = field(default_factory=list)
     # The key's usage at the end of the last run that left batches open (_batch_key).
     key_usage_at_end: float | None = None
+    # What the key rose by between runs, not yet drawn by a batch collected since (_batch_key).
+    key_rise_usd: float = 0.0
 
     @classmethod
     def load(cls, results: Path, job: str, job_fingerprint: str) -> BatchState:
@@ -121,14 +123,13 @@ class BatchState:
             problem = _amount_problem(entry)
             if problem is not None:
                 raise ResultsError(f"{path}: batch {entry.key!r}: {problem}; fix or restore the file") from None
-        usage = data.get("key_usage_at_end")
-        if usage is not None and (
-            isinstance(usage, bool) or not isinstance(usage, (int, float)) or not 0 <= usage < float("inf")
-        ):
-            raise ResultsError(
-                f"{path}: key_usage_at_end is not an amount of money ({usage!r}); fix or restore the file"
-            )
-        return cls(path, job, data.get("job_fingerprint", job_fingerprint), entries, usage)
+        usage, rise = data.get("key_usage_at_end"), data.get("key_rise_usd", 0.0)
+        for name, value in (("key_usage_at_end", usage), ("key_rise_usd", rise)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf")
+            ):
+                raise ResultsError(f"{path}: {name} is not an amount of money ({value!r}); fix or restore the file")
+        return cls(path, job, data.get("job_fingerprint", job_fingerprint), entries, usage, float(rise or 0.0))
 
     @classmethod
     def read(cls, results: Path) -> BatchState:
@@ -151,6 +152,7 @@ class BatchState:
             "job_fingerprint": self.job_fingerprint,
             "batches": [asdict(entry) for entry in self.entries],
             "key_usage_at_end": self.key_usage_at_end,
+            "key_rise_usd": self.key_rise_usd,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, matrix_requests, run_job
-from batchrun._batch_key import follow_earlier, seen_between_runs
+from batchrun._batch_key import draw_rise, follow_earlier, seen_between_runs
 from batchrun._batch_state import BatchEntry, BatchState
 from batchrun._exceptions import ResultsError
 from batchrun._job import Job
@@ -1024,3 +1024,20 @@ def test_a_key_usage_below_the_one_a_run_left_makes_open_batches_count_their_wor
     state.key_usage_at_end = 1e308
     seen_between_runs(state, 5.0)
     assert state.entries[0].key_seen_usd == 0.3 and state.key_usage_at_end is None
+
+
+def test_the_rise_between_runs_goes_to_the_batch_collected_first(tmp_path: Path) -> None:
+    # Verification of the break14h fixes (K11): the rise was shared among the open batches by
+    # their headroom; the one collected took only its share ($0.19 of its $0.39), and the rest
+    # was lost under the other's cap when its own charge came: $0.64 counted for $0.78.
+    state = BatchState(tmp_path / "o.batches.json", "window", "f")
+    b1 = BatchEntry("b1", MODEL, ["r1"], ["f"], 0.4467, 0.0, state="submitted", batch_id="batch_1")
+    b2 = BatchEntry("b2", MODEL, ["r2"], ["f"], 0.4488, 0.0, state="submitted", batch_id="batch_2")
+    state.entries = [b1, b2]
+    state.key_usage_at_end = 0.0
+    seen_between_runs(state, 0.3901)  # b1 was billed while no run was alive
+    assert draw_rise(state, b1) == pytest.approx(0.3901) and draw_rise(state, b2) == 0.0
+    b1.state = "collected"
+    state.key_usage_at_end = 0.3901  # the end of the run that collected b1, b2 still open
+    seen_between_runs(state, 0.7822)  # then b2 was billed
+    assert draw_rise(state, b2) == pytest.approx(0.3921)
