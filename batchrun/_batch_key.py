@@ -7,11 +7,15 @@ that makes it began. So each batch entry (X.batches.json) carries:
 - `key_seen_usd`: at the end of a run it was open in, the part of the key's charge its hold
   explained. The run that collects it counts what its reported cost leaves of that as spent
   (verify14i V12: a batch that under-reported, collected by a later run, was counted by no run).
-- `unfollowed`: no /key read has followed it since it was submitted or collected. A run killed
-  before its end (or before the read after a collection) leaves it set; a later run counts the
-  batch's worst case beyond its reported cost as spent instead (H5 in batch mode: $0.78 on a
-  $0.60 budget after a kill -9 during that read). Safe side: an honest batch is then counted
-  above its charge, once, after a crash.
+- `unfollowed`: no /key read has followed it since it was submitted, collected, or taken over
+  by a run. A run killed before its end (or before the read after a collection) leaves it set;
+  a later run counts the batch's worst case as what it was charged then (H5 in batch mode: $0.78
+  on a $0.60 budget after a kill -9 during that read). Safe side: an honest batch is then
+  counted above its charge, once, after a crash.
+
+And the state (X.batches.json) carries `key_usage_at_end`, the key's usage when the last run
+that left batches open ended, and `key_rise_usd`, what the key rose by since, not yet drawn by
+a batch collected: batches are mostly billed while no run is alive.
 """
 
 from __future__ import annotations
@@ -40,9 +44,8 @@ def note_key_seen(
         return  # not read: what is unfollowed stays so
     seen = min(max(delta - ledger_known, 0.0), batches_open)
     still_open = state.open_entries() + state.in_doubt()
-    for entry in still_open:
-        if batches_open > 0:  # never above its worst case: a share of its hold
-            entry.key_seen_usd = min(entry.reserved_usd, entry.key_seen_usd + seen * entry.reserved_usd / batches_open)
+    for entry in still_open if batches_open > 0 else []:  # never above its worst case: a share of its hold
+        entry.key_seen_usd = min(entry.reserved_usd, entry.key_seen_usd + seen * entry.reserved_usd / batches_open)
     for entry in state.entries:
         entry.unfollowed = False
     state.key_usage_at_end = start_usage + delta if still_open and start_usage is not None else None
@@ -107,8 +110,7 @@ def follow_earlier(state: BatchState, count: Callable[[BatchEntry, float], None]
             # was charged then is in no later run's window, so its worst case stands for it
             # (verify14k K1: a clean run in between cleared the flag, $0.78 on $0.60; K5: a
             # release after the kill threw the run's unread charges away).
-            entry.key_seen_usd, entry.unfollowed = entry.reserved_usd, False
-            state.save()
+            entry.key_seen_usd, entry.unfollowed = entry.reserved_usd, False  # saved below
         if entry.state == COLLECTED and entry.unfollowed:
             entry.unfollowed = False
             count(entry, entry.reserved_usd - (entry.cost_usd or 0.0))

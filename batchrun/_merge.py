@@ -7,16 +7,14 @@ import os
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from ._batch_state import pending_batches
 from ._exceptions import ResultsError
 from ._gate import MatrixCoverage, shard_layout
 from ._job import Job
 from ._output_paths import current_umask, sidecar_name_problem
-from ._pricing import money
 from ._reader import Warn
-from ._report_data import file_key_gap, read_run_summary
+from ._report_data import file_key_gap, read_run_summary, run_spans
 from ._results import ResultsWriter, final_records
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
@@ -99,21 +97,6 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
     )
 
 
-def earlier_runs(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """A summary's `runs` that can be read: each with both times and a gap of 0 or more."""
-    runs = summary.get("runs")
-    return [run for run in runs if _span(run) is not None] if isinstance(runs, list) else []
-
-
-def _span(run: Any) -> tuple[str, str, float] | None:
-    if not isinstance(run, dict):
-        return None
-    start, end, gap = run.get("started_at"), run.get("finished_at"), money(run.get("key_gap_usd"))
-    if not (isinstance(start, str) and isinstance(end, str) and start <= end) or gap is None:
-        return None
-    return start, end, gap
-
-
 def merged_key_gap(shards: list[Path]) -> float:
     """Spent beyond the records, in each file's summary or journal: the merged file's readers
     showed only its records' costs (break14h H10). Runs at once on one key each count the
@@ -126,7 +109,7 @@ def merged_key_gap(shards: list[Path]) -> float:
     spans: list[tuple[str, str, float]] = []
     loose = 0.0
     for shard in shards:
-        runs = [span for run in earlier_runs(read_run_summary(shard)) if (span := _span(run)) is not None]
+        runs = run_spans(read_run_summary(shard))
         spans += runs
         loose += max(0.0, file_key_gap(shard) - sum(gap for _, _, gap in runs))
     total, group_end, group_gap = loose, "", 0.0

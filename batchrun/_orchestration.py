@@ -27,7 +27,6 @@ from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
 from ._lock import OutputLock
 from ._matrix import Request, count_requests, matrix_requests
-from ._merge import earlier_runs
 from ._options import Notice, RunOptions
 from ._output_paths import (
     job_folder,
@@ -36,6 +35,7 @@ from ._output_paths import (
 )
 from ._preflight import job_routing_warning, keep_row, make_client, open_cache, preflight
 from ._pricing import money
+from ._report_data import run_spans
 from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail, scan_states
 from ._retry import retry_policy
 from ._run_control import RunControl
@@ -312,6 +312,8 @@ async def _locked_run(
             summary.add_pending_batches(executor.state.pending())
         # Spent beyond the ledger at the end: the run's spend and the file's key gap carry it.
         late_gap = counted_at_end(reconciliation, runner.ledger)
+        run_gap = (states.key_gap_usd if states is not None else 0.0) + runner.ledger.key_gap + late_gap
+        finished_at = utc(options.clock.time())
         data = summary.result(
             output=str(output),
             stop=outcome.stop,
@@ -322,16 +324,12 @@ async def _locked_run(
             spent_before_usd=round(prior_spend, 8),
             key_gap_usd=round(key_gap_before + runner.ledger.key_gap + late_gap, 8),
             started_at=started_at,
-            finished_at=utc(options.clock.time()),
+            finished_at=finished_at,
             # Each run's own span and gap (a crashed run's, from its journal, with this one's):
             # merge tells runs that overlapped from those that did not (verify14k K4).
             runs=[
-                *earlier_runs(earlier),
-                {
-                    "started_at": run_started,
-                    "finished_at": utc(options.clock.time()),
-                    "key_gap_usd": round((states.key_gap_usd if states else 0.0) + runner.ledger.key_gap + late_gap, 8),
-                },
+                *({"started_at": a, "finished_at": b, "key_gap_usd": gap} for a, b, gap in run_spans(earlier)),
+                {"started_at": run_started, "finished_at": finished_at, "key_gap_usd": round(run_gap, 8)},
             ],
             kept_from_earlier=estimated.kept,
             isolated_key=isolated.audit() if isolated is not None else None,

@@ -129,6 +129,20 @@ def read_run_summary(results: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def run_spans(summary: dict[str, Any]) -> list[tuple[str, str, float]]:
+    """A summary's `runs` that can be read: (started_at, finished_at, its own key gap) of each
+    run of the file, for merge (which runs overlapped) and for the next run's summary."""
+    runs = summary.get("runs")
+    spans = []
+    for run in runs if isinstance(runs, list) else []:
+        if not isinstance(run, dict):
+            continue
+        start, end, gap = run.get("started_at"), run.get("finished_at"), money(run.get("key_gap_usd"))
+        if isinstance(start, str) and isinstance(end, str) and start <= end and gap is not None:
+            spans.append((start, end, gap))
+    return spans
+
+
 def file_key_gap(results: Path) -> float:
     """The key's usage that the file's runs counted beyond its rows' reported costs (in no
     record): the last summary's `key_gap_usd` (which adds up the runs it resumed) and what a

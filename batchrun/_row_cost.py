@@ -43,9 +43,10 @@ class RowCharges:
     def charged(self) -> float | None:
         """What the parts were charged: each cost with a BYOK answer's upstream cost, None while
         any is unknown (a grader's BYOK charge was its fee alone in judge_cost: verify14k K10)."""
-        if any(p.cost is None for p in self.parts):
+        cost = self.cost
+        if cost is None:
             return None
-        return sum((p.cost or 0.0) + ((p.upstream_inference_cost or 0.0) if p.is_byok else 0.0) for p in self.parts)
+        return cost + sum(p.upstream_inference_cost or 0.0 for p in self.parts if p.is_byok)
 
     @property
     def status(self) -> str | None:
