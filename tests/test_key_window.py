@@ -1041,3 +1041,27 @@ def test_the_rise_between_runs_goes_to_the_batch_collected_first(tmp_path: Path)
     state.key_usage_at_end = 0.3901  # the end of the run that collected b1, b2 still open
     seen_between_runs(state, 0.7822)  # then b2 was billed
     assert draw_rise(state, b2) == pytest.approx(0.3921)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("key_rise_usd", '"abc"'), ("key_usage_at_end", "-1"), ("key_rise_usd", "NaN")]
+)
+def test_a_batch_records_key_readings_that_cannot_be_believed_are_refused(
+    tmp_path: Path, field: str, value: str
+) -> None:
+    # The state's own key figures (_batch_key) are read like its entries' amounts (N3).
+    state = BatchState(tmp_path / "o.batches.json", "window", "f")
+    state.save()
+    text = state.path.read_text()
+    state.path.write_text(text.replace(f'"{field}":', f'"{field}":{value},"was":'))
+    with pytest.raises(ResultsError, match=f"{field} is not an amount of money"):
+        BatchState.load(tmp_path / "o.jsonl", "window", "f")
+
+
+def test_runs_a_summary_cannot_vouch_for_are_counted_on_their_own(tmp_path: Path) -> None:
+    # A summary's `runs` that are not runs (wrong shapes, times reversed) give no span: the
+    # file's gap counts on its own (safe side), never a traceback.
+    path = tmp_path / "s0.jsonl"
+    runs = ["x", {"started_at": 5}, {"started_at": "T2", "finished_at": "T1", "key_gap_usd": 1.0}]
+    path.with_name("s0.summary.json").write_text(json.dumps({"key_gap_usd": 0.7, "runs": runs}))
+    assert merged_key_gap([path]) == pytest.approx(0.7)
