@@ -128,7 +128,11 @@ async def test_a_request_stalled_at_the_deadline_keeps_its_generation_id(tmp_pat
 
 
 async def test_an_over_long_stream_is_cut_at_the_byte_cap() -> None:
-    simulator = Simulator(SimConfig(stream_padding=5000))
+    # 5 ms between events: the stream (~6 s) outlasts the client's cut (~0.1 s) on any machine,
+    # so the server is still writing when it is cut. Without the pause, all ~250 KB fit in the
+    # loopback socket's buffers: a busy machine let the handler finish before the client read
+    # past its cap, and no stream was cancelled (the count read 0 under a profiler).
+    simulator = Simulator(SimConfig(stream_padding=5000, stream_chunk_ms=5))
     with simulator.serve_in_thread() as sim:
         # The stream's cap is the client's, run.max_response_bytes (break-14 #9: it was fixed).
         async with OpenRouterClient(sim.base_url, FAKE_KEY, max_response_bytes=4096) as client:

@@ -5,6 +5,8 @@ in `_run_commands` and `_file_commands`, the arguments in `_parser`."""
 
 from __future__ import annotations
 
+import argparse
+import functools
 import os
 import signal
 import sys
@@ -46,6 +48,14 @@ HANDLERS = {
 }
 
 
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    # Built once per process: ~100 arguments over ten commands cost ~10 ms to build, which a
+    # caller that runs main() many times in one process (the tests, a wrapper) paid on every
+    # call. Parsing never changes the parser; it makes a new namespace each time.
+    return build_parser()
+
+
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     console = Console(out or sys.stdout, err or sys.stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -53,11 +63,11 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     # (`batchrun --cache JOB.yaml` then reads JOB.yaml as the folder, and says so).
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "run")
-    args = build_parser().parse_args(argv)
+    args = _parser().parse_args(argv)
     if args.command != "run":
         release_early()
     if args.command is None:
-        build_parser().print_help(cast(TextIO, console.err))
+        _parser().print_help(cast(TextIO, console.err))
         return ExitCode.USAGE
     try:
         return HANDLERS[args.command](args, console)
