@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import io
 import json
 import os
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -32,6 +34,17 @@ from batchrun.simulator import SimConfig, Simulator  # noqa: E402
 
 FAKE_KEY = "sk-or-v1-" + "0123456789abcdef" * 4  # a test key: must never appear in any output
 MGMT_KEY = "sk-or-v1-" + "fedcba9876543210" * 4  # a test management key: likewise
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()
+
+
+def respx_transport() -> httpx.AsyncHTTPTransport:
+    """httpx's own transport (what respx intercepts) on one TLS context for the session: a new
+    transport loads the system's certificates, ~50 ms of CPU each, ~40 times in the suite."""
+    return httpx.AsyncHTTPTransport(verify=_tls_context())
 
 
 class FakeClock:

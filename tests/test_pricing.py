@@ -17,13 +17,13 @@ from batchrun._ledger import BudgetExhausted, CreditLedger
 from batchrun._pricing import MAX_USD, endpoints_slug, money, parse_endpoints, parse_generation, parse_prices, price
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, child_env, cli, read_rows, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, child_env, cli, read_rows, respx_transport, write_job
 
 BASE = "https://openrouter.test/api/v1"
 
 
 def client() -> OpenRouterClient:
-    return OpenRouterClient(BASE, FAKE_KEY, transport=httpx.AsyncHTTPTransport())
+    return OpenRouterClient(BASE, FAKE_KEY, transport=respx_transport())
 
 
 @pytest.mark.parametrize(
@@ -169,7 +169,7 @@ async def test_a_timeout_after_the_headers_keeps_the_generation_id() -> None:
         mock.post(f"{BASE}/chat/completions").mock(
             return_value=httpx.Response(200, headers={"X-Generation-Id": "gen-abc"}, content=endless())
         )
-        async with OpenRouterClient(BASE, FAKE_KEY, timeout_s=0.05, transport=httpx.AsyncHTTPTransport()) as c:
+        async with OpenRouterClient(BASE, FAKE_KEY, timeout_s=0.05, transport=respx_transport()) as c:
             with pytest.raises(Exception) as caught:
                 await c.chat({"model": "m", "messages": []})
     failure: Any = caught.value

@@ -19,7 +19,7 @@ from batchrun._stream import stream_body, stream_chat
 from batchrun._summary_types import Summary
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import FAKE_KEY, FakeClock, final_rows, write_job
+from .conftest import FAKE_KEY, FakeClock, final_rows, respx_transport, write_job
 
 STREAM_JOB = """
 name: streamed
@@ -178,7 +178,7 @@ async def test_a_lying_stream_is_classified(events: tuple[Any, ...], kind: str) 
         mock.post("https://or.test/api/v1/chat/completions").mock(
             return_value=httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=_sse(*events))
         )
-        async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=httpx.AsyncHTTPTransport()) as c:
+        async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=respx_transport()) as c:
             with pytest.raises(RequestFailed) as caught:
                 await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
     assert caught.value.kind == kind
@@ -201,7 +201,7 @@ async def test_a_stream_that_echoes_the_key_is_scrubbed_and_garbage_is_skipped()
         mock.post("https://or.test/api/v1/chat/completions").mock(
             return_value=httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=_sse(*events))
         )
-        async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=httpx.AsyncHTTPTransport()) as c:
+        async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=respx_transport()) as c:
             result = await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
     assert FAKE_KEY not in result.content and result.content == "key is [key]"
     assert result.model == "m-[key]" and result.provider == "p [key]"
@@ -218,7 +218,7 @@ async def _streamed_usage(usage: Any) -> Any:
         mock.post("https://or.test/api/v1/chat/completions").mock(
             return_value=httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=_sse(*events))
         )
-        async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=httpx.AsyncHTTPTransport()) as c:
+        async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=respx_transport()) as c:
             return await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
 
 
