@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import re
@@ -12,6 +13,7 @@ import pytest
 
 from batchrun import ExitCode, load_job, matrix_requests
 from batchrun._console import Console, append_step_summary
+from batchrun.cli import main
 from batchrun.simulator import Simulator
 
 from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, cli, read_rows, run_cli, write_job
@@ -247,3 +249,21 @@ def test_whatever_the_cli_prints_is_scrubbed_of_the_environment_keys(
     assert append_step_summary(f"| {key} |") is None
     printed = err.getvalue() + out.getvalue() + (tmp_path / "step.md").read_text()
     assert key[:20] not in printed and management[:20] not in printed and printed.count("[key]") == 3
+
+
+def test_only_the_console_script_freezes_its_start_up_objects_out_of_the_gc(tmp_path: Path) -> None:
+    # The console script freezes what it loaded before the run (full collections then skip it:
+    # bench/README.md); a caller of main() in its own process keeps its GC untouched.
+    job = write_job(tmp_path, SMALL_JOB)
+    before = gc.get_freeze_count()
+    try:
+        code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "a.jsonl")
+        assert code == ExitCode.OK, err
+        assert gc.get_freeze_count() == before
+        out, errors = io.StringIO(), io.StringIO()
+        code = main([str(job), "--simulate", "-q", "-o", str(tmp_path / "b.jsonl")], out, errors, own_process=True)
+        assert code == ExitCode.OK, errors.getvalue()
+        assert gc.get_freeze_count() > before
+        assert len(read_rows(tmp_path / "b.jsonl")) == len(read_rows(tmp_path / "a.jsonl")) == 20
+    finally:
+        gc.unfreeze()

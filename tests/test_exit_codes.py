@@ -321,7 +321,7 @@ def test_once_the_exit_code_is_decided_signals_are_ignored_through_shutdown(monk
     import batchrun._early_signals as early
     import batchrun.cli as cli_module
 
-    monkeypatch.setattr(cli_module, "main", lambda: ExitCode.INTERRUPTED)
+    monkeypatch.setattr(cli_module, "main", lambda **_: ExitCode.INTERRUPTED)
     was = early.caught[0]
     early.caught[0] = True  # as the console script's first line does
     saved = [signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)]

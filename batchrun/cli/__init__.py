@@ -56,7 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     return build_parser()
 
 
-def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def main(
+    argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None, *, own_process: bool = False
+) -> int:
+    """`own_process`: the process is this command's alone (the console script), so process-wide
+    settings are its to make (the run's start-up objects are frozen out of the cyclic GC)."""
     console = Console(out or sys.stdout, err or sys.stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
     # `batchrun JOB.yaml` is short for `batchrun run JOB.yaml`, options first or not
@@ -66,6 +70,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     args = _parser().parse_args(argv)
     if args.command != "run":
         release_early()
+    args.own_process = own_process
     if args.command is None:
         _parser().print_help(cast(TextIO, console.err))
         return ExitCode.USAGE
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
 
 
 def entry() -> NoReturn:
-    code = main()
+    code = main(own_process=True)
     try:
         sys.stdout.flush()
     except OSError:
