@@ -251,19 +251,20 @@ def test_whatever_the_cli_prints_is_scrubbed_of_the_environment_keys(
     assert key[:20] not in printed and management[:20] not in printed and printed.count("[key]") == 3
 
 
-def test_only_the_console_script_freezes_its_start_up_objects_out_of_the_gc(tmp_path: Path) -> None:
-    # The console script freezes what it loaded before the run (full collections then skip it:
-    # bench/README.md); a caller of main() in its own process keeps its GC untouched.
+def test_only_the_console_script_tunes_the_gc(tmp_path: Path) -> None:
+    # The console script collects less often and freezes what it loaded before the run (the
+    # collections then skip it: bench/README.md); a caller of main() keeps its GC untouched.
     job = write_job(tmp_path, SMALL_JOB)
-    before = gc.get_freeze_count()
+    before, threshold = gc.get_freeze_count(), gc.get_threshold()
     try:
         code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "a.jsonl")
         assert code == ExitCode.OK, err
-        assert gc.get_freeze_count() == before
+        assert gc.get_freeze_count() == before and gc.get_threshold() == threshold
         out, errors = io.StringIO(), io.StringIO()
         code = main([str(job), "--simulate", "-q", "-o", str(tmp_path / "b.jsonl")], out, errors, own_process=True)
         assert code == ExitCode.OK, errors.getvalue()
-        assert gc.get_freeze_count() > before
+        assert gc.get_freeze_count() > before and gc.get_threshold()[0] == 10_000 > threshold[0]
         assert len(read_rows(tmp_path / "b.jsonl")) == len(read_rows(tmp_path / "a.jsonl")) == 20
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
