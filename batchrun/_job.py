@@ -28,6 +28,7 @@ from ._settings import Endpoint, RunSettings, run_settings
 from ._template import emptied_by, names_in, template_problems
 
 _KEY_LIKE = re.compile(r"sk-or-[A-Za-z0-9_-]{6,}")
+_HIDDEN = "sk-or-...(hidden)"
 
 Position = tuple[int, int]
 JsonPath = tuple[str | int, ...]
@@ -66,8 +67,20 @@ class Job:
 def format_path(path: JsonPath) -> str:
     out = "$"
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            # A key is the file's text: a newline in it would start a forged error line, an
+            # escape sequence would reach the terminal (break17 F12), a key its secret.
+            text = _KEY_LIKE.sub(_HIDDEN, str(part))
+            text = text if len(text) <= 60 else text[:57] + "..."
+            out += f".{text}" if text.isprintable() else f".{json.dumps(text)}"
     return out
+
+
+def _hidden(text: str) -> str:
+    """Messages that quote the file never repeat what looks like an API key (break17 F20)."""
+    return _KEY_LIKE.sub(_HIDDEN, text)
 
 
 class _Source:
@@ -151,12 +164,13 @@ def _schema_problems(source: _Source) -> list[Problem]:
             typed = [e for e in error.context if not (e.validator == "type" and not e.path)]
             error = best_match(typed or error.context)
         path = tuple(error.absolute_path)
-        message = error.message
+        message = _hidden(error.message)
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = set(error.schema.get("properties", {}))
             for key in error.instance:
                 if key not in allowed:
-                    problems.append(source.problem(path + (key,), f"unknown key {key!r}", at_key=True))
+                    shown = repr(key) if len(repr(key)) <= 60 else repr(key)[:57] + "..."
+                    problems.append(source.problem(path + (key,), _hidden(f"unknown key {shown}"), at_key=True))
             continue
         if len(message) > 160:
             message = message[:157] + "..."

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from importlib import resources
@@ -28,6 +29,8 @@ from ._files import read_bounded
 MAX_JOB_BYTES = 4 << 20
 MAX_DEPTH = 64
 MAX_NODES = 200_000  # with aliases expanded; a real job is a few thousand
+MAX_EXPANDED_CHARS = 4 * MAX_JOB_BYTES  # text once aliases are expanded
+MAX_NUMBER_CHARS = 100  # no number a job uses is longer (a 64-bit integer is 20 digits)
 
 
 # libyaml's parser when PyYAML has it (the wheels do): the pure-Python scanner is quadratic in
@@ -61,60 +64,132 @@ def _mark(exc: yaml.YAMLError) -> tuple[int | None, int | None]:
 
 
 def nesting_problem(text: str, file: str) -> Problem | None:
-    """Nesting deeper than MAX_DEPTH, found on the event stream before anything recurses."""
+    """Nesting deeper than MAX_DEPTH, or more than MAX_NODES values, found on the event stream
+    before anything recurses or builds a node (4 MB of one-character items composed to ~650 MB)."""
     depth = 0
+    values = 0
     for event in yaml.parse(text, Loader=_LOADER):
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
-                mark = event.start_mark
-                line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
-                return Problem(file, line, column, "", f"nested deeper than {MAX_DEPTH} levels")
+                return _problem_at(event.start_mark, file, f"nested deeper than {MAX_DEPTH} levels")
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
+            continue
+        if isinstance(event, yaml.NodeEvent):
+            values += 1
+            if values > MAX_NODES:
+                return _problem_at(event.start_mark, file, f"more than {MAX_NODES:,} values")
     return None
 
 
-def expansion_problem(root: yaml.Node, file: str) -> Problem | None:
-    """Aliases expanding to more than MAX_NODES nodes, or referring to themselves."""
-    sizes: dict[int, int] = {}
+def _problem_at(mark: Any, file: str, message: str) -> Problem:
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+    return Problem(file, line, column, "", message)
+
+
+_STR, _MERGE = "tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"
+_NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+# What YAML builds that JSON cannot carry (orjson refused them mid-run: break17 F2).
+_NOT_JSON = {"tag:yaml.org,2002:binary": "binary data (!!binary)", "tag:yaml.org,2002:set": "a set (!!set)"}
+_READS_AS = {
+    "tag:yaml.org,2002:bool": "true or false",
+    "tag:yaml.org,2002:null": "null",
+    "tag:yaml.org,2002:int": "a number",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:timestamp": "a date",
+}
+
+
+class _Refused(Exception):
+    def __init__(self, node: yaml.Node, message: str) -> None:
+        super().__init__(message)
+        self.node = node
+        self.message = message
+
+
+def graph_problem(root: yaml.Node, file: str) -> Problem | None:
+    """The composed nodes, aliases followed: what the loader would build that batchrun cannot
+    use, before it is built.
+
+    Aliases share nodes, so a graph is measured once per node, never expanded (a billion-laughs
+    file stays cheap); the walk's recursion stops at MAX_DEPTH. Refused: a self-containing alias;
+    nesting past MAX_DEPTH through aliases (each anchor 50 deep, aliasing the one before: the
+    event stream never went past 64, the data went to thousands, and the loader or orjson died
+    of recursion, break17 F1); more than MAX_NODES values or MAX_EXPANDED_CHARS of text once
+    expanded (400 aliases of a 1 MB string took 857 MB, F10); a number too long to mean anything
+    (PyYAML's int of "1:1:1..." is quadratic: 60 s for 800 KB, F6; long hex ints broke
+    jsonschema's messages, F18); keys that are not text (a number, a date, `yes`, `on`: JSON
+    keys are text, and they crashed the fingerprint and orjson, F3 F19); binary data and sets."""
+    measured: dict[int, tuple[int, int, int]] = {}  # node -> (levels, values, characters), expanded
     in_progress: set[int] = set()
 
-    def size(node: yaml.Node) -> int:
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in in_progress:
-            raise _Recursive(node)
-        in_progress.add(key)
-        children: list[yaml.Node] = []
-        if isinstance(node, yaml.MappingNode):
-            children = [n for pair in node.value for n in pair]
-        elif isinstance(node, yaml.SequenceNode):
-            children = list(node.value)
-        total = 1
-        for child in children:
-            total += size(child)
-            if total > MAX_NODES:
-                break
-        in_progress.discard(key)
-        sizes[key] = total
-        return total
+    def measure(node: yaml.Node, depth: int) -> tuple[int, int, int]:
+        known = measured.get(id(node))
+        if known is not None:
+            if depth + known[0] > MAX_DEPTH:
+                raise _Refused(node, f"nested deeper than {MAX_DEPTH} levels once aliases are expanded")
+            return known
+        if id(node) in in_progress:
+            raise _Refused(node, "an alias that contains itself")
+        if node.tag in _NOT_JSON:
+            raise _Refused(node, f"{_NOT_JSON[node.tag]} cannot be sent as JSON")
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag in _NUMBERS and len(node.value) > MAX_NUMBER_CHARS:
+                raise _Refused(node, f"a number of {len(node.value):,} characters: quote it to use it as text")
+            result = (0, 1, len(node.value))
+        else:
+            if depth >= MAX_DEPTH:
+                raise _Refused(node, f"nested deeper than {MAX_DEPTH} levels once aliases are expanded")
+            in_progress.add(id(node))
+            children: list[yaml.Node] = []
+            if isinstance(node, yaml.MappingNode):
+                numbered = set()
+                for key, value in node.value:
+                    if not isinstance(key, yaml.ScalarNode) or not (key.tag in (_STR, _MERGE) or _numbered(key)):
+                        raise _Refused(key, _key_message(key))
+                    numbered.add(_numbered(key))
+                    children += (key, value)
+                if len(numbered) > 1:  # the fingerprint sorts a mapping's keys: 1 and "a" do not compare
+                    raise _Refused(node, "a mapping mixes number keys and text keys: quote the numbers")
+            else:
+                children = list(node.value)
+            levels, values, characters = 0, 1, 0
+            for child in children:
+                child_levels, child_values, child_characters = measure(child, depth + 1)
+                levels = max(levels, child_levels)
+                values += child_values
+                characters += child_characters
+                if values > MAX_NODES:
+                    raise _Refused(child, f"more than {MAX_NODES:,} values once aliases are expanded")
+                if characters > MAX_EXPANDED_CHARS:
+                    raise _Refused(child, f"more than {MAX_EXPANDED_CHARS:,} characters once aliases are expanded")
+            in_progress.discard(id(node))
+            result = (levels + 1, values, characters)
+        measured[id(node)] = result
+        return result
 
     try:
-        total = size(root)  # recursion depth is bounded by nesting_problem's check
-    except _Recursive as exc:
-        mark = exc.node.start_mark
-        return Problem(file, mark.line + 1, mark.column + 1, "", "an alias that contains itself")
-    if total > MAX_NODES:
-        return Problem(file, None, None, "", f"more than {MAX_NODES:,} values once aliases are expanded")
+        measure(root, 0)
+    except _Refused as refused:
+        return _problem_at(refused.node.start_mark, file, refused.message)
     return None
 
 
-class _Recursive(Exception):
-    def __init__(self, node: yaml.Node) -> None:
-        super().__init__("recursive alias")
-        self.node = node
+# A token id as a key (`logit_bias: {50256: -100}`): sent as the text "50256", as JSON keys are.
+_TOKEN_ID = re.compile(r"[0-9]{1,18}")
+
+
+def _numbered(key: yaml.Node) -> bool:
+    return key.tag == _NUMBERS[0] and _TOKEN_ID.fullmatch(key.value) is not None
+
+
+def _key_message(key: yaml.Node) -> str:
+    if not isinstance(key, yaml.ScalarNode):
+        return "a key must be text, not a list or a mapping"
+    text = key.value if len(key.value) <= 40 else key.value[:37] + "..."
+    reads_as = _READS_AS.get(key.tag, "something other than text")
+    return f"the key {text!r} reads as {reads_as} in YAML: quote it (keys are text)"
 
 
 def compose(text: str, file: str) -> tuple[yaml.Node | None, Any, list[Problem]]:
@@ -128,7 +203,7 @@ def compose(text: str, file: str) -> tuple[yaml.Node | None, Any, list[Problem]]
             node = loader.get_single_node()
             if node is None:
                 return None, None, [Problem(file, 1, 1, "$", "the job file is empty")]
-            problem = expansion_problem(node, file)
+            problem = graph_problem(node, file)
             if problem is not None:
                 return None, None, [problem]
             data = loader.construct_document(node)

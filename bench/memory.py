@@ -1,6 +1,7 @@
 """4. Memory: peak RSS of a 1,000-row run against a 100,000-row run (dataset rows, latency 0).
 
-Each run is a fresh `batchrun` process; its peak RSS is the child's ru_maxrss.
+Each run is a fresh process calling the CLI as the console script does (`own_process`: its GC
+settings); its peak RSS is the child's ru_maxrss.
 Target: the large run's peak <= 1.2x the small one's.
 """
 
@@ -24,7 +25,7 @@ def peak_rss_mb(rows: int, base: str) -> tuple[float, float]:
     argv = [
         sys.executable,
         "-c",
-        "import resource, sys; from batchrun.cli import main; code = main(sys.argv[1:]); "
+        "import resource, sys; from batchrun.cli import main; code = main(sys.argv[1:], own_process=True); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)",
         str(job),
         "--base-url",

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from batchrun import ExitCode, load_job, matrix_requests
+from batchrun.cli import _shared_parser
 
 from .conftest import SMALL_JOB, call_cli, write_job
 
@@ -60,6 +61,13 @@ BOMB = "\n".join(
     ]
 )
 CAPITAL = '    text: "Capital of {{country}}?"'
+
+# Each anchor nests 50 levels and aliases the one before: the file never nests past 64, the
+# data nests 1,000 deep (break17 F1: a RecursionError, or "ok" and then orjson's traceback).
+CHAINED_ALIASES = "name: x\n" + "\n".join(
+    f"a{i}: &a{i} " + "[" * 50 + (f"*a{i - 1}" if i else "v") + "]" * 50 for i in range(20)
+)
+ONE_PROMPT = 'name: x\nmodels: [openai/gpt-4o-mini]\nprompts:\n  - id: p\n    text: "hi"\n'
 
 # (id, job text, fragments of the message: file:line, and what is wrong)
 JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
@@ -176,6 +184,41 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ),
         ["$.models[0].params.user", "params are sent as written, not templated"],
     ),
+    # break17: what the loader builds that a run cannot use, refused before it is built.
+    ("aliases nesting 1,000 deep", CHAINED_ALIASES, ["job.yaml:", "nested deeper than 64 levels once aliases"]),
+    (
+        "30 aliases of a 1 MB string",
+        'name: x\ns: &s "' + "a" * 1_000_000 + '"\nt: [' + ", ".join(["*s"] * 30) + "]\n",
+        ["job.yaml:2:4:", "more than 16,777,216 characters once aliases are expanded"],
+    ),
+    ("200,001 values", "name: x\nmodels: [" + "1," * 200_001 + "]\n", ["job.yaml:2:", "more than 200,000 values"]),
+    # PyYAML's int of a base-60 number is quadratic (800 KB took a minute); a 4,000-digit hex
+    # number broke jsonschema's message (a traceback).
+    ("base-60 number", ONE_PROMPT + "repeat: " + ":".join(["1"] * 20_000), ["job.yaml:6:9:", "a number of 39,999"]),
+    ("4,000-digit hex number", ONE_PROMPT + "repeat: 0x" + "f" * 4000, ["job.yaml:6:9:", "a number of 4,002"]),
+    (
+        "a 120-bit number as a key",
+        ONE_PROMPT + "    params: {extra_body: {0xffffffffffffffffffffffffffffff: 1}}\n",
+        ["job.yaml:6:27:", "the key '0xffff", "reads as a number in YAML: quote it"],
+    ),
+    (
+        "a date as a key",
+        ONE_PROMPT + "    vars: [{2020-01-01: a}]\n",
+        ["job.yaml:6:13:", "the key '2020-01-01' reads as a date"],
+    ),
+    ("on as a key", "on: push\n" + ONE_PROMPT, ["job.yaml:1:1:", "the key 'on' reads as true or false"]),
+    ("a list as a key", ONE_PROMPT + "    params: {? [a]\n: b}\n", ["job.yaml:6:16:", "a key must be text"]),
+    (
+        "number and text keys in one mapping",
+        ONE_PROMPT + "    params: {logit_bias: {50256: -100, x: 1}}\n",
+        ["job.yaml:6:26:", "mixes number keys and text keys"],
+    ),
+    (
+        "binary data",
+        ONE_PROMPT + "    params: {extra_body: {x: !!binary aGk=}}\n",
+        ["job.yaml:6:30:", "binary data (!!binary) cannot be sent as JSON"],
+    ),
+    ("a set", ONE_PROMPT + "    params: {extra_body: !!set {a, b}}\n", ["job.yaml:6:26:", "a set (!!set)"]),
     (
         "nested value inline",
         SMALL_JOB.replace("{country: Japan, expect: Tokyo}", "{country: {nested: 1}, expect: Tokyo}"),
@@ -433,3 +476,29 @@ def test_a_reply_cap_past_what_a_record_can_hold_is_refused(tmp_path: Path) -> N
     assert code == ExitCode.USAGE and "max_response_bytes" in err and "16777216" in err
     code, _, err = call_cli(write_job(tmp_path, SMALL_JOB), "--simulate", "--max-response-bytes", "67108864")
     assert code == ExitCode.USAGE and "--max-response-bytes" in err and "16777216" in err
+
+
+def test_keys_in_messages_are_escaped_and_key_like_text_is_hidden(tmp_path: Path) -> None:
+    # break17 F12, F20: a newline in a key started a second, forged error line; an escape sequence
+    # reached the terminal; an API key pasted into the file was echoed into the CI log.
+    secret = "sk-or-v1-" + "ab12" * 16
+    job = write_job(
+        tmp_path,
+        'name: x\nmodels: [openai/gpt-4o-mini]\nprompts:\n  - id: p\n    text: "hi"\n'
+        f'    "a\\nfake.yaml:1:1: forged\\u001b[31m": 1\n    {secret}: 2\nrepeat: "{secret}"\n',
+    )
+    code, _, err = call_cli("validate", job)
+    assert_refused(code, err, "job.yaml:6:5:", "job.yaml:7:5:", "job.yaml:8:9:", "sk-or-...(hidden)")
+    assert secret not in err and "\x1b" not in err
+    lines = err.splitlines()
+    assert len(lines) == 4 and all(line.startswith("batchrun: ") for line in lines), err
+
+
+def test_the_shared_parser_carries_nothing_from_one_call_to_the_next() -> None:
+    # The parser is built once per process (break17 F11): a default list handed to one call and
+    # added to by its caller became every later call's --sim settings.
+    given = _shared_parser().parse_args(["run", "job.yaml"]).sim
+    if given is not None:
+        given.append("fault.503=1")
+    assert not _shared_parser().parse_args(["run", "job.yaml"]).sim
+    assert _shared_parser().parse_args(["run", "job.yaml", "--sim", "seed=1"]).sim == ["seed=1"]

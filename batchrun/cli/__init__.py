@@ -50,7 +50,7 @@ HANDLERS = {
 
 
 @functools.cache
-def _parser() -> argparse.ArgumentParser:
+def _shared_parser() -> argparse.ArgumentParser:
     # Built once per process: ~100 arguments over ten commands cost ~10 ms to build, which a
     # caller that runs main() many times in one process (the tests, a wrapper) paid on every
     # call. Parsing never changes the parser; it makes a new namespace each time.
@@ -69,7 +69,7 @@ def main(
     # (`batchrun --cache JOB.yaml` then reads JOB.yaml as the folder, and says so).
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "run")
-    args = _parser().parse_args(argv)
+    args = _shared_parser().parse_args(argv)
     if args.command != "run":
         release_early()
     args.own_process = own_process
@@ -82,7 +82,7 @@ def main(
         # objects at most, a few MB.
         gc.set_threshold(10_000, 10, 10)
     if args.command is None:
-        _parser().print_help(cast(TextIO, console.err))
+        _shared_parser().print_help(cast(TextIO, console.err))
         return ExitCode.USAGE
     try:
         return HANDLERS[args.command](args, console)

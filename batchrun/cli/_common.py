@@ -20,11 +20,11 @@ from .._exceptions import (
 SIMULATOR_ENDPOINT = "simulator"
 
 
-def sim_config(options: list[str]) -> Any:
+def sim_config(options: list[str] | None) -> Any:
     from ..simulator import SimConfig
 
     config = SimConfig()
-    for option in options:
+    for option in options or ():
         try:
             config.set_option(option)
         except ValueError as exc:
