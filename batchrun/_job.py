@@ -117,6 +117,8 @@ def _walk(
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<`: the merged keys stand where their mapping was written
             key = str(key_node.value)
             key_positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in seen:

@@ -58,9 +58,26 @@ def read_job_text(path: Path) -> tuple[str | None, list[Problem]]:
     return text, []
 
 
-def _mark(exc: yaml.YAMLError) -> tuple[int | None, int | None]:
+def _mark(exc: yaml.YAMLError, text: str) -> tuple[int | None, int | None]:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    return (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+    if mark is not None:
+        return mark.line + 1, mark.column + 1
+    # A ReaderError (a control character) has no mark; libyaml gives its offset in UTF-8 bytes.
+    position = getattr(exc, "position", None)
+    if not isinstance(position, int):
+        return None, None
+    before = text.encode("utf-8", "surrogatepass")[:position]
+    return before.count(b"\n") + 1, len(before.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")) + 1
+
+
+def _syntax_message(exc: yaml.MarkedYAMLError) -> str:
+    """The problem, and the construct it was in with where that began: an unclosed quote or
+    bracket is found at the end of the file, far from where it opened (break17 F17)."""
+    message = f"YAML syntax error: {exc.problem or exc}"
+    context, mark = exc.context, exc.context_mark
+    if context and mark is not None and mark is not exc.problem_mark:
+        message += f" ({context} at line {mark.line + 1}, column {mark.column + 1})"
+    return message
 
 
 def nesting_problem(text: str, file: str) -> Problem | None:
@@ -184,6 +201,22 @@ def _numbered(key: yaml.Node) -> bool:
     return key.tag == _NUMBERS[0] and _TOKEN_ID.fullmatch(key.value) is not None
 
 
+def _mappings(root: yaml.Node) -> Iterator[yaml.MappingNode]:
+    """Every mapping node once (aliases share nodes; nesting is bounded by then)."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            yield node
+            stack += [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+
+
 def _key_message(key: yaml.Node) -> str:
     if not isinstance(key, yaml.ScalarNode):
         return "a key must be text, not a list or a mapping"
@@ -206,14 +239,20 @@ def compose(text: str, file: str) -> tuple[yaml.Node | None, Any, list[Problem]]
             problem = graph_problem(node, file)
             if problem is not None:
                 return None, None, [problem]
+            # Building merges `<<` keys into each mapping's pairs in place; the positions and the
+            # duplicate-key check want the file's own pairs, where a key set beside a merge
+            # overrides the merged one (break17 F13: refused as a "duplicate key").
+            written = [(mapping, list(mapping.value)) for mapping in _mappings(node)]
             data = loader.construct_document(node)
+            for mapping, pairs in written:
+                mapping.value = pairs
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
-        line, column = _mark(exc)
-        return None, None, [Problem(file, line, column, "", f"YAML syntax error: {exc.problem or exc}")]
+        line, column = _mark(exc, text)
+        return None, None, [Problem(file, line, column, "", _syntax_message(exc))]
     except yaml.YAMLError as exc:
-        line, column = _mark(exc)
+        line, column = _mark(exc, text)
         return None, None, [Problem(file, line, column, "", f"YAML error: {str(exc).splitlines()[0]}")]
     except (RecursionError, ValueError, OverflowError) as exc:  # e.g. a huge int or a bad timestamp
         return None, None, [Problem(file, None, None, "", f"YAML value error: {str(exc)[:160]}")]

@@ -218,6 +218,12 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT + "    params: {extra_body: {x: !!binary aGk=}}\n",
         ["job.yaml:6:30:", "binary data (!!binary) cannot be sent as JSON"],
     ),
+    (
+        "an unclosed quote",
+        ONE_PROMPT.replace('text: "hi"', 'text: "hi') + "repeat: 2\n",
+        ["job.yaml:7:1:", "end of stream (while scanning a quoted scalar at line 5, column 11)"],
+    ),
+    ("a control character", ONE_PROMPT + "é: \x07\n", ["job.yaml:6:4:", "control characters are not allowed"]),
     ("a set", ONE_PROMPT + "    params: {extra_body: !!set {a, b}}\n", ["job.yaml:6:26:", "a set (!!set)"]),
     (
         "nested value inline",

@@ -213,3 +213,30 @@ def test_a_dataset_broken_after_validation_is_a_job_error_naming_its_line(tmp_pa
     with pytest.raises(JobError) as caught:
         list(matrix_requests(job))
     assert str(caught.value) == f"{tmp_path / 'rows.jsonl'}:2: not valid JSON (Expecting value)"
+
+
+def test_a_key_beside_a_merge_overrides_it_and_an_explicit_duplicate_is_still_refused(tmp_path: Path) -> None:
+    # break17 F13: YAML lets a key written beside `<<` override the merged one; it was refused as
+    # a "duplicate key" (the merge had been spliced into the mapping before the check).
+    text = """
+        name: x
+        models:
+          - id: openai/gpt-4o-mini
+            params: &p {temperature: 0.2, max_tokens: 5}
+          - id: google/gemini-2.0-flash-001
+            params:
+              <<: *p
+              temperature: 0.5
+        prompts: [{id: p, text: hi}]
+    """
+    job = load_job(write_job(tmp_path, text))
+    merged = {"temperature": 0.5, "max_tokens": 5}
+    assert [m.params for m in job.models] == [{"temperature": 0.2, "max_tokens": 5}, merged]
+    again = text.replace("temperature: 0.5", "temperature: 0.5\n              temperature: 0.7")
+    twice = write_job(tmp_path, again, "twice.yaml")
+    with pytest.raises(JobError) as refused:
+        load_job(twice)
+    assert [str(p).split(": ", 1)[1] for p in refused.value.problems] == [
+        "at $.models[1].params.temperature duplicate key 'temperature'"
+    ]
+    assert str(refused.value.problems[0]).startswith(f"{twice}:9:7:")
