@@ -12,6 +12,7 @@ import codecs
 import csv
 import hashlib
 import json
+from array import array
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -152,23 +153,42 @@ class DatasetFile:
             yield number, row
 
     def check(self, check_row: Callable[[dict[str, Any]], str | None], job_file: str, json_path: str) -> list[Problem]:
-        """Read the whole file once: malformed rows, what `check_row` finds wrong in a row, emptiness."""
+        """Read the whole file once: malformed rows, what `check_row` finds wrong in a row, emptiness;
+        then rows with the same variables, found by sorting 8 bytes of each row's key."""
         if not self.path.exists():
             return [Problem(job_file, None, None, json_path, f"dataset file {self.shown_as!r} does not exist")]
         count = 0
-        seen: dict[bytes, int] = {}  # 16 bytes a row: a million rows is tens of MB, once, at load
+        # 8 bytes a row. A dict of each row's key held ~140 bytes a row: 14 MB for 100,000 rows,
+        # the peak of a whole run's memory (bench/memory.py, issue 15).
+        prefixes = array("Q")
         try:
             for number, row in self.rows_with_lines():
                 count += 1
                 problem = check_row(row)
-                key = row_key(row) if not problem else None
-                if key is not None and seen.setdefault(key, number) != number:
-                    problem = f"the same variables as line {seen[key]}: {REPEAT_HINT}"
                 if problem:
                     return [Problem(str(self.path), number, None, "", problem)]
+                key = row_key(row)
+                if key is not None:
+                    prefixes.append(int.from_bytes(key[:8], "big"))
         except RowError as exc:
             return [Problem(str(self.path), exc.line, None, "", exc.message)]
+        ordered = sorted(prefixes)
+        shared = {a for a, b in zip(ordered, ordered[1:], strict=False) if a == b}
+        del ordered, prefixes
+        if shared and (repeated := self._same_variables(shared)) is not None:
+            return [repeated]
         if count == 0:
             message = f"dataset {self.shown_as!r} has no rows: the matrix is empty"
             return [Problem(job_file, None, None, json_path, message)]
         return []
+
+    def _same_variables(self, shared: set[int]) -> Problem | None:
+        """The first row whose whole key an earlier row has, among rows whose 8-byte prefixes repeat."""
+        seen: dict[bytes, int] = {}
+        for number, row in self.rows_with_lines():
+            key = row_key(row)
+            if key is not None and int.from_bytes(key[:8], "big") in shared and seen.setdefault(key, number) != number:
+                return Problem(
+                    str(self.path), number, None, "", f"the same variables as line {seen[key]}: {REPEAT_HINT}"
+                )
+        return None  # the prefixes alone were shared (about once in 2**64 pairs)
