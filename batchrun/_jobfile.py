@@ -5,9 +5,10 @@ A job file can come from anyone (a pull request, a shared folder). Before these 
 `validate` hung on a FIFO, read `/dev/zero` until memory ran out, raised a traceback on a
 NUL byte (PyYAML's ReaderError comes from the loader's constructor) and on 5,000-deep
 nesting (the composer recurses), and spent half a minute and 4 GB on a "billion laughs"
-alias bomb. Nesting is measured on the parser's event stream, which is iterative, before
-anything recursive runs; aliases are counted on the composed node graph, where they are
-shared, so a bomb is measured without being expanded.
+alias bomb. Nesting and the number of values are measured on the parser's event stream, which
+is iterative, before anything recursive runs; then the composed node graph, where aliases are
+shared, is measured with them followed (depth, values, characters) without being expanded, and
+whatever the loader would build that JSON cannot carry is refused at its line (`graph_problem`).
 """
 
 from __future__ import annotations
