@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,15 +19,12 @@ from ._checks import check_problems, resolve_files
 from ._dataset import REPEAT_HINT, DatasetFile, row_key
 from ._exceptions import JobError, Problem
 from ._files import read_regular_text
-from ._jobfile import compose, job_schema, read_job_text, value_problems
+from ._jobfile import KEY_LIKE, compose, hide_keys, job_schema, mapping_pairs, read_job_text, value_problems
 from ._judge import GraderSettings
 from ._judge import template_problems as grader_template_problems
 from ._parts import non_text_part
 from ._settings import Endpoint, RunSettings, run_settings
 from ._template import emptied_by, names_in, template_problems
-
-_KEY_LIKE = re.compile(r"sk-or-[A-Za-z0-9_-]{6,}")
-_HIDDEN = "sk-or-...(hidden)"
 
 Position = tuple[int, int]
 JsonPath = tuple[str | int, ...]
@@ -72,15 +68,10 @@ def format_path(path: JsonPath) -> str:
         else:
             # A key is the file's text: a newline in it would start a forged error line, an
             # escape sequence would reach the terminal (break17 F12), a key its secret.
-            text = _KEY_LIKE.sub(_HIDDEN, str(part))
+            text = hide_keys(str(part))
             text = text if len(text) <= 60 else text[:57] + "..."
             out += f".{text}" if text.isprintable() else f".{json.dumps(text)}"
     return out
-
-
-def _hidden(text: str) -> str:
-    """Messages that quote the file never repeat what looks like an API key (break17 F20)."""
-    return _KEY_LIKE.sub(_HIDDEN, text)
 
 
 class _Source:
@@ -116,9 +107,8 @@ def _walk(
     positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<`: the merged keys stand where their mapping was written
+        own, merged = mapping_pairs(node)
+        for key_node, value_node in own:
             key = str(key_node.value)
             key_positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in seen:
@@ -134,6 +124,14 @@ def _walk(
                 )
             seen.add(key)
             _walk(value_node, path + (key,), positions, key_positions, problems, file)
+        for key_node, value_node in merged:
+            # `<<`: a merged key stands where its mapping wrote it, unless this mapping (or an
+            # earlier merge) set it: YAML's precedence, never a duplicate (break17 F13).
+            key = str(key_node.value)
+            if key not in seen:
+                seen.add(key)
+                key_positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                _walk(value_node, path + (key,), positions, key_positions, problems, file)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _walk(item, path + (index,), positions, key_positions, problems, file)
@@ -166,13 +164,13 @@ def _schema_problems(source: _Source) -> list[Problem]:
             typed = [e for e in error.context if not (e.validator == "type" and not e.path)]
             error = best_match(typed or error.context)
         path = tuple(error.absolute_path)
-        message = _hidden(error.message)
+        message = hide_keys(error.message)
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = set(error.schema.get("properties", {}))
             for key in error.instance:
                 if key not in allowed:
                     shown = repr(key) if len(repr(key)) <= 60 else repr(key)[:57] + "..."
-                    problems.append(source.problem(path + (key,), _hidden(f"unknown key {shown}"), at_key=True))
+                    problems.append(source.problem(path + (key,), hide_keys(f"unknown key {shown}"), at_key=True))
             continue
         if len(message) > 160:
             message = message[:157] + "..."
@@ -182,7 +180,7 @@ def _schema_problems(source: _Source) -> list[Problem]:
 
 def _key_like_strings(value: Any, path: JsonPath) -> list[JsonPath]:
     if isinstance(value, str):
-        return [path] if _KEY_LIKE.search(value) else []
+        return [path] if KEY_LIKE.search(value) else []
     if isinstance(value, dict):
         return [p for k, v in value.items() for p in _key_like_strings(v, path + (str(k),))]
     if isinstance(value, list):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.constructor import SafeConstructor
 
 from ._exceptions import Problem
 from ._files import read_bounded
@@ -106,7 +107,8 @@ def _problem_at(mark: Any, file: str, message: str) -> Problem:
     return Problem(file, line, column, "", message)
 
 
-_STR, _MERGE = "tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"
+_STR, MERGE = "tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"
+Pairs = list[tuple[yaml.Node, yaml.Node]]
 _NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 # What YAML builds that JSON cannot carry (orjson refused them mid-run: break17 F2).
 _NOT_JSON = {"tag:yaml.org,2002:binary": "binary data (!!binary)", "tag:yaml.org,2002:set": "a set (!!set)"}
@@ -155,6 +157,10 @@ def graph_problem(root: yaml.Node, file: str) -> Problem | None:
         if isinstance(node, yaml.ScalarNode):
             if node.tag in _NUMBERS and len(node.value) > MAX_NUMBER_CHARS:
                 raise _Refused(node, f"a number of {len(node.value):,} characters: quote it to use it as text")
+            if node.tag in _READS_AS and not _readable(node):
+                kind = _READS_AS[node.tag]
+                text = hide_keys(node.value)[:40]
+                raise _Refused(node, f"{text!r} reads as {kind} in YAML but is not one: quote it to use it as text")
             result = (0, 1, len(node.value))
         else:
             if depth >= MAX_DEPTH:
@@ -162,9 +168,10 @@ def graph_problem(root: yaml.Node, file: str) -> Problem | None:
             in_progress.add(id(node))
             children: list[yaml.Node] = []
             if isinstance(node, yaml.MappingNode):
+                own, merged = mapping_pairs(node)
                 numbered = set()
-                for key, value in node.value:
-                    if not isinstance(key, yaml.ScalarNode) or not (key.tag in (_STR, _MERGE) or _numbered(key)):
+                for key, value in own + merged:  # `<<` merges counted where they land
+                    if not isinstance(key, yaml.ScalarNode) or not (key.tag == _STR or _numbered(key)):
                         raise _Refused(key, _key_message(key))
                     numbered.add(_numbered(key))
                     children += (key, value)
@@ -195,7 +202,50 @@ def graph_problem(root: yaml.Node, file: str) -> Problem | None:
 
 
 # A token id as a key (`logit_bias: {50256: -100}`): sent as the text "50256", as JSON keys are.
-_TOKEN_ID = re.compile(r"[0-9]{1,18}")
+# Not with a leading zero: YAML reads 010 as octal 8 (verify17 V4).
+_TOKEN_ID = re.compile(r"0|[1-9][0-9]{0,17}")
+_CONSTRUCTOR = SafeConstructor()
+
+# Text that looks like an OpenRouter key is never repeated in a message (break17 F20).
+KEY_LIKE = re.compile(r"sk-or-[A-Za-z0-9_-]{6,}")
+
+
+def hide_keys(text: str) -> str:
+    return KEY_LIKE.sub("sk-or-...(hidden)", text)
+
+
+def _readable(node: yaml.ScalarNode) -> bool:
+    """Whether a scalar's tag can build it: an explicit `!!bool maybe`, `!!int ''` or a date like
+    2020-13-45 failed inside PyYAML's constructors (KeyError, IndexError, ValueError: a traceback
+    or a message with no line, verify17 V5, V6, break17 F4)."""
+    try:
+        _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
+    except Exception:  # noqa: BLE001 - any failure of a third-party constructor on untrusted text
+        return False
+    return True
+
+
+def mapping_pairs(node: yaml.MappingNode) -> tuple[Pairs, Pairs]:
+    """(the pairs written in `node`, the pairs its `<<` merges bring, in the order YAML gives
+    them precedence); merges of merges are followed, a merge that contains itself is refused."""
+    own: Pairs = []
+    merged: Pairs = []
+
+    def take(mapping: yaml.MappingNode, into: Pairs, merging: tuple[int, ...]) -> None:
+        if len(merging) > MAX_DEPTH:
+            raise _Refused(mapping, f"merges nested deeper than {MAX_DEPTH} levels")
+        for key, value in mapping.value:
+            if key.tag != MERGE:
+                into.append((key, value))
+                continue
+            for source in value.value if isinstance(value, yaml.SequenceNode) else [value]:
+                if id(source) in merging:
+                    raise _Refused(source, "a merge that contains itself")
+                if isinstance(source, yaml.MappingNode):  # anything else: the loader refuses it
+                    take(source, merged, (*merging, id(source)))
+
+    take(node, own, (id(node),))
+    return own, merged
 
 
 def _numbered(key: yaml.Node) -> bool:
@@ -221,7 +271,8 @@ def _mappings(root: yaml.Node) -> Iterator[yaml.MappingNode]:
 def _key_message(key: yaml.Node) -> str:
     if not isinstance(key, yaml.ScalarNode):
         return "a key must be text, not a list or a mapping"
-    text = key.value if len(key.value) <= 40 else key.value[:37] + "..."
+    text = hide_keys(key.value)
+    text = text if len(text) <= 40 else text[:37] + "..."
     reads_as = _READS_AS.get(key.tag, "something other than text")
     return f"the key {text!r} reads as {reads_as} in YAML: quote it (keys are text)"
 

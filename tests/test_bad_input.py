@@ -224,6 +224,35 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ["job.yaml:7:1:", "end of stream (while scanning a quoted scalar at line 5, column 11)"],
     ),
     ("a control character", ONE_PROMPT + "é: \x07\n", ["job.yaml:6:4:", "control characters are not allowed"]),
+    # verify17: merges, octal keys, tags their text does not fit.
+    (
+        "number and text keys mixed through a merge",
+        ONE_PROMPT + "    params:\n      extra_body: {n: &n {1: 2}, y: {<<: *n, foo: 1}}\n",
+        ["job.yaml:7:37:", "mixes number keys and text keys"],
+    ),
+    ("an octal key", ONE_PROMPT + "    params: {logit_bias: {010: 5}}\n", ["job.yaml:6:27:", "the key '010' reads as"]),
+    (
+        "!!bool maybe",
+        ONE_PROMPT + "    params: {extra_body: {a: !!bool maybe}}\n",
+        ["job.yaml:6:30:", "'maybe' reads as"],
+    ),
+    ("!!int ''", ONE_PROMPT + "    params: {extra_body: {a: !!int ''}}\n", ["job.yaml:6:30:", "'' reads as a number"]),
+    (
+        "!!timestamp foo",
+        ONE_PROMPT + "    params: {extra_body: {a: !!timestamp foo}}\n",
+        ["6:30:", "'foo' reads as a date"],
+    ),
+    (
+        "a date that is not one",
+        ONE_PROMPT + "    vars: [{d: 2020-13-45}]\n",
+        ["job.yaml:6:16:", "'2020-13-45' reads as"],
+    ),
+    ("a merge of itself", ONE_PROMPT + "    params: &a {<<: *a}\n", ["job.yaml:6:", "a merge that contains itself"]),
+    (
+        "a key-like tagged key",
+        ONE_PROMPT + "    params: {extra_body: {!secret sk-or-v1-abcdefabcdef0123: 1}}\n",
+        ["job.yaml:6:27:", "the key 'sk-or-...(hidden)'"],
+    ),
     ("a set", ONE_PROMPT + "    params: {extra_body: !!set {a, b}}\n", ["job.yaml:6:26:", "a set (!!set)"]),
     (
         "nested value inline",

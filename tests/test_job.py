@@ -240,3 +240,29 @@ def test_a_key_beside_a_merge_overrides_it_and_an_explicit_duplicate_is_still_re
         "at $.models[1].params.temperature duplicate key 'temperature'"
     ]
     assert str(refused.value.problems[0]).startswith(f"{twice}:9:7:")
+
+
+def test_merged_keys_stand_where_they_were_written_and_token_ids_merge(tmp_path: Path) -> None:
+    # verify17 V1, V3: a token-id map merged into another was refused as mixing number and text
+    # keys (the `<<` counted as text); an error in a merged key pointed at the merging mapping.
+    text = """
+        name: x
+        models: [openai/gpt-4o-mini]
+        prompts:
+          - id: p
+            text: hi
+            params: {logit_bias: &lb {50256: -100}}
+          - id: q
+            text: yo
+            params:
+              logit_bias: {<<: *lb, 50257: -100}
+    """
+    job = load_job(write_job(tmp_path, text))
+    assert [p.params for p in job.prompts][1] == {"logit_bias": {50256: -100, 50257: -100}}
+    bad = text.replace("{logit_bias: &lb {50256: -100}}", "&pp {temperature: 0.2, bogus: 1}").replace(
+        "logit_bias: {<<: *lb, 50257: -100}", "<<: *pp"
+    )
+    with pytest.raises(JobError) as refused:
+        load_job(write_job(tmp_path, bad, "bad.yaml"))
+    where = sorted(str(p).split(": ", 1)[0].rsplit(":", 2)[1] for p in refused.value.problems)
+    assert where == ["6", "6"]  # both prompts' `bogus`, at the line that wrote it
