@@ -52,11 +52,11 @@ def read_job_text(path: Path) -> tuple[str | None, list[Problem]]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        return None, [Problem(file, line, None, "", f"not UTF-8 text ({exc.reason})")]
+        line, column = _line_and_column(data[: exc.start].decode("utf-8", "replace"))
+        return None, [Problem(file, line, column, "", f"not UTF-8 text ({exc.reason})")]
     if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        return None, [Problem(file, line, None, "", "a NUL byte: not a YAML text file")]
+        line, column = _line_and_column(text[: text.index("\x00")])
+        return None, [Problem(file, line, column, "", "a NUL byte: not a YAML text file")]
     return text, []
 
 
@@ -68,8 +68,17 @@ def _mark(exc: yaml.YAMLError, text: str) -> tuple[int | None, int | None]:
     position = getattr(exc, "position", None)
     if not isinstance(position, int):
         return None, None
-    before = text.encode("utf-8", "surrogatepass")[:position]
-    return before.count(b"\n") + 1, len(before.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")) + 1
+    return _line_and_column(text.encode("utf-8", "surrogatepass")[:position].decode("utf-8", "replace"))
+
+
+# YAML's line breaks: a file written with CR alone or NEL counted as one line (verify17 V10).
+_BREAKS = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
+
+
+def _line_and_column(before: str) -> tuple[int, int]:
+    """Where the text that follows `before` starts."""
+    lines = _BREAKS.split(before)
+    return len(lines), len(lines[-1]) + 1
 
 
 def _syntax_message(exc: yaml.MarkedYAMLError) -> str:

@@ -224,6 +224,8 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ["job.yaml:7:1:", "end of stream (while scanning a quoted scalar at line 5, column 11)"],
     ),
     ("a control character", ONE_PROMPT + "é: \x07\n", ["job.yaml:6:4:", "control characters are not allowed"]),
+    ("CR line breaks", "name: x\rmodels: [a]\rb: \x07\r", ["job.yaml:3:4:", "control characters are not allowed"]),
+    ("a NUL after NEL breaks", "name: x\x85models: [a]\x85b: \x00", ["job.yaml:3:4:", "a NUL byte"]),
     # verify17: merges, octal keys, tags their text does not fit.
     (
         "number and text keys mixed through a merge",
