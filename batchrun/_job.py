@@ -19,7 +19,8 @@ from ._checks import check_problems, resolve_files
 from ._dataset import REPEAT_HINT, DatasetFile, row_key
 from ._exceptions import JobError, Problem
 from ._files import read_regular_text
-from ._jobfile import KEY_LIKE, compose, hide_keys, job_schema, mapping_pairs, read_job_text, value_problems
+from ._job_graph import KEY_LIKE, hide_keys, mapping_pairs
+from ._jobfile import compose, job_schema, read_job_text, value_problems
 from ._judge import GraderSettings
 from ._judge import template_problems as grader_template_problems
 from ._parts import non_text_part

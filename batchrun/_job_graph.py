@@ -1,0 +1,198 @@
+"""The composed YAML graph of a job file, measured before anything is built (`graph_problem`).
+
+Aliases share nodes and `<<` merges splice mappings into others, so what a job file builds can
+be far deeper, larger or stranger than its text: the checks here follow both without expanding
+anything, and refuse at its line whatever the loader would build that a run cannot use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+
+from ._exceptions import Problem
+
+MAX_JOB_BYTES = 4 << 20
+MAX_DEPTH = 64
+MAX_NODES = 200_000  # with aliases expanded; a real job is a few thousand
+MAX_EXPANDED_CHARS = 4 * MAX_JOB_BYTES  # text once aliases are expanded
+MAX_NUMBER_CHARS = 100  # no number a job uses is longer (a 64-bit integer is 20 digits)
+
+
+def problem_at(mark: Any, file: str, message: str) -> Problem:
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+    return Problem(file, line, column, "", message)
+
+
+_STR, MERGE = "tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"
+Pairs = list[tuple[yaml.Node, yaml.Node]]
+_NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+# What YAML builds that JSON cannot carry (orjson refused them mid-run: break17 F2).
+_NOT_JSON = {"tag:yaml.org,2002:binary": "binary data (!!binary)", "tag:yaml.org,2002:set": "a set (!!set)"}
+_READS_AS = {
+    "tag:yaml.org,2002:bool": "true or false",
+    "tag:yaml.org,2002:null": "null",
+    "tag:yaml.org,2002:int": "a number",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:timestamp": "a date",
+}
+
+
+class _Refused(Exception):
+    def __init__(self, node: yaml.Node, message: str) -> None:
+        super().__init__(message)
+        self.node = node
+        self.message = message
+
+
+def graph_problem(root: yaml.Node, file: str) -> Problem | None:
+    """The composed nodes, aliases followed: what the loader would build that batchrun cannot
+    use, before it is built.
+
+    Aliases share nodes, so a graph is measured once per node, never expanded (a billion-laughs
+    file stays cheap); the walk's recursion stops at MAX_DEPTH. Refused: a self-containing alias;
+    nesting past MAX_DEPTH through aliases (each anchor 50 deep, aliasing the one before: the
+    event stream never went past 64, the data went to thousands, and the loader or orjson died
+    of recursion, break17 F1); more than MAX_NODES values or MAX_EXPANDED_CHARS of text once
+    expanded (400 aliases of a 1 MB string took 857 MB, F10); a number too long to mean anything
+    (PyYAML's int of "1:1:1..." is quadratic: 60 s for 800 KB, F6; long hex ints broke
+    jsonschema's messages, F18); keys that are not text (a number, a date, `yes`, `on`: JSON
+    keys are text, and they crashed the fingerprint and orjson, F3 F19); binary data and sets."""
+    measured: dict[int, tuple[int, int, int]] = {}  # node -> (levels, values, characters), expanded
+    in_progress: set[int] = set()
+
+    def measure(node: yaml.Node, depth: int) -> tuple[int, int, int]:
+        known = measured.get(id(node))
+        if known is not None:
+            if depth + known[0] > MAX_DEPTH:
+                raise _Refused(node, f"nested deeper than {MAX_DEPTH} levels once aliases are expanded")
+            return known
+        if id(node) in in_progress:
+            raise _Refused(node, "an alias that contains itself")
+        if node.tag in _NOT_JSON:
+            raise _Refused(node, f"{_NOT_JSON[node.tag]} cannot be sent as JSON")
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag in _NUMBERS and len(node.value) > MAX_NUMBER_CHARS:
+                raise _Refused(node, f"a number of {len(node.value):,} characters: quote it to use it as text")
+            if node.tag in _READS_AS and not _readable(node):
+                kind = _READS_AS[node.tag]
+                text = hide_keys(node.value)[:40]
+                raise _Refused(node, f"{text!r} reads as {kind} in YAML but is not one: quote it to use it as text")
+            result = (0, 1, len(node.value))
+        else:
+            if depth >= MAX_DEPTH:
+                raise _Refused(node, f"nested deeper than {MAX_DEPTH} levels once aliases are expanded")
+            in_progress.add(id(node))
+            children: list[yaml.Node] = []
+            if isinstance(node, yaml.MappingNode):
+                own, merged = mapping_pairs(node)
+                numbered = set()
+                for key, value in own + merged:  # `<<` merges counted where they land
+                    if not isinstance(key, yaml.ScalarNode) or not (key.tag == _STR or _numbered(key)):
+                        raise _Refused(key, _key_message(key))
+                    numbered.add(_numbered(key))
+                    children += (key, value)
+                if len(numbered) > 1:  # the fingerprint sorts a mapping's keys: 1 and "a" do not compare
+                    raise _Refused(node, "a mapping mixes number keys and text keys: quote the numbers")
+            else:
+                children = list(node.value)
+            levels, values, characters = 0, 1, 0
+            for child in children:
+                child_levels, child_values, child_characters = measure(child, depth + 1)
+                levels = max(levels, child_levels)
+                values += child_values
+                characters += child_characters
+                if values > MAX_NODES:
+                    raise _Refused(child, f"more than {MAX_NODES:,} values once aliases are expanded")
+                if characters > MAX_EXPANDED_CHARS:
+                    raise _Refused(child, f"more than {MAX_EXPANDED_CHARS:,} characters once aliases are expanded")
+            in_progress.discard(id(node))
+            result = (levels + 1, values, characters)
+        measured[id(node)] = result
+        return result
+
+    try:
+        measure(root, 0)
+    except _Refused as refused:
+        return problem_at(refused.node.start_mark, file, refused.message)
+    return None
+
+
+# A token id as a key (`logit_bias: {50256: -100}`): sent as the text "50256", as JSON keys are.
+# Not with a leading zero: YAML reads 010 as octal 8 (verify17 V4).
+_TOKEN_ID = re.compile(r"0|[1-9][0-9]{0,17}")
+_CONSTRUCTOR = SafeConstructor()
+
+# Text that looks like an OpenRouter key is never repeated in a message (break17 F20).
+KEY_LIKE = re.compile(r"sk-or-[A-Za-z0-9_-]{6,}")
+
+
+def hide_keys(text: str) -> str:
+    return KEY_LIKE.sub("sk-or-...(hidden)", text)
+
+
+def _readable(node: yaml.ScalarNode) -> bool:
+    """Whether a scalar's tag can build it: an explicit `!!bool maybe`, `!!int ''` or a date like
+    2020-13-45 failed inside PyYAML's constructors (KeyError, IndexError, ValueError: a traceback
+    or a message with no line, verify17 V5, V6, break17 F4)."""
+    try:
+        _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
+    except Exception:  # noqa: BLE001 - any failure of a third-party constructor on untrusted text
+        return False
+    return True
+
+
+def mapping_pairs(node: yaml.MappingNode) -> tuple[Pairs, Pairs]:
+    """(the pairs written in `node`, the pairs its `<<` merges bring, in the order YAML gives
+    them precedence); merges of merges are followed, a merge that contains itself is refused."""
+    own: Pairs = []
+    merged: Pairs = []
+
+    def take(mapping: yaml.MappingNode, into: Pairs, merging: tuple[int, ...]) -> None:
+        if len(merging) > MAX_DEPTH:
+            raise _Refused(mapping, f"merges nested deeper than {MAX_DEPTH} levels")
+        for key, value in mapping.value:
+            if key.tag != MERGE:
+                into.append((key, value))
+                continue
+            for source in value.value if isinstance(value, yaml.SequenceNode) else [value]:
+                if id(source) in merging:
+                    raise _Refused(source, "a merge that contains itself")
+                if isinstance(source, yaml.MappingNode):  # anything else: the loader refuses it
+                    take(source, merged, (*merging, id(source)))
+
+    take(node, own, (id(node),))
+    return own, merged
+
+
+def _numbered(key: yaml.Node) -> bool:
+    return key.tag == _NUMBERS[0] and _TOKEN_ID.fullmatch(key.value) is not None
+
+
+def mappings(root: yaml.Node) -> Iterator[yaml.MappingNode]:
+    """Every mapping node once (aliases share nodes; nesting is bounded by then)."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            yield node
+            stack += [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+
+
+def _key_message(key: yaml.Node) -> str:
+    if not isinstance(key, yaml.ScalarNode):
+        return "a key must be text, not a list or a mapping"
+    text = hide_keys(key.value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    reads_as = _READS_AS.get(key.tag, "something other than text")
+    return f"the key {text!r} reads as {reads_as} in YAML: quote it (keys are text)"
