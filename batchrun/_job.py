@@ -19,7 +19,7 @@ from ._checks import check_problems, resolve_files
 from ._dataset import REPEAT_HINT, DatasetFile, row_key
 from ._exceptions import JobError, Problem
 from ._files import read_regular_text
-from ._job_graph import KEY_LIKE, hide_keys, mapping_pairs
+from ._job_graph import KEY_LIKE, MERGE, hide_keys, mapping_pairs, merge_sources
 from ._jobfile import compose, job_schema, read_job_text, value_problems
 from ._judge import GraderSettings
 from ._judge import template_problems as grader_template_problems
@@ -104,38 +104,44 @@ def _walk(
     key_positions: dict[JsonPath, Position],
     problems: list[Problem],
     file: str,
+    checked: set[int],
 ) -> None:
     positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
+        # Duplicates among the keys each mapping writes, once per mapping (an alias is the same
+        # node), merged ones included: a mapping written only as a `<<` value (verify17b W5).
+        for mapping in [node] + [m for k, v in node.value if k.tag == MERGE for m in merge_sources(v)]:
+            if isinstance(mapping, yaml.MappingNode) and id(mapping) not in checked:
+                checked.add(id(mapping))
+                problems += _duplicates(mapping, path, file)
         own, merged = mapping_pairs(node)
-        for key_node, value_node in own:
-            key = str(key_node.value)
-            key_positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            if key in seen:
-                # PyYAML keeps the last silently; a duplicated key is almost always a mistake.
-                problems.append(
-                    Problem(
-                        file,
-                        key_node.start_mark.line + 1,
-                        key_node.start_mark.column + 1,
-                        format_path(path + (key,)),
-                        f"duplicate key {key!r}",
-                    )
-                )
-            seen.add(key)
-            _walk(value_node, path + (key,), positions, key_positions, problems, file)
-        for key_node, value_node in merged:
-            # `<<`: a merged key stands where its mapping wrote it, unless this mapping (or an
-            # earlier merge) set it: YAML's precedence, never a duplicate (break17 F13).
+        seen: set[str] = set()
+        # `<<`: a merged key stands where its mapping wrote it, unless this mapping (or an earlier
+        # merge) set it: YAML's precedence, never a duplicate (break17 F13).
+        for key_node, value_node in own + merged:
             key = str(key_node.value)
             if key not in seen:
                 seen.add(key)
                 key_positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                _walk(value_node, path + (key,), positions, key_positions, problems, file)
+                _walk(value_node, path + (key,), positions, key_positions, problems, file, checked)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, path + (index,), positions, key_positions, problems, file)
+            _walk(item, path + (index,), positions, key_positions, problems, file, checked)
+
+
+def _duplicates(mapping: yaml.MappingNode, path: JsonPath, file: str) -> list[Problem]:
+    """Keys a mapping writes twice: PyYAML keeps one silently, and it is almost always a mistake."""
+    seen: set[str] = set()
+    problems = []
+    for key_node, _ in mapping.value:
+        key = str(key_node.value)
+        if key_node.tag != MERGE and key in seen:
+            mark = key_node.start_mark
+            problems.append(
+                Problem(file, mark.line + 1, mark.column + 1, format_path(path + (key,)), f"duplicate key {key!r}")
+            )
+        seen.add(key)
+    return problems
 
 
 def _parse(path: Path) -> tuple[_Source | None, list[Problem]]:
@@ -148,7 +154,7 @@ def _parse(path: Path) -> tuple[_Source | None, list[Problem]]:
         return None, problems
     positions: dict[JsonPath, Position] = {}
     key_positions: dict[JsonPath, Position] = {}
-    _walk(node, (), positions, key_positions, problems, file)
+    _walk(node, (), positions, key_positions, problems, file, set())
     return _Source(file, data, positions, key_positions), problems
 
 

@@ -26,7 +26,7 @@ import yaml
 
 from ._exceptions import Problem
 from ._files import read_bounded
-from ._job_graph import MAX_DEPTH, MAX_JOB_BYTES, MAX_NODES, graph_problem, mappings, problem_at
+from ._job_graph import MAX_DEPTH, MAX_JOB_BYTES, MAX_NODES, graph_problem, hide_keys, mappings, problem_at
 
 # libyaml's parser when PyYAML has it (the wheels do): the pure-Python scanner is quadratic in
 # flow nesting ("[[[[..."), and composes a job about eight times slower (7 ms for
@@ -81,7 +81,7 @@ def _syntax_message(exc: yaml.MarkedYAMLError) -> str:
     context, mark = exc.context, exc.context_mark
     if context and mark is not None and mark is not exc.problem_mark:
         message += f" ({context} at line {mark.line + 1}, column {mark.column + 1})"
-    return message
+    return hide_keys(message)  # a tag or an alias may be key-like text (verify17b)
 
 
 def nesting_problem(text: str, file: str) -> Problem | None:
@@ -132,7 +132,7 @@ def compose(text: str, file: str) -> tuple[yaml.Node | None, Any, list[Problem]]
         return None, None, [Problem(file, line, column, "", _syntax_message(exc))]
     except yaml.YAMLError as exc:
         line, column = _mark(exc, text)
-        return None, None, [Problem(file, line, column, "", f"YAML error: {str(exc).splitlines()[0]}")]
+        return None, None, [Problem(file, line, column, "", hide_keys(f"YAML error: {str(exc).splitlines()[0]}"))]
     except (RecursionError, ValueError, OverflowError) as exc:  # e.g. a huge int or a bad timestamp
         return None, None, [Problem(file, None, None, "", f"YAML value error: {str(exc)[:160]}")]
     return node, data, []

@@ -69,6 +69,15 @@ CHAINED_ALIASES = "name: x\n" + "\n".join(
 )
 ONE_PROMPT = 'name: x\nmodels: [openai/gpt-4o-mini]\nprompts:\n  - id: p\n    text: "hi"\n'
 
+
+def _doubling_merges(levels: int) -> str:
+    """Each mapping merges the one before twice: 2**levels merges from ~25 bytes a level (verify17b W3)."""
+    text = "&m0 {k: 1}"
+    for i in range(1, levels + 1):
+        text = f"&m{i} {{<<: [{text}, *m{i - 1}]}}"
+    return ONE_PROMPT + "    params:\n      extra_body:\n        y: " + text + "\n"
+
+
 # (id, job text, fragments of the message: file:line, and what is wrong)
 JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
     ("alias bomb", BOMB, ["job.yaml", "more than 200,000 values once aliases are expanded"]),
@@ -254,6 +263,17 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         "a key-like tagged key",
         ONE_PROMPT + "    params: {extra_body: {!secret sk-or-v1-abcdefabcdef0123: 1}}\n",
         ["job.yaml:6:27:", "the key 'sk-or-...(hidden)'"],
+    ),
+    ("merges doubling 29 times", _doubling_merges(29), ["job.yaml:8:12:", "more than 200,000 values once merges"]),
+    (
+        "a key-like tag",
+        ONE_PROMPT + "    params: {extra_body: {a: !sk-or-v1-0123456789abcdef0123 x}}\n",
+        ["job.yaml:6:30:", "could not determine a constructor for the tag '!sk-or-...(hidden)'"],
+    ),
+    (
+        "a duplicate in a merged mapping",
+        ONE_PROMPT + "    params: {<<: {temperature: 1, temperature: 2}}\n",
+        ["job.yaml:6:35:", "$.prompts[0].params.temperature duplicate key 'temperature'"],
     ),
     ("a set", ONE_PROMPT + "    params: {extra_body: !!set {a, b}}\n", ["job.yaml:6:26:", "a set (!!set)"]),
     (

@@ -266,3 +266,13 @@ def test_merged_keys_stand_where_they_were_written_and_token_ids_merge(tmp_path:
         load_job(write_job(tmp_path, bad, "bad.yaml"))
     where = sorted(str(p).split(": ", 1)[0].rsplit(":", 2)[1] for p in refused.value.problems)
     assert where == ["6", "6"]  # both prompts' `bogus`, at the line that wrote it
+
+
+def test_a_chain_of_merges_builds_flat_data(tmp_path: Path) -> None:
+    # verify17b W4: 64 mappings each merging the one before were refused as nesting too deep.
+    chain = "".join(f"          m{i}: &m{i} {{<<: *m{i - 1}, k{i}: 1}}\n" for i in range(1, 70))
+    text = "name: x\nmodels: [openai/gpt-4o-mini]\nprompts:\n  - id: p\n    text: hi\n    params:\n"
+    text += f"      extra_body:\n          m0: &m0 {{k0: 1}}\n{chain}"
+    job = load_job(write_job(tmp_path, text))
+    built = job.prompts[0].params["extra_body"]["m69"]
+    assert built == {f"k{i}": 1 for i in range(70)}
