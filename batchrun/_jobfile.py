@@ -23,15 +23,62 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.constructor import BaseConstructor, ConstructorError
 
 from ._exceptions import Problem
 from ._files import read_bounded
-from ._job_graph import MAX_DEPTH, MAX_JOB_BYTES, MAX_NODES, graph_problem, hide_keys, mappings, problem_at
+from ._job_graph import (
+    MAX_DEPTH,
+    MAX_JOB_BYTES,
+    MAX_NODES,
+    MERGE,
+    graph_problem,
+    hide_keys,
+    mapping_pairs,
+    mappings,
+    merge_sources,
+    problem_at,
+)
 
 # libyaml's parser when PyYAML has it (the wheels do): the pure-Python scanner is quadratic in
 # flow nesting ("[[[[..."), and composes a job about eight times slower (7 ms for
 # jobs/eval.yaml against 0.8 ms), which every run, plan and validate pays.
-_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BASE_LOADER):  # type: ignore[valid-type,misc]  # the C loader when PyYAML has it
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """`<<` merges as YAML gives them precedence: the mapping's own keys, then each merged
+        mapping's own keys before what it merges, earlier merges before later ones. PyYAML 6.0.4
+        skipped a merged key by the identity of its Python string, which CPython shares only for
+        one-character keys: an override two merges down was lost for `n` and kept for `nn`, and
+        in `<<: [*a, *b]` b won (verify17b W2). The pairs as written are put back afterwards, so
+        a mapping merged again is read as it was written."""
+        if not isinstance(node, yaml.MappingNode):  # `!!map [1]`: PyYAML's own error, with its mark
+            return BaseConstructor.construct_mapping(self, node, deep=deep)
+        for key, value in node.value:
+            if key.tag == "tag:yaml.org,2002:value":  # `=`, as PyYAML reads it
+                key.tag = "tag:yaml.org,2002:str"
+            if key.tag != MERGE:
+                continue
+            for source in merge_sources(value):
+                if not isinstance(source, yaml.MappingNode):
+                    raise ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"expected a mapping or list of mappings for merging, but found {getattr(source, 'id', '?')}",
+                        source.start_mark,
+                    )
+        written = node.value
+        own, merged = mapping_pairs(node)
+        node.value = [*reversed(merged), *own]  # built in order: the last of a key wins
+        try:
+            return BaseConstructor.construct_mapping(self, node, deep=deep)
+        finally:
+            node.value = written
+
+
+_LOADER = _Loader
 
 
 def read_job_text(path: Path) -> tuple[str | None, list[Problem]]:

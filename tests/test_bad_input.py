@@ -271,6 +271,11 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ["job.yaml:6:30:", "could not determine a constructor for the tag '!sk-or-...(hidden)'"],
     ),
     (
+        "a list tagged as a map",
+        ONE_PROMPT + "    params: {extra_body: {x: !!map [1]}}\n",
+        ["6:30:", "expected a mapping"],
+    ),
+    (
         "a duplicate in a merged mapping",
         ONE_PROMPT + "    params: {<<: {temperature: 1, temperature: 2}}\n",
         ["job.yaml:6:35:", "$.prompts[0].params.temperature duplicate key 'temperature'"],

@@ -276,3 +276,27 @@ def test_a_chain_of_merges_builds_flat_data(tmp_path: Path) -> None:
     job = load_job(write_job(tmp_path, text))
     built = job.prompts[0].params["extra_body"]["m69"]
     assert built == {f"k{i}": 1 for i in range(70)}
+
+
+def test_merges_take_yaml_precedence_whatever_the_key_length(tmp_path: Path) -> None:
+    # verify17b W2: PyYAML 6.0.4 dropped merged keys by their Python string's identity, shared only
+    # for one-character keys: the override in `e` was lost for `n` (and kept for `nn`), and in
+    # `<<: [*a, *b]` the later mapping won. YAML: own keys, then earlier merges, win.
+    text = """
+        name: x
+        models: [openai/gpt-4o-mini]
+        prompts:
+          - id: p
+            text: "{{n}} {{nn}} {{k}}"
+            vars:
+              - &d {n: one, nn: one, k: a}
+              - &e {<<: *d, n: two, nn: two, k: b}
+              - {<<: *e, k: c}
+          - id: q
+            text: hi
+            params: {extra_body: {a: &a {t: 1, tt: 1}, b: &b {t: 2, tt: 2, u: 2}, c: {<<: [*a, *b]}}}
+    """
+    job = load_job(write_job(tmp_path, text))
+    rows = [r.vars for r in matrix_requests(job) if r.prompt_id == "p"]
+    assert rows[2] == {"n": "two", "nn": "two", "k": "c"}
+    assert job.prompts[1].params["extra_body"]["c"] == {"t": 1, "tt": 1, "u": 2}
