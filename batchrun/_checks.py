@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ._files import read_regular_text
+from ._formats import short
 
 _OPTION_KEYS = frozenset({"name", "weight", "not", "trim", "ignore_case", "flags", "grader"})
 _FLAG_BITS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
@@ -43,10 +44,6 @@ Outcome = tuple[bool, str]
 
 def _kind(check: dict[str, Any]) -> str:
     return next(k for k in check if k not in _OPTION_KEYS)
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _prepare(text: str, check: dict[str, Any], fold: bool) -> str:
@@ -81,21 +78,21 @@ def _contains(answer: Answer, value: Any, check: dict[str, Any], fold: bool) -> 
     found = [n for n in needles if _prepare(n, check, fold) in haystack]
     passed = bool(found) if mode == "any" else len(found) == len(needles)
     if len(needles) == 1:
-        return passed, f"expected to contain {_short(needles[0])!r}"
-    return passed, f"expected to contain {mode} of {', '.join(repr(_short(n, 30)) for n in needles)}"
+        return passed, f"expected to contain {short(needles[0])!r}"
+    return passed, f"expected to contain {mode} of {', '.join(repr(short(n, 30)) for n in needles)}"
 
 
 def _equals(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     fold = bool(check.get("ignore_case", False))
     got = _prepare(answer.content, check, fold)
-    return got == _prepare(value, check, fold), f"expected {_short(value)!r}, got {_short(answer.content.strip())!r}"
+    return got == _prepare(value, check, fold), f"expected {short(value)!r}, got {short(answer.content.strip())!r}"
 
 
 def _not_contains(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     if any(_blank(n) for n in _text_list(value)[1]):
         return _EMPTY
     passed, _ = _contains(answer, {"any": _text_list(value)[1]}, check, bool(check.get("ignore_case", False)))
-    return not passed, f"expected not to contain {_short(', '.join(_text_list(value)[1]))!r}"
+    return not passed, f"expected not to contain {short(', '.join(_text_list(value)[1]))!r}"
 
 
 @lru_cache(maxsize=256)
@@ -110,7 +107,7 @@ def _regex(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     if _blank(value):
         return _EMPTY
     flags = check.get("flags", "") + ("i" if check.get("ignore_case") else "")
-    return bool(_compiled(value, flags).search(answer.content)), f"expected to match /{_short(value)}/"
+    return bool(_compiled(value, flags).search(answer.content)), f"expected to match /{short(value)}/"
 
 
 def _starts_with(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
@@ -119,7 +116,7 @@ def _starts_with(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     fold = bool(check.get("ignore_case", False))
     return _prepare(answer.content, check, fold).startswith(
         _prepare(value, check, fold)
-    ), f"expected to start with {_short(value)!r}"
+    ), f"expected to start with {short(value)!r}"
 
 
 def parse_json(content: str) -> tuple[bool, Any]:
@@ -146,7 +143,7 @@ def _json_schema(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
         return False, "expected JSON matching the schema, got invalid JSON"
     schema = value if isinstance(value, dict) else json.loads(Path(value).read_text(encoding="utf-8"))
     error = next(iter(Draft202012Validator(schema).iter_errors(parsed)), None)
-    return error is None, f"expected JSON matching the schema ({_short(error.message) if error else 'ok'})"
+    return error is None, f"expected JSON matching the schema ({short(error.message) if error else 'ok'})"
 
 
 def _max_latency(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
@@ -190,7 +187,7 @@ def _tool_call(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
         error = next(iter(Draft202012Validator(schema).iter_errors(arguments)), None) if ok else None
         if ok and error is None:
             return True, f"expected {wanted}"
-        problems.append("invalid JSON arguments" if not ok else _short(error.message if error else ""))
+        problems.append("invalid JSON arguments" if not ok else short(error.message if error else ""))
     called = ", ".join(str(c.get("name")) for c in answer.tool_calls) or "no tool"
     return False, f"expected {wanted}, got {called}" + (f" ({problems[0]})" if problems else "")
 

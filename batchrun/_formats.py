@@ -7,6 +7,11 @@ import functools
 import time
 
 
+def short(text: str, limit: int = 60) -> str:
+    """Text cut to `limit` characters, the last three of them "..." when it was longer."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def pct(value: float | None) -> str:
     """A rate as a percentage with one decimal; "-" when there is none."""
     return "-" if value is None else f"{value * 100:.1f}%"

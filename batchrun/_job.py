@@ -19,6 +19,7 @@ from ._checks import check_problems, resolve_files
 from ._dataset import REPEAT_HINT, DatasetFile, row_key
 from ._exceptions import JobError, Problem
 from ._files import read_regular_text
+from ._formats import short
 from ._job_graph import KEY_LIKE, MERGE, hide_keys, mapping_pairs, merge_sources
 from ._jobfile import compose, job_schema, read_job_text, value_problems
 from ._judge import GraderSettings
@@ -69,8 +70,7 @@ def format_path(path: JsonPath) -> str:
         else:
             # A key is the file's text: a newline in it would start a forged error line, an
             # escape sequence would reach the terminal (break17 F12), a key its secret.
-            text = hide_keys(str(part))
-            text = text if len(text) <= 60 else text[:57] + "..."
+            text = short(hide_keys(str(part)))
             out += f".{text}" if text.isprintable() else f".{json.dumps(text)}"
     return out
 
@@ -176,12 +176,11 @@ def _schema_problems(source: _Source) -> list[Problem]:
             allowed = set(error.schema.get("properties", {}))
             for key in error.instance:
                 if key not in allowed:
-                    shown = repr(key) if len(repr(key)) <= 60 else repr(key)[:57] + "..."
-                    problems.append(source.problem(path + (key,), hide_keys(f"unknown key {shown}"), at_key=True))
+                    problems.append(
+                        source.problem(path + (key,), hide_keys(f"unknown key {short(repr(key))}"), at_key=True)
+                    )
             continue
-        if len(message) > 160:
-            message = message[:157] + "..."
-        problems.append(source.problem(path, message))
+        problems.append(source.problem(path, short(message, 160)))
     return problems
 
 

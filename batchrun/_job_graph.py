@@ -8,13 +8,13 @@ anything, and refuse at its line whatever the loader would build that a run cann
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
 
 from ._exceptions import Problem
+from ._formats import short
 
 MAX_JOB_BYTES = 4 << 20
 MAX_DEPTH = 64
@@ -192,26 +192,9 @@ def _numbered(key: yaml.Node) -> bool:
     return key.tag == _NUMBERS[0] and _TOKEN_ID.fullmatch(key.value) is not None
 
 
-def mappings(root: yaml.Node) -> Iterator[yaml.MappingNode]:
-    """Every mapping node once (aliases share nodes; nesting is bounded by then)."""
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            yield node
-            stack += [n for pair in node.value for n in pair]
-        elif isinstance(node, yaml.SequenceNode):
-            stack += node.value
-
-
 def _key_message(key: yaml.Node) -> str:
     if not isinstance(key, yaml.ScalarNode):
         return "a key must be text, not a list or a mapping"
-    text = hide_keys(key.value)
-    text = text if len(text) <= 40 else text[:37] + "..."
+    text = short(hide_keys(key.value), 40)
     reads_as = _READS_AS.get(key.tag, "something other than text")
     return f"the key {text!r} reads as {reads_as} in YAML: quote it (keys are text)"

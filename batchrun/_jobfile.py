@@ -35,7 +35,6 @@ from ._job_graph import (
     graph_problem,
     hide_keys,
     mapping_pairs,
-    mappings,
     merge_sources,
     problem_at,
 )
@@ -165,13 +164,9 @@ def compose(text: str, file: str) -> tuple[yaml.Node | None, Any, list[Problem]]
             problem = graph_problem(node, file)
             if problem is not None:
                 return None, None, [problem]
-            # Building merges `<<` keys into each mapping's pairs in place; the positions and the
-            # duplicate-key check want the file's own pairs, where a key set beside a merge
-            # overrides the merged one (break17 F13: refused as a "duplicate key").
-            written = [(mapping, list(mapping.value)) for mapping in mappings(node)]
+            # `_Loader.construct_mapping` puts each mapping's pairs back as written: the positions
+            # and the duplicate-key check read the file's own pairs (break17 F13).
             data = loader.construct_document(node)
-            for mapping, pairs in written:
-                mapping.value = pairs
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
