@@ -21,7 +21,7 @@ from ._exceptions import JobError, Problem
 from ._files import read_regular_text
 from ._formats import short
 from ._job_graph import KEY_LIKE, MERGE, hide_keys, mapping_pairs, merge_sources
-from ._jobfile import compose, job_schema, read_job_text, value_problems
+from ._jobfile import JsonPath, compose, job_schema, read_job_text, text_keys, value_problems
 from ._judge import GraderSettings
 from ._judge import template_problems as grader_template_problems
 from ._parts import non_text_part
@@ -29,7 +29,6 @@ from ._settings import Endpoint, RunSettings, run_settings
 from ._template import emptied_by, names_in, template_problems
 
 Position = tuple[int, int]
-JsonPath = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)
@@ -131,16 +130,16 @@ def _walk(
 
 def _duplicates(mapping: yaml.MappingNode, path: JsonPath, file: str) -> list[Problem]:
     """Keys a mapping writes twice: PyYAML keeps one silently, and it is almost always a mistake."""
-    seen: set[str] = set()
+    seen: set[tuple[bool, str]] = set()
     problems = []
     for key_node, _ in mapping.value:
         key = str(key_node.value)
-        if key_node.tag != MERGE and key in seen:
-            mark = key_node.start_mark
-            problems.append(
-                Problem(file, mark.line + 1, mark.column + 1, format_path(path + (key,)), f"duplicate key {key!r}")
-            )
-        seen.add(key)
+        merge = key_node.tag == MERGE  # two `<<` too (PyYAML took both silently)
+        if (merge, key) in seen:
+            mark, hint = key_node.start_mark, ": merge them in one list, <<: [*a, *b]" if merge else ""
+            where = format_path(path + (key,))
+            problems.append(Problem(file, mark.line + 1, mark.column + 1, where, f"duplicate key {key!r}{hint}"))
+        seen.add((merge, key))
     return problems
 
 
@@ -170,14 +169,14 @@ def _schema_problems(source: _Source) -> list[Problem]:
         while error.context:
             typed = [e for e in error.context if not (e.validator == "type" and not e.path)]
             error = best_match(typed or error.context)
-        path = tuple(error.absolute_path)
+        path = text_keys(error.absolute_path, source.data)
         message = hide_keys(error.message)
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = set(error.schema.get("properties", {}))
             for key in error.instance:
                 if key not in allowed:
                     problems.append(
-                        source.problem(path + (key,), hide_keys(f"unknown key {short(repr(key))}"), at_key=True)
+                        source.problem(path + (str(key),), hide_keys(f"unknown key {short(repr(key))}"), at_key=True)
                     )
             continue
         problems.append(source.problem(path, short(message, 160)))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 from yaml.constructor import BaseConstructor, ConstructorError
+from yaml.parser import ParserError
+from yaml.scanner import ScannerError
 
 from ._exceptions import Problem
 from ._files import read_bounded
@@ -120,14 +122,32 @@ def _line_and_column(before: str) -> tuple[int, int]:
     return len(lines), len(lines[-1]) + 1
 
 
-def _syntax_message(exc: yaml.MarkedYAMLError) -> str:
+# An alias as written: `*` and its anchor's name, up to a space or a flow indicator.
+_ALIAS = re.compile(r"\*([^\s,\[\]{}]+)")
+
+
+def _syntax_message(exc: yaml.MarkedYAMLError, text: str) -> str:
     """The problem, and the construct it was in with where that began: an unclosed quote or
-    bracket is found at the end of the file, far from where it opened (break17 F17)."""
-    message = f"YAML syntax error: {exc.problem or exc}"
+    bracket is found at the end of the file, far from where it opened (break17 F17). Text that
+    parses but cannot be built (an undefined alias, a merge of a number) is no syntax error."""
+    problem = str(exc.problem or exc)
+    mark = exc.problem_mark
+    if problem == "found undefined alias" and mark is not None:
+        # libyaml's message leaves out the name PyYAML's own composer gives.
+        lines = _BREAKS.split(text)
+        alias = _ALIAS.match(lines[mark.line][mark.column :]) if mark.line < len(lines) else None
+        if alias:
+            problem = f"found undefined alias {alias.group(1)!r}: no anchor &{alias.group(1)} before it"
+    kind = "syntax error" if isinstance(exc, (ScannerError, ParserError)) else "error"
+    message = f"YAML {kind}: {problem}"
     context, mark = exc.context, exc.context_mark
     if context and mark is not None and mark is not exc.problem_mark:
         message += f" ({context} at line {mark.line + 1}, column {mark.column + 1})"
     return hide_keys(message)  # a tag or an alias may be key-like text (verify17b)
+
+
+# Keys, values and lists each count: 28,000 inline `vars` rows of three variables are too many.
+_BIG_DATA_HINT = "keys, values and lists; a large table belongs in a dataset file, `dataset:`"
 
 
 def nesting_problem(text: str, file: str) -> Problem | None:
@@ -146,7 +166,7 @@ def nesting_problem(text: str, file: str) -> Problem | None:
         if isinstance(event, yaml.NodeEvent):
             values += 1
             if values > MAX_NODES:
-                return problem_at(event.start_mark, file, f"more than {MAX_NODES:,} values")
+                return problem_at(event.start_mark, file, f"more than {MAX_NODES:,} values ({_BIG_DATA_HINT})")
     return None
 
 
@@ -171,7 +191,7 @@ def compose(text: str, file: str) -> tuple[yaml.Node | None, Any, list[Problem]]
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
         line, column = _mark(exc, text)
-        return None, None, [Problem(file, line, column, "", _syntax_message(exc))]
+        return None, None, [Problem(file, line, column, "", _syntax_message(exc, text))]
     except yaml.YAMLError as exc:
         line, column = _mark(exc, text)
         return None, None, [Problem(file, line, column, "", hide_keys(f"YAML error: {str(exc).splitlines()[0]}"))]
@@ -208,6 +228,19 @@ def unusable_numbers(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[t
 
 
 JsonPath = tuple[str | int, ...]
+
+
+def text_keys(path: Iterable[str | int], data: Any) -> JsonPath:
+    """A path into `data` with a mapping's keys as text, as `_walk` and the JSON body have them:
+    a token id key (`logit_bias: {50256: -100}`) read as a list's index in messages (`[8]`)."""
+    parts: list[str | int] = []
+    for part in path:
+        if isinstance(data, dict):
+            data, part = data.get(part), str(part)
+        else:
+            data = data[part] if isinstance(data, list) and isinstance(part, int) and part < len(data) else None
+        parts.append(part)
+    return tuple(parts)
 
 
 @lru_cache(maxsize=1)

@@ -200,7 +200,11 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         'name: x\ns: &s "' + "a" * 1_000_000 + '"\nt: [' + ", ".join(["*s"] * 30) + "]\n",
         ["job.yaml:2:4:", "more than 16,777,216 characters once aliases are expanded"],
     ),
-    ("200,001 values", "name: x\nmodels: [" + "1," * 200_001 + "]\n", ["job.yaml:2:", "more than 200,000 values"]),
+    (
+        "200,001 values",
+        "name: x\nmodels: [" + "1," * 200_001 + "]\n",
+        ["job.yaml:2:", "more than 200,000 values (keys, values and lists; a large table belongs in a dataset file"],
+    ),
     # PyYAML's int of a base-60 number is quadratic (800 KB took a minute); a 4,000-digit hex
     # number broke jsonschema's message (a traceback).
     ("base-60 number", ONE_PROMPT + "repeat: " + ":".join(["1"] * 20_000), ["job.yaml:6:9:", "a number of 39,999"]),
@@ -281,6 +285,20 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ["job.yaml:6:35:", "$.prompts[0].params.temperature duplicate key 'temperature'"],
     ),
     ("a set", ONE_PROMPT + "    params: {extra_body: !!set {a, b}}\n", ["job.yaml:6:26:", "a set (!!set)"]),
+    # A number key is a mapping's key, not a list's index (`params[8]`, verify17), and its line is the key's.
+    ("a number key", ONE_PROMPT + "    params: {8: 1}\n", ["job.yaml:6:14: at $.prompts[0].params.8 unknown key 8"]),
+    (
+        "two merge keys",  # PyYAML took both; YAML has one key per mapping
+        ONE_PROMPT + "    params: {extra_body: {<<: {a: 1}, <<: {b: 2}}}\n",
+        ["job.yaml:6:39:", "duplicate key '<<': merge them in one list, <<: [*a, *b]"],
+    ),
+    # libyaml leaves the alias's name out of its message (PyYAML's own composer gives it).
+    (
+        "an undefined alias",
+        ONE_PROMPT + "    params: {extra_body: *nope}\n",
+        ["6:26: YAML error: found undefined alias 'nope'"],
+    ),
+    ("a merge of a number", ONE_PROMPT + "    params: {<<: 1}\n", ["6:18: YAML error: expected a mapping"]),
     (
         "nested value inline",
         SMALL_JOB.replace("{country: Japan, expect: Tokyo}", "{country: {nested: 1}, expect: Tokyo}"),
