@@ -33,6 +33,7 @@ from pathlib import Path
 import orjson
 
 from ._cache_file import (
+    BUSY_TIMEOUT_S,
     FIRST_FORMAT,
     NEW,
     TABLES,
@@ -98,7 +99,7 @@ class ResponseCache:
         self.read_only = False  # a folder this process cannot write: lookups only
 
     @classmethod
-    def open(cls, directory: Path, *, create: bool = True, busy_timeout_s: float = 2.0) -> ResponseCache:
+    def open(cls, directory: Path, *, create: bool = True, busy_timeout_s: float = BUSY_TIMEOUT_S) -> ResponseCache:
         """Raises NoCache, NotOurCache (a file batchrun did not make: left untouched),
         BrokenCache or CacheError. A missing or empty file is made the cache when `create`."""
         path = directory / FILE_NAME

@@ -105,7 +105,12 @@ def _tables(db: sqlite3.Connection) -> dict[str, list[str]]:
     return {name: [col[1] for col in db.execute(f"PRAGMA table_info({name!r})")] for name in names}
 
 
-def identify(path: Path, *, immutable: bool = False, busy_timeout_s: float = 2.0) -> str:
+# How long a writer waits for another process's write lock before the cache is called locked
+# (and the run goes on without it): one value for every connection the cache opens.
+BUSY_TIMEOUT_S = 2.0
+
+
+def identify(path: Path, *, immutable: bool = False, busy_timeout_s: float = BUSY_TIMEOUT_S) -> str:
     """NEW, OURS or FIRST_FORMAT; raises NotOurCache, BrokenCache or CacheError (locked).
     Reads only: the connection is read-only, and nothing is created for a file not ours."""
     try:
