@@ -102,15 +102,22 @@ def graph_problem(root: yaml.Node, file: str) -> Problem | None:
             else:
                 children = list(node.value)
             levels, values, characters = 0, 1, 0
-            for child in children:
-                child_levels, child_values, child_characters = measure(child, depth + 1)
+            keyed = isinstance(node, yaml.MappingNode)  # children: key, value, key, value...
+            for index, child in enumerate(children):
+                # A node met again is an alias: what it brings is refused where the alias is
+                # written (its key, or its list), not at the anchor, which may be shallow (verify17 V7).
+                at = child if id(child) not in measured else children[index - 1] if keyed and index % 2 else node
+                try:
+                    child_levels, child_values, child_characters = measure(child, depth + 1)
+                except _Refused as refused:
+                    raise _Refused(at, refused.message) if refused.node is child else refused from None
                 levels = max(levels, child_levels)
                 values += child_values
                 characters += child_characters
                 if values > MAX_NODES:
-                    raise _Refused(child, f"more than {MAX_NODES:,} values once aliases are expanded")
+                    raise _Refused(at, f"more than {MAX_NODES:,} values once aliases are expanded")
                 if characters > MAX_EXPANDED_CHARS:
-                    raise _Refused(child, f"more than {MAX_EXPANDED_CHARS:,} characters once aliases are expanded")
+                    raise _Refused(at, f"more than {MAX_EXPANDED_CHARS:,} characters once aliases are expanded")
             in_progress.discard(id(node))
             result = (levels + 1, values, characters)
         measured[id(node)] = result

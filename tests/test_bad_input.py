@@ -196,9 +196,9 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
     # break17: what the loader builds that a run cannot use, refused before it is built.
     ("aliases nesting 1,000 deep", CHAINED_ALIASES, ["job.yaml:", "nested deeper than 64 levels once aliases"]),
     (
-        "30 aliases of a 1 MB string",
+        "30 aliases of a 1 MB string",  # at the list of aliases that expands, not at the anchor
         'name: x\ns: &s "' + "a" * 1_000_000 + '"\nt: [' + ", ".join(["*s"] * 30) + "]\n",
-        ["job.yaml:2:4:", "more than 16,777,216 characters once aliases are expanded"],
+        ["job.yaml:3:4:", "more than 16,777,216 characters once aliases are expanded"],
     ),
     (
         "200,001 values",
@@ -285,6 +285,35 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ["job.yaml:6:35:", "$.prompts[0].params.temperature duplicate key 'temperature'"],
     ),
     ("a set", ONE_PROMPT + "    params: {extra_body: !!set {a, b}}\n", ["job.yaml:6:26:", "a set (!!set)"]),
+    # Past 64 levels through an alias: at the alias (its list, or its key), not at the shallow anchor (verify17 V7).
+    (
+        "an alias that goes too deep, in a list",
+        ONE_PROMPT
+        + "    params:\n      extra_body:\n        x: &a "
+        + "[" * 40
+        + "1"
+        + "]" * 40
+        + "\n        w: "
+        + "[" * 30
+        + "*a"
+        + "]" * 30
+        + "\n",
+        ["job.yaml:9:41: nested deeper than 64 levels once aliases are expanded"],
+    ),
+    (
+        "an alias that goes too deep, as a value",
+        ONE_PROMPT
+        + "    params:\n      extra_body:\n        x: &a "
+        + "{k: " * 40
+        + "1"
+        + "}" * 40
+        + "\n        w:\n          z: "
+        + "{k: " * 20
+        + "*a"
+        + "}" * 20
+        + "\n",
+        ["job.yaml:10:91: nested deeper than 64 levels once aliases are expanded"],
+    ),
     # A number key is a mapping's key, not a list's index (`params[8]`, verify17), and its line is the key's.
     ("a number key", ONE_PROMPT + "    params: {8: 1}\n", ["job.yaml:6:14: at $.prompts[0].params.8 unknown key 8"]),
     (
