@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._scrub import hide_keys
+
 
 class BatchrunError(Exception):
     """Root of every error batchrun raises on purpose."""
@@ -52,7 +54,9 @@ class Problem:
             if self.column is not None:
                 where += f":{self.column}"
         at = f" at {self.path}" if self.path else ""
-        return f"{where}:{at} {self.message}" if at else f"{where}: {self.message}"
+        # Every check's message, the file's name and the path: a key-like text a job or a
+        # dataset holds is echoed by a regex's, a schema's or a missing file's error (break20 F7).
+        return hide_keys(f"{where}:{at} {self.message}" if at else f"{where}: {self.message}")
 
 
 class JobError(BatchrunError):

@@ -20,11 +20,12 @@ from ._dataset import REPEAT_HINT, DatasetFile, row_key
 from ._exceptions import JobError, Problem
 from ._files import read_regular_text
 from ._formats import short
-from ._job_graph import KEY_LIKE, MERGE, hide_keys, mapping_pairs, merge_sources
+from ._job_graph import MERGE, mapping_pairs, merge_sources
 from ._jobfile import JsonPath, compose, job_schema, read_job_text, text_keys, value_problems
 from ._judge import GraderSettings
 from ._judge import template_problems as grader_template_problems
 from ._parts import non_text_part
+from ._scrub import KEY_LIKE, hide_keys
 from ._settings import Endpoint, RunSettings, run_settings
 from ._template import emptied_by, names_in, template_problems
 

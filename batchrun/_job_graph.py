@@ -15,6 +15,7 @@ from yaml.constructor import SafeConstructor
 
 from ._exceptions import Problem
 from ._formats import short
+from ._scrub import hide_keys
 
 MAX_JOB_BYTES = 4 << 20
 MAX_DEPTH = 64
@@ -134,13 +135,6 @@ def graph_problem(root: yaml.Node, file: str) -> Problem | None:
 # Not with a leading zero: YAML reads 010 as octal 8 (verify17 V4).
 _TOKEN_ID = re.compile(r"0|[1-9][0-9]{0,17}")
 _CONSTRUCTOR = SafeConstructor()
-
-# Text that looks like an OpenRouter key is never repeated in a message (break17 F20).
-KEY_LIKE = re.compile(r"sk-or-[A-Za-z0-9_-]{6,}")
-
-
-def hide_keys(text: str) -> str:
-    return KEY_LIKE.sub("sk-or-...(hidden)", text)
 
 
 def _readable(node: yaml.ScalarNode) -> bool:

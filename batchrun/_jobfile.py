@@ -35,11 +35,11 @@ from ._job_graph import (
     MAX_NODES,
     MERGE,
     graph_problem,
-    hide_keys,
     mapping_pairs,
     merge_sources,
     problem_at,
 )
+from ._scrub import hide_keys
 
 # libyaml's parser when PyYAML has it (the wheels do): the pure-Python scanner is quadratic in
 # flow nesting ("[[[[..."), and composes a job about eight times slower (7 ms for

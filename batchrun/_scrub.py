@@ -23,6 +23,15 @@ MIN_SECRET = 8
 _ESCAPED = re.compile(r"\\u([0-9a-fA-F]{4})")
 
 
+# Text that looks like an OpenRouter key, in what a job file or a dataset holds: never repeated
+# in a message about them (break17 F20), whichever check wrote the message (break20 F7).
+KEY_LIKE = re.compile(r"sk-or-[A-Za-z0-9_-]{6,}")
+
+
+def hide_keys(text: str) -> str:
+    return KEY_LIKE.sub("sk-or-...(hidden)", text)
+
+
 def _unescape_key_chars(match: re.Match[str]) -> str:
     """A \\uXXXX escape of a character a key can hold, as that character; other escapes
     are left alone (decoding `\\u0022` would change what a JSON text means)."""

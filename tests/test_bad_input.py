@@ -7,6 +7,7 @@ One table per kind of input: job files, datasets, options and the environment.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -601,6 +602,35 @@ def test_keys_in_messages_are_escaped_and_key_like_text_is_hidden(tmp_path: Path
     assert secret not in err and "\x1b" not in err
     lines = err.splitlines()
     assert len(lines) == 4 and all(line.startswith("batchrun: ") for line in lines), err
+
+
+KEY_LIKE_TEXT = "sk-or-v1-" + "cd34" * 16
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        f'checks: [{{regex: "({KEY_LIKE_TEXT}"}}]',  # the regex's own error quoted it
+        f"checks: [{{json_schema: {KEY_LIKE_TEXT}.json}}]",  # the missing file's name, twice
+        f'checks: [{{json_schema: {{type: string, pattern: "({KEY_LIKE_TEXT}"}}}}]',  # jsonschema's message
+        f"dataset: {KEY_LIKE_TEXT}.jsonl",
+        "dataset: rows.jsonl",  # a row's checks, read from the dataset
+    ],
+    ids=["regex", "json_schema file", "json_schema pattern", "dataset file", "dataset rows"],
+)
+def test_no_message_about_a_job_or_its_rows_repeats_key_like_text(tmp_path: Path, field: str) -> None:
+    # break20 F7: the YAML and schema messages hid key-like text; the other checks (regexes,
+    # schemas in checks, files, dataset rows) echoed it whole into the CI log.
+    rows = [{"a": 1, "checks": [{"regex": f"({KEY_LIKE_TEXT}"}]}, {"a": 2, "checks": [{KEY_LIKE_TEXT: 1}]}]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    job = write_job(
+        tmp_path,
+        ONE_PROMPT.replace('text: "hi"', 'text: "{{a}}"' if "rows" in field else 'text: "hi"') + f"    {field}\n",
+    )
+    for args in (["validate", job], ["plan", job], [job, "--simulate", "-q"]):
+        code, _, err = call_cli(*args)
+        assert_refused(code, err, "sk-or-...(hidden)")
+        assert "cd34cd34" not in err
 
 
 def test_the_shared_parser_carries_nothing_from_one_call_to_the_next() -> None:
