@@ -115,15 +115,14 @@ def _walk(
                 checked.add(id(mapping))
                 problems += _duplicates(mapping, path, file)
         own, merged = mapping_pairs(node)
-        seen: set[str] = set()
-        # `<<`: a merged key stands where its mapping wrote it, unless this mapping (or an earlier
-        # merge) set it: YAML's precedence, never a duplicate (break17 F13).
-        for key_node, value_node in own + merged:
-            key = str(key_node.value)
-            if key not in seen:
-                seen.add(key)
-                key_positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                _walk(value_node, path + (key,), positions, key_positions, problems, file, checked)
+        # The pair the loader builds: of a key written twice the last (break20 F1); a merged key
+        # where its mapping wrote it, unless this mapping or an earlier merge set it (break17 F13).
+        chosen = {str(k.value): (k, v) for k, v in own}
+        for key_node, value_node in merged:
+            chosen.setdefault(str(key_node.value), (key_node, value_node))
+        for key, (key_node, value_node) in chosen.items():
+            key_positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            _walk(value_node, path + (key,), positions, key_positions, problems, file, checked)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _walk(item, path + (index,), positions, key_positions, problems, file, checked)
@@ -367,6 +366,12 @@ def _grading_problems(source: _Source, base_dir: Path) -> list[Problem]:
                         )
                     )
     threshold = data.get("run", {}).get("pass_threshold")
+    models = {m if isinstance(m, str) else m["id"] for m in data["models"]}
+    named = {"models": models, "prompts": {p["id"] for p in data["prompts"]}}
+    for kind, known in named.items() if isinstance(threshold, dict) else ():
+        for name in sorted(set(threshold.get(kind, {})) - known, key=str):  # a typo must not turn a gate off
+            message = f"no {kind[:-1]} {name!r} in {kind}: this threshold would never apply"
+            problems.append(source.problem(("run", "pass_threshold", kind, str(name)), message, at_key=True))
     per_item = threshold.get("per_item") if isinstance(threshold, dict) else None
     if per_item:
         where = ("run", "pass_threshold", "per_item")

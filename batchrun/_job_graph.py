@@ -92,14 +92,17 @@ def graph_problem(root: yaml.Node, file: str) -> Problem | None:
             children: list[yaml.Node] = []
             if isinstance(node, yaml.MappingNode):
                 own, merged = mapping_pairs(node)
-                numbered = set()
-                for key, value in own + merged:  # `<<` merges counted where they land
+                numbered: bool | None = None
+                for index, (key, value) in enumerate(own + merged):  # `<<` merges counted where they land
                     if not isinstance(key, yaml.ScalarNode) or not (key.tag == _STR or _numbered(key)):
                         raise _Refused(key, _key_message(key))
-                    numbered.add(_numbered(key))
+                    if numbered is not None and _numbered(key) != numbered:
+                        # The fingerprint sorts a mapping's keys: 1 and "a" do not compare. At the
+                        # first key unlike the others, or at this mapping if a merge brought it.
+                        unlike = key if index < len(own) else node
+                        raise _Refused(unlike, "a mapping mixes number keys and text keys: quote the numbers")
+                    numbered = _numbered(key)
                     children += (key, value)
-                if len(numbered) > 1:  # the fingerprint sorts a mapping's keys: 1 and "a" do not compare
-                    raise _Refused(node, "a mapping mixes number keys and text keys: quote the numbers")
             else:
                 children = list(node.value)
             levels, values, characters = 0, 1, 0
@@ -107,7 +110,9 @@ def graph_problem(root: yaml.Node, file: str) -> Problem | None:
             for index, child in enumerate(children):
                 # A node met again is an alias: what it brings is refused where the alias is
                 # written (its key, or its list), not at the anchor, which may be shallow (verify17 V7).
-                at = child if id(child) not in measured else children[index - 1] if keyed and index % 2 else node
+                at: yaml.Node = (
+                    child if id(child) not in measured else children[index - 1] if keyed and index % 2 else node
+                )
                 try:
                     child_levels, child_values, child_characters = measure(child, depth + 1)
                 except _Refused as refused:

@@ -68,7 +68,7 @@ class _Loader(_BASE_LOADER):  # type: ignore[valid-type,misc]  # the C loader wh
                         "while constructing a mapping",
                         node.start_mark,
                         f"expected a mapping or list of mappings for merging, but found {getattr(source, 'id', '?')}",
-                        source.start_mark,
+                        key.start_mark,  # the `<<`: an aliased source's own mark is its anchor (break20 F6)
                     )
         written = node.value
         own, merged = mapping_pairs(node)
@@ -122,8 +122,8 @@ def _line_and_column(before: str) -> tuple[int, int]:
     return len(lines), len(lines[-1]) + 1
 
 
-# An alias as written: `*` and its anchor's name, up to a space or a flow indicator.
-_ALIAS = re.compile(r"\*([^\s,\[\]{}]+)")
+# An alias as written: `*` and its anchor's name, in the characters libyaml takes for one.
+_ALIAS = re.compile(r"\*([0-9A-Za-z_-]+)")
 
 
 def _syntax_message(exc: yaml.MarkedYAMLError, text: str) -> str:
@@ -134,7 +134,7 @@ def _syntax_message(exc: yaml.MarkedYAMLError, text: str) -> str:
     mark = exc.problem_mark
     if problem == "found undefined alias" and mark is not None:
         # libyaml's message leaves out the name PyYAML's own composer gives.
-        lines = _BREAKS.split(text)
+        lines = _BREAKS.split(text.removeprefix("\ufeff"))  # libyaml's columns skip a BOM
         alias = _ALIAS.match(lines[mark.line][mark.column :]) if mark.line < len(lines) else None
         if alias:
             problem = f"found undefined alias {alias.group(1)!r}: no anchor &{alias.group(1)} before it"
@@ -146,8 +146,8 @@ def _syntax_message(exc: yaml.MarkedYAMLError, text: str) -> str:
     return hide_keys(message)  # a tag or an alias may be key-like text (verify17b)
 
 
-# Keys, values and lists each count: 28,000 inline `vars` rows of three variables are too many.
-_BIG_DATA_HINT = "keys, values and lists; a large table belongs in a dataset file, `dataset:`"
+# Each counts: 28,000 inline `vars` rows of three variables (a mapping, 3 keys, 3 values) are too many.
+_BIG_DATA_HINT = "keys, values, lists and mappings each count; a large table belongs in a dataset file, `dataset:`"
 
 
 def nesting_problem(text: str, file: str) -> Problem | None:

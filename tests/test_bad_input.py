@@ -204,7 +204,7 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
     (
         "200,001 values",
         "name: x\nmodels: [" + "1," * 200_001 + "]\n",
-        ["job.yaml:2:", "more than 200,000 values (keys, values and lists; a large table belongs in a dataset file"],
+        ["job.yaml:2:", "more than 200,000 values (keys, values, lists and mappings each count; a large table"],
     ),
     # PyYAML's int of a base-60 number is quadratic (800 KB took a minute); a 4,000-digit hex
     # number broke jsonschema's message (a traceback).
@@ -225,7 +225,7 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
     (
         "number and text keys in one mapping",
         ONE_PROMPT + "    params: {logit_bias: {50256: -100, x: 1}}\n",
-        ["job.yaml:6:26:", "mixes number keys and text keys"],
+        ["job.yaml:6:40:", "mixes number keys and text keys"],  # at the first key unlike the others
     ),
     (
         "binary data",
@@ -315,6 +315,38 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         + "\n",
         ["job.yaml:10:91: nested deeper than 64 levels once aliases are expanded"],
     ),
+    (
+        "thresholds for a model and prompts the job lacks",  # break20 F3: a typo turned the gate off, exit 0
+        ONE_PROMPT + "run: {pass_threshold: {models: {openai/gpt-4o-minii: 0.9}, prompts: {8: 0.5}}}\n",
+        [
+            "job.yaml:6:33: at $.run.pass_threshold.models.openai/gpt-4o-minii no model 'openai/gpt-4o-minii'",
+            "job.yaml:6:70: at $.run.pass_threshold.prompts.8 no prompt 8 in prompts: this threshold would never apply",
+        ],
+    ),
+    # break20: a key written twice is built with its last value, and that is where its error is (F1);
+    # mixed keys at the first unlike key (F2); an alias's name ends where libyaml ends it (F4), and
+    # a BOM does not hide it (F5); a merge of an aliased scalar at the `<<`, not the anchor (F6).
+    (
+        "a key written twice, the last value wrong",
+        ONE_PROMPT + "    params:\n      temperature: 0\n      max_tokens: 5\n      temperature: hot\n",
+        ["job.yaml:9:7: at $.prompts[0].params.temperature duplicate key", "job.yaml:9:20: at $.prompts[0].params"],
+    ),
+    ("a number key among text keys", ONE_PROMPT + "8: 1\n", ["job.yaml:6:1: a mapping mixes number keys"]),
+    (
+        "an undefined alias as a flow key",
+        ONE_PROMPT + "    params: {*nope: 1}\n",
+        ["6:14: YAML error: found undefined alias 'nope':"],
+    ),
+    (
+        "an undefined alias after a BOM",
+        "\ufeffname: *nope\n",
+        ["job.yaml:1:7: YAML error: found undefined alias 'nope'"],
+    ),
+    (
+        "a merge of an aliased number",
+        "name: x\nrepeat: &n 1\n" + ONE_PROMPT[8:] + "    params:\n      seed: 1\n      <<: *n\n",
+        ["job.yaml:9:7: YAML error: expected a mapping or list of mappings for merging"],
+    ),
     # A number key is a mapping's key, not a list's index (`params[8]`, verify17), and its line is the key's.
     ("a number key", ONE_PROMPT + "    params: {8: 1}\n", ["job.yaml:6:14: at $.prompts[0].params.8 unknown key 8"]),
     (
@@ -328,7 +360,11 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT + "    params: {extra_body: *nope}\n",
         ["6:26: YAML error: found undefined alias 'nope'"],
     ),
-    ("a merge of a number", ONE_PROMPT + "    params: {<<: 1}\n", ["6:18: YAML error: expected a mapping"]),
+    (
+        "a merge of a number",
+        ONE_PROMPT + "    params: {<<: 1}\n",
+        ["6:14: YAML error: expected a mapping"],
+    ),  # at the <<
     (
         "nested value inline",
         SMALL_JOB.replace("{country: Japan, expect: Tokyo}", "{country: {nested: 1}, expect: Tokyo}"),
@@ -627,7 +663,8 @@ def test_no_message_about_a_job_or_its_rows_repeats_key_like_text(tmp_path: Path
         tmp_path,
         ONE_PROMPT.replace('text: "hi"', 'text: "{{a}}"' if "rows" in field else 'text: "hi"') + f"    {field}\n",
     )
-    for args in (["validate", job], ["plan", job], [job, "--simulate", "-q"]):
+    runs: list[list[str | Path]] = [["validate", job], ["plan", job], [job, "--simulate", "-q"]]
+    for args in runs:
         code, _, err = call_cli(*args)
         assert_refused(code, err, "sk-or-...(hidden)")
         assert "cd34cd34" not in err
