@@ -74,9 +74,14 @@ class _Loader(_BASE_LOADER):  # type: ignore[valid-type,misc]  # the C loader wh
         own, merged = mapping_pairs(node)
         node.value = [*reversed(merged), *own]  # built in order: the last of a key wins
         try:
-            return BaseConstructor.construct_mapping(self, node, deep=deep)
+            built = BaseConstructor.construct_mapping(self, node, deep=deep)
         finally:
             node.value = written
+        # A token id key (`logit_bias: {50256: -100}`, the only number key graph_problem lets
+        # through) is text from here on, as JSON has it: an int key crashed the summary's item
+        # key, the cost estimate, batch mode's rules and `cache explain`, and a check's schema
+        # never matched the "8" a reply holds (break20 C2-C5, M7).
+        return {str(k) if type(k) is int else k: v for k, v in built.items()}
 
 
 _LOADER = _Loader

@@ -320,7 +320,7 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT + "run: {pass_threshold: {models: {openai/gpt-4o-minii: 0.9}, prompts: {8: 0.5}}}\n",
         [
             "job.yaml:6:33: at $.run.pass_threshold.models.openai/gpt-4o-minii no model 'openai/gpt-4o-minii'",
-            "job.yaml:6:70: at $.run.pass_threshold.prompts.8 no prompt 8 in prompts: this threshold would never apply",
+            "job.yaml:6:70: at $.run.pass_threshold.prompts.8 no prompt '8' in prompts: this threshold would never",
         ],
     ),
     # break20: a key written twice is built with its last value, and that is where its error is (F1);
@@ -348,7 +348,7 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ["job.yaml:9:7: YAML error: expected a mapping or list of mappings for merging"],
     ),
     # A number key is a mapping's key, not a list's index (`params[8]`, verify17), and its line is the key's.
-    ("a number key", ONE_PROMPT + "    params: {8: 1}\n", ["job.yaml:6:14: at $.prompts[0].params.8 unknown key 8"]),
+    ("a number key", ONE_PROMPT + "    params: {8: 1}\n", ["job.yaml:6:14: at $.prompts[0].params.8 unknown key '8'"]),
     (
         "two merge keys",  # PyYAML took both; YAML has one key per mapping
         ONE_PROMPT + "    params: {extra_body: {<<: {a: 1}, <<: {b: 2}}}\n",

@@ -9,7 +9,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrun import JobError, load_job, matrix_requests
+from batchrun import ExitCode, JobError, load_job, matrix_requests
+from batchrun._batch_rules import group_key
 from batchrun._matrix import Shard, count_requests
 
 from .conftest import SMALL_JOB, call_cli, run_cli, write_job
@@ -258,7 +259,7 @@ def test_merged_keys_stand_where_they_were_written_and_token_ids_merge(tmp_path:
               logit_bias: {<<: *lb, 50257: -100}
     """
     job = load_job(write_job(tmp_path, text))
-    assert [p.params for p in job.prompts][1] == {"logit_bias": {50256: -100, 50257: -100}}
+    assert [p.params for p in job.prompts][1] == {"logit_bias": {"50256": -100, "50257": -100}}
     bad = text.replace("{logit_bias: &lb {50256: -100}}", "&pp {temperature: 0.2, bogus: 1}").replace(
         "logit_bias: {<<: *lb, 50257: -100}", "<<: *pp"
     )
@@ -300,3 +301,38 @@ def test_merges_take_yaml_precedence_whatever_the_key_length(tmp_path: Path) -> 
     rows = [r.vars for r in matrix_requests(job) if r.prompt_id == "p"]
     assert rows[2] == {"n": "two", "nn": "two", "k": "c"}
     assert job.prompts[1].params["extra_body"]["c"] == {"t": 1, "tt": 1, "u": 2}
+
+
+def test_number_keys_are_text_from_the_loader_on(tmp_path: Path) -> None:
+    # break20 C2-C5, M7: a token id kept as an int crashed the summary's item key (swallowed: the
+    # gates saw no rows and the run exited 0), the cost estimate (provider, prediction), batch
+    # mode's grouping and `cache explain`; a check's schema keyed 8 never matched the "8" sent back.
+    job_file = write_job(
+        tmp_path,
+        """
+        name: numkeys
+        models: [openai/gpt-4o-mini, google/gemini-2.0-flash-001]
+        prompts:
+          - id: p
+            text: hi
+            vars: [{8: x}]
+            params:
+              logit_bias: {50256: -100}
+              provider: {preferred_max_latency: {8: 1}}
+              prediction: {8: x}
+              response_format: {type: json_schema, json_schema: {name: n, schema: {properties: {8: {type: string}}}}}
+            checks: [{contains: never-said}]
+        repeat: 2
+        run: {pass_threshold: {prompts: {p: 0.5}, per_item: {min: 1, of: 2}}}
+        """,
+    )
+    job = load_job(job_file)
+    prompt = job.prompts[0]
+    assert list(prompt.rows) == [{"8": "x"}] and prompt.params["logit_bias"] == {"50256": -100}
+    requests = list(matrix_requests(job))
+    assert any('"properties":{"8":' in group_key(r)[1] for r in requests)  # the Google model's batch group
+    code, _, err = call_cli(job_file, "--simulate", "-q", "-o", tmp_path / "r.jsonl", "--cache", tmp_path / "c")
+    assert code == ExitCode.QUALITY and "prompt p: pass rate 0.0% is below 50.0%" in err, err
+    assert call_cli("plan", job_file, "--simulate")[0] == ExitCode.OK
+    code, text, err = call_cli("cache", "explain", job_file, "--simulate", "--dir", tmp_path / "c")
+    assert code == ExitCode.OK and "4 hit(s)" in text, err
