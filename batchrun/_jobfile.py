@@ -29,6 +29,7 @@ from yaml.scanner import ScannerError
 
 from ._exceptions import Problem
 from ._files import read_bounded
+from ._formats import short
 from ._job_graph import (
     MAX_DEPTH,
     MAX_JOB_BYTES,
@@ -142,7 +143,8 @@ def _syntax_message(exc: yaml.MarkedYAMLError, text: str) -> str:
         lines = _BREAKS.split(text.removeprefix("\ufeff"))  # libyaml's columns skip a BOM
         alias = _ALIAS.match(lines[mark.line][mark.column :]) if mark.line < len(lines) else None
         if alias:
-            problem = f"found undefined alias {alias.group(1)!r}: no anchor &{alias.group(1)} before it"
+            name = short(alias.group(1), 60)  # a 100,000-character name made a 200 KB line (break20 F10)
+            problem = f"found undefined alias {name!r}: no anchor &{name} before it"
     kind = "syntax error" if isinstance(exc, (ScannerError, ParserError)) else "error"
     message = f"YAML {kind}: {problem}"
     context, mark = exc.context, exc.context_mark

@@ -354,6 +354,16 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT + "    params: {extra_body: {<<: {a: 1}, <<: {b: 2}}}\n",
         ["job.yaml:6:39:", "duplicate key '<<': merge them in one list, <<: [*a, *b]"],
     ),
+    (
+        "two merge keys, one spelt with its tag",  # break20 F20
+        ONE_PROMPT + "    params: {extra_body: {<<: {a: 1}, !!merge b: {b: 2}}}\n",
+        ["job.yaml:6:39:", "duplicate key '<<'"],
+    ),
+    (
+        "an undefined alias of 100,000 characters",
+        ONE_PROMPT + "    text2: *" + "n" * 100_000 + "\n",
+        ["6:12: YAML error: found undefined alias '" + "n" * 57 + "...'"],
+    ),
     # libyaml leaves the alias's name out of its message (PyYAML's own composer gives it).
     (
         "an undefined alias",
@@ -552,6 +562,11 @@ OPTION_CASES: list[tuple[str, list[str], list[str]]] = [
         ["--sim latency_ms=abc: expected a number, got 'abc'"],
     ),
     ("retry errors without resume", ["--retry-errors"], ["--retry-errors continues a run: use it with --resume"]),
+    (
+        "sim outcome misspelt",  # break20 F23: a typo simulated nothing, exit 0
+        ["--simulate", "--sim", "batch_outcome=weird"],
+        ["--sim batch_outcome=weird: expected one of completed | failed | expired | cancelled, got 'weird'"],
+    ),
 ]
 
 

@@ -169,6 +169,8 @@ class SimConfig:
             "routing",
             "tokenizer",
         ):
+            if value not in _TEXT_CHOICES.get(key, (value,)):  # a typo simulated nothing (break20 F23)
+                raise ValueError(f"expected one of {' | '.join(_TEXT_CHOICES[key])}, got {value!r}")
             setattr(self, key, value)
         elif key in WHOLE_NUMBERS:
             setattr(self, key, int(_number(key, value)))
@@ -176,6 +178,15 @@ class SimConfig:
             setattr(self, key, _number(key, value))
 
 
+# Options that name a behaviour: refused unless one of these (the keys are free text).
+_TEXT_CHOICES = {
+    "rate_limit_header": ("reset", "retry-after", "retry-after-ms", "both", "none"),
+    "rate_limit_window": ("fixed", "sliding"),
+    "jitter": ("uniform", "exponential"),
+    "batch_outcome": ("completed", "failed", "expired", "cancelled"),
+    "routing": ("top", "dearest", "spread"),
+    "tokenizer": ("light", "heavy"),
+}
 # Options that are counts: refused unless whole.
 WHOLE_NUMBERS = (
     "seed",
