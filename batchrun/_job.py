@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,11 +22,11 @@ from ._exceptions import JobError, Problem
 from ._files import read_regular_text
 from ._formats import short
 from ._job_graph import MERGE, mapping_pairs, merge_sources
-from ._jobfile import JsonPath, compose, job_schema, read_job_text, text_keys, value_problems
+from ._jobfile import JsonPath, compose, job_schema, key_like_strings, read_job_text, text_keys, value_problems
 from ._judge import GraderSettings
 from ._judge import template_problems as grader_template_problems
 from ._parts import non_text_part
-from ._scrub import KEY_LIKE, hide_keys
+from ._scrub import hide_keys
 from ._settings import Endpoint, RunSettings, run_settings
 from ._template import emptied_by, names_in, template_problems
 
@@ -175,23 +176,13 @@ def _schema_problems(source: _Source) -> list[Problem]:
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = set(error.schema.get("properties", {}))
             for key in error.instance:
-                if key not in allowed:
+                if key not in allowed and not any(re.search(p, key) for p in error.schema.get("patternProperties", ())):
                     problems.append(
                         source.problem(path + (str(key),), hide_keys(f"unknown key {short(repr(key))}"), at_key=True)
                     )
             continue
         problems.append(source.problem(path, short(message, 160)))
     return problems
-
-
-def _key_like_strings(value: Any, path: JsonPath) -> list[JsonPath]:
-    if isinstance(value, str):
-        return [path] if KEY_LIKE.search(value) else []
-    if isinstance(value, dict):
-        return [p for k, v in value.items() for p in _key_like_strings(v, path + (str(k),))]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in _key_like_strings(v, path + (i,))]
-    return []
 
 
 def _prompt_messages(prompt: dict[str, Any], defaults: dict[str, Any]) -> tuple[dict[str, str], ...]:
@@ -277,7 +268,7 @@ def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], 
             "looks like an OpenRouter API key: keys belong in the environment "
             "(see endpoint.api_key_env), never in a job file",
         )
-        for p in _key_like_strings(data, ())
+        for p in key_like_strings(data, ())
     ]
     problems += value_problems(data, source.problem)
     defaults = data.get("defaults", {})
@@ -384,7 +375,7 @@ def _grading_problems(source: _Source, base_dir: Path) -> list[Problem]:
 
 
 def _fingerprint(data: dict[str, Any]) -> str:
-    shaping = {k: v for k, v in data.items() if k not in ("run", "endpoint")}
+    shaping = {k: v for k, v in data.items() if k not in ("run", "endpoint") and not k.startswith("x-")}
     return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -404,7 +395,7 @@ def load_job(path: str | Path) -> Job:
         # Semantic checks assume the shapes the schema guarantees; still report key-like strings.
         problems += [
             source.problem(p, "looks like an OpenRouter API key: keys belong in the environment")
-            for p in _key_like_strings(source.data, ())
+            for p in key_like_strings(source.data, ())
         ]
         raise JobError(problems)
     semantic, prompts = _semantic_problems(source, path.parent)

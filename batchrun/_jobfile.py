@@ -40,7 +40,7 @@ from ._job_graph import (
     merge_sources,
     problem_at,
 )
-from ._scrub import hide_keys
+from ._scrub import KEY_LIKE, hide_keys
 
 # libyaml's parser when PyYAML has it (the wheels do): the pure-Python scanner is quadratic in
 # flow nesting ("[[[[..."), and composes a job about eight times slower (7 ms for
@@ -235,6 +235,17 @@ def unusable_numbers(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[t
 
 
 JsonPath = tuple[str | int, ...]
+
+
+def key_like_strings(value: Any, path: JsonPath) -> list[JsonPath]:
+    """Where a string that looks like an API key stands (it belongs in the environment)."""
+    if isinstance(value, str):
+        return [path] if KEY_LIKE.search(value) else []
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in key_like_strings(v, path + (str(k),))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in key_like_strings(v, path + (i,))]
+    return []
 
 
 def text_keys(path: Iterable[str | int], data: Any) -> JsonPath:

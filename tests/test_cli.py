@@ -255,6 +255,8 @@ def test_only_the_console_script_tunes_the_gc(tmp_path: Path) -> None:
     # The console script collects less often and freezes what it loaded before the run (the
     # collections then skip it: bench/README.md); a caller of main() keeps its GC untouched.
     job = write_job(tmp_path, SMALL_JOB)
+    suite_frozen = gc.get_freeze_count()
+    gc.unfreeze()  # the suite's own freeze (conftest): a frozen object that dies would move the count
     before, threshold = gc.get_freeze_count(), gc.get_threshold()
     try:
         code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "a.jsonl")
@@ -268,6 +270,6 @@ def test_only_the_console_script_tunes_the_gc(tmp_path: Path) -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
-        if before:  # the suite's own start-up was frozen (conftest): frozen again
+        if suite_frozen:  # the suite's own start-up, frozen again
             gc.collect()
             gc.freeze()

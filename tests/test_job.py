@@ -336,3 +336,28 @@ def test_number_keys_are_text_from_the_loader_on(tmp_path: Path) -> None:
     assert call_cli("plan", job_file, "--simulate")[0] == ExitCode.OK
     code, text, err = call_cli("cache", "explain", job_file, "--simulate", "--dir", tmp_path / "c")
     assert code == ExitCode.OK and "4 hit(s)" in text, err
+
+
+def test_top_level_x_keys_hold_shared_anchors_and_nothing_else(tmp_path: Path) -> None:
+    # break20: the README never said where a shared anchor could live; `x-common:` was an unknown key.
+    text = """
+        name: shared
+        x-common: &common {temperature: 0, max_tokens: 20}
+        x-notes: [anything, {at: all}]
+        models: [openai/gpt-4o-mini]
+        prompts:
+          - {id: p, text: hi, params: *common}
+          - {id: q, text: yo, params: {<<: *common, max_tokens: 5}}
+    """
+    job = load_job(write_job(tmp_path, text))
+    assert [p.params for p in job.prompts] == [
+        {"temperature": 0, "max_tokens": 20},
+        {"temperature": 0, "max_tokens": 5},
+    ]
+    plain = text.replace(
+        "        x-common: &common {temperature: 0, max_tokens: 20}\n        x-notes: [anything, {at: all}]\n", ""
+    )
+    plain = plain.replace("*common}", "{temperature: 0, max_tokens: 20}}").replace("<<: *common, ", "temperature: 0, ")
+    assert load_job(write_job(tmp_path, plain, "plain.yaml")).fingerprint == job.fingerprint
+    code, _, err = call_cli("validate", write_job(tmp_path, text.replace("x-notes", "notes"), "bad.yaml"))
+    assert code == 2 and err.count("\n") == 1 and "unknown key 'notes'" in err and "x-common" not in err, err
