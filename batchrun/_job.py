@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,9 @@ class Job:
     judge: GraderSettings = field(default_factory=GraderSettings)  # the grader of judge checks
 
 
+_PLAIN_KEY = re.compile(r"[\w/:@+-]+")  # names, model ids (openai/gpt-4o-mini:free), token ids
+
+
 def format_path(path: JsonPath) -> str:
     out = "$"
     for part in path:
@@ -71,8 +75,9 @@ def format_path(path: JsonPath) -> str:
         else:
             # A key is the file's text: a newline in it would start a forged error line, an
             # escape sequence would reach the terminal (break17 F12), a key its secret.
+            # A key a dot, bracket, space or nothing would make ambiguous is quoted (break20 F13).
             text = short(hide_keys(str(part)))
-            out += f".{text}" if text.isprintable() else f".{json.dumps(text)}"
+            out += f".{text}" if _PLAIN_KEY.fullmatch(text) else f"[{json.dumps(text)}]"
     return out
 
 
@@ -173,6 +178,8 @@ def _schema_problems(source: _Source) -> list[Problem]:
             error = best_match(typed or error.context)
         path = text_keys(error.absolute_path, source.data)
         message = hide_keys(error.message)
+        if isinstance(error.instance, date) and error.validator == "type":  # not Python's datetime.date(...)
+            message = f"{error.instance.isoformat()!r} reads as a date in YAML: quote it to use it as text"
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = set(error.schema.get("properties", {}))
             for key in error.instance:

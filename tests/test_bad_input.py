@@ -347,6 +347,18 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         "name: x\nrepeat: &n 1\n" + ONE_PROMPT[8:] + "    params:\n      seed: 1\n      <<: *n\n",
         ["job.yaml:9:7: YAML error: expected a mapping or list of mappings for merging"],
     ),
+    # break20 F13, F14: a key a dot, a space or nothing would make ambiguous is quoted in the path;
+    # a date is named as the date it is, not as Python's datetime.date(2020, 1, 1).
+    (
+        "keys a path must quote",
+        ONE_PROMPT + '    params: {"x y": 1, "a.b": 2, "": 3}\n',
+        ['$.prompts[0].params["x y"] unknown', '$.prompts[0].params["a.b"] unknown', '$.prompts[0].params[""] unknown'],
+    ),
+    (
+        "a date as a variable",
+        ONE_PROMPT.replace('"hi"', '"{{d}}"') + "    vars: [{d: 2020-01-01}]\n",
+        ["job.yaml:6:16: at $.prompts[0].vars[0].d '2020-01-01' reads as a date in YAML: quote it"],
+    ),
     # A number key is a mapping's key, not a list's index (`params[8]`, verify17), and its line is the key's.
     ("a number key", ONE_PROMPT + "    params: {8: 1}\n", ["job.yaml:6:14: at $.prompts[0].params.8 unknown key '8'"]),
     (
