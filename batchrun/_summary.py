@@ -196,6 +196,8 @@ class SummaryBuilder:
         self.cache_hits = 0  # rows answered from the cache
         self.cache_misses = 0  # rows answered by the endpoint (ok or error) while a cache was on
         self.cost_saved = 0.0
+        self.uncounted = 0
+        self.uncounted_error = ""
 
     def add_pending_batches(self, entries: Iterable[BatchEntry]) -> SummaryBuilder:
         """Rows in batches still open or in doubt have no record yet, but may be billed: each
@@ -207,6 +209,15 @@ class SummaryBuilder:
         return self
 
     def add(self, record: dict[str, Any]) -> None:
+        """Count one record. One the summary cannot count is itself counted, never dropped: a
+        row lost here used to vanish from every gate, and a failing run exited 0 (break20 C2)."""
+        try:
+            self._add(record)
+        except Exception as error:  # noqa: BLE001 - whatever the bug, the verdict must hear of it
+            self.uncounted += 1
+            self.uncounted_error = self.uncounted_error or f"{type(error).__name__}: {error}"[:300]
+
+    def _add(self, record: dict[str, Any]) -> None:
         self.job = self.job or record.get("job")
         self.job_fingerprint = self.job_fingerprint or record.get("job_fingerprint")
         row = _Row.of(record)
@@ -257,6 +268,8 @@ class SummaryBuilder:
             "error_kinds": dict(self.error_kinds),
             "items": self.items.result(self.gate) if self.items is not None else None,
         }
+        if self.uncounted:
+            summary["uncounted_rows"], summary["uncounted_error"] = self.uncounted, self.uncounted_error
         if self.cache_hits or self.cache_misses:
             summary["cache"] = {
                 "hits": self.cache_hits,

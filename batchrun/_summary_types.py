@@ -97,3 +97,7 @@ class Summary(RunFigures, total=False):
     error_kinds: Required[dict[str, int]]
     items: Required[dict[str, Any] | None]
     cache: CacheFigures
+    # Rows the summary could not count (a bug: break20 C2 was a number key): the gates cannot
+    # be trusted, so the run is never 0.
+    uncounted_rows: int
+    uncounted_error: str

@@ -11,7 +11,7 @@ from ._summary_types import Summary
 
 class ExitCode(enum.IntEnum):
     OK = 0  # every row ok, quality at or above threshold
-    ERRORS = 1  # rows ended in error (or could not be graded) beyond run.max_error_rate, or a daily cap
+    ERRORS = 1  # rows ended in error (or could not be graded) beyond run.max_error_rate, a daily cap, uncounted rows
     USAGE = 2  # bad job file, bad option, bad configuration; nothing was spent
     QUALITY = 3  # pass rate below run.pass_threshold
     REGRESSION = 4  # `diff --fail-on-regression` found rows that went from pass to fail
@@ -101,6 +101,11 @@ def decide(
         why = ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items()) if k != "daily_cap")
         return ExitCode.INCOMPLETE, [f"{unanswered} row(s) skipped, never answered ({why}); --resume runs them"]
     reasons = []
+    if summary.get("uncounted_rows"):
+        reasons.append(
+            f"{summary.get('uncounted_rows')} row(s) could not be counted in the summary, so no gate can be trusted"
+            f" (internal error: {summary.get('uncounted_error')})"
+        )
     rate = error_rate(summary)
     if rate > settings.max_error_rate:
         reasons.append(

@@ -18,6 +18,7 @@ import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._exceptions import OutputFailed
+from batchrun._items import ItemTally
 from batchrun._lock import OutputLock
 from batchrun._results import ResultsWriter, record_head
 from batchrun._verdict import decide
@@ -334,3 +335,22 @@ def test_once_the_exit_code_is_decided_signals_are_ignored_through_shutdown(monk
         early.caught[0] = was
         for sig, handler in zip((signal.SIGTERM, signal.SIGINT), saved, strict=True):
             signal.signal(sig, handler)
+
+
+def test_a_row_the_summary_cannot_count_fails_the_run_instead_of_vanishing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break20 C2: a number key broke the summary's item key; the per-row guard swallowed the
+    # error, the row left every gate, and a run whose every check failed exited 0. Any such bug
+    # (here the item tally, as then) is now counted, reported, and never exit 0.
+    def broken(self: ItemTally, record: dict[str, object]) -> None:
+        raise TypeError("Dict key must be str")
+
+    monkeypatch.setattr(ItemTally, "add", broken)
+    job = write_job(tmp_path, SMALL_JOB)  # repeat: 2, so the summary tallies items
+    code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "r.jsonl")
+    assert code == ExitCode.ERRORS, err
+    assert "20 row(s) could not be counted in the summary, so no gate can be trusted" in err
+    assert "(internal error: TypeError: Dict key must be str)" in err and "Traceback" not in err
+    summary = json.loads((tmp_path / "r.summary.json").read_text())
+    assert summary["uncounted_rows"] == 20 and len(read_rows(tmp_path / "r.jsonl")) == 20
