@@ -29,7 +29,9 @@ import orjson
 
 from ._files import read_regular_text
 from ._request_body import request_body
+from ._scrub import KEY_LIKE
 from ._template import Template
+from ._template import template_problems as malformed_placeholders
 
 VERDICT_SCHEMA_NAME = "batchrun_verdict"
 VERDICT_SCHEMA: dict[str, Any] = {
@@ -102,6 +104,13 @@ def template_problems(text: str) -> list[str]:
         problems.append(
             "the grader prompt must put {{answer}} between tags that carry {{nonce}} "
             "(like <answer-{{nonce}}> ... </answer-{{nonce}}> in the shipped template)"
+        )
+    # As a prompt's text is checked (break20 F26): a malformed `{{ x-y }}` was sent as it stood,
+    # and a pasted key would go to the grader on every row.
+    problems += [message for _, message in malformed_placeholders(text)]
+    if KEY_LIKE.search(text):
+        problems.append(
+            "the grader prompt holds text that looks like an OpenRouter API key: keys belong in the environment"
         )
     unknown = names - TEMPLATE_NAMES
     if unknown:

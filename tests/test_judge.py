@@ -137,6 +137,14 @@ def test_template_problems_name_missing_and_unknown_placeholders() -> None:
     from batchrun._judge import shipped_template
 
     assert template_problems(shipped_template()) == []
+    # break20 F26: checked as a prompt's text is; a malformed placeholder was sent as written.
+    for bad, said in (
+        ("{{ country-name }}", "'{{ country-name }}' is not a valid placeholder"),
+        ("{{1x}}", "'{{1x}}' is not a valid placeholder"),
+        ("a lone }}", "'}}' is not a valid placeholder"),
+        ("sk-or-v1-0123456789abcdef", "looks like an OpenRouter API key"),
+    ):
+        assert any(said in p for p in template_problems(shipped_template() + bad)), bad
 
 
 def test_validate_names_a_judge_check_without_grader(tmp_path: Path) -> None:
