@@ -128,29 +128,37 @@ def _line_and_column(before: str) -> tuple[int, int]:
     return len(lines), len(lines[-1]) + 1
 
 
-# An alias as written: `*` and its anchor's name, in the characters libyaml takes for one.
-_ALIAS = re.compile(r"\*([0-9A-Za-z_-]+)")
+# An alias or an anchor as written: `*` or `&` and a name, in the characters libyaml takes for one.
+_ALIAS = re.compile(r"[*&]([0-9A-Za-z_-]+)")
 
 
 def _syntax_message(exc: yaml.MarkedYAMLError, text: str) -> str:
     """The problem, and the construct it was in with where that began: an unclosed quote or
     bracket is found at the end of the file, far from where it opened (break17 F17). Text that
     parses but cannot be built (an undefined alias, a merge of a number) is no syntax error."""
-    problem = str(exc.problem or exc)
+    problem, context, first = str(exc.problem or exc), exc.context, exc.context_mark
     mark = exc.problem_mark
-    if problem == "found undefined alias" and mark is not None:
-        # libyaml's message leaves out the name PyYAML's own composer gives.
-        lines = _BREAKS.split(text.removeprefix("\ufeff"))  # libyaml's columns skip a BOM
-        alias = _ALIAS.match(lines[mark.line][mark.column :]) if mark.line < len(lines) else None
-        if alias:
-            name = short(alias.group(1), 60)  # a 100,000-character name made a 200 KB line (break20 F10)
-            problem = f"found undefined alias {name!r}: no anchor &{name} before it"
+    # libyaml's messages leave out the name PyYAML's own composer gives, and its duplicate
+    # anchor reads backwards ("second occurrence (found duplicate anchor; first ...)", break20 F22).
+    named = _ALIAS.match(_text_at(text, mark)) if problem in ("found undefined alias", "second occurrence") else None
+    name = short(named.group(1), 60) if named else ""  # a 100,000-character name made a 200 KB line (F10)
+    if named and problem == "found undefined alias":
+        problem = f"found undefined alias {name!r}: no anchor &{name} before it"
+    elif named and first is not None:
+        problem, context = f"the anchor &{name} is defined twice: give each its own name", "first defined"
+    elif context in ("while scanning an alias", "while scanning an anchor"):
+        problem += ": an anchor's name is ASCII letters, digits, - and _"  # `*país` (break20 F21)
     kind = "syntax error" if isinstance(exc, (ScannerError, ParserError)) else "error"
     message = f"YAML {kind}: {problem}"
-    context, mark = exc.context, exc.context_mark
-    if context and mark is not None and mark is not exc.problem_mark:
-        message += f" ({context} at line {mark.line + 1}, column {mark.column + 1})"
+    if context and first is not None and first is not mark:
+        message += f" ({context} at line {first.line + 1}, column {first.column + 1})"
     return hide_keys(message)  # a tag or an alias may be key-like text (verify17b)
+
+
+def _text_at(text: str, mark: Any) -> str:
+    """The file's text from a mark of libyaml's on, to the end of that line."""
+    lines = _BREAKS.split(text.removeprefix("\ufeff"))  # libyaml's columns skip a BOM
+    return lines[mark.line][mark.column :] if mark is not None and mark.line < len(lines) else ""
 
 
 # Each counts: 28,000 inline `vars` rows of three variables (a mapping, 3 keys, 3 values) are too many.

@@ -376,6 +376,16 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT + "    text2: *" + "n" * 100_000 + "\n",
         ["6:12: YAML error: found undefined alias '" + "n" * 57 + "...'"],
     ),
+    (
+        "an anchor defined twice",  # break20 F22: libyaml's message read backwards, without the name
+        "name: x\nmodels: [&x openai/gpt-4o-mini]\nprompts:\n  - id: p\n    text: &x hi\n",
+        ["job.yaml:5:11: YAML error: the anchor &x is defined twice: give each its own name (first defined at line 2"],
+    ),
+    (
+        "an alias not in ASCII",  # break20 F21
+        ONE_PROMPT.replace('"hi"', "*país"),
+        ["job.yaml:5:14: YAML syntax error: did not find expected alphabetic or numeric character: an anchor's name"],
+    ),
     # libyaml leaves the alias's name out of its message (PyYAML's own composer gives it).
     (
         "an undefined alias",
