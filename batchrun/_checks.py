@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +22,8 @@ from typing import Any
 
 from ._files import read_regular_text
 from ._formats import short
+from ._scrub import KEY_LIKE
+from ._template import emptied_by, names_in, render_nested
 
 _OPTION_KEYS = frozenset({"name", "weight", "not", "trim", "ignore_case", "flags", "grader"})
 _FLAG_BITS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
@@ -247,6 +249,28 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
         except SchemaError as exc:
             return [f"json_schema is not a valid JSON Schema: {exc.message}"]
     return []
+
+
+def row_check_problem(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> str | None:
+    """What a row's values make of the templated checks it is graded by, found at validate
+    time: a value that empties a check (it would compare with nothing and pass), or a regex
+    that no longer compiles (`x{{a}}` with a = "(" was sent, paid, and ended as an internal
+    error: verify20 V3); a value that looks like an API key, refused as in the job file (a
+    check's reason showed it on the terminal: verify20 V4)."""
+    for name, value in row.items():
+        if KEY_LIKE.search(name) or (isinstance(value, str) and KEY_LIKE.search(value)):
+            return f"variable {name!r} looks like an OpenRouter API key: keys belong in the environment, never in data"
+    empty = emptied_by(checks, row)
+    if empty is not None:
+        return f"the check value {empty!r} is empty for this row, so the check could never fail"
+    for check in checks:
+        if isinstance(check.get("regex"), str) and "{{" in check["regex"] and names_in([check["regex"]]) <= row.keys():
+            pattern = render_nested(check["regex"], row)
+            try:
+                _compiled(pattern, check.get("flags", "") + ("i" if check.get("ignore_case") else ""))
+            except re.error as exc:
+                return f"the check's regex {short(pattern)!r} is invalid for this row: {exc}"
+    return None
 
 
 def resolve_files(check: dict[str, Any], base_dir: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ._checks import check_problems, resolve_files
+from ._checks import check_problems, resolve_files, row_check_problem
 from ._dataset import REPEAT_HINT, DatasetFile, row_key
 from ._exceptions import JobError, Problem
 from ._files import read_regular_text
@@ -29,7 +29,7 @@ from ._judge import template_problems as grader_template_problems
 from ._parts import non_text_part
 from ._scrub import hide_keys
 from ._settings import Endpoint, RunSettings, run_settings
-from ._template import emptied_by, names_in, template_problems
+from ._template import names_in, template_problems
 
 Position = tuple[int, int]
 
@@ -217,10 +217,9 @@ def _row_checker(
             if name != "checks" and isinstance(value, (dict, list)):
                 kind = "an object" if isinstance(value, dict) else "a list"
                 return f"variable {name!r} is {kind}: values are strings, numbers, booleans or null"
-        empty = emptied_by([*checks, *(row.get("checks") or [])], row)
-        if empty is not None:
-            # `icontains: ""` always passes: a check against nothing is a mistake in the data.
-            return f"the check value {empty!r} is empty for this row, so the check could never fail"
+        problem = row_check_problem([*checks, *(row.get("checks") or [])], row)  # `icontains: ""` passes
+        if problem is not None:
+            return problem
         if "checks" not in row:
             return None
         from jsonschema import Draft202012Validator

@@ -246,11 +246,13 @@ JsonPath = tuple[str | int, ...]
 
 
 def key_like_strings(value: Any, path: JsonPath) -> list[JsonPath]:
-    """Where a string that looks like an API key stands (it belongs in the environment)."""
+    """Where a string that looks like an API key stands (it belongs in the environment): a
+    value, or a mapping's key (sent in the body and written to every row: verify20 V2)."""
     if isinstance(value, str):
         return [path] if KEY_LIKE.search(value) else []
     if isinstance(value, dict):
-        return [p for k, v in value.items() for p in key_like_strings(v, path + (str(k),))]
+        keys = [path + (str(k),) for k in value if KEY_LIKE.search(str(k))]
+        return keys + [p for k, v in value.items() for p in key_like_strings(v, path + (str(k),))]
     if isinstance(value, list):
         return [p for i, v in enumerate(value) for p in key_like_strings(v, path + (i,))]
     return []

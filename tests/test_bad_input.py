@@ -674,7 +674,9 @@ def test_keys_in_messages_are_escaped_and_key_like_text_is_hidden(tmp_path: Path
     assert_refused(code, err, "job.yaml:6:5:", "job.yaml:7:5:", "job.yaml:8:9:", "sk-or-...(hidden)")
     assert secret not in err and "\x1b" not in err
     lines = err.splitlines()
-    assert len(lines) == 4 and all(line.startswith("batchrun: ") for line in lines), err
+    # Five: the two unknown keys, the repeat's type, and the key-like key and value (verify20 V2).
+    assert len(lines) == 5 and all(line.startswith("batchrun: ") for line in lines), err
+    assert 'job.yaml:7:80: at $.prompts[0]["sk-or-...(hidden)"] looks like an OpenRouter API key' in err
 
 
 KEY_LIKE_TEXT = "sk-or-v1-" + "cd34" * 16
@@ -715,3 +717,50 @@ def test_the_shared_parser_carries_nothing_from_one_call_to_the_next() -> None:
         given.append("fault.503=1")
     assert not _shared_parser().parse_args(["run", "job.yaml"]).sim
     assert _shared_parser().parse_args(["run", "job.yaml", "--sim", "seed=1"]).sim == ["seed=1"]
+
+
+@pytest.mark.parametrize(
+    ("job_lines", "rows", "said"),
+    [
+        # verify20 V2: a key-like mapping key went into the body and every results row.
+        (f"    params: {{metadata: {{{KEY_LIKE_TEXT}: x}}}}\n", None, "at $.prompts[0].params.metadata["),
+        (f"    vars: [{{{KEY_LIKE_TEXT}: 1}}]\n", None, "at $.prompts[0].vars[0]["),
+        # verify20 V4: a dataset value reached the terminal through a check's reason.
+        (
+            "    dataset: rows.jsonl\n",
+            {"a": KEY_LIKE_TEXT},
+            "rows.jsonl:1: variable 'a' looks like an OpenRouter API key",
+        ),
+        (
+            "    dataset: rows.jsonl\n",
+            {"a": 1, KEY_LIKE_TEXT: 2},
+            "rows.jsonl:1: variable 'sk-or-...(hidden)' looks like",
+        ),
+    ],
+    ids=["mapping key", "variable name", "dataset value", "dataset column"],
+)
+def test_key_like_text_anywhere_in_a_job_or_its_rows_is_refused(
+    tmp_path: Path, job_lines: str, rows: dict[str, object] | None, said: str
+) -> None:
+    if rows is not None:
+        (tmp_path / "rows.jsonl").write_text(json.dumps(rows) + "\n")
+    job = write_job(tmp_path, ONE_PROMPT + job_lines)
+    code, _, err = call_cli("validate", job)
+    assert_refused(code, err, said, "looks like an OpenRouter API key")
+    assert "cd34cd34" not in err
+
+
+def test_a_row_that_makes_a_templated_regex_invalid_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    # verify20 V3: `x{{a}}` with a = "(" was sent, paid, and recorded as an internal error (retried
+    # and paid again by --retry-errors); validate said ok.
+    (tmp_path / "rows.jsonl").write_text('{"a": "fine"}\n{"a": "("}\n')
+    job = write_job(
+        tmp_path,
+        ONE_PROMPT.replace('"hi"', '"Say {{a}}"') + '    dataset: rows.jsonl\n    checks: [{regex: "x{{a}}"}]\n',
+    )
+    unchanged = files_unchanged(tmp_path)
+    runs: list[list[str | Path]] = [["validate", job], [job, "--simulate", "-q"]]
+    for args in runs:
+        code, _, err = call_cli(*args)
+        assert_refused(code, err, "rows.jsonl:2: the check's regex 'x(' is invalid for this row: missing )")
+    unchanged()

@@ -289,7 +289,11 @@ def _drawn_charts(page: Any) -> dict[str, int]:
     return counts
 
 
-def test_report_page_in_chromium(browser: Any, tmp_path: Path, hostile_results: Path) -> None:
+# The pages' fixtures come before `browser` in each signature: Playwright's sync API leaves its
+# event loop marked running in this thread, so a fixture that runs the CLI (asyncio.run) after
+# it fails ("asyncio.run() cannot be called from a running event loop") when a worker happens
+# to reach a browser test first.
+def test_report_page_in_chromium(hostile_results: Path, tmp_path: Path, browser: Any) -> None:
     page_file = tmp_path / "report.html"
     assert call_cli("report", hostile_results, "--html", page_file)[0] == 0
     page, problems = _open(browser, page_file)
@@ -311,7 +315,7 @@ def test_report_page_in_chromium(browser: Any, tmp_path: Path, hostile_results: 
     page.close()
 
 
-def test_history_page_in_chromium(browser: Any, tmp_path: Path, history_dir: Path) -> None:
+def test_history_page_in_chromium(history_dir: Path, tmp_path: Path, browser: Any) -> None:
     page_file = tmp_path / "history.html"
     code, _, _ = call_cli("history", history_dir, "--html", page_file)
     assert code == 0
