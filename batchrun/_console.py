@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import TextIO
 
-from ._scrub import Scrubber
+from ._scrub import Scrubber, hide_keys
 
 SECRET_VARIABLES = ("OPENROUTER_API_KEY", "OPENROUTER_MANAGEMENT_KEY")
 
@@ -78,7 +78,9 @@ class Console:
         self.warnings: list[str] = []
 
     def error(self, message: str) -> None:
-        self.err.write(f"batchrun: {message}\n")
+        # Key-like text in what a user typed (an option's value, a file name) is not repeated
+        # either: the environment's keys are scrubbed by the stream (verify20 V6).
+        self.err.write(f"batchrun: {hide_keys(message)}\n")
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

@@ -65,12 +65,13 @@ def record_problem(record: Any) -> str | None:
         value = record.get(name)
         if value is not None and not _figure(value):
             return f"{name!r} is not a finite number of at least 0"
-    for name in ("attempts",):
+    for name in ("attempts", "repeat"):  # repeat: the item tally's int() was a traceback (verify20 V8)
         if record.get(name) is not None and not _whole(record[name]):
             return f"{name!r} is not a whole number"
+    for name in ("usage", "vars"):
+        if record.get(name) is not None and not isinstance(record[name], dict):
+            return f"{name!r} is not an object"
     usage = record.get("usage")
-    if usage is not None and not isinstance(usage, dict):
-        return "'usage' is not an object"
     for name in ("prompt_tokens", "completion_tokens"):
         if isinstance(usage, dict) and usage.get(name) is not None and not _whole(usage[name]):
             return f"'usage.{name}' is not a whole number"

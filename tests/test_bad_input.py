@@ -286,6 +286,12 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ["job.yaml:6:35:", "$.prompts[0].params.temperature duplicate key 'temperature'"],
     ),
     ("a set", ONE_PROMPT + "    params: {extra_body: !!set {a, b}}\n", ["job.yaml:6:26:", "a set (!!set)"]),
+    (
+        "pairs",  # verify20 V5: tuples slipped past every value check; a huge int in one was a traceback
+        ONE_PROMPT + "    params: {extra_body: {foo: !!pairs [{a: 99999999999999999999999}]}}\n",
+        ["job.yaml:6:32:", "a list of pairs (!!pairs) cannot be sent as JSON: write a mapping"],
+    ),
+    ("an ordered map", ONE_PROMPT + "    params: {metadata: !!omap [{b: c}]}\n", ["job.yaml:6:24:", "(!!omap)"]),
     # Past 64 levels through an alias: at the alias (its list, or its key), not at the shallow anchor (verify17 V7).
     (
         "an alias that goes too deep, in a list",
@@ -764,3 +770,16 @@ def test_a_row_that_makes_a_templated_regex_invalid_is_refused_before_anything_i
         code, _, err = call_cli(*args)
         assert_refused(code, err, "rows.jsonl:2: the check's regex 'x(' is invalid for this row: missing )")
     unchanged()
+
+
+def test_key_like_text_typed_on_the_command_line_is_not_repeated(tmp_path: Path) -> None:
+    # verify20 V6: an option's value or a file name that looks like a key was echoed whole.
+    job = write_job(tmp_path, SMALL_JOB)
+    runs: list[list[str | Path]] = [
+        [job, "--simulate", "--budget", KEY_LIKE_TEXT],
+        [job, "--simulate", "--sim", f"seed={KEY_LIKE_TEXT}"],
+        ["report", tmp_path / f"{KEY_LIKE_TEXT}.jsonl"],
+    ]
+    for args in runs:
+        code, _, err = call_cli(*args)
+        assert code == ExitCode.USAGE and "sk-or-...(hidden)" in err and "cd34cd34" not in err, err

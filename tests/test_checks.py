@@ -375,3 +375,18 @@ def test_report_regrades_stored_answers_with_the_jobs_current_checks(tmp_path: P
     assert summary["prompts"]["capital"]["pass_rate"] == 0.0 and summary["prompts"]["capital"]["checked"] == 12
     assert "below the threshold 50.0%" in result.stderr
     assert [r["passed"] for r in read_rows(out) if r["prompt_id"] == "capital"] == before  # the file is not changed
+
+
+def test_a_regex_that_backtracks_without_end_fails_in_bounded_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # verify20 V15: `(a|aa)+$` on an answer of forty a's and a "!" held the event loop in C for
+    # minutes, past the run's deadline and SIGTERM. It is cut at the timeout, and the check
+    # fails whatever `not` says: it could not be made.
+    monkeypatch.setattr("batchrun._checks.REGEX_TIMEOUT_S", 0.05)
+    answer = Answer("a" * 40 + "!", None, None, None, "stop")
+    for check in ({"regex": "(a|aa)+$"}, {"regex": "(a|aa)+$", "not": True}):
+        [result] = run_checks([check], answer)
+        assert (
+            result["pass"] is False and "ran past 0.05 s on this answer: it backtracks without end" in result["reason"]
+        )
+    [plain] = run_checks([{"regex": "a+!$"}], answer)
+    assert plain["pass"] is True

@@ -248,7 +248,9 @@ def test_whatever_the_cli_prints_is_scrubbed_of_the_environment_keys(
     console.out.write(f"reason: {management}\n")
     assert append_step_summary(f"| {key} |") is None
     printed = err.getvalue() + out.getvalue() + (tmp_path / "step.md").read_text()
-    assert key[:20] not in printed and management[:20] not in printed and printed.count("[key]") == 3
+    assert key[:20] not in printed and management[:20] not in printed
+    # A message's key-like text is hidden as it is written (verify20 V6); the streams mask the rest.
+    assert printed.count("[key]") == 2 and printed.count("sk-or-...(hidden)") == 1
 
 
 def test_only_the_console_script_tunes_the_gc(tmp_path: Path) -> None:

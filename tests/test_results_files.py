@@ -370,7 +370,16 @@ def test_a_resume_counts_what_each_row_spent_worst_cases_and_grading_included(tm
 @pytest.mark.xdist_group("html")  # with test_pages: one worker bundles Vega for `report --html`
 @pytest.mark.parametrize(
     "field, value",
-    [("cost", "abc"), ("latency_ms", "fast"), ("cost", -5), ("usage", "x"), ("attempts", "2")],
+    # repeat and vars: verify20 V8 (a traceback in report, diff and history).
+    [
+        ("cost", "abc"),
+        ("latency_ms", "fast"),
+        ("cost", -5),
+        ("usage", "x"),
+        ("attempts", "2"),
+        ("repeat", "x"),
+        ("vars", [1]),
+    ],
 )
 def test_a_record_with_a_figure_of_the_wrong_type_is_set_aside_by_every_reader(
     results: Path, tmp_path: Path, field: str, value: Any

@@ -105,3 +105,16 @@ def test_options_parse_and_refuse_unknown_names() -> None:
     for bad in ("nonsense=1", "fault.teapot=0.1", "latency_ms"):
         with pytest.raises(ValueError):
             config.set_option(bad)
+
+
+@pytest.mark.parametrize("properties", [["a", "b"], 5, {"a": 5}])
+def test_tools_whose_parameters_are_no_schema_are_a_400_not_a_crash(
+    web: httpx.Client, sim: Simulator, properties: object
+) -> None:
+    # verify20 V13: the simulator's handler died on them (a traceback per attempt on the
+    # terminal, a retried 500); a provider refuses them as a bad request.
+    tools = [
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": properties}}}
+    ]
+    reply = post(web, sim, {**BODY, "tools": tools, "tool_choice": "required"})
+    assert reply.status_code == 400 and "Invalid tools" in reply.json()["error"]["message"]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .. import __version__, _argtypes
+from .._scrub import hide_keys
 from .._verdict import EXIT_CODE_TABLE, ExitCode
 
 COMMANDS = ("validate", "plan", "simulate", "report", "diff", "merge", "cache", "run", "batches", "history")
@@ -32,7 +33,7 @@ exit codes:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(ExitCode.USAGE, f"batchrun: error: {message}\n")
+        self.exit(ExitCode.USAGE, f"batchrun: error: {hide_keys(message)}\n")  # a key typed as a value (verify20 V6)
 
 
 def _add_sim_options(parser: argparse.ArgumentParser) -> None:

@@ -158,6 +158,8 @@ class ChatRoutes(KeyRoutes, StreamReplies):
             model, messages = body["model"], body["messages"]
         except (ValueError, KeyError, TypeError):
             return error_response(400, "Invalid request body: model and messages are required")
+        if not _tools_usable(body.get("tools")):  # as a provider refuses them, not a traceback (verify20 V13)
+            return error_response(400, "Invalid tools: each function's parameters must be a JSON Schema object")
         self.stats.by_model[model] += 1
         self.stats.by_key_label[key.label] += 1
         row = request.headers.get("X-Batchrun-Row")
@@ -265,3 +267,17 @@ class ChatRoutes(KeyRoutes, StreamReplies):
             return json_response(payload, headers=headers)
         finally:
             key.reserved -= worst
+
+
+def _tools_usable(tools: Any) -> bool:
+    """Whether the function tools' parameters have the shape the simulator reads: objects,
+    their properties an object of objects (a server tool, `openrouter:web_search`, has none)."""
+    for tool in tools if isinstance(tools, list) else ([] if tools is None else [None]):
+        if isinstance(tool, dict) and tool.get("type") != "function" and "function" not in tool:
+            continue
+        function = tool.get("function") if isinstance(tool, dict) else None
+        parameters = function.get("parameters", {}) if isinstance(function, dict) else None
+        properties = parameters.get("properties", {}) if isinstance(parameters, dict) else None
+        if not isinstance(properties, dict) or not all(isinstance(p, dict) for p in properties.values()):
+            return False
+    return True
