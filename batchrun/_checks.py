@@ -13,23 +13,19 @@ synchronous table: the runner sends its grader requests after the answer arrives
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import regex
-
+from . import _timed_match as timed_match
 from ._files import read_regular_text
 from ._formats import short
 from ._scrub import KEY_LIKE
 from ._template import emptied_by, names_in, render_nested
+from ._timed_match import PatternError, PatternTimedOut, compile_pattern, first_schema_error, timed_search
 
 _OPTION_KEYS = frozenset({"name", "weight", "not", "trim", "ignore_case", "flags", "grader"})
-_FLAG_BITS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
-_MATCHER_FLAG_BITS = {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL, "x": regex.VERBOSE}
 
 
 @dataclass(frozen=True)
@@ -107,37 +103,16 @@ def _not_contains(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     return not passed, f"expected not to contain {short(', '.join(_text_list(value)[1]))!r}"
 
 
-@lru_cache(maxsize=256)
-def _compiled(pattern: str, flags: str) -> re.Pattern[str]:
-    bits = 0
-    for letter in flags:
-        bits |= _FLAG_BITS[letter]
-    return re.compile(pattern, bits)
-
-
-# A pattern that backtracks catastrophically on an answer (`(a|aa)+$` on forty a's and a !)
-# held the event loop in C: the run ignored its deadline and SIGTERM for minutes (verify20 V15).
-# The regex module reads re's syntax (VERSION0) and stops a search at a timeout.
-REGEX_TIMEOUT_S = 1.0
-
-
-@lru_cache(maxsize=256)
-def _matcher(pattern: str, flags: str) -> regex.Pattern[str]:
-    bits = 0
-    for letter in flags:
-        bits |= _MATCHER_FLAG_BITS[letter]
-    return regex.compile(pattern, bits)
-
-
 def _regex(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     if _blank(value):
         return _EMPTY
     flags = check.get("flags", "") + ("i" if check.get("ignore_case") else "")
     try:
-        found = _matcher(value, flags).search(answer.content, timeout=REGEX_TIMEOUT_S)
-    except TimeoutError:
+        found = timed_search(value, flags, answer.content)
+    except PatternTimedOut:
         return CannotPass(
-            False, f"/{short(value)}/ ran past {REGEX_TIMEOUT_S:g} s on this answer: it backtracks without end"
+            False,
+            f"/{short(value)}/ ran past {timed_match.REGEX_TIMEOUT_S:g} s on this answer: it backtracks without end",
         )
     return bool(found), f"expected to match /{short(value)}/"
 
@@ -168,13 +143,16 @@ def _is_json(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
 
 
 def _json_schema(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    from jsonschema import Draft202012Validator
-
     ok, parsed = parse_json(answer.content)
     if not ok:
         return False, "expected JSON matching the schema, got invalid JSON"
     schema = value if isinstance(value, dict) else json.loads(Path(value).read_text(encoding="utf-8"))
-    error = next(iter(Draft202012Validator(schema).iter_errors(parsed)), None)
+    try:
+        error = first_schema_error(schema, parsed)
+    except PatternTimedOut as timed_out:
+        return CannotPass(
+            False, f"the schema's pattern /{short(str(timed_out))}/ ran past {timed_match.REGEX_TIMEOUT_S:g} s"
+        )
     return error is None, f"expected JSON matching the schema ({short(error.message) if error else 'ok'})"
 
 
@@ -201,8 +179,6 @@ def _finish_reason(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome
 
 def _tool_call(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     """A call of the named function (any, without a name) whose arguments match the schema."""
-    from jsonschema import Draft202012Validator
-
     spec: dict[str, Any] = {"name": value} if isinstance(value, str) else dict(value)
     name: str | None = spec.get("name")
     schema: dict[str, Any] | None = spec.get("arguments")
@@ -216,7 +192,12 @@ def _tool_call(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
         if schema is None:
             return True, f"expected {wanted}"
         ok, arguments = parse_json(call.get("arguments") or "{}")
-        error = next(iter(Draft202012Validator(schema).iter_errors(arguments)), None) if ok else None
+        try:
+            error = first_schema_error(schema, arguments) if ok else None
+        except PatternTimedOut as timed_out:
+            return CannotPass(
+                False, f"the schema's pattern /{short(str(timed_out))}/ ran past {timed_match.REGEX_TIMEOUT_S:g} s"
+            )
         if ok and error is None:
             return True, f"expected {wanted}"
         problems.append("invalid JSON arguments" if not ok else short(error.message if error else ""))
@@ -259,8 +240,8 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
                 return [f"the check value {text!r} is empty or only whitespace, so the check could never fail"]
     if kind == "regex" and "{{" not in value:
         try:
-            _compiled(value, check.get("flags", ""))
-        except re.error as exc:
+            compile_pattern(value, check.get("flags", ""))  # the engine that will search with it
+        except PatternError as exc:
             return [f"invalid regex {value!r}: {exc}"]
     if kind == "tool_call" and isinstance(value, dict) and isinstance(value.get("arguments"), dict):
         try:
@@ -297,8 +278,8 @@ def row_check_problem(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> s
         if isinstance(check.get("regex"), str) and "{{" in check["regex"] and names_in([check["regex"]]) <= row.keys():
             pattern = render_nested(check["regex"], row)
             try:
-                _compiled(pattern, check.get("flags", "") + ("i" if check.get("ignore_case") else ""))
-            except re.error as exc:
+                compile_pattern(pattern, check.get("flags", "") + ("i" if check.get("ignore_case") else ""))
+            except PatternError as exc:
                 return f"the check's regex {short(pattern)!r} is invalid for this row: {exc}"
     return None
 

@@ -381,7 +381,7 @@ def test_a_regex_that_backtracks_without_end_fails_in_bounded_time(monkeypatch: 
     # verify20 V15: `(a|aa)+$` on an answer of forty a's and a "!" held the event loop in C for
     # minutes, past the run's deadline and SIGTERM. It is cut at the timeout, and the check
     # fails whatever `not` says: it could not be made.
-    monkeypatch.setattr("batchrun._checks.REGEX_TIMEOUT_S", 0.05)
+    monkeypatch.setattr("batchrun._timed_match.REGEX_TIMEOUT_S", 0.05)
     answer = Answer("a" * 40 + "!", None, None, None, "stop")
     for check in ({"regex": "(a|aa)+$"}, {"regex": "(a|aa)+$", "not": True}):
         [result] = run_checks([check], answer)
@@ -389,4 +389,20 @@ def test_a_regex_that_backtracks_without_end_fails_in_bounded_time(monkeypatch: 
             result["pass"] is False and "ran past 0.05 s on this answer: it backtracks without end" in result["reason"]
         )
     [plain] = run_checks([{"regex": "a+!$"}], answer)
+    assert plain["pass"] is True
+
+
+def test_a_schema_pattern_that_backtracks_without_end_fails_in_bounded_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same pattern in a json_schema or tool_call check: jsonschema's own re.search has no timeout.
+    monkeypatch.setattr("batchrun._timed_match.REGEX_TIMEOUT_S", 0.05)
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": "(a|aa)+$"}}}
+    stuck = json.dumps({"a": "a" * 40 + "!"})
+    call = {"id": "c", "name": "f", "arguments": stuck}
+    for check, answer in (
+        ({"json_schema": schema}, Answer(stuck, None, None, None, "stop")),
+        ({"tool_call": {"name": "f", "arguments": schema}, "not": True}, Answer("", None, None, None, "stop", (call,))),
+    ):
+        [result] = run_checks([check], answer)
+        assert result["pass"] is False and "the schema's pattern /(a|aa)+$/ ran past 0.05 s" in result["reason"]
+    [plain] = run_checks([{"json_schema": schema}], Answer(json.dumps({"a": "aaa"}), None, None, None, "stop"))
     assert plain["pass"] is True
