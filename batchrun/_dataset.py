@@ -171,6 +171,8 @@ class DatasetFile:
                 if key is not None:
                     prefixes.append(int.from_bytes(key[:8], "big"))
         except RowError as exc:
+            if exc.line is None:  # the file itself (a folder, a FIFO): at the job's line (verify20 V14)
+                return [Problem(job_file, None, None, json_path, f"dataset file {self.shown_as!r}: {exc.message}")]
             return [Problem(str(self.path), exc.line, None, "", exc.message)]
         ordered = sorted(prefixes)
         shared = {a for a, b in zip(ordered, ordered[1:], strict=False) if a == b}

@@ -22,6 +22,8 @@ MAX_DEPTH = 64
 MAX_NODES = 200_000  # with aliases expanded; a real job is a few thousand
 MAX_EXPANDED_CHARS = 4 * MAX_JOB_BYTES  # text once aliases are expanded
 MAX_NUMBER_CHARS = 100  # no number a job uses is longer (a 64-bit integer is 20 digits)
+# Each counts: 28,000 inline `vars` rows of three variables (a mapping, 3 keys, 3 values) are too many.
+BIG_DATA_HINT = "keys, values, lists and mappings each count; a large table belongs in a dataset file, `dataset:`"
 MAX_MERGE_CHAIN = 256  # mappings merging mappings that merge...: the data stays flat
 
 
@@ -129,7 +131,7 @@ def graph_problem(root: yaml.Node, file: str) -> Problem | None:
                 values += child_values
                 characters += child_characters
                 if values > MAX_NODES:
-                    raise _Refused(at, f"more than {MAX_NODES:,} values once aliases are expanded")
+                    raise _Refused(at, f"more than {MAX_NODES:,} values once aliases are expanded ({BIG_DATA_HINT})")
                 if characters > MAX_EXPANDED_CHARS:
                     raise _Refused(at, f"more than {MAX_EXPANDED_CHARS:,} characters once aliases are expanded")
             in_progress.discard(id(node))

@@ -31,6 +31,7 @@ from ._exceptions import Problem
 from ._files import read_bounded
 from ._formats import short
 from ._job_graph import (
+    BIG_DATA_HINT,
     MAX_DEPTH,
     MAX_JOB_BYTES,
     MAX_NODES,
@@ -161,10 +162,6 @@ def _text_at(text: str, mark: Any) -> str:
     return lines[mark.line][mark.column :] if mark is not None and mark.line < len(lines) else ""
 
 
-# Each counts: 28,000 inline `vars` rows of three variables (a mapping, 3 keys, 3 values) are too many.
-_BIG_DATA_HINT = "keys, values, lists and mappings each count; a large table belongs in a dataset file, `dataset:`"
-
-
 def nesting_problem(text: str, file: str) -> Problem | None:
     """Nesting deeper than MAX_DEPTH, or more than MAX_NODES values, found on the event stream
     before anything recurses or builds a node (4 MB of one-character items composed to ~650 MB)."""
@@ -181,7 +178,7 @@ def nesting_problem(text: str, file: str) -> Problem | None:
         if isinstance(event, yaml.NodeEvent):
             values += 1
             if values > MAX_NODES:
-                return problem_at(event.start_mark, file, f"more than {MAX_NODES:,} values ({_BIG_DATA_HINT})")
+                return problem_at(event.start_mark, file, f"more than {MAX_NODES:,} values ({BIG_DATA_HINT})")
     return None
 
 

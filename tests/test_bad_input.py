@@ -81,7 +81,7 @@ def _doubling_merges(levels: int) -> str:
 
 # (id, job text, fragments of the message: file:line, and what is wrong)
 JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
-    ("alias bomb", BOMB, ["job.yaml", "more than 200,000 values once aliases are expanded"]),
+    ("alias bomb", BOMB, ["job.yaml", "more than 200,000 values once aliases are expanded (keys, values, lists"]),
     ("recursive alias", "name: x\nmodels: &m [*m]\n", ["job.yaml:2:", "an alias that contains itself"]),
     ("5000-deep nesting", "name: " + "[" * 5000 + "]" * 5000 + "\n", ["job.yaml:1:", "nest"]),
     ("100-deep nesting", "name: " + "[" * 100 + "]" * 100 + "\n", ["job.yaml:1:70:", "nested deeper than 64 levels"]),
@@ -532,9 +532,13 @@ def test_bad_datasets(tmp_path: Path, name: str, filename: str, content: bytes, 
 @pytest.mark.timeout(30)
 def test_a_dataset_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "d.jsonl")
-    job = write_job(tmp_path, DATASET_JOB.replace("DATA", "d.jsonl"))
-    code, _, err = call_cli("validate", job)
-    assert_refused(code, err, "d.jsonl", "not a regular file (a FIFO)")
+    (tmp_path / "folder.jsonl").mkdir()
+    for name, kind in (("d.jsonl", "a FIFO"), ("folder.jsonl", "a folder")):
+        job = write_job(tmp_path, DATASET_JOB.replace("DATA", name))
+        code, _, err = call_cli("validate", job)
+        # At the job's line, as a missing dataset is (verify20 V14: only the dataset was named).
+        assert_refused(code, err, f"job.yaml:7:10: at $.dataset dataset file '{name}': cannot read dataset: not a")
+        assert f"not a regular file ({kind})" in err
 
 
 def test_a_csv_with_a_bom_and_unicode_variable_names_works(tmp_path: Path) -> None:
