@@ -361,3 +361,26 @@ def test_top_level_x_keys_hold_shared_anchors_and_nothing_else(tmp_path: Path) -
     assert load_job(write_job(tmp_path, plain, "plain.yaml")).fingerprint == job.fingerprint
     code, _, err = call_cli("validate", write_job(tmp_path, text.replace("x-notes", "notes"), "bad.yaml"))
     assert code == 2 and err.count("\n") == 1 and "unknown key 'notes'" in err and "x-common" not in err, err
+
+
+def test_token_ids_and_text_keys_share_a_mapping(tmp_path: Path) -> None:
+    # verify20 V10: keys are all text once loaded, so nothing needs them apart; an inline row with
+    # a number-named variable and its own checks was refused, while the same row from JSONL ran.
+    text = """
+        name: mixed
+        models: [openai/gpt-4o-mini]
+        prompts:
+          - id: p
+            text: hi
+            vars: [{8: x, checks: [{contains: x}]}]
+            params:
+              extra_body: {base: &b {1: 2}, y: {<<: *b, foo: 1}, z: {50256: -100, x: 1}}
+    """
+    job = load_job(write_job(tmp_path, text))
+    assert list(job.prompts[0].rows) == [{"8": "x", "checks": [{"contains": "x"}]}]
+    extra = job.prompts[0].params["extra_body"]
+    assert extra["y"] == {"foo": 1, "1": 2} and extra["z"] == {"50256": -100, "x": 1}
+    code, _, err = call_cli("validate", write_job(tmp_path, text.replace("foo: 1", '"1": 3'), "dup.yaml"))
+    assert code == 0, err  # a key beside `<<` overrides the merged one, number or not
+    code, _, err = call_cli("validate", write_job(tmp_path, text.replace("x: 1}", 'x: 1, "50256": 0}'), "twice.yaml"))
+    assert code == 2 and "duplicate key '50256'" in err, err
