@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ._checks import check_problems, resolve_files, row_check_problem
+from ._checks import check_problems, kind_problem, resolve_files, row_check_problem
 from ._dataset import REPEAT_HINT, DatasetFile, row_key
 from ._exceptions import JobError, Problem
 from ._files import read_regular_text
@@ -173,11 +173,12 @@ def _schema_problems(source: _Source) -> list[Problem]:
     for error in sorted(validator.iter_errors(source.data), key=lambda e: list(map(str, e.absolute_path))):
         # For oneOf/anyOf the useful message is in the closest-matching branch: not one the
         # value is not even the type of (a per_item object is not "not of type number").
-        while error.context:
+        kinds = kind_problem(error)
+        while error.context and kinds is None:
             typed = [e for e in error.context if not (e.validator == "type" and not e.path)]
             error = best_match(typed or error.context)
         path = text_keys(error.absolute_path, source.data)
-        message = hide_keys(error.message)
+        message = kinds or hide_keys(error.message)
         if isinstance(error.instance, date) and error.validator == "type":  # not Python's datetime.date(...)
             message = f"{error.instance.isoformat()!r} reads as a date in YAML: quote it to use it as text"
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
@@ -188,7 +189,7 @@ def _schema_problems(source: _Source) -> list[Problem]:
                         source.problem(path + (str(key),), hide_keys(f"unknown key {short(repr(key))}"), at_key=True)
                     )
             continue
-        problems.append(source.problem(path, short(message, 160)))
+        problems.append(source.problem(path, message if kinds else short(message, 160)))  # kinds: all 14
     return problems
 
 
@@ -230,7 +231,7 @@ def _row_checker(
         error = best_match(validator.iter_errors(row["checks"]))
         if error is not None:
             where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-            return f"checks{where}: {error.message}"
+            return f"checks{where}: {kind_problem(error) or error.message}"
         for check in row["checks"]:
             for message in check_problems(check, base_dir):
                 return f"checks: {message}"

@@ -355,6 +355,17 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT.replace('"hi"', '"{{d}}"') + "    vars: [{d: 2020-01-01}]\n",
         ["job.yaml:6:16: at $.prompts[0].vars[0].d '2020-01-01' reads as a date in YAML: quote it"],
     ),
+    # break20 F12: the schema's oneOf of kinds said "'equals' is a required property".
+    (
+        "a check with no kind",
+        ONE_PROMPT + "    checks: [{name: x}]\n",
+        ["job.yaml:6:14: at $.prompts[0].checks[0] a check needs one kind: equals, contains,", "tool_call, judge"],
+    ),
+    (
+        "a check with two kinds",
+        ONE_PROMPT + "    checks: [{contains: x, regex: y}]\n",
+        ["job.yaml:6:14: at $.prompts[0].checks[0] a check has one kind, not 2: contains, regex"],
+    ),
     # A number key is a mapping's key, not a list's index (`params[8]`, verify17), and its line is the key's.
     ("a number key", ONE_PROMPT + "    params: {8: 1}\n", ["job.yaml:6:14: at $.prompts[0].params.8 unknown key '8'"]),
     (
@@ -520,6 +531,13 @@ def test_bad_datasets(tmp_path: Path, name: str, filename: str, content: bytes, 
 
 
 @pytest.mark.timeout(30)
+def test_a_dataset_rows_check_with_no_kind_says_so(tmp_path: Path) -> None:
+    # break20 F12: a row's check read "{'name': 'x'} is not valid under any of the given schemas".
+    (tmp_path / "d.jsonl").write_text('{"country": "France", "expect": "Paris", "checks": [{"name": "x"}]}\n')
+    code, _, err = call_cli("validate", write_job(tmp_path, DATASET_JOB.replace("DATA", "d.jsonl")))
+    assert_refused(code, err, "d.jsonl:1: checks[0]: a check needs one kind: equals, contains,")
+
+
 def test_a_dataset_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "d.jsonl")
     (tmp_path / "folder.jsonl").mkdir()
