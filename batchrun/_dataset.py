@@ -22,6 +22,7 @@ import orjson
 from ._exceptions import JobError, Problem
 from ._files import open_regular
 from ._jobfile import unusable_number
+from ._scrub import KEY_LIKE
 
 MAX_LINE_BYTES = 16 << 20
 
@@ -69,6 +70,15 @@ def _int(text: str) -> int:
 def _constant(text: str) -> float:
     # NaN and Infinity are not JSON (RFC 8259), though Python's reader takes them.
     raise RowError(None, f"{text} is not a JSON number")
+
+
+def _key_like(row: dict[str, Any]) -> str | None:
+    """A dataset's variable that looks like an API key, refused as one in the job file is (a
+    check's reason showed it on the terminal: verify20 V4); a job's own rows are checked there."""
+    for name, value in row.items():
+        if KEY_LIKE.search(name) or (isinstance(value, str) and KEY_LIKE.search(value)):
+            return f"variable {name!r} looks like an OpenRouter API key: keys belong in the environment, never in data"
+    return None
 
 
 class DatasetFile:
@@ -164,7 +174,7 @@ class DatasetFile:
         try:
             for number, row in self.rows_with_lines():
                 count += 1
-                problem = check_row(row)
+                problem = _key_like(row) or check_row(row)
                 if problem:
                     return [Problem(str(self.path), number, None, "", problem)]
                 key = row_key(row)

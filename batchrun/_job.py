@@ -139,9 +139,8 @@ def _duplicates(mapping: yaml.MappingNode, path: JsonPath, file: str) -> list[Pr
     seen: set[tuple[bool, str]] = set()
     problems = []
     for key_node, _ in mapping.value:
-        key = str(key_node.value)
         merge = key_node.tag == MERGE  # two `<<` too, however spelt (`!!merge a:`): PyYAML took both
-        key = "<<" if merge else key
+        key = "<<" if merge else str(key_node.value)
         if (merge, key) in seen:
             mark, hint = key_node.start_mark, ": merge them in one list, <<: [*a, *b]" if merge else ""
             where = format_path(path + (key,))

@@ -19,7 +19,12 @@ _FLAG_BITS = {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL, "x
 
 
 class PatternTimedOut(Exception):
-    """A search ran past REGEX_TIMEOUT_S; the message is the pattern."""
+    """A search ran past REGEX_TIMEOUT_S."""
+
+    def __init__(self, pattern: str, seconds: float) -> None:
+        super().__init__(pattern)
+        self.pattern = pattern
+        self.seconds = seconds
 
 
 PatternError = regex.error  # a pattern that does not compile
@@ -39,7 +44,7 @@ def timed_search(pattern: str, flags: str, text: str) -> bool:
     try:
         return compile_pattern(pattern, flags).search(text, timeout=REGEX_TIMEOUT_S) is not None
     except TimeoutError:
-        raise PatternTimedOut(pattern) from None
+        raise PatternTimedOut(pattern, REGEX_TIMEOUT_S) from None
 
 
 def _timed_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
