@@ -99,9 +99,11 @@ class ResponseCache:
         self.read_only = False  # a folder this process cannot write: lookups only
 
     @classmethod
-    def open(cls, directory: Path, *, create: bool = True, busy_timeout_s: float = BUSY_TIMEOUT_S) -> ResponseCache:
+    def open(cls, directory: Path, *, create: bool = True, busy_timeout_s: float | None = None) -> ResponseCache:
         """Raises NoCache, NotOurCache (a file batchrun did not make: left untouched),
         BrokenCache or CacheError. A missing or empty file is made the cache when `create`."""
+        if busy_timeout_s is None:
+            busy_timeout_s = BUSY_TIMEOUT_S  # read here, not when the module loaded: tests shorten it
         path = directory / FILE_NAME
         if not create and not path.exists():
             raise NoCache(f"{path}: no cache here yet")

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from ._cache import ResponseCache, cache_key, normalize_base_url
-from ._cache_file import BUSY_TIMEOUT_S
 from ._cache_values import CachedAnswer, EntryRow, Probe, RunStats, encode_answer
 from ._checks import Answer, grade, without_latency_checks
 from ._client import ChatResult
@@ -209,7 +208,7 @@ class CacheSession:
         base_url: str,
         clock: Clock,
         warn: Callable[[str], None],
-        busy_timeout_s: float = BUSY_TIMEOUT_S,
+        busy_timeout_s: float | None = None,
         max_reply_bytes: int | None = None,
         batch: bool = False,
     ) -> CacheSession | None:

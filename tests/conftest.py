@@ -16,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ sys.dont_write_bytecode = False
 import httpx  # noqa: E402  # after the bytecode setting: these imports compile batchrun
 import pytest  # noqa: E402
 
+from batchrun._clock import SystemClock  # noqa: E402
+from batchrun._journal_file import journal_path  # noqa: E402
 from batchrun.cli import main  # noqa: E402
 from batchrun.simulator import SimConfig, Simulator  # noqa: E402
 
@@ -75,6 +77,61 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.now += max(0.0, seconds)
         await asyncio.sleep(0)
+
+
+LEAP_POLL_S = 0.005
+
+
+class LeapClock:
+    """Real time that leaps `by` seconds forward once `when()` holds. A run's deadline (or
+    any wait) set in it comes when the test's condition is met, such as every request in
+    flight or a row written, not when the machine's speed happens to bring it, and the test
+    does not wait the deadline out. Sleeps look at `when()` every few milliseconds."""
+
+    def __init__(self, when: Callable[[], bool], by: float) -> None:
+        self.when, self.by = when, by
+        self.offset = 0.0
+        self.leapt = False
+
+    def _look(self) -> None:
+        if not self.leapt and self.when():
+            self.leapt = True
+            self.offset += self.by
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        until = self.monotonic() + max(0.0, seconds)
+        await asyncio.sleep(0)  # a sleep yields, however short
+        while (left := until - self.monotonic()) > 0:
+            await asyncio.sleep(min(left, LEAP_POLL_S))
+            self._look()
+
+    def patch_system_clock(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The CLI's runs take SystemClock: made this clock for the test."""
+        monkeypatch.setattr(SystemClock, "monotonic", lambda _self: self.monotonic())
+        monkeypatch.setattr(SystemClock, "time", lambda _self: self.time())
+        monkeypatch.setattr(SystemClock, "sleep", lambda _self, seconds: self.sleep(seconds))
+
+
+def journaled_generations(results: Path) -> int:
+    """How many attempts' replies named their generation so far (the attempt journal's lines):
+    their headers have come, so the request is in flight at the server."""
+    try:
+        return journal_path(results).read_bytes().count(b'"gen":')
+    except FileNotFoundError:
+        return 0
+
+
+def rows_written(results: Path) -> int:
+    try:
+        return results.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import batchrun._cache
 from batchrun import load_job, matrix_requests
 from batchrun._cache import FILE_NAME, cache_files
 from batchrun._cache_session import FLUSH_EVERY
@@ -305,7 +306,10 @@ def test_streamed_answers_are_stored_whole_and_shared_with_plain_runs(tmp_path: 
             assert new["ttft_ms"] is None and new["latency_ms"] == old["latency_ms"]
 
 
-def test_a_locked_cache_degrades_to_no_cache_with_a_warning(tmp_path: Path, sim: Simulator) -> None:
+def test_a_locked_cache_degrades_to_no_cache_with_a_warning(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batchrun._cache, "BUSY_TIMEOUT_S", 0.05)  # not the 2 s a run waits for a lock
     job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
     assert run(job, sim, tmp_path / "a.jsonl", cache)[0] == 0
     holder = sqlite3.connect(cache / FILE_NAME, isolation_level=None)

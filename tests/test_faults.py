@@ -12,7 +12,7 @@ from batchrun import AuthFailed, ExitCode, RunOptions, load_job, run_job
 from batchrun._verdict import decide
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, cli, read_rows, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, LeapClock, cli, read_rows, rows_written, write_job
 
 
 async def run(
@@ -144,23 +144,17 @@ async def test_rate_limits_are_ridden_through_with_the_servers_wait(
     assert clock.now >= 9 and report.summary["total"]["ok"] == 20
 
 
-def test_the_deadline_stops_the_run_with_its_code(tmp_path: Path) -> None:
+def test_the_deadline_stops_the_run_with_its_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The deadline comes once the first row is written (a LeapClock), not after a second of
+    # real time that a busy machine may spend before any row.
+    out = tmp_path / "d.jsonl"
+    LeapClock(lambda: rows_written(out) >= 1, by=60).patch_system_clock(monkeypatch)
     job = write_job(tmp_path, SMALL_JOB.replace("repeat: 2", "repeat: 50"))
     result = cli(
-        job,
-        "--simulate",
-        "--sim",
-        "latency_ms=300",
-        "--deadline",
-        "1",
-        "--grace",
-        "0.2",
-        "-o",
-        tmp_path / "d.jsonl",
-        "--quiet",
+        job, "--simulate", "--sim", "latency_ms=100", "--deadline", "60", "--grace", "0.2", "-o", out, "--quiet"
     )
     assert result.returncode == ExitCode.DEADLINE, result.stderr
-    rows = read_rows(tmp_path / "d.jsonl")
+    rows = read_rows(out)
     assert len(rows) == 500 and len({r["id"] for r in rows}) == 500
     assert {r["reason"] for r in rows if r["status"] == "skipped"} == {"deadline"}
     assert sum(r["status"] == "ok" for r in rows) < 100

@@ -19,7 +19,7 @@ from batchrun._stream import stream_body, stream_chat
 from batchrun._summary_types import Summary
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import FAKE_KEY, FakeClock, final_rows, respx_transport, write_job
+from .conftest import FAKE_KEY, FakeClock, LeapClock, final_rows, journaled_generations, respx_transport, write_job
 
 STREAM_JOB = """
 name: streamed
@@ -31,6 +31,8 @@ prompts:
     vars: [{n: 1}, {n: 2}, {n: 3}, {n: 4}]
 run: {concurrency: 4, stream: true, max_attempts: 1, timeout_s: 30}
 """
+# Far past what any of these runs takes: a deadline comes only when a test's LeapClock brings it.
+DEADLINE_S = 60
 
 
 async def _run(sim: Simulator, tmp_path: Path, clock: Any = None, **run: Any) -> Summary:
@@ -76,11 +78,13 @@ async def test_a_mid_stream_error_is_classified_and_not_billed(tmp_path: Path) -
 
 
 async def test_cancelling_at_the_deadline_stops_billing(tmp_path: Path) -> None:
-    # Each answer would stream 2,000 tokens at 4 tokens per 20 ms (10 s); the deadline comes first.
+    # Each answer would stream 2,000 tokens at 4 tokens per 20 ms (10 s); the deadline comes
+    # once all four streams have begun (their headers named the generations).
     config = SimConfig(stream_chunk_ms=20, stream_padding=2000)
     simulator = Simulator(config)
+    clock = LeapClock(lambda: journaled_generations(tmp_path / "s.jsonl") == 4, by=DEADLINE_S)
     with simulator.serve_in_thread() as sim:
-        summary = await _run(sim, tmp_path, clock=SystemClock(), deadline_s=2, grace_s=0)
+        summary = await _run(sim, tmp_path, clock=clock, deadline_s=DEADLINE_S, grace_s=0)
     generations = list(sim.generations.values())
     rows = final_rows(tmp_path / "s.jsonl")
     assert {r["reason"] for r in rows} == {"deadline"} and summary["stop"] == "deadline"
@@ -102,28 +106,23 @@ async def test_cancelling_at_the_deadline_stops_billing(tmp_path: Path) -> None:
 
 async def test_a_request_stalled_at_the_deadline_keeps_its_generation_id(tmp_path: Path) -> None:
     """Non-streamed (break-14 #10): the headers, X-Generation-Id with them, came before the
-    body stalled; the deadline cancels the attempt, and the id is kept and looked up."""
+    body stalled; the deadline cancels the attempts, and the ids are kept and looked up."""
     simulator = Simulator(SimConfig(faults={"stall": 1.0}))
+    clock = LeapClock(lambda: journaled_generations(tmp_path / "s.jsonl") == 4, by=DEADLINE_S)
     with simulator.serve_in_thread() as sim:
-        summary = await _run(sim, tmp_path, clock=SystemClock(), deadline_s=3, grace_s=0, stream=False)
+        summary = await _run(sim, tmp_path, clock=clock, deadline_s=DEADLINE_S, grace_s=0, stream=False)
     rows = final_rows(tmp_path / "s.jsonl")
     assert {r["reason"] for r in rows} == {"deadline"} and len(rows) == 4
     # Named as given, not as what was left after pre-flight ("2.98211 s", break-14 #20).
-    assert summary["stop_message"] == "the run deadline of 3 s was reached"
-    # How many rows went out, and whose headers came, before the deadline depends on the
-    # machine's speed (real time); an id that came is kept, and the others were never sent.
-    sent = [r for r in rows if r.get("abandoned_attempts")]
-    kept = [r["abandoned_attempts"][0]["generation_id"] for r in sent]
-    assert kept and set(kept) - {None} and set(kept) - {None} <= set(sim.generations)
-    assert all(not r.get("attempts") for r in rows if r not in sent)
-    for row, generation in zip(sent, kept, strict=True):
-        if generation is None:  # no id came: it cannot be looked up, it stays unknown (held)
-            assert row["cost_status"] == "unknown"
-        else:
-            # The stalled generation was finished and billed; the end-of-run lookup found it,
-            # and the row was written again with its cost.
-            assert row["cost_status"] == "looked_up" and row["cost_resolved_at"] and row["cost"] > 0
-    assert summary["reconciliation"]["unknown_cost_attempts"] == kept.count(None)
+    assert summary["stop_message"] == f"the run deadline of {DEADLINE_S} s was reached"
+    # All four were in flight, each with the id its headers gave.
+    kept = [r["abandoned_attempts"][0]["generation_id"] for r in rows]
+    assert sorted(kept) == sorted(sim.generations) and len(set(kept)) == 4
+    for row in rows:
+        # The stalled generation was finished and billed; the end-of-run lookup found it,
+        # and the row was written again with its cost.
+        assert row["cost_status"] == "looked_up" and row["cost_resolved_at"] and row["cost"] > 0
+    assert summary["reconciliation"]["unknown_cost_attempts"] == 0
     assert 0 <= summary["reconciliation"]["resolved_after_record_usd"] <= sim.stats.billed_usd + 1e-9
 
 

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 from aiohttp import web
+
+# Set when the simulator closes: a handler asleep in a simulated hang ends then, or the
+# runner's shutdown waits out its timeout for it (half a second per simulator, per test).
+CLOSING = web.AppKey("closing", asyncio.Event)
+
+
+async def hang(request: web.Request, seconds: float) -> None:
+    """A simulated hang: `seconds`, or until the simulator closes."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(request.app[CLOSING].wait(), seconds)
 
 
 def draw_fault(rng: random.Random, faults: dict[str, float]) -> str | None:
@@ -40,10 +51,10 @@ async def _broken(
         )
         await response.prepare(request)
         await response.write(payload[:10])
-        await asyncio.sleep(hang_s)
+        await hang(request, hang_s)
         return response
     if fault == "hang":
-        await asyncio.sleep(hang_s)
+        await hang(request, hang_s)
         return web.Response(status=504)
     if fault == "reset":
         if request.transport is not None:

@@ -17,6 +17,7 @@ from aiohttp import web
 from ._batches import SimBatches
 from ._chat import ChatRoutes
 from ._config import VARIANTS, SimConfig
+from ._faults import CLOSING
 from ._http import error_response, json_response
 from ._keys import SimKey, account_key
 from ._limits import RateWindow
@@ -53,6 +54,7 @@ class Simulator(ChatRoutes):
     # -- lifecycle ---------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
+        app[CLOSING] = asyncio.Event()
         app.router.add_post("/api/v1/chat/completions", self._chat)
         app.router.add_get("/__sim/stats", self._stats)
         app.router.add_post("/__sim/reset", self._reset)
@@ -75,6 +77,7 @@ class Simulator(ChatRoutes):
 
     async def stop(self) -> None:
         if self._runner is not None:
+            self._runner.app[CLOSING].set()  # simulated hangs end, so the shutdown waits for none
             await self._runner.cleanup()
             self._runner = None
 

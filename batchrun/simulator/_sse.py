@@ -21,6 +21,7 @@ from aiohttp import web
 
 from ._billing import BillingRoutes, count_tokens, usage_block
 from ._extras import Extras
+from ._faults import hang
 from ._keys import SimKey
 
 
@@ -100,7 +101,7 @@ class StreamReplies(BillingRoutes):
                     await response.write(_event({**self._chunk(gen, {"content": ""}, "error"), "error": error}))
                     return response  # finish_reason error: not billed
                 if gen.fault in ("hang", "stall"):
-                    await asyncio.sleep(config.hang_s)  # stops producing; the client gives up
+                    await hang(request, config.hang_s)  # stops producing; the client gives up
                 if generated >= gen.max_tokens:
                     finish = "length"
                     break
