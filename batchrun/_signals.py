@@ -11,15 +11,17 @@ signal instead of exit 7. The handler reaches a running loop with
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._early_signals import SIGNALS, caught, early
 from ._lock import release_all
+
+if TYPE_CHECKING:  # asyncio is ~60 ms of start-up that `validate` and the file commands never use
+    import asyncio
 
 EXIT_INTERRUPTED = 7  # ExitCode.INTERRUPTED, without importing the CLI's modules this early
 

@@ -1,6 +1,6 @@
 """6. Start-up: `batchrun validate jobs/eval.yaml` wall time, and the CLI's heaviest imports.
 
-Target: validate under 0.3 s. httpx, aiohttp and tqdm must not load for validate.
+Target: validate under 0.3 s. httpx, aiohttp, tqdm and asyncio must not load for validate.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def main() -> None:
     for cumulative, name in sorted((r for r in rows if not r[1].startswith(" ")), reverse=True)[:8]:
         print(f"    {cumulative / 1000:6.1f} ms  {name}")
     loaded = {name.strip() for _, name in rows}
-    heavy = sorted(loaded & {"httpx", "aiohttp", "tqdm", "tenacity", "httpx_aiohttp"})
-    print(f"  heavy network imports loaded by validate: {heavy or 'none'} -> {verdict(not heavy)}")
+    heavy = sorted(loaded & {"httpx", "aiohttp", "tqdm", "tenacity", "httpx_aiohttp", "asyncio"})
+    print(f"  network and event-loop imports loaded by validate: {heavy or 'none'} -> {verdict(not heavy)}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import gc
 import os
@@ -58,6 +57,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _run(args: argparse.Namespace, console: Console, signals: RunSignals, control: Any) -> int:
+    import asyncio  # not at the top: `validate` never loads it (~60 ms of start-up)
+
     from .._job import load_job
     from .._matrix import Shard
     from .._options import RunOptions
@@ -135,6 +136,8 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    import asyncio
+
     from .._job import load_job
     from .._plan import render_plan, render_plan_offline
 
@@ -174,6 +177,8 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
+    import asyncio
+
     from ..simulator import Simulator
 
     config = sim_config(args.sim)
