@@ -42,8 +42,7 @@ from ._cache_file import (
     corrupt,
     header_is_ours,
     identify,
-    initialise,
-    migrate_first_format,
+    prepare,
 )
 from ._cache_values import (
     ENTRY_COLUMNS,
@@ -128,12 +127,7 @@ class ResponseCache:
         cache = cls(connection, path)
         try:
             with cache._errors():
-                if kind == NEW:
-                    initialise(connection, path)
-                elif kind == FIRST_FORMAT:
-                    migrate_first_format(connection)
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=NORMAL")
+                prepare(connection, path, kind, busy_timeout_s)
         except CacheError:
             connection.close()
             raise

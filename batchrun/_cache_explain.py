@@ -215,7 +215,9 @@ def render_explanations(explanations: list[Explanation]) -> tuple[str, int]:
             lines.append(f"miss  {label}  stored ({item.generated_at}) but not used: {item.why}")
         elif item.nearest is None:
             counts["never"] += 1
-            lines.append(f"miss  {label}  never run")
+            # Not "never run": an error, an answer cut at max_tokens or one of unknown cost ran
+            # and was paid for, yet never stored (break20 F25).
+            lines.append(f"miss  {label}  never stored (not run with this cache, or its answer is one it never keeps)")
         else:
             counts["miss"] += 1
             lines.append(
@@ -229,6 +231,6 @@ def render_explanations(explanations: list[Explanation]) -> tuple[str, int]:
         f"{total} row(s): {counts['hit']} hit(s), {misses} miss(es)"
         f" ({counts['miss']} changed, {counts['expired']} expired, "
         + (f"{counts['unusable']} not usable by this job, " if counts["unusable"] else "")
-        + f"{counts['never']} never run)"
+        + f"{counts['never']} never stored)"
     )
     return "\n".join(lines), total

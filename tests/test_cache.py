@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -11,6 +12,7 @@ from batchrun import load_job, matrix_requests
 from batchrun._cache import FILE_NAME, ResponseCache, cache_key
 from batchrun._cache_commands import CacheCommand, parse_duration, render_stats, run_cache_command
 from batchrun._cache_explain import differences, explain, render_difference, render_explanations
+from batchrun._cache_file import NEW, OURS, identify, prepare
 from batchrun._cache_session import CacheSession, CacheSettings, default_cache_dir, storable
 from batchrun._cache_values import CachedAnswer, CacheEntry, StoredEntry
 from batchrun._client import ChatResult
@@ -225,10 +227,10 @@ def test_explain_against_a_stored_run(tmp_path: Path, clock: FakeClock) -> None:
     }
     text, count = render_explanations(explain(edited, store, BASE, prompt="sum", model="openai/gpt-4o-mini"))
     assert count == 4 and 'prompt text: "What is 1 + 1?" -> "Compute 1 + 1."' in text
-    assert text.splitlines()[-1] == "4 row(s): 0 hit(s), 4 miss(es) (4 changed, 0 expired, 0 never run)"
+    assert text.splitlines()[-1] == "4 row(s): 0 hit(s), 4 miss(es) (4 changed, 0 expired, 0 never stored)"
     renamed = load_job(write_job(tmp_path, SMALL_JOB.replace("name: small", "name: other")))
     text, _ = render_explanations(explain(renamed, store, BASE, row=items[-1].request.id[:8]))
-    assert "never run" in text.splitlines()[0]
+    assert "never stored" in text.splitlines()[0]
 
 
 def _entry(folder: Path, request: Request) -> CacheEntry:
@@ -288,7 +290,7 @@ def test_commands_on_a_missing_cache_do_not_create_one(tmp_path: Path) -> None:
         assert text == f"no cache in {tmp_path / 'none'}: nothing stored there yet"
     job = write_job(tmp_path, SMALL_JOB)
     text = run_cache_command(CacheCommand("explain", tmp_path / "none", job=job, prompt="sum"))
-    assert text.splitlines()[-1] == "8 row(s): 0 hit(s), 8 miss(es) (0 changed, 0 expired, 8 never run)"
+    assert text.splitlines()[-1] == "8 row(s): 0 hit(s), 8 miss(es) (0 changed, 0 expired, 8 never stored)"
     assert not (tmp_path / "none").exists()
 
 
@@ -365,3 +367,36 @@ def test_a_cache_folder_this_process_cannot_write_is_read_not_written(
     with sqlite3.connect(tmp_path / "c" / FILE_NAME) as db:
         assert db.execute("SELECT count(*) FROM entries").fetchone() == (1,)
         assert db.execute("SELECT count(*) FROM runs").fetchone() == (1,)  # the first session's only
+
+
+class _LockedOnce:
+    """A connection whose switch to WAL is answered "locked" at once, `times` times: what
+    SQLite answers, without waiting its busy timeout, when two processes opening a new cache
+    each hold what the other waits for."""
+
+    def __init__(self, db: sqlite3.Connection, times: int) -> None:
+        self.db, self.times, self.tries = db, times, 0
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "PRAGMA journal_mode=WAL":
+            self.tries += 1
+            if self.tries <= self.times:
+                busy = sqlite3.OperationalError("database is locked")
+                busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
+                raise busy
+        return self.db.execute(sql, *args)
+
+
+def test_a_lock_sqlite_answers_at_once_is_tried_again_within_the_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / FILE_NAME
+    db = sqlite3.connect(path, isolation_level=None)
+    locked = _LockedOnce(db, times=2)
+    prepare(cast(sqlite3.Connection, locked), path, NEW, busy_timeout_s=5.0)
+    assert locked.tries == 3 and db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert identify(path) == OURS  # initialised once, though its transaction ran three times
+    db.close()
+    # Past the busy timeout it is an error like any lock (the run goes on without the cache).
+    other = sqlite3.connect(tmp_path / "other.sqlite3", isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        prepare(cast(sqlite3.Connection, _LockedOnce(other, times=10**6)), tmp_path / "other.sqlite3", NEW, 0.05)
+    other.close()
