@@ -167,6 +167,22 @@ def _answerers(model: dict[str, Any]) -> str:
     return ", ".join(sorted(model["answered_by"])) or "nobody"
 
 
+def _tell_apart(runs: list[dict[str, Any]]) -> None:
+    """Runs that started in the same second get their file's name in their label: the label
+    keys the change markers, the tables' columns and the charts' points, and two runs under
+    one label were drawn and counted as one."""
+    seen = Counter(run["label"] for run in runs)
+    for run in runs:
+        if seen[run["label"]] > 1:
+            run["label"] = f"{run['label']} ({Path(run['file']).name})"
+    again = Counter(run["label"] for run in runs)  # the same name in two folders
+    nth: Counter[str] = Counter()
+    for run in runs:
+        if again[run["label"]] > 1:
+            nth[run["label"]] += 1
+            run["label"] = f"{run['label']} #{nth[run['label']]}"
+
+
 def change_markers(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
     """What changed from one run to the next: a model started failing or erroring, appeared or
     went away, or was answered by another model or provider; or the job itself was edited."""
@@ -242,6 +258,7 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
         raise ResultsError(f"these files belong to different jobs ({', '.join(sorted(jobs))}): give one job's runs")
     loaded.sort(key=lambda run: (run.start, str(run.path)))
     runs = [_run_entry(run) for run in loaded]
+    _tell_apart(runs)
     markers = [m for a, b in zip(runs, runs[1:], strict=False) for m in change_markers(a, b)]
     return {
         "job": next(iter(jobs), None),

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrun._history import MARKER_DROP, build_history
+from batchrun._history import MARKER_DROP, build_history, render_history_text
 from batchrun._report_data import ROW_CAP, wilson
 from batchrun.simulator import SimConfig, Simulator
 
@@ -189,6 +189,24 @@ def test_history_orders_runs_and_marks_changes(history_dir: Path) -> None:
     assert expected > 0 and history["flips"]["total"] == expected == len(history["flips"]["rows"])
 
 
+def test_runs_that_started_in_the_same_second_are_told_apart(tmp_path: Path, history_dir: Path) -> None:
+    # The label keys the change markers, the tables' columns and the charts' points: two runs
+    # under one label were counted and drawn as one (a marker lost).
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for name in ("run1.jsonl", "run2.jsonl", "run3.jsonl"):
+        rows = read_rows(history_dir / name)
+        for row in rows:
+            row["started_at"] = "2026-11-29T10:00:00.250Z"  # all three in one second
+        (folder / name).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    history = build_history([folder])
+    labels = [run["label"] for run in history["runs"]]
+    assert labels == [f"2026-11-29 10:00:00 (run{k}.jsonl)" for k in (1, 2, 3)]
+    assert {m["run"] for m in history["markers"]} == {labels[1], labels[2]}
+    text = render_history_text(history)
+    assert all(f"change at {label}:" in text for label in labels[1:])
+
+
 def test_history_of_a_folder_skips_a_crash_journal(tmp_path: Path, history_dir: Path) -> None:
     # break14c N19: X.attempts.jsonl, left beside X.jsonl by a kill -9, made `history DIR` exit 2.
     folder = tmp_path / "runs"
@@ -326,9 +344,9 @@ def test_history_page_in_chromium(history_dir: Path, tmp_path: Path, browser: An
     assert all(marks > 0 for marks in charts.values()), charts
     # The change markers are drawn as rules on the pass-rate chart, one per run that changed.
     rules = page.locator("#chart-history-pass-rate svg .mark-rule.role-mark line").count()
-    # Two runs of the fixture can start in the same second and then share one label (known,
-    # see the session note), so the count of distinct changed runs is 1 or 2, never timing-free 2.
-    assert rules == len({m["run"] for m in history["markers"]}) in (1, 2)
+    # Runs 2 and 3 both changed (a worse model, then faults); runs that started in the same
+    # second are told apart by their file names, so there are always two.
+    assert rules == len({m["run"] for m in history["markers"]}) == 2
     assert page.locator("#runs tbody tr").count() == 3
     assert page.locator("#flips tbody tr").count() == history["flips"]["total"] > 0
     assert problems == []
