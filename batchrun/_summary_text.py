@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._cost_text import batch_hold_lines, cost_text, held_note, key_gap_lines
 from ._formats import ms, pct
+from ._scrub import hide_keys
 from ._summary_types import GroupFigures, Summary
 
 
@@ -151,7 +152,7 @@ def render_text(summary: Summary) -> str:
             f"stopped: {summary['stop']}" + (f" ({summary['stop_message']})" if summary.get("stop_message") else "")
         )
     if summary.get("output"):
-        lines.append(f"results: {summary['output']}")
+        lines.append(f"results: {hide_keys(str(summary['output']))}")  # a file named like a key (V7)
     return "\n".join(lines)
 
 

@@ -275,3 +275,14 @@ def test_only_the_console_script_tunes_the_gc(tmp_path: Path) -> None:
         if suite_frozen:  # the suite's own start-up, frozen again
             gc.collect()
             gc.freeze()
+
+
+def test_files_named_like_a_key_are_hidden_on_the_ok_and_results_lines(tmp_path: Path) -> None:
+    # verify20 V7: a key pasted into a file name was printed whole on stdout.
+    named = "sk-or-v1-" + "9f" * 32
+    job = write_job(tmp_path, SMALL_JOB, f"{named}.yaml")
+    code, out, err = call_cli("validate", job)
+    assert code == 0 and err == "" and out == f"{tmp_path}/sk-or-...(hidden).yaml: ok (job small)\n"
+    code, out, err = call_cli(job, "--simulate", "-o", tmp_path / f"{named}.jsonl")
+    assert code == 0 and named[:16] not in out + err
+    assert f"results: {tmp_path}/sk-or-...(hidden).jsonl" in out

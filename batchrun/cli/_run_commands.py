@@ -14,6 +14,7 @@ from .._exceptions import (
     ConfigError,
     JobError,
 )
+from .._scrub import hide_keys
 from .._signals import RunSignals
 from .._verdict import ExitCode
 from ._common import (
@@ -44,7 +45,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
                 console.error(str(problem))
             continue
         if not args.quiet:
-            console.out.write(f"{path}: ok (job {job.name})\n")
+            console.out.write(hide_keys(f"{path}: ok (job {job.name})") + "\n")  # a file named like a key (V7)
     return ExitCode.USAGE if failed else ExitCode.OK
 
 
