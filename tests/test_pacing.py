@@ -119,6 +119,31 @@ def test_a_429_before_any_answer_starts_slow_and_recovers() -> None:
     assert scope.rate == 11.0  # no estimate: grows by one a second per answer, e-folding
 
 
+def test_sleeping_what_crowded_asks_always_makes_room() -> None:
+    # 16.26378002012156 - 1.0 + the wait lands 2e-15 short of the first start: without the
+    # slack the next wait was 2e-15, which does not move a clock at 16.9 (a fake clock that
+    # advances by each sleep spun there for ever: the rate-limit ride-through's hang).
+    scope = limited_after(20, cooldown=None)
+    scope.rate = 1.0  # one start a window
+    scope.started(15.762350434174865)
+    now = 16.26378002012156
+    wait = scope.crowded(now)
+    assert wait == pytest.approx(0.4986, abs=1e-4)
+    assert scope.crowded(now + wait) == 0
+
+
+async def test_a_paced_attempt_on_a_clock_that_moves_only_by_its_sleeps_gets_its_slot() -> None:
+    clock = FakeClock()
+    clock.now = 16.26378002012156
+    throttle = Throttle(4, clock)
+    scope = throttle.scope("m")
+    scope.ramping, scope.rate, scope.window = False, 1.0, 4.0
+    scope.started(15.762350434174865)
+    scope.next_slot = 0.0
+    await asyncio.wait_for(throttle.acquire("m"), 10)  # spun for ever before
+    assert clock.now == pytest.approx(16.762350434174865)
+
+
 # -- the pace --------------------------------------------------------------------------------
 def test_paced_slots_are_evenly_spaced_and_made_up_only_a_little() -> None:
     scope = limited_after(20, cooldown=None)
