@@ -6,7 +6,6 @@ all that is wrong with a file, each at file:line:column with its JSON path.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from ._dataset import REPEAT_HINT, DatasetFile, row_key
 from ._exceptions import JobError, Problem
 from ._files import read_regular_text
 from ._formats import short
+from ._job_fingerprint import job_fingerprint
 from ._job_graph import MERGE, mapping_pairs, merge_sources
 from ._jobfile import JsonPath, compose, job_schema, key_like_strings, read_job_text, text_keys, value_problems
 from ._judge import GraderSettings
@@ -380,11 +380,6 @@ def _grading_problems(source: _Source, base_dir: Path) -> list[Problem]:
     return problems
 
 
-def _fingerprint(data: dict[str, Any]) -> str:
-    shaping = {k: v for k, v in data.items() if k not in ("run", "endpoint") and not k.startswith("x-")}
-    return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def load_job(path: str | Path) -> Job:
     """Parse and validate a job file, raising JobError with every problem found."""
     path = Path(path)
@@ -422,6 +417,6 @@ def load_job(path: str | Path) -> Job:
         prompts=tuple(prompts),
         repeat=data.get("repeat", 1),
         run=run_settings(data.get("run", {})),
-        fingerprint=_fingerprint(data),
+        fingerprint=job_fingerprint(data),
         judge=GraderSettings.from_section(data.get("judge"), path.parent),
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -41,6 +44,30 @@ def test_ids_are_stable_and_fingerprints_follow_the_prompt_text(tmp_path: Path) 
     changed = [(r.id, r.fingerprint) for r in matrix_requests(load_job(edited))]
     assert [i for i, _ in changed] == [i for i, _ in first]
     assert sum(a[1] != b[1] for a, b in zip(first, changed, strict=True)) == 12  # the 12 capital rows
+
+
+def test_number_keys_hash_as_they_did_while_they_were_numbers(tmp_path: Path) -> None:
+    # verify20 V1: token ids became text when read (break20 C2), and {10: 1, 9: 2} then hashed
+    # as {"10", "9"}: an unedited job changed its fingerprint across the upgrade, and `merge`
+    # refused a run resumed across it. The fingerprint is the hash the data had with numbers.
+    text = """
+        name: lb
+        models: [openai/gpt-4o-mini]
+        prompts: [{id: p, text: "Capital of {{c}}?", vars: [{c: Peru}], params: {logit_bias: {10: 1, 9: 2, 100: 4}}}]
+    """
+    data = yaml.safe_load(textwrap.dedent(text))  # PyYAML's own loader keeps the keys as numbers
+    assert list(data["prompts"][0]["params"]["logit_bias"]) == [10, 9, 100]
+    before = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert load_job(write_job(tmp_path, text)).fingerprint == before
+    quoted = text.replace("{10: 1, 9: 2, 100: 4}", '{"100": 4, "9": 2, "10": 1}')
+    assert load_job(write_job(tmp_path, quoted, "q.yaml")).fingerprint == before  # the same request body
+    edited = text.replace("9: 2", "9: 3")
+    assert load_job(write_job(tmp_path, edited, "e.yaml")).fingerprint != before
+    # Text keys are ordered as text, as they always were.
+    words = text.replace("{10: 1, 9: 2, 100: 4}", "{b: 1, a: 2, a10: 3}")
+    data = yaml.safe_load(textwrap.dedent(words))
+    expected = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert load_job(write_job(tmp_path, words, "w.yaml")).fingerprint == expected
 
 
 def test_shards_cover_the_matrix_once(small_job: Path) -> None:
