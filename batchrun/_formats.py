@@ -12,6 +12,21 @@ def short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_MARKDOWN = str.maketrans({"\\": "\\\\", "|": "\\|", "\n": " ", "\r": " ", "<": "&lt;", ">": "&gt;"})
+
+
+def md_text(text: str) -> str:
+    """Text a run carries (an answer, a model or check name, a reason) as Markdown shows it
+    in a step summary: on one line, breaking no table, and neither HTML nor a link (an
+    answer's `<img onerror>` or `</table>` was rendered: break21 R13)."""
+    return text.translate(_MARKDOWN).replace("](", "]\\(")  # `[text](url)` is a link no more
+
+
+def md_code(text: str) -> str:
+    """Text in a code span: a backtick in it would end the span early."""
+    return "`" + text.replace("`", "'").replace("\n", " ").replace("\r", " ") + "`"
+
+
 def pct(value: float | None) -> str:
     """A rate as a percentage with one decimal; "-" when there is none."""
     return "-" if value is None else f"{value * 100:.1f}%"

@@ -11,6 +11,7 @@ layout from the summaries the shard runs wrote beside their results.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -96,9 +97,14 @@ def shard_layout(shards: list[Path], rows_found: int, skipped: int) -> tuple[boo
         try:
             summary = json.loads(read_regular_text(summary_path(shard)))
             index, _, of = str(summary["shard"] or "1/1").partition("/")
-            parts.add(int(index))
-            counts.add(int(of))
-            matrix.add(int(summary["matrix_rows"]))
+            part, count, rows = int(index), int(of), summary["matrix_rows"]
+            # What a run writes (break21 R7, R8: "1/1000000000" built a set of 10^9 numbers,
+            # and Infinity rows an OverflowError).
+            if not (1 <= part <= count) or not (isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0):
+                raise ValueError("not a shard summary")
+            parts.add(part)
+            counts.add(count)
+            matrix.add(rows)
         except (OSError, ValueError, KeyError, TypeError):
             return False, [
                 f"{shard}: no summary saying which shard it is and how many rows the matrix has: "
@@ -108,9 +114,12 @@ def shard_layout(shards: list[Path], rows_found: int, skipped: int) -> tuple[boo
         return False, ["the shards' summaries disagree on the shard count or the matrix size (give --job JOB.yaml)"]
     (count,), (expected,) = counts, matrix
     out = []
-    absent = sorted(set(range(1, count + 1)) - parts)
-    if absent:
-        out.append(f"shard(s) {', '.join(map(str, absent))} of {count} are missing")
+    missing = count - len(parts)
+    if missing:
+        # The first few by number, however many shards the summaries claim.
+        first = list(itertools.islice((k for k in range(1, count + 1) if k not in parts), 10))
+        more = f" and {missing - len(first)} more" if missing > len(first) else ""
+        out.append(f"shard(s) {', '.join(map(str, first))}{more} of {count} are missing")
     if rows_found < expected:
         out.append(f"{expected - rows_found} of {expected} row(s) of the job's matrix have no record")
     if skipped:

@@ -21,7 +21,7 @@ from typing import Any
 from ._batch_state import pending_batches
 from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError, ResultsError
-from ._formats import ms, pct, utc_seconds
+from ._formats import md_text, ms, pct, utc_seconds
 from ._output_paths import results_files
 from ._reader import Warn, failure_reasons
 from ._report_data import file_key_gap, read_run_summary, wilson
@@ -328,17 +328,11 @@ def render_history_text(history: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _md_cell(text: str) -> str:
-    """Markdown table cells: pipes and newlines would break the table; angle brackets are escaped
-    so an answer cannot inject HTML into a step summary."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [
-        "| " + " | ".join(map(_md_cell, header)) + " |",
+        "| " + " | ".join(map(md_text, header)) + " |",
         "|" + "---|" * len(header),
-        *("| " + " | ".join(map(_md_cell, row)) + " |" for row in rows),
+        *("| " + " | ".join(map(md_text, row)) + " |" for row in rows),
         "",
     ]
 
@@ -346,7 +340,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 def render_history_markdown(history: dict[str, Any]) -> str:
     runs = history["runs"]
     shown = min(len(runs), MARKDOWN_RUNS)
-    lines = [f"### batchrun history: {_md_cell(str(history['job']))}", ""]
+    lines = [f"### batchrun history: {md_text(str(history['job']))}", ""]
     lines.append(f"{len(runs)} run(s)" + (f"; the last {shown} shown" if shown < len(runs) else "") + ".")
     lines.append("")
     lines += _md_table(*_run_rows(history, MARKDOWN_RUNS))
@@ -356,9 +350,9 @@ def render_history_markdown(history: dict[str, Any]) -> str:
     if marks:
         lines.append("**Changes**")
         lines.append("")
-        lines += [f"- {_md_cell(m['run'])}: {_md_cell(m['what'])}" for m in marks]
+        lines += [f"- {md_text(m['run'])}: {md_text(m['what'])}" for m in marks]
         lines.append("")
-    lines += [f"**{_md_cell(line)}**" for line in _flip_lines(history["flips"])]
+    lines += [f"**{md_text(line)}**" for line in _flip_lines(history["flips"])]
     flips = history["flips"]
     if flips and flips["rows"]:
         lines.append("")

@@ -16,8 +16,6 @@ large wheel); a missing one is a one-line error naming the extra.
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError
 from ._formats import utc_readable
+from ._output_paths import write_report_file
 from ._report_data import PROMPT_CAP, ROW_CAP, TEXT_CAP, RunDigest, histogram, read_run_summary, wilson
 from ._summary_types import GroupFigures, Summary
 
@@ -95,17 +94,7 @@ def render_page(template: str, charts: list[Chart], **context: Any) -> str:
 
 
 def write_page(path: Path, html: str) -> None:
-    """Write atomically: a reader (or a CI upload) never sees half a page."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(html)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a report is meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_report_file(path, html.encode("utf-8"))
 
 
 def _rate_rows(groups: dict[str, GroupFigures], field: str) -> list[dict[str, Any]]:

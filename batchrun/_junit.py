@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ._items import ItemGate, item_key
+from ._output_paths import write_report_file
 
 # XML 1.0 cannot carry most control characters, and a model's answer may contain them.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -180,6 +181,5 @@ def write_junit(records: Iterable[dict[str, Any]], path: Path, job_name: str | N
         for case in cases:
             if case.outcome != "pass":
                 counts[case.outcome] += 1
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    write_report_file(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))
     return counts

@@ -76,25 +76,27 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
             writer.close()
         if coverage is not None:
             coverage.raise_if_foreign(", ".join(map(str, shards)))
+            shortfalls = coverage.shortfalls()
+            complete = not shortfalls
+        else:
+            complete, shortfalls = shard_layout(shards, len(last), builder.total.skipped)
+        summary = builder.result(
+            output=str(output),
+            merged_from=[str(s) for s in shards],
+            duplicate_rows=occurrences - len(last),
+            stop=None,
+            complete=complete,
+            shortfalls=shortfalls,
+            key_gap_usd=round(merged_key_gap(shards), 8),
+        )
+        # Last: whatever fails before leaves no merged file behind, which would refuse the
+        # next merge as "already exists" (break21 R6-R8: it was in place, with no summary).
         os.replace(temporary, output)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
-    if coverage is not None:
-        shortfalls = coverage.shortfalls()
-        complete = not shortfalls
-    else:
-        complete, shortfalls = shard_layout(shards, len(last), builder.total.skipped)
-    return builder.result(
-        output=str(output),
-        merged_from=[str(s) for s in shards],
-        duplicate_rows=occurrences - len(last),
-        stop=None,
-        complete=complete,
-        shortfalls=shortfalls,
-        key_gap_usd=round(merged_key_gap(shards), 8),
-    )
+    return summary
 
 
 def merged_key_gap(shards: list[Path]) -> float:

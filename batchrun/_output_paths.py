@@ -12,12 +12,13 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import ResultsError
+from ._exceptions import OutputFailed, ResultsError
 from ._files import read_regular_text
 from ._formats import utc_compact
 from ._journal_file import JOURNAL_SUFFIX
@@ -131,6 +132,43 @@ def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def write_report_file(path: Path, data: bytes) -> None:
+    """Write a page or a JUnit file where the user named it, whole or not at all.
+
+    A regular file (or none yet) is replaced atomically at the end of its symlinks: a link
+    stays a link, and a reader (a CI upload) never sees half a file. A pipe, FIFO or device
+    (`--html /dev/stdout`) is written as a stream, since it cannot be replaced (break21 R23:
+    a link was replaced by a regular file; R24: a JUnit file cut by a full disk was left
+    behind, and neither failure named the file)."""
+    try:
+        try:
+            mode: int | None = os.stat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):  # a folder on the way that is a file: below
+            mode = None
+        if mode is not None and stat.S_ISDIR(mode):
+            raise OutputFailed(f"{path}: is a folder: name the file to write")
+        if mode is not None and not stat.S_ISREG(mode):
+            with open(path, "wb") as out:
+                out.write(data)
+            return
+        target = path.resolve()
+        if target.parent.exists() and not target.parent.is_dir():
+            raise OutputFailed(f"{path}: cannot write it: {target.parent} is not a folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
+        try:
+            os.fchmod(handle, 0o666 & ~current_umask())  # as other outputs, not mkstemp's 0600
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+    except OSError as exc:
+        raise OutputFailed(f"{path}: cannot write it: {exc.strerror or exc}") from None
 
 
 def current_umask() -> int:

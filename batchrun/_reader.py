@@ -9,7 +9,6 @@ set aside with a warning naming the file and line, instead of refusing the whole
 
 from __future__ import annotations
 
-import math
 import mmap
 import os
 from collections.abc import Callable, Iterator
@@ -25,12 +24,12 @@ from ._fold import Earlier
 from ._journal_file import Crashed, crash_fields, journal_path, unrecorded_attempts
 from ._pricing import MAX_USD
 from ._record_head import LINE_HEADS, RECORD_START, RowState, parse_state, record_head, state_blob
+from ._record_shape import record_problem
 
 Warn = Callable[[str], None]
 # The longest line a reader takes as a record, and the longest torn tail a resume cuts.
 # A record holds a request and an answer, both bounded well below this by the client.
 MAX_RECORD_BYTES = 32 << 20
-STATUSES = frozenset({"ok", "error", "skipped"})
 
 
 def _ignore(_message: str) -> None:
@@ -48,64 +47,6 @@ def _open(path: Path) -> BinaryIO:
 
 def looks_like_record_start(fragment: bytes) -> bool:
     return fragment[: len(RECORD_START)] == RECORD_START[: len(fragment)]
-
-
-def record_problem(record: Any) -> str | None:
-    """Why a parsed line is not a batchrun record, or None when it has the fields readers use."""
-    if not isinstance(record, dict):
-        return "not a JSON object"
-    for name in ("id", "job", "model", "prompt_id"):
-        if not isinstance(record.get(name), str):
-            return f"no {name!r} string"
-    if record.get("status") not in STATUSES:
-        return "no status ok, error or skipped"
-    # Figures the readers add up and print: one of the wrong type was a traceback in report,
-    # history and diff (break14b m7); a negative cost is none batchrun writes.
-    for name in _FIGURES:
-        value = record.get(name)
-        if value is not None and not _figure(value):
-            return f"{name!r} is not a finite number of at least 0"
-    for name in ("attempts", "repeat"):  # repeat: the item tally's int() was a traceback (verify20 V8)
-        if record.get(name) is not None and not _whole(record[name]):
-            return f"{name!r} is not a whole number"
-    for name in ("usage", "vars"):
-        if record.get(name) is not None and not isinstance(record[name], dict):
-            return f"{name!r} is not an object"
-    usage = record.get("usage")
-    for name in ("prompt_tokens", "completion_tokens"):
-        if isinstance(usage, dict) and usage.get(name) is not None and not _whole(usage[name]):
-            return f"'usage.{name}' is not a whole number"
-    if record.get("score") is not None and not _figure(record["score"]):
-        return "'score' is not a number"
-    return None
-
-
-# The money and time figures of a record: finite and not negative.
-_FIGURES = (
-    "cost",
-    "spent",
-    "cost_held",
-    "cost_known",
-    "judge_cost",
-    "judge_cost_known",
-    "latency_ms",
-    "ttft_ms",
-    "elapsed_ms",
-)
-_MAX_FIGURE = math.inf  # no upper bound: a worst case held may be any size; the type is what broke readers
-
-
-def _figure(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and (isinstance(value, int) or math.isfinite(value))
-        and 0 <= value <= _MAX_FIGURE
-    )
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**53
 
 
 def _lines(path: Path, handle: BinaryIO, warn: Warn) -> Iterator[tuple[int, bytes]]:

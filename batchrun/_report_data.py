@@ -19,6 +19,7 @@ from ._files import read_regular_text
 from ._journal_file import journal_key_gap, journal_path
 from ._pricing import money
 from ._reader import clip, failure_reasons
+from ._status import StopReason
 from ._summary import SummaryBuilder
 
 ROW_CAP = 1000  # failing and error rows listed on the page; the page says when more exist
@@ -126,7 +127,26 @@ def read_run_summary(results: Path) -> dict[str, Any]:
         data = json.loads(read_regular_text(path))
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) else {}
+    return _as_written(data) if isinstance(data, dict) else {}
+
+
+def _as_written(data: dict[str, Any]) -> dict[str, Any]:
+    """The summary with each field readers take from it of the type a run writes; one of
+    another type (a hand edit, another tool's file) reads as absent. A budget of text, a
+    stop that was a list and a `merged_from` of 5 were tracebacks in report --html and
+    history, and a NaN budget was shown as "$nan" (break21 R9-R12)."""
+    kept = dict(data)
+    if data.get("budget_usd") is not None and money(data["budget_usd"]) is None:
+        del kept["budget_usd"]
+    if data.get("stop") is not None and data["stop"] not in list(StopReason):
+        del kept["stop"]
+    for name in ("stop_message", "output", "job", "job_fingerprint", "shard"):
+        if data.get(name) is not None and not isinstance(data[name], str):
+            del kept[name]
+    merged = data.get("merged_from")
+    if merged is not None and not (isinstance(merged, list) and all(isinstance(m, str) for m in merged)):
+        del kept["merged_from"]
+    return kept
 
 
 def run_spans(summary: dict[str, Any]) -> list[tuple[str, str, float]]:

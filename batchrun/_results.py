@@ -35,10 +35,10 @@ from ._reader import (
     ScanResult,
     final_records,
     looks_like_record_start,
-    record_problem,
     scan_states,
 )
 from ._record_head import RowState, record_head
+from ._record_shape import record_problem
 
 FSYNC_EVERY_S = 5.0
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._cost_text import batch_hold_lines, cost_text, held_note, key_gap_lines
-from ._formats import ms, pct
+from ._formats import md_code, md_text, ms, pct
 from ._scrub import hide_keys
 from ._summary_types import GroupFigures, Summary
 
@@ -182,27 +182,28 @@ def _reconciliation_lines(summary: Summary) -> list[str]:
 
 
 def render_markdown(summary: Summary, title: str | None = None) -> str:
+    """The step summary's Markdown; every text a run carries goes through md_text or md_code."""
     header, rows = _table_rows(summary)
     lines = [
-        f"### {title or 'batchrun: ' + str(summary.get('job'))}",
+        f"### {md_text(title or 'batchrun: ' + str(summary.get('job')))}",
         "",
-        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(map(md_text, header)) + " |",
         "|" + "---|" * len(header),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["| " + " | ".join(map(md_text, row)) + " |" for row in rows]
     lines.append("")
-    lines += [f"- {line.strip()}" for line in _grading_lines(summary)]
+    lines += [f"- {md_text(line.strip())}" for line in _grading_lines(summary)]
     if summary["worst_prompts"]:
-        lines.append("**Worst prompts:** " + ", ".join(f"`{p}`" for p in summary["worst_prompts"]))
+        lines.append("**Worst prompts:** " + ", ".join(md_code(p) for p in summary["worst_prompts"]))
     for example in summary["failing_examples"]:
-        lines.append(f"- `{example['model']}` / `{example['prompt_id']}`: {example['why']}")
+        lines.append(f"- {md_code(example['model'])} / {md_code(example['prompt_id'])}: {md_text(example['why'])}")
     if summary.get("routing_warning"):
-        lines.append(f"**Warning:** {summary['routing_warning']}")
+        lines.append(f"**Warning:** {md_text(str(summary['routing_warning']))}")
     cache_line = render_cache(summary)
     if cache_line:
-        lines.append(f"**{cache_line[:6]}**{cache_line[6:]}")
+        lines.append(f"**{cache_line[:6]}**{md_text(cache_line[6:])}")
     for line in key_gap_lines(summary) + batch_hold_lines(summary) + _reconciliation_lines(summary):
-        lines.append(f"**Cost:** {line}")
+        lines.append(f"**Cost:** {md_text(line)}")
     if summary.get("stop"):
-        lines.append(f"**Stopped:** {summary['stop']} {summary.get('stop_message') or ''}")
+        lines.append(f"**Stopped:** {md_text(str(summary['stop']))} {md_text(summary.get('stop_message') or '')}")
     return "\n".join(lines) + "\n"

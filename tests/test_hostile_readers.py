@@ -1,0 +1,193 @@
+"""The reading side against files that lie (break21): results lines whose fields have the wrong
+type, summaries that are not what a run writes, outputs that are links, pipes or full disks,
+and answers that carry Markdown or HTML into a step summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from batchrun import ExitCode
+
+from .conftest import SMALL_JOB, call_cli, child_env, read_rows, write_job
+
+# (field, value): each was a traceback in some reader (break21 R1-R6).
+WRONG_FIELDS = [
+    ("status", []),
+    ("checks", True),
+    ("checks", [None]),
+    ("checks", [{"name": 5, "pass": "no"}]),
+    ("content", 5),
+    ("job_fingerprint", {"a": 1}),
+    ("error", "x"),
+    ("error", {"message": ["m"], "kind": 5}),
+    ("reason", -1),
+    ("started_at", 7),
+    ("passed", "yes"),
+]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("readers")
+    job = write_job(folder, SMALL_JOB)
+    out = folder / "r.jsonl"
+    assert call_cli(job, "--simulate", "-o", out, "-q")[0] == 0
+    return out
+
+
+def _with(results: Path, folder: Path, line: int, field: str, value: Any) -> Path:
+    rows = read_rows(results)
+    rows[line - 1][field] = value
+    path = folder / "t.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize(("field", "value"), WRONG_FIELDS, ids=[f"{f}={v!r}" for f, v in WRONG_FIELDS])
+def test_a_line_with_a_field_of_the_wrong_type_is_set_aside_by_every_reader(
+    results: Path, tmp_path: Path, field: str, value: Any
+) -> None:
+    bad = _with(results, tmp_path, 5, field, value)
+    job = results.parent / "job.yaml"
+    commands: list[list[str | Path]] = [
+        ["report", bad],
+        ["report", bad, "--markdown"],
+        ["report", bad, "--junit", tmp_path / "j.xml"],
+        ["report", bad, "--job", job, "--allow-partial"],
+        ["diff", results, bad],
+        ["history", results, bad],
+        ["merge", tmp_path / "m.jsonl", bad],
+    ]
+    for argv in commands:
+        code, _, err = call_cli(*argv)
+        # Read without the line (one of 20 rows missing: a merge or re-grading says so), never a crash.
+        assert code in (ExitCode.OK, ExitCode.ERRORS, ExitCode.QUALITY, ExitCode.INCOMPLETE), (argv, code, err)
+        assert f"{bad}:5: set aside" in err and field in err, (argv, err)
+    merged = read_rows(tmp_path / "m.jsonl")
+    assert len(merged) == 19 and (tmp_path / "m.summary.json").exists()
+
+
+def _summary_with(results: Path, folder: Path, **fields: Any) -> Path:
+    copy = folder / "a.jsonl"
+    copy.write_bytes(results.read_bytes())
+    summary = json.loads(results.with_name("r.summary.json").read_text())
+    summary.update(fields)
+    (folder / "a.summary.json").write_text(json.dumps(summary))  # json writes NaN and Infinity
+    return copy
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"budget_usd": "x"}, {"budget_usd": float("nan")}, {"stop": []}, {"merged_from": 5}, {"output": 3}],
+    ids=str,
+)
+def test_summary_fields_of_the_wrong_type_read_as_absent(results: Path, tmp_path: Path, fields: Any) -> None:
+    pytest.importorskip("vl_convert", reason="report --html needs batchrun[report]")
+    copy = _summary_with(results, tmp_path, **fields)
+    code, _, err = call_cli("report", copy, "--html", tmp_path / "a.html")
+    assert code == call_cli("report", results)[0] and err == "", err  # the verdict of the rows, as before
+    page = (tmp_path / "a.html").read_text()
+    assert "$nan" not in page and ("(no budget recorded)" in page) == ("budget_usd" in fields)
+    code, out, err = call_cli("history", tmp_path)
+    assert code == 0 and "1 run(s)" in out, err
+
+
+@pytest.mark.parametrize("fields", [{"matrix_rows": float("inf")}, {"shard": "7/2"}, {"shard": "0/0"}], ids=str)
+def test_a_shard_summary_that_lies_makes_a_merge_incomplete_not_a_crash(
+    results: Path, tmp_path: Path, fields: Any
+) -> None:
+    # Infinity rows were an OverflowError after the merged file was in place (the next merge
+    # then refused it as "already exists").
+    copy = _summary_with(results, tmp_path, **fields)
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", copy)
+    assert code == ExitCode.INCOMPLETE, err
+    assert "no summary saying which shard it is" in err and len(read_rows(tmp_path / "m.jsonl")) == 20
+
+
+def test_a_shard_count_far_above_the_shards_lists_the_first_missing_ones(results: Path, tmp_path: Path) -> None:
+    # "1/1000000000" made merge build a set of 10^9 numbers (a hang, then a MemoryError).
+    copy = _summary_with(results, tmp_path, shard="1/1000000000", matrix_rows=20)
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", copy)
+    assert code == ExitCode.INCOMPLETE
+    assert "shard(s) 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 and 999999989 more of 1000000000 are missing" in err
+
+
+def test_outputs_named_by_a_symlink_are_written_where_it_points(results: Path, tmp_path: Path) -> None:
+    target = tmp_path / "real.xml"
+    target.write_text("old")
+    link = tmp_path / "link.xml"
+    link.symlink_to(target)
+    assert call_cli("report", results, "--junit", link)[0] != ExitCode.IO
+    assert link.is_symlink() and target.read_bytes().startswith(b"<?xml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.xml", "real.xml"]  # no temporary left
+
+
+def test_an_output_that_is_a_pipe_is_streamed_into_it(results: Path, tmp_path: Path) -> None:
+    # `--junit /dev/stdout` in CI: a pipe cannot be replaced; it was replaced by a regular file.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    read: list[bytes] = []
+    reader = threading.Thread(target=lambda: read.append(fifo.read_bytes()))
+    reader.start()
+    code, _, err = call_cli("report", results, "--junit", fifo)
+    reader.join(30)
+    assert code != ExitCode.IO, err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and read and read[0].startswith(b"<?xml")
+
+
+def test_an_output_that_is_a_folder_or_under_a_file_is_named(results: Path, tmp_path: Path) -> None:
+    (tmp_path / "adir").mkdir()
+    code, _, err = call_cli("report", results, "--junit", tmp_path / "adir")
+    assert code == ExitCode.IO and err == f"batchrun: {tmp_path / 'adir'}: is a folder: name the file to write\n"
+    code, _, err = call_cli("report", results, "--junit", results / "x.xml")
+    assert code == ExitCode.IO and err == f"batchrun: {results / 'x.xml'}: cannot write it: {results} is not a folder\n"
+
+
+def test_a_report_file_cut_by_a_full_disk_is_not_left_behind_and_is_named(results: Path, tmp_path: Path) -> None:
+    # A process boundary is what is tested: the file-size limit is the process's (ulimit -f).
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (512, 512))
+
+    for option in ("--junit", "--html"):
+        out = tmp_path / f"small{option[2:]}"
+        result = subprocess.run(
+            [sys.executable, "-m", "batchrun", "report", str(results), option, str(out)],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=small_files,
+            check=False,
+        )
+        if option == "--html" and "pip install" in result.stderr:
+            continue  # without batchrun[report]: refused before writing
+        assert result.returncode == ExitCode.IO, result.stderr
+        assert result.stderr == f"batchrun: {out}: cannot write it: File too large\n"
+        assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary
+
+
+def test_answers_carry_no_html_or_links_into_markdown(results: Path, tmp_path: Path) -> None:
+    rows = read_rows(results)
+    failing = next(r for r in rows if r.get("checks"))
+    payload = "<img src=x onerror=alert(1)> | broken\n# heading [x](javascript:alert(1))"
+    failing["passed"], failing["content"], failing["model"] = False, payload, "evil<svg onload=alert(2)>`model"
+    failing["checks"][0].update({"pass": False, "reason": f"expected 'Paris', got {payload!r}"})
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    code, out, _ = call_cli("report", path, "--markdown")
+    assert code != ExitCode.USAGE
+    assert "<img" not in out and "](javascript" not in out
+    assert "&lt;img src=x onerror=alert(1)&gt; \\| broken\\\\n# heading [x]\\(javascript" in out
+    # In the table, escaped; in a code span (shown as text), with its backtick made harmless.
+    assert "| evil&lt;svg onload=alert(2)&gt;`model |" in out and "`evil<svg onload=alert(2)>'model`" in out
