@@ -39,6 +39,7 @@ from ._cache_file import (
     TABLES,
     BrokenCache,
     NotOurCache,
+    busy,
     corrupt,
     header_is_ours,
     identify,
@@ -162,7 +163,10 @@ class ResponseCache:
         try:
             yield
         except sqlite3.Error as exc:
-            raise (BrokenCache if corrupt(exc) else CacheError)(f"{self.path}: {exc}") from None
+            # Locked past the busy timeout: say by whom it can be (break21 R22).
+            hint = " (another process holds it, such as a run using this cache: try again when it has ended)"
+            message = f"{self.path}: {exc}{hint if busy(exc) else ''}"
+            raise (BrokenCache if corrupt(exc) else CacheError)(message) from None
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # closing a broken connection has nothing left to lose

@@ -151,7 +151,8 @@ def identify(path: Path, *, immutable: bool = False, busy_timeout_s: float = BUS
     raise NotOurCache(f"{path}: not a batchrun cache (another program's SQLite database); batchrun leaves it alone")
 
 
-def _busy(exc: BaseException) -> bool:
+def busy(exc: BaseException) -> bool:
+    """SQLite's "locked": another connection holds what this one needs."""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(exc, sqlite3.OperationalError) and code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
@@ -163,7 +164,7 @@ def prepare(db: sqlite3.Connection, path: Path, kind: str, busy_timeout_s: float
     transaction): SQLite then answers "locked" at once, without its busy timeout, and a run
     went on without the cache (2 in 300 rounds of three processes opening one new cache)."""
     retrying = Retrying(
-        retry=retry_if_exception(_busy),
+        retry=retry_if_exception(busy),
         stop=stop_after_delay(busy_timeout_s),
         wait=wait_random(0.005, 0.05),
         reraise=True,

@@ -102,6 +102,11 @@ def final_records(path: Path, warn: Warn = _ignore) -> Iterator[dict[str, Any]]:
     with _open(path) as handle:
         for number, line in _lines(path, handle, warn):
             record = _parse(path, number, line, warn)
+            if record is not None and job is not None and record["job"] != job[0]:
+                # A file is one job's (a run refuses another job's output): a row of another,
+                # pasted or appended by hand, would be counted as this job's (break21 R17).
+                warn(f"{path}:{number}: set aside: a row of job {record['job']!r} in a file of job {job[0]!r}")
+                continue
             if record is not None:
                 job = job or (record.get("job"), record.get("job_fingerprint"))
                 before = last.get(record["id"])

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._exceptions import ResultsError
 from ._files import read_regular_text
 from ._journal_file import journal_key_gap, journal_path
 from ._pricing import money
 from ._reader import clip, failure_reasons
+from ._results import results_job
 from ._status import StopReason
 from ._summary import SummaryBuilder
 
@@ -127,7 +129,16 @@ def read_run_summary(results: Path) -> dict[str, Any]:
         data = json.loads(read_regular_text(path))
     except (OSError, ValueError):
         return {}
-    return _as_written(data) if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    kept = _as_written(data)
+    try:
+        job = results_job(results)
+    except (OSError, ResultsError):
+        job = None
+    if isinstance(kept.get("job"), str) and job is not None and kept["job"] != job:
+        return {}  # another job's (break21 R16): its budget, stop and key gap are not this file's
+    return kept
 
 
 def _as_written(data: dict[str, Any]) -> dict[str, Any]:

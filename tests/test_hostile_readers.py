@@ -191,3 +191,26 @@ def test_answers_carry_no_html_or_links_into_markdown(results: Path, tmp_path: P
     assert "&lt;img src=x onerror=alert(1)&gt; \\| broken\\\\n# heading [x]\\(javascript" in out
     # In the table, escaped; in a code span (shown as text), with its backtick made harmless.
     assert "| evil&lt;svg onload=alert(2)&gt;`model |" in out and "`evil<svg onload=alert(2)>'model`" in out
+
+
+def test_rows_of_another_job_in_a_file_are_set_aside(results: Path, tmp_path: Path) -> None:
+    # break21 R17: a file holding two jobs' rows was read as one run, the second job's models
+    # and prompts counted as the first's.
+    other = [{**r, "job": "other", "model": "x/other-model"} for r in read_rows(results)[:3]]
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes(results.read_bytes() + b"".join(orjson.dumps(r) + b"\n" for r in other))
+    code, out, err = call_cli("report", mixed, "--json")
+    assert code == call_cli("report", results)[0]
+    assert json.loads(out)["total"]["rows"] == 20 and "x/other-model" not in out
+    assert err.count("set aside: a row of job 'other' in a file of job 'small'") == 3 and f"{mixed}:21:" in err
+
+
+def test_a_summary_of_another_job_beside_a_file_is_not_read_as_its_own(results: Path, tmp_path: Path) -> None:
+    # break21 R16: a stop, budget and key gap that were another job's were shown as this file's.
+    copy = _summary_with(results, tmp_path, job="other", stop="budget", key_gap_usd=0.25)
+    code, out, _ = call_cli("report", copy)
+    assert code == call_cli("report", results)[0]
+    assert "stopped" not in out and "0.250000" not in out
+    _summary_with(results, tmp_path, stop="budget", key_gap_usd=0.25)  # its own job's: read
+    code, out, _ = call_cli("report", copy)
+    assert "0.250000" in out
