@@ -40,6 +40,8 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
             "why": _why(record),
             "item": item_key(record),
         }
+    if not slim:  # as `report` says it: every model "disappeared" was a regression (break21 R18)
+        raise ResultsError(f"{path}: holds no records")
     # Batches still open or in doubt beside the file: rows of unknown cost ("+?"), their worst
     # cases held, as `report` and `history` show them.
     return slim, builder.add_pending_batches(pending_batches(path, warn)).result()

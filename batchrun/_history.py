@@ -108,6 +108,7 @@ def _read_run(path: Path, warn: Warn, keep_states: bool = False) -> Run | None:
         shown = ", ".join(f"{k}={v}" for k, v in variables.items()) if isinstance(variables, dict) else ""
         states[str(record["id"])] = (state, str(record.get("model")), str(record.get("prompt_id")), shown[:200], why)
     if builder.total.ok + builder.total.error + builder.total.skipped == 0:
+        warn(f"{path}: holds no records: not a run")  # left out, and said (break21 R18)
         return None
     builder.add_pending_batches(pending_batches(path, warn))
     if start is None:

@@ -60,6 +60,9 @@ def _lines(path: Path, handle: BinaryIO, warn: Warn) -> Iterator[tuple[int, byte
             if len(line) <= MAX_RECORD_BYTES:  # the end of the file: a torn tail, or nothing whole at all
                 if number == 0 and not looks_like_record_start(line):
                     raise ResultsError(f"{path}: not a batchrun results file (no complete line)")
+                # Said, not dropped silently (break21 R19): a CI step reading a cut file sees it.
+                torn = "the last line is incomplete (still being written, or cut by a crash)"
+                warn(f"{path}:{number + 1}: not read: {torn}")
                 return
             number += 1
             if number == 1:  # refused at once: a 1 GB single line is not read to its end

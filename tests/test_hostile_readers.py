@@ -214,3 +214,18 @@ def test_a_summary_of_another_job_beside_a_file_is_not_read_as_its_own(results: 
     _summary_with(results, tmp_path, stop="budget", key_gap_usd=0.25)  # its own job's: read
     code, out, _ = call_cli("report", copy)
     assert "0.250000" in out
+
+
+def test_an_empty_file_is_named_and_a_torn_last_line_is_said(results: Path, tmp_path: Path) -> None:
+    # break21 R18, R19: diff took an empty file as every model gone (exit 4), history dropped it
+    # without a word, and every reader dropped a torn last line silently.
+    empty = tmp_path / "empty.jsonl"
+    empty.touch()
+    code, _, err = call_cli("diff", results, empty, "--fail-on-regression")
+    assert code == ExitCode.USAGE and err == f"batchrun: {empty}: holds no records\n"
+    code, out, err = call_cli("history", results, empty)
+    assert code == 0 and "1 run(s)" in out and f"{empty}: holds no records: not a run" in err
+    torn = tmp_path / "torn.jsonl"
+    torn.write_bytes(results.read_bytes()[:-300])
+    code, _, err = call_cli("report", torn)
+    assert f"{torn}:20: not read: the last line is incomplete" in err
