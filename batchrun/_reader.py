@@ -80,7 +80,8 @@ def _parse(path: Path, number: int, line: bytes, warn: Warn) -> dict[str, Any] |
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
-        problem: str | None = "not JSON"
+        # An editor's byte-order mark is invisible where it is (break21 R20).
+        problem: str | None = "it starts with a byte-order mark" if line.startswith(b"\xef\xbb\xbf") else "not JSON"
     else:
         problem = record_problem(record)
     if problem is None:

@@ -229,3 +229,11 @@ def test_an_empty_file_is_named_and_a_torn_last_line_is_said(results: Path, tmp_
     torn.write_bytes(results.read_bytes()[:-300])
     code, _, err = call_cli("report", torn)
     assert f"{torn}:20: not read: the last line is incomplete" in err
+
+
+def test_a_byte_order_mark_is_named(results: Path, tmp_path: Path) -> None:
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + results.read_bytes())
+    code, _, err = call_cli("report", bom)
+    assert code == ExitCode.USAGE
+    assert err == f"batchrun: {bom}:1: not a batchrun results file (it starts with a byte-order mark)\n"
