@@ -60,6 +60,7 @@ from ._cache_values import (
     text_or_none,
 )
 from ._exceptions import CacheError
+from ._formats import LAST_TIME
 
 FILE_NAME = "responses.sqlite3"
 _KEY_PREFIX = b"batchrun-cache/1\n"
@@ -260,10 +261,11 @@ class ResponseCache:
         """Figures of the rows whose columns have their types: a value something else wrote
         (a text time, a text count) is left out, as a lookup leaves such an entry out."""
         number = "typeof({}) IN ('integer', 'real')"
+        when = "typeof({0}) IN ('integer', 'real') AND {0} BETWEEN 0 AND " + repr(LAST_TIME)  # not 9e999 (R27)
         with self._errors():
             entries, oldest, newest = self._db.execute(
-                f"SELECT count(*), min(CASE WHEN {number.format('created_at')} THEN created_at END),"  # noqa: S608
-                f" max(CASE WHEN {number.format('created_at')} THEN created_at END) FROM entries"
+                f"SELECT count(*), min(CASE WHEN {when.format('created_at')} THEN created_at END),"  # noqa: S608
+                f" max(CASE WHEN {when.format('created_at')} THEN created_at END) FROM entries"
             ).fetchone()
             models = dict(
                 self._db.execute(
@@ -271,7 +273,7 @@ class ResponseCache:
                 )
             )
             typed = " AND ".join(
-                [number.format("finished_at"), number.format("saved_usd"), "typeof(job) = 'text'"]
+                [when.format("finished_at"), number.format("saved_usd"), "typeof(job) = 'text'"]
                 + [f"typeof({name}) = 'integer'" for name in ("hits", "misses", "stored")]
             )
             runs = [

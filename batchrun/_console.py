@@ -8,9 +8,14 @@ streams here swallow such errors, remember them, and the CLI reports them as war
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import stat
+from pathlib import Path
 from typing import TextIO
 
+from ._output_paths import sidecar_problem
 from ._scrub import Scrubber, hide_keys
 
 SECRET_VARIABLES = ("OPENROUTER_API_KEY", "OPENROUTER_MANAGEMENT_KEY")
@@ -23,21 +28,37 @@ def environment_scrubber() -> Scrubber:
     return Scrubber(*(os.environ.get(name) for name in SECRET_VARIABLES))
 
 
+# Control characters other than newline and tab: a model or provider id, a check name or a
+# server's provider field carrying ESC sequences set the terminal's title or cleared it
+# (break21 R32); shown escaped, as answers already were.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+
+
 class SafeStream:
     """A text stream whose write never raises: unencodable characters are escaped, and a
-    broken pipe or a failed write is remembered in `failure` instead."""
+    broken pipe or a failed write is remembered in `failure` instead. With `plain`, control
+    characters are shown escaped (stdout: nothing batchrun prints there is a terminal code)."""
 
-    def __init__(self, stream: TextIO, flush_each: bool = False, scrub: Scrubber | None = None) -> None:
+    def __init__(
+        self, stream: TextIO, flush_each: bool = False, scrub: Scrubber | None = None, plain: bool = False
+    ) -> None:
         self.stream = stream
         self.flush_each = flush_each
         self.failure: OSError | None = None
         self.scrub = scrub
+        self.plain = plain
 
     def write(self, text: str) -> int:
         if self.failure is not None:
             return 0
         if self.scrub is not None:
             text = self.scrub.text(text)
+        if self.plain:
+            text = visible(text)
         try:
             try:
                 self.stream.write(text)
@@ -73,14 +94,14 @@ class Console:
 
     def __init__(self, out: TextIO, err: TextIO) -> None:
         scrub = environment_scrubber()
-        self.out = SafeStream(out, flush_each=True, scrub=scrub)
+        self.out = SafeStream(out, flush_each=True, scrub=scrub, plain=True)
         self.err = SafeStream(err, flush_each=True, scrub=scrub)
         self.warnings: list[str] = []
 
     def error(self, message: str) -> None:
         # Key-like text in what a user typed (an option's value, a file name) is not repeated
         # either: the environment's keys are scrubbed by the stream (verify20 V6).
-        self.err.write(f"batchrun: {hide_keys(message)}\n")
+        self.err.write(f"batchrun: {visible(hide_keys(message))}\n")  # stderr: the progress bar's codes pass
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -92,13 +113,31 @@ class Console:
 
 
 def append_step_summary(markdown: str) -> str | None:
-    """Append to $GITHUB_STEP_SUMMARY if set; the reason it failed, or None."""
+    """Append to $GITHUB_STEP_SUMMARY if set; the reason it failed, or None.
+
+    Only to a regular file, opened without waiting: a FIFO with no reader hung a run after its
+    work, past SIGTERM (break21 R30). Never to a results file or one of its sidecars, which
+    the Markdown would corrupt (R31), whatever the variable says."""
     path = os.environ.get("GITHUB_STEP_SUMMARY")
     if not path:
         return None
+    where = f"GITHUB_STEP_SUMMARY {path}"
+    refused = sidecar_problem(Path(path), "a step summary")
+    if refused is None and path.endswith(".jsonl"):
+        refused = f"{path}: a results file's name (.jsonl): a step summary is not written there"
+    if refused is not None:
+        return f"GITHUB_STEP_SUMMARY {refused}"
     try:
-        with open(path, "a", encoding="utf-8") as handle:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return f"{where}: cannot be written: a FIFO that nobody reads"
+        return f"{where}: cannot be written: {exc.strerror or exc}"
+    try:
+        with os.fdopen(fd, "a", encoding="utf-8") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return f"{where}: cannot be written: not a regular file"
             handle.write(environment_scrubber().text(markdown) + "\n")
     except (OSError, UnicodeError) as exc:
-        return f"GITHUB_STEP_SUMMARY {path}: cannot be written: {getattr(exc, 'strerror', None) or exc}"
+        return f"{where}: cannot be written: {getattr(exc, 'strerror', None) or exc}"
     return None

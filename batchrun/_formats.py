@@ -42,13 +42,20 @@ def _utc_second(second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
+LAST_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: past it (or not finite) is no time
+
+
 def utc(ts: float) -> str:
     """ISO 8601 UTC with milliseconds (records); strftime runs once a second, not twice a row."""
     return f"{_utc_second(int(ts))}.{int(ts % 1 * 1000):03d}Z"
 
 
 def utc_seconds(ts: float) -> str:
-    """ISO 8601 UTC to the second, as OpenRouter writes times (`expires_at`, `created_at`)."""
+    """ISO 8601 UTC to the second, as OpenRouter writes times (`expires_at`, `created_at`).
+    A time read from a file may be anything (a cache's created_at of 9e999 was a traceback in
+    `cache stats`: break21 R27): one that is no time says so."""
+    if not 0 <= ts <= LAST_TIME:  # NaN and infinities too
+        return "(no valid time)"
     return f"{_utc_second(int(ts))}Z"
 
 

@@ -104,6 +104,14 @@ def _item_case(records: list[dict[str, Any]], gate: ItemGate) -> _Case:
     elif verdict is False:
         case.outcome = "failure"
         case.message = f"passed {passes} of {len(graded)} repeat(s); {gate.describe(len(graded))}"
+    elif verdict is None:
+        # Undecided: too few repeats were graded to tell (break21 R26: it was a green case,
+        # while the summary said undecided and the run exited 1).
+        case.outcome = "error"
+        case.message = (
+            f"undecided: passed {passes} of {len(graded)} graded repeat(s) of {len(records)}; "
+            f"{gate.describe(len(graded))}"
+        )
     return case
 
 

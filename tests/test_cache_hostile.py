@@ -143,6 +143,20 @@ def test_a_cache_file_edited_to_lie_gives_misses_never_a_crash(tmp_path: Path) -
     assert stats[0] == 0 and "entries: 7," in stats[1] and "Traceback" not in stats[2]
 
 
+def test_times_that_are_no_time_are_left_out_of_the_stats(tmp_path: Path) -> None:
+    # break21 R27: a created_at or finished_at of 9e999 (SQLite keeps Infinity) was a traceback.
+    job, cache = write_job(tmp_path, JOB), tmp_path / "cache"
+    server = HostileServer(chat=lambda request: json_answer(200, chat_payload("Santiago, Lima")))
+    with server.running():
+        assert call_cli(job, "-o", tmp_path / "a.jsonl", "--base-url", server.base_url, f"--cache={cache}")[0] == 0
+    with sqlite3.connect(cache / FILE_NAME) as db:
+        first = db.execute("SELECT min(id) FROM entries").fetchone()[0]
+        db.execute("UPDATE entries SET created_at = 9e999 WHERE id = ?", (first,))
+        db.execute("UPDATE runs SET finished_at = -9e999")
+    code, out, err = call_cli("cache", "stats", "--dir", cache)
+    assert (code, err) == (0, "") and "entries: 7," in out and "no run has used this cache yet" in out
+
+
 IMAGE_JOB = """
 name: gone-hits
 defaults:

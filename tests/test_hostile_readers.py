@@ -237,3 +237,38 @@ def test_a_byte_order_mark_is_named(results: Path, tmp_path: Path) -> None:
     code, _, err = call_cli("report", bom)
     assert code == ExitCode.USAGE
     assert err == f"batchrun: {bom}:1: not a batchrun results file (it starts with a byte-order mark)\n"
+
+
+def test_a_step_summary_that_is_a_fifo_or_a_results_file_is_a_warning(
+    results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break21 R30: a FIFO nobody reads hung report and merge, and a run after its work past
+    # SIGTERM; R31: the Markdown was appended to a results file, or made a summary-named file.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(fifo))
+    code, _, err = call_cli("report", results)
+    assert code == call_cli("report", results)[0]
+    assert f"GITHUB_STEP_SUMMARY {fifo}: cannot be written: a FIFO that nobody reads" in err
+    copy = tmp_path / "res.jsonl"
+    copy.write_bytes(results.read_bytes())
+    for target in (copy, tmp_path / "res.summary.json"):
+        monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(target))
+        code, _, err = call_cli("history", results, "--markdown")
+        assert code == 0 and f"GITHUB_STEP_SUMMARY {target}:" in err
+    assert copy.read_bytes() == results.read_bytes() and not (tmp_path / "res.summary.json").exists()
+
+
+def test_terminal_codes_in_ids_are_shown_escaped(results: Path, tmp_path: Path) -> None:
+    # break21 R32: ESC sequences in a model or prompt id (or a server's provider field) reached
+    # the terminal raw: they set its title and cleared it.
+    rows = read_rows(results)
+    for row in rows:
+        row["model"] = "evil\x1b]0;PWNED\x07\x1b[2J/model"
+        row["provider"] = "Liar\x1b[31m"
+    path = tmp_path / "esc.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    for argv in (["report", path], ["diff", results, path], ["history", results, path]):
+        _, out, err = call_cli(*argv)
+        assert "\x1b" not in out + err and "\x07" not in out + err, argv
+    assert "evil\\x1b]0;PWNED\\x07\\x1b[2J/model" in call_cli("report", path)[1]

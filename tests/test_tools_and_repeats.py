@@ -339,6 +339,19 @@ def test_junit_per_item_with_repeats(tmp_path: Path, junit_schema: Any) -> None:
     assert "needs 3 of 4" in text or counts["failure"] == 0
 
 
+def test_junit_shows_an_undecided_item_as_an_error(tmp_path: Path, junit_schema: Any) -> None:
+    # break21 R26: an item whose errored repeats left it undecided was a green test case.
+    before = synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 4, seed=6, items=1)
+    rows = read_rows(before)
+    for row in rows[1:]:  # one graded pass of four; three errors: 3 of 4 can neither be met nor ruled out
+        row.update(status="error", reason="timeout", passed=None, checks=[], error={"message": "slow"})
+    path = tmp_path / "items.xml"
+    counts = write_junit(iter(rows), path, "j", ItemGate(3, 4))
+    junit_schema.validate(path)
+    assert counts == {"tests": 1, "failure": 0, "error": 1, "skipped": 0}
+    assert "undecided: passed 1 of 1 graded repeat(s) of 4; needs 3 of 4" in path.read_text()
+
+
 @pytest.mark.parametrize("flag", ["--json", "--markdown"])
 def test_report_shows_intervals_in_every_form(tmp_path: Path, flag: str) -> None:
     before = synthetic(tmp_path / "a.jsonl", {"m": 0.7}, 1, seed=7)
