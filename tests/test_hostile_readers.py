@@ -268,7 +268,8 @@ def test_terminal_codes_in_ids_are_shown_escaped(results: Path, tmp_path: Path) 
         row["provider"] = "Liar\x1b[31m"
     path = tmp_path / "esc.jsonl"
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
-    for argv in (["report", path], ["diff", results, path], ["history", results, path]):
+    commands: list[list[str | Path]] = [["report", path], ["diff", results, path], ["history", results, path]]
+    for argv in commands:
         _, out, err = call_cli(*argv)
         assert "\x1b" not in out + err and "\x07" not in out + err, argv
     assert "evil\\x1b]0;PWNED\\x07\\x1b[2J/model" in call_cli("report", path)[1]
