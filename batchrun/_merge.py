@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from ._batch_state import pending_batches
-from ._exceptions import ResultsError
+from ._exceptions import OutputFailed, ResultsError
 from ._gate import MatrixCoverage, shard_layout
 from ._job import Job
 from ._output_paths import current_umask, sidecar_name_problem
@@ -92,6 +92,11 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
         # Last: whatever fails before leaves no merged file behind, which would refuse the
         # next merge as "already exists" (break21 R6-R8: it was in place, with no summary).
         os.replace(temporary, output)
+    except OutputFailed as failed:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        # Named as the user gave it, not as the temporary file beside it (break21 R25).
+        raise OutputFailed(str(failed).replace(temporary, str(output))) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)

@@ -273,3 +273,24 @@ def test_terminal_codes_in_ids_are_shown_escaped(results: Path, tmp_path: Path) 
         _, out, err = call_cli(*argv)
         assert "\x1b" not in out + err and "\x07" not in out + err, argv
     assert "evil\\x1b]0;PWNED\\x07\\x1b[2J/model" in call_cli("report", path)[1]
+
+
+def test_a_merge_cut_by_a_full_disk_names_its_output(results: Path, tmp_path: Path) -> None:
+    # break21 R25: the message named the temporary file beside the output. A process boundary
+    # is what is tested: the file-size limit is the process's (ulimit -f).
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    out = tmp_path / "m.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "batchrun", "merge", str(out), str(results)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=small_files,
+        check=False,
+    )
+    assert result.returncode == ExitCode.IO, result.stderr
+    assert result.stderr.startswith(f"batchrun: {out}: ") and "File too large" in result.stderr
+    assert list(tmp_path.iterdir()) == []
