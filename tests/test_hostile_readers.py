@@ -21,6 +21,10 @@ from batchrun import ExitCode
 
 from .conftest import SMALL_JOB, call_cli, child_env, read_rows, write_job
 
+# A child under a file-size limit must not write bytecode: a .pyc cut at the limit is written
+# whole-looking (one short write, then the rename), and every later import of it fails.
+SMALL_FILES_ENV = {**child_env(), "PYTHONDONTWRITEBYTECODE": "1"}
+
 # (field, value): each was a traceback in some reader (break21 R1-R6).
 WRONG_FIELDS = [
     ("status", []),
@@ -163,7 +167,7 @@ def test_a_report_file_cut_by_a_full_disk_is_not_left_behind_and_is_named(result
         out = tmp_path / f"small{option[2:]}"
         result = subprocess.run(
             [sys.executable, "-m", "batchrun", "report", str(results), option, str(out)],
-            env=child_env(),
+            env=SMALL_FILES_ENV,
             capture_output=True,
             text=True,
             timeout=120,
@@ -284,7 +288,7 @@ def test_a_merge_cut_by_a_full_disk_names_its_output(results: Path, tmp_path: Pa
     out = tmp_path / "m.jsonl"
     result = subprocess.run(
         [sys.executable, "-m", "batchrun", "merge", str(out), str(results)],
-        env=child_env(),
+        env=SMALL_FILES_ENV,
         capture_output=True,
         text=True,
         timeout=120,
