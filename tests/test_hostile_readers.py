@@ -21,9 +21,26 @@ from batchrun import ExitCode
 
 from .conftest import SMALL_JOB, call_cli, child_env, read_rows, write_job
 
-# A child under a file-size limit must not write bytecode: a .pyc cut at the limit is written
-# whole-looking (one short write, then the rename), and every later import of it fails.
-SMALL_FILES_ENV = {**child_env(), "PYTHONDONTWRITEBYTECODE": "1"}
+
+def _with_small_files(limit: int, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process whose files may not grow past `limit` bytes (ulimit -f): a
+    process boundary is what is tested. It writes no bytecode: a .pyc cut at the limit is
+    installed whole-looking (one short write, then the rename), and every later import of
+    that module fails."""
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run(
+        [sys.executable, "-m", "batchrun", *map(str, args)],
+        env={**child_env(), "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=small_files,
+        check=False,
+    )
+
 
 # (field, value): each was a traceback in some reader (break21 R1-R6).
 WRONG_FIELDS = [
@@ -159,21 +176,9 @@ def test_an_output_that_is_a_folder_or_under_a_file_is_named(results: Path, tmp_
 
 
 def test_a_report_file_cut_by_a_full_disk_is_not_left_behind_and_is_named(results: Path, tmp_path: Path) -> None:
-    # A process boundary is what is tested: the file-size limit is the process's (ulimit -f).
-    def small_files() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (512, 512))
-
     for option in ("--junit", "--html"):
         out = tmp_path / f"small{option[2:]}"
-        result = subprocess.run(
-            [sys.executable, "-m", "batchrun", "report", str(results), option, str(out)],
-            env=SMALL_FILES_ENV,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            preexec_fn=small_files,
-            check=False,
-        )
+        result = _with_small_files(512, "report", results, option, out)
         if option == "--html" and "pip install" in result.stderr:
             continue  # without batchrun[report]: refused before writing
         assert result.returncode == ExitCode.IO, result.stderr
@@ -280,21 +285,9 @@ def test_terminal_codes_in_ids_are_shown_escaped(results: Path, tmp_path: Path) 
 
 
 def test_a_merge_cut_by_a_full_disk_names_its_output(results: Path, tmp_path: Path) -> None:
-    # break21 R25: the message named the temporary file beside the output. A process boundary
-    # is what is tested: the file-size limit is the process's (ulimit -f).
-    def small_files() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
-
+    # break21 R25: the message named the temporary file beside the output.
     out = tmp_path / "m.jsonl"
-    result = subprocess.run(
-        [sys.executable, "-m", "batchrun", "merge", str(out), str(results)],
-        env=SMALL_FILES_ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=small_files,
-        check=False,
-    )
+    result = _with_small_files(4096, "merge", out, results)
     assert result.returncode == ExitCode.IO, result.stderr
     assert result.stderr.startswith(f"batchrun: {out}: ") and "File too large" in result.stderr
     assert list(tmp_path.iterdir()) == []
