@@ -34,8 +34,15 @@ def environment_scrubber() -> Scrubber:
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+def _shown(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    # DEL and C1 as JSON writes escapes: JSON output (report --json) holds them raw, and a
+    # \x escape would make it invalid; C0 never reaches here from JSON (it escapes those).
+    return f"\\x{code:02x}" if code < 0x20 else f"\\u{code:04x}"
+
+
 def visible(text: str) -> str:
-    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+    return _CONTROL.sub(_shown, text)
 
 
 class SafeStream:

@@ -291,3 +291,13 @@ def test_a_merge_cut_by_a_full_disk_names_its_output(results: Path, tmp_path: Pa
     assert result.returncode == ExitCode.IO, result.stderr
     assert result.stderr.startswith(f"batchrun: {out}: ") and "File too large" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_json_output_stays_json_with_control_characters_in_answers(results: Path, tmp_path: Path) -> None:
+    # DEL and C1 characters are not escaped by JSON; the terminal's escaping must keep it JSON.
+    rows = read_rows(results)
+    rows[0]["model"] = "m\x7f\x85\x9b[2J"
+    path = tmp_path / "c1.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    code, out, _ = call_cli("report", path, "--json")
+    assert "m\x7f\x85\x9b[2J" in json.loads(out)["models"] and "\x9b" not in out
