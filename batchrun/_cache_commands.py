@@ -81,12 +81,14 @@ def run_cache_command(command: CacheCommand) -> str:
     folder = command.folder or (settings.directory if settings else None) or default_cache_dir()
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{folder}: not a folder (the cache is a folder holding {FILE_NAME})")
+    missing = ""
     try:
         store = ResponseCache.open(folder, create=False)
     except NoCache:
         if command.action != "explain":
             return f"no cache in {folder}: nothing stored there yet"
-        store = ResponseCache.empty()  # every row: never run
+        store = ResponseCache.empty()  # every row: never stored
+        missing = f"no cache in {folder}: nothing stored there yet\n"  # said once (verify21 V17)
     except BrokenCache as exc:
         if command.action != "clear" or command.model is not None:
             raise
@@ -108,7 +110,7 @@ def run_cache_command(command: CacheCommand) -> str:
             )
             if count == 0:
                 raise ConfigError(f"{command.job}: no row matches the selection")
-            return text
+            return missing + text
         if command.action == "stats":
             return render_stats(store.stats())
         if command.action == "prune":

@@ -216,8 +216,8 @@ def render_explanations(explanations: list[Explanation]) -> tuple[str, int]:
         elif item.nearest is None:
             counts["never"] += 1
             # Not "never run": an error, an answer cut at max_tokens or one of unknown cost ran
-            # and was paid for, yet never stored (break20 F25).
-            lines.append(f"miss  {label}  never stored (not run with this cache, or its answer is one it never keeps)")
+            # and was paid for, yet never stored (break20 F25); a pruned one was (verify21 V17).
+            lines.append(f"miss  {label}  not in the cache (not run with it, an answer it never keeps, or pruned)")
         else:
             counts["miss"] += 1
             lines.append(
@@ -231,6 +231,6 @@ def render_explanations(explanations: list[Explanation]) -> tuple[str, int]:
         f"{total} row(s): {counts['hit']} hit(s), {misses} miss(es)"
         f" ({counts['miss']} changed, {counts['expired']} expired, "
         + (f"{counts['unusable']} not usable by this job, " if counts["unusable"] else "")
-        + f"{counts['never']} never stored)"
+        + f"{counts['never']} not in the cache)"
     )
     return "\n".join(lines), total

@@ -15,7 +15,7 @@ import stat
 from pathlib import Path
 from typing import TextIO
 
-from ._output_paths import sidecar_problem
+from ._output_paths import report_output_problem
 from ._scrub import Scrubber, hide_keys
 
 SECRET_VARIABLES = ("OPENROUTER_API_KEY", "OPENROUTER_MANAGEMENT_KEY")
@@ -129,9 +129,9 @@ def append_step_summary(markdown: str) -> str | None:
     if not path:
         return None
     where = f"GITHUB_STEP_SUMMARY {path}"
-    refused = sidecar_problem(Path(path), "a step summary")
-    if refused is None and path.endswith(".jsonl"):
-        refused = f"{path}: a results file's name (.jsonl): a step summary is not written there"
+    if path == os.devnull:
+        return None  # switched off on purpose (verify21 V16)
+    refused = report_output_problem(Path(path), "a step summary")
     if refused is not None:
         return f"GITHUB_STEP_SUMMARY {refused}"
     try:

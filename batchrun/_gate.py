@@ -84,7 +84,7 @@ class MatrixCoverage:
         return out
 
 
-def shard_layout(shards: list[Path], rows_found: int, skipped: int) -> tuple[bool, list[str]]:
+def shard_layout(shards: list[Path], rows_found: int, skipped: int, job: str | None = None) -> tuple[bool, list[str]]:
     """(complete, shortfalls) of merged shards, from the summaries their runs wrote.
 
     Without summaries (or with ones that do not agree) completeness cannot be shown, so
@@ -98,6 +98,8 @@ def shard_layout(shards: list[Path], rows_found: int, skipped: int) -> tuple[boo
             summary = json.loads(read_regular_text(summary_path(shard)))
             index, _, of = str(summary["shard"] or "1/1").partition("/")
             part, count, rows = int(index), int(of), summary["matrix_rows"]
+            if job is not None and summary.get("job") != job:
+                raise ValueError("another job's summary")  # its matrix is not this job's (verify21 V11)
             # What a run writes (break21 R7, R8: "1/1000000000" built a set of 10^9 numbers,
             # and Infinity rows an OverflowError).
             if not (1 <= part <= count) or not (isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0):
@@ -107,7 +109,7 @@ def shard_layout(shards: list[Path], rows_found: int, skipped: int) -> tuple[boo
             matrix.add(rows)
         except (OSError, ValueError, KeyError, TypeError):
             return False, [
-                f"{shard}: no summary saying which shard it is and how many rows the matrix has: "
+                f"{shard}: no usable summary of this job saying which shard it is and how many rows the matrix has: "
                 "cannot tell whether rows are missing (give --job JOB.yaml)"
             ]
     if len(counts) != 1 or len(matrix) != 1:

@@ -46,7 +46,7 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
     occurrences = 0
     versions: Counter[tuple[str, str]] = Counter()
     for index, shard in enumerate(shards):
-        for record in final_records(shard, warn):
+        for record in final_records(shard, warn, other_jobs=True):  # another job's rows refuse the merge
             versions[(record["job"], record.get("job_fingerprint") or "")] += 1
             last[record["id"]] = index
             occurrences += 1
@@ -65,7 +65,7 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
         writer = ResultsWriter(Path(temporary))
         try:
             for index, shard in enumerate(shards):
-                records = (r for r in final_records(shard) if last[r["id"]] == index)
+                records = (r for r in final_records(shard, other_jobs=True) if last[r["id"]] == index)
                 for record in records if coverage is None else coverage.review(records):
                     # Alone in the merged file, a row written again with a cost learnt late
                     # replaces nothing there: its `resolves` would take its spend away.
@@ -79,7 +79,7 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
             shortfalls = coverage.shortfalls()
             complete = not shortfalls
         else:
-            complete, shortfalls = shard_layout(shards, len(last), builder.total.skipped)
+            complete, shortfalls = shard_layout(shards, len(last), builder.total.skipped, next(iter(versions))[0])
         summary = builder.result(
             output=str(output),
             merged_from=[str(s) for s in shards],

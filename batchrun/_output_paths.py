@@ -8,6 +8,7 @@ placeholders, `{name}` (the job name) and `{timestamp}` (UTC, to the millisecond
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -92,6 +93,29 @@ def sidecar_problem(path: Path, role: str = "a results file") -> str | None:
     return None
 
 
+def report_output_problem(path: Path, role: str) -> str | None:
+    """Why a page, JUnit file or step summary may not be written at `path`: it is, or a symlink
+    leads to, a results file or one of its sidecars, by name (in any case) or by what it holds
+    (a summary carries what a resume counts as spent; verify21 V1, V4, V5: links were followed
+    by the write, not by this check)."""
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: the write fails and says so
+        target = path
+    for candidate in dict.fromkeys((path, target)):
+        problem = sidecar_problem(candidate, role)
+        if problem is None and candidate.name.lower().endswith(".jsonl"):
+            problem = f"{candidate}: {role} is not written under a results file's name (.jsonl)"
+        if problem is None and candidate.is_file():
+            # Nor over a results file of another name: every row and what it cost would be gone (G2).
+            with contextlib.suppress(ResultsError, OSError):
+                if results_job(candidate) is not None:
+                    problem = f"{candidate}: it holds batchrun results; {role} is not written over them"
+        if problem is not None:
+            return problem if candidate == path else f"{path} leads to {problem}"
+    return None
+
+
 def sidecar_name_problem(output: Path) -> str | None:
     """Why `output` may not be a results file: it does not end in `.jsonl`, or it is named like
     a sidecar. A name without `.jsonl` shared its sidecars with the `.jsonl` file of the same
@@ -150,16 +174,18 @@ def write_report_file(path: Path, data: bytes) -> None:
         if mode is not None and stat.S_ISDIR(mode):
             raise OutputFailed(f"{path}: is a folder: name the file to write")
         if mode is not None and not stat.S_ISREG(mode):
-            with open(path, "wb") as out:
-                out.write(data)
+            _stream_into(path, data)
             return
         target = path.resolve()
+        kept = stat.S_IMODE(mode) if mode is not None else 0o666 & ~current_umask()
         if target.parent.exists() and not target.parent.is_dir():
             raise OutputFailed(f"{path}: cannot write it: {target.parent} is not a folder")
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
         try:
-            os.fchmod(handle, 0o666 & ~current_umask())  # as other outputs, not mkstemp's 0600
+            # The file's own mode when it exists (a page made private stays private: verify21
+            # V14), else as other outputs, not mkstemp's 0600.
+            os.fchmod(handle, kept)
             with os.fdopen(handle, "wb") as out:
                 out.write(data)
             os.replace(temporary, target)
@@ -169,6 +195,20 @@ def write_report_file(path: Path, data: bytes) -> None:
             raise
     except OSError as exc:
         raise OutputFailed(f"{path}: cannot write it: {exc.strerror or exc}") from None
+
+
+def _stream_into(path: Path, data: bytes) -> None:
+    """Into a pipe, FIFO or device. Opened without waiting: a FIFO that nobody reads blocked
+    the open for ever (verify21 V2); then written as any file, waiting for its reader."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OutputFailed(f"{path}: cannot write it: a FIFO that nobody reads") from None
+        raise
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
 
 
 def current_umask() -> int:

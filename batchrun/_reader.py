@@ -93,12 +93,14 @@ def _parse(path: Path, number: int, line: bytes, warn: Warn) -> dict[str, Any] |
     return None
 
 
-def final_records(path: Path, warn: Warn = _ignore) -> Iterator[dict[str, Any]]:
+def final_records(path: Path, warn: Warn = _ignore, other_jobs: bool = False) -> Iterator[dict[str, Any]]:
     """Exactly one record per id, the last valid one written, in the order of their last writes,
     with the costs of the records it superseded folded in (_fold: they were paid for too).
 
     Raises ResultsError when `path` is not a results file (a first line that is not a
-    record); later lines that are not records go to `warn` and are skipped.
+    record); later lines that are not records go to `warn` and are skipped, and so are rows of
+    another job than the first record's, unless `other_jobs`: `report --job` and `merge` take
+    them, to refuse the file (exit 2, naming a foreign row: verify21 V8, V9).
     """
     last: dict[str, int] = {}
     superseded: set[int] = set()  # valid lines a later record of their row replaced
@@ -106,7 +108,7 @@ def final_records(path: Path, warn: Warn = _ignore) -> Iterator[dict[str, Any]]:
     with _open(path) as handle:
         for number, line in _lines(path, handle, warn):
             record = _parse(path, number, line, warn)
-            if record is not None and job is not None and record["job"] != job[0]:
+            if record is not None and job is not None and record["job"] != job[0] and not other_jobs:
                 # A file is one job's (a run refuses another job's output): a row of another,
                 # pasted or appended by hand, would be counted as this job's (break21 R17).
                 warn(f"{path}:{number}: set aside: a row of job {record['job']!r} in a file of job {job[0]!r}")

@@ -227,10 +227,10 @@ def test_explain_against_a_stored_run(tmp_path: Path, clock: FakeClock) -> None:
     }
     text, count = render_explanations(explain(edited, store, BASE, prompt="sum", model="openai/gpt-4o-mini"))
     assert count == 4 and 'prompt text: "What is 1 + 1?" -> "Compute 1 + 1."' in text
-    assert text.splitlines()[-1] == "4 row(s): 0 hit(s), 4 miss(es) (4 changed, 0 expired, 0 never stored)"
+    assert text.splitlines()[-1] == "4 row(s): 0 hit(s), 4 miss(es) (4 changed, 0 expired, 0 not in the cache)"
     renamed = load_job(write_job(tmp_path, SMALL_JOB.replace("name: small", "name: other")))
     text, _ = render_explanations(explain(renamed, store, BASE, row=items[-1].request.id[:8]))
-    assert "never stored" in text.splitlines()[0]
+    assert "not in the cache" in text.splitlines()[0]
 
 
 def _entry(folder: Path, request: Request) -> CacheEntry:
@@ -290,7 +290,7 @@ def test_commands_on_a_missing_cache_do_not_create_one(tmp_path: Path) -> None:
         assert text == f"no cache in {tmp_path / 'none'}: nothing stored there yet"
     job = write_job(tmp_path, SMALL_JOB)
     text = run_cache_command(CacheCommand("explain", tmp_path / "none", job=job, prompt="sum"))
-    assert text.splitlines()[-1] == "8 row(s): 0 hit(s), 8 miss(es) (0 changed, 0 expired, 8 never stored)"
+    assert text.splitlines()[-1] == "8 row(s): 0 hit(s), 8 miss(es) (0 changed, 0 expired, 8 not in the cache)"
     assert not (tmp_path / "none").exists()
 
 

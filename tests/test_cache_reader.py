@@ -75,7 +75,7 @@ def test_a_hit_obeys_the_reading_runs_response_size_cap(tmp_path: Path) -> None:
         assert line.startswith("miss ") and "not used: its reply was 20" in line
         assert line.endswith("bytes, over this job's max_response_bytes 10000")
         assert text.splitlines()[-1] == (
-            "2 row(s): 1 hit(s), 1 miss(es) (0 changed, 0 expired, 1 not usable by this job, 0 never stored)"
+            "2 row(s): 1 hit(s), 1 miss(es) (0 changed, 0 expired, 1 not usable by this job, 0 not in the cache)"
         )
         code, _, _ = call_cli(
             job, "--base-url", base, "-o", tmp_path / "c.jsonl", f"--cache={cache}", "--max-response-bytes", "30000"

@@ -142,7 +142,7 @@ def test_cache_explain_names_the_changed_field(tmp_path: Path, sim: Simulator) -
     lines = text.splitlines()
     assert len([line for line in lines if line.startswith("miss ")]) == 8
     assert lines.count("        param temperature: (unset) -> 0.7") == 8
-    assert lines[-1] == "8 row(s): 0 hit(s), 8 miss(es) (8 changed, 0 expired, 0 never stored)"
+    assert lines[-1] == "8 row(s): 0 hit(s), 8 miss(es) (8 changed, 0 expired, 0 not in the cache)"
     code, text, _ = call_cli("cache", "explain", job, "--dir", cache, "--prompt", "sum")  # another endpoint
     assert code == 0 and f'base URL: "{sim.base_url}" -> "https://openrouter.ai/api/v1"' in text
     code, _, err = call_cli("cache", "explain", job, "--dir", cache, "--prompt", "nope")

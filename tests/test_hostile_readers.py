@@ -133,7 +133,9 @@ def test_a_shard_summary_that_lies_makes_a_merge_incomplete_not_a_crash(
     copy = _summary_with(results, tmp_path, **fields)
     code, _, err = call_cli("merge", tmp_path / "m.jsonl", copy)
     assert code == ExitCode.INCOMPLETE, err
-    assert "no summary saying which shard it is" in err and len(read_rows(tmp_path / "m.jsonl")) == 20
+    assert (
+        "no usable summary of this job saying which shard it is" in err and len(read_rows(tmp_path / "m.jsonl")) == 20
+    )
 
 
 def test_a_shard_count_far_above_the_shards_lists_the_first_missing_ones(results: Path, tmp_path: Path) -> None:
@@ -301,3 +303,73 @@ def test_json_output_stays_json_with_control_characters_in_answers(results: Path
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     code, out, _ = call_cli("report", path, "--json")
     assert "m\x7f\x85\x9b[2J" in json.loads(out)["models"] and "\x9b" not in out
+
+
+def _mixed(results: Path, folder: Path) -> Path:
+    other = [{**r, "job": "other", "id": "o" + r["id"][1:]} for r in read_rows(results)[:3]]
+    mixed = folder / "mixed.jsonl"
+    mixed.write_bytes(results.read_bytes() + b"".join(orjson.dumps(r) + b"\n" for r in other))
+    return mixed
+
+
+def test_the_gates_still_refuse_another_jobs_rows(results: Path, tmp_path: Path) -> None:
+    # verify21 V8, V9: with rows of another job set aside for reading, report --job passed
+    # (exit 0) and merge --job merged a file holding another job's rows.
+    mixed, job = _mixed(results, tmp_path), results.parent / "job.yaml"
+    code, _, err = call_cli("report", mixed, "--job", job)
+    assert code == ExitCode.USAGE and "row(s) are not in the matrix of job 'small'" in err, err
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", mixed, "--job", job)
+    assert code == ExitCode.USAGE and "different jobs or job versions" in err
+    assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_a_merge_does_not_take_another_jobs_summary_for_its_matrix(results: Path, tmp_path: Path) -> None:
+    # verify21 V11: 60 of 105 rows merged as complete, on another job's matrix_rows.
+    part = tmp_path / "x.jsonl"
+    part.write_bytes(b"".join(results.read_bytes().splitlines(keepends=True)[:12]))
+    summary = json.loads(results.with_name("r.summary.json").read_text())
+    (tmp_path / "x.summary.json").write_text(json.dumps({**summary, "job": "other", "matrix_rows": 12}))
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", part)
+    assert code == ExitCode.INCOMPLETE and "no usable summary of this job" in err
+
+
+def test_links_and_case_do_not_lead_an_output_onto_results_or_sidecars(
+    results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify21 V1, V4, V5: the name guard looked at the link's name, not where it leads, and
+    # at '.jsonl' in one case only.
+    copy = tmp_path / "res.jsonl"
+    copy.write_bytes(results.read_bytes())
+    summary = tmp_path / "res.summary.json"
+    summary.write_text('{"job": "small"}')
+    (tmp_path / "lsum").symlink_to(summary)
+    (tmp_path / "lres.md").symlink_to(copy)
+    code, _, err = call_cli("report", results, "--junit", tmp_path / "lsum")
+    assert code == ExitCode.USAGE and f"{tmp_path / 'lsum'} leads to {summary}: that is the name of the summary" in err
+    code, _, err = call_cli("report", results, "--junit", tmp_path / "x.JSONL")
+    assert code == ExitCode.USAGE and "is not written under a results file's name (.jsonl)" in err
+    for target in ("lres.md", "lsum", "res.JSONL"):
+        monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / target))
+        code, _, err = call_cli("report", results, "--markdown")
+        assert f"warning: GITHUB_STEP_SUMMARY {tmp_path / target}" in err, target
+    assert copy.read_bytes() == results.read_bytes() and summary.read_text() == '{"job": "small"}'
+    assert not (tmp_path / "res.JSONL").exists() and not (tmp_path / "x.JSONL").exists()
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", os.devnull)  # switched off: not a warning (V16)
+    assert call_cli("report", results)[2] == ""
+
+
+def test_a_fifo_nobody_reads_is_an_error_not_a_hang(results: Path, tmp_path: Path) -> None:
+    # verify21 V2: --junit and --html into a FIFO with no reader blocked in open() for ever.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code, _, err = call_cli("report", results, "--junit", fifo)
+    assert code == ExitCode.IO and err.endswith(f"batchrun: {fifo}: cannot write it: a FIFO that nobody reads\n")
+
+
+def test_a_rewritten_output_keeps_its_mode(results: Path, tmp_path: Path) -> None:
+    # verify21 V14: a JUnit file or page made private came back world-readable (0644).
+    out = tmp_path / "j.xml"
+    call_cli("report", results, "--junit", out)
+    out.chmod(0o600)
+    call_cli("report", results, "--junit", out)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600

@@ -529,7 +529,7 @@ def test_a_fifo_under_a_sidecars_name_is_refused_not_waited_on(tmp_path: Path) -
     # break14h H12: merge read the shard's summary, and plan the newest earlier run's, waiting
     # for a writer for ever. Without a summary the merge cannot tell it is complete (12).
     code, _, err = call_cli("merge", out, "-o", tmp_path / "m.jsonl")
-    assert code == ExitCode.INCOMPLETE and "no summary saying which shard it is" in err
+    assert code == ExitCode.INCOMPLETE and "no usable summary of this job saying which shard it is" in err
 
 
 @pytest.mark.parametrize("kind", ["fifo", "symlink"])

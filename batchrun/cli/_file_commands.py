@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -27,23 +26,12 @@ from ._common import (
 
 
 def _refuse_sidecars(*outputs: tuple[Any, str]) -> None:
-    """Pages and JUnit files are never written over a results file's sidecars (its summary
-    carries what a resume counts as spent: verification of break14e, F9)."""
-    from .._output_paths import sidecar_problem
-    from .._results import results_job
+    """Pages and JUnit files are never written over a results file or its sidecars (its summary
+    carries what a resume counts as spent: verification of break14e, F9), by name or by link."""
+    from .._output_paths import report_output_problem
 
     for path, role in outputs:
-        if path is None:
-            continue
-        problem = sidecar_problem(path, role)
-        if problem is None and path.name.endswith(".jsonl"):
-            problem = f"{path}: {role} is not written under a results file's name (.jsonl)"
-        if problem is None and path.is_file():
-            # Nor over a results file of another name: every row and what it cost would be gone (G2).
-            with contextlib.suppress(ResultsError, OSError):
-                if results_job(path) is not None:
-                    problem = f"{path}: it holds batchrun results; {role} is not written over them"
-        if problem is not None:
+        if path is not None and (problem := report_output_problem(path, role)) is not None:
             raise ConfigError(problem)
 
 
@@ -78,7 +66,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
     _refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"))
     page = _report_page(args)
-    records = final_records(args.results, console.warn)
+    # With --job, another job's rows are read, and the matrix check refuses the file for them.
+    records = final_records(args.results, console.warn, other_jobs=args.job is not None)
     if args.job is None:
         builder = SummaryBuilder().add_all(_through(page, records))
         summary = builder.add_pending_batches(pending_batches(args.results, console.warn)).result(
@@ -86,7 +75,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         )
         if not summary["total"]["rows"]:
             raise ResultsError(f"{args.results}: holds no records")
-        _write_junit(args, console, lambda: final_records(args.results, console.warn), None)
+        _write_junit(args, console, lambda: final_records(args.results), None)  # read again: warned once
         show(console, args, summary, render_text, render_markdown)
         _write_report_page(args, page, summary, None)
         return ExitCode.OK
@@ -116,7 +105,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     def junit_records() -> Iterable[dict[str, Any]]:
         if judged:
             return regraded
-        return MatrixCoverage.of(job).review(final_records(args.results), regrade=True)
+        return MatrixCoverage.of(job).review(final_records(args.results, other_jobs=True), regrade=True)
 
     coverage.raise_if_foreign(args.results)
     shortfalls = coverage.shortfalls()
@@ -185,7 +174,7 @@ def _regrade_judged(
                 job,
                 options,
                 records,
-                lambda: final_records(args.results, console.warn),
+                lambda: final_records(args.results, other_jobs=True),  # read again: warned once
                 gate,
                 worst_case,
                 keep,
