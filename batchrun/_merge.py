@@ -29,6 +29,10 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
     problem = sidecar_name_problem(output)
     if problem is not None:
         raise ResultsError(problem)
+    if output.is_symlink():
+        # A link would be replaced by the merged file, its target never written (verify21 V19),
+        # and readers find the summary by the link's name.
+        raise ResultsError(f"{output} is a symbolic link: merge writes a new file; give the path it should have")
     if output.exists() and output.stat().st_size > 0:
         raise ResultsError(f"{output} already exists: merge writes a new file")
     for shard in shards:

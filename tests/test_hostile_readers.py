@@ -373,3 +373,12 @@ def test_a_rewritten_output_keeps_its_mode(results: Path, tmp_path: Path) -> Non
     out.chmod(0o600)
     call_cli("report", results, "--junit", out)
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def test_a_merge_into_a_symlink_is_refused(results: Path, tmp_path: Path) -> None:
+    # verify21 V19: a dangling link was replaced by the merged file; its target never written.
+    link = tmp_path / "m.jsonl"
+    link.symlink_to(tmp_path / "target.jsonl")
+    code, _, err = call_cli("merge", link, results)
+    assert code == ExitCode.USAGE and "is a symbolic link: merge writes a new file" in err
+    assert link.is_symlink() and not (tmp_path / "target.jsonl").exists()
