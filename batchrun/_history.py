@@ -49,7 +49,8 @@ def runs_in(paths: list[Path]) -> list[Path]:
             raise ResultsError(f"{path}: no such results file or folder")
     if not files:
         raise ResultsError(f"{', '.join(map(str, paths))}: no results files (*.jsonl) to show")
-    return files
+    # One run once, however often it was named (a file and its folder, or twice: verify21 V13).
+    return list({file.resolve(): file for file in files}.values())
 
 
 def _default_folder() -> Path:

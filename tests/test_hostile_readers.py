@@ -382,3 +382,9 @@ def test_a_merge_into_a_symlink_is_refused(results: Path, tmp_path: Path) -> Non
     code, _, err = call_cli("merge", link, results)
     assert code == ExitCode.USAGE and "is a symbolic link: merge writes a new file" in err
     assert link.is_symlink() and not (tmp_path / "target.jsonl").exists()
+
+
+def test_a_run_named_twice_is_one_run_in_the_history(results: Path) -> None:
+    # verify21 V13: the same file given twice was two runs, compared with itself.
+    code, out, _ = call_cli("history", results, results, results.parent)
+    assert code == 0 and "1 run(s)" in out
