@@ -90,7 +90,8 @@ def shard_layout(shards: list[Path], rows_found: int, skipped: int, job: str | N
     Without summaries (or with ones that do not agree) completeness cannot be shown, so
     the merge is not complete: `merge --job` compares with the matrix itself.
     """
-    parts: set[int] = set()
+    parts: dict[int, Path] = {}
+    twice: list[str] = []
     counts: set[int] = set()
     matrix: set[int] = set()
     for shard in shards:
@@ -104,7 +105,9 @@ def shard_layout(shards: list[Path], rows_found: int, skipped: int, job: str | N
             # and Infinity rows an OverflowError).
             if not (1 <= part <= count) or not (isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0):
                 raise ValueError("not a shard summary")
-            parts.add(part)
+            if part in parts:  # two files claim one shard (verify21 V12): said, not "missing"
+                twice.append(f"{parts[part]} and {shard} both say they are shard {part}/{count}")
+            parts[part] = shard
             counts.add(count)
             matrix.add(rows)
         except (OSError, ValueError, KeyError, TypeError):
@@ -115,7 +118,7 @@ def shard_layout(shards: list[Path], rows_found: int, skipped: int, job: str | N
     if len(counts) != 1 or len(matrix) != 1:
         return False, ["the shards' summaries disagree on the shard count or the matrix size (give --job JOB.yaml)"]
     (count,), (expected,) = counts, matrix
-    out = []
+    out = twice
     missing = count - len(parts)
     if missing:
         # The first few by number, however many shards the summaries claim.

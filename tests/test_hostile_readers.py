@@ -388,3 +388,15 @@ def test_a_run_named_twice_is_one_run_in_the_history(results: Path) -> None:
     # verify21 V13: the same file given twice was two runs, compared with itself.
     code, out, _ = call_cli("history", results, results, results.parent)
     assert code == 0 and "1 run(s)" in out
+
+
+def test_two_shards_claiming_one_part_are_named(results: Path, tmp_path: Path) -> None:
+    # verify21 V12: "shard(s) 2 of 2 are missing" with every row there.
+    summary = json.loads(results.with_name("r.summary.json").read_text())
+    lines = results.read_bytes().splitlines(keepends=True)
+    for name, part in (("a", lines[:10]), ("b", lines[10:])):
+        (tmp_path / f"{name}.jsonl").write_bytes(b"".join(part))
+        (tmp_path / f"{name}.summary.json").write_text(json.dumps({**summary, "shard": "1/2", "matrix_rows": 20}))
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", tmp_path / "a.jsonl", tmp_path / "b.jsonl")
+    assert code == ExitCode.INCOMPLETE
+    assert f"{tmp_path / 'a.jsonl'} and {tmp_path / 'b.jsonl'} both say they are shard 1/2" in err
