@@ -63,8 +63,11 @@ class JobError(BatchrunError):
     """The job file cannot be used; `problems` lists all that was found, not just the first."""
 
     def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+        # Each said once: a dataset shared by three prompts was "does not exist" three times,
+        # at one line (verify21 V6).
+        lines = {str(p): p for p in reversed(problems)}
+        self.problems = [lines[text] for text in dict.fromkeys(str(p) for p in problems)]
+        super().__init__("\n".join(str(p) for p in self.problems))
 
 
 class ConfigError(BatchrunError):

@@ -411,3 +411,11 @@ def test_token_ids_and_text_keys_share_a_mapping(tmp_path: Path) -> None:
     assert code == 0, err  # a key beside `<<` overrides the merged one, number or not
     code, _, err = call_cli("validate", write_job(tmp_path, text.replace("x: 1}", 'x: 1, "50256": 0}'), "twice.yaml"))
     assert code == 2 and "duplicate key '50256'" in err, err
+
+
+def test_a_problem_shared_by_several_prompts_is_said_once(tmp_path: Path) -> None:
+    # verify21 V6: a missing dataset used by three prompts was reported three times, at one line.
+    job = tmp_path / "eval.yaml"
+    job.write_text((REPO / "jobs" / "eval.yaml").read_text())
+    code, _, err = call_cli("validate", job)
+    assert code == ExitCode.USAGE and err.count("dataset file 'countries.jsonl' does not exist") == 1
