@@ -27,6 +27,7 @@ drive batches through their states with a fake clock instead of sleeping.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from aiohttp import web
 from .._parts import non_text_part
 from ._answers import tokens
 from ._config import SimConfig
+from ._grader import tool_calls_for
 from ._http import error_response as _error
 from ._http import json_response as _json
 from ._keys import SimKey, bearer
@@ -231,10 +233,15 @@ class SimBatches:
                 continue
             messages = body["messages"]
             content = sim.answer(batch.model, messages, body, custom_id)  # custom_id is the row id
+            # Tools are called as in a sync answer (verify21 V7: a batch never called one, so a
+            # simulated batch run of a tool job read as a regression).
+            calls = tool_calls_for(batch.model, messages, body, config.accuracy.get(batch.model, 0.85))
             max_tokens = int(body.get("max_tokens") or 16384)
-            completion_tokens = tokens(content)
-            finish = "stop"
-            if completion_tokens > max_tokens:
+            completion_tokens = tokens(content if not calls else json.dumps(calls))
+            finish = "tool_calls" if calls else "stop"
+            if calls:
+                content = ""
+            elif completion_tokens > max_tokens:
                 content, completion_tokens, finish = content[: max_tokens * 4], max_tokens, "length"
             prompt_tokens = sum(tokens(str(m.get("content", ""))) + 4 for m in messages)
             # Documented: typically 50% of the per-token price; non-token components at full price.
@@ -253,7 +260,7 @@ class SimBatches:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": content},
+                        "message": {"role": "assistant", "content": content or None, "tool_calls": calls or None},
                         "finish_reason": finish,
                         "native_finish_reason": finish,
                     }
