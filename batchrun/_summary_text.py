@@ -151,6 +151,8 @@ def render_text(summary: Summary) -> str:
         lines.append(
             f"stopped: {summary['stop']}" + (f" ({summary['stop_message']})" if summary.get("stop_message") else "")
         )
+    if summary.get("unread_lines"):
+        lines.append(_unread(summary))
     if summary.get("output"):
         lines.append(f"results: {hide_keys(str(summary['output']))}")  # a file named like a key (V7)
     return "\n".join(lines)
@@ -181,6 +183,11 @@ def _reconciliation_lines(summary: Summary) -> list[str]:
     return lines
 
 
+def _unread(summary: Summary) -> str:
+    count = summary.get("unread_lines")
+    return f"unread: {count} line(s) of the file set aside or cut (see the warnings): a row may be missing"
+
+
 def render_markdown(summary: Summary, title: str | None = None) -> str:
     """The step summary's Markdown; every text a run carries goes through md_text or md_code."""
     header, rows = _table_rows(summary)
@@ -206,4 +213,6 @@ def render_markdown(summary: Summary, title: str | None = None) -> str:
         lines.append(f"**Cost:** {md_text(line)}")
     if summary.get("stop"):
         lines.append(f"**Stopped:** {md_text(str(summary['stop']))} {md_text(summary.get('stop_message') or '')}")
+    if summary.get("unread_lines"):
+        lines.append(f"**Warning:** {md_text(_unread(summary))}")
     return "\n".join(lines) + "\n"

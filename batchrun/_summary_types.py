@@ -101,3 +101,5 @@ class Summary(RunFigures, total=False):
     # be trusted, so the run is never 0.
     uncounted_rows: int
     uncounted_error: str
+    # Lines of a results file a reader set aside or could not read (`report`): a row may be gone.
+    unread_lines: int

@@ -400,3 +400,14 @@ def test_two_shards_claiming_one_part_are_named(results: Path, tmp_path: Path) -
     code, _, err = call_cli("merge", tmp_path / "m.jsonl", tmp_path / "a.jsonl", tmp_path / "b.jsonl")
     assert code == ExitCode.INCOMPLETE
     assert f"{tmp_path / 'a.jsonl'} and {tmp_path / 'b.jsonl'} both say they are shard 1/2" in err
+
+
+def test_unread_lines_are_counted_where_ci_reads(results: Path, tmp_path: Path) -> None:
+    # verify21 V21: only stderr said a line was set aside; --json and the step summary showed
+    # a complete-looking run with a row gone.
+    bad = _with(results, tmp_path, 5, "status", [])
+    code, out, _ = call_cli("report", bad, "--json")
+    assert json.loads(out)["unread_lines"] == 1 and json.loads(out)["total"]["rows"] == 19
+    code, out, _ = call_cli("report", bad, "--markdown")
+    assert "**Warning:** unread: 1 line(s) of the file set aside or cut" in out
+    assert "unread_lines" not in call_cli("report", results, "--json")[1]
