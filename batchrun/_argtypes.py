@@ -97,6 +97,10 @@ def url_problem(text: str) -> str | None:
         _ = parts.port  # read lazily: a port past 65535 was found by the first request (exit 1)
     except ValueError as exc:
         return f"{exc} in {text!r}"
+    if parts.username is not None or parts.password is not None:
+        # The key goes in a header from the environment; credentials in the URL were a Python
+        # error at the first request, exit 1 (verify21 V22). The text is not repeated: it may be a key.
+        return "a URL with credentials (user:password@): the API key comes from the environment, not the URL"
     return None
 
 

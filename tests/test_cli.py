@@ -286,3 +286,10 @@ def test_files_named_like_a_key_are_hidden_on_the_ok_and_results_lines(tmp_path:
     code, out, err = call_cli(job, "--simulate", "-o", tmp_path / f"{named}.jsonl")
     assert code == 0 and named[:16] not in out + err
     assert f"results: {tmp_path}/sk-or-...(hidden).jsonl" in out
+
+
+def test_a_base_url_with_credentials_is_a_usage_error(tmp_path: Path) -> None:
+    # verify21 V22: a Python error at the first request, exit 1 ("rows ended in error").
+    job = write_job(tmp_path, SMALL_JOB)
+    code, _, err = call_cli(job, "--base-url", f"http://u:{FAKE_KEY}@127.0.0.1:9/api/v1")
+    assert code == 2 and "a URL with credentials (user:password@)" in err and FAKE_KEY[:20] not in err
