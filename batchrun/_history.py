@@ -43,7 +43,7 @@ def runs_in(paths: list[Path]) -> list[Path]:
     for path in paths:
         if path.is_dir():
             files += _folder_runs(path)
-        elif path.is_file():
+        elif path.exists():  # a file, or one that is not regular (a FIFO): the reader says which
             files.append(path)
         else:
             raise ResultsError(f"{path}: no such results file or folder")

@@ -411,3 +411,11 @@ def test_unread_lines_are_counted_where_ci_reads(results: Path, tmp_path: Path) 
     code, out, _ = call_cli("report", bad, "--markdown")
     assert "**Warning:** unread: 1 line(s) of the file set aside or cut" in out
     assert "unread_lines" not in call_cli("report", results, "--json")[1]
+
+
+def test_history_of_a_fifo_says_what_it_is(tmp_path: Path) -> None:
+    # verify21 V23: "no such results file or folder" for a FIFO that exists.
+    fifo = tmp_path / "f.jsonl"
+    os.mkfifo(fifo)
+    code, _, err = call_cli("history", fifo)
+    assert code == ExitCode.USAGE and err == f"batchrun: {fifo}: cannot read results: not a regular file (a FIFO)\n"
