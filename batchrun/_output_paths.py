@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import OutputFailed, ResultsError
-from ._files import read_regular_text
+from ._files import open_regular, read_regular_text
 from ._formats import utc_compact
 from ._journal_file import JOURNAL_SUFFIX
+from ._record_head import RECORD_START
 from ._results import results_job
 
 DEFAULT_PATTERN = "outputs/{name}/{timestamp}.jsonl"
@@ -106,14 +107,24 @@ def report_output_problem(path: Path, role: str) -> str | None:
         problem = sidecar_problem(candidate, role)
         if problem is None and candidate.name.lower().endswith(".jsonl"):
             problem = f"{candidate}: {role} is not written under a results file's name (.jsonl)"
-        if problem is None and candidate.is_file():
+        if problem is None and candidate.is_file() and _holds_records(candidate):
             # Nor over a results file of another name: every row and what it cost would be gone (G2).
-            with contextlib.suppress(ResultsError, OSError):
-                if results_job(candidate) is not None:
-                    problem = f"{candidate}: it holds batchrun results; {role} is not written over them"
+            problem = f"{candidate}: it holds batchrun results; {role} is not written over them"
         if problem is not None:
             return problem if candidate == path else f"{path} leads to {problem}"
     return None
+
+
+def _holds_records(path: Path) -> bool:
+    """Whether a line of the file's first MiB begins as a batchrun record does: a results file
+    whose first line is blank or damaged is one all the same (verify21 V15: only the first line
+    was read, and such a file was written over)."""
+    try:
+        with open_regular(path) as handle:
+            head = handle.read(1 << 20)
+    except OSError:
+        return False
+    return any(line.startswith(RECORD_START) for line in head.split(b"\n"))
 
 
 def sidecar_name_problem(output: Path) -> str | None:

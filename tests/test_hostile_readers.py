@@ -419,3 +419,14 @@ def test_history_of_a_fifo_says_what_it_is(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     code, _, err = call_cli("history", fifo)
     assert code == ExitCode.USAGE and err == f"batchrun: {fifo}: cannot read results: not a regular file (a FIFO)\n"
+
+
+def test_a_results_file_with_a_damaged_first_line_is_not_written_over(results: Path, tmp_path: Path) -> None:
+    # verify21 V15: only the first line was read to tell a results file; a blank or damaged one
+    # let --junit replace 19 rows.
+    for first in (b"\n", b"garbage\n", b"\xef\xbb\xbf"):
+        copy = tmp_path / "copy.xml"
+        copy.write_bytes(first + results.read_bytes())
+        code, _, err = call_cli("report", results, "--junit", copy)
+        assert code == ExitCode.USAGE and "it holds batchrun results" in err, first
+        assert copy.read_bytes() == first + results.read_bytes()
