@@ -108,7 +108,10 @@ class Console:
     def error(self, message: str) -> None:
         # Key-like text in what a user typed (an option's value, a file name) is not repeated
         # either: the environment's keys are scrubbed by the stream (verify20 V6).
-        self.err.write(f"batchrun: {visible(hide_keys(message))}\n")  # stderr: the progress bar's codes pass
+        # One line, whatever a file name in it holds (verify21 V18: a newline forged a line);
+        # control codes escaped here, where the progress bar's own codes do not pass.
+        line = visible(hide_keys(message)).replace("\n", "\\n")
+        self.err.write(f"batchrun: {line}\n")
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

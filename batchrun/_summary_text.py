@@ -154,7 +154,9 @@ def render_text(summary: Summary) -> str:
     if summary.get("unread_lines"):
         lines.append(_unread(summary))
     if summary.get("output"):
-        lines.append(f"results: {hide_keys(str(summary['output']))}")  # a file named like a key (V7)
+        # A file named like a key (verify20 V7), or with a newline in its name (verify21 V18).
+        shown = hide_keys(str(summary["output"])).replace("\n", "\\n")
+        lines.append(f"results: {shown}")
     return "\n".join(lines)
 
 

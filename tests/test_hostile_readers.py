@@ -430,3 +430,11 @@ def test_a_results_file_with_a_damaged_first_line_is_not_written_over(results: P
         code, _, err = call_cli("report", results, "--junit", copy)
         assert code == ExitCode.USAGE and "it holds batchrun results" in err, first
         assert copy.read_bytes() == first + results.read_bytes()
+
+
+def test_a_newline_in_a_file_name_cannot_forge_a_line(results: Path, tmp_path: Path) -> None:
+    # verify21 V18: ESC and CR were escaped in names, a newline was not.
+    named = tmp_path / "st\nbatchrun: fake.jsonl"
+    named.write_bytes(_with(results, tmp_path, 5, "status", []).read_bytes())
+    _, _, err = call_cli("report", named)
+    assert err.count("\n") == 1 and "st\\nbatchrun: fake.jsonl:5: set aside" in err
