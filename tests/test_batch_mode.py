@@ -542,13 +542,15 @@ async def test_report_job_regrades_batch_rows_without_latency_checks(
     assert code == ExitCode.OK
 
 
-def test_the_simulated_batch_api_calls_tools_as_a_sync_answer_does(tmp_path: Path) -> None:
+async def test_the_simulated_batch_api_calls_tools_as_a_sync_answer_does(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
     # verify21 V7: batches never answered with a tool call, so a tool job simulated in batch
-    # mode read as a regression that was the simulator's.
-    graded = Path(__file__).resolve().parents[1] / "jobs" / "graded.yaml"
+    # mode read as a regression that was the simulator's. The fake clock drives the polling.
+    graded = tmp_path / "graded.yaml"
+    shutil.copy(ROOT / "jobs" / "graded.yaml", graded)
     out = tmp_path / "b.jsonl"
-    code, _, err = call_cli(graded, "--simulate", "--mode", "batch", "-o", out, "-q")
-    assert code == 0, err
+    await run(batch_job(graded), batch_sim, out, clock)
     tool_rows = [r for r in read_rows(out) if r["prompt_id"] == "weather-tool"]
     assert tool_rows and all(r["tool_calls"] and r["finish_reason"] == "tool_calls" for r in tool_rows)
-    assert all(r["batch_id"] for r in tool_rows)
+    assert all(r["batch_id"] and r["passed"] for r in tool_rows)
