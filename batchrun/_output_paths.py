@@ -218,7 +218,9 @@ def _stream_into(path: Path, data: bytes) -> None:
             raise OutputFailed(f"{path}: cannot write it: a FIFO that nobody reads") from None
         raise
     os.set_blocking(fd, True)
-    with os.fdopen(fd, "wb") as out:
+    # The reader went away (`--html /dev/stdout | head`): quiet, as a report's own stdout is
+    # (verify21 V3: "Broken pipe", exit 11, for what `| head` means).
+    with contextlib.suppress(BrokenPipeError), os.fdopen(fd, "wb") as out:
         out.write(data)
 
 
