@@ -35,6 +35,8 @@ from batchrun._journal_file import journal_path  # noqa: E402
 from batchrun.cli import main  # noqa: E402
 from batchrun.simulator import SimConfig, Simulator  # noqa: E402
 
+from .forked import ForkedCli  # noqa: E402
+
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """What the worker imported and collected lives until it ends: frozen out of the cyclic GC,
@@ -266,10 +268,11 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(
+def exec_cli(
     *args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """The CLI as a real subprocess, as cron would start it."""
+    """The CLI as a new interpreter, `python -m batchrun`, as cron would start it: for the tests
+    where the interpreter's own start-up is part of what is shown."""
     return subprocess.run(
         [sys.executable, "-m", "batchrun", *map(str, args)],
         cwd=cwd,
@@ -281,10 +284,31 @@ def run_cli(
     )
 
 
+def run_cli(
+    *args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as a real process (forked, tests/forked.py): exit status, output, its own pid."""
+    with ForkedCli(
+        args,
+        cwd=cwd,
+        env=env or child_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
 def start(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[str]:
     """The CLI as a real process that runs on while the test signals, kills or races it."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "batchrun", *map(str, args)],
+    return ForkedCli(
+        args,
         cwd=cwd,
         env=env or child_env(),
         stdout=subprocess.PIPE,

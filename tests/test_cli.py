@@ -16,7 +16,8 @@ from batchrun._console import Console, append_step_summary
 from batchrun.cli import main
 from batchrun.simulator import Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, cli, read_rows, run_cli, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, cli, exec_cli, read_rows, write_job
+from .forked import ForkedCli
 
 REPO = Path(__file__).resolve().parent.parent
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -24,7 +25,7 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 def test_eval_job_on_the_simulator_writes_one_valid_line_per_row(tmp_path: Path) -> None:
     out = tmp_path / "eval.jsonl"
-    result = run_cli(REPO / "jobs" / "eval.yaml", "--simulate", "-o", out)
+    result = exec_cli(REPO / "jobs" / "eval.yaml", "--simulate", "-o", out)
     assert result.returncode in (ExitCode.OK, ExitCode.QUALITY), result.stderr
     lines = out.read_text().splitlines()
     expected = list(matrix_requests(load_job(REPO / "jobs" / "eval.yaml")))
@@ -179,12 +180,11 @@ def _on_a_terminal(tmp_path: Path, *extra: str) -> tuple[int, str]:
     import os
     import pty
     import subprocess
-    import sys
 
     job = write_job(tmp_path, SMALL_JOB)
     leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "batchrun", str(job), "--simulate", "-o", str(tmp_path / "tty.jsonl"), *extra],
+    process = ForkedCli(
+        [job, "--simulate", "-o", tmp_path / "tty.jsonl", *extra],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=follower,

@@ -26,6 +26,7 @@ from batchrun.cli import main
 from batchrun.simulator import Simulator
 
 from .conftest import SMALL_JOB, call_cli, child_env, read_rows, write_job
+from .forked import ForkedCli
 
 BIG_JOB = SMALL_JOB.replace("repeat: 2", "repeat: 20")
 
@@ -46,14 +47,16 @@ def test_a_file_size_limit_mid_run_is_exit_10_naming_the_file_and_stops_dispatch
 ) -> None:
     job = write_job(tmp_path, BIG_JOB.replace("concurrency: 4", "concurrency: 2"))
     out = tmp_path / "limited.jsonl"
-    result = subprocess.run(
-        [sys.executable, "-m", "batchrun", job, "--base-url", sim.base_url, "-o", out, "-q"],
+    with ForkedCli(
+        [job, "--base-url", sim.base_url, "-o", out, "-q"],
         env=child_env(OPENROUTER_API_KEY="k"),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
         preexec_fn=_limit_file_size,
-    )
+    ) as process:
+        stdout, stderr = process.communicate(timeout=60)
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     assert result.returncode == ExitCode.IO, result.stderr
     assert "Traceback" not in result.stderr
     assert f"{out}: writing a record failed: File too large" in result.stderr
@@ -134,15 +137,9 @@ def _with_closed_stdout(*args: str | Path, cwd: Path) -> subprocess.CompletedPro
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        return subprocess.run(
-            [sys.executable, "-m", "batchrun", *map(str, args)],
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=cwd,
-            env=child_env(),
-            timeout=60,
-        )
+        with ForkedCli(args, stdout=write_end, stderr=subprocess.PIPE, text=True, cwd=cwd, env=child_env()) as process:
+            _, err = process.communicate(timeout=60)
+        return subprocess.CompletedProcess(process.args, process.returncode, "", err)
     finally:
         os.close(write_end)
 
@@ -280,8 +277,8 @@ def test_a_signal_as_soon_as_the_console_script_starts_is_exit_7(tmp_path: Path,
 def test_a_second_signal_while_the_run_winds_down_is_still_exit_7(tmp_path: Path) -> None:
     job = write_job(tmp_path, BIG_JOB.replace("run: {", "run: {grace_s: 0, "))
     out = tmp_path / "wind.jsonl"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "batchrun", job, "--simulate", "--sim", "latency_ms=200", "-o", out, "-q"],
+    process = ForkedCli(
+        [job, "--simulate", "--sim", "latency_ms=200", "-o", out, "-q"],
         env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

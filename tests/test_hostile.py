@@ -18,7 +18,7 @@ import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
 
-from .conftest import FAKE_KEY, FakeClock, run_cli, write_job
+from .conftest import FAKE_KEY, FakeClock, exec_cli, write_job
 from .hostile import (
     JOB,
     ROWS,
@@ -364,6 +364,6 @@ def test_the_cli_as_a_subprocess_shows_no_traceback(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     with server.running():
         env = {"OPENROUTER_API_KEY": FAKE_KEY, "PATH": "/usr/bin:/bin"}
-        result = run_cli(path, "--base-url", server.base_url, "-o", out, "-q", env=env)
+        result = exec_cli(path, "--base-url", server.base_url, "-o", out, "-q", env=env)
     outcome = check(server, tmp_path, result.returncode, result.stdout, result.stderr, out)
     assert outcome.code == ExitCode.ERRORS and outcome.kinds() == {"bad_response"}

@@ -9,7 +9,6 @@ import os
 import resource
 import stat
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 from batchrun import ExitCode
 
 from .conftest import SMALL_JOB, call_cli, child_env, read_rows, write_job
+from .forked import ForkedCli
 
 
 def _with_small_files(limit: int, *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -31,15 +31,16 @@ def _with_small_files(limit: int, *args: str | Path) -> subprocess.CompletedProc
     def small_files() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    return subprocess.run(
-        [sys.executable, "-m", "batchrun", *map(str, args)],
+    with ForkedCli(
+        args,
         env={**child_env(), "PYTHONDONTWRITEBYTECODE": "1"},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
         preexec_fn=small_files,
-        check=False,
-    )
+    ) as process:
+        out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 # (field, value): each was a traceback in some reader (break21 R1-R6).

@@ -16,7 +16,7 @@ from batchrun import ExitCode, JobError, load_job, matrix_requests
 from batchrun._batch_rules import group_key
 from batchrun._matrix import Shard, count_requests
 
-from .conftest import SMALL_JOB, call_cli, run_cli, write_job
+from .conftest import SMALL_JOB, call_cli, exec_cli, write_job
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -207,7 +207,7 @@ def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
 def test_cli_subprocess_gives_one_line_per_problem_and_no_traceback(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\nmodels: [a/b]\nprompts: [{id: p, text: hi}]\nrun: {concurrency: many}\n")
-    result = run_cli(path, "--simulate")
+    result = exec_cli(path, "--simulate")
     assert result.returncode == 2
     assert result.stderr.strip() == f"batchrun: {path}:4:20: at $.run.concurrency 'many' is not of type 'integer'"
 
