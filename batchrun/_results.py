@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,55 @@ def results_job(path: Path) -> str | None:
         raise ResultsError(f"{path}:1: not a batchrun results file ({problem})")
     job: str = record["job"]
     return job
+
+
+# A record's own `job` is the first top-level key after its head: an escaped string can hold
+# no raw `,"job":"`, and nested objects (vars, request) come after it.
+_BLOCK = 16 << 20
+_JOB_FIELD = re.compile(rb',"job":("(?:[^"\\]|\\.)*")')
+
+
+def _count_own(data: mmap.mmap, end: int, needle: bytes) -> bool:
+    """True when `data[:end]` holds as many `needle`s as lines, counted in blocks of whole
+    lines (a needle holds no newline, so none is cut between blocks)."""
+    needles = lines = start = 0
+    while start < end:
+        stop = data.rfind(b"\n", start, min(start + _BLOCK, end)) + 1
+        if stop <= start:  # one line longer than a block
+            stop = data.find(b"\n", start, end) + 1
+        block = data[start:stop]
+        needles, lines, start = needles + block.count(needle), lines + block.count(b"\n"), stop
+    return needles == lines
+
+
+def foreign_record(path: Path, job: str) -> str | None:
+    """Where `path` first holds a record of another job than `job` ("file:line: job 'x'"),
+    None when every record is `job`'s. A resume appends only to a file of its own job's rows:
+    `results_job` reads the first record only, and a file with another job's rows after them
+    became a file that `report --job` and `merge` refuse (break21 V8). Counting the job's own
+    field against the lines settles a whole file at memory speed; lines are read one by one
+    only when the counts differ (set-aside lines, another job's rows)."""
+    needle = b',"job":' + orjson.dumps(job) + b","
+    with open_regular(path) as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            return None
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            end = data.rfind(b"\n") + 1  # a torn tail is no record yet (repair_torn_tail's)
+            if _count_own(data, end, needle):
+                return None
+            start, number = 0, 1
+            while start < end:
+                stop = data.find(b"\n", start, end)
+                found = _JOB_FIELD.search(data, start, stop)
+                if found is not None and data[start : start + 2] == b'{"':
+                    try:
+                        other = orjson.loads(found.group(1))
+                    except orjson.JSONDecodeError:
+                        other = job  # not a record: the scan sets it aside and says so
+                    if other != job:
+                        return f"{path}:{number}: a record of job {other!r}"
+                start, number = stop + 1, number + 1
+    return None
 
 
 def _whole_record(line: bytes) -> dict[str, Any] | None:
@@ -223,6 +274,7 @@ __all__ = [
     "RowState",
     "ScanResult",
     "final_records",
+    "foreign_record",
     "record_head",
     "record_problem",
     "repair_torn_tail",

@@ -11,7 +11,7 @@ from ._job import Job
 from ._options import Notice, RunOptions
 from ._output_paths import fresh_output, latest_incomplete, sidecar_name_problem, summary_path
 from ._report_data import read_run_summary
-from ._results import results_job
+from ._results import foreign_record, results_job
 
 
 def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
@@ -61,6 +61,15 @@ def check_output(output: Path, job: Job, resume: bool) -> bool:
         # Appending a second run would mix two runs in one file; continuing is explicit.
         raise ConfigError(
             f"{output} already holds results of {job.name}: add --resume to continue that run, or give another --output"
+        )
+    try:
+        foreign = foreign_record(output, job.name)
+    except OSError as exc:
+        raise ConfigError(f"{output}: cannot be read: {exc.strerror or exc}") from None
+    if foreign is not None:
+        raise ConfigError(
+            f"{foreign}, after rows of {job.name!r}: a resume would mix two jobs in one file; it was left "
+            "untouched; give another --output"
         )
     return True
 

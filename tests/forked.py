@@ -48,16 +48,23 @@ IGNORED_AT_START = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 def _fresh_signals() -> None:
+    """The dispositions exec would leave and Python's start-up would then set: a signal the
+    parent ignores stays ignored (cron, or a shell's background job, may ignore SIGQUIT or
+    SIGINT), every handler goes back to the default, SIGPIPE and SIGXFSZ are ignored, and
+    SIGINT raises KeyboardInterrupt unless it was ignored."""
     signal.set_wakeup_fd(-1)  # the parent's event loop's self-pipe is not this process's
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for sig in signal.valid_signals():
         if sig in (signal.SIGKILL, signal.SIGSTOP):
             continue
         try:
-            signal.signal(sig, signal.SIG_IGN if sig in IGNORED_AT_START else signal.SIG_DFL)
+            ignored = sig in IGNORED_AT_START or signal.getsignal(sig) == signal.SIG_IGN
+            if sig == signal.SIGINT and not ignored:
+                signal.signal(sig, signal.default_int_handler)
+            else:
+                signal.signal(sig, signal.SIG_IGN if ignored else signal.SIG_DFL)
         except (OSError, ValueError):
             continue  # signals the platform reserves
-    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _fresh_streams() -> list[object]:

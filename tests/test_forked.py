@@ -40,7 +40,7 @@ def test_a_forked_run_has_the_signals_and_descriptors_of_a_new_interpreter(tmp_p
     job = write_job(tmp_path, BIG_JOB)
     marker = tmp_path / "held-by-the-test.txt"
     held = marker.open("w")  # a descriptor of the parent's that a new interpreter would not have
-    args = [job, "--simulate", "--sim", "latency_ms=100", "-q"]
+    args: list[str | Path] = [job, "--simulate", "--sim", "latency_ms=100", "-q"]
     real = subprocess.Popen(
         [sys.executable, "-m", "batchrun", *map(str, args), "-o", str(tmp_path / "real.jsonl")],
         env=child_env(),

@@ -324,6 +324,26 @@ def test_the_gates_still_refuse_another_jobs_rows(results: Path, tmp_path: Path)
     assert not (tmp_path / "m.jsonl").exists()
 
 
+def test_a_resume_never_appends_to_a_file_holding_another_jobs_rows(results: Path, tmp_path: Path) -> None:
+    # The resume checked the first record's job only, then appended this job's rows after
+    # another job's: a file that report --job and merge refuse from then on.
+    mixed, job = _mixed(results, tmp_path), results.parent / "job.yaml"
+    before = mixed.read_bytes()
+    code, _, err = call_cli(job, "--simulate", "-o", mixed, "--resume", "-q")
+    assert code == ExitCode.USAGE, err
+    assert err == (
+        f"batchrun: {mixed}:21: a record of job 'other', after rows of 'small': a resume would mix two jobs "
+        "in one file; it was left untouched; give another --output\n"
+    )
+    assert mixed.read_bytes() == before
+    # A "job" inside a row's own values is not the row's job.
+    rows = [{**r, "vars": {**r["vars"], "job": "other"}} for r in read_rows(results)]
+    own = tmp_path / "own.jsonl"
+    own.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    code, _, err = call_cli(job, "--simulate", "-o", own, "--resume", "-q")
+    assert (code, err) == (0, "")
+
+
 def test_a_merge_does_not_take_another_jobs_summary_for_its_matrix(results: Path, tmp_path: Path) -> None:
     # verify21 V11: 60 of 105 rows merged as complete, on another job's matrix_rows.
     part = tmp_path / "x.jsonl"
