@@ -32,9 +32,11 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from ._exceptions import ResultsError
 from ._files import read_regular_text
@@ -150,15 +152,17 @@ class BatchState:
             "version": VERSION,
             "job": self.job,
             "job_fingerprint": self.job_fingerprint,
-            "batches": [asdict(entry) for entry in self.entries],
+            # orjson writes the dataclasses field by field, as asdict would, without its deep
+            # copy of every row id list: a state is saved at each submission and collection.
+            "batches": self.entries,
             "key_usage_at_end": self.key_usage_at_end,
             "key_rise_usd": self.key_rise_usd,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
         try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                json.dump(data, out, separators=(",", ":"))
+            with os.fdopen(handle, "wb") as out:
+                out.write(orjson.dumps(data))
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temporary, self.path)
