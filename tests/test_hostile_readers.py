@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import select
 import stat
 import subprocess
 import threading
@@ -161,13 +162,35 @@ def test_an_output_that_is_a_pipe_is_streamed_into_it(results: Path, tmp_path: P
     # `--junit /dev/stdout` in CI: a pipe cannot be replaced; it was replaced by a regular file.
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
+    # The reader is there before the report opens the FIFO (a reader thread's blocking open
+    # could come after it: "a FIFO that nobody reads"), and drains it while it writes.
+    reading = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    written = threading.Event()
     read: list[bytes] = []
-    reader = threading.Thread(target=lambda: read.append(fifo.read_bytes()))
+
+    def drain() -> None:
+        while True:
+            select.select([reading], [], [], 0.05)
+            try:
+                chunk = os.read(reading, 1 << 16)
+            except BlockingIOError:
+                continue
+            if chunk:
+                read.append(chunk)
+            elif written.is_set():
+                return  # no writer, and the report is done: all of it was read
+
+    reader = threading.Thread(target=drain)
     reader.start()
-    code, _, err = call_cli("report", results, "--junit", fifo)
-    reader.join(30)
+    try:
+        code, _, err = call_cli("report", results, "--junit", fifo)
+    finally:
+        written.set()
+        reader.join(30)
+        os.close(reading)
     assert code != ExitCode.IO, err
-    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and read and read[0].startswith(b"<?xml")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and b"".join(read).startswith(b"<?xml")
+    assert b"".join(read).rstrip().endswith(b"</testsuites>")
 
 
 def test_an_output_that_is_a_folder_or_under_a_file_is_named(results: Path, tmp_path: Path) -> None:
