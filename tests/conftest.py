@@ -42,7 +42,7 @@ from batchrun._journal_file import journal_path  # noqa: E402
 from batchrun.cli import main  # noqa: E402
 from batchrun.simulator import SimConfig, Simulator  # noqa: E402
 
-from .forked import ForkedCli  # noqa: E402
+from .forked import ForkedCli, run_forked  # noqa: E402
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
@@ -302,21 +302,8 @@ def run_cli(
     *args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """The CLI as a real process (forked, tests/forked.py): exit status, output, its own pid."""
-    with ForkedCli(
-        args,
-        cwd=cwd,
-        env=env or child_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as process:
-        try:
-            out, err = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    pipes = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    return run_forked(args, timeout, cwd=cwd, env=env or child_env(), text=True, **pipes)
 
 
 def start(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[str]:

@@ -175,3 +175,14 @@ class ForkedCli(subprocess.Popen[str]):
         self.pid = pid
         self._child_created = True
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # type: ignore[attr-defined]
+
+
+def run_forked(args: Sequence[str | Path], timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """`subprocess.run` for a ForkedCli: its exit status and output, killed past `timeout`."""
+    with ForkedCli(args, **kwargs) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)

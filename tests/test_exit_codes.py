@@ -26,7 +26,7 @@ from batchrun.cli import main
 from batchrun.simulator import Simulator
 
 from .conftest import SMALL_JOB, call_cli, child_env, read_rows, write_job
-from .forked import ForkedCli
+from .forked import ForkedCli, run_forked
 
 BIG_JOB = SMALL_JOB.replace("repeat: 2", "repeat: 20")
 
@@ -47,16 +47,9 @@ def test_a_file_size_limit_mid_run_is_exit_10_naming_the_file_and_stops_dispatch
 ) -> None:
     job = write_job(tmp_path, BIG_JOB.replace("concurrency: 4", "concurrency: 2"))
     out = tmp_path / "limited.jsonl"
-    with ForkedCli(
-        [job, "--base-url", sim.base_url, "-o", out, "-q"],
-        env=child_env(OPENROUTER_API_KEY="k"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_limit_file_size,
-    ) as process:
-        stdout, stderr = process.communicate(timeout=60)
-    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    args: list[str | Path] = [job, "--base-url", sim.base_url, "-o", out, "-q"]
+    result = run_forked(args, env=child_env(OPENROUTER_API_KEY="k"), text=True, preexec_fn=_limit_file_size, **pipes)
     assert result.returncode == ExitCode.IO, result.stderr
     assert "Traceback" not in result.stderr
     assert f"{out}: writing a record failed: File too large" in result.stderr
@@ -137,9 +130,7 @@ def _with_closed_stdout(*args: str | Path, cwd: Path) -> subprocess.CompletedPro
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        with ForkedCli(args, stdout=write_end, stderr=subprocess.PIPE, text=True, cwd=cwd, env=child_env()) as process:
-            _, err = process.communicate(timeout=60)
-        return subprocess.CompletedProcess(process.args, process.returncode, "", err)
+        return run_forked(args, stdout=write_end, stderr=subprocess.PIPE, text=True, cwd=cwd, env=child_env())
     finally:
         os.close(write_end)
 

@@ -20,7 +20,7 @@ import pytest
 from batchrun import ExitCode
 
 from .conftest import SMALL_JOB, call_cli, child_env, read_rows, write_job
-from .forked import ForkedCli
+from .forked import run_forked
 
 
 def _with_small_files(limit: int, *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -32,16 +32,9 @@ def _with_small_files(limit: int, *args: str | Path) -> subprocess.CompletedProc
     def small_files() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    with ForkedCli(
-        args,
-        env={**child_env(), "PYTHONDONTWRITEBYTECODE": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=small_files,
-    ) as process:
-        out, err = process.communicate(timeout=120)
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    env = {**child_env(), "PYTHONDONTWRITEBYTECODE": "1"}
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    return run_forked(args, 120, env=env, text=True, preexec_fn=small_files, **pipes)
 
 
 # (field, value): each was a traceback in some reader (break21 R1-R6).
