@@ -103,28 +103,42 @@ def report_output_problem(path: Path, role: str) -> str | None:
         target = path.resolve()
     except (OSError, RuntimeError):  # a symlink loop: the write fails and says so
         target = path
-    for candidate in dict.fromkeys((path, target)):
+    candidates = dict.fromkeys((path, target))
+    for candidate in candidates:  # names first: a link's target is named, not the content it shares
         problem = sidecar_problem(candidate, role)
         if problem is None and candidate.name.lower().endswith(".jsonl"):
             problem = f"{candidate}: {role} is not written under a results file's name (.jsonl)"
-        if problem is None and candidate.is_file() and _holds_records(candidate):
-            # Nor over a results file of another name: every row and what it cost would be gone (G2).
-            problem = f"{candidate}: it holds batchrun results; {role} is not written over them"
         if problem is not None:
             return problem if candidate == path else f"{path} leads to {problem}"
+    subject = target if path.is_symlink() else path
+    held = _holds_batchrun_data(subject) if subject.is_file() else None
+    if held is not None:
+        # Nor over a results file or a sidecar of another name (a copy, a hard link): every
+        # row and what it cost, or what a resume counts as spent, would be gone (G2).
+        problem = f"{subject}: it holds batchrun {held}; {role} is not written over them"
+        return problem if subject == path else f"{path} leads to {problem}"
     return None
 
 
-def _holds_records(path: Path) -> bool:
-    """Whether a line of the file's first MiB begins as a batchrun record does: a results file
-    whose first line is blank or damaged is one all the same (verify21 V15: only the first line
-    was read, and such a file was written over)."""
+def _holds_batchrun_data(path: Path) -> str | None:
+    """What of batchrun's the file holds, or None. Results: a line of its first MiB begins as
+    a record does (verify21 V15: only the first line was read, and a results file whose first
+    line was blank or damaged was written over). A summary, journal or batch state: it begins
+    as a JSON object with a "job" key, which no Markdown, HTML or JUnit file does (a hard link
+    to a summary under an .md name took a step summary's Markdown)."""
     try:
         with open_regular(path) as handle:
             head = handle.read(1 << 20)
     except OSError:
-        return False
-    return any(line.startswith(RECORD_START) for line in head.split(b"\n"))
+        return None
+    if any(line.startswith(RECORD_START) for line in head.split(b"\n")):
+        return "results"
+    if head.lstrip().startswith(b"{") and _JOB_KEY.search(head, 0, 1 << 16):
+        return "state (a summary, journal or batch record)"
+    return None
+
+
+_JOB_KEY = re.compile(rb'[{,]\s*"job"\s*:')
 
 
 def sidecar_name_problem(output: Path) -> str | None:

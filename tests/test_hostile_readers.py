@@ -395,6 +395,27 @@ def test_links_and_case_do_not_lead_an_output_onto_results_or_sidecars(
     assert call_cli("report", results)[2] == ""
 
 
+def test_a_hard_link_to_a_summary_is_not_taken_for_a_step_summary_or_a_page(
+    results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify21 V4 addendum: a hard link has no link to follow and a name of its own; the
+    # Markdown was appended to the summary a resume reads what was spent from.
+    summary = results.with_name("r.summary.json")
+    before = summary.read_bytes()
+    os.link(summary, tmp_path / "step.md")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "step.md"))
+    code, _, err = call_cli("report", results, "--markdown")
+    assert code == 0
+    assert err == (
+        f"batchrun: warning: GITHUB_STEP_SUMMARY {tmp_path / 'step.md'}: it holds batchrun state (a summary, "
+        "journal or batch record); a step summary is not written over them\n"
+    )
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY")
+    code, _, err = call_cli("report", results, "--html", tmp_path / "step.md")
+    assert code == ExitCode.USAGE and "it holds batchrun state" in err
+    assert summary.read_bytes() == before
+
+
 def test_a_fifo_nobody_reads_is_an_error_not_a_hang(results: Path, tmp_path: Path) -> None:
     # verify21 V2: --junit and --html into a FIFO with no reader blocked in open() for ever.
     fifo = tmp_path / "fifo"
