@@ -85,12 +85,16 @@ def _fresh_streams() -> list[object]:
 
 
 def _close_inherited(keep: set[int]) -> None:
-    for name in os.listdir("/proc/self/fd"):
-        if int(name) > 2 and int(name) not in keep:
+    try:
+        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc (macOS): every number a descriptor may have
+        open_fds = list(range(3, os.sysconf("SC_OPEN_MAX")))
+    for fd in open_fds:
+        if fd > 2 and fd not in keep:
             try:
-                os.close(int(name))
+                os.close(fd)
             except OSError:
-                continue  # the listing's own descriptor, closed already
+                continue  # the listing's own descriptor, closed already, or none
 
 
 def _exit_code(exc: SystemExit) -> int:
