@@ -17,6 +17,7 @@ shape of a per-item `error`, whether result bodies carry `usage`, and a cancel e
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ import orjson
 from ._client import ChatResult, OpenRouterClient
 from ._exceptions import ConfigError, RequestFailed, Transient
 from ._generation import valid_generation_id
-from ._reply import Reply
+from ._reply import Reply, loads
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -96,7 +97,9 @@ class BatchClient:
         if reply.status not in (200, 201, 202):
             raise client._failure(reply)  # the error object, or the body's text scrubbed then cut
         try:
-            data = orjson.loads(reply.body)
+            # As a sync reply is read: NaN or Infinity in a cost is a cost not believed, not a
+            # batch object never read (break22 M1: polled for ever, its paid answers unrecorded).
+            data = loads(reply.body)
         except orjson.JSONDecodeError:
             data = None
         return reply, data
@@ -119,7 +122,8 @@ class BatchClient:
         counts = counts if isinstance(counts, dict) else {}
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
         cost = usage.get("cost") if usage else None
-        cost = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0 else None
+        number = isinstance(cost, (int, float)) and not isinstance(cost, bool)
+        cost = float(cost) if number and math.isfinite(cost) and cost >= 0 else None
         error = data.get("error")
         if isinstance(error, dict):
             error = str(error.get("message") or error)

@@ -24,8 +24,9 @@ from typing import Any
 from ._batch_api import BatchClient, BatchInfo, BatchItem
 from ._batch_costs import batch_charges
 from ._batch_key import count_unseen, draw_rise, follow_earlier, note_key_seen, seen_between_runs
+from ._batch_polls import PollFailures
 from ._batch_rules import batch_groups
-from ._batch_state import COLLECTED, INTENT, SUBMITTED, BatchEntry, BatchState
+from ._batch_state import COLLECTED, SUBMITTED, BatchEntry, BatchState
 from ._checks import Answer, grade, is_judge, without_latency_checks
 from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Transient
 from ._matrix import Request
@@ -95,6 +96,7 @@ class BatchExecutor:
         self.pending: dict[str, Request] = {}  # row id -> request, for rows in open batches
         self.earlier: set[str] = set()  # keys of batches submitted by an earlier run
         self.outcome = BatchOutcome()
+        self.poll_failures = PollFailures(notice)
 
     # -- sorting the rows --------------------------------------------------------------------
     def _sort(self, requests: Iterable[Request]) -> tuple[list[Request], list[Request]]:
@@ -343,9 +345,9 @@ class BatchExecutor:
                     lost = BatchInfo(entry.batch_id, "lost", {}, None, None, message, None)
                     await self._collect(entry, lost)
                     continue
-                # A failed poll changes nothing: the batch runs on; the next poll may work.
-                self.notice(f"batch {entry.key} ({entry.batch_id}): poll failed: {failure.kind}: {failure.message}")
+                self.poll_failures.failed(entry, failure)  # the batch runs on; the next poll may work
                 continue
+            self.poll_failures.read(entry)
             entry.status = info.status
             if info.terminal:
                 await self._collect(entry, info)
@@ -408,7 +410,8 @@ class BatchExecutor:
                 runner.request_stop(sync_outcome.stop, sync_outcome.stop_message)
         while self.state.open_entries() and runner.stop_reason not in (StopReason.INTERRUPTED, StopReason.AUTH):
             await self._poll_once()
-            if not self.state.open_entries() or not await self._pause():
+            still_open = self.state.open_entries()
+            if not still_open or self.poll_failures.given_up(still_open) or not await self._pause():
                 break
         open_entries = self.state.open_entries()
         self.outcome.open = len(open_entries)
@@ -419,12 +422,8 @@ class BatchExecutor:
         if (open_entries or doubt) and runner.stop_reason is None:
             runner.request_stop(
                 StopReason.SUBMITTED,
-                f"{self.outcome.open_rows} row(s) await OpenRouter: {len(open_entries)} batch(es) still running"
+                f"{self.outcome.open_rows} row(s) await OpenRouter: {self.poll_failures.describe(open_entries)}"
                 + (f", {doubt} in doubt (see `batchrun batches list`)" if doubt else "")
                 + "; collect them with --resume",
             )
         return PoolOutcome(runner.stop_reason, runner.stop_message, runner.ledger.committed)
-
-
-def held_open(state: BatchState) -> bool:
-    return any(e.state in (INTENT, SUBMITTED) for e in state.entries)

@@ -212,3 +212,8 @@ def pending_batches(results: Path, warn: Callable[[str], None]) -> list[BatchEnt
     except ResultsError as exc:
         warn(f"{exc}: the cost of batches it lists is not shown")
         return []
+
+
+def held_open(state: BatchState) -> bool:
+    """Whether `state` has batches submitted, or maybe submitted, and not yet collected."""
+    return any(e.state in (INTENT, SUBMITTED) for e in state.entries)

@@ -14,8 +14,8 @@ from typing import Any
 
 from ._account import counted_at_end, reconcile_run
 from ._batch_api import BatchClient
-from ._batch_run import BatchExecutor, held_open
-from ._batch_state import INTENT, SUBMITTED, BatchState, state_path
+from ._batch_run import BatchExecutor
+from ._batch_state import INTENT, SUBMITTED, BatchState, held_open, state_path
 from ._client import OpenRouterClient
 from ._exceptions import ConfigError, OutputFailed
 from ._formats import utc

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode
+from batchrun._batch_polls import LIMIT
 from batchrun._reader import scan_states
 
 from .conftest import call_cli, final_rows, write_job
@@ -201,3 +202,39 @@ def test_a_batch_still_running_explains_what_the_key_was_charged(tmp_path: Path)
     assert reconciliation["key_usage_delta_usd"] == pytest.approx(0.02)
     assert reconciliation["open_batches_held_usd"] > 0.02 and reconciliation["warning"] is None
     assert "unexplained" not in stdout + stderr
+
+
+@pytest.mark.parametrize("cost", [float("nan"), float("inf")])
+def test_a_batch_cost_that_is_no_number_is_unknown_not_a_batch_never_read(tmp_path: Path, cost: float) -> None:
+    # break22 M1: `"cost": NaN` (or Infinity) in a completed batch made its whole object
+    # unreadable ("not a batch object"): polled for ever without a deadline, its paid answers
+    # never recorded. As in a sync reply, such a cost cannot be believed: unknown, worst case held.
+    def batch_of(ids: list[str]) -> dict[str, Any]:
+        batch = completed(cost, ids)
+        for entry in batch["results"]:
+            entry["response"]["body"]["usage"]["cost"] = cost
+        return batch
+
+    outcome = run(tmp_path, batch_of, "--deadline", "10")  # the old code polled until it
+    assert outcome.code == ExitCode.OK, outcome.stderr
+    assert [(r["status"], r["cost"], r["cost_status"]) for r in outcome.rows] == [("ok", None, "unknown")] * ROWS
+    assert summary(tmp_path)["total"]["cost_unknown_rows"] == ROWS
+
+
+def test_a_batch_never_answered_as_a_batch_ends_the_run_open_and_is_said_once(tmp_path: Path) -> None:
+    # break22 M1: a batch object that can never be read was polled for ever without a deadline,
+    # one warning line per poll. Now: the failure is said once, and after LIMIT failed polls
+    # in a row the run ends with the batch open, for a later --resume to collect.
+    def batch_of(ids: list[str]) -> dict[str, Any]:
+        return {"status": 7, "results": None}
+
+    outcome = run(tmp_path, batch_of, "--deadline", "30")
+    assert outcome.code == ExitCode.SUBMITTED, outcome.stderr
+    failures = [line for line in outcome.stderr.splitlines() if "poll failed" in line]
+    assert failures == [
+        "batchrun: batch b1 (batch_1): poll failed: bad_response: the Batch API answered something that is not a "
+        "batch object"
+    ]
+    said = f"{ROWS} row(s) await OpenRouter: 1 batch(es) could not be read in {LIMIT} polls in a row; collect"
+    assert said in outcome.stdout
+    assert outcome.rows == [] and summary(tmp_path)["stop"] == "submitted"

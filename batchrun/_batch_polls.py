@@ -1,0 +1,44 @@
+"""Polls of open batches that fail: said once per new failure, and given up after a limit.
+
+A failed poll changes nothing (the batch runs on; the next poll may work), so the run polled
+again for as long as the batch stayed open. A batch object that can never be read (a server
+that answers it in a shape that is no batch object, for ever) then kept a run without a
+deadline polling for ever, one warning line per poll (break22 M1: 120 lines in two minutes).
+Now each batch's failures are counted in a row: a failure is said when it is new or changes,
+and once every open batch has failed LIMIT polls in a row the run ends with them still open
+(exit 10, collected by a later --resume), as a deadline ends it.
+"""
+
+from __future__ import annotations
+
+from ._batch_state import BatchEntry
+from ._exceptions import RequestFailed
+from ._options import Notice
+
+LIMIT = 20  # polls in a row: 20 minutes at the default batch_poll_s of 60 s
+
+
+class PollFailures:
+    def __init__(self, notice: Notice) -> None:
+        self.notice = notice
+        self._in_a_row: dict[str, tuple[int, str]] = {}  # batch key -> (failed polls, the last failure)
+
+    def failed(self, entry: BatchEntry, failure: RequestFailed) -> None:
+        what = f"{failure.kind}: {failure.message}"
+        count, last = self._in_a_row.get(entry.key, (0, ""))
+        if what != last:
+            self.notice(f"batch {entry.key} ({entry.batch_id}): poll failed: {what}")
+        self._in_a_row[entry.key] = (count + 1, what)
+
+    def read(self, entry: BatchEntry) -> None:
+        self._in_a_row.pop(entry.key, None)
+
+    def given_up(self, entries: list[BatchEntry]) -> bool:
+        """True when every batch in `entries` failed its last LIMIT polls."""
+        return bool(entries) and all(self._in_a_row.get(e.key, (0, ""))[0] >= LIMIT for e in entries)
+
+    def describe(self, entries: list[BatchEntry]) -> str:
+        """The open batches, as the run's stop message says them."""
+        if self.given_up(entries):
+            return f"{len(entries)} batch(es) could not be read in {LIMIT} polls in a row"
+        return f"{len(entries)} batch(es) still running"
