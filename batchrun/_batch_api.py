@@ -17,7 +17,6 @@ shape of a per-item `error`, whether result bodies carry `usage`, and a cancel e
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ import orjson
 from ._client import ChatResult, OpenRouterClient
 from ._exceptions import ConfigError, RequestFailed, Transient
 from ._generation import valid_generation_id
+from ._pricing import money
 from ._reply import Reply, loads
 
 CHAT_ENDPOINT = "/v1/chat/completions"
@@ -121,9 +121,7 @@ class BatchClient:
         counts = data.get("request_counts")
         counts = counts if isinstance(counts, dict) else {}
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
-        cost = usage.get("cost") if usage else None
-        number = isinstance(cost, (int, float)) and not isinstance(cost, bool)
-        cost = float(cost) if number and math.isfinite(cost) and cost >= 0 else None
+        cost = money(usage.get("cost")) if usage else None  # finite, non-negative, or unknown
         error = data.get("error")
         if isinstance(error, dict):
             error = str(error.get("message") or error)
