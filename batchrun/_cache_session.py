@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cache import ResponseCache, cache_key, normalize_base_url
+from ._cache_hits import checked_hit
 from ._cache_values import CachedAnswer, EntryRow, Probe, RunStats, encode_answer
 from ._checks import Answer, grade, without_latency_checks
 from ._client import ChatResult
@@ -34,6 +35,7 @@ from ._exceptions import CacheError
 from ._matrix import Request, row_group_id
 from ._row import RowGrading
 from ._row_cost import RowCharges, uncharged
+from ._scrub import Scrubber
 
 APP_NAME = "batchrun"
 # Answers are written in batches (one transaction each): at most this many, or this old.
@@ -178,6 +180,7 @@ class CacheSession:
     ) -> None:
         self._store: ResponseCache | None = store
         self.max_reply_bytes = max_reply_bytes  # this run's max_response_bytes
+        self.scrub = Scrubber()  # the run's: set to its client's once there is one (_orchestration)
         self.batch = batch  # a batch-mode run: latency checks do not apply to its rows
         self.settings = settings
         self.job_name = job_name
@@ -297,6 +300,8 @@ class CacheSession:
                 return None
             if answer is not None and not self.usable(request, probe_of(request, answer)):
                 answer = None
+            if answer is not None:
+                answer = checked_hit(answer, self.scrub, self.max_reply_bytes)
         if answer is None:
             self.misses += 1
             if len(self._miss_keys) >= MISS_KEYS_KEPT:

@@ -212,6 +212,8 @@ async def _locked_run(
     prior_spend += key_gap_before
     isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
     cache = open_cache(job, options, notice)
+    if cache is not None:
+        cache.scrub = client.scrub  # its hits are read as replies are: scrubbed of the run's keys
     journal: AttemptJournal | None = None
     whole = False  # every attempt is in a record: the journal can go (once the summary is written)
     try:

@@ -6,6 +6,7 @@ that figure is (`cost_saved_status`)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,34 @@ def test_a_planned_hit_of_unknown_worst_case_gone_at_dispatch_is_not_sent_under_
     assert code == 5 and "worst case is not known" in out
     rows = {r["id"]: r for r in read_rows(tmp_path / "b.jsonl")}
     assert [r["status"] for r in rows.values() if r["prompt_id"] == "picture"] == ["skipped"] * 3
+
+
+def test_a_hit_is_read_as_a_reply_is_scrubbed_and_bounded(tmp_path: Path) -> None:
+    """break22 M3: an entry edited to hold the run's key (in its content and its generation
+    id) wrote the key into the results, and one with 100 tool calls of 200 KB a 20 MB record.
+    A hit is read as a reply: scrubbed, its generation id only an id, its tool calls at most
+    32, and an answer larger than the run's reply cap is a miss."""
+    job, cache = write_job(tmp_path, JOB), tmp_path / "cache"
+    server = HostileServer(chat=lambda request: json_answer(200, chat_payload("Santiago, Lima")))
+    calls = [{"id": f"c{i}", "name": "f", "arguments": "{}"} for i in range(40)]
+    huge = [{"id": f"c{i}", "name": "f", "arguments": "A" * 200_000} for i in range(100)]
+    with server.running():
+        args = ("--base-url", server.base_url, f"--cache={cache}")
+        assert call_cli(job, "-o", tmp_path / "a.jsonl", *args)[0] == 0
+        with sqlite3.connect(cache / FILE_NAME) as db:
+            ids = [row[0] for row in db.execute("SELECT id FROM entries ORDER BY id")]
+            set_answer = "UPDATE entries SET answer = CAST(json_set(answer, ?, json(?)) AS TEXT) WHERE id = ?"
+            db.execute(set_answer, ("$.content", json.dumps(f"the key is {FAKE_KEY}"), ids[0]))
+            db.execute(set_answer, ("$.generation_id", json.dumps(FAKE_KEY), ids[0]))
+            db.execute(set_answer, ("$.tool_calls", json.dumps(calls), ids[1]))
+            db.execute(set_answer, ("$.tool_calls", json.dumps(huge), ids[2]))
+        sent = len(server.chat_rows())
+        code, _, err = call_cli(job, "-o", tmp_path / "b.jsonl", *args)
+        resent = len(server.chat_rows()) - sent
+    assert (code, err) == (0, "")
+    text = (tmp_path / "b.jsonl").read_text()
+    assert FAKE_KEY not in text and FAKE_KEY[9:25] not in text
+    assert resent == 1  # the answer over the reply cap
+    rows = read_rows(tmp_path / "b.jsonl")
+    assert sorted(len(r["tool_calls"] or []) for r in rows if r["cached"]) == [0] * 5 + [32]
+    assert max(len(line) for line in text.splitlines()) < 100_000

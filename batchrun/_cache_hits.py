@@ -1,0 +1,47 @@
+"""A stored answer, read as a reply from a server is read before it becomes a hit.
+
+The cache is a file anything may have written: another batchrun, a user with the sqlite3
+shell, CI's cache restored from another branch. `CachedAnswer.from_row` checks each column's
+type; this checks what a reply's reader checks of the same fields (break22 M3: an entry whose
+content and generation id held the run's key wrote the key into the results, and one with
+100 tool calls of 200 KB wrote a 20 MB record): every string scrubbed of the run's keys, the
+generation id only when it is an id, usage as `usage_of` keeps it, tool calls bounded as
+`tool_calls_of` bounds them. An answer larger than this run's reply cap could not have come
+from a reply it would read: a miss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ._cache_values import CachedAnswer
+from ._generation import valid_generation_id
+from ._reply import MAX_TOOL_CALLS, str_of, tool_call, usage_of
+from ._scrub import Scrubber
+
+
+def checked_hit(answer: CachedAnswer, scrub: Scrubber, max_reply_bytes: int | None) -> CachedAnswer | None:
+    """`answer` as a reply's reader would have kept it, or None when it is no answer a reply
+    within `max_reply_bytes` could carry."""
+    if max_reply_bytes is not None and len(answer.to_json()) > max_reply_bytes:
+        return None
+    calls = tuple(
+        tool_call(
+            {"id": call.get("id"), "function": {"name": call.get("name"), "arguments": call.get("arguments")}}, scrub
+        )
+        for call in answer.tool_calls[:MAX_TOOL_CALLS]
+    )
+    return replace(
+        answer,
+        generation_id=valid_generation_id(answer.generation_id, scrub),
+        response_model=str_of(answer.response_model, scrub),
+        provider=str_of(answer.provider, scrub),
+        content=scrub.text(answer.content),
+        finish_reason=str_of(answer.finish_reason, scrub),
+        native_finish_reason=str_of(answer.native_finish_reason, scrub),
+        usage=usage_of(answer.usage, scrub),
+        refusal=str_of(answer.refusal, scrub),
+        reasoning=str_of(answer.reasoning, scrub),
+        cost_status=str_of(answer.cost_status, scrub),
+        tool_calls=calls,
+    )
