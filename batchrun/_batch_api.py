@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from ._client import ChatResult, OpenRouterClient
-from ._exceptions import ConfigError, RequestFailed, Transient
+from ._exceptions import ConfigError, Rejected, RequestFailed, Transient
 from ._generation import valid_generation_id
 from ._pricing import money
 from ._reply import Reply, loads
@@ -180,3 +180,17 @@ class BatchClient:
         # The per-item error shape is not documented; read it like a sync error object.
         shaped = error if isinstance(error, dict) else {"message": str(error or "no response and no error")}
         return BatchItem(custom_id, None, self.client.error_object_failure(shaped))
+
+
+def end_failure(info: BatchInfo) -> RequestFailed:
+    """The failure of a row a terminal batch has no result for."""
+    if info.status == "completed":
+        return Transient("batch_missing_result", f"batch {info.id} returned no result for this row")
+    message = info.error or f"the batch ended {info.status}"
+    if info.status == "expired":
+        return Transient("batch_expired", message)
+    if info.status == "lost":
+        # Retryable, so `--retry-errors` can submit the rows again: the user's call, since
+        # a 404 under another key does not prove the batch never ran.
+        return Transient("batch_not_found", message, 404)
+    return Rejected("batch_failed", message)

@@ -18,17 +18,17 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from ._batch_api import BatchClient, BatchInfo, BatchItem
+from ._batch_api import BatchClient, BatchInfo, BatchItem, end_failure
 from ._batch_costs import batch_charges
 from ._batch_key import count_unseen, draw_rise, follow_earlier, note_key_seen, seen_between_runs
+from ._batch_outcome import BatchOutcome
 from ._batch_polls import PollFailures
 from ._batch_rules import batch_groups
 from ._batch_state import COLLECTED, SUBMITTED, BatchEntry, BatchState
 from ._checks import Answer, grade, is_judge, without_latency_checks
-from ._exceptions import AuthFailed, ConfigError, Rejected, RequestFailed, Transient
+from ._exceptions import AuthFailed, ConfigError, RequestFailed
 from ._matrix import Request
 from ._parts import non_text_part
 from ._retry import AttemptLog
@@ -42,31 +42,6 @@ from ._worker_pool import PoolOutcome, Runner
 # `plan` shows it as what a batch usually costs, and reservations use the full prices.
 BATCH_TOKEN_FACTOR = 0.5
 Notice = Callable[[str], None]
-
-
-@dataclass
-class BatchOutcome:
-    """What the summary says about batches, beside the usual counts."""
-
-    submitted: int = 0  # batches submitted by this run
-    collected: int = 0  # batches collected by this run
-    open: int = 0  # still running at the end of this run
-    open_rows: int = 0
-    in_doubt: list[str] = field(default_factory=list)  # keys of intents whose submission is unknown
-    sync_rows: int = 0  # rows this run sent through sync mode instead
-    held_usd: float = 0.0  # worst cases of the batches open or in doubt at the end, counted as spent
-
-    def as_json(self, state_file: str) -> dict[str, Any]:
-        return {
-            "state_file": state_file,
-            "submitted": self.submitted,
-            "collected": self.collected,
-            "open": self.open,
-            "open_rows": self.open_rows,
-            "in_doubt": self.in_doubt,
-            "sync_rows": self.sync_rows,
-            "held_usd": round(self.held_usd, 12),
-        }
 
 
 class BatchExecutor:
@@ -103,10 +78,15 @@ class BatchExecutor:
         """(rows to submit, rows for sync mode); rows held by open or doubtful batches wait."""
         held = self.state.held_rows()
         to_batch, to_sync = [], []
+        edited = 0
         for request in requests:
-            if request.id in held:
+            sent = held.get(request.id)
+            if sent is not None and (request.fingerprint in sent or None in sent):
                 self.pending[request.id] = request
                 continue
+            # A row edited since its batch was sent: that batch answers the earlier body, not
+            # this one (break22 C1: it was recorded under the new fingerprint and request).
+            edited += sent is not None
             if self.keep(request):
                 continue
             if non_text_part(request.body) is not None:
@@ -126,7 +106,17 @@ class BatchExecutor:
                 self.runner.answered_from_cache(request, cached)  # a hit is never submitted
             else:
                 to_batch.append(request)
+        if edited:
+            self.notice(f"{edited} row(s) were edited since the batch holding them was sent: sent again as edited")
         return to_batch, to_sync
+
+    def _answered(self, row: str, sent: str | None) -> Request | None:
+        """The row's request if the body `sent` for it (None: not kept) is its body: not a row
+        removed from the job, nor one edited since (its batch answered an earlier body)."""
+        request = self.pending.get(row)
+        if request is None or sent not in (None, request.fingerprint):
+            return None
+        return self.pending.pop(row)
 
     def _graded_hit(self, request: Request) -> bool:
         """A row the cache answers whose judge checks need grader requests (sent in sync mode)."""
@@ -237,7 +227,7 @@ class BatchExecutor:
                 record = records.make(request, Status.SKIPPED, "batch_cancelled", True, started, **fields)
             else:
                 if failure is None:
-                    failure = self._end_failure(info)
+                    failure = end_failure(info)
                 record = records.failure(request, failure, log, started, charges)
             records.emit(request, record)
             records.late.remember(request, record, charges)
@@ -279,25 +269,19 @@ class BatchExecutor:
         records.emit(request, record)
         records.late.remember(request, record, charges, grading.charges() if grading else None)
 
-    def _end_failure(self, info: BatchInfo) -> RequestFailed:
-        if info.status == "completed":
-            return Transient("batch_missing_result", f"batch {info.id} returned no result for this row")
-        message = info.error or f"the batch ended {info.status}"
-        if info.status == "expired":
-            return Transient("batch_expired", message)
-        if info.status == "lost":
-            # Retryable, so `--retry-errors` can submit the rows again: the user's call, since
-            # a 404 under another key does not prove the batch never ran.
-            return Transient("batch_not_found", message, 404)
-        return Rejected("batch_failed", message)
-
     async def _collect(self, entry: BatchEntry, info: BatchInfo) -> None:
         """Settle a terminal batch and write its rows. Whatever the status, result items it
         carries are kept and graded: they were answered, and paid for (break-14b M9; the
         quickstart says `results` is null unless completed, but a server that sends them has
         answered). The charge falls on the rows as _batch_costs says."""
         runner = self.runner
-        requests = {row: self.pending.pop(row, None) for row in entry.rows}
+        sent = dict(zip(entry.rows, entry.fingerprints, strict=False))
+        requests = {row: self._answered(row, sent.get(row)) for row in entry.rows}
+        if unmatched := sum(request is None for request in requests.values()):
+            self.notice(
+                f"batch {entry.key}: {unmatched} answer(s) not recorded: their rows were edited or removed from "
+                "the job since it was sent (what they cost is counted)"
+            )
         items = self.api.items(info)
         charges = batch_charges(entry.rows, info, items, lambda row: self._row_worst(entry, requests[row]))
         runner.charges.check_bound(charges.known, entry.reserved_usd, "charged for a batch")

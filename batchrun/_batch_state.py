@@ -195,9 +195,15 @@ class BatchState:
         """Open or in doubt: may be running and billing."""
         return [e for e in self.entries if e.state in (INTENT, SUBMITTED)]
 
-    def held_rows(self) -> set[str]:
-        """Rows a new submission must leave alone: in an open batch, or in doubt."""
-        return {row for e in self.entries if e.state in (INTENT, SUBMITTED) for row in e.rows}
+    def held_rows(self) -> dict[str, set[str | None]]:
+        """Rows a new submission must leave alone (in an open batch, or in doubt), with the
+        fingerprints of the bodies sent for them (None where a state file did not keep it)."""
+        held: dict[str, set[str | None]] = {}
+        for entry in self.pending():
+            sent: list[str | None] = [*entry.fingerprints, *[None] * (len(entry.rows) - len(entry.fingerprints))]
+            for row, fingerprint in zip(entry.rows, sent, strict=False):
+                held.setdefault(row, set()).add(fingerprint)
+        return held
 
 
 def pending_batches(results: Path, warn: Callable[[str], None]) -> list[BatchEntry]:

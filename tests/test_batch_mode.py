@@ -9,10 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from batchrun import ExitCode, Job, RunControl, RunOptions, RunReport, load_job, run_job
 from batchrun._batch_state import BatchState, state_path
+from batchrun._matrix import matrix_requests
 from batchrun._verdict import decide
 from batchrun.simulator import SimConfig, Simulator
 
@@ -139,6 +141,47 @@ async def test_deadline_exits_submitted_then_resume_collects_without_resubmittin
     assert code_of(second, job) == ExitCode.OK
     assert [e.state for e in BatchState.read(out).entries] == ["collected"] * 3
     assert len(read_rows(out)) == 15
+
+
+async def test_rows_edited_while_their_batch_runs_are_sent_again_not_given_its_answers(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    # break22 C1: after an edit, the resume recorded the open batch's answers (to the old
+    # prompt) under the edited row's fingerprint and request body, so no resume asked them
+    # again and `report --job` passed; rows removed from the job were dropped without a word.
+    job = batch_job(write_job(tmp_path, THREE_MODELS), deadline_s=600)
+    out = tmp_path / "r.jsonl"
+    assert code_of(await run(job, batch_sim, out, clock), job) == ExitCode.SUBMITTED
+    sent = {
+        row: fp
+        for entry in BatchState.read(out).entries
+        for row, fp in zip(entry.rows, entry.fingerprints, strict=True)
+    }
+    edited_text = (
+        THREE_MODELS.replace('"What is {{a}} + 1?"', '"What is {{a}} plus one?"')
+        .replace("{country: Italy, expect: Rome}]", "]")
+        .replace("{country: Japan, expect: Tokyo}, ]", "{country: Japan, expect: Tokyo}]")
+    )
+    edited = batch_job(write_job(tmp_path, edited_text, "edited.yaml"), deadline_s=600)
+    clock.now += 3 * 3600
+    notices: list[str] = []
+    options = RunOptions(api_key=FAKE_KEY, base_url=batch_sim.base_url, output=out, clock=clock, resume=True)
+    second = await run_job(edited, options, notice=notices.append)
+    assert code_of(second, edited) == ExitCode.SUBMITTED  # the rows sent again are in new batches
+    clock.now += 3 * 3600
+    third = await run(edited, batch_sim, out, clock, resume=True)
+    rows = {r["id"]: r for r in read_rows(out)}
+    new = {r.id: r for r in matrix_requests(edited)}
+    assert set(rows) == set(new) and third.summary["complete"] is True  # 12 rows: Italy is gone
+    assert len(read_rows(out)) == 12
+    for row_id, row in rows.items():
+        # Each record's body and fingerprint are the ones its answer was asked with.
+        assert row["fingerprint"] == new[row_id].fingerprint and row["request"] == orjson.loads(new[row_id].payload)
+    sent_again = [r for r in new.values() if sent[r.id] != r.fingerprint]
+    assert len(sent_again) == 6 and batch_sim.batches.stats.submitted == 6  # the 6 "plus one" rows, in 3 new batches
+    assert "6 row(s) were edited since the batch holding them was sent: sent again as edited" in notices
+    # Per old batch: 2 edited rows and 1 removed row (Italy) answered the old bodies.
+    assert sum("3 answer(s) not recorded" in n for n in notices) == 3
 
 
 async def test_the_same_output_path_without_resume_collects_too(
