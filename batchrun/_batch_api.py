@@ -83,6 +83,10 @@ def _exact_count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
+# What one result item may take in a batch's reply: an answer of ~16k tokens with its record.
+ITEM_BYTES = 64 * 1024
+
+
 class BatchClient:
     """The Batch API over an OpenRouterClient: same HTTP client, key, scrubbing and classifier."""
 
@@ -90,10 +94,10 @@ class BatchClient:
         self.client = client
         self.url = batches_url(client.base_url)
 
-    async def _call(self, method: str, url: str, content: bytes | None = None) -> tuple[Reply, Any]:
+    async def _call(self, method: str, url: str, content: bytes | None = None, max_bytes: int = 0) -> tuple[Reply, Any]:
         client = self.client
         request = client._http.build_request(method, url, content=content, headers=client._auth(client._api_key))
-        reply = await client._exchange(request)  # size-capped, like every reply
+        reply = await client._exchange(request, max_bytes=max_bytes)  # size-capped, like every reply
         if reply.status not in (200, 201, 202):
             raise client._failure(reply)  # the error object, or the body's text scrubbed then cut
         try:
@@ -141,8 +145,12 @@ class BatchClient:
         _, data = await self._call("POST", self.url, submission_body(model, items))
         return self._info(data, submitted=True)
 
-    async def get(self, batch_id: str) -> BatchInfo:
-        _, data = await self._call("GET", f"{self.url}/{batch_id}")
+    async def get(self, batch_id: str, rows: int = 0) -> BatchInfo:
+        """The batch object. A completed batch carries every result inline, in one reply: its
+        cap is max_response_bytes plus ITEM_BYTES per row (break22 M2: a batch of 8,100
+        one-word answers passed the 4 MiB cap, and no poll could ever collect it)."""
+        cap = self.client.max_response_bytes + rows * ITEM_BYTES
+        _, data = await self._call("GET", f"{self.url}/{batch_id}", max_bytes=cap)
         return self._info(data)
 
     async def cancel(self, batch_id: str) -> BatchInfo:

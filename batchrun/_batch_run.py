@@ -317,7 +317,7 @@ class BatchExecutor:
         for entry in self.state.open_entries():
             assert entry.batch_id is not None
             try:
-                info = await self.api.get(entry.batch_id)
+                info = await self.api.get(entry.batch_id, len(entry.rows))
             except AuthFailed as failure:
                 self.runner.request_stop(StopReason.AUTH, f"the API key was refused: {failure.message}")
                 return

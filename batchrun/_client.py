@@ -150,12 +150,15 @@ class OpenRouterClient:
         self._chat_host = self._chat_url.netloc
         self._chat_extensions = {"timeout": self._http.timeout.as_dict()}
 
-    async def _exchange(self, request: httpx.Request, billable: bool = False, flight: Flight | None = None) -> Reply:
+    async def _exchange(
+        self, request: httpx.Request, billable: bool = False, flight: Flight | None = None, max_bytes: int = 0
+    ) -> Reply:
         """One HTTP exchange, its body read under the cap; every transport failure (an
         invalid status line, a TLS or SSH banner included) becomes a Transient.
 
         `billable`: the request may be charged once the server has it, so a failure after
         sending marks the attempt `maybe_billed` (with the generation id, if headers came).
+        `max_bytes`: another cap than max_response_bytes (a batch's results come in one reply).
         """
         headers: list[Mapping[str, str]] = []  # the response's headers, once they are in
         status = 0
@@ -169,7 +172,7 @@ class OpenRouterClient:
                 if flight is not None:
                     flight.generation_id = generation_header(response.headers, self.scrub)
                 try:
-                    body = await read_capped(response, self._max_response_bytes)
+                    body = await read_capped(response, max_bytes or self._max_response_bytes)
                 finally:
                     # Closing a response not read to its end drops its connection: the rest
                     # of an oversized body is never received.

@@ -238,3 +238,18 @@ def test_a_batch_never_answered_as_a_batch_ends_the_run_open_and_is_said_once(tm
     said = f"{ROWS} row(s) await OpenRouter: 1 batch(es) could not be read in {LIMIT} polls in a row; collect"
     assert said in outcome.stdout
     assert outcome.rows == [] and summary(tmp_path)["stop"] == "submitted"
+
+
+def test_a_completed_batch_larger_than_one_reply_cap_is_collected(tmp_path: Path) -> None:
+    # break22 M2: a completed batch carries every result inline, and its object was held to
+    # the cap of one answer: 120 KB of four 30 KB answers under --max-response-bytes 65536
+    # (at the defaults, any batch over ~8,100 one-word answers) was refused at every poll.
+    def batch_of(ids: list[str]) -> dict[str, Any]:
+        batch = completed(None, ids)
+        for entry in batch["results"]:
+            entry["response"]["body"]["choices"][0]["message"]["content"] = "Paris " + "x" * 30_000
+        return batch
+
+    outcome = run(tmp_path, batch_of, "--max-response-bytes", "65536", "--deadline", "10")
+    assert outcome.code == ExitCode.OK, outcome.stderr
+    assert [r["status"] for r in outcome.rows] == ["ok"] * ROWS
