@@ -28,7 +28,8 @@ from ._batch_polls import PollFailures
 from ._batch_rules import batch_groups
 from ._batch_state import COLLECTED, SUBMITTED, BatchEntry, BatchState
 from ._checks import Answer, grade, is_judge, without_latency_checks
-from ._exceptions import AuthFailed, ConfigError, RequestFailed
+from ._exceptions import AuthFailed, ConfigError, RequestFailed, Transient
+from ._generation import valid_generation_id
 from ._matrix import Request
 from ._parts import non_text_part
 from ._retry import AttemptLog
@@ -316,6 +317,12 @@ class BatchExecutor:
     async def _poll_once(self) -> None:
         for entry in self.state.open_entries():
             assert entry.batch_id is not None
+            if valid_generation_id(entry.batch_id, self.api.client.scrub) is None:
+                # An id from X.batches.json goes into a URL and messages: one edited to hold a key
+                # or a path is never sent (break22 m8); its rows end as a lost batch's do.
+                why = f"batch {entry.key}: the id kept for it is not a batch id"
+                await self._collect(entry, BatchInfo(entry.batch_id, "lost", {}, None, None, why, None))
+                continue
             try:
                 info = await self.api.get(entry.batch_id, len(entry.rows))
             except AuthFailed as failure:
@@ -330,6 +337,9 @@ class BatchExecutor:
                     await self._collect(entry, lost)
                     continue
                 self.poll_failures.failed(entry, failure)  # the batch runs on; the next poll may work
+                continue
+            if info.id != entry.batch_id:  # break22 m4: a proxy or cache answering for another batch
+                self.poll_failures.failed(entry, Transient("bad_response", f"the answer is batch {info.id}'s", 200))
                 continue
             self.poll_failures.read(entry)
             entry.status = info.status

@@ -184,6 +184,29 @@ async def test_rows_edited_while_their_batch_runs_are_sent_again_not_given_its_a
     assert sum("3 answer(s) not recorded" in n for n in notices) == 3
 
 
+async def test_a_batch_id_edited_into_a_key_is_never_sent_nor_written(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    # break22 m8: the id read back from X.batches.json went into the poll's URL and into each
+    # row's error message ("OpenRouter has no batch sk-or-v1-...": the key five times).
+    job = batch_job(write_job(tmp_path, THREE_MODELS), deadline_s=600)
+    out = tmp_path / "r.jsonl"
+    assert code_of(await run(job, batch_sim, out, clock), job) == ExitCode.SUBMITTED
+    path = state_path(out)
+    data = json.loads(path.read_text())
+    data["batches"][0]["batch_id"] = FAKE_KEY
+    path.write_text(json.dumps(data))
+    clock.now += 3 * 3600
+    notices: list[str] = []
+    options = RunOptions(api_key=FAKE_KEY, base_url=batch_sim.base_url, output=out, clock=clock, resume=True)
+    await run_job(job, options, notice=notices.append)
+    text = out.read_text() + "\n".join(notices) + state_path(out).read_text().replace(FAKE_KEY, "")
+    assert FAKE_KEY not in text and FAKE_KEY[9:25] not in text
+    lost = [r for r in read_rows(out) if r["status"] == "error"]
+    assert len(lost) == 5 and {r["reason"] for r in lost} == {"batch_not_found"}
+    assert lost[0]["error"]["message"] == "batch b1: the id kept for it is not a batch id"
+
+
 async def test_the_same_output_path_without_resume_collects_too(
     tmp_path: Path, batch_sim: Simulator, clock: FakeClock
 ) -> None:

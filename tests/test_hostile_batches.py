@@ -253,3 +253,13 @@ def test_a_completed_batch_larger_than_one_reply_cap_is_collected(tmp_path: Path
     outcome = run(tmp_path, batch_of, "--max-response-bytes", "65536", "--deadline", "10")
     assert outcome.code == ExitCode.OK, outcome.stderr
     assert [r["status"] for r in outcome.rows] == ["ok"] * ROWS
+
+
+def test_a_batch_object_of_another_batch_is_not_collected_as_this_one(tmp_path: Path) -> None:
+    # break22 m4: the poll of batch_1 answered with batch_other's object was collected.
+    def batch_of(ids: list[str]) -> dict[str, Any]:
+        return {**completed(ITEM_COST * ROWS, ids), "id": "batch_other"}
+
+    outcome = run(tmp_path, batch_of, "--deadline", "30")
+    assert outcome.code == ExitCode.SUBMITTED and outcome.rows == []
+    assert "poll failed: bad_response: the answer is batch batch_other's" in outcome.stderr
