@@ -202,3 +202,16 @@ def end_failure(info: BatchInfo) -> RequestFailed:
         # a 404 under another key does not prove the batch never ran.
         return Transient("batch_not_found", message, 404)
     return Rejected("batch_failed", message)
+
+
+def stray_items(info: BatchInfo, rows: list[str]) -> str | None:
+    """What a batch's results hold beyond one item per row sent: items repeating a row (the
+    last one is the row's answer) or for a row never sent (not recorded, nor its cost counted
+    unless the key's usage shows it)."""
+    ids = [raw.get("custom_id") for raw in info.results or [] if isinstance(raw, dict)]
+    sent = set(rows)
+    repeated = len([i for i in ids if i in sent]) - len(sent & set(ids))
+    unknown = sum(i not in sent for i in ids)
+    said = [f"{repeated} result item(s) repeat a row (the last one is kept)"] if repeated else []
+    said += [f"{unknown} result item(s) are for no row it was sent (not recorded)"] if unknown else []
+    return "; ".join(said) or None

@@ -20,7 +20,7 @@ import signal
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._batch_api import BatchClient, BatchInfo, BatchItem, end_failure
+from ._batch_api import BatchClient, BatchInfo, BatchItem, end_failure, stray_items
 from ._batch_costs import batch_charges
 from ._batch_key import count_unseen, draw_rise, follow_earlier, note_key_seen, seen_between_runs
 from ._batch_outcome import BatchOutcome
@@ -284,6 +284,8 @@ class BatchExecutor:
                 "the job since it was sent (what they cost is counted)"
             )
         items = self.api.items(info)
+        if strays := stray_items(info, entry.rows):  # break22 m1, m2: said, not passed over in silence
+            self.notice(f"batch {entry.key} ({entry.batch_id}): {strays}")
         charges = batch_charges(entry.rows, info, items, lambda row: self._row_worst(entry, requests[row]))
         runner.charges.check_bound(charges.known, entry.reserved_usd, "charged for a batch")
         await runner.ledger.settle_hold(entry.reserved_usd, charges.known, charges.held)

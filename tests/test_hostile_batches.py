@@ -263,3 +263,18 @@ def test_a_batch_object_of_another_batch_is_not_collected_as_this_one(tmp_path: 
     outcome = run(tmp_path, batch_of, "--deadline", "30")
     assert outcome.code == ExitCode.SUBMITTED and outcome.rows == []
     assert "poll failed: bad_response: the answer is batch batch_other's" in outcome.stderr
+
+
+def test_result_items_repeated_or_for_no_row_are_said(tmp_path: Path) -> None:
+    # break22 m1, m2: a row answered twice, and an item for a row never sent, passed in silence.
+    def batch_of(ids: list[str]) -> dict[str, Any]:
+        batch = completed(ITEM_COST * ROWS, ids)
+        batch["results"] += [item(ids[0]), item("f" * 20)]
+        return batch
+
+    outcome = run(tmp_path, batch_of)
+    assert outcome.code == ExitCode.OK and len(outcome.rows) == ROWS
+    assert (
+        "batch_1): 1 result item(s) repeat a row (the last one is kept); 1 result item(s) are for no row it was "
+        "sent (not recorded)"
+    ) in outcome.stderr
