@@ -22,6 +22,9 @@ class PollFailures:
     def __init__(self, notice: Notice) -> None:
         self.notice = notice
         self._in_a_row: dict[str, tuple[int, str]] = {}  # batch key -> (failed polls, the last failure)
+        # The longest Retry-After of this round of polls: the next round waits at least that
+        # (break22 m6: a 429 asking for a pause was polled again every batch_poll_s).
+        self.wait_s = 0.0
 
     def failed(self, entry: BatchEntry, failure: RequestFailed) -> None:
         what = f"{failure.kind}: {failure.message}"
@@ -29,6 +32,13 @@ class PollFailures:
         if what != last:
             self.notice(f"batch {entry.key} ({entry.batch_id}): poll failed: {what}")
         self._in_a_row[entry.key] = (count + 1, what)
+        self.wait_s = max(self.wait_s, failure.retry_after or 0.0)
+
+    def next_wait(self, poll_s: float) -> float:
+        """The wait before the next round: batch_poll_s, or the longest Retry-After of this
+        round, up to ten polls' worth (a server's figure is not trusted to stop a run)."""
+        wait, self.wait_s = max(poll_s, min(self.wait_s, 10 * poll_s)), 0.0
+        return wait
 
     def read(self, entry: BatchEntry) -> None:
         self._in_a_row.pop(entry.key, None)

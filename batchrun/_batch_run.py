@@ -351,7 +351,7 @@ class BatchExecutor:
 
     async def _pause(self) -> bool:
         """Sleep until the next poll; False when the deadline or a stop comes first."""
-        wait = self.settings.batch_poll_s
+        wait = self.poll_failures.next_wait(self.settings.batch_poll_s)
         if self.deadline_at is not None:
             left = self.deadline_at - self.clock.monotonic()
             if left <= 0:

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from batchrun import ExitCode
+from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._batch_polls import LIMIT
 from batchrun._reader import scan_states
 
-from .conftest import call_cli, final_rows, write_job
+from .conftest import FAKE_KEY, FakeClock, call_cli, final_rows, write_job
 from .hostile import JOB as HOSTILE_JOB
 from .hostile import Answer, HostileServer, RawRequest, chat_payload, json_answer
 from .hostile import run as run_hostile
@@ -278,3 +279,23 @@ def test_result_items_repeated_or_for_no_row_are_said(tmp_path: Path) -> None:
         "batch_1): 1 result item(s) repeat a row (the last one is kept); 1 result item(s) are for no row it was "
         "sent (not recorded)"
     ) in outcome.stderr
+
+
+async def test_a_poll_answered_429_waits_its_retry_after(tmp_path: Path) -> None:
+    # break22 m6: polls answered 429 with Retry-After were made again every batch_poll_s.
+    server = batch_server(lambda ids: {"status": "in_progress", "results": None})
+    polls = {"n": 0}
+
+    def limited(request: RawRequest) -> bytes:
+        polls["n"] += 1
+        return json_answer(429, {"error": {"code": 429, "message": "slow down"}}, {"Retry-After": "120"})
+
+    server.routes["/batch_1"] = limited
+    job = load_job(write_job(tmp_path, JOB.replace("batch_poll_s: 0.01", "batch_poll_s: 30")))
+    job = replace(job, run=replace(job.run, deadline_s=1000))
+    clock = FakeClock(0.0)
+    with server.running():
+        options = RunOptions(api_key=FAKE_KEY, base_url=server.base_url, output=tmp_path / "o.jsonl", clock=clock)
+        await run_job(job, options)
+    # Each wait is the server's 120 s, not batch_poll_s (30 s); the last is what the deadline left.
+    assert clock.sleeps[:-1] and set(clock.sleeps[:-1]) == {120.0} and polls["n"] <= 1000 / 120 + 2
