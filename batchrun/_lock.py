@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from ._exceptions import LockHeld
@@ -42,6 +43,7 @@ class OutputLock:
         self.target = target
         self.path = target.with_name(target.name + ".lock")
         self._fd = -1
+        self._file_fd = -1
 
     def acquire(self) -> None:
         self.target.parent.mkdir(parents=True, exist_ok=True)
@@ -66,8 +68,34 @@ class OutputLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         _HELD.append(self)
+        try:
+            self._lock_the_file_itself()
+        except BaseException:
+            self.release()
+            raise
+
+    def _lock_the_file_itself(self) -> None:
+        """A hard link is a name of the same file that resolving cannot see (break22 M4: two
+        resumes through two links each took their own OUTPUT.lock, and 56 of 60 rows were paid
+        twice). An existing regular file is flocked too, so one file has one writer by any name."""
+        try:
+            fd = os.open(self.target, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return  # not there yet (a fresh run), or not readable: its name's lock is the lock
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                return
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockHeld(f"{self.what} by another batchrun run, under another name of the same file") from None
+        self._file_fd = fd
 
     def release(self) -> None:
+        if self._file_fd >= 0:
+            os.close(self._file_fd)  # drops its flock
+            self._file_fd = -1
         if self._fd >= 0:
             with contextlib.suppress(ValueError):
                 _HELD.remove(self)

@@ -137,6 +137,31 @@ def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path, sim: Simulat
     assert not (tmp_path / "l.jsonl.lock").exists()  # removed when the run ended
 
 
+def test_a_hard_link_to_an_output_being_written_is_refused(tmp_path: Path, sim: Simulator) -> None:
+    # break22 M4: two resumes through two hard links of one file each took their own
+    # OUTPUT.lock: 56 of 60 rows were answered, and paid, twice.
+    sim.config.faults = {"hang": 1.0}
+    job = write_job(tmp_path, BIG_JOB)
+    out, other = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    env = child_env(OPENROUTER_API_KEY="test-key")
+    assert cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--deadline", "0.2", env=env).returncode == 6
+    os.link(out, other)
+    sent = sim.stats.chat_requests
+    first = start(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", env=env)
+    end = time.monotonic() + 30
+    while sim.stats.chat_requests == sent and first.poll() is None and time.monotonic() < end:
+        time.sleep(0.01)  # until it sends: long past taking its locks
+    before = out.read_bytes()
+    second = cli(job, "--base-url", sim.base_url, "-o", other, "-q", "--resume", env=env)
+    first.send_signal(signal.SIGTERM)
+    first.wait(60)
+    assert second.returncode == ExitCode.LOCKED, second.stderr
+    assert second.stderr.startswith(
+        "batchrun: b.jsonl is being written by another batchrun run, under another name of the same file"
+    )
+    assert out.read_bytes().startswith(before) and len({r["id"] for r in read_rows(out)}) == 200
+
+
 # Takes the lock as a run does, says so, and holds it until killed.
 HOLD_LOCK = """
 import fcntl, os, sys, time
