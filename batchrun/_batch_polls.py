@@ -16,6 +16,9 @@ from ._exceptions import RequestFailed
 from ._options import Notice
 
 LIMIT = 20  # polls in a row: 20 minutes at the default batch_poll_s of 60 s
+# A batch is taken as lost (its rows errors) after this many 404s in a row: one 404 just after
+# the 202 that created it may be a read that came before the write (break22 m10).
+NOT_FOUND_POLLS = 3
 
 
 class PollFailures:
@@ -26,13 +29,15 @@ class PollFailures:
         # (break22 m6: a 429 asking for a pause was polled again every batch_poll_s).
         self.wait_s = 0.0
 
-    def failed(self, entry: BatchEntry, failure: RequestFailed) -> None:
+    def failed(self, entry: BatchEntry, failure: RequestFailed) -> int:
+        """Count a failed poll of `entry`; the polls it has failed in a row."""
         what = f"{failure.kind}: {failure.message}"
         count, last = self._in_a_row.get(entry.key, (0, ""))
         if what != last:
             self.notice(f"batch {entry.key} ({entry.batch_id}): poll failed: {what}")
         self._in_a_row[entry.key] = (count + 1, what)
         self.wait_s = max(self.wait_s, failure.retry_after or 0.0)
+        return count + 1
 
     def next_wait(self, poll_s: float) -> float:
         """The wait before the next round: batch_poll_s, or the longest Retry-After of this

@@ -24,7 +24,7 @@ from ._batch_api import BatchClient, BatchInfo, BatchItem, end_failure, stray_it
 from ._batch_costs import batch_charges
 from ._batch_key import count_unseen, draw_rise, follow_earlier, note_key_seen, seen_between_runs
 from ._batch_outcome import BatchOutcome
-from ._batch_polls import PollFailures
+from ._batch_polls import NOT_FOUND_POLLS, PollFailures
 from ._batch_rules import batch_groups
 from ._batch_state import COLLECTED, SUBMITTED, BatchEntry, BatchState
 from ._checks import Answer, grade, is_judge, without_latency_checks
@@ -331,14 +331,13 @@ class BatchExecutor:
                 self.runner.request_stop(StopReason.AUTH, f"the API key was refused: {failure.message}")
                 return
             except RequestFailed as failure:
-                if failure.http_status == 404:
+                in_a_row = self.poll_failures.failed(entry, failure)  # the batch runs on; a next poll may work
+                if failure.http_status == 404 and in_a_row >= NOT_FOUND_POLLS:
                     # Unknown to the server (another key, or past the documented 30-day retention):
                     # its rows can never be collected; they end as errors instead of waiting forever.
                     message = f"OpenRouter has no batch {entry.batch_id}"
                     lost = BatchInfo(entry.batch_id, "lost", {}, None, None, message, None)
                     await self._collect(entry, lost)
-                    continue
-                self.poll_failures.failed(entry, failure)  # the batch runs on; the next poll may work
                 continue
             if info.id != entry.batch_id:  # break22 m4: a proxy or cache answering for another batch
                 self.poll_failures.failed(entry, Transient("bad_response", f"the answer is batch {info.id}'s", 200))

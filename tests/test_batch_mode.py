@@ -545,6 +545,7 @@ async def test_a_batch_the_server_does_not_know_ends_as_retryable_errors(
     out = tmp_path / "r.jsonl"
     await run(job, batch_sim, out, clock)
     other = Simulator(SimConfig())  # another server (or key): it has never seen these batches
+    job = replace(job, run=replace(job.run, deadline_s=600))  # a 404 is believed at the third poll
     with other.serve_in_thread():
         report = await run(job, other, out, clock, resume=True)
         assert other.batches.stats.submitted == 0

@@ -299,3 +299,27 @@ async def test_a_poll_answered_429_waits_its_retry_after(tmp_path: Path) -> None
         await run_job(job, options)
     # Each wait is the server's 120 s, not batch_poll_s (30 s); the last is what the deadline left.
     assert clock.sleeps[:-1] and set(clock.sleeps[:-1]) == {120.0} and polls["n"] <= 1000 / 120 + 2
+
+
+def test_one_404_just_after_the_batch_was_created_is_polled_again(tmp_path: Path) -> None:
+    # break22 m10: one 404 on the first poll (a read before the write) made the batch lost for
+    # good: its answers never collected, and --retry-errors paid for its rows again.
+    polls = {"n": 0}
+
+    def batch_of(ids: list[str]) -> dict[str, Any]:
+        return completed(ITEM_COST * ROWS, ids)
+
+    server = batch_server(batch_of)
+    answer = server.routes["/batch_1"]
+
+    def first_not_found(request: RawRequest) -> bytes:
+        polls["n"] += 1
+        return (
+            json_answer(404, {"error": {"code": 404, "message": "no such batch"}})
+            if polls["n"] == 1
+            else answer(request)
+        )
+
+    server.routes["/batch_1"] = first_not_found
+    outcome = run_hostile(server, tmp_path, "--budget", "1", job=JOB)
+    assert outcome.code == ExitCode.OK and [r["status"] for r in outcome.rows] == ["ok"] * ROWS
