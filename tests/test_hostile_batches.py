@@ -312,7 +312,7 @@ def test_one_404_just_after_the_batch_was_created_is_polled_again(tmp_path: Path
     server = batch_server(batch_of)
     answer = server.routes["/batch_1"]
 
-    def first_not_found(request: RawRequest) -> bytes:
+    def first_not_found(request: RawRequest) -> Answer:
         polls["n"] += 1
         return (
             json_answer(404, {"error": {"code": 404, "message": "no such batch"}})
