@@ -181,9 +181,10 @@ class BatchExecutor:
         try:
             info = await self.api.submit(model, [(r.id, r.payload) for r in group])
         except RequestFailed as failure:
-            if failure.http_status is None:
-                # No HTTP answer: OpenRouter may or may not have the batch. Keep the intent
-                # (in doubt): never submitted again without the user's word.
+            if failure.http_status is None or failure.http_status >= 500:
+                # No HTTP answer, or a server error (a gateway's 502 says nothing of what the
+                # server behind it did; break22 m5): OpenRouter may or may not have the batch.
+                # Keep the intent (in doubt): never submitted again without the user's word.
                 self.outcome.in_doubt.append(entry.key)
                 self.notice(f"batch {entry.key} ({model}): submission outcome unknown ({failure.message}); in doubt")
                 for request in group:
