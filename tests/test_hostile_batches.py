@@ -323,3 +323,17 @@ def test_one_404_just_after_the_batch_was_created_is_polled_again(tmp_path: Path
     server.routes["/batch_1"] = first_not_found
     outcome = run_hostile(server, tmp_path, "--budget", "1", job=JOB)
     assert outcome.code == ExitCode.OK and [r["status"] for r in outcome.rows] == ["ok"] * ROWS
+
+
+def test_an_integer_past_64_bits_in_one_item_is_a_count_not_believed(tmp_path: Path) -> None:
+    # verify22 N1: `prompt_tokens: 10**400` in one result item was a traceback (orjson cannot
+    # write such an integer) at every resume, and the paid batch was never collected.
+    def batch_of(ids: list[str]) -> dict[str, Any]:
+        batch = completed(ITEM_COST * ROWS, ids)
+        batch["results"][0]["response"]["body"]["usage"]["prompt_tokens"] = 10**400
+        return batch
+
+    outcome = run(tmp_path, batch_of, "--deadline", "10")
+    assert outcome.code == ExitCode.OK, outcome.stderr
+    assert [r["status"] for r in outcome.rows] == ["ok"] * ROWS
+    assert sum("prompt_tokens" not in r["usage"] for r in outcome.rows) == 1  # the count not believed
