@@ -26,8 +26,9 @@ import orjson
 from ._client import ChatResult, OpenRouterClient
 from ._exceptions import ConfigError, Rejected, RequestFailed, Transient
 from ._generation import valid_generation_id
+from ._matrix import Request
 from ._pricing import money
-from ._reply import Reply, loads
+from ._reply import Reply, count, loads
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -84,8 +85,18 @@ def _exact_count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-# What one result item may take in a batch's reply: an answer of ~16k tokens with its record.
+# What one result item may take in a batch's reply: 64 KiB, and 16 bytes (a token's text as
+# JSON, escaped) per completion token its request allows (verify22 N3: answers of max_tokens
+# 32,000 passed a flat 64 KiB each).
 ITEM_BYTES = 64 * 1024
+BYTES_PER_TOKEN = 16
+
+
+def item_allowance(request: Request | None) -> int:
+    """What the result item of `request` may take in its batch's reply."""
+    body = request.body if request is not None else {}
+    tokens = max((count(body.get(name)) or 0 for name in ("max_completion_tokens", "max_tokens")), default=0)
+    return ITEM_BYTES + BYTES_PER_TOKEN * tokens
 
 
 class BatchClient:
@@ -146,11 +157,12 @@ class BatchClient:
         _, data = await self._call("POST", self.url, submission_body(model, items))
         return self._info(data, submitted=True)
 
-    async def get(self, batch_id: str, rows: int = 0) -> BatchInfo:
+    async def get(self, batch_id: str, allowance: int = 0) -> BatchInfo:
         """The batch object. A completed batch carries every result inline, in one reply: its
-        cap is max_response_bytes plus ITEM_BYTES per row (break22 M2: a batch of 8,100
-        one-word answers passed the 4 MiB cap, and no poll could ever collect it)."""
-        cap = self.client.max_response_bytes + rows * ITEM_BYTES
+        cap is max_response_bytes plus `allowance`, what its rows' answers may take
+        (`item_allowance`; break22 M2: a batch of 8,100 one-word answers passed the 4 MiB
+        cap, and no poll could ever collect it)."""
+        cap = self.client.max_response_bytes + allowance
         _, data = await self._call("GET", f"{self.url}/{batch_id}", max_bytes=cap)
         return self._info(data)
 

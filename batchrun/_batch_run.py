@@ -20,7 +20,7 @@ import signal
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._batch_api import BatchClient, BatchInfo, BatchItem, end_failure, stray_items
+from ._batch_api import BatchClient, BatchInfo, BatchItem, end_failure, item_allowance, stray_items
 from ._batch_costs import batch_charges
 from ._batch_key import count_unseen, draw_rise, follow_earlier, note_key_seen, seen_between_runs
 from ._batch_outcome import BatchOutcome
@@ -327,7 +327,8 @@ class BatchExecutor:
                 await self._collect(entry, BatchInfo(entry.batch_id, "lost", {}, None, None, why, None))
                 continue
             try:
-                info = await self.api.get(entry.batch_id, len(entry.rows))
+                allowance = sum(item_allowance(self.pending.get(row)) for row in entry.rows)
+                info = await self.api.get(entry.batch_id, allowance)
             except AuthFailed as failure:
                 self.runner.request_stop(StopReason.AUTH, f"the API key was refused: {failure.message}")
                 return

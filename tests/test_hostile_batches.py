@@ -337,3 +337,18 @@ def test_an_integer_past_64_bits_in_one_item_is_a_count_not_believed(tmp_path: P
     assert outcome.code == ExitCode.OK, outcome.stderr
     assert [r["status"] for r in outcome.rows] == ["ok"] * ROWS
     assert sum("prompt_tokens" not in r["usage"] for r in outcome.rows) == 1  # the count not believed
+
+
+def test_a_batch_of_long_answers_is_collected_within_what_its_max_tokens_allow(tmp_path: Path) -> None:
+    # verify22 N3: answers of max_tokens 32,000 (about 128 KB each) passed a flat 64 KiB a row.
+    def batch_of(ids: list[str]) -> dict[str, Any]:
+        batch = completed(None, ids)
+        for entry in batch["results"]:
+            entry["response"]["body"]["choices"][0]["message"]["content"] = "Paris " + "x" * 128_000
+        return batch
+
+    long_answers = JOB.replace("max_tokens: 16", "max_tokens: 32000")
+    server = batch_server(batch_of)
+    outcome = run_hostile(server, tmp_path, "--budget", "1", "--max-response-bytes", "65536", job=long_answers)
+    assert outcome.code == ExitCode.OK, outcome.stderr
+    assert [r["status"] for r in outcome.rows] == ["ok"] * ROWS
