@@ -12,6 +12,7 @@ from a reply it would read: a miss.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from ._cache_values import CachedAnswer
@@ -19,12 +20,17 @@ from ._generation import valid_generation_id
 from ._reply import MAX_TOOL_CALLS, str_of, tool_call, usage_of
 from ._scrub import Scrubber
 
+# When the answer first arrived, as `utc()` writes it (a stored time is never trusted as text).
+_UTC_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|\+00:00)")
+
 
 def checked_hit(answer: CachedAnswer, scrub: Scrubber, max_reply_bytes: int | None) -> CachedAnswer | None:
     """`answer` as a reply's reader would have kept it, or None when it is no answer a reply
     within `max_reply_bytes` could carry."""
     if max_reply_bytes is not None and len(answer.to_json()) > max_reply_bytes:
         return None
+    if answer.generated_at and not _UTC_TIME.fullmatch(answer.generated_at):
+        return None  # verify22 N2: copied into the record as it was, a key with it
     calls = tuple(
         tool_call(
             {"id": call.get("id"), "function": {"name": call.get("name"), "arguments": call.get("arguments")}}, scrub

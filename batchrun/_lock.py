@@ -35,6 +35,17 @@ def release_all() -> None:
             lock.release()
 
 
+def lock_created(target: Path) -> None:
+    """Flock `target` itself for the lock held on its name, now that it exists: a run that
+    created its output took the name's lock only, and a hard link made to the new file let a
+    second run write it too (verify22 N4: 44 of 60 rows paid twice). Raises LockHeld if a run
+    under another name took the file first."""
+    resolved = target.resolve()
+    for lock in _HELD:
+        if lock._file_fd < 0 and lock.target.resolve() == resolved:
+            lock._lock_the_file_itself()
+
+
 class OutputLock:
     """An exclusive lock on `target` (held on `target.lock`, resolved); `what` names it in the message."""
 

@@ -25,7 +25,7 @@ from ._job import Job
 from ._journal import AttemptJournal, recover
 from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
-from ._lock import OutputLock
+from ._lock import OutputLock, lock_created
 from ._matrix import Request, count_requests, matrix_requests
 from ._options import Notice, RunOptions
 from ._output_paths import (
@@ -235,6 +235,7 @@ async def _locked_run(
                 on_record(record)
 
         writer = ResultsWriter(output)
+        lock_created(output)  # a new output exists now: locked by any name (verify22 N4)
         journal = AttemptJournal(output, writer, job.name, states.key_gap_usd if states is not None else 0.0)
         runner = Runner(
             client,

@@ -227,13 +227,14 @@ def test_a_hit_is_read_as_a_reply_is_scrubbed_and_bounded(tmp_path: Path) -> Non
             db.execute(set_answer, ("$.generation_id", json.dumps(FAKE_KEY), ids[0]))
             db.execute(set_answer, ("$.tool_calls", json.dumps(calls), ids[1]))
             db.execute(set_answer, ("$.tool_calls", json.dumps(huge), ids[2]))
+            db.execute(set_answer, ("$.generated_at", json.dumps(FAKE_KEY), ids[3]))  # verify22 N2
         sent = len(server.chat_rows())
         code, _, err = call_cli(job, "-o", tmp_path / "b.jsonl", *args)
         resent = len(server.chat_rows()) - sent
     assert (code, err) == (0, "")
     text = (tmp_path / "b.jsonl").read_text()
     assert FAKE_KEY not in text and FAKE_KEY[9:25] not in text
-    assert resent == 1  # the answer over the reply cap
+    assert resent == 2  # the answer over the reply cap, and the one whose time is no time
     rows = read_rows(tmp_path / "b.jsonl")
-    assert sorted(len(r["tool_calls"] or []) for r in rows if r["cached"]) == [0] * 5 + [32]
+    assert sorted(len(r["tool_calls"] or []) for r in rows if r["cached"]) == [0] * 4 + [32]
     assert max(len(line) for line in text.splitlines()) < 100_000

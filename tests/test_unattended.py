@@ -162,6 +162,25 @@ def test_a_hard_link_to_an_output_being_written_is_refused(tmp_path: Path, sim: 
     assert out.read_bytes().startswith(before) and len({r["id"] for r in read_rows(out)}) == 200
 
 
+def test_a_hard_link_to_an_output_a_run_created_is_refused(tmp_path: Path, sim: Simulator) -> None:
+    # verify22 N4: a run that created its output had locked the name only: a hard link made
+    # to the new file let a second run resume it at once (44 of 60 rows paid twice).
+    sim.config.faults = {"hang": 1.0}
+    job = write_job(tmp_path, BIG_JOB)
+    out, other = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    env = child_env(OPENROUTER_API_KEY="test-key")
+    first = start(job, "--base-url", sim.base_url, "-o", out, "-q", env=env)
+    end = time.monotonic() + 30
+    while sim.stats.chat_requests == 0 and first.poll() is None and time.monotonic() < end:
+        time.sleep(0.01)  # it sends only once its output is open
+    os.link(out, other)
+    second = cli(job, "--base-url", sim.base_url, "-o", other, "-q", "--resume", "--deadline", "2", env=env)
+    first.send_signal(signal.SIGTERM)
+    first.wait(60)
+    assert second.returncode == ExitCode.LOCKED, second.stderr
+    assert "under another name of the same file" in second.stderr
+
+
 # Takes the lock as a run does, says so, and holds it until killed.
 HOLD_LOCK = """
 import fcntl, os, sys, time
