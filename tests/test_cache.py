@@ -21,6 +21,8 @@ from batchrun._matrix import Request
 
 from .conftest import SMALL_JOB, FakeClock, write_job
 
+STORED_AT = "2027-01-15T08:00:00.000Z"  # when an answer stored here arrived (a UTC time, as records write)
+
 BASE = "https://openrouter.ai/api/v1"
 
 
@@ -84,7 +86,7 @@ def test_a_stored_body_that_differs_is_never_a_hit(tmp_path: Path) -> None:
     store = ResponseCache.open(tmp_path)
     request = requests_of(tmp_path)[0]
     key = cache_key(request.fingerprint, request.repeat, BASE)
-    answer = CachedAnswer(None, None, None, "Paris", "stop", None, {}, 0.1, 1.0, "t", reply_bytes=300)
+    answer = CachedAnswer(None, None, None, "Paris", "stop", None, {}, 0.1, 1.0, STORED_AT, reply_bytes=300)
     for payload in (request.payload + b" ", request.payload):
         store.store_many([StoredEntry(key, request.id, "g", request.model, 0, BASE, payload, answer, 1.0).row()])
         assert store.probe_many([key], None)[key][:2] == (payload, 0.1)
@@ -130,7 +132,7 @@ def test_a_cache_locked_past_the_busy_timeout_turns_itself_off(tmp_path: Path, c
     holder = sqlite3.connect(tmp_path / FILE_NAME, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than we wait
     try:
-        put(cache, request, result(), 1.0, "t")
+        put(cache, request, result(), 1.0, STORED_AT)
         cache.flush()
         assert not cache.active and cache.stored == 0
         assert warnings == [warnings[0]] and "database is locked (another process holds it" in warnings[0]
@@ -236,7 +238,7 @@ def test_explain_against_a_stored_run(tmp_path: Path, clock: FakeClock) -> None:
 def _entry(folder: Path, request: Request) -> CacheEntry:
     store = ResponseCache.open(folder / "entries")
     key = cache_key(request.fingerprint, request.repeat, BASE)
-    answer = CachedAnswer(None, None, None, "2", "stop", None, {}, 0.1, 1.0, "t")
+    answer = CachedAnswer(None, None, None, "2", "stop", None, {}, 0.1, 1.0, STORED_AT)
     store.store_many(
         [StoredEntry(key, request.id, "g", request.model, request.repeat, BASE, request.payload, answer, 1.0).row()]
     )
@@ -264,10 +266,10 @@ def test_stats_prune_and_clear(tmp_path: Path, clock: FakeClock) -> None:
     cache = session(tmp_path, clock, warnings)
     requests = requests_of(tmp_path)
     for request in requests[:10]:
-        put(cache, request, result(), 1.0, "t")
+        put(cache, request, result(), 1.0, STORED_AT)
     clock.now += 86400 * 3
     for request in requests[10:]:
-        put(cache, request, result(), 1.0, "t")
+        put(cache, request, result(), 1.0, STORED_AT)
     cache.flush()
     cache.lookup(requests[0])
     cache.close()
@@ -297,11 +299,11 @@ def test_commands_on_a_missing_cache_do_not_create_one(tmp_path: Path) -> None:
 def test_planning_then_lookups_ask_the_file_only_about_stored_rows(tmp_path: Path, clock: FakeClock) -> None:
     cache = session(tmp_path, clock, [])
     first, second = requests_of(tmp_path)[:2]
-    put(cache, first, result(cost=0.25), 1.0, "t")
+    put(cache, first, result(cost=0.25), 1.0, STORED_AT)
     cache.flush()
     assert (cache.peek(first), cache.peek(second)) == (0.25, None)
     cache.planned()
-    put(cache, second, result(), 1.0, "t")  # stored after planning (another shard, say) ...
+    put(cache, second, result(), 1.0, STORED_AT)  # stored after planning (another shard, say) ...
     cache.flush()
     assert cache.lookup(second) is None  # ... is a miss for this run, not a wrong answer
     hit = cache.lookup(first)
@@ -314,15 +316,15 @@ def test_batches_are_written_by_count_and_by_age(tmp_path: Path, clock: FakeCloc
     cache = session(tmp_path, clock, [])
     many = [r for r in requests_of(tmp_path, SMALL_JOB.replace("repeat: 2", f"repeat: {FLUSH_EVERY}"))]
     for request in many[: FLUSH_EVERY - 1]:
-        put(cache, request, result(), 1.0, "t")
+        put(cache, request, result(), 1.0, STORED_AT)
     assert cache.stored == 0
-    put(cache, many[FLUSH_EVERY - 1], result(), 1.0, "t")
+    put(cache, many[FLUSH_EVERY - 1], result(), 1.0, STORED_AT)
     assert cache.stored == FLUSH_EVERY
-    put(cache, many[FLUSH_EVERY], result(), 1.0, "t")
+    put(cache, many[FLUSH_EVERY], result(), 1.0, STORED_AT)
     clock.now += FLUSH_AFTER_S
-    put(cache, many[FLUSH_EVERY + 1], result(), 1.0, "t")
+    put(cache, many[FLUSH_EVERY + 1], result(), 1.0, STORED_AT)
     assert cache.stored == FLUSH_EVERY + 2
-    put(cache, many[FLUSH_EVERY + 2], result(), 1.0, "t")
+    put(cache, many[FLUSH_EVERY + 2], result(), 1.0, STORED_AT)
     cache.close()  # the rest at the end
     assert ResponseCache.open(tmp_path).stats().entries == FLUSH_EVERY + 3
 
@@ -335,7 +337,7 @@ def test_planning_probes_in_chunks_and_finds_exactly_the_stored_rows(tmp_path: P
     assert len(many) > 2 * PROBE_CHUNK  # three chunks
     stored = {r.id for r in many[::7]}
     for index, request in enumerate(many[::7]):
-        put(cache, request, result(cost=index / 1000), 1.0, "t")
+        put(cache, request, result(cost=index / 1000), 1.0, STORED_AT)
     cache.flush()
     found = {r.id: cost for r, cost in cache.peek_all(iter(many))}
     assert list(found) == [r.id for r in many]  # every row, in order
@@ -348,7 +350,7 @@ def test_a_cache_folder_this_process_cannot_write_is_read_not_written(
 ) -> None:
     first, second = requests_of(tmp_path)[:2]
     cache = session(tmp_path / "c", clock, [])
-    put(cache, first, result(), 1.0, "t")
+    put(cache, first, result(), 1.0, STORED_AT)
     cache.close()
     # A read-only mount, or another user's folder (root's tests cannot make one with chmod).
     monkeypatch.setattr("batchrun._cache.os.access", lambda path, mode: False)
@@ -361,7 +363,7 @@ def test_a_cache_folder_this_process_cannot_write_is_read_not_written(
     assert [r for r, cost in cache.peek_all([first, second]) if cost is not None] == [first]
     cache.planned()
     assert cache.lookup(first) is not None and cache.lookup(second) is None
-    put(cache, second, result(), 1.0, "t")
+    put(cache, second, result(), 1.0, STORED_AT)
     cache.close()  # nothing written: no store, no run figures, no error
     assert len(warnings) == 1
     with sqlite3.connect(tmp_path / "c" / FILE_NAME) as db:
