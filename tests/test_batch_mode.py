@@ -143,15 +143,29 @@ async def test_deadline_exits_submitted_then_resume_collects_without_resubmittin
     assert len(read_rows(out)) == 15
 
 
+async def submitted(tmp_path: Path, sim: Simulator, clock: FakeClock) -> tuple[Job, Path]:
+    """THREE_MODELS in batch mode, run until its deadline: 3 batches open, nothing written."""
+    job = batch_job(write_job(tmp_path, THREE_MODELS), deadline_s=600)
+    out = tmp_path / "r.jsonl"
+    assert code_of(await run(job, sim, out, clock), job) == ExitCode.SUBMITTED
+    return job, out
+
+
+async def resumed_later(job: Job, sim: Simulator, out: Path, clock: FakeClock) -> tuple[RunReport, list[str]]:
+    """The next cron tick, hours later: `--resume`, with what the run said."""
+    clock.now += 3 * 3600
+    notices: list[str] = []
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=clock, resume=True)
+    return await run_job(job, options, notice=notices.append), notices
+
+
 async def test_rows_edited_while_their_batch_runs_are_sent_again_not_given_its_answers(
     tmp_path: Path, batch_sim: Simulator, clock: FakeClock
 ) -> None:
     # break22 C1: after an edit, the resume recorded the open batch's answers (to the old
     # prompt) under the edited row's fingerprint and request body, so no resume asked them
     # again and `report --job` passed; rows removed from the job were dropped without a word.
-    job = batch_job(write_job(tmp_path, THREE_MODELS), deadline_s=600)
-    out = tmp_path / "r.jsonl"
-    assert code_of(await run(job, batch_sim, out, clock), job) == ExitCode.SUBMITTED
+    _, out = await submitted(tmp_path, batch_sim, clock)
     sent = {
         row: fp
         for entry in BatchState.read(out).entries
@@ -163,10 +177,7 @@ async def test_rows_edited_while_their_batch_runs_are_sent_again_not_given_its_a
         .replace("{country: Japan, expect: Tokyo}, ]", "{country: Japan, expect: Tokyo}]")
     )
     edited = batch_job(write_job(tmp_path, edited_text, "edited.yaml"), deadline_s=600)
-    clock.now += 3 * 3600
-    notices: list[str] = []
-    options = RunOptions(api_key=FAKE_KEY, base_url=batch_sim.base_url, output=out, clock=clock, resume=True)
-    second = await run_job(edited, options, notice=notices.append)
+    second, notices = await resumed_later(edited, batch_sim, out, clock)
     assert code_of(second, edited) == ExitCode.SUBMITTED  # the rows sent again are in new batches
     clock.now += 3 * 3600
     third = await run(edited, batch_sim, out, clock, resume=True)
@@ -189,17 +200,12 @@ async def test_a_batch_id_edited_into_a_key_is_never_sent_nor_written(
 ) -> None:
     # break22 m8: the id read back from X.batches.json went into the poll's URL and into each
     # row's error message ("OpenRouter has no batch sk-or-v1-...": the key five times).
-    job = batch_job(write_job(tmp_path, THREE_MODELS), deadline_s=600)
-    out = tmp_path / "r.jsonl"
-    assert code_of(await run(job, batch_sim, out, clock), job) == ExitCode.SUBMITTED
+    job, out = await submitted(tmp_path, batch_sim, clock)
     path = state_path(out)
     data = json.loads(path.read_text())
     data["batches"][0]["batch_id"] = FAKE_KEY
     path.write_text(json.dumps(data))
-    clock.now += 3 * 3600
-    notices: list[str] = []
-    options = RunOptions(api_key=FAKE_KEY, base_url=batch_sim.base_url, output=out, clock=clock, resume=True)
-    await run_job(job, options, notice=notices.append)
+    _, notices = await resumed_later(job, batch_sim, out, clock)
     text = out.read_text() + "\n".join(notices) + state_path(out).read_text().replace(FAKE_KEY, "")
     assert FAKE_KEY not in text and FAKE_KEY[9:25] not in text
     lost = [r for r in read_rows(out) if r["status"] == "error"]

@@ -241,17 +241,23 @@ def test_a_batch_never_answered_as_a_batch_ends_the_run_open_and_is_said_once(tm
     assert outcome.rows == [] and summary(tmp_path)["stop"] == "submitted"
 
 
+def answers_of(chars: int) -> BatchOf:
+    """A completed batch whose every answer is `chars` characters long."""
+
+    def batch_of(ids: list[str]) -> dict[str, Any]:
+        batch = completed(None, ids)
+        for entry in batch["results"]:
+            entry["response"]["body"]["choices"][0]["message"]["content"] = "Paris " + "x" * chars
+        return batch
+
+    return batch_of
+
+
 def test_a_completed_batch_larger_than_one_reply_cap_is_collected(tmp_path: Path) -> None:
     # break22 M2: a completed batch carries every result inline, and its object was held to
     # the cap of one answer: 120 KB of four 30 KB answers under --max-response-bytes 65536
     # (at the defaults, any batch over ~8,100 one-word answers) was refused at every poll.
-    def batch_of(ids: list[str]) -> dict[str, Any]:
-        batch = completed(None, ids)
-        for entry in batch["results"]:
-            entry["response"]["body"]["choices"][0]["message"]["content"] = "Paris " + "x" * 30_000
-        return batch
-
-    outcome = run(tmp_path, batch_of, "--max-response-bytes", "65536", "--deadline", "10")
+    outcome = run(tmp_path, answers_of(30_000), "--max-response-bytes", "65536", "--deadline", "10")
     assert outcome.code == ExitCode.OK, outcome.stderr
     assert [r["status"] for r in outcome.rows] == ["ok"] * ROWS
 
@@ -341,14 +347,8 @@ def test_an_integer_past_64_bits_in_one_item_is_a_count_not_believed(tmp_path: P
 
 def test_a_batch_of_long_answers_is_collected_within_what_its_max_tokens_allow(tmp_path: Path) -> None:
     # verify22 N3: answers of max_tokens 32,000 (about 128 KB each) passed a flat 64 KiB a row.
-    def batch_of(ids: list[str]) -> dict[str, Any]:
-        batch = completed(None, ids)
-        for entry in batch["results"]:
-            entry["response"]["body"]["choices"][0]["message"]["content"] = "Paris " + "x" * 128_000
-        return batch
-
     long_answers = JOB.replace("max_tokens: 16", "max_tokens: 32000")
-    server = batch_server(batch_of)
+    server = batch_server(answers_of(128_000))
     outcome = run_hostile(server, tmp_path, "--budget", "1", "--max-response-bytes", "65536", job=long_answers)
     assert outcome.code == ExitCode.OK, outcome.stderr
     assert [r["status"] for r in outcome.rows] == ["ok"] * ROWS
