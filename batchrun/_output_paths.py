@@ -133,6 +133,8 @@ def _holds_batchrun_data(path: Path) -> str | None:
         return None
     if any(line.startswith(RECORD_START) for line in head.split(b"\n")):
         return "results"
+    if head.startswith(b"SQLite format 3\x00"):  # the response cache (verify22: via a hard link)
+        return "data (an SQLite database: the response cache?)"
     if head.lstrip().startswith(b"{") and _JOB_KEY.search(head, 0, 1 << 16):
         return "state (a summary, journal or batch record)"
     return None

@@ -352,6 +352,13 @@ def test_a_resume_never_appends_to_a_file_holding_another_jobs_rows(results: Pat
         "in one file; it was left untouched; give another --output\n"
     )
     assert mixed.read_bytes() == before
+    # However the foreign row is spaced (verify22 N5: as Python's json.dumps writes it).
+    spaced = tmp_path / "spaced.jsonl"
+    spaced.write_bytes(
+        results.read_bytes() + b" " + json.dumps({**read_rows(results)[0], "job": "other"}).encode() + b"\n"
+    )
+    code, _, err = call_cli(job, "--simulate", "-o", spaced, "--resume", "-q")
+    assert code == ExitCode.USAGE and f"{spaced}:21: a record of job 'other'" in err
     # A "job" inside a row's own values is not the row's job.
     rows = [{**r, "vars": {**r["vars"], "job": "other"}} for r in read_rows(results)]
     own = tmp_path / "own.jsonl"
@@ -410,6 +417,14 @@ def test_a_hard_link_to_a_summary_is_not_taken_for_a_step_summary_or_a_page(
         f"batchrun: warning: GITHUB_STEP_SUMMARY {tmp_path / 'step.md'}: it holds batchrun state (a summary, "
         "journal or batch record); a step summary is not written over them\n"
     )
+    cache = tmp_path / "cache"
+    assert call_cli(results.parent / "job.yaml", "--simulate", "-o", tmp_path / "c.jsonl", f"--cache={cache}")[0] == 0
+    os.link(cache / "responses.sqlite3", tmp_path / "cache-step.md")
+    stored = (cache / "responses.sqlite3").read_bytes()
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "cache-step.md"))
+    code, _, err = call_cli("report", results, "--markdown")
+    assert code == 0 and "it holds batchrun data (an SQLite database" in err
+    assert (cache / "responses.sqlite3").read_bytes() == stored
     monkeypatch.delenv("GITHUB_STEP_SUMMARY")
     code, _, err = call_cli("report", results, "--html", tmp_path / "step.md")
     assert code == ExitCode.USAGE and "it holds batchrun state" in err
