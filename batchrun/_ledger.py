@@ -53,6 +53,10 @@ class CreditLedger:
         self.from_key = 0.0  # the key's usage beyond all of the above, counted as spent
         self.unconfirmed = 0.0  # worst cases beyond answers' reported costs since the last /key read
         self.from_earlier = 0.0  # charges earlier runs saw for batches this one collected (count_earlier_charge)
+        # Part of `spent` that no record carries: a batch's answers to rows edited or removed
+        # since it was sent. In the key gap, so the summary and journal keep it for a resume
+        # (verify22 N10: counted only by the run that collected them, then forgotten).
+        self.unrecorded = 0.0
         self.gap_changed: Callable[[], None] = lambda: None  # from_key moved at a settle (the journal notes it)
         self.in_flight = 0
         self._changed = asyncio.Event()  # set (and replaced) whenever room may have been made
@@ -213,9 +217,9 @@ class CreditLedger:
 
     @property
     def key_gap(self) -> float:
-        """Spent beyond the records' costs: what this run's reads of the key counted, and what
-        earlier runs saw charged for batches this run collected."""
-        return self.from_key + self.from_earlier
+        """Spent beyond the records' costs: what this run's reads of the key counted, what
+        earlier runs saw charged for batches this run collected, and answers no record carries."""
+        return self.from_key + self.from_earlier + self.unrecorded
 
     def hold(self, amount: float) -> None:
         """Hold money for a batch submitted (or in doubt: maybe submitted). Unlike `reserve`,

@@ -179,8 +179,14 @@ async def test_rows_edited_while_their_batch_runs_are_sent_again_not_given_its_a
     edited = batch_job(write_job(tmp_path, edited_text, "edited.yaml"), deadline_s=600)
     second, notices = await resumed_later(edited, batch_sim, out, clock)
     assert code_of(second, edited) == ExitCode.SUBMITTED  # the rows sent again are in new batches
+    # The 9 answers not recorded were paid for: the key gap carries them to the next run
+    # (verify22 N10: counted only by the run that collected them, so a resume overspent).
+    gap = second.summary["key_gap_usd"]
+    assert gap > 0
+    recorded = sum(r["spent"] for r in read_rows(out))
     clock.now += 3 * 3600
     third = await run(edited, batch_sim, out, clock, resume=True)
+    assert third.summary["spent_before_usd"] == pytest.approx(recorded + gap)
     rows = {r["id"]: r for r in read_rows(out)}
     new = {r.id: r for r in matrix_requests(edited)}
     assert set(rows) == set(new) and third.summary["complete"] is True  # 12 rows: Italy is gone

@@ -359,6 +359,16 @@ def test_a_resume_never_appends_to_a_file_holding_another_jobs_rows(results: Pat
     )
     code, _, err = call_cli(job, "--simulate", "-o", spaced, "--resume", "-q")
     assert code == ExitCode.USAGE and f"{spaced}:21: a record of job 'other'" in err
+    # Nor can a row holding this job's field in its values make up for a foreign row (N5).
+    rows = read_rows(results)
+    nested = tmp_path / "nested.jsonl"
+    lines = [orjson.dumps({**rows[0], "vars": {"a": 1, "job": "small", "b": 2}})]
+    lines += [orjson.dumps(r) for r in rows[1:]] + [
+        orjson.dumps({**rows[1], "job": "other"}).replace(b'"job":', b'"job" :')
+    ]
+    nested.write_bytes(b"\n".join(lines) + b"\n")
+    code, _, err = call_cli(job, "--simulate", "-o", nested, "--resume", "-q")
+    assert code == ExitCode.USAGE and f"{nested}:21: a record of job 'other'" in err
     # A "job" inside a row's own values is not the row's job.
     rows = [{**r, "vars": {**r["vars"], "job": "other"}} for r in read_rows(results)]
     own = tmp_path / "own.jsonl"
