@@ -85,11 +85,11 @@ class BatchExecutor:
             if sent is not None and (request.fingerprint in sent or None in sent):
                 self.pending[request.id] = request
                 continue
+            if self.keep(request):
+                continue
             # A row edited since its batch was sent: that batch answers the earlier body, not
             # this one (break22 C1: it was recorded under the new fingerprint and request).
             edited += sent is not None
-            if self.keep(request):
-                continue
             if non_text_part(request.body) is not None:
                 if self.settings.batch_multimodal == "refuse":
                     raise ConfigError(
@@ -327,7 +327,8 @@ class BatchExecutor:
                 # An id from X.batches.json goes into a URL and messages: one edited to hold a key
                 # or a path is never sent (break22 m8); its rows end as a lost batch's do.
                 why = f"batch {entry.key}: the id kept for it is not a batch id"
-                await self._collect(entry, BatchInfo(entry.batch_id, "lost", {}, None, None, why, None))
+                entry.batch_id = None  # not kept either (verify22 N8): it may hold a key
+                await self._collect(entry, BatchInfo("", "lost", {}, None, None, why, None))
                 continue
             try:
                 allowance = sum(item_allowance(self.pending.get(row)) for row in entry.rows)

@@ -100,7 +100,10 @@ class OutputLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise LockHeld(f"{self.what} by another batchrun run, under another name of the same file") from None
+            raise LockHeld(
+                f"{self.what} by another process: another batchrun run under another name of the same "
+                "file (a hard link), or a program that locked it"
+            ) from None
         self._file_fd = fd
 
     def release(self) -> None:

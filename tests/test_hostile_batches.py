@@ -352,3 +352,20 @@ def test_a_batch_of_long_answers_is_collected_within_what_its_max_tokens_allow(t
     outcome = run_hostile(server, tmp_path, "--budget", "1", "--max-response-bytes", "65536", job=long_answers)
     assert outcome.code == ExitCode.OK, outcome.stderr
     assert [r["status"] for r in outcome.rows] == ["ok"] * ROWS
+
+
+def test_a_poll_failure_whose_text_varies_is_said_once(tmp_path: Path) -> None:
+    # verify22 N6: a gateway's error page with a request id in it printed a line at every poll.
+    server = batch_server(lambda ids: {"status": "in_progress", "results": None})
+    polls = {"n": 0}
+
+    def failing(request: RawRequest) -> bytes:
+        polls["n"] += 1
+        return json_answer(502, {"error": {"code": 502, "message": f"Bad gateway (request {polls['n']})"}})
+
+    server.routes["/batch_1"] = failing
+    outcome = run_hostile(server, tmp_path, "--budget", "1", "--deadline", "30", job=JOB)
+    assert outcome.code == ExitCode.SUBMITTED and polls["n"] == LIMIT
+    assert [line for line in outcome.stderr.splitlines() if "poll failed" in line] == [
+        "batchrun: batch b1 (batch_1): poll failed: upstream_error: Bad gateway (request 1)"
+    ]

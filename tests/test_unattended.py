@@ -157,7 +157,8 @@ def test_a_hard_link_to_an_output_being_written_is_refused(tmp_path: Path, sim: 
     first.wait(60)
     assert second.returncode == ExitCode.LOCKED, second.stderr
     assert second.stderr.startswith(
-        "batchrun: b.jsonl is being written by another batchrun run, under another name of the same file"
+        "batchrun: b.jsonl is being written by another process: another batchrun run under another name of the "
+        "same file (a hard link), or a program that locked it"
     )
     assert out.read_bytes().startswith(before) and len({r["id"] for r in read_rows(out)}) == 200
 
