@@ -126,6 +126,10 @@ def _child(
         if env is not None:
             os.environ.clear()
             os.environ.update(env)
+        # As an interpreter reads it at start: a child under a file-size limit must not write
+        # bytecode (a .pyc cut at the limit is installed whole-looking, and breaks every later
+        # import of its module); the suite's own setting (conftest) is the parent's.
+        sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
         if cwd is not None:
             os.chdir(cwd)
         sys.argv = [MAIN_PATH, *argv]
