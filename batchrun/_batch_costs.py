@@ -40,6 +40,9 @@ class BatchCharges:
     held: float = 0.0
     rows: dict[str, RowCharges] = field(default_factory=dict)  # row id -> its charge
     unknown: list[Charge] = field(default_factory=list)  # to be looked up, held meanwhile
+    # What result items for no row sent say they cost (verify22 m2): part of the charge, in no
+    # row's record (the run keeps it in the key gap, as it keeps answers no record carries).
+    strays: float = 0.0
 
 
 def _own_cost(item: BatchItem | None) -> float | None:
@@ -78,6 +81,8 @@ def batch_charges(
     # batch-quickstart.mdx; verify14j N12: the ledger settled to the fees, and the end read
     # counted the whole charge again).
     items_sum = sum(c + _upstream(items.get(row)) for row, c in own.items() if c is not None)
+    sent = set(rows)
+    out.strays = sum((_own_cost(i) or 0.0) + _upstream(i) for row, i in items.items() if row not in sent)
     without = [row for row in rows if own[row] is None]
     for row in rows:
         cost = own[row]
@@ -88,16 +93,16 @@ def batch_charges(
             charge.is_byok, charge.upstream_inference_cost = byok_of(item.result.usage)
         out.rows[row] = RowCharges([charge])
     if info.cost is None and without:
-        out.known = items_sum
+        out.known = items_sum + out.strays
         for row in without:
             charge = out.rows[row].parts[0]
             charge.held = worst(row)
             out.held += charge.held
             out.unknown.append(charge)
         return out
-    total = max(info.cost or 0.0, items_sum)
+    total = max(info.cost or 0.0, items_sum + out.strays)  # the larger of the batch's and its items'
     out.known = total
-    remainder = total - items_sum
+    remainder = total - items_sum - out.strays
     sharing = without or [row for row in rows if items.get(row) is not None and items[row].result is not None]
     share = remainder / len(sharing) if sharing and remainder > FLOAT_NOISE_USD else 0.0
     for row in without:

@@ -290,7 +290,7 @@ class BatchExecutor:
         charges = batch_charges(entry.rows, info, items, lambda row: self._row_worst(entry, requests[row]))
         runner.charges.check_bound(charges.known, entry.reserved_usd, "charged for a batch")
         await runner.ledger.settle_hold(entry.reserved_usd, charges.known, charges.held)
-        if unrecorded := sum(charges.rows[row].charged or 0.0 for row, req in requests.items() if req is None):
+        if unrecorded := charges.strays + sum(charges.rows[r].charged or 0.0 for r, q in requests.items() if q is None):
             runner.ledger.unrecorded += unrecorded  # spent, in no record: kept in the key gap for a resume
             runner.dispatch.journal_key_gap()
         if entry.key in self.earlier:

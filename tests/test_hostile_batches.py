@@ -285,6 +285,11 @@ def test_result_items_repeated_or_for_no_row_are_said(tmp_path: Path) -> None:
         "batch_1): 1 result item(s) repeat a row (the last one is kept); 1 result item(s) are for no row it was "
         "sent (not recorded)"
     ) in outcome.stderr
+    # verify22 m2: what the stray item says it cost is spent: the batch's charge is the larger of
+    # its usage.cost and its items' own, and the part no record carries is in the key gap.
+    figures = summary(tmp_path)
+    assert figures["spent_usd"] == pytest.approx((ROWS + 1) * ITEM_COST)
+    assert figures["key_gap_usd"] == pytest.approx(ITEM_COST)
 
 
 async def test_a_poll_answered_429_waits_its_retry_after(tmp_path: Path) -> None:
