@@ -20,23 +20,22 @@ import signal
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._batch_api import BatchClient, BatchInfo, BatchItem, end_failure, item_allowance, stray_items
+from ._batch_api import BatchClient, BatchInfo, item_allowance, stray_items
 from ._batch_costs import batch_charges
+from ._batch_items import write_item
 from ._batch_key import count_unseen, draw_rise, follow_earlier, note_key_seen, seen_between_runs
 from ._batch_outcome import BatchOutcome
 from ._batch_polls import NOT_FOUND_POLLS, PollFailures
 from ._batch_rules import batch_groups
 from ._batch_state import COLLECTED, SUBMITTED, BatchEntry, BatchState
-from ._checks import Answer, grade, is_judge, without_latency_checks
-from ._exceptions import AuthFailed, ConfigError, RequestFailed, Transient
+from ._checks import is_judge
+from ._exceptions import AuthFailed, ConfigError, RateLimited, RequestFailed, Transient
 from ._generation import valid_generation_id
 from ._matrix import Request
 from ._parts import non_text_part
-from ._retry import AttemptLog
-from ._row import RowGrading, answer_fields
-from ._row_cost import RowCharges, uncharged
+from ._retry import AttemptLog, retry_call, retry_policy
 from ._settings import RunSettings
-from ._status import Status, StopReason
+from ._status import StopReason
 from ._worker_pool import PoolOutcome, Runner
 
 # batch-quickstart.mdx, Pricing: "typically" 50% of per-token prices. Typical, not promised:
@@ -65,6 +64,7 @@ class BatchExecutor:
         self.settings = settings
         self.clock = runner.clock
         self.deadline_at = None if deadline_s is None else self.clock.monotonic() + deadline_s
+        self.policy = retry_policy(settings)
         self.keep = keep
         self.retry_rows = retry_rows  # rows re-run by --retry-errors
         self.notice = notice
@@ -179,7 +179,12 @@ class BatchExecutor:
         runner.ledger.hold(worst)
         started = self.clock.time()
         try:
-            info = await self.api.submit(model, [(r.id, r.payload) for r in group])
+            # A 429 proves the batch was not created: asked again after its wait, like a sync
+            # request (verify22 N11); any other failure may have created it (in doubt, below).
+            items = [(r.id, r.payload) for r in group]
+            info = await retry_call(
+                lambda: self.api.submit(model, items), self.policy, self.clock.sleep, self._time_left, RateLimited
+            )
         except RequestFailed as failure:
             if failure.http_status is None or failure.http_status >= 500:
                 # No HTTP answer, or a server error (a gateway's 502 says nothing of what the
@@ -204,6 +209,9 @@ class BatchExecutor:
         for request in group:
             self.pending[request.id] = request
 
+    def _time_left(self) -> float | None:
+        return None if self.deadline_at is None else self.deadline_at - self.clock.monotonic()
+
     # -- collecting --------------------------------------------------------------------------
     def _row_worst(self, entry: BatchEntry, request: Request | None) -> float:
         """A row's worst case at full prices (what it held in the batch's reservation)."""
@@ -211,65 +219,6 @@ class BatchExecutor:
         if request is None or costs is None:
             return entry.reserved_usd / max(1, len(entry.rows))  # a row this run does not have
         return costs.worst_case(request) or 0.0
-
-    async def _write_item(
-        self, entry: BatchEntry, request: Request, item: BatchItem | None, info: BatchInfo, charges: RowCharges
-    ) -> None:
-        """One row's record from its batch item and its part of the batch's charge. Judge
-        checks are graded by sync grader requests through the runner (_judging), like a sync row's."""
-        runner = self.runner
-        records = runner.records
-        started = entry.intent_at
-        log = AttemptLog()
-        log.attempts = 1
-        if item is None or item.result is None:
-            failure = item.failure if item is not None else None
-            if failure is None and info.status == "cancelled":
-                fields = charges.fields() if charges.parts else uncharged(None)
-                record = records.make(request, Status.SKIPPED, "batch_cancelled", True, started, **fields)
-            else:
-                if failure is None:
-                    failure = end_failure(info)
-                record = records.failure(request, failure, log, started, charges)
-            records.emit(request, record)
-            records.late.remember(request, record, charges)
-            return
-        result = item.result
-        elapsed_ms = round((self.clock.time() - started) * 1000, 1)
-        costs = charges.fields()
-        record = records.make(
-            request,
-            Status.OK,
-            None,
-            False,
-            started,
-            **answer_fields(result),
-            latency_ms=None,
-            ttft_ms=None,
-            elapsed_ms=elapsed_ms,
-            attempts=1,
-            attempt_errors=[],
-            error=None,
-            **costs,
-            batch_id=entry.batch_id,
-        )
-        checks = without_latency_checks(request.checks)
-        grading = None
-        if checks:
-            tokens = result.usage.get("completion_tokens")
-            answer = Answer(result.content, None, costs["cost"], tokens, result.finish_reason, result.tool_calls)
-            if any(is_judge(c) for c in checks):
-                grading = RowGrading(request, record, answer, checks=checks)
-                await runner.judging.grade_row(grading)
-                record = grading.record_now(runner.stop_reason)
-            else:
-                record.update(grade(checks, answer))
-        if runner.cache is not None:
-            runner.cache.store(
-                request, result, None, record["finished_at"], cost=costs["cost"], cost_status=record["cost_status"]
-            )
-        records.emit(request, record)
-        records.late.remember(request, record, charges, grading.charges() if grading else None)
 
     async def _collect(self, entry: BatchEntry, info: BatchInfo) -> None:
         """Settle a terminal batch and write its rows. Whatever the status, result items it
@@ -310,7 +259,7 @@ class BatchExecutor:
             # A row an earlier collection of this batch wrote already (that run was killed before
             # it could mark the batch collected) is not written, nor graded, again (verify14j N9).
             if request is not None and not (entry.key in self.earlier and self.keep(request)):
-                await self._write_item(entry, request, items.get(row), info, charges.rows[row])
+                await write_item(self.runner, entry, request, items.get(row), info, charges.rows[row])
         entry.state, entry.status = COLLECTED, info.status
         entry.cost_usd = None if charges.held else charges.known
         entry.unfollowed = True

@@ -93,8 +93,11 @@ async def call_with_retries(
     log: AttemptLog,
     on_retry: Callable[[RequestFailed, float], Awaitable[None]] | None = None,
     time_left: Callable[[], float | None] | None = None,
+    retried: type[Transient] = Transient,
 ) -> T:
-    """Run `attempt` until it succeeds, fails finally, or the policy gives up (re-raising)."""
+    """Run `attempt` until it succeeds, fails finally, or the policy gives up (re-raising).
+    `retried`: the failures tried again (a narrower kind where any other may have done what
+    was asked: a batch submission)."""
     # Fast path: most requests succeed at once, and building tenacity's machinery for
     # each of them cost a fifth of the run's CPU at 3,000 requests/s. The retry loop
     # starts only after a transient failure, replaying that failure as its first attempt,
@@ -102,7 +105,7 @@ async def call_with_retries(
     log.attempts += 1
     try:
         return await attempt()
-    except Transient as failure:
+    except retried as failure:
         replay: list[Transient] = [failure]
     except RequestFailed as failure:
         log.record(failure, None)
@@ -131,7 +134,7 @@ async def call_with_retries(
         wait=wait_server_hint(
             wait_random_exponential(multiplier=policy.backoff_base_s, max=policy.backoff_max_s), policy.max_wait_s
         ),
-        retry=retry_if_exception_type(Transient),
+        retry=retry_if_exception_type(retried),
         sleep=sleep,
         before_sleep=before_sleep,
         reraise=True,
@@ -148,10 +151,11 @@ async def retry_call(
     policy: RetryPolicy,
     sleep: Callable[[float], Awaitable[None]],
     time_left: Callable[[], float | None] | None = None,
+    retried: type[Transient] = Transient,
 ) -> T:
     """A start-up or management call (/models, /key, /keys) retried like a chat request:
     one 503 from /models must not end a nightly run before it starts."""
-    return await call_with_retries(call, policy, sleep, AttemptLog(), time_left=time_left)
+    return await call_with_retries(call, policy, sleep, AttemptLog(), time_left=time_left, retried=retried)
 
 
 def retry_policy(settings: RunSettings) -> RetryPolicy:

@@ -374,3 +374,21 @@ def test_a_poll_failure_whose_text_varies_is_said_once(tmp_path: Path) -> None:
     assert [line for line in outcome.stderr.splitlines() if "poll failed" in line] == [
         "batchrun: batch b1 (batch_1): poll failed: upstream_error: Bad gateway (request 1)"
     ]
+
+
+def test_a_submission_answered_429_is_made_again_after_its_wait(tmp_path: Path) -> None:
+    # verify22 N11: a 429 (which proves no batch was created) made the rows plain errors.
+    server = batch_server(lambda ids: completed(ITEM_COST * ROWS, ids))
+    submit = server.routes["/beta/batches"]
+    posts = {"n": 0}
+
+    def limited_once(request: RawRequest) -> Answer:
+        posts["n"] += 1
+        if posts["n"] == 1:
+            return json_answer(429, {"error": {"code": 429, "message": "slow down"}}, {"Retry-After": "0"})
+        return submit(request)
+
+    server.routes["/beta/batches"] = limited_once
+    outcome = run_hostile(server, tmp_path, "--budget", "1", "--deadline", "30", job=JOB)
+    assert outcome.code == ExitCode.OK, outcome.stderr
+    assert posts["n"] == 2 and [r["status"] for r in outcome.rows] == ["ok"] * ROWS
