@@ -232,7 +232,7 @@ def stray_items(info: BatchInfo, rows: list[str]) -> str | None:
 
 def _as_json(body: Any) -> bytes:
     """An item's body as the bytes a sync reply would have been, for the same reader. orjson
-    refuses an integer past 64 bits, which Python's json module read (break22-verify N1: a
+    refuses an integer past 64 bits, which Python's json module read (verify22 N1: a
     token count of 10**400 in one item was a traceback at every resume); json writes it, and
     the reader drops it as it drops such a count in a sync reply."""
     try:

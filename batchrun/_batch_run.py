@@ -306,8 +306,8 @@ class BatchExecutor:
     async def _pause(self) -> bool:
         """Sleep until the next poll; False when the deadline or a stop comes first."""
         wait = self.poll_failures.next_wait(self.settings.batch_poll_s)
-        if self.deadline_at is not None:
-            left = self.deadline_at - self.clock.monotonic()
+        left = self._time_left()
+        if left is not None:
             if left <= 0:
                 return False
             wait = min(wait, left)

@@ -200,8 +200,8 @@ class BatchState:
         fingerprints of the bodies sent for them (None where a state file did not keep it)."""
         held: dict[str, set[str | None]] = {}
         for entry in self.pending():
-            sent: list[str | None] = [*entry.fingerprints, *[None] * (len(entry.rows) - len(entry.fingerprints))]
-            for row, fingerprint in zip(entry.rows, sent, strict=False):
+            for index, row in enumerate(entry.rows):
+                fingerprint = entry.fingerprints[index] if index < len(entry.fingerprints) else None
                 held.setdefault(row, set()).add(fingerprint)
         return held
 
@@ -222,4 +222,4 @@ def pending_batches(results: Path, warn: Callable[[str], None]) -> list[BatchEnt
 
 def held_open(state: BatchState) -> bool:
     """Whether `state` has batches submitted, or maybe submitted, and not yet collected."""
-    return any(e.state in (INTENT, SUBMITTED) for e in state.entries)
+    return bool(state.pending())

@@ -238,7 +238,7 @@ class _Spend:
 
 def _heads(data: mmap.mmap) -> Iterator[tuple[bytes, float, float, bool]]:
     """(row id, spent, resolves, open) of every record in file order, as scan_states reads them."""
-    for buffer, begin, finish in _windows(data):
+    for buffer, begin, finish in line_windows(data):
         segment = buffer[begin:finish]
         found = LINE_HEADS.findall(buffer, begin, finish)
         if len(found) == segment.count(b"\n"):
@@ -291,7 +291,7 @@ def _scan_slow(
             warn(f"{path}:{number}: set aside: not a batchrun record")
 
 
-def _windows(data: mmap.mmap) -> Iterator[tuple[bytes | mmap.mmap, int, int]]:
+def line_windows(data: mmap.mmap) -> Iterator[tuple[bytes | mmap.mmap, int, int]]:
     """(buffer, start, end) spans that each begin at a newline and hold whole lines only."""
     last = data.rfind(b"\n")  # what follows it is a torn tail
     if last < 0:
@@ -324,7 +324,7 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
         if os.fstat(handle.fileno()).st_size == 0:
             return ScanResult(states, 0.0, 0)
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            for buffer, begin, finish in _windows(data):
+            for buffer, begin, finish in line_windows(data):
                 segment = buffer[begin:finish]
                 count = segment.count(b"\n")
                 found = LINE_HEADS.findall(buffer, begin, finish)

@@ -35,6 +35,7 @@ from ._reader import (
     MAX_RECORD_BYTES,
     ScanResult,
     final_records,
+    line_windows,
     looks_like_record_start,
     scan_states,
 )
@@ -75,23 +76,20 @@ def results_job(path: Path) -> str | None:
     return job
 
 
-_BLOCK = 16 << 20
-
-
-def _count_own(data: mmap.mmap, end: int, needle: bytes) -> bool:
-    """True when every line of `data[:end]` can only be a record of the job whose field is
+def _count_own(data: mmap.mmap, needle: bytes) -> bool:
+    """True when every whole line of `data` can only be a record of the job whose field is
     `needle` (or no record at all): as many needles as lines, and every "job" key in one.
     Each needle holds a "job" key, so equal totals mean no "job" key stands outside a needle
     on any line: a row of another job, however spaced, and however many of this job's values
-    a row holds, tips a count (verify22 N5). Counted in blocks of whole lines."""
-    needles = keys = lines = start = 0
-    while start < end:
-        stop = data.rfind(b"\n", start, min(start + _BLOCK, end)) + 1
-        if stop <= start:  # one line longer than a block
-            stop = data.find(b"\n", start, end) + 1
-        block = data[start:stop]
-        needles, keys = needles + block.count(needle), keys + block.count(b'"job"')
-        lines, start = lines + block.count(b"\n"), stop
+    a row holds, tips a count (verify22 N5). Counted in the resume scan's windows."""
+    needles = keys = lines = 0
+    for buffer, begin, finish in line_windows(data):
+        segment = buffer[begin:finish]
+        needles, keys, lines = (
+            needles + segment.count(needle),
+            keys + segment.count(b'"job"'),
+            lines + segment.count(b"\n"),
+        )
     return needles == lines == keys
 
 
@@ -108,7 +106,7 @@ def foreign_record(path: Path, job: str) -> str | None:
             return None
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
             end = data.rfind(b"\n") + 1  # a torn tail is no record yet (repair_torn_tail's)
-            if _count_own(data, end, needle):
+            if _count_own(data, needle):
                 return None
             start, number = 0, 1
             while start < end:

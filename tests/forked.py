@@ -45,6 +45,7 @@ from batchrun._entry import entry
 MAIN_PATH = str(Path(batchrun.__file__).with_name("__main__.py"))
 # Python starts with these ignored (Modules/signalmodule.c); every other signal is at its default.
 IGNORED_AT_START = (signal.SIGPIPE, signal.SIGXFSZ)
+_PARENT_STREAMS: list[object] = []  # the parent's standard streams, in a child
 
 
 def _fresh_signals() -> None:
@@ -67,9 +68,9 @@ def _fresh_signals() -> None:
             continue  # signals the platform reserves
 
 
-def _fresh_streams() -> list[object]:
+def _fresh_streams() -> None:
     """New stdin, stdout and stderr on descriptors 0-2, built as the interpreter builds them."""
-    kept = [sys.stdin, sys.stdout, sys.stderr]  # held: a parent's stream must not close 0-2 as it dies
+    _PARENT_STREAMS.extend([sys.stdin, sys.stdout, sys.stderr])  # held till os._exit: none may close 0-2
     sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
     sys.stdout = io.TextIOWrapper(
         io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8", line_buffering=os.isatty(1)
@@ -81,7 +82,6 @@ def _fresh_streams() -> list[object]:
         line_buffering=True,
         write_through=True,
     )
-    return kept
 
 
 def _close_inherited(keep: set[int]) -> None:
@@ -122,7 +122,7 @@ def _child(
         _close_inherited(set(pass_fds))
         _fresh_signals()
         asyncio.events._set_running_loop(None)  # a test's own loop is running in this thread
-        kept = _fresh_streams()
+        _fresh_streams()
         if env is not None:
             os.environ.clear()
             os.environ.update(env)
@@ -144,7 +144,6 @@ def _child(
             sys.stderr.flush()
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGINT)
-        del kept
     except BaseException:  # noqa: BLE001  (the interpreter prints any escape and exits 1)
         traceback.print_exc()
         code = 1
