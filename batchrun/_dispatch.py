@@ -15,7 +15,7 @@ from ._charges import AbandonedAttempt, ChargeBook, reported_charge
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._costs import CostModel
-from ._exceptions import RateLimited, RequestFailed
+from ._exceptions import NotSent, RateLimited, RequestFailed
 from ._generation import Flight
 from ._journal import AttemptJournal
 from ._ledger import BudgetExhausted, CreditLedger
@@ -114,10 +114,14 @@ class Dispatcher:
             await asyncio.shield(self.ledger.settle(reservation, reservation if keep else 0.0))
 
     # -- sending ----------------------------------------------------------------------------
-    async def _attempt(self, request: Request, flight: Flight) -> tuple[ChatResult, float]:
-        """One attempt through the throttle; returns the answer and this attempt's latency."""
+    async def _attempt(self, row: Row) -> tuple[ChatResult, float]:
+        """One attempt through the throttle; returns the answer and this attempt's latency.
+        It is sent (and journaled) only once it has its turn: one whose wait a stop ended is
+        NotSent, and nothing of it is held as maybe billed."""
+        request = row.request
         started = await self.throttle.acquire(request.model)
         try:
+            flight = self._going_out(row)
             if self.settings.stream:
                 result: ChatResult = await stream_chat(
                     self.client, request.payload, request.id, self.clock, self.settings.timeout_s, flight=flight
@@ -151,17 +155,11 @@ class Dispatcher:
                 # (billed retries went unseen: verification of the break14e fixes, G6).
                 await self.maybe_refresh_key()
                 row.reservation = await self.ledger.reserve(worst or 0.0)
-            row.sent = True
-            journal = self.journal
-            if journal is None:
-                row.flight = Flight()
-            else:
-                # On disk before it goes out: a kill -9 from here on leaves its trace (_journal).
-                owner = row.owner or row.request.id
-                journal.sent(row.request, row.reservation, owner, grader=row.owner is not None)
-                row.flight = Flight(lambda generation_id: journal.generation(owner, generation_id))
             try:
-                return await self._attempt(row.request, row.flight)
+                return await self._attempt(row)
+            except NotSent:
+                row.log.attempts -= 1  # counted as it began; it never went out
+                raise
             except RequestFailed as failure:
                 if failure.reported_cost is not None:
                     await self._charge_failure(row, failure)
@@ -171,7 +169,21 @@ class Dispatcher:
                     await self._release_unbilled(row)
                 raise
 
-        return await call_with_retries(attempt, self.policy, self.clock.sleep, row.log, time_left=self.stops.time_left)
+        # A retry's wait ends at a stop too: its attempt is then NotSent, not sent in the grace.
+        return await call_with_retries(attempt, self.policy, self.throttle.nap, row.log, time_left=self.stops.time_left)
+
+    def _going_out(self, row: Row) -> Flight:
+        """Mark the attempt sent, on disk first when there is a journal: a kill -9 from here on
+        leaves its trace (_journal)."""
+        row.sent = True
+        journal = self.journal
+        if journal is None:
+            row.flight = Flight()
+        else:
+            owner = row.owner or row.request.id
+            journal.sent(row.request, row.reservation or 0.0, owner, grader=row.owner is not None)
+            row.flight = Flight(lambda generation_id: journal.generation(owner, generation_id))
+        return row.flight
 
     def _hold(self, row: Row, failure: RequestFailed) -> None:
         """An attempt that may have been billed keeps its reservation as spent until its cost

@@ -95,6 +95,11 @@ class CacheError(BatchrunError):
     without it; only the `cache` commands report it as an error."""
 
 
+class NotSent(BatchrunError):
+    """Internal signal: the run stopped while this attempt waited for its turn (a slot, a
+    cooldown, a pace, a retry's wait), so it never went out. Never leaves the run."""
+
+
 class RequestFailed(BatchrunError):
     """One request failed. `kind` is a short stable word used in result rows.
 

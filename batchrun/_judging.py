@@ -26,7 +26,7 @@ from typing import Any
 from ._cache_session import CacheSession
 from ._checks import is_judge, ungraded
 from ._dispatch import Dispatcher
-from ._exceptions import RequestFailed
+from ._exceptions import NotSent, RequestFailed
 from ._formats import utc
 from ._judge import GraderSettings, VerdictError, aggregate, answer_text, grader_body, parse_verdict
 from ._ledger import BudgetExhausted
@@ -101,12 +101,12 @@ class Judging:
             return {"model": model, "error": f"not graded: the run stopped ({stops.reason or 'budget'})"}
         try:
             result, _ = await dispatch.send_with_retries(row, worst)
-        except (RequestFailed, BudgetExhausted) as failure:
+        except (RequestFailed, BudgetExhausted, NotSent) as failure:
             await dispatch.release(row)
             if isinstance(failure, BudgetExhausted):
                 dispatch.budget_stop(worst)  # before lookups free holds: what was left then
             await dispatch.charges.look_up_row(row.charges)
-            if isinstance(failure, BudgetExhausted):
+            if isinstance(failure, BudgetExhausted | NotSent):
                 why = f"not graded: the run stopped ({stops.reason or 'budget'})"
             else:
                 stops.react(request, failure, stops.too_long(failure))

@@ -87,7 +87,15 @@ async def regrade_with_judges(
         if not any(is_judge(c) for c in checks):
             return {**record, **grade(checks, answer)}
         grading = RowGrading(request, record, answer, checks=checks)
-        await runner.judging.grade_row(grading)
+        # In flight at a stop, graders get the grace, as a run's rows do; then each cut one is
+        # held as maybe billed (_judging) and its check is `error` (a SIGTERM waited them out).
+        limit = None
+        try:
+            async with runner.stops.row_time() as limit:
+                await runner.judging.grade_row(grading)
+        except TimeoutError:
+            if limit is None or not limit.expired():
+                raise
         return grading.record_now(runner.stop_reason)
 
     # Bounded batches keep memory flat on a big file and the order of records as written.

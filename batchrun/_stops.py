@@ -9,7 +9,7 @@ or a results file that fails: nothing more can be recorded).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from ._clock import Clock
@@ -39,6 +39,7 @@ class Stops:
         # limit scope (a model, or the :free pool) -> (monotonic time it reopens, skip reason)
         self.blocked_scopes: dict[str, tuple[float, str]] = {}
         self.event = asyncio.Event()  # set by the stop: batch mode's waits end on it
+        self.on_stop: list[Callable[[], None]] = []  # called once, at the stop (the throttle's halt)
         self._deadline_at: float | None = None
         self._in_flight: set[asyncio.Timeout] = set()  # each dispatched row's own timeout
         self._grace_ends: float | None = None  # loop time when in-flight rows are cut off
@@ -50,6 +51,8 @@ class Stops:
         self.reason = reason
         self.message = message
         self.event.set()
+        for halt in self.on_stop:
+            halt()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # before the run's loop exists: nothing is in flight

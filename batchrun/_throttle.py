@@ -14,6 +14,7 @@ import asyncio
 import collections
 
 from ._clock import Clock
+from ._exceptions import NotSent
 from ._pacing import PacingPolicy, ScopeControl
 
 FREE_SCOPE = ":free"  # the account-wide pool of every free model variant
@@ -43,6 +44,8 @@ class Throttle:
         self._scopes: dict[str, ScopeControl] = {}
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._ramp_timer: asyncio.Future[None] | None = None
+        self._halted = False  # the run stopped: nothing waiting for its turn goes out
+        self._halt: asyncio.Future[None] | None = None  # done at the halt: ends every nap
 
     def scope(self, model: str) -> ScopeControl:
         name = scope_of(model)
@@ -52,21 +55,24 @@ class Throttle:
         return state
 
     async def acquire(self, model: str) -> float:
-        """Wait for the scope's cooldown and pace and a free slot; returns the attempt's start."""
+        """Wait for the scope's cooldown and pace and a free slot; returns the attempt's start.
+        Raises NotSent once the run has stopped (`halt`), however long the wait was to be."""
         clock = self._clock
         scope = self.scope(model)
         cap = self._model_caps.get(model)
         paced_in: int | None = None  # the pace epoch this attempt holds a slot in
         while True:
+            if self._halted:
+                raise NotSent(model)
             now = clock.monotonic()
             if now < scope.cooldown_until:
-                await clock.sleep(scope.cooldown_until - now)
+                await self.nap(scope.cooldown_until - now)
                 continue
             if scope.rate is not None and paced_in != scope.epoch:
                 paced_in = scope.epoch
                 slot = scope.reserve(now)
                 if slot > now:
-                    await clock.sleep(slot - now)
+                    await self.nap(slot - now)
                     continue
             if scope.active >= scope.slots(now):
                 grows = scope.next_growth(now)
@@ -76,7 +82,7 @@ class Throttle:
             elif self.active < self.cap and (cap is None or self._model_active[model] < cap):
                 crowded = scope.crowded(now)
                 if crowded > 0:
-                    await clock.sleep(crowded)
+                    await self.nap(crowded)
                     continue
                 self.active += 1
                 self._model_active[model] += 1
@@ -97,6 +103,29 @@ class Throttle:
         self.scope(model).active -= 1
         self._model_active[model] -= 1
         self._wake_all()
+
+    def halt(self) -> None:
+        """The run stopped: every attempt waiting for its turn, and every later one, is NotSent
+        (a stop ends dispatch: what waited for a model's slot, a cooldown or a retry's wait went
+        out inside the grace, after the stop; a re-grading's graders have no grace and all went)."""
+        self._halted = True
+        if self._halt is not None and not self._halt.done():
+            self._halt.set_result(None)
+        self._wake_all()
+
+    async def nap(self, seconds: float) -> None:
+        """The clock's sleep, ended early by a halt (the caller then finds the run stopped)."""
+        if self._halted:
+            return
+        if self._halt is None:
+            self._halt = asyncio.get_running_loop().create_future()
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            await asyncio.wait((sleeper, self._halt), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()  # ended by the halt or a cancel: no sleep outlives its wait
+        if sleeper.done() and not sleeper.cancelled():
+            sleeper.result()  # a clock whose sleep failed says so, as when it was awaited
 
     def close(self) -> None:
         """Cancel the slow-start timer, so no task outlives the run."""

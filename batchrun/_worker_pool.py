@@ -28,7 +28,7 @@ from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._costs import CostModel
 from ._dispatch import Dispatcher
-from ._exceptions import OutputFailed, RequestFailed
+from ._exceptions import NotSent, OutputFailed, RequestFailed
 from ._job import Job
 from ._judge import GraderSettings
 from ._judging import Judging
@@ -104,6 +104,7 @@ class Runner:
         settings, policy = config.settings, config.policy
         self.stops = Stops(clock, policy, settings.grace_s, settings.deadline_s)
         self.throttle = Throttle(settings.concurrency, clock, config.model_caps, policy.max_wait_s)
+        self.stops.on_stop.append(self.throttle.halt)  # nothing waiting for its turn goes out
         self.dispatch = Dispatcher(
             client,
             clock,
@@ -197,7 +198,7 @@ class Runner:
         began = self.clock.monotonic()
         try:
             result, latency_s = await dispatch.send_with_retries(row, worst)
-        except (RequestFailed, BudgetExhausted) as failure:
+        except (RequestFailed, BudgetExhausted, NotSent) as failure:
             await dispatch.release(row)
             await dispatch.settled(self._settle_failure(row, failure, worst))
             return
@@ -208,7 +209,9 @@ class Runner:
             await self.judging.grade_row(row.grading)
             records.finish(row, row.grading.record_now())
 
-    async def _settle_failure(self, row: Row, failure: RequestFailed | BudgetExhausted, worst: float | None) -> None:
+    async def _settle_failure(
+        self, row: Row, failure: RequestFailed | BudgetExhausted | NotSent, worst: float | None
+    ) -> None:
         if isinstance(failure, BudgetExhausted):
             # No reservation fit for another attempt after one that may have been billed. Said
             # before the lookups below free holds: what was left when it did not fit (m2).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import gc
 import hashlib
@@ -406,10 +407,10 @@ def created_keys(sim: Simulator) -> list[str]:
 def vega_bundle_cache(request: pytest.FixtureRequest) -> Iterator[None]:
     """vl-convert's JavaScript bundle, kept in pytest's cache folder between runs.
 
-    Bundling takes ~8 CPU-s per process, and its output depends only on vl-convert's version
-    and the arguments: the cached text is exactly what an earlier call of the same version
-    returned, so every page is the one batchrun builds. A cold run (a fresh clone) bundles as
-    before, once per worker that draws a page."""
+    Bundling takes 2-8 CPU-s per process (by machine), and its output depends only on
+    vl-convert's version and the arguments: the cached text is exactly what an earlier call of
+    the same version returned, so every page is the one batchrun builds. A cold run (a fresh
+    clone) bundles once, in the first worker that draws a page."""
     try:
         import vl_convert
     except ImportError:  # no report extra: the pages' tests say so themselves
@@ -423,18 +424,18 @@ def vega_bundle_cache(request: pytest.FixtureRequest) -> Iterator[None]:
         if cache is None:
             return bundle(snippet, vl_version=vl_version)
         key = hashlib.sha256(f"{version}\0{vl_version}\0{snippet}".encode()).hexdigest()
-        path = cache.mkdir("vega-bundle") / f"{key}.js"
+        folder = cache.mkdir("vega-bundle")
+        path = folder / f"{key}.js"
         if path.exists():
             return path.read_text(encoding="utf-8")
-        text = bundle(snippet, vl_version=vl_version)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        try:
-            temporary.write_text(text, encoding="utf-8")
-            temporary.replace(path)  # atomic: another worker never reads half a bundle
-        except OSError:
-            # Best effort: a forked CLI child (tests/forked.py) inherits this function, and one
-            # under a file-size limit cannot write the cache; the page it draws must not fail.
-            temporary.unlink(missing_ok=True)
+        # One worker bundles while the others wait for its file: in a cold run (a fresh clone,
+        # as CI runs) every worker drawing a page bundled at once, ~2 CPU-s each.
+        with open(folder / f"{key}.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if path.exists():
+                return path.read_text(encoding="utf-8")
+            text = bundle(snippet, vl_version=vl_version)
+            _store_bundle(path, text)
         return text
 
     vl_convert.javascript_bundle = cached_bundle
@@ -442,6 +443,17 @@ def vega_bundle_cache(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
     finally:
         vl_convert.javascript_bundle = bundle
+
+
+def _store_bundle(path: Path, text: str) -> None:
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(path)  # atomic: a worker that does not wait never reads half a bundle
+    except OSError:
+        # Best effort: a forked CLI child (tests/forked.py) inherits this function, and one
+        # under a file-size limit cannot write the cache; the page it draws must not fail.
+        temporary.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

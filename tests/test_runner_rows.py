@@ -12,16 +12,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._exceptions import OutputFailed
+from batchrun._items import ItemGate
+from batchrun._regrade import regrade_file
 from batchrun._results import ResultsWriter
 from batchrun._run_control import RunControl
+from batchrun._transport import default_transport
 from batchrun._verdict import decide
 from batchrun.simulator import Simulator
 
-from .conftest import FAKE_KEY, FakeClock, call_cli, read_rows
+from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, call_cli, read_rows, write_job
 
 
 def other_tasks() -> list[asyncio.Task[Any]]:
@@ -132,4 +136,93 @@ async def test_a_stop_cuts_in_flight_rows_after_the_grace_each_recorded_once(
     assert all(r["cost"] is None and r["cost_unknown"] and r["cost_status"] == "unknown" for r in in_flight)
     assert all(r["cost_held"] > 0 for r in in_flight)
     assert report.outcome.spent_usd == pytest.approx(sum(r["cost_held"] for r in in_flight))
+    assert other_tasks() == []
+
+
+class StoppingTransport(httpx.AsyncBaseTransport):
+    """The client's own transport, which asks the run to stop when the first chat request has
+    been answered: whatever was then waiting for its turn (a model's concurrency, a retry's
+    wait) has not been sent, and must never be."""
+
+    def __init__(self, control: RunControl) -> None:
+        self.inner = default_transport(8)
+        self.control = control
+        self.chats = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        chat = request.url.path.endswith("/chat/completions")
+        self.chats += chat
+        response = await self.inner.handle_async_request(request)
+        if chat and self.chats == 1:
+            self.control.stop()
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_rows_waiting_for_their_turn_at_a_stop_are_never_sent(sim: Simulator, tmp_path: Path) -> None:
+    # A model's own concurrency of 1 under a run's 4: three rows wait for the slot. The grace
+    # is long and the answer quick, so the wait ends inside it; the rows behind went out
+    # then, each a request sent after the stop (a SIGTERM during a re-grading ran every grader).
+    text = SMALL_JOB.replace(
+        "models: [openai/gpt-4o-mini, google/gemini-2.0-flash-001]",
+        "models: [{id: openai/gpt-4o-mini, concurrency: 1}]",
+    ).replace(
+        "run: {concurrency: 4, timeout_s: 5, max_attempts: 8, max_wait_s: 5}", "run: {concurrency: 4, grace_s: 30}"
+    )
+    job = load_job(write_job(tmp_path, text))
+    out = tmp_path / "out.jsonl"
+    control = RunControl()
+    transport = StoppingTransport(control)
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock(), transport=transport)
+    report = await run_job(job, options, control)
+    rows = read_rows(out)
+    assert transport.chats == 1 and sim.stats.chat_requests == 1
+    assert len(rows) == 10 and len({r["id"] for r in rows}) == 10
+    answered = [r for r in rows if r["status"] == "ok"]
+    assert len(answered) == 1
+    # The rest are interrupted, none of them tried, nothing of theirs held as maybe billed.
+    rest = [r for r in rows if r not in answered]
+    assert {(r["status"], r["reason"]) for r in rest} == {("skipped", "interrupted")}
+    assert all(not r.get("attempts") and not r.get("cost_held") for r in rest)
+    assert report.summary["stop"] == "interrupted"
+    assert other_tasks() == []
+
+
+async def test_graders_waiting_for_their_turn_at_a_stop_are_never_sent(sim: Simulator, tmp_path: Path) -> None:
+    # `report --job` with judges: its graders are dispatched together, past the run's
+    # concurrency, and wait for a slot; a stop must end them there, unsent.
+    plain = load_job(write_job(tmp_path, SMALL_JOB))
+    out = tmp_path / "out.jsonl"
+    await run_job(plain, RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock()))
+    asked = sim.stats.chat_requests
+    judged = (
+        SMALL_JOB.replace("prompts:", "judge: {model: openai/gpt-4o-mini}\nprompts:")
+        .replace('    checks: [{contains: "{{expect}}"}]', "    checks: [{judge: 'Names {{expect}}.'}]")
+        .replace(
+            "run: {concurrency: 4, timeout_s: 5, max_attempts: 8, max_wait_s: 5}", "run: {concurrency: 1, grace_s: 30}"
+        )
+    )
+    folder = tmp_path / "judged"
+    folder.mkdir()
+    job = load_job(write_job(folder, judged))
+    control = RunControl()
+    transport = StoppingTransport(control)
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, clock=FakeClock(), transport=transport)
+    graded: list[dict[str, Any]] = []
+    summary = await regrade_file(
+        job, options, read_rows(out), lambda: read_rows(out), ItemGate(), lambda _line: None, graded.append, control
+    )
+    assert transport.chats == 1 and sim.stats.chat_requests == asked + 1
+    assert summary["stop"] == "interrupted" and len(graded) == 20
+    checks = [c for r in graded for c in r.get("checks", []) if c["name"] == "judge"]
+    assert len(checks) == 12
+    decided = [c for c in checks if c["pass"] is not None]
+    assert len(decided) == 1 and len(decided[0]["judge"]["graders"]) == 1
+    unsent = [c for c in checks if c["pass"] is None]
+    assert all(c["error"].endswith("not graded: the run stopped (interrupted)") for c in unsent)
+    assert all(
+        not g.get("cost") and "generation_id" not in g for c in unsent for g in c.get("judge", {}).get("graders", [])
+    )
     assert other_tasks() == []
