@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from batchrun._exceptions import NotSent
 from batchrun._pacing import PacingPolicy, ScopeControl
 from batchrun._throttle import Throttle
 
@@ -263,3 +264,31 @@ async def test_close_cancels_the_slow_start_timer(clock: FakeClock) -> None:
     await asyncio.sleep(0)
     assert timer.cancelled()
     waiter.cancel()
+
+
+async def test_a_halt_ends_every_wait_for_a_turn_and_every_later_one() -> None:
+    # A stop ends dispatch: what waits for a slot or a cooldown is NotSent at once, however
+    # long the wait was to be (the clock here never wakes anyone), and so is anything after.
+    never = asyncio.Event()
+
+    class StuckClock(FakeClock):
+        async def sleep(self, seconds: float) -> None:
+            await never.wait()
+
+    throttle = Throttle(1, StuckClock())
+    await throttle.acquire("m")  # the only slot
+    for_the_slot = asyncio.ensure_future(throttle.acquire("m"))
+    throttle.rate_limited("cool", 0.0, 60.0)
+    for_the_cooldown = asyncio.ensure_future(throttle.acquire("cool"))
+    napping = asyncio.ensure_future(throttle.nap(3600))  # a retry's wait
+    await asyncio.sleep(0)
+    assert not (for_the_slot.done() or for_the_cooldown.done() or napping.done())
+    throttle.halt()
+    for waiter in (for_the_slot, for_the_cooldown):
+        with pytest.raises(NotSent):
+            await asyncio.wait_for(waiter, 5)
+    await asyncio.wait_for(napping, 5)
+    with pytest.raises(NotSent):
+        await throttle.acquire("other")
+    await throttle.nap(3600)  # returns at once: the run has stopped
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()] == []
