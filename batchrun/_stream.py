@@ -35,7 +35,7 @@ from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._exceptions import RequestFailed, ResponseTooLarge, Transient
 from ._generation import Flight, abandoned, generation_header, valid_generation_id
-from ._reply import MAX_TOOL_CALLS, billed, cost_rejected, loads, tool_calls_of, usage_of
+from ._reply import MAX_TOOL_CALLS, billed, cost_rejected, loads, tool_calls_of, type_name, usage_of
 
 _ERROR_BODY_BYTES = 64 * 1024  # an error reply before the stream is small JSON
 
@@ -147,6 +147,10 @@ async def stream_chat(
     if not reading.done and reading.finish_reason is None:
         failure = Transient("bad_response", "the stream ended before its last chunk", 200)
         raise _billed(abandoned(failure, sent, True, client.scrub), reading)
+    if not reading.parts and reading.finish_reason is None and not reading.tool_calls:
+        # As a plain reply's (errors-and-debugging.mdx "When no content is generated").
+        failure = Transient("empty_completion", "an empty completion with no finish reason (cold start?)", 200)
+        raise billed(failure, reading.usage, reading.generation_id, client.scrub, generated=False, waived=False)
     return StreamedChat(
         generation_id=reading.generation_id,
         # Every server string is scrubbed before it is stored, as the non-streamed parser does.
@@ -218,6 +222,11 @@ async def _read_events(
             continue  # not JSON: nothing to read (the docs' own readers skip these)
         if not isinstance(chunk, dict):
             continue
+        shape = _shape_problem(chunk)
+        if shape is not None:  # JSON of the wrong shape, as a plain reply's: not an answer
+            failure = Transient("bad_response", f"a stream chunk's {shape}", 200)
+            gen_id = reading.generation_id or chunk.get("id")
+            raise billed(failure, reading.usage, gen_id, client.scrub, generated=reading.first_token, waived=False)
         _read_chunk(chunk, reading, client)
         if chunk.get("error"):
             # Mid-stream: the status is already 200, the error comes as an event.
@@ -236,6 +245,20 @@ async def _read_events(
 
 def _scrubbed(client: Any, text: str | None) -> str | None:
     return None if text is None else client.scrub_text(text)
+
+
+def _shape_problem(chunk: dict[str, Any]) -> str | None:
+    """What is wrong with a chunk's `choices` (the documented ChatStreamChunk), if anything."""
+    choices = chunk.get("choices", [])
+    if not isinstance(choices, list):
+        return f"choices is {type_name(choices)}, not a list"
+    for choice in choices:
+        if not isinstance(choice, dict):
+            return f"choice is {type_name(choice)}, not an object"
+        delta = choice.get("delta", {})
+        if not isinstance(delta, dict) and delta is not None:
+            return f"delta is {type_name(delta)}, not an object"
+    return None
 
 
 def _read_chunk(chunk: dict[str, Any], reading: _Reading, client: OpenRouterClient) -> None:

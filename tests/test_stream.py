@@ -170,6 +170,19 @@ def _sse(*events: Any) -> bytes:
         ((b'{"id":"gen-1","choices":[{"delta":{"content":"Par"}}]}',), "bad_response"),
         # an error event with a numeric code, like an error body
         (({"id": "gen-2", "error": {"code": 429, "message": "slow down"}, "choices": []},), "rate_limited"),
+        # a chunk of the wrong shape, as a plain reply's `choices` of the wrong shape (break22 m9)
+        (
+            ({"id": "gen-3", "choices": "nope"}, {"id": "gen-3", "choices": [{"finish_reason": "stop"}]}, b"[DONE]"),
+            "bad_response",
+        ),
+        (({"id": "gen-4", "choices": [[]]}, b"[DONE]"), "bad_response"),
+        (({"id": "gen-5", "choices": [{"delta": "Paris", "finish_reason": "stop"}]}, b"[DONE]"), "bad_response"),
+        # nothing generated and no finish reason, then [DONE]: a cold start, as a plain reply's
+        (
+            ({"id": "gen-6", "choices": [{"delta": {"content": ""}, "finish_reason": None}]}, b"[DONE]"),
+            "empty_completion",
+        ),
+        ((b"[DONE]",), "empty_completion"),
     ],
 )
 async def test_a_lying_stream_is_classified(events: tuple[Any, ...], kind: str) -> None:
