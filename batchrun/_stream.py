@@ -222,11 +222,6 @@ async def _read_events(
             continue  # not JSON: nothing to read (the docs' own readers skip these)
         if not isinstance(chunk, dict):
             continue
-        shape = _shape_problem(chunk)
-        if shape is not None:  # JSON of the wrong shape, as a plain reply's: not an answer
-            failure = Transient("bad_response", f"a stream chunk's {shape}", 200)
-            gen_id = reading.generation_id or chunk.get("id")
-            raise billed(failure, reading.usage, gen_id, client.scrub, generated=reading.first_token, waived=False)
         _read_chunk(chunk, reading, client)
         if chunk.get("error"):
             # Mid-stream: the status is already 200, the error comes as an event.
@@ -238,6 +233,12 @@ async def _read_events(
             waived, generated = reading.finish_reason == "error", reading.first_token
             gen_id = reading.generation_id
             raise billed(failure, reading.usage, gen_id, client.scrub, generated=generated, waived=waived)
+        shape = _shape_problem(chunk)
+        if shape is not None:  # JSON of the wrong shape, as a plain reply's: not an answer
+            wrong = Transient("bad_response", f"a stream chunk's {shape}", 200)
+            raise billed(
+                wrong, reading.usage, reading.generation_id, client.scrub, generated=reading.first_token, waived=False
+            )
         if reading.ttft_ms is None and reading.first_token:
             reading.ttft_ms = round((clock.monotonic() - started) * 1000, 1)
     reading.size = capped.size
