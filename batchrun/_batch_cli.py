@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 from ._batch_state import INTENT, RELEASED, SUBMITTED, BatchState
-from ._console import SECRET_VARIABLES
 from ._exceptions import ConfigError
 from ._generation import valid_generation_id
 from ._lock import OutputLock
-from ._scrub import Scrubber
+from ._scrub import SECRET_VARIABLES, Scrubber
 
 _DOUBT = "in doubt: submitted or not, unknown (a crash, or an answer that named no batch)"
 

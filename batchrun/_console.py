@@ -10,39 +10,13 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 from pathlib import Path
 from typing import TextIO
 
+from ._formats import one_line, visible
 from ._output_paths import report_output_problem
-from ._scrub import Scrubber, hide_keys
-
-SECRET_VARIABLES = ("OPENROUTER_API_KEY", "OPENROUTER_MANAGEMENT_KEY")
-
-
-def environment_scrubber() -> Scrubber:
-    """The keys the environment holds: whatever the CLI prints is scrubbed of them last, so
-    a path, a message or a reason that carries a key (decoded, joined, from anywhere) does
-    not reach a terminal or a CI log."""
-    return Scrubber(*(os.environ.get(name) for name in SECRET_VARIABLES))
-
-
-# Control characters other than newline and tab: a model or provider id, a check name or a
-# server's provider field carrying ESC sequences set the terminal's title or cleared it
-# (break21 R32); shown escaped, as answers already were.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def _shown(found: re.Match[str]) -> str:
-    code = ord(found.group())
-    # DEL and C1 as JSON writes escapes: JSON output (report --json) holds them raw, and a
-    # \x escape would make it invalid; C0 never reaches here from JSON (it escapes those).
-    return f"\\x{code:02x}" if code < 0x20 else f"\\u{code:04x}"
-
-
-def visible(text: str) -> str:
-    return _CONTROL.sub(_shown, text)
+from ._scrub import Scrubber, environment_scrubber, hide_keys
 
 
 class SafeStream:
@@ -110,7 +84,7 @@ class Console:
         # either: the environment's keys are scrubbed by the stream (verify20 V6).
         # One line, whatever a file name in it holds (verify21 V18: a newline forged a line);
         # control codes escaped here, where the progress bar's own codes do not pass.
-        line = visible(hide_keys(message)).replace("\n", "\\n")
+        line = one_line(hide_keys(message))
         self.err.write(f"batchrun: {line}\n")
 
     def warn(self, message: str) -> None:

@@ -4,7 +4,31 @@ from __future__ import annotations
 
 import calendar
 import functools
+import re
 import time
+
+# Control characters other than newline and tab: a model or provider id, a check name or a
+# server's provider field carrying ESC sequences set the terminal's title or cleared it
+# (break21 R32); and the bidirectional overrides and isolates, which reorder what follows on
+# the line (a grader's reason with U+202E: break23 F1). Shown escaped, as answers already were.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _shown(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    # DEL, C1 and the rest as JSON writes escapes: JSON output (report --json) holds them raw,
+    # and a \x escape would make it invalid; C0 never reaches here from JSON (it escapes those).
+    return f"\\x{code:02x}" if code < 0x20 else f"\\u{code:04x}"
+
+
+def visible(text: str) -> str:
+    """Text as a terminal or a log shows it: no control code reaches either, newlines aside."""
+    return _CONTROL.sub(_shown, text)
+
+
+def one_line(text: str) -> str:
+    """`visible`, and on one line: a newline in a server's or a model's text forged a line."""
+    return visible(text).replace("\n", "\\n")
 
 
 def short(text: str, limit: int = 60) -> str:
@@ -19,12 +43,12 @@ def md_text(text: str) -> str:
     """Text a run carries (an answer, a model or check name, a reason) as Markdown shows it
     in a step summary: on one line, breaking no table, and neither HTML nor a link (an
     answer's `<img onerror>` or `</table>` was rendered: break21 R13)."""
-    return text.translate(_MARKDOWN).replace("](", "]\\(")  # `[text](url)` is a link no more
+    return visible(text).translate(_MARKDOWN).replace("](", "]\\(")  # `[text](url)` is a link no more
 
 
 def md_code(text: str) -> str:
     """Text in a code span: a backtick in it would end the span early."""
-    return "`" + text.replace("`", "'").replace("\n", " ").replace("\r", " ") + "`"
+    return "`" + visible(text).replace("`", "'").replace("\n", " ") + "`"
 
 
 def pct(value: float | None) -> str:

@@ -94,7 +94,7 @@ def render_page(template: str, charts: list[Chart], **context: Any) -> str:
 
 
 def write_page(path: Path, html: str) -> None:
-    write_report_file(path, html.encode("utf-8"))
+    write_report_file(path, html)
 
 
 def _rate_rows(groups: dict[str, GroupFigures], field: str) -> list[dict[str, Any]]:

@@ -189,5 +189,5 @@ def write_junit(records: Iterable[dict[str, Any]], path: Path, job_name: str | N
         for case in cases:
             if case.outcome != "pass":
                 counts[case.outcome] += 1
-    write_report_file(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))
+    write_report_file(path, ET.tostring(root, encoding="unicode", xml_declaration=True))
     return counts

@@ -25,6 +25,7 @@ from ._formats import utc_compact
 from ._journal_file import JOURNAL_SUFFIX
 from ._record_head import RECORD_START
 from ._results import results_job
+from ._scrub import environment_scrubber
 
 DEFAULT_PATTERN = "outputs/{name}/{timestamp}.jsonl"
 PLACEHOLDERS = ("{name}", "{timestamp}")
@@ -185,14 +186,18 @@ def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
         raise
 
 
-def write_report_file(path: Path, data: bytes) -> None:
-    """Write a page or a JUnit file where the user named it, whole or not at all.
+def write_report_file(path: Path, text: str) -> None:
+    """Write a page or a JUnit file where the user named it, whole or not at all, scrubbed of
+    the environment's keys as the terminal's output is (break23 F4: a results file holding
+    the key, edited or written by an older version, put it whole into the page, the artifact
+    a CI shares most, while the terminal, --json and --markdown showed `[key]`).
 
     A regular file (or none yet) is replaced atomically at the end of its symlinks: a link
     stays a link, and a reader (a CI upload) never sees half a file. A pipe, FIFO or device
     (`--html /dev/stdout`) is written as a stream, since it cannot be replaced (break21 R23:
     a link was replaced by a regular file; R24: a JUnit file cut by a full disk was left
     behind, and neither failure named the file)."""
+    data = environment_scrubber().text(text).encode("utf-8")
     try:
         try:
             mode: int | None = os.stat(path).st_mode

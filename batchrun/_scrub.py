@@ -9,6 +9,7 @@ cut in two by a truncation would otherwise survive as a long fragment. Any run o
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -133,3 +134,13 @@ class Scrubber:
 
 
 _NOTHING = Scrubber()  # for texts that cannot hold a key
+
+
+SECRET_VARIABLES = ("OPENROUTER_API_KEY", "OPENROUTER_MANAGEMENT_KEY")
+
+
+def environment_scrubber() -> Scrubber:
+    """The keys the environment holds: whatever the CLI prints, and every page or report file
+    it writes, is scrubbed of them last, so a path, a message, a reason or a row that carries
+    a key (decoded, joined, from anywhere) reaches neither a terminal, a CI log nor an artifact."""
+    return Scrubber(*(os.environ.get(name) for name in SECRET_VARIABLES))

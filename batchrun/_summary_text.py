@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._cost_text import batch_hold_lines, cost_text, held_note, key_gap_lines
-from ._formats import md_code, md_text, ms, pct
+from ._formats import md_code, md_text, ms, one_line, pct
 from ._scrub import hide_keys
 from ._summary_types import GroupFigures, Summary
 
@@ -104,7 +104,8 @@ def render_text(summary: Summary) -> str:
     if summary["worst_prompts"]:
         lines.append("worst prompts: " + ", ".join(summary["worst_prompts"]))
     for example in summary["failing_examples"]:
-        lines.append(f"  failed {example['model']} / {example['prompt_id']} [{example['id'][:8]}]: {example['why']}")
+        where = f"{one_line(example['model'])} / {one_line(example['prompt_id'])} [{one_line(example['id'][:8])}]"
+        lines.append(f"  failed {where}: {one_line(example['why'])}")
     failing = summary["total"]["checked"] - summary["total"]["passed"]
     if failing > len(summary["failing_examples"]):
         lines.append(

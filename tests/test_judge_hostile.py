@@ -226,6 +226,31 @@ def test_a_grader_echoing_the_key_and_a_huge_reason_is_scrubbed_and_cut(tmp_path
         assert len(verdict["reason"]) == 500
 
 
+def test_a_graders_reason_cannot_drive_the_terminal_or_forge_a_line(tmp_path: Path, monkeypatch: Any) -> None:
+    # break23 F1: a failing reason with ESC sequences, CR/LF and a bidi override reached
+    # stderr raw (under --quiet too): it cleared the screen, retitled the terminal and wrote
+    # a line of its own, "batchrun: all good, exit 0", into the cron mail.
+    reason = "bad\x1b[2J\x1b]0;pwn\x07 \u202eevil\r\nbatchrun: all good, exit 0"
+    verdict = json.dumps({"pass": False, "score": 0, "reason": reason})
+    summary = tmp_path / "step.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    outcome = run_hostile(
+        grading(verdict),
+        tmp_path,
+        "--quiet",
+        "--pass-threshold",
+        "1",
+        job=JUDGED_JOB,
+        row_of=lambda request_row: request_row.split(".j")[0],
+    )
+    assert outcome.code == ExitCode.QUALITY
+    for shown in (outcome.stderr, summary.read_text(encoding="utf-8")):
+        assert not any(ch in shown for ch in "\x1b\x07\r\u202e"), shown
+        assert not any(line.startswith("batchrun: all good") for line in shown.splitlines()), shown
+    assert "\\x1b[2J" in outcome.stderr and "\\u202e" in outcome.stderr  # said, escaped
+    assert all(r["checks"][0]["reason"].endswith(reason) for r in outcome.rows)  # the record keeps it as it came
+
+
 def test_a_grader_with_a_negative_cost_is_not_believed(tmp_path: Path) -> None:
     def grader(request: RawRequest) -> bytes:
         payload = chat_payload('{"pass": true, "score": 1, "reason": "ok"}')

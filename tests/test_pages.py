@@ -21,7 +21,7 @@ from batchrun._history import MARKER_DROP, build_history, render_history_text
 from batchrun._report_data import ROW_CAP, wilson
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import call_cli, child_env, cli, read_rows
+from .conftest import FAKE_KEY, call_cli, child_env, cli, read_rows
 
 EXAMPLE_JOB = Path(__file__).resolve().parents[1] / "jobs" / "eval.yaml"
 WORSE_MODEL = "meta-llama/llama-3.1-8b-instruct"
@@ -105,6 +105,27 @@ def test_report_html_escapes_answers_prompts_and_reasons(tmp_path: Path, hostile
     assert "window.__pwned" in html  # the text is there ...
     assert "<script>window.__pwned" not in html and "<img src=x" not in html  # ... never as markup
     assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in html
+
+
+def test_pages_and_junit_never_hold_the_environments_key(tmp_path: Path, history_dir: Path) -> None:
+    # break23 F4: a results file that holds the key (edited, or written by another tool) put it
+    # whole into both pages, while the terminal, --json and --markdown showed `[key]`.
+    rows = read_rows(history_dir / "run1.jsonl")
+    victim = next(r for r in rows if r.get("passed") is False)
+    victim["content"] = f"the key {FAKE_KEY}"
+    victim["vars"] = {**victim["vars"], "country": FAKE_KEY}
+    victim["provider"] = FAKE_KEY.upper()  # as a proxy that upper-cases what it echoes
+    victim["checks"] = [{**c, "reason": f"because {FAKE_KEY[5:40]}"} if not c["pass"] else c for c in victim["checks"]]
+    keyed = tmp_path / "keyed.jsonl"
+    keyed.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    env = child_env(OPENROUTER_API_KEY=FAKE_KEY)
+    page, history, junit = tmp_path / "r.html", tmp_path / "h.html", tmp_path / "j.xml"
+    assert cli("report", keyed, "--html", page, "--junit", junit, env=env).returncode == 0
+    assert cli("history", history_dir / "run1.jsonl", keyed, "--html", history, env=env).returncode == 0
+    for written in (page, history, junit):
+        text = written.read_text(encoding="utf-8")
+        assert "[key]" in text, written.name  # the rows are there, masked ...
+        assert FAKE_KEY[9:25] not in text.lower() and FAKE_KEY[9:25].upper() not in text, written.name
 
 
 def test_report_html_with_the_job_gates_and_says_so(tmp_path: Path, history_dir: Path) -> None:
