@@ -7,6 +7,7 @@ RequestFailed, every string scrubbed, every money figure checked.
 from __future__ import annotations
 
 import math
+import re
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -38,9 +39,14 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class CreatedKey:
-    key: str
+    key: str | None  # None: the reply named the key it created (its hash) but not its secret
     hash: str
     label: str | None
+
+
+# A key's hash as OpenRouter gives it (64 hex digits; older docs show a key-like text): it goes
+# into /keys/{hash} URLs with the management key, so "../credits?x=" never does (break23 F5).
+_KEY_HASH = re.compile(r"[A-Za-z0-9_-]{8,200}")
 
 
 def data_of(reply: Reply, what: str) -> Any:
@@ -188,8 +194,9 @@ def parse_created_key(reply: Reply, scrub: Scrubber) -> CreatedKey:
     """POST /keys: {"key": ..., "data": {"hash", "label", ...}}."""
     body = json_of(reply)
     data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(body, dict) or not isinstance(body.get("key"), str) or not body["key"]:
-        raise bad_reply("the /keys reply had no key", reply.status)
     if not isinstance(data, dict) or not isinstance(data.get("hash"), str) or not data["hash"]:
         raise bad_reply("the /keys reply had no key hash", reply.status)
-    return CreatedKey(body["key"], data["hash"], str_of(data.get("label"), scrub))
+    if not _KEY_HASH.fullmatch(data["hash"]):
+        raise bad_reply("the /keys reply had a key hash that is not one", reply.status)
+    key = body.get("key") if isinstance(body, dict) else None
+    return CreatedKey(key if isinstance(key, str) and key else None, data["hash"], str_of(data.get("label"), scrub))

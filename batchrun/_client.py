@@ -404,18 +404,18 @@ class OpenRouterClient:
 
     async def key_by_hash(self, management_key: str, key_hash: str) -> dict[str, Any] | None:
         self.protect(management_key)
-        reply = await self._account_get(f"/keys/{key_hash}", management_key)
+        reply = await self._account_get(f"/keys/{quote(key_hash, safe='')}", management_key)
         return None if reply is None else parse_key_data(data_of(reply, "/keys"), self.scrub, "/keys")
 
     async def delete_key(self, management_key: str, key_hash: str) -> None:
         self.protect(management_key)
-        reply = await self._send("DELETE", f"/keys/{key_hash}", management_key)
+        reply = await self._send("DELETE", f"/keys/{quote(key_hash, safe='')}", management_key)
         if reply.status not in (200, 204):
             raise self._failure(reply)
 
     async def disable_key(self, management_key: str, key_hash: str) -> None:
         self.protect(management_key)
-        reply = await self._send("PATCH", f"/keys/{key_hash}", management_key, {"disabled": True})
+        reply = await self._send("PATCH", f"/keys/{quote(key_hash, safe='')}", management_key, {"disabled": True})
         if reply.status != 200:
             raise self._failure(reply)
 

@@ -78,9 +78,16 @@ class IsolatedKey:
                 lambda: self._client.create_key(self._management_key, self.name, round(budget, 6), expires)
             )
         except RequestFailed as failure:
-            raise ConfigError(f"could not create the per-run key: {failure.message}") from None
-        self._hash = created.hash
+            # A key may exist after a reply that was not an answer (a 5xx, a cut connection, a
+            # 2xx in a shape not read): said, with when it dies (break23 F6: nothing was said).
+            status = failure.http_status
+            maybe = status is None or status >= 500 or 200 <= status < 300
+            left = f"; a key named {self.name!r} may have been created: it expires at {expires}" if maybe else ""
+            raise ConfigError(f"could not create the per-run key: {failure.message}{left}") from None
+        self._hash = created.hash  # from here on, `finish` removes the key whatever happens
         self.label = created.label
+        if created.key is None:
+            raise ConfigError("the /keys reply named the key it created but not the key itself: it is removed")
         await self._confirm_limit(created.hash, budget)
         self.limit = budget
         self._client.use_key(created.key)
@@ -98,7 +105,7 @@ class IsolatedKey:
             shown = "none" if limit is None else f"${limit}"
             raise ConfigError(
                 f"the per-run key was created with limit {shown}, not the ${round(budget, 6)} asked for: "
-                "OpenRouter would not hold the run to its budget; the key is deleted"
+                "OpenRouter would not hold the run to its budget; the key is removed (a warning says so if not)"
             )
 
     async def finish(self, notice: Callable[[str], None]) -> None:

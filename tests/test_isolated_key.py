@@ -7,12 +7,16 @@ import hashlib
 import json
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
+from batchrun._exceptions import ConfigError
+from batchrun._transport import default_transport
 from batchrun.simulator import SimConfig, Simulator
 
 from .conftest import (
@@ -180,7 +184,7 @@ def test_a_key_created_without_its_limit_is_refused_and_deleted(tmp_path: Path, 
     assert result.returncode == ExitCode.USAGE
     assert result.stderr == (
         "batchrun: the per-run key was created with limit none, not the $0.1 asked for: "
-        "OpenRouter would not hold the run to its budget; the key is deleted\n"
+        "OpenRouter would not hold the run to its budget; the key is removed (a warning says so if not)\n"
     )
     assert sim.stats.keys_created == sim.stats.keys_deleted == 1 and sim.stats.chat_requests == 0
 
@@ -220,3 +224,63 @@ def test_a_per_run_key_charged_as_byok_is_reconciled_with_its_byok_usage(tmp_pat
     assert abs(summary["isolated_key"]["usage_usd"] - summary["spent_usd"]) < 1e-9
     assert summary["reconciliation"]["warning"] is None
     assert summary["reconciliation"]["key_usage_delta_usd"] == pytest.approx(summary["spent_usd"], abs=1e-8)
+
+
+class CreatedKeyRewrite(httpx.AsyncBaseTransport):
+    """The client's transport, with the simulator's POST /keys answer rewritten by `edit`;
+    every URL the run asks for is kept."""
+
+    def __init__(self, edit: Any) -> None:
+        self.inner = default_transport(4)
+        self.edit = edit
+        self.urls: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.urls.append(str(request.url))
+        response = await self.inner.handle_async_request(request)
+        if request.method != "POST" or not request.url.path.endswith("/keys"):
+            return response
+        body = json.loads(await response.aread())
+        self.edit(body)
+        return httpx.Response(response.status_code, json=body)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def _isolated_with(sim: Simulator, tmp_path: Path, edit: Any) -> tuple[str, CreatedKeyRewrite]:
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    job = replace(job, run=replace(job.run, budget_usd=0.1, isolated_key=True))
+    transport = CreatedKeyRewrite(edit)
+    options = RunOptions(
+        api_key=None,
+        base_url=sim.base_url,
+        output=tmp_path / "out.jsonl",
+        management_key=SIM_MANAGEMENT_KEY,
+        clock=FakeClock(),
+        transport=transport,
+    )
+    with pytest.raises(ConfigError) as refused:
+        await run_job(job, options)
+    assert sim.stats.chat_requests == 0
+    return str(refused.value), transport
+
+
+async def test_a_created_key_hash_that_is_not_a_hash_never_reaches_a_url(tmp_path: Path, sim: Simulator) -> None:
+    # break23 F5: "../../credits?x=<management key>" as the hash sent GET, DELETE and PATCH,
+    # with the management key, to /api/credits?x=<management key>.
+    def traverse(body: dict[str, Any]) -> None:
+        body["data"]["hash"] = f"../../credits?x={SIM_MANAGEMENT_KEY}"
+
+    message, transport = await _isolated_with(sim, tmp_path, traverse)
+    assert message.startswith("could not create the per-run key: the /keys reply had a key hash that is not one; ")
+    assert "may have been created: it expires at 20" in message  # the key it made is said, and when it dies
+    assert [url for url in transport.urls if "/keys/" in url or "credits?" in url] == []
+    assert not any(SIM_MANAGEMENT_KEY in url for url in transport.urls)
+
+
+async def test_a_created_key_without_its_secret_is_removed(tmp_path: Path, sim: Simulator) -> None:
+    # break23 F6: the reply named the key's hash but not the key: refused, the key left alive.
+    message, _ = await _isolated_with(sim, tmp_path, lambda body: body.pop("key"))
+    assert message == "the /keys reply named the key it created but not the key itself: it is removed"
+    assert sim.stats.keys_created == sim.stats.keys_deleted == 1
