@@ -4,8 +4,10 @@
 its 10 repeats". Repeats that ended in error, or whose grader failed, are not graded: an
 item with fewer graded repeats than `of` fails only when even passing every missing
 repeat could not reach `min`, passes when it already has `min` passes, and is otherwise
-undecided (counted apart, like an error row). Without `per_item`, an item passes when
-every graded repeat passed. An item is *flaky* when it both passed and failed.
+undecided (counted apart, like an error row). Without `per_item`, every repeat must pass:
+an item fails when a graded repeat failed, and one whose other repeats all passed but some
+were not graded is undecided (break23 F2: it was a green JUnit case). An item is *flaky*
+when it both passed and failed.
 """
 
 from __future__ import annotations
@@ -43,12 +45,12 @@ class ItemGate:
     def configured(self) -> bool:
         return self.minimum is not None
 
-    def verdict(self, passes: int, graded: int) -> bool | None:
+    def verdict(self, passes: int, graded: int, repeats: int) -> bool | None:
         """True (meets the gate), False (cannot), None (undecided: too many ungraded repeats)."""
         if graded == 0:
             return None
         if self.minimum is None or self.of is None:
-            return passes == graded
+            return False if passes < graded else None if graded < repeats else True
         if passes >= self.minimum:
             return True
         missing = max(0, self.of - graded)
@@ -92,7 +94,7 @@ class ItemTally:
         """The `items` part of a summary; None for a run without repeats."""
         if not self.repeated:
             return None
-        verdicts = {key: gate.verdict(t.passes, t.graded) for key, t in self.items.items()}
+        verdicts = {key: gate.verdict(t.passes, t.graded, t.rows) for key, t in self.items.items()}
         flaky = [t for t in self.items.values() if 0 < t.passes < t.graded]
         failing = [t for key, t in self.items.items() if verdicts[key] is False]
         return {

@@ -97,7 +97,7 @@ def _item_case(records: list[dict[str, Any]], gate: ItemGate) -> _Case:
         f"repeat {r.get('repeat')}: {row.outcome} {row.message}".rstrip()
         for r, row in zip(sorted(records, key=lambda r: int(r.get("repeat") or 0)), rows, strict=True)
     ]
-    verdict = gate.verdict(passes, len(graded))
+    verdict = gate.verdict(passes, len(graded), len(records))
     if not graded:
         worst = next((row for row in rows if row.outcome in ("error", "skipped")), rows[0])
         case.outcome, case.message = worst.outcome, worst.message or "not graded"

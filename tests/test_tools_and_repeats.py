@@ -160,11 +160,14 @@ def test_repeats_gate_items_and_list_flaky_ones(tmp_path: Path) -> None:
 
 def test_item_gate_with_ungraded_repeats() -> None:
     gate = ItemGate(8, 10)
-    assert gate.verdict(8, 9) is True  # already 8
-    assert gate.verdict(6, 8) is None  # 2 missing could still make 8
-    assert gate.verdict(5, 8) is False  # cannot reach 8
-    assert gate.verdict(0, 0) is None
-    assert ItemGate().verdict(3, 3) is True and ItemGate().verdict(2, 3) is False
+    assert gate.verdict(8, 9, 10) is True  # already 8
+    assert gate.verdict(6, 8, 10) is None  # 2 missing could still make 8
+    assert gate.verdict(5, 8, 10) is False  # cannot reach 8
+    assert gate.verdict(0, 0, 10) is None
+    assert ItemGate().verdict(3, 3, 3) is True and ItemGate().verdict(2, 3, 3) is False
+    # Every repeat must pass: 2 passes of 2 graded with 3 repeats not graded is not a pass
+    # (break23 F2), and a graded failure fails whatever was not graded.
+    assert ItemGate().verdict(2, 2, 5) is None and ItemGate().verdict(1, 2, 5) is False
 
 
 @pytest.mark.parametrize(
@@ -350,6 +353,23 @@ def test_junit_shows_an_undecided_item_as_an_error(tmp_path: Path, junit_schema:
     junit_schema.validate(path)
     assert counts == {"tests": 1, "failure": 0, "error": 1, "skipped": 0}
     assert "undecided: passed 1 of 1 graded repeat(s) of 4; needs 3 of 4" in path.read_text()
+
+
+def test_without_a_gate_an_item_with_ungraded_repeats_is_undecided_not_green(tmp_path: Path, junit_schema: Any) -> None:
+    # break23 F2: two graded passes and three repeats whose grader failed made a green case and
+    # "items: ... pass (every repeat) ... 0 undecided", though every repeat must pass.
+    before = synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 5, seed=6, items=1)
+    rows = read_rows(before)
+    for row in rows[2:]:
+        row.update(passed=None, checks=[{"name": "judge", "pass": None, "reason": "", "weight": 1, "error": "boom"}])
+    path = tmp_path / "items.xml"
+    counts = write_junit(iter(rows), path, "j", ItemGate())
+    junit_schema.validate(path)
+    assert counts == {"tests": 1, "failure": 0, "error": 1, "skipped": 0}
+    assert "undecided: passed 2 of 2 graded repeat(s) of 5; every repeat must pass" in path.read_text()
+    (tmp_path / "u.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, text, _ = call_cli("report", tmp_path / "u.jsonl", "--json")
+    assert code == 0 and json.loads(text)["items"]["undecided"] == 1 and json.loads(text)["items"]["passed"] == 0
 
 
 @pytest.mark.parametrize("flag", ["--json", "--markdown"])
