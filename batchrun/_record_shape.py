@@ -13,8 +13,10 @@ from typing import Any
 
 STATUSES = frozenset({"ok", "error", "skipped"})
 
-# The money and time figures of a record: finite and not negative. No upper bound: a worst
-# case held may be any size; the type is what broke readers.
+# The money and time figures of a record: finite and not negative. A bound far above any real
+# figure (a worst case held may be huge): three costs of 1.7e308 summed to `inf` in a report,
+# shown as "inf" in text and as an unknown cost in JSON (break23 F3).
+FIGURE_MAX = 1e100
 _FIGURES = (
     "cost",
     "spent",
@@ -55,7 +57,7 @@ def figure(value: Any) -> bool:
         isinstance(value, (int, float))
         and not isinstance(value, bool)
         and (isinstance(value, int) or math.isfinite(value))
-        and value >= 0
+        and 0 <= value <= FIGURE_MAX
     )
 
 
@@ -84,7 +86,7 @@ def record_problem(record: Any) -> str | None:
     for name in _FIGURES:
         value = record.get(name)
         if value is not None and not figure(value):
-            return f"{name!r} is not a finite number of at least 0"
+            return f"{name!r} is not a number from 0 to {FIGURE_MAX:g}"
     for name in ("attempts", "repeat"):  # repeat: the item tally's int() was a traceback (verify20 V8)
         if record.get(name) is not None and not whole(record[name]):
             return f"{name!r} is not a whole number"
@@ -103,8 +105,8 @@ def _inner_problem(record: dict[str, Any]) -> str | None:
     for name in ("prompt_tokens", "completion_tokens"):
         if usage.get(name) is not None and not whole(usage[name]):
             return f"'usage.{name}' is not a whole number"
-    if record.get("score") is not None and not figure(record["score"]):
-        return "'score' is not a number"
+    if record.get("score") is not None and not (figure(record["score"]) and record["score"] <= 1):
+        return "'score' is not a number from 0 to 1"  # a weighted share of the checks
     error = record.get("error") or {}
     if (wrong := _typed(error, ("message", "kind"), str)) is not None:
         return f"'error.{wrong}' is not text"

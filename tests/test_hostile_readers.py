@@ -50,6 +50,11 @@ WRONG_FIELDS = [
     ("reason", -1),
     ("started_at", 7),
     ("passed", "yes"),
+    # break23 F3: finite but absurd, summed to `inf` (a cost "inf" in text, unknown in JSON),
+    # and a score (a weighted share) of 7, shown as a mean score of 131.5%
+    ("cost", 1.7e308),
+    ("latency_ms", 1e300),
+    ("score", 7),
 ]
 
 
