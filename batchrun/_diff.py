@@ -23,6 +23,9 @@ MAX_FLIPS_SHOWN = 20
 def _why(record: dict[str, Any]) -> str:
     if record.get("status") == "skipped":
         return f"skipped: {record.get('reason')}"
+    if record.get("status") == "ok" and record.get("passed") is None:
+        undecided = [c["error"] for c in record.get("checks") or [] if c.get("pass") is None and c.get("error")]
+        return f"undecided: {undecided[0]}" if undecided else "not graded"
     reasons = failure_reasons(record)  # the report's and the history's wording
     return reasons[0] if reasons else "passed"
 
@@ -150,9 +153,15 @@ def diff_runs(
     a_rows, a_sum = _load(a_path, warn)
     b_rows, b_sum = _load(b_path, warn)
     _same_job(a_sum, b_sum, a_path, b_path)
-    flips: dict[str, list[dict[str, Any]]] = {"pass_to_fail": [], "fail_to_pass": []}
+    flips: dict[str, list[dict[str, Any]]] = {"pass_to_fail": [], "fail_to_pass": [], "pass_to_ungraded": []}
     for row_id, after in b_rows.items():
         before = a_rows.get(row_id)
+        if before is not None and before["passed"] is True and after["passed"] is None:
+            # No verdict now (undecided, errored, skipped): not a fail, but not a pass a gate
+            # may take in silence (break23 F10); --strict counts it as it counts a fail.
+            flips["pass_to_ungraded"].append(
+                {"id": row_id, "model": after["model"], "prompt_id": after["prompt_id"], "why": after["why"]}
+            )
         if before is None or before["passed"] is None or after["passed"] is None:
             continue
         if before["passed"] != after["passed"]:
@@ -179,6 +188,9 @@ def diff_runs(
             if a["latency_p50_ms"] is not None and b["latency_p50_ms"] is not None:
                 entry["latency_p50_change_ms"] = round(b["latency_p50_ms"] - a["latency_p50_ms"], 1)
             entry["started_erroring"] = a["error"] == 0 and b["error"] > 0
+            # Graded before and not one verdict now (a grader outage, every row skipped): as
+            # good as disappeared from the gate (break23 F10: diff passed, the model unnamed).
+            entry["stopped_grading"] = a["checked"] > 0 and b["checked"] == 0
             if set(a["answered_by"]) != set(b["answered_by"]):
                 entry["answered_by"] = {"before": a["answered_by"], "after": b["answered_by"]}
         models[name] = entry
@@ -207,8 +219,11 @@ def diff_runs(
         "models": models,
         "regression": bool(significant_drops)
         or bool(item_flips["pass_to_fail"])
-        or (strict and bool(flips["pass_to_fail"]))
-        or any(m.get("started_erroring") or m["status"] == "disappeared" for m in models.values()),
+        or (strict and bool(flips["pass_to_fail"] or flips["pass_to_ungraded"]))
+        or any(
+            m.get("started_erroring") or m.get("stopped_grading") or m["status"] == "disappeared"
+            for m in models.values()
+        ),
     }
 
 
@@ -237,7 +252,11 @@ def _change_lines(diff: dict[str, Any]) -> list[str]:
             lines += [
                 f"  {i['model']} / {i['prompt_id']}: {i['before']} -> {i['after']}" for i in items[:MAX_FLIPS_SHOWN]
             ]
-    for kind, label in (("pass_to_fail", "pass -> fail"), ("fail_to_pass", "fail -> pass")):
+    for kind, label in (
+        ("pass_to_fail", "pass -> fail"),
+        ("fail_to_pass", "fail -> pass"),
+        ("pass_to_ungraded", "pass -> no verdict"),
+    ):
         rows = diff["flips"][kind]
         if rows:
             lines.append(f"{label}: {len(rows)} row(s)")
@@ -249,6 +268,8 @@ def _change_lines(diff: dict[str, Any]) -> list[str]:
         notes = []
         if model.get("started_erroring"):
             notes.append("started erroring")
+        if model.get("stopped_grading"):
+            notes.append("no row graded (every row undecided, errored or skipped)")
         if "cost_unknown_rows" in model:
             notes.append(
                 f"cost {model['cost_before']} -> {model['cost_after']} $ (unknown costs: the change is not known)"

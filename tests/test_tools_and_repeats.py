@@ -257,6 +257,50 @@ def test_noise_alone_is_not_a_regression_unless_strict(tmp_path: Path) -> None:
     assert diff["pass_rate"]["test"] == "McNemar's exact test (paired rows)"  # the same rows in both runs
 
 
+@pytest.mark.parametrize("lost", ["undecided", "skipped"])
+def test_a_model_that_stopped_getting_verdicts_is_a_regression(tmp_path: Path, lost: str) -> None:
+    # break23 F10: a model at 100% whose rows were all undecided (a grader outage) or all
+    # skipped next time passed --fail-on-regression --strict, exit 0, the model not named.
+    before = synthetic(tmp_path / "a.jsonl", {"kept": 0.9, "lost": 1.0}, 1, seed=8, items=20)
+    rows = read_rows(before)
+    for row in rows:
+        if row["model"] != "lost":
+            continue
+        row["passed"] = None
+        row.pop("score")
+        if lost == "undecided":
+            row["checks"] = [{"name": "c", "pass": None, "reason": "", "weight": 1, "error": "grader x: server_error"}]
+        else:
+            row.update(status="skipped", reason="crashed", checks=[])
+    after = tmp_path / "b.jsonl"
+    after.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
+    diff = json.loads(text)
+    assert code == ExitCode.REGRESSION and diff["models"]["lost"]["stopped_grading"] is True
+    assert diff["models"]["kept"]["stopped_grading"] is False and not diff["significant_drops"]
+    assert len(diff["flips"]["pass_to_ungraded"]) == 20 and not diff["flips"]["pass_to_fail"]
+    reason = "undecided: grader x: server_error" if lost == "undecided" else "skipped: crashed"
+    assert {f["why"] for f in diff["flips"]["pass_to_ungraded"]} == {reason}
+    text = call_cli("diff", before, after)[1]
+    assert "model lost: no row graded (every row undecided, errored or skipped)" in text
+    assert "pass -> no verdict: 20 row(s)" in text
+
+
+def test_strict_counts_a_row_that_lost_its_verdict(tmp_path: Path) -> None:
+    before = synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 1, seed=9, items=20)
+    rows = read_rows(before)
+    rows[3].update(status="error", reason="timeout", passed=None, checks=[], error={"message": "slow"})
+    after = tmp_path / "b.jsonl"
+    after.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert call_cli("diff", before, after, "--fail-on-regression")[0] == ExitCode.REGRESSION  # started erroring
+    rows[3].update(status="skipped", reason="budget", error=None)
+    after.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert call_cli("diff", before, after, "--fail-on-regression")[0] == ExitCode.OK  # one row is noise ...
+    assert (
+        call_cli("diff", before, after, "--fail-on-regression", "--strict")[0] == ExitCode.REGRESSION
+    )  # ... not to --strict
+
+
 def test_diff_pairs_the_same_rows_and_falls_back_to_fisher(tmp_path: Path) -> None:
     """The same 100 rows, 8 of the 90 passing ones now fail and none recovers: 90% -> 82%.
     Counted as unrelated samples that is noise (Fisher p ~ 0.13); row by row it is eight
