@@ -226,3 +226,47 @@ async def test_graders_waiting_for_their_turn_at_a_stop_are_never_sent(sim: Simu
         not g.get("cost") and "generation_id" not in g for c in unsent for g in c.get("judge", {}).get("graders", [])
     )
     assert other_tasks() == []
+
+
+async def test_graders_in_flight_at_a_stop_get_the_grace_then_are_held(sim: Simulator, tmp_path: Path) -> None:
+    # break23 F11: `report --job`'s graders had no grace: a SIGTERM waited for every one to time
+    # out, and retried them (new paid requests) before exit 7.
+    plain = load_job(write_job(tmp_path, SMALL_JOB))
+    out = tmp_path / "out.jsonl"
+    await run_job(plain, RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock()))
+    asked = sim.stats.chat_requests
+    sim.config.faults = {"hang": 1.0}  # every grader hangs: only the grace can end it
+    judged = (
+        SMALL_JOB.replace("prompts:", "judge: {model: openai/gpt-4o-mini}\nprompts:")
+        .replace('    checks: [{contains: "{{expect}}"}]', "    checks: [{judge: 'Names {{expect}}.'}]")
+        .replace(
+            "run: {concurrency: 4, timeout_s: 5, max_attempts: 8, max_wait_s: 5}",
+            "run: {concurrency: 2, timeout_s: 60, max_attempts: 3, grace_s: 0.05}",
+        )
+    )
+    folder = tmp_path / "judged"
+    folder.mkdir()
+    job = load_job(write_job(folder, judged))
+    control = RunControl()
+
+    async def stop_soon() -> None:
+        while sim.stats.chat_requests < asked + 2:
+            await asyncio.sleep(0.01)
+        control.stop()
+
+    stopper = asyncio.create_task(stop_soon())
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, clock=FakeClock())
+    graded: list[dict[str, Any]] = []
+    summary = await asyncio.wait_for(
+        regrade_file(
+            job, options, read_rows(out), lambda: read_rows(out), ItemGate(), lambda _: None, graded.append, control
+        ),
+        30,  # a bound, not a measure: the grace is 0.05 s, each grader's timeout 60 s
+    )
+    await stopper
+    assert sim.stats.chat_requests == asked + 2  # the two in flight; nothing sent after the stop
+    checks = [c for r in graded for c in r.get("checks", []) if c["name"] == "judge"]
+    assert len(checks) == 12 and all(c["pass"] is None for c in checks)
+    assert summary["stop"] == "interrupted"
+    assert summary["total"]["cost_held_usd"] > 0  # the two abandoned graders may be billed: held
+    assert other_tasks() == []
