@@ -91,6 +91,27 @@ class GraderSettings:
         return (grader,) if isinstance(grader, str) else tuple(grader)
 
 
+# A tag that carries the nonce: `<answer-{{nonce}}>` opens, `</answer-{{nonce}}>` closes.
+_NONCE_TAG = re.compile(r"<(/?)([^<>/]*\{\{\s*nonce\s*\}\}[^<>]*)>")
+_ANSWER = re.compile(r"\{\{\s*answer\s*\}\}")
+
+
+def _answer_enclosed(text: str) -> bool:
+    """Every {{answer}} sits inside one pair of nonce tags: the nearest tag before it opens
+    the pair, the nearest after closes that same tag (break23 F7: a pair of tags before the
+    answer, `<a-N>...</b-N>`, or comments with the nonce were taken for enclosing it)."""
+    tags = list(_NONCE_TAG.finditer(text))
+    for answer in _ANSWER.finditer(text):
+        before = [t for t in tags if t.end() <= answer.start()]
+        after = [t for t in tags if t.start() >= answer.end()]
+        if not before or not after:
+            return False
+        opening, closing = before[-1], after[0]
+        if opening.group(1) or not closing.group(1) or opening.group(2).strip() != closing.group(2).strip():
+            return False
+    return True
+
+
 def template_problems(text: str) -> list[str]:
     """What is wrong with a replacement grader template, found at validate time."""
     names = Template(text).names
@@ -98,8 +119,7 @@ def template_problems(text: str) -> list[str]:
     missing = {"rubric", "answer"} - names
     if missing:
         problems.append(f"the grader prompt lacks {', '.join('{{' + n + '}}' for n in sorted(missing))}")
-    answer_at, nonces = text.find("{{answer}}"), [m.start() for m in re.finditer(r"\{\{nonce\}\}", text)]
-    if "answer" in names and not (any(n < answer_at for n in nonces) and any(n > answer_at for n in nonces)):
+    if "answer" in names and not _answer_enclosed(text):
         # Without a delimiter the answer's text can end "the answer" and pose as instructions.
         problems.append(
             "the grader prompt must put {{answer}} between tags that carry {{nonce}} "

@@ -132,7 +132,18 @@ def test_template_problems_name_missing_and_unknown_placeholders() -> None:
     problems = template_problems("{{rubric}} {{reply}}")
     assert any("{{answer}}" in p for p in problems) and any("reply" in p for p in problems)
     # An answer not between nonce-carrying tags could pose as the end of the answer.
-    for undelimited in ("{{rubric}} {{answer}} {{nonce}}", "{{nonce}} {{rubric}} {{answer}}", "{{rubric}} {{answer}}"):
+    undelimited_templates = (
+        "{{rubric}} {{answer}} {{nonce}}",
+        "{{nonce}} {{rubric}} {{answer}}",
+        "{{rubric}} {{answer}}",
+        # break23 F7: a pair before the answer, tags that do not match, comments with the nonce
+        "{{rubric}} <a-{{nonce}}></a-{{nonce}}>{{answer}}<b-{{nonce}}></b-{{nonce}}>",
+        "{{rubric}} <a-{{nonce}}>{{answer}}</b-{{nonce}}>",
+        "{{rubric}} <!-- {{nonce}} -->{{answer}}<!-- {{nonce}} -->",
+        "{{rubric}} <a-{{nonce}}>{{answer}}</a-{{nonce}}> and again {{answer}}",
+    )
+    assert template_problems("{{rubric}} <x {{nonce}}>{{ answer }}</x {{nonce}}>") == []
+    for undelimited in undelimited_templates:
         assert any("between tags that carry {{nonce}}" in p for p in template_problems(undelimited)), undelimited
     from batchrun._judge import shipped_template
 
