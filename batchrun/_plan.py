@@ -116,9 +116,10 @@ def _ran_against(path: Path) -> str | None:
 
 
 def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, float], set[str]]:
-    """Mean cost of an ok row per model, from the newest results file of the same job that ran
-    against `endpoint` (a simulated run's made-up prices say nothing about a real one), over the
-    rows whose cost is known; and the models some of whose rows' costs are unknown (shown "+?",
+    """Mean cost of an ok row per model, its grading included (break23 F8: the judging was left
+    out, a total 15x low), from the newest results file of the same job that ran against
+    `endpoint` (a simulated run's made-up prices say nothing about a real one), over the rows
+    whose costs are known; and the models some of whose rows' costs are unknown (shown "+?",
     never as $0: break-14b M10)."""
     folder = job_folder(job.name, job.run.output)
     files = list(reversed(results_files(folder))) if folder.is_dir() else []
@@ -131,10 +132,15 @@ def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, flo
             for record in final_records(path):
                 if record.get("job_fingerprint") == job.fingerprint and record["status"] == "ok":
                     entry = totals[record["model"]]
-                    if record.get("cost") is None or record.get("cost_status") == "unknown":
+                    judged = record.get("judge_cost_status") is not None
+                    if (
+                        record.get("cost") is None
+                        or record.get("cost_status") == "unknown"
+                        or (judged and (record.get("judge_cost") is None or record["judge_cost_status"] == "unknown"))
+                    ):
                         unknown.add(record["model"])
                         continue
-                    entry[0] += float(record["cost"])
+                    entry[0] += float(record["cost"]) + float(record.get("judge_cost") or 0.0)
                     entry[1] += 1
         except (ResultsError, OSError, TypeError, ValueError):  # a damaged old file must not break planning
             continue
@@ -253,7 +259,7 @@ def render_plan(plan: PricedPlan) -> str:
             f"the other {sum(to_send.values())} would cost at most ${usd(total)}{more}"
         )
     if plan.previous_file:
-        lines.append(f"previous run: {plan.previous_file}")
+        lines.append(f"previous run: {plan.previous_file} (prev. avg: its rows' cost, their grading included)")
     budget = job.run.budget_usd
 
     def fits(limit: float) -> str:

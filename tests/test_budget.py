@@ -167,6 +167,24 @@ def test_plan_warns_without_max_tokens_and_reads_the_previous_run(tmp_path: Path
     assert "remaining 5" not in result.stdout
 
 
+def test_plans_previous_average_counts_the_grading_too(tmp_path: Path, sim: Simulator) -> None:
+    # break23 F8: the previous run's judging was left out of "prev. avg $" (its TOTAL 15x low).
+    judged = SMALL_JOB.replace("prompts:", "judge: {model: openai/gpt-4o-mini}\nprompts:").replace(
+        '    checks: [{contains: "{{expect}}"}]', "    checks: [{judge: 'Names {{expect}}.'}]"
+    )
+    write_job(tmp_path, judged)
+    env = child_env(OPENROUTER_API_KEY="k")
+    assert cli("job.yaml", "--base-url", sim.base_url, "-q", cwd=tmp_path, env=env).returncode == 0
+    [results] = (tmp_path / "outputs" / "small").glob("*.jsonl")
+    rows = read_rows(results)
+    spent = sum(r["cost"] + (r.get("judge_cost") or 0.0) for r in rows)
+    assert sum(r.get("judge_cost") or 0.0 for r in rows) > 0
+    result = cli("plan", "job.yaml", "--base-url", sim.base_url, cwd=tmp_path, env=env)
+    total = next(line for line in result.stdout.splitlines() if line.startswith("TOTAL")).split()
+    assert float(total[-1]) == pytest.approx(spent, abs=1e-6)  # printed to 6 places; the same rows again
+    assert "(prev. avg: its rows' cost, their grading included)" in result.stdout
+
+
 def test_plans_previous_average_never_shows_an_unknown_cost_as_zero(
     tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
