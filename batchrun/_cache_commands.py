@@ -74,6 +74,14 @@ class CacheCommand:
 def run_cache_command(command: CacheCommand) -> str:
     """Raises CacheError (no cache there, corrupt, locked) or ConfigError (bad input)."""
     settings = None
+    older_than = 0.0
+    if command.action == "prune":
+        # Read first, cache or none: `--older-than 30` passed on a machine without a cache and
+        # failed once one existed, in a cron line written there (break23 F9).
+        try:
+            older_than = parse_duration(command.older_than or "")
+        except ValueError as exc:
+            raise ConfigError(f"--older-than: {exc}") from None
     if command.action == "explain":
         assert command.job is not None  # the parser requires it
         job = load_job(command.job)
@@ -114,10 +122,6 @@ def run_cache_command(command: CacheCommand) -> str:
         if command.action == "stats":
             return render_stats(store.stats())
         if command.action == "prune":
-            try:
-                older_than = parse_duration(command.older_than or "")
-            except ValueError as exc:
-                raise ConfigError(f"--older-than: {exc}") from None
             return f"pruned {store.prune(older_than)} entr(y/ies) stored over {command.older_than} ago"
         which = "" if command.model is None else f" of {command.model}"
         try:

@@ -293,3 +293,26 @@ def test_a_base_url_with_credentials_is_a_usage_error(tmp_path: Path) -> None:
     job = write_job(tmp_path, SMALL_JOB)
     code, _, err = call_cli(job, "--base-url", f"http://u:{FAKE_KEY}@127.0.0.1:9/api/v1")
     assert code == 2 and "a URL with credentials (user:password@)" in err and FAKE_KEY[:20] not in err
+
+
+def test_a_misread_command_line_is_named_not_taken_as_something_else(tmp_path: Path, small_job: Path) -> None:
+    # break23 F9: `batchrun reprot X` was "unrecognized arguments: X"; `report X --simulate`
+    # (no --job) exited 0 with the option unused; `cache prune --older-than 30` passed where
+    # no cache was yet, and failed once one existed.
+    code, _, err = call_cli("reprot", "x.jsonl")
+    assert code == ExitCode.USAGE and err.count("\n") == 1
+    assert "'reprot' is neither a command nor a job file (did you mean 'report'?" in err
+    code, _, err = call_cli("compare", "a.jsonl", "b.jsonl")
+    assert code == ExitCode.USAGE and "'compare' is neither a command nor a job file (commands: " in err
+    out = tmp_path / "r.jsonl"
+    assert call_cli(small_job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
+    for extra, named in (
+        (["--simulate"], "--simulate"),
+        (["--budget", "1", "--allow-partial"], "--budget, --allow-partial"),
+    ):
+        code, text, err = call_cli("report", out, *extra)
+        assert code == ExitCode.USAGE and text == "", err
+        assert err == f"batchrun: {named}: only with --job JOB.yaml (they apply to its re-grading)\n"
+    code, _, err = call_cli("cache", "prune", "--older-than", "30", "--dir", tmp_path / "no-cache-here")
+    assert code == ExitCode.USAGE and "--older-than: not a duration: '30' (give a unit" in err
+    assert not (tmp_path / "no-cache-here").exists()

@@ -6,6 +6,7 @@ in `_run_commands` and `_file_commands`, the arguments in `_parser`."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
 import gc
 import os
@@ -57,6 +58,16 @@ def _shared_parser() -> argparse.ArgumentParser:
     return build_parser()
 
 
+def _unknown_command(word: str) -> str | None:
+    """A first word that is neither a command nor a job file: `batchrun reprot X` read
+    `reprot` as a job file and said "unrecognized arguments: X" (break23 F9)."""
+    if word.startswith("-") or "/" in word or "." in word or os.path.exists(word):
+        return None  # an option, or something meant as a path: the run says what is wrong with it
+    close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{word!r} is neither a command nor a job file ({hint}commands: {', '.join(sorted(COMMANDS))})"
+
+
 def main(
     argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None, *, own_process: bool = False
 ) -> int:
@@ -68,6 +79,10 @@ def main(
     # `batchrun JOB.yaml` is short for `batchrun run JOB.yaml`, options first or not
     # (`batchrun --cache JOB.yaml` then reads JOB.yaml as the folder, and says so).
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        unknown = _unknown_command(argv[0])
+        if unknown is not None:
+            console.error(unknown)
+            return ExitCode.USAGE
         argv.insert(0, "run")
     args = _shared_parser().parse_args(argv)
     if args.command != "run":

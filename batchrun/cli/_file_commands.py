@@ -57,6 +57,15 @@ def _write_report_page(args: argparse.Namespace, page: Any, summary: Summary, ve
         write_report(args.results, args.html, page, summary, verdict)
 
 
+_REGRADING_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("--simulate", lambda args: args.simulate),
+    ("--base-url", lambda args: args.base_url is not None),
+    ("--budget", lambda args: args.budget is not None),
+    ("--sim", lambda args: bool(args.sim)),
+    ("--allow-partial", lambda args: getattr(args, "allow_partial", False)),
+)
+
+
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from .._batch_state import pending_batches
     from .._reader import is_unread_line
@@ -66,6 +75,12 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from .._summary_text import render_markdown, render_text
 
     _refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"))
+    if args.job is None:
+        # Options of the re-grading only: taken and left unused, a user believed them applied
+        # (break23 F9: `report X --simulate` exited 0).
+        given = [name for name, on in _REGRADING_OPTIONS if on(args)]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: only with --job JOB.yaml (they apply to its re-grading)")
     page = _report_page(args)
     unread = 0
 
