@@ -71,6 +71,23 @@ def quality_failures(summary: Summary, settings: RunSettings, override: float | 
     return failures
 
 
+def unchecked_thresholds(summary: Summary, settings: RunSettings, override: float | None = None) -> list[str]:
+    """Each threshold whose rows were answered or tried yet none graded (a grader outage, every
+    row in error): it cannot be met or missed, and must not pass in silence (break23 F13: a small
+    judged prompt lost every verdict within the run's error tolerance, and its own threshold,
+    failed with the grader up, was skipped: exit 0)."""
+    overall, models, prompts = _thresholds(settings, override)
+    subjects = [("pass rate", summary["total"])] if overall is not None else []
+    for kind, groups, limits in (("model", summary["models"], models), ("prompt", summary["prompts"], prompts)):
+        subjects += [(f"{kind} {name}", groups[name]) for name in limits if name in groups]
+    return [
+        f"{label}: its threshold could not be checked: none of its rows was graded "
+        f"({group['undecided']} undecided, {group['error']} in error)"
+        for label, group in subjects
+        if group["checked"] == 0 and group["undecided"] + group["error"] > 0
+    ]
+
+
 def error_rate(summary: Summary) -> float:
     total = summary["total"]
     sent = total["ok"] + total["error"]
@@ -122,6 +139,7 @@ def decide(
     capped = summary["skip_reasons"].get("daily_cap", 0)
     if capped:
         reasons.append(f"{capped} row(s) skipped: a model reached its daily cap")
+    reasons += unchecked_thresholds(summary, settings, override)
     if reasons:
         return ExitCode.ERRORS, reasons
     quality = quality_failures(summary, settings, override)

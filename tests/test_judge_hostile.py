@@ -251,6 +251,43 @@ def test_a_graders_reason_cannot_drive_the_terminal_or_forge_a_line(tmp_path: Pa
     assert all(r["checks"][0]["reason"].endswith(reason) for r in outcome.rows)  # the record keeps it as it came
 
 
+MIXED_JOB = """
+name: hostile-mixed
+defaults:
+  params: {max_tokens: 16}
+judge: {model: openai/gpt-4o-mini}
+models: [openai/gpt-4o-mini]
+prompts:
+  - id: sums
+    text: "{{a}} + 1?"
+    vars: [{a: 1}, {a: 2}, {a: 3}, {a: 4}, {a: 5}, {a: 6}, {a: 7}, {a: 8}, {a: 9}, {a: 10}]
+    checks: [{contains: "Paris"}]
+  - id: graded
+    text: "Capital of France?"
+    checks: [{judge: 'Names the capital.'}]
+run: {concurrency: 2, timeout_s: 10, max_attempts: 1, grace_s: 1, max_error_rate: 0.2,
+      pass_threshold: {overall: 0.5, prompts: {graded: 0.99}}}
+"""
+
+
+@pytest.mark.parametrize("up", [True, False], ids=["grader up", "grader down"])
+def test_a_threshold_none_of_whose_rows_was_graded_is_not_passed(tmp_path: Path, up: bool) -> None:
+    # break23 F13: with the grader down, the judged prompt's one row was undecided (1 of 11
+    # answered, within the 20% tolerance), and its own threshold, failed with the grader up,
+    # was skipped: exit 0.
+    verdict = json.dumps({"pass": False, "score": 0, "reason": "wrong"})
+    server = grading(verdict if up else lambda _request: json_answer(500, {"error": {"code": 500, "message": "down"}}))
+    outcome = run_hostile(server, tmp_path, job=MIXED_JOB, row_of=lambda request_row: request_row.split(".j")[0])
+    if up:
+        assert outcome.code == ExitCode.QUALITY and "prompt graded: pass rate 0.0% is below 99.0%" in outcome.stderr
+    else:
+        assert outcome.code == ExitCode.ERRORS, outcome.stderr
+        assert (
+            "prompt graded: its threshold could not be checked: none of its rows was graded (1 undecided, 0 in error)"
+            in outcome.stderr
+        )
+
+
 def test_a_grader_with_a_negative_cost_is_not_believed(tmp_path: Path) -> None:
     def grader(request: RawRequest) -> bytes:
         payload = chat_payload('{"pass": true, "score": 1, "reason": "ok"}')
