@@ -127,14 +127,23 @@ def _starts_with(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     ), f"expected to start with {short(value)!r}"
 
 
-def parse_json(content: str) -> tuple[bool, Any]:
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        raise ValueError("a key given twice")
+    return data
+
+
+def parse_json(content: str, unique_keys: bool = False) -> tuple[bool, Any]:
+    """(True, the value) or (False, None). `unique_keys`: an object that gives a key twice is
+    not JSON to rely on (readers differ on which one counts)."""
     text = content.strip()
     # Models often fence JSON in ```json blocks; the fence is not part of the value.
     if text.startswith("```"):
         text = text.split("\n", 1)[1] if "\n" in text else ""
         text = text.rsplit("```", 1)[0]
     try:
-        return True, json.loads(text)
+        return True, json.loads(text, object_pairs_hook=_unique_keys if unique_keys else None)
     except ValueError:
         return False, None
 

@@ -171,9 +171,11 @@ def parse_verdict(content: str) -> dict[str, Any]:
 
     from ._checks import parse_json
 
-    ok, data = parse_json(content)
+    # A key given twice is refused: `{"pass": false, ..., "pass": true}` read as a pass, the
+    # last key winning, where other readers take the first (break23 F14).
+    ok, data = parse_json(content, unique_keys=True)
     if not ok:
-        raise VerdictError("the grader's reply is not JSON")
+        raise VerdictError("the grader's reply is not JSON (or gives a key twice)")
     error = next(iter(Draft202012Validator(VERDICT_SCHEMA).iter_errors(data)), None)
     if error is not None:
         raise VerdictError(f"the grader's reply is not a verdict: {error.message[:120]}")
