@@ -216,16 +216,20 @@ def crash_fields(crashed: Crashed, found: dict[str, float]) -> dict[str, Any]:
     answer, grading = RowCharges(), RowCharges()
     for attempt in crashed.attempts:
         gid = attempt["gen"]
-        if attempt.get("paid") is not None:
-            # It answered what it cost (AttemptJournal.paid), a claim no /key read may have
-            # confirmed before the kill: at least its worst case (verify14k K3: under-reported
-            # answers were believed, $3.24 on $3.00), more when it said more (verify14j N1).
-            paid = max(attempt["paid"], attempt["usd"] or 0.0)
+        paid, worst = attempt.get("paid"), attempt["usd"] or 0.0
+        if paid is not None and paid >= worst:
+            # It answered what it cost (AttemptJournal.paid), at least its worst case: believed
+            # (it can only over-count; verify14j N1: more than the worst case is counted).
             charge = Charge(gid if isinstance(gid, str) else None, 0.0, cost=paid, status="reported")
         elif gid in found:
-            charge = Charge(gid, 0.0, cost=found[gid], status="looked_up")
+            # /generation's record of it; never below what the answer itself said.
+            charge = Charge(gid, 0.0, cost=max(found[gid], paid or 0.0), status="looked_up")
         else:
-            charge = Charge(gid if isinstance(gid, str) else None, attempt["usd"])
+            # Below its worst case, a claim no /key read may have confirmed before the kill
+            # (verify14k K3: under-reported answers were believed, $3.24 on $3.00): unknown,
+            # its worst case held, and shown as such, not as a `reported` cost (break23 F12:
+            # the worst case was recorded as what the answer reported, 2.8x the bill).
+            charge = Charge(gid if isinstance(gid, str) else None, worst)
         (grading if attempt.get("judge") else answer).parts.append(charge)
     fields = answer.fields()
     spent = counted(fields)

@@ -586,8 +586,15 @@ def test_what_an_attempt_answered_it_cost_is_what_a_crash_leaves_counted(tmp_pat
     assert (fields["cost"], fields["cost_status"]) == (0.1, "reported")
     assert fields["judge_cost"] is None and fields["spent"] == pytest.approx(0.1 + 0.002)
     # An answer that said less than its worst case, with no read to confirm it before the kill,
-    # counts its worst case (verify14k K3: under-reported answers were believed, $3.24 on $3.00).
+    # counts its worst case (verify14k K3: under-reported answers were believed, $3.24 on $3.00),
+    # held as unknown: not recorded as the cost it `reported` (break23 F12) ...
     lines[4] = {"row": "r1", "paid": 0.0001}
     journal_path(results).write_text("".join(json.dumps(line) + "\n" for line in lines))
     [crashed] = unrecorded_attempts(results).values()
-    assert crash_fields(crashed, {})["cost"] == pytest.approx(0.00968)
+    fields = crash_fields(crashed, {})
+    assert (fields["cost"], fields["cost_status"]) == (None, "unknown")
+    assert fields["cost_held"] == pytest.approx(0.00968) and fields["spent"] == pytest.approx(0.00968 + 0.002)
+    # ... until /generation knows it: its record, never below what the answer said.
+    fields = crash_fields(crashed, {"gen-1": 0.0003})
+    assert (fields["cost"], fields["cost_status"]) == (0.0003, "looked_up") and not fields["cost_held"]
+    assert crash_fields(crashed, {"gen-1": 0.00001})["cost"] == 0.0001
