@@ -99,7 +99,7 @@ def _parse(path: Path, number: int, line: bytes, warn: Warn) -> dict[str, Any] |
     return None
 
 
-def final_records(path: Path, warn: Warn = _ignore, other_jobs: bool = False) -> Iterator[dict[str, Any]]:
+def final_records(path: Path | str, warn: Warn = _ignore, other_jobs: bool = False) -> Iterator[dict[str, Any]]:
     """Exactly one record per id, the last valid one written, in the order of their last writes,
     with the costs of the records it superseded folded in (_fold: they were paid for too).
 
@@ -108,6 +108,7 @@ def final_records(path: Path, warn: Warn = _ignore, other_jobs: bool = False) ->
     another job than the first record's, unless `other_jobs`: `report --job` and `merge` take
     them, to refuse the file (exit 2, naming a foreign row: verify21 V8, V9).
     """
+    path = Path(path)  # the public API's readers take a str too
     last: dict[str, int] = {}
     superseded: set[int] = set()  # valid lines a later record of their row replaced
     job: tuple[Any, Any] | None = None

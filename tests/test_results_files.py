@@ -226,6 +226,7 @@ def test_a_torn_fragment_in_the_middle_is_set_aside_by_resume_and_readers(result
     code, _, err = call_cli(job, "--simulate", "-o", results, "--resume", "-q")
     assert code == 0, err
     assert {r["id"] for r in final_records(results)} == {json.loads(line)["id"] for line in lines}
+    assert list(final_records(str(results))) == list(final_records(results))  # the public API takes a str (break23)
 
 
 # -- 2. the CI gate compares with the job's whole matrix ----------------------------------------
