@@ -48,6 +48,7 @@ class IsolatedKey:
         self.limit: float | None = None
         self.final_usage: float | None = None
         self.removed: str | None = None  # "deleted" or "disabled"
+        self.finished = False  # `finish` ran: a key it could not remove is not tried (and said) again
 
     @classmethod
     def for_run(cls, job: Job, options: RunOptions, settings: RunSettings, client: OpenRouterClient) -> IsolatedKey:
@@ -112,8 +113,9 @@ class IsolatedKey:
         """Read the key's own usage, then delete it (disable it where deletion fails).
         (The run's reconciliation, in _reconcile, compares that usage with the ledger.)"""
         key_hash = self._hash
-        if key_hash is None:
+        if key_hash is None or self.finished:
             return
+        self.finished = True
         try:
             info = await self._call(lambda: self._client.key_by_hash(self._management_key, key_hash))
             # As its limit counts it: the key is created with include_byok_in_limit (break14c N3).

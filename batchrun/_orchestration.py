@@ -367,7 +367,7 @@ async def _locked_run(
         # A kill between the summary's rename and this unlink counts the gap twice (safe side).
         if journal is not None:
             journal.close(whole=whole)
-        if isolated is not None and isolated.removed is None:
+        if isolated is not None and not isolated.finished:
             await isolated.finish(notice)  # a failure before the end: still remove the key
         await client.aclose()
         if cache is not None:

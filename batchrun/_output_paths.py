@@ -75,7 +75,12 @@ def fresh_output(job_name: str, pattern: str | None, now: float) -> Path:
 
 
 # What batchrun writes beside a results file X.jsonl, by the end of its name.
-SIDECARS = {JOURNAL_SUFFIX: "attempt journal", ".summary.json": "summary", ".batches.json": "batch state"}
+SIDECARS = {
+    JOURNAL_SUFFIX: "attempt journal",
+    ".summary.json": "summary",
+    ".batches.json": "batch state",
+    ".jsonl.lock": "lock file",  # a run holds it: `--junit X.jsonl.lock` wrote over it (break23)
+}
 
 
 def sidecar_problem(path: Path, role: str = "a results file") -> str | None:
@@ -212,6 +217,10 @@ def write_report_file(path: Path, text: str) -> None:
         kept = stat.S_IMODE(mode) if mode is not None else 0o666 & ~current_umask()
         if target.parent.exists() and not target.parent.is_dir():
             raise OutputFailed(f"{path}: cannot write it: {target.parent} is not a folder")
+        if path.is_symlink() and not target.parent.exists():
+            # The folders asked for are the user's path's, not a dangling link's: through
+            # one, `/nonexistent/dir/` was made (break23).
+            raise OutputFailed(f"{path}: cannot write it: its link leads into {target.parent}, which does not exist")
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
         try:

@@ -316,3 +316,20 @@ def test_a_misread_command_line_is_named_not_taken_as_something_else(tmp_path: P
     code, _, err = call_cli("cache", "prune", "--older-than", "30", "--dir", tmp_path / "no-cache-here")
     assert code == ExitCode.USAGE and "--older-than: not a duration: '30' (give a unit" in err
     assert not (tmp_path / "no-cache-here").exists()
+
+
+def test_report_files_never_make_a_dangling_links_folders_nor_take_a_lock_files_name(
+    tmp_path: Path, small_job: Path
+) -> None:
+    # break23: --html through a dangling link made /nonexistent/dir/; --junit X.jsonl.lock
+    # wrote over the lock file of a run on X.jsonl.
+    out = tmp_path / "r.jsonl"
+    assert call_cli(small_job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
+    link = tmp_path / "page.html"
+    link.symlink_to(tmp_path / "nowhere" / "deeper" / "page.html")
+    code, _, err = call_cli("report", out, "--html", link)
+    assert code == ExitCode.IO and "its link leads into" in err and "which does not exist" in err
+    assert not (tmp_path / "nowhere").exists()
+    code, _, err = call_cli("report", out, "--junit", tmp_path / "r.jsonl.lock")
+    assert code == ExitCode.USAGE and "that is the name of the lock file batchrun writes beside r.jsonl" in err
+    assert not (tmp_path / "r.jsonl.lock").exists()

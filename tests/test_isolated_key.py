@@ -284,3 +284,35 @@ async def test_a_created_key_without_its_secret_is_removed(tmp_path: Path, sim: 
     message, _ = await _isolated_with(sim, tmp_path, lambda body: body.pop("key"))
     assert message == "the /keys reply named the key it created but not the key itself: it is removed"
     assert sim.stats.keys_created == sim.stats.keys_deleted == 1
+
+
+class UndeletableKeys(CreatedKeyRewrite):
+    """DELETE and PATCH /keys/{hash} answer 500: the key can be neither deleted nor disabled."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method in ("DELETE", "PATCH") and "/keys/" in request.url.path:
+            self.urls.append(f"{request.method} {request.url.path}")
+            return httpx.Response(500, json={"error": {"code": 500, "message": "down"}})
+        return await super().handle_async_request(request)
+
+
+async def test_a_key_that_cannot_be_removed_is_said_once(tmp_path: Path, sim: Simulator) -> None:
+    # break23: the warning was printed twice, the delete and disable tried twice: once at the
+    # end of the run and again in its `finally`, since the key was still not removed.
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    job = replace(job, run=replace(job.run, budget_usd=0.1, isolated_key=True, max_attempts=1))
+    transport = UndeletableKeys(lambda body: None)
+    notices: list[str] = []
+    options = RunOptions(
+        api_key=None,
+        base_url=sim.base_url,
+        output=tmp_path / "out.jsonl",
+        management_key=SIM_MANAGEMENT_KEY,
+        clock=FakeClock(),
+        transport=transport,
+    )
+    report = await run_job(job, options, notice=notices.append)
+    warned = [n for n in notices if "could not be deleted or disabled" in n]
+    assert len(warned) == 1, notices
+    assert [u.split()[0] for u in transport.urls if u.startswith(("DELETE", "PATCH"))] == ["DELETE", "PATCH"]
+    assert report.summary["isolated_key"]["removed"] is None and sim.stats.keys_deleted == 0
