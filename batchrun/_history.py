@@ -89,7 +89,11 @@ def _state(record: dict[str, Any]) -> str:
     if record.get("status") != "ok":
         return str(record.get("status"))
     passed = record.get("passed")
-    return "ok" if passed is None else "pass" if passed else "fail"
+    if passed is None:
+        # A check whose grader failed: not "ok", which a pass that lost its verdict read as (break23).
+        undecided = any(isinstance(c, dict) and c.get("pass") is None for c in record.get("checks") or [])
+        return "undecided" if undecided else "ok"
+    return "pass" if passed else "fail"
 
 
 def _read_run(path: Path, warn: Warn, keep_states: bool = False) -> Run | None:
@@ -105,6 +109,8 @@ def _read_run(path: Path, warn: Warn, keep_states: bool = False) -> Run | None:
             continue
         state = _state(record)
         why = "; ".join(failure_reasons(record)) if state in ("fail", "error") else ""
+        if state == "undecided":
+            why = "; ".join(f"{c['name']}: {c.get('error')}" for c in record["checks"] if c.get("pass") is None)
         variables = record.get("vars")
         shown = ", ".join(f"{k}={v}" for k, v in variables.items()) if isinstance(variables, dict) else ""
         states[str(record["id"])] = (state, str(record.get("model")), str(record.get("prompt_id")), shown[:200], why)
@@ -137,6 +143,7 @@ def _run_entry(run: Run) -> dict[str, Any]:
             "interval": list(interval) if interval else None,
             "checked": group["checked"],
             "passed": group["passed"],
+            "undecided": group["undecided"],
             "error": group["error"],
             "error_rate": _error_rate(group),
             "cost_usd": group["cost_usd"],
@@ -207,6 +214,9 @@ def change_markers(before: dict[str, Any], after: dict[str, Any]) -> list[dict[s
             mark(name, "failing", f"{name} pass rate fell {a['pass_rate']:.1%} → {b['pass_rate']:.1%}")
         if a["error"] == 0 and b["error"] > 0:
             mark(name, "erroring", f"{name} started erroring ({b['error']} error rows)")
+        if a["pass_rate"] is not None and b["pass_rate"] is None and b.get("undecided"):
+            # 100% -> "-" was no change at all (break23): a grader outage is not a quiet run.
+            mark(name, "ungraded", f"{name} has no verdict now ({b['undecided']} row(s) undecided)")
         if set(a["answered_by"]) != set(b["answered_by"]):
             mark(name, "answering", f"{name} answered by {_answerers(a)} → {_answerers(b)}")
     return marks
@@ -250,9 +260,23 @@ def _quiet(_message: str) -> None:
 def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
     """The history of the runs in `paths` (files or folders), oldest first; `warn` hears of
     lines the reader set aside (corrupt or torn records)."""
-    files = runs_in(list(paths))
+    paths = list(paths)
+    files = runs_in(paths)
+    named = {path.resolve() for path in paths if not path.is_dir()}
+
+    def read(path: Path) -> Run | None:
+        try:
+            return _read_run(path, warn)
+        except ResultsError as exc:
+            if path.resolve() in named:
+                raise
+            # One stray file in a job's folder (not a results file at all) ended the whole
+            # history, a nightly one included (break23): it is left out, and said.
+            warn(f"{exc}: left out of the history")
+            return None
+
     # Each run's aggregates first; the row states only of the last two (read again for them).
-    loaded = [run for run in (_read_run(path, warn) for path in files) if run is not None]
+    loaded = [run for run in (read(path) for path in files) if run is not None]
     if not loaded:
         raise ResultsError(f"{', '.join(map(str, files))}: no rows in these results files")
     jobs = {str(run.summary["job"]) for run in loaded if run.summary["job"]}

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
+from batchrun._exceptions import ResultsError
 from batchrun._history import MARKER_DROP, build_history, render_history_text
 from batchrun._report_data import ROW_CAP, wilson
 from batchrun.simulator import SimConfig, Simulator
@@ -238,6 +239,43 @@ def test_history_of_a_folder_skips_a_crash_journal(tmp_path: Path, history_dir: 
     (folder / "run2.attempts.jsonl").write_bytes(journal)
     history = build_history([folder])
     assert [Path(run["file"]).name for run in history["runs"]] == ["run1.jsonl", "run2.jsonl"]
+
+
+def test_history_of_a_folder_leaves_out_a_stray_file_and_says_so(tmp_path: Path, history_dir: Path) -> None:
+    # break23: one stray `x.jsonl` (not a results file) ended the whole history, exit 2.
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for name in ("run1.jsonl", "run2.jsonl"):
+        (folder / name).write_bytes((history_dir / name).read_bytes())
+    (folder / "x.jsonl").write_bytes(b"\x00\x01 not a results file\n")
+    warnings: list[str] = []
+    history = build_history([folder], warnings.append)
+    assert [Path(run["file"]).name for run in history["runs"]] == ["run1.jsonl", "run2.jsonl"]
+    assert any("x.jsonl" in w and w.endswith(": left out of the history") for w in warnings), warnings
+    with pytest.raises(ResultsError):  # named on its own, it is still an error
+        build_history([folder / "run1.jsonl", folder / "x.jsonl"])
+
+
+def test_history_says_when_a_model_lost_its_verdicts(tmp_path: Path, history_dir: Path) -> None:
+    # break23: 100% -> "-" (every row undecided) was no change, and a pass that lost its
+    # verdict flipped "pass -> ok".
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    rows = read_rows(history_dir / "run1.jsonl")
+    (folder / "a.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    model = rows[0]["model"]
+    for row in rows:
+        row["started_at"] = "2099-01-01T00:00:00.000Z"
+        if row["model"] == model and row["status"] == "ok":
+            row["passed"] = None
+            row.pop("score", None)
+            row["checks"] = [{**c, "pass": None, "error": "grader g: down"} for c in row["checks"]]
+    (folder / "b.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    history = build_history([folder])
+    assert any(m["kind"] == "ungraded" and m["model"] == model for m in history["markers"])
+    flipped = {row["before"] + " -> " + row["after"] for row in history["flips"]["rows"]}
+    assert "pass -> undecided" in flipped and "pass -> ok" not in flipped
+    assert all("grader g: down" in row["why"] for row in history["flips"]["rows"] if row["after"] == "undecided")
 
 
 def test_history_merged_shards_count_as_one_run(tmp_path: Path, history_dir: Path) -> None:
