@@ -213,9 +213,19 @@ def small_job(tmp_path: Path) -> Path:
     return write_job(tmp_path, SMALL_JOB)
 
 
-BIG_JOB = SMALL_JOB.replace("repeat: 2", "repeat: 20").replace(
-    "run: {concurrency: 4, timeout_s: 5, max_attempts: 8, max_wait_s: 5}", "run: {concurrency: 8, grace_s: 0.2}"
-)
+SMALL_RUN = "run: {concurrency: 4, timeout_s: 5, max_attempts: 8, max_wait_s: 5}"
+
+
+def judged_small_job(run: str | None = None) -> str:
+    """SMALL_JOB with its capitals graded by a judge (openai/gpt-4o-mini) instead of `contains`;
+    `run`, when given, replaces its `run:` line."""
+    judged = SMALL_JOB.replace("prompts:", "judge: {model: openai/gpt-4o-mini}\nprompts:").replace(
+        '    checks: [{contains: "{{expect}}"}]', "    checks: [{judge: 'Names {{expect}}.'}]"
+    )
+    return judged if run is None else judged.replace(SMALL_RUN, run)
+
+
+BIG_JOB = SMALL_JOB.replace("repeat: 2", "repeat: 20").replace(SMALL_RUN, "run: {concurrency: 8, grace_s: 0.2}")
 
 
 def priced_job(name: str, max_tokens: int, text: str, variables: str, repeat: int, run: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun.simulator import Simulator
 
-from .conftest import BUDGET_JOB, SMALL_JOB, FakeClock, call_cli, child_env, cli, read_rows, write_job
+from .conftest import BUDGET_JOB, SMALL_JOB, FakeClock, call_cli, child_env, cli, judged_small_job, read_rows, write_job
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -169,10 +169,7 @@ def test_plan_warns_without_max_tokens_and_reads_the_previous_run(tmp_path: Path
 
 def test_plans_previous_average_counts_the_grading_too(tmp_path: Path, sim: Simulator) -> None:
     # break23 F8: the previous run's judging was left out of "prev. avg $" (its TOTAL 15x low).
-    judged = SMALL_JOB.replace("prompts:", "judge: {model: openai/gpt-4o-mini}\nprompts:").replace(
-        '    checks: [{contains: "{{expect}}"}]', "    checks: [{judge: 'Names {{expect}}.'}]"
-    )
-    write_job(tmp_path, judged)
+    write_job(tmp_path, judged_small_job())
     env = child_env(OPENROUTER_API_KEY="k")
     assert cli("job.yaml", "--base-url", sim.base_url, "-q", cwd=tmp_path, env=env).returncode == 0
     [results] = (tmp_path / "outputs" / "small").glob("*.jsonl")

@@ -16,6 +16,7 @@ import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._exceptions import ConfigError
+from batchrun._job import Job
 from batchrun._transport import default_transport
 from batchrun.simulator import SimConfig, Simulator
 
@@ -248,10 +249,10 @@ class CreatedKeyRewrite(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-async def _isolated_with(sim: Simulator, tmp_path: Path, edit: Any) -> tuple[str, CreatedKeyRewrite]:
+def _isolated(sim: Simulator, tmp_path: Path, transport: httpx.AsyncBaseTransport) -> tuple[Job, RunOptions]:
+    """SMALL_JOB on a per-run key of $0.1, through `transport`."""
     job = load_job(write_job(tmp_path, SMALL_JOB))
-    job = replace(job, run=replace(job.run, budget_usd=0.1, isolated_key=True))
-    transport = CreatedKeyRewrite(edit)
+    job = replace(job, run=replace(job.run, budget_usd=0.1, isolated_key=True, max_attempts=1))
     options = RunOptions(
         api_key=None,
         base_url=sim.base_url,
@@ -260,8 +261,13 @@ async def _isolated_with(sim: Simulator, tmp_path: Path, edit: Any) -> tuple[str
         clock=FakeClock(),
         transport=transport,
     )
+    return job, options
+
+
+async def _isolated_with(sim: Simulator, tmp_path: Path, edit: Any) -> tuple[str, CreatedKeyRewrite]:
+    transport = CreatedKeyRewrite(edit)
     with pytest.raises(ConfigError) as refused:
-        await run_job(job, options)
+        await run_job(*_isolated(sim, tmp_path, transport))
     assert sim.stats.chat_requests == 0
     return str(refused.value), transport
 
@@ -299,19 +305,9 @@ class UndeletableKeys(CreatedKeyRewrite):
 async def test_a_key_that_cannot_be_removed_is_said_once(tmp_path: Path, sim: Simulator) -> None:
     # break23: the warning was printed twice, the delete and disable tried twice: once at the
     # end of the run and again in its `finally`, since the key was still not removed.
-    job = load_job(write_job(tmp_path, SMALL_JOB))
-    job = replace(job, run=replace(job.run, budget_usd=0.1, isolated_key=True, max_attempts=1))
     transport = UndeletableKeys(lambda body: None)
     notices: list[str] = []
-    options = RunOptions(
-        api_key=None,
-        base_url=sim.base_url,
-        output=tmp_path / "out.jsonl",
-        management_key=SIM_MANAGEMENT_KEY,
-        clock=FakeClock(),
-        transport=transport,
-    )
-    report = await run_job(job, options, notice=notices.append)
+    report = await run_job(*_isolated(sim, tmp_path, transport), notice=notices.append)
     warned = [n for n in notices if "could not be deleted or disabled" in n]
     assert len(warned) == 1, notices
     assert [u.split()[0] for u in transport.urls if u.startswith(("DELETE", "PATCH"))] == ["DELETE", "PATCH"]

@@ -18,6 +18,7 @@ import pytest
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._exceptions import OutputFailed
 from batchrun._items import ItemGate
+from batchrun._job import Job
 from batchrun._regrade import regrade_file
 from batchrun._results import ResultsWriter
 from batchrun._run_control import RunControl
@@ -25,7 +26,7 @@ from batchrun._transport import default_transport
 from batchrun._verdict import decide
 from batchrun.simulator import Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, call_cli, read_rows, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, call_cli, judged_small_job, read_rows, write_job
 
 
 def other_tasks() -> list[asyncio.Task[Any]]:
@@ -190,23 +191,21 @@ async def test_rows_waiting_for_their_turn_at_a_stop_are_never_sent(sim: Simulat
     assert other_tasks() == []
 
 
+async def _answered_then_judged(sim: Simulator, tmp_path: Path, run: str) -> tuple[Path, int, Job]:
+    """SMALL_JOB run on the simulator (its results, and the requests that took), and the same
+    job with its capitals judged, under `run`: what `report --job` re-grades."""
+    out = tmp_path / "out.jsonl"
+    plain = load_job(write_job(tmp_path, SMALL_JOB))
+    await run_job(plain, RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock()))
+    folder = tmp_path / "judged"
+    folder.mkdir()
+    return out, sim.stats.chat_requests, load_job(write_job(folder, judged_small_job(run)))
+
+
 async def test_graders_waiting_for_their_turn_at_a_stop_are_never_sent(sim: Simulator, tmp_path: Path) -> None:
     # `report --job` with judges: its graders are dispatched together, past the run's
     # concurrency, and wait for a slot; a stop must end them there, unsent.
-    plain = load_job(write_job(tmp_path, SMALL_JOB))
-    out = tmp_path / "out.jsonl"
-    await run_job(plain, RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock()))
-    asked = sim.stats.chat_requests
-    judged = (
-        SMALL_JOB.replace("prompts:", "judge: {model: openai/gpt-4o-mini}\nprompts:")
-        .replace('    checks: [{contains: "{{expect}}"}]', "    checks: [{judge: 'Names {{expect}}.'}]")
-        .replace(
-            "run: {concurrency: 4, timeout_s: 5, max_attempts: 8, max_wait_s: 5}", "run: {concurrency: 1, grace_s: 30}"
-        )
-    )
-    folder = tmp_path / "judged"
-    folder.mkdir()
-    job = load_job(write_job(folder, judged))
+    out, asked, job = await _answered_then_judged(sim, tmp_path, "run: {concurrency: 1, grace_s: 30}")
     control = RunControl()
     transport = StoppingTransport(control)
     options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, clock=FakeClock(), transport=transport)
@@ -231,22 +230,9 @@ async def test_graders_waiting_for_their_turn_at_a_stop_are_never_sent(sim: Simu
 async def test_graders_in_flight_at_a_stop_get_the_grace_then_are_held(sim: Simulator, tmp_path: Path) -> None:
     # break23 F11: `report --job`'s graders had no grace: a SIGTERM waited for every one to time
     # out, and retried them (new paid requests) before exit 7.
-    plain = load_job(write_job(tmp_path, SMALL_JOB))
-    out = tmp_path / "out.jsonl"
-    await run_job(plain, RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock()))
-    asked = sim.stats.chat_requests
+    run = "run: {concurrency: 2, timeout_s: 60, max_attempts: 3, grace_s: 0.05}"
+    out, asked, job = await _answered_then_judged(sim, tmp_path, run)
     sim.config.faults = {"hang": 1.0}  # every grader hangs: only the grace can end it
-    judged = (
-        SMALL_JOB.replace("prompts:", "judge: {model: openai/gpt-4o-mini}\nprompts:")
-        .replace('    checks: [{contains: "{{expect}}"}]', "    checks: [{judge: 'Names {{expect}}.'}]")
-        .replace(
-            "run: {concurrency: 4, timeout_s: 5, max_attempts: 8, max_wait_s: 5}",
-            "run: {concurrency: 2, timeout_s: 60, max_attempts: 3, grace_s: 0.05}",
-        )
-    )
-    folder = tmp_path / "judged"
-    folder.mkdir()
-    job = load_job(write_job(folder, judged))
     control = RunControl()
 
     async def stop_soon() -> None:

@@ -23,6 +23,7 @@ from .conftest import (
     call_cli,
     child_env,
     cli,
+    judged_small_job,
     read_rows,
     start,
     wait_for_file,
@@ -374,17 +375,10 @@ def test_final_errors_are_not_retried_by_retry_errors(tmp_path: Path, sim: Simul
 def test_sigterm_during_a_regrading_with_judges_stops_it_cleanly_with_its_code(tmp_path: Path) -> None:
     # Verification of the break14h fixes (V8): `report --job` spends on grader requests, yet it
     # handled signals like a read-only command: SIGTERM killed it (143) with nothing said.
-    judged = (
-        SMALL_JOB.replace("prompts:", "judge: {model: openai/gpt-4o-mini}\nprompts:")
-        .replace('    checks: [{contains: "{{expect}}"}]', "    checks: [{judge: 'Names {{expect}}.'}]")
-        # Graders in flight answer within their timeout and get 1 s of grace: the stop is quick
-        # even on a loaded machine (with a 5 s timeout below the latency, each was abandoned
-        # and looked up, and the test timed out once).
-        .replace(
-            "run: {concurrency: 4, timeout_s: 5, max_attempts: 8, max_wait_s: 5}",
-            "run: {concurrency: 4, timeout_s: 30, max_attempts: 1, grace_s: 1}",
-        )
-    )
+    # Graders in flight answer within their timeout and get 1 s of grace: the stop is quick
+    # even on a loaded machine (with a 5 s timeout below the latency, each was abandoned and
+    # looked up, and the test timed out once).
+    judged = judged_small_job("run: {concurrency: 4, timeout_s: 30, max_attempts: 1, grace_s: 1}")
     assert "grace_s: 1" in judged
     plain = write_job(tmp_path, SMALL_JOB)
     out = tmp_path / "r.jsonl"
