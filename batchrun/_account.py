@@ -17,6 +17,7 @@ from ._client import ModelInfo, OpenRouterClient
 from ._costs import EndpointsRead
 from ._exceptions import RequestFailed
 from ._ledger import CreditLedger
+from ._management import ManagementApi
 from ._reconcile import MISMATCH_USD, KeyStart, reconcile
 from ._retry import RetryPolicy, retry_call
 
@@ -61,8 +62,7 @@ async def read_balance(
     a management key given, the balance is a bound the run cannot keep without it."""
     if not management_key:
         return None
-    key = management_key
-    return await retry_call(lambda: client.credits(key), policy, sleep, time_left)
+    return await retry_call(ManagementApi(client, management_key).credits, policy, sleep, time_left)
 
 
 async def reconcile_run(

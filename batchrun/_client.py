@@ -20,12 +20,10 @@ import httpx
 import orjson
 
 from ._account_reply import (
-    CreatedKey,
     ModelInfo,
     data_of,
     model_info,
     next_models_page,
-    parse_created_key,
     parse_key_data,
     parse_models,
 )
@@ -33,7 +31,7 @@ from ._body import ACCEPT_ENCODING, read_capped
 from ._clock import Clock, SystemClock
 from ._exceptions import ConfigError, RequestFailed, ResponseTooLarge, Transient
 from ._generation import Flight, abandoned, generation_header, valid_generation_id
-from ._pricing import EndpointPrice, GenerationCost, endpoints_slug, parse_balance, parse_endpoints, parse_generation
+from ._pricing import EndpointPrice, GenerationCost, endpoints_slug, parse_endpoints, parse_generation
 from ._reply import ChatResult, Reply, error_failure, failure, parse_chat
 from ._routing import METADATA_HEADER
 from ._scrub import Scrubber
@@ -367,57 +365,6 @@ class OpenRouterClient:
             )
             for e in found
         ]
-
-    async def credits(self, management_key: str) -> float | None:
-        """GET /credits (management key): the account's balance, total_credits - total_usage;
-        None where the endpoint has no /credits. A reply that cannot be read raises
-        `bad_response`, like a bad /key: the balance bounds the run, so a lie about it must
-        not drop the bound in silence (break-14 #12)."""
-        self.protect(management_key)
-        reply = await self._account_get("/credits", management_key)
-        if reply is None:
-            return None
-        balance = parse_balance(data_of(reply, "/credits"))
-        if balance is None:
-            raise Transient(
-                "bad_response", "the /credits reply has no readable total_credits and total_usage", reply.status
-            )
-        return balance
-
-    async def create_key(self, management_key: str, name: str, limit: float, expires_at: str) -> CreatedKey:
-        """POST /keys with a management key: the new key, its hash and label."""
-        self.protect(management_key)
-        reply = await self._send(
-            "POST",
-            "/keys",
-            management_key,
-            # include_byok_in_limit: the key's limit then covers BYOK spend too (openapi /keys).
-            {"name": name, "limit": limit, "expires_at": expires_at, "include_byok_in_limit": True},
-        )
-        if reply.status in (404, 405, 501):
-            raise ConfigError(f"{self.base_url} has no /keys management API: --isolated-key cannot be used")
-        if reply.status not in (200, 201):
-            raise self._failure(reply)
-        created = parse_created_key(reply, self.scrub)
-        self.scrub.add(created.key)
-        return created
-
-    async def key_by_hash(self, management_key: str, key_hash: str) -> dict[str, Any] | None:
-        self.protect(management_key)
-        reply = await self._account_get(f"/keys/{quote(key_hash, safe='')}", management_key)
-        return None if reply is None else parse_key_data(data_of(reply, "/keys"), self.scrub, "/keys")
-
-    async def delete_key(self, management_key: str, key_hash: str) -> None:
-        self.protect(management_key)
-        reply = await self._send("DELETE", f"/keys/{quote(key_hash, safe='')}", management_key)
-        if reply.status not in (200, 204):
-            raise self._failure(reply)
-
-    async def disable_key(self, management_key: str, key_hash: str) -> None:
-        self.protect(management_key)
-        reply = await self._send("PATCH", f"/keys/{quote(key_hash, safe='')}", management_key, {"disabled": True})
-        if reply.status != 200:
-            raise self._failure(reply)
 
 
 def _is_json(body: bytes) -> bool:

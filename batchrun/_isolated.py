@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._client import OpenRouterClient
 from ._exceptions import ConfigError, RequestFailed
 from ._formats import utc_compact, utc_seconds
+from ._management import ManagementApi
 from ._reconcile import key_usage
 from ._retry import RetryPolicy, retry_call
 
@@ -40,7 +41,7 @@ class IsolatedKey:
         self._client = client
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
-        self._management_key = management_key
+        self._management = ManagementApi(client, management_key)
         self.name = name
         self.expires_at = expires_at
         self._hash: str | None = None
@@ -54,7 +55,6 @@ class IsolatedKey:
     def for_run(cls, job: Job, options: RunOptions, settings: RunSettings, client: OpenRouterClient) -> IsolatedKey:
         if not options.management_key:
             raise ConfigError(f"--isolated-key needs a management key in ${job.endpoint.management_key_env}")
-        client.protect(options.management_key)  # a /keys server may echo it in any error
         now = options.clock.time()
         life = settings.deadline_s + settings.grace_s + EXPIRY_SLACK_S if settings.deadline_s else settings.key_expiry_s
         stamp = utc_compact(now)
@@ -75,9 +75,7 @@ class IsolatedKey:
             raise ConfigError("--isolated-key needs a budget (run.budget_usd or --budget): it is the key's limit")
         expires = utc_seconds(self.expires_at)
         try:
-            created = await self._call(
-                lambda: self._client.create_key(self._management_key, self.name, round(budget, 6), expires)
-            )
+            created = await self._call(lambda: self._management.create_key(self.name, round(budget, 6), expires))
         except RequestFailed as failure:
             # A key may exist after a reply that was not an answer (a 5xx, a cut connection, a
             # 2xx in a shape not read): said, with when it dies (break23 F6: nothing was said).
@@ -98,7 +96,7 @@ class IsolatedKey:
         refuse a key without it (break-14b M5: the audit claimed a limit the server never set).
         The caller's `finish` deletes the key."""
         try:
-            info = await self._call(lambda: self._client.key_by_hash(self._management_key, key_hash))
+            info = await self._call(lambda: self._management.key_by_hash(key_hash))
         except RequestFailed as failure:
             raise ConfigError(f"could not read back the per-run key's limit: {failure.message}") from None
         limit = info.get("limit") if info else None
@@ -117,17 +115,17 @@ class IsolatedKey:
             return
         self.finished = True
         try:
-            info = await self._call(lambda: self._client.key_by_hash(self._management_key, key_hash))
+            info = await self._call(lambda: self._management.key_by_hash(key_hash))
             # As its limit counts it: the key is created with include_byok_in_limit (break14c N3).
             self.final_usage = key_usage(info)
         except RequestFailed as failure:
             notice(f"warning: could not read the per-run key's usage: {failure.message}")
         try:
-            await self._call(lambda: self._client.delete_key(self._management_key, key_hash))
+            await self._call(lambda: self._management.delete_key(key_hash))
             self.removed = "deleted"
         except RequestFailed as failure:
             try:
-                await self._call(lambda: self._client.disable_key(self._management_key, key_hash))
+                await self._call(lambda: self._management.disable_key(key_hash))
                 self.removed = "disabled"
                 notice(f"warning: could not delete the per-run key ({failure.message}); it was disabled")
             except RequestFailed as second:

@@ -19,6 +19,7 @@ from batchrun import (
     Transient,
 )
 from batchrun._classify import classify, server_wait
+from batchrun._management import ManagementApi
 
 from .conftest import FAKE_KEY, FakeClock
 
@@ -276,10 +277,11 @@ async def test_management_api_request_shapes() -> None:
         )
         patch = mock.patch(f"{BASE}/keys/{'h' * 64}").mock(return_value=httpx.Response(200, json={"data": {}}))
         async with client() as c:
-            created = await c.create_key("mgmt-key", "batchrun job 1", 1.5, "2027-01-01T00:00:00Z")
-            info = await c.key_by_hash("mgmt-key", "h" * 64)
-            await c.disable_key("mgmt-key", "h" * 64)
-            await c.delete_key("mgmt-key", "h" * 64)
+            management = ManagementApi(c, "mgmt-key")
+            created = await management.create_key("batchrun job 1", 1.5, "2027-01-01T00:00:00Z")
+            info = await management.key_by_hash("h" * 64)
+            await management.disable_key("h" * 64)
+            await management.delete_key("h" * 64)
     sent = create.calls.last.request
     assert sent.headers["Authorization"] == "Bearer mgmt-key"
     # include_byok_in_limit: the per-run limit covers BYOK spend too (openapi POST /keys).

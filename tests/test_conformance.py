@@ -20,6 +20,7 @@ import respx
 
 from batchrun import ModelUnavailable, OpenRouterClient, RateLimited, Rejected, RequestFailed, Transient
 from batchrun._client import ChatResult
+from batchrun._management import ManagementApi
 from batchrun.simulator import Simulator
 from batchrun.simulator._config import reasoning_object
 
@@ -116,7 +117,7 @@ async def test_account_examples_are_read() -> None:
         mock.get(f"{BASE}/model/openai/gpt-4").mock(return_value=httpx.Response(200, json=EXAMPLES["model"]["body"]))
         async with OpenRouterClient(BASE, FAKE_KEY, clock=FakeClock()) as client:
             key = await client.key_info()
-            await client.delete_key("management", "abc")  # raises on anything but success
+            await ManagementApi(client, "management").delete_key("abc")  # raises on anything but success
             status, info = await client.model("openai/gpt-4")
     assert key is not None and "limit_remaining" in key
     assert status == "found" and info is not None and info.prompt_price == pytest.approx(0.00003)

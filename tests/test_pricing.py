@@ -14,6 +14,7 @@ import respx
 from batchrun._client import OpenRouterClient
 from batchrun._exceptions import Transient
 from batchrun._ledger import BudgetExhausted, CreditLedger
+from batchrun._management import ManagementApi
 from batchrun._pricing import MAX_USD, endpoints_slug, money, parse_endpoints, parse_generation, parse_prices, price
 from batchrun.simulator import SimConfig, Simulator
 
@@ -147,10 +148,10 @@ async def test_credits_need_a_management_key_and_sane_numbers() -> None:
             ]
         )
         async with client() as c:
-            assert await c.credits("mgmt") == pytest.approx(74.75)
+            assert await ManagementApi(c, "mgmt").credits() == pytest.approx(74.75)
             # A balance that cannot be read is a bad reply, as a bad /key is (break-14 #12).
             with pytest.raises(Transient) as caught:
-                await c.credits("mgmt")
+                await ManagementApi(c, "mgmt").credits()
     assert caught.value.kind == "bad_response" and "/credits" in caught.value.message
     assert route.calls[0].request.headers["Authorization"] == "Bearer mgmt"
 
