@@ -1,4 +1,4 @@
-"""Load a job file: YAML with line numbers, JSON-schema validation, semantic checks.
+"""Load a job file: YAML with line numbers (_job_source), JSON-schema validation, semantic checks.
 
 Every problem is collected before anything is raised, so one `batchrun validate` shows
 all that is wrong with a file, each at file:line:column with its JSON path.
@@ -6,7 +6,6 @@ all that is wrong with a file, each at file:line:column with its JSON path.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -14,24 +13,20 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ._checks import check_problems, kind_problem, resolve_files, row_check_problem
 from ._dataset import REPEAT_HINT, DatasetFile, row_key
 from ._exceptions import JobError, Problem
 from ._files import read_regular_text
 from ._formats import short
 from ._job_fingerprint import job_fingerprint
-from ._job_graph import MERGE, mapping_pairs, merge_sources
-from ._jobfile import JsonPath, compose, job_schema, key_like_strings, read_job_text, text_keys, value_problems
+from ._job_source import JobSource, format_path, parse_job_source
+from ._jobfile import JsonPath, job_schema, key_like_strings, text_keys, value_problems
 from ._judge import GraderSettings
 from ._judge import template_problems as grader_template_problems
 from ._parts import non_text_part
 from ._scrub import hide_keys
 from ._settings import Endpoint, RunSettings, run_settings
 from ._template import names_in, template_problems
-
-Position = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -64,106 +59,7 @@ class Job:
     judge: GraderSettings = field(default_factory=GraderSettings)  # the grader of judge checks
 
 
-_PLAIN_KEY = re.compile(r"[\w/:@+-]+")  # names, model ids (openai/gpt-4o-mini:free), token ids
-
-
-def format_path(path: JsonPath) -> str:
-    out = "$"
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            # A key is the file's text: a newline in it would start a forged error line, an
-            # escape sequence would reach the terminal (break17 F12), a key its secret.
-            # A key a dot, bracket, space or nothing would make ambiguous is quoted (break20 F13).
-            text = short(hide_keys(str(part)))
-            out += f".{text}" if _PLAIN_KEY.fullmatch(text) else f"[{json.dumps(text)}]"
-    return out
-
-
-class _Source:
-    """The parsed file and where each value stood in it."""
-
-    def __init__(
-        self, file: str, data: Any, positions: dict[JsonPath, Position], key_positions: dict[JsonPath, Position]
-    ) -> None:
-        self.file = file
-        self.data = data
-        self.positions = positions
-        self.key_positions = key_positions  # where the key of a mapping entry stands
-
-    def problem(self, path: JsonPath, message: str, at_key: bool = False) -> Problem:
-        if at_key and path in self.key_positions:
-            line, column = self.key_positions[path]
-            return Problem(self.file, line, column, format_path(path), message)
-        for cut in range(len(path), -1, -1):
-            position = self.positions.get(tuple(path[:cut]))
-            if position is not None:
-                return Problem(self.file, position[0], position[1], format_path(path), message)
-        return Problem(self.file, None, None, format_path(path), message)
-
-
-def _walk(
-    node: yaml.Node,
-    path: JsonPath,
-    positions: dict[JsonPath, Position],
-    key_positions: dict[JsonPath, Position],
-    problems: list[Problem],
-    file: str,
-    checked: set[int],
-) -> None:
-    positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        # Duplicates among the keys each mapping writes, once per mapping (an alias is the same
-        # node), merged ones included: a mapping written only as a `<<` value (verify17b W5).
-        for mapping in [node] + [m for k, v in node.value if k.tag == MERGE for m in merge_sources(v)]:
-            if isinstance(mapping, yaml.MappingNode) and id(mapping) not in checked:
-                checked.add(id(mapping))
-                problems += _duplicates(mapping, path, file)
-        own, merged = mapping_pairs(node)
-        # The pair the loader builds: of a key written twice the last (break20 F1); a merged key
-        # where its mapping wrote it, unless this mapping or an earlier merge set it (break17 F13).
-        chosen = {str(k.value): (k, v) for k, v in own}
-        for key_node, value_node in merged:
-            chosen.setdefault(str(key_node.value), (key_node, value_node))
-        for key, (key_node, value_node) in chosen.items():
-            key_positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _walk(value_node, path + (key,), positions, key_positions, problems, file, checked)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _walk(item, path + (index,), positions, key_positions, problems, file, checked)
-
-
-def _duplicates(mapping: yaml.MappingNode, path: JsonPath, file: str) -> list[Problem]:
-    """Keys a mapping writes twice: PyYAML keeps one silently, and it is almost always a mistake."""
-    seen: set[tuple[bool, str]] = set()
-    problems = []
-    for key_node, _ in mapping.value:
-        merge = key_node.tag == MERGE  # two `<<` too, however spelt (`!!merge a:`): PyYAML took both
-        key = "<<" if merge else str(key_node.value)
-        if (merge, key) in seen:
-            mark, hint = key_node.start_mark, ": merge them in one list, <<: [*a, *b]" if merge else ""
-            where = format_path(path + (key,))
-            problems.append(Problem(file, mark.line + 1, mark.column + 1, where, f"duplicate key {key!r}{hint}"))
-        seen.add((merge, key))
-    return problems
-
-
-def _parse(path: Path) -> tuple[_Source | None, list[Problem]]:
-    file = str(path)
-    text, problems = read_job_text(path)
-    if text is None:
-        return None, problems
-    node, data, problems = compose(text, file)
-    if node is None:
-        return None, problems
-    positions: dict[JsonPath, Position] = {}
-    key_positions: dict[JsonPath, Position] = {}
-    _walk(node, (), positions, key_positions, problems, file, set())
-    return _Source(file, data, positions, key_positions), problems
-
-
-def _schema_problems(source: _Source) -> list[Problem]:
+def _schema_problems(source: JobSource) -> list[Problem]:
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import best_match
 
@@ -244,7 +140,7 @@ def _row_checker(
     return check_row
 
 
-def _batch_problems(source: _Source) -> list[Problem]:
+def _batch_problems(source: JobSource) -> list[Problem]:
     """Batch mode is text-only: with `batch_multimodal: refuse`, a non-text part is refused here."""
     run = source.data.get("run", {})
     if run.get("mode") != "batch" or run.get("batch_multimodal") != "refuse":
@@ -265,7 +161,7 @@ def _batch_problems(source: _Source) -> list[Problem]:
     return problems
 
 
-def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], list[PromptSpec]]:
+def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem], list[PromptSpec]]:
     data = source.data
     problems = _batch_problems(source)
     problems += [
@@ -337,7 +233,7 @@ def _semantic_problems(source: _Source, base_dir: Path) -> tuple[list[Problem], 
     return problems, prompts
 
 
-def _grading_problems(source: _Source, base_dir: Path) -> list[Problem]:
+def _grading_problems(source: JobSource, base_dir: Path) -> list[Problem]:
     """A judge check needs a grader; a replacement grader prompt must be readable and
     use the grader's placeholders; a per-item gate must be reachable."""
     data = source.data
@@ -383,7 +279,7 @@ def _grading_problems(source: _Source, base_dir: Path) -> list[Problem]:
 def load_job(path: str | Path) -> Job:
     """Parse and validate a job file, raising JobError with every problem found."""
     path = Path(path)
-    source, problems = _parse(path)
+    source, problems = parse_job_source(path)
     if source is None:
         raise JobError(problems)
     if not isinstance(source.data, dict):
