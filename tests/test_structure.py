@@ -15,7 +15,7 @@ from batchrun._status import StopReason
 from batchrun._verdict import _STOP_CODES
 
 PACKAGE = Path(batchrun.__file__).parent
-MAX_LINES = 430  # "no module over about 400 lines"
+MAX_LINES = 410  # "no module over about 400 lines" (the largest: _dispatch, 409)
 
 
 def _modules() -> list[Path]:
