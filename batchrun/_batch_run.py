@@ -34,6 +34,7 @@ from ._generation import valid_generation_id
 from ._matrix import Request
 from ._parts import non_text_part
 from ._retry import AttemptLog, retry_call, retry_policy
+from ._row_cost import counted
 from ._settings import RunSettings
 from ._status import StopReason
 from ._worker_pool import PoolOutcome, Runner
@@ -239,8 +240,12 @@ class BatchExecutor:
         charges = batch_charges(entry.rows, info, items, lambda row: self._row_worst(entry, requests[row]))
         runner.charges.check_bound(charges.known, entry.reserved_usd, "charged for a batch")
         await runner.ledger.settle_hold(entry.reserved_usd, charges.known, charges.held)
-        if unrecorded := charges.strays + sum(charges.rows[r].charged or 0.0 for r, q in requests.items() if q is None):
-            runner.ledger.unrecorded += unrecorded  # spent, in no record: kept in the key gap for a resume
+        # Spent, in no record: kept in the key gap for a resume; an answer of unknown cost by the
+        # worst case held for it (it was not carried at all, and a resume could spend it again).
+        if unrecorded := charges.strays + sum(
+            counted(charges.rows[r].fields()) for r, q in requests.items() if q is None
+        ):
+            runner.ledger.unrecorded += unrecorded
             runner.dispatch.journal_key_gap()
         if entry.key in self.earlier:
             runner.ledger.earlier_batches += charges.known  # maybe billed before this run: _reconcile

@@ -53,9 +53,10 @@ class CreditLedger:
         self.from_key = 0.0  # the key's usage beyond all of the above, counted as spent
         self.unconfirmed = 0.0  # worst cases beyond answers' reported costs since the last /key read
         self.from_earlier = 0.0  # charges earlier runs saw for batches this one collected (count_earlier_charge)
-        # Part of `spent` that no record carries: a batch's answers to rows edited or removed
-        # since it was sent. In the key gap, so the summary and journal keep it for a resume
-        # (verify22 N10: counted only by the run that collected them, then forgotten).
+        # Part of `spent` (or `held`, for a cost unknown) that no record carries: a batch's answers
+        # to rows edited or removed since it was sent. In the key gap, so the summary and journal
+        # keep it for a resume (verify22 N10: counted only by the run that collected them, then
+        # forgotten).
         self.unrecorded = 0.0
         self.gap_changed: Callable[[], None] = lambda: None  # from_key moved at a settle (the journal notes it)
         self.in_flight = 0

@@ -212,7 +212,7 @@ class SimBatches:
             "created_at": int(batch.created),
             "finalized_at": int(self._now()) if end else None,
             "request_counts": counts,
-            "usage": batch.usage if status == "completed" else None,
+            "usage": batch.usage if status == "completed" and self.sim.config.batch_usage else None,
             "results": batch.results if status == "completed" else None,
             "error": error,
         }

@@ -85,6 +85,7 @@ class SimConfig:
     batch_outcome: str = "completed"  # or failed | expired | cancelled, after in_progress
     batch_item_error_rate: float = 0.0  # share of items answered with a per-item error
     batch_item_usage: bool = True  # result bodies carry usage (the quickstart's example has none)
+    batch_usage: bool = True  # a completed batch carries `usage` (false: no cost anywhere; a server that omits it)
     batch_cancel_api: bool = False  # serve an (undocumented) OpenAI-shaped cancel endpoint
     batch_price_share: float = 0.5  # of per-token prices; the docs say "typically" 50%
     created_keys_unlimited: bool = False  # POST /keys ignores the limit asked for (a server that lies)
