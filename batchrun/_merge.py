@@ -7,9 +7,11 @@ import os
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from ._batch_state import pending_batches
 from ._exceptions import OutputFailed, ResultsError
+from ._fold import Earlier
 from ._gate import MatrixCoverage, shard_layout
 from ._job import Job
 from ._output_paths import current_umask, sidecar_name_problem
@@ -45,20 +47,31 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
                 f"their rows have no record yet; run the job on it with --resume to collect them, "
                 f"or see `batchrun batches list {shard}`"
             )
-    # The supersede rule across files too: a row in two shards keeps its last record.
-    last: dict[str, int] = {}
+    # A row in two files (shards of another N, a shard run again into a new file) keeps its
+    # newest record, by when it finished (then by the files' order), and the others' costs are
+    # folded into it, as within one file: each was paid for (break24 F1: the duplicate's cost
+    # was dropped, and the order of the arguments chose which record, pass or error, stood).
+    last: dict[str, tuple[str, int]] = {}
     occurrences = 0
     versions: Counter[tuple[str, str]] = Counter()
     for index, shard in enumerate(shards):
         for record in final_records(shard, warn, other_jobs=True):  # another job's rows refuse the merge
             versions[(record["job"], record.get("job_fingerprint") or "")] += 1
-            last[record["id"]] = index
+            finished = record.get("finished_at")
+            finished = finished if isinstance(finished, str) else ""
+            last[record["id"]] = max(last.get(record["id"], ("", -1)), (finished, index))
             occurrences += 1
     if len(versions) > 1:
         described = ", ".join(f"{name} ({fingerprint})" for name, fingerprint in versions)
         raise ResultsError(f"the files come from different jobs or job versions: {described}")
     if not last:
         raise ResultsError(f"the shard files hold no records: {', '.join(map(str, shards))}")
+    earlier = _duplicates_of(shards, last) if occurrences > len(last) else {}
+    if earlier:
+        warn(
+            f"{len(earlier)} row(s) are in more than one file: the newest record of each is kept, "
+            "with what the others cost folded in"
+        )
     coverage = MatrixCoverage.of(job) if job is not None else None
     output.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=output.name, suffix=".tmp")
@@ -69,7 +82,9 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
         writer = ResultsWriter(Path(temporary))
         try:
             for index, shard in enumerate(shards):
-                records = (r for r in final_records(shard, other_jobs=True) if last[r["id"]] == index)
+                records = (
+                    _folded(r, earlier) for r in final_records(shard, other_jobs=True) if last[r["id"]][1] == index
+                )
                 for record in records if coverage is None else coverage.review(records):
                     # Alone in the merged file, a row written again with a cost learnt late
                     # replaces nothing there: its `resolves` would take its spend away.
@@ -106,6 +121,32 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
             os.unlink(temporary)
         raise
     return summary
+
+
+def _duplicates_of(shards: list[Path], kept: dict[str, tuple[str, int]]) -> dict[str, Earlier]:
+    """The records of rows in several files that are not the one kept, by row."""
+    seen: Counter[str] = Counter()
+    for shard in shards:
+        seen.update(record["id"] for record in final_records(shard, other_jobs=True))
+    earlier: dict[str, Earlier] = {}
+    for index, shard in enumerate(shards):
+        for record in final_records(shard, other_jobs=True):
+            if seen[record["id"]] > 1 and kept[record["id"]][1] != index:
+                record.pop("resolves", None)  # a file's final record: paid for, replacing nothing here
+                earlier.setdefault(record["id"], Earlier()).add(record)
+    return earlier
+
+
+def _folded(record: dict[str, Any], earlier: dict[str, Earlier]) -> dict[str, Any]:
+    folding = earlier.get(record["id"])
+    if folding is None:
+        return record
+    record.pop("resolves", None)
+    before = (record.get("earlier_records") or 0, record.get("earlier_spent") or 0.0)  # within its own file
+    folded = folding.fold(record)
+    folded["earlier_records"] += before[0]
+    folded["earlier_spent"] += before[1]
+    return folded
 
 
 def merged_key_gap(shards: list[Path]) -> float:

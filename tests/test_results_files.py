@@ -289,6 +289,31 @@ def test_merge_says_which_shards_are_missing(tmp_path: Path, job: Path) -> None:
     assert len(modes) == 1 and modes.pop() & 0o044  # the same mode as a run's results, not mkstemp's 0600
 
 
+def test_a_row_in_two_shard_files_keeps_its_newest_record_and_every_cost(tmp_path: Path, job: Path) -> None:
+    # break24 F1: shards of another N overlap; merge kept the record of the last file named and
+    # dropped the other's cost, exit 0 and nothing said.
+    halves = [tmp_path / f"h{k}.jsonl" for k in (1, 2)]
+    for k, path in enumerate(halves, start=1):
+        assert call_cli(job, "--simulate", "--shard", f"{k}/2", "-o", path, "-q")[0] == ExitCode.OK
+    third = tmp_path / "t1.jsonl"  # the 1/3 shard, run later: its rows overlap both halves
+    assert call_cli(job, "--simulate", "--shard", "1/3", "-o", third, "-q")[0] == ExitCode.OK
+    paid = sum(r["cost"] for path in (*halves, third) for r in read_rows(path))
+    newest = {r["id"]: r["finished_at"] for r in read_rows(third)}
+    for order in ((*halves, third), (third, *halves)):
+        out = tmp_path / f"m{len(list(tmp_path.glob('m*.jsonl')))}.jsonl"
+        code, _, err = call_cli("merge", out, *order, "--job", job)
+        assert code == ExitCode.OK, err
+        overlap = len(newest)
+        assert f"{overlap} row(s) are in more than one file: the newest record of each is kept" in err
+        rows = read_rows(out)
+        assert len(rows) == len({r["id"] for r in rows}) == 20  # each row once
+        assert sum(r["cost"] for r in rows) == pytest.approx(paid)  # every record's cost, folded
+        assert all(r["finished_at"] == newest[r["id"]] for r in rows if r["id"] in newest)  # whatever the order
+        assert all(r["earlier_records"] == 1 for r in rows if r["id"] in newest)
+        summary = json.loads(out.with_name(out.stem + ".summary.json").read_text())
+        assert summary["total"]["cost_usd"] == pytest.approx(paid) and summary["duplicate_rows"] == overlap
+
+
 def test_merge_with_the_job_refuses_another_jobs_shard(tmp_path: Path, job: Path) -> None:
     foreign = tmp_path / "foreign.jsonl"
     foreign.write_bytes(_other_results(tmp_path))
