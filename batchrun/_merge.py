@@ -21,6 +21,8 @@ from ._results import ResultsWriter, final_records
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
 
+_RANK = {"ok": 2, "error": 1, "skipped": 0}  # which record of a row in several files stands
+
 
 def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn: Warn = lambda _: None) -> Summary:
     """One file with the final record of every row of every shard; refuses mixed jobs.
@@ -48,18 +50,20 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
                 f"or see `batchrun batches list {shard}`"
             )
     # A row in two files (shards of another N, a shard run again into a new file) keeps its
-    # newest record, by when it finished (then by the files' order), and the others' costs are
-    # folded into it, as within one file: each was paid for (break24 F1: the duplicate's cost
-    # was dropped, and the order of the arguments chose which record, pass or error, stood).
-    last: dict[str, tuple[str, int]] = {}
+    # answered record before an error, an error before a skip (a run stopped by its budget
+    # answers nothing it answered before), then the newest, by when it finished, then by the
+    # files' order; the others' costs are folded into it, as within one file: each was paid for
+    # (break24 F1: the duplicate's cost was dropped, and the order of the arguments chose which
+    # record, pass or error, stood).
+    last: dict[str, tuple[int, str, int]] = {}
     occurrences = 0
     versions: Counter[tuple[str, str]] = Counter()
     for index, shard in enumerate(shards):
         for record in final_records(shard, warn, other_jobs=True):  # another job's rows refuse the merge
             versions[(record["job"], record.get("job_fingerprint") or "")] += 1
             finished = record.get("finished_at")
-            finished = finished if isinstance(finished, str) else ""
-            last[record["id"]] = max(last.get(record["id"], ("", -1)), (finished, index))
+            rank = _RANK.get(record["status"], 0), finished if isinstance(finished, str) else "", index
+            last[record["id"]] = max(last.get(record["id"], rank), rank)
             occurrences += 1
     if len(versions) > 1:
         described = ", ".join(f"{name} ({fingerprint})" for name, fingerprint in versions)
@@ -83,7 +87,7 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
         try:
             for index, shard in enumerate(shards):
                 records = (
-                    _folded(r, earlier) for r in final_records(shard, other_jobs=True) if last[r["id"]][1] == index
+                    _folded(r, earlier) for r in final_records(shard, other_jobs=True) if last[r["id"]][2] == index
                 )
                 for record in records if coverage is None else coverage.review(records):
                     # Alone in the merged file, a row written again with a cost learnt late
@@ -123,7 +127,7 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
     return summary
 
 
-def _duplicates_of(shards: list[Path], kept: dict[str, tuple[str, int]]) -> dict[str, Earlier]:
+def _duplicates_of(shards: list[Path], kept: dict[str, tuple[int, str, int]]) -> dict[str, Earlier]:
     """The records of rows in several files that are not the one kept, by row."""
     seen: Counter[str] = Counter()
     for shard in shards:
@@ -131,7 +135,7 @@ def _duplicates_of(shards: list[Path], kept: dict[str, tuple[str, int]]) -> dict
     earlier: dict[str, Earlier] = {}
     for index, shard in enumerate(shards):
         for record in final_records(shard, other_jobs=True):
-            if seen[record["id"]] > 1 and kept[record["id"]][1] != index:
+            if seen[record["id"]] > 1 and kept[record["id"]][2] != index:
                 record.pop("resolves", None)  # a file's final record: paid for, replacing nothing here
                 earlier.setdefault(record["id"], Earlier()).add(record)
     return earlier

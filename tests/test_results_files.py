@@ -312,6 +312,15 @@ def test_a_row_in_two_shard_files_keeps_its_newest_record_and_every_cost(tmp_pat
         assert all(r["earlier_records"] == 1 for r in rows if r["id"] in newest)
         summary = json.loads(out.with_name(out.stem + ".summary.json").read_text())
         assert summary["total"]["cost_usd"] == pytest.approx(paid) and summary["duplicate_rows"] == overlap
+    # A shard run again that a budget stopped answered nothing it answered before: its skips,
+    # newer, do not stand over the answers.
+    stopped = tmp_path / "s1.jsonl"
+    assert (
+        call_cli(job, "--simulate", "--shard", "1/2", "-o", stopped, "-q", "--budget", "0.00001")[0] == ExitCode.BUDGET
+    )
+    code, _, err = call_cli("merge", tmp_path / "ms.jsonl", halves[0], stopped, halves[1], "--job", job)
+    assert code == ExitCode.OK, err
+    assert {r["status"] for r in read_rows(tmp_path / "ms.jsonl")} == {"ok"}
 
 
 def test_merge_with_the_job_refuses_another_jobs_shard(tmp_path: Path, job: Path) -> None:
