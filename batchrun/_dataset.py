@@ -12,6 +12,7 @@ import codecs
 import csv
 import hashlib
 import json
+import math
 from array import array
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -64,6 +65,13 @@ def _int(text: str) -> int:
     value = int(text)
     if (why := unusable_number(value)) is not None:
         raise RowError(None, f"the number {text[:24]}{'...' if len(text) > 24 else ''} {why}")
+    return value
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: Python reads it as inf, which no JSON body carries (break24 F3)
+        raise RowError(None, f"the number {text[:24]}{'...' if len(text) > 24 else ''} is past what a number can hold")
     return value
 
 
@@ -152,7 +160,9 @@ class DatasetFile:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line, object_pairs_hook=_unique_keys, parse_int=_int, parse_constant=_constant)
+                row = json.loads(
+                    line, object_pairs_hook=_unique_keys, parse_int=_int, parse_float=_float, parse_constant=_constant
+                )
             except RowError as exc:
                 raise RowError(number, exc.message) from None
             except (json.JSONDecodeError, RecursionError) as exc:
@@ -160,6 +170,11 @@ class DatasetFile:
                 raise RowError(number, f"not valid JSON ({reason})") from None
             if not isinstance(row, dict):
                 raise RowError(number, "a row must be a JSON object of variables")
+            try:
+                orjson.dumps(row)  # what every request body and record does with it
+            except orjson.JSONEncodeError:
+                # "\ud800" is valid JSON but no text: the run died encoding its body (break24 F2).
+                raise RowError(number, "a lone surrogate escape (\\ud800 to \\udfff) is not text") from None
             yield number, row
 
     def check(self, check_row: Callable[[dict[str, Any]], str | None], job_file: str, json_path: str) -> list[Problem]:

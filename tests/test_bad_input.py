@@ -506,6 +506,16 @@ DATASET_CASES: list[tuple[str, str, bytes, list[str]]] = [
         ["d.jsonl:2", "more than 64 bits"],
     ),
     ("jsonl NaN", "d.jsonl", b'{"country": NaN, "expect": "P"}\n', ["d.jsonl:1", "NaN is not a JSON number"]),
+    # break24 F3, F2: read as inf, sent as "inf" with `vars` null; valid JSON that is no text,
+    # a traceback at the first request body (in a key no prompt uses too)
+    ("jsonl 1e400", "d.jsonl", b'{"country": -1e400, "expect": "P"}\n', ["d.jsonl:1", "past what a number can hold"]),
+    ("jsonl lone surrogate", "d.jsonl", b'{"country": "\\ud800", "expect": "P"}\n', ["d.jsonl:1", "surrogate"]),
+    (
+        "jsonl lone surrogate key",
+        "d.jsonl",
+        b'{"country": "F", "expect": "P", "\\udfff": 1}\n',
+        ["d.jsonl:1", "surrogate"],
+    ),
     ("jsonl deep nesting", "d.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n", ["d.jsonl:1", "not valid JSON"]),
     (
         "jsonl bad check in row",
