@@ -222,6 +222,7 @@ async def _read_events(
             continue  # not JSON: nothing to read (the docs' own readers skip these)
         if not isinstance(chunk, dict):
             continue
+        finished = reading.finish_reason is not None  # before this chunk: nothing may follow it
         _read_chunk(chunk, reading, client)
         if chunk.get("error"):
             # Mid-stream: the status is already 200, the error comes as an event.
@@ -233,7 +234,7 @@ async def _read_events(
             waived, generated = reading.finish_reason == "error", reading.first_token
             gen_id = reading.generation_id
             raise billed(failure, reading.usage, gen_id, client.scrub, generated=generated, waived=waived)
-        shape = _shape_problem(chunk)
+        shape = _shape_problem(chunk, finished)
         if shape is not None:  # JSON of the wrong shape, as a plain reply's: not an answer
             wrong = Transient("bad_response", f"a stream chunk's {shape}", 200)
             raise billed(
@@ -248,17 +249,26 @@ def _scrubbed(client: Any, text: str | None) -> str | None:
     return None if text is None else client.scrub_text(text)
 
 
-def _shape_problem(chunk: dict[str, Any]) -> str | None:
-    """What is wrong with a chunk's `choices` (the documented ChatStreamChunk), if anything."""
+def _shape_problem(chunk: dict[str, Any], finished: bool) -> str | None:
+    """What is wrong with a chunk's `choices` (the documented ChatStreamChunk), if anything:
+    the shapes, a choice other than the one asked for (verify23: merged into the answer), text
+    that is not text (dropped), or text after the choice finished (appended)."""
     choices = chunk.get("choices", [])
     if not isinstance(choices, list):
         return f"choices is {type_name(choices)}, not a list"
     for choice in choices:
         if not isinstance(choice, dict):
             return f"choice is {type_name(choice)}, not an object"
+        if choice.get("index", 0) != 0:
+            return f"choice index is {str(choice['index'])[:20]}: one choice was asked for"
         delta = choice.get("delta", {})
         if not isinstance(delta, dict) and delta is not None:
             return f"delta is {type_name(delta)}, not an object"
+        content = (delta or {}).get("content")
+        if content is not None and not isinstance(content, str):
+            return f"delta content is {type_name(content)}, not text"
+        if finished and (content or (delta or {}).get("tool_calls")):
+            return "delta after the choice's finish_reason"
     return None
 
 

@@ -177,6 +177,18 @@ def _sse(*events: Any) -> bytes:
         ),
         (({"id": "gen-4", "choices": [[]]}, b"[DONE]"), "bad_response"),
         (({"id": "gen-5", "choices": [{"delta": "Paris", "finish_reason": "stop"}]}, b"[DONE]"), "bad_response"),
+        # verify23: a second choice merged into the answer, text that is a number (dropped),
+        # text after the finish (appended)
+        (({"id": "g", "choices": [{"index": 1, "delta": {"content": "XX"}}]}, b"[DONE]"), "bad_response"),
+        (({"id": "g", "choices": [{"delta": {"content": 42}, "finish_reason": "stop"}]}, b"[DONE]"), "bad_response"),
+        (
+            (
+                {"id": "g", "choices": [{"delta": {"content": "Paris"}, "finish_reason": "stop"}]},
+                {"id": "g", "choices": [{"delta": {"content": " and Berlin"}}]},
+                b"[DONE]",
+            ),
+            "bad_response",
+        ),
         # nothing generated and no finish reason, then [DONE]: a cold start, as a plain reply's
         (
             ({"id": "gen-6", "choices": [{"delta": {"content": ""}, "finish_reason": None}]}, b"[DONE]"),
