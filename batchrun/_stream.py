@@ -99,6 +99,10 @@ class _Reading:
 
     def __post_init__(self) -> None:
         self.parts: list[str] = []
+        # The other texts a delta carries, joined as content is: a plain reply records them too
+        # (verify23: streams dropped them).
+        self.reasoning: list[str] = []
+        self.refusal: list[str] = []
         # Tool-call deltas by index: the first id and name, the arguments' pieces joined
         # (the OpenAI streaming shape OpenRouter relays; the docs' streaming page shows no
         # tool calls). Bounded like a non-streamed reply's: _reply.MAX_TOOL_CALLS.
@@ -147,7 +151,7 @@ async def stream_chat(
     if not reading.done and reading.finish_reason is None:
         failure = Transient("bad_response", "the stream ended before its last chunk", 200)
         raise _billed(abandoned(failure, sent, True, client.scrub), reading)
-    if not reading.parts and reading.finish_reason is None and not reading.tool_calls:
+    if not reading.parts and reading.finish_reason is None and not reading.tool_calls and not reading.refusal:
         # As a plain reply's (errors-and-debugging.mdx "When no content is generated").
         failure = Transient("empty_completion", "an empty completion with no finish reason (cold start?)", 200)
         raise billed(failure, reading.usage, reading.generation_id, client.scrub, generated=False, waived=False)
@@ -157,6 +161,8 @@ async def stream_chat(
         model=_scrubbed(client, reading.model),
         provider=_scrubbed(client, reading.provider),
         content=client.scrub_text("".join(reading.parts)),
+        reasoning=client.scrub_text("".join(reading.reasoning)) if reading.reasoning else None,
+        refusal=client.scrub_text("".join(reading.refusal)) if reading.refusal else None,
         finish_reason=reading.finish_reason,
         native_finish_reason=_scrubbed(client, reading.native_finish_reason),
         # The same type filter as a non-streamed reply: a count that is a string or a cost
@@ -294,7 +300,10 @@ def _read_chunk(chunk: dict[str, Any], reading: _Reading, client: OpenRouterClie
         if isinstance(delta.get("tool_calls"), list):
             _read_tool_deltas(delta["tool_calls"], reading)
         if isinstance(delta.get("reasoning"), str) and delta["reasoning"]:
+            reading.reasoning.append(delta["reasoning"])
             reading.first_token = True  # a reasoning token is a first token too
+        if isinstance(delta.get("refusal"), str) and delta["refusal"]:
+            reading.refusal.append(delta["refusal"])
     for field in ("finish_reason", "native_finish_reason"):
         if isinstance(choice.get(field), str):
             setattr(reading, field, choice[field])

@@ -272,3 +272,20 @@ async def test_a_streamed_usage_is_filtered_like_a_plain_reply(cost: Any) -> Non
 async def test_a_streamed_usage_that_is_not_an_object_is_empty() -> None:
     result = await _streamed_usage([1, 2])
     assert result.usage == {} and result.cost is None and result.cost_rejected is False
+
+
+async def test_a_streams_reasoning_and_refusal_are_kept_as_a_plain_replys_are() -> None:
+    # verify23: streams dropped `reasoning` and `refusal`, which a plain reply records.
+    events = (
+        {"id": "gen-8", "choices": [{"delta": {"reasoning": "Think "}}]},
+        {"id": "gen-8", "choices": [{"delta": {"reasoning": f"about {FAKE_KEY}."}}]},
+        {"id": "gen-8", "choices": [{"delta": {"refusal": "I won't."}, "finish_reason": "stop"}]},
+        b"[DONE]",
+    )
+    with respx.mock(using="httpx") as mock:
+        mock.post("https://or.test/api/v1/chat/completions").mock(
+            return_value=httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=_sse(*events))
+        )
+        async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=respx_transport()) as c:
+            result = await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
+    assert result.reasoning == "Think about [key]." and result.refusal == "I won't." and result.content == ""
