@@ -144,7 +144,7 @@ def parse_json(content: str, unique_keys: bool = False) -> tuple[bool, Any]:
         text = text.rsplit("```", 1)[0]
     try:
         return True, json.loads(text, object_pairs_hook=_unique_keys if unique_keys else None)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past what Python reads: not JSON to check (break24 F5)
         return False, None
 
 

@@ -62,6 +62,16 @@ def _schema_validator() -> Any:
     return validators.extend(Draft202012Validator, {"pattern": _timed_pattern})  # type: ignore[no-untyped-call]
 
 
+class _TooDeep:
+    """The error of an instance nested too deeply to validate: a failure of the check, with a
+    message, never a RecursionError (an `internal` error) for an answer that was paid for."""
+
+    message = "nested too deeply to check"
+
+
 def first_schema_error(schema: dict[str, Any], instance: Any) -> Any:
     """The first way `instance` fails `schema` (Draft 2020-12), or None; PatternTimedOut."""
-    return next(iter(_schema_validator()(schema).iter_errors(instance)), None)
+    try:
+        return next(iter(_schema_validator()(schema).iter_errors(instance)), None)
+    except RecursionError:
+        return _TooDeep()

@@ -406,3 +406,20 @@ def test_a_schema_pattern_that_backtracks_without_end_fails_in_bounded_time(monk
         assert result["pass"] is False and "the schema's pattern /(a|aa)+$/ ran past 0.05 s" in result["reason"]
     [plain] = run_checks([{"json_schema": schema}], Answer(json.dumps({"a": "aaa"}), None, None, None, "stop"))
     assert plain["pass"] is True
+
+
+def test_an_answer_nested_too_deeply_fails_its_json_checks_not_the_run() -> None:
+    # break24 F5: `[` x1200 then `]` x1200 (a model looping) was a RecursionError: the paid
+    # answer thrown away as an `internal` error, retried and paid again; `report --job` a traceback.
+    deep = "[" * 1200 + "]" * 1200
+    shallow_deep = json.dumps(json.loads("[" * 900 + "]" * 900))  # readable, too deep to validate
+    call = {"id": "c", "name": "f", "arguments": deep}
+    checks = [
+        {"is_json": True},
+        {"json_schema": {"type": "array"}},
+        {"tool_call": {"name": "f", "arguments": {"type": "object"}}},
+    ]
+    results = run_checks(checks, Answer(deep, None, None, None, "stop", (call,)))
+    assert [r["pass"] for r in results] == [False, False, False]
+    [nested] = run_checks([{"json_schema": {"items": {"$ref": "#"}}}], Answer(shallow_deep, None, None, None, "stop"))
+    assert nested["pass"] is False and "nested too deeply" in nested["reason"]
