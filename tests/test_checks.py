@@ -414,7 +414,7 @@ def test_an_answer_nested_too_deeply_fails_its_json_checks_not_the_run() -> None
     deep = "[" * 1200 + "]" * 1200
     shallow_deep = json.dumps(json.loads("[" * 900 + "]" * 900))  # readable, too deep to validate
     call = {"id": "c", "name": "f", "arguments": deep}
-    checks = [
+    checks: list[dict[str, Any]] = [
         {"is_json": True},
         {"json_schema": {"type": "array"}},
         {"tool_call": {"name": "f", "arguments": {"type": "object"}}},
