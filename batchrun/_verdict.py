@@ -77,15 +77,26 @@ def unchecked_thresholds(summary: Summary, settings: RunSettings, override: floa
     judged prompt lost every verdict within the run's error tolerance, and its own threshold,
     failed with the grader up, was skipped: exit 0)."""
     overall, models, prompts = _thresholds(settings, override)
-    subjects = [("pass rate", summary["total"])] if overall is not None else []
+    subjects = [("pass rate", summary["total"], overall)] if overall is not None else []
     for kind, groups, limits in (("model", summary["models"], models), ("prompt", summary["prompts"], prompts)):
-        subjects += [(f"{kind} {name}", groups[name]) for name in limits if name in groups]
-    return [
-        f"{label}: its threshold could not be checked: none of its rows was graded "
-        f"({group['undecided']} undecided, {group['error']} in error)"
-        for label, group in subjects
-        if group["checked"] == 0 and group["undecided"] + group["error"] > 0
-    ]
+        subjects += [(f"{kind} {name}", groups[name], limit) for name, limit in limits.items() if name in groups]
+    unchecked = []
+    for label, group, limit in subjects:
+        checked, undecided = group["checked"], group["undecided"]
+        if checked == 0 and undecided + group["error"] > 0:
+            unchecked.append(
+                f"{label}: its threshold could not be checked: none of its rows was graded "
+                f"({undecided} undecided, {group['error']} in error)"
+            )
+        elif undecided and group["passed"] / checked >= limit > group["passed"] / (checked + undecided):
+            # Met by the verdicts that came back, missed if the undecided rows failed: the
+            # verdicts never got decide it (verify23 N2: 1 verdict of 3 met a 99% threshold
+            # that the 2 ungraded rows, failing with the grader up, missed).
+            unchecked.append(
+                f"{label}: its threshold could not be checked: {undecided} undecided row(s) decide it "
+                f"({group['passed']} of {checked} graded passed)"
+            )
+    return unchecked
 
 
 def error_rate(summary: Summary) -> float:

@@ -288,6 +288,30 @@ def test_a_threshold_none_of_whose_rows_was_graded_is_not_passed(tmp_path: Path,
         )
 
 
+PARTLY_JUDGED_JOB = MIXED_JOB.replace(
+    '    text: "Capital of France?"',
+    '    text: "Capital of {{country}}?"\n    vars: [{country: France}, {country: Japan}, {country: Kenya}]',
+)
+
+
+def test_a_threshold_the_undecided_rows_would_decide_is_not_passed(tmp_path: Path) -> None:
+    # verify23 N2: the grader failed on 2 of 3 rows (within the run's 20% tolerance); the one
+    # verdict that came back met the prompt's 99%, exit 0, where a working grader gave exit 3.
+    def grader(request: RawRequest) -> bytes:
+        if "France" not in request.body.decode():
+            return json_answer(500, {"error": {"code": 500, "message": "down"}})
+        return json_answer(200, chat_payload(json.dumps({"pass": True, "score": 1, "reason": "right"})))
+
+    assert "vars: [{country: France}, {country: Japan}, {country: Kenya}]" in PARTLY_JUDGED_JOB
+    outcome = run_hostile(
+        grading(grader), tmp_path, job=PARTLY_JUDGED_JOB, row_of=lambda request_row: request_row.split(".j")[0]
+    )
+    assert outcome.code == ExitCode.ERRORS, outcome.stderr
+    assert "prompt graded: its threshold could not be checked: 2 undecided row(s) decide it (1 of 1 graded passed)" in (
+        outcome.stderr
+    )
+
+
 def test_a_grader_with_a_negative_cost_is_not_believed(tmp_path: Path) -> None:
     def grader(request: RawRequest) -> bytes:
         payload = chat_payload('{"pass": true, "score": 1, "reason": "ok"}')
