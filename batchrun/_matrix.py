@@ -119,6 +119,26 @@ def matrix_requests(job: Job, shard: Shard | None = None) -> Iterator[Request]:
                     yield Request(request_id, fingerprint, model_id, prompt.id, row, repeat, body, payload, checks)
 
 
+# Requests one run (one shard) may send. Pre-flight prices every row before the first goes
+# out (~7 us a row), and a stop records every row not answered: a 300,000,000-request job (an
+# 8-line file) priced for 11 minutes, deaf to its deadline and to SIGTERM (break24 F4).
+MAX_RUN_REQUESTS = 1_000_000
+
+
+def run_size_problem(job: Job, shard: Shard | None) -> str | None:
+    """Why one run of `job` (or one shard of it) is too large to run, or None."""
+    total = sum(count_requests(job).values())
+    per_run = total if shard is None else -(-total // shard.count)
+    if per_run <= MAX_RUN_REQUESTS:
+        return None
+    shards = -(-total // MAX_RUN_REQUESTS)
+    return (
+        f"the job's matrix is {total:,} request(s), {'about ' if shard else ''}{per_run:,} for this run: over "
+        f"the {MAX_RUN_REQUESTS:,} a run may send; split it with --shard K/N (N of {shards:,} or more) or lower "
+        "`repeat` or the dataset"
+    )
+
+
 def count_requests(job: Job) -> dict[tuple[str, str], int]:
     """Rows per (model, prompt), counting dataset rows without keeping them."""
     counts: dict[tuple[str, str], int] = {}

@@ -26,7 +26,7 @@ from ._journal import AttemptJournal, recover
 from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
 from ._lock import OutputLock, lock_created
-from ._matrix import Request, count_requests, matrix_requests
+from ._matrix import Request, count_requests, matrix_requests, run_size_problem
 from ._options import Notice, RunOptions
 from ._output_paths import (
     job_folder,
@@ -66,6 +66,8 @@ async def run_job(
     settings = job.run
     control = control or RunControl()
     clock = options.clock
+    if (too_large := run_size_problem(job, options.shard)) is not None:
+        raise ConfigError(too_large)  # before any lock, file or request
     locks = []
     if options.output is None:
         # Default outputs are new files each time, so the output lock alone would let two

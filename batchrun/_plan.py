@@ -11,10 +11,10 @@ from typing import Any
 
 from ._account import read_balance, read_endpoints
 from ._costs import CostModel, unknown_price_refusal
-from ._exceptions import ResultsError
+from ._exceptions import ConfigError, ResultsError
 from ._files import read_regular_text
 from ._job import Job
-from ._matrix import count_requests, matrix_requests
+from ._matrix import count_requests, matrix_requests, run_size_problem
 from ._models import PRICE_CAVEATS, Resolution, variant_of
 from ._options import RunOptions
 from ._output_paths import job_folder, results_files, summary_path
@@ -158,6 +158,8 @@ async def price_plan(
     cache_endpoint: str | None = None,
     warn: Callable[[str], None] = lambda _: None,
 ) -> PricedPlan:
+    if (too_large := run_size_problem(job, None)) is not None:
+        raise ConfigError(too_large)  # pricing walks every row (break24 F4: 11 minutes)
     options = RunOptions(api_key=api_key, base_url=base_url)
     client = make_client(job, options, job.run)
     resolved: list[Resolution] = []

@@ -20,12 +20,13 @@ from typing import Any
 from ._account import counted_at_end, reconcile_run
 from ._checks import answer_of, grade, is_judge, without_latency_checks
 from ._costs import CostModel
+from ._exceptions import ConfigError
 from ._items import ItemGate
 from ._job import Job
 from ._judge import answer_text, grader_body
 from ._judging import grader_request, question_of
 from ._ledger import CreditLedger
-from ._matrix import Request, matrix_requests
+from ._matrix import Request, matrix_requests, run_size_problem
 from ._options import RunOptions
 from ._preflight import make_client, preflight
 from ._retry import retry_policy
@@ -125,6 +126,8 @@ async def regrade_file(
     within the budget. Returns the summary; `keep` receives each re-graded record."""
     settings = job.run
     builder = SummaryBuilder(gate)
+    if (too_large := run_size_problem(job, None)) is not None:
+        raise ConfigError(too_large)  # the re-grading maps every row of the matrix
 
     def emit(record: dict[str, Any]) -> None:
         builder.add(record)

@@ -13,6 +13,7 @@ import pytest
 
 from batchrun import ExitCode, load_job, matrix_requests
 from batchrun._console import Console, append_step_summary
+from batchrun._matrix import Shard, run_size_problem
 from batchrun.cli import main
 from batchrun.simulator import Simulator
 
@@ -333,3 +334,25 @@ def test_report_files_never_make_a_dangling_links_folders_nor_take_a_lock_files_
     code, _, err = call_cli("report", out, "--junit", tmp_path / "r.jsonl.lock")
     assert code == ExitCode.USAGE and "that is the name of the lock file batchrun writes beside r.jsonl" in err
     assert not (tmp_path / "r.jsonl.lock").exists()
+
+
+def test_a_matrix_too_large_for_one_run_is_refused_before_anything(tmp_path: Path) -> None:
+    # break24 F4: 3 models x 1,000 rows x repeat 100,000 (an 8-line job): pre-flight priced it row
+    # by row for 11 minutes, deaf to --deadline and to SIGTERM; plan --simulate the same.
+    (tmp_path / "k.jsonl").write_text("".join(f'{{"country": "C{i}"}}\n' for i in range(1000)))
+    job = write_job(
+        tmp_path,
+        "name: blow\ndefaults:\n  params: {max_tokens: 16}\n"
+        "models: [openai/gpt-4o-mini, google/gemini-2.0-flash-001, meta-llama/llama-3.1-8b-instruct]\n"
+        'prompts:\n  - id: capital\n    text: "Capital of {{country}}?"\n    dataset: k.jsonl\nrepeat: 100000\n',
+    )
+    said = "the job's matrix is 300,000,000 request(s), 300,000,000 for this run: over the 1,000,000 a run may send"
+    for args in ([job, "--simulate", "--deadline", "5"], ["plan", job, "--simulate"]):
+        code, _, err = call_cli(*args)
+        assert code == ExitCode.USAGE and said in err and "--shard K/N (N of 300 or more)" in err, err
+    assert list(tmp_path.glob("outputs/**/*.jsonl")) == []
+    loaded = load_job(job)
+    assert run_size_problem(loaded, Shard(1, 300)) is None  # a shard of it may run
+    assert "about 1,500,000 for this run" in (run_size_problem(loaded, Shard(1, 200)) or "")
+    code, text, _ = call_cli("plan", job)  # counting alone is quick, and said
+    assert code == ExitCode.OK and "300000000 request(s)" in text
