@@ -347,7 +347,8 @@ def test_a_matrix_too_large_for_one_run_is_refused_before_anything(tmp_path: Pat
         'prompts:\n  - id: capital\n    text: "Capital of {{country}}?"\n    dataset: k.jsonl\nrepeat: 100000\n',
     )
     said = "the job's matrix is 300,000,000 request(s), 300,000,000 for this run: over the 1,000,000 a run may send"
-    for args in ([job, "--simulate", "--deadline", "5"], ["plan", job, "--simulate"]):
+    commands: list[list[str | Path]] = [[job, "--simulate", "--deadline", "5"], ["plan", job, "--simulate"]]
+    for args in commands:
         code, _, err = call_cli(*args)
         assert code == ExitCode.USAGE and said in err and "--shard K/N (N of 300 or more)" in err, err
     assert list(tmp_path.glob("outputs/**/*.jsonl")) == []
