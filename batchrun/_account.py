@@ -8,6 +8,7 @@ its last cost lookups and reconciles the key's usage with the ledger.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any
@@ -73,6 +74,7 @@ async def reconcile_run(
     policy: RetryPolicy,
     sleep: Callable[[float], Awaitable[None]],
     time_left: Callable[[], float | None],
+    ends: float | None = None,
 ) -> dict[str, Any]:
     """The key's usage against the ledger (after the run's last lookups: `late_lookups`). The
     /key read is retried like start-up's (break-14 #15); when it still fails, or its usage
@@ -83,7 +85,10 @@ async def reconcile_run(
     end_usage, why = None, None
     if start.usage is not None:
         try:
-            info = await retry_call(client.key_info, policy, sleep, time_left)
+            async with asyncio.timeout_at(ends):  # the loop time the wind-down must end by
+                info = await retry_call(client.key_info, policy, sleep, time_left)
+        except TimeoutError:
+            why = "no answer before the run had to end"
         except RequestFailed as failure:
             why = f"{failure.kind}: {failure.message[:200]}"
         else:

@@ -9,6 +9,7 @@ a hash prefix only.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -107,13 +108,23 @@ class IsolatedKey:
                 "OpenRouter would not hold the run to its budget; the key is removed (a warning says so if not)"
             )
 
-    async def finish(self, notice: Callable[[str], None]) -> None:
+    async def finish(self, notice: Callable[[str], None], ends: float | None = None) -> None:
         """Read the key's own usage, then delete it (disable it where deletion fails).
         (The run's reconciliation, in _reconcile, compares that usage with the ledger.)"""
         key_hash = self._hash
         if key_hash is None or self.finished:
             return
         self.finished = True
+        try:
+            async with asyncio.timeout_at(ends):  # a stopping run's wind-down: bounded (verify23 N1)
+                await self._remove(notice, key_hash)
+        except TimeoutError:
+            notice(
+                f"warning: the per-run key {self.label} could not be removed before the run had to end; "
+                f"it expires at {utc_seconds(self.expires_at)}"
+            )
+
+    async def _remove(self, notice: Callable[[str], None], key_hash: str) -> None:
         try:
             info = await self._call(lambda: self._management.key_by_hash(key_hash))
             # As its limit counts it: the key is created with include_byok_in_limit (break14c N3).

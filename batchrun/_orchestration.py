@@ -6,6 +6,7 @@ to the `notice` callback and everything else comes back in the RunReport.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -33,7 +34,7 @@ from ._output_paths import (
     summary_path,
     write_json_atomically,
 )
-from ._preflight import job_routing_warning, keep_row, make_client, open_cache, preflight
+from ._preflight import Preflight, job_routing_warning, keep_row, make_client, open_cache, preflight, unpriced
 from ._pricing import money
 from ._report_data import run_spans
 from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail, scan_states
@@ -84,6 +85,21 @@ async def run_job(
     finally:
         for lock in reversed(locks):
             lock.release()
+
+
+# Stops someone waits on (a signal, a CI runner's timeout before its SIGKILL; cron's deadline).
+_PROMPT_STOPS = (StopReason.INTERRUPTED, StopReason.DEADLINE)
+
+
+# What the wind-down after such a stop has at least, whatever the grace (`grace_s: 0` asks the
+# rows to stop at once, not the summary to be written without its lookups and /key read).
+WIND_DOWN_FLOOR_S = 5.0
+
+
+def _wind_down_ends(grace_s: float) -> float:
+    """The loop time the wind-down's account calls must end by: a grace from now, in real time
+    (whatever clock the run was given: a test's fake one leaps)."""
+    return asyncio.get_running_loop().time() + max(grace_s, WIND_DOWN_FLOOR_S)
 
 
 def _batch_setup(job: Job, options: RunOptions, settings: RunSettings, output: Path) -> BatchState | None:
@@ -223,9 +239,13 @@ async def _locked_run(
         if job_budget is not None:
             # The budget is for the logical run: what earlier attempts of this file spent counts.
             job_budget = max(0.0, job_budget - prior_spend)
-        if isolated is not None:
-            await isolated.create(job_budget)
-        pre = await preflight(client, job, options, states, job_budget, notice, time_left, cache)
+
+        async def start_up() -> Preflight:
+            if isolated is not None:
+                await isolated.create(job_budget)
+            return await preflight(client, job, options, states, job_budget, notice, time_left, cache)
+
+        pre = await control.before_start(start_up(), time_left) or unpriced(job_budget)
         budget = pre.budget
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
         estimated, models = pre.estimate, pre.models
@@ -283,8 +303,14 @@ async def _locked_run(
             left = time_left()
             return None if left is None else left + settings.grace_s
 
+        # After a signal or the deadline, the wind-down's account calls (lookups, the /key read,
+        # the per-run key's removal) have one more grace: a /key that hung kept a SIGTERM'd run
+        # 66-364 s past its grace (verify23 N1).
+        ends = _wind_down_ends(settings.grace_s) if outcome.stop in _PROMPT_STOPS else None
         # The run's last lookups of costs still unknown; rows they resolve are written again.
-        await runner.charges.retry_lookups()
+        with contextlib.suppress(TimeoutError):  # those not done stay unknown, their worst cases held
+            async with asyncio.timeout_at(ends):
+                await runner.charges.retry_lookups()
         late_rows, late_failed = 0, None
         if outcome.stop != StopReason.IO:
             late_rows, late_failed = append_late_costs(output, runner.records.late, utc(options.clock.time()))
@@ -298,13 +324,14 @@ async def _locked_run(
             retry_policy(settings),
             options.clock.sleep,
             cleanup_left,
+            ends,
         )
         if reconciliation["warning"]:
             notice("warning: " + reconciliation["warning"])
         if executor is not None:
             executor.note_key_seen(reconciliation, runner.ledger.spent, runner.ledger.batches_open)
         if isolated is not None:
-            await isolated.finish(notice)
+            await isolated.finish(notice, ends)
         if states or late_rows:
             # The file's rows for the totals (a row written again counts once, with its cost
             # learnt late); the cache's figures stay this run's (issue 16).
@@ -370,7 +397,8 @@ async def _locked_run(
         if journal is not None:
             journal.close(whole=whole)
         if isolated is not None and not isolated.finished:
-            await isolated.finish(notice)  # a failure before the end: still remove the key
+            # A failure or a stop before the end: still remove the key, within a grace.
+            await isolated.finish(notice, _wind_down_ends(settings.grace_s))
         await client.aclose()
         if cache is not None:
             cache.close()

@@ -222,6 +222,11 @@ class Preflight:
     balance: float | None = None  # the account's balance (/credits), with a management key
 
 
+def unpriced(budget: float | None) -> Preflight:
+    """Start-up cut short by a stop (a signal, the deadline): nothing read, nothing will be sent."""
+    return Preflight(None, CostModel({}, 0.0, {}), Estimate(), budget, False)
+
+
 def missing_account_api(base_url: str, models: object | None, key: object | None) -> str | None:
     """The notice for an endpoint without /models and/or /key, naming which one is missing."""
     missing = [name for name, value in (("/models", models), ("/key", key)) if value is None]

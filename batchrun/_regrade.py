@@ -28,7 +28,7 @@ from ._judging import grader_request, question_of
 from ._ledger import CreditLedger
 from ._matrix import Request, matrix_requests, run_size_problem
 from ._options import RunOptions
-from ._preflight import make_client, preflight
+from ._preflight import make_client, preflight, unpriced
 from ._retry import retry_policy
 from ._row import RowGrading
 from ._run_control import RunControl
@@ -136,7 +136,10 @@ async def regrade_file(
 
     client = make_client(job, options, settings)
     try:
-        pre = await preflight(client, job, options, None, settings.budget_usd, show_worst_case, lambda: None, None)
+        start_up = preflight(client, job, options, None, settings.budget_usd, show_worst_case, lambda: None, None)
+        pre = (await start_up if control is None else await control.before_start(start_up, lambda: None)) or unpriced(
+            settings.budget_usd
+        )
         costs = pre.costs if pre.models is not None else None
         if costs is not None:
             worst = estimate_regrade(reread(), job, costs)

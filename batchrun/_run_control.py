@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ._status import StopReason
 from ._worker_pool import Runner
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -14,9 +19,35 @@ class RunControl:
 
     runner: Runner | None = None
     pending: StopReason | None = None
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)  # set at the stop, on the run's loop
 
     def stop(self, reason: StopReason = StopReason.INTERRUPTED) -> None:
+        self.stopped.set()
         if self.runner is not None:
             self.runner.request_stop(reason)
         else:
             self.pending = reason
+
+    async def before_start(self, work: Awaitable[T], time_left: Callable[[], float | None]) -> T | None:
+        """`work` (start-up: the account reads, prices, a per-run key), or None when a signal or
+        the deadline came first, `pending` then saying which: nothing has been sent, and the run
+        records every row as stopped so (verify23 N1: a SIGTERM during a /key read that hung
+        was exit 1, 60 s later)."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self.stopped.wait())
+        left = time_left()
+        try:
+            if self.pending is None:
+                timeout = None if left is None else max(0.0, left)
+                await asyncio.wait((task, stop), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+        if task.done() and not task.cancelled() and self.pending is None:
+            return task.result()
+        await asyncio.wait((task,))  # its own cleanup runs (a cancel inside it: its finally blocks)
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]  # it failed first: that is what happened
+        self.pending = self.pending or StopReason.DEADLINE
+        return None

@@ -256,3 +256,76 @@ async def test_graders_in_flight_at_a_stop_get_the_grace_then_are_held(sim: Simu
     assert summary["stop"] == "interrupted"
     assert summary["total"]["cost_held_usd"] > 0  # the two abandoned graders may be billed: held
     assert other_tasks() == []
+
+
+class HangingKey(httpx.AsyncBaseTransport):
+    """The client's own transport, whose GET /key answers its first `answered` reads and then
+    never again (until the run cancels it): `asked` is set as each hanging read begins."""
+
+    def __init__(self, answered: int) -> None:
+        self.inner = default_transport(8)
+        self.answered = answered
+        self.asked = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/key"):
+            if self.answered <= 0:
+                self.asked.set()
+                await asyncio.Event().wait()  # a read that hangs: only a cancel ends it
+            self.answered -= 1
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_stop_during_a_start_up_read_that_hangs_ends_the_run_at_once(sim: Simulator, tmp_path: Path) -> None:
+    # verify23 N1 (E4): SIGTERM during a /key read that hung was ignored: exit 1 ("the endpoint
+    # failed before the run started") a whole timeout later, not 7.
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    job = replace(job, run=replace(job.run, timeout_s=3600.0))
+    out = tmp_path / "out.jsonl"
+    control = RunControl()
+    transport = HangingKey(answered=0)
+
+    async def stop_when_asked() -> None:
+        await transport.asked.wait()
+        control.stop()
+
+    stopper = asyncio.create_task(stop_when_asked())
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock(), transport=transport)
+    report = await asyncio.wait_for(run_job(job, options, control), 30)  # a bound, not a measure
+    await stopper
+    rows = read_rows(out)
+    assert len(rows) == 20 and {(r["status"], r["reason"]) for r in rows} == {("skipped", "interrupted")}
+    assert report.summary["stop"] == "interrupted" and sim.stats.chat_requests == 0
+    assert other_tasks() == []
+
+
+async def test_after_a_stop_the_wind_down_has_a_grace_however_the_key_hangs(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify23 N1 (E2, E3, E8, E9): the end-of-run /key read that hung (three tries of the
+    # timeout each) kept a SIGTERM'd run 66-182 s past its grace; a deadline's too.
+    import batchrun._orchestration as orchestration
+
+    monkeypatch.setattr(orchestration, "WIND_DOWN_FLOOR_S", 0.05)  # the grace below is the bound
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    job = replace(job, run=replace(job.run, timeout_s=3600.0, grace_s=0.05))
+    out = tmp_path / "out.jsonl"
+    control = RunControl()
+    transport = HangingKey(answered=1)  # start-up's read answers; the end-of-run read hangs
+
+    async def stop_soon() -> None:
+        while sim.stats.chat_requests < 2:
+            await asyncio.sleep(0.01)
+        control.stop()
+
+    stopper = asyncio.create_task(stop_soon())
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock(), transport=transport)
+    report = await asyncio.wait_for(run_job(job, options, control), 30)  # a bound, not a measure
+    await stopper
+    assert report.summary["stop"] == "interrupted" and transport.asked.is_set()
+    assert "no answer before the run had to end" in (report.summary["reconciliation"]["warning"] or "")
+    assert len({r["id"] for r in read_rows(out)}) == 20
+    assert other_tasks() == []
