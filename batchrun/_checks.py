@@ -254,6 +254,8 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
             Draft202012Validator.check_schema(value["arguments"])
         except SchemaError as exc:
             return [f"tool_call arguments is not a valid JSON Schema: {exc.message}"]
+        if (outside := outside_reference(value["arguments"])) is not None:
+            return [f"tool_call arguments: {outside}"]
     if kind == "json_schema":
         if isinstance(value, str):
             schema_path = base_dir / value
@@ -265,7 +267,28 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
             Draft202012Validator.check_schema(value)
         except SchemaError as exc:
             return [f"json_schema is not a valid JSON Schema: {exc.message}"]
+        if (outside := outside_reference(value)) is not None:
+            return [f"json_schema: {outside}"]
     return []
+
+
+def outside_reference(schema: Any, depth: int = 0) -> str | None:
+    """A `$ref` (or `$dynamicRef`) to anything but the schema itself: never followed when
+    grading (break24 F6: fetched over the network with no timeout, or read from disk), so
+    refused at validate time, where it can still be mended."""
+    if depth > 64:
+        return None  # check_schema accepted it; the walk stops where no real schema goes
+    if isinstance(schema, dict):
+        for key, item in schema.items():
+            if key in ("$ref", "$dynamicRef") and isinstance(item, str) and not item.startswith("#"):
+                return f"{key} {short(item)!r} points outside the schema: put what it names in its $defs"
+            if (found := outside_reference(item, depth + 1)) is not None:
+                return found
+    elif isinstance(schema, list):
+        for item in schema:
+            if (found := outside_reference(item, depth + 1)) is not None:
+                return found
+    return None
 
 
 def row_check_problem(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> str | None:

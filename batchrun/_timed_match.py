@@ -62,16 +62,38 @@ def _schema_validator() -> Any:
     return validators.extend(Draft202012Validator, {"pattern": _timed_pattern})  # type: ignore[no-untyped-call]
 
 
-class _TooDeep:
-    """The error of an instance nested too deeply to validate: a failure of the check, with a
-    message, never a RecursionError (an `internal` error) for an answer that was paid for."""
+class _Unchecked:
+    """Why an instance could not be validated: a failure of the check, with a message, never
+    an exception (an `internal` error) for an answer that was paid for."""
 
-    message = "nested too deeply to check"
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _no_retrieval(uri: str) -> Any:
+    """A `$ref` to anything outside the schema is never fetched (break24 F6: a check's
+    `http://` ref was fetched at grading time, with no timeout: a URL that never answered
+    hung the run past its deadline and SIGTERM)."""
+    from referencing.exceptions import NoSuchResource
+
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # an attrs class the stubs do not see
+
+
+@lru_cache(maxsize=1)
+def _local_registry() -> Any:
+    from referencing import Registry
+
+    return Registry(retrieve=_no_retrieval)  # type: ignore[call-arg]
 
 
 def first_schema_error(schema: dict[str, Any], instance: Any) -> Any:
     """The first way `instance` fails `schema` (Draft 2020-12), or None; PatternTimedOut."""
+    from referencing.exceptions import Unresolvable
+
     try:
-        return next(iter(_schema_validator()(schema).iter_errors(instance)), None)
+        validator = _schema_validator()(schema, registry=_local_registry())
+        return next(iter(validator.iter_errors(instance)), None)
     except RecursionError:
-        return _TooDeep()
+        return _Unchecked("nested too deeply to check")
+    except Unresolvable as exc:
+        return _Unchecked(f"the schema's reference cannot be followed ({str(exc)[:100]})")

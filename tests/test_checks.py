@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, load_job, matrix_requests
-from batchrun._checks import Answer, grade, run_checks
+from batchrun._checks import Answer, check_problems, grade, run_checks
 from batchrun._settings import RunSettings
 from batchrun._summary import SummaryBuilder
 from batchrun._summary_types import Summary
@@ -423,3 +423,27 @@ def test_an_answer_nested_too_deeply_fails_its_json_checks_not_the_run() -> None
     assert [r["pass"] for r in results] == [False, False, False]
     [nested] = run_checks([{"json_schema": {"items": {"$ref": "#"}}}], Answer(shallow_deep, None, None, None, "stop"))
     assert nested["pass"] is False and "nested too deeply" in nested["reason"]
+
+
+@pytest.mark.parametrize(
+    "ref", ["http://127.0.0.1:9/schema.json", "file:///etc/passwd", "ext.json", "#/$defs/missing", "#meta"]
+)
+def test_a_schema_reference_is_never_fetched_and_never_an_internal_error(ref: str) -> None:
+    # break24 F6: a check's `$ref` to a URL was fetched while grading, with no timeout (a URL
+    # that never answered hung the run past its deadline and SIGTERM); one to a file, a
+    # relative path, a missing definition or anchor made every paid answer an `internal` error.
+    key = "$dynamicRef" if ref == "#meta" else "$ref"
+    checks: list[dict[str, Any]] = [
+        {"json_schema": {key: ref}},
+        {"tool_call": {"name": "f", "arguments": {key: ref}}},
+    ]
+    call = {"id": "c", "name": "f", "arguments": "{}"}
+    for result in run_checks(checks, Answer("{}", None, None, None, "stop", (call,))):
+        assert result["pass"] is False and "cannot be followed" in result["reason"], result
+    outside = [p for c in checks for p in check_problems(c, Path("."))]
+    if ref.startswith("#"):
+        assert outside == []  # inside the schema: a failed check when grading, as above
+    else:
+        assert len(outside) == 2 and all(
+            "points outside the schema: put what it names in its $defs" in p for p in outside
+        )
