@@ -42,7 +42,8 @@ def compile_pattern(pattern: str, flags: str) -> regex.Pattern[str]:
 def timed_search(pattern: str, flags: str, text: str) -> bool:
     """Whether `pattern` is found in `text`; PatternTimedOut past the limit."""
     try:
-        return compile_pattern(pattern, flags).search(text, timeout=REGEX_TIMEOUT_S) is not None
+        # concurrent: the GIL is let go while it searches, so the run's event loop goes on.
+        return compile_pattern(pattern, flags).search(text, timeout=REGEX_TIMEOUT_S, concurrent=True) is not None
     except TimeoutError:
         raise PatternTimedOut(pattern, REGEX_TIMEOUT_S) from None
 

@@ -77,6 +77,19 @@ class PoolOutcome:
     spent_usd: float
 
 
+# Checks whose search may take its whole time limit (a pattern that backtracks: 1 s each).
+_SEARCHING = ("regex", "json_schema", "tool_call")
+
+
+async def _graded(checks: list[dict[str, Any]], answer: Answer) -> dict[str, Any]:
+    """The deterministic checks' verdict; those that search, off the event loop: a pattern
+    that backtracks to its 1 s limit on each of 40 rows held every request in flight, the
+    deadline 6x over and 5 ms answers recorded at 12 s (break24 F7)."""
+    if any(kind in check for check in checks for kind in _SEARCHING):
+        return await asyncio.to_thread(grade, checks, answer)
+    return grade(checks, answer)
+
+
 class Runner:
     def __init__(
         self,
@@ -254,7 +267,7 @@ class Runner:
                 result.tool_calls,
             )
             if not any(is_judge(c) for c in request.checks):
-                record.update(grade(request.checks, answer))
+                record.update(await _graded(request.checks, answer))
             else:
                 # Written once its graders answered (or, cut short, with those checks `error`).
                 row.sent = False

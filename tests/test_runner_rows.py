@@ -329,3 +329,34 @@ async def test_after_a_stop_the_wind_down_has_a_grace_however_the_key_hangs(
     assert "no answer before the run had to end" in (report.summary["reconciliation"]["warning"] or "")
     assert len({r["id"] for r in read_rows(out)}) == 20
     assert other_tasks() == []
+
+
+async def test_checks_that_search_are_graded_off_the_event_loop(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break24 F7: a regex that backtracks to its 1 s limit ran on the event loop: 40 rows held
+    # every request in flight 40 s, the deadline 6x over, 5 ms answers recorded at 12 s.
+    import threading
+
+    import batchrun._worker_pool as pool
+
+    real_grade = pool.grade
+    graded_on: dict[str, set[str]] = {"regex": set(), "contains": set()}
+
+    def grade(checks: Any, answer: Any) -> dict[str, Any]:
+        kind = "regex" if any("regex" in c for c in checks) else "contains"
+        graded_on[kind].add(threading.current_thread().name)
+        return real_grade(checks, answer)
+
+    monkeypatch.setattr(pool, "grade", grade)
+    text = SMALL_JOB.replace('    checks: [{contains: "{{expect}}"}]', '    checks: [{regex: "{{expect}}"}]').replace(
+        "    vars: [{a: 1}, {a: 2}]", '    vars: [{a: 1}, {a: 2}]\n    checks: [{contains: "2"}]'
+    )
+    assert "regex" in text and 'contains: "2"' in text
+    job = load_job(write_job(tmp_path, text))
+    out = tmp_path / "out.jsonl"
+    await run_job(job, RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock()))
+    loop_thread = threading.current_thread().name
+    assert graded_on["regex"] and loop_thread not in graded_on["regex"]  # in worker threads
+    assert graded_on["contains"] == {loop_thread}  # a check that cannot take long stays on the loop
+    assert len(read_rows(out)) == 20
