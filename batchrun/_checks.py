@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from ._files import read_regular_text
 from ._formats import short
+from ._json_text import outside_reference, parse_json
 from ._template import emptied_by, names_in, render_nested
 from ._timed_match import PatternError, PatternTimedOut, compile_pattern, first_schema_error, timed_search
 
@@ -125,27 +126,6 @@ def _starts_with(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     return _prepare(answer.content, check, fold).startswith(
         _prepare(value, check, fold)
     ), f"expected to start with {short(value)!r}"
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    data = dict(pairs)
-    if len(data) != len(pairs):
-        raise ValueError("a key given twice")
-    return data
-
-
-def parse_json(content: str, unique_keys: bool = False) -> tuple[bool, Any]:
-    """(True, the value) or (False, None). `unique_keys`: an object that gives a key twice is
-    not JSON to rely on (readers differ on which one counts)."""
-    text = content.strip()
-    # Models often fence JSON in ```json blocks; the fence is not part of the value.
-    if text.startswith("```"):
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-        text = text.rsplit("```", 1)[0]
-    try:
-        return True, json.loads(text, object_pairs_hook=_unique_keys if unique_keys else None)
-    except (ValueError, RecursionError):  # nested past what Python reads: not JSON to check (break24 F5)
-        return False, None
 
 
 def _is_json(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
@@ -270,25 +250,6 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
         if (outside := outside_reference(value)) is not None:
             return [f"json_schema: {outside}"]
     return []
-
-
-def outside_reference(schema: Any, depth: int = 0) -> str | None:
-    """A `$ref` (or `$dynamicRef`) to anything but the schema itself: never followed when
-    grading (break24 F6: fetched over the network with no timeout, or read from disk), so
-    refused at validate time, where it can still be mended."""
-    if depth > 64:
-        return None  # check_schema accepted it; the walk stops where no real schema goes
-    if isinstance(schema, dict):
-        for key, item in schema.items():
-            if key in ("$ref", "$dynamicRef") and isinstance(item, str) and not item.startswith("#"):
-                return f"{key} {short(item)!r} points outside the schema: put what it names in its $defs"
-            if (found := outside_reference(item, depth + 1)) is not None:
-                return found
-    elif isinstance(schema, list):
-        for item in schema:
-            if (found := outside_reference(item, depth + 1)) is not None:
-                return found
-    return None
 
 
 def row_check_problem(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> str | None:

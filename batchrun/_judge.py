@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from ._files import read_regular_text
+from ._json_text import parse_json
 from ._request_body import request_body
 from ._scrub import KEY_LIKE
 from ._template import Template
@@ -168,8 +169,6 @@ class VerdictError(ValueError):
 def parse_verdict(content: str) -> dict[str, Any]:
     """{pass, score, reason} from the grader's reply, or VerdictError."""
     from jsonschema import Draft202012Validator
-
-    from ._checks import parse_json
 
     # A key given twice is refused: `{"pass": false, ..., "pass": true}` read as a pass, the
     # last key winning, where other readers take the first (break23 F14).

@@ -1,0 +1,49 @@
+"""JSON an answer holds, read as the checks read it: a ```json fence is not part of the value,
+nesting past what Python reads is no JSON to check, and a schema's `$ref` stays inside it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ._formats import short
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        raise ValueError("a key given twice")
+    return data
+
+
+def parse_json(content: str, unique_keys: bool = False) -> tuple[bool, Any]:
+    """(True, the value) or (False, None). `unique_keys`: an object that gives a key twice is
+    not JSON to rely on (readers differ on which one counts)."""
+    text = content.strip()
+    # Models often fence JSON in ```json blocks; the fence is not part of the value.
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        text = text.rsplit("```", 1)[0]
+    try:
+        return True, json.loads(text, object_pairs_hook=_unique_keys if unique_keys else None)
+    except (ValueError, RecursionError):  # nested past what Python reads: not JSON to check (break24 F5)
+        return False, None
+
+
+def outside_reference(schema: Any, depth: int = 0) -> str | None:
+    """A `$ref` (or `$dynamicRef`) to anything but the schema itself: never followed when
+    grading (break24 F6: fetched over the network with no timeout, or read from disk), so
+    refused at validate time, where it can still be mended."""
+    if depth > 64:
+        return None  # check_schema accepted it; the walk stops where no real schema goes
+    if isinstance(schema, dict):
+        for key, item in schema.items():
+            if key in ("$ref", "$dynamicRef") and isinstance(item, str) and not item.startswith("#"):
+                return f"{key} {short(item)!r} points outside the schema: put what it names in its $defs"
+            if (found := outside_reference(item, depth + 1)) is not None:
+                return found
+    elif isinstance(schema, list):
+        for item in schema:
+            if (found := outside_reference(item, depth + 1)) is not None:
+                return found
+    return None
