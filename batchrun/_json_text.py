@@ -4,9 +4,21 @@ nesting past what Python reads is no JSON to check, and a schema's `$ref` stays 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from ._formats import short
+
+
+def _not_json(text: str) -> Any:
+    """NaN and Infinity: Python's reader takes them, JSON (RFC 8259) has no such values, and a
+    consumer the check stands for would refuse them (break24 F11: NaN passed `maximum: 1`)."""
+    raise ValueError(f"{text} is not JSON")
+
+
+def _whole(text: str) -> Any:
+    """An integer of any length is JSON (a 5,000-digit one failed Python's 4,300-digit limit)."""
+    return int(text) if len(text) <= 4000 else Decimal(text)  # a float would be inf
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -25,7 +37,9 @@ def parse_json(content: str, unique_keys: bool = False) -> tuple[bool, Any]:
         text = text.split("\n", 1)[1] if "\n" in text else ""
         text = text.rsplit("```", 1)[0]
     try:
-        return True, json.loads(text, object_pairs_hook=_unique_keys if unique_keys else None)
+        return True, json.loads(
+            text, object_pairs_hook=_unique_keys if unique_keys else None, parse_constant=_not_json, parse_int=_whole
+        )
     except (ValueError, RecursionError):  # nested past what Python reads: not JSON to check (break24 F5)
         return False, None
 

@@ -174,7 +174,7 @@ def parse_verdict(content: str) -> dict[str, Any]:
     # last key winning, where other readers take the first (break23 F14).
     ok, data = parse_json(content, unique_keys=True)
     if not ok:
-        raise VerdictError("the grader's reply is not JSON (or gives a key twice)")
+        raise VerdictError("the grader's reply is not JSON (NaN or Infinity in it, or a key given twice)")
     error = next(iter(Draft202012Validator(VERDICT_SCHEMA).iter_errors(data)), None)
     if error is not None:
         raise VerdictError(f"the grader's reply is not a verdict: {error.message[:120]}")

@@ -60,6 +60,9 @@ class Request:
     checks: list[dict[str, Any]]
 
 
+MAX_SHARDS = 1_000_000  # a larger N is a typo: `--shard 1/99999999999999999999` ran nothing, exit 0
+
+
 @dataclass(frozen=True)
 class Shard:
     index: int  # 1-based, as written on the command line
@@ -71,8 +74,8 @@ class Shard:
     @classmethod
     def parse(cls, text: str) -> Shard:
         k, _, n = text.partition("/")
-        if not (k.isdigit() and n.isdigit()) or not 1 <= int(k) <= int(n):
-            raise ValueError(f"--shard takes K/N with 1 <= K <= N, got {text!r}")
+        if not (k.isdigit() and n.isdigit()) or not 1 <= int(k) <= int(n) <= MAX_SHARDS:
+            raise ValueError(f"--shard takes K/N with 1 <= K <= N <= {MAX_SHARDS:,}, got {text!r}")
         return cls(int(k), int(n))
 
 

@@ -37,8 +37,11 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
         # A link would be replaced by the merged file, its target never written (verify21 V19),
         # and readers find the summary by the link's name.
         raise ResultsError(f"{output} is a symbolic link: merge writes a new file; give the path it should have")
-    if output.exists() and output.stat().st_size > 0:
+    if output.exists() and (output.stat().st_size > 0 or not output.is_file()):
+        # A FIFO, a device or a folder too: it was replaced by the merged file (break24 F10).
         raise ResultsError(f"{output} already exists: merge writes a new file")
+    if len({shard.resolve() for shard in shards}) < len(shards):
+        raise ResultsError("a file is named twice: give each shard once")
     for shard in shards:
         # A batch still running (or in doubt) beside a shard has rows with no record yet, and
         # may be billed: a merged file would show neither. Collect it first (break14c).

@@ -447,3 +447,17 @@ def test_a_schema_reference_is_never_fetched_and_never_an_internal_error(ref: st
         assert len(outside) == 2 and all(
             "points outside the schema: put what it names in its $defs" in p for p in outside
         )
+
+
+def test_json_checks_read_json_not_pythons_json() -> None:
+    # break24 F11: NaN and Infinity passed is_json (NaN even `maximum: 1`); a 5,000-digit
+    # number, valid JSON, failed it.
+    for text in ('{"confidence": NaN}', '{"confidence": Infinity}', "-Infinity"):
+        results = run_checks(
+            [{"is_json": True}, {"json_schema": {"maximum": 1}}], Answer(text, None, None, None, "stop")
+        )
+        assert [r["pass"] for r in results] == [False, False], text
+    huge = '{"n": ' + "9" * 5000 + "}"
+    schema = {"properties": {"n": {"type": "number", "minimum": 1}}}
+    results = run_checks([{"is_json": True}, {"json_schema": schema}], Answer(huge, None, None, None, "stop"))
+    assert [r["pass"] for r in results] == [True, True]

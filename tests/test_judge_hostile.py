@@ -190,8 +190,8 @@ def grading(grader: Any, answer: Any = "Paris") -> HostileServer:
     [
         ('{"pass": true, "score": 1.5, "reason": "x"}', "not a verdict"),
         # NaN is not JSON, and compares as inside the schema's 0..1 range.
-        ('{"pass": true, "score": NaN, "reason": "x"}', "not a"),
-        ('{"pass": true, "score": Infinity, "reason": "x"}', "not a"),
+        ('{"pass": true, "score": NaN, "reason": "x"}', "not JSON"),
+        ('{"pass": true, "score": Infinity, "reason": "x"}', "not JSON"),
         ('{"pass": 1, "score": 1, "reason": "x"}', "not a verdict"),
         ('{"verdict": "pass"}', "not a verdict"),
         ("PASS", "not JSON"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -321,6 +322,24 @@ def test_a_row_in_two_shard_files_keeps_its_newest_record_and_every_cost(tmp_pat
     code, _, err = call_cli("merge", tmp_path / "ms.jsonl", halves[0], stopped, halves[1], "--job", job)
     assert code == ExitCode.OK, err
     assert {r["status"] for r in read_rows(tmp_path / "ms.jsonl")} == {"ok"}
+
+
+def test_merge_refuses_an_output_of_another_kind_and_a_shard_named_twice(tmp_path: Path, job: Path) -> None:
+    # break24 F10, F12: a FIFO at the output was replaced by the merged file; a shard named
+    # twice was "not complete" (exit 12) with every row there; --shard 1/99999999999999999999 ran.
+    shards = [tmp_path / f"s{k}.jsonl" for k in (1, 2)]
+    for k, path in enumerate(shards, start=1):
+        assert call_cli(job, "--simulate", "--shard", f"{k}/2", "-o", path, "-q")[0] == ExitCode.OK
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    code, _, err = call_cli("merge", fifo, *shards)
+    assert code == ExitCode.USAGE and "already exists: merge writes a new file" in err
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", shards[0], shards[0], shards[1])
+    assert code == ExitCode.USAGE and "a file is named twice: give each shard once" in err
+    assert not (tmp_path / "m.jsonl").exists()
+    code, _, err = call_cli(job, "--simulate", "--shard", "1/99999999999999999999", "-q")
+    assert code == ExitCode.USAGE and "1 <= K <= N <= 1,000,000" in err
 
 
 def test_merge_with_the_job_refuses_another_jobs_shard(tmp_path: Path, job: Path) -> None:
