@@ -15,7 +15,7 @@ from batchrun import RunOptions, load_job, run_job
 from batchrun._client import OpenRouterClient
 from batchrun._clock import SystemClock
 from batchrun._exceptions import RequestFailed
-from batchrun._stream import stream_body, stream_chat
+from batchrun._stream import StreamedChat, stream_body, stream_chat
 from batchrun._summary_types import Summary
 from batchrun.simulator import SimConfig, Simulator
 
@@ -163,6 +163,16 @@ def _sse(*events: Any) -> bytes:
     return b"".join(b"data: " + (e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n\n" for e in events)
 
 
+async def _streamed(*events: Any) -> StreamedChat:
+    """What stream_chat makes of a server sending `events` (JSON values, or raw bytes) as SSE."""
+    with respx.mock(using="httpx") as mock:
+        mock.post("https://or.test/api/v1/chat/completions").mock(
+            return_value=httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=_sse(*events))
+        )
+        async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=respx_transport()) as c:
+            return await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
+
+
 @pytest.mark.parametrize(
     ("events", "kind"),
     [
@@ -221,29 +231,19 @@ async def test_a_stream_that_echoes_the_key_is_scrubbed_and_garbage_is_skipped()
         {"id": "gen-9", "choices": [{"delta": {}, "finish_reason": "stop"}], "usage": {"cost": 0.001}},
         b"[DONE]",
     )
-    with respx.mock(using="httpx") as mock:
-        mock.post("https://or.test/api/v1/chat/completions").mock(
-            return_value=httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=_sse(*events))
-        )
-        async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=respx_transport()) as c:
-            result = await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
+    result = await _streamed(*events)
     assert FAKE_KEY not in result.content and result.content == "key is [key]"
     assert result.model == "m-[key]" and result.provider == "p [key]"
     assert result.generation_id == "gen-9" and result.usage == {"cost": 0.001} and result.finish_reason == "stop"
 
 
-async def _streamed_usage(usage: Any) -> Any:
+async def _streamed_usage(usage: Any) -> StreamedChat:
     events = (
         {"id": "gen-7", "choices": [{"delta": {"content": "hi"}}]},
         {"id": "gen-7", "choices": [{"delta": {}, "finish_reason": "stop"}], "usage": usage},
         b"[DONE]",
     )
-    with respx.mock(using="httpx") as mock:
-        mock.post("https://or.test/api/v1/chat/completions").mock(
-            return_value=httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=_sse(*events))
-        )
-        async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=respx_transport()) as c:
-            return await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
+    return await _streamed(*events)
 
 
 @pytest.mark.parametrize("cost", [-1.0, "0.001", True, "NaN"])
@@ -282,10 +282,5 @@ async def test_a_streams_reasoning_and_refusal_are_kept_as_a_plain_replys_are() 
         {"id": "gen-8", "choices": [{"delta": {"refusal": "I won't."}, "finish_reason": "stop"}]},
         b"[DONE]",
     )
-    with respx.mock(using="httpx") as mock:
-        mock.post("https://or.test/api/v1/chat/completions").mock(
-            return_value=httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=_sse(*events))
-        )
-        async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=respx_transport()) as c:
-            result = await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
+    result = await _streamed(*events)
     assert result.reasoning == "Think about [key]." and result.refusal == "I won't." and result.content == ""
