@@ -158,6 +158,23 @@ def test_repeats_gate_items_and_list_flaky_ones(tmp_path: Path) -> None:
     assert shown in result.stdout and shown in step.read_text() and "flaky" in step.read_text()
 
 
+def test_report_without_the_job_judges_items_by_the_runs_gate(tmp_path: Path) -> None:
+    # verify23 N6: `report --junit` without the job judged items by "every repeat must pass",
+    # so an item the run's per_item gate (3 of 4) passed was a red test case.
+    out = synthetic(tmp_path / "r.jsonl", {"m": 1.0}, 4, seed=6, items=2)
+    rows = read_rows(out)
+    rows[0].update(passed=False, checks=[{"name": "c", "pass": False, "reason": "wrong", "weight": 1}], score=0.0)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))  # item 0: 3 of 4
+    summary = {"job": "j", "items": {"gate": {"min": 3, "of": 4}}}
+    (tmp_path / "r.summary.json").write_text(json.dumps(summary))
+    code, text, _ = call_cli("report", out, "--json", "--junit", tmp_path / "j.xml")
+    assert code == ExitCode.OK and json.loads(text)["items"]["failed"] == 0
+    assert 'failures="0"' in (tmp_path / "j.xml").read_text()
+    (tmp_path / "r.summary.json").unlink()  # no gate recorded: every repeat must pass
+    code, text, _ = call_cli("report", out, "--json", "--junit", tmp_path / "j.xml")
+    assert json.loads(text)["items"]["failed"] == 1 and 'failures="1"' in (tmp_path / "j.xml").read_text()
+
+
 def test_item_gate_with_ungraded_repeats() -> None:
     gate = ItemGate(8, 10)
     assert gate.verdict(8, 9, 10) is True  # already 8

@@ -68,8 +68,9 @@ _REGRADING_OPTIONS: tuple[tuple[str, Any], ...] = (
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from .._batch_state import pending_batches
+    from .._items import ItemGate
     from .._reader import is_unread_line
-    from .._report_data import file_key_gap
+    from .._report_data import file_key_gap, read_run_summary
     from .._results import final_records
     from .._summary import SummaryBuilder
     from .._summary_text import render_markdown, render_text
@@ -98,20 +99,21 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     # With --job, another job's rows are read, and the matrix check refuses the file for them.
     records = final_records(args.results, warn, other_jobs=args.job is not None)
     if args.job is None:
-        builder = SummaryBuilder().add_all(_through(page, records))
+        # Items judged by the gate the run had (its summary's `items.gate`), JUnit's too.
+        gate = ItemGate.recorded(read_run_summary(args.results))
+        builder = SummaryBuilder(gate).add_all(_through(page, records))
         summary = builder.add_pending_batches(pending_batches(args.results, console.warn)).result(
             output=str(args.results), key_gap_usd=file_key_gap(args.results)
         )
         if not summary["total"]["rows"]:
             raise ResultsError(f"{args.results}: holds no records")
         counted(summary)
-        _write_junit(args, console, lambda: final_records(args.results), None)  # read again: warned once
+        _write_junit(args, console, lambda: final_records(args.results), gate)  # read again: warned once
         show(console, args, summary, render_text, render_markdown)
         _write_report_page(args, page, summary, None)
         return ExitCode.OK
     from .._checks import is_judge
     from .._gate import MatrixCoverage
-    from .._items import ItemGate
     from .._job import load_job
     from .._verdict import decide
 
