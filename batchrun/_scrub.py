@@ -137,10 +137,14 @@ _NOTHING = Scrubber()  # for texts that cannot hold a key
 
 
 SECRET_VARIABLES = ("OPENROUTER_API_KEY", "OPENROUTER_MANAGEMENT_KEY")
+# Other variables that hold a secret by their name: a job's own `api_key_env` (not known to a
+# reader such as `report`, which showed that key whole: verify23 N8), a CI's tokens.
+_SECRET_NAME = re.compile(r"(?:^|_)(?:API_?KEY|KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
 
 
 def environment_scrubber() -> Scrubber:
     """The keys the environment holds: whatever the CLI prints, and every page or report file
     it writes, is scrubbed of them last, so a path, a message, a reason or a row that carries
     a key (decoded, joined, from anywhere) reaches neither a terminal, a CI log nor an artifact."""
-    return Scrubber(*(os.environ.get(name) for name in SECRET_VARIABLES))
+    named = [value for name, value in os.environ.items() if _SECRET_NAME.search(name) and len(value) >= 16]
+    return Scrubber(*(os.environ.get(name) for name in SECRET_VARIABLES), *named)

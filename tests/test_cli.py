@@ -357,3 +357,25 @@ def test_a_matrix_too_large_for_one_run_is_refused_before_anything(tmp_path: Pat
     assert "about 1,500,000 for this run" in (run_size_problem(loaded, Shard(1, 200)) or "")
     code, text, _ = call_cli("plan", job)  # counting alone is quick, and said
     assert code == ExitCode.OK and "300000000 request(s)" in text
+
+
+def test_a_key_in_a_variable_of_the_jobs_own_naming_is_scrubbed_by_every_reader(
+    tmp_path: Path, small_job: Path
+) -> None:
+    # verify23 N8: a job's `api_key_env` naming another variable (a key not like sk-or-...):
+    # the run scrubbed it, `report` (which knows no job) showed it whole.
+    secret = "corp-gateway-3b8f1c27d9e04a6fb5c2"
+    out = tmp_path / "r.jsonl"
+    assert call_cli(small_job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
+    rows = read_rows(out)
+    failing = next(r for r in rows if r["checks"])
+    failing["passed"] = False
+    failing["checks"] = [{**failing["checks"][0], "pass": False, "reason": f"echoed {secret}"}]
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    env = child_env(GATEWAY_API_KEY=secret)
+    readers: list[list[str | Path]] = [["report", out], ["report", out, "--json"], ["report", out, "--markdown"]]
+    for args in readers:
+        shown = cli(*args, env=env)
+        assert shown.returncode == ExitCode.OK and "echoed [key]" in shown.stdout, args
+        assert secret[8:24] not in shown.stdout + shown.stderr, args
+    assert f"echoed {secret}" in cli("report", out).stdout  # a variable not named as a secret is not one
