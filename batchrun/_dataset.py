@@ -95,6 +95,13 @@ class DatasetFile:
     def __init__(self, path: Path, shown_as: str) -> None:
         self.path = path
         self.shown_as = shown_as  # the name as the job file wrote it, for messages
+        self.counted: int | None = None  # its rows, once `check` has read them all
+
+    def __len__(self) -> int:
+        """Its rows: as `check` counted them at load time, else read again (each row parsed)."""
+        if self.counted is None:
+            self.counted = sum(1 for _ in self)
+        return self.counted
 
     @property
     def is_csv(self) -> bool:
@@ -207,6 +214,7 @@ class DatasetFile:
         if count == 0:
             message = f"dataset {self.shown_as!r} has no rows: the matrix is empty"
             return [Problem(job_file, None, None, json_path, message)]
+        self.counted = count  # a run's size check and its summary count the matrix from it
         return []
 
     def _same_variables(self, shared: set[int]) -> Problem | None:

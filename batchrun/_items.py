@@ -61,8 +61,10 @@ class ItemGate:
         """True (meets the gate), False (cannot), None (undecided: too many ungraded repeats)."""
         if graded == 0:
             return None
-        if self.minimum is None or self.of is None:
-            return False if passes < graded else None if graded < repeats else True
+        if self.minimum is None or self.of is None:  # every repeat must pass
+            if passes < graded:
+                return False
+            return None if graded < repeats else True
         if passes >= self.minimum:
             return True
         missing = max(0, self.of - graded)

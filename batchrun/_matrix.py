@@ -143,10 +143,11 @@ def run_size_problem(job: Job, shard: Shard | None) -> str | None:
 
 
 def count_requests(job: Job) -> dict[tuple[str, str], int]:
-    """Rows per (model, prompt), counting dataset rows without keeping them."""
+    """Rows per (model, prompt); a dataset's rows as loading counted them (they were read
+    twice more per run: its size check and its summary's `matrix_rows`, 0.6 s at 100,000)."""
     counts: dict[tuple[str, str], int] = {}
     for prompt in job.prompts:
-        rows = sum(1 for _ in prompt.rows)
+        rows = len(prompt.rows)
         for model in job.models:
             counts[(model.id, prompt.id)] = rows * job.repeat
     return counts

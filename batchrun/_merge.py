@@ -59,7 +59,7 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
     # (break24 F1: the duplicate's cost was dropped, and the order of the arguments chose which
     # record, pass or error, stood).
     last: dict[str, tuple[int, str, int]] = {}
-    occurrences = 0
+    seen: Counter[str] = Counter()  # records of each row, over every file
     versions: Counter[tuple[str, str]] = Counter()
     for index, shard in enumerate(shards):
         for record in final_records(shard, warn, other_jobs=True):  # another job's rows refuse the merge
@@ -67,13 +67,14 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
             finished = record.get("finished_at")
             rank = _RANK.get(record["status"], 0), finished if isinstance(finished, str) else "", index
             last[record["id"]] = max(last.get(record["id"], rank), rank)
-            occurrences += 1
+            seen[record["id"]] += 1
     if len(versions) > 1:
         described = ", ".join(f"{name} ({fingerprint})" for name, fingerprint in versions)
         raise ResultsError(f"the files come from different jobs or job versions: {described}")
     if not last:
         raise ResultsError(f"the shard files hold no records: {', '.join(map(str, shards))}")
-    earlier = _duplicates_of(shards, last) if occurrences > len(last) else {}
+    duplicate_rows = seen.total() - len(last)
+    earlier = _duplicates_of(shards, last, seen) if duplicate_rows else {}
     if earlier:
         warn(
             f"{len(earlier)} row(s) are in more than one file: the newest record of each is kept, "
@@ -109,7 +110,7 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
         summary = builder.result(
             output=str(output),
             merged_from=[str(s) for s in shards],
-            duplicate_rows=occurrences - len(last),
+            duplicate_rows=duplicate_rows,
             stop=None,
             complete=complete,
             shortfalls=shortfalls,
@@ -130,11 +131,8 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
     return summary
 
 
-def _duplicates_of(shards: list[Path], kept: dict[str, tuple[int, str, int]]) -> dict[str, Earlier]:
-    """The records of rows in several files that are not the one kept, by row."""
-    seen: Counter[str] = Counter()
-    for shard in shards:
-        seen.update(record["id"] for record in final_records(shard, other_jobs=True))
+def _duplicates_of(shards: list[Path], kept: dict[str, tuple[int, str, int]], seen: Counter[str]) -> dict[str, Earlier]:
+    """The records of rows in several files (`seen` more than once) that are not the one kept."""
     earlier: dict[str, Earlier] = {}
     for index, shard in enumerate(shards):
         for record in final_records(shard, other_jobs=True):

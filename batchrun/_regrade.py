@@ -148,7 +148,7 @@ async def regrade_file(
                 f"${worst.worst_usd:.6f}{' (some prices unknown)' if worst.unknown_price else ''}; budget "
                 + ("none" if pre.budget is None else f"${pre.budget:.6f}")
             )
-        else:
+        elif control is None or control.pending is None:  # stopped before its prices: nothing is sent
             show_worst_case("re-grading: the endpoint lists no prices, so no worst case can be shown")
         runner = Runner(
             client,

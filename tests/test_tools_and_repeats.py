@@ -185,6 +185,12 @@ def test_item_gate_with_ungraded_repeats() -> None:
     # Every repeat must pass: 2 passes of 2 graded with 3 repeats not graded is not a pass
     # (break23 F2), and a graded failure fails whatever was not graded.
     assert ItemGate().verdict(2, 2, 5) is None and ItemGate().verdict(1, 2, 5) is False
+    # A summary's recorded gate is read only when it is one (a hand edit, another tool's file).
+    assert ItemGate.recorded({"items": {"gate": {"min": 3, "of": 4}}}) == ItemGate(3, 4)
+    recorded: list[Any] = [{"min": True, "of": 4}, {"min": "3", "of": 4}, {"min": 5, "of": 4}, [3, 4], None]
+    for wrong in recorded:
+        assert ItemGate.recorded({"items": {"gate": wrong}}) == ItemGate(), wrong
+    assert ItemGate.recorded({"items": "x"}) == ItemGate() == ItemGate.recorded({})
 
 
 @pytest.mark.parametrize(
