@@ -4,7 +4,8 @@ A quality gate that only looks at the rows present passes on an empty file, on a
 job's results, and on one shard of four. So `report --job` and `merge` compare the rows
 present with the job's full matrix (the ids `matrix_requests` yields): rows of the matrix
 without a record are *missing*, rows recorded as `skipped` never got an answer, and rows
-that are not in the matrix at all (another job, or a job edited since) are *foreign*,
+that are not in the matrix at all (another job, a job edited since, or a row whose fields
+were edited under its id) are *foreign*,
 which is an error. Without a job file, `merge` learns the matrix size and the shard
 layout from the summaries the shard runs wrote beside their results.
 """
@@ -18,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ._checks import answer_of, grade, stored_judgements, without_latency_checks
 from ._exceptions import ResultsError
 from ._files import read_regular_text
 from ._job import Job
-from ._matrix import matrix_requests
+from ._matrix import matrix_requests, stable_id
 from ._output_paths import summary_path
 
 
@@ -50,7 +53,7 @@ class MatrixCoverage:
         foreign records are counted and left out."""
         for record in records:
             row_id = record["id"]
-            if record.get("job") != self.job.name or row_id not in self.checks:
+            if record.get("job") != self.job.name or row_id not in self.checks or not _named_by_its_id(record):
                 self.foreign += 1
                 if not self.foreign_example:
                     job, model, prompt = record.get("job"), record.get("model"), record.get("prompt_id")
@@ -71,7 +74,7 @@ class MatrixCoverage:
         if self.foreign:
             raise ResultsError(
                 f"{path}: {self.foreign} row(s) are not in the matrix of job {self.job.name!r} "
-                f"(another job's results, or the job was edited since), e.g. {self.foreign_example}"
+                f"(another job's results, the job edited since, or rows edited), e.g. {self.foreign_example}"
             )
 
     def shortfalls(self) -> list[str]:
@@ -82,6 +85,18 @@ class MatrixCoverage:
         if self.skipped:
             out.append(f"{self.skipped} row(s) were skipped (never answered)")
         return out
+
+
+def _named_by_its_id(record: dict[str, Any]) -> bool:
+    """Whether a record's model, prompt, variables and repeat are the ones its id was made
+    from. A row whose fields were edited with its id kept would otherwise pass the gate as a
+    model or prompt the job does not have (break24 F9)."""
+    try:
+        return record["id"] == stable_id(
+            record["job"], record["model"], record["prompt_id"], record["vars"], record["repeat"]
+        )
+    except (KeyError, TypeError, orjson.JSONEncodeError):  # fields of the wrong type: not this row's
+        return False
 
 
 def shard_layout(shards: list[Path], rows_found: int, skipped: int, job: str | None = None) -> tuple[bool, list[str]]:

@@ -14,6 +14,7 @@ from ._exceptions import OutputFailed, ResultsError
 from ._fold import Earlier
 from ._gate import MatrixCoverage, shard_layout
 from ._job import Job
+from ._lock import OutputLock
 from ._output_paths import current_umask, sidecar_name_problem
 from ._reader import Warn
 from ._report_data import file_key_gap, read_run_summary, run_spans
@@ -29,6 +30,7 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
 
     `complete` in the result is true only when every row of the job's matrix is there
     and answered: checked against `job` when given, else against the shards' summaries.
+    Raises LockHeld if a run is still writing one of the shards.
     """
     problem = sidecar_name_problem(output)
     if problem is not None:
@@ -40,8 +42,39 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
     if output.exists() and (output.stat().st_size > 0 or not output.is_file()):
         # A FIFO, a device or a folder too: it was replaced by the merged file (break24 F10).
         raise ResultsError(f"{output} already exists: merge writes a new file")
-    if len({shard.resolve() for shard in shards}) < len(shards):
+    if len({_identity(shard) for shard in shards}) < len(shards):
         raise ResultsError("a file is named twice: give each shard once")
+    with contextlib.ExitStack() as held:
+        for shard in shards:
+            _hold(shard, held)
+        return _merge(shards, output, job, warn)
+
+
+def _identity(path: Path) -> tuple[int, int] | Path:
+    """One file under any name: a symbolic link, a relative path or a hard link."""
+    try:
+        status = path.stat()
+    except OSError:
+        return path.resolve()
+    return status.st_dev, status.st_ino
+
+
+def _hold(shard: Path, held: contextlib.ExitStack) -> None:
+    """Lock `shard` as a run does, so no run writes it while it is merged. A run still writing
+    it has rows in flight that the merge read as killed: "crashed", their worst cases held at
+    17x the real spend (break24 F13). A shard that is not there is the reader's to name; one in a
+    folder where no lock file can be made (a read-only artifact folder) has no writer to wait for."""
+    if not shard.is_file():
+        return
+    lock = OutputLock(shard, f"{shard} is being written")
+    try:
+        lock.acquire()
+    except OSError:  # no lock file can be made there (read-only folder or file system)
+        return
+    held.callback(lock.release)
+
+
+def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Summary:
     for shard in shards:
         # A batch still running (or in doubt) beside a shard has rows with no record yet, and
         # may be billed: a merged file would show neither. Collect it first (break14c).

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode
+from batchrun._lock import OutputLock
 from batchrun._reader import scan_states
 from batchrun._results import final_records, record_head
 
@@ -255,6 +256,29 @@ def test_the_gate_refuses_garbage_and_another_jobs_rows(tmp_path: Path, job: Pat
     one_line_error(err, str(foreign), "20 row(s) are not in the matrix of job 'small'")
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [{"model": "openai/gpt-5"}, {"prompt_id": "nope"}, {"vars": {"country": "Peru", "expect": "Lima"}}, {"repeat": 1}],
+    ids=["model", "prompt", "vars", "repeat"],
+)
+def test_the_gate_and_merge_refuse_a_row_edited_under_its_id(
+    tmp_path: Path, job: Path, results: Path, edit: dict[str, Any]
+) -> None:
+    # break24 F9: a row whose model (prompt, variables, repeat) was edited with its id kept
+    # passed the gate, exit 0, as a model the job does not have.
+    rows = read_rows(results)
+    rows[0].update(edit)
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code, _, err = call_cli("report", edited, "--job", job)
+    assert code == ExitCode.USAGE
+    one_line_error(err, str(edited), "1 row(s) are not in the matrix of job 'small'", "rows edited")
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", edited, "--job", job)
+    assert code == ExitCode.USAGE and "1 row(s) are not in the matrix" in err
+    assert not (tmp_path / "m.jsonl").exists()
+    assert call_cli("report", results, "--job", job)[0] == ExitCode.OK  # the file as written passes
+
+
 def test_the_gate_passes_a_complete_run_and_fails_one_shard_of_four(tmp_path: Path, job: Path, results: Path) -> None:
     assert call_cli("report", results, "--job", job)[0] == 0
     shard = tmp_path / "shard-1.jsonl"
@@ -337,9 +361,34 @@ def test_merge_refuses_an_output_of_another_kind_and_a_shard_named_twice(tmp_pat
     assert stat.S_ISFIFO(fifo.stat().st_mode)
     code, _, err = call_cli("merge", tmp_path / "m.jsonl", shards[0], shards[0], shards[1])
     assert code == ExitCode.USAGE and "a file is named twice: give each shard once" in err
+    os.link(shards[0], tmp_path / "hard.jsonl")  # one file under two names
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", shards[0], tmp_path / "hard.jsonl", shards[1])
+    assert code == ExitCode.USAGE and "a file is named twice: give each shard once" in err
     assert not (tmp_path / "m.jsonl").exists()
     code, _, err = call_cli(job, "--simulate", "--shard", "1/99999999999999999999", "-q")
     assert code == ExitCode.USAGE and "1 <= K <= N <= 1,000,000" in err
+
+
+def test_merge_waits_for_no_run_it_refuses_a_shard_being_written(tmp_path: Path, job: Path) -> None:
+    # break24 F13: a shard a live run was writing was merged with its in-flight rows read as
+    # killed ("crashed", their worst cases held), exit 0 under --allow-partial.
+    shards = [tmp_path / f"s{k}.jsonl" for k in (1, 2)]
+    for k, path in enumerate(shards, start=1):
+        assert call_cli(job, "--simulate", "--shard", f"{k}/2", "-o", path, "-q")[0] == ExitCode.OK
+    live = OutputLock(shards[1])  # as the run writing it holds it
+    live.acquire()
+    try:
+        code, _, err = call_cli("merge", tmp_path / "m.jsonl", *shards, "--job", job, "--allow-partial")
+        assert code == ExitCode.LOCKED
+        one_line_error(err, f"{shards[1]} is being written by another batchrun run (pid {os.getpid()})")
+        assert not (tmp_path / "m.jsonl").exists()
+        # ...and a run cannot start on a shard while it is merged: the merge holds its lock.
+    finally:
+        live.release()
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", *shards, "--job", job)
+    assert code == ExitCode.OK, err
+    assert len(read_rows(tmp_path / "m.jsonl")) == 20
+    assert not list(tmp_path.glob("*.lock"))  # the merge's locks are gone with it
 
 
 def test_merge_with_the_job_refuses_another_jobs_shard(tmp_path: Path, job: Path) -> None:
