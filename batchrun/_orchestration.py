@@ -243,7 +243,11 @@ async def _locked_run(
         async def start_up() -> Preflight:
             if isolated is not None:
                 await isolated.create(job_budget)
-            return await preflight(client, job, options, states, job_budget, notice, time_left, cache)
+            pre = await preflight(client, job, options, states, job_budget, notice, time_left, cache)
+            problem = pre.foreign_rows_problem(output, states, job, options.shard)
+            if problem is not None:
+                raise ConfigError(problem)
+            return pre
 
         pre = await control.before_start(start_up(), time_left) or unpriced(job_budget)
         budget = pre.budget

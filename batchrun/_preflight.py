@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ._account import read_balance, read_endpoints
@@ -51,6 +52,7 @@ class Estimate:
     unknown_why: dict[str, str] = field(default_factory=dict)  # model -> why its worst case is unknown
     no_max_tokens: set[str] = field(default_factory=set)
     kept: int = 0
+    in_file: int = 0  # rows of the matrix the file being resumed has a record of
     judge_requests: dict[str, int] = field(default_factory=dict)  # by grader model
     judge_worst_usd: dict[str, float] = field(default_factory=dict)
     basis: dict[str, str] = field(default_factory=dict)  # model -> price basis of its first request
@@ -105,7 +107,9 @@ def estimate(
 
     def to_run() -> Iterator[Request]:
         for request in matrix_requests(job, shard):
-            if states is not None and keep_row(states.get(request.id), request, retry_errors):
+            state = states.get(request.id) if states is not None else None
+            result.in_file += state is not None
+            if keep_row(state, request, retry_errors):
                 result.kept += 1
             else:
                 yield request
@@ -220,6 +224,23 @@ class Preflight:
     # The key before the first request: the key window and the reconciliation measure from it.
     key_start: KeyStart = KeyStart()
     balance: float | None = None  # the account's balance (/credits), with a management key
+
+    def foreign_rows_problem(
+        self, output: Path, states: ScanResult | None, job: Job, shard: Shard | None
+    ) -> str | None:
+        """Why resuming `output` would leave a file no gate accepts: rows it holds that the job
+        (this shard of it) no longer has. They were kept and counted in the summary, exit 0, and
+        then `report --job` and `merge` refused the file for ever (break24 F8)."""
+        if states is None or len(states) <= self.estimate.in_file:
+            return None
+        stray = min(states.ids() - {request.id for request in matrix_requests(job, shard)}, default="?")
+        part = "" if shard is None else f" (shard {shard.index}/{shard.count})"
+        return (
+            f"{output}: {len(states) - self.estimate.in_file} row(s) of the file are not in the matrix of job "
+            f"{job.name!r}{part}, e.g. id {stray[:12]}: its models, variables, dataset or repeat changed since "
+            "they ran, and `report --job` and `merge` would refuse the file; run into a new --output, or resume "
+            "with the job as it was"
+        )
 
 
 def unpriced(budget: float | None) -> Preflight:

@@ -382,6 +382,37 @@ def test_a_resume_never_appends_to_a_file_holding_another_jobs_rows(results: Pat
     assert (code, err) == (0, "")
 
 
+def test_a_resume_refuses_a_file_holding_rows_the_job_no_longer_has(tmp_path: Path) -> None:
+    # break24 F8: a resume after a dataset edit kept the removed rows, counted them (22 rows of a
+    # 20-row job), exit 0; report --job and merge then refused the file for ever. One row of the
+    # dataset is 4 of the matrix (2 models, 2 repeats).
+    job = write_job(tmp_path, SMALL_JOB)
+    out = tmp_path / "r.jsonl"
+    assert call_cli(job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
+    before, summary = out.read_bytes(), out.with_name("r.summary.json").read_bytes()
+    write_job(tmp_path, SMALL_JOB.replace("{country: Italy, expect: Rome}", "{country: Peru, expect: Lima}"))
+    code, _, err = call_cli(job, "--simulate", "-o", out, "--resume", "-q")
+    assert code == ExitCode.USAGE
+    assert err.startswith(f"batchrun: {out}: 4 row(s) of the file are not in the matrix of job 'small', e.g. id ")
+    assert "run into a new --output, or resume with the job as it was" in err and err.count("\n") == 1
+    assert out.read_bytes() == before and out.with_name("r.summary.json").read_bytes() == summary
+    # A shard's file resumed as another shard holds rows that shard does not have.
+    shard = tmp_path / "s.jsonl"
+    assert call_cli(job, "--simulate", "--shard", "1/2", "-o", shard, "-q")[0] == ExitCode.OK
+    code, _, err = call_cli(job, "--simulate", "--shard", "2/2", "-o", shard, "--resume", "-q")
+    assert code == ExitCode.USAGE and "not in the matrix of job 'small' (shard 2/2)" in err
+    # Rows added to the job are simply run: nothing of the file is foreign.
+    write_job(
+        tmp_path,
+        SMALL_JOB.replace(
+            "{country: Italy, expect: Rome}", "{country: Italy, expect: Rome}, {country: Peru, expect: Lima}"
+        ),
+    )
+    code, _, err = call_cli(job, "--simulate", "-o", out, "--resume", "-q")
+    assert (code, err) == (ExitCode.OK, "")
+    assert len(read_rows(out)) == 24 and call_cli("report", out, "--job", job)[0] == ExitCode.OK
+
+
 def test_a_merge_does_not_take_another_jobs_summary_for_its_matrix(results: Path, tmp_path: Path) -> None:
     # verify21 V11: 60 of 105 rows merged as complete, on another job's matrix_rows.
     part = tmp_path / "x.jsonl"
