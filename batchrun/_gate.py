@@ -92,11 +92,10 @@ def _named_by_its_id(record: dict[str, Any]) -> bool:
     from. A row whose fields were edited with its id kept would otherwise pass the gate as a
     model or prompt the job does not have (break24 F9)."""
     try:
-        return record["id"] == stable_id(
-            record["job"], record["model"], record["prompt_id"], record["vars"], record["repeat"]
-        )
+        made_from = stable_id(record["job"], record["model"], record["prompt_id"], record["vars"], record["repeat"])
     except (KeyError, TypeError, orjson.JSONEncodeError):  # fields of the wrong type: not this row's
         return False
+    return made_from == str(record["id"])
 
 
 def shard_layout(shards: list[Path], rows_found: int, skipped: int, job: str | None = None) -> tuple[bool, list[str]]:
