@@ -350,6 +350,7 @@ async def _locked_run(
         late_gap = counted_at_end(reconciliation, runner.ledger)
         run_gap = (states.key_gap_usd if states is not None else 0.0) + runner.ledger.key_gap + late_gap
         finished_at = utc(options.clock.time())
+        summary.job = job.name  # a shard with no rows too: merge reads whose it is (break24 F12)
         data = summary.result(
             output=str(output),
             stop=outcome.stop,

@@ -391,6 +391,21 @@ def test_merge_waits_for_no_run_it_refuses_a_shard_being_written(tmp_path: Path,
     assert not list(tmp_path.glob("*.lock"))  # the merge's locks are gone with it
 
 
+def test_merge_without_the_job_takes_a_shard_that_got_no_rows(tmp_path: Path) -> None:
+    # break24 F12: a shard with no rows wrote a summary without the job's name, and merge
+    # without --job said "no usable summary of this job", exit 12, with every row there.
+    job = write_job(tmp_path, SMALL_JOB.replace("repeat: 2", "repeat: 1").replace(", google/gemini-2.0-flash-001", ""))
+    shards = [tmp_path / f"s{k}.jsonl" for k in range(1, 9)]
+    for k, path in enumerate(shards, start=1):
+        assert call_cli(job, "--simulate", "--shard", f"{k}/8", "-o", path, "-q")[0] == ExitCode.OK
+    assert any(path.stat().st_size == 0 for path in shards)  # 5 rows over 8 shards
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", *shards)
+    assert (code, err) == (ExitCode.OK, "")
+    assert len(read_rows(tmp_path / "m.jsonl")) == 5
+    code, _, err = call_cli("merge", tmp_path / "m2.jsonl", *[p for p in shards if p.stat().st_size == 0][:1])
+    assert code == ExitCode.USAGE and "hold no records" in err
+
+
 def test_merge_with_the_job_refuses_another_jobs_shard(tmp_path: Path, job: Path) -> None:
     foreign = tmp_path / "foreign.jsonl"
     foreign.write_bytes(_other_results(tmp_path))
