@@ -37,7 +37,7 @@ from ._retry import AttemptLog, retry_call, retry_policy
 from ._row_cost import counted
 from ._settings import RunSettings
 from ._status import StopReason
-from ._worker_pool import PoolOutcome, Runner
+from ._worker_pool import PoolOutcome, Runner, searches
 
 # batch-quickstart.mdx, Pricing: "typically" 50% of per-token prices. Typical, not promised:
 # `plan` shows it as what a batch usually costs, and reservations use the full prices.
@@ -121,9 +121,10 @@ class BatchExecutor:
         return self.pending.pop(row)
 
     def _graded_hit(self, request: Request) -> bool:
-        """A row the cache answers whose judge checks need grader requests (sent in sync mode)."""
+        """A row the cache answers whose judge checks need grader requests (sent in sync mode),
+        or whose checks search (graded there off the event loop, as every answer is)."""
         cache = self.runner.cache
-        if cache is None or not any(is_judge(c) for c in request.checks):
+        if cache is None or not (searches(request.checks) or any(is_judge(c) for c in request.checks)):
             return False
         return cache.peek(request) is not None
 

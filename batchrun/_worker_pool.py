@@ -81,11 +81,15 @@ class PoolOutcome:
 _SEARCHING = ("regex", "json_schema", "tool_call")
 
 
+def searches(checks: list[dict[str, Any]]) -> bool:
+    return any(kind in check for check in checks for kind in _SEARCHING)
+
+
 async def _graded(checks: list[dict[str, Any]], answer: Answer) -> dict[str, Any]:
     """The deterministic checks' verdict; those that search, off the event loop: a pattern
     that backtracks to its 1 s limit on each of 40 rows held every request in flight, the
     deadline 6x over and 5 ms answers recorded at 12 s (break24 F7)."""
-    if any(kind in check for check in checks for kind in _SEARCHING):
+    if searches(checks):
         return await asyncio.to_thread(grade, checks, answer)
     return grade(checks, answer)
 
@@ -164,13 +168,15 @@ class Runner:
         self.records.skip(request, reason)
 
     # -- cache hits --------------------------------------------------------------------------
-    def answered_from_cache(self, request: Request, answer: CachedAnswer) -> None:
+    def answered_from_cache(
+        self, request: Request, answer: CachedAnswer, verdict: dict[str, Any] | None = None
+    ) -> None:
         """A hit: a normal record of the stored answer, spending nothing and reserving
         nothing; checks run as on a fresh answer, with the original latency and cost, so
-        verdicts come out the same."""
+        verdicts come out the same (`verdict`: already graded)."""
         record = self.records.make(request, Status.OK, None, False, self.clock.time(), **hit_fields(answer))
         if request.checks:
-            record.update(grade_hit(request.checks, answer))
+            record.update(grade_hit(request.checks, answer) if verdict is None else verdict)
         self.records.emit(request, record)
 
     async def _graded_from_cache(self, row: Row, answer: CachedAnswer) -> None:
@@ -192,8 +198,10 @@ class Runner:
             await self._graded_from_cache(row, cached)
             return
         if cached is not None:
+            # Off the loop as for a fresh answer (_graded): hits are graded as fast as they are read.
+            verdict = await asyncio.to_thread(grade_hit, request.checks, cached) if searches(request.checks) else None
             row.written = True  # set first, as in finish(): a failed write is not retried
-            self.answered_from_cache(request, cached)
+            self.answered_from_cache(request, cached, verdict)
             return
         model_stop = self.stops.model_stop(request.model)
         if model_stop is not None:

@@ -338,6 +338,7 @@ async def test_checks_that_search_are_graded_off_the_event_loop(
     # every request in flight 40 s, the deadline 6x over, 5 ms answers recorded at 12 s.
     import threading
 
+    import batchrun._cache_session
     import batchrun._checks
     import batchrun._worker_pool as pool
 
@@ -350,14 +351,23 @@ async def test_checks_that_search_are_graded_off_the_event_loop(
         return real_grade(checks, answer)
 
     monkeypatch.setattr(pool, "grade", grade)
+    monkeypatch.setattr(batchrun._cache_session, "grade", grade)
     text = SMALL_JOB.replace('    checks: [{contains: "{{expect}}"}]', '    checks: [{regex: "{{expect}}"}]').replace(
         "    vars: [{a: 1}, {a: 2}]", '    vars: [{a: 1}, {a: 2}]\n    checks: [{contains: "2"}]'
     )
     assert "regex" in text and 'contains: "2"' in text
     job = load_job(write_job(tmp_path, text))
-    out = tmp_path / "out.jsonl"
-    await run_job(job, RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock()))
+    job = replace(job, run=replace(job.run, cache={"dir": str(tmp_path / "cache")}))
     loop_thread = threading.current_thread().name
-    assert graded_on["regex"] and loop_thread not in graded_on["regex"]  # in worker threads
-    assert graded_on["contains"] == {loop_thread}  # a check that cannot take long stays on the loop
-    assert len(read_rows(out)) == 20
+    verdicts: list[dict[str, Any]] = []
+    for name in ("answered", "hits"):  # and the same answers from the cache (closing11: on the loop)
+        out = tmp_path / f"{name}.jsonl"
+        await run_job(job, RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock()))
+        assert graded_on["regex"] and loop_thread not in graded_on["regex"]  # in worker threads
+        assert graded_on["contains"] == {loop_thread}  # a check that cannot take long stays on the loop
+        rows = read_rows(out)
+        assert len(rows) == 20 and {r["cached"] for r in rows} == {name == "hits"}
+        verdicts.append({r["id"]: (r.get("passed"), r.get("checks")) for r in rows})
+        graded_on = {"regex": set(), "contains": set()}
+    assert sim.stats.chat_requests == 20 and verdicts[0] == verdicts[1]
+    assert {passed for passed, _ in verdicts[0].values()} == {True, False}  # both ways, the same
