@@ -137,6 +137,9 @@ class RowRecords:
             reason = self.stops.reason or StopReason.INTERRUPTED
             return self.make(row.request, Status.SKIPPED, reason, True, row.started, **fields)
         error_field = internal_error(error, scrub)
-        if not row.charges.parts:
+        sent = bool(row.charges.parts)
+        if not sent:
             fields.update(uncharged(0.0))
-        return self.make(row.request, Status.ERROR, "internal", True, row.started, error=error_field, **fields)
+        # Retryable only when nothing went out: a bug that struck after the answer was bought
+        # strikes again, and `--retry-errors` bought it again each time (break24 F5).
+        return self.make(row.request, Status.ERROR, "internal", not sent, row.started, error=error_field, **fields)

@@ -110,6 +110,7 @@ async def test_an_internal_error_after_the_answer_holds_its_reservation(
     assert len(answered) == len(server.chat_rows()) >= 1
     for row in answered:
         assert row["cost"] is None and row["cost_status"] == "unknown" and row["cost_held"] > 0
+        assert row["retryable"] is False  # the answer was bought: --retry-errors would buy it again
     # The held worst cases filled the tight budget: the rest were skipped, not waited for.
     assert {r["reason"] for r in rows} <= {"internal", "budget"}
     assert report.summary["spent_usd"] == pytest.approx(sum(r["cost_held"] for r in answered))

@@ -58,6 +58,37 @@ async def test_an_exception_in_one_row_is_its_internal_error(
     assert internal[0]["error"]["message"].startswith("ValueError: a bug that quotes the key [key]")
     assert FAKE_KEY[20:36] not in out.read_text()
     assert decide(report.summary, job.run)[0] == ExitCode.ERRORS
+    # Struck after the answer was bought: not retryable, or each --retry-errors bought it again
+    # to the same bug (break24 F5).
+    assert {r["retryable"] for r in internal} == {False}
+    sent = sim.stats.chat_requests
+    again = RunOptions(
+        api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock(), resume=True, retry_errors=True
+    )
+    await run_job(job, again)
+    assert sim.stats.chat_requests == sent
+
+
+async def test_an_exception_before_anything_is_sent_is_a_retryable_internal_error(
+    sim: Simulator, small_job: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchrun._dispatch import Dispatcher
+
+    real = Dispatcher.worst_case
+
+    def worst_case(self: Dispatcher, request: Any) -> float | None:
+        if request.vars.get("country") == "Japan":
+            raise ValueError("a bug before the request went out")
+        return real(self, request)
+
+    monkeypatch.setattr(Dispatcher, "worst_case", worst_case)
+    out = tmp_path / "out.jsonl"
+    await run_job(
+        load_job(small_job), RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock())
+    )
+    internal = [r for r in read_rows(out) if r["reason"] == "internal"]
+    assert len(internal) == 4 and sim.stats.chat_requests == 16
+    assert {(r["retryable"], r["cost"], r["cost_status"]) for r in internal} == {(True, 0.0, None)}
 
 
 async def test_an_unwritable_results_file_stops_every_worker_at_once(
