@@ -100,6 +100,8 @@ class BatchExecutor:
                 to_sync.append(request)
             elif request.id in self.retry_rows and self.settings.batch_retry == "sync":
                 to_sync.append(request)  # the sync runner asks the cache itself
+            elif request.id in self.runner.regrade:
+                to_sync.append(request)  # a kept answer whose graders a stop cut off: graded there
             elif self._graded_hit(request):
                 to_sync.append(request)  # the sync runner answers it from the cache and grades it
             elif self._unbounded_under_limit(request):

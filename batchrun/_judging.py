@@ -60,7 +60,7 @@ class Judging:
         shown = answer_text(grading.answer.content, grading.answer.tool_calls)
         question = question_of(request.body)
         for index, check in enumerate(grading.applied):
-            if not is_judge(check):
+            if not is_judge(check) or index in grading.judged:  # decided already (a resume's, _ungraded)
                 continue
             graders = self.settings.graders_for(check)
             if not graders:

@@ -45,6 +45,7 @@ from ._settings import RunSettings
 from ._status import Status, StopReason
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
+from ._ungraded import stopped_gradings
 from ._worker_pool import PoolOutcome, Runner, run_config
 
 
@@ -146,7 +147,7 @@ def _batch_executor(
         deadline_s=None
         if settings.deadline_s is None
         else max(0.0, settings.deadline_s - (options.clock.monotonic() - started)),
-        keep=lambda r: states is not None and keep_row(states.get(r.id), r, options.retry_errors),
+        keep=lambda r: keep_row(states, r, options.retry_errors),
         retry_rows=retry_rows,
         notice=notice,
         kill_after_submit=options.test_kill_after_submit,
@@ -184,8 +185,7 @@ async def _earlier_work(
         # A crashed run that wrote no record left only spend beyond any record: still counted.
         return ScanResult({}, 0.0, 0, found.key_gap) if found.key_gap else None
     states = scan_states(output, lambda message: notice(f"warning: {message}"))
-    states.key_gap_usd = found.key_gap
-    return states
+    return replace(states, key_gap_usd=found.key_gap, regrade=stopped_gradings(output))
 
 
 async def _locked_run(
@@ -278,12 +278,12 @@ async def _locked_run(
             judge=job.judge,
             cache=cache,
         )
-        runner.dispatch.journal = journal
+        runner.dispatch.journal, runner.regrade = journal, states.regrade if states is not None else {}
         control.runner = runner
         if control.pending:
             runner.request_stop(control.pending)
         if on_start is not None:
-            on_start(estimated.total_rows)
+            on_start(estimated.total_rows + estimated.regraded)
         requests: Iterator[Request] = matrix_requests(job, options.shard)
         executor = None
         try:
@@ -292,8 +292,7 @@ async def _locked_run(
                     executor = _batch_executor(runner, client, batch, job, options, states, started, notice)
                     outcome = await executor.run(requests)
                 else:
-                    if states is not None:
-                        requests = (r for r in requests if not keep_row(states.get(r.id), r, options.retry_errors))
+                    requests = (r for r in requests if not keep_row(states, r, options.retry_errors))
                     outcome = await runner.run(requests)
             finally:
                 writer.close()

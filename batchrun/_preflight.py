@@ -25,19 +25,21 @@ from ._matrix import Request, Shard, matrix_requests, request_params
 from ._models import Lookup, Resolution, resolve_models
 from ._options import Notice, RunOptions
 from ._reconcile import KeyStart
-from ._results import RowState, ScanResult
+from ._results import ScanResult
 from ._retry import retry_call, retry_policy
 from ._routing import routing_warning, unpinned_models
 from ._settings import RunSettings
 
 
-def keep_row(state: RowState | None, request: Request, retry_errors: bool) -> bool:
+def keep_row(states: ScanResult | None, request: Request, retry_errors: bool) -> bool:
     """Resume rule: keep ok rows and errors (retryable ones only without --retry-errors)
-    whose request is unchanged; skipped rows never ran, so they run again."""
-    if state is None or state.fingerprint != request.fingerprint:
+    whose request is unchanged; skipped rows never ran, so they run again. An ok row whose
+    judge checks a stop left ungraded goes to the workers, to be graded (_ungraded)."""
+    state = states.get(request.id) if states is not None else None
+    if states is None or state is None or state.fingerprint != request.fingerprint:
         return False
     if state.status == "ok":
-        return True
+        return request.id not in states.regrade
     if state.status == "error":
         return not (retry_errors and state.retryable)
     return False
@@ -52,6 +54,7 @@ class Estimate:
     unknown_why: dict[str, str] = field(default_factory=dict)  # model -> why its worst case is unknown
     no_max_tokens: set[str] = field(default_factory=set)
     kept: int = 0
+    regraded: int = 0  # kept answers whose judge checks a stop left ungraded: graded now
     in_file: int = 0  # rows of the matrix the file being resumed has a record of
     judge_requests: dict[str, int] = field(default_factory=dict)  # by grader model
     judge_worst_usd: dict[str, float] = field(default_factory=dict)
@@ -109,8 +112,12 @@ def estimate(
         for request in matrix_requests(job, shard):
             state = states.get(request.id) if states is not None else None
             result.in_file += state is not None
-            if keep_row(state, request, retry_errors):
+            stored = states.regrade.get(request.id) if states is not None else None
+            if keep_row(states, request, retry_errors):
                 result.kept += 1
+            elif stored is not None and stored.get("fingerprint") == request.fingerprint:
+                result.regraded += 1  # its answer is kept: only its graders are sent
+                result.add_judging(judge_requests_for(request, job.judge, _tokens(stored)), costs)
             else:
                 yield request
 
@@ -133,6 +140,12 @@ def estimate(
     if cache is not None:
         cache.planned()
     return result
+
+
+def _tokens(record: dict[str, Any]) -> int:
+    """A stored answer's length in tokens, for its graders' worst case."""
+    tokens = (record.get("usage") or {}).get("completion_tokens")
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else 16384
 
 
 def wanted_models(job: Job) -> set[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import mmap
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -184,6 +184,7 @@ class ScanResult:
     spent_usd: float  # over every record, superseded ones too: they were paid for
     lines: int
     key_gap_usd: float = 0.0  # what a crashed run's key window counted beyond its records (_journal)
+    regrade: dict[str, dict[str, Any]] = field(default_factory=dict)  # ok rows a stop left ungraded (_ungraded)
 
     def __len__(self) -> int:
         return len(self._states)

@@ -23,7 +23,7 @@ from typing import Any
 
 from ._cache_session import CacheSession, grade_hit, hit_fields, hit_grading
 from ._cache_values import CachedAnswer
-from ._checks import Answer, grade, is_judge
+from ._checks import Answer, answer_of, grade, is_judge
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._costs import CostModel
@@ -44,6 +44,7 @@ from ._settings import DEFAULTS, RunSettings
 from ._status import Status, StopReason
 from ._stops import Stops
 from ._throttle import Throttle
+from ._ungraded import applied_checks, decided, regraded_fields
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ class Runner:
         )
         # Judge checks' grader requests go out through the same parts (issue 17).
         self.judging = Judging(self.dispatch, self.stops, cache, judge or GraderSettings())
+        self.regrade: dict[str, dict[str, Any]] = {}  # a resume's answers whose judges a stop cut off
 
     @property
     def stop_reason(self) -> StopReason | None:
@@ -187,11 +189,25 @@ class Runner:
         await self.judging.grade_row(row.grading)
         self.records.finish(row, row.grading.record_now())
 
+    async def _graded_again(self, row: Row, stored: dict[str, Any]) -> None:
+        """A kept answer whose judge checks a stop left ungraded: those are graded now, the
+        stored verdicts stand (_ungraded)."""
+        request = row.request
+        record = self.records.make(request, Status.OK, None, False, self.clock.time(), **regraded_fields(stored))
+        checks = applied_checks(stored, request)
+        row.grading = RowGrading(request, record, answer_of(stored), checks, decided(stored, checks))
+        await self.judging.grade_row(row.grading)
+        self.records.finish(row, row.grading.record_now())
+
     # -- one row -----------------------------------------------------------------------------
     async def _process(self, row: Row) -> None:
         """Reserve, send with retries, settle, and write the row's record (or leave that to
         `_dispatch_row`'s finally when something cuts it short)."""
         request, dispatch, records = row.request, self.dispatch, self.records
+        stored = self.regrade.pop(request.id, None)
+        if stored is not None and stored.get("fingerprint") == request.fingerprint:
+            await self._graded_again(row, stored)
+            return
         # A hit needs neither budget nor the model's capacity: it is looked up first.
         cached = self.cache.lookup(request) if self.cache is not None else None
         if cached is not None and any(is_judge(c) for c in request.checks):

@@ -20,7 +20,7 @@ from batchrun._exceptions import OutputFailed
 from batchrun._items import ItemGate
 from batchrun._job import Job
 from batchrun._regrade import regrade_file
-from batchrun._results import ResultsWriter
+from batchrun._results import ResultsWriter, final_records
 from batchrun._run_control import RunControl
 from batchrun._transport import default_transport
 from batchrun._verdict import decide
@@ -256,6 +256,33 @@ async def test_graders_waiting_for_their_turn_at_a_stop_are_never_sent(sim: Simu
         not g.get("cost") and "generation_id" not in g for c in unsent for g in c.get("judge", {}).get("graders", [])
     )
     assert other_tasks() == []
+
+
+async def test_a_resume_grades_the_answers_whose_graders_a_stop_cut_off(sim: Simulator, tmp_path: Path) -> None:
+    # verify23 N5: a stop while a row's graders were due left it ok with its judge check "not
+    # graded: the run stopped"; every resume kept the row as it was, exit 1 "a grader failed".
+    text = judged_small_job("run: {concurrency: 1, grace_s: 30}")
+    job = load_job(write_job(tmp_path, text))
+    out = tmp_path / "out.jsonl"
+    control = RunControl()
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock())
+    stopped = await run_job(job, replace(options, transport=StoppingTransport(control)), control)
+    assert stopped.summary["stop"] == "interrupted" and sim.stats.chat_requests == 1  # the first row's answer
+    (first,) = [r for r in read_rows(out) if r["status"] == "ok"]
+    assert first["checks"][0]["error"].endswith("not graded: the run stopped (interrupted)")
+    resumed = await run_job(job, replace(options, resume=True))
+    # The 19 rows not answered, the 12 capitals' graders; the first row's answer is not bought again.
+    assert sim.stats.chat_requests == 1 + 19 + 12
+    assert decide(resumed.summary, job.run)[0] == ExitCode.OK, resumed.summary
+    final = {r["id"]: r for r in final_records(out)}
+    again = final[first["id"]]
+    assert again["content"] == first["content"] and again["checks"][0]["pass"] is not None
+    assert again["cost"] == first["cost"] and again["earlier_records"] == 1  # the answer's, once
+    assert again["judge_cost"] > 0 and again["spent"] == pytest.approx(first["cost"] + again["judge_cost"])
+    assert resumed.summary["total"]["rows"] == 20 and len(read_rows(out)) == 20 + 20  # each row once more
+    # Graded once: a resume after that has nothing to do.
+    await run_job(job, replace(options, resume=True))
+    assert sim.stats.chat_requests == 32 and len(read_rows(out)) == 40
 
 
 async def test_graders_in_flight_at_a_stop_get_the_grace_then_are_held(sim: Simulator, tmp_path: Path) -> None:

@@ -1,0 +1,102 @@
+"""Rows a stop left ungraded: their answers kept, their judge checks graded on `--resume`.
+
+A SIGTERM or a deadline while a row's graders were out writes the row `ok`, paid for, with
+those judge checks "not graded: the run stopped". A resume kept the row (it is answered), so
+nothing ever graded it: the file stayed undecided and every later resume exited 1, "a grader
+failed" (verify23 N5), while a kill -9 at the same moment was graded on resume. Now a resume
+sends the missing graders for the stored answer and writes the row again: a new record whose
+answer costs nothing this time (the earlier record's cost is folded into it, _fold) and whose
+judge checks are the stored verdicts plus the new ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ._checks import is_judge, stored_judgements, without_latency_checks
+from ._files import open_regular
+from ._matrix import Request
+from ._reader import final_records
+from ._row_cost import uncharged
+from ._status import Status
+
+STOPPED = "not graded: the run stopped"
+
+# What a stored ok record says of its answer, copied into the record written on regrading.
+_ANSWER = (
+    "response_model",
+    "provider",
+    "generation_id",
+    "content",
+    "tool_calls",
+    "refusal",
+    "reasoning",
+    "finish_reason",
+    "native_finish_reason",
+    "usage",
+    "latency_ms",
+    "ttft_ms",
+    "elapsed_ms",
+)
+
+
+def _stopped(entry: Any) -> bool:
+    """A judge check's entry that a stop left without a verdict."""
+    if not isinstance(entry, dict) or entry.get("pass") is not None:
+        return False
+    if STOPPED in str(entry.get("error") or ""):
+        return True
+    graders = (entry.get("judge") or {}).get("graders") if isinstance(entry.get("judge"), dict) else None
+    return isinstance(graders, list) and any(isinstance(g, dict) and STOPPED in str(g.get("error")) for g in graders)
+
+
+def stopped_gradings(output: Path) -> dict[str, dict[str, Any]]:
+    """The final records of `output` (costs folded) that are `ok` with a judge check a stop
+    left ungraded, by row id. Most files have none: they are read whole only when a line
+    mentions such a check."""
+    if not _mentions(output, STOPPED.encode()):
+        return {}
+    return {
+        record["id"]: record
+        for record in final_records(output)
+        if record["status"] == Status.OK and any(_stopped(c) for c in record.get("checks") or [])
+    }
+
+
+def _mentions(path: Path, text: bytes) -> bool:
+    """Whether `text` is in the file, read in blocks (each begins with the last block's tail,
+    so a mention across two blocks is found)."""
+    tail = b""
+    with open_regular(path) as handle:
+        while block := handle.read(1 << 20):
+            if text in tail + block:
+                return True
+            tail = block[-len(text) :]
+    return False
+
+
+def applied_checks(record: dict[str, Any], request: Request) -> list[dict[str, Any]]:
+    """The checks that apply to a stored answer: a batch answer has no latency to check."""
+    return without_latency_checks(request.checks) if record.get("batch_id") else request.checks
+
+
+def decided(record: dict[str, Any], checks: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The stored judge verdicts that stand (paid for and decided, or a grader's failure):
+    every judge check but those a stop left ungraded."""
+    return {i: entry for i, entry in stored_judgements(record, checks).items() if not _stopped(entry)}
+
+
+def regraded_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The new record's fields: the stored answer, bought by the earlier record (whose cost is
+    folded in by every reader), so nothing of it is bought or held again here."""
+    fields: dict[str, Any] = {name: record.get(name) for name in _ANSWER}
+    fields.update(attempts=0, attempt_errors=[], error=None, **uncharged(0.0))
+    fields.update(is_byok=None, upstream_inference_cost=None, abandoned_attempts=None)
+    if record.get("batch_id"):
+        fields["batch_id"] = record["batch_id"]
+    return fields
+
+
+def has_judges(checks: list[dict[str, Any]]) -> bool:
+    return any(is_judge(check) for check in checks)
