@@ -58,9 +58,12 @@ def _shared_parser() -> argparse.ArgumentParser:
     return build_parser()
 
 
-def _unknown_command(word: str) -> str | None:
+def _unknown_command(word: str, following: list[str]) -> str | None:
     """A first word that is neither a command nor a job file: `batchrun reprot X` read
     `reprot` as a job file and said "unrecognized arguments: X" (break23 F9)."""
+    if word.startswith("-") and (later := next((w for w in following[:2] if w in COMMANDS and w != "run"), None)):
+        # `batchrun --quiet report X` read `report` as the job file (verify23 N7).
+        return f"options go after the command: batchrun {later} {word} ..."
     if word.startswith("-") or "/" in word or "." in word or os.path.exists(word):
         return None  # an option, or something meant as a path: the run says what is wrong with it
     close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.6)
@@ -79,7 +82,7 @@ def main(
     # `batchrun JOB.yaml` is short for `batchrun run JOB.yaml`, options first or not
     # (`batchrun --cache JOB.yaml` then reads JOB.yaml as the folder, and says so).
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
-        unknown = _unknown_command(argv[0])
+        unknown = _unknown_command(argv[0], argv[1:])
         if unknown is not None:
             console.error(unknown)
             return ExitCode.USAGE
