@@ -394,3 +394,21 @@ def test_sigterm_during_a_regrading_with_judges_stops_it_cleanly_with_its_code(t
     stdout, err = process.communicate(timeout=60)
     assert process.returncode == ExitCode.INTERRUPTED, err
     assert "stopped: interrupted" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("closed", [">&-", "2>&-", ">&- 2>&- <&-"])
+def test_a_run_started_with_its_standard_descriptors_closed_runs(tmp_path: Path, closed: str) -> None:
+    # break25 F2: a closed stdout or stderr (Python's sys.stdout None) was a traceback and exit
+    # 1 after the run; with stderr closed the run never started, without a word.
+    job = write_job(tmp_path, SMALL_JOB)
+    out = tmp_path / "out.jsonl"
+    command = f'exec "$@" {closed}'
+    argv = ["sh", "-c", command, "sh", sys.executable, "-m", "batchrun", str(job), "--simulate", "-o", str(out)]
+    result = subprocess.run(argv, env=child_env(), capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert "Traceback" not in result.stderr and len(read_rows(out)) == 20
+    assert out.with_name("out.summary.json").exists()
+    # A reader too, which prints its whole output there.
+    argv = ["sh", "-c", command, "sh", sys.executable, "-m", "batchrun", "report", str(out)]
+    result = subprocess.run(argv, env=child_env(), capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == ExitCode.OK and "Traceback" not in result.stderr
