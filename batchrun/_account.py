@@ -8,7 +8,6 @@ its last cost lookups and reconciles the key's usage with the ledger.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from ._charges import ChargeBook
 from ._client import ModelInfo, OpenRouterClient
 from ._costs import EndpointsRead
+from ._cut_off import CutOff
 from ._exceptions import RequestFailed
 from ._ledger import CreditLedger
 from ._management import ManagementApi
@@ -74,7 +74,7 @@ async def reconcile_run(
     policy: RetryPolicy,
     sleep: Callable[[float], Awaitable[None]],
     time_left: Callable[[], float | None],
-    ends: float | None = None,
+    cut_off: CutOff | None = None,
 ) -> dict[str, Any]:
     """The key's usage against the ledger (after the run's last lookups: `late_lookups`). The
     /key read is retried like start-up's (break-14 #15); when it still fails, or its usage
@@ -85,7 +85,7 @@ async def reconcile_run(
     end_usage, why = None, None
     if start.usage is not None:
         try:
-            async with asyncio.timeout_at(ends):  # the loop time the wind-down must end by
+            async with (cut_off or CutOff()).bound():  # the wind-down's end, after a stop
                 info = await retry_call(client.key_info, policy, sleep, time_left)
         except TimeoutError:
             why = "no answer before the run had to end"

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._client import ChatResult, OpenRouterClient
+from ._cut_off import CutOff
 from ._exceptions import RequestFailed, Transient
 from ._ledger import CreditLedger
 from ._pricing import GenerationCost, money, usd
@@ -74,6 +75,7 @@ class ChargeBook:
         self.above_worst = 0  # charges above their attempt's worst case
         self.above_worst_usd = 0.0  # by how much, in all
         self.above_worst_example = ""
+        self.cut_off = CutOff()  # after a stop, lookups end with the grace (_cut_off)
 
     def check_bound(self, cost: float, worst: float, how: str) -> None:
         """Flag a charge the worst case did not bound: a lying reply or lookup, or a cost
@@ -130,8 +132,9 @@ class ChargeBook:
             return False
         self.lookups += 1
         try:
-            found: GenerationCost | None = await self.client.generation(charge.generation_id)
-        except RequestFailed:
+            async with self.cut_off.bound():
+                found: GenerationCost | None = await self.client.generation(charge.generation_id)
+        except (RequestFailed, TimeoutError):  # not known now: held until it is (break25 F6)
             return False
         if found is None:
             return False

@@ -9,11 +9,11 @@ a hash prefix only.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._client import OpenRouterClient
+from ._cut_off import CutOff
 from ._exceptions import ConfigError, RequestFailed
 from ._formats import utc_compact, utc_seconds
 from ._management import ManagementApi
@@ -108,7 +108,7 @@ class IsolatedKey:
                 "OpenRouter would not hold the run to its budget; the key is removed (a warning says so if not)"
             )
 
-    async def finish(self, notice: Callable[[str], None], ends: float | None = None) -> None:
+    async def finish(self, notice: Callable[[str], None], cut_off: CutOff | None = None) -> None:
         """Read the key's own usage, then delete it (disable it where deletion fails).
         (The run's reconciliation, in _reconcile, compares that usage with the ledger.)"""
         key_hash = self._hash
@@ -116,7 +116,7 @@ class IsolatedKey:
             return
         self.finished = True
         try:
-            async with asyncio.timeout_at(ends):  # a stopping run's wind-down: bounded (verify23 N1)
+            async with (cut_off or CutOff()).bound():  # a stopping run's wind-down (verify23 N1)
                 await self._remove(notice, key_hash)
         except TimeoutError:
             notice(

@@ -6,7 +6,6 @@ to the `notice` callback and everything else comes back in the RunReport.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -18,6 +17,7 @@ from ._batch_api import BatchClient
 from ._batch_run import BatchExecutor
 from ._batch_state import INTENT, SUBMITTED, BatchState, held_open, state_path
 from ._client import OpenRouterClient
+from ._cut_off import wind_down, wind_down_s
 from ._exceptions import ConfigError, OutputFailed
 from ._formats import utc
 from ._isolated import IsolatedKey
@@ -90,17 +90,6 @@ async def run_job(
 
 # Stops someone waits on (a signal, a CI runner's timeout before its SIGKILL; cron's deadline).
 _PROMPT_STOPS = (StopReason.INTERRUPTED, StopReason.DEADLINE)
-
-
-# What the wind-down after such a stop has at least, whatever the grace (`grace_s: 0` asks the
-# rows to stop at once, not the summary to be written without its lookups and /key read).
-WIND_DOWN_FLOOR_S = 5.0
-
-
-def _wind_down_ends(grace_s: float) -> float:
-    """The loop time the wind-down's account calls must end by: a grace from now, in real time
-    (whatever clock the run was given: a test's fake one leaps)."""
-    return asyncio.get_running_loop().time() + max(grace_s, WIND_DOWN_FLOOR_S)
 
 
 def _batch_setup(job: Job, options: RunOptions, settings: RunSettings, output: Path) -> BatchState | None:
@@ -309,11 +298,12 @@ async def _locked_run(
         # After a signal or the deadline, the wind-down's account calls (lookups, the /key read,
         # the per-run key's removal) have one more grace: a /key that hung kept a SIGTERM'd run
         # 66-364 s past its grace (verify23 N1).
-        ends = _wind_down_ends(settings.grace_s) if outcome.stop in _PROMPT_STOPS else None
-        # The run's last lookups of costs still unknown; rows they resolve are written again.
-        with contextlib.suppress(TimeoutError):  # those not done stay unknown, their worst cases held
-            async with asyncio.timeout_at(ends):
-                await runner.charges.retry_lookups()
+        # A signal during the wind-down cuts it at a grace, and is exit 7 (break25 F6).
+        runner.charges.cut_off = ends = wind_down(settings.grace_s, outcome.stop in _PROMPT_STOPS)
+        control.winding_down = lambda: ends.set_in(wind_down_s(settings.grace_s))
+        # The run's last lookups of costs still unknown (those not done stay unknown, their
+        # worst cases held); rows they resolve are written again.
+        await runner.charges.retry_lookups()
         late_rows, late_failed = 0, None
         if outcome.stop != StopReason.IO:
             late_rows, late_failed = append_late_costs(output, runner.records.late, utc(options.clock.time()))
@@ -335,6 +325,8 @@ async def _locked_run(
             executor.note_key_seen(reconciliation, runner.ledger.spent, runner.ledger.batches_open)
         if isolated is not None:
             await isolated.finish(notice, ends)
+        if outcome.stop is None and control.stopped.is_set():  # the README: exit 7 here too
+            outcome.stop, outcome.stop_message = StopReason.INTERRUPTED, "interrupted while the run wound down"
         if states or late_rows:
             # The file's rows for the totals (a row written again counts once, with its cost
             # learnt late); the cache's figures stay this run's (issue 16).
@@ -402,7 +394,7 @@ async def _locked_run(
             journal.close(whole=whole)
         if isolated is not None and not isolated.finished:
             # A failure or a stop before the end: still remove the key, within a grace.
-            await isolated.finish(notice, _wind_down_ends(settings.grace_s))
+            await isolated.finish(notice, wind_down(settings.grace_s, True))
         await client.aclose()
         if cache is not None:
             cache.close()

@@ -20,9 +20,12 @@ class RunControl:
     runner: Runner | None = None
     pending: StopReason | None = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)  # set at the stop, on the run's loop
+    winding_down: Callable[[], None] | None = None  # after the rows: cuts the wind-down at a grace
 
     def stop(self, reason: StopReason = StopReason.INTERRUPTED) -> None:
         self.stopped.set()
+        if self.winding_down is not None:
+            self.winding_down()
         if self.runner is not None:
             self.runner.request_stop(reason)
         else:

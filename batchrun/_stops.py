@@ -51,21 +51,27 @@ class Stops:
         self.reason = reason
         self.message = message
         self.event.set()
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # before the run's loop exists: nothing is in flight
+            loop = None
+        if loop is not None:
+            grace = 0.0 if reason in (StopReason.AUTH, StopReason.IO) else self.grace_s
+            self._grace_ends = loop.time() + grace
+            for limit in self._in_flight:
+                limit.reschedule(self._grace_ends)
         for halt in self.on_stop:
             halt()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # before the run's loop exists: nothing is in flight
-            return
-        grace = 0.0 if reason in (StopReason.AUTH, StopReason.IO) else self.grace_s
-        self._grace_ends = loop.time() + grace
-        for limit in self._in_flight:
-            limit.reschedule(self._grace_ends)
+
+    @property
+    def grace_ends(self) -> float | None:
+        """The loop time rows in flight are cut off at, once stopped."""
+        return self._grace_ends
 
     @asynccontextmanager
     async def row_time(self) -> AsyncIterator[asyncio.Timeout]:
         """A row's time: unbounded until a stop, then the grace (`expired()` says it ran out)."""
-        async with asyncio.timeout(self._grace_ends) as limit:
+        async with asyncio.timeout_at(self._grace_ends) as limit:
             self._in_flight.add(limit)
             try:
                 yield limit

@@ -136,6 +136,8 @@ class Runner:
             key_start=key_start or KeyStart(),
         )
         self.charges = self.dispatch.charges
+        row_lookups = self.charges.cut_off  # a row's cost lookup ends with its grace (break25 F6)
+        self.stops.on_stop.append(lambda: row_lookups.set_at(self.stops.grace_ends or 0.0))
         self.records = RowRecords(
             writer,
             clock,

@@ -365,9 +365,9 @@ async def test_after_a_stop_the_wind_down_has_a_grace_however_the_key_hangs(
 ) -> None:
     # verify23 N1 (E2, E3, E8, E9): the end-of-run /key read that hung (three tries of the
     # timeout each) kept a SIGTERM'd run 66-182 s past its grace; a deadline's too.
-    import batchrun._orchestration as orchestration
+    import batchrun._cut_off as cut_off
 
-    monkeypatch.setattr(orchestration, "WIND_DOWN_FLOOR_S", 0.05)  # the grace below is the bound
+    monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.05)  # the grace below is the bound
     job = load_job(write_job(tmp_path, SMALL_JOB))
     job = replace(job, run=replace(job.run, timeout_s=3600.0, grace_s=0.05))
     out = tmp_path / "out.jsonl"
@@ -385,6 +385,77 @@ async def test_after_a_stop_the_wind_down_has_a_grace_however_the_key_hangs(
     await stopper
     assert report.summary["stop"] == "interrupted" and transport.asked.is_set()
     assert "no answer before the run had to end" in (report.summary["reconciliation"]["warning"] or "")
+    assert len({r["id"] for r in read_rows(out)}) == 20
+    assert other_tasks() == []
+
+
+async def test_a_signal_during_the_wind_down_cuts_it_at_a_grace_and_is_exit_7(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break25 F6: every row written, the end-of-run /key read hanging, then SIGTERM: ignored for
+    # three attempts of the timeout (89 s), then exit 0. The README: exit 7, within a grace.
+    import batchrun._cut_off as cut_off
+
+    monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.05)
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    job = replace(job, run=replace(job.run, timeout_s=3600.0, grace_s=0.05))
+    out = tmp_path / "out.jsonl"
+    control = RunControl()
+    transport = HangingKey(answered=1)  # start-up's read answers; the end-of-run read hangs
+
+    async def stop_when_winding_down() -> None:
+        await transport.asked.wait()
+        control.stop()
+
+    stopper = asyncio.create_task(stop_when_winding_down())
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock(), transport=transport)
+    report = await asyncio.wait_for(run_job(job, options, control), 30)  # a bound, not a measure
+    await stopper
+    assert report.summary["stop"] == "interrupted" and decide(report.summary, job.run)[0] == ExitCode.INTERRUPTED
+    assert "no answer before the run had to end" in (report.summary["reconciliation"]["warning"] or "")
+    rows = read_rows(out)
+    assert len(rows) == 20 and {r["status"] for r in rows} == {"ok"}  # every row was done before
+    assert other_tasks() == []
+
+
+async def test_a_rows_cost_lookup_that_hangs_at_a_stop_ends_with_the_grace(tmp_path: Path) -> None:
+    # break25 F6: answers without their cost, /generation hanging: a SIGTERM held the run for
+    # each lookup's whole timeout, not the grace.
+    import threading
+
+    from .hostile import HostileServer, chat_payload, json_answer
+
+    asked = threading.Event()
+
+    def generation(_request: Any) -> Any:
+        async def hang(_writer: asyncio.StreamWriter) -> None:
+            asked.set()
+            await asyncio.Event().wait()  # never answers
+
+        return hang
+
+    usage = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}  # no cost: looked up
+    server = HostileServer(
+        chat=lambda _r: json_answer(200, chat_payload(usage=usage)), routes={"/generation": generation}
+    )
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    job = replace(job, run=replace(job.run, timeout_s=3600.0, grace_s=0.05))
+    out = tmp_path / "out.jsonl"
+    control = RunControl()
+
+    async def stop_when_looking_up() -> None:
+        await asyncio.to_thread(asked.wait, 30)
+        control.stop()
+
+    with server.running():
+        stopper = asyncio.create_task(stop_when_looking_up())
+        options = RunOptions(api_key=FAKE_KEY, base_url=server.base_url, output=out, clock=FakeClock())
+        report = await asyncio.wait_for(run_job(job, options, control), 30)  # a bound, not a measure
+        await stopper
+    assert report.summary["stop"] == "interrupted"
+    answered = [r for r in read_rows(out) if r["status"] == "ok"]
+    # Not looked up: estimated from the answer's tokens at the listed prices, as the README says.
+    assert answered and {r["cost_status"] for r in answered} == {"estimated"}
     assert len({r["id"] for r in read_rows(out)}) == 20
     assert other_tasks() == []
 

@@ -1,0 +1,60 @@
+"""A moment, perhaps not known yet, by which the calls waiting under it end.
+
+After a stop the run's own account calls (a row's cost lookup, the wind-down's lookups, the
+end-of-run `/key` read, removing the per-run key) get a grace, not their own timeouts and
+retries: a `/generation` or `/key` that hangs otherwise held a stopping run for every
+attempt's timeout. The stop may come while they wait (a SIGTERM during the wind-down was
+ignored for 89 s, then exit 0: break25 F6), so calls already under way are cut at the moment
+set later too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+
+class CutOff:
+    def __init__(self) -> None:
+        self.at: float | None = None  # the loop time, once set
+        self._waiting: set[asyncio.Timeout] = set()
+
+    def set_at(self, at: float) -> None:
+        """End every call under this cut-off by `at` (an earlier moment set before stands)."""
+        if self.at is not None and self.at <= at:
+            return
+        self.at = at
+        for timeout in self._waiting:
+            timeout.reschedule(at)
+
+    def set_in(self, seconds: float) -> None:
+        self.set_at(asyncio.get_running_loop().time() + seconds)
+
+    @asynccontextmanager
+    async def bound(self) -> AsyncIterator[None]:
+        """A call's time: unbounded until the moment is set; TimeoutError when it comes."""
+        async with asyncio.timeout_at(self.at) as timeout:
+            self._waiting.add(timeout)
+            try:
+                yield
+            finally:
+                self._waiting.discard(timeout)
+
+
+# What the wind-down after a signal or the deadline has at least, whatever the grace (`grace_s:
+# 0` asks the rows to stop at once, not the summary to be written without its lookups and /key).
+WIND_DOWN_FLOOR_S = 5.0
+
+
+def wind_down_s(grace_s: float) -> float:
+    return max(grace_s, WIND_DOWN_FLOOR_S)
+
+
+def wind_down(grace_s: float, stopped: bool) -> CutOff:
+    """When a run's wind-down calls must end: a grace from the stop, in real time (whatever clock
+    the run was given: a test's fake one leaps); none after a run that ended by itself."""
+    cut_off = CutOff()
+    if stopped:
+        cut_off.set_in(wind_down_s(grace_s))
+    return cut_off
