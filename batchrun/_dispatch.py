@@ -8,6 +8,7 @@ hold the reservation of an attempt that may have been billed, and settle.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Coroutine
 from typing import Any
 
@@ -149,10 +150,9 @@ class Dispatcher:
 
         async def attempt() -> tuple[ChatResult, float]:
             if row.reservation is None:
-                # The last attempt may have been billed and keeps its reservation as spent:
-                # this one needs its own (BudgetExhausted ends the row when none fits). It is a
-                # request out like a row's first: it counts toward the probe's next /key read
-                # (billed retries went unseen: verification of the break14e fixes, G6).
+                # The last attempt may have been billed and keeps its reservation as spent: this
+                # one needs its own (BudgetExhausted ends the row when none fits). It counts toward
+                # the probe's next /key read like a row's first (billed retries went unseen: G6).
                 await self.maybe_refresh_key()
                 row.reservation = await self.ledger.reserve(worst or 0.0)
             try:
@@ -169,8 +169,9 @@ class Dispatcher:
                     await self._release_unbilled(row)
                 raise
 
-        # A retry's wait ends at a stop too: its attempt is then NotSent, not sent in the grace.
-        return await call_with_retries(attempt, self.policy, self.throttle.nap, row.log, time_left=self.stops.time_left)
+        # A retry's wait ends at a stop, or its model's: the attempt is then NotSent (break25 F4).
+        wait = functools.partial(self.throttle.nap, model=row.request.model)
+        return await call_with_retries(attempt, self.policy, wait, row.log, time_left=self.stops.time_left)
 
     def _going_out(self, row: Row) -> Flight:
         """Mark the attempt sent, on disk first when there is a journal: a kill -9 from here on

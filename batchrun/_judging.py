@@ -106,7 +106,9 @@ class Judging:
             if isinstance(failure, BudgetExhausted):
                 dispatch.budget_stop(worst)  # before lookups free holds: what was left then
             await dispatch.charges.look_up_row(row.charges)
-            if isinstance(failure, BudgetExhausted | NotSent):
+            if isinstance(failure, NotSent) and stops.reason is None and stops.model_stop(model) is not None:
+                why = f"not graded: the grader is stopped ({stops.model_stop(model)})"
+            elif isinstance(failure, BudgetExhausted | NotSent):
                 why = f"not graded: the run stopped ({stops.reason or 'budget'})"
             else:
                 stops.react(request, failure, stops.too_long(failure))

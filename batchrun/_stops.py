@@ -40,6 +40,7 @@ class Stops:
         self.blocked_scopes: dict[str, tuple[float, str]] = {}
         self.event = asyncio.Event()  # set by the stop: batch mode's waits end on it
         self.on_stop: list[Callable[[], None]] = []  # called once, at the stop (the throttle's halt)
+        self.on_model_stop: list[Callable[[str], None]] = []  # a model's scope refused (the throttle's)
         self._deadline_at: float | None = None
         self._in_flight: set[asyncio.Timeout] = set()  # each dispatched row's own timeout
         self._grace_ends: float | None = None  # loop time when in-flight rows are cut off
@@ -151,4 +152,12 @@ class Stops:
             status, reason = Status.SKIPPED, "daily_cap"
         elif isinstance(failure, RateLimited) and failure.platform and too_long:
             status, reason = Status.SKIPPED, self._block_scope(request, failure)
+        if self.model_stop(request.model) is not None:
+            for refused in self.on_model_stop:
+                refused(request.model)
         return status, reason
+
+    def why_not_sent(self, model: str) -> str:
+        """Why an attempt waiting its turn was not sent (NotSent): the run's stop, its model's
+        (or scope's), or the budget that could not hold it."""
+        return self.reason or self.model_stop(model) or StopReason.BUDGET

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 
 from ._clock import Clock
 from ._exceptions import NotSent
@@ -46,6 +47,8 @@ class Throttle:
         self._ramp_timer: asyncio.Future[None] | None = None
         self._halted = False  # the run stopped: nothing waiting for its turn goes out
         self._halt: asyncio.Future[None] | None = None  # done at the halt: ends every nap
+        self._alarms: dict[str, asyncio.Future[None]] = {}  # per scope: done when it is refused
+        self.refuses: Callable[[str], str | None] = lambda _model: None  # why a model sends nothing now
 
     def scope(self, model: str) -> ScopeControl:
         name = scope_of(model)
@@ -62,17 +65,17 @@ class Throttle:
         cap = self._model_caps.get(model)
         paced_in: int | None = None  # the pace epoch this attempt holds a slot in
         while True:
-            if self._halted:
+            if self._halted or self.refuses(model) is not None:
                 raise NotSent(model)
             now = clock.monotonic()
             if now < scope.cooldown_until:
-                await self.nap(scope.cooldown_until - now)
+                await self.nap(scope.cooldown_until - now, model)
                 continue
             if scope.rate is not None and paced_in != scope.epoch:
                 paced_in = scope.epoch
                 slot = scope.reserve(now)
                 if slot > now:
-                    await self.nap(slot - now)
+                    await self.nap(slot - now, model)
                     continue
             if scope.active >= scope.slots(now):
                 grows = scope.next_growth(now)
@@ -82,7 +85,7 @@ class Throttle:
             elif self.active < self.cap and (cap is None or self._model_active[model] < cap):
                 crowded = scope.crowded(now)
                 if crowded > 0:
-                    await self.nap(crowded)
+                    await self.nap(crowded, model)
                     continue
                 self.active += 1
                 self._model_active[model] += 1
@@ -113,15 +116,29 @@ class Throttle:
             self._halt.set_result(None)
         self._wake_all()
 
-    async def nap(self, seconds: float) -> None:
-        """The clock's sleep, ended early by a halt (the caller then finds the run stopped)."""
+    def refused(self, model: str) -> None:
+        """`model`'s scope sends nothing more for now (a daily cap, a limit past the wait cap, the
+        model stopped: `refuses` says so): the attempts waiting their turn on it end, NotSent.
+        They went out one every max_wait_s into a limit known to be closed (break25 F4)."""
+        alarm = self._alarms.pop(scope_of(model), None)
+        if alarm is not None and not alarm.done():
+            alarm.set_result(None)
+        self._wake_all()
+
+    async def nap(self, seconds: float, model: str | None = None) -> None:
+        """The clock's sleep, ended early by a halt, or by `model`'s scope being refused (the
+        caller then finds out which)."""
         if self._halted:
             return
+        loop = asyncio.get_running_loop()
         if self._halt is None:
-            self._halt = asyncio.get_running_loop().create_future()
+            self._halt = loop.create_future()
+        ends: list[asyncio.Future[None]] = [self._halt]
+        if model is not None:
+            ends.append(self._alarms.setdefault(scope_of(model), loop.create_future()))
         sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
         try:
-            await asyncio.wait((sleeper, self._halt), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((sleeper, *ends), return_when=asyncio.FIRST_COMPLETED)
         finally:
             sleeper.cancel()  # ended by the halt or a cancel: no sleep outlives its wait
         if sleeper.done() and not sleeper.cancelled():

@@ -123,6 +123,8 @@ class Runner:
         self.stops = Stops(clock, policy, settings.grace_s, settings.deadline_s)
         self.throttle = Throttle(settings.concurrency, clock, config.model_caps, policy.max_wait_s)
         self.stops.on_stop.append(self.throttle.halt)  # nothing waiting for its turn goes out
+        self.stops.on_model_stop.append(self.throttle.refused)  # nor for a model that is stopped
+        self.throttle.refuses = self.stops.model_stop
         self.dispatch = Dispatcher(
             client,
             clock,
@@ -260,7 +262,7 @@ class Runner:
             self.records.finish(row, self.records.failure(row.request, failure, row.log, row.started, row.charges))
             return
         fields = {"attempts": row.log.attempts, "attempt_errors": row.log.failures, **row.charges.fields()}
-        reason = self.stops.reason or StopReason.BUDGET
+        reason = self.stops.why_not_sent(row.request.model)
         self.records.finish(row, self.records.make(row.request, Status.SKIPPED, reason, True, row.started, **fields))
 
     async def _settle_answer(self, row: Row, result: ChatResult, latency_ms: float, elapsed_ms: float) -> None:

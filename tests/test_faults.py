@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ async def run(
         job, RunOptions(api_key=key, base_url=sim.base_url, output=output, clock=clock or FakeClock())
     )
     return report, read_rows(output)
+
+
+FREE = "meta-llama/llama-3.3-70b-instruct:free"
 
 
 @pytest.fixture
@@ -79,6 +83,26 @@ async def test_a_daily_cap_skips_only_that_model(sim: Simulator, tmp_path: Path)
     assert all(r["status"] == "ok" for r in paid) and len(paid) == 10
     assert sim.stats.by_model["meta-llama/llama-3.3-70b-instruct:free"] == 4  # 3 answered, 1 capped, then none
     assert decide(report.summary, load_job(job).run)[0] == ExitCode.ERRORS
+
+
+async def test_rows_waiting_on_a_model_whose_daily_cap_is_reached_are_skipped_at_once(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # break25 F4: after the daily cap's 429, the rows already waiting on the model's scope each
+    # waited out max_wait_s, then went out into the closed limit: 15 more 429s and 141 s.
+    sim.config.free_daily_cap = 3
+    job = write_job(tmp_path, SMALL_JOB.replace("[openai/gpt-4o-mini, google/gemini-2.0-flash-001]", f"[{FREE}]"))
+    sim.clock = FakeClock().time  # its reset, the next UTC midnight, is weeks past the real run's horizon
+    job_run = load_job(job)
+    job_run = replace(job_run, run=replace(job_run.run, concurrency=8, max_wait_s=600.0))
+    out = tmp_path / "out.jsonl"
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out)  # real time: waits are real
+    report = await asyncio.wait_for(run_job(job_run, options), 60)  # a bound, not a measure: 600 s waits before
+    rows = read_rows(out)
+    assert sum(r["status"] == "ok" for r in rows) == 3 and len(rows) == 10
+    assert {(r["status"], r["reason"]) for r in rows if r["status"] != "ok"} == {("skipped", "daily_cap")}
+    assert sim.stats.by_model[FREE] <= 3 + 8  # what was in flight when the cap was learnt, at most
+    assert decide(report.summary, job_run.run)[0] == ExitCode.ERRORS
 
 
 async def test_a_refused_key_stops_before_any_chat_request(sim: Simulator, small_job: Path, tmp_path: Path) -> None:
