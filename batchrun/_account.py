@@ -75,6 +75,7 @@ async def reconcile_run(
     sleep: Callable[[float], Awaitable[None]],
     time_left: Callable[[], float | None],
     cut_off: CutOff | None = None,
+    seen: KeyStart | None = None,
 ) -> dict[str, Any]:
     """The key's usage against the ledger (after the run's last lookups: `late_lookups`). The
     /key read is retried like start-up's (break-14 #15); when it still fails, or its usage
@@ -93,7 +94,10 @@ async def reconcile_run(
             why = f"{failure.kind}: {failure.message[:200]}"
         else:
             usage, problem = start.followed(info)
-            if usage is None:
+            fell = seen.followed(info)[1] if seen is not None and problem is None else None
+            if fell is not None:  # below a read during the run: no usage to reconcile with
+                why = fell
+            elif usage is None:
                 why = "its usage is missing or not a number"
             elif problem is not None:
                 end_usage = usage  # gone down: the reconciliation says so

@@ -64,6 +64,7 @@ class Dispatcher:
         self.settings = settings  # stream, timeout_s, key_refresh_*, budget_margin_usd
         self.limit_from_key = limit_from_key  # the binding limit is the key's credit, not our budget
         self.key_start = key_start  # the key before the first request (_ledger.follow_key)
+        self.key_seen = key_start  # the last read followed: no running total falls below it either
         self._sent_since_refresh = 0
         self._last_refresh = clock.monotonic()  # pre-flight has just read /key
         self._refreshing: asyncio.Future[None] | None = None  # the periodic /key read under way
@@ -385,7 +386,10 @@ class Dispatcher:
         charged = self.ledger.spent  # what the key has been charged since the start, at least
         if start.usage is not None:
             usage, problem = start.followed(info)
+            # Nor from one read to the next: 0 -> 1.00 -> 0.50 was believed (break25 F1).
+            problem = problem or self.key_seen.followed(info)[1]
             if usage is not None and problem is None:
+                self.key_seen = KeyStart.of(info)
                 charged = start.spend(usage, info)
                 gap = self.ledger.follow_key(charged)
                 if gap > 0:

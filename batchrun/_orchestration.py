@@ -318,6 +318,7 @@ async def _locked_run(
             options.clock.sleep,
             cleanup_left,
             ends,
+            runner.dispatch.key_seen,
         )
         if reconciliation["warning"]:
             notice("warning: " + reconciliation["warning"])

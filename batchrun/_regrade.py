@@ -175,7 +175,15 @@ async def regrade_file(
         await runner.charges.retry_lookups()
         policy = retry_policy(settings)
         reconciliation = await reconcile_run(
-            client, runner.ledger, runner.charges, pre.key_start, policy, options.clock.sleep, lambda: None
+            client,
+            runner.ledger,
+            runner.charges,
+            pre.key_start,
+            policy,
+            options.clock.sleep,
+            lambda: None,
+            None,
+            runner.dispatch.key_seen,
         )
         late_gap = counted_at_end(reconciliation, runner.ledger)
     finally:

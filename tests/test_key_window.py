@@ -715,6 +715,24 @@ async def test_a_running_total_that_falls_while_another_rises_is_a_key_that_cann
     assert server.billed <= 0.5 + 18 * BILL
 
 
+@pytest.mark.parametrize("falling", ["usage", "byok_usage"])
+async def test_a_running_total_that_falls_below_an_earlier_read_stops_the_run(tmp_path: Path, falling: str) -> None:
+    # break25 F1: reads of 0, then 1.00, then 0.50: compared with the start alone, the fall was
+    # believed: every row sent, exit 0, and a summary saying both $1.00 spent and $0.50 charged.
+    def falls(billed: float, reads: int) -> dict[str, Any]:
+        total = billed + (0.0 if reads == 1 else 1.0 if reads == 2 else 0.5)
+        if falling == "usage":
+            return key_data(total)
+        return key_data(billed, byok_usage=total - billed, include_byok_in_limit=True)
+
+    server = Server(falls)
+    code, summary, _ = await run(tmp_path, server, job_text(budget=10.0, rows=100, concurrency=1))
+    assert code == ExitCode.BUDGET and summary["stop"] == "key_unreadable"
+    assert "went down ($1." in summary["stop_message"]  # the total the limit counts, or the one that fell
+    assert server.chats < 100 and server.key_reads >= 3
+    assert "could not be read at the end of the run (its " in summary["reconciliation"]["warning"]
+
+
 def test_report_job_regrading_is_followed_by_the_key_window_and_reconciled(tmp_path: Path) -> None:
     # break14h H1: `report --job` re-grading had no key window, no probe and no reconciliation:
     # a grader listed at $0 that billed $0.012 a request re-graded all 200 rows, $2.40 on a
