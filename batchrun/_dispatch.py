@@ -385,21 +385,17 @@ class Dispatcher:
         remaining = key_remaining(info)
         charged = self.ledger.spent  # what the key has been charged since the start, at least
         if start.usage is not None:
-            usage, problem = start.followed(info)
-            # Nor from one read to the next: 0 -> 1.00 -> 0.50 was believed (break25 F1).
-            problem = problem or self.key_seen.followed(info)[1]
+            usage, problem = start.followed(info, self.key_seen)
             if usage is not None and problem is None:
                 self.key_seen = KeyStart.of(info)
                 charged = start.spend(usage, info)
                 gap = self.ledger.follow_key(charged)
                 if gap > 0:
                     self.journal_key_gap()
-                # A key that rounds each charge up shows a sub-cent excess over honest answers:
-                # agreement, or an honest run at concurrency 1 read /key per request (F8). So does
-                # another process spending on the key, far from the limit (G5: a shard's spend
-                # read as a lie kept the reads per request). The gap is counted as spent either
-                # way, and reads never come more than PROBE_REACH x concurrency requests apart,
-                # so the bound holds; the tolerance shrinks with what is left.
+                # A key that rounds each charge up shows a sub-cent excess over honest answers (F8),
+                # and so does another process spending on the key far from the limit (G5): both are
+                # agreement. The gap is counted as spent either way, and reads never come more than
+                # PROBE_REACH x concurrency requests apart; the tolerance shrinks with what is left.
                 left = self.ledger.remaining or 0.0
                 self._next_probe(gap > max(PROBE_TOLERANCE_USD, PROBE_TOLERANCE_SHARE * left))
         if remaining is not None:

@@ -76,12 +76,15 @@ class KeyStart:
         flag = info.get("include_byok_in_limit") if info else None
         return cls(usage, unread, key_remaining(info), byok_outside_limit(info), _totals(info), flag)
 
-    def followed(self, info: dict[str, Any] | None) -> tuple[float | None, str | None]:
+    def followed(self, info: dict[str, Any] | None, seen: KeyStart | None = None) -> tuple[float | None, str | None]:
         """The key's usage now, measured like the ledger's spend, or None and why it cannot be
-        followed (missing, not a number, or gone down). The ledger counts a BYOK answer's upstream
-        cost, so a rise of `byok_usage` the key's limit leaves out is added (break14c N16 at the
-        end of the run; break14e E5: the key window left it out, and an answer under-reporting its
-        upstream cost spent 4.8x the budget)."""
+        followed (missing, not a number, or gone down: below the start, or below `seen`, a read
+        since: 0 -> 1.00 -> 0.50 was believed, break25 F1). The ledger counts a BYOK answer's
+        upstream cost, so a rise of `byok_usage` the key's limit leaves out is added (break14c N16
+        at the end of the run; break14e E5: the key window left it out, and an answer
+        under-reporting its upstream cost spent 4.8x the budget)."""
+        if seen is not None and seen is not self and (fell := seen.followed(info)[1]) is not None:
+            return key_usage(info), fell
         usage = key_usage(info)
         if usage is None:
             return None, "/key answered a usage that is missing or not a number"
