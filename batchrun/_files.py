@@ -51,3 +51,16 @@ def describe_os_error(exc: OSError) -> str:
     """`path: reason` for a one-line message; the path when the error has one."""
     reason = exc.strerror or str(exc)
     return f"{exc.filename}: {reason}" if exc.filename else reason
+
+
+def file_identity(path: Path) -> tuple[int, int] | Path:
+    """One file under any name (a symbolic link, a relative path, a hard link): its device and
+    inode; a path that is not there yet, resolved."""
+    try:
+        status = path.stat()
+    except (OSError, ValueError):
+        try:
+            return path.resolve()
+        except (OSError, RuntimeError):
+            return path
+    return status.st_dev, status.st_ino

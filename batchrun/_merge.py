@@ -11,6 +11,7 @@ from typing import Any
 
 from ._batch_state import pending_batches
 from ._exceptions import OutputFailed, ResultsError
+from ._files import file_identity
 from ._fold import Earlier
 from ._gate import MatrixCoverage, shard_layout
 from ._job import Job
@@ -42,21 +43,12 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
     if output.exists() and (output.stat().st_size > 0 or not output.is_file()):
         # A FIFO, a device or a folder too: it was replaced by the merged file (break24 F10).
         raise ResultsError(f"{output} already exists: merge writes a new file")
-    if len({_identity(shard) for shard in shards}) < len(shards):
+    if len({file_identity(shard) for shard in shards}) < len(shards):
         raise ResultsError("a file is named twice: give each shard once")
     with contextlib.ExitStack() as held:
         for shard in shards:
             _hold(shard, held)
         return _merge(shards, output, job, warn)
-
-
-def _identity(path: Path) -> tuple[int, int] | Path:
-    """One file under any name: a symbolic link, a relative path or a hard link."""
-    try:
-        status = path.stat()
-    except OSError:
-        return path.resolve()
-    return status.st_dev, status.st_ino
 
 
 def _hold(shard: Path, held: contextlib.ExitStack) -> None:

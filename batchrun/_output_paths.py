@@ -143,10 +143,14 @@ def _holds_batchrun_data(path: Path) -> str | None:
         return "data (an SQLite database: the response cache?)"
     if head.lstrip().startswith(b"{") and _JOB_KEY.search(head, 0, 1 << 16):
         return "state (a summary, journal or batch record)"
+    if _MODELS.search(head, 0, 1 << 16) and _PROMPTS.search(head, 0, 1 << 16):
+        return "job definitions (models: and prompts:)"  # break25 F3: a page replaced the job file
     return None
 
 
 _JOB_KEY = re.compile(rb'[{,]\s*"job"\s*:')
+_MODELS = re.compile(rb"^models\s*:", re.MULTILINE)
+_PROMPTS = re.compile(rb"^prompts\s*:", re.MULTILINE)
 
 
 def sidecar_name_problem(output: Path) -> str | None:

@@ -369,6 +369,45 @@ def test_merge_refuses_an_output_of_another_kind_and_a_shard_named_twice(tmp_pat
     assert code == ExitCode.USAGE and "1 <= K <= N <= 1,000,000" in err
 
 
+def test_no_page_or_junit_file_is_written_over_what_the_command_reads_or_over_each_other(
+    tmp_path: Path, job: Path, results: Path
+) -> None:
+    # break25 F3: `report --job J --html J` replaced the job it had just read (a dataset too);
+    # `--junit X --html X` kept the page and lost the JUnit file; a page went over a job file
+    # that no command of it read, named or through a link.
+    (tmp_path / "d").mkdir()
+    dataset = tmp_path / "rows.csv"
+    dataset.write_text("country,expect\nFrance,Paris\n")
+    with_data = write_job(
+        tmp_path / "d",
+        SMALL_JOB.replace(
+            "vars: [{country: France, expect: Paris}, {country: Japan, expect: Tokyo}, {country: Italy, expect: Rome}]",
+            "dataset: ../rows.csv",
+        ),
+    )
+    before = {path: path.read_bytes() for path in (job, dataset, with_data)}
+    (tmp_path / "link.html").symlink_to(job)
+    cases = [
+        (
+            ("report", results, "--job", job, "--html", job),
+            "a page is not written over",
+        ),
+        (("report", results, "--job", job, "--junit", job), "a JUnit file is not written over"),
+        (("report", results, "--job", with_data, "--html", dataset), "rows.csv, which this command reads"),
+        (
+            ("report", results, "--junit", tmp_path / "x.xml", "--html", tmp_path / "x.xml"),
+            "not written over a page it writes too",
+        ),
+        (("history", results, "--html", job), "it holds batchrun job definitions (models: and prompts:)"),
+        (("report", results, "--html", tmp_path / "link.html"), "leads to"),
+    ]
+    for argv, says in cases:
+        code, _, err = call_cli(*argv)
+        assert code == ExitCode.USAGE and says in err and err.count("\n") == 1, (argv, err)
+    assert {path: path.read_bytes() for path in before} == before
+    assert not (tmp_path / "x.xml").exists()
+
+
 def test_merge_waits_for_no_run_it_refuses_a_shard_being_written(tmp_path: Path, job: Path) -> None:
     # break24 F13: a shard a live run was writing was merged with its in-flight rows read as
     # killed ("crashed", their worst cases held), exit 0 under --allow-partial.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from .._console import Console
@@ -25,14 +26,25 @@ from ._common import (
 )
 
 
-def _refuse_sidecars(*outputs: tuple[Any, str]) -> None:
+def _refuse_sidecars(*outputs: tuple[Any, str], inputs: Iterable[Path | None] = ()) -> None:
     """Pages and JUnit files are never written over a results file or its sidecars (its summary
-    carries what a resume counts as spent: verification of break14e, F9), by name or by link."""
+    carries what a resume counts as spent: verification of break14e, F9), by name or by link;
+    nor over a file the command reads (`inputs`: the job, its datasets), nor two of them over one
+    file (break25 F3: `--html job.yaml` replaced the job just read, `--junit X --html X` lost the
+    JUnit file)."""
+    from .._files import file_identity
     from .._output_paths import report_output_problem
 
+    taken = {file_identity(path): f"{path}, which this command reads" for path in inputs if path is not None}
     for path, role in outputs:
-        if path is not None and (problem := report_output_problem(path, role)) is not None:
+        if path is None:
+            continue
+        if (problem := report_output_problem(path, role)) is not None:
             raise ConfigError(problem)
+        identity = file_identity(path)
+        if identity in taken:
+            raise ConfigError(f"{path}: {role} is not written over {taken[identity]}")
+        taken[identity] = f"{role} it writes too ({path})"
 
 
 def _report_page(args: argparse.Namespace) -> Any:
@@ -75,7 +87,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from .._summary import SummaryBuilder
     from .._summary_text import render_markdown, render_text
 
-    _refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"))
+    _refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=(args.results, args.job))
     if args.job is None:
         # Options of the re-grading only: taken and left unused, a user believed them applied
         # (break23 F9: `report X --simulate` exited 0).
@@ -113,11 +125,14 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         _write_report_page(args, page, summary, None)
         return ExitCode.OK
     from .._checks import is_judge
+    from .._dataset import DatasetFile
     from .._gate import MatrixCoverage
     from .._job import load_job
     from .._verdict import decide
 
     job = load_job(args.job)
+    datasets = [p.rows.path for p in job.prompts if isinstance(p.rows, DatasetFile)]
+    _refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=datasets)
     settings = with_budget(job.run, args.budget)
     job = replace(job, run=settings)
     gate = ItemGate.from_threshold(settings.pass_threshold)
@@ -228,7 +243,7 @@ def _regrade_judged(
 def cmd_history(args: argparse.Namespace, console: Console) -> int:
     from .._history import build_history, render_history_markdown, render_history_text
 
-    _refuse_sidecars((args.html, "a page"))
+    _refuse_sidecars((args.html, "a page"), inputs=args.paths)
     history = build_history(args.paths, console.warn)
     if args.html:
         from .._html_report import write_history
