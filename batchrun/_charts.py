@@ -8,6 +8,7 @@ the Vega-Lite schema when it is built, so a malformed chart fails here, not in a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,21 +107,44 @@ def status_chart(rows: list[dict[str, Any]]) -> Chart:
     )
 
 
+# A cost nobody reported is never drawn as $0 (break25 F5: a zero bar, "$0.000000", beside a
+# table saying "0.000000+? (held $0.000212)"): what is held for it stands beside what is known.
+BILLED, HELD = "billed", "held: cost unknown (worst case)"
+_COST_PARTS = alt.Color("part:N", title=None, scale=alt.Scale(domain=[BILLED, HELD], range=["#f58518", "#bab0ac"]))
+
+
+def cost_parts(group: Mapping[str, Any], **keys: Any) -> list[dict[str, Any]]:
+    """A summary group's cost as the bars' parts: what was billed, and what is held for rows
+    whose cost is unknown."""
+    unknown = group.get("cost_unknown_rows") or 0
+    parts = [{**keys, "part": BILLED, "usd": group["cost_usd"], "rows": group["rows"], "unknown_rows": unknown}]
+    if unknown:
+        held = group.get("cost_held_usd") or 0.0
+        parts.append({**keys, "part": HELD, "usd": held, "rows": group["rows"], "unknown_rows": unknown})
+    return parts
+
+
+def _cost_tooltip(*keys: str) -> list[Any]:
+    return [*keys, "part:N", alt.Tooltip("usd:Q", format="$.6f", title="USD"), "rows:Q", "unknown_rows:Q"]
+
+
 def cost_chart(rows: list[dict[str, Any]]) -> Chart:
     chart = (
         alt.Chart(ROWS)
-        .mark_bar(color="#f58518")
+        .mark_bar()
         .encode(
             y=alt.Y("model:N", title=None),
-            x=alt.X("cost_usd:Q", title="USD billed"),
-            tooltip=["model:N", alt.Tooltip("cost_usd:Q", format="$.6f"), "rows:Q"],
+            x=alt.X("sum(usd):Q", title="USD billed, and held where unknown"),
+            color=_COST_PARTS,
+            tooltip=_cost_tooltip("model:N"),
         )
         .properties(width="container")
     )
     return Chart(
         "cost-by-model",
         "Cost per model",
-        "The USD each model's rows were billed in this run (usage.cost as the endpoint reported it).",
+        "The USD each model's rows were billed in this run (usage.cost as the endpoint reported it); "
+        "where a cost is unknown, the worst case held for it, in grey.",
         _spec(chart, rows=rows),
     )
 
@@ -212,15 +236,21 @@ def history_pass_chart(rows: list[dict[str, Any]], markers: list[dict[str, Any]]
 def history_cost_chart(rows: list[dict[str, Any]]) -> Chart:
     chart = (
         alt.Chart(ROWS)
-        .mark_bar(color="#f58518")
+        .mark_bar()
         .encode(
             x=_run_axis(),
-            y=alt.Y("cost_usd:Q", title="USD billed"),
-            tooltip=["run:N", alt.Tooltip("cost_usd:Q", format="$.6f"), "rows:Q", "file:N"],
+            y=alt.Y("sum(usd):Q", title="USD billed, and held where unknown"),
+            color=_COST_PARTS,
+            tooltip=_cost_tooltip("run:N", "file:N"),
         )
         .properties(width="container")
     )
-    return Chart("history-cost", "Cost per run", "What each run was billed in total.", _spec(chart, rows=rows))
+    return Chart(
+        "history-cost",
+        "Cost per run",
+        "What each run was billed in total; where a cost is unknown, the worst case held for it, in grey.",
+        _spec(chart, rows=rows),
+    )
 
 
 def history_latency_chart(rows: list[dict[str, Any]]) -> Chart:

@@ -161,9 +161,7 @@ def report_charts(digest: RunDigest, summary: Summary) -> tuple[list[Chart], boo
     if statuses:
         charts.append(_charts.status_chart(statuses))
         charts.append(
-            _charts.cost_chart(
-                [{"model": n, "cost_usd": g["cost_usd"], "rows": g["rows"]} for n, g in summary["models"].items()]
-            )
+            _charts.cost_chart([part for n, g in summary["models"].items() for part in _charts.cost_parts(g, model=n)])
         )
     percentiles = [
         {"model": name, "percentile": label, "ms": ms}
@@ -272,7 +270,7 @@ def history_charts(history: dict[str, Any]) -> list[Chart]:
         charts.append(_charts.history_pass_chart(pass_rows, markers))
     charts.append(
         _charts.history_cost_chart(
-            [{"run": r["label"], "cost_usd": r["cost_usd"], "rows": r["rows"], "file": r["file"]} for r in runs]
+            [part for r in runs for part in _charts.cost_parts(r, run=r["label"], file=r["file"])]
         )
     )
     latency = per_model("p95_ms")

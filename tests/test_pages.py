@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
+from batchrun import ExitCode
 from batchrun._exceptions import ResultsError
 from batchrun._history import MARKER_DROP, build_history, render_history_text
 from batchrun._report_data import ROW_CAP, wilson
@@ -73,6 +75,30 @@ def hostile_results(tmp_path_factory: pytest.TempPathFactory, history_dir: Path)
     victim["checks"] = [{**c, "reason": HOSTILE} if not c["pass"] else c for c in victim["checks"]]
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     return path
+
+
+def _chart_data(page: Path, chart: str) -> list[dict[str, Any]]:
+    found = re.search(r'id="chart-specs">(.*?)</script>', page.read_text(), re.S)
+    assert found is not None
+    rows: list[dict[str, Any]] = json.loads(found.group(1))[chart]["datasets"]["rows"]
+    return rows
+
+
+def test_an_unknown_cost_is_charted_as_what_is_held_for_it_never_as_zero(history_dir: Path, tmp_path: Path) -> None:
+    # break25 F5: the cost charts drew an unknown cost as a $0 bar, tooltip $0.000000, beside a
+    # table saying "0.000000+? (held $0.000212)".
+    rows = read_rows(history_dir / "run1.jsonl")
+    for row in rows[:3]:
+        row.update(cost=None, cost_status="unknown", cost_unknown=True, cost_held=0.001, cost_known=0.0, spent=0.001)
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    for command, chart, key in (("report", "cost-by-model", "model"), ("history", "history-cost", "run")):
+        page = tmp_path / f"{command}.html"
+        assert call_cli(command, unknown, "--html", page)[0] == ExitCode.OK
+        held = [part for part in _chart_data(page, chart) if part["part"].startswith("held")]
+        assert sum(part["usd"] for part in held) == pytest.approx(0.003) and sum(p["unknown_rows"] for p in held) == 3
+        billed = {part[key] for part in _chart_data(page, chart) if part["part"] == "billed"}
+        assert {part[key] for part in held} <= billed  # beside what was billed, not instead of it
 
 
 def test_wilson_interval_known_values() -> None:
