@@ -29,7 +29,11 @@ class CutOff:
             timeout.reschedule(at)
 
     def set_in(self, seconds: float) -> None:
-        self.set_at(asyncio.get_running_loop().time() + seconds)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # the run's loop is gone (a signal after it): nothing waits under it
+            return
+        self.set_at(loop.time() + seconds)
 
     @asynccontextmanager
     async def bound(self) -> AsyncIterator[None]:

@@ -44,6 +44,7 @@ class RunSignals:
         self.say = say
         self.loop: asyncio.AbstractEventLoop | None = None
         self.count = 0
+        self.finished = False  # the run is over, its files written: only its output is left
         self._previous: list[Any] = []
 
     def __enter__(self) -> RunSignals:
@@ -59,6 +60,12 @@ class RunSignals:
 
     def _handle(self, _signum: int, _frame: FrameType | None) -> None:
         self.count += 1
+        if self.finished:
+            # Printing the summary into a pipe nobody reads blocks for ever, and a handler that
+            # returns lets the write go on: the first signal was lost (break25 F8). Nothing is
+            # left to save, and nothing is said (stderr may be that pipe).
+            release_all()
+            os._exit(EXIT_INTERRUPTED)
         if self.count > 1:
             # Each record is one whole os.write, so the results file is valid at any point.
             self.say("second signal: exiting now")

@@ -500,3 +500,15 @@ async def test_checks_that_search_are_graded_off_the_event_loop(
         graded_on = {"regex": set(), "contains": set()}
     assert sim.stats.chat_requests == 20 and verdicts[0] == verdicts[1]
     assert {passed for passed, _ in verdicts[0].values()} == {True, False}  # both ways, the same
+
+
+def test_a_stop_after_the_runs_loop_has_closed_raises_nothing() -> None:
+    # A signal between the end of asyncio.run and the exit reaches RunControl.stop outside any
+    # loop: the wind-down's cut-off it calls has nothing to cut (a RuntimeError there came out
+    # of the signal handler as a traceback, exit 1).
+    from batchrun._cut_off import CutOff
+
+    control, cut_off = RunControl(), CutOff()
+    control.winding_down = lambda: cut_off.set_in(5.0)
+    control.stop()
+    assert cut_off.at is None and control.stopped.is_set() and control.pending == "interrupted"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -412,3 +413,32 @@ def test_a_run_started_with_its_standard_descriptors_closed_runs(tmp_path: Path,
     argv = ["sh", "-c", command, "sh", sys.executable, "-m", "batchrun", "report", str(out)]
     result = subprocess.run(argv, env=child_env(), capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == ExitCode.OK and "Traceback" not in result.stderr
+
+
+def test_sigterm_ends_a_finished_run_blocked_on_a_stdout_nobody_reads(tmp_path: Path) -> None:
+    # break25 F8: the run done and its files written, printing the summary blocked on a full
+    # pipe, and the first SIGTERM was lost (the handler returned, the write went on).
+    job = write_job(tmp_path, SMALL_JOB)
+    out = tmp_path / "out.jsonl"
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_end, b"x" * 4096)  # the pipe full: nobody reads it
+    os.set_blocking(write_end, True)
+    argv = [sys.executable, "-m", "batchrun", str(job), "--simulate", "-o", str(out)]
+    process = subprocess.Popen(argv, stdout=write_end, stderr=subprocess.DEVNULL, env=child_env())
+    os.close(write_end)
+    try:
+        wchan = Path(f"/proc/{process.pid}/wchan")
+        end = time.monotonic() + 30
+        while time.monotonic() < end and process.poll() is None and "pipe_write" not in wchan.read_text():
+            time.sleep(0.05)
+        assert process.poll() is None and out.with_name("out.summary.json").exists()  # done, and blocked
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == ExitCode.INTERRUPTED
+    finally:
+        process.kill()
+        process.wait()
+        os.close(read_end)
+    assert len(read_rows(out)) == 20 and not list(tmp_path.glob("*.lock"))

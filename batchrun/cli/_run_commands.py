@@ -118,6 +118,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
             signals.loop = None
 
     report = asyncio.run(with_simulator(args, body))
+    signals.finished = True
     code, reasons = decide(report.summary, settings, args.pass_threshold, run=True)
     text = render_text(report.summary)
     if code == ExitCode.OK or (code == ExitCode.SUBMITTED and args.quiet):
