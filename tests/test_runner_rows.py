@@ -8,6 +8,7 @@ a stop cuts in-flight rows after the grace, each recorded once; no task outlives
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from batchrun import ExitCode, RunOptions, load_job, run_job
+from batchrun import ExitCode, RunOptions, RunReport, load_job, run_job
 from batchrun._exceptions import OutputFailed
 from batchrun._items import ItemGate
 from batchrun._job import Job
@@ -337,24 +338,36 @@ class HangingKey(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-async def test_a_stop_during_a_start_up_read_that_hangs_ends_the_run_at_once(sim: Simulator, tmp_path: Path) -> None:
-    # verify23 N1 (E4): SIGTERM during a /key read that hung was ignored: exit 1 ("the endpoint
-    # failed before the run started") a whole timeout later, not 7.
+async def _stopped_with_a_hanging_key(
+    sim: Simulator, tmp_path: Path, answered: int, stop_when: Callable[[HangingKey], Awaitable[Any]], **run: Any
+) -> tuple[RunReport, list[dict[str, Any]], HangingKey, Job]:
+    """SMALL_JOB against `sim` with /key answering `answered` reads, then hanging; the run is
+    stopped (a signal) once `stop_when(transport)` returns. Bounded, not measured."""
     job = load_job(write_job(tmp_path, SMALL_JOB))
-    job = replace(job, run=replace(job.run, timeout_s=3600.0))
+    job = replace(job, run=replace(job.run, timeout_s=3600.0, **run))
     out = tmp_path / "out.jsonl"
     control = RunControl()
-    transport = HangingKey(answered=0)
+    transport = HangingKey(answered)
 
-    async def stop_when_asked() -> None:
-        await transport.asked.wait()
+    async def stop() -> None:
+        await stop_when(transport)
         control.stop()
 
-    stopper = asyncio.create_task(stop_when_asked())
+    stopper = asyncio.create_task(stop())
     options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock(), transport=transport)
     report = await asyncio.wait_for(run_job(job, options, control), 30)  # a bound, not a measure
     await stopper
-    rows = read_rows(out)
+    return report, read_rows(out), transport, job
+
+
+async def _key_asked(transport: HangingKey) -> None:
+    await transport.asked.wait()
+
+
+async def test_a_stop_during_a_start_up_read_that_hangs_ends_the_run_at_once(sim: Simulator, tmp_path: Path) -> None:
+    # verify23 N1 (E4): SIGTERM during a /key read that hung was ignored: exit 1 ("the endpoint
+    # failed before the run started") a whole timeout later, not 7.
+    report, rows, _, _ = await _stopped_with_a_hanging_key(sim, tmp_path, 0, _key_asked)
     assert len(rows) == 20 and {(r["status"], r["reason"]) for r in rows} == {("skipped", "interrupted")}
     assert report.summary["stop"] == "interrupted" and sim.stats.chat_requests == 0
     assert other_tasks() == []
@@ -368,24 +381,16 @@ async def test_after_a_stop_the_wind_down_has_a_grace_however_the_key_hangs(
     import batchrun._cut_off as cut_off
 
     monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.05)  # the grace below is the bound
-    job = load_job(write_job(tmp_path, SMALL_JOB))
-    job = replace(job, run=replace(job.run, timeout_s=3600.0, grace_s=0.05))
-    out = tmp_path / "out.jsonl"
-    control = RunControl()
-    transport = HangingKey(answered=1)  # start-up's read answers; the end-of-run read hangs
 
-    async def stop_soon() -> None:
+    async def two_chats(_transport: HangingKey) -> None:
         while sim.stats.chat_requests < 2:
             await asyncio.sleep(0.01)
-        control.stop()
 
-    stopper = asyncio.create_task(stop_soon())
-    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock(), transport=transport)
-    report = await asyncio.wait_for(run_job(job, options, control), 30)  # a bound, not a measure
-    await stopper
+    # Start-up's /key read answers; the end-of-run read hangs.
+    report, rows, transport, _ = await _stopped_with_a_hanging_key(sim, tmp_path, 1, two_chats, grace_s=0.05)
     assert report.summary["stop"] == "interrupted" and transport.asked.is_set()
     assert "no answer before the run had to end" in (report.summary["reconciliation"]["warning"] or "")
-    assert len({r["id"] for r in read_rows(out)}) == 20
+    assert len({r["id"] for r in rows}) == 20
     assert other_tasks() == []
 
 
@@ -397,23 +402,9 @@ async def test_a_signal_during_the_wind_down_cuts_it_at_a_grace_and_is_exit_7(
     import batchrun._cut_off as cut_off
 
     monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.05)
-    job = load_job(write_job(tmp_path, SMALL_JOB))
-    job = replace(job, run=replace(job.run, timeout_s=3600.0, grace_s=0.05))
-    out = tmp_path / "out.jsonl"
-    control = RunControl()
-    transport = HangingKey(answered=1)  # start-up's read answers; the end-of-run read hangs
-
-    async def stop_when_winding_down() -> None:
-        await transport.asked.wait()
-        control.stop()
-
-    stopper = asyncio.create_task(stop_when_winding_down())
-    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock(), transport=transport)
-    report = await asyncio.wait_for(run_job(job, options, control), 30)  # a bound, not a measure
-    await stopper
+    report, rows, _, job = await _stopped_with_a_hanging_key(sim, tmp_path, 1, _key_asked, grace_s=0.05)
     assert report.summary["stop"] == "interrupted" and decide(report.summary, job.run)[0] == ExitCode.INTERRUPTED
     assert "no answer before the run had to end" in (report.summary["reconciliation"]["warning"] or "")
-    rows = read_rows(out)
     assert len(rows) == 20 and {r["status"] for r in rows} == {"ok"}  # every row was done before
     assert other_tasks() == []
 
