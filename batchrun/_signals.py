@@ -26,11 +26,17 @@ if TYPE_CHECKING:  # asyncio is ~60 ms of start-up that `validate` and the file 
 EXIT_INTERRUPTED = 7  # ExitCode.INTERRUPTED, without importing the CLI's modules this early
 
 
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def release_early() -> None:
-    """For commands other than a run: default handling again, and a signal that came early acts now."""
+    """For commands other than a run: SIGTERM acts as SIGINT does (KeyboardInterrupt: the CLI
+    says "interrupted", exit 7, as the exit codes promise; `plan` died by the signal, 143:
+    verify23 N7), and a signal that came early acts now."""
     if not caught[0]:  # in process (tests, a library caller): leave the host's handlers alone
         return
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if early:
         os.kill(os.getpid(), early.pop(0))

@@ -263,6 +263,16 @@ def test_a_signal_as_soon_as_the_console_script_starts_is_exit_7(tmp_path: Path,
     assert "interrupted" in result.stderr
     assert {r["status"] for r in read_rows(out)} <= {"skipped"}  # stopped before any request
     assert sorted(tmp_path.rglob("*.lock")) == []
+    # Every other command too: "interrupted", exit 7 (`plan` died by SIGTERM, 143: verify23 N7).
+    for command in (["plan", job, "--simulate"], ["validate", job], ["report", out]):
+        result = subprocess.run(
+            [sys.executable, "-c", _SIGNAL_AT_START, name, *command],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (result.returncode, result.stderr) == (ExitCode.INTERRUPTED, "batchrun: interrupted\n"), command
 
 
 def test_a_second_signal_while_the_run_winds_down_is_still_exit_7(tmp_path: Path) -> None:

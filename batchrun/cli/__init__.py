@@ -88,8 +88,6 @@ def main(
             return ExitCode.USAGE
         argv.insert(0, "run")
     args = _shared_parser().parse_args(argv)
-    if args.command != "run":
-        release_early()
     args.own_process = own_process
     if own_process:
         # The cyclic GC's first generation is collected every 700 new containers by default:
@@ -103,6 +101,8 @@ def main(
         _shared_parser().print_help(cast(TextIO, console.err))
         return ExitCode.USAGE
     try:
+        if args.command != "run":
+            release_early()  # a signal that came early acts here: KeyboardInterrupt, below
         return HANDLERS[args.command](args, console)
     except JobError as exc:
         for problem in exc.problems:
