@@ -100,7 +100,12 @@ class IsolatedKey:
             info = await self._call(lambda: self._management.key_by_hash(key_hash))
         except RequestFailed as failure:
             raise ConfigError(f"could not read back the per-run key's limit: {failure.message}") from None
-        limit = info.get("limit") if info else None
+        if info is None:  # 404: "limit none" said of a key the server does not show (verify23 N7)
+            raise ConfigError(
+                "could not read back the per-run key's limit: GET /keys/{hash} answered 404, as if it were not "
+                "there; the key is removed (a warning says so if not)"
+            )
+        limit = info.get("limit")
         if not isinstance(limit, (int, float)) or limit > round(budget, 6) + 1e-9:
             shown = "none" if limit is None else f"${limit}"
             raise ConfigError(

@@ -292,6 +292,23 @@ async def test_a_created_key_without_its_secret_is_removed(tmp_path: Path, sim: 
     assert sim.stats.keys_created == sim.stats.keys_deleted == 1
 
 
+class KeyNotReadBack(CreatedKeyRewrite):
+    """GET /keys/{hash} answers 404 once the key is created: the server does not show it."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and "/keys/" in request.url.path:
+            return httpx.Response(404, json={"error": {"code": 404, "message": "not found"}})
+        return await super().handle_async_request(request)
+
+
+async def test_a_created_key_that_cannot_be_read_back_is_said_so(tmp_path: Path, sim: Simulator) -> None:
+    # verify23 N7: a 404 on reading the key back said "created with limit none".
+    with pytest.raises(ConfigError) as refused:
+        await run_job(*_isolated(sim, tmp_path, KeyNotReadBack(lambda _body: None)))
+    assert str(refused.value).startswith("could not read back the per-run key's limit: GET /keys/{hash} answered 404")
+    assert sim.stats.chat_requests == 0 and sim.stats.keys_created == sim.stats.keys_deleted == 1
+
+
 class UndeletableKeys(CreatedKeyRewrite):
     """DELETE and PATCH /keys/{hash} answer 500: the key can be neither deleted nor disabled."""
 
