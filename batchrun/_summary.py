@@ -117,6 +117,7 @@ class _Group:
     score: float = 0.0  # sum of rows' weighted check scores
     latencies: array[float] = field(default_factory=lambda: array("d"))
     ttfts: array[float] = field(default_factory=lambda: array("d"))  # streaming mode only
+    skipped_tried: int = 0  # skipped rows whose attempts went out (a stop or a 402 after them)
     answered_by: Counter[str] = field(default_factory=Counter)
 
     def add(self, row: _Row) -> None:
@@ -139,6 +140,7 @@ class _Group:
             self.error += 1
         else:
             self.skipped += 1
+            self.skipped_tried += row.attempts > 0
         self.judge_cost += row.judge
         self.cost += row.known
         self.judge_unknown += row.judge_unknown
@@ -149,7 +151,9 @@ class _Group:
 
     def as_json(self) -> GroupFigures:
         rows = self.ok + self.error + self.skipped
-        sent = self.ok + self.error
+        # Every row that made an attempt: over answered rows alone, 2 answers and 2 rows a 402
+        # skipped after one try each read as two tries per row (break25).
+        sent = self.ok + self.error + self.skipped_tried
         return {
             "rows": rows,
             "ok": self.ok,

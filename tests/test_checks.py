@@ -230,6 +230,16 @@ def test_summary_shows_worst_prompts_and_why_rows_failed() -> None:
     ]
 
 
+def test_tries_per_row_count_every_row_that_made_an_attempt() -> None:
+    # break25: 2 answers and 2 rows a 402 skipped, one attempt each, read as 2.00 tries a row.
+    answered = [record(str(i), "m", "p", attempts=1) for i in range(2)]
+    skipped = [record(str(i), "m", "p", status="skipped", passed=None, attempts=1) for i in range(2, 4)]
+    never = record("4", "m", "p", status="skipped", passed=None, attempts=0)  # stopped before it went out
+    retried = record("5", "m", "p", attempts=4)
+    summary = summary_of(*answered, *skipped, never, retried)
+    assert summary["total"]["attempts_per_row"] == round(8 / 5, 3)
+
+
 def write(path: Path, *records: dict[str, Any]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
