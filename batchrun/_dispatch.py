@@ -21,7 +21,7 @@ from ._generation import Flight
 from ._journal import AttemptJournal
 from ._ledger import BudgetExhausted, CreditLedger
 from ._matrix import Request
-from ._pricing import usd
+from ._pricing import usd, usd_apart
 from ._reconcile import KeyStart, key_remaining
 from ._retry import RetryPolicy, call_with_retries, retry_call
 from ._row import Row
@@ -80,15 +80,10 @@ class Dispatcher:
     # -- the budget -------------------------------------------------------------------------
     def budget_stop(self, worst: float | None) -> None:
         reason = StopReason.CREDITS if self.limit_from_key else StopReason.BUDGET
-        self.stops.request(
-            reason,
-            f"the next request needs up to ${usd(worst or 0)}, ${usd(max(0.0, self.ledger.remaining or 0))} is left"
-            + (
-                f" (${usd(self.ledger.from_key)} of what is spent is the key's usage beyond the reported costs)"
-                if self.ledger.from_key
-                else ""
-            ),
-        )
+        needs, left = usd_apart(worst or 0, max(0.0, self.ledger.remaining or 0))
+        gap = self.ledger.from_key
+        beyond = f" (${usd(gap)} of what is spent is the key's usage beyond the reported costs)" if gap else ""
+        self.stops.request(reason, f"the next request needs up to ${needs}, ${left} is left{beyond}")
 
     async def reserve(self, worst: float | None) -> float | None:
         """Reserve the worst case; None (and a stop) when the budget cannot hold it."""

@@ -75,6 +75,19 @@ def usd(amount: float) -> str:
     return f"{amount:.6f}" if abs(amount) < 1e9 else f"{amount:.4g}"
 
 
+def usd_apart(first: float, second: float) -> tuple[str, str]:
+    """Two dollar figures with as many decimals as tell them apart (up to 12): "needs up to
+    $0.000053, $0.000053 is left" read as a stop with money to spare (break25)."""
+    if max(abs(first), abs(second)) >= 1e9:
+        return usd(first), usd(second)
+    shown = usd(first), usd(second)
+    for decimals in range(7, 13):
+        if shown[0] != shown[1]:
+            break
+        shown = f"{first:.{decimals}f}", f"{second:.{decimals}f}"
+    return shown
+
+
 @dataclass(frozen=True)
 class Override:
     """One `pricing.overrides` entry: its conditions and the prices it sets."""

@@ -235,3 +235,13 @@ async def test_a_waiter_gives_up_when_the_last_in_flight_attempt_is_held() -> No
 def test_a_looked_up_byok_cost_is_believed_only_whole(extra: dict[str, Any], expected: float | None) -> None:
     found = parse_generation({"id": "gen-1", "total_cost": 0.0001, **extra}, "gen-1")
     assert (found.charged if found else None) == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_two_figures_shown_together_are_told_apart() -> None:
+    # break25: "needs up to $0.000053, $0.000053 is left" (5.3047e-05 and 5.295e-05): a stop that
+    # read as one with money to spare.
+    from batchrun._pricing import usd_apart
+
+    assert usd_apart(5.3047e-05, 5.295e-05) == ("0.0000530", "0.0000529")
+    assert usd_apart(0.5, 0.25) == ("0.500000", "0.250000")  # six decimals when they differ there
+    assert usd_apart(1e-13, 0.0) == ("0.000000000000", "0.000000000000")  # at most twelve
