@@ -409,10 +409,10 @@ def test_a_run_started_with_its_standard_descriptors_closed_runs(tmp_path: Path,
     assert result.returncode == ExitCode.OK, result.stderr
     assert "Traceback" not in result.stderr and len(read_rows(out)) == 20
     assert out.with_name("out.summary.json").exists()
-    # A reader too, which prints its whole output there.
-    argv = ["sh", "-c", command, "sh", sys.executable, "-m", "batchrun", "report", str(out)]
-    result = subprocess.run(argv, env=child_env(), capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == ExitCode.OK and "Traceback" not in result.stderr
+    if closed.count("&-") == 3:  # a reader too, which prints its whole output there
+        argv = ["sh", "-c", command, "sh", sys.executable, "-m", "batchrun", "report", str(out)]
+        result = subprocess.run(argv, env=child_env(), capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == ExitCode.OK and "Traceback" not in result.stderr
 
 
 def test_sigterm_ends_a_finished_run_blocked_on_a_stdout_nobody_reads(tmp_path: Path) -> None:
