@@ -53,7 +53,7 @@ class MatrixCoverage:
         foreign records are counted and left out."""
         for record in records:
             row_id = record["id"]
-            if record.get("job") != self.job.name or row_id not in self.checks or not _named_by_its_id(record):
+            if record.get("job") != self.job.name or row_id not in self.checks or not named_by_its_id(record):
                 self.foreign += 1
                 if not self.foreign_example:
                     job, model, prompt = record.get("job"), record.get("model"), record.get("prompt_id")
@@ -87,10 +87,14 @@ class MatrixCoverage:
         return out
 
 
-def _named_by_its_id(record: dict[str, Any]) -> bool:
+def named_by_its_id(record: dict[str, Any]) -> bool:
     """Whether a record's model, prompt, variables and repeat are the ones its id was made
     from. A row whose fields were edited with its id kept would otherwise pass the gate as a
-    model or prompt the job does not have (break24 F9)."""
+    model or prompt the job does not have (break24 F9). A row a kill -9 left in flight, as a
+    reader counts it, knows only its id and model (_reader.crashed_record): skipped, it passes no
+    gate, and its id is checked against the matrix."""
+    if record.get("status") == "skipped" and record.get("reason") == "crashed":
+        return True
     try:
         made_from = stable_id(record["job"], record["model"], record["prompt_id"], record["vars"], record["repeat"])
     except (KeyError, TypeError, orjson.JSONEncodeError):  # fields of the wrong type: not this row's

@@ -13,7 +13,7 @@ from ._batch_state import pending_batches
 from ._exceptions import OutputFailed, ResultsError
 from ._files import file_identity
 from ._fold import Earlier
-from ._gate import MatrixCoverage, shard_layout
+from ._gate import MatrixCoverage, named_by_its_id, shard_layout
 from ._job import Job
 from ._lock import OutputLock
 from ._output_paths import current_umask, sidecar_name_problem
@@ -86,9 +86,12 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
     last: dict[str, tuple[int, str, int]] = {}
     seen: Counter[str] = Counter()  # records of each row, over every file
     versions: Counter[tuple[str, str]] = Counter()
+    edited: list[str] = []  # rows whose fields are not those their id was made from
     for index, shard in enumerate(shards):
         for record in final_records(shard, warn, other_jobs=True):  # another job's rows refuse the merge
             versions[(record["job"], record.get("job_fingerprint") or "")] += 1
+            if not named_by_its_id(record):  # without --job too: no matrix is needed for it
+                edited.append(f"{shard}: id {record['id'][:12]}, {record.get('model')} / {record.get('prompt_id')}")
             finished = record.get("finished_at")
             rank = _RANK.get(record["status"], 0), finished if isinstance(finished, str) else "", index
             last[record["id"]] = max(last.get(record["id"], rank), rank)
@@ -98,6 +101,11 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
         raise ResultsError(f"the files come from different jobs or job versions: {described}")
     if not last:
         raise ResultsError(f"the shard files hold no records: {', '.join(map(str, shards))}")
+    if edited:
+        raise ResultsError(
+            f"{len(edited)} row(s) have a model, prompt, variables or repeat that their id was not made from "
+            f"(edited?), e.g. {edited[0]}"
+        )
     duplicate_rows = seen.total() - len(last)
     earlier = _duplicates_of(shards, last, seen) if duplicate_rows else {}
     if earlier:

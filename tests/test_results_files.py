@@ -273,10 +273,26 @@ def test_the_gate_and_merge_refuse_a_row_edited_under_its_id(
     code, _, err = call_cli("report", edited, "--job", job)
     assert code == ExitCode.USAGE
     one_line_error(err, str(edited), "1 row(s) are not in the matrix of job 'small'", "rows edited")
-    code, _, err = call_cli("merge", tmp_path / "m.jsonl", edited, "--job", job)
-    assert code == ExitCode.USAGE and "1 row(s) are not in the matrix" in err
+    for with_job in (["--job", job], []):  # without the job too: the row's id says so
+        code, _, err = call_cli("merge", tmp_path / "m.jsonl", edited, *with_job)
+        assert code == ExitCode.USAGE and "1 row(s) have a model, prompt, variables or repeat that their id" in err
     assert not (tmp_path / "m.jsonl").exists()
     assert call_cli("report", results, "--job", job)[0] == ExitCode.OK  # the file as written passes
+
+
+def test_a_row_a_kill_9_left_in_flight_is_skipped_to_the_gate_not_foreign(
+    tmp_path: Path, job: Path, results: Path
+) -> None:
+    # A reader counts it from the journal, knowing only its id and model: the id check of an
+    # edited row (break24 F9) must not take it for one.
+    lines = results.read_text().splitlines(keepends=True)
+    killed = json.loads(lines[-1])
+    results.write_text("".join(lines[:-1]))
+    journal = results.with_name("done.attempts.jsonl")
+    attempt = {"row": killed["id"], "at": 0, "usd": 0.001, "model": killed["model"]}
+    journal.write_text(json.dumps({"job": "small"}) + "\n" + json.dumps(attempt) + "\n")
+    code, _, err = call_cli("report", results, "--job", job)
+    assert code == ExitCode.INCOMPLETE and "1 row(s) were skipped (never answered)" in err, err
 
 
 def test_the_gate_passes_a_complete_run_and_fails_one_shard_of_four(tmp_path: Path, job: Path, results: Path) -> None:
