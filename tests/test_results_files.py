@@ -273,7 +273,8 @@ def test_the_gate_and_merge_refuse_a_row_edited_under_its_id(
     code, _, err = call_cli("report", edited, "--job", job)
     assert code == ExitCode.USAGE
     one_line_error(err, str(edited), "1 row(s) are not in the matrix of job 'small'", "rows edited")
-    for with_job in (["--job", job], []):  # without the job too: the row's id says so
+    with_and_without: list[list[str | Path]] = [["--job", job], []]
+    for with_job in with_and_without:  # without the job too: the row's id says so
         code, _, err = call_cli("merge", tmp_path / "m.jsonl", edited, *with_job)
         assert code == ExitCode.USAGE and "1 row(s) have a model, prompt, variables or repeat that their id" in err
     assert not (tmp_path / "m.jsonl").exists()
