@@ -26,7 +26,7 @@ from typing import Any
 from ._cache_session import CacheSession
 from ._checks import is_judge, ungraded
 from ._dispatch import Dispatcher
-from ._exceptions import NotSent, RequestFailed
+from ._exceptions import DailyCapReached, NotSent, RateLimited, RequestFailed
 from ._formats import utc
 from ._judge import GraderSettings, VerdictError, aggregate, answer_text, grader_body, parse_verdict
 from ._ledger import BudgetExhausted
@@ -113,6 +113,10 @@ class Judging:
             else:
                 stops.react(request, failure, stops.too_long(failure))
                 why = f"{failure.kind}: {failure.message[:200]}"
+                # A limit that closed the grader's scope: it was never asked, as for the graders
+                # behind it, and a resume asks again (verify25 N1).
+                if isinstance(failure, RateLimited | DailyCapReached) and stops.model_stop(model) is not None:
+                    why = f"not graded: the grader is stopped ({stops.model_stop(model)}): {why}"
             return {"model": model, "error": why, **_cost_of(row)}
         except BaseException:  # cancelled (a stop's grace ran out), or a bug: settle, then go on up
             dispatch.hold_in_flight(row)  # abandoned in flight: it may still be billed (streaming.mdx)

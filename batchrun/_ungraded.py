@@ -22,6 +22,9 @@ from ._row_cost import uncharged
 from ._status import Status
 
 STOPPED = "not graded: the run stopped"
+# A grader whose model or rate-limit scope was stopped was never asked: not its failure either
+# (verify25 N1: those rows stayed undecided for ever, exit 1 "a grader failed" on every resume).
+GRADER_STOPPED = "not graded: the grader is stopped"
 
 # What a stored ok record says of its answer, copied into the record written on regrading.
 _ANSWER = (
@@ -45,17 +48,21 @@ def _stopped(entry: Any) -> bool:
     """A judge check's entry that a stop left without a verdict."""
     if not isinstance(entry, dict) or entry.get("pass") is not None:
         return False
-    if STOPPED in str(entry.get("error") or ""):
+    if _cut(entry.get("error")):
         return True
     graders = (entry.get("judge") or {}).get("graders") if isinstance(entry.get("judge"), dict) else None
-    return isinstance(graders, list) and any(isinstance(g, dict) and STOPPED in str(g.get("error")) for g in graders)
+    return isinstance(graders, list) and any(isinstance(g, dict) and _cut(g.get("error")) for g in graders)
+
+
+def _cut(error: Any) -> bool:
+    return isinstance(error, str) and (STOPPED in error or GRADER_STOPPED in error)
 
 
 def stopped_gradings(output: Path) -> dict[str, dict[str, Any]]:
     """The final records of `output` (costs folded) that are `ok` with a judge check a stop
     left ungraded, by row id. Most files have none: they are read whole only when a line
     mentions such a check."""
-    if not _mentions(output, STOPPED.encode()):
+    if not (_mentions(output, STOPPED.encode()) or _mentions(output, GRADER_STOPPED.encode())):
         return {}
     return {
         record["id"]: record

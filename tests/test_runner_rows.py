@@ -286,6 +286,36 @@ async def test_a_resume_grades_the_answers_whose_graders_a_stop_cut_off(sim: Sim
     assert sim.stats.chat_requests == 32 and len(read_rows(out)) == 40
 
 
+async def test_a_resume_grades_the_answers_whose_grader_was_stopped_by_its_limit(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # verify25 N1: a grader whose daily cap was reached (and the graders behind it, skipped at
+    # once) left its rows "a grader failed" for ever: exit 1 on every resume, none asked again.
+    grader = "meta-llama/llama-3.3-70b-instruct:free"
+    sim.config.free_daily_cap = 2
+    clock = FakeClock()
+    sim.clock = clock.time  # the cap resets at the simulator's next midnight
+    text = judged_small_job("run: {concurrency: 1}").replace(
+        "judge: {model: openai/gpt-4o-mini}", f"judge: {{model: {grader}}}"
+    )
+    job = load_job(write_job(tmp_path, text))
+    out = tmp_path / "out.jsonl"
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock())
+    first = await run_job(job, options)
+    checks = [r["checks"][0] for r in read_rows(out) if r["prompt_id"] == "capital"]
+    stopped = [c for c in checks if c["pass"] is None]
+    assert len(checks) == 12 and len(stopped) == 10, checks
+    assert all("not graded: the grader is stopped (daily_cap)" in c["error"] for c in stopped)
+    assert decide(first.summary, job.run)[0] == ExitCode.ERRORS
+    answers = sim.stats.chat_requests - sim.stats.by_model[grader]
+    sim.config.free_daily_cap = None  # a day later: the cap has reset
+    again = await run_job(job, replace(options, resume=True))
+    assert decide(again.summary, job.run)[0] == ExitCode.OK
+    assert sim.stats.chat_requests - sim.stats.by_model[grader] == answers  # no answer bought again
+    graded = [r["checks"][0] for r in final_records(out) if r["prompt_id"] == "capital"]
+    assert all(c["pass"] is not None for c in graded)
+
+
 async def test_graders_in_flight_at_a_stop_get_the_grace_then_are_held(sim: Simulator, tmp_path: Path) -> None:
     # break23 F11: `report --job`'s graders had no grace: a SIGTERM waited for every one to time
     # out, and retried them (new paid requests) before exit 7.
