@@ -300,6 +300,8 @@ async def _locked_run(
         # 66-364 s past its grace (verify23 N1).
         # A signal during the wind-down cuts it at a grace, and is exit 7 (break25 F6).
         runner.charges.cut_off = ends = wind_down(settings.grace_s, outcome.stop in _PROMPT_STOPS)
+        if (left := cleanup_left()) is not None:  # the deadline bounds the read in flight too (verify25 N9)
+            ends.set_in(wind_down_s(left))
         control.winding_down = lambda: ends.set_in(wind_down_s(settings.grace_s))
         # The run's last lookups of costs still unknown (those not done stay unknown, their
         # worst cases held); rows they resolve are written again.

@@ -20,6 +20,7 @@ from typing import Any
 from ._account import counted_at_end, reconcile_run
 from ._checks import answer_of, grade, is_judge, without_latency_checks
 from ._costs import CostModel
+from ._cut_off import wind_down, wind_down_s
 from ._exceptions import ConfigError
 from ._items import ItemGate
 from ._job import Job
@@ -32,7 +33,7 @@ from ._preflight import make_client, preflight, unpriced
 from ._retry import retry_policy
 from ._row import RowGrading
 from ._run_control import RunControl
-from ._status import Status
+from ._status import Status, StopReason
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
 from ._worker_pool import Runner, run_config
@@ -172,6 +173,12 @@ async def regrade_file(
                 runner.request_stop(control.pending)
         runner.dispatch.watch_key()
         await regrade_with_judges(records, job, runner, emit)
+        # As a run's: after a stop, or a signal while they wait, the wind-down's lookups and its
+        # /key read end within a grace (verify25 N6: 38 s of /key timeouts after the SIGTERM).
+        stopped = runner.stop_reason in (StopReason.INTERRUPTED, StopReason.DEADLINE)
+        runner.charges.cut_off = ends = wind_down(settings.grace_s, stopped)
+        if control is not None:
+            control.winding_down = lambda: ends.set_in(wind_down_s(settings.grace_s))
         await runner.charges.retry_lookups()
         policy = retry_policy(settings)
         reconciliation = await reconcile_run(
@@ -182,7 +189,7 @@ async def regrade_file(
             policy,
             options.clock.sleep,
             lambda: None,
-            None,
+            ends,
             runner.dispatch.key_seen,
         )
         late_gap = counted_at_end(reconciliation, runner.ledger)

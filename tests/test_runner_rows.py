@@ -439,6 +439,26 @@ async def test_a_signal_during_the_wind_down_cuts_it_at_a_grace_and_is_exit_7(
     assert other_tasks() == []
 
 
+async def test_a_deadline_bounds_the_end_of_run_key_read_in_flight(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify25 N9: rows done well inside --deadline, the end-of-run /key read hanging: only its
+    # retries were bounded by the deadline plus grace, and the run overran it by a whole timeout.
+    import batchrun._cut_off as cut_off
+    from batchrun._clock import SystemClock
+
+    monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.05)
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    job = replace(job, run=replace(job.run, timeout_s=3600.0, grace_s=0.05, deadline_s=1.0))
+    transport = HangingKey(answered=1)  # start-up's read answers; the end-of-run read hangs
+    out = tmp_path / "out.jsonl"
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=SystemClock(), transport=transport)
+    report = await asyncio.wait_for(run_job(job, options), 30)  # a bound, not a measure: 3600 s before
+    assert transport.asked.is_set() and len(read_rows(out)) == 20
+    assert "no answer before the run had to end" in (report.summary["reconciliation"]["warning"] or "")
+    assert other_tasks() == []
+
+
 async def test_a_rows_cost_lookup_that_hangs_at_a_stop_ends_with_the_grace(tmp_path: Path) -> None:
     # break25 F6: answers without their cost, /generation hanging: a SIGTERM held the run for
     # each lookup's whole timeout, not the grace.
