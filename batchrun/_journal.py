@@ -34,10 +34,13 @@ import orjson
 from ._client import OpenRouterClient
 from ._exceptions import OutputFailed, RequestFailed
 from ._generation import valid_generation_id
-from ._journal_file import crash_fields, drop_recorded, journal_key_gap, journal_path, read_journal
+from ._journal_file import Crashed, crash_fields, drop_recorded, journal_key_gap, journal_path, read_journal
 from ._matrix import Request
+from ._reader import final_records
 from ._record_head import record_head
 from ._results import ResultsWriter
+from ._status import Status
+from ._ungraded import regraded_fields
 
 LOOKUPS_AT_ONCE = 8
 
@@ -153,6 +156,46 @@ class Recovered:
     warnings: list[str] = field(default_factory=list)  # what could not be read in the journal
 
 
+def _answers_being_graded(
+    results: Path, rows: dict[str, Crashed], known: dict[str, Request]
+) -> dict[str, dict[str, Any]]:
+    """The rows whose crash cut off graders only, of an answer the file already holds (a resume
+    re-grading what a stop left ungraded, _ungraded): their final records, by id. Recorded as
+    `skipped crashed`, such a row was sent again, its paid answer bought twice (verify25 N7)."""
+    graders_only = {row for row, c in rows.items() if c.attempts and all(a.get("judge") for a in c.attempts)}
+    if not graders_only or not results.exists():
+        return {}
+    return {
+        record["id"]: record
+        for record in final_records(results, journal=False)
+        if record["id"] in graders_only
+        and record["status"] == Status.OK
+        and (request := known.get(record["id"])) is not None
+        and record.get("fingerprint") == request.fingerprint
+    }
+
+
+def _graders_cut(stored: dict[str, Any], fields: dict[str, Any], spent: float, now: str) -> dict[str, Any]:
+    """The row written again: its stored answer and verdicts (those the stop left ungraded are
+    still so: this run grades them), what the crashed graders cost as its grading."""
+    record = record_head(stored["id"], stored["fingerprint"], Status.OK, None, False, 0.0, spent)
+    for name in ("job", "job_fingerprint", "model", "prompt_id", "vars", "repeat"):
+        record[name] = stored.get(name)
+    record.update(regraded_fields(stored))
+    record.update(
+        abandoned_attempts=fields.get("abandoned_attempts"),
+        judge_cost=fields.get("judge_cost"),
+        judge_cost_status=fields.get("judge_cost_status"),
+        judge_cost_known=fields.get("judge_cost_known"),
+        started_at=None,
+        finished_at=now,
+        checks=stored.get("checks"),
+        passed=stored.get("passed"),
+        score=stored.get("score"),
+    )
+    return record
+
+
 async def recover(
     results: Path,
     job: tuple[str, str],
@@ -180,6 +223,7 @@ async def recover(
     if rows:
         found = await _look_up(client, [a for c in rows.values() for a in c.attempts], limit_s)
         known = {r.id: r for r in requests if r.id in rows}
+        answered = _answers_being_graded(results, rows, known)
         writer = ResultsWriter(results)
         try:
             for crashed in rows.values():
@@ -191,6 +235,9 @@ async def recover(
                     out.orphans_usd += spent
                     continue
                 out.rows += 1
+                if crashed.row in answered:
+                    writer.write(_graders_cut(answered[crashed.row], fields, spent, now), request.payload)
+                    continue
                 record = record_head(crashed.row, request.fingerprint, "skipped", "crashed", True, None, spent)
                 record.update(
                     job=job[0],

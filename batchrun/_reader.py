@@ -99,7 +99,9 @@ def _parse(path: Path, number: int, line: bytes, warn: Warn) -> dict[str, Any] |
     return None
 
 
-def final_records(path: Path | str, warn: Warn = _ignore, other_jobs: bool = False) -> Iterator[dict[str, Any]]:
+def final_records(
+    path: Path | str, warn: Warn = _ignore, other_jobs: bool = False, journal: bool = True
+) -> Iterator[dict[str, Any]]:
     """Exactly one record per id, the last valid one written, in the order of their last writes,
     with the costs of the records it superseded folded in (_fold: they were paid for too).
 
@@ -128,7 +130,7 @@ def final_records(path: Path | str, warn: Warn = _ignore, other_jobs: bool = Fal
                 last[record["id"]] = number
     # Attempts a kill -9 left in flight (the journal beside the file): each is its row's newest
     # state, as the next run on the file would record it (_journal), never a known $0 (N10).
-    crashed = unrecorded_attempts(path)
+    crashed = unrecorded_attempts(path) if journal else {}  # without: what the records say (_journal)
     if crashed:
         warn(
             f"{journal_path(path)}: {len(crashed)} row(s) had attempts in flight when the run was killed: "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -9,8 +11,10 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +24,7 @@ from batchrun.simulator import Simulator
 
 from .conftest import (
     BIG_JOB,
+    FAKE_KEY,
     SMALL_JOB,
     call_cli,
     child_env,
@@ -31,6 +36,7 @@ from .conftest import (
     wait_for_lines,
     write_job,
 )
+from .hostile import HostileServer, RawRequest, chat_payload, json_answer
 
 
 def test_kill_9_at_random_points_then_resume(tmp_path: Path, sim: Simulator) -> None:
@@ -442,3 +448,49 @@ def test_sigterm_ends_a_finished_run_blocked_on_a_stdout_nobody_reads(tmp_path: 
         process.wait()
         os.close(read_end)
     assert len(read_rows(out)) == 20 and not list(tmp_path.glob("*.lock"))
+
+
+def test_a_kill_9_while_a_resume_grades_what_a_stop_cut_off_never_buys_the_answer_again(tmp_path: Path) -> None:
+    # verify25 N7: the resume sending the graders a stop had cut off was killed; the next resume
+    # recorded the row `skipped crashed` over its answer, and bought the answer again.
+    grader = "anthropic/claude-3.5-haiku"
+    text = judged_small_job("run: {concurrency: 1, grace_s: 0.2}")
+    job = write_job(tmp_path, text.replace("judge: {model: openai/gpt-4o-mini}", f"judge: {{model: {grader}}}"))
+    out = tmp_path / "out.jsonl"
+    asked, hang, bought = threading.Event(), [True], collections.Counter[str]()
+    verdict = '{"pass": true, "score": 1, "reason": "names it"}'
+
+    def chat(request: RawRequest) -> Any:
+        if request.json()["model"] != grader:
+            bought[request.headers.get("x-batchrun-row", "")] += 1
+            return json_answer(200, chat_payload("Paris"))
+        if not hang[0]:
+            return json_answer(200, chat_payload(verdict, model=grader))
+
+        async def stall(_writer: asyncio.StreamWriter) -> None:
+            asked.set()
+            await asyncio.sleep(3600)
+
+        return stall
+
+    server = HostileServer(chat=chat)
+    env = child_env(OPENROUTER_API_KEY=FAKE_KEY)
+    with server.running():
+        process = start(job, "--base-url", server.base_url, "-o", out, "-q", env=env)
+        assert asked.wait(30)
+        process.send_signal(signal.SIGTERM)  # while the first row's grader is out
+        assert process.wait(timeout=30) == ExitCode.INTERRUPTED
+        first = read_rows(out)[0]
+        assert first["status"] == "ok" and "not graded: the run stopped" in first["checks"][0]["error"]
+        asked.clear()
+        process = start(job, "--base-url", server.base_url, "-o", out, "--resume", "-q", env=env)
+        assert asked.wait(30)  # the resume grades it first; its grader is out again
+        process.kill()
+        process.wait()
+        hang[0] = False
+        result = cli(job, "--base-url", server.base_url, "-o", out, "--resume", "-q", env=env)
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert bought[first["id"]] == 1 and sum(bought.values()) == 20  # every answer bought once
+    final = {r["id"]: r for r in final_records(out)}
+    assert final[first["id"]]["content"] == first["content"] and final[first["id"]]["checks"][0]["pass"] is True
+    assert {r["status"] for r in final.values()} == {"ok"} and len(final) == 20
