@@ -58,12 +58,23 @@ def _shared_parser() -> argparse.ArgumentParser:
     return build_parser()
 
 
+def _options_of(command: str) -> set[str]:
+    """The option strings `batchrun COMMAND` takes."""
+    for action in _shared_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return set(action.choices[command]._option_string_actions)
+    return set()
+
+
 def _unknown_command(word: str, following: list[str]) -> str | None:
     """A first word that is neither a command nor a job file: `batchrun reprot X` read
     `reprot` as a job file and said "unrecognized arguments: X" (break23 F9)."""
     if word.startswith("-") and (later := next((w for w in following[:2] if w in COMMANDS and w != "run"), None)):
-        # `batchrun --quiet report X` read `report` as the job file (verify23 N7).
-        return f"options go after the command: batchrun {later} {word} ..."
+        # `batchrun --quiet report X` read `report` as the job file (verify23 N7); the advice
+        # names only an option the command has (verify25 N4: `report` has no --quiet).
+        if word.split("=")[0] in _options_of(later):
+            return f"options go after the command: batchrun {later} {word} ..."
+        return f"{word} is not an option of `batchrun {later}` (see batchrun {later} --help)"
     if word.startswith("-") or "/" in word or "." in word or os.path.exists(word):
         return None  # an option, or something meant as a path: the run says what is wrong with it
     close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.6)
