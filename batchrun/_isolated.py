@@ -51,6 +51,7 @@ class IsolatedKey:
         self.final_usage: float | None = None
         self.removed: str | None = None  # "deleted" or "disabled"
         self.finished = False  # `finish` ran: a key it could not remove is not tried (and said) again
+        self.asking = False  # its creation was asked for, and no reply came yet
 
     @classmethod
     def for_run(cls, job: Job, options: RunOptions, settings: RunSettings, client: OpenRouterClient) -> IsolatedKey:
@@ -75,17 +76,20 @@ class IsolatedKey:
         if budget is None:
             raise ConfigError("--isolated-key needs a budget (run.budget_usd or --budget): it is the key's limit")
         expires = utc_seconds(self.expires_at)
+        self.asking = True  # cut off from here (a signal), a key may exist that no reply named
         try:
             created = await self._call(lambda: self._management.create_key(self.name, round(budget, 6), expires))
         except RequestFailed as failure:
+            self.asking = False
             # A key may exist after a reply that was not an answer (a 5xx, a cut connection, a
             # 2xx in a shape not read): said, with when it dies (break23 F6: nothing was said).
             status = failure.http_status
             maybe = status is None or status >= 500 or 200 <= status < 300
             left = f"; a key named {self.name!r} may have been created: it expires at {expires}" if maybe else ""
             raise ConfigError(f"could not create the per-run key: {failure.message}{left}") from None
+        self.asking = False
         self._hash = created.hash  # from here on, `finish` removes the key whatever happens
-        self.label = created.label
+        self.label = created.label or self.name
         if created.key is None:
             raise ConfigError("the /keys reply named the key it created but not the key itself: it is removed")
         await self._confirm_limit(created.hash, budget)
@@ -117,6 +121,14 @@ class IsolatedKey:
         """Read the key's own usage, then delete it (disable it where deletion fails).
         (The run's reconciliation, in _reconcile, compares that usage with the ledger.)"""
         key_hash = self._hash
+        if key_hash is None and self.asking and not self.finished:
+            # Its creation was cut off (a signal during start-up): said, as for a failed reply,
+            # not "the per-run key None" (verify25 N11).
+            self.finished = True
+            notice(
+                f"warning: a per-run key named {self.name!r} may have been created before the run was stopped; "
+                f"it expires at {utc_seconds(self.expires_at)}"
+            )
         if key_hash is None or self.finished:
             return
         self.finished = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import hashlib
 import json
@@ -17,6 +18,7 @@ import pytest
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._exceptions import ConfigError
 from batchrun._job import Job
+from batchrun._run_control import RunControl
 from batchrun._transport import default_transport
 from batchrun.simulator import SimConfig, Simulator
 
@@ -329,3 +331,36 @@ async def test_a_key_that_cannot_be_removed_is_said_once(tmp_path: Path, sim: Si
     assert len(warned) == 1, notices
     assert [u.split()[0] for u in transport.urls if u.startswith(("DELETE", "PATCH"))] == ["DELETE", "PATCH"]
     assert (report.summary["isolated_key"] or {}).get("removed", "?") is None and sim.stats.keys_deleted == 0
+
+
+class CreationHangs(CreatedKeyRewrite):
+    """POST /keys never answers: `asked` is set as it begins (a key may exist all the same)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda _body: None)
+        self.asked = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path.endswith("/keys"):
+            self.asked.set()
+            await asyncio.Event().wait()  # only a cancel ends it
+        return await super().handle_async_request(request)
+
+
+async def test_a_signal_while_the_key_is_created_says_it_may_exist(tmp_path: Path, sim: Simulator) -> None:
+    # verify25 N11: "the per-run key None ..." after a signal during its creation.
+    transport = CreationHangs()
+    job, options = _isolated(sim, tmp_path, transport)
+    control, notices = RunControl(), list[str]()
+
+    async def stop_when_asked() -> None:
+        await transport.asked.wait()
+        control.stop()
+
+    stopper = asyncio.create_task(stop_when_asked())
+    report = await asyncio.wait_for(run_job(job, options, control, notices.append), 30)  # a bound
+    await stopper
+    assert report.summary["stop"] == "interrupted" and sim.stats.chat_requests == 0
+    (warning,) = [n for n in notices if "per-run key" in n]
+    assert warning.startswith("warning: a per-run key named 'batchrun small ") and "may have been created" in warning
+    assert "None" not in warning and "it expires at 20" in warning
