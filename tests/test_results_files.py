@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -423,6 +424,16 @@ def test_no_page_or_junit_file_is_written_over_what_the_command_reads_or_over_ea
         assert code == ExitCode.USAGE and says in err and err.count("\n") == 1, (argv, err)
     assert {path: path.read_bytes() for path in before} == before
     assert not (tmp_path / "x.xml").exists()
+    # Any file the job names: the example job's schema (verify25 N10).
+    example = tmp_path / "jobs"
+    shutil.copytree(Path(__file__).parents[1] / "jobs", example)
+    schema = (example / "capital.schema.json").read_bytes()
+    assert call_cli(example / "eval.yaml", "--simulate", "-o", example / "e.jsonl", "-q")[0] == ExitCode.OK
+    code, _, err = call_cli(
+        "report", example / "e.jsonl", "--job", example / "eval.yaml", "--junit", example / "capital.schema.json"
+    )
+    assert code == ExitCode.USAGE and "capital.schema.json, which this command reads" in err
+    assert (example / "capital.schema.json").read_bytes() == schema
 
 
 def test_merge_waits_for_no_run_it_refuses_a_shard_being_written(tmp_path: Path, job: Path) -> None:

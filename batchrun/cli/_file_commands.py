@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -45,6 +46,29 @@ def _refuse_sidecars(*outputs: tuple[Any, str], inputs: Iterable[Path | None] = 
         if identity in taken:
             raise ConfigError(f"{path}: {role} is not written over {taken[identity]}")
         taken[identity] = f"{role} it writes too ({path})"
+
+
+def _files_named_by(job_file: Path) -> list[Path]:
+    """The files beside a job (loaded: bounded) that it names: its datasets, `json_schema`
+    files, the grader prompt (verify25 N10: `--junit capital.schema.json` replaced the schema
+    jobs/eval.yaml checks answers with)."""
+    import yaml
+
+    from .._files import read_regular_text
+
+    found: list[Path] = []
+    pending: list[Any] = [yaml.safe_load(read_regular_text(job_file))]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str) and 0 < len(value) < 4096 and "\n" not in value and "\0" not in value:
+            with contextlib.suppress(OSError, ValueError):
+                if (job_file.parent / value).is_file():
+                    found.append(job_file.parent / value)
+    return found
 
 
 def _report_page(args: argparse.Namespace) -> Any:
@@ -125,14 +149,12 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         _write_report_page(args, page, summary, None)
         return ExitCode.OK
     from .._checks import is_judge
-    from .._dataset import DatasetFile
     from .._gate import MatrixCoverage
     from .._job import load_job
     from .._verdict import decide
 
     job = load_job(args.job)
-    datasets = [p.rows.path for p in job.prompts if isinstance(p.rows, DatasetFile)]
-    _refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=datasets)
+    _refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=_files_named_by(job.path))
     settings = with_budget(job.run, args.budget)
     job = replace(job, run=settings)
     gate = ItemGate.from_threshold(settings.pass_threshold)
