@@ -459,6 +459,51 @@ async def test_a_deadline_bounds_the_end_of_run_key_read_in_flight(
     assert other_tasks() == []
 
 
+async def test_costs_learnt_at_the_end_of_the_run_are_what_its_summary_says_it_spent(tmp_path: Path) -> None:
+    # verify25 N3: each row's first attempt cut off (held at its worst case), its lookup known only
+    # at the end of the run: the summary kept the worst cases as spent, 10-20x the records.
+    from .hostile import HostileServer, chat_payload, json_answer
+
+    tried: set[str] = set()
+    asked: list[str] = []
+
+    def chat(request: Any) -> Any:
+        row = request.headers.get("x-batchrun-row", "")
+        if row in tried:
+            return json_answer(200, chat_payload())
+        tried.add(row)
+
+        async def stall(writer: asyncio.StreamWriter) -> None:  # the generation named, then nothing
+            writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: 999\r\nX-Generation-Id: gen-{row}\r\n\r\n".encode())
+            await writer.drain()
+            await asyncio.sleep(3600)
+
+        return stall
+
+    def generation(request: Any) -> Any:
+        asked.append(request.path)
+        if len(asked) <= len(tried):  # not known yet while the rows run
+            return json_answer(404, {"error": {"code": 404, "message": "Generation not found"}})
+        return json_answer(200, {"data": {"id": request.path.split("id=")[1], "total_cost": 0.000002}})
+
+    server = HostileServer(chat=chat, routes={"/generation": generation})
+    job = load_job(
+        write_job(tmp_path, SMALL_JOB.replace(", google/gemini-2.0-flash-001", "").replace("repeat: 2", "repeat: 1"))
+    )
+    job = replace(job, run=replace(job.run, timeout_s=0.3, budget_usd=1.0))
+    out = tmp_path / "out.jsonl"
+    with server.running():
+        report = await run_job(
+            job, RunOptions(api_key=FAKE_KEY, base_url=server.base_url, output=out, clock=FakeClock())
+        )
+    final = list(final_records(out))
+    assert len(final) == 5 and {r["status"] for r in final} == {"ok"}
+    spent = sum(r["spent"] for r in final)
+    assert any(r.get("resolves") is not None for r in read_rows(out))  # learnt at the end
+    assert report.summary["spent_usd"] == pytest.approx(spent, rel=1e-6)
+    assert report.summary["spent_usd"] < (report.summary["estimate_usd"] or 0.0)
+
+
 async def test_a_rows_cost_lookup_that_hangs_at_a_stop_ends_with_the_grace(tmp_path: Path) -> None:
     # break25 F6: answers without their cost, /generation hanging: a SIGTERM held the run for
     # each lookup's whole timeout, not the grace.
