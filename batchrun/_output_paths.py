@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ._exceptions import OutputFailed, ResultsError
 from ._files import open_regular, read_regular_text
 from ._formats import utc_compact
@@ -143,9 +145,29 @@ def _holds_batchrun_data(path: Path) -> str | None:
         return "data (an SQLite database: the response cache?)"
     if head.lstrip().startswith(b"{") and _JOB_KEY.search(head, 0, 1 << 16):
         return "state (a summary, journal or batch record)"
-    if _MODELS.search(head, 0, 1 << 16) and _PROMPTS.search(head, 0, 1 << 16):
+    if _is_job(head):
         return "job definitions (models: and prompts:)"  # break25 F3: a page replaced the job file
     return None
+
+
+def _is_job(head: bytes) -> bool:
+    """Whether a file's first MiB is a job: `models:` and `prompts:` at the start of lines, or,
+    for a file that small, YAML whose top mapping has both (JSON, quoted keys, flow style, or
+    keys after a long comment: verify25 N2)."""
+    if _MODELS.search(head) and _PROMPTS.search(head):
+        return True
+    if len(head) >= 1 << 20 or b"models" not in head or b"prompts" not in head:
+        return False
+    try:  # composed, not built: aliases are not expanded
+        node = yaml.compose(head.decode("utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError):
+        return False
+    keys = (
+        {k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+        if isinstance(node, yaml.MappingNode)
+        else set()
+    )
+    return {"models", "prompts"} <= keys
 
 
 _JOB_KEY = re.compile(rb'[{,]\s*"job"\s*:')

@@ -424,6 +424,17 @@ def test_no_page_or_junit_file_is_written_over_what_the_command_reads_or_over_ea
         assert code == ExitCode.USAGE and says in err and err.count("\n") == 1, (argv, err)
     assert {path: path.read_bytes() for path in before} == before
     assert not (tmp_path / "x.xml").exists()
+    # A job in any spelling YAML allows (verify25 N2): JSON, flow style, keys after a long comment.
+    spellings = {
+        "j.json": '{"name": "j", "models": ["m"], "prompts": [{"id": "p", "text": "hi"}]}\n',
+        "flow.yaml": "{name: f, models: [m], prompts: [{id: p, text: hi}]}\n",
+        "late.yaml": "name: l\nmodels: [m]\n" + "# a comment\n" * 7000 + "prompts: [{id: p, text: hi}]\n",
+    }
+    for name, text in spellings.items():
+        (tmp_path / name).write_text(text)
+        code, _, err = call_cli("report", results, "--html", tmp_path / name)
+        assert code == ExitCode.USAGE and "it holds batchrun job definitions" in err, name
+        assert (tmp_path / name).read_text() == text
     # Any file the job names: the example job's schema (verify25 N10).
     example = tmp_path / "jobs"
     shutil.copytree(Path(__file__).parents[1] / "jobs", example)
