@@ -135,7 +135,10 @@ class Throttle:
             self._halt = loop.create_future()
         ends: list[asyncio.Future[None]] = [self._halt]
         if model is not None:
-            ends.append(self._alarms.setdefault(scope_of(model), loop.create_future()))
+            alarm = self._alarms.get(scope_of(model))
+            if alarm is None:
+                alarm = self._alarms[scope_of(model)] = loop.create_future()
+            ends.append(alarm)
         sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
         try:
             await asyncio.wait((sleeper, *ends), return_when=asyncio.FIRST_COMPLETED)
