@@ -46,7 +46,7 @@ class IsolatedKey:
         self.name = name
         self.expires_at = expires_at
         self._hash: str | None = None
-        self.label: str | None = None
+        self.label = name  # the server's label once it answered; till then the name asked for
         self.limit: float | None = None
         self.final_usage: float | None = None
         self.removed: str | None = None  # "deleted" or "disabled"

@@ -364,3 +364,5 @@ async def test_a_signal_while_the_key_is_created_says_it_may_exist(tmp_path: Pat
     (warning,) = [n for n in notices if "per-run key" in n]
     assert warning.startswith("warning: a per-run key named 'batchrun small ") and "may have been created" in warning
     assert "None" not in warning and "it expires at 20" in warning
+    audit = report.summary["isolated_key"]
+    assert audit is not None and audit["label"].startswith("batchrun small ")  # verify26: it was null
