@@ -64,3 +64,15 @@ def file_identity(path: Path) -> tuple[int, int] | Path:
         except (OSError, RuntimeError):
             return path
     return status.st_dev, status.st_ino
+
+
+def file_mentions(path: Path, text: bytes) -> bool:
+    """Whether `text` is in the file, read in blocks (each begins with the last block's tail,
+    so a mention across two blocks is found)."""
+    tail = b""
+    with open_regular(path) as handle:
+        while block := handle.read(1 << 20):
+            if text in tail + block:
+                return True
+            tail = block[-len(text) :]
+    return False

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._checks import is_judge, stored_judgements, without_latency_checks
-from ._files import open_regular
+from ._files import file_mentions
 from ._matrix import Request
 from ._reader import final_records
 from ._row_cost import uncharged
@@ -62,25 +62,13 @@ def stopped_gradings(output: Path) -> dict[str, dict[str, Any]]:
     """The final records of `output` (costs folded) that are `ok` with a judge check a stop
     left ungraded, by row id. Most files have none: they are read whole only when a line
     mentions such a check."""
-    if not (_mentions(output, STOPPED.encode()) or _mentions(output, GRADER_STOPPED.encode())):
+    if not (file_mentions(output, STOPPED.encode()) or file_mentions(output, GRADER_STOPPED.encode())):
         return {}
     return {
         record["id"]: record
         for record in final_records(output)
         if record["status"] == Status.OK and any(_stopped(c) for c in record.get("checks") or [])
     }
-
-
-def _mentions(path: Path, text: bytes) -> bool:
-    """Whether `text` is in the file, read in blocks (each begins with the last block's tail,
-    so a mention across two blocks is found)."""
-    tail = b""
-    with open_regular(path) as handle:
-        while block := handle.read(1 << 20):
-            if text in tail + block:
-                return True
-            tail = block[-len(text) :]
-    return False
 
 
 def applied_checks(record: dict[str, Any], request: Request) -> list[dict[str, Any]]:

@@ -435,6 +435,21 @@ def test_no_page_or_junit_file_is_written_over_what_the_command_reads_or_over_ea
         code, _, err = call_cli("report", results, "--html", tmp_path / name)
         assert code == ExitCode.USAGE and "it holds batchrun job definitions" in err, name
         assert (tmp_path / name).read_text() == text
+    # A file a dataset row names, by its own json_schema check (verify26 R1).
+    (tmp_path / "d" / "row.schema.json").write_text('{"type": "string"}')
+    (tmp_path / "d" / "rows.jsonl").write_text(
+        '{"country": "France", "expect": "Paris", "checks": [{"json_schema": "row.schema.json"}]}\n'
+    )
+    row_job = write_job(
+        tmp_path / "d",
+        SMALL_JOB.replace(
+            "vars: [{country: France, expect: Paris}, {country: Japan, expect: Tokyo}, {country: Italy, expect: Rome}]",
+            "dataset: rows.jsonl",
+        ),
+    )
+    code, _, err = call_cli("report", results, "--job", row_job, "--junit", tmp_path / "d" / "row.schema.json")
+    assert code == ExitCode.USAGE and "is not written over a file" in err and "rows.jsonl names" in err
+    assert (tmp_path / "d" / "row.schema.json").read_text() == '{"type": "string"}'
     # Any file the job names: the example job's schema (verify25 N10).
     example = tmp_path / "jobs"
     shutil.copytree(Path(__file__).parents[1] / "jobs", example)

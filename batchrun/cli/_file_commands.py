@@ -71,6 +71,26 @@ def _files_named_by(job_file: Path) -> list[Path]:
     return found
 
 
+def _refuse_named_in_datasets(job: Any, *outputs: tuple[Path | None, str]) -> None:
+    """Nor over a file a dataset row names (its own `json_schema` check: verify26 R1): an
+    existing output beside the job whose name a dataset file holds, read as bytes, unparsed."""
+    from .._dataset import DatasetFile
+    from .._files import file_mentions
+
+    datasets = [p.rows.path for p in job.prompts if isinstance(p.rows, DatasetFile)]
+    for path, role in outputs:
+        if path is None or not datasets or not path.is_file():
+            continue
+        try:
+            name = path.resolve().relative_to(job.path.parent.resolve()).as_posix().encode()
+        except ValueError:
+            continue  # not beside the job: no row names it
+        for dataset in datasets:
+            with contextlib.suppress(OSError):
+                if file_mentions(dataset, name):
+                    raise ConfigError(f"{path}: {role} is not written over a file {dataset} names")
+
+
 def _report_page(args: argparse.Namespace) -> Any:
     """With --html, the collector of the page's data (checked first: the extra may be missing)."""
     if not args.html:
@@ -155,6 +175,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
     job = load_job(args.job)
     _refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=_files_named_by(job.path))
+    _refuse_named_in_datasets(job, (args.html, "a page"), (args.junit, "a JUnit file"))
     settings = with_budget(job.run, args.budget)
     job = replace(job, run=settings)
     gate = ItemGate.from_threshold(settings.pass_threshold)
