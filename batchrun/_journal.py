@@ -175,13 +175,14 @@ def _answers_being_graded(
     }
 
 
-def _graders_cut(stored: dict[str, Any], fields: dict[str, Any], spent: float, now: str) -> dict[str, Any]:
+def _graders_cut(
+    stored: dict[str, Any], job: tuple[str, str], request: Request, fields: dict[str, Any], spent: float, now: str
+) -> dict[str, Any]:
     """The row written again: its stored answer and verdicts (those the stop left ungraded are
     still so: this run grades them), what the crashed graders cost as its grading."""
-    record = record_head(stored["id"], stored["fingerprint"], Status.OK, None, False, 0.0, spent)
-    for name in ("job", "job_fingerprint", "model", "prompt_id", "vars", "repeat"):
-        record[name] = stored.get(name)
-    record.update(regraded_fields(stored))
+    record = record_head(request.id, request.fingerprint, Status.OK, None, False, 0.0, spent)
+    record.update(job=job[0], job_fingerprint=job[1], model=request.model, prompt_id=request.prompt_id)
+    record.update(vars=request.vars, repeat=request.repeat, **regraded_fields(stored))
     record.update(
         abandoned_attempts=fields.get("abandoned_attempts"),
         judge_cost=fields.get("judge_cost"),
@@ -236,7 +237,7 @@ async def recover(
                     continue
                 out.rows += 1
                 if crashed.row in answered:
-                    writer.write(_graders_cut(answered[crashed.row], fields, spent, now), request.payload)
+                    writer.write(_graders_cut(answered[crashed.row], job, request, fields, spent, now), request.payload)
                     continue
                 record = record_head(crashed.row, request.fingerprint, "skipped", "crashed", True, None, spent)
                 record.update(

@@ -25,7 +25,7 @@ from ._matrix import Request, Shard, matrix_requests, request_params
 from ._models import Lookup, Resolution, resolve_models
 from ._options import Notice, RunOptions
 from ._reconcile import KeyStart
-from ._results import ScanResult
+from ._results import RowState, ScanResult
 from ._retry import retry_call, retry_policy
 from ._routing import routing_warning, unpinned_models
 from ._settings import RunSettings
@@ -35,8 +35,11 @@ def keep_row(states: ScanResult | None, request: Request, retry_errors: bool) ->
     """Resume rule: keep ok rows and errors (retryable ones only without --retry-errors)
     whose request is unchanged; skipped rows never ran, so they run again. An ok row whose
     judge checks a stop left ungraded goes to the workers, to be graded (_ungraded)."""
-    state = states.get(request.id) if states is not None else None
-    if states is None or state is None or state.fingerprint != request.fingerprint:
+    return states is not None and _keeps(states.get(request.id), request, retry_errors, states)
+
+
+def _keeps(state: RowState | None, request: Request, retry_errors: bool, states: ScanResult) -> bool:
+    if state is None or state.fingerprint != request.fingerprint:
         return False
     if state.status == "ok":
         return request.id not in states.regrade
@@ -110,10 +113,13 @@ def estimate(
 
     def to_run() -> Iterator[Request]:
         for request in matrix_requests(job, shard):
-            state = states.get(request.id) if states is not None else None
+            if states is None:
+                yield request
+                continue
+            state = states.get(request.id)  # parsed once a row: this pass walks the whole matrix
             result.in_file += state is not None
-            stored = states.regrade.get(request.id) if states is not None else None
-            if keep_row(states, request, retry_errors):
+            stored = states.regrade.get(request.id)
+            if _keeps(state, request, retry_errors, states):
                 result.kept += 1
             elif stored is not None and stored.get("fingerprint") == request.fingerprint:
                 result.regraded += 1  # its answer is kept: only its graders are sent

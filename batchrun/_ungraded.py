@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ._checks import is_judge, stored_judgements, without_latency_checks
+from ._checks import stored_judgements, without_latency_checks
 from ._files import file_mentions
 from ._matrix import Request
 from ._reader import final_records
@@ -25,6 +25,7 @@ STOPPED = "not graded: the run stopped"
 # A grader whose model or rate-limit scope was stopped was never asked: not its failure either
 # (verify25 N1: those rows stayed undecided for ever, exit 1 "a grader failed" on every resume).
 GRADER_STOPPED = "not graded: the grader is stopped"
+_EITHER = b"not graded: the "  # what both begin with
 
 # What a stored ok record says of its answer, copied into the record written on regrading.
 _ANSWER = (
@@ -62,7 +63,7 @@ def stopped_gradings(output: Path) -> dict[str, dict[str, Any]]:
     """The final records of `output` (costs folded) that are `ok` with a judge check a stop
     left ungraded, by row id. Most files have none: they are read whole only when a line
     mentions such a check."""
-    if not (file_mentions(output, STOPPED.encode()) or file_mentions(output, GRADER_STOPPED.encode())):
+    if not file_mentions(output, _EITHER):  # one read for both
         return {}
     return {
         record["id"]: record
@@ -91,7 +92,3 @@ def regraded_fields(record: dict[str, Any]) -> dict[str, Any]:
     if record.get("batch_id"):
         fields["batch_id"] = record["batch_id"]
     return fields
-
-
-def has_judges(checks: list[dict[str, Any]]) -> bool:
-    return any(is_judge(check) for check in checks)
