@@ -17,6 +17,7 @@ A row's cost has one of four statuses (the record's `cost_status`):
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ._client import ChatResult, OpenRouterClient
@@ -29,6 +30,8 @@ from ._row_cost import Charge, RowCharges
 # A charge above its attempt's worst case by more than this share (and a millionth of a
 # dollar) contradicts the bound: it is counted as charged, and flagged (break-14b m6).
 ABOVE_WORST_SHARE = 0.01
+# Lookups a wind-down makes at once: a few connections of the pool, not a burst on /generation.
+LOOKUPS_AT_ONCE = 8
 
 
 class AbandonedAttempt(Transient):
@@ -164,9 +167,16 @@ class ChargeBook:
                 await self.look_up(charge)
 
     async def retry_lookups(self) -> None:
-        """Another try for every charge still unknown that has an id (key refresh, run end)."""
-        for charge in list(self.unresolved):
-            await self.look_up(charge)
+        """Another try for every charge still unknown that has an id (key refresh, run end),
+        LOOKUPS_AT_ONCE at a time: one after another, a /generation that stalls held the end of
+        a run for every lookup's whole timeout in turn (verify26 R2: 8 x 20 s, twice)."""
+        turns = asyncio.Semaphore(LOOKUPS_AT_ONCE)
+
+        async def look_up(charge: Charge) -> None:
+            async with turns:
+                await self.look_up(charge)
+
+        await asyncio.gather(*(look_up(charge) for charge in list(self.unresolved)))
 
     @property
     def unresolved_held(self) -> float:

@@ -11,7 +11,7 @@ set later too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 
@@ -61,4 +61,23 @@ def wind_down(grace_s: float, stopped: bool) -> CutOff:
     cut_off = CutOff()
     if stopped:
         cut_off.set_in(wind_down_s(grace_s))
+    return cut_off
+
+
+def cleanup_time(time_left: Callable[[], float | None], grace_s: float) -> Callable[[], float | None]:
+    """What the wind-down has of a deadline: what is left of it plus the grace, as rows have."""
+
+    def left() -> float | None:
+        remaining = time_left()
+        return None if remaining is None else remaining + grace_s
+
+    return left
+
+
+def wind_down_within(grace_s: float, stopped: bool, cleanup_left: float | None) -> CutOff:
+    """`wind_down`, and with a deadline, by its end plus the grace (at least the floor): the
+    end-of-run /key read in flight overran it by a whole timeout (verify25 N9)."""
+    cut_off = wind_down(grace_s, stopped)
+    if cleanup_left is not None:
+        cut_off.set_in(wind_down_s(cleanup_left))
     return cut_off

@@ -17,7 +17,7 @@ from ._batch_api import BatchClient
 from ._batch_run import BatchExecutor
 from ._batch_state import INTENT, SUBMITTED, BatchState, held_open, state_path
 from ._client import OpenRouterClient
-from ._cut_off import wind_down, wind_down_s
+from ._cut_off import cleanup_time, wind_down, wind_down_s, wind_down_within
 from ._exceptions import ConfigError, OutputFailed
 from ._formats import utc
 from ._isolated import IsolatedKey
@@ -290,18 +290,14 @@ async def _locked_run(
             # The results file cannot be written: a stop of its own (exit code IO).
             outcome = PoolOutcome(StopReason.IO, str(failure), runner.ledger.committed)
 
-        def cleanup_left() -> float | None:
-            # The end-of-run /key read may use the grace after the deadline, as rows do.
-            left = time_left()
-            return None if left is None else left + settings.grace_s
-
+        # The end-of-run /key read may use the grace after the deadline, as rows do.
+        cleanup_left = cleanup_time(time_left, settings.grace_s)
         # After a signal or the deadline, the wind-down's account calls (lookups, the /key read,
         # the per-run key's removal) have one more grace: a /key that hung kept a SIGTERM'd run
         # 66-364 s past its grace (verify23 N1).
         # A signal during the wind-down cuts it at a grace, and is exit 7 (break25 F6).
-        runner.charges.cut_off = ends = wind_down(settings.grace_s, outcome.stop in _PROMPT_STOPS)
-        if (left := cleanup_left()) is not None:  # the deadline bounds the read in flight too (verify25 N9)
-            ends.set_in(wind_down_s(left))
+        ends = wind_down_within(settings.grace_s, outcome.stop in _PROMPT_STOPS, cleanup_left())
+        runner.charges.cut_off = ends
         control.winding_down = lambda: ends.set_in(wind_down_s(settings.grace_s))
         # The run's last lookups of costs still unknown (those not done stay unknown, their
         # worst cases held); rows they resolve are written again.

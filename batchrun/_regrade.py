@@ -13,14 +13,14 @@ request, the run stops (`budget`, exit 5) and the judge checks not graded are `e
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ._account import counted_at_end, reconcile_run
 from ._checks import answer_of, grade, is_judge, without_latency_checks
 from ._costs import CostModel
-from ._cut_off import wind_down, wind_down_s
+from ._cut_off import cleanup_time, wind_down_s, wind_down_within
 from ._exceptions import ConfigError
 from ._items import ItemGate
 from ._job import Job
@@ -112,6 +112,19 @@ async def regrade_with_judges(
         emit(record)
 
 
+async def _within_deadline(runner: Runner, grading: Coroutine[Any, Any, None]) -> None:
+    """`grading`, with the runner's deadline running as a run's does: when it comes, graders
+    not sent are not graded ("the run stopped"), those in flight get the grace."""
+    deadline = runner.config.deadline_s
+    runner.stops.start_deadline(deadline)
+    timer = None if deadline is None else asyncio.ensure_future(runner.stops.deadline(deadline))
+    try:
+        await grading
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
 async def regrade_file(
     job: Job,
     options: RunOptions,
@@ -135,10 +148,16 @@ async def regrade_file(
         if keep is not None:
             keep(record)
 
+    started = options.clock.monotonic()
+
+    def time_left() -> float | None:  # the deadline counts pre-flight, as a run's does
+        deadline = settings.deadline_s
+        return None if deadline is None else deadline - (options.clock.monotonic() - started)
+
     client = make_client(job, options, settings)
     try:
-        start_up = preflight(client, job, options, None, settings.budget_usd, show_worst_case, lambda: None, None)
-        pre = (await start_up if control is None else await control.before_start(start_up, lambda: None)) or unpriced(
+        start_up = preflight(client, job, options, None, settings.budget_usd, show_worst_case, time_left, None)
+        pre = (await start_up if control is None else await control.before_start(start_up, time_left)) or unpriced(
             settings.budget_usd
         )
         costs = pre.costs if pre.models is not None else None
@@ -154,7 +173,7 @@ async def regrade_file(
         runner = Runner(
             client,
             None,  # the records are re-graded in memory; the results file is not touched
-            run_config(job, settings, 0.0),
+            run_config(job, settings, options.clock.monotonic() - started),
             options.clock,
             job_name=job.name,
             job_fingerprint=job.fingerprint,
@@ -172,11 +191,13 @@ async def regrade_file(
             if control.pending:
                 runner.request_stop(control.pending)
         runner.dispatch.watch_key()
-        await regrade_with_judges(records, job, runner, emit)
+        await _within_deadline(runner, regrade_with_judges(records, job, runner, emit))
         # As a run's: after a stop, or a signal while they wait, the wind-down's lookups and its
-        # /key read end within a grace (verify25 N6: 38 s of /key timeouts after the SIGTERM).
+        # /key read end within a grace (verify25 N6: 38 s of /key timeouts after the SIGTERM),
+        # and with a deadline, by its end plus the grace (verify26 R2: 325 s for 4 rows).
         stopped = runner.stop_reason in (StopReason.INTERRUPTED, StopReason.DEADLINE)
-        runner.charges.cut_off = ends = wind_down(settings.grace_s, stopped)
+        cleanup_left = cleanup_time(time_left, settings.grace_s)
+        runner.charges.cut_off = ends = wind_down_within(settings.grace_s, stopped, cleanup_left())
         if control is not None:
             control.winding_down = lambda: ends.set_in(wind_down_s(settings.grace_s))
         await runner.charges.retry_lookups()
@@ -188,7 +209,7 @@ async def regrade_file(
             pre.key_start,
             policy,
             options.clock.sleep,
-            lambda: None,
+            cleanup_left,
             ends,
             runner.dispatch.key_seen,
         )

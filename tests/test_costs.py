@@ -423,3 +423,35 @@ async def test_a_key_whose_usage_went_down_is_not_reconciled() -> None:
         assert (fell["warning"] or "").startswith("not reconciled: the key's usage went down during the run")
         assert fell["difference_usd"] is None and fell["key_usage_delta_usd"] == pytest.approx(-7.02)
         assert reconcile(10.0, 10.0, ledger, book)["warning"] is None
+
+
+async def test_the_wind_downs_lookups_go_out_a_few_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # verify26 R2: made one after another, lookups that stall held the end of a run (and of
+    # `report --job`) for each one's whole timeout in turn: 8 x 20 s, twice, for 4 rows.
+    import asyncio
+
+    from batchrun._charges import LOOKUPS_AT_ONCE, ChargeBook
+    from batchrun._pricing import GenerationCost
+    from batchrun._row_cost import Charge
+
+    ledger = CreditLedger(1.0)
+    waiting, peak = 0, 0
+    all_asked = asyncio.Event()
+
+    async def generation(generation_id: str) -> GenerationCost:
+        nonlocal waiting, peak
+        waiting += 1
+        peak = max(peak, waiting)
+        if waiting == LOOKUPS_AT_ONCE:
+            all_asked.set()
+        await all_asked.wait()  # a stalled /generation, until as many as may be are asked at once
+        waiting -= 1
+        return GenerationCost(0.001)
+
+    async with OpenRouterClient("http://127.0.0.1:9/api/v1", FAKE_KEY) as client:
+        monkeypatch.setattr(client, "generation", generation)
+        book = ChargeBook(client, ledger)
+        book.unresolved = [Charge(f"gen-{n}", ledger.keep(0.01)) for n in range(LOOKUPS_AT_ONCE + 4)]
+        await asyncio.wait_for(book.retry_lookups(), 30)  # a bound: one at a time never ends
+    assert peak == LOOKUPS_AT_ONCE and book.unresolved == [] and book.lookups == LOOKUPS_AT_ONCE + 4
+    assert ledger.committed == pytest.approx(0.001 * (LOOKUPS_AT_ONCE + 4))

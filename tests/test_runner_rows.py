@@ -347,6 +347,39 @@ async def test_graders_in_flight_at_a_stop_get_the_grace_then_are_held(sim: Simu
     assert other_tasks() == []
 
 
+async def test_report_job_regrading_stops_at_its_deadline_and_its_wind_down_ends_with_it(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify26 R2: `report --job` had no deadline (the job's `run.deadline_s` was not applied to
+    # its re-grading either): graders that hang held the CI gate for every timeout, 325 s for 4 rows.
+    import batchrun._cut_off as cut_off
+    from batchrun._clock import SystemClock
+
+    monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.05)
+    run = "run: {concurrency: 2, timeout_s: 3600, max_attempts: 3, grace_s: 0.05, deadline_s: 0.5}"
+    out, asked, job = await _answered_then_judged(sim, tmp_path, run)
+    sim.config.faults = {"hang": 1.0}  # every grader hangs: only the deadline and its grace end them
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, clock=SystemClock())
+    graded: list[dict[str, Any]] = []
+    summary = await asyncio.wait_for(
+        regrade_file(job, options, read_rows(out), lambda: read_rows(out), ItemGate(), lambda _: None, graded.append),
+        30,  # a bound, not a measure: each grader's timeout is 3600 s
+    )
+    assert summary["stop"] == "deadline" and decide(summary, job.run)[0] == ExitCode.DEADLINE
+    assert sim.stats.chat_requests == asked + 2  # the two in flight at the deadline; nothing after
+    checks = [c for r in graded for c in r.get("checks", []) if c["name"] == "judge"]
+    assert len(checks) == 12 and all(c["pass"] is None for c in checks)
+    assert summary["total"]["cost_held_usd"] > 0  # the two cut graders may be billed: held
+    assert other_tasks() == []
+
+
+def test_report_takes_a_deadline_for_its_regrading_only(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text("")
+    code, _, err = call_cli("report", out, "--deadline", "5")
+    assert code == ExitCode.USAGE and "--deadline: only with --job" in err, err
+
+
 class HangingKey(httpx.AsyncBaseTransport):
     """The client's own transport, whose GET /key answers its first `answered` reads and then
     never again (until the run cancels it): `asked` is set as each hanging read begins."""

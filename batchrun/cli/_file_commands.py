@@ -119,6 +119,7 @@ _REGRADING_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("--budget", lambda args: args.budget is not None),
     ("--sim", lambda args: bool(args.sim)),
     ("--allow-partial", lambda args: getattr(args, "allow_partial", False)),
+    ("--deadline", lambda args: args.deadline is not None),
 )
 
 
@@ -177,6 +178,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     _refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=_files_named_by(job.path))
     _refuse_named_in_datasets(job, (args.html, "a page"), (args.junit, "a JUnit file"))
     settings = with_budget(job.run, args.budget)
+    if args.deadline is not None:
+        settings = replace(settings, deadline_s=args.deadline)
     job = replace(job, run=settings)
     gate = ItemGate.from_threshold(settings.pass_threshold)
     coverage = MatrixCoverage.of(job)

@@ -201,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--junit", type=Path, metavar="PATH", help="also write JUnit XML: one test case per row or item"
     )
     _add_endpoint_options(report)
+    report.add_argument(
+        "--deadline",
+        type=_argtypes.positive_float,
+        metavar="SECONDS",
+        help="with --job: a deadline for its re-grading, as a run's (overrides run.deadline_s)",
+    )
 
     history = commands.add_parser("history", help="trends across the runs of a job, and what changed")
     history.add_argument(
