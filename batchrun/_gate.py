@@ -25,7 +25,7 @@ from ._checks import answer_of, grade, stored_judgements, without_latency_checks
 from ._exceptions import ResultsError
 from ._files import read_regular_text
 from ._job import Job
-from ._matrix import matrix_requests, stable_id
+from ._matrix import Request, matrix_requests, stable_id
 from ._output_paths import summary_path
 
 
@@ -35,22 +35,29 @@ class MatrixCoverage:
 
     job: Job
     checks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # every matrix id -> its checks
+    fingerprints: dict[str, str] = field(default_factory=dict)  # every matrix id -> its request's
     seen: set[str] = field(default_factory=set)
+    stale: set[str] = field(default_factory=set)  # rows answered for an earlier version of their request
     skipped: int = 0
     foreign: int = 0
     foreign_example: str = ""
 
     @classmethod
     def of(cls, job: Job) -> MatrixCoverage:
-        return cls(job, {request.id: request.checks for request in matrix_requests(job)})
+        coverage = cls(job)
+        for request in matrix_requests(job):
+            coverage.checks[request.id], coverage.fingerprints[request.id] = request.checks, request.fingerprint
+        return coverage
 
     @property
     def missing(self) -> int:
-        return len(self.checks) - len(self.seen)
+        return len(self.checks) - len(self.seen) - len(self.stale)
 
-    def review(self, records: Iterable[dict[str, Any]], regrade: bool = False) -> Iterator[dict[str, Any]]:
+    def review(
+        self, records: Iterable[dict[str, Any]], regrade: bool = False, keep_stale: bool = False
+    ) -> Iterator[dict[str, Any]]:
         """The records of the matrix, counted (and re-graded with the job's checks if asked);
-        foreign records are counted and left out."""
+        foreign records are counted and left out, and so are stale ones unless `keep_stale`."""
         for record in records:
             row_id = record["id"]
             if record.get("job") != self.job.name or row_id not in self.checks or not named_by_its_id(record):
@@ -58,6 +65,14 @@ class MatrixCoverage:
                 if not self.foreign_example:
                     job, model, prompt = record.get("job"), record.get("model"), record.get("prompt_id")
                     self.foreign_example = f"id {row_id[:12]} of job {job!r}, {model} / {prompt}"
+                continue
+            if self._stale(record):
+                # An answer to the question as it was: its id stays when a prompt or a parameter
+                # is edited, and `--resume` asks it again, so the gate must not pass it on the
+                # new checks (break27 MAJOR-5: exit 0, JUnit green, on last week's question).
+                self.stale.add(row_id)
+                if keep_stale:
+                    yield record
                 continue
             self.seen.add(row_id)
             if record["status"] == "skipped":
@@ -69,6 +84,19 @@ class MatrixCoverage:
                 # Judge checks keep their stored verdicts here: re-judging costs money (_regrade).
                 record = {**record, **grade(checks, answer_of(record), stored_judgements(record, checks))}
             yield record
+
+    def _stale(self, record: dict[str, Any]) -> bool:
+        fingerprint = record.get("fingerprint")
+        if record["status"] == "skipped" or not isinstance(fingerprint, str) or not fingerprint:
+            return False  # never answered (a crash record has none): a shortfall as it is
+        return fingerprint != self.fingerprints[record["id"]]
+
+    def unanswered(self) -> Iterator[tuple[Request, str]]:
+        """The matrix's rows with no answer to their request as it is now: ("missing" or "stale")."""
+        if self.missing or self.stale:
+            for request in matrix_requests(self.job):
+                if request.id not in self.seen:
+                    yield request, "stale" if request.id in self.stale else "missing"
 
     def raise_if_foreign(self, path: Path | str) -> None:
         if self.foreign:
@@ -82,6 +110,11 @@ class MatrixCoverage:
         out = []
         if self.missing:
             out.append(f"{self.missing} of {len(self.checks)} row(s) of the job's matrix have no record")
+        if self.stale:
+            out.append(
+                f"{len(self.stale)} row(s) answered an earlier version of their request (its prompt, model or "
+                "parameters were edited since): `--resume` asks them again"
+            )
         if self.skipped:
             out.append(f"{self.skipped} row(s) were skipped (never answered)")
         return out

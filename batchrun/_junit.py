@@ -13,6 +13,7 @@ output against that schema.
 
 from __future__ import annotations
 
+import itertools
 import re
 import socket
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ._items import ItemGate, item_key
+from ._matrix import Request
 from ._output_paths import write_report_file
 
 # XML 1.0 cannot carry most control characters, and a model's answer may contain them.
@@ -62,6 +64,14 @@ class _Case:
     detail: list[str] = field(default_factory=list)
 
 
+# Rows of the job's matrix with no answer to their request as it is now (`report --job`): a CI
+# reading the file saw a green suite where the gate said 12 (break27 MAJOR-2).
+_UNANSWERED = {
+    "missing": "no record: the row never ran, or its line was lost",
+    "stale": "answered an earlier version of its request (prompt, model or parameters edited since)",
+}
+
+
 def _row_case(record: dict[str, Any], with_repeat: bool) -> _Case:
     name = f"{record['model']} [{_vars_label(record.get('vars') or {})}]"
     if with_repeat:
@@ -69,7 +79,9 @@ def _row_case(record: dict[str, Any], with_repeat: bool) -> _Case:
     case = _Case(_token(name), float(record.get("elapsed_ms") or record.get("latency_ms") or 0) / 1000)
     status = record.get("status")
     content = record.get("content")
-    if status == "skipped":
+    if status in _UNANSWERED:
+        case.outcome, case.message = "error", _UNANSWERED[status]
+    elif status == "skipped":
         case.outcome, case.message = "skipped", f"skipped: {record.get('reason')}"
     elif status == "error":
         error = record.get("error") or {}
@@ -98,7 +110,11 @@ def _item_case(records: list[dict[str, Any]], gate: ItemGate) -> _Case:
         for r, row in zip(sorted(records, key=lambda r: int(r.get("repeat") or 0)), rows, strict=True)
     ]
     verdict = gate.verdict(passes, len(graded), len(records))
-    if not graded:
+    gaps = [r["status"] for r in records if r.get("status") in _UNANSWERED]
+    if gaps and verdict is not False:
+        case.outcome = "error"
+        case.message = f"{len(gaps)} of {len(records)} repeat(s) without an answer: {_UNANSWERED[gaps[0]]}"
+    elif not graded:
         worst = next((row for row in rows if row.outcome in ("error", "skipped")), rows[0])
         case.outcome, case.message = worst.outcome, worst.message or "not graded"
     elif verdict is False:
@@ -148,12 +164,33 @@ def _suite(parent: ET.Element, index: int, name: str, cases: list[_Case], stamp:
     ET.SubElement(suite, "system-err")
 
 
-def write_junit(records: Iterable[dict[str, Any]], path: Path, job_name: str | None, gate: ItemGate) -> dict[str, int]:
-    """Write the JUnit file; returns counts of test cases by outcome."""
+def _gate_case(code: int, reasons: list[str]) -> _Case:
+    """`report --job`'s verdict as a test case of its own: green exactly when the exit code is 0."""
+    case = _Case("exit code")
+    if code:
+        case.outcome, case.message = "failure", f"exit {code}: " + ("; ".join(reasons) or "the gate failed")
+    return case
+
+
+def write_junit(
+    records: Iterable[dict[str, Any]],
+    path: Path,
+    job_name: str | None,
+    gate: ItemGate,
+    unanswered: Iterable[tuple[Request, str]] = (),
+    verdict: tuple[int, list[str]] | None = None,
+) -> dict[str, int]:
+    """Write the JUnit file; returns counts of test cases by outcome. With `report --job`, the
+    matrix's rows without an answer (`unanswered`) are errors, and the gate's `verdict` (exit
+    code, reasons) is a test case of its own."""
     by_prompt: dict[str, dict[str, list[dict[str, Any]]]] = {}
     repeats = False
     name = job_name
-    for record in records:
+    gaps = (
+        {"id": r.id, "model": r.model, "prompt_id": r.prompt_id, "vars": r.vars, "repeat": r.repeat, "status": why}
+        for r, why in unanswered
+    )
+    for record in itertools.chain(records, gaps):
         name = name or record.get("job")
         repeats = repeats or int(record.get("repeat") or 0) > 0
         slim = {
@@ -185,9 +222,17 @@ def write_junit(records: Iterable[dict[str, Any]], path: Path, job_name: str | N
         else:
             cases = [_row_case(row, False) for rows in items.values() for row in rows]
         _suite(root, index, f"{name or 'batchrun'}.{prompt_id}", cases, stamp, host)
-        counts["tests"] += len(cases)
-        for case in cases:
-            if case.outcome != "pass":
-                counts[case.outcome] += 1
+        _count(counts, cases)
+    if verdict is not None:
+        cases = [_gate_case(*verdict)]
+        _suite(root, len(by_prompt), f"{name or 'batchrun'}.gate", cases, stamp, host)
+        _count(counts, cases)
     write_report_file(path, ET.tostring(root, encoding="unicode", xml_declaration=True))
     return counts
+
+
+def _count(counts: dict[str, int], cases: list[_Case]) -> None:
+    counts["tests"] += len(cases)
+    for case in cases:
+        if case.outcome != "pass":
+            counts[case.outcome] += 1

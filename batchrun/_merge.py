@@ -126,7 +126,7 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
                 records = (
                     _folded(r, earlier) for r in final_records(shard, other_jobs=True) if last[r["id"]][2] == index
                 )
-                for record in records if coverage is None else coverage.review(records):
+                for record in records if coverage is None else coverage.review(records, keep_stale=True):
                     # Alone in the merged file, a row written again with a cost learnt late
                     # replaces nothing there: its `resolves` would take its spend away.
                     record.pop("resolves", None)

@@ -37,6 +37,7 @@ import jsonschema  # noqa: F401  (the heavy imports, done once here rather than 
 import batchrun
 import batchrun._run_control  # noqa: F401
 import batchrun.cli._file_commands  # noqa: F401
+import batchrun.cli._report_gate  # noqa: F401
 import batchrun.cli._run_commands  # noqa: F401
 import batchrun.simulator  # noqa: F401
 from batchrun import _early_signals

@@ -111,6 +111,10 @@ def main(
     if args.command is None:
         _shared_parser().print_help(cast(TextIO, console.err))
         return ExitCode.USAGE
+    if getattr(args, "sim", None) and getattr(args, "simulate", None) is False:
+        # Taken and ignored, the run went to the job's endpoint, paid (break27 MAJOR-4).
+        console.error("--sim: only with --simulate (settings of the built-in simulator); nothing was sent")
+        return ExitCode.USAGE
     try:
         if args.command != "run":
             release_early()  # a signal that came early acts here: KeyboardInterrupt, below

@@ -42,8 +42,8 @@ def _add_sim_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=None,  # not []: the parser is built once per process, and a shared list would carry over
         metavar="KEY=VALUE",
-        help="simulator setting, repeatable: latency_ms=50, fault.503=0.1, fault.reset=0.05, "
-        "rate_limit_rps=100, free_daily_cap=5, key_limit=0.01, cost_noise=0.1, seed=7 ...",
+        help="with --simulate (or for `simulate`): a simulator setting, repeatable: latency_ms=50, fault.503=0.1, "
+        "fault.reset=0.05, rate_limit_rps=100, free_daily_cap=5, key_limit=0.01, cost_noise=0.1, seed=7 ...",
     )
 
 

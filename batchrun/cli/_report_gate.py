@@ -1,0 +1,156 @@
+"""`report RESULTS --job JOB.yaml`, the CI gate: the rows present against the job's whole
+matrix, the stored answers re-graded with its checks now (judge checks by grader requests),
+and its thresholds; one exit code, and the JUnit file and page saying the same."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+from .._console import Console
+from .._summary_types import Summary
+from .._verdict import ExitCode
+from ._common import key_for_job, show, with_budget, with_simulator
+from ._report_outputs import (
+    files_named_by,
+    refuse_named_in_datasets,
+    refuse_sidecars,
+    through,
+    write_junit_file,
+    write_report_page,
+)
+
+# Said when rows are missing and the graders are not asked: the gate fails whatever they say.
+NOT_REGRADED = (
+    "the judge checks were not re-graded: with rows missing the gate fails whatever the graders say "
+    "(--allow-partial re-grades the rows present)"
+)
+
+
+def report_against_job(
+    args: argparse.Namespace,
+    console: Console,
+    records: Iterable[dict[str, Any]],
+    page: Any,
+    counted: Callable[[Summary], None],
+) -> int:
+    from .._batch_state import pending_batches
+    from .._checks import is_judge
+    from .._gate import MatrixCoverage
+    from .._items import ItemGate
+    from .._job import load_job
+    from .._report_data import file_key_gap
+    from .._results import final_records
+    from .._summary import SummaryBuilder
+    from .._summary_text import render_markdown, render_text
+    from .._verdict import decide
+
+    job = load_job(args.job)
+    refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=files_named_by(job.path))
+    refuse_named_in_datasets(job, (args.html, "a page"), (args.junit, "a JUnit file"))
+    settings = with_budget(job.run, args.budget)
+    if args.deadline is not None:
+        settings = replace(settings, deadline_s=args.deadline)
+    job = replace(job, run=settings)
+    gate = ItemGate.from_threshold(settings.pass_threshold)
+    coverage = MatrixCoverage.of(job)
+    # Judge checks of the job now (a dataset row's own included) decide whether graders are asked.
+    regraded: list[dict[str, Any]] = []
+    judged = any(is_judge(c) for checks in coverage.checks.values() for c in checks)
+    notes: list[str] = []
+    if judged:
+        # What the gate refuses whatever the graders say is known from the ids and fingerprints
+        # alone: nothing is spent on it (break27 MAJOR-1: 4 graders bought, then exit 2).
+        first = MatrixCoverage.of(job)
+        for _ in first.review(final_records(args.results, other_jobs=True)):
+            pass
+        first.raise_if_foreign(args.results)
+        if first.shortfalls() and not args.allow_partial:
+            judged, notes = False, [NOT_REGRADED]
+    if judged:
+        summary = _regrade_judged(args, console, job, gate, coverage.review(records), regraded, page)
+    else:
+        reviewed = through(page, coverage.review(records, regrade=True))
+        builder = (
+            SummaryBuilder(gate).add_all(reviewed).add_pending_batches(pending_batches(args.results, console.warn))
+        )
+        summary = builder.result(output=str(args.results), key_gap_usd=file_key_gap(args.results))
+    counted(summary)
+
+    def junit_records() -> Iterable[dict[str, Any]]:
+        if judged:
+            return regraded
+        return MatrixCoverage.of(job).review(final_records(args.results, other_jobs=True), regrade=True)
+
+    coverage.raise_if_foreign(args.results)
+    shortfalls = coverage.shortfalls()
+    summary.update({"complete": not shortfalls, "missing_rows": coverage.missing, "matrix_rows": len(coverage.checks)})
+    code, reasons = decide(summary, settings)
+    if shortfalls and not args.allow_partial:
+        # Rows without an answer outrank errors and quality, as a stop does in a run.
+        code, reasons = ExitCode.INCOMPLETE, [*shortfalls, "(--allow-partial accepts them)", *notes, *reasons]
+    write_junit_file(args, console, junit_records, gate, coverage.unanswered(), (int(code), reasons))
+    show(console, args, summary, render_text, render_markdown)
+    write_report_page(args, page, summary, (code, reasons))
+    for reason in reasons:
+        console.error(reason)
+    return int(code)
+
+
+def _regrade_judged(
+    args: argparse.Namespace,
+    console: Console,
+    job: Any,
+    gate: Any,
+    records: Iterable[dict[str, Any]],
+    regraded: list[dict[str, Any]],
+    page: Any,
+) -> Summary:
+    """Re-grade with grader requests: the worst case printed first, then spent within the budget."""
+    import asyncio  # not at the top: `validate` and the file commands never load it (~60 ms of start-up)
+
+    from .._options import RunOptions
+    from .._regrade import regrade_file
+    from .._report_data import file_key_gap
+    from .._results import final_records
+    from .._run_control import RunControl
+    from .._signals import RunSignals
+
+    def worst_case(line: str) -> None:
+        console.err.write(line + "\n")
+        console.err.flush()
+
+    def keep(record: dict[str, Any]) -> None:
+        if args.junit is not None:
+            regraded.append(record)
+        if page is not None:
+            page.add(record)
+
+    control = RunControl()
+
+    async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> Summary:
+        signals.loop = asyncio.get_running_loop()
+        options = RunOptions(api_key=key_for_job(job, sim_key), base_url=base_url)
+        try:
+            return await regrade_file(
+                job,
+                options,
+                records,
+                lambda: final_records(args.results, other_jobs=True),  # read again: warned once
+                gate,
+                worst_case,
+                keep,
+                control,
+            )
+        finally:
+            signals.loop = None
+
+    # Grader requests spend like a run's: SIGTERM or SIGINT stops them cleanly, and the spend
+    # and the exit code (7) are said (verify14i V8: SIGTERM killed it, exit 143, nothing said).
+    with RunSignals(lambda: control.stop(), console.error) as signals:
+        summary: Summary = asyncio.run(with_simulator(args, body))
+    summary["output"] = str(args.results)
+    summary["key_gap_usd"] = file_key_gap(args.results)
+    return summary

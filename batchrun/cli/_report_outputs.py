@@ -1,0 +1,120 @@
+"""What `report` (and `history`) write beside what they read: pages and JUnit files, never over
+an input or another output."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .._console import Console
+from .._exceptions import ConfigError
+from .._summary_types import Summary
+
+
+def refuse_sidecars(*outputs: tuple[Any, str], inputs: Iterable[Path | None] = ()) -> None:
+    """Pages and JUnit files are never written over a results file or its sidecars (its summary
+    carries what a resume counts as spent: verification of break14e, F9), by name or by link;
+    nor over a file the command reads (`inputs`: the job, its datasets), nor two of them over one
+    file (break25 F3: `--html job.yaml` replaced the job just read, `--junit X --html X` lost the
+    JUnit file)."""
+    from .._files import file_identity
+    from .._output_paths import report_output_problem
+
+    taken = {file_identity(path): f"{path}, which this command reads" for path in inputs if path is not None}
+    for path, role in outputs:
+        if path is None:
+            continue
+        if (problem := report_output_problem(path, role)) is not None:
+            raise ConfigError(problem)
+        identity = file_identity(path)
+        if identity in taken:
+            raise ConfigError(f"{path}: {role} is not written over {taken[identity]}")
+        taken[identity] = f"{role} it writes too ({path})"
+
+
+def files_named_by(job_file: Path) -> list[Path]:
+    """The files beside a job (loaded: bounded) that it names: its datasets, `json_schema`
+    files, the grader prompt (verify25 N10: `--junit capital.schema.json` replaced the schema
+    jobs/eval.yaml checks answers with)."""
+    import yaml
+
+    from .._files import read_regular_text
+
+    found: list[Path] = []
+    pending: list[Any] = [yaml.safe_load(read_regular_text(job_file))]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str) and 0 < len(value) < 4096 and "\n" not in value and "\0" not in value:
+            with contextlib.suppress(OSError, ValueError):
+                if (job_file.parent / value).is_file():
+                    found.append(job_file.parent / value)
+    return found
+
+
+def refuse_named_in_datasets(job: Any, *outputs: tuple[Path | None, str]) -> None:
+    """Nor over a file a dataset row names (its own `json_schema` check: verify26 R1): an
+    existing output beside the job whose name a dataset file holds, read as bytes, unparsed."""
+    from .._dataset import DatasetFile
+    from .._files import file_mentions
+
+    datasets = [p.rows.path for p in job.prompts if isinstance(p.rows, DatasetFile)]
+    for path, role in outputs:
+        if path is None or not datasets or not path.is_file():
+            continue
+        try:
+            name = path.resolve().relative_to(job.path.parent.resolve()).as_posix().encode()
+        except ValueError:
+            continue  # not beside the job: no row names it
+        for dataset in datasets:
+            with contextlib.suppress(OSError):
+                if file_mentions(dataset, name):
+                    raise ConfigError(f"{path}: {role} is not written over a file {dataset} names")
+
+
+def report_page(args: argparse.Namespace) -> Any:
+    """With --html, the collector of the page's data (checked first: the extra may be missing)."""
+    if not args.html:
+        return None
+    from .._html_report import require_report_extra
+    from .._report_data import RunDigest
+
+    require_report_extra()
+    return RunDigest()
+
+
+def through(page: Any, records: Any) -> Any:
+    return records if page is None else page.watch(records)
+
+
+def write_report_page(args: argparse.Namespace, page: Any, summary: Summary, verdict: Any) -> None:
+    if page is not None:
+        from .._html_report import write_report
+
+        write_report(args.results, args.html, page, summary, verdict)
+
+
+def write_junit_file(
+    args: argparse.Namespace,
+    console: Console,
+    records: Callable[[], Any],
+    gate: Any,
+    unanswered: Iterable[Any] = (),
+    verdict: tuple[int, list[str]] | None = None,
+) -> None:
+    if args.junit is None:
+        return
+    from .._items import ItemGate
+    from .._junit import write_junit
+
+    counts = write_junit(records(), args.junit, None, gate or ItemGate(), unanswered, verdict)
+    console.err.write(
+        f"junit: {args.junit}: {counts['tests']} test case(s), {counts['failure']} failed, "
+        f"{counts['error']} error(s), {counts['skipped']} skipped\n"
+    )

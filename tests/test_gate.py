@@ -1,0 +1,194 @@
+"""`report --job`, the CI gate, and what a CI reads beside its exit code (break27).
+
+- rows answered for an earlier version of their request (a prompt or its parameters edited
+  since: the id stays, the fingerprint changes) are not answers to the job: exit 12, as
+  `--resume` asks them again;
+- nothing is spent on a file the gate refuses whatever the graders say (rows of another job:
+  exit 2; rows missing: exit 12);
+- the JUnit file is green exactly when the exit code is 0: the matrix's rows without an answer
+  are errors, and the gate's verdict is a test case of its own;
+- `--sim` without `--simulate` is refused: the requests would go to the job's endpoint, paid.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrun import ExitCode
+from batchrun.cli._report_gate import NOT_REGRADED
+from batchrun.simulator import Simulator
+
+from .conftest import SMALL_JOB, call_cli, judged_small_job, read_rows, write_job
+
+
+def _junit(path: Path) -> dict[str, Any]:
+    """Counts over every suite, and the gate's case (None when there is none)."""
+    root = ET.parse(path).getroot()
+    totals = {key: sum(int(s.get(key) or 0) for s in root) for key in ("tests", "failures", "errors", "skipped")}
+    gate = [case for suite in root if (suite.get("name") or "").endswith(".gate") for case in suite.iter("testcase")]
+    return {**totals, "gate": gate[0] if gate else None, "root": root}
+
+
+def _items(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
+    """Rows by item (SMALL_JOB has two repeats, so JUnit has one case per item): item -> rows."""
+    items: dict[tuple[str, str, str], int] = {}
+    for row in rows:
+        key = (row["model"], row["prompt_id"], json.dumps(row["vars"], sort_keys=True))
+        items[key] = items.get(key, 0) + 1
+    return items
+
+
+def _edited_prompt(folder: Path, text: str = SMALL_JOB) -> Path:
+    folder.mkdir(exist_ok=True)
+    return write_job(folder, text.replace('"Capital of {{country}}?"', '"Name the capital city of {{country}}."'))
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> Path:
+    return write_job(tmp_path, SMALL_JOB)
+
+
+@pytest.fixture
+def results(tmp_path: Path, job: Path) -> Path:
+    out = tmp_path / "done.jsonl"
+    code, _, err = call_cli(job, "--simulate", "-o", out, "-q")
+    assert code == 0, err
+    return out
+
+
+def test_rows_answered_before_their_prompt_was_edited_are_not_answers_to_the_job(
+    tmp_path: Path, job: Path, results: Path
+) -> None:
+    # break27 MAJOR-5: the old answers were graded by the new job's checks: exit 0, JUnit green.
+    edited = _edited_prompt(tmp_path / "edited")
+    junit = tmp_path / "junit.xml"
+    code, _, err = call_cli("report", results, "--job", edited, "--junit", junit)
+    capitals = [r for r in read_rows(results) if r["prompt_id"] == "capital"]
+    assert code == ExitCode.INCOMPLETE, err
+    assert f"{len(capitals)} row(s) answered an earlier version of their request" in err
+    counts = _junit(junit)
+    assert counts["errors"] == len(_items(capitals)) and counts["gate"] is not None
+    stale = [e.get("message") for e in counts["root"].iter("error")]
+    assert all("answered an earlier version of its request" in m for m in stale), stale
+    assert counts["gate"].find("failure") is not None  # the gate's own case is red
+    assert call_cli("report", results, "--job", edited, "--allow-partial")[0] == ExitCode.OK
+    # `--resume` asks exactly those again, and then the gate passes.
+    before = len(read_rows(results))
+    assert call_cli(edited, "--simulate", "-o", results, "--resume", "-q")[0] == ExitCode.OK
+    assert len(read_rows(results)) == before + len(capitals)
+    assert call_cli("report", results, "--job", edited)[0] == ExitCode.OK
+    assert call_cli("report", results, "--job", job)[0] == ExitCode.INCOMPLETE  # now stale to the old job
+
+
+def test_an_edited_parameter_makes_rows_stale_an_edited_check_does_not(
+    tmp_path: Path, job: Path, results: Path
+) -> None:
+    params = tmp_path / "params"
+    params.mkdir()
+    params_job = write_job(params, SMALL_JOB.replace("max_tokens: 32", "max_tokens: 7"))
+    code, _, err = call_cli("report", results, "--job", params_job)
+    assert code == ExitCode.INCOMPLETE and "20 row(s) answered an earlier version" in err, err
+    checks = tmp_path / "checks"
+    checks.mkdir()
+    checks_job = write_job(checks, SMALL_JOB.replace('{contains: "{{expect}}"}', '{regex: "."}'))
+    code, _, err = call_cli("report", results, "--job", checks_job)
+    assert code == ExitCode.OK, err  # re-grading with new checks is what `report --job` is for
+
+
+def test_merge_keeps_stale_rows_and_says_the_merge_is_not_complete(tmp_path: Path, job: Path, results: Path) -> None:
+    edited = _edited_prompt(tmp_path / "edited")
+    merged = tmp_path / "merged.jsonl"
+    code, _, err = call_cli("merge", merged, results, "--job", edited)
+    assert code == ExitCode.INCOMPLETE and "answered an earlier version" in err, err
+    assert len(read_rows(merged)) == 20  # no row lost
+
+
+def test_the_junit_file_of_a_file_with_rows_missing_is_not_green(tmp_path: Path, job: Path, results: Path) -> None:
+    # break27 MAJOR-2: two rows of twenty: tests="2" failures="0" errors="0", exit 12.
+    lines = results.read_text().splitlines(keepends=True)
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(lines[:2]) + lines[2][:200])  # and a line cut in the middle
+    junit = tmp_path / "junit.xml"
+    code, _, err = call_cli("report", part, "--job", job, "--junit", junit)
+    assert code == ExitCode.INCOMPLETE
+    counts = _junit(junit)
+    present = _items([json.loads(line) for line in lines[:2]])
+    whole = sum(1 for n in present.values() if n == 2)
+    assert counts["tests"] == 10 + 1 and counts["errors"] == 10 - whole  # every item of the matrix, and the gate
+    gate = counts["gate"].find("failure")
+    assert gate is not None and "exit 12" in gate.get("message") and "18 of 20 row(s)" in gate.get("message")
+    messages = [e.get("message") for e in counts["root"].iter("error")]
+    assert sum("without an answer: no record: the row never ran" in m for m in messages) == 10 - whole
+    code, _, err = call_cli("report", results, "--job", job, "--junit", junit)
+    counts = _junit(junit)
+    assert code == ExitCode.OK and counts["errors"] == counts["failures"] == 0
+    assert counts["gate"] is not None and len(counts["gate"]) == 0  # a green case: the gate passed
+
+
+def test_a_missing_repeat_makes_its_item_an_error(tmp_path: Path, job: Path, results: Path) -> None:
+    # With repeats, JUnit has one case per item: an item with a repeat missing is not green.
+    rows = read_rows(results)
+    kept = [r for r in rows if not (r["repeat"] == 1 and r["prompt_id"] == "capital")]
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    junit = tmp_path / "junit.xml"
+    assert call_cli("report", part, "--job", job, "--junit", junit)[0] == ExitCode.INCOMPLETE
+    errors = [e.get("message") for e in _junit(junit)["root"].iter("error")]
+    gaps = [m for m in errors if m.startswith("1 of 2 repeat(s) without an answer: no record")]
+    assert len(gaps) == len(rows) - len(kept), errors
+
+
+@pytest.mark.usefixtures("api_key_env")
+def test_no_grader_is_asked_for_a_file_the_gate_refuses_whatever_they_say(
+    tmp_path: Path, sim: Simulator, job: Path, results: Path
+) -> None:
+    # break27 MAJOR-1: a file with one row of another job bought every grader, then said
+    # exit 2, "nothing was spent".
+    judged_folder = tmp_path / "judged"
+    judged_folder.mkdir()
+    judged = write_job(judged_folder, judged_small_job())
+    base = ["--base-url", sim.base_url]
+    rows = read_rows(results)
+    other = {**rows[0], "job": "other"}
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in [*rows, other]))
+    asked = sim.stats.chat_requests
+    code, _, err = call_cli("report", mixed, "--job", judged, *base)
+    assert code == ExitCode.USAGE and "1 row(s) are not in the matrix" in err, err
+    assert sim.stats.chat_requests == asked and "re-grading" not in err
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(json.dumps(r) + "\n" for r in rows[:5]))
+    junit = tmp_path / "junit.xml"
+    code, _, err = call_cli("report", part, "--job", judged, *base, "--junit", junit)
+    assert code == ExitCode.INCOMPLETE and NOT_REGRADED in err, err
+    assert sim.stats.chat_requests == asked
+    assert _junit(junit)["errors"] == 10  # no judge verdict stored: undecided, or missing
+    code, _, err = call_cli("report", part, "--job", judged, *base, "--allow-partial")
+    assert sim.stats.chat_requests > asked and "re-grading" in err  # asked for: the rows present
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["JOB", "--sim", "fault.503=1"],
+        ["plan", "JOB", "--sim", "latency_ms=5"],
+        ["report", "OUT", "--job", "JOB", "--sim", "judge_unparseable=1"],
+    ],
+    ids=["run", "plan", "report"],
+)
+@pytest.mark.usefixtures("api_key_env")
+def test_sim_settings_without_simulate_are_refused_before_anything_is_sent(
+    tmp_path: Path, sim: Simulator, job: Path, results: Path, command: list[str]
+) -> None:
+    # break27 MAJOR-4: ignored, and the run went to the job's endpoint with the key set.
+    argv = [{"JOB": str(job), "OUT": str(results)}.get(a, a) for a in command]
+    before = results.read_bytes()
+    code, out, err = call_cli(*argv, "--base-url", sim.base_url)
+    assert code == ExitCode.USAGE and out == "" and len(err.strip().splitlines()) == 1
+    assert "--sim: only with --simulate (settings of the built-in simulator); nothing was sent" in err
+    assert results.read_bytes() == before and sim.stats.chat_requests == sim.stats.keys_created == 0
