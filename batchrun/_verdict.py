@@ -96,6 +96,15 @@ def unchecked_thresholds(summary: Summary, settings: RunSettings, override: floa
                 f"{label}: its threshold could not be checked: {undecided} undecided row(s) decide it "
                 f"({group['passed']} of {checked} graded passed)"
             )
+    items = summary.get("items")
+    if items and items.get("gate") and items["undecided"]:
+        # `per_item` is a threshold too: an item its graded repeats neither meet nor miss is
+        # decided by the ungraded ones, and a gate no item met passed (break27 M2: exit 0).
+        gate = items["gate"]
+        unchecked.append(
+            f"{items['undecided']} item(s) could not be checked against the per-item gate (at least {gate['min']} "
+            f"of {gate['of']} repeats): their undecided repeats decide it"
+        )
     return unchecked
 
 

@@ -448,3 +448,29 @@ def test_report_shows_intervals_in_every_form(tmp_path: Path, flag: str) -> None
         assert json.loads(text)["total"]["pass_rate_ci95"][0] < json.loads(text)["total"]["pass_rate"]
     else:
         assert "pass [95% CI]" in text and "% [" in text
+
+
+def test_a_per_item_gate_that_undecided_repeats_decide_is_not_passed(tmp_path: Path) -> None:
+    # break27 M2: per_item 3 of 5, three repeats ungraded (a grader's prose), two passing, and an
+    # error tolerance wide enough for them: no item met the gate, exit 0. An overall threshold
+    # the undecided rows decide is exit 1 ("whatever the run's share"); so is this.
+    from batchrun._settings import RunSettings
+    from batchrun._summary import SummaryBuilder
+    from batchrun._verdict import decide
+
+    rows = read_rows(synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 5, seed=6, items=1))
+    for row in rows[:3]:
+        row.update(passed=None, checks=[{"name": "judge", "pass": None, "reason": "", "weight": 1, "error": "prose"}])
+    gate = ItemGate(3, 5)
+    settings = RunSettings(max_error_rate=1.0, pass_threshold={"per_item": {"min": 3, "of": 5}})
+    summary = SummaryBuilder(gate).add_all(rows).result()
+    assert summary["items"] is not None and summary["items"]["undecided"] == 1
+    code, reasons = decide(summary, settings)
+    assert code == ExitCode.ERRORS
+    assert reasons == [
+        "1 item(s) could not be checked against the per-item gate (at least 3 of 5 repeats): their undecided "
+        "repeats decide it"
+    ]
+    for row in rows[:1]:  # three passes of three graded: the gate is met whatever the other two say
+        row.update(passed=True, checks=[{"name": "judge", "pass": True, "reason": "", "weight": 1}])
+    assert decide(SummaryBuilder(gate).add_all(rows).result(), settings)[0] == ExitCode.OK
