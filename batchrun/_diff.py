@@ -66,12 +66,20 @@ class _Pairing:
     before: dict[str, bool] = field(default_factory=dict)
     after: dict[str, bool] = field(default_factory=dict)
 
+    def common(self) -> set[str]:
+        return self.before.keys() & self.after.keys()
+
     def counts(self) -> tuple[int, int] | None:
-        """(pass -> fail, fail -> pass) when both runs graded exactly the same rows, else None."""
-        if not self.before or self.before.keys() != self.after.keys():
+        """(pass -> fail, fail -> pass) over the rows both runs graded, None when they share none.
+
+        Rows graded on one side only are left out of the test: compared as two samples, runs
+        that share rows count those rows twice, and one row that flipped, its 20 neighbours gone
+        from the second run, read as a significant drop (21/21 -> 0/1, p=0.045: break27 M4)."""
+        common = self.common()
+        if not common:
             return None
-        down = sum(1 for k, ok in self.before.items() if ok and not self.after[k])
-        up = sum(1 for k, ok in self.before.items() if not ok and self.after[k])
+        down = sum(1 for k in common if self.before[k] and not self.after[k])
+        up = sum(1 for k in common if not self.before[k] and self.after[k])
         return down, up
 
 
@@ -89,8 +97,8 @@ def _pairings(a_rows: dict[str, dict[str, Any]], b_rows: dict[str, dict[str, Any
 
 def _rate_change(a: GroupFigures, b: GroupFigures, alpha: float, pairing: _Pairing | None) -> dict[str, Any]:
     """One pass rate before and after, and whether the change is significant: McNemar's exact
-    test when both runs graded the same rows (each row its own control), else Fisher's exact
-    test on the pass/fail counts."""
+    test on the rows both runs graded (each row its own control), else (no row in common)
+    Fisher's exact test on the pass/fail counts."""
     rate_a, rate_b = a.get("pass_rate"), b.get("pass_rate")
     paired = pairing.counts() if pairing is not None else None
     if paired is not None:
@@ -105,6 +113,7 @@ def _rate_change(a: GroupFigures, b: GroupFigures, alpha: float, pairing: _Pairi
         "before_ci95": a.get("pass_rate_ci95"),
         "after_ci95": b.get("pass_rate_ci95"),
         "test": PAIRED_TEST if paired is not None else UNPAIRED_TEST,
+        "rows_paired": len(pairing.common()) if paired is not None and pairing is not None else None,
         "p_value": test["p_value"],
         "significant": bool(test["significant"]),
     }
@@ -194,6 +203,11 @@ def diff_runs(
             if set(a["answered_by"]) != set(b["answered_by"]):
                 entry["answered_by"] = {"before": a["answered_by"], "after": b["answered_by"]}
         models[name] = entry
+    # Rows on one side only: said, and when the second run only lacks rows of the first (adds
+    # none) it is taken for an incomplete run, a regression (break27 M4: half a run gone, exit 0).
+    only_before, only_after = len(a_rows.keys() - b_rows.keys()), len(b_rows.keys() - a_rows.keys())
+    rows = {"before": len(a_rows), "after": len(b_rows), "only_before": only_before, "only_after": only_after}
+    rows_missing = only_before > 0 and (only_after == 0 or strict)
     pairings = _pairings(a_rows, b_rows)
     total_rate = _rate_change(a_sum["total"], b_sum["total"], alpha, pairings.get(""))
     models_rate = _rate_changes(a_sum["models"], b_sum["models"], alpha, "model", pairings)
@@ -213,11 +227,14 @@ def diff_runs(
         "pass_rate": total_rate,
         "models_pass_rate": models_rate,
         "prompts_pass_rate": prompts_rate,
+        "rows": rows,
+        "rows_missing": rows_missing,
         "flips": flips,
         "item_flips": item_flips,
         "significant_drops": [d.strip() for d in significant_drops],
         "models": models,
         "regression": bool(significant_drops)
+        or rows_missing
         or bool(item_flips["pass_to_fail"])
         or (strict and bool(flips["pass_to_fail"] or flips["pass_to_ungraded"]))
         or any(
@@ -239,8 +256,21 @@ def _rate_line(label: str, rate: dict[str, Any]) -> str:
     return f"{label}{pct(rate['before'])} -> {pct(rate['after'])}{verdict}"
 
 
+def _rows_line(diff: dict[str, Any]) -> list[str]:
+    rows = diff["rows"]
+    if not rows["only_before"] and not rows["only_after"]:
+        return []
+    line = (
+        f"rows: {rows['before']} -> {rows['after']}: {rows['only_before']} only in the first run, "
+        f"{rows['only_after']} only in the second (tests pair the rows both runs graded)"
+    )
+    if diff["rows_missing"]:
+        line += "; rows of the first run are missing from the second: counted as a regression"
+    return [line]
+
+
 def _change_lines(diff: dict[str, Any]) -> list[str]:
-    lines = [_rate_line("pass rate ", diff["pass_rate"])]
+    lines = [*_rows_line(diff), _rate_line("pass rate ", diff["pass_rate"])]
     for label, key in (("model", "models_pass_rate"), ("prompt", "prompts_pass_rate")):
         for name, rate in diff[key].items():
             if rate["change"]:

@@ -275,6 +275,8 @@ def test_noise_alone_is_not_a_regression_unless_strict(tmp_path: Path) -> None:
     assert diff["flips"]["pass_to_fail"] and not diff["significant_drops"]
     assert code == ExitCode.OK
     assert call_cli("diff", before, after, "--fail-on-regression", "--strict")[0] == ExitCode.REGRESSION
+    code, out, err = call_cli("diff", before, after, "--strict")  # break27 m10: taken, and nothing failed
+    assert code == ExitCode.USAGE and out == "" and "--strict: only with --fail-on-regression" in err
     # A looser level can call the same change significant: the level is the user's.
     assert diff["test"]["alpha"] == 0.05 and "McNemar" in diff["test"]["name"]
     assert diff["pass_rate"]["test"] == "McNemar's exact test (paired rows)"  # the same rows in both runs
@@ -327,8 +329,8 @@ def test_strict_counts_a_row_that_lost_its_verdict(tmp_path: Path) -> None:
 def test_diff_pairs_the_same_rows_and_falls_back_to_fisher(tmp_path: Path) -> None:
     """The same 100 rows, 8 of the 90 passing ones now fail and none recovers: 90% -> 82%.
     Counted as unrelated samples that is noise (Fisher p ~ 0.13); row by row it is eight
-    flips one way (McNemar p = 2/256), a regression. With rows missing on one side the
-    runs do not pair, and Fisher's test decides."""
+    flips one way (McNemar p = 2/256), a regression. Runs with no row in common (another
+    dataset) are two samples, and Fisher's test decides."""
     all_pass = synthetic(tmp_path / "all.jsonl", {"m": 1.0}, 1, seed=1, items=100)
     before = failing(all_pass, tmp_path / "a.jsonl", lambda q: q < 10)
     after = failing(before, tmp_path / "b.jsonl", lambda q: 10 <= q < 18)
@@ -340,12 +342,27 @@ def test_diff_pairs_the_same_rows_and_falls_back_to_fisher(tmp_path: Path) -> No
     assert total["test"] == "McNemar's exact test (paired rows)" and total["p_value"] == 0.007813
     assert code == ExitCode.REGRESSION and "total" in diff["significant_drops"]
     assert "paired p=0.00781, significant" in call_cli("diff", before, after)[1]
-    # One row gone from the second run: the rows no longer pair, Fisher's test decides.
+    # One row gone from the second run: the 99 rows both graded still pair (break27 M4), and
+    # the row missing from the second run, which adds none, is a regression of its own.
     partial = tmp_path / "c.jsonl"
     partial.write_text("".join(json.dumps(r) + "\n" for r in rows[1:]))
     code, text, _ = call_cli("diff", before, partial, "--json", "--fail-on-regression")
-    unpaired = json.loads(text)["pass_rate"]
-    assert unpaired["test"] == "Fisher's exact test" and unpaired["significant"] is False
+    diff = json.loads(text)
+    assert diff["pass_rate"]["test"] == "McNemar's exact test (paired rows)"
+    assert diff["pass_rate"]["rows_paired"] == 99 and diff["pass_rate"]["significant"] is True
+    assert diff["rows"] == {"before": 100, "after": 99, "only_before": 1, "only_after": 0}
+    assert diff["rows_missing"] is True and code == ExitCode.REGRESSION
+    assert "1 only in the first run, 0 only in the second" in call_cli("diff", before, partial)[1]
+    # No row in common (another dataset): two samples, Fisher's test decides, and rows that
+    # differ on both sides are said but are no regression without --strict.
+    other = tmp_path / "d.jsonl"
+    other.write_text("".join(json.dumps({**r, "id": r["id"][::-1]}) + "\n" for r in rows))
+    code, text, _ = call_cli("diff", before, other, "--json", "--fail-on-regression")
+    diff = json.loads(text)
+    assert diff["pass_rate"]["test"] == "Fisher's exact test" and diff["pass_rate"]["significant"] is False
+    assert diff["rows_missing"] is False and code == ExitCode.OK
+    code, text, _ = call_cli("diff", before, other, "--json", "--fail-on-regression", "--strict")
+    assert json.loads(text)["rows_missing"] is True and code == ExitCode.REGRESSION
 
 
 @pytest.mark.parametrize("alpha", ["0", "1", "nan"])
@@ -474,3 +491,22 @@ def test_a_per_item_gate_that_undecided_repeats_decide_is_not_passed(tmp_path: P
     for row in rows[:1]:  # three passes of three graded: the gate is met whatever the other two say
         row.update(passed=True, checks=[{"name": "judge", "pass": True, "reason": "", "weight": 1}])
     assert decide(SummaryBuilder(gate).add_all(rows).result(), settings)[0] == ExitCode.OK
+
+
+def test_one_flip_among_rows_gone_from_the_second_run_is_not_a_significant_drop(tmp_path: Path) -> None:
+    # break27 M4: 20 of a model's 21 passing rows gone, the one left now failing: compared as two
+    # samples, 21/21 -> 0/1 was "significant" (p=0.045); one row, one flip, is p=1. The rows gone
+    # (and none added) are what fails the gate, and `diff` says so.
+    before = synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 1, seed=2, items=21)
+    after = failing(before, tmp_path / "b.jsonl", lambda q: q == 0)
+    kept = [r for r in read_rows(after) if r["vars"]["q"] == 0]
+    after.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
+    diff = json.loads(text)
+    rate = diff["models_pass_rate"]["m"]
+    assert (rate["before"], rate["after"]) == (1.0, 0.0)
+    assert rate["test"] == "McNemar's exact test (paired rows)" and rate["p_value"] == 1 and not rate["significant"]
+    assert diff["significant_drops"] == [] and diff["rows_missing"] is True and code == ExitCode.REGRESSION
+    _, text, _ = call_cli("diff", before, after)
+    assert "rows: 21 -> 1: 20 only in the first run, 0 only in the second" in text
+    assert "missing from the second: counted as a regression" in text

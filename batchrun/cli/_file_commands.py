@@ -93,6 +93,9 @@ def cmd_history(args: argparse.Namespace, console: Console) -> int:
 def cmd_diff(args: argparse.Namespace, console: Console) -> int:
     from .._diff import diff_runs, render_diff_markdown, render_diff_text
 
+    if args.strict and not args.fail_on_regression:
+        # Taken and unused, a CI step written `diff A B --strict` never failed (break27 m10).
+        raise ConfigError("--strict: only with --fail-on-regression (it says what fails the gate)")
     diff = diff_runs(args.before, args.after, console.warn, args.alpha, args.strict)
     show(console, args, diff, render_diff_text, render_diff_markdown)
     if args.fail_on_regression and diff["regression"]:
