@@ -392,7 +392,9 @@ class CacheSession:
         if self._store is None:
             return
         try:
-            if not self._store.read_only:
+            # A session that looked nothing up (`plan`, a resume with nothing left) is no run of
+            # the cache's: `cache stats` showed plans among its last runs (break27 m12).
+            if not self._store.read_only and (self.hits or self.misses or self.stored):
                 self._store.record_run(
                     RunStats(self.clock.time(), self.job_name, self.hits, self.misses, self.stored, self.saved_usd)
                 )

@@ -18,6 +18,7 @@ send the requests, through the same throttle, ledger and retries as every row.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -166,6 +167,16 @@ class VerdictError(ValueError):
     """The grader's reply is not a verdict (not JSON, or not valid against the schema)."""
 
 
+def _why_not_json(content: str) -> str:
+    """What is wrong with a reply `parse_json` refused, when Python's own reader takes it: a
+    prose reply was said to have "NaN or Infinity in it, or a key given twice" (break27 m2)."""
+    try:
+        json.loads(content.strip().removeprefix("```json").removesuffix("```"))
+    except (ValueError, RecursionError):
+        return " (prose, a reply cut short, or nothing)" if content.strip() else " (it is empty)"
+    return " to rely on (NaN or Infinity in it, or a key given twice)"
+
+
 def parse_verdict(content: str) -> dict[str, Any]:
     """{pass, score, reason} from the grader's reply, or VerdictError."""
     from jsonschema import Draft202012Validator
@@ -174,7 +185,7 @@ def parse_verdict(content: str) -> dict[str, Any]:
     # last key winning, where other readers take the first (break23 F14).
     ok, data = parse_json(content, unique_keys=True)
     if not ok:
-        raise VerdictError("the grader's reply is not JSON (NaN or Infinity in it, or a key given twice)")
+        raise VerdictError(f"the grader's reply is not JSON{_why_not_json(content)}")
     error = next(iter(Draft202012Validator(VERDICT_SCHEMA).iter_errors(data)), None)
     if error is not None:
         raise VerdictError(f"the grader's reply is not a verdict: {error.message[:120]}")

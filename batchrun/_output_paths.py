@@ -107,6 +107,11 @@ def report_output_problem(path: Path, role: str) -> str | None:
     leads to, a results file or one of its sidecars, by name (in any case) or by what it holds
     (a summary carries what a resume counts as spent; verify21 V1, V4, V5: links were followed
     by the write, not by this check)."""
+    # Bad options, said before anything is read or sent (break27 m9: exit 11, after the work).
+    if path.is_dir():
+        return f"{path}: is a folder: name the file to write {role} to"
+    if path.parent.exists() and not path.parent.is_dir():
+        return f"{path}: cannot write {role} there: {path.parent} is not a folder"
     try:
         target = path.resolve()
     except (OSError, RuntimeError):  # a symlink loop: the write fails and says so

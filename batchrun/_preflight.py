@@ -272,7 +272,12 @@ def missing_account_api(base_url: str, models: object | None, key: object | None
     missing = [name for name, value in (("/models", models), ("/key", key)) if value is None]
     if not missing:
         return None
-    return f"{base_url} has no {' or '.join(missing)}: credit-limit features are off for this run"
+    hint = ""
+    if len(missing) == 2 and not base_url.rstrip("/").endswith("/v1"):
+        # `--base-url http://127.0.0.1:8199` after `batchrun simulate`: the advice that came
+        # next was to allow unknown prices, which turns the budget's bound off (break27 m6).
+        hint = f" (a base URL ends in its API's version, as {base_url.rstrip('/')}/api/v1 would)"
+    return f"{base_url} has no {' or '.join(missing)}{hint}: credit-limit features are off for this run"
 
 
 async def read_account(

@@ -133,8 +133,11 @@ def final_records(
     crashed = unrecorded_attempts(path) if journal else {}  # without: what the records say (_journal)
     if crashed:
         warn(
-            f"{journal_path(path)}: {len(crashed)} row(s) had attempts in flight when the run was killed: "
-            "counted as unknown costs, their worst cases held"
+            # A kill, or a run whose results could not be written (exit 11 keeps its journal):
+            # "killed" named a cause that was not there (break27 m13).
+            f"{journal_path(path)}: {len(crashed)} row(s) had attempts in flight when the run ended without "
+            "recording them (killed, or its results could not be written): counted as unknown costs, their worst "
+            "cases held"
         )
     for row in crashed:
         if row in last:

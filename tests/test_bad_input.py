@@ -366,6 +366,12 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT + "    checks: [{contains: x, regex: y}]\n",
         ["job.yaml:6:14: at $.prompts[0].checks[0] a check has one kind, not 2: contains, regex"],
     ),
+    # break27 m8: a panel naming one grader twice paid it twice and counted its vote twice.
+    (
+        "a grader named twice",
+        ONE_PROMPT + "    checks: [{judge: ok, grader: [a/b, a/b]}]\n",
+        ["at $.prompts[0].checks[0].grader ['a/b', 'a/b'] has non-unique elements"],
+    ),
     # A number key is a mapping's key, not a list's index (`params[8]`, verify17), and its line is the key's.
     ("a number key", ONE_PROMPT + "    params: {8: 1}\n", ["job.yaml:6:14: at $.prompts[0].params.8 unknown key '8'"]),
     (
@@ -612,6 +618,14 @@ OPTION_CASES: list[tuple[str, list[str], list[str]]] = [
         ["--sim latency_ms=abc: expected a number, got 'abc'"],
     ),
     ("retry errors without resume", ["--retry-errors"], ["--retry-errors continues a run: use it with --resume"]),
+    # break27 m5: a 1xx "fault" left each attempt hanging; a grader's shares above 1 were taken.
+    (
+        "sim fault not an error status",
+        ["--simulate", "--sim", "fault.100=0.3"],
+        ["--sim fault.100=0.3: unknown fault '100': use an HTTP error status (400-599)"],
+    ),
+    ("sim fault 200", ["--simulate", "--sim", "fault.200=1"], ["unknown fault '200'"]),
+    ("sim judge bias above 1", ["--simulate", "--sim", "judge_bias=1.5"], ["a rate must be between 0 and 1"]),
     (
         "sim outcome misspelt",  # break20 F23: a typo simulated nothing, exit 0
         ["--simulate", "--sim", "batch_outcome=weird"],

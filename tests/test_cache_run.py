@@ -171,6 +171,9 @@ def test_plan_shows_hits_and_what_is_left_to_pay(tmp_path: Path, sim: Simulator)
     assert "cache: 12 row(s) answered from it for free" in text and "the other 8 would cost at most $" in text
     code, text, _ = call_cli("plan", job, "--base-url", sim.base_url)
     assert code == 0 and "cache" not in text  # off unless asked
+    # A plan is no run of the cache's: `cache stats` lists the one run (break27 m12: and each plan).
+    code, text, _ = call_cli("cache", "stats", "--dir", cache)
+    assert code == 0 and text.count(" hit(s), ") == 1, text
 
 
 def test_errors_empty_and_cut_answers_are_not_stored(tmp_path: Path, sim: Simulator) -> None:

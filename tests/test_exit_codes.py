@@ -121,7 +121,10 @@ def test_an_unwritable_step_summary_is_a_warning(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path))  # a folder: cannot be appended to
     code, _, err = call_cli(job, "--simulate", "-o", tmp_path / "s.jsonl", "-q")
     assert code == 0
-    assert err.startswith(f"batchrun: warning: GITHUB_STEP_SUMMARY {tmp_path}: cannot be written")
+    assert (
+        err
+        == f"batchrun: warning: GITHUB_STEP_SUMMARY {tmp_path}: is a folder: name the file to write a step summary to\n"
+    )
     assert "Traceback" not in err and len(err.splitlines()) == 1
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
 
-from .conftest import FAKE_KEY, FakeClock, exec_cli, write_job
+from .conftest import FAKE_KEY, FakeClock, call_cli, exec_cli, write_job
 from .hostile import (
     JOB,
     ROWS,
@@ -367,3 +367,19 @@ def test_the_cli_as_a_subprocess_shows_no_traceback(tmp_path: Path) -> None:
         result = exec_cli(path, "--base-url", server.base_url, "-o", out, "-q", env=env)
     outcome = check(server, tmp_path, result.returncode, result.stdout, result.stderr, out)
     assert outcome.code == ExitCode.ERRORS and outcome.kinds() == {"bad_response"}
+
+
+@pytest.mark.usefixtures("api_key_env")
+def test_nothing_listening_at_the_base_url_says_what_to_check(tmp_path: Path) -> None:
+    # break27 m7: the connection error alone, "ssl:default" and all, and no word of what to do.
+    import socket
+
+    with socket.socket() as held:  # a port of this host that nothing listens on while it is held
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        job = write_job(tmp_path, JOB)  # max_attempts 1: pre-flight's reads are not retried
+        code, out, err = call_cli(job, "--base-url", f"http://127.0.0.1:{port}/api/v1", "-o", tmp_path / "o.jsonl")
+    assert code == ExitCode.ERRORS and out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith("batchrun: the endpoint failed before the run started: connect: ")
+    assert err.rstrip().endswith("no row was sent: is the endpoint up, and its host and port right?")
+    assert not (tmp_path / "o.jsonl").exists()

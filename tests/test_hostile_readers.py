@@ -193,10 +193,13 @@ def test_an_output_that_is_a_pipe_is_streamed_into_it(results: Path, tmp_path: P
 
 def test_an_output_that_is_a_folder_or_under_a_file_is_named(results: Path, tmp_path: Path) -> None:
     (tmp_path / "adir").mkdir()
+    # A bad option, exit 2 before anything is read (break27 m9: exit 11, "an output failed").
     code, _, err = call_cli("report", results, "--junit", tmp_path / "adir")
-    assert code == ExitCode.IO and err == f"batchrun: {tmp_path / 'adir'}: is a folder: name the file to write\n"
+    message = f"batchrun: {tmp_path / 'adir'}: is a folder: name the file to write a JUnit file to\n"
+    assert code == ExitCode.USAGE and err == message
     code, _, err = call_cli("report", results, "--junit", results / "x.xml")
-    assert code == ExitCode.IO and err == f"batchrun: {results / 'x.xml'}: cannot write it: {results} is not a folder\n"
+    message = f"batchrun: {results / 'x.xml'}: cannot write a JUnit file there: {results} is not a folder\n"
+    assert code == ExitCode.USAGE and err == message
 
 
 def test_a_report_file_cut_by_a_full_disk_is_not_left_behind_and_is_named(results: Path, tmp_path: Path) -> None:

@@ -106,6 +106,15 @@ def test_parse_verdict_accepts_only_the_schema() -> None:
     # break23 F14: a key given twice was read as its last value (a fail, then a pass: a pass)
     with pytest.raises(VerdictError, match="a key given twice"):
         parse_verdict('{"pass": false, "score": 0.1, "reason": "bad", "pass": true}')
+    # break27 m2: prose was said to have "NaN or Infinity in it, or a key given twice".
+    with pytest.raises(
+        VerdictError, match=r"^the grader's reply is not JSON \(prose, a reply cut short, or nothing\)$"
+    ):
+        parse_verdict("I think it passes.")
+    with pytest.raises(VerdictError, match=r"not JSON \(it is empty\)$"):
+        parse_verdict("  ")
+    with pytest.raises(VerdictError, match="NaN or Infinity"):
+        parse_verdict('{"pass": true, "score": NaN, "reason": "x"}')
     for bad in [
         "It passes.",
         '{"pass": "yes", "score": 1, "reason": ""}',

@@ -180,5 +180,8 @@ def test_the_notice_names_which_account_endpoint_is_missing() -> None:
         "https://or.test has no /key: credit-limit features are off for this run"
     )
     assert "has no /models:" in (missing_account_api("u", None, key or {}) or "")
-    assert "has no /models or /key:" in (missing_account_api("u", None, None) or "")
+    assert "has no /models or /key:" in (missing_account_api("u/v1", None, None) or "")
+    # break27 m6: the host and port alone, as typed after `batchrun simulate`: the URL is named.
+    said = missing_account_api("http://127.0.0.1:8199", None, None) or ""
+    assert "(a base URL ends in its API's version, as http://127.0.0.1:8199/api/v1 would)" in said
     assert missing_account_api("u", models, {"label": "k"}) is None

@@ -136,7 +136,9 @@ def main(
         console.error(str(exc))
         return ExitCode.USAGE
     except RequestFailed as exc:
-        console.error(f"the endpoint failed before the run started: {exc.kind}: {exc.message}")
+        # What to do next, for nothing listening at the URL (break27 m7: the error alone).
+        advice = "; no row was sent: is the endpoint up, and its host and port right?" if exc.kind == "connect" else ""
+        console.error(f"the endpoint failed before the run started: {exc.kind}: {exc.message}{advice}")
         return ExitCode.ERRORS
     except OSError as exc:  # before the run: an output folder that cannot be made, a read-only folder
         console.error(describe_os_error(exc))

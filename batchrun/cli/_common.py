@@ -20,6 +20,9 @@ from .._exceptions import (
 SIMULATOR_ENDPOINT = "simulator"
 
 
+_SHARES = ("fault.", "accuracy.", "judge_bias", "judge_unparseable", "cost_noise")
+
+
 def sim_config(options: list[str] | None) -> Any:
     from ..simulator import SimConfig
 
@@ -30,8 +33,9 @@ def sim_config(options: list[str] | None) -> Any:
         except ValueError as exc:
             raise ConfigError(f"--sim {option}: {exc}") from None
         key, _, value = option.partition("=")
-        # Rates and accuracies are probabilities; the simulator would take 2 as "always".
-        if key.strip().startswith(("fault.", "accuracy.")) and not 0 <= float(value) <= 1:
+        # Rates, accuracies and the grader's shares are probabilities; the simulator would take 2
+        # as "always" (break27 m5: judge_bias=1.5 was taken).
+        if key.strip().startswith(_SHARES) and not 0 <= float(value) <= 1:
             raise ConfigError(f"--sim {option}: a rate must be between 0 and 1")
     return config
 

@@ -116,8 +116,11 @@ class SimConfig:
             raise ValueError(f"simulator option {text!r} is not KEY=VALUE")
         if key.startswith("fault."):
             name = key[6:]
-            if not (name.isdigit() or name in FAULTS):
-                raise ValueError(f"unknown fault {name!r}: use an HTTP status or one of {', '.join(FAULTS)}")
+            if not ((name.isdigit() and 400 <= int(name) <= 599) or name in FAULTS):
+                # A 1xx, 2xx or 3xx is not an error reply: a 100 left each attempt hanging (break27 m5).
+                raise ValueError(
+                    f"unknown fault {name!r}: use an HTTP error status (400-599) or one of {', '.join(FAULTS)}"
+                )
             self.faults[name] = _number(key, value)
             return
         if key.startswith("price."):
