@@ -33,4 +33,6 @@ class RunOptions:
     # The endpoint as cache keys name it, when not the base URL: --simulate starts its
     # simulator on a new port each run, and names it "simulator" so its runs share entries.
     cache_endpoint: str | None = None
+    # --simulate: a simulator of this run's own, which knows no batch an earlier run submitted.
+    fresh_simulator: bool = False
     test_kill_after_submit: int | None = None  # test seam: SIGKILL after the Nth batch is accepted

@@ -111,7 +111,16 @@ def _batch_setup(job: Job, options: RunOptions, settings: RunSettings, output: P
         raise ConfigError(
             "batch mode cannot use an isolated key: the key is deleted when the run ends, its batches are not"
         )
-    return BatchState.load(output, job.name, job.fingerprint)
+    state = BatchState.load(output, job.name, job.fingerprint)
+    if options.fresh_simulator and held_open(state):
+        # That simulator went with its run: each poll would be a 404, three in a row ending
+        # the rows after minutes of polling (break27 m11).
+        raise ConfigError(
+            f"{state_path(output)} lists batches an earlier run submitted to its own simulator, which is gone: "
+            "--simulate cannot collect them (serve one with `batchrun simulate` and --base-url to try collecting; "
+            "`batchrun batches release` sends their rows again)"
+        )
+    return state
 
 
 def _batch_executor(

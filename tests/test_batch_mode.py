@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from batchrun._matrix import matrix_requests
 from batchrun._verdict import decide
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import FAKE_KEY, FakeClock, call_cli, child_env, read_rows, run_cli, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, call_cli, child_env, read_rows, run_cli, write_job
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -637,3 +638,23 @@ async def test_the_simulated_batch_api_calls_tools_as_a_sync_answer_does(
     tool_rows = [r for r in read_rows(out) if r["prompt_id"] == "weather-tool"]
     assert tool_rows and all(r["tool_calls"] and r["finish_reason"] == "tool_calls" for r in tool_rows)
     assert all(r["batch_id"] and r["passed"] for r in tool_rows)
+
+
+def test_simulate_polls_its_batches_often_and_refuses_batches_of_a_simulator_that_is_gone(tmp_path: Path) -> None:
+    # break27 m11: polled every 60 s, `--simulate --mode batch` took minutes for batches the
+    # simulator finishes in ~4 s; and a resume with a fresh simulator polled batches it never
+    # knew until three 404s in a row ended them.
+    job = write_job(tmp_path, SMALL_JOB)
+    out = tmp_path / "out.jsonl"
+    started = time.monotonic()
+    code, _, err = call_cli(job, "--simulate", "--mode", "batch", "-o", out, "-q")
+    assert code == ExitCode.OK and len(read_rows(out)) == 20, err
+    assert time.monotonic() - started < 45  # a bound, not a measure: the first poll came at 60 s
+    cut = tmp_path / "cut.jsonl"
+    code, _, err = call_cli(job, "--simulate", "--mode", "batch", "-o", cut, "-q", "--deadline", "0.5")
+    assert code == ExitCode.SUBMITTED, err
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("cut.*")}
+    code, out_text, err = call_cli(job, "--simulate", "--mode", "batch", "-o", cut, "-q", "--resume")
+    assert code == ExitCode.USAGE and out_text == "" and len(err.strip().splitlines()) == 1
+    assert "lists batches an earlier run submitted to its own simulator, which is gone" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("cut.*")} == before  # nothing written or sent

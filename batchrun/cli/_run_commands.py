@@ -30,6 +30,8 @@ from ._common import (
     with_simulator,
 )
 
+SIMULATED_BATCH_POLL_S = 1.0  # `--simulate`'s polls of its batches (the job's batch_poll_s if shorter)
+
 
 # -- commands -------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
@@ -79,6 +81,10 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
         # keeps its GC as it is.
         gc.freeze()
     settings = settings_from_args(job, args)
+    if args.simulate:
+        # The simulator finishes a batch in about 4 s: polled every 60 s, the quick start's job
+        # in batch mode took minutes (break27 m11).
+        settings = replace(settings, batch_poll_s=min(settings.batch_poll_s, SIMULATED_BATCH_POLL_S))
     job = replace(job, run=settings)
     shard = None
     if args.shard:
@@ -109,6 +115,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
             shard=shard,
             management_key=management,
             cache_endpoint=SIMULATOR_ENDPOINT if args.simulate else None,
+            fresh_simulator=bool(args.simulate),
             test_kill_after_submit=test_seam("BATCHRUN_TEST_KILL_AFTER_SUBMIT"),
         )
         try:
