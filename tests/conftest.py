@@ -213,6 +213,21 @@ def small_job(tmp_path: Path) -> Path:
     return write_job(tmp_path, SMALL_JOB)
 
 
+@pytest.fixture
+def job(small_job: Path) -> Path:
+    """The small job, as the gate's and the readers' tests name it."""
+    return small_job
+
+
+@pytest.fixture
+def results(tmp_path: Path, job: Path) -> Path:
+    """A complete results file of the small job (20 rows), run on the simulator in process."""
+    out = tmp_path / "done.jsonl"
+    code, _, err = call_cli(job, "--simulate", "-o", out, "-q")
+    assert code == 0, err
+    return out
+
+
 SMALL_RUN = "run: {concurrency: 4, timeout_s: 5, max_attempts: 8, max_wait_s: 5}"
 
 

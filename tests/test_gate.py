@@ -48,19 +48,6 @@ def _edited_prompt(folder: Path, text: str = SMALL_JOB) -> Path:
     return write_job(folder, text.replace('"Capital of {{country}}?"', '"Name the capital city of {{country}}."'))
 
 
-@pytest.fixture
-def job(tmp_path: Path) -> Path:
-    return write_job(tmp_path, SMALL_JOB)
-
-
-@pytest.fixture
-def results(tmp_path: Path, job: Path) -> Path:
-    out = tmp_path / "done.jsonl"
-    code, _, err = call_cli(job, "--simulate", "-o", out, "-q")
-    assert code == 0, err
-    return out
-
-
 def test_rows_answered_before_their_prompt_was_edited_are_not_answers_to_the_job(
     tmp_path: Path, job: Path, results: Path
 ) -> None:

@@ -46,20 +46,6 @@ def one_line_error(err: str, *names: str) -> None:
         assert name in lines[0], err
 
 
-@pytest.fixture
-def job(tmp_path: Path) -> Path:
-    return write_job(tmp_path, SMALL_JOB)
-
-
-@pytest.fixture
-def results(tmp_path: Path, job: Path) -> Path:
-    """A complete results file of the small job (20 rows)."""
-    out = tmp_path / "done.jsonl"
-    code, _, err = call_cli(job, "--simulate", "-o", out, "-q")
-    assert code == 0, err
-    return out
-
-
 def _other_results(folder: Path) -> bytes:
     other = write_job(folder, OTHER_JOB, "other.yaml")
     out = folder / "other-results.jsonl"
