@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,38 @@ def is_unread_line(message: str) -> bool:
     """Whether a reader's warning is of a line it did not read as a record (set aside, or a
     torn tail): `report` counts them where CI reads (verify21 V21)."""
     return ": set aside: " in message or ": not read: " in message
+
+
+# Lines named one by one before the rest are counted: a file whose first line was edited by
+# hand set every other line aside, a warning each (break27 m14: 100,000 for 100,000 rows).
+MAX_LINE_WARNINGS = 5
+_MORE_LINES = re.compile(r": set aside: ([\d,]+) more line\(s\)")
+
+
+def unread_lines(message: str) -> int:
+    """How many lines a reader's warning says it did not read as records."""
+    more = _MORE_LINES.search(message)
+    return int(more[1].replace(",", "")) if more else int(is_unread_line(message))
+
+
+class _LineWarnings:
+    """A file's warnings, with those of lines set aside after the first few counted instead."""
+
+    def __init__(self, warn: Warn, path: Path) -> None:
+        self._warn, self._path = warn, path
+        self.shown = self.hidden = 0
+
+    def __call__(self, message: str) -> None:
+        if is_unread_line(message):
+            if self.shown >= MAX_LINE_WARNINGS:
+                self.hidden += 1
+                return
+            self.shown += 1
+        self._warn(message)
+
+    def close(self) -> None:
+        if self.hidden:
+            self._warn(f"{self._path}: set aside: {self.hidden:,} more line(s) not read as records, as above")
 
 
 def _ignore(_message: str) -> None:
@@ -111,16 +144,17 @@ def final_records(
     them, to refuse the file (exit 2, naming a foreign row: verify21 V8, V9).
     """
     path = Path(path)  # the public API's readers take a str too
+    warnings = _LineWarnings(warn, path)
     last: dict[str, int] = {}
     superseded: set[int] = set()  # valid lines a later record of their row replaced
     job: tuple[Any, Any] | None = None
     with _open(path) as handle:
-        for number, line in _lines(path, handle, warn):
-            record = _parse(path, number, line, warn)
+        for number, line in _lines(path, handle, warnings):
+            record = _parse(path, number, line, warnings)
             if record is not None and job is not None and record["job"] != job[0] and not other_jobs:
                 # A file is one job's (a run refuses another job's output): a row of another,
                 # pasted or appended by hand, would be counted as this job's (break21 R17).
-                warn(f"{path}:{number}: set aside: a row of job {record['job']!r} in a file of job {job[0]!r}")
+                warnings(f"{path}:{number}: set aside: a row of job {record['job']!r} in a file of job {job[0]!r}")
                 continue
             if record is not None:
                 job = job or (record.get("job"), record.get("job_fingerprint"))
@@ -128,6 +162,7 @@ def final_records(
                 if before is not None:
                     superseded.add(before)
                 last[record["id"]] = number
+    warnings.close()
     # Attempts a kill -9 left in flight (the journal beside the file): each is its row's newest
     # state, as the next run on the file would record it (_journal), never a known $0 (N10).
     crashed = unrecorded_attempts(path) if journal else {}  # without: what the records say (_journal)
@@ -327,6 +362,7 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
     costs: list[bytes] = []  # the `spent` of records that are their cost alone: nearly all
     spend = _Spend()
     lines = 0
+    warnings = _LineWarnings(warn, path)
     with _open(path) as handle:
         if os.fstat(handle.fileno()).st_size == 0:
             return ScanResult(states, 0.0, 0)
@@ -336,7 +372,7 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
                 count = segment.count(b"\n")
                 found = LINE_HEADS.findall(buffer, begin, finish)
                 if len(found) != count:
-                    _scan_slow(path, lines + 1, segment.split(b"\n")[1:], states, warn, spend)
+                    _scan_slow(path, lines + 1, segment.split(b"\n")[1:], states, warnings, spend)
                 else:
                     for row_id, blob, cost, spent, resolves in found:
                         states[row_id] = blob
@@ -347,6 +383,7 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
                 lines += count
             if spend.unmatched:
                 spend.total -= _unmatched(data, spend.unmatched)
+    warnings.close()
     total = spend.total + sum(_money(cost) for cost in costs if cost not in (b"", b"null"))
     return ScanResult(states, max(0.0, total), lines)
 

@@ -535,6 +535,25 @@ def test_unread_lines_are_counted_where_ci_reads(results: Path, tmp_path: Path) 
     assert "unread_lines" not in call_cli("report", results, "--json")[1]
 
 
+def test_a_first_line_edited_by_hand_names_a_few_lines_set_aside_and_counts_the_rest(
+    results: Path, tmp_path: Path
+) -> None:
+    # break27 m14: every other line set aside with a warning of its own (104 for 105 rows).
+    from batchrun._reader import MAX_LINE_WARNINGS
+
+    rows = read_rows(results)
+    rows[0]["job"] = "other"
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = call_cli("report", edited, "--json")
+    lines = err.strip().splitlines()
+    assert code == ExitCode.OK and len(lines) == MAX_LINE_WARNINGS + 1, err
+    assert all("set aside: a row of job 'small' in a file of job 'other'" in line for line in lines[:-1])
+    more = len(rows) - 1 - MAX_LINE_WARNINGS
+    assert lines[-1] == f"batchrun: warning: {edited}: set aside: {more} more line(s) not read as records, as above"
+    assert json.loads(out)["unread_lines"] == len(rows) - 1  # every line counted where CI reads
+
+
 def test_history_of_a_fifo_says_what_it_is(tmp_path: Path) -> None:
     # verify21 V23: "no such results file or folder" for a FIFO that exists.
     fifo = tmp_path / "f.jsonl"

@@ -29,7 +29,7 @@ _REGRADING_OPTIONS: tuple[tuple[str, Any], ...] = (
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from .._batch_state import pending_batches
     from .._items import ItemGate
-    from .._reader import is_unread_line
+    from .._reader import unread_lines
     from .._report_data import file_key_gap, read_run_summary
     from .._results import final_records
     from .._summary import SummaryBuilder
@@ -47,7 +47,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
     def warn(message: str) -> None:
         nonlocal unread
-        unread += is_unread_line(message)
+        unread += unread_lines(message)
         console.warn(message)
 
     def counted(summary: Summary) -> None:
