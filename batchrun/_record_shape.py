@@ -122,4 +122,12 @@ def _inner_problem(record: dict[str, Any]) -> str | None:
             return f"{where}: {wrong!r} is not text"
         if check.get("weight") is not None and not figure(check["weight"]):
             return f"{where}: 'weight' is not a number of at least 0"
+    checks = record.get("checks")
+    if record["status"] == "ok" and checks:
+        # Readers count `passed`: edited to true over failed checks, a row passed the report
+        # and made a "significant" improvement in diff (break27 m4). The rule is verdict_of's.
+        verdicts = [check.get("pass") for check in checks]
+        agreed = None if None in verdicts else all(verdicts)
+        if record.get("passed") != agreed:
+            return "'passed' does not agree with its checks"
     return None

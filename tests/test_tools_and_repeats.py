@@ -510,3 +510,20 @@ def test_one_flip_among_rows_gone_from_the_second_run_is_not_a_significant_drop(
     _, text, _ = call_cli("diff", before, after)
     assert "rows: 21 -> 1: 20 only in the first run, 0 only in the second" in text
     assert "missing from the second: counted as a regression" in text
+
+
+def test_a_verdict_edited_against_its_checks_is_set_aside(tmp_path: Path) -> None:
+    # break27 m4: `passed: true` written by hand over failed checks counted as a pass in
+    # `report` (100%) and a "significant" improvement in `diff`.
+    before = failing(synthetic(tmp_path / "s.jsonl", {"m": 1.0}, 1, seed=8, items=20), tmp_path / "a.jsonl", bool)
+    rows = read_rows(before)
+    for row in [r for r in rows if r["passed"] is False][:10]:
+        row["passed"] = True  # its checks still say fail
+    edited = tmp_path / "b.jsonl"
+    edited.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, text, err = call_cli("report", edited, "--json")
+    summary = json.loads(text)
+    assert code == ExitCode.OK and summary["total"]["rows"] == 10 and summary["unread_lines"] == 10
+    assert "'passed' does not agree with its checks" in err
+    code, text, _ = call_cli("diff", before, edited, "--json")
+    assert json.loads(text)["flips"]["fail_to_pass"] == []
