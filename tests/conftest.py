@@ -12,6 +12,7 @@ import importlib.metadata
 import io
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -219,12 +220,23 @@ def job(small_job: Path) -> Path:
     return small_job
 
 
-@pytest.fixture
-def results(tmp_path: Path, job: Path) -> Path:
-    """A complete results file of the small job (20 rows), run on the simulator in process."""
-    out = tmp_path / "done.jsonl"
-    code, _, err = call_cli(job, "--simulate", "-o", out, "-q")
+@pytest.fixture(scope="session")
+def _small_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small job's complete run on the simulator, made once per worker (~0.1 s each time)."""
+    folder = tmp_path_factory.mktemp("small-results")
+    out = folder / "done.jsonl"
+    code, _, err = call_cli(write_job(folder, SMALL_JOB), "--simulate", "-o", out, "-q")
     assert code == 0, err
+    return out
+
+
+@pytest.fixture
+def results(tmp_path: Path, job: Path, _small_results: Path) -> Path:
+    """A complete results file of the small job (20 rows) and its summary, beside `job`: a copy
+    of one run, as each test may change it."""
+    out = tmp_path / "done.jsonl"
+    for source in _small_results.parent.glob("done.*"):
+        shutil.copyfile(source, tmp_path / source.name)
     return out
 
 
