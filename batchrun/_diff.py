@@ -18,6 +18,7 @@ from ._summary import SummaryBuilder
 from ._summary_types import GroupFigures, Summary
 
 MAX_FLIPS_SHOWN = 20
+SKIPPED = {"status": "skipped"}  # a row a run has no record of: never answered there
 
 
 def _why(record: dict[str, Any]) -> str:
@@ -203,16 +204,32 @@ def diff_runs(
             if set(a["answered_by"]) != set(b["answered_by"]):
                 entry["answered_by"] = {"before": a["answered_by"], "after": b["answered_by"]}
         models[name] = entry
-    # Rows on one side only: said, and when the second run only lacks rows of the first (adds
-    # none) it is taken for an incomplete run, a regression (break27 M4: half a run gone, exit 0).
+    # Rows on one side only are said. The first run's passes with no verdict in the second
+    # (skipped, as a stop writes its rows; undecided; errored; gone, beyond the rows the second
+    # run adds in their place) decide the gate when, counted as failures, they would make the
+    # drop significant, as a threshold's undecided rows do in `report`; one such row is noise
+    # (break27 M4: half a run gone, exit 0; verify27 N1: a run its deadline cut to 40 rows of 105).
     only_before, only_after = len(a_rows.keys() - b_rows.keys()), len(b_rows.keys() - a_rows.keys())
-    rows = {"before": len(a_rows), "after": len(b_rows), "only_before": only_before, "only_after": only_after}
-    rows_missing = only_before > 0 and (only_after == 0 or strict)
+    no_verdict = sum(
+        1 for i, r in a_rows.items() if r["passed"] is True and i in b_rows and b_rows[i]["passed"] is None
+    )
+    gone = sum(1 for i, r in a_rows.items() if r["passed"] is True and i not in b_rows)
+    unanswered = no_verdict + max(0, gone - only_after)
+    rows = {
+        "before": len(a_rows),
+        "after": len(b_rows),
+        "only_before": only_before,
+        "only_after": only_after,
+        "passes_without_verdict": unanswered,
+    }
     pairings = _pairings(a_rows, b_rows)
     total_rate = _rate_change(a_sum["total"], b_sum["total"], alpha, pairings.get(""))
     models_rate = _rate_changes(a_sum["models"], b_sum["models"], alpha, "model", pairings)
     prompts_rate = _rate_changes(a_sum["prompts"], b_sum["prompts"], alpha, "prompt", pairings)
     item_flips = _item_flips(a_rows, b_rows)
+    down, up = pairings[""].counts() or (0, 0) if "" in pairings else (0, 0)
+    unanswered_decide = unanswered > 0 and bool(compare_paired(down + unanswered, up, alpha)["significant"])
+    rows_missing = unanswered_decide or (strict and only_before > 0)
     significant_drops = [
         f"{label} {name}"
         for label, rates in (("total", {"": total_rate}), ("model", models_rate), ("prompt", prompts_rate))
@@ -258,14 +275,15 @@ def _rate_line(label: str, rate: dict[str, Any]) -> str:
 
 def _rows_line(diff: dict[str, Any]) -> list[str]:
     rows = diff["rows"]
-    if not rows["only_before"] and not rows["only_after"]:
+    if not (rows["only_before"] or rows["only_after"] or rows["passes_without_verdict"]):
         return []
     line = (
         f"rows: {rows['before']} -> {rows['after']}: {rows['only_before']} only in the first run, "
-        f"{rows['only_after']} only in the second (tests pair the rows both runs graded)"
+        f"{rows['only_after']} only in the second; {rows['passes_without_verdict']} pass(es) of the first run "
+        "without a verdict in the second (skipped, undecided, errored or gone; tests pair the rows both runs graded)"
     )
     if diff["rows_missing"]:
-        line += "; rows of the first run are missing from the second: counted as a regression"
+        line += "; counted as failures they would make a significant drop: a regression"
     return [line]
 
 

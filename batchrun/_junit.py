@@ -225,7 +225,8 @@ def write_junit(
         _count(counts, cases)
     if verdict is not None:
         cases = [_gate_case(*verdict)]
-        _suite(root, len(by_prompt), f"{name or 'batchrun'}.gate", cases, stamp, host)
+        # Named apart from every prompt's suite: a prompt may have the id `gate` (verify27 N5).
+        _suite(root, len(by_prompt), f"{name or 'batchrun'} (gate)", cases, stamp, host)
         _count(counts, cases)
     write_report_file(path, ET.tostring(root, encoding="unicode", xml_declaration=True))
     return counts

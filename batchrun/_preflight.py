@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ._account import read_balance, read_endpoints
 from ._batch_run import BATCH_TOKEN_FACTOR
@@ -272,12 +273,20 @@ def missing_account_api(base_url: str, models: object | None, key: object | None
     missing = [name for name, value in (("/models", models), ("/key", key)) if value is None]
     if not missing:
         return None
-    hint = ""
-    if len(missing) == 2 and not base_url.rstrip("/").endswith("/v1"):
-        # `--base-url http://127.0.0.1:8199` after `batchrun simulate`: the advice that came
-        # next was to allow unknown prices, which turns the budget's bound off (break27 m6).
-        hint = f" (a base URL ends in its API's version, as {base_url.rstrip('/')}/api/v1 would)"
+    hint = url_hint(base_url) if len(missing) == 2 else ""
     return f"{base_url} has no {' or '.join(missing)}{hint}: credit-limit features are off for this run"
+
+
+def url_hint(base_url: str) -> str:
+    """A likely slip in a base URL that answers neither /models nor /key: `--base-url
+    http://127.0.0.1:8199` after `batchrun simulate`, or the chat URL itself. The advice that came
+    next was to allow unknown prices, which turns the budget's bound off (break27 m6)."""
+    url = base_url.rstrip("/")
+    if url.endswith("/chat/completions"):
+        return f" (a base URL stops before /chat/completions: {url.removesuffix('/chat/completions')})"
+    if urlsplit(url).path in ("", "/"):
+        return f" (a base URL ends in its API's version, as {url}/api/v1 would)"
+    return ""
 
 
 async def read_account(
@@ -340,7 +349,8 @@ async def preflight(
         budget = max(0.0, budget - settings.budget_margin_usd)
     refusal = unknown_price_refusal(estimated.unknown_why, budget is not None, settings.allow_unknown_prices)
     if refusal is not None:
-        raise ConfigError(refusal)
+        # With no /models, the URL is the likelier slip: said here too, as --quiet hides notices.
+        raise ConfigError(refusal + (url_hint(client.base_url) if models is None else ""))
     if estimated.unknown_why and budget is not None:
         reasons = "; ".join(f"{m} ({why})" for m, why in sorted(estimated.unknown_why.items()))
         notice(f"warning: no known worst case for {reasons}: reserved at $0 (run.allow_unknown_prices)")

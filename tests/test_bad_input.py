@@ -366,6 +366,12 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT + "    checks: [{contains: x, regex: y}]\n",
         ["job.yaml:6:14: at $.prompts[0].checks[0] a check has one kind, not 2: contains, regex"],
     ),
+    # verify27 N6: sent as 20.0, and hashed apart from 20: every answered row stale, bought again.
+    (
+        "a whole number written as a float",
+        ONE_PROMPT + "    params: {max_tokens: 20.0}\n",
+        ["job.yaml:6:26: at $.prompts[0].params.max_tokens 20.0 is not of type 'integer'"],
+    ),
     # break27 m8: a panel naming one grader twice paid it twice and counted its vote twice.
     (
         "a grader named twice",

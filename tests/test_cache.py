@@ -164,7 +164,7 @@ def test_settings_from_the_job_and_the_default_folder(monkeypatch: pytest.Monkey
 EDITED = {
     "prompt text": ("What is {{a}} + 1?", "Compute {{a}} + 1."),
     "param temperature": ("params: {max_tokens: 32}", "params: {max_tokens: 32, temperature: 0.7}"),
-    "param max_tokens": ("params: {max_tokens: 32}", "params: {max_tokens: 32.0}"),
+    "param max_tokens": ("params: {max_tokens: 32}", "params: {max_tokens: 64}"),
     "message 1 (system)": ("defaults:\n", "defaults:\n  system: Be brief.\n"),
 }
 

@@ -30,7 +30,7 @@ def _junit(path: Path) -> dict[str, Any]:
     """Counts over every suite, and the gate's case (None when there is none)."""
     root = ET.parse(path).getroot()
     totals = {key: sum(int(s.get(key) or 0) for s in root) for key in ("tests", "failures", "errors", "skipped")}
-    gate = [case for suite in root if (suite.get("name") or "").endswith(".gate") for case in suite.iter("testcase")]
+    gate = [case for suite in root if (suite.get("name") or "").endswith(" (gate)") for case in suite.iter("testcase")]
     return {**totals, "gate": gate[0] if gate else None, "root": root}
 
 
@@ -179,3 +179,65 @@ def test_sim_settings_without_simulate_are_refused_before_anything_is_sent(
     assert code == ExitCode.USAGE and out == "" and len(err.strip().splitlines()) == 1
     assert "--sim: only with --simulate (settings of the built-in simulator); nothing was sent" in err
     assert results.read_bytes() == before and sim.stats.chat_requests == sim.stats.keys_created == 0
+
+
+@pytest.mark.parametrize("command", [["JOB"], ["plan", "JOB"], ["report", "OUT", "--job", "JOB"]])
+def test_simulate_and_a_base_url_are_one_or_the_other(job: Path, results: Path, command: list[str]) -> None:
+    # verify27 N8: --simulate won, and the URL given was ignored without a word.
+    argv = [{"JOB": str(job), "OUT": str(results)}.get(a, a) for a in command]
+    code, out, err = call_cli(*argv, "--simulate", "--base-url", "http://127.0.0.1:9/api/v1")
+    assert code == ExitCode.USAGE and out == "" and "--simulate and --base-url: give one" in err
+
+
+def test_allow_partial_says_what_it_accepted_and_fails_a_file_with_nothing_to_gate(
+    tmp_path: Path, job: Path, results: Path
+) -> None:
+    # verify27 N2: nothing said of what was accepted; every row stale, exit 0 with no row graded.
+    edited = _edited_prompt(tmp_path / "edited")
+    code, _, err = call_cli("report", results, "--job", edited, "--allow-partial")
+    assert code == ExitCode.OK
+    assert "warning: accepted with --allow-partial: 12 row(s) answered an earlier version" in err
+    only_capitals = tmp_path / "capitals.jsonl"
+    only_capitals.write_text("".join(json.dumps(r) + "\n" for r in read_rows(results) if r["prompt_id"] == "capital"))
+    code, _, err = call_cli("report", only_capitals, "--job", edited, "--allow-partial")
+    assert code == ExitCode.INCOMPLETE and "no row of the matrix has an answer to gate on" in err
+
+
+def test_a_row_without_a_fingerprint_is_not_taken_as_answering_the_job(
+    tmp_path: Path, job: Path, results: Path
+) -> None:
+    # verify27 N3: the gate took it as done while --resume asked it again.
+    rows = read_rows(results)
+    del rows[0]["fingerprint"]
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = call_cli("report", results, "--job", job)
+    assert code == ExitCode.INCOMPLETE and "1 row(s) answered an earlier version of their request" in err
+
+
+def test_the_gate_suite_is_named_apart_and_a_failure_before_the_verdict_replaces_last_nights_file(
+    tmp_path: Path, results: Path
+) -> None:
+    # verify27 N5: a prompt with the id `gate` made two suites `JOB.gate`, and suites of a file
+    # with no current row were named `batchrun.*`; N7: an exit 2 left the earlier green file.
+    folder = tmp_path / "gated"
+    folder.mkdir()
+    gated = write_job(folder, SMALL_JOB.replace("id: sum", "id: gate"))
+    junit = tmp_path / "junit.xml"
+    gated_results = folder / "out.jsonl"
+    assert call_cli(gated, "--simulate", "-o", gated_results, "-q")[0] == ExitCode.OK
+    assert call_cli("report", gated_results, "--job", gated, "--junit", junit)[0] == ExitCode.OK
+    names = [suite.get("name") for suite in ET.parse(junit).getroot()]
+    assert names == ["small.capital", "small.gate", "small (gate)"]
+    assert call_cli("report", results, "--job", _edited_prompt(tmp_path / "edited"), "--junit", junit)[0] == 12
+    assert {suite.get("name", "").split(".")[0].split(" ")[0] for suite in ET.parse(junit).getroot()} == {"small"}
+    other = tmp_path / "other"
+    other.mkdir()
+    code, _, err = call_cli(
+        "report", results, "--job", write_job(other, SMALL_JOB.replace("name: small", "name: x")), "--junit", junit
+    )
+    assert code == ExitCode.USAGE, err
+    counts = _junit(junit)
+    assert counts["tests"] == 1 and counts["gate"] is not None
+    failure = counts["gate"].find("failure")
+    assert failure is not None and failure.get("message").startswith("exit 2: ")
+    assert "20 row(s) are not in the matrix of job 'x'" in failure.get("message")

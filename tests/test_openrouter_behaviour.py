@@ -184,4 +184,8 @@ def test_the_notice_names_which_account_endpoint_is_missing() -> None:
     # break27 m6: the host and port alone, as typed after `batchrun simulate`: the URL is named.
     said = missing_account_api("http://127.0.0.1:8199", None, None) or ""
     assert "(a base URL ends in its API's version, as http://127.0.0.1:8199/api/v1 would)" in said
+    # verify27 m6: the chat URL itself was told to add /api/v1 after /chat/completions.
+    said = missing_account_api("http://h:1/api/v1/chat/completions/", None, None) or ""
+    assert "(a base URL stops before /chat/completions: http://h:1/api/v1)" in said
+    assert "(" not in (missing_account_api("http://h:1/custom/path", None, None) or "")
     assert missing_account_api("u", models, {"label": "k"}) is None

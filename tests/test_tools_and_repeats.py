@@ -342,16 +342,15 @@ def test_diff_pairs_the_same_rows_and_falls_back_to_fisher(tmp_path: Path) -> No
     assert total["test"] == "McNemar's exact test (paired rows)" and total["p_value"] == 0.007813
     assert code == ExitCode.REGRESSION and "total" in diff["significant_drops"]
     assert "paired p=0.00781, significant" in call_cli("diff", before, after)[1]
-    # One row gone from the second run: the 99 rows both graded still pair (break27 M4), and
-    # the row missing from the second run, which adds none, is a regression of its own.
+    # One row gone from the second run: the 99 rows both graded still pair (break27 M4).
     partial = tmp_path / "c.jsonl"
     partial.write_text("".join(json.dumps(r) + "\n" for r in rows[1:]))
     code, text, _ = call_cli("diff", before, partial, "--json", "--fail-on-regression")
     diff = json.loads(text)
     assert diff["pass_rate"]["test"] == "McNemar's exact test (paired rows)"
     assert diff["pass_rate"]["rows_paired"] == 99 and diff["pass_rate"]["significant"] is True
-    assert diff["rows"] == {"before": 100, "after": 99, "only_before": 1, "only_after": 0}
-    assert diff["rows_missing"] is True and code == ExitCode.REGRESSION
+    assert diff["rows"] == {"before": 100, "after": 99, "only_before": 1, "only_after": 0, "passes_without_verdict": 0}
+    assert diff["rows_missing"] is False and code == ExitCode.REGRESSION  # the drop itself
     assert "1 only in the first run, 0 only in the second" in call_cli("diff", before, partial)[1]
     # No row in common (another dataset): two samples, Fisher's test decides, and rows that
     # differ on both sides are said but are no regression without --strict.
@@ -508,8 +507,36 @@ def test_one_flip_among_rows_gone_from_the_second_run_is_not_a_significant_drop(
     assert rate["test"] == "McNemar's exact test (paired rows)" and rate["p_value"] == 1 and not rate["significant"]
     assert diff["significant_drops"] == [] and diff["rows_missing"] is True and code == ExitCode.REGRESSION
     _, text, _ = call_cli("diff", before, after)
-    assert "rows: 21 -> 1: 20 only in the first run, 0 only in the second" in text
-    assert "missing from the second: counted as a regression" in text
+    assert "rows: 21 -> 1: 20 only in the first run, 0 only in the second; 20 pass(es) of the first run" in text
+    assert "counted as failures they would make a significant drop: a regression" in text
+
+
+def test_a_second_run_cut_short_by_a_stop_is_a_regression(tmp_path: Path) -> None:
+    # verify27 N1: a stop writes its rows `skipped`: present by id, never answered. A run its
+    # deadline cut to 40 rows of 105 passed the gate; the same rows deleted failed it.
+    before = synthetic(tmp_path / "a.jsonl", {"m": 0.9}, 1, seed=3, items=30)
+    rows = read_rows(before)
+    for row in rows[10:]:
+        row.update(status="skipped", reason="deadline", passed=None, checks=[], score=None)
+    after = tmp_path / "b.jsonl"
+    after.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
+    diff = json.loads(text)
+    passes = sum(1 for r in read_rows(before)[10:] if r["passed"])
+    assert diff["rows"]["passes_without_verdict"] == passes and diff["rows"]["only_before"] == 0
+    assert diff["rows_missing"] is True and code == ExitCode.REGRESSION
+    # Rows swapped for as many new ones (another dataset) are said, and no regression without
+    # --strict; rows gone beyond the new ones count, as skipped ones do.
+    swapped = tmp_path / "c.jsonl"
+    swapped.write_text(
+        "".join(json.dumps({**r, "id": r["id"] + "x"} if i < 5 else r) + "\n" for i, r in enumerate(read_rows(before)))
+    )
+    assert call_cli("diff", before, swapped, "--fail-on-regression")[0] == ExitCode.OK
+    shrunk = tmp_path / "d.jsonl"
+    kept = read_rows(before)[:-10]
+    shrunk.write_text("".join(json.dumps(r) + "\n" for r in [*kept, {**kept[0], "id": "new"}]))
+    code, text, _ = call_cli("diff", before, shrunk, "--json", "--fail-on-regression")
+    assert json.loads(text)["rows"]["only_after"] == 1 and code == ExitCode.REGRESSION
 
 
 def test_a_verdict_edited_against_its_checks_is_set_aside(tmp_path: Path) -> None:

@@ -111,6 +111,10 @@ def main(
     if args.command is None:
         _shared_parser().print_help(cast(TextIO, console.err))
         return ExitCode.USAGE
+    if getattr(args, "simulate", False) and getattr(args, "base_url", None):
+        # One endpoint or the other: the URL given was ignored without a word (verify27 N8).
+        console.error("--simulate and --base-url: give one (the built-in simulator, or that endpoint)")
+        return ExitCode.USAGE
     if getattr(args, "sim", None) and getattr(args, "simulate", None) is False:
         # Taken and ignored, the run went to the job's endpoint, paid (break27 MAJOR-4).
         console.error("--sim: only with --simulate (settings of the built-in simulator); nothing was sent")

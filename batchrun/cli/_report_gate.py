@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from .._console import Console
+from .._exceptions import AuthFailed, ConfigError, RequestFailed, ResultsError
 from .._summary_types import Summary
 from .._verdict import ExitCode
 from ._common import key_for_job, show, with_budget, with_simulator
@@ -36,16 +37,8 @@ def report_against_job(
     page: Any,
     counted: Callable[[Summary], None],
 ) -> int:
-    from .._batch_state import pending_batches
-    from .._checks import is_judge
-    from .._gate import MatrixCoverage
     from .._items import ItemGate
     from .._job import load_job
-    from .._report_data import file_key_gap
-    from .._results import final_records
-    from .._summary import SummaryBuilder
-    from .._summary_text import render_markdown, render_text
-    from .._verdict import decide
 
     job = load_job(args.job)
     refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=files_named_by(job.path))
@@ -55,6 +48,44 @@ def report_against_job(
         settings = replace(settings, deadline_s=args.deadline)
     job = replace(job, run=settings)
     gate = ItemGate.from_threshold(settings.pass_threshold)
+    try:
+        return _gate(args, console, job, gate, records, page, counted)
+    except (ConfigError, ResultsError, RequestFailed) as failure:
+        # Last night's green JUnit file must not stand for a gate that failed before its
+        # verdict (verify27 N7): the file says this run's exit code.
+        code, why = failure_code(failure)
+        write_junit_file(args, console, lambda: (), gate, (), (int(code), [why]), job.name)
+        raise
+
+
+def failure_code(failure: Exception) -> tuple[ExitCode, str]:
+    """The exit code and the words the CLI gives a failure before the gate's verdict."""
+    if isinstance(failure, AuthFailed):
+        return ExitCode.AUTH, f"the API key was refused: {failure.message}"
+    if isinstance(failure, RequestFailed):
+        return ExitCode.ERRORS, f"the endpoint failed before the re-grading started: {failure.kind}: {failure.message}"
+    return ExitCode.USAGE, str(failure)
+
+
+def _gate(
+    args: argparse.Namespace,
+    console: Console,
+    job: Any,
+    gate: Any,
+    records: Iterable[dict[str, Any]],
+    page: Any,
+    counted: Callable[[Summary], None],
+) -> int:
+    from .._batch_state import pending_batches
+    from .._checks import is_judge
+    from .._gate import MatrixCoverage
+    from .._report_data import file_key_gap
+    from .._results import final_records
+    from .._summary import SummaryBuilder
+    from .._summary_text import render_markdown, render_text
+    from .._verdict import decide
+
+    settings = job.run
     coverage = MatrixCoverage.of(job)
     # Judge checks of the job now (a dataset row's own included) decide whether graders are asked.
     regraded: list[dict[str, Any]] = []
@@ -91,7 +122,14 @@ def report_against_job(
     if shortfalls and not args.allow_partial:
         # Rows without an answer outrank errors and quality, as a stop does in a run.
         code, reasons = ExitCode.INCOMPLETE, [*shortfalls, "(--allow-partial accepts them)", *notes, *reasons]
-    write_junit_file(args, console, junit_records, gate, coverage.unanswered(), (int(code), reasons))
+    elif shortfalls and len(coverage.seen) == coverage.skipped:
+        # Nothing answered to gate on: accepting rows missing is not accepting all of them
+        # (verify27 N2: exit 0, no row graded, against a pass threshold).
+        code, reasons = ExitCode.INCOMPLETE, [*shortfalls, "no row of the matrix has an answer to gate on", *reasons]
+    elif shortfalls:
+        for shortfall in shortfalls:  # accepted, and said so: a log showed nothing of it
+            console.warn(f"accepted with --allow-partial: {shortfall}")
+    write_junit_file(args, console, junit_records, gate, coverage.unanswered(), (int(code), reasons), job.name)
     show(console, args, summary, render_text, render_markdown)
     write_report_page(args, page, summary, (code, reasons))
     for reason in reasons:

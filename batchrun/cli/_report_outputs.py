@@ -107,13 +107,14 @@ def write_junit_file(
     gate: Any,
     unanswered: Iterable[Any] = (),
     verdict: tuple[int, list[str]] | None = None,
+    job_name: str | None = None,
 ) -> None:
     if args.junit is None:
         return
     from .._items import ItemGate
     from .._junit import write_junit
 
-    counts = write_junit(records(), args.junit, None, gate or ItemGate(), unanswered, verdict)
+    counts = write_junit(records(), args.junit, job_name, gate or ItemGate(), unanswered, verdict)
     console.err.write(
         f"junit: {args.junit}: {counts['tests']} test case(s), {counts['failure']} failed, "
         f"{counts['error']} error(s), {counts['skipped']} skipped\n"
