@@ -633,6 +633,12 @@ OPTION_CASES: list[tuple[str, list[str], list[str]]] = [
     ("sim fault 200", ["--simulate", "--sim", "fault.200=1"], ["unknown fault '200'"]),
     ("sim judge bias above 1", ["--simulate", "--sim", "judge_bias=1.5"], ["a rate must be between 0 and 1"]),
     (
+        "sim alias to no model",
+        ["--simulate", "--sim", "alias.x=y"],
+        ["--sim: 'y', an alias's target, is not a model of the simulator"],
+    ),
+    ("sim accuracy of no model", ["--simulate", "--sim", "accuracy.no/pe=0.5"], ["'no/pe', an accuracy's model"]),
+    (
         "sim outcome misspelt",  # break20 F23: a typo simulated nothing, exit 0
         ["--simulate", "--sim", "batch_outcome=weird"],
         ["--sim batch_outcome=weird: expected one of completed | failed | expired | cancelled, got 'weird'"],

@@ -37,6 +37,12 @@ def sim_config(options: list[str] | None) -> Any:
         # as "always" (break27 m5: judge_bias=1.5 was taken).
         if key.strip().startswith(_SHARES) and not 0 <= float(value) <= 1:
             raise ConfigError(f"--sim {option}: a rate must be between 0 and 1")
+    # A model the simulator does not price simulates nothing: a typo was taken in silence
+    # (verify27 m5). Checked once all options are in (a `private.` model may come later).
+    for kind, names in (("an alias's target", config.aliases.values()), ("an accuracy's model", config.accuracy)):
+        unknown = sorted(name for name in names if name not in config.prices)
+        if unknown:
+            raise ConfigError(f"--sim: {unknown[0]!r}, {kind}, is not a model of the simulator (see its GET /models)")
     return config
 
 
