@@ -12,6 +12,7 @@ from ._exceptions import ResultsError
 from ._formats import pct
 from ._items import item_key
 from ._reader import Warn, failure_reasons
+from ._report_data import read_run_summary
 from ._results import final_records
 from ._stats import compare_paired, compare_rates
 from ._summary import SummaryBuilder
@@ -49,6 +50,19 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
     # Batches still open or in doubt beside the file: rows of unknown cost ("+?"), their worst
     # cases held, as `report` and `history` show them.
     return slim, builder.add_pending_batches(pending_batches(path, warn)).result()
+
+
+def _no_verdict(status: str, row: dict[str, Any]) -> bool:
+    return status == "skipped" or (status == "ok" and row["passed"] is None)
+
+
+def _whole_run(path: Path, rows: int) -> bool:
+    """Whether the run's own summary says the file answers its whole job: complete, not one
+    shard, and as many rows as its matrix (a file cut by hand keeps its summary)."""
+    summary = read_run_summary(path)
+    return (
+        summary.get("complete") is True and summary.get("shard") in (None, "1/1") and summary.get("matrix_rows") == rows
+    )
 
 
 def _same_job(a: Summary, b: Summary, a_path: Path, b_path: Path) -> None:
@@ -205,16 +219,24 @@ def diff_runs(
                 entry["answered_by"] = {"before": a["answered_by"], "after": b["answered_by"]}
         models[name] = entry
     # Rows on one side only are said. The first run's passes with no verdict in the second
-    # (skipped, as a stop writes its rows; undecided; errored; gone, beyond the rows the second
-    # run adds in their place) decide the gate when, counted as failures, they would make the
-    # drop significant, as a threshold's undecided rows do in `report`; one such row is noise
-    # (break27 M4: half a run gone, exit 0; verify27 N1: a run its deadline cut to 40 rows of 105).
+    # (skipped, as a stop writes its rows; undecided; gone, unless the second run's summary says
+    # it answered its whole job: a smaller dataset or fewer repeats is no loss, verify28 F1)
+    # decide the gate when, counted as failures, they would make the drop significant, as a
+    # threshold's undecided rows do in `report`; one such row is noise (break27 M4: half a run
+    # gone, exit 0; verify27 N1: a run its deadline cut to 40 rows of 105). Rows in error are
+    # the run's own failures: "started erroring" and max_error_rate judge them (verify28 F3).
     only_before, only_after = len(a_rows.keys() - b_rows.keys()), len(b_rows.keys() - a_rows.keys())
     no_verdict = sum(
-        1 for i, r in a_rows.items() if r["passed"] is True and i in b_rows and b_rows[i]["passed"] is None
+        1
+        for i, r in a_rows.items()
+        if r["passed"] is True and i in b_rows and _no_verdict(b_rows[i]["status"], b_rows[i])
     )
-    gone = sum(1 for i, r in a_rows.items() if r["passed"] is True and i not in b_rows)
-    unanswered = no_verdict + max(0, gone - only_after)
+    gone = (
+        0
+        if _whole_run(b_path, len(b_rows))
+        else sum(1 for i, r in a_rows.items() if r["passed"] is True and i not in b_rows)
+    )
+    unanswered = no_verdict + gone
     rows = {
         "before": len(a_rows),
         "after": len(b_rows),
@@ -280,7 +302,7 @@ def _rows_line(diff: dict[str, Any]) -> list[str]:
     line = (
         f"rows: {rows['before']} -> {rows['after']}: {rows['only_before']} only in the first run, "
         f"{rows['only_after']} only in the second; {rows['passes_without_verdict']} pass(es) of the first run "
-        "without a verdict in the second (skipped, undecided, errored or gone; tests pair the rows both runs graded)"
+        "without a verdict in the second (skipped, undecided or gone; tests pair the rows both runs graded)"
     )
     if diff["rows_missing"]:
         line += "; counted as failures they would make a significant drop: a regression"

@@ -241,3 +241,21 @@ def test_the_gate_suite_is_named_apart_and_a_failure_before_the_verdict_replaces
     failure = counts["gate"].find("failure")
     assert failure is not None and failure.get("message").startswith("exit 2: ")
     assert "20 row(s) are not in the matrix of job 'x'" in failure.get("message")
+
+
+def test_a_page_that_cannot_be_written_leaves_a_junit_file_that_says_so(
+    tmp_path: Path, job: Path, results: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify28 F5: the page failed (exit 11) after a JUnit file whose gate case was green.
+    import batchrun._html_report as html_report
+    from batchrun._exceptions import OutputFailed
+
+    def full_disk(*_args: Any) -> None:
+        raise OutputFailed(f"{tmp_path / 'page.html'}: cannot write it: No space left on device")
+
+    monkeypatch.setattr(html_report, "write_report", full_disk)
+    junit = tmp_path / "junit.xml"
+    code, _, err = call_cli("report", results, "--job", job, "--junit", junit, "--html", tmp_path / "page.html")
+    assert code == ExitCode.IO and "No space left on device" in err, err
+    failure = _junit(junit)["gate"].find("failure")
+    assert failure is not None and failure.get("message").startswith("exit 11: ")

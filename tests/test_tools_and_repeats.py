@@ -17,7 +17,7 @@ from batchrun._checks import Answer, run_checks
 from batchrun._items import ItemGate
 from batchrun._junit import write_junit
 
-from .conftest import FAKE_KEY, TOOLS_JOB, call_cli, child_env, cli, read_rows, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, TOOLS_JOB, call_cli, child_env, cli, read_rows, write_job
 
 JUNIT_XSD = Path(__file__).parent / "schemas" / "JUnit.xsd"
 
@@ -352,10 +352,12 @@ def test_diff_pairs_the_same_rows_and_falls_back_to_fisher(tmp_path: Path) -> No
     assert diff["rows"] == {"before": 100, "after": 99, "only_before": 1, "only_after": 0, "passes_without_verdict": 0}
     assert diff["rows_missing"] is False and code == ExitCode.REGRESSION  # the drop itself
     assert "1 only in the first run, 0 only in the second" in call_cli("diff", before, partial)[1]
-    # No row in common (another dataset): two samples, Fisher's test decides, and rows that
-    # differ on both sides are said but are no regression without --strict.
+    # No row in common (another dataset, run whole: its summary says so): two samples, Fisher's
+    # test decides, and rows that differ on both sides are said but are no regression without
+    # --strict. Without the summary the rows gone would count as lost.
     other = tmp_path / "d.jsonl"
     other.write_text("".join(json.dumps({**r, "id": r["id"][::-1]}) + "\n" for r in rows))
+    (tmp_path / "d.summary.json").write_text(json.dumps({"complete": True, "shard": None, "matrix_rows": len(rows)}))
     code, text, _ = call_cli("diff", before, other, "--json", "--fail-on-regression")
     diff = json.loads(text)
     assert diff["pass_rate"]["test"] == "Fisher's exact test" and diff["pass_rate"]["significant"] is False
@@ -554,3 +556,22 @@ def test_a_verdict_edited_against_its_checks_is_set_aside(tmp_path: Path) -> Non
     assert "'passed' does not agree with its checks" in err
     code, text, _ = call_cli("diff", before, edited, "--json")
     assert json.loads(text)["flips"]["fail_to_pass"] == []
+
+
+def test_a_smaller_job_run_whole_is_no_regression_a_file_cut_short_is(tmp_path: Path) -> None:
+    # verify28 F1: fewer repeats (or dataset rows) made every gone row a loss: exit 4 with every
+    # shared row the same. The second run's summary says whether it answered its whole job.
+    big, small = tmp_path / "big", tmp_path / "small"
+    big.mkdir()
+    small.mkdir()
+    before, after = big / "r.jsonl", small / "r.jsonl"
+    assert call_cli(write_job(big, SMALL_JOB), "--simulate", "-o", before, "-q")[0] in (ExitCode.OK, ExitCode.QUALITY)
+    smaller = write_job(small, SMALL_JOB.replace("repeat: 2", "repeat: 1"))
+    assert call_cli(smaller, "--simulate", "-o", after, "-q")[0] in (ExitCode.OK, ExitCode.QUALITY)
+    code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
+    diff = json.loads(text)
+    assert diff["rows"]["only_before"] == 10 and diff["rows"]["passes_without_verdict"] == 0 and code == ExitCode.OK
+    lines = after.read_text().splitlines(keepends=True)
+    after.write_text("".join(lines[:3]))  # cut by hand: its summary still says 10 rows
+    code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
+    assert json.loads(text)["rows"]["passes_without_verdict"] > 0

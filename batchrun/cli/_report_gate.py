@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from .._console import Console
-from .._exceptions import AuthFailed, ConfigError, RequestFailed, ResultsError
+from .._exceptions import AuthFailed, ConfigError, OutputFailed, RequestFailed, ResultsError
 from .._summary_types import Summary
 from .._verdict import ExitCode
 from ._common import key_for_job, show, with_budget, with_simulator
@@ -25,7 +25,7 @@ from ._report_outputs import (
 
 # Said when rows are missing and the graders are not asked: the gate fails whatever they say.
 NOT_REGRADED = (
-    "the judge checks were not re-graded: with rows missing the gate fails whatever the graders say "
+    "the judge checks were not re-graded: with rows unanswered the gate fails whatever the graders say "
     "(--allow-partial re-grades the rows present)"
 )
 
@@ -129,9 +129,15 @@ def _gate(
     elif shortfalls:
         for shortfall in shortfalls:  # accepted, and said so: a log showed nothing of it
             console.warn(f"accepted with --allow-partial: {shortfall}")
-    write_junit_file(args, console, junit_records, gate, coverage.unanswered(), (int(code), reasons), job.name)
     show(console, args, summary, render_text, render_markdown)
-    write_report_page(args, page, summary, (code, reasons))
+    try:
+        write_report_page(args, page, summary, (code, reasons))
+    except OutputFailed as failure:
+        # Before the JUnit file, which then says exit 11: a green one stood beside it (verify28 F5).
+        code, reasons = ExitCode.IO, [str(failure)]
+        raise
+    finally:
+        write_junit_file(args, console, junit_records, gate, coverage.unanswered(), (int(code), reasons), job.name)
     for reason in reasons:
         console.error(reason)
     return int(code)
