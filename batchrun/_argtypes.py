@@ -101,6 +101,9 @@ def url_problem(text: str) -> str | None:
         # The key goes in a header from the environment; credentials in the URL were a Python
         # error at the first request, exit 1 (verify21 V22). The text is not repeated: it may be a key.
         return "a URL with credentials (user:password@): the API key comes from the environment, not the URL"
+    if parts.query or parts.fragment:
+        # Paths are added after it: `...?x=1/chat/completions` is not the chat URL (verify28 F8).
+        return f"a base URL has no query or fragment (?... or #...), got {text!r}"
     return None
 
 

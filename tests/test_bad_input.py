@@ -598,6 +598,7 @@ OPTION_CASES: list[tuple[str, list[str], list[str]]] = [
     ("max attempts zero", ["--max-attempts", "0"], ["--max-attempts: must be between 1 and 100"]),
     ("grace negative", ["--grace", "-1"], ["--grace: must be 0 or more"]),
     ("base url not a url", ["--base-url", "notaurl"], ["--base-url: expected an http:// or https:// URL"]),
+    ("base url with a query", ["--base-url", "http://127.0.0.1:9/api/v1?x=1"], ["--base-url: a base URL has no query"]),
     ("base url port out of range", ["--base-url", "http://127.0.0.1:201110/api/v1"], ["--base-url", "out of range"]),
     ("sim rate above 1", ["--simulate", "--sim", "fault.503=2"], ["--sim fault.503=2: a rate must be between 0 and 1"]),
     ("sim latency inf", ["--simulate", "--sim", "latency_ms=inf"], ["--sim latency_ms=inf: expected a finite number"]),
