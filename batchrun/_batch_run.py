@@ -27,17 +27,17 @@ from ._batch_key import count_unseen, draw_rise, follow_earlier, note_key_seen, 
 from ._batch_outcome import BatchOutcome
 from ._batch_polls import NOT_FOUND_POLLS, PollFailures
 from ._batch_rules import batch_groups
+from ._batch_sort import sort_rows
 from ._batch_state import COLLECTED, SUBMITTED, BatchEntry, BatchState
-from ._checks import is_judge
-from ._exceptions import AuthFailed, ConfigError, RateLimited, RequestFailed, Transient
+from ._cut_off import CutOff
+from ._exceptions import AuthFailed, RateLimited, RequestFailed, Transient
 from ._generation import valid_generation_id
 from ._matrix import Request
-from ._parts import non_text_part
 from ._retry import AttemptLog, retry_call, retry_policy
 from ._row_cost import counted
 from ._settings import RunSettings
 from ._status import StopReason
-from ._worker_pool import PoolOutcome, Runner, searches
+from ._worker_pool import PoolOutcome, Runner
 
 # batch-quickstart.mdx, Pricing: "typically" 50% of per-token prices. Typical, not promised:
 # `plan` shows it as what a batch usually costs, and reservations use the full prices.
@@ -70,6 +70,7 @@ class BatchExecutor:
         self.retry_rows = retry_rows  # rows re-run by --retry-errors
         self.notice = notice
         self.kill_after_submit = kill_after_submit  # test seam: SIGKILL after the Nth 202
+        self.cut_off = CutOff()  # when its own calls must end (run)
         self.pending: dict[str, Request] = {}  # row id -> request, for rows in open batches
         self.earlier: set[str] = set()  # keys of batches submitted by an earlier run
         self.outcome = BatchOutcome()
@@ -78,41 +79,16 @@ class BatchExecutor:
     # -- sorting the rows --------------------------------------------------------------------
     def _sort(self, requests: Iterable[Request]) -> tuple[list[Request], list[Request]]:
         """(rows to submit, rows for sync mode); rows held by open or doubtful batches wait."""
-        held = self.state.held_rows()
-        to_batch, to_sync = [], []
-        edited = 0
-        for request in requests:
-            sent = held.get(request.id)
-            if sent is not None and (request.fingerprint in sent or None in sent):
-                self.pending[request.id] = request
-                continue
-            if self.keep(request):
-                continue
-            # A row edited since its batch was sent: that batch answers the earlier body, not
-            # this one (break22 C1: it was recorded under the new fingerprint and request).
-            edited += sent is not None
-            if non_text_part(request.body) is not None:
-                if self.settings.batch_multimodal == "refuse":
-                    raise ConfigError(
-                        f"prompt {request.prompt_id!r} has non-text parts: the Batch API is text-only "
-                        "(run.batch_multimodal: refuse)"
-                    )
-                to_sync.append(request)
-            elif request.id in self.retry_rows and self.settings.batch_retry == "sync":
-                to_sync.append(request)  # the sync runner asks the cache itself
-            elif request.id in self.runner.regrade:
-                to_sync.append(request)  # a kept answer whose graders a stop cut off: graded there
-            elif self._graded_hit(request):
-                to_sync.append(request)  # the sync runner answers it from the cache and grades it
-            elif self._unbounded_under_limit(request):
-                to_sync.append(request)
-            elif (cached := self.runner.cache.lookup(request) if self.runner.cache else None) is not None:
-                self.runner.answered_from_cache(request, cached)  # a hit is never submitted
-            else:
-                to_batch.append(request)
-        if edited:
-            self.notice(f"{edited} row(s) were edited since the batch holding them was sent: sent again as edited")
-        return to_batch, to_sync
+        return sort_rows(
+            requests,
+            self.state.held_rows(),
+            self.pending,
+            self.keep,
+            self.retry_rows,
+            self.runner,
+            self.settings,
+            self.notice,
+        )
 
     def _answered(self, row: str, sent: str | None) -> Request | None:
         """The row's request if the body `sent` for it (None: not kept) is its body: not a row
@@ -121,23 +97,6 @@ class BatchExecutor:
         if request is None or sent not in (None, request.fingerprint):
             return None
         return self.pending.pop(row)
-
-    def _graded_hit(self, request: Request) -> bool:
-        """A row the cache answers whose judge checks need grader requests (sent in sync mode),
-        or whose checks search (graded there off the event loop, as every answer is)."""
-        cache = self.runner.cache
-        if cache is None or not (searches(request.checks) or any(is_judge(c) for c in request.checks)):
-            return False
-        return cache.peek(request) is not None
-
-    def _unbounded_under_limit(self, request: Request) -> bool:
-        """A row whose worst case is $0 (a model listed free) or unknown (`allow_unknown_prices`),
-        under a limit. A batch is charged at once, and /key cannot be read between its requests,
-        so a charge above the listed price would show only when the batch is collected: every
-        such row of the job could be charged past the budget (break14e F7). In sync mode the
-        probe reads /key every few requests and bounds it; the batch discount lost is 50% of $0."""
-        costs = self.runner.costs
-        return self.runner.ledger.limit is not None and costs is not None and not costs.worst_case(request)
 
     # -- submitting --------------------------------------------------------------------------
     def _worst(self, group: list[Request]) -> float:
@@ -150,6 +109,10 @@ class BatchExecutor:
 
     async def _submit(self, group: list[Request]) -> None:
         runner = self.runner
+        left = self._time_left()
+        if left is not None and left <= 0 and runner.stop_reason is None:
+            # No batch goes out after the deadline (break28 M2: the next one was submitted).
+            runner.request_stop(StopReason.DEADLINE, f"the run deadline of {self.settings.deadline_s:g} s was reached")
         if runner.stop_reason is not None:
             for request in group:
                 runner.skip(request, runner.stop_reason)
@@ -186,16 +149,31 @@ class BatchExecutor:
             # A 429 proves the batch was not created: asked again after its wait, like a sync
             # request (verify22 N11); any other failure may have created it (in doubt, below).
             items = [(r.id, r.payload) for r in group]
-            info = await retry_call(
-                lambda: self.api.submit(model, items), self.policy, self.clock.sleep, self._time_left, RateLimited
+            async with self.cut_off.bound():
+                info = await retry_call(
+                    lambda: self.api.submit(model, items), self.policy, self.clock.sleep, self._time_left, RateLimited
+                )
+        except TimeoutError:
+            # Cut at the deadline or a stop's grace (break28 M2: each hung POST waited its whole
+            # timeout, the deadline 24 times over): sent, maybe, so in doubt like any unanswered one.
+            failure = Transient("timeout", "no answer before the run had to end")
+            self.outcome.in_doubt.append(entry.key)
+            self.notice(
+                f"warning: batch {entry.key} ({model}): {failure.message}; in doubt: see `batchrun batches list`"
             )
+            for request in group:
+                self.pending[request.id] = request
+            return
         except RequestFailed as failure:
             if failure.http_status is None or failure.http_status >= 500:
                 # No HTTP answer, or a server error (a gateway's 502 says nothing of what the
                 # server behind it did; break22 m5): OpenRouter may or may not have the batch.
                 # Keep the intent (in doubt): never submitted again without the user's word.
                 self.outcome.in_doubt.append(entry.key)
-                self.notice(f"batch {entry.key} ({model}): submission outcome unknown ({failure.message}); in doubt")
+                self.notice(
+                    f"warning: batch {entry.key} ({model}): submission outcome unknown ({failure.message}); in doubt: "
+                    "see `batchrun batches list`, then adopt or release it"
+                )
                 for request in group:
                     self.pending[request.id] = request
                 return
@@ -289,7 +267,10 @@ class BatchExecutor:
                 continue
             try:
                 allowance = sum(item_allowance(self.pending.get(row)) for row in entry.rows)
-                info = await self.api.get(entry.batch_id, allowance)
+                async with self.cut_off.bound():
+                    info = await self.api.get(entry.batch_id, allowance)
+            except TimeoutError:
+                return  # cut at the deadline or a stop's grace: the batch runs on, collected next time
             except AuthFailed as failure:
                 self.runner.request_stop(StopReason.AUTH, f"the API key was refused: {failure.message}")
                 return
@@ -338,6 +319,23 @@ class BatchExecutor:
 
     # -- the run -----------------------------------------------------------------------------
     async def run(self, requests: Iterable[Request]) -> PoolOutcome:
+        # Its own calls (a submission, a poll) end by the deadline plus the grace, or a grace
+        # after a signal, whatever their timeouts (break28 M2: 120 s past a 5 s deadline).
+        left = self._time_left()
+        if left is not None:
+            self.cut_off.set_in(max(0.0, left) + self.settings.grace_s)
+        watcher = asyncio.ensure_future(self._cut_at_a_signal())
+        try:
+            return await self._run(requests)
+        finally:
+            watcher.cancel()
+
+    async def _cut_at_a_signal(self) -> None:
+        await self.runner.stops.event.wait()
+        if self.runner.stop_reason in (StopReason.INTERRUPTED, StopReason.DEADLINE, StopReason.AUTH):
+            self.cut_off.set_in(self.settings.grace_s)
+
+    async def _run(self, requests: Iterable[Request]) -> PoolOutcome:
         runner = self.runner
         # The graders of collected batches are sync requests: the key window and the probe
         # follow them like any (break14h H4: a grader listed at $0 that billed $0.012 a request
@@ -354,9 +352,8 @@ class BatchExecutor:
         self.outcome.in_doubt = [e.key for e in self.state.in_doubt()]
         if self.outcome.in_doubt:
             self.notice(
-                f"batch(es) {', '.join(self.outcome.in_doubt)}: their submission is unknown (a crash, or an answer "
-                "that named no batch); their rows "
-                "are not submitted again (see `batchrun batches list`)"
+                f"warning: batch(es) {', '.join(self.outcome.in_doubt)}: their submission is unknown (a crash, "
+                "or an answer that named no batch); their rows are not submitted again (see `batchrun batches list`)"
             )
         to_batch, to_sync = self._sort(requests)
         for group in batch_groups(to_batch, self.settings.batch_max_requests):
@@ -377,6 +374,10 @@ class BatchExecutor:
         self.outcome.held_usd = sum(e.reserved_usd for e in open_entries + self.state.in_doubt())
         self.outcome.in_doubt = [e.key for e in self.state.in_doubt()]
         doubt = len(self.state.in_doubt())
+        if self.poll_failures.given_up(open_entries):
+            # Said under --quiet too: exit 10 and silence read as "submitted, collect later",
+            # night after night, while their worst cases stayed counted (break28 M1).
+            self.notice(f"warning: {self.poll_failures.describe(open_entries)}: see `batchrun batches list`")
         if (open_entries or doubt) and runner.stop_reason is None:
             runner.request_stop(
                 StopReason.SUBMITTED,

@@ -8,7 +8,9 @@ null unless the batch completed. The server here bends each of those.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -239,6 +241,11 @@ def test_a_batch_never_answered_as_a_batch_ends_the_run_open_and_is_said_once(tm
     said = f"{ROWS} row(s) await OpenRouter: 1 batch(es) could not be read in {LIMIT} polls in a row; collect"
     assert said in outcome.stdout
     assert outcome.rows == [] and summary(tmp_path)["stop"] == "submitted"
+    # break28 M1: with --quiet, exit 10 and nothing said, as for a batch merely running.
+    quiet = run(tmp_path / "quiet", batch_of, "--deadline", "30", "--quiet")
+    assert quiet.code == ExitCode.SUBMITTED and quiet.stderr == (
+        f"batchrun: warning: 1 batch(es) could not be read in {LIMIT} polls in a row: see `batchrun batches list`\n"
+    )
 
 
 def answers_of(chars: int) -> BatchOf:
@@ -392,3 +399,38 @@ def test_a_submission_answered_429_is_made_again_after_its_wait(tmp_path: Path) 
     outcome = run_hostile(server, tmp_path, "--budget", "1", "--deadline", "30", job=JOB)
     assert outcome.code == ExitCode.OK, outcome.stderr
     assert posts["n"] == 2 and [r["status"] for r in outcome.rows] == ["ok"] * ROWS
+
+
+async def _hang(_writer: Any) -> None:
+    await asyncio.sleep(3600)  # no answer: only the client's own bound ends the call
+
+
+GRACEFUL = JOB.replace(
+    "run: {mode: batch, batch_poll_s: 0.01}", "run: {mode: batch, batch_poll_s: 0.01, grace_s: 0.05}"
+)
+
+
+@pytest.mark.parametrize("hung", ["submission", "poll"])
+def test_a_batch_call_that_never_answers_ends_by_the_deadline_and_says_so_under_quiet(
+    tmp_path: Path, hung: str
+) -> None:
+    # break28 M2: each hung POST or GET waited its whole timeout (60 s), one after another, and a
+    # next batch was submitted past the deadline: exit 10 after 122 s for --deadline 5. M1: with
+    # --quiet, a batch left in doubt or unread said nothing.
+    def submit(request: RawRequest) -> Answer:
+        if hung == "submission":
+            return _hang
+        return json_answer(202, {"id": "batch_1", "status": "validating", "results": None})
+
+    def get(request: RawRequest) -> Answer:
+        return _hang
+
+    server = HostileServer(chat=lambda r: json_answer(500, {}), routes={"/beta/batches": submit, "/batch_1": get})
+    started = time.monotonic()
+    outcome = run_hostile(server, tmp_path, "--deadline", "1", "--timeout", "60", "--quiet", job=GRACEFUL)
+    assert time.monotonic() - started < 30  # a bound, not a measure: 60 s per call before
+    assert outcome.code == ExitCode.SUBMITTED, outcome.stderr
+    if hung == "submission":
+        assert "warning: batch b1 (openai/gpt-4o-mini): no answer before the run had to end; in doubt" in outcome.stderr
+    else:
+        assert outcome.stderr == ""  # accepted, and running as far as anyone knows: exit 10 says it all
