@@ -17,7 +17,7 @@ from ._batch_state import INTENT, RELEASED, SUBMITTED, BatchState
 from ._exceptions import ConfigError
 from ._generation import valid_generation_id
 from ._lock import OutputLock
-from ._scrub import SECRET_VARIABLES, Scrubber
+from ._scrub import SECRET_VARIABLES, Scrubber, hide_keys
 
 _DOUBT = "in doubt: submitted or not, unknown (a crash, or an answer that named no batch)"
 
@@ -72,7 +72,11 @@ async def batches_command(
                 raise ConfigError(f"adopt takes a batch in doubt and its id; {entry.key} is {entry.state}")
             # Kept in X.batches.json and sent back in URLs, like an id the Batch API answers: a
             # pasted one holding a key (or a fragment of one) must not reach the disk (break14c N18).
-            if valid_generation_id(batch_id, Scrubber(api_key, *_environment_keys())) is None:
+            # Key-like text is refused too, with no key in the environment to compare with
+            # (break28 m2: the key pasted as the id was printed and written to the state file).
+            if valid_generation_id(batch_id, Scrubber(api_key, *_environment_keys())) is None or (
+                hide_keys(batch_id) != batch_id
+            ):
                 raise ConfigError("adopt: that batch id is not an id (letters, digits, - and _ only, and no key)")
             # One batch collected under two keys would book its charge twice and leave the
             # adopting rows without results (break14e E15).

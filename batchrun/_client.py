@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_RESPONSE_BYTES = DEFAULTS.max_response_bytes
+ACCOUNT_MAX_BYTES = 32 * 1024 * 1024  # /models, /key, /credits: bounded, whatever the cap on answers
 
 
 def _not_a_timeout(exc: BaseException) -> bool:
@@ -209,10 +210,10 @@ class OpenRouterClient:
     def _describe(self, exc: BaseException) -> str:
         return self.scrub.text(f"{type(exc).__name__}: {exc}")[:300]
 
-    async def _send(self, method: str, path: str, key: str | None, body: Any = None) -> Reply:
+    async def _send(self, method: str, path: str, key: str | None, body: Any = None, max_bytes: int = 0) -> Reply:
         content = None if body is None else orjson.dumps(body)
         request = self._http.build_request(method, self.base_url + path, content=content, headers=self._auth(key))
-        return await self._exchange(request)
+        return await self._exchange(request, max_bytes=max_bytes)
 
     @property
     def max_response_bytes(self) -> int:
@@ -272,8 +273,12 @@ class OpenRouterClient:
         return failure(Reply(status, {}, b""), error, self.scrub, self._clock.time())
 
     async def _account_get(self, path: str, key: str | None) -> Reply | None:
-        """GET an account endpoint; None where the endpoint does not have it (404/405/501)."""
-        reply = await self._send("GET", path, key)
+        """GET an account endpoint; None where the endpoint does not have it (404/405/501).
+
+        Under a cap of its own, not run.max_response_bytes (a cap on answers): OpenRouter's
+        model list is megabytes, and a small cap set for answers failed every run before it
+        started, "the endpoint failed" (break28 m9)."""
+        reply = await self._send("GET", path, key, max_bytes=max(self._max_response_bytes, ACCOUNT_MAX_BYTES))
         if reply.status in (404, 405, 501):
             return None
         if reply.status != 200:

@@ -372,6 +372,12 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT + "    params: {max_tokens: 20.0}\n",
         ["job.yaml:6:26: at $.prompts[0].params.max_tokens 20.0 is not of type 'integer'"],
     ),
+    # break28 m1: a weight of 1e154 was taken, and its results file then refused by every reader.
+    (
+        "a weight past a million",
+        ONE_PROMPT + "    checks: [{contains: x, weight: 1.0e+154}]\n",
+        ["$.prompts[0].checks[0].weight 1e+154 is greater than the maximum of 1000000"],
+    ),
     # break27 m8: a panel naming one grader twice paid it twice and counted its vote twice.
     (
         "a grader named twice",

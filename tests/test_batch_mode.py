@@ -274,6 +274,11 @@ def test_kill_9_right_after_submit_then_resume_keeps_one_batch_per_model(
     for pasted in (f"batch_{FAKE_KEY}", f"batch_{FAKE_KEY[12:40]}", "b 2/../x"):
         refused, _, err = call_cli("batches", "adopt", out, "b2", pasted)
         assert refused == ExitCode.USAGE and "not an id" in err and FAKE_KEY[12:40] not in err
+    # break28 m2: with no key in the environment to compare with, the key itself was taken.
+    monkeypatch.delenv("OPENROUTER_API_KEY")
+    refused, _, err = call_cli("batches", "adopt", out, "b2", "sk-or-v1-" + "0123456789abcdef" * 4)
+    assert refused == ExitCode.USAGE and "not an id" in err and "0123456789abcdef" not in err
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
     # An id the file already holds (b1's, collected) would be collected and booked twice (break14e E15).
     held = state.entries[0].batch_id
     assert held is not None

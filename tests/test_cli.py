@@ -387,3 +387,12 @@ def test_a_key_in_a_variable_of_the_jobs_own_naming_is_scrubbed_by_every_reader(
         assert shown.returncode == ExitCode.OK and "echoed [key]" in shown.stdout, args
         assert secret[8:24] not in shown.stdout + shown.stderr, args
     assert f"echoed {secret}" in cli("report", out).stdout  # a variable not named as a secret is not one
+
+
+def test_a_small_cap_on_answers_does_not_cap_the_model_list(tmp_path: Path) -> None:
+    # break28 m9: --max-response-bytes 2048 capped GET /models too (5 KB on the simulator,
+    # megabytes on OpenRouter): every run ended "the endpoint failed before the run started".
+    job = write_job(tmp_path, SMALL_JOB)
+    code, _, err = call_cli(job, "--simulate", "--max-response-bytes", "2048", "-o", tmp_path / "o.jsonl", "-q")
+    assert code == ExitCode.OK and err == ""
+    assert len(read_rows(tmp_path / "o.jsonl")) == 20
