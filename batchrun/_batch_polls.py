@@ -51,7 +51,11 @@ class PollFailures:
 
     def given_up(self, entries: list[BatchEntry]) -> bool:
         """True when every batch in `entries` failed its last LIMIT polls."""
-        return bool(entries) and all(self._in_a_row.get(e.key, (0, ""))[0] >= LIMIT for e in entries)
+        return bool(entries) and len(self.unreadable(entries)) == len(entries)
+
+    def unreadable(self, entries: list[BatchEntry]) -> list[BatchEntry]:
+        """The batches in `entries` that failed their last LIMIT polls."""
+        return [e for e in entries if self._in_a_row.get(e.key, (0, ""))[0] >= LIMIT]
 
     def describe(self, entries: list[BatchEntry]) -> str:
         """The open batches, as the run's stop message says them."""

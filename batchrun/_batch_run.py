@@ -25,7 +25,7 @@ from ._batch_costs import batch_charges
 from ._batch_items import write_item
 from ._batch_key import count_unseen, draw_rise, follow_earlier, note_key_seen, seen_between_runs
 from ._batch_outcome import BatchOutcome
-from ._batch_polls import NOT_FOUND_POLLS, PollFailures
+from ._batch_polls import LIMIT, NOT_FOUND_POLLS, PollFailures
 from ._batch_rules import batch_groups
 from ._batch_sort import sort_rows
 from ._batch_state import COLLECTED, SUBMITTED, BatchEntry, BatchState
@@ -374,10 +374,14 @@ class BatchExecutor:
         self.outcome.held_usd = sum(e.reserved_usd for e in open_entries + self.state.in_doubt())
         self.outcome.in_doubt = [e.key for e in self.state.in_doubt()]
         doubt = len(self.state.in_doubt())
-        if self.poll_failures.given_up(open_entries):
+        if unread := self.poll_failures.unreadable(open_entries):
             # Said under --quiet too: exit 10 and silence read as "submitted, collect later",
-            # night after night, while their worst cases stayed counted (break28 M1).
-            self.notice(f"warning: {self.poll_failures.describe(open_entries)}: see `batchrun batches list`")
+            # night after night, while their worst cases stayed counted (break28 M1); each one,
+            # beside batches still running too (verify29 N1).
+            keys = ", ".join(e.key for e in unread)
+            self.notice(
+                f"warning: batch(es) {keys} could not be read in {LIMIT} polls in a row: see `batchrun batches list`"
+            )
         if (open_entries or doubt) and runner.stop_reason is None:
             runner.request_stop(
                 StopReason.SUBMITTED,

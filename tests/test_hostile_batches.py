@@ -244,7 +244,7 @@ def test_a_batch_never_answered_as_a_batch_ends_the_run_open_and_is_said_once(tm
     # break28 M1: with --quiet, exit 10 and nothing said, as for a batch merely running.
     quiet = run(tmp_path / "quiet", batch_of, "--deadline", "30", "--quiet")
     assert quiet.code == ExitCode.SUBMITTED and quiet.stderr == (
-        f"batchrun: warning: 1 batch(es) could not be read in {LIMIT} polls in a row: see `batchrun batches list`\n"
+        f"batchrun: warning: batch(es) b1 could not be read in {LIMIT} polls in a row: see `batchrun batches list`\n"
     )
 
 
@@ -434,3 +434,20 @@ def test_a_batch_call_that_never_answers_ends_by_the_deadline_and_says_so_under_
         assert "warning: batch b1 (openai/gpt-4o-mini): no answer before the run had to end; in doubt" in outcome.stderr
     else:
         assert outcome.stderr == ""  # accepted, and running as far as anyone knows: exit 10 says it all
+
+
+def test_each_batch_unread_for_its_last_polls_is_named_beside_batches_still_running() -> None:
+    # verify29 N1: one batch never read beside one still running: --quiet said nothing, since
+    # the warning waited for every open batch to be unreadable.
+    from batchrun._batch_polls import PollFailures
+    from batchrun._batch_state import BatchEntry
+    from batchrun._exceptions import Transient
+
+    said: list[str] = []
+    polls = PollFailures(said.append)
+    unread, running = (BatchEntry(k, "m", ["r"], ["f"], 0.0, 0.0) for k in "ab")
+    for _ in range(LIMIT):
+        polls.failed(unread, Transient("upstream_error", "down", 503))
+    polls.read(running)
+    assert polls.unreadable([unread, running]) == [unread] and not polls.given_up([unread, running])
+    assert polls.given_up([unread]) and len(said) == 1  # the failure said once, as it was
