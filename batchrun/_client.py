@@ -172,6 +172,13 @@ class OpenRouterClient:
                     flight.generation_id = generation_header(response.headers, self.scrub)
                 try:
                     body = await read_capped(response, max_bytes or self._max_response_bytes)
+                except ResponseTooLarge as too_large:
+                    if not max_bytes:
+                        raise
+                    # Not the setting's cap: an account read's or a batch's own (verify29 n2).
+                    raise ResponseTooLarge(
+                        max_bytes, status, too_large.declared, "a cap of this endpoint's own"
+                    ) from None
                 finally:
                     # Closing a response not read to its end drops its connection: the rest
                     # of an oversized body is never received.

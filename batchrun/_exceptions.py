@@ -169,9 +169,12 @@ class Rejected(Permanent):
 class ResponseTooLarge(Rejected):
     """The reply grew past the cap on response bytes; the same request would do it again."""
 
-    def __init__(self, cap: int, http_status: int | None = None, declared: int | None = None) -> None:
+    def __init__(
+        self, cap: int, http_status: int | None = None, declared: int | None = None, of: str = "run.max_response_bytes"
+    ) -> None:
         what = "the reply grew past" if declared is None else f"the reply declared {declared:,} bytes, over"
-        super().__init__("response_too_large", f"{what} the {cap:,}-byte cap (run.max_response_bytes)", http_status)
+        super().__init__("response_too_large", f"{what} the {cap:,}-byte cap ({of})", http_status)
+        self.cap, self.declared = cap, declared
 
 
 class ModelUnavailable(Permanent):

@@ -396,3 +396,13 @@ def test_a_small_cap_on_answers_does_not_cap_the_model_list(tmp_path: Path) -> N
     code, _, err = call_cli(job, "--simulate", "--max-response-bytes", "2048", "-o", tmp_path / "o.jsonl", "-q")
     assert code == ExitCode.OK and err == ""
     assert len(read_rows(tmp_path / "o.jsonl")) == 20
+
+
+def test_an_account_read_past_its_own_cap_names_that_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # verify29 n2: a /models past the 32 MiB account cap was said to pass run.max_response_bytes.
+    import batchrun._client as client
+
+    monkeypatch.setattr(client, "ACCOUNT_MAX_BYTES", 2048)  # the simulator's list is ~5 KB
+    job = write_job(tmp_path, SMALL_JOB)
+    code, _, err = call_cli(job, "--simulate", "--max-response-bytes", "1024", "-o", tmp_path / "o.jsonl", "-q")
+    assert code == ExitCode.ERRORS and "over the 2,048-byte cap (a cap of this endpoint's own)" in err, err
