@@ -656,7 +656,10 @@ def test_simulate_polls_its_batches_often_and_refuses_batches_of_a_simulator_tha
     assert code == ExitCode.OK and len(read_rows(out)) == 20, err
     assert time.monotonic() - started < 45  # a bound, not a measure: the first poll came at 60 s
     cut = tmp_path / "cut.jsonl"
-    code, _, err = call_cli(job, "--simulate", "--mode", "batch", "-o", cut, "-q", "--deadline", "0.5")
+    # Batches that run a minute, cut by a deadline that a busy machine's start-up cannot pass.
+    code, _, err = call_cli(
+        job, "--simulate", "--sim", "batch_in_progress_s=60", "--mode", "batch", "-o", cut, "-q", "--deadline", "3"
+    )
     assert code == ExitCode.SUBMITTED, err
     before = {p.name: p.read_bytes() for p in tmp_path.glob("cut.*")}
     code, out_text, err = call_cli(job, "--simulate", "--mode", "batch", "-o", cut, "-q", "--resume")

@@ -427,7 +427,7 @@ def test_a_batch_call_that_never_answers_ends_by_the_deadline_and_says_so_under_
 
     server = HostileServer(chat=lambda r: json_answer(500, {}), routes={"/beta/batches": submit, "/batch_1": get})
     started = time.monotonic()
-    outcome = run_hostile(server, tmp_path, "--deadline", "1", "--timeout", "60", "--quiet", job=GRACEFUL)
+    outcome = run_hostile(server, tmp_path, "--deadline", "3", "--timeout", "60", "--quiet", job=GRACEFUL)
     assert time.monotonic() - started < 30  # a bound, not a measure: 60 s per call before
     assert outcome.code == ExitCode.SUBMITTED, outcome.stderr
     if hung == "submission":
@@ -451,3 +451,28 @@ def test_each_batch_unread_for_its_last_polls_is_named_beside_batches_still_runn
     polls.read(running)
     assert polls.unreadable([unread, running]) == [unread] and not polls.given_up([unread, running])
     assert polls.given_up([unread]) and len(said) == 1  # the failure said once, as it was
+
+
+def test_a_key_read_that_hangs_after_a_batch_is_collected_ends_by_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify29 N1: /key answered the start-up read, then never again: the read that follows a
+    # collected batch's charge retried six times at 60 s each, 376 s for --deadline 5.
+    import batchrun._cut_off as cut_off
+
+    monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.05)
+    server = batch_server(lambda ids: completed(ITEM_COST * len(ids), ids))
+    reads = {"n": 0}
+
+    def key_once(request: RawRequest) -> Answer:
+        reads["n"] += 1
+        if reads["n"] == 1:
+            return json_answer(200, {"data": {"label": "k", "limit": 10, "limit_remaining": 10, "usage": 0}})
+        return _hang
+
+    server.routes["/key"] = key_once
+    started = time.monotonic()
+    outcome = run_hostile(server, tmp_path, "--budget", "1", "--deadline", "3", "--timeout", "60", job=GRACEFUL)
+    assert time.monotonic() - started < 30  # a bound, not a measure: 6 x 60 s before
+    assert reads["n"] >= 2 and len(outcome.rows) == ROWS, outcome.stderr
+    assert {r["status"] for r in outcome.rows} == {"ok"}

@@ -356,7 +356,9 @@ async def test_report_job_regrading_stops_at_its_deadline_and_its_wind_down_ends
     from batchrun._clock import SystemClock
 
     monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.05)
-    run = "run: {concurrency: 2, timeout_s: 3600, max_attempts: 3, grace_s: 0.05, deadline_s: 0.5}"
+    run = (
+        "run: {concurrency: 2, timeout_s: 3600, max_attempts: 3, grace_s: 0.05, deadline_s: 2}"  # past a busy start-up
+    )
     out, asked, job = await _answered_then_judged(sim, tmp_path, run)
     sim.config.faults = {"hang": 1.0}  # every grader hangs: only the deadline and its grace end them
     options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, clock=SystemClock())
