@@ -153,35 +153,27 @@ class BatchExecutor:
                 info = await retry_call(
                     lambda: self.api.submit(model, items), self.policy, self.clock.sleep, self._time_left, RateLimited
                 )
-        except TimeoutError:
-            # Cut at the deadline or a stop's grace (break28 M2: each hung POST waited its whole
-            # timeout, the deadline 24 times over): sent, maybe, so in doubt like any unanswered one.
-            failure = Transient("timeout", "no answer before the run had to end")
+        except (TimeoutError, RequestFailed) as failure:
+            if isinstance(failure, RequestFailed) and failure.http_status is not None and failure.http_status < 500:
+                self.state.entries.remove(entry)  # refused: nothing was created
+                self.state.save()
+                await runner.ledger.settle_hold(worst, 0.0)
+                for request in group:
+                    runner.records.failed(request, failure, AttemptLog(), started)
+                return
+            # No HTTP answer (cut at the deadline or a stop's grace, break28 M2: each hung POST
+            # waited its whole timeout), or a server error (a gateway's 502 says nothing of what
+            # the server behind it did; break22 m5): OpenRouter may or may not have the batch.
+            # Keep the intent (in doubt): never submitted again without the user's word.
+            if isinstance(failure, RequestFailed):
+                why = f"submission outcome unknown ({failure.message}); in doubt: see `batchrun batches list`, then "
+                why += "adopt or release it"
+            else:
+                why = "no answer before the run had to end; in doubt: see `batchrun batches list`"
             self.outcome.in_doubt.append(entry.key)
-            self.notice(
-                f"warning: batch {entry.key} ({model}): {failure.message}; in doubt: see `batchrun batches list`"
-            )
+            self.notice(f"warning: batch {entry.key} ({model}): {why}")
             for request in group:
                 self.pending[request.id] = request
-            return
-        except RequestFailed as failure:
-            if failure.http_status is None or failure.http_status >= 500:
-                # No HTTP answer, or a server error (a gateway's 502 says nothing of what the
-                # server behind it did; break22 m5): OpenRouter may or may not have the batch.
-                # Keep the intent (in doubt): never submitted again without the user's word.
-                self.outcome.in_doubt.append(entry.key)
-                self.notice(
-                    f"warning: batch {entry.key} ({model}): submission outcome unknown ({failure.message}); in doubt: "
-                    "see `batchrun batches list`, then adopt or release it"
-                )
-                for request in group:
-                    self.pending[request.id] = request
-                return
-            self.state.entries.remove(entry)
-            self.state.save()
-            await runner.ledger.settle_hold(worst, 0.0)
-            for request in group:
-                runner.records.failed(request, failure, AttemptLog(), started)
             return
         self.outcome.submitted += 1
         if self.kill_after_submit is not None and self.outcome.submitted >= self.kill_after_submit:

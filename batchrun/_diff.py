@@ -19,7 +19,6 @@ from ._summary import SummaryBuilder
 from ._summary_types import GroupFigures, Summary
 
 MAX_FLIPS_SHOWN = 20
-SKIPPED = {"status": "skipped"}  # a row a run has no record of: never answered there
 
 
 def _why(record: dict[str, Any]) -> str:
@@ -52,8 +51,8 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
     return slim, builder.add_pending_batches(pending_batches(path, warn)).result()
 
 
-def _no_verdict(status: str, row: dict[str, Any]) -> bool:
-    return status == "skipped" or (status == "ok" and row["passed"] is None)
+def _no_verdict(row: dict[str, Any]) -> bool:
+    return row["status"] == "skipped" or (row["status"] == "ok" and row["passed"] is None)
 
 
 def _whole_run(path: Path, rows: int) -> bool:
@@ -226,11 +225,7 @@ def diff_runs(
     # gone, exit 0; verify27 N1: a run its deadline cut to 40 rows of 105). Rows in error are
     # the run's own failures: "started erroring" and max_error_rate judge them (verify28 F3).
     only_before, only_after = len(a_rows.keys() - b_rows.keys()), len(b_rows.keys() - a_rows.keys())
-    no_verdict = sum(
-        1
-        for i, r in a_rows.items()
-        if r["passed"] is True and i in b_rows and _no_verdict(b_rows[i]["status"], b_rows[i])
-    )
+    no_verdict = sum(1 for i, r in a_rows.items() if r["passed"] is True and i in b_rows and _no_verdict(b_rows[i]))
     gone = (
         0
         if _whole_run(b_path, len(b_rows))

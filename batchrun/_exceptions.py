@@ -174,7 +174,7 @@ class ResponseTooLarge(Rejected):
     ) -> None:
         what = "the reply grew past" if declared is None else f"the reply declared {declared:,} bytes, over"
         super().__init__("response_too_large", f"{what} the {cap:,}-byte cap ({of})", http_status)
-        self.cap, self.declared = cap, declared
+        self.declared = declared
 
 
 class ModelUnavailable(Permanent):
