@@ -259,3 +259,28 @@ def test_a_page_that_cannot_be_written_leaves_a_junit_file_that_says_so(
     assert code == ExitCode.IO and "No space left on device" in err, err
     failure = _junit(junit)["gate"].find("failure")
     assert failure is not None and failure.get("message").startswith("exit 11: ")
+
+
+def test_a_job_that_cannot_be_read_replaces_last_nights_junit_file_and_nothing_else(
+    tmp_path: Path, job: Path, results: Path
+) -> None:
+    # A job file broken overnight left the green JUnit file of the night before standing beside
+    # exit 2. The files such a job names are not known, so only a JUnit file is replaced.
+    junit = tmp_path / "junit.xml"
+    assert call_cli("report", results, "--job", job, "--junit", junit)[0] == ExitCode.OK
+    assert _junit(junit)["failures"] == 0 and _junit(junit)["tests"] > 1
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: small\nmodels: [\n")
+    code, _, err = call_cli("report", results, "--job", broken, "--junit", junit)
+    assert code == ExitCode.USAGE and "broken.yaml:" in err, err
+    counts = _junit(junit)
+    assert counts["tests"] == 1 and counts["failures"] == 1
+    failure = counts["gate"].find("failure")
+    assert failure is not None and failure.get("message").startswith("exit 2: ") and "YAML" in failure.get("message")
+    notes = tmp_path / "notes.txt"  # perhaps a file the job names: a JUnit path is not written over it
+    notes.write_text("keep me\n")
+    assert call_cli("report", results, "--job", broken, "--junit", notes)[0] == ExitCode.USAGE
+    assert notes.read_text() == "keep me\n"
+    absent = tmp_path / "new.xml"
+    assert call_cli("report", results, "--job", tmp_path / "missing.yaml", "--junit", absent)[0] == ExitCode.USAGE
+    assert "no such job file" in _junit(absent)["gate"].find("failure").get("message")

@@ -10,12 +10,13 @@ from dataclasses import replace
 from typing import Any
 
 from .._console import Console
-from .._exceptions import AuthFailed, ConfigError, OutputFailed, RequestFailed, ResultsError
+from .._exceptions import AuthFailed, ConfigError, JobError, OutputFailed, RequestFailed, ResultsError
 from .._summary_types import Summary
 from .._verdict import ExitCode
 from ._common import key_for_job, show, with_budget, with_simulator
 from ._report_outputs import (
     files_named_by,
+    holds_junit_or_nothing,
     refuse_named_in_datasets,
     refuse_sidecars,
     through,
@@ -40,7 +41,15 @@ def report_against_job(
     from .._items import ItemGate
     from .._job import load_job
 
-    job = load_job(args.job)
+    try:
+        job = load_job(args.job)
+    except (JobError, ConfigError) as failure:
+        # Nor for a job that cannot be read. The files it names are not known then, so the
+        # JUnit file is written only where none is, or where one stands (last night's).
+        if args.junit is not None and holds_junit_or_nothing(args.junit):
+            why = str(failure).splitlines()  # each of a job's problems a line, as on stderr
+            write_junit_file(args, console, lambda: (), None, (), (int(ExitCode.USAGE), why))
+        raise
     refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=files_named_by(job.path))
     refuse_named_in_datasets(job, (args.html, "a page"), (args.junit, "a JUnit file"))
     settings = with_budget(job.run, args.budget)

@@ -100,6 +100,21 @@ def write_report_page(args: argparse.Namespace, page: Any, summary: Summary, ver
         write_report(args.results, args.html, page, summary, verdict)
 
 
+def holds_junit_or_nothing(path: Path) -> bool:
+    """Whether `path` is free for a JUnit file when the files a job names cannot be known: not
+    there, or a regular file that begins as a JUnit file does (one this command wrote before)."""
+    from .._files import open_regular
+
+    if not path.exists() and not path.is_symlink():
+        return True
+    try:
+        with open_regular(path) as handle:
+            head = handle.read(512)
+    except OSError:
+        return False
+    return head.lstrip().startswith(b"<?xml") and b"<testsuites" in head
+
+
 def write_junit_file(
     args: argparse.Namespace,
     console: Console,
