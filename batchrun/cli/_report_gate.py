@@ -47,8 +47,8 @@ def report_against_job(
         # Nor for a job that cannot be read. The files it names are not known then, so the
         # JUnit file is written only where none is, or where one stands (last night's).
         if args.junit is not None and holds_junit_or_nothing(args.junit):
-            why = str(failure).splitlines()  # each of a job's problems a line, as on stderr
-            write_junit_file(args, console, lambda: (), None, (), (int(ExitCode.USAGE), why))
+            problems = str(failure).splitlines()  # each of a job's problems a line, as on stderr
+            write_junit_file(args, console, lambda: (), None, (), (int(ExitCode.USAGE), problems))
         raise
     refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=files_named_by(job.path))
     refuse_named_in_datasets(job, (args.html, "a page"), (args.junit, "a JUnit file"))
