@@ -73,6 +73,32 @@ def test_the_first_429_sets_the_pace_from_what_the_limit_let_through() -> None:
     assert not scope.ramping and scope.cooldown_until == pytest.approx(1.1)
 
 
+def test_answers_sent_before_the_first_429_and_answered_after_it_raise_the_estimate() -> None:
+    # 20 let through, 17 answered when the 429 came back: the pace was 16.2 for the whole hold.
+    scope = limited_after(17)
+    assert scope.ceiling == 17
+    answered(scope, 3, 0.12, took=0.07)  # sent at 0.05, before the cut at 0.1
+    assert scope.ceiling == 20 and scope.rate == pytest.approx(19)
+    answered(scope, 5, 0.3, took=0.1)  # sent at 0.2, after the cut: paced sends, no estimate
+    assert scope.ceiling == 20 and scope.rate == pytest.approx(19)
+
+
+def test_late_answers_never_raise_the_estimate_past_the_limits_own_figure() -> None:
+    scope = ScopeControl(32, began=0.0)
+    answered(scope, 18, 0.1, took=0.01)
+    scope.limited(0.1, 0.05, 0.5, pace=True, exact=True, limit=20)
+    answered(scope, 6, 0.15, took=0.1)
+    assert scope.ceiling == 20 and scope.rate == pytest.approx(19)
+
+
+def test_the_estimate_counts_what_was_sent_in_the_last_window_not_what_was_answered() -> None:
+    scope = ScopeControl(32, began=0.0)
+    answered(scope, 7, 1.0, took=0.5)  # answered in the window before the cut at 1.8, sent before it
+    answered(scope, 10, 1.6, took=0.5)  # sent at 1.1, in it
+    scope.limited(1.8, 1.7, 1.0, pace=True)
+    assert scope.ceiling == 10
+
+
 def test_a_burst_of_429s_cuts_once() -> None:
     scope = limited_after(20)
     rate, window = scope.rate, scope.window

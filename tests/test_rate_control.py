@@ -84,7 +84,11 @@ repeat: 240
 async def limited_run(tmp_path: Path, window: str, header: str) -> tuple[Simulator, float, list[dict[str, object]]]:
     """240 rows at concurrency 32 against 20 requests a second (the issue 13 scenario)."""
     clock = VirtualClock()
-    sim = Simulator(SimConfig(rate_limit_rps=20, rate_limit_window=window, rate_limit_header=header))
+    # Answers take a few real milliseconds (virtual time stands still meanwhile), in which the
+    # first 429 comes back before the answers of attempts sent ahead of it.
+    sim = Simulator(
+        SimConfig(rate_limit_rps=20, rate_limit_window=window, rate_limit_header=header, latency_ms=4, jitter_ms=4)
+    )
     sim.clock = clock.time
     job = load_job(write_job(tmp_path, JOB))
     output = tmp_path / "out.jsonl"
