@@ -199,7 +199,7 @@ class ScopeControl:
         # rate by the share g every second.
         if ceiling is None:
             self.rate = rate + 1.0  # no estimate yet: e-fold a second
-        elif rate < self.policy.backoff * self.ceiling * 0.99:
+        elif rate < self.policy.backoff * ceiling * 0.99:
             self.rate = rate + self.policy.recover_growth
         elif now >= self.hold_until:
             self.rate = rate + self.policy.probe_growth
