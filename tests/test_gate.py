@@ -13,6 +13,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,8 @@ from batchrun import ExitCode
 from batchrun.cli._report_gate import NOT_REGRADED
 from batchrun.simulator import Simulator
 
-from .conftest import SMALL_JOB, call_cli, judged_small_job, read_rows, write_job
+from .conftest import SMALL_JOB, call_cli, child_env, judged_small_job, read_rows, write_job
+from .forked import ForkedCli
 
 
 def _junit(path: Path) -> dict[str, Any]:
@@ -284,3 +288,32 @@ def test_a_job_that_cannot_be_read_replaces_last_nights_junit_file_and_nothing_e
     absent = tmp_path / "new.xml"
     assert call_cli("report", results, "--job", tmp_path / "missing.yaml", "--junit", absent)[0] == ExitCode.USAGE
     assert "no such job file" in _junit(absent)["gate"].find("failure").get("message")
+
+
+def test_a_gate_that_never_gives_its_verdict_leaves_no_green_junit_file(
+    tmp_path: Path, job: Path, results: Path
+) -> None:
+    # A second signal exits at once (os._exit), and a kill at once: the file written the night
+    # before (green) stood beside a gate that never finished. Until the verdict, the file says
+    # there is none. (A kill stands for both: two signals sent at once may arrive as one.)
+    junit = tmp_path / "junit.xml"
+    assert call_cli("report", results, "--job", job, "--junit", junit)[0] == ExitCode.OK
+    assert _junit(junit)["failures"] == 0
+    judged_folder = tmp_path / "judged"
+    judged_folder.mkdir()
+    judged = write_job(judged_folder, judged_small_job())
+    process = ForkedCli(
+        ["report", results, "--job", judged, "--junit", junit, "--simulate", "--sim", "latency_ms=60000"],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    end = time.monotonic() + 20  # a bound on the wait (the graders take a minute), not a timing relied on
+    while time.monotonic() < end and process.poll() is None and _junit(junit)["failures"] == 0:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL, err
+    failure = _junit(junit)["gate"].find("failure")
+    assert failure is not None and "the gate ended before its verdict" in failure.get("message"), err

@@ -57,6 +57,13 @@ def report_against_job(
         settings = replace(settings, deadline_s=args.deadline)
     job = replace(job, run=settings)
     gate = ItemGate.from_threshold(settings.pass_threshold)
+    if args.junit is not None and args.junit.is_file():
+        # Until the verdict, the file says there is none: a second signal (which exits at once)
+        # or a kill left last night's green file beside a gate that never finished.
+        from .._junit import write_junit
+
+        unfinished = (int(ExitCode.INTERRUPTED), ["the gate ended before its verdict (a second signal, or killed)"])
+        write_junit((), args.junit, job.name, gate, (), unfinished)
     try:
         return _gate(args, console, job, gate, records, page, counted)
     except (ConfigError, ResultsError, RequestFailed) as failure:
