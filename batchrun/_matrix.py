@@ -71,6 +71,9 @@ class Shard:
     def __contains__(self, request_id: str) -> bool:
         return int(request_id[:12], 16) % self.count == self.index - 1
 
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"  # as written on the command line, and in the summary
+
     @classmethod
     def parse(cls, text: str) -> Shard:
         k, _, n = text.partition("/")

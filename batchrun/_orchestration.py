@@ -201,7 +201,7 @@ async def _locked_run(
         # Batch mode, same output: batches of an earlier tick are collected, not submitted again.
         notice(f"{output}: collecting the batches an earlier run submitted")
         options = replace(options, resume=True)
-    resuming = check_output(output, job, options.resume)
+    resuming = check_output(output, job, options.resume, options.shard)
     started = options.clock.monotonic()  # the deadline counts pre-flight and the resume scan too
 
     def time_left() -> float | None:
@@ -371,7 +371,7 @@ async def _locked_run(
             ],
             kept_from_earlier=estimated.kept,
             isolated_key=isolated.audit() if isolated is not None else None,
-            shard=None if options.shard is None else f"{options.shard.index}/{options.shard.count}",
+            shard=None if options.shard is None else str(options.shard),
             matrix_rows=sum(count_requests(job).values()),
             endpoint=client.base_url,
             routing_warning=job_routing_warning(job),

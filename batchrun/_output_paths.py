@@ -313,18 +313,24 @@ def results_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.jsonl") if p.is_file() and not p.name.endswith(JOURNAL_SUFFIX))
 
 
-def latest_incomplete(job_name: str, pattern: str | None) -> Path | None:
-    """The newest results file of the job whose summary is missing (a crash) or says incomplete."""
+def latest_incomplete(job_name: str, pattern: str | None, shard: str | None = None) -> Path | None:
+    """The newest results file of the job (of this `shard` of it, "K/N") whose summary is
+    missing (a crash) or says incomplete. Another shard's newer file was picked, then refused
+    as rows of an edited job (break30 m1)."""
     folder = job_folder(job_name, pattern)
     if not folder.is_dir():
         return None
     for candidate in reversed(results_files(folder)):  # the newest first
         summary = summary_path(candidate)
         try:
-            complete = json.loads(read_regular_text(summary)).get("complete") is True
+            earlier = json.loads(read_regular_text(summary))
         except (OSError, ValueError):
-            complete = False
-        if not complete and _holds_results_of(candidate, job_name):
+            earlier = {}
+        if not isinstance(earlier, dict):
+            earlier = {}
+        if earlier.get("complete") is True or (earlier and earlier.get("shard") != shard):
+            continue
+        if _holds_results_of(candidate, job_name):
             return candidate
     return None
 

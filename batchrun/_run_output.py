@@ -8,6 +8,7 @@ from typing import Any
 
 from ._exceptions import ConfigError, ResultsError
 from ._job import Job
+from ._matrix import Shard
 from ._options import Notice, RunOptions
 from ._output_paths import fresh_output, latest_incomplete, sidecar_name_problem, summary_path
 from ._report_data import read_run_summary
@@ -20,15 +21,17 @@ def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) ->
         # `latest.jsonl -> real.jsonl` read no summary and spent the key gap again (G3).
         return options.output.resolve() if options.output.is_symlink() else options.output
     if options.resume:
-        found = latest_incomplete(job.name, job.run.output)
+        shard = None if options.shard is None else str(options.shard)
+        found = latest_incomplete(job.name, job.run.output, shard)
+        part = "" if shard is None else f" (shard {shard})"
         if found is None:
-            raise ConfigError(f"--resume: no incomplete run of {job.name!r} was found; give --output")
-        notice(f"resuming {found}, the most recent incomplete run of {job.name}")
+            raise ConfigError(f"--resume: no incomplete run of {job.name!r}{part} was found; give --output")
+        notice(f"resuming {found}, the most recent incomplete run of {job.name}{part}")
         return found.resolve() if found.is_symlink() else found
     return fresh_output(job.name, job.run.output, now)
 
 
-def check_output(output: Path, job: Job, resume: bool) -> bool:
+def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = None) -> bool:
     """May this run write `output`? True when it already holds this job's results (resume them).
 
     Only a file whose first record is this job's is ever appended to or repaired; any
@@ -71,7 +74,25 @@ def check_output(output: Path, job: Job, resume: bool) -> bool:
             f"{foreign}, after rows of {job.name!r}: a resume would mix two jobs in one file; it was left "
             "untouched; give another --output"
         )
+    _refuse_another_shard(output, shard)
     return True
+
+
+def _refuse_another_shard(output: Path, shard: Shard | None) -> None:
+    """A resume continues the shard its file ran (its summary says which): resumed without
+    --shard, a shard's file was run to the whole matrix, every row of the other shards paid
+    again, exit 0 (break30 F1). A file killed before its first summary cannot say."""
+    ran = read_run_summary(output).get("shard")
+    wanted = None if shard is None else str(shard)
+    if ran == wanted or not (ran is None or isinstance(ran, str)):
+        return
+    if ran is None:
+        raise ConfigError(f"{output} holds a run of the whole job, not shard {wanted}: resume it without --shard")
+    other = "without --shard" if wanted is None else f"with --shard {wanted}"
+    raise ConfigError(
+        f"{output} holds shard {ran} of the job: resume it with --shard {ran} ({other}, the rows of "
+        "other shards would be sent into it)"
+    )
 
 
 def earlier_summary(output: Path) -> dict[str, Any]:

@@ -628,3 +628,35 @@ def test_what_a_file_spent_is_never_below_what_its_records_show(tmp_path: Path, 
     path.write_text("".join(lines))
     # a1 counts 0.01 (its first record's 0.02 replaced), b2 0, c3 0.005, d4 0.1, e5 0.008.
     assert scan_states(path).spent_usd == pytest.approx(0.01 + 0.005 + 0.1 + 0.008)
+
+
+def test_a_shards_file_is_resumed_as_that_shard_only(tmp_path: Path, job: Path) -> None:
+    # break30 F1: resumed without --shard, a shard's file was run to the whole matrix (every row of
+    # the other shards paid again), exit 0; m1: `--shard K/N --resume` picked another shard's newer file.
+    out = tmp_path / "s1.jsonl"
+    assert call_cli(job, "--simulate", "--shard", "1/2", "-o", out, "-q", "--budget", "0.00001")[0] == ExitCode.BUDGET
+    before = out.read_bytes()
+    code, _, err = call_cli(job, "--simulate", "-o", out, "--resume", "-q")
+    assert code == ExitCode.USAGE and "holds shard 1/2 of the job: resume it with --shard 1/2" in err, err
+    code, _, err = call_cli(job, "--simulate", "--shard", "2/2", "-o", out, "--resume", "-q")
+    assert code == ExitCode.USAGE and "resume it with --shard 1/2 (with --shard 2/2" in err, err
+    assert out.read_bytes() == before
+    assert call_cli(job, "--simulate", "--shard", "1/2", "-o", out, "--resume", "-q")[0] == ExitCode.OK
+    rows = read_rows(out)
+    whole = tmp_path / "whole.jsonl"
+    assert call_cli(job, "--simulate", "-o", whole, "-q")[0] == ExitCode.OK
+    assert {r["id"] for r in rows} < {r["id"] for r in read_rows(whole)}  # its shard only
+    code, _, err = call_cli(job, "--simulate", "--shard", "1/2", "-o", whole, "--resume", "-q")
+    assert code == ExitCode.USAGE and "holds a run of the whole job, not shard 1/2" in err, err
+
+
+def test_a_sharded_resume_without_an_output_picks_its_own_shards_file(
+    tmp_path: Path, job: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for k in (1, 2):  # shard 2's stopped run is the newer
+        assert call_cli(job, "--simulate", "--shard", f"{k}/2", "-q", "--budget", "0.00001")[0] == ExitCode.BUDGET
+    code, _, err = call_cli(job, "--simulate", "--shard", "1/2", "--resume")
+    assert code == ExitCode.OK, err
+    resumed = err.split("resuming ")[1].split(",")[0]
+    assert json.loads((tmp_path / resumed).with_suffix(".summary.json").read_text())["shard"] == "1/2"
