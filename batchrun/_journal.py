@@ -34,6 +34,7 @@ import orjson
 from ._client import OpenRouterClient
 from ._exceptions import OutputFailed, RequestFailed
 from ._generation import valid_generation_id
+from ._job import Job
 from ._journal_file import Crashed, crash_fields, drop_recorded, journal_key_gap, journal_path, read_journal
 from ._matrix import Request
 from ._reader import final_records
@@ -48,7 +49,7 @@ LOOKUPS_AT_ONCE = 8
 class AttemptJournal:
     """Appends a line per attempt before it is sent; deleted when the run ends whole."""
 
-    def __init__(self, results: Path, writer: ResultsWriter, job: str, carried_gap: float = 0.0) -> None:
+    def __init__(self, results: Path, writer: ResultsWriter, job: Job, carried_gap: float = 0.0) -> None:
         self.path = journal_path(results)
         self._writer = writer
         # The key gap an earlier crashed run's journal held, which this run read and deleted:
@@ -60,7 +61,9 @@ class AttemptJournal:
         # journal a crash left (which `recover` keeps): until this moment that one holds the
         # key gap this one carries on, so a resume killed in its pre-flight, or refused there,
         # does not lose it (break14h H7: $0.65 on $0.50 after two crashes).
-        head = orjson.dumps({"job": job}) + b"\n"
+        # With the job's version: a run killed before its first record left rows a reader could
+        # only call "job None", another job's, and `merge` of its shard exited 2 (break30 F2).
+        head = orjson.dumps({"job": job.name, "job_fingerprint": job.fingerprint}) + b"\n"
         if carried_gap > 0:
             head += orjson.dumps({"key_gap": carried_gap}) + b"\n"
         fresh = self.path.with_name(self.path.name + ".new")

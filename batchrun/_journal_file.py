@@ -170,12 +170,28 @@ def _paid(crashed: Crashed | None, usd: float | None, judge: bool) -> None:
 
 
 def _is_header(line: bytes) -> bool:
-    """The journal's first line: `{"job": NAME}` and nothing else."""
+    """The journal's first line: `{"job": NAME, "job_fingerprint": F}` (or, before that was
+    written, `{"job": NAME}`) and nothing else."""
     try:
         entry = _loads(line)
     except (ValueError, RecursionError):
         return False
-    return isinstance(entry, dict) and list(entry) == ["job"]
+    return isinstance(entry, dict) and list(entry) in (["job"], ["job", "job_fingerprint"])
+
+
+def journal_job(results: Path) -> tuple[Any, Any] | None:
+    """(name, fingerprint) of the job whose journal is beside `results`, from its header: the
+    rows of a run killed before its first record are that job's (fingerprint None from a
+    journal written before it was kept)."""
+    try:
+        with open_regular(journal_path(results)) as handle:
+            first = handle.readline(1 << 16)
+    except OSError:
+        return None
+    if not first.endswith(b"\n") or not _is_header(first):
+        return None
+    entry = _loads(first)
+    return entry["job"], entry.get("job_fingerprint")
 
 
 def drop_recorded(results: Path, rows: dict[str, Crashed]) -> None:

@@ -15,6 +15,7 @@ from ._files import file_identity
 from ._fold import Earlier
 from ._gate import MatrixCoverage, named_by_its_id, shard_layout
 from ._job import Job
+from ._journal_file import journal_path
 from ._lock import OutputLock
 from ._output_paths import current_umask, sidecar_name_problem
 from ._reader import Warn
@@ -45,10 +46,26 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
         raise ResultsError(f"{output} already exists: merge writes a new file")
     if len({file_identity(shard) for shard in shards}) < len(shards):
         raise ResultsError("a file is named twice: give each shard once")
+    shards = _without_journals(shards, warn)
     with contextlib.ExitStack() as held:
         for shard in shards:
             _hold(shard, held)
         return _merge(shards, output, job, warn)
+
+
+def _without_journals(shards: list[Path], warn: Warn) -> list[Path]:
+    """The shards named, less the attempt journal of any of them: a shard killed mid-run leaves
+    one beside it, which a glob such as `shard-*.jsonl` (the README's CI workflow) names too. It
+    is read with its shard; named as one, it made the merge exit 2 (break30 F2)."""
+    journals = {file_identity(journal_path(shard)): shard for shard in shards}
+    kept = []
+    for shard in shards:
+        of = journals.get(file_identity(shard))
+        if of is None:
+            kept.append(shard)
+        else:
+            warn(f"{shard}: the attempt journal of {of}, read with it: not merged as a shard")
+    return kept
 
 
 def _hold(shard: Path, held: contextlib.ExitStack) -> None:

@@ -22,7 +22,7 @@ import orjson
 from ._exceptions import ResultsError
 from ._files import open_regular
 from ._fold import Earlier
-from ._journal_file import Crashed, crash_fields, journal_path, unrecorded_attempts
+from ._journal_file import Crashed, crash_fields, journal_job, journal_path, unrecorded_attempts
 from ._pricing import MAX_USD
 from ._record_head import LINE_HEADS, RECORD_START, RowState, parse_state, record_head, state_blob
 from ._record_shape import record_problem
@@ -189,7 +189,7 @@ def final_records(
                 folding = earlier.pop(record["id"], None)
                 yield record if folding is None else folding.fold(record)
     for row, attempts in crashed.items():
-        record = crashed_record(attempts, job)
+        record = crashed_record(attempts, job or journal_job(path))
         folding = earlier.pop(row, None)
         yield record if folding is None else folding.fold(record)
 

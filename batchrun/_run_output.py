@@ -82,9 +82,9 @@ def _refuse_another_shard(output: Path, shard: Shard | None) -> None:
     """A resume continues the shard its file ran (its summary says which): resumed without
     --shard, a shard's file was run to the whole matrix, every row of the other shards paid
     again, exit 0 (break30 F1). A file killed before its first summary cannot say."""
-    ran = read_run_summary(output).get("shard")
-    wanted = None if shard is None else str(shard)
-    if ran == wanted or not (ran is None or isinstance(ran, str)):
+    summary = read_run_summary(output)
+    ran, wanted = summary.get("shard"), None if shard is None else str(shard)
+    if not summary or ran == wanted or not (ran is None or isinstance(ran, str)):
         return
     if ran is None:
         raise ConfigError(f"{output} holds a run of the whole job, not shard {wanted}: resume it without --shard")

@@ -403,6 +403,9 @@ def test_a_resume_refuses_a_file_holding_rows_the_job_no_longer_has(tmp_path: Pa
     shard = tmp_path / "s.jsonl"
     assert call_cli(job, "--simulate", "--shard", "1/2", "-o", shard, "-q")[0] == ExitCode.OK
     code, _, err = call_cli(job, "--simulate", "--shard", "2/2", "-o", shard, "--resume", "-q")
+    assert code == ExitCode.USAGE and "holds shard 1/2 of the job" in err  # as its summary says
+    shard.with_name("s.summary.json").unlink()  # a shard killed before its summary: its rows say it
+    code, _, err = call_cli(job, "--simulate", "--shard", "2/2", "-o", shard, "--resume", "-q")
     assert code == ExitCode.USAGE and "not in the matrix of job 'small' (shard 2/2)" in err
     # Rows added to the job are simply run: nothing of the file is foreign.
     write_job(

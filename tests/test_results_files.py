@@ -660,3 +660,33 @@ def test_a_sharded_resume_without_an_output_picks_its_own_shards_file(
     assert code == ExitCode.OK, err
     resumed = err.split("resuming ")[1].split(",")[0]
     assert json.loads((tmp_path / resumed).with_suffix(".summary.json").read_text())["shard"] == "1/2"
+
+
+def test_a_shard_killed_before_its_first_record_is_merged_and_gated_as_missing_rows(tmp_path: Path, job: Path) -> None:
+    # break30 F2: killed -9 before its first record, a shard left an empty file and its attempt
+    # journal. Its in-flight rows read as "job None": merge exited 2 ("different jobs or job
+    # versions"), and so did the README's glob `shard-*.jsonl`, which names the journal too.
+    from batchrun import load_job, matrix_requests
+    from batchrun._matrix import Shard
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for k in (1, 2):
+        assert call_cli(job, "--simulate", "--shard", f"{k}/3", "-o", shards / f"shard-{k}.jsonl", "-q")[0] == 0
+    loaded = load_job(job)
+    in_flight = [r.id for r in matrix_requests(loaded, Shard(3, 3))][:2]
+    (shards / "shard-3.jsonl").write_bytes(b"")
+    (shards / "shard-3.attempts.jsonl").write_text(
+        json.dumps({"job": "small", "job_fingerprint": loaded.fingerprint})
+        + "\n"
+        + "".join(json.dumps({"row": row, "at": 0, "usd": 0.001, "model": "m"}) + "\n" for row in in_flight)
+    )
+    named = sorted(shards.glob("shard-*.jsonl"))
+    assert len(named) == 4
+    code, _, err = call_cli("merge", tmp_path / "all.jsonl", *named, "--job", job)
+    assert code == ExitCode.INCOMPLETE, err
+    assert "shard-3.attempts.jsonl: the attempt journal of" in err and "different jobs" not in err
+    merged = read_rows(tmp_path / "all.jsonl")
+    assert {r["id"]: r["reason"] for r in merged if r["id"] in in_flight} == dict.fromkeys(in_flight, "crashed")
+    code, _, err = call_cli("report", shards / "shard-3.jsonl", "--job", job)
+    assert code == ExitCode.INCOMPLETE and "not in the matrix" not in err, err
