@@ -47,6 +47,7 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
     if len({file_identity(shard) for shard in shards}) < len(shards):
         raise ResultsError("a file is named twice: give each shard once")
     shards = _without_journals(shards, warn)
+    _refuse_merged_twice(shards)
     with contextlib.ExitStack() as held:
         for shard in shards:
             _hold(shard, held)
@@ -66,6 +67,22 @@ def _without_journals(shards: list[Path], warn: Warn) -> list[Path]:
         else:
             warn(f"{shard}: the attempt journal of {of}, read with it: not merged as a shard")
     return kept
+
+
+def _refuse_merged_twice(shards: list[Path]) -> None:
+    """A merged file and a shard its summary lists (`merged_from`, as named then: from where
+    merge ran, or beside the merged file) would count that shard's rows and costs twice: each
+    row in two files is folded as paid twice (break30 m2: +35%, exit 0)."""
+    given = {file_identity(shard): shard for shard in shards}
+    for merged in shards:
+        sources = read_run_summary(merged).get("merged_from")
+        for source in sources if isinstance(sources, list) else ():
+            if not isinstance(source, str) or not source or "\0" in source:
+                continue
+            for place in (Path(source), merged.parent / Path(source).name):
+                shard = given.get(file_identity(place))
+                if shard is not None and shard != merged:
+                    raise ResultsError(f"{shard} is merged into {merged} already (its merged_from): give one or the other")
 
 
 def _hold(shard: Path, held: contextlib.ExitStack) -> None:

@@ -690,3 +690,14 @@ def test_a_shard_killed_before_its_first_record_is_merged_and_gated_as_missing_r
     assert {r["id"]: r["reason"] for r in merged if r["id"] in in_flight} == dict.fromkeys(in_flight, "crashed")
     code, _, err = call_cli("report", shards / "shard-3.jsonl", "--job", job)
     assert code == ExitCode.INCOMPLETE and "not in the matrix" not in err, err
+
+
+def test_a_merged_file_is_not_merged_again_with_one_of_its_own_shards(tmp_path: Path, job: Path) -> None:
+    # break30 m2: each row of the shard was in two files, folded as paid twice: cost +35%, exit 0.
+    shards = [tmp_path / f"sh{k}.jsonl" for k in (1, 2)]
+    for k, path in enumerate(shards, start=1):
+        assert call_cli(job, "--simulate", "--shard", f"{k}/2", "-o", path, "-q")[0] == 0
+    assert call_cli("merge", tmp_path / "m.jsonl", *shards, "--job", job)[0] == ExitCode.OK
+    code, _, err = call_cli("merge", tmp_path / "again.jsonl", tmp_path / "m.jsonl", shards[0], "--job", job)
+    assert code == ExitCode.USAGE and f"{shards[0]} is merged into {tmp_path / 'm.jsonl'} already" in err, err
+    assert not (tmp_path / "again.jsonl").exists()
