@@ -82,7 +82,7 @@ def _refuse_merged_twice(shards: list[Path]) -> None:
             for place in (Path(source), merged.parent / Path(source).name):
                 shard = given.get(file_identity(place))
                 if shard is not None and shard != merged:
-                    raise ResultsError(f"{shard} is merged into {merged} already (its merged_from): give one or the other")
+                    raise ResultsError(f"{shard} is merged into {merged} already (its merged_from): name one of them")
 
 
 def _hold(shard: Path, held: contextlib.ExitStack) -> None:
