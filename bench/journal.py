@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from batchrun import load_job
 from batchrun._generation import Flight
 from batchrun._journal import AttemptJournal
 from batchrun._matrix import Request
@@ -57,7 +58,9 @@ def per_attempt_us(journal: AttemptJournal | None, count: int, fsync: bool = Fal
 def main() -> None:
     folder = Path(tempfile.mkdtemp())
     writer = ResultsWriter(folder / "r.jsonl")
-    journal = AttemptJournal(folder / "r.jsonl", writer, "bench")
+    job_file = folder / "bench.yaml"
+    job_file.write_text("name: bench\nmodels: [openai/gpt-4o-mini]\nprompts: [{id: capital, text: Capital?}]\n")
+    journal = AttemptJournal(folder / "r.jsonl", writer, load_job(job_file))
     bare = min(per_attempt_us(None, N) for _ in range(3))
     journaled = min(per_attempt_us(journal, N) for _ in range(3))
     synced = per_attempt_us(journal, max(1, N // 100), fsync=True)
