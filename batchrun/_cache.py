@@ -44,6 +44,7 @@ from ._cache_file import (
     header_is_ours,
     identify,
     prepare,
+    read_only_uri,
 )
 from ._cache_values import (
     ENTRY_COLUMNS,
@@ -138,11 +139,9 @@ class ResponseCache:
     @classmethod
     def _read_only(cls, path: Path) -> ResponseCache:
         """A cache in a folder this process cannot write (a read-only mount, another user's
-        folder): answers are read, none is stored. `immutable`, because SQLite cannot make
-        the WAL index beside the file, and nothing writes a read-only folder meanwhile."""
-        uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
+        folder): answers are read, none is stored (`read_only_uri`)."""
         try:
-            connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            connection = sqlite3.connect(read_only_uri(path), uri=True, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise CacheError(f"{path}: {exc}") from None
         cache = cls(connection, path)

@@ -112,6 +112,19 @@ def _tables(db: sqlite3.Connection) -> dict[str, list[str]]:
 BUSY_TIMEOUT_S = 2.0
 
 
+def read_only_uri(path: Path) -> str:
+    """How a cache this process cannot write is opened. `immutable` (no WAL index is made beside
+    it) unless a writer killed -9 left its WAL and its index: then only they hold what it had
+    committed since its last checkpoint, which SQLite reads from a read-only folder too (break30
+    m4: 12 answers invisible, paid again)."""
+    wal, index = (path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))
+    try:
+        left = wal.stat().st_size > 0 and index.is_file()
+    except OSError:
+        left = False
+    return f"{path.resolve().as_uri()}?mode=ro" + ("" if left else "&immutable=1")
+
+
 def identify(path: Path, *, immutable: bool = False, busy_timeout_s: float = BUSY_TIMEOUT_S) -> str:
     """NEW, OURS or FIRST_FORMAT; raises NotOurCache, BrokenCache or CacheError (locked).
     Reads only: the connection is read-only, and nothing is created for a file not ours."""
@@ -128,7 +141,7 @@ def identify(path: Path, *, immutable: bool = False, busy_timeout_s: float = BUS
     header = _header(path)
     if not header.startswith(SQLITE_MAGIC):
         raise NotOurCache(f"{path}: not a batchrun cache (not an SQLite database); batchrun leaves it alone")
-    uri = f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+    uri = read_only_uri(path) if immutable else f"{path.resolve().as_uri()}?mode=ro"
     try:
         db = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
         try:

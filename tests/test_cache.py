@@ -371,6 +371,25 @@ def test_a_cache_folder_this_process_cannot_write_is_read_not_written(
         assert db.execute("SELECT count(*) FROM runs").fetchone() == (1,)  # the first session's only
 
 
+def test_a_read_only_cache_reads_what_a_killed_writer_left_in_its_wal(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break30 m4: opened immutable, a read-only cache showed nothing a writer killed -9 had
+    # committed since its last checkpoint (its WAL and index left beside it): paid again.
+    first, second = requests_of(tmp_path)[:2]
+    writer = session(tmp_path / "c", clock, [])
+    put(writer, first, result(), 1.0, STORED_AT)
+    writer.flush()  # committed to the WAL; the writer is not closed, as a kill leaves it
+    wal = tmp_path / "c" / (FILE_NAME + "-wal")
+    assert wal.stat().st_size > 0
+    monkeypatch.setattr("batchrun._cache.os.access", lambda path, mode: False)
+    warnings: list[str] = []
+    reader = session(tmp_path / "c", clock, warnings)
+    assert "read-only here" in warnings[0]
+    assert [r for r, cost in reader.peek_all([first, second]) if cost is not None] == [first]
+    reader.close()
+
+
 class _LockedOnce:
     """A connection whose switch to WAL is answered "locked" at once, `times` times: what
     SQLite answers, without waiting its busy timeout, when two processes opening a new cache
