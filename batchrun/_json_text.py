@@ -4,10 +4,42 @@ nesting past what Python reads is no JSON to check, and a schema's `$ref` stays 
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
 from ._formats import short
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(value: Any) -> Any:
+    """`value` with every lone surrogate in its strings (keys too) made U+FFFD. Python's
+    json module keeps an escape such as "\\ud800" (which models do emit) as a lone
+    surrogate, which UTF-8 cannot encode: the answer could be neither measured nor written
+    (break14b C5). Iterative, so no nesting json.loads accepted can overflow the stack."""
+
+    def fix(text: str) -> str:
+        return _LONE_SURROGATE.sub("\ufffd", text)
+
+    if isinstance(value, str):
+        return fix(value)
+    root: list[Any] = [value]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        holder, at = stack.pop()
+        item = holder[at]
+        if isinstance(item, str):
+            holder[at] = fix(item)
+        elif isinstance(item, list):
+            stack.extend((item, i) for i in range(len(item)))
+        elif isinstance(item, dict):
+            if any(_LONE_SURROGATE.search(k) for k in item):
+                fixed = {fix(k): v for k, v in item.items()}
+                item.clear()
+                item.update(fixed)
+            stack.extend((item, k) for k in item)
+    return root[0]
 
 
 def _not_json(text: str) -> Any:
@@ -37,11 +69,14 @@ def parse_json(content: str, unique_keys: bool = False) -> tuple[bool, Any]:
         text = text.split("\n", 1)[1] if "\n" in text else ""
         text = text.rsplit("```", 1)[0]
     try:
-        return True, json.loads(
+        value = json.loads(
             text, object_pairs_hook=_unique_keys if unique_keys else None, parse_constant=_not_json, parse_int=_whole
         )
     except (ValueError, RecursionError):  # nested past what Python reads: not JSON to check (break24 F5)
         return False, None
+    # A "\ud800" escape is read as a lone surrogate, which no record can hold: a grader's
+    # reason with one stopped a run with exit 11 and no row written (break31 C1).
+    return True, valid_text(value) if "\\ud" in text.lower() else value
 
 
 def outside_reference(schema: Any, depth: int = 0) -> str | None:

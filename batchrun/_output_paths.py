@@ -249,7 +249,7 @@ def write_report_file(path: Path, text: str) -> None:
     (`--html /dev/stdout`) is written as a stream, since it cannot be replaced (break21 R23:
     a link was replaced by a regular file; R24: a JUnit file cut by a full disk was left
     behind, and neither failure named the file)."""
-    data = environment_scrubber().text(text).encode("utf-8")
+    data = environment_scrubber().text(text).encode("utf-8", "replace")  # a lone surrogate: "?", not a traceback
     try:
         try:
             mode: int | None = os.stat(path).st_mode

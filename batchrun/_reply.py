@@ -11,7 +11,6 @@ follow OpenRouter's OpenAPI `ChatResult`, `ChatAssistantMessage` and `ChatUsage`
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -21,6 +20,7 @@ import orjson
 from ._classify import classify
 from ._exceptions import RequestFailed, Transient
 from ._generation import valid_generation_id
+from ._json_text import valid_text
 from ._pricing import money
 from ._routing import answering_provider
 from ._scrub import Scrubber
@@ -94,38 +94,6 @@ def bad_reply(what: str, status: int = 200) -> Transient:
     return Transient("bad_response", what, status)
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _valid_text(value: Any) -> Any:
-    """`value` with every lone surrogate in its strings (keys too) made U+FFFD. Python's
-    json module keeps an escape such as "\\ud800" (which models do emit) as a lone
-    surrogate, which UTF-8 cannot encode: the answer could be neither measured nor written
-    (break14b C5). Iterative, so no nesting json.loads accepted can overflow the stack."""
-
-    def fix(text: str) -> str:
-        return _LONE_SURROGATE.sub("\ufffd", text)
-
-    if isinstance(value, str):
-        return fix(value)
-    root: list[Any] = [value]
-    stack: list[tuple[Any, Any]] = [(root, 0)]
-    while stack:
-        holder, at = stack.pop()
-        item = holder[at]
-        if isinstance(item, str):
-            holder[at] = fix(item)
-        elif isinstance(item, list):
-            stack.extend((item, i) for i in range(len(item)))
-        elif isinstance(item, dict):
-            if any(_LONE_SURROGATE.search(k) for k in item):
-                fixed = {fix(k): v for k, v in item.items()}
-                item.clear()
-                item.update(fixed)
-            stack.extend((item, k) for k in item)
-    return root[0]
-
-
 def loads(body: bytes | str) -> Any:
     """JSON, as orjson reads it; failing that, as Python's json module does, which also takes
     the literals NaN and Infinity: a reply with `"cost": NaN` is an answer whose cost cannot
@@ -136,7 +104,7 @@ def loads(body: bytes | str) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         try:
-            return _valid_text(json.loads(body))
+            return valid_text(json.loads(body))
         except (ValueError, RecursionError):
             raise orjson.JSONDecodeError("not JSON", "", 0) from None
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import mmap
 import os
 import time
@@ -31,6 +32,7 @@ import orjson
 
 from ._exceptions import OutputFailed, ResultsError
 from ._files import open_regular
+from ._json_text import valid_text
 from ._reader import (
     MAX_RECORD_BYTES,
     ScanResult,
@@ -186,6 +188,19 @@ def repair_torn_tail(path: Path, job: str) -> str | None:
     return f"cut a torn last record ({len(tail)} bytes) left by an earlier crash"
 
 
+def _encoded(record: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError as exc:
+        # A lone surrogate that got past the readers (a grader's reason did: break31 C1) is
+        # made U+FFFD, as in an answer, rather than stop the run; a figure JSON cannot hold fails.
+        try:
+            cleaned = valid_text(json.loads(json.dumps(record)))
+        except (TypeError, ValueError, RecursionError):
+            raise exc from None
+        return orjson.dumps(cleaned, option=orjson.OPT_NON_STR_KEYS)
+
+
 class ResultsWriter:
     """Appends one record per line; whole lines only, flushed to the OS as they are written."""
 
@@ -218,7 +233,7 @@ class ResultsWriter:
             raise self.failure
         # orjson keeps insertion order (the head first), writes UTF-8, and is the hot path.
         try:
-            text = orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
+            text = _encoded(record)
         except orjson.JSONEncodeError as exc:
             # A value JSON cannot hold (an integer past 64 bits, a lone surrogate) got past
             # the reply parser: the row is paid for, so it must not vanish while the run

@@ -142,6 +142,24 @@ def test_the_writer_refuses_every_write_after_one_it_cannot_encode(tmp_path: Pat
     assert (tmp_path / "w.jsonl").read_text() == ""
 
 
+def test_a_lone_surrogate_from_a_grader_is_replacement_text_never_a_stopped_run(tmp_path: Path) -> None:
+    # break31 C1: a grader's reason `"lone \ud800"` (valid JSON, read by Python's json as a lone
+    # surrogate) stopped a run with exit 11 and no row written; the page and JUnit: a traceback.
+    from batchrun._judge import parse_verdict
+    from batchrun._output_paths import write_report_file
+
+    verdict = parse_verdict('{"pass": false, "score": 0, "reason": "lone \\ud800 surrogate"}')
+    assert verdict["reason"] == "lone \ufffd surrogate"
+    writer = ResultsWriter(tmp_path / "w.jsonl")
+    writer.write({"id": "a", "checks": [{"reason": "x\udc00y", "nested": {"k\ud800": ["\udfff"]}}]})
+    writer.close()
+    assert json.loads((tmp_path / "w.jsonl").read_text())["checks"] == [
+        {"reason": "x\ufffdy", "nested": {"k\ufffd": ["\ufffd"]}}
+    ]
+    write_report_file(tmp_path / "page.html", "<p>lone \ud800</p>")
+    assert (tmp_path / "page.html").read_text() == "<p>lone ?</p>"
+
+
 def test_a_key_whose_limit_remaining_is_a_huge_integer_stops_pre_flight_in_one_line(tmp_path: Path) -> None:
     """break14b M8: float() of a 400-digit integer raised OverflowError, a traceback in run
     and plan. It is no credit a key can have: pre-flight stops as for any unreadable /key."""
