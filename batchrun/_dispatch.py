@@ -117,6 +117,9 @@ class Dispatcher:
         NotSent, and nothing of it is held as maybe billed."""
         request = row.request
         started = await self.throttle.acquire(request.model)
+        if self.ledger.over_limit():  # reserved before a charge above its worst case came in
+            await self.throttle.release(request.model)
+            raise BudgetExhausted()
         try:
             flight = self._going_out(row)
             if self.settings.stream:
@@ -153,7 +156,7 @@ class Dispatcher:
                 row.reservation = await self.ledger.reserve(worst or 0.0)
             try:
                 return await self._attempt(row)
-            except NotSent:
+            except (NotSent, BudgetExhausted):
                 row.log.attempts -= 1  # counted as it began; it never went out
                 raise
             except RequestFailed as failure:

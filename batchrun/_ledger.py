@@ -88,6 +88,13 @@ class CreditLedger:
     def remaining(self) -> float | None:
         return None if self.limit is None else self.limit - self.committed - self.reserved
 
+    def over_limit(self) -> bool:
+        """Whether what is committed and reserved is past the limit: a charge above its worst
+        case (or the key's usage) came in after these reservations were made, so the attempts
+        holding them and not sent yet are not sent (break31 C2: reserved at the start, 28 graders
+        went out after $10 of a $0.10 budget was spent)."""
+        return self.limit is not None and self.committed + self.reserved > self.limit + 1e-12
+
     def _fits(self, amount: float) -> bool:
         return self.limit is None or self.committed + self.reserved + amount <= self.limit + 1e-12
 

@@ -311,3 +311,19 @@ def test_an_estimate_above_the_worst_case_is_flagged(tmp_path: Path) -> None:
     assert {r["cost_status"] for r in rows} == {"estimated"} and all(r["cost"] > 99 for r in rows)
     summary = json.loads((tmp_path / "out.summary.json").read_text())["reconciliation"]
     assert summary["above_worst_case_attempts"] == ROWS and "estimated from its token counts" in err
+
+
+def test_attempts_reserved_before_a_charge_above_its_worst_case_are_not_sent_after_it(tmp_path: Path) -> None:
+    # break31 C2: reservations made at the start went out in waves after the first answers said
+    # they cost $5 each against a $0.10 budget: 30 graders sent, $150 counted. Once the ledger is
+    # past its limit, an attempt that has its turn but is not out yet is not sent.
+    billing = Billing(reported=5.0)
+    job = JOB.replace("concurrency: 2", "concurrency: 32").replace("run:", "repeat: 40\nrun:")
+    code, _, err, rows = run(server(billing), tmp_path, job, "--budget", "5")
+    assert code == ExitCode.BUDGET, err
+    answered = [r for r in rows if r["status"] == "ok"]
+    # The slow start's first window (2), those its releases woke while the first charges were
+    # being settled (2), and, were the first answers to take over half a second, the window's
+    # growth by time: 3 or 4 here, 32 before.
+    assert billing.chats == len(answered) <= 8
+    assert {r["reason"] for r in rows if r["status"] == "skipped"} == {"budget"} and len(rows) == 40 * ROWS
