@@ -283,8 +283,14 @@ def _grading_problems(source: JobSource, base_dir: Path) -> list[Problem]:
         where = ("run", "pass_threshold", "per_item")
         if per_item["min"] > per_item["of"]:
             problems.append(source.problem(where, f"min {per_item['min']} is more than of {per_item['of']}"))
-        if per_item["of"] > data.get("repeat", 1):
-            problems.append(source.problem(where, f"of {per_item['of']} is more than repeat {data.get('repeat', 1)}"))
+        repeat = data.get("repeat", 1)
+        if per_item["of"] > repeat:
+            problems.append(source.problem(where, f"of {per_item['of']} is more than repeat {repeat}"))
+        elif per_item["of"] < repeat:
+            # Every repeat of an item counts: `{min: 3, of: 3}` with repeat 5 passed an item that
+            # failed 2 of its 5, saying "at least 3 of 3 repeats" (break31 M5).
+            why = f"of {per_item['of']} is less than repeat {repeat}: an item is judged on all its repeats"
+            problems.append(source.problem(where, f"{why}; write of: {repeat}"))
     return problems
 
 

@@ -197,6 +197,8 @@ def test_item_gate_with_ungraded_repeats() -> None:
     ("gate", "repeat", "message"),
     [
         ("{min: 8, of: 12}", 10, "of 12 is more than repeat 10"),
+        # break31 M5: `of` below repeat was taken and ignored: {min: 3, of: 3} passed 3 of 5.
+        ("{min: 3, of: 3}", 5, "of 3 is less than repeat 5: an item is judged on all its repeats; write of: 5"),
         ("{min: 11, of: 10}", 10, "per_item min 11 is more than of 10"),
         # The message of the per_item branch, not "... is not of type 'number'" (the rate branch).
         ("{min: 0, of: 10}", 10, "$.run.pass_threshold.per_item.min 0 is less than the minimum of 1"),
