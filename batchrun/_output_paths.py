@@ -282,7 +282,19 @@ def write_report_file(path: Path, text: str) -> None:
                 os.unlink(temporary)
             raise
     except OSError as exc:
-        raise OutputFailed(f"{path}: cannot write it: {exc.strerror or exc}") from None
+        raise OutputFailed(f"{path}: cannot write it: {exc.strerror or exc}{_earlier_removed(path)}") from None
+
+
+def _earlier_removed(path: Path) -> str:
+    """The file this write was to replace, removed (which needs no room): left as it was, last
+    night's green JUnit file or page stood for a run whose own could not be written (break31 M4)."""
+    try:
+        if not path.is_file():
+            return ""
+        path.unlink()  # a link is removed, not what it leads to
+    except OSError:
+        return ""
+    return " (the earlier file there was removed, so that it does not stand for this run)"
 
 
 def _stream_into(path: Path, data: bytes) -> None:

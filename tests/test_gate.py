@@ -317,3 +317,63 @@ def test_a_gate_that_never_gives_its_verdict_leaves_no_green_junit_file(
     assert process.returncode == -signal.SIGKILL, err
     failure = _junit(junit)["gate"].find("failure")
     assert failure is not None and "the gate ended before its verdict" in failure.get("message"), err
+
+
+def test_last_nights_page_never_stands_beside_a_gate_without_a_verdict(
+    tmp_path: Path, job: Path, results: Path
+) -> None:
+    # break31 M1: a gate that failed once the job was read rewrote the JUnit file, and left the
+    # page beside it saying last night's "exit 0 (ok)".
+    junit, page = tmp_path / "junit.xml", tmp_path / "page.html"
+    outputs = ("--junit", junit, "--html", page)
+    assert call_cli("report", results, "--job", job, *outputs)[0] == ExitCode.OK
+    assert "exit 0 (ok)" in page.read_text()
+    code, _, err = call_cli("report", tmp_path / "missing.jsonl", "--job", job, *outputs)
+    assert code == ExitCode.USAGE, err
+    text = page.read_text()
+    assert "No verdict" in text and "exit 2" in text and "no such results file" in text and "exit 0" not in text
+    assert _junit(junit)["gate"].find("failure").get("message").startswith("exit 2: ")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("models: [\n")
+    assert call_cli("report", results, "--job", broken, *outputs)[0] == ExitCode.USAGE
+    assert "YAML syntax error" in page.read_text()
+    mine = tmp_path / "mine.html"  # not a batchrun page: the broken job might name it
+    mine.write_text("<html>my notes</html>")
+    assert call_cli("report", results, "--job", broken, "--html", mine)[0] == ExitCode.USAGE
+    assert mine.read_text() == "<html>my notes</html>"
+
+
+def test_a_signal_while_the_page_is_written_leaves_both_files_saying_exit_7(
+    tmp_path: Path, job: Path, results: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break31 M2: exit 7, the JUnit file already saying the verdict (exit 3, or green), the page
+    # last night's opposite one: three verdicts from one step.
+    import batchrun._html_report as html_report
+
+    junit, page = tmp_path / "junit.xml", tmp_path / "page.html"
+    assert call_cli("report", results, "--job", job, "--junit", junit, "--html", page)[0] == ExitCode.OK
+
+    def interrupted(*_args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(html_report, "write_report", interrupted)
+    code, _, err = call_cli("report", results, "--job", job, "--junit", junit, "--html", page)
+    assert code == ExitCode.INTERRUPTED, err
+    assert _junit(junit)["gate"].find("failure").get("message").startswith("exit 7: interrupted while the page")
+    assert "No verdict" in page.read_text() and "exit 7" in page.read_text()
+
+
+def test_a_junit_file_that_cannot_be_written_does_not_leave_last_nights_standing(
+    tmp_path: Path, job: Path, results: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break31 M4: a full disk, exit 11, and the green file of the night before left in place.
+    junit = tmp_path / "junit.xml"
+    assert call_cli("report", results, "--job", job, "--junit", junit)[0] == ExitCode.OK
+
+    def full_disk(*_args: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("batchrun._output_paths.os.replace", full_disk)
+    code, _, err = call_cli("report", results, "--job", job, "--junit", junit)
+    assert code == ExitCode.IO and "No space left on device (the earlier file there was removed" in err, err
+    assert not junit.exists() and not list(tmp_path.glob("junit.xml*.tmp"))

@@ -17,6 +17,8 @@ from ._common import key_for_job, show, with_budget, with_simulator
 from ._report_outputs import (
     files_named_by,
     holds_junit_or_nothing,
+    holds_page_or_nothing,
+    no_verdict_page,
     refuse_named_in_datasets,
     refuse_sidecars,
     through,
@@ -44,11 +46,10 @@ def report_against_job(
     try:
         job = load_job(args.job)
     except (JobError, ConfigError) as failure:
-        # Nor for a job that cannot be read. The files it names are not known then, so the
-        # JUnit file is written only where none is, or where one stands (last night's).
-        if args.junit is not None and holds_junit_or_nothing(args.junit):
-            problems = str(failure).splitlines()  # each of a job's problems a line, as on stderr
-            write_junit_file(args, console, lambda: (), None, (), (int(ExitCode.USAGE), problems))
+        # Nor for a job that cannot be read. The files it names are not known then, so a JUnit
+        # file or a page is written only where none is, or where one of its kind stands.
+        problems = str(failure).splitlines()  # each of a job's problems a line, as on stderr
+        _no_verdict(args, console, None, (int(ExitCode.USAGE), problems), None, only_ours=True)
         raise
     refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=files_named_by(job.path))
     refuse_named_in_datasets(job, (args.html, "a page"), (args.junit, "a JUnit file"))
@@ -57,21 +58,57 @@ def report_against_job(
         settings = replace(settings, deadline_s=args.deadline)
     job = replace(job, run=settings)
     gate = ItemGate.from_threshold(settings.pass_threshold)
-    if args.junit is not None and args.junit.is_file():
-        # Until the verdict, the file says there is none: a second signal (which exits at once)
-        # or a kill left last night's green file beside a gate that never finished.
-        from .._junit import write_junit
-
-        unfinished = (int(ExitCode.INTERRUPTED), ["the gate ended before its verdict (a second signal, or killed)"])
-        write_junit((), args.junit, job.name, gate, (), unfinished)
+    # Until the verdict, the files that stand say there is none: a second signal (which exits
+    # at once) or a kill left last night's green ones beside a gate that never finished.
+    _no_verdict(args, console, gate, UNFINISHED, job.name, standing=True)
     try:
         return _gate(args, console, job, gate, records, page, counted)
     except (ConfigError, ResultsError, RequestFailed) as failure:
-        # Last night's green JUnit file must not stand for a gate that failed before its
-        # verdict (verify27 N7): the file says this run's exit code.
+        # Last night's green JUnit file and page must not stand for a gate that failed before
+        # its verdict (verify27 N7, break31 M1): they say this run's exit code.
         code, why = failure_code(failure)
-        write_junit_file(args, console, lambda: (), gate, (), (int(code), [why]), job.name)
+        _no_verdict(args, console, gate, (int(code), [why]), job.name)
         raise
+
+
+UNFINISHED = (int(ExitCode.INTERRUPTED), ["the gate ended before its verdict (a second signal, or killed)"])
+
+
+def _no_verdict(
+    args: argparse.Namespace,
+    console: Console,
+    gate: Any,
+    verdict: tuple[int, list[str]],
+    job_name: str | None,
+    *,
+    only_ours: bool = False,
+    standing: bool = False,
+) -> None:
+    """The JUnit file (the gate's case alone) and the page of a gate without a verdict;
+    `only_ours`: where nothing is, or a file of their kind; `standing`: only over files that
+    are there, quietly. Best effort beside the failure that is the command's own."""
+    from .._items import ItemGate
+    from .._junit import write_junit
+    from .._output_paths import write_report_file
+
+    def junit(path: Any) -> None:
+        if standing:
+            write_junit((), path, job_name, gate or ItemGate(), (), verdict)
+        else:
+            write_junit_file(args, console, lambda: (), gate, (), verdict, job_name)
+
+    def page(path: Any) -> None:
+        write_report_file(path, no_verdict_page(*verdict, job_name))
+
+    for path, ours, write in ((args.junit, holds_junit_or_nothing, junit), (args.html, holds_page_or_nothing, page)):
+        if path is None or (only_ours and not ours(path)) or (standing and not path.is_file()):
+            continue
+        try:
+            write(path)
+        except OutputFailed as failure:  # the earlier file is gone (write_report_file)
+            if standing:
+                raise
+            console.warn(str(failure))
 
 
 def failure_code(failure: Exception) -> tuple[ExitCode, str]:
@@ -151,6 +188,11 @@ def _gate(
     except OutputFailed as failure:
         # Before the JUnit file, which then says exit 11: a green one stood beside it (verify28 F5).
         code, reasons = ExitCode.IO, [str(failure)]
+        raise
+    except KeyboardInterrupt:
+        # The page was not written (what stood says "no verdict"): the JUnit file says the exit
+        # code the command gives, 7, not the verdict it never published (break31 M2).
+        code, reasons = ExitCode.INTERRUPTED, ["interrupted while the page was written: it holds no verdict"]
         raise
     finally:
         write_junit_file(args, console, junit_records, gate, coverage.unanswered(), (int(code), reasons), job.name)

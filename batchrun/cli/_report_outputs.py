@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -103,16 +104,45 @@ def write_report_page(args: argparse.Namespace, page: Any, summary: Summary, ver
 def holds_junit_or_nothing(path: Path) -> bool:
     """Whether `path` is free for a JUnit file when the files a job names cannot be known: not
     there, or a regular file that begins as a JUnit file does (one this command wrote before)."""
+    head = _head(path)
+    return head is not None and (not head or (head.lstrip().startswith(b"<?xml") and b"<testsuites" in head))
+
+
+def holds_page_or_nothing(path: Path) -> bool:
+    """The same for a page: not there, or one batchrun made."""
+    head = _head(path)
+    return head is not None and (not head or b'<meta name="generator" content="batchrun">' in head)
+
+
+def _head(path: Path) -> bytes | None:
+    """The first KiB of a regular file; b"" when nothing is there; None for anything else."""
     from .._files import open_regular
 
     if not path.exists() and not path.is_symlink():
-        return True
+        return b""
     try:
         with open_regular(path) as handle:
-            head = handle.read(512)
+            return handle.read(1024) or b" "
     except OSError:
-        return False
-    return head.lstrip().startswith(b"<?xml") and b"<testsuites" in head
+        return None
+
+
+def no_verdict_page(code: int, reasons: list[str], job_name: str | None) -> str:
+    """The page of a gate with no verdict: it failed before one (exit `code`, `reasons`), or
+    is still on its way to one (the page that stands meanwhile)."""
+    from html import escape
+
+    from .._formats import utc_readable
+
+    title = f"batchrun: {escape(job_name or 'the gate')}: exit {code}"
+    items = "".join(f"<li>{escape(reason)}</li>" for reason in reasons)
+    return (
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="generator" content="batchrun">\n'
+        f"<title>{title}</title>\n</head>\n<body>\n<h1>{title}</h1>\n"
+        f'<p>No verdict: <span id="verdict">exit {code}</span></p>\n<ul>{items}</ul>\n'
+        f"<p>Made by batchrun on {escape(utc_readable(time.time()))}.</p>\n</body>\n</html>\n"
+    )
 
 
 def write_junit_file(
