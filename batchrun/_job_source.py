@@ -15,6 +15,7 @@ from ._exceptions import Problem
 from ._formats import short
 from ._job_graph import MERGE, mapping_pairs, merge_sources
 from ._jobfile import JsonPath, compose, read_job_text
+from ._record_head import RECORD_START
 from ._scrub import hide_keys
 
 Position = tuple[int, int]
@@ -109,6 +110,11 @@ def parse_job_source(path: Path) -> tuple[JobSource | None, list[Problem]]:
     text, problems = read_job_text(path)
     if text is None:
         return None, problems
+    if text.startswith(RECORD_START.decode()):
+        # A results file where the job goes (`report JOB --job RESULTS`): read as YAML, its
+        # lines were "a YAML syntax error" (break31 m5).
+        why = "a batchrun results file (JSONL records), not a job file: is it given in the job's place?"
+        return None, [Problem(file, 1, 1, "", why)]
     node, data, problems = compose(text, file)
     if node is None:
         return None, problems

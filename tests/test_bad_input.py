@@ -427,6 +427,11 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         SMALL_JOB.replace("{country: Japan, expect: Tokyo}", "{country: {nested: 1}, expect: Tokyo}"),
         ["$.prompts[0].vars[1].country"],
     ),
+    (  # break31 m5: "YAML syntax error" for a results file given in the job's place
+        "a results file",
+        '{"id":"0123456789abcdef0123","fingerprint":"x","status":"ok"}\n{"id":"1123456789abcdef0123"}\n',
+        ["job.yaml:1:1: a batchrun results file (JSONL records), not a job file"],
+    ),
 ]
 
 
