@@ -122,7 +122,20 @@ def test_report_html_is_one_self_contained_file(tmp_path: Path, history_dir: Pat
     assert 'id="chart-pass-by-model"' in html and 'id="chart-latency-distribution"' in html
     assert html.count('<tr class="kind-') == len(_failing(read_rows(results)))
     assert "exit 0 (ok)" in html and "of a $0.500000 budget" in html
+    assert "as a run would exit (report without --job gates nothing)" in html
     assert oct(page.stat().st_mode & 0o777) == "0o644"
+
+
+def test_the_page_of_a_partial_merge_is_not_ok(tmp_path: Path, small_job: Path) -> None:
+    # break31 m2: a merge of 1 of 2 shards (--allow-partial) made a page saying "exit 0 (ok)".
+    shard = tmp_path / "s1.jsonl"
+    assert call_cli(small_job, "--simulate", "--shard", "1/2", "-o", shard, "-q")[0] == ExitCode.OK
+    merged = tmp_path / "m.jsonl"
+    assert call_cli("merge", merged, shard, "--allow-partial")[0] == ExitCode.OK
+    page = tmp_path / "m.html"
+    assert call_cli("report", merged, "--html", page)[0] == ExitCode.OK
+    html = page.read_text(encoding="utf-8")
+    assert "exit 12 (incomplete)" in html and "shard(s) 2 of 2 are missing" in html
 
 
 def test_report_html_escapes_answers_prompts_and_reasons(tmp_path: Path, hostile_results: Path) -> None:
