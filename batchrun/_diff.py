@@ -43,6 +43,7 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
             "passed": record.get("passed"),
             "why": _why(record),
             "item": item_key(record),
+            "fingerprint": record.get("fingerprint"),
         }
     if not slim:  # as `report` says it: every model "disappeared" was a regression (break21 R18)
         raise ResultsError(f"{path}: holds no records")
@@ -232,12 +233,17 @@ def diff_runs(
         else sum(1 for i, r in a_rows.items() if r["passed"] is True and i not in b_rows)
     )
     unanswered = no_verdict + gone
-    rows = {
+    rows: dict[str, Any] = {
         "before": len(a_rows),
         "after": len(b_rows),
         "only_before": only_before,
         "only_after": only_after,
         "passes_without_verdict": unanswered,
+        # Rows of both runs whose request was not the same (the job edited between them): their
+        # verdicts are compared all the same, and that is said (break31 m3).
+        "requests_changed": sum(
+            1 for i, r in a_rows.items() if i in b_rows and r["fingerprint"] != b_rows[i]["fingerprint"]
+        ),
     }
     pairings = _pairings(a_rows, b_rows)
     total_rate = _rate_change(a_sum["total"], b_sum["total"], alpha, pairings.get(""))
@@ -247,6 +253,8 @@ def diff_runs(
     down, up = pairings[""].counts() or (0, 0) if "" in pairings else (0, 0)
     unanswered_decide = unanswered > 0 and bool(compare_paired(down + unanswered, up, alpha)["significant"])
     rows_missing = unanswered_decide or (strict and only_before > 0)
+    # Why, as the text says it: --strict alone is not "a significant drop" (break31 m4).
+    rows["missing_decide"] = "significant" if unanswered_decide else "strict" if rows_missing else None
     significant_drops = [
         f"{label} {name}"
         for label, rates in (("total", {"": total_rate}), ("model", models_rate), ("prompt", prompts_rate))
@@ -292,16 +300,26 @@ def _rate_line(label: str, rate: dict[str, Any]) -> str:
 
 def _rows_line(diff: dict[str, Any]) -> list[str]:
     rows = diff["rows"]
+    edited = (
+        [
+            f"{rows['requests_changed']} row(s) of both runs asked another request in the second (the job was edited "
+            "between them): their verdicts are compared all the same"
+        ]
+        if rows.get("requests_changed")
+        else []
+    )
     if not (rows["only_before"] or rows["only_after"] or rows["passes_without_verdict"]):
-        return []
+        return edited
     line = (
         f"rows: {rows['before']} -> {rows['after']}: {rows['only_before']} only in the first run, "
         f"{rows['only_after']} only in the second; {rows['passes_without_verdict']} pass(es) of the first run "
         "without a verdict in the second (skipped, undecided or gone; tests pair the rows both runs graded)"
     )
-    if diff["rows_missing"]:
+    if rows.get("missing_decide") == "significant":
         line += "; counted as failures they would make a significant drop: a regression"
-    return [line]
+    elif diff["rows_missing"]:
+        line += "; with --strict, rows of the first run that the second lacks are a regression"
+    return [line, *edited]
 
 
 def _change_lines(diff: dict[str, Any]) -> list[str]:

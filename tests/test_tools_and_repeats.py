@@ -351,7 +351,15 @@ def test_diff_pairs_the_same_rows_and_falls_back_to_fisher(tmp_path: Path) -> No
     diff = json.loads(text)
     assert diff["pass_rate"]["test"] == "McNemar's exact test (paired rows)"
     assert diff["pass_rate"]["rows_paired"] == 99 and diff["pass_rate"]["significant"] is True
-    assert diff["rows"] == {"before": 100, "after": 99, "only_before": 1, "only_after": 0, "passes_without_verdict": 0}
+    assert diff["rows"] == {
+        "before": 100,
+        "after": 99,
+        "only_before": 1,
+        "only_after": 0,
+        "passes_without_verdict": 0,
+        "requests_changed": 0,
+        "missing_decide": None,
+    }
     assert diff["rows_missing"] is False and code == ExitCode.REGRESSION  # the drop itself
     assert "1 only in the first run, 0 only in the second" in call_cli("diff", before, partial)[1]
     # No row in common (another dataset, run whole: its summary says so): two samples, Fisher's
@@ -366,6 +374,18 @@ def test_diff_pairs_the_same_rows_and_falls_back_to_fisher(tmp_path: Path) -> No
     assert diff["rows_missing"] is False and code == ExitCode.OK
     code, text, _ = call_cli("diff", before, other, "--json", "--fail-on-regression", "--strict")
     assert json.loads(text)["rows_missing"] is True and code == ExitCode.REGRESSION
+    # break31 m4: the reason was "counted as failures they would make a significant drop".
+    said = call_cli("diff", before, other, "--fail-on-regression", "--strict")[1]
+    assert "with --strict, rows of the first run that the second lacks are a regression" in said
+    assert "significant drop" not in said
+    # break31 m3: rows asked another request (an edited prompt) were compared without a word.
+    edited = tmp_path / "e.jsonl"
+    edited.write_text(
+        "".join(json.dumps({**r, "fingerprint": "0" * 20} if i < 30 else r) + "\n" for i, r in enumerate(rows))
+    )
+    code, text, _ = call_cli("diff", before, edited, "--json")
+    assert json.loads(text)["rows"]["requests_changed"] == 30
+    assert "30 row(s) of both runs asked another request in the second" in call_cli("diff", before, edited)[1]
 
 
 @pytest.mark.parametrize("alpha", ["0", "1", "nan"])
