@@ -43,6 +43,10 @@ def report_against_job(
     from .._items import ItemGate
     from .._job import load_job
 
+    # Until the verdict, the files that stand say there is none: a second signal (which exits
+    # at once) or a kill left last night's green ones beside a gate that never finished. Only
+    # over files of their kind: the files the job names are not known yet.
+    _no_verdict(args, console, None, UNFINISHED, None, only_ours=True, standing=True)
     try:
         job = load_job(args.job)
     except (JobError, ConfigError) as failure:
@@ -58,9 +62,6 @@ def report_against_job(
         settings = replace(settings, deadline_s=args.deadline)
     job = replace(job, run=settings)
     gate = ItemGate.from_threshold(settings.pass_threshold)
-    # Until the verdict, the files that stand say there is none: a second signal (which exits
-    # at once) or a kill left last night's green ones beside a gate that never finished.
-    _no_verdict(args, console, gate, UNFINISHED, job.name, standing=True)
     try:
         return _gate(args, console, job, gate, records, page, counted)
     except (ConfigError, ResultsError, RequestFailed) as failure:
