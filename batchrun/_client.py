@@ -67,6 +67,16 @@ def _not_a_timeout(exc: BaseException) -> bool:
     return False
 
 
+def dropped_after_connecting(exc: BaseException) -> bool:
+    """httpx-aiohttp's ConnectTimeout for aiohttp's ClientConnectionError once the connection
+    was made (ServerDisconnectedError, a reset while writing or reading): not a failure to
+    connect (ClientConnectorError), nor time running out (ServerTimeoutError)."""
+    cause = exc.__cause__
+    return isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(
+        cause, aiohttp.ClientConnectorError | aiohttp.ServerTimeoutError
+    )
+
+
 class OpenRouterClient:
     """Chat completions and the account endpoints of one OpenAI-compatible base URL."""
 
@@ -194,6 +204,13 @@ class OpenRouterClient:
             # Never reached the server: nothing can have been billed.
             raise Transient("connect", self._describe_connect(exc)) from None
         except httpx.TimeoutException as exc:
+            if dropped_after_connecting(exc):
+                # The server (or a proxy) closed the connection, or it was reset, once it was
+                # made: the request may have reached it, so it may be billed. Read as "never
+                # reached" (httpx-aiohttp maps these to ConnectTimeout), it was recorded as $0
+                # and its room handed to the retry (break32 F4).
+                failure = Transient("network", self._describe(exc))
+                raise abandoned(failure, headers, billable, self.scrub) from None
             if _not_a_timeout(exc):
                 raise Transient("connect", self._describe_connect(exc)) from None
             failure = Transient("timeout", self._describe(exc) or "timed out")

@@ -31,7 +31,7 @@ from httpx_sse import EventSource, SSEError
 
 from ._charges import reported_charge
 from ._classify import classify
-from ._client import ChatResult, OpenRouterClient
+from ._client import ChatResult, OpenRouterClient, dropped_after_connecting
 from ._clock import Clock
 from ._exceptions import RequestFailed, ResponseTooLarge, Transient
 from ._generation import Flight, abandoned, generation_header, valid_generation_id
@@ -144,7 +144,10 @@ async def stream_chat(
         failure = ResponseTooLarge(cap, 200)
         raise _billed(abandoned(failure, sent, True, client.scrub), reading) from None
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-        raise Transient("network", client.scrub_text(f"{type(exc).__name__}: {exc}")) from None
+        failure = Transient("network", client.scrub_text(f"{type(exc).__name__}: {exc}"))
+        if not dropped_after_connecting(exc):  # never reached the server: nothing billed
+            raise failure from None
+        raise _billed(abandoned(failure, sent, True, client.scrub), reading) from None
     except (httpx.HTTPError, SSEError, aiohttp.ClientError, OSError) as exc:
         failure = Transient("network", client.scrub_text(f"{type(exc).__name__}: {exc}"))
         raise _billed(abandoned(failure, sent, True, client.scrub), reading) from None

@@ -87,6 +87,24 @@ def test_a_lone_surrogate_in_a_stream_is_an_answer_not_an_internal_error(tmp_pat
     assert {(r["status"], r["content"], r["cost"]) for r in outcome.rows} == {("ok", "ok \ufffd x", COST)}
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["sync", "stream"])
+def test_a_connection_dropped_after_the_request_holds_its_worst_case(tmp_path: Path, stream: bool) -> None:
+    # break32 F4: read whole, then the socket closed with no status line: httpx-aiohttp calls that
+    # a ConnectTimeout, which was read as "never reached the server": cost 0, its room retried.
+    def chat(_request: RawRequest) -> Any:
+        async def drop(writer: Any) -> None:
+            writer.close()
+
+        return drop
+
+    outcome = run(HostileServer(chat=chat), tmp_path, *(["--stream"] if stream else []), "--budget", "1")
+    assert outcome.code == ExitCode.ERRORS, outcome.stderr
+    for row in outcome.rows:
+        assert row["status"] == "error" and row["reason"] == "network", row
+        assert row["cost"] is None and row["cost_status"] == "unknown" and row["cost_held"] > 0
+        assert row["abandoned_attempts"]
+
+
 async def test_an_internal_error_after_the_answer_holds_its_reservation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
