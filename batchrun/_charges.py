@@ -45,11 +45,15 @@ class AbandonedAttempt(Transient):
 
 
 def byok_of(usage: dict[str, Any]) -> tuple[bool, float | None]:
-    """is_byok and cost_details.upstream_inference_cost of a usage object, checked. An upstream
-    charge above 0 is a provider's bill whatever the flag says (break-14b M3): it is counted."""
+    """is_byok and cost_details.upstream_inference_cost of a usage object, checked. Without the
+    flag, an upstream charge above 0 is a provider's bill (break-14b M3): it is counted. With
+    `is_byok: false`, `cost` is the whole charge and the upstream cost is what OpenRouter paid
+    the provider out of it (openapi.yaml's examples: the two were added, is_byok written true,
+    and a run under a budget stopped at half of it, break32 F1)."""
     details = usage.get("cost_details")
     upstream = money(details.get("upstream_inference_cost")) if isinstance(details, dict) else None
-    return usage.get("is_byok") is True or bool(upstream), upstream
+    flag = usage.get("is_byok")
+    return flag is True or (flag is not False and bool(upstream)), upstream
 
 
 def reported_charge(usage: dict[str, Any]) -> float | None:

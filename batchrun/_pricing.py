@@ -264,7 +264,10 @@ def parse_generation(data: Any, asked: str) -> GenerationCost | None:
     upstream = money(sent_upstream)
     if sent_upstream is not None and upstream is None:
         return None
-    is_byok = flag is True or (flag is not None and not isinstance(flag, bool)) or bool(upstream)
+    # `is_byok: false` with an upstream cost: part of `total_cost`, not beside it (break32 F1).
+    is_byok = (
+        flag is True or (flag is not None and not isinstance(flag, bool)) or (flag is not False and bool(upstream))
+    )
     if is_byok and upstream is None:
         return None
     return GenerationCost(total_cost=total, is_byok=is_byok, upstream_inference_cost=upstream)

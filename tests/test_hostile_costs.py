@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
+from batchrun._pricing import parse_generation
 from batchrun._reader import final_records, scan_states
 
 from .conftest import FAKE_KEY, FakeClock, call_cli, read_rows, write_job
@@ -207,6 +208,20 @@ def test_an_upstream_charge_counts_even_without_the_byok_flag(tmp_path: Path) ->
     # Its readers (verify14j N4): the tables' cost counts the upstream charge with the fee.
     code, text, _ = call_cli("report", tmp_path / "out.jsonl", "--json")
     assert json.loads(text)["total"]["cost_usd"] == pytest.approx(len(outcome.rows) * 0.0000201)
+
+
+def test_an_upstream_charge_of_an_answer_that_says_it_is_not_byok_is_part_of_its_cost(tmp_path: Path) -> None:
+    # break32 F1: openapi.yaml's examples (is_byok false, upstream 0.0012 of a 0.0015 total) were
+    # counted as BYOK, the two added: is_byok written true, spend doubled, a budget run stopped at half.
+    usage = {**USAGE, "cost": 0.0015, "is_byok": False, "cost_details": {"upstream_inference_cost": 0.0012}}
+    outcome = run(HostileServer(chat=lambda r: json_answer(200, chat_payload(usage=usage))), tmp_path)
+    for row in outcome.rows:
+        assert row["is_byok"] is False and row["cost"] == 0.0015 and row["spent"] == pytest.approx(0.0015)
+    assert _summary(tmp_path)["spent_usd"] == pytest.approx(len(outcome.rows) * 0.0015)
+    found = parse_generation(
+        {"id": "gen-1", "total_cost": 0.0015, "is_byok": False, "upstream_inference_cost": 0.0012}, "gen-1"
+    )
+    assert found is not None and found.charged == 0.0015 and found.is_byok is False
 
 
 # -- plan: every string it prints from a server is scrubbed (break-14 #6) ----------------------
