@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,6 +54,9 @@ _TRANSIENT = {
     524: "upstream_timeout",
 }
 _SLOW_DOWN = {429: "rate_limited", 503: "no_provider", 529: "overloaded"}
+# A 403 that names a spending budget as exceeded (a workspace's, a guardrail's): the docs give
+# the message only, "Workspace monthly budget of $500.00 exceeded".
+_BUDGET_EXCEEDED = re.compile(r"\bbudget\b.{0,80}\bexceeded\b|\bexceeded\b.{0,80}\bbudget\b", re.IGNORECASE | re.DOTALL)
 _REJECTED = {400: "bad_request", 404: "not_found", 413: "too_large", 422: "unprocessable"}
 # errors-and-debugging.mdx "Typed error codes": the ones another attempt may get past.
 _TRANSIENT_TYPES = {"provider_overloaded", "provider_unavailable", "server", "timeout", "unmapped"}
@@ -181,6 +185,12 @@ def _decide(
     if code == 403 and "key limit exceeded" in message.lower():
         # Not documented either (openrouter client issues): a 403 naming the key limit.
         return CreditExhausted("key_limit", message, http_status)
+    if code == 403 and _BUDGET_EXCEEDED.search(message):
+        # workspace-budgets.mdx: "Workspace monthly budget of $500.00 exceeded. Contact your org
+        # admin." (a guardrail's budget is a 403 too: guardrails.mdx). A limit on spend, as a 402
+        # is: the run stops, its rows are skipped and resumable once the budget resets. As a
+        # final `forbidden` error each, every row was sent and none ever ran again (break32 F3).
+        return CreditExhausted("spend_limit", message, http_status)
 
     if avail_code is not None or "retryable" in availability:
         retryable = availability.get("retryable")

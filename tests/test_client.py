@@ -101,6 +101,14 @@ def err(
         (err(402, "Insufficient credits"), CreditExhausted, "credits"),
         (err(402, "busy", {"limit_source": "openrouter_in_flight_budget"}), RateLimited, "in_flight_budget"),
         (err(403, "Key limit exceeded"), CreditExhausted, "key_limit"),
+        # workspace-budgets.mdx, verbatim (break32 F3: every row a final `forbidden` error).
+        (
+            err(403, "Workspace monthly budget of $500.00 exceeded. Contact your org admin."),
+            CreditExhausted,
+            "spend_limit",
+        ),
+        (err(403, "Guardrail daily budget exceeded"), CreditExhausted, "spend_limit"),
+        (err(403, "Model not in the allowlist"), Rejected, "forbidden"),
         # Words in the message decide nothing (errors-and-debugging.mdx: switch on error_type).
         (err(429, "Rate limit exceeded: free-models-per-day"), RateLimited, "rate_limited"),
         (err(429, "Rate limit exceeded"), RateLimited, "rate_limited"),

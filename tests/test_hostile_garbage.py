@@ -105,6 +105,25 @@ def test_a_connection_dropped_after_the_request_holds_its_worst_case(tmp_path: P
         assert row["abandoned_attempts"]
 
 
+def test_a_workspace_budget_403_stops_the_run_and_leaves_its_rows_to_a_resume(tmp_path: Path) -> None:
+    # break32 F3: workspace-budgets.mdx's 403 made each row a final `forbidden` error, every row
+    # was sent, exit 1, and `--resume --retry-errors` never ran them after the budget reset.
+    answered: list[str] = []
+
+    def chat(request: RawRequest) -> bytes:
+        if answered:
+            message = "Workspace monthly budget of $500.00 exceeded. Contact your org admin."
+            return http(403, json.dumps({"error": {"code": 403, "message": message}}).encode())
+        answered.append(request.headers.get("x-batchrun-row", ""))
+        return http(200, json.dumps(chat_payload(usage=_usage())).encode())
+
+    outcome = run(HostileServer(chat=chat), tmp_path, job=JOB.replace("concurrency: 2", "concurrency: 1"))
+    assert outcome.code == ExitCode.BUDGET, outcome.stderr
+    assert "Workspace monthly budget of $500.00 exceeded" in outcome.stdout
+    assert sorted(r["status"] for r in outcome.rows) == ["ok", "skipped", "skipped", "skipped"]
+    assert {r["reason"] for r in outcome.rows if r["status"] == "skipped"} == {"credits"}
+
+
 async def test_an_internal_error_after_the_answer_holds_its_reservation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
