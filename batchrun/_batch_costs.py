@@ -56,6 +56,20 @@ def _upstream(item: BatchItem | None) -> float:
     return (upstream or 0.0) if is_byok else 0.0
 
 
+def _says_byok(usage: object) -> bool:
+    """A batch's `usage.is_byok`: true, or a flag that is not a boolean (as an answer's)."""
+    flag = usage.get("is_byok") if isinstance(usage, dict) else None
+    return flag is True or (flag is not None and not isinstance(flag, bool))
+
+
+def _priced_byok(item: BatchItem | None) -> bool:
+    """An item of a BYOK batch whose usage gives its provider's charge beside its fee."""
+    if item is None or item.result is None:
+        return False
+    is_byok, upstream = byok_of(item.result.usage)
+    return is_byok and upstream is not None
+
+
 def _generation(item: BatchItem | None) -> str | None:
     return item.result.generation_id if item is not None and item.result is not None else None
 
@@ -76,6 +90,12 @@ def batch_charges(
             out.rows[row] = RowCharges()
         return out
     own = {row: _own_cost(items.get(row)) for row in rows}
+    byok = _says_byok(info.usage)
+    if byok:
+        # batch-quickstart.mdx: a BYOK batch's `usage.cost` is "only the OpenRouter BYOK fee", and
+        # an item's is too without its upstream cost: the providers' charges are not known, as a
+        # BYOK answer's in sync mode (break32 F2: rows recorded not BYOK, at the fee, as known).
+        own = {row: cost if _priced_byok(items.get(row)) else None for row, cost in own.items()}
     # What each item counts: its fee with a BYOK item's upstream cost, as its record's `spent`
     # does (the batch-level cost of a BYOK batch is "only the OpenRouter BYOK fee":
     # batch-quickstart.mdx; verify14j N12: the ledger settled to the fees, and the end read
@@ -92,11 +112,11 @@ def batch_charges(
             charge.cost, charge.status = cost, "reported"
             charge.is_byok, charge.upstream_inference_cost = byok_of(item.result.usage)
         out.rows[row] = RowCharges([charge])
-    if info.cost is None and without:
-        out.known = items_sum + out.strays
+    if (info.cost is None or byok) and without:
+        out.known = max(info.cost or 0.0, items_sum + out.strays)  # a BYOK batch's fees are known
         for row in without:
             charge = out.rows[row].parts[0]
-            charge.held = worst(row)
+            charge.held, charge.is_byok = worst(row), byok
             out.held += charge.held
             out.unknown.append(charge)
         return out

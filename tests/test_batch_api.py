@@ -110,6 +110,34 @@ async def test_submit_and_poll_read_typed_batch_objects(mock: respx.MockRouter) 
     assert isinstance(items["c"].failure, Rejected) and items["c"].failure.kind == "bad_request"
 
 
+async def test_a_byok_batch_leaves_its_rows_costs_unknown_beside_its_fee(mock: respx.MockRouter) -> None:
+    # break32 F2: batch-quickstart.mdx, "For BYOK-routed batches, [usage.cost is] only the
+    # OpenRouter BYOK fee": the rows were recorded not BYOK, at the fee shared out, as known.
+    from batchrun._batch_costs import batch_charges
+
+    priced = {
+        **REPLY,
+        "id": "gen-2",
+        "usage": {"cost": 0.0001, "is_byok": True, "cost_details": {"upstream_inference_cost": 0.002}},
+    }
+    done = batch_object(
+        usage={"prompt_tokens": 20, "completion_tokens": 40, "total_tokens": 60, "cost": 0.000225, "is_byok": True},
+        results=[
+            {"id": "r1", "custom_id": "a", "response": {"status_code": 200, "body": REPLY}, "error": None},
+            {"id": "r2", "custom_id": "b", "response": {"status_code": 200, "body": priced}, "error": None},
+        ],
+    )
+    mock.get(f"{BATCHES}/batch_123").mock(return_value=httpx.Response(200, json=done))
+    client = api()
+    info = await client.get("batch_123")
+    charges = batch_charges(["a", "b"], info, client.items(info), lambda row: 0.01)
+    unknown = charges.rows["a"].parts[0]
+    assert unknown.status == "unknown" and unknown.held == 0.01 and unknown.is_byok is True
+    known = charges.rows["b"].parts[0]
+    assert known.status == "reported" and known.cost == 0.0001 and known.upstream_inference_cost == 0.002
+    assert charges.held == 0.01 and charges.known == pytest.approx(0.0021)  # b's fee and upstream; a's held
+
+
 @pytest.mark.parametrize(
     "lie",
     [
