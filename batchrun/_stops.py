@@ -121,12 +121,11 @@ class Stops:
 
     def _block_scope(self, request: Request, failure: RateLimited) -> str:
         """A platform limit (X-RateLimit-*) that resets beyond the wait cap: the scope (the
-        model, or every :free model) sends nothing until its reset. A reset past the run's
-        horizon (the deadline, or max_elapsed_s without one) is a daily cap."""
+        model, or every :free model) sends nothing until its reset. A reset past `max_elapsed_s`
+        is a daily cap; a shorter one is a rate limit, even past the deadline: a per-minute
+        limit's 60 s after a deadline of 20 was "a daily cap", exit 1 (break32 m1)."""
         wait = failure.limit_wait if failure.limit_wait is not None else failure.retry_after or 0.0
-        left = self.time_left()
-        horizon = left if left is not None else self.policy.max_elapsed_s
-        reason = "daily_cap" if wait > horizon else "rate_limited"
+        reason = "daily_cap" if wait > self.policy.max_elapsed_s else "rate_limited"
         scope = scope_of(request.model)
         until = self.clock.monotonic() + wait
         current = self.blocked_scopes.get(scope)

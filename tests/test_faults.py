@@ -183,3 +183,24 @@ def test_the_deadline_stops_the_run_with_its_code(tmp_path: Path, monkeypatch: p
     assert {r["reason"] for r in rows if r["status"] == "skipped"} == {"deadline"}
     assert sum(r["status"] == "ok" for r in rows) < 100
     assert "stopped: deadline" in result.stderr
+
+
+@pytest.mark.parametrize(("reset_s", "reason"), [(60.0, "rate_limited"), (7200.0, "daily_cap")])
+def test_a_platform_limit_is_a_daily_cap_only_when_its_reset_is_hours_away(reset_s: float, reason: str) -> None:
+    # break32 m1: a per-minute limit (reset in 60 s) past a 20 s deadline was "a daily cap", exit 1.
+    from types import SimpleNamespace
+    from typing import cast
+
+    from batchrun._exceptions import RateLimited
+    from batchrun._matrix import Request
+    from batchrun._retry import RetryPolicy
+    from batchrun._stops import Stops
+
+    stops = Stops(FakeClock(), RetryPolicy(), 1.0, 20.0)
+    stops.start_deadline(20.0)
+    limited = RateLimited("rate_limited", "Rate limit exceeded", 429, reset_s)
+    limited.platform, limited.limit_wait = True, reset_s
+    request = cast(Request, SimpleNamespace(model="acme/m", id="r1"))
+    too_long = stops.too_long(limited)
+    assert too_long is not None  # past the deadline, or the wait cap too
+    assert stops.react(request, limited, too_long) == ("skipped", reason)
