@@ -41,11 +41,15 @@ def sort_rows(
         # A row edited since its batch was sent: that batch answers the earlier body, not
         # this one (break22 C1: it was recorded under the new fingerprint and request).
         edited += sent is not None
-        if non_text_part(request.body) is not None:
+        if (kind := non_text_part(request.body)) is not None:
             if settings.batch_multimodal == "refuse":
+                what = (
+                    f"asks for non-text output ({kind})"
+                    if kind in ("audio", "image_config", "modalities")
+                    else "has non-text parts"
+                )
                 raise ConfigError(
-                    f"prompt {request.prompt_id!r} has non-text parts: the Batch API is text-only "
-                    "(run.batch_multimodal: refuse)"
+                    f"prompt {request.prompt_id!r} {what}: the Batch API is text-only (run.batch_multimodal: refuse)"
                 )
             to_sync.append(request)
         elif request.id in retry_rows and settings.batch_retry == "sync":

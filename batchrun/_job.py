@@ -170,6 +170,17 @@ def _batch_problems(source: JobSource) -> list[Problem]:
                             f"a {kind} part: the Batch API is text-only (run.batch_multimodal: refuse)",
                         )
                     )
+    # Non-text output asked for (`modalities`, `audio`, `image_config`): refused by the Batch API's
+    # validation too (batch-quickstart.mdx), and passed here until the run (break32 m2).
+    models = [
+        (("models", i, "params"), m.get("params")) for i, m in enumerate(source.data["models"]) if isinstance(m, dict)
+    ]
+    prompts = [(("prompts", i, "params"), p.get("params")) for i, p in enumerate(source.data["prompts"])]
+    for where, params in [(("defaults", "params"), source.data.get("defaults", {}).get("params")), *models, *prompts]:
+        kind = non_text_part(params) if isinstance(params, dict) else None
+        if kind is not None:
+            message = f"{kind} asks for non-text output: the Batch API is text-only (run.batch_multimodal: refuse)"
+            problems.append(source.problem((*where, kind), message))
     return problems
 
 

@@ -463,6 +463,20 @@ def test_rows_with_image_parts_are_refused_at_validate(tmp_path: Path) -> None:
     )
 
 
+def test_non_text_output_is_refused_at_validate_where_it_is_asked_for(tmp_path: Path) -> None:
+    # break32 m2: `modalities: [image, text]` passed validate, then the run said "non-text parts".
+    text = MULTIMODAL.replace("MODE", "refuse").replace(
+        '          - {type: image_url, image_url: {url: "https://example.org/cat.png"}}\n', ""
+    )
+    path = write_job(
+        tmp_path,
+        text.replace('    text: "Capital of France?"', "    text: Draw\n    params: {modalities: [image, text]}"),
+    )
+    code, _, err = call_cli("validate", path)
+    assert code == ExitCode.USAGE and err.count("\n") == 1, err
+    assert "at $.prompts[1].params.modalities modalities asks for non-text output: the Batch API is text-only" in err
+
+
 def test_plan_shows_sync_and_batch_cost_side_by_side(tmp_path: Path) -> None:
     code, out, _ = call_cli("plan", example_job(tmp_path), "--simulate", "--mode", "batch")
     assert code == 0
