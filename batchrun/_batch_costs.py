@@ -123,13 +123,15 @@ def batch_charges(
     total = max(info.cost or 0.0, items_sum + out.strays)  # the larger of the batch's and its items'
     out.known = total
     remainder = total - items_sum - out.strays
-    sharing = without or [row for row in rows if items.get(row) is not None and items[row].result is not None]
+    answered = [row for row in rows if items.get(row) is not None and items[row].result is not None]
+    # Answered rows first: an item the API rejected is not billed for tokens (zero-completion-
+    # insurance.mdx), and half a batch's charge was put on a 400 (break32 m5).
+    sharing = [row for row in without if row in answered] or without or answered
     share = remainder / len(sharing) if sharing and remainder > FLOAT_NOISE_USD else 0.0
     for row in without:
-        item = items.get(row)
-        if share or (item is not None and item.result is not None):
+        if (share and row in sharing) or row in answered:
             charge = out.rows[row].parts[0]
-            charge.cost, charge.status = share, "estimated"
+            charge.cost, charge.status = (share if row in sharing else 0.0), "estimated"
         else:
             out.rows[row] = RowCharges()  # nothing of the batch's charge is left for it: not billed
     if share and not without:

@@ -138,6 +138,28 @@ async def test_a_byok_batch_leaves_its_rows_costs_unknown_beside_its_fee(mock: r
     assert charges.held == 0.01 and charges.known == pytest.approx(0.0021)  # b's fee and upstream; a's held
 
 
+async def test_a_batchs_charge_goes_to_its_answered_rows_not_to_an_item_the_api_refused(
+    mock: respx.MockRouter,
+) -> None:
+    # break32 m5: half the charge was put on a 400 (not billed for tokens: zero-completion-insurance.mdx).
+    from batchrun._batch_costs import batch_charges
+
+    done = batch_object(
+        usage={"prompt_tokens": 20, "completion_tokens": 40, "total_tokens": 60, "cost": 0.000225, "is_byok": False},
+        results=[
+            {"id": "r1", "custom_id": "a", "response": {"status_code": 200, "body": REPLY}, "error": None},
+            {"id": "r2", "custom_id": "b", "response": {"status_code": 400, "body": {"error": {"code": 400}}}},
+        ],
+    )
+    mock.get(f"{BATCHES}/batch_123").mock(return_value=httpx.Response(200, json=done))
+    client = api()
+    info = await client.get("batch_123")
+    charges = batch_charges(["a", "b"], info, client.items(info), lambda row: 0.01)
+    (answered,) = charges.rows["a"].parts
+    assert answered.status == "estimated" and answered.cost == pytest.approx(0.000225)
+    assert charges.rows["b"].parts == [] and charges.known == pytest.approx(0.000225)
+
+
 @pytest.mark.parametrize(
     "lie",
     [
