@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Coroutine
 from typing import Any
 
 from ._charges import AbandonedAttempt, ChargeBook, reported_charge
@@ -128,6 +127,7 @@ class Dispatcher:
                 )
             else:
                 result = await self.client.chat(request.payload, row_id=request.id, flight=flight)
+            self._stop_past_limit(row, result)
         except RateLimited as failure:
             self.throttle.rate_limited(
                 request.model,
@@ -142,6 +142,14 @@ class Dispatcher:
             await self.throttle.release(request.model)
         self.throttle.succeeded(request.model, started)
         return result, self.clock.monotonic() - started
+
+    def _stop_past_limit(self, row: Row, result: ChatResult) -> None:
+        """An answer whose charge puts the run past its limit stops it before its slot is given
+        back, which the next attempt would take with the ledger as it was (verify30 N2: $80 of $0.50)."""
+        reported = reported_charge(result.usage)
+        if reported is not None and self.ledger.would_pass(row.reservation or 0.0, reported):
+            reason = StopReason.CREDITS if self.limit_from_key else StopReason.BUDGET
+            self.stops.request(reason, f"an answer said it cost ${usd(reported)}, past its worst case and the limit")
 
     async def send_with_retries(self, row: Row, worst: float | None) -> tuple[ChatResult, float]:
         """The row's attempts under the retry policy, each holding a reservation (the row's
@@ -239,17 +247,6 @@ class Dispatcher:
         be billed, so it is held, with the generation id its headers already gave, if any."""
         if row.sent:
             self._hold(row, AbandonedAttempt(row.flight.generation_id))
-
-    @staticmethod
-    async def settled(work: Coroutine[Any, Any, None]) -> None:
-        """Settle and record a row whose outcome is in. A cancel (the grace is over) waits
-        for this bookkeeping, a cost lookup at most, so the record keeps what the row cost."""
-        task = asyncio.ensure_future(work)
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await task
-            raise
 
     # -- key refresh ------------------------------------------------------------------------
     def watch_key(self) -> None:

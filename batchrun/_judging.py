@@ -31,7 +31,7 @@ from ._formats import utc
 from ._judge import GraderSettings, VerdictError, aggregate, answer_text, grader_body, parse_verdict
 from ._ledger import BudgetExhausted
 from ._matrix import Request, encode_body
-from ._row import Row, RowGrading, first_failure
+from ._row import Row, RowGrading, first_failure, settled
 from ._stops import Stops
 
 
@@ -128,7 +128,7 @@ class Judging:
             await dispatch.charges.look_up_row(row.charges)
 
         try:
-            await dispatch.settled(settle())
+            await settled(settle())
         except BaseException:  # the charge failed before it took the reservation: held, not leaked
             dispatch.hold_in_flight(row)
             await dispatch.release(row)

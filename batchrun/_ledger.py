@@ -95,6 +95,10 @@ class CreditLedger:
         went out after $10 of a $0.10 budget was spent)."""
         return self.limit is not None and self.committed + self.reserved > self.limit + 1e-12
 
+    def would_pass(self, reservation: float, actual: float) -> bool:
+        """Whether settling `reservation` at `actual` would put the run past its limit."""
+        return self.limit is not None and self.committed + self.reserved - reservation + actual > self.limit + 1e-12
+
     def _fits(self, amount: float) -> bool:
         return self.limit is None or self.committed + self.reserved + amount <= self.limit + 1e-12
 

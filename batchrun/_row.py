@@ -8,6 +8,7 @@ skipped or `internal` record (`cut_short_fields`, `internal_error`).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,3 +126,14 @@ def first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
             leaves.append(item)
     leaves.sort(key=lambda e: isinstance(e, asyncio.CancelledError))
     return leaves[0]
+
+
+async def settled(work: Coroutine[Any, Any, None]) -> None:
+    """Settle and record a row whose outcome is in. A cancel (the grace is over) waits for
+    this bookkeeping, a cost lookup at most, so the record keeps what the row cost."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise

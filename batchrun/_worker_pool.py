@@ -37,7 +37,7 @@ from ._matrix import Request
 from ._reconcile import KeyStart
 from ._results import ResultsWriter
 from ._retry import RetryPolicy, retry_policy
-from ._row import Row, RowGrading, answer_fields, first_failure, internal_error
+from ._row import Row, RowGrading, answer_fields, first_failure, internal_error, settled
 from ._row_cost import uncharged
 from ._row_records import RowRecords
 from ._settings import DEFAULTS, RunSettings
@@ -241,11 +241,11 @@ class Runner:
             result, latency_s = await dispatch.send_with_retries(row, worst)
         except (RequestFailed, BudgetExhausted, NotSent) as failure:
             await dispatch.release(row)
-            await dispatch.settled(self._settle_failure(row, failure, worst))
+            await settled(self._settle_failure(row, failure, worst))
             return
         latency_ms = round(latency_s * 1000, 1)  # the answering attempt: what the model took
         elapsed_ms = round((self.clock.monotonic() - began) * 1000, 1)  # with retries and waits
-        await dispatch.settled(self._settle_answer(row, result, latency_ms, elapsed_ms))
+        await settled(self._settle_answer(row, result, latency_ms, elapsed_ms))
         if row.grading is not None:  # the answer is settled; its judge checks are graded now
             await self.judging.grade_row(row.grading)
             records.finish(row, row.grading.record_now())

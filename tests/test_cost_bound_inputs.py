@@ -322,8 +322,8 @@ def test_attempts_reserved_before_a_charge_above_its_worst_case_are_not_sent_aft
     code, _, err, rows = run(server(billing), tmp_path, job, "--budget", "5")
     assert code == ExitCode.BUDGET, err
     answered = [r for r in rows if r["status"] == "ok"]
-    # The slow start's first window (2), those its releases woke while the first charges were
-    # being settled (2), and, were the first answers to take over half a second, the window's
-    # growth by time: 3 or 4 here, 32 before.
-    assert billing.chats == len(answered) <= 8
+    # The slow start's first window (2), or its growth by time were the first answers to take
+    # over half a second: 2 here, 32 before. The answer that passes the limit stops the run
+    # before its slot is given back (verify30 N2: the attempt taking it went out: 3 or 4).
+    assert billing.chats == len(answered) <= 4
     assert {r["reason"] for r in rows if r["status"] == "skipped"} == {"budget"} and len(rows) == 40 * ROWS
