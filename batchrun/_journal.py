@@ -49,7 +49,9 @@ LOOKUPS_AT_ONCE = 8
 class AttemptJournal:
     """Appends a line per attempt before it is sent; deleted when the run ends whole."""
 
-    def __init__(self, results: Path, writer: ResultsWriter, job: Job, carried_gap: float = 0.0) -> None:
+    def __init__(
+        self, results: Path, writer: ResultsWriter, job: Job, carried_gap: float = 0.0, shard: object = None
+    ) -> None:
         self.path = journal_path(results)
         self._writer = writer
         # The key gap an earlier crashed run's journal held, which this run read and deleted:
@@ -63,7 +65,10 @@ class AttemptJournal:
         # does not lose it (break14h H7: $0.65 on $0.50 after two crashes).
         # With the job's version: a run killed before its first record left rows a reader could
         # only call "job None", another job's, and `merge` of its shard exited 2 (break30 F2).
-        head = orjson.dumps({"job": job.name, "job_fingerprint": job.fingerprint}) + b"\n"
+        # And the shard: a shard killed before its summary was resumed without --shard to the
+        # whole matrix, the other shards' rows paid again (verify30 N1).
+        shard_text = None if shard is None else str(shard)
+        head = orjson.dumps({"job": job.name, "job_fingerprint": job.fingerprint, "shard": shard_text}) + b"\n"
         if carried_gap > 0:
             head += orjson.dumps({"key_gap": carried_gap}) + b"\n"
         fresh = self.path.with_name(self.path.name + ".new")

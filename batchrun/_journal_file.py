@@ -176,13 +176,15 @@ def _is_header(line: bytes) -> bool:
         entry = _loads(line)
     except (ValueError, RecursionError):
         return False
-    return isinstance(entry, dict) and list(entry) in (["job"], ["job", "job_fingerprint"])
+    return isinstance(entry, dict) and list(entry) in (["job"], ["job", "job_fingerprint"], [*_HEADER])
 
 
-def journal_job(results: Path) -> tuple[Any, Any] | None:
-    """(name, fingerprint) of the job whose journal is beside `results`, from its header: the
-    rows of a run killed before its first record are that job's (fingerprint None from a
-    journal written before it was kept)."""
+_HEADER = ("job", "job_fingerprint", "shard")
+
+
+def journal_header(results: Path) -> dict[str, Any] | None:
+    """The header of the journal beside `results`: whose run it is (`job`, `job_fingerprint`,
+    `shard` "K/N" or null; older journals hold less), or None without a journal."""
     try:
         with open_regular(journal_path(results)) as handle:
             first = handle.readline(1 << 16)
@@ -190,8 +192,15 @@ def journal_job(results: Path) -> tuple[Any, Any] | None:
         return None
     if not first.endswith(b"\n") or not _is_header(first):
         return None
-    entry = _loads(first)
-    return entry["job"], entry.get("job_fingerprint")
+    header: dict[str, Any] = _loads(first)
+    return header
+
+
+def journal_job(results: Path) -> tuple[Any, Any] | None:
+    """(name, fingerprint) of the job whose journal is beside `results`: the rows of a run killed
+    before its first record are that job's (fingerprint None from a journal written before it was kept)."""
+    header = journal_header(results)
+    return None if header is None else (header["job"], header.get("job_fingerprint"))
 
 
 def drop_recorded(results: Path, rows: dict[str, Crashed]) -> None:

@@ -260,7 +260,7 @@ async def _locked_run(
 
         writer = ResultsWriter(output)
         lock_created(output)  # a new output exists now: locked by any name (verify22 N4)
-        journal = AttemptJournal(output, writer, job, states.key_gap_usd if states is not None else 0.0)
+        journal = AttemptJournal(output, writer, job, states.key_gap_usd if states is not None else 0.0, options.shard)
         runner = Runner(
             client,
             writer,

@@ -8,6 +8,7 @@ from typing import Any
 
 from ._exceptions import ConfigError, ResultsError
 from ._job import Job
+from ._journal_file import journal_header
 from ._matrix import Shard
 from ._options import Notice, RunOptions
 from ._output_paths import fresh_output, latest_incomplete, sidecar_name_problem, summary_path
@@ -58,6 +59,8 @@ def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = Non
     problem = sidecar_name_problem(output)
     if problem is not None:
         raise ConfigError(problem)
+    if resume:  # an empty file too: a shard killed before its first record left its journal
+        _refuse_another_shard(output, shard)
     if info is None or info.st_size == 0:
         return False
     if not resume:
@@ -74,17 +77,17 @@ def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = Non
             f"{foreign}, after rows of {job.name!r}: a resume would mix two jobs in one file; it was left "
             "untouched; give another --output"
         )
-    _refuse_another_shard(output, shard)
     return True
 
 
 def _refuse_another_shard(output: Path, shard: Shard | None) -> None:
     """A resume continues the shard its file ran (its summary says which): resumed without
     --shard, a shard's file was run to the whole matrix, every row of the other shards paid
-    again, exit 0 (break30 F1). A file killed before its first summary cannot say."""
-    summary = read_run_summary(output)
+    again, exit 0 (break30 F1); a run killed before its first summary, its journal's header (verify30
+    N1). A file with neither (a summary lost, a journal of an older batchrun) cannot say."""
+    summary = read_run_summary(output) or journal_header(output) or {}
     ran, wanted = summary.get("shard"), None if shard is None else str(shard)
-    if not summary or ran == wanted or not (ran is None or isinstance(ran, str)):
+    if "shard" not in summary or ran == wanted or not (ran is None or isinstance(ran, str)):
         return
     if ran is None:
         raise ConfigError(f"{output} holds a run of the whole job, not shard {wanted}: resume it without --shard")

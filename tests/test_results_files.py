@@ -650,6 +650,28 @@ def test_a_shards_file_is_resumed_as_that_shard_only(tmp_path: Path, job: Path) 
     assert code == ExitCode.USAGE and "holds a run of the whole job, not shard 1/2" in err, err
 
 
+def test_a_shard_killed_before_its_summary_is_resumed_as_that_shard_only(tmp_path: Path, job: Path) -> None:
+    # verify30 N1: with no summary yet (killed -9), the shard was known from nothing, and a resume
+    # without --shard ran the whole matrix into it. The journal it leaves names the shard.
+    from batchrun import load_job
+
+    out = tmp_path / "s1.jsonl"
+    assert call_cli(job, "--simulate", "--shard", "1/2", "-o", out, "-q", "--budget", "0.00001")[0] == ExitCode.BUDGET
+    out.with_name("s1.summary.json").unlink()
+    header = {"job": "small", "job_fingerprint": load_job(job).fingerprint, "shard": "1/2"}
+    out.with_name("s1.attempts.jsonl").write_text(json.dumps(header) + "\n")
+    before = out.read_bytes()
+    code, _, err = call_cli(job, "--simulate", "-o", out, "--resume", "-q")
+    assert code == ExitCode.USAGE and "holds shard 1/2 of the job: resume it with --shard 1/2" in err, err
+    assert out.read_bytes() == before
+    assert call_cli(job, "--simulate", "--shard", "1/2", "-o", out, "--resume", "-q")[0] == ExitCode.OK
+    empty = tmp_path / "s2.jsonl"  # killed before its first record: an empty file and the journal
+    empty.write_bytes(b"")
+    empty.with_name("s2.attempts.jsonl").write_text(json.dumps({**header, "shard": "2/2"}) + "\n")
+    code, _, err = call_cli(job, "--simulate", "-o", empty, "--resume", "-q")
+    assert code == ExitCode.USAGE and "holds shard 2/2 of the job" in err and empty.read_bytes() == b"", err
+
+
 def test_a_sharded_resume_without_an_output_picks_its_own_shards_file(
     tmp_path: Path, job: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
