@@ -9,6 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ._batch_state import pending_batches
 from ._exceptions import OutputFailed, ResultsError
 from ._files import file_identity
@@ -141,7 +143,7 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
             f"(edited?), e.g. {edited[0]}"
         )
     duplicate_rows = seen.total() - len(last)
-    earlier = _duplicates_of(shards, last, seen) if duplicate_rows else {}
+    earlier = _duplicates_of(shards, last, seen, warn) if duplicate_rows else {}
     if earlier:
         warn(
             f"{len(earlier)} row(s) are in more than one file: the newest record of each is kept, "
@@ -198,14 +200,33 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
     return summary
 
 
-def _duplicates_of(shards: list[Path], kept: dict[str, tuple[int, str, int]], seen: Counter[str]) -> dict[str, Earlier]:
-    """The records of rows in several files (`seen` more than once) that are not the one kept."""
-    earlier: dict[str, Earlier] = {}
+def _duplicates_of(
+    shards: list[Path], kept: dict[str, tuple[int, str, int]], seen: Counter[str], warn: Warn
+) -> dict[str, Earlier]:
+    """The records of rows in several files (`seen` more than once) that are not the one kept,
+    less copies: a record the same as one already counted (a shard's file copied, a merged
+    file beside a copy of one of its shards: CI artifacts are copies) is one attempt paid once,
+    not two (verify30 N4: cost +35%, or doubled for a merged file given twice)."""
+    copies: dict[str, set[bytes]] = {}  # row id -> the records counted, as bytes
+    pending: list[tuple[int, dict[str, Any]]] = []
     for index, shard in enumerate(shards):
         for record in final_records(shard, other_jobs=True):
-            if seen[record["id"]] > 1 and kept[record["id"]][2] != index:
+            if seen[record["id"]] > 1:
                 record.pop("resolves", None)  # a file's final record: paid for, replacing nothing here
-                earlier.setdefault(record["id"], Earlier()).add(record)
+                pending.append((index, record))
+    earlier: dict[str, Earlier] = {}
+    same = 0
+    for index, record in sorted(pending, key=lambda item: kept[item[1]["id"]][2] != item[0]):  # the kept first
+        text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        counted = copies.setdefault(record["id"], set())
+        if text in counted:
+            same += 1
+            continue
+        counted.add(text)
+        if kept[record["id"]][2] != index:
+            earlier.setdefault(record["id"], Earlier()).add(record)
+    if same:
+        warn(f"{same} record(s) are copies of another file's (the same attempt): counted once")
     return earlier
 
 

@@ -723,3 +723,17 @@ def test_a_merged_file_is_not_merged_again_with_one_of_its_own_shards(tmp_path: 
     code, _, err = call_cli("merge", tmp_path / "again.jsonl", tmp_path / "m.jsonl", shards[0], "--job", job)
     assert code == ExitCode.USAGE and f"{shards[0]} is merged into {tmp_path / 'm.jsonl'} already" in err, err
     assert not (tmp_path / "again.jsonl").exists()
+    # verify30 N4: a copy (a CI artifact) is another file: each of its records is the same attempt
+    # as the one it copies, counted once, where it was folded in as paid twice (+35%, or x2).
+    cost = json.loads((tmp_path / "m.summary.json").read_text())["total"]["cost_usd"]
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    shutil.copy(shards[0], copies / "sh1.jsonl")
+    shutil.copy(tmp_path / "m.jsonl", copies / "m.jsonl")
+    for k, others in enumerate([[copies / "sh1.jsonl"], [copies / "m.jsonl"]]):
+        out = tmp_path / f"copied{k}.jsonl"
+        code, _, err = call_cli("merge", out, tmp_path / "m.jsonl", *others, "--job", job)
+        assert code == ExitCode.OK and "copies of another file's (the same attempt): counted once" in err, err
+        assert json.loads(out.with_name(f"copied{k}.summary.json").read_text())["total"]["cost_usd"] == pytest.approx(
+            cost
+        )
