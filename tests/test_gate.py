@@ -377,3 +377,22 @@ def test_a_junit_file_that_cannot_be_written_does_not_leave_last_nights_standing
     code, _, err = call_cli("report", results, "--job", job, "--junit", junit)
     assert code == ExitCode.IO and "No space left on device (the earlier file there was removed" in err, err
     assert not junit.exists() and not list(tmp_path.glob("junit.xml*.tmp"))
+
+
+def test_a_junit_file_that_cannot_be_written_leaves_no_green_page_beside_exit_11(
+    tmp_path: Path, job: Path, results: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify30 N3: the page (written first) said "exit 0 (ok)" beside exit 11.
+    import batchrun._junit as junit_module
+
+    def full_disk(*_args: Any, **_kwargs: Any) -> None:
+        from batchrun._exceptions import OutputFailed
+
+        raise OutputFailed(f"{tmp_path / 'junit.xml'}: cannot write it: No space left on device")
+
+    monkeypatch.setattr(junit_module, "write_junit", full_disk)
+    page = tmp_path / "page.html"
+    code, _, err = call_cli("report", results, "--job", job, "--junit", tmp_path / "junit.xml", "--html", page)
+    assert code == ExitCode.IO and "No space left on device" in err, err
+    text = page.read_text()
+    assert "No verdict" in text and "exit 11" in text and "exit 0 (ok)" not in text

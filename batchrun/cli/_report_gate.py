@@ -84,6 +84,7 @@ def _no_verdict(
     *,
     only_ours: bool = False,
     standing: bool = False,
+    page_only: bool = False,
 ) -> None:
     """The JUnit file (the gate's case alone) and the page of a gate without a verdict;
     `only_ours`: where nothing is, or a file of their kind; `standing`: only over files that
@@ -101,7 +102,8 @@ def _no_verdict(
     def page(path: Any) -> None:
         write_report_file(path, no_verdict_page(*verdict, job_name))
 
-    for path, ours, write in ((args.junit, holds_junit_or_nothing, junit), (args.html, holds_page_or_nothing, page)):
+    outputs = ((args.junit, holds_junit_or_nothing, junit), (args.html, holds_page_or_nothing, page))
+    for path, ours, write in outputs[1:] if page_only else outputs:
         if path is None or (only_ours and not ours(path)) or (standing and not path.is_file()):
             continue
         try:
@@ -196,7 +198,12 @@ def _gate(
         code, reasons = ExitCode.INTERRUPTED, ["interrupted while the page was written: it holds no verdict"]
         raise
     finally:
-        write_junit_file(args, console, junit_records, gate, coverage.unanswered(), (int(code), reasons), job.name)
+        try:
+            write_junit_file(args, console, junit_records, gate, coverage.unanswered(), (int(code), reasons), job.name)
+        except OutputFailed as failure:
+            # The page just written says the verdict; the command says 11 (verify30 N3).
+            _no_verdict(args, console, gate, (int(ExitCode.IO), [str(failure)]), job.name, page_only=True)
+            raise
     for reason in reasons:
         console.error(reason)
     return int(code)
