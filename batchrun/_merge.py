@@ -17,9 +17,8 @@ from ._files import file_identity
 from ._fold import Earlier
 from ._gate import MatrixCoverage, named_by_its_id, shard_layout
 from ._job import Job
-from ._journal_file import journal_path
 from ._lock import OutputLock
-from ._output_paths import current_umask, sidecar_name_problem
+from ._output_paths import SIDECARS, current_umask, sidecar_name_problem
 from ._reader import Warn
 from ._report_data import file_key_gap, read_run_summary, run_spans
 from ._results import ResultsWriter, final_records
@@ -48,7 +47,7 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
         raise ResultsError(f"{output} already exists: merge writes a new file")
     if len({file_identity(shard) for shard in shards}) < len(shards):
         raise ResultsError("a file is named twice: give each shard once")
-    shards = _without_journals(shards, warn)
+    shards = _without_sidecars(shards, warn)
     _refuse_merged_twice(shards)
     with contextlib.ExitStack() as held:
         for shard in shards:
@@ -56,18 +55,24 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
         return _merge(shards, output, job, warn)
 
 
-def _without_journals(shards: list[Path], warn: Warn) -> list[Path]:
-    """The shards named, less the attempt journal of any of them: a shard killed mid-run leaves
-    one beside it, which a glob such as `shard-*.jsonl` (the README's CI workflow) names too. It
-    is read with its shard; named as one, it made the merge exit 2 (break30 F2)."""
-    journals = {file_identity(journal_path(shard)): shard for shard in shards}
+def _without_sidecars(shards: list[Path], warn: Warn) -> list[Path]:
+    """The shards named, less what batchrun writes beside any of them (its attempt journal, left
+    by a shard that was killed; its summary, batch state or lock), which a glob such as
+    `shard-*` names too. Each is read with its shard; named as one, the merge exited 2 or 8
+    (break30 F2, verify30 N6)."""
+    beside = {}
+    for shard in shards:
+        stem = shard.name[: -len(".jsonl")] if shard.name.endswith(".jsonl") else shard.name
+        for suffix, what in SIDECARS.items():
+            name = shard.name + ".lock" if suffix == ".jsonl.lock" else stem + suffix
+            beside[file_identity(shard.with_name(name))] = (what, shard)
     kept = []
     for shard in shards:
-        of = journals.get(file_identity(shard))
-        if of is None:
+        found = beside.get(file_identity(shard))
+        if found is None:
             kept.append(shard)
         else:
-            warn(f"{shard}: the attempt journal of {of}, read with it: not merged as a shard")
+            warn(f"{shard}: the {found[0]} of {found[1]}, read with it: not merged as a shard")
     return kept
 
 

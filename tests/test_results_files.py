@@ -708,6 +708,13 @@ def test_a_shard_killed_before_its_first_record_is_merged_and_gated_as_missing_r
     code, _, err = call_cli("merge", tmp_path / "all.jsonl", *named, "--job", job)
     assert code == ExitCode.INCOMPLETE, err
     assert "shard-3.attempts.jsonl: the attempt journal of" in err and "different jobs" not in err
+    # verify30 N6: a wider glob names the summaries and a lock left behind too.
+    (shards / "shard-3.jsonl.lock").write_text("")
+    everything = sorted(shards.glob("shard-*"))
+    assert len(everything) == 7
+    code, _, err = call_cli("merge", tmp_path / "all2.jsonl", *everything, "--job", job)
+    assert code == ExitCode.INCOMPLETE and "shard-1.summary.json: the summary of" in err, err
+    assert "shard-3.jsonl.lock: the lock file of" in err
     merged = read_rows(tmp_path / "all.jsonl")
     assert {r["id"]: r["reason"] for r in merged if r["id"] in in_flight} == dict.fromkeys(in_flight, "crashed")
     code, _, err = call_cli("report", shards / "shard-3.jsonl", "--job", job)
