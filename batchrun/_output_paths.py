@@ -238,6 +238,9 @@ def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
         raise
 
 
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def write_report_file(path: Path, text: str) -> None:
     """Write a page or a JUnit file where the user named it, whole or not at all, scrubbed of
     the environment's keys as the terminal's output is (break23 F4: a results file holding
@@ -249,7 +252,9 @@ def write_report_file(path: Path, text: str) -> None:
     (`--html /dev/stdout`) is written as a stream, since it cannot be replaced (break21 R23:
     a link was replaced by a regular file; R24: a JUnit file cut by a full disk was left
     behind, and neither failure named the file)."""
-    data = environment_scrubber().text(text).encode("utf-8", "replace")  # a lone surrogate: "?", not a traceback
+    # Control characters a server put in a reason (NUL, ESC...) are not text a page or XML may
+    # hold (verify30 N7); a lone surrogate is "?", not a traceback.
+    data = _CONTROLS.sub("\ufffd", environment_scrubber().text(text)).encode("utf-8", "replace")
     try:
         try:
             mode: int | None = os.stat(path).st_mode

@@ -193,8 +193,8 @@ def test_a_lone_surrogate_from_a_grader_is_replacement_text_never_a_stopped_run(
     assert json.loads((tmp_path / "w.jsonl").read_text())["checks"] == [
         {"reason": "x\ufffdy", "nested": {"k\ufffd": ["\ufffd"]}}
     ]
-    write_report_file(tmp_path / "page.html", "<p>lone \ud800</p>")
-    assert (tmp_path / "page.html").read_text() == "<p>lone ?</p>"
+    write_report_file(tmp_path / "page.html", "<p>lone \ud800, NUL \x00 ESC \x1b\tand a tab</p>")
+    assert (tmp_path / "page.html").read_text() == "<p>lone ?, NUL \ufffd ESC \ufffd\tand a tab</p>"
 
 
 def test_a_key_whose_limit_remaining_is_a_huge_integer_stops_pre_flight_in_one_line(tmp_path: Path) -> None:
