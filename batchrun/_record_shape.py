@@ -39,6 +39,7 @@ _TEXTS = (
     "finish_reason",
     "native_finish_reason",
     "provider",
+    "service_tier",
     "response_model",
     "generation_id",
     "cost_status",

@@ -59,6 +59,8 @@ class ChatResult:
     # The reply's size as read (after decompression): what run.max_response_bytes counted.
     # A cached answer is a hit only for a run whose cap it fits (_cache_session).
     reply_bytes: int | None = None
+    # The tier that served it (service-tiers.mdx: "billed at the actual served tier's rate").
+    service_tier: str | None = None
 
     @property
     def cost(self) -> float | None:
@@ -312,6 +314,7 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
         cost_rejected=cost_rejected(data.get("usage")),
         tool_calls=tool_calls,
         reply_bytes=len(reply.body),
+        service_tier=(str_of(data.get("service_tier"), scrub) or "")[:200] or None,
     )
 
 

@@ -97,6 +97,7 @@ def answer_fields(result: ChatResult) -> dict[str, Any]:
     return {
         "response_model": result.model,
         "provider": result.provider,
+        "service_tier": result.service_tier,  # what the answer was billed at (break32 m3)
         "generation_id": result.generation_id,
         "content": result.content,
         "tool_calls": list(result.tool_calls) or None,  # as _reply parsed and scrubbed them

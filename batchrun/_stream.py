@@ -81,6 +81,7 @@ class _Reading:
     flight: Flight
     model: str | None = None
     provider: str | None = None
+    service_tier: str | None = None
     finish_reason: str | None = None
     native_finish_reason: str | None = None
     usage: dict[str, Any] | None = None
@@ -163,6 +164,7 @@ async def stream_chat(
         # Every server string is scrubbed before it is stored, as the non-streamed parser does.
         model=_scrubbed(client, reading.model),
         provider=_scrubbed(client, reading.provider),
+        service_tier=_scrubbed(client, reading.service_tier),
         content=client.scrub_text("".join(reading.parts)),
         reasoning=client.scrub_text("".join(reading.reasoning)) if reading.reasoning else None,
         refusal=client.scrub_text("".join(reading.refusal)) if reading.refusal else None,
@@ -284,7 +286,7 @@ def _shape_problem(chunk: dict[str, Any], finished: bool) -> str | None:
 def _read_chunk(chunk: dict[str, Any], reading: _Reading, client: OpenRouterClient) -> None:
     if reading.generation_id is None:
         reading.generation_id = valid_generation_id(chunk.get("id"), client.scrub)
-    for field in ("model", "provider"):
+    for field in ("model", "provider", "service_tier"):
         if isinstance(chunk.get(field), str):
             setattr(reading, field, chunk[field][:200])
     usage = chunk.get("usage")

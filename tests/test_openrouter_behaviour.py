@@ -13,14 +13,14 @@ import httpx
 import pytest
 import respx
 
-from batchrun import RunOptions, load_job, run_job
+from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._client import OpenRouterClient
 from batchrun._exceptions import RateLimited
 from batchrun._preflight import missing_account_api, read_account
 from batchrun._retry import AttemptLog, RetryPolicy, call_with_retries
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, read_rows, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, call_cli, read_rows, write_job
 
 FREE_A = "meta-llama/llama-3.3-70b-instruct:free"
 FREE_B = "google/gemma-3-27b-it:free"
@@ -189,3 +189,14 @@ def test_the_notice_names_which_account_endpoint_is_missing() -> None:
     assert "(a base URL stops before /chat/completions: http://h:1/api/v1)" in said
     assert "(" not in (missing_account_api("http://h:1/custom/path", None, None) or "")
     assert missing_account_api("u", models, {"label": "k"}) is None
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["sync", "stream"])
+def test_the_tier_that_served_an_answer_is_recorded(tmp_path: Path, stream: bool) -> None:
+    # break32 m3: service-tiers.mdx, "the response will indicate which tier was actually used.
+    # Your request is billed at the actual served tier's rate"; only its price was read.
+    job = write_job(tmp_path, SMALL_JOB.replace("params: {", "params: {service_tier: fast, "))
+    out = tmp_path / "tier.jsonl"
+    code, _, err = call_cli(job, "--simulate", "-o", out, "-q", *(["--stream"] if stream else []))
+    assert code == ExitCode.OK, err
+    assert {r["service_tier"] for r in read_rows(out)} == {"priority"}  # fast is reported as priority

@@ -216,7 +216,7 @@ class ChatRoutes(KeyRoutes, StreamReplies):
                 streamed = Generation(
                     generation, model, endpoint.provider, content, prompt_tokens, prices, max_tokens, row, fault, calls
                 )
-                streamed.extras = more
+                streamed.extras, streamed.tier = more, served_tier(body)
                 return await self.stream_answer(request, key, streamed)
             if fault in ("error200", "choice_error"):
                 return json_response(error_in_200(fault, generation, model))
@@ -239,6 +239,7 @@ class ChatRoutes(KeyRoutes, StreamReplies):
                 "created": int(time.time()),
                 "model": canonical,
                 "system_fingerprint": None,
+                **served_tier(body),
                 "choices": [
                     {
                         "index": 0,
@@ -281,3 +282,10 @@ def _tools_usable(tools: Any) -> bool:
         if not isinstance(properties, dict) or not all(isinstance(p, dict) for p in properties.values()):
             return False
     return True
+
+
+def served_tier(body: dict[str, Any]) -> dict[str, str]:
+    """The tier that served a request that asked for one (service-tiers.mdx: "the response will
+    indicate which tier was actually used"; `fast` is reported as `priority`)."""
+    tier = body.get("service_tier")
+    return {"service_tier": "priority" if tier == "fast" else tier} if isinstance(tier, str) else {}

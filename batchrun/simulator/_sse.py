@@ -40,6 +40,7 @@ class Generation:
     fault: str | None
     tool_calls: list[dict[str, Any]] | None = None  # sent as deltas: name first, arguments in pieces
     extras: Extras = field(default_factory=Extras)  # reasoning (before the answer) and web search
+    tier: dict[str, str] = field(default_factory=dict)  # the served tier, when one was asked for
 
     def completion(self, generated: int) -> int:
         """Completion tokens billed once `generated` of the answer's are out: reasoning comes first."""
@@ -60,6 +61,7 @@ class StreamReplies(BillingRoutes):
             "created": int(time.time()),
             "model": gen.model,
             "provider": gen.provider,
+            **gen.tier,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "native_finish_reason": finish}],
         }
 
