@@ -242,7 +242,8 @@ class CostModel:
         caps = [count(request.body.get(name)) for name in ("max_completion_tokens", "max_tokens")]
         cap = max((c for c in caps if c), default=None)
         reasoning = reasoning_budget(request.body, self._reasoning_default(request))
-        if cap is None or (reasoning is not None and uncontrolled(request.body, model)):
+        bounded = reasoning is not None and uncontrolled(request.body, model)
+        if cap is None or bounded:
             # Without max_tokens, what OpenRouter reserves; and reasoning no documented setting
             # bounds (Gemini 3, a switch in extra_body) may go up to the listed maximum (break14e E12).
             basis = self.request_basis(request, model)
@@ -250,6 +251,11 @@ class CostModel:
             if listed is None:
                 return None
             cap = max(cap or 0, listed)
+        if reasoning is not None and not bounded and reasoning >= cap:
+            # A budget the answer's cap does not hold: reasoning-tokens.mdx (Anthropic) has
+            # "max_tokens must be strictly higher than the reasoning budget", so the answer's
+            # tokens may come on top of it (break32 m4: 1,124 billed against a bound of 1,024).
+            cap += reasoning
         return (cap if reasoning is None else max(cap, reasoning)) + prediction_tokens(request.body)
 
     @staticmethod

@@ -322,10 +322,12 @@ def test_a_huge_price_is_not_printed_digit_by_digit(tmp_path: Path) -> None:
     ("params", "cap"),
     [
         ({"max_tokens": 50}, 50),
-        ({"max_tokens": 50, "reasoning": {"max_tokens": 32000}}, 32000),  # "used directly"
-        ({"max_tokens": 50, "reasoning": {"max_tokens": 10}}, 1024),  # "with a minimum of 1024 tokens"
-        ({"max_tokens": 50, "reasoning": {"effort": "high"}}, 1024),  # the effort budget's floor
-        ({"max_tokens": 50, "reasoning_effort": "low"}, 1024),
+        # A budget max_tokens does not hold: the answer's tokens on top ("max_tokens must be strictly
+        # higher than the reasoning budget", reasoning-tokens.mdx; break32 m4).
+        ({"max_tokens": 50, "reasoning": {"max_tokens": 32000}}, 32050),  # "used directly"
+        ({"max_tokens": 50, "reasoning": {"max_tokens": 10}}, 1074),  # "with a minimum of 1024 tokens"
+        ({"max_tokens": 50, "reasoning": {"effort": "high"}}, 1074),  # the effort budget's floor
+        ({"max_tokens": 50, "reasoning_effort": "low"}, 1074),
         ({"max_tokens": 5000, "reasoning": {"effort": "high"}}, 5000),  # the budget is within max_tokens
         ({"max_tokens": 50, "reasoning": {"effort": "none"}}, 50),
         ({"max_tokens": 50, "reasoning": {"enabled": False, "effort": "high"}}, 50),
@@ -343,9 +345,9 @@ def test_the_completion_bound_holds_reasoning_tokens(tmp_path: Path, params: dic
 @pytest.mark.parametrize(
     ("default", "reasoning", "cap"),
     [
-        ("mandatory", None, 1024),
-        ("mandatory", {"enabled": False}, 1024),  # "do not send effort none: the model rejects it"
-        ("enabled", None, 1024),
+        ("mandatory", None, 1074),  # the floor's 1,024, and max_tokens 50 on top
+        ("mandatory", {"enabled": False}, 1074),  # "do not send effort none: the model rejects it"
+        ("enabled", None, 1074),
         ("enabled", {"enabled": False}, 50),
         (None, None, 50),
     ],
