@@ -54,9 +54,13 @@ _TRANSIENT = {
     524: "upstream_timeout",
 }
 _SLOW_DOWN = {429: "rate_limited", 503: "no_provider", 529: "overloaded"}
-# A 403 that names a spending budget as exceeded (a workspace's, a guardrail's): the docs give
-# the message only, "Workspace monthly budget of $500.00 exceeded".
-_BUDGET_EXCEEDED = re.compile(r"\bbudget\b.{0,80}\bexceeded\b|\bexceeded\b.{0,80}\bbudget\b", re.IGNORECASE | re.DOTALL)
+# A 403 that names a spending budget or limit as used up (a workspace's, a guardrail's): the docs
+# give one message, "Workspace monthly budget of $500.00 exceeded", and say guardrail budgets
+# reject requests "when the limit is reached" (guardrails.mdx), so the wordings near it count.
+_SPENT, _LIMIT = r"(?:exceeded|reached|exhausted|met|used up)", r"(?:budget|spending limit|spend limit)"
+_BUDGET_EXCEEDED = re.compile(
+    rf"\b{_LIMIT}\b.{{0,80}}\b{_SPENT}\b|\b{_SPENT}\b.{{0,80}}\b{_LIMIT}\b", re.IGNORECASE | re.DOTALL
+)
 _REJECTED = {400: "bad_request", 404: "not_found", 413: "too_large", 422: "unprocessable"}
 # errors-and-debugging.mdx "Typed error codes": the ones another attempt may get past.
 _TRANSIENT_TYPES = {"provider_overloaded", "provider_unavailable", "server", "timeout", "unmapped"}
@@ -185,7 +189,8 @@ def _decide(
     if code == 403 and "key limit exceeded" in message.lower():
         # Not documented either (openrouter client issues): a 403 naming the key limit.
         return CreditExhausted("key_limit", message, http_status)
-    if code == 403 and _BUDGET_EXCEEDED.search(message):
+    source = metadata.get("limit_source")
+    if code == 403 and (_BUDGET_EXCEEDED.search(message) or (isinstance(source, str) and "budget" in source)):
         # workspace-budgets.mdx: "Workspace monthly budget of $500.00 exceeded. Contact your org
         # admin." (a guardrail's budget is a 403 too: guardrails.mdx). A limit on spend, as a 402
         # is: the run stops, its rows are skipped and resumable once the budget resets. As a

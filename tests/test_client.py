@@ -108,6 +108,9 @@ def err(
             "spend_limit",
         ),
         (err(403, "Guardrail daily budget exceeded"), CreditExhausted, "spend_limit"),
+        (err(403, "Guardrail budget limit reached"), CreditExhausted, "spend_limit"),  # guardrails.mdx's words
+        (err(403, "Spending limit reached for this key"), CreditExhausted, "spend_limit"),
+        (err(403, "Forbidden", {"limit_source": "openrouter_workspace_budget"}), CreditExhausted, "spend_limit"),
         (err(403, "Model not in the allowlist"), Rejected, "forbidden"),
         # Words in the message decide nothing (errors-and-debugging.mdx: switch on error_type).
         (err(429, "Rate limit exceeded: free-models-per-day"), RateLimited, "rate_limited"),
