@@ -46,7 +46,13 @@ def report_against_job(
     # Until the verdict, the files that stand say there is none: a second signal (which exits
     # at once) or a kill left last night's green ones beside a gate that never finished. Only
     # over files of their kind: the files the job names are not known yet.
-    _no_verdict(args, console, None, UNFINISHED, None, only_ours=True, standing=True)
+    try:
+        _no_verdict(args, console, None, UNFINISHED, None, only_ours=True, standing=True)
+    except OutputFailed as failure:
+        # One of them cannot be written (it is removed): the other says exit 11 too, not last
+        # night's verdict nor "ended before its verdict" (verify31 V2, V3).
+        _no_verdict(args, console, None, (int(ExitCode.IO), [str(failure)]), None, only_ours=True)
+        raise
     try:
         job = load_job(args.job)
     except (JobError, ConfigError) as failure:
