@@ -113,7 +113,10 @@ def batch_charges(
             charge.is_byok, charge.upstream_inference_cost = byok_of(item.result.usage)
         out.rows[row] = RowCharges([charge])
     if (info.cost is None or byok) and without:
-        out.known = max(info.cost or 0.0, items_sum + out.strays)  # a BYOK batch's fees are known
+        # A BYOK batch's fees are inside its held rows' worst cases (and in what a lookup finds
+        # each row was charged): counted beside them, a batch that fit the budget was over it,
+        # and a looked-up row's fee was counted twice (verify31 V5).
+        out.known = items_sum + out.strays
         for row in without:
             charge = out.rows[row].parts[0]
             charge.held, charge.is_byok = worst(row), byok

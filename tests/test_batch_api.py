@@ -135,7 +135,10 @@ async def test_a_byok_batch_leaves_its_rows_costs_unknown_beside_its_fee(mock: r
     assert unknown.status == "unknown" and unknown.held == 0.01 and unknown.is_byok is True
     known = charges.rows["b"].parts[0]
     assert known.status == "reported" and known.cost == 0.0001 and known.upstream_inference_cost == 0.002
-    assert charges.held == 0.01 and charges.known == pytest.approx(0.0021)  # b's fee and upstream; a's held
+    # b's fee and upstream; a's whole charge (its fee too) held: not counted beside it (verify31 V5)
+    assert charges.held == 0.01 and charges.known == pytest.approx(0.0021)
+    alone = batch_charges(["a"], info, {"a": client.items(info)["a"]}, lambda row: 0.01)
+    assert alone.held == 0.01 and alone.known == 0.0  # the batch's $0.000225 of fees is in what is held
 
 
 async def test_a_batchs_charge_goes_to_its_answered_rows_not_to_an_item_the_api_refused(
