@@ -25,6 +25,7 @@ from ._cut_off import CutOff
 from ._exceptions import RequestFailed, Transient
 from ._ledger import CreditLedger
 from ._pricing import GenerationCost, money, usd
+from ._reply import below_upstream
 from ._row_cost import Charge, RowCharges
 
 # A charge above its attempt's worst case by more than this share (and a millionth of a
@@ -64,7 +65,7 @@ def reported_charge(usage: dict[str, Any]) -> float | None:
     the charge is not known: looked up, or else unknown with its worst case held (break-14 #7)."""
     is_byok, upstream = byok_of(usage)
     reported = money(usage.get("cost"))
-    if reported is None or (is_byok and upstream is None):
+    if reported is None or (is_byok and upstream is None) or below_upstream(usage, reported):
         return None
     return reported + ((upstream or 0.0) if is_byok else 0.0)
 

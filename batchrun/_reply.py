@@ -319,5 +319,17 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
 
 
 def cost_rejected(usage: Any) -> bool:
-    """usage.cost was sent, and is not a finite non-negative number."""
-    return isinstance(usage, dict) and usage.get("cost") is not None and money(usage.get("cost")) is None
+    """usage.cost was sent, and is not a finite non-negative number, or is below what it says
+    OpenRouter paid the provider out of it (`is_byok: false`: the upstream cost is part of it)."""
+    if not isinstance(usage, dict) or usage.get("cost") is None:
+        return False
+    cost = money(usage.get("cost"))
+    return cost is None or below_upstream(usage, cost)
+
+
+def below_upstream(usage: dict[str, Any], cost: float) -> bool:
+    """A non-BYOK cost below its own upstream cost: not the charge (at least the upstream cost
+    was paid), so it is not believed (verify31 V7: counted at the lower figure, +20% billed)."""
+    details = usage.get("cost_details")
+    upstream = money(details.get("upstream_inference_cost")) if isinstance(details, dict) else None
+    return usage.get("is_byok") is False and upstream is not None and upstream > cost + 1e-12

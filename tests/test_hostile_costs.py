@@ -224,6 +224,15 @@ def test_an_upstream_charge_of_an_answer_that_says_it_is_not_byok_is_part_of_its
     assert found is not None and found.charged == 0.0015 and found.is_byok is False
 
 
+def test_a_cost_below_its_own_upstream_cost_is_not_believed(tmp_path: Path) -> None:
+    # verify31 V7: not BYOK, cost 0.0001 beside an upstream cost of 0.0012 (part of it): the
+    # charge is at least the upstream cost, and the lower figure was counted.
+    usage = {**USAGE, "cost": 0.0001, "is_byok": False, "cost_details": {"upstream_inference_cost": 0.0012}}
+    outcome = run(HostileServer(chat=lambda r: json_answer(200, chat_payload(usage=usage))), tmp_path)
+    for row in outcome.rows:
+        assert row["cost_status"] == "unknown" and row["cost_held"] > 0, row
+
+
 # -- plan: every string it prints from a server is scrubbed (break-14 #6) ----------------------
 def test_plan_never_prints_a_key_echoed_in_an_endpoint(tmp_path: Path) -> None:
     def endpoints(request: RawRequest) -> bytes:
