@@ -84,6 +84,8 @@ class _Tally:
     passes: int = 0
     graded: int = 0
     rows: int = 0
+    answered: int = 0  # ok rows ...
+    checked: int = 0  # ... that had checks: none of an item's answers had any, it has nothing to gate
 
 
 @dataclass
@@ -100,6 +102,9 @@ class ItemTally:
         if tally is None:
             tally = self.items[key] = _Tally(record["model"], record["prompt_id"], record.get("vars") or {})
         tally.rows += 1
+        if record.get("status") == "ok":
+            tally.answered += 1
+            tally.checked += bool(record.get("checks"))
         if record.get("status") == "ok" and record.get("passed") is not None:
             tally.graded += 1
             tally.passes += bool(record["passed"])
@@ -108,15 +113,21 @@ class ItemTally:
         """The `items` part of a summary; None for a run without repeats."""
         if not self.repeated:
             return None
-        verdicts = {key: gate.verdict(t.passes, t.graded, t.rows) for key, t in self.items.items()}
+        # An item of a prompt without checks (answered, never checked) is not gated: it was
+        # "undecided", and a per-item gate failed a run whose every row was ok (break33 M1).
+        unchecked = {key for key, t in self.items.items() if t.answered and not t.checked}
+        verdicts = {
+            key: gate.verdict(t.passes, t.graded, t.rows) for key, t in self.items.items() if key not in unchecked
+        }
         flaky = [t for t in self.items.values() if 0 < t.passes < t.graded]
-        failing = [t for key, t in self.items.items() if verdicts[key] is False]
+        failing = [t for key, t in self.items.items() if verdicts.get(key) is False]
         return {
             "count": len(self.items),
             "gate": None if not gate.configured else {"min": gate.minimum, "of": gate.of},
             "passed": sum(v is True for v in verdicts.values()),
             "failed": len(failing),
             "undecided": sum(v is None for v in verdicts.values()),
+            "unchecked": len(unchecked),
             "flaky_count": len(flaky),
             "flaky": [_describe(t) for t in flaky[:MAX_FLAKY_SHOWN]],
             "failing": [_describe(t) for t in failing[:MAX_FLAKY_SHOWN]],

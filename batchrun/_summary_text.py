@@ -41,7 +41,9 @@ def _grading_lines(summary: Summary) -> list[str]:
         rule = f"at least {gate['min']} of {gate['of']} repeats" if gate else "every repeat"
         lines.append(
             f"items: {items['count']}, {items['passed']} pass ({rule}), {items['failed']} fail, "
-            f"{items['undecided']} undecided; flaky (passed and failed across repeats): {items['flaky_count']}"
+            f"{items['undecided']} undecided"
+            + (f", {items['unchecked']} without checks" if items.get("unchecked") else "")
+            + f"; flaky (passed and failed across repeats): {items['flaky_count']}"
         )
         for item in items["flaky"]:
             shown = ", ".join(f"{k}={v}" for k, v in item["vars"].items())

@@ -597,3 +597,24 @@ def test_a_smaller_job_run_whole_is_no_regression_a_file_cut_short_is(tmp_path: 
     after.write_text("".join(lines[:3]))  # cut by hand: its summary still says 10 rows
     code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
     assert json.loads(text)["rows"]["passes_without_verdict"] > 0
+
+
+def test_items_of_a_prompt_without_checks_are_not_gated(tmp_path: Path) -> None:
+    # break33 M1: with per_item, each item of an unchecked prompt was "undecided" and the run
+    # exited 1 ("could not be checked"), every row ok.
+    text = """
+name: unchecked
+models: [openai/gpt-4o-mini]
+defaults: {params: {max_tokens: 8}}
+prompts:
+  - {id: free, text: "Say hi."}
+  - {id: capital, text: "Capital of France?", checks: [{contains: Paris}]}
+repeat: 3
+run: {pass_threshold: {per_item: {min: 2, of: 3}}}
+"""
+    out = tmp_path / "u.jsonl"
+    code, text_out, err = call_cli(write_job(tmp_path, text), "--simulate", "-o", out)
+    assert code == ExitCode.OK, err
+    items = json.loads(out.with_name("u.summary.json").read_text())["items"]
+    assert (items["count"], items["passed"], items["undecided"], items["unchecked"]) == (2, 1, 0, 1)
+    assert "1 without checks" in text_out
