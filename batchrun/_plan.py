@@ -273,6 +273,14 @@ def render_plan(plan: PricedPlan) -> str:
         f"budget: {'none' if budget is None else f'${usd(budget)}'}"
         + ("" if budget is None else f" -> worst case {fits(budget)}")
     )
+    # The worst case is one attempt a row. An attempt that may have been billed and got no
+    # answer (a timeout, a stall, a cut stream) is retried and paid again: `fits` promised
+    # more than it could (break33 M2: 11 of 20 rows skipped by the budget it "fitted").
+    lines.append(
+        f"worst case: one attempt a row; a retry of an attempt that may have been billed (a timeout, a cut "
+        f"answer) needs its own, up to {job.run.max_attempts} a row, and the budget stops the run before it "
+        "would spend past"
+    )
     if plan.key is None:
         lines.append("key: the endpoint has no /key (credit checks off)")
     else:

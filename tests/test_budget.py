@@ -132,6 +132,8 @@ def test_plan_prices_the_worst_case_never_below_the_actual(tmp_path: Path) -> No
     assert "job spend: 200 request(s)" in text and "anthropic/claude-3.5-haiku" in text
     worst = float(text.split("TOTAL")[1].split()[1])
     assert "budget: $0.500000 -> worst case fits" in text
+    # break33 M2: "fits" is one attempt a row; retries of billed attempts come on top, said so.
+    assert "worst case: one attempt a row; a retry of an attempt that may have been billed" in text
     # limit_remaining null means no limit on this key, not unlimited money (openapi /key).
     assert "key sk-or-v1-sim...acct: no per-key limit" in text and "unlimited" not in text
     assert "account balance (/credits): $100.000000 -> worst case fits" in text
