@@ -281,7 +281,13 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
         raise ResultsError(f"{', '.join(map(str, files))}: no rows in these results files")
     jobs = {str(run.summary["job"]) for run in loaded if run.summary["job"]}
     if len(jobs) > 1:
-        raise ResultsError(f"these files belong to different jobs ({', '.join(sorted(jobs))}): give one job's runs")
+        # Each job with a file of it: which one to move away (break33 m7 named the jobs only).
+        first: dict[str, Path] = {}
+        for run in loaded:
+            first.setdefault(str(run.summary["job"]), run.path)
+        counts = Counter(str(run.summary["job"]) for run in loaded)
+        described = ", ".join(f"{job} ({first[job]}{', ...' if counts[job] > 1 else ''})" for job in sorted(jobs))
+        raise ResultsError(f"these files belong to different jobs: {described}: give one job's runs")
     loaded.sort(key=lambda run: (run.start, str(run.path)))
     runs = [_run_entry(run) for run in loaded]
     _tell_apart(runs)

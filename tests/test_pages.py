@@ -347,6 +347,7 @@ def test_history_of_other_jobs_or_no_runs_is_one_line_exit_2(tmp_path: Path, his
     other.write_text("".join(json.dumps({**r, "job": "another"}) + "\n" for r in rows))
     code, _, err = call_cli("history", history_dir / "run1.jsonl", other)
     assert code == 2 and "different jobs" in err and err.count("\n") == 1
+    assert f"another ({other})" in err  # the file to move away, not the jobs alone (break33 m7)
     code, _, err = call_cli("history", tmp_path / "empty-folder-that-is-missing")
     assert code == 2 and "no such results file or folder" in err
 
