@@ -269,6 +269,14 @@ def _grading_problems(source: JobSource, base_dir: Path) -> list[Problem]:
             problems.append(source.problem(("judge", "prompt"), f"cannot read the grader prompt: {exc}"))
         else:
             problems += [source.problem(("judge", "prompt"), m) for m in grader_template_problems(text)]
+    # A setting that cannot apply is refused, not taken and ignored (break33 m6): a stricter
+    # pass_score than the grader's own verdict did nothing with one grader, or under majority.
+    panel = len(section.get("models") or []) > 1
+    for key in ("aggregate", "pass_score") if not panel else ():
+        if key in section:
+            problems.append(source.problem(("judge", key), f"{key} needs two or more graders (judge.models)"))
+    if panel and "pass_score" in section and section.get("aggregate", "majority") != "mean":
+        problems.append(source.problem(("judge", "pass_score"), "pass_score applies to aggregate: mean only"))
     if not (section.get("model") or section.get("models")):
         places: list[tuple[JsonPath, list[Any]]] = [
             (("defaults", "checks"), data.get("defaults", {}).get("checks", []))

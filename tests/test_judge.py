@@ -187,6 +187,24 @@ def test_validate_names_a_judge_check_without_grader(tmp_path: Path) -> None:
     assert code == ExitCode.USAGE and "is empty for this row" in err
 
 
+@pytest.mark.parametrize(
+    ("judge", "message"),
+    [
+        ("{model: openai/gpt-4o-mini, pass_score: 0.99}", "$.judge.pass_score pass_score needs two or more graders"),
+        ("{models: [openai/gpt-4o-mini], aggregate: mean}", "$.judge.aggregate aggregate needs two or more graders"),
+        (
+            "{models: [openai/gpt-4o-mini, google/gemini-2.0-flash-001], pass_score: 0.9}",
+            "$.judge.pass_score pass_score applies to aggregate: mean only",
+        ),
+    ],
+)
+def test_a_grader_setting_that_cannot_apply_is_refused(tmp_path: Path, judge: str, message: str) -> None:
+    # break33 m6: taken and ignored, a stricter pass_score than the grader's own verdict did nothing.
+    job = write_job(tmp_path, JUDGED.replace("{model: openai/gpt-4o-mini}", judge))
+    code, _, err = call_cli("validate", job)
+    assert code == ExitCode.USAGE and message in err and err.count("\n") == 1, err
+
+
 def test_a_grader_the_endpoint_does_not_offer_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
     job = write_job(tmp_path, JUDGED.replace("{model: openai/gpt-4o-mini}", "{model: nobody/grader-9000}"))
     commands: list[list[str | Path]] = [["plan", job, "--simulate"], [job, "--simulate", "-o", tmp_path / "x.jsonl"]]
