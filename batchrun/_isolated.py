@@ -95,6 +95,18 @@ class IsolatedKey:
         await self._confirm_limit(created.hash, budget)
         self.limit = budget
         self._client.use_key(created.key)
+        # And the key handed over is the one described: its own /key says its limit (break33 m9:
+        # a reply that named a limited key and handed over an unlimited one went unnoticed).
+        try:
+            own = await self._call(self._client.key_info)
+        except RequestFailed as failure:
+            raise ConfigError(f"could not read the per-run key's own /key: {failure.message}") from None
+        limit = own.get("limit") if own is not None else None
+        if own is not None and (not isinstance(limit, (int, float)) or limit > round(budget, 6) + 1e-9):
+            raise ConfigError(
+                f"the key the /keys reply handed over has limit {'none' if limit is None else f'${limit}'} on its "
+                f"own /key, not the ${round(budget, 6)} the reply described: it is not used"
+            )
 
     async def _confirm_limit(self, key_hash: str, budget: float) -> None:
         """The key's own limit is what makes OpenRouter enforce the budget: read it back, and

@@ -287,6 +287,20 @@ async def test_a_created_key_hash_that_is_not_a_hash_never_reaches_a_url(tmp_pat
     assert not any(SIM_MANAGEMENT_KEY in url for url in transport.urls)
 
 
+async def test_a_created_key_that_is_not_the_one_described_is_not_used(tmp_path: Path, sim: Simulator) -> None:
+    # break33 m9: the reply described a key with the run's limit and handed over another, without
+    # one: the run spent on it, and reported the described key "charged $0, deleted".
+    def swapped(body: dict[str, Any]) -> None:
+        body["key"] = FAKE_KEY  # the account's own key: no limit of its own
+
+    message, _ = await _isolated_with(sim, tmp_path, swapped)
+    assert message == (
+        "the key the /keys reply handed over has limit none on its own /key, not the $0.1 the reply described: "
+        "it is not used"
+    )
+    assert sim.stats.keys_created == sim.stats.keys_deleted == 1
+
+
 async def test_a_created_key_without_its_secret_is_removed(tmp_path: Path, sim: Simulator) -> None:
     # break23 F6: the reply named the key's hash but not the key: refused, the key left alive.
     message, _ = await _isolated_with(sim, tmp_path, lambda body: body.pop("key"))
