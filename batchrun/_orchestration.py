@@ -355,9 +355,9 @@ async def _locked_run(
             stop=outcome.stop,
             stop_message=outcome.stop_message,
             estimate_usd=round(estimated.total_worst, 8) if models else None,
+            estimate_unknown=sorted(estimated.unknown_price),  # models whose worst case is not in it
             budget_usd=None if budget is None else round(budget, 8),
-            # After the wind-down: costs its lookups learnt replace the worst cases held for them
-            # (verify25 N3: the summary said 10-20x what the records did). Held ones carry many digits.
+            # After the wind-down, what lookups learnt replaced held worst cases (verify25 N3: 10-20x).
             spent_usd=round(runner.ledger.committed + late_gap, 12),
             spent_before_usd=round(prior_spend, 8),
             key_gap_usd=round(key_gap_before + runner.ledger.key_gap + late_gap, 8),

@@ -125,7 +125,8 @@ def render_text(summary: Summary) -> str:
         lines.append(cache_line)
     if summary.get("estimate_usd") is not None:
         lines.append(
-            f"this run: worst case ${summary['estimate_usd']:.6f} (one attempt a row), "
+            f"this run: worst case ${summary['estimate_usd']:.6f}{'+?' if summary.get('estimate_unknown') else ''} "
+            "(one attempt a row), "
             f"spent ${summary.get('spent_usd') or 0.0:.6f}"
         )
     if summary.get("spent_before_usd"):

@@ -58,6 +58,7 @@ class RunFigures(TypedDict, total=False):
     stop: str | None
     stop_message: str
     estimate_usd: float | None
+    estimate_unknown: list[str]  # models whose requests' worst case is not known: not in estimate_usd
     budget_usd: float | None
     spent_usd: float
     spent_before_usd: float

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,12 @@ def test_router_models_with_unknown_prices_are_refused_under_a_budget(tmp_path: 
         ),
         "allowed.yaml",
     )
-    assert cli(allowed, "--simulate", "--budget", "1", "-o", tmp_path / "y.jsonl", "-q").returncode == 0
+    result = cli(allowed, "--simulate", "--budget", "1", "-o", tmp_path / "y.jsonl")
+    assert result.returncode == 0, result.stderr
+    # break33 m5: the summary's worst case left the unknown ones out without a word, as plan does not.
+    assert re.search(r"this run: worst case \$[0-9.]+\+\? \(one attempt a row\)", result.stdout), result.stdout
+    summary = json.loads((tmp_path / "y.summary.json").read_text())
+    assert summary["estimate_unknown"] == ["openrouter/auto"]
 
 
 def test_an_endpoint_without_key_or_models_runs_with_a_notice(tmp_path: Path) -> None:
