@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._client import OpenRouterClient
 from ._cut_off import CutOff
-from ._exceptions import ConfigError, RequestFailed
+from ._exceptions import ConfigError, RateLimited, RequestFailed, Transient
 from ._formats import utc_compact, utc_seconds
 from ._management import ManagementApi
 from ._reconcile import key_usage
@@ -65,12 +65,11 @@ class IsolatedKey:
             client, options.management_key, f"batchrun {job.name} {stamp}", now + life, policy, options.clock.sleep
         )
 
-    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Management calls retry transient failures like chat calls. A create retried after
-        a lost answer may leave a second key behind: it is never used, and it expires."""
+    async def _call(self, call: Callable[[], Awaitable[T]], retried: type[Transient] = Transient) -> T:
+        """Management calls retry transient failures like chat calls (`retried`: a narrower kind)."""
         if self._sleep is None:
             return await call()
-        return await retry_call(call, self._policy, self._sleep)
+        return await retry_call(call, self._policy, self._sleep, retried=retried)
 
     async def create(self, budget: float | None) -> None:
         if budget is None:
@@ -78,7 +77,10 @@ class IsolatedKey:
         expires = utc_seconds(self.expires_at)
         self.asking = True  # cut off from here (a signal), a key may exist that no reply named
         try:
-            created = await self._call(lambda: self._management.create_key(self.name, round(budget, 6), expires))
+            # Retried only after a 429 (nothing made): a create retried after a 5xx or a lost answer
+            # may each have made a key with the run's budget (break33 m2: six of them).
+            make = lambda: self._management.create_key(self.name, round(budget, 6), expires)  # noqa: E731
+            created = await self._call(make, retried=RateLimited)
         except RequestFailed as failure:
             self.asking = False
             # A key may exist after a reply that was not an answer (a 5xx, a cut connection, a

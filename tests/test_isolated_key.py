@@ -308,6 +308,25 @@ async def test_a_created_key_without_its_secret_is_removed(tmp_path: Path, sim: 
     assert sim.stats.keys_created == sim.stats.keys_deleted == 1
 
 
+class CreatedThen500(CreatedKeyRewrite):
+    """POST /keys makes the key, then its answer is a 500: as a server failing after the insert."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if request.method == "POST" and request.url.path.endswith("/keys"):
+            return httpx.Response(500, json={"error": {"code": 500, "message": "Internal Server Error"}})
+        return response
+
+
+async def test_a_key_creation_answered_500_is_not_tried_again(tmp_path: Path, sim: Simulator) -> None:
+    # break33 m2: retried like a chat call, six 500s made six keys, each with the run's budget.
+    job, options = _isolated(sim, tmp_path, CreatedThen500(lambda _body: None))
+    with pytest.raises(ConfigError) as refused:
+        await run_job(replace(job, run=replace(job.run, max_attempts=6)), options)
+    assert "may have been created: it expires at 20" in str(refused.value)
+    assert sim.stats.keys_created == 1 and sim.stats.chat_requests == 0
+
+
 class KeyNotReadBack(CreatedKeyRewrite):
     """GET /keys/{hash} answers 404 once the key is created: the server does not show it."""
 
