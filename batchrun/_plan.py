@@ -130,7 +130,10 @@ def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, flo
         unknown: set[str] = set()
         try:
             for record in final_records(path):
-                if record.get("job_fingerprint") == job.fingerprint and record["status"] == "ok":
+                # A cache hit cost nothing, and says nothing of what the row costs when it is sent
+                # (break33 m4: "prev. avg $0" after a run answered from the cache).
+                cached = record.get("cached") is True
+                if record.get("job_fingerprint") == job.fingerprint and record["status"] == "ok" and not cached:
                     entry = totals[record["model"]]
                     judged = record.get("judge_cost_status") is not None
                     if (

@@ -211,3 +211,24 @@ def test_plans_previous_average_never_shows_an_unknown_cost_as_zero(
     assert unknown == ({model} if len(mine) > 1 else set())
     assert averages[model] == pytest.approx(mine[0]["cost"])  # the known row's, not diluted by $0s
     assert all(averages[m] > 0 for m in {r["model"] for r in rows})
+
+
+def test_plans_previous_average_leaves_cache_hits_out(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break33 m4: after a run answered from the cache, "prev. avg" was $0 for every model.
+    from batchrun._plan import previous_average
+
+    write_job(tmp_path, SMALL_JOB)
+    env = child_env(OPENROUTER_API_KEY="k")
+    assert cli("job.yaml", "--base-url", sim.base_url, "-q", cwd=tmp_path, env=env).returncode == 0
+    [results] = (tmp_path / "outputs" / "small").glob("*.jsonl")
+    rows = read_rows(results)
+    model = rows[0]["model"]
+    for row in rows[1:]:
+        if row["model"] == model:
+            row.update(cost=0.0, cached=True)  # as a hit records it
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.chdir(tmp_path)
+    _, averages, _ = previous_average(load_job(tmp_path / "job.yaml"), sim.base_url)
+    assert averages[model] == pytest.approx(rows[0]["cost"])  # the row sent, not diluted by the hits' $0
