@@ -31,6 +31,7 @@ _EITHER = b"not graded: the "  # what both begin with
 _ANSWER = (
     "response_model",
     "provider",
+    "service_tier",
     "generation_id",
     "content",
     "tool_calls",
@@ -87,7 +88,10 @@ def regraded_fields(record: dict[str, Any]) -> dict[str, Any]:
     """The new record's fields: the stored answer, bought by the earlier record (whose cost is
     folded in by every reader), so nothing of it is bought or held again here."""
     fields: dict[str, Any] = {name: record.get(name) for name in _ANSWER}
-    fields.update(attempts=0, attempt_errors=[], error=None, **uncharged(0.0))
+    # The attempts that bought it, as the record it replaces said (tries/row read 0.00: break33 m8);
+    # its cost is the earlier record's, folded in by every reader.
+    attempts = record.get("attempts") if isinstance(record.get("attempts"), int) else 0
+    fields.update(attempts=attempts, attempt_errors=[], error=None, **uncharged(0.0))
     fields.update(is_byok=None, upstream_inference_cost=None, abandoned_attempts=None)
     if record.get("batch_id"):
         fields["batch_id"] = record["batch_id"]

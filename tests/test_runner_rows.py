@@ -279,6 +279,7 @@ async def test_a_resume_grades_the_answers_whose_graders_a_stop_cut_off(sim: Sim
     again = final[first["id"]]
     assert again["content"] == first["content"] and again["checks"][0]["pass"] is not None
     assert again["cost"] == first["cost"] and again["earlier_records"] == 1  # the answer's, once
+    assert again["attempts"] == first["attempts"] == 1  # break33 m8: tries/row read 0.00
     assert again["judge_cost"] > 0 and again["spent"] == pytest.approx(first["cost"] + again["judge_cost"])
     assert resumed.summary["total"]["rows"] == 20 and len(read_rows(out)) == 20 + 20  # each row once more
     # Graded once: a resume after that has nothing to do.
