@@ -57,7 +57,8 @@ _SLOW_DOWN = {429: "rate_limited", 503: "no_provider", 529: "overloaded"}
 # A 403 that names a spending budget or limit as used up (a workspace's, a guardrail's): the docs
 # give one message, "Workspace monthly budget of $500.00 exceeded", and say guardrail budgets
 # reject requests "when the limit is reached" (guardrails.mdx), so the wordings near it count.
-_SPENT, _LIMIT = r"(?:exceeded|reached|exhausted|met|used up)", r"(?:budget|spending limit|spend limit)"
+_SPENT = r"(?:exceeded|exceeds|reached|exhausted|met|used up|over)"
+_LIMIT = r"(?:budget|spending limit|spend limit|spending cap|spend cap)"
 _BUDGET_EXCEEDED = re.compile(
     rf"\b{_LIMIT}\b.{{0,80}}\b{_SPENT}\b|\b{_SPENT}\b.{{0,80}}\b{_LIMIT}\b", re.IGNORECASE | re.DOTALL
 )
@@ -186,11 +187,15 @@ def _decide(
             return RateLimited("in_flight_budget", message, http_status, wait)
         kind = "key_limit" if source == "openrouter_key_limit" else "credits"
         return CreditExhausted(kind, message, http_status)
-    if code == 403 and "key limit exceeded" in message.lower():
+    source = metadata.get("limit_source")
+    if code == 403 and ("key limit exceeded" in message.lower() or source == "openrouter_key_limit"):
         # Not documented either (openrouter client issues): a 403 naming the key limit.
         return CreditExhausted("key_limit", message, http_status)
-    source = metadata.get("limit_source")
-    if code == 403 and (_BUDGET_EXCEEDED.search(message) or (isinstance(source, str) and "budget" in source)):
+    # A moderation flag or a missing permission is what it says, whatever text it quotes (a
+    # flagged answer about a budget "exceeded" stopped a run as a spend limit: verify32 n3).
+    judged = "reasons" in metadata or "flagged_input" in metadata or error_type == "permission_denied"
+    spend_source = isinstance(source, str) and source.endswith("budget") and "in_flight" not in source
+    if code == 403 and not judged and (_BUDGET_EXCEEDED.search(message) or spend_source):
         # workspace-budgets.mdx: "Workspace monthly budget of $500.00 exceeded. Contact your org
         # admin." (a guardrail's budget is a 403 too: guardrails.mdx). A limit on spend, as a 402
         # is: the run stops, its rows are skipped and resumable once the budget resets. As a

@@ -296,9 +296,12 @@ def _earlier_removed(path: Path) -> str:
     try:
         if not path.is_file():
             return ""
-        path.unlink()  # a link is removed, not what it leads to
     except OSError:
         return ""
+    try:
+        path.unlink()  # a link is removed, not what it leads to
+    except OSError as exc:  # a read-only folder (verify32 n6): said, as it still stands
+        return f" (the earlier file there could not be removed either, {exc.strerror or exc}: it is not this run's)"
     return " (the earlier file there was removed, so that it does not stand for this run)"
 
 

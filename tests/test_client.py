@@ -111,6 +111,12 @@ def err(
         (err(403, "Guardrail budget limit reached"), CreditExhausted, "spend_limit"),  # guardrails.mdx's words
         (err(403, "Spending limit reached for this key"), CreditExhausted, "spend_limit"),
         (err(403, "Forbidden", {"limit_source": "openrouter_workspace_budget"}), CreditExhausted, "spend_limit"),
+        # verify32 n2, n3: other wordings and the key limit by metadata stop; a moderation flag
+        # quoting such words, or a wait's limit source, does not.
+        (err(403, "Request exceeds the workspace's monthly budget"), CreditExhausted, "spend_limit"),
+        (err(403, "Forbidden", {"limit_source": "openrouter_key_limit"}), CreditExhausted, "key_limit"),
+        (err(403, "flagged: 'my budget was exceeded'", {"reasons": ["x"]}), Rejected, "moderation"),
+        (err(403, "busy", {"limit_source": "openrouter_in_flight_budget"}), Rejected, "forbidden"),
         (err(403, "Model not in the allowlist"), Rejected, "forbidden"),
         # Words in the message decide nothing (errors-and-debugging.mdx: switch on error_type).
         (err(429, "Rate limit exceeded: free-models-per-day"), RateLimited, "rate_limited"),
