@@ -29,6 +29,19 @@ EXPIRY_SLACK_S = 600.0
 T = TypeVar("T")
 
 
+def with_key_deadline(settings: RunSettings) -> RunSettings:
+    """A run on a per-run key without a deadline ends before its key does: at `key_expiry_s`
+    less the grace and the slack (exit 6, resumable). Past it, the key expired mid-run and the
+    run ended "the API key was refused", exit 9, which reads as the user's key gone (break33 m3)."""
+    deadline = settings.key_expiry_s - settings.grace_s - EXPIRY_SLACK_S
+    if not settings.isolated_key or settings.deadline_s is not None or deadline < 60:
+        return settings  # (a key_expiry_s too short for that margin keeps the key's life as set)
+    from dataclasses import replace
+
+    # The key then lives deadline + grace + slack: key_expiry_s, as before (IsolatedKey.for_run).
+    return replace(settings, deadline_s=deadline)
+
+
 class IsolatedKey:
     def __init__(
         self,

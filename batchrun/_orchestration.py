@@ -20,7 +20,7 @@ from ._client import OpenRouterClient
 from ._cut_off import cleanup_time, wind_down, wind_down_s, wind_down_within
 from ._exceptions import ConfigError, OutputFailed
 from ._formats import utc
-from ._isolated import IsolatedKey
+from ._isolated import IsolatedKey, with_key_deadline
 from ._items import ItemGate
 from ._job import Job
 from ._journal import AttemptJournal, recover
@@ -65,7 +65,7 @@ async def run_job(
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunReport:
     """Run (or resume) one job. Raises ConfigError, LockHeld, AuthFailed before any row is sent."""
-    settings = job.run
+    settings = with_key_deadline(job.run)  # a per-run key's run ends before the key does
     control = control or RunControl()
     clock = options.clock
     if (too_large := run_size_problem(job, options.shard)) is not None:

@@ -119,7 +119,8 @@ async def test_a_broken_ledger_still_cannot_spend_past_the_budget(tmp_path: Path
             base_url=sim.base_url,
             output=out,
             management_key=SIM_MANAGEMENT_KEY,
-            clock=FakeClock(),
+            # The real clock: a per-run key's run has a deadline (its key's expiry), which a
+            # clock whose sleeps return at once would reach at once. Nothing here waits.
             test_broken_ledger=True,
         ),
     )
@@ -399,3 +400,16 @@ async def test_a_signal_while_the_key_is_created_says_it_may_exist(tmp_path: Pat
     assert "None" not in warning and "it expires at 20" in warning
     audit = report.summary["isolated_key"]
     assert audit is not None and audit["label"].startswith("batchrun small ")  # verify26: it was null
+
+
+def test_a_run_on_a_per_run_key_without_a_deadline_ends_before_its_key_does() -> None:
+    # break33 m3: the key expired mid-run (key_expiry_s), and the run ended "the API key was
+    # refused", exit 9, which reads as the user's key gone. It now stops at the deadline (exit 6).
+    from batchrun._isolated import EXPIRY_SLACK_S, with_key_deadline
+    from batchrun._settings import RunSettings
+
+    settings = RunSettings(isolated_key=True, key_expiry_s=3600.0, grace_s=5.0)
+    assert with_key_deadline(settings).deadline_s == 3600.0 - 5.0 - EXPIRY_SLACK_S
+    assert with_key_deadline(replace(settings, deadline_s=100.0)).deadline_s == 100.0  # given: kept
+    assert with_key_deadline(replace(settings, isolated_key=False)).deadline_s is None
+    assert with_key_deadline(replace(settings, key_expiry_s=300.0)).deadline_s is None  # too short: as set
