@@ -297,6 +297,19 @@ def _grading_problems(source: JobSource, base_dir: Path) -> list[Problem]:
         for name in sorted(set(threshold.get(kind, {})) - known, key=str):  # a typo must not turn a gate off
             message = f"no {kind[:-1]} {name!r} in {kind}: this threshold would never apply"
             problems.append(source.problem(("run", "pass_threshold", kind, str(name)), message, at_key=True))
+    # Nor a threshold on a prompt with nothing to check (no checks of its own or by default, and
+    # no dataset whose rows may bring some): it passed in silence (verify32).
+    unchecked = {
+        p["id"]
+        for p in data["prompts"]
+        if not p.get("checks")
+        and not data.get("defaults", {}).get("checks")
+        and "dataset" not in p
+        and "dataset" not in data
+    }
+    for name in sorted(unchecked & set(threshold.get("prompts", {}) if isinstance(threshold, dict) else ()), key=str):
+        message = f"prompt {name!r} has no checks: this threshold would never apply"
+        problems.append(source.problem(("run", "pass_threshold", "prompts", str(name)), message, at_key=True))
     per_item = threshold.get("per_item") if isinstance(threshold, dict) else None
     if per_item:
         where = ("run", "pass_threshold", "per_item")

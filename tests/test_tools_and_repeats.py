@@ -618,3 +618,13 @@ run: {pass_threshold: {per_item: {min: 2, of: 3}}}
     items = json.loads(out.with_name("u.summary.json").read_text())["items"]
     assert (items["count"], items["passed"], items["undecided"], items["unchecked"]) == (2, 1, 0, 1)
     assert "1 without checks" in text_out
+
+
+def test_a_threshold_on_a_prompt_with_nothing_to_check_is_refused(tmp_path: Path) -> None:
+    # verify32: it validated, and passed in silence.
+    text = REPEAT_JOB.replace("repeat: 10", '  - {id: free, text: "Say hi."}\nrepeat: 10').replace(
+        "pass_threshold: {per_item", "pass_threshold: {prompts: {free: 0.9}, per_item"
+    )
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    assert code == ExitCode.USAGE and err.count("\n") == 1, err
+    assert "$.run.pass_threshold.prompts.free prompt 'free' has no checks: this threshold would never apply" in err
