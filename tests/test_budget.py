@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
+from batchrun._plan import previous_average
 from batchrun.simulator import Simulator
 
 from .conftest import BUDGET_JOB, SMALL_JOB, FakeClock, call_cli, child_env, cli, judged_small_job, read_rows, write_job
@@ -190,23 +191,28 @@ def test_plans_previous_average_counts_the_grading_too(tmp_path: Path, sim: Simu
     assert "(prev. avg: its rows' cost, their grading included)" in result.stdout
 
 
-def test_plans_previous_average_never_shows_an_unknown_cost_as_zero(
-    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # break-14b M10: rows of unknown cost were averaged in as $0, with no mark.
-    from batchrun._plan import previous_average
-
+def _previous_run(tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch, **edit: Any) -> list[Any]:
+    """SMALL_JOB run once into its default output, then every row of its first model but the
+    first edited with `edit`; the working folder is the job's. Returns the rows as written."""
     write_job(tmp_path, SMALL_JOB)
     env = child_env(OPENROUTER_API_KEY="k")
     assert cli("job.yaml", "--base-url", sim.base_url, "-q", cwd=tmp_path, env=env).returncode == 0
     [results] = (tmp_path / "outputs" / "small").glob("*.jsonl")
     rows = read_rows(results)
-    model = rows[0]["model"]
-    mine = [r for r in rows if r["model"] == model]
-    for row in mine[1:]:  # one row of the model keeps its cost, the others' are unknown
-        row.update(cost=None, cost_status="unknown")
+    for row in [r for r in rows if r["model"] == rows[0]["model"]][1:]:
+        row.update(edit)
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.chdir(tmp_path)
+    return rows
+
+
+def test_plans_previous_average_never_shows_an_unknown_cost_as_zero(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break-14b M10: rows of unknown cost were averaged in as $0, with no mark.
+    rows = _previous_run(tmp_path, sim, monkeypatch, cost=None, cost_status="unknown")
+    model = rows[0]["model"]
+    mine = [r for r in rows if r["model"] == model]
     _, averages, unknown = previous_average(load_job(tmp_path / "job.yaml"), sim.base_url)
     assert unknown == ({model} if len(mine) > 1 else set())
     assert averages[model] == pytest.approx(mine[0]["cost"])  # the known row's, not diluted by $0s
@@ -217,18 +223,7 @@ def test_plans_previous_average_leaves_cache_hits_out(
     tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # break33 m4: after a run answered from the cache, "prev. avg" was $0 for every model.
-    from batchrun._plan import previous_average
-
-    write_job(tmp_path, SMALL_JOB)
-    env = child_env(OPENROUTER_API_KEY="k")
-    assert cli("job.yaml", "--base-url", sim.base_url, "-q", cwd=tmp_path, env=env).returncode == 0
-    [results] = (tmp_path / "outputs" / "small").glob("*.jsonl")
-    rows = read_rows(results)
+    rows = _previous_run(tmp_path, sim, monkeypatch, cost=0.0, cached=True)  # as a hit records it
     model = rows[0]["model"]
-    for row in rows[1:]:
-        if row["model"] == model:
-            row.update(cost=0.0, cached=True)  # as a hit records it
-    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    monkeypatch.chdir(tmp_path)
     _, averages, _ = previous_average(load_job(tmp_path / "job.yaml"), sim.base_url)
     assert averages[model] == pytest.approx(rows[0]["cost"])  # the row sent, not diluted by the hits' $0
