@@ -118,6 +118,10 @@ class ChargeBook:
             await self.ledger.settle(reservation, reported, answered=True)
             return
         charge.held = self.ledger.keep(reservation)
+        if upstream is not None and not is_byok and upstream > charge.held:
+            # A non-BYOK cost below its own upstream cost: the charge is at least the upstream
+            # cost, held in full while unknown (verify32 n4: the worst case held was below it).
+            charge.held += self.ledger.hold_more(upstream - charge.held)
         self.unresolved.append(charge)
         if await self.look_up(charge):
             return

@@ -188,6 +188,12 @@ class CreditLedger:
     async def release(self, reservation: float) -> None:
         await self.settle(reservation, 0.0)
 
+    def hold_more(self, amount: float) -> float:
+        """A held charge known to be larger than its reservation: the rest held too."""
+        self.held += amount
+        self._wake()
+        return amount
+
     def keep(self, reservation: float) -> float:
         """The attempt may have been billed: keep its reservation as spent until resolved."""
         self.reserved -= reservation

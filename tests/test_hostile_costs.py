@@ -230,7 +230,7 @@ def test_a_cost_below_its_own_upstream_cost_is_not_believed(tmp_path: Path) -> N
     usage = {**USAGE, "cost": 0.0001, "is_byok": False, "cost_details": {"upstream_inference_cost": 0.0012}}
     outcome = run(HostileServer(chat=lambda r: json_answer(200, chat_payload(usage=usage))), tmp_path)
     for row in outcome.rows:
-        assert row["cost_status"] == "unknown" and row["cost_held"] > 0, row
+        assert row["cost_status"] == "unknown" and row["cost_held"] >= 0.0012, row  # at least the upstream (n4)
 
 
 # -- plan: every string it prints from a server is scrubbed (break-14 #6) ----------------------
