@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from ._batch_api import BatchInfo, BatchItem
 from ._charges import byok_of
+from ._pricing import says_byok
 from ._row_cost import Charge, RowCharges
 
 FLOAT_NOISE_USD = 1e-12
@@ -54,12 +55,6 @@ def _upstream(item: BatchItem | None) -> float:
         return 0.0
     is_byok, upstream = byok_of(item.result.usage)
     return (upstream or 0.0) if is_byok else 0.0
-
-
-def _says_byok(usage: object) -> bool:
-    """A batch's `usage.is_byok`: true, or a flag that is not a boolean (as an answer's)."""
-    flag = usage.get("is_byok") if isinstance(usage, dict) else None
-    return flag is True or (flag is not None and not isinstance(flag, bool))
 
 
 def _priced_byok(item: BatchItem | None) -> bool:
@@ -90,7 +85,7 @@ def batch_charges(
             out.rows[row] = RowCharges()
         return out
     own = {row: _own_cost(items.get(row)) for row in rows}
-    byok = _says_byok(info.usage)
+    byok = says_byok(info.usage.get("is_byok") if isinstance(info.usage, dict) else None)
     if byok:
         # batch-quickstart.mdx: a BYOK batch's `usage.cost` is "only the OpenRouter BYOK fee", and
         # an item's is too without its upstream cost: the providers' charges are not known, as a

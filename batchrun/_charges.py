@@ -25,7 +25,7 @@ from ._cut_off import CutOff
 from ._exceptions import RequestFailed, Transient
 from ._ledger import CreditLedger
 from ._pricing import GenerationCost, money, usd
-from ._reply import below_upstream
+from ._reply import below_upstream, upstream_cost
 from ._row_cost import Charge, RowCharges
 
 # A charge above its attempt's worst case by more than this share (and a millionth of a
@@ -51,8 +51,7 @@ def byok_of(usage: dict[str, Any]) -> tuple[bool, float | None]:
     `is_byok: false`, `cost` is the whole charge and the upstream cost is what OpenRouter paid
     the provider out of it (openapi.yaml's examples: the two were added, is_byok written true,
     and a run under a budget stopped at half of it, break32 F1)."""
-    details = usage.get("cost_details")
-    upstream = money(details.get("upstream_inference_cost")) if isinstance(details, dict) else None
+    upstream = upstream_cost(usage)
     flag = usage.get("is_byok")
     return flag is True or (flag is not False and bool(upstream)), upstream
 

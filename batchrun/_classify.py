@@ -180,14 +180,13 @@ def _decide(
 
     if code == 401 or error_type == "authentication":
         return AuthFailed("auth", message, http_status)
+    # limit_source is not in the docs (seen in client issues): a hint, never required.
+    source = metadata.get("limit_source")
     if code == 402 or error_type == "payment_required":
-        # limit_source is not in the docs (seen in client issues): a hint, never required.
-        source = metadata.get("limit_source")
         if source == "openrouter_in_flight_budget":
             return RateLimited("in_flight_budget", message, http_status, wait)
         kind = "key_limit" if source == "openrouter_key_limit" else "credits"
         return CreditExhausted(kind, message, http_status)
-    source = metadata.get("limit_source")
     if code == 403 and ("key limit exceeded" in message.lower() or source == "openrouter_key_limit"):
         # Not documented either (openrouter client issues): a 403 naming the key limit.
         return CreditExhausted("key_limit", message, http_status)

@@ -42,6 +42,11 @@ def with_key_deadline(settings: RunSettings) -> RunSettings:
     return replace(settings, deadline_s=deadline)
 
 
+def _not_held_to(limit: object, budget: float) -> bool:
+    """Whether a key's `limit` fails to hold a run to `budget` (none, or above it)."""
+    return not isinstance(limit, (int, float)) or limit > round(budget, 6) + 1e-9
+
+
 class IsolatedKey:
     def __init__(
         self,
@@ -117,7 +122,7 @@ class IsolatedKey:
         except RequestFailed as failure:
             raise ConfigError(f"could not read the per-run key's own /key: {failure.message}") from None
         limit = own.get("limit") if own is not None else None
-        if own is not None and (not isinstance(limit, (int, float)) or limit > round(budget, 6) + 1e-9):
+        if own is not None and _not_held_to(limit, budget):
             raise ConfigError(
                 f"the key the /keys reply handed over has limit {'none' if limit is None else f'${limit}'} on its "
                 f"own /key, not the ${round(budget, 6)} the reply described: it is not used"
@@ -137,7 +142,7 @@ class IsolatedKey:
                 "there; the key is removed (a warning says so if not)"
             )
         limit = info.get("limit")
-        if not isinstance(limit, (int, float)) or limit > round(budget, 6) + 1e-9:
+        if _not_held_to(limit, budget):
             shown = "none" if limit is None else f"${limit}"
             raise ConfigError(
                 f"the per-run key was created with limit {shown}, not the ${round(budget, 6)} asked for: "

@@ -105,9 +105,9 @@ class ItemTally:
         if record.get("status") == "ok":
             tally.answered += 1
             tally.checked += bool(record.get("checks"))
-        if record.get("status") == "ok" and record.get("passed") is not None:
-            tally.graded += 1
-            tally.passes += bool(record["passed"])
+            if record.get("passed") is not None:
+                tally.graded += 1
+                tally.passes += bool(record["passed"])
 
     def result(self, gate: ItemGate) -> dict[str, Any] | None:
         """The `items` part of a summary; None for a run without repeats."""

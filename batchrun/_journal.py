@@ -36,7 +36,7 @@ from ._exceptions import OutputFailed, RequestFailed
 from ._generation import valid_generation_id
 from ._job import Job
 from ._journal_file import Crashed, crash_fields, drop_recorded, journal_key_gap, journal_path, read_journal
-from ._matrix import Request
+from ._matrix import Request, Shard
 from ._reader import final_records
 from ._record_head import record_head
 from ._results import ResultsWriter
@@ -50,7 +50,7 @@ class AttemptJournal:
     """Appends a line per attempt before it is sent; deleted when the run ends whole."""
 
     def __init__(
-        self, results: Path, writer: ResultsWriter, job: Job, carried_gap: float = 0.0, shard: object = None
+        self, results: Path, writer: ResultsWriter, job: Job, carried_gap: float = 0.0, shard: Shard | None = None
     ) -> None:
         self.path = journal_path(results)
         self._writer = writer

@@ -176,10 +176,11 @@ def _is_header(line: bytes) -> bool:
         entry = _loads(line)
     except (ValueError, RecursionError):
         return False
-    return isinstance(entry, dict) and list(entry) in (["job"], ["job", "job_fingerprint"], [*_HEADER])
+    return isinstance(entry, dict) and list(entry) in _HEADERS
 
 
-_HEADER = ("job", "job_fingerprint", "shard")
+# The header's keys, now and as older journals wrote them.
+_HEADERS = (["job", "job_fingerprint", "shard"], ["job", "job_fingerprint"], ["job"])
 
 
 def journal_header(results: Path) -> dict[str, Any] | None:

@@ -93,7 +93,7 @@ class CreditLedger:
         case (or the key's usage) came in after these reservations were made, so the attempts
         holding them and not sent yet are not sent (break31 C2: reserved at the start, 28 graders
         went out after $10 of a $0.10 budget was spent)."""
-        return self.limit is not None and self.committed + self.reserved > self.limit + 1e-12
+        return self.would_pass(0.0, 0.0)
 
     def would_pass(self, reservation: float, actual: float) -> bool:
         """Whether settling `reservation` at `actual` would put the run past its limit."""

@@ -248,6 +248,12 @@ class GenerationCost:
         return self.total_cost + upstream
 
 
+def says_byok(flag: object) -> bool:
+    """An `is_byok` that is true, or is not a boolean: neither can be believed to mean "the fee
+    is all" (break-14b M3)."""
+    return flag is True or (flag is not None and not isinstance(flag, bool))
+
+
 def parse_generation(data: Any, asked: str) -> GenerationCost | None:
     """The `/generation?id=` reply's cost, or None while it cannot be believed: a reply about
     another generation (its `id` is not the one asked for: openapi.yaml's example carries it)
@@ -265,9 +271,7 @@ def parse_generation(data: Any, asked: str) -> GenerationCost | None:
     if sent_upstream is not None and upstream is None:
         return None
     # `is_byok: false` with an upstream cost: part of `total_cost`, not beside it (break32 F1).
-    is_byok = (
-        flag is True or (flag is not None and not isinstance(flag, bool)) or (flag is not False and bool(upstream))
-    )
+    is_byok = says_byok(flag) or (flag is not False and bool(upstream))
     if is_byok and upstream is None:
         return None
     return GenerationCost(total_cost=total, is_byok=is_byok, upstream_inference_cost=upstream)

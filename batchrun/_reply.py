@@ -327,9 +327,14 @@ def cost_rejected(usage: Any) -> bool:
     return cost is None or below_upstream(usage, cost)
 
 
+def upstream_cost(usage: dict[str, Any]) -> float | None:
+    """usage.cost_details.upstream_inference_cost, when it is a usable figure."""
+    details = usage.get("cost_details")
+    return money(details.get("upstream_inference_cost")) if isinstance(details, dict) else None
+
+
 def below_upstream(usage: dict[str, Any], cost: float) -> bool:
     """A non-BYOK cost below its own upstream cost: not the charge (at least the upstream cost
     was paid), so it is not believed (verify31 V7: counted at the lower figure, +20% billed)."""
-    details = usage.get("cost_details")
-    upstream = money(details.get("upstream_inference_cost")) if isinstance(details, dict) else None
+    upstream = upstream_cost(usage)
     return usage.get("is_byok") is False and upstream is not None and upstream > cost + 1e-12

@@ -101,6 +101,10 @@ def write_report_page(args: argparse.Namespace, page: Any, summary: Summary, ver
         write_report(args.results, args.html, page, summary, verdict)
 
 
+# What marks a page batchrun made (templates/base.html.j2 writes the same line).
+GENERATOR = '<meta name="generator" content="batchrun">'
+
+
 def holds_junit_or_nothing(path: Path) -> bool:
     """Whether `path` is free for a JUnit file when the files a job names cannot be known: not
     there, or a regular file that begins as a JUnit file does (one this command wrote before)."""
@@ -111,7 +115,7 @@ def holds_junit_or_nothing(path: Path) -> bool:
 def holds_page_or_nothing(path: Path) -> bool:
     """The same for a page: not there, or one batchrun made."""
     head = _head(path)
-    return head is not None and (not head or b'<meta name="generator" content="batchrun">' in head)
+    return head is not None and (not head or GENERATOR.encode() in head)
 
 
 def _head(path: Path) -> bytes | None:
@@ -138,7 +142,7 @@ def no_verdict_page(code: int, reasons: list[str], job_name: str | None) -> str:
     items = "".join(f"<li>{escape(reason)}</li>" for reason in reasons)
     return (
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="generator" content="batchrun">\n'
+        f"{GENERATOR}\n"
         f"<title>{title}</title>\n</head>\n<body>\n<h1>{title}</h1>\n"
         f'<p>No verdict: <span id="verdict">exit {code}</span></p>\n<ul>{items}</ul>\n'
         f"<p>Made by batchrun on {escape(utc_readable(time.time()))}.</p>\n</body>\n</html>\n"
