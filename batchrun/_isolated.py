@@ -121,8 +121,13 @@ class IsolatedKey:
             own = await self._call(self._client.key_info)
         except RequestFailed as failure:
             raise ConfigError(f"could not read the per-run key's own /key: {failure.message}") from None
-        limit = own.get("limit") if own is not None else None
-        if own is not None and _not_held_to(limit, budget):
+        if own is None:  # 404: a key that cannot be verified is not used (verify32 n1: an unlimited one was)
+            raise ConfigError(
+                "could not read the per-run key's own /key: it answered 404, so the key handed over cannot be "
+                "shown to hold the budget; it is not used"
+            )
+        limit = own.get("limit")
+        if _not_held_to(limit, budget):
             raise ConfigError(
                 f"the key the /keys reply handed over has limit {'none' if limit is None else f'${limit}'} on its "
                 f"own /key, not the ${round(budget, 6)} the reply described: it is not used"

@@ -302,6 +302,30 @@ async def test_a_created_key_that_is_not_the_one_described_is_not_used(tmp_path:
     assert sim.stats.keys_created == sim.stats.keys_deleted == 1
 
 
+class OwnKeyMissing(CreatedKeyRewrite):
+    """The /keys reply handed over `FAKE_KEY`, whose own /key answers 404 (verify32 n1)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/key") and request.headers["authorization"] == f"Bearer {FAKE_KEY}":
+            self.urls.append(str(request.url))
+            return httpx.Response(404, json={"error": {"code": 404, "message": "Not Found"}})
+        return await super().handle_async_request(request)
+
+
+async def test_a_created_key_whose_own_key_is_not_found_is_not_used(tmp_path: Path, sim: Simulator) -> None:
+    # verify32 n1: the check of the key handed over was skipped when its /key answered 404, and
+    # the run spent on an unlimited key while reporting the described one "charged $0, deleted".
+    transport = OwnKeyMissing(lambda body: body.__setitem__("key", FAKE_KEY))
+    with pytest.raises(ConfigError) as refused:
+        await run_job(*_isolated(sim, tmp_path, transport))
+    assert str(refused.value) == (
+        "could not read the per-run key's own /key: it answered 404, so the key handed over cannot be shown to "
+        "hold the budget; it is not used"
+    )
+    assert sim.stats.chat_requests == 0
+    assert sim.stats.keys_created == sim.stats.keys_deleted == 1  # and the key made is deleted
+
+
 async def test_a_created_key_without_its_secret_is_removed(tmp_path: Path, sim: Simulator) -> None:
     # break23 F6: the reply named the key's hash but not the key: refused, the key left alive.
     message, _ = await _isolated_with(sim, tmp_path, lambda body: body.pop("key"))
