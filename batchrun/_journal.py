@@ -36,9 +36,9 @@ from ._exceptions import OutputFailed, RequestFailed
 from ._generation import valid_generation_id
 from ._job import Job
 from ._journal_file import Crashed, crash_fields, drop_recorded, journal_key_gap, journal_path, read_journal
-from ._matrix import Request, Shard
+from ._matrix import Request, Shard, shard_text
 from ._reader import final_records
-from ._record_head import record_head
+from ._record_head import Identity, record_head, record_identity
 from ._results import ResultsWriter
 from ._status import Status
 from ._ungraded import regraded_fields
@@ -67,8 +67,7 @@ class AttemptJournal:
         # only call "job None", another job's, and `merge` of its shard exited 2 (break30 F2).
         # And the shard: a shard killed before its summary was resumed without --shard to the
         # whole matrix, the other shards' rows paid again (verify30 N1).
-        shard_text = None if shard is None else str(shard)
-        head = orjson.dumps({"job": job.name, "job_fingerprint": job.fingerprint, "shard": shard_text}) + b"\n"
+        head = orjson.dumps({"job": job.name, "job_fingerprint": job.fingerprint, "shard": shard_text(shard)}) + b"\n"
         if carried_gap > 0:
             head += orjson.dumps({"key_gap": carried_gap}) + b"\n"
         fresh = self.path.with_name(self.path.name + ".new")
@@ -184,12 +183,12 @@ def _answers_being_graded(
 
 
 def _graders_cut(
-    stored: dict[str, Any], job: tuple[str, str], request: Request, fields: dict[str, Any], spent: float, now: str
+    stored: dict[str, Any], job: Identity, request: Request, fields: dict[str, Any], spent: float, now: str
 ) -> dict[str, Any]:
     """The row written again: its stored answer and verdicts (those the stop left ungraded are
     still so: this run grades them), what the crashed graders cost as its grading."""
     record = record_head(request.id, request.fingerprint, Status.OK, None, False, 0.0, spent)
-    record.update(job=job[0], job_fingerprint=job[1], model=request.model, prompt_id=request.prompt_id)
+    record.update(record_identity(job), model=request.model, prompt_id=request.prompt_id)
     record.update(vars=request.vars, repeat=request.repeat, **regraded_fields(stored))
     record.update(
         abandoned_attempts=fields.get("abandoned_attempts"),
@@ -207,7 +206,7 @@ def _graders_cut(
 
 async def recover(
     results: Path,
-    job: tuple[str, str],
+    job: Identity,
     requests: Iterable[Request],
     client: OpenRouterClient,
     now: str,
@@ -248,9 +247,8 @@ async def recover(
                     writer.write(_graders_cut(answered[crashed.row], job, request, fields, spent, now), request.payload)
                     continue
                 record = record_head(crashed.row, request.fingerprint, "skipped", "crashed", True, None, spent)
+                record.update(record_identity(job))
                 record.update(
-                    job=job[0],
-                    job_fingerprint=job[1],
                     model=request.model,
                     prompt_id=request.prompt_id,
                     vars=request.vars,

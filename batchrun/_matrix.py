@@ -82,6 +82,11 @@ class Shard:
         return cls(int(k), int(n))
 
 
+def shard_text(shard: Shard | None) -> str | None:
+    """A shard as records, summaries and journals write it ("K/N"); None for the whole job."""
+    return None if shard is None else str(shard)
+
+
 def request_params(job: Job, model_params: dict[str, Any], prompt_params: dict[str, Any]) -> dict[str, Any]:
     """Defaults, then the model's, then the prompt's params: the most specific wins."""
     return {**job.params, **model_params, **prompt_params}

@@ -168,10 +168,7 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
                     _folded(r, earlier) for r in final_records(shard, other_jobs=True) if last[r["id"]][2] == index
                 )
                 for record in records if coverage is None else coverage.review(records, keep_stale=True):
-                    # Alone in the merged file, a row written again with a cost learnt late
-                    # replaces nothing there: its `resolves` would take its spend away.
-                    record.pop("resolves", None)
-                    writer.write(record)
+                    writer.write(_as_merged(record))
                     builder.add(record)
         finally:
             writer.close()
@@ -205,6 +202,16 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
     return summary
 
 
+def _as_merged(record: dict[str, Any]) -> dict[str, Any]:
+    """A file's final record as the merged file holds it. Alone there, a row written again with a
+    cost learnt late replaces nothing: its `resolves` would take its spend away. Nor is it a
+    shard's: the merged file holds the job's rows, and its resume (its summary lost) would be
+    refused as that one shard's (verify31 N1)."""
+    record.pop("resolves", None)
+    record.pop("shard", None)
+    return record
+
+
 def _duplicates_of(
     shards: list[Path], kept: dict[str, tuple[int, str, int]], seen: Counter[str], warn: Warn
 ) -> dict[str, Earlier]:
@@ -217,8 +224,7 @@ def _duplicates_of(
     for index, shard in enumerate(shards):
         for record in final_records(shard, other_jobs=True):
             if seen[record["id"]] > 1:
-                record.pop("resolves", None)  # a file's final record: paid for, replacing nothing here
-                pending.append((index, record))
+                pending.append((index, _as_merged(record)))
     earlier: dict[str, Earlier] = {}
     same = 0
     for index, record in sorted(pending, key=lambda item: kept[item[1]["id"]][2] != item[0]):  # the kept first

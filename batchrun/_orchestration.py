@@ -27,7 +27,7 @@ from ._journal import AttemptJournal, recover
 from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
 from ._lock import OutputLock, lock_created
-from ._matrix import Request, count_requests, matrix_requests, run_size_problem
+from ._matrix import Request, count_requests, matrix_requests, run_size_problem, shard_text
 from ._options import Notice, RunOptions
 from ._output_paths import (
     job_folder,
@@ -157,14 +157,12 @@ async def _earlier_work(
 ) -> ScanResult | None:
     """What earlier runs left in `output`: a torn tail mended, the attempts a crash left in the
     journal recorded (_journal), then the rows' states; None for a fresh output."""
-    if resuming:
-        mended = repair_torn_tail(output, job.name)
-        if mended:
-            notice(f"{output}: {mended}")
+    if resuming and (mended := repair_torn_tail(output, job.name)):
+        notice(f"{output}: {mended}")
     now = utc(options.clock.time())
     limit = min(job.run.timeout_s, job.run.deadline_s or job.run.timeout_s)  # the lookups of what a crash left
     rows = matrix_requests(job, options.shard)
-    found = await recover(output, (job.name, job.fingerprint), rows, client, now, limit)
+    found = await recover(output, (job.name, job.fingerprint, shard_text(options.shard)), rows, client, now, limit)
     if found.rows:
         notice(
             f"{output}: {found.rows} row(s) had attempts in flight when an earlier run was killed: recorded "
@@ -268,6 +266,7 @@ async def _locked_run(
             options.clock,
             job_name=job.name,
             job_fingerprint=job.fingerprint,
+            shard=shard_text(options.shard),
             costs=pre.costs if models else None,
             ledger=ledger,
             limit_from_key=pre.limit_from_key,
@@ -371,7 +370,7 @@ async def _locked_run(
             ],
             kept_from_earlier=estimated.kept,
             isolated_key=isolated.audit() if isolated is not None else None,
-            shard=None if options.shard is None else str(options.shard),
+            shard=shard_text(options.shard),
             matrix_rows=sum(count_requests(job).values()),
             endpoint=client.base_url,
             routing_warning=job_routing_warning(job),

@@ -54,6 +54,21 @@ def record_head(
     return dict(zip(HEAD, values, strict=True))
 
 
+# Whose run a record is: the job, its version, and the shard ("K/N") of a sharded run.
+Identity = tuple[str, str, "str | None"]
+
+
+def record_identity(identity: Identity) -> dict[str, Any]:
+    """The fields that say whose run a record is. A sharded run's records name their shard, so
+    a results file says it even without its summary and journal: resumed without --shard, a
+    shard's file was run to the whole matrix, the other shards' rows paid again (verify31 N1)."""
+    job, fingerprint, shard = identity
+    fields: dict[str, Any] = {"job": job, "job_fingerprint": fingerprint}
+    if shard is not None:
+        fields["shard"] = shard
+    return fields
+
+
 def state_blob(fingerprint: str, status: str, reason: str | None, retryable: bool) -> bytes:
     """A row's state in the bytes its record's head has on the line."""
     state = orjson.dumps(dict(zip(STATE, (fingerprint, status, reason, retryable), strict=True)))

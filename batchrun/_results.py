@@ -53,6 +53,12 @@ def results_job(path: Path) -> str | None:
     Raises ResultsError when the file is not a batchrun results file at all, reading no
     more than one bounded line (a 1 GB file without a newline is refused at once).
     """
+    record = first_record(path)
+    return None if record is None else str(record["job"])
+
+
+def first_record(path: Path) -> dict[str, Any] | None:
+    """The first record of `path` (as `results_job`), None when it holds none yet."""
     with open_regular(path) as handle:
         line = handle.readline(MAX_RECORD_BYTES + 1)
     if not line:
@@ -65,8 +71,7 @@ def results_job(path: Path) -> str | None:
             raise ResultsError(
                 f"{path}: not a batchrun results file (only an incomplete line, no whole record to show whose it is)"
             )
-        job_name: str = record["job"]
-        return job_name
+        return record
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -74,8 +79,8 @@ def results_job(path: Path) -> str | None:
     problem = record_problem(record)
     if problem is not None:
         raise ResultsError(f"{path}:1: not a batchrun results file ({problem})")
-    job: str = record["job"]
-    return job
+    whole: dict[str, Any] = record
+    return whole
 
 
 def _count_own(data: mmap.mmap, needle: bytes) -> bool:
@@ -300,5 +305,6 @@ __all__ = [
     "record_problem",
     "repair_torn_tail",
     "results_job",
+    "first_record",
     "scan_states",
 ]

@@ -15,6 +15,7 @@ from ._exceptions import OutputFailed, RequestFailed
 from ._formats import utc
 from ._late_costs import LateCosts
 from ._matrix import Request
+from ._record_head import record_identity
 from ._results import ResultsWriter, record_head
 from ._retry import AttemptLog
 from ._row import Row, internal_error
@@ -33,6 +34,7 @@ class RowRecords:
         *,
         job_name: str,
         job_fingerprint: str,
+        shard: str | None = None,
         cache_on: bool,
         on_record: Callable[[dict[str, Any]], None] | None,
     ) -> None:
@@ -41,6 +43,7 @@ class RowRecords:
         self.stops = stops
         self.job_name = job_name
         self.job_fingerprint = job_fingerprint
+        self.shard = shard
         self.cache_on = cache_on
         self.on_record = on_record
         self.late = LateCosts()  # rows written with an unknown cost: written again once it is known
@@ -57,9 +60,8 @@ class RowRecords:
         spent = counted(fields)
         cost = fields.pop("cost", None)
         record = record_head(request.id, request.fingerprint, status, reason, retryable, cost, spent)
+        record.update(record_identity((self.job_name, self.job_fingerprint, self.shard)))
         record.update(
-            job=self.job_name,
-            job_fingerprint=self.job_fingerprint,
             model=request.model,
             prompt_id=request.prompt_id,
             vars=request.vars,

@@ -9,11 +9,11 @@ from typing import Any
 from ._exceptions import ConfigError, ResultsError
 from ._job import Job
 from ._journal_file import journal_header
-from ._matrix import Shard
+from ._matrix import Shard, shard_text
 from ._options import Notice, RunOptions
 from ._output_paths import fresh_output, latest_incomplete, sidecar_name_problem, summary_path
 from ._report_data import read_run_summary
-from ._results import foreign_record, results_job
+from ._results import first_record, foreign_record
 
 
 def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
@@ -22,7 +22,7 @@ def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) ->
         # `latest.jsonl -> real.jsonl` read no summary and spent the key gap again (G3).
         return options.output.resolve() if options.output.is_symlink() else options.output
     if options.resume:
-        shard = None if options.shard is None else str(options.shard)
+        shard = shard_text(options.shard)
         found = latest_incomplete(job.name, job.run.output, shard)
         part = "" if shard is None else f" (shard {shard})"
         if found is None:
@@ -44,12 +44,13 @@ def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = Non
         info = None
     if info is not None and not stat.S_ISREG(info.st_mode):
         raise ConfigError(f"{output}: not a regular file: results go to a file of their own; give another --output")
-    owner = None
+    first = None
     if info is not None and info.st_size > 0:
         try:
-            owner = results_job(output)
+            first = first_record(output)
         except ResultsError as exc:
             raise ConfigError(f"{exc}: it was left untouched; give another --output") from None
+        owner = None if first is None else first["job"]
         if owner is not None and owner != job.name:
             raise ConfigError(
                 f"{output} holds results of job {owner!r}, not {job.name!r}: it was left untouched; "
@@ -60,7 +61,7 @@ def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = Non
     if problem is not None:
         raise ConfigError(problem)
     if resume:  # an empty file too: a shard killed before its first record left its journal
-        _refuse_another_shard(output, shard)
+        _refuse_another_shard(output, shard, first)
     if info is None or info.st_size == 0:
         return False
     if not resume:
@@ -80,13 +81,14 @@ def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = Non
     return True
 
 
-def _refuse_another_shard(output: Path, shard: Shard | None) -> None:
+def _refuse_another_shard(output: Path, shard: Shard | None, first: dict[str, Any] | None) -> None:
     """A resume continues the shard its file ran (its summary says which): resumed without
     --shard, a shard's file was run to the whole matrix, every row of the other shards paid
     again, exit 0 (break30 F1); a run killed before its first summary, its journal's header (verify30
-    N1). A file with neither (a summary lost, a journal of an older batchrun) cannot say."""
-    summary = read_run_summary(output) or journal_header(output) or {}
-    ran, wanted = summary.get("shard"), None if shard is None else str(shard)
+    N1); a file with neither, its first record (a shard's records name it: verify31 N1). Only
+    records of an older batchrun, with neither beside them, cannot say."""
+    summary = read_run_summary(output) or journal_header(output) or _shard_named(first)
+    ran, wanted = summary.get("shard"), shard_text(shard)
     if "shard" not in summary or ran == wanted or not (ran is None or isinstance(ran, str)):
         return
     if ran is None:
@@ -96,6 +98,12 @@ def _refuse_another_shard(output: Path, shard: Shard | None) -> None:
         f"{output} holds shard {ran} of the job: resume it with --shard {ran} ({other}, the rows of "
         "other shards would be sent into it)"
     )
+
+
+def _shard_named(record: dict[str, Any] | None) -> dict[str, Any]:
+    """{"shard": "K/N"} of a sharded run's record; {} (cannot say) for a record without one:
+    a whole job's, or one of a batchrun that did not write it."""
+    return {"shard": record["shard"]} if record is not None and isinstance(record.get("shard"), str) else {}
 
 
 def earlier_summary(output: Path) -> dict[str, Any]:

@@ -105,6 +105,7 @@ class Runner:
         *,
         job_name: str,
         job_fingerprint: str,
+        shard: str | None = None,
         costs: CostModel | None = None,
         ledger: CreditLedger | None = None,
         limit_from_key: bool = False,
@@ -146,6 +147,7 @@ class Runner:
             self.stops,
             job_name=job_name,
             job_fingerprint=job_fingerprint,
+            shard=shard,
             cache_on=cache is not None,
             on_record=on_record,
         )

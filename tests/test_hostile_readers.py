@@ -404,7 +404,13 @@ def test_a_resume_refuses_a_file_holding_rows_the_job_no_longer_has(tmp_path: Pa
     assert call_cli(job, "--simulate", "--shard", "1/2", "-o", shard, "-q")[0] == ExitCode.OK
     code, _, err = call_cli(job, "--simulate", "--shard", "2/2", "-o", shard, "--resume", "-q")
     assert code == ExitCode.USAGE and "holds shard 1/2 of the job" in err  # as its summary says
-    shard.with_name("s.summary.json").unlink()  # a shard killed before its summary: its rows say it
+    shard.with_name("s.summary.json").unlink()  # its summary lost: its records say it (verify31 N1)
+    code, _, err = call_cli(job, "--simulate", "--shard", "2/2", "-o", shard, "--resume", "-q")
+    assert code == ExitCode.USAGE and "holds shard 1/2 of the job" in err
+    # Records of a batchrun that did not name their shard: their rows say it.
+    shard.write_bytes(
+        b"".join(orjson.dumps({k: v for k, v in r.items() if k != "shard"}) + b"\n" for r in read_rows(shard))
+    )
     code, _, err = call_cli(job, "--simulate", "--shard", "2/2", "-o", shard, "--resume", "-q")
     assert code == ExitCode.USAGE and "not in the matrix of job 'small' (shard 2/2)" in err
     # Rows added to the job are simply run: nothing of the file is foreign.

@@ -672,6 +672,32 @@ def test_a_shard_killed_before_its_summary_is_resumed_as_that_shard_only(tmp_pat
     assert code == ExitCode.USAGE and "holds shard 2/2 of the job" in err and empty.read_bytes() == b"", err
 
 
+def test_a_shards_file_alone_says_its_shard_in_its_records(tmp_path: Path, job: Path) -> None:
+    # verify31 N1: a budget-stopped shard's file copied alone (no summary, no journal) was resumed
+    # without --shard to the whole matrix: 193 requests, the other shards' rows paid again.
+    out = tmp_path / "s1.jsonl"
+    assert call_cli(job, "--simulate", "--shard", "1/2", "-o", out, "-q", "--budget", "0.00002")[0] == ExitCode.BUDGET
+    out.with_name("s1.summary.json").unlink()
+    assert not out.with_name("s1.attempts.jsonl").exists()
+    rows = read_rows(out)
+    assert rows and {r["shard"] for r in rows} == {"1/2"}
+    before = out.read_bytes()
+    code, _, err = call_cli(job, "--simulate", "-o", out, "--resume", "-q")
+    assert code == ExitCode.USAGE and "holds shard 1/2 of the job: resume it with --shard 1/2" in err, err
+    assert out.read_bytes() == before
+    assert call_cli(job, "--simulate", "--shard", "1/2", "-o", out, "--resume", "-q")[0] == ExitCode.OK
+    # Merged, the rows are the job's: the merged file, its summary lost, resumes without --shard.
+    other = tmp_path / "s2.jsonl"
+    assert call_cli(job, "--simulate", "--shard", "2/2", "-o", other, "-q")[0] == ExitCode.OK
+    merged = tmp_path / "m.jsonl"
+    assert call_cli("merge", out, other, "-o", merged)[0] == ExitCode.OK
+    assert all("shard" not in r for r in read_rows(merged))
+    merged.with_name("m.summary.json").unlink()
+    assert call_cli(job, "--simulate", "-o", merged, "--resume", "-q")[0] == ExitCode.OK
+    # A whole job's records name no shard.
+    assert all("shard" not in r for r in read_rows(merged))
+
+
 def test_a_sharded_resume_without_an_output_picks_its_own_shards_file(
     tmp_path: Path, job: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
