@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -27,7 +28,7 @@ from batchrun.cli._report_gate import NOT_REGRADED
 from batchrun.simulator import Simulator
 
 from .conftest import SMALL_JOB, call_cli, child_env, judged_small_job, read_rows, write_job
-from .forked import ForkedCli
+from .forked import ForkedCli, run_forked
 
 
 def _junit(path: Path) -> dict[str, Any]:
@@ -317,6 +318,38 @@ def test_a_gate_that_never_gives_its_verdict_leaves_no_green_junit_file(
     assert process.returncode == -signal.SIGKILL, err
     failure = _junit(junit)["gate"].find("failure")
     assert failure is not None and "the gate ended before its verdict" in failure.get("message"), err
+
+
+def _signal_after_the_junit_file() -> None:
+    """In a forked child: SIGTERM to itself once the first "no verdict yet" file is written."""
+    import batchrun._junit
+
+    write = batchrun._junit.write_junit
+
+    def then_signal(*args: Any, **kwargs: Any) -> dict[str, int]:
+        counts = write(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return counts
+
+    batchrun._junit.write_junit = then_signal
+
+
+def test_a_signal_between_the_two_no_verdict_files_leaves_neither_green(
+    tmp_path: Path, job: Path, results: Path
+) -> None:
+    # verify30 N5: until the verdict both files say there is none, written one after the other;
+    # a SIGTERM between them ended the gate (exit 7) with the page still last night's "exit 0 (ok)".
+    junit, page = tmp_path / "junit.xml", tmp_path / "page.html"
+    outputs = ("--junit", junit, "--html", page)
+    assert call_cli("report", results, "--job", job, *outputs)[0] == ExitCode.OK
+    assert "exit 0 (ok)" in page.read_text()
+    done = run_forked(
+        ["report", results, "--job", job, *outputs], env=child_env(), preexec_fn=_signal_after_the_junit_file
+    )
+    assert done.returncode == ExitCode.INTERRUPTED, done.stderr
+    assert "exit 0 (ok)" not in page.read_text() and "ended before its verdict" in page.read_text()
+    failure = _junit(junit)["gate"].find("failure")
+    assert failure is not None and "the gate ended before its verdict" in failure.get("message")
 
 
 def test_last_nights_page_never_stands_beside_a_gate_without_a_verdict(

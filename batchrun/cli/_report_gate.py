@@ -42,12 +42,14 @@ def report_against_job(
 ) -> int:
     from .._items import ItemGate
     from .._job import load_job
+    from .._signals import signals_held
 
     # Until the verdict, the files that stand say there is none: a second signal (which exits
     # at once) or a kill left last night's green ones beside a gate that never finished. Only
     # over files of their kind: the files the job names are not known yet.
     try:
-        _no_verdict(args, console, None, UNFINISHED, None, only_ours=True, standing=True)
+        with signals_held():
+            _no_verdict(args, console, None, UNFINISHED, None, only_ours=True, standing=True)
     except OutputFailed as failure:
         # One of them cannot be written (it is removed): the other says exit 11 too, not last
         # night's verdict nor "ended before its verdict" (verify31 V2, V3).
