@@ -320,6 +320,15 @@ def test_a_gate_that_never_gives_its_verdict_leaves_no_green_junit_file(
     assert failure is not None and "the gate ended before its verdict" in failure.get("message"), err
 
 
+def _last_nights_green_files(tmp_path: Path, job: Path, results: Path) -> tuple[Path, Path, tuple[str | Path, ...]]:
+    """The JUnit file and page of a gate that passed, and the options that name them."""
+    junit, page = tmp_path / "junit.xml", tmp_path / "page.html"
+    outputs = ("--junit", junit, "--html", page)
+    assert call_cli("report", results, "--job", job, *outputs)[0] == ExitCode.OK
+    assert "exit 0 (ok)" in page.read_text()
+    return junit, page, outputs
+
+
 def _signal_after_the_junit_file() -> None:
     """In a forked child: SIGTERM to itself once the first "no verdict yet" file is written."""
     import batchrun._junit
@@ -339,10 +348,7 @@ def test_a_signal_between_the_two_no_verdict_files_leaves_neither_green(
 ) -> None:
     # verify30 N5: until the verdict both files say there is none, written one after the other;
     # a SIGTERM between them ended the gate (exit 7) with the page still last night's "exit 0 (ok)".
-    junit, page = tmp_path / "junit.xml", tmp_path / "page.html"
-    outputs = ("--junit", junit, "--html", page)
-    assert call_cli("report", results, "--job", job, *outputs)[0] == ExitCode.OK
-    assert "exit 0 (ok)" in page.read_text()
+    junit, page, outputs = _last_nights_green_files(tmp_path, job, results)
     done = run_forked(
         ["report", results, "--job", job, *outputs], env=child_env(), preexec_fn=_signal_after_the_junit_file
     )
@@ -357,10 +363,7 @@ def test_last_nights_page_never_stands_beside_a_gate_without_a_verdict(
 ) -> None:
     # break31 M1: a gate that failed once the job was read rewrote the JUnit file, and left the
     # page beside it saying last night's "exit 0 (ok)".
-    junit, page = tmp_path / "junit.xml", tmp_path / "page.html"
-    outputs = ("--junit", junit, "--html", page)
-    assert call_cli("report", results, "--job", job, *outputs)[0] == ExitCode.OK
-    assert "exit 0 (ok)" in page.read_text()
+    junit, page, outputs = _last_nights_green_files(tmp_path, job, results)
     code, _, err = call_cli("report", tmp_path / "missing.jsonl", "--job", job, *outputs)
     assert code == ExitCode.USAGE, err
     text = page.read_text()
