@@ -102,9 +102,10 @@ class IsolatedKey:
         except RequestFailed as failure:
             self.asking = False
             # A key may exist after a reply that was not an answer (a 5xx, a cut connection, a
-            # 2xx in a shape not read): said, with when it dies (break23 F6: nothing was said).
+            # 2xx in a shape not read, a proxy's 408 while the upstream acted: verify32 n7): said,
+            # with when it dies (break23 F6: nothing was said).
             status = failure.http_status
-            maybe = status is None or status >= 500 or 200 <= status < 300
+            maybe = status is None or status >= 500 or 200 <= status < 300 or status == 408
             left = f"; a key named {self.name!r} may have been created: it expires at {expires}" if maybe else ""
             raise ConfigError(f"could not create the per-run key: {failure.message}{left}") from None
         self.asking = False

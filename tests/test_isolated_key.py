@@ -333,19 +333,28 @@ async def test_a_created_key_without_its_secret_is_removed(tmp_path: Path, sim: 
     assert sim.stats.keys_created == sim.stats.keys_deleted == 1
 
 
-class CreatedThen500(CreatedKeyRewrite):
-    """POST /keys makes the key, then its answer is a 500: as a server failing after the insert."""
+class CreatedThenFailed(CreatedKeyRewrite):
+    """POST /keys makes the key, then its answer is `status`: as a server failing after the
+    insert (500), or a proxy that timed out while the upstream acted (408)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(lambda _body: None)
+        self.status = status
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await super().handle_async_request(request)
         if request.method == "POST" and request.url.path.endswith("/keys"):
-            return httpx.Response(500, json={"error": {"code": 500, "message": "Internal Server Error"}})
+            return httpx.Response(self.status, json={"error": {"code": self.status, "message": "it failed"}})
         return response
 
 
-async def test_a_key_creation_answered_500_is_not_tried_again(tmp_path: Path, sim: Simulator) -> None:
+@pytest.mark.parametrize("status", [500, 408])
+async def test_a_key_creation_that_failed_after_the_insert_is_said_and_not_tried_again(
+    tmp_path: Path, sim: Simulator, status: int
+) -> None:
     # break33 m2: retried like a chat call, six 500s made six keys, each with the run's budget.
-    job, options = _isolated(sim, tmp_path, CreatedThen500(lambda _body: None))
+    # verify32 n7: a 408 (a proxy's timeout) may come after the key was made: said too.
+    job, options = _isolated(sim, tmp_path, CreatedThenFailed(status))
     with pytest.raises(ConfigError) as refused:
         await run_job(replace(job, run=replace(job.run, max_attempts=6)), options)
     assert "may have been created: it expires at 20" in str(refused.value)
