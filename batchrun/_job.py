@@ -277,11 +277,19 @@ def _grading_problems(source: JobSource, base_dir: Path) -> list[Problem]:
             problems.append(source.problem(("judge", key), f"{key} needs two or more graders (judge.models)"))
     if panel and "pass_score" in section and section.get("aggregate", "majority") != "mean":
         problems.append(source.problem(("judge", "pass_score"), "pass_score applies to aggregate: mean only"))
+    places: list[tuple[JsonPath, list[Any]]] = [(("defaults", "checks"), data.get("defaults", {}).get("checks", []))]
+    places += [(("prompts", i, "checks"), p.get("checks", [])) for i, p in enumerate(data["prompts"])]
+    rows = [row.get("checks", []) for p in data["prompts"] for row in p.get("vars", [])]
+    judged = [check for checks in [*(c for _, c in places), *rows] for check in checks if "judge" in check]
+    datasets = "dataset" in data or any("dataset" in p for p in data["prompts"])  # rows that may bring checks
+    if panel and judged and not datasets and all(isinstance(check.get("grader"), str) for check in judged):
+        # Nor by no check: each names one grader of its own (verify32 n8: a strict pass_score
+        # the author wrote passed a 0.91 score in silence).
+        for key in ("aggregate", "pass_score"):
+            if key in section:
+                message = f"{key} applies to no check: each judge check names one grader of its own"
+                problems.append(source.problem(("judge", key), message))
     if not (section.get("model") or section.get("models")):
-        places: list[tuple[JsonPath, list[Any]]] = [
-            (("defaults", "checks"), data.get("defaults", {}).get("checks", []))
-        ]
-        places += [(("prompts", i, "checks"), p.get("checks", [])) for i, p in enumerate(data["prompts"])]
         for where, checks in places:
             for j, check in enumerate(checks):
                 if "judge" in check and "grader" not in check:
@@ -304,6 +312,7 @@ def _grading_problems(source: JobSource, base_dir: Path) -> list[Problem]:
         for p in data["prompts"]
         if not p.get("checks")
         and not data.get("defaults", {}).get("checks")
+        and not any(row.get("checks") for row in p.get("vars", []))
         and "dataset" not in p
         and "dataset" not in data
     }

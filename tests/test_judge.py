@@ -205,6 +205,24 @@ def test_a_grader_setting_that_cannot_apply_is_refused(tmp_path: Path, judge: st
     assert code == ExitCode.USAGE and message in err and err.count("\n") == 1, err
 
 
+def test_a_panels_settings_that_no_check_uses_are_refused(tmp_path: Path) -> None:
+    # verify32 n8: each judge check named one grader of its own, so the job's strict pass_score
+    # applied to none: validate said ok, and a row scored 0.909 against 0.99 passed.
+    panel = "{models: [openai/gpt-4o-mini, google/gemini-2.0-flash-001], aggregate: mean, pass_score: 0.99}"
+    own = JUDGED.replace("{model: openai/gpt-4o-mini}", panel).replace("name: graded}", "name: graded, grader: x/y}")
+    code, _, err = call_cli("validate", write_job(tmp_path, own))
+    assert code == ExitCode.USAGE and err.count("\n") == 2, err
+    for key in ("aggregate", "pass_score"):
+        assert f"$.judge.{key} {key} applies to no check: each judge check names one grader of its own" in err
+    # A check with a panel of its own takes the job's aggregate: that applies.
+    panels = own.replace("grader: x/y", "grader: [openai/gpt-4o-mini, x/y]")
+    assert call_cli("validate", write_job(tmp_path, panels, "p.yaml"))[0] == ExitCode.OK
+    # So may a dataset's row without a grader of its own.
+    data = own.replace("run: {", "dataset: rows.jsonl\nrun: {")
+    (tmp_path / "rows.jsonl").write_text('{"country": "France", "expect": "Paris"}\n')
+    assert call_cli("validate", write_job(tmp_path, data, "d.yaml"))[0] == ExitCode.OK
+
+
 def test_a_grader_the_endpoint_does_not_offer_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
     job = write_job(tmp_path, JUDGED.replace("{model: openai/gpt-4o-mini}", "{model: nobody/grader-9000}"))
     commands: list[list[str | Path]] = [["plan", job, "--simulate"], [job, "--simulate", "-o", tmp_path / "x.jsonl"]]

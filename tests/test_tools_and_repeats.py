@@ -628,3 +628,8 @@ def test_a_threshold_on_a_prompt_with_nothing_to_check_is_refused(tmp_path: Path
     code, _, err = call_cli("validate", write_job(tmp_path, text))
     assert code == ExitCode.USAGE and err.count("\n") == 1, err
     assert "$.run.pass_threshold.prompts.free prompt 'free' has no checks: this threshold would never apply" in err
+    # Checks of its rows are checks: a threshold on such a prompt applies (it was refused).
+    rows = text.replace(
+        '{id: free, text: "Say hi."}', '{id: free, text: "Say {{w}}.", vars: [{w: hi, checks: [{contains: hi}]}]}'
+    )
+    assert call_cli("validate", write_job(tmp_path, rows, "rows.yaml"))[0] == ExitCode.OK
