@@ -24,8 +24,9 @@ from ._exceptions import ConfigError, ResultsError
 from ._formats import md_text, ms, pct, utc_seconds
 from ._output_paths import results_files
 from ._reader import Warn, failure_reasons
-from ._report_data import file_key_gap, read_run_summary, wilson
+from ._report_data import file_key_gap, read_run_summary
 from ._results import final_records
+from ._stats import wilson_interval
 from ._summary import SummaryBuilder
 from ._summary_types import GroupFigures, Summary
 
@@ -137,7 +138,7 @@ def _run_entry(run: Run) -> dict[str, Any]:
     total = run.summary["total"]
     models = {}
     for name, group in run.summary["models"].items():
-        interval = wilson(group["passed"], group["checked"])
+        interval = wilson_interval(group["passed"], group["checked"])
         models[name] = {
             "pass_rate": group["pass_rate"],
             "interval": list(interval) if interval else None,

@@ -9,7 +9,6 @@ builder `report` prints, so the page and the terminal never disagree.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,22 +27,6 @@ ROW_CAP = 1000  # failing and error rows listed on the page; the page says when 
 TEXT_CAP = 2000  # characters of an answer or a message kept in a table cell
 PROMPT_CAP = 40  # prompts charted one by one; beyond that, the worst ones (stated on the page)
 HISTOGRAM_BINS = 30
-Z95 = 1.959963984540054
-
-
-def wilson(passed: int, total: int, z: float = Z95) -> tuple[float, float] | None:
-    """Wilson score interval of a pass rate (95% by default); None without any checked row.
-
-    Chosen over the normal approximation because it stays inside [0, 1] and is honest at
-    0% and 100%, which small nightly evaluations hit often.
-    """
-    if total <= 0:
-        return None
-    rate = passed / total
-    denominator = 1 + z * z / total
-    centre = (rate + z * z / (2 * total)) / denominator
-    half = z * math.sqrt(rate * (1 - rate) / total + z * z / (4 * total * total)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _as_text(value: Any) -> str:

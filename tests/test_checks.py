@@ -12,6 +12,7 @@ from batchrun import ExitCode, load_job, matrix_requests
 from batchrun._checks import Answer, check_problems, grade, run_checks
 from batchrun._settings import RunSettings
 from batchrun._summary import SummaryBuilder
+from batchrun._summary_text import render_text
 from batchrun._summary_types import Summary
 from batchrun._verdict import decide
 
@@ -471,3 +472,11 @@ def test_json_checks_read_json_not_pythons_json() -> None:
     schema = {"properties": {"n": {"type": "number", "minimum": 1}}}
     results = run_checks([{"is_json": True}, {"json_schema": schema}], Answer(huge, None, None, None, "stop"))
     assert [r["pass"] for r in results] == [True, True]
+
+
+def test_a_pass_rates_interval_is_shown_rounded_once() -> None:
+    # break34 m4: kept to 4 places (0.2065) and shown to one decimal of a percent, 1 of 1's lower
+    # bound 0.206549 read 20.6, where it is 20.7.
+    summary = summary_of(record("1", "m", "p"))
+    assert summary["total"]["pass_rate_ci95"] == [pytest.approx(0.206549, abs=1e-6), 1.0]
+    assert "100.0% [20.7-100.0]" in render_text(summary)

@@ -21,7 +21,8 @@ import pytest
 from batchrun import ExitCode
 from batchrun._exceptions import ResultsError
 from batchrun._history import MARKER_DROP, build_history, render_history_text
-from batchrun._report_data import ROW_CAP, wilson
+from batchrun._report_data import ROW_CAP
+from batchrun._stats import wilson_interval
 from batchrun.simulator import SimConfig, Simulator
 
 from .conftest import FAKE_KEY, call_cli, child_env, cli, read_rows
@@ -102,13 +103,13 @@ def test_an_unknown_cost_is_charted_as_what_is_held_for_it_never_as_zero(history
 
 
 def test_wilson_interval_known_values() -> None:
-    low, high = wilson(0, 10) or (None, None)
+    low, high = wilson_interval(0, 10) or (None, None)
     assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
-    low, high = wilson(10, 10) or (None, None)
+    low, high = wilson_interval(10, 10) or (None, None)
     assert high == pytest.approx(1.0) and low == pytest.approx(0.7225, abs=1e-4)
-    low, high = wilson(5, 10) or (None, None)  # the textbook 0.237 .. 0.763
+    low, high = wilson_interval(5, 10) or (None, None)  # the textbook 0.237 .. 0.763
     assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
-    assert wilson(0, 0) is None
+    assert wilson_interval(0, 0) is None
 
 
 def test_report_html_is_one_self_contained_file(tmp_path: Path, history_dir: Path) -> None:
