@@ -125,11 +125,13 @@ def _row_checker(
             if name != "checks" and isinstance(value, (dict, list)):
                 kind = "an object" if isinstance(value, dict) else "a list"
                 return f"variable {name!r} is {kind}: values are strings, numbers, booleans or null"
-        problem = row_check_problem([*checks, *(row.get("checks") or [])], row)  # `icontains: ""` passes
-        if problem is not None:
-            return problem
         if "checks" not in row:
-            return None
+            return row_check_problem(list(checks), row)  # `icontains: ""` passes
+        if isinstance(row["checks"], str):  # a CSV column named so
+            return (
+                f"checks is {short(row['checks'])!r}: a row's `checks` is its own list of checks "
+                "(a JSONL dataset's); name the variable otherwise"
+            )
         from jsonschema import Draft202012Validator
         from jsonschema.exceptions import best_match
 
@@ -139,6 +141,11 @@ def _row_checker(
         if error is not None:
             where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
             return f"checks{where}: {kind_problem(error) or error.message}"
+        # The row's own checks once their shape is known: `"checks": ["x"]` was a traceback
+        # here, exit 1, in every command (break34 M1).
+        problem = row_check_problem([*checks, *row["checks"]], row)
+        if problem is not None:
+            return problem
         for check in row["checks"]:
             for message in check_problems(check, base_dir):
                 return f"checks: {message}"

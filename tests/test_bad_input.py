@@ -546,6 +546,26 @@ DATASET_CASES: list[tuple[str, str, bytes, list[str]]] = [
         b'{"country": "F", "expect": "P", "checks": [{"contains": "{{ x-y }}"}]}\n',
         ["d.jsonl:1", "not a valid placeholder"],
     ),
+    # break34 M1: a row's checks of another shape were a traceback (exit 1) in every command.
+    (
+        "jsonl checks of text",
+        "d.jsonl",
+        b'{"country": "F", "expect": "P", "checks": ["x"]}\n',
+        ["d.jsonl:1", "checks[0]"],
+    ),
+    (
+        "jsonl checks of null",
+        "d.jsonl",
+        b'{"country": "F", "expect": "P", "checks": [null]}\n',
+        ["d.jsonl:1", "checks[0]"],
+    ),
+    ("jsonl checks a number", "d.jsonl", b'{"country": "F", "expect": "P", "checks": 5}\n', ["d.jsonl:1", "checks: 5"]),
+    (
+        "csv checks column",
+        "d.csv",
+        b"country,expect,checks\nF,P,x\n",
+        ["d.csv:2", "checks is 'x': a row's `checks` is its own list of checks"],
+    ),
 ]
 
 
