@@ -180,12 +180,21 @@ class BatchClient:
 
     def items(self, info: BatchInfo) -> dict[str, BatchItem]:
         """custom_id -> the item's answer or its classified failure, read like a sync reply."""
+        return self.read_items(info)[0]
+
+    def read_items(self, info: BatchInfo) -> tuple[dict[str, BatchItem], list[BatchItem]]:
+        """`items`, and the items it drops: those a later item for the same custom_id repeats.
+        What they say they cost is charged all the same (break34 M2: not counted, a batch whose
+        items summed to $1.20 counted $0.00003 against a $1 budget)."""
         out: dict[str, BatchItem] = {}
+        repeated: list[BatchItem] = []
         for raw in info.results or []:
             if not isinstance(raw, dict) or not isinstance(raw.get("custom_id"), str):
                 continue  # an item we cannot map back: its row stays without a result
+            if (earlier := out.get(raw["custom_id"])) is not None:
+                repeated.append(earlier)
             out[raw["custom_id"]] = self._item(raw)
-        return out
+        return out, repeated
 
     def _item(self, raw: dict[str, Any]) -> BatchItem:
         custom_id = raw["custom_id"]
@@ -225,7 +234,9 @@ def stray_items(info: BatchInfo, rows: list[str]) -> str | None:
     sent = set(rows)
     repeated = len([i for i in ids if i in sent]) - len(sent & set(ids))
     unknown = sum(i not in sent for i in ids)
-    said = [f"{repeated} result item(s) repeat a row (the last one is kept)"] if repeated else []
+    said = (
+        [f"{repeated} result item(s) repeat a row (the last one is kept; each one's cost counted)"] if repeated else []
+    )
     said += [f"{unknown} result item(s) are for no row it was sent (not recorded)"] if unknown else []
     return "; ".join(said) or None
 

@@ -22,7 +22,7 @@ none), nor what a batch that ends `failed`, `expired` or `cancelled` is charged.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ._batch_api import BatchInfo, BatchItem
@@ -41,8 +41,9 @@ class BatchCharges:
     held: float = 0.0
     rows: dict[str, RowCharges] = field(default_factory=dict)  # row id -> its charge
     unknown: list[Charge] = field(default_factory=list)  # to be looked up, held meanwhile
-    # What result items for no row sent say they cost (verify22 m2): part of the charge, in no
-    # row's record (the run keeps it in the key gap, as it keeps answers no record carries).
+    # What result items for no row sent say they cost (verify22 m2), and items a later one for
+    # the same row repeats (break34 M2): part of the charge, in no row's record (the run keeps
+    # it in the key gap, as it keeps answers no record carries).
     strays: float = 0.0
 
 
@@ -76,9 +77,14 @@ def nothing_ran(info: BatchInfo, items: dict[str, BatchItem]) -> bool:
 
 
 def batch_charges(
-    rows: list[str], info: BatchInfo, items: dict[str, BatchItem], worst: Callable[[str], float]
+    rows: list[str],
+    info: BatchInfo,
+    items: dict[str, BatchItem],
+    worst: Callable[[str], float],
+    repeated: Sequence[BatchItem] = (),
 ) -> BatchCharges:
-    """Each row's charge in a terminal batch; `worst(row)` is a row's worst case at full prices."""
+    """Each row's charge in a terminal batch; `worst(row)` is a row's worst case at full prices;
+    `repeated`: items a later one for the same row replaced (BatchClient.read_items)."""
     out = BatchCharges()
     if nothing_ran(info, items):
         for row in rows:
@@ -97,7 +103,8 @@ def batch_charges(
     # counted the whole charge again).
     items_sum = sum(c + _upstream(items.get(row)) for row, c in own.items() if c is not None)
     sent = set(rows)
-    out.strays = sum((_own_cost(i) or 0.0) + _upstream(i) for row, i in items.items() if row not in sent)
+    strays = [i for row, i in items.items() if row not in sent] + list(repeated)
+    out.strays = sum((_own_cost(i) or 0.0) + _upstream(i) for i in strays)
     without = [row for row in rows if own[row] is None]
     for row in rows:
         cost = own[row]

@@ -207,10 +207,12 @@ class BatchExecutor:
                 f"batch {entry.key}: {unmatched} answer(s) not recorded: their rows were edited or removed from "
                 "the job since it was sent (what they cost is counted)"
             )
-        items = self.api.items(info)
+        items, repeated = self.api.read_items(info)
         if strays := stray_items(info, entry.rows):  # break22 m1, m2: said, not passed over in silence
-            self.notice(f"batch {entry.key} ({entry.batch_id}): {strays}")
-        charges = batch_charges(entry.rows, info, items, lambda row: self._row_worst(entry, requests[row]))
+            # A warning (said under --quiet): which of two answers a row keeps decides its verdict.
+            self.notice(f"warning: batch {entry.key} ({entry.batch_id}): {strays}")
+        worst = lambda row: self._row_worst(entry, requests[row])  # noqa: E731
+        charges = batch_charges(entry.rows, info, items, worst, repeated)
         runner.charges.check_bound(charges.known, entry.reserved_usd, "charged for a batch")
         await runner.ledger.settle_hold(entry.reserved_usd, charges.known, charges.held)
         # Spent, in no record: kept in the key gap for a resume; an answer of unknown cost by the

@@ -279,24 +279,40 @@ def test_a_batch_object_of_another_batch_is_not_collected_as_this_one(tmp_path: 
     assert "poll failed: bad_response: the answer is batch batch_other's" in outcome.stderr
 
 
-def test_result_items_repeated_or_for_no_row_are_said(tmp_path: Path) -> None:
+def test_result_items_repeated_or_for_no_row_are_said_and_counted(tmp_path: Path) -> None:
     # break22 m1, m2: a row answered twice, and an item for a row never sent, passed in silence.
     def batch_of(ids: list[str]) -> dict[str, Any]:
         batch = completed(ITEM_COST * ROWS, ids)
         batch["results"] += [item(ids[0]), item("f" * 20)]
         return batch
 
-    outcome = run(tmp_path, batch_of)
+    outcome = run(tmp_path, batch_of, "-q")
     assert outcome.code == ExitCode.OK and len(outcome.rows) == ROWS
+    # A warning, said under --quiet: which of two answers a row keeps decides its verdict.
     assert (
-        "batch_1): 1 result item(s) repeat a row (the last one is kept); 1 result item(s) are for no row it was "
-        "sent (not recorded)"
+        "warning: batch b1 (batch_1): 1 result item(s) repeat a row (the last one is kept; each one's cost "
+        "counted); 1 result item(s) are for no row it was sent (not recorded)"
     ) in outcome.stderr
-    # verify22 m2: what the stray item says it cost is spent: the batch's charge is the larger of
-    # its usage.cost and its items' own, and the part no record carries is in the key gap.
+    # verify22 m2, break34 M2: what the stray item and the repeated one say they cost is spent:
+    # the batch's charge is the larger of its usage.cost and its items' own, and the part no
+    # record carries is in the key gap.
     figures = summary(tmp_path)
-    assert figures["spent_usd"] == pytest.approx((ROWS + 1) * ITEM_COST)
-    assert figures["key_gap_usd"] == pytest.approx(ITEM_COST)
+    assert figures["spent_usd"] == pytest.approx((ROWS + 2) * ITEM_COST)
+    assert figures["key_gap_usd"] == pytest.approx(2 * ITEM_COST)
+
+
+def test_a_repeated_item_that_costs_more_than_the_budget_stops_the_run(tmp_path: Path) -> None:
+    # break34 M2: each row answered twice, first at $0.40 (the budget is $1): counted at the
+    # kept items' $0.00003, exit 0.
+    def batch_of(ids: list[str]) -> dict[str, Any]:
+        costly = [item(i) for i in ids]
+        for entry in costly:
+            entry["response"]["body"]["usage"]["cost"] = 0.4
+        return {"status": "completed", "results": costly + [item(i) for i in ids]}
+
+    outcome = run(tmp_path, batch_of, "-q")
+    assert outcome.code == ExitCode.BUDGET, outcome.stderr
+    assert summary(tmp_path)["spent_usd"] == pytest.approx(ROWS * (0.4 + ITEM_COST))
 
 
 async def test_a_poll_answered_429_waits_its_retry_after(tmp_path: Path) -> None:
