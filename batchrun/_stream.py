@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, cast
 
 import aiohttp
@@ -29,13 +29,14 @@ import httpx
 import orjson
 from httpx_sse import EventSource, SSEError
 
+from ._body import read_capped
 from ._charges import reported_charge
 from ._classify import classify
 from ._client import ChatResult, OpenRouterClient, dropped_after_connecting
 from ._clock import Clock
 from ._exceptions import RequestFailed, ResponseTooLarge, Transient
 from ._generation import Flight, abandoned, generation_header, valid_generation_id
-from ._reply import MAX_TOOL_CALLS, billed, cost_rejected, loads, tool_calls_of, type_name, usage_of
+from ._reply import MAX_TOOL_CALLS, Reply, billed, cost_rejected, loads, tool_calls_of, type_name, usage_of
 
 _ERROR_BODY_BYTES = 64 * 1024  # an error reply before the stream is small JSON
 
@@ -127,6 +128,7 @@ async def stream_chat(
     reading = _Reading(flight=flight or Flight())
     sent: list[Mapping[str, str]] = []  # the response's headers, once they are in
     started = clock.monotonic()
+    plain: Reply | None = None
     try:
         async with asyncio.timeout(timeout_s):
             response = await client.send_unread(request)
@@ -135,13 +137,19 @@ async def stream_chat(
                 reading.generation_id = generation_header(response.headers, client.scrub)
                 if response.status_code != 200:
                     raise await _error_reply(client, response, clock)
-                await _read_events(client, response, reading, clock, started, cap)
+                if _json_type(response.headers):
+                    # A JSON reply to a streamed request: an error sent with 200, or an endpoint
+                    # that ignores `stream`. Read as a plain reply is (break34 m1: a 402 in it was
+                    # a retried "network" error, and a whole answer was bought twice).
+                    plain = Reply(200, response.headers, await read_capped(response, cap))
+                else:
+                    await _read_events(client, response, reading, clock, started, cap)
             finally:
                 await response.aclose()  # closing the connection is what cancels the generation
     except TimeoutError:
         failure: RequestFailed = Transient("timeout", f"the stream did not end within {timeout_s:g} s")
         raise _billed(abandoned(failure, sent, True, client.scrub), reading) from None
-    except _TooLong:
+    except (_TooLong, ResponseTooLarge):
         failure = ResponseTooLarge(cap, 200)
         raise _billed(abandoned(failure, sent, True, client.scrub), reading) from None
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -152,6 +160,9 @@ async def stream_chat(
     except (httpx.HTTPError, SSEError, aiohttp.ClientError, OSError) as exc:
         failure = Transient("network", client.scrub_text(f"{type(exc).__name__}: {exc}"))
         raise _billed(abandoned(failure, sent, True, client.scrub), reading) from None
+    if plain is not None:
+        result = client.read_chat_reply(plain, billable=True)
+        return StreamedChat(**{field.name: getattr(result, field.name) for field in fields(result)})
     if not reading.done and reading.finish_reason is None:
         failure = Transient("bad_response", "the stream ended before its last chunk", 200)
         raise _billed(abandoned(failure, sent, True, client.scrub), reading)
@@ -179,6 +190,12 @@ async def stream_chat(
         tool_calls=tool_calls_of(_tool_calls(reading), client.scrub),
         reply_bytes=reading.size,
     )
+
+
+def _json_type(headers: Mapping[str, str]) -> bool:
+    """A reply whose Content-Type says JSON (application/json, or a +json type), not events."""
+    kind = headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
 
 
 def _billed(failure: RequestFailed, reading: _Reading) -> RequestFailed:

@@ -14,12 +14,13 @@ import respx
 from batchrun import RunOptions, load_job, run_job
 from batchrun._client import OpenRouterClient
 from batchrun._clock import SystemClock
-from batchrun._exceptions import RequestFailed
+from batchrun._exceptions import CreditExhausted, RequestFailed
 from batchrun._stream import StreamedChat, stream_body, stream_chat
 from batchrun._summary_types import Summary
 from batchrun.simulator import SimConfig, Simulator
 
 from .conftest import FAKE_KEY, FakeClock, LeapClock, final_rows, journaled_generations, respx_transport, write_job
+from .hostile import chat_payload
 
 STREAM_JOB = """
 name: streamed
@@ -284,3 +285,26 @@ async def test_a_streams_reasoning_and_refusal_are_kept_as_a_plain_replys_are() 
     )
     result = await _streamed(*events)
     assert result.reasoning == "Think about [key]." and result.refusal == "I won't." and result.content == ""
+
+
+async def _json_to_a_stream(status: int, body: dict[str, Any]) -> StreamedChat:
+    """stream_chat against a server that answers the streamed request with plain JSON."""
+    with respx.mock(using="httpx") as mock:
+        mock.post("https://or.test/api/v1/chat/completions").mock(return_value=httpx.Response(status, json=body))
+        async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=respx_transport()) as c:
+            return await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
+
+
+async def test_a_json_answer_to_a_streamed_request_is_read_as_a_plain_reply() -> None:
+    # break34 m1: an endpoint that ignores `stream` answered in JSON: a "network" error (the SSE
+    # library's words), retried, the answer paid for and thrown away.
+    result = await _json_to_a_stream(200, chat_payload("Paris", id="gen-json", usage={"cost": 0.002}))
+    assert isinstance(result, StreamedChat) and result.content == "Paris"
+    assert result.generation_id == "gen-json" and result.cost == 0.002 and result.ttft_ms is None
+
+
+async def test_an_error_sent_with_200_to_a_streamed_request_is_classified_as_in_a_plain_reply() -> None:
+    # break34 m1: a 402 in a 200's JSON body was retried as a network error, exit 1, not a stop.
+    with pytest.raises(CreditExhausted) as caught:
+        await _json_to_a_stream(200, {"error": {"code": 402, "message": "Insufficient credits"}, "choices": None})
+    assert caught.value.kind == "credits"
