@@ -242,10 +242,18 @@ def _compare(
         difference_usd=round(difference, 8),
     )
     if abs(difference) > MISMATCH_USD:
+        # Beyond the ledger: charges it never saw. Below it: replies that said they cost more than
+        # was charged (counted as said, so the budget erred safe), not "$-999999.9990 unexplained"
+        # with the causes of the other case (break34 m2).
+        why = (
+            f"${difference:.4f} unexplained (another process using the key, or unreported charges)"
+            if difference > 0
+            else f"${-difference:.4f} less than counted (replies that over-reported their cost, counted as said)"
+        )
         out["warning"] = (
             f"the key was charged ${delta:.4f} during the run but the ledger counted ${known:.4f}"
             + (f" (+ up to ${held:.4f} for {unknown})" if unknown else "")
-            + f": ${difference:+.4f} unexplained (another process using the key, or unreported charges)"
+            + f": {why}"
         )
 
 

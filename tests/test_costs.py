@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from batchrun import RunOptions, load_job, run_job
+from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._client import OpenRouterClient, default_transport
 from batchrun._costs import CostModel, prompt_token_bound
 from batchrun._ledger import CreditLedger
@@ -455,3 +455,19 @@ async def test_the_wind_downs_lookups_go_out_a_few_at_once(monkeypatch: pytest.M
         await asyncio.wait_for(book.retry_lookups(), 30)  # a bound: one at a time never ends
     assert peak == LOOKUPS_AT_ONCE and book.unresolved == [] and book.lookups == LOOKUPS_AT_ONCE + 4
     assert ledger.committed == pytest.approx(0.001 * (LOOKUPS_AT_ONCE + 4))
+
+
+def test_a_key_charged_less_than_counted_is_said_so_once(tmp_path: Path) -> None:
+    # break34 m2: replies over-reporting their cost read "$-0.0238 unexplained (another process
+    # using the key, or unreported charges)", and under --quiet the warning came twice on stderr.
+    simulator = Simulator(SimConfig(reported_share=30.0))
+    with simulator.serve_in_thread() as sim:
+        job = write_job(tmp_path, BOUND_JOB)
+        code, out, err = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "r.jsonl", "-q", "--budget", "0.01")
+    summary = json.loads((tmp_path / "r.summary.json").read_text())
+    assert code == ExitCode.BUDGET and out == "", err
+    rec = summary["reconciliation"]
+    assert rec["difference_usd"] < -0.01
+    said = f": ${-rec['difference_usd']:.4f} less than counted (replies that over-reported their cost, counted as said)"
+    assert said in rec["warning"] and "unexplained" not in rec["warning"]
+    assert err.count("the key was charged") == 1, err

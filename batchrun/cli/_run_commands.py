@@ -133,6 +133,9 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
         if not args.quiet:
             console.out.write(text + "\n")
     else:
+        if args.quiet:
+            # On stderr, after the warnings the run said: not each of them twice (break34 m2).
+            text = "\n".join(line for line in text.splitlines() if line not in notices)
         (console.err if args.quiet else console.out).write(text + "\n")
         for reason in reasons:
             console.error(reason)
