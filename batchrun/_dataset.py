@@ -154,6 +154,9 @@ class DatasetFile:
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
             raise RowError(1, f"duplicate column(s) {', '.join(map(repr, twice))} in the header")
+        if unnamed := [str(i) for i, name in enumerate(names, start=1) if not name.strip()]:
+            # A variable named '' was taken, into `vars` and the row's id (break34 m3).
+            raise RowError(1, f"column(s) {', '.join(unnamed)} of the header have no name")
         for row in reader:
             if None in row:
                 raise RowError(reader.line_num, "more fields than the header names")

@@ -122,6 +122,8 @@ def _row_checker(
         if missing:
             return f"row lacks variable(s) {', '.join(sorted(missing))} used by the prompt"
         for name, value in row.items():
+            if not name.strip():
+                return "a variable with no name (an empty key): name it, or leave it out"
             if name != "checks" and isinstance(value, (dict, list)):
                 kind = "an object" if isinstance(value, dict) else "a list"
                 return f"variable {name!r} is {kind}: values are strings, numbers, booleans or null"

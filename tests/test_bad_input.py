@@ -495,6 +495,14 @@ DATASET_CASES: list[tuple[str, str, bytes, list[str]]] = [
     ),
     ("csv long row", "d.csv", b"country,expect\nFrance,Paris,x\n", ["d.csv:2", "more fields than the header names"]),
     ("csv duplicate column", "d.csv", b"country,expect,country\nFrance,Paris,Japan\n", ["d.csv:1", "'country'"]),
+    # break34 m3: a variable named '' was taken into `vars` and the row's id.
+    ("csv unnamed column", "d.csv", b"country,,expect\nFrance,x,Paris\n", ["d.csv:1", "column(s) 2 of the header"]),
+    (
+        "jsonl unnamed key",
+        "d.jsonl",
+        b'{"country": "F", "expect": "P", " ": 1}\n',
+        ["d.jsonl:1", "a variable with no name"],
+    ),
     ("csv empty expect", "d.csv", b"country,expect\nFrance,\n", ["d.csv:2", "'{{expect}}' is empty for this row"]),
     (
         "jsonl duplicate key",
