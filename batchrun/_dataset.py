@@ -4,6 +4,12 @@ Strict about shape, so no row silently loses a value: a CSV row with fewer or mo
 fields than the header, a duplicated CSV column or JSON key, a non-UTF-8 byte, an
 over-long line, or a file that is not a regular file (a FIFO, a device) is an error
 naming the line. A UTF-8 byte-order mark (as spreadsheet programs write) is skipped.
+
+The file is copied once, at its first read, to a private temporary file (unnamed: nothing is
+left behind, even by kill -9), and every pass reads that copy: the rows a run sends are the
+rows validation read, whatever happens to the file meanwhile (break35 M1: a file rewritten in
+place mid-run sent rows never checked, one holding `sk-or-` text among them, and a malformed
+line ended a run with exit 2 after 590 paid requests).
 """
 
 from __future__ import annotations
@@ -13,10 +19,13 @@ import csv
 import hashlib
 import json
 import math
+import os
+import shutil
+import tempfile
 from array import array
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -89,13 +98,70 @@ def _key_like(row: dict[str, Any]) -> str | None:
     return None
 
 
-class DatasetFile:
-    """Rows of variables in a file next to the job. Iterating re-reads the file each time."""
+class Snapshot:
+    """A private copy of a dataset file, taken at its first read; shared by the prompts that
+    name the same file, so they see one version of it."""
 
-    def __init__(self, path: Path, shown_as: str) -> None:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._copy: IO[bytes] | None = None
+
+    def fd(self) -> int:
+        """The copy's descriptor, read with pread: iterations keep offsets of their own."""
+        if self._copy is None:
+            try:
+                original = open_regular(self.path)
+            except OSError as exc:
+                raise RowError(None, f"cannot read dataset: {exc.strerror or exc}") from None
+            with original:
+                try:
+                    copy = tempfile.TemporaryFile()  # noqa: SIM115  (kept open: the copy lives as long as this)
+                except OSError as exc:
+                    raise RowError(None, f"cannot make a private copy to read: {exc.strerror or exc}") from None
+                try:
+                    shutil.copyfileobj(original, copy, 1 << 20)
+                    copy.flush()  # read back with pread, under the buffer
+                except OSError as exc:
+                    copy.close()
+                    raise RowError(None, f"cannot copy it to read: {exc.strerror or exc}") from None
+            self._copy = copy
+        return self._copy.fileno()
+
+
+def _pread_lines(fd: int, limit: int) -> Iterator[bytes]:
+    """The lines of the file at `fd`, each with its newline, read at an offset of their own; a
+    line longer than `limit` comes cut at `limit + 1` bytes, and nothing after it (the caller
+    refuses it)."""
+    offset = 0
+    pending: list[bytes] = []  # a line's start, from earlier chunks
+    pending_size = 0
+    while chunk := os.pread(fd, 1 << 16, offset):
+        offset += len(chunk)
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            piece = chunk[start : end + 1]
+            if pending:
+                piece, pending, pending_size = b"".join([*pending, piece]), [], 0
+            yield piece
+            start = end + 1
+        if start < len(chunk):
+            pending.append(chunk[start:])
+            pending_size += len(chunk) - start
+            if pending_size > limit:
+                yield b"".join(pending)[: limit + 1]
+                return
+    if pending:
+        yield b"".join(pending)
+
+
+class DatasetFile:
+    """Rows of variables in a file next to the job. Iterating re-reads its copy (Snapshot) each time."""
+
+    def __init__(self, path: Path, shown_as: str, snapshot: Snapshot | None = None) -> None:
         self.path = path
         self.shown_as = shown_as  # the name as the job file wrote it, for messages
         self.counted: int | None = None  # its rows, once `check` has read them all
+        self.snapshot = snapshot or Snapshot(path)
 
     def __len__(self) -> int:
         """Its rows: as `check` counted them at load time, else read again (each row parsed)."""
@@ -117,23 +183,16 @@ class DatasetFile:
 
     def _lines(self) -> Generator[str, None, None]:
         """The file's lines as text, each decoded on its own so a bad byte is named by its line."""
-        try:
-            raw = open_regular(self.path)
-        except OSError as exc:
-            raise RowError(None, f"cannot read dataset: {exc.strerror or exc}") from None
-        with raw:
-            number = 0
-            while data := raw.readline(MAX_LINE_BYTES + 1):
-                number += 1
-                if len(data) > MAX_LINE_BYTES:
-                    raise RowError(number, f"a line over {MAX_LINE_BYTES:,} bytes")
-                if number == 1 and data.startswith(codecs.BOM_UTF8):
-                    data = data[len(codecs.BOM_UTF8) :]  # spreadsheets write one; it is no part of a name
-                try:
-                    yield data.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    reason = f"not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the line)"
-                    raise RowError(number, reason) from None
+        for number, data in enumerate(_pread_lines(self.snapshot.fd(), MAX_LINE_BYTES), start=1):
+            if len(data) > MAX_LINE_BYTES:
+                raise RowError(number, f"a line over {MAX_LINE_BYTES:,} bytes")
+            if number == 1 and data.startswith(codecs.BOM_UTF8):
+                data = data[len(codecs.BOM_UTF8) :]  # spreadsheets write one; it is no part of a name
+            try:
+                yield data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                reason = f"not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the line)"
+                raise RowError(number, reason) from None
 
     def rows_with_lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """(line number, row) pairs; raises RowError with the line for a malformed row."""

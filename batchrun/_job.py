@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._checks import check_problems, kind_problem, resolve_files, row_check_problem
-from ._dataset import REPEAT_HINT, DatasetFile, row_key
+from ._dataset import REPEAT_HINT, DatasetFile, Snapshot, row_key
 from ._exceptions import JobError, Problem
 from ._files import read_regular_text
 from ._formats import short
@@ -206,6 +206,7 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
     ]
     problems += value_problems(data, source.problem)
     defaults = data.get("defaults", {})
+    snapshots: dict[Path, Snapshot] = {}  # prompts naming one file read one copy of it
     seen_models: set[str] = set()
     for i, model in enumerate(data["models"]):
         model_id = model if isinstance(model, str) else model["id"]
@@ -248,7 +249,8 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
         elif "dataset" in prompt or "dataset" in data:
             key_path: JsonPath = where + ("dataset",) if "dataset" in prompt else ("dataset",)
             shown = prompt.get("dataset", data.get("dataset"))
-            rows = DatasetFile(base_dir / shown, shown)
+            file = base_dir / shown
+            rows = DatasetFile(file, shown, snapshots.setdefault(file, Snapshot(file)))
             problems += rows.check(_row_checker(needed, base_dir, checks), source.file, format_path(key_path))
             if problems and problems[-1].line is None and problems[-1].file == source.file:
                 problems[-1] = source.problem(key_path, problems[-1].message)

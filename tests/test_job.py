@@ -232,15 +232,21 @@ def test_any_broken_job_gives_job_error_never_a_crash(tmp_path: Path, data: dict
         assert exc.problems and all(str(p).startswith(str(path)) for p in exc.problems)
 
 
-def test_a_dataset_broken_after_validation_is_a_job_error_naming_its_line(tmp_path: Path) -> None:
-    (tmp_path / "rows.jsonl").write_text('{"who": "a"}\n{"who": "b"}\n')
-    job = load_job(
-        write_job(tmp_path, 'name: x\nmodels: [a/b]\nprompts: [{id: p, text: "hi {{who}}"}]\ndataset: rows.jsonl\n')
-    )
-    (tmp_path / "rows.jsonl").write_text('{"who": "a"}\n{"who": \n')
-    with pytest.raises(JobError) as caught:
-        list(matrix_requests(job))
-    assert str(caught.value) == f"{tmp_path / 'rows.jsonl'}:2: not valid JSON (Expecting value)"
+def test_a_dataset_rewritten_after_validation_is_not_read_again(tmp_path: Path) -> None:
+    # break35 M1: rewritten in place mid-run, a dataset sent rows validation never read (one with
+    # `sk-or-` text among them), or ended the paid run with exit 2 at a malformed line. The run
+    # reads the copy validation read.
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"who": "a"}\n{"who": "b"}\n')
+    text = 'name: x\nmodels: [a/b]\nprompts: [{id: p, text: "hi {{who}}"}, {id: q, text: "bye {{who}}"}]\n'
+    job = load_job(write_job(tmp_path, text + "dataset: rows.jsonl\n"))
+    requests = matrix_requests(job)
+    first = next(requests)
+    with rows.open("r+") as handle:  # in place, as a refresh script writes it: the same inode
+        handle.write('{"who": \n{"who": "sk-or-v1-' + "0" * 64 + '"}\n' * 50)
+    who = [first.vars["who"], *(r.vars["who"] for r in requests)]
+    assert who == ["a", "b", "a", "b"]  # both prompts, one version of the file
+    assert [r.vars["who"] for r in matrix_requests(job)] == ["a", "b", "a", "b"]
 
 
 def test_a_key_beside_a_merge_overrides_it_and_an_explicit_duplicate_is_still_refused(tmp_path: Path) -> None:
