@@ -83,6 +83,23 @@ def first_record(path: Path) -> dict[str, Any] | None:
     return whole
 
 
+def last_record(path: Path) -> dict[str, Any] | None:
+    """The record on the last whole line of `path` (a torn tail after it is passed over); None
+    when there is none, or that line is not a record. Read from the end, in growing windows."""
+    with open_regular(path) as reader:
+        size = os.fstat(reader.fileno()).st_size
+        window = 1 << 16
+        while True:
+            start = max(0, size - window)
+            reader.seek(start)
+            data = reader.read(size - start)
+            end = data.rfind(b"\n")
+            begin = data.rfind(b"\n", 0, max(end, 0)) + 1
+            if start == 0 or (end >= 0 and begin > 0) or window > MAX_RECORD_BYTES:
+                return _whole_record(data[begin : end + 1]) if end >= 0 else None
+            window *= 4
+
+
 def _count_own(data: mmap.mmap, needle: bytes) -> bool:
     """True when every whole line of `data` can only be a record of the job whose field is
     `needle` (or no record at all): as many needles as lines, and every "job" key in one.
@@ -306,5 +323,6 @@ __all__ = [
     "repair_torn_tail",
     "results_job",
     "first_record",
+    "last_record",
     "scan_states",
 ]

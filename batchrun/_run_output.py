@@ -13,7 +13,7 @@ from ._matrix import Shard, shard_text
 from ._options import Notice, RunOptions
 from ._output_paths import fresh_output, latest_incomplete, sidecar_name_problem, summary_path
 from ._report_data import read_run_summary
-from ._results import first_record, foreign_record
+from ._results import first_record, foreign_record, last_record
 
 
 def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
@@ -85,9 +85,12 @@ def _refuse_another_shard(output: Path, shard: Shard | None, first: dict[str, An
     """A resume continues the shard its file ran (its summary says which): resumed without
     --shard, a shard's file was run to the whole matrix, every row of the other shards paid
     again, exit 0 (break30 F1); a run killed before its first summary, its journal's header (verify30
-    N1); a file with neither, its first record (a shard's records name it: verify31 N1). Only
-    records of an older batchrun, with neither beside them, cannot say."""
+    N1); a file with neither, its first or last record (a shard's records name it: verify31 N1; an
+    older batchrun's file resumed by this one has them after its own: verify34 N1). Only records
+    of an older batchrun, with neither beside them, cannot say."""
     summary = read_run_summary(output) or journal_header(output) or _shard_named(first)
+    if not summary and first is not None:
+        summary = _shard_named(last_record(output))
     ran, wanted = summary.get("shard"), shard_text(shard)
     if "shard" not in summary or ran == wanted or not (ran is None or isinstance(ran, str)):
         return

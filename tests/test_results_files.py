@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from batchrun import ExitCode
@@ -685,6 +686,12 @@ def test_a_shards_file_alone_says_its_shard_in_its_records(tmp_path: Path, job: 
     code, _, err = call_cli(job, "--simulate", "-o", out, "--resume", "-q")
     assert code == ExitCode.USAGE and "holds shard 1/2 of the job: resume it with --shard 1/2" in err, err
     assert out.read_bytes() == before
+    # verify34 N1: records of an earlier batchrun (no `shard`) first, this one's after them.
+    lines = before.splitlines(keepends=True)
+    older = orjson.dumps({k: v for k, v in orjson.loads(lines[0]).items() if k != "shard"}) + b"\n"
+    out.write_bytes(older + b"".join(lines[1:]))
+    code, _, err = call_cli(job, "--simulate", "-o", out, "--resume", "-q")
+    assert code == ExitCode.USAGE and "holds shard 1/2 of the job: resume it with --shard 1/2" in err, err
     assert call_cli(job, "--simulate", "--shard", "1/2", "-o", out, "--resume", "-q")[0] == ExitCode.OK
     # Merged, the rows are the job's: the merged file, its summary lost, resumes without --shard.
     other = tmp_path / "s2.jsonl"
@@ -770,3 +777,17 @@ def test_a_merged_file_is_not_merged_again_with_one_of_its_own_shards(tmp_path: 
         assert json.loads(out.with_name(f"copied{k}.summary.json").read_text())["total"]["cost_usd"] == pytest.approx(
             cost
         )
+
+
+def test_the_last_record_is_found_past_a_torn_tail_and_beyond_the_first_window(tmp_path: Path, results: Path) -> None:
+    from batchrun._results import last_record
+
+    first, second = read_rows(results)[:2]
+    long = {**second, "content": "x" * 200_000}  # past the 64 KiB window
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(orjson.dumps(first) + b"\n" + orjson.dumps(long) + b'\n{"id":"c3","fing')
+    assert last_record(path) == long
+    path.write_bytes(orjson.dumps(first) + b"\n")
+    assert last_record(path) == first
+    path.write_bytes(b'{"id":"torn')
+    assert last_record(path) is None
