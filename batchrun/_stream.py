@@ -137,10 +137,10 @@ async def stream_chat(
                 reading.generation_id = generation_header(response.headers, client.scrub)
                 if response.status_code != 200:
                     raise await _error_reply(client, response, clock)
-                if _json_type(response.headers):
-                    # A JSON reply to a streamed request: an error sent with 200, or an endpoint
-                    # that ignores `stream`. Read as a plain reply is (break34 m1: a 402 in it was
-                    # a retried "network" error, and a whole answer was bought twice).
+                if not _event_stream(response.headers):
+                    # Not events: an error sent with 200, or an endpoint that ignores `stream`, as
+                    # JSON, text/plain or no type at all. Read as a plain reply is (break34 m1,
+                    # verify34 N2: a 402 in it was a retried "network" error, a whole answer bought twice).
                     plain = Reply(200, response.headers, await read_capped(response, cap))
                 else:
                     await _read_events(client, response, reading, clock, started, cap)
@@ -192,10 +192,9 @@ async def stream_chat(
     )
 
 
-def _json_type(headers: Mapping[str, str]) -> bool:
-    """A reply whose Content-Type says JSON (application/json, or a +json type), not events."""
-    kind = headers.get("content-type", "").split(";")[0].strip().lower()
-    return kind == "application/json" or kind.endswith("+json")
+def _event_stream(headers: Mapping[str, str]) -> bool:
+    """A reply whose Content-Type says server-sent events (what httpx-sse reads)."""
+    return headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
 
 
 def _billed(failure: RequestFailed, reading: _Reading) -> RequestFailed:

@@ -287,18 +287,21 @@ async def test_a_streams_reasoning_and_refusal_are_kept_as_a_plain_replys_are() 
     assert result.reasoning == "Think about [key]." and result.refusal == "I won't." and result.content == ""
 
 
-async def _json_to_a_stream(status: int, body: dict[str, Any]) -> StreamedChat:
-    """stream_chat against a server that answers the streamed request with plain JSON."""
+async def _json_to_a_stream(status: int, body: dict[str, Any], kind: str | None = "application/json") -> StreamedChat:
+    """stream_chat against a server that answers the streamed request with plain JSON, as `kind`."""
+    headers = {} if kind is None else {"Content-Type": kind}
     with respx.mock(using="httpx") as mock:
-        mock.post("https://or.test/api/v1/chat/completions").mock(return_value=httpx.Response(status, json=body))
+        answer = httpx.Response(status, headers=headers, content=json.dumps(body).encode())
+        mock.post("https://or.test/api/v1/chat/completions").mock(return_value=answer)
         async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=respx_transport()) as c:
             return await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
 
 
-async def test_a_json_answer_to_a_streamed_request_is_read_as_a_plain_reply() -> None:
-    # break34 m1: an endpoint that ignores `stream` answered in JSON: a "network" error (the SSE
-    # library's words), retried, the answer paid for and thrown away.
-    result = await _json_to_a_stream(200, chat_payload("Paris", id="gen-json", usage={"cost": 0.002}))
+@pytest.mark.parametrize("kind", ["application/json", "application/json; charset=utf-8", "text/plain", None])
+async def test_a_json_answer_to_a_streamed_request_is_read_as_a_plain_reply(kind: str | None) -> None:
+    # break34 m1, verify34 N2: an endpoint that ignores `stream` answered whole: a "network" error
+    # (the SSE library's words), retried, the answer paid for and thrown away.
+    result = await _json_to_a_stream(200, chat_payload("Paris", id="gen-json", usage={"cost": 0.002}), kind)
     assert isinstance(result, StreamedChat) and result.content == "Paris"
     assert result.generation_id == "gen-json" and result.cost == 0.002 and result.ttft_ms is None
 
