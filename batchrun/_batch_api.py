@@ -183,17 +183,24 @@ class BatchClient:
         return self.read_items(info)[0]
 
     def read_items(self, info: BatchInfo) -> tuple[dict[str, BatchItem], list[BatchItem]]:
-        """`items`, and the items it drops: those a later item for the same custom_id repeats.
-        What they say they cost is charged all the same (break34 M2: not counted, a batch whose
-        items summed to $1.20 counted $0.00003 against a $1 budget)."""
+        """`items`, and the items it drops where several are for one custom_id: the row keeps
+        the last answer, or the last failure if none answered (a failure after a paid answer
+        made the row an error at $0, to be bought again: verify34 N3). What the dropped ones say
+        they cost is charged all the same (break34 M2: not counted, a batch whose items summed
+        to $1.20 counted $0.00003 against a $1 budget)."""
         out: dict[str, BatchItem] = {}
         repeated: list[BatchItem] = []
         for raw in info.results or []:
             if not isinstance(raw, dict) or not isinstance(raw.get("custom_id"), str):
                 continue  # an item we cannot map back: its row stays without a result
-            if (earlier := out.get(raw["custom_id"])) is not None:
+            item = self._item(raw)
+            earlier = out.get(item.custom_id)
+            if earlier is not None and earlier.result is not None and item.result is None:
+                repeated.append(item)
+                continue
+            if earlier is not None:
                 repeated.append(earlier)
-            out[raw["custom_id"]] = self._item(raw)
+            out[item.custom_id] = item
         return out, repeated
 
     def _item(self, raw: dict[str, Any]) -> BatchItem:
@@ -226,19 +233,31 @@ def end_failure(info: BatchInfo) -> RequestFailed:
     return Rejected("batch_failed", message)
 
 
-def stray_items(info: BatchInfo, rows: list[str]) -> str | None:
-    """What a batch's results hold beyond one item per row sent: items repeating a row (the
-    last one is the row's answer) or for a row never sent (not recorded, nor its cost counted
-    unless the key's usage shows it)."""
+def stray_items(info: BatchInfo, rows: list[str], differing: int = 0) -> str | None:
+    """What a batch's results hold beyond one item per row sent: items repeating a row (its
+    last answer is the row's; `differing`: rows whose copies answered differently) or for a
+    row never sent (not recorded); each one's cost is counted."""
     ids = [raw.get("custom_id") for raw in info.results or [] if isinstance(raw, dict)]
     sent = set(rows)
     repeated = len([i for i in ids if i in sent]) - len(sent & set(ids))
     unknown = sum(i not in sent for i in ids)
-    said = (
-        [f"{repeated} result item(s) repeat a row (the last one is kept; each one's cost counted)"] if repeated else []
-    )
+    kept = "its last answer is kept"
+    if differing:
+        kept += f"; {differing} row(s) answered differently by their copies"
+    said = [f"{repeated} result item(s) repeat a row ({kept}; each one's cost counted)"] if repeated else []
     said += [f"{unknown} result item(s) are for no row it was sent (not recorded)"] if unknown else []
     return "; ".join(said) or None
+
+
+def differing_rows(items: dict[str, BatchItem], repeated: list[BatchItem]) -> int:
+    """Rows with a dropped copy whose answer is not the one kept: the row's verdict depends on
+    which copy is believed."""
+    differ = set()
+    for item in repeated:
+        kept = items[item.custom_id].result
+        if item.result is not None and kept is not None and item.result.content != kept.content:
+            differ.add(item.custom_id)
+    return len(differ)
 
 
 def _as_json(body: Any) -> bytes:

@@ -20,7 +20,7 @@ import signal
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._batch_api import BatchClient, BatchInfo, item_allowance, stray_items
+from ._batch_api import BatchClient, BatchInfo, differing_rows, item_allowance, stray_items
 from ._batch_costs import batch_charges
 from ._batch_items import write_item
 from ._batch_key import count_unseen, draw_rise, follow_earlier, note_key_seen, seen_between_runs
@@ -208,7 +208,7 @@ class BatchExecutor:
                 "the job since it was sent (what they cost is counted)"
             )
         items, repeated = self.api.read_items(info)
-        if strays := stray_items(info, entry.rows):  # break22 m1, m2: said, not passed over in silence
+        if strays := stray_items(info, entry.rows, differing_rows(items, repeated)):  # break22 m1, m2: said
             # A warning (said under --quiet): which of two answers a row keeps decides its verdict.
             self.notice(f"warning: batch {entry.key} ({entry.batch_id}): {strays}")
         worst = lambda row: self._row_worst(entry, requests[row])  # noqa: E731

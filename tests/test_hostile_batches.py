@@ -290,7 +290,7 @@ def test_result_items_repeated_or_for_no_row_are_said_and_counted(tmp_path: Path
     assert outcome.code == ExitCode.OK and len(outcome.rows) == ROWS
     # A warning, said under --quiet: which of two answers a row keeps decides its verdict.
     assert (
-        "warning: batch b1 (batch_1): 1 result item(s) repeat a row (the last one is kept; each one's cost "
+        "warning: batch b1 (batch_1): 1 result item(s) repeat a row (its last answer is kept; each one's cost "
         "counted); 1 result item(s) are for no row it was sent (not recorded)"
     ) in outcome.stderr
     # verify22 m2, break34 M2: what the stray item and the repeated one say they cost is spent:
@@ -299,6 +299,24 @@ def test_result_items_repeated_or_for_no_row_are_said_and_counted(tmp_path: Path
     figures = summary(tmp_path)
     assert figures["spent_usd"] == pytest.approx((ROWS + 2) * ITEM_COST)
     assert figures["key_gap_usd"] == pytest.approx(2 * ITEM_COST)
+
+
+def test_a_row_keeps_its_paid_answer_over_a_later_failed_copy_and_differing_copies_are_said(tmp_path: Path) -> None:
+    # verify34 N3: an error item after a paid answer made the row an error at $0 (to be bought
+    # again by --retry-errors); copies answering differently were not said to differ.
+    def batch_of(ids: list[str]) -> dict[str, Any]:
+        failed = {"custom_id": ids[0], "response": None, "error": {"code": 500, "message": "it failed"}}
+        other = item(ids[1])
+        other["response"]["body"]["choices"][0]["message"]["content"] = "London"
+        return completed(ITEM_COST * ROWS, [*ids]) | {"results": [item(i) for i in ids] + [failed, other]}
+
+    outcome = run(tmp_path, batch_of, "-q")
+    assert outcome.code == ExitCode.OK, outcome.stderr
+    # Every row ok (the failed copy replaced no answer), the second row with its last answer.
+    assert sorted((r["status"], r["content"]) for r in outcome.rows) == [("ok", "London")] + [("ok", "Paris")] * (
+        ROWS - 1
+    )
+    assert "2 result item(s) repeat a row (its last answer is kept; 1 row(s) answered differently" in outcome.stderr
 
 
 def test_a_repeated_item_that_costs_more_than_the_budget_stops_the_run(tmp_path: Path) -> None:
