@@ -110,10 +110,11 @@ def _prompt_messages(prompt: dict[str, Any], defaults: dict[str, Any]) -> tuple[
 
 
 def _row_checker(
-    needed: set[str], base_dir: Path, checks: tuple[dict[str, Any], ...] = ()
+    needed: set[str], base_dir: Path, checks: tuple[dict[str, Any], ...] = (), graded: bool = True
 ) -> Callable[[dict[str, Any]], str | None]:
     """What is wrong with one row of variables: a variable the prompt needs, a value that is
-    not a scalar, a templated check that comes out empty, or its own checks."""
+    not a scalar, a templated check that comes out empty, or its own checks (`graded`: the job
+    names a grader, so a judge check may go without one)."""
     validator = None
 
     def check_row(row: dict[str, Any]) -> str | None:
@@ -151,6 +152,9 @@ def _row_checker(
         for check in row["checks"]:
             for message in check_problems(check, base_dir):
                 return f"checks: {message}"
+            if "judge" in check and "grader" not in check and not graded:
+                # As a prompt's is: every row was undecided, exit 1 (verify34 N6).
+                return "checks: a judge check needs a grader: set judge.model or the check's grader"
         for place, message in template_problems(row["checks"], ("checks",)):
             return f"{format_path(place)[2:]}: {message}"
         unknown = names_in(row["checks"]) - row.keys()
@@ -207,6 +211,8 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
     problems += value_problems(data, source.problem)
     defaults = data.get("defaults", {})
     snapshots: dict[Path, Snapshot] = {}  # prompts naming one file read one copy of it
+    judge = data.get("judge") or {}
+    graded = bool(judge.get("model") or judge.get("models"))
     seen_models: set[str] = set()
     for i, model in enumerate(data["models"]):
         model_id = model if isinstance(model, str) else model["id"]
@@ -235,7 +241,7 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
             rows = prompt["vars"]
             if not rows:
                 problems.append(source.problem(where + ("vars",), "vars is empty: the matrix is empty"))
-            check_row = _row_checker(needed, base_dir, checks)
+            check_row = _row_checker(needed, base_dir, checks, graded)
             seen: dict[bytes, int] = {}
             for k, row in enumerate(rows):
                 problem = check_row(row)
@@ -251,7 +257,7 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
             shown = prompt.get("dataset", data.get("dataset"))
             file = base_dir / shown
             rows = DatasetFile(file, shown, snapshots.setdefault(file, Snapshot(file)))
-            problems += rows.check(_row_checker(needed, base_dir, checks), source.file, format_path(key_path))
+            problems += rows.check(_row_checker(needed, base_dir, checks, graded), source.file, format_path(key_path))
             if problems and problems[-1].line is None and problems[-1].file == source.file:
                 problems[-1] = source.problem(key_path, problems[-1].message)
         else:
@@ -265,6 +271,11 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
                 )
         prompts.append(PromptSpec(prompt["id"], messages, prompt.get("params", {}), rows, checks))
     return problems, prompts
+
+
+def _one_grader(grader: Any) -> bool:
+    """A check's own grader that is one model: a name, or a list of one (verify34 N4)."""
+    return isinstance(grader, str) or (isinstance(grader, list) and len(grader) == 1)
 
 
 def _grading_problems(source: JobSource, base_dir: Path) -> list[Problem]:
@@ -293,7 +304,7 @@ def _grading_problems(source: JobSource, base_dir: Path) -> list[Problem]:
     rows = [row.get("checks", []) for p in data["prompts"] for row in p.get("vars", [])]
     judged = [check for checks in [*(c for _, c in places), *rows] for check in checks if "judge" in check]
     datasets = "dataset" in data or any("dataset" in p for p in data["prompts"])  # rows that may bring checks
-    if panel and judged and not datasets and all(isinstance(check.get("grader"), str) for check in judged):
+    if panel and judged and not datasets and all(_one_grader(check.get("grader")) for check in judged):
         # Nor by no check: each names one grader of its own (verify32 n8: a strict pass_score
         # the author wrote passed a 0.91 score in silence).
         for key in ("aggregate", "pass_score"):

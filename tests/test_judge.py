@@ -214,6 +214,9 @@ def test_a_panels_settings_that_no_check_uses_are_refused(tmp_path: Path) -> Non
     assert code == ExitCode.USAGE and err.count("\n") == 2, err
     for key in ("aggregate", "pass_score"):
         assert f"$.judge.{key} {key} applies to no check: each judge check names one grader of its own" in err
+    # verify34 N4: a list of one grader is one grader.
+    code, _, err = call_cli("validate", write_job(tmp_path, own.replace("grader: x/y", "grader: [x/y]"), "one.yaml"))
+    assert code == ExitCode.USAGE and "aggregate applies to no check" in err, err
     # A check with a panel of its own takes the job's aggregate: that applies.
     panels = own.replace("grader: x/y", "grader: [openai/gpt-4o-mini, x/y]")
     assert call_cli("validate", write_job(tmp_path, panels, "p.yaml"))[0] == ExitCode.OK
@@ -221,6 +224,24 @@ def test_a_panels_settings_that_no_check_uses_are_refused(tmp_path: Path) -> Non
     data = own.replace("run: {", "dataset: rows.jsonl\nrun: {")
     (tmp_path / "rows.jsonl").write_text('{"country": "France", "expect": "Paris"}\n')
     assert call_cli("validate", write_job(tmp_path, data, "d.yaml"))[0] == ExitCode.OK
+
+
+def test_a_rows_judge_check_without_a_grader_is_refused_where_the_job_names_none(tmp_path: Path) -> None:
+    # verify34 N6: refused on a prompt, taken on a row (inline or in a dataset): every row was
+    # then undecided, exit 1.
+    ungraded = JUDGED.replace("judge: {model: openai/gpt-4o-mini}\n", "").replace(
+        "{country: France, expect: Paris}", "{country: France, expect: Paris, checks: [{judge: 'names Paris'}]}"
+    )
+    ungraded = ungraded.replace(
+        "      - {judge: 'The answer names \"{{expect}}\" as the capital.', name: graded}\n", ""
+    )
+    code, _, err = call_cli("validate", write_job(tmp_path, ungraded))
+    assert code == ExitCode.USAGE and err.count("\n") == 1, err
+    assert "$.prompts[0].vars[0] checks: a judge check needs a grader: set judge.model or the check's grader" in err
+    (tmp_path / "rows.jsonl").write_text('{"country": "France", "expect": "Paris", "checks": [{"judge": "ok"}]}\n')
+    by_row = "\n".join(line for line in ungraded.splitlines() if "{country:" not in line)
+    code, _, err = call_cli("validate", write_job(tmp_path, by_row + "\ndataset: rows.jsonl\n", "ds.yaml"))
+    assert code == ExitCode.USAGE and "rows.jsonl:1: checks: a judge check needs a grader" in err, err
 
 
 def test_a_grader_the_endpoint_does_not_offer_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
