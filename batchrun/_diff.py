@@ -37,6 +37,7 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
     for record in final_records(path, warn):
         builder.add(record)
         slim[record["id"]] = {
+            "shard": record.get("shard"),
             "model": record["model"],
             "prompt_id": record["prompt_id"],
             "status": record["status"],
@@ -68,6 +69,30 @@ def _whole_run(path: Path, rows: int) -> bool:
 def _same_job(a: Summary, b: Summary, a_path: Path, b_path: Path) -> None:
     if a["job"] and b["job"] and a["job"] != b["job"]:
         raise ResultsError(f"{a_path} is job {a['job']!r} but {b_path} is job {b['job']!r}: nothing to compare")
+
+
+def _shard_of(path: Path, rows: dict[str, dict[str, Any]]) -> tuple[bool, str | None]:
+    """(known, the shard "K/N" or None for the whole job): the run's summary says it, else its
+    records (a sharded run's name it; a whole job's, or an older batchrun's, do not: unknown)."""
+    summary = read_run_summary(path)
+    if "shard" in summary and (summary["shard"] is None or isinstance(summary["shard"], str)):
+        return True, summary["shard"]
+    named = {row["shard"] for row in rows.values()} - {None}
+    return (True, named.pop()) if len(named) == 1 else (False, None)
+
+
+def _same_shard(
+    a_path: Path, a_rows: dict[str, dict[str, Any]], b_path: Path, b_rows: dict[str, dict[str, Any]]
+) -> None:
+    """Two shards (or a shard and a whole run) share no rows, or some: the other's are "gone", a
+    regression (verify34 N5: `diff` of shard 1/2 and shard 2/2 exited 4)."""
+    (a_known, a_shard), (b_known, b_shard) = _shard_of(a_path, a_rows), _shard_of(b_path, b_rows)
+    if a_known and b_known and a_shard != b_shard:
+        a_is, b_is = ("the whole job" if s is None else f"shard {s}" for s in (a_shard, b_shard))
+        raise ResultsError(
+            f"{a_path} is {a_is} but {b_path} is {b_is}: compare runs of the same shard, or merged runs "
+            "(batchrun merge)"
+        )
 
 
 PAIRED_TEST = "McNemar's exact test (paired rows)"
@@ -177,6 +202,7 @@ def diff_runs(
     a_rows, a_sum = _load(a_path, warn)
     b_rows, b_sum = _load(b_path, warn)
     _same_job(a_sum, b_sum, a_path, b_path)
+    _same_shard(a_path, a_rows, b_path, b_rows)
     flips: dict[str, list[dict[str, Any]]] = {"pass_to_fail": [], "fail_to_pass": [], "pass_to_ungraded": []}
     for row_id, after in b_rows.items():
         before = a_rows.get(row_id)

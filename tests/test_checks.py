@@ -480,3 +480,16 @@ def test_a_pass_rates_interval_is_shown_rounded_once() -> None:
     summary = summary_of(record("1", "m", "p"))
     assert summary["total"]["pass_rate_ci95"] == [pytest.approx(0.206549, abs=1e-6), 1.0]
     assert "100.0% [20.7-100.0]" in render_text(summary)
+
+
+def test_diff_refuses_two_shards_or_a_shard_and_a_whole_run(tmp_path: Path) -> None:
+    # verify34 N5: shard 1/2 against shard 2/2 shares no row: every pass "gone", exit 4.
+    a = write(tmp_path / "a.jsonl", {**record("1", "m", "p"), "shard": "1/2"})
+    b = write(tmp_path / "b.jsonl", {**record("2", "m", "p"), "shard": "2/2"})
+    code, _, err = call_cli("diff", a, b)
+    assert code == ExitCode.USAGE and f"{a} is shard 1/2 but {b} is shard 2/2: compare runs of the same shard" in err
+    (tmp_path / "w.summary.json").write_text(json.dumps({"output": "w.jsonl", "shard": None}))
+    whole = write(tmp_path / "w.jsonl", record("1", "m", "p"))
+    code, _, err = call_cli("diff", whole, a)
+    assert code == ExitCode.USAGE and "is the whole job but" in err, err
+    assert call_cli("diff", a, write(tmp_path / "c.jsonl", {**record("1", "m", "p"), "shard": "1/2"}))[0] == 0
