@@ -122,10 +122,10 @@ class IsolatedKey:
             own = await self._call(self._client.key_info)
         except RequestFailed as failure:
             raise ConfigError(f"could not read the per-run key's own /key: {failure.message}") from None
-        if own is None:  # 404: a key that cannot be verified is not used (verify32 n1: an unlimited one was)
+        if own is None:  # 404, 405, 501: a key that cannot be verified is not used (verify32 n1: an unlimited one was)
             raise ConfigError(
-                "could not read the per-run key's own /key: it answered 404, so the key handed over cannot be "
-                "shown to hold the budget; it is not used"
+                "could not read the per-run key's own /key: it answered as if there were none (404, 405 or 501), "
+                "so the key handed over cannot be shown to hold the budget; it is not used"
             )
         limit = own.get("limit")
         if _not_held_to(limit, budget):
