@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import tempfile
+import unicodedata
 from array import array
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -40,6 +41,12 @@ MAX_LINE_BYTES = 16 << 20
 # Spelled as _matrix spells a row in its id (stable_id): what tells two rows apart.
 _ROW_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 REPEAT_HINT = "a row's variables are its id (the resume key); to ask the same row again, use `repeat:`"
+
+
+def unnamed(name: str) -> bool:
+    """A variable name with nothing to see in it: empty, spaces, or only control and format
+    characters (a zero-width space, NUL) that no report would show (break34 m3, verify34)."""
+    return all(unicodedata.category(c)[0] in "CZ" for c in name)
 
 
 def row_key(row: dict[str, Any]) -> bytes | None:
@@ -213,9 +220,9 @@ class DatasetFile:
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
             raise RowError(1, f"duplicate column(s) {', '.join(map(repr, twice))} in the header")
-        if unnamed := [str(i) for i, name in enumerate(names, start=1) if not name.strip()]:
+        if nameless := [str(i) for i, name in enumerate(names, start=1) if unnamed(name)]:
             # A variable named '' was taken, into `vars` and the row's id (break34 m3).
-            raise RowError(1, f"column(s) {', '.join(unnamed)} of the header have no name")
+            raise RowError(1, f"column(s) {', '.join(nameless)} of the header have no name")
         for row in reader:
             if None in row:
                 raise RowError(reader.line_num, "more fields than the header names")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._checks import check_problems, kind_problem, resolve_files, row_check_problem
-from ._dataset import REPEAT_HINT, DatasetFile, Snapshot, row_key
+from ._dataset import REPEAT_HINT, DatasetFile, Snapshot, row_key, unnamed
 from ._exceptions import JobError, Problem
 from ._files import read_regular_text
 from ._formats import short
@@ -123,8 +123,8 @@ def _row_checker(
         if missing:
             return f"row lacks variable(s) {', '.join(sorted(missing))} used by the prompt"
         for name, value in row.items():
-            if not name.strip():
-                return "a variable with no name (an empty key): name it, or leave it out"
+            if unnamed(name):
+                return "a variable with no name (an empty key, or only invisible characters): name it, or leave it out"
             if name != "checks" and isinstance(value, (dict, list)):
                 kind = "an object" if isinstance(value, dict) else "a list"
                 return f"variable {name!r} is {kind}: values are strings, numbers, booleans or null"

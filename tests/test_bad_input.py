@@ -503,6 +503,13 @@ DATASET_CASES: list[tuple[str, str, bytes, list[str]]] = [
         b'{"country": "F", "expect": "P", " ": 1}\n',
         ["d.jsonl:1", "a variable with no name"],
     ),
+    (
+        "jsonl invisible key",
+        "d.jsonl",
+        b'{"country": "F", "expect": "P", "\\u200b\\u0000": 1}\n',
+        ["d.jsonl:1", "a variable with no name"],
+    ),
+    ("csv invisible column", "d.csv", "country,\u200b,expect\nF,x,P\n".encode(), ["d.csv:1", "column(s) 2"]),
     ("csv empty expect", "d.csv", b"country,expect\nFrance,\n", ["d.csv:2", "'{{expect}}' is empty for this row"]),
     (
         "jsonl duplicate key",
