@@ -24,7 +24,7 @@ import yaml
 from ._exceptions import OutputFailed, ResultsError
 from ._files import open_regular, read_regular_text
 from ._formats import utc_compact
-from ._journal_file import JOURNAL_SUFFIX
+from ._journal_file import JOURNAL_SUFFIX, journal_header
 from ._record_head import RECORD_START
 from ._results import results_job
 from ._scrub import environment_scrubber
@@ -350,15 +350,21 @@ def latest_incomplete(job_name: str, pattern: str | None, shard: str | None = No
             earlier = {}
         if earlier.get("complete") is True or (earlier and earlier.get("shard") != shard):
             continue
-        if _holds_results_of(candidate, job_name):
+        if _holds_results_of(candidate, job_name, shard):
             return candidate
     return None
 
 
-def _holds_results_of(path: Path, job_name: str) -> bool:
+def _holds_results_of(path: Path, job_name: str, shard: str | None) -> bool:
     # Only a file whose first whole record is this job's may be picked: a user's own
-    # notes.jsonl in the folder is never resumed, cut or appended to.
+    # notes.jsonl in the folder is never resumed, cut or appended to. A run killed before its
+    # first record left an empty file and its journal, whose header names the job and shard
+    # (break35 M2: passed over, an older run was resumed, and the attempts in flight never counted).
     try:
-        return results_job(path) == job_name
+        owner = results_job(path)
     except (OSError, ResultsError):
         return False
+    if owner is None:
+        header = journal_header(path)
+        return header is not None and header["job"] == job_name and header.get("shard") == shard
+    return owner == job_name

@@ -717,6 +717,32 @@ def test_a_sharded_resume_without_an_output_picks_its_own_shards_file(
     assert json.loads((tmp_path / resumed).with_suffix(".summary.json").read_text())["shard"] == "1/2"
 
 
+def test_a_resume_without_an_output_picks_a_run_killed_before_its_first_record(
+    tmp_path: Path, job: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break35 M2: killed -9 before its first record, a run left an empty file and its journal; a
+    # resume without --output passed over it (an older incomplete run was resumed instead, or
+    # "no incomplete run was found"), and the attempts in its journal were never counted.
+    from batchrun import load_job
+
+    monkeypatch.chdir(tmp_path)
+    assert call_cli(job, "--simulate", "-q", "--budget", "0.00001")[0] == ExitCode.BUDGET  # an older one
+    folder = tmp_path / "outputs" / "small"
+    killed = folder / "zz-killed.jsonl"  # newer by name, as a later stamp is
+    killed.write_bytes(b"")
+    header = {"job": "small", "job_fingerprint": load_job(job).fingerprint, "shard": None}
+    killed.with_name("zz-killed.attempts.jsonl").write_text(json.dumps(header) + "\n")
+    code, _, err = call_cli(job, "--simulate", "--resume")
+    assert code == ExitCode.OK and f"resuming {killed.relative_to(tmp_path)}" in err, err
+    assert len(read_rows(killed)) == 20
+    # Another job's, or another shard's, journal is not this run's.
+    other = folder / "zz-other.jsonl"
+    other.write_bytes(b"")
+    other.with_name("zz-other.attempts.jsonl").write_text(json.dumps({**header, "shard": "1/2"}) + "\n")
+    code, _, err = call_cli(job, "--simulate", "--resume")
+    assert "zz-other" not in err, err
+
+
 def test_a_shard_killed_before_its_first_record_is_merged_and_gated_as_missing_rows(tmp_path: Path, job: Path) -> None:
     # break30 F2: killed -9 before its first record, a shard left an empty file and its attempt
     # journal. Its in-flight rows read as "job None": merge exited 2 ("different jobs or job
