@@ -710,6 +710,7 @@ def test_bad_options(
     [
         (["report", "x.jsonl", "--json", "--markdown"], "argument --markdown: not allowed with argument --json"),
         (["diff", "a.jsonl", "b.jsonl", "--json", "--markdown"], "not allowed with argument --json"),
+        (["history", "a.jsonl", "--json", "--markdown"], "not allowed with argument --json"),  # break35 F1
         (["simulate", "--port", "99999"], "argument --port: must be between 0 and 65535, got 99999"),
         (["run", "job.yaml", "--concurrency", "abc"], "argument --concurrency: expected a whole number, got 'abc'"),
     ],

@@ -217,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the job's output folder, or results files (default: the one job under outputs/)",
     )
     history.add_argument("--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML page")
-    history.add_argument("--json", action="store_true")
-    history.add_argument("--markdown", action="store_true", help="compact tables, e.g. for GITHUB_STEP_SUMMARY")
+    # One format or the other, as report's and diff's (break35 F1: both were taken, JSON printed
+    # and the Markdown appended to the step summary).
+    _add_format_options(history, "the runs and what changed")
 
     diff = commands.add_parser("diff", help="what changed between two runs of a job")
     diff.add_argument("before", type=Path)
