@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ._exceptions import OutputFailed, ResultsError
+from ._exceptions import ConfigError, OutputFailed, ResultsError
 from ._files import open_regular, read_regular_text
 from ._formats import utc_compact
 from ._journal_file import JOURNAL_SUFFIX, journal_header
@@ -66,13 +66,21 @@ def fresh_output(job_name: str, pattern: str | None, now: float) -> Path:
     Called under the job lock, so two runs cannot pick the same free name.
     """
     path = default_output(job_name, pattern, now)
+    if "{timestamp}" not in (pattern or DEFAULT_PATTERN):
+        return path  # one name: the caller refuses an existing file
+    millis = math.floor(now * 1000)
     for step in range(1, 1000):
-        if not path.exists():
-            break
-        later = default_output(job_name, pattern, now + step / 1000)
-        if later == path:  # a pattern without {timestamp}: the caller refuses an existing file
-            break
-        path = later
+        if not os.path.lexists(path):
+            return path
+        # The middle of each next millisecond: `now + step / 1000` fell short of some (x.001
+        # is x.000999...), so a name was tried twice and the next one never.
+        path = default_output(job_name, pattern, (millis + step + 0.5) / 1000)
+    if os.path.lexists(path):
+        # Every name of the next second is taken (files made ahead, a clock set back): an
+        # existing one was written into, or refused as "give another --output" (break35 F6).
+        raise ConfigError(
+            f"{path.parent}: every default name for the next second is taken; give --output, or move those files"
+        )
     return path
 
 

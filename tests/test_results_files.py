@@ -817,3 +817,21 @@ def test_the_last_record_is_found_past_a_torn_tail_and_beyond_the_first_window(t
     assert last_record(path) == first
     path.write_bytes(b'{"id":"torn')
     assert last_record(path) is None
+
+
+def test_a_default_name_is_never_one_that_exists(tmp_path: Path) -> None:
+    # break35 F6: with every name of the next second taken (files made ahead, a clock set back),
+    # an existing empty file was written into, or another was refused as "give another --output".
+    from batchrun._exceptions import ConfigError
+    from batchrun._output_paths import default_output, fresh_output
+
+    pattern = str(tmp_path / "{name}" / "{timestamp}.jsonl")
+    now = 1_800_000_000.0
+    first = fresh_output("j", pattern, now)
+    first.parent.mkdir()
+    first.write_bytes(b"")
+    assert fresh_output("j", pattern, now).name == "20270115T080000.001Z.jsonl"  # the next free one
+    for step in range(1000):
+        default_output("j", pattern, now + (step + 0.5) / 1000).write_bytes(b"")
+    with pytest.raises(ConfigError, match="every default name for the next second is taken; give --output"):
+        fresh_output("j", pattern, now)
