@@ -25,15 +25,25 @@ class SafeStream:
     characters are shown escaped (stdout: nothing batchrun prints there is a terminal code)."""
 
     def __init__(
-        self, stream: TextIO, flush_each: bool = False, scrub: Scrubber | None = None, plain: bool = False
+        self,
+        stream: TextIO,
+        flush_each: bool = False,
+        scrub: Scrubber | None = None,
+        plain: bool = False,
+        closed: bool = False,
     ) -> None:
         self.stream = stream
         self.flush_each = flush_each
         self.failure: OSError | None = None
         self.scrub = scrub
         self.plain = plain
+        self.closed = closed  # closed when the process started (its descriptor is /dev/null now)
 
     def write(self, text: str) -> int:
+        if self.closed and self.failure is None and text:
+            # Written to nothing: said as a reader gone is (break35 F3: a failing run's summary
+            # vanished without a word under `>&-`).
+            self.failure = OSError(errno.EBADF, "it was closed when batchrun started")
         if self.failure is not None:
             return 0
         if self.scrub is not None:
@@ -73,9 +83,9 @@ class SafeStream:
 class Console:
     """stdout and stderr as SafeStreams; tests pass their own streams."""
 
-    def __init__(self, out: TextIO, err: TextIO) -> None:
+    def __init__(self, out: TextIO, err: TextIO, out_closed: bool = False) -> None:
         scrub = environment_scrubber()
-        self.out = SafeStream(out, flush_each=True, scrub=scrub, plain=True)
+        self.out = SafeStream(out, flush_each=True, scrub=scrub, plain=True, closed=out_closed)
         self.err = SafeStream(err, flush_each=True, scrub=scrub)
         self.warnings: list[str] = []
 

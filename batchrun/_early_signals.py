@@ -11,6 +11,9 @@ import signal
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 early: list[int] = []  # signals that came before the command decided what they mean
 caught = [False]  # True once catch_early ran: only then does the CLI own the handlers
+# And the standard descriptors the process started without (`>&-`), which _entry opened on
+# /dev/null: the CLI says when what it had to print there went nowhere.
+CLOSED_AT_START: set[int] = set()
 
 
 def _remember(signum: int, _frame: object) -> None:

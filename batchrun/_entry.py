@@ -12,7 +12,7 @@ import os
 import sys
 from typing import NoReturn
 
-from ._early_signals import catch_early
+from ._early_signals import CLOSED_AT_START, catch_early
 
 
 def _standard_streams() -> None:
@@ -25,6 +25,7 @@ def _standard_streams() -> None:
             os.fstat(fd)
         except OSError:
             os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+            CLOSED_AT_START.add(fd)
     if sys.stdin is None:
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own, for its life
     if sys.stdout is None:

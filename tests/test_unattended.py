@@ -419,6 +419,13 @@ def test_a_run_started_with_its_standard_descriptors_closed_runs(tmp_path: Path,
     assert result.returncode == ExitCode.OK, (result.stderr, why)
     assert "Traceback" not in result.stderr and len(read_rows(out)) == 20
     assert out.with_name("out.summary.json").exists()
+    if closed == ">&-":  # break35 F3: a failing run's summary went nowhere, and nothing said so
+        assert "warning" not in result.stderr  # a passing run's summary is no news
+        failing = [*argv, "--pass-threshold", "0.9", "--sim", "accuracy.openai/gpt-4o-mini=0"]
+        failing[failing.index(str(out))] = str(tmp_path / "failing.jsonl")
+        result = subprocess.run(failing, env=child_env(), capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == ExitCode.QUALITY, result.stderr
+        assert "warning: stdout: the summary could not be written: it was closed when batchrun started" in result.stderr
     if closed.count("&-") == 3:  # a reader too, which prints its whole output there
         argv = ["sh", "-c", command, "sh", sys.executable, "-m", "batchrun", "report", str(out)]
         result = subprocess.run(argv, env=child_env(), capture_output=True, text=True, timeout=60, check=False)

@@ -15,7 +15,7 @@ import sys
 from typing import NoReturn, TextIO, cast
 
 from .._console import Console
-from .._early_signals import SIGNALS, caught
+from .._early_signals import CLOSED_AT_START, SIGNALS, caught
 from .._exceptions import (
     AuthFailed,
     BatchrunError,
@@ -88,7 +88,7 @@ def main(
     """`own_process`: the process is this command's alone (the console script), so process-wide
     settings are its to make: the cyclic GC collects less often, and a run's start-up objects
     are frozen out of it."""
-    console = Console(out or sys.stdout, err or sys.stderr)
+    console = Console(out or sys.stdout, err or sys.stderr, out_closed=own_process and 1 in CLOSED_AT_START)
     argv = list(sys.argv[1:] if argv is None else argv)
     # `batchrun JOB.yaml` is short for `batchrun run JOB.yaml`, options first or not
     # (`batchrun --cache JOB.yaml` then reads JOB.yaml as the folder, and says so).

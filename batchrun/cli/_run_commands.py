@@ -142,7 +142,9 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
         if report.summary.get("stop") == "io":
             console.error(report.summary["stop_message"])
     step_summary(console, render_markdown(report.summary))
-    if console.stdout_failure():
+    # A stdout closed from the start (`>&-`) is said only when the summary had something wrong
+    # to show (a passing run's summary is no news, and cron mails whatever is said).
+    if console.stdout_failure() and (code != ExitCode.OK or not console.out.closed):
         console.warn(f"stdout: the summary could not be written: {console.stdout_failure()}")
     return int(code)
 
