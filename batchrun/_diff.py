@@ -9,9 +9,10 @@ from typing import Any
 from ._batch_state import pending_batches
 from ._cost_text import cost_text, held_note, unknown_rows
 from ._exceptions import ResultsError
+from ._failure_text import failure_reasons
 from ._formats import pct
 from ._items import item_key
-from ._reader import Warn, failure_reasons
+from ._reader import Warn
 from ._report_data import read_run_summary
 from ._results import final_records
 from ._stats import compare_paired, compare_rates

@@ -21,9 +21,10 @@ from typing import Any
 from ._batch_state import pending_batches
 from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError, ResultsError
+from ._failure_text import failure_reasons
 from ._formats import md_text, ms, pct, utc_seconds
 from ._output_paths import results_files
-from ._reader import Warn, failure_reasons
+from ._reader import Warn
 from ._report_data import file_key_gap, read_run_summary
 from ._results import final_records
 from ._stats import wilson_interval

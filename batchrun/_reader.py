@@ -25,7 +25,7 @@ from ._fold import Earlier
 from ._journal_file import Crashed, crash_fields, journal_job, journal_path, unrecorded_attempts
 from ._pricing import MAX_USD
 from ._record_head import LINE_HEADS, RECORD_START, RowState, parse_state, record_head, state_blob
-from ._record_shape import record_problem
+from ._record_shape import head_problem, record_problem
 
 Warn = Callable[[str], None]
 # The longest line a reader takes as a record, and the longest torn tail a resume cuts.
@@ -323,14 +323,17 @@ def _scan_slow(
             continue
         try:
             record = orjson.loads(line)
-            row_id = record["id"].encode()
-            states[row_id] = state_blob(
-                record.get("fingerprint", ""), record["status"], record.get("reason"), bool(record.get("retryable"))
-            )
-            open_ = record.get("spent", record.get("cost")) != record.get("cost")
-            spend.add(row_id, spent_on(record), _money(record.get("resolves")), open_)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            warn(f"{path}:{number}: set aside: not a batchrun record")
+        except orjson.JSONDecodeError:
+            record = None
+        if (problem := "not JSON" if record is None else head_problem(record)) is not None:
+            warn(f"{path}:{number}: set aside: not a batchrun record ({problem})")
+            continue
+        row_id = record["id"].encode()
+        states[row_id] = state_blob(
+            record.get("fingerprint", ""), record["status"], record.get("reason"), bool(record.get("retryable"))
+        )
+        open_ = record.get("spent", record.get("cost")) != record.get("cost")
+        spend.add(row_id, spent_on(record), _money(record.get("resolves")), open_)
 
 
 def line_windows(data: mmap.mmap) -> Iterator[tuple[bytes | mmap.mmap, int, int]]:
@@ -386,22 +389,3 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
     warnings.close()
     total = spend.total + sum(_money(cost) for cost in costs if cost not in (b"", b"null"))
     return ScanResult(states, max(0.0, total), lines)
-
-
-def clip(text: str, limit: int = 500) -> str:
-    """Text cut to `limit` characters, saying how many more there were."""
-    return text if len(text) <= limit else text[:limit] + f" ... [{len(text) - limit:,} more characters]"
-
-
-def failure_reasons(record: dict[str, Any]) -> list[str]:
-    """Why a row is listed: each failed check with its reason, or the error."""
-    if record.get("status") == "error":
-        error = record.get("error") or {}
-        status = f" (HTTP {error['http_status']})" if error.get("http_status") else ""
-        kind = error.get("kind") or record.get("reason") or "error"
-        return [clip(f"{kind}{status}: {error.get('message') or ''}".rstrip(": "), 500)]
-    return [
-        clip(f"{check.get('name')}: {check.get('reason') or 'failed'}", 500)
-        for check in record.get("checks") or []
-        if isinstance(check, dict) and not check.get("pass")
-    ]

@@ -75,6 +75,25 @@ def _typed(record: dict[str, Any], names: tuple[str, ...], kind: type | tuple[ty
     return None
 
 
+def head_problem(record: Any) -> str | None:
+    """Why a parsed line's head (id, fingerprint, status, reason, retryable, cost, spent) is not
+    a record's, or None: what the resume scan's pattern checks on the fast path, checked on
+    lines it reads one by one (break35 F7: a `"cost": "cheap"` line was its row's last record
+    for the resume, and set aside by every other reader)."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if not isinstance(record.get("id"), str):
+        return "no 'id' string"
+    if record.get("status") not in STATUSES:
+        return "no status ok, error or skipped"
+    for name in ("cost", "spent"):
+        if record.get(name) is not None and not figure(record[name]):
+            return f"{name!r} is not a number from 0 to {FIGURE_MAX:g}"
+    if (wrong := _typed(record, ("fingerprint", "reason"), str) or _typed(record, ("retryable",), bool)) is not None:
+        return f"{wrong!r} is not of its type"
+    return None
+
+
 def record_problem(record: Any) -> str | None:
     """Why a parsed line is not a batchrun record, or None when it has the fields readers use."""
     if not isinstance(record, dict):

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ResultsError
+from ._failure_text import clip, failure_reasons
 from ._files import read_regular_text
 from ._journal_file import journal_key_gap, journal_path
 from ._pricing import money
-from ._reader import clip, failure_reasons
 from ._results import results_job
 from ._status import StopReason
 from ._summary import SummaryBuilder

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Unpack
 
 from ._batch_state import BatchEntry
+from ._failure_text import failure_reasons
 from ._items import ItemGate, ItemTally
-from ._reader import failure_reasons, spent_on
+from ._reader import spent_on
 from ._stats import wilson_interval
 from ._summary_types import FailingExample, GroupFigures, RunFigures, Summary
 

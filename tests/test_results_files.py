@@ -835,3 +835,19 @@ def test_a_default_name_is_never_one_that_exists(tmp_path: Path) -> None:
         default_output("j", pattern, now + (step + 0.5) / 1000).write_bytes(b"")
     with pytest.raises(ConfigError, match="every default name for the next second is taken; give --output"):
         fresh_output("j", pattern, now)
+
+
+def test_the_resume_scan_sets_aside_a_line_every_reader_sets_aside(tmp_path: Path, results: Path) -> None:
+    # break35 F7: a record with `"cost": "cheap"`, among lines read one by one, was its row's
+    # last record for the resume (the row never sent again) and set aside by `report`.
+    from batchrun._reader import scan_states
+
+    path = tmp_path / "r.jsonl"
+    bad = {**read_rows(results)[0], "id": "abcdef0123456789abcd", "cost": "cheap"}
+    path.write_bytes(results.read_bytes() + b"garbage\n" + json.dumps(bad).encode() + b"\n")
+    warnings: list[str] = []
+    scan = scan_states(path, warnings.append)
+    assert scan.get("abcdef0123456789abcd") is None and len(scan) == len(read_rows(results))
+    assert warnings[-1].endswith(":22: set aside: not a batchrun record ('cost' is not a number from 0 to 1e+100)")
+    code, _, err = call_cli("report", path, "--json")
+    assert code == ExitCode.OK and "r.jsonl:22: set aside" in err
