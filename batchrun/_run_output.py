@@ -116,9 +116,15 @@ def earlier_summary(output: Path) -> dict[str, Any]:
     earlier = read_run_summary(output)
     path = summary_path(output)
     named = earlier.get("output")
-    if path.exists() and (not earlier or (isinstance(named, str) and Path(named).name != output.name)):
+    if path.exists() and not earlier:
         raise ConfigError(
-            f"{path}: not the summary of {output.name} (unreadable, or another file's): what earlier runs "
-            "counted as spent beyond the records cannot be read; move it away to resume"
+            f"{path}: not the summary of {output.name} (unreadable): what earlier runs counted as spent beyond "
+            "the records cannot be read; move it away to resume"
+        )
+    if path.exists() and isinstance(named, str) and Path(named).name != output.name:
+        # A pair renamed together is the commonest cause: said, with the way on (break35 F8).
+        raise ConfigError(
+            f"{path}: the summary of {Path(named).name}, not of {output.name}: if the two were renamed together, "
+            f'set its "output" to {output.name}; else move it away to resume'
         )
     return earlier

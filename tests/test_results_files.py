@@ -851,3 +851,19 @@ def test_the_resume_scan_sets_aside_a_line_every_reader_sets_aside(tmp_path: Pat
     assert warnings[-1].endswith(":22: set aside: not a batchrun record ('cost' is not a number from 0 to 1e+100)")
     code, _, err = call_cli("report", path, "--json")
     assert code == ExitCode.OK and "r.jsonl:22: set aside" in err
+
+
+def test_a_renamed_pair_is_said_as_one_with_the_way_on(tmp_path: Path, job: Path) -> None:
+    # break35 F8: a results file and its summary renamed together read "not the summary of
+    # night.jsonl (unreadable, or another file's) ... move it away", which loses what it counted.
+    out = tmp_path / "b.jsonl"
+    assert call_cli(job, "--simulate", "-o", out, "-q", "--budget", "0.00001")[0] == ExitCode.BUDGET
+    night = tmp_path / "night.jsonl"
+    out.rename(night)
+    (tmp_path / "b.summary.json").rename(tmp_path / "night.summary.json")
+    code, _, err = call_cli(job, "--simulate", "-o", night, "--resume", "-q")
+    assert code == ExitCode.USAGE, err
+    assert 'the summary of b.jsonl, not of night.jsonl: if the two were renamed together, set its "output"' in err
+    summary = json.loads((tmp_path / "night.summary.json").read_text())
+    (tmp_path / "night.summary.json").write_text(json.dumps({**summary, "output": "night.jsonl"}))
+    assert call_cli(job, "--simulate", "-o", night, "--resume", "-q")[0] == ExitCode.OK
