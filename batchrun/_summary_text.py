@@ -96,13 +96,8 @@ def render_text(summary: Summary) -> str:
         "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
         for row in [header, *rows]
     ]
-    if any(g["pass_rate"] is not None for g in summary["prompts"].values()):
-        lines.append(
-            "pass rate by prompt: "
-            + ", ".join(
-                f"{name} {_fmt_rate_ci(g)}" for name, g in summary["prompts"].items() if g["pass_rate"] is not None
-            )
-        )
+    if (by_prompt := _prompt_rates(summary)) is not None:
+        lines.append(by_prompt)
     if summary["worst_prompts"]:
         lines.append("worst prompts: " + ", ".join(summary["worst_prompts"]))
     for example in summary["failing_examples"]:
@@ -114,33 +109,12 @@ def render_text(summary: Summary) -> str:
             f"  ... and {failing - len(summary['failing_examples'])} more failing row(s): "
             "`batchrun report RESULTS --json`, or the rows' `checks`, say why"
         )
-    lines += _grading_lines(summary)
-    if summary["error_kinds"]:
-        lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["error_kinds"].items())))
-    if summary["skip_reasons"]:
-        lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items())))
-    # After a resume the file's rows cost more than this run spent: each figure says which it is.
+    lines += _grading_lines(summary) + _row_lines(summary)
     cache_line = render_cache(summary)
     if cache_line:
         lines.append(cache_line)
-    if summary.get("estimate_usd") is not None:
-        lines.append(
-            f"this run: worst case ${summary['estimate_usd']:.6f}{'+?' if summary.get('estimate_unknown') else ''} "
-            "(one attempt a row), "
-            f"spent ${summary.get('spent_usd') or 0.0:.6f}"
-        )
-    if summary.get("spent_before_usd"):
-        lines.append(
-            f"earlier runs of this file spent ${summary['spent_before_usd']:.6f}; "
-            f"all rows in the file cost ${cost_text(summary['total'])}{held_note(summary['total'])}"
-        )
+    lines += _spend_lines(summary)
     lines += key_gap_lines(summary)
-    budget = summary.get("budget_usd")
-    if budget is not None:
-        spent = summary.get("spent_usd") or 0.0
-        lines.append(
-            f"budget left for this run: spent ${spent:.6f} of ${budget:.6f} (${max(0.0, budget - spent):.6f} left)"
-        )
     lines += batch_hold_lines(summary)
     lines += _reconciliation_lines(summary)
     key = summary.get("isolated_key")
@@ -153,9 +127,7 @@ def render_text(summary: Summary) -> str:
     if summary.get("routing_warning"):
         lines.append(f"warning: {summary['routing_warning']}")
     if summary.get("stop"):
-        lines.append(
-            f"stopped: {summary['stop']}" + (f" ({summary['stop_message']})" if summary.get("stop_message") else "")
-        )
+        lines.append(_stop_line(summary))
     if summary.get("unread_lines"):
         lines.append(_unread(summary))
     if summary.get("output"):
@@ -163,6 +135,49 @@ def render_text(summary: Summary) -> str:
         shown = hide_keys(str(summary["output"])).replace("\n", "\\n")
         lines.append(f"results: {shown}")
     return "\n".join(lines)
+
+
+def _prompt_rates(summary: Summary) -> str | None:
+    rates = [f"{name} {_fmt_rate_ci(g)}" for name, g in summary["prompts"].items() if g["pass_rate"] is not None]
+    return "pass rate by prompt: " + ", ".join(rates) if rates else None
+
+
+def _row_lines(summary: Summary) -> list[str]:
+    """Rows in error and rows skipped, by kind."""
+    lines = []
+    if summary["error_kinds"]:
+        lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["error_kinds"].items())))
+    if summary["skip_reasons"]:
+        lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items())))
+    return lines
+
+
+def _stop_line(summary: Summary) -> str:
+    return f"stopped: {summary['stop']}" + (f" ({summary['stop_message']})" if summary.get("stop_message") else "")
+
+
+def _spend_lines(summary: Summary) -> list[str]:
+    """What this run spent, against its worst case and its budget. After a resume the file's rows
+    cost more than this run spent: each figure says which it is."""
+    lines = []
+    if summary.get("estimate_usd") is not None:
+        lines.append(
+            f"this run: worst case ${summary['estimate_usd']:.6f}{'+?' if summary.get('estimate_unknown') else ''} "
+            "(one attempt a row), "
+            f"spent ${summary.get('spent_usd') or 0.0:.6f}"
+        )
+    if summary.get("spent_before_usd"):
+        lines.append(
+            f"earlier runs of this file spent ${summary['spent_before_usd']:.6f}; "
+            f"all rows in the file cost ${cost_text(summary['total'])}{held_note(summary['total'])}"
+        )
+    budget = summary.get("budget_usd")
+    if budget is not None:
+        spent = summary.get("spent_usd") or 0.0
+        lines.append(
+            f"budget left for this run: spent ${spent:.6f} of ${budget:.6f} (${max(0.0, budget - spent):.6f} left)"
+        )
+    return lines
 
 
 def _reconciliation_lines(summary: Summary) -> list[str]:
@@ -195,8 +210,11 @@ def _unread(summary: Summary) -> str:
     return f"unread: {count} line(s) of the file set aside or cut (see the warnings): a row may be missing"
 
 
-def render_markdown(summary: Summary, title: str | None = None) -> str:
-    """The step summary's Markdown; every text a run carries goes through md_text or md_code."""
+def render_markdown(summary: Summary, title: str | None = None, verdict: tuple[int, list[str]] | None = None) -> str:
+    """The step summary's Markdown: what the text summary says (break35 F2: no skips, no spend,
+    no pass rate by prompt, no verdict), each block a paragraph or a list of its own (a bold
+    line right after a list item was read as part of it); `verdict`: the exit code and why,
+    which a red step shows nowhere else. Every text a run carries goes through md_text or md_code."""
     header, rows = _table_rows(summary)
     lines = [
         f"### {md_text(title or 'batchrun: ' + str(summary.get('job')))}",
@@ -205,21 +223,29 @@ def render_markdown(summary: Summary, title: str | None = None) -> str:
         "|" + "---|" * len(header),
     ]
     lines += ["| " + " | ".join(map(md_text, row)) + " |" for row in rows]
-    lines.append("")
-    lines += [f"- {md_text(line.strip())}" for line in _grading_lines(summary)]
+    if verdict is not None:
+        code, reasons = verdict
+        lines += ["", f"**Exit {code}:** " + ("; ".join(md_text(r) for r in reasons) or "ok")]
+    by_prompt = _prompt_rates(summary)
+    facts = [by_prompt] if by_prompt else []
+    facts += _grading_lines(summary) + _row_lines(summary)
+    if cache_line := render_cache(summary):
+        facts.append(cache_line)
+    facts += _spend_lines(summary)
+    lines += ["", *(f"- {md_text(line.strip())}" for line in facts)] if facts else []
     if summary["worst_prompts"]:
-        lines.append("**Worst prompts:** " + ", ".join(md_code(p) for p in summary["worst_prompts"]))
-    for example in summary["failing_examples"]:
-        lines.append(f"- {md_code(example['model'])} / {md_code(example['prompt_id'])}: {md_text(example['why'])}")
-    if summary.get("routing_warning"):
-        lines.append(f"**Warning:** {md_text(str(summary['routing_warning']))}")
-    cache_line = render_cache(summary)
-    if cache_line:
-        lines.append(f"**{cache_line[:6]}**{md_text(cache_line[6:])}")
-    for line in key_gap_lines(summary) + batch_hold_lines(summary) + _reconciliation_lines(summary):
-        lines.append(f"**Cost:** {md_text(line)}")
+        lines += ["", "**Worst prompts:** " + ", ".join(md_code(p) for p in summary["worst_prompts"])]
+    if summary["failing_examples"]:
+        lines.append("")
+        for example in summary["failing_examples"]:
+            lines.append(f"- {md_code(example['model'])} / {md_code(example['prompt_id'])}: {md_text(example['why'])}")
+    notes = [f"**Warning:** {md_text(str(summary['routing_warning']))}"] if summary.get("routing_warning") else []
+    notes += [f"**Cost:** {md_text(line)}" for line in key_gap_lines(summary) + batch_hold_lines(summary)]
+    notes += [f"**Cost:** {md_text(line)}" for line in _reconciliation_lines(summary)]
     if summary.get("stop"):
-        lines.append(f"**Stopped:** {md_text(str(summary['stop']))} {md_text(summary.get('stop_message') or '')}")
+        notes.append(f"**Stopped:** {md_text(_stop_line(summary)[len('stopped: ') :])}")
     if summary.get("unread_lines"):
-        lines.append(f"**Warning:** {md_text(_unread(summary))}")
+        notes.append(f"**Warning:** {md_text(_unread(summary))}")
+    for note in notes:
+        lines += ["", note]
     return "\n".join(lines) + "\n"

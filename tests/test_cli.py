@@ -406,3 +406,26 @@ def test_an_account_read_past_its_own_cap_names_that_cap(tmp_path: Path, monkeyp
     job = write_job(tmp_path, SMALL_JOB)
     code, _, err = call_cli(job, "--simulate", "--max-response-bytes", "1024", "-o", tmp_path / "o.jsonl", "-q")
     assert code == ExitCode.ERRORS and "over the 2,048-byte cap (a cap of this endpoint's own)" in err, err
+
+
+def test_the_step_summary_says_what_the_text_summary_says_and_the_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break35 F2: a budget-stopped run below its threshold, and then its gate, showed a table:
+    # no skipped rows, no spend, no pass rate by prompt, and no word of why the step was red.
+    step = tmp_path / "step.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
+    job = write_job(tmp_path, SMALL_JOB)
+    out = tmp_path / "r.jsonl"
+    code, _, _ = call_cli(job, "--simulate", "-o", out, "-q", "--budget", "0.0001", "--pass-threshold", "0.99")
+    assert code == ExitCode.BUDGET
+    text = step.read_text()
+    assert "**Exit 5:** " in text and "- pass rate by prompt: capital " in text and "- skipped: budget " in text
+    assert "- budget left for this run: spent $" in text
+    # Every bold note a paragraph of its own: after a list item it read as part of the item.
+    lines = text.splitlines()
+    assert all(lines[i - 1] == "" for i, line in enumerate(lines) if line.startswith("**"))
+    step.unlink()
+    code, _, _ = call_cli("report", out, "--job", job)
+    assert code == ExitCode.INCOMPLETE
+    assert "**Exit 12:** " in step.read_text() and "(--allow-partial accepts them)" in step.read_text()

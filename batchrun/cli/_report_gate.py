@@ -193,7 +193,8 @@ def _gate(
     elif shortfalls:
         for shortfall in shortfalls:  # accepted, and said so: a log showed nothing of it
             console.warn(f"accepted with --allow-partial: {shortfall}")
-    show(console, args, summary, render_text, render_markdown)
+    # The gate's verdict in its Markdown too: a red step showed a table and no reason (break35 F2).
+    show(console, args, summary, render_text, lambda shown: render_markdown(shown, verdict=(int(code), reasons)))
     try:
         write_report_page(args, page, summary, (code, reasons))
     except OutputFailed as failure:

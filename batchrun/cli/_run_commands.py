@@ -141,7 +141,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
             console.error(reason)
         if report.summary.get("stop") == "io":
             console.error(report.summary["stop_message"])
-    step_summary(console, render_markdown(report.summary))
+    step_summary(console, render_markdown(report.summary, verdict=(int(code), reasons)))
     # A stdout closed from the start (`>&-`) is said only when the summary had something wrong
     # to show (a passing run's summary is no news, and cron mails whatever is said).
     if console.stdout_failure() and (code != ExitCode.OK or not console.out.closed):
