@@ -33,6 +33,7 @@ import orjson
 from ._exceptions import JobError, Problem
 from ._files import open_regular
 from ._jobfile import unusable_number
+from ._judge import check_kinds
 from ._scrub import KEY_LIKE
 
 MAX_LINE_BYTES = 16 << 20
@@ -169,6 +170,7 @@ class DatasetFile:
         self.shown_as = shown_as  # the name as the job file wrote it, for messages
         self.counted: int | None = None  # its rows, once `check` has read them all
         self.snapshot = snapshot or Snapshot(path)
+        self.check_kinds: set[str] | None = None  # what its rows' checks hold (_judge.check_kinds), once read
 
     def __len__(self) -> int:
         """Its rows: as `check` counted them at load time, else read again (each row parsed)."""
@@ -259,6 +261,7 @@ class DatasetFile:
         if not self.path.exists():
             return [Problem(job_file, None, None, json_path, f"dataset file {self.shown_as!r} does not exist")]
         count = 0
+        kinds: set[str] = set()
         # 8 bytes a row. A dict of each row's key held ~140 bytes a row: 14 MB for 100,000 rows,
         # the peak of a whole run's memory (bench/memory.py, issue 15).
         prefixes = array("Q")
@@ -271,6 +274,7 @@ class DatasetFile:
                 key = row_key(row)
                 if key is not None:
                     prefixes.append(int.from_bytes(key[:8], "big"))
+                kinds |= check_kinds(row.get("checks"))
         except RowError as exc:
             if exc.line is None:  # the file itself (a folder, a FIFO): at the job's line (verify20 V14)
                 return [Problem(job_file, None, None, json_path, f"dataset file {self.shown_as!r}: {exc.message}")]
@@ -284,6 +288,7 @@ class DatasetFile:
             message = f"dataset {self.shown_as!r} has no rows: the matrix is empty"
             return [Problem(job_file, None, None, json_path, message)]
         self.counted = count  # a run's size check and its summary count the matrix from it
+        self.check_kinds = kinds
         return []
 
     def _same_variables(self, shared: set[int]) -> Problem | None:

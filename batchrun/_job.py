@@ -22,7 +22,7 @@ from ._formats import short
 from ._job_fingerprint import job_fingerprint
 from ._job_source import JobSource, format_path, parse_job_source
 from ._jobfile import JsonPath, job_schema, key_like_strings, text_keys, value_problems
-from ._judge import GraderSettings
+from ._judge import GraderSettings, check_kinds
 from ._judge import template_problems as grader_template_problems
 from ._parts import non_text_part
 from ._scrub import hide_keys
@@ -273,12 +273,14 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
     return problems, prompts
 
 
-def _one_grader(grader: Any) -> bool:
-    """A check's own grader that is one model: a name, or a list of one (verify34 N4)."""
-    return isinstance(grader, str) or (isinstance(grader, list) and len(grader) == 1)
+def _rows_kinds(prompt: PromptSpec) -> set[str] | None:
+    """What the checks of a prompt's rows hold (_judge.check_kinds); None when not known."""
+    if isinstance(prompt.rows, DatasetFile):
+        return prompt.rows.check_kinds
+    return set().union(*(check_kinds(row.get("checks")) for row in prompt.rows))
 
 
-def _grading_problems(source: JobSource, base_dir: Path) -> list[Problem]:
+def _grading_problems(source: JobSource, base_dir: Path, prompts: list[PromptSpec]) -> list[Problem]:
     """A judge check needs a grader; a replacement grader prompt must be readable and
     use the grader's placeholders; a per-item gate must be reachable."""
     data = source.data
@@ -301,10 +303,9 @@ def _grading_problems(source: JobSource, base_dir: Path) -> list[Problem]:
         problems.append(source.problem(("judge", "pass_score"), "pass_score applies to aggregate: mean only"))
     places: list[tuple[JsonPath, list[Any]]] = [(("defaults", "checks"), data.get("defaults", {}).get("checks", []))]
     places += [(("prompts", i, "checks"), p.get("checks", [])) for i, p in enumerate(data["prompts"])]
-    rows = [row.get("checks", []) for p in data["prompts"] for row in p.get("vars", [])]
-    judged = [check for checks in [*(c for _, c in places), *rows] for check in checks if "judge" in check]
-    datasets = "dataset" in data or any("dataset" in p for p in data["prompts"])  # rows that may bring checks
-    if panel and judged and not datasets and all(_one_grader(check.get("grader")) for check in judged):
+    rows = {p.id: _rows_kinds(p) for p in prompts}  # by prompt: what its rows' checks hold
+    kinds = set().union(*(check_kinds(c) for _, c in places), *({"panel"} if k is None else k for k in rows.values()))
+    if panel and "one" in kinds and "panel" not in kinds:
         # Nor by no check: each names one grader of its own (verify32 n8: a strict pass_score
         # the author wrote passed a 0.91 score in silence).
         for key in ("aggregate", "pass_score"):
@@ -332,11 +333,7 @@ def _grading_problems(source: JobSource, base_dir: Path) -> list[Problem]:
     unchecked = {
         p["id"]
         for p in data["prompts"]
-        if not p.get("checks")
-        and not data.get("defaults", {}).get("checks")
-        and not any(row.get("checks") for row in p.get("vars", []))
-        and "dataset" not in p
-        and "dataset" not in data
+        if not p.get("checks") and not data.get("defaults", {}).get("checks") and rows.get(p["id"]) == set()
     }
     for name in sorted(unchecked & set(threshold.get("prompts", {}) if isinstance(threshold, dict) else ()), key=str):
         message = f"prompt {name!r} has no checks: this threshold would never apply"
@@ -377,7 +374,7 @@ def load_job(path: str | Path) -> Job:
         ]
         raise JobError(problems)
     semantic, prompts = _semantic_problems(source, path.parent)
-    problems += semantic + _grading_problems(source, path.parent)
+    problems += semantic + _grading_problems(source, path.parent, prompts)
     if problems:
         raise JobError(problems)
     data = source.data

@@ -217,3 +217,20 @@ def aggregate(verdicts: list[dict[str, Any]], how: str, pass_score: float) -> tu
     if dissent is not None:
         reason += f"; {dissent['model']}: {dissent['reason']}"
     return passed, score, reason
+
+
+def one_grader(grader: Any) -> bool:
+    """A check's own grader that is one model: a name, or a list of one (verify34 N4)."""
+    return isinstance(grader, str) or (isinstance(grader, list) and len(grader) == 1)
+
+
+def check_kinds(checks: Any) -> set[str]:
+    """What a list of checks holds, for rules that ask it of every row: "checks" (any at all),
+    "one" (a judge check with one grader of its own), "panel" (one that takes the job's aggregate)."""
+    if not isinstance(checks, list) or not checks:
+        return set()
+    kinds = {"checks"}
+    for check in checks:
+        if isinstance(check, dict) and "judge" in check:
+            kinds.add("one" if one_grader(check.get("grader")) else "panel")
+    return kinds

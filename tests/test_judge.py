@@ -220,10 +220,16 @@ def test_a_panels_settings_that_no_check_uses_are_refused(tmp_path: Path) -> Non
     # A check with a panel of its own takes the job's aggregate: that applies.
     panels = own.replace("grader: x/y", "grader: [openai/gpt-4o-mini, x/y]")
     assert call_cli("validate", write_job(tmp_path, panels, "p.yaml"))[0] == ExitCode.OK
-    # So may a dataset's row without a grader of its own.
-    data = own.replace("run: {", "dataset: rows.jsonl\nrun: {")
-    (tmp_path / "rows.jsonl").write_text('{"country": "France", "expect": "Paris"}\n')
+    # So does a dataset row's judge check without a grader of its own; rows without one do not
+    # (verify34 N4: a dataset's rows were taken to bring checks whatever they held).
+    by_row = "\n".join(line for line in own.splitlines() if "{country:" not in line)
+    data = by_row + "\ndataset: rows.jsonl\n"
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"country": "France", "expect": "Paris", "checks": [{"judge": "names Paris"}]}\n')
     assert call_cli("validate", write_job(tmp_path, data, "d.yaml"))[0] == ExitCode.OK
+    rows.write_text('{"country": "France", "expect": "Paris"}\n')
+    code, _, err = call_cli("validate", write_job(tmp_path, data, "d.yaml"))
+    assert code == ExitCode.USAGE and "aggregate applies to no check" in err, err
 
 
 def test_a_rows_judge_check_without_a_grader_is_refused_where_the_job_names_none(tmp_path: Path) -> None:

@@ -628,6 +628,12 @@ def test_a_threshold_on_a_prompt_with_nothing_to_check_is_refused(tmp_path: Path
     code, _, err = call_cli("validate", write_job(tmp_path, text))
     assert code == ExitCode.USAGE and err.count("\n") == 1, err
     assert "$.run.pass_threshold.prompts.free prompt 'free' has no checks: this threshold would never apply" in err
+    # A dataset whose rows carry no checks brings none (verify34 N4: a CSV dataset's prompt
+    # took a threshold that could never apply).
+    (tmp_path / "rows.csv").write_text("w\nhi\n")
+    csv_rows = text.replace('{id: free, text: "Say hi."}', '{id: free, text: "Say {{w}}.", dataset: rows.csv}')
+    code, _, err = call_cli("validate", write_job(tmp_path, csv_rows, "csv.yaml"))
+    assert code == ExitCode.USAGE and "prompt 'free' has no checks: this threshold would never apply" in err, err
     # Checks of its rows are checks: a threshold on such a prompt applies (it was refused).
     rows = text.replace(
         '{id: free, text: "Say hi."}', '{id: free, text: "Say {{w}}.", vars: [{w: hi, checks: [{contains: hi}]}]}'
