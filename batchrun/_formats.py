@@ -36,13 +36,14 @@ def short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-_MARKDOWN = str.maketrans({"\\": "\\\\", "|": "\\|", "\n": " ", "\r": " ", "<": "&lt;", ">": "&gt;"})
+_MARKDOWN = str.maketrans({"\\": "\\\\", "$": "\\$", "|": "\\|", "\n": " ", "\r": " ", "<": "&lt;", ">": "&gt;"})
 
 
 def md_text(text: str) -> str:
     """Text a run carries (an answer, a model or check name, a reason) as Markdown shows it
     in a step summary: on one line, breaking no table, and neither HTML nor a link (an
-    answer's `<img onerror>` or `</table>` was rendered: break21 R13)."""
+    answer's `<img onerror>` or `</table>` was rendered: break21 R13), nor math: GitHub reads
+    `$0.05 of $0.10 ($` as a formula between its dollars."""
     return visible(text).translate(_MARKDOWN).replace("](", "]\\(")  # `[text](url)` is a link no more
 
 

@@ -421,7 +421,7 @@ def test_the_step_summary_says_what_the_text_summary_says_and_the_verdict(
     assert code == ExitCode.BUDGET
     text = step.read_text()
     assert "**Exit 5:** " in text and "- pass rate by prompt: capital " in text and "- skipped: budget " in text
-    assert "- budget left for this run: spent $" in text
+    assert "- budget left for this run: spent \\$" in text  # `$...$` is math on GitHub
     # Every bold note a paragraph of its own: after a list item it read as part of the item.
     lines = text.splitlines()
     assert all(lines[i - 1] == "" for i, line in enumerate(lines) if line.startswith("**"))

@@ -336,7 +336,7 @@ def test_history_markdown_and_step_summary(tmp_path: Path, history_dir: Path, mo
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
     code, text, _ = call_cli("history", history_dir, "--markdown")
     assert code == 0 and text.startswith("### batchrun history: nightly-eval")
-    assert "| run (UTC) | rows | pass | errors | cost $ | p95 ms | changes |" in text
+    assert "| run (UTC) | rows | pass | errors | cost \\$ | p95 ms | changes |" in text
     assert f"{WORSE_MODEL} pass rate fell" in text and "started erroring" in text
     assert "since the previous run" in text and "| change | model | prompt | variables | why |" in text
     assert step.read_text(encoding="utf-8") == text + "\n"
