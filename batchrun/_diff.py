@@ -12,6 +12,7 @@ from ._exceptions import ResultsError
 from ._failure_text import failure_reasons
 from ._formats import pct
 from ._items import item_key
+from ._matrix import Shard
 from ._reader import Warn
 from ._report_data import read_run_summary
 from ._results import final_records
@@ -82,16 +83,32 @@ def _shard_of(path: Path, rows: dict[str, dict[str, Any]]) -> tuple[bool, str | 
     return (True, named.pop()) if len(named) == 1 else (False, None)
 
 
+def _outside(shard: str, rows: dict[str, dict[str, Any]]) -> bool:
+    """Whether `rows` hold a row of another shard than `shard` ("K/N")."""
+    try:
+        own = Shard.parse(shard)
+    except ValueError:
+        return False
+    return any(row_id not in own for row_id in rows)
+
+
 def _same_shard(
     a_path: Path, a_rows: dict[str, dict[str, Any]], b_path: Path, b_rows: dict[str, dict[str, Any]]
 ) -> None:
     """Two shards (or a shard and a whole run) share no rows, or some: the other's are "gone", a
     regression (verify34 N5: `diff` of shard 1/2 and shard 2/2 exited 4)."""
     (a_known, a_shard), (b_known, b_shard) = _shard_of(a_path, a_rows), _shard_of(b_path, b_rows)
+    a_is, b_is = ("the whole job" if s is None else f"shard {s}" for s in (a_shard, b_shard))
+    # A side that cannot say (no summary, records of a whole job or an older batchrun) is not
+    # the other's shard if it holds rows outside it (verify35 M2: a merged run without its
+    # summary against shard 1/3 was exit 4).
+    if a_known and a_shard is not None and not b_known and _outside(a_shard, b_rows):
+        b_known, b_shard, b_is = True, "", f"rows outside shard {a_shard}"
+    if b_known and b_shard is not None and not a_known and _outside(b_shard, a_rows):
+        a_known, a_shard, a_is = True, "", f"rows outside shard {b_shard}"
     if a_known and b_known and a_shard != b_shard:
-        a_is, b_is = ("the whole job" if s is None else f"shard {s}" for s in (a_shard, b_shard))
         raise ResultsError(
-            f"{a_path} is {a_is} but {b_path} is {b_is}: compare runs of the same shard, or merged runs "
+            f"{a_path} holds {a_is} but {b_path} holds {b_is}: compare runs of the same shard, or merged runs "
             "(batchrun merge)"
         )
 

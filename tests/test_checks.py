@@ -487,9 +487,17 @@ def test_diff_refuses_two_shards_or_a_shard_and_a_whole_run(tmp_path: Path) -> N
     a = write(tmp_path / "a.jsonl", {**record("1", "m", "p"), "shard": "1/2"})
     b = write(tmp_path / "b.jsonl", {**record("2", "m", "p"), "shard": "2/2"})
     code, _, err = call_cli("diff", a, b)
-    assert code == ExitCode.USAGE and f"{a} is shard 1/2 but {b} is shard 2/2: compare runs of the same shard" in err
+    assert code == ExitCode.USAGE and f"{a} holds shard 1/2 but {b} holds shard 2/2: compare runs of the same shard" in err
     (tmp_path / "w.summary.json").write_text(json.dumps({"output": "w.jsonl", "shard": None}))
     whole = write(tmp_path / "w.jsonl", record("1", "m", "p"))
     code, _, err = call_cli("diff", whole, a)
-    assert code == ExitCode.USAGE and "is the whole job but" in err, err
+    assert code == ExitCode.USAGE and "holds the whole job but" in err, err
     assert call_cli("diff", a, write(tmp_path / "c.jsonl", {**record("1", "m", "p"), "shard": "1/2"}))[0] == 0
+    # verify35 M2: a whole run without its summary holds rows of other shards: that says enough.
+    ids = [f"{n:012x}" for n in range(4)]  # ids 0..3: shard 1/2 holds the even ones
+    merged = write(tmp_path / "m.jsonl", *(record(i, "m", "p") for i in ids))
+    half = write(tmp_path / "h.jsonl", *({**record(i, "m", "p"), "shard": "1/2"} for i in ids[::2]))
+    code, _, err = call_cli("diff", merged, half)
+    assert code == ExitCode.USAGE and f"{merged} holds rows outside shard 1/2 but {half} holds shard 1/2" in err, err
+    same = write(tmp_path / "s.jsonl", *(record(i, "m", "p") for i in ids[::2]))  # no summary, its rows only
+    assert call_cli("diff", same, half)[0] == ExitCode.OK
