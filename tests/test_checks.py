@@ -487,7 +487,7 @@ def test_diff_refuses_two_shards_or_a_shard_and_a_whole_run(tmp_path: Path) -> N
     a = write(tmp_path / "a.jsonl", {**record("1", "m", "p"), "shard": "1/2"})
     b = write(tmp_path / "b.jsonl", {**record("2", "m", "p"), "shard": "2/2"})
     code, _, err = call_cli("diff", a, b)
-    assert code == ExitCode.USAGE and f"{a} holds shard 1/2 but {b} holds shard 2/2: compare runs of the same shard" in err
+    assert code == ExitCode.USAGE and f"{a} holds shard 1/2 but {b} holds shard 2/2: compare runs of the same" in err
     (tmp_path / "w.summary.json").write_text(json.dumps({"output": "w.jsonl", "shard": None}))
     whole = write(tmp_path / "w.jsonl", record("1", "m", "p"))
     code, _, err = call_cli("diff", whole, a)
