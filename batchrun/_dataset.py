@@ -5,11 +5,13 @@ fields than the header, a duplicated CSV column or JSON key, a non-UTF-8 byte, a
 over-long line, or a file that is not a regular file (a FIFO, a device) is an error
 naming the line. A UTF-8 byte-order mark (as spreadsheet programs write) is skipped.
 
-The file is copied once, at its first read, to a private temporary file (unnamed: nothing is
-left behind, even by kill -9), and every pass reads that copy: the rows a run sends are the
-rows validation read, whatever happens to the file meanwhile (break35 M1: a file rewritten in
-place mid-run sent rows never checked, one holding `sk-or-` text among them, and a malformed
-line ended a run with exit 2 after 590 paid requests).
+The file is copied as its first whole read goes, line by line, to a private temporary file
+(unnamed: nothing is left behind, even by kill -9), and every later pass reads that copy: the
+rows a run sends are the rows validation read, whatever happens to the file meanwhile (break35
+M1: a file rewritten in place mid-run sent rows never checked, one holding `sk-or-` text among
+them, and a malformed line ended a run with exit 2 after 590 paid requests). A line over the
+limit ends the copy there (verify35 m1: a 3 GB sparse file was copied whole before its fourth
+line was refused).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import tempfile
 import unicodedata
 from array import array
@@ -107,33 +108,47 @@ def _key_like(row: dict[str, Any]) -> str | None:
 
 
 class Snapshot:
-    """A private copy of a dataset file, taken at its first read; shared by the prompts that
-    name the same file, so they see one version of it."""
+    """A private copy of a dataset file, made by its first whole read; shared by the prompts
+    that name the same file, so they see one version of it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._copy: IO[bytes] | None = None
+        self._copy: IO[bytes] | None = None  # once a read went through the whole file
 
-    def fd(self) -> int:
-        """The copy's descriptor, read with pread: iterations keep offsets of their own."""
-        if self._copy is None:
+    def lines(self) -> Iterator[bytes]:
+        """The raw lines (a line over MAX_LINE_BYTES cut at one byte more): from the copy once
+        there is one, else from the file, copied as they are read. The copy is kept only when
+        the read reached the end; one cut short (an error, a reader that stopped) is dropped.
+        Read with pread, so iterations of one copy keep offsets of their own."""
+        if self._copy is not None:
+            yield from _pread_lines(self._copy.fileno(), MAX_LINE_BYTES)
+            return
+        try:
+            original = open_regular(self.path)
+        except OSError as exc:
+            raise RowError(None, f"cannot read dataset: {exc.strerror or exc}") from None
+        with original:
             try:
-                original = open_regular(self.path)
+                copy = tempfile.TemporaryFile()  # noqa: SIM115  (kept open: the copy lives as long as this)
             except OSError as exc:
-                raise RowError(None, f"cannot read dataset: {exc.strerror or exc}") from None
-            with original:
-                try:
-                    copy = tempfile.TemporaryFile()  # noqa: SIM115  (kept open: the copy lives as long as this)
-                except OSError as exc:
-                    raise RowError(None, f"cannot make a private copy to read: {exc.strerror or exc}") from None
-                try:
-                    shutil.copyfileobj(original, copy, 1 << 20)
-                    copy.flush()  # read back with pread, under the buffer
-                except OSError as exc:
-                    copy.close()
-                    raise RowError(None, f"cannot copy it to read: {exc.strerror or exc}") from None
-            self._copy = copy
-        return self._copy.fileno()
+                raise RowError(None, f"cannot make a private copy to read: {exc.strerror or exc}") from None
+            try:
+                while data := original.readline(MAX_LINE_BYTES + 1):
+                    _copied(lambda: copy.write(data))  # noqa: B023  (called at once)
+                    yield data
+                _copied(copy.flush)  # read back with pread, under the buffer
+            except BaseException:
+                copy.close()
+                raise
+        self._copy = copy
+
+
+def _copied(write: Callable[[], object]) -> None:
+    """A write into the private copy; a failure (a full temporary folder) is a RowError."""
+    try:
+        write()
+    except OSError as exc:
+        raise RowError(None, f"cannot copy it to a private file to read: {exc.strerror or exc}") from None
 
 
 def _pread_lines(fd: int, limit: int) -> Iterator[bytes]:
@@ -192,7 +207,7 @@ class DatasetFile:
 
     def _lines(self) -> Generator[str, None, None]:
         """The file's lines as text, each decoded on its own so a bad byte is named by its line."""
-        for number, data in enumerate(_pread_lines(self.snapshot.fd(), MAX_LINE_BYTES), start=1):
+        for number, data in enumerate(self.snapshot.lines(), start=1):
             if len(data) > MAX_LINE_BYTES:
                 raise RowError(number, f"a line over {MAX_LINE_BYTES:,} bytes")
             if number == 1 and data.startswith(codecs.BOM_UTF8):

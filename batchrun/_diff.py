@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from ._batch_state import pending_batches
+from ._comparable import same_job, same_shard
 from ._cost_text import cost_text, held_note, unknown_rows
 from ._exceptions import ResultsError
 from ._failure_text import failure_reasons
 from ._formats import pct
 from ._items import item_key
-from ._matrix import Shard
 from ._reader import Warn
 from ._report_data import read_run_summary
 from ._results import final_records
@@ -66,51 +66,6 @@ def _whole_run(path: Path, rows: int) -> bool:
     return (
         summary.get("complete") is True and summary.get("shard") in (None, "1/1") and summary.get("matrix_rows") == rows
     )
-
-
-def _same_job(a: Summary, b: Summary, a_path: Path, b_path: Path) -> None:
-    if a["job"] and b["job"] and a["job"] != b["job"]:
-        raise ResultsError(f"{a_path} is job {a['job']!r} but {b_path} is job {b['job']!r}: nothing to compare")
-
-
-def _shard_of(path: Path, rows: dict[str, dict[str, Any]]) -> tuple[bool, str | None]:
-    """(known, the shard "K/N" or None for the whole job): the run's summary says it, else its
-    records (a sharded run's name it; a whole job's, or an older batchrun's, do not: unknown)."""
-    summary = read_run_summary(path)
-    if "shard" in summary and (summary["shard"] is None or isinstance(summary["shard"], str)):
-        return True, summary["shard"]
-    named = {row["shard"] for row in rows.values()} - {None}
-    return (True, named.pop()) if len(named) == 1 else (False, None)
-
-
-def _outside(shard: str, rows: dict[str, dict[str, Any]]) -> bool:
-    """Whether `rows` hold a row of another shard than `shard` ("K/N")."""
-    try:
-        own = Shard.parse(shard)
-    except ValueError:
-        return False
-    return any(row_id not in own for row_id in rows)
-
-
-def _same_shard(
-    a_path: Path, a_rows: dict[str, dict[str, Any]], b_path: Path, b_rows: dict[str, dict[str, Any]]
-) -> None:
-    """Two shards (or a shard and a whole run) share no rows, or some: the other's are "gone", a
-    regression (verify34 N5: `diff` of shard 1/2 and shard 2/2 exited 4)."""
-    (a_known, a_shard), (b_known, b_shard) = _shard_of(a_path, a_rows), _shard_of(b_path, b_rows)
-    a_is, b_is = ("the whole job" if s is None else f"shard {s}" for s in (a_shard, b_shard))
-    # A side that cannot say (no summary, records of a whole job or an older batchrun) is not
-    # the other's shard if it holds rows outside it (verify35 M2: a merged run without its
-    # summary against shard 1/3 was exit 4).
-    if a_known and a_shard is not None and not b_known and _outside(a_shard, b_rows):
-        b_known, b_shard, b_is = True, "", f"rows outside shard {a_shard}"
-    if b_known and b_shard is not None and not a_known and _outside(b_shard, a_rows):
-        a_known, a_shard, a_is = True, "", f"rows outside shard {b_shard}"
-    if a_known and b_known and a_shard != b_shard:
-        raise ResultsError(
-            f"{a_path} holds {a_is} but {b_path} holds {b_is}: compare runs of the same shard, or merged runs "
-            "(batchrun merge)"
-        )
 
 
 PAIRED_TEST = "McNemar's exact test (paired rows)"
@@ -219,8 +174,8 @@ def diff_runs(
     when it is consistent across an item's repeats; `strict` counts any row from pass to fail."""
     a_rows, a_sum = _load(a_path, warn)
     b_rows, b_sum = _load(b_path, warn)
-    _same_job(a_sum, b_sum, a_path, b_path)
-    _same_shard(a_path, a_rows, b_path, b_rows)
+    same_job(a_sum, b_sum, a_path, b_path)
+    same_shard(a_path, a_rows, b_path, b_rows)
     flips: dict[str, list[dict[str, Any]]] = {"pass_to_fail": [], "fail_to_pass": [], "pass_to_ungraded": []}
     for row_id, after in b_rows.items():
         before = a_rows.get(row_id)

@@ -256,7 +256,7 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
             key_path: JsonPath = where + ("dataset",) if "dataset" in prompt else ("dataset",)
             shown = prompt.get("dataset", data.get("dataset"))
             file = base_dir / shown
-            rows = DatasetFile(file, shown, snapshots.setdefault(file, Snapshot(file)))
+            rows = DatasetFile(file, shown, snapshots.setdefault(file.resolve(), Snapshot(file)))
             problems += rows.check(_row_checker(needed, base_dir, checks, graded), source.file, format_path(key_path))
             if problems and problems[-1].line is None and problems[-1].file == source.file:
                 problems[-1] = source.problem(key_path, problems[-1].message)

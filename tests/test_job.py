@@ -425,3 +425,43 @@ def test_a_problem_shared_by_several_prompts_is_said_once(tmp_path: Path) -> Non
     job.write_text((REPO / "jobs" / "eval.yaml").read_text())
     code, _, err = call_cli("validate", job)
     assert code == ExitCode.USAGE and err.count("dataset file 'countries.jsonl' does not exist") == 1
+
+
+def test_a_dataset_is_copied_only_as_far_as_it_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # verify35 m1: the copy was made whole before any line was checked: a 3 GB sparse file
+    # filled 3 GB of temporary space before its over-long line was refused.
+    import tempfile
+
+    import batchrun._dataset as dataset
+
+    written: list[int] = []
+    make = tempfile.TemporaryFile
+
+    class Counted:
+        def __init__(self) -> None:
+            self.inner = make()
+
+        def write(self, data: bytes) -> int:
+            written.append(len(data))
+            return self.inner.write(data)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(dataset.tempfile, "TemporaryFile", Counted)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"who": "a"}\n')
+    with rows.open("r+b") as handle:
+        handle.truncate(1 << 30)  # a sparse GiB: one over-long line of zeros
+    text = 'name: x\nmodels: [a/b]\nprompts: [{id: p, text: "hi {{who}}"}]\ndataset: rows.jsonl\n'
+    with pytest.raises(JobError, match="a line over 16,777,216 bytes"):
+        load_job(write_job(tmp_path, text))
+    assert sum(written) < 20 << 20
+    # One file named two ways by two prompts is copied once (verify35 m4: once a name).
+    rows.write_text('{"who": "a"}\n')
+    (tmp_path / "sub").mkdir()
+    written.clear()
+    two = 'name: x\nmodels: [a/b]\nprompts: [{id: p, text: "hi {{who}}", dataset: rows.jsonl},\n'
+    two += '  {id: q, text: "bye {{who}}", dataset: sub/../rows.jsonl}]\n'
+    assert len(list(matrix_requests(load_job(write_job(tmp_path, two))))) == 2
+    assert written == [len('{"who": "a"}\n')]
