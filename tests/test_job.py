@@ -432,8 +432,6 @@ def test_a_dataset_is_copied_only_as_far_as_it_is_read(tmp_path: Path, monkeypat
     # filled 3 GB of temporary space before its over-long line was refused.
     import tempfile
 
-    import batchrun._dataset as dataset
-
     written: list[int] = []
     make = tempfile.TemporaryFile
 
@@ -448,7 +446,7 @@ def test_a_dataset_is_copied_only_as_far_as_it_is_read(tmp_path: Path, monkeypat
         def __getattr__(self, name: str) -> object:
             return getattr(self.inner, name)
 
-    monkeypatch.setattr(dataset.tempfile, "TemporaryFile", Counted)
+    monkeypatch.setattr(tempfile, "TemporaryFile", Counted)  # as _dataset calls it
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"who": "a"}\n')
     with rows.open("r+b") as handle:
