@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -429,3 +431,29 @@ def test_the_step_summary_says_what_the_text_summary_says_and_the_verdict(
     code, _, _ = call_cli("report", out, "--job", job)
     assert code == ExitCode.INCOMPLETE
     assert "**Exit 12:** " in step.read_text() and "(--allow-partial accepts them)" in step.read_text()
+
+
+class _FullDisk(io.StringIO):
+    """A stdout redirected to a full disk: every write fails."""
+
+    def __init__(self, error: int) -> None:
+        super().__init__()
+        self.error = error
+
+    def write(self, text: str) -> int:
+        raise OSError(self.error, os.strerror(self.error))
+
+
+def test_a_readers_output_that_cannot_be_written_is_exit_11_and_a_gone_reader_is_quiet(tmp_path: Path) -> None:
+    # verify35 m2: `report --json > report.json` on a full disk left an empty file, exit 0.
+    job = write_job(tmp_path, SMALL_JOB)
+    out = tmp_path / "r.jsonl"
+    assert call_cli(job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
+    err = io.StringIO()
+    assert main(["report", str(out), "--json"], out=_FullDisk(errno.ENOSPC), err=err) == ExitCode.IO
+    assert err.getvalue() == "batchrun: warning: stdout: the output could not be written: No space left on device\n"
+    err = io.StringIO()  # the text report: said, and the code is the command's own
+    assert main(["report", str(out)], out=_FullDisk(errno.ENOSPC), err=err) == ExitCode.OK
+    assert "warning: stdout: the output could not be written" in err.getvalue()
+    err = io.StringIO()  # `| head`: the reader went away, as Unix tools do
+    assert main(["report", str(out)], out=_FullDisk(errno.EPIPE), err=err) == ExitCode.OK and err.getvalue() == ""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import functools
 import gc
 import os
@@ -122,7 +123,7 @@ def main(
     try:
         if args.command != "run":
             release_early()  # a signal that came early acts here: KeyboardInterrupt, below
-        return HANDLERS[args.command](args, console)
+        return _stdout_checked(console, args, HANDLERS[args.command](args, console))
     except JobError as exc:
         for problem in exc.problems:
             console.error(str(problem))
@@ -153,6 +154,20 @@ def main(
     except KeyboardInterrupt:
         console.error("interrupted")
         return ExitCode.INTERRUPTED
+
+
+def _stdout_checked(console: Console, args: argparse.Namespace, code: int) -> int:
+    """A reader's stdout that could not be written (a full disk, a stdout closed from the
+    start) is said (verify35 m2: `report --json > report.json` on a full disk left an empty
+    file, exit 0, without a word); where it was the product asked for (`--json`, `--markdown`)
+    and failed, exit 11. A gate's code is its verdict otherwise, and a reader gone (a broken
+    pipe: `| head`) ends it quietly, as Unix tools do. A run says it in its own words."""
+    failure = console.out.failure
+    if args.command == "run" or failure is None or failure.errno == errno.EPIPE:
+        return code
+    console.warn(f"stdout: the output could not be written: {failure.strerror or failure}")
+    asked = getattr(args, "json", False) or getattr(args, "markdown", False)
+    return ExitCode.IO if asked and not console.out.closed and code == ExitCode.OK else code
 
 
 def entry() -> NoReturn:
