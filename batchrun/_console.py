@@ -119,6 +119,11 @@ def append_step_summary(markdown: str) -> str | None:
     if path == os.devnull:
         return None  # switched off on purpose (verify21 V16)
     refused = report_output_problem(Path(path), "a step summary")
+    suffix = Path(path).resolve().suffix.lower()
+    if refused is None and suffix in (".csv", ".yaml", ".yml"):
+        # A dataset's or a job's name: set to the job's CSV, it had the Markdown appended, and the
+        # next gate read it as rows (verify35 m3). GitHub's own step summary file has no suffix.
+        refused = f"{path}: a step summary is not appended to a dataset or a job file ({suffix})"
     if refused is not None:
         return f"GITHUB_STEP_SUMMARY {refused}"
     try:

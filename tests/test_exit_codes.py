@@ -126,6 +126,14 @@ def test_an_unwritable_step_summary_is_a_warning(tmp_path: Path, monkeypatch: py
         == f"batchrun: warning: GITHUB_STEP_SUMMARY {tmp_path}: is a folder: name the file to write a step summary to\n"
     )
     assert "Traceback" not in err and len(err.splitlines()) == 1
+    # verify35 m3: set to the job's CSV dataset, it had the Markdown appended (the next gate read
+    # it as rows); a job file likewise.
+    for name in ("rows.csv", "other.yaml"):
+        (tmp_path / name).write_text("country,expect\nFrance,Paris\n")
+        monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / name))
+        code, _, err = call_cli(job, "--simulate", "-o", tmp_path / f"{name}.jsonl", "-q")
+        assert code == 0 and "a step summary is not appended to a dataset or a job file" in err, err
+        assert (tmp_path / name).read_text() == "country,expect\nFrance,Paris\n"
 
 
 def _with_closed_stdout(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
