@@ -37,10 +37,10 @@ from ._output_paths import (
 from ._preflight import Preflight, job_routing_warning, keep_row, make_client, open_cache, preflight, unpriced
 from ._pricing import money
 from ._report_data import run_spans
-from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail, scan_states
+from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail
 from ._retry import retry_policy
 from ._run_control import RunControl
-from ._run_output import check_output, earlier_summary, resolve_output
+from ._run_output import check_output, earlier_summary, resolve_output, resume_states
 from ._settings import RunSettings
 from ._status import Status, StopReason
 from ._summary import SummaryBuilder
@@ -180,7 +180,7 @@ async def _earlier_work(
     if not output.exists():
         # A crashed run that wrote no record left only spend beyond any record: still counted.
         return ScanResult({}, 0.0, 0, found.key_gap) if found.key_gap else None
-    states = scan_states(output, lambda message: notice(f"warning: {message}"))
+    states = resume_states(output, lambda message: notice(f"warning: {message}"))
     return replace(states, key_gap_usd=found.key_gap, regrade=stopped_gradings(output))
 
 

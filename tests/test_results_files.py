@@ -867,3 +867,23 @@ def test_a_renamed_pair_is_said_as_one_with_the_way_on(tmp_path: Path, job: Path
     summary = json.loads((tmp_path / "night.summary.json").read_text())
     (tmp_path / "night.summary.json").write_text(json.dumps({**summary, "output": "night.jsonl"}))
     assert call_cli(job, "--simulate", "-o", night, "--resume", "-q")[0] == ExitCode.OK
+
+
+def test_a_row_whose_last_line_is_broken_past_its_head_is_sent_again(tmp_path: Path, job: Path) -> None:
+    # verify35 M1: a copy of an answered record with a field of the wrong shape (`usage: []`) for
+    # each skipped row: the resume took it as done (its head is a record's) and sent nothing, the
+    # summary set it aside and said the rows skipped: exit 12 at every resume.
+    out = tmp_path / "r.jsonl"
+    assert call_cli(job, "--simulate", "-o", out, "-q", "--budget", "0.0001")[0] == ExitCode.BUDGET
+    rows = read_rows(out)
+    answered = next(r for r in rows if r["status"] == "ok")
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    assert skipped
+    with out.open("ab") as handle:
+        for row in skipped:
+            handle.write(orjson.dumps({**answered, "id": row["id"], "fingerprint": row["fingerprint"], "usage": []}))
+            handle.write(b"\n")
+    code, _, err = call_cli(job, "--simulate", "-o", out, "--resume", "-q")
+    assert code == ExitCode.OK, err
+    assert {r["id"] for r in read_rows(out) if r["status"] == "ok"} >= {r["id"] for r in skipped}
+    assert call_cli("report", out, "--job", job)[0] == ExitCode.OK
