@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import re
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -116,7 +117,45 @@ def parse_models(reply: Reply, scrub: Scrubber) -> dict[str, ModelInfo]:
     if not isinstance(items, list):
         raise bad_reply("the /models data is not a list")
     infos = (model_info(item, scrub) for item in items)
-    return {info.id: info for info in infos if info is not None}
+    return merge_models({}, (info for info in infos if info is not None))
+
+
+def merge_models(found: dict[str, ModelInfo], infos: Iterable[ModelInfo]) -> dict[str, ModelInfo]:
+    """`found` with `infos` added; a model listed twice (in a page or across pages) keeps the
+    dearer reading of each price, as every price basis does (break36 F1: the later, cheaper
+    listing was believed: a $0.02 budget billed $0.12)."""
+    for info in infos:
+        found[info.id] = info if info.id not in found else _dearer(found[info.id], info)
+    return found
+
+
+def _dearer(a: ModelInfo, b: ModelInfo) -> ModelInfo:
+    if a == b:
+        return a
+
+    def most(x: float | None, y: float | None) -> float | None:
+        return None if x is None or y is None else max(x, y)  # an unknown price stays unknown
+
+    price = a.price if b.price is None else b.price if a.price is None else _dearer_endpoint(a.price, b.price)
+    return replace(
+        a,
+        prompt_price=most(a.prompt_price, b.prompt_price),
+        completion_price=most(a.completion_price, b.completion_price),
+        request_price=max(a.request_price, b.request_price),
+        # The larger cap: a request without max_tokens is held at it.
+        max_completion_tokens=None
+        if None in (a.max_completion_tokens, b.max_completion_tokens)
+        else max(a.max_completion_tokens or 0, b.max_completion_tokens or 0),
+        price=price,
+        reasoning_default=a.reasoning_default or b.reasoning_default,
+    )
+
+
+def _dearer_endpoint(a: EndpointPrice, b: EndpointPrice) -> EndpointPrice:
+    """Each price at the larger of the two, every override of both (each raises what it applies to)."""
+    prices = {k: max(a.prices.get(k, 0.0), b.prices.get(k, 0.0)) for k in a.prices.keys() | b.prices.keys()}
+    problem = "; ".join(p for p in (a.problem, b.problem) if p)
+    return replace(a, prices=prices, overrides=a.overrides + b.overrides, known=a.known and b.known, problem=problem)
 
 
 def next_models_page(reply: Reply) -> str | None:

@@ -22,6 +22,7 @@ import orjson
 from ._account_reply import (
     ModelInfo,
     data_of,
+    merge_models,
     model_info,
     next_models_page,
     parse_key_data,
@@ -329,7 +330,7 @@ class OpenRouterClient:
             reply = await self._account_get(page, self._api_key)
             if reply is None:
                 break
-            found.update(parse_models(reply, self.scrub))
+            found = merge_models(found, parse_models(reply, self.scrub).values())
             page = next_models_page(reply)
         return found
 

@@ -113,3 +113,29 @@ async def test_the_simulator_pages_its_models_and_the_client_reads_them_all() ->
             pages = await c.models()
     assert everything is not None and pages is not None
     assert set(pages) == set(everything) and len(everything) > 2  # more than one page of 2
+
+
+def _listing(model: str, prompt: str, completion: str) -> dict[str, Any]:
+    return {"id": model, "pricing": {"prompt": prompt, "completion": completion}, "context_length": 8192}
+
+
+async def test_a_model_listed_twice_keeps_the_dearer_price_of_each_listing() -> None:
+    # break36 F1: the later listing was believed: cheap after dear, a $0.02 budget billed $0.12.
+    first = httpx.Response(
+        200,
+        json={
+            "data": [_listing("a/one", "0.001", "0.000002"), _listing("a/one", "0.00001", "0.00003")],
+            "links": {"next": "/api/v1/models?offset=2&limit=2"},
+        },
+    )
+    answers = {"": first, "offset=2&limit=2": httpx.Response(200, json={"data": [_listing("a/one", "0", "0")]})}
+    with respx.mock(using="httpx") as mock:
+        mock.get(url__startswith=f"{BASE}/models").mock(side_effect=pages(answers, []))
+        async with client() as c:
+            models = await c.models()
+    assert models is not None
+    info = models["a/one"]
+    assert (info.prompt_price, info.completion_price) == (0.001, 0.00003)  # across a page and pages
+    assert (
+        info.price is not None and info.price.prices["prompt"] == 0.001 and info.price.prices["completion"] == 0.00003
+    )
