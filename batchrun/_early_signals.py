@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import signal
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# SIGHUP too: a terminal or ssh session closed under a run killed it by the signal, exit 129,
+# without a word, its lock and journal left (break36 F3). Under `nohup` it is ignored, and stays so.
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 early: list[int] = []  # signals that came before the command decided what they mean
 caught = [False]  # True once catch_early ran: only then does the CLI own the handlers
+ignored: set[int] = set()  # of SIGNALS, those the process started ignoring (SIGHUP under nohup)
 # And the standard descriptors the process started without (`>&-`), which _entry opened on
 # /dev/null: the CLI says when what it had to print there went nowhere.
 CLOSED_AT_START: set[int] = set()
@@ -23,5 +26,12 @@ def _remember(signum: int, _frame: object) -> None:
 def catch_early() -> None:
     """Remember signals from the start of the process until the command decides what they mean."""
     caught[0] = True
-    for sig in SIGNALS:
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        ignored.add(signal.SIGHUP)  # nohup: the user asked for the run to outlive its terminal
+    for sig in stop_signals():
         signal.signal(sig, _remember)
+
+
+def stop_signals() -> tuple[int, ...]:
+    """The signals that stop a command: SIGNALS, less a SIGHUP that `nohup` ignored."""
+    return tuple(sig for sig in SIGNALS if sig not in ignored)

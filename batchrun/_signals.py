@@ -1,4 +1,4 @@
-"""SIGTERM and SIGINT during a run: the first stops it cleanly (exit 7), a second exits at once.
+"""SIGTERM, SIGINT and SIGHUP during a run: the first stops it cleanly (exit 7), a second exits at once.
 
 Handlers are Python-level (`signal.signal`) and stay installed from the first moments of
 the process until it exits. asyncio's `loop.add_signal_handler` was not enough: its
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ._early_signals import SIGNALS, caught, early
+from ._early_signals import caught, early, stop_signals
 from ._lock import release_all
 
 if TYPE_CHECKING:  # asyncio is ~60 ms of start-up that `validate` and the file commands never use
@@ -39,6 +39,8 @@ def release_early() -> None:
         return
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.SIGHUP in stop_signals():
+        signal.signal(signal.SIGHUP, _interrupt)
     if early:
         os.kill(os.getpid(), early.pop(0))
 
@@ -53,11 +55,12 @@ def signals_held() -> Iterator[None]:
         yield
         return
     held: list[int] = []
-    previous = [signal.signal(sig, lambda signum, _frame: held.append(signum)) for sig in SIGNALS]
+    signals = stop_signals()
+    previous = [signal.signal(sig, lambda signum, _frame: held.append(signum)) for sig in signals]
     try:
         yield
     finally:
-        for sig, handler in zip(SIGNALS, previous, strict=True):
+        for sig, handler in zip(signals, previous, strict=True):
             signal.signal(sig, handler)
         if held:
             os.kill(os.getpid(), held[0])
@@ -73,16 +76,18 @@ class RunSignals:
         self.count = 0
         self.finished = False  # the run is over, its files written: only its output is left
         self._previous: list[Any] = []
+        self._signals: tuple[int, ...] = ()
 
     def __enter__(self) -> RunSignals:
-        self._previous = [signal.signal(sig, self._handle) for sig in SIGNALS]
+        self._signals = stop_signals()
+        self._previous = [signal.signal(sig, self._handle) for sig in self._signals]
         while early:
             self._handle(early.pop(0), None)
         return self
 
     def __exit__(self, *_exc: object) -> None:
         # Back to what was there: in the command, the early handler, which only remembers.
-        for sig, previous in zip(SIGNALS, self._previous, strict=True):
+        for sig, previous in zip(self._signals, self._previous, strict=True):
             signal.signal(sig, previous)
 
     def _handle(self, _signum: int, _frame: FrameType | None) -> None:

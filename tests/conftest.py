@@ -345,11 +345,18 @@ def run_cli(
     return run_forked(args, timeout, cwd=cwd, env=env or child_env(), text=True, **pipes)
 
 
-def start(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[str]:
-    """The CLI as a real process that runs on while the test signals, kills or races it."""
+def start(
+    *args: str | Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    preexec_fn: Callable[[], object] | None = None,
+) -> subprocess.Popen[str]:
+    """The CLI as a real process that runs on while the test signals, kills or races it
+    (`preexec_fn`: run in the child first, as its parent's settings, e.g. nohup's SIGHUP)."""
     return ForkedCli(
         args,
         cwd=cwd,
+        preexec_fn=preexec_fn,
         env=env or child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

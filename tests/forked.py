@@ -136,6 +136,7 @@ def _child(
         sys.argv = [MAIN_PATH, *argv]
         _early_signals.early.clear()
         _early_signals.caught[0] = False
+        _early_signals.ignored.clear()
         try:
             entry()
         except SystemExit as exc:

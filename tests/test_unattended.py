@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import os
 import random
@@ -220,20 +221,39 @@ def test_a_stale_lock_is_taken_over(tmp_path: Path, small_job: Path) -> None:
     assert not lock.exists()  # taken over, then removed when the run ended
 
 
-def test_sigterm_stops_cleanly_with_its_code(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+def test_sigterm_stops_cleanly_with_its_code(tmp_path: Path, sig: signal.Signals) -> None:
+    # break36 F3: a SIGHUP (the terminal or ssh session closed) killed the run by the signal,
+    # exit 129, without a word, its lock and journal left: it stops as SIGTERM does.
     job = write_job(tmp_path, BIG_JOB)
     out = tmp_path / "term.jsonl"
     process = start(job, "--simulate", "--sim", "latency_ms=100", "-o", out, "-q")
     wait_for_lines(out, 10, process)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(sig)
     _, err = process.communicate(timeout=30)
-    assert process.returncode == ExitCode.INTERRUPTED
+    assert process.returncode == ExitCode.INTERRUPTED, err
     rows = read_rows(out)
     assert len(rows) == 200 and len({r["id"] for r in rows}) == 200
     assert {(r["status"], r["reason"]) for r in rows} <= {("ok", None), ("skipped", "interrupted")}
     summary = json.loads((tmp_path / "term.summary.json").read_text())
     assert summary["stop"] == "interrupted" and summary["complete"] is False
     assert "stopped: interrupted" in err
+    assert not (tmp_path / "term.jsonl.lock").exists() and not (tmp_path / "term.attempts.jsonl").exists()
+
+
+def test_a_run_under_nohup_outlives_a_sighup(tmp_path: Path) -> None:
+    # nohup ignores SIGHUP so the run outlives its terminal: it stays ignored.
+    job = write_job(tmp_path, BIG_JOB)
+    out = tmp_path / "hup.jsonl"
+    nohup = functools.partial(signal.signal, signal.SIGHUP, signal.SIG_IGN)
+    process = start(job, "--simulate", "--sim", "latency_ms=100", "-o", out, "-q", preexec_fn=nohup)
+    wait_for_lines(out, 10, process)
+    process.send_signal(signal.SIGHUP)
+    wait_for_lines(out, 20, process)  # still running: more rows come
+    assert process.poll() is None
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == ExitCode.INTERRUPTED, err
 
 
 @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["TERM-TERM", "TERM-INT"])
