@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
 import unicodedata
 from array import array
@@ -274,7 +275,11 @@ class DatasetFile:
         """Read the whole file once: malformed rows, what `check_row` finds wrong in a row, emptiness;
         then rows with the same variables, found by sorting 8 bytes of each row's key."""
         if not self.path.exists():
-            return [Problem(job_file, None, None, json_path, f"dataset file {self.shown_as!r} does not exist")]
+            message = f"dataset file {self.shown_as!r} does not exist"
+            if not self.shown_as.isascii() and sys.getfilesystemencoding().lower() not in ("utf-8", "utf8"):
+                # A UTF-8 name on disk is not found under a latin-1 locale (break36 F2).
+                message += f" (file names are {sys.getfilesystemencoding()} here: run under a UTF-8 locale)"
+            return [Problem(job_file, None, None, json_path, message)]
         count = 0
         kinds: set[str] = set()
         # 8 bytes a row. A dict of each row's key held ~140 bytes a row: 14 MB for 100,000 rows,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 from batchrun import ExitCode, load_job, matrix_requests
 from batchrun.cli import _shared_parser
 
-from .conftest import SMALL_JOB, call_cli, write_job
+from .conftest import SMALL_JOB, call_cli, child_env, write_job
 
 # CPU seconds of this process (not wall time, which a busy machine stretches at random): the
 # cases used to take 30 s of work or hang forever; a hang is also cut by the 30 s timeout.
@@ -879,3 +881,22 @@ def test_key_like_text_typed_on_the_command_line_is_not_repeated(tmp_path: Path)
     for args in runs:
         code, _, err = call_cli(*args)
         assert code == ExitCode.USAGE and "sk-or-...(hidden)" in err and "cd34cd34" not in err, err
+
+
+def test_a_dataset_name_the_locale_cannot_spell_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    # break36 F2: under LC_ALL=C with Python's UTF-8 mode off (file names ascii), a dataset named
+    # `données.jsonl` was a traceback, exit 1, from Path.resolve().
+    (tmp_path / "données.jsonl").write_text('{"country": "France", "expect": "Paris"}\n')
+    job = write_job(tmp_path, DATASET_JOB.replace("DATA", "données.jsonl"))
+    env = child_env(LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")
+    result = subprocess.run(
+        [sys.executable, "-m", "batchrun", "validate", job.name],  # a relative job path: the name is the dataset's
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    err = result.stderr.decode("ascii", "replace")
+    assert result.returncode == ExitCode.USAGE and "Traceback" not in err, err
+    assert "cannot be spelled in this system's file-name encoding (ascii)" in err and err.count("\n") == 1, err
