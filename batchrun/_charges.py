@@ -33,6 +33,7 @@ from ._row_cost import Charge, RowCharges
 ABOVE_WORST_SHARE = 0.01
 # Lookups a wind-down makes at once: a few connections of the pool, not a burst on /generation.
 LOOKUPS_AT_ONCE = 8
+ROW_LOOKUP_S = 10.0  # what an answer's own lookup may take of its worker (OpenRouter answers in well under 1 s)
 
 
 class AbandonedAttempt(Transient):
@@ -122,7 +123,10 @@ class ChargeBook:
             # cost, held in full while unknown (verify32 n4: the worst case held was below it).
             charge.held += self.ledger.hold_more(upstream - charge.held)
         self.unresolved.append(charge)
-        if await self.look_up(charge):
+        # At most ROW_LOOKUP_S of the row's worker: a /generation that never answers held each
+        # worker a whole timeout_s a row, a 2-second run took 7 minutes (break36 F4). Unknown
+        # then, it is held and looked up again at the key's refresh and at the run's end.
+        if await self.look_up(charge, ROW_LOOKUP_S):
             return
         if result.cost_rejected or is_byok:
             # A server whose cost cannot be believed is not believed on tokens either: the
@@ -137,13 +141,14 @@ class ChargeBook:
             self.check_bound(estimate, held, "estimated from its token counts")
             await self.ledger.resolve(held, estimate)
 
-    async def look_up(self, charge: Charge) -> bool:
-        """Resolve one charge through /generation; False when it is not known (yet)."""
+    async def look_up(self, charge: Charge, limit_s: float | None = None) -> bool:
+        """Resolve one charge through /generation; False when it is not known (yet), or not
+        within `limit_s`."""
         if charge.generation_id is None or charge.status != "unknown":
             return False
         self.lookups += 1
         try:
-            async with self.cut_off.bound():
+            async with self.cut_off.bound(), asyncio.timeout(limit_s):
                 found: GenerationCost | None = await self.client.generation(charge.generation_id)
         except (RequestFailed, TimeoutError):  # not known now: held until it is (break25 F6)
             return False
@@ -170,9 +175,10 @@ class ChargeBook:
         return True
 
     async def look_up_row(self, row: RowCharges) -> None:
+        """A row's charges still unknown, each within ROW_LOOKUP_S of its worker."""
         for charge in row.parts:
             if charge.status == "unknown":
-                await self.look_up(charge)
+                await self.look_up(charge, ROW_LOOKUP_S)
 
     async def retry_lookups(self) -> None:
         """Another try for every charge still unknown that has an id (key refresh, run end),

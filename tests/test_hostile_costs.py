@@ -8,6 +8,7 @@ no traceback, every row once, no key nor a 16-character fragment of one anywhere
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -498,3 +499,24 @@ def test_costs_found_after_the_rows_were_written_are_appended_as_the_rows_again(
     call_cli("merge", merged, out)
     assert scan_states(merged).spent_usd == pytest.approx(0.0004) and len(read_rows(merged)) == 4
     assert not any("resolves" in r for r in read_rows(merged))
+
+
+def test_a_generation_lookup_that_never_answers_holds_no_worker_for_its_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break36 F4: answers without usage are looked up at once; a /generation that never
+    # answered held each worker timeout_s a row: with --deadline, 4 rows of 100 answered.
+    import batchrun._charges as charges
+
+    monkeypatch.setattr(charges, "ROW_LOOKUP_S", 0.05)
+
+    async def never(writer: Any) -> None:
+        await asyncio.Event().wait()
+
+    answer = chat_payload("Paris")
+    del answer["usage"]
+    server = HostileServer(chat=lambda request: json_answer(200, answer), routes={"/generation": lambda request: never})
+    # timeout_s 30: a worker held for it would let 2 rows of 4 answer before the 5 s deadline.
+    outcome = run(server, tmp_path, "--timeout", "30", "--deadline", "5", "--grace", "0.5")
+    assert [r["status"] for r in outcome.rows].count("ok") == ROWS, outcome.stderr
+    assert {r["cost_status"] for r in outcome.rows} == {"unknown"}  # held, as a lookup that fails leaves it
