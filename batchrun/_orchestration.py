@@ -35,7 +35,7 @@ from ._output_paths import (
     write_json_atomically,
 )
 from ._preflight import Preflight, job_routing_warning, keep_row, make_client, open_cache, preflight, unpriced
-from ._pricing import money
+from ._pricing import MAX_USD, money
 from ._report_data import run_spans
 from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail
 from ._retry import retry_policy
@@ -353,7 +353,7 @@ async def _locked_run(
             output=str(output),
             stop=outcome.stop,
             stop_message=outcome.stop_message,
-            estimate_usd=round(estimated.total_worst, 8) if models else None,
+            estimate_usd=round(min(estimated.total_worst, MAX_USD), 8) if models else None,  # as money is read
             estimate_unknown=sorted(estimated.unknown_price),  # models whose worst case is not in it
             budget_usd=None if budget is None else round(budget, 8),
             # After the wind-down, what lookups learnt replaced held worst cases (verify25 N3: 10-20x).

@@ -21,7 +21,18 @@ from batchrun._pricing import parse_generation
 from batchrun._reader import final_records, scan_states
 
 from .conftest import FAKE_KEY, FakeClock, call_cli, read_rows, write_job
-from .hostile import JOB, ROWS, HostileServer, RawRequest, assert_no_key_in, chat_payload, http, json_answer, run
+from .hostile import (
+    JOB,
+    ROWS,
+    HostileServer,
+    RawRequest,
+    assert_no_key_in,
+    chat_payload,
+    http,
+    json_answer,
+    models_payload,
+    run,
+)
 
 pytestmark = pytest.mark.usefixtures("keys_env")
 
@@ -520,3 +531,16 @@ def test_a_generation_lookup_that_never_answers_holds_no_worker_for_its_timeout(
     outcome = run(server, tmp_path, "--timeout", "30", "--deadline", "5", "--grace", "0.5")
     assert [r["status"] for r in outcome.rows].count("ok") == ROWS, outcome.stderr
     assert {r["cost_status"] for r in outcome.rows} == {"unknown"}  # held, as a lookup that fails leaves it
+
+
+def test_a_worst_case_past_a_trillion_dollars_counts_as_one(tmp_path: Path) -> None:
+    # break36 F6: a /models price of 1e300 a token wrote `estimate_usd: 1.7853e+16` (the README:
+    # money figures above $10^12 count as $10^12); nothing was sent, as it should.
+    huge = {"openai/gpt-4o-mini": {"pricing": {"prompt": "1e300", "completion": "1e300", "request": "0"}}}
+    server = HostileServer(
+        chat=lambda request: json_answer(200, chat_payload()), models=lambda r: json_answer(200, models_payload(huge))
+    )
+    outcome = run(server, tmp_path, "--budget", "0.02", "-q")
+    assert outcome.code == ExitCode.BUDGET and server.chat_rows() == []
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["estimate_usd"] == 1e12
