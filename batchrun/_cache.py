@@ -112,7 +112,9 @@ class ResponseCache:
         if directory.exists() and not directory.is_dir():
             raise CacheError(f"{directory}: not a folder")
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            # Never writable by others, whatever the umask: under umask 000 the folder was 0777, and
+            # another user could put a cache of planted answers in it (break36 F5).
+            directory.mkdir(parents=True, exist_ok=True, mode=0o755)
         except OSError as exc:
             raise CacheError(f"{directory}: cannot create the cache folder: {exc.strerror or exc}") from None
         writable = os.access(directory, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any, cast
 
@@ -421,3 +423,13 @@ def test_a_lock_sqlite_answers_at_once_is_tried_again_within_the_busy_timeout(tm
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         prepare(cast(sqlite3.Connection, _LockedOnce(other, times=10**6)), tmp_path / "other.sqlite3", NEW, 0.05)
     other.close()
+
+
+def test_a_new_cache_folder_is_writable_by_its_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    # break36 F5: under umask 000 the cache folder was 0777: another user could plant answers.
+    old = os.umask(0)
+    try:
+        ResponseCache.open(tmp_path / "cache", create=True).close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "cache").stat().st_mode) == 0o755
