@@ -57,11 +57,21 @@ class OutputLock:
         self._file_fd = -1
 
     def acquire(self) -> None:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # said as what it is for (break36 F7: "outputs: Read-only file system")
+            raise OSError(
+                exc.errno, f"{exc.strerror}: cannot make the folder {self.target.parent}", exc.filename
+            ) from None
         resolved = self.target.resolve()
         self.path = resolved.with_name(resolved.name + ".lock")
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno, f"{exc.strerror}: cannot make the lock beside {self.target}", exc.filename
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -365,3 +365,12 @@ def test_a_row_the_summary_cannot_count_fails_the_run_instead_of_vanishing(
     assert "(internal error: TypeError: Dict key must be str)" in err and "Traceback" not in err
     summary = json.loads((tmp_path / "r.summary.json").read_text())
     assert summary["uncounted_rows"] == 20 and len(read_rows(tmp_path / "r.jsonl")) == 20
+
+
+def test_an_output_folder_that_cannot_be_made_says_what_it_was_for(tmp_path: Path) -> None:
+    # break36 F7: a read-only working folder said only "outputs: Read-only file system".
+    job = write_job(tmp_path, SMALL_JOB)
+    (tmp_path / "plain").write_text("a file, not a folder\n")
+    code, _, err = call_cli(job, "--simulate", "-o", tmp_path / "plain" / "night" / "r.jsonl", "-q")
+    assert code == ExitCode.USAGE and f"cannot make the folder {tmp_path / 'plain' / 'night'}" in err, err
+    assert err.count("\n") == 1
