@@ -126,6 +126,7 @@ class ChargeBook:
         # At most ROW_LOOKUP_S of the row's worker: a /generation that never answers held each
         # worker a whole timeout_s a row, a 2-second run took 7 minutes (break36 F4). Unknown
         # then, it is held and looked up again at the key's refresh and at the run's end.
+        charge.row_looked_up = True
         if await self.look_up(charge, ROW_LOOKUP_S):
             return
         if result.cost_rejected or is_byok:
@@ -175,9 +176,12 @@ class ChargeBook:
         return True
 
     async def look_up_row(self, row: RowCharges) -> None:
-        """A row's charges still unknown, each within ROW_LOOKUP_S of its worker."""
+        """A row's charges still unknown, each once and within ROW_LOOKUP_S of its worker (an
+        answer's was looked up as it was settled: asked twice, a /generation that never answers
+        held the worker twice as long: verify36)."""
         for charge in row.parts:
-            if charge.status == "unknown":
+            if charge.status == "unknown" and not charge.row_looked_up:
+                charge.row_looked_up = True
                 await self.look_up(charge, ROW_LOOKUP_S)
 
     async def retry_lookups(self) -> None:

@@ -23,6 +23,7 @@ class Charge:
     upstream_inference_cost: float | None = None
     abandoned: bool = True
     recorded: bool = False  # its row's record is written (a later lookup cannot change it)
+    row_looked_up: bool = False  # its row's worker looked it up once (again: at key refreshes, the run's end)
 
     def as_json(self) -> dict[str, Any]:
         return {"generation_id": self.generation_id, "cost": self.cost, "cost_status": self.status}
