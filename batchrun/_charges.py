@@ -33,7 +33,7 @@ from ._row_cost import Charge, RowCharges
 ABOVE_WORST_SHARE = 0.01
 # Lookups a wind-down makes at once: a few connections of the pool, not a burst on /generation.
 LOOKUPS_AT_ONCE = 8
-ROW_LOOKUP_S = 10.0  # what an answer's own lookup may take of its worker (OpenRouter answers in well under 1 s)
+ROW_LOOKUP_S = 10.0  # what one lookup may take (OpenRouter answers in well under 1 s): a worker waits on it
 
 
 class AbandonedAttempt(Transient):
@@ -192,7 +192,7 @@ class ChargeBook:
 
         async def look_up(charge: Charge) -> None:
             async with turns:
-                await self.look_up(charge)
+                await self.look_up(charge, ROW_LOOKUP_S)  # a refresh holds a worker too (verify36 N1)
 
         await asyncio.gather(*(look_up(charge) for charge in list(self.unresolved)))
 

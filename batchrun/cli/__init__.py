@@ -152,7 +152,7 @@ def main(
         # A file name the locale cannot spell (LC_ALL=C with UTF-8 mode off: ascii): a
         # traceback, exit 1 (break36 F2).
         console.error(
-            f"the name {exc.object[max(0, exc.start - 20) : exc.end + 20]!r} cannot be spelled in this system's "
+            f"the name {str(exc.object)[:300]!r} cannot be spelled in this system's "
             f"file-name encoding ({sys.getfilesystemencoding()}): run batchrun under a UTF-8 locale (LANG=C.UTF-8)"
         )
         return ExitCode.USAGE
