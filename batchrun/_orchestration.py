@@ -40,7 +40,7 @@ from ._report_data import run_spans
 from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail
 from ._retry import retry_policy
 from ._run_control import RunControl
-from ._run_output import check_output, earlier_summary, resolve_output, resume_states
+from ._run_output import check_output, earlier_summary, resolve_output, results_size, resume_states
 from ._settings import RunSettings
 from ._status import Status, StopReason
 from ._summary import SummaryBuilder
@@ -380,6 +380,7 @@ async def _locked_run(
         if executor is not None:
             data["batches"] = executor.outcome.as_json(str(executor.state.path))
         data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
+        data["results_bytes"] = results_size(output)  # a resume tells an edit by it (_run_output)
         if late_gap > 0:
             with contextlib.suppress(OutputFailed):  # the summary below carries it too
                 journal.key_gap(runner.ledger.key_gap + late_gap)

@@ -146,6 +146,9 @@ def resume_states(output: Path, warn: Warn) -> ScanResult:
         edited = output.stat().st_mtime_ns >= summary_path(output).stat().st_mtime_ns  # a clock tick may hold both
     except OSError:
         edited = True
+    # Or its size is not the one its summary saw: an edit whose copy kept the older time (`cp -p`,
+    # `rsync -t`, a restore) passed the time's test (verify36 N2).
+    edited = edited or earlier.get("results_bytes", results_size(output)) != results_size(output)
     if earlier and not earlier.get("unread_lines") and not edited:
         return states
     read: dict[bytes, bytes] = {}
@@ -153,3 +156,11 @@ def resume_states(output: Path, warn: Warn) -> ScanResult:
         state = (record.get("fingerprint") or "", record["status"], record.get("reason"), bool(record.get("retryable")))
         read[record["id"].encode()] = state_blob(*state)
     return replace(states, _states=read)
+
+
+def results_size(output: Path) -> int | None:
+    """The results file's size (its summary keeps it: resume_states), None when it cannot be read."""
+    try:
+        return output.stat().st_size
+    except OSError:
+        return None

@@ -81,6 +81,7 @@ class RunFigures(TypedDict, total=False):
     reconciliation: dict[str, Any]
     batches: dict[str, Any]
     complete: bool
+    results_bytes: int | None  # the results file's size when its summary was written (_run_output.resume_states)
     merged_from: list[str]
     duplicate_rows: int
     shortfalls: list[str]

@@ -887,3 +887,21 @@ def test_a_row_whose_last_line_is_broken_past_its_head_is_sent_again(tmp_path: P
     assert code == ExitCode.OK, err
     assert {r["id"] for r in read_rows(out) if r["status"] == "ok"} >= {r["id"] for r in skipped}
     assert call_cli("report", out, "--job", job)[0] == ExitCode.OK
+
+
+def test_an_edit_that_keeps_an_older_time_is_still_read_in_full_on_resume(tmp_path: Path, job: Path) -> None:
+    # verify36 N2: an edited file copied with its older time (`cp -p`, `rsync -t`, a restore)
+    # passed the time's test: its broken row was never sent again, exit 12 at every resume.
+    out = tmp_path / "r.jsonl"
+    assert call_cli(job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
+    lines = out.read_bytes().splitlines(keepends=True)
+    broken = orjson.loads(lines[3])
+    lines[3] = orjson.dumps({**broken, "usage": []}) + b"\n"
+    out.write_bytes(b"".join(lines))
+    summary = out.with_name("r.summary.json")
+    older = summary.stat().st_mtime_ns - 10**9
+    os.utime(out, ns=(older, older))
+    code, _, err = call_cli(job, "--simulate", "-o", out, "--resume", "-q")
+    assert code == ExitCode.OK, err
+    assert read_rows(out)[-1]["id"] == broken["id"]  # sent again
+    assert call_cli("report", out, "--job", job)[0] == ExitCode.OK
