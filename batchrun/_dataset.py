@@ -135,21 +135,16 @@ class Snapshot:
                 raise RowError(None, f"cannot make a private copy to read: {exc.strerror or exc}") from None
             try:
                 while data := original.readline(MAX_LINE_BYTES + 1):
-                    _copied(lambda: copy.write(data))  # noqa: B023  (called at once)
+                    copy.write(data)
                     yield data
-                _copied(copy.flush)  # read back with pread, under the buffer
+                copy.flush()  # read back with pread, under the buffer
+            except OSError as exc:  # the file, or its copy (a full temporary folder)
+                copy.close()
+                raise RowError(None, f"cannot read it through a private copy: {exc.strerror or exc}") from None
             except BaseException:
                 copy.close()
                 raise
         self._copy = copy
-
-
-def _copied(write: Callable[[], object]) -> None:
-    """A write into the private copy; a failure (a full temporary folder) is a RowError."""
-    try:
-        write()
-    except OSError as exc:
-        raise RowError(None, f"cannot copy it to a private file to read: {exc.strerror or exc}") from None
 
 
 def _pread_lines(fd: int, limit: int) -> Iterator[bytes]:

@@ -148,7 +148,8 @@ def resume_states(output: Path, warn: Warn) -> ScanResult:
         edited = True
     # Or its size is not the one its summary saw: an edit whose copy kept the older time (`cp -p`,
     # `rsync -t`, a restore) passed the time's test (verify36 N2).
-    edited = edited or earlier.get("results_bytes", results_size(output)) != results_size(output)
+    size = results_size(output)
+    edited = edited or earlier.get("results_bytes", size) != size
     if earlier and not earlier.get("unread_lines") and not edited:
         return states
     read: dict[bytes, bytes] = {}

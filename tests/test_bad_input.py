@@ -900,3 +900,17 @@ def test_a_dataset_name_the_locale_cannot_spell_is_one_line_not_a_traceback(tmp_
     err = result.stderr.decode("ascii", "replace")
     assert result.returncode == ExitCode.USAGE and "Traceback" not in err, err
     assert "cannot be spelled in this system's file-name encoding (ascii)" in err and err.count("\n") == 1, err
+
+
+def test_a_dataset_that_cannot_be_copied_to_read_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The dataset is read through a private temporary copy: no temporary space is exit 2, one line.
+    import tempfile
+
+    def full() -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    (tmp_path / "d.jsonl").write_text('{"country": "France", "expect": "Paris"}\n')
+    code, _, err = call_cli("validate", write_job(tmp_path, DATASET_JOB.replace("DATA", "d.jsonl")))
+    assert_refused(code, err, "cannot make a private copy to read: No space left on device")
+    assert len(err.splitlines()) == 1
