@@ -36,6 +36,8 @@ from ._exceptions import OutputFailed, RequestFailed
 from ._generation import valid_generation_id
 from ._job import Job
 from ._journal_file import Crashed, crash_fields, drop_recorded, journal_key_gap, journal_path, read_journal
+from ._killed_run import KeySeen, key_seen_line, last_key_seen
+from ._ledger import CreditLedger
 from ._matrix import Request, Shard, shard_text
 from ._reader import final_records
 from ._record_head import Identity, record_head, record_identity
@@ -50,10 +52,17 @@ class AttemptJournal:
     """Appends a line per attempt before it is sent; deleted when the run ends whole."""
 
     def __init__(
-        self, results: Path, writer: ResultsWriter, job: Job, carried_gap: float = 0.0, shard: Shard | None = None
+        self,
+        results: Path,
+        writer: ResultsWriter,
+        job: Job,
+        carried_gap: float = 0.0,
+        shard: Shard | None = None,
+        prior_usd: float = 0.0,
     ) -> None:
         self.path = journal_path(results)
         self._writer = writer
+        self._prior = prior_usd  # what earlier runs of the file spent: each key_seen line says it
         # The key gap an earlier crashed run's journal held, which this run read and deleted:
         # in no summary yet, so this journal carries it on, or a crash of this run too would
         # lose it (break14e E3: the resume of a resume spent it again).
@@ -106,6 +115,13 @@ class AttemptJournal:
         resume after a kill -9 counts it (and what this journal carries on) as spent, as a
         summary would have carried it."""
         self._write(orjson.dumps({"key_gap": self._carried + usd}) + b"\n")
+
+    def key_seen(self, usage: float, ledger: CreditLedger) -> None:
+        """A /key read this run followed: the key's `usage`, what the ledger counted as spent
+        then (its key gap too) and had reserved in flight; a resume after a kill -9 measures
+        from the last such line what the answers since cost the key (_killed_run)."""
+        counted = ledger.committed + ledger.unrecorded
+        self._write(orjson.dumps(key_seen_line(usage, counted, ledger.reserved, self._prior)) + b"\n")
 
     def generation(self, row: str, generation_id: str) -> None:
         self._write(orjson.dumps({"row": row, "gen": generation_id}) + b"\n")
@@ -160,6 +176,7 @@ class Recovered:
     key_gap: float = 0.0  # spent beyond any record: the journal's key gap, and `orphans_usd`
     orphans: int = 0  # rows the job no longer has, whose attempts were in flight
     orphans_usd: float = 0.0  # what those attempts count as spent
+    key_seen: KeySeen | None = None  # the crashed run's last reading of the key (_killed_run)
     warnings: list[str] = field(default_factory=list)  # what could not be read in the journal
 
 
@@ -226,6 +243,7 @@ async def recover(
     rows = read_journal(path, job[0])
     out = Recovered()
     out.key_gap = journal_key_gap(path, out.warnings.append)
+    out.key_seen = last_key_seen(path)
     if rows:
         drop_recorded(results, rows)
     if rows:

@@ -44,7 +44,7 @@ class Crashed:
     attempts: list[dict[str, Any]] = field(default_factory=list)  # {"at", "usd", "gen", "judge"}
 
 
-def _usd(value: Any) -> float | None:
+def journal_usd(value: Any) -> float | None:
     """An attempt's worst case as the journal wrote it (a number; a numeric string is read
     too); None when it cannot be read: a corrupt line whose attempt still went out."""
     if isinstance(value, bool):
@@ -56,7 +56,7 @@ def _usd(value: Any) -> float | None:
     return min(number, MAX_ATTEMPT_USD) if math.isfinite(number) and number >= 0 else None
 
 
-def _loads(line: bytes) -> Any:
+def journal_loads(line: bytes) -> Any:
     # Python's reader also takes NaN and 1e400 (as inf), so a line with a corrupt figure is
     # still read for its row, and _usd decides what the figure counts as.
     try:
@@ -81,7 +81,7 @@ def journal_key_gap(path: Path, warn: Callable[[str], None] | None = None) -> fl
                 if line.startswith(b'{"key_gap"') and line.endswith(b"\n"):
                     value = None
                     with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
-                        value = _usd(_loads(line)["key_gap"])
+                        value = journal_usd(journal_loads(line)["key_gap"])
                     if value is None:
                         unreadable, unread_last = unreadable + 1, True
                     else:
@@ -115,8 +115,8 @@ def read_journal(path: Path, job: str | None) -> dict[str, Crashed]:
             if not line.endswith(b"\n"):
                 break  # torn by the crash: that attempt's write never finished, so it was not sent
             try:
-                entry = _loads(line)
-                if "key_gap" in entry:
+                entry = journal_loads(line)
+                if "key_gap" in entry or "key_seen" in entry:
                     continue
                 if "job" in entry:
                     if job is not None and entry["job"] != job:
@@ -133,13 +133,13 @@ def read_journal(path: Path, job: str | None) -> dict[str, Crashed]:
                         rows[row].attempts[-1]["gen"] = entry["gen"]
                     continue
                 if "paid" in entry:
-                    _paid(rows.get(row), _usd(entry["paid"]), entry.get("judge") is True)
+                    _paid(rows.get(row), journal_usd(entry["paid"]), entry.get("judge") is True)
                     continue
                 crashed = rows.setdefault(row, Crashed(str(row), str(entry.get("model", ""))))
                 crashed.attempts.append(
                     {
                         "at": int(entry["at"]),
-                        "usd": _usd(entry.get("usd")),
+                        "usd": journal_usd(entry.get("usd")),
                         "gen": None,
                         "judge": entry.get("judge") is True,
                     }
@@ -173,7 +173,7 @@ def _is_header(line: bytes) -> bool:
     """The journal's first line: `{"job": NAME, "job_fingerprint": F}` (or, before that was
     written, `{"job": NAME}`) and nothing else."""
     try:
-        entry = _loads(line)
+        entry = journal_loads(line)
     except (ValueError, RecursionError):
         return False
     return isinstance(entry, dict) and list(entry) in _HEADERS
@@ -193,7 +193,7 @@ def journal_header(results: Path) -> dict[str, Any] | None:
         return None
     if not first.endswith(b"\n") or not _is_header(first):
         return None
-    header: dict[str, Any] = _loads(first)
+    header: dict[str, Any] = journal_loads(first)
     return header
 
 

@@ -18,12 +18,14 @@ from ._batch_run import BatchExecutor
 from ._batch_state import INTENT, SUBMITTED, BatchState, held_open, state_path
 from ._client import OpenRouterClient
 from ._cut_off import cleanup_time, wind_down, wind_down_s, wind_down_within
+from ._dispatch import Dispatcher
 from ._exceptions import ConfigError, OutputFailed
 from ._formats import utc
 from ._isolated import IsolatedKey, with_key_deadline
 from ._items import ItemGate
 from ._job import Job
-from ._journal import AttemptJournal, recover
+from ._journal import AttemptJournal
+from ._killed_run import unseen_charge
 from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
 from ._lock import OutputLock, lock_created
@@ -37,15 +39,14 @@ from ._output_paths import (
 from ._preflight import Preflight, job_routing_warning, keep_row, make_client, open_cache, preflight, unpriced
 from ._pricing import MAX_USD, money
 from ._report_data import run_spans
-from ._results import ResultsWriter, ScanResult, final_records, repair_torn_tail
+from ._results import ResultsWriter, ScanResult, final_records
 from ._retry import retry_policy
 from ._run_control import RunControl
-from ._run_output import check_output, earlier_summary, resolve_output, results_size, resume_states
+from ._run_output import check_output, earlier_summary, earlier_work, resolve_output, results_size
 from ._settings import RunSettings
 from ._status import Status, StopReason
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
-from ._ungraded import stopped_gradings
 from ._worker_pool import PoolOutcome, Runner, run_config
 
 
@@ -152,36 +153,22 @@ def _batch_executor(
     )
 
 
-async def _earlier_work(
-    job: Job, options: RunOptions, output: Path, resuming: bool, client: OpenRouterClient, notice: Notice
-) -> ScanResult | None:
-    """What earlier runs left in `output`: a torn tail mended, the attempts a crash left in the
-    journal recorded (_journal), then the rows' states; None for a fresh output."""
-    if resuming and (mended := repair_torn_tail(output, job.name)):
-        notice(f"{output}: {mended}")
-    now = utc(options.clock.time())
-    limit = min(job.run.timeout_s, job.run.deadline_s or job.run.timeout_s)  # the lookups of what a crash left
-    rows = matrix_requests(job, options.shard)
-    found = await recover(output, (job.name, job.fingerprint, shard_text(options.shard)), rows, client, now, limit)
-    if found.rows:
+def _count_killed_run(
+    dispatch: Dispatcher, states: ScanResult | None, usage: float | None, prior: float, output: Path, notice: Notice
+) -> None:
+    """What the key was charged for a run killed after its last /key read, beyond what its
+    records count (_killed_run): spent before this run began. Then this run's first reading,
+    journaled for a resume after a kill of this one."""
+    unseen = unseen_charge(states.key_seen if states is not None else None, usage, prior)
+    if unseen > 0:
+        dispatch.ledger.count_earlier_charge(unseen)
+        dispatch.journal_key_gap()
         notice(
-            f"{output}: {found.rows} row(s) had attempts in flight when an earlier run was killed: recorded "
-            "as skipped (crashed), each attempt's worst case held until its cost is known"
+            f"{output}: the key was charged ${unseen:.6f} for an earlier run killed after its last /key read beyond "
+            "what its records count (answers that under-reported): counted as spent (key_gap_usd)"
         )
-    for warning in found.warnings:
-        notice(f"warning: {warning}")
-    if found.orphans:
-        notice(
-            f"{output}: {found.orphans} row(s) the job no longer has had attempts in flight when an earlier run "
-            f"was killed: ${found.orphans_usd:.6f} counted as spent (key_gap_usd), no record written"
-        )
-    if not (resuming or found.rows or found.key_gap):
-        return None
-    if not output.exists():
-        # A crashed run that wrote no record left only spend beyond any record: still counted.
-        return ScanResult({}, 0.0, 0, found.key_gap) if found.key_gap else None
-    states = resume_states(output, lambda message: notice(f"warning: {message}"))
-    return replace(states, key_gap_usd=found.key_gap, regrade=stopped_gradings(output))
+    if dispatch.journal is not None and usage is not None:
+        dispatch.journal.key_seen(usage, dispatch.ledger)
 
 
 async def _locked_run(
@@ -208,7 +195,7 @@ async def _locked_run(
 
     client = make_client(job, options, settings)
     try:
-        states = await _earlier_work(job, options, output, resuming, client, notice)
+        states = await earlier_work(job, options, output, resuming, client, notice)
     except BaseException:
         await client.aclose()
         raise
@@ -258,7 +245,8 @@ async def _locked_run(
 
         writer = ResultsWriter(output)
         lock_created(output)  # a new output exists now: locked by any name (verify22 N4)
-        journal = AttemptJournal(output, writer, job, states.key_gap_usd if states is not None else 0.0, options.shard)
+        carried = states.key_gap_usd if states is not None else 0.0
+        journal = AttemptJournal(output, writer, job, carried, options.shard, prior_usd=prior_spend)
         runner = Runner(
             client,
             writer,
@@ -276,6 +264,7 @@ async def _locked_run(
             cache=cache,
         )
         runner.dispatch.journal, runner.regrade = journal, states.regrade if states is not None else {}
+        _count_killed_run(runner.dispatch, states, pre.key_start.usage, prior_spend, output, notice)
         control.runner = runner
         if control.pending:
             runner.request_stop(control.pending)

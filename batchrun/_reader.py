@@ -23,6 +23,7 @@ from ._exceptions import ResultsError
 from ._files import open_regular
 from ._fold import Earlier
 from ._journal_file import Crashed, crash_fields, journal_job, journal_path, unrecorded_attempts
+from ._killed_run import KeySeen
 from ._pricing import MAX_USD
 from ._record_head import LINE_HEADS, RECORD_START, RowState, parse_state, record_head, state_blob
 from ._record_shape import head_problem, record_problem
@@ -225,6 +226,7 @@ class ScanResult:
     lines: int
     key_gap_usd: float = 0.0  # what a crashed run's key window counted beyond its records (_journal)
     regrade: dict[str, dict[str, Any]] = field(default_factory=dict)  # ok rows a stop left ungraded (_ungraded)
+    key_seen: KeySeen | None = None  # a crashed run's last reading of the key (_killed_run)
 
     def __len__(self) -> int:
         return len(self._states)

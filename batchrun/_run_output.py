@@ -7,16 +7,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ._client import OpenRouterClient
 from ._exceptions import ConfigError, ResultsError
+from ._formats import utc
 from ._job import Job
+from ._journal import recover
 from ._journal_file import journal_header
-from ._matrix import Shard, shard_text
+from ._matrix import Shard, matrix_requests, shard_text
 from ._options import Notice, RunOptions
 from ._output_paths import fresh_output, latest_incomplete, sidecar_name_problem, summary_path
 from ._reader import ScanResult, Warn
 from ._record_head import state_blob
 from ._report_data import read_run_summary
-from ._results import final_records, first_record, foreign_record, last_record, scan_states
+from ._results import final_records, first_record, foreign_record, last_record, repair_torn_tail, scan_states
+from ._ungraded import stopped_gradings
 
 
 def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
@@ -165,3 +169,35 @@ def results_size(output: Path) -> int | None:
         return output.stat().st_size
     except OSError:
         return None
+
+
+async def earlier_work(
+    job: Job, options: RunOptions, output: Path, resuming: bool, client: OpenRouterClient, notice: Notice
+) -> ScanResult | None:
+    """What earlier runs left in `output`: a torn tail mended, the attempts a crash left in the
+    journal recorded (_journal), then the rows' states; None for a fresh output."""
+    if resuming and (mended := repair_torn_tail(output, job.name)):
+        notice(f"{output}: {mended}")
+    now = utc(options.clock.time())
+    limit = min(job.run.timeout_s, job.run.deadline_s or job.run.timeout_s)  # the lookups of what a crash left
+    rows = matrix_requests(job, options.shard)
+    found = await recover(output, (job.name, job.fingerprint, shard_text(options.shard)), rows, client, now, limit)
+    if found.rows:
+        notice(
+            f"{output}: {found.rows} row(s) had attempts in flight when an earlier run was killed: recorded "
+            "as skipped (crashed), each attempt's worst case held until its cost is known"
+        )
+    for warning in found.warnings:
+        notice(f"warning: {warning}")
+    if found.orphans:
+        notice(
+            f"{output}: {found.orphans} row(s) the job no longer has had attempts in flight when an earlier run "
+            f"was killed: ${found.orphans_usd:.6f} counted as spent (key_gap_usd), no record written"
+        )
+    if not (resuming or found.rows or found.key_gap):
+        return None
+    if not output.exists():
+        # A crashed run that wrote no record left only spend beyond any record: still counted.
+        return ScanResult({}, 0.0, 0, found.key_gap, key_seen=found.key_seen) if found.key_gap else None
+    states = resume_states(output, lambda message: notice(f"warning: {message}"))
+    return replace(states, key_gap_usd=found.key_gap, regrade=stopped_gradings(output), key_seen=found.key_seen)

@@ -140,7 +140,8 @@ def test_kill_9_with_requests_in_flight_then_resume_counts_them(tmp_path: Path, 
     with stall.running():
         env = child_env(OPENROUTER_API_KEY=FAKE_KEY)
         process = start(path, "--base-url", stall.base_url, "-o", out, "-q", "--budget", "1", env=env)
-        wait_for_lines(journal, 9, process)  # whose journal, then four attempts out, each with its generation id
+        # Whose journal, the key's reading at the start, then four attempts out, each with its generation id.
+        wait_for_lines(journal, 10, process)
         process.kill()
         process.wait()
     in_flight = set(stall.chat_rows())
@@ -150,8 +151,9 @@ def test_kill_9_with_requests_in_flight_then_resume_counts_them(tmp_path: Path, 
     assert code in (0, 1) and "in flight when the run ended without recording them" in err
     total = json.loads(text)["total"]
     assert total["cost_unknown_rows"] == 4 and total["cost_held_usd"] > 0
-    header, first = (json.loads(line) for line in journal.read_text().splitlines()[:2])
+    header, reading, first = (json.loads(line) for line in journal.read_text().splitlines()[:3])
     assert header == {"job": "kill"} or "job" in header
+    assert "key_seen" in reading
     worst = first["usd"]
     assert worst > 0
 
