@@ -33,6 +33,7 @@ from ._row_cost import Charge, RowCharges
 ABOVE_WORST_SHARE = 0.01
 # Lookups a wind-down makes at once: a few connections of the pool, not a burst on /generation.
 LOOKUPS_AT_ONCE = 8
+STALLED_LOOKUPS = 3  # lookups in a row out of time before /generation counts as down (lookups_down)
 ROW_LOOKUP_S = 10.0  # what one lookup may take (OpenRouter answers in well under 1 s): a worker waits on it
 
 
@@ -78,6 +79,7 @@ class ChargeBook:
         self.ledger = ledger
         self.unresolved: list[Charge] = []
         self.lookups = 0
+        self.stalled = 0  # lookups in a row that ran out of their time (lookups_down)
         self.resolved_after_record = 0.0  # known only after the row's record said "unknown"
         self.resolved_after_record_attempts = 0
         self.above_worst = 0  # charges above their attempt's worst case
@@ -127,7 +129,7 @@ class ChargeBook:
         # worker a whole timeout_s a row, a 2-second run took 7 minutes (break36 F4). Unknown
         # then, it is held and looked up again at the key's refresh and at the run's end.
         charge.row_looked_up = True
-        if await self.look_up(charge, ROW_LOOKUP_S):
+        if not self.lookups_down and await self.look_up(charge, ROW_LOOKUP_S):
             return
         if result.cost_rejected or is_byok:
             # A server whose cost cannot be believed is not believed on tokens either: the
@@ -151,8 +153,14 @@ class ChargeBook:
         try:
             async with self.cut_off.bound(), asyncio.timeout(limit_s):
                 found: GenerationCost | None = await self.client.generation(charge.generation_id)
-        except (RequestFailed, TimeoutError):  # not known now: held until it is (break25 F6)
+        except TimeoutError:  # not known now: held until it is (break25 F6)
+            self.stalled += 1
             return False
+        except RequestFailed as failed:
+            # The client's own timeout (timeout_s below ROW_LOOKUP_S) is a stall too; an error answered is not.
+            self.stalled = self.stalled + 1 if failed.kind == "timeout" else 0
+            return False
+        self.stalled = 0
         if found is None or charge.status != "unknown":
             # Resolved meanwhile by another lookup of it (a row's own, and the key window's or
             # the wind-down's, at once): counted once (verify25 N3: 2e-06 twice in the ledger).
@@ -180,19 +188,32 @@ class ChargeBook:
         answer's was looked up as it was settled: asked twice, a /generation that never answers
         held the worker twice as long: verify36)."""
         for charge in row.parts:
-            if charge.status == "unknown" and not charge.row_looked_up:
+            if charge.status == "unknown" and not charge.row_looked_up and not self.lookups_down:
                 charge.row_looked_up = True
                 await self.look_up(charge, ROW_LOOKUP_S)
 
-    async def retry_lookups(self) -> None:
-        """Another try for every charge still unknown that has an id (key refresh, run end),
-        LOOKUPS_AT_ONCE at a time: one after another, a /generation that stalls held the end of
-        a run for every lookup's whole timeout in turn (verify26 R2: 8 x 20 s, twice)."""
+    @property
+    def lookups_down(self) -> bool:
+        """/generation has stopped answering: STALLED_LOOKUPS lookups in a row ran out of time.
+        Rows and key refreshes then wait on no lookup (their costs stay held); the run's end
+        tries one, and the rest if it answers. A /generation that never answered held each row's
+        worker ROW_LOOKUP_S: 100 rows took 3.5 minutes instead of 2 seconds (break36 F4)."""
+        return self.stalled >= STALLED_LOOKUPS
+
+    async def retry_lookups(self, final: bool = False) -> None:
+        """Another try for every charge still unknown that has an id (key refresh, run end:
+        `final`), LOOKUPS_AT_ONCE at a time: one after another, a /generation that stalls held
+        the end of a run for every lookup's whole timeout in turn (verify26 R2: 8 x 20 s, twice)."""
+        if self.lookups_down:
+            unresolved = [c for c in self.unresolved if c.generation_id is not None]
+            if not final or not unresolved or not await self.look_up(unresolved[0], ROW_LOOKUP_S):
+                return
         turns = asyncio.Semaphore(LOOKUPS_AT_ONCE)
 
         async def look_up(charge: Charge) -> None:
             async with turns:
-                await self.look_up(charge, ROW_LOOKUP_S)  # a refresh holds a worker too (verify36 N1)
+                if not self.lookups_down:  # stalled meanwhile: the rest stay held
+                    await self.look_up(charge, ROW_LOOKUP_S)  # a refresh holds a worker too (verify36 N1)
 
         await asyncio.gather(*(look_up(charge) for charge in list(self.unresolved)))
 

@@ -1,4 +1,4 @@
-"""The OpenRouter client: one httpx.AsyncClient over the aiohttp transport.
+"""The OpenRouter client: httpx.AsyncClients over the aiohttp transport (chat, and the account endpoints).
 
 It builds requests, reads each reply under the size cap (`_body`), and parses it into a
 typed result or one exception of batchrun's tree (`_reply`), at this boundary: no
@@ -37,8 +37,9 @@ from ._reply import ChatResult, Reply, error_failure, failure, parse_chat
 from ._routing import METADATA_HEADER
 from ._scrub import Scrubber
 from ._settings import DEFAULTS
-from ._transport import default_transport, send_unread
+from ._transport import default_transport, dropped_after_connecting, not_a_timeout, send_unread
 
+LOOKUP_CONNECTIONS = 8  # /generation lookups at once, each on a connection of the account pool
 MAX_MODEL_PAGES = 100  # 100 pages of up to 1,000 models: far more than OpenRouter lists
 
 __all__ = [
@@ -52,30 +53,6 @@ __all__ = [
 
 DEFAULT_MAX_RESPONSE_BYTES = DEFAULTS.max_response_bytes
 ACCOUNT_MAX_BYTES = 32 * 1024 * 1024  # /models, /key, /credits: bounded, whatever the cap on answers
-
-
-def _not_a_timeout(exc: BaseException) -> bool:
-    """A "timeout" whose cause is a refused or failed connection, not time running out.
-
-    httpx-aiohttp maps every aiohttp ClientConnectorError to httpx.ConnectTimeout, so a
-    refused connection arrives here as a timeout; its cause says what really happened.
-    """
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None:
-        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
-
-
-def dropped_after_connecting(exc: BaseException) -> bool:
-    """httpx-aiohttp's ConnectTimeout for aiohttp's ClientConnectionError once the connection
-    was made (ServerDisconnectedError, a reset while writing or reading): not a failure to
-    connect (ClientConnectorError), nor time running out (ServerTimeoutError)."""
-    cause = exc.__cause__
-    return isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(
-        cause, aiohttp.ClientConnectorError | aiohttp.ServerTimeoutError
-    )
 
 
 class OpenRouterClient:
@@ -111,13 +88,21 @@ class OpenRouterClient:
         # Opt in to `openrouter_metadata` on replies: the documented record of which provider
         # answered (guides/features/router-metadata.mdx).
         headers[METADATA_HEADER] = "enabled"
+        timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=timeout_s)
+        # Proxies from the environment would replace the transport for matching URLs: trust_env off.
         self._http = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=timeout_s),
-            transport=transport or default_transport(max_connections),
-            # Proxies from the environment would replace the transport for matching URLs.
-            trust_env=False,
+            headers=headers, timeout=timeout, transport=transport or default_transport(max_connections), trust_env=False
         )
+        # The account endpoints (/key, /generation, /models, /credits, keys) have a pool of their
+        # own: lookups of a /generation that never answered held the chat requests' connections,
+        # and an answer that waited for one ran out its time once sent, was held as maybe billed
+        # and sent again (break36 F4: 3 of 100 rows billed twice). Lookups take at most
+        # LOOKUP_CONNECTIONS of it, so /key always finds one.
+        self._account_http = self._http
+        if transport is None:
+            account = default_transport(LOOKUP_CONNECTIONS + 4)
+            self._account_http = httpx.AsyncClient(headers=headers, timeout=timeout, transport=account, trust_env=False)
+        self._lookups = asyncio.Semaphore(LOOKUP_CONNECTIONS)
         self._prepare_chat()
 
     def __repr__(self) -> str:  # never show the key
@@ -135,6 +120,8 @@ class OpenRouterClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._account_http is not self._http:
+            await self._account_http.aclose()
 
     async def __aenter__(self) -> OpenRouterClient:
         return self
@@ -161,7 +148,12 @@ class OpenRouterClient:
         self._chat_extensions = {"timeout": self._http.timeout.as_dict()}
 
     async def _exchange(
-        self, request: httpx.Request, billable: bool = False, flight: Flight | None = None, max_bytes: int = 0
+        self,
+        request: httpx.Request,
+        billable: bool = False,
+        flight: Flight | None = None,
+        max_bytes: int = 0,
+        http: httpx.AsyncClient | None = None,
     ) -> Reply:
         """One HTTP exchange, its body read under the cap; every transport failure (an
         invalid status line, a TLS or SSH banner included) becomes a Transient.
@@ -169,6 +161,7 @@ class OpenRouterClient:
         `billable`: the request may be charged once the server has it, so a failure after
         sending marks the attempt `maybe_billed` (with the generation id, if headers came).
         `max_bytes`: another cap than max_response_bytes (a batch's results come in one reply).
+        `http`: the client whose pool sends it (the chat requests' by default).
         """
         headers: list[Mapping[str, str]] = []  # the response's headers, once they are in
         status = 0
@@ -176,7 +169,7 @@ class OpenRouterClient:
             # httpx's timeouts are per read; this bounds the whole exchange, so a server
             # that drips bytes forever cannot hang a row (openrouter python-sdk #72).
             async with asyncio.timeout(self._timeout_s):
-                response = await self.send_unread(request)
+                response = await send_unread(http or self._http, request)
                 headers.append(response.headers)
                 status = response.status_code
                 if flight is not None:
@@ -212,7 +205,7 @@ class OpenRouterClient:
                 # and its room handed to the retry (break32 F4).
                 failure = Transient("network", self._describe(exc))
                 raise abandoned(failure, headers, billable, self.scrub) from None
-            if _not_a_timeout(exc):
+            if not_a_timeout(exc):
                 raise Transient("connect", self._describe_connect(exc)) from None
             failure = Transient("timeout", self._describe(exc) or "timed out")
             if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
@@ -237,8 +230,9 @@ class OpenRouterClient:
 
     async def _send(self, method: str, path: str, key: str | None, body: Any = None, max_bytes: int = 0) -> Reply:
         content = None if body is None else orjson.dumps(body)
-        request = self._http.build_request(method, self.base_url + path, content=content, headers=self._auth(key))
-        return await self._exchange(request, max_bytes=max_bytes)
+        http = self._account_http  # its own pool (__init__)
+        request = http.build_request(method, self.base_url + path, content=content, headers=self._auth(key))
+        return await self._exchange(request, max_bytes=max_bytes, http=http)
 
     @property
     def max_response_bytes(self) -> int:
@@ -372,7 +366,8 @@ class OpenRouterClient:
         """GET /generation?id=: the exact charge of one generation; None while it is not known."""
         if valid_generation_id(generation_id, self.scrub) is None:
             return None  # not an id: never put it in a URL
-        data = await self._account_json(f"/generation?id={generation_id}", self._api_key)
+        async with self._lookups:
+            data = await self._account_json(f"/generation?id={generation_id}", self._api_key)
         return parse_generation(data, generation_id)
 
     async def endpoints(self, model: str) -> list[EndpointPrice] | None:

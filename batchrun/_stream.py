@@ -32,11 +32,12 @@ from httpx_sse import EventSource, SSEError
 from ._body import read_capped
 from ._charges import reported_charge
 from ._classify import classify
-from ._client import ChatResult, OpenRouterClient, dropped_after_connecting
+from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._exceptions import RequestFailed, ResponseTooLarge, Transient
 from ._generation import Flight, abandoned, generation_header, valid_generation_id
 from ._reply import MAX_TOOL_CALLS, Reply, billed, cost_rejected, loads, tool_calls_of, type_name, usage_of
+from ._transport import dropped_after_connecting
 
 _ERROR_BODY_BYTES = 64 * 1024  # an error reply before the stream is small JSON
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import ssl
 
+import aiohttp
 import httpx
 
 
@@ -41,3 +42,27 @@ async def send_unread(http: httpx.AsyncClient, request: httpx.Request) -> httpx.
     response = await transport.handle_async_request(request)
     response.request = request
     return response
+
+
+def not_a_timeout(exc: BaseException) -> bool:
+    """A "timeout" whose cause is a refused or failed connection, not time running out.
+
+    httpx-aiohttp maps every aiohttp ClientConnectorError to httpx.ConnectTimeout, so a
+    refused connection arrives here as a timeout; its cause says what really happened.
+    """
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def dropped_after_connecting(exc: BaseException) -> bool:
+    """httpx-aiohttp's ConnectTimeout for aiohttp's ClientConnectionError once the connection
+    was made (ServerDisconnectedError, a reset while writing or reading): not a failure to
+    connect (ClientConnectorError), nor time running out (ServerTimeoutError)."""
+    cause = exc.__cause__
+    return isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(
+        cause, aiohttp.ClientConnectorError | aiohttp.ServerTimeoutError
+    )

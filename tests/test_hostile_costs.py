@@ -533,6 +533,93 @@ def test_a_generation_lookup_that_never_answers_holds_no_worker_for_its_timeout(
     assert {r["cost_status"] for r in outcome.rows} == {"unknown"}  # held, as a lookup that fails leaves it
 
 
+def test_lookups_that_stall_are_given_up_for_the_rest_of_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break36 F4: each row's lookup waited its ROW_LOOKUP_S on a /generation that never answered,
+    # and each refresh's and the end's lookups too: 100 rows took 3.5 minutes instead of 2 seconds.
+    # After STALLED_LOOKUPS of them in a row, rows and refreshes wait on none; the end tries one.
+    import batchrun._charges as charges
+
+    monkeypatch.setattr(charges, "ROW_LOOKUP_S", 0.05)
+
+    async def never(writer: Any) -> None:
+        await asyncio.Event().wait()
+
+    answer = chat_payload("Paris")
+    del answer["usage"]
+    server = HostileServer(chat=lambda request: json_answer(200, answer), routes={"/generation": lambda request: never})
+    countries = ", ".join(f"{{country: C{i}}}" for i in range(16))
+    job = JOB.replace("{country: France}, {country: Japan}, {country: Italy}, {country: Spain}", countries)
+    outcome = run(server, tmp_path, job=job)
+    lookups = [r for r in server.requests if "/generation" in r.path]
+    assert [r["status"] for r in outcome.rows].count("ok") == 16, outcome.stderr
+    assert {r["cost_status"] for r in outcome.rows} == {"unknown"}  # held, as a lookup that fails leaves it
+    # The stalls that show it (two workers at once may each start one more), then the end's one try.
+    assert len(lookups) <= charges.STALLED_LOOKUPS + 2 + 1, len(lookups)
+
+
+def test_a_lookup_that_hangs_holds_no_connection_a_chat_request_needs() -> None:
+    # break36 F4: lookups shared the chat requests' pool; an answer that waited for a connection
+    # ran out its time once sent, was held as maybe billed and sent again (3 of 100 rows billed
+    # twice). The account endpoints have a pool of their own: with one chat connection, a chat
+    # request is answered while a lookup holds its connection.
+    from batchrun import OpenRouterClient
+
+    async def never(writer: Any) -> None:
+        await asyncio.Event().wait()
+
+    server = HostileServer(
+        chat=lambda request: json_answer(200, chat_payload()), routes={"/generation": lambda r: never}
+    )
+
+    async def chat_during_a_hung_lookup() -> tuple[str, bool]:
+        async with OpenRouterClient(server.base_url, FAKE_KEY, max_connections=1, timeout_s=5) as client:
+            lookup = asyncio.ensure_future(client.generation("gen-1"))
+            while not any("/generation" in r.path for r in server.requests):  # it holds a connection now
+                await asyncio.sleep(0.01)
+            result = await client.chat({"model": "openai/gpt-4o-mini", "messages": []})
+            waiting = not lookup.done()
+            lookup.cancel()
+            return result.content, waiting
+
+    with server.running():
+        text, lookup_waiting = asyncio.run(chat_during_a_hung_lookup())
+    assert text == "Paris" and lookup_waiting
+
+
+def test_a_lookup_that_stalls_comes_back_when_it_answers_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given up after the stalls, /generation is tried once at the run's end: when it answers
+    # then, every cost still held is looked up.
+    import batchrun._charges as charges
+
+    monkeypatch.setattr(charges, "ROW_LOOKUP_S", 0.05)
+    rows = 6
+    asked: list[str] = []
+
+    def generation(request: RawRequest) -> Any:
+        asked.append(request.path)
+        if len(asked) <= charges.STALLED_LOOKUPS:
+
+            async def never(writer: Any) -> None:
+                await asyncio.Event().wait()
+
+            return never
+        gid = request.path.split("id=")[1]
+        return json_answer(200, {"data": {"id": gid, "total_cost": 0.0001}})
+
+    answer = chat_payload("Paris")
+    del answer["usage"]
+    server = HostileServer(chat=lambda request: json_answer(200, answer), routes={"/generation": generation})
+    countries = ", ".join(f"{{country: C{i}}}" for i in range(rows))
+    job = JOB.replace("{country: France}, {country: Japan}, {country: Italy}, {country: Spain}", countries)
+    job = job.replace("concurrency: 2", "concurrency: 1")
+    outcome = run(server, tmp_path, job=job)
+    assert {r["cost_status"] for r in outcome.rows} == {"looked_up"}, outcome.stderr
+    # Three rows stalled, three went on without asking; at the end every one of the six is asked.
+    assert len(asked) == charges.STALLED_LOOKUPS + rows
+
+
 def test_a_worst_case_past_a_trillion_dollars_counts_as_one(tmp_path: Path) -> None:
     # break36 F6: a /models price of 1e300 a token wrote `estimate_usd: 1.7853e+16` (the README:
     # money figures above $10^12 count as $10^12); nothing was sent, as it should.
