@@ -512,51 +512,74 @@ def test_costs_found_after_the_rows_were_written_are_appended_as_the_rows_again(
     assert not any("resolves" in r for r in read_rows(merged))
 
 
-def test_a_generation_lookup_that_never_answers_holds_no_worker_for_its_timeout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # break36 F4: answers without usage are looked up at once; a /generation that never
-    # answered held each worker timeout_s a row: with --deadline, 4 rows of 100 answered.
+async def _never(writer: Any) -> None:
+    """A route that accepts the request and never answers."""
+    await asyncio.Event().wait()
+
+
+def _looked_up(
+    generation: Callable[[RawRequest], Any], rows: int = ROWS, concurrency: int = 2
+) -> tuple[HostileServer, str]:
+    """A server whose answers carry no usage (each is looked up), its /generation answered by
+    `generation`; and the job of `rows` rows run `concurrency` at a time."""
+    answer = chat_payload("Paris")
+    del answer["usage"]
+    server = HostileServer(chat=lambda request: json_answer(200, answer), routes={"/generation": generation})
+    countries = ", ".join(f"{{country: C{i}}}" for i in range(rows))
+    job = JOB.replace("{country: France}, {country: Japan}, {country: Italy}, {country: Spain}", countries)
+    return server, job.replace("concurrency: 2", f"concurrency: {concurrency}")
+
+
+@pytest.fixture
+def quick_lookups(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Each lookup given up after 50 ms (ROW_LOOKUP_S) instead of 10 s."""
     import batchrun._charges as charges
 
     monkeypatch.setattr(charges, "ROW_LOOKUP_S", 0.05)
+    return charges
 
-    async def never(writer: Any) -> None:
-        await asyncio.Event().wait()
 
-    answer = chat_payload("Paris")
-    del answer["usage"]
-    server = HostileServer(chat=lambda request: json_answer(200, answer), routes={"/generation": lambda request: never})
+def test_a_generation_lookup_that_never_answers_holds_no_worker_for_its_timeout(
+    tmp_path: Path, quick_lookups: Any
+) -> None:
+    # break36 F4: answers without usage are looked up at once; a /generation that never
+    # answered held each worker timeout_s a row: with --deadline, 4 rows of 100 answered.
+    server, job = _looked_up(lambda request: _never)
     # timeout_s 30: a worker held for it would let 2 rows of 4 answer before the 5 s deadline.
-    outcome = run(server, tmp_path, "--timeout", "30", "--deadline", "5", "--grace", "0.5")
+    outcome = run(server, tmp_path, "--timeout", "30", "--deadline", "5", "--grace", "0.5", job=job)
     assert [r["status"] for r in outcome.rows].count("ok") == ROWS, outcome.stderr
     assert {r["cost_status"] for r in outcome.rows} == {"unknown"}  # held, as a lookup that fails leaves it
 
 
-def test_lookups_that_stall_are_given_up_for_the_rest_of_the_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_lookups_that_stall_are_given_up_for_the_rest_of_the_run(tmp_path: Path, quick_lookups: Any) -> None:
     # break36 F4: each row's lookup waited its ROW_LOOKUP_S on a /generation that never answered,
     # and each refresh's and the end's lookups too: 100 rows took 3.5 minutes instead of 2 seconds.
     # After STALLED_LOOKUPS of them in a row, rows and refreshes wait on none; the end tries one.
-    import batchrun._charges as charges
-
-    monkeypatch.setattr(charges, "ROW_LOOKUP_S", 0.05)
-
-    async def never(writer: Any) -> None:
-        await asyncio.Event().wait()
-
-    answer = chat_payload("Paris")
-    del answer["usage"]
-    server = HostileServer(chat=lambda request: json_answer(200, answer), routes={"/generation": lambda request: never})
-    countries = ", ".join(f"{{country: C{i}}}" for i in range(16))
-    job = JOB.replace("{country: France}, {country: Japan}, {country: Italy}, {country: Spain}", countries)
+    server, job = _looked_up(lambda request: _never, rows=16)
     outcome = run(server, tmp_path, job=job)
     lookups = [r for r in server.requests if "/generation" in r.path]
     assert [r["status"] for r in outcome.rows].count("ok") == 16, outcome.stderr
     assert {r["cost_status"] for r in outcome.rows} == {"unknown"}  # held, as a lookup that fails leaves it
     # The stalls that show it (two workers at once may each start one more), then the end's one try.
-    assert len(lookups) <= charges.STALLED_LOOKUPS + 2 + 1, len(lookups)
+    assert len(lookups) <= quick_lookups.STALLED_LOOKUPS + 2 + 1, len(lookups)
+
+
+def test_a_lookup_that_stalls_comes_back_when_it_answers_again(tmp_path: Path, quick_lookups: Any) -> None:
+    # Given up after the stalls, /generation is tried once at the run's end: when it answers
+    # then, every cost still held is looked up.
+    asked: list[str] = []
+
+    def generation(request: RawRequest) -> Any:
+        asked.append(request.path)
+        if len(asked) <= quick_lookups.STALLED_LOOKUPS:
+            return _never
+        return json_answer(200, {"data": {"id": request.path.split("id=")[1], "total_cost": 0.0001}})
+
+    server, job = _looked_up(generation, rows=6, concurrency=1)
+    outcome = run(server, tmp_path, job=job)
+    assert {r["cost_status"] for r in outcome.rows} == {"looked_up"}, outcome.stderr
+    # Three rows stalled, three went on without asking; at the end every one of the six is asked.
+    assert len(asked) == quick_lookups.STALLED_LOOKUPS + 6
 
 
 def test_a_lookup_that_hangs_holds_no_connection_a_chat_request_needs() -> None:
@@ -566,12 +589,7 @@ def test_a_lookup_that_hangs_holds_no_connection_a_chat_request_needs() -> None:
     # request is answered while a lookup holds its connection.
     from batchrun import OpenRouterClient
 
-    async def never(writer: Any) -> None:
-        await asyncio.Event().wait()
-
-    server = HostileServer(
-        chat=lambda request: json_answer(200, chat_payload()), routes={"/generation": lambda r: never}
-    )
+    server, _ = _looked_up(lambda request: _never)
 
     async def chat_during_a_hung_lookup() -> tuple[str, bool]:
         async with OpenRouterClient(server.base_url, FAKE_KEY, max_connections=1, timeout_s=5) as client:
@@ -586,38 +604,6 @@ def test_a_lookup_that_hangs_holds_no_connection_a_chat_request_needs() -> None:
     with server.running():
         text, lookup_waiting = asyncio.run(chat_during_a_hung_lookup())
     assert text == "Paris" and lookup_waiting
-
-
-def test_a_lookup_that_stalls_comes_back_when_it_answers_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given up after the stalls, /generation is tried once at the run's end: when it answers
-    # then, every cost still held is looked up.
-    import batchrun._charges as charges
-
-    monkeypatch.setattr(charges, "ROW_LOOKUP_S", 0.05)
-    rows = 6
-    asked: list[str] = []
-
-    def generation(request: RawRequest) -> Any:
-        asked.append(request.path)
-        if len(asked) <= charges.STALLED_LOOKUPS:
-
-            async def never(writer: Any) -> None:
-                await asyncio.Event().wait()
-
-            return never
-        gid = request.path.split("id=")[1]
-        return json_answer(200, {"data": {"id": gid, "total_cost": 0.0001}})
-
-    answer = chat_payload("Paris")
-    del answer["usage"]
-    server = HostileServer(chat=lambda request: json_answer(200, answer), routes={"/generation": generation})
-    countries = ", ".join(f"{{country: C{i}}}" for i in range(rows))
-    job = JOB.replace("{country: France}, {country: Japan}, {country: Italy}, {country: Spain}", countries)
-    job = job.replace("concurrency: 2", "concurrency: 1")
-    outcome = run(server, tmp_path, job=job)
-    assert {r["cost_status"] for r in outcome.rows} == {"looked_up"}, outcome.stderr
-    # Three rows stalled, three went on without asking; at the end every one of the six is asked.
-    assert len(asked) == charges.STALLED_LOOKUPS + rows
 
 
 def test_a_worst_case_past_a_trillion_dollars_counts_as_one(tmp_path: Path) -> None:
