@@ -96,8 +96,9 @@ async def test_cancelling_at_the_deadline_stops_billing(tmp_path: Path) -> None:
     # Billed: the prompts and the tokens generated before the cancel, far below the full answers.
     full_cost = 4 * (10 * 0.15e-6 + full * 0.60e-6)
     assert 0 < sim.stats.billed_usd < full_cost / 2
-    # The ledger held each cancelled attempt's worst case until the end of the run.
-    assert summary["spent_usd"] >= sim.stats.billed_usd
+    # The ledger held each cancelled attempt's worst case until the end of the run (or learnt its
+    # charge by lookup): at least what was billed, to the 12 places the summary keeps.
+    assert summary["spent_usd"] >= sim.stats.billed_usd - 1e-12
     # break-14 #10: the id the headers gave before the cancel is kept and looked up at the end.
     assert sorted(r["abandoned_attempts"][0]["generation_id"] for r in rows) == sorted(sim.generations)
     # Each kept id was looked up (whether the simulator had billed it yet is timing).
