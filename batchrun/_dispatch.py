@@ -400,7 +400,8 @@ class Dispatcher:
             # charge (and the gap follow_key added) already, so the limit is the charge plus
             # what is left. `spent + remaining` counted the gap twice and stopped a run with
             # credit to spare (break-14c m6).
-            new_limit = charged + remaining - self.settings.budget_margin_usd
+            # Charges counted from before the run began (from_earlier) are not in `charged`.
+            new_limit = charged + self.ledger.from_earlier + remaining - self.settings.budget_margin_usd
             if self.ledger.limit is None or new_limit < self.ledger.limit:
                 self.limit_from_key = True
                 await self.ledger.lower_limit(new_limit)

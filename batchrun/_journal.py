@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,9 @@ class AttemptJournal:
         self.path = journal_path(results)
         self._writer = writer
         self._prior = prior_usd  # what earlier runs of the file spent: each key_seen line says it
+        self._sent = 0  # attempts journaled: each key_seen line says how many
+        self._sent_usd = 0.0  # their worst cases
+        self._carried_seen: KeySeen | None = None  # a killed run's readings this run carries on (carry)
         # The key gap an earlier crashed run's journal held, which this run read and deleted:
         # in no summary yet, so this journal carries it on, or a crash of this run too would
         # lose it (break14e E3: the resume of a resume spent it again).
@@ -105,6 +108,8 @@ class AttemptJournal:
     def sent(self, request: Request, usd: float, row: str, grader: bool = False) -> None:
         """An attempt of `request` for `row` (its own, or the row a `grader` grades) is about
         to go out, holding `usd`. A grader's is marked: its cost is the row's `judge_cost`."""
+        self._sent += 1
+        self._sent_usd += usd
         entry = {"row": row, "at": self._writer.size, "usd": usd, "model": request.model}
         if grader:
             entry["judge"] = True
@@ -121,7 +126,23 @@ class AttemptJournal:
         then (its key gap too) and had reserved in flight; a resume after a kill -9 measures
         from the last such line what the answers since cost the key (_killed_run)."""
         counted = ledger.committed + ledger.unrecorded
-        self._write(orjson.dumps(key_seen_line(usage, counted, ledger.reserved, self._prior)) + b"\n")
+        line = key_seen_line(
+            usage, counted, ledger.reserved, self._prior, ledger.in_flight, self._sent, ledger.from_key
+        )
+        self._write(orjson.dumps(line) + b"\n")
+
+    def carry(self, seen: KeySeen) -> None:
+        """A killed run's readings, carried on by a run that could not read the key's usage."""
+        self._carried_seen = seen
+        self._write(b"".join(orjson.dumps(line) + b"\n" for line in seen.lines()))
+
+    def carried(self) -> list[dict[str, float]] | None:
+        """The readings this run carries on, with its own attempts after them, for its summary
+        (`key_readings`): the journal goes when the run ends whole, they must not."""
+        seen = self._carried_seen
+        if seen is None:
+            return None
+        return replace(seen, sent_after=seen.sent_after + self._sent_usd, after_n=seen.after_n + self._sent).lines()
 
     def generation(self, row: str, generation_id: str) -> None:
         self._write(orjson.dumps({"row": row, "gen": generation_id}) + b"\n")
@@ -243,7 +264,7 @@ async def recover(
     rows = read_journal(path, job[0])
     out = Recovered()
     out.key_gap = journal_key_gap(path, out.warnings.append)
-    out.key_seen = last_key_seen(path)
+    out.key_seen = last_key_seen(path, out.warnings.append)
     if rows:
         drop_recorded(results, rows)
     if rows:

@@ -1,27 +1,32 @@
-"""What the key was charged for a killed run after its last `/key` read.
+"""What the key was charged for a killed run that none of its /key reads saw.
 
 A run's reads of the key count what the answers did not report (the key window, _dispatch),
 but the answers between its last read and a kill -9 were seen by no read: their records say
 what they reported (an under-reporting server: $0), and the next run's first read is its own
 baseline, so their charges were counted by no run. Repeated kills (a CI runner's timeout every
 night, then a resume) passed the budget by 53-94 % (break36 F8). So each run journals every read
-it follows (`key_seen` lines: the key's usage, what its ledger counted then, the worst cases in
-flight, and what earlier runs had spent when it began), its first at its start, and a resume
-compares the key's usage at its own start with the killed run's readings:
+it follows (`key_seen` lines, the first at its start: the key's usage, what its ledger counted,
+the worst cases and attempts in flight, the attempts sent so far, and what earlier runs had
+spent when it began), and a resume compares the key's usage at its own start with them:
 
-    unseen = (last reading - first) + min(rise since, worst cases in flight then + sent since)
-             - what the resume counts for the killed run beyond what it began with
+    unseen = (last reading - first) + min(rise since the last, bound) - what the resume counts
+             for the killed run beyond what it began with
 
-The rise since the last reading is bounded by the worst cases of the attempts that can explain
-it, as batch mode bounds a batch's (_batch_key): another process spending on the key between the
-runs is counted up to that bound (safe side), never beyond. A usage that fell since (another key)
-measures nothing: the bound stands. An honest run's records and held worst cases cover what the
-key rose by, so nothing is added.
+The bound on the rise since the last reading is what the attempts then in flight or sent after it
+can have cost: their worst cases, or as much as each attempt cost the key on average up to that
+reading when that is more (a price list that understates the charge: break37 F2). Another process
+spending on the key between the runs is counted up to that bound (safe side), never beyond: a
+nightly resume is not charged a day of another job's spend. Readings that do not hold together
+(the usage fell since, or between them: another key, an edited journal) measure nothing: what the
+killed run had counted by its last reading stands, with the worst cases since. An honest run's
+records and held worst cases already cover what the key rose by: nothing is added. A resume that
+cannot read the key's usage carries the readings on in its own journal, for the next one.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,12 @@ from ._files import open_regular
 from ._journal_file import journal_loads, journal_usd
 from ._ledger import FLOAT_NOISE_USD
 
+_FIGURES = ("key_seen", "counted", "reserved", "prior", "in_flight", "sent", "gap", "after_usd", "after_n")
+# A gap the killed run's reads counted below this, or below this share of what the key rose by,
+# is agreement (a key that rounds charges up), as the key window takes it (_dispatch PROBE_TOLERANCE_*).
+GAP_TOLERANCE_USD = 0.001
+GAP_TOLERANCE_SHARE = 0.01
+
 
 @dataclass(frozen=True)
 class KeySeen:
@@ -37,31 +48,53 @@ class KeySeen:
 
     start_usage: float  # the key's usage when the run began
     start_counted: float  # what its ledger counted then: charges before it began (an earlier kill's)
-    usage: float  # the key's usage at its last reading
-    reserved: float  # the worst cases in flight then
     prior: float  # what earlier runs of the file had spent when it began
-    sent_after: float = 0.0  # the worst cases of the attempts it sent after the last reading
+    usage: float  # the key's usage at its last reading
+    counted: float  # what its ledger counted then
+    reserved: float  # the worst cases in flight then
+    in_flight: float  # the attempts in flight then
+    sent: float  # the attempts it had sent by then
+    gap: float  # what its reads had counted beyond the answers' costs by then (the ledger's from_key)
+    sent_after: float = 0.0  # the worst cases of the attempts sent after the last reading
+    after_n: float = 0.0  # how many those were
+
+    def lines(self) -> list[dict[str, float]]:
+        """The two readings as journal lines, for a run that carries them on (it could not read
+        the key's usage: no reading of its own replaces them)."""
+        first = key_seen_line(self.start_usage, self.start_counted, 0.0, self.prior, 0, 0, 0.0)
+        last = key_seen_line(self.usage, self.counted, self.reserved, self.prior, self.in_flight, self.sent, self.gap)
+        return [first, {**last, "after_usd": self.sent_after, "after_n": self.after_n}]
 
 
-def key_seen_line(usage: float, counted: float, reserved: float, prior: float) -> dict[str, float]:
-    return {"key_seen": usage, "counted": counted, "reserved": reserved, "prior": prior}
+def key_seen_line(
+    usage: float, counted: float, reserved: float, prior: float, in_flight: float, sent: float, gap: float
+) -> dict[str, float]:
+    return {
+        "key_seen": usage,
+        "counted": counted,
+        "reserved": reserved,
+        "prior": prior,
+        "in_flight": in_flight,
+        "sent": sent,
+        "gap": gap,
+    }
 
 
-def _reading(entry: Any) -> tuple[float, float, float, float] | None:
-    """The line's figures; None when any cannot be read (a corrupted journal)."""
-    figures = [journal_usd(entry.get(name)) for name in ("key_seen", "counted", "reserved", "prior")]
-    if any(figure is None for figure in figures):
-        return None
-    usage, counted, reserved, prior = (figure or 0.0 for figure in figures)
-    return usage, counted, reserved, prior
+def _reading(entry: dict[str, Any]) -> list[float] | None:
+    """The line's figures (the carried ones 0 when absent): key_seen, counted, reserved, prior,
+    in_flight, sent, gap, after_usd, after_n; None when any cannot be read."""
+    figures = [journal_usd(entry.get(name, 0.0 if name.startswith("after") else None)) for name in _FIGURES]
+    return None if any(f is None for f in figures) else [f or 0.0 for f in figures]
 
 
-def last_key_seen(journal: Path) -> KeySeen | None:
-    """The journal's first and last readable readings, with the worst cases of the attempts sent
-    after the last (one whose figure cannot be read counts as the dearest of them); None without one."""
-    first: tuple[float, float, float, float] | None = None
+def last_key_seen(journal: Path, warn: Callable[[str], None] | None = None) -> KeySeen | None:
+    """The journal's first and last readable readings, with the attempts sent after the last
+    (one whose worst case cannot be read counts as the dearest of them); None without one. A
+    reading that cannot be read goes to `warn` and is passed over."""
+    first: list[float] | None = None
     last = first
     after: list[float | None] = []
+    unreadable = 0
     with contextlib.suppress(OSError), open_regular(journal) as handle:
         for line in handle:
             if not line.endswith(b"\n"):
@@ -72,15 +105,57 @@ def last_key_seen(journal: Path) -> KeySeen | None:
             if not isinstance(entry, dict):
                 continue
             if "key_seen" in entry:
-                if (reading := _reading(entry)) is not None:
+                if (reading := _reading(entry)) is None:
+                    unreadable += 1
+                else:
                     first, last, after = first or reading, reading, []
             elif "at" in entry and "row" in entry:  # an attempt about to go out (AttemptJournal.sent)
                 after.append(journal_usd(entry.get("usd")))
+    if unreadable and warn is not None:
+        warn(
+            f"{journal}: {unreadable} key_seen line(s) could not be read: the key's charge for the killed run "
+            "is measured from the readings that could"
+        )
     if first is None or last is None:
         return None
     dearest = max((usd for usd in after if usd is not None), default=0.0)
-    sent_after = sum(dearest if usd is None else usd for usd in after)
-    return KeySeen(first[0], first[1], last[0], last[2], first[3], sent_after)
+    return _seen(first, last, sum(dearest if usd is None else usd for usd in after), len(after))
+
+
+def _seen(first: list[float], last: list[float], after_usd: float, after_n: int) -> KeySeen:
+    usage, counted, reserved, _, in_flight, sent, gap, carried_usd, carried_n = last
+    return KeySeen(
+        start_usage=first[0],
+        start_counted=first[1],
+        prior=first[3],
+        usage=usage,
+        counted=counted,
+        reserved=reserved,
+        in_flight=in_flight,
+        sent=sent,
+        gap=gap,
+        sent_after=carried_usd + after_usd,
+        after_n=carried_n + after_n,
+    )
+
+
+def summary_key_seen(summary: Mapping[str, Any]) -> KeySeen | None:
+    """The readings a run that could not read the key carried on in its summary (`key_readings`:
+    KeySeen.lines, its own attempts counted after them); None without them, or unreadable."""
+    lines = summary.get("key_readings")
+    if not isinstance(lines, list) or len(lines) != 2 or not all(isinstance(line, dict) for line in lines):
+        return None
+    first, last = (_reading(line) for line in lines)
+    return None if first is None or last is None else _seen(first, last, 0.0, 0)
+
+
+def readings_problem(seen: KeySeen, usage_now: float) -> str | None:
+    """Why the readings cannot measure the killed run's charge (they do not hold together)."""
+    if seen.usage < seen.start_usage - FLOAT_NOISE_USD:
+        return f"its readings of the key's usage went down (${seen.start_usage:.4f} -> ${seen.usage:.4f})"
+    if usage_now < seen.usage - FLOAT_NOISE_USD:
+        return f"the key's usage is below its last reading (${seen.usage:.4f} -> ${usage_now:.4f}): another key?"
+    return None
 
 
 def unseen_charge(seen: KeySeen | None, usage_now: float | None, prior_now: float) -> float:
@@ -88,15 +163,23 @@ def unseen_charge(seen: KeySeen | None, usage_now: float | None, prior_now: floa
     or without the key's usage now. `prior_now`: what the file's earlier runs spent as this run
     counts it (the killed run's records, crash holds and journaled key gap included).
 
-    The key rose by `seen.usage - seen.start_usage` up to its last reading (its reads counted
-    what of that the answers did not report, but not what attempts then in flight were charged:
-    their worst cases explained it, and they settled at what they reported), and by at most the
-    worst cases of the attempts in flight then or sent since after it."""
+    Up to its last reading the key rose by `seen.usage - seen.start_usage`: its reads counted what
+    of that the answers did not report, but not what attempts then in flight were charged (their
+    worst cases explained it, and they settled at what they reported)."""
     if seen is None or usage_now is None:
         return 0.0
     counted = prior_now - seen.prior - seen.start_counted  # what the killed run's own window counted
-    bound = seen.reserved + seen.sent_after
-    rise = usage_now - seen.usage
-    since = bound if rise < -FLOAT_NOISE_USD else min(rise, bound)
-    unseen = (seen.usage - seen.start_usage) + since - counted
+    worst_since = seen.reserved + seen.sent_after
+    if readings_problem(seen, usage_now) is not None:
+        during, since = seen.counted - seen.start_counted, worst_since
+    else:
+        during, rise = seen.usage - seen.start_usage, usage_now - seen.usage
+        answered = seen.sent - seen.in_flight
+        rate = during / answered if answered >= 1 else 0.0  # what an answer cost the key, on average
+        since = min(rise, max(worst_since, rate * (seen.in_flight + seen.after_n)))
+        if seen.gap > max(GAP_TOLERANCE_USD, GAP_TOLERANCE_SHARE * during):
+            # Its reads had caught charges the answers did not report: the server lies, and the
+            # attempts' figures bound nothing. The whole rise counts (break37 F2).
+            since = rise
+    unseen = during + since - counted
     return unseen if unseen > FLOAT_NOISE_USD else 0.0

@@ -100,7 +100,14 @@ class CreditLedger:
         return self.limit is not None and self.committed + self.reserved - reservation + actual > self.limit + 1e-12
 
     def _fits(self, amount: float) -> bool:
-        return self.limit is None or self.committed + self.reserved + amount <= self.limit + 1e-12
+        """Within the limit; and nothing goes out, not even at a worst case of $0, once all of
+        it is spent: a model listed at $0 that bills was sent on by every resume of a run that
+        had spent its budget (break37 F2: $0.007 a resume of $0 left)."""
+        if self.limit is None:
+            return True
+        return self.committed + self.reserved + amount <= self.limit + 1e-12 and (
+            amount > 0 or self.committed < self.limit - 1e-12
+        )
 
     async def reserve(self, amount: float) -> float:
         """Hold `amount` until settle/release/hold; waits while others may free room."""
@@ -214,7 +221,9 @@ class CreditLedger:
         """The key's usage rose by `usage_delta` since the run began: count what the ledger
         cannot account for (in-flight reservations may already be billed, so they count) as
         spent. Returns what was added."""
-        gap = usage_delta - (self.committed + self.reserved)
+        # Less `from_earlier`: charged before the run began, so not in `usage_delta`; counted in,
+        # it hid as much of this run's own unreported charges (break37 F1: $0.065 on $0.05).
+        gap = usage_delta - (self.committed - self.from_earlier + self.reserved)
         if gap <= FLOAT_NOISE_USD:  # sums of the same charges in another order differ by ~1e-18
             return 0.0
         self.from_key += gap

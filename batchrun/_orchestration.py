@@ -25,7 +25,7 @@ from ._isolated import IsolatedKey, with_key_deadline
 from ._items import ItemGate
 from ._job import Job
 from ._journal import AttemptJournal
-from ._killed_run import unseen_charge
+from ._killed_run import readings_problem, unseen_charge
 from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
 from ._lock import OutputLock, lock_created
@@ -156,10 +156,15 @@ def _batch_executor(
 def _count_killed_run(
     dispatch: Dispatcher, states: ScanResult | None, usage: float | None, prior: float, output: Path, notice: Notice
 ) -> None:
-    """What the key was charged for a run killed after its last /key read, beyond what its
-    records count (_killed_run): spent before this run began. Then this run's first reading,
-    journaled for a resume after a kill of this one."""
-    unseen = unseen_charge(states.key_seen if states is not None else None, usage, prior)
+    """What the key was charged for a killed run that none of its reads saw (_killed_run): spent
+    before this run began. Then this run's first reading (or, without one, the killed run's
+    readings carried on), journaled for a resume after a kill of this one."""
+    seen, journal = (states.key_seen if states is not None else None), dispatch.journal
+    if seen is not None and usage is not None and (problem := readings_problem(seen, usage)) is not None:
+        notice(
+            f"warning: {output}: an earlier killed run's key readings measure nothing ({problem}): worst cases count"
+        )
+    unseen = unseen_charge(seen, usage, prior)
     if unseen > 0:
         dispatch.ledger.count_earlier_charge(unseen)
         dispatch.journal_key_gap()
@@ -167,8 +172,10 @@ def _count_killed_run(
             f"{output}: the key was charged ${unseen:.6f} for an earlier run killed after its last /key read beyond "
             "what its records count (answers that under-reported): counted as spent (key_gap_usd)"
         )
-    if dispatch.journal is not None and usage is not None:
-        dispatch.journal.key_seen(usage, dispatch.ledger)
+    if journal is not None and usage is not None:
+        journal.key_seen(usage, dispatch.ledger)
+    elif journal is not None and seen is not None:
+        journal.carry(seen)
 
 
 async def _locked_run(
@@ -370,6 +377,8 @@ async def _locked_run(
             data["batches"] = executor.outcome.as_json(str(executor.state.path))
         data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
         data["results_bytes"] = results_size(output)  # a resume tells an edit by it (_run_output)
+        if (readings := journal.carried()) is not None:  # a killed run's, unmeasured (_killed_run)
+            data["key_readings"] = readings
         if late_gap > 0:
             with contextlib.suppress(OutputFailed):  # the summary below carries it too
                 journal.key_gap(runner.ledger.key_gap + late_gap)

@@ -13,6 +13,7 @@ from ._formats import utc
 from ._job import Job
 from ._journal import recover
 from ._journal_file import journal_header
+from ._killed_run import summary_key_seen
 from ._matrix import Shard, matrix_requests, shard_text
 from ._options import Notice, RunOptions
 from ._output_paths import fresh_output, latest_incomplete, sidecar_name_problem, summary_path
@@ -200,4 +201,6 @@ async def earlier_work(
         # A crashed run that wrote no record left only spend beyond any record: still counted.
         return ScanResult({}, 0.0, 0, found.key_gap, key_seen=found.key_seen) if found.key_gap else None
     states = resume_states(output, lambda message: notice(f"warning: {message}"))
-    return replace(states, key_gap_usd=found.key_gap, regrade=stopped_gradings(output), key_seen=found.key_seen)
+    # A killed run's readings: in its journal, or carried on by a run that could not read the key.
+    seen = found.key_seen or summary_key_seen(read_run_summary(output))
+    return replace(states, key_gap_usd=found.key_gap, regrade=stopped_gradings(output), key_seen=seen)

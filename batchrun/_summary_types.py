@@ -82,6 +82,7 @@ class RunFigures(TypedDict, total=False):
     batches: dict[str, Any]
     complete: bool
     results_bytes: int | None  # the results file's size when its summary was written (_run_output.resume_states)
+    key_readings: list[dict[str, float]]  # a killed run's readings of the key, carried on unmeasured (_killed_run)
     merged_from: list[str]
     duplicate_rows: int
     shortfalls: list[str]

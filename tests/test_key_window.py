@@ -399,6 +399,30 @@ async def test_a_reservation_waiting_beyond_the_window_reads_the_key_once_per_ch
     assert waiting.done() and await waiting == 0.6 and reads == 2
 
 
+async def test_nothing_goes_out_once_the_whole_limit_is_spent_not_even_at_no_cost() -> None:
+    # break37 F2: a model listed at $0 that bills was sent on by every resume of a run whose
+    # budget was spent ("spent $0.007 of $0.000"): a $0 worst case fitted in $0 left.
+    ledger = CreditLedger(0.05)
+    await ledger.settle(await ledger.reserve(0.04), 0.04)
+    await ledger.release(await ledger.reserve(0.0))  # something is left: a $0 request may go
+    await ledger.settle(await ledger.reserve(0.01), 0.01)
+    with pytest.raises(BudgetExhausted):
+        await ledger.reserve(0.0)
+    with pytest.raises(BudgetExhausted):
+        await CreditLedger(0.0).reserve(0.0)
+    await CreditLedger(None).reserve(0.0)  # no limit: nothing to spend
+
+
+def test_a_charge_from_before_the_run_hides_none_of_the_runs_own_from_the_key() -> None:
+    # break37 F1: the killed run's charge counted at the resume's start (count_earlier_charge) was
+    # taken off what the key rose by during the resume, so as much of the resume's own unreported
+    # charges went uncounted. It was charged before the run began: not in the rise.
+    ledger = CreditLedger(1.0)
+    ledger.count_earlier_charge(0.3)
+    assert ledger.follow_key(0.2) == pytest.approx(0.2)  # $0.2 charged during the run, none reported
+    assert ledger.committed == pytest.approx(0.5) and ledger.key_gap == pytest.approx(0.5)
+
+
 async def test_a_key_another_process_spends_on_ends_the_wait_instead_of_a_read_loop() -> None:
     # Verification of break14e (F6): each read found a new gap (another job spending on the
     # key), which counted as a ledger change, which earned the waiting reservation another read:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from batchrun import ExitCode
 from batchrun._journal_file import read_journal
-from batchrun._killed_run import KeySeen, last_key_seen, unseen_charge
+from batchrun._killed_run import KeySeen, last_key_seen, readings_problem, unseen_charge
 
 from .conftest import FAKE_KEY, call_cli, child_env, start, write_job
 from .hostile import HostileServer, RawRequest, chat_payload, json_answer
@@ -92,7 +93,7 @@ def test_a_resume_counts_what_the_key_was_charged_after_the_killed_runs_last_rea
     lines = [json.loads(line) for line in journal.read_text().splitlines()]
     worst = max(line["usd"] for line in lines if "usd" in line)
     assert len([line for line in lines if "usd" in line]) == 1  # nothing was in flight at the kill
-    assert lines[1] == {"key_seen": 0.0, "counted": 0.0, "reserved": 0.0, "prior": 0.0}  # the start's reading
+    assert lines[1] == _reading(0.0)  # the start's reading
     # The key was charged 0.9 of each answer's worst case; the budget leaves half a request beyond that.
     charged = answered * 0.9 * worst
     budget = charged + 0.5 * worst
@@ -109,6 +110,72 @@ def test_a_resume_counts_what_the_key_was_charged_after_the_killed_runs_last_rea
     assert code == ExitCode.BUDGET and server.chat_rows() == [] and not journal.exists()
 
 
+class _Billing:
+    """A server whose answers say they cost $0 while the key is charged `charge` for each, on
+    top of `before`; /key says so honestly, or (`unreadable`) answers a usage of null."""
+
+    def __init__(self, before: float, charge: float, unreadable: bool = False) -> None:
+        self.before, self.charge, self.unreadable = before, charge, unreadable
+        self.server = HostileServer(chat=_free_answer, key=self._key)
+
+    def _key(self, request: RawRequest) -> bytes:
+        if self.unreadable:
+            return json_answer(200, {"data": {"label": "k", "limit": None, "limit_remaining": None, "usage": None}})
+        return _key(self.billed)
+
+    @property
+    def billed(self) -> float:
+        return self.before + self.charge * len(self.server.chat_rows())
+
+    def resume(self, path: Path, out: Path, budget: float) -> tuple[int, str]:
+        with self.server.running():
+            options = ("--base-url", self.server.base_url, "-o", out, "--resume", "--budget", repr(budget))
+            code, _, err = call_cli(path, *options)
+        assert "Traceback" not in err and FAKE_KEY not in err
+        return code, err
+
+
+def _killed(tmp_path: Path) -> tuple[Path, Path, float]:
+    """The job killed after one answer (reported $0); the job, its output, and its worst case."""
+    path = write_job(tmp_path, JOB)
+    out = tmp_path / "out.jsonl"
+    assert _kill_when_waiting_on_key(path, out) == 1
+    lines = [json.loads(line) for line in (tmp_path / "out.attempts.jsonl").read_text().splitlines()]
+    return path, out, max(line["usd"] for line in lines if "usd" in line)
+
+
+def test_the_resumes_own_unreported_charges_are_not_hidden_by_the_killed_runs(tmp_path: Path) -> None:
+    # break37 F1: the killed run's charge, counted at the resume's start, was also taken off what
+    # the key rose by during the resume: that much of the resume's own $0-reported answers went
+    # uncounted, and one kill passed a $0.05 budget by 10-30 %.
+    path, out, worst = _killed(tmp_path)
+    billing = _Billing(before=0.9 * worst, charge=0.9 * worst)
+    budget = 6 * worst
+    code, _ = billing.resume(path, out, budget)
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert code == ExitCode.BUDGET
+    # Within the budget but for the one request in flight at the last read (concurrency 1)...
+    assert billing.billed <= budget + worst
+    # ... and the file counts at least what the key was charged.
+    assert summary["spent_before_usd"] + summary["spent_usd"] >= billing.billed - 1e-8
+
+
+def test_a_resume_that_cannot_read_the_key_carries_the_killed_runs_readings_on(tmp_path: Path) -> None:
+    # break37 F3: a resume whose /key answered no usage stopped (key_unreadable) and deleted the
+    # journal with the killed run's readings: the next resume counted nothing for that run.
+    path, out, worst = _killed(tmp_path)
+    charged = 0.9 * worst
+    code, _ = _Billing(before=charged, charge=charged, unreadable=True).resume(path, out, 10 * worst)
+    assert code == ExitCode.BUDGET  # key_unreadable: under a limit, nothing sent
+    carried = json.loads((tmp_path / "out.summary.json").read_text())["key_readings"]
+    assert [line["key_seen"] for line in carried] == [0.0, 0.0]  # the killed run's, for the next run
+    billing = _Billing(before=charged, charge=charged)
+    code, err = billing.resume(path, out, 10 * worst)
+    assert f"the key was charged ${charged:.6f} for an earlier run killed" in err
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["spent_before_usd"] + summary["spent_usd"] >= billing.billed - 1e-8
+
+
 def _journal(tmp_path: Path, *lines: dict[str, Any]) -> Path:
     path = tmp_path / "x.attempts.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -119,8 +186,24 @@ def _sent(usd: Any) -> dict[str, Any]:
     return {"row": "r", "at": 0, "usd": usd, "model": "m"}
 
 
-def _reading(usage: float, counted: float = 0.0, reserved: float = 0.0, prior: float = 0.0) -> dict[str, float]:
-    return {"key_seen": usage, "counted": counted, "reserved": reserved, "prior": prior}
+def _reading(
+    usage: float, counted: float = 0.0, reserved: float = 0.0, prior: float = 0.0, in_flight: int = 0, sent: int = 0
+) -> dict[str, float]:
+    return {
+        "key_seen": usage,
+        "counted": counted,
+        "reserved": reserved,
+        "prior": prior,
+        "in_flight": in_flight,
+        "sent": sent,
+        "gap": 0.0,
+    }
+
+
+def _seen(**figures: float) -> KeySeen:
+    """A killed run's readings: all figures 0 but those given."""
+    names = ("start_usage", "start_counted", "prior", "usage", "counted", "reserved", "in_flight", "sent", "gap")
+    return KeySeen(**{**dict.fromkeys(names, 0.0), **figures})
 
 
 def test_the_journal_gives_the_first_and_last_readings_and_what_was_sent_after(tmp_path: Path) -> None:
@@ -130,24 +213,33 @@ def test_the_journal_gives_the_first_and_last_readings_and_what_was_sent_after(t
         _reading(1.0, counted=0.25, prior=2.0),
         _sent(0.1),
         {"key_gap": 0.05},
-        _reading(1.5, counted=0.3, reserved=0.2, prior=2.0),
+        {**_reading(1.5, counted=0.3, reserved=0.2, prior=2.0, in_flight=1, sent=1), "gap": 0.05},
         _sent(0.1),
         {"row": "r", "gen": "gen-1"},
         {"row": "r", "paid": 0.0},
         _sent(0.3),
         _sent("x"),  # unreadable: the dearest of them
-        {"key_seen": "broken", "counted": 0, "reserved": 0, "prior": 0},  # skipped, not a reading
+        {**_reading(7.0), "sent": -1},  # cannot be read: passed over, and said
     )
-    expected = KeySeen(1.0, 0.25, 1.5, 0.2, 2.0, sent_after=0.1 + 0.3 + 0.3)
-    assert last_key_seen(journal) == expected
+    last = {"usage": 1.5, "counted": 0.3, "reserved": 0.2, "in_flight": 1, "sent": 1, "gap": 0.05}
+    expected = _seen(start_usage=1.0, start_counted=0.25, prior=2.0, **last, sent_after=0.1 + 0.3 + 0.3, after_n=3)
+    warnings: list[str] = []
+    assert last_key_seen(journal, warnings.append) == expected
+    assert len(warnings) == 1 and "1 key_seen line(s) could not be read" in warnings[0]
     with journal.open("ab") as handle:
         handle.write(b'{"key_seen": 9, "counted": 0, "reserved": 0, "prior": 0')  # torn by the kill
     assert last_key_seen(journal) == expected
+    # Carried on by a run that could not read the key, then its own attempts after them.
+    carried = _journal(tmp_path, {"job": "j"}, *expected.lines(), _sent(0.05))
+    assert last_key_seen(carried) == replace(expected, sent_after=0.1 + 0.3 + 0.3 + 0.05, after_n=4)
     assert last_key_seen(_journal(tmp_path, {"job": "j"}, _sent(0.1))) is None  # written before readings
     assert last_key_seen(tmp_path / "none.jsonl") is None
 
 
-SEEN = KeySeen(start_usage=10.0, start_counted=0.0, usage=10.3, reserved=0.2, prior=1.0, sent_after=0.5)
+# Up to its last reading the key rose 0.3 over 30 attempts, 2 of them in flight then ($0.2 of worst
+# cases), and 5 were sent after ($0.5); its reads counted no gap.
+SEEN = _seen(start_usage=10.0, prior=1.0, usage=10.3, counted=0.25, reserved=0.2, in_flight=2, sent=30)
+SEEN = replace(SEEN, sent_after=0.5, after_n=5)
 
 
 @pytest.mark.parametrize(
@@ -157,7 +249,7 @@ SEEN = KeySeen(start_usage=10.0, start_counted=0.0, usage=10.3, reserved=0.2, pr
         (10.3 + 0.4, 1.0 + 0.3 + 0.4, 0.0),  # honest: the records count it
         (10.3 + 0.4, 1.0 + 0.3 + 0.6, 0.0),  # held worst cases above the charge: never negative
         (10.3 + 50.0, 1.0 + 0.3, 0.7),  # another process meanwhile: up to the worst cases in flight or sent since
-        (9.0, 1.0 + 0.3, 0.7),  # the usage fell (another key): the worst cases stand
+        (9.0, 1.0 + 0.3, 0.25 + 0.7 - 0.3),  # the usage fell (another key): what it counted, and the worst cases
         (None, 1.0, 0.0),  # the key's usage not read now: nothing measured
     ],
 )
@@ -168,10 +260,41 @@ def test_the_unseen_charge_is_the_keys_rise_beyond_what_is_counted(
     assert unseen_charge(None, usage_now, prior_now) == 0.0
 
 
+def test_a_price_list_that_understates_the_charge_is_bounded_by_what_answers_cost_the_key() -> None:
+    # break37 F2: listed at $0 (worst cases $0), the bound was $0, and every kill lost its tail.
+    # What an answer cost the key up to the last reading ($0.30 for 30 answered) stands for each
+    # attempt in flight then or sent since: 6 x $0.01.
+    seen = _seen(usage=0.3, counted=0.3, in_flight=1, sent=31, after_n=5)
+    assert unseen_charge(seen, 0.4, 0.3) == pytest.approx(0.06)
+    assert unseen_charge(seen, 0.35, 0.3) == pytest.approx(0.05)  # never more than the key rose
+
+
+def test_when_the_killed_runs_reads_caught_unreported_charges_the_whole_rise_counts() -> None:
+    # break37 F2: answers that under-report, on a price list that understates: the attempts'
+    # figures bound nothing once the key showed charges beyond them. Within the window's
+    # tolerance (a key that rounds up), they still do.
+    lying = _seen(usage=0.3, counted=0.3, gap=0.2, in_flight=1, sent=31, after_n=5)
+    assert unseen_charge(lying, 5.3, 0.3) == pytest.approx(5.0)
+    rounding = replace(lying, gap=0.0005)
+    assert unseen_charge(rounding, 5.3, 0.3) == pytest.approx(0.06)
+
+
+def test_readings_that_do_not_hold_together_measure_nothing() -> None:
+    # break37 F4: a reading far above the key's usage now (an edited journal) was trusted, $1e12
+    # for good; readings that went down under-counted. What the run counted by its last reading
+    # stands, with the worst cases since.
+    huge = _seen(usage=1e12, counted=0.3, reserved=0.1, in_flight=1, sent=30, gap=1.0, sent_after=0.2, after_n=2)
+    assert readings_problem(huge, 0.5) is not None
+    assert unseen_charge(huge, 0.5, 0.3) == pytest.approx(0.3)
+    fell = _seen(start_usage=1.0, usage=0.5, counted=0.3, reserved=0.1, in_flight=1, sent=30, sent_after=0.2)
+    assert readings_problem(fell, 2.0) is not None and unseen_charge(fell, 2.0, 0.3) == pytest.approx(0.3)
+    assert readings_problem(SEEN, 10.3) is None
+
+
 def test_what_the_killed_run_began_with_is_not_its_own(tmp_path: Path) -> None:
     # A resume that counted an earlier kill's charge at its start (its ledger's `counted`), then was
     # killed in turn: that charge is in what the next resume counts for it, not a charge of its own.
-    seen = KeySeen(start_usage=5.0, start_counted=0.4, usage=5.0, reserved=0.0, prior=1.0, sent_after=0.2)
+    seen = _seen(start_usage=5.0, start_counted=0.4, prior=1.0, usage=5.0, counted=0.4, sent_after=0.2, after_n=1)
     assert unseen_charge(seen, 5.2, 1.0 + 0.4) == pytest.approx(0.2)
     assert unseen_charge(seen, 5.2, 1.0 + 0.4 + 0.2) == 0.0
 
