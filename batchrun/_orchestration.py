@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ._account import counted_at_end, reconcile_run
-from ._batch_api import BatchClient
-from ._batch_run import BatchExecutor
-from ._batch_state import INTENT, SUBMITTED, BatchState, held_open, state_path
-from ._client import OpenRouterClient
+from ._batch_setup import batch_executor, batch_setup
+from ._batch_state import held_open
 from ._cut_off import cleanup_time, wind_down, wind_down_s, wind_down_within
 from ._dispatch import Dispatcher
 from ._exceptions import ConfigError, OutputFailed
@@ -44,7 +42,7 @@ from ._retry import retry_policy
 from ._run_control import RunControl
 from ._run_output import check_output, earlier_summary, earlier_work, resolve_output, results_size
 from ._settings import RunSettings
-from ._status import Status, StopReason
+from ._status import StopReason
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
 from ._worker_pool import PoolOutcome, Runner, run_config
@@ -93,66 +91,6 @@ async def run_job(
 _PROMPT_STOPS = (StopReason.INTERRUPTED, StopReason.DEADLINE)
 
 
-def _batch_setup(job: Job, options: RunOptions, settings: RunSettings, output: Path) -> BatchState | None:
-    """In batch mode, this output's record of batches; None in sync mode."""
-    if settings.mode != "batch":
-        if state_path(output).exists():
-            # Rows in a batch still open would be sent again in sync mode and paid twice, and
-            # the batch's reservation would not be counted (break-14b C13): collect it first.
-            state = BatchState.load(output, job.name, job.fingerprint)
-            if held_open(state):
-                rows = sum(len(e.rows) for e in state.entries if e.state in (INTENT, SUBMITTED))
-                raise ConfigError(
-                    f"{state_path(output)} lists {rows} row(s) in batches of an earlier batch-mode run that are "
-                    "still open or in doubt: a sync run would send them again; collect them with --mode batch "
-                    "(see `batchrun batches list`)"
-                )
-        return None
-    if settings.isolated_key:
-        raise ConfigError(
-            "batch mode cannot use an isolated key: the key is deleted when the run ends, its batches are not"
-        )
-    state = BatchState.load(output, job.name, job.fingerprint)
-    if options.fresh_simulator and held_open(state):
-        # That simulator went with its run: each poll would be a 404, three in a row ending
-        # the rows after minutes of polling (break27 m11).
-        raise ConfigError(
-            f"{state_path(output)} lists batches an earlier run submitted to its own simulator, which is gone: "
-            "--simulate cannot collect them (serve one with `batchrun simulate` and --base-url to try collecting; "
-            "`batchrun batches release` sends their rows again)"
-        )
-    return state
-
-
-def _batch_executor(
-    runner: Runner,
-    client: OpenRouterClient,
-    state: BatchState,
-    job: Job,
-    options: RunOptions,
-    states: ScanResult | None,
-    started: float,
-    notice: Notice,
-) -> BatchExecutor:
-    settings = job.run
-    retry_rows = set()
-    if states is not None and options.retry_errors:
-        retry_rows = {i for i in states.ids(Status.ERROR) if (s := states.get(i)) is not None and s.retryable}
-    return BatchExecutor(
-        runner,
-        BatchClient(client),
-        state,
-        settings,
-        deadline_s=None
-        if settings.deadline_s is None
-        else max(0.0, settings.deadline_s - (options.clock.monotonic() - started)),
-        keep=lambda r: keep_row(states, r, options.retry_errors),
-        retry_rows=retry_rows,
-        notice=notice,
-        kill_after_submit=options.test_kill_after_submit,
-    )
-
-
 def _count_killed_run(
     dispatch: Dispatcher, states: ScanResult | None, usage: float | None, prior: float, output: Path, notice: Notice
 ) -> None:
@@ -188,7 +126,7 @@ async def _locked_run(
     on_record: Callable[[dict[str, Any]], None] | None,
     output: Path,
 ) -> RunReport:
-    batch = _batch_setup(job, options, settings, output)
+    batch = batch_setup(job, options, settings, output)
     if batch is not None and held_open(batch) and not options.resume:
         # Batch mode, same output: batches of an earlier tick are collected, not submitted again.
         notice(f"{output}: collecting the batches an earlier run submitted")
@@ -282,7 +220,7 @@ async def _locked_run(
         try:
             try:
                 if batch is not None:
-                    executor = _batch_executor(runner, client, batch, job, options, states, started, notice)
+                    executor = batch_executor(runner, client, batch, job, options, states, started, notice)
                     outcome = await executor.run(requests)
                 else:
                     requests = (r for r in requests if not keep_row(states, r, options.retry_errors))

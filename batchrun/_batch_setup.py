@@ -1,0 +1,79 @@
+"""Batch mode's part of a run: the output's record of batches, checked before anything is sent,
+and the executor that submits and collects them (_batch_run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._batch_api import BatchClient
+from ._batch_run import BatchExecutor
+from ._batch_state import INTENT, SUBMITTED, BatchState, held_open, state_path
+from ._client import OpenRouterClient
+from ._exceptions import ConfigError
+from ._job import Job
+from ._options import Notice, RunOptions
+from ._preflight import keep_row
+from ._results import ScanResult
+from ._settings import RunSettings
+from ._status import Status
+from ._worker_pool import Runner
+
+
+def batch_setup(job: Job, options: RunOptions, settings: RunSettings, output: Path) -> BatchState | None:
+    """In batch mode, this output's record of batches; None in sync mode."""
+    if settings.mode != "batch":
+        if state_path(output).exists():
+            # Rows in a batch still open would be sent again in sync mode and paid twice, and
+            # the batch's reservation would not be counted (break-14b C13): collect it first.
+            state = BatchState.load(output, job.name, job.fingerprint)
+            if held_open(state):
+                rows = sum(len(e.rows) for e in state.entries if e.state in (INTENT, SUBMITTED))
+                raise ConfigError(
+                    f"{state_path(output)} lists {rows} row(s) in batches of an earlier batch-mode run that are "
+                    "still open or in doubt: a sync run would send them again; collect them with --mode batch "
+                    "(see `batchrun batches list`)"
+                )
+        return None
+    if settings.isolated_key:
+        raise ConfigError(
+            "batch mode cannot use an isolated key: the key is deleted when the run ends, its batches are not"
+        )
+    state = BatchState.load(output, job.name, job.fingerprint)
+    if options.fresh_simulator and held_open(state):
+        # That simulator went with its run: each poll would be a 404, three in a row ending
+        # the rows after minutes of polling (break27 m11).
+        raise ConfigError(
+            f"{state_path(output)} lists batches an earlier run submitted to its own simulator, which is gone: "
+            "--simulate cannot collect them (serve one with `batchrun simulate` and --base-url to try collecting; "
+            "`batchrun batches release` sends their rows again)"
+        )
+    return state
+
+
+def batch_executor(
+    runner: Runner,
+    client: OpenRouterClient,
+    state: BatchState,
+    job: Job,
+    options: RunOptions,
+    states: ScanResult | None,
+    started: float,
+    notice: Notice,
+) -> BatchExecutor:
+    settings = job.run
+    retry_rows = set()
+    if states is not None and options.retry_errors:
+        retry_rows = {i for i in states.ids(Status.ERROR) if (s := states.get(i)) is not None and s.retryable}
+    return BatchExecutor(
+        runner,
+        BatchClient(client),
+        state,
+        settings,
+        deadline_s=None
+        if settings.deadline_s is None
+        else max(0.0, settings.deadline_s - (options.clock.monotonic() - started)),
+        keep=lambda r: keep_row(states, r, options.retry_errors),
+        retry_rows=retry_rows,
+        notice=notice,
+        kill_after_submit=options.test_kill_after_submit,
+    )
