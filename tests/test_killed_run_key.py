@@ -16,6 +16,7 @@ import pytest
 from batchrun import ExitCode
 from batchrun._journal_file import read_journal
 from batchrun._killed_run import KeySeen, last_key_seen, readings_problem, unseen_charge
+from batchrun._merge import merged_key_gap
 
 from .conftest import FAKE_KEY, call_cli, child_env, start, write_job
 from .hostile import HostileServer, RawRequest, chat_payload, json_answer
@@ -108,6 +109,14 @@ def test_a_resume_counts_what_the_key_was_charged_after_the_killed_runs_last_rea
     assert summary["spent_usd"] == pytest.approx(charged, abs=1e-8)
     # Without it the budget looked whole, and the rows left were sent and charged again.
     assert code == ExitCode.BUDGET and server.chat_rows() == [] and not journal.exists()
+    # Charged in the killed run's time, not the resume's: left out of the resume's own span, so a
+    # merge with another shard that ran while the resume did still adds it (not the larger of two).
+    assert summary["runs"][-1]["key_gap_usd"] == 0
+    other = tmp_path / "other.jsonl"
+    other.write_text("")
+    run = {**summary["runs"][-1], "key_gap_usd": 0.5}
+    (tmp_path / "other.summary.json").write_text(json.dumps({"key_gap_usd": 0.5, "runs": [run]}))
+    assert merged_key_gap([out, other]) == pytest.approx(0.5 + charged, abs=1e-8)
 
 
 class _Billing:
