@@ -60,12 +60,17 @@ class _CappedText:
         self._response = response
         self._cap = cap
         self.size = 0
+        # What came before the first event (within the cap): a body that is no events at all
+        # may be a plain JSON reply sent as text/event-stream. Dropped at the first event.
+        self.kept: list[str] | None = []
 
     async def aiter_text(self) -> AsyncIterator[str]:
         async for text in self._response.aiter_text():
             self.size += len(text.encode("utf-8"))
             if self.size > self._cap:
                 raise _TooLong()
+            if self.kept is not None:
+                self.kept.append(text)
             yield text
 
 
@@ -143,8 +148,8 @@ async def stream_chat(
                     # JSON, text/plain or no type at all. Read as a plain reply is (break34 m1,
                     # verify34 N2: a 402 in it was a retried "network" error, a whole answer bought twice).
                     plain = Reply(200, response.headers, await read_capped(response, cap))
-                else:
-                    await _read_events(client, response, reading, clock, started, cap)
+                elif (whole := await _read_events(client, response, reading, clock, started, cap)) is not None:
+                    plain = Reply(200, response.headers, whole.encode())  # JSON labelled as events
             finally:
                 await response.aclose()  # closing the connection is what cancels the generation
     except TimeoutError:
@@ -236,14 +241,17 @@ async def _read_events(
     clock: Clock,
     started: float,
     max_bytes: int,
-) -> None:
+) -> str | None:
+    """Read the events into `reading`; returns the body when it held no event and is a JSON
+    object (read as a plain reply), else None."""
     capped = _CappedText(response, max_bytes)
     source = EventSource(cast(httpx.Response, capped))
     async for event in source.aiter_sse():
+        capped.kept = None
         reading.size = capped.size
         if event.data == "[DONE]":
             reading.done = True
-            return
+            return None
         try:
             chunk = loads(event.data)  # NaN in a usage chunk: an unknown cost, not a skipped chunk
         except orjson.JSONDecodeError:
@@ -271,6 +279,10 @@ async def _read_events(
         if reading.ttft_ms is None and reading.first_token:
             reading.ttft_ms = round((clock.monotonic() - started) * 1000, 1)
     reading.size = capped.size
+    # No event in the whole body, which is a JSON object: a plain reply (an answer, or an error
+    # sent with 200) under text/event-stream; read as events it was a retried "bad_response".
+    whole = "".join(capped.kept or ())
+    return whole if capped.kept is not None and whole.lstrip().startswith("{") else None
 
 
 def _scrubbed(client: Any, text: str | None) -> str | None:

@@ -298,17 +298,30 @@ async def _json_to_a_stream(status: int, body: dict[str, Any], kind: str | None 
             return await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
 
 
-@pytest.mark.parametrize("kind", ["application/json", "application/json; charset=utf-8", "text/plain", None])
+@pytest.mark.parametrize(
+    "kind", ["application/json", "application/json; charset=utf-8", "text/plain", None, "text/event-stream"]
+)
 async def test_a_json_answer_to_a_streamed_request_is_read_as_a_plain_reply(kind: str | None) -> None:
     # break34 m1, verify34 N2: an endpoint that ignores `stream` answered whole: a "network" error
-    # (the SSE library's words), retried, the answer paid for and thrown away.
+    # (the SSE library's words), retried, the answer paid for and thrown away. Labelled as events
+    # too (break36): no event in the body, which is one JSON object.
     result = await _json_to_a_stream(200, chat_payload("Paris", id="gen-json", usage={"cost": 0.002}), kind)
     assert isinstance(result, StreamedChat) and result.content == "Paris"
     assert result.generation_id == "gen-json" and result.cost == 0.002 and result.ttft_ms is None
 
 
-async def test_an_error_sent_with_200_to_a_streamed_request_is_classified_as_in_a_plain_reply() -> None:
+@pytest.mark.parametrize("kind", ["application/json", "text/event-stream"])
+async def test_an_error_sent_with_200_to_a_streamed_request_is_classified_as_in_a_plain_reply(kind: str) -> None:
     # break34 m1: a 402 in a 200's JSON body was retried as a network error, exit 1, not a stop.
+    body = {"error": {"code": 402, "message": "Insufficient credits"}, "choices": None}
     with pytest.raises(CreditExhausted) as caught:
-        await _json_to_a_stream(200, {"error": {"code": 402, "message": "Insufficient credits"}, "choices": None})
+        await _json_to_a_stream(200, body, kind)
     assert caught.value.kind == "credits"
+
+
+async def test_events_after_text_that_is_not_json_are_still_a_stream() -> None:
+    # Only a body with no event at all is read as a plain reply: a stream that opens with a
+    # comment or a stray line is read as events.
+    first = {"id": "gen-8", "choices": [{"delta": {"content": "Par"}}]}
+    last = {"id": "gen-8", "choices": [{"delta": {"content": "is"}, "finish_reason": "stop"}]}
+    assert (await _streamed(b"not json", b'{"still": "no"', first, last, b"[DONE]")).content == "Paris"
