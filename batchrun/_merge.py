@@ -21,7 +21,7 @@ from ._lock import OutputLock
 from ._output_paths import SIDECARS, current_umask, sidecar_name_problem
 from ._reader import Warn
 from ._report_data import file_key_gap, read_run_summary, run_spans
-from ._results import ResultsWriter, final_records
+from ._results import RESULTS_MODE, ResultsWriter, final_records
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
 
@@ -157,7 +157,7 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
     coverage = MatrixCoverage.of(job) if job is not None else None
     output.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=output.name, suffix=".tmp")
-    os.fchmod(handle, 0o666 & ~current_umask())  # as a run's results file, not mkstemp's 0600
+    os.fchmod(handle, RESULTS_MODE & ~current_umask())  # as a run's results file, not mkstemp's 0600
     os.close(handle)
     builder = SummaryBuilder()
     try:

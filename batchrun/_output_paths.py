@@ -26,7 +26,7 @@ from ._files import open_regular, read_regular_text
 from ._formats import utc_compact
 from ._journal_file import JOURNAL_SUFFIX, journal_header
 from ._record_head import RECORD_START
-from ._results import results_job
+from ._results import RESULTS_MODE, results_job
 from ._scrub import environment_scrubber
 
 DEFAULT_PATTERN = "outputs/{name}/{timestamp}.jsonl"
@@ -235,8 +235,9 @@ def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
     """Replace `path` with `data` as JSON, whole or not at all, with the usual file mode."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
-        # mkstemp creates 0600; results are 0644 less the umask, and their summary matches.
-        os.fchmod(handle, 0o666 & ~current_umask())
+        # mkstemp creates 0600; results are 0644 less the umask, and their summary matches
+        # (0666 less it was writable by anyone under umask 000: break36).
+        os.fchmod(handle, RESULTS_MODE & ~current_umask())
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             json.dump(finite(data), out, indent=2, allow_nan=False)
         os.replace(temporary, path)

@@ -46,6 +46,8 @@ from ._record_shape import record_problem
 
 FSYNC_EVERY_S = 5.0
 
+RESULTS_MODE = 0o644  # results, summaries, merged files: never writable by others, whatever the umask
+
 
 def results_job(path: Path) -> str | None:
     """The job whose results `path` holds, from its first record; None when it holds none yet.
@@ -229,7 +231,7 @@ class ResultsWriter:
     def __init__(self, path: Path, fsync_every_s: float = FSYNC_EVERY_S) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, RESULTS_MODE)
         self._size = os.fstat(self._fd).st_size  # where the last whole line ends
         self._fsync_every_s = fsync_every_s
         self._last_fsync = time.monotonic()

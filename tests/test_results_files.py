@@ -905,3 +905,17 @@ def test_an_edit_that_keeps_an_older_time_is_still_read_in_full_on_resume(tmp_pa
     assert code == ExitCode.OK, err
     assert read_rows(out)[-1]["id"] == broken["id"]  # sent again
     assert call_cli("report", out, "--job", job)[0] == ExitCode.OK
+
+
+def test_results_summaries_and_merged_files_are_never_writable_by_others(tmp_path: Path) -> None:
+    # break36: under umask 000 the summary (and a merged file) was 0666 while the results were 0644.
+    job = write_job(tmp_path, SMALL_JOB)
+    out, merged = tmp_path / "out.jsonl", tmp_path / "merged.jsonl"
+    old = os.umask(0)
+    try:
+        assert call_cli(job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
+        assert call_cli("merge", merged, out)[0] == ExitCode.OK
+    finally:
+        os.umask(old)
+    for path in (out, tmp_path / "out.summary.json", merged, tmp_path / "merged.summary.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
