@@ -111,6 +111,11 @@ class ResponseCache:
             raise NoCache(f"{path}: no cache here yet")
         if directory.exists() and not directory.is_dir():
             raise CacheError(f"{directory}: not a folder")
+        home = os.environ.get("HOME")
+        if home and not Path(home).is_dir() and directory.is_relative_to(home):
+            # A service account's HOME (/nonexistent) is not made, with the cache inside it, by a
+            # run as root (break36): the cache stays off until run.cache.dir names a folder.
+            raise CacheError(f"{directory}: its home folder {home} does not exist (set run.cache.dir)")
         try:
             # Never writable by others, whatever the umask: under umask 000 the folder was 0777, and
             # another user could put a cache of planted answers in it (break36 F5).

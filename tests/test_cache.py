@@ -433,3 +433,15 @@ def test_a_new_cache_folder_is_writable_by_its_owner_only_whatever_the_umask(tmp
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "cache").stat().st_mode) == 0o755
+
+
+def test_a_cache_is_not_made_in_a_home_folder_that_does_not_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break36: HOME=/nonexistent (a service account) and a run as root made /nonexistent/.cache/batchrun.
+    home = tmp_path / "nonexistent"
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(CacheError, match="its home folder .* does not exist"):
+        ResponseCache.open(home / ".cache" / "batchrun", create=True)
+    assert not home.exists()
+    ResponseCache.open(tmp_path / "elsewhere" / "cache", create=True).close()  # a folder outside it is made
