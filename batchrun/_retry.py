@@ -146,6 +146,9 @@ async def call_with_retries(
         raise
 
 
+ACCOUNT_TIMEOUTS = 2
+
+
 async def retry_call(
     call: Callable[[], Awaitable[T]],
     policy: RetryPolicy,
@@ -154,8 +157,24 @@ async def retry_call(
     retried: type[Transient] = Transient,
 ) -> T:
     """A start-up or management call (/models, /key, /keys) retried like a chat request:
-    one 503 from /models must not end a nightly run before it starts."""
-    return await call_with_retries(call, policy, sleep, AttemptLog(), time_left=time_left, retried=retried)
+    one 503 from /models must not end a nightly run before it starts. But not past its
+    ACCOUNT_TIMEOUTS-th timeout: an account endpoint that lets timeout_s pass twice is down,
+    not slow (break36 F4: a /key that never answered held a run's start-up 6 x 60 s, silent)."""
+    timeouts = 0
+
+    async def once() -> T:
+        nonlocal timeouts
+        try:
+            return await call()
+        except Transient as failure:
+            timeouts += failure.kind == "timeout"
+            if timeouts >= ACCOUNT_TIMEOUTS:
+                raise RequestFailed(
+                    failure.kind, f"{failure.message} ({timeouts} times)", failure.http_status
+                ) from None
+            raise
+
+    return await call_with_retries(once, policy, sleep, AttemptLog(), time_left=time_left, retried=retried)
 
 
 def retry_policy(settings: RunSettings) -> RetryPolicy:

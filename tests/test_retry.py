@@ -10,8 +10,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from batchrun import CreditLedger, RateLimited, Rejected, Transient
+from batchrun._exceptions import RequestFailed
 from batchrun._ledger import BudgetExhausted
-from batchrun._retry import AttemptLog, RetryPolicy, call_with_retries
+from batchrun._retry import ACCOUNT_TIMEOUTS, AttemptLog, RetryPolicy, call_with_retries, retry_call
 from batchrun._throttle import Throttle
 
 from .conftest import FakeClock
@@ -88,6 +89,20 @@ async def test_final_failures_are_not_retried(clock: FakeClock) -> None:
         and clock.sleeps == []
         and log.failures == [{"kind": "bad_request", "http_status": 400, "wait_s": None}]
     )
+
+
+async def test_an_account_call_gives_up_at_its_second_timeout(clock: FakeClock) -> None:
+    # break36 F4: a /key that never answered held a run's start-up six timeouts (6 x 60 s),
+    # silent, before exit 1. Other transient failures are retried as ever.
+    calls, attempt = failing(*[Transient("timeout", "no complete answer within 60 s")] * 10)
+    with pytest.raises(RequestFailed) as caught:
+        await retry_call(attempt, RetryPolicy(), clock.sleep)
+    assert calls[0] == ACCOUNT_TIMEOUTS == 2 and caught.value.kind == "timeout"
+    assert "(2 times)" in caught.value.message
+    calls, attempt = failing(Transient("network", "reset"), Transient("timeout", "slow"), Transient("network", "x"))
+    with pytest.raises(Transient):
+        await retry_call(attempt, RetryPolicy(max_attempts=3), clock.sleep)
+    assert calls[0] == 3
 
 
 async def test_per_model_cap_holds(clock: FakeClock) -> None:
