@@ -47,6 +47,7 @@ class BudgetExhausted(BatchrunError):
 class CreditLedger:
     def __init__(self, limit_usd: float | None) -> None:
         self.limit = limit_usd  # None: no budget, reservations always fit
+        self.spent_out = False  # earlier runs of the file spent the whole budget (_fits)
         self.spent = 0.0  # charges known (reported, looked up or estimated from tokens)
         self.held = 0.0  # worst cases of attempts that may have been billed, cost not yet known
         self.reserved = 0.0
@@ -101,13 +102,16 @@ class CreditLedger:
 
     def _fits(self, amount: float) -> bool:
         """Within the limit; and nothing goes out, not even at a worst case of $0, once all of
-        it is spent: a model listed at $0 that bills was sent on by every resume of a run that
-        had spent its budget (break37 F2: $0.007 a resume of $0 left)."""
+        it has been spent (here, or by earlier runs of the file: `spent_out`): a model listed at
+        $0 that bills was sent on by every resume of a run that had spent its budget (break37
+        F2: $0.007 a resume of $0 left). A limit of $0 with nothing spent (a key or an account
+        at $0) still lets free models run, as OpenRouter does (limits.mdx)."""
         if self.limit is None:
             return True
-        return self.committed + self.reserved + amount <= self.limit + 1e-12 and (
-            amount > 0 or self.committed < self.limit - 1e-12
-        )
+        if self.committed + self.reserved + amount > self.limit + 1e-12:
+            return False
+        spent = self.spent_out or self.committed > 1e-12
+        return amount > 0 or not spent or self.committed < self.limit - 1e-12
 
     async def reserve(self, amount: float) -> float:
         """Hold `amount` until settle/release/hold; waits while others may free room."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -408,9 +408,35 @@ async def test_nothing_goes_out_once_the_whole_limit_is_spent_not_even_at_no_cos
     await ledger.settle(await ledger.reserve(0.01), 0.01)
     with pytest.raises(BudgetExhausted):
         await ledger.reserve(0.0)
+    spent_before = CreditLedger(0.0)
+    spent_before.spent_out = True  # earlier runs of the file spent the whole budget
     with pytest.raises(BudgetExhausted):
-        await CreditLedger(0.0).reserve(0.0)
+        await spent_before.reserve(0.0)
+    # A key or an account at $0 with nothing spent: free models still run (limits.mdx).
+    await CreditLedger(0.0).reserve(0.0)
+    with pytest.raises(BudgetExhausted):
+        await CreditLedger(0.0).reserve(0.001)
     await CreditLedger(None).reserve(0.0)  # no limit: nothing to spend
+
+
+async def test_a_resume_of_a_spent_budget_sends_nothing_at_a_price_listed_as_free(tmp_path: Path) -> None:
+    # break37 F2: a model listed at $0 that bills $0.012 and answers "cost: 0": each resume of a
+    # run that had spent its budget still sent requests until its first /key read ($0 fitted in $0).
+    free = {MODEL: {"pricing": {"prompt": "0", "completion": "0", "request": "0"}}}
+    zero = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cost": 0}
+    server = Server(
+        key=lambda billed, reads: key_data(billed),
+        answer=lambda: json_answer(200, chat_payload(model=MODEL, usage=zero)),
+        prices=free,
+    )
+    code, summary, _ = await run(tmp_path, server)
+    assert code == ExitCode.BUDGET and summary["spent_usd"] >= BUDGET  # the key window caught it
+    sent = server.chats
+    loaded = load_job(write_job(tmp_path, job_text()))
+    with server.hostile().running() as hostile:
+        options = RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=tmp_path / "o.jsonl", resume=True)
+        report = await run_job(loaded, replace(options, clock=FakeClock()))
+    assert report.summary["stop"] == "budget" and server.chats == sent
 
 
 def test_a_charge_from_before_the_run_hides_none_of_the_runs_own_from_the_key() -> None:
