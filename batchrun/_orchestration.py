@@ -180,7 +180,7 @@ async def _locked_run(
         pre = await control.before_start(start_up(), time_left) or unpriced(job_budget)
         budget = pre.budget
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
-        ledger.spent_out = job_budget is not None and job_budget <= 0 < prior_spend  # not even a $0 request
+        ledger.spent_out = budget is not None and budget <= 1e-12 < prior_spend  # not even a $0 request (_fits)
         estimated, models = pre.estimate, pre.models
         summary = SummaryBuilder(ItemGate.from_threshold(settings.pass_threshold), items=job.repeat > 1)
 
