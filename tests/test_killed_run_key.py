@@ -15,7 +15,7 @@ import pytest
 
 from batchrun import ExitCode
 from batchrun._journal_file import read_journal
-from batchrun._killed_run import KeySeen, last_key_seen, readings_problem, unseen_charge
+from batchrun._killed_run import KeySeen, key_seen_line, last_key_seen, readings_problem, unseen_charge
 from batchrun._merge import merged_key_gap
 
 from .conftest import FAKE_KEY, call_cli, child_env, start, write_job
@@ -198,15 +198,7 @@ def _sent(usd: Any) -> dict[str, Any]:
 def _reading(
     usage: float, counted: float = 0.0, reserved: float = 0.0, prior: float = 0.0, in_flight: int = 0, sent: int = 0
 ) -> dict[str, float]:
-    return {
-        "key_seen": usage,
-        "counted": counted,
-        "reserved": reserved,
-        "prior": prior,
-        "in_flight": in_flight,
-        "sent": sent,
-        "gap": 0.0,
-    }
+    return key_seen_line(usage, counted, reserved, prior, in_flight, sent, gap=0.0)
 
 
 def _seen(**figures: float) -> KeySeen:
