@@ -126,9 +126,7 @@ class AttemptJournal:
         then (its key gap too) and had reserved in flight; a resume after a kill -9 measures
         from the last such line what the answers since cost the key (_killed_run)."""
         counted = ledger.committed + ledger.unrecorded
-        line = key_seen_line(
-            usage, counted, ledger.reserved, self._prior, ledger.in_flight, self._sent, ledger.from_key
-        )
+        line = key_seen_line(usage, counted, ledger.reserved, self._prior, ledger.in_flight, self._sent)
         self._write(orjson.dumps(line) + b"\n")
 
     def carry(self, seen: KeySeen) -> None:

@@ -35,11 +35,7 @@ from ._files import open_regular
 from ._journal_file import journal_loads, journal_usd
 from ._ledger import FLOAT_NOISE_USD
 
-_FIGURES = ("key_seen", "counted", "reserved", "prior", "in_flight", "sent", "gap", "after_usd", "after_n")
-# A gap the killed run's reads counted below this, or below this share of what the key rose by,
-# is agreement (a key that rounds charges up), as the key window takes it (_dispatch PROBE_TOLERANCE_*).
-GAP_TOLERANCE_USD = 0.001
-GAP_TOLERANCE_SHARE = 0.01
+_FIGURES = ("key_seen", "counted", "reserved", "prior", "in_flight", "sent", "after_usd", "after_n")
 
 
 @dataclass(frozen=True)
@@ -54,20 +50,19 @@ class KeySeen:
     reserved: float  # the worst cases in flight then
     in_flight: float  # the attempts in flight then
     sent: float  # the attempts it had sent by then
-    gap: float  # what its reads had counted beyond the answers' costs by then (the ledger's from_key)
     sent_after: float = 0.0  # the worst cases of the attempts sent after the last reading
     after_n: float = 0.0  # how many those were
 
     def lines(self) -> list[dict[str, float]]:
         """The two readings as journal lines, for a run that carries them on (it could not read
         the key's usage: no reading of its own replaces them)."""
-        first = key_seen_line(self.start_usage, self.start_counted, 0.0, self.prior, 0, 0, 0.0)
-        last = key_seen_line(self.usage, self.counted, self.reserved, self.prior, self.in_flight, self.sent, self.gap)
+        first = key_seen_line(self.start_usage, self.start_counted, 0.0, self.prior, 0, 0)
+        last = key_seen_line(self.usage, self.counted, self.reserved, self.prior, self.in_flight, self.sent)
         return [first, {**last, "after_usd": self.sent_after, "after_n": self.after_n}]
 
 
 def key_seen_line(
-    usage: float, counted: float, reserved: float, prior: float, in_flight: float, sent: float, gap: float
+    usage: float, counted: float, reserved: float, prior: float, in_flight: float, sent: float
 ) -> dict[str, float]:
     return {
         "key_seen": usage,
@@ -76,13 +71,12 @@ def key_seen_line(
         "prior": prior,
         "in_flight": in_flight,
         "sent": sent,
-        "gap": gap,
     }
 
 
 def _reading(entry: dict[str, Any]) -> list[float] | None:
     """The line's figures (the carried ones 0 when absent): key_seen, counted, reserved, prior,
-    in_flight, sent, gap, after_usd, after_n; None when any cannot be read."""
+    in_flight, sent, after_usd, after_n; None when any cannot be read."""
     figures = [journal_usd(entry.get(name, 0.0 if name.startswith("after") else None)) for name in _FIGURES]
     return None if any(f is None for f in figures) else [f or 0.0 for f in figures]
 
@@ -123,7 +117,7 @@ def last_key_seen(journal: Path, warn: Callable[[str], None] | None = None) -> K
 
 
 def _seen(first: list[float], last: list[float], after_usd: float, after_n: int) -> KeySeen:
-    usage, counted, reserved, _, in_flight, sent, gap, carried_usd, carried_n = last
+    usage, counted, reserved, _, in_flight, sent, carried_usd, carried_n = last
     return KeySeen(
         start_usage=first[0],
         start_counted=first[1],
@@ -133,7 +127,6 @@ def _seen(first: list[float], last: list[float], after_usd: float, after_n: int)
         reserved=reserved,
         in_flight=in_flight,
         sent=sent,
-        gap=gap,
         sent_after=carried_usd + after_usd,
         after_n=carried_n + after_n,
     )
@@ -176,10 +169,8 @@ def unseen_charge(seen: KeySeen | None, usage_now: float | None, prior_now: floa
         during, rise = seen.usage - seen.start_usage, usage_now - seen.usage
         answered = seen.sent - seen.in_flight
         rate = during / answered if answered >= 1 else 0.0  # what an answer cost the key, on average
+        # The rate holds what its reads caught beyond the answers' costs (a lying price list, or
+        # another process on the key then): each attempt since is taken to have cost as much.
         since = min(rise, max(worst_since, rate * (seen.in_flight + seen.after_n)))
-        if seen.gap > max(GAP_TOLERANCE_USD, GAP_TOLERANCE_SHARE * during):
-            # Its reads had caught charges the answers did not report: the server lies, and the
-            # attempts' figures bound nothing. The whole rise counts (break37 F2).
-            since = rise
     unseen = during + since - counted
     return unseen if unseen > FLOAT_NOISE_USD else 0.0
