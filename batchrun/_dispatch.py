@@ -265,7 +265,9 @@ class Dispatcher:
         self.ledger.read_key = self._read_key
         self.ledger.open_key_window()
         if self.ledger.limit is not None:
-            self._probe = 2 * self.settings.concurrency
+            # The first read once an answer is in (the request past the concurrency waits for one): what
+            # an answer costs the key is known then, for a resume after a kill (_killed_run).
+            self._probe = self.settings.concurrency + 1
 
     def key_lost(self, why: str) -> None:
         """Under a limit, the key's usage can no longer be followed: no window can be trusted,
@@ -361,8 +363,8 @@ class Dispatcher:
         """The key window reads /key only when the worst cases reserved since the last read may
         exhaust what is left, so charges above the worst cases (a price list that lies, a model
         listed at $0 that bills) went unseen until the end: $2.40 charged under a $0.05 budget,
-        exit 0 (break14e E2). So under a limit /key is read every `_probe` requests too: twice
-        the concurrency at first, doubling while the key shows nothing beyond the ledger, up to
+        exit 0 (break14e E2). So under a limit /key is read every `_probe` requests too: once an
+        answer is in at first, doubling while the key shows nothing beyond the ledger, up to
         PROBE_REACH times the concurrency (a price that rises after hundreds of honest answers
         went unseen for key_refresh_requests more: verification F1), and every `concurrency`
         requests once it has."""

@@ -59,11 +59,13 @@ class AttemptJournal:
         carried_gap: float = 0.0,
         shard: Shard | None = None,
         prior_usd: float = 0.0,
+        rate: float | None = None,
     ) -> None:
         self.path = journal_path(results)
         self._writer = writer
         self._prior = prior_usd  # what earlier runs of the file spent: each key_seen line says it
         self._sent = 0  # attempts journaled: each key_seen line says how many
+        self._rate = rate  # what an answer cost the key, as the runs killed before this one showed
         self._sent_usd = 0.0  # their worst cases
         self._carried_seen: KeySeen | None = None  # a killed run's readings this run carries on (carry)
         # The key gap an earlier crashed run's journal held, which this run read and deleted:
@@ -126,7 +128,7 @@ class AttemptJournal:
         then (its key gap too) and had reserved in flight; a resume after a kill -9 measures
         from the last such line what the answers since cost the key (_killed_run)."""
         counted = ledger.committed + ledger.unrecorded
-        line = key_seen_line(usage, counted, ledger.reserved, self._prior, ledger.in_flight, self._sent)
+        line = key_seen_line(usage, counted, ledger.reserved, self._prior, ledger.in_flight, self._sent, self._rate)
         self._write(orjson.dumps(line) + b"\n")
 
     def carry(self, seen: KeySeen) -> None:

@@ -52,19 +52,20 @@ class KeySeen:
     sent: float  # the attempts it had sent by then
     sent_after: float = 0.0  # the worst cases of the attempts sent after the last reading
     after_n: float = 0.0  # how many those were
+    rate: float | None = None  # what an answer cost the key, as the runs killed before it showed (known_rate)
 
     def lines(self) -> list[dict[str, float]]:
         """The two readings as journal lines, for a run that carries them on (it could not read
         the key's usage: no reading of its own replaces them)."""
-        first = key_seen_line(self.start_usage, self.start_counted, 0.0, self.prior, 0, 0)
-        last = key_seen_line(self.usage, self.counted, self.reserved, self.prior, self.in_flight, self.sent)
+        first = key_seen_line(self.start_usage, self.start_counted, 0.0, self.prior, 0, 0, self.rate)
+        last = key_seen_line(self.usage, self.counted, self.reserved, self.prior, self.in_flight, self.sent, self.rate)
         return [first, {**last, "after_usd": self.sent_after, "after_n": self.after_n}]
 
 
 def key_seen_line(
-    usage: float, counted: float, reserved: float, prior: float, in_flight: float, sent: float
+    usage: float, counted: float, reserved: float, prior: float, in_flight: float, sent: float, rate: float | None
 ) -> dict[str, float]:
-    return {
+    line = {
         "key_seen": usage,
         "counted": counted,
         "reserved": reserved,
@@ -72,13 +73,20 @@ def key_seen_line(
         "in_flight": in_flight,
         "sent": sent,
     }
+    if rate is not None:
+        line["rate"] = rate  # absent: no run before it showed what an answer costs the key
+    return line
 
 
 def _reading(entry: dict[str, Any]) -> list[float] | None:
     """The line's figures (the carried ones 0 when absent): key_seen, counted, reserved, prior,
-    in_flight, sent, after_usd, after_n; None when any cannot be read."""
+    in_flight, sent, after_usd, after_n, then rate (-1 when absent or unreadable: not known);
+    None when any other cannot be read."""
     figures = [journal_usd(entry.get(name, 0.0 if name.startswith("after") else None)) for name in _FIGURES]
-    return None if any(f is None for f in figures) else [f or 0.0 for f in figures]
+    if any(f is None for f in figures):
+        return None
+    rate = journal_usd(entry.get("rate"))
+    return [f or 0.0 for f in figures] + [-1.0 if rate is None else rate]
 
 
 def last_key_seen(journal: Path, warn: Callable[[str], None] | None = None) -> KeySeen | None:
@@ -117,7 +125,7 @@ def last_key_seen(journal: Path, warn: Callable[[str], None] | None = None) -> K
 
 
 def _seen(first: list[float], last: list[float], after_usd: float, after_n: int) -> KeySeen:
-    usage, counted, reserved, _, in_flight, sent, carried_usd, carried_n = last
+    usage, counted, reserved, _, in_flight, sent, carried_usd, carried_n, _ = last
     return KeySeen(
         start_usage=first[0],
         start_counted=first[1],
@@ -129,6 +137,7 @@ def _seen(first: list[float], last: list[float], after_usd: float, after_n: int)
         sent=sent,
         sent_after=carried_usd + after_usd,
         after_n=carried_n + after_n,
+        rate=None if first[8] < 0 else first[8],
     )
 
 
@@ -151,6 +160,23 @@ def readings_problem(seen: KeySeen, usage_now: float) -> str | None:
     return None
 
 
+def known_rate(seen: KeySeen | None) -> float | None:
+    """What an answer of the killed run cost the key on average up to its last reading (its
+    rise over the answers in by then), else what the runs killed before it showed; None when
+    nothing did. A resume carries it on (AttemptJournal), for a kill of its own before a read."""
+    if seen is None:
+        return None
+    answered = seen.sent - seen.in_flight
+    return (seen.usage - seen.start_usage) / answered if answered >= 1 else seen.rate
+
+
+def carried_rate(seen: KeySeen | None, usage_now: float | None) -> float | None:
+    """The rate a resume carries on (known_rate), unless the readings do not hold together."""
+    if seen is None or (usage_now is not None and readings_problem(seen, usage_now) is not None):
+        return None if seen is None else seen.rate
+    return known_rate(seen)
+
+
 def unseen_charge(seen: KeySeen | None, usage_now: float | None, prior_now: float) -> float:
     """What the key was charged for the killed run that nothing counts: 0 without its readings
     or without the key's usage now. `prior_now`: what the file's earlier runs spent as this run
@@ -167,10 +193,17 @@ def unseen_charge(seen: KeySeen | None, usage_now: float | None, prior_now: floa
         during, since = seen.counted - seen.start_counted, worst_since
     else:
         during, rise = seen.usage - seen.start_usage, usage_now - seen.usage
-        answered = seen.sent - seen.in_flight
-        rate = during / answered if answered >= 1 else 0.0  # what an answer cost the key, on average
-        # The rate holds what its reads caught beyond the answers' costs (a lying price list, or
-        # another process on the key then): each attempt since is taken to have cost as much.
-        since = min(rise, max(worst_since, rate * (seen.in_flight + seen.after_n)))
+        rate = known_rate(seen)
+        if seen.in_flight + seen.after_n == 0:
+            since = 0.0  # nothing of it was out after its last reading
+        elif rate is None:
+            # Killed before any read showed what an answer costs the key, and after no run that
+            # did: the price list bounds nothing (listed at $0, it bills: verify37 N1). The whole
+            # rise counts, as if the key were read at the kill (safe side).
+            since = rise
+        else:
+            # The rate holds what its reads caught beyond the answers' costs (a lying price list,
+            # or another process on the key then): each attempt since is taken to cost as much.
+            since = min(rise, max(worst_since, rate * (seen.in_flight + seen.after_n)))
     unseen = during + since - counted
     return unseen if unseen > FLOAT_NOISE_USD else 0.0

@@ -23,7 +23,7 @@ from ._isolated import IsolatedKey, with_key_deadline
 from ._items import ItemGate
 from ._job import Job
 from ._journal import AttemptJournal
-from ._killed_run import readings_problem, unseen_charge
+from ._killed_run import carried_rate, readings_problem, unseen_charge
 from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
 from ._lock import OutputLock, lock_created
@@ -192,7 +192,8 @@ async def _locked_run(
         writer = ResultsWriter(output)
         lock_created(output)  # a new output exists now: locked by any name (verify22 N4)
         carried = states.key_gap_usd if states is not None else 0.0
-        journal = AttemptJournal(output, writer, job, carried, options.shard, prior_usd=prior_spend)
+        rate = carried_rate(states.key_seen if states is not None else None, pre.key_start.usage)
+        journal = AttemptJournal(output, writer, job, carried, options.shard, prior_usd=prior_spend, rate=rate)
         runner = Runner(
             client,
             writer,

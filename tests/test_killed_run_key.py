@@ -15,7 +15,15 @@ import pytest
 
 from batchrun import ExitCode
 from batchrun._journal_file import read_journal
-from batchrun._killed_run import KeySeen, key_seen_line, last_key_seen, readings_problem, unseen_charge
+from batchrun._killed_run import (
+    KeySeen,
+    carried_rate,
+    key_seen_line,
+    known_rate,
+    last_key_seen,
+    readings_problem,
+    unseen_charge,
+)
 from batchrun._merge import merged_key_gap
 
 from .conftest import FAKE_KEY, call_cli, child_env, start, write_job
@@ -198,7 +206,7 @@ def _sent(usd: Any) -> dict[str, Any]:
 def _reading(
     usage: float, counted: float = 0.0, reserved: float = 0.0, prior: float = 0.0, in_flight: int = 0, sent: int = 0
 ) -> dict[str, float]:
-    return key_seen_line(usage, counted, reserved, prior, in_flight, sent)
+    return key_seen_line(usage, counted, reserved, prior, in_flight, sent, rate=None)
 
 
 def _seen(**figures: float) -> KeySeen:
@@ -233,6 +241,10 @@ def test_the_journal_gives_the_first_and_last_readings_and_what_was_sent_after(t
     # Carried on by a run that could not read the key, then its own attempts after them.
     carried = _journal(tmp_path, {"job": "j"}, *expected.lines(), _sent(0.05))
     assert last_key_seen(carried) == replace(expected, sent_after=0.1 + 0.3 + 0.3 + 0.05, after_n=4)
+    rated = last_key_seen(_journal(tmp_path, {"job": "j"}, {**_reading(1.0), "rate": 0.01}, _sent(0.1)))
+    assert rated is not None and rated.rate == 0.01  # the rate the run carried on from those killed before it
+    unrated = last_key_seen(_journal(tmp_path, {"job": "j"}, {**_reading(1.0), "rate": "x"}, _sent(0.1)))
+    assert unrated is not None and unrated.rate is None
     assert last_key_seen(_journal(tmp_path, {"job": "j"}, _sent(0.1))) is None  # written before readings
     assert last_key_seen(tmp_path / "none.jsonl") is None
 
@@ -277,6 +289,25 @@ def test_another_process_between_the_runs_is_bounded_by_the_killed_runs_own_rate
     # others' spend then), never the whole day.
     seen = _seen(usage=0.3, counted=0.3, in_flight=1, sent=31, after_n=5)
     assert unseen_charge(seen, 0.3 + 50.0, 0.3) == pytest.approx(0.06)
+
+
+def test_a_run_killed_before_any_read_showed_what_an_answer_costs_is_bounded_by_nothing() -> None:
+    # verify37 N1: killed before its first read in the run (only the start's reading), a run whose
+    # price list says $0 had its charges bounded by $0: ten such kills billed $0.095 on $0.05.
+    # The whole rise counts; a rate the runs killed before it showed bounds it instead.
+    early = _seen(usage=1.0, start_usage=1.0, sent=0, after_n=2, sent_after=0.0)
+    assert known_rate(early) is None and unseen_charge(early, 1.05, 0.0) == pytest.approx(0.05)
+    carried = replace(early, rate=0.01)
+    assert known_rate(carried) == 0.01 and unseen_charge(carried, 1.05, 0.0) == pytest.approx(0.02)
+    # Nothing of it out after its last reading: the rise is someone else's.
+    assert unseen_charge(replace(early, after_n=0), 1.05, 0.0) == 0.0
+
+
+def test_the_rate_a_resume_carries_on() -> None:
+    assert carried_rate(SEEN, 10.3) == pytest.approx(0.3 / 28)  # its rise over the answers in by its last reading
+    assert carried_rate(replace(SEEN, sent=0, in_flight=0, rate=0.02), 10.3) == 0.02  # none in: the earlier one
+    assert carried_rate(replace(SEEN, rate=0.02), 9.0) == 0.02  # readings that do not hold: not theirs
+    assert carried_rate(None, 1.0) is None
 
 
 def test_readings_that_do_not_hold_together_measure_nothing() -> None:
