@@ -20,7 +20,7 @@ from ._generation import Flight
 from ._journal import AttemptJournal
 from ._ledger import BudgetExhausted, CreditLedger
 from ._matrix import Request
-from ._pricing import usd, usd_apart
+from ._pricing import budget_message, usd
 from ._reconcile import KeyStart, key_remaining
 from ._retry import RetryPolicy, call_with_retries, retry_call
 from ._row import Row
@@ -67,8 +67,7 @@ class Dispatcher:
         self._sent_since_refresh = 0
         self._last_refresh = clock.monotonic()  # pre-flight has just read /key
         self._refreshing: asyncio.Future[None] | None = None  # the periodic /key read under way
-        # Under a limit, /key is also read every `_probe` requests (watch_key): see _next_probe.
-        self._probe: int | None = None
+        self._probe: int | None = None  # under a limit, /key is read every this many requests too (_next_probe)
         self._watching = False  # watch_key ran
         self.ledger.gap_changed = self.journal_key_gap
         self.journal: AttemptJournal | None = None  # set by a run that writes results
@@ -79,10 +78,7 @@ class Dispatcher:
     # -- the budget -------------------------------------------------------------------------
     def budget_stop(self, worst: float | None) -> None:
         reason = StopReason.CREDITS if self.limit_from_key else StopReason.BUDGET
-        needs, left = usd_apart(worst or 0, max(0.0, self.ledger.remaining or 0))
-        gap = self.ledger.from_key
-        beyond = f" (${usd(gap)} of what is spent is the key's usage beyond the reported costs)" if gap else ""
-        self.stops.request(reason, f"the next request needs up to ${needs}, ${left} is left{beyond}")
+        self.stops.request(reason, budget_message(worst, self.ledger.remaining, self.ledger.from_key))
 
     async def reserve(self, worst: float | None) -> float | None:
         """Reserve the worst case; None (and a stop) when the budget cannot hold it."""
@@ -144,12 +140,13 @@ class Dispatcher:
         return result, self.clock.monotonic() - started
 
     def _stop_past_limit(self, row: Row, result: ChatResult) -> None:
-        """An answer whose charge puts the run past its limit stops it before its slot is given
-        back, which the next attempt would take with the ledger as it was (verify30 N2: $80 of $0.50)."""
-        reported = reported_charge(result.usage)
-        if reported is not None and self.ledger.would_pass(row.reservation or 0.0, reported):
+        """An answer past the limit stops the run before its slot goes to another (verify30 N2: $80 of $0.50)."""
+        reported, held = reported_charge(result.usage), row.reservation or 0.0
+        if reported is not None and self.ledger.would_pass(held, reported):
+            # Within its worst case, it is what the key showed beyond the costs that passed it (verify37 N4).
+            why = "past its worst case and the limit" if reported > held else "and the key's usage was past the limit"
             reason = StopReason.CREDITS if self.limit_from_key else StopReason.BUDGET
-            self.stops.request(reason, f"an answer said it cost ${usd(reported)}, past its worst case and the limit")
+            self.stops.request(reason, f"an answer said it cost ${usd(reported)}, {why}")
 
     async def send_with_retries(self, row: Row, worst: float | None) -> tuple[ChatResult, float]:
         """The row's attempts under the retry policy, each holding a reservation (the row's

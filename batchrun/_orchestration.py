@@ -245,7 +245,9 @@ async def _locked_run(
         control.winding_down = lambda: ends.set_in(wind_down_s(settings.grace_s))
         # The run's last lookups of costs still unknown (those not done stay unknown, their
         # worst cases held); rows they resolve are written again.
-        await runner.charges.retry_lookups(final=True)
+        # After a deadline or a signal, /generation that stopped answering is not tried again: the
+        # try took the whole grace, and the /key read after it never came (verify37 N3).
+        await runner.charges.retry_lookups(final=outcome.stop not in _PROMPT_STOPS)
         late_rows, late_failed = 0, None
         if outcome.stop != StopReason.IO:
             late_rows, late_failed = append_late_costs(output, runner.records.late, utc(options.clock.time()))

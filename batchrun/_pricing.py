@@ -78,7 +78,7 @@ def usd(amount: float) -> str:
 def usd_apart(first: float, second: float) -> tuple[str, str]:
     """Two dollar figures with as many decimals as tell them apart (up to 12): "needs up to
     $0.000053, $0.000053 is left" read as a stop with money to spare (break25)."""
-    if max(abs(first), abs(second)) >= 1e9:
+    if max(abs(first), abs(second)) >= 1e9 or first == second:
         return usd(first), usd(second)
     shown = usd(first), usd(second)
     for decimals in range(7, 13):
@@ -86,6 +86,15 @@ def usd_apart(first: float, second: float) -> tuple[str, str]:
             break
         shown = f"{first:.{decimals}f}", f"{second:.{decimals}f}"
     return shown
+
+
+def budget_message(worst: float | None, remaining: float | None, from_key: float) -> str:
+    """Why the next request is not sent: what it needs against what is left, or that nothing is
+    left even for a $0 one (a model listed at $0 may bill); with the key's part of what is spent."""
+    needs, left = usd_apart(worst or 0, max(0.0, remaining or 0))
+    text = f"the next request needs up to ${needs}, ${left} is left" if worst else "all of the limit is spent"
+    beyond = f" (${usd(from_key)} of what is spent is the key's usage beyond the reported costs)" if from_key else ""
+    return text + beyond
 
 
 @dataclass(frozen=True)

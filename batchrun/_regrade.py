@@ -204,7 +204,7 @@ async def regrade_file(
         runner.charges.cut_off = ends = wind_down_within(settings.grace_s, stopped, cleanup_left())
         if control is not None:
             control.winding_down = lambda: ends.set_in(wind_down_s(settings.grace_s))
-        await runner.charges.retry_lookups(final=True)
+        await runner.charges.retry_lookups(final=not stopped)  # as a run's (_orchestration)
         policy = retry_policy(settings)
         reconciliation = await reconcile_run(
             client,

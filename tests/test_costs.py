@@ -457,6 +457,57 @@ async def test_the_wind_downs_lookups_go_out_a_few_at_once(monkeypatch: pytest.M
     assert ledger.committed == pytest.approx(0.001 * (LOOKUPS_AT_ONCE + 4))
 
 
+async def test_lookups_that_answer_slowly_count_as_stalls(monkeypatch: pytest.MonkeyPatch) -> None:
+    # verify37 N2: a /generation answering in 8-9.5 s never ran out of time, so each row waited
+    # for it: 100 rows in 228 s, more than a /generation that never answers (21 s). A lookup that
+    # took SLOW_LOOKUP_S (0 here: every one) is a stall; its cost is taken all the same.
+    import batchrun._charges as charges
+    from batchrun._pricing import GenerationCost
+    from batchrun._row_cost import Charge
+
+    monkeypatch.setattr(charges, "SLOW_LOOKUP_S", 0.0)
+    ledger = CreditLedger(1.0)
+    async with OpenRouterClient("http://127.0.0.1:9/api/v1", FAKE_KEY) as client:
+
+        async def generation(generation_id: str) -> GenerationCost:
+            return GenerationCost(0.001)
+
+        monkeypatch.setattr(client, "generation", generation)
+        book = charges.ChargeBook(client, ledger)
+        for n in range(charges.STALLED_LOOKUPS):
+            assert not book.lookups_down
+            assert await book.look_up(Charge(f"gen-{n}", ledger.keep(0.01)))
+        assert book.lookups_down and ledger.committed == pytest.approx(0.001 * charges.STALLED_LOOKUPS)
+
+
+async def test_the_wind_down_tries_a_generation_that_is_down_only_after_a_run_that_was_not_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # verify37 N3: after a deadline, the try of a /generation that had stopped answering took the
+    # whole grace, and the run's end-of-run /key read never came ("not reconciled"). A run cut by
+    # a deadline or a signal does not try it (final=False); one that ended tries one, then the rest.
+    from batchrun._charges import STALLED_LOOKUPS, ChargeBook
+    from batchrun._pricing import GenerationCost
+    from batchrun._row_cost import Charge
+
+    asked: list[str] = []
+    ledger = CreditLedger(1.0)
+    async with OpenRouterClient("http://127.0.0.1:9/api/v1", FAKE_KEY) as client:
+
+        async def generation(generation_id: str) -> GenerationCost:
+            asked.append(generation_id)
+            return GenerationCost(0.001)
+
+        monkeypatch.setattr(client, "generation", generation)
+        book = ChargeBook(client, ledger)
+        book.unresolved = [Charge(f"gen-{n}", ledger.keep(0.01)) for n in range(3)]
+        book.stalled = STALLED_LOOKUPS
+        await book.retry_lookups(final=False)
+        assert asked == [] and len(book.unresolved) == 3
+        await book.retry_lookups(final=True)
+    assert sorted(asked) == ["gen-0", "gen-1", "gen-2"] and book.unresolved == [] and not book.lookups_down
+
+
 def test_a_key_charged_less_than_counted_is_said_so_once(tmp_path: Path) -> None:
     # break34 m2: replies over-reporting their cost read "$-0.0238 unexplained (another process
     # using the key, or unreported charges)", and under --quiet the warning came twice on stderr.

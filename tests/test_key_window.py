@@ -431,6 +431,7 @@ async def test_a_resume_of_a_spent_budget_sends_nothing_at_a_price_listed_as_fre
     )
     code, summary, _ = await run(tmp_path, server)
     assert code == ExitCode.BUDGET and summary["spent_usd"] >= BUDGET  # the key window caught it
+    assert summary["stop_message"].startswith("all of the limit is spent"), summary["stop_message"]
     sent = server.chats
     loaded = load_job(write_job(tmp_path, job_text()))
     with server.hostile().running() as hostile:
