@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -438,6 +438,27 @@ async def test_a_resume_of_a_spent_budget_sends_nothing_at_a_price_listed_as_fre
         options = RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=tmp_path / "o.jsonl", resume=True)
         report = await run_job(loaded, replace(options, clock=FakeClock()))
     assert report.summary["stop"] == "budget" and server.chats == sent
+
+
+def test_an_answer_within_its_worst_case_blames_the_keys_usage_for_the_stop() -> None:
+    # verify37 N4: "an answer said it cost $0.000000, past its worst case and the limit", when the
+    # key's usage (counted at a read while it was in flight) had put the run past its limit.
+    from types import SimpleNamespace
+
+    from batchrun._dispatch import Dispatcher
+
+    said: list[str] = []
+    ledger = CreditLedger(0.05)
+    ledger.follow_key(0.07)  # the key showed $0.07 charged, the answers said $0
+    stops = SimpleNamespace(request=lambda reason, message: said.append(message))
+    dispatch = SimpleNamespace(ledger=ledger, limit_from_key=False, stops=stops)
+    for reported, held in ((0.0, 0.01), (0.02, 0.01)):
+        row, result = SimpleNamespace(reservation=held), SimpleNamespace(usage={"cost": reported})
+        Dispatcher._stop_past_limit(cast(Any, dispatch), cast(Any, row), cast(Any, result))
+    assert said == [
+        "an answer said it cost $0.000000, and the key's usage was past the limit",
+        "an answer said it cost $0.020000, past its worst case and the limit",
+    ]
 
 
 def test_a_charge_from_before_the_run_hides_none_of_the_runs_own_from_the_key() -> None:
