@@ -387,7 +387,7 @@ class Dispatcher:
                 if gap > 0:
                     self.journal_key_gap()
                 if self.journal is not None:  # what a resume after a kill -9 measures from (_killed_run)
-                    self.journal.key_seen(self.key_seen.usage or 0.0, self.ledger)
+                    self.journal.key_seen(self.key_seen, self.ledger)
                 # A key that rounds each charge up shows a sub-cent excess over honest answers (F8),
                 # and so does another process spending on the key far from the limit (G5): both are
                 # agreement. The gap is counted as spent either way, and reads never come more than

@@ -40,6 +40,7 @@ from ._killed_run import KeySeen, key_seen_line, last_key_seen
 from ._ledger import CreditLedger
 from ._matrix import Request, Shard, shard_text
 from ._reader import final_records
+from ._reconcile import KeyStart
 from ._record_head import Identity, record_head, record_identity
 from ._results import ResultsWriter
 from ._status import Status
@@ -123,12 +124,13 @@ class AttemptJournal:
         summary would have carried it."""
         self._write(orjson.dumps({"key_gap": self._carried + usd}) + b"\n")
 
-    def key_seen(self, usage: float, ledger: CreditLedger) -> None:
-        """A /key read this run followed: the key's `usage`, what the ledger counted as spent
-        then (its key gap too) and had reserved in flight; a resume after a kill -9 measures
-        from the last such line what the answers since cost the key (_killed_run)."""
-        counted = ledger.committed + ledger.unrecorded
-        line = key_seen_line(usage, counted, ledger.reserved, self._prior, ledger.in_flight, self._sent, self._rate)
+    def key_seen(self, key: KeyStart, ledger: CreditLedger) -> None:
+        """A /key read this run followed (`key`: its usage and limit_remaining), what the ledger
+        counted as spent then (its key gap too) and had in flight; a resume after a kill -9
+        measures from the last such line what the answers since cost the key (_killed_run)."""
+        counted, flight = ledger.committed + ledger.unrecorded, ledger.in_flight
+        usage, remaining = key.usage or 0.0, key.remaining
+        line = key_seen_line(usage, counted, ledger.reserved, self._prior, flight, self._sent, self._rate, remaining)
         self._write(orjson.dumps(line) + b"\n")
 
     def carry(self, seen: KeySeen) -> None:

@@ -34,8 +34,11 @@ from typing import Any
 from ._files import open_regular
 from ._journal_file import journal_loads, journal_usd
 from ._ledger import FLOAT_NOISE_USD
+from ._reconcile import key_spend
 
-_FIGURES = ("key_seen", "counted", "reserved", "prior", "in_flight", "sent", "after_usd", "after_n")
+_FIGURES = ("key_seen", "counted", "reserved", "prior", "in_flight", "sent")
+_CARRIED = ("after_usd", "after_n")  # 0 when absent: on a carried reading only (KeySeen.lines)
+_OPTIONAL = ("remaining", "rate")  # None when absent or unreadable
 
 
 @dataclass(frozen=True)
@@ -53,17 +56,40 @@ class KeySeen:
     sent_after: float = 0.0  # the worst cases of the attempts sent after the last reading
     after_n: float = 0.0  # how many those were
     rate: float | None = None  # what an answer cost the key, as the runs killed before it showed (known_rate)
+    # The key's limit_remaining at the first and last readings: its fall is spend too (_reconcile.key_spend).
+    start_remaining: float | None = None
+    remaining: float | None = None
 
     def lines(self) -> list[dict[str, float]]:
         """The two readings as journal lines, for a run that carries them on (it could not read
         the key's usage: no reading of its own replaces them)."""
-        first = key_seen_line(self.start_usage, self.start_counted, 0.0, self.prior, 0, 0, self.rate)
-        last = key_seen_line(self.usage, self.counted, self.reserved, self.prior, self.in_flight, self.sent, self.rate)
+        first = key_seen_line(
+            self.start_usage, self.start_counted, 0.0, self.prior, 0, 0, self.rate, self.start_remaining
+        )
+        last = key_seen_line(
+            self.usage, self.counted, self.reserved, self.prior, self.in_flight, self.sent, self.rate, self.remaining
+        )
         return [first, {**last, "after_usd": self.sent_after, "after_n": self.after_n}]
+
+    def spend_since(self, usage: float, remaining: float | None) -> float:
+        """What the key was charged from the last reading to (`usage`, `remaining`)."""
+        return key_spend(self.usage, usage, self.remaining, remaining)
+
+    @property
+    def spend_during(self) -> float:
+        """What the key was charged from the first reading to the last."""
+        return key_spend(self.start_usage, self.usage, self.start_remaining, self.remaining)
 
 
 def key_seen_line(
-    usage: float, counted: float, reserved: float, prior: float, in_flight: float, sent: float, rate: float | None
+    usage: float,
+    counted: float,
+    reserved: float,
+    prior: float,
+    in_flight: float,
+    sent: float,
+    rate: float | None,
+    remaining: float | None,
 ) -> dict[str, float]:
     line = {
         "key_seen": usage,
@@ -73,27 +99,26 @@ def key_seen_line(
         "in_flight": in_flight,
         "sent": sent,
     }
-    if rate is not None:
-        line["rate"] = rate  # absent: no run before it showed what an answer costs the key
+    # Absent: no run before it showed what an answer costs the key; a key without a limit.
+    line.update({name: value for name, value in (("rate", rate), ("remaining", remaining)) if value is not None})
     return line
 
 
-def _reading(entry: dict[str, Any]) -> list[float] | None:
-    """The line's figures (the carried ones 0 when absent): key_seen, counted, reserved, prior,
-    in_flight, sent, after_usd, after_n, then rate (-1 when absent or unreadable: not known);
-    None when any other cannot be read."""
-    figures = [journal_usd(entry.get(name, 0.0 if name.startswith("after") else None)) for name in _FIGURES]
-    if any(f is None for f in figures):
+def _reading(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The line's figures by name (_FIGURES, _CARRIED, _OPTIONAL); None when one of _FIGURES or
+    _CARRIED cannot be read."""
+    figures = {name: journal_usd(entry.get(name)) for name in _FIGURES}
+    figures.update({name: journal_usd(entry.get(name, 0.0)) for name in _CARRIED})
+    if any(figure is None for figure in figures.values()):
         return None
-    rate = journal_usd(entry.get("rate"))
-    return [f or 0.0 for f in figures] + [-1.0 if rate is None else rate]
+    return figures | {name: journal_usd(entry[name]) if name in entry else None for name in _OPTIONAL}
 
 
 def last_key_seen(journal: Path, warn: Callable[[str], None] | None = None) -> KeySeen | None:
     """The journal's first and last readable readings, with the attempts sent after the last
     (one whose worst case cannot be read counts as the dearest of them); None without one. A
     reading that cannot be read goes to `warn` and is passed over."""
-    first: list[float] | None = None
+    first: dict[str, Any] | None = None
     last = first
     after: list[float | None] = []
     unreadable = 0
@@ -124,20 +149,21 @@ def last_key_seen(journal: Path, warn: Callable[[str], None] | None = None) -> K
     return _seen(first, last, sum(dearest if usd is None else usd for usd in after), len(after))
 
 
-def _seen(first: list[float], last: list[float], after_usd: float, after_n: int) -> KeySeen:
-    usage, counted, reserved, _, in_flight, sent, carried_usd, carried_n, _ = last
+def _seen(first: dict[str, Any], last: dict[str, Any], after_usd: float, after_n: int) -> KeySeen:
     return KeySeen(
-        start_usage=first[0],
-        start_counted=first[1],
-        prior=first[3],
-        usage=usage,
-        counted=counted,
-        reserved=reserved,
-        in_flight=in_flight,
-        sent=sent,
-        sent_after=carried_usd + after_usd,
-        after_n=carried_n + after_n,
-        rate=None if first[8] < 0 else first[8],
+        start_usage=first["key_seen"],
+        start_counted=first["counted"],
+        prior=first["prior"],
+        usage=last["key_seen"],
+        counted=last["counted"],
+        reserved=last["reserved"],
+        in_flight=last["in_flight"],
+        sent=last["sent"],
+        sent_after=last["after_usd"] + after_usd,
+        after_n=last["after_n"] + after_n,
+        rate=first["rate"],
+        start_remaining=first["remaining"],
+        remaining=last["remaining"],
     )
 
 
@@ -162,12 +188,12 @@ def readings_problem(seen: KeySeen, usage_now: float) -> str | None:
 
 def known_rate(seen: KeySeen | None) -> float | None:
     """What an answer of the killed run cost the key on average up to its last reading (its
-    rise over the answers in by then), else what the runs killed before it showed; None when
+    spend over the answers in by then), else what the runs killed before it showed; None when
     nothing did. A resume carries it on (AttemptJournal), for a kill of its own before a read."""
     if seen is None:
         return None
     answered = seen.sent - seen.in_flight
-    return (seen.usage - seen.start_usage) / answered if answered >= 1 else seen.rate
+    return seen.spend_during / answered if answered >= 1 else seen.rate
 
 
 def carried_rate(seen: KeySeen | None, usage_now: float | None) -> float | None:
@@ -177,14 +203,17 @@ def carried_rate(seen: KeySeen | None, usage_now: float | None) -> float | None:
     return known_rate(seen)
 
 
-def unseen_charge(seen: KeySeen | None, usage_now: float | None, prior_now: float) -> float:
+def unseen_charge(
+    seen: KeySeen | None, usage_now: float | None, prior_now: float, remaining_now: float | None = None
+) -> float:
     """What the key was charged for the killed run that nothing counts: 0 without its readings
-    or without the key's usage now. `prior_now`: what the file's earlier runs spent as this run
-    counts it (the killed run's records, crash holds and journaled key gap included).
+    or without the key's usage now (`remaining_now`: its limit_remaining, whose fall is spend
+    too). `prior_now`: what the file's earlier runs spent as this run counts it (the killed
+    run's records, crash holds and journaled key gap included).
 
-    Up to its last reading the key rose by `seen.usage - seen.start_usage`: its reads counted what
-    of that the answers did not report, but not what attempts then in flight were charged (their
-    worst cases explained it, and they settled at what they reported)."""
+    Up to its last reading the key was charged `seen.spend_during`: its reads counted what of that
+    the answers did not report, but not what attempts then in flight were charged (their worst
+    cases explained it, and they settled at what they reported)."""
     if seen is None or usage_now is None:
         return 0.0
     counted = prior_now - seen.prior - seen.start_counted  # what the killed run's own window counted
@@ -192,18 +221,15 @@ def unseen_charge(seen: KeySeen | None, usage_now: float | None, prior_now: floa
     if readings_problem(seen, usage_now) is not None:
         during, since = seen.counted - seen.start_counted, worst_since
     else:
-        during, rise = seen.usage - seen.start_usage, usage_now - seen.usage
-        rate = known_rate(seen)
-        if seen.in_flight + seen.after_n == 0:
-            since = 0.0  # nothing of it was out after its last reading
-        elif rate is None:
-            # Killed before any read showed what an answer costs the key, and after no run that
-            # did: the price list bounds nothing (listed at $0, it bills: verify37 N1). The whole
-            # rise counts, as if the key were read at the kill (safe side).
-            since = rise
-        else:
-            # The rate holds what its reads caught beyond the answers' costs (a lying price list,
-            # or another process on the key then): each attempt since is taken to cost as much.
-            since = min(rise, max(worst_since, rate * (seen.in_flight + seen.after_n)))
+        during, rise = seen.spend_during, seen.spend_since(usage_now, remaining_now)
+        # The rate holds what its reads caught beyond the answers' costs (a lying price list, or
+        # another process on the key then): each attempt since is taken to cost as much. Killed
+        # before any read showed a rate (and after no run that did), the worst cases bound it: a
+        # price list that understates the charge then loses what its first requests cost beyond
+        # it, as a run's own first requests are in no window either; the whole rise instead
+        # charged a run killed in its first second with another job's day of spend on the key,
+        # for good (break38 F2).
+        rate = known_rate(seen) or 0.0
+        since = min(rise, max(worst_since, rate * (seen.in_flight + seen.after_n)))
     unseen = during + since - counted
     return unseen if unseen > FLOAT_NOISE_USD else 0.0

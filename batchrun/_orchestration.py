@@ -36,6 +36,7 @@ from ._output_paths import (
 )
 from ._preflight import Preflight, job_routing_warning, keep_row, make_client, open_cache, preflight, unpriced
 from ._pricing import MAX_USD, money
+from ._reconcile import KeyStart
 from ._report_data import run_spans
 from ._results import ResultsWriter, ScanResult, final_records
 from ._retry import retry_policy
@@ -92,17 +93,17 @@ _PROMPT_STOPS = (StopReason.INTERRUPTED, StopReason.DEADLINE)
 
 
 def _count_killed_run(
-    dispatch: Dispatcher, states: ScanResult | None, usage: float | None, prior: float, output: Path, notice: Notice
+    dispatch: Dispatcher, states: ScanResult | None, key: KeyStart, prior: float, output: Path, notice: Notice
 ) -> None:
     """What the key was charged for a killed run that none of its reads saw (_killed_run): spent
     before this run began. Then this run's first reading (or, without one, the killed run's
     readings carried on), journaled for a resume after a kill of this one."""
-    seen, journal = (states.key_seen if states is not None else None), dispatch.journal
+    seen, journal, usage = (states.key_seen if states is not None else None), dispatch.journal, key.usage
     if seen is not None and usage is not None and (problem := readings_problem(seen, usage)) is not None:
         notice(
             f"warning: {output}: an earlier killed run's key readings measure nothing ({problem}): worst cases count"
         )
-    unseen = unseen_charge(seen, usage, prior)
+    unseen = unseen_charge(seen, usage, prior, key.remaining)
     if unseen > 0:
         dispatch.ledger.count_earlier_charge(unseen)
         dispatch.journal_key_gap()
@@ -111,7 +112,7 @@ def _count_killed_run(
             "what its records count (answers that under-reported): counted as spent (key_gap_usd)"
         )
     if journal is not None and usage is not None:
-        journal.key_seen(usage, dispatch.ledger)
+        journal.key_seen(key, dispatch.ledger)
     elif journal is not None and seen is not None:
         journal.carry(seen)
 
@@ -211,7 +212,7 @@ async def _locked_run(
             cache=cache,
         )
         runner.dispatch.journal, runner.regrade = journal, states.regrade if states is not None else {}
-        _count_killed_run(runner.dispatch, states, pre.key_start.usage, prior_spend, output, notice)
+        _count_killed_run(runner.dispatch, states, pre.key_start, prior_spend, output, notice)
         control.runner = runner
         if control.pending:
             runner.request_stop(control.pending)

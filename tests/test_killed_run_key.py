@@ -206,7 +206,7 @@ def _sent(usd: Any) -> dict[str, Any]:
 def _reading(
     usage: float, counted: float = 0.0, reserved: float = 0.0, prior: float = 0.0, in_flight: int = 0, sent: int = 0
 ) -> dict[str, float]:
-    return key_seen_line(usage, counted, reserved, prior, in_flight, sent, rate=None)
+    return key_seen_line(usage, counted, reserved, prior, in_flight, sent, rate=None, remaining=None)
 
 
 def _seen(**figures: float) -> KeySeen:
@@ -243,6 +243,10 @@ def test_the_journal_gives_the_first_and_last_readings_and_what_was_sent_after(t
     assert last_key_seen(carried) == replace(expected, sent_after=0.1 + 0.3 + 0.3 + 0.05, after_n=4)
     rated = last_key_seen(_journal(tmp_path, {"job": "j"}, {**_reading(1.0), "rate": 0.01}, _sent(0.1)))
     assert rated is not None and rated.rate == 0.01  # the rate the run carried on from those killed before it
+    limited = _journal(tmp_path, {"job": "j"}, {**_reading(1.0), "remaining": 5.0}, {**_reading(1.2), "remaining": 4.7})
+    key = last_key_seen(limited)
+    assert key is not None and (key.start_remaining, key.remaining) == (5.0, 4.7)
+    assert last_key_seen(_journal(tmp_path, {"job": "j"}, *key.lines())) == key  # carried on whole
     unrated = last_key_seen(_journal(tmp_path, {"job": "j"}, {**_reading(1.0), "rate": "x"}, _sent(0.1)))
     assert unrated is not None and unrated.rate is None
     assert last_key_seen(_journal(tmp_path, {"job": "j"}, _sent(0.1))) is None  # written before readings
@@ -291,16 +295,29 @@ def test_another_process_between_the_runs_is_bounded_by_the_killed_runs_own_rate
     assert unseen_charge(seen, 0.3 + 50.0, 0.3) == pytest.approx(0.06)
 
 
-def test_a_run_killed_before_any_read_showed_what_an_answer_costs_is_bounded_by_nothing() -> None:
-    # verify37 N1: killed before its first read in the run (only the start's reading), a run whose
-    # price list says $0 had its charges bounded by $0: ten such kills billed $0.095 on $0.05.
-    # The whole rise counts; a rate the runs killed before it showed bounds it instead.
-    early = _seen(usage=1.0, start_usage=1.0, sent=0, after_n=2, sent_after=0.0)
-    assert known_rate(early) is None and unseen_charge(early, 1.05, 0.0) == pytest.approx(0.05)
+def test_a_run_killed_before_any_read_showed_what_an_answer_costs_is_bounded_by_its_worst_cases() -> None:
+    # verify37 N1: killed before its first read in the run (only the start's reading), with no
+    # rate shown by a run killed before it: its worst cases bound the rise. The whole rise charged
+    # a run killed in its first second with another job's day of spend on the key, for good
+    # (break38 F2); a price list that understates the charge loses what its first requests cost
+    # beyond it, as a run's own first requests are in no window either.
+    early = _seen(usage=1.0, start_usage=1.0, sent=0, after_n=2, sent_after=0.004)
+    assert known_rate(early) is None and unseen_charge(early, 1.0 + 50.0, 0.0) == pytest.approx(0.004)
+    # A rate the runs killed before it showed bounds it too.
     carried = replace(early, rate=0.01)
     assert known_rate(carried) == 0.01 and unseen_charge(carried, 1.05, 0.0) == pytest.approx(0.02)
     # Nothing of it out after its last reading: the rise is someone else's.
-    assert unseen_charge(replace(early, after_n=0), 1.05, 0.0) == 0.0
+    assert unseen_charge(replace(early, after_n=0, sent_after=0.0), 1.05, 0.0) == 0.0
+
+
+def test_a_fall_of_limit_remaining_is_spend_as_in_the_key_window() -> None:
+    # break38 F1: a key whose usage lags (or leaves spend out) while its limit_remaining falls:
+    # the window counts the fall (key_spend), the readings held only `usage`, and the resume
+    # measured nothing after a kill.
+    seen = _seen(usage=0.0, sent=10, after_n=4, start_remaining=5.0, remaining=4.99)
+    assert seen.spend_during == pytest.approx(0.01) and known_rate(seen) == pytest.approx(0.001)
+    assert unseen_charge(seen, 0.0, 0.0, remaining_now=4.985) == pytest.approx(0.01 + 0.004)
+    assert unseen_charge(seen, 0.0, 0.0) == pytest.approx(0.01)  # the limit gone now: the usage alone since
 
 
 def test_the_rate_a_resume_carries_on() -> None:
