@@ -16,14 +16,13 @@ from ._account import counted_at_end, reconcile_run
 from ._batch_setup import batch_executor, batch_setup
 from ._batch_state import held_open
 from ._cut_off import cleanup_time, wind_down, wind_down_s, wind_down_within
-from ._dispatch import Dispatcher
 from ._exceptions import ConfigError, OutputFailed
 from ._formats import utc
 from ._isolated import IsolatedKey, with_key_deadline
 from ._items import ItemGate
 from ._job import Job
 from ._journal import AttemptJournal
-from ._killed_run import carried_rate, readings_problem, unseen_charge
+from ._killed_run import KeySeen, carried_rate, readings_problem, unseen_charge
 from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
 from ._lock import OutputLock, lock_created
@@ -38,7 +37,7 @@ from ._preflight import Preflight, job_routing_warning, keep_row, make_client, o
 from ._pricing import MAX_USD, money
 from ._reconcile import KeyStart
 from ._report_data import run_spans
-from ._results import ResultsWriter, ScanResult, final_records
+from ._results import ResultsWriter, final_records
 from ._retry import retry_policy
 from ._run_control import RunControl
 from ._run_output import check_output, earlier_summary, earlier_work, resolve_output, results_size
@@ -92,28 +91,26 @@ async def run_job(
 _PROMPT_STOPS = (StopReason.INTERRUPTED, StopReason.DEADLINE)
 
 
-def _count_killed_run(
-    dispatch: Dispatcher, states: ScanResult | None, key: KeyStart, prior: float, output: Path, notice: Notice
-) -> None:
+def _killed_run_charge(seen: KeySeen | None, key: KeyStart, prior: float, output: Path, notice: Notice) -> float:
     """What the key was charged for a killed run that none of its reads saw (_killed_run): spent
-    before this run began. Then this run's first reading (or, without one, the killed run's
-    readings carried on), journaled for a resume after a kill of this one."""
-    seen, journal, usage = (states.key_seen if states is not None else None), dispatch.journal, key.usage
-    if seen is not None and usage is not None and (problem := readings_problem(seen, usage)) is not None:
-        notice(
-            f"warning: {output}: an earlier killed run's key readings measure nothing ({problem}): worst cases count"
-        )
-    unseen = unseen_charge(seen, usage, prior, key.remaining)
+    before this run began, as the killed run's records are."""
+    if seen is not None and key.usage is not None and (problem := readings_problem(seen, key.usage)) is not None:
+        notice(f"warning: {output}: a killed run's key readings measure nothing ({problem}): worst cases count")
+    unseen = unseen_charge(seen, key.usage, prior, key.remaining)
     if unseen > 0:
-        dispatch.ledger.count_earlier_charge(unseen)
-        dispatch.journal_key_gap()
         notice(
             f"{output}: the key was charged ${unseen:.6f} for an earlier run killed after its last /key read beyond "
             "what its records count (answers that under-reported): counted as spent (key_gap_usd)"
         )
-    if journal is not None and usage is not None:
-        journal.key_seen(key, dispatch.ledger)
-    elif journal is not None and seen is not None:
+    return unseen
+
+
+def _first_reading(journal: AttemptJournal, key: KeyStart, seen: KeySeen | None, ledger: CreditLedger) -> None:
+    """This run's first reading of the key, journaled for a resume after a kill of this one; or,
+    without one, the killed run's readings carried on."""
+    if key.usage is not None:
+        journal.key_seen(key, ledger)
+    elif seen is not None:
         journal.carry(seen)
 
 
@@ -179,7 +176,13 @@ async def _locked_run(
             return pre
 
         pre = await control.before_start(start_up(), time_left) or unpriced(job_budget)
-        budget = pre.budget
+        budget, seen = pre.budget, (states.key_seen if states is not None else None)
+        if unseen := _killed_run_charge(seen, pre.key_start, prior_spend, output, notice):
+            # Spent before this run began, as the killed run's records: the budget's part of the limit
+            # falls by it (the key's credit shows it already: counted there, it stopped runs early).
+            prior_spend, key_gap_before = prior_spend + unseen, key_gap_before + unseen
+            if job_budget is not None and budget is not None:
+                budget = min(budget, max(0.0, job_budget - unseen - settings.budget_margin_usd))
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
         ledger.spent_out = budget is not None and budget <= 1e-12 < prior_spend  # not even a $0 request (_fits)
         estimated, models = pre.estimate, pre.models
@@ -192,8 +195,8 @@ async def _locked_run(
 
         writer = ResultsWriter(output)
         lock_created(output)  # a new output exists now: locked by any name (verify22 N4)
-        carried = states.key_gap_usd if states is not None else 0.0
-        rate = carried_rate(states.key_seen if states is not None else None, pre.key_start.usage)
+        carried = (states.key_gap_usd if states is not None else 0.0) + unseen  # a kill of this run keeps it
+        rate = carried_rate(seen, pre.key_start.usage)
         journal = AttemptJournal(output, writer, job, carried, options.shard, prior_usd=prior_spend, rate=rate)
         runner = Runner(
             client,
@@ -212,7 +215,7 @@ async def _locked_run(
             cache=cache,
         )
         runner.dispatch.journal, runner.regrade = journal, states.regrade if states is not None else {}
-        _count_killed_run(runner.dispatch, states, pre.key_start, prior_spend, output, notice)
+        _first_reading(journal, pre.key_start, seen, ledger)
         control.runner = runner
         if control.pending:
             runner.request_stop(control.pending)
