@@ -51,6 +51,17 @@ async def read_endpoints(
     return endpoints
 
 
+def endpoints_outage(endpoints: dict[str, EndpointsRead], bounded: bool, allow_unknown_prices: bool) -> None:
+    """Under a limit, a listing that could not be read leaves a worst case unknown: raise its
+    failure (exit 1, the endpoint failed before the run started), as for any start-up call. Read as
+    bad configuration (exit 2, with advice to reserve $0), a transient 502 of /endpoints told a
+    nightly job to fix its file and to turn its price bound off (break38 F3)."""
+    outages = [(model, why) for model, why in sorted(endpoints.items()) if isinstance(why, str)]
+    if outages and bounded and not allow_unknown_prices:
+        model, kind = outages[0]
+        raise RequestFailed(kind, f"/models/{model}/endpoints could not be read, so its worst case is not known")
+
+
 async def read_balance(
     client: OpenRouterClient,
     management_key: str | None,

@@ -232,7 +232,12 @@ class OpenRouterClient:
         content = None if body is None else orjson.dumps(body)
         http = self._account_http  # its own pool (__init__)
         request = http.build_request(method, self.base_url + path, content=content, headers=self._auth(key))
-        return await self._exchange(request, max_bytes=max_bytes, http=http)
+        try:
+            return await self._exchange(request, max_bytes=max_bytes, http=http)
+        except RequestFailed as failure:  # which call it was: "timeout" alone named none (break38)
+            failure.message = f"{path.split('?')[0]}: {failure.message}"
+            failure.args = (failure.message,)
+            raise
 
     @property
     def max_response_bytes(self) -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._account import read_balance, read_endpoints
+from ._account import endpoints_outage, read_balance, read_endpoints
 from ._costs import CostModel, unknown_price_refusal
 from ._exceptions import ConfigError, ResultsError
 from ._files import read_regular_text
@@ -91,9 +91,14 @@ class PricedPlan:
 
     def refusal(self) -> str | None:
         """What the run would refuse with, decided as the run decides it (_preflight.preflight)."""
-        remaining = self.key.get("limit_remaining") if self.key else None
-        bounded = self.job.run.budget_usd is not None or isinstance(remaining, (int, float)) or self.balance is not None
+        bounded = _bounded(self.job, self.key, self.balance)
         return unknown_price_refusal(self.unknown_why, bounded, self.job.run.allow_unknown_prices)
+
+
+def _bounded(job: Job, key: dict[str, Any] | None, balance: float | None) -> bool:
+    """Whether the run would be under a limit: a budget, the key's own limit, or the balance."""
+    remaining = key.get("limit_remaining") if key else None
+    return job.run.budget_usd is not None or isinstance(remaining, (int, float)) or balance is not None
 
 
 def resolution_warnings(resolution: Resolution) -> list[str]:
@@ -176,6 +181,7 @@ async def price_plan(
         )
     finally:
         await client.aclose()
+    endpoints_outage(endpoints, _bounded(job, key, balance), job.run.allow_unknown_prices)  # as a run would
     costs = CostModel(models, job.run.cost_margin, endpoints)
     cache = open_cache(job, RunOptions(api_key=None, base_url=base_url, cache_endpoint=cache_endpoint), warn)
     try:

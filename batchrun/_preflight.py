@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._account import read_balance, read_endpoints
+from ._account import endpoints_outage, read_balance, read_endpoints
 from ._batch_run import BATCH_TOKEN_FACTOR
 from ._cache_session import CacheSession, CacheSettings
 from ._checks import is_judge
@@ -347,6 +347,7 @@ async def preflight(
             budget, limit_from_key = float(remaining), True
     if budget is not None:
         budget = max(0.0, budget - settings.budget_margin_usd)
+    endpoints_outage(endpoints, budget is not None, settings.allow_unknown_prices)
     refusal = unknown_price_refusal(estimated.unknown_why, budget is not None, settings.allow_unknown_prices)
     if refusal is not None:
         # With no /models, the URL is the likelier slip: said here too, as --quiet hides notices.
