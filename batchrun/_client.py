@@ -234,10 +234,8 @@ class OpenRouterClient:
         request = http.build_request(method, self.base_url + path, content=content, headers=self._auth(key))
         try:
             return await self._exchange(request, max_bytes=max_bytes, http=http)
-        except RequestFailed as failure:  # which call it was: "timeout" alone named none (break38)
-            failure.message = f"{path.split('?')[0]}: {failure.message}"
-            failure.args = (failure.message,)
-            raise
+        except RequestFailed as failure:
+            raise _named(failure, path) from None
 
     @property
     def max_response_bytes(self) -> int:
@@ -306,7 +304,7 @@ class OpenRouterClient:
         if reply.status in (404, 405, 501):
             return None
         if reply.status != 200:
-            raise self._failure(reply)
+            raise _named(self._failure(reply), path)
         return reply
 
     async def key_info(self) -> dict[str, Any] | None:
@@ -395,6 +393,13 @@ class OpenRouterClient:
             )
             for e in found
         ]
+
+
+def _named(failure: RequestFailed, path: str) -> RequestFailed:
+    """An account call's failure, saying which call it was: "timeout" alone named none (break38)."""
+    failure.message = f"{path.split('?')[0]}: {failure.message}"
+    failure.args = (failure.message,)
+    return failure
 
 
 def _is_json(body: bytes) -> bool:

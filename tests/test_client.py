@@ -281,6 +281,21 @@ async def test_endpoint_without_account_api() -> None:
             assert await c.key_info() is None
 
 
+async def test_an_account_call_that_fails_names_its_path() -> None:
+    # break38: "the endpoint failed before the run started: timeout: no complete answer within
+    # 2 s (2 times)" named no call: /models, /key, /credits?
+    with respx.mock(using="httpx") as mock:
+        mock.get(f"{BASE}/key").mock(side_effect=httpx.ReadTimeout("slow"))
+        mock.get(f"{BASE}/models").mock(return_value=httpx.Response(503, json={"error": {"code": 503, "message": "x"}}))
+        async with client() as c:
+            with pytest.raises(RequestFailed) as timed_out:
+                await c.key_info()
+            with pytest.raises(RequestFailed) as failed:
+                await c.models()
+    assert timed_out.value.kind == "timeout" and timed_out.value.message.startswith("/key: ")
+    assert str(failed.value).startswith("/models: ")
+
+
 async def test_management_api_request_shapes() -> None:
     with respx.mock(using="httpx") as mock:
         create = mock.post(f"{BASE}/keys").mock(
