@@ -62,5 +62,6 @@ def key_gap_lines(summary: Mapping[str, Any]) -> list[str]:
     return [
         f"${gap:.6f} counted as spent beyond the rows' records (the key's usage above their reported costs: "
         "answers that under-reported, a key that rounds charges up, or another process on the key; attempts "
-        "of rows the job no longer has; or, at their worst cases, batches of a run killed before it read the key)"
+        "of rows the job no longer has; or, at their worst cases, answers no /key read confirmed before the key "
+        "could not be read, and batches of a run killed before it read the key)"
     ]

@@ -184,7 +184,10 @@ async def _locked_run(
             if job_budget is not None and budget is not None:
                 budget = min(budget, max(0.0, job_budget - unseen - settings.budget_margin_usd))
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
-        ledger.spent_out = budget is not None and budget <= 1e-12 < prior_spend  # not even a $0 request (_fits)
+        # Not even a $0 request (_fits) once earlier runs spent it, or the key or account is overdrawn
+        # (limits.mdx: 402s, free models included): 4 went out, then a stop blamed an answer (break38 F5).
+        overdrawn = any(v is not None and v < 0 for v in (pre.key_start.remaining, pre.balance))
+        ledger.spent_out = budget is not None and budget <= 1e-12 and (prior_spend > 0 or overdrawn)
         estimated, models = pre.estimate, pre.models
         summary = SummaryBuilder(ItemGate.from_threshold(settings.pass_threshold), items=job.repeat > 1)
 

@@ -275,7 +275,8 @@ def write_report_file(path: Path, text: str) -> None:
             _stream_into(path, data)
             return
         target = path.resolve()
-        kept = stat.S_IMODE(mode) if mode is not None else 0o666 & ~current_umask()
+        # A new page or JUnit file as results are, never writable by others (break38 F6: 0666 under umask 000).
+        kept = stat.S_IMODE(mode) if mode is not None else RESULTS_MODE & ~current_umask()
         if target.parent.exists() and not target.parent.is_dir():
             raise OutputFailed(f"{path}: cannot write it: {target.parent} is not a folder")
         if path.is_symlink() and not target.parent.exists():

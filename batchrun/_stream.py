@@ -281,7 +281,11 @@ async def _read_events(
     reading.size = capped.size
     # No event in the whole body, which is a JSON object: a plain reply (an answer, or an error
     # sent with 200) under text/event-stream; read as events it was a retried "bad_response".
-    whole = "".join(capped.kept or ())
+    # SSE comment lines before it (": OPENROUTER PROCESSING" keep-alives) are no part of it (break38 F7).
+    lines = "".join(capped.kept or ()).splitlines(keepends=True)
+    while lines and (not lines[0].strip() or lines[0].startswith(":")):
+        lines.pop(0)
+    whole = "".join(lines)
     return whole if capped.kept is not None and whole.lstrip().startswith("{") else None
 
 

@@ -440,6 +440,31 @@ async def test_a_resume_of_a_spent_budget_sends_nothing_at_a_price_listed_as_fre
     assert report.summary["stop"] == "budget" and server.chats == sent
 
 
+async def test_an_overdrawn_key_sends_nothing_even_to_a_free_model(tmp_path: Path) -> None:
+    # break38 F5: limit_remaining -0.5 (another process overspent the key), models listed at $0:
+    # four requests went out, then a stop blamed "an answer". OpenRouter answers an overdrawn key
+    # 402, free models included (limits.mdx): nothing goes out. At exactly $0 left all run.
+    free = {MODEL: {"pricing": {"prompt": "0", "completion": "0", "request": "0"}}}
+    zero = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cost": 0}
+    for remaining, sent in ((-0.5, 0), (0.0, ROWS)):
+
+        def overspent(billed: float, reads: int, left: float = remaining) -> dict[str, Any]:
+            return key_data(1.0 - left, limit=1.0, limit_remaining=left)
+
+        server = Server(
+            key=overspent,
+            answer=lambda: json_answer(200, chat_payload(model=MODEL, usage=zero)),
+            prices=free,
+            honest_chats=ROWS,
+        )
+        folder = tmp_path / f"left{sent}"
+        folder.mkdir()
+        code, summary, _ = await run(folder, server, job_text(budget=None))
+        assert server.chats == sent, summary["stop_message"]
+        if sent == 0:
+            assert code == ExitCode.BUDGET and summary["stop_message"].startswith("all of the limit is spent")
+
+
 def test_an_answer_within_its_worst_case_blames_the_keys_usage_for_the_stop() -> None:
     # verify37 N4: "an answer said it cost $0.000000, past its worst case and the limit", when the
     # key's usage (counted at a read while it was in flight) had put the run past its limit.

@@ -915,7 +915,10 @@ def test_results_summaries_and_merged_files_are_never_writable_by_others(tmp_pat
     try:
         assert call_cli(job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
         assert call_cli("merge", merged, out)[0] == ExitCode.OK
+        # break38 F6: the pages and the JUnit file were 0666.
+        page, junit = tmp_path / "page.html", tmp_path / "junit.xml"
+        assert call_cli("report", out, "--html", page, "--junit", junit)[0] == ExitCode.OK
     finally:
         os.umask(old)
-    for path in (out, tmp_path / "out.summary.json", merged, tmp_path / "merged.summary.json"):
+    for path in (out, tmp_path / "out.summary.json", merged, tmp_path / "merged.summary.json", page, junit):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path

@@ -288,11 +288,14 @@ async def test_a_streams_reasoning_and_refusal_are_kept_as_a_plain_replys_are() 
     assert result.reasoning == "Think about [key]." and result.refusal == "I won't." and result.content == ""
 
 
-async def _json_to_a_stream(status: int, body: dict[str, Any], kind: str | None = "application/json") -> StreamedChat:
-    """stream_chat against a server that answers the streamed request with plain JSON, as `kind`."""
+async def _json_to_a_stream(
+    status: int, body: dict[str, Any], kind: str | None = "application/json", before: bytes = b""
+) -> StreamedChat:
+    """stream_chat against a server that answers the streamed request with plain JSON, as `kind`
+    (after `before`)."""
     headers = {} if kind is None else {"Content-Type": kind}
     with respx.mock(using="httpx") as mock:
-        answer = httpx.Response(status, headers=headers, content=json.dumps(body).encode())
+        answer = httpx.Response(status, headers=headers, content=before + json.dumps(body).encode())
         mock.post("https://or.test/api/v1/chat/completions").mock(return_value=answer)
         async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=respx_transport()) as c:
             return await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
@@ -317,6 +320,13 @@ async def test_an_error_sent_with_200_to_a_streamed_request_is_classified_as_in_
     with pytest.raises(CreditExhausted) as caught:
         await _json_to_a_stream(200, body, kind)
     assert caught.value.kind == "credits"
+
+
+async def test_keep_alive_comments_before_a_json_answer_labelled_as_events_are_passed_over() -> None:
+    # break38 F7: ":x" before the one JSON object made it a bad_response, retried and paid again.
+    body = chat_payload("Paris", id="gen-json", usage={"cost": 0.002})
+    result = await _json_to_a_stream(200, body, "text/event-stream", before=b": OPENROUTER PROCESSING\n\n:x\n  ")
+    assert result.content == "Paris" and result.cost == 0.002
 
 
 async def test_events_after_text_that_is_not_json_are_still_a_stream() -> None:
