@@ -69,6 +69,8 @@ class AttemptJournal:
         self._rate = rate  # what an answer cost the key, as the runs killed before this one showed
         self._sent_usd = 0.0  # their worst cases
         self._carried_seen: KeySeen | None = None  # a killed run's readings this run carries on (carry)
+        self._first: dict[str, float] | None = None  # this run's first reading (key_seen)
+        self._last: tuple[dict[str, float], int, float] | None = None  # its last, and what was sent by then
         # The key gap an earlier crashed run's journal held, which this run read and deleted:
         # in no summary yet, so this journal carries it on, or a crash of this run too would
         # lose it (break14e E3: the resume of a resume spent it again).
@@ -132,19 +134,27 @@ class AttemptJournal:
         usage, remaining = key.usage or 0.0, key.remaining
         line = key_seen_line(usage, counted, ledger.reserved, self._prior, flight, self._sent, self._rate, remaining)
         self._write(orjson.dumps(line) + b"\n")
+        self._first = self._first or line
+        self._last = (line, self._sent, self._sent_usd)
 
     def carry(self, seen: KeySeen) -> None:
         """A killed run's readings, carried on by a run that could not read the key's usage."""
         self._carried_seen = seen
         self._write(b"".join(orjson.dumps(line) + b"\n" for line in seen.lines()))
 
-    def carried(self) -> list[dict[str, float]] | None:
-        """The readings this run carries on, with its own attempts after them, for its summary
-        (`key_readings`): the journal goes when the run ends whole, they must not."""
+    def summary_readings(self, unconfirmed: float) -> list[dict[str, float]] | None:
+        """The readings for the summary (`key_readings`), which outlives the journal: those this run
+        carries on, with its own attempts after them; or, when `unconfirmed` worst cases were
+        counted as spent as the key's usage could not be followed any more, its own first and last
+        readings, for a resume to measure what the key really charged (break38 F4)."""
         seen = self._carried_seen
-        if seen is None:
+        if seen is not None:
+            return replace(seen, sent_after=seen.sent_after + self._sent_usd, after_n=seen.after_n + self._sent).lines()
+        if unconfirmed <= 0 or self._first is None or self._last is None:
             return None
-        return replace(seen, sent_after=seen.sent_after + self._sent_usd, after_n=seen.after_n + self._sent).lines()
+        last, sent, sent_usd = self._last
+        after = {"after_usd": self._sent_usd - sent_usd, "after_n": self._sent - sent, "unconfirmed": unconfirmed}
+        return [self._first, {**last, **after}]
 
     def generation(self, row: str, generation_id: str) -> None:
         self._write(orjson.dumps({"row": row, "gen": generation_id}) + b"\n")

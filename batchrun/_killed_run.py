@@ -37,7 +37,7 @@ from ._ledger import FLOAT_NOISE_USD
 from ._reconcile import key_spend
 
 _FIGURES = ("key_seen", "counted", "reserved", "prior", "in_flight", "sent")
-_CARRIED = ("after_usd", "after_n")  # 0 when absent: on a carried reading only (KeySeen.lines)
+_CARRIED = ("after_usd", "after_n", "unconfirmed")  # 0 when absent: on a summary's last reading only
 _OPTIONAL = ("remaining", "rate")  # None when absent or unreadable
 
 
@@ -59,6 +59,7 @@ class KeySeen:
     # The key's limit_remaining at the first and last readings: its fall is spend too (_reconcile.key_spend).
     start_remaining: float | None = None
     remaining: float | None = None
+    unconfirmed: float = 0.0  # worst cases the run counted as spent when its key could not be followed
 
     def lines(self) -> list[dict[str, float]]:
         """The two readings as journal lines, for a run that carries them on (it could not read
@@ -69,7 +70,8 @@ class KeySeen:
         last = key_seen_line(
             self.usage, self.counted, self.reserved, self.prior, self.in_flight, self.sent, self.rate, self.remaining
         )
-        return [first, {**last, "after_usd": self.sent_after, "after_n": self.after_n}]
+        after = {"after_usd": self.sent_after, "after_n": self.after_n}
+        return [first, {**last, **after, **({"unconfirmed": self.unconfirmed} if self.unconfirmed else {})}]
 
     def spend_since(self, usage: float, remaining: float | None) -> float:
         """What the key was charged from the last reading to (`usage`, `remaining`)."""
@@ -164,6 +166,7 @@ def _seen(first: dict[str, Any], last: dict[str, Any], after_usd: float, after_n
         rate=first["rate"],
         start_remaining=first["remaining"],
         remaining=last["remaining"],
+        unconfirmed=last["unconfirmed"],
     )
 
 
@@ -233,3 +236,19 @@ def unseen_charge(
         since = min(rise, max(worst_since, rate * (seen.in_flight + seen.after_n)))
     unseen = during + since - counted
     return unseen if unseen > FLOAT_NOISE_USD else 0.0
+
+
+def released_charge(
+    seen: KeySeen | None, usage_now: float | None, prior_now: float, remaining_now: float | None = None
+) -> float:
+    """What of the worst cases a run counted as spent when its key could not be followed any
+    more (`seen.unconfirmed`: a /key outage stops a run under a limit) the key shows it never
+    charged: what the file counts for that run beyond all the key rose by since its first
+    reading, up to those worst cases. A short /key outage kept a fifth of a budget counted for
+    good (break38 F4). Nothing when the readings do not hold together; another process's spend in
+    the rise only makes it less."""
+    if seen is None or usage_now is None or seen.unconfirmed <= 0 or readings_problem(seen, usage_now):
+        return 0.0
+    counted = prior_now - seen.prior - seen.start_counted
+    charged = seen.spend_during + seen.spend_since(usage_now, remaining_now)
+    return max(0.0, min(seen.unconfirmed, counted - charged))

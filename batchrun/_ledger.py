@@ -54,6 +54,7 @@ class CreditLedger:
         self.from_key = 0.0  # the key's usage beyond all of the above, counted as spent
         self.unconfirmed = 0.0  # worst cases beyond answers' reported costs since the last /key read
         self.from_earlier = 0.0  # charges earlier runs saw for batches this one collected (count_earlier_charge)
+        self.unconfirmed_lost = 0.0  # worst cases counted as spent when the key's usage could not be followed
         # Part of `spent` (or `held`, for a cost unknown) that no record carries: a batch's answers
         # to rows edited or removed since it was sent. In the key gap, so the summary and journal
         # keep it for a resume (verify22 N10: counted only by the run that collected them, then
@@ -163,6 +164,7 @@ class CreditLedger:
         # been charged up to its worst case, so that counts as spent (verify14j N6: a stop
         # key_unreadable left $0.036 charged as $0.0006, and the resume spent the budget again).
         self.from_key += self.unconfirmed
+        self.unconfirmed_lost += self.unconfirmed  # a resume whose /key answers may release it (_killed_run)
         self.unconfirmed = 0.0
         self._wake()
 

@@ -22,7 +22,7 @@ from ._isolated import IsolatedKey, with_key_deadline
 from ._items import ItemGate
 from ._job import Job
 from ._journal import AttemptJournal
-from ._killed_run import KeySeen, carried_rate, readings_problem, unseen_charge
+from ._killed_run import KeySeen, carried_rate, readings_problem, released_charge, unseen_charge
 from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
 from ._lock import OutputLock, lock_created
@@ -183,6 +183,11 @@ async def _locked_run(
             prior_spend, key_gap_before = prior_spend + unseen, key_gap_before + unseen
             if job_budget is not None and budget is not None:
                 budget = min(budget, max(0.0, job_budget - unseen - settings.budget_margin_usd))
+        elif released := released_charge(seen, pre.key_start.usage, prior_spend, pre.key_start.remaining):
+            notice(f"{output}: ${released:.6f} held for answers no /key read confirmed was not charged: released")
+            prior_spend, key_gap_before = prior_spend - released, key_gap_before - released
+            if budget is not None and not pre.limit_from_key:  # the budget binds: it has that much more
+                budget += released
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
         # Not even a $0 request (_fits) once earlier runs spent it, or the key or account is overdrawn
         # (limits.mdx: 402s, free models included): 4 went out, then a stop blamed an answer (break38 F5).
@@ -330,8 +335,8 @@ async def _locked_run(
             data["batches"] = executor.outcome.as_json(str(executor.state.path))
         data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
         data["results_bytes"] = results_size(output)  # a resume tells an edit by it (_run_output)
-        if (readings := journal.carried()) is not None:  # a killed run's, unmeasured (_killed_run)
-            data["key_readings"] = readings
+        if (readings := journal.summary_readings(runner.ledger.unconfirmed_lost)) is not None:
+            data["key_readings"] = readings  # for the next run to measure (_killed_run)
         if late_gap > 0:
             with contextlib.suppress(OutputFailed):  # the summary below carries it too
                 journal.key_gap(runner.ledger.key_gap + late_gap)

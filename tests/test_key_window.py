@@ -465,6 +465,33 @@ async def test_an_overdrawn_key_sends_nothing_even_to_a_free_model(tmp_path: Pat
             assert code == ExitCode.BUDGET and summary["stop_message"].startswith("all of the limit is spent")
 
 
+async def test_worst_cases_held_when_the_key_was_lost_are_released_by_a_resume_that_reads_it(tmp_path: Path) -> None:
+    # break38 F4: /key failing mid-run stops a run under a limit (key_unreadable) and counts the
+    # worst cases of the answers since its last read as spent; with honest answers that stayed in
+    # the file for good (a fifth of the budget). The summary keeps the run's readings, and a
+    # resume whose /key answers releases what the key shows it never charged.
+    honest = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cost": BILL}
+    server = Server(
+        key=lambda billed, reads: key_data(billed) if reads <= 2 else None,  # then a 500, every time
+        answer=lambda: json_answer(200, chat_payload(model=MODEL, usage=honest)),
+    )
+    code, first, _ = await run(tmp_path, server, job_text(budget=1.0))
+    assert code == ExitCode.BUDGET and first["stop"] == "key_unreadable" and first["key_gap_usd"] > 0
+    held = first["key_readings"][1]["unconfirmed"]
+    assert held == pytest.approx(first["key_gap_usd"])
+    server.key = lambda billed, reads: key_data(billed)
+    said: list[str] = []
+    loaded = load_job(write_job(tmp_path, job_text(budget=1.0)))
+    with server.hostile().running() as hostile:
+        options = RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=tmp_path / "o.jsonl", resume=True)
+        report = await run_job(loaded, replace(options, clock=FakeClock()), notice=said.append)
+    summary = report.summary
+    assert any("held for answers no /key read confirmed was not charged: released" in line for line in said), said
+    # What the file counts is what the key was charged: each answer's reported cost, no more.
+    assert summary["spent_before_usd"] + summary["spent_usd"] == pytest.approx(server.billed)
+    assert summary["key_gap_usd"] == pytest.approx(0.0, abs=1e-9) and "key_readings" not in summary
+
+
 def test_an_answer_within_its_worst_case_blames_the_keys_usage_for_the_stop() -> None:
     # verify37 N4: "an answer said it cost $0.000000, past its worst case and the limit", when the
     # key's usage (counted at a read while it was in flight) had put the run past its limit.

@@ -22,6 +22,7 @@ from batchrun._killed_run import (
     known_rate,
     last_key_seen,
     readings_problem,
+    released_charge,
     unseen_charge,
 )
 from batchrun._merge import merged_key_gap
@@ -326,6 +327,18 @@ def test_the_rate_a_resume_carries_on() -> None:
     assert carried_rate(replace(SEEN, sent=0, in_flight=0, rate=0.02), 10.3) == 0.02  # none in: the earlier one
     assert carried_rate(replace(SEEN, rate=0.02), 9.0) == 0.02  # readings that do not hold: not theirs
     assert carried_rate(None, 1.0) is None
+
+
+def test_worst_cases_counted_when_the_key_was_lost_are_released_down_to_what_the_key_charged() -> None:
+    # break38 F4: the run counted $0.30 in all, $0.10 of it worst cases no read confirmed; the key
+    # rose $0.22 over both stretches. $0.08 of them was never charged; never more than the $0.10.
+    lost = _seen(usage=0.15, counted=0.15, sent=10, after_n=3, unconfirmed=0.10)
+    assert released_charge(lost, 0.22, 0.30) == pytest.approx(0.08)
+    assert released_charge(lost, 0.10, 0.30) == 0.0  # the readings do not hold together: nothing
+    assert released_charge(lost, 0.15, 0.50) == pytest.approx(0.10)  # up to the worst cases held
+    assert released_charge(lost, 0.40, 0.30) == 0.0  # another process's spend only makes it less
+    assert released_charge(replace(lost, unconfirmed=0.0), 0.22, 0.30) == 0.0
+    assert released_charge(lost, None, 0.30) == 0.0
 
 
 def test_readings_that_do_not_hold_together_measure_nothing() -> None:
