@@ -10,6 +10,7 @@ follow OpenRouter's OpenAPI `ChatResult`, `ChatAssistantMessage` and `ChatUsage`
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -111,11 +112,22 @@ def loads(body: bytes | str) -> Any:
             raise orjson.JSONDecodeError("not JSON", "", 0) from None
 
 
+def after_comments(body: bytes) -> bytes:
+    """The body without the SSE comment lines (": OPENROUTER PROCESSING" keep-alives,
+    streaming.mdx) and blank lines before it: a JSON reply may come after them (break38 F7)."""
+    lines = body.splitlines(keepends=True)
+    start = 0
+    while start < len(lines) and (not lines[start].strip() or lines[start].startswith(b":")):
+        start += 1
+    return b"".join(lines[start:])
+
+
 def json_of(reply: Reply) -> Any:
-    try:
-        return loads(reply.body)
-    except orjson.JSONDecodeError:
-        raise bad_reply("the body was truncated or not JSON", reply.status) from None
+    for body in (reply.body, after_comments(reply.body) if reply.body.startswith(b":") else None):
+        if body is not None:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                return loads(body)
+    raise bad_reply("the body was truncated or not JSON", reply.status)
 
 
 def error_text(reply: Reply, scrub: Scrubber) -> str:

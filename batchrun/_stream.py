@@ -36,7 +36,17 @@ from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._exceptions import RequestFailed, ResponseTooLarge, Transient
 from ._generation import Flight, abandoned, generation_header, valid_generation_id
-from ._reply import MAX_TOOL_CALLS, Reply, billed, cost_rejected, loads, tool_calls_of, type_name, usage_of
+from ._reply import (
+    MAX_TOOL_CALLS,
+    Reply,
+    after_comments,
+    billed,
+    cost_rejected,
+    loads,
+    tool_calls_of,
+    type_name,
+    usage_of,
+)
 from ._transport import dropped_after_connecting
 
 _ERROR_BODY_BYTES = 64 * 1024  # an error reply before the stream is small JSON
@@ -149,7 +159,7 @@ async def stream_chat(
                     # verify34 N2: a 402 in it was a retried "network" error, a whole answer bought twice).
                     plain = Reply(200, response.headers, await read_capped(response, cap))
                 elif (whole := await _read_events(client, response, reading, clock, started, cap)) is not None:
-                    plain = Reply(200, response.headers, whole.encode())  # JSON labelled as events
+                    plain = Reply(200, response.headers, whole)  # JSON labelled as events
             finally:
                 await response.aclose()  # closing the connection is what cancels the generation
     except TimeoutError:
@@ -241,7 +251,7 @@ async def _read_events(
     clock: Clock,
     started: float,
     max_bytes: int,
-) -> str | None:
+) -> bytes | None:
     """Read the events into `reading`; returns the body when it held no event and is a JSON
     object (read as a plain reply), else None."""
     capped = _CappedText(response, max_bytes)
@@ -281,12 +291,8 @@ async def _read_events(
     reading.size = capped.size
     # No event in the whole body, which is a JSON object: a plain reply (an answer, or an error
     # sent with 200) under text/event-stream; read as events it was a retried "bad_response".
-    # SSE comment lines before it (": OPENROUTER PROCESSING" keep-alives) are no part of it (break38 F7).
-    lines = "".join(capped.kept or ()).splitlines(keepends=True)
-    while lines and (not lines[0].strip() or lines[0].startswith(":")):
-        lines.pop(0)
-    whole = "".join(lines)
-    return whole if capped.kept is not None and whole.lstrip().startswith("{") else None
+    whole = after_comments("".join(capped.kept or ()).encode())  # SSE comments before it: no part of it
+    return whole if capped.kept is not None and whole.lstrip().startswith(b"{") else None
 
 
 def _scrubbed(client: Any, text: str | None) -> str | None:

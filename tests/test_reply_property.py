@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -195,3 +196,17 @@ def test_a_body_that_cannot_hold_a_key_is_read_without_scrubbing_and_one_that_ca
         b'{"x": "caf\\u00e9"}',  # any escape: its decoded text may spell a key
     ):
         assert SCRUB.for_body(body) is SCRUB, body
+
+
+def test_keep_alive_comments_before_a_plain_json_answer_are_passed_over() -> None:
+    # break38 F7 (verify38): a non-streamed reply with ": OPENROUTER PROCESSING" (or ":x") lines
+    # before its JSON was a bad_response, retried and paid twice. Only such lines, and blank
+    # ones, are passed over: anything else before the JSON is still no reply.
+    answer = {"id": "gen-1", "choices": [{"message": {"content": "Paris"}, "finish_reason": "stop"}], "usage": {}}
+    body = orjson.dumps(answer)
+    for before in (b": OPENROUTER PROCESSING\n\n", b":x\n", b":a\r\n: b\n\n  "):
+        result = parse_chat(Reply(200, {}, before + body), Scrubber(), 0.0)
+        assert result.content == "Paris"
+    with pytest.raises(RequestFailed) as failed:
+        parse_chat(Reply(200, {}, b"x: y\n" + body), Scrubber(), 0.0)
+    assert failed.value.kind == "bad_response"
