@@ -392,7 +392,7 @@ def test_an_endpoints_reply_that_cannot_be_read_is_an_unknown_price_in_plan_and_
     hostile = server(billing, endpoints=http(200, body, {"Content-Type": "application/json"}))
     code, stdout, err = plan(hostile, tmp_path, JOB, "--budget", "1")
     assert code == ExitCode.ERRORS and "models list (top provider)" not in stdout + err
-    assert "/endpoints could not be read" in err
+    assert "the endpoint failed while pricing the plan" in err and "/endpoints could not be read" in err
     code, _, err, _ = run(hostile, tmp_path / "run", JOB, "--budget", "1")
     assert code == ExitCode.ERRORS and "/endpoints could not be read" in err and billing.chats == 0
 

@@ -143,7 +143,8 @@ def main(
     except RequestFailed as exc:
         # What to do next, for nothing listening at the URL (break27 m7: the error alone).
         advice = "; no row was sent: is the endpoint up, and its host and port right?" if exc.kind == "connect" else ""
-        console.error(f"the endpoint failed before the run started: {exc.kind}: {exc.message}{advice}")
+        when = "while pricing the plan" if args.command == "plan" else "before the run started"  # verify38
+        console.error(f"the endpoint failed {when}: {exc.kind}: {exc.message}{advice}")
         return ExitCode.ERRORS
     except OSError as exc:  # before the run: an output folder that cannot be made, a read-only folder
         console.error(describe_os_error(exc))
