@@ -95,12 +95,12 @@ def _killed_run_charge(seen: KeySeen | None, key: KeyStart, prior: float, output
     """What the key was charged for a killed run that none of its reads saw (_killed_run): spent
     before this run began, as the killed run's records are."""
     if seen is not None and key.usage is not None and (problem := readings_problem(seen, key.usage)) is not None:
-        notice(f"warning: {output}: a killed run's key readings measure nothing ({problem}): worst cases count")
+        notice(f"warning: {output}: an earlier run's key readings measure nothing ({problem}): worst cases count")
     unseen = unseen_charge(seen, key.usage, prior, key.remaining)
     if unseen > 0:
         notice(
-            f"{output}: the key was charged ${unseen:.6f} for an earlier run killed after its last /key read beyond "
-            "what its records count (answers that under-reported): counted as spent (key_gap_usd)"
+            f"{output}: the key was charged ${unseen:.6f} for an earlier run after its last /key read (a kill, or a "
+            "/key that stopped answering) beyond what its records count: counted as spent (key_gap_usd)"
         )
     return unseen
 

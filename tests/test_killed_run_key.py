@@ -113,7 +113,7 @@ def test_a_resume_counts_what_the_key_was_charged_after_the_killed_runs_last_rea
         code, _, err = call_cli(path, *options)
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert "Traceback" not in err and FAKE_KEY not in err
-    assert f"the key was charged ${charged:.6f} for an earlier run killed after its last /key read" in err
+    assert f"the key was charged ${charged:.6f} for an earlier run after its last /key read" in err
     assert summary["key_gap_usd"] == pytest.approx(charged, abs=1e-8)
     # Spent before this run began, as the killed run's records: not this run's spend (break38).
     assert summary["spent_before_usd"] == pytest.approx(charged, abs=1e-8) and summary["spent_usd"] == 0
@@ -190,7 +190,7 @@ def test_a_resume_that_cannot_read_the_key_carries_the_killed_runs_readings_on(t
     assert [line["key_seen"] for line in carried] == [0.0, 0.0]  # the killed run's, for the next run
     billing = _Billing(before=charged, charge=charged)
     code, err = billing.resume(path, out, 10 * worst)
-    assert f"the key was charged ${charged:.6f} for an earlier run killed" in err
+    assert f"the key was charged ${charged:.6f} for an earlier run after" in err
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["spent_before_usd"] + summary["spent_usd"] >= billing.billed - 1e-8
 
