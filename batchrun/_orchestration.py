@@ -99,8 +99,8 @@ def _killed_run_charge(seen: KeySeen | None, key: KeyStart, prior: float, output
     unseen = unseen_charge(seen, key.usage, prior, key.remaining)
     if unseen > 0:
         notice(
-            f"{output}: the key was charged ${unseen:.6f} for an earlier run after its last /key read (a kill, or a "
-            "/key that stopped answering) beyond what its records count: counted as spent (key_gap_usd)"
+            f"warning: {output}: the key was charged ${unseen:.6f} for an earlier run after its last /key read "
+            "(a kill, or a /key that stopped answering) beyond what its records count: counted as spent (key_gap_usd)"
         )
     return unseen
 
