@@ -32,8 +32,9 @@ def _grading_lines(summary: Summary) -> list[str]:
         lines.append(f"judging: ${total['judge_cost_usd']:.6f}{'+?' if unsure else ''} (of ${cost_text(total)} spent)")
     if total.get("undecided"):
         lines.append(
-            f"undecided: {total['undecided']} row(s) with a check whose grader failed "
-            "(neither pass nor fail; not in the pass rate)"
+            # Not always a failure: a stop before the grader was asked leaves it ungraded too (verify38 N4).
+            f"undecided: {total['undecided']} row(s) with a check not graded (its grader failed, or a stop came "
+            "before it was asked; neither pass nor fail, not in the pass rate)"
         )
     items = summary.get("items")
     if items:
