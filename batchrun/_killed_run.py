@@ -34,6 +34,7 @@ from typing import Any
 from ._files import open_regular
 from ._journal_file import journal_loads, journal_usd
 from ._ledger import FLOAT_NOISE_USD
+from ._pricing import usd_apart
 from ._reconcile import key_spend
 
 _FIGURES = ("key_seen", "counted", "reserved", "prior", "in_flight", "sent")
@@ -183,9 +184,11 @@ def summary_key_seen(summary: Mapping[str, Any]) -> KeySeen | None:
 def readings_problem(seen: KeySeen, usage_now: float) -> str | None:
     """Why the readings cannot measure the killed run's charge (they do not hold together)."""
     if seen.usage < seen.start_usage - FLOAT_NOISE_USD:
-        return f"its readings of the key's usage went down (${seen.start_usage:.4f} -> ${seen.usage:.4f})"
+        before, after = usd_apart(seen.start_usage, seen.usage)
+        return f"its readings of the key's usage went down (${before} -> ${after})"
     if usage_now < seen.usage - FLOAT_NOISE_USD:
-        return f"the key's usage is below its last reading (${seen.usage:.4f} -> ${usage_now:.4f}): another key?"
+        before, after = usd_apart(seen.usage, usage_now)
+        return f"the key's usage is below its last reading (${before} -> ${after}): another key?"
     return None
 
 

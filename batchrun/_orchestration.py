@@ -176,7 +176,9 @@ async def _locked_run(
             return pre
 
         pre = await control.before_start(start_up(), time_left) or unpriced(job_budget)
-        budget, seen = pre.budget, (states.key_seen if states is not None else None)
+        # A killed run's key readings: not across two of --simulate's own simulators (each has its key).
+        seen = states.key_seen if states is not None and not options.fresh_simulator else None
+        budget = pre.budget
         if unseen := _killed_run_charge(seen, pre.key_start, prior_spend, output, notice):
             # Spent before this run began, as the killed run's records: the budget's part of the limit
             # falls by it (the key's credit shows it already: counted there, it stopped runs early).

@@ -27,7 +27,7 @@ from batchrun._killed_run import (
 )
 from batchrun._merge import merged_key_gap
 
-from .conftest import FAKE_KEY, call_cli, child_env, start, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, start, wait_for_lines, write_job
 from .hostile import HostileServer, RawRequest, chat_payload, json_answer
 
 pytestmark = pytest.mark.usefixtures("keys_env")
@@ -128,6 +128,23 @@ def test_a_resume_counts_what_the_key_was_charged_after_the_killed_runs_last_rea
     run = {**summary["runs"][-1], "key_gap_usd": 0.5}
     (tmp_path / "other.summary.json").write_text(json.dumps({"key_gap_usd": 0.5, "runs": [run]}))
     assert merged_key_gap([out, other]) == pytest.approx(0.5 + charged, abs=1e-8)
+
+
+def test_simulate_resumes_after_a_kill_without_measuring_across_two_simulators(tmp_path: Path) -> None:
+    # --simulate gives each run a simulator of its own, whose key starts at $0: the killed run's
+    # readings read as "another key", with a warning and its worst cases since counted as spent
+    # ($0.0073 on the quick start's job). Nothing is measured across two of them.
+    path = write_job(tmp_path, SMALL_JOB)
+    out = tmp_path / "out.jsonl"
+    process = start(path, "--simulate", "--sim", "latency_ms=200", "-o", out, "-q")
+    wait_for_lines(out, 4, process)
+    process.kill()
+    process.wait()
+    assert "key_seen" in (tmp_path / "out.attempts.jsonl").read_text()
+    code, _, err = call_cli(path, "--simulate", "-o", out, "--resume", "-q")
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert code == ExitCode.OK and "key readings" not in err and "the key was charged" not in err, err
+    assert summary["key_gap_usd"] == 0
 
 
 class _Billing:
