@@ -40,7 +40,7 @@ from ._report_data import run_spans
 from ._results import ResultsWriter, final_records
 from ._retry import retry_policy
 from ._run_control import RunControl
-from ._run_output import check_output, earlier_summary, earlier_work, resolve_output, results_size
+from ._run_output import check_output, earlier_summary, earlier_work, release_in_summary, resolve_output, results_size
 from ._settings import RunSettings
 from ._status import StopReason
 from ._summary import SummaryBuilder
@@ -187,6 +187,7 @@ async def _locked_run(
                 budget = min(budget, max(0.0, job_budget - unseen - settings.budget_margin_usd))
         elif released := released_charge(seen, pre.key_start.usage, prior_spend, pre.key_start.remaining):
             notice(f"{output}: ${released:.6f} held for answers no /key read confirmed was not charged: released")
+            release_in_summary(output, released)
             prior_spend, key_gap_before = prior_spend - released, key_gap_before - released
             if budget is not None and not pre.limit_from_key:  # the budget binds: it has that much more
                 budget += released

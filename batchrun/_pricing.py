@@ -290,4 +290,5 @@ def parse_balance(data: Any) -> float | None:
     if not isinstance(data, dict):
         return None
     total, used = money(data.get("total_credits")), money(data.get("total_usage"))
-    return None if total is None or used is None else max(0.0, total - used)
+    # Below 0 when overdrawn: nothing goes out then, free models included (_ledger._fits, verify39).
+    return None if total is None or used is None else total - used

@@ -16,7 +16,8 @@ from ._journal_file import journal_header
 from ._killed_run import summary_key_seen
 from ._matrix import Shard, matrix_requests, shard_text
 from ._options import Notice, RunOptions
-from ._output_paths import fresh_output, latest_incomplete, sidecar_name_problem, summary_path
+from ._output_paths import fresh_output, latest_incomplete, sidecar_name_problem, summary_path, write_json_atomically
+from ._pricing import money
 from ._reader import ScanResult, Warn
 from ._record_head import state_blob
 from ._report_data import read_run_summary
@@ -115,6 +116,18 @@ def _shard_named(record: dict[str, Any] | None) -> dict[str, Any]:
     """{"shard": "K/N"} of a sharded run's record; {} (cannot say) for a record without one:
     a whole job's, or one of a batchrun that did not write it."""
     return {"shard": record["shard"]} if record is not None and isinstance(record.get("shard"), str) else {}
+
+
+def release_in_summary(output: Path, released: float) -> None:
+    """Worst cases an earlier run counted that a resume found were never charged (_killed_run
+    released_charge), taken out of that run's summary at once: a kill of the resume left them
+    counted again by the next (verify39 F1). Its readings go with them: measured."""
+    earlier = dict(earlier_summary(output))
+    if not earlier:
+        return
+    earlier["key_gap_usd"] = round(max(0.0, (money(earlier.get("key_gap_usd")) or 0.0) - released), 8)
+    earlier.pop("key_readings", None)
+    write_json_atomically(summary_path(output), earlier)
 
 
 def earlier_summary(output: Path) -> dict[str, Any]:

@@ -297,6 +297,26 @@ def test_a_credits_reply_bounds_the_run_like_a_key_limit(tmp_path: Path) -> None
     assert {r["reason"] for r in outcome.rows} == {"credits"}
 
 
+def test_an_overdrawn_account_sends_nothing_even_to_a_free_model(tmp_path: Path) -> None:
+    # verify39 F2: the balance was read as max(0, credits - usage), so an account $0.30 overdrawn
+    # sent all its free-model requests (OpenRouter: 402s, free models included: limits.mdx).
+    free = {"openai/gpt-4o-mini": {"pricing": {"prompt": "0", "completion": "0", "request": "0"}}}
+    answer = chat_payload(usage={"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6, "cost": 0})
+    for credits, sent in ((1.0, 0), (1.3, ROWS)):  # overdrawn by $0.30; exactly $0 left
+        server = HostileServer(
+            chat=lambda r: json_answer(200, answer), models=lambda r: json_answer(200, models_payload(free))
+        )
+        balance = json_answer(200, {"data": {"total_credits": credits, "total_usage": 1.3}})
+
+        def account(request: RawRequest, reply: bytes = balance) -> bytes:
+            return reply
+
+        server.routes["/credits"] = account
+        outcome = run(server, tmp_path / f"c{sent}")
+        assert len(server.chat_rows()) == sent, outcome.stderr
+    assert outcome.code == ExitCode.OK
+
+
 def test_an_endpoint_without_credits_runs_without_the_bound(tmp_path: Path) -> None:
     outcome = run(HostileServer(chat=lambda r: json_answer(200, chat_payload())), tmp_path, "--budget", "1")
     assert outcome.code == ExitCode.OK and len(outcome.rows) == 4  # /credits answers 404: not served

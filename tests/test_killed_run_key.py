@@ -26,6 +26,7 @@ from batchrun._killed_run import (
     unseen_charge,
 )
 from batchrun._merge import merged_key_gap
+from batchrun._run_output import release_in_summary
 
 from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, start, wait_for_lines, write_job
 from .hostile import HostileServer, RawRequest, chat_payload, json_answer
@@ -357,6 +358,19 @@ def test_worst_cases_counted_when_the_key_was_lost_are_released_down_to_what_the
     assert released_charge(lost, 0.40, 0.30) == 0.0  # another process's spend only makes it less
     assert released_charge(replace(lost, unconfirmed=0.0), 0.22, 0.30) == 0.0
     assert released_charge(lost, None, 0.30) == 0.0
+
+
+def test_a_release_is_written_into_the_earlier_summary_at_once(tmp_path: Path) -> None:
+    # verify39 F1: a resume that released held worst cases and was killed before its own summary
+    # left them in the earlier summary: the next resume counted them again.
+    out = tmp_path / "out.jsonl"
+    out.write_text("")
+    readings = [_reading(0.0), {**_reading(0.1), "unconfirmed": 0.01}]
+    earlier = {"output": str(out), "key_gap_usd": 0.012, "key_readings": readings, "spent_usd": 0.05}
+    (tmp_path / "out.summary.json").write_text(json.dumps(earlier))
+    release_in_summary(out, 0.01)
+    after = json.loads((tmp_path / "out.summary.json").read_text())
+    assert after == {"output": str(out), "key_gap_usd": 0.002, "spent_usd": 0.05}
 
 
 def test_readings_that_do_not_hold_together_measure_nothing() -> None:
