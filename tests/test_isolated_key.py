@@ -209,7 +209,7 @@ def test_a_key_charged_more_than_the_ledger_counted_is_a_warning(tmp_path: Path,
     assert result.returncode == 0
     assert (
         "warning: the key was charged $0.0200 during the run but the ledger counted $0.0000" in result.stderr
-        and "$0.0200 unexplained" in result.stderr
+        and "$0.0200 beyond the answers' reported costs, counted as spent from the key's usage" in result.stderr
     )
     summary = json.loads((tmp_path / "m.summary.json").read_text())
     assert summary["reconciliation"]["difference_usd"] == pytest.approx(0.02, abs=1e-4)
