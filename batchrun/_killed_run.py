@@ -5,12 +5,13 @@ but the answers between its last read and a kill -9 were seen by no read: their 
 what they reported (an under-reporting server: $0), and the next run's first read is its own
 baseline, so their charges were counted by no run. Repeated kills (a CI runner's timeout every
 night, then a resume) passed the budget by 53-94 % (break36 F8). So each run journals every read
-it follows (`key_seen` lines, the first at its start: the key's usage, what its ledger counted,
-the worst cases and attempts in flight, the attempts sent so far, and what earlier runs had
-spent when it began), and a resume compares the key's usage at its own start with them:
+it follows (`key_seen` lines, the first at its start: the key's usage and limit_remaining, what
+its ledger counted, the worst cases and attempts in flight, the attempts sent so far, what earlier
+runs had spent when it began, and the rate per answer runs killed before it showed), and a resume
+compares the key at its own start with them, measuring spend as the window does (key_spend):
 
-    unseen = (last reading - first) + min(rise since the last, bound) - what the resume counts
-             for the killed run beyond what it began with
+    unseen = (spend from the first reading to the last) + min(spend since the last, bound)
+             - what the resume counts for the killed run beyond what it began with
 
 The bound on the rise since the last reading is what the attempts then in flight or sent after it
 can have cost: their worst cases, or as much as each attempt cost the key on average up to that
@@ -20,7 +21,10 @@ nightly resume is not charged a day of another job's spend. Readings that do not
 (the usage fell since, or between them: another key, an edited journal) measure nothing: what the
 killed run had counted by its last reading stands, with the worst cases since. An honest run's
 records and held worst cases already cover what the key rose by: nothing is added. A resume that
-cannot read the key's usage carries the readings on in its own journal, for the next one.
+cannot read the key's usage carries the readings on in its own journal (and summary), for the next
+one. A run that stopped because /key stopped answering keeps its readings in its summary with the
+worst cases it counted unconfirmed, which a resume releases down to what the key shows
+(released_charge).
 """
 
 from __future__ import annotations
