@@ -201,8 +201,8 @@ class ChargeBook:
     def lookups_down(self) -> bool:
         """/generation has stopped answering: STALLED_LOOKUPS lookups in a row ran out of time, or
         took SLOW_LOOKUP_S. Rows and key refreshes then wait on no lookup (their costs stay held);
-        the run's end tries one, and the rest if it answers in time. A /generation that never answered held each row's
-        worker ROW_LOOKUP_S: 100 rows took 3.5 minutes instead of 2 seconds (break36 F4)."""
+        the run's end tries one, and the rest if it answers in time. A /generation that never
+        answered held each row's worker ROW_LOOKUP_S: 100 rows took 3.5 minutes, not 2 s (break36 F4)."""
         return self.stalled >= STALLED_LOOKUPS
 
     async def retry_lookups(self, final: bool = False) -> None:

@@ -82,6 +82,11 @@ class KeySeen:
         """What the key was charged from the last reading to (`usage`, `remaining`)."""
         return key_spend(self.usage, usage, self.remaining, remaining)
 
+    def counted_since_start(self, prior_now: float) -> float:
+        """What the file counts for the run (and runs after it) beyond what it began with, given
+        what earlier runs spent as a resume counts it now (`prior_now`)."""
+        return prior_now - self.prior - self.start_counted
+
     @property
     def spend_during(self) -> float:
         """What the key was charged from the first reading to the last."""
@@ -207,9 +212,10 @@ def known_rate(seen: KeySeen | None) -> float | None:
 
 
 def carried_rate(seen: KeySeen | None, usage_now: float | None) -> float | None:
-    """The rate a resume carries on (known_rate), unless the readings do not hold together."""
-    if seen is None or (usage_now is not None and readings_problem(seen, usage_now) is not None):
-        return None if seen is None else seen.rate
+    """The rate a resume carries on (known_rate); the one carried to the killed run when its
+    readings do not hold together."""
+    if seen is not None and usage_now is not None and readings_problem(seen, usage_now) is not None:
+        return seen.rate
     return known_rate(seen)
 
 
@@ -226,7 +232,7 @@ def unseen_charge(
     cases explained it, and they settled at what they reported)."""
     if seen is None or usage_now is None:
         return 0.0
-    counted = prior_now - seen.prior - seen.start_counted  # what the killed run's own window counted
+    counted = seen.counted_since_start(prior_now)
     worst_since = seen.reserved + seen.sent_after
     if readings_problem(seen, usage_now) is not None:
         during, since = seen.counted - seen.start_counted, worst_since
@@ -256,6 +262,6 @@ def released_charge(
     the rise only makes it less."""
     if seen is None or usage_now is None or seen.unconfirmed <= 0 or readings_problem(seen, usage_now):
         return 0.0
-    counted = prior_now - seen.prior - seen.start_counted
+    counted = seen.counted_since_start(prior_now)
     charged = seen.spend_during + seen.spend_since(usage_now, remaining_now)
     return max(0.0, min(seen.unconfirmed, counted - charged))

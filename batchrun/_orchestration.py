@@ -299,10 +299,10 @@ async def _locked_run(
             summary.add_pending_batches(executor.state.pending())
         # Spent beyond the ledger at the end: the run's spend and the file's key gap carry it.
         late_gap = counted_at_end(reconciliation, runner.ledger)
-        # This run's own gap, for merge to tell runs that overlapped: a killed run's (its journal's,
-        # and what the key showed for it: from_earlier) was measured in its time, not this run's,
-        # and filed here merge took the larger of it and another shard's (break37): left out of
-        # `runs`, merge adds it on its own (safe side).
+        # This run's own gap, for merge to tell runs that overlapped: an earlier run's (a killed
+        # run's journal gap and what its resume measured, in spent_before; an earlier batch's, in
+        # from_earlier) was charged in its time, not this run's, and filed here merge took the
+        # larger of it and another shard's (break37): left out of `runs`, merge adds it on its own.
         run_gap = runner.ledger.key_gap - runner.ledger.from_earlier + late_gap
         finished_at = utc(options.clock.time())
         summary.job = job.name  # a shard with no rows too: merge reads whose it is (break24 F12)

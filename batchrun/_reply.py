@@ -123,10 +123,11 @@ def after_comments(body: bytes) -> bytes:
 
 
 def json_of(reply: Reply) -> Any:
-    for body in (reply.body, after_comments(reply.body) if reply.body.startswith(b":") else None):
-        if body is not None:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                return loads(body)
+    with contextlib.suppress(orjson.JSONDecodeError):
+        return loads(reply.body)
+    if reply.body.lstrip().startswith(b":"):  # keep-alive comments before it (after_comments)
+        with contextlib.suppress(orjson.JSONDecodeError):
+            return loads(after_comments(reply.body))
     raise bad_reply("the body was truncated or not JSON", reply.status)
 
 
