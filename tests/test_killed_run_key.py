@@ -23,6 +23,7 @@ from batchrun._killed_run import (
     last_key_seen,
     readings_problem,
     released_charge,
+    summary_key_seen,
     unseen_charge,
 )
 from batchrun._merge import merged_key_gap
@@ -371,6 +372,16 @@ def test_a_release_is_written_into_the_earlier_summary_at_once(tmp_path: Path) -
     release_in_summary(out, 0.01)
     after = json.loads((tmp_path / "out.summary.json").read_text())
     assert after == {"output": str(out), "key_gap_usd": 0.002, "spent_usd": 0.05}
+
+
+@pytest.mark.parametrize(
+    "readings",
+    ["x", None, [1, 2], [{}], [{}, {}], [{"key_seen": 1}, {"key_seen": "x"}], [_reading(0.0)] * 3, {"a": 1}],
+)
+def test_key_readings_a_summary_holds_that_cannot_be_read_measure_nothing(readings: Any) -> None:
+    # A summary edited, or of another version: its readings are passed over, never a traceback.
+    assert summary_key_seen({"key_readings": readings}) is None
+    assert summary_key_seen({"key_readings": [_reading(0.0), {**_reading(0.1), "unconfirmed": 0.01}]}) is not None
 
 
 def test_readings_that_do_not_hold_together_measure_nothing() -> None:
