@@ -103,29 +103,50 @@ def count_unseen(
         )
 
 
-def follow_earlier(state: BatchState, count: Callable[[BatchEntry, float], None]) -> None:
+def follow_earlier(
+    state: BatchState, count: Callable[[BatchEntry, float], None], measured: float | None = None
+) -> None:
     """At a run's start, `count` what earlier runs left unfollowed on the key: a batch collected
     by a run killed before it read /key (its worst case beyond its reported cost), and a batch
     released (declared never submitted) while the key showed charges its hold explained (they
-    were someone's: verify14j N10, gone with the release before)."""
+    were someone's: verify14j N10, gone with the release before).
+
+    `measured`: the most the killed run's readings and the key now show those batches can have
+    been charged since its first reading (_killed_run.batches_bound); each is counted up to it,
+    never above its worst case, and what is left of it goes to the open ones as a rise between
+    runs (`key_rise_usd`, drawn as they are collected). None: their worst cases stand."""
+    unfollowed = [entry for entry in state.open_entries() + state.in_doubt() if entry.unfollowed]
     for entry in state.entries:
         if entry.unfollowed and entry.state != COLLECTED:
-            # Submitted (or in doubt) by a run killed before any read followed it: whatever it
-            # was charged then is in no later run's window, so its worst case stands for it
-            # (verify14k K1: a clean run in between cleared the flag, $0.78 on $0.60; K5: a
-            # release after the kill threw the run's unread charges away).
-            entry.key_seen_usd, entry.unfollowed = entry.reserved_usd, False  # saved below
+            if measured is None:
+                # Submitted (or in doubt) by a run killed before any read followed it: whatever
+                # it was charged then is in no later run's window, so its worst case stands for it
+                # (verify14k K1: a clean run in between cleared the flag, $0.78 on $0.60; K5: a
+                # release after the kill threw the run's unread charges away).
+                entry.key_seen_usd = entry.reserved_usd
+            elif entry.state == RELEASED:  # the open ones share what is left (below)
+                drawn = min(measured, entry.reserved_usd - entry.key_seen_usd)
+                entry.key_seen_usd, measured = entry.key_seen_usd + drawn, measured - drawn
+            entry.unfollowed = False  # saved below
         if entry.state == COLLECTED and entry.unfollowed:
             entry.unfollowed = False
-            count(entry, entry.reserved_usd - (entry.cost_usd or 0.0))
+            beyond = entry.reserved_usd - (entry.cost_usd or 0.0)
+            if measured is not None:
+                beyond = min(beyond, measured)
+                measured -= beyond
+            count(entry, beyond)
             state.save()
         elif entry.state == RELEASED and entry.key_seen_usd > 0:
             count(entry, entry.key_seen_usd)
             entry.key_seen_usd = 0.0
             state.save()
+    if measured:  # for the batches that were unfollowed alone: the others' were seen (note_key_seen)
+        room = sum(max(0.0, entry.reserved_usd - entry.key_seen_usd) for entry in unfollowed)
+        state.key_rise_usd += min(measured, room)
+    still_open = state.open_entries() + state.in_doubt()
     # This run takes over the batches still open: until its own end read follows them, a kill
     # leaves them unfollowed, for the next run to count at their worst cases (verify14k K9: a
     # run killed while a batch was billed left its charge counted by no run).
-    for entry in state.open_entries() + state.in_doubt():
+    for entry in still_open:
         entry.unfollowed = True
     state.save()

@@ -58,6 +58,7 @@ class BatchExecutor:
         retry_rows: set[str],
         notice: Notice,
         kill_after_submit: int | None = None,
+        killed_run_bound: float | None = None,
     ) -> None:
         self.runner = runner
         self.api = api
@@ -70,6 +71,8 @@ class BatchExecutor:
         self.retry_rows = retry_rows  # rows re-run by --retry-errors
         self.notice = notice
         self.kill_after_submit = kill_after_submit  # test seam: SIGKILL after the Nth 202
+        # What a killed run's readings show its unfollowed batches can have cost (follow_earlier).
+        self.killed_run_bound = killed_run_bound
         self.cut_off = CutOff()  # when its own calls must end (run)
         self.pending: dict[str, Request] = {}  # row id -> request, for rows in open batches
         self.earlier: set[str] = set()  # keys of batches submitted by an earlier run
@@ -226,9 +229,12 @@ class BatchExecutor:
             runner.ledger.earlier_batches += charges.known  # maybe billed before this run: _reconcile
             # What the key showed for it while it was open, beyond what it reports; when no read
             # followed it (its run was killed first), its worst case stands for that.
-            # (follow_earlier made a killed run's unfollowed batch's worst case its key_seen_usd.)
+            # (follow_earlier made a killed run's unfollowed batch's worst case its key_seen_usd, or
+            # put what the key rose by since that run's first reading in the rise drawn here.)
             seen = entry.key_seen_usd + draw_rise(self.state, entry)
             self._count_unseen(entry, seen - charges.known - charges.held)
+            # What of its known cost that charge explains was not charged in this run's usage.
+            runner.ledger.before_run += min(seen, charges.known)
             # Counted: a kill before this batch is marked collected must not count it again when
             # the resume collects it anew (verify14k K2: $0.78 counted for a $0.39 under-report).
             entry.key_seen_usd = 0.0
@@ -342,7 +348,7 @@ class BatchExecutor:
         # graded the whole job, $2.40 on a $0.05 budget, with /key read only at the start and end).
         runner.dispatch.watch_key()
         seen_between_runs(self.state, runner.dispatch.key_start.usage)
-        follow_earlier(self.state, self._count_unseen)
+        follow_earlier(self.state, self._count_unseen, self.killed_run_bound)
         for entry in self.state.open_entries() + self.state.in_doubt():
             # Submitted by an earlier run (or maybe submitted: in doubt), not yet settled: it may
             # be running and billing, so its worst case counts as spent until it is collected,

@@ -59,6 +59,7 @@ def batch_executor(
     states: ScanResult | None,
     started: float,
     notice: Notice,
+    killed_run_bound: float | None,
 ) -> BatchExecutor:
     settings = job.run
     retry_rows = set()
@@ -76,4 +77,5 @@ def batch_executor(
         retry_rows=retry_rows,
         notice=notice,
         kill_after_submit=options.test_kill_after_submit,
+        killed_run_bound=killed_run_bound,
     )

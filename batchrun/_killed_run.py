@@ -265,3 +265,17 @@ def released_charge(
     counted = seen.counted_since_start(prior_now)
     charged = seen.spend_during + seen.spend_since(usage_now, remaining_now)
     return max(0.0, min(seen.unconfirmed, counted - charged))
+
+
+def batches_bound(
+    seen: KeySeen | None, usage_now: float | None, unseen: float, remaining_now: float | None = None
+) -> float | None:
+    """The most the batches a killed run left unfollowed (submitted, taken over or collected with no
+    /key read after) can have been charged from its first reading to now: all the key rose by, less
+    what `unseen_charge` counted of it already. Not less what the file's records count: a batch
+    collected then may have been charged before that first reading. None when the readings cannot
+    measure (none, no usage now, or they do not hold together): their worst cases stand. They
+    counted the worst cases whatever the key showed: $0.026 for $0.0006 billed (verify38 N1)."""
+    if seen is None or usage_now is None or readings_problem(seen, usage_now) is not None:
+        return None
+    return max(0.0, seen.spend_during + seen.spend_since(usage_now, remaining_now) - unseen)

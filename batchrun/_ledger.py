@@ -79,6 +79,10 @@ class CreditLedger:
         # Known charges of batches an earlier run submitted, collected by this one: part of
         # `spent`, but the key may have been charged for them before this run began.
         self.earlier_batches = 0.0
+        # The part of `earlier_batches` the key showed charged before this run began (what an
+        # earlier read saw for the batch, or the key's rise between runs it drew): never set
+        # against this run's usage, where it hid as much of this run's own unreported charges.
+        self.before_run = 0.0
 
     @property
     def committed(self) -> float:
@@ -227,9 +231,10 @@ class CreditLedger:
         """The key's usage rose by `usage_delta` since the run began: count what the ledger
         cannot account for (in-flight reservations may already be billed, so they count) as
         spent. Returns what was added."""
-        # Less `from_earlier`: charged before the run began, so not in `usage_delta`; counted in,
-        # it hid as much of this run's own unreported charges (break37 F1: $0.065 on $0.05).
-        gap = usage_delta - (self.committed - self.from_earlier + self.reserved)
+        # Less `from_earlier` and `before_run`: charged before the run began, so not in
+        # `usage_delta`; counted in, they hid as much of this run's own unreported charges
+        # (break37 F1: $0.065 on $0.05).
+        gap = usage_delta - (self.committed - self.from_earlier - self.before_run + self.reserved)
         if gap <= FLOAT_NOISE_USD:  # sums of the same charges in another order differ by ~1e-18
             return 0.0
         self.from_key += gap

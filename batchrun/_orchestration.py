@@ -22,7 +22,7 @@ from ._isolated import IsolatedKey, with_key_deadline
 from ._items import ItemGate
 from ._job import Job
 from ._journal import AttemptJournal
-from ._killed_run import KeySeen, carried_rate, readings_problem, released_charge, unseen_charge
+from ._killed_run import KeySeen, batches_bound, carried_rate, readings_problem, released_charge, unseen_charge
 from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
 from ._lock import OutputLock, lock_created
@@ -237,7 +237,8 @@ async def _locked_run(
         try:
             try:
                 if batch is not None:
-                    executor = batch_executor(runner, client, batch, job, options, states, started, notice)
+                    bound = batches_bound(seen, pre.key_start.usage, unseen, pre.key_start.remaining)
+                    executor = batch_executor(runner, client, batch, job, options, states, started, notice, bound)
                     outcome = await executor.run(requests)
                 else:
                     requests = (r for r in requests if not keep_row(states, r, options.retry_errors))
@@ -282,7 +283,9 @@ async def _locked_run(
         if reconciliation["warning"]:
             notice("warning: " + reconciliation["warning"])
         if executor is not None:
-            executor.note_key_seen(reconciliation, runner.ledger.spent, runner.ledger.batches_open)
+            executor.note_key_seen(
+                reconciliation, runner.ledger.spent - runner.ledger.before_run, runner.ledger.batches_open
+            )
         if isolated is not None:
             await isolated.finish(notice, ends)
         if outcome.stop is None and control.stopped.is_set():  # the README: exit 7 here too

@@ -196,7 +196,7 @@ def _compare(
     start_unread: str | None,
 ) -> None:
     """The key's usage against the ledger, into `out` (its warning, when they disagree)."""
-    known, held = ledger.spent, ledger.held
+    known, held = ledger.spent - ledger.before_run, ledger.held  # before_run: not in this run's usage
     unresolved = len(book.unresolved)
     unknown = _unknown_parts(unresolved, ledger.batches_open)
     held_note = f"; {unknown} stay held at up to ${held:.4f}" if unknown else ""

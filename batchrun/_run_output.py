@@ -208,11 +208,15 @@ async def earlier_work(
             f"{output}: {found.orphans} row(s) the job no longer has had attempts in flight when an earlier run "
             f"was killed: ${found.orphans_usd:.6f} counted as spent (key_gap_usd), no record written"
         )
-    if not (resuming or found.rows or found.key_gap):
+    # A killed run that wrote no record may have left readings of the key all the same: its batches
+    # were charged with no record yet (verify38 N1: without them, their worst cases counted).
+    if not (resuming or found.rows or found.key_gap or found.key_seen):
         return None
     if not output.exists():
         # A crashed run that wrote no record left only spend beyond any record: still counted.
-        return ScanResult({}, 0.0, 0, found.key_gap, key_seen=found.key_seen) if found.key_gap else None
+        return (
+            ScanResult({}, 0.0, 0, found.key_gap, key_seen=found.key_seen) if found.key_gap or found.key_seen else None
+        )
     states = resume_states(output, lambda message: notice(f"warning: {message}"))
     # A killed run's readings: in its journal, or carried on by a run that could not read the key.
     seen = found.key_seen or summary_key_seen(read_run_summary(output))

@@ -1127,6 +1127,41 @@ def test_what_earlier_runs_left_unfollowed_on_the_key_is_counted_once(tmp_path: 
     assert saved[4].unfollowed is True
 
 
+def test_what_a_killed_runs_readings_show_bounds_its_unfollowed_batches(tmp_path: Path) -> None:
+    # verify38 N1: batches a run killed before any read followed them counted their worst cases
+    # ($0.026 for $0.0006 billed); the key's rise since its first reading (`measured`) bounds them.
+    state = BatchState(tmp_path / "o.batches.json", "window", "f")
+
+    def entry(key: str, state: str, **more: Any) -> BatchEntry:
+        return BatchEntry(key, MODEL, ["r"], ["f"], 0.3, 0.0, state=state, **more)
+
+    collected = entry("b2", "collected", cost_usd=0.01, unfollowed=True)
+    taken, followed = entry("b5", "submitted", unfollowed=True), entry("b6", "submitted", key_seen_usd=0.05)
+    state.entries = [collected, taken, followed]
+    counted: list[tuple[str, float]] = []
+    follow_earlier(state, lambda batch, usd: counted.append((batch.key, usd)), measured=0.4)
+    # The collected one first, up to its worst case beyond its cost; the rest for the open one it
+    # took over, drawn when collected; none for the one an earlier end read followed.
+    assert [key for key, _ in counted] == ["b2"] and counted[0][1] == pytest.approx(0.29)
+    assert taken.key_seen_usd == 0.0 and followed.key_seen_usd == 0.05
+    assert state.key_rise_usd == pytest.approx(0.11) and draw_rise(state, taken) == pytest.approx(0.11)
+    assert taken.unfollowed and followed.unfollowed  # this run takes them over
+    # A released one the kill left in doubt draws on it too, up to its worst case.
+    released = entry("b7", "released", unfollowed=True)
+    state.entries, state.key_rise_usd = [released], 0.0
+    follow_earlier(state, lambda batch, usd: counted.append((batch.key, usd)), measured=0.5)
+    assert counted[-1] == ("b7", 0.3) and not released.unfollowed and state.key_rise_usd == 0.0
+
+
+def test_an_earlier_batchs_cost_charged_before_the_run_hides_none_of_its_own_unreported_charges() -> None:
+    # A batch the key showed charged before this run began (drawn at its collection) is in the
+    # ledger's known costs: compared with this run's usage, it explained as much of the run's own
+    # under-reported charges (a batch collected first drew the rise another batch was charged).
+    ledger = CreditLedger(1.0)
+    ledger.spent, ledger.earlier_batches, ledger.before_run = 0.05, 0.05, 0.05
+    assert ledger.follow_key(0.04) == pytest.approx(0.04)
+
+
 @pytest.mark.parametrize(
     ("files", "merged"),
     [

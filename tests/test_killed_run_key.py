@@ -17,6 +17,7 @@ from batchrun import ExitCode
 from batchrun._journal_file import read_journal
 from batchrun._killed_run import (
     KeySeen,
+    batches_bound,
     carried_rate,
     key_seen_line,
     known_rate,
@@ -408,3 +409,14 @@ def test_a_journal_with_readings_is_still_read_for_its_attempts(tmp_path: Path) 
     journal = _journal(tmp_path, {"job": "j"}, _reading(1.0), _sent(0.1), _reading(1.1))
     rows = read_journal(journal, "j")
     assert list(rows) == ["r"] and [a["usd"] for a in rows["r"].attempts] == [0.1]
+
+
+def test_a_killed_runs_batches_are_bounded_by_all_the_key_rose_by_less_what_was_counted_of_it() -> None:
+    seen = _seen(start_usage=1.0, usage=1.25)
+    assert batches_bound(seen, 1.5, unseen=0.1) == pytest.approx(0.4)  # 1.0 -> 1.5, less the 0.1 counted
+    assert batches_bound(seen, 1.5, unseen=0.6) == 0.0
+    # limit_remaining's fall is spend too (key_spend)
+    assert batches_bound(replace(seen, start_remaining=5.0, remaining=4.5), 1.5, 0.0, remaining_now=4.0) == 1.0
+    # Nothing measured: the worst cases stand.
+    assert batches_bound(None, 1.5, 0.0) is None and batches_bound(seen, None, 0.0) is None
+    assert batches_bound(seen, 1.2, 0.0) is None  # the usage is below the last reading
