@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from ._ungraded import stopped_gradings
 
 def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
     if options.output is not None:
+        refuse_shared_output(options.output)  # before its lock: /dev/stdout's is beside a pipe
         # A link's sidecars would be the link's own, not its file's: a resume through
         # `latest.jsonl -> real.jsonl` read no summary and spent the key gap again (G3).
         return options.output.resolve() if options.output.is_symlink() else options.output
@@ -41,6 +43,29 @@ def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) ->
     return fresh_output(job.name, job.run.output, now)
 
 
+def refuse_shared_output(output: Path) -> None:
+    """An output that is not a file of its own: not a regular file (a pipe, /dev/null), or the
+    very file this process's standard output or error goes to (`-o r.jsonl > r.jsonl`, or
+    `-o /dev/stdout > r.jsonl`), where the summary table overwrote the first records: exit 0, a
+    file no reader or resume could read, its rows paid (break40 F1)."""
+    try:
+        info = output.stat()  # through a link: /dev/stdout is the file (or pipe) it stands for
+    except OSError:
+        return  # not there yet (or unreadable: check_output says so)
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{output}: not a regular file: results go to a file of their own; give another --output")
+    for descriptor, name in ((1, "standard output"), (2, "standard error")):
+        try:
+            std = os.fstat(descriptor)
+        except OSError:
+            continue  # closed
+        if (std.st_dev, std.st_ino) == (info.st_dev, info.st_ino):
+            raise ConfigError(
+                f"{output}: is this command's {name} too: what it prints would overwrite the records; "
+                f"give another --output, or send its {name} elsewhere"
+            )
+
+
 def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = None) -> bool:
     """May this run write `output`? True when it already holds this job's results (resume them).
 
@@ -51,8 +76,8 @@ def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = Non
         info = output.stat()
     except FileNotFoundError:
         info = None
-    if info is not None and not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{output}: not a regular file: results go to a file of their own; give another --output")
+    if info is not None:
+        refuse_shared_output(output)
     first = None
     if info is not None and info.st_size > 0:
         try:

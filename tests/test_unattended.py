@@ -452,6 +452,26 @@ def test_a_run_started_with_its_standard_descriptors_closed_runs(tmp_path: Path,
         assert result.returncode == ExitCode.OK and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("output", ["out.jsonl", "/dev/stdout"])
+def test_an_output_that_is_the_runs_own_stdout_is_refused(tmp_path: Path, output: str) -> None:
+    # break40 F1: `-o r.jsonl > r.jsonl` (or `-o /dev/stdout > r.jsonl`) ran, paid, and exit 0,
+    # while the summary table overwrote the first records: a file no reader or resume could read.
+    job, out = write_job(tmp_path, SMALL_JOB), tmp_path / "out.jsonl"
+    argv = ["sh", "-c", 'exec "$@" > out.jsonl', "sh", sys.executable, "-m", "batchrun", str(job), "--simulate"]
+    result = subprocess.run(
+        [*argv, "-o", output], cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == ExitCode.USAGE and out.read_bytes() == b""
+    assert result.stderr == f"batchrun: {output}: is this command's standard output too: what it prints would " + (
+        "overwrite the records; give another --output, or send its standard output elsewhere\n"
+    )
+    # Piped, /dev/stdout is no file at all: said so (it named a lock beside /proc/<pid>/fd/pipe:[...]).
+    piped = subprocess.run(
+        [*argv[4:], "-o", "/dev/stdout"], env=child_env(), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert piped.returncode == ExitCode.USAGE and "/dev/stdout: not a regular file" in piped.stderr
+
+
 def test_sigterm_ends_a_finished_run_blocked_on_a_stdout_nobody_reads(tmp_path: Path) -> None:
     # break25 F8: the run done and its files written, printing the summary blocked on a full
     # pipe, and the first SIGTERM was lost (the handler returned, the write went on).
