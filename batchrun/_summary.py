@@ -187,7 +187,9 @@ class SummaryBuilder:
         self.gate = gate or ItemGate()
         # Per item, for repeats (pass@k, flaky items): a job without repeats needs none, and a
         # dataset of 100,000 rows kept 100,000 tallies for nothing (bench/memory.py).
-        self.items = ItemTally() if items else None
+        # A per-item gate makes a file repeated even when it holds only the first repeats of its
+        # items: the gate passed with no item decided (break40 F2).
+        self.items = ItemTally(repeated=self.gate.configured) if items else None
         self.total = _Group()
         self.models: dict[str, _Group] = defaultdict(_Group)
         self.prompts: dict[str, _Group] = defaultdict(_Group)

@@ -71,22 +71,33 @@ def quality_failures(summary: Summary, settings: RunSettings, override: float | 
     return failures
 
 
-def unchecked_thresholds(summary: Summary, settings: RunSettings, override: float | None = None) -> list[str]:
+def unchecked_thresholds(
+    summary: Summary, settings: RunSettings, override: float | None = None, whole: bool = False
+) -> list[str]:
     """Each threshold whose rows were answered or tried yet none graded (a grader outage, every
-    row in error): it cannot be met or missed, and must not pass in silence (break23 F13: a small
-    judged prompt lost every verdict within the run's error tolerance, and its own threshold,
-    failed with the grader up, was skipped: exit 0)."""
+    row in error), or all skipped: it cannot be met or missed, and must not pass in silence
+    (break23 F13: a small judged prompt lost every verdict within the run's error tolerance, and
+    its own threshold, failed with the grader up, was skipped: exit 0). `whole`: the summary is
+    of the job's whole matrix (`report --job`), so a threshold none of whose rows is in it is
+    one too (break40 F2: under --allow-partial, a prompt whose every row was lost passed); a
+    shard's run has only its own models and prompts."""
     overall, models, prompts = _thresholds(settings, override)
     subjects = [("pass rate", summary["total"], overall)] if overall is not None else []
+    unchecked = []
     for kind, groups, limits in (("model", summary["models"], models), ("prompt", summary["prompts"], prompts)):
         subjects += [(f"{kind} {name}", groups[name], limit) for name, limit in limits.items() if name in groups]
-    unchecked = []
+        unchecked += [
+            f"{kind} {name}: its threshold could not be checked: none of its rows is in the file"
+            for name in limits
+            if whole and name not in groups
+        ]
     for label, group, limit in subjects:
         checked, undecided = group["checked"], group["undecided"]
-        if checked == 0 and undecided + group["error"] > 0:
+        if checked == 0 and undecided + group["error"] + group["skipped"] > 0:
             unchecked.append(
                 f"{label}: its threshold could not be checked: none of its rows was graded "
-                f"({undecided} undecided, {group['error']} in error)"
+                f"({undecided} undecided, {group['error']} in error"
+                + (f", {group['skipped']} skipped)" if group["skipped"] else ")")
             )
         elif undecided and group["passed"] / checked >= limit > group["passed"] / (checked + undecided):
             # Met by the verdicts that came back, missed if the undecided rows failed: the
@@ -103,7 +114,7 @@ def unchecked_thresholds(summary: Summary, settings: RunSettings, override: floa
         gate = items["gate"]
         unchecked.append(
             f"{items['undecided']} item(s) could not be checked against the per-item gate (at least {gate['min']} "
-            f"of {gate['of']} repeats): their undecided repeats decide it"
+            f"of {gate['of']} repeats): their ungraded or missing repeats decide it"
         )
     return unchecked
 
@@ -159,7 +170,7 @@ def decide(
     capped = summary["skip_reasons"].get("daily_cap", 0)
     if capped:
         reasons.append(f"{capped} row(s) skipped: a model reached its daily cap")
-    reasons += unchecked_thresholds(summary, settings, override)
+    reasons += unchecked_thresholds(summary, settings, override, whole=not run)
     if reasons:
         return ExitCode.ERRORS, reasons
     quality = quality_failures(summary, settings, override)

@@ -463,3 +463,39 @@ def test_when_one_output_cannot_be_written_the_other_says_exit_11_not_last_night
         assert "No verdict" in page.read_text() and "exit 11" in page.read_text()
     else:
         assert _junit(junit)["gate"].find("failure").get("message").startswith("exit 11: ")
+
+
+@pytest.mark.parametrize(
+    ("threshold", "keep", "said"),
+    [
+        # A prompt's threshold, every row of that prompt lost (a shard that never came back).
+        ("{prompts: {capital: 0.5}}", "sum", "prompt capital: its threshold could not be checked: none of its rows is"),
+        # ... or all of them skipped.
+        ("{prompts: {capital: 0.5}}", "skipped", "(0 undecided, 0 in error, 12 skipped)"),
+        ("{models: {openai/gpt-4o-mini: 0.5}}", "skipped", "model openai/gpt-4o-mini: its threshold could not be"),
+        # A per-item gate with only each item's first repeat: no item can be decided.
+        ("{per_item: {min: 2, of: 2}}", "first", "6 item(s) could not be checked against the per-item gate"),
+    ],
+)
+def test_allow_partial_never_passes_a_threshold_none_of_whose_rows_was_graded(
+    tmp_path: Path, results: Path, threshold: str, keep: str, said: str
+) -> None:
+    # break40 F2: exit 0, the threshold neither met nor missed, and nothing said of it.
+    (tmp_path / "gated").mkdir()
+    gated = write_job(
+        tmp_path / "gated", SMALL_JOB.replace("max_wait_s: 5}", f"max_wait_s: 5, pass_threshold: {threshold}}}")
+    )
+    rows = read_rows(results)
+    if keep == "sum":
+        rows = [r for r in rows if r["prompt_id"] == "sum"]
+    elif keep == "first":
+        rows = [r for r in rows if r["repeat"] == 0]
+    else:
+        for row in rows:
+            if row["prompt_id"] == "capital":
+                row.update(status="skipped", reason="budget", content=None, checks=None, passed=None, score=None)
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = call_cli("report", part, "--job", gated, "--allow-partial")
+    assert code == ExitCode.ERRORS and said in err, err
+    assert call_cli("report", results, "--job", gated)[0] == ExitCode.OK  # the whole file meets it

@@ -508,8 +508,8 @@ def test_a_per_item_gate_that_undecided_repeats_decide_is_not_passed(tmp_path: P
     code, reasons = decide(summary, settings)
     assert code == ExitCode.ERRORS
     assert reasons == [
-        "1 item(s) could not be checked against the per-item gate (at least 3 of 5 repeats): their undecided "
-        "repeats decide it"
+        "1 item(s) could not be checked against the per-item gate (at least 3 of 5 repeats): their ungraded or "
+        "missing repeats decide it"
     ]
     for row in rows[:1]:  # three passes of three graded: the gate is met whatever the other two say
         row.update(passed=True, checks=[{"name": "judge", "pass": True, "reason": "", "weight": 1}])
