@@ -131,12 +131,16 @@ def identify(path: Path, *, immutable: bool = False, busy_timeout_s: float = BUS
     try:
         found = path.stat()
     except FileNotFoundError:
-        return NEW
+        found = None
     except OSError as exc:
         raise CacheError(f"{path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(found.st_mode):  # a folder, a FIFO (whose reading would block), a device
+    if found is not None and not stat.S_ISREG(found.st_mode):  # a folder, a FIFO (whose reading would block)
         raise NotOurCache(f"{path}: not a batchrun cache (not a regular file); batchrun leaves it alone")
-    if found.st_size == 0:
+    if found is None or found.st_size == 0:
+        if path.is_symlink():
+            # A new cache is made only as a file of its own: through a link (a restored CI cache,
+            # a shared folder), a missing or empty file elsewhere became it (break40 F4).
+            raise NotOurCache(f"{path}: not a batchrun cache (a link to a file that is none); batchrun leaves it alone")
         return NEW
     header = _header(path)
     if not header.startswith(SQLITE_MAGIC):

@@ -119,9 +119,11 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
         write_json_atomically(summary_path(output), summary)
     except OSError as exc:
         raise OutputFailed(f"{summary_path(output)}: writing the summary failed: {exc.strerror or exc}") from None
-    console.out.write(render_text(summary) + "\n")
+    failed = bool(summary["shortfalls"]) and not args.allow_partial
+    if failed or not args.quiet:  # a failure shows its table, on stderr under --quiet (as a run's)
+        (console.err if args.quiet else console.out).write(render_text(summary) + "\n")
     step_summary(console, render_markdown(summary))
-    if summary["shortfalls"] and not args.allow_partial:
+    if failed:
         for shortfall in summary["shortfalls"]:
             console.error(shortfall)
         console.error("the merge is not complete (--allow-partial accepts that)")

@@ -261,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the merged rows against this job's whole matrix (else the shards' summaries are used)",
     )
     _add_partial_option(merge)
+    # A pipeline step in cron (break40 F5: its table mailed every night).
+    merge.add_argument("--quiet", "-q", action="store_true", help="print nothing unless the merge fails")
 
     cache = commands.add_parser("cache", help="the response cache: explain, stats, prune, clear")
     actions = cache.add_subparsers(dest="cache_command", parser_class=_Parser, required=True)
