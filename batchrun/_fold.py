@@ -74,10 +74,30 @@ class Earlier:
 
     pending: dict[str, Any] | None = None  # the latest, until a later record shows whether it replaced it
     records: list[dict[str, Any]] = field(default_factory=list)  # folded in for good
+    # Each record's line, by digest: a line the same as one before is the same attempt written
+    # twice (a file `cat`-ed onto itself, an artifact uploaded twice), paid once (break40 F3).
+    lines: dict[bytes, dict[str, Any]] = field(default_factory=dict)
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: dict[str, Any], line: bytes | None = None) -> bool:
+        """Fold `record` in; False (and nothing folded) when its `line` was seen already."""
+        if line is not None and line in self.lines:
+            return False
         self._settle(record)
         self.pending = _costs_of(record)
+        if line is not None:
+            self.lines[line] = self.pending
+        return True
+
+    def drop_copy(self, line: bytes) -> bool:
+        """The last record's `line` is one of the earlier ones: that one is not folded in too."""
+        copy = self.lines.get(line)
+        if copy is None:
+            return False
+        if self.pending is copy:
+            self.pending = None
+        else:
+            self.records = [r for r in self.records if r is not copy]
+        return True
 
     def _settle(self, following: dict[str, Any]) -> None:
         if self.pending is not None and "resolves" not in following:

@@ -320,6 +320,28 @@ def test_merge_says_which_shards_are_missing(tmp_path: Path, job: Path) -> None:
     assert len(modes) == 1 and modes.pop() & 0o044  # the same mode as a run's results, not mkstemp's 0600
 
 
+def test_a_record_copied_within_its_file_is_counted_once_and_said(tmp_path: Path, results: Path) -> None:
+    # break40 F3: a file `cat`-ed onto itself (or an artifact uploaded twice) doubled the copied
+    # rows' cost in every reader, where merge counts a copy in another file once.
+    lines = results.read_bytes().splitlines(keepends=True)
+    paid = sum(r["cost"] for r in read_rows(results))
+    copied = tmp_path / "copied.jsonl"
+    copied.write_bytes(b"".join([*lines, *lines[:5], *lines[:2]]))  # the first two rows three times
+    warnings: list[str] = []
+    rows = list(final_records(copied, warnings.append))
+    assert len(rows) == len(lines) and sum(r["cost"] for r in rows) == pytest.approx(paid)
+    assert warnings == [f"{copied}: 7 record(s) are copies of an earlier line (the same attempt): counted once"]
+    # A row written again (a retry, a cost learnt late) still folds every cost it paid.
+    again = dict(read_rows(results)[0], started_at="2026-01-01T00:00:00.000Z", cost=0.5)
+    retried = tmp_path / "retried.jsonl"
+    retried.write_bytes(b"".join([*lines, json.dumps(again).encode() + b"\n"]))
+    assert sum(r["cost"] for r in final_records(retried)) == pytest.approx(paid + 0.5)
+    shutil.copyfile(results.with_name("done.summary.json"), tmp_path / "copied.summary.json")
+    code, out, err = call_cli("merge", tmp_path / "m.jsonl", copied, "-q")
+    assert code == ExitCode.OK and out == "" and "7 record(s) are copies of an earlier line" in err, err
+    assert sum(r["cost"] for r in read_rows(tmp_path / "m.jsonl")) == pytest.approx(paid)
+
+
 def test_a_row_in_two_shard_files_keeps_its_newest_record_and_every_cost(tmp_path: Path, job: Path) -> None:
     # break24 F1: shards of another N overlap; merge kept the record of the last file named and
     # dropped the other's cost, exit 0 and nothing said.
