@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import batchrun._cache
-from batchrun import load_job, matrix_requests
+from batchrun import ExitCode, load_job, matrix_requests
 from batchrun._cache import FILE_NAME, cache_files
 from batchrun._cache_session import FLUSH_EVERY
 from batchrun._results import final_records
@@ -243,12 +243,22 @@ def test_shards_share_one_cache(tmp_path: Path, sim: Simulator) -> None:
     assert code == 0 and sim.stats.chat_requests == 20 and "cache: 20 hit(s)" in text
 
 
-def test_simulated_runs_share_entries_across_ports(tmp_path: Path) -> None:
+def test_simulated_runs_share_entries_across_ports_not_across_settings(tmp_path: Path) -> None:
     job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
     for name in ("a", "b"):
         code, text, _ = call_cli(job, "--simulate", "-o", tmp_path / f"{name}.jsonl", f"--cache={cache}")
         assert code == 0
     assert "cache: 20 hit(s), 0 miss(es)" in text
+    # break40 F7: a run with other --sim settings (answers always wrong) was replayed into the
+    # next plain --simulate run, and its answers into it.
+    wrong = ["--sim", "accuracy.openai/gpt-4o-mini=0", "--sim", "accuracy.google/gemini-2.0-flash-001=0"]
+    for name in ("c", "d"):
+        code, text, _ = call_cli(job, "--simulate", *wrong, "-o", tmp_path / f"{name}.jsonl", f"--cache={cache}")
+    assert code == ExitCode.OK and "cache: 20 hit(s), 0 miss(es)" in text  # the same settings share
+    assert all(r["passed"] is not True for r in read_rows(tmp_path / "c.jsonl") if r["prompt_id"] == "capital")
+    code, text, _ = call_cli(job, "--simulate", "-o", tmp_path / "e.jsonl", f"--cache={cache}")
+    assert code == ExitCode.OK and "cache: 20 hit(s), 0 miss(es)" in text
+    assert all(r["passed"] for r in read_rows(tmp_path / "e.jsonl") if r["prompt_id"] == "capital")
 
 
 def test_kill_9_during_a_cached_run_then_resume_is_clean(tmp_path: Path, sim: Simulator) -> None:

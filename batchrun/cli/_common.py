@@ -20,6 +20,14 @@ from .._exceptions import (
 SIMULATOR_ENDPOINT = "simulator"
 
 
+def simulator_endpoint(args: argparse.Namespace) -> str:
+    """The simulator's name in cache keys: with its --sim settings, which change its answers
+    (accuracy, faults, a grader's bias): a run of `accuracy...=0` was replayed into the next plain
+    --simulate run, 28.6% for 100% (break40 F7)."""
+    settings = sorted(option.strip() for option in getattr(args, "sim", None) or ())
+    return SIMULATOR_ENDPOINT if not settings else f"{SIMULATOR_ENDPOINT}[{','.join(settings)}]"
+
+
 _SHARES = ("fault.", "accuracy.", "judge_bias", "judge_unparseable", "cost_noise")
 
 

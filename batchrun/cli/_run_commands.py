@@ -18,11 +18,11 @@ from .._scrub import hide_keys
 from .._signals import RunSignals
 from .._verdict import ExitCode
 from ._common import (
-    SIMULATOR_ENDPOINT,
     checked_key,
     key_for_job,
     settings_from_args,
     sim_config,
+    simulator_endpoint,
     step_summary,
     test_seam,
     with_budget,
@@ -114,7 +114,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
             retry_errors=args.retry_errors,
             shard=shard,
             management_key=management,
-            cache_endpoint=SIMULATOR_ENDPOINT if args.simulate else None,
+            cache_endpoint=simulator_endpoint(args) if args.simulate else None,
             fresh_simulator=bool(args.simulate),
             test_kill_after_submit=test_seam("BATCHRUN_TEST_KILL_AFTER_SUBMIT"),
         )
@@ -161,7 +161,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         settings = replace(settings, mode=args.mode)
     job = replace(job, run=settings)
     key = None if args.simulate else checked_key(job.endpoint.api_key_env)
-    endpoint = SIMULATOR_ENDPOINT if args.simulate else args.base_url
+    endpoint = simulator_endpoint(args) if args.simulate else args.base_url
     if not args.simulate and not key:
         console.out.write(render_plan_offline(job, endpoint, console.error) + "\n")
         return ExitCode.OK
