@@ -211,7 +211,8 @@ def test_a_torn_fragment_in_the_middle_is_set_aside_by_resume_and_readers(result
     # What a disk that filled up and recovered left: half a record, then whole ones.
     results.write_bytes(b"".join(lines[:5]) + lines[5][:60] + b"".join(lines[6:]))
     code, text, err = call_cli("report", results)
-    assert code == 0 and f"{results}:6: set aside: not a batchrun record (not JSON)" in err
+    assert code == ExitCode.INCOMPLETE and f"{results}:6: set aside: not a batchrun record (not JSON)" in err
+    assert f"{results}: 2 of the 20 row(s) its summary counts have no readable record" in err
     assert "TOTAL" in text and len(list(final_records(results))) == 18  # rows 6 and 7 merged into one bad line
     code, _, err = call_cli(job, "--simulate", "-o", results, "--resume", "-q")
     assert code == 0, err
@@ -612,8 +613,11 @@ def test_a_record_with_a_figure_of_the_wrong_type_is_set_aside_by_every_reader(
     html = tmp_path / "r.html"
     for command in (("report", results), ("report", results, "--html", html), ("history", results)):
         code, out, err = call_cli(*command)
-        assert code == 0 and "Traceback" not in out + err
+        # A report knows the row is missing: its run's summary counts it (break40 F6: exit 0).
+        assert code == (ExitCode.INCOMPLETE if command[0] == "report" else 0) and "Traceback" not in out + err
         assert f"{results}:3: set aside: not a batchrun record ('{field}' is not" in err
+        said = "1 of the 20 row(s) its summary counts have no readable record (1 line(s) set aside or cut)"
+        assert (said in err) == (command[0] == "report")
     code, out, err = call_cli("diff", results, results)
     assert "Traceback" not in out + err and f"{results}:3: set aside" in err
     # As the first line, it is no results file: refused in one line, exit 2.
