@@ -674,7 +674,10 @@ def test_simulate_polls_its_batches_often_and_refuses_batches_of_a_simulator_tha
     job = write_job(tmp_path, SMALL_JOB)
     out = tmp_path / "out.jsonl"
     started = time.monotonic()
-    code, _, err = call_cli(job, "--simulate", "--mode", "batch", "-o", out, "-q")
+    # Batches of about a second (the simulator's default is 4 s): still done by the second poll
+    # only if polls come every second, not every 60 s.
+    quick = [f"--sim=batch_{phase}_s=0.3" for phase in ("validating", "in_progress", "finalizing")]
+    code, _, err = call_cli(job, "--simulate", *quick, "--mode", "batch", "-o", out, "-q")
     assert code == ExitCode.OK and len(read_rows(out)) == 20, err
     assert time.monotonic() - started < 45  # a bound, not a measure: the first poll came at 60 s
     cut = tmp_path / "cut.jsonl"
