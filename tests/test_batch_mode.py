@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -300,6 +301,42 @@ def test_kill_9_right_after_submit_then_resume_keeps_one_batch_per_model(
         batch_sim.batches.stats.billed_usd, abs=1e-8
     )
     assert "may have been charged beyond what it reports" not in err
+
+
+def test_batches_a_killed_run_left_that_under_report_are_counted_at_their_charge(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify38 N1's bound must hold against batches that report a tenth of their charge, one
+    # billed while no run was alive (it is in the rise the killed run's readings measure) and two
+    # billed while the resume polls them (its own reads see those).
+    routes = type(batch_sim.batches)
+    complete = routes._complete
+
+    def under_reported(self: Any, batch: Any) -> None:
+        complete(self, batch)
+        batch.usage["cost"] /= 10
+        for item in batch.results:
+            if item["response"] is not None:
+                item["response"]["body"]["usage"]["cost"] /= 10
+
+    monkeypatch.setattr(routes, "_complete", under_reported)
+    job_path, out = write_job(tmp_path, THREE_MODELS), tmp_path / "r.jsonl"
+    env = child_env(OPENROUTER_API_KEY=FAKE_KEY, BATCHRUN_TEST_KILL_AFTER_SUBMIT="3")
+    assert run_cli(job_path, "--base-url", batch_sim.base_url, "-o", out, "--budget", "1", env=env).returncode == -9
+    sim_batches = sorted(batch_sim.batches.batches.values(), key=lambda b: b.created)
+    assert call_cli("batches", "adopt", out, "b3", sim_batches[2].id)[0] == ExitCode.OK  # its id was never recorded
+    clock.now += 7200
+    with httpx.Client(headers={"Authorization": f"Bearer {FAKE_KEY}"}) as http:  # billed between the runs
+        assert http.get(f"{batch_sim.base_url.replace('/v1', '/beta')}/batches/{sim_batches[0].id}").status_code == 200
+    billed_before = batch_sim.batches.stats.billed_usd
+    assert billed_before > 0
+    code, _, err = resume_in_process(batch_job(job_path, deadline_s=3600, budget_usd=1.0), batch_sim, out, clock)
+    assert code == ExitCode.OK, err
+    billed = batch_sim.batches.stats.billed_usd
+    assert billed > billed_before and len(read_rows(out)) == 15
+    summary = read_run_summary(out)
+    counted = summary["spent_before_usd"] + summary["spent_usd"]
+    assert billed - 1e-8 <= counted < 2 * billed  # never below the bill; no worst cases (~70x) either
 
 
 def resume_in_process(job: Job, sim: Simulator, out: Path, clock: FakeClock) -> tuple[ExitCode, str, str]:
