@@ -34,14 +34,21 @@ def note_key_seen(
     ledger_known: float,
     batches_open: float,
     start_usage: float | None,
+    counted: bool = False,
 ) -> None:
     """At the end of a run: the end-of-run /key read followed every batch (none is `unfollowed`
-    now), and for those still open, the part of the key's charge their holds explained (the
-    comparison's `explained`, batches first), shared by their worst cases, is kept with each;
-    with the key's usage then, for the run that collects them (`seen_between_runs`)."""
+    now; without it, `counted`: the run counted collected batches' worst cases), and for those
+    still open, the part of the key's charge their holds explained (the comparison's
+    `explained`, batches first), shared by their worst cases, is kept with each; with the key's
+    usage then, for the run that collects them (`seen_between_runs`)."""
     delta = reconciliation.get("key_usage_delta_usd")
     if delta is None:
-        return  # not read: what is unfollowed stays so
+        # Not read: what is unfollowed stays so, but for a collected batch whose worst case the
+        # run counted when it lost the key (`counted`: the ledger's unconfirmed charges).
+        for entry in state.entries if counted else []:
+            entry.unfollowed = entry.unfollowed and entry.state != COLLECTED
+        state.save()
+        return
     seen = min(max(delta - ledger_known, 0.0), batches_open)
     still_open = state.open_entries() + state.in_doubt()
     for entry in still_open if batches_open > 0 else []:  # never above its worst case: a share of its hold

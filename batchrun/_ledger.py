@@ -186,13 +186,8 @@ class CreditLedger:
         self.reserved -= reservation
         self.in_flight -= 1
         self.spent += actual
-        if answered and self.key_window is not None:
-            unconfirmed = max(0.0, reservation - actual)
-            if self.key_lost:  # no read will confirm it now: counted at once (lose_key_window)
-                self.from_key += unconfirmed
-                self.gap_changed()
-            else:
-                self.unconfirmed += unconfirmed
+        if answered:
+            self.unconfirmed_charge(max(0.0, reservation - actual))
         if actual > reservation and self.from_key > 0:
             # A charge above its worst case that a /key read saw while the attempt was in
             # flight was counted then as key gap, and now again as spent (break14h H6: $1.20
@@ -201,6 +196,17 @@ class CreditLedger:
             self.from_key -= min(self.from_key, actual - reservation)
             self.gap_changed()
         self._wake()
+
+    def unconfirmed_charge(self, amount: float) -> None:
+        """A worst case beyond what an answer (or a collected batch) said it cost, which only the
+        next /key read confirms: counted as spent if none can (lose_key_window)."""
+        if self.key_window is None:
+            return  # no key followed: the end-of-run reconciliation compares
+        if self.key_lost:  # no read will confirm it now: counted at once (lose_key_window)
+            self.from_key += amount
+            self.gap_changed()
+        else:
+            self.unconfirmed += amount
 
     async def release(self, reservation: float) -> None:
         await self.settle(reservation, 0.0)

@@ -282,6 +282,10 @@ async def _locked_run(
         )
         if reconciliation["warning"]:
             notice("warning: " + reconciliation["warning"])
+        if reconciliation["key_usage_delta_usd"] is None and runner.ledger.unconfirmed > 0:
+            # No read confirmed what answers since the last one said they cost (nor a batch's):
+            # their worst cases count, as when the key is lost mid-run (verify40 F1).
+            runner.ledger.lose_key_window()
         if executor is not None:
             executor.note_key_seen(
                 reconciliation, runner.ledger.spent - runner.ledger.before_run, runner.ledger.batches_open

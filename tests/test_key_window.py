@@ -493,6 +493,18 @@ async def test_worst_cases_held_when_the_key_was_lost_are_released_by_a_resume_t
     assert summary["key_gap_usd"] == pytest.approx(0.0, abs=1e-9) and "key_readings" not in summary
 
 
+async def test_answers_no_read_confirmed_count_their_worst_cases_when_only_the_last_read_fails(tmp_path: Path) -> None:
+    # verify40 F1's sync twin: /key followed the run, then failed only at the end-of-run read,
+    # and what the answers since the last read said they cost ($0.000001 each, billed $0.012)
+    # stood: the summary said less than the key was charged.
+    server = Server(key=lambda billed, reads: key_data(billed))
+    server.key = lambda billed, reads: key_data(billed) if server.chats < ROWS else None
+    code, summary, rows = await run(tmp_path, server, job_text(budget=1.0))
+    assert len(rows) == ROWS and summary["reconciliation"]["key_usage_delta_usd"] is None
+    assert summary["spent_before_usd"] + summary["spent_usd"] >= server.billed - 1e-9
+    assert summary["key_readings"][1]["unconfirmed"] > 0  # for a resume whose /key answers to release
+
+
 def test_an_answer_within_its_worst_case_blames_the_keys_usage_for_the_stop() -> None:
     # verify37 N4: "an answer said it cost $0.000000, past its worst case and the limit", when the
     # key's usage (counted at a read while it was in flight) had put the run past its limit.
@@ -983,10 +995,14 @@ async def test_a_batch_collected_before_a_key_read_could_follow_it_counts_its_wo
     _, first = await run_batch(tmp_path, batches, job)
     assert first["stop"] == "key_unreadable"
     [entry] = json.loads((tmp_path / "o.batches.json").read_text())["batches"]
-    assert entry["state"] == "collected" and entry["unfollowed"] is True
-    collected[0] = False  # /key answers again
+    # verify40 F1: counted in the run itself, as an answer's worst case is (it was left for the
+    # next run, and the summary of a cron's last run said a tenth of the bill).
+    assert entry["state"] == "collected" and entry["unfollowed"] is False
+    assert first["key_gap_usd"] == pytest.approx(entry["reserved_usd"] - 20 * 0.00001, abs=1e-6)
+    assert first["key_readings"][1]["unconfirmed"] == pytest.approx(first["key_gap_usd"])
+    collected[0] = False  # /key answers again: the worst case is released down to the charge
     _, second = await run_batch(tmp_path, batches, job, resume=True)
-    assert second["key_gap_usd"] == pytest.approx(entry["reserved_usd"] - 20 * 0.00001, abs=1e-6)
+    assert second["spent_before_usd"] + second["spent_usd"] == pytest.approx(0.3, abs=1e-6)
     assert json.loads((tmp_path / "o.batches.json").read_text())["batches"][0]["unfollowed"] is False
 
 
