@@ -137,9 +137,10 @@ def identify(path: Path, *, immutable: bool = False, busy_timeout_s: float = BUS
     if found is not None and not stat.S_ISREG(found.st_mode):  # a folder, a FIFO (whose reading would block)
         raise NotOurCache(f"{path}: not a batchrun cache (not a regular file); batchrun leaves it alone")
     if found is None or found.st_size == 0:
-        if path.is_symlink():
+        if path.is_symlink() or (found is not None and found.st_nlink > 1):
             # A new cache is made only as a file of its own: through a link (a restored CI cache,
-            # a shared folder), a missing or empty file elsewhere became it (break40 F4).
+            # a shared folder), a missing or empty file elsewhere became it (break40 F4; a hard
+            # link too: verify40).
             raise NotOurCache(f"{path}: not a batchrun cache (a link to a file that is none); batchrun leaves it alone")
         return NEW
     header = _header(path)

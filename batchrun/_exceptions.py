@@ -74,6 +74,15 @@ class ConfigError(BatchrunError):
     """Options, environment or endpoint do not fit together; nothing was spent."""
 
 
+class SharedOutput(ConfigError):
+    """The output is the file this process's standard output or error goes to. `on_stderr`:
+    stderr is that file too, so saying so there would write into it (verify40 F2)."""
+
+    def __init__(self, message: str, on_stderr: bool) -> None:
+        super().__init__(message)
+        self.on_stderr = on_stderr
+
+
 class LockHeld(BatchrunError):
     """Another live batchrun process holds the lock on this output file."""
 

@@ -186,12 +186,12 @@ def final_records(
         for number, line in _lines(path, handle, _ignore):
             if number in superseded:
                 record = orjson.loads(line)
-                copies += not earlier.setdefault(record["id"], Earlier()).add(record, _digest(line))
+                copies += not earlier.setdefault(record["id"], Earlier()).add(record, _digest(record))
             elif number in keep:
                 record = orjson.loads(line)
                 folding = earlier.pop(record["id"], None)
                 if folding is not None:
-                    copies += folding.drop_copy(_digest(line))
+                    copies += folding.drop_copy(_digest(record))
                 yield record if folding is None else folding.fold(record)
     if copies:
         # `merge` counts a copy in another file once (verify30 N4); one in the same file was
@@ -203,8 +203,10 @@ def final_records(
         yield record if folding is None else folding.fold(record)
 
 
-def _digest(line: bytes) -> bytes:
-    return hashlib.blake2b(line.rstrip(b"\r\n"), digest_size=16).digest()
+def _digest(record: dict[str, Any]) -> bytes:
+    """The record as its values say, not its bytes: a copy written again by another tool (`jq -c`,
+    keys in another order) is the same attempt (verify40 F3)."""
+    return hashlib.blake2b(orjson.dumps(record, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 
 def crashed_record(crashed: Crashed, job: tuple[Any, Any] | None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ._client import OpenRouterClient
-from ._exceptions import ConfigError, ResultsError
+from ._exceptions import ConfigError, ResultsError, SharedOutput
 from ._formats import utc
 from ._job import Job
 from ._journal import recover
@@ -54,16 +54,23 @@ def refuse_shared_output(output: Path) -> None:
         return  # not there yet (or unreadable: check_output says so)
     if not stat.S_ISREG(info.st_mode):
         raise ConfigError(f"{output}: not a regular file: results go to a file of their own; give another --output")
-    for descriptor, name in ((1, "standard output"), (2, "standard error")):
-        try:
-            std = os.fstat(descriptor)
-        except OSError:
-            continue  # closed
-        if (std.st_dev, std.st_ino) == (info.st_dev, info.st_ino):
-            raise ConfigError(
-                f"{output}: is this command's {name} too: what it prints would overwrite the records; "
-                f"give another --output, or send its {name} elsewhere"
-            )
+    shared = [name for descriptor, name in ((1, "standard output"), (2, "standard error")) if _is(descriptor, info)]
+    if shared:
+        name = shared[0]
+        raise SharedOutput(
+            f"{output}: is this command's {name} too: what it prints would overwrite the records; "
+            f"give another --output, or send its {name} elsewhere",
+            on_stderr="standard error" in shared,
+        )
+
+
+def _is(descriptor: int, info: os.stat_result) -> bool:
+    """Whether `descriptor` is open on the file `info` describes."""
+    try:
+        std = os.fstat(descriptor)
+    except OSError:
+        return False  # closed
+    return (std.st_dev, std.st_ino) == (info.st_dev, info.st_ino)
 
 
 def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = None) -> bool:

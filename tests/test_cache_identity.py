@@ -154,17 +154,19 @@ def test_a_fifo_in_place_of_the_cache_file_is_refused_without_hanging(tmp_path: 
     assert code == 0 and "not a regular file" in err and stat.S_ISFIFO((cache / FILE_NAME).stat().st_mode)
 
 
-@pytest.mark.parametrize("target", ["empty", "missing"])
+@pytest.mark.parametrize("target", ["empty", "missing", "hard link"])
 def test_a_link_in_place_of_the_cache_file_never_makes_its_target_the_cache(
     tmp_path: Path, sim: Simulator, target: str
 ) -> None:
     # break40 F4: an empty or missing file elsewhere, named through a link, became an SQLite cache.
     job, cache, victim = write_job(tmp_path, SMALL_JOB), tmp_path / "cache", tmp_path / "elsewhere.conf"
     cache.mkdir()
-    if target == "empty":
+    if target != "missing":
         victim.write_bytes(b"")
-    (cache / FILE_NAME).symlink_to(victim)
+    if target == "hard link":
+        (cache / FILE_NAME).hardlink_to(victim)
+    else:
+        (cache / FILE_NAME).symlink_to(victim)
     code, _, err = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "a.jsonl", f"--cache={cache}", "-q")
     assert code == 0 and "not a batchrun cache (a link to a file that is none)" in err
-    assert (victim.read_bytes() == b"") if target == "empty" else not victim.exists()
-    assert (cache / FILE_NAME).is_symlink()
+    assert (victim.read_bytes() == b"") if target != "missing" else not victim.exists()

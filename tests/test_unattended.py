@@ -470,6 +470,16 @@ def test_an_output_that_is_the_runs_own_stdout_is_refused(tmp_path: Path, output
         [*argv[4:], "-o", "/dev/stdout"], env=child_env(), capture_output=True, text=True, timeout=60, check=False
     )
     assert piped.returncode == ExitCode.USAGE and "/dev/stdout: not a regular file" in piped.stderr
+    if output != "out.jsonl":
+        return
+    # verify40 F2: with stderr appended to the results, the refusal itself went into them.
+    out.write_bytes(b"")
+    assert call_cli(job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
+    before = out.read_bytes()
+    for redirect in ("2>> out.jsonl", ">> out.jsonl 2>&1"):
+        argv[2] = f'exec "$@" --resume {redirect}'
+        refused = subprocess.run([*argv, "-o", output], cwd=tmp_path, env=child_env(), timeout=60, check=False)
+        assert refused.returncode == ExitCode.USAGE and out.read_bytes() == before
 
 
 def test_sigterm_ends_a_finished_run_blocked_on_a_stdout_nobody_reads(tmp_path: Path) -> None:

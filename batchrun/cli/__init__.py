@@ -27,6 +27,7 @@ from .._exceptions import (
     OutputFailed,
     RequestFailed,
     ResultsError,
+    SharedOutput,
 )
 from .._files import describe_os_error
 from .._signals import release_early
@@ -137,6 +138,10 @@ def main(
     except AuthFailed as exc:
         console.error(f"the API key was refused: {exc.message}")
         return ExitCode.AUTH
+    except SharedOutput as exc:
+        if not exc.on_stderr:  # said there, it would be written into the results (exit 2 says it)
+            console.error(str(exc))
+        return ExitCode.USAGE
     except (ConfigError, ResultsError, CacheError) as exc:
         console.error(str(exc))
         return ExitCode.USAGE
