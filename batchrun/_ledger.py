@@ -204,6 +204,7 @@ class CreditLedger:
             return  # no key followed: the end-of-run reconciliation compares
         if self.key_lost:  # no read will confirm it now: counted at once (lose_key_window)
             self.from_key += amount
+            self.unconfirmed_lost += amount  # a resume may release it, as those (verify40 F1)
             self.gap_changed()
         else:
             self.unconfirmed += amount

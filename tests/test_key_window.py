@@ -505,6 +505,21 @@ async def test_answers_no_read_confirmed_count_their_worst_cases_when_only_the_l
     assert summary["key_readings"][1]["unconfirmed"] > 0  # for a resume whose /key answers to release
 
 
+def test_worst_cases_counted_after_the_key_was_lost_may_be_released_too() -> None:
+    # verify40 F1: only those counted at the loss were kept for a resume to release; an answer
+    # settled (or a batch collected) after it stayed counted at its worst case for good: $0.0228
+    # for $0.0006 billed after a resume whose /key answered.
+    ledger = CreditLedger(1.0)
+    ledger.key_window = 1.0
+    ledger.unconfirmed_charge(0.25)
+    ledger.lose_key_window()
+    ledger.unconfirmed_charge(0.5)
+    assert ledger.from_key == ledger.unconfirmed_lost == 0.75
+    ledger.key_window = None  # no key followed: nothing is unconfirmed
+    ledger.unconfirmed_charge(1.0)
+    assert ledger.from_key == 0.75
+
+
 def test_an_answer_within_its_worst_case_blames_the_keys_usage_for_the_stop() -> None:
     # verify37 N4: "an answer said it cost $0.000000, past its worst case and the limit", when the
     # key's usage (counted at a read while it was in flight) had put the run past its limit.
