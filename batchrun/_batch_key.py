@@ -110,6 +110,29 @@ def count_unseen(
         )
 
 
+def settle_earlier(
+    state: BatchState, entry: BatchEntry, dispatch: Dispatcher, notice: Callable[[str], None], known: float, held: float
+) -> float:
+    """A batch an earlier run submitted, collected by this one (`known`, `held`: its charges):
+    what the key showed for it while it was open beyond what it reports (`key_seen_usd`, and the
+    rise between runs it draws; for a killed run's, follow_earlier) is counted as spent; returns
+    that. Its known cost that the charge explains was charged before this run: never set against
+    its usage (`before_run`), and journaled for a resume's measure of this run's readings."""
+    ledger = dispatch.ledger
+    ledger.earlier_batches += known  # maybe billed before this run: _reconcile
+    seen = entry.key_seen_usd + draw_rise(state, entry)
+    unseen = max(0.0, seen - known - held)
+    ledger.before_run += min(seen, known)
+    if dispatch.journal is not None:  # before the gap it adds: a kill -9 between the two errs high
+        dispatch.journal.charged_before(ledger.charged_before + unseen)
+    count_unseen(ledger, dispatch, notice, entry, unseen)
+    # Counted: a kill before this batch is marked collected must not count it again when the
+    # resume collects it anew (verify14k K2: $0.78 counted for a $0.39 under-report).
+    entry.key_seen_usd = 0.0
+    state.save()
+    return unseen
+
+
 def follow_earlier(
     state: BatchState, count: Callable[[BatchEntry, float], None], measured: float | None = None
 ) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from ._batch_api import BatchClient, BatchInfo, differing_rows, item_allowance, stray_items
 from ._batch_costs import batch_charges
 from ._batch_items import write_item
-from ._batch_key import count_unseen, draw_rise, follow_earlier, note_key_seen, seen_between_runs
+from ._batch_key import count_unseen, follow_earlier, note_key_seen, seen_between_runs, settle_earlier
 from ._batch_outcome import BatchOutcome
 from ._batch_polls import LIMIT, NOT_FOUND_POLLS, PollFailures
 from ._batch_rules import batch_groups
@@ -227,20 +227,7 @@ class BatchExecutor:
             runner.dispatch.journal_key_gap()
         beyond = max(0.0, entry.reserved_usd - charges.known - charges.held)  # what it may have cost more
         if entry.key in self.earlier:
-            runner.ledger.earlier_batches += charges.known  # maybe billed before this run: _reconcile
-            # What the key showed for it while it was open, beyond what it reports; when no read
-            # followed it (its run was killed first), its worst case stands for that.
-            # (follow_earlier made a killed run's unfollowed batch's worst case its key_seen_usd, or
-            # put what the key rose by since that run's first reading in the rise drawn here.)
-            seen = entry.key_seen_usd + draw_rise(self.state, entry)
-            self._count_unseen(entry, seen - charges.known - charges.held)
-            beyond -= max(0.0, seen - charges.known - charges.held)
-            # What of its known cost that charge explains was not charged in this run's usage.
-            runner.ledger.before_run += min(seen, charges.known)
-            # Counted: a kill before this batch is marked collected must not count it again when
-            # the resume collects it anew (verify14k K2: $0.78 counted for a $0.39 under-report).
-            entry.key_seen_usd = 0.0
-            self.state.save()
+            beyond -= settle_earlier(self.state, entry, runner.dispatch, self.notice, charges.known, charges.held)
         runner.charges.unresolved.extend(charges.unknown)  # looked up at the end, else reconciled
         for row in entry.rows:
             request = requests[row]

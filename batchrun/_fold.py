@@ -20,8 +20,11 @@ resolves instead of adding to it: it is the same attempts, now known.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from ._cost_text import STATUS_ORDER
 
@@ -74,23 +77,22 @@ class Earlier:
 
     pending: dict[str, Any] | None = None  # the latest, until a later record shows whether it replaced it
     records: list[dict[str, Any]] = field(default_factory=list)  # folded in for good
-    # Each record's line, by digest: a line the same as one before is the same attempt written
-    # twice (a file `cat`-ed onto itself, an artifact uploaded twice), paid once (break40 F3).
-    lines: dict[bytes, dict[str, Any]] = field(default_factory=dict)
+    # Each record by digest: one the same as one before is the same attempt written twice (a file
+    # `cat`-ed onto itself, an artifact uploaded twice), paid once (break40 F3).
+    seen: dict[bytes, dict[str, Any]] = field(default_factory=dict)
 
-    def add(self, record: dict[str, Any], line: bytes | None = None) -> bool:
-        """Fold `record` in; False (and nothing folded) when its `line` was seen already."""
-        if line is not None and line in self.lines:
+    def add(self, record: dict[str, Any]) -> bool:
+        """Fold `record` in; False (and nothing folded) when it is a copy of one seen already."""
+        digest = _digest(record)
+        if digest in self.seen:
             return False
         self._settle(record)
-        self.pending = _costs_of(record)
-        if line is not None:
-            self.lines[line] = self.pending
+        self.pending = self.seen[digest] = _costs_of(record)
         return True
 
-    def drop_copy(self, line: bytes) -> bool:
-        """The last record's `line` is one of the earlier ones: that one is not folded in too."""
-        copy = self.lines.get(line)
+    def drop_copy(self, last: dict[str, Any]) -> bool:
+        """The last record is a copy of an earlier one: that one is not folded in too."""
+        copy = self.seen.get(_digest(last))
         if copy is None:
             return False
         if self.pending is copy:
@@ -151,3 +153,20 @@ def _costs_of(record: dict[str, Any]) -> dict[str, Any]:
         "judge_cost_status": judge_status,
         "judge_cost_known": record.get("judge_cost_known"),
     }
+
+
+def _digest(record: dict[str, Any]) -> bytes:
+    """The record as its values say, not its bytes: a copy written again by another tool (`jq -c`,
+    keys in another order; jq 1.6 writes 1.0 as 1: verify41 F-3) is the same attempt (verify40 F3)."""
+    return hashlib.blake2b(orjson.dumps(_values(record), option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+
+
+def _values(value: Any) -> Any:
+    """`value` with whole floats as ints: 1.0 and 1 are one number to JSON."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _values(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_values(item) for item in value]
+    return value

@@ -137,24 +137,32 @@ class AttemptJournal:
         self._first = self._first or line
         self._last = (line, self._sent, self._sent_usd)
 
+    def charged_before(self, usd: float) -> None:
+        """This run has counted `usd` that the key showed charged before its first reading (a
+        batch of an earlier run, collected): a resume's measure of its readings leaves it out."""
+        base = self._carried_seen.before if self._carried_seen is not None else 0.0
+        self._write(orjson.dumps({"charged_before": base + usd}) + b"\n")
+
     def carry(self, seen: KeySeen) -> None:
         """A killed run's readings, carried on by a run that could not read the key's usage."""
         self._carried_seen = seen
         self._write(b"".join(orjson.dumps(line) + b"\n" for line in seen.lines()))
 
-    def summary_readings(self, unconfirmed: float) -> list[dict[str, float]] | None:
+    def summary_readings(self, unconfirmed: float, before: float = 0.0) -> list[dict[str, float]] | None:
         """The readings for the summary (`key_readings`), which outlives the journal: those this run
         carries on, with its own attempts after them; or, when `unconfirmed` worst cases were
         counted as spent as the key's usage could not be followed any more, its own first and last
-        readings, for a resume to measure what the key really charged (break38 F4)."""
+        readings, for a resume to measure what the key really charged (break38 F4). `before`: what
+        the run counted that the key showed charged before its first reading (charged_before)."""
         seen = self._carried_seen
         if seen is not None:
-            return replace(seen, sent_after=seen.sent_after + self._sent_usd, after_n=seen.after_n + self._sent).lines()
+            carried = replace(seen, sent_after=seen.sent_after + self._sent_usd, after_n=seen.after_n + self._sent)
+            return replace(carried, before=seen.before + before).lines()
         if unconfirmed <= 0 or self._first is None or self._last is None:
             return None
         last, sent, sent_usd = self._last
         after = {"after_usd": self._sent_usd - sent_usd, "after_n": self._sent - sent, "unconfirmed": unconfirmed}
-        return [self._first, {**last, **after}]
+        return [self._first, {**last, **after, **({"before": before} if before else {})}]
 
     def generation(self, row: str, generation_id: str) -> None:
         self._write(orjson.dumps({"row": row, "gen": generation_id}) + b"\n")

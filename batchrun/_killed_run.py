@@ -42,7 +42,7 @@ from ._pricing import usd_apart
 from ._reconcile import key_spend
 
 _FIGURES = ("key_seen", "counted", "reserved", "prior", "in_flight", "sent")
-_CARRIED = ("after_usd", "after_n", "unconfirmed")  # 0 when absent: on a summary's last reading only
+_CARRIED = ("after_usd", "after_n", "unconfirmed", "before")  # 0 when absent: on a summary's last reading only
 _OPTIONAL = ("remaining", "rate")  # None when absent or unreadable
 
 
@@ -65,6 +65,11 @@ class KeySeen:
     start_remaining: float | None = None
     remaining: float | None = None
     unconfirmed: float = 0.0  # worst cases the run counted as spent when its key could not be followed
+    # What the run counted that the key showed charged before its first reading: batches of earlier
+    # runs it collected (their charge seen then, and their known costs that charge explains). In
+    # what the file counts, not in the key's rise: the release took it for worst cases the key never
+    # charged, below the bill (verify41 F-1).
+    before: float = 0.0
 
     def lines(self) -> list[dict[str, float]]:
         """The two readings as journal lines, for a run that carries them on (it could not read
@@ -76,7 +81,8 @@ class KeySeen:
             self.usage, self.counted, self.reserved, self.prior, self.in_flight, self.sent, self.rate, self.remaining
         )
         after = {"after_usd": self.sent_after, "after_n": self.after_n}
-        return [first, {**last, **after, **({"unconfirmed": self.unconfirmed} if self.unconfirmed else {})}]
+        more = {name: value for name, value in (("unconfirmed", self.unconfirmed), ("before", self.before)) if value}
+        return [first, {**last, **after, **more}]
 
     def spend_since(self, usage: float, remaining: float | None) -> float:
         """What the key was charged from the last reading to (`usage`, `remaining`)."""
@@ -85,7 +91,7 @@ class KeySeen:
     def counted_since_start(self, prior_now: float) -> float:
         """What the file counts for the run (and runs after it) beyond what it began with, given
         what earlier runs spent as a resume counts it now (`prior_now`)."""
-        return prior_now - self.prior - self.start_counted
+        return prior_now - self.prior - self.start_counted - self.before
 
     @property
     def spend_during(self) -> float:
@@ -134,6 +140,7 @@ def last_key_seen(journal: Path, warn: Callable[[str], None] | None = None) -> K
     last = first
     after: list[float | None] = []
     unreadable = 0
+    before = 0.0  # the last `charged_before` line's (AttemptJournal.charged_before)
     with contextlib.suppress(OSError), open_regular(journal) as handle:
         for line in handle:
             if not line.endswith(b"\n"):
@@ -150,6 +157,8 @@ def last_key_seen(journal: Path, warn: Callable[[str], None] | None = None) -> K
                     first, last, after = first or reading, reading, []
             elif "at" in entry and "row" in entry:  # an attempt about to go out (AttemptJournal.sent)
                 after.append(journal_usd(entry.get("usd")))
+            elif "charged_before" in entry:
+                before = journal_usd(entry["charged_before"]) or 0.0
     if unreadable and warn is not None:
         warn(
             f"{journal}: {unreadable} key_seen line(s) could not be read: the key's charge for the killed run "
@@ -158,10 +167,10 @@ def last_key_seen(journal: Path, warn: Callable[[str], None] | None = None) -> K
     if first is None or last is None:
         return None
     dearest = max((usd for usd in after if usd is not None), default=0.0)
-    return _seen(first, last, sum(dearest if usd is None else usd for usd in after), len(after))
+    return _seen(first, last, sum(dearest if usd is None else usd for usd in after), len(after), before)
 
 
-def _seen(first: dict[str, Any], last: dict[str, Any], after_usd: float, after_n: int) -> KeySeen:
+def _seen(first: dict[str, Any], last: dict[str, Any], after_usd: float, after_n: int, before: float = 0.0) -> KeySeen:
     return KeySeen(
         start_usage=first["key_seen"],
         start_counted=first["counted"],
@@ -177,6 +186,7 @@ def _seen(first: dict[str, Any], last: dict[str, Any], after_usd: float, after_n
         start_remaining=first["remaining"],
         remaining=last["remaining"],
         unconfirmed=last["unconfirmed"],
+        before=max(last["before"], before),
     )
 
 

@@ -261,6 +261,11 @@ class CreditLedger:
         self._wake(change=False)
 
     @property
+    def charged_before(self) -> float:
+        """What the run counted that the key showed charged before it began (_killed_run.KeySeen.before)."""
+        return self.from_earlier + self.before_run
+
+    @property
     def key_gap(self) -> float:
         """Spent beyond the records' costs: what this run's reads of the key counted, what
         earlier runs saw charged for batches this run collected, and answers no record carries."""

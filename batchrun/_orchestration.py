@@ -345,7 +345,9 @@ async def _locked_run(
             data["batches"] = executor.outcome.as_json(str(executor.state.path))
         data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
         data["results_bytes"] = results_size(output)  # a resume tells an edit by it (_run_output)
-        if (readings := journal.summary_readings(runner.ledger.unconfirmed_lost)) is not None:
+        if (
+            readings := journal.summary_readings(runner.ledger.unconfirmed_lost, runner.ledger.charged_before)
+        ) is not None:
             data["key_readings"] = readings  # for the next run to measure (_killed_run)
         if late_gap > 0:
             with contextlib.suppress(OutputFailed):  # the summary below carries it too

@@ -9,7 +9,6 @@ set aside with a warning naming the file and line, instead of refusing the whole
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import os
 import re
@@ -186,12 +185,12 @@ def final_records(
         for number, line in _lines(path, handle, _ignore):
             if number in superseded:
                 record = orjson.loads(line)
-                copies += not earlier.setdefault(record["id"], Earlier()).add(record, _digest(record))
+                copies += not earlier.setdefault(record["id"], Earlier()).add(record)
             elif number in keep:
                 record = orjson.loads(line)
                 folding = earlier.pop(record["id"], None)
                 if folding is not None:
-                    copies += folding.drop_copy(_digest(record))
+                    copies += folding.drop_copy(record)
                 yield record if folding is None else folding.fold(record)
     if copies:
         # `merge` counts a copy in another file once (verify30 N4); one in the same file was
@@ -201,12 +200,6 @@ def final_records(
         record = crashed_record(attempts, job or journal_job(path))
         folding = earlier.pop(row, None)
         yield record if folding is None else folding.fold(record)
-
-
-def _digest(record: dict[str, Any]) -> bytes:
-    """The record as its values say, not its bytes: a copy written again by another tool (`jq -c`,
-    keys in another order) is the same attempt (verify40 F3)."""
-    return hashlib.blake2b(orjson.dumps(record, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 
 def crashed_record(crashed: Crashed, job: tuple[Any, Any] | None) -> dict[str, Any]:

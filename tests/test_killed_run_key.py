@@ -420,3 +420,26 @@ def test_a_killed_runs_batches_are_bounded_by_all_the_key_rose_by_less_what_was_
     # Nothing measured: the worst cases stand.
     assert batches_bound(None, 1.5, 0.0) is None and batches_bound(seen, None, 0.0) is None
     assert batches_bound(seen, 1.2, 0.0) is None  # the usage is below the last reading
+
+
+def test_what_a_run_counted_that_was_charged_before_its_first_reading_is_not_taken_as_its_own(tmp_path: Path) -> None:
+    # verify41 F-1: a collecting run counted a batch billed before its first /key read, then lost
+    # the key and counted worst cases; the release took that batch's charge for its own and left
+    # the file at 0.82x the bill. Now what it counted so is journaled (and summarised), and left out.
+    journal = _journal(
+        tmp_path,
+        {"job": "j"},
+        _reading(1.0),
+        {"charged_before": 0.1},
+        {"charged_before": 0.3},  # the last one counts: cumulative
+        _reading(1.5, counted=0.6),
+    )
+    seen = last_key_seen(journal)
+    assert seen is not None and seen.before == 0.3
+    assert seen.counted_since_start(prior_now=0.9) == pytest.approx(0.6)
+    unconfirmed = replace(seen, unconfirmed=0.5)
+    # The key rose 0.5 since the first reading; the file counts 0.9 for the run, 0.3 of it charged before.
+    assert released_charge(unconfirmed, 1.5, prior_now=0.9) == pytest.approx(0.1)
+    assert released_charge(replace(unconfirmed, before=0.0), 1.5, prior_now=0.9) == pytest.approx(0.4)
+    # Carried on in a summary's key_readings, and read back.
+    assert summary_key_seen({"key_readings": unconfirmed.lines()}) == unconfirmed
