@@ -14,6 +14,8 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
+from ._exceptions import ConfigError, SharedOutput
+
 
 def read_regular_text(path: Path) -> str:
     """A small sidecar's text (a summary, a batch record): OSError if it is not a regular file,
@@ -76,3 +78,33 @@ def file_mentions(path: Path, text: bytes) -> bool:
                 return True
             tail = block[-len(text) :]
     return False
+
+
+def refuse_shared_output(output: Path) -> None:
+    """An output that is not a file of its own: not a regular file (a pipe, /dev/null), or the
+    very file this process's standard output or error goes to (`-o r.jsonl > r.jsonl`, or
+    `-o /dev/stdout > r.jsonl`), where the summary table overwrote the first records: exit 0, a
+    file no reader or resume could read, its rows paid (break40 F1)."""
+    try:
+        info = output.stat()  # through a link: /dev/stdout is the file (or pipe) it stands for
+    except OSError:
+        return  # not there yet (or unreadable: check_output says so)
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{output}: not a regular file: results go to a file of their own; give another --output")
+    shared = [name for descriptor, name in ((1, "standard output"), (2, "standard error")) if _is(descriptor, info)]
+    if shared:
+        name = shared[0]
+        raise SharedOutput(
+            f"{output}: is this command's {name} too: what it prints would overwrite the records; "
+            f"give another --output, or send its {name} elsewhere",
+            on_stderr="standard error" in shared,
+        )
+
+
+def _is(descriptor: int, info: os.stat_result) -> bool:
+    """Whether `descriptor` is open on the file `info` describes."""
+    try:
+        std = os.fstat(descriptor)
+    except OSError:
+        return False  # closed
+    return (std.st_dev, std.st_ino) == (info.st_dev, info.st_ino)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ._client import OpenRouterClient
-from ._exceptions import ConfigError, ResultsError, SharedOutput
+from ._exceptions import ConfigError, ResultsError
+from ._files import refuse_shared_output
 from ._formats import utc
 from ._job import Job
 from ._journal import recover
@@ -41,36 +40,6 @@ def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) ->
         notice(f"resuming {found}, the most recent incomplete run of {job.name}{part}")
         return found.resolve() if found.is_symlink() else found
     return fresh_output(job.name, job.run.output, now)
-
-
-def refuse_shared_output(output: Path) -> None:
-    """An output that is not a file of its own: not a regular file (a pipe, /dev/null), or the
-    very file this process's standard output or error goes to (`-o r.jsonl > r.jsonl`, or
-    `-o /dev/stdout > r.jsonl`), where the summary table overwrote the first records: exit 0, a
-    file no reader or resume could read, its rows paid (break40 F1)."""
-    try:
-        info = output.stat()  # through a link: /dev/stdout is the file (or pipe) it stands for
-    except OSError:
-        return  # not there yet (or unreadable: check_output says so)
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{output}: not a regular file: results go to a file of their own; give another --output")
-    shared = [name for descriptor, name in ((1, "standard output"), (2, "standard error")) if _is(descriptor, info)]
-    if shared:
-        name = shared[0]
-        raise SharedOutput(
-            f"{output}: is this command's {name} too: what it prints would overwrite the records; "
-            f"give another --output, or send its {name} elsewhere",
-            on_stderr="standard error" in shared,
-        )
-
-
-def _is(descriptor: int, info: os.stat_result) -> bool:
-    """Whether `descriptor` is open on the file `info` describes."""
-    try:
-        std = os.fstat(descriptor)
-    except OSError:
-        return False  # closed
-    return (std.st_dev, std.st_ino) == (info.st_dev, info.st_ino)
 
 
 def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = None) -> bool:

@@ -480,6 +480,10 @@ def test_an_output_that_is_the_runs_own_stdout_is_refused(tmp_path: Path, output
         argv[2] = f'exec "$@" --resume {redirect}'
         refused = subprocess.run([*argv, "-o", output], cwd=tmp_path, env=child_env(), timeout=60, check=False)
         assert refused.returncode == ExitCode.USAGE and out.read_bytes() == before
+    # verify41 F-2b: nor an error found before (a job file not there: a typo in a cron line).
+    argv[7] = "missing.yaml"
+    refused = subprocess.run([*argv, "-o", output], cwd=tmp_path, env=child_env(), timeout=60, check=False)
+    assert refused.returncode == ExitCode.USAGE and out.read_bytes() == before
 
 
 def test_sigterm_ends_a_finished_run_blocked_on_a_stdout_nobody_reads(tmp_path: Path) -> None:

@@ -77,12 +77,14 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     write_report_page(args, page, summary, None)
     total = run_summary.get("total")
     counts = total.get("rows") if isinstance(total, dict) else None
-    if unread and type(counts) is int and counts > summary["total"]["rows"]:
-        # Lines set aside, and the run's own summary counts rows none of the rest holds: the file
-        # is known to miss them, not just "may" (break40 F6: exit 0, a CI step read it as whole).
+    if type(counts) is int and counts > summary["total"]["rows"]:
+        # The run's own summary counts rows the file does not hold (lines set aside, or lines gone:
+        # an edit, an older copy): it is known to miss them (break40 F6, verify41 F-4a: exit 0, a
+        # CI step read it as whole). A file only grows after its summary (a resume appends).
+        why = f"{unread} line(s) set aside or cut" if unread else "lines removed since it was written?"
         console.error(
             f"{args.results}: {counts - summary['total']['rows']} of the {counts} row(s) its summary counts have no "
-            f"readable record ({unread} line(s) set aside or cut)"
+            f"readable record ({why})"
         )
         return ExitCode.INCOMPLETE
     return ExitCode.OK

@@ -62,6 +62,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 def _run(args: argparse.Namespace, console: Console, signals: RunSignals, control: Any) -> int:
     import asyncio  # not at the top: `validate` never loads it (~60 ms of start-up)
 
+    from .._files import refuse_shared_output
+
+    if args.output is not None:
+        # First: a job file that is not there, a key not set, are said on stderr, which may be
+        # this very file (verify41 F-2b: `-o r.jsonl 2>> r.jsonl` wrote them into the results).
+        refuse_shared_output(args.output)
+
     from .._job import load_job
     from .._matrix import Shard
     from .._options import RunOptions
