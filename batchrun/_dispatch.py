@@ -306,6 +306,8 @@ class Dispatcher:
     def journal_key_gap(self) -> None:
         """The key gap as it is now, in the attempt journal (a kill -9 must not forget it)."""
         if self.journal is not None:
+            if self.ledger.unconfirmed_lost > 0:  # what of it a resume may release (_killed_run)
+                self.journal.unconfirmed(self.ledger.unconfirmed_lost)
             self.journal.key_gap(self.ledger.key_gap)
 
     async def read_key_now(self) -> bool:

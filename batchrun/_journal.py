@@ -137,6 +137,11 @@ class AttemptJournal:
         self._first = self._first or line
         self._last = (line, self._sent, self._sent_usd)
 
+    def unconfirmed(self, usd: float) -> None:
+        """Worst cases counted as spent (`usd` in all) since the key could not be followed: a resume
+        whose /key answers releases what it shows was never charged, after a kill -9 too."""
+        self._write(orjson.dumps({"unconfirmed": usd}) + b"\n")
+
     def charged_before(self, usd: float) -> None:
         """This run has counted `usd` that the key showed charged before its first reading (a
         batch of an earlier run, collected): a resume's measure of its readings leaves it out."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,9 @@ class KeySeen:
     # what the file counts, not in the key's rise: the release took it for worst cases the key never
     # charged, below the bill (verify41 F-1).
     before: float = 0.0
+    # `unconfirmed` came from the run's own journal (it was killed after losing the key): its key
+    # gap lines hold them, not a summary (verify41 F-5: never released, 36x the bill).
+    unconfirmed_in_journal: bool = False
 
     def lines(self) -> list[dict[str, float]]:
         """The two readings as journal lines, for a run that carries them on (it could not read
@@ -141,6 +144,7 @@ def last_key_seen(journal: Path, warn: Callable[[str], None] | None = None) -> K
     after: list[float | None] = []
     unreadable = 0
     before = 0.0  # the last `charged_before` line's (AttemptJournal.charged_before)
+    unconfirmed = 0.0  # the last `unconfirmed` line's (AttemptJournal.unconfirmed)
     with contextlib.suppress(OSError), open_regular(journal) as handle:
         for line in handle:
             if not line.endswith(b"\n"):
@@ -159,6 +163,8 @@ def last_key_seen(journal: Path, warn: Callable[[str], None] | None = None) -> K
                 after.append(journal_usd(entry.get("usd")))
             elif "charged_before" in entry:
                 before = journal_usd(entry["charged_before"]) or 0.0
+            elif "unconfirmed" in entry and len(entry) == 1:
+                unconfirmed = journal_usd(entry["unconfirmed"]) or 0.0
     if unreadable and warn is not None:
         warn(
             f"{journal}: {unreadable} key_seen line(s) could not be read: the key's charge for the killed run "
@@ -167,7 +173,8 @@ def last_key_seen(journal: Path, warn: Callable[[str], None] | None = None) -> K
     if first is None or last is None:
         return None
     dearest = max((usd for usd in after if usd is not None), default=0.0)
-    return _seen(first, last, sum(dearest if usd is None else usd for usd in after), len(after), before)
+    seen = _seen(first, last, sum(dearest if usd is None else usd for usd in after), len(after), before)
+    return replace(seen, unconfirmed=unconfirmed, unconfirmed_in_journal=True) if unconfirmed else seen
 
 
 def _seen(first: dict[str, Any], last: dict[str, Any], after_usd: float, after_n: int, before: float = 0.0) -> KeySeen:

@@ -178,7 +178,7 @@ async def _locked_run(
         pre = await control.before_start(start_up(), time_left) or unpriced(job_budget)
         # A killed run's key readings: not across two of --simulate's own simulators (each has its key).
         seen = states.key_seen if states is not None and not options.fresh_simulator else None
-        budget = pre.budget
+        budget, journal_released = pre.budget, 0.0
         if unseen := _killed_run_charge(seen, pre.key_start, prior_spend, output, notice):
             # Spent before this run began, as the killed run's records: the budget's part of the limit
             # falls by it (the key's credit shows it already: counted there, it stopped runs early).
@@ -187,7 +187,10 @@ async def _locked_run(
                 budget = min(budget, max(0.0, job_budget - unseen - settings.budget_margin_usd))
         elif released := released_charge(seen, pre.key_start.usage, prior_spend, pre.key_start.remaining):
             notice(f"{output}: ${released:.6f} held for answers no /key read confirmed was not charged: released")
-            release_in_summary(output, released)
+            if seen is not None and seen.unconfirmed_in_journal:
+                journal_released = released  # out of the killed run's journal gap, which this run carries
+            else:
+                release_in_summary(output, released)
             prior_spend, key_gap_before = prior_spend - released, key_gap_before - released
             if budget is not None and not pre.limit_from_key:  # the budget binds: it has that much more
                 budget += released
@@ -206,7 +209,8 @@ async def _locked_run(
 
         writer = ResultsWriter(output)
         lock_created(output)  # a new output exists now: locked by any name (verify22 N4)
-        carried = (states.key_gap_usd if states is not None else 0.0) + unseen  # a kill of this run keeps it
+        # What a kill of this run keeps: the journal gap it read (less what it released), and its measure.
+        carried = (states.key_gap_usd if states is not None else 0.0) - journal_released + unseen
         rate = carried_rate(seen, pre.key_start.usage)
         journal = AttemptJournal(output, writer, job, carried, options.shard, prior_usd=prior_spend, rate=rate)
         runner = Runner(

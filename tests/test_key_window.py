@@ -23,6 +23,8 @@ from batchrun._batch_key import draw_rise, follow_earlier, seen_between_runs
 from batchrun._batch_state import BatchEntry, BatchState
 from batchrun._exceptions import ResultsError
 from batchrun._job import Job
+from batchrun._journal_file import journal_path
+from batchrun._killed_run import summary_key_seen
 from batchrun._ledger import BudgetExhausted, CreditLedger
 from batchrun._merge import merged_key_gap
 from batchrun._reader import scan_states
@@ -518,6 +520,38 @@ def test_worst_cases_counted_after_the_key_was_lost_may_be_released_too() -> Non
     ledger.key_window = None  # no key followed: nothing is unconfirmed
     ledger.unconfirmed_charge(1.0)
     assert ledger.from_key == 0.75
+
+
+async def test_worst_cases_a_run_killed_after_losing_the_key_counted_are_released_from_its_journal(
+    tmp_path: Path,
+) -> None:
+    # verify41 F-5: a run that lost the key (its worst cases counted) and was then killed -9 left
+    # them in its journal's key gap, which every resume carried and none released: 36x the bill.
+    honest = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cost": BILL}
+    server = Server(
+        key=lambda billed, reads: key_data(billed) if reads <= 2 else None,
+        answer=lambda: json_answer(200, chat_payload(model=MODEL, usage=honest)),
+    )
+    _, first, _ = await run(tmp_path, server, job_text(budget=1.0))
+    held = first["key_readings"][1]["unconfirmed"]
+    assert first["stop"] == "key_unreadable" and held > 0
+    # What the kill -9 of that run would have left: its journal (readings, worst cases, gap), no summary.
+    (tmp_path / "o.summary.json").unlink()
+    seen = summary_key_seen(first)
+    assert seen is not None
+    header = {"job": "window", "job_fingerprint": load_job(write_job(tmp_path, job_text(budget=1.0))).fingerprint}
+    lines = [header, seen.lines()[0], {**seen.lines()[1], "unconfirmed": 0.0}, {"unconfirmed": held}]
+    lines.append({"key_gap": first["key_gap_usd"]})
+    journal_path(tmp_path / "o.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    server.key = lambda billed, reads: key_data(billed)
+    said: list[str] = []
+    loaded = load_job(write_job(tmp_path, job_text(budget=1.0)))
+    with server.hostile().running() as hostile:
+        options = RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=tmp_path / "o.jsonl", resume=True)
+        report = await run_job(loaded, replace(options, clock=FakeClock()), notice=said.append)
+    assert any("was not charged: released" in line for line in said), said
+    summary = report.summary
+    assert summary["spent_before_usd"] + summary["spent_usd"] == pytest.approx(server.billed)
 
 
 def test_an_answer_within_its_worst_case_blames_the_keys_usage_for_the_stop() -> None:

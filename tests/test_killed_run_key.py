@@ -232,10 +232,11 @@ def _reading(
     return key_seen_line(usage, counted, reserved, prior, in_flight, sent, rate=None, remaining=None)
 
 
-def _seen(**figures: float) -> KeySeen:
+def _seen(**figures: Any) -> KeySeen:
     """A killed run's readings: all figures 0 but those given."""
     names = ("start_usage", "start_counted", "prior", "usage", "counted", "reserved", "in_flight", "sent")
-    return KeySeen(**{**dict.fromkeys(names, 0.0), **figures})
+    fields: dict[str, Any] = {**dict.fromkeys(names, 0.0), **figures}
+    return KeySeen(**fields)
 
 
 def test_the_journal_gives_the_first_and_last_readings_and_what_was_sent_after(tmp_path: Path) -> None:
