@@ -468,27 +468,37 @@ async def test_an_overdrawn_key_sends_nothing_even_to_a_free_model(tmp_path: Pat
             assert code == ExitCode.BUDGET and summary["stop_message"].startswith("all of the limit is spent")
 
 
-async def test_worst_cases_held_when_the_key_was_lost_are_released_by_a_resume_that_reads_it(tmp_path: Path) -> None:
-    # break38 F4: /key failing mid-run stops a run under a limit (key_unreadable) and counts the
-    # worst cases of the answers since its last read as spent; with honest answers that stayed in
-    # the file for good (a fifth of the budget). The summary keeps the run's readings, and a
-    # resume whose /key answers releases what the key shows it never charged.
+def _losing_key_server() -> Server:
+    """Honest answers; /key answers the pre-flight read and one more, then a 500 every time."""
     honest = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cost": BILL}
-    server = Server(
-        key=lambda billed, reads: key_data(billed) if reads <= 2 else None,  # then a 500, every time
+    return Server(
+        key=lambda billed, reads: key_data(billed) if reads <= 2 else None,
         answer=lambda: json_answer(200, chat_payload(model=MODEL, usage=honest)),
     )
-    code, first, _ = await run(tmp_path, server, job_text(budget=1.0))
-    assert code == ExitCode.BUDGET and first["stop"] == "key_unreadable" and first["key_gap_usd"] > 0
-    held = first["key_readings"][1]["unconfirmed"]
-    assert held == pytest.approx(first["key_gap_usd"])
+
+
+async def _resume_with_the_key(tmp_path: Path, server: Server) -> tuple[Summary, list[str]]:
+    """A resume of o.jsonl with /key answering again: its summary, and what it said."""
     server.key = lambda billed, reads: key_data(billed)
     said: list[str] = []
     loaded = load_job(write_job(tmp_path, job_text(budget=1.0)))
     with server.hostile().running() as hostile:
         options = RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=tmp_path / "o.jsonl", resume=True)
         report = await run_job(loaded, replace(options, clock=FakeClock()), notice=said.append)
-    summary = report.summary
+    return report.summary, said
+
+
+async def test_worst_cases_held_when_the_key_was_lost_are_released_by_a_resume_that_reads_it(tmp_path: Path) -> None:
+    # break38 F4: /key failing mid-run stops a run under a limit (key_unreadable) and counts the
+    # worst cases of the answers since its last read as spent; with honest answers that stayed in
+    # the file for good (a fifth of the budget). The summary keeps the run's readings, and a
+    # resume whose /key answers releases what the key shows it never charged.
+    server = _losing_key_server()
+    code, first, _ = await run(tmp_path, server, job_text(budget=1.0))
+    assert code == ExitCode.BUDGET and first["stop"] == "key_unreadable" and first["key_gap_usd"] > 0
+    held = first["key_readings"][1]["unconfirmed"]
+    assert held == pytest.approx(first["key_gap_usd"])
+    summary, said = await _resume_with_the_key(tmp_path, server)
     assert any("held for answers no /key read confirmed was not charged: released" in line for line in said), said
     # What the file counts is what the key was charged: each answer's reported cost, no more.
     assert summary["spent_before_usd"] + summary["spent_usd"] == pytest.approx(server.billed)
@@ -527,11 +537,7 @@ async def test_worst_cases_a_run_killed_after_losing_the_key_counted_are_release
 ) -> None:
     # verify41 F-5: a run that lost the key (its worst cases counted) and was then killed -9 left
     # them in its journal's key gap, which every resume carried and none released: 36x the bill.
-    honest = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cost": BILL}
-    server = Server(
-        key=lambda billed, reads: key_data(billed) if reads <= 2 else None,
-        answer=lambda: json_answer(200, chat_payload(model=MODEL, usage=honest)),
-    )
+    server = _losing_key_server()
     _, first, _ = await run(tmp_path, server, job_text(budget=1.0))
     held = first["key_readings"][1]["unconfirmed"]
     assert first["stop"] == "key_unreadable" and held > 0
@@ -543,14 +549,8 @@ async def test_worst_cases_a_run_killed_after_losing_the_key_counted_are_release
     lines = [header, seen.lines()[0], {**seen.lines()[1], "unconfirmed": 0.0}, {"unconfirmed": held}]
     lines.append({"key_gap": first["key_gap_usd"]})
     journal_path(tmp_path / "o.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    server.key = lambda billed, reads: key_data(billed)
-    said: list[str] = []
-    loaded = load_job(write_job(tmp_path, job_text(budget=1.0)))
-    with server.hostile().running() as hostile:
-        options = RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=tmp_path / "o.jsonl", resume=True)
-        report = await run_job(loaded, replace(options, clock=FakeClock()), notice=said.append)
+    summary, said = await _resume_with_the_key(tmp_path, server)
     assert any("was not charged: released" in line for line in said), said
-    summary = report.summary
     assert summary["spent_before_usd"] + summary["spent_usd"] == pytest.approx(server.billed)
 
 
