@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -351,6 +352,18 @@ def test_a_record_copied_within_its_file_is_counted_once_and_said(tmp_path: Path
     rows = list(final_records(copied, warnings.append))
     assert len(rows) == len(lines) and sum(r["cost"] for r in rows) == pytest.approx(paid)
     assert warnings == [f"{copied}: 7 record(s) are copies of an earlier line (the same attempt): counted once"]
+    # jq 1.6 reads every number as a double: a 64-bit id in a row's variables comes back rounded
+    # (verify42 F-B: 2x the cost for a dataset of database ids).
+    big = json.loads(lines[0])
+    big["vars"] = {**big["vars"], "doc_id": 1234567890123456789}
+    as_jq_reads = json.loads(json.dumps(big), parse_int=lambda text: int(Decimal(repr(float(text)))))
+    as_jq = json.dumps(as_jq_reads, separators=(",", ":")).encode() + b"\n"
+    assert b"1234567890123456800" in as_jq  # as jq 1.6 writes it
+    ids = tmp_path / "ids.jsonl"
+    ids.write_bytes(b"".join([json.dumps(big).encode() + b"\n", *lines[1:], as_jq]))
+    warnings.clear()
+    assert sum(r["cost"] for r in final_records(ids, warnings.append)) == pytest.approx(paid)
+    assert warnings == [f"{ids}: 1 record(s) are copies of an earlier line (the same attempt): counted once"]
     # A row written again (a retry, a cost learnt late) still folds every cost it paid.
     again = dict(read_rows(results)[0], started_at="2026-01-01T00:00:00.000Z", cost=0.5)
     retried = tmp_path / "retried.jsonl"

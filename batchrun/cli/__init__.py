@@ -6,6 +6,7 @@ in `_run_commands` and `_file_commands`, the arguments in `_parser`."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import errno
 import functools
@@ -184,7 +185,28 @@ def _stdout_checked(console: Console, args: argparse.Namespace, code: int) -> in
     return ExitCode.IO if asked and not console.out.closed and code == ExitCode.OK else code
 
 
+def _results_on_stderr(argv: list[str]) -> bool:
+    """Whether an `-o`/`--output` among `argv` names the file stderr goes to."""
+    for index, arg in enumerate(argv):
+        if arg in ("-o", "--output") and index + 1 < len(argv):
+            named = argv[index + 1]
+        elif arg.startswith("--output="):
+            named = arg.removeprefix("--output=")
+        elif arg.startswith("-o") and len(arg) > 2 and not arg.startswith("--"):
+            named = arg[2:]
+        else:
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            if os.path.samestat(os.stat(named), os.fstat(2)):
+                return True
+    return False
+
+
 def entry() -> NoReturn:
+    if _results_on_stderr(sys.argv[1:]):
+        # `-o r.jsonl 2>> r.jsonl`: refused (as SharedOutput is), before anything is said there (a
+        # mistyped option, a job file not there): it would go into the results (verify42 F-A).
+        sys.exit(ExitCode.USAGE)
     code = main(own_process=True)
     try:
         sys.stdout.flush()
