@@ -221,13 +221,20 @@ def test_a_torn_fragment_in_the_middle_is_set_aside_by_resume_and_readers(result
     assert list(final_records(str(results))) == list(final_records(results))  # the public API takes a str (break23)
 
 
-def test_a_report_of_a_file_missing_rows_its_summary_counts_is_incomplete(results: Path) -> None:
+def test_a_report_of_a_file_missing_rows_its_summary_counts_is_incomplete(results: Path, job: Path) -> None:
     # verify41 F-4a: a whole line gone (an edit, an older copy restored) was exit 0 and no word.
     lines = results.read_bytes().splitlines(keepends=True)
     results.write_bytes(b"".join(lines[:3] + lines[4:]))
     code, text, err = call_cli("report", results)
     assert code == ExitCode.INCOMPLETE and "TOTAL" in text
     assert f"{results}: 1 of the 20 row(s) its summary counts have no readable record (lines removed" in err
+    # A line gone whose row has a later record (a retry's first attempt): as many rows, less spend.
+    retried = dict(json.loads(lines[3]), cost=0.5)
+    results.write_bytes(b"".join(lines) + json.dumps(retried).encode() + b"\n")
+    assert call_cli(job, "--simulate", "-o", results, "--resume", "-q")[0] == ExitCode.OK  # its summary now
+    results.write_bytes(b"".join(lines[:3] + lines[4:]) + json.dumps(retried).encode() + b"\n")
+    code, text, err = call_cli("report", results)
+    assert code == ExitCode.INCOMPLETE and "byte(s) shorter than when its summary was written" in err
 
 
 # -- 2. the CI gate compares with the job's whole matrix ----------------------------------------
