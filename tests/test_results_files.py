@@ -224,6 +224,10 @@ def test_a_torn_fragment_in_the_middle_is_set_aside_by_resume_and_readers(result
 def test_a_report_of_a_file_missing_rows_its_summary_counts_is_incomplete(results: Path, job: Path) -> None:
     # verify41 F-4a: a whole line gone (an edit, an older copy restored) was exit 0 and no word.
     lines = results.read_bytes().splitlines(keepends=True)
+    # A summary found by name but of another file (done.bak beside done.jsonl) says nothing of it (verify43 F1).
+    backup = results.with_suffix(".bak")
+    backup.write_bytes(b"".join(lines[:3] + lines[4:]))
+    assert call_cli("report", backup)[0] == ExitCode.OK
     results.write_bytes(b"".join(lines[:3] + lines[4:]))
     code, text, err = call_cli("report", results)
     assert code == ExitCode.INCOMPLETE and "TOTAL" in text

@@ -481,8 +481,9 @@ def test_an_output_that_is_the_runs_own_stdout_is_refused(tmp_path: Path, output
         refused = subprocess.run([*argv, "-o", output], cwd=tmp_path, env=child_env(), timeout=60, check=False)
         assert refused.returncode == ExitCode.USAGE and out.read_bytes() == before
     # verify41 F-2b, verify42 F-A: nor an error found before (a typo in a cron line: an option, a job file).
-    refused = subprocess.run([*argv, "--quite", "-o", output], cwd=tmp_path, env=child_env(), timeout=60, check=False)
-    assert refused.returncode == ExitCode.USAGE and out.read_bytes() == before
+    for named in (["--quite", "-o", output], ["--quite", f"--out={output}"], ["--quite", "-qo", output]):
+        refused = subprocess.run([*argv, *named], cwd=tmp_path, env=child_env(), timeout=60, check=False)
+        assert refused.returncode == ExitCode.USAGE and out.read_bytes() == before, named  # verify43 F2: abbreviated
     argv[7] = "missing.yaml"
     refused = subprocess.run([*argv, f"--output={output}"], cwd=tmp_path, env=child_env(), timeout=60, check=False)
     assert refused.returncode == ExitCode.USAGE and out.read_bytes() == before

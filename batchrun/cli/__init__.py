@@ -188,12 +188,12 @@ def _stdout_checked(console: Console, args: argparse.Namespace, code: int) -> in
 def _results_on_stderr(argv: list[str]) -> bool:
     """Whether an `-o`/`--output` among `argv` names the file stderr goes to."""
     for index, arg in enumerate(argv):
-        if arg in ("-o", "--output") and index + 1 < len(argv):
-            named = argv[index + 1]
-        elif arg.startswith("--output="):
-            named = arg.removeprefix("--output=")
-        elif arg.startswith("-o") and len(arg) > 2 and not arg.startswith("--"):
-            named = arg[2:]
+        after = argv[index + 1] if index + 1 < len(argv) else ""
+        option, equals, value = arg.partition("=")
+        if option.startswith("--") and len(option) > 3 and "--output".startswith(option):  # --out, --output=X
+            named = value if equals else after
+        elif not arg.startswith("--") and arg.startswith("-") and "o" in arg:  # -o X, -oX, -qo X, -qoX
+            named = arg[arg.index("o") + 1 :] or after
         else:
             continue
         with contextlib.suppress(OSError, ValueError):
