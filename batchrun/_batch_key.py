@@ -173,10 +173,9 @@ def follow_earlier(
     if measured:  # for the batches that were unfollowed alone: the others' were seen (note_key_seen)
         room = sum(max(0.0, entry.reserved_usd - entry.key_seen_usd) for entry in unfollowed)
         state.key_rise_usd += min(measured, room)
-    still_open = state.open_entries() + state.in_doubt()
     # This run takes over the batches still open: until its own end read follows them, a kill
     # leaves them unfollowed, for the next run to count at their worst cases (verify14k K9: a
     # run killed while a batch was billed left its charge counted by no run).
-    for entry in still_open:
+    for entry in state.open_entries() + state.in_doubt():
         entry.unfollowed = True
     state.save()

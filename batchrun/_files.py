@@ -104,7 +104,6 @@ def refuse_shared_output(output: Path) -> None:
 def _is(descriptor: int, info: os.stat_result) -> bool:
     """Whether `descriptor` is open on the file `info` describes."""
     try:
-        std = os.fstat(descriptor)
+        return os.path.samestat(os.fstat(descriptor), info)
     except OSError:
         return False  # closed
-    return (std.st_dev, std.st_ino) == (info.st_dev, info.st_ino)

@@ -161,8 +161,8 @@ class AttemptJournal:
         the run counted that the key showed charged before its first reading (charged_before)."""
         seen = self._carried_seen
         if seen is not None:
-            carried = replace(seen, sent_after=seen.sent_after + self._sent_usd, after_n=seen.after_n + self._sent)
-            return replace(carried, before=seen.before + before).lines()
+            sent_after, after_n = seen.sent_after + self._sent_usd, seen.after_n + self._sent
+            return replace(seen, sent_after=sent_after, after_n=after_n, before=seen.before + before).lines()
         if unconfirmed <= 0 or self._first is None or self._last is None:
             return None
         last, sent, sent_usd = self._last

@@ -100,6 +100,31 @@ class RunDigest:
         return {name: list(group.latencies) for name, group in sorted(self.builder.models.items())}
 
 
+def missing_since_summary(results: Path, summary: dict[str, Any], rows: int, unread: int) -> str | None:
+    """Why `results` is known to miss records its run's `summary` counted (`rows`: the records it
+    holds; `unread`: lines set aside or cut); None when it is not, or the summary is not this very
+    file's (`r.bak` beside `r.jsonl` finds r.jsonl's: verify43 F1). A file only grows after its
+    summary (a resume appends): fewer rows, or fewer bytes, are records gone (break40 F6, verify41
+    F-4a: exit 0, a CI step read it as whole)."""
+    named, total = summary.get("output"), summary.get("total")
+    if not isinstance(named, str) or Path(named).name != results.name or not isinstance(total, dict):
+        return None
+    counts, written = total.get("rows"), summary.get("results_bytes")
+    if type(counts) is int and counts > rows:
+        why = f"{unread} line(s) set aside or cut" if unread else "lines removed since it was written?"
+        return f"{results}: {counts - rows} of the {counts} row(s) its summary counts have no readable record ({why})"
+    try:
+        shorter = written - results.stat().st_size if type(written) is int else 0
+    except OSError:
+        return None
+    if shorter > 0:  # lines gone whose rows still have a record (a retry's first attempt): less spend
+        return (
+            f"{results}: {shorter:,} byte(s) shorter than when its summary was written: records removed since "
+            "(what they cost is not counted)"
+        )
+    return None
+
+
 def read_run_summary(results: Path) -> dict[str, Any]:
     """The `X.summary.json` a run wrote beside `X.jsonl` (budget, stop); {} when absent or unreadable.
 

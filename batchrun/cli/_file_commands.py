@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-from pathlib import Path
 from typing import Any
 
 from .._console import Console
@@ -32,7 +30,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from .._batch_state import pending_batches
     from .._items import ItemGate
     from .._reader import unread_lines
-    from .._report_data import file_key_gap, read_run_summary
+    from .._report_data import file_key_gap, missing_since_summary, read_run_summary
     from .._results import final_records
     from .._summary import SummaryBuilder
     from .._summary_text import render_markdown, render_text
@@ -77,32 +75,9 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     write_junit_file(args, console, lambda: final_records(args.results), gate)  # read again: warned once
     show(console, args, summary, render_text, render_markdown)
     write_report_page(args, page, summary, None)
-    total = run_summary.get("total")
-    # Only a summary of this very file (`r.bak` beside `r.jsonl` finds r.jsonl's: verify43 F1).
-    named = run_summary.get("output")
-    if not isinstance(named, str) or Path(named).name != args.results.name:
-        total = None
-    counts = total.get("rows") if isinstance(total, dict) else None
-    if type(counts) is int and counts > summary["total"]["rows"]:
-        # The run's own summary counts rows the file does not hold (lines set aside, or lines gone:
-        # an edit, an older copy): it is known to miss them (break40 F6, verify41 F-4a: exit 0, a
-        # CI step read it as whole). A file only grows after its summary (a resume appends).
-        why = f"{unread} line(s) set aside or cut" if unread else "lines removed since it was written?"
-        console.error(
-            f"{args.results}: {counts - summary['total']['rows']} of the {counts} row(s) its summary counts have no "
-            f"readable record ({why})"
-        )
+    if missing := missing_since_summary(args.results, run_summary, summary["total"]["rows"], unread):
+        console.error(missing)
         return ExitCode.INCOMPLETE
-    written = run_summary.get("results_bytes") if total is not None else None
-    with contextlib.suppress(OSError):
-        if type(written) is int and args.results.stat().st_size < written:
-            # Lines gone whose rows still have a record (a retry's first attempt): the same count
-            # of rows, less spend, exit 0 (verify42, untried there). A file only grows after its summary.
-            console.error(
-                f"{args.results}: {written - args.results.stat().st_size:,} byte(s) shorter than when its summary "
-                "was written: records removed since (what they cost is not counted)"
-            )
-            return ExitCode.INCOMPLETE
     return ExitCode.OK
 
 
