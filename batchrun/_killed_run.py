@@ -161,8 +161,8 @@ def last_key_seen(journal: Path, warn: Callable[[str], None] | None = None) -> K
                     first, last, after = first or reading, reading, []
             elif "at" in entry and "row" in entry:  # an attempt about to go out (AttemptJournal.sent)
                 after.append(journal_usd(entry.get("usd")))
-            elif "charged_before" in entry:
-                before = journal_usd(entry["charged_before"]) or 0.0
+            elif "charged_before" in entry:  # cumulative: an unreadable or lower line takes nothing back
+                before = max(before, journal_usd(entry["charged_before"]) or 0.0)
             elif "unconfirmed" in entry and len(entry) == 1:
                 unconfirmed = journal_usd(entry["unconfirmed"]) or 0.0
     if unreadable and warn is not None:

@@ -444,3 +444,24 @@ def test_what_a_run_counted_that_was_charged_before_its_first_reading_is_not_tak
     assert released_charge(replace(unconfirmed, before=0.0), 1.5, prior_now=0.9) == pytest.approx(0.4)
     # Carried on in a summary's key_readings, and read back.
     assert summary_key_seen({"key_readings": unconfirmed.lines()}) == unconfirmed
+
+
+def test_charged_before_and_unconfirmed_lines_that_cannot_be_believed_release_nothing_more(tmp_path: Path) -> None:
+    # The newest journal lines read like the others (journal_usd): text, negatives, NaN, null and a
+    # boolean are passed over; a lower charged_before after a higher one takes nothing back (what a
+    # run counted before its first reading only grows), so the release never grows by it.
+    bad: list[Any] = ["x", -1, "NaN", None, True, [], {}]
+    journal = _journal(
+        tmp_path,
+        {"job": "j"},
+        _reading(1.0),
+        {"charged_before": 0.3},
+        *({"charged_before": value} for value in bad),
+        {"charged_before": 0.1},
+        _reading(1.5, counted=0.6),
+        *({"unconfirmed": value} for value in bad),
+    )
+    seen = last_key_seen(journal)
+    assert seen is not None and seen.before == 0.3
+    assert seen.unconfirmed == 0.0 and not seen.unconfirmed_in_journal  # nothing to release
+    assert released_charge(seen, 1.5, prior_now=0.9) == 0.0
