@@ -37,6 +37,7 @@ def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) ->
         part = "" if shard is None else f" (shard {shard})"
         if found is None:
             raise ConfigError(f"--resume: no incomplete run of {job.name!r}{part} was found; give --output")
+        refuse_shared_output(found)  # before the notice: stderr may be this file (verify43 F3)
         notice(f"resuming {found}, the most recent incomplete run of {job.name}{part}")
         return found.resolve() if found.is_symlink() else found
     return fresh_output(job.name, job.run.output, now)

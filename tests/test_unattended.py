@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,14 @@ import pytest
 
 from batchrun import ExitCode, load_job, matrix_requests
 from batchrun._results import ResultsWriter, final_records, repair_torn_tail, scan_states
+from batchrun.cli import _results_on_stderr
 from batchrun.simulator import Simulator
 
 from .conftest import (
     BIG_JOB,
     FAKE_KEY,
     SMALL_JOB,
+    SMALL_RUN,
     call_cli,
     child_env,
     cli,
@@ -480,13 +483,75 @@ def test_an_output_that_is_the_runs_own_stdout_is_refused(tmp_path: Path, output
         argv[2] = f'exec "$@" --resume {redirect}'
         refused = subprocess.run([*argv, "-o", output], cwd=tmp_path, env=child_env(), timeout=60, check=False)
         assert refused.returncode == ExitCode.USAGE and out.read_bytes() == before
-    # verify41 F-2b, verify42 F-A: nor an error found before (a typo in a cron line: an option, a job file).
-    for named in (["--quite", "-o", output], ["--quite", f"--out={output}"], ["--quite", "-qo", output]):
-        refused = subprocess.run([*argv, *named], cwd=tmp_path, env=child_env(), timeout=60, check=False)
-        assert refused.returncode == ExitCode.USAGE and out.read_bytes() == before, named  # verify43 F2: abbreviated
-    argv[7] = "missing.yaml"
-    refused = subprocess.run([*argv, f"--output={output}"], cwd=tmp_path, env=child_env(), timeout=60, check=False)
+    # verify41 F-2b, verify42 F-A: nor an error found before (a typo in a cron line: an option;
+    # the other spellings: test_the_results_file_on_stderr_is_the_one_argparse_would_write).
+    refused = subprocess.run([*argv, "--quite", "-o", output], cwd=tmp_path, env=child_env(), timeout=60, check=False)
     assert refused.returncode == ExitCode.USAGE and out.read_bytes() == before
+
+
+@contextlib.contextmanager
+def stderr_to(descriptor: int) -> Iterator[None]:
+    """This process's file descriptor 2 on `descriptor` (what `2>> FILE` gives the console script)."""
+    saved = os.dup(2)
+    try:
+        os.dup2(descriptor, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def test_the_results_file_on_stderr_is_the_one_argparse_would_write(tmp_path: Path) -> None:
+    # verify43 F4, F5, F6: the early refusal read every `-o` (a wrapper's default one, overridden,
+    # refused the run), missed merge's `OUT SHARD...`, and was silent on a terminal or pipe.
+    out, other = tmp_path / "out.jsonl", tmp_path / "other.jsonl"
+    out.write_bytes(b"")
+    with open(out, "ab") as handle, stderr_to(handle.fileno()):
+        refused = {
+            "-o twice, the last": ["job.yaml", "-o", str(other), "-o", str(out)],
+            "--out=": ["job.yaml", "--out=" + str(out)],
+            "-qo": ["run", "job.yaml", "-qo", str(out)],
+            "merge OUT SHARD": ["merge", str(out), "a.jsonl", "b.jsonl"],
+            "merge -o": ["merge", "a.jsonl", "-o", str(out)],
+            "a typo": ["job.yaml", "--quite", "-o", str(other), "-o", str(out)],
+            "a typo, --out=": ["job.yaml", "--quite", "--out=" + str(out)],  # verify43 F2: abbreviated
+            "a typo, -qo": ["job.yaml", "--quite", "-qo", str(out)],
+            "a job file not there": ["missing.yaml", "--output=" + str(out)],
+            "merge OUT, a typo": ["merge", str(out), "a.jsonl", "--quite"],
+        }
+        for name, argv in refused.items():
+            assert _results_on_stderr(argv), name
+        kept = {
+            "-o twice, an earlier": ["job.yaml", "-o", str(out), "-o", str(other)],
+            "merge SHARD -o OTHER": ["merge", str(out), "-o", str(other)],
+            "a file read": ["report", str(out)],
+            "a job named so": ["validate", str(out)],
+        }
+        for name, argv in kept.items():
+            assert not _results_on_stderr(argv), name
+    read_end, write_end = os.pipe()
+    primary, secondary = os.openpty()
+    try:
+        for descriptor in (write_end, secondary):  # a pipe, a terminal: a message spoils nothing
+            with stderr_to(descriptor):
+                assert not _results_on_stderr(["job.yaml", "-o", "/dev/stderr"])
+    finally:
+        for descriptor in (read_end, write_end, primary, secondary):
+            os.close(descriptor)
+
+
+def test_a_resume_of_the_jobs_own_output_on_stderr_says_nothing_there(tmp_path: Path) -> None:
+    # verify43 F3: with `run.output` fixed and stderr appended to it, `--resume` wrote its
+    # "resuming ..." notice among the records before refusing.
+    job = write_job(tmp_path, SMALL_JOB.replace(SMALL_RUN, f"run: {{concurrency: 4, output: {tmp_path}/out.jsonl}}"))
+    out = tmp_path / "out.jsonl"
+    assert cli(job, "--simulate", "--deadline", "30", "-q").returncode == ExitCode.OK
+    summary = out.with_name("out.summary.json")
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "complete": False}))
+    before = out.read_bytes()
+    with open(out, "ab") as handle, stderr_to(handle.fileno()):
+        result = cli(job, "--simulate", "--resume")
+    assert (result.returncode, result.stderr, out.read_bytes()) == (ExitCode.USAGE, "", before)
 
 
 def test_sigterm_ends_a_finished_run_blocked_on_a_stdout_nobody_reads(tmp_path: Path) -> None:

@@ -11,8 +11,10 @@ import difflib
 import errno
 import functools
 import gc
+import io
 import os
 import signal
+import stat
 import sys
 from typing import NoReturn, TextIO, cast
 
@@ -186,20 +188,47 @@ def _stdout_checked(console: Console, args: argparse.Namespace, code: int) -> in
 
 
 def _results_on_stderr(argv: list[str]) -> bool:
-    """Whether an `-o`/`--output` among `argv` names the file stderr goes to."""
-    for index, arg in enumerate(argv):
-        after = argv[index + 1] if index + 1 < len(argv) else ""
-        option, equals, value = arg.partition("=")
-        if option.startswith("--") and len(option) > 3 and "--output".startswith(option):  # --out, --output=X
-            named = value if equals else after
-        elif not arg.startswith("--") and arg.startswith("-") and "o" in arg:  # -o X, -oX, -qo X, -qoX
-            named = arg[arg.index("o") + 1 :] or after
-        else:
-            continue
+    """Whether the results file `argv` names is the regular file stderr goes to (`-o r.jsonl
+    2>> r.jsonl`): then nothing may be said, or it lands among the records. A terminal, a pipe or
+    /dev/null spoils nothing, and the refusal is said there (verify43 F6)."""
+    try:
+        stderr = os.fstat(2)
+    except OSError:
+        return False  # closed
+    if not stat.S_ISREG(stderr.st_mode):
+        return False
+    for named in _named_outputs(argv):
         with contextlib.suppress(OSError, ValueError):
-            if os.path.samestat(os.stat(named), os.fstat(2)):
+            if os.path.samestat(os.stat(named), stderr):
                 return True
     return False
+
+
+def _named_outputs(argv: list[str]) -> list[str]:
+    """The results file the command would write, as argparse reads `argv` (the last `-o` of
+    two, `--out=`, `-qoX`, merge's `OUT SHARD...`: verify43 F4, F5); for a command line it
+    refuses, every `-o` in it (it fails anyway: its usage error must not land in a results file)."""
+    words = argv if not argv or argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version") else ["run", *argv]
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        try:
+            args = _shared_parser().parse_args(words)
+        except SystemExit:  # a usage error, or --help (said by main, later)
+            args = None
+    if args is not None:
+        output = getattr(args, "output", None)
+        if output is None and args.command == "merge" and len(args.files) > 1:
+            output = args.files[0]
+        return [] if output is None else [str(output)]
+    named = [words[1]] if words[0] == "merge" and len(words) > 1 and not words[1].startswith("-") else []
+    for index, arg in enumerate(words):
+        after = words[index + 1] if index + 1 < len(words) else ""
+        option, equals, value = arg.partition("=")
+        if option.startswith("--") and len(option) > 3 and "--output".startswith(option):  # --out, --output=X
+            named.append(value if equals else after)
+        elif not arg.startswith("--") and arg.startswith("-") and "o" in arg:  # -o X, -oX, -qo X, -qoX
+            named.append(arg[arg.index("o") + 1 :] or after)
+    return named
 
 
 def entry() -> NoReturn:
