@@ -695,15 +695,18 @@ class OneBatch:
         return json_answer(200, {"id": "batch_1", "object": "batch", **done})
 
 
-async def run_batch(tmp_path: Path, batches: OneBatch, job: str, resume: bool = False) -> tuple[Job, Summary]:
-    """`job` against `batches` in process: the job loaded, and its run's summary."""
+async def run_batch(
+    tmp_path: Path, batches: OneBatch, job: str, resume: bool = False, notices: list[str] | None = None
+) -> tuple[Job, Summary]:
+    """`job` against `batches` in process: the job loaded, and its run's summary (what it said
+    on stderr, into `notices`)."""
     loaded = load_job(write_job(tmp_path, job))
     with batches.hostile().running() as hostile:
         output = tmp_path / "o.jsonl"
         options = RunOptions(
             api_key=FAKE_KEY, base_url=hostile.base_url, output=output, clock=FakeClock(), resume=resume
         )
-        report = await run_job(loaded, options)
+        report = await run_job(loaded, options, notice=(notices if notices is not None else []).append)
     return loaded, report.summary
 
 
@@ -1028,8 +1031,8 @@ async def test_a_batch_collected_before_a_key_read_could_follow_it_counts_its_wo
     # Verification of the break14h fixes (H5 in batch mode): a run collected a batch that
     # under-reported ($0.0001 for $0.30) and was killed before /key was read after it: no run
     # ever counted the gap, and the next resume spent the budget again. Here /key stops
-    # answering right after the collection (the run stops, key_unreadable); the resume counts
-    # the batch's worst case beyond its reported cost as spent.
+    # answering right after the collection; the resume counts the batch's worst case beyond its
+    # reported cost as spent.
     collected = [False]
     server = Server(lambda billed, reads: None if collected[0] else key_data(billed))
     batches = OneBatch(server, cost=lambda rows: 0.0001, charge=0.3)
@@ -1041,8 +1044,12 @@ async def test_a_batch_collected_before_a_key_read_could_follow_it_counts_its_wo
 
     batches.poll = polled  # type: ignore[method-assign]
     job = job_text(budget=0.6, rows=20, mode="batch", batch_poll_s=1)
-    _, first = await run_batch(tmp_path, batches, job)
-    assert first["stop"] == "key_unreadable"
+    notices: list[str] = []
+    _, first = await run_batch(tmp_path, batches, job, notices=notices)
+    # verify41 item 6: every row was answered, so no stop (it was key_unreadable, exit 5,
+    # "resumable" with nothing left to resume); said, and the worst case counts all the same.
+    assert first["stop"] is None and first["complete"] is True
+    assert any(n.startswith("warning: the key's usage cannot be followed: ") for n in notices), notices
     [entry] = json.loads((tmp_path / "o.batches.json").read_text())["batches"]
     # verify40 F1: counted in the run itself, as an answer's worst case is (it was left for the
     # next run, and the summary of a cron's last run said a tenth of the bill).
