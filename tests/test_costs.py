@@ -36,7 +36,7 @@ ABANDON_JOB = priced_job(
 pytestmark = pytest.mark.usefixtures("api_key_env")
 
 
-async def _run(sim: Simulator, tmp_path: Path, text: str, budget: float, **run: Any) -> Summary:
+async def _run(sim: Simulator, tmp_path: Path, text: str, budget: float | None, **run: Any) -> Summary:
     job = load_job(write_job(tmp_path, text))
     job = replace(job, run=replace(job.run, budget_usd=budget, **run))
     out = tmp_path / "out.jsonl"
@@ -376,6 +376,18 @@ async def test_a_server_that_under_reports_tenfold_is_caught_before_the_budget_i
     assert billed <= budget + 32 * worst
     assert billed > budget / 2  # the run did spend: the bound is not met by sending nothing
     assert summary["reconciliation"]["counted_from_key_usd"] > 0 and honest_rows < 600
+
+
+async def test_answers_under_reporting_a_small_bill_are_counted_below_the_warnings_cent(tmp_path: Path) -> None:
+    # verify38 N3: a small run whose every answer under-reported tenfold ended with a tenth of
+    # its bill as spent, no warning, exit 0: the end-of-run read counted nothing within a cent.
+    simulator = Simulator(SimConfig(reported_share=0.1))
+    with simulator.serve_in_thread() as sim:
+        summary = await _run(sim, tmp_path, LIAR_JOB, budget=None)  # no limit: no key window
+        billed = sim.stats.billed_usd
+    assert summary["stop"] is None and 0 < billed < 0.01  # all of it within the warning's cent
+    assert summary["spent_usd"] == pytest.approx(billed, abs=1e-8)
+    assert summary["reconciliation"]["counted_at_end_usd"] > 0 and summary["reconciliation"]["warning"] is None
 
 
 async def test_the_key_window_has_the_key_read_before_a_reservation_it_cannot_hold() -> None:
