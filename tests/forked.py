@@ -70,12 +70,15 @@ def _fresh_signals() -> None:
 
 
 def _fresh_streams() -> None:
-    """New stdin, stdout and stderr on descriptors 0-2, built as the interpreter builds them."""
+    """New stdin, stdout and stderr on descriptors 0-2, built as the interpreter builds them
+    (PYTHONUNBUFFERED, as cron's or a CI image's environment may set it: stdout on the file itself)."""
     _PARENT_STREAMS.extend([sys.stdin, sys.stdout, sys.stderr])  # held till os._exit: none may close 0-2
     sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
-    sys.stdout = io.TextIOWrapper(
-        io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8", line_buffering=os.isatty(1)
-    )
+    stdout: io.RawIOBase | io.BufferedWriter = io.FileIO(1, "w", closefd=False)
+    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
+    if not unbuffered:
+        stdout = io.BufferedWriter(stdout)
+    sys.stdout = io.TextIOWrapper(stdout, encoding="utf-8", line_buffering=os.isatty(1), write_through=unbuffered)
     sys.stderr = io.TextIOWrapper(
         io.FileIO(2, "w", closefd=False),
         encoding="utf-8",
@@ -123,10 +126,10 @@ def _child(
         _close_inherited(set(pass_fds))
         _fresh_signals()
         asyncio.events._set_running_loop(None)  # a test's own loop is running in this thread
-        _fresh_streams()
         if env is not None:
             os.environ.clear()
             os.environ.update(env)
+        _fresh_streams()
         # As an interpreter reads it at start: a child under a file-size limit must not write
         # bytecode (a .pyc cut at the limit is installed whole-looking, and breaks every later
         # import of its module); the suite's own setting (conftest) is the parent's.

@@ -451,7 +451,7 @@ def test_a_readers_output_that_cannot_be_written_is_exit_11_and_a_gone_reader_is
     assert call_cli(job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
     err = io.StringIO()
     assert main(["report", str(out), "--json"], out=_FullDisk(errno.ENOSPC), err=err) == ExitCode.IO
-    assert err.getvalue() == "batchrun: warning: stdout: the output could not be written: No space left on device\n"
+    assert err.getvalue() == "batchrun: stdout: the output could not be written: No space left on device\n"
     err = io.StringIO()  # the text report: said, and the code is the command's own
     assert main(["report", str(out)], out=_FullDisk(errno.ENOSPC), err=err) == ExitCode.OK
     assert "warning: stdout: the output could not be written" in err.getvalue()

@@ -213,6 +213,34 @@ def test_a_report_file_cut_by_a_full_disk_is_not_left_behind_and_is_named(result
         assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_readers_stdout_cut_part_way_by_a_full_disk_is_exit_11(
+    results: Path, tmp_path: Path, unbuffered: str
+) -> None:
+    # break42 F4: under PYTHONUNBUFFERED (set by many CI images) stdout writes the file itself,
+    # and takes a short write (the disk full part way) as done, dropping the rest: `report
+    # --json > r.json` left 8,192 of 10,315 bytes, exit 0, silent.
+    whole = call_cli("report", results, "--json")[1].encode()
+    limit = len(whole) // 2
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    target = tmp_path / "report.json"
+    with open(target, "wb") as stdout:
+        result = run_forked(
+            ["report", results, "--json"],
+            120,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**child_env(), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": unbuffered},
+            preexec_fn=small_files,
+        )
+    assert result.returncode == ExitCode.IO and target.read_bytes() == whole[:limit]
+    assert result.stderr == "batchrun: stdout: the output could not be written: File too large\n"
+
+
 def test_answers_carry_no_html_or_links_into_markdown(results: Path, tmp_path: Path) -> None:
     rows = read_rows(results)
     failing = next(r for r in rows if r.get("checks"))

@@ -182,9 +182,12 @@ def _stdout_checked(console: Console, args: argparse.Namespace, code: int) -> in
     failure = console.out.failure
     if args.command == "run" or failure is None or failure.errno == errno.EPIPE:
         return code
-    console.warn(f"stdout: the output could not be written: {failure.strerror or failure}")
     asked = getattr(args, "json", False) or getattr(args, "markdown", False)
-    return ExitCode.IO if asked and not console.out.closed and code == ExitCode.OK else code
+    failed = asked and not console.out.closed and code == ExitCode.OK
+    # An exit 11 is an error, said as one (break42 F4: "warning: ..." then exit 11).
+    say = console.error if failed else console.warn
+    say(f"stdout: the output could not be written: {failure.strerror or failure}")
+    return ExitCode.IO if failed else code
 
 
 def _results_on_stderr(argv: list[str]) -> bool:
