@@ -114,8 +114,9 @@ def key_seen_line(
 ) -> dict[str, float]:
     line = {
         "key_seen": usage,
-        "counted": counted,
-        "reserved": reserved,
+        # The ledger's sums of money, less what was released, may end a float's residue below zero.
+        "counted": max(0.0, counted),
+        "reserved": max(0.0, reserved),
         "prior": prior,
         "in_flight": in_flight,
         "sent": sent,

@@ -277,6 +277,19 @@ def test_the_journal_gives_the_first_and_last_readings_and_what_was_sent_after(t
     assert last_key_seen(tmp_path / "none.jsonl") is None
 
 
+def test_a_sums_float_residue_below_zero_is_read_as_zero_not_as_a_line_that_cannot_be_read(tmp_path: Path) -> None:
+    # break42 F1: "reserved": -5.76e-20 (what was reserved less what was released), written as
+    # is and refused as negative: a resume after every kill -9 warned, under --quiet too.
+    written = _reading(1.0, counted=-1e-19, reserved=-5.759824041329242e-20)
+    assert (written["counted"], written["reserved"]) == (0.0, 0.0)
+    residue = {**_reading(1.2, counted=0.2), "reserved": -5.759824041329242e-20, "counted": 0.2 - 1e-18}
+    warnings: list[str] = []
+    seen = last_key_seen(_journal(tmp_path, {"job": "j"}, _reading(1.0), residue), warnings.append)
+    assert warnings == [] and seen is not None and (seen.usage, seen.reserved) == (1.2, 0.0)
+    assert last_key_seen(_journal(tmp_path, {"job": "j"}, {**residue, "reserved": -1e-6}), warnings.append) is None
+    assert len(warnings) == 1  # a figure below zero by more than a residue is still not believed
+
+
 # Up to its last reading the key rose 0.3 over 30 attempts, 2 of them in flight then ($0.2 of worst
 # cases), and 5 were sent after ($0.5); its reads counted no gap.
 SEEN = _seen(start_usage=10.0, prior=1.0, usage=10.3, counted=0.25, reserved=0.2, in_flight=2, sent=30)
