@@ -270,9 +270,12 @@ async def _read_events(
             continue
         finished = reading.finish_reason is not None  # before this chunk: nothing may follow it
         _read_chunk(chunk, reading, client)
-        if chunk.get("error"):
-            # Mid-stream: the status is already 200, the error comes as an event.
-            failure = _classified(client, 200, chunk["error"], response.headers, clock)
+        if (error := chunk.get("error") or _choice_error(chunk)) or reading.finish_reason == "error":
+            # Mid-stream: the status is already 200, the error comes as an event; an error in the
+            # choice, or the finish reason "error" alone, fail it as they fail a plain reply
+            # (break41 F1: recorded ok, graded and never retried).
+            error = error or {"message": "finish_reason error"}
+            failure = _classified(client, 200, error, response.headers, clock)
             failure.message = f"mid-stream: {failure.message}"
             failure.args = (failure.message,)
             # A usage.cost sent is charged; tokens streamed are waived by the error finish
@@ -320,6 +323,11 @@ def _shape_problem(chunk: dict[str, Any], finished: bool) -> str | None:
         if finished and (content or (delta or {}).get("tool_calls")):
             return "delta after the choice's finish_reason"
     return None
+
+
+def _choice_error(chunk: dict[str, Any]) -> Any:
+    choices = chunk.get("choices")
+    return choices[0].get("error") if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
 
 
 def _read_chunk(chunk: dict[str, Any], reading: _Reading, client: OpenRouterClient) -> None:

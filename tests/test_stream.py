@@ -207,6 +207,15 @@ async def _streamed(*events: Any) -> StreamedChat:
             "empty_completion",
         ),
         ((b"[DONE]",), "empty_completion"),
+        # break41 F1: the finish reason "error" alone, or an error in the choice, as in a plain reply
+        (
+            ({"id": "gen-7", "choices": [{"delta": {"content": "Par"}, "finish_reason": "error"}]}, b"[DONE]"),
+            "upstream_error",
+        ),
+        (
+            ({"id": "gen-8", "choices": [{"delta": {}, "error": {"code": 502, "message": "down"}}]}, b"[DONE]"),
+            "upstream_error",
+        ),
     ],
 )
 async def test_a_lying_stream_is_classified(events: tuple[Any, ...], kind: str) -> None:
