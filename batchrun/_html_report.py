@@ -204,8 +204,9 @@ def _verdict(summary: Summary, run_meta: dict[str, Any], decided: Decided | None
         if decided[0] == ExitCode.OK and run_meta.get("complete") is False and isinstance(shortfalls, list):
             # A merge of some of the shards: "ok" read as the job's (break31 m2).
             decided = (ExitCode.INCOMPLETE, [str(s) for s in shortfalls[:5]])
-        # `report` without --job exits 0 whatever this says: the page says what it is (m2).
-        basis = "default thresholds, as a run would exit (report without --job gates nothing)"
+        # `report` without --job gates no threshold (exit 0 or 12, rows never answered): the page
+        # says what this is (m2).
+        basis = "default thresholds, as a run would exit (report without --job gates only rows never answered)"
     code, reasons = decided
     return {"code": int(code), "name": ExitCode(code).name.lower(), "reasons": reasons, "basis": basis}
 

@@ -122,6 +122,24 @@ def test_the_junit_file_of_a_file_with_rows_missing_is_not_green(tmp_path: Path,
     assert counts["gate"] is not None and len(counts["gate"]) == 0  # a green case: the gate passed
 
 
+def test_report_without_job_of_a_run_stopped_at_its_deadline_is_exit_12_and_its_junit_file_not_green(
+    tmp_path: Path, job: Path
+) -> None:
+    # break42 F2: exit 0 and a JUnit file with no failure (every row <skipped>) for a run its own
+    # summary called stopped (deadline) and incomplete, while its page said "exit 6".
+    out, junit = tmp_path / "r.jsonl", tmp_path / "junit.xml"
+    assert call_cli(job, "--simulate", "-o", out, "--deadline", "0.001", "-q")[0] == ExitCode.DEADLINE
+    code, _, err = call_cli("report", out, "--junit", junit)
+    skipped = sum(1 for row in read_rows(out) if row["status"] == "skipped")
+    assert code == ExitCode.INCOMPLETE and skipped > 0
+    assert f"batchrun: {skipped} row(s) skipped, never answered (deadline {skipped}); --resume runs them\n" in err
+    gate = _junit(junit)["gate"].find("failure")
+    assert gate is not None and "exit 12" in gate.get("message") and "never answered" in gate.get("message")
+    assert call_cli(job, "--simulate", "-o", out, "--resume", "-q")[0] == ExitCode.OK
+    code, _, err = call_cli("report", out, "--junit", junit)
+    assert code == ExitCode.OK and len(_junit(junit)["gate"]) == 0  # answered since: a green case
+
+
 def test_a_missing_repeat_makes_its_item_an_error(tmp_path: Path, job: Path, results: Path) -> None:
     # With repeats, JUnit has one case per item: an item with a repeat missing is not green.
     rows = read_rows(results)

@@ -331,12 +331,12 @@ async def test_a_resume_counts_what_earlier_key_windows_counted(tmp_path: Path) 
     # file read as a known $0.00002 while it cost the key about $0.036).
     gap = summaries[2]["key_gap_usd"]
     code, text, _ = call_cli("report", output)
-    assert code in (0, 1) and f"${gap:.6f} counted as spent beyond the rows' records" in text
+    assert code in (0, 1, ExitCode.INCOMPLETE) and f"${gap:.6f} counted as spent beyond the rows' records" in text
     code, text, _ = call_cli("history", output, "--json")
     assert json.loads(text)["runs"][0]["key_gap_usd"] == pytest.approx(gap)
     assert f"(+${gap:.6f} spent beyond the records)" in call_cli("history", output)[1]
     page = tmp_path / "r.html"
-    assert call_cli("report", output, "--html", page)[0] in (0, 1)
+    assert call_cli("report", output, "--html", page)[0] in (0, 1, ExitCode.INCOMPLETE)
     assert f"${gap:.6f} counted as spent beyond the rows' records" in page.read_text()
 
 

@@ -123,7 +123,7 @@ def test_report_html_is_one_self_contained_file(tmp_path: Path, history_dir: Pat
     assert 'id="chart-pass-by-model"' in html and 'id="chart-latency-distribution"' in html
     assert html.count('<tr class="kind-') == len(_failing(read_rows(results)))
     assert "exit 0 (ok)" in html and "of a $0.500000 budget" in html
-    assert "as a run would exit (report without --job gates nothing)" in html
+    assert "as a run would exit (report without --job gates only rows never answered)" in html
     assert oct(page.stat().st_mode & 0o777) == "0o644"
 
 

@@ -426,10 +426,16 @@ def test_junit_per_row_validates_against_the_schema(tmp_path: Path, junit_schema
     rows.append({**rows[0], "id": "s", "status": "skipped", "reason": "budget", "vars": {"country": "\x01Peru"}})
     (tmp_path / "all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, _, err = call_cli("report", tmp_path / "all.jsonl", "--junit", tmp_path / "j.xml")
-    assert code == 0 and "junit:" in err
+    assert code == ExitCode.INCOMPLETE and "junit:" in err  # a row never answered (break42 F2)
     junit_schema.validate(tmp_path / "j.xml")
     data: Any = junit_schema.to_dict(tmp_path / "j.xml")
     suites = {s["@name"]: s for s in data["testsuite"]}
+    [gate] = (
+        suites["tools (gate)"]["testcase"]
+        if isinstance(suites["tools (gate)"]["testcase"], list)
+        else [suites["tools (gate)"]["testcase"]]
+    )
+    assert "1 row(s) skipped, never answered (budget 1)" in gate["failure"]["@message"]
     weather = suites["tools.weather"]
     assert weather["@tests"] == 4 and weather["@errors"] == 1 and weather["@skipped"] == 1
     failures = [c for c in weather["testcase"] if "failure" in c]

@@ -72,13 +72,22 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     if not summary["total"]["rows"]:
         raise ResultsError(f"{args.results}: holds no records")
     counted(summary)
-    write_junit_file(args, console, lambda: final_records(args.results), gate)  # read again: warned once
+    # Rows never answered (a run stopped at its deadline, its budget, a kill -9) leave the file
+    # incomplete, as rows gone since its summary do: exit 12, and the JUnit file fails with it
+    # (break42 F2: exit 0 and a JUnit file with no failure for a run stopped at its deadline).
+    reasons = [r for r in (missing_since_summary(args.results, run_summary, summary["total"]["rows"], unread),) if r]
+    if skipped := summary["total"]["skipped"]:
+        why = ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items()))
+        reasons.append(f"{skipped} row(s) skipped, never answered ({why}); --resume runs them")
+    code = ExitCode.INCOMPLETE if reasons else ExitCode.OK
+    job_name = summary.get("job") or args.results.stem
+    # The records read again for the JUnit file: their warnings were said once, above.
+    write_junit_file(args, console, lambda: final_records(args.results), gate, (), (int(code), reasons), job_name)
     show(console, args, summary, render_text, render_markdown)
     write_report_page(args, page, summary, None)
-    if missing := missing_since_summary(args.results, run_summary, summary["total"]["rows"], unread):
-        console.error(missing)
-        return ExitCode.INCOMPLETE
-    return ExitCode.OK
+    for reason in reasons:
+        console.error(reason)
+    return code
 
 
 def cmd_history(args: argparse.Namespace, console: Console) -> int:
