@@ -126,11 +126,18 @@ def error_rate(summary: Summary) -> float:
 
 
 def decide(
-    summary: Summary, settings: RunSettings, override: float | None = None, *, run: bool = False
+    summary: Summary,
+    settings: RunSettings,
+    override: float | None = None,
+    *,
+    run: bool = False,
+    thresholds: bool = True,
 ) -> tuple[ExitCode, list[str]]:
     """The exit code of a run, and why; a stop outranks errors, and errors outrank quality.
     `run`: the summary is a run's own, whose rows skipped without a stop make it incomplete
-    (`report --job` decides that from the matrix itself, with `--allow-partial`)."""
+    (`report --job` decides that from the matrix itself, with `--allow-partial`). Without
+    `thresholds` (a shard's run: too few rows for them), no rate is gated: the merged run's
+    `report --job` gates them (break42 F3: shards exited 3 on a night whose gate passed)."""
     stop = summary.get("stop")
     budget, spent = summary.get("budget_usd"), summary.get("spent_usd")
     over = budget is not None and spent is not None and spent > budget + 1e-6  # the summary rounds to 8 places
@@ -155,14 +162,14 @@ def decide(
             f" (internal error: {summary.get('uncounted_error')})"
         )
     rate = error_rate(summary)
-    if rate > settings.max_error_rate:
+    if thresholds and rate > settings.max_error_rate:
         reasons.append(
             f"{summary['total']['error']} row(s) ended in error ({rate:.1%}, tolerance {settings.max_error_rate:.1%})"
         )
     # A grader that failed is not the model's failure (not in the pass rate), but a gate
     # with no verdicts must not pass in silence: ungraded rows share the error tolerance.
     undecided, answered = summary["total"]["undecided"], summary["total"]["ok"]
-    if undecided and undecided / answered > settings.max_error_rate:
+    if thresholds and undecided and undecided / answered > settings.max_error_rate:
         reasons.append(
             f"{undecided} row(s) could not be graded: a grader failed ({undecided / answered:.1%} of answered "
             f"rows, tolerance {settings.max_error_rate:.1%})"
@@ -170,10 +177,11 @@ def decide(
     capped = summary["skip_reasons"].get("daily_cap", 0)
     if capped:
         reasons.append(f"{capped} row(s) skipped: a model reached its daily cap")
-    reasons += unchecked_thresholds(summary, settings, override, whole=not run)
+    if thresholds:
+        reasons += unchecked_thresholds(summary, settings, override, whole=not run)
     if reasons:
         return ExitCode.ERRORS, reasons
-    quality = quality_failures(summary, settings, override)
+    quality = quality_failures(summary, settings, override) if thresholds else []
     if quality:
         return ExitCode.QUALITY, quality
     return ExitCode.OK, []

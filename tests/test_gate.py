@@ -140,6 +140,29 @@ def test_report_without_job_of_a_run_stopped_at_its_deadline_is_exit_12_and_its_
     assert code == ExitCode.OK and len(_junit(junit)["gate"]) == 0  # answered since: a green case
 
 
+def test_a_shard_run_with_no_thresholds_leaves_the_rates_to_the_merged_gate(tmp_path: Path) -> None:
+    # break42 F3: each shard gated the job's thresholds over its own quarter of the rows: shard
+    # steps failed (exit 3) on a night whose gate, on the merged run, passed.
+    text = SMALL_JOB.replace("run: {", "run: {pass_threshold: 0.9, max_error_rate: 0.05, ")
+    job = write_job(tmp_path, text)
+    failing = ("--sim", "accuracy.openai/gpt-4o-mini=0", "--sim", "fault.500=0.3", "--max-attempts", "1")
+    for shard in ("1/2", "2/2"):
+        out = tmp_path / f"s{shard[0]}.jsonl"
+        assert call_cli(job, "--simulate", *failing, "--shard", shard, "-o", out, "-q")[0] in (1, 3)
+        out.unlink()
+        code, _, err = call_cli(job, "--simulate", *failing, "--shard", shard, "-o", out, "-q", "--no-thresholds")
+        assert (code, err) == (ExitCode.OK, ""), err
+    merged = tmp_path / "all.jsonl"
+    assert call_cli("merge", merged, tmp_path / "s1.jsonl", tmp_path / "s2.jsonl", "--quiet")[0] == ExitCode.OK
+    assert call_cli("report", merged, "--job", job)[0] in (ExitCode.ERRORS, ExitCode.QUALITY)  # gated here
+    # What is not a threshold still counts: a stop, and --pass-threshold with it is refused.
+    stopped = tmp_path / "stopped.jsonl"
+    argv = (job, "--simulate", "--shard", "1/2", "-o", stopped, "-q", "--no-thresholds", "--deadline", "0.001")
+    assert call_cli(*argv)[0] == ExitCode.DEADLINE
+    code, _, err = call_cli(job, "--simulate", "--no-thresholds", "--pass-threshold", "0.5")
+    assert code == ExitCode.USAGE and "not allowed with argument" in err
+
+
 def test_a_missing_repeat_makes_its_item_an_error(tmp_path: Path, job: Path, results: Path) -> None:
     # With repeats, JUnit has one case per item: an item with a repeat missing is not green.
     rows = read_rows(results)

@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
 
     report = asyncio.run(with_simulator(args, body))
     signals.finished = True
-    code, reasons = decide(report.summary, settings, args.pass_threshold, run=True)
+    code, reasons = decide(report.summary, settings, args.pass_threshold, run=True, thresholds=not args.no_thresholds)
     text = render_text(report.summary)
     if code == ExitCode.OK or (code == ExitCode.SUBMITTED and args.quiet):
         # "Submitted, collect later" is the expected end of a batch submission tick: nothing is wrong.
