@@ -6,13 +6,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ._batch_state import state_path
 from ._client import OpenRouterClient
 from ._exceptions import ConfigError, ResultsError
 from ._files import refuse_shared_output
 from ._formats import utc
 from ._job import Job
 from ._journal import recover
-from ._journal_file import journal_header
+from ._journal_file import journal_header, journal_path
 from ._killed_run import summary_key_seen
 from ._matrix import Shard, matrix_requests, shard_text
 from ._options import Notice, RunOptions
@@ -28,6 +29,10 @@ from ._ungraded import stopped_gradings
 def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
     if options.output is not None:
         refuse_shared_output(options.output)  # before its lock: /dev/stdout's is beside a pipe
+        if options.resume and not any(path.exists() or path.is_symlink() for path in _run_files(options.output)):
+            # A resume's -o mistyped (a wrong date) bought the whole job again without a word
+            # (break42 F5); said under --quiet too. A collect tick whose submit never ran goes on.
+            notice(f"warning: --resume: {options.output} does not exist: nothing to resume, a new run starts there")
         # A link's sidecars would be the link's own, not its file's: a resume through
         # `latest.jsonl -> real.jsonl` read no summary and spent the key gap again (G3).
         return options.output.resolve() if options.output.is_symlink() else options.output
@@ -41,6 +46,11 @@ def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) ->
         notice(f"resuming {found}, the most recent incomplete run of {job.name}{part}")
         return found.resolve() if found.is_symlink() else found
     return fresh_output(job.name, job.run.output, now)
+
+
+def _run_files(output: Path) -> tuple[Path, ...]:
+    """The files a run of `output` leaves: a resume has something to go on while one is there."""
+    return output, summary_path(output), state_path(output), journal_path(output)
 
 
 def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = None) -> bool:

@@ -554,6 +554,18 @@ def test_a_resume_of_the_jobs_own_output_on_stderr_says_nothing_there(tmp_path: 
     assert (result.returncode, result.stderr, out.read_bytes()) == (ExitCode.USAGE, "", before)
 
 
+def test_a_resume_of_an_output_that_is_not_there_says_so_under_quiet(tmp_path: Path) -> None:
+    # break42 F5: `--resume -o` with a mistyped name ran and paid for the whole job, not a word.
+    job, out = write_job(tmp_path, SMALL_JOB), tmp_path / "typo.jsonl"
+    result = cli(job, "--simulate", "--resume", "-o", out, "-q")
+    assert result.returncode == ExitCode.OK and len(read_rows(out)) == 20
+    assert (
+        result.stderr
+        == f"batchrun: warning: --resume: {out} does not exist: nothing to resume, a new run starts there\n"
+    )
+    assert cli(job, "--simulate", "--resume", "-o", out, "-q").stderr == ""  # there now: resumed quietly
+
+
 def test_sigterm_ends_a_finished_run_blocked_on_a_stdout_nobody_reads(tmp_path: Path) -> None:
     # break25 F8: the run done and its files written, printing the summary blocked on a full
     # pipe, and the first SIGTERM was lost (the handler returned, the write went on).
