@@ -308,13 +308,15 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
 def _run_rows(history: dict[str, Any], limit: int | None = None) -> tuple[list[str], list[list[str]]]:
     runs = history["runs"][-limit:] if limit else history["runs"]
     changes = Counter(marker["run"] for marker in history["markers"])
-    header = ["run (UTC)", "rows", "pass", "errors", "cost $", "p95 ms", "changes"]
+    # Skipped rows shown: a night with a model unanswered read as a clean one (break42 F7).
+    header = ["run (UTC)", "rows", "pass", "errors", "skipped", "cost $", "p95 ms", "changes"]
     rows = [
         [
             run["label"],
             f"{run['rows']:,}",
             pct(run["pass_rate"]),
             pct(run["error_rate"]),
+            f"{run.get('skipped') or 0:,}",
             cost_text(run) + held_note(run, short=True) + _gap_note(run),
             ms(run["p95_ms"]),
             str(changes.get(run["label"], "")),
@@ -338,13 +340,16 @@ def _model_rows(history: dict[str, Any], limit: int | None = None) -> tuple[list
     return header, rows
 
 
-def _flip_lines(flips: dict[str, Any] | None) -> list[str]:
+def _flip_lines(history: dict[str, Any]) -> list[str]:
+    flips, runs = history["flips"], history["runs"]
     if flips is None:
         return ["only one run: nothing to compare yet"]
+    skipped = runs[-1].get("skipped") or 0 if runs else 0
+    unanswered = f"; {skipped:,} row(s) of the last run never answered (skipped)" if skipped else ""
     if not flips["total"]:
-        return [f"since the previous run ({flips['before']}): no row changed state"]
+        return [f"since the previous run ({flips['before']}): no row changed state{unanswered}"]
     counts = ", ".join(f"{kind} {n}" for kind, n in flips["counts"].items())
-    return [f"since the previous run ({flips['before']}): {flips['total']} row(s) changed: {counts}"]
+    return [f"since the previous run ({flips['before']}): {flips['total']} row(s) changed: {counts}{unanswered}"]
 
 
 def render_history_text(history: dict[str, Any]) -> str:
@@ -355,7 +360,7 @@ def render_history_text(history: dict[str, Any]) -> str:
             cells = zip(row, widths, strict=True)
             lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(cells)))
     lines += [f"change at {m['run']}: {m['what']}" for m in history["markers"]]
-    lines += _flip_lines(history["flips"])
+    lines += _flip_lines(history)
     flips = history["flips"]
     for row in (flips or {}).get("rows", [])[:MARKDOWN_FLIPS]:
         lines.append(f"  {row['before']} → {row['after']}  {row['model']} / {row['prompt']} [{row['id']}] {row['why']}")
@@ -386,7 +391,7 @@ def render_history_markdown(history: dict[str, Any]) -> str:
         lines.append("")
         lines += [f"- {md_text(m['run'])}: {md_text(m['what'])}" for m in marks]
         lines.append("")
-    lines += [f"**{md_text(line)}**" for line in _flip_lines(history["flips"])]
+    lines += [f"**{md_text(line)}**" for line in _flip_lines(history)]
     flips = history["flips"]
     if flips and flips["rows"]:
         lines.append("")

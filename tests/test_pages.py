@@ -336,10 +336,21 @@ def test_history_markdown_and_step_summary(tmp_path: Path, history_dir: Path, mo
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
     code, text, _ = call_cli("history", history_dir, "--markdown")
     assert code == 0 and text.startswith("### batchrun history: nightly-eval")
-    assert "| run (UTC) | rows | pass | errors | cost \\$ | p95 ms | changes |" in text
+    assert "| run (UTC) | rows | pass | errors | skipped | cost \\$ | p95 ms | changes |" in text
     assert f"{WORSE_MODEL} pass rate fell" in text and "started erroring" in text
     assert "since the previous run" in text and "| change | model | prompt | variables | why |" in text
     assert step.read_text(encoding="utf-8") == text + "\n"
+    # break42 F7: a night with rows never answered read "no row changed state", 0 errors.
+    folder = tmp_path / "nights"
+    folder.mkdir()
+    rows = read_rows(history_dir / "run1.jsonl")
+    (folder / "a.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    cut = [{**r, "status": "skipped", "reason": "budget"} if r["model"] == WORSE_MODEL else r for r in rows]
+    (folder / "b.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in cut))
+    skipped = sum(1 for r in cut if r["status"] == "skipped")
+    code, text, _ = call_cli("history", folder / "a.jsonl", folder / "b.jsonl", "--markdown")
+    assert code == 0 and f"| 0.0% | {skipped} |" in text
+    assert f"; {skipped} row(s) of the last run never answered (skipped)" in text
 
 
 def test_history_of_other_jobs_or_no_runs_is_one_line_exit_2(tmp_path: Path, history_dir: Path) -> None:
