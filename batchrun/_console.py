@@ -117,6 +117,7 @@ class Console:
         self.out = SafeStream(out, flush_each=True, scrub=scrub, plain=True, closed=out_closed)
         self.err = SafeStream(err, flush_each=True, scrub=scrub)
         self.warnings: list[str] = []
+        self.said: list[str] = []  # every line said on stderr, warnings too
 
     def error(self, message: str) -> None:
         # Key-like text in what a user typed (an option's value, a file name) is not repeated
@@ -124,6 +125,7 @@ class Console:
         # One line, whatever a file name in it holds (verify21 V18: a newline forged a line);
         # control codes escaped here, where the progress bar's own codes do not pass.
         line = one_line(hide_keys(message))
+        self.said.append(line)
         self.err.write(f"batchrun: {line}\n")
 
     def warn(self, message: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from batchrun import ExitCode, load_job, matrix_requests
 from batchrun._console import Console, append_step_summary
+from batchrun._formats import md_text
 from batchrun._matrix import Shard, run_size_problem
 from batchrun.cli import main
 from batchrun.simulator import Simulator
@@ -408,6 +409,31 @@ def test_an_account_read_past_its_own_cap_names_that_cap(tmp_path: Path, monkeyp
     job = write_job(tmp_path, SMALL_JOB)
     code, _, err = call_cli(job, "--simulate", "--max-response-bytes", "1024", "-o", tmp_path / "o.jsonl", "-q")
     assert code == ExitCode.ERRORS and "over the 2,048-byte cap (a cap of this endpoint's own)" in err, err
+
+
+def test_a_run_that_ends_before_its_summary_says_its_exit_in_the_step_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break42 F8: no key (2), the key refused (9), the endpoint down (1): no step summary, so
+    # the Actions page showed no verdict for the step.
+    step = tmp_path / "step.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    job = write_job(tmp_path, SMALL_JOB)
+    code, _, err = call_cli(job, "--base-url", "http://127.0.0.1:9/api/v1", "-o", tmp_path / "a.jsonl")
+    said = err.removeprefix("batchrun: ").strip()
+    assert code == ExitCode.USAGE and step.read_text().strip() == f"**Exit 2:** {md_text(said)}"
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+    code, _, _ = call_cli(
+        job, "--base-url", "http://127.0.0.1:9/api/v1", "-o", tmp_path / "b.jsonl", "--max-attempts", "1"
+    )
+    assert (
+        code == ExitCode.ERRORS
+        and "**Exit 1:** the endpoint failed before the run started: connect" in step.read_text()
+    )
+    code, _, _ = call_cli(job, "--simulate", "--sim", "require_key=true", "-o", tmp_path / "c.jsonl")
+    assert code == ExitCode.AUTH and "**Exit 9:** the API key was refused" in step.read_text()
+    assert FAKE_KEY not in step.read_text()
 
 
 def test_the_step_summary_says_what_the_text_summary_says_and_the_verdict(

@@ -33,8 +33,10 @@ from .._exceptions import (
     SharedOutput,
 )
 from .._files import describe_os_error
+from .._formats import md_text
 from .._signals import release_early
 from .._verdict import ExitCode
+from ._common import step_summary
 from ._file_commands import cmd_batches, cmd_cache, cmd_diff, cmd_history, cmd_merge, cmd_report
 from ._parser import COMMANDS, build_parser
 from ._run_commands import cmd_plan, cmd_run, cmd_simulate, cmd_validate
@@ -124,10 +126,25 @@ def main(
         # Taken and ignored, the run went to the job's endpoint, paid (break27 MAJOR-4).
         console.error("--sim: only with --simulate (settings of the built-in simulator); nothing was sent")
         return ExitCode.USAGE
+    said = len(console.said)
+    code = _handled(args, console)
+    if args.command == "run" and not args.finished:
+        # Ended before its summary (no key, the key refused, the endpoint down, a bad job): the
+        # step summary says so too, or CI showed no verdict for the step (break42 F8).
+        why = "; ".join(console.said[said:]) or "refused before anything was said"
+        step_summary(console, f"**Exit {int(code)}:** {md_text(why)}\n")
+    return code
+
+
+def _handled(args: argparse.Namespace, console: Console) -> int:
+    """The command's exit code; every failure it raises said on stderr as one line."""
+    args.finished = False
     try:
         if args.command != "run":
             release_early()  # a signal that came early acts here: KeyboardInterrupt, below
-        return _stdout_checked(console, args, HANDLERS[args.command](args, console))
+        code = HANDLERS[args.command](args, console)
+        args.finished = True
+        return _stdout_checked(console, args, code)
     except JobError as exc:
         for problem in exc.problems:
             console.error(str(problem))
