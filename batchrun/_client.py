@@ -281,11 +281,11 @@ class OpenRouterClient:
                 # A cut answer was generated, so it may well be billed.
                 raise abandoned(failed, [reply.headers], billable, self.scrub) from None
             raise
-        if valid_generation_id(result.generation_id, self.scrub) is None:
-            # The id is sent back in a /generation URL: only a well-formed one is kept, and
-            # the X-Generation-Id header stands in for a missing one (streaming.mdx).
-            result = dataclasses.replace(result, generation_id=generation_header(reply.headers, self.scrub))
-        return result
+        # Only a well-formed id goes into a /generation URL. The X-Generation-Id header is the id "for
+        # all endpoints" (streaming.mdx); a body's need not be (break41 F2: `chatcmpl-123`, every lookup 404).
+        header = generation_header(reply.headers, self.scrub)
+        body_id = valid_generation_id(result.generation_id, self.scrub)
+        return result if header is None and body_id else dataclasses.replace(result, generation_id=header)
 
     def _failure(self, reply: Reply) -> RequestFailed:
         return error_failure(reply, self.scrub, self._clock.time())

@@ -102,6 +102,7 @@ class _Reading:
     finish_reason: str | None = None
     native_finish_reason: str | None = None
     usage: dict[str, Any] | None = None
+    choice_error: Any = None  # an error in the choice, or the finish reason "error": raised at the end
     ttft_ms: float | None = None
     first_token: bool = False
     done: bool = False
@@ -179,6 +180,10 @@ async def stream_chat(
     if plain is not None:
         result = client.read_chat_reply(plain, billable=True)
         return StreamedChat(**{field.name: getattr(result, field.name) for field in fields(result)})
+    if reading.choice_error is not None:
+        failure = _classified(client, 200, reading.choice_error, response.headers, clock)
+        waived, generated = reading.finish_reason == "error", reading.first_token
+        raise billed(failure, reading.usage, reading.generation_id, client.scrub, generated=generated, waived=waived)
     if not reading.done and reading.finish_reason is None:
         failure = Transient("bad_response", "the stream ended before its last chunk", 200)
         raise _billed(abandoned(failure, sent, True, client.scrub), reading)
@@ -270,12 +275,13 @@ async def _read_events(
             continue
         finished = reading.finish_reason is not None  # before this chunk: nothing may follow it
         _read_chunk(chunk, reading, client)
-        if (error := chunk.get("error") or _choice_error(chunk)) or reading.finish_reason == "error":
-            # Mid-stream: the status is already 200, the error comes as an event; an error in the
-            # choice, or the finish reason "error" alone, fail it as they fail a plain reply
-            # (break41 F1: recorded ok, graded and never retried).
-            error = error or {"message": "finish_reason error"}
-            failure = _classified(client, 200, error, response.headers, clock)
+        if (choice := _choice_error(chunk)) or reading.finish_reason == "error":
+            # As in a plain reply, a failure (break41 F1: recorded ok, never retried), raised once
+            # the usage chunk after it has said what it cost (verify44: $0 without it).
+            reading.choice_error = reading.choice_error or choice or {"message": "finish_reason error"}
+        if chunk.get("error"):
+            # Mid-stream: the status is already 200, the error comes as an event.
+            failure = _classified(client, 200, chunk["error"], response.headers, clock)
             failure.message = f"mid-stream: {failure.message}"
             failure.args = (failure.message,)
             # A usage.cost sent is charged; tokens streamed are waived by the error finish

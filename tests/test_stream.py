@@ -229,6 +229,21 @@ async def test_a_lying_stream_is_classified(events: tuple[Any, ...], kind: str) 
     assert caught.value.kind == kind
 
 
+@pytest.mark.parametrize("failed", [{"finish_reason": "error"}, {"error": {"code": 502, "message": "down"}}])
+async def test_a_streamed_choice_that_failed_keeps_the_cost_its_usage_chunk_says(failed: dict[str, Any]) -> None:
+    # verify44: raised at the failing chunk, the usage chunk after it was never read: a server
+    # billing such replies was counted $0, and a budgeted run went past its budget.
+    events = (
+        {"id": "gen-9", "choices": [{"delta": {"content": "Par"}, **failed}]},
+        {"id": "gen-9", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2, "cost": 0.00012}},
+        b"[DONE]",
+    )
+    with pytest.raises(RequestFailed) as caught:
+        await _streamed(*events)
+    assert caught.value.kind == "upstream_error" and caught.value.reported_cost == 0.00012
+    assert caught.value.generation_id == "gen-9"
+
+
 async def test_a_stream_that_echoes_the_key_is_scrubbed_and_garbage_is_skipped() -> None:
     events = (
         b": OPENROUTER PROCESSING",
