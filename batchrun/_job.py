@@ -88,6 +88,12 @@ def _schema_problems(source: JobSource) -> list[Problem]:
         message = kinds or hide_keys(error.message)
         if isinstance(error.instance, date) and error.validator == "type":  # not Python's datetime.date(...)
             message = f"{error.instance.isoformat()!r} reads as a date in YAML: quote it to use it as text"
+        if error.validator == "pattern" and isinstance(error.instance, str) and "@preset/" in error.instance:
+            # presets.mdx's ids: refused, and why (break41 F4: the bare pattern said nothing).
+            message = (
+                f"{hide_keys(error.instance)!r}: presets are not supported: their models, tools, web search and "
+                "caching are set on the server, where no worst case can see them; name the model and its params"
+            )
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = set(error.schema.get("properties", {}))
             for key in error.instance:

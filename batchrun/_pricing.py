@@ -93,8 +93,9 @@ def budget_message(worst: float | None, remaining: float | None, from_key: float
     left even for a $0 one (a model listed at $0 may bill); with the key's part of what is spent."""
     needs, left = usd_apart(worst or 0, max(0.0, remaining or 0))
     text = f"the next request needs up to ${needs}, ${left} is left" if worst else "all of the limit is spent"
-    beyond = f" (${usd(from_key)} of what is spent is the key's usage beyond the reported costs)" if from_key else ""
-    return text + beyond
+    if from_key < 5e-7:  # not "$0.000000 of what is spent ...": a float's residue (break41 F6)
+        return text
+    return text + f" (${usd(from_key)} of what is spent is the key's usage beyond the reported costs)"
 
 
 @dataclass(frozen=True)

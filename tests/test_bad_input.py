@@ -90,6 +90,11 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
     ("NUL byte", SMALL_JOB.encode().replace(b"small", b"sm\x00all"), ["job.yaml:1:", "a NUL byte"]),
     ("not UTF-8", SMALL_JOB.encode().replace(b"small", b"sm\xffall"), ["job.yaml:1:", "not UTF-8"]),
     ("timeout .inf", _job_with(**{"timeout_s: 5": "timeout_s: .inf"}), ["job.yaml:", "$.run.timeout_s", "finite"]),
+    (  # break41 F4: the bare pattern said nothing of why
+        "a preset",
+        SMALL_JOB.replace("openai/gpt-4o-mini,", "openai/gpt-4o-mini@preset/fast,"),
+        ["job.yaml:", "'openai/gpt-4o-mini@preset/fast': presets are not supported", "set on the server"],
+    ),
     (
         "connect timeout .inf",
         _job_with(**{"timeout_s: 5": "timeout_s: 5, connect_timeout_s: .inf"}),

@@ -23,7 +23,7 @@ from batchrun._client import ModelInfo
 from batchrun._costs import CostModel, prompt_token_bound
 from batchrun._job import load_job
 from batchrun._matrix import matrix_requests
-from batchrun._pricing import EndpointPrice, parse_prices
+from batchrun._pricing import EndpointPrice, budget_message, parse_prices
 from batchrun._reasoning_bound import reasoning_budget
 from batchrun._scrub import Scrubber
 
@@ -425,3 +425,12 @@ def test_the_models_list_says_which_models_reason_by_default() -> None:
     # A flag of the wrong type is read the dear way (break14e E17).
     defaults = [info.reasoning_default if info else "?" for info in read]
     assert defaults == ["mandatory", "enabled", "mandatory", None, None, "mandatory", "mandatory", "mandatory"]
+
+
+def test_a_budget_stop_names_the_keys_part_only_when_there_is_one() -> None:
+    # break41 F6: "($0.000000 of what is spent is the key's usage beyond the reported costs)", from
+    # a float's residue where the key's usage equalled the reported costs.
+    assert budget_message(None, 0.0, 5.76e-20) == "all of the limit is spent"
+    assert budget_message(None, 0.0, -1e-19) == "all of the limit is spent"
+    said = budget_message(None, 0.0, 0.000002)
+    assert said == "all of the limit is spent ($0.000002 of what is spent is the key's usage beyond the reported costs)"

@@ -149,6 +149,7 @@ def test_kill_9_with_requests_in_flight_then_resume_counts_them(tmp_path: Path, 
     # Never resumed, the crash still shows: its attempts are unknown costs, worst cases held (N10).
     code, text, err = call_cli("report", out, "--json")
     assert code == ExitCode.INCOMPLETE and "in flight when the run ended without recording them" in err
+    assert "rows the run never reached have no record: `report --job` counts them" in err  # verify44: no summary
     total = json.loads(text)["total"]
     assert total["cost_unknown_rows"] == 4 and total["cost_held_usd"] > 0
     header, reading, first = (json.loads(line) for line in journal.read_text().splitlines()[:3])

@@ -78,7 +78,9 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     reasons = [r for r in (missing_since_summary(args.results, run_summary, summary["total"]["rows"], unread),) if r]
     if skipped := summary["total"]["skipped"]:
         why = ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items()))
-        reasons.append(f"{skipped} row(s) skipped, never answered ({why}); --resume runs them")
+        # Without a summary (a run killed), the rows it never reached have no record at all.
+        unseen = "" if run_summary else "; rows the run never reached have no record: `report --job` counts them"
+        reasons.append(f"{skipped} row(s) skipped, never answered ({why}); --resume runs them{unseen}")
     code = ExitCode.INCOMPLETE if reasons else ExitCode.OK
     job_name = summary.get("job") or args.results.stem
     # The records read again for the JUnit file: their warnings were said once, above.
