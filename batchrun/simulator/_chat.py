@@ -37,13 +37,21 @@ def error_in_200(fault: str, generation: str, model: str) -> dict[str, Any]:
         "metadata": {"error_type": "provider_unavailable", "provider_name": PROVIDER, "raw": "502"},
     }
     if fault == "error200":
-        return {"id": generation, "error": error, "choices": None}
+        return {"id": generation, "error": error, "choices": None}  # a hostile shape: no choices at all
+    # errors-and-debugging.mdx "Skin-specific error formats", Chat Completions: the error in the
+    # choice beside the partial output, in a whole openapi ChatResult (break41 F5: fields missing).
+    error = {**error, "message": "Provider disconnected mid-stream"}
+    choice = {"index": 0, "finish_reason": "error", "native_finish_reason": "error", "error": error}
+    choice["message"] = {"role": "assistant", "content": "partial output..."}
+    usage = {"prompt_tokens": 8, "completion_tokens": 0, "total_tokens": 8, "cost": 0}  # waived: not billed
     return {
         "id": generation,
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": model,
-        "choices": [
-            {"index": 0, "finish_reason": "error", "error": error, "message": {"role": "assistant", "content": ""}}
-        ],
+        "system_fingerprint": None,
+        "choices": [choice],
+        "usage": usage,
     }
 
 
