@@ -22,7 +22,7 @@ import pytest
 
 from batchrun import ExitCode, load_job, matrix_requests
 from batchrun._results import ResultsWriter, final_records, repair_torn_tail, scan_states
-from batchrun.cli import _results_on_stderr
+from batchrun.cli import _results_on_stderr, _stderr_holds_records
 from batchrun.simulator import Simulator
 
 from .conftest import (
@@ -529,6 +529,14 @@ def test_the_results_file_on_stderr_is_the_one_argparse_would_write(tmp_path: Pa
         }
         for name, argv in kept.items():
             assert not _results_on_stderr(argv), name
+    # verify44: stderr appended to another results file (a resume's notice landed among its records).
+    results = tmp_path / "older.jsonl"
+    results.write_bytes(b'{"id": "r1", "status": "ok", "job": "j", "model": "m"}\n')
+    log = tmp_path / "cron.log"
+    log.write_bytes(b"batchrun: warning: an earlier night\n")
+    for path, holds in ((results, True), (log, False), (tmp_path / "empty.log", False)):
+        with open(path, "ab") as handle, stderr_to(handle.fileno()):
+            assert _stderr_holds_records() is holds, path
     read_end, write_end = os.pipe()
     primary, secondary = os.openpty()
     try:

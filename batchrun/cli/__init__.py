@@ -12,6 +12,7 @@ import errno
 import functools
 import gc
 import io
+import json
 import os
 import signal
 import stat
@@ -251,8 +252,21 @@ def _named_outputs(argv: list[str]) -> list[str]:
     return named
 
 
+def _stderr_holds_records() -> bool:
+    """Whether stderr is appended to a results file, any (`2>> outputs/job/older.jsonl`: verify44,
+    a resume's notice landed among another run's records), told by its first line."""
+    try:
+        if not stat.S_ISREG(os.fstat(2).st_mode):
+            return False
+        with open("/proc/self/fd/2", "rb") as handle:  # descriptor 2 itself is open for writing only
+            first = json.loads(handle.readline(1 << 16))
+    except (OSError, ValueError):
+        return False  # no /proc, an empty file, a log of text lines
+    return isinstance(first, dict) and {"id", "status", "job"} <= first.keys()
+
+
 def entry() -> NoReturn:
-    if _results_on_stderr(sys.argv[1:]):
+    if _results_on_stderr(sys.argv[1:]) or _stderr_holds_records():
         # `-o r.jsonl 2>> r.jsonl`: refused (as SharedOutput is), before anything is said there (a
         # mistyped option, a job file not there): it would go into the results (verify42 F-A).
         sys.exit(ExitCode.USAGE)
