@@ -91,8 +91,8 @@ def _schema_problems(source: JobSource) -> list[Problem]:
         if error.validator == "pattern" and isinstance(error.instance, str) and "@preset/" in error.instance:
             # presets.mdx's ids: refused, and why (break41 F4: the bare pattern said nothing).
             message = (
-                f"{hide_keys(error.instance)!r}: presets are not supported: their models, tools, web search and "
-                "caching are set on the server, where no worst case can see them; name the model and its params"
+                f"{hide_keys(error.instance)!r}: presets are not supported (set on the server, their models "
+                "and tools cannot be priced): name the model and its params"
             )
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = set(error.schema.get("properties", {}))

@@ -20,7 +20,7 @@ import orjson
 
 from ._classify import classify
 from ._exceptions import RequestFailed, Transient
-from ._generation import valid_generation_id
+from ._generation import generation_header, valid_generation_id
 from ._json_text import valid_text
 from ._pricing import money
 from ._routing import answering_provider
@@ -283,7 +283,9 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
     scrub = scrub.for_body(reply.body)
 
     def charged(failed: RequestFailed, waived: bool = False) -> RequestFailed:
-        return billed(failed, data.get("usage"), data.get("id"), scrub, generated=False, waived=waived)
+        # The header's id is the one /generation knows; a body's need not be (verify45 N1).
+        generation_id = generation_header(reply.headers, scrub) or data.get("id")
+        return billed(failed, data.get("usage"), generation_id, scrub, generated=False, waived=waived)
 
     if data.get("error"):  # an error sent with HTTP 200
         raise charged(failure(reply, data["error"], scrub, now))

@@ -162,6 +162,9 @@ def decide(
             f" (internal error: {summary.get('uncounted_error')})"
         )
     rate = error_rate(summary)
+    if not thresholds and summary["total"]["error"] and not summary["total"]["ok"]:
+        # No rate is needed to see it: a shard none of whose rows was answered (verify45 N2: exit 0).
+        reasons.append(f"every row ended in error ({summary['total']['error']}): nothing was answered")
     if thresholds and rate > settings.max_error_rate:
         reasons.append(
             f"{summary['total']['error']} row(s) ended in error ({rate:.1%}, tolerance {settings.max_error_rate:.1%})"

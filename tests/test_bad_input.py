@@ -93,7 +93,7 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
     (  # break41 F4: the bare pattern said nothing of why
         "a preset",
         SMALL_JOB.replace("openai/gpt-4o-mini,", "openai/gpt-4o-mini@preset/fast,"),
-        ["job.yaml:", "'openai/gpt-4o-mini@preset/fast': presets are not supported", "set on the server"],
+        ["job.yaml:", "'openai/gpt-4o-mini@preset/fast': presets are not supported", "name the model and its params"],
     ),
     (
         "connect timeout .inf",

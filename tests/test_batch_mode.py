@@ -728,3 +728,28 @@ def test_simulate_polls_its_batches_often_and_refuses_batches_of_a_simulator_tha
     assert code == ExitCode.USAGE and out_text == "" and len(err.strip().splitlines()) == 1
     assert "lists batches an earlier run submitted to its own simulator, which is gone" in err
     assert {p.name: p.read_bytes() for p in tmp_path.glob("cut.*")} == before  # nothing written or sent
+
+
+async def test_a_key_lost_at_one_collection_is_not_read_again_at_each_next_one(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify45 N3: once /key failed after a collection, every later collection read it again,
+    # each read with its retries: 42 failed reads, a 5 s run took 61 s.
+    from batchrun import OpenRouterClient, Transient
+
+    reads: list[bool] = []
+    answer = OpenRouterClient.key_info
+
+    async def key_info(self: OpenRouterClient) -> Any:
+        down = len([r for r in reads if r]) > 0 or len(reads) >= 2  # the start's read, then one more
+        reads.append(down)
+        if down:
+            raise Transient("server_error", "/key: down", 500)
+        return await answer(self)
+
+    monkeypatch.setattr(OpenRouterClient, "key_info", key_info)
+    job = batch_job(write_job(tmp_path, THREE_MODELS), budget_usd=1.0, max_attempts=2)
+    report = await run(job, batch_sim, tmp_path / "o.jsonl", clock)
+    assert report.summary["batches"]["collected"] == 3 and report.summary["total"]["ok"] > 0
+    # Lost at one read (its two attempts), then read once more at the end of the run only.
+    assert reads.count(True) <= 2 * 2, reads

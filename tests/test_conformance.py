@@ -21,6 +21,8 @@ import respx
 from batchrun import ModelUnavailable, OpenRouterClient, RateLimited, Rejected, RequestFailed, Transient
 from batchrun._client import ChatResult
 from batchrun._management import ManagementApi
+from batchrun._reply import Reply, parse_chat
+from batchrun._scrub import Scrubber
 from batchrun.simulator import Simulator
 from batchrun.simulator._config import reasoning_object
 
@@ -108,6 +110,21 @@ async def test_a_provider_error_inside_a_200_is_transient() -> None:
     example = DOC_ERRORS["choice_error_200"]
     failure = await chat_outcome(200, example["body"])
     assert isinstance(failure, Transient) and failure.error_type == "provider_unavailable"
+
+
+@pytest.mark.parametrize("header", [{"X-Generation-Id": "gen-header-1"}, {}])
+def test_a_failure_in_a_200_is_looked_up_by_the_header_generation_id(header: dict[str, str]) -> None:
+    # verify45 N1: a provider error in a 200 whose cost must be looked up used the body's `id`
+    # (the openapi example's `chatcmpl-123`): every lookup 404, the worst case counted 5.9x.
+    body = {
+        "id": "chatcmpl-123",
+        "choices": [{"message": {"content": "partial"}, "error": {"code": 502, "message": "cut"}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 9},  # generated, no cost: may be billed
+    }
+    with pytest.raises(Transient) as caught:
+        parse_chat(Reply(200, httpx.Headers(header), json.dumps(body).encode()), Scrubber(FAKE_KEY), 0.0)
+    expected = "gen-header-1" if header else "chatcmpl-123"  # the body's stands in for a missing header
+    assert caught.value.maybe_billed and caught.value.generation_id == expected
 
 
 async def test_account_examples_are_read() -> None:

@@ -155,6 +155,12 @@ def test_a_shard_run_with_no_thresholds_leaves_the_rates_to_the_merged_gate(tmp_
     merged = tmp_path / "all.jsonl"
     assert call_cli("merge", merged, tmp_path / "s1.jsonl", tmp_path / "s2.jsonl", "--quiet")[0] == ExitCode.OK
     assert call_cli("report", merged, "--job", job)[0] in (ExitCode.ERRORS, ExitCode.QUALITY)  # gated here
+    # verify45 N2: a shard none of whose rows was answered is no rate question: exit 1, said.
+    broken = tmp_path / "broken.jsonl"
+    code, _, err = call_cli(
+        job, "--simulate", "--sim", "fault.400=1", "--shard", "1/2", "-o", broken, "-q", "--no-thresholds"
+    )
+    assert code == ExitCode.ERRORS and "row(s) ended in error" not in err and ": nothing was answered" in err
     # What is not a threshold still counts: a stop, and --pass-threshold with it is refused.
     stopped = tmp_path / "stopped.jsonl"
     argv = (job, "--simulate", "--shard", "1/2", "-o", stopped, "-q", "--no-thresholds", "--deadline", "0.001")
