@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-thresholds",
         action="store_true",
         help="gate no pass rate, max_error_rate or per_item (a shard's rows are too few for them: "
-        "`report --job` on the merged run gates them); stops, missing rows and errors before the run still count",
+        "`report --job` on the merged run gates them); stops, missing rows, errors before the run, and no row "
+        "answered at all still count",
     )
     run.add_argument(
         "--isolated-key",
