@@ -434,6 +434,17 @@ def test_a_run_that_ends_before_its_summary_says_its_exit_in_the_step_summary(
     code, _, _ = call_cli(job, "--simulate", "--sim", "require_key=true", "-o", tmp_path / "c.jsonl")
     assert code == ExitCode.AUTH and "**Exit 9:** the API key was refused" in step.read_text()
     assert FAKE_KEY not in step.read_text()
+    # verify45 N4: a usage error of a run, found by the parser, is its verdict too.
+    step.unlink()
+    code, _, err = call_cli(job, "--concurrency", "0")
+    assert (
+        code == ExitCode.USAGE
+        and step.read_text() == f"**Exit 2:** {md_text(err.removeprefix('batchrun: error: ').strip())}\n"
+    )
+    step.unlink()
+    assert (
+        call_cli("report", tmp_path / "a.jsonl", "--bogus")[0] == ExitCode.USAGE and not step.exists()
+    )  # a reader's: none
 
 
 def test_the_step_summary_says_what_the_text_summary_says_and_the_verdict(

@@ -133,7 +133,7 @@ def main(
         # Ended before its summary (no key, the key refused, the endpoint down, a bad job): the
         # step summary says so too, or CI showed no verdict for the step (break42 F8).
         why = "; ".join(console.said[said:]) or "refused before anything was said"
-        step_summary(console, f"**Exit {int(code)}:** {md_text(why)}\n")
+        step_summary(console, f"**Exit {int(code)}:** {md_text(why)}")
     return code
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from .. import __version__, _argtypes
+from .._console import append_step_summary
+from .._formats import md_text
 from .._scrub import hide_keys
 from .._verdict import EXIT_CODE_TABLE, ExitCode
 
@@ -33,7 +35,11 @@ exit codes:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(ExitCode.USAGE, f"batchrun: error: {hide_keys(message)}\n")  # a key typed as a value (verify20 V6)
+        said = hide_keys(message)  # a key typed as a value (verify20 V6)
+        if self.prog.endswith(" run"):
+            # A run's usage error is its verdict too: CI showed no word of it (verify45 N4).
+            append_step_summary(f"**Exit {int(ExitCode.USAGE)}:** {md_text(said)}")
+        self.exit(ExitCode.USAGE, f"batchrun: error: {said}\n")
 
 
 def _add_sim_options(parser: argparse.ArgumentParser) -> None:
