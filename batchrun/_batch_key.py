@@ -25,7 +25,8 @@ from typing import Any
 
 from ._batch_state import COLLECTED, RELEASED, BatchEntry, BatchState
 from ._dispatch import Dispatcher
-from ._ledger import FLOAT_NOISE_USD, CreditLedger
+from ._ledger import CreditLedger
+from ._pricing import FLOAT_NOISE_USD
 
 
 def note_key_seen(

@@ -23,11 +23,11 @@ import orjson
 
 from ._exceptions import JobError, Problem
 from ._files import open_regular
+from ._pricing import FLOAT_NOISE_USD
 from ._record_head import RECORD_START
 from ._row_cost import Charge, RowCharges, counted
 
 JOURNAL_SUFFIX = ".attempts.jsonl"
-RESIDUE_USD = 1e-9  # as the ledger's FLOAT_NOISE_USD
 MAX_ATTEMPT_USD = 1e12  # as money() caps: a corrupt line cannot make a figure past it
 
 
@@ -56,7 +56,7 @@ def journal_usd(value: Any) -> float | None:
         return None
     # A sum's float residue (-5.8e-20 for "nothing reserved") is zero: a resume after every
     # kill -9 said its own journal's reading could not be read (break42 F1).
-    return min(max(number, 0.0), MAX_ATTEMPT_USD) if math.isfinite(number) and number >= -RESIDUE_USD else None
+    return min(max(number, 0.0), MAX_ATTEMPT_USD) if math.isfinite(number) and number >= -FLOAT_NOISE_USD else None
 
 
 def journal_loads(line: bytes) -> Any:

@@ -37,8 +37,7 @@ from typing import Any
 
 from ._files import open_regular
 from ._journal_file import journal_loads, journal_usd
-from ._ledger import FLOAT_NOISE_USD
-from ._pricing import usd_apart
+from ._pricing import FLOAT_NOISE_USD, usd_apart
 from ._reconcile import key_spend
 
 _FIGURES = ("key_seen", "counted", "reserved", "prior", "in_flight", "sent")

@@ -36,8 +36,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from ._exceptions import BatchrunError
-
-FLOAT_NOISE_USD = 1e-9
+from ._pricing import FLOAT_NOISE_USD
 
 
 class BudgetExhausted(BatchrunError):

@@ -35,6 +35,7 @@ PRICE_KEYS = (
 # A money figure above this is counted as this: more than any account holds, so a worst
 # case that reaches it exceeds every budget anyway, and sums of such figures stay finite
 # (1e308 twice is inf, which JSON cannot carry).
+FLOAT_NOISE_USD = 1e-9  # a sum of money's float residue: below it, a figure is zero
 MAX_USD = 1e12
 # Service tiers with endpoints of their own (guides/features/service-tiers.mdx): listed with a
 # tier-suffixed tag and the tier's price, routed to only when a request opts in.

@@ -13,11 +13,13 @@ on the same key, or charges a reply did not report. The docs do not say how quic
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._charges import ChargeBook
-from ._ledger import CreditLedger
 from ._pricing import money
+
+if TYPE_CHECKING:  # annotations only: `validate` loads no HTTP client nor event loop through them
+    from ._charges import ChargeBook
+    from ._ledger import CreditLedger
 
 MISMATCH_USD = 0.01
 
