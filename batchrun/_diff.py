@@ -70,6 +70,8 @@ def _whole_run(path: Path, rows: int) -> bool:
 
 PAIRED_TEST = "McNemar's exact test (paired rows)"
 UNPAIRED_TEST = "Fisher's exact test"
+BOTH_TESTS = f"{PAIRED_TEST} and {UNPAIRED_TEST} (rows in one run only), Bonferroni"
+_TEST_WORDS = {PAIRED_TEST: "paired ", BOTH_TESTS: "paired and unpaired rows, "}
 
 
 @dataclass
@@ -95,6 +97,15 @@ class _Pairing:
         up = sum(1 for k in common if not self.before[k] and self.after[k])
         return down, up
 
+    def unpaired_counts(self) -> tuple[int, int, int, int] | None:
+        """(passed, graded) of the rows only the first run graded, then of those only the
+        second did: two samples with no row in both; None unless each run has some."""
+        only_before, only_after = self.before.keys() - self.after.keys(), self.after.keys() - self.before.keys()
+        if not only_before or not only_after:
+            return None
+        passed_before = sum(self.before[k] for k in only_before)
+        return passed_before, len(only_before), sum(self.after[k] for k in only_after), len(only_after)
+
 
 def _pairings(a_rows: dict[str, dict[str, Any]], b_rows: dict[str, dict[str, Any]]) -> dict[str, _Pairing]:
     """Per group ("", "model NAME", "prompt ID"), the verdicts of its graded rows."""
@@ -114,7 +125,15 @@ def _rate_change(a: GroupFigures, b: GroupFigures, alpha: float, pairing: _Pairi
     Fisher's exact test on the pass/fail counts."""
     rate_a, rate_b = a.get("pass_rate"), b.get("pass_rate")
     paired = pairing.counts() if pairing is not None else None
-    if paired is not None:
+    unpaired = pairing.unpaired_counts() if pairing is not None and paired is not None else None
+    if paired is not None and unpaired is not None:
+        # Rows new in the second run are no less evidence than the kept ones: 16/16 -> 2/16 with
+        # two rows kept (passing both times) read "paired p=1, not significant", exit 0 (break43
+        # F1). Each part tested on its own rows, either may decide, at half the alpha each.
+        parts = [compare_paired(*paired), compare_rates(*unpaired)]
+        p_value = min(1.0, 2 * min(float(t["p_value"] if t["p_value"] is not None else 1.0) for t in parts))
+        test: dict[str, float | bool | None] = {"p_value": float(f"{p_value:.4g}"), "significant": p_value < alpha}
+    elif paired is not None:
         test = compare_paired(*paired, alpha)
     else:
         test = compare_rates(a.get("passed", 0), a.get("checked", 0), b.get("passed", 0), b.get("checked", 0), alpha)
@@ -125,7 +144,7 @@ def _rate_change(a: GroupFigures, b: GroupFigures, alpha: float, pairing: _Pairi
         "change": change,
         "before_ci95": a.get("pass_rate_ci95"),
         "after_ci95": b.get("pass_rate_ci95"),
-        "test": PAIRED_TEST if paired is not None else UNPAIRED_TEST,
+        "test": (BOTH_TESTS if unpaired is not None else PAIRED_TEST) if paired is not None else UNPAIRED_TEST,
         "rows_paired": len(pairing.common()) if paired is not None and pairing is not None else None,
         "p_value": test["p_value"],
         "significant": bool(test["significant"]),
@@ -264,7 +283,12 @@ def diff_runs(
         "job": b_sum["job"],
         "before": str(a_path),
         "after": str(b_path),
-        "test": {"name": f"{PAIRED_TEST}, else {UNPAIRED_TEST}; two-sided", "alpha": alpha, "strict": strict},
+        "test": {
+            "name": f"{PAIRED_TEST} (and {UNPAIRED_TEST} on rows in one run only, Bonferroni), "
+            f"else {UNPAIRED_TEST}; two-sided",
+            "alpha": alpha,
+            "strict": strict,
+        },
         "pass_rate": total_rate,
         "models_pass_rate": models_rate,
         "prompts_pass_rate": prompts_rate,
@@ -290,7 +314,7 @@ def _rate_line(label: str, rate: dict[str, Any]) -> str:
         ""
         if rate["p_value"] is None
         else (
-            f" ({'paired ' if rate.get('test') == PAIRED_TEST else ''}p={rate['p_value']:.3g}, "
+            f" ({_TEST_WORDS.get(str(rate.get('test')), '')}p={rate['p_value']:.3g}, "
             f"{'significant' if rate['significant'] else 'not significant'})"
         )
     )

@@ -417,6 +417,26 @@ def junit_schema() -> Any:
     return xmlschema.XMLSchema(JUNIT_XSD)
 
 
+def test_a_drop_in_rows_new_to_the_second_run_is_not_hidden_by_the_few_rows_kept(tmp_path: Path) -> None:
+    # break43 F1: 16/16 -> 2/16 with 2 rows kept (passing both times) and 14 renamed (failing):
+    # the paired test on the 2 kept rows gave p=1, "not significant", exit 0. With no row kept
+    # the same drop was p=5e-07, exit 4.
+    rows = read_rows(synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 2, seed=1, items=8))
+    renamed = [r if r["vars"]["q"] == 0 else {**r, "id": r["id"] + "-new"} for r in rows]
+    wrong = [{"name": "c", "pass": False, "reason": "wrong", "weight": 1}]
+    failing = [r if r["vars"]["q"] == 0 else {**r, "passed": False, "score": 0.0, "checks": wrong} for r in renamed]
+    after = tmp_path / "b.jsonl"
+    after.write_text("".join(json.dumps(r) + "\n" for r in failing))
+    code, text, _ = call_cli("diff", tmp_path / "a.jsonl", after, "--json", "--fail-on-regression")
+    total = json.loads(text)["pass_rate"]
+    assert (total["before"], total["after"], total["rows_paired"]) == (1.0, 0.125, 2)
+    assert (
+        total["test"].startswith("McNemar's exact test (paired rows) and Fisher's exact test") and total["significant"]
+    )
+    assert code == ExitCode.REGRESSION
+    assert "(paired and unpaired rows, p=" in call_cli("diff", tmp_path / "a.jsonl", after)[1]
+
+
 def test_junit_per_row_validates_against_the_schema(tmp_path: Path, junit_schema: Any) -> None:
     job = write_job(tmp_path, TOOLS_JOB)
     out = tmp_path / "t.jsonl"
