@@ -11,7 +11,7 @@ from ._comparable import same_job, same_shard
 from ._cost_text import cost_text, held_note, unknown_rows
 from ._exceptions import ResultsError
 from ._failure_text import failure_reasons
-from ._formats import pct
+from ._formats import md_text, pct, vars_text
 from ._items import item_key
 from ._reader import Warn
 from ._report_data import read_run_summary
@@ -46,6 +46,7 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
             "passed": record.get("passed"),
             "why": _why(record),
             "item": item_key(record),
+            "vars": record.get("vars") if isinstance(record.get("vars"), dict) else {},
             "fingerprint": record.get("fingerprint"),
         }
     if not slim:  # as `report` says it: every model "disappeared" was a regression (break21 R18)
@@ -179,9 +180,9 @@ def _item_flips(
             continue
         kind = "pass_to_fail" if pa == na and pb == 0 else "fail_to_pass" if pa == 0 and pb == nb else None
         if kind:
-            flips[kind].append(
-                {"model": row["model"], "prompt_id": row["prompt_id"], "before": f"{pa}/{na}", "after": f"{pb}/{nb}"}
-            )
+            # Its variables too: with a dataset, every item of a prompt read alike (break43 F2).
+            named = {"model": row["model"], "prompt_id": row["prompt_id"], "vars": row["vars"]}
+            flips[kind].append({**named, "before": f"{pa}/{na}", "after": f"{pb}/{nb}"})
     return flips
 
 
@@ -356,7 +357,8 @@ def _change_lines(diff: dict[str, Any]) -> list[str]:
         if items:
             lines.append(f"items, {label}: {len(items)}")
             lines += [
-                f"  {i['model']} / {i['prompt_id']}: {i['before']} -> {i['after']}" for i in items[:MAX_FLIPS_SHOWN]
+                f"  {i['model']} / {i['prompt_id']} [{vars_text(i['vars'])}]: {i['before']} -> {i['after']}"
+                for i in items[:MAX_FLIPS_SHOWN]
             ]
     for kind, label in (
         ("pass_to_fail", "pass -> fail"),
@@ -399,5 +401,8 @@ def render_diff_text(diff: dict[str, Any]) -> str:
 
 def render_diff_markdown(diff: dict[str, Any]) -> str:
     return (
-        f"### batchrun diff: {diff['job']}\n\n" + "\n".join(f"- {line.strip()}" for line in _change_lines(diff)) + "\n"
+        # md_text: a variable's `<img onerror>` or `](` is text, not HTML or a link, in a step summary.
+        f"### batchrun diff: {md_text(str(diff['job']))}\n\n"
+        + "\n".join(f"- {md_text(line.strip())}" for line in _change_lines(diff))
+        + "\n"
     )

@@ -6,6 +6,7 @@ import calendar
 import functools
 import re
 import time
+from typing import Any
 
 # Control characters other than newline and tab: a model or provider id, a check name or a
 # server's provider field carrying ESC sequences set the terminal's title or cleared it
@@ -45,6 +46,11 @@ def md_text(text: str) -> str:
     answer's `<img onerror>` or `</table>` was rendered: break21 R13), nor math: GitHub reads
     `$0.05 of $0.10 ($` as a formula between its dollars."""
     return visible(text).translate(_MARKDOWN).replace("](", "]\\(")  # `[text](url)` is a link no more
+
+
+def vars_text(values: dict[str, Any], limit: int = 60) -> str:
+    """A row's variables on one line, as `k=v, ...` (an item's name beside its model and prompt)."""
+    return short(visible(", ".join(f"{k}={v}" for k, v in values.items())), limit)
 
 
 def md_code(text: str) -> str:

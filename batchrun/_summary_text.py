@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._cost_text import batch_hold_lines, cost_text, held_note, key_gap_lines
-from ._formats import md_code, md_text, ms, one_line, pct
+from ._formats import md_code, md_text, ms, one_line, pct, vars_text
 from ._scrub import hide_keys
 from ._summary_types import GroupFigures, Summary
 
@@ -47,9 +47,8 @@ def _grading_lines(summary: Summary) -> list[str]:
             + f"; flaky (passed and failed across repeats): {items['flaky_count']}"
         )
         for item in items["flaky"]:
-            shown = ", ".join(f"{k}={v}" for k, v in item["vars"].items())
             lines.append(
-                f"  flaky {item['model']} / {item['prompt_id']} [{shown[:60]}]: "
+                f"  flaky {item['model']} / {item['prompt_id']} [{vars_text(item['vars'])}]: "
                 f"passed {item['passed']} of {item['graded']}"
             )
     return lines

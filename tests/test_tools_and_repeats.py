@@ -404,8 +404,11 @@ def test_an_item_flip_consistent_across_repeats_fails_the_gate(tmp_path: Path) -
     code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
     diff = json.loads(text)
     assert not diff["significant_drops"]
-    assert diff["item_flips"]["pass_to_fail"] == [{"model": "m", "prompt_id": "p", "before": "5/5", "after": "0/5"}]
+    flip = {"model": "m", "prompt_id": "p", "vars": {"q": 7}, "before": "5/5", "after": "0/5"}
+    assert diff["item_flips"]["pass_to_fail"] == [flip]  # with its variables: which item (break43 F2)
     assert code == ExitCode.REGRESSION
+    assert "  m / p [q=7]: 5/5 -> 0/5" in call_cli("diff", before, after)[1]
+    assert "- m / p [q=7]: 5/5 -&gt; 0/5" in call_cli("diff", before, after, "--markdown")[1]  # text, not HTML
 
 
 # -- JUnit ------------------------------------------------------------------------------------
