@@ -66,18 +66,34 @@ class Judging:
             if not graders:
                 grading.judged[index] = ungraded(check, "no grader: set judge.model or the check's grader")
                 continue
+            kept = {v["model"]: v for v in grading.kept.get(index, ())}
             sent = [
                 grader_request(request.id, index, grader_body(self.settings, model, question, check["judge"], shown))
                 for model in graders
+                if model not in kept
             ]
             # A task group: if one grader fails unexpectedly, the others are cancelled (and
             # settle their reservations), never left running past the row.
+            tasks: list[asyncio.Task[dict[str, Any]]] = []
             try:
                 async with asyncio.TaskGroup() as group:
                     tasks = [group.create_task(self._verdict(grader, grading)) for grader in sent]
             except BaseExceptionGroup as failed:
                 raise first_failure(failed) from None
-            grading.judged[index] = check_result(check, [t.result() for t in tasks], self.settings)
+            except BaseException:
+                # Cut short (a stop's grace ran out): the graders that answered, paid for, keep
+                # their verdicts in the record; a resume asks only the others (break43 F6).
+                cut = f"not graded: the run stopped ({self.stops.reason or 'interrupted'})"
+                done = {
+                    g.model: t.result()
+                    for g, t in zip(sent, tasks, strict=False)  # no task yet: none done
+                    if t.done() and not t.cancelled() and not t.exception()
+                }
+                verdicts = [kept.get(m) or done.get(m) or {"model": m, "error": cut} for m in graders]
+                grading.judged[index] = check_result(check, verdicts, self.settings)
+                raise
+            new = {g.model: t.result() for g, t in zip(sent, tasks, strict=True)}
+            grading.judged[index] = check_result(check, [kept.get(m) or new[m] for m in graders], self.settings)
 
     async def _verdict(self, request: Request, grading: RowGrading) -> dict[str, Any]:
         """One grader's verdict with its cost; `error` instead when there is none."""

@@ -46,6 +46,9 @@ class RowGrading:
     answer: Answer
     checks: list[dict[str, Any]] | None = None  # the request's, unless some do not apply
     judged: dict[int, dict[str, Any]] = field(default_factory=dict)  # check index -> result
+    # check index -> the verdicts of its graders that answered before a stop cut the panel short:
+    # a resume asks only the others (break43 F6: each finished grader was bought twice).
+    kept: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     graders: list[Row] = field(default_factory=list)  # every grader request sent for it
 
     @property

@@ -84,6 +84,21 @@ def decided(record: dict[str, Any], checks: list[dict[str, Any]]) -> dict[int, d
     return {i: entry for i, entry in stored_judgements(record, checks).items() if not _stopped(entry)}
 
 
+def kept_verdicts(record: dict[str, Any], checks: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """Of each judge check a stop left ungraded, the verdicts of the graders that did answer
+    (paid for): a resume asks only the others."""
+    kept = {}
+    for index, entry in stored_judgements(record, checks).items():
+        graders = (entry.get("judge") or {}).get("graders") if isinstance(entry.get("judge"), dict) else None
+        if _stopped(entry) and isinstance(graders, list):
+            answered = [
+                g for g in graders if isinstance(g, dict) and isinstance(g.get("model"), str) and "error" not in g
+            ]
+            if answered:
+                kept[index] = answered
+    return kept
+
+
 def regraded_fields(record: dict[str, Any]) -> dict[str, Any]:
     """The new record's fields: the stored answer, bought by the earlier record (whose cost is
     folded in by every reader), so nothing of it is bought or held again here."""

@@ -44,7 +44,7 @@ from ._settings import DEFAULTS, RunSettings
 from ._status import Status, StopReason
 from ._stops import Stops
 from ._throttle import Throttle
-from ._ungraded import applied_checks, decided, regraded_fields
+from ._ungraded import applied_checks, decided, kept_verdicts, regraded_fields
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,9 @@ class Runner:
         request = row.request
         record = self.records.make(request, Status.OK, None, False, self.clock.time(), **regraded_fields(stored))
         checks = applied_checks(stored, request)
-        row.grading = RowGrading(request, record, answer_of(stored), checks, decided(stored, checks))
+        row.grading = RowGrading(
+            request, record, answer_of(stored), checks, decided(stored, checks), kept=kept_verdicts(stored, checks)
+        )
         await self.judging.grade_row(row.grading)
         self.records.finish(row, row.grading.record_now())
 

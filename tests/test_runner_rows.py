@@ -638,3 +638,63 @@ def test_a_stop_after_the_runs_loop_has_closed_raises_nothing() -> None:
     control.winding_down = lambda: cut_off.set_in(5.0)
     control.stop()
     assert cut_off.at is None and control.stopped.is_set() and control.pending == "interrupted"
+
+
+PANEL = ("anthropic/claude-3.5-haiku", "google/gemini-2.0-flash-001")
+
+
+class PanelCutTransport(httpx.AsyncBaseTransport):
+    """The client's own transport. The second grader of a panel is held until the first has
+    answered, then the run is asked to stop and that second grader never answers: the stop's
+    grace runs out with the panel half done."""
+
+    def __init__(self, control: RunControl) -> None:
+        self.inner = default_transport(8)
+        self.control = control
+        self.first_answered = asyncio.Event()
+        self.asked: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        model = httpx.Response(200, content=request.content).json().get("model") if request.content else None
+        self.asked.append(str(model))
+        if model == PANEL[1]:
+            await self.first_answered.wait()
+            self.control.stop()
+            await asyncio.Event().wait()  # never answers: cancelled when the grace is out
+        response = await self.inner.handle_async_request(request)
+        if model == PANEL[0]:
+            self.first_answered.set()
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_panel_cut_by_a_stop_keeps_its_finished_graders_and_the_resume_asks_only_the_others(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # break43 F6: the check's task group cancelled at the grace's end took the finished graders'
+    # verdicts with it (paid, their cost kept); the resume bought every grader of the panel again.
+    text = judged_small_job("run: {concurrency: 1, grace_s: 0.2}").replace(
+        "judge: {model: openai/gpt-4o-mini}", f"judge: {{models: [{PANEL[0]}, {PANEL[1]}]}}"
+    )
+    text = text.replace("models: [openai/gpt-4o-mini, google/gemini-2.0-flash-001]", "models: [openai/gpt-4o-mini]")
+    job = load_job(write_job(tmp_path, text))
+    out = tmp_path / "out.jsonl"
+    control = RunControl()
+    transport = PanelCutTransport(control)
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=FakeClock())
+    stopped = await run_job(job, replace(options, transport=transport), control)
+    assert stopped.summary["stop"] == "interrupted"
+    (first,) = [r for r in read_rows(out) if r["status"] == "ok"]
+    graders = first["checks"][0]["judge"]["graders"]
+    assert [g["model"] for g in graders] == list(PANEL) and first["checks"][0]["pass"] is None
+    assert "pass" in graders[0] and graders[0]["cost"] > 0  # the answered grader's verdict, kept
+    assert graders[1]["error"] == "not graded: the run stopped (interrupted)"
+    before = sim.stats.by_model[PANEL[0]]
+    await run_job(job, replace(options, resume=True))
+    final = {r["id"]: r for r in final_records(out)}[first["id"]]
+    assert final["checks"][0]["pass"] is not None and final["checks"][0]["judge"]["graders"][0] == graders[0]
+    # The first grader was asked again only for the rows it had not graded: never for this one.
+    rows_left = len([r for r in final_records(out) if (r.get("checks") or [{}])[0].get("judge")]) - 1
+    assert sim.stats.by_model[PANEL[0]] == before + rows_left
