@@ -89,8 +89,9 @@ class Judging:
                     for g, t in zip(sent, tasks, strict=False)  # no task yet: none done
                     if t.done() and not t.cancelled() and not t.exception()
                 }
-                verdicts = [kept.get(m) or done.get(m) or {"model": m, "error": cut} for m in graders]
-                grading.judged[index] = check_result(check, verdicts, self.settings)
+                if kept or done:  # none answered: the check is "not graded" as a whole (record_now)
+                    verdicts = [kept.get(m) or done.get(m) or {"model": m, "error": cut} for m in graders]
+                    grading.judged[index] = check_result(check, verdicts, self.settings)
                 raise
             new = {g.model: t.result() for g, t in zip(sent, tasks, strict=True)}
             grading.judged[index] = check_result(check, [kept.get(m) or new[m] for m in graders], self.settings)
