@@ -203,12 +203,13 @@ def aggregate(verdicts: list[dict[str, Any]], how: str, pass_score: float) -> tu
     if failed or not verdicts:
         first = failed[0] if failed else {"model": "-", "error": "no grader"}
         return None, None, f"grader {first['model']}: {first['error']}"
-    score = round(sum(v["score"] for v in verdicts) / len(verdicts), 4)
+    mean = sum(v["score"] for v in verdicts) / len(verdicts)
+    score = round(mean, 4)  # shown; the unrounded mean is what is compared (break43 F4: 0.49999 passed 0.5)
     if len(verdicts) == 1:
         return bool(verdicts[0]["pass"]), score, verdicts[0]["reason"]
     votes = sum(bool(v["pass"]) for v in verdicts)
     if how == "mean":
-        passed = score >= pass_score
+        passed = mean >= pass_score
         reason = f"mean score {score:.2f} (pass at {pass_score:.2f})"
     else:
         passed = votes * 2 > len(verdicts)  # a tie is not a majority

@@ -259,6 +259,16 @@ def test_simulated_runs_share_entries_across_ports_not_across_settings(tmp_path:
     code, text, _ = call_cli(job, "--simulate", "-o", tmp_path / "e.jsonl", f"--cache={cache}")
     assert code == ExitCode.OK and "cache: 20 hit(s), 0 miss(es)" in text
     assert all(r["passed"] for r in read_rows(tmp_path / "e.jsonl") if r["prompt_id"] == "capital")
+    # break43 F3: a key given twice is its last value, as the simulator reads it: `=0 =1` is not `=1 =0`.
+    both = ("accuracy.openai/gpt-4o-mini=0", "accuracy.openai/gpt-4o-mini=1")
+    for name, order in (("f", both), ("g", both[::-1])):
+        sims = [arg for value in order for arg in ("--sim", value)]
+        code, text, _ = call_cli(job, "--simulate", *sims, "-o", tmp_path / f"{name}.jsonl", f"--cache={cache}")
+    assert code == ExitCode.OK and "cache: 20 hit(s)" not in text
+    mini = [
+        r for r in read_rows(tmp_path / "g.jsonl") if r["model"] == "openai/gpt-4o-mini" and r["prompt_id"] == "capital"
+    ]
+    assert mini and all(r["passed"] is not True for r in mini)  # its own settings' answers, not f's
 
 
 def test_kill_9_during_a_cached_run_then_resume_is_clean(tmp_path: Path, sim: Simulator) -> None:

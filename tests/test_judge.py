@@ -135,6 +135,9 @@ def test_several_graders_majority_and_mean() -> None:
     passed, score, _ = aggregate([yes, no], "mean", 0.5)
     assert passed is True and score == 0.55
     assert aggregate([yes, no], "mean", 0.6)[0] is False
+    # break43 F4: the mean compared before it is rounded for display (0.49999 passed 0.5).
+    almost = [{**yes, "score": 0.49999}, {**yes, "score": 0.49999}]
+    assert aggregate(almost, "mean", 0.5)[:2] == (False, 0.5)
     failed = aggregate([yes, {"model": "c", "error": "the grader's reply is not JSON"}], "majority", 0.5)
     assert failed[0] is None and "not JSON" in failed[2]
 

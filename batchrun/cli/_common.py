@@ -24,7 +24,14 @@ def simulator_endpoint(args: argparse.Namespace) -> str:
     """The simulator's name in cache keys: with its --sim settings, which change its answers
     (accuracy, faults, a grader's bias): a run of `accuracy...=0` was replayed into the next plain
     --simulate run, 28.6% for 100% (break40 F7)."""
-    settings = sorted(option.strip() for option in getattr(args, "sim", None) or ())
+    # As the simulator reads them: a key given twice is its last value (break43 F3: the two
+    # orders of `=0` and `=1` were one key, one run's answers replayed for the other's).
+    last = {}
+    for option in getattr(args, "sim", None) or ():
+        key, _, value = option.partition("=")
+        head, dot, tail = key.strip().partition(".")  # spelled as SimConfig.set_option reads it
+        last[head.replace("-", "_") + dot + tail] = value.strip()
+    settings = sorted(f"{key}={value}" for key, value in last.items())
     return SIMULATOR_ENDPOINT if not settings else f"{SIMULATOR_ENDPOINT}[{','.join(settings)}]"
 
 
