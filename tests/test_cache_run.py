@@ -265,6 +265,9 @@ def test_simulated_runs_share_entries_across_ports_not_across_settings(tmp_path:
         sims = [arg for value in order for arg in ("--sim", value)]
         code, text, _ = call_cli(job, "--simulate", *sims, "-o", tmp_path / f"{name}.jsonl", f"--cache={cache}")
     assert code == ExitCode.OK and "cache: 20 hit(s)" not in text
+    # break43 F8: `cache explain` takes the run's --sim settings, and finds its entries.
+    code, text, _ = call_cli("cache", "explain", job, "--simulate", *sims, "--dir", cache)
+    assert code == ExitCode.OK and "20 hit(s)" in text, text
     mini = [
         r for r in read_rows(tmp_path / "g.jsonl") if r["model"] == "openai/gpt-4o-mini" and r["prompt_id"] == "capital"
     ]

@@ -13,7 +13,7 @@ from .._exceptions import (
 )
 from .._summary_types import Summary
 from .._verdict import ExitCode
-from ._common import SIMULATOR_ENDPOINT, show, step_summary, with_simulator
+from ._common import show, simulator_endpoint, step_summary, with_simulator
 from ._report_outputs import refuse_sidecars, report_page, through, write_junit_file, write_report_page
 
 _REGRADING_OPTIONS: tuple[tuple[str, Any], ...] = (
@@ -156,7 +156,7 @@ def cmd_cache(args: argparse.Namespace, console: Console) -> int:
         row=getattr(args, "row", None),
         prompt=getattr(args, "prompt", None),
         model=getattr(args, "model", None),
-        base_url=SIMULATOR_ENDPOINT if getattr(args, "simulate", False) else getattr(args, "base_url", None),
+        base_url=simulator_endpoint(args) if getattr(args, "simulate", False) else getattr(args, "base_url", None),
         older_than=getattr(args, "older_than", None),
     )
     console.out.write(run_cache_command(command) + "\n")

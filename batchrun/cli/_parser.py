@@ -288,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     chosen.add_argument("--model", metavar="ID", help="the rows of one model")
     explain.add_argument("--base-url", help="the endpoint the run would use, if not the job's")
     explain.add_argument("--simulate", action="store_true", help="as runs with --simulate see the cache")
+    _add_sim_options(explain)  # a simulated run's settings name its entries (break43 F8)
     stats = actions.add_parser("stats", help="entries, size, hit rate of the last runs")
     prune = actions.add_parser("prune", help="remove entries stored longer ago than DURATION")
     prune.add_argument(
