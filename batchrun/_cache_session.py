@@ -191,6 +191,7 @@ class CacheSession:
         self.hits = 0
         self.misses = 0
         self.stored = 0
+        self._stored_keys: set[bytes] = set()
         self.saved_usd = 0.0
         self._pending: list[EntryRow] = []
         # The key of each row looked up and missed, for its store: one hash less per miss.
@@ -384,7 +385,9 @@ class CacheSession:
         except CacheError as exc:
             self._off(exc)
             return
-        self.stored += len(batch)
+        # Entries, not writes: a body stored twice (a grader's, the same for two repeats) is one.
+        self._stored_keys.update(row[0] for row in batch)
+        self.stored = len(self._stored_keys)
 
     def close(self) -> None:
         """Store what is pending, note this run's figures for `cache stats`, let go of the file."""

@@ -79,6 +79,9 @@ def test_store_then_lookup_and_ttl(tmp_path: Path, clock: FakeClock) -> None:
     assert hit is not None and (hit.content, hit.cost, hit.latency_ms) == ("Paris", 0.002, 812.5)
     assert hit.generation_id == "gen-1" and hit.generated_at == "2027-01-15T08:00:00.000Z"
     assert (cache.hits, cache.misses, cache.stored, cache.saved_usd) == (1, 1, 1, 0.002)
+    put(cache, request, result(), 812.5, "2027-01-15T08:00:01.000Z")  # the same body again (break43 F7)
+    cache.flush()
+    assert cache.stored == 1  # one entry, written twice: counted once
     clock.now += 3601
     assert cache.lookup(request) is None  # older than ttl_s
     assert warnings == []
