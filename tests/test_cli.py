@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,7 @@ from batchrun.cli import main
 from batchrun.simulator import Simulator
 
 from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, cli, exec_cli, read_rows, write_job
-from .forked import ForkedCli
+from .forked import ForkedCli, run_forked
 
 REPO = Path(__file__).resolve().parent.parent
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -442,9 +443,13 @@ def test_a_run_that_ends_before_its_summary_says_its_exit_in_the_step_summary(
         and step.read_text() == f"**Exit 2:** {md_text(err.removeprefix('batchrun: error: ').strip())}\n"
     )
     step.unlink()
-    assert (
-        call_cli("report", tmp_path / "a.jsonl", "--bogus")[0] == ExitCode.USAGE and not step.exists()
-    )  # a reader's: none
+    bogus = call_cli("report", tmp_path / "a.jsonl", "--bogus")[0]
+    assert bogus == ExitCode.USAGE and not step.exists()  # a reader's: none
+    # The console script, its stderr a log file (its early look at argv parses it too): said once.
+    with open(tmp_path / "cron.log", "wb") as log:
+        env = child_env(GITHUB_STEP_SUMMARY=str(step))
+        result = run_forked([job, "--concurrency", "0"], 60, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    assert result.returncode == ExitCode.USAGE and step.read_text().count("**Exit 2:**") == 1
 
 
 def test_the_step_summary_says_what_the_text_summary_says_and_the_verdict(

@@ -39,7 +39,7 @@ from .._signals import release_early
 from .._verdict import ExitCode
 from ._common import step_summary
 from ._file_commands import cmd_batches, cmd_cache, cmd_diff, cmd_history, cmd_merge, cmd_report
-from ._parser import COMMANDS, build_parser
+from ._parser import COMMANDS, build_parser, run_usage_error
 from ._run_commands import cmd_plan, cmd_run, cmd_simulate, cmd_validate
 
 __all__ = ["build_parser", "entry", "main"]
@@ -106,7 +106,13 @@ def main(
             console.error(unknown)
             return ExitCode.USAGE
         argv.insert(0, "run")
-    args = _shared_parser().parse_args(argv)
+    run_usage_error()  # one left by an earlier parse (the console script's early look at argv)
+    try:
+        args = _shared_parser().parse_args(argv)
+    except SystemExit:
+        if (usage := run_usage_error()) is not None:  # a run's usage error is its verdict too (verify45 N4)
+            step_summary(console, f"**Exit {int(ExitCode.USAGE)}:** {md_text(usage)}")
+        raise
     args.own_process = own_process
     if own_process:
         # The cyclic GC's first generation is collected every 700 new containers by default:

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import NoReturn
 
 from .. import __version__, _argtypes
-from .._console import append_step_summary
-from .._formats import md_text
 from .._scrub import hide_keys
 from .._verdict import EXIT_CODE_TABLE, ExitCode
 
@@ -34,12 +32,20 @@ exit codes:
 
 
 class _Parser(argparse.ArgumentParser):
+    run_error: str | None = None  # the last usage error of `run`: main puts it in the step summary
+
     def error(self, message: str) -> NoReturn:
         said = hide_keys(message)  # a key typed as a value (verify20 V6)
         if self.prog.endswith(" run"):
-            # A run's usage error is its verdict too: CI showed no word of it (verify45 N4).
-            append_step_summary(f"**Exit {int(ExitCode.USAGE)}:** {md_text(said)}")
+            _Parser.run_error = said
         self.exit(ExitCode.USAGE, f"batchrun: error: {said}\n")
+
+
+def run_usage_error() -> str | None:
+    """The usage error the last parse of a `run` command line ended with (None: none), forgotten
+    once asked for."""
+    error, _Parser.run_error = _Parser.run_error, None
+    return error
 
 
 def _add_sim_options(parser: argparse.ArgumentParser) -> None:
