@@ -534,3 +534,15 @@ def test_a_key_charged_less_than_counted_is_said_so_once(tmp_path: Path) -> None
     said = f": ${-rec['difference_usd']:.4f} less than counted (replies that over-reported their cost, counted as said)"
     assert said in rec["warning"] and "unexplained" not in rec["warning"]
     assert err.count("the key was charged") == 1, err
+
+
+async def test_batches_collected_leave_none_open_whatever_the_sums_residue() -> None:
+    # verify45 N3: after every batch was collected, a float residue of their holds read as
+    # "batches open or in doubt stay held at up to $0.0000".
+    ledger = CreditLedger(1.0)
+    holds = [0.1, 0.2, 0.3]
+    for amount in holds:
+        ledger.hold(amount)
+    for amount in reversed(holds):  # released in another order: 0.6 - 0.3 - 0.2 - 0.1 is not 0.0
+        await ledger.settle_hold(amount, amount / 2)
+    assert ledger.batches_open == 0.0
