@@ -29,10 +29,10 @@ from ._ungraded import stopped_gradings
 def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
     if options.output is not None:
         refuse_shared_output(options.output)  # before its lock: /dev/stdout's is beside a pipe
-        if options.resume and not any(path.exists() or path.is_symlink() for path in _run_files(options.output)):
+        if options.resume and not _run_left(options.output):
             # A resume's -o mistyped (a wrong date) bought the whole job again without a word
             # (break42 F5); said under --quiet too. A collect tick whose submit never ran goes on.
-            notice(f"warning: --resume: {options.output} does not exist: nothing to resume, a new run starts there")
+            notice(f"warning: --resume: {options.output} holds no run: nothing to resume, a new run starts there")
         # A link's sidecars would be the link's own, not its file's: a resume through
         # `latest.jsonl -> real.jsonl` read no summary and spent the key gap again (G3).
         return options.output.resolve() if options.output.is_symlink() else options.output
@@ -48,9 +48,16 @@ def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) ->
     return fresh_output(job.name, job.run.output, now)
 
 
-def _run_files(output: Path) -> tuple[Path, ...]:
-    """The files a run of `output` leaves: a resume has something to go on while one is there."""
-    return output, summary_path(output), state_path(output), journal_path(output)
+def _run_left(output: Path) -> bool:
+    """Whether a run of `output` left anything a resume goes on from: records, a summary, a
+    batch record or a journal (an empty file alone is a shell's `: > r.jsonl`: verify45 N5)."""
+    try:
+        if output.stat().st_size > 0:
+            return True
+    except OSError:
+        if output.is_symlink():
+            return True  # dangling: check_output says what it is
+    return any(path.exists() for path in (summary_path(output), state_path(output), journal_path(output)))
 
 
 def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = None) -> bool:

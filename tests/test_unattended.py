@@ -567,11 +567,12 @@ def test_a_resume_of_an_output_that_is_not_there_says_so_under_quiet(tmp_path: P
     job, out = write_job(tmp_path, SMALL_JOB), tmp_path / "typo.jsonl"
     result = cli(job, "--simulate", "--resume", "-o", out, "-q")
     assert result.returncode == ExitCode.OK and len(read_rows(out)) == 20
-    assert (
-        result.stderr
-        == f"batchrun: warning: --resume: {out} does not exist: nothing to resume, a new run starts there\n"
-    )
+    said = f"batchrun: warning: --resume: {out} holds no run: nothing to resume, a new run starts there\n"
+    assert result.stderr == said
     assert cli(job, "--simulate", "--resume", "-o", out, "-q").stderr == ""  # there now: resumed quietly
+    empty = tmp_path / "empty.jsonl"  # verify45 N5: a shell's `: > empty.jsonl` holds no run either
+    empty.write_bytes(b"")
+    assert "warning: --resume: " in cli(job, "--simulate", "--resume", "-o", empty, "-q").stderr
 
 
 def test_sigterm_ends_a_finished_run_blocked_on_a_stdout_nobody_reads(tmp_path: Path) -> None:
