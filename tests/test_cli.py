@@ -450,6 +450,14 @@ def test_a_run_that_ends_before_its_summary_says_its_exit_in_the_step_summary(
         env = child_env(GITHUB_STEP_SUMMARY=str(step))
         result = run_forked([job, "--concurrency", "0"], 60, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
     assert result.returncode == ExitCode.USAGE and step.read_text().count("**Exit 2:**") == 1
+    # verify45 N4: refused in silence with stderr appended to the results: CI still sees why.
+    step.unlink()
+    out = tmp_path / "r.jsonl"
+    out.write_bytes(b"")
+    with open(out, "ab") as results:
+        result = run_forked([job, "-o", out], 60, env=env, stdout=subprocess.DEVNULL, stderr=results, text=True)
+    assert result.returncode == ExitCode.USAGE and out.read_bytes() == b""
+    assert step.read_text().strip() == "**Exit 2:** refused: stderr is appended to a results file"
 
 
 def test_the_step_summary_says_what_the_text_summary_says_and_the_verdict(

@@ -19,7 +19,7 @@ import stat
 import sys
 from typing import NoReturn, TextIO, cast
 
-from .._console import Console
+from .._console import Console, append_step_summary
 from .._early_signals import CLOSED_AT_START, SIGNALS, caught
 from .._exceptions import (
     AuthFailed,
@@ -275,6 +275,8 @@ def entry() -> NoReturn:
     if _results_on_stderr(sys.argv[1:]) or _stderr_holds_records():
         # `-o r.jsonl 2>> r.jsonl`: refused (as SharedOutput is), before anything is said there (a
         # mistyped option, a job file not there): it would go into the results (verify42 F-A).
+        # The step summary is a file of its own (never a results file): CI sees why (verify45 N4).
+        append_step_summary(f"**Exit {int(ExitCode.USAGE)}:** refused: stderr is appended to a results file")
         sys.exit(ExitCode.USAGE)
     code = main(own_process=True)
     try:
