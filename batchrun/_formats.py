@@ -50,7 +50,7 @@ def md_text(text: str) -> str:
 
 def vars_text(values: dict[str, Any], limit: int = 60) -> str:
     """A row's variables on one line, as `k=v, ...` (an item's name beside its model and prompt)."""
-    return short(visible(", ".join(f"{k}={v}" for k, v in values.items())), limit)
+    return short(one_line(", ".join(f"{k}={v}" for k, v in values.items())), limit)
 
 
 def md_code(text: str) -> str:

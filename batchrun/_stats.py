@@ -93,3 +93,20 @@ def compare_rates(
         return {"p_value": None, "significant": False}
     p_value = fisher_exact(passed_before, total_before - passed_before, passed_after, total_after - passed_after)
     return {"p_value": float(f"{p_value:.4g}"), "significant": p_value < alpha}
+
+
+def compare_parts(
+    paired: tuple[int, int], unpaired: tuple[int, int, int, int], moved: float, alpha: float = 0.05
+) -> dict[str, float | bool | None]:
+    """A change in pass rate over rows both runs graded (`paired`: pass->fail, fail->pass) and rows
+    one run alone graded (`unpaired`: passed and graded before, then after): each part tested on
+    its own rows (McNemar, Fisher), either may decide, at half the alpha each (Bonferroni), and
+    only in the direction the rate `moved`: the rows new to the second run doing better never make
+    a drop significant (verify46: 0/6 -> 12/20 alone read as a significant fall, exit 4)."""
+    ways = [paired[1] - paired[0], unpaired[2] / unpaired[3] - unpaired[0] / unpaired[1]]
+    parts = [compare_paired(*paired), compare_rates(*unpaired)]
+    agreeing = [
+        float(t["p_value"]) for t, way in zip(parts, ways, strict=True) if way * moved > 0 and t["p_value"] is not None
+    ]
+    p_value = min(1.0, 2 * min(agreeing, default=0.5))
+    return {"p_value": float(f"{p_value:.4g}"), "significant": p_value < alpha}

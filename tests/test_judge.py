@@ -138,6 +138,8 @@ def test_several_graders_majority_and_mean() -> None:
     # break43 F4: the mean compared before it is rounded for display (0.49999 passed 0.5).
     almost = [{**yes, "score": 0.49999}, {**yes, "score": 0.49999}]
     assert aggregate(almost, "mean", 0.5)[:2] == (False, 0.5)
+    # verify46: 0.7 and 0.1 average to 0.39999999999999997, which is 0.4 as the reason says.
+    assert aggregate([{**yes, "score": 0.7}, {**yes, "score": 0.1}], "mean", 0.4)[0] is True
     failed = aggregate([yes, {"model": "c", "error": "the grader's reply is not JSON"}], "majority", 0.5)
     assert failed[0] is None and "not JSON" in failed[2]
 

@@ -440,6 +440,24 @@ def test_a_drop_in_rows_new_to_the_second_run_is_not_hidden_by_the_few_rows_kept
     assert "(paired and unpaired rows, p=" in call_cli("diff", tmp_path / "a.jsonl", after)[1]
 
 
+def test_rows_new_to_the_second_run_that_do_better_never_make_a_drop_significant(tmp_path: Path) -> None:
+    # verify46: 20/26 -> 28/40, the shared rows' 4 flips not significant (p=0.125, 0.25 halved),
+    # the rows each run has alone 0/6 -> 12/20: better, yet they made the drop "significant", exit 4.
+    def row(row_id: str, passed: bool) -> dict[str, Any]:
+        checks = [{"name": "c", "pass": passed, "reason": "" if passed else "wrong", "weight": 1}]
+        head = {"id": row_id, "fingerprint": "f", "status": "ok", "reason": None, "cost": 0.0, "job": "j"}
+        return {**head, "model": "m", "prompt_id": "p", "vars": {"q": row_id}, "checks": checks, "passed": passed}
+
+    before = [row(f"s{i}", True) for i in range(20)] + [row(f"a{i}", False) for i in range(6)]
+    after = [row(f"s{i}", i >= 4) for i in range(20)] + [row(f"b{i}", i < 12) for i in range(20)]
+    for name, rows in (("a.jsonl", before), ("b.jsonl", after)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, text, _ = call_cli("diff", tmp_path / "a.jsonl", tmp_path / "b.jsonl", "--json", "--fail-on-regression")
+    total = json.loads(text)["pass_rate"]
+    assert (round(total["before"], 3), total["after"], total["rows_paired"]) == (0.769, 0.7, 20)
+    assert total["significant"] is False and total["p_value"] == 0.25 and code == ExitCode.OK
+
+
 def test_junit_per_row_validates_against_the_schema(tmp_path: Path, junit_schema: Any) -> None:
     job = write_job(tmp_path, TOOLS_JOB)
     out = tmp_path / "t.jsonl"
