@@ -268,6 +268,8 @@ def test_simulated_runs_share_entries_across_ports_not_across_settings(tmp_path:
     # break43 F8: `cache explain` takes the run's --sim settings, and finds its entries.
     code, text, _ = call_cli("cache", "explain", job, "--simulate", *sims, "--dir", cache)
     assert code == ExitCode.OK and "20 hit(s)" in text, text
+    code, _, err = call_cli("cache", "explain", job, "--simulate", "--sim", "accuracy.nope/model=0", "--dir", cache)
+    assert code == ExitCode.USAGE and "is not a model of the simulator" in err  # as a run says it
     mini = [
         r for r in read_rows(tmp_path / "g.jsonl") if r["model"] == "openai/gpt-4o-mini" and r["prompt_id"] == "capital"
     ]

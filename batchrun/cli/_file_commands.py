@@ -13,7 +13,7 @@ from .._exceptions import (
 )
 from .._summary_types import Summary
 from .._verdict import ExitCode
-from ._common import show, simulator_endpoint, step_summary, with_simulator
+from ._common import show, sim_config, simulator_endpoint, step_summary, with_simulator
 from ._report_outputs import refuse_sidecars, report_page, through, write_junit_file, write_report_page
 
 _REGRADING_OPTIONS: tuple[tuple[str, Any], ...] = (
@@ -148,6 +148,9 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_cache(args: argparse.Namespace, console: Console) -> int:
     from .._cache_commands import CacheCommand, run_cache_command
+
+    if getattr(args, "sim", None):
+        sim_config(args.sim)  # a setting a run would refuse is refused here too (verify46)
 
     command = CacheCommand(
         action=args.cache_command,
