@@ -61,6 +61,10 @@ async def test_the_chat_result_example_is_read() -> None:
     assert isinstance(result, ChatResult)
     assert result.generation_id == "chatcmpl-123" and result.finish_reason == "stop"
     assert "Paris" in str(result.content)
+    # break41 F2: with the X-Generation-Id header (streaming.mdx: "for all endpoints"), its id is
+    # the one /generation knows, not the body's `chatcmpl-123` (every lookup a 404).
+    headed = await chat_outcome(example["status"], example["body"], {"X-Generation-Id": "gen-1700000000-abc"})
+    assert isinstance(headed, ChatResult) and headed.generation_id == "gen-1700000000-abc"
 
 
 @pytest.mark.parametrize("name", sorted(k for k in EXAMPLES if k.startswith("chat_error_")))
