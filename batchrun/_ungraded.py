@@ -14,9 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ._checks import stored_judgements, without_latency_checks
 from ._files import file_mentions
+from ._judge import VerdictError, parse_verdict
 from ._matrix import Request
+from ._pricing import money
 from ._reader import final_records
 from ._row_cost import uncharged
 from ._status import Status
@@ -91,12 +95,22 @@ def kept_verdicts(record: dict[str, Any], checks: list[dict[str, Any]]) -> dict[
     for index, entry in stored_judgements(record, checks).items():
         graders = (entry.get("judge") or {}).get("graders") if isinstance(entry.get("judge"), dict) else None
         if _stopped(entry) and isinstance(graders, list):
-            answered = [
-                g for g in graders if isinstance(g, dict) and isinstance(g.get("model"), str) and "error" not in g
-            ]
+            answered = [verdict for verdict in map(_kept, graders) if verdict is not None]
             if answered:
                 kept[index] = answered
     return kept
+
+
+def _kept(grader: Any) -> dict[str, Any] | None:
+    """A grader's stored verdict, read as its reply was (`parse_verdict`), its cost as money;
+    None for one that is not a verdict (an edited file: that grader is asked again)."""
+    if not isinstance(grader, dict) or "error" in grader or not isinstance(grader.get("model"), str):
+        return None
+    try:
+        verdict = parse_verdict(orjson.dumps({name: grader.get(name) for name in ("pass", "score", "reason")}).decode())
+    except (VerdictError, TypeError):  # TypeError: orjson's, for an integer past 64 bits
+        return None
+    return {**grader, **verdict, "cost": money(grader.get("cost"))}
 
 
 def regraded_fields(record: dict[str, Any]) -> dict[str, Any]:

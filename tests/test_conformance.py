@@ -164,8 +164,10 @@ def test_the_simulators_replies_match_the_openapi_schemas(sim: Simulator, web: h
     validate("ChatResult", cold)
     assert cold["choices"][0]["finish_reason"] is None and cold["choices"][0]["message"]["content"] == ""
     sim.config.faults = {"choice_error": 1.0}  # the docs' provider error inside a 200 (break41 F5)
-    failed = web.post(f"{base}/chat/completions", json=BODY, headers=headers).json()
+    failing = web.post(f"{base}/chat/completions", json=BODY, headers=headers)
+    failed = failing.json()
     validate("ChatResult", failed)
+    assert failing.headers["X-Generation-Id"] == failed["id"]  # streaming.mdx: "for all endpoints"
     assert failed["choices"][0]["finish_reason"] == "error" and failed["choices"][0]["error"]["code"] == 502
     sim.config.faults.clear()
     # Reasoning and web search: their usage details, and the /models `reasoning` object.

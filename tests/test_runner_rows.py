@@ -24,6 +24,7 @@ from batchrun._regrade import regrade_file
 from batchrun._results import ResultsWriter, final_records
 from batchrun._run_control import RunControl
 from batchrun._transport import default_transport
+from batchrun._ungraded import kept_verdicts
 from batchrun._verdict import decide
 from batchrun.simulator import Simulator
 
@@ -698,3 +699,30 @@ async def test_a_panel_cut_by_a_stop_keeps_its_finished_graders_and_the_resume_a
     # The first grader was asked again only for the rows it had not graded: never for this one.
     rows_left = len([r for r in final_records(out) if (r.get("checks") or [{}])[0].get("judge")]) - 1
     assert sim.stats.by_model[PANEL[0]] == before + rows_left
+
+
+def test_stored_verdicts_that_are_not_verdicts_are_not_kept() -> None:
+    # A record edited (or written by another tool) between the stop and the resume: a kept
+    # verdict goes into the panel's vote, so each is read as a grader's reply is, or asked again.
+    def entry(*graders: Any) -> dict[str, Any]:
+        cut = {"model": PANEL[1], "error": "not graded: the run stopped (interrupted)"}
+        judge = {"score": None, "aggregate": "majority", "graders": [*graders, cut], "cost": None}
+        return {"name": "judge", "pass": None, "error": "grader x: not graded", "weight": 1, "judge": judge}
+
+    good = {"model": PANEL[0], "pass": True, "score": 0.9, "reason": "names it", "cost": 0.0001}
+    checks = [{"judge": "Names Paris.", "name": "judge"}]
+    assert kept_verdicts({"checks": [entry(good)]}, checks) == {0: [good]}
+    hostile = [
+        {**good, "score": "0.9"},
+        {**good, "score": 7},
+        {**good, "pass": "yes"},
+        {key: value for key, value in good.items() if key != "reason"},
+        {**good, "model": 5},
+        {**good, "score": 2**70},
+        "a grader",
+        None,
+    ]
+    for grader in hostile:
+        assert kept_verdicts({"checks": [entry(grader)]}, checks) == {}, grader
+    priced = kept_verdicts({"checks": [entry({**good, "cost": "lots"})]}, checks)
+    assert priced == {0: [{**good, "cost": None}]}  # a cost that is not money: unknown, never summed

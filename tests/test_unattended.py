@@ -531,7 +531,7 @@ def test_the_results_file_on_stderr_is_the_one_argparse_would_write(tmp_path: Pa
             assert not _results_on_stderr(argv), name
     # verify44: stderr appended to another results file (a resume's notice landed among its records).
     results = tmp_path / "older.jsonl"
-    results.write_bytes(b'{"id": "r1", "status": "ok", "job": "j", "model": "m"}\n')
+    assert call_cli(write_job(tmp_path, SMALL_JOB), "--simulate", "-o", results, "-q")[0] == ExitCode.OK
     log = tmp_path / "cron.log"
     log.write_bytes(b"batchrun: warning: an earlier night\n")
     for path, holds in ((results, True), (log, False), (tmp_path / "empty.log", False)):

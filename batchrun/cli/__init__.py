@@ -12,11 +12,11 @@ import errno
 import functools
 import gc
 import io
-import json
 import os
 import signal
 import stat
 import sys
+from pathlib import Path
 from typing import NoReturn, TextIO, cast
 
 from .._console import Console, append_step_summary
@@ -35,6 +35,7 @@ from .._exceptions import (
 )
 from .._files import describe_os_error
 from .._formats import md_text
+from .._results import first_record
 from .._signals import release_early
 from .._verdict import ExitCode
 from ._common import step_summary
@@ -262,13 +263,10 @@ def _stderr_holds_records() -> bool:
     """Whether stderr is appended to a results file, any (`2>> outputs/job/older.jsonl`: verify44,
     a resume's notice landed among another run's records), told by its first line."""
     try:
-        if not stat.S_ISREG(os.fstat(2).st_mode):
-            return False
-        with open("/proc/self/fd/2", "rb") as handle:  # descriptor 2 itself is open for writing only
-            first = json.loads(handle.readline(1 << 16))
-    except (OSError, ValueError):
+        # By its path: descriptor 2 itself is open for writing only. As a resume tells its own file.
+        return stat.S_ISREG(os.fstat(2).st_mode) and first_record(Path("/proc/self/fd/2")) is not None
+    except (OSError, ResultsError):
         return False  # no /proc, an empty file, a log of text lines
-    return isinstance(first, dict) and {"id", "status", "job"} <= first.keys()
 
 
 def entry() -> NoReturn:

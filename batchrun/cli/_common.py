@@ -26,13 +26,14 @@ def simulator_endpoint(args: argparse.Namespace) -> str:
     --simulate run, 28.6% for 100% (break40 F7)."""
     # As the simulator reads them: a key given twice is its last value (break43 F3: the two
     # orders of `=0` and `=1` were one key, one run's answers replayed for the other's).
-    last = {}
-    for option in getattr(args, "sim", None) or ():
-        key, _, value = option.partition("=")
-        head, dot, tail = key.strip().partition(".")  # spelled as SimConfig.set_option reads it
-        last[head.replace("-", "_") + dot + tail] = value.strip()
+    options = getattr(args, "sim", None) or ()
+    if not options:
+        return SIMULATOR_ENDPOINT
+    from ..simulator._config import option_key  # loaded only with --simulate, as the simulator is
+
+    last = {option_key(key): value.strip() for key, _, value in (option.partition("=") for option in options)}
     settings = sorted(f"{key}={value}" for key, value in last.items())
-    return SIMULATOR_ENDPOINT if not settings else f"{SIMULATOR_ENDPOINT}[{','.join(settings)}]"
+    return f"{SIMULATOR_ENDPOINT}[{','.join(settings)}]"
 
 
 _SHARES = ("fault.", "accuracy.", "judge_bias", "judge_unparseable", "cost_noise")

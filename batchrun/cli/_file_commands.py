@@ -75,7 +75,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     # Rows never answered (a run stopped at its deadline, its budget, a kill -9) leave the file
     # incomplete, as rows gone since its summary do: exit 12, and the JUnit file fails with it
     # (break42 F2: exit 0 and a JUnit file with no failure for a run stopped at its deadline).
-    reasons = [r for r in (missing_since_summary(args.results, run_summary, summary["total"]["rows"], unread),) if r]
+    missing = missing_since_summary(args.results, run_summary, summary["total"]["rows"], unread)
+    reasons = [missing] if missing else []
     if skipped := summary["total"]["skipped"]:
         why = ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items()))
         # Without a summary (a run killed), the rows it never reached have no record at all.

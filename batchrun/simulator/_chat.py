@@ -227,7 +227,8 @@ class ChatRoutes(KeyRoutes, StreamReplies):
                 streamed.extras, streamed.tier = more, served_tier(body)
                 return await self.stream_answer(request, key, streamed)
             if fault in ("error200", "choice_error"):
-                return json_response(error_in_200(fault, generation, model))
+                # The generation's id in its header "for all endpoints" (streaming.mdx), failures too.
+                return json_response(error_in_200(fault, generation, model), headers={"X-Generation-Id": generation})
             cost = (
                 0.0
                 if prompt_price < 0

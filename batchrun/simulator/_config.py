@@ -42,6 +42,13 @@ FAULTS = (
 )
 
 
+def option_key(key: str) -> str:
+    """A --sim setting's name as it is read: dashes become underscores in option names only,
+    never in a model id after the dot (`judge-bias` is `judge_bias`)."""
+    head, dot, tail = key.strip().partition(".")
+    return head.replace("-", "_") + dot + tail
+
+
 @dataclass
 class SimConfig:
     """Everything a scenario can set. `batchrun simulate --sim KEY=VALUE` sets the same fields."""
@@ -109,9 +116,7 @@ class SimConfig:
     def set_option(self, text: str) -> None:
         """Apply one KEY=VALUE; `fault.503=0.1` and `price.MODEL=p,c,r` address the dicts."""
         key, sep, value = text.partition("=")
-        # Dashes become underscores in option names only, never in a model id after the dot.
-        head, dot, tail = key.strip().partition(".")
-        key = head.replace("-", "_") + dot + tail
+        key = option_key(key)
         if not sep:
             raise ValueError(f"simulator option {text!r} is not KEY=VALUE")
         if key.startswith("fault."):
