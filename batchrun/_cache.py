@@ -29,6 +29,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -58,13 +59,18 @@ from ._cache_values import (
     cost_or_none,
     number_or_none,
     size_or_none,
-    text_or_none,
 )
 from ._exceptions import CacheError
 from ._formats import LAST_TIME
 
 FILE_NAME = "responses.sqlite3"
 _KEY_PREFIX = b"batchrun-cache/1\n"
+
+
+def _answer(answer: Any, cost: Any, reply_bytes: Any) -> CachedAnswer | None:
+    """An entry's answer columns as a stored answer, or None where they hold none."""
+    stored = blob(answer)
+    return None if stored is None else CachedAnswer.from_row(stored, cost_or_none(cost), size_or_none(reply_bytes))
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -190,10 +196,7 @@ class ResponseCache:
         if row is None:
             return None
         body, answer, cost, reply_bytes = row
-        answer = blob(answer)
-        if blob(body) != payload or answer is None:
-            return None
-        return CachedAnswer.from_row(answer, cost_or_none(cost), size_or_none(reply_bytes))
+        return _answer(answer, cost, reply_bytes) if blob(body) == payload else None
 
     def probe_many(self, keys: list[bytes], fresh_after: float | None) -> dict[bytes, Probe]:
         """What planning needs of each of these keys that is stored and fresh, in one query,
@@ -201,19 +204,11 @@ class ResponseCache:
         marks = ",".join("?" * len(keys))
         with self._errors():
             rows = self._db.execute(
-                "SELECT key, body, cost, reply_bytes, finish_reason, latency_ms FROM entries"
-                f" WHERE key IN ({marks}) AND created_at >= ?",  # noqa: S608 - marks only
+                f"SELECT key, body, answer, cost, reply_bytes FROM entries WHERE key IN ({marks}) AND created_at >= ?",  # noqa: S608 - marks only
                 (*keys, -1.0 if fresh_after is None else fresh_after),
             ).fetchall()
         return {
-            bytes(key): Probe(
-                blob(body) or b"",
-                cost_or_none(cost),
-                size_or_none(size),
-                text_or_none(reason),
-                number_or_none(latency),
-            )
-            for key, body, cost, size, reason, latency in rows
+            bytes(key): Probe(blob(body) or b"", _answer(answer, cost, size)) for key, body, answer, cost, size in rows
         }
 
     def store_many(self, rows: list[EntryRow]) -> None:

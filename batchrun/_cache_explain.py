@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from ._cache import ResponseCache, cache_key, normalize_base_url
-from ._cache_session import probe_of, why_not_a_hit
+from ._cache_session import why_not_a_hit
 from ._cache_values import CacheEntry
 from ._formats import utc_seconds
 from ._job import Job
@@ -131,11 +131,12 @@ def explain(
         if not _selected(request, row, prompt, model):
             continue
         key = cache_key(request.fingerprint, request.repeat, base_url)
-        answer = store.lookup(key, request.payload, fresh_after)
-        if answer is not None:
-            why = why_not_a_hit(request, probe_of(request, answer), cap, store_length, batch)
+        probe = store.probe_many([key], fresh_after).get(key)
+        if probe is not None and probe.body == request.payload:  # stored: a hit, or why not, as a run judges it
+            why = why_not_a_hit(request, probe, cap, store_length, batch)
             status = "hit" if why is None else "unusable"
-            found.append(Explanation(request, status, answer.generated_at, answer.cost, why=why))
+            when, cost = (probe.answer.generated_at, probe.answer.cost) if probe.answer else (None, None)
+            found.append(Explanation(request, status, when, cost, why=why))
             continue
         stale = store.lookup(key, request.payload, None) if fresh_after is not None else None
         if stale is not None:
@@ -212,7 +213,7 @@ def render_explanations(explanations: list[Explanation]) -> tuple[str, int]:
             lines.append(f"miss  {label}  expired: answered {item.generated_at}, older than run.cache.ttl_s")
         elif item.status == "unusable":
             counts["unusable"] += 1
-            lines.append(f"miss  {label}  stored ({item.generated_at}) but not used: {item.why}")
+            lines.append(f"miss  {label}  stored ({item.generated_at or '?'}) but not used: {item.why}")
         elif item.nearest is None:
             counts["never"] += 1
             # Not "never run": an error, an answer cut at max_tokens or one of unknown cost ran

@@ -24,13 +24,20 @@ from ._scrub import Scrubber
 _UTC_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|\+00:00)")
 
 
+def answer_problem(answer: CachedAnswer, max_reply_bytes: int | None) -> str | None:
+    """Why `answer` is no answer a reply within `max_reply_bytes` could carry, or None."""
+    if max_reply_bytes is not None and len(answer.to_json()) > max_reply_bytes:
+        return f"its stored answer is over this job's max_response_bytes {max_reply_bytes}"
+    if answer.generated_at and not _UTC_TIME.fullmatch(answer.generated_at):
+        return "its stored time is not a UTC time"  # verify22 N2: copied into the record as it was
+    return None
+
+
 def checked_hit(answer: CachedAnswer, scrub: Scrubber, max_reply_bytes: int | None) -> CachedAnswer | None:
     """`answer` as a reply's reader would have kept it, or None when it is no answer a reply
     within `max_reply_bytes` could carry."""
-    if max_reply_bytes is not None and len(answer.to_json()) > max_reply_bytes:
+    if answer_problem(answer, max_reply_bytes) is not None:
         return None
-    if answer.generated_at and not _UTC_TIME.fullmatch(answer.generated_at):
-        return None  # verify22 N2: copied into the record as it was, a key with it
     calls = tuple(
         tool_call(
             {"id": call.get("id"), "function": {"name": call.get("name"), "arguments": call.get("arguments")}}, scrub

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cache import ResponseCache, cache_key, normalize_base_url
-from ._cache_hits import checked_hit
+from ._cache_hits import answer_problem, checked_hit
 from ._cache_values import CachedAnswer, EntryRow, Probe, RunStats, encode_answer
 from ._checks import Answer, grade, without_latency_checks
 from ._client import ChatResult
@@ -141,20 +141,23 @@ def why_not_a_hit(
 ) -> str | None:
     """Why a stored answer to exactly this request is no hit for the run that reads it, or
     None: the reader's cap, store_length and checks decide, not the storing run's."""
-    if probe.cost is None:  # a cost the file holds that is no number: never passed off as free
+    answer = probe.answer
+    if answer is None:
+        return "its stored answer is not one a reply could carry (no text, or not an answer's shape)"
+    if answer.cost is None:  # a cost the file holds that is no number: never passed off as free
         return "its stored cost is not a usable number"
-    if max_reply_bytes is not None and (probe.reply_bytes is None or probe.reply_bytes > max_reply_bytes):
-        return f"its reply was {probe.reply_bytes or '?'} bytes, over this job's max_response_bytes {max_reply_bytes}"
-    if probe.finish_reason == "length" and not store_length:
+    if max_reply_bytes is not None and (answer.reply_bytes is None or answer.reply_bytes > max_reply_bytes):
+        return f"its reply was {answer.reply_bytes or '?'} bytes, over this job's max_response_bytes {max_reply_bytes}"
+    if answer.finish_reason == "length" and not store_length:
         return "it was cut at max_tokens (finish_reason length) and this job does not set run.cache.store_length"
-    if probe.latency_ms is None and not batch and any("max_latency_ms" in check for check in request.checks):
+    if answer.latency_ms is None and not batch and any("max_latency_ms" in check for check in request.checks):
         return "it was collected in batch mode (no latency) and this row has a max_latency_ms check"
-    return None
+    return answer_problem(answer, max_reply_bytes)
 
 
 def probe_of(request: Request, answer: CachedAnswer) -> Probe:
     """A looked-up answer as `usable` judges it (its body was compared by the lookup)."""
-    return Probe(request.payload, answer.cost, answer.reply_bytes, answer.finish_reason, answer.latency_ms)
+    return Probe(request.payload, answer)
 
 
 def storable(result: ChatResult, store_length: bool) -> bool:
@@ -275,11 +278,12 @@ class CacheSession:
                     self._off(exc)
             for request, key in zip(chunk, keys, strict=True):
                 stored = found.get(key)
-                if stored is None or not self.usable(request, stored):
+                answer = stored.answer if stored is not None and self.usable(request, stored) else None
+                if answer is None:
                     yield request, None
                     continue
                 self._planning.add(key)
-                yield request, float(stored.cost or 0.0)
+                yield request, answer.cost or 0.0
 
     def planned(self) -> None:
         """Every row to run has been peeked at: from now on, only those found are looked up."""

@@ -159,13 +159,12 @@ ENTRY_COLUMNS = (
 
 
 class Probe(NamedTuple):
-    """What planning reads of a stored entry: enough to decide a hit, not the answer."""
+    """What planning reads of a stored entry to decide a hit: its body, and its answer as a
+    lookup reads it (None where the entry holds none a lookup would take, so that planning
+    never counts as a hit what the run then sends: break43 F5)."""
 
     body: bytes
-    cost: float | None
-    reply_bytes: int | None
-    finish_reason: str | None
-    latency_ms: float | None
+    answer: CachedAnswer | None
 
 
 @dataclass(frozen=True, slots=True)

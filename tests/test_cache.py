@@ -94,7 +94,7 @@ def test_a_stored_body_that_differs_is_never_a_hit(tmp_path: Path) -> None:
     answer = CachedAnswer(None, None, None, "Paris", "stop", None, {}, 0.1, 1.0, STORED_AT, reply_bytes=300)
     for payload in (request.payload + b" ", request.payload):
         store.store_many([StoredEntry(key, request.id, "g", request.model, 0, BASE, payload, answer, 1.0).row()])
-        assert store.probe_many([key], None)[key][:2] == (payload, 0.1)
+        assert store.probe_many([key], None)[key] == (payload, answer)
         cache = session(tmp_path / "s", FakeClock(), [])
         cache._store = store  # the session compares the stored body, as lookups do
         assert cache.peek(request) == (0.1 if payload == request.payload else None)

@@ -7,6 +7,7 @@ that figure is (`cost_saved_status`)."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -238,3 +239,37 @@ def test_a_hit_is_read_as_a_reply_is_scrubbed_and_bounded(tmp_path: Path) -> Non
     rows = read_rows(tmp_path / "b.jsonl")
     assert sorted(len(r["tool_calls"] or []) for r in rows if r["cached"]) == [0] * 4 + [32]
     assert max(len(line) for line in text.splitlines()) < 100_000
+
+
+def test_planning_counts_as_hits_exactly_the_entries_the_run_takes(tmp_path: Path) -> None:
+    """break43 F5: planning read an entry's columns but not its answer, so an entry whose
+    answer is no answer (not JSON, a list, empty text, usage that is text, a time that is no
+    time) counted as a hit in `plan` and in the pre-flight worst case, and the run then sent
+    the row. Planning, the run and `cache explain` now judge an entry alike."""
+    job, cache = write_job(tmp_path, JOB), tmp_path / "cache"
+    server = HostileServer(chat=lambda request: json_answer(200, chat_payload("Santiago, Lima")))
+    with server.running():
+        args = ("--base-url", server.base_url, f"--cache={cache}")
+        assert call_cli(job, "-o", tmp_path / "a.jsonl", *args)[0] == 0
+        with sqlite3.connect(cache / FILE_NAME) as db:
+            ids = [row[0] for row in db.execute("SELECT id FROM entries ORDER BY id")]
+            edits = [
+                "answer = CAST('{not json' AS BLOB)",
+                "answer = CAST('[1, 2]' AS BLOB)",
+                "answer = CAST(json_set(answer, '$.content', '') AS TEXT)",
+                "answer = CAST(json_set(answer, '$.usage', 'lots') AS TEXT)",
+                "answer = CAST(json_set(answer, '$.generated_at', 'noon') AS TEXT)",
+            ]
+            for row_id, edit in zip(ids, edits, strict=False):
+                db.execute(f"UPDATE entries SET {edit} WHERE id = ?", (row_id,))  # noqa: S608 - the test's own
+        plan = call_cli("plan", job, *args)
+        explained = call_cli("cache", "explain", job, "--base-url", server.base_url, "--dir", cache)
+        sent = len(server.chat_rows())
+        code, _, err = call_cli(job, "-o", tmp_path / "b.jsonl", *args)
+        resent = len(server.chat_rows()) - sent
+    assert (code, err) == (0, "")
+    assert resent == 5
+    assert sum(r["cached"] for r in read_rows(tmp_path / "b.jsonl")) == 2
+    assert plan[0] == 0 and re.search(r"^openai/gpt-4o-mini +7 +2 ", plan[1], re.M), plan[1]
+    assert explained[0] == 0 and explained[1].count("stored (") == 5, explained[1]
+    assert explained[1].count("\nhit ") + explained[1].startswith("hit ") == 2
