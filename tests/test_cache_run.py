@@ -274,6 +274,15 @@ def test_simulated_runs_share_entries_across_ports_not_across_settings(tmp_path:
         r for r in read_rows(tmp_path / "g.jsonl") if r["model"] == "openai/gpt-4o-mini" and r["prompt_id"] == "capital"
     ]
     assert mini and all(r["passed"] is not True for r in mini)  # its own settings' answers, not f's
+    # verify46 N6: `price.X` and `private.X` both set X's price, the later one holding; the name
+    # is the settings in effect, so the two orders differ, and a setting left at its default
+    # (seed=0) is the plain simulator's.
+    prices = ("price.openai/gpt-4o-mini=1,2", "private.openai/gpt-4o-mini=100,200")
+    settings: tuple[tuple[str, tuple[str, ...]], ...] = (("h", prices), ("i", prices[::-1]), ("j", ("seed=0",)))
+    for name, given in settings:
+        sims = [arg for value in given for arg in ("--sim", value)]
+        code, text, _ = call_cli(job, "--simulate", *sims, "-o", tmp_path / f"{name}.jsonl", f"--cache={cache}")
+        assert code == ExitCode.OK and ("cache: 20 hit(s), 0 miss(es)" in text) == (name == "j"), (name, text)
 
 
 def test_kill_9_during_a_cached_run_then_resume_is_clean(tmp_path: Path, sim: Simulator) -> None:

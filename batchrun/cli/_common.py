@@ -24,16 +24,12 @@ def simulator_endpoint(args: argparse.Namespace) -> str:
     """The simulator's name in cache keys: with its --sim settings, which change its answers
     (accuracy, faults, a grader's bias): a run of `accuracy...=0` was replayed into the next plain
     --simulate run, 28.6% for 100% (break40 F7)."""
-    # As the simulator reads them: a key given twice is its last value (break43 F3: the two
-    # orders of `=0` and `=1` were one key, one run's answers replayed for the other's).
-    options = getattr(args, "sim", None) or ()
-    if not options:
+    # The settings in effect, not the options' text: a key given twice is its last value
+    # (break43 F3), and `price.X` and `private.X` set one price (verify46 N6).
+    changes = sim_config(getattr(args, "sim", None)).changes()
+    if not changes:
         return SIMULATOR_ENDPOINT
-    from ..simulator._config import option_key  # loaded only with --simulate, as the simulator is
-
-    last = {option_key(key): value.strip() for key, _, value in (option.partition("=") for option in options)}
-    settings = sorted(f"{key}={value}" for key, value in last.items())
-    return f"{SIMULATOR_ENDPOINT}[{','.join(settings)}]"
+    return f"{SIMULATOR_ENDPOINT}[{json.dumps(changes, sort_keys=True, separators=(',', ':'))}]"
 
 
 _SHARES = ("fault.", "accuracy.", "judge_bias", "judge_unparseable", "cost_noise")

@@ -113,6 +113,24 @@ class SimConfig:
     web_search_calls: int = 2  # searches a model runs with the web search server tool
     web_result_tokens: int = 500  # prompt tokens each search result adds
 
+    def changes(self) -> dict[str, Any]:
+        """What differs from a plain simulator, field by field (in a mapping, the entries that
+        differ), JSON-ready: the settings in effect, however the options that made them were
+        spelt or ordered (`price.X` and `private.X` both set X's price: the later one holds)."""
+        plain = type(self)()
+        found: dict[str, Any] = {}
+        for item in fields(self):
+            value, default = getattr(self, item.name), getattr(plain, item.name)
+            if isinstance(value, dict):
+                value = {k: v for k, v in value.items() if k not in default or default[k] != v}
+            elif isinstance(value, set):
+                value = sorted(value - default)
+            elif value == default:
+                continue
+            if value != {} and value != []:
+                found[item.name] = value
+        return found
+
     def set_option(self, text: str) -> None:
         """Apply one KEY=VALUE; `fault.503=0.1` and `price.MODEL=p,c,r` address the dicts."""
         key, sep, value = text.partition("=")
