@@ -30,6 +30,7 @@ STOPPED = "not graded: the run stopped"
 # (verify25 N1: those rows stayed undecided for ever, exit 1 "a grader failed" on every resume).
 GRADER_STOPPED = "not graded: the grader is stopped"
 _EITHER = b"not graded: the "  # what both begin with
+MAX_KEPT_ERROR = 400  # a grader's failure as the file holds it: more than a run writes, never a file's worth
 
 # What a stored ok record says of its answer, copied into the record written on regrading.
 _ANSWER = (
@@ -103,9 +104,16 @@ def kept_verdicts(record: dict[str, Any], checks: list[dict[str, Any]]) -> dict[
 
 def _kept(grader: Any) -> dict[str, Any] | None:
     """A grader's stored verdict, read as its reply was (`parse_verdict`), its cost as money;
-    None for one that is not a verdict (an edited file: that grader is asked again)."""
-    if not isinstance(grader, dict) or "error" in grader or not isinstance(grader.get("model"), str):
+    None for one that is not a verdict (an edited file: that grader is asked again). A grader
+    that failed for good before the stop (a reply that is no verdict, paid for) keeps its
+    failure, as a check no stop cut does (verify46 N5); one the stop cut is asked again."""
+    if not isinstance(grader, dict) or not isinstance(grader.get("model"), str):
         return None
+    if "error" in grader:
+        error = grader["error"]
+        if not isinstance(error, str) or _cut(error):
+            return None
+        return {**grader, "error": error[:MAX_KEPT_ERROR], "cost": money(grader.get("cost"))}
     try:
         verdict = parse_verdict(orjson.dumps({name: grader.get(name) for name in ("pass", "score", "reason")}).decode())
     except (VerdictError, TypeError):  # TypeError: orjson's, for an integer past 64 bits

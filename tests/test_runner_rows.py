@@ -671,11 +671,14 @@ class PanelCutTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
+@pytest.mark.parametrize("unparseable", [0.0, 1.0])
 async def test_a_panel_cut_by_a_stop_keeps_its_finished_graders_and_the_resume_asks_only_the_others(
-    sim: Simulator, tmp_path: Path
+    sim: Simulator, tmp_path: Path, unparseable: float
 ) -> None:
     # break43 F6: the check's task group cancelled at the grace's end took the finished graders'
     # verdicts with it (paid, their cost kept); the resume bought every grader of the panel again.
+    # verify46 N5: so it did for a finished grader whose reply was no verdict (`unparseable`).
+    sim.config.judge_unparseable = unparseable
     text = judged_small_job("run: {concurrency: 1, grace_s: 0.2}").replace(
         "judge: {model: openai/gpt-4o-mini}", f"judge: {{models: [{PANEL[0]}, {PANEL[1]}]}}"
     )
@@ -690,12 +693,15 @@ async def test_a_panel_cut_by_a_stop_keeps_its_finished_graders_and_the_resume_a
     (first,) = [r for r in read_rows(out) if r["status"] == "ok"]
     graders = first["checks"][0]["judge"]["graders"]
     assert [g["model"] for g in graders] == list(PANEL) and first["checks"][0]["pass"] is None
-    assert "pass" in graders[0] and graders[0]["cost"] > 0  # the answered grader's verdict, kept
+    assert ("error" if unparseable else "pass") in graders[0] and graders[0]["cost"] > 0  # answered: kept
     assert graders[1]["error"] == "not graded: the run stopped (interrupted)"
     before = sim.stats.by_model[PANEL[0]]
     await run_job(job, replace(options, resume=True))
     final = {r["id"]: r for r in final_records(out)}[first["id"]]
-    assert final["checks"][0]["pass"] is not None and final["checks"][0]["judge"]["graders"][0] == graders[0]
+    assert (final["checks"][0]["pass"] is None) == bool(unparseable)  # one failed grader: undecided
+    assert final["checks"][0]["judge"]["graders"][0] == graders[0]
+    asked = final["checks"][0]["judge"]["graders"][1]  # the cut grader, asked by the resume
+    assert asked["cost"] > 0 and not asked.get("error", "").startswith("not graded")
     # The first grader was asked again only for the rows it had not graded: never for this one.
     rows_left = len([r for r in final_records(out) if (r.get("checks") or [{}])[0].get("judge")]) - 1
     assert sim.stats.by_model[PANEL[0]] == before + rows_left
@@ -726,3 +732,11 @@ def test_stored_verdicts_that_are_not_verdicts_are_not_kept() -> None:
         assert kept_verdicts({"checks": [entry(grader)]}, checks) == {}, grader
     priced = kept_verdicts({"checks": [entry({**good, "cost": "lots"})]}, checks)
     assert priced == {0: [{**good, "cost": None}]}  # a cost that is not money: unknown, never summed
+    # verify46 N5: a grader that answered before the stop with no verdict (paid) keeps that
+    # failure, as a check no stop cut does; one the stop cut, or an error that is no text, does not.
+    failed = {"model": PANEL[0], "error": "the grader's reply is not a verdict: 'pass' is a required property"}
+    assert kept_verdicts({"checks": [entry({**failed, "cost": 0.0002})]}, checks) == {0: [{**failed, "cost": 0.0002}]}
+    long = kept_verdicts({"checks": [entry({**failed, "error": "x" * 10_000})]}, checks)
+    assert long == {0: [{**failed, "error": "x" * 400, "cost": None}]}
+    for error in ("not graded: the run stopped (deadline)", "not graded: the grader is stopped (daily cap)", 5, None):
+        assert kept_verdicts({"checks": [entry({**failed, "error": error})]}, checks) == {}, error
