@@ -8,11 +8,13 @@ the Vega-Lite schema when it is built, so a malformed chart fails here, not in a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import altair as alt
+import orjson
 
 PERCENT = alt.Axis(format="%")
 PERCENT_LEGEND = alt.Legend(format="%", title="pass rate")
@@ -29,11 +31,19 @@ class Chart:
 ROWS, MARKERS = alt.NamedData(name="rows"), alt.NamedData(name="markers")
 
 
-def _spec(chart: alt.TopLevelMixin, **datasets: list[dict[str, Any]]) -> dict[str, Any]:
-    """The chart's Vega-Lite spec. Its data is named, and the values join the spec after altair
-    has validated it: validating them as inline data cost about 10 ms a row, and a report of
-    2,000 models took 17 s and 650 MB (break21 R28)."""
-    spec: dict[str, Any] = chart.to_dict()
+@functools.lru_cache(maxsize=64)
+def _built(build: Callable[..., alt.TopLevelMixin], *args: Any) -> bytes:
+    """The Vega-Lite spec of `build(*args)`, as JSON. It depends on these arguments only (the
+    data is named, and joins it later), and altair takes ~30 ms to build and validate one: a
+    process writing many pages (`history`, the tests) builds each chart once."""
+    return orjson.dumps(build(*args).to_dict())
+
+
+def _spec(build: Callable[..., alt.TopLevelMixin], *args: Any, **datasets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The chart's Vega-Lite spec (a copy of its own). Its data is named, and the values join
+    the spec after altair has validated it: validating them as inline data cost about 10 ms a
+    row, and a report of 2,000 models took 17 s and 650 MB (break21 R28)."""
+    spec: dict[str, Any] = orjson.loads(_built(build, *args))
     spec["datasets"] = datasets
     spec.pop("$schema", None)  # a URL: the page never fetches it, and it is noise offline
     # Model ids are long ("mistralai/mistral-small-3.1-24b-instruct"): room for them whole.
@@ -41,7 +51,7 @@ def _spec(chart: alt.TopLevelMixin, **datasets: list[dict[str, Any]]) -> dict[st
     return spec
 
 
-def _rate_chart(rows: list[dict[str, Any]], field: str, title: str) -> alt.TopLevelMixin:
+def _rate_chart(field: str, title: str) -> alt.TopLevelMixin:
     """Pass rate bars per `field`, with the Wilson 95% interval drawn as an error bar."""
     base = alt.Chart(ROWS).encode(y=alt.Y(f"{field}:N", sort=None, title=None))
     tooltip = [
@@ -61,10 +71,10 @@ def _rate_chart(rows: list[dict[str, Any]], field: str, title: str) -> alt.TopLe
 
 def pass_rate_chart(rows: list[dict[str, Any]], field: str, chart_id: str, caption: str) -> Chart:
     title = f"Pass rate per {field}"
-    return Chart(chart_id, title, caption, _spec(_rate_chart(rows, field, "pass rate (95% interval)"), rows=rows))
+    return Chart(chart_id, title, caption, _spec(_rate_chart, field, "pass rate (95% interval)", rows=rows))
 
 
-def heatmap_chart(rows: list[dict[str, Any]]) -> Chart:
+def _heatmap() -> alt.TopLevelMixin:
     base = alt.Chart(ROWS).encode(
         x=alt.X("prompt:N", title=None, axis=alt.Axis(labelAngle=-30)), y=alt.Y("model:N", title=None)
     )
@@ -76,16 +86,20 @@ def heatmap_chart(rows: list[dict[str, Any]]) -> Chart:
         text=alt.Text("rate:Q", format=".0%"),
         color=alt.condition("datum.rate > 0.8 || datum.rate < 0.2", alt.value("white"), alt.value("black")),
     )
+    return alt.layer(cells, labels).properties(width="container")
+
+
+def heatmap_chart(rows: list[dict[str, Any]]) -> Chart:
     return Chart(
         "pass-heatmap",
         "Pass rate per model and prompt",
         "Each cell is the share of one model's checked answers to one prompt that passed every check.",
-        _spec(alt.layer(cells, labels).properties(width="container"), rows=rows),
+        _spec(_heatmap, rows=rows),
     )
 
 
-def status_chart(rows: list[dict[str, Any]]) -> Chart:
-    chart = (
+def _status() -> alt.TopLevelMixin:
+    chart: alt.TopLevelMixin = (
         alt.Chart(ROWS)
         .mark_bar()
         .encode(
@@ -99,11 +113,15 @@ def status_chart(rows: list[dict[str, Any]]) -> Chart:
         )
         .properties(width="container")
     )
+    return chart
+
+
+def status_chart(rows: list[dict[str, Any]]) -> Chart:
     return Chart(
         "status-by-model",
         "Rows per model by status",
         "How many of each model's rows were answered (ok), ended in an error, or were skipped.",
-        _spec(chart, rows=rows),
+        _spec(_status, rows=rows),
     )
 
 
@@ -128,8 +146,8 @@ def _cost_tooltip(*keys: str) -> list[Any]:
     return [*keys, "part:N", alt.Tooltip("usd:Q", format="$.6f", title="USD"), "rows:Q", "unknown_rows:Q"]
 
 
-def cost_chart(rows: list[dict[str, Any]]) -> Chart:
-    chart = (
+def _cost() -> alt.TopLevelMixin:
+    chart: alt.TopLevelMixin = (
         alt.Chart(ROWS)
         .mark_bar()
         .encode(
@@ -140,17 +158,21 @@ def cost_chart(rows: list[dict[str, Any]]) -> Chart:
         )
         .properties(width="container")
     )
+    return chart
+
+
+def cost_chart(rows: list[dict[str, Any]]) -> Chart:
     return Chart(
         "cost-by-model",
         "Cost per model",
         "The USD each model's rows were billed in this run (usage.cost as the endpoint reported it); "
         "where a cost is unknown, the worst case held for it, in grey.",
-        _spec(chart, rows=rows),
+        _spec(_cost, rows=rows),
     )
 
 
-def latency_percentile_chart(rows: list[dict[str, Any]]) -> Chart:
-    chart = (
+def _latency_percentiles() -> alt.TopLevelMixin:
+    chart: alt.TopLevelMixin = (
         alt.Chart(ROWS)
         .mark_bar()
         .encode(
@@ -162,16 +184,20 @@ def latency_percentile_chart(rows: list[dict[str, Any]]) -> Chart:
         )
         .properties(width="container")
     )
+    return chart
+
+
+def latency_percentile_chart(rows: list[dict[str, Any]]) -> Chart:
     return Chart(
         "latency-percentiles",
         "Latency p50 and p95 per model",
         "The median (p50) and 95th-percentile (p95) latency of each model's answering attempt.",
-        _spec(chart, rows=rows),
+        _spec(_latency_percentiles, rows=rows),
     )
 
 
-def latency_histogram_chart(rows: list[dict[str, Any]]) -> Chart:
-    chart = (
+def _latency_histogram() -> alt.TopLevelMixin:
+    chart: alt.TopLevelMixin = (
         alt.Chart(ROWS)
         .mark_line(interpolate="step-after", point=False)
         .encode(
@@ -182,11 +208,15 @@ def latency_histogram_chart(rows: list[dict[str, Any]]) -> Chart:
         )
         .properties(width="container")
     )
+    return chart
+
+
+def latency_histogram_chart(rows: list[dict[str, Any]]) -> Chart:
     return Chart(
         "latency-distribution",
         "Latency distribution per model",
         "How many answered rows of each model fell into each latency bin (shared bins over the run's range).",
-        _spec(chart, rows=rows),
+        _spec(_latency_histogram, rows=rows),
     )
 
 
@@ -195,7 +225,7 @@ def _run_axis() -> alt.X:
     return alt.X("run:N", sort=None, title="run (UTC start)", axis=alt.Axis(labelAngle=-30))
 
 
-def _markers(markers: list[dict[str, Any]]) -> alt.Chart:
+def _markers() -> alt.Chart:
     """A dashed vertical rule at each run where something changed (see _history.change_markers)."""
     rules: alt.Chart = (
         alt.Chart(MARKERS)
@@ -205,36 +235,42 @@ def _markers(markers: list[dict[str, Any]]) -> alt.Chart:
     return rules
 
 
-def _trend(rows: list[dict[str, Any]], value: str, percent: bool, title: str, fmt: str) -> alt.Chart:
-    # One colour per model on every chart of the page: the domain is fixed, 'all' last.
+def _domain(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """One colour per model on every chart of the page: the domain is fixed, 'all' last."""
     models = sorted({str(row["model"]) for row in rows} - {"all"})
-    domain = models + ["all"] if any(row["model"] == "all" for row in rows) else models
+    return (*models, "all") if any(row["model"] == "all" for row in rows) else tuple(models)
+
+
+def _trend(domain: tuple[str, ...], value: str, percent: bool, title: str, fmt: str) -> alt.Chart:
     lines: alt.Chart = (
         alt.Chart(ROWS)
         .mark_line(point=True)
         .encode(
             x=_run_axis(),
             y=alt.Y(f"{value}:Q", title=title, axis=PERCENT if percent else alt.Axis()),
-            color=alt.Color("model:N", scale=alt.Scale(domain=domain)),
+            color=alt.Color("model:N", scale=alt.Scale(domain=list(domain))),
             tooltip=["run:N", "model:N", alt.Tooltip(f"{value}:Q", format=fmt), "file:N"],
         )
     )
     return lines
 
 
+def _history_pass(domain: tuple[str, ...], markers: bool) -> alt.TopLevelMixin:
+    lines = _trend(domain, "rate", True, "pass rate", ".1%")
+    return alt.layer(*([lines, _markers()] if markers else [lines])).properties(width="container")
+
+
 def history_pass_chart(rows: list[dict[str, Any]], markers: list[dict[str, Any]]) -> Chart:
-    lines = _trend(rows, "rate", True, "pass rate", ".1%")
-    layers = [lines, _markers(markers)] if markers else [lines]
     return Chart(
         "history-pass-rate",
         "Pass rate per model over time",
         "Each model's pass rate in each run, oldest first; dashed red rules mark runs where something changed.",
-        _spec(alt.layer(*layers).properties(width="container"), rows=rows, markers=markers),
+        _spec(_history_pass, _domain(rows), bool(markers), rows=rows, markers=markers),
     )
 
 
-def history_cost_chart(rows: list[dict[str, Any]]) -> Chart:
-    chart = (
+def _history_cost() -> alt.TopLevelMixin:
+    chart: alt.TopLevelMixin = (
         alt.Chart(ROWS)
         .mark_bar()
         .encode(
@@ -245,12 +281,20 @@ def history_cost_chart(rows: list[dict[str, Any]]) -> Chart:
         )
         .properties(width="container")
     )
+    return chart
+
+
+def history_cost_chart(rows: list[dict[str, Any]]) -> Chart:
     return Chart(
         "history-cost",
         "Cost per run",
         "What each run was billed in total; where a cost is unknown, the worst case held for it, in grey.",
-        _spec(chart, rows=rows),
+        _spec(_history_cost, rows=rows),
     )
+
+
+def _trend_chart(domain: tuple[str, ...], value: str, percent: bool, title: str, fmt: str) -> alt.TopLevelMixin:
+    return _trend(domain, value, percent, title, fmt).properties(width="container")
 
 
 def history_latency_chart(rows: list[dict[str, Any]]) -> Chart:
@@ -258,7 +302,7 @@ def history_latency_chart(rows: list[dict[str, Any]]) -> Chart:
         "history-latency",
         "p95 latency per model over time",
         "The 95th-percentile latency of each model's answers in each run.",
-        _spec(_trend(rows, "p95_ms", False, "p95 latency (ms)", ",.0f").properties(width="container"), rows=rows),
+        _spec(_trend_chart, _domain(rows), "p95_ms", False, "p95 latency (ms)", ",.0f", rows=rows),
     )
 
 
@@ -267,5 +311,5 @@ def history_error_chart(rows: list[dict[str, Any]]) -> Chart:
         "history-errors",
         "Error rate per model over time",
         "The share of each model's sent requests that ended in an error row, per run ('all': the whole run).",
-        _spec(_trend(rows, "error_rate", True, "error rate", ".1%").properties(width="container"), rows=rows),
+        _spec(_trend_chart, _domain(rows), "error_rate", True, "error rate", ".1%", rows=rows),
     )
