@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from ._cache import ResponseCache, cache_key, normalize_base_url
-from ._cache_session import why_not_a_hit
+from ._cache_hits import why_not_a_hit
 from ._cache_values import CacheEntry
 from ._formats import utc_seconds
 from ._job import Job

@@ -1,4 +1,6 @@
-"""A stored answer, read as a reply from a server is read before it becomes a hit.
+"""A stored answer, read as a reply from a server is read before it becomes a hit, and
+whether it is one for the run that reads it (`why_not_a_hit`: planning, lookups and `cache
+explain` all ask it).
 
 The cache is a file anything may have written: another batchrun, a user with the sqlite3
 shell, CI's cache restored from another branch. `CachedAnswer.from_row` checks each column's
@@ -15,8 +17,9 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from ._cache_values import CachedAnswer
+from ._cache_values import CachedAnswer, Probe
 from ._generation import valid_generation_id
+from ._matrix import Request
 from ._reply import MAX_TOOL_CALLS, str_of, tool_call, usage_of
 from ._scrub import Scrubber
 
@@ -58,3 +61,27 @@ def checked_hit(answer: CachedAnswer, scrub: Scrubber, max_reply_bytes: int | No
         cost_status=str_of(answer.cost_status, scrub),
         tool_calls=calls,
     )
+
+
+def why_not_a_hit(
+    request: Request, probe: Probe, max_reply_bytes: int | None, store_length: bool, batch: bool
+) -> str | None:
+    """Why a stored answer to exactly this request is no hit for the run that reads it, or
+    None: the reader's cap, store_length and checks decide, not the storing run's."""
+    answer = probe.answer
+    if answer is None:
+        return "its stored answer is not one a reply could carry (no text, or not an answer's shape)"
+    if answer.cost is None:  # a cost the file holds that is no number: never passed off as free
+        return "its stored cost is not a usable number"
+    if max_reply_bytes is not None and (answer.reply_bytes is None or answer.reply_bytes > max_reply_bytes):
+        return f"its reply was {answer.reply_bytes or '?'} bytes, over this job's max_response_bytes {max_reply_bytes}"
+    if answer.finish_reason == "length" and not store_length:
+        return "it was cut at max_tokens (finish_reason length) and this job does not set run.cache.store_length"
+    if answer.latency_ms is None and not batch and any("max_latency_ms" in check for check in request.checks):
+        return "it was collected in batch mode (no latency) and this row has a max_latency_ms check"
+    return answer_problem(answer, max_reply_bytes)
+
+
+def probe_of(request: Request, answer: CachedAnswer) -> Probe:
+    """A looked-up answer as `usable` judges it (its body was compared by the lookup)."""
+    return Probe(request.payload, answer)

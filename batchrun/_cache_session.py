@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cache import ResponseCache, cache_key, normalize_base_url
-from ._cache_hits import answer_problem, checked_hit
+from ._cache_hits import checked_hit, probe_of, why_not_a_hit
 from ._cache_values import CachedAnswer, EntryRow, Probe, RunStats, encode_answer
 from ._checks import Answer, grade, without_latency_checks
 from ._client import ChatResult
@@ -134,30 +134,6 @@ def hit_grading(request: Request, record: dict[str, Any], answer: CachedAnswer) 
     """A hit's judge checks, to be graded (_judging): the other checks as in `grade_hit`."""
     checks = without_latency_checks(request.checks) if answer.latency_ms is None else request.checks
     return RowGrading(request, record, graded_answer(answer), checks=checks)
-
-
-def why_not_a_hit(
-    request: Request, probe: Probe, max_reply_bytes: int | None, store_length: bool, batch: bool
-) -> str | None:
-    """Why a stored answer to exactly this request is no hit for the run that reads it, or
-    None: the reader's cap, store_length and checks decide, not the storing run's."""
-    answer = probe.answer
-    if answer is None:
-        return "its stored answer is not one a reply could carry (no text, or not an answer's shape)"
-    if answer.cost is None:  # a cost the file holds that is no number: never passed off as free
-        return "its stored cost is not a usable number"
-    if max_reply_bytes is not None and (answer.reply_bytes is None or answer.reply_bytes > max_reply_bytes):
-        return f"its reply was {answer.reply_bytes or '?'} bytes, over this job's max_response_bytes {max_reply_bytes}"
-    if answer.finish_reason == "length" and not store_length:
-        return "it was cut at max_tokens (finish_reason length) and this job does not set run.cache.store_length"
-    if answer.latency_ms is None and not batch and any("max_latency_ms" in check for check in request.checks):
-        return "it was collected in batch mode (no latency) and this row has a max_latency_ms check"
-    return answer_problem(answer, max_reply_bytes)
-
-
-def probe_of(request: Request, answer: CachedAnswer) -> Probe:
-    """A looked-up answer as `usable` judges it (its body was compared by the lookup)."""
-    return Probe(request.payload, answer)
 
 
 def storable(result: ChatResult, store_length: bool) -> bool:

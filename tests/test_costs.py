@@ -351,7 +351,11 @@ prompts:
     text: "Say a word about {{n}}."
     vars: [VARS]
 run: {concurrency: 32, max_attempts: 1, cost_margin: 0}
-""".replace("VARS", ", ".join(f"{{n: {i:03d}}}" for i in range(600)))
+"""
+
+
+def liar_job(rows: int) -> str:
+    return LIAR_JOB.replace("VARS", ", ".join(f"{{n: {i:03d}}}" for i in range(rows)))
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -363,7 +367,7 @@ async def test_a_server_that_under_reports_tenfold_is_caught_before_the_budget_i
     budget = 0.001
     simulator = Simulator(SimConfig(seed=seed, reported_share=0.1, cost_noise=0.2))
     with simulator.serve_in_thread() as sim:
-        summary = await _run(sim, tmp_path, LIAR_JOB, budget=budget)
+        summary = await _run(sim, tmp_path, liar_job(600), budget=budget)
         billed = sim.stats.billed_usd
         honest_rows = sum(1 for _ in sim.stats.billed_by_row)
     rows = final_rows(tmp_path / "out.jsonl")
@@ -383,7 +387,7 @@ async def test_answers_under_reporting_a_small_bill_are_counted_below_the_warnin
     # its bill as spent, no warning, exit 0: the end-of-run read counted nothing within a cent.
     simulator = Simulator(SimConfig(reported_share=0.1))
     with simulator.serve_in_thread() as sim:
-        summary = await _run(sim, tmp_path, LIAR_JOB, budget=None)  # no limit: no key window
+        summary = await _run(sim, tmp_path, liar_job(60), budget=None)  # no limit: no key window
         billed = sim.stats.billed_usd
     assert summary["stop"] is None and 0 < billed < 0.01  # all of it within the warning's cent
     assert summary["spent_usd"] == pytest.approx(billed, abs=1e-8)
