@@ -16,12 +16,13 @@ then removed by the next run.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
 from pathlib import Path
 
-from ._exceptions import LockHeld
+from ._exceptions import ConfigError, LockHeld
 
 # Locks this process holds, so a second signal that exits at once (os._exit, no finally
 # blocks) can still remove their files: see `release_all` and _signals.
@@ -66,12 +67,7 @@ class OutputLock:
         resolved = self.target.resolve()
         self.path = resolved.with_name(resolved.name + ".lock")
         while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as exc:
-                raise OSError(
-                    exc.errno, f"{exc.strerror}: cannot make the lock beside {self.target}", exc.filename
-                ) from None
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -94,6 +90,24 @@ class OutputLock:
         except BaseException:
             self.release()
             raise
+
+    def _open(self) -> int:
+        """The lock file, made if need be. Never through a symlink, and never a file that is
+        not a regular one: the lock is truncated and written, and a symlink planted at its name
+        had the run empty what it named, another run's results or its own (break44 F3)."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ConfigError(f"{self.path} is a symbolic link: a lock is never one (remove it)") from None
+            raise OSError(
+                exc.errno, f"{exc.strerror}: cannot make the lock beside {self.target}", exc.filename
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ConfigError(f"{self.path} is not a regular file: a lock is one (remove it)")
+        return fd
 
     def _lock_the_file_itself(self) -> None:
         """A hard link is a name of the same file that resolving cannot see (break22 M4: two

@@ -4,6 +4,7 @@ deleted folders, locks through aliases, default names, and signals at awkward mo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -207,6 +208,31 @@ def test_a_lock_file_is_taken_over_even_if_another_process_removed_it(tmp_path: 
     second.acquire()
     assert (tmp_path / "x.jsonl.lock").read_text().strip() == str(os.getpid())
     second.release()
+
+
+def test_a_symlink_or_fifo_at_a_locks_name_is_refused_and_what_it_names_is_untouched(tmp_path: Path) -> None:
+    # break44 F3: the lock was opened through a symlink, truncated and given the run's pid: a
+    # link at OUT.lock (or at the job folder's .batchrun.lock) emptied another run's results,
+    # or the run's own on --resume. A FIFO there said only "Invalid argument".
+    job = write_job(tmp_path, SMALL_JOB)
+    other = tmp_path / "other.jsonl"
+    assert call_cli(job, "--simulate", "-o", other, "-q")[0] == ExitCode.OK
+    kept = other.read_bytes()
+    (tmp_path / "a.jsonl.lock").symlink_to(other)
+    (tmp_path / "b.jsonl.lock").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(tmp_path / "c.jsonl.lock")
+    for name, why in (("a", "is a symbolic link"), ("b", "is a symbolic link"), ("c", "is not a regular file")):
+        code, out, err = call_cli(job, "--simulate", "-o", tmp_path / f"{name}.jsonl", "-q")
+        assert (code, out) == (ExitCode.USAGE, "") and err.startswith(f"batchrun: {tmp_path}/{name}.jsonl.lock {why}")
+        assert err.endswith("(remove it)\n") and err.count("\n") == 1
+        assert not (tmp_path / f"{name}.jsonl").exists()
+    assert other.read_bytes() == kept and not (tmp_path / "nowhere").exists()
+    folder = tmp_path / "outputs" / "small"
+    folder.mkdir(parents=True)
+    (folder / ".batchrun.lock").symlink_to(other)
+    with contextlib.chdir(tmp_path):
+        code, _, err = call_cli(job, "--simulate", "-q")
+    assert code == ExitCode.USAGE and ".batchrun.lock is a symbolic link" in err and other.read_bytes() == kept
 
 
 # -- signals at awkward moments: always exit 7, never death by the signal ----------------------
