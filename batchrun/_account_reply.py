@@ -221,7 +221,14 @@ def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
         raise bad_reply(f"the {what} limit_remaining is a number too large to be a credit") from None
     if credit is not None and not math.isfinite(credit):
         raise bad_reply(f"the {what} limit_remaining is not a finite number")
-    if "limit_remaining" in data:
+    limit = key.get("limit")
+    if limit is not None:
+        # limit_remaining is the limit less the period's usage (limits.mdx): never above the
+        # limit, and a key with a limit has one. A reply saying otherwise (more left than the
+        # limit, or null beside it) is read as the dearer of the two (break44 F1: believed, a
+        # run spent twice the key's limit).
+        credit = limit if credit is None else min(credit, limit)
+    if "limit_remaining" in data or limit is not None:
         key["limit_remaining"] = credit
     free = data.get("free_model_daily_requests")
     if isinstance(free, dict):

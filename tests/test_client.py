@@ -272,6 +272,25 @@ async def test_models_and_key_endpoints() -> None:
     assert key == {"limit": 5, "limit_remaining": 4.5}
 
 
+@pytest.mark.parametrize(
+    ("data", "left"),
+    [
+        ({"limit": 5, "limit_remaining": 4.5}, 4.5),
+        ({"limit": 5, "limit_remaining": 1000}, 5),  # more left than the limit: the limit (break44 F1)
+        ({"limit": 5, "limit_remaining": None}, 5),  # a limit, yet "no limit": the limit
+        ({"limit": 5}, 5),
+        ({"limit": None, "limit_remaining": None}, None),  # no limit on the key
+        ({"limit": "5", "limit_remaining": 7}, 7),  # a limit that is no number says nothing
+    ],
+)
+async def test_what_is_left_on_a_key_is_never_more_than_its_limit(data: dict[str, Any], left: float | None) -> None:
+    with respx.mock(using="httpx") as mock:
+        mock.get(f"{BASE}/key").mock(return_value=httpx.Response(200, json={"data": data}))
+        async with client() as c:
+            key = await c.key_info()
+    assert key is not None and key["limit_remaining"] == left
+
+
 async def test_endpoint_without_account_api() -> None:
     with respx.mock(using="httpx") as mock:
         mock.get(f"{BASE}/models").mock(return_value=httpx.Response(404))

@@ -307,6 +307,19 @@ def test_the_management_key_echoed_by_keys_is_never_printed(tmp_path: Path, fail
 
 
 # -- money figures are not trusted blindly ----------------------------------------------------
+@pytest.mark.parametrize(
+    "key", [{"limit": 0, "limit_remaining": 1000}, {"limit": 0, "limit_remaining": None}, {"limit": 0}]
+)
+def test_a_key_saying_more_is_left_than_its_limit_is_held_to_its_limit(tmp_path: Path, key: dict[str, Any]) -> None:
+    # break44 F1: only limit_remaining was read, so a /key with more left than its limit (or
+    # null beside a limit) was believed, and a run spent twice the key's limit, exit 0. What is
+    # left is the limit less the period's usage (limits.mdx): never above the limit.
+    server = answer(chat_payload())
+    server.key = lambda r: json_answer(200, {"data": {**key, "usage": 0}})
+    outcome = run(server, tmp_path, "--quiet")
+    assert outcome.code == ExitCode.BUDGET and not server.chat_rows(), outcome.stderr
+
+
 @pytest.mark.parametrize("cost", [-1.0, True, "0.00001", "NaN"])
 def test_a_cost_that_cannot_be_believed_keeps_the_worst_case(tmp_path: Path, cost: Any) -> None:
     outcome = run(
