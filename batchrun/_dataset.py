@@ -269,7 +269,7 @@ class DatasetFile:
     def check(self, check_row: Callable[[dict[str, Any]], str | None], job_file: str, json_path: str) -> list[Problem]:
         """Read the whole file once: malformed rows, what `check_row` finds wrong in a row, emptiness;
         then rows with the same variables, found by sorting 8 bytes of each row's key."""
-        if not self.path.exists():
+        if not self.path.exists() and not self.path.is_symlink():  # a link loop: said as reading it says
             message = f"dataset file {self.shown_as!r} does not exist"
             if not self.shown_as.isascii() and sys.getfilesystemencoding().lower() not in ("utf-8", "utf8"):
                 # A UTF-8 name on disk is not found under a latin-1 locale (break36 F2).

@@ -49,6 +49,16 @@ def read_bounded(path: Path, limit: int) -> bytes:
     return data
 
 
+def resolved(path: Path) -> Path:
+    """`path.resolve()`, with a symlink loop said as opening the path says it (OSError ELOOP):
+    Python 3.11 raises RuntimeError there, which reached the user as a traceback, exit 1
+    (break44 F5: a looping -o or dataset)."""
+    try:
+        return path.resolve()
+    except RuntimeError:
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)) from None
+
+
 def describe_os_error(exc: OSError) -> str:
     """`path: reason` for a one-line message; the path when the error has one."""
     reason = exc.strerror or str(exc)

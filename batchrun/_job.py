@@ -17,7 +17,7 @@ from typing import Any
 from ._checks import check_problems, kind_problem, resolve_files, row_check_problem
 from ._dataset import REPEAT_HINT, DatasetFile, Snapshot, row_key, unnamed
 from ._exceptions import JobError, Problem
-from ._files import read_regular_text
+from ._files import file_identity, read_regular_text
 from ._formats import short
 from ._job_fingerprint import job_fingerprint
 from ._job_source import JobSource, format_path, parse_job_source
@@ -216,7 +216,7 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
     ]
     problems += value_problems(data, source.problem)
     defaults = data.get("defaults", {})
-    snapshots: dict[Path, Snapshot] = {}  # prompts naming one file read one copy of it
+    snapshots: dict[tuple[int, int] | Path, Snapshot] = {}  # prompts naming one file read one copy of it
     judge = data.get("judge") or {}
     graded = bool(judge.get("model") or judge.get("models"))
     seen_models: set[str] = set()
@@ -262,7 +262,7 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
             key_path: JsonPath = where + ("dataset",) if "dataset" in prompt else ("dataset",)
             shown = prompt.get("dataset", data.get("dataset"))
             file = base_dir / shown
-            rows = DatasetFile(file, shown, snapshots.setdefault(file.resolve(), Snapshot(file)))
+            rows = DatasetFile(file, shown, snapshots.setdefault(file_identity(file), Snapshot(file)))
             problems += rows.check(_row_checker(needed, base_dir, checks, graded), source.file, format_path(key_path))
             if problems and problems[-1].line is None and problems[-1].file == source.file:
                 problems[-1] = source.problem(key_path, problems[-1].message)

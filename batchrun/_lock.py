@@ -23,6 +23,7 @@ import stat
 from pathlib import Path
 
 from ._exceptions import ConfigError, LockHeld
+from ._files import resolved
 
 # Locks this process holds, so a second signal that exits at once (os._exit, no finally
 # blocks) can still remove their files: see `release_all` and _signals.
@@ -41,9 +42,9 @@ def lock_created(target: Path) -> None:
     created its output took the name's lock only, and a hard link made to the new file let a
     second run write it too (verify22 N4: 44 of 60 rows paid twice). Raises LockHeld if a run
     under another name took the file first."""
-    resolved = target.resolve()
+    real = resolved(target)
     for lock in _HELD:
-        if lock._file_fd < 0 and lock.target.resolve() == resolved:
+        if lock._file_fd < 0 and resolved(lock.target) == real:
             lock._lock_the_file_itself()
 
 
@@ -64,8 +65,8 @@ class OutputLock:
             raise OSError(
                 exc.errno, f"{exc.strerror}: cannot make the folder {self.target.parent}", exc.filename
             ) from None
-        resolved = self.target.resolve()
-        self.path = resolved.with_name(resolved.name + ".lock")
+        real = resolved(self.target)
+        self.path = real.with_name(real.name + ".lock")
         while True:
             fd = self._open()
             try:

@@ -9,7 +9,7 @@ from typing import Any
 from ._batch_state import state_path
 from ._client import OpenRouterClient
 from ._exceptions import ConfigError, ResultsError
-from ._files import refuse_shared_output
+from ._files import refuse_shared_output, resolved
 from ._formats import utc
 from ._job import Job
 from ._journal import recover
@@ -35,7 +35,7 @@ def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) ->
             notice(f"warning: --resume: {options.output} holds no run: nothing to resume, a new run starts there")
         # A link's sidecars would be the link's own, not its file's: a resume through
         # `latest.jsonl -> real.jsonl` read no summary and spent the key gap again (G3).
-        return options.output.resolve() if options.output.is_symlink() else options.output
+        return resolved(options.output) if options.output.is_symlink() else options.output
     if options.resume:
         shard = shard_text(options.shard)
         found = latest_incomplete(job.name, job.run.output, shard)
@@ -44,7 +44,7 @@ def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) ->
             raise ConfigError(f"--resume: no incomplete run of {job.name!r}{part} was found; give --output")
         refuse_shared_output(found)  # before the notice: stderr may be this file (verify43 F3)
         notice(f"resuming {found}, the most recent incomplete run of {job.name}{part}")
-        return found.resolve() if found.is_symlink() else found
+        return resolved(found) if found.is_symlink() else found
     return fresh_output(job.name, job.run.output, now)
 
 

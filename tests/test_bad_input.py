@@ -624,6 +624,21 @@ def test_a_dataset_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
         assert f"not a regular file ({kind})" in err
 
 
+def test_symlink_loops_as_outputs_or_datasets_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    # break44 F5: Path.resolve raises RuntimeError on a loop (Python 3.11): a traceback, exit 1.
+    for a, b in (("l1.jsonl", "l2.jsonl"), ("d1.jsonl", "d2.jsonl")):
+        (tmp_path / a).symlink_to(b)
+        (tmp_path / b).symlink_to(a)
+    job = write_job(tmp_path, SMALL_JOB)
+    for extra in ((), ("--resume",)):
+        code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "l1.jsonl", *extra)
+        assert_refused(code, err, "l1.jsonl: Too many levels of symbolic links")
+    looping = write_job(tmp_path, DATASET_JOB.replace("DATA", "d1.jsonl"), "looping.yaml")
+    for args in (("validate", looping), (looping, "--simulate", "-q")):
+        code, _, err = call_cli(*args)
+        assert_refused(code, err, "at $.dataset dataset file 'd1.jsonl': cannot read dataset: Too many levels")
+
+
 def test_a_csv_with_a_bom_and_unicode_variable_names_works(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_bytes(b"\xef\xbb\xbfpa\xc3\xads,expect\nFrance,Paris\n")
     job = write_job(tmp_path, DATASET_JOB.replace("DATA", "d.csv").replace("{{country}}", "{{país}}"))
