@@ -34,7 +34,7 @@ import orjson
 
 from ._exceptions import JobError, Problem
 from ._files import open_regular
-from ._jobfile import unusable_number
+from ._jobfile import key_like_strings, unusable_number
 from ._judge import check_kinds
 from ._scrub import KEY_LIKE
 
@@ -101,10 +101,14 @@ def _constant(text: str) -> float:
 
 def _key_like(row: dict[str, Any]) -> str | None:
     """A dataset's variable that looks like an API key, refused as one in the job file is (a
-    check's reason showed it on the terminal: verify20 V4); a job's own rows are checked there."""
+    check's reason showed it on the terminal: verify20 V4); a job's own rows are checked there.
+    Within a value too: a row's own `checks` carried a key into the results (break44 F7)."""
+    advice = "keys belong in the environment, never in data"
     for name, value in row.items():
         if KEY_LIKE.search(name) or (isinstance(value, str) and KEY_LIKE.search(value)):
-            return f"variable {name!r} looks like an OpenRouter API key: keys belong in the environment, never in data"
+            return f"variable {name!r} looks like an OpenRouter API key: {advice}"
+        if key_like_strings(value, ()):
+            return f"variable {name!r} holds text that looks like an OpenRouter API key: {advice}"
     return None
 
 

@@ -860,8 +860,15 @@ def test_the_shared_parser_carries_nothing_from_one_call_to_the_next() -> None:
             {"a": 1, KEY_LIKE_TEXT: 2},
             "rows.jsonl:1: variable 'sk-or-...(hidden)' looks like",
         ),
+        # break44 F7: a dataset row's own checks carried a key into the results.
+        (
+            "    dataset: rows.jsonl\n",
+            {"a": 1, "checks": [{"not_contains": KEY_LIKE_TEXT}]},
+            "rows.jsonl:1: variable 'checks' holds text that looks like an OpenRouter API key",
+        ),
+        ("    dataset: rows.jsonl\n", {"a": 1, "checks": [{"contains": "x", "name": KEY_LIKE_TEXT}]}, "'checks' holds"),
     ],
-    ids=["mapping key", "variable name", "dataset value", "dataset column"],
+    ids=["mapping key", "variable name", "dataset value", "dataset column", "row check", "row check name"],
 )
 def test_key_like_text_anywhere_in_a_job_or_its_rows_is_refused(
     tmp_path: Path, job_lines: str, rows: dict[str, object] | None, said: str
