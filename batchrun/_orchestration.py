@@ -40,7 +40,15 @@ from ._report_data import run_spans
 from ._results import ResultsWriter, final_records
 from ._retry import retry_policy
 from ._run_control import RunControl
-from ._run_output import check_output, earlier_summary, earlier_work, release_in_summary, resolve_output, results_size
+from ._run_output import (
+    check_output,
+    earlier_summary,
+    earlier_work,
+    release_in_summary,
+    resolve_output,
+    results_size,
+    summary_spend_floor,
+)
 from ._settings import RunSettings
 from ._status import StopReason
 from ._summary import SummaryBuilder
@@ -154,6 +162,10 @@ async def _locked_run(
         # The last summary's figure, and what a run killed before writing one left in its journal.
         key_gap_before = (money(earlier_summary(output).get("key_gap_usd")) or 0.0) + states.key_gap_usd
     prior_spend += key_gap_before
+    if states is not None:
+        prior_spend, shrunk = summary_spend_floor(output, earlier, prior_spend)
+        if shrunk:
+            notice(shrunk)
     isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
     cache = open_cache(job, options, notice)
     if cache is not None:

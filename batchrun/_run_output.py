@@ -18,7 +18,7 @@ from ._killed_run import summary_key_seen
 from ._matrix import Shard, matrix_requests, shard_text
 from ._options import Notice, RunOptions
 from ._output_paths import fresh_output, latest_incomplete, sidecar_name_problem, summary_path, write_json_atomically
-from ._pricing import money
+from ._pricing import FLOAT_NOISE_USD, money
 from ._reader import ScanResult, Warn
 from ._record_head import state_blob
 from ._report_data import read_run_summary
@@ -194,6 +194,21 @@ def resume_states(output: Path, warn: Warn) -> ScanResult:
         state = (record.get("fingerprint") or "", record["status"], record.get("reason"), bool(record.get("retryable")))
         read[record["id"].encode()] = state_blob(*state)
     return replace(states, _states=read)
+
+
+def summary_spend_floor(output: Path, earlier: dict[str, Any], counted: float) -> tuple[float, str | None]:
+    """What earlier runs of `output` spent: `counted` (its records' spend and the key gaps), or
+    what its summary said, where the file is shorter than that summary saw it (records removed
+    since, and the spend they held: break44 F4, a resume got it back and the server billed 1.84x
+    the budget); with a warning then. A file only grows after its summary (a resume appends)."""
+    written, size = earlier.get("results_bytes"), results_size(output)
+    said = (money(earlier.get("spent_before_usd")) or 0.0) + (money(earlier.get("spent_usd")) or 0.0)
+    if type(written) is not int or size is None or size >= written or said <= counted + FLOAT_NOISE_USD:
+        return counted, None
+    return said, (
+        f"warning: {output} is {written - size:,} byte(s) shorter than its summary saw (records removed since): "
+        f"the ${said:.6f} it says earlier runs spent counts, not the ${counted:.6f} the records hold"
+    )
 
 
 def results_size(output: Path) -> int | None:

@@ -13,7 +13,18 @@ from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._plan import previous_average
 from batchrun.simulator import Simulator
 
-from .conftest import BUDGET_JOB, SMALL_JOB, FakeClock, call_cli, child_env, cli, judged_small_job, read_rows, write_job
+from .conftest import (
+    BUDGET_JOB,
+    FAKE_KEY,
+    SMALL_JOB,
+    FakeClock,
+    call_cli,
+    child_env,
+    cli,
+    judged_small_job,
+    read_rows,
+    write_job,
+)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -43,6 +54,29 @@ def test_spend_never_passes_the_budget(tmp_path: Path, seed: int) -> None:
     assert 0.0025 < spent <= 0.005
     assert len(rows) == 200 and {r["reason"] for r in rows if r["status"] == "skipped"} == {"budget"}
     assert "stopped: budget" in result.stderr and "left)" in result.stderr
+
+
+@pytest.mark.parametrize("edit", ["answered rows removed", "spend zeroed"])
+def test_records_removed_after_a_budget_stop_do_not_give_their_spend_back(
+    tmp_path: Path, sim: Simulator, edit: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break44 F4: the rows removed from the file (or their `spent` zeroed) between a budget stop
+    # and --resume took their spend with them: the resume spent the budget again, 1.84x billed,
+    # without a word, though the summary beside the file said what was spent and the file's size.
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+    job, out = write_job(tmp_path, BUDGET_JOB), tmp_path / "b.jsonl"
+    args = (job, "--base-url", sim.base_url, "--budget", "0.005", "-o", out, "-q")
+    assert call_cli(*args)[0] == ExitCode.BUDGET
+    billed = sim.stats.billed_usd
+    lines = out.read_text().splitlines(keepends=True)
+    if edit == "spend zeroed":
+        kept = [re.sub(r'"spent":[0-9.e-]+', '"spent":0', line) for line in lines]
+    else:
+        kept = [line for line in lines if json.loads(line)["status"] != "ok"]
+    out.write_text("".join(kept))
+    code, _, err = call_cli(*args, "--resume")
+    assert code == ExitCode.BUDGET and "shorter than its summary saw (records removed since)" in err, err
+    assert sim.stats.billed_usd <= 0.005 + 0.0001 and sim.stats.billed_usd - billed < 0.001
 
 
 def test_a_key_limit_smaller_than_the_budget_binds(tmp_path: Path) -> None:
