@@ -24,14 +24,20 @@ def read_regular_text(path: Path) -> str:
         return handle.read().decode("utf-8")
 
 
+def irregular_kind(mode: int) -> str | None:
+    """What a file of this mode is, said for one that is not a regular file; None for one that is."""
+    if stat.S_ISREG(mode):
+        return None
+    return "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+
+
 def open_regular(path: Path) -> BinaryIO:
     """`path` opened for binary reading; OSError naming it if it is not a regular file."""
     # O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        kind = irregular_kind(os.fstat(fd).st_mode)
+        if kind is not None:
             raise OSError(errno.EINVAL, f"not a regular file ({kind})", str(path))
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")

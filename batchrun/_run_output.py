@@ -9,7 +9,7 @@ from typing import Any
 from ._batch_state import state_path
 from ._client import OpenRouterClient
 from ._exceptions import ConfigError, ResultsError
-from ._files import refuse_shared_output, resolved
+from ._files import irregular_kind, refuse_shared_output, resolved
 from ._formats import utc
 from ._job import Job
 from ._journal import recover
@@ -88,6 +88,7 @@ def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = Non
     problem = sidecar_name_problem(output)
     if problem is not None:
         raise ConfigError(problem)
+    _refuse_irregular_summary(summary_path(output))
     if resume:  # an empty file too: a shard killed before its first record left its journal
         _refuse_another_shard(output, shard, first)
     if info is None or info.st_size == 0:
@@ -194,6 +195,19 @@ def resume_states(output: Path, warn: Warn) -> ScanResult:
         state = (record.get("fingerprint") or "", record["status"], record.get("reason"), bool(record.get("retryable")))
         read[record["id"].encode()] = state_blob(*state)
     return replace(states, _states=read)
+
+
+def _refuse_irregular_summary(summary: Path) -> None:
+    """A summary's name held by a folder was found once every row was paid (exit 11), and a FIFO
+    there was replaced in silence (break44 F6): both are known before anything is sent."""
+    try:
+        kind = irregular_kind(summary.stat().st_mode)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"{summary}: the run's summary cannot go there: {exc.strerror or exc}") from None
+    if kind is not None:
+        raise ConfigError(f"{summary}: not a regular file ({kind}): the run's summary goes there; move it away")
 
 
 def summary_spend_floor(output: Path, earlier: dict[str, Any], counted: float) -> tuple[float, str | None]:

@@ -10,6 +10,7 @@ import json
 import os
 import resource
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -233,6 +234,18 @@ def test_a_symlink_or_fifo_at_a_locks_name_is_refused_and_what_it_names_is_untou
     with contextlib.chdir(tmp_path):
         code, _, err = call_cli(job, "--simulate", "-q")
     assert code == ExitCode.USAGE and ".batchrun.lock is a symbolic link" in err and other.read_bytes() == kept
+
+
+def test_a_summary_name_held_by_a_folder_or_fifo_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    # break44 F6: a folder there was found once every row was paid (exit 11); a FIFO was replaced.
+    job = write_job(tmp_path, SMALL_JOB)
+    (tmp_path / "a.summary.json").mkdir()
+    os.mkfifo(tmp_path / "b.summary.json")
+    for name, kind in (("a", "a folder"), ("b", "a FIFO")):
+        code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / f"{name}.jsonl")
+        assert code == ExitCode.USAGE and f"{name}.summary.json: not a regular file ({kind})" in err, err
+        assert not (tmp_path / f"{name}.jsonl").exists()
+    assert stat.S_ISFIFO((tmp_path / "b.summary.json").stat().st_mode)
 
 
 # -- signals at awkward moments: always exit 7, never death by the signal ----------------------
