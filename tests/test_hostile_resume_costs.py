@@ -528,7 +528,7 @@ def test_a_fifo_under_a_sidecars_name_is_refused_not_waited_on(tmp_path: Path) -
         (tmp_path / "out.summary.json").unlink()
         os.mkfifo(tmp_path / "out.summary.json")
         code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1", "--resume")
-        assert code == ExitCode.USAGE and "not the summary of out.jsonl" in err
+        assert code == ExitCode.USAGE and "out.summary.json: not a regular file (a FIFO)" in err
     assert call_cli("report", out)[0] == ExitCode.OK
     # break14h H12: merge read the shard's summary, and plan the newest earlier run's, waiting
     # for a writer for ever. Without a summary the merge cannot tell it is complete (12).
