@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._pricing import money
+from ._pricing import FLOAT_NOISE_USD, money
 
 if TYPE_CHECKING:  # annotations only: `validate` loads no HTTP client nor event loop through them
     from ._charges import ChargeBook
@@ -219,9 +219,10 @@ def _compare(
         return
     if start is None or end is None:
         return  # no /key: nothing to compare with
-    if end < start - MISMATCH_USD:
+    if end < start - FLOAT_NOISE_USD:
         # Usage never goes down: a /key that says so is not this key's true usage (a lie, or
-        # another key), so nothing it said during the run could be checked (break-14b m5).
+        # another key), so nothing it said during the run could be checked (break-14b m5). By
+        # any amount: a fall under a cent was said as "charged $-0.0080" (break44 F2).
         out["key_usage_delta_usd"] = round(end - start, 8)
         out["warning"] = (
             f"not reconciled: the key's usage went down during the run (${start:.4f} -> ${end:.4f}), which "

@@ -439,6 +439,8 @@ async def test_a_key_whose_usage_went_down_is_not_reconciled() -> None:
         assert (fell["warning"] or "").startswith("not reconciled: the key's usage went down during the run")
         assert fell["difference_usd"] is None and fell["key_usage_delta_usd"] == pytest.approx(-7.02)
         assert reconcile(10.0, 10.0, ledger, book)["warning"] is None
+        # break44 F2: a fall under a cent was "the key was charged $-0.0080 ...".
+        assert (reconcile(1.0, 0.992, ledger, book)["warning"] or "").startswith("not reconciled: the key's usage went")
 
 
 async def test_the_wind_downs_lookups_go_out_a_few_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
