@@ -367,8 +367,8 @@ def test_a_matrix_too_large_for_one_run_is_refused_before_anything(tmp_path: Pat
     loaded = load_job(job)
     assert run_size_problem(loaded, Shard(1, 300)) is None  # a shard of it may run
     assert "about 1,500,000 for this run" in (run_size_problem(loaded, Shard(1, 200)) or "")
-    code, text, _ = call_cli("plan", job)  # counting alone is quick, and said
-    assert code == ExitCode.OK and "300000000 request(s)" in text
+    code, text, err = call_cli("plan", job)  # counting alone is quick, and said; then refused (break44 F8)
+    assert code == ExitCode.USAGE and "300000000 request(s)" in text and said in err
 
 
 def test_a_key_in_a_variable_of_the_jobs_own_naming_is_scrubbed_by_every_reader(

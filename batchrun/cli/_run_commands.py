@@ -160,6 +160,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     import asyncio
 
     from .._job import load_job
+    from .._matrix import run_size_problem
     from .._plan import render_plan, render_plan_offline
 
     job = load_job(args.job)
@@ -171,6 +172,10 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     endpoint = simulator_endpoint(args) if args.simulate else args.base_url
     if not args.simulate and not key:
         console.out.write(render_plan_offline(job, endpoint, console.error) + "\n")
+        # Counted and shown, then refused as the run refuses it (break44 F8: a CI's plan step passed).
+        if (too_large := run_size_problem(job, None)) is not None:
+            console.error(too_large)
+            return ExitCode.USAGE
         return ExitCode.OK
 
     async def body(base_url: str | None, sim_key: str | None, sim_management: str | None) -> str:
