@@ -155,8 +155,11 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
             "with what the others cost folded in"
         )
     coverage = MatrixCoverage.of(job) if job is not None else None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=output.name, suffix=".tmp")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=output.name, suffix=".tmp")
+    except OSError as exc:  # named as the file asked for, not its temporary's name (break44 F10)
+        raise OutputFailed(f"{output}: cannot write it: {exc.strerror or exc}") from None
     os.fchmod(handle, RESULTS_MODE & ~current_umask())  # as a run's results file, not mkstemp's 0600
     os.close(handle)
     builder = SummaryBuilder()

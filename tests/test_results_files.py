@@ -7,6 +7,7 @@ traceback, and the file byte for byte as it was.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -340,6 +341,18 @@ def test_merge_says_which_shards_are_missing(tmp_path: Path, job: Path) -> None:
     assert json.loads((tmp_path / "all.summary.json").read_text())["complete"] is True
     modes = {(tmp_path / name).stat().st_mode & 0o777 for name in ("all.jsonl", "all.summary.json", "shard-1.jsonl")}
     assert len(modes) == 1 and modes.pop() & 0o044  # the same mode as a run's results, not mkstemp's 0600
+
+
+def test_merge_into_a_folder_it_cannot_write_names_its_output_and_exits_11(
+    tmp_path: Path, results: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break44 F10: exit 2 ("bad input"), naming a temporary `m.jsonlhl9vxzig.tmp` nobody asked for.
+    def read_only(**_: Any) -> tuple[int, str]:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("batchrun._merge.tempfile.mkstemp", read_only)
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", results, "--quiet")
+    assert code == ExitCode.IO and err == f"batchrun: {tmp_path / 'm.jsonl'}: cannot write it: Read-only file system\n"
 
 
 def test_a_record_copied_within_its_file_is_counted_once_and_said(tmp_path: Path, results: Path) -> None:
