@@ -17,6 +17,7 @@ line was refused).
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import hashlib
 import json
@@ -142,11 +143,16 @@ class Snapshot:
                     copy.write(data)
                     yield data
                 copy.flush()  # read back with pread, under the buffer
-            except OSError as exc:  # the file, or its copy (a full temporary folder)
-                copy.close()
-                raise RowError(None, f"cannot read it through a private copy: {exc.strerror or exc}") from None
+            except OSError as exc:  # the file, or its copy (a full temporary folder, a file-size limit)
+                with contextlib.suppress(OSError):  # its buffer's flush fails alike: the error is this one
+                    copy.close()
+                where = tempfile.gettempdir()  # break44 F9: "File too large", naming nothing
+                raise RowError(
+                    None, f"cannot read it through a private copy in {where}: {exc.strerror or exc}"
+                ) from None
             except BaseException:
-                copy.close()
+                with contextlib.suppress(OSError):
+                    copy.close()
                 raise
         self._copy = copy
 

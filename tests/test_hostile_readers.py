@@ -202,6 +202,21 @@ def test_an_output_that_is_a_folder_or_under_a_file_is_named(results: Path, tmp_
     assert code == ExitCode.USAGE and err == message
 
 
+def test_a_dataset_copy_cut_by_a_file_size_limit_is_one_line_naming_both(tmp_path: Path) -> None:
+    # break44 F9: the dataset's private copy hit `ulimit -f`, and the close that followed raised
+    # the same error again: "batchrun: File too large", naming neither file nor folder.
+    rows = "".join(f'{{"country": "C{i:04d}", "expect": "x{i}"}}\n' for i in range(3000))
+    (tmp_path / "mid.jsonl").write_text(rows)
+    text = (
+        'name: data\nmodels: [openai/gpt-4o-mini]\nprompts:\n  - id: p\n    text: "{{country}}?"\ndataset: mid.jsonl\n'
+    )
+    job = write_job(tmp_path, text)
+    result = _with_small_files(50 * 1024, "validate", job)
+    assert result.returncode == ExitCode.USAGE and result.stderr.count("\n") == 1, result.stderr
+    assert "at $.dataset dataset file 'mid.jsonl': cannot read it through a private copy in " in result.stderr
+    assert result.stderr.endswith(": File too large\n")
+
+
 def test_a_report_file_cut_by_a_full_disk_is_not_left_behind_and_is_named(results: Path, tmp_path: Path) -> None:
     for option in ("--junit", "--html"):
         out = tmp_path / f"small{option[2:]}"
