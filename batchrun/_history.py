@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._batch_state import pending_batches
+from ._comparable import shard_mismatch
 from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError, ResultsError
 from ._failure_text import failure_reasons
@@ -226,6 +227,8 @@ def change_markers(before: dict[str, Any], after: dict[str, Any]) -> list[dict[s
 
 def _flips(before: Run, after: Run) -> dict[str, Any]:
     """Rows of the same id whose state changed (pass, fail, error, ok); skipped rows are not states."""
+    if (why := shard_mismatch(before.path, before.states, after.path, after.states)) is not None:
+        return {"before": before.label, "after": after.label, "counts": {}, "total": 0, "rows": [], "not_compared": why}
     rows: list[dict[str, str]] = []
     counts: Counter[str] = Counter()
     for row_id, now in after.states.items():
@@ -260,8 +263,7 @@ def _quiet(_message: str) -> None:
 
 
 def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
-    """The history of the runs in `paths` (files or folders), oldest first; `warn` hears of
-    lines the reader set aside (corrupt or torn records)."""
+    """The runs in `paths` (files or folders), oldest first; `warn` hears of lines set aside (torn, corrupt)."""
     paths = list(paths)
     files = runs_in(paths)
     named = {path.resolve() for path in paths if not path.is_dir()}
@@ -346,6 +348,8 @@ def _flip_lines(history: dict[str, Any]) -> list[str]:
         return ["only one run: nothing to compare yet"]
     skipped = runs[-1].get("skipped") or 0 if runs else 0
     unanswered = f"; {skipped:,} row(s) of the last run never answered (skipped)" if skipped else ""
+    if flips.get("not_compared"):
+        return [f"since the previous run ({flips['before']}): rows not compared: {flips['not_compared']}"]
     if not flips["total"]:
         return [f"since the previous run ({flips['before']}): no row changed state{unanswered}"]
     counts = ", ".join(f"{kind} {n}" for kind, n in flips["counts"].items())

@@ -606,6 +606,19 @@ def test_a_first_line_edited_by_hand_names_a_few_lines_set_aside_and_counts_the_
     assert json.loads(out)["unread_lines"] == len(rows) - 1  # every line counted where CI reads
 
 
+def test_history_does_not_compare_the_rows_of_a_shard_with_a_whole_run(tmp_path: Path) -> None:
+    # break44 F12: "since the previous run: no row changed state" with 75 of 105 rows gone; `diff`
+    # refuses the same pair (_comparable.same_shard).
+    job = write_job(tmp_path, SMALL_JOB)
+    assert call_cli(job, "--simulate", "-q", "-o", tmp_path / "a.jsonl")[0] == ExitCode.OK
+    assert call_cli(job, "--simulate", "-q", "--shard", "1/2", "-o", tmp_path / "b.jsonl")[0] == ExitCode.OK
+    code, text, _ = call_cli("history", tmp_path / "a.jsonl", tmp_path / "b.jsonl")
+    assert code == ExitCode.OK and "rows not compared: " in text and "holds shard 1/2" in text, text
+    assert "no row changed state" not in text
+    code, text, _ = call_cli("history", tmp_path / "a.jsonl", tmp_path / "a.jsonl", tmp_path / "b.jsonl", "--json")
+    assert "holds shard 1/2" in json.loads(text)["flips"]["not_compared"]
+
+
 def test_history_of_a_fifo_says_what_it_is(tmp_path: Path) -> None:
     # verify21 V23: "no such results file or folder" for a FIFO that exists.
     fifo = tmp_path / "f.jsonl"
