@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from ._exceptions import ResponseTooLarge, Transient
+from ._exceptions import ResponseTooLarge, Undecodable
 
 # What the client accepts: what it can decode under a cap (no br/zstd decoders here).
 ACCEPT_ENCODING = "gzip, deflate"
@@ -50,7 +50,7 @@ def _encoding(response: httpx.Response) -> str:
     if not values:
         return "identity"
     if len(values) > 1 or values[0] not in ("gzip", "deflate"):
-        raise Transient(
+        raise Undecodable(
             "bad_response", f"unsupported content-encoding {', '.join(values)[:40]!r}", response.status_code
         )
     return values[0]
@@ -96,14 +96,14 @@ async def iter_capped(response: httpx.Response, cap: int) -> AsyncIterator[bytes
                     # One byte of room past the cap is enough to know it was passed.
                     piece, pending = inflater.feed(pending, min(_STEP, cap - total + 1))
                     if not piece and pending:
-                        raise Transient("bad_response", "the compressed body does not decode", response.status_code)
+                        raise Undecodable("bad_response", "the compressed body does not decode", response.status_code)
                 total += len(piece)
                 if total > cap:
                     raise ResponseTooLarge(cap, response.status_code)
                 if piece:
                     yield piece
     except zlib.error:
-        raise Transient("bad_response", "the compressed body does not decode", response.status_code) from None
+        raise Undecodable("bad_response", "the compressed body does not decode", response.status_code) from None
 
 
 async def read_capped(response: httpx.Response, cap: int) -> bytes:

@@ -30,7 +30,7 @@ from ._account_reply import (
 )
 from ._body import ACCEPT_ENCODING, read_capped
 from ._clock import Clock, SystemClock
-from ._exceptions import ConfigError, RequestFailed, ResponseTooLarge, Transient
+from ._exceptions import ConfigError, RequestFailed, ResponseTooLarge, Transient, Undecodable
 from ._generation import Flight, abandoned, generation_header, valid_generation_id
 from ._pricing import EndpointPrice, GenerationCost, endpoints_slug, parse_endpoints, parse_generation
 from ._reply import ChatResult, Reply, error_failure, failure, parse_chat
@@ -190,7 +190,7 @@ class OpenRouterClient:
         except TimeoutError:
             failure = Transient("timeout", f"no complete answer within {self._timeout_s:g} s")
             raise abandoned(failure, headers, billable, self.scrub) from None
-        except (ResponseTooLarge, Transient) as unread:
+        except (ResponseTooLarge, Undecodable) as unread:
             # A 200 answer too large to read, or whose body does not decode (a content-encoding
             # we do not read, a broken gzip: break45 F4, counted $0 and 4.8x a budget billed), was
             # generated all the same: it may be billed (an error reply is not: zero-completion-insurance.mdx).

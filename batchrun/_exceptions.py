@@ -10,7 +10,8 @@
     └── RequestFailed            one chat request failed; `kind`, `http_status`, `retry_after`,
         │                        and what OpenRouter said: `error_type`, `availability_code`
         ├── Transient            worth another attempt
-        │   └── RateLimited      a 429 (or overload) with the server's wait, if it gave one
+        │   ├── RateLimited      a 429 (or overload) with the server's wait, if it gave one
+        │   └── Undecodable      a body that does not decode: a 200's was generated, so may be billed
         └── Permanent            another attempt cannot succeed
             ├── Rejected         final for the row: bad request, moderation, guardrail...
             │   └── ResponseTooLarge  the reply passed run.max_response_bytes (after decompression)
@@ -150,6 +151,11 @@ class RequestFailed(BatchrunError):
 
 class Transient(RequestFailed):
     """Another attempt may succeed: network trouble, 5xx, timeouts."""
+
+
+class Undecodable(Transient):
+    """A reply's body that does not decode: a content-encoding batchrun does not read, or one
+    that is broken. A 200's was generated all the same, so it may be billed (break45 F4)."""
 
 
 class RateLimited(Transient):

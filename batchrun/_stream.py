@@ -34,7 +34,7 @@ from ._charges import reported_charge
 from ._classify import classify
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
-from ._exceptions import RequestFailed, ResponseTooLarge, Transient
+from ._exceptions import RequestFailed, ResponseTooLarge, Transient, Undecodable
 from ._generation import Flight, abandoned, generation_header, valid_generation_id
 from ._reply import (
     MAX_TOOL_CALLS,
@@ -169,6 +169,9 @@ async def stream_chat(
     except (_TooLong, ResponseTooLarge):
         failure = ResponseTooLarge(cap, 200)
         raise _billed(abandoned(failure, sent, True, client.scrub), reading) from None
+    except Undecodable as undecodable:  # a 200's body was generated, an error's not (break45 F4)
+        generated = undecodable.http_status == 200
+        raise _billed(abandoned(undecodable, sent, generated, client.scrub), reading) from None
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         failure = Transient("network", client.scrub_text(f"{type(exc).__name__}: {exc}"))
         if not dropped_after_connecting(exc):  # never reached the server: nothing billed

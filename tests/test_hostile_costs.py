@@ -168,11 +168,12 @@ def test_a_generation_reply_about_the_asked_generation_resolves_it(tmp_path: Pat
         assert row["abandoned_attempts"][0]["cost_status"] == "looked_up" and row["cost"] == 0.0002
 
 
+@pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize(
     ("encoding", "body"), [("br", b"\x1b\x03\x00\xf8"), ("zstd", b"(\xb5/\xfd"), ("gzip", b"\x1f\x8bnot gzip")]
 )
 def test_a_200_whose_body_does_not_decode_is_held_and_looked_up_never_counted_free(
-    tmp_path: Path, encoding: str, body: bytes
+    tmp_path: Path, encoding: str, body: bytes, stream: bool
 ) -> None:
     # break45 F4: a 200 in a content-encoding batchrun does not read (or a gzip that does not
     # decode) was "nothing could have billed": $0, no lookup, its room retried; without /key a
@@ -180,7 +181,7 @@ def test_a_200_whose_body_does_not_decode_is_held_and_looked_up_never_counted_fr
     headers = {"Content-Type": "application/json", "Content-Encoding": encoding, "X-Generation-Id": "gen-abc123"}
     server = HostileServer(chat=lambda request: http(200, body, headers))
     server.routes["/generation"] = lambda r: json_answer(200, {"data": {"id": "gen-abc123", "total_cost": 0.0002}})
-    outcome = run(server, tmp_path)
+    outcome = run(server, tmp_path, *(["--stream"] if stream else []))
     assert any("/generation?id=gen-abc123" in r.path for r in server.requests)
     for row in outcome.rows:
         assert row["status"] == "error" and row["error"]["kind"] == "bad_response"
