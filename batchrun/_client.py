@@ -191,8 +191,7 @@ class OpenRouterClient:
             failure = Transient("timeout", f"no complete answer within {self._timeout_s:g} s")
             raise abandoned(failure, headers, billable, self.scrub) from None
         except (ResponseTooLarge, Undecodable) as unread:
-            # A 200 answer too large to read, or whose body does not decode (a content-encoding
-            # we do not read, a broken gzip: break45 F4, counted $0 and 4.8x a budget billed), was
+            # A 200 answer too large to read, or whose body does not decode (break45 F4: $0), was
             # generated all the same: it may be billed (an error reply is not: zero-completion-insurance.mdx).
             raise abandoned(unread, headers, billable and status == 200, self.scrub) from None
         except httpx.ConnectError as exc:

@@ -119,13 +119,15 @@ class Stops:
             return f"server asked to wait {wait:.0f} s, past the run's deadline ({max(0.0, left):.0f} s left)"
         return None
 
-    def _block_scope(self, request: Request, failure: RateLimited) -> str:
+    def _block_platform_scope(self, request: Request, failure: RateLimited) -> str:
         """A platform limit (X-RateLimit-*) that resets beyond the wait cap: the scope (the
         model, or every :free model) sends nothing until its reset. A reset past `max_elapsed_s`
         is a daily cap; a shorter one is a rate limit, even past the deadline: a per-minute
         limit's 60 s after a deadline of 20 was "a daily cap", exit 1 (break32 m1)."""
         wait = failure.limit_wait if failure.limit_wait is not None else failure.retry_after or 0.0
-        reason = "daily_cap" if wait > self.policy.max_elapsed_s else "rate_limited"
+        return self._block_scope(request, wait, "daily_cap" if wait > self.policy.max_elapsed_s else "rate_limited")
+
+    def _block_scope(self, request: Request, wait: float, reason: str) -> str:
         scope = scope_of(request.model)
         until = self.clock.monotonic() + wait
         current = self.blocked_scopes.get(scope)
@@ -150,7 +152,14 @@ class Stops:
             self.stopped_models.setdefault(request.model, "daily_cap")
             status, reason = Status.SKIPPED, "daily_cap"
         elif isinstance(failure, RateLimited) and failure.platform and too_long:
-            status, reason = Status.SKIPPED, self._block_scope(request, failure)
+            status, reason = Status.SKIPPED, self._block_platform_scope(request, failure)
+        elif too_long and failure.retry_after is not None:
+            # Any other server wait past the cap (a capacity_exhausted retry_after, a 503's or a
+            # provider 429's Retry-After): the model's waiting rows went out one per max_wait_s,
+            # each told the same (break45 F3: 40 rows in 78 s, a day for 1,000). Its scope waits
+            # the server's time; its rows are skipped now, for a resume.
+            kind = "rate_limited" if isinstance(failure, RateLimited) else failure.kind
+            status, reason = Status.SKIPPED, self._block_scope(request, failure.retry_after, kind)
         if self.model_stop(request.model) is not None:
             for refused in self.on_model_stop:
                 refused(request.model)

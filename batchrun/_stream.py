@@ -122,9 +122,8 @@ class _Reading:
         # (verify23: streams dropped them).
         self.reasoning: list[str] = []
         self.refusal: list[str] = []
-        # Tool-call deltas by index: the first id and name, the arguments' pieces joined
-        # (the OpenAI streaming shape OpenRouter relays; the docs' streaming page shows no
-        # tool calls). Bounded like a non-streamed reply's: _reply.MAX_TOOL_CALLS.
+        # Tool-call deltas by index: the first id and name, the arguments' pieces joined (the OpenAI
+        # shape OpenRouter relays: streaming.mdx shows none), bounded as a reply's (MAX_TOOL_CALLS).
         self.tool_calls: dict[int, dict[str, Any]] = {}
 
 
@@ -167,11 +166,9 @@ async def stream_chat(
         failure: RequestFailed = Transient("timeout", f"the stream did not end within {timeout_s:g} s")
         raise _billed(abandoned(failure, sent, True, client.scrub), reading) from None
     except (_TooLong, ResponseTooLarge):
-        failure = ResponseTooLarge(cap, 200)
-        raise _billed(abandoned(failure, sent, True, client.scrub), reading) from None
+        raise _billed(abandoned(ResponseTooLarge(cap, 200), sent, True, client.scrub), reading) from None
     except Undecodable as undecodable:  # a 200's body was generated, an error's not (break45 F4)
-        generated = undecodable.http_status == 200
-        raise _billed(abandoned(undecodable, sent, generated, client.scrub), reading) from None
+        raise _billed(abandoned(undecodable, sent, undecodable.http_status == 200, client.scrub), reading) from None
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         failure = Transient("network", client.scrub_text(f"{type(exc).__name__}: {exc}"))
         if not dropped_after_connecting(exc):  # never reached the server: nothing billed

@@ -124,6 +124,20 @@ async def test_capacity_and_temporary_unavailability_are_retried_with_their_wait
     assert waits and all(w == 1.0 for w in waits)  # availability.retry_after and Retry-After: 1
 
 
+@pytest.mark.parametrize("fault", ["capacity_exhausted", "temporarily_unavailable"])
+async def test_a_wait_over_the_cap_skips_the_models_waiting_rows_at_once(
+    sim: Simulator, tmp_path: Path, fault: str
+) -> None:
+    # break45 F3: each row that waited for the model's scope went out after max_wait_s and heard
+    # the same "retry after 40 s": one row per max_wait_s (40 rows in 78 s; a day for 1,000), each
+    # an error. The scope now waits the server's time; its rows are skipped, for a resume.
+    sim.config.faults[fault] = 1.0  # every answer: retry after 1 s, over the 0.5 s cap
+    report, rows, _ = await run(Path(write_job(tmp_path, SMALL_JOB)), sim, tmp_path, concurrency=2, max_wait_s=0.5)
+    assert {(r["status"], r["reason"]) for r in rows} == {("skipped", "rate_limited" if fault[0] == "c" else fault)}
+    assert sim.stats.chat_requests <= 2 * 2 and len(rows) == 20  # what was in flight per model, at most
+    assert "over the 0.5 s cap" in next(r for r in rows if r["error"])["error"]["message"]
+
+
 async def test_a_wait_past_the_deadline_ends_the_retrying_instead_of_waiting() -> None:
     clock = FakeClock()
     calls = 0
