@@ -158,8 +158,7 @@ class Stops:
             # provider 429's Retry-After): the model's waiting rows went out one per max_wait_s,
             # each told the same (break45 F3: 40 rows in 78 s, a day for 1,000). Its scope waits
             # the server's time; its rows are skipped now, for a resume.
-            kind = "rate_limited" if isinstance(failure, RateLimited) else failure.kind
-            status, reason = Status.SKIPPED, self._block_scope(request, failure.retry_after, kind)
+            status, reason = Status.SKIPPED, self._block_scope(request, failure.retry_after, failure.kind)
         if self.model_stop(request.model) is not None:
             for refused in self.on_model_stop:
                 refused(request.model)
