@@ -189,6 +189,28 @@ def test_the_simulators_replies_match_the_openapi_schemas(sim: Simulator, web: h
     validate("DeleteKeyResponse", deleted.json())
 
 
+@pytest.mark.parametrize("fault", [None, "midstream"])
+def test_the_simulators_stream_chunks_match_the_openapi_schema(
+    sim: Simulator, web: httpx.Client, fault: str | None
+) -> None:
+    # break45 F2: the mid-stream error event had a string code and no error_type; chunks were
+    # never checked against ChatStreamChunk (openapi.yaml, errors-and-debugging.mdx:246-280).
+    sim.config.faults = {fault: 1.0} if fault else {"cold_start": 0.0}
+    headers = {"Authorization": f"Bearer {FAKE_KEY}"}
+    body = {**BODY, "stream": True, "tools": [{"type": "function", "function": {"name": "f"}}]}
+    reply = web.post(f"{sim.base_url}/chat/completions", json=body, headers=headers)
+    events = [line[6:] for line in reply.text.splitlines() if line.startswith("data: ")]
+    chunks = [json.loads(event) for event in events if event != "[DONE]"]
+    for chunk in chunks:
+        validate("ChatStreamChunk", chunk)
+    if fault:
+        error = chunks[-1]["error"]
+        assert error["code"] == 502 and error["metadata"]["error_type"] == "provider_unavailable"
+        assert chunks[-1]["choices"][0]["finish_reason"] == "error" and events[-1] != "[DONE]"
+    else:
+        assert chunks[-1]["usage"]["cost"] > 0 and events[-1] == "[DONE]"
+
+
 @pytest.mark.parametrize(
     ("setup", "status"),
     [

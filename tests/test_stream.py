@@ -71,7 +71,8 @@ async def test_a_mid_stream_error_is_classified_and_not_billed(tmp_path: Path) -
     rows = final_rows(tmp_path / "s.jsonl")
     for row in rows:
         assert row["status"] == "error" and row["reason"] == "upstream_error"
-        assert row["error"]["message"] == "mid-stream: Provider disconnected unexpectedly"
+        assert row["error"]["message"] == "mid-stream: Provider returned error"
+        assert row["error"]["error_type"] == "provider_unavailable"  # the typed code (break45 F2)
         assert row["error"]["http_status"] == 502 and row["retryable"] is True
         # finish_reason "error": covered by zero-completion insurance, so nothing is held.
         assert row["cost"] == 0.0 and row["cost_status"] is None

@@ -99,7 +99,10 @@ class StreamReplies(BillingRoutes):
                 generated += count_tokens(config, piece)
                 await response.write(_event(self._chunk(gen, {"role": "assistant", "content": piece})))
                 if gen.fault == "midstream":
-                    error = {"code": "server_error", "message": "Provider disconnected unexpectedly"}
+                    # The docs' MidStreamError: a numeric code and the typed error_type; a 500-class
+                    # message is generic and has no provider_code (errors-and-debugging.mdx:246-280).
+                    typed = {"error_type": "provider_unavailable"}
+                    error = {"code": 502, "message": "Provider returned error", "metadata": typed}
                     await response.write(_event({**self._chunk(gen, {"content": ""}, "error"), "error": error}))
                     return response  # finish_reason error: not billed
                 if gen.fault in ("hang", "stall"):
