@@ -90,6 +90,16 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
     ("NUL byte", SMALL_JOB.encode().replace(b"small", b"sm\x00all"), ["job.yaml:1:", "a NUL byte"]),
     ("not UTF-8", SMALL_JOB.encode().replace(b"small", b"sm\xffall"), ["job.yaml:1:", "not UTF-8"]),
     ("timeout .inf", _job_with(**{"timeout_s: 5": "timeout_s: .inf"}), ["job.yaml:", "$.run.timeout_s", "finite"]),
+    (  # break45 F1: parameters.mdx gives -100 to 100
+        "logit_bias past -100",
+        ONE_PROMPT + "    params: {logit_bias: {50256: -500}}\n",
+        ["job.yaml:6:", "$.prompts[0].params.logit_bias.50256", "-500 is less than the minimum of -100"],
+    ),
+    (  # break45 F1: documented params now, so extra_body may not carry them unchecked
+        "structured_outputs in extra_body",
+        ONE_PROMPT + "    params: {extra_body: {structured_outputs: true}}\n",
+        ["job.yaml:6:", "'structured_outputs' is a param of its own"],
+    ),
     (  # break41 F4: the bare pattern said nothing of why
         "a preset",
         SMALL_JOB.replace("openai/gpt-4o-mini,", "openai/gpt-4o-mini@preset/fast,"),

@@ -104,6 +104,8 @@ FREE_PARSER = [{"id": "file-parser", "pdf": {"engine": "cloudflare-ai"}}]
         # break14c N20: the OpenAI-style shorthand is converted to openrouter:web_search (openapi.yaml).
         (_job([TEXT], tools=[{"type": "web_search_preview"}]), "server tool web_search_preview"),
         (_job([TEXT], plugins=[{"id": "web"}]), "web search"),
+        # break45 F1: a param of its own now (parameters.mdx), costed as web search is.
+        (_job([TEXT], web_search_options={"search_context_size": "high"}, structured_outputs=True), "web search"),
     ],
     ids=[
         "file-url",
@@ -114,6 +116,7 @@ FREE_PARSER = [{"id": "file-parser", "pdf": {"engine": "cloudflare-ai"}}]
         "server-tool",
         "web-search-shorthand",
         "web-plugin",
+        "web-search-options",
     ],
 )
 def test_inputs_nothing_sent_bounds_are_refused_under_a_budget(tmp_path: Path, job: str, why: str) -> None:
