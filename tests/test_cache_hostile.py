@@ -107,6 +107,17 @@ def test_a_lying_server_leaves_only_good_answers_of_known_cost_in_the_cache(tmp_
             assert FAKE_KEY.encode() not in data and FAKE_KEY[9:25].encode() not in data
 
 
+def _filled_then_edited(job: Path, folder: Path, args: tuple[str, ...], cache: Path, edits: list[str]) -> list[int]:
+    """The job run once into `cache`, then its first entries edited, one SQL SET clause each, as
+    something else than batchrun could; the entries' ids, in order."""
+    assert call_cli(job, "-o", folder / "a.jsonl", *args)[0] == 0
+    with sqlite3.connect(cache / FILE_NAME) as db:
+        ids = [row[0] for row in db.execute("SELECT id FROM entries ORDER BY id")]
+        for row_id, edit in zip(ids, edits, strict=False):
+            db.execute(f"UPDATE entries SET {edit} WHERE id = ?", (row_id,))  # noqa: S608 - the test's own
+    return ids
+
+
 def test_a_cache_file_edited_to_lie_gives_misses_never_a_crash(tmp_path: Path) -> None:
     """Our file by its header, but its rows hold what no batchrun wrote: a cost that is text,
     negative or absurd, a size that is text, a latency that is text, tool calls that are
@@ -114,22 +125,19 @@ def test_a_cache_file_edited_to_lie_gives_misses_never_a_crash(tmp_path: Path) -
     with the bad field dropped; the run never fails and no row ends in an internal error."""
     job, cache = write_job(tmp_path, JOB), tmp_path / "cache"
     server = HostileServer(chat=lambda request: json_answer(200, chat_payload("Santiago, Lima")))
+    edits = [
+        "cost = 'abc'",
+        "cost = -5",
+        "cost = 1e308",
+        "reply_bytes = 'big'",
+        "answer = CAST(json_set(answer, '$.tool_calls', json('[1, 2]')) AS TEXT)",
+        "answer = x'00ff'",
+        "latency_ms = 'slow', answer = CAST(json_set(answer, '$.latency_ms', 'slow') AS TEXT)",
+    ]
     with server.running():
         args = ("--base-url", server.base_url, f"--cache={cache}")
-        assert call_cli(job, "-o", tmp_path / "a.jsonl", *args)[0] == 0
+        ids = _filled_then_edited(job, tmp_path, args, cache, edits)
         with sqlite3.connect(cache / FILE_NAME) as db:
-            ids = [row[0] for row in db.execute("SELECT id FROM entries ORDER BY id")]
-            edits = [
-                "cost = 'abc'",
-                "cost = -5",
-                "cost = 1e308",
-                "reply_bytes = 'big'",
-                "answer = CAST(json_set(answer, '$.tool_calls', json('[1, 2]')) AS TEXT)",
-                "answer = x'00ff'",
-                "latency_ms = 'slow', answer = CAST(json_set(answer, '$.latency_ms', 'slow') AS TEXT)",
-            ]
-            for row_id, edit in zip(ids, edits, strict=True):
-                db.execute(f"UPDATE entries SET {edit} WHERE id = ?", (row_id,))  # noqa: S608 - the test's own
             db.execute("UPDATE entries SET created_at = 'yesterday' WHERE id = ?", (ids[6],))  # the hit below
             db.execute("UPDATE runs SET finished_at = 'noon', hits = 'many'")
         sent = len(server.chat_rows())
@@ -248,20 +256,16 @@ def test_planning_counts_as_hits_exactly_the_entries_the_run_takes(tmp_path: Pat
     the row. Planning, the run and `cache explain` now judge an entry alike."""
     job, cache = write_job(tmp_path, JOB), tmp_path / "cache"
     server = HostileServer(chat=lambda request: json_answer(200, chat_payload("Santiago, Lima")))
+    edits = [
+        "answer = CAST('{not json' AS BLOB)",
+        "answer = CAST('[1, 2]' AS BLOB)",
+        "answer = CAST(json_set(answer, '$.content', '') AS TEXT)",
+        "answer = CAST(json_set(answer, '$.usage', 'lots') AS TEXT)",
+        "answer = CAST(json_set(answer, '$.generated_at', 'noon') AS TEXT)",
+    ]
     with server.running():
         args = ("--base-url", server.base_url, f"--cache={cache}")
-        assert call_cli(job, "-o", tmp_path / "a.jsonl", *args)[0] == 0
-        with sqlite3.connect(cache / FILE_NAME) as db:
-            ids = [row[0] for row in db.execute("SELECT id FROM entries ORDER BY id")]
-            edits = [
-                "answer = CAST('{not json' AS BLOB)",
-                "answer = CAST('[1, 2]' AS BLOB)",
-                "answer = CAST(json_set(answer, '$.content', '') AS TEXT)",
-                "answer = CAST(json_set(answer, '$.usage', 'lots') AS TEXT)",
-                "answer = CAST(json_set(answer, '$.generated_at', 'noon') AS TEXT)",
-            ]
-            for row_id, edit in zip(ids, edits, strict=False):
-                db.execute(f"UPDATE entries SET {edit} WHERE id = ?", (row_id,))  # noqa: S608 - the test's own
+        _filled_then_edited(job, tmp_path, args, cache, edits)
         plan = call_cli("plan", job, *args)
         explained = call_cli("cache", "explain", job, "--base-url", server.base_url, "--dir", cache)
         sent = len(server.chat_rows())
