@@ -6,9 +6,11 @@ that figure is (`cost_saved_status`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,15 +109,23 @@ def test_a_lying_server_leaves_only_good_answers_of_known_cost_in_the_cache(tmp_
             assert FAKE_KEY.encode() not in data and FAKE_KEY[9:25].encode() not in data
 
 
-def _filled_then_edited(job: Path, folder: Path, args: tuple[str, ...], cache: Path, edits: list[str]) -> list[int]:
-    """The job run once into `cache`, then its first entries edited, one SQL SET clause each, as
-    something else than batchrun could; the entries' ids, in order."""
-    assert call_cli(job, "-o", folder / "a.jsonl", *args)[0] == 0
-    with sqlite3.connect(cache / FILE_NAME) as db:
-        ids = [row[0] for row in db.execute("SELECT id FROM entries ORDER BY id")]
-        for row_id, edit in zip(ids, edits, strict=False):
-            db.execute(f"UPDATE entries SET {edit} WHERE id = ?", (row_id,))  # noqa: S608 - the test's own
-    return ids
+@contextlib.contextmanager
+def _edited_cache(
+    folder: Path, edits: list[str]
+) -> Iterator[tuple[Path, Path, HostileServer, tuple[str, ...], list[int]]]:
+    """The job run once into a new cache against an honest server (running for the block), then
+    the cache's first entries edited, one SQL SET clause each, as something other than batchrun
+    could: (job, cache, server, the run's options, the entries' ids in order)."""
+    job, cache = write_job(folder, JOB), folder / "cache"
+    server = HostileServer(chat=lambda request: json_answer(200, chat_payload("Santiago, Lima")))
+    with server.running():
+        args = ("--base-url", server.base_url, f"--cache={cache}")
+        assert call_cli(job, "-o", folder / "a.jsonl", *args)[0] == 0
+        with sqlite3.connect(cache / FILE_NAME) as db:
+            ids = [row[0] for row in db.execute("SELECT id FROM entries ORDER BY id")]
+            for row_id, edit in zip(ids, edits, strict=False):
+                db.execute(f"UPDATE entries SET {edit} WHERE id = ?", (row_id,))  # noqa: S608 - the test's own
+        yield job, cache, server, args, ids
 
 
 def test_a_cache_file_edited_to_lie_gives_misses_never_a_crash(tmp_path: Path) -> None:
@@ -123,8 +133,6 @@ def test_a_cache_file_edited_to_lie_gives_misses_never_a_crash(tmp_path: Path) -
     negative or absurd, a size that is text, a latency that is text, tool calls that are
     numbers, an answer that is not JSON. Each such entry is a miss (asked again) or a hit
     with the bad field dropped; the run never fails and no row ends in an internal error."""
-    job, cache = write_job(tmp_path, JOB), tmp_path / "cache"
-    server = HostileServer(chat=lambda request: json_answer(200, chat_payload("Santiago, Lima")))
     edits = [
         "cost = 'abc'",
         "cost = -5",
@@ -134,9 +142,7 @@ def test_a_cache_file_edited_to_lie_gives_misses_never_a_crash(tmp_path: Path) -
         "answer = x'00ff'",
         "latency_ms = 'slow', answer = CAST(json_set(answer, '$.latency_ms', 'slow') AS TEXT)",
     ]
-    with server.running():
-        args = ("--base-url", server.base_url, f"--cache={cache}")
-        ids = _filled_then_edited(job, tmp_path, args, cache, edits)
+    with _edited_cache(tmp_path, edits) as (job, cache, server, args, ids):
         with sqlite3.connect(cache / FILE_NAME) as db:
             db.execute("UPDATE entries SET created_at = 'yesterday' WHERE id = ?", (ids[6],))  # the hit below
             db.execute("UPDATE runs SET finished_at = 'noon', hits = 'many'")
@@ -254,8 +260,6 @@ def test_planning_counts_as_hits_exactly_the_entries_the_run_takes(tmp_path: Pat
     answer is no answer (not JSON, a list, empty text, usage that is text, a time that is no
     time) counted as a hit in `plan` and in the pre-flight worst case, and the run then sent
     the row. Planning, the run and `cache explain` now judge an entry alike."""
-    job, cache = write_job(tmp_path, JOB), tmp_path / "cache"
-    server = HostileServer(chat=lambda request: json_answer(200, chat_payload("Santiago, Lima")))
     edits = [
         "answer = CAST('{not json' AS BLOB)",
         "answer = CAST('[1, 2]' AS BLOB)",
@@ -263,9 +267,7 @@ def test_planning_counts_as_hits_exactly_the_entries_the_run_takes(tmp_path: Pat
         "answer = CAST(json_set(answer, '$.usage', 'lots') AS TEXT)",
         "answer = CAST(json_set(answer, '$.generated_at', 'noon') AS TEXT)",
     ]
-    with server.running():
-        args = ("--base-url", server.base_url, f"--cache={cache}")
-        _filled_then_edited(job, tmp_path, args, cache, edits)
+    with _edited_cache(tmp_path, edits) as (job, cache, server, args, _):
         plan = call_cli("plan", job, *args)
         explained = call_cli("cache", "explain", job, "--base-url", server.base_url, "--dir", cache)
         sent = len(server.chat_rows())
