@@ -19,11 +19,14 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import stat
 from pathlib import Path
 
 from ._exceptions import ConfigError, LockHeld
 from ._files import resolved
+
+_PID = re.compile(rb"\d{1,20}\n?")  # what a lock holds: its run's process id (a killed run's, or none yet)
 
 # Locks this process holds, so a second signal that exits at once (os._exit, no finally
 # blocks) can still remove their files: see `release_all` and _signals.
@@ -105,9 +108,17 @@ class OutputLock:
             raise OSError(
                 exc.errno, f"{exc.strerror}: cannot make the lock beside {self.target}", exc.filename
             ) from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        problem = None
+        if not stat.S_ISREG(info.st_mode):
+            problem = "is not a regular file: a lock is one"
+        elif info.st_nlink > 1:  # a hard link: another name of a file the truncation would empty (verify47 N1)
+            problem = "has other names (hard links): a lock has one"
+        elif info.st_size and not _PID.fullmatch(os.pread(fd, 64, 0)):
+            problem = "holds something other than a run's process id: it is not a lock"
+        if problem is not None:
             os.close(fd)
-            raise ConfigError(f"{self.path} is not a regular file: a lock is one (remove it)")
+            raise ConfigError(f"{self.path} {problem} (remove it)")
         return fd
 
     def _lock_the_file_itself(self) -> None:

@@ -222,12 +222,27 @@ def test_a_symlink_or_fifo_at_a_locks_name_is_refused_and_what_it_names_is_untou
     (tmp_path / "a.jsonl.lock").symlink_to(other)
     (tmp_path / "b.jsonl.lock").symlink_to(tmp_path / "nowhere")
     os.mkfifo(tmp_path / "c.jsonl.lock")
-    for name, why in (("a", "is a symbolic link"), ("b", "is a symbolic link"), ("c", "is not a regular file")):
+    # verify47 N1: a hard link is a regular file, and was emptied the same way; and a file that
+    # holds anything but a run's pid is no lock of ours (a stale one, "123\n", is taken over).
+    os.link(other, tmp_path / "d.jsonl.lock")
+    (tmp_path / "e.jsonl.lock").write_text("my notes\n")
+    (tmp_path / "f.jsonl.lock").write_text("123\n")
+    refused = (
+        ("a", "is a symbolic link"),
+        ("b", "is a symbolic link"),
+        ("c", "is not a regular file"),
+        ("d", "has other names (hard links)"),
+        ("e", "holds something other than a run's process id"),
+    )
+    for name, why in refused:
         code, out, err = call_cli(job, "--simulate", "-o", tmp_path / f"{name}.jsonl", "-q")
         assert (code, out) == (ExitCode.USAGE, "") and err.startswith(f"batchrun: {tmp_path}/{name}.jsonl.lock {why}")
         assert err.endswith("(remove it)\n") and err.count("\n") == 1
         assert not (tmp_path / f"{name}.jsonl").exists()
     assert other.read_bytes() == kept and not (tmp_path / "nowhere").exists()
+    assert (tmp_path / "e.jsonl.lock").read_text() == "my notes\n"
+    assert call_cli(job, "--simulate", "-o", tmp_path / "f.jsonl", "-q")[0] == ExitCode.OK
+    assert not (tmp_path / "f.jsonl.lock").exists()
     folder = tmp_path / "outputs" / "small"
     folder.mkdir(parents=True)
     (folder / ".batchrun.lock").symlink_to(other)
