@@ -93,6 +93,23 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+# How far our clock may stand from the server's Date before the Date is the one believed: its
+# one-second resolution, and a little more.
+CLOCK_SKEW_S = 2.0
+
+
+def server_now(headers: Mapping[str, str], now: float) -> float:
+    """The time the server's absolute waits (X-RateLimit-Reset, an HTTP-date Retry-After) are
+    measured from: ours, unless the reply's Date says our clock is off by more than its
+    resolution. A cron box behind by five minutes read a reset one second away as a 300 s
+    wait: every row skipped, or "a daily cap" (exit 1) at an hour (break46 F1)."""
+    with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+        date = email.utils.parsedate_to_datetime(headers.get("date") or "").timestamp()
+        if math.isfinite(date) and abs(now - date) > CLOCK_SKEW_S:
+            return date + 0.5  # within its second
+    return now
+
+
 def reset_wait(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds until X-RateLimit-Reset: when the limit that was hit has room again."""
     reset = _number(headers.get("x-ratelimit-reset"))
@@ -155,6 +172,7 @@ def classify(
     error_type = metadata.get("error_type") or error.get("error_type")
     error_type = error_type if isinstance(error_type, str) else None
     avail_code = availability.get("code") if isinstance(availability.get("code"), str) else None
+    now = server_now(headers, now)
     wait = server_wait(headers, now)
     body_wait = _number(availability.get("retry_after"))
     if body_wait is not None and body_wait >= 0:

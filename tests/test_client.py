@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
 from typing import Any
 
@@ -18,7 +19,7 @@ from batchrun import (
     RequestFailed,
     Transient,
 )
-from batchrun._classify import classify, server_wait
+from batchrun._classify import classify, server_now, server_wait
 from batchrun._management import ManagementApi
 
 from .conftest import FAKE_KEY, FakeClock
@@ -212,6 +213,33 @@ def test_server_wait_header_forms() -> None:
     assert server_wait({"retry-after": "2", "x-ratelimit-reset": str(int((now + 5) * 1000))}, now) == pytest.approx(5)
     assert server_wait({"retry-after": "soon"}, now) is None
     assert server_wait({"retry-after": "-3"}, now) == 0
+
+
+@pytest.mark.parametrize("behind_s", [0.0, 1.0, 90.0, 300.0, 3600.0, -3600.0])
+async def test_a_reset_is_measured_against_the_servers_date_when_our_clock_is_off(behind_s: float) -> None:
+    # break46 F1: a cron box behind the server by 300 s read a reset 1 s away as a 301 s wait:
+    # every row skipped in a second, or "a daily cap" (exit 1) when an hour behind.
+    clock = FakeClock()
+    server_time = clock.time() + behind_s
+    headers = {
+        "X-RateLimit-Reset": str(int((server_time + 1) * 1000)),
+        "X-RateLimit-Limit": "20",
+        "Date": email.utils.formatdate(server_time, usegmt=True),
+    }
+    result, _ = await chat(err(429, headers=headers), clock)
+    assert isinstance(result, RateLimited) and result.limit_wait is not None
+    # Our clock where it agrees with the Date within its resolution; else the Date's (taken half
+    # a second into its second).
+    assert result.limit_wait == pytest.approx(1.0 + behind_s if abs(behind_s) <= 2 else 0.5)
+    assert result.retry_after is not None and result.retry_after <= 2.0
+
+
+@pytest.mark.parametrize("date", ["yesterday", "Fri, 15 Jan 99999 08:00:10 GMT", "", "Thu, 01 Jan 1970 00:00:00 GMT"])
+def test_a_date_that_is_no_date_or_far_off_is_no_crash(date: str) -> None:
+    now = 1_800_000_000.0
+    headers = {"date": date, "x-ratelimit-reset": str(int((now + 12) * 1000))}
+    wait = server_wait(headers, server_now(headers, now))
+    assert wait is not None and wait >= 0
 
 
 async def test_rate_limit_carries_the_server_wait() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import random
 import secrets
 import threading
@@ -55,6 +56,7 @@ class Simulator(ChatRoutes):
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app[CLOSING] = asyncio.Event()
+        app.on_response_prepare.append(self._dated)
         app.router.add_post("/api/v1/chat/completions", self._chat)
         app.router.add_get("/__sim/stats", self._stats)
         app.router.add_post("/__sim/reset", self._reset)
@@ -65,6 +67,12 @@ class Simulator(ChatRoutes):
             app.router.add_get("/api/v1/model/{author}/{slug}", self._model)
             self.add_billing_routes(app)
         return app
+
+    async def _dated(self, _request: web.Request, response: web.StreamResponse) -> None:
+        """Every reply's Date by the simulator's clock, the one its X-RateLimit-Reset is in (a
+        test's fake clock too): a client measures a reset against the Date when the two clocks
+        disagree (_classify.server_now)."""
+        response.headers["Date"] = email.utils.formatdate(self.clock(), usegmt=True)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
