@@ -26,12 +26,13 @@ from typing import Any
 from ._cache_session import CacheSession
 from ._checks import is_judge, ungraded
 from ._dispatch import Dispatcher
-from ._exceptions import DailyCapReached, NotSent, RateLimited, RequestFailed
+from ._exceptions import NotSent, RequestFailed
 from ._formats import utc
 from ._judge import GraderSettings, VerdictError, aggregate, answer_text, grader_body, parse_verdict
 from ._ledger import BudgetExhausted
 from ._matrix import Request, encode_body
 from ._row import Row, RowGrading, first_failure, settled
+from ._status import Status
 from ._stops import Stops
 
 
@@ -128,11 +129,12 @@ class Judging:
             elif isinstance(failure, BudgetExhausted | NotSent):
                 why = f"not graded: the run stopped ({stops.reason or 'budget'})"
             else:
-                stops.react(request, failure, stops.too_long(failure))
+                status, _ = stops.react(request, failure, stops.too_long(failure))
                 why = f"{failure.kind}: {failure.message[:200]}"
-                # A limit that closed the grader's scope: it was never asked, as for the graders
-                # behind it, and a resume asks again (verify25 N1).
-                if isinstance(failure, RateLimited | DailyCapReached) and stops.model_stop(model) is not None:
+                # A limit or a server's wait that closed the grader's scope (a row would be skipped):
+                # it was never graded, as for the graders behind it, and a resume asks again
+                # (verify25 N1; verify47: a capacity wait's grader was "failed", exit 1).
+                if status == Status.SKIPPED and stops.model_stop(model) is not None:
                     why = f"not graded: the grader is stopped ({stops.model_stop(model)}): {why}"
             return {"model": model, "error": why, **_cost_of(row)}
         except BaseException:  # cancelled (a stop's grace ran out), or a bug: settle, then go on up

@@ -288,6 +288,29 @@ async def test_a_resume_grades_the_answers_whose_graders_a_stop_cut_off(sim: Sim
     assert sim.stats.chat_requests == 32 and len(read_rows(out)) == 40
 
 
+@pytest.mark.parametrize("code", ["capacity_exhausted", "temporarily_unavailable"])
+async def test_a_grader_whose_server_wait_is_over_the_cap_is_stopped_not_failed(
+    sim: Simulator, tmp_path: Path, code: str
+) -> None:
+    # verify47 N2: a grader told "retry after 60 s" (over max_wait_s) by a 503 was "a grader
+    # failed", kept by a resume for ever; a 429's was "stopped". Both close the grader's scope,
+    # as they close a model's for its rows: "stopped", and the resume asks again.
+    sim.config.unavailable["anthropic/claude-3.5-haiku"] = code  # retry_after 60
+    text = judged_small_job("run: {concurrency: 1, max_wait_s: 5}").replace(
+        "judge: {model: openai/gpt-4o-mini}", "judge: {model: anthropic/claude-3.5-haiku}"
+    )
+    job = load_job(write_job(tmp_path, text))
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=tmp_path / "out.jsonl", clock=FakeClock())
+    first = await run_job(job, options)
+    checks = [r["checks"][0] for r in read_rows(tmp_path / "out.jsonl") if r["prompt_id"] == "capital"]
+    assert checks and all(f"not graded: the grader is stopped ({code})" in c["error"] for c in checks)
+    assert sim.stats.by_model["anthropic/claude-3.5-haiku"] == 1  # the graders behind the first never asked
+    assert decide(first.summary, job.run)[0] != ExitCode.OK
+    sim.config.unavailable.clear()
+    again = await run_job(job, replace(options, resume=True))
+    assert decide(again.summary, job.run)[0] == ExitCode.OK
+
+
 async def test_a_resume_grades_the_answers_whose_grader_was_stopped_by_its_limit(
     sim: Simulator, tmp_path: Path
 ) -> None:

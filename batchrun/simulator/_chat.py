@@ -18,7 +18,7 @@ from ._answers import answer_to
 from ._billing import count_tokens, route, usage_block
 from ._billing import prompt_tokens as count_prompt
 from ._config import SimConfig
-from ._errors import PROVIDER, availability_error, provider_error
+from ._errors import AVAILABILITY, PROVIDER, availability_error, provider_error
 from ._extras import extras
 from ._faults import broken_reply, draw_fault
 from ._grader import VERDICT_SCHEMA_NAME, grade_as_judge, tool_calls_for
@@ -27,6 +27,8 @@ from ._keys import KeyRoutes, bearer
 from ._limits import RateWindow
 from ._sse import Generation, StreamReplies
 from ._stats import SimStats
+
+UNAVAILABLE_WAIT_S = 60  # the retry_after of a model `unavailable.` with a retryable code
 
 
 def error_in_200(fault: str, generation: str, model: str) -> dict[str, Any]:
@@ -121,8 +123,11 @@ class ChatRoutes(KeyRoutes, StreamReplies):
         """An error reply before anything is generated: an unavailable model, a rate or
         daily limit, a drawn fault (None when the request goes on), and the fault drawn."""
         config = self.config
-        if model in config.unavailable:
-            return availability_error(config.unavailable[model], model), None
+        if model in config.unavailable:  # a retryable code for a while: the docs' example waits 40 s
+            code = config.unavailable[model]
+            return availability_error(
+                code, model, retry_after=UNAVAILABLE_WAIT_S if AVAILABILITY[code][2] else None
+            ), None
         if canonical is None:
             return availability_error("model_not_found", model), None
         limited = self.limits.check(model)

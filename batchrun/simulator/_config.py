@@ -83,7 +83,8 @@ class SimConfig:
     # `private.MODEL=p,c`: priced and served, but not in /models (guides/routing/private-models.mdx)
     private_models: set[str] = field(default_factory=set)
     content_parts: bool = False  # answer `content` as an array of text parts (ChatAssistantMessage)
-    # model -> availability code answered to every request for it (`unavailable.MODEL=CODE`)
+    # model -> availability code answered to every request for it (`unavailable.MODEL=CODE`); a
+    # retryable one (capacity_exhausted, temporarily_unavailable) with a retry_after of 60 s
     unavailable: dict[str, str] = field(default_factory=dict)
     # Batch API (simulator/_batches.py): seconds in each state, by the simulator's clock.
     batch_validating_s: float = 1.0
