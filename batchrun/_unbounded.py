@@ -99,7 +99,8 @@ def unbounded_input(body: dict[str, Any], model: str) -> str | None:
     """Why the charge of this request is not bounded by its body, or None when it is."""
     # On every request's path: a text-only body without plugins or tools returns at once.
     plugins = _plugins(body) if "plugins" in body else {}
-    if "web" in plugins or body.get("web_search_options") or model.endswith(":online"):
+    # web_search_options at all: an empty one turns search on too (verify47 N3: {} was priced as none).
+    if "web" in plugins or "web_search_options" in body or model.endswith(":online"):
         return _WEB
     other = next((name for name in plugins if name not in _BOUNDED_PLUGINS), None)
     if other is not None:

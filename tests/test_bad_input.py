@@ -95,6 +95,11 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT + "    params: {logit_bias: {50256: -500}}\n",
         ["job.yaml:6:", "$.prompts[0].params.logit_bias.50256", "-500 is less than the minimum of -100"],
     ),
+    (  # verify47: SearchContextSizeEnum (openapi.yaml)
+        "search_context_size huge",
+        ONE_PROMPT + "    params: {web_search_options: {search_context_size: huge}}\n",
+        ["job.yaml:6:", "search_context_size", "'huge' is not one of"],
+    ),
     (  # break45 F1: documented params now, so extra_body may not carry them unchecked
         "structured_outputs in extra_body",
         ONE_PROMPT + "    params: {extra_body: {structured_outputs: true}}\n",

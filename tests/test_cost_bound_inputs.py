@@ -106,6 +106,7 @@ FREE_PARSER = [{"id": "file-parser", "pdf": {"engine": "cloudflare-ai"}}]
         (_job([TEXT], plugins=[{"id": "web"}]), "web search"),
         # break45 F1: a param of its own now (parameters.mdx), costed as web search is.
         (_job([TEXT], web_search_options={"search_context_size": "high"}, structured_outputs=True), "web search"),
+        (_job([TEXT], web_search_options={}), "web search"),  # verify47 N3: empty turns search on too
     ],
     ids=[
         "file-url",
@@ -117,6 +118,7 @@ FREE_PARSER = [{"id": "file-parser", "pdf": {"engine": "cloudflare-ai"}}]
         "web-search-shorthand",
         "web-plugin",
         "web-search-options",
+        "web-search-options-empty",
     ],
 )
 def test_inputs_nothing_sent_bounds_are_refused_under_a_budget(tmp_path: Path, job: str, why: str) -> None:
