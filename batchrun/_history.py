@@ -24,6 +24,7 @@ from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError, ResultsError
 from ._failure_text import failure_reasons
 from ._formats import md_text, ms, pct, utc_seconds
+from ._lock import finished
 from ._output_paths import results_files
 from ._reader import Warn
 from ._report_data import file_key_gap, read_run_summary
@@ -265,7 +266,7 @@ def _quiet(_message: str) -> None:
 def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
     """The runs in `paths` (files or folders), oldest first; `warn` hears of lines set aside (torn, corrupt)."""
     paths = list(paths)
-    files = runs_in(paths)
+    files = finished(runs_in(paths), warn)  # a run in progress is no run of the history yet
     named = {path.resolve() for path in paths if not path.is_dir()}
 
     def read(path: Path) -> Run | None:
@@ -274,8 +275,7 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
         except ResultsError as exc:
             if path.resolve() in named:
                 raise
-            # One stray file in a job's folder (not a results file at all) ended the whole
-            # history, a nightly one included (break23): it is left out, and said.
+            # A stray file in a job's folder ended the whole history (break23): left out, and said.
             warn(f"{exc}: left out of the history")
             return None
 

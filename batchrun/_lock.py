@@ -21,6 +21,7 @@ import fcntl
 import os
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from ._exceptions import ConfigError, LockHeld
@@ -38,6 +39,48 @@ def release_all() -> None:
     for lock in list(_HELD):
         with contextlib.suppress(OSError):
             lock.release()
+
+
+def writer_of(path: Path) -> int | None:
+    """The pid of the run writing `path` now (it holds the file's flock: `_lock_the_file_itself`),
+    or None. Read from /proc/locks, so the reader takes no lock (a shared one, held for an
+    instant, would refuse a run starting then: exit 8) and writes nothing. None where /proc is
+    not there to say."""
+    try:
+        info = path.stat()
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            table = locks.read()
+    except (OSError, ValueError):
+        return None
+    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    for line in table.splitlines():
+        parts = line.split()  # "1: FLOCK  ADVISORY  WRITE 22134 00:1b:4403782 0 EOF"; a waiter's has "->"
+        if len(parts) >= 6 and parts[1:4] == ["FLOCK", "ADVISORY", "WRITE"] and parts[5] == device:
+            return int(parts[4]) if parts[4].isdigit() else None
+    return None
+
+
+def refuse_live(path: Path, what: str) -> None:
+    """LockHeld when a run is writing `path`: read now, its rows in flight would read as crashed,
+    a changed pass rate as a regression (break46 F2: `diff --fail-on-regression` exit 4)."""
+    pid = writer_of(path)
+    if pid is not None:
+        raise LockHeld(f"{path} is being written by a run in progress (pid {pid}): {what} once it has ended")
+
+
+def finished(files: list[Path], warn: Callable[[str], None]) -> list[Path]:
+    """`files` without those a run is still writing (`history`: a night 20% done read as a fall
+    in the pass rate, its rows in flight as crashed: break46 F2), each said; LockHeld if none is left."""
+    live = {file: writer_of(file) for file in files}
+    for file, pid in live.items():
+        if pid is not None:
+            warn(f"warning: {file} is being written by a run in progress (pid {pid}): left out")
+    done = [file for file, pid in live.items() if pid is None]
+    if files and not done:
+        raise LockHeld(
+            f"{', '.join(map(str, files))}: every run is still being written: show them once they have ended"
+        )
+    return done
 
 
 def lock_created(target: Path) -> None:

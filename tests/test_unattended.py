@@ -648,3 +648,30 @@ def test_a_kill_9_while_a_resume_grades_what_a_stop_cut_off_never_buys_the_answe
     final = {r["id"]: r for r in final_records(out)}
     assert final[first["id"]]["content"] == first["content"] and final[first["id"]]["checks"][0]["pass"] is True
     assert {r["status"] for r in final.values()} == {"ok"} and len(final) == 20
+
+
+def test_readers_do_not_read_a_run_in_progress_as_a_crashed_one(tmp_path: Path, sim: Simulator) -> None:
+    # break46 F2: a run still writing was read as a killed one: its rows in flight "crashed",
+    # `report` exit 12 with "--resume runs them" (a resume would exit 8), `history` a fall in the
+    # pass rate, `diff --fail-on-regression` exit 4 with "the job was edited". Now they say that
+    # a run is writing it (the file's flock, seen in /proc/locks: no lock taken, nothing written).
+    job = write_job(tmp_path, BIG_JOB)
+    done, live = tmp_path / "runs" / "a.jsonl", tmp_path / "runs" / "b.jsonl"
+    assert call_cli(job, "--simulate", "-q", "-o", done)[0] == ExitCode.OK
+    sim.config.latency_ms = 50
+    process = start(job, "--base-url", sim.base_url, "-o", live, "-q", env=child_env(OPENROUTER_API_KEY=FAKE_KEY))
+    try:
+        wait_for_lines(live, 10, process)
+        code, _, err = call_cli("report", live)
+        assert code == ExitCode.LOCKED and f"{live} is being written by a run in progress (pid {process.pid})" in err
+        code, _, err = call_cli("diff", done, live, "--fail-on-regression")
+        assert code == ExitCode.LOCKED and "compare it once it has ended" in err
+        code, text, err = call_cli("history", done.parent, "--json")
+        assert code == ExitCode.OK and [Path(r["file"]).name for r in json.loads(text)["runs"]] == ["a.jsonl"]
+        assert f"{live} is being written by a run in progress (pid {process.pid}): left out" in err
+        assert call_cli("history", live)[0] == ExitCode.LOCKED
+    finally:
+        process.kill()
+        process.wait()
+    assert call_cli("report", live)[0] == ExitCode.INCOMPLETE  # killed now: its rows in flight are crashed
+    assert not (done.parent / "a.jsonl.lock").exists()  # the readers made no lock (the killed run's stays)

@@ -11,6 +11,7 @@ from .._exceptions import (
     OutputFailed,
     ResultsError,
 )
+from .._lock import refuse_live
 from .._summary_types import Summary
 from .._verdict import ExitCode
 from ._common import show, sim_config, simulator_endpoint, step_summary, with_simulator
@@ -42,6 +43,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         given = [name for name, on in _REGRADING_OPTIONS if on(args)]
         if given:
             raise ConfigError(f"{', '.join(given)}: only with --job JOB.yaml (they apply to its re-grading)")
+    refuse_live(args.results, "report it")
     page = report_page(args)
     unread = 0
 
@@ -112,6 +114,8 @@ def cmd_diff(args: argparse.Namespace, console: Console) -> int:
     if args.strict and not args.fail_on_regression:
         # Taken and unused, a CI step written `diff A B --strict` never failed (break27 m10).
         raise ConfigError("--strict: only with --fail-on-regression (it says what fails the gate)")
+    for results in (args.before, args.after):
+        refuse_live(results, "compare it")
     diff = diff_runs(args.before, args.after, console.warn, args.alpha, args.strict)
     show(console, args, diff, render_diff_text, render_diff_markdown)
     if args.fail_on_regression and diff["regression"]:
