@@ -20,7 +20,7 @@ from ._job import Job
 from ._lock import OutputLock
 from ._output_paths import SIDECARS, current_umask, sidecar_name_problem
 from ._reader import Warn
-from ._report_data import file_key_gap, read_run_summary, run_spans
+from ._report_data import RunSpan, file_key_gap, read_run_summary, run_spans
 from ._results import RESULTS_MODE, ResultsWriter, final_records
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
@@ -264,16 +264,33 @@ def merged_key_gap(shards: list[Path]) -> float:
     runs (each summary's `runs`) that overlapped in time count their largest gap, and such
     groups add up (a file's run in two parts around another is two runs: verify14k K4). A gap
     whose time is not known (a summary without `runs`, a crashed run's journal) is added on
-    its own: safe side."""
-    spans: list[tuple[str, str, float]] = []
+    its own: safe side.
+
+    Overlap is judged on the key's usage where every run read it at both ends: a clock stepped
+    back, or two runners' skew, made runs one after another look simultaneous, and the merged
+    spend fell below what was billed (break46 F3). Runs whose usage intervals only touch did
+    not count each other's charges. A run on a key of its own (--isolated-key) counted no other
+    run's: its gap is added."""
+    spans: list[RunSpan] = []
     loose = 0.0
     for shard in shards:
         runs = run_spans(read_run_summary(shard))
         spans += runs
-        loose += max(0.0, file_key_gap(shard) - sum(gap for _, _, gap in runs))
-    total, group_end, group_gap = loose, "", 0.0
-    for start, end, gap in sorted(spans):
-        if group_end and start > group_end:
+        loose += max(0.0, file_key_gap(shard) - sum(run.key_gap_usd for run in runs))
+    shared = [run for run in spans if not run.own_key]
+    total = loose + sum(run.key_gap_usd for run in spans if run.own_key)
+    if shared and all(run.usage_at_end is not None for run in shared):
+        by_usage = [(run.usage_at_start or 0.0, run.usage_at_end or 0.0, run.key_gap_usd) for run in shared]
+        return total + _grouped(by_usage, touching=False)
+    return total + _grouped([(run.started_at, run.finished_at, run.key_gap_usd) for run in shared], touching=True)
+
+
+def _grouped(intervals: list[tuple[Any, Any, float]], touching: bool) -> float:
+    """The largest gap of each group of overlapping intervals, added up; `touching`: whether
+    intervals that only meet overlap (wall-clock stamps to the second: they may have)."""
+    total, group_end, group_gap = 0.0, None, 0.0
+    for start, end, gap in sorted(intervals):
+        if group_end is not None and (start > group_end if touching else start >= group_end):
             total, group_gap = total + group_gap, 0.0
-        group_gap, group_end = max(group_gap, gap), max(group_end, end)
+        group_gap, group_end = max(group_gap, gap), end if group_end is None else max(group_end, end)
     return total + group_gap

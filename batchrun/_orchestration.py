@@ -35,8 +35,8 @@ from ._output_paths import (
 )
 from ._preflight import Preflight, job_routing_warning, keep_row, make_client, open_cache, preflight, unpriced
 from ._pricing import MAX_USD, money
-from ._reconcile import KeyStart
-from ._report_data import run_spans
+from ._reconcile import KeyStart, usage_span
+from ._report_data import RunSpan, run_spans
 from ._results import ResultsWriter, final_records
 from ._retry import retry_policy
 from ._run_control import RunControl
@@ -352,8 +352,14 @@ async def _locked_run(
             # Each run's own span and gap (a crashed run's, from its journal, with this one's):
             # merge tells runs that overlapped from those that did not (verify14k K4).
             runs=[
-                *({"started_at": a, "finished_at": b, "key_gap_usd": gap} for a, b, gap in run_spans(earlier)),
-                {"started_at": run_started, "finished_at": finished_at, "key_gap_usd": round(run_gap, 8)},
+                *(span.entry() for span in run_spans(earlier)),
+                RunSpan(
+                    run_started,
+                    finished_at,
+                    round(run_gap, 8),
+                    *usage_span(pre.key_start, reconciliation),
+                    isolated is not None,
+                ).entry(),
             ],
             kept_from_earlier=estimated.kept,
             isolated_key=isolated.audit() if isolated is not None else None,

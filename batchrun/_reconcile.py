@@ -272,3 +272,12 @@ def _unknown_parts(attempts: int, batches_held: float) -> str:
     if batches_held > 0:
         parts.append("batches open or in doubt")
     return " and ".join(parts)
+
+
+def usage_span(start: KeyStart, reconciliation: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The key's usage at the run's first and last readings, where both were read: merge tells
+    by them which runs overlapped, whatever the clocks said (break46 F3)."""
+    delta = reconciliation.get("key_usage_delta_usd")
+    if start.usage is None or not isinstance(delta, (int, float)) or delta < 0:
+        return None, None
+    return round(start.usage, 8), round(start.usage + delta, 8)

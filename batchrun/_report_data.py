@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._exceptions import ResultsError
 from ._failure_text import clip, failure_reasons
@@ -168,9 +168,32 @@ def _as_written(data: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def run_spans(summary: dict[str, Any]) -> list[tuple[str, str, float]]:
-    """A summary's `runs` that can be read: (started_at, finished_at, its own key gap) of each
-    run of the file, for merge (which runs overlapped) and for the next run's summary."""
+class RunSpan(NamedTuple):
+    """One run of a file, as its summary's `runs` keep it: its wall-clock span and its own key
+    gap; and, where /key was read at both ends, the key's usage then (a clock no skew moves:
+    merge tells runs that overlapped by it, break46 F3), and whether it spent a key of its own."""
+
+    started_at: str
+    finished_at: str
+    key_gap_usd: float
+    usage_at_start: float | None = None
+    usage_at_end: float | None = None
+    own_key: bool = False
+
+    def entry(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "key_gap_usd": self.key_gap_usd,
+            "key_usage_at_start": self.usage_at_start,
+            "key_usage_at_end": self.usage_at_end,
+            "own_key": self.own_key,
+        }
+
+
+def run_spans(summary: dict[str, Any]) -> list[RunSpan]:
+    """A summary's `runs` that can be read, for merge (which runs overlapped) and for the next
+    run's summary. Usage readings that are not an ordered pair of numbers are left out."""
     runs = summary.get("runs")
     spans = []
     for run in runs if isinstance(runs, list) else []:
@@ -178,7 +201,10 @@ def run_spans(summary: dict[str, Any]) -> list[tuple[str, str, float]]:
             continue
         start, end, gap = run.get("started_at"), run.get("finished_at"), money(run.get("key_gap_usd"))
         if isinstance(start, str) and isinstance(end, str) and start <= end and gap is not None:
-            spans.append((start, end, gap))
+            first, last = money(run.get("key_usage_at_start")), money(run.get("key_usage_at_end"))
+            if first is None or last is None or last < first:
+                first = last = None
+            spans.append(RunSpan(start, end, gap, first, last, run.get("own_key") is True))
     return spans
 
 

@@ -1266,6 +1266,36 @@ def test_a_merged_files_key_gap_adds_up_runs_that_did_not_overlap(
     assert merged_key_gap(paths) == pytest.approx(merged)
 
 
+@pytest.mark.parametrize(
+    ("runs", "merged"),
+    [
+        # break46 F3: shard 2 ran after shard 1 on a clock 3 s behind: by the clocks they overlap
+        # (the largest gap, $0.54 for $1.05); by the key's usage they did not (touching: each its own).
+        ([("T01:00", "T02:00", 0.54, 10.0, 12.0), ("T01:30", "T02:30", 0.51, 12.0, 13.5)], 1.05),
+        # Runs at once by the usage (each counted the other's charges), whatever the clocks say.
+        ([("T01:00", "T02:00", 1.6, 10.0, 14.0), ("T05:00", "T06:00", 1.7, 11.0, 15.0)], 1.7),
+        # A run without readings at both ends: the clocks decide, for all.
+        ([("T01:00", "T02:00", 1.6, 10.0, 14.0), ("T01:30", "T02:30", 1.7, None, None)], 1.7),
+        # A run on a key of its own counted no other's charges: added.
+        ([("T01:00", "T02:00", 1.6, 10.0, 14.0, True), ("T01:30", "T02:30", 1.7, 0.0, 2.0)], 3.3),
+        # Readings that are no ordered pair are none.
+        ([("T01:00", "T02:00", 1.6, 14.0, 10.0), ("T05:00", "T06:00", 1.7, 11.0, 15.0)], 3.3),
+    ],
+    ids=["skewed-clocks-sequential", "overlap-by-usage", "no-readings", "own-key", "unordered-readings"],
+)
+def test_a_merged_files_key_gap_tells_overlap_by_the_keys_usage(
+    tmp_path: Path, runs: list[tuple[Any, ...]], merged: float
+) -> None:
+    paths = []
+    for index, (a, b, gap, first, last, *own) in enumerate(runs):
+        path = tmp_path / f"s{index}.jsonl"
+        span = {"started_at": f"2026-11-29{a}:00.000Z", "finished_at": f"2026-11-29{b}:00.000Z", "key_gap_usd": gap}
+        span.update(key_usage_at_start=first, key_usage_at_end=last, own_key=bool(own))
+        path.with_name(f"s{index}.summary.json").write_text(json.dumps({"key_gap_usd": gap, "runs": [span]}))
+        paths.append(path)
+    assert merged_key_gap(paths) == pytest.approx(merged)
+
+
 def test_a_key_usage_below_the_one_a_run_left_makes_open_batches_count_their_worst_cases(tmp_path: Path) -> None:
     # Verification of the break14h fixes (K12): a key_usage_at_end above the key's usage now (an
     # edited record, another key) read as no rise, and a batch billed between runs was lost.
