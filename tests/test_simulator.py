@@ -46,6 +46,22 @@ def test_a_per_minute_limit_answers_429_with_the_reset(web: httpx.Client, sim: S
     assert post(web, sim).status_code == 200
 
 
+def test_the_free_daily_cap_resets_at_the_midnight_it_names(web: httpx.Client, sim: Simulator) -> None:
+    # break46 F4: one count for the server's life: after the midnight its 429 named, it refused
+    # again, naming the next one, and a client that waited for the reset saw "a daily cap".
+    midnight = 1_800_057_600.0  # 2027-01-16 00:00:00 UTC
+    clock = FakeClock(start=midnight - 4)
+    sim.clock = clock.time
+    sim.config.free_daily_cap = 1
+    free = {**BODY, "model": "meta-llama/llama-3.3-70b-instruct:free"}
+    assert [post(web, sim, free).status_code for _ in range(2)] == [200, 429]
+    limited = post(web, sim, free)
+    assert int(limited.headers["X-RateLimit-Reset"]) == int(midnight * 1000)
+    clock.now += 4  # the midnight named
+    assert [post(web, sim, free).status_code for _ in range(2)] == [200, 429]
+    assert int(post(web, sim, free).headers["X-RateLimit-Reset"]) == int((midnight + 86400) * 1000)
+
+
 @pytest.mark.parametrize("header", ["retry-after", "retry-after-ms"])
 def test_per_second_limit_header_forms(web: httpx.Client, sim: Simulator, header: str) -> None:
     sim.clock = FakeClock(start=1_800_000_000.25).time  # a quarter into a second, for the whole test

@@ -81,6 +81,7 @@ class ChatRoutes(KeyRoutes, StreamReplies):
     run_tag: str
     _rng: random.Random
     _daily: Counter[str]
+    _daily_day: int
     _generations: int
 
     def canonical(self, model: str) -> str | None:
@@ -134,7 +135,12 @@ class ChatRoutes(KeyRoutes, StreamReplies):
         if limited is not None:
             return limited, None
         if model.endswith(":free") and config.free_daily_cap is not None:
-            # limits.mdx: one daily cap for all free requests of the account.
+            # limits.mdx: one daily cap for all free requests of the account, for the UTC day of
+            # the simulator's clock: it resets at the midnight its 429 names (break46 F4: never).
+            today = math.floor(self.clock() / 86400)
+            if self._daily_day != today:
+                self._daily.clear()
+                self._daily_day = today
             if sum(self._daily.values()) >= config.free_daily_cap:
                 midnight = (math.floor(self.clock() / 86400) + 1) * 86400  # by its clock: tests pick the hour
                 headers = {

@@ -39,7 +39,8 @@ class Simulator(ChatRoutes):
         self.generations: dict[str, dict[str, Any]] = {}
         self.run_tag = secrets.token_hex(4)
         self.limits = RateWindow(self.config, lambda: self.clock())
-        self._daily: Counter[str] = Counter()
+        self._daily: Counter[str] = Counter()  # free requests today (by the simulator's clock)
+        self._daily_day = -1
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.host = "127.0.0.1"
