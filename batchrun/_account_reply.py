@@ -43,6 +43,7 @@ class CreatedKey:
     key: str | None  # None: the reply named the key it created (its hash) but not its secret
     hash: str
     label: str | None
+    server_ahead_s: float = 0.0  # how far the server's clock (its reply's Date) is ahead of ours
 
 
 # A key's hash as OpenRouter gives it (64 hex digits; older docs show a key-like text): it goes

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._account_reply import CreatedKey
 from ._client import OpenRouterClient
 from ._cut_off import CutOff
 from ._exceptions import ConfigError, RateLimited, RequestFailed, Transient
@@ -89,9 +90,8 @@ class IsolatedKey:
             return await call()
         return await retry_call(call, self._policy, self._sleep, retried=retried)
 
-    async def create(self, budget: float | None) -> None:
-        if budget is None:
-            raise ConfigError("--isolated-key needs a budget (run.budget_usd or --budget): it is the key's limit")
+    async def _make(self, budget: float) -> CreatedKey:
+        """POST /keys, for the run's budget until `expires_at`."""
         expires = utc_seconds(self.expires_at)
         self.asking = True  # cut off from here (a signal), a key may exist that no reply named
         try:
@@ -108,8 +108,26 @@ class IsolatedKey:
             maybe = status is None or status >= 500 or 200 <= status < 300 or status == 408
             left = f"; a key named {self.name!r} may have been created: it expires at {expires}" if maybe else ""
             raise ConfigError(f"could not create the per-run key: {failure.message}{left}") from None
-        self.asking = False
+        self.asking = False  # cut off (a signal), it stays set: the key may exist, and is said so
+        return created
+
+    async def create(self, budget: float | None) -> None:
+        if budget is None:
+            raise ConfigError("--isolated-key needs a budget (run.budget_usd or --budget): it is the key's limit")
+        created = await self._make(budget)
         self._hash = created.hash  # from here on, `finish` removes the key whatever happens
+        if created.server_ahead_s > EXPIRY_SLACK_S / 2:
+            # Its expiry was set by our clock: behind the server's, the key would die mid-run on
+            # the server's, refused as a bad key is (exit 9: break46 F5). Made again, on the server's.
+            try:
+                await self._call(lambda: self._management.delete_key(created.hash))
+            except RequestFailed as failure:
+                raise ConfigError(
+                    f"could not remove the per-run key made by a clock behind the server's: {failure.message}"
+                ) from None
+            self._hash, self.expires_at = None, self.expires_at + created.server_ahead_s
+            created = await self._make(budget)
+            self._hash = created.hash
         self.label = created.label or self.name
         if created.key is None:
             raise ConfigError("the /keys reply named the key it created but not the key itself: it is removed")

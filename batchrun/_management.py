@@ -4,10 +4,12 @@ and a key hash goes into a URL only quoted, after `parse_created_key` checked it
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
 from ._account_reply import CreatedKey, data_of, parse_created_key, parse_key_data
+from ._classify import server_now
 from ._client import OpenRouterClient
 from ._exceptions import ConfigError, Transient
 from ._pricing import parse_balance
@@ -50,7 +52,8 @@ class ManagementApi:
             raise client._failure(reply)
         created = parse_created_key(reply, client.scrub)
         client.scrub.add(created.key)
-        return created
+        now = client._clock.time()
+        return replace(created, server_ahead_s=server_now(reply.headers, now) - now)
 
     async def key_by_hash(self, key_hash: str) -> dict[str, Any] | None:
         reply = await self.client._account_get(_key_path(key_hash), self.key)

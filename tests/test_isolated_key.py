@@ -29,6 +29,7 @@ from .conftest import (
     SIM_MANAGEMENT_KEY,
     SMALL_JOB,
     FakeClock,
+    LeapClock,
     child_env,
     cli,
     created_keys,
@@ -446,3 +447,26 @@ def test_a_run_on_a_per_run_key_without_a_deadline_ends_before_its_key_does() ->
     assert with_key_deadline(replace(settings, deadline_s=100.0)).deadline_s == 100.0  # given: kept
     assert with_key_deadline(replace(settings, isolated_key=False)).deadline_s is None
     assert with_key_deadline(replace(settings, key_expiry_s=300.0)).deadline_s is None  # too short: as set
+
+
+async def test_a_per_run_key_made_by_a_clock_behind_the_servers_lives_by_the_servers(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # break46 F5: the key's expires_at came from our clock; 11 minutes behind the server's, the
+    # key died mid-run, "the API key was refused" (exit 9); 15 minutes, exit 2 before any row.
+    # The created key's reply says the server's time (its Date): the key is made again by it.
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    job = replace(job, run=replace(job.run, budget_usd=0.1, isolated_key=True, deadline_s=60.0, grace_s=1.0))
+    behind = LeapClock(lambda: False, 0.0)  # real time, 15 minutes behind the simulator's
+    behind.offset = -900.0
+    options = RunOptions(
+        api_key=None,
+        base_url=sim.base_url,
+        output=tmp_path / "out.jsonl",
+        management_key=SIM_MANAGEMENT_KEY,
+        clock=behind,
+    )
+    report = await run_job(job, options)
+    assert report.summary["stop"] is None and sim.stats.chat_requests == 20
+    audit = report.summary["isolated_key"]
+    assert len(sim.issued) == 2 and audit is not None and audit["removed"] in ("deleted", "disabled")
