@@ -128,8 +128,16 @@ class OutputLock:
             if same:
                 break
             os.close(fd)  # the file was removed by the run that held it: lock the new one
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:  # a full disk (break46 F6: a bare "No space left on device", the lock left)
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            os.close(fd)
+            raise OSError(
+                exc.errno, f"{exc.strerror}: cannot write the lock beside {self.target}", str(self.path)
+            ) from None
         self._fd = fd
         _HELD.append(self)
         try:

@@ -217,6 +217,16 @@ def test_a_dataset_copy_cut_by_a_file_size_limit_is_one_line_naming_both(tmp_pat
     assert result.stderr.endswith(": File too large\n")
 
 
+def test_a_lock_that_cannot_be_written_is_named_and_not_left_behind(tmp_path: Path) -> None:
+    # break46 F6: a full disk at the start said a bare "No space left on device", and the lock
+    # of a run that sent nothing stayed beside the output.
+    job = write_job(tmp_path, SMALL_JOB)
+    result = _with_small_files(0, job, "--simulate", "-q", "-o", tmp_path / "r.jsonl")
+    assert result.returncode == ExitCode.USAGE and result.stderr.count("\n") == 1, result.stderr
+    assert f"cannot write the lock beside {tmp_path / 'r.jsonl'}" in result.stderr
+    assert not (tmp_path / "r.jsonl.lock").exists() and not (tmp_path / "r.jsonl").exists()
+
+
 def test_a_report_file_cut_by_a_full_disk_is_not_left_behind_and_is_named(results: Path, tmp_path: Path) -> None:
     for option in ("--junit", "--html"):
         out = tmp_path / f"small{option[2:]}"
