@@ -290,7 +290,10 @@ async def _locked_run(
             runner.ledger,
             runner.charges,
             pre.key_start,
-            retry_policy(settings),
+            # /key found unreadable during the run: one more try, not a full retry (break46 F7: 2 x 60 s).
+            replace(retry_policy(settings), max_attempts=1)
+            if outcome.stop == StopReason.KEY_UNREADABLE
+            else retry_policy(settings),
             options.clock.sleep,
             cleanup_left,
             ends,
