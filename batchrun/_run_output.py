@@ -18,7 +18,7 @@ from ._killed_run import summary_key_seen
 from ._matrix import Shard, matrix_requests, shard_text
 from ._options import Notice, RunOptions
 from ._output_paths import fresh_output, latest_incomplete, sidecar_name_problem, summary_path, write_json_atomically
-from ._pricing import FLOAT_NOISE_USD, money
+from ._pricing import money
 from ._reader import ScanResult, Warn
 from ._record_head import state_blob
 from ._report_data import read_run_summary
@@ -210,18 +210,33 @@ def _refuse_irregular_summary(summary: Path) -> None:
         raise ConfigError(f"{summary}: not a regular file ({kind}): the run's summary goes there; move it away")
 
 
+SUMMARY_ROUNDING_USD = 1e-7  # a summary's money is rounded to 8 places: two such figures, and float residue
+
+
 def summary_spend_floor(output: Path, earlier: dict[str, Any], counted: float) -> tuple[float, str | None]:
     """What earlier runs of `output` spent: `counted` (its records' spend and the key gaps), or
-    what its summary said, where the file is shorter than that summary saw it (records removed
-    since, and the spend they held: break44 F4, a resume got it back and the server billed 1.84x
-    the budget); with a warning then. A file only grows after its summary (a resume appends)."""
+    what its summary said, where the file changed after that summary (shorter, or of another size
+    or newer: records removed or edited since, and the spend they held: break44 F4, verify47 N4,
+    a resume got it back and the server billed 1.84x the budget); with a warning then. A file
+    left as its summary saw it holds at least what that summary counted."""
     written, size = earlier.get("results_bytes"), results_size(output)
     said = (money(earlier.get("spent_before_usd")) or 0.0) + (money(earlier.get("spent_usd")) or 0.0)
-    if type(written) is not int or size is None or size >= written or said <= counted + FLOAT_NOISE_USD:
+    # The summary's figures are rounded (8 places): below this, no spend was lost.
+    if type(written) is not int or size is None or said <= counted + SUMMARY_ROUNDING_USD:
+        return counted, None
+    try:
+        newer = output.stat().st_mtime_ns > summary_path(output).stat().st_mtime_ns
+    except OSError:
+        newer = True
+    if size < written:
+        what = f"is {written - size:,} byte(s) shorter than its summary saw (records removed since)"
+    elif size != written or newer:
+        what = "changed after its summary was written (records edited since)"
+    else:
         return counted, None
     return said, (
-        f"warning: {output} is {written - size:,} byte(s) shorter than its summary saw (records removed since): "
-        f"the ${said:.6f} it says earlier runs spent counts, not the ${counted:.6f} the records hold"
+        f"warning: {output} {what}: the ${said:.6f} its summary says earlier runs spent counts, "
+        f"not the ${counted:.6f} the records hold"
     )
 
 

@@ -56,7 +56,7 @@ def test_spend_never_passes_the_budget(tmp_path: Path, seed: int) -> None:
     assert "stopped: budget" in result.stderr and "left)" in result.stderr
 
 
-@pytest.mark.parametrize("edit", ["answered rows removed", "spend zeroed"])
+@pytest.mark.parametrize("edit", ["answered rows removed", "spend zeroed", "spend zeroed, rewritten longer"])
 def test_records_removed_after_a_budget_stop_do_not_give_their_spend_back(
     tmp_path: Path, sim: Simulator, edit: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -71,11 +71,14 @@ def test_records_removed_after_a_budget_stop_do_not_give_their_spend_back(
     lines = out.read_text().splitlines(keepends=True)
     if edit == "spend zeroed":
         kept = [re.sub(r'"spent":[0-9.e-]+', '"spent":0', line) for line in lines]
+    elif edit == "spend zeroed, rewritten longer":  # verify47 N4: the floor took only a shorter file
+        kept = [json.dumps({**json.loads(line), "spent": 0}) + "\n" for line in lines]
     else:
         kept = [line for line in lines if json.loads(line)["status"] != "ok"]
     out.write_text("".join(kept))
     code, _, err = call_cli(*args, "--resume")
-    assert code == ExitCode.BUDGET and "shorter than its summary saw (records removed since)" in err, err
+    said = "changed after its summary was written" if "longer" in edit else "shorter than its summary saw"
+    assert code == ExitCode.BUDGET and said in err, err
     assert sim.stats.billed_usd <= 0.005 + 0.0001 and sim.stats.billed_usd - billed < 0.001
 
 
