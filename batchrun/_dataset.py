@@ -27,7 +27,7 @@ import sys
 import tempfile
 import unicodedata
 from array import array
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +38,7 @@ from ._files import open_regular
 from ._jobfile import key_like_strings, unusable_number
 from ._judge import check_kinds
 from ._scrub import KEY_LIKE
+from ._template import names_in, render_nested
 
 MAX_LINE_BYTES = 16 << 20
 
@@ -100,16 +101,34 @@ def _constant(text: str) -> float:
     raise RowError(None, f"{text} is not a JSON number")
 
 
+ADVICE = "keys belong in the environment, never in data"  # said of key-like text in data
+
+
 def _key_like(row: dict[str, Any]) -> str | None:
     """A dataset's variable that looks like an API key, refused as one in the job file is (a
     check's reason showed it on the terminal: verify20 V4); a job's own rows are checked there.
     Within a value too: a row's own `checks` carried a key into the results (break44 F7)."""
-    advice = "keys belong in the environment, never in data"
     for name, value in row.items():
         if KEY_LIKE.search(name) or (isinstance(value, str) and KEY_LIKE.search(value)):
-            return f"variable {name!r} looks like an OpenRouter API key: {advice}"
+            return f"variable {name!r} looks like an OpenRouter API key: {ADVICE}"
         if key_like_strings(value, ()):
-            return f"variable {name!r} holds text that looks like an OpenRouter API key: {advice}"
+            return f"variable {name!r} holds text that looks like an OpenRouter API key: {ADVICE}"
+    return None
+
+
+def keyed_checks(checks: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The templated checks a row's value could complete into key-like text (`sk-or-v1-{{h}}`:
+    neither part looks like a key until filled in; a failing check's reason carried it into the
+    results: verify47 N5). Found once: rendering every check for every row cost 1.4 s a 100,000."""
+    return [check for check in checks if "sk" in json.dumps(check) and names_in([check])]
+
+
+def filled_key_problem(keyed: list[dict[str, Any]], row: dict[str, Any]) -> str | None:
+    """A check (of `keyed`, or the row's own) that this row fills in with key-like text."""
+    own = row.get("checks")
+    for check in [*keyed, *(own if isinstance(own, list) else [])]:
+        if names_in([check]) <= row.keys() and KEY_LIKE.search(json.dumps(render_nested(check, row))):
+            return f"a check, filled in from this row, holds text that looks like an OpenRouter API key: {ADVICE}"
     return None
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._checks import check_problems, kind_problem, resolve_files, row_check_problem
-from ._dataset import REPEAT_HINT, DatasetFile, Snapshot, row_key, unnamed
+from ._dataset import REPEAT_HINT, DatasetFile, Snapshot, filled_key_problem, keyed_checks, row_key, unnamed
 from ._exceptions import JobError, Problem
 from ._files import file_identity, read_regular_text
 from ._formats import short
@@ -122,12 +122,15 @@ def _row_checker(
     not a scalar, a templated check that comes out empty, or its own checks (`graded`: the job
     names a grader, so a judge check may go without one)."""
     validator = None
+    keyed = keyed_checks(checks)
 
     def check_row(row: dict[str, Any]) -> str | None:
         nonlocal validator
         missing = needed - row.keys()
         if missing:
             return f"row lacks variable(s) {', '.join(sorted(missing))} used by the prompt"
+        if (filled := filled_key_problem(keyed, row)) is not None:
+            return filled
         for name, value in row.items():
             if unnamed(name):
                 return "a variable with no name (an empty key, or only invisible characters): name it, or leave it out"

@@ -884,8 +884,14 @@ def test_the_shared_parser_carries_nothing_from_one_call_to_the_next() -> None:
             "rows.jsonl:1: variable 'checks' holds text that looks like an OpenRouter API key",
         ),
         ("    dataset: rows.jsonl\n", {"a": 1, "checks": [{"contains": "x", "name": KEY_LIKE_TEXT}]}, "'checks' holds"),
+        # verify47 N5: a key split across a row's check and a variable, whole once filled in.
+        (
+            "    dataset: rows.jsonl\n",
+            {"a": 1, "h": KEY_LIKE_TEXT[9:], "checks": [{"contains": "sk-or-v1-{{h}}"}]},
+            "rows.jsonl:1: a check, filled in from this row, holds text that looks like an OpenRouter API key",
+        ),
     ],
-    ids=["mapping key", "variable name", "dataset value", "dataset column", "row check", "row check name"],
+    ids=["mapping key", "variable name", "dataset value", "dataset column", "row check", "row check name", "split key"],
 )
 def test_key_like_text_anywhere_in_a_job_or_its_rows_is_refused(
     tmp_path: Path, job_lines: str, rows: dict[str, object] | None, said: str
