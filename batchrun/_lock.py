@@ -74,7 +74,7 @@ def finished(files: list[Path], warn: Callable[[str], None]) -> list[Path]:
     live = {file: writer_of(file) for file in files}
     for file, pid in live.items():
         if pid is not None:
-            warn(f"warning: {file} is being written by a run in progress (pid {pid}): left out")
+            warn(f"{file} is being written by a run in progress (pid {pid}): left out")
     done = [file for file, pid in live.items() if pid is None]
     if files and not done:
         raise LockHeld(

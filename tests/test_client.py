@@ -228,10 +228,25 @@ async def test_a_reset_is_measured_against_the_servers_date_when_our_clock_is_of
     }
     result, _ = await chat(err(429, headers=headers), clock)
     assert isinstance(result, RateLimited) and result.limit_wait is not None
-    # Our clock where it agrees with the Date within its resolution; else the Date's (taken half
-    # a second into its second).
-    assert result.limit_wait == pytest.approx(1.0 + behind_s if abs(behind_s) <= 2 else 0.5)
+    # Our clock where the Date is not ahead of it by more than its resolution; else the Date's
+    # (taken half a second into its second). A server behind us: the reset is past, no wait.
+    expected = 0.5 if behind_s > 2 else max(0.0, 1.0 + behind_s)
+    assert result.limit_wait == pytest.approx(expected)
     assert result.retry_after is not None and result.retry_after <= 2.0
+
+
+@pytest.mark.parametrize("date_s", [-300.0, -3600.0, -1_800_000_000.0])
+async def test_a_date_behind_our_clock_never_stretches_a_wait(date_s: float) -> None:
+    # verify48 N1: a proxy's stale Date, or 1970 from an unset clock, on replies whose reset is
+    # right: believed, a one-second limit read as a 300 s wait, or a daily cap (exit 1).
+    clock = FakeClock()
+    headers = {
+        "X-RateLimit-Reset": str(int((clock.time() + 1) * 1000)),
+        "X-RateLimit-Limit": "20",
+        "Date": email.utils.formatdate(clock.time() + date_s, usegmt=True),
+    }
+    result, _ = await chat(err(429, headers=headers), clock)
+    assert isinstance(result, RateLimited) and result.limit_wait == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("date", ["yesterday", "Fri, 15 Jan 99999 08:00:10 GMT", "", "Thu, 01 Jan 1970 00:00:00 GMT"])
