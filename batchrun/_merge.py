@@ -279,18 +279,40 @@ def merged_key_gap(shards: list[Path]) -> float:
         loose += max(0.0, file_key_gap(shard) - sum(run.key_gap_usd for run in runs))
     shared = [run for run in spans if not run.own_key]
     total = loose + sum(run.key_gap_usd for run in spans if run.own_key)
-    if shared and all(run.usage_at_end is not None for run in shared):
-        by_usage = [(run.usage_at_start or 0.0, run.usage_at_end or 0.0, run.key_gap_usd) for run in shared]
-        return total + _grouped(by_usage, touching=False)
-    return total + _grouped([(run.started_at, run.finished_at, run.key_gap_usd) for run in shared], touching=True)
+    if all(run.usage_at_end is not None and run.key_id for run in shared):
+        keys = {run.key_id for run in shared}  # runs on another key never counted these charges
+        return total + sum(_by_usage([run for run in shared if run.key_id == key]) for key in keys)
+    return total + _by_clock(shared)
 
 
-def _grouped(intervals: list[tuple[Any, Any, float]], touching: bool) -> float:
-    """The largest gap of each group of overlapping intervals, added up; `touching`: whether
-    intervals that only meet overlap (wall-clock stamps to the second: they may have)."""
-    total, group_end, group_gap = 0.0, None, 0.0
-    for start, end, gap in sorted(intervals):
-        if group_end is not None and (start > group_end if touching else start >= group_end):
+def _by_usage(runs: list[RunSpan]) -> float:
+    """Runs on one key, grouped where their usage intervals overlap. A group's gap is what the
+    key was charged over the group beyond what its runs knew of (each run's usage rise less its
+    gap), never less than its largest gap: runs that overlapped only in part counted part of each
+    other's charges, and the largest fell below the bill (verify48 N3)."""
+    total = 0.0
+    group: list[RunSpan] = []
+    for run in sorted(runs, key=lambda r: (r.usage_at_start or 0.0, r.usage_at_end or 0.0)):
+        if group and (run.usage_at_start or 0.0) >= max(r.usage_at_end or 0.0 for r in group):
+            total += _group_gap(group)
+            group = []
+        group.append(run)
+    return total + (_group_gap(group) if group else 0.0)
+
+
+def _group_gap(group: list[RunSpan]) -> float:
+    first, last = min(r.usage_at_start or 0.0 for r in group), max(r.usage_at_end or 0.0 for r in group)
+    known = sum(max(0.0, (r.usage_at_end or 0.0) - (r.usage_at_start or 0.0) - r.key_gap_usd) for r in group)
+    return max(max(r.key_gap_usd for r in group), last - first - known)
+
+
+def _by_clock(runs: list[RunSpan]) -> float:
+    """The largest gap of each group of runs whose spans overlap in time, added up (summaries
+    of older versions, or runs that did not read /key at both ends); spans that only meet
+    overlap (stamps to the millisecond: they may have)."""
+    total, group_end, group_gap = 0.0, "", 0.0
+    for start, end, gap, *_ in sorted(runs):
+        if group_end and start > group_end:
             total, group_gap = total + group_gap, 0.0
-        group_gap, group_end = max(group_gap, gap), end if group_end is None else max(group_end, end)
+        group_gap, group_end = max(group_gap, gap), max(group_end, end)
     return total + group_gap

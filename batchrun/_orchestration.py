@@ -36,7 +36,7 @@ from ._output_paths import (
 from ._preflight import Preflight, job_routing_warning, keep_row, make_client, open_cache, preflight, unpriced
 from ._pricing import MAX_USD, money
 from ._reconcile import KeyStart, usage_span
-from ._report_data import RunSpan, run_spans
+from ._report_data import RunSpan, key_id, run_spans
 from ._results import ResultsWriter, final_records
 from ._retry import retry_policy
 from ._run_control import RunControl
@@ -275,8 +275,7 @@ async def _locked_run(
         ends = wind_down_within(settings.grace_s, outcome.stop in _PROMPT_STOPS, cleanup_left())
         runner.charges.cut_off = ends
         control.winding_down = lambda: ends.set_in(wind_down_s(settings.grace_s))
-        # The run's last lookups of costs still unknown (those not done stay unknown, their
-        # worst cases held); rows they resolve are written again.
+        # The last lookups of costs still unknown (those not done stay held); rows they resolve are written again.
         # After a deadline or a signal, /generation that stopped answering is not tried again: the
         # try took the whole grace, and the /key read after it never came (verify37 N3).
         await runner.charges.retry_lookups(final=outcome.stop not in _PROMPT_STOPS)
@@ -361,7 +360,8 @@ async def _locked_run(
                     finished_at,
                     round(run_gap, 8),
                     *usage_span(pre.key_start, reconciliation),
-                    isolated is not None,
+                    own_key=isolated is not None,
+                    key_id=key_id(options.api_key),
                 ).entry(),
             ],
             kept_from_earlier=estimated.kept,

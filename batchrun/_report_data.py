@@ -8,6 +8,7 @@ builder `report` prints, so the page and the terminal never disagree.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -179,6 +180,7 @@ class RunSpan(NamedTuple):
     usage_at_start: float | None = None
     usage_at_end: float | None = None
     own_key: bool = False
+    key_id: str | None = None  # which key the usage is of (`key_id`): another key's is on another scale
 
     def entry(self) -> dict[str, Any]:
         return {
@@ -188,7 +190,17 @@ class RunSpan(NamedTuple):
             "key_usage_at_start": self.usage_at_start,
             "key_usage_at_end": self.usage_at_end,
             "own_key": self.own_key,
+            "key_id": self.key_id,
         }
+
+
+def key_id(api_key: str | None) -> str | None:
+    """A name for the key a run spent, to tell runs on one key from runs on others (verify48 N2:
+    two accounts' usage ranges overlapped, and sequential shards were merged as simultaneous). 48
+    bits of a salted SHA-256: nothing of the key, and not a prefix of the hash OpenRouter gives it."""
+    if not api_key:
+        return None
+    return hashlib.sha256(b"batchrun key id\0" + api_key.encode()).hexdigest()[:12]
 
 
 def run_spans(summary: dict[str, Any]) -> list[RunSpan]:
@@ -204,7 +216,8 @@ def run_spans(summary: dict[str, Any]) -> list[RunSpan]:
             first, last = money(run.get("key_usage_at_start")), money(run.get("key_usage_at_end"))
             if first is None or last is None or last < first:
                 first = last = None
-            spans.append(RunSpan(start, end, gap, first, last, run.get("own_key") is True))
+            name = run.get("key_id") if isinstance(run.get("key_id"), str) else None
+            spans.append(RunSpan(start, end, gap, first, last, run.get("own_key") is True, name))
     return spans
 
 

@@ -1283,17 +1283,35 @@ def test_a_merged_files_key_gap_adds_up_runs_that_did_not_overlap(
         ([("T01:00", "T02:00", 1.6, 10.0, 14.0, True), ("T01:30", "T02:30", 1.7, 0.0, 2.0)], 3.3),
         # Readings that are no ordered pair are none.
         ([("T01:00", "T02:00", 1.6, 14.0, 10.0), ("T05:00", "T06:00", 1.7, 11.0, 15.0)], 3.3),
+        # verify48 N2: two keys (two accounts, a key rotated between shards): their usage is on
+        # scales of their own, so ranges that overlap say nothing: each its own gap.
+        (
+            [("T01:00", "T02:00", 0.54, 0.0, 1.12, False, "k1"), ("T03:00", "T04:00", 0.51, 0.0, 1.13, False, "k2")],
+            1.05,
+        ),
+        # verify48 N3: runs that overlapped in part counted part of each other's charges: the
+        # group's rise (22.5) less what its runs knew of (5.8 + 6.21), not the largest gap.
+        ([("T01:00", "T02:00", 8.4, 0.0, 14.2, False, "k"), ("T01:30", "T02:30", 7.83, 8.46, 22.5, False, "k")], 10.49),
     ],
-    ids=["skewed-clocks-sequential", "overlap-by-usage", "no-readings", "own-key", "unordered-readings"],
+    ids=[
+        "skewed-clocks-sequential",
+        "overlap-by-usage",
+        "no-readings",
+        "own-key",
+        "unordered-readings",
+        "two-keys",
+        "partial-overlap",
+    ],
 )
 def test_a_merged_files_key_gap_tells_overlap_by_the_keys_usage(
     tmp_path: Path, runs: list[tuple[Any, ...]], merged: float
 ) -> None:
     paths = []
-    for index, (a, b, gap, first, last, *own) in enumerate(runs):
+    for index, (a, b, gap, first, last, *rest) in enumerate(runs):
         path = tmp_path / f"s{index}.jsonl"
         span = {"started_at": f"2026-11-29{a}:00.000Z", "finished_at": f"2026-11-29{b}:00.000Z", "key_gap_usd": gap}
-        span.update(key_usage_at_start=first, key_usage_at_end=last, own_key=bool(own))
+        own, key = (rest + [False, "k"])[:2]  # one key unless named
+        span.update(key_usage_at_start=first, key_usage_at_end=last, own_key=own, key_id=key)
         path.with_name(f"s{index}.summary.json").write_text(json.dumps({"key_gap_usd": gap, "runs": [span]}))
         paths.append(path)
     assert merged_key_gap(paths) == pytest.approx(merged)
