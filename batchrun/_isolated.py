@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ._settings import RunSettings
 
 EXPIRY_SLACK_S = 600.0
+DAY_S = 86_400.0  # a clock further behind the server's than this is not believed: said
 T = TypeVar("T")
 
 
@@ -116,6 +117,11 @@ class IsolatedKey:
             raise ConfigError("--isolated-key needs a budget (run.budget_usd or --budget): it is the key's limit")
         created = await self._make(budget)
         self._hash = created.hash  # from here on, `finish` removes the key whatever happens
+        if created.server_ahead_s > DAY_S:  # a Date that lies (a proxy's): no key made to live a year (verify48)
+            raise ConfigError(
+                f"the /keys reply's Date is {created.server_ahead_s:,.0f} s ahead of this machine's clock: "
+                "set the clock (NTP), or check what answers for the endpoint; the key made is removed"
+            )
         if created.server_ahead_s > EXPIRY_SLACK_S / 2:
             # Its expiry was set by our clock: behind the server's, the key would die mid-run on
             # the server's, refused as a bad key is (exit 9: break46 F5). Made again, on the server's.

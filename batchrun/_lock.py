@@ -65,7 +65,9 @@ def refuse_live(path: Path, what: str) -> None:
     a changed pass rate as a regression (break46 F2: `diff --fail-on-regression` exit 4)."""
     pid = writer_of(path)
     if pid is not None:
-        raise LockHeld(f"{path} is being written by a run in progress (pid {pid}): {what} once it has ended")
+        raise LockHeld(
+            f"{path} is held by another batchrun (pid {pid}: a run writing it, or a merge): {what} once it has ended"
+        )
 
 
 def finished(files: list[Path], warn: Callable[[str], None]) -> list[Path]:
@@ -74,7 +76,7 @@ def finished(files: list[Path], warn: Callable[[str], None]) -> list[Path]:
     live = {file: writer_of(file) for file in files}
     for file, pid in live.items():
         if pid is not None:
-            warn(f"{file} is being written by a run in progress (pid {pid}): left out")
+            warn(f"{file} is held by another batchrun (pid {pid}: a run writing it, or a merge): left out")
     done = [file for file, pid in live.items() if pid is None]
     if files and not done:
         raise LockHeld(

@@ -470,3 +470,21 @@ async def test_a_per_run_key_made_by_a_clock_behind_the_servers_lives_by_the_ser
     assert report.summary["stop"] is None and sim.stats.chat_requests == 20
     audit = report.summary["isolated_key"]
     assert len(sim.issued) == 2 and audit is not None and audit["removed"] in ("deleted", "disabled")
+
+
+async def test_a_keys_reply_date_a_day_or_more_ahead_is_said_not_believed(tmp_path: Path, sim: Simulator) -> None:
+    # verify48 N1: a proxy's Date a year ahead made the remade key live a year.
+    sim.clock = lambda: time.time() + 2 * 86_400.0  # its replies' Date
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    job = replace(job, run=replace(job.run, budget_usd=0.1, isolated_key=True, deadline_s=60.0))
+    real = LeapClock(lambda: False, 0.0)
+    options = RunOptions(
+        api_key=None,
+        base_url=sim.base_url,
+        output=tmp_path / "out.jsonl",
+        management_key=SIM_MANAGEMENT_KEY,
+        clock=real,
+    )
+    with pytest.raises(ConfigError, match="Date is 172,8[0-9][0-9] s ahead of this machine's clock: set the clock"):
+        await run_job(job, options)
+    assert sim.stats.chat_requests == 0 and len(sim.issued) == 1

@@ -663,12 +663,15 @@ def test_readers_do_not_read_a_run_in_progress_as_a_crashed_one(tmp_path: Path, 
     try:
         wait_for_lines(live, 10, process)
         code, _, err = call_cli("report", live)
-        assert code == ExitCode.LOCKED and f"{live} is being written by a run in progress (pid {process.pid})" in err
+        assert (
+            code == ExitCode.LOCKED
+            and f"{live} is held by another batchrun (pid {process.pid}: a run writing it" in err
+        )
         code, _, err = call_cli("diff", done, live, "--fail-on-regression")
         assert code == ExitCode.LOCKED and "compare it once it has ended" in err
         code, text, err = call_cli("history", done.parent, "--json")
         assert code == ExitCode.OK and [Path(r["file"]).name for r in json.loads(text)["runs"]] == ["a.jsonl"]
-        assert f"{live} is being written by a run in progress (pid {process.pid}): left out" in err
+        assert f"{live} is held by another batchrun (pid {process.pid}: a run writing it, or a merge): left out" in err
         assert call_cli("history", live)[0] == ExitCode.LOCKED
     finally:
         process.kill()
