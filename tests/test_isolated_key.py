@@ -449,24 +449,27 @@ def test_a_run_on_a_per_run_key_without_a_deadline_ends_before_its_key_does() ->
     assert with_key_deadline(replace(settings, key_expiry_s=300.0)).deadline_s is None  # too short: as set
 
 
+def _on_a_real_clock(sim: Simulator, tmp_path: Path, offset_s: float) -> tuple[Job, RunOptions]:
+    """SMALL_JOB on a per-run key of $0.1 with a 60 s deadline, on real time moved by `offset_s`
+    (the simulator's keys expire by its real clock: a fake clock would not show it)."""
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    job = replace(job, run=replace(job.run, budget_usd=0.1, isolated_key=True, deadline_s=60.0, grace_s=1.0))
+    clock = LeapClock(lambda: False, 0.0)
+    clock.offset = offset_s
+    output = tmp_path / "out.jsonl"
+    options = RunOptions(
+        api_key=None, base_url=sim.base_url, output=output, management_key=SIM_MANAGEMENT_KEY, clock=clock
+    )
+    return job, options
+
+
 async def test_a_per_run_key_made_by_a_clock_behind_the_servers_lives_by_the_servers(
     tmp_path: Path, sim: Simulator
 ) -> None:
     # break46 F5: the key's expires_at came from our clock; 11 minutes behind the server's, the
     # key died mid-run, "the API key was refused" (exit 9); 15 minutes, exit 2 before any row.
     # The created key's reply says the server's time (its Date): the key is made again by it.
-    job = load_job(write_job(tmp_path, SMALL_JOB))
-    job = replace(job, run=replace(job.run, budget_usd=0.1, isolated_key=True, deadline_s=60.0, grace_s=1.0))
-    behind = LeapClock(lambda: False, 0.0)  # real time, 15 minutes behind the simulator's
-    behind.offset = -900.0
-    options = RunOptions(
-        api_key=None,
-        base_url=sim.base_url,
-        output=tmp_path / "out.jsonl",
-        management_key=SIM_MANAGEMENT_KEY,
-        clock=behind,
-    )
-    report = await run_job(job, options)
+    report = await run_job(*_on_a_real_clock(sim, tmp_path, -900.0))  # 15 minutes behind the simulator's
     assert report.summary["stop"] is None and sim.stats.chat_requests == 20
     audit = report.summary["isolated_key"]
     assert len(sim.issued) == 2 and audit is not None and audit["removed"] in ("deleted", "disabled")
@@ -475,16 +478,6 @@ async def test_a_per_run_key_made_by_a_clock_behind_the_servers_lives_by_the_ser
 async def test_a_keys_reply_date_a_day_or_more_ahead_is_said_not_believed(tmp_path: Path, sim: Simulator) -> None:
     # verify48 N1: a proxy's Date a year ahead made the remade key live a year.
     sim.clock = lambda: time.time() + 2 * 86_400.0  # its replies' Date
-    job = load_job(write_job(tmp_path, SMALL_JOB))
-    job = replace(job, run=replace(job.run, budget_usd=0.1, isolated_key=True, deadline_s=60.0))
-    real = LeapClock(lambda: False, 0.0)
-    options = RunOptions(
-        api_key=None,
-        base_url=sim.base_url,
-        output=tmp_path / "out.jsonl",
-        management_key=SIM_MANAGEMENT_KEY,
-        clock=real,
-    )
     with pytest.raises(ConfigError, match="Date is 172,8[0-9][0-9] s ahead of this machine's clock: set the clock"):
-        await run_job(job, options)
+        await run_job(*_on_a_real_clock(sim, tmp_path, 0.0))
     assert sim.stats.chat_requests == 0 and len(sim.issued) == 1
