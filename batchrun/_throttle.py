@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from ._clock import Clock
 from ._exceptions import NotSent
 from ._pacing import PacingPolicy, ScopeControl
 
 FREE_SCOPE = ":free"  # the account-wide pool of every free model variant
+HELD_MAX = 1024  # rows held back from a cooling scope at most: a bound on what they hold in memory
+T = TypeVar("T")
 
 
 def scope_of(model: str) -> str:
@@ -56,6 +59,27 @@ class Throttle:
         if state is None:
             state = self._scopes[name] = ScopeControl(float(self.cap), self._clock.monotonic(), self.policy)
         return state
+
+    def cooling(self, model: str) -> bool:
+        """Whether the model's scope is waiting out a cooldown (a server asked it to wait)."""
+        return self.scope(model).cooldown_until > self._clock.monotonic()
+
+    def cooled_first(self, items: Iterator[T], model_of: Callable[[T], str]) -> Iterator[T]:
+        """`items` in order, but one whose model's scope is cooling down is held back while
+        others can go (at most HELD_MAX): each worker that took one waited the cooldown out,
+        and one model at capacity ("retry after 60 s") held every worker, the other models' rows
+        unsent for ten minutes (verify48 N5). Held ones go once the scope at their head has
+        cooled, or when nothing else is left."""
+        held: collections.deque[T] = collections.deque()
+        for item in items:
+            while held and not self.cooling(model_of(held[0])):
+                yield held.popleft()
+            if len(held) < HELD_MAX and self.cooling(model_of(item)):
+                held.append(item)
+                continue
+            yield item
+        while held:
+            yield held.popleft()
 
     async def acquire(self, model: str) -> float:
         """Wait for the scope's cooldown and pace and a free slot; returns the attempt's start.

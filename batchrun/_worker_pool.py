@@ -355,7 +355,7 @@ class Runner:
     async def run(self, requests: Iterator[Request]) -> PoolOutcome:
         self.dispatch.watch_key()
         self.stops.start_deadline(self.config.deadline_s)
-        source = iter(requests)
+        source = self.throttle.cooled_first(iter(requests), lambda request: request.model)
         try:
             async with asyncio.TaskGroup() as group:
                 workers = [group.create_task(self._worker(source)) for _ in range(self.config.settings.concurrency)]

@@ -138,6 +138,20 @@ async def test_a_wait_over_the_cap_skips_the_models_waiting_rows_at_once(
     assert "over the 0.5 s cap" in next(r for r in rows if r["error"])["error"]["message"]
 
 
+async def test_a_model_told_to_wait_does_not_hold_the_workers_from_the_other_models(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # verify48 N5: each worker took a row of the model at capacity and waited its 60 s out; the
+    # other models' rows went unsent for ten minutes. Its rows are held back while others can go.
+    sim.config.unavailable[PAID] = "capacity_exhausted"  # retry after 60 s, within max_wait_s
+    _, rows, _ = await run(
+        Path(write_job(tmp_path, SMALL_JOB)), sim, tmp_path, concurrency=1, max_attempts=2, max_wait_s=120
+    )
+    order = [row["model"] for row in rows]
+    assert order[0] == PAID and order[1:11] == ["google/gemini-2.0-flash-001"] * 10, order
+    assert {row["status"] for row in rows if row["model"] == PAID} == {"error"}
+
+
 async def test_a_wait_past_the_deadline_ends_the_retrying_instead_of_waiting() -> None:
     clock = FakeClock()
     calls = 0

@@ -151,3 +151,18 @@ async def test_ledger_never_overspends_under_many_concurrent_tasks() -> None:
     await asyncio.gather(*(task() for _ in range(500)))
     assert sum(settled) <= 1.0 + 1e-9
     assert ledger.spent == pytest.approx(sum(settled)) and ledger.reserved == pytest.approx(0) and ledger.in_flight == 0
+
+
+def test_rows_of_a_cooling_scope_are_held_back_while_others_can_go(clock: FakeClock) -> None:
+    # verify48 N5: one model at capacity ("retry after 60 s") held every worker, each waiting the
+    # cooldown out with a row of it, and the other models' rows went unsent for ten minutes.
+    throttle = Throttle(4, clock)
+    throttle.scope("a").cooldown_until = 10.0
+    items = iter(["a1", "b1", "a2", "b2", "a3"])
+    feed = throttle.cooled_first(items, lambda item: item[0])
+    assert [next(feed), next(feed)] == ["b1", "b2"]  # a's rows held while its scope cools
+    clock.now = 10.0  # cooled: the held rows go first, in order
+    assert list(feed) == ["a1", "a2", "a3"]
+    # Nothing else left: held rows go anyway (they wait in `acquire`, as before).
+    throttle.scope("c").cooldown_until = 99.0
+    assert list(throttle.cooled_first(iter(["c1", "c2"]), lambda item: item[0])) == ["c1", "c2"]
