@@ -41,23 +41,32 @@ def release_all() -> None:
             lock.release()
 
 
-def writer_of(path: Path) -> int | None:
-    """The pid of the run writing `path` now (it holds the file's flock: `_lock_the_file_itself`),
-    or None. Read from /proc/locks, so the reader takes no lock (a shared one, held for an
-    instant, would refuse a run starting then: exit 8) and writes nothing. None where /proc is
-    not there to say."""
+def _flock_holders() -> dict[str, int]:
+    """Each exclusive flock held now, "dev:inode" -> its pid, from /proc/locks: a reader takes no
+    lock (a shared one, held for an instant, would refuse a run starting then: exit 8) and
+    writes nothing. Empty where /proc is not there to say."""
     try:
-        info = path.stat()
         with open("/proc/locks", encoding="ascii", errors="replace") as locks:
             table = locks.read()
     except (OSError, ValueError):
-        return None
-    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+        return {}
+    holders = {}
     for line in table.splitlines():
         parts = line.split()  # "1: FLOCK  ADVISORY  WRITE 22134 00:1b:4403782 0 EOF"; a waiter's has "->"
-        if len(parts) >= 6 and parts[1:4] == ["FLOCK", "ADVISORY", "WRITE"] and parts[5] == device:
-            return int(parts[4]) if parts[4].isdigit() else None
-    return None
+        if len(parts) >= 6 and parts[1:4] == ["FLOCK", "ADVISORY", "WRITE"] and parts[4].isdigit():
+            holders[parts[5]] = int(parts[4])
+    return holders
+
+
+def writer_of(path: Path, holders: dict[str, int] | None = None) -> int | None:
+    """The pid of the run writing `path` now (it holds the file's flock: `_lock_the_file_itself`),
+    or None; `holders`: a reading of `_flock_holders` to look in, for several files."""
+    try:
+        info = path.stat()
+    except (OSError, ValueError):
+        return None
+    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    return (_flock_holders() if holders is None else holders).get(device)
 
 
 def refuse_live(path: Path, what: str) -> None:
@@ -73,7 +82,8 @@ def refuse_live(path: Path, what: str) -> None:
 def finished(files: list[Path], warn: Callable[[str], None]) -> list[Path]:
     """`files` without those a run is still writing (`history`: a night 20% done read as a fall
     in the pass rate, its rows in flight as crashed: break46 F2), each said; LockHeld if none is left."""
-    live = {file: writer_of(file) for file in files}
+    holders = _flock_holders()  # one reading for every file
+    live = {file: writer_of(file, holders) for file in files}
     for file, pid in live.items():
         if pid is not None:
             warn(f"{file} is held by another batchrun (pid {pid}: a run writing it, or a merge): left out")

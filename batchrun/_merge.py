@@ -279,7 +279,7 @@ def merged_key_gap(shards: list[Path]) -> float:
         loose += max(0.0, file_key_gap(shard) - sum(run.key_gap_usd for run in runs))
     shared = [run for run in spans if not run.own_key]
     total = loose + sum(run.key_gap_usd for run in spans if run.own_key)
-    if all(run.usage_at_end is not None and run.key_id for run in shared):
+    if all(run.usage_at_start is not None and run.usage_at_end is not None and run.key_id for run in shared):
         keys = {run.key_id for run in shared}  # runs on another key never counted these charges
         return total + sum(_by_usage([run for run in shared if run.key_id == key]) for key in keys)
     return total + _by_clock(shared)
@@ -290,20 +290,21 @@ def _by_usage(runs: list[RunSpan]) -> float:
     key was charged over the group beyond what its runs knew of (each run's usage rise less its
     gap), never less than its largest gap: runs that overlapped only in part counted part of each
     other's charges, and the largest fell below the bill (verify48 N3)."""
-    total = 0.0
-    group: list[RunSpan] = []
-    for run in sorted(runs, key=lambda r: (r.usage_at_start or 0.0, r.usage_at_end or 0.0)):
-        if group and (run.usage_at_start or 0.0) >= max(r.usage_at_end or 0.0 for r in group):
-            total += _group_gap(group)
-            group = []
-        group.append(run)
+    intervals = sorted((run.usage_at_start or 0.0, run.usage_at_end or 0.0, run.key_gap_usd) for run in runs)
+    total, group = 0.0, intervals[:1]
+    group_end = intervals[0][1] if intervals else 0.0
+    for interval in intervals[1:]:
+        if interval[0] >= group_end:  # only touching: neither counted the other's charges
+            total, group = total + _group_gap(group), []
+        group.append(interval)
+        group_end = max(group_end, interval[1]) if len(group) > 1 else interval[1]
     return total + (_group_gap(group) if group else 0.0)
 
 
-def _group_gap(group: list[RunSpan]) -> float:
-    first, last = min(r.usage_at_start or 0.0 for r in group), max(r.usage_at_end or 0.0 for r in group)
-    known = sum(max(0.0, (r.usage_at_end or 0.0) - (r.usage_at_start or 0.0) - r.key_gap_usd) for r in group)
-    return max(max(r.key_gap_usd for r in group), last - first - known)
+def _group_gap(group: list[tuple[float, float, float]]) -> float:
+    known = sum(max(0.0, end - start - gap) for start, end, gap in group)
+    rise = max(end for _, end, _ in group) - min(start for start, _, _ in group)
+    return max(max(gap for *_, gap in group), rise - known)
 
 
 def _by_clock(runs: list[RunSpan]) -> float:

@@ -180,21 +180,26 @@ def resume_states(output: Path, warn: Warn) -> ScanResult:
     scan: only where it can find something."""
     states = scan_states(output, warn)
     earlier = read_run_summary(output)
-    try:
-        edited = output.stat().st_mtime_ns >= summary_path(output).stat().st_mtime_ns  # a clock tick may hold both
-    except OSError:
-        edited = True
-    # Or its size is not the one its summary saw: an edit whose copy kept the older time (`cp -p`,
-    # `rsync -t`, a restore) passed the time's test (verify36 N2).
-    size = results_size(output)
-    edited = edited or earlier.get("results_bytes", size) != size
-    if earlier and not earlier.get("unread_lines") and not edited:
+    if earlier and not earlier.get("unread_lines") and not _changed_after(output, earlier):
         return states
     read: dict[bytes, bytes] = {}
     for record in final_records(output, lambda _: None, journal=False):  # said by the scan, and at the end
         state = (record.get("fingerprint") or "", record["status"], record.get("reason"), bool(record.get("retryable")))
         read[record["id"].encode()] = state_blob(*state)
     return replace(states, _states=read)
+
+
+def _changed_after(output: Path, earlier: dict[str, Any]) -> bool:
+    """Whether `output` changed after its summary `earlier` was written: newer (a clock tick may
+    hold both), or of another size than it saw (an edit whose copy kept the older time, `cp -p`,
+    `rsync -t`, a restore, passed the time's test: verify36 N2)."""
+    try:
+        if output.stat().st_mtime_ns >= summary_path(output).stat().st_mtime_ns:
+            return True
+    except OSError:
+        return True
+    size = results_size(output)
+    return earlier.get("results_bytes", size) != size
 
 
 def _refuse_irregular_summary(summary: Path) -> None:
@@ -224,13 +229,9 @@ def summary_spend_floor(output: Path, earlier: dict[str, Any], counted: float) -
     # The summary's figures are rounded (8 places): below this, no spend was lost.
     if type(written) is not int or size is None or said <= counted + SUMMARY_ROUNDING_USD:
         return counted, None
-    try:
-        newer = output.stat().st_mtime_ns > summary_path(output).stat().st_mtime_ns
-    except OSError:
-        newer = True
     if size < written:
         what = f"is {written - size:,} byte(s) shorter than its summary saw (records removed since)"
-    elif size != written or newer:
+    elif _changed_after(output, earlier):
         what = "changed after its summary was written (records edited since)"
     else:
         return counted, None

@@ -1272,6 +1272,10 @@ def test_a_merged_files_key_gap_adds_up_runs_that_did_not_overlap(
 @pytest.mark.parametrize(
     ("runs", "merged"),
     [
+        # A summary edited or written by another tool: a usage that is text, a key id that is a
+        # number, an own_key that is not true: no readings, so the clocks decide (they overlap).
+        ([("T01:00", "T02:00", 0.54, "10.0", 12.0, "yes"), ("T01:30", "T02:30", 0.51, 12.0, 13.5)], 0.54),
+        ([("T01:00", "T02:00", 0.54, 10.0, 12.0, False, 5), ("T01:30", "T02:30", 0.51, 12.0, 13.5, False, 5)], 0.54),
         # break46 F3: shard 2 ran after shard 1 on a clock 3 s behind: by the clocks they overlap
         # (the largest gap, $0.54 for $1.05); by the key's usage they did not (touching: each its own).
         ([("T01:00", "T02:00", 0.54, 10.0, 12.0), ("T01:30", "T02:30", 0.51, 12.0, 13.5)], 1.05),
@@ -1294,6 +1298,8 @@ def test_a_merged_files_key_gap_adds_up_runs_that_did_not_overlap(
         ([("T01:00", "T02:00", 8.4, 0.0, 14.2, False, "k"), ("T01:30", "T02:30", 7.83, 8.46, 22.5, False, "k")], 10.49),
     ],
     ids=[
+        "hostile-usage",
+        "hostile-key-id",
         "skewed-clocks-sequential",
         "overlap-by-usage",
         "no-readings",
