@@ -18,6 +18,7 @@ from ._failure_text import failure_reasons
 from ._items import ItemGate, ItemTally
 from ._reader import spent_on
 from ._stats import wilson_interval
+from ._stopped_checks import resumable_cut
 from ._summary_types import FailingExample, GroupFigures, RunFigures, Summary
 
 MAX_EXAMPLES = 10
@@ -61,6 +62,7 @@ class _Row:
     passed: bool | None = None
     score: float = 0.0
     undecided: bool = False
+    regradable: bool = False  # undecided as a stop left it: a resume grades it
     judge: float = 0.0
     known: float = 0.0
     judge_unknown: bool = False
@@ -85,7 +87,9 @@ class _Row:
                 row.passed = bool(record["passed"])
                 row.score = float(record.get("score", record["passed"]))
             else:
-                row.undecided = bool(record.get("checks"))
+                checks = record.get("checks")
+                row.undecided = bool(checks)
+                row.regradable = isinstance(checks, list) and any(map(resumable_cut, checks))
         # A record's `cost` is its answer's; its grading is `judge_cost`: both were spent. An
         # unknown one adds its known parts (`cost_known`): the figure stays a lower bound.
         row.judge = _known(record, "judge_cost")
@@ -115,6 +119,7 @@ class _Group:
     checked: int = 0
     passed: int = 0
     undecided: int = 0  # rows with a check whose grader failed: neither pass nor fail
+    regradable: int = 0  # of those, rows whose grader a stop cut (not a daily cap): a resume grades them
     score: float = 0.0  # sum of rows' weighted check scores
     latencies: array[float] = field(default_factory=lambda: array("d"))
     ttfts: array[float] = field(default_factory=lambda: array("d"))  # streaming mode only
@@ -137,6 +142,7 @@ class _Group:
                 self.score += row.score
             elif row.undecided:
                 self.undecided += 1
+                self.regradable += row.regradable
         elif row.status == "error":
             self.error += 1
         else:
@@ -177,6 +183,7 @@ class _Group:
             "pass_rate": round(self.passed / self.checked, 4) if self.checked else None,
             "pass_rate_ci95": _interval(self.passed, self.checked),
             "undecided": self.undecided,
+            "regradable": self.regradable,
             "mean_score": round(self.score / self.checked, 4) if self.checked else None,
             "answered_by": dict(self.answered_by),
         }

@@ -24,12 +24,8 @@ from ._pricing import money
 from ._reader import final_records
 from ._row_cost import uncharged
 from ._status import Status
+from ._stopped_checks import EITHER, cut_by_stop, stop_text
 
-STOPPED = "not graded: the run stopped"
-# A grader whose model or rate-limit scope was stopped was never asked: not its failure either
-# (verify25 N1: those rows stayed undecided for ever, exit 1 "a grader failed" on every resume).
-GRADER_STOPPED = "not graded: the grader is stopped"
-_EITHER = b"not graded: the "  # what both begin with
 MAX_KEPT_ERROR = 400  # a grader's failure as the file holds it: more than a run writes, never a file's worth
 
 # What a stored ok record says of its answer, copied into the record written on regrading.
@@ -51,30 +47,16 @@ _ANSWER = (
 )
 
 
-def _stopped(entry: Any) -> bool:
-    """A judge check's entry that a stop left without a verdict."""
-    if not isinstance(entry, dict) or entry.get("pass") is not None:
-        return False
-    if _cut(entry.get("error")):
-        return True
-    graders = (entry.get("judge") or {}).get("graders") if isinstance(entry.get("judge"), dict) else None
-    return isinstance(graders, list) and any(isinstance(g, dict) and _cut(g.get("error")) for g in graders)
-
-
-def _cut(error: Any) -> bool:
-    return isinstance(error, str) and (STOPPED in error or GRADER_STOPPED in error)
-
-
 def stopped_gradings(output: Path) -> dict[str, dict[str, Any]]:
     """The final records of `output` (costs folded) that are `ok` with a judge check a stop
     left ungraded, by row id. Most files have none: they are read whole only when a line
     mentions such a check."""
-    if not file_mentions(output, _EITHER):  # one read for both
+    if not file_mentions(output, EITHER):  # one read for both
         return {}
     return {
         record["id"]: record
         for record in final_records(output)
-        if record["status"] == Status.OK and any(_stopped(c) for c in record.get("checks") or [])
+        if record["status"] == Status.OK and any(cut_by_stop(c) for c in record.get("checks") or [])
     }
 
 
@@ -86,7 +68,7 @@ def applied_checks(record: dict[str, Any], request: Request) -> list[dict[str, A
 def decided(record: dict[str, Any], checks: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """The stored judge verdicts that stand (paid for and decided, or a grader's failure):
     every judge check but those a stop left ungraded."""
-    return {i: entry for i, entry in stored_judgements(record, checks).items() if not _stopped(entry)}
+    return {i: entry for i, entry in stored_judgements(record, checks).items() if not cut_by_stop(entry)}
 
 
 def kept_verdicts(record: dict[str, Any], checks: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
@@ -95,7 +77,7 @@ def kept_verdicts(record: dict[str, Any], checks: list[dict[str, Any]]) -> dict[
     kept = {}
     for index, entry in stored_judgements(record, checks).items():
         graders = (entry.get("judge") or {}).get("graders") if isinstance(entry.get("judge"), dict) else None
-        if _stopped(entry) and isinstance(graders, list):
+        if cut_by_stop(entry) and isinstance(graders, list):
             answered = [verdict for verdict in map(_kept, graders) if verdict is not None]
             if answered:
                 kept[index] = answered
@@ -111,7 +93,7 @@ def _kept(grader: Any) -> dict[str, Any] | None:
         return None
     if "error" in grader:
         error = grader["error"]
-        if not isinstance(error, str) or _cut(error):
+        if not isinstance(error, str) or stop_text(error):
             return None
         return {**grader, "error": error[:MAX_KEPT_ERROR], "cost": money(grader.get("cost"))}
     try:

@@ -152,9 +152,15 @@ def decide(
     # a rate limit past the wait cap): the run did not do its work, so never 0 (break-14b M9).
     # A model's daily cap keeps its own code (1), below.
     unanswered = summary["total"]["skipped"] - summary["skip_reasons"].get("daily_cap", 0)
-    if run and unanswered > 0:
+    # Answers whose grader was stopped the same way (a server's wait over the cap) are as
+    # unfinished: not "a grader failed", exit 1 (verify47 N2); a resume asks the grader.
+    ungraded = summary["total"].get("regradable", 0)
+    if run and (unanswered > 0 or ungraded > 0):
         why = ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items()) if k != "daily_cap")
-        return ExitCode.INCOMPLETE, [f"{unanswered} row(s) skipped, never answered ({why}); --resume runs them"]
+        reasons = [f"{unanswered} row(s) skipped, never answered ({why}); --resume runs them"] if unanswered else []
+        if ungraded:
+            reasons.append(f"{ungraded} answered row(s) not graded: a stop cut their grader off; --resume grades them")
+        return ExitCode.INCOMPLETE, reasons
     reasons = []
     if summary.get("uncounted_rows"):
         reasons.append(

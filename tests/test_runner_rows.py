@@ -305,7 +305,12 @@ async def test_a_grader_whose_server_wait_is_over_the_cap_is_stopped_not_failed(
     checks = [r["checks"][0] for r in read_rows(tmp_path / "out.jsonl") if r["prompt_id"] == "capital"]
     assert checks and all(f"not graded: the grader is stopped ({code})" in c["error"] for c in checks)
     assert sim.stats.by_model["anthropic/claude-3.5-haiku"] == 1  # the graders behind the first never asked
-    assert decide(first.summary, job.run)[0] != ExitCode.OK
+    # Unfinished, as rows whose model was stopped so: exit 12, resumable, not 1 "a grader failed".
+    assert first.summary["total"]["regradable"] == len(checks) == first.summary["total"]["undecided"]
+    verdict, reasons = decide(first.summary, job.run, run=True)
+    assert verdict == ExitCode.INCOMPLETE and reasons == [
+        f"{len(checks)} answered row(s) not graded: a stop cut their grader off; --resume grades them"
+    ]
     sim.config.unavailable.clear()
     again = await run_job(job, replace(options, resume=True))
     assert decide(again.summary, job.run)[0] == ExitCode.OK
@@ -331,7 +336,9 @@ async def test_a_resume_grades_the_answers_whose_grader_was_stopped_by_its_limit
     stopped = [c for c in checks if c["pass"] is None]
     assert len(checks) == 12 and len(stopped) == 10, checks
     assert all("not graded: the grader is stopped (daily_cap)" in c["error"] for c in stopped)
-    assert decide(first.summary, job.run)[0] == ExitCode.ERRORS
+    # A daily cap is no state a resume ends (as for answer rows, exit 1).
+    assert first.summary["total"]["regradable"] == 0
+    assert decide(first.summary, job.run, run=True)[0] == ExitCode.ERRORS
     answers = sim.stats.chat_requests - sim.stats.by_model[grader]
     sim.config.free_daily_cap = None  # a day later: the cap has reset
     again = await run_job(job, replace(options, resume=True))
