@@ -172,13 +172,12 @@ def cmd_cache(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_batches(args: argparse.Namespace, console: Console) -> int:
-    import asyncio
-
     from .._batch_cli import batches_command
+    from .._event_loop import run as run_loop
 
     async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> list[str]:
         return await batches_command(args.action, args.results, args.key, args.batch_id, args.job, base_url, sim_key)
 
-    for line in asyncio.run(with_simulator(args, body)):
+    for line in run_loop(with_simulator(args, body)):
         console.out.write(line + "\n")
     return ExitCode.OK

@@ -230,6 +230,7 @@ def _regrade_judged(
     """Re-grade with grader requests: the worst case printed first, then spent within the budget."""
     import asyncio  # not at the top: `validate` and the file commands never load it (~60 ms of start-up)
 
+    from .._event_loop import run as run_loop
     from .._options import RunOptions
     from .._regrade import regrade_file
     from .._report_data import file_key_gap
@@ -269,7 +270,7 @@ def _regrade_judged(
     # Grader requests spend like a run's: SIGTERM or SIGINT stops them cleanly, and the spend
     # and the exit code (7) are said (verify14i V8: SIGTERM killed it, exit 143, nothing said).
     with RunSignals(lambda: control.stop(), console.error) as signals:
-        summary: Summary = asyncio.run(with_simulator(args, body))
+        summary: Summary = run_loop(with_simulator(args, body))
     summary["output"] = str(args.results)
     summary["key_gap_usd"] = file_key_gap(args.results)
     return summary

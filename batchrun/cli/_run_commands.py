@@ -62,6 +62,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 def _run(args: argparse.Namespace, console: Console, signals: RunSignals, control: Any) -> int:
     import asyncio  # not at the top: `validate` never loads it (~60 ms of start-up)
 
+    from .._event_loop import run as run_loop
     from .._files import refuse_shared_output
 
     if args.output is not None:
@@ -131,7 +132,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
             progress.close()
             signals.loop = None
 
-    report = asyncio.run(with_simulator(args, body))
+    report = run_loop(with_simulator(args, body))
     signals.finished = True
     code, reasons = decide(report.summary, settings, args.pass_threshold, run=True, thresholds=not args.no_thresholds)
     text = render_text(report.summary)
@@ -157,8 +158,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
-    import asyncio
-
+    from .._event_loop import run as run_loop
     from .._job import load_job
     from .._matrix import run_size_problem
     from .._plan import render_plan, render_plan_offline
@@ -196,7 +196,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         return render_plan(plan)
 
     refused: list[str | None] = []
-    console.out.write(asyncio.run(with_simulator(args, body)) + "\n")
+    console.out.write(run_loop(with_simulator(args, body)) + "\n")
     if refused and refused[0] is not None:
         raise ConfigError(refused[0])  # the run would refuse the same way: the same exit code
     return ExitCode.OK
@@ -205,6 +205,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
 def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
     import asyncio
 
+    from .._event_loop import run as run_loop
     from ..simulator import Simulator
 
     config = sim_config(args.sim)
@@ -222,5 +223,5 @@ def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
             await simulator.stop()
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is meant to stop
-        asyncio.run(serve())
+        run_loop(serve())
     return ExitCode.OK

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .._event_loop import loop_factory
 from ._batches import SimBatches
 from ._chat import ChatRoutes
 from ._config import VARIANTS, SimConfig
@@ -100,8 +101,9 @@ class Simulator(ChatRoutes):
 
     @contextmanager
     def serve_in_thread(self) -> Iterator[Simulator]:
-        """Run on a loopback port in a daemon thread for the duration of the block."""
-        loop = asyncio.new_event_loop()
+        """Run on a loopback port in a daemon thread for the duration of the block (on uvloop
+        where installed, as `batchrun simulate`: the tests' server spends less CPU per request)."""
+        loop = (loop_factory() or asyncio.new_event_loop)()
         ready = threading.Event()
 
         def serve() -> None:
