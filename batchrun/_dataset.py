@@ -73,6 +73,20 @@ class RowError(Exception):
         self.message = message
 
 
+@contextlib.contextmanager
+def _csv_errors(line: int) -> Iterator[None]:
+    """csv's errors as a RowError naming the line its row (or field) began on."""
+    try:
+        yield
+    except csv.Error as exc:
+        reason = str(exc)
+        if reason == "unexpected end of data":
+            reason = "a quoted field begun on this line is never closed (a stray or a missing '\"')"
+        elif "new-line character seen in unquoted field" in reason:
+            reason = "a carriage return (CR) alone ends a line: save it with LF or CRLF line endings"
+        raise RowError(line, f"cannot read the CSV: {reason}") from None
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for key, value in pairs:
@@ -248,24 +262,34 @@ class DatasetFile:
         lines = self._lines()
         try:
             yield from self._csv_rows(lines) if self.is_csv else self._jsonl_rows(lines)
-        except csv.Error as exc:
-            raise RowError(None, f"cannot read the CSV: {exc}") from None
         finally:
             lines.close()
 
     @staticmethod
     def _csv_rows(lines: Iterator[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-        reader = csv.DictReader(lines)
-        if not reader.fieldnames:
+        # strict: a quote opened and never closed is an error, not every later line read into
+        # one field (break48 F1: 4 rows became 2, validate ok, exit 0).
+        reader = csv.DictReader(lines, strict=True)
+        with _csv_errors(1):
+            fieldnames = reader.fieldnames
+        if not fieldnames:
             raise RowError(1, "the CSV file has no header row")
-        names = list(reader.fieldnames)
+        names = list(fieldnames)
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
             raise RowError(1, f"duplicate column(s) {', '.join(map(repr, twice))} in the header")
         if nameless := [str(i) for i, name in enumerate(names, start=1) if unnamed(name)]:
             # A variable named '' was taken, into `vars` and the row's id (break34 m3).
             raise RowError(1, f"column(s) {', '.join(nameless)} of the header have no name")
-        for row in reader:
+        if spaced := [name for name in names if name != name.strip()]:
+            # `y, x` names a column " x": every row then "lacks x" (break48 F4).
+            raise RowError(1, f"column name(s) {', '.join(map(repr, spaced))} of the header begin or end with a space")
+        while True:
+            start = reader.line_num + 1  # a quoted field may run over lines: its row starts here
+            with _csv_errors(start):
+                row = next(reader, None)
+            if row is None:
+                return
             if None in row:
                 raise RowError(reader.line_num, "more fields than the header names")
             if any(value is None for value in row.values()):

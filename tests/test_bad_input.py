@@ -516,6 +516,17 @@ DATASET_CASES: list[tuple[str, str, bytes, list[str]]] = [
         ["d.csv:3", "fewer fields than the header's 2"],
     ),
     ("csv long row", "d.csv", b"country,expect\nFrance,Paris,x\n", ["d.csv:2", "more fields than the header names"]),
+    # break48 F1: a quote never closed read every later line into one field (4 rows became 2, exit 0).
+    (
+        "csv unclosed quote",
+        "d.csv",
+        b'country,expect\nFrance,Paris\n"Japan,Tokyo\nPeru,Lima\nChile,Santiago\n',
+        ["d.csv:3", "a quoted field begun on this line is never closed"],
+    ),
+    ("csv quote then text", "d.csv", b'country,expect\n"Fra"nce,Paris\n', ["d.csv:2", "',' expected after '\"'"]),
+    # break48 F4: lines ended by a lone CR were "do you need universal-newline mode?", no line.
+    ("csv CR lines", "d.csv", b"country,expect\rFrance,Paris\r", ["d.csv:1", "a carriage return (CR) alone"]),
+    ("csv spaced name", "d.csv", b"country, expect\nFrance,Paris\n", ["d.csv:1", "' expect' of the header begin"]),
     ("csv duplicate column", "d.csv", b"country,expect,country\nFrance,Paris,Japan\n", ["d.csv:1", "'country'"]),
     # break34 m3: a variable named '' was taken into `vars` and the row's id.
     ("csv unnamed column", "d.csv", b"country,,expect\nFrance,x,Paris\n", ["d.csv:1", "column(s) 2 of the header"]),

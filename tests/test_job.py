@@ -79,7 +79,8 @@ def test_shards_cover_the_matrix_once(small_job: Path) -> None:
 
 
 def test_dataset_rows_and_csv(tmp_path: Path) -> None:
-    (tmp_path / "rows.csv").write_text("country,expect\nFrance,Paris\nJapan,Tokyo\n")
+    # A quoted field may hold commas, quotes and line breaks (RFC 4180), read strictly.
+    (tmp_path / "rows.csv").write_text('country,expect\nFrance,Paris\n"Japan, ""the""\nisland",Tokyo\nPeru,Lima\n')
     job = load_job(
         write_job(
             tmp_path,
@@ -93,7 +94,8 @@ def test_dataset_rows_and_csv(tmp_path: Path) -> None:
     )
     assert [r.body["messages"][-1]["content"] for r in matrix_requests(job)] == [
         "Capital of France?",
-        "Capital of Japan?",
+        'Capital of Japan, "the"\nisland?',
+        "Capital of Peru?",
     ]
 
 
