@@ -28,11 +28,7 @@ from ._ledger import CreditLedger
 from ._lock import OutputLock, lock_created
 from ._matrix import Request, count_requests, matrix_requests, run_size_problem, shard_text
 from ._options import Notice, RunOptions
-from ._output_paths import (
-    job_folder,
-    summary_path,
-    write_json_atomically,
-)
+from ._output_paths import job_folder, summary_path, write_json_atomically
 from ._preflight import Preflight, job_routing_warning, keep_row, make_client, open_cache, preflight, unpriced
 from ._pricing import MAX_USD, money
 from ._reconcile import KeyStart, usage_span
@@ -82,6 +78,8 @@ async def run_job(
         # Default outputs are new files each time, so the output lock alone would let two
         # overlapping cron ticks of one job both run (and both spend): lock the job too.
         folder = job_folder(job.name, job.run.output)
+        if options.resume and not folder.is_dir():  # no run to resume: said before a lock makes it (break48 F5)
+            resolve_output(job, options, clock.time(), notice)
         locks.append(OutputLock(folder / ".batchrun", f"job {job.name} is being run"))
     try:
         for lock in locks:

@@ -143,6 +143,17 @@ def test_resume_without_output_never_picks_a_file_that_is_not_this_jobs_results(
     assert sorted(p.name for p in folder.iterdir()) == ["notes.jsonl", "zz-torn.jsonl"]
 
 
+def test_a_resume_with_no_run_to_resume_makes_no_folder(
+    tmp_path: Path, job: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break48 F5: refused (exit 2), it left an empty outputs/<job>/ behind, made by the job's lock.
+    monkeypatch.chdir(tmp_path)
+    code, _, err = call_cli(job, "--simulate", "--resume", "-q")
+    assert code == ExitCode.USAGE
+    one_line_error(err, "no incomplete run of 'small'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml"]
+
+
 @pytest.mark.parametrize("content", [b'{"id":"user1","name":"bob"}', b'{"id":"abc"'], ids=["object", "fragment"])
 @pytest.mark.parametrize("resume", [False, True])
 def test_a_file_holding_only_one_line_without_newline_is_refused_untouched(
