@@ -546,3 +546,15 @@ def test_allow_partial_never_passes_a_threshold_none_of_whose_rows_was_graded(
     code, _, err = call_cli("report", part, "--job", gated, "--allow-partial")
     assert code == ExitCode.ERRORS and said in err, err
     assert call_cli("report", results, "--job", gated)[0] == ExitCode.OK  # the whole file meets it
+
+
+def test_options_may_come_between_a_commands_files(tmp_path: Path, job: Path, results: Path) -> None:
+    # break48 F2: `validate a.yaml -q b.yaml` and `merge OUT --job J SHARD` (orders the README's
+    # synopses allow) were "unrecognized arguments: b.yaml".
+    other = write_job(tmp_path, SMALL_JOB, name="other.yaml")
+    assert call_cli("validate", job, "-q", other) == (ExitCode.OK, "", "")
+    merged = tmp_path / "merged.jsonl"
+    code, _, err = call_cli("merge", merged, "--job", job, results)
+    assert code == ExitCode.OK and len(read_rows(merged)) == len(read_rows(results)), err
+    code, _, err = call_cli("validate", job, "-q", tmp_path / "nope.yaml")  # the second file is still read
+    assert code == ExitCode.USAGE and "nope.yaml" in err

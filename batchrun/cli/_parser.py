@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -33,6 +34,21 @@ exit codes:
 
 class _Parser(argparse.ArgumentParser):
     run_error: str | None = None  # the last usage error of `run`: main puts it in the step summary
+    _mixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """A command's options may come between its files (`validate a.yaml -q b.yaml`, `merge
+        OUT --job J SHARD...`: break48 F2, "unrecognized arguments: b.yaml"). argparse's
+        intermixed parse does it, but not for a parser of subcommands (the top one, `cache`)."""
+        if self._mixing or self._subparsers is not None:
+            return super().parse_known_args(args, namespace)
+        self._mixing = True  # the intermixed parse calls this again, for each of its two passes
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._mixing = False
 
     def error(self, message: str) -> NoReturn:
         said = hide_keys(message)  # a key typed as a value (verify20 V6)
