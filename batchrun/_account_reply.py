@@ -201,6 +201,11 @@ _KEY_MONEY = (
 )
 
 
+# limit_reset (limits.mdx, openapi's key schemas): the usage its limit is spent from. Another
+# value than these three, or null, is read as never resetting: the all-time usage, the dearest.
+_PERIOD_USAGE = {"daily": "usage_daily", "weekly": "usage_weekly", "monthly": "usage_monthly"}
+
+
 def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
     """A key's data (GET /key, GET /keys/{hash}) with its money fields checked."""
     if not isinstance(data, dict):
@@ -229,6 +234,13 @@ def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
         # limit, or null beside it) is read as the dearer of the two (break44 F1: believed, a
         # run spent twice the key's limit).
         credit = limit if credit is None else min(credit, limit)
+        # Nor above the limit less the usage of its period (break47 F1: a key at its limit said
+        # 0.01 left, and a run spent 80% past the limit).
+        period = _PERIOD_USAGE.get(str(data.get("limit_reset")), "usage")  # null: it never resets
+        used = key.get(period)
+        if used is not None:
+            byok = key.get(f"byok_{period}") if data.get("include_byok_in_limit") is True else None
+            credit = min(credit, limit - used - (byok or 0.0))
     if "limit_remaining" in data or limit is not None:
         key["limit_remaining"] = credit
     free = data.get("free_model_daily_requests")

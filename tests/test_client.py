@@ -324,6 +324,23 @@ async def test_models_and_key_endpoints() -> None:
         ({"limit": 5}, 5),
         ({"limit": None, "limit_remaining": None}, None),  # no limit on the key
         ({"limit": "5", "limit_remaining": 7}, 7),  # a limit that is no number says nothing
+        # Nor more than the limit less its period's usage (break47 F1: a key at its limit said
+        # 0.01 left): all-time when it never resets, the period's when it does.
+        ({"limit": 5, "limit_remaining": 4, "usage": 5, "limit_reset": None}, 0),
+        ({"limit": 5, "limit_remaining": None, "usage": 4.5}, 0.5),
+        ({"limit": 5, "limit_remaining": 4, "usage": 9, "usage_daily": 2, "limit_reset": "daily"}, 3),
+        ({"limit": 5, "limit_remaining": 4, "usage": 9, "usage_weekly": 4.5, "limit_reset": "weekly"}, 0.5),
+        ({"limit": 5, "limit_remaining": 4, "usage": 9, "usage_monthly": 3, "limit_reset": "monthly"}, 2),
+        (
+            {"limit": 5, "limit_remaining": 4, "usage": 9, "usage_daily": 0, "limit_reset": "hourly"},
+            -4,
+        ),  # unknown: all time
+        (
+            {"limit": 5, "limit_remaining": 4, "usage": 2, "byok_usage": 2.5, "include_byok_in_limit": True},
+            0.5,
+        ),
+        ({"limit": 5, "limit_remaining": 4, "usage": 2, "byok_usage": 2.5, "include_byok_in_limit": False}, 3),
+        ({"limit": 5, "limit_remaining": 1, "usage": 2}, 1),  # a reading below both stands
     ],
 )
 async def test_what_is_left_on_a_key_is_never_more_than_its_limit(data: dict[str, Any], left: float | None) -> None:

@@ -308,14 +308,21 @@ def test_the_management_key_echoed_by_keys_is_never_printed(tmp_path: Path, fail
 
 # -- money figures are not trusted blindly ----------------------------------------------------
 @pytest.mark.parametrize(
-    "key", [{"limit": 0, "limit_remaining": 1000}, {"limit": 0, "limit_remaining": None}, {"limit": 0}]
+    "key",
+    [
+        {"limit": 0, "limit_remaining": 1000},
+        {"limit": 0, "limit_remaining": None},
+        {"limit": 0},
+        # break47 F1: a key at its limit (all-time usage, no reset) saying 0.01 left.
+        {"limit": 0.001, "limit_remaining": 0.01, "usage": 0.001, "limit_reset": None},
+    ],
 )
 def test_a_key_saying_more_is_left_than_its_limit_is_held_to_its_limit(tmp_path: Path, key: dict[str, Any]) -> None:
     # break44 F1: only limit_remaining was read, so a /key with more left than its limit (or
     # null beside a limit) was believed, and a run spent twice the key's limit, exit 0. What is
     # left is the limit less the period's usage (limits.mdx): never above the limit.
     server = answer(chat_payload())
-    server.key = lambda r: json_answer(200, {"data": {**key, "usage": 0}})
+    server.key = lambda r: json_answer(200, {"data": {"usage": 0, **key}})
     outcome = run(server, tmp_path, "--quiet")
     assert outcome.code == ExitCode.BUDGET and not server.chat_rows(), outcome.stderr
 
