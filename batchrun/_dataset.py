@@ -353,7 +353,8 @@ class DatasetFile:
         if shared and (repeated := self._same_variables(shared)) is not None:
             return [repeated]
         if count == 0:
-            message = f"dataset {self.shown_as!r} has no rows: the matrix is empty"
+            # Not "the matrix is empty": prompts with rows of their own still have them (break48).
+            message = f"dataset {self.shown_as!r} has no rows: the prompts that read it would send nothing"
             return [Problem(job_file, None, None, json_path, message)]
         self.counted = count  # a run's size check and its summary count the matrix from it
         self.check_kinds = kinds

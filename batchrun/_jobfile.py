@@ -217,13 +217,15 @@ def compose(text: str, file: str) -> tuple[yaml.Node | None, Any, list[Problem]]
 MIN_INT, MAX_INT = -(2**63), 2**64 - 1
 
 
-def unusable_number(value: Any) -> str | None:
+def unusable_number(value: Any, variable: bool = True) -> str | None:
     """Why a number cannot be sent or recorded: `.inf` / `.nan` (no timeout, budget or parameter
-    means anything at those), or an integer past 64 bits; None for any other value."""
+    means anything at those), or an integer past 64 bits; None for any other value. Quoting is
+    the way out for a `variable` (an id column), never for a parameter or a setting (break48:
+    a quoted max_tokens then failed the schema)."""
     if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number (not .inf or .nan)"
     if isinstance(value, int) and not isinstance(value, bool) and not MIN_INT <= value <= MAX_INT:
-        return "is an integer too large to send (more than 64 bits): quote it to send it as text"
+        return "is an integer too large to send (more than 64 bits)" + (": quote it to send it as text" * variable)
     return None
 
 
@@ -235,7 +237,7 @@ def unusable_numbers(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[t
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from unusable_numbers(item, (*path, index))
-    elif (why := unusable_number(value)) is not None:
+    elif (why := unusable_number(value, variable="vars" in path)) is not None:
         yield path, why
 
 

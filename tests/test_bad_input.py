@@ -515,6 +515,8 @@ DATASET_CASES: list[tuple[str, str, bytes, list[str]]] = [
         b"country,expect\nFrance,Paris\nJapan\n",
         ["d.csv:3", "fewer fields than the header's 2"],
     ),
+    # break48: "the matrix is empty", though prompts with rows of their own still have them.
+    ("empty dataset", "d.jsonl", b"\n", ["dataset 'd.jsonl' has no rows: the prompts that read it would send nothing"]),
     ("csv long row", "d.csv", b"country,expect\nFrance,Paris,x\n", ["d.csv:2", "more fields than the header names"]),
     # break48 F1: a quote never closed read every later line into one field (4 rows became 2, exit 0).
     (
@@ -975,3 +977,12 @@ def test_a_dataset_that_cannot_be_copied_to_read_is_one_line(tmp_path: Path, mon
     code, _, err = call_cli("validate", write_job(tmp_path, DATASET_JOB.replace("DATA", "d.jsonl")))
     assert_refused(code, err, "cannot make a private copy to read: No space left on device")
     assert len(err.splitlines()) == 1
+
+
+def test_only_a_variable_is_told_to_quote_a_number_too_large_to_send(tmp_path: Path) -> None:
+    # break48: a max_tokens of 10**30 was told "quote it to send it as text", which then failed the schema.
+    huge = "1" + "0" * 30
+    code, _, err = call_cli("validate", write_job(tmp_path, _job_with(**{"max_tokens: 32": f"max_tokens: {huge}"})))
+    assert code == ExitCode.USAGE and "64 bits" in err and "quote" not in err
+    code, _, err = call_cli("validate", write_job(tmp_path, SMALL_JOB.replace("country: Japan", f"country: {huge}")))
+    assert code == ExitCode.USAGE and "country is an integer too large to send" in err and "quote it" in err
