@@ -276,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="significance level of the test (default 0.05)",
     )
     diff.add_argument(
-        "--strict", action="store_true", help="with --fail-on-regression, any row from pass to fail fails"
+        "--strict",
+        action="store_true",
+        help="with --fail-on-regression, any row from pass to fail or to no verdict, or gone, fails",
     )
 
     batches = commands.add_parser("batches", help="list, cancel, adopt or release the batches of a batch-mode run")
