@@ -25,6 +25,13 @@ def cost_text(group: Mapping[str, Any]) -> str:
     return f"{group['cost_usd']:.6f}" + ("+?" if unknown_rows(group) else "")
 
 
+def run_cost_text(group: Mapping[str, Any], key_gap: float) -> str:
+    """A group's cost with what is held for its unknown costs, and what the run's key was charged
+    beyond its rows' records (`key_gap_usd`: a run's, in no model's cost)."""
+    gap = f" (+${key_gap:.6f} charged to the key beyond the run's records)" if key_gap > 0 else ""
+    return cost_text(group) + held_note(group) + gap
+
+
 def held_note(group: Mapping[str, Any], short: bool = False) -> str:
     """What is held for the unknown costs, " (3 row(s) of unknown cost, up to $0.012000 more
     held)"; `short` for a table cell, " (held $0.012000)"; "" when every cost is known."""

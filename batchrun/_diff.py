@@ -8,13 +8,13 @@ from typing import Any
 
 from ._batch_state import pending_batches
 from ._comparable import same_job, same_shard
-from ._cost_text import cost_text, held_note, unknown_rows
+from ._cost_text import run_cost_text, unknown_rows
 from ._exceptions import ResultsError
 from ._failure_text import failure_reasons
 from ._formats import md_text, pct, vars_text
 from ._items import item_key
 from ._reader import Warn
-from ._report_data import read_run_summary
+from ._report_data import file_key_gap, read_run_summary
 from ._results import final_records
 from ._stats import compare_paired, compare_parts, compare_rates
 from ._summary import SummaryBuilder
@@ -53,7 +53,8 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
         raise ResultsError(f"{path}: holds no records")
     # Batches still open or in doubt beside the file: rows of unknown cost ("+?"), their worst
     # cases held, as `report` and `history` show them.
-    return slim, builder.add_pending_batches(pending_batches(path, warn)).result()
+    # And what the key was charged beyond the rows' records, in no model's cost (break47 F2).
+    return slim, builder.add_pending_batches(pending_batches(path, warn)).result(key_gap_usd=file_key_gap(path))
 
 
 def _no_verdict(row: dict[str, Any]) -> bool:
@@ -222,10 +223,11 @@ def diff_runs(
         entry: dict[str, Any] = {"status": "disappeared" if b is None else "new" if a is None else "both"}
         if a and b:
             entry["cost_change_usd"] = round(b["cost_usd"] - a["cost_usd"], 8)
-            if unknown_rows(a) or unknown_rows(b):
-                # Known parts only: with unknown costs on either side the change is not known.
+            gaps = (a_sum.get("key_gap_usd") or 0.0, b_sum.get("key_gap_usd") or 0.0)
+            if unknown_rows(a) or unknown_rows(b) or any(gaps):
+                # Known parts only: with unknown costs on either side (a key gap: of no model) the change is not known.
                 entry["cost_unknown_rows"] = {"before": unknown_rows(a), "after": unknown_rows(b)}
-                entry["cost_before"], entry["cost_after"] = cost_text(a) + held_note(a), cost_text(b) + held_note(b)
+                entry["cost_before"], entry["cost_after"] = run_cost_text(a, gaps[0]), run_cost_text(b, gaps[1])
             if a["latency_p50_ms"] is not None and b["latency_p50_ms"] is not None:
                 entry["latency_p50_change_ms"] = round(b["latency_p50_ms"] - a["latency_p50_ms"], 1)
             entry["started_erroring"] = a["error"] == 0 and b["error"] > 0

@@ -20,6 +20,7 @@ from ._options import RunOptions
 from ._output_paths import job_folder, results_files, summary_path
 from ._preflight import estimate, job_routing_warning, make_client, open_cache, read_account, wanted_models
 from ._pricing import usd
+from ._report_data import file_key_gap
 from ._results import final_records
 from ._retry import retry_policy
 
@@ -153,6 +154,8 @@ def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, flo
         except (ResultsError, OSError, TypeError, ValueError):  # a damaged old file must not break planning
             continue
         if totals:
+            if file_key_gap(path) > 0:  # charged beyond the rows' records: in no model's average (break47 F3)
+                unknown |= set(totals)
             return str(path), {m: s / n for m, (s, n) in totals.items() if n}, unknown
     return None, {}, set()
 

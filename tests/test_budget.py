@@ -260,6 +260,19 @@ def test_plans_previous_average_never_shows_an_unknown_cost_as_zero(
     assert all(averages[m] > 0 for m in {r["model"] for r in rows})
 
 
+def test_plans_previous_average_marks_a_run_whose_key_was_charged_beyond_its_records(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break47 F3: answers that said $0 while the key was charged (the summary's key_gap_usd):
+    # "prev. avg $" showed 0.000000, unmarked.
+    rows = _previous_run(tmp_path, sim, monkeypatch)
+    [results] = (tmp_path / "outputs" / "small").glob("*.jsonl")
+    summary = results.with_name(results.stem + ".summary.json")
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "key_gap_usd": 0.0016}))
+    _, _, unknown = previous_average(load_job(tmp_path / "job.yaml"), sim.base_url)
+    assert unknown == {r["model"] for r in rows}
+
+
 def test_plans_previous_average_leaves_cache_hits_out(
     tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -286,6 +286,20 @@ def test_diff_reports_provider_and_cost_changes(tmp_path: Path) -> None:
     assert model["answered_by"] == {"before": {"m@P": 1}, "after": {"m@Other": 1}}
 
 
+def test_diff_says_a_cost_change_is_not_known_where_a_key_was_charged_beyond_the_records(tmp_path: Path) -> None:
+    # break47 F2: answers that said $0 while the key was charged $0.0016 (the summary's
+    # key_gap_usd): diff printed "cost -0.001600 $", as if the second run had cost nothing.
+    before = write(tmp_path / "a.jsonl", record("1", "m", "p", cost=0.0016))
+    after = write(tmp_path / "b.jsonl", record("1", "m", "p", cost=0.0))
+    (tmp_path / "b.summary.json").write_text(json.dumps({"key_gap_usd": 0.0016}))
+    code, out, _ = call_cli("diff", before, after, "--json")
+    model = json.loads(out)["models"]["m"]
+    assert code == ExitCode.OK and model["cost_unknown_rows"] == {"before": 0, "after": 0}
+    assert model["cost_after"] == "0.000000 (+$0.001600 charged to the key beyond the run's records)"
+    text = call_cli("diff", before, after)[1]
+    assert "the change is not known" in text and "-0.001600" not in text
+
+
 def test_diff_refuses_different_jobs(tmp_path: Path) -> None:
     a = write(tmp_path / "a.jsonl", record("1", "m", "p"))
     b = write(tmp_path / "b.jsonl", {**record("1", "m", "p"), "job": "other"})
