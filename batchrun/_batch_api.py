@@ -25,6 +25,7 @@ import orjson
 
 from ._client import ChatResult, OpenRouterClient
 from ._exceptions import ConfigError, Rejected, RequestFailed, Transient
+from ._formats import short
 from ._generation import valid_generation_id
 from ._matrix import Request
 from ._pricing import money
@@ -122,11 +123,24 @@ class BatchClient:
 
     def _info(self, data: Any, submitted: bool = False) -> BatchInfo:
         """A batch object, checked: a server that lies about its shape is a Transient failure."""
-        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or data.get("status") not in STATUSES:
+        status = None if submitted else 200
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
             # After a submission's 2xx the batch may exist whatever the body says: in doubt (no
             # HTTP status), held and never submitted again, like a refused id (break-14c N2).
-            message = "the Batch API answered something that is not a batch object"
-            raise Transient("bad_response", message, None if submitted else 200)
+            raise Transient("bad_response", "the Batch API answered something that is not a batch object", status)
+        if data.get("status") not in STATUSES:  # named, as it came (break49 F4: "not a batch object")
+            shown = self.client.scrub.text(short(str(data.get("status")), 40))
+            raise Transient(
+                "bad_response", f"the Batch API answered a batch status it does not document: {shown}", status
+            )
+        results = data.get("results")
+        if data["status"] == "completed" and results is not None and not isinstance(results, list):
+            # "When a batch completes, `results` is returned inline as an array" (batch-quickstart.mdx):
+            # read as no result for any row, every row was an error to pay for again (break49 F2).
+            # Null (or none) says there are none: its rows get their share of its cost, as errors.
+            raise Transient(
+                "bad_response", "the Batch API answered a completed batch whose results are no array", status
+            )
         if valid_generation_id(data["id"], self.client.scrub) is None:
             # The id is kept in X.batches.json and sent back in URLs: one that is not an id, or
             # holds a key or a fragment of one, is never kept (break-14b C14). After a submission
@@ -141,7 +155,6 @@ class BatchClient:
         error = data.get("error")
         if isinstance(error, dict):
             error = str(error.get("message") or error)
-        results = data.get("results")
         return BatchInfo(
             id=data["id"],
             status=data["status"],

@@ -182,13 +182,18 @@ async def test_a_batch_server_that_lies_about_the_shape_is_a_transient_failure(
 
 
 async def test_nonsense_fields_of_a_batch_are_not_believed(mock: respx.MockRouter) -> None:
-    body = {**batch_object("completed"), "usage": {"cost": -5}, "request_counts": "many", "results": "later"}
-    mock.get(f"{BATCHES}/b").mock(return_value=httpx.Response(200, json=body))
+    body = {**batch_object("completed"), "usage": {"cost": -5}, "request_counts": "many", "results": None}
+    route = mock.get(f"{BATCHES}/b").mock(return_value=httpx.Response(200, json=body))
     client = api()
     info = await client.get("b")
     assert info.cost is None  # a negative charge is not a charge: the rows' own costs settle it
     assert info.request_counts == {"total": 0, "completed": 0, "failed": 0}
-    assert info.results is None and client.items(info) == {}
+    assert info.results is None and client.items(info) == {}  # null: the server says it has none
+    # Results that are there but no array are no reply to read (break49 F2: read as none, every
+    # row an error that --retry-errors paid for again): the batch is polled again.
+    route.mock(return_value=httpx.Response(200, json={**body, "results": "later"}))
+    with pytest.raises(Transient, match="a completed batch whose results are no array"):
+        await client.get("b")
 
 
 async def test_echoed_keys_are_scrubbed_from_items_and_batch_errors(mock: respx.MockRouter) -> None:

@@ -138,6 +138,10 @@ async def test_deadline_exits_submitted_then_resume_collects_without_resubmittin
     state = BatchState.read(out)
     assert [e.state for e in state.entries] == ["submitted"] * 3 and all(e.batch_id for e in state.entries)
     assert clock.now == pytest.approx(600)  # it waited until the deadline, no longer
+    # break49 F3: `report` of the file (no record yet) was exit 2, "holds no records".
+    code, text, err = call_cli("report", out)
+    assert code == ExitCode.INCOMPLETE and "15 row(s) await OpenRouter in open or in-doubt batches" in err
+    assert "TOTAL" in text and "+?" in text  # their worst cases held, at a cost not known yet
 
     clock.now += 3 * 3600  # the next cron tick, hours later
     second = await run(job, batch_sim, out, clock, resume=True)

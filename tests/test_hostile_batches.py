@@ -207,6 +207,24 @@ def test_a_batch_still_running_explains_what_the_key_was_charged(tmp_path: Path)
     assert "unexplained" not in stdout + stderr
 
 
+@pytest.mark.parametrize(
+    ("batch", "said"),
+    [
+        # break49 F2: results that are no array (the docs: inline, an array) were read as no
+        # result for any row: every row an error, which --retry-errors paid for again.
+        ({"status": "completed", "results": '{"custom_id": "x"}\n'}, "a completed batch whose results are no array"),
+        ({"status": "completed", "results": {"x": {}}}, "a completed batch whose results are no array"),
+        # break49 F4: a status the docs do not give was "something that is not a batch object".
+        ({"status": "queued_weird", "results": None}, "a batch status it does not document: queued_weird"),
+    ],
+)
+def test_a_batch_that_cannot_be_read_stays_open_and_says_why(tmp_path: Path, batch: dict[str, Any], said: str) -> None:
+    outcome = run(tmp_path, lambda ids: batch, "--deadline", "30")
+    assert outcome.code == ExitCode.SUBMITTED and outcome.rows == [], outcome.stderr
+    assert f"poll failed: bad_response: the Batch API answered {said}" in outcome.stderr
+    assert summary(tmp_path)["stop"] == "submitted"  # its rows await a later --resume, none an error
+
+
 @pytest.mark.parametrize("cost", [float("nan"), float("inf")])
 def test_a_batch_cost_that_is_no_number_is_unknown_not_a_batch_never_read(tmp_path: Path, cost: float) -> None:
     # break22 M1: `"cost": NaN` (or Infinity) in a completed batch made its whole object
@@ -235,8 +253,8 @@ def test_a_batch_never_answered_as_a_batch_ends_the_run_open_and_is_said_once(tm
     assert outcome.code == ExitCode.SUBMITTED, outcome.stderr
     failures = [line for line in outcome.stderr.splitlines() if "poll failed" in line]
     assert failures == [
-        "batchrun: batch b1 (batch_1): poll failed: bad_response: the Batch API answered something that is not a "
-        "batch object"
+        "batchrun: batch b1 (batch_1): poll failed: bad_response: the Batch API answered a batch status it does not "
+        "document: 7"
     ]
     said = f"{ROWS} row(s) await OpenRouter: 1 batch(es) could not be read in {LIMIT} polls in a row; collect"
     assert said in outcome.stdout
