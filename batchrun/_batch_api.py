@@ -72,6 +72,8 @@ class BatchInfo:
     error: str | None
     results: list[dict[str, Any]] | None  # raw items; read them with BatchClient.items
     completed: int | None = None  # request_counts.completed as sent (None: absent or not a count)
+    model: str | None = None  # as the batch object says (scrubbed), to check an adopted batch
+    created_at: float | None = None  # epoch seconds, as the batch object says
 
     @property
     def terminal(self) -> bool:
@@ -164,6 +166,8 @@ class BatchClient:
             error=None if error is None else self.client.scrub.text(str(error))[:500],
             results=results if isinstance(results, list) else None,
             completed=_exact_count(counts.get("completed")),
+            model=short(self.client.scrub.text(data["model"]), 200) if isinstance(data.get("model"), str) else None,
+            created_at=count(data.get("created_at")),  # whole epoch seconds (batch-quickstart.mdx), or None
         )
 
     async def submit(self, model: str, items: list[tuple[str, bytes]]) -> BatchInfo:

@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ._batch_state import INTENT, RELEASED, SUBMITTED, BatchState
+from ._batch_state import INTENT, RELEASED, SUBMITTED, BatchEntry, BatchState
 from ._exceptions import ConfigError
 from ._generation import valid_generation_id
 from ._lock import OutputLock
 from ._scrub import SECRET_VARIABLES, Scrubber, hide_keys
 
+if TYPE_CHECKING:  # the HTTP client is loaded by the commands that call (not `list`)
+    from ._batch_api import BatchClient, BatchInfo
+
+# An adopted batch created this long before its rows were sent is another one (clocks differ).
+CLOCK_SLACK_S = 300
 _DOUBT = "in doubt: submitted or not, unknown (a crash, or an answer that named no batch)"
 
 
@@ -83,6 +91,7 @@ async def batches_command(
             holder = next((e for e in state.entries if e.batch_id == batch_id), None)
             if holder is not None:
                 raise ConfigError(f"adopt: {batch_id} is already {holder.key}'s batch ({holder.state}) in {state.path}")
+            await _check_adopted(entry, batch_id, job_path, base_url, api_key)
             entry.batch_id, entry.state = batch_id, SUBMITTED
             state.save()
             return [f"{entry.key}: adopted {batch_id}; the next run on {results} collects it"]
@@ -98,9 +107,33 @@ async def batches_command(
         lock.release()
 
 
-async def _cancel(
-    state: BatchState, key: str | None, job_path: Path | None, base_url: str | None, api_key: str | None
-) -> list[str]:
+def not_this_batch(entry: BatchEntry, info: BatchInfo) -> str | None:
+    """Why the batch OpenRouter describes cannot be the one `entry` sent, or None. A batch of
+    another night (the same rows, the same custom_ids) was adopted, its old answers recorded as
+    new rows and the hold on the batch really in doubt released (break49 F1)."""
+    if info.model is not None and info.model != entry.model:
+        return f"its model is {info.model}; {entry.key}'s rows are for {entry.model}"
+    if info.created_at is not None and info.created_at < entry.intent_at - CLOCK_SLACK_S:
+        made, sent = (time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t)) for t in (info.created_at, entry.intent_at))
+        return f"it was created at {made}, before {entry.key} was sent ({sent})"
+    ids = {item.get("custom_id") for item in info.results or [] if isinstance(item, dict)}
+    if not ids <= set(entry.rows) or info.request_counts["total"] > len(entry.rows):
+        return f"it holds requests that are not {entry.key}'s {len(entry.rows)} row(s)"
+    return None
+
+
+async def _check_adopted(
+    entry: BatchEntry, batch_id: str, job_path: Path | None, base_url: str | None, api_key: str | None
+) -> None:
+    async with _batch_api(job_path, base_url, api_key) as api:
+        info = await api.get(batch_id)
+    if (problem := not_this_batch(entry, info)) is not None:
+        raise ConfigError(f"adopt: {batch_id} is not {entry.key}'s batch: {problem}")
+
+
+@asynccontextmanager
+async def _batch_api(job_path: Path | None, base_url: str | None, api_key: str | None) -> AsyncIterator[BatchClient]:
+    """The Batch API at the job's endpoint (or --base-url), with its key from the environment."""
     from ._batch_api import BatchClient
     from ._client import OpenRouterClient
     from ._job import load_job
@@ -111,10 +144,16 @@ async def _cancel(
     api_key = api_key or os.environ.get(key_env)
     if not api_key:
         raise ConfigError(f"no API key: set ${key_env}")
+    async with OpenRouterClient(base_url or (job.endpoint.base_url if job else DEFAULT_BASE_URL), api_key) as client:
+        yield BatchClient(client)
+
+
+async def _cancel(
+    state: BatchState, key: str | None, job_path: Path | None, base_url: str | None, api_key: str | None
+) -> list[str]:
     targets = [state.entry(key)] if key else state.open_entries()
     lines = []
-    async with OpenRouterClient(base_url or (job.endpoint.base_url if job else DEFAULT_BASE_URL), api_key) as client:
-        api = BatchClient(client)
+    async with _batch_api(job_path, base_url, api_key) as api:
         for entry in targets:
             if entry.state != SUBMITTED or entry.batch_id is None:
                 lines.append(f"{entry.key}: {entry.state}, nothing to cancel")

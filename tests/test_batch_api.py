@@ -6,6 +6,7 @@ Reference: batch-quickstart.mdx (the OpenAPI spec does not list the batch paths)
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -14,8 +15,10 @@ import pytest
 import respx
 
 from batchrun import ConfigError, OpenRouterClient, Rejected, Transient
-from batchrun._batch_api import BatchClient, batches_url, submission_body
+from batchrun._batch_api import BatchClient, BatchInfo, batches_url, submission_body
+from batchrun._batch_cli import not_this_batch
 from batchrun._batch_rules import batch_groups
+from batchrun._batch_state import BatchEntry
 from batchrun._matrix import Request, encode_body
 from batchrun._parts import non_text_part
 from batchrun.simulator import SimConfig, Simulator
@@ -337,3 +340,23 @@ async def test_a_batch_id_that_is_not_an_id_is_never_kept(mock: respx.MockRouter
     with pytest.raises(Transient) as polled:
         await api().get("b")
     assert polled.value.kind == "bad_response" and polled.value.http_status == 200
+
+
+def test_a_batch_that_cannot_be_the_one_in_doubt_is_said_so() -> None:
+    # break49 F1: `batches adopt` took any id not already in the file.
+    entry = BatchEntry("b2", "m/a", ["r1", "r2"], ["f1", "f2"], 0.01, intent_at=1_800_000_000.0)
+    ours = BatchInfo("batch_1", "in_progress", {"total": 2, "completed": 0, "failed": 0}, None, None, None, None)
+    assert not_this_batch(entry, ours) is None  # nothing said against it: it may be b2's
+    assert not_this_batch(entry, replace(ours, model="m/a", created_at=1_800_000_000 - 299)) is None  # clocks differ
+    foreign = "it holds requests that are not b2's 2 row(s)"
+    cases = [
+        (replace(ours, model="m/b"), "its model is m/b; b2's rows are for m/a"),
+        (
+            replace(ours, created_at=1_800_000_000 - 86400),
+            "it was created at 2027-01-14 08:00:00Z, before b2 was sent (2027-01-15 08:00:00Z)",
+        ),
+        (replace(ours, results=[{"custom_id": "r9"}]), foreign),
+        (replace(ours, request_counts={"total": 3}), foreign),
+    ]
+    for info, said in cases:
+        assert not_this_batch(entry, info) == said

@@ -293,7 +293,21 @@ def test_kill_9_right_after_submit_then_resume_keeps_one_batch_per_model(
     refused, _, err = call_cli("batches", "adopt", out, "b2", held)
     assert refused == ExitCode.USAGE and f"{held} is already b1's batch (collected)" in err
     assert sidecar.read_bytes() == before
-    assert call_cli("batches", "adopt", out, "b2", b2)[0] == 0
+    # break49 F1: a batch that cannot be b2's (another model's; one of another night) was taken,
+    # its old answers recorded as new rows and the hold on the batch really in doubt released.
+    older = batch_sim.batches.batches[b2]
+    other = "meta-llama/llama-3.1-8b-instruct"  # a batch still running: nothing billed by this look
+    batch_sim.batches.batches["batch_other"] = replace(older, id="batch_other", model=other, created=clock.time())
+    adopt = ("batches", "adopt", out, "b2")
+    refused, _, err = call_cli(*adopt, "batch_other", "--base-url", batch_sim.base_url)
+    assert refused == ExitCode.USAGE and f"its model is {other}; b2's rows are for" in err, err
+    del batch_sim.batches.batches["batch_other"]
+    created, older.created = older.created, state.entries[1].intent_at - 2 * 86400  # as if made two nights before
+    refused, _, err = call_cli(*adopt, b2, "--base-url", batch_sim.base_url)
+    assert refused == ExitCode.USAGE and "before b2 was sent" in err, err
+    older.created = created
+    assert sidecar.read_bytes() == before
+    assert call_cli(*adopt, b2, "--base-url", batch_sim.base_url)[0] == 0
     clock.now += 7200
     code, _, err = resume_in_process(job, batch_sim, out, clock)
     assert code == ExitCode.OK
@@ -330,7 +344,9 @@ def test_batches_a_killed_run_left_that_under_report_are_counted_at_their_charge
     env = child_env(OPENROUTER_API_KEY=FAKE_KEY, BATCHRUN_TEST_KILL_AFTER_SUBMIT="3")
     assert run_cli(job_path, "--base-url", batch_sim.base_url, "-o", out, "--budget", "1", env=env).returncode == -9
     sim_batches = sorted(batch_sim.batches.batches.values(), key=lambda b: b.created)
-    assert call_cli("batches", "adopt", out, "b3", sim_batches[2].id)[0] == ExitCode.OK  # its id was never recorded
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)  # adopt reads the batch to check it is b3's
+    adopted = call_cli("batches", "adopt", out, "b3", sim_batches[2].id, "--base-url", batch_sim.base_url)
+    assert adopted[0] == ExitCode.OK, adopted  # its id was never recorded
     clock.now += 7200
     with httpx.Client(headers={"Authorization": f"Bearer {FAKE_KEY}"}) as http:  # billed between the runs
         assert http.get(f"{batch_sim.base_url.replace('/v1', '/beta')}/batches/{sim_batches[0].id}").status_code == 200
