@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from ._formats import short
 from ._pricing import EndpointPrice, money, price, read_pricing
 from ._reply import Reply, bad_reply, count, json_of, str_of, type_name
 from ._scrub import Scrubber
@@ -206,6 +207,18 @@ _KEY_MONEY = (
 _PERIOD_USAGE = {"daily": "usage_daily", "weekly": "usage_weekly", "monthly": "usage_monthly"}
 
 
+def unknown_reset(key: dict[str, Any] | None) -> str | None:
+    """The key's limit_reset when it is none of the documented ones: its all-time usage is
+    taken as spent from its limit, which may refuse an honest key (said: verify49 N3)."""
+    reset = key.get("limit_reset") if key and key.get("limit") is not None else None
+    if not isinstance(reset, str) or reset.lower() in _PERIOD_USAGE:
+        return None
+    return (
+        f"warning: the key's limit_reset {short(reset, 40)!r} is none of daily, weekly, monthly or null "
+        "(limits.mdx): its all-time usage is counted against its limit"
+    )
+
+
 def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
     """A key's data (GET /key, GET /keys/{hash}) with its money fields checked."""
     if not isinstance(data, dict):
@@ -236,7 +249,7 @@ def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
         credit = limit if credit is None else min(credit, limit)
         # Nor above the limit less the usage of its period (break47 F1: a key at its limit said
         # 0.01 left, and a run spent 80% past the limit).
-        period = _PERIOD_USAGE.get(str(data.get("limit_reset")), "usage")  # null: it never resets
+        period = _PERIOD_USAGE.get(str(data.get("limit_reset")).lower(), "usage")  # null: it never resets
         used = key.get(period)
         if used is not None:
             byok = key.get(f"byok_{period}") if data.get("include_byok_in_limit") is True else None

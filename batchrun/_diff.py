@@ -227,6 +227,7 @@ def diff_runs(
             if unknown_rows(a) or unknown_rows(b) or any(gaps):
                 # Known parts only: with unknown costs on either side (a key gap: of no model) the change is not known.
                 entry["cost_unknown_rows"] = {"before": unknown_rows(a), "after": unknown_rows(b)}
+                entry["key_gap_usd"] = {"before": gaps[0], "after": gaps[1]}  # the runs', for programs (verify49 N2)
                 entry["cost_before"], entry["cost_after"] = run_cost_text(a, gaps[0]), run_cost_text(b, gaps[1])
             if a["latency_p50_ms"] is not None and b["latency_p50_ms"] is not None:
                 entry["latency_p50_change_ms"] = round(b["latency_p50_ms"] - a["latency_p50_ms"], 1)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ._account import endpoints_outage, read_balance, read_endpoints
+from ._account_reply import unknown_reset
 from ._costs import CostModel, unknown_price_refusal
 from ._exceptions import ConfigError, ResultsError
 from ._files import read_regular_text
@@ -176,6 +177,8 @@ async def price_plan(
     resolved: list[Resolution] = []
     try:
         models, key = await read_account(client, job, options, lambda: job.run.deadline_s, resolved)
+        if (said := unknown_reset(key)) is not None:
+            warn(said)
         endpoints = await read_endpoints(
             client, models, wanted_models(job), retry_policy(job.run), options.clock.sleep, lambda: job.run.deadline_s
         )

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ._account import endpoints_outage, read_balance, read_endpoints
+from ._account_reply import unknown_reset
 from ._batch_run import BATCH_TOKEN_FACTOR
 from ._cache_session import CacheSession, CacheSettings
 from ._checks import is_judge
@@ -327,9 +328,9 @@ async def preflight(
     """Prices and credit before anything is spent; the effective budget; the plan's worst case."""
     settings = job.run
     models, key = await read_account(client, job, options, time_left)
-    missing = missing_account_api(client.base_url, models, key)
-    if missing:
-        notice(missing)
+    for said in (missing_account_api(client.base_url, models, key), unknown_reset(key)):
+        if said:
+            notice(said)
     endpoints = await read_endpoints(
         client, models, wanted_models(job), retry_policy(settings), options.clock.sleep, time_left
     )

@@ -295,6 +295,7 @@ def test_diff_says_a_cost_change_is_not_known_where_a_key_was_charged_beyond_the
     code, out, _ = call_cli("diff", before, after, "--json")
     model = json.loads(out)["models"]["m"]
     assert code == ExitCode.OK and model["cost_unknown_rows"] == {"before": 0, "after": 0}
+    assert model["key_gap_usd"] == {"before": 0.0, "after": 0.0016}  # for a program reading the JSON
     assert model["cost_after"] == "0.000000 (+$0.001600 charged to the key beyond the run's records)"
     text = call_cli("diff", before, after)[1]
     assert "the change is not known" in text and "-0.001600" not in text

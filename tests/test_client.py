@@ -331,6 +331,7 @@ async def test_models_and_key_endpoints() -> None:
         ({"limit": 5, "limit_remaining": 4, "usage": 9, "usage_daily": 2, "limit_reset": "daily"}, 3),
         ({"limit": 5, "limit_remaining": 4, "usage": 9, "usage_weekly": 4.5, "limit_reset": "weekly"}, 0.5),
         ({"limit": 5, "limit_remaining": 4, "usage": 9, "usage_monthly": 3, "limit_reset": "monthly"}, 2),
+        ({"limit": 5, "limit_remaining": 4, "usage": 9, "usage_daily": 2, "limit_reset": "Daily"}, 3),  # any case
         (
             {"limit": 5, "limit_remaining": 4, "usage": 9, "usage_daily": 0, "limit_reset": "hourly"},
             -4,

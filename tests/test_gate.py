@@ -548,7 +548,9 @@ def test_allow_partial_never_passes_a_threshold_none_of_whose_rows_was_graded(
     assert call_cli("report", results, "--job", gated)[0] == ExitCode.OK  # the whole file meets it
 
 
-def test_options_may_come_between_a_commands_files(tmp_path: Path, job: Path, results: Path) -> None:
+def test_options_may_come_between_a_commands_files(
+    tmp_path: Path, job: Path, results: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # break48 F2: `validate a.yaml -q b.yaml` and `merge OUT --job J SHARD` (orders the README's
     # synopses allow) were "unrecognized arguments: b.yaml".
     other = write_job(tmp_path, SMALL_JOB, name="other.yaml")
@@ -558,3 +560,9 @@ def test_options_may_come_between_a_commands_files(tmp_path: Path, job: Path, re
     assert code == ExitCode.OK and len(read_rows(merged)) == len(read_rows(results)), err
     code, _, err = call_cli("validate", job, "-q", tmp_path / "nope.yaml")  # the second file is still read
     assert code == ExitCode.USAGE and "nope.yaml" in err
+    # verify49 N1: after "--" every word is a file, one named like an option too.
+    write_job(tmp_path, SMALL_JOB, name="-j.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert call_cli("validate", "-q", "--", "-j.yaml") == (ExitCode.OK, "", "")
+    code, _, err = call_cli("validate", "--", "-j.yaml", "-q")  # a file named -q, which is not there
+    assert code == ExitCode.USAGE and "-q" in err and "-j.yaml" not in err, err

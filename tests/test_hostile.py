@@ -327,6 +327,17 @@ def test_a_key_saying_more_is_left_than_its_limit_is_held_to_its_limit(tmp_path:
     assert outcome.code == ExitCode.BUDGET and not server.chat_rows(), outcome.stderr
 
 
+def test_a_limit_reset_the_docs_do_not_give_is_said(tmp_path: Path) -> None:
+    # verify49 N3: read as never resetting (all-time usage against the limit), with no word:
+    # an honest key was refused as out of credit.
+    server = answer(chat_payload())
+    key = {"limit": 1, "limit_remaining": 0.5, "usage": 0.5, "limit_reset": "yearly"}
+    server.key = lambda r: json_answer(200, {"data": key})
+    outcome = run(server, tmp_path, "--quiet")
+    said = "warning: the key's limit_reset 'yearly' is none of daily, weekly, monthly or null"
+    assert outcome.code == ExitCode.OK and said in outcome.stderr, outcome.stderr
+
+
 @pytest.mark.parametrize("cost", [-1.0, True, "0.00001", "NaN"])
 def test_a_cost_that_cannot_be_believed_keeps_the_worst_case(tmp_path: Path, cost: Any) -> None:
     outcome = run(

@@ -42,7 +42,9 @@ class _Parser(argparse.ArgumentParser):
         """A command's options may come between its files (`validate a.yaml -q b.yaml`, `merge
         OUT --job J SHARD...`: break48 F2, "unrecognized arguments: b.yaml"). argparse's
         intermixed parse does it, but not for a parser of subcommands (the top one, `cache`)."""
-        if self._mixing or self._subparsers is not None:
+        # After "--" every word is a file (`validate -- -j.yaml`); Python 3.11's intermixed parse
+        # reads options there (verify49 N1), so such a line is parsed as it always was.
+        if self._mixing or self._subparsers is not None or (args is not None and "--" in args):
             return super().parse_known_args(args, namespace)
         self._mixing = True  # the intermixed parse calls this again, for each of its two passes
         try:
