@@ -211,10 +211,11 @@ def unknown_reset(key: dict[str, Any] | None) -> str | None:
     """The key's limit_reset when it is none of the documented ones: its all-time usage is
     taken as spent from its limit, which may refuse an honest key (said: verify49 N3)."""
     reset = key.get("limit_reset") if key and key.get("limit") is not None else None
-    if not isinstance(reset, str) or reset.lower() in _PERIOD_USAGE:
+    if reset is None or str(reset).lower() in _PERIOD_USAGE:
         return None
+    shown = repr(short(reset, 40)) if isinstance(reset, str) else "not text"  # 1, true (verify50 N6)
     return (
-        f"warning: the key's limit_reset {short(reset, 40)!r} is none of daily, weekly, monthly or null "
+        f"warning: the key's limit_reset ({shown}) is none of daily, weekly, monthly or null "
         "(limits.mdx): its all-time usage is counted against its limit"
     )
 
@@ -226,6 +227,8 @@ def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
     key: dict[str, Any] = {
         scrub.text(str(k)): scrub.value(v) for k, v in data.items() if isinstance(v, (str, bool, type(None)))
     }
+    if not isinstance(data.get("limit_reset"), (str, bool, type(None))):
+        key["limit_reset"] = True  # a number or an object: no reset the docs give, said (unknown_reset)
     for name in _KEY_MONEY:
         if name in data:
             key[name] = money(data[name])

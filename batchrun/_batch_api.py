@@ -17,8 +17,12 @@ shape of a per-item `error`, whether result bodies carry `usage`, and a cancel e
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import json
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -74,6 +78,7 @@ class BatchInfo:
     completed: int | None = None  # request_counts.completed as sent (None: absent or not a count)
     model: str | None = None  # as the batch object says (scrubbed), to check an adopted batch
     created_at: float | None = None  # epoch seconds, as the batch object says
+    server_ahead_s: float = 0.0  # the reply's Date less our clock (0: no Date), for created_at
 
     @property
     def terminal(self) -> bool:
@@ -180,8 +185,8 @@ class BatchClient:
         (`item_allowance`; break22 M2: a batch of 8,100 one-word answers passed the 4 MiB
         cap, and no poll could ever collect it)."""
         cap = self.client.max_response_bytes + allowance
-        _, data = await self._call("GET", f"{self.url}/{batch_id}", max_bytes=cap)
-        return self._info(data)
+        reply, data = await self._call("GET", f"{self.url}/{batch_id}", max_bytes=cap)
+        return replace(self._info(data), server_ahead_s=_ahead(reply.headers, self.client._clock.time()))
 
     async def cancel(self, batch_id: str) -> BatchInfo:
         try:
@@ -234,6 +239,15 @@ class BatchClient:
         # The per-item error shape is not documented; read it like a sync error object.
         shaped = error if isinstance(error, dict) else {"message": str(error or "no response and no error")}
         return BatchItem(custom_id, None, self.client.error_object_failure(shaped))
+
+
+def _ahead(headers: Mapping[str, str], now: float) -> float:
+    """How far the server's clock (its reply's Date) is ahead of ours; 0 without a readable one."""
+    with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+        date = email.utils.parsedate_to_datetime(headers.get("date") or "").timestamp()
+        if math.isfinite(date):
+            return date - now
+    return 0.0
 
 
 def end_failure(info: BatchInfo) -> RequestFailed:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._batch_state import INTENT, RELEASED, SUBMITTED, BatchEntry, BatchState
-from ._exceptions import ConfigError
+from ._exceptions import ConfigError, RequestFailed
 from ._generation import valid_generation_id
 from ._lock import OutputLock
 from ._scrub import SECRET_VARIABLES, Scrubber, hide_keys
@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # the HTTP client is loaded by the commands that call (not `l
 
 # An adopted batch created this long before its rows were sent is another one (clocks differ).
 CLOCK_SLACK_S = 300
+# ... or this long after: a submission is one exchange, made again after a 429's wait at most.
+SEND_WINDOW_S = 3600
 _DOUBT = "in doubt: submitted or not, unknown (a crash, or an answer that named no batch)"
 
 
@@ -113,9 +115,14 @@ def not_this_batch(entry: BatchEntry, info: BatchInfo) -> str | None:
     new rows and the hold on the batch really in doubt released (break49 F1)."""
     if info.model is not None and info.model != entry.model:
         return f"its model is {info.model}; {entry.key}'s rows are for {entry.model}"
-    if info.created_at is not None and info.created_at < entry.intent_at - CLOCK_SLACK_S:
-        made, sent = (time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t)) for t in (info.created_at, entry.intent_at))
-        return f"it was created at {made}, before {entry.key} was sent ({sent})"
+    if info.created_at is not None:
+        # On our clock: the server's may differ (its reply's Date says by how much: verify50 N3).
+        created = info.created_at - info.server_ahead_s
+        made, sent = (time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t)) for t in (created, entry.intent_at))
+        if created < entry.intent_at - CLOCK_SLACK_S:
+            return f"it was created at {made} (by this machine's clock), before {entry.key} was sent ({sent})"
+        if created > entry.intent_at + SEND_WINDOW_S:  # another night's, made after (verify50 N1)
+            return f"it was created at {made} (by this machine's clock), long after {entry.key} was sent ({sent})"
     ids = {item.get("custom_id") for item in info.results or [] if isinstance(item, dict)}
     if not ids <= set(entry.rows) or info.request_counts["total"] > len(entry.rows):
         return f"it holds requests that are not {entry.key}'s {len(entry.rows)} row(s)"
@@ -126,7 +133,13 @@ async def _check_adopted(
     entry: BatchEntry, batch_id: str, job_path: Path | None, base_url: str | None, api_key: str | None
 ) -> None:
     async with _batch_api(job_path, base_url, api_key) as api:
-        info = await api.get(batch_id)
+        try:
+            info = await api.get(batch_id)
+        except RequestFailed as failure:
+            if failure.http_status != 404:
+                raise
+            # As its own refusal, not "the endpoint failed before the run started" (verify50 N5).
+            raise ConfigError(f"adopt: {api.url} does not know the batch {batch_id} (404)") from None
     if (problem := not_this_batch(entry, info)) is not None:
         raise ConfigError(f"adopt: {batch_id} is not {entry.key}'s batch: {problem}")
 

@@ -5,6 +5,7 @@ Reference: batch-quickstart.mdx (the OpenAPI spec does not list the batch paths)
 
 from __future__ import annotations
 
+import email.utils
 import json
 from dataclasses import replace
 from typing import Any
@@ -348,15 +349,35 @@ def test_a_batch_that_cannot_be_the_one_in_doubt_is_said_so() -> None:
     ours = BatchInfo("batch_1", "in_progress", {"total": 2, "completed": 0, "failed": 0}, None, None, None, None)
     assert not_this_batch(entry, ours) is None  # nothing said against it: it may be b2's
     assert not_this_batch(entry, replace(ours, model="m/a", created_at=1_800_000_000 - 299)) is None  # clocks differ
+    assert not_this_batch(entry, replace(ours, created_at=1_800_000_000 + 3599)) is None  # sent after a 429's wait
+    # verify50 N3: a server whose clock is 400 s behind ours (its reply's Date says so) made it then.
+    assert not_this_batch(entry, replace(ours, created_at=1_800_000_000 - 400, server_ahead_s=-400.0)) is None
     foreign = "it holds requests that are not b2's 2 row(s)"
     cases = [
         (replace(ours, model="m/b"), "its model is m/b; b2's rows are for m/a"),
         (
             replace(ours, created_at=1_800_000_000 - 86400),
-            "it was created at 2027-01-14 08:00:00Z, before b2 was sent (2027-01-15 08:00:00Z)",
+            "it was created at 2027-01-14 08:00:00Z (by this machine's clock), before b2 was sent "
+            "(2027-01-15 08:00:00Z)",
+        ),
+        # verify50 N1: one made the next night was taken.
+        (
+            replace(ours, created_at=1_800_000_000 + 86400),
+            "it was created at 2027-01-16 08:00:00Z (by this machine's clock), long after b2 was sent "
+            "(2027-01-15 08:00:00Z)",
         ),
         (replace(ours, results=[{"custom_id": "r9"}]), foreign),
         (replace(ours, request_counts={"total": 3}), foreign),
     ]
     for info, said in cases:
         assert not_this_batch(entry, info) == said
+
+
+async def test_a_batch_read_says_how_far_the_servers_clock_is_from_ours(mock: respx.MockRouter) -> None:
+    # verify50 N3: created_at is the server's clock; a machine 400 s ahead refused an honest adoption.
+    server_time = FakeClock().time() - 400
+    headers = {"Date": email.utils.formatdate(server_time, usegmt=True)}
+    route = mock.get(f"{BATCHES}/b").mock(return_value=httpx.Response(200, json=batch_object(), headers=headers))
+    assert (await api().get("b")).server_ahead_s == pytest.approx(-400, abs=1)
+    route.mock(return_value=httpx.Response(200, json=batch_object(), headers={"Date": "not a date"}))
+    assert (await api().get("b")).server_ahead_s == 0.0

@@ -271,6 +271,14 @@ def test_kill_9_right_after_submit_then_resume_keeps_one_batch_per_model(
     }
     assert "b2" in err and "not submitted again" in err
     listed = call_cli("batches", "list", out)
+    # verify50 N5: words and options an action leaves unused were taken as done.
+    for words, said in (
+        (["list", out, "b2"], "batches list takes no word(s) after the results file, not 'b2'"),
+        (["release", out, "b2", "batch_x"], "batches release takes 1 word(s) after the results file, not 'batch_x'"),
+        (["list", out, "--budget", "1"], "--budget: `batches` sends no chat request"),
+    ):
+        code, _, err = call_cli("batches", *words)
+        assert code == ExitCode.USAGE and err.startswith(f"batchrun: {said}") and err.count("\n") == 1, err
     assert listed[0] == 0 and "in doubt" in listed[1]
 
     # The user finds the batch on OpenRouter's activity page and adopts it; the next run collects it.
@@ -296,18 +304,28 @@ def test_kill_9_right_after_submit_then_resume_keeps_one_batch_per_model(
     # break49 F1: a batch that cannot be b2's (another model's; one of another night) was taken,
     # its old answers recorded as new rows and the hold on the batch really in doubt released.
     older = batch_sim.batches.batches[b2]
+    # Adopt reads the batch's created_at on the server's clock, by the Date of its reply. The killed
+    # run sent b2 by this machine's clock and the simulator made it by the test's fake one: while
+    # adopt looks, the simulator's clock runs with this machine's at the offset it had then.
+    offset = older.created - state.entries[1].intent_at
+    batch_sim.clock = lambda: time.time() + offset
     other = "meta-llama/llama-3.1-8b-instruct"  # a batch still running: nothing billed by this look
-    batch_sim.batches.batches["batch_other"] = replace(older, id="batch_other", model=other, created=clock.time())
+    batch_sim.batches.batches["batch_other"] = replace(older, id="batch_other", model=other)
     adopt = ("batches", "adopt", out, "b2")
     refused, _, err = call_cli(*adopt, "batch_other", "--base-url", batch_sim.base_url)
     assert refused == ExitCode.USAGE and f"its model is {other}; b2's rows are for" in err, err
     del batch_sim.batches.batches["batch_other"]
-    created, older.created = older.created, state.entries[1].intent_at - 2 * 86400  # as if made two nights before
-    refused, _, err = call_cli(*adopt, b2, "--base-url", batch_sim.base_url)
-    assert refused == ExitCode.USAGE and "before b2 was sent" in err, err
-    older.created = created
+    for days, said in ((-2, "before b2 was sent"), (1, "long after b2 was sent")):  # other nights' batches
+        older.created += days * 86400
+        refused, _, err = call_cli(*adopt, b2, "--base-url", batch_sim.base_url)
+        assert refused == ExitCode.USAGE and said in err, err
+        older.created -= days * 86400
+    refused, _, err = call_cli(*adopt, "batch_nope", "--base-url", batch_sim.base_url)
+    assert refused == ExitCode.USAGE and "does not know the batch batch_nope (404)" in err, err
     assert sidecar.read_bytes() == before
-    assert call_cli(*adopt, b2, "--base-url", batch_sim.base_url)[0] == 0
+    adopted = call_cli(*adopt, b2, "--base-url", batch_sim.base_url)
+    assert adopted[0] == 0, adopted
+    batch_sim.clock = clock.time
     clock.now += 7200
     code, _, err = resume_in_process(job, batch_sim, out, clock)
     assert code == ExitCode.OK

@@ -564,5 +564,7 @@ def test_options_may_come_between_a_commands_files(
     write_job(tmp_path, SMALL_JOB, name="-j.yaml")
     monkeypatch.chdir(tmp_path)
     assert call_cli("validate", "-q", "--", "-j.yaml") == (ExitCode.OK, "", "")
+    # verify50 N2: and options between files before it still are options.
+    assert call_cli("validate", job, "-q", "--", "-j.yaml") == (ExitCode.OK, "", "")
     code, _, err = call_cli("validate", "--", "-j.yaml", "-q")  # a file named -q, which is not there
     assert code == ExitCode.USAGE and "-q" in err and "-j.yaml" not in err, err

@@ -327,14 +327,15 @@ def test_a_key_saying_more_is_left_than_its_limit_is_held_to_its_limit(tmp_path:
     assert outcome.code == ExitCode.BUDGET and not server.chat_rows(), outcome.stderr
 
 
-def test_a_limit_reset_the_docs_do_not_give_is_said(tmp_path: Path) -> None:
-    # verify49 N3: read as never resetting (all-time usage against the limit), with no word:
-    # an honest key was refused as out of credit.
+@pytest.mark.parametrize(("reset", "shown"), [("yearly", "'yearly'"), (1, "not text"), (True, "not text")])
+def test_a_limit_reset_the_docs_do_not_give_is_said(tmp_path: Path, reset: Any, shown: str) -> None:
+    # verify49 N3, verify50 N6: read as never resetting (all-time usage against the limit), with
+    # no word: an honest key was refused as out of credit.
     server = answer(chat_payload())
-    key = {"limit": 1, "limit_remaining": 0.5, "usage": 0.5, "limit_reset": "yearly"}
+    key = {"limit": 1, "limit_remaining": 0.5, "usage": 0.5, "limit_reset": reset}
     server.key = lambda r: json_answer(200, {"data": key})
     outcome = run(server, tmp_path, "--quiet")
-    said = "warning: the key's limit_reset 'yearly' is none of daily, weekly, monthly or null"
+    said = f"warning: the key's limit_reset ({shown}) is none of daily, weekly, monthly or null"
     assert outcome.code == ExitCode.OK and said in outcome.stderr, outcome.stderr
 
 

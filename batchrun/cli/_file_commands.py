@@ -179,6 +179,14 @@ def cmd_batches(args: argparse.Namespace, console: Console) -> int:
     from .._batch_cli import batches_command
     from .._event_loop import run as run_loop
 
+    # Words and options the action would leave unused, taken as done (verify50 N5).
+    if args.budget is not None:
+        raise ConfigError("--budget: `batches` sends no chat request; a run's budget is given to the run")
+    taken = {"list": 0, "cancel": 1, "release": 1, "adopt": 2}[args.action]
+    if extra := [word for word in (args.key, args.batch_id)[taken:] if word is not None]:
+        words = f"{taken or 'no'} word(s)"
+        raise ConfigError(f"batches {args.action} takes {words} after the results file, not {extra[0]!r}")
+
     async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> list[str]:
         return await batches_command(args.action, args.results, args.key, args.batch_id, args.job, base_url, sim_key)
 

@@ -42,10 +42,14 @@ class _Parser(argparse.ArgumentParser):
         """A command's options may come between its files (`validate a.yaml -q b.yaml`, `merge
         OUT --job J SHARD...`: break48 F2, "unrecognized arguments: b.yaml"). argparse's
         intermixed parse does it, but not for a parser of subcommands (the top one, `cache`)."""
-        # After "--" every word is a file (`validate -- -j.yaml`); Python 3.11's intermixed parse
-        # reads options there (verify49 N1), so such a line is parsed as it always was.
-        if self._mixing or self._subparsers is not None or (args is not None and "--" in args):
+        if self._mixing or self._subparsers is not None or args is None:
             return super().parse_known_args(args, namespace)
+        args = list(args)
+        if "--" in args:
+            # After "--" every word is a file (`validate -- -j.yaml`), which Python 3.11's intermixed
+            # parse reads as options (verify49 N1): there, one that begins with "-" is given as ./-name.
+            cut = args.index("--")
+            args = args[:cut] + [f"./{word}" if word.startswith("-") else word for word in args[cut + 1 :]]
         self._mixing = True  # the intermixed parse calls this again, for each of its two passes
         try:
             return super().parse_known_intermixed_args(args, namespace)
@@ -284,11 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     batches = commands.add_parser("batches", help="list, cancel, adopt or release the batches of a batch-mode run")
-    batches.add_argument("action", choices=("list", "cancel", "adopt", "release"))
-    batches.add_argument("results", type=Path)
+    batches.add_argument(
+        "action",
+        choices=("list", "cancel", "adopt", "release"),
+        help="list (no network); cancel the open batches (or KEY's); adopt a batch in doubt by its id (read "
+        "first: refused when it cannot be KEY's); release one in doubt (its rows are submitted again)",
+    )
+    batches.add_argument("results", type=Path, help="the batch-mode run's results file (its X.batches.json beside)")
     batches.add_argument("key", nargs="?", help="adopt/release: the batch key (b1, b2...) from `batches list`")
     batches.add_argument("batch_id", nargs="?", help="adopt: OpenRouter's batch id")
-    batches.add_argument("--job", type=Path, metavar="JOB.yaml", help="cancel: the job (its endpoint and key)")
+    batches.add_argument(
+        "--job", type=Path, metavar="JOB.yaml", help="cancel, adopt: the job (its endpoint and the key's variable)"
+    )
     _add_endpoint_options(batches)
 
     merge = commands.add_parser("merge", help="combine shard result files of one job")
