@@ -272,13 +272,14 @@ def test_kill_9_right_after_submit_then_resume_keeps_one_batch_per_model(
     assert "b2" in err and "not submitted again" in err
     listed = call_cli("batches", "list", out)
     # verify50 N5: words and options an action leaves unused were taken as done.
-    for words, said in (
+    unused: list[tuple[list[str | Path], str]] = [
         (["list", out, "b2"], "batches list takes no word(s) after the results file, not 'b2'"),
         (["release", out, "b2", "batch_x"], "batches release takes 1 word(s) after the results file, not 'batch_x'"),
         (["list", out, "--budget", "1"], "--budget: `batches` sends no chat request"),
-    ):
-        code, _, err = call_cli("batches", *words)
-        assert code == ExitCode.USAGE and err.startswith(f"batchrun: {said}") and err.count("\n") == 1, err
+    ]
+    for words, said in unused:
+        refused, _, told = call_cli("batches", *words)
+        assert refused == ExitCode.USAGE and told.startswith(f"batchrun: {said}") and told.count("\n") == 1, told
     assert listed[0] == 0 and "in doubt" in listed[1]
 
     # The user finds the batch on OpenRouter's activity page and adopts it; the next run collects it.
