@@ -141,10 +141,13 @@ class BatchClient:
                 "bad_response", f"the Batch API answered a batch status it does not document: {shown}", status
             )
         results = data.get("results")
-        if data["status"] == "completed" and results is not None and not isinstance(results, list):
+        counts = data.get("request_counts")
+        counts = counts if isinstance(counts, dict) else {}
+        said_done = bool(_exact_count(counts.get("completed")))
+        if data["status"] == "completed" and not isinstance(results, list) and (results is not None or said_done):
             # "When a batch completes, `results` is returned inline as an array" (batch-quickstart.mdx):
             # read as no result for any row, every row was an error to pay for again (break49 F2).
-            # Null (or none) says there are none: its rows get their share of its cost, as errors.
+            # Null (or none) with no request said completed: none; its rows get their share, as errors.
             raise Transient(
                 "bad_response", "the Batch API answered a completed batch whose results are no array", status
             )
@@ -155,8 +158,6 @@ class BatchClient:
             raise Transient(
                 "bad_response", "the Batch API answered a batch id that is not an id", None if submitted else 200
             )
-        counts = data.get("request_counts")
-        counts = counts if isinstance(counts, dict) else {}
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
         cost = money(usage.get("cost")) if usage else None  # finite, non-negative, or unknown
         error = data.get("error")

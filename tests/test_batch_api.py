@@ -377,7 +377,9 @@ async def test_a_batch_read_says_how_far_the_servers_clock_is_from_ours(mock: re
     # verify50 N3: created_at is the server's clock; a machine 400 s ahead refused an honest adoption.
     server_time = FakeClock().time() - 400
     headers = {"Date": email.utils.formatdate(server_time, usegmt=True)}
-    route = mock.get(f"{BATCHES}/b").mock(return_value=httpx.Response(200, json=batch_object(), headers=headers))
+    route = mock.get(f"{BATCHES}/b").mock(
+        return_value=httpx.Response(200, json=batch_object("in_progress"), headers=headers)
+    )
     assert (await api().get("b")).server_ahead_s == pytest.approx(-400, abs=1)
-    route.mock(return_value=httpx.Response(200, json=batch_object(), headers={"Date": "not a date"}))
+    route.mock(return_value=httpx.Response(200, json=batch_object("in_progress"), headers={"Date": "not a date"}))
     assert (await api().get("b")).server_ahead_s == 0.0

@@ -214,6 +214,11 @@ def test_a_batch_still_running_explains_what_the_key_was_charged(tmp_path: Path)
         # result for any row: every row an error, which --retry-errors paid for again.
         ({"status": "completed", "results": '{"custom_id": "x"}\n'}, "a completed batch whose results are no array"),
         ({"status": "completed", "results": {"x": {}}}, "a completed batch whose results are no array"),
+        # verify50: null results beside requests it says completed are as unread.
+        (
+            {"status": "completed", "request_counts": {"total": 4, "completed": 4, "failed": 0}, "results": None},
+            "a completed batch whose results are no array",
+        ),
         # break49 F4: a status the docs do not give was "something that is not a batch object".
         ({"status": "queued_weird", "results": None}, "a batch status it does not document: queued_weird"),
     ],
