@@ -28,6 +28,7 @@ from ._account_reply import (
     parse_key_data,
     parse_models,
 )
+from ._api_key import sendable_key
 from ._body import ACCEPT_ENCODING, read_capped
 from ._clock import Clock, SystemClock
 from ._exceptions import ConfigError, RequestFailed, ResponseTooLarge, Transient, Undecodable
@@ -42,14 +43,7 @@ from ._transport import default_transport, dropped_after_connecting, not_a_timeo
 LOOKUP_CONNECTIONS = 8  # /generation lookups at once, each on a connection of the account pool
 MAX_MODEL_PAGES = 100  # 100 pages of up to 1,000 models: far more than OpenRouter lists
 
-__all__ = [
-    "ChatResult",
-    "DEFAULT_MAX_RESPONSE_BYTES",
-    "Flight",
-    "ModelInfo",
-    "OpenRouterClient",
-    "default_transport",
-]
+__all__ = ["ChatResult", "DEFAULT_MAX_RESPONSE_BYTES", "Flight", "ModelInfo", "OpenRouterClient", "default_transport"]
 
 DEFAULT_MAX_RESPONSE_BYTES = DEFAULTS.max_response_bytes
 ACCOUNT_MAX_BYTES = 32 * 1024 * 1024  # /models, /key, /credits: bounded, whatever the cap on answers
@@ -77,7 +71,7 @@ class OpenRouterClient:
         self._timeout_s = timeout_s
         self._max_response_bytes = max_response_bytes
         self._clock = clock or SystemClock()
-        self.scrub = Scrubber(api_key)
+        self.scrub = Scrubber(sendable_key(api_key))
         # Only encodings the capped reader can decode piece by piece (no br, no zstd).
         headers = {"Content-Type": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
         if app_url:
@@ -132,7 +126,7 @@ class OpenRouterClient:
     def _auth(self, key: str | None) -> dict[str, str]:
         if key is None:
             raise ConfigError("no API key is set")
-        return {"Authorization": f"Bearer {key}"}
+        return {"Authorization": f"Bearer {sendable_key(key, 'a key')}"}
 
     def _prepare_chat(self) -> None:
         """Build the chat URL, headers and timeouts once per key, not once per request:

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from ._api_key import sendable_key
 from ._clock import Clock, SystemClock
 from ._matrix import Shard
 
@@ -36,3 +38,29 @@ class RunOptions:
     # --simulate: a simulator of this run's own, which knows no batch an earlier run submitted.
     fresh_simulator: bool = False
     test_kill_after_submit: int | None = None  # test seam: SIGKILL after the Nth batch is accepted
+
+    def __post_init__(self) -> None:
+        # Refused here, before anything is sent, without being shown (break50 F1).
+        sendable_key(self.api_key)
+        sendable_key(self.management_key, "the management key")
+
+
+@dataclass
+class HostCallback:
+    """A library caller's `on_record`. What it raises is kept and raised when the run has ended, its
+    rows written and its summary too: raised into a worker, it was lost, and the run exited 0 with
+    the caller never told (break50 F5). The first is kept; the callback is not called again."""
+
+    callback: Callable[[dict[str, Any]], None] | None
+    raised: list[Exception] = field(default_factory=list)
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if self.callback is not None and not self.raised:
+            try:
+                self.callback(record)
+            except Exception as exc:  # noqa: BLE001 - the caller's own, whatever it is: raised at the end
+                self.raised.append(exc)
+
+    def raise_kept(self) -> None:
+        if self.raised:
+            raise self.raised[0]

@@ -27,7 +27,7 @@ from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
 from ._lock import OutputLock, lock_created
 from ._matrix import Request, count_requests, matrix_requests, run_size_problem, shard_text
-from ._options import Notice, RunOptions
+from ._options import HostCallback, Notice, RunOptions
 from ._output_paths import job_folder, summary_path, write_json_atomically
 from ._preflight import Preflight, job_routing_warning, keep_row, make_client, open_cache, preflight, unpriced
 from ._pricing import MAX_USD, money
@@ -70,13 +70,15 @@ async def run_job(
     """Run (or resume) one job. Raises ConfigError, LockHeld, AuthFailed before any row is sent."""
     settings = with_key_deadline(job.run)  # a per-run key's run ends before the key does
     control = control or RunControl()
+    if control.used:  # its stop and its event are the last run's: every row was "deadline" (break50 F4)
+        raise ConfigError("this RunControl was given to an earlier run: make a new one for each run")
+    control.used = True
     clock = options.clock
     if (too_large := run_size_problem(job, options.shard)) is not None:
         raise ConfigError(too_large)  # before any lock, file or request
     locks = []
     if options.output is None:
-        # Default outputs are new files each time, so the output lock alone would let two
-        # overlapping cron ticks of one job both run (and both spend): lock the job too.
+        # Default outputs are new each time: two overlapping cron ticks would both run (and spend).
         folder = job_folder(job.name, job.run.output)
         if options.resume and not folder.is_dir():  # no run to resume: said before a lock makes it (break48 F5)
             resolve_output(job, options, clock.time(), notice)
@@ -87,7 +89,10 @@ async def run_job(
         output = resolve_output(job, options, clock.time(), notice)
         locks.append(OutputLock(output))
         locks[-1].acquire()
-        return await _locked_run(job, options, settings, control, notice, on_start, on_record, output)
+        hosted = HostCallback(on_record)  # the caller's: what it raises is raised at the end (break50 F5)
+        report = await _locked_run(job, options, settings, control, notice, on_start, hosted, output)
+        hosted.raise_kept()
+        return report
     finally:
         for lock in reversed(locks):
             lock.release()
@@ -127,7 +132,7 @@ async def _locked_run(
     control: RunControl,
     notice: Notice,
     on_start: Callable[[int], None] | None,
-    on_record: Callable[[dict[str, Any]], None] | None,
+    on_record: HostCallback,
     output: Path,
 ) -> RunReport:
     batch = batch_setup(job, options, settings, output)
@@ -153,8 +158,7 @@ async def _locked_run(
     run_started = started_at = utc(options.clock.time())
     if isinstance(earlier.get("started_at"), str) and earlier["started_at"] < started_at:
         started_at = earlier["started_at"]
-    # What earlier runs' key windows counted beyond their records' costs (the key's usage above
-    # what answers reported) is in no record: their summary carries it (break14c N12).
+    # Earlier runs' key gaps (the key's usage above what answers reported): in their summary (break14c N12).
     key_gap_before = 0.0
     if states is not None:
         # The last summary's figure, and what a run killed before writing one left in its journal.
@@ -214,8 +218,7 @@ async def _locked_run(
 
         def record_done(record: dict[str, Any]) -> None:
             summary.add(record)
-            if on_record is not None:
-                on_record(record)
+            on_record(record)
 
         writer = ResultsWriter(output)
         lock_created(output)  # a new output exists now: locked by any name (verify22 N4)
@@ -274,8 +277,7 @@ async def _locked_run(
         runner.charges.cut_off = ends
         control.winding_down = lambda: ends.set_in(wind_down_s(settings.grace_s))
         # The last lookups of costs still unknown (those not done stay held); rows they resolve are written again.
-        # After a deadline or a signal, /generation that stopped answering is not tried again: the
-        # try took the whole grace, and the /key read after it never came (verify37 N3).
+        # After a deadline or a signal, /generation that stopped answering is not tried again (verify37 N3).
         await runner.charges.retry_lookups(final=outcome.stop not in _PROMPT_STOPS)
         late_rows, late_failed = 0, None
         if outcome.stop != StopReason.IO:

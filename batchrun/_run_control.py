@@ -21,6 +21,7 @@ class RunControl:
     pending: StopReason | None = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)  # set at the stop, on the run's loop
     winding_down: Callable[[], None] | None = None  # after the rows: cuts the wind-down at a grace
+    used: bool = False  # by a run: one RunControl serves one run (break50 F4)
 
     def stop(self, reason: StopReason = StopReason.INTERRUPTED) -> None:
         self.stopped.set()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrun import ExitCode, load_job, matrix_requests
+from batchrun import ConfigError, ExitCode, OpenRouterClient, RunOptions, load_job, matrix_requests
 from batchrun.cli import _shared_parser
 
 from .conftest import SMALL_JOB, call_cli, child_env, write_job
@@ -787,6 +787,16 @@ def test_an_api_key_a_header_cannot_carry_is_one_line_without_the_key(
         code, out, err = call_cli(*args)
         assert_refused(code, err, "$OPENROUTER_API_KEY holds a space, a newline or a non-ASCII character")
         assert "abc" not in err + out and len(err.splitlines()) == 1
+    assert not (tmp_path / "k.jsonl").exists()
+    # break50 F1: a library caller's key (RunOptions) was a bare UnicodeEncodeError holding the
+    # whole key in its args, or a "network error" retried for seconds.
+    for api_key, management_key in ((key, None), ("k", key)):
+        with pytest.raises(ConfigError) as refused:
+            RunOptions(api_key=api_key, management_key=management_key, output=tmp_path / "k.jsonl")
+        assert "holds a space, a newline or a non-ASCII character" in str(refused.value)
+        assert "abc" not in repr(refused.value) + repr(refused.value.args) and refused.value.__context__ is None
+    with pytest.raises(ConfigError):
+        OpenRouterClient("http://127.0.0.1:9/api/v1", key)
     assert not (tmp_path / "k.jsonl").exists()
 
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from batchrun import ExitCode, RunOptions, RunReport, load_job, run_job
-from batchrun._exceptions import OutputFailed
+from batchrun._exceptions import ConfigError, OutputFailed
 from batchrun._items import ItemGate
 from batchrun._job import Job
 from batchrun._regrade import regrade_file
@@ -770,3 +770,33 @@ def test_stored_verdicts_that_are_not_verdicts_are_not_kept() -> None:
     assert long == {0: [{**failed, "error": "x" * 400, "cost": None}]}
     for error in ("not graded: the run stopped (deadline)", "not graded: the grader is stopped (daily cap)", 5, None):
         assert kept_verdicts({"checks": [entry({**failed, "error": error})]}, checks) == {}, error
+
+
+async def test_a_run_control_serves_one_run(sim: Simulator, tmp_path: Path) -> None:
+    # break50 F4: given to a second run (after a stop, or on another loop), its event and stop were
+    # the first run's: every row recorded skipped by "deadline", with no deadline and no word.
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    control = RunControl()
+    first = await run_job(job, RunOptions(FAKE_KEY, sim.base_url, output=tmp_path / "a.jsonl"), control=control)
+    assert first.summary["total"]["ok"] == first.summary["total"]["rows"] > 0
+    control.stop()
+    with pytest.raises(ConfigError, match="this RunControl was given to an earlier run"):
+        await run_job(job, RunOptions(FAKE_KEY, sim.base_url, output=tmp_path / "b.jsonl"), control=control)
+    assert not (tmp_path / "b.jsonl").exists()
+
+
+async def test_what_a_callers_on_record_raises_is_raised_once_the_run_has_ended(sim: Simulator, tmp_path: Path) -> None:
+    # break50 F5: raised into a worker, it was lost: the run returned as if nothing had happened.
+    job, seen = load_job(write_job(tmp_path, SMALL_JOB)), list[str]()
+
+    def on_record(record: dict[str, Any]) -> None:
+        seen.append(record["id"])
+        if len(seen) == 3:
+            raise ValueError("the caller's own bug")
+
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(ValueError, match="the caller's own bug"):
+        await run_job(job, RunOptions(FAKE_KEY, sim.base_url, output=out), on_record=on_record)
+    rows = read_rows(out)
+    assert len(seen) == 3 and len(rows) == 20 and all(r["status"] == "ok" for r in rows)  # the run went on
+    assert (tmp_path / "out.summary.json").exists()

@@ -164,3 +164,8 @@ def test_the_loop_is_uvloops_where_installed_and_asyncios_without(monkeypatch: p
     assert run_loop(kind()).startswith("uvloop")
     monkeypatch.setitem(sys.modules, "uvloop", None)  # as where it does not build: the import fails
     assert run_loop(kind()).startswith("asyncio")
+
+
+def test_the_package_says_it_is_typed() -> None:
+    # break50 F3: without the PEP 561 marker a user's mypy read batchrun as untyped.
+    assert (PACKAGE / "py.typed").is_file()

@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from .._api_key import sendable_key
 from .._console import Console, append_step_summary
 from .._exceptions import (
     ConfigError,
@@ -79,18 +79,9 @@ async def with_simulator(args: argparse.Namespace, body: Any) -> Any:
         await simulator.stop()
 
 
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
-
-
 def checked_key(variable: str) -> str | None:
     """A key from the environment, refused (without showing it) if a header cannot carry it."""
-    key = os.environ.get(variable)
-    if key and not _HEADER_SAFE.fullmatch(key):
-        raise ConfigError(
-            f"${variable} holds a space, a newline or a non-ASCII character, which an HTTP header "
-            "cannot carry; check how it was set (the key is not shown)"
-        )
-    return key or None
+    return sendable_key(os.environ.get(variable) or None, f"${variable}")
 
 
 def key_for_job(job: Any, simulated_key: str | None) -> str:
