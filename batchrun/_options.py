@@ -15,6 +15,7 @@ import httpx
 
 from ._api_key import sendable_key
 from ._clock import Clock, SystemClock
+from ._exceptions import ConfigError
 from ._matrix import Shard
 
 Notice = Callable[[str], None]
@@ -43,6 +44,10 @@ class RunOptions:
         # Refused here, before anything is sent, without being shown (break50 F1).
         sendable_key(self.api_key)
         sendable_key(self.management_key, "the management key")
+        if isinstance(self.output, str):  # as final_records takes one (break50 F2: an AttributeError)
+            self.output = Path(self.output)
+        if self.output is not None and "\0" in str(self.output):
+            raise ConfigError("the output path holds a NUL byte, which no file name can")
 
 
 @dataclass

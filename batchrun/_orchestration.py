@@ -67,7 +67,9 @@ async def run_job(
     on_start: Callable[[int], None] | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunReport:
-    """Run (or resume) one job. Raises ConfigError, LockHeld, AuthFailed before any row is sent."""
+    """Run (or resume) one job; README "Library". Raises a BatchrunError (ConfigError, JobError,
+    LockHeld, AuthFailed, OutputFailed...), an OSError for an output the file system refuses before
+    anything is sent, or what `on_record` raised, once the run has ended."""
     settings = with_key_deadline(job.run)  # a per-run key's run ends before the key does
     control = control or RunControl()
     if control.used:  # its stop and its event are the last run's: every row was "deadline" (break50 F4)
@@ -269,9 +271,7 @@ async def _locked_run(
 
         # The end-of-run /key read may use the grace after the deadline, as rows do.
         cleanup_left = cleanup_time(time_left, settings.grace_s)
-        # After a signal or the deadline, the wind-down's account calls (lookups, the /key read,
-        # the per-run key's removal) have one more grace: a /key that hung kept a SIGTERM'd run
-        # 66-364 s past its grace (verify23 N1).
+        # After a signal or the deadline, the wind-down's account calls have one more grace (verify23 N1).
         # A signal during the wind-down cuts it at a grace, and is exit 7 (break25 F6).
         ends = wind_down_within(settings.grace_s, outcome.stop in _PROMPT_STOPS, cleanup_left())
         runner.charges.cut_off = ends

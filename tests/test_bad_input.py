@@ -996,3 +996,10 @@ def test_only_a_variable_is_told_to_quote_a_number_too_large_to_send(tmp_path: P
     assert code == ExitCode.USAGE and "64 bits" in err and "quote" not in err
     code, _, err = call_cli("validate", write_job(tmp_path, SMALL_JOB.replace("country: Japan", f"country: {huge}")))
     assert code == ExitCode.USAGE and "country is an integer too large to send" in err and "quote it" in err
+
+
+def test_run_options_take_an_output_as_text_and_refuse_a_nul_in_it() -> None:
+    # break50 F2: a str output was an AttributeError mid-run, a NUL byte a bare ValueError.
+    assert RunOptions(api_key=None, output="out.jsonl").output == Path("out.jsonl")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="NUL byte"):
+        RunOptions(api_key=None, output=Path("out\0.jsonl"))
