@@ -17,16 +17,13 @@ shape of a per-item `error`, whether result bodies carry `usage`, and a cancel e
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
 import json
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
+from ._classify import reply_date
 from ._client import ChatResult, OpenRouterClient
 from ._exceptions import ConfigError, Rejected, RequestFailed, Transient
 from ._formats import short
@@ -136,7 +133,7 @@ class BatchClient:
             # HTTP status), held and never submitted again, like a refused id (break-14c N2).
             raise Transient("bad_response", "the Batch API answered something that is not a batch object", status)
         if data.get("status") not in STATUSES:  # named, as it came (break49 F4: "not a batch object")
-            shown = self.client.scrub.text(short(str(data.get("status")), 40))
+            shown = short(self.client.scrub.text(str(data.get("status"))), 40)  # scrubbed whole, then cut
             raise Transient(
                 "bad_response", f"the Batch API answered a batch status it does not document: {shown}", status
             )
@@ -155,9 +152,7 @@ class BatchClient:
             # The id is kept in X.batches.json and sent back in URLs: one that is not an id, or
             # holds a key or a fragment of one, is never kept (break-14b C14). After a submission
             # the batch may exist: no HTTP status makes it "in doubt", never submitted again.
-            raise Transient(
-                "bad_response", "the Batch API answered a batch id that is not an id", None if submitted else 200
-            )
+            raise Transient("bad_response", "the Batch API answered a batch id that is not an id", status)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
         cost = money(usage.get("cost")) if usage else None  # finite, non-negative, or unknown
         error = data.get("error")
@@ -187,7 +182,9 @@ class BatchClient:
         cap, and no poll could ever collect it)."""
         cap = self.client.max_response_bytes + allowance
         reply, data = await self._call("GET", f"{self.url}/{batch_id}", max_bytes=cap)
-        return replace(self._info(data), server_ahead_s=_ahead(reply.headers, self.client._clock.time()))
+        date = reply_date(reply.headers)  # ahead or behind: an adopted batch's created_at is put on our clock
+        ahead = 0.0 if date is None else date - self.client._clock.time()
+        return replace(self._info(data), server_ahead_s=ahead)
 
     async def cancel(self, batch_id: str) -> BatchInfo:
         try:
@@ -240,15 +237,6 @@ class BatchClient:
         # The per-item error shape is not documented; read it like a sync error object.
         shaped = error if isinstance(error, dict) else {"message": str(error or "no response and no error")}
         return BatchItem(custom_id, None, self.client.error_object_failure(shaped))
-
-
-def _ahead(headers: Mapping[str, str], now: float) -> float:
-    """How far the server's clock (its reply's Date) is ahead of ours; 0 without a readable one."""
-    with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
-        date = email.utils.parsedate_to_datetime(headers.get("date") or "").timestamp()
-        if math.isfinite(date):
-            return date - now
-    return 0.0
 
 
 def end_failure(info: BatchInfo) -> RequestFailed:

@@ -105,11 +105,18 @@ def server_now(headers: Mapping[str, str], now: float) -> float:
     wait: every row skipped, or "a daily cap" (exit 1) at an hour (break46 F1). Never a Date
     behind ours (a proxy's stale one, 1970 from an unset clock: verify48 N1): the shorter wait
     is the one taken, and a wait too short costs one more 429, one too long a night."""
+    date = reply_date(headers)
+    if date is not None and date - now > CLOCK_SKEW_S:
+        return date + 0.5  # within its second
+    return now
+
+
+def reply_date(headers: Mapping[str, str]) -> float | None:
+    """The reply's Date as epoch seconds; None without a readable one."""
     with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
         date = email.utils.parsedate_to_datetime(headers.get("date") or "").timestamp()
-        if math.isfinite(date) and date - now > CLOCK_SKEW_S:
-            return date + 0.5  # within its second
-    return now
+        return date if math.isfinite(date) else None
+    return None
 
 
 def reset_wait(headers: Mapping[str, str], now: float) -> float | None:

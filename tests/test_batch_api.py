@@ -383,3 +383,13 @@ async def test_a_batch_read_says_how_far_the_servers_clock_is_from_ours(mock: re
     assert (await api().get("b")).server_ahead_s == pytest.approx(-400, abs=1)
     route.mock(return_value=httpx.Response(200, json=batch_object("in_progress"), headers={"Date": "not a date"}))
     assert (await api().get("b")).server_ahead_s == 0.0
+
+
+async def test_a_batch_objects_model_and_created_at_are_not_believed_blindly(mock: respx.MockRouter) -> None:
+    # What adopt compares: a model echoing the key is scrubbed (it is said in a refusal), and a
+    # created_at that is no whole number of seconds says nothing.
+    for created in ("yesterday", -5, 1e30, True):
+        body = batch_object("in_progress", model=f"m/{FAKE_KEY}", created_at=created)
+        mock.get(f"{BATCHES}/b").mock(return_value=httpx.Response(200, json=body))
+        info = await api().get("b")
+        assert info.model is not None and FAKE_KEY[12:40] not in info.model and info.created_at is None

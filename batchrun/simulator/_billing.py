@@ -190,12 +190,12 @@ class BillingRoutes:
     ) -> tuple[float, float | None]:
         """Charge one finished generation; returns (usage.cost, upstream_inference_cost)."""
         config = self.config
-        # Billed as reported: usage.cost carries 12 places; a key charged the unrounded cost was
-        # charged up to 5e-13 a request more than any reply said (break48 F3).
-        cost = round(cost, 12)
         upstream = None
         if config.byok:
             upstream, cost = cost, cost * config.byok_fee  # the provider bills the user; OpenRouter its fee
+        # Billed as reported: usage.cost (a BYOK fee too) carries 12 places; a key charged the
+        # unrounded cost was charged up to 5e-13 a request more than any reply said (break48 F3).
+        cost = round(cost, 12)
         key.usage += cost + config.unreported_usd
         key.byok_usage += upstream or 0.0
         charged = cost + (upstream or 0.0) + config.unreported_usd
