@@ -76,11 +76,11 @@ class ScopeControl:
     answers: int = 0  # answers during the slow start
     fastest: float = math.inf  # the quickest of them, in seconds
     active: int = 0
-    cooldown_until: float = 0.0
+    cooldown_until: float = -math.inf  # not 0.0: a monotonic clock's origin is arbitrary, it may read below 0
     rate: float | None = None  # attempts per second once paced
     ceiling: float | None = None  # the rate the limit let through at the last cut
-    hold_until: float = 0.0  # no probing above the ceiling before this
-    next_slot: float = 0.0
+    hold_until: float = -math.inf  # no probing above the ceiling before this
+    next_slot: float = -math.inf
     epoch: int = 0  # renewed at each cut: paced slots taken before it are void
     last_cut: float = -math.inf
     burst_cools: bool = True  # whether the 429s of the current burst cool the scope down

@@ -231,6 +231,20 @@ async def test_a_429_on_one_model_never_slows_another(clock: FakeClock) -> None:
     assert await throttle.acquire("m") >= 5.0  # the limited model waits the longest wait asked
 
 
+async def test_a_clock_that_reads_below_zero_sends_at_once(clock: FakeClock) -> None:
+    # A monotonic clock's origin is arbitrary: set 15 minutes back on a machine up for 10 (a test's
+    # clock behind the server's), it reads below 0, and "no cooldown" as 0.0 held every row until
+    # the clock passed 0: the run ended at its deadline with nothing sent.
+    clock.now = -600.0
+    throttle = Throttle(8, clock)
+    assert await throttle.acquire("m") == -600.0  # acquire says when it started: at once
+    await throttle.release("m")
+    for _ in range(20):
+        throttle.succeeded("m", clock.now)
+    throttle.rate_limited("m", clock.now, None)  # paced from here: its slots read next_slot
+    assert await throttle.acquire("m") < -599.0
+
+
 async def test_free_models_share_one_account_wide_scope(clock: FakeClock) -> None:
     throttle = Throttle(8, clock)
     throttle.rate_limited("a/x:free", 0.0, 30.0)
