@@ -15,10 +15,14 @@ scope (a model, or the pool every `:free` model shares; see `_throttle`):
   is at most a quarter of what the limit let through, whatever the limit. When every answer
   takes longer (`slow_answer_s`), the sends are spread over the answers' round trip and a
   429 comes back long before it (errors-and-debugging.mdx: rate-limit checks run before any
-  work), so TCP's slow start is safe: a slot more per answer, doubling every round trip.
-  Time covers answers that take seconds: half a second with no 429 is evidence enough.
-  Costs without any limit: at latency 0 the window reaches 32 after 128 answers (a few
-  tens of ms); at 50 ms, after about 6 round trips; with answers that take seconds, after 2 s.
+  work), so a slow start like TCP's is safe: two slots more per answer (`slow_growth`),
+  tripling every round trip (TCP's one, doubling, kept 64 in flight waiting ~6 round trips:
+  at 50 ms, 5% of a 4 s run; bench/README.md). How many are in flight before the first
+  answer stays `initial_window`: that also bounds what a server billing above the worst
+  cases charges before its first answer says so. Time covers answers that take seconds:
+  half a second with no 429 is evidence enough. Costs without any limit: at latency 0 the
+  window reaches 32 after 128 answers (a few tens of ms); at 50 ms, 64 after 4 round trips;
+  with answers that take seconds, after 2 s.
 - **a pace** (seconds between attempt starts), off until the first 429 that says we sent
   too fast. It then starts at `backoff` (95%) of the rate the limit let through in the
   last second, and is cut the same way once per burst. After a cut it holds for
@@ -56,6 +60,7 @@ class PacingPolicy:
     # 429 takes on loopback, and above what answers at latency 0 usually take on a loaded
     # machine (not on one loaded past its cores: see bench/README.md).
     slow_answer_s: float = 0.04
+    slow_growth: float = 2.0  # slots more per such answer
     backoff: float = 0.95  # share of the served rate to pace at after a 429
     probe_share: float = 0.05  # time a probe above the limit may cost, in cooldowns
     probe_growth: float = 0.01  # pace growth per second, once the hold is over
@@ -102,7 +107,7 @@ class ScopeControl:
             steps = math.floor((now - self.began) / policy.patience_s)
             timed = policy.initial_window * 2.0 ** min(steps, 32)
             if self.answers >= 4 and self.fastest >= policy.slow_answer_s:
-                counted = float(policy.initial_window + self.answers)  # TCP's: doubles every round trip
+                counted = policy.initial_window + policy.slow_growth * self.answers
             else:
                 counted = self.answers / policy.answers_per_slot
             grown = max(counted, timed)

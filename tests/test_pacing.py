@@ -39,18 +39,27 @@ def test_a_new_scope_starts_with_a_small_window_that_grows_with_the_answers() ->
     assert scope.slots(0.03) == 32 and not scope.ramping  # 128 answers: the whole run's concurrency
 
 
-def test_slow_answers_grow_the_window_a_slot_an_answer() -> None:
+def test_slow_answers_grow_the_window_two_slots_an_answer() -> None:
     scope = ScopeControl(64, began=0.0)
     answered(scope, 2, 0.05, took=0.05)  # latency 50 ms: a 429 would come back well before
-    assert scope.slots(0.05) == 2  # but 2 answers are not enough to tell
+    assert scope.slots(0.05) == 2  # but 2 answers are not enough to tell (both paid a handshake)
     answered(scope, 2, 0.1, took=0.05)
-    assert scope.slots(0.1) == 6
+    assert scope.slots(0.1) == 10
     answered(scope, 2, 0.1, took=0.05)
-    assert scope.slots(0.1) == 8  # a slot per answer: doubling every round trip, like TCP's
+    assert scope.slots(0.1) == 14  # two slots per answer: tripling every round trip
     answered(scope, 1, 0.1, took=0.001)  # one quick answer: back to a quarter of the answers
-    assert scope.slots(0.1) == 8  # (never shrinks: in flight is in flight)
-    answered(scope, 40, 0.11)
-    assert scope.slots(0.11) == 11
+    assert scope.slots(0.1) == 14  # (never shrinks: in flight is in flight)
+    answered(scope, 60, 0.11)
+    assert scope.slots(0.11) == 16  # 67 answers / 4
+
+
+def test_at_50_ms_the_window_reaches_64_in_four_round_trips() -> None:
+    # What bench/latency.py measures: a round trip at a time, every slot's answer back.
+    scope, windows = ScopeControl(64, began=0.0), []
+    for trip in range(1, 6):
+        windows.append(scope.slots(0.05 * (trip - 1)))
+        answered(scope, windows[-1], 0.05 * trip, took=0.05)
+    assert windows == [2, 2, 10, 30, 64]
 
 
 def test_the_slow_start_doubles_with_time_when_answers_take_seconds() -> None:
