@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from batchrun import ConfigError, ExitCode, OpenRouterClient, RunOptions, load_job, matrix_requests
+from batchrun import ConfigError, ExitCode, OpenRouterClient, RunOptions, load_job, matrix_requests, run_job
 from batchrun.cli import _shared_parser
+from batchrun.simulator import Simulator
 
 from .conftest import SMALL_JOB, call_cli, child_env, write_job
 
@@ -1003,3 +1004,21 @@ def test_run_options_take_an_output_as_text_and_refuse_a_nul_in_it() -> None:
     assert RunOptions(api_key=None, output="out.jsonl").output == Path("out.jsonl")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="NUL byte"):
         RunOptions(api_key=None, output=Path("out\0.jsonl"))
+
+
+@pytest.mark.parametrize("where", ["under a file", "a name too long", "in /proc"])
+async def test_an_output_the_file_system_refuses_is_a_config_error_for_a_library_caller(
+    tmp_path: Path, sim: Simulator, where: str
+) -> None:
+    # break50 F2: it reached run_job's caller as the bare OSError, outside the one exception tree.
+    (tmp_path / "afile").write_text("")
+    output = {
+        "under a file": tmp_path / "afile" / "out.jsonl",
+        "a name too long": tmp_path / ("x" * 300 + ".jsonl"),
+        "in /proc": Path("/proc/out.jsonl"),
+    }[where]
+    options = RunOptions(api_key=None, base_url=sim.base_url, output=output)
+    with pytest.raises(ConfigError) as caught:
+        await run_job(load_job(write_job(tmp_path, SMALL_JOB)), options)
+    assert isinstance(caught.value.__cause__, OSError) and str(output.parent) in str(caught.value)
+    assert sim.stats.chat_requests == 0 and sim.stats.first_request is None
