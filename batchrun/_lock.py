@@ -132,6 +132,11 @@ class OutputLock:
             except BlockingIOError:
                 holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
                 os.close(fd)
+                if holder == str(os.getpid()):  # a library caller's run_job left pending (break50 F9)
+                    raise LockHeld(
+                        f"{self.what} by an earlier run in this process (pid {holder}) that has not ended: "
+                        "cancel its task or let it finish"
+                    ) from None
                 raise LockHeld(f"{self.what} by another batchrun run (pid {holder})") from None
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino

@@ -8,6 +8,7 @@ a stop cuts in-flight rows after the grace, each recorded once; no task outlives
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ import httpx
 import pytest
 
 from batchrun import ExitCode, RunOptions, RunReport, load_job, run_job
-from batchrun._exceptions import ConfigError, OutputFailed
+from batchrun._exceptions import ConfigError, LockHeld, OutputFailed
 from batchrun._items import ItemGate
 from batchrun._job import Job
 from batchrun._regrade import regrade_file
@@ -800,3 +801,21 @@ async def test_what_a_callers_on_record_raises_is_raised_once_the_run_has_ended(
     rows = read_rows(out)
     assert len(seen) == 3 and len(rows) == 20 and all(r["status"] == "ok" for r in rows)  # the run went on
     assert (tmp_path / "out.summary.json").exists()
+
+
+async def test_a_run_left_pending_in_this_process_is_named_as_such_by_the_next(sim: Simulator, tmp_path: Path) -> None:
+    # break50 F9: a KeyboardInterrupt out of run_until_complete leaves run_job's task pending, its
+    # lock held; the caller's retry was refused "by another batchrun run (pid N)", N its own pid.
+    sim.config.faults = {"hang": 1.0}  # every request billed, then no answer: the first run stays in flight
+    job, options = (
+        load_job(write_job(tmp_path, SMALL_JOB)),
+        RunOptions(FAKE_KEY, sim.base_url, output=tmp_path / "o.jsonl"),
+    )
+    started = asyncio.Event()
+    pending = asyncio.ensure_future(run_job(job, options, on_start=lambda _rows: started.set()))
+    await asyncio.wait_for(started.wait(), 30)
+    with pytest.raises(LockHeld, match=rf"by an earlier run in this process \(pid {os.getpid()}\) that has not ended"):
+        await run_job(job, options)
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
