@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -69,6 +71,16 @@ def describe_os_error(exc: OSError) -> str:
     """`path: reason` for a one-line message; the path when the error has one."""
     reason = exc.strerror or str(exc)
     return f"{exc.filename}: {reason}" if exc.filename else reason
+
+
+@contextmanager
+def refused_as_config_error() -> Iterator[None]:
+    """What the file system refuses before anything is sent, as a ConfigError naming the path (the
+    OSError its cause): one exception tree for a library's caller (break50 F2)."""
+    try:
+        yield
+    except OSError as exc:
+        raise ConfigError(describe_os_error(exc)) from exc
 
 
 def file_identity(path: Path) -> tuple[int, int] | Path:

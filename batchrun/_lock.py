@@ -132,12 +132,9 @@ class OutputLock:
             except BlockingIOError:
                 holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
                 os.close(fd)
-                if holder == str(os.getpid()):  # a library caller's run_job left pending (break50 F9)
-                    raise LockHeld(
-                        f"{self.what} by an earlier run in this process (pid {holder}) that has not ended: "
-                        "cancel its task or let it finish"
-                    ) from None
-                raise LockHeld(f"{self.what} by another batchrun run (pid {holder})") from None
+                # This process's own pid: a library caller's run_job left pending (break50 F9).
+                mine = ": this process, a run not ended: cancel its task" if holder == str(os.getpid()) else ""
+                raise LockHeld(f"{self.what} by another batchrun run (pid {holder}{mine})") from None
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:

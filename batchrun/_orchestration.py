@@ -17,7 +17,7 @@ from ._batch_setup import batch_executor, batch_setup
 from ._batch_state import held_open
 from ._cut_off import cleanup_time, wind_down, wind_down_s, wind_down_within
 from ._exceptions import ConfigError, OutputFailed
-from ._files import describe_os_error
+from ._files import refused_as_config_error
 from ._formats import utc
 from ._isolated import IsolatedKey, with_key_deadline
 from ._items import ItemGate
@@ -69,8 +69,7 @@ async def run_job(
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunReport:
     """Run (or resume) one job; README "Library". Raises a BatchrunError (ConfigError, JobError,
-    LockHeld, AuthFailed, OutputFailed...; a ConfigError for an output the file system refuses
-    before anything is sent), or what `on_record` raised, once the run has ended."""
+    LockHeld, AuthFailed, OutputFailed...), or what `on_record` raised, once the run has ended."""
     settings = with_key_deadline(job.run)  # a per-run key's run ends before the key does
     control = control or RunControl()
     if control.used:  # its stop and its event are the last run's: every row was "deadline" (break50 F4)
@@ -87,14 +86,12 @@ async def run_job(
             resolve_output(job, options, clock.time(), notice)
         locks.append(OutputLock(folder / ".batchrun", f"job {job.name} is being run"))
     try:
-        try:
+        with refused_as_config_error():
             for lock in locks:
                 lock.acquire()
             output = resolve_output(job, options, clock.time(), notice)
             locks.append(OutputLock(output))
             locks[-1].acquire()
-        except OSError as exc:  # one exception tree for a library's caller (break50 F2): nothing sent yet
-            raise ConfigError(describe_os_error(exc)) from exc
         hosted = HostCallback(on_record)  # the caller's: what it raises is raised at the end (break50 F5)
         report = await _locked_run(job, options, settings, control, notice, on_start, hosted, output)
         hosted.raise_kept()
@@ -109,8 +106,7 @@ _PROMPT_STOPS = (StopReason.INTERRUPTED, StopReason.DEADLINE)
 
 
 def _killed_run_charge(seen: KeySeen | None, key: KeyStart, prior: float, output: Path, notice: Notice) -> float:
-    """What the key was charged for a killed run that none of its reads saw (_killed_run): spent
-    before this run began, as the killed run's records are."""
+    """The key's charge for a killed run that none of its reads saw (_killed_run): spent before this run."""
     if seen is not None and key.usage is not None and (problem := readings_problem(seen, key.usage)) is not None:
         notice(f"warning: {output}: an earlier run's key readings measure nothing ({problem}): worst cases count")
     unseen = unseen_charge(seen, key.usage, prior, key.remaining)

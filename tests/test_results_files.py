@@ -554,7 +554,7 @@ def test_merge_waits_for_no_run_it_refuses_a_shard_being_written(tmp_path: Path,
     try:
         code, _, err = call_cli("merge", tmp_path / "m.jsonl", *shards, "--job", job, "--allow-partial")
         assert code == ExitCode.LOCKED
-        one_line_error(err, f"{shards[1]} is being written by another batchrun run (pid {os.getpid()})")
+        one_line_error(err, f"{shards[1]} is being written by another batchrun run (pid {os.getpid()}")
         assert not (tmp_path / "m.jsonl").exists()
         # ...and a run cannot start on a shard while it is merged: the merge holds its lock.
     finally:

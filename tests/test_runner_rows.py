@@ -814,7 +814,7 @@ async def test_a_run_left_pending_in_this_process_is_named_as_such_by_the_next(s
     started = asyncio.Event()
     pending = asyncio.ensure_future(run_job(job, options, on_start=lambda _rows: started.set()))
     await asyncio.wait_for(started.wait(), 30)
-    with pytest.raises(LockHeld, match=rf"by an earlier run in this process \(pid {os.getpid()}\) that has not ended"):
+    with pytest.raises(LockHeld, match=rf"\(pid {os.getpid()}: this process, a run not ended: cancel its task\)"):
         await run_job(job, options)
     pending.cancel()
     with pytest.raises(asyncio.CancelledError):
