@@ -49,6 +49,7 @@ class Simulator(ChatRoutes):
         # Batch timing and rate windows; tests drive it with a fake clock.
         self.clock: Callable[[], float] = time.time
         self.batches = SimBatches(self)
+        self._date = (-1, "")  # (second, its Date text): formatted once a second, not per reply
 
     @property
     def base_url(self) -> str:
@@ -74,7 +75,10 @@ class Simulator(ChatRoutes):
         """Every reply's Date by the simulator's clock, the one its X-RateLimit-Reset is in (a
         test's fake clock too): a client measures a reset against the Date when the two clocks
         disagree (_classify.server_now)."""
-        response.headers["Date"] = email.utils.formatdate(self.clock(), usegmt=True)
+        second = int(self.clock())
+        if self._date[0] != second:
+            self._date = (second, email.utils.formatdate(second, usegmt=True))
+        response.headers["Date"] = self._date[1]
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
