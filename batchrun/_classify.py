@@ -119,13 +119,32 @@ def reply_date(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+# A time the server names that is past by our clock but ahead by its reply's Date is waited
+# for up to this long: our clock fast (a cron box without NTP, break51 F1).
+PAST_BY_OUR_CLOCK_MAX_S = 60.0
+
+
+def _until(at: float, headers: Mapping[str, str], now: float) -> float:
+    """Seconds until `at`, a time on the server's clock (a reset, an HTTP-date Retry-After).
+    Past by our clock but ahead by the reply's Date, our clock is fast: each retry read the reset
+    as past and came back within the limit's window (36 429s, half the rows in error, 30 s fast:
+    break51 F1), so the Date's figure is taken, at most a minute (a minute is the shortest limit
+    window the docs give; a proxy's stale Date costs no more). Ahead by our clock, ours is taken
+    (server_now: a Date behind ours is not believed), so a stale Date never stretches a wait."""
+    left = at - now
+    if left > 0:
+        return left
+    date = reply_date(headers)
+    return 0.0 if date is None else min(max(0.0, at - date), PAST_BY_OUR_CLOCK_MAX_S)
+
+
 def reset_wait(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds until X-RateLimit-Reset: when the limit that was hit has room again."""
     reset = _number(headers.get("x-ratelimit-reset"))
     if reset is None:
         return None
     # OpenRouter sends epoch milliseconds (not documented; seen in practice); tolerate seconds.
-    return max(0.0, (reset / 1000 if reset > 1e11 else reset) - now)
+    return _until(reset / 1000 if reset > 1e11 else reset, headers, now)
 
 
 def server_wait(headers: Mapping[str, str], now: float) -> float | None:
@@ -139,7 +158,7 @@ def server_wait(headers: Mapping[str, str], now: float) -> float | None:
             waits.append(seconds)
         else:
             with contextlib.suppress(TypeError, ValueError, IndexError):  # not a date either: no hint
-                waits.append(email.utils.parsedate_to_datetime(value).timestamp() - now)
+                waits.append(_until(email.utils.parsedate_to_datetime(value).timestamp(), headers, now))
     milliseconds = _number(headers.get("retry-after-ms"))
     if milliseconds is not None:
         waits.append(milliseconds / 1000)

@@ -229,8 +229,9 @@ async def test_a_reset_is_measured_against_the_servers_date_when_our_clock_is_of
     result, _ = await chat(err(429, headers=headers), clock)
     assert isinstance(result, RateLimited) and result.limit_wait is not None
     # Our clock where the Date is not ahead of it by more than its resolution; else the Date's
-    # (taken half a second into its second). A server behind us: the reset is past, no wait.
-    expected = 0.5 if behind_s > 2 else max(0.0, 1.0 + behind_s)
+    # (taken half a second into its second). A server behind us (our clock fast): the reset is
+    # past by our clock, 1 s ahead by the Date, which is waited for (break51 F1: no wait before).
+    expected = 0.5 if behind_s > 2 else 1.0 if behind_s < 0 else 1.0 + behind_s
     assert result.limit_wait == pytest.approx(expected)
     assert result.retry_after is not None and result.retry_after <= 2.0
 
@@ -247,6 +248,29 @@ async def test_a_date_behind_our_clock_never_stretches_a_wait(date_s: float) -> 
     }
     result, _ = await chat(err(429, headers=headers), clock)
     assert isinstance(result, RateLimited) and result.limit_wait == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("fast_s", "reset_in_s", "expected"), [(30, 20, 20), (60, 59, 59), (600, 20, 20), (30, 90, 60)]
+)
+async def test_a_reset_past_by_our_fast_clock_is_waited_for_by_the_date(
+    fast_s: float, reset_in_s: float, expected: float
+) -> None:
+    # break51 F1: a client clock 30 s fast read every reset as past: each retry came back inside
+    # the limit's window, 36 429s and half the rows in error. The Date's figure is waited for, at
+    # most a minute (a stale Date then costs no more than that).
+    clock = FakeClock()
+    server_time = clock.time() - fast_s
+    headers = {
+        "X-RateLimit-Reset": str(int((server_time + reset_in_s) * 1000)),
+        "Date": email.utils.formatdate(server_time, usegmt=True),
+    }
+    result, _ = await chat(err(429, headers=headers), clock)
+    assert isinstance(result, RateLimited) and result.limit_wait == pytest.approx(expected)
+    assert result.retry_after == pytest.approx(expected)
+    date_form = {"Retry-After": email.utils.formatdate(server_time + reset_in_s, usegmt=True), "Date": headers["Date"]}
+    result, _ = await chat(err(429, headers=date_form), clock)
+    assert isinstance(result, RateLimited) and result.retry_after == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("date", ["yesterday", "Fri, 15 Jan 99999 08:00:10 GMT", "", "Thu, 01 Jan 1970 00:00:00 GMT"])
