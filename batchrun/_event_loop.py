@@ -23,8 +23,34 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def no_thread(error: RuntimeError) -> bool:
+    """Whether `error` is Python's refusal to start a thread (a memory or process limit)."""
+    return "can't start new thread" in str(error)
+
+
 def run(main: Coroutine[Any, Any, T]) -> T:
     """asyncio.run(main) on the faster loop: a new loop, closed (async generators and the
-    default executor shut down) when `main` returns or raises."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+    default executor shut down) when `main` returns or raises. Shutting the executor down takes
+    a thread: under `ulimit -v` one may not start, and a run that had ended complete and green
+    was a traceback, exit 1 (break51 F3); its result stands."""
+    runner = asyncio.Runner(loop_factory=loop_factory())
+    try:
         return runner.run(main)
+    finally:
+        try:
+            runner.close()
+        except RuntimeError as error:
+            if not no_thread(error):
+                raise
+
+
+async def off_the_loop(function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)` in a worker thread, off the event loop; in the loop's own thread when
+    none can start (a memory limit): a paid answer's checks were an `internal` error, its text
+    dropped, for good (break51 F2). Slower, but the answer is graded and kept."""
+    try:
+        return await asyncio.to_thread(function, *args)
+    except RuntimeError as error:
+        if not no_thread(error):
+            raise
+    return function(*args)

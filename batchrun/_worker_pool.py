@@ -28,6 +28,7 @@ from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._costs import CostModel
 from ._dispatch import Dispatcher
+from ._event_loop import off_the_loop
 from ._exceptions import NotSent, OutputFailed, RequestFailed
 from ._job import Job
 from ._judge import GraderSettings
@@ -91,7 +92,7 @@ async def _graded(checks: list[dict[str, Any]], answer: Answer) -> dict[str, Any
     that backtracks to its 1 s limit on each of 40 rows held every request in flight, the
     deadline 6x over and 5 ms answers recorded at 12 s (break24 F7)."""
     if searches(checks):
-        return await asyncio.to_thread(grade, checks, answer)
+        return await off_the_loop(grade, checks, answer)
     return grade(checks, answer)
 
 
@@ -223,7 +224,7 @@ class Runner:
             return
         if cached is not None:
             # Off the loop as for a fresh answer (_graded): hits are graded as fast as they are read.
-            verdict = await asyncio.to_thread(grade_hit, request.checks, cached) if searches(request.checks) else None
+            verdict = await off_the_loop(grade_hit, request.checks, cached) if searches(request.checks) else None
             row.written = True  # set first, as in finish(): a failed write is not retried
             self.answered_from_cache(request, cached, verdict)
             return
