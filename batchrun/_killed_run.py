@@ -38,7 +38,7 @@ from typing import Any
 from ._files import open_regular
 from ._journal_file import journal_loads, journal_usd
 from ._pricing import FLOAT_NOISE_USD, usd_apart
-from ._reconcile import key_spend
+from ._reconcile import KeyStart, key_spend
 
 _FIGURES = ("key_seen", "counted", "reserved", "prior", "in_flight", "sent")
 _CARRIED = ("after_usd", "after_n", "unconfirmed", "before")  # 0 when absent: on a summary's last reading only
@@ -296,3 +296,19 @@ def batches_bound(
     if seen is None or usage_now is None or readings_problem(seen, usage_now) is not None:
         return None
     return max(0.0, seen.spend_during + seen.spend_since(usage_now, remaining_now) - unseen)
+
+
+def killed_run_charge(
+    seen: KeySeen | None, key: KeyStart, prior: float, output: Path, notice: Callable[[str], None]
+) -> float:
+    """The key's charge for a killed run that none of its reads saw: spent before this run began, as the
+    killed run's records are; said, as what makes the readings useless is."""
+    if seen is not None and key.usage is not None and (problem := readings_problem(seen, key.usage)) is not None:
+        notice(f"warning: {output}: an earlier run's key readings measure nothing ({problem}): worst cases count")
+    unseen = unseen_charge(seen, key.usage, prior, key.remaining)
+    if unseen > 0:
+        notice(
+            f"warning: {output}: the key was charged ${unseen:.6f} for an earlier run after its last /key read "
+            "(a kill, or a /key that stopped answering) beyond what its records count: counted as spent (key_gap_usd)"
+        )
+    return unseen

@@ -17,13 +17,14 @@ from ._batch_setup import batch_executor, batch_setup
 from ._batch_state import held_open
 from ._cut_off import cleanup_time, wind_down, wind_down_s, wind_down_within
 from ._exceptions import ConfigError, OutputFailed
+from ._fd_limit import within_fd_limit
 from ._files import refused_as_config_error
 from ._formats import utc
 from ._isolated import IsolatedKey, with_key_deadline
 from ._items import ItemGate
 from ._job import Job
 from ._journal import AttemptJournal
-from ._killed_run import KeySeen, batches_bound, carried_rate, readings_problem, released_charge, unseen_charge
+from ._killed_run import KeySeen, batches_bound, carried_rate, killed_run_charge, released_charge
 from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
 from ._lock import OutputLock, lock_created
@@ -71,6 +72,7 @@ async def run_job(
     """Run (or resume) one job; README "Library". Raises a BatchrunError (ConfigError, JobError,
     LockHeld, AuthFailed, OutputFailed...), or what `on_record` raised, once the run has ended."""
     settings = with_key_deadline(job.run)  # a per-run key's run ends before the key does
+    settings = within_fd_limit(settings, options.fresh_simulator, notice)
     control = control or RunControl()
     if control.used:  # its stop and its event are the last run's: every row was "deadline" (break50 F4)
         raise ConfigError("this RunControl was given to an earlier run: make a new one for each run")
@@ -103,19 +105,6 @@ async def run_job(
 
 # Stops someone waits on (a signal, a CI runner's timeout before its SIGKILL; cron's deadline).
 _PROMPT_STOPS = (StopReason.INTERRUPTED, StopReason.DEADLINE)
-
-
-def _killed_run_charge(seen: KeySeen | None, key: KeyStart, prior: float, output: Path, notice: Notice) -> float:
-    """The key's charge for a killed run that none of its reads saw (_killed_run): spent before this run."""
-    if seen is not None and key.usage is not None and (problem := readings_problem(seen, key.usage)) is not None:
-        notice(f"warning: {output}: an earlier run's key readings measure nothing ({problem}): worst cases count")
-    unseen = unseen_charge(seen, key.usage, prior, key.remaining)
-    if unseen > 0:
-        notice(
-            f"warning: {output}: the key was charged ${unseen:.6f} for an earlier run after its last /key read "
-            "(a kill, or a /key that stopped answering) beyond what its records count: counted as spent (key_gap_usd)"
-        )
-    return unseen
 
 
 def _first_reading(journal: AttemptJournal, key: KeyStart, seen: KeySeen | None, ledger: CreditLedger) -> None:
@@ -195,7 +184,7 @@ async def _locked_run(
         # A killed run's key readings: not across two of --simulate's own simulators (each has its key).
         seen = states.key_seen if states is not None and not options.fresh_simulator else None
         budget, journal_released = pre.budget, 0.0
-        if unseen := _killed_run_charge(seen, pre.key_start, prior_spend, output, notice):
+        if unseen := killed_run_charge(seen, pre.key_start, prior_spend, output, notice):
             # Spent before this run began, as the killed run's records: the budget's part of the limit
             # falls by it (the key's credit shows it already: counted there, it stopped runs early).
             prior_spend, key_gap_before = prior_spend + unseen, key_gap_before + unseen

@@ -33,6 +33,7 @@ from .._exceptions import (
     ResultsError,
     SharedOutput,
 )
+from .._fd_limit import raise_soft_limit
 from .._files import describe_os_error
 from .._formats import md_text
 from .._results import first_record
@@ -123,6 +124,7 @@ def main(
         # 30 ms (bench/README.md, issue 15). Cyclic garbage waits a little longer: ~10,000
         # objects at most, a few MB.
         gc.set_threshold(10_000, 10, 10)
+        raise_soft_limit()  # concurrency above `ulimit -n` failed rows as "connect" (break51 F4)
     if args.command is None:
         _shared_parser().print_help(cast(TextIO, console.err))
         return ExitCode.USAGE

@@ -14,6 +14,7 @@ from .._exceptions import (
     ConfigError,
     JobError,
 )
+from .._fd_limit import fd_floor_problem
 from .._scrub import hide_keys
 from .._signals import RunSignals
 from .._verdict import ExitCode
@@ -81,6 +82,8 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
     if args.retry_errors and not args.resume:
         raise ConfigError("--retry-errors continues a run: use it with --resume")
     job = load_job(args.job)
+    if (too_few := fd_floor_problem()) is not None:  # before the loop and the simulator (break51 F5)
+        raise ConfigError(too_few)
     if args.own_process:
         # Everything so far (the modules, the job) lives as long as the process: frozen, the
         # cyclic GC's full collections during the run no longer walk it. They took ~100 ms of
