@@ -1,9 +1,9 @@
 """`history`: the runs of one job over time, what changed between them, and what flipped last.
 
 A run is one results file. Given a folder, every `*.jsonl` in it is a run, except shard
-files that a merged file of the same folder lists in its summary's `merged_from` (the merged
-file is the run). Runs are ordered by the first `started_at` of their rows (the file's
-modification time when no row has one).
+files (`--shard K/N`) that a merged file of the same folder lists in its `merged_from` (the
+merged file is the run; whole runs merged, as a month of nights, each stay one: break52 F2).
+Runs are ordered by the first `started_at` of their rows (else the file's modification time).
 
 Only aggregates are kept per run (a few numbers per model), plus the row states of the last
 two runs, so a long history of large runs costs little memory.
@@ -27,7 +27,7 @@ from ._formats import md_text, ms, pct, utc_seconds
 from ._lock import finished
 from ._output_paths import results_files
 from ._reader import Warn
-from ._report_data import file_key_gap, read_run_summary
+from ._report_data import file_key_gap, is_shard_file, read_run_summary
 from ._results import final_records
 from ._stats import wilson_interval
 from ._summary import SummaryBuilder
@@ -74,7 +74,7 @@ def _folder_runs(folder: Path) -> list[Path]:
         for source in read_run_summary(file).get("merged_from") or []:
             if isinstance(source, str):
                 merged.add(Path(source).name)
-    return [f for f in files if f.name not in merged or read_run_summary(f).get("merged_from")]
+    return [f for f in files if f.name not in merged or not is_shard_file(f)]
 
 
 @dataclass

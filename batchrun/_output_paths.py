@@ -23,10 +23,10 @@ import yaml
 
 from ._exceptions import ConfigError, OutputFailed, ResultsError
 from ._files import open_regular, read_regular_text
-from ._formats import utc_compact
+from ._formats import utc, utc_compact
 from ._journal_file import JOURNAL_SUFFIX, journal_header
 from ._record_head import RECORD_START
-from ._results import RESULTS_MODE, results_job
+from ._results import RESULTS_MODE, first_record, results_job
 from ._scrub import environment_scrubber
 
 DEFAULT_PATTERN = "outputs/{name}/{timestamp}.jsonl"
@@ -338,9 +338,29 @@ def current_umask() -> int:
 
 
 def results_files(folder: Path) -> list[Path]:
-    """A folder's results files, by name (UTC stamps sort by time): its `*.jsonl` less the
-    attempt journals a crash leaves beside them (a journal is no results file: break14c N19)."""
-    return sorted(p for p in folder.glob("*.jsonl") if p.is_file() and not p.name.endswith(JOURNAL_SUFFIX))
+    """A folder's results files, the run that began first first: its `*.jsonl` less the attempt
+    journals a crash leaves beside them (a journal is no results file: break14c N19) and the links
+    to another of them (a `latest.jsonl`: the run is its file, whose sidecars are beside it).
+    Ordered by name, a hand-named file came after every UTC stamp for ever: --resume picked an
+    old `adhoc.jsonl` as "the most recent" run, and a `latest.jsonl` link, whose summary is not
+    beside it, on every tick (break52 F1)."""
+    files = [p for p in folder.glob("*.jsonl") if p.is_file() and not p.name.endswith(JOURNAL_SUFFIX)]
+    real = {p.resolve() for p in files if not p.is_symlink()}
+    files = [p for p in files if not (p.is_symlink() and p.resolve() in real)]
+    return sorted(files, key=lambda p: (run_began(p), p.name))
+
+
+def run_began(path: Path) -> str:
+    """When the run of a results file began, as UTC text: its first record's `started_at`, else
+    (no record yet, or none readable) the file's last change."""
+    with contextlib.suppress(OSError, ResultsError):
+        record = first_record(path)
+        if record is not None and isinstance(record.get("started_at"), str):
+            return str(record["started_at"])
+    try:
+        return utc(path.stat().st_mtime)
+    except OSError:
+        return ""
 
 
 def latest_incomplete(job_name: str, pattern: str | None, shard: str | None = None) -> Path | None:

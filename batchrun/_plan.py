@@ -21,7 +21,7 @@ from ._options import RunOptions
 from ._output_paths import job_folder, results_files, summary_path
 from ._preflight import estimate, job_routing_warning, make_client, open_cache, read_account, wanted_models
 from ._pricing import usd
-from ._report_data import file_key_gap
+from ._report_data import file_key_gap, read_run_summary
 from ._results import final_records
 from ._retry import retry_policy
 
@@ -133,6 +133,9 @@ def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, flo
     for path in files:
         if _ran_against(path) not in (None, endpoint):
             continue
+        merged = read_run_summary(path)
+        if merged.get("merged_from") and merged.get("duplicate_rows"):
+            continue  # its rows carry every merged run's costs: a month of nights read 6x (break52 F2)
         totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         unknown: set[str] = set()
         try:

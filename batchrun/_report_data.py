@@ -8,6 +8,7 @@ builder `report` prints, so the page and the terminal never disagree.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -20,7 +21,7 @@ from ._failure_text import clip, failure_reasons
 from ._files import read_regular_text
 from ._journal_file import journal_key_gap, journal_path
 from ._pricing import money
-from ._results import results_job
+from ._results import first_record, results_job
 from ._status import StopReason
 from ._summary import SummaryBuilder
 
@@ -148,6 +149,16 @@ def read_run_summary(results: Path) -> dict[str, Any]:
     if isinstance(kept.get("job"), str) and job is not None and kept["job"] != job:
         return {}  # another job's (break21 R16): its budget, stop and key gap are not this file's
     return kept
+
+
+def is_shard_file(results: Path) -> bool:
+    """Whether `results` is one shard's run (`--shard K/N`): its summary says so, or, for a shard
+    killed before its summary, its first record (every record of a shard names it)."""
+    if read_run_summary(results).get("shard"):
+        return True
+    with contextlib.suppress(OSError, ResultsError):
+        return bool((first_record(results) or {}).get("shard"))
+    return False
 
 
 def _as_written(data: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,97 @@
+"""A job's folder after months of nightly runs: which run `--resume` and `plan` take, and what
+`history` counts as a run, when the folder holds more than timestamped files (break52)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from batchrun import ExitCode
+from batchrun.simulator import Simulator
+
+from .conftest import SMALL_JOB, call_cli, write_job
+
+FOLDER = Path("outputs/small")
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api_key_env: None) -> Path:
+    monkeypatch.chdir(tmp_path)
+    write_job(tmp_path, SMALL_JOB)
+    return tmp_path
+
+
+def night(*options: str) -> Path:
+    """One run of the job on the simulator; its results file."""
+    before = set(FOLDER.glob("*.jsonl")) if FOLDER.is_dir() else set()
+    code, _, err = call_cli("job.yaml", "--simulate", "-q", *options)
+    assert code == ExitCode.OK, err
+    [made] = set(FOLDER.glob("*.jsonl")) - before if "-o" not in options else [Path(options[options.index("-o") + 1])]
+    return made
+
+
+def killed(results: Path) -> Path:
+    """The run as a kill leaves it: no summary (its rows all written, so a resume sends none)."""
+    results.with_name(results.stem + ".summary.json").unlink()
+    return results
+
+
+def resumed() -> str:
+    code, _, err = call_cli("job.yaml", "--simulate", "--resume")
+    assert code == ExitCode.OK, err
+    return err
+
+
+def test_resume_takes_the_run_that_began_last_not_the_last_name(in_tmp: Path) -> None:
+    # break52 F1: named by hand, an old run sorted after every UTC stamp: resumed for ever as
+    # "the most recent incomplete run", tonight's stopped run never.
+    killed(night("-o", str(FOLDER / "adhoc.jsonl")))
+    tonight = killed(night())
+    assert f"resuming {tonight}, the most recent incomplete run of small" in resumed()
+
+
+def test_a_link_to_a_run_in_its_folder_is_not_a_run_of_its_own(in_tmp: Path) -> None:
+    # break52 F1: `latest.jsonl` -> a complete run had no summary beside it, so it was "incomplete"
+    # and resumed on every tick (exit 0, nothing sent), and the run really stopped never was.
+    complete = night()
+    stopped = killed(night())
+    (FOLDER / "latest.jsonl").symlink_to(complete.name)
+    assert f"resuming {stopped}, the most recent incomplete run of small" in resumed()
+    code, out, err = call_cli("history", FOLDER, "--json")
+    assert code == ExitCode.OK, err
+    assert sorted(Path(run["file"]).name for run in json.loads(out)["runs"]) == sorted([complete.name, stopped.name])
+
+
+def test_plan_averages_the_run_that_began_last(in_tmp: Path, sim: Simulator) -> None:
+    # break52 F1: "prev. avg $" came from a 90-day-old hand-named file.
+    old = FOLDER / "zz-old-manual.jsonl"
+    for output in (["-o", str(old)], list[str]()):  # against the same endpoint: a simulated run's prices are not its
+        code, _, err = call_cli("job.yaml", "--base-url", sim.base_url, "-q", *output)
+        assert code == ExitCode.OK, err
+    [newest] = set(FOLDER.glob("2*.jsonl"))
+    os.utime(old, (0, 0))  # its time on disk says nothing: the runs' own times do
+    code, out, err = call_cli("plan", "job.yaml", "--base-url", sim.base_url)
+    assert code == ExitCode.OK, err
+    assert f"previous run: {newest} " in out
+
+
+def test_whole_runs_merged_into_the_folder_stay_runs_of_the_history(in_tmp: Path, sim: Simulator) -> None:
+    # break52 F2: 6 nights merged into month.jsonl were left out of the history as if shards (one
+    # run left), and plan's previous average read the month's folded costs: 6x a night's.
+    nights = []
+    for _ in range(3):
+        code, _, err = call_cli("job.yaml", "--base-url", sim.base_url, "-q")
+        assert code == ExitCode.OK, err
+        nights = sorted(FOLDER.glob("2*.jsonl"))
+    code, _, err = call_cli("merge", FOLDER / "month.jsonl", *nights, "--job", "job.yaml")
+    assert code == ExitCode.OK and "in more than one file" in err
+    code, out, err = call_cli("history", FOLDER, "--json")
+    assert code == ExitCode.OK, err
+    assert sorted(Path(run["file"]).name for run in json.loads(out)["runs"]) == sorted(
+        [n.name for n in nights] + ["month.jsonl"]
+    )
+    code, out, err = call_cli("plan", "job.yaml", "--base-url", sim.base_url)
+    assert code == ExitCode.OK and f"previous run: {nights[-1]} " in out, out + err
