@@ -292,8 +292,7 @@ class ResponseCache:
         cutoff = (time.time() if now is None else now) - older_than_s
         with self._errors():
             removed = self._db.execute("DELETE FROM entries WHERE created_at < ?", (cutoff,)).rowcount
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return int(removed)
+        return self._shrunk(int(removed))
 
     def clear(self, model: str | None = None) -> int:
         with self._errors():
@@ -302,8 +301,17 @@ class ResponseCache:
                 self._db.execute("DELETE FROM runs")
             else:
                 removed = self._db.execute("DELETE FROM entries WHERE model = ?", (model,)).rowcount
+        return self._shrunk(int(removed))
+
+    def _shrunk(self, removed: int) -> int:
+        """The file given back its free pages: deleted, an entry's pages were only reused, and a
+        cache emptied of 100,000 entries stayed 81 MiB, saved by CI after every run (break52 F3).
+        A run writing the cache meanwhile keeps it as it is until the next prune (best effort)."""
+        with contextlib.suppress(sqlite3.Error):
+            if removed:
+                self._db.execute("VACUUM")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return int(removed)
+        return removed
 
 
 def remove_cache(directory: Path) -> list[Path]:

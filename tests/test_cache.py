@@ -289,6 +289,22 @@ def test_stats_prune_and_clear(tmp_path: Path, clock: FakeClock) -> None:
     assert store.clear() == 5 and store.stats().entries == 0
 
 
+@pytest.mark.parametrize("emptied_by", ["prune", "clear"])
+def test_prune_and_clear_give_the_space_back(tmp_path: Path, clock: FakeClock, emptied_by: str) -> None:
+    # break52 F3: a cache emptied of 100,000 entries stayed 81 MiB (its pages free, never given
+    # back), and CI saved it after every run.
+    cache = session(tmp_path, clock, [])
+    for request in requests_of(tmp_path):
+        put(cache, request, result("Paris " * 20_000), 1.0, STORED_AT)  # ~120 KB each
+    cache.close()
+    full = sum(p.stat().st_size for p in tmp_path.glob(f"{FILE_NAME}*"))
+    store = ResponseCache.open(tmp_path)
+    removed = store.prune(0, now=clock.time() + 1) if emptied_by == "prune" else store.clear()
+    assert removed == 20 and store.stats().entries == 0
+    store.close()
+    assert full > 1_000_000 and (tmp_path / FILE_NAME).stat().st_size < full / 20
+
+
 def test_commands_on_a_missing_cache_do_not_create_one(tmp_path: Path) -> None:
     with pytest.raises(CacheError, match="no cache here yet"):
         ResponseCache.open(tmp_path / "none", create=False)
