@@ -98,6 +98,19 @@ class NoCache(CacheError):
     """The folder holds no cache file (yet): for the `cache` commands, an empty cache."""
 
 
+Freshness = tuple[float, float]  # stored no earlier, no later than these times
+# Without a ttl_s, when an entry was stored does not matter (not even a time that is no number).
+_STORED_WITHIN = {False: " AND created_at BETWEEN ? AND ?", True: ""}
+# Stored more than this ahead of the clock (a clock set ahead at the time, a year: break51 F9),
+# an entry's age is unknown: never fresh under a ttl_s, and pruned by any prune.
+FUTURE_SLACK_S = 300.0
+
+
+def freshness(ttl_s: float | None, now: float) -> Freshness | None:
+    """The times an entry must have been stored between to be fresh under `ttl_s` (None: any)."""
+    return None if ttl_s is None else (now - ttl_s, now + FUTURE_SLACK_S)
+
+
 class ResponseCache:
     """One connection to the cache file; every method raises CacheError, nothing else."""
 
@@ -186,26 +199,27 @@ class ResponseCache:
             self._db.close()
 
     # -- the run's path -------------------------------------------------------------------
-    def lookup(self, key: bytes, payload: bytes, fresh_after: float | None) -> CachedAnswer | None:
-        """The answer stored for exactly this body, unless older than `fresh_after`."""
+    def lookup(self, key: bytes, payload: bytes, fresh: Freshness | None) -> CachedAnswer | None:
+        """The answer stored for exactly this body, unless stored outside `fresh` (`freshness`)."""
         with self._errors():
             row = self._db.execute(
-                "SELECT body, answer, cost, reply_bytes FROM entries WHERE key = ? AND created_at >= ?",
-                (key, -1.0 if fresh_after is None else fresh_after),
+                "SELECT body, answer, cost, reply_bytes FROM entries WHERE key = ?" + _STORED_WITHIN[fresh is None],
+                (key, *(fresh or ())),
             ).fetchone()
         if row is None:
             return None
         body, answer, cost, reply_bytes = row
         return _answer(answer, cost, reply_bytes) if blob(body) == payload else None
 
-    def probe_many(self, keys: list[bytes], fresh_after: float | None) -> dict[bytes, Probe]:
+    def probe_many(self, keys: list[bytes], fresh: Freshness | None) -> dict[bytes, Probe]:
         """What planning needs of each of these keys that is stored and fresh, in one query,
         without reading the answers."""
         marks = ",".join("?" * len(keys))
         with self._errors():
             rows = self._db.execute(
-                f"SELECT key, body, answer, cost, reply_bytes FROM entries WHERE key IN ({marks}) AND created_at >= ?",  # noqa: S608 - marks only
-                (*keys, -1.0 if fresh_after is None else fresh_after),
+                f"SELECT key, body, answer, cost, reply_bytes FROM entries WHERE key IN ({marks})"  # noqa: S608 - marks only
+                + _STORED_WITHIN[fresh is None],
+                (*keys, *(fresh or ())),
             ).fetchall()
         return {
             bytes(key): Probe(blob(body) or b"", _answer(answer, cost, size)) for key, body, answer, cost, size in rows
@@ -291,7 +305,10 @@ class ResponseCache:
     def prune(self, older_than_s: float, now: float | None = None) -> int:
         cutoff = (time.time() if now is None else now) - older_than_s
         with self._errors():
-            removed = self._db.execute("DELETE FROM entries WHERE created_at < ?", (cutoff,)).rowcount
+            removed = self._db.execute(
+                "DELETE FROM entries WHERE created_at < ? OR created_at > ?",
+                (cutoff, cutoff + older_than_s + FUTURE_SLACK_S),
+            ).rowcount
         return self._shrunk(int(removed))
 
     def clear(self, model: str | None = None) -> int:

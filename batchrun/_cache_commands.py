@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._cache import FILE_NAME, NoCache, ResponseCache, remove_cache
+from ._cache import FILE_NAME, NoCache, ResponseCache, freshness, remove_cache
 from ._cache_explain import explain, render_explanations
 from ._cache_file import BrokenCache
 from ._cache_session import CacheSettings, default_cache_dir
@@ -112,7 +112,7 @@ def run_cache_command(command: CacheCommand) -> str:
                     row=command.row,
                     prompt=command.prompt,
                     model=command.model,
-                    fresh_after=None if ttl is None else time.time() - ttl,
+                    fresh=freshness(ttl, time.time()),
                     store_length=settings.store_length if settings else False,
                 )
             )

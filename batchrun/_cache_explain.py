@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from ._cache import ResponseCache, cache_key, normalize_base_url
+from ._cache import Freshness, ResponseCache, cache_key, normalize_base_url
 from ._cache_hits import why_not_a_hit
 from ._cache_values import CacheEntry
 from ._formats import utc_seconds
@@ -121,7 +121,7 @@ def explain(
     row: str | None = None,
     prompt: str | None = None,
     model: str | None = None,
-    fresh_after: float | None = None,
+    fresh: Freshness | None = None,
     store_length: bool = False,
 ) -> list[Explanation]:
     found: list[Explanation] = []
@@ -131,14 +131,14 @@ def explain(
         if not _selected(request, row, prompt, model):
             continue
         key = cache_key(request.fingerprint, request.repeat, base_url)
-        probe = store.probe_many([key], fresh_after).get(key)
+        probe = store.probe_many([key], fresh).get(key)
         if probe is not None and probe.body == request.payload:  # stored: a hit, or why not, as a run judges it
             why = why_not_a_hit(request, probe, cap, store_length, batch)
             status = "hit" if why is None else "unusable"
             when, cost = (probe.answer.generated_at, probe.answer.cost) if probe.answer else (None, None)
             found.append(Explanation(request, status, when, cost, why=why))
             continue
-        stale = store.lookup(key, request.payload, None) if fresh_after is not None else None
+        stale = store.lookup(key, request.payload, None) if fresh is not None else None
         if stale is not None:
             found.append(Explanation(request, "expired", stale.generated_at, stale.cost))
             continue

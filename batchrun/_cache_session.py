@@ -25,7 +25,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from ._cache import ResponseCache, cache_key, normalize_base_url
+from ._cache import Freshness, ResponseCache, cache_key, freshness, normalize_base_url
 from ._cache_hits import checked_hit, probe_of, why_not_a_hit
 from ._cache_values import CachedAnswer, EntryRow, Probe, RunStats, encode_answer
 from ._checks import Answer, grade, without_latency_checks
@@ -224,9 +224,8 @@ class CacheSession:
             self._store.close()
         self._store = None
 
-    def _fresh_after(self) -> float | None:
-        ttl = self.settings.ttl_s
-        return None if ttl is None else self.clock.time() - ttl
+    def _fresh(self) -> Freshness | None:
+        return freshness(self.settings.ttl_s, self.clock.time())
 
     def usable(self, request: Request, probe: Probe) -> bool:
         """Whether a stored entry may be this run's hit (see `why_not_a_hit`)."""
@@ -249,7 +248,7 @@ class CacheSession:
             keys = [cache_key(r.fingerprint, r.repeat, self.base_url) for r in chunk]
             if self._store is not None:
                 try:
-                    found = self._store.probe_many(keys, self._fresh_after())
+                    found = self._store.probe_many(keys, self._fresh())
                 except CacheError as exc:
                     self._off(exc)
             for request, key in zip(chunk, keys, strict=True):
@@ -275,7 +274,7 @@ class CacheSession:
         answer = None
         if unplanned or self._expected is None or key in self._expected:
             try:
-                answer = self._store.lookup(key, request.payload, self._fresh_after())
+                answer = self._store.lookup(key, request.payload, self._fresh())
             except CacheError as exc:
                 self._off(exc)
                 return None

@@ -305,6 +305,29 @@ def test_prune_and_clear_give_the_space_back(tmp_path: Path, clock: FakeClock, e
     assert full > 1_000_000 and (tmp_path / FILE_NAME).stat().st_size < full / 20
 
 
+def test_an_entry_stored_while_the_clock_was_a_year_ahead_is_neither_fresh_nor_kept(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    # break51 F9: stored under `faketime +365d`, its age was negative: fresh past any ttl_s, and
+    # never older than any prune, until the clock caught up a year later.
+    ahead = FakeClock()
+    ahead.now = clock.now + 365 * 86400
+    cache = session(tmp_path, ahead, [])
+    [request, other] = requests_of(tmp_path)[:2]
+    put(cache, request, result(), 1.0, STORED_AT)
+    cache.close()
+    for ttl, hit in ((None, True), (86400.0, False)):  # without a ttl_s its time does not matter
+        cache = session(tmp_path, clock, [], ttl_s=ttl)
+        assert (cache.lookup(request) is not None) is hit
+        cache.close()
+    cache = session(tmp_path, clock, [])
+    put(cache, other, result(), 1.0, STORED_AT)  # stored now: kept
+    cache.close()
+    store = ResponseCache.open(tmp_path)
+    assert store.prune(3600, now=clock.time()) == 1 and store.stats().entries == 1
+    store.close()
+
+
 def test_commands_on_a_missing_cache_do_not_create_one(tmp_path: Path) -> None:
     with pytest.raises(CacheError, match="no cache here yet"):
         ResponseCache.open(tmp_path / "none", create=False)
