@@ -96,7 +96,8 @@ class OutputFailed(BatchrunError):
     """Results or a summary could not be written (a full disk, a size limit, a deleted file).
 
     Unlike an output refused before the run (a ConfigError, nothing spent), this can come
-    after money was spent, so it has an exit code of its own.
+    after money was spent, so it has an exit code of its own; a disk with no room is this
+    even before anything is sent (the machine's trouble, not the job's).
     """
 
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from ._exceptions import ConfigError, SharedOutput
+from ._exceptions import ConfigError, OutputFailed, SharedOutput
 
 
 def read_regular_text(path: Path) -> str:
@@ -73,13 +73,21 @@ def describe_os_error(exc: OSError) -> str:
     return f"{exc.filename}: {reason}" if exc.filename else reason
 
 
+# The machine's trouble, not the job's: exit 11 (an output could not be written), as the same
+# disk with a few KiB left gave, not exit 2 (a bad job or option: break51 F6).
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
+
+
 @contextmanager
-def refused_as_config_error() -> Iterator[None]:
+def refused_before_sending() -> Iterator[None]:
     """What the file system refuses before anything is sent, as a ConfigError naming the path (the
-    OSError its cause): one exception tree for a library's caller (break50 F2)."""
+    OSError its cause): one exception tree for a library's caller (break50 F2); a full disk or an
+    I/O error, as OutputFailed."""
     try:
         yield
     except OSError as exc:
+        if exc.errno in _NO_ROOM:
+            raise OutputFailed(describe_os_error(exc)) from exc
         raise ConfigError(describe_os_error(exc)) from exc
 
 

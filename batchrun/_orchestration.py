@@ -18,7 +18,7 @@ from ._batch_state import held_open
 from ._cut_off import cleanup_time, wind_down, wind_down_s, wind_down_within
 from ._exceptions import ConfigError, OutputFailed
 from ._fd_limit import within_fd_limit
-from ._files import refused_as_config_error
+from ._files import refused_before_sending
 from ._formats import utc
 from ._isolated import IsolatedKey, with_key_deadline
 from ._items import ItemGate
@@ -88,7 +88,7 @@ async def run_job(
             resolve_output(job, options, clock.time(), notice)
         locks.append(OutputLock(folder / ".batchrun", f"job {job.name} is being run"))
     try:
-        with refused_as_config_error():
+        with refused_before_sending():
             for lock in locks:
                 lock.acquire()
             output = resolve_output(job, options, clock.time(), notice)

@@ -7,6 +7,7 @@ One table per kind of input: job files, datasets, options and the environment.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from batchrun import ConfigError, ExitCode, OpenRouterClient, RunOptions, load_job, matrix_requests, run_job
+from batchrun._lock import OutputLock
 from batchrun.cli import _shared_parser
 from batchrun.simulator import Simulator
 
@@ -1022,3 +1024,20 @@ async def test_an_output_the_file_system_refuses_is_a_config_error_for_a_library
         await run_job(load_job(write_job(tmp_path, SMALL_JOB)), options)
     assert isinstance(caught.value.__cause__, OSError) and str(output.parent) in str(caught.value)
     assert sim.stats.chat_requests == 0 and sim.stats.first_request is None
+
+
+@pytest.mark.parametrize(
+    ("error", "code"), [(errno.ENOSPC, ExitCode.IO), (errno.EIO, ExitCode.IO), (errno.EACCES, ExitCode.USAGE)]
+)
+def test_a_disk_with_no_room_before_the_run_is_exit_11_not_a_bad_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: int, code: ExitCode
+) -> None:
+    # break51 F6: a full disk at the start was exit 2 ("fix the job"), the same disk with 4 KiB
+    # left exit 11 ("fix the machine"): a cron wrapper routing by the code misrouted it.
+    def refused(lock: OutputLock) -> None:
+        raise OSError(error, os.strerror(error), str(lock.path))
+
+    monkeypatch.setattr(OutputLock, "acquire", refused)
+    out = tmp_path / "out.jsonl"
+    got, _, err = call_cli(write_job(tmp_path, SMALL_JOB), "--simulate", "-o", out)
+    assert (got, err) == (code, f"batchrun: {out}.lock: {os.strerror(error)}\n")
