@@ -130,8 +130,13 @@ class OutputLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+                holder = os.read(fd, 64).decode(errors="replace").strip()
                 os.close(fd)
+                if not holder.isdigit():  # `flock r.jsonl.lock batchrun ...` locked every tick out (break51 F7)
+                    raise LockHeld(
+                        f"{self.what} by a process that wrote no pid in {self.path} (a batchrun run starting, or "
+                        "a flock of your own on that file: batchrun locks it itself, so no wrapper is needed)"
+                    ) from None
                 # This process's own pid: a library caller's run_job left pending (break50 F9).
                 mine = ": this process, a run not ended: cancel its task" if holder == str(os.getpid()) else ""
                 raise LockHeld(f"{self.what} by another batchrun run (pid {holder}{mine})") from None

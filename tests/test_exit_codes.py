@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -186,6 +187,20 @@ def test_a_symlinked_alias_shares_the_lock(tmp_path: Path) -> None:
         held.release()
     assert code == ExitCode.LOCKED and "out.jsonl is being written by another batchrun run" in err
     assert not (tmp_path / "real" / "out.jsonl").exists()
+
+
+def test_a_flock_of_the_users_own_on_the_lock_file_is_named_as_such(tmp_path: Path) -> None:
+    # break51 F7: `flock -n r.jsonl.lock batchrun ...` (a common cron habit) locked every tick out
+    # "by another batchrun run (pid another process)".
+    job, lock = write_job(tmp_path, SMALL_JOB), tmp_path / "r.jsonl.lock"
+    with open(lock, "w") as wrapper:  # flock(1)'s: an empty file, locked
+        fcntl.flock(wrapper, fcntl.LOCK_EX)
+        code, _, err = call_cli(job, "--simulate", "-o", tmp_path / "r.jsonl", "-q")
+    assert code == ExitCode.LOCKED and not (tmp_path / "r.jsonl").exists()
+    assert err == (
+        f"batchrun: r.jsonl is being written by a process that wrote no pid in {lock} (a batchrun run starting, or a "
+        "flock of your own on that file: batchrun locks it itself, so no wrapper is needed)\n"
+    )
 
 
 def test_no_lock_files_are_left_and_back_to_back_default_names_differ(
