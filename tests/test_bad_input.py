@@ -128,6 +128,13 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         _job_with(**{"timeout_s: 5": 'timeout_s: 5, output: "out/{job}.jsonl"'}),
         ["$.run.output", "the only placeholders are {name} and {timestamp}"],
     ),
+    (
+        # break52 F4: a folder per run validated and ran, then --resume and history found no run
+        # (exit 2), and a 19700101T000000.000Z/ folder was left behind.
+        "timestamp in a folder",
+        _job_with(**{"timeout_s: 5": 'timeout_s: 5, output: "outputs/{name}/{timestamp}/results.jsonl"'}),
+        ["$.run.output", "{timestamp} may be only in the file's name"],
+    ),
     ("lone brace", _job_with(**{"timeout_s: 5": 'timeout_s: 5, output: "out/{name.jsonl"'}), ["$.run.output"]),
     ("positional {0}", _job_with(**{"timeout_s: 5": 'timeout_s: 5, output: "out/{0}.jsonl"'}), ["$.run.output"]),
     (
