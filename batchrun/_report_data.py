@@ -127,8 +127,10 @@ def missing_since_summary(results: Path, summary: dict[str, Any], rows: int, unr
     return None
 
 
-def read_run_summary(results: Path) -> dict[str, Any]:
-    """The `X.summary.json` a run wrote beside `X.jsonl` (budget, stop); {} when absent or unreadable.
+def read_run_summary(results: Path, any_file: bool = False) -> dict[str, Any]:
+    """The `X.summary.json` a run wrote beside `X.jsonl` (budget, stop); {} when absent or
+    unreadable, or (unless `any_file`) written for another file: `report` and `history` took a
+    copied summary's key gap, budget and stop as this run's (break52 F5).
 
     Only a handful of its scalar fields are used: for display, and `key_gap_usd`, which a resume
     counts as spent (_orchestration). The rows themselves are always counted again from the
@@ -148,7 +150,31 @@ def read_run_summary(results: Path) -> dict[str, Any]:
         job = None
     if isinstance(kept.get("job"), str) and job is not None and kept["job"] != job:
         return {}  # another job's (break21 R16): its budget, stop and key gap are not this file's
+    named = kept.get("output")
+    if not any_file and isinstance(named, str) and Path(named).name != results.name:
+        return {}
     return kept
+
+
+def summary_doubts(results: Path) -> list[str]:
+    """Why the summary beside `results` is not its run's, for a reader to say: another file's
+    (left out), or one written when the file was smaller, with no journal of a run after it
+    (lines appended since, such as two runs `cat`-ed together: the rows read are both's)."""
+    summary = read_run_summary(results, any_file=True)
+    named, written = summary.get("output"), summary.get("results_bytes")
+    if isinstance(named, str) and Path(named).name != results.name:
+        path = results.with_name(results.stem + ".summary.json")
+        return [f"{path}: the summary of {Path(named).name}, not of {results.name}: left out"]
+    try:
+        grown = results.stat().st_size - written if type(written) is int else 0
+    except OSError:
+        return []
+    if grown > 0 and not journal_path(results).exists():
+        return [
+            f"{results}: {grown:,} byte(s) longer than when its summary was written, with no run since "
+            "(lines appended: two runs put together?): its rows are read as one run"
+        ]
+    return []
 
 
 def is_shard_file(results: Path) -> bool:

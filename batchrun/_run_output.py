@@ -154,7 +154,7 @@ def earlier_summary(output: Path) -> dict[str, Any]:
     """The summary an earlier run wrote beside `output`, for what it counted as spent beyond
     the records (`key_gap_usd`). One that is there but unreadable, or another file's, is refused:
     read as none, the resume spent the budget again (verification of break14e, F9)."""
-    earlier = read_run_summary(output)
+    earlier = read_run_summary(output, any_file=True)
     path = summary_path(output)
     named = earlier.get("output")
     if path.exists() and not earlier:

@@ -103,7 +103,7 @@ def _summary_with(results: Path, folder: Path, **fields: Any) -> Path:
     copy = folder / "a.jsonl"
     copy.write_bytes(results.read_bytes())
     summary = json.loads(results.with_name("r.summary.json").read_text())
-    summary.update(fields)
+    summary.update({"output": str(copy), **fields})  # the copy's own (another file's is left out: break52 F5)
     (folder / "a.summary.json").write_text(json.dumps(summary))  # json writes NaN and Infinity
     return copy
 

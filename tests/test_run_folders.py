@@ -95,3 +95,30 @@ def test_whole_runs_merged_into_the_folder_stay_runs_of_the_history(in_tmp: Path
     )
     code, out, err = call_cli("plan", "job.yaml", "--base-url", sim.base_url)
     assert code == ExitCode.OK and f"previous run: {nights[-1]} " in out, out + err
+
+
+def test_a_summary_of_another_file_is_left_out_by_the_readers_and_said(in_tmp: Path) -> None:
+    # break52 F5 (a): a copy of a.jsonl beside another run's summary showed that run's key gap as
+    # its own, with no word; only the resume refused it.
+    a, b = night("-o", "a.jsonl"), night("-o", "b.jsonl")
+    summary = json.loads(b.with_name("b.summary.json").read_text())
+    Path("a2.jsonl").write_bytes(a.read_bytes())
+    Path("a2.summary.json").write_text(json.dumps({**summary, "key_gap_usd": 0.5}))
+    code, out, err = call_cli("report", "a2.jsonl")
+    assert code == ExitCode.OK and "0.5" not in out
+    assert err == "batchrun: warning: a2.summary.json: the summary of b.jsonl, not of a2.jsonl: left out\n"
+    code, out, err = call_cli("history", "a2.jsonl", "b.jsonl")
+    assert code == ExitCode.OK and "spent beyond the records" not in out, err
+
+
+def test_two_runs_put_together_in_one_file_are_said_to_be(in_tmp: Path) -> None:
+    # break52 F5 (b): `cat` of two runs with the first's summary: exit 0, no word, both runs'
+    # money as one run's.
+    a = night("-o", "a.jsonl")
+    b = night("-o", "b.jsonl")
+    size = a.stat().st_size
+    with a.open("ab") as handle:
+        handle.write(b.read_bytes())
+    code, _, err = call_cli("report", a)
+    assert f"batchrun: warning: a.jsonl: {b.stat().st_size:,} byte(s) longer than when its summary was written" in err
+    assert a.stat().st_size == size + b.stat().st_size and code in (ExitCode.OK, ExitCode.QUALITY)

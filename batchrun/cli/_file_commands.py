@@ -31,7 +31,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from .._batch_state import pending_batches
     from .._items import ItemGate
     from .._reader import unread_lines
-    from .._report_data import file_key_gap, missing_since_summary, read_run_summary
+    from .._report_data import file_key_gap, missing_since_summary, read_run_summary, summary_doubts
     from .._results import final_records
     from .._summary import SummaryBuilder
     from .._summary_text import render_markdown, render_text
@@ -66,6 +66,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         return report_against_job(args, console, records, page, counted)
     # Items judged by the gate the run had (its summary's `items.gate`), JUnit's too.
     run_summary = read_run_summary(args.results)
+    for doubt in summary_doubts(args.results):
+        console.warn(doubt)
     gate = ItemGate.recorded(run_summary)
     builder = SummaryBuilder(gate).add_all(through(page, records))
     pending = list(pending_batches(args.results, console.warn))
