@@ -21,13 +21,13 @@ from typing import Any
 from ._batch_state import pending_batches
 from ._comparable import shard_mismatch
 from ._cost_text import cost_text, held_note
-from ._exceptions import ConfigError, ResultsError
+from ._exceptions import ResultsError
 from ._failure_text import failure_reasons
 from ._formats import md_text, ms, pct, utc_seconds
+from ._history_files import one_job, runs_in
 from ._lock import finished
-from ._output_paths import results_files
 from ._reader import Warn
-from ._report_data import file_key_gap, is_shard_file, read_run_summary
+from ._report_data import file_key_gap
 from ._results import final_records
 from ._stats import wilson_interval
 from ._summary import SummaryBuilder
@@ -37,44 +37,6 @@ MARKER_DROP = 0.05  # a model's pass rate falling this much (5 points) from one 
 FLIP_CAP = 500  # flipped rows listed on the page (all are counted)
 MARKDOWN_RUNS = 8  # runs shown in the Markdown tables (GITHUB_STEP_SUMMARY wants it compact)
 MARKDOWN_FLIPS = 20
-
-
-def runs_in(paths: list[Path]) -> list[Path]:
-    """The results files a history covers: the given files, or each folder's runs."""
-    if not paths:
-        paths = [_default_folder()]
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files += _folder_runs(path)
-        elif path.exists():  # a file, or one that is not regular (a FIFO): the reader says which
-            files.append(path)
-        else:
-            raise ResultsError(f"{path}: no such results file or folder")
-    if not files:
-        raise ResultsError(f"{', '.join(map(str, paths))}: no results files (*.jsonl) to show")
-    # One run once, however often it was named (a file and its folder, or twice: verify21 V13).
-    return list({file.resolve(): file for file in files}.values())
-
-
-def _default_folder() -> Path:
-    """outputs/<job>/ when the current folder's outputs/ holds exactly one job."""
-    outputs = Path("outputs")
-    jobs = sorted(p for p in outputs.glob("*") if p.is_dir() and results_files(p)) if outputs.is_dir() else []
-    if len(jobs) == 1:
-        return jobs[0]
-    found = f"; found {', '.join(map(str, jobs))}" if jobs else ""
-    raise ConfigError(f"name the job's output folder or results files (e.g. outputs/<job>){found}")
-
-
-def _folder_runs(folder: Path) -> list[Path]:
-    files = results_files(folder)
-    merged: set[str] = set()
-    for file in files:
-        for source in read_run_summary(file).get("merged_from") or []:
-            if isinstance(source, str):
-                merged.add(Path(source).name)
-    return [f for f in files if f.name not in merged or not is_shard_file(f)]
 
 
 @dataclass
@@ -283,15 +245,8 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
     loaded = [run for run in (read(path) for path in files) if run is not None]
     if not loaded:
         raise ResultsError(f"{', '.join(map(str, files))}: no rows in these results files")
+    loaded = one_job(loaded, named, warn)
     jobs = {str(run.summary["job"]) for run in loaded if run.summary["job"]}
-    if len(jobs) > 1:
-        # Each job with a file of it: which one to move away (break33 m7 named the jobs only).
-        first: dict[str, Path] = {}
-        for run in loaded:
-            first.setdefault(str(run.summary["job"]), run.path)
-        counts = Counter(str(run.summary["job"]) for run in loaded)
-        described = ", ".join(f"{job} ({first[job]}{', ...' if counts[job] > 1 else ''})" for job in sorted(jobs))
-        raise ResultsError(f"these files belong to different jobs: {described}: give one job's runs")
     loaded.sort(key=lambda run: (run.start, str(run.path)))
     runs = [_run_entry(run) for run in loaded]
     _tell_apart(runs)

@@ -122,3 +122,19 @@ def test_two_runs_put_together_in_one_file_are_said_to_be(in_tmp: Path) -> None:
     code, _, err = call_cli("report", a)
     assert f"batchrun: warning: a.jsonl: {b.stat().st_size:,} byte(s) longer than when its summary was written" in err
     assert a.stat().st_size == size + b.stat().st_size and code in (ExitCode.OK, ExitCode.QUALITY)
+
+
+def test_a_file_of_another_job_in_the_folder_is_left_out_of_its_history(in_tmp: Path) -> None:
+    # break52 F6: an ad hoc test written into the nightly folder with -o ended `history` of the
+    # folder (exit 2), where a garbage file there was a warning.
+    nights = [night(), night()]
+    write_job(in_tmp, SMALL_JOB.replace("name: small", "name: adhoc"), "adhoc.yaml")
+    code, _, err = call_cli("adhoc.yaml", "--simulate", "-q", "-o", FOLDER / "adhoc-try.jsonl")
+    assert code == ExitCode.OK, err
+    code, out, err = call_cli("history", FOLDER, "--json")
+    assert code == ExitCode.OK
+    adhoc = FOLDER / "adhoc-try.jsonl"
+    assert err == f"batchrun: warning: {adhoc}: a run of job adhoc, not of small: left out of the history\n"
+    assert sorted(Path(run["file"]).name for run in json.loads(out)["runs"]) == sorted(n.name for n in nights)
+    code, _, err = call_cli("history", nights[0], FOLDER / "adhoc-try.jsonl")  # named: the user's choice
+    assert code == ExitCode.USAGE and "these files belong to different jobs" in err

@@ -1,0 +1,95 @@
+"""Which files a `history` reads: the files given, or each folder's runs (`runs_in`); and, of
+what they hold, one job's runs (`one_job`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from ._exceptions import ConfigError, ResultsError
+from ._output_paths import results_files
+from ._reader import Warn
+from ._report_data import is_shard_file, read_run_summary
+
+
+class _Run(Protocol):
+    path: Path
+    start: str
+
+    @property
+    def summary(self) -> Any: ...
+
+
+R = TypeVar("R", bound=_Run)
+
+
+def runs_in(paths: list[Path]) -> list[Path]:
+    """The results files a history covers: the given files, or each folder's runs."""
+    if not paths:
+        paths = [_default_folder()]
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += _folder_runs(path)
+        elif path.exists():  # a file, or one that is not regular (a FIFO): the reader says which
+            files.append(path)
+        else:
+            raise ResultsError(f"{path}: no such results file or folder")
+    if not files:
+        raise ResultsError(f"{', '.join(map(str, paths))}: no results files (*.jsonl) to show")
+    # One run once, however often it was named (a file and its folder, or twice: verify21 V13).
+    return list({file.resolve(): file for file in files}.values())
+
+
+def _default_folder() -> Path:
+    """outputs/<job>/ when the current folder's outputs/ holds exactly one job."""
+    outputs = Path("outputs")
+    jobs = sorted(p for p in outputs.glob("*") if p.is_dir() and results_files(p)) if outputs.is_dir() else []
+    if len(jobs) == 1:
+        return jobs[0]
+    found = f"; found {', '.join(map(str, jobs))}" if jobs else ""
+    raise ConfigError(f"name the job's output folder or results files (e.g. outputs/<job>){found}")
+
+
+def _folder_runs(folder: Path) -> list[Path]:
+    files = results_files(folder)
+    merged: set[str] = set()
+    for file in files:
+        for source in read_run_summary(file).get("merged_from") or []:
+            if isinstance(source, str):
+                merged.add(Path(source).name)
+    return [f for f in files if f.name not in merged or not is_shard_file(f)]
+
+
+def _job(run: _Run) -> str | None:
+    return str(run.summary["job"]) if run.summary["job"] else None
+
+
+def one_job(loaded: list[R], named: set[Path], warn: Warn) -> list[R]:
+    """The runs of one job. Files given by name of different jobs are refused (exit 2). A file of
+    another job in a folder given (a test written there with `-o`) is left out, with a warning:
+    it ended the nightly history, exit 2, where a garbage file was a warning (break52 F6). The
+    folder's job is that of the files named, else of most of its runs (the newest's on a tie)."""
+    jobs = {job for run in loaded if (job := _job(run)) is not None}
+    if len(jobs) <= 1:
+        return loaded
+    given = {job for run in loaded if run.path.resolve() in named and (job := _job(run)) is not None}
+    if len(given) > 1:
+        # Each job with a file of it: which one to move away (break33 m7 named the jobs only).
+        first: dict[str, Path] = {}
+        for run in loaded:
+            first.setdefault(str(_job(run)), run.path)
+        counts = Counter(_job(run) for run in loaded if run.path.resolve() in named)
+        described = ", ".join(f"{job} ({first[job]}{', ...' if counts[job] > 1 else ''})" for job in sorted(given))
+        raise ResultsError(f"these files belong to different jobs: {described}: give one job's runs")
+    if given:
+        kept = given.pop()
+    else:
+        counts = Counter(_job(run) for run in loaded)
+        newest = _job(max(loaded, key=lambda run: run.start))
+        kept = max(jobs, key=lambda job: (counts[job], job == newest, job))
+    for run in loaded:
+        if _job(run) not in (None, kept):
+            warn(f"{run.path}: a run of job {_job(run)}, not of {kept}: left out of the history")
+    return [run for run in loaded if _job(run) in (None, kept)]
