@@ -86,7 +86,8 @@ async def run_job(
         folder = job_folder(job.name, job.run.output)
         if options.resume and not folder.is_dir():  # no run to resume: said before a lock makes it (break48 F5)
             resolve_output(job, options, clock.time(), notice)
-        locks.append(OutputLock(folder / ".batchrun", f"job {job.name} is being run"))
+        side = " (shards run side by side need an -o each)" if options.shard else ""  # break51 F8
+        locks.append(OutputLock(folder / ".batchrun", f"job {job.name}{side} is being run"))
     try:
         with refused_before_sending():
             for lock in locks:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from batchrun import ExitCode
+from batchrun._lock import OutputLock
 from batchrun.simulator import Simulator
 
 from .conftest import SMALL_JOB, call_cli, write_job
@@ -138,3 +139,17 @@ def test_a_file_of_another_job_in_the_folder_is_left_out_of_its_history(in_tmp: 
     assert sorted(Path(run["file"]).name for run in json.loads(out)["runs"]) == sorted(n.name for n in nights)
     code, _, err = call_cli("history", nights[0], FOLDER / "adhoc-try.jsonl")  # named: the user's choice
     assert code == ExitCode.USAGE and "these files belong to different jobs" in err
+
+
+def test_a_shard_locked_out_by_another_with_default_outputs_is_told_to_give_an_output(in_tmp: Path) -> None:
+    # break51 F8: four shards started together without -o: three exited 8 "job ... is being run",
+    # with nothing to say that each shard needs its own -o.
+    FOLDER.mkdir(parents=True)
+    held = OutputLock(FOLDER / ".batchrun", "held by the test")
+    held.acquire()
+    try:
+        code, _, err = call_cli("job.yaml", "--simulate", "--shard", "2/4", "--no-thresholds")
+    finally:
+        held.release()
+    assert code == ExitCode.LOCKED
+    assert err.startswith("batchrun: job small (shards run side by side need an -o each) is being run by another")
