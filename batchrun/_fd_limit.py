@@ -67,6 +67,6 @@ def within_fd_limit(settings: RunSettings, simulator_here: bool, notice: Callabl
         return settings
     notice(
         f"warning: run.concurrency {settings.concurrency} is above what this process's open-file limit "
-        f"({limits[0]}, ulimit -n) allows: {allowed} requests at a time"
+        f"({limits[0]}, ulimit -n) allows: {allowed} request(s) at a time"
     )
     return replace(settings, concurrency=allowed)

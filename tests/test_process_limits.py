@@ -83,7 +83,7 @@ def test_concurrency_is_held_below_the_open_file_limit(monkeypatch: pytest.Monke
     assert held.concurrency == 1024 - _fd_limit.RESERVED_FDS
     assert said == [
         "warning: run.concurrency 4096 is above what this process's open-file limit (1024, ulimit -n) "
-        "allows: 960 requests at a time"
+        "allows: 960 request(s) at a time"
     ]
     assert _fd_limit.within_fd_limit(RunSettings(concurrency=4096), True, said.append).concurrency == 480  # --simulate
     assert _fd_limit.within_fd_limit(RunSettings(concurrency=960), False, said.append).concurrency == 960
@@ -108,7 +108,7 @@ async def test_a_run_under_a_low_open_file_limit_says_so_and_completes(
     assert report.summary["total"]["ok"] == 20 and caps == [2]
     assert [line for line in said if "open-file limit" in line] == [
         f"warning: run.concurrency 64 is above what this process's open-file limit ({_fd_limit.RESERVED_FDS + 2}, "
-        "ulimit -n) allows: 2 requests at a time"
+        "ulimit -n) allows: 2 request(s) at a time"
     ]
 
 
