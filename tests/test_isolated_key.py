@@ -61,6 +61,25 @@ def test_the_run_key_is_created_used_and_deleted(tmp_path: Path, sim: Simulator)
     assert f"per-run key {label}" in result.stdout
 
 
+def test_a_label_that_holds_the_per_run_key_shows_neither(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break53 F1: a gateway labelling a key with the key itself: the label was scrubbed before
+    # the key was known, so the whole per-run key was printed and written to the summary.
+    key_data = Simulator._key_data
+
+    def labelled_with_the_key(simulator: Simulator, key: Any) -> dict[str, Any]:
+        return {**key_data(simulator, key), "label": f"made for {simulator.issued[-1]}"}
+
+    monkeypatch.setattr(Simulator, "_key_data", labelled_with_the_key)
+    result = isolated_run(sim, write_job(tmp_path, SMALL_JOB), tmp_path / "i.jsonl", "0.5")
+    assert result.returncode == 0, result.stderr
+    [key] = sim.issued[-1:]
+    written = (tmp_path / "i.summary.json").read_text() + (tmp_path / "i.jsonl").read_text()
+    assert key not in result.stdout + result.stderr + written
+    assert json.loads((tmp_path / "i.summary.json").read_text())["isolated_key"]["label"] == "made for [key]"
+
+
 def test_the_key_is_deleted_after_a_budget_stop(tmp_path: Path, sim: Simulator) -> None:
     job = write_job(tmp_path, BUDGET_JOB)
     result = isolated_run(sim, job, tmp_path / "b.jsonl", "0.003", "-q")
