@@ -128,6 +128,12 @@ class Console:
         self.said.append(line)
         self.err.write(f"batchrun: {line}\n")
 
+    def to_err(self, text: str) -> None:
+        """Text for stderr that is no message of batchrun's own (a summary under --quiet): its
+        control codes escaped, as stdout's are. A server's escapes in it reached cron mail and a
+        terminal raw (window title, clipboard, a forged line: break53 F2)."""
+        self.err.write(visible(text))
+
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         self.error(f"warning: {message}")

@@ -11,7 +11,7 @@ from ._comparable import same_job, same_shard
 from ._cost_text import run_cost_text, unknown_rows
 from ._exceptions import ResultsError
 from ._failure_text import failure_reasons
-from ._formats import md_text, pct, vars_text
+from ._formats import md_text, one_line, pct, vars_text
 from ._items import item_key
 from ._reader import Warn
 from ._report_data import file_key_gap, read_run_summary
@@ -398,7 +398,7 @@ def _change_lines(diff: dict[str, Any]) -> list[str]:
 
 
 def render_diff_text(diff: dict[str, Any]) -> str:
-    return "\n".join(_change_lines(diff))
+    return "\n".join(map(one_line, _change_lines(diff)))  # a server's text is one line (break53 F3)
 
 
 def render_diff_markdown(diff: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from ._comparable import shard_mismatch
 from ._cost_text import cost_text, held_note
 from ._exceptions import ResultsError
 from ._failure_text import failure_reasons
-from ._formats import md_text, ms, pct, utc_seconds
+from ._formats import md_text, ms, one_line, pct, utc_seconds
 from ._history_files import one_job, runs_in
 from ._lock import finished
 from ._reader import Warn
@@ -323,7 +323,7 @@ def render_history_text(history: dict[str, Any]) -> str:
     flips = history["flips"]
     for row in (flips or {}).get("rows", [])[:MARKDOWN_FLIPS]:
         lines.append(f"  {row['before']} → {row['after']}  {row['model']} / {row['prompt']} [{row['id']}] {row['why']}")
-    return "\n".join(lines)
+    return "\n".join(map(one_line, lines))  # a server's text is one line (break53 F3)
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -14,6 +14,7 @@ from ._account_reply import unknown_reset
 from ._costs import CostModel, unknown_price_refusal
 from ._exceptions import ConfigError, ResultsError
 from ._files import read_regular_text
+from ._formats import one_line
 from ._job import Job
 from ._matrix import count_requests, matrix_requests, run_size_problem
 from ._models import PRICE_CAVEATS, Resolution, variant_of
@@ -106,7 +107,7 @@ def _bounded(job: Job, key: dict[str, Any] | None, balance: float | None) -> boo
 def resolution_warnings(resolution: Resolution) -> list[str]:
     lines = []
     for model, how in sorted(resolution.how.items()):
-        lines.append(f"note: {model} is not listed by /models: priced as {how}")
+        lines.append(one_line(f"note: {model} is not listed by /models: priced as {how}"))  # a server's id (break53 F3)
         variant = variant_of(model)
         if variant is not None and variant[1] in PRICE_CAVEATS:
             lines.append(f"warning: {model} {PRICE_CAVEATS[variant[1]]}")

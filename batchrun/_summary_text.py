@@ -146,14 +146,16 @@ def _row_lines(summary: Summary) -> list[str]:
     """Rows in error and rows skipped, by kind."""
     lines = []
     if summary["error_kinds"]:
-        lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["error_kinds"].items())))
+        # An error kind may be a server's availability code: one line (break53 F3).
+        lines.append("errors: " + ", ".join(f"{one_line(k)} {v}" for k, v in sorted(summary["error_kinds"].items())))
     if summary["skip_reasons"]:
         lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items())))
     return lines
 
 
 def _stop_line(summary: Summary) -> str:
-    return f"stopped: {summary['stop']}" + (f" ({summary['stop_message']})" if summary.get("stop_message") else "")
+    message = summary.get("stop_message")  # a server's 401 or 402 message
+    return f"stopped: {summary['stop']}" + (f" ({one_line(message)})" if message else "")
 
 
 def _spend_lines(summary: Summary) -> list[str]:

@@ -415,3 +415,46 @@ def test_nothing_listening_at_the_base_url_says_what_to_check(tmp_path: Path) ->
     assert err.startswith("batchrun: the endpoint failed before the run started: connect: ")
     assert err.rstrip().endswith("no row was sent: is the endpoint up, and its host and port right?")
     assert not (tmp_path / "o.jsonl").exists()
+
+
+# -- a server's text on the terminal and in logs ------------------------------------------------
+FORGED = "\x1b]0;PWNED\x07\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\r\nbatchrun: all rows passed\u202e\n::error::forged"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"error": {"code": 401, "message": "No auth" + FORGED}},  # the stop line
+        {"error": {"code": 400, "message": "gone", "availability": {"code": "model_gone" + FORGED}}},  # errors:
+    ],
+    ids=["401 message", "availability code"],
+)
+@pytest.mark.parametrize("quiet", [True, False])
+def test_a_servers_escapes_and_newlines_never_reach_the_output_raw(
+    tmp_path: Path, payload: dict[str, Any], quiet: bool
+) -> None:
+    # break53 F2: under --quiet (cron's mode) a failing run's summary went to stderr with the
+    # server's escapes raw: window title, clipboard (OSC 52), a cleared screen, a forged line.
+    # F3: a newline in an error kind or a stop message forged lines on stdout, GitHub workflow
+    # commands among them (`::error::`).
+    outcome = run(answer(payload, payload["error"]["code"]), tmp_path, *(["-q"] if quiet else []))
+    shown = outcome.stdout + outcome.stderr
+    assert outcome.code in (ExitCode.AUTH, ExitCode.ERRORS) and "PWNED" in shown
+    assert not {"\x1b", "\x07", "\r", "\u202e"} & set(shown)
+    lines = shown.splitlines()
+    assert not [line for line in lines if line.startswith(("::", "batchrun: all rows passed"))], lines
+    code, out, err = call_cli("report", tmp_path / "out.jsonl") if outcome.rows else (0, "", "")
+    assert not [line for line in (out + err).splitlines() if line.startswith("::")] and "\x1b" not in out + err
+
+
+def test_a_newline_in_a_servers_message_forges_no_line_in_diff_or_history(tmp_path: Path) -> None:
+    # break53 F3: diff's flipped rows and history's changed rows took the error message whole.
+    checked = JOB.replace(
+        '    text: "Capital of {{country}}?"', '    text: "Capital of {{country}}?"\n    checks: [{contains: Paris}]'
+    )
+    good = run(answer(chat_payload()), tmp_path / "good", "--no-thresholds", job=checked)
+    bad = run(answer({"error": {"code": 400, "message": "bad\n::error::forged"}}, 400), tmp_path / "bad", job=checked)
+    assert good.code == ExitCode.OK and bad.code == ExitCode.ERRORS, good.stderr
+    for command in (["diff"], ["history"]):
+        code, out, err = call_cli(*command, tmp_path / "good" / "out.jsonl", tmp_path / "bad" / "out.jsonl")
+        assert "forged" in out and not [line for line in out.splitlines() if line.lstrip().startswith("::")], out

@@ -147,7 +147,7 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
         raise OutputFailed(f"{summary_path(output)}: writing the summary failed: {exc.strerror or exc}") from None
     failed = bool(summary["shortfalls"]) and not args.allow_partial
     if failed or not args.quiet:  # a failure shows its table, on stderr under --quiet (as a run's)
-        (console.err if args.quiet else console.out).write(render_text(summary) + "\n")
+        (console.to_err if args.quiet else console.out.write)(render_text(summary) + "\n")
     step_summary(console, render_markdown(summary))
     if failed:
         for shortfall in summary["shortfalls"]:

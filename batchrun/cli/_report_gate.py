@@ -239,7 +239,7 @@ def _regrade_judged(
     from .._signals import RunSignals
 
     def worst_case(line: str) -> None:
-        console.err.write(line + "\n")
+        console.to_err(line + "\n")
         console.err.flush()
 
     def keep(record: dict[str, Any]) -> None:

@@ -164,7 +164,7 @@ def write_junit_file(
     from .._junit import write_junit
 
     counts = write_junit(records(), args.junit, job_name, gate or ItemGate(), unanswered, verdict)
-    console.err.write(
+    console.to_err(
         f"junit: {args.junit}: {counts['tests']} test case(s), {counts['failure']} failed, "
         f"{counts['error']} error(s), {counts['skipped']} skipped\n"
     )

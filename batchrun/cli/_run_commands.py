@@ -15,6 +15,7 @@ from .._exceptions import (
     JobError,
 )
 from .._fd_limit import fd_floor_problem
+from .._formats import one_line
 from .._scrub import hide_keys
 from .._signals import RunSignals
 from .._verdict import ExitCode
@@ -48,7 +49,8 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
                 console.error(str(problem))
             continue
         if not args.quiet:
-            console.out.write(hide_keys(f"{path}: ok (job {job.name})") + "\n")  # a file named like a key (V7)
+            # A file named like a key (V7), or with a newline in its name (break53 F3).
+            console.out.write(one_line(hide_keys(f"{path}: ok (job {job.name})")) + "\n")
     return ExitCode.USAGE if failed else ExitCode.OK
 
 
@@ -147,7 +149,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
         if args.quiet:
             # On stderr, after the warnings the run said: not each of them twice (break34 m2).
             text = "\n".join(line for line in text.splitlines() if line not in notices)
-        (console.err if args.quiet else console.out).write(text + "\n")
+        (console.to_err if args.quiet else console.out.write)(text + "\n")
         for reason in reasons:
             console.error(reason)
         if report.summary.get("stop") == "io":
