@@ -98,6 +98,13 @@ def _number(value: Any) -> float | None:
 CLOCK_SKEW_S = 2.0
 
 
+# A server's name for something (a model, a finish reason, an availability code): kept whole, a
+# megabyte of one was copied into each record several times, the summary, the terminal and the
+# step summary (past GitHub's 1 MiB), and a retryable one made a record past the readers' line
+# limit, exit 11 with no row written (break53 F4).
+NAME_LIMIT = 200
+
+
 def server_now(headers: Mapping[str, str], now: float) -> float:
     """The time the server's absolute waits (X-RateLimit-Reset, an HTTP-date Retry-After) are
     measured from: ours, or the reply's Date where that is ahead of ours by more than its
@@ -198,8 +205,8 @@ def classify(
     metadata = _mapping(error.get("metadata"))
     availability = _mapping(error.get("availability"))
     error_type = metadata.get("error_type") or error.get("error_type")
-    error_type = error_type if isinstance(error_type, str) else None
-    avail_code = availability.get("code") if isinstance(availability.get("code"), str) else None
+    error_type = error_type[:NAME_LIMIT] if isinstance(error_type, str) else None  # names, cut (break53 F4)
+    avail_code = availability["code"][:NAME_LIMIT] if isinstance(availability.get("code"), str) else None
     now = server_now(headers, now)
     wait = server_wait(headers, now)
     body_wait = _number(availability.get("retry_after"))

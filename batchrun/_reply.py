@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ._classify import classify
+from ._classify import NAME_LIMIT, classify
 from ._exceptions import RequestFailed, Transient
 from ._generation import generation_header, valid_generation_id
 from ._json_text import valid_text
@@ -83,6 +83,12 @@ def count(value: Any) -> int | None:
 
 def str_of(value: Any, scrub: Scrubber) -> str | None:
     return scrub.text(value) if isinstance(value, str) else None
+
+
+def name_of(value: Any, scrub: Scrubber) -> str | None:
+    """A server's name for something, scrubbed and cut to NAME_LIMIT characters."""
+    text = str_of(value, scrub)
+    return None if text is None else text[:NAME_LIMIT]
 
 
 def type_name(value: Any) -> str:
@@ -308,7 +314,7 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
     except RequestFailed as failed:
         raise charged(failed) from None
     refusal = str_of(message.get("refusal"), scrub)
-    finish_reason = str_of(choice.get("finish_reason"), scrub)
+    finish_reason = name_of(choice.get("finish_reason"), scrub)
     usage = usage_of(data.get("usage"), scrub)
     tool_calls = tool_calls_of(message.get("tool_calls"), scrub)
     if not content and not refusal and not finish_reason and not tool_calls:
@@ -318,11 +324,11 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
         raise charged(Transient("empty_completion", "an empty completion with no finish reason (cold start?)", 200))
     return ChatResult(
         generation_id=str_of(data.get("id"), scrub),
-        model=str_of(data.get("model"), scrub),
+        model=name_of(data.get("model"), scrub),
         provider=answering_provider(data, scrub.text),
         content=scrub.text(content),
         finish_reason=finish_reason,
-        native_finish_reason=str_of(choice.get("native_finish_reason"), scrub),
+        native_finish_reason=name_of(choice.get("native_finish_reason"), scrub),
         usage=usage,
         refusal=refusal,
         reasoning=str_of(message.get("reasoning"), scrub),

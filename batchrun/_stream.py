@@ -31,7 +31,7 @@ from httpx_sse import EventSource, SSEError
 
 from ._body import read_capped
 from ._charges import reported_charge
-from ._classify import classify
+from ._classify import NAME_LIMIT, classify
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._exceptions import RequestFailed, ResponseTooLarge, Transient, Undecodable
@@ -200,7 +200,7 @@ async def stream_chat(
         content=client.scrub_text("".join(reading.parts)),
         reasoning=client.scrub_text("".join(reading.reasoning)) if reading.reasoning else None,
         refusal=client.scrub_text("".join(reading.refusal)) if reading.refusal else None,
-        finish_reason=reading.finish_reason,
+        finish_reason=_scrubbed(client, reading.finish_reason),
         native_finish_reason=_scrubbed(client, reading.native_finish_reason),
         # The same type filter as a non-streamed reply: a count that is a string or a cost
         # that is negative is dropped, and a cost that cannot be believed keeps the worst case.
@@ -305,7 +305,7 @@ async def _read_events(
 
 
 def _scrubbed(client: Any, text: str | None) -> str | None:
-    return None if text is None else client.scrub_text(text)
+    return None if text is None else client.scrub_text(text)[:NAME_LIMIT]  # a name (break53 F4)
 
 
 def _shape_problem(chunk: dict[str, Any], finished: bool) -> str | None:

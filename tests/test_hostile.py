@@ -458,3 +458,25 @@ def test_a_newline_in_a_servers_message_forges_no_line_in_diff_or_history(tmp_pa
     for command in (["diff"], ["history"]):
         code, out, err = call_cli(*command, tmp_path / "good" / "out.jsonl", tmp_path / "bad" / "out.jsonl")
         assert "forged" in out and not [line for line in out.splitlines() if line.lstrip().startswith("::")], out
+
+
+def test_a_servers_names_are_cut_not_copied_whole(tmp_path: Path) -> None:
+    # break53 F4: a 1.2 MB `model` and a 0.5 MB `finish_reason` were copied whole into each record
+    # (3.4 MB for two rows), the summary, the terminal and the step summary (past GitHub's 1 MiB).
+    payload = chat_payload(model="m" * 1_200_000)
+    payload["choices"][0]["finish_reason"] = "s" * 500_000
+    outcome = run(answer(payload), tmp_path)
+    assert outcome.code == ExitCode.OK and len(outcome.rows) == ROWS
+    assert all(len(r["response_model"]) == 200 and len(r["finish_reason"]) == 200 for r in outcome.rows)
+    assert (tmp_path / "out.jsonl").stat().st_size < 100_000 and len(outcome.stdout) < 20_000
+
+
+def test_a_huge_availability_code_is_cut_and_the_rows_are_written(tmp_path: Path) -> None:
+    # break53 F4: a 3.9 MB retryable code made a record past the readers' line limit: exit 11
+    # ("an output could not be written"), no row written, and a resume met the same reply.
+    code = "c" * 3_900_000
+    payload = {"error": {"code": 503, "message": "busy", "availability": {"code": code, "retryable": True}}}
+    outcome = run(answer(payload, 503), tmp_path)  # max_attempts: 1
+    assert outcome.code == ExitCode.ERRORS and len(outcome.rows) == ROWS, outcome.stderr
+    assert {r["reason"] for r in outcome.rows} == {"c" * 200}
+    assert (tmp_path / "out.jsonl").stat().st_size < 100_000
