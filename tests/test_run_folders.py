@@ -153,3 +153,14 @@ def test_a_shard_locked_out_by_another_with_default_outputs_is_told_to_give_an_o
         held.release()
     assert code == ExitCode.LOCKED
     assert err.startswith("batchrun: job small (shards run side by side need an -o each) is being run by another")
+
+
+def test_report_of_a_partial_merge_is_incomplete_and_its_junit_fails(in_tmp: Path) -> None:
+    # break53 F5: one shard of two merged with --allow-partial: report exit 0 and a green JUnit
+    # gate case, while the page it wrote said exit 12 and the merge's summary knew 10 rows missing.
+    code, _, err = call_cli("job.yaml", "--simulate", "--shard", "1/2", "--no-thresholds", "-q", "-o", "s1.jsonl")
+    assert code == ExitCode.OK, err
+    assert call_cli("merge", "m.jsonl", "s1.jsonl", "--allow-partial", "-q")[0] == ExitCode.OK
+    code, _, err = call_cli("report", "m.jsonl", "--junit", "m.xml")
+    assert code == ExitCode.INCOMPLETE and "m.jsonl: a partial merge: shard(s) 2 of 2 are missing" in err
+    assert '<failure message="exit 12: m.jsonl: a partial merge' in Path("m.xml").read_text()

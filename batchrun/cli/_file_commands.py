@@ -83,6 +83,9 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     # (break42 F2: exit 0 and a JUnit file with no failure for a run stopped at its deadline).
     missing = missing_since_summary(args.results, run_summary, summary["total"]["rows"], unread)
     reasons = [missing] if missing else []
+    if run_summary.get("merged_from") and run_summary.get("complete") is False:  # break53 F5: read as green
+        short = [str(s) for s in run_summary.get("shortfalls") or [] if isinstance(s, str)][:3]
+        reasons.append(f"{args.results}: a partial merge: {'; '.join(short) or 'rows of the job have no record'}")
     if awaiting:  # a submit tick's file holds no record yet (break49 F3: exit 2, "holds no records")
         reasons.append(f"{awaiting} row(s) await OpenRouter in open or in-doubt batches; --resume collects them")
     if skipped := summary["total"]["skipped"]:
