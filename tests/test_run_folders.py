@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 from pathlib import Path
 
@@ -164,3 +165,30 @@ def test_report_of_a_partial_merge_is_incomplete_and_its_junit_fails(in_tmp: Pat
     code, _, err = call_cli("report", "m.jsonl", "--junit", "m.xml")
     assert code == ExitCode.INCOMPLETE and "m.jsonl: a partial merge: shard(s) 2 of 2 are missing" in err
     assert '<failure message="exit 12: m.jsonl: a partial merge' in Path("m.xml").read_text()
+
+
+def test_junit_cases_whose_names_collide_are_told_apart_by_their_rows_id(in_tmp: Path) -> None:
+    # break53 F6: rows whose variables share their first 80 characters, or differ as 1 and "1",
+    # had one test-case name, one passing and one failing: a CI tracking tests by name merged them.
+    context = "You are a helpful geography assistant. Please answer briefly and precisely, " * 2
+    write_job(
+        in_tmp,
+        f"""
+name: dup
+models: [openai/gpt-4o-mini]
+prompts:
+  - id: capital
+    text: "{{{{context}}}} Capital of {{{{country}}}}?"
+    vars: [{{context: "{context}", country: France}}, {{context: "{context}", country: Japan}},
+           {{context: a, country: 1}}, {{context: a, country: "1"}}]
+    checks: [{{contains: Paris}}]
+""",
+        "dup.yaml",
+    )
+    code, _, err = call_cli("dup.yaml", "--simulate", "-q", "--no-thresholds", "-o", "d.jsonl")
+    assert code == ExitCode.OK, err
+    call_cli("report", "d.jsonl", "--junit", "d.xml")
+    names = re.findall(r'<testcase name="([^"]*)"', Path("d.xml").read_text())
+    assert len(names) == 5 and len(set(names)) == 5, names  # 4 rows and the gate's case
+    ids = {row["id"][:8] for row in map(json.loads, Path("d.jsonl").read_text().splitlines())}
+    assert {name.rsplit("[", 1)[-1].rstrip("]") for name in names if "exit code" not in name} == ids
