@@ -367,12 +367,22 @@ def answer_of(record: dict[str, Any]) -> Answer:
 
 
 def stored_judgements(record: dict[str, Any], checks: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """The judge results a row already holds, by the index of the same-named check now."""
-    stored = {c.get("name"): c for c in record.get("checks") or [] if "judge" in c or c.get("error")}
+    """The judge results a row already holds, by the index of the check now: the n-th check of a
+    name is the n-th the record holds of that name. By the name alone, two unnamed judge checks
+    (both `judge`) were one: a resume gave the first, cut off by a stop, the second's verdict and
+    the run exited 0 on a rubric never graded (break54 F1)."""
+    held: dict[Any, list[dict[str, Any]]] = {}
+    for entry in record.get("checks") or []:
+        if isinstance(entry, dict):
+            held.setdefault(entry.get("name"), []).append(entry)
+    seen: dict[str, int] = {}
     out = {}
     for index, check in enumerate(checks):
-        found = stored.get(check.get("name", "judge")) if is_judge(check) else None
-        if found is not None:
+        name = check.get("name", _kind(check))
+        nth = seen[name] = seen.get(name, -1) + 1
+        same = held.get(name, [])
+        found = same[nth] if is_judge(check) and nth < len(same) else None
+        if found is not None and ("judge" in found or found.get("error")):
             out[index] = found
     return out
 

@@ -12,6 +12,7 @@ import pytest
 import respx
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
+from batchrun._checks import stored_judgements
 from batchrun._judge import (
     DEFAULT_PARAMS,
     RESPONSE_FORMAT,
@@ -639,3 +640,14 @@ def test_a_bug_while_grading_one_row_records_it_and_the_run_goes_on(
     assert all(next(c for c in r["checks"] if c["name"] == "graded")["pass"] is not None for r in others)
     summary = report.summary
     assert summary["spent_usd"] == pytest.approx(summary["total"]["cost_usd"])  # nothing left held
+
+
+def test_two_judge_checks_of_one_name_keep_each_its_own_stored_verdict() -> None:
+    # break54 F1: both unnamed, both `judge`: matched by name, the first (cut off by a stop) was
+    # given the second's pass on resume, no grader asked, and the run exited 0.
+    cut = {"name": "judge", "pass": None, "error": "not graded: the run stopped (deadline)", "judge": None}
+    graded = {"name": "judge", "pass": True, "judge": {"model": "h/judge2", "score": 1.0}}
+    record = {"checks": [cut, {"name": "contains", "pass": True}, graded]}
+    checks = [{"judge": {"rubric": "one", "model": "h/judge"}}, {"contains": "x"}, {"judge": {"rubric": "two"}}]
+    assert stored_judgements(record, checks) == {0: cut, 2: graded}
+    assert stored_judgements({"checks": [graded]}, checks) == {0: graded}  # a check added since: none held
