@@ -648,6 +648,10 @@ def test_two_judge_checks_of_one_name_keep_each_its_own_stored_verdict() -> None
     cut = {"name": "judge", "pass": None, "error": "not graded: the run stopped (deadline)", "judge": None}
     graded = {"name": "judge", "pass": True, "judge": {"model": "h/judge2", "score": 1.0}}
     record = {"checks": [cut, {"name": "contains", "pass": True}, graded]}
-    checks = [{"judge": {"rubric": "one", "model": "h/judge"}}, {"contains": "x"}, {"judge": {"rubric": "two"}}]
+    checks: list[dict[str, Any]] = [
+        {"judge": {"rubric": "one", "model": "h/judge"}},
+        {"contains": "x"},
+        {"judge": {"rubric": "two"}},
+    ]
     assert stored_judgements(record, checks) == {0: cut, 2: graded}
     assert stored_judgements({"checks": [graded]}, checks) == {0: graded}  # a check added since: none held
