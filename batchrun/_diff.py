@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +12,13 @@ from ._exceptions import ResultsError
 from ._failure_text import failure_reasons
 from ._formats import md_text, one_line, pct, vars_text
 from ._items import item_key
+from ._rate_tests import PAIRED_TEST, TEST_WORDS, UNPAIRED_TEST, pairings_of, rate_change, rate_changes
 from ._reader import Warn
 from ._report_data import file_key_gap, read_run_summary
 from ._results import final_records
-from ._stats import compare_paired, compare_parts, compare_rates
+from ._stats import compare_paired
 from ._summary import SummaryBuilder
-from ._summary_types import GroupFigures, Summary
+from ._summary_types import Summary
 
 MAX_FLIPS_SHOWN = 20
 
@@ -68,96 +68,6 @@ def _whole_run(path: Path, rows: int) -> bool:
     return (
         summary.get("complete") is True and summary.get("shard") in (None, "1/1") and summary.get("matrix_rows") == rows
     )
-
-
-PAIRED_TEST = "McNemar's exact test (paired rows)"
-UNPAIRED_TEST = "Fisher's exact test"
-BOTH_TESTS = f"{PAIRED_TEST} and {UNPAIRED_TEST} (rows in one run only), Bonferroni"
-_TEST_WORDS = {PAIRED_TEST: "paired ", BOTH_TESTS: "paired and unpaired rows, "}
-
-
-@dataclass
-class _Pairing:
-    """A group's graded rows on each side; the same ids on both make a paired design."""
-
-    before: dict[str, bool] = field(default_factory=dict)
-    after: dict[str, bool] = field(default_factory=dict)
-
-    def common(self) -> set[str]:
-        return self.before.keys() & self.after.keys()
-
-    def counts(self) -> tuple[int, int] | None:
-        """(pass -> fail, fail -> pass) over the rows both runs graded, None when they share none.
-
-        Rows graded on one side only are left out of the test: compared as two samples, runs
-        that share rows count those rows twice, and one row that flipped, its 20 neighbours gone
-        from the second run, read as a significant drop (21/21 -> 0/1, p=0.045: break27 M4)."""
-        common = self.common()
-        if not common:
-            return None
-        down = sum(1 for k in common if self.before[k] and not self.after[k])
-        up = sum(1 for k in common if not self.before[k] and self.after[k])
-        return down, up
-
-    def unpaired_counts(self) -> tuple[int, int, int, int] | None:
-        """(passed, graded) of the rows only the first run graded, then of those only the
-        second did: two samples with no row in both; None unless each run has some."""
-        only_before, only_after = self.before.keys() - self.after.keys(), self.after.keys() - self.before.keys()
-        if not only_before or not only_after:
-            return None
-        passed_before = sum(self.before[k] for k in only_before)
-        return passed_before, len(only_before), sum(self.after[k] for k in only_after), len(only_after)
-
-
-def _pairings(a_rows: dict[str, dict[str, Any]], b_rows: dict[str, dict[str, Any]]) -> dict[str, _Pairing]:
-    """Per group ("", "model NAME", "prompt ID"), the verdicts of its graded rows."""
-    groups: dict[str, _Pairing] = {}
-    for side, rows in (("before", a_rows), ("after", b_rows)):
-        for row_id, row in rows.items():
-            if row["passed"] is None:
-                continue
-            for group in ("", f"model {row['model']}", f"prompt {row['prompt_id']}"):
-                getattr(groups.setdefault(group, _Pairing()), side)[row_id] = bool(row["passed"])
-    return groups
-
-
-def _rate_change(a: GroupFigures, b: GroupFigures, alpha: float, pairing: _Pairing | None) -> dict[str, Any]:
-    """One pass rate before and after, and whether the change is significant: McNemar's exact
-    test on the rows both runs graded (each row its own control), else (no row in common)
-    Fisher's exact test on the pass/fail counts."""
-    rate_a, rate_b = a.get("pass_rate"), b.get("pass_rate")
-    paired = pairing.counts() if pairing is not None else None
-    unpaired = pairing.unpaired_counts() if pairing is not None and paired is not None else None
-    if paired is not None and unpaired is not None:
-        # Rows new in the second run are no less evidence than the kept ones: 16/16 -> 2/16 with
-        # two rows kept (passing both times) read "paired p=1, not significant", exit 0 (break43 F1).
-        moved = (rate_b or 0.0) - (rate_a or 0.0)
-        test: dict[str, float | bool | None] = compare_parts(paired, unpaired, moved, alpha)
-    elif paired is not None:
-        test = compare_paired(*paired, alpha)
-    else:
-        test = compare_rates(a.get("passed", 0), a.get("checked", 0), b.get("passed", 0), b.get("checked", 0), alpha)
-    change = None if rate_a is None or rate_b is None else round(rate_b - rate_a, 4)
-    return {
-        "before": rate_a,
-        "after": rate_b,
-        "change": change,
-        "before_ci95": a.get("pass_rate_ci95"),
-        "after_ci95": b.get("pass_rate_ci95"),
-        "test": (BOTH_TESTS if unpaired is not None else PAIRED_TEST) if paired is not None else UNPAIRED_TEST,
-        "rows_paired": len(pairing.common()) if paired is not None and pairing is not None else None,
-        "p_value": test["p_value"],
-        "significant": bool(test["significant"]),
-    }
-
-
-def _rate_changes(
-    before: dict[str, Any], after: dict[str, Any], alpha: float, label: str, pairings: dict[str, _Pairing]
-) -> dict[str, dict[str, Any]]:
-    return {
-        name: _rate_change(before.get(name, {}), after.get(name, {}), alpha, pairings.get(f"{label} {name}"))
-        for name in sorted(before.keys() | after.keys())
-    }
 
 
 def _item_flips(
@@ -265,10 +175,10 @@ def diff_runs(
             1 for i, r in a_rows.items() if i in b_rows and r["fingerprint"] != b_rows[i]["fingerprint"]
         ),
     }
-    pairings = _pairings(a_rows, b_rows)
-    total_rate = _rate_change(a_sum["total"], b_sum["total"], alpha, pairings.get(""))
-    models_rate = _rate_changes(a_sum["models"], b_sum["models"], alpha, "model", pairings)
-    prompts_rate = _rate_changes(a_sum["prompts"], b_sum["prompts"], alpha, "prompt", pairings)
+    pairings = pairings_of(a_rows, b_rows)
+    total_rate = rate_change(a_sum["total"], b_sum["total"], alpha, pairings.get(""))
+    models_rate = rate_changes(a_sum["models"], b_sum["models"], alpha, "model", pairings)
+    prompts_rate = rate_changes(a_sum["prompts"], b_sum["prompts"], alpha, "prompt", pairings)
     item_flips = _item_flips(a_rows, b_rows)
     down, up = pairings[""].counts() or (0, 0) if "" in pairings else (0, 0)
     unanswered_decide = unanswered > 0 and bool(compare_paired(down + unanswered, up, alpha)["significant"])
@@ -316,7 +226,7 @@ def _rate_line(label: str, rate: dict[str, Any]) -> str:
         ""
         if rate["p_value"] is None
         else (
-            f" ({_TEST_WORDS.get(str(rate.get('test')), '')}p={rate['p_value']:.3g}, "
+            f" ({TEST_WORDS.get(str(rate.get('test')), '')}p={rate['p_value']:.3g}, "
             f"{'significant' if rate['significant'] else 'not significant'})"
         )
     )
