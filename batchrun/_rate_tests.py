@@ -13,6 +13,7 @@ from ._summary_types import GroupFigures
 PAIRED_TEST = "McNemar's exact test (paired rows)"
 UNPAIRED_TEST = "Fisher's exact test"
 BOTH_TESTS = f"{PAIRED_TEST} and {UNPAIRED_TEST} (rows in one run only), Bonferroni"
+_NO_DROP: dict[str, float | bool | None] = {"p_value": None, "significant": False}
 TEST_WORDS = {PAIRED_TEST: "paired ", BOTH_TESTS: "paired and unpaired rows, "}
 
 
@@ -61,23 +62,37 @@ def pairings_of(a_rows: dict[str, dict[str, Any]], b_rows: dict[str, dict[str, A
     return groups
 
 
+def _exact(figures: GroupFigures) -> float | None:
+    """The pass rate from its counts: the summary's is rounded to 4 places, and 8 of 200,000 rows
+    lost read "100.0% -> 100.0%", exit 0 (break54 F5)."""
+    passed, checked = figures.get("passed"), figures.get("checked")
+    return passed / checked if isinstance(passed, int) and isinstance(checked, int) and checked > 0 else None
+
+
 def rate_change(a: GroupFigures, b: GroupFigures, alpha: float, pairing: Pairing | None) -> dict[str, Any]:
-    """One pass rate before and after, and whether the change is significant: McNemar's exact
-    test on the rows both runs graded (each row its own control), else (no row in common)
-    Fisher's exact test on the pass/fail counts."""
+    """One pass rate before and after, whether the change is significant (McNemar's exact test on
+    the rows both runs graded, each row its own control; else, no row in common, Fisher's exact
+    test on the pass/fail counts), and whether it is a significant drop (`dropped`). A drop is
+    read from the rows that fell, not from the overall rate: 7 passes of the kept rows lost while
+    100 easy rows were added read "75% -> 90%, significant", exit 0, and rows that only improved
+    while 1,000 passing rows left the dataset, a drop, exit 4 (break54 F2)."""
     rate_a, rate_b = a.get("pass_rate"), b.get("pass_rate")
+    exact_a, exact_b = _exact(a), _exact(b)
+    moved = (exact_b or 0.0) - (exact_a or 0.0)
     paired = pairing.counts() if pairing is not None else None
     unpaired = pairing.unpaired_counts() if pairing is not None and paired is not None else None
     if paired is not None and unpaired is not None:
         # Rows new in the second run are no less evidence than the kept ones: 16/16 -> 2/16 with
         # two rows kept (passing both times) read "paired p=1, not significant", exit 0 (break43 F1).
-        moved = (rate_b or 0.0) - (rate_a or 0.0)
         test: dict[str, float | bool | None] = compare_parts(paired, unpaired, moved, alpha)
+        drop = compare_parts(paired, unpaired, -1.0, alpha)  # either part falling decides
     elif paired is not None:
         test = compare_paired(*paired, alpha)
+        drop = test if paired[0] > paired[1] else _NO_DROP
     else:
         test = compare_rates(a.get("passed", 0), a.get("checked", 0), b.get("passed", 0), b.get("checked", 0), alpha)
-    change = None if rate_a is None or rate_b is None else round(rate_b - rate_a, 4)
+        drop = test if moved < 0 else _NO_DROP
+    change = None if exact_a is None or exact_b is None else round(moved, 4)
     return {
         "before": rate_a,
         "after": rate_b,
@@ -88,6 +103,8 @@ def rate_change(a: GroupFigures, b: GroupFigures, alpha: float, pairing: Pairing
         "rows_paired": len(pairing.common()) if paired is not None and pairing is not None else None,
         "p_value": test["p_value"],
         "significant": bool(test["significant"]),
+        "dropped": bool(drop["significant"]),
+        "drop_p_value": drop["p_value"],
     }
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from batchrun._rate_tests import Pairing, rate_change
 from batchrun._stats import compare_paired, compare_rates, fisher_exact, mcnemar_exact, wilson_interval
+from batchrun._summary_types import GroupFigures
 
 # scipy is the reference and takes over a second to import: once, by the worker that runs these.
 pytestmark = pytest.mark.xdist_group("scipy")
@@ -100,3 +102,32 @@ def test_pairing_finds_what_independent_counts_cannot() -> None:
     assert compare_paired(8, 0) == {"p_value": 0.007813, "significant": True}  # 2/256, to 4 figures
     # The same rate change made of 12 flips down and 4 up is weaker evidence.
     assert compare_paired(12, 4)["significant"] is False
+
+
+def _figures(verdicts: dict[str, bool]) -> GroupFigures:
+    passed = sum(verdicts.values())
+    return cast(
+        GroupFigures, {"passed": passed, "checked": len(verdicts), "pass_rate": round(passed / len(verdicts), 4)}
+    )
+
+
+def test_a_drop_is_read_from_the_rows_that_fell_not_from_the_overall_rate() -> None:
+    # break54 F2 (a): 7 of 15 kept passes lost while 100 easy rows were added: "75% -> 90%,
+    # significant", exit 0. (b) 1,000 passing rows gone, 7 kept rows improved: a drop, exit 4.
+    kept_before = {f"k{i}": i < 15 for i in range(20)}
+    kept_after = {f"k{i}": i < 8 for i in range(20)}
+    grown = Pairing(kept_before, {**kept_after, **{f"n{i}": True for i in range(100)}})
+    rate = rate_change(_figures(grown.before), _figures(grown.after), 0.05, grown)
+    assert (rate["change"] or 0) > 0 and rate["dropped"] and 0 < rate["drop_p_value"] < 0.05
+    shrunk = Pairing({**{f"g{i}": True for i in range(1000)}, **kept_after}, kept_before)
+    rate = rate_change(_figures(shrunk.before), _figures(shrunk.after), 0.05, shrunk)
+    assert (rate["change"] or 0) < 0 and not rate["dropped"]
+
+
+def test_a_drop_too_small_to_show_in_a_rounded_rate_still_counts() -> None:
+    # break54 F5: 8 of 200,000 rows pass -> fail, none back: "100.0% -> 100.0%", rounded rates
+    # equal, paired p=0.0078, and no drop: exit 0.
+    before = {f"r{i}": True for i in range(200_000)}
+    pairing = Pairing(before, {**before, **{f"r{i}": False for i in range(8)}})
+    rate = rate_change(_figures(pairing.before), _figures(pairing.after), 0.05, pairing)
+    assert rate["before"] == rate["after"] == 1.0 and rate["dropped"] and rate["change"] == 0.0
