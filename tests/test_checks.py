@@ -516,3 +516,19 @@ def test_diff_refuses_two_shards_or_a_shard_and_a_whole_run(tmp_path: Path) -> N
     assert code == ExitCode.USAGE and f"{merged} holds rows outside shard 1/2 but {half} holds shard 1/2" in err, err
     same = write(tmp_path / "s.jsonl", *(record(i, "m", "p") for i in ids[::2]))  # no summary, its rows only
     assert call_cli("diff", same, half)[0] == ExitCode.OK
+
+
+def test_a_threshold_is_met_by_the_counts_not_by_a_rounded_rate() -> None:
+    # break54 F5: 16,000 of 20,001 (79.996%) was stored as 0.8 and met an 80% threshold: exit 0.
+    summary = summary_of(record("1", "m", "p"), record("2", "m", "p", passed=False))
+    for group in (summary["total"], summary["models"]["m"]):
+        group["passed"], group["checked"], group["pass_rate"] = 16_000, 20_001, 0.8
+    settings = RunSettings(pass_threshold={"overall": 0.8, "models": {"m": 0.8}})
+    code, reasons = decide(summary, settings)
+    assert code == ExitCode.QUALITY and reasons == [
+        "pass rate 79.996% is below the threshold 80.0%",
+        "model m: pass rate 79.996% is below 80.0%",
+    ]
+    for group in (summary["total"], summary["models"]["m"]):
+        group["passed"] = 16_001  # 80.001%: met
+    assert decide(summary, settings)[0] == ExitCode.OK
