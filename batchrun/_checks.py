@@ -354,12 +354,14 @@ def grade(
 
 def answer_of(record: dict[str, Any]) -> Answer:
     """A stored row's answer, as the checks see it (`cost` is the answer's: judging is
-    `judge_cost`, apart)."""
+    `judge_cost`, apart). A cache hit's is what the answer first cost (`cost_saved`), as the run
+    graded it: its own 0 passed every max_cost_usd in report --job, a green gate on a run that
+    failed it (break54 F3)."""
     usage = record.get("usage") or {}
     return Answer(
         record.get("content") or "",
         record.get("latency_ms"),
-        record.get("cost"),
+        record.get("cost_saved") if record.get("cached") is True else record.get("cost"),
         usage.get("completion_tokens"),
         record.get("finish_reason"),
         tuple(record.get("tool_calls") or ()),

@@ -68,6 +68,19 @@ def test_a_second_identical_run_sends_nothing_and_reproduces_every_row(tmp_path:
     assert f"cache: 20 hit(s), 0 miss(es), ${spent:.6f} saved" in text
 
 
+def test_report_job_grades_a_hit_on_what_its_answer_first_cost(tmp_path: Path, sim: Simulator) -> None:
+    # break54 F3: re-graded on a hit's own cost of 0, every max_cost_usd passed: report --job, the
+    # README's CI gate after a cached run, exited 0 with a green JUnit on a run that exited 3.
+    text = SMALL_JOB.replace('checks: [{contains: "{{expect}}"}]', "checks: [{max_cost_usd: 0.0000000001}]")
+    text = text.replace("run: {concurrency: 4,", "run: {pass_threshold: 0.9, concurrency: 4,")
+    job, cache = write_job(tmp_path, text), tmp_path / "cache"
+    assert run(job, sim, tmp_path / "a.jsonl", cache)[0] == ExitCode.QUALITY
+    assert run(job, sim, tmp_path / "b.jsonl", cache)[0] == ExitCode.QUALITY
+    assert all(r["cached"] for r in read_rows(tmp_path / "b.jsonl"))
+    code, _, err = call_cli("report", tmp_path / "b.jsonl", "--job", job)
+    assert code == ExitCode.QUALITY, err
+
+
 def test_editing_one_prompt_resends_exactly_its_rows(tmp_path: Path, sim: Simulator) -> None:
     job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
     assert run(job, sim, tmp_path / "a.jsonl", cache)[0] == 0
