@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -480,3 +481,31 @@ def test_a_huge_availability_code_is_cut_and_the_rows_are_written(tmp_path: Path
     assert outcome.code == ExitCode.ERRORS and len(outcome.rows) == ROWS, outcome.stderr
     assert {r["reason"] for r in outcome.rows} == {"c" * 200}
     assert (tmp_path / "out.jsonl").stat().st_size < 100_000
+
+
+def test_passes_turned_errors_fail_the_diff_gate_though_the_model_erred_before(tmp_path: Path) -> None:
+    # break54 F4: 29 of 40 passing rows turned into errors passed `diff --fail-on-regression`
+    # (exit 0), the model having had one error the night before: only "started erroring" counted.
+    rows = ", ".join(f"{{country: c{i}}}" for i in range(40))
+    job = JOB.replace(
+        "vars: [{country: France}, {country: Japan}, {country: Italy}, {country: Spain}]",
+        f"vars: [{rows}]\n    checks: [{{contains: Paris}}]",
+    )
+
+    def nights(errors: int) -> HostileServer:
+        served = {"n": 0}
+
+        def chat(request: RawRequest) -> bytes:
+            served["n"] += 1
+            if served["n"] <= errors:
+                return json_answer(400, {"error": {"code": 400, "message": "bad request"}})
+            return json_answer(200, chat_payload())
+
+        return HostileServer(chat=chat)
+
+    first = run(nights(1), tmp_path / "a", "--no-thresholds", job=job)
+    second = run(nights(30), tmp_path / "b", "--no-thresholds", job=job)
+    errors = [sum(r["status"] == "error" for r in night.rows) for night in (first, second)]
+    assert len(first.rows) == len(second.rows) == 40 and errors == [1, 30]
+    code, out, _ = call_cli("diff", tmp_path / "a" / "out.jsonl", tmp_path / "b" / "out.jsonl", "--fail-on-regression")
+    assert code == ExitCode.REGRESSION and re.search(r"pass -> no verdict: (29|30) row\(s\)", out), out
