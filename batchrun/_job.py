@@ -353,7 +353,9 @@ def _grading_problems(source: JobSource, base_dir: Path, prompts: list[PromptSpe
         if per_item["min"] > per_item["of"]:
             problems.append(source.problem(where, f"min {per_item['min']} is more than of {per_item['of']}"))
         repeat = data.get("repeat", 1)
-        if per_item["of"] > repeat:
+        if repeat == 1:  # validated, then the run ignored it and report --job applied it (break54 F7)
+            problems.append(source.problem(where, "judges an item on its repeats: it needs repeat 2 or more"))
+        elif per_item["of"] > repeat:
             problems.append(source.problem(where, f"of {per_item['of']} is more than repeat {repeat}"))
         elif per_item["of"] < repeat:
             # Every repeat of an item counts: `{min: 3, of: 3}` with repeat 5 passed an item that

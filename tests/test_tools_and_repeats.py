@@ -204,6 +204,8 @@ def test_item_gate_with_ungraded_repeats() -> None:
         ("{min: 0, of: 10}", 10, "$.run.pass_threshold.per_item.min 0 is less than the minimum of 1"),
         ("{min: 1.5, of: 10}", 10, "$.run.pass_threshold.per_item.min 1.5 is not of type 'integer'"),
         ("{min: 8, of: 10}", 0, "$.repeat 0 is less than the minimum of 1"),
+        # break54 F7: validated, then ignored by the run (exit 0) and applied by report --job (3).
+        ("{min: 1, of: 1}", 1, "per_item judges an item on its repeats: it needs repeat 2 or more"),
     ],
 )
 def test_validate_refuses_an_unreachable_item_gate(tmp_path: Path, gate: str, repeat: int, message: str) -> None:
