@@ -144,11 +144,17 @@ def template_problems(text: str) -> list[str]:
 
 
 def answer_text(content: str, tool_calls: tuple[dict[str, Any], ...] | list[dict[str, Any]] = ()) -> str:
-    """What the grader sees of an answer: its text, and its tool calls when it made any."""
+    """What the grader sees of an answer: its text, and its tool calls when it made any. Text
+    that writes the calls' mark is shown as the answer's own words: an answer that only wrote
+    `[tool calls: ...]` read to the grader byte for byte as one that made the call (break54 F6)."""
+    content = content.replace(_CALLS_MARK, "[the answer's text, not a call: tool calls:")
     if not tool_calls:
         return content
     calls = orjson.dumps([{"name": c.get("name"), "arguments": c.get("arguments")} for c in tool_calls]).decode()
-    return f"{content}\n[tool calls: {calls}]" if content else f"[tool calls: {calls}]"
+    return f"{content}\n{_CALLS_MARK} {calls}]" if content else f"{_CALLS_MARK} {calls}]"
+
+
+_CALLS_MARK = "[tool calls:"
 
 
 def grader_body(settings: GraderSettings, model: str, question: str, rubric: str, answer: str) -> dict[str, Any]:
