@@ -175,11 +175,14 @@ def _tool_call(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
         wanted += " with arguments matching the schema"
     problems = []
     for call in answer.tool_calls:
-        if name is not None and call.get("name") != name:
+        # A call names its function: an entry with none (`42` as kept) is no call; arguments that
+        # are missing or "" are no JSON (the README's rule), not `{}` (break54 F8).
+        if call.get("name") is None or (name is not None and call.get("name") != name):
             continue
         if schema is None:
             return True, f"expected {wanted}"
-        ok, arguments = parse_json(call.get("arguments") or "{}")
+        raw = call.get("arguments")
+        ok, arguments = parse_json(raw) if isinstance(raw, str) and raw.strip() else (False, None)
         try:
             error = first_schema_error(schema, arguments) if ok else None
         except PatternTimedOut as timed_out:

@@ -47,6 +47,20 @@ def test_tool_call_check() -> None:
     assert tool_verdict({"tool_call": {}, "not": True}, call("anything", {}))[0] is False
 
 
+def test_a_call_without_a_name_or_with_no_arguments_is_not_taken_for_a_valid_one() -> None:
+    # break54 F8: arguments "" or missing passed `arguments: {type: object}` (read as {}), and an
+    # entry that is no call (kept as {id, name, arguments} all None) was "any call".
+    typed = {"tool_call": {"name": "get_weather", "arguments": {"type": "object"}}}
+    for arguments in ("", None, "  "):
+        entry = {"id": "c1", "name": "get_weather", "arguments": arguments}
+        assert tool_verdict(typed, entry) == (
+            False,
+            "expected a call of get_weather with arguments matching the schema, got get_weather (invalid JSON arguments)",
+        )
+    assert tool_verdict(typed, call("get_weather", {}))[0] is True
+    assert tool_verdict({"tool_call": {}}, {"id": None, "name": None, "arguments": None})[0] is False
+
+
 async def test_client_parses_tool_calls_and_distrusts_them() -> None:
     from batchrun import OpenRouterClient
 
