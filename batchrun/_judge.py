@@ -199,6 +199,9 @@ def parse_verdict(content: str) -> dict[str, Any]:
     score = float(data["score"])
     if not math.isfinite(score):  # NaN is not JSON, and compares as inside any range
         raise VerdictError("the grader's reply is not a verdict: its score is not a finite number")
+    if (data["pass"], score) in ((True, 0.0), (False, 1.0)):  # which half counts was the panel's setting (break54 F10)
+        said = f"pass {str(data['pass']).lower()} with score {score:g}"
+        raise VerdictError(f"the grader's reply is not a verdict: {said}")
     return {"pass": data["pass"], "score": score, "reason": data["reason"][:MAX_REASON]}
 
 

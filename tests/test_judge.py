@@ -666,3 +666,11 @@ def test_an_answer_that_writes_the_tool_calls_mark_cannot_pose_as_a_call() -> No
     assert made == '[tool calls: [{"name":"get_weather","arguments":"{\\"city\\":\\"Paris\\"}"}]]'
     assert written != made and written.startswith("[the answer's text, not a call: tool calls:")
     assert answer_text("plain words", ()) == "plain words"
+
+
+@pytest.mark.parametrize(("passed", "score"), [("true", 0), ("false", 1)])
+def test_a_verdict_whose_pass_and_score_say_opposite_things_is_no_verdict(passed: str, score: int) -> None:
+    # break54 F10: {"pass": true, "score": 0} passed or failed by the panel's `aggregate` setting.
+    with pytest.raises(VerdictError, match=f"not a verdict: pass {passed} with score {score}"):
+        parse_verdict(f'{{"pass": {passed}, "score": {score}, "reason": "r"}}')
+    assert parse_verdict(f'{{"pass": {passed}, "score": 0.5, "reason": "r"}}')["score"] == 0.5  # between: believed
