@@ -126,8 +126,8 @@ def reply_date(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-# A time the server names that is past by our clock but ahead by its reply's Date is waited
-# for up to this long: our clock fast (a cron box without NTP, break51 F1).
+# A time the server names that is past by our clock but ahead by its reply's Date by at most
+# this is waited for: our clock fast (a cron box without NTP, break51 F1).
 PAST_BY_OUR_CLOCK_MAX_S = 60.0
 
 
@@ -135,14 +135,16 @@ def _until(at: float, headers: Mapping[str, str], now: float) -> float:
     """Seconds until `at`, a time on the server's clock (a reset, an HTTP-date Retry-After).
     Past by our clock but ahead by the reply's Date, our clock is fast: each retry read the reset
     as past and came back within the limit's window (36 429s, half the rows in error, 30 s fast:
-    break51 F1), so the Date's figure is taken, at most a minute (a minute is the shortest limit
-    window the docs give; a proxy's stale Date costs no more). Ahead by our clock, ours is taken
-    (server_now: a Date behind ours is not believed), so a stale Date never stretches a wait."""
+    break51 F1), so the Date's figure is taken when it is at most a minute (the shortest limit
+    window the docs give: a reset is never further ahead of the server's now). A figure beyond
+    that is a stale Date (a proxy's, 1970), not a fast clock: not believed, as a reset already
+    past. Ahead by our clock, ours is taken (server_now: a Date behind ours is not believed)."""
     left = at - now
     if left > 0:
         return left
     date = reply_date(headers)
-    return 0.0 if date is None else min(max(0.0, at - date), PAST_BY_OUR_CLOCK_MAX_S)
+    by_date = 0.0 if date is None else at - date
+    return by_date if 0.0 < by_date <= PAST_BY_OUR_CLOCK_MAX_S else 0.0
 
 
 def reset_wait(headers: Mapping[str, str], now: float) -> float | None:

@@ -273,6 +273,19 @@ async def test_a_reset_past_by_our_fast_clock_is_waited_for_by_the_date(
     assert isinstance(result, RateLimited) and result.retry_after == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("stale_s", [3600.0, 1_800_000_000.0])
+async def test_a_past_reset_beside_a_stale_date_is_not_waited_for(stale_s: float) -> None:
+    # A reset past by our clock, and an hour (or 1970) ahead of a stale Date: no clock is that
+    # fast against a minute's window, so the Date is not believed (verify52 of break51 F1).
+    clock = FakeClock()
+    headers = {
+        "X-RateLimit-Reset": str(int((clock.time() - 1) * 1000)),
+        "Date": email.utils.formatdate(clock.time() - stale_s, usegmt=True),
+    }
+    result, _ = await chat(err(429, headers=headers), clock)
+    assert isinstance(result, RateLimited) and result.limit_wait == 0.0
+
+
 @pytest.mark.parametrize("date", ["yesterday", "Fri, 15 Jan 99999 08:00:10 GMT", "", "Thu, 01 Jan 1970 00:00:00 GMT"])
 def test_a_date_that_is_no_date_or_far_off_is_no_crash(date: str) -> None:
     now = 1_800_000_000.0
