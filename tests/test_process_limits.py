@@ -19,7 +19,7 @@ from batchrun._settings import RunSettings
 from batchrun._throttle import Throttle
 from batchrun.simulator import Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, call_cli, read_rows, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, call_cli, judged_small_job, read_rows, write_job
 
 
 def refuse_new_threads(monkeypatch: pytest.MonkeyPatch, named: str = "") -> None:
@@ -137,3 +137,24 @@ def test_a_run_below_the_open_file_floor_is_refused_before_it_starts(
     )
     with pytest.raises(ConfigError, match="open-file limit"):
         _fd_limit.within_fd_limit(RunSettings(), False, print)
+
+
+def test_report_job_regrading_is_held_under_the_open_file_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify52 F1: the re-grading's graders were not held under the limit: at `ulimit -n 1024` with
+    # concurrency 4096, 815 of 10,000 rows ungraded ("Too many open files"), exit 1.
+    job = write_job(tmp_path, judged_small_job().replace("concurrency: 4", "concurrency: 64"))
+    out = tmp_path / "out.jsonl"
+    assert call_cli(job, "--simulate", "-q", "-o", out)[0] == ExitCode.OK
+    monkeypatch.setattr(_fd_limit, "_limits", lambda: (_fd_limit.RESERVED_FDS + 4, 4096))
+    caps: list[int] = []
+
+    def counted(cap: int, *rest: Any) -> Throttle:
+        caps.append(cap)
+        return Throttle(cap, *rest)
+
+    monkeypatch.setattr(worker_pool, "Throttle", counted)
+    code, _, err = call_cli("report", out, "--job", job, "--simulate")
+    assert code == ExitCode.OK and caps == [2], err  # halved: the simulator is in this process
+    assert "run.concurrency 64 is above what this process's open-file limit" in err

@@ -252,7 +252,7 @@ def _regrade_judged(
 
     async def body(base_url: str | None, sim_key: str | None, _management: str | None) -> Summary:
         signals.loop = asyncio.get_running_loop()
-        options = RunOptions(api_key=key_for_job(job, sim_key), base_url=base_url)
+        options = RunOptions(api_key=key_for_job(job, sim_key), base_url=base_url, fresh_simulator=bool(args.simulate))
         try:
             return await regrade_file(
                 job,
