@@ -376,7 +376,8 @@ def latest_incomplete(job_name: str, pattern: str | None, shard: str | None = No
     if not folder.is_dir():
         return None
     for candidate in reversed(results_files(folder)):  # the newest first
-        summary = summary_path(candidate)
+        # A link's summary is beside its file (a latest.jsonl to an archived run: verify52 F3).
+        summary = summary_path(candidate.resolve() if candidate.is_symlink() else candidate)
         try:
             earlier = json.loads(read_regular_text(summary))
         except (OSError, ValueError):

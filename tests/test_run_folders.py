@@ -192,3 +192,15 @@ prompts:
     assert len(names) == 5 and len(set(names)) == 5, names  # 4 rows and the gate's case
     ids = {row["id"][:8] for row in map(json.loads, Path("d.jsonl").read_text().splitlines())}
     assert {name.rsplit("[", 1)[-1].rstrip("]") for name in names if "exit code" not in name} == ids
+
+
+def test_a_link_to_a_run_outside_the_folder_is_read_by_its_files_summary(in_tmp: Path) -> None:
+    # verify52 F3: `latest.jsonl` -> an archived complete run elsewhere had no summary beside the
+    # link: "resumed" on every tick (exit 0), its summary rewritten each time.
+    archived = night("-o", "archive/done.jsonl")
+    FOLDER.mkdir(parents=True, exist_ok=True)
+    (FOLDER / "latest.jsonl").symlink_to(archived.resolve())
+    before = archived.with_name("done.summary.json").read_bytes()
+    code, _, err = call_cli("job.yaml", "--simulate", "--resume")
+    assert code == ExitCode.USAGE and "no incomplete run of 'small' was found" in err, err
+    assert archived.with_name("done.summary.json").read_bytes() == before
