@@ -158,3 +158,12 @@ def test_report_job_regrading_is_held_under_the_open_file_limit(
     code, _, err = call_cli("report", out, "--job", job, "--simulate")
     assert code == ExitCode.OK and caps == [2], err  # halved: the simulator is in this process
     assert "run.concurrency 64 is above what this process's open-file limit" in err
+
+
+def test_plan_on_the_simulator_below_the_open_file_floor_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify52 F6: `plan --simulate` at `ulimit -n` 10-16 was a traceback or "coroutine never awaited".
+    monkeypatch.setattr(_fd_limit, "_limits", lambda: (12, 12))
+    code, _, err = call_cli("plan", write_job(tmp_path, SMALL_JOB), "--simulate")
+    assert code == ExitCode.USAGE and err.count("\n") == 1 and "open-file limit (12, ulimit -n)" in err

@@ -169,6 +169,8 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     from .._plan import render_plan, render_plan_offline
 
     job = load_job(args.job)
+    if args.simulate and (too_few := fd_floor_problem()) is not None:  # its simulator's loop (verify52 F6)
+        raise ConfigError(too_few)
     settings = with_cache(with_budget(job.run, args.budget), args)
     if args.mode:
         settings = replace(settings, mode=args.mode)
