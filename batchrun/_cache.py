@@ -303,11 +303,10 @@ class ResponseCache:
         return CacheStats(self.path, entries, size, models, oldest, newest, runs)
 
     def prune(self, older_than_s: float, now: float | None = None) -> int:
-        cutoff = (time.time() if now is None else now) - older_than_s
+        now = time.time() if now is None else now
         with self._errors():
             removed = self._db.execute(
-                "DELETE FROM entries WHERE created_at < ? OR created_at > ?",
-                (cutoff, cutoff + older_than_s + FUTURE_SLACK_S),
+                "DELETE FROM entries WHERE created_at < ? OR created_at > ?", (now - older_than_s, now + FUTURE_SLACK_S)
             ).rowcount
         return self._shrunk(int(removed))
 

@@ -45,7 +45,11 @@ def runs_in(paths: list[Path]) -> list[Path]:
 def _default_folder() -> Path:
     """outputs/<job>/ when the current folder's outputs/ holds exactly one job."""
     outputs = Path("outputs")
-    jobs = sorted(p for p in outputs.glob("*") if p.is_dir() and results_files(p)) if outputs.is_dir() else []
+    jobs = (
+        sorted(p for p in outputs.glob("*") if p.is_dir() and results_files(p, ordered=False))
+        if outputs.is_dir()
+        else []
+    )
     if len(jobs) == 1:
         return jobs[0]
     found = f"; found {', '.join(map(str, jobs))}" if jobs else ""

@@ -143,6 +143,9 @@ def template_problems(text: str) -> list[str]:
     return problems
 
 
+_CALLS_MARK = "[tool calls:"  # how the grader is shown an answer's calls
+
+
 def answer_text(content: str, tool_calls: tuple[dict[str, Any], ...] | list[dict[str, Any]] = ()) -> str:
     """What the grader sees of an answer: its text, and its tool calls when it made any. Text
     that writes the calls' mark is shown as the answer's own words: an answer that only wrote
@@ -152,9 +155,6 @@ def answer_text(content: str, tool_calls: tuple[dict[str, Any], ...] | list[dict
         return content
     calls = orjson.dumps([{"name": c.get("name"), "arguments": c.get("arguments")} for c in tool_calls]).decode()
     return f"{content}\n{_CALLS_MARK} {calls}]" if content else f"{_CALLS_MARK} {calls}]"
-
-
-_CALLS_MARK = "[tool calls:"
 
 
 def grader_body(settings: GraderSettings, model: str, question: str, rubric: str, answer: str) -> dict[str, Any]:

@@ -342,8 +342,9 @@ def current_umask() -> int:
     return mask
 
 
-def results_files(folder: Path) -> list[Path]:
-    """A folder's results files, the run that began first first: its `*.jsonl` less the attempt
+def results_files(folder: Path, ordered: bool = True) -> list[Path]:
+    """A folder's results files, the run that began first first (unless not `ordered`, for whether
+    there are any: the order reads each file's first record): its `*.jsonl` less the attempt
     journals a crash leaves beside them (a journal is no results file: break14c N19) and the links
     to another of them (a `latest.jsonl`: the run is its file, whose sidecars are beside it).
     Ordered by name, a hand-named file came after every UTC stamp for ever: --resume picked an
@@ -352,7 +353,7 @@ def results_files(folder: Path) -> list[Path]:
     files = [p for p in folder.glob("*.jsonl") if p.is_file() and not p.name.endswith(JOURNAL_SUFFIX)]
     real = {p.resolve() for p in files if not p.is_symlink()}
     files = [p for p in files if not (p.is_symlink() and p.resolve() in real)]
-    return sorted(files, key=lambda p: (run_began(p), p.name))
+    return sorted(files, key=lambda p: (run_began(p), p.name)) if ordered else files
 
 
 def run_began(path: Path) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._stats import compare_paired, compare_parts, compare_rates
-from ._summary_types import GroupFigures
+from ._summary_types import GroupFigures, exact_pass_rate
 
 PAIRED_TEST = "McNemar's exact test (paired rows)"
 UNPAIRED_TEST = "Fisher's exact test"
@@ -62,13 +62,6 @@ def pairings_of(a_rows: dict[str, dict[str, Any]], b_rows: dict[str, dict[str, A
     return groups
 
 
-def _exact(figures: GroupFigures) -> float | None:
-    """The pass rate from its counts: the summary's is rounded to 4 places, and 8 of 200,000 rows
-    lost read "100.0% -> 100.0%", exit 0 (break54 F5)."""
-    passed, checked = figures.get("passed"), figures.get("checked")
-    return passed / checked if isinstance(passed, int) and isinstance(checked, int) and checked > 0 else None
-
-
 def rate_change(a: GroupFigures, b: GroupFigures, alpha: float, pairing: Pairing | None) -> dict[str, Any]:
     """One pass rate before and after, whether the change is significant (McNemar's exact test on
     the rows both runs graded, each row its own control; else, no row in common, Fisher's exact
@@ -77,7 +70,7 @@ def rate_change(a: GroupFigures, b: GroupFigures, alpha: float, pairing: Pairing
     100 easy rows were added read "75% -> 90%, significant", exit 0, and rows that only improved
     while 1,000 passing rows left the dataset, a drop, exit 4 (break54 F2)."""
     rate_a, rate_b = a.get("pass_rate"), b.get("pass_rate")
-    exact_a, exact_b = _exact(a), _exact(b)
+    exact_a, exact_b = exact_pass_rate(a), exact_pass_rate(b)
     moved = (exact_b or 0.0) - (exact_a or 0.0)
     paired = pairing.counts() if pairing is not None else None
     unpaired = pairing.unpaired_counts() if pairing is not None and paired is not None else None

@@ -39,6 +39,17 @@ class GroupFigures(TypedDict):
     answered_by: dict[str, int]
 
 
+def exact_pass_rate(group: GroupFigures | dict[str, Any]) -> float | None:
+    """A group's pass rate from its counts; its `pass_rate` is rounded to 4 places, and decided
+    by it, 79.996% of 20,001 rows met an 80% threshold and 8 of 200,000 rows lost read "100.0%
+    -> 100.0%" (break54 F5). The rounded figure only where the counts are not there."""
+    passed, checked = group.get("passed"), group.get("checked")
+    if isinstance(passed, int) and isinstance(checked, int) and checked > 0:
+        return passed / checked
+    rate = group.get("pass_rate")
+    return float(rate) if isinstance(rate, (int, float)) else None
+
+
 class CacheFigures(TypedDict):
     hits: int
     misses: int

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
 
 from ._settings import RunSettings
 from ._status import StopReason
-from ._summary_types import Summary
+from ._summary_types import Summary, exact_pass_rate
 
 
 class ExitCode(enum.IntEnum):
@@ -56,7 +55,7 @@ def quality_failures(summary: Summary, settings: RunSettings, override: float | 
     """Each pass-rate threshold the run fell below, as a sentence."""
     overall, models, prompts = _thresholds(settings, override)
     failures = []
-    rate = _exact_rate(summary["total"])
+    rate = exact_pass_rate(summary["total"])
     if overall is not None and rate is not None and rate < overall:
         failures.append(f"pass rate {_shown(rate, overall)} is below the threshold {overall:.1%}")
     items = summary.get("items")
@@ -66,7 +65,7 @@ def quality_failures(summary: Summary, settings: RunSettings, override: float | 
     for kind, groups, limits in (("model", summary["models"], models), ("prompt", summary["prompts"], prompts)):
         for name, limit in limits.items():
             group = groups.get(name)
-            rate = _exact_rate(group) if group is not None else None
+            rate = exact_pass_rate(group) if group is not None else None
             if rate is not None and rate < limit:
                 failures.append(f"{kind} {name}: pass rate {_shown(rate, limit)} is below {limit:.1%}")
     return failures
@@ -75,16 +74,6 @@ def quality_failures(summary: Summary, settings: RunSettings, override: float | 
 def _shown(rate: float, limit: float) -> str:
     """The rate to one decimal, or three where one would read as the limit itself."""
     return f"{rate:.1%}" if f"{rate:.1%}" != f"{limit:.1%}" else f"{rate:.3%}"
-
-
-def _exact_rate(group: Any) -> float | None:
-    """A group's pass rate from its counts: its `pass_rate` is rounded to 4 places, and 79.996%
-    of 20,001 rows met an 80% threshold (break54 F5)."""
-    passed, checked = group.get("passed"), group.get("checked")
-    if isinstance(passed, int) and isinstance(checked, int) and checked > 0:
-        return passed / checked
-    rate = group.get("pass_rate")
-    return rate if isinstance(rate, (int, float)) else None
 
 
 def unchecked_thresholds(
