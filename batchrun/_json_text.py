@@ -64,10 +64,14 @@ def parse_json(content: str, unique_keys: bool = False) -> tuple[bool, Any]:
     """(True, the value) or (False, None). `unique_keys`: an object that gives a key twice is
     not JSON to rely on (readers differ on which one counts)."""
     text = content.strip()
-    # Models often fence JSON in ```json blocks; the fence is not part of the value.
+    # Models often fence JSON in ```json blocks; the fence is not part of the value. Text after
+    # the closing fence makes the answer prose: "```json {...} ``` On reflection: {...}" was read
+    # as its first half, a grader's verdict contradicted by its own reply among them (break54 F9).
     if text.startswith("```"):
         text = text.split("\n", 1)[1] if "\n" in text else ""
-        text = text.rsplit("```", 1)[0]
+        text, _, after = text.rpartition("```") if "```" in text else (text, "", "")
+        if after.strip():
+            return False, None
     try:
         value = json.loads(
             text, object_pairs_hook=_unique_keys if unique_keys else None, parse_constant=_not_json, parse_int=_whole

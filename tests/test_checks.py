@@ -46,6 +46,11 @@ def verdict(check: dict[str, Any], content: str = "The capital is Paris.", **ans
         ({"starts_with": "Yes"}, "No.", False),
         ({"is_json": True}, '{"a": 1}', True),
         ({"is_json": True}, '```json\n{"a": 1}\n```', True),
+        ({"is_json": True}, '```json\n{"a": "```"}\n```', True),
+        ({"is_json": True}, '```json\n{"a": 1}', True),  # cut before its closing fence
+        # break54 F9: prose after the closing fence made it JSON, as if the fence were the answer
+        ({"is_json": True}, '```json\n{"a": 1}\n```\nHope this helps!', False),
+        ({"json_schema": {"type": "object"}}, '```json\n{"a": 1}\n```\nOr {"b": 2}', False),
         ({"is_json": True}, "{a: 1}", False),
         ({"json_schema": {"type": "object", "required": ["answer"]}}, '{"answer": "x"}', True),
         ({"json_schema": {"type": "object", "required": ["answer"]}}, '{"other": "x"}', False),

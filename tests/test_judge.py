@@ -105,6 +105,9 @@ def test_an_answer_cannot_fake_a_verdict() -> None:
 def test_parse_verdict_accepts_only_the_schema() -> None:
     assert parse_verdict('{"pass": true, "score": 0.9, "reason": "ok"}') == {"pass": True, "score": 0.9, "reason": "ok"}
     assert parse_verdict('```json\n{"pass": false, "score": 0, "reason": "no"}\n```')["pass"] is False
+    # break54 F9: the fenced verdict was taken and the reply's own contradiction after it dropped
+    with pytest.raises(VerdictError, match="not JSON"):
+        parse_verdict('```json\n{"pass": false, "score": 0, "reason": "no"}\n```\nOn reflection: {"pass": true}')
     # break23 F14: a key given twice was read as its last value (a fail, then a pass: a pass)
     with pytest.raises(VerdictError, match="a key given twice"):
         parse_verdict('{"pass": false, "score": 0.1, "reason": "bad", "pass": true}')
