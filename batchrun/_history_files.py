@@ -31,7 +31,7 @@ def runs_in(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files += _folder_runs(path)
+            files += folder_runs(path)
         elif path.exists():  # a file, or one that is not regular (a FIFO): the reader says which
             files.append(path)
         else:
@@ -56,11 +56,18 @@ def _default_folder() -> Path:
     raise ConfigError(f"name the job's output folder or results files (e.g. outputs/<job>){found}")
 
 
-def _folder_runs(folder: Path) -> list[Path]:
+def folder_runs(folder: Path) -> list[Path]:
+    """A folder's runs, the one that began first first: its results files less the shards of a
+    run merged there, whose merged file is that run. A merge of several runs (a month of nights,
+    its rows given more than once: `duplicate_rows`) is no shard's run: a night run as shards
+    vanished from the history when the month was merged (verify52 F4)."""
     files = results_files(folder)
     merged: set[str] = set()
     for file in files:
-        for source in read_run_summary(file).get("merged_from") or []:
+        summary = read_run_summary(file)
+        if summary.get("duplicate_rows"):
+            continue
+        for source in summary.get("merged_from") or []:
             if isinstance(source, str):
                 merged.add(Path(source).name)
     return [f for f in files if f.name not in merged or not is_shard_file(f)]

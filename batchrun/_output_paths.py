@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -349,11 +350,13 @@ def results_files(folder: Path, ordered: bool = True) -> list[Path]:
     to another of them (a `latest.jsonl`: the run is its file, whose sidecars are beside it).
     Ordered by name, a hand-named file came after every UTC stamp for ever: --resume picked an
     old `adhoc.jsonl` as "the most recent" run, and a `latest.jsonl` link, whose summary is not
-    beside it, on every tick (break52 F1)."""
+    beside it, on every tick (break52 F1). A run stamped ahead of now (by a clock that was fast, or a
+    hand edit) goes first: a month-fast run was "the most recent" for a month (verify52 F8)."""
     files = [p for p in folder.glob("*.jsonl") if p.is_file() and not p.name.endswith(JOURNAL_SUFFIX)]
     real = {p.resolve() for p in files if not p.is_symlink()}
     files = [p for p in files if not (p.is_symlink() and p.resolve() in real)]
-    return sorted(files, key=lambda p: (run_began(p), p.name)) if ordered else files
+    now = utc(time.time() + 60)
+    return sorted(files, key=lambda p: ((began := run_began(p)) <= now, began, p.name)) if ordered else files
 
 
 def run_began(path: Path) -> str:

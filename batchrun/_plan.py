@@ -15,11 +15,12 @@ from ._costs import CostModel, unknown_price_refusal
 from ._exceptions import ConfigError, ResultsError
 from ._files import read_regular_text
 from ._formats import one_line
+from ._history_files import folder_runs
 from ._job import Job
 from ._matrix import count_requests, matrix_requests, run_size_problem
 from ._models import PRICE_CAVEATS, Resolution, variant_of
 from ._options import RunOptions
-from ._output_paths import job_folder, results_files, summary_path
+from ._output_paths import job_folder, summary_path
 from ._preflight import estimate, job_routing_warning, make_client, open_cache, read_account, wanted_models
 from ._pricing import usd
 from ._report_data import file_key_gap, read_run_summary
@@ -130,7 +131,8 @@ def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, flo
     whose costs are known; and the models some of whose rows' costs are unknown (shown "+?",
     never as $0: break-14b M10)."""
     folder = job_folder(job.name, job.run.output)
-    files = list(reversed(results_files(folder))) if folder.is_dir() else []
+    # Not a shard beside the merged file that is its run: one shard's rows, a model missing (verify52 F7).
+    files = list(reversed(folder_runs(folder))) if folder.is_dir() else []
     for path in files:
         if _ran_against(path) not in (None, endpoint):
             continue

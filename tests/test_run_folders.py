@@ -204,3 +204,50 @@ def test_a_link_to_a_run_outside_the_folder_is_read_by_its_files_summary(in_tmp:
     code, _, err = call_cli("job.yaml", "--simulate", "--resume")
     assert code == ExitCode.USAGE and "no incomplete run of 'small' was found" in err, err
     assert archived.with_name("done.summary.json").read_bytes() == before
+
+
+def sharded_night(endpoint: tuple[str, ...], name: str, shards: int = 2) -> list[Path]:
+    """One night run as `shards` shards side by side, each with its own -o in the folder."""
+    files = [FOLDER / f"{name}-s{k}.jsonl" for k in range(1, shards + 1)]
+    for k, file in enumerate(files, 1):
+        shard = ("--shard", f"{k}/{shards}", "--no-thresholds", "-o", str(file))
+        code, _, err = call_cli("job.yaml", *endpoint, "-q", *shard)
+        assert code == ExitCode.OK, err
+    return files
+
+
+def test_a_night_run_as_shards_stays_a_run_when_a_month_is_merged(in_tmp: Path) -> None:
+    # verify52 F4: a merged file listing a shard hid it from the history, though the merge was a
+    # month of nights (night 2 vanished, the month in its place); only a shards' own merge is their run.
+    first = night()
+    shards = sharded_night(("--simulate",), "n2")
+    last = night()
+    code, _, err = call_cli("merge", FOLDER / "month.jsonl", first, *shards, last, "--job", "job.yaml")
+    assert code == ExitCode.OK and "in more than one file" in err
+    code, out, err = call_cli("history", FOLDER, "--json")
+    assert code == ExitCode.OK, err
+    runs = sorted(Path(run["file"]).name for run in json.loads(out)["runs"])
+    assert runs == sorted([first.name, *(s.name for s in shards), last.name, "month.jsonl"])
+
+
+def test_plan_averages_the_merged_run_not_its_last_shard(in_tmp: Path, sim: Simulator) -> None:
+    # verify52 F7: shards beside their merged file (the CI layout): the last shard to start was
+    # "the previous run", one shard's rows averaged, its missing model without a figure.
+    code, _, err = call_cli("job.yaml", "--base-url", sim.base_url, "-q")
+    assert code == ExitCode.OK, err
+    shards = sharded_night(("--base-url", sim.base_url), "tonight", shards=3)
+    code, _, err = call_cli("merge", FOLDER / "merged.jsonl", *shards, "-q")
+    assert code == ExitCode.OK, err
+    code, out, err = call_cli("plan", "job.yaml", "--base-url", sim.base_url)
+    assert code == ExitCode.OK and f"previous run: {FOLDER / 'merged.jsonl'} " in out, out + err
+
+
+def test_a_run_stamped_ahead_of_now_is_never_the_most_recent(in_tmp: Path) -> None:
+    # verify52 F8: a run written while the clock was 30 days fast was "the most recent incomplete
+    # run" for 30 days: tonight's stopped run was never resumed.
+    fast = killed(night("-o", str(FOLDER / "fast.jsonl")))
+    text = fast.read_text()
+    stamp = json.loads(text.splitlines()[0])["started_at"]
+    fast.write_text(text.replace(stamp, "2099" + stamp[4:]))
+    tonight = killed(night())
+    assert f"resuming {tonight}, the most recent incomplete run of small" in resumed()
