@@ -145,8 +145,10 @@ def previous_average(job: Job, endpoint: str) -> tuple[str | None, dict[str, flo
             for record in final_records(path):
                 # A cache hit cost nothing, and says nothing of what the row costs when it is sent
                 # (break33 m4: "prev. avg $0" after a run answered from the cache).
-                cached = record.get("cached") is True
-                if record.get("job_fingerprint") == job.fingerprint and record["status"] == "ok" and not cached:
+                # Nor does a row whose cost folds earlier records' (a merged month's rows, read 4x
+                # with the merge's summary gone: verify52 F7): one answer's cost is the figure.
+                aside = record.get("cached") is True or bool(record.get("earlier_records"))
+                if record.get("job_fingerprint") == job.fingerprint and record["status"] == "ok" and not aside:
                     entry = totals[record["model"]]
                     judged = record.get("judge_cost_status") is not None
                     if (

@@ -97,6 +97,10 @@ def test_whole_runs_merged_into_the_folder_stay_runs_of_the_history(in_tmp: Path
     )
     code, out, err = call_cli("plan", "job.yaml", "--base-url", sim.base_url)
     assert code == ExitCode.OK and f"previous run: {nights[-1]} " in out, out + err
+    # verify52 F7: without the merge's summary, the month's folded costs were the average again.
+    (FOLDER / "month.summary.json").unlink()
+    code, out, err = call_cli("plan", "job.yaml", "--base-url", sim.base_url)
+    assert code == ExitCode.OK and f"previous run: {nights[-1]} " in out, out + err
 
 
 def test_a_summary_of_another_file_is_left_out_by_the_readers_and_said(in_tmp: Path) -> None:
