@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ._exceptions import ConfigError, ResultsError
-from ._output_paths import results_files
+from ._job_runs import folder_runs, results_files
 from ._reader import Warn
-from ._report_data import is_shard_file, read_run_summary
 
 
 class _Run(Protocol):
@@ -54,23 +53,6 @@ def _default_folder() -> Path:
         return jobs[0]
     found = f"; found {', '.join(map(str, jobs))}" if jobs else ""
     raise ConfigError(f"name the job's output folder or results files (e.g. outputs/<job>){found}")
-
-
-def folder_runs(folder: Path) -> list[Path]:
-    """A folder's runs, the one that began first first: its results files less the shards of a
-    run merged there, whose merged file is that run. A merge of several runs (a month of nights,
-    its rows given more than once: `duplicate_rows`) is no shard's run: a night run as shards
-    vanished from the history when the month was merged (verify52 F4)."""
-    files = results_files(folder)
-    merged: set[str] = set()
-    for file in files:
-        summary = read_run_summary(file)
-        if summary.get("duplicate_rows"):
-            continue
-        for source in summary.get("merged_from") or []:
-            if isinstance(source, str):
-                merged.add(Path(source).name)
-    return [f for f in files if f.name not in merged or not is_shard_file(f)]
 
 
 def _job(run: _Run) -> str | None:

@@ -74,6 +74,11 @@ class Shard:
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"  # as written on the command line, and in the summary
 
+    @property
+    def tag(self) -> str:
+        """How a file name (its default output, its job lock) says the shard: `-shard2of4`."""
+        return f"-shard{self.index}of{self.count}"
+
     @classmethod
     def parse(cls, text: str) -> Shard:
         k, _, n = text.partition("/")

@@ -86,8 +86,10 @@ async def run_job(
         folder = job_folder(job.name, job.run.output)
         if options.resume and not folder.is_dir():  # no run to resume: said before a lock makes it (break48 F5)
             resolve_output(job, options, clock.time(), notice)
-        side = " (shards run side by side need an -o each)" if options.shard else ""  # break51 F8
-        locks.append(OutputLock(folder / ".batchrun", f"job {job.name}{side} is being run"))
+        # Each shard has a lock (and default names) of its own: shards side by side all ran but
+        # one, exit 8 (break51 F8); two ticks of one shard still do not.
+        tag, which = (options.shard.tag, f" shard {options.shard}") if options.shard else ("", "")
+        locks.append(OutputLock(folder / f".batchrun{tag}", f"job {job.name}{which} is being run"))
     try:
         with refused_before_sending():
             for lock in locks:

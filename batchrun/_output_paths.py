@@ -15,19 +15,18 @@ import os
 import re
 import stat
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ._exceptions import ConfigError, OutputFailed, ResultsError
-from ._files import open_regular, read_regular_text
-from ._formats import utc, utc_compact
-from ._journal_file import JOURNAL_SUFFIX, journal_header
+from ._exceptions import ConfigError, OutputFailed
+from ._files import open_regular
+from ._formats import utc_compact
+from ._journal_file import JOURNAL_SUFFIX
 from ._record_head import RECORD_START
-from ._results import RESULTS_MODE, first_record, results_job
+from ._results import RESULTS_MODE
 from ._scrub import environment_scrubber
 
 DEFAULT_PATTERN = "outputs/{name}/{timestamp}.jsonl"
@@ -66,12 +65,13 @@ def job_folder(job_name: str, pattern: str | None) -> Path:
     return default_output(job_name, pattern, 0).parent
 
 
-def fresh_output(job_name: str, pattern: str | None, now: float) -> Path:
-    """The default output for a new run: a name no earlier run of the job used.
+def fresh_output(job_name: str, pattern: str | None, now: float, tag: str = "") -> Path:
+    """The default output for a new run: a name no earlier run of the job used; a shard's ends
+    with its `tag` (`-shard2of4`), so shards run side by side never pick one name (break51 F8).
 
-    Called under the job lock, so two runs cannot pick the same free name.
+    Called under the job's (or the shard's) lock, so two runs cannot pick the same free name.
     """
-    path = default_output(job_name, pattern, now)
+    path = _tagged(default_output(job_name, pattern, now), tag)
     if "{timestamp}" not in (pattern or DEFAULT_PATTERN):
         return path  # one name: the caller refuses an existing file
     millis = math.floor(now * 1000)
@@ -80,7 +80,7 @@ def fresh_output(job_name: str, pattern: str | None, now: float) -> Path:
             return path
         # The middle of each next millisecond: `now + step / 1000` fell short of some (x.001
         # is x.000999...), so a name was tried twice and the next one never.
-        path = default_output(job_name, pattern, (millis + step + 0.5) / 1000)
+        path = _tagged(default_output(job_name, pattern, (millis + step + 0.5) / 1000), tag)
     if os.path.lexists(path):
         # Every name of the next second is taken (files made ahead, a clock set back): an
         # existing one was written into, or refused as "give another --output" (break35 F6).
@@ -88,6 +88,11 @@ def fresh_output(job_name: str, pattern: str | None, now: float) -> Path:
             f"{path.parent}: every default name for the next second is taken; give --output, or move those files"
         )
     return path
+
+
+def _tagged(path: Path, tag: str) -> Path:
+    """`path` with `tag` at the end of its stem."""
+    return path.with_name(f"{path.stem}{tag}{path.suffix}") if tag else path
 
 
 # What batchrun writes beside a results file X.jsonl, by the end of its name.
@@ -341,70 +346,3 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def results_files(folder: Path, ordered: bool = True) -> list[Path]:
-    """A folder's results files, the run that began first first (unless not `ordered`, for whether
-    there are any: the order reads each file's first record): its `*.jsonl` less the attempt
-    journals a crash leaves beside them (a journal is no results file: break14c N19) and the links
-    to another of them (a `latest.jsonl`: the run is its file, whose sidecars are beside it).
-    Ordered by name, a hand-named file came after every UTC stamp for ever: --resume picked an
-    old `adhoc.jsonl` as "the most recent" run, and a `latest.jsonl` link, whose summary is not
-    beside it, on every tick (break52 F1). A run stamped ahead of now (by a clock that was fast, or a
-    hand edit) goes first: a month-fast run was "the most recent" for a month (verify52 F8)."""
-    files = [p for p in folder.glob("*.jsonl") if p.is_file() and not p.name.endswith(JOURNAL_SUFFIX)]
-    real = {p.resolve() for p in files if not p.is_symlink()}
-    files = [p for p in files if not (p.is_symlink() and p.resolve() in real)]
-    now = utc(time.time() + 60)
-    return sorted(files, key=lambda p: ((began := run_began(p)) <= now, began, p.name)) if ordered else files
-
-
-def run_began(path: Path) -> str:
-    """When the run of a results file began, as UTC text: its first record's `started_at`, else
-    (no record yet, or none readable) the file's last change."""
-    with contextlib.suppress(OSError, ResultsError):
-        record = first_record(path)
-        if record is not None and isinstance(record.get("started_at"), str):
-            return str(record["started_at"])
-    try:
-        return utc(path.stat().st_mtime)
-    except OSError:
-        return ""
-
-
-def latest_incomplete(job_name: str, pattern: str | None, shard: str | None = None) -> Path | None:
-    """The newest results file of the job (of this `shard` of it, "K/N") whose summary is
-    missing (a crash) or says incomplete. Another shard's newer file was picked, then refused
-    as rows of an edited job (break30 m1)."""
-    folder = job_folder(job_name, pattern)
-    if not folder.is_dir():
-        return None
-    for candidate in reversed(results_files(folder)):  # the newest first
-        # A link's summary is beside its file (a latest.jsonl to an archived run: verify52 F3).
-        summary = summary_path(candidate.resolve() if candidate.is_symlink() else candidate)
-        try:
-            earlier = json.loads(read_regular_text(summary))
-        except (OSError, ValueError):
-            earlier = {}
-        if not isinstance(earlier, dict):
-            earlier = {}
-        if earlier.get("complete") is True or (earlier and earlier.get("shard") != shard):
-            continue
-        if _holds_results_of(candidate, job_name, shard):
-            return candidate
-    return None
-
-
-def _holds_results_of(path: Path, job_name: str, shard: str | None) -> bool:
-    # Only a file whose first whole record is this job's may be picked: a user's own
-    # notes.jsonl in the folder is never resumed, cut or appended to. A run killed before its
-    # first record left an empty file and its journal, whose header names the job and shard
-    # (break35 M2: passed over, an older run was resumed, and the attempts in flight never counted).
-    try:
-        owner = results_job(path)
-    except (OSError, ResultsError):
-        return False
-    if owner is None:
-        header = journal_header(path)
-        return header is not None and header["job"] == job_name and header.get("shard") == shard
-    return owner == job_name

@@ -15,8 +15,8 @@ from ._costs import CostModel, unknown_price_refusal
 from ._exceptions import ConfigError, ResultsError
 from ._files import read_regular_text
 from ._formats import one_line
-from ._history_files import folder_runs
 from ._job import Job
+from ._job_runs import folder_runs
 from ._matrix import count_requests, matrix_requests, run_size_problem
 from ._models import PRICE_CAVEATS, Resolution, variant_of
 from ._options import RunOptions

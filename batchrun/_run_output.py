@@ -12,12 +12,13 @@ from ._exceptions import ConfigError, ResultsError
 from ._files import irregular_kind, refuse_shared_output, resolved
 from ._formats import utc
 from ._job import Job
+from ._job_runs import latest_incomplete
 from ._journal import recover
 from ._journal_file import journal_header, journal_path
 from ._killed_run import summary_key_seen
 from ._matrix import Shard, matrix_requests, shard_text
 from ._options import Notice, RunOptions
-from ._output_paths import fresh_output, latest_incomplete, sidecar_name_problem, summary_path, write_json_atomically
+from ._output_paths import fresh_output, sidecar_name_problem, summary_path, write_json_atomically
 from ._pricing import money
 from ._reader import ScanResult, Warn
 from ._record_head import state_blob
@@ -45,7 +46,7 @@ def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) ->
         refuse_shared_output(found)  # before the notice: stderr may be this file (verify43 F3)
         notice(f"resuming {found}, the most recent incomplete run of {job.name}{part}")
         return resolved(found) if found.is_symlink() else found
-    return fresh_output(job.name, job.run.output, now)
+    return fresh_output(job.name, job.run.output, now, options.shard.tag if options.shard else "")
 
 
 def _run_left(output: Path) -> bool:

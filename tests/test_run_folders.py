@@ -146,18 +146,32 @@ def test_a_file_of_another_job_in_the_folder_is_left_out_of_its_history(in_tmp: 
     assert code == ExitCode.USAGE and "these files belong to different jobs" in err
 
 
-def test_a_shard_locked_out_by_another_with_default_outputs_is_told_to_give_an_output(in_tmp: Path) -> None:
-    # break51 F8: four shards started together without -o: three exited 8 "job ... is being run",
-    # with nothing to say that each shard needs its own -o.
+def test_shards_side_by_side_with_default_outputs_each_run_and_one_shard_runs_once(in_tmp: Path) -> None:
+    # break51 F8: four shards started together without -o shared the job's lock: three exited 8.
+    # Each shard now has a lock and default names of its own; a second tick of a shard still waits.
     FOLDER.mkdir(parents=True)
-    held = OutputLock(FOLDER / ".batchrun", "held by the test")
-    held.acquire()
+    other_shard = OutputLock(FOLDER / ".batchrun-shard1of2", "held by the test")
+    other_shard.acquire()
     try:
-        code, _, err = call_cli("job.yaml", "--simulate", "--shard", "2/4", "--no-thresholds")
+        code, _, err = call_cli("job.yaml", "--simulate", "--shard", "2/2", "--no-thresholds", "-q")
+        assert code == ExitCode.OK, err
+        [made] = FOLDER.glob("*.jsonl")
+        assert made.name.endswith("Z-shard2of2.jsonl")
+        assert {json.loads(line)["shard"] for line in made.read_text().splitlines()} == {"2/2"}
     finally:
-        held.release()
+        other_shard.release()
+    same_shard = OutputLock(FOLDER / ".batchrun-shard2of2", "held by the test")
+    same_shard.acquire()
+    try:
+        code, _, err = call_cli("job.yaml", "--simulate", "--shard", "2/2", "--no-thresholds")
+    finally:
+        same_shard.release()
     assert code == ExitCode.LOCKED
-    assert err.startswith("batchrun: job small (shards run side by side need an -o each) is being run by another")
+    assert err.startswith("batchrun: job small shard 2/2 is being run by another")
+    code, _, err = call_cli("job.yaml", "--simulate", "--shard", "1/2", "--no-thresholds", "-q")
+    assert code == ExitCode.OK, err
+    code, _, err = call_cli("merge", "m.jsonl", *sorted(FOLDER.glob("*.jsonl")), "-q")
+    assert code == ExitCode.OK, err
 
 
 def test_report_of_a_partial_merge_is_incomplete_and_its_junit_fails(in_tmp: Path) -> None:

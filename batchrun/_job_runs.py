@@ -1,0 +1,102 @@
+"""A job folder's runs: its results files in the order their runs began, the newest incomplete
+one (`--resume` without `-o`), and its runs with a merged run's shards folded into their merged
+file (`history`, `plan`'s previous run)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+
+from ._exceptions import ResultsError
+from ._files import read_regular_text
+from ._formats import utc
+from ._journal_file import JOURNAL_SUFFIX, journal_header
+from ._output_paths import job_folder, summary_path
+from ._report_data import is_shard_file, read_run_summary
+from ._results import first_record, results_job
+
+
+def results_files(folder: Path, ordered: bool = True) -> list[Path]:
+    """A folder's results files, the run that began first first (unless not `ordered`, for whether
+    there are any: the order reads each file's first record): its `*.jsonl` less the attempt
+    journals a crash leaves beside them (a journal is no results file: break14c N19) and the links
+    to another of them (a `latest.jsonl`: the run is its file, whose sidecars are beside it).
+    Ordered by name, a hand-named file came after every UTC stamp for ever: --resume picked an
+    old `adhoc.jsonl` as "the most recent" run, and a `latest.jsonl` link, whose summary is not
+    beside it, on every tick (break52 F1). A run stamped ahead of now (by a clock that was fast, or a
+    hand edit) goes first: a month-fast run was "the most recent" for a month (verify52 F8)."""
+    files = [p for p in folder.glob("*.jsonl") if p.is_file() and not p.name.endswith(JOURNAL_SUFFIX)]
+    real = {p.resolve() for p in files if not p.is_symlink()}
+    files = [p for p in files if not (p.is_symlink() and p.resolve() in real)]
+    now = utc(time.time() + 60)
+    return sorted(files, key=lambda p: ((began := run_began(p)) <= now, began, p.name)) if ordered else files
+
+
+def run_began(path: Path) -> str:
+    """When the run of a results file began, as UTC text: its first record's `started_at`, else
+    (no record yet, or none readable) the file's last change."""
+    with contextlib.suppress(OSError, ResultsError):
+        record = first_record(path)
+        if record is not None and isinstance(record.get("started_at"), str):
+            return str(record["started_at"])
+    try:
+        return utc(path.stat().st_mtime)
+    except OSError:
+        return ""
+
+
+def latest_incomplete(job_name: str, pattern: str | None, shard: str | None = None) -> Path | None:
+    """The newest results file of the job (of this `shard` of it, "K/N") whose summary is
+    missing (a crash) or says incomplete. Another shard's newer file was picked, then refused
+    as rows of an edited job (break30 m1)."""
+    folder = job_folder(job_name, pattern)
+    if not folder.is_dir():
+        return None
+    for candidate in reversed(results_files(folder)):  # the newest first
+        # A link's summary is beside its file (a latest.jsonl to an archived run: verify52 F3).
+        summary = summary_path(candidate.resolve() if candidate.is_symlink() else candidate)
+        try:
+            earlier = json.loads(read_regular_text(summary))
+        except (OSError, ValueError):
+            earlier = {}
+        if not isinstance(earlier, dict):
+            earlier = {}
+        if earlier.get("complete") is True or (earlier and earlier.get("shard") != shard):
+            continue
+        if _holds_results_of(candidate, job_name, shard):
+            return candidate
+    return None
+
+
+def _holds_results_of(path: Path, job_name: str, shard: str | None) -> bool:
+    # Only a file whose first whole record is this job's may be picked: a user's own
+    # notes.jsonl in the folder is never resumed, cut or appended to. A run killed before its
+    # first record left an empty file and its journal, whose header names the job and shard
+    # (break35 M2: passed over, an older run was resumed, and the attempts in flight never counted).
+    try:
+        owner = results_job(path)
+    except (OSError, ResultsError):
+        return False
+    if owner is None:
+        header = journal_header(path)
+        return header is not None and header["job"] == job_name and header.get("shard") == shard
+    return owner == job_name
+
+
+def folder_runs(folder: Path) -> list[Path]:
+    """A folder's runs, the one that began first first: its results files less the shards of a
+    run merged there, whose merged file is that run. A merge of several runs (a month of nights,
+    its rows given more than once: `duplicate_rows`) is no shard's run: a night run as shards
+    vanished from the history when the month was merged (verify52 F4)."""
+    files = results_files(folder)
+    merged: set[str] = set()
+    for file in files:
+        summary = read_run_summary(file)
+        if summary.get("duplicate_rows"):
+            continue
+        for source in summary.get("merged_from") or []:
+            if isinstance(source, str):
+                merged.add(Path(source).name)
+    return [f for f in files if f.name not in merged or not is_shard_file(f)]
