@@ -88,6 +88,11 @@ class Stops:
         """Seconds until the run's deadline; None without one."""
         return None if self._deadline_at is None else self._deadline_at - self.clock.monotonic()
 
+    def stopping(self) -> bool:
+        """A stop was asked for, or the deadline has passed (its stop is on its way)."""
+        left = self.time_left()
+        return self.reason is not None or (left is not None and left <= 0)
+
     async def deadline(self, seconds: float) -> None:
         """Sleep until the deadline, then stop the run."""
         await self.clock.sleep(seconds)
@@ -135,11 +140,15 @@ class Stops:
             self.blocked_scopes[scope] = (until, reason)
         return reason
 
-    def react(self, request: Request, failure: RequestFailed, too_long: str | None) -> tuple[Status, str]:
+    def react(
+        self, request: Request, failure: RequestFailed, too_long: str | None, attempts: int | None = None
+    ) -> tuple[Status, str]:
         """What a final failure stops, as (status, reason) for its record. A refused key and
         an empty purse stop the run; a model-wide condition stops the model; a platform
         limit past the wait cap stops its scope until the reset. Rows that never got an
-        answer are `skipped` (a resume runs them again)."""
+        answer are `skipped` (a resume runs them again), as is one whose retries a stop cut
+        (`attempts` made, fewer than the policy's): an attempt timed out in the deadline's grace
+        was a final error, which the resume exit 6 asks for never ran again (break55 F2)."""
         status, reason = Status.ERROR, failure.kind
         if isinstance(failure, AuthFailed):
             self.request(StopReason.AUTH, f"the API key was refused: {failure.message}")
@@ -159,6 +168,8 @@ class Stops:
             # each told the same (break45 F3: 40 rows in 78 s, a day for 1,000). Its scope waits
             # the server's time; its rows are skipped now, for a resume.
             status, reason = Status.SKIPPED, self._block_scope(request, failure.retry_after, failure.kind)
+        elif failure.retryable and attempts is not None and attempts < self.policy.max_attempts and self.stopping():
+            status, reason = Status.SKIPPED, self.reason or StopReason.DEADLINE
         if self.model_stop(request.model) is not None:
             for refused in self.on_model_stop:
                 refused(request.model)

@@ -20,6 +20,7 @@ from sending to the first content or reasoning delta.
 from __future__ import annotations
 
 import asyncio
+import codecs
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, cast
@@ -30,23 +31,13 @@ import orjson
 from httpx_sse import EventSource, SSEError
 
 from ._body import read_capped
-from ._charges import reported_charge
 from ._classify import NAME_LIMIT, classify
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._exceptions import RequestFailed, ResponseTooLarge, Transient, Undecodable
-from ._generation import Flight, abandoned, generation_header, valid_generation_id
-from ._reply import (
-    MAX_TOOL_CALLS,
-    Reply,
-    after_comments,
-    billed,
-    cost_rejected,
-    loads,
-    tool_calls_of,
-    type_name,
-    usage_of,
-)
+from ._generation import Flight, abandoned, generation_header
+from ._reply import Reply, after_comments, billed, cost_rejected, loads, tool_calls_of, usage_of
+from ._stream_reading import Reading, choice_error, read_chunk, shape_problem, streamed_calls
 from ._transport import dropped_after_connecting
 
 _ERROR_BODY_BYTES = 64 * 1024  # an error reply before the stream is small JSON
@@ -62,8 +53,10 @@ class _TooLong(Exception):
 
 
 class _CappedText:
-    """What EventSource reads (headers, aiter_text), counting decoded bytes as they come,
-    so a stream without newlines cannot grow a line buffer past the cap."""
+    """What EventSource reads (headers, aiter_text), counting the bytes as they come, so a stream
+    without newlines cannot grow a line buffer past the cap. An event stream is UTF-8 whatever its
+    Content-Type's charset says (the SSE standard): `charset=iso-8859-1` made Zürich "ZÃ¼rich"
+    (break55 F6)."""
 
     def __init__(self, response: httpx.Response, cap: int) -> None:
         self.headers = response.headers
@@ -75,12 +68,16 @@ class _CappedText:
         self.kept: list[str] | None = []
 
     async def aiter_text(self) -> AsyncIterator[str]:
-        async for text in self._response.aiter_text():
-            self.size += len(text.encode("utf-8"))
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        async for data in self._response.aiter_bytes():
+            self.size += len(data)
             if self.size > self._cap:
                 raise _TooLong()
-            if self.kept is not None:
-                self.kept.append(text)
+            if text := decoder.decode(data):
+                if self.kept is not None:
+                    self.kept.append(text)
+                yield text
+        if text := decoder.decode(b"", final=True):
             yield text
 
 
@@ -89,42 +86,6 @@ def stream_body(payload: bytes) -> bytes:
     fingerprint stay those of `payload`, so a file can be resumed with or without streaming."""
     head = payload.rstrip()[:-1].rstrip()
     return head + (b'"stream":true}' if head.endswith(b"{") else b',"stream":true}')
-
-
-@dataclass
-class _Reading:
-    """What the stream said so far."""
-
-    flight: Flight
-    model: str | None = None
-    provider: str | None = None
-    service_tier: str | None = None
-    finish_reason: str | None = None
-    native_finish_reason: str | None = None
-    usage: dict[str, Any] | None = None
-    choice_error: Any = None  # an error in the choice, or the finish reason "error": raised at the end
-    ttft_ms: float | None = None
-    first_token: bool = False
-    done: bool = False
-    size: int = 0  # bytes read so far (after decompression), what the cap counts
-
-    @property
-    def generation_id(self) -> str | None:
-        return self.flight.generation_id
-
-    @generation_id.setter
-    def generation_id(self, value: str | None) -> None:
-        self.flight.generation_id = value
-
-    def __post_init__(self) -> None:
-        self.parts: list[str] = []
-        # The other texts a delta carries, joined as content is: a plain reply records them too
-        # (verify23: streams dropped them).
-        self.reasoning: list[str] = []
-        self.refusal: list[str] = []
-        # Tool-call deltas by index: the first id and name, the arguments' pieces joined (the OpenAI
-        # shape OpenRouter relays: streaming.mdx shows none), bounded as a reply's (MAX_TOOL_CALLS).
-        self.tool_calls: dict[int, dict[str, Any]] = {}
 
 
 async def stream_chat(
@@ -141,10 +102,11 @@ async def stream_chat(
     cap = client.max_response_bytes
     request = client.chat_request(stream_body(payload), row_id)
     request.headers["Accept"] = "text/event-stream"
-    reading = _Reading(flight=flight or Flight())
+    reading = Reading(flight=flight or Flight())
     sent: list[Mapping[str, str]] = []  # the response's headers, once they are in
     started = clock.monotonic()
     plain: Reply | None = None
+    cut: RequestFailed | None = None  # the stream was cut (a timeout, a dropped connection)
     try:
         async with asyncio.timeout(timeout_s):
             response = await client.send_unread(request)
@@ -163,8 +125,7 @@ async def stream_chat(
             finally:
                 await response.aclose()  # closing the connection is what cancels the generation
     except TimeoutError:
-        failure: RequestFailed = Transient("timeout", f"the stream did not end within {timeout_s:g} s")
-        raise _billed(abandoned(failure, sent, True, client.scrub), reading) from None
+        cut = Transient("timeout", f"the stream did not end within {timeout_s:g} s")
     except (_TooLong, ResponseTooLarge):
         raise _billed(abandoned(ResponseTooLarge(cap, 200), sent, True, client.scrub), reading) from None
     except Undecodable as undecodable:  # a 200's body was generated, an error's not (break45 F4)
@@ -175,19 +136,27 @@ async def stream_chat(
             raise failure from None
         raise _billed(abandoned(failure, sent, True, client.scrub), reading) from None
     except (httpx.HTTPError, SSEError, aiohttp.ClientError, OSError) as exc:
-        failure = Transient("network", client.scrub_text(f"{type(exc).__name__}: {exc}"))
-        raise _billed(abandoned(failure, sent, True, client.scrub), reading) from None
+        cut = Transient("network", client.scrub_text(f"{type(exc).__name__}: {exc}"))
+    # Cut after the choice finished, the answer is whole: it was thrown away and bought twice more
+    # when a server kept the stream open after its finish chunk (break55 F3). Cut after an error
+    # event, that error is what failed, at a cost not yet said: looked up.
+    if cut is not None and not reading.answered:
+        if reading.choice_error is not None:
+            cut = _event_failure(client, reading, sent[0], clock)
+        raise _billed(abandoned(cut, sent, True, client.scrub), reading)
     if plain is not None:
         result = client.read_chat_reply(plain, billable=True)
         return StreamedChat(**{field.name: getattr(result, field.name) for field in fields(result)})
     if reading.choice_error is not None:
-        failure = _classified(client, 200, reading.choice_error, response.headers, clock)
+        event = _event_failure(client, reading, sent[0], clock)
+        # A usage.cost sent is charged; tokens streamed are waived by the error finish reason
+        # the docs' error event carries (streaming.mdx), else may be billed.
         waived, generated = reading.finish_reason == "error", reading.first_token
-        raise billed(failure, reading.usage, reading.generation_id, client.scrub, generated=generated, waived=waived)
+        raise billed(event, reading.usage, reading.generation_id, client.scrub, generated=generated, waived=waived)
     if not reading.done and reading.finish_reason is None:
         failure = Transient("bad_response", "the stream ended before its last chunk", 200)
         raise _billed(abandoned(failure, sent, True, client.scrub), reading)
-    if not reading.parts and reading.finish_reason is None and not reading.tool_calls and not reading.refusal:
+    if not reading.parts and reading.finish_reason is None and not reading.calls and not reading.refusal:
         # As a plain reply's (errors-and-debugging.mdx "When no content is generated").
         failure = Transient("empty_completion", "an empty completion with no finish reason (cold start?)", 200)
         raise billed(failure, reading.usage, reading.generation_id, client.scrub, generated=False, waived=False)
@@ -208,7 +177,7 @@ async def stream_chat(
         cost_rejected=cost_rejected(reading.usage),
         ttft_ms=reading.ttft_ms,
         # The same typed reader (and scrubbing, before any cut) as a non-streamed reply's.
-        tool_calls=tool_calls_of(_tool_calls(reading), client.scrub),
+        tool_calls=tool_calls_of(streamed_calls(reading), client.scrub),
         reply_bytes=reading.size,
     )
 
@@ -218,7 +187,7 @@ def _event_stream(headers: Mapping[str, str]) -> bool:
     return headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
 
 
-def _billed(failure: RequestFailed, reading: _Reading) -> RequestFailed:
+def _billed(failure: RequestFailed, reading: Reading) -> RequestFailed:
     """A chunk's id is the generation id too, when the header had none."""
     if failure.maybe_billed and failure.generation_id is None:
         failure.generation_id = reading.generation_id
@@ -240,6 +209,17 @@ async def _error_reply(client: OpenRouterClient, response: httpx.Response, clock
     return _classified(client, response.status_code, error, response.headers, clock)
 
 
+def _event_failure(
+    client: OpenRouterClient, reading: Reading, headers: Mapping[str, str], clock: Clock
+) -> RequestFailed:
+    """The error a 200 stream carried: in its choice, or as the documented top-level event."""
+    failure = _classified(client, 200, reading.choice_error, headers, clock)
+    if reading.mid_stream:  # the status is already 200: the error came as an event
+        failure.message = f"mid-stream: {failure.message}"
+        failure.args = (failure.message,)
+    return failure
+
+
 def _classified(
     client: OpenRouterClient, status: int, error: Any, headers: Mapping[str, str], clock: Clock
 ) -> RequestFailed:
@@ -252,7 +232,7 @@ def _classified(
 async def _read_events(
     client: OpenRouterClient,
     response: httpx.Response,
-    reading: _Reading,
+    reading: Reading,
     clock: Clock,
     started: float,
     max_bytes: int,
@@ -274,22 +254,18 @@ async def _read_events(
         if not isinstance(chunk, dict):
             continue
         finished = reading.finish_reason is not None  # before this chunk: nothing may follow it
-        _read_chunk(chunk, reading, client)
-        if (choice := _choice_error(chunk)) or reading.finish_reason == "error":
-            # As in a plain reply, a failure (break41 F1: recorded ok, never retried), raised once
-            # the usage chunk after it has said what it cost (verify44: $0 without it).
+        read_chunk(chunk, reading, client.scrub)
+        if chunk.get("error") and not reading.mid_stream:
+            # The documented mid-stream error event (streaming.mdx): what failed.
+            reading.choice_error, reading.mid_stream = chunk["error"], True
+        elif (choice := choice_error(chunk)) or reading.finish_reason == "error":
             reading.choice_error = reading.choice_error or choice or {"message": "finish_reason error"}
-        if chunk.get("error"):
-            # Mid-stream: the status is already 200, the error comes as an event.
-            failure = _classified(client, 200, chunk["error"], response.headers, clock)
-            failure.message = f"mid-stream: {failure.message}"
-            failure.args = (failure.message,)
-            # A usage.cost sent is charged; tokens streamed are waived by the error finish
-            # reason the docs' error event carries (streaming.mdx), else may be billed.
-            waived, generated = reading.finish_reason == "error", reading.first_token
-            gen_id = reading.generation_id
-            raise billed(failure, reading.usage, gen_id, client.scrub, generated=generated, waived=waived)
-        shape = _shape_problem(chunk, finished)
+        if reading.choice_error is not None:
+            # As in a plain reply, a failure (break41 F1: recorded ok, never retried), raised once
+            # the stream has ended, with the cost a usage chunk after it said (verify44, break55
+            # F4: a charge sent after the error event was recorded as a known $0).
+            continue
+        shape = shape_problem(chunk, finished)
         if shape is not None:  # JSON of the wrong shape, as a plain reply's: not an answer
             wrong = Transient("bad_response", f"a stream chunk's {shape}", 200)
             raise billed(
@@ -306,105 +282,3 @@ async def _read_events(
 
 def _scrubbed(client: Any, text: str | None) -> str | None:
     return None if text is None else client.scrub_text(text)[:NAME_LIMIT]  # a name (break53 F4)
-
-
-def _shape_problem(chunk: dict[str, Any], finished: bool) -> str | None:
-    """What is wrong with a chunk's `choices` (the documented ChatStreamChunk), if anything:
-    the shapes, a choice other than the one asked for (verify23: merged into the answer), text
-    that is not text (dropped), or text after the choice finished (appended)."""
-    choices = chunk.get("choices", [])
-    if not isinstance(choices, list):
-        return f"choices is {type_name(choices)}, not a list"
-    for choice in choices:
-        if not isinstance(choice, dict):
-            return f"choice is {type_name(choice)}, not an object"
-        if choice.get("index", 0) != 0:
-            return f"choice index is {str(choice['index'])[:20]}: one choice was asked for"
-        delta = choice.get("delta", {})
-        if not isinstance(delta, dict) and delta is not None:
-            return f"delta is {type_name(delta)}, not an object"
-        content = (delta or {}).get("content")
-        if content is not None and not isinstance(content, str):
-            return f"delta content is {type_name(content)}, not text"
-        if finished and (content or (delta or {}).get("tool_calls")):
-            return "delta after the choice's finish_reason"
-    return None
-
-
-def _choice_error(chunk: dict[str, Any]) -> Any:
-    choices = chunk.get("choices")
-    return choices[0].get("error") if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
-
-
-def _read_chunk(chunk: dict[str, Any], reading: _Reading, client: OpenRouterClient) -> None:
-    if reading.generation_id is None:
-        reading.generation_id = valid_generation_id(chunk.get("id"), client.scrub)
-    for field in ("model", "provider", "service_tier"):
-        if isinstance(chunk.get(field), str):
-            setattr(reading, field, chunk[field][:200])
-    usage = chunk.get("usage")
-    if isinstance(usage, dict) and not _costs_less(usage, reading.usage):
-        reading.usage = usage
-    choices = chunk.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return
-    choice = choices[0]
-    delta = choice.get("delta")
-    if isinstance(delta, dict):
-        content = delta.get("content")
-        if isinstance(content, str) and content:
-            reading.parts.append(content)
-            reading.first_token = True
-        if isinstance(delta.get("tool_calls"), list):
-            _read_tool_deltas(delta["tool_calls"], reading)
-        if isinstance(delta.get("reasoning"), str) and delta["reasoning"]:
-            reading.reasoning.append(delta["reasoning"])
-            reading.first_token = True  # a reasoning token is a first token too
-        if isinstance(delta.get("refusal"), str) and delta["refusal"]:
-            reading.refusal.append(delta["refusal"])
-    for field in ("finish_reason", "native_finish_reason"):
-        if isinstance(choice.get(field), str):
-            setattr(reading, field, choice[field])
-
-
-def _read_tool_deltas(deltas: list[Any], reading: _Reading) -> None:
-    for delta in deltas:
-        if not isinstance(delta, dict):
-            continue
-        index = delta.get("index", 0)
-        if not isinstance(index, int) or isinstance(index, bool):
-            continue
-        call = reading.tool_calls.get(index)
-        if call is None:
-            if len(reading.tool_calls) >= MAX_TOOL_CALLS:
-                continue
-            call = reading.tool_calls[index] = {"id": None, "name": None, "pieces": []}
-        function: dict[str, Any] = delta["function"] if isinstance(delta.get("function"), dict) else {}
-        if call["id"] is None and isinstance(delta.get("id"), str):
-            call["id"] = delta["id"]
-        if call["name"] is None and isinstance(function.get("name"), str):
-            call["name"] = function["name"]
-        if isinstance(function.get("arguments"), str):
-            call["pieces"].append(function["arguments"])  # joined once at the end: no quadratic copying
-        reading.first_token = True
-
-
-def _tool_calls(reading: _Reading) -> list[dict[str, Any]]:
-    """The streamed calls in the non-streamed shape, for _reply.tool_calls_of."""
-    calls = [reading.tool_calls[i] for i in sorted(reading.tool_calls)]
-    return [
-        {"id": c["id"], "function": {"name": c["name"], "arguments": "".join(c["pieces"]) if c["pieces"] else None}}
-        for c in calls
-    ]
-
-
-def _costs_less(usage: dict[str, Any], earlier: dict[str, Any] | None) -> bool:
-    """A second usage chunk that reports a lower cost than the first is not believed over it:
-    the last one won, and a `cost: 0` after the real one recorded the row at $0 (break14h H13).
-    Batch mode takes the larger of two figures too (_batch_costs)."""
-    if earlier is None:
-        return False
-    # What each counts (a BYOK answer's fee with its upstream cost), not the fee alone: a fee of
-    # $0.0001 replaced a BYOK usage of $0 plus $0.012 upstream (verify14i V10).
-    now, before = reported_charge(usage), reported_charge(earlier)
-    return now is not None and before is not None and now < before

@@ -137,6 +137,14 @@ class LeapClock:
         monkeypatch.setattr(SystemClock, "sleep", lambda _self, seconds: self.sleep(seconds))
 
 
+def deadline_at_first_wait(patch: pytest.MonkeyPatch, seconds: float = 30) -> str:
+    """A `--deadline` (returned) that comes at the CLI run's first wait, never waited out: in
+    batch mode the pause before a poll, when every batch it submits is submitted. A deadline of
+    0.2 s of real time passed before the third submission on a busy machine (exit 6 for 10)."""
+    LeapClock(lambda: True, by=seconds).patch_system_clock(patch)
+    return str(seconds)
+
+
 def journaled_generations(results: Path) -> int:
     """How many attempts' replies named their generation so far (the attempt journal's lines):
     their headers have come, so the request is in flight at the server."""

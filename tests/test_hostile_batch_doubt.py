@@ -19,7 +19,7 @@ import pytest
 from batchrun import ExitCode
 from batchrun._batch_state import BatchState
 
-from .conftest import call_cli, write_job
+from .conftest import call_cli, deadline_at_first_wait, write_job
 from .hostile import Handler, HostileServer, RawRequest, chat_payload, http, json_answer
 
 JOB = """
@@ -34,6 +34,7 @@ prompts:
 run: {mode: batch, batch_poll_s: 0.01}
 """
 BILLED_PER_BATCH = 0.0001  # what the server charges for a batch it accepted
+DEADLINE_S = 30  # never waited for: the clock leaps past it (_run)
 pytestmark = pytest.mark.usefixtures("keys_env")
 
 
@@ -87,10 +88,12 @@ def _no_chat(request: RawRequest) -> bytes:
 
 
 def _run(api: BillingBatchApi, folder: Path, *args: str, job: str = JOB) -> tuple[int, str, str]:
+    """The job against `api`; a `--deadline` given comes at the run's first wait."""
     folder.mkdir(parents=True, exist_ok=True)
     path = write_job(folder, job)
     server = api.server()
-    with server.running():
+    with server.running(), pytest.MonkeyPatch.context() as patch:
+        deadline_at_first_wait(patch, DEADLINE_S)
         return call_cli(path, "--base-url", server.base_url, "-o", folder / "out.jsonl", *args)
 
 
@@ -102,7 +105,7 @@ def _summary(folder: Path) -> dict[str, Any]:
 def _worst_cases(tmp_path: Path) -> list[float]:
     """Each batch's reservation (its worst case at full prices), from a probe run."""
     probe = tmp_path / "probe"
-    code, _, _ = _run(BillingBatchApi(bad_first=False), probe, "--budget", "1", "--deadline", "0.2")
+    code, _, _ = _run(BillingBatchApi(bad_first=False), probe, "--budget", "1", "--deadline", str(DEADLINE_S))
     assert code == ExitCode.SUBMITTED
     return [e.reserved_usd for e in BatchState.read(probe / "out.jsonl").entries]
 
@@ -113,7 +116,7 @@ def test_a_batch_in_doubt_counts_as_spent_in_its_run_and_on_every_resume(tmp_pat
     budget = f"{first + second / 2:.9f}"
     api = BillingBatchApi()
     folder = tmp_path / "run"
-    code, stdout, stderr = _run(api, folder, "--budget", budget, "--deadline", "0.2")
+    code, stdout, stderr = _run(api, folder, "--budget", budget, "--deadline", str(DEADLINE_S))
     assert code == ExitCode.BUDGET and api.posts == 1  # b1 in doubt; b2 does not fit beside it
     assert "in doubt" in stderr
     figures = _summary(folder)
@@ -127,7 +130,7 @@ def test_a_batch_in_doubt_counts_as_spent_in_its_run_and_on_every_resume(tmp_pat
     assert f"spent ${first:.6f} of" in stdout and "held for batches" in stdout and "+?" in stdout
 
     for _ in range(2):  # every resume holds it again: b2 is never submitted past the budget
-        code, stdout, _ = _run(api, folder, "--resume", "--budget", budget, "--deadline", "0.2")
+        code, stdout, _ = _run(api, folder, "--resume", "--budget", budget, "--deadline", str(DEADLINE_S))
         assert code == ExitCode.BUDGET and api.posts == 1, stdout
         assert _summary(folder)["spent_usd"] == pytest.approx(first)
 
@@ -149,13 +152,13 @@ def test_a_batch_in_doubt_counts_as_spent_in_its_run_and_on_every_resume(tmp_pat
 
     # Released (the user says it never ran): nothing is held any more, b1's rows are submitted.
     assert call_cli("batches", "release", folder / "out.jsonl", "b1")[0] == 0
-    code, _, _ = _run(api, folder, "--resume", "--budget", "1", "--deadline", "0.2")
+    code, _, _ = _run(api, folder, "--resume", "--budget", "1", "--deadline", str(DEADLINE_S))
     assert code == ExitCode.SUBMITTED and api.posts == 3
 
 
 def test_an_open_batch_at_exit_10_shows_its_reservation_held(tmp_path: Path) -> None:
     api = BillingBatchApi(bad_first=False)
-    code, stdout, _ = _run(api, tmp_path, "--budget", "1", "--deadline", "0.2")
+    code, stdout, _ = _run(api, tmp_path, "--budget", "1", "--deadline", str(DEADLINE_S))
     assert code == ExitCode.SUBMITTED and api.posts == 2
     held = sum(e.reserved_usd for e in BatchState.read(tmp_path / "out.jsonl").entries)
     figures = _summary(tmp_path)
@@ -183,7 +186,7 @@ def test_a_submission_answered_2xx_with_no_batch_object_is_in_doubt(tmp_path: Pa
     # Before: the hold was released and the rows written as errors, while the batch may run and bill.
     # A server error too (break22 m5): a gateway's 502 says nothing of what the server behind it did.
     api = BillingBatchApi(bad_first=False, first_answer=answer)
-    code, stdout, stderr = _run(api, tmp_path, "--budget", "1", "--deadline", "0.2")
+    code, stdout, stderr = _run(api, tmp_path, "--budget", "1", "--deadline", str(DEADLINE_S))
     assert code == ExitCode.SUBMITTED and api.posts == 2 and "in doubt" in stderr
     entries = BatchState.read(tmp_path / "out.jsonl").entries
     assert [(e.key, e.state) for e in entries] == [("b1", "intent"), ("b2", "submitted")]
@@ -200,10 +203,10 @@ def test_a_batch_billed_in_the_run_that_submitted_it_is_not_unexplained_when_col
     # ledger counts its cost, and that is no "unexplained" shortfall.
     api = BillingBatchApi(bad_first=False)
     job = JOB.replace("max_tokens: 16", "max_tokens: 100000")  # worst cases above the charges below
-    code, _, _ = _run(api, tmp_path, "--budget", "1", "--deadline", "0.2", job=job)
+    code, _, _ = _run(api, tmp_path, "--budget", "1", "--deadline", str(DEADLINE_S), job=job)
     assert code == ExitCode.SUBMITTED and _summary(tmp_path)["reconciliation"]["warning"] is None
     api.status, api.item_cost = "completed", 0.006  # two batches of 4 rows: $0.048 known, none billed now
-    code, stdout, stderr = _run(api, tmp_path, "--resume", "--budget", "1", "--deadline", "0.2", job=job)
+    code, stdout, stderr = _run(api, tmp_path, "--resume", "--budget", "1", "--deadline", str(DEADLINE_S), job=job)
     assert code == ExitCode.OK, stdout + stderr
     rec = _summary(tmp_path)["reconciliation"]
     assert rec["key_usage_delta_usd"] == 0 and rec["ledger_known_usd"] == pytest.approx(0.048)

@@ -22,7 +22,7 @@ from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._batch_polls import LIMIT
 from batchrun._reader import scan_states
 
-from .conftest import FAKE_KEY, FakeClock, call_cli, final_rows, write_job
+from .conftest import FAKE_KEY, FakeClock, call_cli, deadline_at_first_wait, final_rows, write_job
 from .hostile import JOB as HOSTILE_JOB
 from .hostile import Answer, HostileServer, RawRequest, chat_payload, json_answer
 from .hostile import run as run_hostile
@@ -162,7 +162,9 @@ def test_an_expired_batch_that_says_nothing_of_its_cost_holds_its_worst_case(tmp
     assert summary(tmp_path)["spent_usd"] == pytest.approx(sum(r["cost_held"] for r in outcome.rows))
 
 
-def test_a_sync_resume_never_sends_the_rows_of_a_batch_still_open(tmp_path: Path) -> None:
+def test_a_sync_resume_never_sends_the_rows_of_a_batch_still_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # break-14b C13: rows of a batch still running were sent again by `--resume --mode sync`,
     # and the batch's reservation was not counted: paid twice, past the budget.
     status = {"now": "in_progress"}
@@ -171,7 +173,7 @@ def test_a_sync_resume_never_sends_the_rows_of_a_batch_still_open(tmp_path: Path
     out = tmp_path / "out.jsonl"
     with server.running():
         base = ("--base-url", server.base_url, "-o", out, "--budget", "1")
-        assert call_cli(path, *base, "--deadline", "0.5")[0] == ExitCode.SUBMITTED
+        assert call_cli(path, *base, "--deadline", deadline_at_first_wait(monkeypatch))[0] == ExitCode.SUBMITTED
         for resume in (("--resume",), ()):
             code, stdout, stderr = call_cli(path, *base, *resume, "--mode", "sync")
             assert code == ExitCode.USAGE and stdout == ""
@@ -182,7 +184,9 @@ def test_a_sync_resume_never_sends_the_rows_of_a_batch_still_open(tmp_path: Path
     assert sum(r["cost"] for r in final_rows(out)) == pytest.approx(0.01) and server.chat_rows() == []
 
 
-def test_a_batch_still_running_explains_what_the_key_was_charged(tmp_path: Path) -> None:
+def test_a_batch_still_running_explains_what_the_key_was_charged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A submit tick (exit 10) whose batch is billed before the run ends: not "unexplained".
     server = batch_server(lambda ids: completed(0.01, ids, "in_progress"))
     charged = {"usd": 0.0}
@@ -198,7 +202,14 @@ def test_a_batch_still_running_explains_what_the_key_was_charged(tmp_path: Path)
     )
     path = write_job(tmp_path, JOB.replace("max_tokens: 16", "max_tokens: 10000"))  # reserves $0.024
     with server.running():
-        options = ("--base-url", server.base_url, "-o", tmp_path / "out.jsonl", "--deadline", "0.5")
+        options = (
+            "--base-url",
+            server.base_url,
+            "-o",
+            tmp_path / "out.jsonl",
+            "--deadline",
+            deadline_at_first_wait(monkeypatch),
+        )
         code, stdout, stderr = call_cli(path, *options)
     assert code == ExitCode.SUBMITTED
     reconciliation = summary(tmp_path)["reconciliation"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,25 @@ async def test_a_request_stalled_at_the_deadline_keeps_its_generation_id(tmp_pat
     assert 0 <= summary["reconciliation"]["resolved_after_record_usd"] <= sim.stats.billed_usd + 1e-9
 
 
+@pytest.mark.parametrize("stream", [True, False])
+async def test_an_attempt_timed_out_in_the_deadlines_grace_is_skipped_for_the_resume(
+    tmp_path: Path, stream: bool
+) -> None:
+    # break55 F2: in flight at the deadline, its attempt timed out within the grace (1 of 3): a
+    # final error, which the resume that exit 6 asks for never sent again (report exit 0, not 12).
+    simulator = Simulator(SimConfig(faults={"stall": 1.0}))
+    clock = LeapClock(lambda: journaled_generations(tmp_path / "s.jsonl") == 4, by=DEADLINE_S)
+    with simulator.serve_in_thread() as sim:
+        summary = await _run(
+            sim, tmp_path, clock=clock, deadline_s=DEADLINE_S, grace_s=30, timeout_s=0.3, max_attempts=3, stream=stream
+        )
+    rows = final_rows(tmp_path / "s.jsonl")
+    assert summary["stop"] == "deadline" and len(rows) == 4
+    for row in rows:
+        assert (row["status"], row["reason"], row["retryable"], row["attempts"]) == ("skipped", "deadline", True, 1)
+        assert [e["kind"] for e in row["attempt_errors"]] == ["timeout"]  # what cut the attempt is said
+
+
 async def test_an_over_long_stream_is_cut_at_the_byte_cap() -> None:
     # 5 ms between events: the stream (~6 s) outlasts the client's cut (~0.1 s) on any machine,
     # so the server is still writing when it is cut. Without the pause, all ~250 KB fit in the
@@ -166,14 +187,25 @@ def _sse(*events: Any) -> bytes:
     return b"".join(b"data: " + (e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n\n" for e in events)
 
 
-async def _streamed(*events: Any) -> StreamedChat:
-    """What stream_chat makes of a server sending `events` (JSON values, or raw bytes) as SSE."""
+async def _streamed(
+    *events: Any, kind: str = "text/event-stream", then: str | None = None, timeout_s: float = 5
+) -> StreamedChat:
+    """What stream_chat makes of a server sending `events` (JSON values, or raw bytes) as SSE,
+    as `kind`; `then` "hang" keeps the stream open after them, "drop" drops the connection."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield _sse(*events)
+        if then == "hang":
+            await asyncio.Event().wait()  # until the attempt's own timeout cuts it
+        elif then == "drop":
+            raise httpx.ReadError("connection reset by peer")
+
     with respx.mock(using="httpx") as mock:
         mock.post("https://or.test/api/v1/chat/completions").mock(
-            return_value=httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=_sse(*events))
+            return_value=httpx.Response(200, headers={"Content-Type": kind}, content=body())
         )
         async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=respx_transport()) as c:
-            return await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
+            return await stream_chat(c, b'{"model":"m"}', None, FakeClock(), timeout_s)
 
 
 @pytest.mark.parametrize(
@@ -230,12 +262,26 @@ async def test_a_lying_stream_is_classified(events: tuple[Any, ...], kind: str) 
     assert caught.value.kind == kind
 
 
-@pytest.mark.parametrize("failed", [{"finish_reason": "error"}, {"error": {"code": 502, "message": "down"}}])
+# The documented mid-stream error event (streaming.mdx): the error at the top level, the choice's
+# finish reason "error".
+ERROR_EVENT = {"error": {"code": "server_error", "message": "Provider disconnected"}, "choices": [ERROR_CHOICE := {}]}
+ERROR_CHOICE.update({"index": 0, "delta": {"content": ""}, "finish_reason": "error"})
+
+
+@pytest.mark.parametrize(
+    "failed",
+    [
+        {"choices": [{"delta": {"content": "Par"}, "finish_reason": "error"}]},
+        {"choices": [{"delta": {"content": "Par"}, "error": {"code": 502, "message": "down"}}]},
+        ERROR_EVENT,  # break55 F4: read at once, the charge after it was recorded as a known $0
+    ],
+)
 async def test_a_streamed_choice_that_failed_keeps_the_cost_its_usage_chunk_says(failed: dict[str, Any]) -> None:
     # verify44: raised at the failing chunk, the usage chunk after it was never read: a server
     # billing such replies was counted $0, and a budgeted run went past its budget.
     events = (
-        {"id": "gen-9", "choices": [{"delta": {"content": "Par"}, **failed}]},
+        {"id": "gen-9", "choices": [{"delta": {"content": "Par"}}]},
+        {"id": "gen-9", **failed},
         {"id": "gen-9", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2, "cost": 0.00012}},
         b"[DONE]",
     )
@@ -243,6 +289,72 @@ async def test_a_streamed_choice_that_failed_keeps_the_cost_its_usage_chunk_says
         await _streamed(*events)
     assert caught.value.kind == "upstream_error" and caught.value.reported_cost == 0.00012
     assert caught.value.generation_id == "gen-9"
+
+
+@pytest.mark.parametrize("then", ["hang", "drop"])
+async def test_a_stream_cut_after_its_error_event_fails_as_the_event_says_at_a_cost_looked_up(then: str) -> None:
+    events = ({"id": "gen-9", "choices": [{"delta": {"content": "Par"}}]}, {"id": "gen-9", **ERROR_EVENT})
+    with pytest.raises(RequestFailed) as caught:
+        await _streamed(*events, then=then, timeout_s=0.05)
+    failure = caught.value
+    assert failure.kind == "upstream_error" and failure.message == "mid-stream: Provider disconnected"
+    assert failure.maybe_billed and failure.generation_id == "gen-9"
+
+
+@pytest.mark.parametrize("then", ["hang", "drop"])
+async def test_an_answer_whose_stream_is_cut_after_its_finish_chunk_is_kept(then: str) -> None:
+    # break55 F3: the answer, its finish reason and its cost had come; the server kept the stream
+    # open (or dropped it) before [DONE]: the answer was thrown away and bought twice more.
+    events = (
+        {"id": "gen-9", "choices": [{"delta": {"content": "Paris"}}]},
+        {"id": "gen-9", "choices": [{"delta": {}, "finish_reason": "stop"}], "usage": {"cost": 0.00003}},
+    )
+    result = await _streamed(*events, then=then, timeout_s=0.05)
+    assert result.content == "Paris" and result.finish_reason == "stop" and result.cost == 0.00003
+    # Cut before the finish chunk, it is still no answer.
+    with pytest.raises(RequestFailed) as caught:
+        await _streamed(events[0], then=then, timeout_s=0.05)
+    assert caught.value.kind == {"hang": "timeout", "drop": "network"}[then] and caught.value.maybe_billed
+
+
+async def test_parallel_tool_calls_streamed_at_one_index_stay_two_calls() -> None:
+    # break55 F1: adapters stream parallel calls all at index 0 (or with no index), each with its
+    # own id: the second was glued onto the first, '{"city":"Paris"}{"tz":"UTC"}', and lost.
+    def call(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": "gen-t", "choices": [{"delta": {"tool_calls": [delta]}, "finish_reason": finish}]}
+
+    for index in ({"index": 0}, {}):
+        events = (
+            call({**index, "id": "call_A", "function": {"name": "get_weather", "arguments": '{"city":'}}),
+            call({**index, "function": {"arguments": '"Paris"}'}}),
+            call({**index, "id": "call_B", "function": {"name": "get_time", "arguments": '{"tz":"UTC"}'}}),
+            call({**index, "id": "call_B", "function": {"arguments": ""}}, "tool_calls"),
+            b"[DONE]",
+        )
+        result = await _streamed(*events)
+        assert list(result.tool_calls or ()) == [
+            {"id": "call_A", "name": "get_weather", "arguments": '{"city":"Paris"}'},
+            {"id": "call_B", "name": "get_time", "arguments": '{"tz":"UTC"}'},
+        ], index
+
+
+async def test_a_usage_without_a_cost_does_not_erase_the_cost_one_before_it_said() -> None:
+    # break55 F5: the second usage chunk (tokens, no cost) replaced the first: the row's cost was
+    # an estimate 73x low.
+    events = (
+        {"id": "g", "choices": [{"delta": {"content": "hi"}, "finish_reason": "stop"}], "usage": {"cost": 0.002}},
+        {"id": "g", "choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 3}},
+        b"[DONE]",
+    )
+    assert (await _streamed(*events)).cost == 0.002
+
+
+async def test_an_event_stream_is_utf_8_whatever_charset_its_content_type_names() -> None:
+    # break55 F6: `charset=iso-8859-1` was obeyed: Zürich was recorded as "ZÃ¼rich".
+    chunk = {"id": "g", "choices": [{"delta": {"content": "Zürich €"}, "finish_reason": "stop"}]}
+    events = (json.dumps(chunk, ensure_ascii=False).encode(), b"[DONE]")  # the bytes UTF-8, not \u escapes
+    result = await _streamed(*events, kind="text/event-stream; charset=iso-8859-1")
+    assert result.content == "Zürich €"
 
 
 async def test_a_stream_that_echoes_the_key_is_scrubbed_and_garbage_is_skipped() -> None:
