@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from ._api_key import sendable_key
 from ._clock import Clock, SystemClock
@@ -59,10 +60,13 @@ class HostCallback:
     callback: Callable[[dict[str, Any]], None] | None
     raised: list[Exception] = field(default_factory=list)
 
-    def __call__(self, record: dict[str, Any]) -> None:
+    def __call__(self, line: bytes) -> None:
+        """`line`: the record as written. The caller gets its own copy, read from it (its `request`
+        too): given the run's own dict, a callback that redacted `vars` changed every row sharing
+        them, their ids, their graders' rubrics and the records written late (break56 F1)."""
         if self.callback is not None and not self.raised:
             try:
-                self.callback(record)
+                self.callback(orjson.loads(line))
             except Exception as exc:  # noqa: BLE001 - the caller's own, whatever it is: raised at the end
                 self.raised.append(exc)
 

@@ -212,7 +212,7 @@ async def _locked_run(
 
         def record_done(record: dict[str, Any]) -> None:
             summary.add(record)
-            on_record(record)
+            on_record(writer.last_line)
 
         writer = ResultsWriter(output)
         lock_created(output)  # a new output exists now: locked by any name (verify22 N4)

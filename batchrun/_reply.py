@@ -155,9 +155,11 @@ def failure(reply: Reply, error: Any, scrub: Scrubber, now: float) -> RequestFai
 
 
 def error_failure(reply: Reply, scrub: Scrubber, now: float) -> RequestFailed:
-    """The failure a non-2xx reply stands for, whatever its body."""
+    """The failure a non-2xx reply stands for, whatever its body. Read as an answer is (`loads`):
+    one lone surrogate in a provider's text hid the availability code, and a deprecated model's
+    rows were all sent (break56 F4)."""
     try:
-        data = orjson.loads(reply.body)
+        data = loads(reply.body)
     except orjson.JSONDecodeError:
         return failure(reply, {"message": error_text(reply, scrub)}, scrub, now)
     return failure(reply, data.get("error") if isinstance(data, dict) else None, scrub, now)

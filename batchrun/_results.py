@@ -236,6 +236,7 @@ class ResultsWriter:
         self._fsync_every_s = fsync_every_s
         self._last_fsync = time.monotonic()
         self.failure: OutputFailed | None = None
+        self.last_line = b""  # the last record written, as written (a library caller's copy is read from it)
 
     @property
     def size(self) -> int:
@@ -291,6 +292,7 @@ class ResultsWriter:
                 self._last_fsync = now
         except OSError as exc:
             raise self._fail("writing a record", exc) from None
+        self.last_line = data
         if unlinked:
             # Its folder was removed (or the file deleted): every later row would be paid
             # for and lost with the inode, and a new run on the path would not see this one.

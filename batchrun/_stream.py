@@ -202,7 +202,7 @@ async def _error_reply(client: OpenRouterClient, response: httpx.Response, clock
         if len(body) > _ERROR_BODY_BYTES:
             break
     try:
-        data = orjson.loads(body)
+        data = loads(body)  # a lone surrogate in it as in any reply (break56 F4)
     except orjson.JSONDecodeError:
         data = {"error": {"message": body[:200].decode("utf-8", "replace")}}
     error = data.get("error") if isinstance(data, dict) else None

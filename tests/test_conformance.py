@@ -102,6 +102,17 @@ async def test_the_documented_error_bodies_are_classified(name: str, kind: str, 
         assert isinstance(failure, RateLimited) and not failure.platform
 
 
+def test_a_lone_surrogate_in_an_error_body_hides_nothing_of_it() -> None:
+    # break56 F4: read strictly, a "\ud83d" in the message made the body unreadable: classified by
+    # its status alone, the model's availability code lost and the deprecated model's rows all sent.
+    body = DOC_ERRORS["availability_model_deprecated"]["body"]
+    text = json.dumps(body).replace('"message": "', '"message": "cut emoji \\ud83d ', 1).encode()
+    assert b"\\ud83d" in text
+    with pytest.raises(ModelUnavailable) as caught:
+        parse_chat(Reply(404, httpx.Headers(), text), Scrubber(FAKE_KEY), 0.0)
+    assert caught.value.kind == "model_deprecated" and "cut emoji \ufffd" in caught.value.message
+
+
 async def test_a_platform_429_is_told_from_a_providers_by_its_headers() -> None:
     example = DOC_ERRORS["platform_429"]
     reset = str(int((FakeClock().time() + 3600) * 1000))

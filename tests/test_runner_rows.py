@@ -8,6 +8,7 @@ a stop cuts in-flight rows after the grace, each recorded once; no task outlives
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -21,6 +22,7 @@ from batchrun import ExitCode, RunOptions, RunReport, load_job, run_job
 from batchrun._exceptions import ConfigError, LockHeld, OutputFailed
 from batchrun._items import ItemGate
 from batchrun._job import Job
+from batchrun._matrix import matrix_requests
 from batchrun._regrade import regrade_file
 from batchrun._results import ResultsWriter, final_records
 from batchrun._run_control import RunControl
@@ -801,6 +803,26 @@ async def test_what_a_callers_on_record_raises_is_raised_once_the_run_has_ended(
     rows = read_rows(out)
     assert len(seen) == 3 and len(rows) == 20 and all(r["status"] == "ok" for r in rows)  # the run went on
     assert (tmp_path / "out.summary.json").exists()
+
+
+async def test_on_record_gets_its_own_copy_of_the_record_as_written(sim: Simulator, tmp_path: Path) -> None:
+    # break56 F1: the caller got the run's own dict. Redacting `vars` in it emptied them for every
+    # row sharing them: ids made later changed (a resume then refused the file), and graders read
+    # an empty rubric. The copy is the line as written, `request` included.
+    job, given = load_job(write_job(tmp_path, SMALL_JOB)), list[dict[str, Any]]()
+
+    def redact(record: dict[str, Any]) -> None:
+        given.append(json.loads(json.dumps(record)))
+        record["vars"].clear()
+        record["status"] = "EDITED"
+
+    out = tmp_path / "out.jsonl"
+    await run_job(job, RunOptions(FAKE_KEY, sim.base_url, output=out), on_record=redact)
+    assert given == read_rows(out) and all("request" in record for record in given)
+    rows = read_rows(out)
+    assert len({r["id"] for r in rows}) == 20 and all(r["vars"] and r["status"] == "ok" for r in rows)
+    expected = {(r.model, r.prompt_id, json.dumps(r.vars, sort_keys=True), r.repeat) for r in matrix_requests(job)}
+    assert {(r["model"], r["prompt_id"], json.dumps(r["vars"], sort_keys=True), r["repeat"]) for r in rows} == expected
 
 
 async def test_a_run_left_pending_in_this_process_is_named_as_such_by_the_next(sim: Simulator, tmp_path: Path) -> None:
