@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from ._checks import resolve_files
+from ._exceptions import ConfigError
 from ._job import Job
 from ._request_body import request_body
 from ._template import Template, render_nested
@@ -67,6 +68,12 @@ MAX_SHARDS = 1_000_000  # a larger N is a typo: `--shard 1/99999999999999999999`
 class Shard:
     index: int  # 1-based, as written on the command line
     count: int
+
+    def __post_init__(self) -> None:
+        # A library caller counting from 0 ran no row, "complete" (break56 F3); N 0 divided by zero.
+        valid = all(isinstance(n, int) and not isinstance(n, bool) for n in (self.index, self.count))
+        if not (valid and 1 <= self.index <= self.count <= MAX_SHARDS):
+            raise ConfigError(f"a shard is K/N with 1 <= K <= N <= {MAX_SHARDS:,}, got {self.index!r}/{self.count!r}")
 
     def __contains__(self, request_id: str) -> bool:
         return int(request_id[:12], 16) % self.count == self.index - 1

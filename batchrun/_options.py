@@ -15,6 +15,7 @@ import httpx
 import orjson
 
 from ._api_key import sendable_key
+from ._argtypes import url_problem
 from ._clock import Clock, SystemClock
 from ._exceptions import ConfigError
 from ._matrix import Shard
@@ -49,6 +50,14 @@ class RunOptions:
             self.output = Path(self.output)
         if self.output is not None and "\0" in str(self.output):
             raise ConfigError("the output path holds a NUL byte, which no file name can")
+        # As the CLI refuses them, before anything is written: a Shard(0, 2) ran no row and said
+        # "complete", "1/2" was a TypeError, an ftp:// endpoint a server's failure (break56 F3).
+        if self.shard is not None and not isinstance(self.shard, Shard):
+            raise ConfigError(
+                f"RunOptions.shard is a batchrun.Shard (Shard(1, 4) or Shard.parse('1/4')), not {self.shard!r}"
+            )
+        if self.base_url is not None and (problem := url_problem(str(self.base_url))) is not None:
+            raise ConfigError(f"RunOptions.base_url: {problem}")
 
 
 @dataclass

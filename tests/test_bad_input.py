@@ -10,15 +10,17 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from batchrun import ConfigError, ExitCode, OpenRouterClient, RunOptions, load_job, matrix_requests, run_job
+from batchrun import ConfigError, ExitCode, OpenRouterClient, RunOptions, Shard, load_job, matrix_requests, run_job
 from batchrun._lock import OutputLock
 from batchrun.cli import _shared_parser
 from batchrun.simulator import Simulator
@@ -1013,6 +1015,27 @@ def test_run_options_take_an_output_as_text_and_refuse_a_nul_in_it() -> None:
     assert RunOptions(api_key=None, output="out.jsonl").output == Path("out.jsonl")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="NUL byte"):
         RunOptions(api_key=None, output=Path("out\0.jsonl"))
+
+
+@pytest.mark.parametrize("shard", [(0, 2), (3, 2), (1, 0), (-1, 2), (True, 2), (1.0, 2)])
+def test_a_shard_the_cli_would_refuse_is_a_config_error_for_a_library_caller(shard: tuple[Any, Any]) -> None:
+    # break56 F3: Shard(0, 2), as a loop counting from 0 makes it, ran no row and said "complete";
+    # Shard(1, 0) was a ZeroDivisionError.
+    with pytest.raises(ConfigError, match=r"a shard is K/N with 1 <= K <= N"):
+        Shard(*shard)
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"shard": "1/2"}, "RunOptions.shard is a batchrun.Shard"),  # was a TypeError mid-run
+        ({"base_url": "ftp://x/"}, "RunOptions.base_url: expected an http:// or https:// URL"),  # a "server" failure
+        ({"base_url": "notaurl"}, "RunOptions.base_url: expected an http:// or https:// URL"),
+    ],
+)
+def test_run_options_the_cli_would_refuse_are_a_config_error(options: dict[str, Any], said: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        RunOptions(api_key=None, **options)
 
 
 @pytest.mark.parametrize("where", ["under a file", "a name too long", "in /proc"])

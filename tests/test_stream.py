@@ -138,7 +138,7 @@ async def test_an_attempt_timed_out_in_the_deadlines_grace_is_skipped_for_the_re
     # break55 F2: in flight at the deadline, its attempt timed out within the grace (1 of 3): a
     # final error, which the resume that exit 6 asks for never sent again (report exit 0, not 12).
     simulator = Simulator(SimConfig(faults={"stall": 1.0}))
-    clock = LeapClock(lambda: journaled_generations(tmp_path / "s.jsonl") == 4, by=DEADLINE_S)
+    clock = LeapClock(lambda: journaled_generations(tmp_path / "s.jsonl") >= 4, by=DEADLINE_S)
     with simulator.serve_in_thread() as sim:
         summary = await _run(
             sim, tmp_path, clock=clock, deadline_s=DEADLINE_S, grace_s=30, timeout_s=0.3, max_attempts=3, stream=stream
@@ -146,8 +146,9 @@ async def test_an_attempt_timed_out_in_the_deadlines_grace_is_skipped_for_the_re
     rows = final_rows(tmp_path / "s.jsonl")
     assert summary["stop"] == "deadline" and len(rows) == 4
     for row in rows:
-        assert (row["status"], row["reason"], row["retryable"], row["attempts"]) == ("skipped", "deadline", True, 1)
-        assert [e["kind"] for e in row["attempt_errors"]] == ["timeout"]  # what cut the attempt is said
+        assert (row["status"], row["reason"], row["retryable"]) == ("skipped", "deadline", True)
+        # One attempt, or two on a machine too busy to leap before the first timed out: not three.
+        assert row["attempts"] < 3 and {e["kind"] for e in row["attempt_errors"]} == {"timeout"}
 
 
 async def test_an_over_long_stream_is_cut_at_the_byte_cap() -> None:
