@@ -136,8 +136,11 @@ def named_by_its_id(record: dict[str, Any]) -> bool:
     return made_from == str(record["id"])
 
 
-def shard_layout(shards: list[Path], rows_found: int, skipped: int, job: str | None = None) -> tuple[bool, list[str]]:
-    """(complete, shortfalls) of merged shards, from the summaries their runs wrote.
+def shard_layout(
+    shards: list[Path], rows_found: int, skipped: int, job: str | None = None
+) -> tuple[bool, list[str], int | None]:
+    """(complete, shortfalls, the matrix's rows when the summaries agree on it) of merged shards,
+    from the summaries their runs wrote.
 
     Without summaries (or with ones that do not agree) completeness cannot be shown, so
     the merge is not complete: `merge --job` compares with the matrix itself.
@@ -163,12 +166,17 @@ def shard_layout(shards: list[Path], rows_found: int, skipped: int, job: str | N
             counts.add(count)
             matrix.add(rows)
         except (OSError, ValueError, KeyError, TypeError):
-            return False, [
-                f"{shard}: no usable summary of this job saying which shard it is and how many rows the matrix has: "
-                "cannot tell whether rows are missing (give --job JOB.yaml)"
-            ]
+            return (
+                False,
+                [
+                    f"{shard}: no usable summary of this job saying which shard it is and how many rows the matrix "
+                    "has: cannot tell whether rows are missing (give --job JOB.yaml)"
+                ],
+                None,
+            )
     if len(counts) != 1 or len(matrix) != 1:
-        return False, ["the shards' summaries disagree on the shard count or the matrix size (give --job JOB.yaml)"]
+        why = "the shards' summaries disagree on the shard count or the matrix size (give --job JOB.yaml)"
+        return False, [why], None
     (count,), (expected,) = counts, matrix
     out = twice
     missing = count - len(parts)
@@ -181,4 +189,4 @@ def shard_layout(shards: list[Path], rows_found: int, skipped: int, job: str | N
         out.append(f"{expected - rows_found} of {expected} row(s) of the job's matrix have no record")
     if skipped:
         out.append(f"{skipped} row(s) were skipped (never answered)")
-    return not out, out
+    return not out, out, expected

@@ -19,7 +19,7 @@ from ._gate import MatrixCoverage, named_by_its_id, shard_layout
 from ._job import Job
 from ._lock import OutputLock
 from ._output_paths import SIDECARS, current_umask, sidecar_name_problem
-from ._reader import Warn
+from ._reader import Warn, spent_on
 from ._report_data import RunSpan, file_key_gap, read_run_summary, run_spans
 from ._results import RESULTS_MODE, ResultsWriter, final_records
 from ._summary import SummaryBuilder
@@ -162,7 +162,7 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
         raise OutputFailed(f"{output}: cannot write it: {exc.strerror or exc}") from None
     os.fchmod(handle, RESULTS_MODE & ~current_umask())  # as a run's results file, not mkstemp's 0600
     os.close(handle)
-    builder = SummaryBuilder()
+    builder, spent = SummaryBuilder(), 0.0
     try:
         writer = ResultsWriter(Path(temporary))
         try:
@@ -173,14 +173,20 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
                 for record in records if coverage is None else coverage.review(records, keep_stale=True):
                     writer.write(_as_merged(record))
                     builder.add(record)
+                    spent += spent_on(record)
         finally:
             writer.close()
+        matrix_rows: int | None
         if coverage is not None:
             coverage.raise_if_foreign(", ".join(map(str, shards)))
             shortfalls = coverage.shortfalls()
-            complete = not shortfalls
+            complete, matrix_rows = not shortfalls, len(coverage.checks)
         else:
-            complete, shortfalls = shard_layout(shards, len(last), builder.total.skipped, next(iter(versions))[0])
+            layout = shard_layout(shards, len(last), builder.total.skipped, next(iter(versions))[0])
+            complete, shortfalls, matrix_rows = layout
+        key_gap = round(merged_key_gap(shards), 8)
+        # The matrix's size and the spend, as a run's summary has them: without them a complete
+        # merged file merged again was "no usable summary", exit 12 (break56 F5).
         summary = builder.result(
             output=str(output),
             merged_from=[str(s) for s in shards],
@@ -188,7 +194,10 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
             stop=None,
             complete=complete,
             shortfalls=shortfalls,
-            key_gap_usd=round(merged_key_gap(shards), 8),
+            key_gap_usd=key_gap,
+            shard=None,  # the job's rows, whichever shards they came from
+            matrix_rows=matrix_rows,
+            spent_usd=round(spent + key_gap, 12),
         )
         # Last: whatever fails before leaves no merged file behind, which would refuse the
         # next merge as "already exists" (break21 R6-R8: it was in place, with no summary).

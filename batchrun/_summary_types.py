@@ -85,7 +85,7 @@ class RunFigures(TypedDict, total=False):
     kept_from_earlier: int
     isolated_key: dict[str, Any] | None
     shard: str | None
-    matrix_rows: int
+    matrix_rows: int | None  # None in a merge that could not tell (no --job, shard summaries missing)
     missing_rows: int
     endpoint: str
     routing_warning: str | None

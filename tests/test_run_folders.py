@@ -269,3 +269,18 @@ def test_a_run_stamped_ahead_of_now_is_never_the_most_recent(in_tmp: Path) -> No
     fast.write_text(text.replace(stamp, "2099" + stamp[4:]))
     tonight = killed(night())
     assert f"resuming {tonight}, the most recent incomplete run of small" in resumed()
+
+
+def test_a_complete_merged_file_keeps_the_matrix_and_the_spend_and_merges_again(in_tmp: Path) -> None:
+    # break56 F5: its summary had no matrix_rows nor spent_usd: merged again (to fold a shard run
+    # again into a night), the complete file was "no usable summary", exit 12.
+    shards = sharded_night(("--simulate",), "n")
+    spent = sum(json.loads(s.with_name(s.stem + ".summary.json").read_text())["spent_usd"] for s in shards)
+    for how in (["--job", "job.yaml"], []):
+        merged = FOLDER / f"m{len(how)}.jsonl"
+        assert call_cli("merge", merged, *shards, *how, "-q")[0] == ExitCode.OK
+        summary = json.loads(merged.with_name(merged.stem + ".summary.json").read_text())
+        assert summary["matrix_rows"] == 20 and summary["complete"] is True
+        assert summary["spent_usd"] == pytest.approx(spent, abs=1e-12)
+        code, _, err = call_cli("merge", FOLDER / f"again{len(how)}.jsonl", merged, "-q")
+        assert code == ExitCode.OK, err
