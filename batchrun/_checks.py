@@ -273,19 +273,6 @@ def row_check_problem(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> s
     return None
 
 
-def kind_problem(error: Any) -> str | None:
-    """A check with no kind or two, said so: the schema's oneOf of `required` kinds read
-    "'equals' is a required property" or "... is valid under each of ..." (break20 F12)."""
-    branches = error.validator_value if error.validator == "oneOf" else None
-    if not isinstance(branches, list) or not all(isinstance(b, dict) and list(b) == ["required"] for b in branches):
-        return None
-    kinds = [b["required"][0] for b in branches]
-    present = [k for k in kinds if k in error.instance] if isinstance(error.instance, dict) else []
-    if present:
-        return f"a check has one kind, not {len(present)}: {', '.join(present)}"
-    return f"a check needs one kind: {', '.join(kinds)}"
-
-
 def resolve_files(check: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """Make a json_schema file reference absolute, once, at job load."""
     if isinstance(check.get("json_schema"), str):

@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from ._checks import check_problems, kind_problem, resolve_files, row_check_problem
+from ._checks import check_problems, resolve_files, row_check_problem
 from ._dataset import REPEAT_HINT, DatasetFile, Snapshot, filled_key_problem, keyed_checks, row_key, unnamed
 from ._exceptions import JobError, Problem
 from ._files import file_identity, read_regular_text
@@ -25,6 +25,7 @@ from ._jobfile import JsonPath, job_schema, key_like_strings, text_keys, value_p
 from ._judge import GraderSettings, check_kinds
 from ._judge import template_problems as grader_template_problems
 from ._parts import non_text_part
+from ._schema_messages import schema_message
 from ._scrub import hide_keys
 from ._settings import Endpoint, RunSettings, run_settings
 from ._template import names_in, template_problems
@@ -80,10 +81,11 @@ def _schema_problems(source: JobSource) -> list[Problem]:
     for error in sorted(validator.iter_errors(source.data), key=lambda e: list(map(str, e.absolute_path))):
         # For oneOf/anyOf the useful message is in the closest-matching branch: not one the
         # value is not even the type of (a per_item object is not "not of type number").
-        kinds = kind_problem(error)
+        kinds = schema_message(error, list(error.absolute_path))
         while error.context and kinds is None:
             typed = [e for e in error.context if not (e.validator == "type" and not e.path)]
             error = best_match(typed or error.context)
+            kinds = schema_message(error, list(error.absolute_path))
         path = text_keys(error.absolute_path, source.data)
         message = kinds or hide_keys(error.message)
         if isinstance(error.instance, date) and error.validator == "type":  # not Python's datetime.date(...)
@@ -152,7 +154,7 @@ def _row_checker(
         error = best_match(validator.iter_errors(row["checks"]))
         if error is not None:
             where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-            return f"checks{where}: {kind_problem(error) or error.message}"
+            return f"checks{where}: {schema_message(error, ['checks', *error.absolute_path]) or error.message}"
         # The row's own checks once their shape is known: `"checks": ["x"]` was a traceback
         # here, exit 1, in every command (break34 M1).
         problem = row_check_problem([*checks, *row["checks"]], row)

@@ -400,6 +400,52 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT + "    checks: [{contains: x, regex: y}]\n",
         ["job.yaml:6:14: at $.prompts[0].checks[0] a check has one kind, not 2: contains, regex"],
     ),
+    # break57 F3: a prompt was "a check", both was a Python dict "should not be valid under", a
+    # content part's mistyped type "'image_url' is a required property".
+    (
+        "a prompt with text and messages",
+        ONE_PROMPT + "    messages: [{role: user, content: hi}]\n",
+        ["job.yaml:4:5: at $.prompts[0] a prompt has one kind, not 2: text, messages"],
+    ),
+    ("a prompt with neither", ONE_PROMPT.replace('    text: "hi"\n', ""), ["at $.prompts[0] a prompt needs one kind"]),
+    (
+        "a prompt with vars and a dataset",
+        ONE_PROMPT + "    vars: [{a: 1}]\n    dataset: d.jsonl\n",
+        ["job.yaml:4:5: at $.prompts[0] give vars or dataset, not both"],
+    ),
+    (
+        "a judge with model and models",
+        ONE_PROMPT + "judge: {model: openai/gpt-4o-mini, models: [openai/gpt-4o-mini]}\n",
+        ["job.yaml:6:8: at $.judge give model or models, not both"],
+    ),
+    (
+        "a content part's type mistyped",
+        ONE_PROMPT.replace('    text: "hi"\n', "    messages: [{role: user, content: [{type: txt, text: hi}]}]\n"),
+        ["at $.prompts[0].messages[0].content[0] a content part's type is one of text, image_url, file, input_audio,"],
+    ),
+    # break57 F4: accepted, and dropped from the request without a word.
+    (
+        "a system beside messages",
+        ONE_PROMPT.replace('    text: "hi"\n', '    system: "t"\n    messages: [{role: user, content: hi}]\n'),
+        ["at $.prompts[0] give system or messages, not both (a prompt given as messages has its system message"],
+    ),
+    # break57 F1: passed validate, then every run retried "the endpoint failed" (exit 1), or was told
+    # to change a locale that was UTF-8 already (exit 2).
+    (
+        "a title ending in a newline",
+        ONE_PROMPT + "endpoint:\n  app_title: |\n    nightly eval\n",
+        ["job.yaml:7:14: at $.endpoint.app_title it is sent as the X-Title header, which carries printable ASCII only"],
+    ),
+    (
+        "an accented title",
+        ONE_PROMPT + 'endpoint: {app_title: "Évaluation"}\n',
+        ["at $.endpoint.app_title it is sent as the X-Title header", "no accented"],
+    ),
+    (
+        "a referer with a newline",
+        ONE_PROMPT + 'endpoint: {app_url: "https://a.example/\\nX: 1"}\n',
+        ["HTTP-Referer header"],
+    ),
     # verify27 N6: sent as 20.0, and hashed apart from 20: every answered row stale, bought again.
     (
         "a whole number written as a float",

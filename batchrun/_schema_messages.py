@@ -1,0 +1,49 @@
+"""What a job-schema error says to a person, where jsonschema's own words mislead: a prompt with
+`text` and `messages` was "a check has one kind", `vars` beside `dataset` a Python dict "should
+not be valid under {'required': ...}", a content part's mistyped `type` "'image_url' is a required
+property", a header value with a newline a network error at run time (break57 F1, F3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+# Sent as HTTP headers (HTTP-Referer, X-Title): printable ASCII, as the schema says.
+HEADER_FIELDS = {"app_url": "HTTP-Referer", "app_title": "X-Title"}
+
+
+def _noun(path: Sequence[Any]) -> str:
+    """What the object at `path` is, for a person: a prompt, a grader, or (by default) a check."""
+    names = [p for p in path if isinstance(p, str)]
+    last = names[-1] if names else ""
+    if last == "prompts" and path and isinstance(path[-1], int):
+        return "a prompt"
+    return {"judge": "the judge"}.get(last, "a check")
+
+
+def schema_message(error: Any, path: Sequence[Any]) -> str | None:
+    """A message for `error` (a jsonschema ValidationError) at `path`, or None for its own."""
+    value = error.validator_value
+    if error.validator == "oneOf" and isinstance(value, list):
+        if all(isinstance(b, dict) and list(b) == ["required"] for b in value):
+            kinds = [b["required"][0] for b in value]
+            present = [k for k in kinds if k in error.instance] if isinstance(error.instance, dict) else []
+            noun = _noun(path)
+            if present:
+                return f"{noun} has one kind, not {len(present)}: {', '.join(present)}"
+            return f"{noun} needs one kind: {', '.join(kinds)}"
+        allowed = (error.schema.get("properties", {}).get("type") or {}).get("enum")
+        given = error.instance.get("type") if isinstance(error.instance, dict) else None
+        if isinstance(allowed, list) and isinstance(given, str) and given not in allowed:
+            return f"a content part's type is one of {', '.join(allowed)}, not {given!r}"
+    if error.validator == "not" and isinstance(value, dict) and list(value) == ["required"]:
+        first, second = value["required"]
+        among = " (a prompt given as messages has its system message among them)" if first == "system" else ""
+        return f"give {first} or {second}, not both{among}"
+    # The schema says it as "no character outside printable ASCII": a pattern's `$` passes a final newline.
+    if error.validator == "not" and path and path[-1] in HEADER_FIELDS and isinstance(error.instance, str):
+        return (
+            f"it is sent as the {HEADER_FIELDS[path[-1]]} header, which carries printable ASCII only: no newline "
+            "(a `|` block ends with one: write it on one line) and no accented or other non-ASCII letter"
+        )
+    return None
