@@ -126,20 +126,32 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
     # record, pass or error, stood).
     last: dict[str, tuple[int, str, int]] = {}
     seen: Counter[str] = Counter()  # records of each row, over every file
-    versions: Counter[tuple[str, str]] = Counter()
+    names: Counter[str] = Counter()
+    versions: dict[Path, tuple[str, str]] = {}  # each file's newest record's (finished_at, job_fingerprint)
     edited: list[str] = []  # rows whose fields are not those their id was made from
     for index, shard in enumerate(shards):
         for record in final_records(shard, warn, other_jobs=True):  # another job's rows refuse the merge
-            versions[(record["job"], record.get("job_fingerprint") or "")] += 1
+            names[record["job"]] += 1
             if not named_by_its_id(record):  # without --job too: no matrix is needed for it
                 edited.append(f"{shard}: id {record['id'][:12]}, {record.get('model')} / {record.get('prompt_id')}")
             finished = record.get("finished_at")
-            rank = _RANK.get(record["status"], 0), finished if isinstance(finished, str) else "", index
+            finished = finished if isinstance(finished, str) else ""
+            versions[shard] = max(versions.get(shard, ("", "")), (finished, record.get("job_fingerprint") or ""))
+            rank = _RANK.get(record["status"], 0), finished, index
             last[record["id"]] = max(last.get(record["id"], rank), rank)
             seen[record["id"]] += 1
-    if len(versions) > 1:
-        described = ", ".join(f"{name} ({fingerprint})" for name, fingerprint in versions)
-        raise ResultsError(f"the files come from different jobs or job versions: {described}")
+    if len(names) > 1:
+        raise ResultsError(f"the files come from different jobs: {', '.join(names)}")
+    # A file resumed after an edit holds rows of both versions, each answering its own request:
+    # refused for ever, though it was brought up to date as the README says (break57 F2). Files
+    # are of one version when their newest rows are; with --job, each row is judged by its request
+    # (an earlier version's is missing, not merged as the job's).
+    current = {fingerprint for _, fingerprint in versions.values()}
+    if job is None and len(current) > 1:
+        raise ResultsError(
+            f"the files come from different versions of job {next(iter(names))} ({', '.join(sorted(current))}): "
+            "give --job JOB.yaml to merge them as its current version (rows answered for another count as missing)"
+        )
     if not last:
         raise ResultsError(f"the shard files hold no records: {', '.join(map(str, shards))}")
     if edited:
@@ -182,7 +194,7 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
             shortfalls = coverage.shortfalls()
             complete, matrix_rows = not shortfalls, len(coverage.checks)
         else:
-            layout = shard_layout(shards, len(last), builder.total.skipped, next(iter(versions))[0])
+            layout = shard_layout(shards, len(last), builder.total.skipped, next(iter(names)))
             complete, shortfalls, matrix_rows = layout
         key_gap = round(merged_key_gap(shards), 8)
         # The matrix's size and the spend, as a run's summary has them: without them a complete

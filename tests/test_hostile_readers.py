@@ -397,7 +397,7 @@ def test_the_gates_still_refuse_another_jobs_rows(results: Path, tmp_path: Path)
     code, _, err = call_cli("report", mixed, "--job", job)
     assert code == ExitCode.USAGE and "row(s) are not in the matrix of job 'small'" in err, err
     code, _, err = call_cli("merge", tmp_path / "m.jsonl", mixed, "--job", job)
-    assert code == ExitCode.USAGE and "different jobs or job versions" in err
+    assert code == ExitCode.USAGE and "the files come from different jobs: small, other" in err
     assert not (tmp_path / "m.jsonl").exists()
 
 

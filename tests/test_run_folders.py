@@ -284,3 +284,28 @@ def test_a_complete_merged_file_keeps_the_matrix_and_the_spend_and_merges_again(
         assert summary["spent_usd"] == pytest.approx(spent, abs=1e-12)
         code, _, err = call_cli("merge", FOLDER / f"again{len(how)}.jsonl", merged, "-q")
         assert code == ExitCode.OK, err
+
+
+def test_shards_resumed_after_an_edit_merge_as_the_job_now_is(in_tmp: Path) -> None:
+    # break57 F2: resumed after a prompt was edited (the README's way to bring a run up to date),
+    # each shard held rows of both versions: merge refused it for ever, "different jobs or job
+    # versions", even with --job and alone; the only way out was to pay for every row again.
+    shards = sharded_night(("--simulate",), "n")
+    job = Path("job.yaml")
+    job.write_text(job.read_text().replace("What is {{a}} + 1?", "What is {{a}} plus 1?"))
+    for k, shard in enumerate(shards, 1):
+        code, _, err = call_cli(
+            "job.yaml", "--simulate", "-q", "--shard", f"{k}/2", "--no-thresholds", "-o", shard, "--resume"
+        )
+        assert code == ExitCode.OK, err
+    code, _, err = call_cli("merge", "m.jsonl", *shards, "--job", "job.yaml", "-q")
+    assert code == ExitCode.OK, err
+    assert call_cli("report", "m.jsonl", "--job", "job.yaml")[0] == ExitCode.OK
+    assert call_cli("merge", "alone.jsonl", shards[0], "-q", "--allow-partial")[0] == ExitCode.OK
+    # Files whose newest rows answer different versions, without --job to judge them: refused.
+    code, _, err = call_cli("job.yaml", "--simulate", "-q", "--shard", "2/2", "--no-thresholds", "-o", "old2.jsonl")
+    job.write_text(job.read_text().replace("plus 1", "+ 1"))
+    code, _, err = call_cli("job.yaml", "--simulate", "-q", "--shard", "1/2", "--no-thresholds", "-o", "new1.jsonl")
+    code, _, err = call_cli("merge", "mixed.jsonl", "new1.jsonl", "old2.jsonl", "-q")
+    assert code == ExitCode.USAGE and "the files come from different versions of job small" in err
+    assert "give --job JOB.yaml" in err and not Path("mixed.jsonl").exists()
