@@ -41,6 +41,11 @@ def output_pattern_problem(pattern: str) -> str | None:
         return f"run.output {pattern!r}: the only placeholders are {{name}} and {{timestamp}}, and no other braces"
     if not rest.strip("/") or pattern.endswith("/"):
         return f"run.output {pattern!r} names no file"
+    if pattern.startswith("~"):  # made a folder named ~ where batchrun ran (break57 F6)
+        return (
+            f"run.output {pattern!r}: a ~ is not the home folder here: write the whole path, or one "
+            "relative to the folder batchrun runs in"
+        )
     if "{timestamp}" in os.path.dirname(pattern):  # a folder per run: no run was found (break52 F4)
         return (
             f"run.output {pattern!r}: {{timestamp}} may be only in the file's name (the job's runs share one "

@@ -138,6 +138,11 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ["$.run.output", "{timestamp} may be only in the file's name"],
     ),
     ("lone brace", _job_with(**{"timeout_s: 5": 'timeout_s: 5, output: "out/{name.jsonl"'}), ["$.run.output"]),
+    (  # break57 F6: a folder named ~ was made where batchrun ran
+        "a tilde output",
+        _job_with(**{"timeout_s: 5": 'timeout_s: 5, output: "~/evals/{name}.jsonl"'}),
+        ["$.run.output", "a ~ is not the home folder here"],
+    ),
     ("positional {0}", _job_with(**{"timeout_s: 5": 'timeout_s: 5, output: "out/{0}.jsonl"'}), ["$.run.output"]),
     (
         "attribute access",

@@ -168,6 +168,21 @@ def test_bad_usage_exits_2(args: list[str]) -> None:
     assert result.returncode == ExitCode.USAGE and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--versoin"], "unrecognized arguments: --versoin"),  # break57 F7: "arguments are required: job"
+        (["-v"], "unrecognized arguments: -v"),
+        (["validate", "--bogus"], "unrecognized arguments: --bogus"),
+        (["run", "--deadline", "5", "--pass-threshold", "-0"], "the following arguments are required: job"),
+        (["report"], "the following arguments are required: results"),
+    ],
+)
+def test_a_mistyped_option_with_no_file_is_named(args: list[str], said: str) -> None:
+    code, out, err = call_cli(*args)
+    assert (code, out, err) == (ExitCode.USAGE, "", f"batchrun: error: {said}\n")
+
+
 def test_an_existing_results_file_is_not_appended_to_without_resume(tmp_path: Path, small_job: Path) -> None:
     out = tmp_path / "once.jsonl"
     assert cli(small_job, "--simulate", "-o", out, "-q").returncode == 0

@@ -45,6 +45,7 @@ class _Parser(argparse.ArgumentParser):
         if self._mixing or self._subparsers is not None or args is None:
             return super().parse_known_args(args, namespace)
         args = list(args)
+        self._words = args
         if "--" in args:
             # After "--" every word is a file (`validate -- -j.yaml`), which Python 3.11's intermixed
             # parse reads as options (verify49 N1): there, one that begins with "-" is given as ./-name.
@@ -57,6 +58,14 @@ class _Parser(argparse.ArgumentParser):
             self._mixing = False
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("the following arguments are required"):
+            # `batchrun --versoin` was "the following arguments are required: job" (break57 F7):
+            # argparse checks for the job before it says which options it does not know.
+            words = getattr(self, "_words", [])
+            options = [w for w in words if w.startswith("-") and w != "-" and not w[1:2].isdigit()]  # not "-1"
+            unknown = [w for w in options if w.split("=")[0] not in self._option_string_actions]
+            if unknown and "--" not in words:
+                message = f"unrecognized arguments: {' '.join(unknown)}"
         said = hide_keys(message)  # a key typed as a value (verify20 V6)
         if self.prog.endswith(" run"):
             _Parser.run_error = said
