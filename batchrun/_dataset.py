@@ -64,6 +64,9 @@ def row_key(row: dict[str, Any]) -> bytes | None:
     return hashlib.sha256(encoded).digest()[:16]
 
 
+MAX_ROW_PROBLEMS = 20  # a dataset's problems said at once: a million bad rows are not a million lines
+
+
 class RowError(Exception):
     """A malformed row: its line number and what is wrong."""
 
@@ -71,6 +74,27 @@ class RowError(Exception):
         super().__init__(message)
         self.line = line
         self.message = message
+
+
+def _jsonl_row(number: int, line: str) -> dict[str, Any]:
+    """The row a JSONL line holds, or RowError."""
+    try:
+        row = json.loads(
+            line, object_pairs_hook=_unique_keys, parse_int=_int, parse_float=_float, parse_constant=_constant
+        )
+    except RowError as exc:
+        raise RowError(number, exc.message) from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise RowError(number, f"not valid JSON ({reason})") from None
+    if not isinstance(row, dict):
+        raise RowError(number, "a row must be a JSON object of variables")
+    try:
+        orjson.dumps(row)  # what every request body and record does with it
+    except orjson.JSONEncodeError:
+        # "\ud800" is valid JSON but no text: the run died encoding its body (break24 F2).
+        raise RowError(number, "a lone surrogate escape (\\ud800 to \\udfff) is not text") from None
+    return row
 
 
 @contextlib.contextmanager
@@ -244,8 +268,10 @@ class DatasetFile:
         except RowError as exc:
             raise JobError([Problem(str(self.path), exc.line, None, "", exc.message)]) from None
 
-    def _lines(self) -> Generator[str, None, None]:
-        """The file's lines as text, each decoded on its own so a bad byte is named by its line."""
+    def _lines(self, bad: list[RowError] | None = None) -> Generator[str, None, None]:
+        """The file's lines as text, each decoded on its own so a bad byte is named by its line.
+        A JSONL line that is not UTF-8 goes to `bad`, when given, and the reading goes on; one past
+        the line cap ends it (the rest, maybe a GiB, is not copied: verify35)."""
         for number, data in enumerate(self.snapshot.lines(), start=1):
             if len(data) > MAX_LINE_BYTES:
                 raise RowError(number, f"a line over {MAX_LINE_BYTES:,} bytes")
@@ -254,14 +280,18 @@ class DatasetFile:
             try:
                 yield data.decode("utf-8")
             except UnicodeDecodeError as exc:
-                reason = f"not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the line)"
-                raise RowError(number, reason) from None
+                problem = RowError(number, f"not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the line)")
+                if bad is None or self.is_csv:
+                    raise problem from None
+                bad.append(problem)
+                yield ""  # a blank line in its place: the line numbers after it stay right
 
-    def rows_with_lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(line number, row) pairs; raises RowError with the line for a malformed row."""
-        lines = self._lines()
+    def rows_with_lines(self, bad: list[RowError] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(line number, row) pairs; raises RowError with the line for a malformed row, or, given
+        `bad`, puts a malformed JSONL row there and goes on (validate names every one)."""
+        lines = self._lines(bad)
         try:
-            yield from self._csv_rows(lines) if self.is_csv else self._jsonl_rows(lines)
+            yield from self._csv_rows(lines) if self.is_csv else self._jsonl_rows(lines, bad)
         finally:
             lines.close()
 
@@ -297,27 +327,18 @@ class DatasetFile:
             yield reader.line_num, dict(row)
 
     @staticmethod
-    def _jsonl_rows(lines: Iterator[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _jsonl_rows(lines: Iterator[str], bad: list[RowError] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(
-                    line, object_pairs_hook=_unique_keys, parse_int=_int, parse_float=_float, parse_constant=_constant
-                )
+                yield number, _jsonl_row(number, line)
             except RowError as exc:
-                raise RowError(number, exc.message) from None
-            except (json.JSONDecodeError, RecursionError) as exc:
-                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-                raise RowError(number, f"not valid JSON ({reason})") from None
-            if not isinstance(row, dict):
-                raise RowError(number, "a row must be a JSON object of variables")
-            try:
-                orjson.dumps(row)  # what every request body and record does with it
-            except orjson.JSONEncodeError:
-                # "\ud800" is valid JSON but no text: the run died encoding its body (break24 F2).
-                raise RowError(number, "a lone surrogate escape (\\ud800 to \\udfff) is not text") from None
-            yield number, row
+                if bad is None:
+                    raise
+                bad.append(exc)
+                if len(bad) > MAX_ROW_PROBLEMS:
+                    return
 
     def check(self, check_row: Callable[[dict[str, Any]], str | None], job_file: str, json_path: str) -> list[Problem]:
         """Read the whole file once: malformed rows, what `check_row` finds wrong in a row, emptiness;
@@ -333,12 +354,17 @@ class DatasetFile:
         # 8 bytes a row. A dict of each row's key held ~140 bytes a row: 14 MB for 100,000 rows,
         # the peak of a whole run's memory (bench/memory.py, issue 15).
         prefixes = array("Q")
+        # Every malformed or wrong row (validate reports all: break56 F9), up to a screenful.
+        bad: list[RowError] = []
         try:
-            for number, row in self.rows_with_lines():
+            for number, row in self.rows_with_lines(bad):
                 count += 1
                 problem = _key_like(row) or check_row(row)
                 if problem:
-                    return [Problem(str(self.path), number, None, "", problem)]
+                    bad.append(RowError(number, problem))
+                    if len(bad) > MAX_ROW_PROBLEMS:
+                        break
+                    continue
                 key = row_key(row)
                 if key is not None:
                     prefixes.append(int.from_bytes(key[:8], "big"))
@@ -346,7 +372,13 @@ class DatasetFile:
         except RowError as exc:
             if exc.line is None:  # the file itself (a folder, a FIFO): at the job's line (verify20 V14)
                 return [Problem(job_file, None, None, json_path, f"dataset file {self.shown_as!r}: {exc.message}")]
-            return [Problem(str(self.path), exc.line, None, "", exc.message)]
+            bad.append(exc)
+        if bad:
+            bad.sort(key=lambda e: e.line or 0)
+            problems = [Problem(str(self.path), e.line, None, "", e.message) for e in bad[:MAX_ROW_PROBLEMS]]
+            if len(bad) > MAX_ROW_PROBLEMS:
+                problems.append(Problem(str(self.path), None, None, "", "and more rows like these: mend those first"))
+            return problems
         ordered = sorted(prefixes)
         shared = {a for a, b in zip(ordered, ordered[1:], strict=False) if a == b}
         del ordered, prefixes

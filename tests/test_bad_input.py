@@ -696,6 +696,25 @@ def test_bad_datasets(tmp_path: Path, name: str, filename: str, content: bytes, 
     unchanged()
 
 
+def test_validate_names_every_bad_row_of_a_dataset_up_to_a_screenful(tmp_path: Path) -> None:
+    # break56 F9: only the first was named, though the README says validate reports all at once.
+    ok = b'"country": "Peru", "expect": "Lima"'
+    rows = b'{%s, "x": [1]}\n{%s, "y": "\\ud800"}\n{%s, "c": 1, "c": 2}\n\xff\n{%s, "z": NaN}\n' % ((ok,) * 4)
+    (tmp_path / "d.jsonl").write_bytes(rows + b'{"country": "Chile", "expect": "Santiago"}\n')
+    job = write_job(tmp_path, DATASET_JOB.replace("DATA", "d.jsonl"))
+    code, out, err = call_cli("validate", job)
+    assert code == ExitCode.USAGE and out == ""
+    assert [line.split(": ")[1] for line in err.splitlines()] == [f"{tmp_path / 'd.jsonl'}:{n}" for n in range(1, 6)]
+    assert "is a list" in err and "lone surrogate" in err and "duplicate key 'c'" in err and "not UTF-8" in err
+    (tmp_path / "d.jsonl").write_bytes(b"{bad\n" * 100_000)
+    code, _, err = call_cli("validate", job)
+    assert (
+        code == ExitCode.USAGE
+        and len(err.splitlines()) == 21
+        and err.endswith("and more rows like these: mend those first\n")
+    )
+
+
 @pytest.mark.timeout(30)
 def test_a_dataset_rows_check_with_no_kind_says_so(tmp_path: Path) -> None:
     # break20 F12: a row's check read "{'name': 'x'} is not valid under any of the given schemas".
