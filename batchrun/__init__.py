@@ -37,7 +37,7 @@ _EXPORTS = {
     "Shard": "_matrix",
     "matrix_requests": "_matrix",
     "ResultsWriter": "_results",
-    "final_records": "_results",
+    "final_records": "_public_reader",
     "RunControl": "_run_control",
     "RunOptions": "_options",
     "RunReport": "_orchestration",
@@ -78,8 +78,8 @@ if TYPE_CHECKING:
     from ._options import RunOptions as RunOptions
     from ._orchestration import RunReport as RunReport
     from ._orchestration import run_job as run_job
+    from ._public_reader import final_records as final_records
     from ._results import ResultsWriter as ResultsWriter
-    from ._results import final_records as final_records
     from ._run_control import RunControl as RunControl
     from ._verdict import ExitCode as ExitCode
     from .simulator import SimConfig as SimConfig

@@ -118,6 +118,8 @@ class AttemptJournal:
         entry = {"row": row, "at": self._writer.size, "usd": usd, "model": request.model}
         if grader:
             entry["judge"] = True
+        else:  # what a reader shows of the row if this attempt is left in flight (not its vars: maybe MiBs)
+            entry.update(prompt=request.prompt_id, repeat=request.repeat)
         self._write(orjson.dumps(entry) + b"\n")
 
     def key_gap(self, usd: float) -> None:

@@ -43,6 +43,8 @@ class Crashed:
     row: str
     model: str
     attempts: list[dict[str, Any]] = field(default_factory=list)  # {"at", "usd", "gen", "judge"}
+    prompt_id: str = ""  # the row's prompt and repeat, as its own attempt's line says (none: an older journal)
+    repeat: int = 0
 
 
 def journal_usd(value: Any) -> float | None:
@@ -139,6 +141,11 @@ def read_journal(path: Path, job: str | None) -> dict[str, Crashed]:
                     _paid(rows.get(row), journal_usd(entry["paid"]), entry.get("judge") is True)
                     continue
                 crashed = rows.setdefault(row, Crashed(str(row), str(entry.get("model", ""))))
+                if isinstance(entry.get("prompt"), str) and not entry.get("judge"):
+                    # A report of a killed run grouped its rows under a prompt "" (break56 F2).
+                    crashed.prompt_id = entry["prompt"]
+                    repeat = entry.get("repeat")
+                    crashed.repeat = repeat if isinstance(repeat, int) and not isinstance(repeat, bool) else 0
                 crashed.attempts.append(
                     {
                         "at": int(entry["at"]),

@@ -211,9 +211,9 @@ def crashed_record(crashed: Crashed, job: tuple[Any, Any] | None) -> dict[str, A
         job=job[0] if job else None,
         job_fingerprint=job[1] if job else None,
         model=crashed.model,
-        prompt_id="",
+        prompt_id=crashed.prompt_id,
         vars={},
-        repeat=0,
+        repeat=crashed.repeat,
         **fields,
         attempts=len(crashed.attempts),
     )

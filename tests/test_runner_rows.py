@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+import batchrun
 from batchrun import ExitCode, RunOptions, RunReport, load_job, run_job
 from batchrun._exceptions import ConfigError, LockHeld, OutputFailed
 from batchrun._items import ItemGate
@@ -31,7 +32,16 @@ from batchrun._ungraded import kept_verdicts
 from batchrun._verdict import decide
 from batchrun.simulator import Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, call_cli, judged_small_job, read_rows, write_job
+from .conftest import (
+    FAKE_KEY,
+    SMALL_JOB,
+    FakeClock,
+    call_cli,
+    journaled_generations,
+    judged_small_job,
+    read_rows,
+    write_job,
+)
 
 
 def other_tasks() -> list[asyncio.Task[Any]]:
@@ -841,3 +851,29 @@ async def test_a_run_left_pending_in_this_process_is_named_as_such_by_the_next(s
     pending.cancel()
     with pytest.raises(asyncio.CancelledError):
         await pending
+
+
+async def test_the_public_reader_refuses_a_file_being_written_and_names_a_crashed_rows_prompt(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # break56 F2: batchrun.final_records read a run still writing its file, and made its rows in
+    # flight up as "crashed", of a prompt "" (as it did after a real kill -9): report said exit 8.
+    sim.config.faults = {"stall": 1.0}  # every request billed, its headers sent, then nothing: in flight
+    out = tmp_path / "o.jsonl"
+    job, options = load_job(write_job(tmp_path, SMALL_JOB)), RunOptions(FAKE_KEY, sim.base_url, output=out)
+    started = asyncio.Event()
+    running = asyncio.ensure_future(run_job(job, options, on_start=lambda _rows: started.set()))
+    await asyncio.wait_for(started.wait(), 30)
+    while journaled_generations(out) < 4:  # four rows in flight, their attempts journaled
+        await asyncio.sleep(0.005)
+    with pytest.raises(LockHeld, match=r"o\.jsonl is held by another batchrun .*: read it once it has ended"):
+        batchrun.final_records(out)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    out.write_bytes(b"")  # as a kill -9 before any record: only the journal of the attempts sent
+    with pytest.warns(UserWarning, match=r"4 row\(s\) had attempts in flight"):
+        rows = list(batchrun.final_records(out))
+    crashed = [r for r in rows if r["reason"] == "crashed"]
+    expected = {(r.id, r.prompt_id, r.repeat) for r in matrix_requests(job)}
+    assert len(crashed) == 4 and {(r["id"], r["prompt_id"], r["repeat"]) for r in crashed} <= expected
