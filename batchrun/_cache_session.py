@@ -81,6 +81,7 @@ def hit_fields(answer: CachedAnswer) -> dict[str, Any]:
     return {
         "response_model": answer.response_model,
         "provider": answer.provider,
+        "service_tier": None,  # the README's null for a hit, not a field left out (break56 F6)
         "generation_id": answer.generation_id,
         "content": answer.content,
         "tool_calls": list(answer.tool_calls) or None,

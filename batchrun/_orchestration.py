@@ -334,7 +334,7 @@ async def _locked_run(
             output=str(output),
             stop=outcome.stop,
             stop_message=outcome.stop_message,
-            estimate_usd=round(min(estimated.total_worst, MAX_USD), 8) if models else None,  # as money is read
+            estimate_usd=round(float(min(estimated.total_worst, MAX_USD)), 8) if models else None,  # as money is read
             estimate_unknown=sorted(estimated.unknown_price),  # models whose worst case is not in it
             budget_usd=None if budget is None else round(budget, 8),
             # After the wind-down, what lookups learnt replaced held worst cases (verify25 N3: 10-20x).

@@ -38,7 +38,7 @@ class RowCharges:
         """The row's cost, or None when any part is unknown (never shown as $0)."""
         if any(p.cost is None for p in self.parts):
             return None
-        return sum(p.cost for p in self.parts if p.cost is not None)
+        return sum((p.cost for p in self.parts if p.cost is not None), 0.0)
 
     @property
     def charged(self) -> float | None:
@@ -47,7 +47,7 @@ class RowCharges:
         cost = self.cost
         if cost is None:
             return None
-        return cost + sum(p.upstream_inference_cost or 0.0 for p in self.parts if p.is_byok)
+        return cost + sum((p.upstream_inference_cost or 0.0 for p in self.parts if p.is_byok), 0.0)
 
     @property
     def status(self) -> str | None:
@@ -64,14 +64,14 @@ class RowCharges:
         parts plus the worst case held for each unknown one. None once the cost is known."""
         if self.status != "unknown":
             return None
-        return sum(p.cost if p.cost is not None else p.held for p in self.parts)
+        return sum((p.cost if p.cost is not None else p.held for p in self.parts), 0.0)
 
     @property
     def known(self) -> float | None:
         """While the cost is unknown, its known parts (a lower bound, break-14c m5); None once known."""
         if self.status != "unknown":
             return None
-        return sum(p.cost for p in self.parts if p.cost is not None)
+        return sum((p.cost for p in self.parts if p.cost is not None), 0.0)
 
     def fields(self) -> dict[str, Any]:
         """Record fields for this row's cost; the parts count as recorded from here on."""

@@ -25,6 +25,7 @@ from .conftest import (
     call_cli,
     child_env,
     cli,
+    judged_small_job,
     read_rows,
     start,
     wait_for_lines,
@@ -66,6 +67,23 @@ def test_a_second_identical_run_sends_nothing_and_reproduces_every_row(tmp_path:
     assert summary["cache"] == {"hits": 20, "misses": 0, "saved_usd": round(spent, 8)}
     assert summary["total"]["cost_usd"] == 0 and summary["spent_usd"] == 0
     assert f"cache: 20 hit(s), 0 miss(es), ${spent:.6f} saved" in text
+
+
+MONEY = ("cost", "spent", "cost_held", "cost_known", "judge_cost", "judge_cost_known", "cost_saved")
+
+
+def test_a_hit_and_a_fresh_row_have_one_shape(tmp_path: Path, sim: Simulator) -> None:
+    # break56 F6: a hit had no service_tier (the README: null for a hit); a fully cached graded
+    # row's judge_cost was the integer 0, a float everywhere else: typed readers split the column.
+    job, cache = write_job(tmp_path, judged_small_job()), tmp_path / "cache"
+    for out in ("a.jsonl", "b.jsonl"):
+        assert run(job, sim, tmp_path / out, cache, "-q")[0] == ExitCode.OK
+    fresh, hits = read_rows(tmp_path / "a.jsonl"), read_rows(tmp_path / "b.jsonl")
+    of_hits = {r["id"]: set(r) - {"cost_saved", "cost_saved_status", "generated_at"} for r in hits}
+    assert all(r["cached"] for r in hits) and {r["id"]: set(r) for r in fresh} == of_hits
+    assert all(r["service_tier"] is None for r in hits)
+    for row in fresh + hits:
+        assert all(row.get(name) is None or type(row[name]) is float for name in MONEY), row
 
 
 def test_report_job_grades_a_hit_on_what_its_answer_first_cost(tmp_path: Path, sim: Simulator) -> None:
