@@ -51,6 +51,7 @@ from ._settings import RunSettings
 from ._status import StopReason
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
+from ._verdict import ExitCode, decide
 from ._worker_pool import PoolOutcome, Runner, run_config
 
 
@@ -59,6 +60,12 @@ class RunReport:
     output: Path
     summary: Summary
     outcome: PoolOutcome  # rows kept by a resume and completeness are in `summary`
+    settings: RunSettings  # the run's settings, as its verdict reads them
+
+    def verdict(self, pass_threshold: float | None = None, thresholds: bool = True) -> tuple[ExitCode, list[str]]:
+        """The exit code the CLI gives this run (README "Exit codes") and why: a library caller had
+        to rebuild it (break56 F7). `pass_threshold`, `thresholds`: `--pass-threshold`, `--no-thresholds`."""
+        return decide(self.summary, self.settings, pass_threshold, run=True, thresholds=thresholds)
 
 
 async def run_job(
@@ -385,7 +392,7 @@ async def _locked_run(
                 data.update({"stop": StopReason.IO, "stop_message": message, "complete": False})
             else:
                 notice(f"warning: {message}")
-        return RunReport(output, data, outcome)
+        return RunReport(output, data, outcome, settings)
     finally:
         # The journal goes only once the summary holds the key gap it carries: deleted before
         # the end-of-run lookups and /key read, a kill -9 there lost the gap, and the resume

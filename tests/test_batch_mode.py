@@ -76,7 +76,8 @@ def batch_job(path: Path, **run: Any) -> Job:
 
 
 def code_of(report: RunReport, job: Job) -> ExitCode:
-    return decide(report.summary, job.run)[0]
+    assert report.verdict()[0] == decide(report.summary, job.run)[0]  # the job's settings, as the run read them
+    return report.verdict()[0]
 
 
 async def test_example_job_in_batch_mode_matches_sync_at_half_the_cost(

@@ -877,3 +877,22 @@ async def test_the_public_reader_refuses_a_file_being_written_and_names_a_crashe
     crashed = [r for r in rows if r["reason"] == "crashed"]
     expected = {(r.id, r.prompt_id, r.repeat) for r in matrix_requests(job)}
     assert len(crashed) == 4 and {(r["id"], r["prompt_id"], r["repeat"]) for r in crashed} <= expected
+
+
+def test_a_library_run_says_the_exit_code_the_cli_gives_it(sim: Simulator, tmp_path: Path, api_key_env: None) -> None:
+    # break56 F7: nothing public turned a run's report into the CLI's exit code: a library caller
+    # gating CI had to rebuild the verdict (errors, undecided rows, stops, spend, thresholds).
+    passing = load_job(write_job(tmp_path, SMALL_JOB))
+    report = asyncio.run(run_job(passing, RunOptions(FAKE_KEY, sim.base_url, output=tmp_path / "a.jsonl")))
+    assert report.verdict() == (ExitCode.OK, [])
+    failing = load_job(
+        write_job(tmp_path, SMALL_JOB.replace('{contains: "{{expect}}"}', '{contains: "zzz"}'), "f.yaml")
+    )
+    report = asyncio.run(run_job(failing, RunOptions(FAKE_KEY, sim.base_url, output=tmp_path / "b.jsonl")))
+    assert report.verdict() == (ExitCode.OK, [])  # no threshold: a failed check alone fails no gate
+    code, reasons = report.verdict(pass_threshold=0.9)
+    assert code == ExitCode.QUALITY and reasons and report.verdict(0.9, thresholds=False)[0] == ExitCode.OK
+    out = tmp_path / "c.jsonl"
+    argv = (tmp_path / "f.yaml", "--base-url", sim.base_url, "-o", out, "-q", "--pass-threshold", "0.9")
+    cli_code, _, err = call_cli(*argv)
+    assert cli_code == code, err

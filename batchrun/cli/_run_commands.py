@@ -79,7 +79,6 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
     from .._orchestration import run_job
     from .._progress import Progress
     from .._summary_text import render_markdown, render_text
-    from .._verdict import decide
 
     if args.retry_errors and not args.resume:
         raise ConfigError("--retry-errors continues a run: use it with --resume")
@@ -139,7 +138,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
 
     report = run_loop(with_simulator(args, body))
     signals.finished = True
-    code, reasons = decide(report.summary, settings, args.pass_threshold, run=True, thresholds=not args.no_thresholds)
+    code, reasons = report.verdict(args.pass_threshold, thresholds=not args.no_thresholds)
     text = render_text(report.summary)
     if code == ExitCode.OK or (code == ExitCode.SUBMITTED and args.quiet):
         # "Submitted, collect later" is the expected end of a batch submission tick: nothing is wrong.
