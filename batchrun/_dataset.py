@@ -26,8 +26,9 @@ import os
 import sys
 import tempfile
 import unicodedata
+import weakref
 from array import array
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,7 +39,6 @@ from ._files import open_regular
 from ._jobfile import key_like_strings, unusable_number
 from ._judge import check_kinds
 from ._scrub import KEY_LIKE
-from ._template import names_in, render_nested
 
 MAX_LINE_BYTES = 16 << 20
 
@@ -154,22 +154,6 @@ def _key_like(row: dict[str, Any]) -> str | None:
     return None
 
 
-def keyed_checks(checks: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The templated checks a row's value could complete into key-like text (`sk-or-v1-{{h}}`:
-    neither part looks like a key until filled in; a failing check's reason carried it into the
-    results: verify47 N5). Found once: rendering every check for every row cost 1.4 s a 100,000."""
-    return [check for check in checks if "sk" in json.dumps(check) and names_in([check])]
-
-
-def filled_key_problem(keyed: list[dict[str, Any]], row: dict[str, Any]) -> str | None:
-    """A check (of `keyed`, or the row's own) that this row fills in with key-like text."""
-    own = row.get("checks")
-    for check in [*keyed, *(own if isinstance(own, list) else [])]:
-        if names_in([check]) <= row.keys() and KEY_LIKE.search(json.dumps(render_nested(check, row))):
-            return f"a check, filled in from this row, holds text that looks like an OpenRouter API key: {ADVICE}"
-    return None
-
-
 class Snapshot:
     """A private copy of a dataset file, made by its first whole read; shared by the prompts
     that name the same file, so they see one version of it."""
@@ -212,6 +196,15 @@ class Snapshot:
                     copy.close()
                 raise
         self._copy = copy
+        # Closed when the snapshot goes, or by Job.close: a job dropped unclosed was a
+        # ResourceWarning, -W error's failure (break56 F8).
+        weakref.finalize(self, copy.close)
+
+    def close(self) -> None:
+        """Let the copy go (a later read copies the file again)."""
+        copy, self._copy = self._copy, None
+        if copy is not None:
+            copy.close()
 
 
 def _pread_lines(fd: int, limit: int) -> Iterator[bytes]:

@@ -7,16 +7,16 @@ all that is wrong with a file, each at file:line:column with its JSON path.
 from __future__ import annotations
 
 import functools
+import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from ._checks import check_problems, resolve_files, row_check_problem
-from ._dataset import REPEAT_HINT, DatasetFile, Snapshot, filled_key_problem, keyed_checks, row_key, unnamed
-from ._exceptions import JobError, Problem
+from ._checks import check_problems, resolve_files
+from ._dataset import REPEAT_HINT, DatasetFile, Snapshot, row_key
+from ._exceptions import ConfigError, JobError, Problem
 from ._files import file_identity, read_regular_text
 from ._formats import short
 from ._job_fingerprint import job_fingerprint
@@ -25,10 +25,11 @@ from ._jobfile import JsonPath, job_schema, key_like_strings, text_keys, value_p
 from ._judge import GraderSettings, check_kinds
 from ._judge import template_problems as grader_template_problems
 from ._parts import non_text_part
+from ._row_checker import row_checker
 from ._schema_messages import schema_message
 from ._scrub import hide_keys
 from ._settings import Endpoint, RunSettings, run_settings
-from ._template import names_in, template_problems
+from ._template import names_in
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ class Job:
     run: RunSettings
     fingerprint: str  # of everything that shapes the requests; shards of one job share it
     judge: GraderSettings = field(default_factory=GraderSettings)  # the grader of judge checks
+
+    def close(self) -> None:
+        """Let its datasets' private copies go (one open file each); a later run reads them again."""
+        for rows in {id(p.rows): p.rows for p in self.prompts if isinstance(p.rows, DatasetFile)}.values():
+            rows.snapshot.close()
 
 
 @functools.cache
@@ -115,65 +121,6 @@ def _prompt_messages(prompt: dict[str, Any], defaults: dict[str, Any]) -> tuple[
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": prompt["text"]})
     return tuple(messages)
-
-
-def _row_checker(
-    needed: set[str], base_dir: Path, checks: tuple[dict[str, Any], ...] = (), graded: bool = True
-) -> Callable[[dict[str, Any]], str | None]:
-    """What is wrong with one row of variables: a variable the prompt needs, a value that is
-    not a scalar, a templated check that comes out empty, or its own checks (`graded`: the job
-    names a grader, so a judge check may go without one)."""
-    validator = None
-    keyed = keyed_checks(checks)
-
-    def check_row(row: dict[str, Any]) -> str | None:
-        nonlocal validator
-        missing = needed - row.keys()
-        if missing:
-            return f"row lacks variable(s) {', '.join(sorted(missing))} used by the prompt"
-        if (filled := filled_key_problem(keyed, row)) is not None:
-            return filled
-        for name, value in row.items():
-            if unnamed(name):
-                return "a variable with no name (an empty key, or only invisible characters): name it, or leave it out"
-            if name != "checks" and isinstance(value, (dict, list)):
-                kind = "an object" if isinstance(value, dict) else "a list"
-                return f"variable {name!r} is {kind}: values are strings, numbers, booleans or null"
-        if "checks" not in row:
-            return row_check_problem(list(checks), row)  # `icontains: ""` passes
-        if isinstance(row["checks"], str):  # a CSV column named so
-            return (
-                f"checks is {short(row['checks'])!r}: a row's `checks` is its own list of checks "
-                "(a JSONL dataset's); name the variable otherwise"
-            )
-        from jsonschema import Draft202012Validator
-        from jsonschema.exceptions import best_match
-
-        if validator is None:
-            validator = Draft202012Validator({"$ref": "#/$defs/checks", "$defs": job_schema()["$defs"]})
-        error = best_match(validator.iter_errors(row["checks"]))
-        if error is not None:
-            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-            return f"checks{where}: {schema_message(error, ['checks', *error.absolute_path]) or error.message}"
-        # The row's own checks once their shape is known: `"checks": ["x"]` was a traceback
-        # here, exit 1, in every command (break34 M1).
-        problem = row_check_problem([*checks, *row["checks"]], row)
-        if problem is not None:
-            return problem
-        for check in row["checks"]:
-            for message in check_problems(check, base_dir):
-                return f"checks: {message}"
-            if "judge" in check and "grader" not in check and not graded:
-                # As a prompt's is: every row was undecided, exit 1 (verify34 N6).
-                return "checks: a judge check needs a grader: set judge.model or the check's grader"
-        for place, message in template_problems(row["checks"], ("checks",)):
-            return f"{format_path(place)[2:]}: {message}"
-        unknown = names_in(row["checks"]) - row.keys()
-        if unknown:
-            return f"the row's checks use variable(s) {', '.join(sorted(unknown))} the row lacks"
-        return None
-
-    return check_row
 
 
 def _batch_problems(source: JobSource) -> list[Problem]:
@@ -252,7 +199,7 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
             rows = prompt["vars"]
             if not rows:
                 problems.append(source.problem(where + ("vars",), "vars is empty: the matrix is empty"))
-            check_row = _row_checker(needed, base_dir, checks, graded)
+            check_row = row_checker(needed, base_dir, checks, graded)
             seen: dict[bytes, int] = {}
             for k, row in enumerate(rows):
                 problem = check_row(row)
@@ -268,7 +215,7 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
             shown = prompt.get("dataset", data.get("dataset"))
             file = base_dir / shown
             rows = DatasetFile(file, shown, snapshots.setdefault(file_identity(file), Snapshot(file)))
-            problems += rows.check(_row_checker(needed, base_dir, checks, graded), source.file, format_path(key_path))
+            problems += rows.check(row_checker(needed, base_dir, checks, graded), source.file, format_path(key_path))
             if problems and problems[-1].line is None and problems[-1].file == source.file:
                 problems[-1] = source.problem(key_path, problems[-1].message)
         else:
@@ -369,6 +316,8 @@ def _grading_problems(source: JobSource, base_dir: Path, prompts: list[PromptSpe
 
 def load_job(path: str | Path) -> Job:
     """Parse and validate a job file, raising JobError with every problem found."""
+    if not isinstance(path, (str, os.PathLike)) or "\0" in str(path):  # a TypeError, a ValueError (break56 F8)
+        raise ConfigError(f"load_job takes the job file's path (a str or a Path without NUL), not {short(repr(path))}")
     path = Path(path)
     source, problems = parse_job_source(path)
     if source is None:

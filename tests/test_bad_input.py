@@ -8,12 +8,14 @@ One table per kind of input: job files, datasets, options and the environment.
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import os
 import re
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -1106,6 +1108,38 @@ def test_a_shard_the_cli_would_refuse_is_a_config_error_for_a_library_caller(sha
 def test_run_options_the_cli_would_refuse_are_a_config_error(options: dict[str, Any], said: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(said)):
         RunOptions(api_key=None, **options)
+
+
+@pytest.mark.parametrize("given", [b"job.yaml", {"name": "x"}, None, Path("job\0.yaml")])
+def test_load_job_takes_a_path_and_says_so_for_anything_else(given: Any) -> None:
+    # break56 F8: a TypeError or a ValueError, outside batchrun's one exception tree.
+    with pytest.raises(ConfigError, match=r"load_job takes the job file's path"):
+        load_job(given)
+
+
+def test_a_job_closes_its_datasets_copies_and_one_dropped_warns_of_nothing(tmp_path: Path) -> None:
+    # break56 F8: each loaded job kept its dataset's private copy open with no way to close it,
+    # and one dropped was a ResourceWarning (a suite under -W error failed).
+    (tmp_path / "d.jsonl").write_text('{"country": "France", "expect": "Paris"}\n')
+    path = write_job(tmp_path, DATASET_JOB.replace("DATA", "d.jsonl"))
+
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_files()
+    jobs = [load_job(path) for _ in range(5)]
+    assert open_files() == before + 5
+    for job in jobs:
+        job.close()
+        job.close()  # twice is harmless
+    assert open_files() == before
+    assert len(list(matrix_requests(jobs[0]))) == 1  # read again after close
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        job = load_job(path)
+        del job, jobs
+        gc.collect()
+    assert open_files() == before
 
 
 @pytest.mark.parametrize("where", ["under a file", "a name too long", "in /proc"])

@@ -1,0 +1,92 @@
+"""What is wrong with one row of variables, a prompt's or a dataset's (validate's view of it)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ._checks import check_problems, row_check_problem
+from ._dataset import ADVICE, unnamed
+from ._formats import short
+from ._job_source import format_path
+from ._jobfile import job_schema
+from ._schema_messages import schema_message
+from ._scrub import KEY_LIKE
+from ._template import names_in, render_nested, template_problems
+
+
+def keyed_checks(checks: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The templated checks a row's value could complete into key-like text (`sk-or-v1-{{h}}`:
+    neither part looks like a key until filled in; a failing check's reason carried it into the
+    results: verify47 N5). Found once: rendering every check for every row cost 1.4 s a 100,000."""
+    return [check for check in checks if "sk" in json.dumps(check) and names_in([check])]
+
+
+def filled_key_problem(keyed: list[dict[str, Any]], row: dict[str, Any]) -> str | None:
+    """A check (of `keyed`, or the row's own) that this row fills in with key-like text."""
+    own = row.get("checks")
+    for check in [*keyed, *(own if isinstance(own, list) else [])]:
+        if names_in([check]) <= row.keys() and KEY_LIKE.search(json.dumps(render_nested(check, row))):
+            return f"a check, filled in from this row, holds text that looks like an OpenRouter API key: {ADVICE}"
+    return None
+
+
+def row_checker(
+    needed: set[str], base_dir: Path, checks: tuple[dict[str, Any], ...] = (), graded: bool = True
+) -> Callable[[dict[str, Any]], str | None]:
+    """What is wrong with one row of variables: a variable the prompt needs, a value that is
+    not a scalar, a templated check that comes out empty, or its own checks (`graded`: the job
+    names a grader, so a judge check may go without one)."""
+    validator = None
+    keyed = keyed_checks(checks)
+
+    def check_row(row: dict[str, Any]) -> str | None:
+        nonlocal validator
+        missing = needed - row.keys()
+        if missing:
+            return f"row lacks variable(s) {', '.join(sorted(missing))} used by the prompt"
+        if (filled := filled_key_problem(keyed, row)) is not None:
+            return filled
+        for name, value in row.items():
+            if unnamed(name):
+                return "a variable with no name (an empty key, or only invisible characters): name it, or leave it out"
+            if name != "checks" and isinstance(value, (dict, list)):
+                kind = "an object" if isinstance(value, dict) else "a list"
+                return f"variable {name!r} is {kind}: values are strings, numbers, booleans or null"
+        if "checks" not in row:
+            return row_check_problem(list(checks), row)  # `icontains: ""` passes
+        if isinstance(row["checks"], str):  # a CSV column named so
+            return (
+                f"checks is {short(row['checks'])!r}: a row's `checks` is its own list of checks "
+                "(a JSONL dataset's); name the variable otherwise"
+            )
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import best_match
+
+        if validator is None:
+            validator = Draft202012Validator({"$ref": "#/$defs/checks", "$defs": job_schema()["$defs"]})
+        error = best_match(validator.iter_errors(row["checks"]))
+        if error is not None:
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+            return f"checks{where}: {schema_message(error, ['checks', *error.absolute_path]) or error.message}"
+        # The row's own checks once their shape is known: `"checks": ["x"]` was a traceback
+        # here, exit 1, in every command (break34 M1).
+        problem = row_check_problem([*checks, *row["checks"]], row)
+        if problem is not None:
+            return problem
+        for check in row["checks"]:
+            for message in check_problems(check, base_dir):
+                return f"checks: {message}"
+            if "judge" in check and "grader" not in check and not graded:
+                # As a prompt's is: every row was undecided, exit 1 (verify34 N6).
+                return "checks: a judge check needs a grader: set judge.model or the check's grader"
+        for place, message in template_problems(row["checks"], ("checks",)):
+            return f"{format_path(place)[2:]}: {message}"
+        unknown = names_in(row["checks"]) - row.keys()
+        if unknown:
+            return f"the row's checks use variable(s) {', '.join(sorted(unknown))} the row lacks"
+        return None
+
+    return check_row
