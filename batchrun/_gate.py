@@ -143,12 +143,15 @@ def shard_layout(
     from the summaries their runs wrote.
 
     Without summaries (or with ones that do not agree) completeness cannot be shown, so
-    the merge is not complete: `merge --job` compares with the matrix itself.
+    the merge is not complete: `merge --job` compares with the matrix itself. A whole run (or a
+    merged file) among them holds every shard's rows: its rows, not a shard count, say whether
+    any is missing (a month of a whole night and a sharded one "disagreed": verify58 F4).
     """
     parts: dict[int, Path] = {}
     twice: list[str] = []
     counts: set[int] = set()
     matrix: set[int] = set()
+    wholes = 0
     for shard in shards:
         try:
             summary = json.loads(read_regular_text(summary_path(shard)))
@@ -160,11 +163,14 @@ def shard_layout(
             # and Infinity rows an OverflowError).
             if not (1 <= part <= count) or not (isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0):
                 raise ValueError("not a shard summary")
+            matrix.add(rows)
+            if count == 1:
+                wholes += 1
+                continue
             if part in parts:  # two files claim one shard (verify21 V12): said, not "missing"
                 twice.append(f"{parts[part]} and {shard} both say they are shard {part}/{count}")
             parts[part] = shard
             counts.add(count)
-            matrix.add(rows)
         except (OSError, ValueError, KeyError, TypeError):
             return (
                 False,
@@ -174,12 +180,13 @@ def shard_layout(
                 ],
                 None,
             )
-    if len(counts) != 1 or len(matrix) != 1:
+    if len(counts) > 1 or len(matrix) != 1:
         why = "the shards' summaries disagree on the shard count or the matrix size (give --job JOB.yaml)"
         return False, [why], None
-    (count,), (expected,) = counts, matrix
+    (expected,) = matrix
     out = twice
-    missing = count - len(parts)
+    count = next(iter(counts), 1)
+    missing = 0 if wholes else count - len(parts)
     if missing:
         # The first few by number, however many shards the summaries claim.
         first = list(itertools.islice((k for k in range(1, count + 1) if k not in parts), 10))

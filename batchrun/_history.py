@@ -27,7 +27,7 @@ from ._formats import md_text, ms, one_line, pct, utc_seconds
 from ._history_files import one_job, runs_in
 from ._lock import finished
 from ._reader import Warn
-from ._report_data import file_key_gap
+from ._report_data import file_key_gap, shard_of
 from ._results import final_records
 from ._stats import wilson_interval
 from ._summary import SummaryBuilder
@@ -123,6 +123,7 @@ def _run_entry(run: Run) -> dict[str, Any]:
         "start": run.start,
         "file": str(run.path),
         "job_fingerprint": run.summary["job_fingerprint"],
+        "shard": shard_of(run.path),
         "rows": total["rows"],
         "ok": total["ok"],
         "error": total["error"],
@@ -250,7 +251,15 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
     loaded.sort(key=lambda run: (run.start, str(run.path)))
     runs = [_run_entry(run) for run in loaded]
     _tell_apart(runs)
-    markers = [m for a, b in zip(runs, runs[1:], strict=False) for m in change_markers(a, b)]
+    # Each run against the last one of its kind: a shard's rows are not the whole job's, nor another
+    # shard's ("pass rate fell 50% → 25%" was a shard read against the whole night before it:
+    # verify58 F5).
+    last: dict[str | None, dict[str, Any]] = {}
+    markers = []
+    for run in runs:
+        if (before := last.get(run["shard"])) is not None:
+            markers += change_markers(before, run)
+        last[run["shard"]] = run
     return {
         "job": next(iter(jobs), None),
         "runs": runs,

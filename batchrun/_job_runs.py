@@ -15,7 +15,7 @@ from ._formats import utc
 from ._journal_file import JOURNAL_SUFFIX, journal_header
 from ._output_paths import job_folder, summary_path
 from ._report_data import is_shard_file, read_run_summary
-from ._results import first_record, results_job
+from ._results import first_record
 
 
 def results_files(folder: Path, ordered: bool = True) -> list[Path]:
@@ -76,13 +76,15 @@ def _holds_results_of(path: Path, job_name: str, shard: str | None) -> bool:
     # first record left an empty file and its journal, whose header names the job and shard
     # (break35 M2: passed over, an older run was resumed, and the attempts in flight never counted).
     try:
-        owner = results_job(path)
+        record = first_record(path)
     except (OSError, ResultsError):
         return False
-    if owner is None:
+    if record is None:
         header = journal_header(path)
         return header is not None and header["job"] == job_name and header.get("shard") == shard
-    return owner == job_name
+    # A killed shard has records and no summary: each record names its shard. Shards side by side
+    # in one folder, another shard's was resumed, and refused (exit 2) at every tick (verify58 F3).
+    return record.get("job") == job_name and record.get("shard") == shard
 
 
 def folder_runs(folder: Path) -> list[Path]:

@@ -177,14 +177,19 @@ def summary_doubts(results: Path) -> list[str]:
     return []
 
 
-def is_shard_file(results: Path) -> bool:
-    """Whether `results` is one shard's run (`--shard K/N`): its summary says so, or, for a shard
-    killed before its summary, its first record (every record of a shard names it)."""
-    if read_run_summary(results).get("shard"):
-        return True
+def shard_of(results: Path) -> str | None:
+    """The shard ("K/N") whose run `results` is: its summary says so, or, for a shard killed
+    before its summary, its first record (every record of a shard names it); None for a whole run."""
+    if shard := read_run_summary(results).get("shard"):
+        return str(shard)
     with contextlib.suppress(OSError, ResultsError):
-        return bool((first_record(results) or {}).get("shard"))
-    return False
+        shard = (first_record(results) or {}).get("shard")
+        return shard if isinstance(shard, str) and shard else None
+    return None
+
+
+def is_shard_file(results: Path) -> bool:
+    return shard_of(results) is not None
 
 
 def _as_written(data: dict[str, Any]) -> dict[str, Any]:

@@ -53,20 +53,27 @@ class stop_when_exhausted(stop_base):
     """Out of attempts, out of elapsed time, or the server asked for a wait above the cap
     or past the run's deadline (`time_left`: seconds until it, None without one)."""
 
-    def __init__(self, policy: RetryPolicy, time_left: Callable[[], float | None] | None = None) -> None:
+    def __init__(
+        self, policy: RetryPolicy, time_left: Callable[[], float | None] | None = None, log: AttemptLog | None = None
+    ) -> None:
         self.policy = policy
         self.time_left = time_left
+        self.log = log  # told when the deadline alone ended the retries
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         policy = self.policy
         upcoming = retry_state.upcoming_sleep
         left = self.time_left() if self.time_left is not None else None
-        return (
+        exhausted = (
             retry_state.attempt_number >= policy.max_attempts
             or upcoming > policy.max_wait_s
             or retry_state.idle_for + upcoming > policy.max_elapsed_s
-            or (left is not None and upcoming > left)
         )
+        if not exhausted and left is not None and upcoming > left:
+            if self.log is not None:
+                self.log.cut_by_deadline = True
+            return True
+        return exhausted
 
 
 @dataclass
@@ -75,6 +82,9 @@ class AttemptLog:
 
     attempts: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
+    # The retries ended only because the next wait would pass the run's deadline: the stop, not
+    # the row, ended them (a final error that the resume exit 6 asks for never ran: verify58 F2).
+    cut_by_deadline: bool = False
 
     def record(self, failure: RequestFailed, wait: float | None) -> None:
         self.failures.append(
@@ -130,7 +140,7 @@ async def call_with_retries(
             raise
 
     retrying = AsyncRetrying(
-        stop=stop_when_exhausted(policy, time_left),
+        stop=stop_when_exhausted(policy, time_left, log),
         wait=wait_server_hint(
             wait_random_exponential(multiplier=policy.backoff_base_s, max=policy.backoff_max_s), policy.max_wait_s
         ),

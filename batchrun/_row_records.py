@@ -115,7 +115,7 @@ class RowRecords:
             error["error_type"] = failure.error_type
         if failure.availability_code:
             error["availability_code"] = failure.availability_code
-        status, reason = self.stops.react(request, failure, too_long, attempts=log.attempts)
+        status, reason = self.stops.react(request, failure, too_long, log.attempts, log.cut_by_deadline)
         skipped = status == Status.SKIPPED
         return self.make(
             request,

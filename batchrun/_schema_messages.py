@@ -40,6 +40,11 @@ def schema_message(error: Any, path: Sequence[Any]) -> str | None:
         first, second = value["required"]
         among = " (a prompt given as messages has its system message among them)" if first == "system" else ""
         return f"give {first} or {second}, not both{among}"
+    if error.validator == "maxLength" and path and path[-1] in HEADER_FIELDS and isinstance(error.instance, str):
+        return (
+            f"{len(error.instance):,} characters: it is sent as the {HEADER_FIELDS[path[-1]]} header, which "
+            f"servers refuse past a size: at most {value:,}"
+        )
     # The schema says it as "no character outside printable ASCII": a pattern's `$` passes a final newline.
     if error.validator == "not" and path and path[-1] in HEADER_FIELDS and isinstance(error.instance, str):
         return (

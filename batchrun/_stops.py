@@ -141,14 +141,20 @@ class Stops:
         return reason
 
     def react(
-        self, request: Request, failure: RequestFailed, too_long: str | None, attempts: int | None = None
+        self,
+        request: Request,
+        failure: RequestFailed,
+        too_long: str | None,
+        attempts: int | None = None,
+        cut_by_deadline: bool = False,
     ) -> tuple[Status, str]:
         """What a final failure stops, as (status, reason) for its record. A refused key and
         an empty purse stop the run; a model-wide condition stops the model; a platform
         limit past the wait cap stops its scope until the reset. Rows that never got an
         answer are `skipped` (a resume runs them again), as is one whose retries a stop cut
-        (`attempts` made, fewer than the policy's): an attempt timed out in the deadline's grace
-        was a final error, which the resume exit 6 asks for never ran again (break55 F2)."""
+        (`attempts` made, fewer than the policy's), or whose next wait would pass the deadline
+        (`cut_by_deadline`): an attempt timed out in the deadline's grace was a final error, which
+        the resume exit 6 asks for never ran again (break55 F2, verify58 F2)."""
         status, reason = Status.ERROR, failure.kind
         if isinstance(failure, AuthFailed):
             self.request(StopReason.AUTH, f"the API key was refused: {failure.message}")
@@ -168,7 +174,12 @@ class Stops:
             # each told the same (break45 F3: 40 rows in 78 s, a day for 1,000). Its scope waits
             # the server's time; its rows are skipped now, for a resume.
             status, reason = Status.SKIPPED, self._block_scope(request, failure.retry_after, failure.kind)
-        elif failure.retryable and attempts is not None and attempts < self.policy.max_attempts and self.stopping():
+        elif (
+            failure.retryable
+            and attempts is not None
+            and attempts < self.policy.max_attempts
+            and (self.stopping() or cut_by_deadline)
+        ):
             status, reason = Status.SKIPPED, self.reason or StopReason.DEADLINE
         if self.model_stop(request.model) is not None:
             for refused in self.on_model_stop:

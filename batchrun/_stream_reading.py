@@ -98,7 +98,8 @@ def _read_tool_deltas(deltas: list[Any], reading: Reading) -> None:
         if not isinstance(index, int) or isinstance(index, bool):
             continue
         call = reading.open_calls.get(index)
-        new_id = delta.get("id") if isinstance(delta.get("id"), str) else None
+        # An empty id is none: DashScope/Qwen adapters send "" on every continuation delta (verify58 F1).
+        new_id = delta.get("id") if isinstance(delta.get("id"), str) and delta.get("id") else None
         if call is None or (new_id is not None and call["id"] is not None and new_id != call["id"]):
             if len(reading.calls) >= MAX_TOOL_CALLS:
                 continue

@@ -448,6 +448,8 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT + 'endpoint: {app_title: "Évaluation"}\n',
         ["at $.endpoint.app_title it is sent as the X-Title header", "no accented"],
     ),
+    # verify58 F7: 9,000 characters passed validate, then every run was exit 1 (a header too long).
+    ("a title too long", ONE_PROMPT + f"endpoint: {{app_title: {'t' * 9000}}}\n", ["9,000 characters", "at most 256"]),
     (
         "a referer with a newline",
         ONE_PROMPT + 'endpoint: {app_url: "https://a.example/\\nX: 1"}\n',

@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from batchrun import CreditLedger, RateLimited, Rejected, Transient
+from batchrun import CreditLedger, RateLimited, Rejected, Transient, load_job, matrix_requests
 from batchrun._exceptions import RequestFailed
 from batchrun._ledger import BudgetExhausted
 from batchrun._retry import ACCOUNT_TIMEOUTS, AttemptLog, RetryPolicy, call_with_retries, retry_call
+from batchrun._status import Status, StopReason
+from batchrun._stops import Stops
 from batchrun._throttle import Throttle
 
 from .conftest import FakeClock
@@ -77,6 +81,35 @@ async def test_max_attempts_and_max_elapsed(clock: FakeClock) -> None:
             AttemptLog(),
         )
     assert clock.sleeps[-2:] == [4.0, 4.0] and sum(clock.sleeps[-2:]) <= 10 and calls[0] == 3
+
+
+async def test_retries_ended_by_the_deadline_alone_are_said_so(clock: FakeClock) -> None:
+    # verify58 F2: a row failing just before the deadline, its next backoff past it, was a final
+    # error (the resume exit 6 asks for never ran it again): the log says the deadline cut it.
+    policy = RetryPolicy(max_attempts=5, backoff_base_s=1.0, backoff_max_s=1.0, max_wait_s=1.0)
+    calls, attempt = failing(*[RateLimited("rate_limited", "x", 429, retry_after=0.8)] * 10)
+    log = AttemptLog()
+    with pytest.raises(RateLimited):
+        await call_with_retries(attempt, policy, clock.sleep, log, time_left=lambda: 0.5)
+    assert calls[0] == 1 and log.cut_by_deadline
+    # Out of attempts first: the row's own end, however near the deadline.
+    calls, attempt = failing(*[RateLimited("rate_limited", "x", 429, retry_after=0.8)] * 10)
+    log = AttemptLog()
+    with pytest.raises(RateLimited):
+        await call_with_retries(attempt, replace(policy, max_attempts=1), clock.sleep, log, time_left=lambda: 0.5)
+    assert calls[0] == 1 and not log.cut_by_deadline
+
+
+def test_a_row_whose_retries_a_stop_or_the_deadline_cut_is_skipped_for_the_resume(clock: FakeClock) -> None:
+    stops = Stops(clock, RetryPolicy(max_attempts=3), grace_s=10, deadline_given_s=None)
+    request = next(matrix_requests(load_job(Path(__file__).parents[1] / "jobs" / "eval.yaml")))
+    timeout = Transient("timeout", "slow")
+    assert stops.react(request, timeout, None, attempts=1) == (Status.ERROR, "timeout")
+    assert stops.react(request, timeout, None, attempts=1, cut_by_deadline=True) == (Status.SKIPPED, "deadline")
+    assert stops.react(request, timeout, None, attempts=3, cut_by_deadline=True) == (Status.ERROR, "timeout")
+    assert stops.react(request, Rejected("bad_request", "no", 400), None, 1, True) == (Status.ERROR, "bad_request")
+    stops.request(StopReason.INTERRUPTED)
+    assert stops.react(request, timeout, None, attempts=1) == (Status.SKIPPED, "interrupted")
 
 
 async def test_final_failures_are_not_retried(clock: FakeClock) -> None:

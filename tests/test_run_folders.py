@@ -242,6 +242,10 @@ def test_a_night_run_as_shards_stays_a_run_when_a_month_is_merged(in_tmp: Path) 
     last = night()
     code, _, err = call_cli("merge", FOLDER / "month.jsonl", first, *shards, last, "--job", "job.yaml")
     assert code == ExitCode.OK and "in more than one file" in err
+    # verify58 F4: without --job, whole runs and shards "disagreed on the shard count": exit 12.
+    code, _, err = call_cli("merge", "month2.jsonl", first, *shards, last, "-q")
+    assert code == ExitCode.OK, err
+    assert json.loads(Path("month2.summary.json").read_text())["matrix_rows"] == 20
     code, out, err = call_cli("history", FOLDER, "--json")
     assert code == ExitCode.OK, err
     runs = sorted(Path(run["file"]).name for run in json.loads(out)["runs"])
@@ -309,3 +313,38 @@ def test_shards_resumed_after_an_edit_merge_as_the_job_now_is(in_tmp: Path) -> N
     code, _, err = call_cli("merge", "mixed.jsonl", "new1.jsonl", "old2.jsonl", "-q")
     assert code == ExitCode.USAGE and "the files come from different versions of job small" in err
     assert "give --job JOB.yaml" in err and not Path("mixed.jsonl").exists()
+
+
+def test_a_killed_shard_is_resumed_by_its_own_shard_not_the_newest(in_tmp: Path) -> None:
+    # verify58 F3: shards side by side with default outputs, both killed: `--resume --shard 2/2`
+    # took shard 1's newer file (its records and no summary), and was refused, exit 2, every tick.
+    files = []
+    for shard in ("2/2", "1/2"):
+        before = set(FOLDER.glob("*.jsonl")) if FOLDER.is_dir() else set()
+        assert call_cli("job.yaml", "--simulate", "-q", "--shard", shard, "--no-thresholds")[0] == ExitCode.OK
+        [made] = set(FOLDER.glob("*.jsonl")) - before
+        files.append(killed(made))
+    for shard, file in zip(("2/2", "1/2"), files, strict=True):
+        code, _, err = call_cli("job.yaml", "--simulate", "--resume", "--shard", shard, "--no-thresholds")
+        assert (
+            code == ExitCode.OK and f"resuming {file}, the most recent incomplete run of small (shard {shard})" in err
+        )
+    assert call_cli("job.yaml", "--simulate", "--resume")[0] == ExitCode.USAGE  # no whole run to resume
+
+
+def test_history_compares_a_shard_only_with_the_same_shard_and_a_whole_run_with_a_whole_one(in_tmp: Path) -> None:
+    # verify58 F5: a night run as shards, kept as runs in a month's folder, was read against the
+    # whole night before it: "pass rate fell 50.0% → 25.0%" for a shard holding a quarter of the rows.
+    job = Path("job.yaml")
+    job.write_text(job.read_text().replace("{country: Italy, expect: Rome}", "{country: Italy, expect: Milan}"))
+    night()
+    sharded_night(("--simulate",), "n2")
+    job.write_text(job.read_text().replace("expect: Tokyo", "expect: Kyoto"))  # worse: a real fall
+    last = night()
+    code, out, err = call_cli("history", FOLDER, "--json")
+    assert code == ExitCode.OK, err
+    history = json.loads(out)
+    shards = {run["label"] for run in history["runs"] if run["shard"]}
+    assert len(shards) == 2 and not [m for m in history["markers"] if m["run"] in shards]
+    falls = [m for m in history["markers"] if m["kind"] == "failing"]
+    assert falls and {m["file"] for m in falls} == {str(last)}

@@ -339,6 +339,22 @@ async def test_parallel_tool_calls_streamed_at_one_index_stay_two_calls() -> Non
         ], index
 
 
+async def test_a_continuation_delta_with_an_empty_id_belongs_to_its_call() -> None:
+    # verify58 F1: DashScope/Qwen adapters repeat the id as "" on every continuation delta: each was
+    # read as another call, get_weather's arguments left empty beside a nameless call holding them.
+    def call(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": "gen-t", "choices": [{"delta": {"tool_calls": [delta]}, "finish_reason": finish}]}
+
+    events = (
+        call({"index": 0, "id": "call_1", "function": {"name": "get_weather", "arguments": ""}}),
+        call({"index": 0, "id": "", "function": {"arguments": '{"city":'}}),
+        call({"index": 0, "id": "", "function": {"arguments": '"Paris"}'}}, "tool_calls"),
+        b"[DONE]",
+    )
+    result = await _streamed(*events)
+    assert list(result.tool_calls or ()) == [{"id": "call_1", "name": "get_weather", "arguments": '{"city":"Paris"}'}]
+
+
 async def test_a_usage_without_a_cost_does_not_erase_the_cost_one_before_it_said() -> None:
     # break55 F5: the second usage chunk (tokens, no cost) replaced the first: the row's cost was
     # an estimate 73x low.
