@@ -72,7 +72,7 @@ def _table_rows(summary: Summary) -> tuple[list[str], list[list[str]]]:
     for name, g in [*summary["models"].items(), ("TOTAL", summary["total"])]:
         rows.append(
             [
-                name,
+                one_line(name),  # a results file's model id with a newline forged log lines (break59 F7)
                 str(g["ok"]),
                 str(g["error"]),
                 str(g["skipped"]),
@@ -99,7 +99,7 @@ def render_text(summary: Summary) -> str:
     if (by_prompt := _prompt_rates(summary)) is not None:
         lines.append(by_prompt)
     if summary["worst_prompts"]:
-        lines.append("worst prompts: " + ", ".join(summary["worst_prompts"]))
+        lines.append("worst prompts: " + ", ".join(map(one_line, summary["worst_prompts"])))
     for example in summary["failing_examples"]:
         where = f"{one_line(example['model'])} / {one_line(example['prompt_id'])} [{one_line(example['id'][:8])}]"
         lines.append(f"  failed {where}: {one_line(example['why'])}")
@@ -138,7 +138,9 @@ def render_text(summary: Summary) -> str:
 
 
 def _prompt_rates(summary: Summary) -> str | None:
-    rates = [f"{name} {_fmt_rate_ci(g)}" for name, g in summary["prompts"].items() if g["pass_rate"] is not None]
+    rates = [
+        f"{one_line(name)} {_fmt_rate_ci(g)}" for name, g in summary["prompts"].items() if g["pass_rate"] is not None
+    ]
     return "pass rate by prompt: " + ", ".join(rates) if rates else None
 
 
@@ -149,7 +151,7 @@ def _row_lines(summary: Summary) -> list[str]:
         # An error kind may be a server's availability code: one line (break53 F3).
         lines.append("errors: " + ", ".join(f"{one_line(k)} {v}" for k, v in sorted(summary["error_kinds"].items())))
     if summary["skip_reasons"]:
-        lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items())))
+        lines.append("skipped: " + ", ".join(f"{one_line(k)} {v}" for k, v in sorted(summary["skip_reasons"].items())))
     return lines
 
 

@@ -8,6 +8,8 @@ and JSON Schema's `pattern` (in json_schema and tool_call checks) both search th
 
 from __future__ import annotations
 
+import importlib
+import re
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
@@ -30,12 +32,52 @@ class PatternTimedOut(Exception):
 PatternError = regex.error  # a pattern that does not compile
 
 
+MAX_PATTERN_ITEMS = 100_000  # what a pattern's counted repeats may multiply out to
+
+
+def _expanded(items: Any, budget: int) -> int:
+    """How many items `items` (re's parse of a pattern) expands to, counted repeats multiplied
+    out, stopping once past `budget`."""
+    sre = importlib.import_module("re._constants")
+    total = 0
+    for op, arg in items:
+        if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
+            low, high, sub = arg
+            times = max(1, high if high != sre.MAXREPEAT else low)
+            total += times * _expanded(sub, budget // times + 1)
+        elif op == sre.SUBPATTERN:
+            total += _expanded(arg[-1], budget)
+        elif op == sre.BRANCH:
+            total += sum(_expanded(branch, budget) for branch in arg[1])
+        elif op in (sre.ASSERT, sre.ASSERT_NOT):
+            total += _expanded(arg[1], budget)
+        else:
+            total += 1
+        if total > budget:
+            break
+    return total
+
+
+def _too_large(pattern: str) -> bool:
+    """Whether the pattern's counted repeats multiply out past MAX_PATTERN_ITEMS: compiling
+    `((a{1000}){1000}){1000}` took all the machine's memory, a traceback at validate (break59 F3).
+    A pattern re cannot read (the regex module's own syntax) is left to compile."""
+    parser = importlib.import_module("re._parser")  # re's own reader of its syntax (no stubs)
+    try:
+        parsed = parser.parse(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return False
+    return _expanded(parsed.data, MAX_PATTERN_ITEMS) > MAX_PATTERN_ITEMS
+
+
 @lru_cache(maxsize=256)
 def compile_pattern(pattern: str, flags: str) -> regex.Pattern[str]:
     """The pattern as it will be searched (validation compiles it here too); PatternError."""
     bits = 0
     for letter in flags:
         bits |= _FLAG_BITS[letter]
+    if _too_large(pattern):
+        raise PatternError(f"its repeats multiply out past {MAX_PATTERN_ITEMS:,} items")
     return regex.compile(pattern, bits)
 
 

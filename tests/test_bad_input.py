@@ -96,7 +96,11 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
     ("100-deep nesting", "name: " + "[" * 100 + "]" * 100 + "\n", ["job.yaml:1:70:", "nested deeper than 64 levels"]),
     ("NUL byte", SMALL_JOB.encode().replace(b"small", b"sm\x00all"), ["job.yaml:1:", "a NUL byte"]),
     ("not UTF-8", SMALL_JOB.encode().replace(b"small", b"sm\xffall"), ["job.yaml:1:", "not UTF-8"]),
-    ("timeout .inf", _job_with(**{"timeout_s: 5": "timeout_s: .inf"}), ["job.yaml:", "$.run.timeout_s", "finite"]),
+    (  # break59 F6: the schema's maximum says it now, before the finite check
+        "timeout .inf",
+        _job_with(**{"timeout_s: 5": "timeout_s: .inf"}),
+        ["job.yaml:", "$.run.timeout_s inf is greater than the maximum of 3600"],
+    ),
     (  # break45 F1: parameters.mdx gives -100 to 100
         "logit_bias past -100",
         ONE_PROMPT + "    params: {logit_bias: {50256: -500}}\n",
@@ -120,7 +124,7 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
     (
         "connect timeout .inf",
         _job_with(**{"timeout_s: 5": "timeout_s: 5, connect_timeout_s: .inf"}),
-        ["$.run.connect_timeout_s", "finite"],
+        ["$.run.connect_timeout_s inf is greater than the maximum of 600"],
     ),
     ("budget .nan", _job_with(**{"timeout_s: 5": "timeout_s: 5, budget_usd: .nan"}), ["$.run.budget_usd", "finite"]),
     ("deadline .nan", _job_with(**{"timeout_s: 5": "timeout_s: 5, deadline_s: .nan"}), ["$.run.deadline_s", "finite"]),
@@ -429,6 +433,19 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         "a content part's type mistyped",
         ONE_PROMPT.replace('    text: "hi"\n', "    messages: [{role: user, content: [{type: txt, text: hi}]}]\n"),
         ["at $.prompts[0].messages[0].content[0] a content part's type is one of text, image_url, file, input_audio,"],
+    ),
+    # break59 F6: a job's grace of 100,000 s kept a run 11 minutes past --deadline and SIGTERM.
+    (
+        "a grace past ten minutes",
+        _job_with(**{"timeout_s: 5": "timeout_s: 5, grace_s: 100000"}),
+        ["$.run.grace_s", "600"],
+    ),
+    ("a timeout past an hour", _job_with(**{"timeout_s: 5": "timeout_s: 100000"}), ["$.run.timeout_s", "3600"]),
+    # break59 F3: compiled at load, it took all the machine's memory: a traceback, exit 1, at validate.
+    (
+        "a regex whose repeats multiply out",
+        ONE_PROMPT + "    checks: [{regex: '((a{1000}){1000}){1000}'}]\n",
+        ["at $.prompts[0].checks[0] invalid regex", "its repeats multiply out past 100,000 items"],
     ),
     # break57 F4: accepted, and dropped from the request without a word.
     (

@@ -537,3 +537,22 @@ def test_a_threshold_is_met_by_the_counts_not_by_a_rounded_rate() -> None:
     for group in (summary["total"], summary["models"]["m"]):
         group["passed"] = 16_001  # 80.001%: met
     assert decide(summary, settings)[0] == ExitCode.OK
+
+
+def _branching_schema(levels: int) -> dict[str, Any]:
+    """`levels` of anyOf: [$ref next, $ref next]: 2**levels paths in a few hundred bytes."""
+    defs: dict[str, Any] = {f"d{i}": {"anyOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2} for i in range(levels)}
+    defs[f"d{levels}"] = {"type": "string"}
+    return {"$defs": defs, "$ref": "#/$defs/d0"}
+
+
+def test_a_schema_whose_refs_expand_past_the_bound_is_refused_at_validate(tmp_path: Path) -> None:
+    # break59 F2: 19 levels in 1.4 KB took 56 s and 3 GB to grade one answer, past --deadline and
+    # SIGTERM; 40 levels all the machine's memory. A tree's schema (a $ref back to itself) is fine.
+    refused = check_problems({"json_schema": _branching_schema(19)}, tmp_path)
+    assert refused == ["json_schema: its $refs expand to more than 50,000 subschemas: too costly to grade an answer by"]
+    tool = {"tool_call": {"name": "f", "arguments": _branching_schema(19)}}
+    assert check_problems(tool, tmp_path)[0].startswith("tool_call arguments: its $refs expand")
+    assert check_problems({"json_schema": _branching_schema(12)}, tmp_path) == []
+    tree = {"type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#"}}}}
+    assert check_problems({"json_schema": tree}, tmp_path) == []

@@ -461,6 +461,20 @@ def test_a_newline_in_a_servers_message_forges_no_line_in_diff_or_history(tmp_pa
         assert "forged" in out and not [line for line in out.splitlines() if line.lstrip().startswith("::")], out
 
 
+def test_a_results_files_ids_with_newlines_forge_no_line_in_report(tmp_path: Path) -> None:
+    # break59 F7: a contributed results file's model and prompt ids, newlines in them, printed
+    # `::error title=Eval passed::` and `::stop-commands::` lines: GitHub runs those as commands.
+    good = run(answer(chat_payload()), tmp_path / "good", "--no-thresholds")
+    assert good.code == ExitCode.OK, good.stderr
+    forged = tmp_path / "forged.jsonl"
+    rows = [json.loads(line) for line in (tmp_path / "good" / "out.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["model"], row["prompt_id"] = "m\n::error title=Eval passed::all passed", "p\n::stop-commands::x"
+    forged.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code, out, err = call_cli("report", forged)
+    assert "Eval passed" in out and not [line for line in (out + err).splitlines() if line.lstrip().startswith("::")]
+
+
 def test_a_servers_names_are_cut_not_copied_whole(tmp_path: Path) -> None:
     # break53 F4: a 1.2 MB `model` and a 0.5 MB `finish_reason` were copied whole into each record
     # (3.4 MB for two rows), the summary, the terminal and the step summary (past GitHub's 1 MiB).
