@@ -193,13 +193,14 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
             problems += [source.problem(where + ("checks", j), m) for m in check_problems(check, base_dir)]
         messages = _prompt_messages(prompt, defaults)
         checks = tuple(resolve_files(c, base_dir) for c in [*default_checks, *prompt.get("checks", [])])
-        needed = names_in([m["content"] for m in messages]) | names_in(list(checks))
+        contents = [m["content"] for m in messages]
+        needed = names_in(contents) | names_in(list(checks))
         rows: list[dict[str, Any]] | DatasetFile
         if "vars" in prompt:
             rows = prompt["vars"]
             if not rows:
                 problems.append(source.problem(where + ("vars",), "vars is empty: the matrix is empty"))
-            check_row = row_checker(needed, base_dir, checks, graded)
+            check_row = row_checker(needed, base_dir, checks, graded, contents)
             seen: dict[bytes, int] = {}
             for k, row in enumerate(rows):
                 problem = check_row(row)
@@ -215,7 +216,11 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
             shown = prompt.get("dataset", data.get("dataset"))
             file = base_dir / shown
             rows = DatasetFile(file, shown, snapshots.setdefault(file_identity(file), Snapshot(file)))
-            problems += rows.check(row_checker(needed, base_dir, checks, graded), source.file, format_path(key_path))
+            problems += rows.check(
+                row_checker(needed, base_dir, checks, graded, [m["content"] for m in messages]),
+                source.file,
+                format_path(key_path),
+            )
             if problems and problems[-1].line is None and problems[-1].file == source.file:
                 problems[-1] = source.problem(key_path, problems[-1].message)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from ._job_source import format_path
 from ._jobfile import job_schema
 from ._schema_messages import schema_message
 from ._scrub import KEY_LIKE
-from ._template import names_in, render_nested, template_problems
+from ._template import PLACEHOLDER, names_in, render_nested, template_problems
 
 
 def keyed_checks(checks: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -33,14 +34,36 @@ def filled_key_problem(keyed: list[dict[str, Any]], row: dict[str, Any]) -> str 
     return None
 
 
+MAX_RENDERED_BYTES = 32 << 20  # what a row's messages may render to
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
 def row_checker(
-    needed: set[str], base_dir: Path, checks: tuple[dict[str, Any], ...] = (), graded: bool = True
+    needed: set[str],
+    base_dir: Path,
+    checks: tuple[dict[str, Any], ...] = (),
+    graded: bool = True,
+    messages: Any = (),
 ) -> Callable[[dict[str, Any]], str | None]:
     """What is wrong with one row of variables: a variable the prompt needs, a value that is
-    not a scalar, a templated check that comes out empty, or its own checks (`graded`: the job
-    names a grader, so a judge check may go without one)."""
+    not a scalar, a templated check that comes out empty, its own checks (`graded`: the job
+    names a grader, so a judge check may go without one), or `messages` rendered past
+    MAX_RENDERED_BYTES (20,000 placeholders of a 1 MB value: a 20 GB body, MemoryError: break59 F4)."""
     validator = None
     keyed = keyed_checks(checks)
+    texts = list(_strings(messages))
+    literal = sum(len(text) for text in texts)
+    uses = Counter(name for text in texts for name in PLACEHOLDER.findall(text))
 
     def check_row(row: dict[str, Any]) -> str | None:
         nonlocal validator
@@ -55,6 +78,12 @@ def row_checker(
             if name != "checks" and isinstance(value, (dict, list)):
                 kind = "an object" if isinstance(value, dict) else "a list"
                 return f"variable {name!r} is {kind}: values are strings, numbers, booleans or null"
+        size = literal + sum(times * len(str(row[name])) for name, times in uses.items() if row.get(name) is not None)
+        if size > MAX_RENDERED_BYTES:
+            return (
+                f"the prompt's messages render to about {size:,} characters with this row, past the "
+                f"{MAX_RENDERED_BYTES:,} a request may hold"
+            )
         if "checks" not in row:
             return row_check_problem(list(checks), row)  # `icontains: ""` passes
         if isinstance(row["checks"], str):  # a CSV column named so

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([^\W\d]\w*)\s*\}\}")
+PLACEHOLDER = re.compile(r"\{\{\s*([^\W\d]\w*)\s*\}\}")
 _BROKEN = re.compile(r"\{\{[^{}\n]{0,40}\}?\}?|\}\}")
 _TOUCHING = re.compile(r"\{+\{\{\s*[^\W\d]\w*\s*\}\}\}*|\{\{\s*[^\W\d]\w*\s*\}\}\}+")
 
@@ -24,7 +24,7 @@ def template_problems(value: Any, path: tuple[str | int, ...] = ()) -> list[tupl
         # `{{{country}}}` would send `{France}`: a brace touching a placeholder is refused
         # too, as a literal `{{` or `}}` cannot appear in a templated string.
         touching = _TOUCHING.search(value)
-        rest = _PLACEHOLDER.sub("", value)
+        rest = PLACEHOLDER.sub("", value)
         if touching is None and "{{" not in rest and "}}" not in rest:
             return []
         found = touching or _BROKEN.search(rest)
@@ -47,7 +47,7 @@ def emptied_by(value: Any, row: Mapping[str, Any]) -> str | None:
     """The first templated string inside `value` that renders empty for `row` (a check that
     would compare with nothing and pass), or None."""
     if isinstance(value, str):
-        names = set(_PLACEHOLDER.findall(value))
+        names = set(PLACEHOLDER.findall(value))
         if names and names <= row.keys() and not Template(value).render(row).strip():
             return value
         return None
@@ -66,7 +66,7 @@ class Template:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        pieces = _PLACEHOLDER.split(source)
+        pieces = PLACEHOLDER.split(source)
         # re.split with one group alternates literal, name, literal, name, ...
         self._parts: tuple[str, ...] = tuple(pieces)
         self.names: frozenset[str] = frozenset(pieces[1::2])
@@ -87,7 +87,7 @@ def names_in(value: Any) -> set[str]:
     """Every placeholder name used anywhere inside a nested structure of strings."""
     found: set[str] = set()
     if isinstance(value, str):
-        found.update(_PLACEHOLDER.findall(value))
+        found.update(PLACEHOLDER.findall(value))
     elif isinstance(value, dict):
         for item in value.values():
             found |= names_in(item)

@@ -717,6 +717,22 @@ def test_bad_datasets(tmp_path: Path, name: str, filename: str, content: bytes, 
     unchanged()
 
 
+def test_a_row_whose_messages_render_past_the_bound_is_refused_at_validate(tmp_path: Path) -> None:
+    # break59 F4: 20,000 placeholders of a 1 MB value validated, then built a 20 GB body: MemoryError,
+    # a traceback, exit 1, in plan and run.
+    (tmp_path / "d.jsonl").write_text(json.dumps({"country": "y" * 1_000_000, "expect": "x"}) + "\n")
+    job = write_job(
+        tmp_path, DATASET_JOB.replace("DATA", "d.jsonl").replace("Capital of {{country}}?", "{{country}}" * 40)
+    )
+    commands: list[list[str | Path]] = [["validate", job], ["plan", job], [job, "--simulate", "-q"]]
+    for command in commands:
+        code, out, err = call_cli(*command)
+        assert code == ExitCode.USAGE and out == "" and err.count("\n") == 1, err
+        assert "d.jsonl:1: the prompt's messages render to about 40,000,440 characters with this row" in err
+    (tmp_path / "d.jsonl").write_text(json.dumps({"country": "y" * 100_000, "expect": "x"}) + "\n")
+    assert call_cli("validate", job)[0] == ExitCode.OK  # 4 MB: a long context, not a bomb
+
+
 def test_validate_names_every_bad_row_of_a_dataset_up_to_a_screenful(tmp_path: Path) -> None:
     # break56 F9: only the first was named, though the README says validate reports all at once.
     ok = b'"country": "Peru", "expect": "Lima"'

@@ -281,3 +281,15 @@ def test_plans_previous_average_leaves_cache_hits_out(
     model = rows[0]["model"]
     _, averages, _ = previous_average(load_job(tmp_path / "job.yaml"), sim.base_url)
     assert averages[model] == pytest.approx(rows[0]["cost"])  # the row sent, not diluted by the hits' $0
+
+
+def test_rows_skipped_before_anything_was_sent_do_not_carry_their_bodies(tmp_path: Path) -> None:
+    # break59 F5: each skipped record held its whole request body: 300 KB of input wrote 1 GB when
+    # a budget too small for any row stopped the run before one request.
+    big = SMALL_JOB.replace("Capital of {{country}}?", "Capital of {{country}}? " + "padding " * 25_000)
+    job, out = write_job(tmp_path, big), tmp_path / "b.jsonl"
+    code, _, err = call_cli(job, "--simulate", "--budget", "0.0000001", "-o", out, "-q")
+    assert code == ExitCode.BUDGET, err
+    rows = read_rows(out)
+    assert len(rows) == 20 and {r["status"] for r in rows} == {"skipped"}
+    assert not [r for r in rows if "request" in r] and out.stat().st_size < 40_000
