@@ -147,6 +147,11 @@ def report_output_problem(path: Path, role: str) -> str | None:
             problem = f"{candidate}: {role} is not written under a results file's name (.jsonl)"
         if problem is not None:
             return problem if candidate == path else f"{path} leads to {problem}"
+    if path.is_symlink() and not any(
+        target.is_relative_to(base) for base in (Path.cwd().resolve(), path.parent.resolve())
+    ):
+        # A link checked in with a pull request overwrote its target anywhere on the runner (break59 F9).
+        return f"{path}: its link leads to {target}, outside the folder batchrun runs in: name that file itself"
     subject = target if path.is_symlink() else path
     held = _holds_batchrun_data(subject) if subject.is_file() else None
     if held is not None:

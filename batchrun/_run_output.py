@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from ._batch_state import state_path
 from ._client import OpenRouterClient
 from ._exceptions import ConfigError, ResultsError
-from ._files import irregular_kind, refuse_shared_output, resolved
+from ._files import irregular_kind, open_regular, refuse_shared_output, resolved
 from ._formats import utc
 from ._job import Job
 from ._job_runs import latest_incomplete
@@ -89,7 +90,7 @@ def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = Non
     problem = sidecar_name_problem(output)
     if problem is not None:
         raise ConfigError(problem)
-    _refuse_irregular_summary(summary_path(output))
+    _refuse_irregular_summary(summary_path(output), new=info is None or info.st_size == 0)
     if resume:  # an empty file too: a shard killed before its first record left its journal
         _refuse_another_shard(output, shard, first)
     if info is None or info.st_size == 0:
@@ -203,7 +204,7 @@ def _changed_after(output: Path, earlier: dict[str, Any]) -> bool:
     return earlier.get("results_bytes", size) != size
 
 
-def _refuse_irregular_summary(summary: Path) -> None:
+def _refuse_irregular_summary(summary: Path, new: bool) -> None:
     """A summary's name held by a folder was found once every row was paid (exit 11), and a FIFO
     there was replaced in silence (break44 F6): both are known before anything is sent."""
     try:
@@ -214,6 +215,18 @@ def _refuse_irregular_summary(summary: Path) -> None:
         raise ConfigError(f"{summary}: the run's summary cannot go there: {exc.strerror or exc}") from None
     if kind is not None:
         raise ConfigError(f"{summary}: not a regular file ({kind}): the run's summary goes there; move it away")
+    # Nor, beside a new run's file, one of someone else's: replaced in silence, where a foreign
+    # results file, lock or journal is refused (break59 F10: run.output aimed at any *.summary.json).
+    # A resume's is read, and refused there if it is not the file's own (earlier_summary).
+    if not new:
+        return
+    try:
+        with open_regular(summary) as handle:
+            head = handle.read(4096)  # a summary begins with its job's name; a foreign file may be any size
+    except OSError:
+        head = b""
+    if not re.match(rb'\s*\{\s*"job"\s*:', head):
+        raise ConfigError(f"{summary}: not a batchrun summary: the run's summary goes there; it was left untouched")
 
 
 SUMMARY_ROUNDING_USD = 1e-7  # a summary's money is rounded to 8 places: two such figures, and float residue

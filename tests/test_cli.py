@@ -363,6 +363,27 @@ def test_report_files_never_make_a_dangling_links_folders_nor_take_a_lock_files_
     assert not (tmp_path / "r.jsonl.lock").exists()
 
 
+def test_a_page_or_junit_link_leading_outside_the_working_folder_is_refused(
+    tmp_path: Path, small_job: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break59 F9: a link checked in with a pull request (results/junit.xml -> a runner's config
+    # file) had its target overwritten by `report --junit`. Inside the folder, a link is followed.
+    workspace, outside = tmp_path / "ws", tmp_path / "outside"
+    (workspace / "results").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "important.conf").write_text("precious")
+    monkeypatch.chdir(workspace)
+    out = workspace / "r.jsonl"
+    assert call_cli(small_job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
+    Path("results/junit.xml").symlink_to(outside / "important.conf")
+    code, _, err = call_cli("report", out, "--junit", "results/junit.xml")
+    assert code == ExitCode.USAGE and "its link leads to" in err and "outside the folder batchrun runs in" in err
+    assert (outside / "important.conf").read_text() == "precious"
+    Path("results/latest.html").symlink_to(workspace / "results" / "page.html")
+    assert call_cli("report", out, "--html", "results/latest.html")[0] == ExitCode.OK
+    assert Path("results/latest.html").is_symlink() and "<html" in (workspace / "results" / "page.html").read_text()
+
+
 def test_a_matrix_too_large_for_one_run_is_refused_before_anything(tmp_path: Path) -> None:
     # break24 F4: 3 models x 1,000 rows x repeat 100,000 (an 8-line job): pre-flight priced it row
     # by row for 11 minutes, deaf to --deadline and to SIGTERM; plan --simulate the same.

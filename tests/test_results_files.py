@@ -1019,3 +1019,16 @@ def test_results_summaries_and_merged_files_are_never_writable_by_others(tmp_pat
         os.umask(old)
     for path in (out, tmp_path / "out.summary.json", merged, tmp_path / "merged.summary.json", page, junit):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_a_new_run_leaves_a_summary_that_is_not_batchruns_untouched(tmp_path: Path, small_job: Path) -> None:
+    # break59 F10: a foreign results file, lock or journal was refused, a foreign summary replaced.
+    (tmp_path / "out.summary.json").write_text('{"my": "own data"}')
+    code, _, err = call_cli(small_job, "--simulate", "-o", tmp_path / "out.jsonl", "-q")
+    assert code == ExitCode.USAGE and "out.summary.json: not a batchrun summary" in err and "left untouched" in err
+    assert (tmp_path / "out.summary.json").read_text() == '{"my": "own data"}'
+    assert not (tmp_path / "out.jsonl").exists()
+    (tmp_path / "out.summary.json").unlink()
+    assert call_cli(small_job, "--simulate", "-o", tmp_path / "out.jsonl", "-q")[0] == ExitCode.OK
+    (tmp_path / "out.jsonl").unlink()  # a summary batchrun wrote, its results gone: a new run replaces it
+    assert call_cli(small_job, "--simulate", "-o", tmp_path / "out.jsonl", "-q")[0] == ExitCode.OK
