@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from ._files import read_regular_text
 from ._formats import short
-from ._json_text import outside_reference, parse_json, schema_size_problem
+from ._json_text import outside_reference, parse_json, schema_patterns
 from ._template import emptied_by, names_in, render_nested
 from ._timed_match import PatternError, PatternTimedOut, compile_pattern, first_schema_error, timed_search
 
@@ -237,7 +237,7 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
             Draft202012Validator.check_schema(value["arguments"])
         except SchemaError as exc:
             return [f"tool_call arguments is not a valid JSON Schema: {exc.message}"]
-        if (outside := outside_reference(value["arguments"]) or schema_size_problem(value["arguments"])) is not None:
+        if (outside := outside_reference(value["arguments"]) or _pattern_problem(value["arguments"])) is not None:
             return [f"tool_call arguments: {outside}"]
     if kind == "json_schema":
         if isinstance(value, str):
@@ -250,9 +250,20 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
             Draft202012Validator.check_schema(value)
         except SchemaError as exc:
             return [f"json_schema is not a valid JSON Schema: {exc.message}"]
-        if (outside := outside_reference(value) or schema_size_problem(value)) is not None:
+        if (outside := outside_reference(value) or _pattern_problem(value)) is not None:
             return [f"json_schema: {outside}"]
     return []
+
+
+def _pattern_problem(schema: Any) -> str | None:
+    """A schema's pattern that will not compile, found now: at grading it dropped each paid
+    answer as an `internal` error (verify60 F6)."""
+    for pattern in schema_patterns(schema):
+        try:
+            compile_pattern(pattern, "")
+        except PatternError as exc:
+            return f"pattern {short(pattern)!r}: {exc}"
+    return None
 
 
 def row_check_problem(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -102,52 +103,17 @@ def outside_reference(schema: Any, depth: int = 0) -> str | None:
     return None
 
 
-MAX_SCHEMA_NODES = 50_000  # subschemas a schema's local $refs may expand to
-
-
-def schema_size_problem(schema: Any) -> str | None:
-    """A schema whose local `$ref`s expand to more than MAX_SCHEMA_NODES subschemas: 19 levels of
-    `anyOf: [$ref next, $ref next]` in 1.4 KB took 56 s and 3 GB to grade one answer, past the
-    deadline and SIGTERM, and 40 levels all the machine's memory (break59 F2). A $ref back to a
-    schema it is inside (a tree's) counts once: it goes only as deep as the answer does."""
-    sizes: dict[int, int] = {}
-    inside: set[int] = set()
-
-    def target(ref: str) -> Any:
-        node = schema
-        for part in ref.removeprefix("#").split("/")[1:]:
-            part = part.replace("~1", "/").replace("~0", "~")
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                return None
-        return node
-
-    def size(node: Any, depth: int = 0) -> int:
-        if depth > 200 or id(node) in inside:
-            return 1
-        if id(node) in sizes:
-            return sizes[id(node)]
-        inside.add(id(node))
-        total = 1
-        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-        for key, value in items:
-            if key in ("$defs", "definitions"):
-                continue  # graded only through the $refs to them
-            if key == "$ref" and isinstance(value, str) and value.startswith("#"):
-                found = target(value)
-                total += size(found, depth + 1) if found is not None else 0
-            elif isinstance(value, (dict, list)):
-                total += size(value, depth + 1)
-            if total > MAX_SCHEMA_NODES:
-                break
-        inside.discard(id(node))
-        sizes[id(node)] = total
-        return total
-
-    count = size(schema)
-    if count > MAX_SCHEMA_NODES:
-        return f"its $refs expand to more than {MAX_SCHEMA_NODES:,} subschemas: too costly to grade an answer by"
-    return None
+def schema_patterns(schema: Any, depth: int = 0) -> Iterator[str]:
+    """Every regular expression a schema holds (`pattern` values, `patternProperties` keys)."""
+    if depth > 64:
+        return
+    if isinstance(schema, dict):
+        for key, item in schema.items():
+            if key == "pattern" and isinstance(item, str):
+                yield item
+            elif key == "patternProperties" and isinstance(item, dict):
+                yield from (name for name in item if isinstance(name, str))
+            yield from schema_patterns(item, depth + 1)
+    elif isinstance(schema, list):
+        for item in schema:
+            yield from schema_patterns(item, depth + 1)

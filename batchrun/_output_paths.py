@@ -147,10 +147,9 @@ def report_output_problem(path: Path, role: str) -> str | None:
             problem = f"{candidate}: {role} is not written under a results file's name (.jsonl)"
         if problem is not None:
             return problem if candidate == path else f"{path} leads to {problem}"
-    if path.is_symlink() and not any(
-        target.is_relative_to(base) for base in (Path.cwd().resolve(), path.parent.resolve())
-    ):
-        # A link checked in with a pull request overwrote its target anywhere on the runner (break59 F9).
+    if _leads_out(path, target):
+        # A link checked in with a pull request overwrote its target anywhere on the runner
+        # (break59 F9), a file's or a folder's on the way (verify60 F5).
         return f"{path}: its link leads to {target}, outside the folder batchrun runs in: name that file itself"
     subject = target if path.is_symlink() else path
     held = _holds_batchrun_data(subject) if subject.is_file() else None
@@ -160,6 +159,17 @@ def report_output_problem(path: Path, role: str) -> str | None:
         problem = f"{subject}: it holds batchrun {held}; {role} is not written over them"
         return problem if subject == path else f"{path} leads to {problem}"
     return None
+
+
+def _leads_out(path: Path, target: Path) -> bool:
+    """Whether a link on `path` (the file's or a folder's) leads to a regular file, or to none yet,
+    outside both the working folder and the folder `path` names. A stream (`/dev/stdout`, a
+    pipe) is written where it is."""
+    written = Path(os.path.abspath(path))
+    standard = str(written) in ("/dev/stdout", "/dev/stderr") or str(written).startswith(("/dev/fd/", "/proc/self/fd/"))
+    if target == written or standard or (target.exists() and not target.is_file()):
+        return False
+    return not any(target.is_relative_to(base) for base in (Path.cwd().resolve(), written.parent))
 
 
 def _holds_batchrun_data(path: Path) -> str | None:

@@ -61,7 +61,9 @@ def row_checker(
     MAX_RENDERED_BYTES (20,000 placeholders of a 1 MB value: a 20 GB body, MemoryError: break59 F4)."""
     validator = None
     keyed = keyed_checks(checks)
-    texts = list(_strings(messages))
+    # The checks are rendered per row too (a judge's rubric goes to the grader): a rubric of
+    # 20,000 placeholders was a MemoryError at validate, 200 of them a 200 MB grader request (verify60 F4).
+    texts = [*_strings(messages), *_strings(list(checks))]
     literal = sum(len(text) for text in texts)
     uses = Counter(name for text in texts for name in PLACEHOLDER.findall(text))
 
@@ -81,7 +83,7 @@ def row_checker(
         size = literal + sum(times * len(str(row[name])) for name, times in uses.items() if row.get(name) is not None)
         if size > MAX_RENDERED_BYTES:
             return (
-                f"the prompt's messages render to about {size:,} characters with this row, past the "
+                f"the prompt's messages and checks render to about {size:,} characters with this row, past the "
                 f"{MAX_RENDERED_BYTES:,} a request may hold"
             )
         if "checks" not in row:

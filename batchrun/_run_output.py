@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -204,6 +204,9 @@ def _changed_after(output: Path, earlier: dict[str, Any]) -> bool:
     return earlier.get("results_bytes", size) != size
 
 
+_SUMMARY_MAX_BYTES = 64 << 20  # past this, no summary batchrun wrote
+
+
 def _refuse_irregular_summary(summary: Path, new: bool) -> None:
     """A summary's name held by a folder was found once every row was paid (exit 11), and a FIFO
     there was replaced in silence (break44 F6): both are known before anything is sent."""
@@ -222,10 +225,12 @@ def _refuse_irregular_summary(summary: Path, new: bool) -> None:
         return
     try:
         with open_regular(summary) as handle:
-            head = handle.read(4096)  # a summary begins with its job's name; a foreign file may be any size
-    except OSError:
-        head = b""
-    if not re.match(rb'\s*\{\s*"job"\s*:', head):
+            text = handle.read(_SUMMARY_MAX_BYTES + 1)  # a foreign file may be any size
+        data = json.loads(text) if len(text) <= _SUMMARY_MAX_BYTES else None
+    except (OSError, ValueError):
+        data = None
+    # Its keys, in whatever order: a summary re-saved with sorted keys is still one (verify60 F10).
+    if not (isinstance(data, dict) and "job" in data and "total" in data):
         raise ConfigError(f"{summary}: not a batchrun summary: the run's summary goes there; it was left untouched")
 
 

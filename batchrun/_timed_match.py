@@ -9,12 +9,18 @@ and JSON Schema's `pattern` (in json_schema and tool_call checks) both search th
 from __future__ import annotations
 
 import importlib
+import math
 import re
+import threading
+import time
+import warnings
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
 import regex
+
+from ._formats import short
 
 REGEX_TIMEOUT_S = 1.0  # read at each search: tests shorten it
 _FLAG_BITS = {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL, "x": regex.VERBOSE}
@@ -32,42 +38,72 @@ class PatternTimedOut(Exception):
 PatternError = regex.error  # a pattern that does not compile
 
 
-MAX_PATTERN_ITEMS = 100_000  # what a pattern's counted repeats may multiply out to
+MAX_PATTERN_ITEMS = 100_000  # what a pattern's nested counted repeats may multiply out to
 
 
-def _expanded(items: Any, budget: int) -> int:
-    """How many items `items` (re's parse of a pattern) expands to, counted repeats multiplied
-    out, stopping once past `budget`."""
+def _parts(sre: Any, op: Any, arg: Any) -> list[Any] | None:
+    """The sub-patterns of a group, an assertion, an atomic group, a branch or a conditional."""
+    if op == sre.SUBPATTERN:
+        return [arg[-1]]
+    if op in (sre.ASSERT, sre.ASSERT_NOT):
+        return [arg[1]]
+    if op == sre.ATOMIC_GROUP:
+        return [arg]
+    if op == sre.BRANCH:
+        return list(arg[1])
+    if op == sre.GROUPREF_EXISTS:
+        return [part for part in arg[1:] if part is not None]
+    return None
+
+
+def _expanded(items: Any, budget: int) -> tuple[int, bool]:
+    """(how many items `items`, re's parse of a pattern, stands for once repeats nested in
+    repeats are multiplied out, whether it holds a repeat), stopping once past `budget`. A repeat
+    of repeat-free text is cheap (`.{1,1000000}` compiles in 11 MB): only nesting multiplies."""
     sre = importlib.import_module("re._constants")
-    total = 0
+    total, repeats = 0, False
     for op, arg in items:
         if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
             low, high, sub = arg
-            times = max(1, high if high != sre.MAXREPEAT else low)
-            total += times * _expanded(sub, budget // times + 1)
-        elif op == sre.SUBPATTERN:
-            total += _expanded(arg[-1], budget)
-        elif op == sre.BRANCH:
-            total += sum(_expanded(branch, budget) for branch in arg[1])
-        elif op in (sre.ASSERT, sre.ASSERT_NOT):
-            total += _expanded(arg[1], budget)
+            inner, nested = _expanded(sub, budget)
+            times = max(1, high if high != sre.MAXREPEAT else low) if nested else 1
+            total, repeats = total + times * inner, True
+        elif (subs := _parts(sre, op, arg)) is not None:
+            for sub in subs:
+                inner, nested = _expanded(sub, budget)
+                total, repeats = total + inner, repeats or nested
         else:
             total += 1
         if total > budget:
             break
-    return total
+    return total, repeats
 
 
-def _too_large(pattern: str) -> bool:
-    """Whether the pattern's counted repeats multiply out past MAX_PATTERN_ITEMS: compiling
-    `((a{1000}){1000}){1000}` took all the machine's memory, a traceback at validate (break59 F3).
-    A pattern re cannot read (the regex module's own syntax) is left to compile."""
+_REGEX_ONLY = re.compile(r"\\[pPX](\{[^}]*\}|\w)?|\\N\{[^}]*\}|\(\?[Vr]\d?\)|\{e<=\d+\}")
+
+
+def _too_large(pattern: str, flags: str = "") -> bool:
+    """Whether the pattern's nested counted repeats multiply out past MAX_PATTERN_ITEMS:
+    compiling `((a{1000}){1000}){1000}` took all the machine's memory, a traceback at validate
+    (break59 F3), as did its `x`-flag, atomic, conditional and `\\p{L}` spellings (verify60 F2).
+    The regex module's own syntax is read as re's with a stand-in character."""
     parser = importlib.import_module("re._parser")  # re's own reader of its syntax (no stubs)
-    try:
-        parsed = parser.parse(pattern)
-    except (re.error, RecursionError, OverflowError):
-        return False
-    return _expanded(parsed.data, MAX_PATTERN_ITEMS) > MAX_PATTERN_ITEMS
+    bits = re.VERBOSE if "x" in flags else 0
+    for text in (pattern, _REGEX_ONLY.sub("a", pattern)):
+        try:
+            with warnings.catch_warnings():  # re's "possible nested set": the regex module's syntax
+                warnings.simplefilter("ignore")
+                parsed = parser.parse(text, bits)
+        except (re.error, RecursionError, OverflowError, ValueError):
+            continue
+        return _expanded(parsed.data, MAX_PATTERN_ITEMS)[0] > MAX_PATTERN_ITEMS
+    # Neither reads it: its counted repeats, however placed, may not multiply out past the bound.
+    product = 1
+    for found in re.finditer(r"\{(\d+)(?:,(\d*))?\}", pattern):
+        product *= max(1, int(found.group(2) or found.group(1)))
+        if product > MAX_PATTERN_ITEMS:
+            return True
+    return False
 
 
 @lru_cache(maxsize=256)
@@ -76,8 +112,8 @@ def compile_pattern(pattern: str, flags: str) -> regex.Pattern[str]:
     bits = 0
     for letter in flags:
         bits |= _FLAG_BITS[letter]
-    if _too_large(pattern):
-        raise PatternError(f"its repeats multiply out past {MAX_PATTERN_ITEMS:,} items")
+    if _too_large(pattern, flags):
+        raise PatternError(f"its nested repeats multiply out past {MAX_PATTERN_ITEMS:,} items")
     return regex.compile(pattern, bits)
 
 
@@ -98,11 +134,62 @@ def _timed_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> 
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
+SCHEMA_TIMEOUT_S = 2.0  # what checking one answer against a schema may take; read at each check
+_checking = threading.local()  # the monotonic time the check in this thread must end by
+
+
+class _SchemaTimedOut(Exception):
+    """Internal: a schema check ran past SCHEMA_TIMEOUT_S."""
+
+
+def _timed(keyword: Any) -> Any:
+    """A schema keyword that first looks at the clock: `anyOf`s of `$ref`s doubling at each level
+    (however the refs are written) graded one answer for a minute and 3 GB, past the deadline
+    and SIGTERM (break59 F2, verify60 F1); the check now fails at the limit."""
+
+    def check(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        if time.monotonic() > getattr(_checking, "until", math.inf):
+            raise _SchemaTimedOut()
+        yield from keyword(validator, value, instance, schema)
+
+    return check
+
+
+def _canonical(value: Any) -> Any:
+    """`value` as a hashable key, equal where JSON Schema's equality is (1 and 1.0; not true and 1)."""
+    if isinstance(value, bool) or value is None:
+        return ("b", value)
+    if isinstance(value, (int, float)):
+        return ("n", value)
+    if isinstance(value, list):
+        return ("l", tuple(map(_canonical, value)))
+    if isinstance(value, dict):
+        return ("d", frozenset((k, _canonical(v)) for k, v in value.items()))
+    return ("s", value)
+
+
+def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    """`uniqueItems` in one pass: jsonschema's compares unsortable items pairwise, 46 s for an
+    answer of 8,000 objects, inside one keyword the clock cannot stop (verify60 F3)."""
+    from jsonschema.exceptions import ValidationError
+
+    if unique and validator.is_type(instance, "array"):
+        seen: set[Any] = set()
+        for item in instance:
+            key = _canonical(item)
+            if key in seen:
+                yield ValidationError(f"{short(repr(instance), 80)} has non-unique elements")
+                return
+            seen.add(key)
+
+
 @lru_cache(maxsize=1)
 def _schema_validator() -> Any:
     from jsonschema import Draft202012Validator, validators
 
-    return validators.extend(Draft202012Validator, {"pattern": _timed_pattern})  # type: ignore[no-untyped-call]
+    keywords = {name: _timed(keyword) for name, keyword in Draft202012Validator.VALIDATORS.items()}
+    keywords.update(pattern=_timed(_timed_pattern), uniqueItems=_timed(_unique_items))
+    return validators.extend(Draft202012Validator, keywords)  # type: ignore[no-untyped-call]
 
 
 class _Unchecked:
@@ -133,9 +220,12 @@ def first_schema_error(schema: dict[str, Any], instance: Any) -> Any:
     """The first way `instance` fails `schema` (Draft 2020-12), or None; PatternTimedOut."""
     from referencing.exceptions import Unresolvable
 
+    _checking.until = time.monotonic() + SCHEMA_TIMEOUT_S
     try:
         validator = _schema_validator()(schema, registry=_local_registry())
         return next(iter(validator.iter_errors(instance)), None)
+    except _SchemaTimedOut:
+        return _Unchecked(f"the schema took over {SCHEMA_TIMEOUT_S:g} s to check this answer")
     except RecursionError:
         return _Unchecked("nested too deeply to check")
     except Unresolvable as exc:

@@ -445,7 +445,25 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
     (
         "a regex whose repeats multiply out",
         ONE_PROMPT + "    checks: [{regex: '((a{1000}){1000}){1000}'}]\n",
-        ["at $.prompts[0].checks[0] invalid regex", "its repeats multiply out past 100,000 items"],
+        ["at $.prompts[0].checks[0] invalid regex", "its nested repeats multiply out past 100,000 items"],
+    ),
+    # verify60 F2: the x flag, the regex module's \p{L}, atomic and conditional groups got past the count.
+    (
+        "a regex bomb under the x flag",
+        ONE_PROMPT + "    checks: [{regex: '((a {1000}) {1000}) {1000}', flags: x}]\n",
+        ["nested repeats"],
+    ),
+    (
+        "a regex bomb after \\p{L}",
+        ONE_PROMPT + "    checks: [{regex: '\\p{L}((a{1000}){1000}){1000}'}]\n",
+        ["nested repeats"],
+    ),
+    ("an atomic regex bomb", ONE_PROMPT + "    checks: [{regex: '(?>(?>a{1000}){1000}){1000}'}]\n", ["nested repeats"]),
+    # verify60 F6: passed validate, then each paid answer was an `internal` error, dropped.
+    (
+        "a json_schema pattern bomb",
+        ONE_PROMPT + "    checks: [{json_schema: {type: string, pattern: '((a{1000}){1000}){1000}'}}]\n",
+        ["json_schema: pattern '((a{1000}){1000}){1000}': its nested repeats multiply out"],
     ),
     # break57 F4: accepted, and dropped from the request without a word.
     (
@@ -728,9 +746,15 @@ def test_a_row_whose_messages_render_past_the_bound_is_refused_at_validate(tmp_p
     for command in commands:
         code, out, err = call_cli(*command)
         assert code == ExitCode.USAGE and out == "" and err.count("\n") == 1, err
-        assert "d.jsonl:1: the prompt's messages render to about 40,000,440 characters with this row" in err
+        assert "d.jsonl:1: the prompt's messages and checks render to about 40,000,451 characters" in err
     (tmp_path / "d.jsonl").write_text(json.dumps({"country": "y" * 100_000, "expect": "x"}) + "\n")
     assert call_cli("validate", job)[0] == ExitCode.OK  # 4 MB: a long context, not a bomb
+    # verify60 F4: a check's template (a judge's rubric goes to the grader) counts too.
+    rubric = DATASET_JOB.replace("DATA", "d.jsonl").replace(
+        '{icontains: "{{expect}}"}', "{contains: '" + "{{country}}" * 400 + "'}"
+    )
+    code, _, err = call_cli("validate", write_job(tmp_path, rubric, "rubric.yaml"))
+    assert code == ExitCode.USAGE and "render to about 40,104,423 characters" in err
 
 
 def test_validate_names_every_bad_row_of_a_dataset_up_to_a_screenful(tmp_path: Path) -> None:

@@ -379,6 +379,13 @@ def test_a_page_or_junit_link_leading_outside_the_working_folder_is_refused(
     code, _, err = call_cli("report", out, "--junit", "results/junit.xml")
     assert code == ExitCode.USAGE and "its link leads to" in err and "outside the folder batchrun runs in" in err
     assert (outside / "important.conf").read_text() == "precious"
+    # verify60 F5: a folder link on the way is a link too.
+    Path("hist").symlink_to(outside)
+    code, _, err = call_cli("report", out, "--html", "hist/report.html")
+    assert code == ExitCode.USAGE and "outside the folder batchrun runs in" in err
+    assert not (outside / "report.html").exists()
+    # verify60 F9: /dev/stdout is written where it is, whatever it leads to.
+    assert call_cli("report", out, "--junit", "/dev/stdout")[0] == ExitCode.OK
     Path("results/latest.html").symlink_to(workspace / "results" / "page.html")
     assert call_cli("report", out, "--html", "results/latest.html")[0] == ExitCode.OK
     assert Path("results/latest.html").is_symlink() and "<html" in (workspace / "results" / "page.html").read_text()

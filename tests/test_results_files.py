@@ -1032,3 +1032,8 @@ def test_a_new_run_leaves_a_summary_that_is_not_batchruns_untouched(tmp_path: Pa
     assert call_cli(small_job, "--simulate", "-o", tmp_path / "out.jsonl", "-q")[0] == ExitCode.OK
     (tmp_path / "out.jsonl").unlink()  # a summary batchrun wrote, its results gone: a new run replaces it
     assert call_cli(small_job, "--simulate", "-o", tmp_path / "out.jsonl", "-q")[0] == ExitCode.OK
+    # verify60 F10: one re-saved with its keys sorted (jq -S) is still batchrun's.
+    summary = tmp_path / "out.summary.json"
+    summary.write_text(json.dumps(json.loads(summary.read_text()), sort_keys=True))
+    (tmp_path / "out.jsonl").unlink()
+    assert call_cli(small_job, "--simulate", "-o", tmp_path / "out.jsonl", "-q")[0] == ExitCode.OK
