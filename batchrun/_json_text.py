@@ -117,3 +117,15 @@ def schema_patterns(schema: Any, depth: int = 0) -> Iterator[str]:
     elif isinstance(schema, list):
         for item in schema:
             yield from schema_patterns(item, depth + 1)
+
+
+def json_leaves(value: Any) -> Iterator[Any]:
+    """Every value inside a JSON value that is neither an object nor a list."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from json_leaves(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from json_leaves(item)
+    else:
+        yield value

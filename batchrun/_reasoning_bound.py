@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
+from ._json_text import json_leaves
 from ._pricing import endpoints_slug
 from ._reply import count
 
@@ -65,17 +66,6 @@ def uncontrolled(body: dict[str, Any], model: str) -> bool:
     return no_reasoning_control(model) or passed_through(body) is not None
 
 
-def _integers(value: Any) -> Iterator[int]:
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _integers(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _integers(item)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        yield value
-
-
 def _named(value: Any) -> Iterator[Any]:
     """The values under keys that name reasoning or thinking, at any depth."""
     if isinstance(value, dict):
@@ -95,7 +85,8 @@ def passed_through(body: dict[str, Any]) -> int | None:
     found = list(_named(extra))
     if not found:
         return None
-    return max((n for value in found for n in _integers(value)), default=0)
+    integers = (n for n in json_leaves(found) if isinstance(n, int) and not isinstance(n, bool))
+    return max(integers, default=0)
 
 
 def reasoning_budget(body: dict[str, Any], default: str | None = None) -> int | None:

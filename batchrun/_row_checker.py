@@ -13,6 +13,7 @@ from ._dataset import ADVICE, unnamed
 from ._formats import short
 from ._job_source import format_path
 from ._jobfile import job_schema
+from ._json_text import json_leaves
 from ._schema_messages import schema_message
 from ._scrub import KEY_LIKE
 from ._template import PLACEHOLDER, names_in, render_nested, template_problems
@@ -37,17 +38,6 @@ def filled_key_problem(keyed: list[dict[str, Any]], row: dict[str, Any]) -> str 
 MAX_RENDERED_BYTES = 32 << 20  # what a row's messages may render to
 
 
-def _strings(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
 def row_checker(
     needed: set[str],
     base_dir: Path,
@@ -63,7 +53,7 @@ def row_checker(
     keyed = keyed_checks(checks)
     # The checks are rendered per row too (a judge's rubric goes to the grader): a rubric of
     # 20,000 placeholders was a MemoryError at validate, 200 of them a 200 MB grader request (verify60 F4).
-    texts = [*_strings(messages), *_strings(list(checks))]
+    texts = [leaf for leaf in json_leaves([messages, list(checks)]) if isinstance(leaf, str)]
     literal = sum(len(text) for text in texts)
     uses = Counter(name for text in texts for name in PLACEHOLDER.findall(text))
 
