@@ -162,14 +162,14 @@ def report_output_problem(path: Path, role: str) -> str | None:
 
 
 def _leads_out(path: Path, target: Path) -> bool:
-    """Whether a link on `path` (the file's or a folder's) leads to a regular file, or to none yet,
-    outside both the working folder and the folder `path` names. A stream (`/dev/stdout`, a
-    pipe) is written where it is."""
-    written = Path(os.path.abspath(path))
-    standard = str(written) in ("/dev/stdout", "/dev/stderr") or str(written).startswith(("/dev/fd/", "/proc/self/fd/"))
-    if target == written or standard or (target.exists() and not target.is_file()):
+    """Whether a link in the working folder's tree (the file's or a folder's on `path`) leads a
+    regular file, or none yet, out of it: a link checked in with a pull request. A path named
+    outside the tree is the caller's to name (macOS's /tmp is a link); a stream (`/dev/stdout`,
+    a pipe) is written where it is."""
+    written, here = Path(os.path.abspath(path)), Path(os.getcwd())
+    if target == written or (target.exists() and not target.is_file()) or not written.is_relative_to(here):
         return False
-    return not any(target.is_relative_to(base) for base in (Path.cwd().resolve(), written.parent))
+    return not target.is_relative_to(here.resolve())
 
 
 def _holds_batchrun_data(path: Path) -> str | None:

@@ -70,7 +70,10 @@ def row_checker(
             if name != "checks" and isinstance(value, (dict, list)):
                 kind = "an object" if isinstance(value, dict) else "a list"
                 return f"variable {name!r} is {kind}: values are strings, numbers, booleans or null"
-        size = literal + sum(times * len(str(row[name])) for name, times in uses.items() if row.get(name) is not None)
+        own = [leaf for leaf in json_leaves(row.get("checks")) if isinstance(leaf, str)]  # a row's own (verify61 F3)
+        counted = uses + Counter(name for text in own for name in PLACEHOLDER.findall(text))
+        size = literal + sum(map(len, own))
+        size += sum(times * len(str(row[name])) for name, times in counted.items() if row.get(name) is not None)
         if size > MAX_RENDERED_BYTES:
             return (
                 f"the prompt's messages and checks render to about {size:,} characters with this row, past the "

@@ -227,7 +227,7 @@ def _refuse_irregular_summary(summary: Path, new: bool) -> None:
         with open_regular(summary) as handle:
             text = handle.read(_SUMMARY_MAX_BYTES + 1)  # a foreign file may be any size
         data = json.loads(text) if len(text) <= _SUMMARY_MAX_BYTES else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # 200,000 [ was a traceback (verify61 F5)
         data = None
     # Its keys, in whatever order: a summary re-saved with sorted keys is still one (verify60 F10).
     if not (isinstance(data, dict) and "job" in data and "total" in data):

@@ -458,6 +458,11 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT + "    checks: [{regex: '\\p{L}((a{1000}){1000}){1000}'}]\n",
         ["nested repeats"],
     ),
+    (
+        "a regex bomb with spaced braces",
+        ONE_PROMPT + "    checks: [{regex: '(?x)((a{ 1000 }){ 1000 }){ 1000 }'}]\n",
+        ["nested repeats"],
+    ),
     ("an atomic regex bomb", ONE_PROMPT + "    checks: [{regex: '(?>(?>a{1000}){1000}){1000}'}]\n", ["nested repeats"]),
     # verify60 F6: passed validate, then each paid answer was an `internal` error, dropped.
     (
@@ -755,6 +760,11 @@ def test_a_row_whose_messages_render_past_the_bound_is_refused_at_validate(tmp_p
     )
     code, _, err = call_cli("validate", write_job(tmp_path, rubric, "rubric.yaml"))
     assert code == ExitCode.USAGE and "render to about 40,104,423 characters" in err
+    # verify61 F3: and so do a dataset row's own checks.
+    own = {"country": "y" * 100_000, "expect": "x", "checks": [{"contains": "{{country}}" * 400}]}
+    (tmp_path / "d.jsonl").write_text(json.dumps(own) + "\n")
+    code, _, err = call_cli("validate", job)
+    assert code == ExitCode.USAGE and "d.jsonl:1: the prompt's messages and checks render to about 44,004,851" in err
 
 
 def test_validate_names_every_bad_row_of_a_dataset_up_to_a_screenful(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -585,3 +586,26 @@ def test_unique_items_is_checked_in_one_pass_as_json_schema_compares(items: list
 def test_a_long_or_the_regex_modules_own_pattern_is_no_bomb(pattern: str, tmp_path: Path) -> None:
     # verify60 F8: one long repeat was refused, though it compiles in 11 MB; only nesting multiplies.
     assert check_problems({"regex": pattern}, tmp_path) == []
+
+
+def test_pattern_properties_are_searched_with_the_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # verify61 F1: patternProperties (and additionalProperties beside them) searched with re,
+    # with no limit, in the thread the deadline and signals need: `^(a+)+$` held a run past SIGTERM.
+    monkeypatch.setattr(batchrun._timed_match, "REGEX_TIMEOUT_S", 0.05)
+    answer = Answer(json.dumps({"a" * 40 + "b": 1}), 1, 0.0, 1, "stop")
+    started = time.monotonic()
+    matched = {"patternProperties": {"^(a+)+$": {"type": "string"}}}  # the key does not match: no constraint
+    assert grade([{"json_schema": matched}], answer)["passed"] is True
+    extra = {"patternProperties": {"^(a+)+$": {}}, "additionalProperties": False}  # so it is one too many
+    assert grade([{"json_schema": extra}], answer)["passed"] is False
+    assert time.monotonic() - started < 60  # a bound, not a measure: re took minutes at 33 a's
+    ok = {"patternProperties": {"^x": {"type": "integer"}}, "additionalProperties": False}
+    assert grade([{"json_schema": ok}], Answer('{"xa": 1}', 1, 0.0, 1, "stop"))["passed"]
+    assert not grade([{"json_schema": ok}], Answer('{"y": 1}', 1, 0.0, 1, "stop"))["passed"]
+
+
+def test_a_number_too_large_to_check_fails_the_check_not_the_row() -> None:
+    # verify61 F4: multipleOf on a 4,000-digit number raised inside the check: an `internal` error.
+    answer = Answer("1" * 5000, 1, 0.0, 1, "stop")
+    [check] = grade([{"json_schema": {"type": "number", "multipleOf": 0.1}}], answer)["checks"]
+    assert check["pass"] is False and "cannot be checked" in check["reason"]

@@ -1032,6 +1032,10 @@ def test_a_new_run_leaves_a_summary_that_is_not_batchruns_untouched(tmp_path: Pa
     assert call_cli(small_job, "--simulate", "-o", tmp_path / "out.jsonl", "-q")[0] == ExitCode.OK
     (tmp_path / "out.jsonl").unlink()  # a summary batchrun wrote, its results gone: a new run replaces it
     assert call_cli(small_job, "--simulate", "-o", tmp_path / "out.jsonl", "-q")[0] == ExitCode.OK
+    # verify61 F5: one nested past Python's reader was a RecursionError traceback, exit 1.
+    (tmp_path / "deep.summary.json").write_text("[" * 200_000)
+    code, _, err = call_cli(small_job, "--simulate", "-o", tmp_path / "deep.jsonl", "-q")
+    assert code == ExitCode.USAGE and "deep.summary.json: not a batchrun summary" in err
     # verify60 F10: one re-saved with its keys sorted (jq -S) is still batchrun's.
     summary = tmp_path / "out.summary.json"
     summary.write_text(json.dumps(json.loads(summary.read_text()), sort_keys=True))
