@@ -230,7 +230,7 @@ def _refuse_irregular_summary(summary: Path, new: bool) -> None:
     except (OSError, ValueError, RecursionError):  # 200,000 [ was a traceback (verify61 F5)
         data = None
     # Its keys, in whatever order: a summary re-saved with sorted keys is still one (verify60 F10).
-    if not (isinstance(data, dict) and "job" in data and "total" in data):
+    if not (isinstance(data, dict) and {"job", "total", "models", "prompts"} <= data.keys()):  # what every summary has
         raise ConfigError(f"{summary}: not a batchrun summary: the run's summary goes there; it was left untouched")
 
 

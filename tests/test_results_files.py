@@ -1023,10 +1023,10 @@ def test_results_summaries_and_merged_files_are_never_writable_by_others(tmp_pat
 
 def test_a_new_run_leaves_a_summary_that_is_not_batchruns_untouched(tmp_path: Path, small_job: Path) -> None:
     # break59 F10: a foreign results file, lock or journal was refused, a foreign summary replaced.
-    (tmp_path / "out.summary.json").write_text('{"my": "own data"}')
+    (tmp_path / "out.summary.json").write_text('{"job": "small", "total": {}, "my": "own data"}')  # verify61 F6
     code, _, err = call_cli(small_job, "--simulate", "-o", tmp_path / "out.jsonl", "-q")
     assert code == ExitCode.USAGE and "out.summary.json: not a batchrun summary" in err and "left untouched" in err
-    assert (tmp_path / "out.summary.json").read_text() == '{"my": "own data"}'
+    assert (tmp_path / "out.summary.json").read_text() == '{"job": "small", "total": {}, "my": "own data"}'
     assert not (tmp_path / "out.jsonl").exists()
     (tmp_path / "out.summary.json").unlink()
     assert call_cli(small_job, "--simulate", "-o", tmp_path / "out.jsonl", "-q")[0] == ExitCode.OK
