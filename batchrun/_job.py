@@ -217,7 +217,7 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
             file = base_dir / shown
             rows = DatasetFile(file, shown, snapshots.setdefault(file_identity(file), Snapshot(file)))
             problems += rows.check(
-                row_checker(needed, base_dir, checks, graded, [m["content"] for m in messages]),
+                row_checker(needed, base_dir, checks, graded, contents),
                 source.file,
                 format_path(key_path),
             )

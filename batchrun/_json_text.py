@@ -84,39 +84,37 @@ def parse_json(content: str, unique_keys: bool = False) -> tuple[bool, Any]:
     return True, valid_text(value) if "\\ud" in text.lower() else value
 
 
-def outside_reference(schema: Any, depth: int = 0) -> str | None:
-    """A `$ref` (or `$dynamicRef`) to anything but the schema itself: never followed when
-    grading (break24 F6: fetched over the network with no timeout, or read from disk), so
-    refused at validate time, where it can still be mended."""
-    if depth > 64:
-        return None  # check_schema accepted it; the walk stops where no real schema goes
-    if isinstance(schema, dict):
-        for key, item in schema.items():
-            if key in ("$ref", "$dynamicRef") and isinstance(item, str) and not item.startswith("#"):
-                return f"{key} {short(item)!r} points outside the schema: put what it names in its $defs"
-            if (found := outside_reference(item, depth + 1)) is not None:
-                return found
-    elif isinstance(schema, list):
-        for item in schema:
-            if (found := outside_reference(item, depth + 1)) is not None:
-                return found
-    return None
-
-
-def schema_patterns(schema: Any, depth: int = 0) -> Iterator[str]:
-    """Every regular expression a schema holds (`pattern` values, `patternProperties` keys)."""
+def _schema_entries(schema: Any, depth: int = 0) -> Iterator[tuple[str, Any]]:
+    """Every (key, value) of every object in a schema, to the depth a real schema goes (64:
+    check_schema accepted it; the walk stops there)."""
     if depth > 64:
         return
     if isinstance(schema, dict):
         for key, item in schema.items():
-            if key == "pattern" and isinstance(item, str):
-                yield item
-            elif key == "patternProperties" and isinstance(item, dict):
-                yield from (name for name in item if isinstance(name, str))
-            yield from schema_patterns(item, depth + 1)
+            yield key, item
+            yield from _schema_entries(item, depth + 1)
     elif isinstance(schema, list):
         for item in schema:
-            yield from schema_patterns(item, depth + 1)
+            yield from _schema_entries(item, depth + 1)
+
+
+def outside_reference(schema: Any) -> str | None:
+    """A `$ref` (or `$dynamicRef`) to anything but the schema itself: never followed when
+    grading (break24 F6: fetched over the network with no timeout, or read from disk), so
+    refused at validate time, where it can still be mended."""
+    for key, item in _schema_entries(schema):
+        if key in ("$ref", "$dynamicRef") and isinstance(item, str) and not item.startswith("#"):
+            return f"{key} {short(item)!r} points outside the schema: put what it names in its $defs"
+    return None
+
+
+def schema_patterns(schema: Any) -> Iterator[str]:
+    """Every regular expression a schema holds (`pattern` values, `patternProperties` keys)."""
+    for key, item in _schema_entries(schema):
+        if key == "pattern" and isinstance(item, str):
+            yield item
+        elif key == "patternProperties" and isinstance(item, dict):
+            yield from (name for name in item if isinstance(name, str))
 
 
 def json_leaves(value: Any) -> Iterator[Any]:

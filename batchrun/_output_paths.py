@@ -162,8 +162,8 @@ def report_output_problem(path: Path, role: str) -> str | None:
 
 
 def _leads_out(path: Path, target: Path) -> bool:
-    """Whether a link in the working folder's tree (the file's or a folder's on `path`) leads a
-    regular file, or none yet, out of it: a link checked in with a pull request. A path named
+    """Whether a link in the working folder's tree (the file's or a folder's on `path`) leads to
+    a regular file, or none yet, out of it: a link checked in with a pull request. A path named
     outside the tree is the caller's to name (macOS's /tmp is a link); a stream (`/dev/stdout`,
     a pipe) is written where it is."""
     written, here = Path(os.path.abspath(path)), Path(os.getcwd())

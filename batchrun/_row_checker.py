@@ -57,11 +57,26 @@ def row_checker(
     literal = sum(len(text) for text in texts)
     uses = Counter(name for text in texts for name in PLACEHOLDER.findall(text))
 
+    def _rendered_size_problem(row: dict[str, Any]) -> str | None:
+        own = [leaf for leaf in json_leaves(row.get("checks")) if isinstance(leaf, str)]  # a row's own (verify61 F3)
+        counted = uses + Counter(name for text in own for name in PLACEHOLDER.findall(text)) if own else uses
+        size = literal + sum(map(len, own))
+        size += sum(times * len(str(row[name])) for name, times in counted.items() if row.get(name) is not None)
+        if size <= MAX_RENDERED_BYTES:
+            return None
+        return (
+            f"the prompt's messages and checks render to about {size:,} characters with this row, past the "
+            f"{MAX_RENDERED_BYTES:,} a request may hold"
+        )
+
     def check_row(row: dict[str, Any]) -> str | None:
         nonlocal validator
         missing = needed - row.keys()
         if missing:
             return f"row lacks variable(s) {', '.join(sorted(missing))} used by the prompt"
+        # Before anything renders a check with this row (the key-like checks below do).
+        if (too_large := _rendered_size_problem(row)) is not None:
+            return too_large
         if (filled := filled_key_problem(keyed, row)) is not None:
             return filled
         for name, value in row.items():
@@ -70,15 +85,6 @@ def row_checker(
             if name != "checks" and isinstance(value, (dict, list)):
                 kind = "an object" if isinstance(value, dict) else "a list"
                 return f"variable {name!r} is {kind}: values are strings, numbers, booleans or null"
-        own = [leaf for leaf in json_leaves(row.get("checks")) if isinstance(leaf, str)]  # a row's own (verify61 F3)
-        counted = uses + Counter(name for text in own for name in PLACEHOLDER.findall(text))
-        size = literal + sum(map(len, own))
-        size += sum(times * len(str(row[name])) for name, times in counted.items() if row.get(name) is not None)
-        if size > MAX_RENDERED_BYTES:
-            return (
-                f"the prompt's messages and checks render to about {size:,} characters with this row, past the "
-                f"{MAX_RENDERED_BYTES:,} a request may hold"
-            )
         if "checks" not in row:
             return row_check_problem(list(checks), row)  # `icontains: ""` passes
         if isinstance(row["checks"], str):  # a CSV column named so
