@@ -21,7 +21,7 @@ from batchrun._report_data import read_run_summary
 from batchrun._verdict import decide
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, call_cli, child_env, read_rows, run_cli, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, call_cli, child_env, deadline_at_first_wait, read_rows, run_cli, write_job
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -746,7 +746,9 @@ async def test_the_simulated_batch_api_calls_tools_as_a_sync_answer_does(
     assert all(r["batch_id"] and r["passed"] for r in tool_rows)
 
 
-def test_simulate_polls_its_batches_often_and_refuses_batches_of_a_simulator_that_is_gone(tmp_path: Path) -> None:
+def test_simulate_polls_its_batches_often_and_refuses_batches_of_a_simulator_that_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # break27 m11: polled every 60 s, `--simulate --mode batch` took minutes for batches the
     # simulator finishes in ~4 s; and a resume with a fresh simulator polled batches it never
     # knew until three 404s in a row ended them.
@@ -760,9 +762,10 @@ def test_simulate_polls_its_batches_often_and_refuses_batches_of_a_simulator_tha
     assert code == ExitCode.OK and len(read_rows(out)) == 20, err
     assert time.monotonic() - started < 45  # a bound, not a measure: the first poll came at 60 s
     cut = tmp_path / "cut.jsonl"
-    # Batches that run a minute, cut by a deadline that a busy machine's start-up cannot pass.
+    # Batches that run a minute, cut by a deadline that comes at the first pause before a poll.
+    deadline = deadline_at_first_wait(monkeypatch)
     code, _, err = call_cli(
-        job, "--simulate", "--sim", "batch_in_progress_s=60", "--mode", "batch", "-o", cut, "-q", "--deadline", "3"
+        job, "--simulate", "--sim", "batch_in_progress_s=60", "--mode", "batch", "-o", cut, "-q", "--deadline", deadline
     )
     assert code == ExitCode.SUBMITTED, err
     before = {p.name: p.read_bytes() for p in tmp_path.glob("cut.*")}

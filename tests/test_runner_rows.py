@@ -36,6 +36,7 @@ from .conftest import (
     FAKE_KEY,
     SMALL_JOB,
     FakeClock,
+    LeapClock,
     call_cli,
     journaled_generations,
     judged_small_job,
@@ -398,15 +399,14 @@ async def test_report_job_regrading_stops_at_its_deadline_and_its_wind_down_ends
     # verify26 R2: `report --job` had no deadline (the job's `run.deadline_s` was not applied to
     # its re-grading either): graders that hang held the CI gate for every timeout, 325 s for 4 rows.
     import batchrun._cut_off as cut_off
-    from batchrun._clock import SystemClock
 
     monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.05)
-    run = (
-        "run: {concurrency: 2, timeout_s: 3600, max_attempts: 3, grace_s: 0.05, deadline_s: 2}"  # past a busy start-up
-    )
+    run = "run: {concurrency: 2, timeout_s: 3600, max_attempts: 3, grace_s: 0.05, deadline_s: 30}"
     out, asked, job = await _answered_then_judged(sim, tmp_path, run)
     sim.config.faults = {"hang": 1.0}  # every grader hangs: only the deadline and its grace end them
-    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, clock=SystemClock())
+    # The deadline comes once two graders hang, neither waited out nor passed by a slow start-up.
+    clock = LeapClock(lambda: sim.stats.chat_requests >= asked + 2, by=30)
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, clock=clock)
     graded: list[dict[str, Any]] = []
     summary = await asyncio.wait_for(
         regrade_file(job, options, read_rows(out), lambda: read_rows(out), ItemGate(), lambda _: None, graded.append),
