@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from ._files import read_regular_text
 from ._formats import short
 from ._json_text import outside_reference, parse_json, schema_patterns
+from ._record_shape import row_verdict
 from ._template import emptied_by, names_in, render_nested
 from ._timed_match import PatternError, PatternTimedOut, compile_pattern, first_schema_error, timed_search
 
@@ -337,12 +338,14 @@ def run_checks(
 
 def verdict_of(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The check fields of a record: results, verdict and weighted score. A row with a check
-    that could not be decided has no verdict (`passed: null`): it neither passes nor fails."""
+    that failed has failed, whatever a check not decided would say; one with a check not decided
+    and none failed has no verdict (`passed: null`): it neither passes nor fails. A known failure
+    was undecided beside a grader's error: out of the pass rate, which read 100% (break61 F1)."""
     decided = [r for r in results if r["pass"] is not None]
     total = sum(r["weight"] for r in decided)
     return {
         "checks": results,
-        "passed": all(r["pass"] for r in decided) if len(decided) == len(results) else None,
+        "passed": row_verdict([r["pass"] for r in results]),
         "score": round(sum(r["weight"] for r in decided if r["pass"]) / total, 4) if total else None,
     }
 

@@ -148,7 +148,18 @@ def _inner_problem(record: dict[str, Any]) -> str | None:
         # Readers count `passed`: edited to true over failed checks, a row passed the report
         # and made a "significant" improvement in diff (break27 m4). The rule is verdict_of's.
         verdicts = [check.get("pass") for check in checks]
-        agreed = None if None in verdicts else all(verdicts)
-        if record.get("passed") != agreed:
+        agreed = row_verdict(verdicts)
+        # A file written before a failed check outranked an undecided one holds null there.
+        legacy = agreed is False and None in verdicts and record.get("passed") is None
+        if record.get("passed") != agreed and not legacy:
             return "'passed' does not agree with its checks"
     return None
+
+
+def row_verdict(verdicts: list[bool | None]) -> bool | None:
+    """A row's `passed` from its checks' `pass`: False when one failed, whatever a check not
+    decided would say (a known failure was undecided beside a grader's error, out of the pass
+    rate: break61 F1); None when none failed and one is undecided; else True."""
+    if False in verdicts:
+        return False
+    return None if None in verdicts else True

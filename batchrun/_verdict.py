@@ -61,7 +61,8 @@ def quality_failures(summary: Summary, settings: RunSettings, override: float | 
     items = summary.get("items")
     if items and items.get("gate") and items["failed"]:
         gate = items["gate"]
-        failures.append(f"{items['failed']} item(s) passed fewer than {gate['min']} of {gate['of']} repeats")
+        also = f" ({items['undecided']} more undecided)" if items.get("undecided") else ""
+        failures.append(f"{items['failed']} item(s) passed fewer than {gate['min']} of {gate['of']} repeats{also}")
     for kind, groups, limits in (("model", summary["models"], models), ("prompt", summary["prompts"], prompts)):
         for name, limit in limits.items():
             group = groups.get(name)
@@ -113,15 +114,21 @@ def unchecked_thresholds(
                 f"({group['passed']} of {checked} graded passed)"
             )
     items = summary.get("items")
-    if items and items.get("gate") and items["undecided"]:
+    if items and items.get("gate") and items["undecided"] and not items["failed"]:
         # `per_item` is a threshold too: an item its graded repeats neither meet nor miss is
         # decided by the ungraded ones, and a gate no item met passed (break27 M2: exit 0).
+        # With an item failed outright the gate is missed whatever they hold: quality, exit 3,
+        # not "could not be checked" pointing the on-call at the graders (break61 F5).
         gate = items["gate"]
         unchecked.append(
             f"{items['undecided']} item(s) could not be checked against the per-item gate (at least {gate['min']} "
             f"of {gate['of']} repeats): their ungraded or missing repeats decide it"
         )
     return unchecked
+
+
+def ungraded_reason(rows: int) -> str:
+    return f"{rows} answered row(s) not graded: a stop cut their grader off; --resume grades them"
 
 
 def error_rate(summary: Summary) -> float:
@@ -164,7 +171,7 @@ def decide(
         why = ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items()) if k != "daily_cap")
         reasons = [f"{unanswered} row(s) skipped, never answered ({why}); --resume runs them"] if unanswered else []
         if ungraded:
-            reasons.append(f"{ungraded} answered row(s) not graded: a stop cut their grader off; --resume grades them")
+            reasons.append(ungraded_reason(ungraded))
         return ExitCode.INCOMPLETE, reasons
     reasons = []
     if summary.get("uncounted_rows"):

@@ -381,9 +381,13 @@ def test_weights_give_a_row_score() -> None:
         "passed": True,
         "score": 1.0,
     }
-    # A judge check no grader answered is undecided: left out of the score, and no verdict.
-    undecided = grade([{"contains": "Paris"}, {"contains": "Rome", "weight": 2}, {"judge": "Is it right?"}], paris)
-    assert undecided["passed"] is None and undecided["score"] == round(1 / 3, 4)
+    # A judge check no grader answered is undecided: left out of the score, and no verdict while
+    # nothing failed. A check that failed beside it fails the row, whatever the judge would have
+    # said (break61 F1: such rows were undecided, out of the pass rate, which read 100%).
+    undecided = grade([{"contains": "Paris"}, {"contains": "Paris", "weight": 2}, {"judge": "Is it right?"}], paris)
+    assert undecided["passed"] is None and undecided["score"] == 1.0
+    failed = grade([{"contains": "Paris"}, {"contains": "Rome", "weight": 2}, {"judge": "Is it right?"}], paris)
+    assert failed["passed"] is False and failed["score"] == round(1 / 3, 4)
     assert grade([{"judge": "Is it right?"}], paris)["score"] is None  # nothing decided: no score
     summary = summary_of(record("1", "m", "p", passed=False, score=0.75), record("2", "m", "p", score=1.0))
     assert summary["total"]["mean_score"] == 0.875 and summary["total"]["pass_rate"] == 0.5

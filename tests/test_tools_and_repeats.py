@@ -577,6 +577,63 @@ def test_a_per_item_gate_that_undecided_repeats_decide_is_not_passed(tmp_path: P
     assert decide(SummaryBuilder(gate).add_all(rows).result(), settings)[0] == ExitCode.OK
 
 
+def test_a_per_item_gate_missed_outright_is_a_quality_failure_whatever_the_undecided_items(tmp_path: Path) -> None:
+    # break61 F5: two items passed none of 5 repeats, a third was undecided: exit 1, "their
+    # ungraded or missing repeats decide it", pointing the on-call at the graders, when no
+    # verdict of theirs could make the gate pass.
+    from batchrun._settings import RunSettings
+    from batchrun._summary import SummaryBuilder
+    from batchrun._verdict import decide
+
+    rows = read_rows(synthetic(tmp_path / "a.jsonl", {"m": 0.0}, 5, seed=6, items=3))
+    for row in rows[:3]:  # item 0: two graded fails and three ungraded, neither met nor missed... yet
+        row.update(passed=None, checks=[{"name": "judge", "pass": None, "reason": "", "weight": 1, "error": "prose"}])
+    rows[3].update(passed=True, score=1.0, checks=[{"name": "c", "pass": True, "reason": "", "weight": 1}])
+    gate = ItemGate(3, 5)
+    settings = RunSettings(max_error_rate=1.0, pass_threshold={"per_item": {"min": 3, "of": 5}})
+    summary = SummaryBuilder(gate).add_all(rows).result()
+    assert summary["items"] is not None and (summary["items"]["undecided"], summary["items"]["failed"]) == (1, 2)
+    assert decide(summary, settings) == (
+        ExitCode.QUALITY,
+        ["2 item(s) passed fewer than 3 of 5 repeats (1 more undecided)"],
+    )
+
+
+def _with_checks(row: dict[str, Any], passed: bool | None, *verdicts: bool | None) -> None:
+    row.update(
+        passed=passed,
+        checks=[
+            {"name": f"c{n}", "pass": v, "reason": "", "weight": 1} | ({} if v is not None else {"error": "grader down"})
+            for n, v in enumerate(verdicts)
+        ],
+    )
+
+
+def test_a_row_that_failed_a_check_is_failed_beside_a_check_its_grader_left_undecided(tmp_path: Path) -> None:
+    # break61 F1: `equals: yes` failed and the judge's grader answered 500: the row was
+    # undecided, out of the pass rate, and 18 passes of 20 rows read "100.0%", exit 0, with
+    # no failure in the JUnit file. A file written so before is read as it was written.
+    path = synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 1, seed=1, items=20)
+    rows = read_rows(path)
+    for row in rows[:2]:
+        _with_checks(row, False, False, None)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, text, err = call_cli("report", path, "--json", "--junit", tmp_path / "j.xml")
+    total = json.loads(text)["total"]
+    assert code == 0 and (total["passed"], total["checked"], total["undecided"]) == (18, 20, 0)
+    assert "2 failed, 0 error(s)" in err and 'failures="2"' in (tmp_path / "j.xml").read_text()
+    for row in rows[:2]:
+        _with_checks(row, None, False, None)  # as written before: read, not set aside
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, text, err = call_cli("report", path, "--json")
+    assert code == 0 and err == "" and json.loads(text)["total"]["undecided"] == 2
+    _with_checks(rows[5], True, False, None)  # a verdict that disagrees is set aside, as always
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, text, err = call_cli("report", path, "--json")
+    assert "a.jsonl:6: " in err and "'passed' does not agree with its checks" in err
+    assert json.loads(text)["total"]["rows"] == 19
+
+
 def test_one_flip_among_rows_gone_from_the_second_run_is_not_a_significant_drop(tmp_path: Path) -> None:
     # break27 M4: 20 of a model's 21 passing rows gone, the one left now failing: compared as two
     # samples, 21/21 -> 0/1 was "significant" (p=0.045); one row, one flip, is p=1. The rows gone

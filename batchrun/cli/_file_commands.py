@@ -13,7 +13,7 @@ from .._exceptions import (
 )
 from .._lock import refuse_live
 from .._summary_types import Summary
-from .._verdict import ExitCode
+from .._verdict import ExitCode, ungraded_reason
 from ._common import show, sim_config, simulator_endpoint, step_summary, with_simulator
 from ._report_outputs import refuse_sidecars, report_page, through, write_junit_file, write_report_page
 
@@ -93,6 +93,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         # Without a summary (a run killed), the rows it never reached have no record at all.
         unseen = "" if run_summary else "; rows the run never reached have no record: `report --job` counts them"
         reasons.append(f"{skipped} row(s) skipped, never answered ({why}); --resume runs them{unseen}")
+    if ungraded := summary["total"].get("regradable", 0):  # as the run's own exit says (break61 F6: 0)
+        reasons.append(ungraded_reason(ungraded))
     code = ExitCode.INCOMPLETE if reasons else ExitCode.OK
     job_name = summary.get("job") or args.results.stem
     # The records read again for the JUnit file: their warnings were said once, above.
