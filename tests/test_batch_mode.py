@@ -21,7 +21,17 @@ from batchrun._report_data import read_run_summary
 from batchrun._verdict import decide
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, call_cli, child_env, deadline_at_first_wait, read_rows, run_cli, write_job
+from .conftest import (
+    FAKE_KEY,
+    SMALL_JOB,
+    FakeClock,
+    call_cli,
+    child_env,
+    deadline_at_first_wait,
+    read_rows,
+    run_cli,
+    write_job,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -442,7 +442,65 @@ def test_a_signal_while_the_page_is_written_leaves_both_files_saying_exit_7(
     monkeypatch.setattr(html_report, "write_report", interrupted)
     code, _, err = call_cli("report", results, "--job", job, "--junit", junit, "--html", page)
     assert code == ExitCode.INTERRUPTED, err
-    assert _junit(junit)["gate"].find("failure").get("message").startswith("exit 7: interrupted while the page")
+    assert _junit(junit)["gate"].find("failure").get("message").startswith("exit 7: interrupted by a signal before")
+    assert "No verdict" in page.read_text() and "exit 7" in page.read_text()
+
+
+@pytest.mark.parametrize("with_job", [True, False])
+@pytest.mark.parametrize("tonight", ["missing", "empty", "held"])
+def test_a_report_that_fails_before_its_verdict_leaves_no_earlier_green_page_or_junit_file(
+    tmp_path: Path, job: Path, results: Path, monkeypatch: pytest.MonkeyPatch, tonight: str, with_job: bool
+) -> None:
+    # break62 F4: without --job, last night's green page and JUnit file stood beside a report of
+    # tonight's results that was missing (exit 2), empty (2) or still being written (8).
+    import batchrun._lock as lock
+
+    junit, page = tmp_path / "junit.xml", tmp_path / "page.html"
+    gate = ("--job", job) if with_job else ()
+    assert call_cli("report", results, *gate, "--junit", junit, "--html", page)[0] == ExitCode.OK
+    assert "exit 0 (ok)" in page.read_text()
+    night = tmp_path / "tonight.jsonl"
+    if tonight == "empty":
+        night.write_bytes(b"")
+    elif tonight == "held":
+        night.write_bytes(results.read_bytes())
+        monkeypatch.setattr(lock, "writer_of", lambda *_args: 4242)  # a run writing it
+    code, _, err = call_cli("report", night, *gate, "--junit", junit, "--html", page)
+    # An empty file against the job is a verdict of its own: every row of the matrix missing.
+    expected = {"held": ExitCode.LOCKED, "missing": ExitCode.USAGE}.get(
+        tonight, ExitCode.INCOMPLETE if with_job else ExitCode.USAGE
+    )
+    assert code == expected, err
+    assert _junit(junit)["gate"].find("failure").get("message").startswith(f"exit {int(code)}: ")
+    assert f"exit {int(code)}" in page.read_text() and "exit 0 (ok)" not in page.read_text()
+
+
+@pytest.mark.parametrize("with_job", [True, False])
+def test_a_signal_after_the_page_is_written_leaves_both_files_saying_exit_7(
+    tmp_path: Path, job: Path, results: Path, monkeypatch: pytest.MonkeyPatch, with_job: bool
+) -> None:
+    # break62 F5: one SIGTERM right after the page was written: the page said exit 0, the JUnit
+    # file "the gate ended before its verdict (a second signal, or killed)", the command 7.
+    import batchrun._junit as junit_module
+
+    junit, page = tmp_path / "junit.xml", tmp_path / "page.html"
+    gate = ("--job", job) if with_job else ()
+    assert call_cli("report", results, *gate, "--junit", junit, "--html", page)[0] == ExitCode.OK
+
+    write_junit = junit_module.write_junit
+    calls: list[int] = []
+
+    def interrupted_once(*args: Any) -> Any:
+        calls.append(len(calls))
+        if len(calls) == 2:  # the placeholder, then the verdict: one signal, as it is written
+            raise KeyboardInterrupt
+        return write_junit(*args)
+
+    monkeypatch.setattr(junit_module, "write_junit", interrupted_once)  # the page is written first
+    code, _, err = call_cli("report", results, *gate, "--junit", junit, "--html", page)
+    assert code == ExitCode.INTERRUPTED and len(calls) == 3, err
+    message = _junit(junit)["gate"].find("failure").get("message")
+    assert message == "exit 7: interrupted by a signal before the gate's verdict was written"
     assert "No verdict" in page.read_text() and "exit 7" in page.read_text()
 
 

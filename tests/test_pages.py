@@ -123,8 +123,22 @@ def test_report_html_is_one_self_contained_file(tmp_path: Path, history_dir: Pat
     assert 'id="chart-pass-by-model"' in html and 'id="chart-latency-distribution"' in html
     assert html.count('<tr class="kind-') == len(_failing(read_rows(results)))
     assert "exit 0 (ok)" in html and "of a $0.500000 budget" in html
-    assert "as a run would exit (report without --job gates only rows never answered)" in html
+    assert "report without --job: no threshold is gated, only rows never answered (exit 12)" in html
     assert oct(page.stat().st_mode & 0o777) == "0o644"
+
+
+def test_the_page_without_a_job_says_the_reports_own_verdict(tmp_path: Path, history_dir: Path) -> None:
+    # break62 F3: without --job the page decided by default thresholds (no error tolerated): a
+    # night with rows in error within the job's tolerance showed "exit 1 (errors)" beside
+    # `report` exiting 0 and a green JUnit gate case; three verdicts from one command.
+    results = history_dir / "run3.jsonl"  # rows in error (its simulator's 400s)
+    assert any(r["status"] == "error" for r in read_rows(results))
+    page, junit = tmp_path / "p.html", tmp_path / "j.xml"
+    code, _, err = call_cli("report", results, "--html", page, "--junit", junit)
+    assert code == ExitCode.OK, err
+    html = page.read_text(encoding="utf-8")
+    assert 'id="verdict">exit 0 (ok)' in html and "(errors)" not in html
+    assert 'name="exit code"' in (gate := junit.read_text()) and "<failure" not in gate.split('name="exit code"')[1]
 
 
 def test_the_page_of_a_partial_merge_is_not_ok(tmp_path: Path, small_job: Path) -> None:

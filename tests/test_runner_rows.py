@@ -326,8 +326,8 @@ async def test_a_grader_whose_server_wait_is_over_the_cap_is_stopped_not_failed(
         f"{len(checks)} answered row(s) not graded: a stop cut their grader off; --resume grades them"
     ]
     # `report` on the file says so too (break61 F6: exit 0, a green JUnit gate, no verdict at all).
-    code, _, err = call_cli("report", tmp_path / "out.jsonl", "--junit", tmp_path / "j.xml")
-    assert code == ExitCode.INCOMPLETE and reasons[0] in err
+    exit_code, _, err = call_cli("report", tmp_path / "out.jsonl", "--junit", tmp_path / "j.xml")
+    assert exit_code == ExitCode.INCOMPLETE and reasons[0] in err
     assert 'name="exit code"' in (junit := (tmp_path / "j.xml").read_text()) and "exit 12" in junit
     sim.config.unavailable.clear()
     again = await run_job(job, replace(options, resume=True))

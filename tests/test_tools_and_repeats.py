@@ -603,7 +603,8 @@ def _with_checks(row: dict[str, Any], passed: bool | None, *verdicts: bool | Non
     row.update(
         passed=passed,
         checks=[
-            {"name": f"c{n}", "pass": v, "reason": "", "weight": 1} | ({} if v is not None else {"error": "grader down"})
+            {"name": f"c{n}", "pass": v, "reason": "", "weight": 1}
+            | ({} if v is not None else {"error": "grader down"})
             for n, v in enumerate(verdicts)
         ],
     )

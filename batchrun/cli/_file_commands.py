@@ -8,6 +8,7 @@ from typing import Any
 from .._console import Console
 from .._exceptions import (
     ConfigError,
+    LockHeld,
     OutputFailed,
     ResultsError,
 )
@@ -28,13 +29,7 @@ _REGRADING_OPTIONS: tuple[tuple[str, Any], ...] = (
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from .._batch_state import pending_batches
-    from .._items import ItemGate
-    from .._reader import unread_lines
-    from .._report_data import file_key_gap, missing_since_summary, read_run_summary, summary_doubts
-    from .._results import final_records
-    from .._summary import SummaryBuilder
-    from .._summary_text import render_markdown, render_text
+    from ._report_gate import UNFINISHED, failure_code, no_verdict, said_in_files
 
     refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=(args.results, args.job))
     if args.job is None:
@@ -43,8 +38,38 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         given = [name for name, on in _REGRADING_OPTIONS if on(args)]
         if given:
             raise ConfigError(f"{', '.join(given)}: only with --job JOB.yaml (they apply to its re-grading)")
+    # Until the verdict, the files that stand say there is none: last night's green page and
+    # JUnit file stood beside a report that failed before its verdict (results missing or empty,
+    # held by a run, a signal), with --job as without (break62 F4).
+    page = report_page(args)  # the extra --html needs, checked before any file is written
+    no_verdict(args, console, UNFINISHED, standing=True)
+    try:
+        return _report(args, console, page)
+    except KeyboardInterrupt:
+        # A signal after the page was written: both files say exit 7, not the page a verdict
+        # and the JUnit file "a second signal, or killed" (break62 F5).
+        no_verdict(args, console, INTERRUPTED)
+        raise
+    except (ConfigError, ResultsError, LockHeld) as failure:
+        if not said_in_files(failure):
+            code, why = failure_code(failure)
+            no_verdict(args, console, (int(code), [why]))
+        raise
+
+
+INTERRUPTED = (int(ExitCode.INTERRUPTED), ["interrupted by a signal before the gate's verdict was written"])
+
+
+def _report(args: argparse.Namespace, console: Console, page: Any) -> int:
+    from .._batch_state import pending_batches
+    from .._items import ItemGate
+    from .._reader import unread_lines
+    from .._report_data import file_key_gap, missing_since_summary, read_run_summary, summary_doubts
+    from .._results import final_records
+    from .._summary import SummaryBuilder
+    from .._summary_text import render_markdown, render_text
+
     refuse_live(args.results, "report it")
-    page = report_page(args)
     unread = 0
 
     def warn(message: str) -> None:
@@ -100,7 +125,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     # The records read again for the JUnit file: their warnings were said once, above.
     write_junit_file(args, console, lambda: final_records(args.results), gate, (), (int(code), reasons), job_name)
     show(console, args, summary, render_text, render_markdown)
-    write_report_page(args, page, summary, None)
+    write_report_page(args, page, summary, (int(code), reasons), gated=False)
     for reason in reasons:
         console.error(reason)
     return code

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from .._console import Console
-from .._exceptions import AuthFailed, ConfigError, JobError, OutputFailed, RequestFailed, ResultsError
+from .._exceptions import AuthFailed, ConfigError, JobError, LockHeld, OutputFailed, RequestFailed, ResultsError
 from .._summary_types import Summary
 from .._verdict import ExitCode
 from ._common import key_for_job, show, with_budget, with_simulator
@@ -42,26 +42,15 @@ def report_against_job(
 ) -> int:
     from .._items import ItemGate
     from .._job import load_job
-    from .._signals import signals_held
 
-    # Until the verdict, the files that stand say there is none: a second signal (which exits
-    # at once) or a kill left last night's green ones beside a gate that never finished. Only
-    # over files of their kind: the files the job names are not known yet.
-    try:
-        with signals_held():
-            _no_verdict(args, console, None, UNFINISHED, None, only_ours=True, standing=True)
-    except OutputFailed as failure:
-        # One of them cannot be written (it is removed): the other says exit 11 too, not last
-        # night's verdict nor "ended before its verdict" (verify31 V2, V3).
-        _no_verdict(args, console, None, (int(ExitCode.IO), [str(failure)]), None, only_ours=True)
-        raise
     try:
         job = load_job(args.job)
     except (JobError, ConfigError) as failure:
         # Nor for a job that cannot be read. The files it names are not known then, so a JUnit
         # file or a page is written only where none is, or where one of its kind stands.
         problems = str(failure).splitlines()  # each of a job's problems a line, as on stderr
-        _no_verdict(args, console, None, (int(ExitCode.USAGE), problems), None, only_ours=True)
+        no_verdict(args, console, (int(ExitCode.USAGE), problems))
+        written_over(failure)
         raise
     refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=files_named_by(job.path))
     refuse_named_in_datasets(job, (args.html, "a page"), (args.junit, "a JUnit file"))
@@ -77,10 +66,42 @@ def report_against_job(
         # its verdict (verify27 N7, break31 M1): they say this run's exit code.
         code, why = failure_code(failure)
         _no_verdict(args, console, gate, (int(code), [why]), job.name)
+        written_over(failure)
         raise
 
 
 UNFINISHED = (int(ExitCode.INTERRUPTED), ["the gate ended before its verdict (a second signal, or killed)"])
+
+
+def no_verdict(
+    args: argparse.Namespace, console: Console, verdict: tuple[int, list[str]], *, standing: bool = False
+) -> None:
+    """The JUnit file and page of a report without a verdict, over files of their kind only (the
+    files a job names are not known yet). `standing`: until the verdict, over the files there,
+    so that a second signal (which exits at once) or a kill leaves no earlier night's green
+    ones beside a gate that never finished."""
+    from .._signals import signals_held
+
+    if not standing:
+        _no_verdict(args, console, None, verdict, None, only_ours=True)
+        return
+    try:
+        with signals_held():
+            _no_verdict(args, console, None, verdict, None, only_ours=True, standing=True)
+    except OutputFailed as failure:
+        # One of them cannot be written (it is removed): the other says exit 11 too, not last
+        # night's verdict nor "ended before its verdict" (verify31 V2, V3).
+        _no_verdict(args, console, None, (int(ExitCode.IO), [str(failure)]), None, only_ours=True)
+        raise
+
+
+def written_over(failure: BaseException) -> None:
+    """Mark `failure` as said in the JUnit file and page already (with the job's name)."""
+    failure.__dict__["in_files"] = True
+
+
+def said_in_files(failure: BaseException) -> bool:
+    return bool(failure.__dict__.get("in_files"))
 
 
 def _no_verdict(
@@ -124,6 +145,8 @@ def _no_verdict(
 
 def failure_code(failure: Exception) -> tuple[ExitCode, str]:
     """The exit code and the words the CLI gives a failure before the gate's verdict."""
+    if isinstance(failure, LockHeld):
+        return ExitCode.LOCKED, str(failure)
     if isinstance(failure, AuthFailed):
         return ExitCode.AUTH, f"the API key was refused: {failure.message}"
     if isinstance(failure, RequestFailed):

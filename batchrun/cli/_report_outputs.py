@@ -94,11 +94,13 @@ def through(page: Any, records: Any) -> Any:
     return records if page is None else page.watch(records)
 
 
-def write_report_page(args: argparse.Namespace, page: Any, summary: Summary, verdict: Any) -> None:
+def write_report_page(
+    args: argparse.Namespace, page: Any, summary: Summary, verdict: tuple[int, list[str]], gated: bool = True
+) -> None:
     if page is not None:
         from .._html_report import write_report
 
-        write_report(args.results, args.html, page, summary, verdict)
+        write_report(args.results, args.html, page, summary, verdict, gated)
 
 
 # What marks a page batchrun made (templates/base.html.j2 writes the same line).
