@@ -24,10 +24,10 @@ from ._cost_text import cost_text, held_note
 from ._exceptions import ResultsError
 from ._failure_text import failure_reasons
 from ._formats import md_text, ms, one_line, pct, utc_seconds
-from ._history_files import one_job, runs_in
+from ._history_files import incomplete_notes, one_job, runs_in
 from ._lock import finished
-from ._reader import Warn
-from ._report_data import file_key_gap, shard_of
+from ._reader import Warn, unread_lines
+from ._report_data import file_key_gap, shard_of, summary_doubts
 from ._results import final_records
 from ._stats import wilson_interval
 from ._summary import SummaryBuilder
@@ -45,6 +45,7 @@ class Run:
     start: str
     summary: Summary
     states: dict[str, tuple[str, str, str, str, str]]  # id -> (state, model, prompt, vars, why)
+    incomplete: list[str]  # why the file does not hold the whole run, as `report` says (exit 12)
 
     @property
     def label(self) -> str:
@@ -66,7 +67,14 @@ def _read_run(path: Path, warn: Warn, keep_states: bool = False) -> Run | None:
     builder = SummaryBuilder()
     states: dict[str, tuple[str, str, str, str, str]] = {}
     start: str | None = None
-    for record in final_records(path, warn):
+    unread = 0
+
+    def counted(message: str) -> None:
+        nonlocal unread
+        unread += unread_lines(message)
+        warn(message)
+
+    for record in final_records(path, counted):
         builder.add(record)
         started = record.get("started_at")
         if isinstance(started, str) and (start is None or started < start):
@@ -86,7 +94,8 @@ def _read_run(path: Path, warn: Warn, keep_states: bool = False) -> Run | None:
     builder.add_pending_batches(pending_batches(path, warn))
     if start is None:
         start = _mtime_iso(path)
-    return Run(path, start, builder.result(key_gap_usd=file_key_gap(path)), states)
+    summary = builder.result(key_gap_usd=file_key_gap(path))
+    return Run(path, start, summary, states, incomplete_notes(path, summary["total"]["rows"], unread))
 
 
 def _mtime_iso(path: Path) -> str:
@@ -136,6 +145,7 @@ def _run_entry(run: Run) -> dict[str, Any]:
         "key_gap_usd": run.summary.get("key_gap_usd", 0.0),
         "p95_ms": total["latency_p95_ms"],
         "models": models,
+        "incomplete": run.incomplete,
     }
 
 
@@ -233,6 +243,8 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
     named = {path.resolve() for path in paths if not path.is_dir()}
 
     def read(path: Path) -> Run | None:
+        for doubt in summary_doubts(path):  # a summary copied under another name: said, not dropped quietly
+            warn(doubt)
         try:
             return _read_run(path, warn)
         except ResultsError as exc:
@@ -257,6 +269,12 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
     last: dict[str | None, dict[str, Any]] = {}
     markers = []
     for run in runs:
+        if run["incomplete"]:
+            warn(f"{run['file']}: an incomplete run: {'; '.join(run['incomplete'])}")
+            what = f"incomplete: {'; '.join(run['incomplete'])}"
+            markers.append(
+                {"run": run["label"], "file": run["file"], "model": None, "kind": "incomplete", "what": what}
+            )
         if (before := last.get(run["shard"])) is not None:
             markers += change_markers(before, run)
         last[run["shard"]] = run

@@ -1,5 +1,6 @@
-"""Which files a `history` reads: the files given, or each folder's runs (`runs_in`); and, of
-what they hold, one job's runs (`one_job`)."""
+"""Which files a `history` reads: the files given, or each folder's runs (`runs_in`); of what
+they hold, one job's runs (`one_job`); and why a file does not hold its whole run
+(`incomplete_notes`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ._exceptions import ConfigError, ResultsError
+from ._formats import one_line, short
 from ._job_runs import folder_runs, results_files
+from ._journal_file import journal_path
 from ._reader import Warn
+from ._report_data import missing_since_summary, read_run_summary
 
 
 class _Run(Protocol):
@@ -86,3 +90,23 @@ def one_job(loaded: list[R], named: set[Path], warn: Warn) -> list[R]:
         if _job(run) not in (None, kept):
             warn(f"{run.path}: a run of job {_job(run)}, not of {kept}: left out of the history")
     return [run for run in loaded if _job(run) in (None, kept)]
+
+
+def incomplete_notes(path: Path, rows: int, unread: int) -> list[str]:
+    """Why a night's file does not hold its whole run: `report` exits 12 on each, and a night
+    merged from 3 of 4 shards, one whose failing records were deleted, or one killed before its
+    summary read in the history as a normal night, the last as a perfect one (break62 F1)."""
+    meta = read_run_summary(path)
+    notes = []
+    if meta.get("merged_from") and meta.get("complete") is False:
+        notes.append("a partial merge (rows of the job have no record)")
+    elif isinstance(meta.get("stop"), str) and meta.get("complete") is False:
+        notes.append(f"stopped ({short(one_line(meta['stop']), 40)}), not finished")
+    missing = missing_since_summary(path, meta, rows, unread)
+    if missing:
+        notes.append(missing.removeprefix(f"{path}: "))
+    elif unread:
+        notes.append(f"{unread} line(s) set aside or cut: a row may be missing")
+    if not meta and journal_path(path).exists():
+        notes.append("killed before its summary: rows it never reached have no record")
+    return notes

@@ -348,3 +348,29 @@ def test_history_compares_a_shard_only_with_the_same_shard_and_a_whole_run_with_
     assert len(shards) == 2 and not [m for m in history["markers"] if m["run"] in shards]
     falls = [m for m in history["markers"] if m["kind"] == "failing"]
     assert falls and {m["file"] for m in falls} == {str(last)}
+
+
+def test_history_marks_a_night_that_is_not_whole(tmp_path: Path, small_job: Path) -> None:
+    # break62 F1: a night merged from 1 of 2 shards, one whose failing records were deleted and
+    # one killed before its summary read as normal nights (the second as a perfect one), exit 0
+    # and no word, while `report` exits 12 on each. Each is now a change, said on stderr too.
+    from batchrun._journal_file import journal_path
+
+    nights = tmp_path / "nights"
+    nights.mkdir()
+    for name in ("a", "b", "d"):
+        assert call_cli(small_job, "--simulate", "-o", nights / f"{name}.jsonl", "-q")[0] == ExitCode.OK
+    lines = (nights / "b.jsonl").read_text().splitlines(keepends=True)
+    (nights / "b.jsonl").write_text("".join(lines[3:]))  # three records deleted
+    shard = tmp_path / "s1.jsonl"
+    assert call_cli(small_job, "--simulate", "--shard", "1/2", "-o", shard, "-q")[0] == ExitCode.OK
+    assert call_cli("merge", nights / "c.jsonl", shard, "--allow-partial", "-q")[0] == ExitCode.OK
+    (nights / "d.summary.json").unlink()  # killed: no summary, its attempt journal left beside it
+    journal_path(nights / "d.jsonl").write_bytes(b"")
+    code, text, err = call_cli("history", nights)
+    assert code == ExitCode.OK
+    said = {line.split(": an incomplete run: ")[0].rsplit("/")[-1] for line in err.splitlines() if "incomplete" in line}
+    assert said == {"b.jsonl", "c.jsonl", "d.jsonl"}, err
+    assert "3 of the 20 row(s) its summary counts have no readable record" in text
+    assert "a partial merge" in text and "killed before its summary" in text
+    assert "a.jsonl" not in err
