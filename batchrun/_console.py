@@ -143,6 +143,19 @@ class Console:
         return None if failure is None else (failure.strerror or str(failure))
 
 
+def is_step_summary(descriptor: int | None) -> bool:
+    """Whether `descriptor` (stdout's) is $GITHUB_STEP_SUMMARY's file: `--markdown >>
+    "$GITHUB_STEP_SUMMARY"`, GitHub's own idiom, wrote every table twice (break62 F9)."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if descriptor is None or not path:
+        return False
+    try:
+        out, there = os.fstat(descriptor), os.stat(path)
+    except OSError:
+        return False
+    return (out.st_dev, out.st_ino) == (there.st_dev, there.st_ino)
+
+
 def append_step_summary(markdown: str) -> str | None:
     """Append to $GITHUB_STEP_SUMMARY if set; the reason it failed, or None.
 

@@ -44,8 +44,15 @@ def md_text(text: str) -> str:
     """Text a run carries (an answer, a model or check name, a reason) as Markdown shows it
     in a step summary: on one line, breaking no table, and neither HTML nor a link (an
     answer's `<img onerror>` or `</table>` was rendered: break21 R13), nor math: GitHub reads
-    `$0.05 of $0.10 ($` as a formula between its dollars."""
-    return visible(text).translate(_MARKDOWN).replace("](", "]\\(")  # `[text](url)` is a link no more
+    `$0.05 of $0.10 ($` as a formula between its dollars. A bare `https://...` or `www....`
+    is no link either: GitHub links them by itself (break62 F8), so a zero-width space is put
+    after the scheme or the `www.`."""
+    shown = visible(text).translate(_MARKDOWN).replace("](", "]\\(")  # `[text](url)` is a link no more
+    return _BARE_LINK.sub(lambda found: found.group(0) + "\u200b", shown)
+
+
+# What GitHub's Markdown links with no brackets (its "extended autolinks"), up to the host.
+_BARE_LINK = re.compile(r"(?i)\b(?:https?://|ftp://|www\.)")
 
 
 def vars_text(values: dict[str, Any], limit: int = 60) -> str:

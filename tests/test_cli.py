@@ -550,3 +550,16 @@ def test_a_readers_output_that_cannot_be_written_is_exit_11_and_a_gone_reader_is
     assert "warning: stdout: the output could not be written" in err.getvalue()
     err = io.StringIO()  # `| head`: the reader went away, as Unix tools do
     assert main(["report", str(out)], out=_FullDisk(errno.EPIPE), err=err) == ExitCode.OK and err.getvalue() == ""
+
+
+def test_markdown_redirected_into_the_step_summary_is_written_there_once(results: Path, tmp_path: Path) -> None:
+    # break62 F9: `--markdown >> "$GITHUB_STEP_SUMMARY"` (GitHub's own idiom) wrote every table
+    # twice, batchrun appending the same Markdown by itself. Other output still goes there.
+    step = tmp_path / "step.md"
+    env = child_env(GITHUB_STEP_SUMMARY=str(step))
+    with step.open("a") as handle:
+        done = run_forked(["report", results, "--markdown"], env=env, stdout=handle, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 0 and done.stderr == ""
+    assert step.read_text().count("| TOTAL |") == 1
+    assert run_forked(["report", results], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE).returncode == 0
+    assert step.read_text().count("| TOTAL |") == 2  # text on stdout: the Markdown appended, as before

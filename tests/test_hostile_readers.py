@@ -270,6 +270,7 @@ def test_answers_carry_no_html_or_links_into_markdown(results: Path, tmp_path: P
     rows = read_rows(results)
     failing = next(r for r in rows if r.get("checks"))
     payload = "<img src=x onerror=alert(1)> | broken\n# heading [x](javascript:alert(1))"
+    payload += " https://evil.example WWW.evil.example"
     failing["passed"], failing["content"], failing["model"] = False, payload, "evil<svg onload=alert(2)>`model"
     failing["checks"][0].update({"pass": False, "reason": f"expected 'Paris', got {payload!r}"})
     path = tmp_path / "h.jsonl"
@@ -278,6 +279,8 @@ def test_answers_carry_no_html_or_links_into_markdown(results: Path, tmp_path: P
     assert code != ExitCode.USAGE
     assert "<img" not in out and "](javascript" not in out
     assert "&lt;img src=x onerror=alert(1)&gt; \\| broken\\\\n# heading [x]\\(javascript" in out
+    # A bare address is no link either (break62 F8: GitHub links `https://...` and `www.` by itself).
+    assert "https://evil" not in out and "https://\u200bevil.example WWW.\u200bevil.example" in out
     # In the table, escaped; in a code span (shown as text), with its backtick made harmless.
     assert "| evil&lt;svg onload=alert(2)&gt;`model |" in out and "`evil<svg onload=alert(2)>'model`" in out
 

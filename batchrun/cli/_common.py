@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from .._api_key import sendable_key
-from .._console import Console, append_step_summary
+from .._console import Console, append_step_summary, is_step_summary
 from .._exceptions import (
     ConfigError,
 )
@@ -159,6 +159,8 @@ def show(
         console.out.write(json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
     elif args.markdown:
         console.out.write(as_markdown(data))
+        if is_step_summary(console.out.descriptor):
+            return  # written there already, by the redirection
     else:
         console.out.write(as_text(data) + "\n")
     step_summary(console, as_markdown(data))
