@@ -12,6 +12,7 @@ two runs, so a long history of large runs costs little memory.
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from ._comparable import shard_mismatch
 from ._cost_text import cost_text, held_note
 from ._exceptions import ResultsError
 from ._failure_text import failure_reasons
-from ._formats import md_text, ms, one_line, pct, utc_seconds
+from ._formats import md_text, ms, one_line, pct, utc, utc_seconds
 from ._history_files import incomplete_notes, one_job, runs_in
 from ._lock import finished
 from ._reader import Warn, unread_lines
@@ -260,7 +261,12 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
         raise ResultsError(f"{', '.join(map(str, files))}: no rows in these results files")
     loaded = one_job(loaded, named, warn)
     jobs = {str(run.summary["job"]) for run in loaded if run.summary["job"]}
-    loaded.sort(key=lambda run: (run.start, str(run.path)))
+    # A run stamped ahead of now (a clock that was fast) is the oldest, as `--resume` counts it:
+    # sorted last, it was "the latest run" and the flips' "previous run" for ever (break62 F7).
+    now = utc(time.time() + 60)
+    for ahead in (run for run in loaded if run.start > now):
+        warn(f"{ahead.path}: its rows are stamped {ahead.label}, ahead of this machine's clock: shown as the oldest")
+    loaded.sort(key=lambda run: (run.start <= now, run.start, str(run.path)))
     runs = [_run_entry(run) for run in loaded]
     _tell_apart(runs)
     # Each run against the last one of its kind: a shard's rows are not the whole job's, nor another

@@ -316,10 +316,10 @@ def test_history_says_when_a_model_lost_its_verdicts(tmp_path: Path, history_dir
     folder = tmp_path / "runs"
     folder.mkdir()
     rows = read_rows(history_dir / "run1.jsonl")
-    (folder / "a.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    earlier = [{**r, "started_at": "2020-01-01T00:00:00.000Z"} for r in rows]
+    (folder / "a.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in earlier))
     model = rows[0]["model"]
     for row in rows:
-        row["started_at"] = "2099-01-01T00:00:00.000Z"
         if row["model"] == model and row["status"] == "ok":
             row["passed"] = None
             row.pop("score", None)
@@ -330,6 +330,27 @@ def test_history_says_when_a_model_lost_its_verdicts(tmp_path: Path, history_dir
     flipped = {row["before"] + " -> " + row["after"] for row in history["flips"]["rows"]}
     assert "pass -> undecided" in flipped and "pass -> ok" not in flipped
     assert all("grader g: down" in row["why"] for row in history["flips"]["rows"] if row["after"] == "undecided")
+
+
+def test_a_run_stamped_ahead_of_now_is_the_oldest_in_the_history(tmp_path: Path, history_dir: Path) -> None:
+    # break62 F7: a night stamped 2030 by a fast clock was "the latest run" for ever: every later
+    # night's changes and flips were measured against it, and a real recovery never shown.
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    fast = [{**r, "started_at": "2099-01-01T00:00:00.000Z"} for r in read_rows(history_dir / "run1.jsonl")]
+    (folder / "fast.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in fast))
+    for name in ("run1", "run2"):  # a night, then a worse one
+        shutil.copy(history_dir / f"{name}.jsonl", folder / f"{name}.jsonl")
+    said: list[str] = []
+    history = build_history([folder], said.append)
+    assert [Path(run["file"]).name for run in history["runs"]] == ["fast.jsonl", "run1.jsonl", "run2.jsonl"]
+    assert said == [
+        f"{folder / 'fast.jsonl'}: its rows are stamped 2099-01-01 00:00:00, ahead of this machine's clock: "
+        "shown as the oldest"
+    ]
+    # The last two nights are compared, not a real one against the one from the future.
+    assert (history["flips"]["before"], history["flips"]["after"]) == tuple(r["label"] for r in history["runs"][1:])
+    assert history["flips"]["total"] > 0
 
 
 def test_history_merged_shards_count_as_one_run(tmp_path: Path, history_dir: Path) -> None:
