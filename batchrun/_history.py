@@ -289,6 +289,7 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
         "runs": runs,
         "markers": markers,
         "flips": _flips(*[_read_run(run.path, _quiet, keep_states=True) or run for run in loaded[-2:]])
+        | {"before": runs[-2]["label"], "after": runs[-1]["label"]}  # as the runs are named (two in one second)
         if len(loaded) > 1
         else None,
     }
