@@ -132,7 +132,15 @@ def _item_case(records: list[dict[str, Any]], gate: ItemGate) -> _Case:
     return case
 
 
-def _suite(parent: ET.Element, index: int, name: str, cases: list[_Case], stamp: str, host: str) -> None:
+def _suite(
+    parent: ET.Element,
+    index: int,
+    name: str,
+    cases: list[_Case],
+    stamp: str,
+    host: str,
+    properties: dict[str, str] | None = None,
+) -> None:
     suite = ET.SubElement(
         parent,
         "testsuite",
@@ -149,7 +157,9 @@ def _suite(parent: ET.Element, index: int, name: str, cases: list[_Case], stamp:
             "time": f"{sum(c.seconds for c in cases):.3f}",
         },
     )
-    ET.SubElement(suite, "properties")
+    listed = ET.SubElement(suite, "properties")
+    for key, value in (properties or {}).items():
+        ET.SubElement(listed, "property", {"name": key, "value": value})
     for case in cases:
         element = ET.SubElement(
             suite, "testcase", {"name": case.name, "classname": _token(name), "time": f"{case.seconds:.3f}"}
@@ -180,10 +190,12 @@ def write_junit(
     gate: ItemGate,
     unanswered: Iterable[tuple[Request, str]] = (),
     verdict: tuple[int, list[str]] | None = None,
+    unread: int = 0,
 ) -> dict[str, int]:
     """Write the JUnit file; returns counts of test cases by outcome. With `report --job`, the
     matrix's rows without an answer (`unanswered`) are errors, and the gate's `verdict` (exit
-    code, reasons) is a test case of its own."""
+    code, reasons) is a test case of its own; lines of the results file set aside or cut
+    (`unread`) are a property of its suite: a row may be missing (break62 F6: said nowhere)."""
     by_prompt: dict[str, dict[str, list[dict[str, Any]]]] = {}
     repeats = False
     name = job_name
@@ -227,7 +239,8 @@ def write_junit(
     if verdict is not None:
         cases = [_gate_case(*verdict)]
         # Named apart from every prompt's suite: a prompt may have the id `gate` (verify27 N5).
-        _suite(root, len(by_prompt), f"{name or 'batchrun'} (gate)", cases, stamp, host)
+        properties = {"unread_lines": str(unread)} if unread else {}
+        _suite(root, len(by_prompt), f"{name or 'batchrun'} (gate)", cases, stamp, host, properties)
         _count(counts, cases)
     write_report_file(path, ET.tostring(root, encoding="unicode", xml_declaration=True))
     return counts

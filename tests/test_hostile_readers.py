@@ -589,7 +589,7 @@ def test_two_shards_claiming_one_part_are_named(results: Path, tmp_path: Path) -
     assert f"{tmp_path / 'a.jsonl'} and {tmp_path / 'b.jsonl'} both say they are shard 1/2" in err
 
 
-def test_unread_lines_are_counted_where_ci_reads(results: Path, tmp_path: Path) -> None:
+def test_unread_lines_are_counted_where_ci_reads(results: Path, job: Path, tmp_path: Path) -> None:
     # verify21 V21: only stderr said a line was set aside; --json and the step summary showed
     # a complete-looking run with a row gone.
     bad = _with(results, tmp_path, 5, "status", [])
@@ -598,6 +598,12 @@ def test_unread_lines_are_counted_where_ci_reads(results: Path, tmp_path: Path) 
     code, out, _ = call_cli("report", bad, "--markdown")
     assert "**Warning:** unread: 1 line(s) of the file set aside or cut" in out
     assert "unread_lines" not in call_cli("report", results, "--json")[1]
+    # And on the page and in the JUnit file, with --job or without (break62 F6: said in neither).
+    page, junit = tmp_path / "p.html", tmp_path / "j.xml"
+    for gate in ((), ("--job", job)):
+        call_cli("report", bad, *gate, "--html", page, "--junit", junit)
+        assert "1 line(s) of the file set aside or cut (see the warnings): a row may be missing" in page.read_text()
+        assert '<property name="unread_lines" value="1" />' in junit.read_text()
 
 
 def test_a_first_line_edited_by_hand_names_a_few_lines_set_aside_and_counts_the_rest(

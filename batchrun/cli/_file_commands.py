@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 from .._console import Console
@@ -123,7 +124,8 @@ def _report(args: argparse.Namespace, console: Console, page: Any) -> int:
     code = ExitCode.INCOMPLETE if reasons else ExitCode.OK
     job_name = summary.get("job") or args.results.stem
     # The records read again for the JUnit file: their warnings were said once, above.
-    write_junit_file(args, console, lambda: final_records(args.results), gate, (), (int(code), reasons), job_name)
+    again = functools.partial(final_records, args.results)
+    write_junit_file(args, console, again, gate, (), (int(code), reasons), job_name, unread)
     show(console, args, summary, render_text, render_markdown)
     write_report_page(args, page, summary, (int(code), reasons), gated=False)
     for reason in reasons:

@@ -231,7 +231,9 @@ def _gate(
         raise
     finally:
         try:
-            write_junit_file(args, console, junit_records, gate, coverage.unanswered(), (int(code), reasons), job.name)
+            unread = summary.get("unread_lines", 0)
+            verdict = (int(code), reasons)
+            write_junit_file(args, console, junit_records, gate, coverage.unanswered(), verdict, job.name, unread)
         except OutputFailed as failure:
             # The page just written says the verdict; the command says 11 (verify30 N3).
             _no_verdict(args, console, gate, (int(ExitCode.IO), [str(failure)]), job.name, page_only=True)

@@ -159,13 +159,14 @@ def write_junit_file(
     unanswered: Iterable[Any] = (),
     verdict: tuple[int, list[str]] | None = None,
     job_name: str | None = None,
+    unread: int = 0,
 ) -> None:
     if args.junit is None:
         return
     from .._items import ItemGate
     from .._junit import write_junit
 
-    counts = write_junit(records(), args.junit, job_name, gate or ItemGate(), unanswered, verdict)
+    counts = write_junit(records(), args.junit, job_name, gate or ItemGate(), unanswered, verdict, unread)
     console.to_err(
         f"junit: {args.junit}: {counts['tests']} test case(s), {counts['failure']} failed, "
         f"{counts['error']} error(s), {counts['skipped']} skipped\n"
