@@ -372,6 +372,7 @@ def test_diff_pairs_the_same_rows_and_falls_back_to_fisher(tmp_path: Path) -> No
         "only_after": 0,
         "passes_without_verdict": 0,
         "requests_changed": 0,
+        "job_edited": 0,
         "missing_decide": None,
     }
     assert diff["rows_missing"] is False and code == ExitCode.REGRESSION  # the drop itself
@@ -633,6 +634,24 @@ def test_a_row_that_failed_a_check_is_failed_beside_a_check_its_grader_left_unde
     code, text, err = call_cli("report", path, "--json")
     assert "a.jsonl:6: " in err and "'passed' does not agree with its checks" in err
     assert json.loads(text)["total"]["rows"] == 19
+
+
+def test_diff_says_when_the_job_was_edited_while_the_requests_stayed_the_same(tmp_path: Path) -> None:
+    # break61 F2: the judge's model and rubric edited, the answers the same: "a significant drop
+    # of the model, p=1.9e-9", exit 4, and not a word that the grading changed.
+    before = synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 1, seed=1, items=30)
+    rows = read_rows(before)
+    for row in rows:
+        row["job_fingerprint"] = "a" * 16
+    before.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    after = failing(before, tmp_path / "b.jsonl", lambda q: q < 20)
+    regraded = [{**r, "job_fingerprint": "b" * 16} for r in read_rows(after)]  # the same requests
+    after.write_text("".join(json.dumps(r) + "\n" for r in regraded))
+    code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
+    assert code == ExitCode.REGRESSION and json.loads(text)["rows"]["job_edited"] == 30
+    said = call_cli("diff", before, after)[1]
+    assert "the job file was edited between the runs (its fingerprint differs) while 30 row(s) of both asked" in said
+    assert "job file was edited" not in call_cli("diff", before, before)[1]
 
 
 def test_one_flip_among_rows_gone_from_the_second_run_is_not_a_significant_drop(tmp_path: Path) -> None:
