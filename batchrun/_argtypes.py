@@ -12,6 +12,10 @@ import re
 from urllib.parse import urlsplit
 
 MAX_CONCURRENCY = 4096  # the schema's maximum for run.concurrency and models[].concurrency
+# The schema's maxima for run.timeout_s and run.grace_s: `--grace 30000` (milliseconds, meant)
+# held a run past `--deadline 3` for as long as it liked, where the job file's was refused (break60 F3).
+MAX_TIMEOUT_S = 3600.0
+MAX_GRACE_S = 600.0
 
 
 # What a number on the command line is written as: ASCII digits, a point, an exponent.
@@ -75,6 +79,20 @@ def non_negative_float(text: str) -> float:
     value = _number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def timeout(text: str) -> float:
+    value = positive_float(text)
+    if value > MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TIMEOUT_S:g} seconds, as run.timeout_s, got {text}")
+    return value
+
+
+def grace(text: str) -> float:
+    value = non_negative_float(text)
+    if value > MAX_GRACE_S:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_GRACE_S:g} seconds, as run.grace_s, got {text}")
     return value
 
 

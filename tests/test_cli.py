@@ -563,3 +563,32 @@ def test_markdown_redirected_into_the_step_summary_is_written_there_once(results
     assert step.read_text().count("| TOTAL |") == 1
     assert run_forked(["report", results], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE).returncode == 0
     assert step.read_text().count("| TOTAL |") == 2  # text on stdout: the Markdown appended, as before
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--grace", "30000", "--grace: must be at most 600 seconds, as run.grace_s, got 30000"),
+        ("--grace", "600.5", "--grace: must be at most 600 seconds"),
+        ("--timeout", "1e9", "--timeout: must be at most 3600 seconds, as run.timeout_s, got 1e9"),
+        ("--timeout", "0", "--timeout: must be above 0"),
+    ],
+)
+def test_grace_and_timeout_options_have_the_job_files_bounds(
+    small_job: Path, tmp_path: Path, option: str, value: str, said: str
+) -> None:
+    # break60 F3: `--grace 30000` (milliseconds, meant) and `--timeout 1e9` were taken, and held a
+    # run past `--deadline 3` (killed at 150 s), where the same values in the job file are exit 2.
+    out = tmp_path / "o.jsonl"
+    code, _, err = call_cli(small_job, "--simulate", option, value, "--deadline", "3", "-o", out)
+    assert code == ExitCode.USAGE and said in err and not out.exists()
+
+
+def test_the_options_bounds_are_the_schemas() -> None:
+    from batchrun._argtypes import MAX_CONCURRENCY, MAX_GRACE_S, MAX_TIMEOUT_S
+    from batchrun._jobfile import job_schema
+
+    run = job_schema()["properties"]["run"]["properties"]
+    assert (run["grace_s"]["maximum"], run["timeout_s"]["maximum"]) == (MAX_GRACE_S, MAX_TIMEOUT_S)
+    assert run["concurrency"]["maximum"] == MAX_CONCURRENCY
+    assert call_cli("--simulate", "--grace", "600", "--timeout", "3600", "--help")[0] == ExitCode.OK

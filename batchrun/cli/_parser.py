@@ -164,11 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--deadline", type=_argtypes.positive_float, metavar="SECONDS", help="whole-run deadline")
     run.add_argument(
         "--grace",
-        type=_argtypes.non_negative_float,
+        type=_argtypes.grace,
         metavar="SECONDS",
-        help="how long in-flight requests may finish after a stop",
+        help=f"how long in-flight requests may finish after a stop, 0..{_argtypes.MAX_GRACE_S:g}",
     )
-    run.add_argument("--timeout", type=_argtypes.positive_float, metavar="SECONDS", help="per-attempt timeout")
+    run.add_argument(
+        "--timeout",
+        type=_argtypes.timeout,
+        metavar="SECONDS",
+        help=f"per-attempt timeout, at most {_argtypes.MAX_TIMEOUT_S:g}",
+    )
     run.add_argument(
         "--max-attempts",
         type=_argtypes.attempts,
