@@ -205,10 +205,19 @@ class ChargeBook:
         answered held each row's worker ROW_LOOKUP_S: 100 rows took 3.5 minutes, not 2 s (break36 F4)."""
         return self.stalled >= STALLED_LOOKUPS
 
-    async def retry_lookups(self, final: bool = False) -> None:
+    async def retry_lookups(self, final: bool = False, until: float | None = None) -> None:
         """Another try for every charge still unknown that has an id (key refresh, run end:
         `final`), LOOKUPS_AT_ONCE at a time: one after another, a /generation that stalls held
-        the end of a run for every lookup's whole timeout in turn (verify26 R2: 8 x 20 s, twice)."""
+        the end of a run for every lookup's whole timeout in turn (verify26 R2: 8 x 20 s, twice).
+        Those not done by `until` (the loop's time) stay held: after a stop, half the wind-down
+        is theirs, the rest the /key read's, which a /generation that hung left none (break60 F2)."""
+        try:
+            async with asyncio.timeout_at(until):
+                await self._retry_lookups(final)
+        except TimeoutError:
+            pass  # stalled: the charges not looked up stay held, as a stall's are
+
+    async def _retry_lookups(self, final: bool) -> None:
         if self.lookups_down:
             unresolved = [c for c in self.unresolved if c.generation_id is not None]
             if not final or not unresolved or not await self.look_up(unresolved[0], ROW_LOOKUP_S):

@@ -19,14 +19,36 @@ class CutOff:
     def __init__(self) -> None:
         self.at: float | None = None  # the loop time, once set
         self._waiting: set[asyncio.Timeout] = set()
+        self._then: list[CutOff] = []
 
     def set_at(self, at: float) -> None:
-        """End every call under this cut-off by `at` (an earlier moment set before stands)."""
+        """End every call under this cut-off by `at` (an earlier moment set before stands), and
+        the calls of the cut-offs made to come after it (`and_then`)."""
+        for after in self._then:
+            after.set_at(at)
         if self.at is not None and self.at <= at:
             return
         self.at = at
         for timeout in self._waiting:
             timeout.reschedule(at)
+
+    def and_then(self, seconds: float | None) -> CutOff:
+        """A cut-off of its own for the calls that come after these, `seconds` from now (None:
+        none until set), cut with this one when it is set later (a signal during the wind-down).
+        The per-run key's removal shared the wind-down with the reads before it: a /generation
+        or a /key that hung used it all, and the key was never deleted (break60 F1)."""
+        after = CutOff()
+        if seconds is not None:
+            after.set_in(seconds)
+        self._then.append(after)
+        return after
+
+    def part(self, share: float) -> float | None:
+        """The loop time `share` of the way from now to this moment; None until it is set."""
+        if self.at is None:
+            return None
+        now = asyncio.get_running_loop().time()
+        return now + max(0.0, self.at - now) * share
 
     def set_in(self, seconds: float) -> None:
         try:

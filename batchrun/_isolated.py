@@ -9,6 +9,7 @@ a hash prefix only.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -194,22 +195,28 @@ class IsolatedKey:
         if key_hash is None or self.finished:
             return
         self.finished = True
+        cut_off = cut_off or CutOff()
         try:
-            async with (cut_off or CutOff()).bound():  # a stopping run's wind-down (verify23 N1)
-                await self._remove(notice, key_hash)
+            async with cut_off.bound():  # a stopping run's wind-down (verify23 N1)
+                await self._remove(notice, key_hash, cut_off.part(0.5))
         except TimeoutError:
             notice(
                 f"warning: the per-run key {self.label} could not be removed before the run had to end; "
                 f"it expires at {utc_seconds(self.expires_at)}"
             )
 
-    async def _remove(self, notice: Callable[[str], None], key_hash: str) -> None:
+    async def _remove(self, notice: Callable[[str], None], key_hash: str, read_until: float | None) -> None:
+        """Its usage read in at most the first half of the time there is (`read_until`): a read
+        that hung left the deletion none, and the key stayed live for hours (break60 F1)."""
         try:
-            info = await self._call(lambda: self._management.key_by_hash(key_hash))
+            async with asyncio.timeout_at(read_until):
+                info = await self._call(lambda: self._management.key_by_hash(key_hash))
             # As its limit counts it: the key is created with include_byok_in_limit (break14c N3).
             self.final_usage = key_usage(info)
         except RequestFailed as failure:
             notice(f"warning: could not read the per-run key's usage: {failure.message}")
+        except TimeoutError:
+            notice("warning: could not read the per-run key's usage: no answer in the time it had")
         try:
             await self._call(lambda: self._management.delete_key(key_hash))
             self.removed = "deleted"

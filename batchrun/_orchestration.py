@@ -277,7 +277,7 @@ async def _locked_run(
         control.winding_down = lambda: ends.set_in(wind_down_s(settings.grace_s))
         # The last lookups of costs still unknown (those not done stay held); rows they resolve are written again.
         # After a deadline or a signal, /generation that stopped answering is not tried again (verify37 N3).
-        await runner.charges.retry_lookups(final=outcome.stop not in _PROMPT_STOPS)
+        await runner.charges.retry_lookups(final=outcome.stop not in _PROMPT_STOPS, until=ends.part(0.5))
         late_rows, late_failed = 0, None
         if outcome.stop != StopReason.IO:
             late_rows, late_failed = append_late_costs(output, runner.records.late, utc(options.clock.time()))
@@ -307,8 +307,8 @@ async def _locked_run(
             executor.note_key_seen(
                 reconciliation, runner.ledger.spent - runner.ledger.before_run, runner.ledger.batches_open
             )
-        if isolated is not None:
-            await isolated.finish(notice, ends)
+        if isolated is not None:  # the key's removal has a wind-down of its own (break60 F1)
+            await isolated.finish(notice, ends.and_then(wind_down_s(settings.grace_s) if ends.at else None))
         if outcome.stop is None and control.stopped.is_set():  # the README: exit 7 here too
             outcome.stop, outcome.stop_message = StopReason.INTERRUPTED, "interrupted while the run wound down"
         if states or late_rows:

@@ -500,3 +500,66 @@ async def test_a_keys_reply_date_a_day_or_more_ahead_is_said_not_believed(tmp_pa
     with pytest.raises(ConfigError, match="Date is 172,8[0-9][0-9] s ahead of this machine's clock: set the clock"):
         await run_job(*_on_a_real_clock(sim, tmp_path, 0.0))
     assert sim.stats.chat_requests == 0 and len(sim.issued) == 1
+
+
+class HangingGeneration(httpx.AsyncBaseTransport):
+    """The run's own transport, on which GET /generation never answers (until the run cuts it)
+    and, from then on, each call that begins with one of `slow` ("GET /key": the /key read and
+    the per-run key's usage read) answers after `slow_s` of real time."""
+
+    def __init__(self, slow: tuple[str, ...] = (), slow_s: float = 0.0) -> None:
+        self.inner = default_transport(8)
+        self.slow, self.slow_s = slow, slow_s
+        self.asked: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.asked.append(f"{request.method} {path.rsplit('/api/v1', 1)[-1]}")
+        if path.endswith("/generation"):
+            await asyncio.Event().wait()  # a lookup that hangs: only the run's cut-off ends it
+        if "GET /generation" in self.asked and self.asked[-1].startswith(self.slow):
+            await asyncio.sleep(self.slow_s)  # past the wind-down: only its cut-off ends it
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("slow", [(), ("GET /key",)])
+async def test_after_a_stop_the_per_run_key_is_deleted_whatever_the_reads_before_it_do(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch, slow: tuple[str, ...]
+) -> None:
+    # break60 F1, F2: after a stop, the end-of-run calls shared one wind-down, in turn: the cost
+    # lookups, /key, the per-run key's usage, and last its deletion. A /generation that hung used
+    # it all: /key was never read ("not reconciled", the answers counted at their worst cases)
+    # and DELETE never sent, the key live with its budget for 6 h. So did a /key, or the key's
+    # own usage read, that answered after the wind-down.
+    import batchrun._cut_off as cut_off
+
+    monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.4)
+    sim.config.faults = {"stall": 1.0}  # every answer's headers (its generation id), then nothing
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    job = replace(job, run=replace(job.run, isolated_key=True, budget_usd=1.0, timeout_s=3600.0, grace_s=0.1))
+    transport = HangingGeneration(slow, slow_s=30.0)
+    control = RunControl()
+
+    async def stop() -> None:
+        while sim.stats.chat_requests < 4:  # four answers in flight, their ids known
+            await asyncio.sleep(0.01)
+        control.stop()
+
+    stopper = asyncio.create_task(stop())
+    options = RunOptions(
+        FAKE_KEY, sim.base_url, tmp_path / "o.jsonl", management_key=SIM_MANAGEMENT_KEY, transport=transport
+    )
+    report = await asyncio.wait_for(run_job(job, options, control), 30)  # a bound, not a measure
+    await stopper
+    assert report.summary["stop"] == "interrupted" and "GET /generation" in transport.asked
+    assert sim.stats.keys_created == 1 and sim.stats.keys_deleted == 1, transport.asked
+    audit = report.summary["isolated_key"]
+    assert audit is not None and audit["removed"] == "deleted"
+    if slow:  # the usage read cut at half the removal's own wind-down, the deletion sent in the rest
+        assert audit["usage_usd"] is None
+    else:  # half the wind-down was the lookups', the rest the /key read's
+        after = transport.asked[transport.asked.index("GET /generation") :]
+        assert "GET /key" in after and report.summary["reconciliation"]["warning"] is None
