@@ -46,6 +46,7 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
             "passed": record.get("passed"),
             "why": _why(record),
             "item": item_key(record),
+            "repeat": record.get("repeat"),
             "vars": record.get("vars") if isinstance(record.get("vars"), dict) else {},
             "fingerprint": record.get("fingerprint"),
             "job_fingerprint": record.get("job_fingerprint"),

@@ -30,7 +30,6 @@ from ._lock import finished
 from ._reader import Warn, unread_lines
 from ._report_data import file_key_gap, shard_of, summary_doubts
 from ._results import final_records
-from ._stats import wilson_interval
 from ._summary import SummaryBuilder
 from ._summary_types import GroupFigures, Summary
 
@@ -113,10 +112,10 @@ def _run_entry(run: Run) -> dict[str, Any]:
     total = run.summary["total"]
     models = {}
     for name, group in run.summary["models"].items():
-        interval = wilson_interval(group["passed"], group["checked"])
+        interval = group.get("pass_rate_ci95")  # the summary's: with repeats, an item is one cluster
         models[name] = {
             "pass_rate": group["pass_rate"],
-            "interval": list(interval) if interval else None,
+            "interval": interval,
             "checked": group["checked"],
             "passed": group["passed"],
             "undecided": group["undecided"],

@@ -25,7 +25,6 @@ from ._exceptions import ConfigError
 from ._formats import utc_readable
 from ._output_paths import write_report_file
 from ._report_data import PROMPT_CAP, ROW_CAP, TEXT_CAP, RunDigest, histogram, read_run_summary
-from ._stats import wilson_interval
 from ._summary_types import GroupFigures, Summary
 
 if TYPE_CHECKING:
@@ -101,8 +100,8 @@ def write_page(path: Path, html: str) -> None:
 def _rate_rows(groups: dict[str, GroupFigures], field: str) -> list[dict[str, Any]]:
     rows = []
     for name, group in groups.items():
-        interval = wilson_interval(group["passed"], group["checked"])
-        if interval is None:
+        interval = group.get("pass_rate_ci95")  # the summary's: with repeats, an item is one cluster
+        if interval is None or not group["checked"]:
             continue
         rows.append(
             {
@@ -180,8 +179,7 @@ def model_table(summary: Summary) -> list[dict[str, Any]]:
     """The per-model numbers under the charts (the charts' data, readable without them)."""
     table = []
     for name, group in [*summary["models"].items(), ("all models", summary["total"])]:
-        interval = wilson_interval(group["passed"], group["checked"])
-        table.append({"name": name, **group, "interval": interval})
+        table.append({"name": name, **group, "interval": group.get("pass_rate_ci95")})
     return table
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from ._stats import clustered_interval
+
 MAX_FLAKY_SHOWN = 20
 
 
@@ -108,6 +110,17 @@ class ItemTally:
             if record.get("passed") is not None:
                 tally.graded += 1
                 tally.passes += bool(record["passed"])
+
+    def intervals(self) -> dict[str, tuple[float, float] | None]:
+        """The 95% interval of each pass rate ("" the run's, "model M", "prompt P") with an item's
+        repeats as one cluster (_stats.clustered_interval); {} for a run without repeats."""
+        if not self.repeated:
+            return {}
+        groups: dict[str, list[tuple[int, int]]] = {}
+        for tally in self.items.values():
+            for group in ("", f"model {tally.model}", f"prompt {tally.prompt_id}"):
+                groups.setdefault(group, []).append((tally.passes, tally.graded))
+        return {group: clustered_interval(tallies) for group, tallies in groups.items()}
 
     def result(self, gate: ItemGate) -> dict[str, Any] | None:
         """The `items` part of a summary; None for a run without repeats."""

@@ -1,6 +1,7 @@
 """Whether a pass rate changed between two runs, per group (the run, each model, each prompt):
 McNemar's exact test on the rows both runs graded, Fisher's on the rows one run alone graded
-(`diff`)."""
+(`diff`). With repeats, the paired unit is the item (its repeats pooled): the sign test on the
+items whose share of passing repeats fell or rose, which is McNemar's when each item is one row."""
 
 from __future__ import annotations
 
@@ -11,24 +12,38 @@ from ._stats import compare_paired, compare_parts, compare_rates
 from ._summary_types import GroupFigures, exact_pass_rate
 
 PAIRED_TEST = "McNemar's exact test (paired rows)"
+ITEMS_TEST = "exact sign test (paired items, repeats pooled)"
 UNPAIRED_TEST = "Fisher's exact test"
 BOTH_TESTS = f"{PAIRED_TEST} and {UNPAIRED_TEST} (rows in one run only), Bonferroni"
+ITEMS_AND_ROWS = f"{ITEMS_TEST} and {UNPAIRED_TEST} (items in one run only), Bonferroni"
 _NO_DROP: dict[str, float | bool | None] = {"p_value": None, "significant": False}
-TEST_WORDS = {PAIRED_TEST: "paired ", BOTH_TESTS: "paired and unpaired rows, "}
+TEST_WORDS = {
+    PAIRED_TEST: "paired ",
+    BOTH_TESTS: "paired and unpaired rows, ",
+    ITEMS_TEST: "paired items, ",
+    ITEMS_AND_ROWS: "paired and unpaired items, ",
+}
 
 
 @dataclass
 class Pairing:
-    """A group's graded rows on each side; the same ids on both make a paired design."""
+    """A group's graded rows on each side, by item: the same items on both make a paired design.
+    An item is one row, or, with repeats, its repeats: repeats of one item are not independent
+    trials, and one item of ten failing its 10 repeats read as a significant drop, p=0.002, where
+    one item is p=1 (break61 F3)."""
 
-    before: dict[str, bool] = field(default_factory=dict)
-    after: dict[str, bool] = field(default_factory=dict)
+    before: dict[str, list[bool]] = field(default_factory=dict)
+    after: dict[str, list[bool]] = field(default_factory=dict)
 
     def common(self) -> set[str]:
         return self.before.keys() & self.after.keys()
 
+    def repeated(self) -> bool:
+        return any(len(votes) > 1 for side in (self.before, self.after) for votes in side.values())
+
     def counts(self) -> tuple[int, int] | None:
-        """(pass -> fail, fail -> pass) over the rows both runs graded, None when they share none.
+        """(fell, rose): the items both runs graded whose share of passing rows fell, and rose;
+        None when they share none. (pass -> fail, fail -> pass) for items of one row.
 
         Rows graded on one side only are left out of the test: compared as two samples, runs
         that share rows count those rows twice, and one row that flipped, its 20 neighbours gone
@@ -36,29 +51,36 @@ class Pairing:
         common = self.common()
         if not common:
             return None
-        down = sum(1 for k in common if self.before[k] and not self.after[k])
-        up = sum(1 for k in common if not self.before[k] and self.after[k])
-        return down, up
+        moves = [_share(self.after[k]) - _share(self.before[k]) for k in common]
+        return sum(1 for m in moves if m < 0), sum(1 for m in moves if m > 0)
 
     def unpaired_counts(self) -> tuple[int, int, int, int] | None:
-        """(passed, graded) of the rows only the first run graded, then of those only the
-        second did: two samples with no row in both; None unless each run has some."""
+        """(passed, graded) of the rows of the items only the first run graded, then of those
+        only the second did: two samples with no item in both; None unless each run has some."""
         only_before, only_after = self.before.keys() - self.after.keys(), self.after.keys() - self.before.keys()
         if not only_before or not only_after:
             return None
-        passed_before = sum(self.before[k] for k in only_before)
-        return passed_before, len(only_before), sum(self.after[k] for k in only_after), len(only_after)
+        before = [vote for k in only_before for vote in self.before[k]]
+        after = [vote for k in only_after for vote in self.after[k]]
+        return sum(before), len(before), sum(after), len(after)
+
+
+def _share(votes: list[bool]) -> float:
+    return sum(votes) / len(votes)
 
 
 def pairings_of(a_rows: dict[str, dict[str, Any]], b_rows: dict[str, dict[str, Any]]) -> dict[str, Pairing]:
-    """Per group ("", "model NAME", "prompt ID"), the verdicts of its graded rows."""
+    """Per group ("", "model NAME", "prompt ID"), the verdicts of its graded rows, by item: the
+    row's id, or with repeats in either run, its item (model, prompt, variables)."""
+    repeated = any(row.get("repeat") for rows in (a_rows, b_rows) for row in rows.values())
     groups: dict[str, Pairing] = {}
     for side, rows in (("before", a_rows), ("after", b_rows)):
         for row_id, row in rows.items():
             if row["passed"] is None:
                 continue
             for group in ("", f"model {row['model']}", f"prompt {row['prompt_id']}"):
-                getattr(groups.setdefault(group, Pairing()), side)[row_id] = bool(row["passed"])
+                votes = getattr(groups.setdefault(group, Pairing()), side)
+                votes.setdefault(row["item"] if repeated else row_id, []).append(bool(row["passed"]))
     return groups
 
 
@@ -92,13 +114,21 @@ def rate_change(a: GroupFigures, b: GroupFigures, alpha: float, pairing: Pairing
         "change": change,
         "before_ci95": a.get("pass_rate_ci95"),
         "after_ci95": b.get("pass_rate_ci95"),
-        "test": (BOTH_TESTS if unpaired is not None else PAIRED_TEST) if paired is not None else UNPAIRED_TEST,
+        "test": _test_name(pairing, paired is not None, unpaired is not None),
         "rows_paired": len(pairing.common()) if paired is not None and pairing is not None else None,
         "p_value": test["p_value"],
         "significant": bool(test["significant"]),
         "dropped": bool(drop["significant"]),
         "drop_p_value": drop["p_value"],
     }
+
+
+def _test_name(pairing: Pairing | None, paired: bool, unpaired: bool) -> str:
+    if pairing is None or not paired:
+        return UNPAIRED_TEST
+    if pairing.repeated():
+        return ITEMS_AND_ROWS if unpaired else ITEMS_TEST
+    return BOTH_TESTS if unpaired else PAIRED_TEST
 
 
 def rate_changes(

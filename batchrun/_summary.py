@@ -282,6 +282,17 @@ class SummaryBuilder:
             "error_kinds": dict(self.error_kinds),
             "items": self.items.result(self.gate) if self.items is not None else None,
         }
+        # With repeats, each rate's interval takes an item's repeats as one cluster, not as
+        # independent rows (break61 F3): every view reads it from here.
+        clustered = self.items.intervals() if self.items is not None else {}
+        groups = [
+            ("", summary["total"]),
+            *((f"model {name}", figures) for name, figures in summary["models"].items()),
+            *((f"prompt {name}", figures) for name, figures in summary["prompts"].items()),
+        ]
+        for group, figures in groups:
+            if group in clustered:
+                figures["pass_rate_ci95"] = _rounded(clustered[group])
         if self.uncounted:
             summary["uncounted_rows"], summary["uncounted_error"] = self.uncounted, self.uncounted_error
         if self.cache_hits or self.cache_misses:
@@ -302,5 +313,8 @@ def _interval(passed: int, checked: int) -> list[float] | None:
     """Wilson 95% interval of a pass rate, as [low, high]. Kept to 6 places: at 4, a bound shown
     as a percentage to one place was rounded twice (1 of 1: 0.206549 kept as 0.2065, shown 20.6
     for 20.7: break34 m4)."""
-    bounds = wilson_interval(passed, checked)
+    return _rounded(wilson_interval(passed, checked))
+
+
+def _rounded(bounds: tuple[float, float] | None) -> list[float] | None:
     return None if bounds is None else [round(bounds[0], 6), round(bounds[1], 6)]

@@ -104,11 +104,15 @@ def test_pairing_finds_what_independent_counts_cannot() -> None:
     assert compare_paired(12, 4)["significant"] is False
 
 
-def _figures(verdicts: dict[str, bool]) -> GroupFigures:
-    passed = sum(verdicts.values())
-    return cast(
-        GroupFigures, {"passed": passed, "checked": len(verdicts), "pass_rate": round(passed / len(verdicts), 4)}
-    )
+def _figures(verdicts: dict[str, list[bool]]) -> GroupFigures:
+    passed = sum(sum(votes) for votes in verdicts.values())
+    checked = sum(len(votes) for votes in verdicts.values())
+    return cast(GroupFigures, {"passed": passed, "checked": checked, "pass_rate": round(passed / checked, 4)})
+
+
+def _rows(verdicts: dict[str, bool]) -> dict[str, list[bool]]:
+    """Each row its own item (no repeats), as `diff` pairs them."""
+    return {key: [verdict] for key, verdict in verdicts.items()}
 
 
 def test_a_drop_is_read_from_the_rows_that_fell_not_from_the_overall_rate() -> None:
@@ -116,10 +120,10 @@ def test_a_drop_is_read_from_the_rows_that_fell_not_from_the_overall_rate() -> N
     # significant", exit 0. (b) 1,000 passing rows gone, 7 kept rows improved: a drop, exit 4.
     kept_before = {f"k{i}": i < 15 for i in range(20)}
     kept_after = {f"k{i}": i < 8 for i in range(20)}
-    grown = Pairing(kept_before, {**kept_after, **{f"n{i}": True for i in range(100)}})
+    grown = Pairing(_rows(kept_before), _rows({**kept_after, **{f"n{i}": True for i in range(100)}}))
     rate = rate_change(_figures(grown.before), _figures(grown.after), 0.05, grown)
     assert (rate["change"] or 0) > 0 and rate["dropped"] and 0 < rate["drop_p_value"] < 0.05
-    shrunk = Pairing({**{f"g{i}": True for i in range(1000)}, **kept_after}, kept_before)
+    shrunk = Pairing(_rows({**{f"g{i}": True for i in range(1000)}, **kept_after}), _rows(kept_before))
     rate = rate_change(_figures(shrunk.before), _figures(shrunk.after), 0.05, shrunk)
     assert (rate["change"] or 0) < 0 and not rate["dropped"]
 
@@ -128,6 +132,6 @@ def test_a_drop_too_small_to_show_in_a_rounded_rate_still_counts() -> None:
     # break54 F5: 8 of 200,000 rows pass -> fail, none back: "100.0% -> 100.0%", rounded rates
     # equal, paired p=0.0078, and no drop: exit 0.
     before = {f"r{i}": True for i in range(200_000)}
-    pairing = Pairing(before, {**before, **{f"r{i}": False for i in range(8)}})
+    pairing = Pairing(_rows(before), _rows({**before, **{f"r{i}": False for i in range(8)}}))
     rate = rate_change(_figures(pairing.before), _figures(pairing.after), 0.05, pairing)
     assert rate["before"] == rate["after"] == 1.0 and rate["dropped"] and rate["change"] == 0.0

@@ -16,6 +16,7 @@ from batchrun import ExitCode
 from batchrun._checks import Answer, run_checks
 from batchrun._items import ItemGate
 from batchrun._junit import write_junit
+from batchrun._stats import wilson_interval_of
 
 from .conftest import FAKE_KEY, SMALL_JOB, TOOLS_JOB, call_cli, child_env, cli, read_rows, write_job
 
@@ -280,7 +281,40 @@ def test_diff_tells_a_real_drop_from_noise(tmp_path: Path) -> None:
     assert code == ExitCode.REGRESSION and diff["significant_drops"] == ["total", "model broken", "prompt p"]
     code, text, _ = call_cli("diff", before, after)
     line = next(line for line in text.splitlines() if line.startswith("model broken: "))
-    assert line.endswith(", significant)") and "(paired p=" in line
+    assert line.endswith(", significant)") and "(paired items, p=" in line  # 3 repeats: an item is one unit
+    assert broken["test"] == "exact sign test (paired items, repeats pooled)" and broken["rows_paired"] == 30
+
+
+def test_repeats_of_one_item_are_one_unit_in_the_interval_and_the_diff(tmp_path: Path) -> None:
+    # break61 F3: the same 10 items at temperature 0, `repeat: 10`: the interval narrowed from
+    # 80% [49-94] to [71-87], and one item of ten going wrong (its 10 repeats) was "a significant
+    # drop", p=0.002, exit 4, where one item is p=1. Repeats of an item are not independent rows.
+    once = synthetic(tmp_path / "once.jsonl", {"m": 1.0}, 1, seed=1, items=10)
+    tenfold = synthetic(tmp_path / "ten.jsonl", {"m": 1.0}, 10, seed=1, items=10)
+    for path in (once, tenfold):
+        failing(path, path, lambda q: q < 2)  # items 0 and 1 fail every repeat: 80%
+    low, high = json.loads(call_cli("report", once, "--json")[1])["total"]["pass_rate_ci95"]
+    assert (round(low, 3), round(high, 3)) == (0.49, 0.943)  # Wilson on 8 of 10
+    total = json.loads(call_cli("report", tenfold, "--json")[1])["total"]
+    assert total["pass_rate"] == 0.8 and total["pass_rate_ci95"] == [round(low, 6), round(high, 6)]
+    worse = failing(tenfold, tmp_path / "worse.jsonl", lambda q: q < 3)  # one more item fails
+    code, text, _ = call_cli("diff", tenfold, worse, "--json", "--fail-on-regression")
+    diff = json.loads(text)
+    rate = diff["pass_rate"]
+    assert (rate["before"], rate["after"], rate["p_value"], rate["significant"]) == (0.8, 0.7, 1.0, False)
+    # No significant drop, as with one repeat (one item of ten); exit 4 is the item rule's alone:
+    # an item that passed every repeat and now fails every one.
+    assert diff["significant_drops"] == [] and len(diff["item_flips"]["pass_to_fail"]) == 1
+    assert code == ExitCode.REGRESSION
+    assert call_cli("diff", once, failing(once, tmp_path / "w1.jsonl", lambda q: q < 3))[0] == ExitCode.OK
+    # Repeats that disagree within items are evidence of their own: the interval is between.
+    mixed = read_rows(synthetic(tmp_path / "mixed.jsonl", {"m": 0.8}, 10, seed=5, items=10))
+    passed = sum(r["passed"] for r in mixed)
+    wide = wilson_interval_of(passed / 100, 10)  # as if each item were one trial
+    narrow = wilson_interval_of(passed / 100, 100)  # as if each repeat were independent
+    low, high = json.loads(call_cli("report", tmp_path / "mixed.jsonl", "--json")[1])["total"]["pass_rate_ci95"]
+    assert high - low <= (wide[1] - wide[0]) and high - low >= (narrow[1] - narrow[0]) - 1e-9
+    assert low < passed / 100 < high
 
 
 def test_noise_alone_is_not_a_regression_unless_strict(tmp_path: Path) -> None:
@@ -439,10 +473,10 @@ def test_a_drop_in_rows_new_to_the_second_run_is_not_hidden_by_the_few_rows_kept
     # break43 F1: 16/16 -> 2/16 with 2 rows kept (passing both times) and 14 renamed (failing):
     # the paired test on the 2 kept rows gave p=1, "not significant", exit 0. With no row kept
     # the same drop was p=5e-07, exit 4.
-    rows = read_rows(synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 2, seed=1, items=8))
-    renamed = [r if r["vars"]["q"] == 0 else {**r, "id": r["id"] + "-new"} for r in rows]
+    rows = read_rows(synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 1, seed=1, items=16))
+    renamed = [r if r["vars"]["q"] < 2 else {**r, "id": r["id"] + "-new"} for r in rows]
     wrong = [{"name": "c", "pass": False, "reason": "wrong", "weight": 1}]
-    failing = [r if r["vars"]["q"] == 0 else {**r, "passed": False, "score": 0.0, "checks": wrong} for r in renamed]
+    failing = [r if r["vars"]["q"] < 2 else {**r, "passed": False, "score": 0.0, "checks": wrong} for r in renamed]
     after = tmp_path / "b.jsonl"
     after.write_text("".join(json.dumps(r) + "\n" for r in failing))
     code, text, _ = call_cli("diff", tmp_path / "a.jsonl", after, "--json", "--fail-on-regression")
