@@ -220,6 +220,11 @@ def aggregate(verdicts: list[dict[str, Any]], how: str, pass_score: float) -> tu
     if how == "mean":
         passed = mean >= pass_score - 1e-9  # 0.7 and 0.1 make 0.39999999999999997: at 0.4 (verify46)
         reason = f"mean score {score:.2f} (pass at {pass_score:.2f})"
+        if passed and votes == 0:
+            # Every grader said fail and their mean score passes it: three graders each "pass:
+            # false, score: 0.8" passed the check (break61 F4). Not a verdict. (Every grader saying
+            # pass below the pass score fails it: the panel's bar is the stricter.)
+            return None, score, f"every grader said fail, but their {reason}: contradictory, not a verdict"
     else:
         passed = votes * 2 > len(verdicts)  # a tie is not a majority
         reason = f"{votes} of {len(verdicts)} graders passed it"

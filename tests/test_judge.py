@@ -145,6 +145,12 @@ def test_several_graders_majority_and_mean() -> None:
     assert aggregate(almost, "mean", 0.5)[:2] == (False, 0.5)
     # verify46: 0.7 and 0.1 average to 0.39999999999999997, which is 0.4 as the reason says.
     assert aggregate([{**yes, "score": 0.7}, {**yes, "score": 0.1}], "mean", 0.4)[0] is True
+    # break61 F4: every grader "pass: false, score: 0.8" passed a mean panel; it is no verdict now.
+    grudging = [{**no, "score": 0.8}, {**no, "model": "c", "score": 0.8}, {**no, "model": "d", "score": 0.8}]
+    passed, score, reason = aggregate(grudging, "mean", 0.5)
+    assert (passed, score) == (None, 0.8) and "every grader said fail, but their mean score 0.80" in reason
+    assert aggregate(grudging, "majority", 0.5)[0] is False
+    assert aggregate([{**no, "score": 0.8}, yes], "mean", 0.5)[0] is True  # a panel split: the mean decides
     failed = aggregate([yes, {"model": "c", "error": "the grader's reply is not JSON"}], "majority", 0.5)
     assert failed[0] is None and "not JSON" in failed[2]
 
