@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,29 @@ from ._output_paths import summary_path
 
 
 @dataclass
+class VerdictChanges:
+    """Rows whose verdict re-grading changed from the one the file holds: `report --job` re-bought
+    every verdict and never said which differ (break61 F7)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def note(self, before: Any, after: Any) -> None:
+        if before != after and (before is not None or after is not None):
+            self.counts[f"{_verdict_word(before)} -> {_verdict_word(after)}"] += 1
+
+    def sentence(self) -> str | None:
+        """What changed, for stderr; None when no stored verdict changed."""
+        if not self.counts:
+            return None
+        parts = ", ".join(f"{change}: {n}" for change, n in sorted(self.counts.items()))
+        return f"re-graded: {sum(self.counts.values())} row(s) whose verdict is not the one the file holds ({parts})"
+
+
+def _verdict_word(passed: Any) -> str:
+    return "undecided" if passed is None else "pass" if passed else "fail"
+
+
+@dataclass
 class MatrixCoverage:
     """Rows of the matrix seen in a stream of final records."""
 
@@ -41,6 +65,7 @@ class MatrixCoverage:
     skipped: int = 0
     foreign: int = 0
     foreign_example: str = ""
+    changed: VerdictChanges = field(default_factory=VerdictChanges)  # by re-grading, from the file's
 
     @classmethod
     def of(cls, job: Job) -> MatrixCoverage:
@@ -82,7 +107,9 @@ class MatrixCoverage:
                 checks = without_latency_checks(checks)
             if regrade and record["status"] == "ok" and checks:
                 # Judge checks keep their stored verdicts here: re-judging costs money (_regrade).
+                before = record.get("passed")
                 record = {**record, **grade(checks, answer_of(record), stored_judgements(record, checks))}
+                self.changed.note(before, record["passed"])
             yield record
 
     def _stale(self, record: dict[str, Any]) -> bool:

@@ -118,3 +118,5 @@ class Summary(RunFigures, total=False):
     uncounted_error: str
     # Lines of a results file a reader set aside or could not read (`report`): a row may be gone.
     unread_lines: int
+    # `report --job`: rows whose re-graded verdict is not the stored one, by change ("pass -> fail").
+    regraded_changes: dict[str, int]

@@ -412,6 +412,10 @@ def test_report_regrades_stored_answers_with_the_jobs_current_checks(tmp_path: P
     assert summary["prompts"]["capital"]["pass_rate"] == 0.0 and summary["prompts"]["capital"]["checked"] == 12
     assert "below the threshold 50.0%" in result.stderr
     assert [r["passed"] for r in read_rows(out) if r["prompt_id"] == "capital"] == before  # the file is not changed
+    # And which stored verdicts re-grading changed is said (break61 F7: said nowhere).
+    flipped = sum(before)
+    assert summary["regraded_changes"] == {"pass -> fail": flipped}
+    assert f"batchrun: re-graded: {flipped} row(s) whose verdict is not the one the file holds" in result.stderr
 
 
 def test_a_regex_that_backtracks_without_end_fails_in_bounded_time(monkeypatch: pytest.MonkeyPatch) -> None:

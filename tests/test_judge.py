@@ -385,11 +385,15 @@ def test_report_job_regrades_with_judges_under_a_budget(tmp_path: Path) -> None:
     assert result.returncode == ExitCode.OK, result.stderr
     assert result.stderr.startswith("re-grading 12 row(s): 12 grader request(s), worst case $")
     assert "judging: $" in result.stdout
+    assert "re-graded:" not in result.stderr  # the same graders, the same verdicts: nothing to say
     # Too little: the rest is ungraded (error, not fail), and the stop is a budget stop.
     result = cli("report", out, "--job", job, "--simulate", "--budget", "0.00001", "--json")
     assert result.returncode == ExitCode.BUDGET, result.stderr
     summary = json.loads(result.stdout)
     assert summary["stop"] == "budget" and summary["total"]["undecided"] > 0
+    # Which stored verdicts it could not give again is said (break61 F7).
+    changed = summary["regraded_changes"]
+    assert set(changed) <= {"pass -> undecided", "fail -> undecided"} and sum(changed.values()) > 0
     assert summary["spent_usd"] <= 0.00001
     # No key and no --simulate: a one-line error, exit 2, nothing sent.
     result = cli("report", out, "--job", job)

@@ -5,7 +5,7 @@ and its thresholds; one exit code, and the JUnit file and page saying the same."
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -188,7 +188,17 @@ def _gate(
         if first.shortfalls() and not args.allow_partial:
             judged, notes = False, [NOT_REGRADED]
     if judged:
-        summary = _regrade_judged(args, console, job, gate, coverage.review(records), regraded, page)
+        stored: dict[str, Any] = {}  # each row's verdict as the file holds it, to say what re-grading changed
+
+        def remembered(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            for row in rows:
+                stored[row["id"]] = row.get("passed")
+                yield row
+
+        def note(row: dict[str, Any]) -> None:
+            coverage.changed.note(stored.get(row["id"]), row.get("passed"))
+
+        summary = _regrade_judged(args, console, job, gate, remembered(coverage.review(records)), regraded, page, note)
     else:
         reviewed = through(page, coverage.review(records, regrade=True))
         builder = (
@@ -196,6 +206,9 @@ def _gate(
         )
         summary = builder.result(output=str(args.results), key_gap_usd=file_key_gap(args.results))
     counted(summary)
+    if changed := coverage.changed.sentence():
+        summary["regraded_changes"] = dict(coverage.changed.counts)
+        console.to_err(f"batchrun: {changed}\n")
 
     def junit_records() -> Iterable[dict[str, Any]]:
         if judged:
@@ -251,8 +264,10 @@ def _regrade_judged(
     records: Iterable[dict[str, Any]],
     regraded: list[dict[str, Any]],
     page: Any,
+    note: Callable[[dict[str, Any]], None],
 ) -> Summary:
-    """Re-grade with grader requests: the worst case printed first, then spent within the budget."""
+    """Re-grade with grader requests: the worst case printed first, then spent within the budget;
+    `note` hears of each row re-graded."""
     import asyncio  # not at the top: `validate` and the file commands never load it (~60 ms of start-up)
 
     from .._event_loop import run as run_loop
@@ -268,6 +283,7 @@ def _regrade_judged(
         console.err.flush()
 
     def keep(record: dict[str, Any]) -> None:
+        note(record)
         if args.junit is not None:
             regraded.append(record)
         if page is not None:
