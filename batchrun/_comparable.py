@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import ResultsError
+from ._exceptions import ConfigError, ResultsError
 from ._matrix import Shard
 from ._report_data import read_run_summary
 from ._summary_types import Summary
@@ -35,7 +35,7 @@ def _outside(shard: str, rows: dict[str, dict[str, Any]]) -> bool:
     """Whether `rows` hold a row of another shard than `shard` ("K/N")."""
     try:
         own = Shard.parse(shard)
-    except ValueError:
+    except ConfigError:
         return False
     return any(row_id not in own for row_id in rows)
 

@@ -90,7 +90,8 @@ class Shard:
     def parse(cls, text: str) -> Shard:
         k, _, n = text.partition("/")
         if not (k.isdigit() and n.isdigit()) or not 1 <= int(k) <= int(n) <= MAX_SHARDS:
-            raise ValueError(f"--shard takes K/N with 1 <= K <= N <= {MAX_SHARDS:,}, got {text!r}")
+            # ConfigError, as Shard(0, 2) is: a library caller catches one exception tree.
+            raise ConfigError(f"--shard takes K/N with 1 <= K <= N <= {MAX_SHARDS:,}, got {text!r}")
         return cls(int(k), int(n))
 
 

@@ -1166,6 +1166,13 @@ def test_a_shard_the_cli_would_refuse_is_a_config_error_for_a_library_caller(sha
         Shard(*shard)
 
 
+@pytest.mark.parametrize("text", ["x", "0/2", "3/2", "1/0", "1/2/3", ""])
+def test_a_shard_text_the_cli_would_refuse_is_a_config_error_for_a_library_caller(text: str) -> None:
+    # Shard.parse raised a ValueError, outside batchrun's one exception tree, where Shard(0, 2) is a ConfigError.
+    with pytest.raises(ConfigError, match=r"--shard takes K/N with 1 <= K <= N"):
+        Shard.parse(text)
+
+
 @pytest.mark.parametrize(
     ("options", "said"),
     [

@@ -100,10 +100,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
     job = replace(job, run=settings)
     shard = None
     if args.shard:
-        try:
-            shard = Shard.parse(args.shard)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        shard = Shard.parse(args.shard)
     progress = Progress(cast(TextIO, console.err), args.quiet, settings.progress_every_s)
     notices: list[str] = []
 
