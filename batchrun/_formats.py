@@ -44,15 +44,18 @@ def md_text(text: str) -> str:
     """Text a run carries (an answer, a model or check name, a reason) as Markdown shows it
     in a step summary: on one line, breaking no table, and neither HTML nor a link (an
     answer's `<img onerror>` or `</table>` was rendered: break21 R13), nor math: GitHub reads
-    `$0.05 of $0.10 ($` as a formula between its dollars. A bare `https://...` or `www....`
-    is no link either: GitHub links them by itself (break62 F8), so a zero-width space is put
-    after the scheme or the `www.`."""
+    `$0.05 of $0.10 ($` as a formula between its dollars. A bare `https://...`, `www....` or
+    e-mail address (`mailto:` and `xmpp:` too) is no link either: GitHub links them by itself
+    (break62 F8), so a zero-width space breaks the scheme from its `://`, `www` from its dot and
+    an address after its `@`. After the `://` it did not: cmark-gfm still linked the host, whose
+    name drops the space (verify63 F2)."""
     shown = visible(text).translate(_MARKDOWN).replace("](", "]\\(")  # `[text](url)` is a link no more
-    return _BARE_LINK.sub(lambda found: found.group(0) + "\u200b", shown)
+    return _BARE_LINK.sub("\u200b", shown).replace("@", "@\u200b")
 
 
-# What GitHub's Markdown links with no brackets (its "extended autolinks"), up to the host.
-_BARE_LINK = re.compile(r"(?i)\b(?:https?://|ftp://|www\.)")
+# Where GitHub's Markdown begins a link with no brackets (its "extended autolinks"): a zero-width
+# space there, and cmark-gfm sees no scheme and no `www.`.
+_BARE_LINK = re.compile(r"(?i)(?<=https)(?=://)|(?<=http)(?=://)|(?<=ftp)(?=://)|(?<=www)(?=\.)")
 
 
 def vars_text(values: dict[str, Any], limit: int = 60) -> str:

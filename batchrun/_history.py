@@ -188,7 +188,11 @@ def change_markers(before: dict[str, Any], after: dict[str, Any]) -> list[dict[s
             mark(name, "gone", f"{name} is gone")
             continue
         if a["pass_rate"] is not None and b["pass_rate"] is not None and a["pass_rate"] - b["pass_rate"] >= MARKER_DROP:
-            mark(name, "failing", f"{name} pass rate fell {a['pass_rate']:.1%} → {b['pass_rate']:.1%}")
+            fell = f"{name} pass rate fell {a['pass_rate']:.1%} → {b['pass_rate']:.1%}"
+            if a["pass_rate"] - _best_rate(b) >= MARKER_DROP:
+                mark(name, "failing", fell)
+            else:  # had its undecided rows passed, it would not have fallen (verify63 F3)
+                mark(name, "ungraded", f"{fell}, with {b['undecided']} row(s) undecided (a grader failed) deciding it")
         if a["error"] == 0 and b["error"] > 0:
             mark(name, "erroring", f"{name} started erroring ({b['error']} error rows)")
         if a["pass_rate"] is not None and b["pass_rate"] is None and b.get("undecided"):
@@ -197,6 +201,12 @@ def change_markers(before: dict[str, Any], after: dict[str, Any]) -> list[dict[s
         if set(a["answered_by"]) != set(b["answered_by"]):
             mark(name, "answering", f"{name} answered by {_answerers(a)} → {_answerers(b)}")
     return marks
+
+
+def _best_rate(model: dict[str, Any]) -> float:
+    """A model's pass rate had its undecided rows passed."""
+    passed, checked, undecided = int(model["passed"]), int(model["checked"]), int(model["undecided"])
+    return (passed + undecided) / (checked + undecided)
 
 
 def _flips(before: Run, after: Run) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def incomplete_notes(path: Path, rows: int, unread: int) -> list[str]:
     missing = missing_since_summary(path, meta, rows, unread)
     if missing:
         notes.append(missing.removeprefix(f"{path}: "))
-    elif unread:
+    elif unread and not meta:  # with its summary counting every row there, none is (verify63 F8)
         notes.append(f"{unread} line(s) set aside or cut: a row may be missing")
     if not meta and journal_path(path).exists():
         notes.append("killed before its summary: rows it never reached have no record")

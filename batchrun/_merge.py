@@ -24,6 +24,7 @@ from ._report_data import RunSpan, file_key_gap, read_run_summary, run_spans
 from ._results import RESULTS_MODE, ResultsWriter, final_records
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
+from ._verdict import ungraded_reason
 
 _RANK = {"ok": 2, "error": 1, "skipped": 0}  # which record of a row in several files stands
 
@@ -196,6 +197,9 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
         else:
             layout = shard_layout(shards, len(last), builder.total.skipped, next(iter(names)))
             complete, shortfalls, matrix_rows = layout
+        if builder.total.regradable:  # answers whose graders a shard's stop cut off (verify63 F5)
+            shortfalls = [*shortfalls, ungraded_reason(builder.total.regradable)]
+            complete = False
         key_gap = round(merged_key_gap(shards), 8)
         # The matrix's size and the spend, as a run's summary has them: without them a complete
         # merged file merged again was "no usable summary", exit 12 (break56 F5).

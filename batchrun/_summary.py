@@ -62,7 +62,7 @@ class _Row:
     passed: bool | None = None
     score: float = 0.0
     undecided: bool = False
-    regradable: bool = False  # undecided as a stop left it: a resume grades it
+    regradable: bool = False  # a judge check a stop cut off: a resume grades it
     judge: float = 0.0
     known: float = 0.0
     judge_unknown: bool = False
@@ -83,13 +83,16 @@ class _Row:
             if record.get("ttft_ms") is not None:
                 row.ttft = float(record["ttft_ms"])
             row.answered_by = f"{record.get('response_model')}@{record.get('provider')}"
+            checks = record.get("checks")
+            # A judge check a stop cut off is unfinished work whatever the row's verdict: one that
+            # failed another check is failed, and a resume still grades it (verify63 F1: exit 3
+            # for a run its deadline stopped, and `report` 0 on its file).
+            row.regradable = isinstance(checks, list) and any(map(resumable_cut, checks))
             if record.get("passed") is not None:
                 row.passed = bool(record["passed"])
                 row.score = float(record.get("score", record["passed"]))
             else:
-                checks = record.get("checks")
                 row.undecided = bool(checks)
-                row.regradable = isinstance(checks, list) and any(map(resumable_cut, checks))
         # A record's `cost` is its answer's; its grading is `judge_cost`: both were spent. An
         # unknown one adds its known parts (`cost_known`): the figure stays a lower bound.
         row.judge = _known(record, "judge_cost")
@@ -119,7 +122,7 @@ class _Group:
     checked: int = 0
     passed: int = 0
     undecided: int = 0  # rows with a check whose grader failed: neither pass nor fail
-    regradable: int = 0  # of those, rows whose grader a stop cut (not a daily cap): a resume grades them
+    regradable: int = 0  # answered rows whose grader a stop cut (not a daily cap): a resume grades them
     score: float = 0.0  # sum of rows' weighted check scores
     latencies: array[float] = field(default_factory=lambda: array("d"))
     ttfts: array[float] = field(default_factory=lambda: array("d"))  # streaming mode only
@@ -142,7 +145,7 @@ class _Group:
                 self.score += row.score
             elif row.undecided:
                 self.undecided += 1
-                self.regradable += row.regradable
+            self.regradable += row.regradable
         elif row.status == "error":
             self.error += 1
         else:

@@ -34,7 +34,7 @@ class GroupFigures(TypedDict):
     pass_rate: float | None
     pass_rate_ci95: list[float] | None
     undecided: int
-    regradable: int  # undecided rows a stop left ungraded: a resume grades them
+    regradable: int  # answered rows with a judge check a stop left ungraded: a resume grades them
     mean_score: float | None
     answered_by: dict[str, int]
 

@@ -105,10 +105,14 @@ def unchecked_thresholds(
                 f"({undecided} undecided, {group['error']} in error"
                 + (f", {group['skipped']} skipped)" if group["skipped"] else ")")
             )
-        elif undecided and group["passed"] / checked >= limit > group["passed"] / (checked + undecided):
-            # Met by the verdicts that came back, missed if the undecided rows failed: the
-            # verdicts never got decide it (verify23 N2: 1 verdict of 3 met a 99% threshold
-            # that the 2 ungraded rows, failing with the grader up, missed).
+        elif undecided and (group["passed"] + undecided) / (checked + undecided) >= limit > group["passed"] / (
+            checked + undecided
+        ):
+            # Met had the undecided rows passed, missed had they failed: the verdicts never got
+            # decide it (verify23 N2: 1 verdict of 3 met a 99% threshold that the 2 ungraded rows,
+            # failing with the grader up, missed). And the other way: a row that failed a check is
+            # failed beside its undecided judge, so a grader down left only failures graded, exit
+            # 3 "pass rate 0.0%" (verify63 F3).
             unchecked.append(
                 f"{label}: its threshold could not be checked: {undecided} undecided row(s) decide it "
                 f"({group['passed']} of {checked} graded passed)"

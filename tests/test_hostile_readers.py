@@ -14,6 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import cmarkgfm  # type: ignore[import-untyped]  # GitHub's Markdown renderer: a reference here
+import cmarkgfm.cmark  # type: ignore[import-untyped]
 import orjson
 import pytest
 
@@ -270,7 +272,7 @@ def test_answers_carry_no_html_or_links_into_markdown(results: Path, tmp_path: P
     rows = read_rows(results)
     failing = next(r for r in rows if r.get("checks"))
     payload = "<img src=x onerror=alert(1)> | broken\n# heading [x](javascript:alert(1))"
-    payload += " https://evil.example WWW.evil.example"
+    payload += " https://evil.example WWW.evil.example _www.evil.example me@evil.example mailto:x@evil.example"
     failing["passed"], failing["content"], failing["model"] = False, payload, "evil<svg onload=alert(2)>`model"
     failing["checks"][0].update({"pass": False, "reason": f"expected 'Paris', got {payload!r}"})
     path = tmp_path / "h.jsonl"
@@ -279,8 +281,13 @@ def test_answers_carry_no_html_or_links_into_markdown(results: Path, tmp_path: P
     assert code != ExitCode.USAGE
     assert "<img" not in out and "](javascript" not in out
     assert "&lt;img src=x onerror=alert(1)&gt; \\| broken\\\\n# heading [x]\\(javascript" in out
-    # A bare address is no link either (break62 F8: GitHub links `https://...` and `www.` by itself).
-    assert "https://evil" not in out and "https://\u200bevil.example WWW.\u200bevil.example" in out
+    # A bare address is no link either (break62 F8, verify63 F2: GitHub links `https://...`, `www.`
+    # and e-mail addresses by itself), as GitHub's own renderer, cmark-gfm, reads the Markdown.
+    assert "https://evil" not in out and "https\u200b://evil.example WWW\u200b.evil.example" in out
+    rendered = cmarkgfm.github_flavored_markdown_to_html(out, options=cmarkgfm.cmark.Options.CMARK_OPT_UNSAFE)
+    assert "<a " not in rendered and "<img" not in rendered and "evil.example" in rendered
+    plain = cmarkgfm.github_flavored_markdown_to_html(payload.replace("\n", " "))
+    assert plain.count("<a ") >= 4  # as written, every one of them would have been a link
     # In the table, escaped; in a code span (shown as text), with its backtick made harmless.
     assert "| evil&lt;svg onload=alert(2)&gt;`model |" in out and "`evil<svg onload=alert(2)>'model`" in out
 

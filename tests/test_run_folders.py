@@ -374,3 +374,9 @@ def test_history_marks_a_night_that_is_not_whole(tmp_path: Path, small_job: Path
     assert "3 of the 20 row(s) its summary counts have no readable record" in text
     assert "a partial merge" in text and "killed before its summary" in text
     assert "a.jsonl" not in err
+    # A stray line set aside in a night whose summary counts every row there is no missing row
+    # (verify63 F8: "incomplete ... a row may be missing").
+    with (nights / "a.jsonl").open("a") as night:
+        night.write("{not a record\n")
+    code, text, err = call_cli("history", nights)
+    assert "a.jsonl:21: set aside" in err and "a.jsonl: an incomplete run" not in err

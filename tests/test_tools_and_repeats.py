@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from batchrun import ExitCode
 from batchrun._checks import Answer, run_checks
 from batchrun._items import ItemGate
 from batchrun._junit import write_junit
+from batchrun._settings import RunSettings
 from batchrun._stats import wilson_interval_of
 
 from .conftest import FAKE_KEY, SMALL_JOB, TOOLS_JOB, call_cli, child_env, cli, read_rows, write_job
@@ -686,6 +688,65 @@ def test_diff_says_when_the_job_was_edited_while_the_requests_stayed_the_same(tm
     said = call_cli("diff", before, after)[1]
     assert "the job file was edited between the runs (its fingerprint differs) while 30 row(s) of both asked" in said
     assert "job file was edited" not in call_cli("diff", before, before)[1]
+
+
+def test_a_failed_row_whose_judge_a_stop_cut_is_unfinished_work_as_an_undecided_one(tmp_path: Path) -> None:
+    # verify63 F1: a row that failed a check, its judge cut by the deadline, is failed: it was not
+    # counted as regradable, so the run exited 3, not 12, and `report` 0 on its file, while a
+    # resume still graded it. And merging it said the night complete (F5).
+    from batchrun._summary import SummaryBuilder
+    from batchrun._verdict import decide
+
+    path = synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 1, seed=1, items=10)
+    rows = read_rows(path)
+    _with_checks(rows[3], False, False, None)
+    rows[3]["checks"][1]["error"] = "not graded: the run stopped (deadline)"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = SummaryBuilder().add_all(rows).result()
+    assert (summary["total"]["regradable"], summary["total"]["undecided"], summary["total"]["checked"]) == (1, 0, 10)
+    assert decide(summary, RunSettings(), run=True)[0] == ExitCode.INCOMPLETE
+    code, _, err = call_cli("report", path)
+    assert code == ExitCode.INCOMPLETE and "1 answered row(s) not graded: a stop cut their grader off" in err
+
+
+def test_a_merge_of_rows_whose_judge_a_stop_cut_is_not_complete(results: Path, tmp_path: Path) -> None:
+    # verify63 F5: one shard's deadline left a judge ungraded: the merged night said `complete:
+    # true` and `history` did not mark it, while `report` exits 12 on it.
+    rows = read_rows(results)
+    row = next(r for r in rows if r.get("checks"))
+    row["checks"].append(
+        {"name": "judge", "pass": None, "reason": "", "weight": 1, "error": "not graded: the run stopped"}
+    )
+    row["passed"] = None
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", cut, "--allow-partial", "-q")
+    merged = json.loads((tmp_path / "m.summary.json").read_text())
+    assert code == ExitCode.OK and merged["complete"] is False, err
+    assert "1 answered row(s) not graded: a stop cut their grader off; --resume grades them" in merged["shortfalls"]
+    assert "incomplete: a partial merge" in call_cli("history", tmp_path / "m.jsonl")[1]
+
+
+def test_a_threshold_the_undecided_rows_would_meet_had_they_passed_is_not_a_quality_failure() -> None:
+    # verify63 F3: a failed check fails its row beside an undecided judge, so with the grader down
+    # only failures were graded: exit 3, "pass rate 0.0% is below the threshold", for an outage.
+    from batchrun._failure_text import failure_reasons
+    from batchrun._summary import SummaryBuilder
+    from batchrun._verdict import decide
+
+    rows = read_rows(synthetic(Path(tempfile.mkdtemp()) / "a.jsonl", {"m": 1.0}, 1, seed=1, items=20))
+    for row in rows:
+        _with_checks(row, False if row["vars"]["q"] < 10 else None, row["vars"]["q"] >= 10, None)
+    settings = RunSettings(max_error_rate=1.0, pass_threshold=0.5)
+    summary = SummaryBuilder().add_all(rows).result()
+    assert (summary["total"]["passed"], summary["total"]["checked"], summary["total"]["undecided"]) == (0, 10, 10)
+    code, reasons = decide(summary, settings)
+    assert code == ExitCode.ERRORS and reasons == [
+        "pass rate: its threshold could not be checked: 10 undecided row(s) decide it (0 of 10 graded passed)"
+    ]
+    assert decide(summary, RunSettings(max_error_rate=1.0, pass_threshold=0.6))[0] == ExitCode.QUALITY  # missed anyway
+    # A row's reasons say its undecided check as undecided, not as one more failure (F4).
+    assert failure_reasons(rows[0]) == ["c0: failed", "c1: undecided: grader down"]
 
 
 def test_one_flip_among_rows_gone_from_the_second_run_is_not_a_significant_drop(tmp_path: Path) -> None:
