@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 from typing import Any
 
@@ -55,6 +56,13 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         if not said_in_files(failure):
             code, why = failure_code(failure)
             no_verdict(args, console, (int(code), [why]))
+        raise
+    except OutputFailed as failure:
+        if args.job is None:  # `report --job` says it in the other file itself
+            # The file that failed is removed; the other one, written already or still the
+            # placeholder, says exit 11 too, not a green gate or "a second signal" (verify63 F6).
+            with contextlib.suppress(OutputFailed):
+                no_verdict(args, console, (int(ExitCode.IO), [str(failure)]), standing=True)
         raise
 
 
