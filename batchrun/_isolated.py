@@ -198,16 +198,20 @@ class IsolatedKey:
         cut_off = cut_off or CutOff()
         try:
             async with cut_off.bound():  # a stopping run's wind-down (verify23 N1)
-                await self._remove(notice, key_hash, cut_off.part(0.5))
+                await self._remove(notice, key_hash, cut_off.part(0.5), cut_off.part(0.75))
         except TimeoutError:
             notice(
                 f"warning: the per-run key {self.label} could not be removed before the run had to end; "
                 f"it expires at {utc_seconds(self.expires_at)}"
             )
 
-    async def _remove(self, notice: Callable[[str], None], key_hash: str, read_until: float | None) -> None:
+    async def _remove(
+        self, notice: Callable[[str], None], key_hash: str, read_until: float | None, delete_until: float | None
+    ) -> None:
         """Its usage read in at most the first half of the time there is (`read_until`): a read
-        that hung left the deletion none, and the key stayed live for hours (break60 F1)."""
+        that hung left the deletion none, and the key stayed live for hours (break60 F1). The
+        deletion ends by `delete_until`, so that disabling it, where deletion fails or hangs, has
+        the rest: a DELETE that hung left the key enabled (verify64 F4)."""
         try:
             async with asyncio.timeout_at(read_until):
                 info = await self._call(lambda: self._management.key_by_hash(key_hash))
@@ -218,7 +222,11 @@ class IsolatedKey:
         except TimeoutError:
             notice("warning: could not read the per-run key's usage: no answer in the time it had")
         try:
-            await self._call(lambda: self._management.delete_key(key_hash))
+            try:
+                async with asyncio.timeout_at(delete_until):
+                    await self._call(lambda: self._management.delete_key(key_hash))
+            except TimeoutError:
+                raise Transient("timeout", "no answer in the time it had") from None
             self.removed = "deleted"
         except RequestFailed as failure:
             try:
