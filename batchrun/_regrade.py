@@ -206,7 +206,8 @@ async def regrade_file(
         runner.charges.cut_off = ends = wind_down_within(settings.grace_s, stopped, cleanup_left())
         if control is not None:
             control.winding_down = lambda: ends.set_in(wind_down_s(settings.grace_s))
-        await runner.charges.retry_lookups(final=not stopped)  # as a run's (_orchestration)
+        # As a run's (_orchestration): after a stop, half the wind-down, the rest the /key read's (verify64 F2).
+        await runner.charges.retry_lookups(final=not stopped, until=ends.part(0.5))
         policy = retry_policy(settings)
         reconciliation = await reconcile_run(
             client,

@@ -44,6 +44,7 @@ class Stops:
         self._deadline_at: float | None = None
         self._in_flight: set[asyncio.Timeout] = set()  # each dispatched row's own timeout
         self._grace_ends: float | None = None  # loop time when in-flight rows are cut off
+        self.cut_by_deadline = 0  # rows whose next retry the deadline cut before any stop came
 
     def request(self, reason: StopReason, message: str = "") -> None:
         """Stop dispatching; rows in flight get `grace_s`."""
@@ -181,10 +182,19 @@ class Stops:
             and (self.stopping() or cut_by_deadline)
         ):
             status, reason = Status.SKIPPED, self.reason or StopReason.DEADLINE
+            self.cut_by_deadline += self.reason is None
         if self.model_stop(request.model) is not None:
             for refused in self.on_model_stop:
                 refused(request.model)
         return status, reason
+
+    def outcome(self) -> tuple[StopReason | None, str]:
+        """The run's stop and its words; the deadline's when it cut rows' retries before its
+        timer came: every row skipped "deadline", the run exited 12, not 6 (verify64 F5)."""
+        if self.reason is None and self.cut_by_deadline:
+            given = f" of {self.deadline_given_s:g} s" if self.deadline_given_s is not None else ""
+            return StopReason.DEADLINE, f"the run deadline{given} came before {self.cut_by_deadline} row(s) could retry"
+        return self.reason, self.message
 
     def why_not_sent(self, model: str) -> str:
         """Why an attempt waiting its turn was not sent (NotSent): the run's stop, its model's

@@ -371,4 +371,4 @@ class Runner:
             raise first_failure(failed) from None
         finally:
             self.throttle.close()
-        return PoolOutcome(self.stops.reason, self.stops.message, self.ledger.committed)
+        return PoolOutcome(*self.stops.outcome(), self.ledger.committed)

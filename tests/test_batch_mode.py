@@ -18,6 +18,7 @@ from batchrun import ExitCode, Job, RunControl, RunOptions, RunReport, load_job,
 from batchrun._batch_state import BatchState, state_path
 from batchrun._matrix import matrix_requests
 from batchrun._report_data import read_run_summary
+from batchrun._transport import default_transport
 from batchrun._verdict import decide
 from batchrun.simulator import SimConfig, Simulator
 
@@ -719,6 +720,40 @@ async def test_sigterm_while_polling_leaves_the_batches_to_collect_later(
         clock.now += 7200
         again = await run(job, simulator, out, FakeClock(start=clock.time()), resume=True)
         assert again.summary["total"]["ok"] == 15 and simulator.batches.stats.submitted == 3
+
+
+class StopAtPoll(httpx.AsyncBaseTransport):
+    """The run's own transport, on which SIGTERM comes as a batch's poll goes out."""
+
+    def __init__(self, control: RunControl) -> None:
+        self.inner = default_transport(8)
+        self.control = control
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and "/batches/" in request.url.path:
+            self.control.stop()
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_sigterm_while_a_poll_is_out_ends_the_run_without_another_wait(
+    tmp_path: Path, slow_batches: SimConfig
+) -> None:
+    # verify64 F1: a SIGTERM while a poll was in flight waited a whole batch_poll_s before the run
+    # ended: 62 s after the signal at the default 60, 152 s at batch_poll_s: 150.
+    control = RunControl()
+    clock = FakeClock()
+    simulator = Simulator(slow_batches)
+    simulator.clock = clock.time
+    job = batch_job(write_job(tmp_path, THREE_MODELS))
+    options = RunOptions(FAKE_KEY, simulator.base_url, tmp_path / "r.jsonl", transport=StopAtPoll(control), clock=clock)
+    with simulator.serve_in_thread():
+        options.base_url = simulator.base_url
+        report = await run_job(job, options, control)
+    assert code_of(report, job) == ExitCode.INTERRUPTED
+    assert clock.sleeps == []  # polled as the batches were submitted; no wait after the signal (was [60])
 
 
 def test_an_unreadable_batch_record_is_a_one_line_error_and_is_left_alone(tmp_path: Path) -> None:

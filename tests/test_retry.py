@@ -108,7 +108,12 @@ def test_a_row_whose_retries_a_stop_or_the_deadline_cut_is_skipped_for_the_resum
     assert stops.react(request, timeout, None, attempts=1, cut_by_deadline=True) == (Status.SKIPPED, "deadline")
     assert stops.react(request, timeout, None, attempts=3, cut_by_deadline=True) == (Status.ERROR, "timeout")
     assert stops.react(request, Rejected("bad_request", "no", 400), None, 1, True) == (Status.ERROR, "bad_request")
+    # A row cut so before the deadline's timer came is the deadline's stop of the run, exit 6: with
+    # every row skipped "deadline" and no stop, the run was "rows skipped although nothing stopped
+    # it", 12 (verify64 F5).
+    assert stops.outcome() == (StopReason.DEADLINE, "the run deadline came before 1 row(s) could retry")
     stops.request(StopReason.INTERRUPTED)
+    assert stops.outcome()[0] == StopReason.INTERRUPTED
     assert stops.react(request, timeout, None, attempts=1) == (Status.SKIPPED, "interrupted")
 
 

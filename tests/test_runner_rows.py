@@ -424,6 +424,46 @@ async def test_report_job_regrading_stops_at_its_deadline_and_its_wind_down_ends
     assert other_tasks() == []
 
 
+class GenerationHangs(httpx.AsyncBaseTransport):
+    """The client's own transport, on which GET /generation never answers; the paths asked, in order."""
+
+    def __init__(self) -> None:
+        self.inner = default_transport(8)
+        self.asked: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.asked.append(request.url.path.rsplit("/api/v1", 1)[-1])
+        if request.url.path.endswith("/generation"):
+            await asyncio.Event().wait()  # only the run's cut-off ends it
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_report_job_regrading_cut_by_its_deadline_reads_key_though_generation_hangs(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify64 F2: the run's end gave half its wind-down to the lookups, the rest to /key; the
+    # re-grading's did not: a /generation that hung took it all, /key was never read, "not reconciled".
+    import batchrun._cut_off as cut_off
+
+    monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.4)
+    run = "run: {concurrency: 2, timeout_s: 3600, max_attempts: 3, grace_s: 0.05, deadline_s: 30}"
+    out, asked, job = await _answered_then_judged(sim, tmp_path, run)
+    sim.config.faults = {"stall": 1.0}  # every grader's headers (its generation id), then nothing
+    transport = GenerationHangs()
+    clock = LeapClock(lambda: sim.stats.chat_requests >= asked + 2, by=30)
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, clock=clock, transport=transport)
+    summary = await asyncio.wait_for(
+        regrade_file(job, options, read_rows(out), lambda: read_rows(out), ItemGate(), lambda _: None, lambda _: None),
+        30,  # a bound, not a measure
+    )
+    assert summary["stop"] == "deadline" and "/generation" in transport.asked
+    assert "/key" in transport.asked[transport.asked.index("/generation") :]
+    assert summary["reconciliation"]["warning"] is None
+
+
 def test_report_takes_a_deadline_for_its_regrading_only(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     out.write_text("")
