@@ -33,7 +33,7 @@ from ._options import HostCallback, Notice, RunOptions
 from ._output_paths import job_folder, summary_path, write_json_atomically
 from ._preflight import Preflight, job_routing_warning, keep_row, make_client, open_cache, preflight, unpriced
 from ._pricing import MAX_USD, money
-from ._reconcile import KeyStart, usage_span
+from ._reconcile import KeyStart, key_read_confirms, usage_span
 from ._report_data import RunSpan, key_id, run_spans
 from ._results import ResultsWriter, final_records
 from ._retry import retry_policy
@@ -299,7 +299,7 @@ async def _locked_run(
         )
         if reconciliation["warning"]:
             notice("warning: " + reconciliation["warning"])
-        if reconciliation["key_usage_delta_usd"] is None and runner.ledger.unconfirmed > 0:
+        if not key_read_confirms(reconciliation) and runner.ledger.unconfirmed > 0:
             # No read confirmed what answers since the last one said they cost (nor a batch's):
             # their worst cases count, as when the key is lost mid-run (verify40 F1).
             runner.ledger.lose_key_window()
@@ -309,7 +309,7 @@ async def _locked_run(
             )
         if isolated is not None:  # the key's removal has a wind-down of its own (break60 F1)
             await isolated.finish(notice, ends.and_then(wind_down_s(settings.grace_s) if ends.at else None))
-        if outcome.stop is None and control.stopped.is_set():  # the README: exit 7 here too
+        if outcome.stop in (None, StopReason.DEADLINE) and control.stopped.is_set():  # exit 7 ranks above 6
             outcome.stop, outcome.stop_message = StopReason.INTERRUPTED, "interrupted while the run wound down"
         if states or late_rows:
             # The file's rows for the totals (a row written again counts once, with its cost

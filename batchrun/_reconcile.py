@@ -274,6 +274,14 @@ def _unknown_parts(attempts: int, batches_held: float) -> str:
     return " and ".join(parts)
 
 
+def key_read_confirms(reconciliation: dict[str, Any]) -> bool:
+    """Whether the end-of-run /key read confirmed what the answers since the last read cost: it
+    was read, and did not go down. A usage that went down is "not to be believed", yet those
+    answers kept their reported cost: 1/100 of the bill counted as spent (verify64 F6)."""
+    delta = reconciliation.get("key_usage_delta_usd")
+    return isinstance(delta, (int, float)) and delta >= 0
+
+
 def usage_span(start: KeyStart, reconciliation: dict[str, Any]) -> tuple[float | None, float | None]:
     """The key's usage at the run's first and last readings, where both were read: merge tells
     by them which runs overlapped, whatever the clocks said (break46 F3)."""

@@ -436,7 +436,7 @@ async def test_room_made_while_the_key_is_read_is_read_again_not_taken_for_exhau
 async def test_a_key_whose_usage_went_down_is_not_reconciled() -> None:
     # break-14b m5: a usage that fell was believed ("charged $-7.02 ... unexplained").
     from batchrun._charges import ChargeBook
-    from batchrun._reconcile import reconcile
+    from batchrun._reconcile import key_read_confirms, reconcile
 
     ledger = CreditLedger(1.0)
     async with OpenRouterClient("http://127.0.0.1:9/api/v1", FAKE_KEY) as client:
@@ -444,6 +444,9 @@ async def test_a_key_whose_usage_went_down_is_not_reconciled() -> None:
         fell = reconcile(10.0, 2.98, ledger, book)
         assert (fell["warning"] or "").startswith("not reconciled: the key's usage went down during the run")
         assert fell["difference_usd"] is None and fell["key_usage_delta_usd"] == pytest.approx(-7.02)
+        # Nor does it confirm what the answers since the last read cost: they count at their worst
+        # cases, as when /key cannot be read (verify64 F6: 1/100 of the bill counted as spent).
+        assert not key_read_confirms(fell) and key_read_confirms(reconcile(10.0, 10.0, ledger, book))
         assert reconcile(10.0, 10.0, ledger, book)["warning"] is None
         # break44 F2: a fall under a cent was "the key was charged $-0.0080 ...".
         assert (reconcile(1.0, 0.992, ledger, book)["warning"] or "").startswith("not reconciled: the key's usage went")

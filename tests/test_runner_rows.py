@@ -27,6 +27,7 @@ from batchrun._matrix import matrix_requests
 from batchrun._regrade import regrade_file
 from batchrun._results import ResultsWriter, final_records
 from batchrun._run_control import RunControl
+from batchrun._status import StopReason
 from batchrun._transport import default_transport
 from batchrun._ungraded import kept_verdicts
 from batchrun._verdict import decide
@@ -581,6 +582,36 @@ async def test_a_deadline_bounds_the_end_of_run_key_read_in_flight(
     assert transport.asked.is_set() and len(read_rows(out)) == 20
     assert "no answer before the run had to end" in (report.summary["reconciliation"]["warning"] or "")
     assert other_tasks() == []
+
+
+async def test_a_signal_during_a_deadlines_wind_down_is_exit_7(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify64 F8: the README ranks 7 above 6, and says a signal during the wind-down is exit 7;
+    # after the deadline's stop it was 6.
+    import batchrun._cut_off as cut_off
+
+    monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.05)
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    job = replace(job, run=replace(job.run, timeout_s=3600.0, grace_s=0.05, deadline_s=30.0))
+    transport = HangingKey(answered=1)  # start-up's read answers; the end-of-run read hangs
+    control = RunControl()
+    out = tmp_path / "out.jsonl"
+
+    async def signal_in_the_wind_down() -> None:
+        while control.runner is None or control.runner.stop_reason != StopReason.DEADLINE:
+            await asyncio.sleep(0.005)
+        transport.asked.clear()
+        await transport.asked.wait()  # a /key read after the deadline's stop, hanging
+        control.stop()
+
+    signal = asyncio.create_task(signal_in_the_wind_down())
+    sim.config.faults = {"stall": 1.0}  # rows in flight when the deadline comes
+    clock = LeapClock(lambda: sim.stats.chat_requests >= 4, by=30)
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=clock, transport=transport)
+    report = await asyncio.wait_for(run_job(job, options, control), 30)  # a bound, not a measure
+    await signal
+    assert report.summary["stop"] == "interrupted" and decide(report.summary, job.run)[0] == ExitCode.INTERRUPTED
 
 
 async def test_costs_learnt_at_the_end_of_the_run_are_what_its_summary_says_it_spent(tmp_path: Path) -> None:
