@@ -446,6 +446,14 @@ def test_a_signal_while_the_page_is_written_leaves_both_files_saying_exit_7(
     assert "No verdict" in page.read_text() and "exit 7" in page.read_text()
 
 
+def _last_nights_files(tmp_path: Path, results: Path, job: Path, with_job: bool) -> tuple[Path, Path, tuple[Any, ...]]:
+    """The JUnit file and page of a green report of `results` (with --job or not), and those options."""
+    junit, page = tmp_path / "junit.xml", tmp_path / "page.html"
+    gate: tuple[Any, ...] = ("--job", job) if with_job else ()
+    assert call_cli("report", results, *gate, "--junit", junit, "--html", page)[0] == ExitCode.OK
+    return junit, page, gate
+
+
 @pytest.mark.parametrize("with_job", [True, False])
 @pytest.mark.parametrize("tonight", ["missing", "empty", "held"])
 def test_a_report_that_fails_before_its_verdict_leaves_no_earlier_green_page_or_junit_file(
@@ -455,9 +463,7 @@ def test_a_report_that_fails_before_its_verdict_leaves_no_earlier_green_page_or_
     # tonight's results that was missing (exit 2), empty (2) or still being written (8).
     import batchrun._lock as lock
 
-    junit, page = tmp_path / "junit.xml", tmp_path / "page.html"
-    gate = ("--job", job) if with_job else ()
-    assert call_cli("report", results, *gate, "--junit", junit, "--html", page)[0] == ExitCode.OK
+    junit, page, gate = _last_nights_files(tmp_path, results, job, with_job)
     assert "exit 0 (ok)" in page.read_text()
     night = tmp_path / "tonight.jsonl"
     if tonight == "empty":
@@ -483,9 +489,7 @@ def test_a_signal_after_the_page_is_written_leaves_both_files_saying_exit_7(
     # file "the gate ended before its verdict (a second signal, or killed)", the command 7.
     import batchrun._junit as junit_module
 
-    junit, page = tmp_path / "junit.xml", tmp_path / "page.html"
-    gate = ("--job", job) if with_job else ()
-    assert call_cli("report", results, *gate, "--junit", junit, "--html", page)[0] == ExitCode.OK
+    junit, page, gate = _last_nights_files(tmp_path, results, job, with_job)
 
     write_junit = junit_module.write_junit
     calls: list[int] = []
@@ -549,9 +553,7 @@ def test_when_one_output_cannot_be_written_the_other_says_exit_11_not_last_night
     import batchrun._output_paths as output_paths
     from batchrun._exceptions import OutputFailed
 
-    junit, page = tmp_path / "junit.xml", tmp_path / "page.html"
-    gate = ("--job", job) if with_job else ()
-    assert call_cli("report", results, *gate, "--junit", junit, "--html", page)[0] == ExitCode.OK
+    junit, page, gate = _last_nights_files(tmp_path, results, job, with_job)
     blocked = junit if unwritable == "junit" else page
     real = output_paths.write_report_file
 

@@ -28,6 +28,7 @@ from batchrun._regrade import regrade_file
 from batchrun._results import ResultsWriter, final_records
 from batchrun._run_control import RunControl
 from batchrun._status import StopReason
+from batchrun._summary_types import Summary
 from batchrun._transport import default_transport
 from batchrun._ungraded import kept_verdicts
 from batchrun._verdict import decide
@@ -398,6 +399,27 @@ async def test_graders_in_flight_at_a_stop_get_the_grace_then_are_held(sim: Simu
     assert other_tasks() == []
 
 
+async def _regrading_its_deadline_cuts(
+    sim: Simulator,
+    tmp_path: Path,
+    fault: str,
+    transport: httpx.AsyncBaseTransport | None = None,
+    on_record: Callable[[dict[str, Any]], None] = lambda _: None,
+) -> tuple[Summary, int, Job]:
+    """A judged SMALL_JOB's stored answers re-graded with every grader's request meeting `fault`,
+    its deadline coming once two are out (neither waited out nor passed by a slow start-up):
+    the summary, the chat requests before, the job. Bounded, not measured."""
+    run = "run: {concurrency: 2, timeout_s: 3600, max_attempts: 3, grace_s: 0.05, deadline_s: 30}"
+    out, asked, job = await _answered_then_judged(sim, tmp_path, run)
+    sim.config.faults = {fault: 1.0}
+    clock = LeapClock(lambda: sim.stats.chat_requests >= asked + 2, by=30)
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, clock=clock, transport=transport)
+    regrading = regrade_file(
+        job, options, read_rows(out), lambda: read_rows(out), ItemGate(), lambda _: None, on_record
+    )
+    return await asyncio.wait_for(regrading, 30), asked, job
+
+
 async def test_report_job_regrading_stops_at_its_deadline_and_its_wind_down_ends_with_it(
     sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -406,17 +428,9 @@ async def test_report_job_regrading_stops_at_its_deadline_and_its_wind_down_ends
     import batchrun._cut_off as cut_off
 
     monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.05)
-    run = "run: {concurrency: 2, timeout_s: 3600, max_attempts: 3, grace_s: 0.05, deadline_s: 30}"
-    out, asked, job = await _answered_then_judged(sim, tmp_path, run)
-    sim.config.faults = {"hang": 1.0}  # every grader hangs: only the deadline and its grace end them
-    # The deadline comes once two graders hang, neither waited out nor passed by a slow start-up.
-    clock = LeapClock(lambda: sim.stats.chat_requests >= asked + 2, by=30)
-    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, clock=clock)
     graded: list[dict[str, Any]] = []
-    summary = await asyncio.wait_for(
-        regrade_file(job, options, read_rows(out), lambda: read_rows(out), ItemGate(), lambda _: None, graded.append),
-        30,  # a bound, not a measure: each grader's timeout is 3600 s
-    )
+    # Every grader hangs: only the deadline and its grace end them.
+    summary, asked, job = await _regrading_its_deadline_cuts(sim, tmp_path, "hang", on_record=graded.append)
     assert summary["stop"] == "deadline" and decide(summary, job.run)[0] == ExitCode.DEADLINE
     assert sim.stats.chat_requests == asked + 2  # the two in flight at the deadline; nothing after
     checks = [c for r in graded for c in r.get("checks", []) if c["name"] == "judge"]
@@ -450,16 +464,9 @@ async def test_report_job_regrading_cut_by_its_deadline_reads_key_though_generat
     import batchrun._cut_off as cut_off
 
     monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.4)
-    run = "run: {concurrency: 2, timeout_s: 3600, max_attempts: 3, grace_s: 0.05, deadline_s: 30}"
-    out, asked, job = await _answered_then_judged(sim, tmp_path, run)
-    sim.config.faults = {"stall": 1.0}  # every grader's headers (its generation id), then nothing
     transport = GenerationHangs()
-    clock = LeapClock(lambda: sim.stats.chat_requests >= asked + 2, by=30)
-    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, clock=clock, transport=transport)
-    summary = await asyncio.wait_for(
-        regrade_file(job, options, read_rows(out), lambda: read_rows(out), ItemGate(), lambda _: None, lambda _: None),
-        30,  # a bound, not a measure
-    )
+    # Every grader's headers (its generation id), then nothing.
+    summary, _, _ = await _regrading_its_deadline_cuts(sim, tmp_path, "stall", transport)
     assert summary["stop"] == "deadline" and "/generation" in transport.asked
     assert "/key" in transport.asked[transport.asked.index("/generation") :]
     assert summary["reconciliation"]["warning"] is None
@@ -564,6 +571,14 @@ async def test_a_signal_during_the_wind_down_cuts_it_at_a_grace_and_is_exit_7(
     assert other_tasks() == []
 
 
+def _small_job_whose_last_key_read_hangs(tmp_path: Path, deadline_s: float) -> tuple[Job, HangingKey, Path]:
+    """SMALL_JOB with a deadline and a short grace; a transport whose start-up /key read answers
+    and every later one hangs; the results' path."""
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    job = replace(job, run=replace(job.run, timeout_s=3600.0, grace_s=0.05, deadline_s=deadline_s))
+    return job, HangingKey(answered=1), tmp_path / "out.jsonl"
+
+
 async def test_a_deadline_bounds_the_end_of_run_key_read_in_flight(
     sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -573,10 +588,7 @@ async def test_a_deadline_bounds_the_end_of_run_key_read_in_flight(
     from batchrun._clock import SystemClock
 
     monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.05)
-    job = load_job(write_job(tmp_path, SMALL_JOB))
-    job = replace(job, run=replace(job.run, timeout_s=3600.0, grace_s=0.05, deadline_s=1.0))
-    transport = HangingKey(answered=1)  # start-up's read answers; the end-of-run read hangs
-    out = tmp_path / "out.jsonl"
+    job, transport, out = _small_job_whose_last_key_read_hangs(tmp_path, deadline_s=1.0)
     options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=out, clock=SystemClock(), transport=transport)
     report = await asyncio.wait_for(run_job(job, options), 30)  # a bound, not a measure: 3600 s before
     assert transport.asked.is_set() and len(read_rows(out)) == 20
@@ -592,11 +604,8 @@ async def test_a_signal_during_a_deadlines_wind_down_is_exit_7(
     import batchrun._cut_off as cut_off
 
     monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.05)
-    job = load_job(write_job(tmp_path, SMALL_JOB))
-    job = replace(job, run=replace(job.run, timeout_s=3600.0, grace_s=0.05, deadline_s=30.0))
-    transport = HangingKey(answered=1)  # start-up's read answers; the end-of-run read hangs
+    job, transport, out = _small_job_whose_last_key_read_hangs(tmp_path, deadline_s=30.0)
     control = RunControl()
-    out = tmp_path / "out.jsonl"
 
     async def signal_in_the_wind_down() -> None:
         while control.runner is None or control.runner.stop_reason != StopReason.DEADLINE:
