@@ -118,7 +118,10 @@ def render_text(summary: Summary) -> str:
     lines += batch_hold_lines(summary)
     lines += _reconciliation_lines(summary)
     key = summary.get("isolated_key")
-    if key:
+    if key and not key["hash_prefix"]:
+        # No reply named a key: "NOT removed" sent the operator hunting for one (verify64 F10).
+        lines.append(f"per-run key {key['label']}: none known (the run stopped before a reply named one)")
+    elif key:
         charged = "unknown" if key["usage_usd"] is None else f"${key['usage_usd']:.6f}"
         lines.append(
             f"per-run key {key['label']} ({key['hash_prefix']}...): charged {charged}, "

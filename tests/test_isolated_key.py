@@ -19,6 +19,7 @@ from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._exceptions import ConfigError
 from batchrun._job import Job
 from batchrun._run_control import RunControl
+from batchrun._summary_text import render_text
 from batchrun._transport import default_transport
 from batchrun.simulator import SimConfig, Simulator
 
@@ -453,6 +454,9 @@ async def test_a_signal_while_the_key_is_created_says_it_may_exist(tmp_path: Pat
     assert "None" not in warning and "it expires at 20" in warning
     audit = report.summary["isolated_key"]
     assert audit is not None and audit["label"].startswith("batchrun small ")  # verify26: it was null
+    # No reply named a key: none is said to be "NOT removed" (verify64 F10).
+    shown = render_text(report.summary)
+    assert "none known (the run stopped before a reply named one)" in shown and "NOT removed" not in shown
 
 
 def test_a_run_on_a_per_run_key_without_a_deadline_ends_before_its_key_does() -> None:
