@@ -69,9 +69,10 @@ def signals_held() -> Iterator[None]:
 class RunSignals:
     """The handlers for a run; `stop` is called once, on the loop when one is running."""
 
-    def __init__(self, stop: Callable[[], None], say: Callable[[str], None]) -> None:
+    def __init__(self, stop: Callable[[], None], say: Callable[[str], None], farewell: str | None = None) -> None:
         self.stop = stop
         self.say = say
+        self.farewell = farewell  # said too when a second signal exits at once: what is left behind
         self.loop: asyncio.AbstractEventLoop | None = None
         self.count = 0
         self.finished = False  # the run is over, its files written: only its output is left
@@ -101,6 +102,8 @@ class RunSignals:
         if self.count > 1:
             # Each record is one whole os.write, so the results file is valid at any point.
             self.say("second signal: exiting now")
+            if self.farewell:
+                self.say(self.farewell)
             release_all()  # os._exit runs no finally: lock files would stay behind
             os._exit(EXIT_INTERRUPTED)
         loop = self.loop

@@ -34,6 +34,7 @@ from .conftest import (
     child_env,
     cli,
     judged_small_job,
+    management_env,
     read_rows,
     start,
     wait_for_file,
@@ -259,14 +260,20 @@ def test_a_run_under_nohup_outlives_a_sighup(tmp_path: Path) -> None:
     assert process.returncode == ExitCode.INTERRUPTED, err
 
 
-@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["TERM-TERM", "TERM-INT"])
+@pytest.mark.parametrize(
+    ("second", "isolated"),
+    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGTERM, True)],
+    ids=["TERM-TERM", "TERM-INT", "TERM-TERM-isolated-key"],
+)
 def test_a_second_signal_exits_at_once_leaving_a_valid_file(
-    tmp_path: Path, sim: Simulator, second: signal.Signals
+    tmp_path: Path, sim: Simulator, second: signal.Signals, isolated: bool
 ) -> None:
     sim.config.latency_ms = 60_000  # in-flight requests outlast the test: only the second signal ends it
     job = write_job(tmp_path, BIG_JOB.replace("grace_s: 0.2", "grace_s: 60"))
     out = tmp_path / "twice.jsonl"
-    process = start(job, "--base-url", sim.base_url, "-o", out, "-q", env=child_env(OPENROUTER_API_KEY="k"))
+    keys = ("--isolated-key", "--budget", "1") if isolated else ()
+    env = management_env() if isolated else child_env(OPENROUTER_API_KEY="k")
+    process = start(job, "--base-url", sim.base_url, "-o", out, "-q", *keys, env=env)
     end = time.monotonic() + 30
     while sim.stats.chat_requests < 8 and time.monotonic() < end:  # every worker has a request in flight
         time.sleep(0.02)
@@ -276,6 +283,9 @@ def test_a_second_signal_exits_at_once_leaving_a_valid_file(
     _, err = process.communicate(timeout=20)
     assert process.returncode == ExitCode.INTERRUPTED
     assert "second signal: exiting now" in err
+    # A per-run key is left to expire, and said so, not left silent (verify64 F3).
+    assert ("per-run key, if one was made, is left to expire on its own" in err) == isolated
+    assert sim.stats.keys_deleted == 0 and sim.stats.keys_created == int(isolated)
     assert sorted(tmp_path.rglob("*.lock")) == []  # exiting at once still removes the lock files
     for line in out.read_bytes().splitlines(keepends=True):
         assert line.endswith(b"\n") and json.loads(line)

@@ -58,7 +58,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from .._run_control import RunControl
 
     control = RunControl()
-    with RunSignals(lambda: control.stop(), console.error) as signals:
+    # A second signal exits at once, without removing a per-run key: it is said, not left silent
+    # for hours with its budget (verify64 F3).
+    left = "warning: the per-run key, if one was made, is left to expire on its own" if args.isolated_key else None
+    with RunSignals(lambda: control.stop(), console.error, left) as signals:
         return _run(args, console, signals, control)
 
 
