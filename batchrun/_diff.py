@@ -165,13 +165,13 @@ def diff_runs(
     # gone, exit 0; verify27 N1: a run its deadline cut to 40 rows of 105). Rows in error are
     # the run's own failures: "started erroring" and max_error_rate judge them (verify28 F3).
     only_before, only_after = len(a_rows.keys() - b_rows.keys()), len(b_rows.keys() - a_rows.keys())
-    no_verdict = sum(1 for i, r in a_rows.items() if r["passed"] is True and i in b_rows and _no_verdict(b_rows[i]))
-    gone = (
-        0
-        if _whole_run(b_path, len(b_rows))
-        else sum(1 for i, r in a_rows.items() if r["passed"] is True and i not in b_rows)
-    )
-    unanswered = no_verdict + gone
+    whole = _whole_run(b_path, len(b_rows))
+    missing = {
+        i
+        for i, r in a_rows.items()
+        if r["passed"] is True and (_no_verdict(b_rows[i]) if i in b_rows else not whole)
+    }
+    unanswered = len(missing)
     rows: dict[str, Any] = {
         "before": len(a_rows),
         "after": len(b_rows),
@@ -192,8 +192,12 @@ def diff_runs(
     models_rate = rate_changes(a_sum["models"], b_sum["models"], alpha, "model", pairings)
     prompts_rate = rate_changes(a_sum["prompts"], b_sum["prompts"], alpha, "prompt", pairings)
     item_flips = _item_flips(a_rows, b_rows)
-    down, up = pairings[""].counts() or (0, 0) if "" in pairings else (0, 0)
-    unanswered_decide = unanswered > 0 and bool(compare_paired(down + unanswered, up, alpha)["significant"])
+    # Counted as failures in the second run, in the paired test's own units: rows, or with repeats,
+    # items (rows without a verdict added to a count of items made one item's six repeats a
+    # "significant drop", p=0.031, where six failing repeats are one item falling, p=1: verify65 F1).
+    as_failed = {**b_rows, **{i: {**a_rows[i], "passed": False} for i in missing}}
+    down, up = pairings_of(a_rows, as_failed)[""].counts() or (0, 0) if missing else (0, 0)
+    unanswered_decide = bool(missing) and bool(compare_paired(down, up, alpha)["significant"])
     rows_missing = unanswered_decide or (strict and only_before > 0)
     # Why, as the text says it: --strict alone is not "a significant drop" (break31 m4).
     rows["missing_decide"] = "significant" if unanswered_decide else "strict" if rows_missing else None
