@@ -153,7 +153,10 @@ def diff_runs(
             entry["started_erroring"] = a["error"] == 0 and b["error"] > 0
             # Graded before and not one verdict now (a grader outage, every row skipped): as
             # good as disappeared from the gate (break23 F10: diff passed, the model unnamed).
-            entry["stopped_grading"] = a["checked"] > 0 and b["checked"] == 0
+            # So is one whose passes are all gone to undecided rows, the rows it failed graded
+            # beside them (a row that failed a check is failed whatever its judge: verify65 F2).
+            outage = a["passed"] > 0 and b["passed"] == 0 and b["undecided"] > 0
+            entry["stopped_grading"] = a["checked"] > 0 and (b["checked"] == 0 or outage)
             if set(a["answered_by"]) != set(b["answered_by"]):
                 entry["answered_by"] = {"before": a["answered_by"], "after": b["answered_by"]}
         models[name] = entry
@@ -314,7 +317,7 @@ def _change_lines(diff: dict[str, Any]) -> list[str]:
         if model.get("started_erroring"):
             notes.append("started erroring")
         if model.get("stopped_grading"):
-            notes.append("no row graded (every row undecided, errored or skipped)")
+            notes.append("no passing row graded (every row that could pass undecided, errored or skipped)")
         if "cost_unknown_rows" in model:
             notes.append(
                 f"cost {model['cost_before']} -> {model['cost_after']} $ (unknown costs: the change is not known)"

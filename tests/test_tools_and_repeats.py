@@ -381,8 +381,27 @@ def test_a_model_that_stopped_getting_verdicts_is_a_regression(tmp_path: Path, l
     reason = "undecided: grader x: server_error" if lost == "undecided" else "skipped: crashed"
     assert {f["why"] for f in diff["flips"]["pass_to_ungraded"]} == {reason}
     text = call_cli("diff", before, after)[1]
-    assert "model lost: no row graded (every row undecided, errored or skipped)" in text
+    assert "model lost: no passing row graded (every row that could pass undecided, errored or skipped)" in text
     assert "pass -> no verdict: 20 row(s)" in text
+
+
+def test_a_grader_outage_beside_rows_that_fail_another_check_is_a_regression(tmp_path: Path) -> None:
+    # verify65 F2: 3 passing rows lost their grader, 2 rows still failed another check: now
+    # graded as failed, they kept the model "graded", and diff said "60.0% -> 0.0%, p=1", exit 0
+    # (the same outage in a file whose rows were all undecided: "no row graded", exit 4).
+    before = synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 1, seed=1, items=5)
+    rows = read_rows(before)
+    for row in rows[:2]:
+        _with_checks(row, False, False)  # failing a check in both runs
+    before.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for row in rows:
+        passing = row["passed"] is not False
+        _with_checks(row, None if passing else False, None if passing else False, None)
+    after = tmp_path / "b.jsonl"
+    after.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
+    diff = json.loads(text)
+    assert diff["models"]["m"]["stopped_grading"] is True and code == ExitCode.REGRESSION
 
 
 def test_strict_counts_a_row_that_lost_its_verdict(tmp_path: Path) -> None:
