@@ -83,16 +83,16 @@ def non_negative_float(text: str) -> float:
 
 
 def timeout(text: str) -> float:
-    value = positive_float(text)
-    if value > MAX_TIMEOUT_S:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_TIMEOUT_S:g} seconds, as run.timeout_s, got {text}")
-    return value
+    return _at_most(positive_float(text), MAX_TIMEOUT_S, "run.timeout_s", text)
 
 
 def grace(text: str) -> float:
-    value = non_negative_float(text)
-    if value > MAX_GRACE_S:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_GRACE_S:g} seconds, as run.grace_s, got {text}")
+    return _at_most(non_negative_float(text), MAX_GRACE_S, "run.grace_s", text)
+
+
+def _at_most(value: float, limit: float, field: str, text: str) -> float:
+    if value > limit:
+        raise argparse.ArgumentTypeError(f"must be at most {limit:g} seconds, as {field}, got {text}")
     return value
 
 

@@ -31,7 +31,7 @@ from ._reader import Warn, unread_lines
 from ._report_data import file_key_gap, shard_of, summary_doubts
 from ._results import final_records
 from ._summary import SummaryBuilder
-from ._summary_types import GroupFigures, Summary
+from ._summary_types import GroupFigures, Summary, rate_bounds
 
 MARKER_DROP = 0.05  # a model's pass rate falling this much (5 points) from one run to the next is a change
 FLIP_CAP = 500  # flipped rows listed on the page (all are counted)
@@ -189,7 +189,7 @@ def change_markers(before: dict[str, Any], after: dict[str, Any]) -> list[dict[s
             continue
         if a["pass_rate"] is not None and b["pass_rate"] is not None and a["pass_rate"] - b["pass_rate"] >= MARKER_DROP:
             fell = f"{name} pass rate fell {a['pass_rate']:.1%} → {b['pass_rate']:.1%}"
-            if a["pass_rate"] - _best_rate(b) >= MARKER_DROP:
+            if a["pass_rate"] - rate_bounds(b)[1] >= MARKER_DROP:
                 mark(name, "failing", fell)
             else:  # had its undecided rows passed, it would not have fallen (verify63 F3)
                 mark(name, "ungraded", f"{fell}, with {b['undecided']} row(s) undecided (a grader failed) deciding it")
@@ -201,12 +201,6 @@ def change_markers(before: dict[str, Any], after: dict[str, Any]) -> list[dict[s
         if set(a["answered_by"]) != set(b["answered_by"]):
             mark(name, "answering", f"{name} answered by {_answerers(a)} → {_answerers(b)}")
     return marks
-
-
-def _best_rate(model: dict[str, Any]) -> float:
-    """A model's pass rate had its undecided rows passed."""
-    passed, checked, undecided = int(model["passed"]), int(model["checked"]), int(model["undecided"])
-    return (passed + undecided) / (checked + undecided)
 
 
 def _flips(before: Run, after: Run) -> dict[str, Any]:

@@ -222,17 +222,15 @@ class IsolatedKey:
         except TimeoutError:
             notice("warning: could not read the per-run key's usage: no answer in the time it had")
         try:
-            try:
-                async with asyncio.timeout_at(delete_until):
-                    await self._call(lambda: self._management.delete_key(key_hash))
-            except TimeoutError:
-                raise Transient("timeout", "no answer in the time it had") from None
+            async with asyncio.timeout_at(delete_until):
+                await self._call(lambda: self._management.delete_key(key_hash))
             self.removed = "deleted"
-        except RequestFailed as failure:
+        except (RequestFailed, TimeoutError) as failure:
+            why = failure.message if isinstance(failure, RequestFailed) else "no answer in the time it had"
             try:
                 await self._call(lambda: self._management.disable_key(key_hash))
                 self.removed = "disabled"
-                notice(f"warning: could not delete the per-run key ({failure.message}); it was disabled")
+                notice(f"warning: could not delete the per-run key ({why}); it was disabled")
             except RequestFailed as second:
                 notice(
                     f"warning: the per-run key {self.label} could not be deleted or disabled "

@@ -39,6 +39,13 @@ class GroupFigures(TypedDict):
     answered_by: dict[str, int]
 
 
+def rate_bounds(group: GroupFigures | dict[str, Any]) -> tuple[float, float]:
+    """A group's pass rate had its undecided rows all failed, and had they all passed (its
+    graded or undecided rows being some)."""
+    passed, checked, undecided = int(group["passed"]), int(group["checked"]), int(group["undecided"])
+    return passed / (checked + undecided), (passed + undecided) / (checked + undecided)
+
+
 def exact_pass_rate(group: GroupFigures | dict[str, Any]) -> float | None:
     """A group's pass rate from its counts; its `pass_rate` is rounded to 4 places, and decided
     by it, 79.996% of 20,001 rows met an 80% threshold and 8 of 200,000 rows lost read "100.0%

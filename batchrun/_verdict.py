@@ -6,7 +6,7 @@ import enum
 
 from ._settings import RunSettings
 from ._status import StopReason
-from ._summary_types import Summary, exact_pass_rate
+from ._summary_types import Summary, exact_pass_rate, rate_bounds
 
 
 class ExitCode(enum.IntEnum):
@@ -105,9 +105,7 @@ def unchecked_thresholds(
                 f"({undecided} undecided, {group['error']} in error"
                 + (f", {group['skipped']} skipped)" if group["skipped"] else ")")
             )
-        elif undecided and (group["passed"] + undecided) / (checked + undecided) >= limit > group["passed"] / (
-            checked + undecided
-        ):
+        elif undecided and rate_bounds(group)[1] >= limit > rate_bounds(group)[0]:
             # Met had the undecided rows passed, missed had they failed: the verdicts never got
             # decide it (verify23 N2: 1 verdict of 3 met a 99% threshold that the 2 ungraded rows,
             # failing with the grader up, missed). And the other way: a row that failed a check is
