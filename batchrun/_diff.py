@@ -50,6 +50,7 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
             "vars": record.get("vars") if isinstance(record.get("vars"), dict) else {},
             "fingerprint": record.get("fingerprint"),
             "job_fingerprint": record.get("job_fingerprint"),
+            "checks_fingerprint": record.get("checks_fingerprint"),
         }
     if not slim:  # as `report` says it: every model "disappeared" was a regression (break21 R18)
         raise ResultsError(f"{path}: holds no records")
@@ -60,8 +61,14 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
 
 
 def _job_edited(before: dict[str, Any], after: dict[str, Any]) -> bool:
-    jobs = (before["job_fingerprint"], after["job_fingerprint"])
-    return before["fingerprint"] == after["fingerprint"] and None not in jobs and jobs[0] != jobs[1]
+    """The same request under an edited job: its file, or what grades the row (a dataset row's
+    checks, a json_schema file, the grader's prompt), which the file's fingerprint does not see."""
+    if before["fingerprint"] != after["fingerprint"]:
+        return False
+    return any(
+        None not in (before[key], after[key]) and before[key] != after[key]
+        for key in ("job_fingerprint", "checks_fingerprint")
+    )
 
 
 def _no_verdict(row: dict[str, Any]) -> bool:
@@ -267,9 +274,9 @@ def _rows_line(diff: dict[str, Any]) -> list[str]:
     )
     if rows.get("job_edited"):
         edited.append(
-            f"the job file was edited between the runs (its fingerprint differs) while {rows['job_edited']} row(s) of "
-            "both asked the same request: if a check, a grader or a rubric changed, their verdicts changed with it, "
-            "not with the model"
+            f"the job was edited between the runs (its file's or its checks' fingerprint differs) while "
+            f"{rows['job_edited']} row(s) of both asked the same request: if a check, a grader or a rubric changed, "
+            "their verdicts changed with it, not with the model"
         )
     if not (rows["only_before"] or rows["only_after"] or rows["passes_without_verdict"]):
         return edited

@@ -6,6 +6,7 @@ concurrency limits do not stall the workers behind one model.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import orjson
 from ._checks import resolve_files
 from ._exceptions import ConfigError
 from ._job import Job
+from ._judge import GraderSettings
 from ._request_body import request_body
 from ._template import Template, render_nested
 
@@ -59,6 +61,11 @@ class Request:
     body: dict[str, Any]
     payload: bytes  # `body`, encoded once
     checks: list[dict[str, Any]]
+    # Of what decides the row's verdict: its checks as resolved (a dataset row's own, a
+    # json_schema file's content) and the grader's settings and prompt text. The job file's
+    # fingerprint sees none of the files, so `diff` blamed the model for an edited dataset check
+    # (verify63 F7). Empty for a grader's own request.
+    checks_fingerprint: str = ""
 
 
 MAX_SHARDS = 1_000_000  # a larger N is a typo: `--shard 1/99999999999999999999` ran nothing, exit 0
@@ -114,12 +121,20 @@ def _render(template: Template | list[dict[str, Any]], row: dict[str, Any]) -> A
     return template.render(row) if isinstance(template, Template) else render_nested(template, row)
 
 
+def checks_fingerprint(checks: list[dict[str, Any]], grader: GraderSettings) -> str:
+    """What decides a row's verdict, hashed (Request.checks_fingerprint); the grader only where
+    a check is judged by it."""
+    judged = any("judge" in check for check in checks)
+    return _digest([checks, dataclasses.asdict(grader) if judged else None])[:16]
+
+
 def matrix_requests(job: Job, shard: Shard | None = None) -> Iterator[Request]:
     """Every request of the job, one at a time; nothing is held but the current row."""
     compiled = [(p, [(m["role"], _compile(m["content"])) for m in p.messages]) for p in job.prompts]
     model_params = {m.id: m.params for m in job.models}
     for prompt, templates in compiled:
         templated_checks = any("{{" in json.dumps(c) for c in prompt.checks)
+        prompt_checks = checks_fingerprint(list(prompt.checks), job.judge)
         params = {m.id: request_params(job, model_params[m.id], prompt.params) for m in job.models}
         for row in prompt.rows:
             row_checks = row.get("checks")
@@ -129,6 +144,8 @@ def matrix_requests(job: Job, shard: Shard | None = None) -> Iterator[Request]:
             checks = [render_nested(c, row) for c in prompt.checks] if templated_checks else list(prompt.checks)
             if row_checks:
                 checks += [render_nested(resolve_files(c, job.path.parent), row) for c in row_checks]
+            # Hashed once a prompt when no row can change its checks (~5 us a row otherwise).
+            graded_by = checks_fingerprint(checks, job.judge) if templated_checks or row_checks else prompt_checks
             # A row's body is the same for every repeat: encoded and fingerprinted once.
             bodies = []
             for model in job.models:
@@ -140,7 +157,9 @@ def matrix_requests(job: Job, shard: Shard | None = None) -> Iterator[Request]:
                     request_id = stable_id(job.name, model_id, prompt.id, row, repeat)
                     if shard is not None and request_id not in shard:
                         continue
-                    yield Request(request_id, fingerprint, model_id, prompt.id, row, repeat, body, payload, checks)
+                    yield Request(
+                        request_id, fingerprint, model_id, prompt.id, row, repeat, body, payload, checks, graded_by
+                    )
 
 
 # Requests one run (one shard) may send. Pre-flight prices every row before the first goes

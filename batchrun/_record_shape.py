@@ -32,6 +32,7 @@ _FIGURES = (
 _TEXTS = (
     "reason",
     "job_fingerprint",
+    "checks_fingerprint",
     "shard",
     "fingerprint",
     "content",

@@ -67,6 +67,8 @@ class RowRecords:
             vars=request.vars,
             repeat=request.repeat,
         )
+        if request.checks_fingerprint:
+            record["checks_fingerprint"] = request.checks_fingerprint
         if self.cache_on and status != Status.SKIPPED:
             record["cached"] = False  # with a cache on, every answered row says whether it was a hit
         record.update(fields)

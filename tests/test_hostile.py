@@ -361,7 +361,7 @@ def test_a_missing_cost_is_estimated_from_tokens_at_the_dearest_price(tmp_path: 
     """No usage.cost at all (not a lie): tokens times the dearest allowed price, an upper
     bound, marked `estimated`; the cost is known enough to show, so it is not `unknown`."""
     outcome = run(answer(chat_payload(usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2})), tmp_path)
-    assert outcome.code == ExitCode.OK
+    assert outcome.code == ExitCode.OK, (outcome.stderr, [r.get("error") for r in outcome.rows])
     for row in outcome.rows:
         assert row["cost_status"] == "estimated" and row["cost"] > 0
         assert row["cost_unknown"] is False and row["cost_held"] is None

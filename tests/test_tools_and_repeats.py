@@ -16,7 +16,9 @@ import respx
 from batchrun import ExitCode
 from batchrun._checks import Answer, run_checks
 from batchrun._items import ItemGate
+from batchrun._judge import GraderSettings
 from batchrun._junit import write_junit
+from batchrun._matrix import checks_fingerprint
 from batchrun._settings import RunSettings
 from batchrun._stats import wilson_interval_of
 
@@ -727,8 +729,45 @@ def test_diff_says_when_the_job_was_edited_while_the_requests_stayed_the_same(tm
     code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
     assert code == ExitCode.REGRESSION and json.loads(text)["rows"]["job_edited"] == 30
     said = call_cli("diff", before, after)[1]
-    assert "the job file was edited between the runs (its fingerprint differs) while 30 row(s) of both asked" in said
-    assert "job file was edited" not in call_cli("diff", before, before)[1]
+    assert "the job was edited between the runs (its file's or its checks' fingerprint differs) while 30 row(s)" in said
+    assert "job was edited" not in call_cli("diff", before, before)[1]
+
+
+def test_diff_sees_an_edited_dataset_check_or_schema_file_the_job_files_fingerprint_does_not(tmp_path: Path) -> None:
+    # verify63 F7: a dataset row's check and a json_schema file are not in the job file, so
+    # editing them kept its fingerprint: `diff` blamed the model, not a word about the grading.
+    (tmp_path / "rows.jsonl").write_text('{"q": "a", "checks": [{"contains": "zzz", "not": true}]}\n{"q": "b"}\n')
+    (tmp_path / "s.json").write_text('{"type": "object"}')
+    job = write_job(
+        tmp_path,
+        """
+        name: t
+        models: [openai/gpt-4o-mini]
+        prompts: [{id: p, text: "Say {{q}}", checks: [{json_schema: s.json, name: shape}]}]
+        dataset: rows.jsonl
+        """,
+    )
+    outputs = [tmp_path / f"{n}.jsonl" for n in range(3)]
+    assert call_cli(job, "--simulate", "-q", "-o", outputs[0])[0] == ExitCode.OK
+    before = read_rows(outputs[0])
+    assert len({r["checks_fingerprint"] for r in before}) == 2  # row a has a check of its own
+    (tmp_path / "rows.jsonl").write_text('{"q": "a", "checks": [{"contains": "yyy", "not": true}]}\n{"q": "b"}\n')
+    call_cli(job, "--simulate", "-q", "-o", outputs[1])
+    (tmp_path / "s.json").write_text('{"type": "array"}')
+    call_cli(job, "--simulate", "-q", "-o", outputs[2])
+    runs = [read_rows(path) for path in outputs]
+    assert [r["fingerprint"] for r in runs[0]] == [r["fingerprint"] for r in runs[2]]  # the same requests
+    assert len({r["job_fingerprint"] for run in runs for r in run}) == 1  # the job file is untouched
+    for pair, edited in (((0, 1), 1), ((1, 2), 2), ((0, 0), 0)):
+        code, text, _ = call_cli("diff", outputs[pair[0]], outputs[pair[1]], "--json")
+        assert json.loads(text)["rows"]["job_edited"] == edited, pair
+    said = call_cli("diff", outputs[1], outputs[2])[1]
+    assert "the job was edited between the runs (its file's or its checks' fingerprint differs) while 2 row" in said
+    # A grader prompt file is in the hash of a judged row, and only of a judged one.
+    judged, plain = [{"judge": "brief"}], [{"contains": "x"}]
+    prompts = [GraderSettings(("g/m",), template=text) for text in ("A <answer>", "B <answer>")]
+    assert checks_fingerprint(judged, prompts[0]) != checks_fingerprint(judged, prompts[1])
+    assert checks_fingerprint(plain, prompts[0]) == checks_fingerprint(plain, prompts[1])
 
 
 def test_a_failed_row_whose_judge_a_stop_cut_is_unfinished_work_as_an_undecided_one(tmp_path: Path) -> None:
