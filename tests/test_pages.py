@@ -397,6 +397,17 @@ def test_history_of_other_jobs_or_no_runs_is_one_line_exit_2(tmp_path: Path, his
     assert f"another ({other})" in err  # the file to move away, not the jobs alone (break33 m7)
     code, _, err = call_cli("history", tmp_path / "empty-folder-that-is-missing")
     assert code == 2 and "no such results file or folder" in err
+    # verify63 F9: the last good page stood beside a history that failed, read as today's.
+    page, mine = tmp_path / "history.html", tmp_path / "mine.html"
+    made = call_cli("history", history_dir, "--html", page)
+    assert made[0] == 0 and "vega" in page.read_text(), made
+    mine.write_text("<html>a page of the user's own</html>")
+    for target in (page, mine):
+        code, _, err = call_cli("history", history_dir / "run1.jsonl", other, "--html", target)
+        assert code == 2 and "different jobs" in err and err.count("\n") == 1
+    now = page.read_text()
+    assert "No history: " in now and "different jobs" in now and "vega" not in now
+    assert mine.read_text() == "<html>a page of the user's own</html>"
 
 
 # -- in a real browser ---------------------------------------------------------------------------

@@ -145,13 +145,31 @@ def cmd_history(args: argparse.Namespace, console: Console) -> int:
     from .._history import build_history, render_history_markdown, render_history_text
 
     refuse_sidecars((args.html, "a page"), inputs=args.paths)
-    history = build_history(args.paths, console.warn)
+    try:
+        history = build_history(args.paths, console.warn)
+    except (ConfigError, ResultsError) as failure:
+        _history_page_failed(args, console, str(failure))
+        raise
     if args.html:
         from .._html_report import write_history
 
         write_history(history, args.html)
     show(console, args, history, render_history_text, render_history_markdown)
     return ExitCode.OK
+
+
+def _history_page_failed(args: argparse.Namespace, console: Console, why: str) -> None:
+    """Over an earlier history page (one of ours), a page that says this one failed: the last
+    good page stood, read as today's by a team that opened it (verify63 F9)."""
+    from .._output_paths import write_report_file
+    from ._report_outputs import holds_page_or_nothing, no_verdict_page
+
+    if args.html is None or not args.html.is_file() or not holds_page_or_nothing(args.html):
+        return
+    try:
+        write_report_file(args.html, no_verdict_page(int(ExitCode.USAGE), [why], "history", "No history"))
+    except OutputFailed as failure:  # the earlier page is gone (write_report_file)
+        console.warn(str(failure))
 
 
 def cmd_diff(args: argparse.Namespace, console: Console) -> int:

@@ -133,7 +133,7 @@ def _head(path: Path) -> bytes | None:
         return None
 
 
-def no_verdict_page(code: int, reasons: list[str], job_name: str | None) -> str:
+def no_verdict_page(code: int, reasons: list[str], job_name: str | None, headline: str = "No verdict") -> str:
     """The page of a gate with no verdict: it failed before one (exit `code`, `reasons`), or
     is still on its way to one (the page that stands meanwhile)."""
     from html import escape
@@ -146,7 +146,7 @@ def no_verdict_page(code: int, reasons: list[str], job_name: str | None) -> str:
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"{GENERATOR}\n"
         f"<title>{title}</title>\n</head>\n<body>\n<h1>{title}</h1>\n"
-        f'<p>No verdict: <span id="verdict">exit {code}</span></p>\n<ul>{items}</ul>\n'
+        f'<p>{escape(headline)}: <span id="verdict">exit {code}</span></p>\n<ul>{items}</ul>\n'
         f"<p>Made by batchrun on {escape(utc_readable(time.time()))}.</p>\n</body>\n</html>\n"
     )
 
