@@ -177,9 +177,7 @@ def diff_runs(
     only_before, only_after = len(a_rows.keys() - b_rows.keys()), len(b_rows.keys() - a_rows.keys())
     whole = _whole_run(b_path, len(b_rows))
     missing = {
-        i
-        for i, r in a_rows.items()
-        if r["passed"] is True and (_no_verdict(b_rows[i]) if i in b_rows else not whole)
+        i for i, r in a_rows.items() if r["passed"] is True and (_no_verdict(b_rows[i]) if i in b_rows else not whole)
     }
     unanswered = len(missing)
     rows: dict[str, Any] = {
