@@ -326,6 +326,32 @@ def test_repeats_of_one_item_are_one_unit_in_the_interval_and_the_diff(tmp_path:
     assert less[0] <= best[0] and less[1] <= best[1]  # one failing repeat never makes it surer
 
 
+def test_items_in_one_run_only_are_compared_as_items_not_as_their_repeats(tmp_path: Path) -> None:
+    # verify65 F3: item 9's variables renamed in the second run (a dataset row edited), passing
+    # 4 of its 10 repeats: Fisher's test on its rows, 10/10 against 4/10, made p=0.02, exit 4.
+    before = synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 10, seed=1, items=10)
+    rows = read_rows(before)
+    for row in rows:
+        if row["vars"]["q"] == 9:
+            row.update(id="renamed-" + row["id"], vars={"q": 99})
+            if row["repeat"] >= 4:
+                _with_checks(row, False, False)
+    after = tmp_path / "b.jsonl"
+    after.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, text, _ = call_cli("diff", before, after, "--json", "--fail-on-regression")
+    rate = json.loads(text)["pass_rate"]
+    assert rate["test"].endswith("(items in one run only), Bonferroni") and rate["p_value"] == 1.0
+    assert code == ExitCode.OK and not rate["dropped"]
+    # No item in common: the two runs' items, each item once (94 of 100 rows is 9 of 10 items,
+    # p=1; as rows, p=0.03).
+    disjoint = [{**r, "id": "new-" + r["id"], "vars": {"q": r["vars"]["q"] + 100}} for r in rows]
+    other = tmp_path / "c.jsonl"
+    other.write_text("".join(json.dumps(r) + "\n" for r in disjoint))
+    rate = json.loads(call_cli("diff", before, other, "--json")[1])["pass_rate"]
+    assert rate["test"] == "Fisher's exact test (items, repeats pooled)" and rate["p_value"] == 1.0
+    assert "(items, p=1, not significant)" in call_cli("diff", before, other)[1]
+
+
 @pytest.mark.parametrize("lost", ["failed", "undecided"])
 def test_repeats_without_a_verdict_count_in_the_paired_tests_own_units(tmp_path: Path, lost: str) -> None:
     # verify65 F1: six of one item's repeats failing was one item falling, p=1, exit 0; the same
