@@ -91,7 +91,7 @@ class KeyStart:
         if usage is None:
             return None, "/key answered a usage that is missing or not a number"
         if self.usage is not None and usage < self.usage - MISMATCH_USD:
-            return usage, f"its usage went down (${self.usage:.4f} -> ${usage:.4f}), which usage cannot do"
+            return usage, f"its usage went down (${self.usage:.6f} -> ${usage:.6f}), which usage cannot do"
         # Each running total on its own: a `byok_usage` falling by what `usage` rose kept their
         # sum flat, and the key window saw none of the charges ($2.40 on $0.50: break14h H3).
         now = dict(_totals(info))
@@ -103,7 +103,7 @@ class KeyStart:
             if now[name] < before - MISMATCH_USD:
                 return (
                     usage,
-                    f"its {name} went down (${before:.4f} -> ${now[name]:.4f}), which a running total cannot do",
+                    f"its {name} went down (${before:.6f} -> ${now[name]:.6f}), which a running total cannot do",
                 )
         flag = info.get("include_byok_in_limit") if info else None
         if flag != self.byok_in_limit:
@@ -180,7 +180,7 @@ def reconcile(
     _compare(out, start, end, ledger, book, unread, start_unread)
     if book.above_worst:
         above = (
-            f"{book.above_worst} attempt(s) cost more than their worst case, ${book.above_worst_usd:.4f} beyond it "
+            f"{book.above_worst} attempt(s) cost more than their worst case, ${book.above_worst_usd:.6f} beyond it "
             f"in all (e.g. {book.above_worst_example}): a reply or lookup that lies, or a charge the worst "
             "case did not cover; counted as charged"
         )
@@ -201,7 +201,7 @@ def _compare(
     known, held = ledger.spent - ledger.before_run, ledger.held  # before_run: not in this run's usage
     unresolved = len(book.unresolved)
     unknown = _unknown_parts(unresolved, ledger.batches_open)
-    held_note = f"; {unknown} stay held at up to ${held:.4f}" if unknown else ""
+    held_note = f"; {unknown} stay held at up to ${held:.6f}" if unknown else ""
     if start is None and start_unread is not None:
         # /key answered at the start without a usable usage: no baseline, so neither this
         # comparison nor the refreshes' check for under-reported costs could be made.
@@ -225,7 +225,7 @@ def _compare(
         # any amount: a fall under a cent was said as "charged $-0.0080" (break44 F2).
         out["key_usage_delta_usd"] = round(end - start, 8)
         out["warning"] = (
-            f"not reconciled: the key's usage went down during the run (${start:.4f} -> ${end:.4f}), which "
+            f"not reconciled: the key's usage went down during the run (${start:.6f} -> ${end:.6f}), which "
             "usage cannot do; /key is not to be believed, so under-reported costs could not be caught" + held_note
         )
         return
@@ -249,19 +249,19 @@ def _compare(
         # was charged (counted as said, so the budget erred safe), not "$-999999.9990 unexplained"
         # with the causes of the other case (break34 m2).
         why = (
-            f"${difference:.4f} unexplained (another process using the key, or unreported charges)"
+            f"${difference:.6f} unexplained (another process using the key, or unreported charges)"
             if difference > 0
-            else f"${-difference:.4f} less than counted (replies that over-reported their cost, counted as said)"
+            else f"${-difference:.6f} less than counted (replies that over-reported their cost, counted as said)"
         )
         if difference > 0 and ledger.from_key >= difference - MISMATCH_USD:
             # The key window counted it already: not missing from what is spent (verify39).
             why = (
-                f"${difference:.4f} beyond the answers' reported costs, counted as spent from the key's usage "
+                f"${difference:.6f} beyond the answers' reported costs, counted as spent from the key's usage "
                 "(answers that under-reported, or another process using the key)"
             )
         out["warning"] = (
-            f"the key was charged ${delta:.4f} during the run but the ledger counted ${known:.4f}"
-            + (f" (+ up to ${held:.4f} for {unknown})" if unknown else "")
+            f"the key was charged ${delta:.6f} during the run but the ledger counted ${known:.6f}"
+            + (f" (+ up to ${held:.6f} for {unknown})" if unknown else "")
             + f": {why}"
         )
 

@@ -546,7 +546,7 @@ def test_a_key_charged_less_than_counted_is_said_so_once(tmp_path: Path) -> None
     assert code == ExitCode.BUDGET and out == "", err
     rec = summary["reconciliation"]
     assert rec["difference_usd"] < -0.01
-    said = f": ${-rec['difference_usd']:.4f} less than counted (replies that over-reported their cost, counted as said)"
+    said = f": ${-rec['difference_usd']:.6f} less than counted (replies that over-reported their cost, counted as said)"
     assert said in rec["warning"] and "unexplained" not in rec["warning"]
     assert err.count("the key was charged") == 1, err
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import hashlib
+import io
 import json
 import signal
 import time
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
+from batchrun._console import Console
 from batchrun._exceptions import ConfigError
 from batchrun._job import Job
 from batchrun._run_control import RunControl
@@ -229,8 +231,9 @@ def test_a_key_charged_more_than_the_ledger_counted_is_a_warning(tmp_path: Path,
     result = isolated_run(sim, job, tmp_path / "m.jsonl", "0.5", "-q")
     assert result.returncode == 0
     assert (
-        "warning: the key was charged $0.0200 during the run but the ledger counted $0.0000" in result.stderr
-        and "$0.0200 beyond the answers' reported costs, counted as spent from the key's usage" in result.stderr
+        # To the millionth, as the summary's figures: to 4 places the ledger's $0.000036 read $0.0000.
+        "warning: the key was charged $0.020036 during the run but the ledger counted $0.000036" in result.stderr
+        and "$0.020000 beyond the answers' reported costs, counted as spent from the key's usage" in result.stderr
     )
     summary = json.loads((tmp_path / "m.summary.json").read_text())
     assert summary["reconciliation"]["difference_usd"] == pytest.approx(0.02, abs=1e-4)
@@ -570,3 +573,15 @@ async def test_after_a_stop_the_per_run_key_is_deleted_whatever_the_reads_before
     else:  # half the wind-down was the lookups', the rest the /key read's
         after = transport.asked[transport.asked.index("GET /generation") :]
         assert "GET /key" in after and report.summary["reconciliation"]["warning"] is None
+
+
+def test_a_keys_label_reads_the_same_on_both_streams_a_key_stays_hidden() -> None:
+    # verify64 F10: stdout said the per-run key as `sk-or-v1-d5a...d9a`, stderr's warning about
+    # the same key as `sk-or-...(hidden)...d9a`.
+    out, err = io.StringIO(), io.StringIO()
+    console = Console(out, err)
+    console.error("per-run key sk-or-v1-0e6...1c96: NOT removed")
+    console.error(f"a key typed as a value: {FAKE_KEY[:24]} beside sk-or-v1-0e6...1c96")
+    said = err.getvalue().splitlines()
+    assert said[0] == "batchrun: per-run key sk-or-v1-0e6...1c96: NOT removed"
+    assert said[1] == "batchrun: a key typed as a value: sk-or-...(hidden) beside sk-or-v1-0e6...1c96"
