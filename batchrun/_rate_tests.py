@@ -6,7 +6,7 @@ items whose share of passing repeats fell or rose, which is McNemar's when each 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,9 +65,9 @@ class Pairing:
         An item of repeats counts once, its passes the rows' pass rate times the items, rounded,
         as the intervals count them: its 10 repeats read as 10 rows, one renamed item passing 4
         of 10 was "a significant drop" from one passing 10 of 10, p=0.02 (verify65 F3)."""
-        keys = (self.before.keys() - self.after.keys(), self.after.keys() - self.before.keys())
-        if not only:
-            keys = (self.before.keys(), self.after.keys())
+        keys: tuple[Set[str], Set[str]] = (self.before.keys(), self.after.keys())
+        if only:
+            keys = (keys[0] - self.after.keys(), keys[1] - self.before.keys())
         if not keys[0] or not keys[1]:
             return None
         before, after = (self._sample(side, k) for side, k in ((self.before, keys[0]), (self.after, keys[1])))
