@@ -132,6 +132,8 @@ class ChargeBook:
         charge.row_looked_up = True
         if not self.lookups_down and await self.look_up(charge, ROW_LOOKUP_S):
             return
+        if charge.status != "unknown":
+            return  # looked up meanwhile by a key refresh's lookups: not estimated over
         if result.cost_rejected or is_byok:
             # A server whose cost cannot be believed is not believed on tokens either: the
             # cost stays unknown and its worst case stays held (issue 11). Nor is a BYOK

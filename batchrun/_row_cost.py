@@ -11,9 +11,12 @@ from typing import Any
 from ._cost_text import STATUS_ORDER
 
 
-@dataclass
+@dataclass(eq=False)
 class Charge:
-    """One attempt's charge: an answer, or an abandoned attempt that may have been billed."""
+    """One attempt's charge: an answer, or an abandoned attempt that may have been billed.
+
+    Each is itself (eq=False): two answers alike (one generation id, or none, no cost) were
+    equal, and taking one out of the unresolved list took the other (ValueError, a row failed)."""
 
     generation_id: str | None
     held: float  # what the ledger holds for it while unknown; 0 once resolved

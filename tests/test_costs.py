@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator
@@ -533,6 +534,44 @@ async def test_the_wind_down_tries_a_generation_that_is_down_only_after_a_run_th
         assert asked == [] and len(book.unresolved) == 3
         await book.retry_lookups(final=True)
     assert sorted(asked) == ["gen-0", "gen-1", "gen-2"] and book.unresolved == [] and not book.lookups_down
+
+
+async def test_two_answers_alike_are_two_charges_whichever_lookup_ends_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by a flaky hostile test: two answers with the same generation id and no cost, their
+    # lookups not finding it and ending in the other order. Charges compared by their fields,
+    # the second's estimate took the first's charge out of the unresolved list, and the first
+    # then failed its row: "internal: ValueError: list.remove(x): x not in list", exit 1.
+    from batchrun._charges import ChargeBook
+    from batchrun._reply import ChatResult
+    from batchrun._row_cost import RowCharges
+
+    ledger = CreditLedger(1.0)
+    turns = [asyncio.Event(), asyncio.Event()]
+    asked = 0
+
+    async def generation(generation_id: str) -> None:
+        nonlocal asked
+        mine = turns[asked]
+        asked += 1
+        await mine.wait()
+        return None  # not found: each answer's cost is then estimated from its tokens
+
+    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    answer = ChatResult("gen-1", "m", "p", "Paris", "stop", "stop", usage)
+    async with OpenRouterClient("http://127.0.0.1:9/api/v1", FAKE_KEY) as client:
+        monkeypatch.setattr(client, "generation", generation)
+        book = ChargeBook(client, ledger)
+        rows = [RowCharges(), RowCharges()]
+        held = [await ledger.reserve(0.01) for _ in rows]
+        settled = [asyncio.ensure_future(book.answered(answer, h, row, 0.002)) for h, row in zip(held, rows, strict=True)]
+        while asked < 2:
+            await asyncio.sleep(0)
+        turns[1].set()  # the second answer's lookup ends first
+        await settled[1]
+        turns[0].set()
+        await settled[0]
+    assert [row.parts[0].status for row in rows] == ["estimated", "estimated"] and book.unresolved == []
+    assert ledger.committed == pytest.approx(0.004)
 
 
 def test_a_key_charged_less_than_counted_is_said_so_once(tmp_path: Path) -> None:
