@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._console import Console
 from .._exceptions import (
     ConfigError,
+    JobError,
     LockHeld,
     OutputFailed,
+    RequestFailed,
     ResultsError,
 )
 from .._lock import refuse_live
@@ -19,6 +21,9 @@ from .._summary_types import Summary
 from .._verdict import ExitCode, ungraded_reason
 from ._common import show, sim_config, simulator_endpoint, step_summary, with_simulator
 from ._report_outputs import refuse_sidecars, report_page, through, write_junit_file, write_report_page
+
+if TYPE_CHECKING:
+    from ._report_gate import KnownGate
 
 _REGRADING_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("--simulate", lambda args: args.simulate),
@@ -31,7 +36,7 @@ _REGRADING_OPTIONS: tuple[tuple[str, Any], ...] = (
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from ._report_gate import UNFINISHED, failure_code, no_verdict, said_in_files
+    from ._report_gate import UNFINISHED, KnownGate, failed_before_verdict, no_verdict
 
     refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=(args.results, args.job))
     if args.job is None:
@@ -45,17 +50,16 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     # held by a run, a signal), with --job as without (break62 F4).
     page = report_page(args)  # the extra --html needs, checked before any file is written
     no_verdict(args, console, UNFINISHED, standing=True)
+    known = KnownGate()
     try:
-        return _report(args, console, page)
+        return _report(args, console, page, known)
     except KeyboardInterrupt:
         # A signal after the page was written: both files say exit 7, not the page a verdict
         # and the JUnit file "a second signal, or killed" (break62 F5).
         no_verdict(args, console, INTERRUPTED)
         raise
-    except (ConfigError, ResultsError, LockHeld) as failure:
-        if not said_in_files(failure):
-            code, why = failure_code(failure)
-            no_verdict(args, console, (int(code), [why]))
+    except (JobError, ConfigError, ResultsError, LockHeld, RequestFailed) as failure:
+        failed_before_verdict(args, console, known, failure)
         raise
     except OutputFailed as failure:
         if args.job is None:  # `report --job` says it in the other file itself
@@ -69,7 +73,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 INTERRUPTED = (int(ExitCode.INTERRUPTED), ["interrupted by a signal before the gate's verdict was written"])
 
 
-def _report(args: argparse.Namespace, console: Console, page: Any) -> int:
+def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownGate) -> int:
     from .._batch_state import pending_batches
     from .._items import ItemGate
     from .._reader import unread_lines
@@ -97,7 +101,7 @@ def _report(args: argparse.Namespace, console: Console, page: Any) -> int:
     if args.job is not None:
         from ._report_gate import report_against_job
 
-        return report_against_job(args, console, records, page, counted)
+        return report_against_job(args, console, records, page, counted, known)
     # Items judged by the gate the run had (its summary's `items.gate`), JUnit's too.
     run_summary = read_run_summary(args.results)
     for doubt in summary_doubts(args.results):

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .._console import Console
-from .._exceptions import AuthFailed, ConfigError, JobError, LockHeld, OutputFailed, RequestFailed, ResultsError
+from .._exceptions import AuthFailed, LockHeld, OutputFailed, RequestFailed
 from .._summary_types import Summary
 from .._verdict import ExitCode
 from ._common import key_for_job, show, with_budget, with_simulator
@@ -39,19 +39,12 @@ def report_against_job(
     records: Iterable[dict[str, Any]],
     page: Any,
     counted: Callable[[Summary], None],
+    known: KnownGate,
 ) -> int:
     from .._items import ItemGate
     from .._job import load_job
 
-    try:
-        job = load_job(args.job)
-    except (JobError, ConfigError) as failure:
-        # Nor for a job that cannot be read. The files it names are not known then, so a JUnit
-        # file or a page is written only where none is, or where one of its kind stands.
-        problems = str(failure).splitlines()  # each of a job's problems a line, as on stderr
-        no_verdict(args, console, (int(ExitCode.USAGE), problems))
-        written_over(failure)
-        raise
+    job = load_job(args.job)
     refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=files_named_by(job.path))
     refuse_named_in_datasets(job, (args.html, "a page"), (args.junit, "a JUnit file"))
     settings = with_budget(job.run, args.budget)
@@ -59,15 +52,8 @@ def report_against_job(
         settings = replace(settings, deadline_s=args.deadline)
     job = replace(job, run=settings)
     gate = ItemGate.from_threshold(settings.pass_threshold)
-    try:
-        return _gate(args, console, job, gate, records, page, counted)
-    except (ConfigError, ResultsError, RequestFailed) as failure:
-        # Last night's green JUnit file and page must not stand for a gate that failed before
-        # its verdict (verify27 N7, break31 M1): they say this run's exit code.
-        code, why = failure_code(failure)
-        _no_verdict(args, console, gate, (int(code), [why]), job.name)
-        written_over(failure)
-        raise
+    known.job_name, known.gate = job.name, gate
+    return _gate(args, console, job, gate, records, page, counted)
 
 
 UNFINISHED = (int(ExitCode.INTERRUPTED), ["the gate ended before its verdict (a second signal, or killed)"])
@@ -95,13 +81,23 @@ def no_verdict(
         raise
 
 
-def written_over(failure: BaseException) -> None:
-    """Mark `failure` as said in the JUnit file and page already (with the job's name)."""
-    failure.__dict__["in_files"] = True
+@dataclass
+class KnownGate:
+    """What the JUnit file and page of a report that fails before its verdict can say: once
+    `--job` is read, its name and gate, and the files it names are known; until then, they are
+    written only where none is, or where one of their kind stands."""
+
+    job_name: str | None = None
+    gate: Any = None
 
 
-def said_in_files(failure: BaseException) -> bool:
-    return bool(failure.__dict__.get("in_files"))
+def failed_before_verdict(args: argparse.Namespace, console: Console, known: KnownGate, failure: Exception) -> None:
+    """Last night's green JUnit file and page must not stand for a gate that failed before its
+    verdict (verify27 N7, break31 M1), a job that cannot be read included: they say this exit
+    code, and each of a job file's problems is a line, as on stderr."""
+    code, why = failure_code(failure)
+    verdict = (int(code), why.splitlines())
+    _no_verdict(args, console, known.gate, verdict, known.job_name, only_ours=known.job_name is None)
 
 
 def _no_verdict(
