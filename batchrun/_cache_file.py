@@ -232,15 +232,19 @@ def migrate_first_format(db: sqlite3.Connection) -> None:
                 db.execute(f"ALTER TABLE entries ADD COLUMN {column}")
             updates = []
             for row_id, answer in db.execute("SELECT id, answer FROM entries").fetchall():
+                # A cell SQLite let hold another type (a number in the BLOB column) is read as
+                # no answer, its entry a miss: a TypeError here was a traceback in every run,
+                # plan and cache command, `cache clear` too (break63 F2).
+                stored = answer if isinstance(answer, (bytes, str)) else b""
                 try:
-                    data = orjson.loads(answer)
+                    data = orjson.loads(stored)
                 except orjson.JSONDecodeError:
                     data = {}
                 data = data if isinstance(data, dict) else {}
                 reason, latency = data.get("finish_reason"), data.get("latency_ms")
                 updates.append(
                     (
-                        len(answer),
+                        len(stored),
                         reason if isinstance(reason, str) else None,
                         latency if isinstance(latency, (int, float)) else None,
                         row_id,

@@ -144,6 +144,25 @@ def test_a_cache_of_the_first_format_is_migrated_and_keeps_its_answers(tmp_path:
         assert db.execute("SELECT count(*) FROM entries WHERE reply_bytes IS NULL").fetchone() == (0,)
 
 
+def test_a_first_format_cache_with_a_number_for_an_answer_is_migrated_that_entry_a_miss(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # break63 F2: SQLite let a BLOB column hold 12345; the migration's len() of it was a
+    # TypeError traceback in every run, plan and cache command, `cache clear` included.
+    job, old = write_job(tmp_path, SMALL_JOB), tmp_path / "old"
+    old.mkdir()
+    with sqlite3.connect(old / FILE_NAME) as db:
+        db.executescript(FIRST_FORMAT)
+        db.execute(
+            "INSERT INTO entries (key, row_id, group_id, model, repeat, base_url, body, answer, cost, created_at) "
+            "VALUES (x'00', 'r', 'g', 'm', 0, 'u', x'7b7d', 12345, 0.1, 1.0)"
+        )
+    code, _, err = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "a.jsonl", f"--cache={old}")
+    assert (code, err) == (0, "") and sim.stats.chat_requests == 20
+    code, text, err = call_cli("cache", "stats", "--dir", old)
+    assert code == 0 and "Traceback" not in err, err
+
+
 def test_a_fifo_in_place_of_the_cache_file_is_refused_without_hanging(tmp_path: Path, sim: Simulator) -> None:
     job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
     cache.mkdir()
