@@ -85,7 +85,7 @@ def run_cache_command(command: CacheCommand) -> str:
     if command.action == "explain":
         assert command.job is not None  # the parser requires it
         job = load_job(command.job)
-        settings = CacheSettings.from_run(job.run.cache or True)
+        settings = CacheSettings.from_run(True if job.run.cache is None or job.run.cache is False else job.run.cache)
     folder = command.folder or (settings.directory if settings else None) or default_cache_dir()
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{folder}: not a folder (the cache is a folder holding {FILE_NAME})")

@@ -62,8 +62,9 @@ class CacheSettings:
 
     @classmethod
     def from_run(cls, raw: bool | dict[str, Any] | None) -> CacheSettings | None:
-        """`run.cache` after the CLI's overrides: absent or false is off; true or a mapping is on."""
-        if not raw:
+        """`run.cache` after the CLI's overrides: absent or false is off; true or a mapping is on,
+        an empty one too (`cache: {}`, the defaults: read as off, every run paid in full: break63 F3)."""
+        if raw is None or raw is False:
             return None
         options = raw if isinstance(raw, dict) else {}
         folder = options.get("dir")

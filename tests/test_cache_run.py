@@ -191,6 +191,19 @@ def test_hits_reserve_no_budget(tmp_path: Path, sim: Simulator) -> None:
     assert code == 5  # the same budget without the cache
 
 
+def test_an_empty_cache_mapping_is_the_cache_on_with_its_defaults(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break63 F3: `cache: {}` passed `validate` and turned the cache off: every run paid in full.
+    job = write_job(tmp_path, SMALL_JOB.replace("run: {", "run: {cache: {}, "))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    for name in ("a", "b"):
+        code, text, _ = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / f"{name}.jsonl")
+        assert code == 0 and "cache: " in text
+    assert sim.stats.chat_requests == 20 and all(r["cached"] for r in read_rows(tmp_path / "b.jsonl"))
+    assert (tmp_path / "xdg" / "batchrun").is_dir()
+
+
 def test_plan_shows_hits_and_what_is_left_to_pay(tmp_path: Path, sim: Simulator) -> None:
     job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
     assert run(job, sim, tmp_path / "a.jsonl", cache)[0] == 0
