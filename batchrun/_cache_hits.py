@@ -27,6 +27,15 @@ from ._scrub import Scrubber
 _UTC_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|\+00:00)")
 
 
+WHOLE = frozenset({"stop", "tool_calls"})
+
+
+def whole_answer(finish_reason: str | None, store_length: bool) -> bool:
+    """An answer a cache keeps and hits: one that ended as a whole answer does, or was cut at
+    max_tokens where the job allows that (`store_length`)."""
+    return finish_reason in WHOLE or (store_length and finish_reason == "length")
+
+
 def answer_problem(answer: CachedAnswer, max_reply_bytes: int | None) -> str | None:
     """Why `answer` is no answer a reply within `max_reply_bytes` could carry, or None."""
     if max_reply_bytes is not None and len(answer.to_json()) > max_reply_bytes:
@@ -77,6 +86,8 @@ def why_not_a_hit(
         return f"its reply was {answer.reply_bytes or '?'} bytes, over this job's max_response_bytes {max_reply_bytes}"
     if answer.finish_reason == "length" and not store_length:
         return "it was cut at max_tokens (finish_reason length) and this job does not set run.cache.store_length"
+    if not whole_answer(answer.finish_reason, store_length):
+        return f"its answer did not end as a whole one does (finish_reason {answer.finish_reason})"
     if answer.latency_ms is None and not batch and any("max_latency_ms" in check for check in request.checks):
         return "it was collected in batch mode (no latency) and this row has a max_latency_ms check"
     return answer_problem(answer, max_reply_bytes)

@@ -5,10 +5,11 @@ The cache must never fail a run. Any CacheError (a corrupt file, a lock held pas
 timeout, a full disk) turns the session off with one warning, and the run goes on as if
 it had been started without a cache.
 
-What is stored: ok answers with text or tool calls. Never errors (they never reach
-`store`), empty answers, answers of unknown cost, or answers cut at `max_tokens`
-(`finish_reason: length`) unless the job says `store_length: true`: a cut answer is usually
-a setting to fix, not an answer to keep.
+What is stored: ok answers with text or tool calls that ended as a whole answer does
+(`finish_reason` `stop` or `tool_calls`). Never errors (they never reach `store`), empty
+answers, answers of unknown cost, answers cut by moderation (`content_filter`) or saying no end,
+or answers cut at `max_tokens` (`finish_reason: length`) unless the job says
+`store_length: true`: a cut answer is usually a setting to fix, not an answer to keep.
 
 What is a hit is decided by the run that reads, never by the one that stored (`usable`):
 an entry whose reply was larger than this run's `max_response_bytes`, a cut answer when
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cache import Freshness, ResponseCache, cache_key, freshness, normalize_base_url
-from ._cache_hits import checked_hit, probe_of, why_not_a_hit
+from ._cache_hits import checked_hit, probe_of, whole_answer, why_not_a_hit
 from ._cache_values import CachedAnswer, EntryRow, Probe, RunStats, encode_answer
 from ._checks import Answer, grade, without_latency_checks
 from ._client import ChatResult
@@ -139,11 +140,13 @@ def hit_grading(request: Request, record: dict[str, Any], answer: CachedAnswer) 
 
 
 def storable(result: ChatResult, store_length: bool) -> bool:
-    """Whether an ok answer may be kept: it has text or tool calls, and was not cut short
-    unless allowed."""
+    """Whether an ok answer may be kept: it has text or tool calls, and it ended as a whole
+    answer does (`stop`, `tool_calls`), or was cut at max_tokens where that is allowed. A
+    moderation cut (`content_filter`, the provider's, which may not come again) or an answer
+    that says no end at all was replayed for ever as a good one (break63 F5)."""
     if not result.content.strip() and not result.tool_calls:
         return False
-    return store_length or result.finish_reason != "length"
+    return whole_answer(result.finish_reason, store_length)
 
 
 class CacheSession:
@@ -354,6 +357,10 @@ class CacheSession:
         not the retries it took to get it."""
         answered = next((part for part in charges.parts if not part.abandoned), None)
         cost, status = (answered.cost, answered.status) if answered is not None else (None, None)
+        if answered is not None and answered.is_byok and cost is not None:
+            # A BYOK answer's cost is OpenRouter's fee; what it was charged, and what a hit saves,
+            # has the provider's charge too, as its row's `spent` (break63 F6: a 20th of it).
+            cost += answered.upstream_inference_cost or 0.0
         self.store(request, result, latency_ms, finished_at, cost=cost, cost_status=status)
 
     def flush(self) -> None:

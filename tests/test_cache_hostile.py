@@ -159,6 +159,22 @@ def test_a_cache_file_edited_to_lie_gives_misses_never_a_crash(tmp_path: Path) -
     assert stats[0] == 0 and "entries: 7," in stats[1] and "Traceback" not in stats[2]
 
 
+def test_an_entry_of_an_answer_that_did_not_end_whole_is_a_miss(tmp_path: Path) -> None:
+    # break63 F5: entries an earlier version stored, a moderation cut and an answer that said no
+    # end, were replayed as good answers; the run that reads decides, and asks them again.
+    edits = [
+        "finish_reason = 'content_filter', "
+        "answer = CAST(json_set(answer, '$.finish_reason', 'content_filter') AS TEXT)",
+        "finish_reason = NULL, answer = CAST(json_set(answer, '$.finish_reason', json('null')) AS TEXT)",
+    ]
+    with _edited_cache(tmp_path, edits) as (job, cache, server, args, ids):
+        sent = len(server.chat_rows())
+        code, _, err = call_cli(job, "-o", tmp_path / "b.jsonl", *args)
+        resent = len(server.chat_rows()) - sent
+    assert (code, err, resent) == (0, "", 2)
+    assert sum(not r["cached"] for r in read_rows(tmp_path / "b.jsonl")) == 2
+
+
 def test_times_that_are_no_time_are_left_out_of_the_stats(tmp_path: Path) -> None:
     # break21 R27: a created_at or finished_at of 9e999 (SQLite keeps Infinity) was a traceback.
     job, cache = write_job(tmp_path, JOB), tmp_path / "cache"

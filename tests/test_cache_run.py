@@ -191,6 +191,18 @@ def test_hits_reserve_no_budget(tmp_path: Path, sim: Simulator) -> None:
     assert code == 5  # the same budget without the cache
 
 
+def test_a_byok_hit_saves_what_its_answer_was_charged_with_the_providers_part(tmp_path: Path, sim: Simulator) -> None:
+    # break63 F6: a BYOK answer's `cost` is OpenRouter's fee; its hit said it saved that alone,
+    # a 20th of what the row spent (`spent`: the fee and the provider's charge).
+    sim.config.byok = True
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    assert run(job, sim, tmp_path / "a.jsonl", cache)[0] == 0
+    assert run(job, sim, tmp_path / "b.jsonl", cache)[0] == 0
+    first, second = by_id(tmp_path / "a.jsonl"), by_id(tmp_path / "b.jsonl")
+    assert all(r["is_byok"] and r["upstream_inference_cost"] > 0 for r in first.values())
+    assert {i: r["cost_saved"] for i, r in second.items()} == pytest.approx({i: r["spent"] for i, r in first.items()})
+
+
 def test_an_empty_cache_mapping_is_the_cache_on_with_its_defaults(
     tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
