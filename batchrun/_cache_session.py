@@ -356,8 +356,12 @@ class CacheSession:
         """`store` with the answering attempt's own cost: what a hit saves is that answer,
         not the retries it took to get it."""
         answered = next((part for part in charges.parts if not part.abandoned), None)
-        cost, status = (answered.cost, answered.status) if answered is not None else (None, None)
-        if answered is not None and answered.is_byok and cost is not None:
+        if answered is None or answered.above_worst:
+            # A cost past the attempt's worst case is one the run did not believe: kept, every
+            # hit said it saved it ("$10000 saved" of $5000 a reply claimed: break63 F4).
+            return
+        cost, status = answered.cost, answered.status
+        if answered.is_byok and cost is not None:
             # A BYOK answer's cost is OpenRouter's fee; what it was charged, and what a hit saves,
             # has the provider's charge too, as its row's `spent` (break63 F6: a 20th of it).
             cost += answered.upstream_inference_cost or 0.0

@@ -88,14 +88,17 @@ class ChargeBook:
         self.above_worst_example = ""
         self.cut_off = CutOff()  # after a stop, lookups end with the grace (_cut_off)
 
-    def check_bound(self, cost: float, worst: float, how: str) -> None:
+    def check_bound(self, cost: float, worst: float, how: str) -> bool:
         """Flag a charge the worst case did not bound: a lying reply or lookup, or a cost
-        the worst case missed. A worst case of 0 is not one (an unknown price run anyway)."""
+        the worst case missed. A worst case of 0 is not one (an unknown price run anyway).
+        True when flagged."""
         if worst > 0 and cost > worst * (1 + ABOVE_WORST_SHARE) + 1e-6:
             self.above_worst += 1
             self.above_worst_usd += cost - worst
             if not self.above_worst_example:
                 self.above_worst_example = f"${usd(cost)} {how} for a worst case of ${usd(worst)}"
+            return True
+        return False
 
     def abandoned(self, failure: RequestFailed, reservation: float, row: RowCharges) -> None:
         """An attempt that may have been billed: hold its reservation."""
@@ -117,7 +120,7 @@ class ChargeBook:
         reported = reported_charge(result.usage)
         if reported is not None:
             charge.cost, charge.status = money(result.usage.get("cost")), "reported"
-            self.check_bound(reported, reservation, "reported")
+            charge.above_worst = self.check_bound(reported, reservation, "reported")
             await self.ledger.settle(reservation, reported, answered=True)
             return
         charge.held = self.ledger.keep(reservation)
@@ -186,7 +189,7 @@ class ChargeBook:
         if charge.recorded:
             self.resolved_after_record += found.charged
             self.resolved_after_record_attempts += 1
-        self.check_bound(found.charged, held, "looked up")
+        charge.above_worst = self.check_bound(found.charged, held, "looked up")
         await self.ledger.resolve(held, found.charged)
         return True
 

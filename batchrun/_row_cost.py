@@ -27,6 +27,7 @@ class Charge:
     abandoned: bool = True
     recorded: bool = False  # its row's record is written (a later lookup cannot change it)
     row_looked_up: bool = False  # its row's worker looked it up once (again: at key refreshes, the run's end)
+    above_worst: bool = False  # its cost passed its attempt's worst case: a reply or lookup that lies
 
     def as_json(self) -> dict[str, Any]:
         return {"generation_id": self.generation_id, "cost": self.cost, "cost_status": self.status}

@@ -175,6 +175,22 @@ def test_an_entry_of_an_answer_that_did_not_end_whole_is_a_miss(tmp_path: Path) 
     assert sum(not r["cached"] for r in read_rows(tmp_path / "b.jsonl")) == 2
 
 
+def test_an_answer_whose_cost_passed_its_worst_case_is_not_kept(tmp_path: Path) -> None:
+    # break63 F4: a reply claiming $5000 (past its worst case, flagged by the run) was stored, and
+    # every later hit said "$10000 saved"; a cost the run did not believe is not kept.
+    job, cache = write_job(tmp_path, JOB), tmp_path / "cache"
+    costs = [5000.0]
+    server = HostileServer(chat=lambda r: json_answer(200, chat_payload("Paris", usage={**NO_COST, "cost": costs[0]})))
+    with server.running():
+        args = ("--base-url", server.base_url, f"--cache={cache}")
+        call_cli(job, "-o", tmp_path / "a.jsonl", *args)
+        assert all(r["status"] == "ok" for r in read_rows(tmp_path / "a.jsonl"))
+        costs[0] = 1e-5  # honest now
+        code, text, _ = call_cli(job, "-o", tmp_path / "b.jsonl", *args)
+    assert code == 0 and len(server.chat_rows()) == 14 and not any(r["cached"] for r in read_rows(tmp_path / "b.jsonl"))
+    assert "cache: 0 hit(s), 7 miss(es), $0.000000 saved" in text
+
+
 def test_times_that_are_no_time_are_left_out_of_the_stats(tmp_path: Path) -> None:
     # break21 R27: a created_at or finished_at of 9e999 (SQLite keeps Infinity) was a traceback.
     job, cache = write_job(tmp_path, JOB), tmp_path / "cache"
