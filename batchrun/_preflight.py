@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
+
 from ._account import endpoints_outage, read_balance, read_endpoints
 from ._account_reply import unknown_reset
 from ._batch_run import BATCH_TOKEN_FACTOR
@@ -30,6 +32,7 @@ from ._reconcile import KeyStart
 from ._results import RowState, ScanResult
 from ._retry import retry_call, retry_policy
 from ._routing import routing_warning, unpinned_models
+from ._scrub import Scrubber, environment_scrubber
 from ._settings import RunSettings
 
 
@@ -112,9 +115,11 @@ def estimate(
     will not answer, rows kept by resume; with `typical_batch`, what a batch typically costs
     (for `plan` only: a run reserves the worst case in either mode)."""
     result = Estimate()
+    secrets = environment_scrubber()
 
     def to_run() -> Iterator[Request]:
         for request in matrix_requests(job, shard):
+            refuse_secrets(job, request, secrets)
             if states is None:
                 yield request
                 continue
@@ -148,6 +153,18 @@ def estimate(
     if cache is not None:
         cache.planned()
     return result
+
+
+def refuse_secrets(job: Job, request: Request, secrets: Scrubber) -> None:
+    """A request that would carry a key of the environment (the run's own, whatever its shape:
+    `sk-proj-...` passed every key-like test) to the server, the results and the cache: refused
+    before anything is sent (break63 F8). The key itself is not said, nor the row's values."""
+    if secrets.holds(request.payload) or (request.checks and secrets.holds(orjson.dumps(request.checks))):
+        raise ConfigError(
+            f"{job.path}: a request of prompt {request.prompt_id!r} (row id {request.id}) holds a key of the "
+            "environment (OPENROUTER_API_KEY or another secret variable): keys belong in the environment, "
+            "never in a job's prompts, variables or data"
+        )
 
 
 def _tokens(record: dict[str, Any]) -> int:

@@ -82,6 +82,13 @@ class Scrubber:
             return self
         return _NOTHING
 
+    def holds(self, data: bytes) -> bool:
+        """Whether `data` (UTF-8 JSON, as a request is sent) holds a secret or a fragment of one."""
+        if self.for_body(data) is not self:
+            return False
+        text = data.decode("utf-8", "replace")
+        return self.text(text) != text
+
     def text(self, text: str) -> str:
         if not self._secrets:
             return text

@@ -1026,6 +1026,29 @@ def test_no_message_about_a_job_or_its_rows_repeats_key_like_text(tmp_path: Path
         assert "cd34cd34" not in err
 
 
+@pytest.mark.parametrize("where", ["dataset", "prompt", "row check"])
+def test_a_request_that_would_carry_the_environments_key_is_refused_whatever_its_shape(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # break63 F8: a key not shaped like OpenRouter's (`sk-proj-...`, for an OpenAI-compatible
+    # endpoint) passed every key-like test in a dataset value: sent, written to the results
+    # (vars and request) and stored in the cache. Refused before anything is sent.
+    secret = "sk-proj-" + "Zq7" * 20
+    monkeypatch.setenv("OPENROUTER_API_KEY", secret)
+    value = {"dataset": secret, "prompt": "x", "row check": "x"}[where]
+    row: dict[str, Any] = {"a": value}
+    if where == "row check":
+        row["checks"] = [{"contains": secret[3:30]}]
+    (tmp_path / "rows.jsonl").write_text(json.dumps(row) + "\n")
+    text = f"Tell me about {secret[:20]} {{{{a}}}}" if where == "prompt" else "{{a}}"
+    job = write_job(tmp_path, ONE_PROMPT.replace('text: "hi"', f'text: "{text}"') + "    dataset: rows.jsonl\n")
+    for args in (["plan", job, "--base-url", sim.base_url], [job, "--base-url", sim.base_url, "-o", tmp_path / "o.jsonl"]):
+        code, out, err = call_cli(*args)
+        assert_refused(code, err, "holds a key of the environment", "keys belong in the environment")
+        assert secret[:16] not in out + err and secret[-16:] not in out + err
+    assert sim.stats.chat_requests == 0 and not (tmp_path / "o.jsonl").exists()
+
+
 def test_the_shared_parser_carries_nothing_from_one_call_to_the_next() -> None:
     # The parser is built once per process (break17 F11): a default list handed to one call and
     # added to by its caller became every later call's --sim settings.
