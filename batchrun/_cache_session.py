@@ -269,6 +269,12 @@ class CacheSession:
         """Every row to run has been peeked at: from now on, only those found are looked up."""
         self._expected, self._planning = self._planning, set()
 
+    def may_hit(self, request: Request) -> bool:
+        """Whether `lookup` may find this row (planning found it, or did not look); not counted."""
+        if self._store is None:
+            return False
+        return self._expected is None or cache_key(request.fingerprint, request.repeat, self.base_url) in self._expected
+
     def lookup(self, request: Request, *, unplanned: bool = False) -> CachedAnswer | None:
         """The stored answer, counted as a hit, or None, counted as a miss. `unplanned`: a
         request planning could not peek at (a grader's, whose body holds the answer), so

@@ -96,6 +96,10 @@ async def _graded(checks: list[dict[str, Any]], answer: Answer) -> dict[str, Any
     return grade(checks, answer)
 
 
+# Stops for money: a row the cache answers after one costs nothing, and is answered.
+FREE_AFTER = frozenset({StopReason.BUDGET, StopReason.CREDITS, StopReason.KEY_UNREADABLE})
+
+
 class Runner:
     def __init__(
         self,
@@ -228,7 +232,7 @@ class Runner:
             row.written = True  # set first, as in finish(): a failed write is not retried
             self.answered_from_cache(request, cached, verdict)
             return
-        model_stop = self.stops.model_stop(request.model)
+        model_stop = self.stops.model_stop(request.model) or self.stops.reason  # a hit that was not one
         if model_stop is not None:
             records.finish(row, records.make(request, Status.SKIPPED, model_stop, True, None, **uncharged(None)))
             return
@@ -348,10 +352,15 @@ class Runner:
     # -- the run -----------------------------------------------------------------------------
     async def _worker(self, source: Iterator[Request]) -> None:
         for request in source:
-            if self.stops.reason is not None:
-                self.skip(request, self.stops.reason)
-            else:
+            reason = self.stops.reason
+            if reason is None or (reason in FREE_AFTER and self.cache is not None and self.cache.may_hit(request)):
+                # After a stop for money a hit is answered all the same: it costs nothing. They
+                # were skipped "budget" with the rest: which survived hung on the matrix's
+                # order, and a resume with its budget used up answered none (break63 F1). Its
+                # graders are hits too, or undecided: they cannot reserve.
                 await self._dispatch_row(request)
+            else:
+                self.skip(request, reason)
 
     async def run(self, requests: Iterator[Request]) -> PoolOutcome:
         self.dispatch.watch_key()

@@ -203,6 +203,31 @@ def test_a_byok_hit_saves_what_its_answer_was_charged_with_the_providers_part(tm
     assert {i: r["cost_saved"] for i, r in second.items()} == pytest.approx({i: r["spent"] for i, r in first.items()})
 
 
+@pytest.mark.parametrize("judged", [False, True], ids=["checks", "judge"])
+def test_after_a_budget_stop_the_rows_the_cache_answers_are_answered(tmp_path: Path, sim: Simulator, judged: bool) -> None:
+    # break63 F1: a budget stop wrote every row after it `skipped: budget`, hits too, though they
+    # cost nothing: which hits survived hung on the matrix's order, and a resume with the budget
+    # used up answered none.
+    job = write_job(tmp_path, judged_small_job() if judged else SMALL_JOB)
+    cache = tmp_path / "cache"
+    assert run(job, sim, tmp_path / "half.jsonl", cache, "--shard", "1/2")[0] == 0
+    in_cache = {r["id"] for r in final_records(tmp_path / "half.jsonl")}
+    if judged:  # the answers are hits, their graders' requests (an edited rubric) are not
+        job.write_text(job.read_text().replace("Names {{expect}}.", "Says {{expect}}."))
+    code, _, _ = run(job, sim, tmp_path / "a.jsonl", cache, "--budget", "0.000001")
+    rows = by_id(tmp_path / "a.jsonl")
+    assert code == ExitCode.BUDGET and len(rows) == 20
+    assert {i for i, r in rows.items() if r["status"] == "ok"} == in_cache
+    assert all(rows[i]["cached"] for i in in_cache)
+    assert {r["reason"] for i, r in rows.items() if i not in in_cache} == {"budget"}
+    checked = [rows[i] for i in in_cache if rows[i].get("checks")]
+    assert checked
+    if judged:  # its graders would need money: undecided, for a resume to grade
+        assert all(r["passed"] is None and "budget" in r["checks"][0]["error"] for r in checked)
+    else:
+        assert all(r["passed"] is not None for r in checked)
+
+
 def test_an_empty_cache_mapping_is_the_cache_on_with_its_defaults(
     tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
