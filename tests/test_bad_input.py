@@ -1042,7 +1042,11 @@ def test_a_request_that_would_carry_the_environments_key_is_refused_whatever_its
     (tmp_path / "rows.jsonl").write_text(json.dumps(row) + "\n")
     text = f"Tell me about {secret[:20]} {{{{a}}}}" if where == "prompt" else "{{a}}"
     job = write_job(tmp_path, ONE_PROMPT.replace('text: "hi"', f'text: "{text}"') + "    dataset: rows.jsonl\n")
-    for args in (["plan", job, "--base-url", sim.base_url], [job, "--base-url", sim.base_url, "-o", tmp_path / "o.jsonl"]):
+    runs: list[list[str | Path]] = [
+        ["plan", job, "--base-url", sim.base_url],
+        [job, "--base-url", sim.base_url, "-o", tmp_path / "o.jsonl"],
+    ]
+    for args in runs:
         code, out, err = call_cli(*args)
         assert_refused(code, err, "holds a key of the environment", "keys belong in the environment")
         assert secret[:16] not in out + err and secret[-16:] not in out + err

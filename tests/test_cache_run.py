@@ -204,7 +204,9 @@ def test_a_byok_hit_saves_what_its_answer_was_charged_with_the_providers_part(tm
 
 
 @pytest.mark.parametrize("judged", [False, True], ids=["checks", "judge"])
-def test_after_a_budget_stop_the_rows_the_cache_answers_are_answered(tmp_path: Path, sim: Simulator, judged: bool) -> None:
+def test_after_a_budget_stop_the_rows_the_cache_answers_are_answered(
+    tmp_path: Path, sim: Simulator, judged: bool
+) -> None:
     # break63 F1: a budget stop wrote every row after it `skipped: budget`, hits too, though they
     # cost nothing: which hits survived hung on the matrix's order, and a resume with the budget
     # used up answered none.

@@ -563,7 +563,9 @@ async def test_two_answers_alike_are_two_charges_whichever_lookup_ends_first(mon
         book = ChargeBook(client, ledger)
         rows = [RowCharges(), RowCharges()]
         held = [await ledger.reserve(0.01) for _ in rows]
-        settled = [asyncio.ensure_future(book.answered(answer, h, row, 0.002)) for h, row in zip(held, rows, strict=True)]
+        settled = [
+            asyncio.ensure_future(book.answered(answer, h, row, 0.002)) for h, row in zip(held, rows, strict=True)
+        ]
         while asked < 2:
             await asyncio.sleep(0)
         turns[1].set()  # the second answer's lookup ends first
