@@ -51,6 +51,8 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
             "fingerprint": record.get("fingerprint"),
             "job_fingerprint": record.get("job_fingerprint"),
             "checks_fingerprint": record.get("checks_fingerprint"),
+            "cached": record.get("cached") is True,
+            "generation_id": record.get("generation_id"),
         }
     if not slim:  # as `report` says it: every model "disappeared" was a regression (break21 R18)
         raise ResultsError(f"{path}: holds no records")
@@ -69,6 +71,11 @@ def _job_edited(before: dict[str, Any], after: dict[str, Any]) -> bool:
         None not in (before[key], after[key]) and before[key] != after[key]
         for key in ("job_fingerprint", "checks_fingerprint")
     )
+
+
+def _replayed(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """The second run's answer is the first's own, read back from the response cache."""
+    return after["cached"] and before["generation_id"] is not None and before["generation_id"] == after["generation_id"]
 
 
 def _no_verdict(row: dict[str, Any]) -> bool:
@@ -194,6 +201,10 @@ def diff_runs(
         # Rows asked the same request under an edited job: a check, a grader or a rubric may have
         # changed, and a drop the grading made read as the model's, p=1.9e-9 (break61 F2).
         "job_edited": sum(1 for i, r in a_rows.items() if i in b_rows and _job_edited(r, b_rows[i])),
+        # Answers the second run read from the response cache, and of those the first run's own
+        # (the same generation): a run replayed from the cache read as "no change" (break63 F7).
+        "cached_after": sum(1 for r in b_rows.values() if r["cached"]),
+        "replayed": sum(1 for i, r in a_rows.items() if i in b_rows and _replayed(r, b_rows[i])),
     }
     pairings = pairings_of(a_rows, b_rows)
     total_rate = rate_change(a_sum["total"], b_sum["total"], alpha, pairings.get(""))
@@ -275,6 +286,16 @@ def _rows_line(diff: dict[str, Any]) -> list[str]:
             f"the job was edited between the runs (its file's or its checks' fingerprint differs) while "
             f"{rows['job_edited']} row(s) of both asked the same request: if a check, a grader or a rubric changed, "
             "their verdicts changed with it, not with the model"
+        )
+    if rows.get("cached_after"):
+        edited.append(
+            f"{rows['cached_after']} row(s) of the second run were answered from the response cache"
+            + (
+                f", {rows['replayed']} of them the first run's own answers (the same generation): their verdicts "
+                "cannot have changed with the model"
+                if rows.get("replayed")
+                else ""
+            )
         )
     if not (rows["only_before"] or rows["only_after"] or rows["passes_without_verdict"]):
         return edited

@@ -146,6 +146,7 @@ def _run_entry(run: Run) -> dict[str, Any]:
         "p95_ms": total["latency_p95_ms"],
         "models": models,
         "incomplete": run.incomplete,
+        "cached": (run.summary.get("cache") or {}).get("hits", 0),
     }
 
 
@@ -200,6 +201,8 @@ def change_markers(before: dict[str, Any], after: dict[str, Any]) -> list[dict[s
             mark(name, "ungraded", f"{name} has no verdict now ({b['undecided']} row(s) undecided)")
         if set(a["answered_by"]) != set(b["answered_by"]):
             mark(name, "answering", f"{name} answered by {_answerers(a)} → {_answerers(b)}")
+    if after["cached"]:  # replayed answers are no news of the models (break63 F7)
+        mark(None, "cached", f"{after['cached']} of {after['rows']} row(s) answered from the response cache")
     return marks
 
 

@@ -478,6 +478,8 @@ def test_diff_pairs_the_same_rows_and_falls_back_to_fisher(tmp_path: Path) -> No
         "passes_without_verdict": 0,
         "requests_changed": 0,
         "job_edited": 0,
+        "cached_after": 0,
+        "replayed": 0,
         "missing_decide": None,
     }
     assert diff["rows_missing"] is False and code == ExitCode.REGRESSION  # the drop itself
