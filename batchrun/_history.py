@@ -146,7 +146,7 @@ def _run_entry(run: Run) -> dict[str, Any]:
         "p95_ms": total["latency_p95_ms"],
         "models": models,
         "incomplete": run.incomplete,
-        "cached": (run.summary.get("cache") or {}).get("hits", 0),
+        "cached": int((run.summary.get("cache") or {"hits": 0})["hits"]),
     }
 
 
