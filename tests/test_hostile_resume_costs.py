@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, load_job, matrix_requests
-from batchrun._journal_file import crash_fields, journal_key_gap, journal_path, unrecorded_attempts
+from batchrun._journal_file import crash_fields, journal_key_gap, journal_path, read_journal, unrecorded_attempts
 from batchrun._ledger import CreditLedger
 from batchrun._reader import final_records, scan_states
 
@@ -208,6 +208,27 @@ def test_a_journal_of_another_job_is_refused_untouched(tmp_path: Path) -> None:
         code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1")
     assert code == ExitCode.USAGE and "attempt journal of job 'someone-else'" in err and str(journal) in err
     assert journal.read_text() == text and not out.exists() and server.chat_rows() == []
+
+
+def test_journal_lines_with_a_prompt_or_repeat_of_another_type_keep_their_attempts(tmp_path: Path) -> None:
+    # A journal line written by no batchrun (a prompt that is a number, a repeat that is text or
+    # true): its attempt is counted, its prompt and repeat read as unknown, never a crash.
+    journal = tmp_path / "out.attempts.jsonl"
+    lines = [
+        {"job": "j"},
+        {"row": "a" * 20, "at": 1, "usd": 0.25, "model": "m", "prompt": 7, "repeat": "2"},
+        {"row": "b" * 20, "at": 2, "usd": 0.5, "model": "m", "prompt": "p", "repeat": True},
+        {"row": "c" * 20, "at": 3, "usd": 0.75, "model": "m", "prompt": "q", "repeat": 4},
+        {"row": "d" * 20, "at": 4, "usd": 1.0, "model": "m", "prompt": ["p"], "repeat": None},
+    ]
+    journal.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    crashed = read_journal(journal, "j")
+    assert [(c.prompt_id, c.repeat, [a["usd"] for a in c.attempts]) for c in crashed.values()] == [
+        ("", 0, [0.25]),
+        ("p", 0, [0.5]),
+        ("q", 4, [0.75]),
+        ("", 0, [1.0]),
+    ]
 
 
 def test_a_key_gap_a_kill_9_left_in_the_journal_is_counted_on_resume(tmp_path: Path) -> None:
