@@ -41,6 +41,7 @@ from .conftest import (
     wait_for_lines,
     write_job,
 )
+from .forked import run_forked
 from .hostile import HostileServer, RawRequest, chat_payload, json_answer
 
 
@@ -469,18 +470,23 @@ def test_a_run_started_with_its_standard_descriptors_closed_runs(tmp_path: Path,
 def test_an_output_that_is_the_runs_own_stdout_is_refused(tmp_path: Path, output: str) -> None:
     # break40 F1: `-o r.jsonl > r.jsonl` (or `-o /dev/stdout > r.jsonl`) ran, paid, and exit 0,
     # while the summary table overwrote the first records: a file no reader or resume could read.
+    # A forked child with the shell's descriptors: what is tested is what fd 1 and 2 are.
     job, out = write_job(tmp_path, SMALL_JOB), tmp_path / "out.jsonl"
-    argv = ["sh", "-c", 'exec "$@" > out.jsonl', "sh", sys.executable, "-m", "batchrun", str(job), "--simulate"]
-    result = subprocess.run(
-        [*argv, "-o", output], cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=60, check=False
-    )
+    args = [job, "--simulate", "-o", output]
+
+    with open(out, "wb") as truncated:  # `> out.jsonl`
+        result = run_forked(args, cwd=tmp_path, env=child_env(), stdout=truncated, stderr=subprocess.PIPE, text=True)
     assert result.returncode == ExitCode.USAGE and out.read_bytes() == b""
     assert result.stderr == f"batchrun: {output}: is this command's standard output too: what it prints would " + (
         "overwrite the records; give another --output, or send its standard output elsewhere\n"
     )
     # Piped, /dev/stdout is no file at all: said so (it named a lock beside /proc/<pid>/fd/pipe:[...]).
-    piped = subprocess.run(
-        [*argv[4:], "-o", "/dev/stdout"], env=child_env(), capture_output=True, text=True, timeout=60, check=False
+    piped = run_forked(
+        [job, "--simulate", "-o", "/dev/stdout"],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert piped.returncode == ExitCode.USAGE and "/dev/stdout: not a regular file" in piped.stderr
     if output != "out.jsonl":
@@ -489,13 +495,17 @@ def test_an_output_that_is_the_runs_own_stdout_is_refused(tmp_path: Path, output
     out.write_bytes(b"")
     assert call_cli(job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
     before = out.read_bytes()
-    for redirect in ("2>> out.jsonl", ">> out.jsonl 2>&1"):
-        argv[2] = f'exec "$@" --resume {redirect}'
-        refused = subprocess.run([*argv, "-o", output], cwd=tmp_path, env=child_env(), timeout=60, check=False)
+    for stdout_too in (False, True):  # `2>> out.jsonl`, then `>> out.jsonl 2>&1`
+        with open(out, "ab") as appended:
+            stdout = appended if stdout_too else subprocess.DEVNULL
+            refused = run_forked([*args, "--resume"], cwd=tmp_path, env=child_env(), stdout=stdout, stderr=appended)
         assert refused.returncode == ExitCode.USAGE and out.read_bytes() == before
     # verify41 F-2b, verify42 F-A: nor an error found before (a typo in a cron line: an option;
     # the other spellings: test_the_results_file_on_stderr_is_the_one_argparse_would_write).
-    refused = subprocess.run([*argv, "--quite", "-o", output], cwd=tmp_path, env=child_env(), timeout=60, check=False)
+    with open(out, "ab") as appended:
+        refused = run_forked(
+            [*args, "--quite", "--resume"], cwd=tmp_path, env=child_env(), stdout=appended, stderr=appended
+        )
     assert refused.returncode == ExitCode.USAGE and out.read_bytes() == before
 
 
