@@ -472,7 +472,7 @@ def test_an_output_that_is_the_runs_own_stdout_is_refused(tmp_path: Path, output
     # while the summary table overwrote the first records: a file no reader or resume could read.
     # A forked child with the shell's descriptors: what is tested is what fd 1 and 2 are.
     job, out = write_job(tmp_path, SMALL_JOB), tmp_path / "out.jsonl"
-    args = [job, "--simulate", "-o", output]
+    args: list[str | Path] = [job, "--simulate", "-o", output]
 
     with open(out, "wb") as truncated:  # `> out.jsonl`
         result = run_forked(args, cwd=tmp_path, env=child_env(), stdout=truncated, stderr=subprocess.PIPE, text=True)
