@@ -101,11 +101,14 @@ class Judging:
         """One grader's verdict with its cost; `error` instead when there is none."""
         dispatch, stops = self.dispatch, self.stops
         model = request.model
-        if stops.reason is not None:
+        if not stops.free_now():
             return {"model": model, "error": f"not graded: the run stopped ({stops.reason})"}
-        cached = self._cached_verdict(request)  # free: it needs neither budget nor the grader
+        # Free: it needs neither budget nor the grader, after a stop for money too (verify66 2).
+        cached = self._cached_verdict(request)
         if cached is not None:
             return cached
+        if stops.reason is not None:
+            return {"model": model, "error": f"not graded: the run stopped ({stops.reason})"}
         model_stop = stops.model_stop(model)
         if model_stop is not None:
             return {"model": model, "error": f"not graded: the grader is stopped ({model_stop})"}

@@ -309,7 +309,8 @@ async def _locked_run(
             )
         if isolated is not None:  # the key's removal has a wind-down of its own (break60 F1)
             await isolated.finish(notice, ends.and_then(wind_down_s(settings.grace_s) if ends.at else None))
-        if outcome.stop in (None, StopReason.DEADLINE) and control.stopped.is_set():  # exit 7 ranks above 6
+        if control.stopped.is_set() and outcome.stop != StopReason.INTERRUPTED:  # 7 ranks above every stop
+            # A signal after a stop for money ended the answers the cache still gave: exit 5 hid it (verify66 5).
             outcome.stop, outcome.stop_message = StopReason.INTERRUPTED, "interrupted while the run wound down"
         if states or late_rows:
             # The file's rows for the totals (a row written again counts once, with its cost

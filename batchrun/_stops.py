@@ -27,6 +27,10 @@ from ._status import Status, StopReason
 from ._throttle import scope_of
 
 
+# Stops for money: what the cache answers after one costs nothing.
+FREE_AFTER = frozenset({StopReason.BUDGET, StopReason.CREDITS, StopReason.KEY_UNREADABLE})
+
+
 class Stops:
     def __init__(self, clock: Clock, policy: RetryPolicy, grace_s: float, deadline_given_s: float | None) -> None:
         self.clock = clock
@@ -35,6 +39,7 @@ class Stops:
         self.deadline_given_s = deadline_given_s  # as the job or --deadline gave it
         self.reason: StopReason | None = None
         self.message = ""
+        self.later: StopReason | None = None  # a stop asked for after the first (a signal after a budget stop)
         self.stopped_models: dict[str, str] = {}  # model -> skip reason, for the rest of the run
         # limit scope (a model, or the :free pool) -> (monotonic time it reopens, skip reason)
         self.blocked_scopes: dict[str, tuple[float, str]] = {}
@@ -49,6 +54,8 @@ class Stops:
     def request(self, reason: StopReason, message: str = "") -> None:
         """Stop dispatching; rows in flight get `grace_s`."""
         if self.reason is not None:
+            if reason != self.reason and self.later is None:
+                self.later = reason  # ends the answers a stop for money still gives (free_now)
             return
         self.reason = reason
         self.message = message
@@ -64,6 +71,13 @@ class Stops:
                 limit.reschedule(self._grace_ends)
         for halt in self.on_stop:
             halt()
+
+    def free_now(self) -> bool:
+        """Whether what costs nothing (a cache hit, a grader's hit) is still answered: until a
+        stop, and after a stop for money until any other stop (a signal, the deadline) comes.
+        Hits were skipped with the rest after a budget stop: which survived hung on the matrix's
+        order, and a resume whose budget was used up answered none (break63 F1)."""
+        return self.reason is None or (self.reason in FREE_AFTER and self.later is None)
 
     @property
     def grace_ends(self) -> float | None:

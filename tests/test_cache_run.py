@@ -6,21 +6,25 @@ from __future__ import annotations
 import json
 import sqlite3
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import batchrun._cache
-from batchrun import ExitCode, load_job, matrix_requests
+from batchrun import ExitCode, RunOptions, Shard, load_job, matrix_requests, run_job
 from batchrun._cache import FILE_NAME, cache_files
 from batchrun._cache_session import FLUSH_EVERY
+from batchrun._job import Job
 from batchrun._results import final_records
+from batchrun._run_control import RunControl
 from batchrun.simulator import Simulator
 
 from .conftest import (
     BIG_JOB,
     FAKE_KEY,
+    FakeClock,
     SMALL_JOB,
     call_cli,
     child_env,
@@ -203,45 +207,71 @@ def test_a_byok_hit_saves_what_its_answer_was_charged_with_the_providers_part(tm
     assert {i: r["cost_saved"] for i, r in second.items()} == pytest.approx({i: r["spent"] for i, r in first.items()})
 
 
-@pytest.mark.parametrize("judged", [False, True], ids=["checks", "judge"])
-def test_after_a_budget_stop_the_rows_the_cache_answers_are_answered(
-    tmp_path: Path, sim: Simulator, judged: bool
-) -> None:
+@pytest.mark.parametrize("kind", ["regex", "judge cached", "judge not cached"])
+def test_after_a_budget_stop_the_rows_the_cache_answers_are_answered(tmp_path: Path, sim: Simulator, kind: str) -> None:
     # break63 F1: a budget stop wrote every row after it `skipped: budget`, hits too, though they
     # cost nothing: which hits survived hung on the matrix's order, and a resume with the budget
-    # used up answered none.
-    job = write_job(tmp_path, judged_small_job() if judged else SMALL_JOB)
+    # used up answered none. verify66 2, 3: a hit's graders in the cache were not asked after the
+    # stop, and hits graded off the loop (a regex) were cut at the stop's grace (here 0).
+    text = SMALL_JOB if kind == "regex" else judged_small_job()
+    job = write_job(tmp_path, text.replace('checks: [{contains: "{{expect}}"}]', 'checks: [{regex: "{{expect}}"}]'))
     cache = tmp_path / "cache"
     assert run(job, sim, tmp_path / "half.jsonl", cache, "--shard", "1/2")[0] == 0
     in_cache = {r["id"] for r in final_records(tmp_path / "half.jsonl")}
-    if judged:  # the answers are hits, their graders' requests (an edited rubric) are not
+    if kind == "judge not cached":  # the answers are hits, their graders' requests (an edited rubric) are not
         job.write_text(job.read_text().replace("Names {{expect}}.", "Says {{expect}}."))
-    code, _, _ = run(job, sim, tmp_path / "a.jsonl", cache, "--budget", "0.000001")
+    sent = sim.stats.chat_requests
+    code, _, _ = run(job, sim, tmp_path / "a.jsonl", cache, "--budget", "0.000001", "--grace", "0")
     rows = by_id(tmp_path / "a.jsonl")
-    assert code == ExitCode.BUDGET and len(rows) == 20
+    assert code == ExitCode.BUDGET and len(rows) == 20 and sim.stats.chat_requests == sent
     assert {i for i, r in rows.items() if r["status"] == "ok"} == in_cache
     assert all(rows[i]["cached"] for i in in_cache)
     assert {r["reason"] for i, r in rows.items() if i not in in_cache} == {"budget"}
     checked = [rows[i] for i in in_cache if rows[i].get("checks")]
     assert checked
-    if judged:  # its graders would need money: undecided, for a resume to grade
+    if kind == "judge not cached":  # its graders would need money: undecided, for a resume to grade
         assert all(r["passed"] is None and "budget" in r["checks"][0]["error"] for r in checked)
     else:
         assert all(r["passed"] is not None for r in checked)
 
 
-def test_diff_and_history_say_when_a_run_was_replayed_from_the_cache(tmp_path: Path, sim: Simulator) -> None:
-    # break63 F7: a run read whole from the cache, its first run's own answers, showed "no
-    # change" and a cost drop in `diff` and `history`, not a word of the replay.
-    job, cache, folder = write_job(tmp_path, SMALL_JOB), tmp_path / "cache", tmp_path / "runs"
-    for name in ("1", "2"):
-        assert run(job, sim, folder / f"{name}.jsonl", cache)[0] == 0
-    code, text, _ = call_cli("diff", folder / "1.jsonl", folder / "2.jsonl", "--json")
-    assert json.loads(text)["rows"]["cached_after"] == 20 == json.loads(text)["rows"]["replayed"]
-    said = call_cli("diff", folder / "1.jsonl", folder / "2.jsonl")[1]
-    assert "20 row(s) of the second run were answered from the response cache, 20 of them the first run's own" in said
-    code, text, _ = call_cli("history", folder)
-    assert code == 0 and "20 of 20 row(s) answered from the response cache" in text
+async def test_hits_give_the_loop_a_turn_so_a_deadline_or_a_signal_after_a_budget_stop_ends_them(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # verify66 4: answering hits never awaited: one worker drained the matrix, and the deadline
+    # (or a SIGTERM) came once every hit was written (60,000 hits: a deadline of 3 s at 7.8 s).
+    # verify66 5: a signal after a budget stop was ignored: every hit answered, exit 5, not 7.
+    def cached_in(folder: str) -> Job:
+        return load_job(write_job(tmp_path, BIG_JOB.replace("run: {", f"run: {{cache: {{dir: {tmp_path / folder}}}, ")))
+
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=tmp_path / "all.jsonl", clock=FakeClock())
+    job = cached_in("whole")
+    await run_job(job, options)
+    rows = len(read_rows(tmp_path / "all.jsonl"))
+    timed = replace(job, run=replace(job.run, deadline_s=1.0))  # on the fake clock: at the timer's first turns
+    report = await run_job(timed, replace(options, output=tmp_path / "deadline.jsonl"))
+    deadline = read_rows(tmp_path / "deadline.jsonl")
+    assert report.summary["stop"] == "deadline" and 0 < sum(r["status"] == "ok" for r in deadline) < rows
+    assert {r["reason"] for r in deadline if r["status"] == "skipped"} == {"deadline"}
+
+    job = cached_in("half")
+    await run_job(job, replace(options, output=tmp_path / "half.jsonl", shard=Shard(1, 2)))
+    hits = len(read_rows(tmp_path / "half.jsonl"))
+    control, written = RunControl(), []
+
+    def signal_at_the_fifth_hit(record: dict[str, Any]) -> None:
+        """A SIGTERM once five hits were written after the budget's stop."""
+        if written or record.get("reason") == "budget":
+            written.append(record)
+        if sum(1 for r in written if r.get("cached")) == 5:
+            control.stop()
+
+    budget = replace(job, run=replace(job.run, budget_usd=1e-9))  # a budget stop at the first miss
+    report = await run_job(
+        budget, replace(options, output=tmp_path / "signal.jsonl"), control, on_record=signal_at_the_fifth_hit
+    )
+    answered = [r for r in read_rows(tmp_path / "signal.jsonl") if r["status"] == "ok"]
+    assert written and report.summary["stop"] == "interrupted" and 5 <= len(answered) < hits
 
 
 def test_an_empty_cache_mapping_is_the_cache_on_with_its_defaults(

@@ -304,6 +304,37 @@ async def test_a_resume_grades_the_answers_whose_graders_a_stop_cut_off(sim: Sim
     assert sim.stats.chat_requests == 32 and len(read_rows(out)) == 40
 
 
+def test_a_resume_stopped_before_it_reaches_a_kept_answer_keeps_it(tmp_path: Path) -> None:
+    # verify66 1: a resume whose own budget stop came before the answers an earlier stop left
+    # ungraded wrote them `skipped: budget`: the paid answers were dropped (4 ok rows to 1), and
+    # the next resume bought them again under new generation ids.
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"a": i}) + "\n" for i in range(40)))
+    job = write_job(
+        tmp_path,
+        """
+        name: rg
+        defaults: {params: {temperature: 0, max_tokens: 16}}
+        judge: {model: openai/gpt-4o-mini}
+        models: [openai/gpt-4o-mini]
+        prompts: [{id: p, text: "Say {{a}}.", dataset: d.jsonl, checks: [{judge: "The answer is a number."}]}]
+        run: {concurrency: 4}
+        """,
+    )
+    out = tmp_path / "r.jsonl"
+    assert call_cli(job, "--simulate", "--budget", "0.0004", "-o", out, "-q")[0] == ExitCode.BUDGET
+    answered = {r["id"]: r for r in final_records(out) if r["status"] == "ok"}
+    assert len(answered) >= 2 and all(r["passed"] is None for r in answered.values())
+    resumed = call_cli(job, "--simulate", "--budget", "0.0004", "--resume", "--concurrency", "1", "-o", out, "-q")
+    assert resumed[0] == ExitCode.BUDGET
+    final = {r["id"]: r for r in final_records(out)}
+    assert {i: final[i]["generation_id"] for i in answered} == {i: r["generation_id"] for i, r in answered.items()}
+    assert all(final[i]["status"] == "ok" for i in answered)
+    assert call_cli(job, "--simulate", "--budget", "1", "--resume", "-o", out, "-q")[0] == ExitCode.OK
+    final = {r["id"]: r for r in final_records(out)}
+    assert {i: final[i]["generation_id"] for i in answered} == {i: r["generation_id"] for i, r in answered.items()}
+    assert all(final[i]["passed"] is not None for i in answered)  # graded now, the answer not bought again
+
+
 @pytest.mark.parametrize("code", ["capacity_exhausted", "temporarily_unavailable"])
 async def test_a_grader_whose_server_wait_is_over_the_cap_is_stopped_not_failed(
     sim: Simulator, tmp_path: Path, code: str
