@@ -257,7 +257,7 @@ async def test_hits_give_the_loop_a_turn_so_a_deadline_or_a_signal_after_a_budge
     job = cached_in("half")
     await run_job(job, replace(options, output=tmp_path / "half.jsonl", shard=Shard(1, 2)))
     hits = len(read_rows(tmp_path / "half.jsonl"))
-    control, written = RunControl(), []
+    control, written = RunControl(), list[dict[str, Any]]()
 
     def signal_at_the_fifth_hit(record: dict[str, Any]) -> None:
         """A SIGTERM once five hits were written after the budget's stop."""
