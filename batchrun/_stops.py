@@ -26,7 +26,6 @@ from ._retry import RetryPolicy
 from ._status import Status, StopReason
 from ._throttle import scope_of
 
-
 # Stops for money: what the cache answers after one costs nothing.
 FREE_AFTER = frozenset({StopReason.BUDGET, StopReason.CREDITS, StopReason.KEY_UNREADABLE})
 

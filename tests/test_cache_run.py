@@ -24,8 +24,8 @@ from batchrun.simulator import Simulator
 from .conftest import (
     BIG_JOB,
     FAKE_KEY,
-    FakeClock,
     SMALL_JOB,
+    FakeClock,
     call_cli,
     child_env,
     cli,
