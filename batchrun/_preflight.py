@@ -7,6 +7,8 @@ worst case against the budget, and what the cache will answer for free.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,12 +112,18 @@ def estimate(
     retry_errors: bool,
     cache: CacheSession | None = None,
     typical_batch: bool = False,
+    secrets: Scrubber | None = None,
 ) -> Estimate:
     """One pass over the matrix: rows to run per model, worst-case cost of those the cache
     will not answer, rows kept by resume; with `typical_batch`, what a batch typically costs
     (for `plan` only: a run reserves the worst case in either mode)."""
     result = Estimate()
-    secrets = environment_scrubber()
+    secrets = secrets or run_secrets(job)
+    if secrets.holds(orjson.dumps(dataclasses.asdict(job.judge))):
+        raise ConfigError(
+            f"{job.path}: the judge section (its params or its grader prompt file) holds a key of the environment: "
+            "keys belong in the environment, never in a job's files"
+        )
 
     def to_run() -> Iterator[Request]:
         for request in matrix_requests(job, shard):
@@ -153,6 +161,15 @@ def estimate(
     if cache is not None:
         cache.planned()
     return result
+
+
+def run_secrets(job: Job, *keys: str | None) -> Scrubber:
+    """The keys no request may carry: the environment's secrets, the job's own `api_key_env`
+    whatever its name (`LLM_CRED` is none a scrubber knows: verify66 6), and `keys` given."""
+    secrets = environment_scrubber()
+    for key in (os.environ.get(job.endpoint.api_key_env), *keys):
+        secrets.add(key)
+    return secrets
 
 
 def refuse_secrets(job: Job, request: Request, secrets: Scrubber) -> None:
@@ -355,7 +372,8 @@ async def preflight(
         if isinstance(failed, str):
             notice(f"warning: the endpoints of {model} could not be read ({failed}): its worst case is unknown")
     costs = CostModel(models, settings.cost_margin, endpoints)
-    estimated = estimate(job, costs, options.shard, states, options.retry_errors, cache)
+    secrets = run_secrets(job, options.api_key, options.management_key)
+    estimated = estimate(job, costs, options.shard, states, options.retry_errors, cache, secrets=secrets)
     budget = job_budget
     limit_from_key = False
     balance = await read_balance(client, options.management_key, retry_policy(settings), options.clock.sleep, time_left)

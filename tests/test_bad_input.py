@@ -1053,6 +1053,40 @@ def test_a_request_that_would_carry_the_environments_key_is_refused_whatever_its
     assert sim.stats.chat_requests == 0 and not (tmp_path / "o.jsonl").exists()
 
 
+@pytest.mark.parametrize("where", ["custom api_key_env", "grader prompt file", "judge params"])
+def test_the_runs_own_key_and_the_graders_settings_are_checked_for_it_too(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # verify66 6, 7: a key read through `endpoint.api_key_env: LLM_CRED` (a name no scrubber
+    # knows) was sent in a dataset value, written to the results and cached; a key in the grader
+    # prompt file or in judge.params went out in every grader request and into the cache.
+    secret = "sk-proj-" + "Yw4" * 20
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    variable = "LLM_CRED" if where == "custom api_key_env" else "OPENROUTER_API_KEY"
+    monkeypatch.setenv(variable, secret)
+    value = secret if where == "custom api_key_env" else "x"
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"a": value}) + "\n")
+    (tmp_path / "grader.txt").write_text(
+        ("Key " + secret + "\n" if where == "grader prompt file" else "")
+        + "<q-{{nonce}}>{{question}}</q-{{nonce}}> <r-{{nonce}}>{{rubric}}</r-{{nonce}}> "
+        + "<answer-{{nonce}}>{{answer}}</answer-{{nonce}}>\n"
+    )
+    params = f"params: {{extra_body: {{note: {secret}}}}}, " if where == "judge params" else ""
+    job = write_job(
+        tmp_path,
+        f"""
+        name: x
+        endpoint: {{api_key_env: {variable}}}
+        judge: {{model: openai/gpt-4o-mini, {params}prompt: grader.txt}}
+        models: [openai/gpt-4o-mini]
+        prompts: [{{id: p, text: "{{{{a}}}}", dataset: rows.jsonl, checks: [{{judge: "brief"}}]}}]
+        """,
+    )
+    code, out, err = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "o.jsonl")
+    assert_refused(code, err, "a key of the environment", "keys belong in the environment")
+    assert secret[:16] not in out + err and sim.stats.chat_requests == 0 and not (tmp_path / "o.jsonl").exists()
+
+
 def test_the_shared_parser_carries_nothing_from_one_call_to_the_next() -> None:
     # The parser is built once per process (break17 F11): a default list handed to one call and
     # added to by its caller became every later call's --sim settings.
