@@ -64,9 +64,7 @@ async def write_item(
             record = grading.record_now(runner.stop_reason)
         else:
             record.update(grade(checks, answer))
-    if runner.cache is not None:
-        runner.cache.store(
-            request, result, None, record["finished_at"], cost=costs["cost"], cost_status=record["cost_status"]
-        )
+    if runner.cache is not None:  # as a sync answer is kept: its own charge (BYOK's whole), one believed
+        runner.cache.store_row(request, result, None, record["finished_at"], charges)
     records.emit(request, record)
     records.late.remember(request, record, charges, grading.charges() if grading else None)

@@ -216,7 +216,9 @@ class BatchExecutor:
             self.notice(f"warning: batch {entry.key} ({entry.batch_id}): {strays}")
         worst = lambda row: self._row_worst(entry, requests[row])  # noqa: E731
         charges = batch_charges(entry.rows, info, items, worst, repeated)
-        runner.charges.check_bound(charges.known, entry.reserved_usd, "charged for a batch")
+        if runner.charges.check_bound(charges.known, entry.reserved_usd, "charged for a batch"):
+            for part in (part for row in charges.rows.values() for part in row.parts):
+                part.above_worst = True  # not believed: no hit says it saved it (verify66 8)
         await runner.ledger.settle_hold(entry.reserved_usd, charges.known, charges.held)
         # Spent, in no record: kept in the key gap for a resume; an answer of unknown cost by the
         # worst case held for it (it was not carried at all, and a resume could spend it again).

@@ -201,9 +201,16 @@ def change_markers(before: dict[str, Any], after: dict[str, Any]) -> list[dict[s
             mark(name, "ungraded", f"{name} has no verdict now ({b['undecided']} row(s) undecided)")
         if set(a["answered_by"]) != set(b["answered_by"]):
             mark(name, "answering", f"{name} answered by {_answerers(a)} → {_answerers(b)}")
-    if after["cached"]:  # replayed answers are no news of the models (break63 F7)
-        mark(None, "cached", f"{after['cached']} of {after['rows']} row(s) answered from the response cache")
     return marks
+
+
+def _run_markers(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a run is, whatever came before it (a shard's first night has none to compare with):
+    incomplete, or answered from the cache (no news of the models: break63 F7, verify66 10)."""
+    kinds = [("incomplete", f"incomplete: {'; '.join(run['incomplete'])}")] if run["incomplete"] else []
+    if run["cached"]:
+        kinds.append(("cached", f"{run['cached']} of {run['rows']} row(s) answered from the response cache"))
+    return [{"run": run["label"], "file": run["file"], "model": None, "kind": k, "what": w} for k, w in kinds]
 
 
 def _flips(before: Run, after: Run) -> dict[str, Any]:
@@ -283,10 +290,7 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
     for run in runs:
         if run["incomplete"]:
             warn(f"{run['file']}: an incomplete run: {'; '.join(run['incomplete'])}")
-            what = f"incomplete: {'; '.join(run['incomplete'])}"
-            markers.append(
-                {"run": run["label"], "file": run["file"], "model": None, "kind": "incomplete", "what": what}
-            )
+        markers += _run_markers(run)
         if (before := last.get(run["shard"])) is not None:
             markers += change_markers(before, run)
         last[run["shard"]] = run

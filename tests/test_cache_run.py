@@ -274,6 +274,27 @@ async def test_hits_give_the_loop_a_turn_so_a_deadline_or_a_signal_after_a_budge
     assert written and report.summary["stop"] == "interrupted" and 5 <= len(answered) < hits
 
 
+def test_diff_and_history_say_when_a_run_was_replayed_from_the_cache(tmp_path: Path, sim: Simulator) -> None:
+    # break63 F7: a run read whole from the cache, its first run's own answers, showed "no
+    # change" and a cost drop in `diff` and `history`, not a word of the replay.
+    job, cache, folder = write_job(tmp_path, SMALL_JOB), tmp_path / "cache", tmp_path / "runs"
+    for name in ("1", "2"):
+        assert run(job, sim, folder / f"{name}.jsonl", cache)[0] == 0
+    code, text, _ = call_cli("diff", folder / "1.jsonl", folder / "2.jsonl", "--json")
+    assert json.loads(text)["rows"]["cached_after"] == 20 == json.loads(text)["rows"]["replayed"]
+    said = call_cli("diff", folder / "1.jsonl", folder / "2.jsonl")[1]
+    assert "20 row(s) of the second run were answered from the response cache, 20 of them the first run's own" in said
+    code, text, _ = call_cli("history", folder)
+    assert code == 0 and "20 of 20 row(s) answered from the response cache" in text
+    # A shard's first run has no run of its kind before it: marked all the same (verify66 10).
+    assert run(job, sim, folder / "3.jsonl", cache, "--shard", "1/2")[0] == 0
+    shard = len(read_rows(folder / "3.jsonl"))
+    history = json.loads(call_cli("history", folder, "--json")[1])
+    assert [m["what"] for m in history["markers"] if m["file"].endswith("3.jsonl")] == [
+        f"{shard} of {shard} row(s) answered from the response cache"
+    ]
+
+
 def test_an_empty_cache_mapping_is_the_cache_on_with_its_defaults(
     tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
+from batchrun._cache import FILE_NAME
 from batchrun._batch_polls import LIMIT
 from batchrun._reader import scan_states
 
@@ -92,6 +94,29 @@ def test_a_batch_without_any_cost_holds_its_worst_case_never_zero(tmp_path: Path
     assert figures["reconciliation"]["unknown_cost_attempts"] == ROWS
     assert "+?" in outcome.stdout
     assert scan_states(tmp_path / "out.jsonl").spent_usd == pytest.approx(held)  # a resume counts it
+
+
+@pytest.mark.parametrize("kind", ["byok", "lying"])
+def test_a_collected_answer_is_kept_in_the_cache_as_a_sync_one_is(tmp_path: Path, kind: str) -> None:
+    # verify66 8: batch mode stored each answer at its `cost` field: a BYOK answer at the fee
+    # alone (its hits said they saved a 20th of it), and one whose cost passed the batch's worst
+    # case (flagged by the run) at $5000, every hit "saving" it.
+    def items(ids: list[str]) -> dict[str, Any]:
+        batch = completed(None, ids)
+        for entry in batch["results"]:
+            usage = entry["response"]["body"]["usage"]
+            if kind == "byok":
+                # Within the batch's worst case ($0.000117 for the four): the fee and the provider's part.
+                usage.update(cost=0.00001, is_byok=True, cost_details={"upstream_inference_cost": 0.00001})
+            else:
+                usage["cost"] = 5000.0
+        return batch
+
+    cache = tmp_path / "cache"
+    run(tmp_path, items, f"--cache={cache}")
+    with sqlite3.connect(cache / FILE_NAME) as db:
+        costs = [cost for (cost,) in db.execute("SELECT cost FROM entries")]
+    assert costs == ([pytest.approx(0.00002)] * ROWS if kind == "byok" else [])
 
 
 def test_a_batch_cost_below_its_items_is_not_believed(tmp_path: Path) -> None:
