@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
-from batchrun._cache import FILE_NAME
 from batchrun._batch_polls import LIMIT
+from batchrun._cache import FILE_NAME
 from batchrun._reader import scan_states
 
 from .conftest import FAKE_KEY, FakeClock, call_cli, deadline_at_first_wait, final_rows, write_job
