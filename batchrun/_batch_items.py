@@ -2,15 +2,53 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from ._batch_api import BatchInfo, BatchItem, end_failure
 from ._batch_state import BatchEntry
 from ._checks import Answer, grade, is_judge, without_latency_checks
 from ._matrix import Request
 from ._retry import AttemptLog
-from ._row import RowGrading, answer_fields
+from ._row import RowGrading, answer_fields, first_failure
 from ._row_cost import RowCharges, uncharged
-from ._status import Status
+from ._status import Status, StopReason
 from ._worker_pool import Runner
+
+
+async def write_items(
+    runner: Runner,
+    entry: BatchEntry,
+    due: list[tuple[Request, BatchItem | None, RowCharges]],
+    info: BatchInfo,
+    time_left: float | None,
+    deadline_s: float | None,
+) -> None:
+    """The rows of a collected batch, graded as sync rows are: `concurrency` at a time, each cut
+    at a stop's grace, and the deadline (`time_left`) stops the run while graders are out (one
+    at a time and never cut, a grader that hung held the run hours past its deadline, exit 1 not
+    6: break64 F1, F2). On the loop's clock: a sleep on the run's (a test's fake one) would move
+    its time for everyone."""
+    turns = asyncio.Semaphore(runner.config.settings.concurrency)
+    message = f"the run deadline of {deadline_s or 0:g} s was reached"
+    stop = lambda: runner.request_stop(StopReason.DEADLINE, message)  # noqa: E731
+    timer = None if time_left is None else asyncio.get_running_loop().call_later(max(0.0, time_left), stop)
+
+    async def write(request: Request, item: BatchItem | None, charges: RowCharges) -> None:
+        async with turns:
+            with contextlib.suppress(TimeoutError):  # written all the same (write_item's finally)
+                async with runner.stops.row_time():
+                    await write_item(runner, entry, request, item, info, charges)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for request, item, charges in due:
+                group.create_task(write(request, item, charges))
+    except BaseExceptionGroup as failed:
+        raise first_failure(failed) from None
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 async def write_item(
@@ -60,11 +98,17 @@ async def write_item(
         answer = Answer(result.content, None, costs["cost"], tokens, result.finish_reason, result.tool_calls)
         if any(is_judge(c) for c in checks):
             grading = RowGrading(request, record, answer, checks=checks)
-            await runner.judging.grade_row(grading)
-            record = grading.record_now(runner.stop_reason)
         else:
             record.update(grade(checks, answer))
-    if runner.cache is not None:  # as a sync answer is kept: its own charge (BYOK's whole), one believed
-        runner.cache.store_row(request, result, None, record["finished_at"], charges)
-    records.emit(request, record)
-    records.late.remember(request, record, charges, grading.charges() if grading else None)
+    try:
+        if grading is not None:
+            await runner.judging.grade_row(grading)
+    finally:
+        # Written whatever ends the grading: the deadline's grace running out (the caller's
+        # row_time) leaves the answer, paid for, with its unfinished checks "not graded".
+        if grading is not None:
+            record = grading.record_now(runner.stop_reason)
+        if runner.cache is not None:  # as a sync answer is kept: its own charge (BYOK's whole), one believed
+            runner.cache.store_row(request, result, None, record["finished_at"], charges)
+        records.emit(request, record)
+        records.late.remember(request, record, charges, grading.charges() if grading else None)

@@ -22,7 +22,7 @@ from typing import Any
 
 from ._batch_api import BatchClient, BatchInfo, differing_rows, item_allowance, stray_items
 from ._batch_costs import batch_charges
-from ._batch_items import write_item
+from ._batch_items import write_items
 from ._batch_key import count_unseen, follow_earlier, note_key_seen, seen_between_runs, settle_earlier
 from ._batch_outcome import BatchOutcome
 from ._batch_polls import LIMIT, NOT_FOUND_POLLS, PollFailures
@@ -231,12 +231,15 @@ class BatchExecutor:
         if entry.key in self.earlier:
             beyond -= settle_earlier(self.state, entry, runner.dispatch, self.notice, charges.known, charges.held)
         runner.charges.unresolved.extend(charges.unknown)  # looked up at the end, else reconciled
-        for row in entry.rows:
-            request = requests[row]
-            # A row an earlier collection of this batch wrote already (that run was killed before
-            # it could mark the batch collected) is not written, nor graded, again (verify14j N9).
-            if request is not None and not (entry.key in self.earlier and self.keep(request)):
-                await write_item(self.runner, entry, request, items.get(row), info, charges.rows[row])
+        # A row an earlier collection of this batch wrote already (that run was killed before it
+        # could mark the batch collected) is not written, nor graded, again (verify14j N9).
+        due = [
+            (request, row)
+            for row, request in requests.items()
+            if request is not None and not (entry.key in self.earlier and self.keep(request))
+        ]
+        due_items = [(q, items.get(row), charges.rows[row]) for q, row in due]
+        await write_items(runner, entry, due_items, info, self._time_left(), self.settings.deadline_s)
         entry.state, entry.status = COLLECTED, info.status
         entry.cost_usd = None if charges.held else charges.known
         entry.unfollowed = True

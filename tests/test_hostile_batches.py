@@ -503,6 +503,55 @@ GRACEFUL = JOB.replace(
 )
 
 
+JUDGED = (
+    GRACEFUL.replace("prompts:", "judge: {model: openai/gpt-4o-mini}\nprompts:")
+    .replace('checks: [{contains: "Paris"}]', 'checks: [{judge: "Names Paris."}]')
+    .replace("grace_s: 0.05}", "grace_s: 0.05, concurrency: 4}")
+)
+VERDICT = chat_payload('{"pass": true, "score": 1, "reason": "names it"}')
+
+
+def _graded_row(request_row: str) -> str:
+    return request_row.partition(".")[0]  # a grader's request is `<row>.j<check>`
+
+
+def test_graders_of_a_collected_batch_are_cut_by_the_deadline(tmp_path: Path) -> None:
+    # break64 F1: graders of a collected batch ran past the deadline, one timeout_s each (a hung
+    # grader kept a nightly collect tick going for hours), and the run then blamed them, exit 1.
+    server = batch_server(lambda ids: completed(0.0001, ids))
+    server.chat = lambda request: _hang
+    started = time.monotonic()
+    outcome = run_hostile(server, tmp_path, "--deadline", "1", "--timeout", "60", job=JUDGED, row_of=_graded_row)
+    assert time.monotonic() - started < 30  # a bound, not a measure: 60 s a grader before
+    assert outcome.code == ExitCode.DEADLINE, outcome.stderr
+    assert len(outcome.rows) == ROWS and all(r["status"] == "ok" for r in outcome.rows)
+    assert {r["checks"][0]["error"] for r in outcome.rows} == {"not graded: the run stopped (deadline)"}
+
+
+def test_graders_of_a_collected_batch_go_out_at_the_jobs_concurrency(tmp_path: Path) -> None:
+    # break64 F2: collected rows were graded one grader request at a time: 40 rows of 0.5 s
+    # graders took 21.9 s, where sync mode took 4.5 s at the job's concurrency.
+    at_once, peak = 0, 0
+
+    async def grader(writer: Any) -> None:
+        nonlocal at_once, peak
+        at_once += 1
+        peak = max(peak, at_once)
+        for _ in range(200):  # until a second grader request is out, or ~2 s: one at a time never gets one
+            if peak > 1:
+                break
+            await asyncio.sleep(0.01)
+        at_once -= 1
+        writer.write(json_answer(200, VERDICT))
+        await writer.drain()
+
+    server = batch_server(lambda ids: completed(0.0001, ids))
+    server.chat = lambda request: grader
+    outcome = run_hostile(server, tmp_path, job=JUDGED, row_of=_graded_row)
+    assert outcome.code == ExitCode.OK, outcome.stderr
+    assert peak > 1 and all(r["passed"] is True for r in outcome.rows)
+
+
 @pytest.mark.parametrize("hung", ["submission", "poll"])
 def test_a_batch_call_that_never_answers_ends_by_the_deadline_and_says_so_under_quiet(
     tmp_path: Path, hung: str
