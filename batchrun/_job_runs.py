@@ -8,6 +8,7 @@ import contextlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from ._exceptions import ResultsError
 from ._files import read_regular_text
@@ -65,12 +66,12 @@ def latest_incomplete(job_name: str, pattern: str | None, shard: str | None = No
             earlier = {}
         if earlier.get("complete") is True or (earlier and earlier.get("shard") != shard):
             continue
-        if _holds_results_of(candidate, job_name, shard):
+        if _holds_results_of(candidate, job_name, shard, earlier):
             return candidate
     return None
 
 
-def _holds_results_of(path: Path, job_name: str, shard: str | None) -> bool:
+def _holds_results_of(path: Path, job_name: str, shard: str | None, summary: dict[str, Any]) -> bool:
     # Only a file whose first whole record is this job's may be picked: a user's own
     # notes.jsonl in the folder is never resumed, cut or appended to. A run killed before its
     # first record left an empty file and its journal, whose header names the job and shard
@@ -81,7 +82,12 @@ def _holds_results_of(path: Path, job_name: str, shard: str | None) -> bool:
         return False
     if record is None:
         header = journal_header(path)
-        return header is not None and header["job"] == job_name and header.get("shard") == shard
+        if header is not None:
+            return bool(header["job"] == job_name and header.get("shard") == shard)
+        # A batch-mode run that ended (exit 10) before its first record, every row in a batch
+        # still running: its summary names the job (break64 F3: "no incomplete run was found",
+        # and running the job again submitted, and paid for, every row twice).
+        return summary.get("job") == job_name and summary.get("shard") == shard and summary.get("stop") == "submitted"
     # A killed shard has records and no summary: each record names its shard. Shards side by side
     # in one folder, another shard's was resumed, and refused (exit 2) at every tick (verify58 F3).
     return record.get("job") == job_name and record.get("shard") == shard

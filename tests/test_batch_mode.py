@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from batchrun import ExitCode, Job, RunControl, RunOptions, RunReport, load_job, run_job
+from batchrun import ExitCode, Job, RunControl, RunOptions, RunReport, Shard, load_job, run_job
 from batchrun._batch_state import BatchState, state_path
 from batchrun._matrix import matrix_requests
 from batchrun._report_data import read_run_summary
@@ -162,6 +162,26 @@ async def test_deadline_exits_submitted_then_resume_collects_without_resubmittin
     assert code_of(second, job) == ExitCode.OK
     assert [e.state for e in BatchState.read(out).entries] == ["collected"] * 3
     assert len(read_rows(out)) == 15
+
+
+@pytest.mark.parametrize("shard", [None, Shard(2, 3)])
+async def test_resume_without_output_finds_the_run_whose_rows_all_await_their_batches(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, shard: Shard | None
+) -> None:
+    # break64 F3: a batch run that ended at exit 10 before its first record (the usual night:
+    # every row in a batch still running) left an empty results file and no journal: `--resume`
+    # without --output said "no incomplete run was found", and running the job again submitted,
+    # and paid for, every row twice.
+    monkeypatch.chdir(tmp_path)
+    job = batch_job(write_job(tmp_path, THREE_MODELS), deadline_s=600)
+    first = await run_job(job, RunOptions(api_key=FAKE_KEY, base_url=batch_sim.base_url, clock=clock, shard=shard))
+    assert first.summary["stop"] == "submitted" and first.output.read_text() == ""
+    submitted = batch_sim.batches.stats.submitted
+    clock.now += 3 * 3600
+    options = RunOptions(api_key=FAKE_KEY, base_url=batch_sim.base_url, clock=clock, shard=shard, resume=True)
+    second = await run_job(job, options)
+    assert second.output == first.output and second.summary["complete"] is True
+    assert batch_sim.batches.stats.submitted == submitted  # collected, not submitted again
 
 
 async def submitted(tmp_path: Path, sim: Simulator, clock: FakeClock) -> tuple[Job, Path]:
