@@ -26,7 +26,7 @@ from typing import Any
 from ._cache_session import CacheSession
 from ._checks import is_judge, ungraded
 from ._dispatch import Dispatcher
-from ._exceptions import NotSent, RequestFailed
+from ._exceptions import AuthFailed, CreditExhausted, NotSent, RequestFailed
 from ._formats import utc
 from ._judge import GraderSettings, VerdictError, aggregate, answer_text, grader_body, parse_verdict
 from ._ledger import BudgetExhausted
@@ -139,6 +139,11 @@ class Judging:
                 # (verify25 N1; verify47: a capacity wait's grader was "failed", exit 1).
                 if status == Status.SKIPPED and stops.model_stop(model) is not None:
                     why = f"not graded: the grader is stopped ({stops.model_stop(model)}): {why}"
+                elif isinstance(failure, AuthFailed | CreditExhausted):
+                    # The refusal that stopped the run is no failure of the grader's: as the
+                    # graders behind it, a resume with the key or the credits fixed asks again
+                    # (break64 F4: that one check stayed undecided for ever, exit 1 on every resume).
+                    why = f"not graded: the run stopped ({stops.reason or failure.kind}): {why}"
             return {"model": model, "error": why, **_cost_of(row)}
         except BaseException:  # cancelled (a stop's grace ran out), or a bug: settle, then go on up
             dispatch.hold_in_flight(row)  # abandoned in flight: it may still be billed (streaming.mdx)

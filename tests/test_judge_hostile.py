@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode
+from batchrun._results import final_records
 
-from .conftest import FAKE_KEY
+from .conftest import FAKE_KEY, call_cli
 from .hostile import HostileServer, RawRequest, assert_no_key_in, chat_payload, json_answer
 from .hostile import run as run_hostile
 
@@ -379,3 +380,31 @@ def test_a_row_cut_short_while_graded_keeps_its_paid_answer(tmp_path: Path) -> N
     # The grading cut off in flight may be billed: its worst case is in what the row spent.
     assert cut["spent"] > cut["cost"]
     assert "auth" in refused["checks"][0]["error"]
+
+
+@pytest.mark.parametrize(("status", "code"), [(402, ExitCode.BUDGET), (401, ExitCode.AUTH)])
+def test_the_grader_whose_refusal_stopped_the_run_is_asked_again_by_the_resume(
+    tmp_path: Path, status: int, code: ExitCode
+) -> None:
+    # break64 F4: the grader request whose 402 (or 401) stopped the run kept its check "credits:
+    # Insufficient credits", a grader's failure: every resume, money back, graded the other
+    # cut rows and not that one, exit 1 "a grader failed" for ever.
+    refusing = [True]
+
+    def chat(request: RawRequest) -> bytes:
+        if ".j" not in request.headers.get("x-batchrun-row", ""):
+            return json_answer(200, chat_payload("Paris"))
+        if refusing[0]:
+            return json_answer(status, {"error": {"code": status, "message": "refused"}})
+        return json_answer(200, chat_payload('{"pass": true, "score": 1, "reason": "names it"}'))
+
+    server = HostileServer(chat=chat)
+    stopped, _, rows = run(server, tmp_path, JUDGED_JOB)
+    assert stopped == code and all(r["passed"] is None for r in rows)
+    refusing[0] = False
+    with server.running():
+        resumed = call_cli(
+            tmp_path / "job.yaml", "--base-url", server.base_url, "-o", tmp_path / "out.jsonl", "--resume"
+        )
+    assert resumed[0] == ExitCode.OK, resumed[2]
+    assert [r["passed"] for r in final_records(tmp_path / "out.jsonl")] == [True, True]
