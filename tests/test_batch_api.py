@@ -368,9 +368,11 @@ def test_a_batch_that_cannot_be_the_one_in_doubt_is_said_so() -> None:
         ),
         (replace(ours, results=[{"custom_id": "r9"}]), foreign),
         (replace(ours, request_counts={"total": 3}), foreign),
+        (replace(ours, request_counts={"total": 1}), foreign),  # break64 F5: fewer is another batch too
     ]
     for info, said in cases:
         assert not_this_batch(entry, info) == said
+    assert not_this_batch(entry, replace(ours, request_counts={"total": 0})) is None  # not counted yet
 
 
 async def test_a_batch_read_says_how_far_the_servers_clock_is_from_ours(mock: respx.MockRouter) -> None:
