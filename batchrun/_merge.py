@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import stat
+import time
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -164,12 +167,13 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
     earlier = _duplicates_of(shards, last, seen, warn) if duplicate_rows else {}
     if earlier:
         warn(
-            f"{len(earlier)} row(s) are in more than one file: the newest record of each is kept, "
-            "with what the others cost folded in"
+            f"{len(earlier)} row(s) are in more than one file: each keeps its answered record before an error, an "
+            "error before a skip, then its newest, with what the others cost folded in"
         )
     coverage = MatrixCoverage.of(job) if job is not None else None
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(output)
         handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=output.name, suffix=".tmp")
     except OSError as exc:  # named as the file asked for, not its temporary's name (break44 F10)
         raise OutputFailed(f"{output}: cannot write it: {exc.strerror or exc}") from None
@@ -330,6 +334,22 @@ def _group_gap(group: list[tuple[float, float, float]]) -> float:
     known = sum(max(0.0, end - start - gap) for start, end, gap in group)
     rise = max(end for _, end, _ in group) - min(start for start, _, _ in group)
     return max(max(gap for *_, gap in group), rise - known)
+
+
+STALE_TEMPORARY_S = 3600  # a merge writing its temporary touches it far more often than this
+
+
+def _remove_stale_temporaries(output: Path) -> None:
+    """Temporaries of an earlier merge into `output` that a kill -9 left (break64 F7: a
+    multi-MB `OUT.jsonlXXXXXXXX.tmp` stayed for good); only mkstemp's names, not touched for an
+    hour (a merge still writing one keeps it fresh)."""
+    name = re.compile(re.escape(output.name) + r"[a-z0-9_]{8}\.tmp")
+    now = time.time()
+    for path in output.parent.iterdir():
+        with contextlib.suppress(OSError):
+            info = path.lstat()
+            if name.fullmatch(path.name) and stat.S_ISREG(info.st_mode) and now - info.st_mtime > STALE_TEMPORARY_S:
+                path.unlink()
 
 
 def _by_clock(runs: list[RunSpan]) -> float:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import stat
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -350,8 +351,18 @@ def test_merge_says_which_shards_are_missing(tmp_path: Path, job: Path) -> None:
     code, _, err = call_cli("merge", tmp_path / "two.jsonl", shards[0], shards[2], "--job", job, "--allow-partial")
     assert code == 0 and "have no record" not in err
     assert json.loads((tmp_path / "two.summary.json").read_text())["complete"] is False
+    # break64 F7: a merge killed with kill -9 left its temporary for good; one an hour old goes,
+    # a fresh one (a merge writing it now) and a user's own file stay.
+    stale, fresh, mine = (
+        tmp_path / name for name in ("all.jsonlab3de_9z.tmp", "all.jsonlqq11ww22.tmp", "all.jsonl.tmp")
+    )
+    for path in (stale, fresh, mine):
+        path.write_bytes(b"x" * 100)
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    os.utime(mine, (time.time() - 7200, time.time() - 7200))
     code, out, err = call_cli("merge", tmp_path / "all.jsonl", *shards, "-q")
     assert code == 0 and out == err == "", err  # break40 F5: a cron merge mailed its table every night
+    assert not stale.exists() and fresh.exists() and mine.exists()
     assert json.loads((tmp_path / "all.summary.json").read_text())["complete"] is True
     modes = {(tmp_path / name).stat().st_mode & 0o777 for name in ("all.jsonl", "all.summary.json", "shard-1.jsonl")}
     assert len(modes) == 1 and modes.pop() & 0o044  # the same mode as a run's results, not mkstemp's 0600
@@ -428,7 +439,7 @@ def test_a_row_in_two_shard_files_keeps_its_newest_record_and_every_cost(tmp_pat
         code, _, err = call_cli("merge", out, *order, "--job", job)
         assert code == ExitCode.OK, err
         overlap = len(newest)
-        assert f"{overlap} row(s) are in more than one file: the newest record of each is kept" in err
+        assert f"{overlap} row(s) are in more than one file: each keeps its answered record before an error" in err
         rows = read_rows(out)
         assert len(rows) == len({r["id"] for r in rows}) == 20  # each row once
         assert sum(r["cost"] for r in rows) == pytest.approx(paid)  # every record's cost, folded
