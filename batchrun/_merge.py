@@ -6,8 +6,8 @@ import contextlib
 import os
 import re
 import stat
-import time
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
