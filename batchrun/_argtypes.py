@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from pathlib import Path
 from urllib.parse import urlsplit
 
 MAX_CONCURRENCY = 4096  # the schema's maximum for run.concurrency and models[].concurrency
@@ -152,3 +153,12 @@ def significance(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be above 0 and below 1, got {text}")
     return value
+
+
+def results_file(text: str) -> Path:
+    """A results file's path: one that names no file (`.`, `/`, an unset `"$OUT"`) is refused
+    here, one line, exit 2 (break65 F4: a traceback and exit 1, read by cron as rows in error)."""
+    path = Path(text)
+    if not text or not path.name or path.name in (".", ".."):
+        raise argparse.ArgumentTypeError(f"{text!r} names a folder, not a results file (a name ending in .jsonl)")
+    return path

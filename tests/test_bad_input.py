@@ -1312,3 +1312,22 @@ def test_a_disk_with_no_room_before_the_run_is_exit_11_not_a_bad_job(
     out = tmp_path / "out.jsonl"
     got, _, err = call_cli(write_job(tmp_path, SMALL_JOB), "--simulate", "-o", out)
     assert (got, err) == (code, f"batchrun: {out}.lock: {os.strerror(error)}\n")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "."],
+        ["report", "/"],
+        ["report", ""],
+        ["merge", "o.jsonl", "."],
+        ["batches", "list", "."],
+        ["diff", "a.jsonl", "."],
+    ],
+)
+def test_a_results_path_that_names_a_folder_is_one_line_exit_2(args: list[str]) -> None:
+    # break65 F4: `report .` (or an unset "$OUT") was a ValueError traceback and exit 1, which
+    # cron reads as rows in error.
+    code, _, err = call_cli(*args)
+    assert_refused(code, err, "names a folder, not a results file")
+    assert err.count("\n") == 1
