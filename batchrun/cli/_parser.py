@@ -308,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="list (no network); cancel the open batches (or KEY's); adopt a batch in doubt by its id (read "
         "first: refused when it cannot be KEY's); release one in doubt (its rows are submitted again)",
     )
-    batches.add_argument("results", type=_argtypes.results_file, help="the batch-mode run's results file (its X.batches.json beside)")
+    batches.add_argument(
+        "results", type=_argtypes.results_file, help="the batch-mode run's results file (its X.batches.json beside)"
+    )
     batches.add_argument("key", nargs="?", help="adopt/release: the batch key (b1, b2...) from `batches list`")
     batches.add_argument("batch_id", nargs="?", help="adopt: OpenRouter's batch id")
     batches.add_argument(
@@ -317,8 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_endpoint_options(batches)
 
     merge = commands.add_parser("merge", help="combine shard result files of one job")
-    merge.add_argument("files", type=_argtypes.results_file, nargs="+", help="OUT.jsonl SHARD... (or SHARD... with -o OUT)")
-    merge.add_argument("--output", "-o", type=_argtypes.results_file, help="the merged results file, a name ending in .jsonl")
+    merge.add_argument(
+        "files", type=_argtypes.results_file, nargs="+", help="OUT.jsonl SHARD... (or SHARD... with -o OUT)"
+    )
+    merge.add_argument(
+        "--output", "-o", type=_argtypes.results_file, help="the merged results file, a name ending in .jsonl"
+    )
     merge.add_argument(
         "--job",
         type=Path,
