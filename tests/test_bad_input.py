@@ -1331,3 +1331,16 @@ def test_a_results_path_that_names_a_folder_is_one_line_exit_2(args: list[str]) 
     code, _, err = call_cli(*args)
     assert_refused(code, err, "names a folder, not a results file")
     assert err.count("\n") == 1
+
+
+def test_a_wide_csv_header_is_read_in_one_pass(tmp_path: Path) -> None:
+    # break65 F3: each column name was counted over the whole header: 100,000 columns held
+    # start-up 339 s (validate alone 691 s at 300,000), deaf to the deadline and to SIGTERM.
+    # Linear now: the suite's timeout (120 s) is far beyond what this takes (~0.3 s).
+    names = [f"c{i}" for i in range(100_000)] + ["c7"]
+    (tmp_path / "w.csv").write_text(",".join(names) + "\n" + ",".join("x" * len(names)) + "\n")
+    job = write_job(
+        tmp_path, 'name: w\nmodels: [openai/gpt-4o-mini]\nprompts: [{id: p, text: "hi {{c1}}", dataset: w.csv}]\n'
+    )
+    code, _, err = call_cli("validate", job)
+    assert_refused(code, err, "w.csv:1", "duplicate column(s) 'c7' in the header")
