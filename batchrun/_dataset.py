@@ -17,8 +17,8 @@ line was refused).
 from __future__ import annotations
 
 import codecs
-import contextlib
 import collections
+import contextlib
 import csv
 import hashlib
 import json
