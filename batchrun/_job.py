@@ -123,6 +123,16 @@ def _prompt_messages(prompt: dict[str, Any], defaults: dict[str, Any]) -> tuple[
     return tuple(messages)
 
 
+def _margin_problems(run: dict[str, Any], source: JobSource) -> list[Problem]:
+    """A budget its margin leaves nothing of: no money fixes that, and the run sent nothing, exit
+    5, "resumable once there is money" (break65 F1)."""
+    budget, margin = run.get("budget_usd"), run.get("budget_margin_usd")
+    if not isinstance(budget, (int, float)) or not isinstance(margin, (int, float)) or margin < budget:
+        return []
+    why = f"budget_margin_usd {margin:g} leaves nothing of budget_usd {budget:g}: the run could send nothing"
+    return [source.problem(("run", "budget_margin_usd"), why)]
+
+
 def _batch_problems(source: JobSource) -> list[Problem]:
     """Batch mode is text-only: with `batch_multimodal: refuse`, a non-text part is refused here."""
     run = source.data.get("run", {})
@@ -157,7 +167,7 @@ def _batch_problems(source: JobSource) -> list[Problem]:
 
 def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem], list[PromptSpec]]:
     data = source.data
-    problems = _batch_problems(source)
+    problems = _batch_problems(source) + _margin_problems(data.get("run", {}), source)
     problems += [
         source.problem(
             p,

@@ -285,17 +285,18 @@ def render_plan(plan: PricedPlan) -> str:
         )
     if plan.previous_file:
         lines.append(f"previous run: {plan.previous_file} (prev. avg: its rows' cost, their grading included)")
-    budget = job.run.budget_usd
+    budget, margin = job.run.budget_usd, job.run.budget_margin_usd
 
     def fits(limit: float) -> str:
+        """Against what the run may spend of `limit`: less budget_margin_usd, as the ledger takes
+        it (break65 F1: "fits" for a budget its margin left nothing of; the run then sent nothing)."""
+        usable = max(0.0, limit - margin)
+        less = f" (less budget_margin_usd ${usd(margin)}: ${usd(usable)})" if margin else ""
         if plan.unknown_price:
-            return "UNKNOWN (see below)"
-        return "fits" if total <= limit else "EXCEEDS it"
+            return f"{less} -> worst case UNKNOWN (see below)"
+        return f"{less} -> worst case {'fits' if total <= usable else 'EXCEEDS it'}"
 
-    lines.append(
-        f"budget: {'none' if budget is None else f'${usd(budget)}'}"
-        + ("" if budget is None else f" -> worst case {fits(budget)}")
-    )
+    lines.append(f"budget: {'none' if budget is None else f'${usd(budget)}'}" + ("" if budget is None else fits(budget)))
     # The worst case is one attempt a row. An attempt that may have been billed and got no
     # answer (a timeout, a stall, a cut stream) is retried and paid again: `fits` promised
     # more than it could (break33 M2: 11 of 20 rows skipped by the budget it "fitted").
@@ -314,11 +315,11 @@ def render_plan(plan: PricedPlan) -> str:
             + (
                 "no per-key limit"
                 if not isinstance(remaining, (int, float))
-                else f"remaining credit ${usd(remaining)} -> worst case {fits(remaining)}"
+                else f"remaining credit ${usd(remaining)}{fits(remaining)}"
             )
         )
     if plan.balance is not None:
-        lines.append(f"account balance (/credits): ${usd(plan.balance)} -> worst case {fits(plan.balance)}")
+        lines.append(f"account balance (/credits): ${usd(plan.balance)}{fits(plan.balance)}")
     needed = sum(n for m, n in plan.rows.items() if m.endswith(":free"))
     if needed:
         # limits.mdx: every :free request counts against one account-wide daily cap, lower

@@ -293,3 +293,19 @@ def test_rows_skipped_before_anything_was_sent_do_not_carry_their_bodies(tmp_pat
     rows = read_rows(out)
     assert len(rows) == 20 and {r["status"] for r in rows} == {"skipped"}
     assert not [r for r in rows if "request" in r] and out.stat().st_size < 40_000
+
+
+def test_plan_takes_the_margin_off_as_the_run_does_and_a_margin_that_leaves_nothing_is_refused(tmp_path: Path) -> None:
+    # break65 F1: `plan` said "worst case fits" for a budget its budget_margin_usd left nothing
+    # of; the run then sent nothing, exit 5, "resumable once there is money", which none fixed.
+    text = 'name: m\nmodels: [openai/gpt-4o-mini]\nprompts: [{id: p, text: "hi"}]\nrun: {budget_usd: 1.0, budget_margin_usd: %s}\n'
+    job = write_job(tmp_path, text % "0.99999")
+    code, out, _ = call_cli("plan", job, "--simulate")
+    assert (
+        code == 0 and "budget: $1.000000 (less budget_margin_usd $0.999990: $0.000010) -> worst case EXCEEDS it" in out
+    )
+    job.write_text(text % "1.0")
+    code, _, err = call_cli("validate", job)
+    assert (
+        code == ExitCode.USAGE and "job.yaml:4:" in err and "budget_margin_usd 1 leaves nothing of budget_usd 1" in err
+    )
