@@ -296,7 +296,9 @@ def render_plan(plan: PricedPlan) -> str:
             return f"{less} -> worst case UNKNOWN (see below)"
         return f"{less} -> worst case {'fits' if total <= usable else 'EXCEEDS it'}"
 
-    lines.append(f"budget: {'none' if budget is None else f'${usd(budget)}'}" + ("" if budget is None else fits(budget)))
+    lines.append(
+        f"budget: {'none' if budget is None else f'${usd(budget)}'}" + ("" if budget is None else fits(budget))
+    )
     # The worst case is one attempt a row. An attempt that may have been billed and got no
     # answer (a timeout, a stall, a cut stream) is retried and paid again: `fits` promised
     # more than it could (break33 M2: 11 of 20 rows skipped by the budget it "fitted").

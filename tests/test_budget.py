@@ -298,7 +298,8 @@ def test_rows_skipped_before_anything_was_sent_do_not_carry_their_bodies(tmp_pat
 def test_plan_takes_the_margin_off_as_the_run_does_and_a_margin_that_leaves_nothing_is_refused(tmp_path: Path) -> None:
     # break65 F1: `plan` said "worst case fits" for a budget its budget_margin_usd left nothing
     # of; the run then sent nothing, exit 5, "resumable once there is money", which none fixed.
-    text = 'name: m\nmodels: [openai/gpt-4o-mini]\nprompts: [{id: p, text: "hi"}]\nrun: {budget_usd: 1.0, budget_margin_usd: %s}\n'
+    text = 'name: m\nmodels: [openai/gpt-4o-mini]\nprompts: [{id: p, text: "hi"}]\n'
+    text += "run: {budget_usd: 1.0, budget_margin_usd: %s}\n"
     job = write_job(tmp_path, text % "0.99999")
     code, out, _ = call_cli("plan", job, "--simulate")
     assert (
