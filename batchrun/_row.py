@@ -35,6 +35,7 @@ class Row:
     grading: RowGrading | None = None  # answered, its judge checks being graded (issue 17)
     flight: Flight = field(default_factory=Flight)  # the attempt in flight (its generation id)
     owner: str | None = None  # a grader request's: the row it grades (whose record covers its attempts)
+    hit: Any = None  # the cache's answer (a CachedAnswer) while its checks are graded
 
 
 @dataclass

@@ -231,6 +231,7 @@ class Runner:
             return
         if cached is not None:
             # Off the loop as for a fresh answer (_graded): hits are graded as fast as they are read.
+            row.hit = cached  # a stop's grace that cuts the grading writes it all the same
             verdict = await off_the_loop(grade_hit, request.checks, cached) if searches(request.checks) else None
             row.written = True  # set first, as in finish(): a failed write is not retried
             self.answered_from_cache(request, cached, verdict)
@@ -343,7 +344,12 @@ class Runner:
             outcome = cancelled
             raise
         finally:
-            if not row.written and row.grading is not None and stopped.reason != StopReason.IO:
+            if not row.written and row.hit is not None and stopped.reason != StopReason.IO:
+                # A hit costs nothing and needs no server: cut while graded off the loop, it is
+                # graded here and written, not skipped (a stop's grace of 0 lost one).
+                row.written = True
+                self.answered_from_cache(request, row.hit)
+            elif not row.written and row.grading is not None and stopped.reason != StopReason.IO:
                 # The answer is in and paid for: it is recorded, its ungraded checks `error`.
                 failed = None if cut or isinstance(outcome, asyncio.CancelledError) else outcome
                 why = f"not graded: {internal_error(failed, self.client.scrub)['message']}" if failed else None
