@@ -13,7 +13,7 @@ import httpx
 import pytest
 import respx
 
-from batchrun import ExitCode
+from batchrun import ExitCode, load_job
 from batchrun._checks import Answer, run_checks
 from batchrun._items import ItemGate
 from batchrun._judge import GraderSettings
@@ -982,3 +982,13 @@ def test_a_threshold_on_a_prompt_with_nothing_to_check_is_refused(tmp_path: Path
         '{id: free, text: "Say hi."}', '{id: free, text: "Say {{w}}.", vars: [{w: hi, checks: [{contains: hi}]}]}'
     )
     assert call_cli("validate", write_job(tmp_path, rows, "rows.yaml"))[0] == ExitCode.OK
+
+
+def test_the_graded_examples_comment_says_its_own_per_item_gate() -> None:
+    # break65 F9: the comment said "at least four" of five repeats; the job's gate is 3 of 5.
+    text = (Path(__file__).parent.parent / "jobs" / "graded.yaml").read_text()
+    words = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+    gate = load_job(Path(__file__).parent.parent / "jobs" / "graded.yaml").run.pass_threshold
+    assert isinstance(gate, dict)
+    per_item = gate["per_item"]
+    assert f"must pass at least {words[per_item['min']]} of them" in text
