@@ -1344,3 +1344,21 @@ def test_a_wide_csv_header_is_read_in_one_pass(tmp_path: Path) -> None:
     )
     code, _, err = call_cli("validate", job)
     assert_refused(code, err, "w.csv:1", "duplicate column(s) 'c7' in the header")
+
+
+def test_words_that_only_contain_sk_or_are_not_keys(tmp_path: Path) -> None:
+    # break65 F5: "risk-or-reward" in a prompt, "desk-or-tablet" in a variable and a folder named
+    # task-or-project were refused, or hidden in every message, as OpenRouter keys.
+    folder = tmp_path / "task-or-project"
+    folder.mkdir()
+    job = write_job(
+        folder,
+        'name: x\nmodels: [openai/gpt-4o-mini]\nprompts:\n  - id: p\n    text: "Is this a risk-or-reward case for {{who}}?"\n'
+        '    vars: [{who: "a desk-or-tablet buyer"}]\n',
+    )
+    code, out, err = call_cli("validate", job)
+    assert (code, err) == (0, "") and "task-or-project" in out
+    code, _, err = call_cli(
+        "validate", write_job(folder, ONE_PROMPT.replace("hi", "sk-or-v1-0123456789abcdef"), "k.yaml")
+    )
+    assert_refused(code, err, "looks like an OpenRouter API key")  # a key where a word begins still is one
