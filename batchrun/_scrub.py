@@ -30,7 +30,9 @@ _ESCAPED = re.compile(r"\\u([0-9a-fA-F]{4})")
 # is not: hidden on stderr only, the same per-run key read two ways on the two streams (verify64).
 # Only where a word begins: "risk-or-reward", "desk-or-tablet" and a folder "task-or-project"
 # were refused, or hidden in every message, as keys (break65 F5).
-KEY_LIKE = re.compile(r"(?<![A-Za-z0-9])sk-or-(?!v1-[A-Za-z0-9]{1,8}\.\.\.[A-Za-z0-9]{1,8}(?![A-Za-z0-9_-]))[A-Za-z0-9_-]{6,}")
+KEY_LIKE = re.compile(
+    r"(?<![A-Za-z0-9])sk-or-(?!v1-[A-Za-z0-9]{1,8}\.\.\.[A-Za-z0-9]{1,8}(?![A-Za-z0-9_-]))[A-Za-z0-9_-]{6,}"
+)
 
 
 def hide_keys(text: str) -> str:

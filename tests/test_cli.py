@@ -264,7 +264,7 @@ def test_whatever_the_cli_prints_is_scrubbed_of_the_environment_keys(
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "step.md"))
     out, err = io.StringIO(), io.StringIO()
     console = Console(out, err)
-    console.warn(f"response cache off for this run: /tmp/x{key}/cache: cannot create the cache folder")
+    console.warn(f"response cache off for this run: /tmp/x/{key}/cache: cannot create the cache folder")
     console.out.write(f"reason: {management}\n")
     assert append_step_summary(f"| {key} |") is None
     printed = err.getvalue() + out.getvalue() + (tmp_path / "step.md").read_text()
