@@ -1353,8 +1353,8 @@ def test_words_that_only_contain_sk_or_are_not_keys(tmp_path: Path) -> None:
     folder.mkdir()
     job = write_job(
         folder,
-        'name: x\nmodels: [openai/gpt-4o-mini]\nprompts:\n  - id: p\n    text: "Is this a risk-or-reward case for {{who}}?"\n'
-        '    vars: [{who: "a desk-or-tablet buyer"}]\n',
+        "name: x\nmodels: [openai/gpt-4o-mini]\nprompts:\n  - id: p\n"
+        '    text: "Is this a risk-or-reward case for {{who}}?"\n    vars: [{who: "a desk-or-tablet buyer"}]\n',
     )
     code, out, err = call_cli("validate", job)
     assert (code, err) == (0, "") and "task-or-project" in out
