@@ -88,6 +88,32 @@ def _walk(
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _walk(item, path + (index,), positions, key_positions, problems, file, checked)
+    elif len(path) >= 3 and path[-3] == "vars" and (read_as := _read_otherwise(node)) is not None:
+        mark = node.start_mark
+        why = f"{node.value!r} reads as {read_as} in YAML 1.1: quote it to use it as text"
+        problems.append(Problem(file, mark.line + 1, mark.column + 1, format_path(path), why))
+
+
+# YAML 1.1's plain scalars that are not what they look like (break65 F2: `country: NO` asked
+# "What is the capital of False?", a zip code 02134 was sent as 1116, 12:30:00 as 45000).
+_NUMBER_FORMS = (
+    (re.compile(r"[-+]?0[0-7_]+"), "an octal number (its leading 0)"),
+    (re.compile(r"[-+]?0[xob][0-9a-fA-F_]+"), "a hexadecimal, octal or binary number"),
+    (re.compile(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?"), "a number in base 60 (its colons)"),
+    (re.compile(r"[-+]?[0-9.]*_[0-9_.]*"), "a number (its underscores are separators)"),
+)
+
+
+def _read_otherwise(node: yaml.Node) -> str | None:
+    """How a variable's plain scalar reads when that is not what it looks like, or None."""
+    if not isinstance(node, yaml.ScalarNode) or node.style:  # plain: None, or "" from libyaml
+        return None
+    text = str(node.value)
+    if node.tag == "tag:yaml.org,2002:bool" and text.lower() not in ("true", "false"):
+        return f"the boolean {str(text.lower() in ('yes', 'y', 'on')).lower()}"
+    if node.tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+        return next((what for form, what in _NUMBER_FORMS if form.fullmatch(text)), None)
+    return None
 
 
 def _duplicates(mapping: yaml.MappingNode, path: JsonPath, file: str) -> list[Problem]:

@@ -78,7 +78,10 @@ class Template:
         out = [parts[0]]
         for i in range(1, len(parts), 2):
             value = values[parts[i]]
-            out.append("" if value is None else str(value))
+            # A boolean as JSON writes it: a JSONL dataset's `true` was sent "True" (break65 F2).
+            out.append(
+                "" if value is None else ("true" if value else "false") if isinstance(value, bool) else str(value)
+            )
             out.append(parts[i + 1])
         return "".join(out)
 

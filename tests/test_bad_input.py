@@ -27,7 +27,7 @@ from batchrun._lock import OutputLock
 from batchrun.cli import _shared_parser
 from batchrun.simulator import Simulator
 
-from .conftest import SMALL_JOB, call_cli, child_env, write_job
+from .conftest import SMALL_JOB, call_cli, child_env, read_rows, write_job
 
 # CPU seconds of this process (not wall time, which a busy machine stretches at random): the
 # cases used to take 30 s of work or hang forever; a hang is also cut by the 30 s timeout.
@@ -1362,3 +1362,39 @@ def test_words_that_only_contain_sk_or_are_not_keys(tmp_path: Path) -> None:
         "validate", write_job(folder, ONE_PROMPT.replace("hi", "sk-or-v1-0123456789abcdef"), "k.yaml")
     )
     assert_refused(code, err, "looks like an OpenRouter API key")  # a key where a word begins still is one
+
+
+def test_a_variable_yaml_would_read_as_something_else_is_refused_and_booleans_render_as_json(tmp_path: Path) -> None:
+    # break65 F2: `country: NO` asked "What is the capital of False?", a zip code 02134 was sent
+    # as 1116 and 12:30:00 as 45000, validate ok; a JSONL dataset's `true` was sent "True".
+    job = write_job(
+        tmp_path,
+        """
+        name: norway
+        models: [openai/gpt-4o-mini]
+        prompts:
+          - id: p
+            text: "Capital of {{country}}? Zip {{zip}} at {{time}}"
+            vars:
+              - {country: NO, zip: 02134, time: "1"}
+              - {country: Norway, zip: "0777", time: 12:30:00}
+              - {country: true, zip: 0, time: 10}
+        """,
+    )
+    code, _, err = call_cli("validate", job)
+    assert_refused(
+        code,
+        err,
+        "job.yaml:7:19: at $.prompts[0].vars[0].country 'NO' reads as the boolean false in YAML 1.1: quote it",
+        "job.yaml:7:28: at $.prompts[0].vars[0].zip '02134' reads as an octal number (its leading 0)",
+        "job.yaml:8:46: at $.prompts[0].vars[1].time '12:30:00' reads as a number in base 60 (its colons)",
+    )
+    assert err.count("\n") == 3  # `true`, 0 and 10 are what they look like
+    (tmp_path / "d.jsonl").write_text('{"q": "Is water wet?", "flag": true}\n')
+    flagged = write_job(
+        tmp_path,
+        'name: f\nmodels: [openai/gpt-4o-mini]\nprompts: [{id: p, text: "{{q}} {{flag}}", dataset: d.jsonl}]\n',
+        "f.yaml",
+    )
+    assert call_cli(flagged, "--simulate", "-q", "-o", tmp_path / "f.jsonl")[0] == 0
+    assert read_rows(tmp_path / "f.jsonl")[0]["request"]["messages"][-1]["content"] == "Is water wet? true"
