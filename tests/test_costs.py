@@ -362,7 +362,7 @@ run: {concurrency: 32, max_attempts: 1, cost_margin: 0}
 
 
 def liar_job(rows: int) -> str:
-    return LIAR_JOB.replace("VARS", ", ".join(f"{{n: {i:03d}}}" for i in range(rows)))
+    return LIAR_JOB.replace("VARS", ", ".join(f"{{n: '{i:03d}'}}" for i in range(rows)))
 
 
 @pytest.mark.parametrize("seed", range(3))
