@@ -52,6 +52,7 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
             "job_fingerprint": record.get("job_fingerprint"),
             "checks_fingerprint": record.get("checks_fingerprint"),
             "cached": record.get("cached") is True,
+            "started_at": record.get("started_at"),
             "generation_id": record.get("generation_id"),
         }
     if not slim:  # as `report` says it: every model "disappeared" was a regression (break21 R18)
@@ -128,6 +129,15 @@ def diff_runs(
     b_rows, b_sum = _load(b_path, warn)
     same_job(a_sum, b_sum, a_path, b_path)
     same_shard(a_path, a_rows, b_path, b_rows)
+    first = [
+        min((r["started_at"] for r in rows.values() if isinstance(r["started_at"], str)), default="")
+        for rows in (a_rows, b_rows)
+    ]
+    if first[0] and first[1] and first[0] > first[1]:
+        # Swapped, a regression reads as an improvement and exits 0 (break65 F10).
+        warn(
+            f"warning: {a_path} ran after {b_path} (its first row {first[0]}, theirs {first[1]}): diff takes BEFORE AFTER"
+        )
     flips: dict[str, list[dict[str, Any]]] = {"pass_to_fail": [], "fail_to_pass": [], "pass_to_ungraded": []}
     for row_id, after in b_rows.items():
         before = a_rows.get(row_id)

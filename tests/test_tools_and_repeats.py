@@ -992,3 +992,12 @@ def test_the_graded_examples_comment_says_its_own_per_item_gate() -> None:
     assert isinstance(gate, dict)
     per_item = gate["per_item"]
     assert f"must pass at least {words[per_item['min']]} of them" in text
+
+
+def test_diff_warns_when_its_files_are_given_in_the_other_order(tmp_path: Path) -> None:
+    # break65 F10: `diff new old` read a regression as a significant improvement, exit 0, no word.
+    job, old, new = write_job(tmp_path, SMALL_JOB), tmp_path / "old.jsonl", tmp_path / "new.jsonl"
+    for path in (old, new):
+        assert call_cli(job, "--simulate", "-q", "-o", path)[0] == 0
+    assert "ran after" not in call_cli("diff", old, new)[2]
+    assert f"warning: {new} ran after {old}" in call_cli("diff", new, old)[2]
