@@ -161,4 +161,9 @@ def results_file(text: str) -> Path:
     path = Path(text)
     if not text or not path.name or path.name in (".", ".."):
         raise argparse.ArgumentTypeError(f"{text!r} names a folder, not a results file (a name ending in .jsonl)")
+    if path.name.endswith(".summary.json"):  # break65 F7: "not JSON", of a JSON file
+        results = path.with_name(path.name.removesuffix(".summary.json") + ".jsonl")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is the summary a run writes beside its results: give {str(results)!r}"
+        )
     return path

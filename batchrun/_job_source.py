@@ -136,6 +136,13 @@ def parse_job_source(path: Path) -> tuple[JobSource | None, list[Problem]]:
     text, problems = read_job_text(path)
     if text is None:
         return None, problems
+    if path.name.endswith(".summary.json"):
+        # A run's summary where the job goes: 33 lines of unknown keys (break65 F7).
+        results = path.name.removesuffix(".summary.json") + ".jsonl"
+        why = (
+            f"the summary a run writes beside its results ({results}), not a job file: is it given in the job's place?"
+        )
+        return None, [Problem(file, 1, 1, "", why)]
     if text.startswith(RECORD_START.decode()):
         # A results file where the job goes (`report JOB --job RESULTS`): read as YAML, its
         # lines were "a YAML syntax error" (break31 m5).

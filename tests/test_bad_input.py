@@ -1398,3 +1398,17 @@ def test_a_variable_yaml_would_read_as_something_else_is_refused_and_booleans_re
     )
     assert call_cli(flagged, "--simulate", "-q", "-o", tmp_path / "f.jsonl")[0] == 0
     assert read_rows(tmp_path / "f.jsonl")[0]["request"]["messages"][-1]["content"] == "Is water wet? true"
+
+
+def test_a_runs_summary_given_for_its_results_or_for_the_job_is_named_as_such(tmp_path: Path) -> None:
+    # break65 F7: `report r.summary.json` said "not JSON" of a JSON file; in the job's place it
+    # gave 33 lines of unknown keys.
+    job = write_job(tmp_path, SMALL_JOB)
+    assert call_cli(job, "--simulate", "-q", "-o", tmp_path / "r.jsonl")[0] == 0
+    summary = tmp_path / "r.summary.json"
+    code, _, err = call_cli("report", summary)
+    assert_refused(code, err, "is the summary a run writes beside its results: give", "r.jsonl")
+    for args in (["validate", summary], [summary, "--simulate"]):
+        code, _, err = call_cli(*args)
+        assert_refused(code, err, "r.summary.json:1:1: the summary a run writes beside its results (r.jsonl)")
+        assert err.count("\n") == 1
