@@ -1408,7 +1408,8 @@ def test_a_runs_summary_given_for_its_results_or_for_the_job_is_named_as_such(tm
     summary = tmp_path / "r.summary.json"
     code, _, err = call_cli("report", summary)
     assert_refused(code, err, "is the summary a run writes beside its results: give", "r.jsonl")
-    for args in (["validate", summary], [summary, "--simulate"]):
+    given: list[list[str | Path]] = [["validate", summary], [summary, "--simulate"]]
+    for args in given:
         code, _, err = call_cli(*args)
         assert_refused(code, err, "r.summary.json:1:1: the summary a run writes beside its results (r.jsonl)")
         assert err.count("\n") == 1
