@@ -155,12 +155,19 @@ def significance(text: str) -> float:
     return value
 
 
-def results_file(text: str) -> Path:
-    """A results file's path: one that names no file (`.`, `/`, an unset `"$OUT"`) is refused
-    here, one line, exit 2 (break65 F4: a traceback and exit 1, read by cron as rows in error)."""
+def merged_file(text: str) -> Path:
+    """A path `merge` takes (a shard, its output): one that names no file (`.`, `/`, an unset
+    `"$OUT"`) is refused here, one line, exit 2 (break65 F4: a traceback and exit 1, read by cron
+    as rows in error). A shard's sidecars, named by a glob, are `merge`'s own to leave out."""
     path = Path(text)
     if not text or not path.name or path.name in (".", ".."):
         raise argparse.ArgumentTypeError(f"{text!r} names a folder, not a results file (a name ending in .jsonl)")
+    return path
+
+
+def results_file(text: str) -> Path:
+    """A results file's path, as `merged_file`; its run's summary is named as such."""
+    path = merged_file(text)
     if path.name.endswith(".summary.json"):  # break65 F7: "not JSON", of a JSON file
         results = path.with_name(path.name.removesuffix(".summary.json") + ".jsonl")
         raise argparse.ArgumentTypeError(
