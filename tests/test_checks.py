@@ -617,3 +617,14 @@ def test_a_number_too_large_to_check_fails_the_check_not_the_row() -> None:
     answer = Answer("1" * 5000, 1, 0.0, 1, "stop")
     [check] = grade([{"json_schema": {"type": "number", "multipleOf": 0.1}}], answer)["checks"]
     assert check["pass"] is False and "cannot be checked" in check["reason"]
+
+
+def test_a_json_schema_file_is_read_as_job_files_are(tmp_path: Path) -> None:
+    # break65 F8: a byte-order mark was refused in Python's words ("decode using utf-8-sig"), and
+    # a key written twice passed, the last one winning: `"type"` twice tested the second.
+    (tmp_path / "bom.json").write_bytes(b'\xef\xbb\xbf{"type": "object"}')
+    (tmp_path / "twice.json").write_text('{"type": "object", "type": "string"}')
+    for name, said in (("bom", None), ("twice", "cannot be read as JSON: duplicate key(s) 'type'")):
+        text = f'name: t\nmodels: [a/b]\nprompts: [{{id: p, text: "hi", checks: [{{json_schema: {name}.json}}]}}]\n'
+        code, _, err = call_cli("validate", write_job(tmp_path, text, f"{name}.yaml"))
+        assert (code, err) == (0, "") if said is None else code == ExitCode.USAGE and said in err, err
