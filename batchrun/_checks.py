@@ -13,13 +13,12 @@ synchronous table: the runner sends its grader requests after the answer arrives
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ._files import read_regular_text
+from ._files import read_json_once
 from ._formats import short
 from ._json_text import outside_reference, parse_json, schema_patterns
 from ._record_shape import row_verdict
@@ -245,7 +244,7 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
         if isinstance(value, str):
             schema_path = base_dir / value
             try:
-                value = schema_file(schema_path)
+                value = read_json_once(schema_path)
             except (OSError, ValueError) as exc:
                 return [f"json_schema file {str(value)!r} cannot be read as JSON: {exc}"]
         try:
@@ -286,24 +285,11 @@ def row_check_problem(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> s
     return None
 
 
-def schema_file(path: Path) -> Any:
-    """A json_schema file, read as job files and datasets are (break65 F8): a byte-order mark is
-    taken, a key written twice is refused (the last one won in silence: `"type"` twice tested
-    the second)."""
-
-    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        if twice := sorted(key for key, seen in Counter(key for key, _ in pairs).items() if seen > 1):
-            raise ValueError(f"duplicate key(s) {', '.join(map(repr, twice))}")
-        return dict(pairs)
-
-    return json.loads(read_regular_text(path).removeprefix("\ufeff"), object_pairs_hook=unique)
-
-
 def resolve_files(check: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """Make a json_schema file reference absolute, once, at job load."""
     if isinstance(check.get("json_schema"), str):
         try:
-            return {**check, "json_schema": schema_file(base_dir / check["json_schema"])}
+            return {**check, "json_schema": read_json_once(base_dir / check["json_schema"])}
         except (OSError, ValueError):
             return check  # already reported by check_problems
     return check

@@ -9,12 +9,14 @@ thing opened is a regular file, and only then reads.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ._exceptions import ConfigError, OutputFailed, SharedOutput
 
@@ -143,3 +145,16 @@ def _is(descriptor: int, info: os.stat_result) -> bool:
         return os.path.samestat(os.fstat(descriptor), info)
     except OSError:
         return False  # closed
+
+
+def read_json_once(path: Path) -> Any:
+    """A JSON file a job names (a json_schema), read as job files and datasets are (break65 F8):
+    a byte-order mark is taken, a key written twice is refused (the last one won in silence:
+    `"type"` twice tested the second). ValueError for what is not such JSON."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        if twice := sorted(key for key, seen in Counter(key for key, _ in pairs).items() if seen > 1):
+            raise ValueError(f"duplicate key(s) {', '.join(map(repr, twice))}")
+        return dict(pairs)
+
+    return json.loads(read_regular_text(path).removeprefix("\ufeff"), object_pairs_hook=unique)
