@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._checks import check_problems, resolve_files
-from ._dataset import REPEAT_HINT, DatasetFile, Snapshot, row_key
+from ._dataset import MAX_ROW_PROBLEMS, REPEAT_HINT, DatasetFile, Snapshot, row_key
 from ._exceptions import ConfigError, JobError, Problem
 from ._files import file_identity, read_regular_text
 from ._formats import short
@@ -212,6 +212,7 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
                 problems.append(source.problem(where + ("vars",), "vars is empty: the matrix is empty"))
             check_row = row_checker(needed, base_dir, checks, graded, contents)
             seen: dict[bytes, int] = {}
+            bad = 0  # every bad row named, as a dataset's are, up to as many (break65 F6: the first only)
             for k, row in enumerate(rows):
                 problem = check_row(row)
                 key = row_key(row) if not problem else None
@@ -219,8 +220,11 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
                     first = source.problem(where + ("vars", seen[key]), "").line
                     problem = f"the same variables as vars[{seen[key]}] (line {first}): {REPEAT_HINT}"
                 if problem:
+                    bad += 1
+                    if bad > MAX_ROW_PROBLEMS:
+                        problems.append(source.problem(where + ("vars",), "and more rows like these: mend those first"))
+                        break
                     problems.append(source.problem(where + ("vars", k), problem))
-                    break
         elif "dataset" in prompt or "dataset" in data:
             key_path: JsonPath = where + ("dataset",) if "dataset" in prompt else ("dataset",)
             shown = prompt.get("dataset", data.get("dataset"))

@@ -1413,3 +1413,13 @@ def test_a_runs_summary_given_for_its_results_or_for_the_job_is_named_as_such(tm
         code, _, err = call_cli(*args)
         assert_refused(code, err, "r.summary.json:1:1: the summary a run writes beside its results (r.jsonl)")
         assert err.count("\n") == 1
+
+
+def test_validate_names_every_bad_inline_row_as_it_does_a_datasets(tmp_path: Path) -> None:
+    # break65 F6: inline `vars` stopped at the first bad row; the same rows in a dataset were each named.
+    text = 'name: inl\nmodels: [openai/gpt-4o-mini]\nprompts:\n  - id: p\n    text: "{{a}} {{e}}"\n    vars:\n'
+    text += "".join(f"      - {row}\n" for row in ("{a: 1}", "{a: 2}", "{a: 3, e: 1}", "{a: 4}", "{a: 3, e: 1}"))
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    assert_refused(code, err, "job.yaml:7:9: at $.prompts[0].vars[0] row lacks", "job.yaml:8:9:", "job.yaml:10:9:")
+    assert "job.yaml:11:9: at $.prompts[0].vars[4] the same variables as vars[2] (line 9)" in err
+    assert err.count("\n") == 4
