@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._batch_state import state_path
 from ._exceptions import ResultsError
 from ._files import read_regular_text
 from ._formats import utc
@@ -84,10 +85,12 @@ def _holds_results_of(path: Path, job_name: str, shard: str | None, summary: dic
         header = journal_header(path)
         if header is not None:
             return bool(header["job"] == job_name and header.get("shard") == shard)
-        # A batch-mode run that ended (exit 10) before its first record, every row in a batch
-        # still running: its summary names the job (break64 F3: "no incomplete run was found",
-        # and running the job again submitted, and paid for, every row twice).
-        return summary.get("job") == job_name and summary.get("shard") == shard and summary.get("stop") == "submitted"
+        # A batch-mode run that ended before its first record (exit 10, or a signal, a refused
+        # key, an empty purse while it polled), its rows in batches still running: its summary
+        # names the job, its batch record is beside it (break64 F3, verify67 F1: "no incomplete
+        # run was found", and running the job again submitted, and paid for, every row twice).
+        awaiting = summary.get("stop") == "submitted" or state_path(path).is_file()
+        return summary.get("job") == job_name and summary.get("shard") == shard and awaiting
     # A killed shard has records and no summary: each record names its shard. Shards side by side
     # in one folder, another shard's was resumed, and refused (exit 2) at every tick (verify58 F3).
     return record.get("job") == job_name and record.get("shard") == shard

@@ -164,9 +164,14 @@ async def test_deadline_exits_submitted_then_resume_collects_without_resubmittin
     assert len(read_rows(out)) == 15
 
 
-@pytest.mark.parametrize("shard", [None, Shard(2, 3)])
+@pytest.mark.parametrize(("shard", "stop"), [(None, "submitted"), (Shard(2, 3), "submitted"), (None, "interrupted")])
 async def test_resume_without_output_finds_the_run_whose_rows_all_await_their_batches(
-    tmp_path: Path, batch_sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, shard: Shard | None
+    tmp_path: Path,
+    batch_sim: Simulator,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    shard: Shard | None,
+    stop: str,
 ) -> None:
     # break64 F3: a batch run that ended at exit 10 before its first record (the usual night:
     # every row in a batch still running) left an empty results file and no journal: `--resume`
@@ -176,6 +181,9 @@ async def test_resume_without_output_finds_the_run_whose_rows_all_await_their_ba
     job = batch_job(write_job(tmp_path, THREE_MODELS), deadline_s=600)
     first = await run_job(job, RunOptions(api_key=FAKE_KEY, base_url=batch_sim.base_url, clock=clock, shard=shard))
     assert first.summary["stop"] == "submitted" and first.output.read_text() == ""
+    if stop != "submitted":  # verify67 F1: a SIGTERM (a 401, a 402) while it polled: its summary says so
+        written = first.output.with_name(first.output.stem + ".summary.json")
+        written.write_text(written.read_text().replace('"stop": "submitted"', f'"stop": "{stop}"'))
     submitted = batch_sim.batches.stats.submitted
     clock.now += 3 * 3600
     options = RunOptions(api_key=FAKE_KEY, base_url=batch_sim.base_url, clock=clock, shard=shard, resume=True)
