@@ -310,3 +310,18 @@ def test_plan_takes_the_margin_off_as_the_run_does_and_a_margin_that_leaves_noth
     assert (
         code == ExitCode.USAGE and "job.yaml:4:" in err and "budget_margin_usd 1 leaves nothing of budget_usd 1" in err
     )
+
+
+def test_a_budget_given_on_the_command_line_that_its_margin_leaves_nothing_of_is_refused(tmp_path: Path) -> None:
+    # verify67 F3: `--budget 0.3` beside `budget_margin_usd: 0.5`: plan said EXCEEDS and exited 0,
+    # and the run exited 5 having sent nothing, as did every resume.
+    text = 'name: m\nmodels: [openai/gpt-4o-mini]\nprompts: [{id: p, text: "hi"}]\nrun: {budget_margin_usd: 0.5}\n'
+    job = write_job(tmp_path, text)
+    runs: list[list[str | Path]] = [
+        ["plan", job, "--simulate", "--budget", "0.3"],
+        [job, "--simulate", "--budget", "0.3"],
+    ]
+    for args in runs:
+        code, _, err = call_cli(*args)
+        assert code == ExitCode.USAGE and "--budget 0.3 leaves nothing after run.budget_margin_usd 0.5" in err, err
+    assert call_cli(job, "--simulate", "--budget", "0.6", "-q", "-o", tmp_path / "r.jsonl")[0] == 0

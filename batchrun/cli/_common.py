@@ -97,6 +97,13 @@ def with_budget(settings: Any, budget: float | None) -> Any:
     """`--budget` and `run.budget_usd`: the smaller wins."""
     if budget is None:
         return settings
+    if settings.budget_margin_usd >= budget:
+        # As the job file's own budget is refused (break65 F1, verify67 F3): the run sent nothing,
+        # exit 5 "resumable once there is money", and so did every resume.
+        raise ConfigError(
+            f"--budget {budget:g} leaves nothing after run.budget_margin_usd {settings.budget_margin_usd:g}: "
+            "the run could send nothing"
+        )
     return replace(settings, budget_usd=min(budget, settings.budget_usd or budget))
 
 
