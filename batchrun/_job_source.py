@@ -111,9 +111,18 @@ def _read_otherwise(node: yaml.Node) -> str | None:
     text = str(node.value)
     if node.tag == "tag:yaml.org,2002:bool" and text.lower() not in ("true", "false"):
         return f"the boolean {str(text.lower() in ('yes', 'y', 'on')).lower()}"
-    if node.tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
-        return next((what for form, what in _NUMBER_FORMS if form.fullmatch(text)), None)
+    numeric = node.tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    if numeric and (what := next((what for form, what in _NUMBER_FORMS if form.fullmatch(text)), None)):
+        return what
+    if node.tag == "tag:yaml.org,2002:float" and _FLOAT.fullmatch(text):
+        # `python: 3.10` was sent as 3.1, `1.` as 1.0 (verify67 F2): a number fills a template as
+        # it reads, not as it was written.
+        value = repr(float(text))
+        return None if value == text else f"the number {value}"
     return None
+
+
+_FLOAT = re.compile(r"[-+]?[0-9]*\.?[0-9]*([eE][-+]?[0-9]+)?")
 
 
 def _duplicates(mapping: yaml.MappingNode, path: JsonPath, file: str) -> list[Problem]:

@@ -29,9 +29,11 @@ _ESCAPED = re.compile(r"\\u([0-9a-fA-F]{4})")
 # A key's label ("sk-or-v1-0e6...1c96", as OpenRouter shows a key: a few characters of each end)
 # is not: hidden on stderr only, the same per-run key read two ways on the two streams (verify64).
 # Only where a word begins: "risk-or-reward", "desk-or-tablet" and a folder "task-or-project"
-# were refused, or hidden in every message, as keys (break65 F5).
+# were refused, or hidden in every message, as keys (break65 F5). A key's own shape (`sk-or-v1-`
+# and hex) counts wherever it stands: after `%3D` in an encoded URL it passed (verify67 F5).
 KEY_LIKE = re.compile(
     r"(?<![A-Za-z0-9])sk-or-(?!v1-[A-Za-z0-9]{1,8}\.\.\.[A-Za-z0-9]{1,8}(?![A-Za-z0-9_-]))[A-Za-z0-9_-]{6,}"
+    r"|sk-or-v1-[0-9a-fA-F]{32,}"
 )
 
 

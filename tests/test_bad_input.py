@@ -1423,3 +1423,16 @@ def test_validate_names_every_bad_inline_row_as_it_does_a_datasets(tmp_path: Pat
     assert_refused(code, err, "job.yaml:7:9: at $.prompts[0].vars[0] row lacks", "job.yaml:8:9:", "job.yaml:10:9:")
     assert "job.yaml:11:9: at $.prompts[0].vars[4] the same variables as vars[2] (line 9)" in err
     assert err.count("\n") == 4
+
+
+def test_a_number_that_reads_otherwise_than_written_and_a_key_after_a_letter(tmp_path: Path) -> None:
+    # verify67 F2: `python: 3.10` was sent as "Python 3.1"; F5: a real key right after a letter or
+    # a digit (`key%3Dsk-or-v1-...`, an encoded URL) passed once keys were matched at word starts.
+    text = 'name: f\nmodels: [openai/gpt-4o-mini]\nprompts:\n  - id: p\n    text: "{{v}}"\n'
+    text += "    vars: [{v: 3.10}, {v: 1.5}, {v: 2.0}]\n"
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    assert_refused(code, err, "vars[0].v '3.10' reads as the number 3.1 in YAML 1.1: quote it")
+    assert err.count("\n") == 1  # 1.5 and 2.0 read as written
+    url = "https://x.test/?key%3Dsk-or-v1-" + "0123456789abcdef" * 4
+    code, _, err = call_cli("validate", write_job(tmp_path, ONE_PROMPT.replace("hi", url), "k.yaml"))
+    assert_refused(code, err, "looks like an OpenRouter API key")
