@@ -1344,6 +1344,11 @@ def test_a_wide_csv_header_is_read_in_one_pass(tmp_path: Path) -> None:
     )
     code, _, err = call_cli("validate", job)
     assert_refused(code, err, "w.csv:1", "duplicate column(s) 'c7' in the header")
+    # verify67 F6: 50,000 duplicates made one line of 489 KB: ten are named, the rest counted.
+    (tmp_path / "w.csv").write_text(",".join(names + names[:50_000]) + "\n" + ",".join("x" * 150_001) + "\n")
+    code, _, err = call_cli("validate", job)
+    assert_refused(code, err, "w.csv:1", "'c10004' and 49,990 more in the header")
+    assert len(err) < 500
 
 
 def test_words_that_only_contain_sk_or_are_not_keys(tmp_path: Path) -> None:
