@@ -88,7 +88,9 @@ def _walk(
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _walk(item, path + (index,), positions, key_positions, problems, file, checked)
-    elif len(path) >= 3 and path[-3] == "vars" and (read_as := _read_otherwise(node)) is not None:
+    elif (
+        read_as := _read_otherwise(node, in_vars=len(path) >= 3 and path[-3] == "vars", sent="params" in path)
+    ) is not None:
         mark = node.start_mark
         why = f"{node.value!r} reads as {read_as} in YAML 1.1: quote it to use it as text"
         problems.append(Problem(file, mark.line + 1, mark.column + 1, format_path(path), why))
@@ -104,17 +106,20 @@ _NUMBER_FORMS = (
 )
 
 
-def _read_otherwise(node: yaml.Node) -> str | None:
-    """How a variable's plain scalar reads when that is not what it looks like, or None."""
-    if not isinstance(node, yaml.ScalarNode) or node.style:  # plain: None, or "" from libyaml
+def _read_otherwise(node: yaml.Node, *, in_vars: bool, sent: bool) -> str | None:
+    """How a variable's plain scalar reads when that is not what it looks like, or None. In a
+    request's params (`sent`), only a number no one writes meaning it: octal, base 60 (verify67
+    F4: `seed: 0777` was sent as 511); a `no` there is the false it usually means."""
+    if not (in_vars or sent) or not isinstance(node, yaml.ScalarNode) or node.style:  # plain: None, or "" (libyaml)
         return None
     text = str(node.value)
-    if node.tag == "tag:yaml.org,2002:bool" and text.lower() not in ("true", "false"):
+    if in_vars and node.tag == "tag:yaml.org,2002:bool" and text.lower() not in ("true", "false"):
         return f"the boolean {str(text.lower() in ('yes', 'y', 'on')).lower()}"
-    numeric = node.tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
-    if numeric and (what := next((what for form, what in _NUMBER_FORMS if form.fullmatch(text)), None)):
-        return what
-    if node.tag == "tag:yaml.org,2002:float" and _FLOAT.fullmatch(text):
+    if node.tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+        forms = _NUMBER_FORMS if in_vars else (_NUMBER_FORMS[0], _NUMBER_FORMS[2])
+        if what := next((what for form, what in forms if form.fullmatch(text)), None):
+            return what
+    if in_vars and node.tag == "tag:yaml.org,2002:float" and _FLOAT.fullmatch(text):
         # `python: 3.10` was sent as 3.1, `1.` as 1.0 (verify67 F2): a number fills a template as
         # it reads, not as it was written.
         value = repr(float(text))

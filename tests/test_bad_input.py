@@ -1441,3 +1441,13 @@ def test_a_number_that_reads_otherwise_than_written_and_a_key_after_a_letter(tmp
     url = "https://x.test/?key%3Dsk-or-v1-" + "0123456789abcdef" * 4
     code, _, err = call_cli("validate", write_job(tmp_path, ONE_PROMPT.replace("hi", url), "k.yaml"))
     assert_refused(code, err, "looks like an OpenRouter API key")
+
+
+def test_a_param_yaml_reads_as_an_octal_or_base_60_number_is_refused(tmp_path: Path) -> None:
+    # verify67 F4: `seed: 0777` was sent as 511 and `12:30:00` in extra_body as 45000; `no`,
+    # 0.70 and 1_000 there mean what YAML reads (false, 0.7, 1000), and pass.
+    text = "name: f\nmodels: [openai/gpt-4o-mini]\ndefaults:\n  params:\n    seed: 0777\n    temperature: 0.70\n"
+    text += "    max_tokens: 1_000\n    extra_body: {region: no, at: 12:30:00}\nprompts: [{id: p, text: hi}]\n"
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    assert_refused(code, err, "job.yaml:5:11: at $.defaults.params.seed '0777' reads as an octal number")
+    assert "$.defaults.params.extra_body.at '12:30:00' reads as a number in base 60" in err and err.count("\n") == 2
