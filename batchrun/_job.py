@@ -27,7 +27,7 @@ from ._judge import template_problems as grader_template_problems
 from ._parts import non_text_part
 from ._row_checker import row_checker
 from ._schema_messages import schema_message
-from ._scrub import hide_keys
+from ._scrub import environment_scrubber, hide_keys
 from ._settings import Endpoint, RunSettings, run_settings
 from ._template import names_in
 
@@ -175,6 +175,16 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
             "(see endpoint.api_key_env), never in a job file",
         )
         for p in key_like_strings(data, ())
+    ]
+    # A key of the environment, whatever its shape, anywhere in the file: the job's name, a
+    # header (app_title), a model id went out, or into the results and the output folder's name,
+    # before any request was checked (verify68 F2-F4).
+    endpoint = data.get("endpoint") if isinstance(data.get("endpoint"), dict) else {}
+    secrets = environment_scrubber()
+    secrets.add(os.environ.get(str(endpoint.get("api_key_env", "OPENROUTER_API_KEY"))))
+    problems += [
+        source.problem(p, "holds a key of the environment: keys belong in the environment, never in a job file")
+        for p in key_like_strings(data, (), lambda text: secrets.text(text) != text)
     ]
     problems += value_problems(data, source.problem)
     defaults = data.get("defaults", {})

@@ -90,7 +90,10 @@ def _holds_results_of(path: Path, job_name: str, shard: str | None, summary: dic
         # names the job, its batch record is beside it (break64 F3, verify67 F1: "no incomplete
         # run was found", and running the job again submitted, and paid for, every row twice).
         awaiting = summary.get("stop") == "submitted" or state_path(path).is_file()
-        return summary.get("job") == job_name and summary.get("shard") == shard and awaiting
+        # Its own summary, not one copied beside an empty file of the user's (verify68 F1: that
+        # file was resumed, its rows' batches submitted and paid for again).
+        own = Path(str(summary.get("output", ""))).name == path.name
+        return summary.get("job") == job_name and summary.get("shard") == shard and awaiting and own
     # A killed shard has records and no summary: each record names its shard. Shards side by side
     # in one folder, another shard's was resumed, and refused (exit 2) at every tick (verify58 F3).
     return record.get("job") == job_name and record.get("shard") == shard

@@ -244,16 +244,18 @@ def unusable_numbers(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[t
 JsonPath = tuple[str | int, ...]
 
 
-def key_like_strings(value: Any, path: JsonPath) -> list[JsonPath]:
+def key_like_strings(value: Any, path: JsonPath, holds: Callable[[str], bool] | None = None) -> list[JsonPath]:
     """Where a string that looks like an API key stands (it belongs in the environment): a
-    value, or a mapping's key (sent in the body and written to every row: verify20 V2)."""
+    value, or a mapping's key (sent in the body and written to every row: verify20 V2).
+    `holds`: another test of a string (a key of the environment, whatever its shape)."""
+    found = holds or (lambda text: KEY_LIKE.search(text) is not None)
     if isinstance(value, str):
-        return [path] if KEY_LIKE.search(value) else []
+        return [path] if found(value) else []
     if isinstance(value, dict):
-        keys = [path + (str(k),) for k in value if KEY_LIKE.search(str(k))]
-        return keys + [p for k, v in value.items() for p in key_like_strings(v, path + (str(k),))]
+        keys = [path + (str(k),) for k in value if found(str(k))]
+        return keys + [p for k, v in value.items() for p in key_like_strings(v, path + (str(k),), holds)]
     if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in key_like_strings(v, path + (i,))]
+        return [p for i, v in enumerate(value) for p in key_like_strings(v, path + (i,), holds)]
     return []
 
 

@@ -1451,3 +1451,23 @@ def test_a_param_yaml_reads_as_an_octal_or_base_60_number_is_refused(tmp_path: P
     code, _, err = call_cli("validate", write_job(tmp_path, text))
     assert_refused(code, err, "job.yaml:5:11: at $.defaults.params.seed '0777' reads as an octal number")
     assert "$.defaults.params.extra_body.at '12:30:00' reads as a number in base 60" in err and err.count("\n") == 2
+
+
+def test_a_key_of_the_environment_anywhere_in_the_job_file_is_refused_before_any_call(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify68 F2-F4: the key (not shaped like OpenRouter's) in endpoint.app_title went out in
+    # the X-Title and HTTP-Referer headers; in a model id, in a GET of its endpoints before the
+    # refusal; in the job's name, into the results, the summary and the output folder's name.
+    secret = "sk-proj-" + "Qx5" * 20
+    monkeypatch.setenv("OPENROUTER_API_KEY", secret)
+    job = write_job(
+        tmp_path,
+        f'name: "run-{secret}"\nendpoint: {{app_title: "t {secret}"}}\n'
+        f"models: [openai/gpt-4o-mini, 'openai/gpt-4o-mini:{secret}']\nprompts: [{{id: p, text: hi}}]\n",
+    )
+    code, out, err = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "o.jsonl")
+    assert_refused(
+        code, err, "job.yaml:1:7: at $.name holds a key of the environment", "$.endpoint.app_title", "$.models[1]"
+    )
+    assert secret[:16] not in out + err and sim.stats.chat_requests == 0 and not (tmp_path / "o.jsonl").exists()

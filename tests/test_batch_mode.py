@@ -185,6 +185,12 @@ async def test_resume_without_output_finds_the_run_whose_rows_all_await_their_ba
         written = first.output.with_name(first.output.stem + ".summary.json")
         written.write_text(written.read_text().replace('"stop": "submitted"', f'"stop": "{stop}"'))
     submitted = batch_sim.batches.stats.submitted
+    # verify68 F1: an empty file of the user's beside a copy of that summary is not the run.
+    mine = first.output.with_name("mine.jsonl")
+    mine.write_text("")
+    mine.with_name("mine.summary.json").write_text(
+        first.output.with_name(first.output.stem + ".summary.json").read_text()
+    )
     clock.now += 3 * 3600
     options = RunOptions(api_key=FAKE_KEY, base_url=batch_sim.base_url, clock=clock, shard=shard, resume=True)
     second = await run_job(job, options)
