@@ -119,6 +119,13 @@ def _read_otherwise(node: yaml.Node, *, in_vars: bool, sent: bool) -> str | None
         forms = _NUMBER_FORMS if in_vars else (_NUMBER_FORMS[0], _NUMBER_FORMS[2])
         if what := next((what for form, what in forms if form.fullmatch(text)), None):
             return what
+    if (
+        in_vars
+        and node.tag == "tag:yaml.org,2002:int"
+        and re.fullmatch(r"[-+]?[0-9]+", text)
+        and str(int(text)) != text
+    ):
+        return f"the number {int(text)}"  # `+44` (a dialling code) was sent as 44 (verify68 F5)
     if in_vars and node.tag == "tag:yaml.org,2002:float" and _FLOAT.fullmatch(text):
         # `python: 3.10` was sent as 3.1, `1.` as 1.0 (verify67 F2): a number fills a template as
         # it reads, not as it was written.

@@ -1434,10 +1434,11 @@ def test_a_number_that_reads_otherwise_than_written_and_a_key_after_a_letter(tmp
     # verify67 F2: `python: 3.10` was sent as "Python 3.1"; F5: a real key right after a letter or
     # a digit (`key%3Dsk-or-v1-...`, an encoded URL) passed once keys were matched at word starts.
     text = 'name: f\nmodels: [openai/gpt-4o-mini]\nprompts:\n  - id: p\n    text: "{{v}}"\n'
-    text += "    vars: [{v: 3.10}, {v: 1.5}, {v: 2.0}]\n"
+    text += "    vars: [{v: 3.10}, {v: 1.5}, {v: 2.0}, {v: +44}, {v: -7}]\n"
     code, _, err = call_cli("validate", write_job(tmp_path, text))
     assert_refused(code, err, "vars[0].v '3.10' reads as the number 3.1 in YAML 1.1: quote it")
-    assert err.count("\n") == 1  # 1.5 and 2.0 read as written
+    assert "vars[3].v '+44' reads as the number 44" in err  # verify68 F5: a dialling code
+    assert err.count("\n") == 2  # 1.5, 2.0 and -7 read as written
     url = "https://x.test/?key%3Dsk-or-v1-" + "0123456789abcdef" * 4
     code, _, err = call_cli("validate", write_job(tmp_path, ONE_PROMPT.replace("hi", url), "k.yaml"))
     assert_refused(code, err, "looks like an OpenRouter API key")
