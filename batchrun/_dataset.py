@@ -373,6 +373,11 @@ class DatasetFile:
             bad.append(exc)
         if bad:
             bad.sort(key=lambda e: e.line or 0)
+            lacking = bad[0].message.startswith("row lacks variable(s)") and bad[0].line is not None
+            if len(bad) > 1 and lacking and len({e.message for e in bad}) == 1:
+                # The prompt's mistake, said once (its typo `{{contry}}` was a line a row: break65 F6).
+                more = "and more rows" if len(bad) > MAX_ROW_PROBLEMS else f"and {len(bad) - 1} more row(s)"
+                return [Problem(str(self.path), bad[0].line, None, "", f"{bad[0].message} ({more} alike)")]
             problems = [Problem(str(self.path), e.line, None, "", e.message) for e in bad[:MAX_ROW_PROBLEMS]]
             if len(bad) > MAX_ROW_PROBLEMS:
                 problems.append(Problem(str(self.path), None, None, "", "and more rows like these: mend those first"))

@@ -241,7 +241,7 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
             file = base_dir / shown
             rows = DatasetFile(file, shown, snapshots.setdefault(file_identity(file), Snapshot(file)))
             problems += rows.check(
-                row_checker(needed, base_dir, checks, graded, contents),
+                row_checker(needed, base_dir, checks, graded, contents, str(prompt["id"])),
                 source.file,
                 format_path(key_path),
             )

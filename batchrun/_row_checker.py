@@ -44,6 +44,7 @@ def row_checker(
     checks: tuple[dict[str, Any], ...] = (),
     graded: bool = True,
     messages: Any = (),
+    prompt_id: str | None = None,
 ) -> Callable[[dict[str, Any]], str | None]:
     """What is wrong with one row of variables: a variable the prompt needs, a value that is
     not a scalar, a templated check that comes out empty, its own checks (`graded`: the job
@@ -73,7 +74,9 @@ def row_checker(
         nonlocal validator
         missing = needed - row.keys()
         if missing:
-            return f"row lacks variable(s) {', '.join(sorted(missing))} used by the prompt"
+            # Which prompt: three shared the dataset, and "the prompt" named none (break65 F6).
+            used_by = "the prompt" if prompt_id is None else f"prompt {prompt_id!r}"
+            return f"row lacks variable(s) {', '.join(sorted(missing))} used by {used_by}"
         # Before anything renders a check with this row (the key-like checks below do).
         if (too_large := _rendered_size_problem(row)) is not None:
             return too_large

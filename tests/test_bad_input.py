@@ -1472,3 +1472,16 @@ def test_a_key_of_the_environment_anywhere_in_the_job_file_is_refused_before_any
         code, err, "job.yaml:1:7: at $.name holds a key of the environment", "$.endpoint.app_title", "$.models[1]"
     )
     assert secret[:16] not in out + err and sim.stats.chat_requests == 0 and not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_prompts_typo_is_said_once_and_names_the_prompt(tmp_path: Path) -> None:
+    # break65 F6: `{{contry}}` in the third of three prompts sharing the dataset was a line per
+    # row, "used by the prompt", naming none.
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"country": c}) + "\n" for c in "ABCDE"))
+    text = "name: t\nmodels: [openai/gpt-4o-mini]\ndataset: d.jsonl\nprompts:\n"
+    text += "".join(
+        f'  - {{id: p{n}, text: "{{{{{name}}}}}"}}\n' for n, name in ((1, "country"), (2, "country"), (3, "contry"))
+    )
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    assert_refused(code, err, "d.jsonl:1: row lacks variable(s) contry used by prompt 'p3' (and 4 more row(s) alike)")
+    assert err.count("\n") == 1
