@@ -1485,3 +1485,17 @@ def test_a_prompts_typo_is_said_once_and_names_the_prompt(tmp_path: Path) -> Non
     code, _, err = call_cli("validate", write_job(tmp_path, text))
     assert_refused(code, err, "d.jsonl:1: row lacks variable(s) contry used by prompt 'p3' (and 4 more row(s) alike)")
     assert err.count("\n") == 1
+
+
+def test_a_type_error_yaml_made_says_so(tmp_path: Path) -> None:
+    # verify68 F7: `equals: NO` read "False is not of type 'string'", `budget_usd: 1e-9`
+    # "'1e-9' is not of type 'number'" (YAML 1.1 reads an exponent without a dot as text).
+    text = "name: t\nmodels: [openai/gpt-4o-mini]\nprompts: [{id: p, text: hi, checks: [{equals: NO}]}]\n"
+    text += "run: {budget_usd: 1e-9}\n"
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    assert_refused(
+        code,
+        err,
+        "$.prompts[0].checks[0].equals reads as the boolean false in YAML (yes, no, on and off too): quote it",
+        "$.run.budget_usd '1e-9' reads as text in YAML 1.1 (an exponent needs a dot): write 1.0e-9",
+    )
