@@ -12,7 +12,7 @@ from ._matrix import Request
 from ._retry import AttemptLog
 from ._row import RowGrading, answer_fields, first_failure
 from ._row_cost import RowCharges, uncharged
-from ._status import Status, StopReason
+from ._status import Status
 from ._worker_pool import Runner
 
 
@@ -22,7 +22,6 @@ async def write_items(
     due: list[tuple[Request, BatchItem | None, RowCharges]],
     info: BatchInfo,
     time_left: float | None,
-    deadline_s: float | None,
 ) -> None:
     """The rows of a collected batch, graded as sync rows are: `concurrency` at a time, each cut
     at a stop's grace, and the deadline (`time_left`) stops the run while graders are out (one
@@ -30,8 +29,7 @@ async def write_items(
     6: break64 F1, F2). On the loop's clock: a sleep on the run's (a test's fake one) would move
     its time for everyone."""
     turns = asyncio.Semaphore(runner.config.settings.concurrency)
-    message = f"the run deadline of {deadline_s or 0:g} s was reached"
-    stop = lambda: runner.request_stop(StopReason.DEADLINE, message)  # noqa: E731
+    stop = runner.stops.deadline_reached
     timer = None if time_left is None else asyncio.get_running_loop().call_later(max(0.0, time_left), stop)
 
     async def write(request: Request, item: BatchItem | None, charges: RowCharges) -> None:

@@ -115,7 +115,7 @@ class BatchExecutor:
         left = self._time_left()
         if left is not None and left <= 0 and runner.stop_reason is None:
             # No batch goes out after the deadline (break28 M2: the next one was submitted).
-            runner.request_stop(StopReason.DEADLINE, f"the run deadline of {self.settings.deadline_s:g} s was reached")
+            runner.stops.deadline_reached()
         if runner.stop_reason is not None:
             for request in group:
                 runner.skip(request, runner.stop_reason)
@@ -239,7 +239,7 @@ class BatchExecutor:
             if request is not None and not (entry.key in self.earlier and self.keep(request))
         ]
         due_items = [(q, items.get(row), charges.rows[row]) for q, row in due]
-        await write_items(runner, entry, due_items, info, self._time_left(), self.settings.deadline_s)
+        await write_items(runner, entry, due_items, info, self._time_left())
         entry.state, entry.status = COLLECTED, info.status
         entry.cost_usd = None if charges.held else charges.known
         entry.unfollowed = True

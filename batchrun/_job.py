@@ -196,8 +196,7 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
     # header (app_title), a model id went out, or into the results and the output folder's name,
     # before any request was checked (verify68 F2-F4).
     endpoint = data.get("endpoint") if isinstance(data.get("endpoint"), dict) else {}
-    secrets = environment_scrubber()
-    secrets.add(os.environ.get(str(endpoint.get("api_key_env", "OPENROUTER_API_KEY"))))
+    secrets = environment_scrubber(str(endpoint.get("api_key_env", "OPENROUTER_API_KEY")))
     problems += [
         source.problem(p, "holds a key of the environment: keys belong in the environment, never in a job file")
         for p in key_like_strings(data, (), lambda text: secrets.text(text) != text)

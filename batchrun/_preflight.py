@@ -8,7 +8,6 @@ worst case against the budget, and what the cache will answer for free.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,8 +165,8 @@ def estimate(
 def run_secrets(job: Job, *keys: str | None) -> Scrubber:
     """The keys no request may carry: the environment's secrets, the job's own `api_key_env`
     whatever its name (`LLM_CRED` is none a scrubber knows: verify66 6), and `keys` given."""
-    secrets = environment_scrubber()
-    for key in (os.environ.get(job.endpoint.api_key_env), *keys):
+    secrets = environment_scrubber(job.endpoint.api_key_env)
+    for key in keys:
         secrets.add(key)
     return secrets
 

@@ -157,9 +157,10 @@ SECRET_VARIABLES = ("OPENROUTER_API_KEY", "OPENROUTER_MANAGEMENT_KEY")
 _SECRET_NAME = re.compile(r"(?:^|_)(?:API_?KEY|KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
 
 
-def environment_scrubber() -> Scrubber:
+def environment_scrubber(*variables: str) -> Scrubber:
     """The keys the environment holds: whatever the CLI prints, and every page or report file
     it writes, is scrubbed of them last, so a path, a message, a reason or a row that carries
-    a key (decoded, joined, from anywhere) reaches neither a terminal, a CI log nor an artifact."""
+    a key (decoded, joined, from anywhere) reaches neither a terminal, a CI log nor an artifact.
+    `variables`: others that hold a key whatever their name (a job's `api_key_env`: LLM_CRED)."""
     named = [value for name, value in os.environ.items() if _SECRET_NAME.search(name) and len(value) >= 16]
-    return Scrubber(*(os.environ.get(name) for name in SECRET_VARIABLES), *named)
+    return Scrubber(*(os.environ.get(name) for name in (*SECRET_VARIABLES, *variables)), *named)

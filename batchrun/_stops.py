@@ -110,7 +110,11 @@ class Stops:
     async def deadline(self, seconds: float) -> None:
         """Sleep until the deadline, then stop the run."""
         await self.clock.sleep(seconds)
-        # Named as it was given (pre-flight used part of it: `seconds` is what was left).
+        self.deadline_reached(seconds)
+
+    def deadline_reached(self, seconds: float = 0.0) -> None:
+        """Stop the run for its deadline, named as it was given (pre-flight used part of it:
+        `seconds` is what was left)."""
         given = self.deadline_given_s if self.deadline_given_s is not None else seconds
         self.request(StopReason.DEADLINE, f"the run deadline of {given:g} s was reached")
 
