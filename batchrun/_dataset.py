@@ -385,8 +385,8 @@ class DatasetFile:
         ordered = sorted(prefixes)
         shared = {a for a, b in zip(ordered, ordered[1:], strict=False) if a == b}
         del ordered, prefixes
-        if shared and (repeated := self._same_variables(shared)) is not None:
-            return [repeated]
+        if shared and (repeated := self._same_variables(shared)):
+            return repeated
         if count == 0:
             # Not "the matrix is empty": prompts with rows of their own still have them (break48).
             message = f"dataset {self.shown_as!r} has no rows: the prompts that read it would send nothing"
@@ -395,13 +395,17 @@ class DatasetFile:
         self.check_kinds = kinds
         return []
 
-    def _same_variables(self, shared: set[int]) -> Problem | None:
-        """The first row whose whole key an earlier row has, among rows whose 8-byte prefixes repeat."""
+    def _same_variables(self, shared: set[int]) -> list[Problem]:
+        """Every row whose whole key an earlier row has, among rows whose 8-byte prefixes repeat,
+        up to a screenful (the first only had been named: break65 F6)."""
         seen: dict[bytes, int] = {}
+        problems: list[Problem] = []
         for number, row in self.rows_with_lines():
             key = row_key(row)
             if key is not None and int.from_bytes(key[:8], "big") in shared and seen.setdefault(key, number) != number:
-                return Problem(
-                    str(self.path), number, None, "", f"the same variables as line {seen[key]}: {REPEAT_HINT}"
-                )
-        return None  # the prefixes alone were shared (about once in 2**64 pairs)
+                if len(problems) == MAX_ROW_PROBLEMS:
+                    problems.append(Problem(str(self.path), None, None, "", "and more rows like these: mend those first"))
+                    break
+                message = f"the same variables as line {seen[key]}: {REPEAT_HINT}"
+                problems.append(Problem(str(self.path), number, None, "", message))
+        return problems  # empty: the prefixes alone were shared (about once in 2**64 pairs)

@@ -134,6 +134,24 @@ prompts:
     _refused(code, err, f"{name}:{line}:", f"the same variables as line {first}", "repeat:")
 
 
+def test_every_duplicate_dataset_row_is_named_up_to_a_screenful(tmp_path: Path) -> None:
+    # Only the first had been named; the next was found on the next run (break65 F6).
+    (tmp_path / "rows.csv").write_text("a,b\n1,x\n2,x\n1,x\n3,x\n2,x\n1,x\n", encoding="utf-8")
+    rows = "".join(f'{{"a": {n % 2}}}\n' for n in range(40))
+    (tmp_path / "many.jsonl").write_text(rows, encoding="utf-8")
+    for name, expected in (
+        ("rows.csv", [(4, 2), (6, 3), (7, 2)]),
+        ("many.jsonl", [(n, 1 + (n - 1) % 2) for n in range(3, 23)]),
+    ):
+        text = f'name: ds\ndataset: {name}\nmodels: [{MODEL}]\nprompts:\n  - id: p\n    text: "hi {{{{a}}}}"\n'
+        code, _, err = call_cli("validate", write_job(tmp_path, text))
+        assert code == ExitCode.USAGE, err
+        lines = err.strip().splitlines()
+        named = [line.split(": a row's variables")[0] for line in lines if "the same variables as line" in line]
+        assert named == [f"batchrun: {tmp_path / name}:{n}: the same variables as line {f}" for n, f in expected], err
+        assert ("and more rows like these" in err) == (name == "many.jsonl"), err
+
+
 def test_distinct_rows_are_still_accepted(tmp_path: Path) -> None:
     (tmp_path / "rows.jsonl").write_text('{"a": 1}\n{"a": 1.0}\n{"a": "1"}\n{"a": 1, "b": null}\n', encoding="utf-8")
     text = f"""
