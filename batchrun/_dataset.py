@@ -66,6 +66,7 @@ def row_key(row: dict[str, Any]) -> bytes | None:
 
 
 MAX_ROW_PROBLEMS = 20  # a dataset's problems said at once: a million bad rows are not a million lines
+MORE_ROWS = "and more rows like these: mend those first"
 
 
 class RowError(Exception):
@@ -380,7 +381,7 @@ class DatasetFile:
                 return [Problem(str(self.path), bad[0].line, None, "", f"{bad[0].message} ({more} alike)")]
             problems = [Problem(str(self.path), e.line, None, "", e.message) for e in bad[:MAX_ROW_PROBLEMS]]
             if len(bad) > MAX_ROW_PROBLEMS:
-                problems.append(Problem(str(self.path), None, None, "", "and more rows like these: mend those first"))
+                problems.append(Problem(str(self.path), None, None, "", MORE_ROWS))
             return problems
         ordered = sorted(prefixes)
         shared = {a for a, b in zip(ordered, ordered[1:], strict=False) if a == b}
@@ -404,8 +405,8 @@ class DatasetFile:
             key = row_key(row)
             if key is not None and int.from_bytes(key[:8], "big") in shared and seen.setdefault(key, number) != number:
                 if len(problems) == MAX_ROW_PROBLEMS:
-                    problems.append(Problem(str(self.path), None, None, "", "and more rows like these: mend those first"))
-                    break
-                message = f"the same variables as line {seen[key]}: {REPEAT_HINT}"
-                problems.append(Problem(str(self.path), number, None, "", message))
+                    return [*problems, Problem(str(self.path), None, None, "", MORE_ROWS)]
+                problems.append(
+                    Problem(str(self.path), number, None, "", f"the same variables as line {seen[key]}: {REPEAT_HINT}")
+                )
         return problems  # empty: the prefixes alone were shared (about once in 2**64 pairs)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._checks import check_problems, resolve_files
-from ._dataset import MAX_ROW_PROBLEMS, REPEAT_HINT, DatasetFile, Snapshot, row_key
+from ._dataset import MAX_ROW_PROBLEMS, MORE_ROWS, REPEAT_HINT, DatasetFile, Snapshot, row_key
 from ._exceptions import ConfigError, JobError, Problem
 from ._files import file_identity, read_regular_text
 from ._formats import short
@@ -247,7 +247,7 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
                 if problem:
                     bad += 1
                     if bad > MAX_ROW_PROBLEMS:
-                        problems.append(source.problem(where + ("vars",), "and more rows like these: mend those first"))
+                        problems.append(source.problem(where + ("vars",), MORE_ROWS))
                         break
                     problems.append(source.problem(where + ("vars", k), problem))
         elif "dataset" in prompt or "dataset" in data:
