@@ -397,8 +397,7 @@ class DatasetFile:
         return []
 
     def _same_variables(self, shared: set[int]) -> list[Problem]:
-        """Every row whose whole key an earlier row has, among rows whose 8-byte prefixes repeat,
-        up to a screenful (the first only had been named: break65 F6)."""
+        """Rows whose whole key an earlier row has, among rows whose 8-byte prefixes repeat: each, up to a screenful."""
         seen: dict[bytes, int] = {}
         problems: list[Problem] = []
         for number, row in self.rows_with_lines():
@@ -406,7 +405,6 @@ class DatasetFile:
             if key is not None and int.from_bytes(key[:8], "big") in shared and seen.setdefault(key, number) != number:
                 if len(problems) == MAX_ROW_PROBLEMS:
                     return [*problems, Problem(str(self.path), None, None, "", MORE_ROWS)]
-                problems.append(
-                    Problem(str(self.path), number, None, "", f"the same variables as line {seen[key]}: {REPEAT_HINT}")
-                )
+                repeated = f"the same variables as line {seen[key]}: {REPEAT_HINT}"
+                problems.append(Problem(str(self.path), number, None, "", repeated))
         return problems  # empty: the prefixes alone were shared (about once in 2**64 pairs)
