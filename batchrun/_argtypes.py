@@ -167,7 +167,15 @@ def merged_file(text: str) -> Path:
 
 def results_file(text: str) -> Path:
     """A results file's path, as `merged_file`; its run's summary is named as such."""
-    path = merged_file(text)
+    return _not_a_summary(text, merged_file(text))
+
+
+def run_or_folder(text: str) -> Path:
+    """What `history` reads: a job's output folder or a results file, not a run's summary."""
+    return _not_a_summary(text, Path(text))
+
+
+def _not_a_summary(text: str, path: Path) -> Path:
     if path.name.endswith(".summary.json"):  # break65 F7: "not JSON", of a JSON file
         results = path.with_name(path.name.removesuffix(".summary.json") + ".jsonl")
         raise argparse.ArgumentTypeError(
