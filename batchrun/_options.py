@@ -6,6 +6,7 @@ library caller, and are shared by the run, `plan` and `report --job`'s re-gradin
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +44,16 @@ class RunOptions:
     test_kill_after_submit: int | None = None  # test seam: SIGKILL after the Nth batch is accepted
 
     def __post_init__(self) -> None:
+        for name in ("api_key", "management_key"):  # a TypeError from the key check (break68 F3)
+            if not isinstance(getattr(self, name), (str, type(None))):
+                raise ConfigError(f"RunOptions.{name} is a str (or None), not a {type(getattr(self, name)).__name__}")
         # Refused here, before anything is sent, without being shown (break50 F1).
         sendable_key(self.api_key)
         sendable_key(self.management_key, "the management key")
-        if isinstance(self.output, str):  # as final_records takes one (break50 F2: an AttributeError)
+        if isinstance(self.output, (str, os.PathLike)):  # as final_records takes one (break50 F2)
             self.output = Path(self.output)
+        elif self.output is not None:  # an AttributeError once the run began (break68 F3)
+            raise ConfigError(f"RunOptions.output is a path (or None), not a {type(self.output).__name__}")
         if self.output is not None and "\0" in str(self.output):
             raise ConfigError("the output path holds a NUL byte, which no file name can")
         # As the CLI refuses them, before anything is written: a Shard(0, 2) ran no row and said

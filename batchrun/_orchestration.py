@@ -27,6 +27,7 @@ from ._journal import AttemptJournal
 from ._killed_run import KeySeen, batches_bound, carried_rate, killed_run_charge, released_charge
 from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
+from ._library_args import checked_arguments, checked_threshold
 from ._lock import OutputLock, lock_created
 from ._matrix import Request, count_requests, matrix_requests, run_size_problem, shard_text
 from ._options import HostCallback, Notice, RunOptions
@@ -65,7 +66,7 @@ class RunReport:
     def verdict(self, pass_threshold: float | None = None, thresholds: bool = True) -> tuple[ExitCode, list[str]]:
         """The exit code the CLI gives this run (README "Exit codes") and why: a library caller had
         to rebuild it (break56 F7). `pass_threshold`, `thresholds`: `--pass-threshold`, `--no-thresholds`."""
-        return decide(self.summary, self.settings, pass_threshold, run=True, thresholds=thresholds)
+        return decide(self.summary, self.settings, checked_threshold(pass_threshold), run=True, thresholds=thresholds)
 
 
 async def run_job(
@@ -78,12 +79,9 @@ async def run_job(
 ) -> RunReport:
     """Run (or resume) one job; README "Library". Raises a BatchrunError (ConfigError, JobError,
     LockHeld, AuthFailed, OutputFailed...), or what `on_record` raised, once the run has ended."""
+    control = checked_arguments(job, options, control, {"on_record": on_record, "on_start": on_start, "notice": notice})
     settings = with_key_deadline(job.run)  # a per-run key's run ends before the key does
     settings = within_fd_limit(settings, options.fresh_simulator, notice)
-    control = control or RunControl()
-    if control.used:  # its stop and its event are the last run's: every row was "deadline" (break50 F4)
-        raise ConfigError("this RunControl was given to an earlier run: make a new one for each run")
-    control.used = True
     clock = options.clock
     if (too_large := run_size_problem(job, options.shard)) is not None:
         raise ConfigError(too_large)  # before any lock, file or request
@@ -244,6 +242,7 @@ async def _locked_run(
             cache=cache,
         )
         runner.dispatch.journal, runner.regrade = journal, states.regrade if states is not None else {}
+        summary.kept = {(row_id, stored.get("fingerprint")) for row_id, stored in runner.regrade.items()}
         _first_reading(journal, pre.key_start, seen, ledger)
         control.runner = runner
         if control.pending:

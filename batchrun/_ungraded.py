@@ -114,4 +114,7 @@ def regraded_fields(record: dict[str, Any]) -> dict[str, Any]:
     fields.update(is_byok=None, upstream_inference_cost=None, abandoned_attempts=None)
     if record.get("batch_id"):
         fields["batch_id"] = record["batch_id"]
+    if record.get("cached") is True:  # a hit stays one: it had lost `cached` and its saving (verify66 9)
+        fields.update(cached=True, cost_saved=money(record.get("cost_saved")))
+        fields.update(cost_saved_status=record.get("cost_saved_status"), generated_at=record.get("generated_at"))
     return fields

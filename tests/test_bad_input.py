@@ -1254,6 +1254,69 @@ def test_load_job_takes_a_path_and_says_so_for_anything_else(given: Any) -> None
         load_job(given)
 
 
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"output": 5}, "RunOptions.output is a path (or None), not a int"),  # an AttributeError once begun
+        ({"api_key": 12345}, "RunOptions.api_key is a str (or None), not a int"),  # a TypeError
+        ({"management_key": b"sk"}, "RunOptions.management_key is a str (or None), not a bytes"),
+    ],
+)
+def test_run_options_of_the_wrong_type_are_a_config_error(options: dict[str, Any], said: str) -> None:
+    # break68 F3: Python's own errors, outside the one exception tree the README promises.
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        RunOptions(**{"api_key": None, **options})
+
+
+def test_run_options_take_any_path_like_output(tmp_path: Path) -> None:
+    class Where:
+        def __fspath__(self) -> str:
+            return str(tmp_path / "o.jsonl")
+
+    assert RunOptions(api_key=None, output=Where()).output == tmp_path / "o.jsonl"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        ({"job": "job.yaml"}, "run_job takes a Job, as load_job(path) returns it, not a str"),
+        ({"job": {"name": "x"}}, "run_job takes a Job, as load_job(path) returns it, not a dict"),
+        ({"options": {"api_key": None}}, "run_job takes its options as a RunOptions, not a dict"),
+        ({"control": object()}, "run_job's control is a RunControl (or None), not a object"),
+        ({"on_record": 5}, "run_job's on_record is called with each record: a int cannot be"),
+        ({"on_start": "x"}, "run_job's on_start is called with each run's row count: a str cannot be"),
+        ({"notice": 1.5}, "run_job's notice is called with each notice: a float cannot be"),
+    ],
+)
+async def test_run_job_arguments_of_the_wrong_type_are_refused_before_anything_is_sent(
+    tmp_path: Path, sim: Simulator, arguments: dict[str, Any], said: str
+) -> None:
+    # break68 F3, F4: on_record=5 sent and paid every row, then raised a TypeError and the run's
+    # report was lost; a path in the job's place was "'str' object has no attribute 'run'".
+    out = tmp_path / "o.jsonl"
+    given: dict[str, Any] = {
+        "job": load_job(write_job(tmp_path, SMALL_JOB)),
+        "options": RunOptions(api_key="sk-or-v1-" + "ab" * 32, base_url=sim.base_url, output=out),
+        **arguments,
+    }
+    with pytest.raises(ConfigError, match=re.escape(said)) as raised:
+        await run_job(**given)
+    assert sim.stats.chat_requests == 0 and not out.exists()
+    assert "ab" * 32 not in str(raised.value)
+
+
+@pytest.mark.parametrize("threshold", [80, 1.5, -0.1, "0.9", float("nan"), True])
+async def test_a_verdicts_pass_threshold_is_a_rate_as_the_cli_takes_it(
+    tmp_path: Path, sim: Simulator, threshold: Any
+) -> None:
+    # break68 F4: 80 (a percentage) read as 8000% and failed the run; "0.9" was a TypeError.
+    options = RunOptions(api_key="sk-or-v1-" + "ab" * 32, base_url=sim.base_url, output=tmp_path / "o.jsonl")
+    report = await run_job(load_job(write_job(tmp_path, SMALL_JOB)), options)
+    assert report.verdict(pass_threshold=0.5)[0] == ExitCode.OK
+    with pytest.raises(ConfigError, match="pass_threshold"):
+        report.verdict(pass_threshold=threshold)
+
+
 def test_a_job_closes_its_datasets_copies_and_one_dropped_warns_of_nothing(tmp_path: Path) -> None:
     # break56 F8: each loaded job kept its dataset's private copy open with no way to close it,
     # and one dropped was a ResourceWarning (a suite under -W error failed).

@@ -587,3 +587,41 @@ def test_the_summarys_cache_figures_count_this_runs_rows_only(tmp_path: Path, si
     code, text, _ = run(job, sim, out, cache, "--resume")  # complete: nothing is looked up or sent
     assert code == 0 and sim.stats.chat_requests == 20 + len(failed)
     assert "cache" not in json.loads((tmp_path / "a.summary.json").read_text()) and "cache:" not in text
+
+
+def test_a_resume_counts_the_rows_it_regrades_as_neither_hits_nor_misses_and_a_hit_stays_one(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # verify66 9: a resume said "40 miss(es)" for 36 rows sent (its re-graded rows counted),
+    # and a re-graded hit was written again without `cached` or `cost_saved`.
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"a": i}) + "\n" for i in range(12)))
+    text = """
+name: rg
+defaults: {params: {temperature: 0, max_tokens: 16}}
+judge: {model: JUDGE}
+models: [openai/gpt-4o-mini]
+prompts: [{id: p, text: "Say {{a}}.", dataset: d.jsonl, checks: [{judge: "The answer is a number."}]}]
+run: {concurrency: 1}
+"""
+    cache = tmp_path / "c"
+    first = write_job(tmp_path, text.replace("JUDGE", "openai/gpt-4o-mini"), "first.yaml")
+    assert run(first, sim, tmp_path / "a.jsonl", cache, "-q")[0] == ExitCode.OK
+    # Another grader: the rows are hits, their graders are not, and a budget stop cuts them.
+    job, out = (
+        write_job(tmp_path, text.replace("JUDGE", "anthropic/claude-3.5-haiku"), "second.yaml"),
+        tmp_path / "b.jsonl",
+    )
+    assert run(job, sim, out, cache, "-q", "--budget", "0.00002")[0] == ExitCode.BUDGET
+    kept = {i: r for i, r in by_id(out).items() if r["status"] == "ok" and r["passed"] is None}
+    assert kept and all(r["cached"] is True and r["cost_saved"] > 0 for r in kept.values())
+    sent = {i for i, r in by_id(out).items() if r["status"] == "skipped"}
+    code, printed, _ = run(job, sim, out, cache, "--resume", "--budget", "1")
+    assert code == ExitCode.OK, printed
+    final = by_id(out)
+    for i, before in kept.items():  # graded now, still the hit it was
+        assert final[i]["passed"] is not None
+        assert (final[i]["cached"], final[i]["cost_saved"]) == (True, before["cost_saved"])
+    summary = json.loads((tmp_path / "b.summary.json").read_text())
+    hits = sum(final[i]["cached"] is True for i in sent)
+    assert summary.get("cache", {}).get("hits", 0) + summary.get("cache", {}).get("misses", 0) == len(sent)
+    assert summary.get("cache", {}).get("hits", 0) == hits
