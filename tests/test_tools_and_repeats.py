@@ -192,6 +192,28 @@ def test_report_without_the_job_judges_items_by_the_runs_gate(tmp_path: Path) ->
     assert json.loads(text)["items"]["failed"] == 1 and 'failures="1"' in (tmp_path / "j.xml").read_text()
 
 
+def test_a_merge_judges_items_by_the_jobs_per_item_gate_or_the_one_its_shards_record(tmp_path: Path) -> None:
+    # break68 F1: merge built its summary with no gate: the merged summary, its report and JUnit
+    # failed items on "every repeat must pass" (141) that the job's gate passed (95 failed).
+    job = write_job(tmp_path, REPEAT_JOB.replace("min: 8", "min: 5"))
+    shards = [tmp_path / f"s{k}.jsonl" for k in (1, 2)]
+    for k, shard in enumerate(shards, 1):
+        assert call_cli(job, "--simulate", "-q", "--no-thresholds", "--shard", f"{k}/2", "-o", shard)[0] == 0
+    tallies: dict[str, list[bool]] = {}
+    for row in (r for shard in shards for r in read_rows(shard)):
+        tallies.setdefault(row["vars"]["country"], []).append(row["passed"])
+    failing = sum(sum(t) < 5 for t in tallies.values())
+    assert failing < sum(not all(t) for t in tallies.values())  # the two gates tell apart here
+    for name, extra in (("with_job.jsonl", ["--job", job]), ("from_shards.jsonl", [])):
+        merged = tmp_path / name
+        assert call_cli("merge", "-q", "-o", merged, *shards, *extra)[0] == 0
+        items = json.loads(merged.with_suffix(".summary.json").read_text())["items"]
+        assert items["gate"] == {"min": 5, "of": 10} and items["failed"] == failing, name
+        code, text, _ = call_cli("report", merged, "--json", "--junit", tmp_path / "j.xml")
+        assert json.loads(text)["items"]["failed"] == failing
+        assert f'failures="{failing}"' in (tmp_path / "j.xml").read_text()
+
+
 def test_item_gate_with_ungraded_repeats() -> None:
     gate = ItemGate(8, 10)
     assert gate.verdict(8, 9, 10) is True  # already 8
