@@ -24,6 +24,7 @@ from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError
 from ._formats import utc_readable
 from ._output_paths import write_report_file
+from ._pricing import money
 from ._report_data import PROMPT_CAP, ROW_CAP, TEXT_CAP, RunDigest, histogram, read_run_summary
 from ._summary_types import GroupFigures, Summary
 
@@ -233,6 +234,7 @@ def report_page(
         digest=digest,
         verdict=verdict,
         budget_usd=run_meta.get("budget_usd"),
+        run_spent=_recorded_spend(run_meta),
         stop=run_meta.get("stop"),
         models=model_table(summary),
         prompt_cap=PROMPT_CAP,
@@ -240,6 +242,13 @@ def report_page(
         prompt_count=len(summary["prompts"]),
         table_models=sorted({row["model"] for row in digest.rows}),
     )
+
+
+def _recorded_spend(run_meta: dict[str, Any]) -> float | None:
+    """What the runs of the file spent, as its summary says: a re-grading report shows it apart from
+    its own tables' costs, which are the answers and the grading bought now (break68 F2)."""
+    spent = money(run_meta.get("spent_usd"))
+    return None if spent is None else spent + (money(run_meta.get("spent_before_usd")) or 0.0)
 
 
 def history_charts(history: dict[str, Any]) -> list[Chart]:

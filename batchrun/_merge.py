@@ -78,6 +78,10 @@ def _without_sidecars(shards: list[Path], warn: Warn) -> list[Path]:
             kept.append(shard)
         else:
             warn(f"{shard}: the {found[0]} of {found[1]}, read with it: not merged as a shard")
+    for shard in kept:  # given alone, it was "not JSON", of a JSON file (verify67)
+        if shard.name.endswith(".summary.json"):
+            results = shard.with_name(shard.name.removesuffix(".summary.json") + ".jsonl")
+            raise ResultsError(f"{shard}: the summary a run writes beside its results: give {str(results)!r}")
     return kept
 
 

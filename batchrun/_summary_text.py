@@ -29,7 +29,11 @@ def _grading_lines(summary: Summary) -> list[str]:
     unsure = total.get("judge_cost_unknown_rows")
     if total.get("judge_cost_usd") or unsure:
         # "+?": a grader's attempt of unknown cost (a kill -9 cut it off): a lower bound.
-        lines.append(f"judging: ${total['judge_cost_usd']:.6f}{'+?' if unsure else ''} (of ${cost_text(total)} spent)")
+        judging = f"judging: ${total['judge_cost_usd']:.6f}{'+?' if unsure else ''}"
+        if summary.get("judging_regraded"):  # not the run's spend: its answers and this grading (break68 F2)
+            lines.append(f"{judging}, re-graded now (of ${cost_text(total)}: the answers as recorded, and this grading)")
+        else:
+            lines.append(f"{judging} (of ${cost_text(total)} spent)")
     if total.get("undecided"):
         lines.append(
             # Not always a failure: a stop before the grader was asked leaves it ungraded too (verify38 N4).
@@ -182,7 +186,8 @@ def _spend_lines(summary: Summary) -> list[str]:
     if budget is not None:
         spent = summary.get("spent_usd") or 0.0
         lines.append(
-            f"budget left for this run: spent ${spent:.6f} of ${budget:.6f} (${max(0.0, budget - spent):.6f} left)"
+            f"budget left for this {'re-grading' if summary.get('judging_regraded') else 'run'}: "
+            f"spent ${spent:.6f} of ${budget:.6f} (${max(0.0, budget - spent):.6f} left)"
         )
     return lines
 

@@ -127,3 +127,6 @@ class Summary(RunFigures, total=False):
     unread_lines: int
     # `report --job`: rows whose re-graded verdict is not the stored one, by change ("pass -> fail").
     regraded_changes: dict[str, int]
+    # `report --job` that re-graded judge checks: its costs are the answers as recorded and the
+    # grading bought now, its budget and spend the re-grading's (break68 F2).
+    judging_regraded: bool

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -398,6 +399,37 @@ def test_report_job_regrades_with_judges_under_a_budget(tmp_path: Path) -> None:
     # No key and no --simulate: a one-line error, exit 2, nothing sent.
     result = cli("report", out, "--job", job)
     assert result.returncode == ExitCode.USAGE and "no API key" in result.stderr
+
+
+def test_a_regrading_report_says_its_costs_apart_from_what_the_run_spent(tmp_path: Path) -> None:
+    # break68 F2: "judging: $x (of $y spent)" and the page's "Spend $y of a $1 budget" gave the
+    # answers' cost plus the grading bought now: a figure nobody paid, beside the run's own.
+    out, page = tmp_path / "r.jsonl", tmp_path / "p.html"
+    code, _, _ = call_cli(
+        write_job(tmp_path, JUDGED.replace("run: {", "run: {budget_usd: 0.5, ")), "--simulate", "-q", "-o", out
+    )
+    assert code == ExitCode.OK
+    recorded = json.loads((tmp_path / "r.summary.json").read_text())
+    dearer = write_job(
+        tmp_path,
+        JUDGED.replace("judge: {model: openai/gpt-4o-mini}", "judge: {model: anthropic/claude-3.5-haiku}"),
+        "j2.yaml",
+    )
+    code, text, _ = call_cli("report", out, "--job", dearer, "--simulate", "--budget", "1", "--html", page, "--json")
+    summary = json.loads(text)
+    regrading, total = summary["spent_usd"], summary["total"]["cost_usd"]
+    assert summary["judging_regraded"] is True and regrading == pytest.approx(summary["total"]["judge_cost_usd"])
+    assert total != pytest.approx(recorded["spent_usd"])  # the grader's price changed: the figures differ
+    spend = re.search(r'<dd id="spend">(.*?)</dd>', page.read_text(), re.S)
+    assert spend is not None
+    assert spend.group(1).startswith(f"the run: ${recorded['spent_usd']:.6f} of a $0.500000 budget (its summary)")
+    assert f"re-grading its judge checks now: ${regrading:.6f} of a $1.000000 budget" in spend.group(1)
+    assert f"this grading: ${total:.6f}" in spend.group(1)
+    code, text, _ = call_cli("report", out, "--job", dearer, "--simulate", "--budget", "1")
+    assert (
+        f"judging: ${regrading:.6f}, re-graded now (of ${total:.6f}: the answers as recorded, and this grading)" in text
+    )
+    assert f"budget left for this re-grading: spent ${regrading:.6f} of $1.000000" in text
 
 
 def test_several_graders_and_a_per_check_grader(tmp_path: Path) -> None:

@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     merge = commands.add_parser("merge", help="combine shard result files of one job")
     merge.add_argument(
-        "files", type=_argtypes.results_file, nargs="+", help="OUT.jsonl SHARD... (or SHARD... with -o OUT)"
+        "files", type=_argtypes.merged_file, nargs="+", help="OUT.jsonl SHARD... (or SHARD... with -o OUT)"
     )
     merge.add_argument(
         "--output", "-o", type=_argtypes.merged_file, help="the merged results file, a name ending in .jsonl"

@@ -195,6 +195,7 @@ def _gate(
             coverage.changed.note(stored.get(row["id"]), row.get("passed"))
 
         summary = _regrade_judged(args, console, job, gate, remembered(coverage.review(records)), regraded, page, note)
+        summary["judging_regraded"] = True  # its cost figures: the answers as recorded, the grading bought now
     else:
         reviewed = through(page, coverage.review(records, regrade=True))
         builder = (
