@@ -1477,7 +1477,7 @@ def test_a_runs_summary_given_for_its_results_or_for_the_job_is_named_as_such(tm
     for command in (["report"], ["history"], ["merge", "-o", tmp_path / "m.jsonl"], ["diff", tmp_path / "r.jsonl"]):
         # history and merge had said "not JSON" too (verify67)
         code, _, err = call_cli(*command, summary)
-        assert_refused(code, err, "is the summary a run writes beside its results: give", "r.jsonl")
+        assert_refused(code, err, "the summary a run writes beside its results: give", "r.jsonl")
     given: list[list[str | Path]] = [["validate", summary], [summary, "--simulate"]]
     for args in given:
         code, _, err = call_cli(*args)
