@@ -165,7 +165,8 @@ def cost_chart(rows: list[dict[str, Any]]) -> Chart:
     return Chart(
         "cost-by-model",
         "Cost per model",
-        "The USD each model's rows were billed in this run (usage.cost as the endpoint reported it); "
+        "The USD each model's rows were billed in this run, the grading of its rows by judge models "
+        "included (usage.cost as the endpoint reported it); "
         "where a cost is unknown, the worst case held for it, in grey.",
         _spec(_cost, rows=rows),
     )

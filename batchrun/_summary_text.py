@@ -34,6 +34,8 @@ def _grading_lines(summary: Summary) -> list[str]:
             lines.append(f"{judging}, re-graded now (of ${cost_text(total)}: the answers as recorded, and this grading)")
         else:
             lines.append(f"{judging} (of ${cost_text(total)} spent)")
+        # A cheap model graded by dear ones read 10x dearer than its answers (break68 F5).
+        lines[-1] += "; each model's cost counts the grading of its rows"
     if total.get("undecided"):
         lines.append(
             # Not always a failure: a stop before the grader was asked leaves it ungraded too (verify38 N4).

@@ -430,6 +430,7 @@ def test_a_regrading_report_says_its_costs_apart_from_what_the_run_spent(tmp_pat
         f"judging: ${regrading:.6f}, re-graded now (of ${total:.6f}: the answers as recorded, and this grading)" in text
     )
     assert f"budget left for this re-grading: spent ${regrading:.6f} of $1.000000" in text
+    assert "; each model's cost counts the grading of its rows" in text  # break68 F5: 10x dearer, unsaid
 
 
 def test_several_graders_and_a_per_check_grader(tmp_path: Path) -> None:
