@@ -580,7 +580,7 @@ def test_when_one_output_cannot_be_written_the_other_says_exit_11_not_last_night
     ("threshold", "keep", "said"),
     [
         # A prompt's threshold, every row of that prompt lost (a shard that never came back).
-        ("{prompts: {capital: 0.5}}", "sum", "prompt capital: its threshold could not be checked: none of its rows is"),
+        ("{prompts: {capital: 0.5}}", "sum", "prompt capital: its threshold could not be checked: no row in the file"),
         # ... or all of them skipped.
         ("{prompts: {capital: 0.5}}", "skipped", "(0 undecided, 0 in error, 12 skipped)"),
         ("{models: {openai/gpt-4o-mini: 0.5}}", "skipped", "model openai/gpt-4o-mini: its threshold could not be"),
