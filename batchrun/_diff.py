@@ -345,7 +345,11 @@ def _change_lines(diff: dict[str, Any]) -> list[str]:
         rows = diff["flips"][kind]
         if rows:
             lines.append(f"{label}: {len(rows)} row(s)")
-            lines += [f"  {r['model']} / {r['prompt_id']} [{r['id'][:8]}]: {r['why']}" for r in rows[:MAX_FLIPS_SHOWN]]
+            # A row that now passes, under the first run's reason, read as a failure (break68 F7).
+            was = "it had failed: " if kind == "fail_to_pass" else ""
+            lines += [
+                f"  {r['model']} / {r['prompt_id']} [{r['id'][:8]}]: {was}{r['why']}" for r in rows[:MAX_FLIPS_SHOWN]
+            ]
     for name, model in diff["models"].items():
         if model["status"] != "both":
             lines.append(f"model {name}: {model['status']}")

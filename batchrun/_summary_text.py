@@ -31,7 +31,9 @@ def _grading_lines(summary: Summary) -> list[str]:
         # "+?": a grader's attempt of unknown cost (a kill -9 cut it off): a lower bound.
         judging = f"judging: ${total['judge_cost_usd']:.6f}{'+?' if unsure else ''}"
         if summary.get("judging_regraded"):  # not the run's spend: its answers and this grading (break68 F2)
-            lines.append(f"{judging}, re-graded now (of ${cost_text(total)}: the answers as recorded, and this grading)")
+            lines.append(
+                f"{judging}, re-graded now (of ${cost_text(total)}: the answers as recorded, and this grading)"
+            )
         else:
             lines.append(f"{judging} (of ${cost_text(total)} spent)")
         # A cheap model graded by dear ones read 10x dearer than its answers (break68 F5).

@@ -278,6 +278,9 @@ def test_diff_finds_flips_and_changes(tmp_path: Path) -> None:
     assert diff["regression"] is True
     code, text, _ = call_cli("diff", before, after)
     assert code == 0 and "pass -> fail: 1 row(s)" in text and "model n: started erroring" in text
+    assert "m / p [1]: c: expected to contain 'Paris'" in text  # a row now failing: why it fails
+    fixed = text.split("fail -> pass: 1 row(s)\n")[1].splitlines()[0]
+    assert fixed.startswith("  m / p [2]: it had failed: ")  # break68 F7: not read as a failure
     code, _, _ = call_cli("diff", before, after, "--fail-on-regression")
     assert code == ExitCode.REGRESSION
     code, text, _ = call_cli("diff", before, before, "--fail-on-regression", "--markdown")
