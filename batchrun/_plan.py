@@ -204,7 +204,9 @@ async def price_plan(
         if cache is not None:
             cache.close()
     no_previous: tuple[str | None, dict[str, float], set[str]] = (None, {}, set())
-    previous_file, averages, previous_unknown = previous_average(job, client.base_url) if previous else no_previous
+    # A simulated run records the simulator by name: each ran on a port of its own (break68 F9).
+    ran_against = cache_endpoint or client.base_url
+    previous_file, averages, previous_unknown = previous_average(job, ran_against) if previous else no_previous
     return PricedPlan(
         job,
         result.rows,

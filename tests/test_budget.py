@@ -198,10 +198,16 @@ def test_plan_warns_without_max_tokens_and_reads_the_previous_run(tmp_path: Path
     assert result.returncode == 0
     assert "warning: openai/gpt-4o-mini has requests without max_tokens" in result.stdout
     assert "previous run: outputs/small/" in result.stdout
-    # A simulated run's made-up costs are no "previous average", for a simulated plan or a real one.
+    # A simulated run's made-up costs are no "previous average" for a real plan; a simulated
+    # plan's is the simulated run's, not the real one's (break68 F9: it showed none at all).
     assert cli("job.yaml", "--simulate", "-q", cwd=tmp_path).returncode == 0
     simulated = cli("plan", "job.yaml", "--simulate", cwd=tmp_path)
-    assert simulated.returncode == 0 and "previous run:" not in simulated.stdout
+    shown = [line for line in simulated.stdout.splitlines() if line.startswith("previous run:")]
+    assert (
+        simulated.returncode == 0
+        and shown
+        and shown != [line for line in result.stdout.splitlines() if line.startswith("previous run:")]
+    )
     real = cli("plan", "job.yaml", "--base-url", sim.base_url, cwd=tmp_path, env=env)
     previous = [line for line in result.stdout.splitlines() if line.startswith("previous run:")]
     assert previous and previous == [line for line in real.stdout.splitlines() if line.startswith("previous run:")]
@@ -230,6 +236,26 @@ def test_plans_previous_average_counts_the_grading_too(tmp_path: Path, sim: Simu
     total = next(line for line in result.stdout.splitlines() if line.startswith("TOTAL")).split()
     assert float(total[-1]) == pytest.approx(spent, abs=1e-6)  # printed to 6 places; the same rows again
     assert "(prev. avg: its rows' cost, their grading included)" in result.stdout
+
+
+def test_a_simulated_plan_shows_the_previous_simulated_runs_average_of_the_same_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break68 F9: "prev. avg $ -" for ever on the simulator: each run recorded its random port.
+    monkeypatch.chdir(tmp_path)
+    write_job(tmp_path, SMALL_JOB)
+    job = tmp_path / "job.yaml"
+    assert call_cli(job, "--simulate", "-q", "-o", tmp_path / "outputs" / "small" / "a.jsonl")[0] == 0
+    summary = json.loads((tmp_path / "outputs" / "small" / "a.summary.json").read_text())
+    assert summary["endpoint"] == "simulator"
+    rows = read_rows(tmp_path / "outputs" / "small" / "a.jsonl")
+    mini = [r["cost"] for r in rows if r["model"] == "openai/gpt-4o-mini"]
+    code, text, _ = call_cli("plan", job, "--simulate")
+    line = next(line for line in text.splitlines() if line.startswith("openai/gpt-4o-mini")).split()
+    assert code == 0 and float(line[-1]) == pytest.approx(sum(mini), abs=1e-6)  # the mean, for as many rows
+    # Other --sim settings are another simulator: its made-up prices are not this one's.
+    code, text, _ = call_cli("plan", job, "--simulate", "--sim", "accuracy.openai/gpt-4o-mini=0")
+    assert next(line for line in text.splitlines() if line.startswith("openai/gpt-4o-mini")).split()[-1] == "-"
 
 
 def _previous_run(tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch, **edit: Any) -> list[Any]:

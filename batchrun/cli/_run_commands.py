@@ -203,13 +203,13 @@ def _plan(args: argparse.Namespace, console: Console, job: Any) -> int:
     async def body(base_url: str | None, sim_key: str | None, sim_management: str | None) -> str:
         from .._plan import price_plan
 
-        # A simulated plan's "previous average" would compare made-up prices: none is shown.
+        # A simulated plan's "previous average" is of simulated runs only (of the same --sim
+        # settings): each run records the simulator by name, not the port it had (break68 F9).
         management = sim_management or os.environ.get(job.endpoint.management_key_env)
         plan = await price_plan(
             replace(job, run=settings),
             base_url,
             sim_key or key,
-            previous=not args.simulate,
             management_key=management,
             cache_endpoint=endpoint,
             warn=console.error,
