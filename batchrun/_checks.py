@@ -70,6 +70,13 @@ class CannotPass(NamedTuple):
     reason: str
 
 
+class NotKnown(NamedTuple):
+    """Undecided, not failed: the figure checked was not reported (break66 F1, F2: a timeout failed right answers)."""
+
+    passed: None
+    reason: str
+
+
 _EMPTY: Outcome = CannotPass(False, "the expected text is empty (an empty or missing variable?): the check cannot pass")
 
 
@@ -152,13 +159,14 @@ def _max_latency(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     )
 
 
-def _max_cost(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    return answer.cost is not None and answer.cost <= value, f"expected cost <= ${value}, got ${answer.cost}"
+def _max_cost(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome | NotKnown:
+    cost, unknown = answer.cost, NotKnown(None, "not graded: the answer's cost is not known")
+    return unknown if cost is None else (cost <= value, f"expected cost <= ${value}, got ${cost}")
 
 
-def _max_tokens(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    tokens = answer.completion_tokens
-    return tokens is not None and tokens <= value, f"expected <= {value} completion tokens, got {tokens}"
+def _max_tokens(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome | NotKnown:
+    tokens, unknown = answer.completion_tokens, NotKnown(None, "not graded: the endpoint reported no completion tokens")
+    return unknown if tokens is None else (tokens <= value, f"expected <= {value} completion tokens, got {tokens}")
 
 
 def _finish_reason(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
@@ -198,7 +206,7 @@ def _tool_call(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
 # Kinds whose value is text (or an any/all list of text) compared with the answer.
 _TEXT_KINDS = frozenset({"contains", "icontains", "not_contains", "regex", "starts_with"})
 
-_KINDS: dict[str, Callable[[Answer, Any, dict[str, Any]], Outcome]] = {
+_KINDS: dict[str, Callable[[Answer, Any, dict[str, Any]], Outcome | NotKnown]] = {
     "equals": _equals,
     "contains": lambda a, v, c: _contains(a, v, c, bool(c.get("ignore_case", False))),
     "icontains": lambda a, v, c: _contains(a, v, c, True),
@@ -322,6 +330,9 @@ def run_checks(
             results.append((judged or {}).get(index) or ungraded(check, "not graded: no grader was asked"))
             continue
         outcome = _KINDS[kind](answer, check[kind], check)
+        if isinstance(outcome, NotKnown):  # negated or not, neither pass nor fail
+            results.append(ungraded(check, outcome.reason))
+            continue
         passed, reason = outcome
         if check.get("not") and not isinstance(outcome, CannotPass):  # negating "cannot pass" must not pass
             passed, reason = not passed, "negated: " + reason

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._checks import answer_of, grade, stored_judgements, without_latency_checks
 from ._exceptions import OutputFailed
 from ._matrix import Request
 from ._reader import spent_on
@@ -65,7 +66,13 @@ class LateCosts:
                 fields.update(judge_cost_fields(row.judge))
             if all(row.record.get(name) == value for name, value in fields.items()):
                 continue  # nothing was learnt about this row
-            yield resolved_record(row.record, fields, moved, now), row.request.payload
+            record = resolved_record(row.record, fields, moved, now)
+            if record["status"] == "ok" and row.request.checks:
+                # Graded again on the cost known now: a max_cost_usd check left undecided by the
+                # unknown cost (or a record saying "got $None" beside its cost) is decided (break66 F1).
+                checks = without_latency_checks(row.request.checks) if record.get("batch_id") else row.request.checks
+                record.update(grade(checks, answer_of(record), stored_judgements(record, checks)))
+            yield record, row.request.payload
 
 
 def resolved_record(old: dict[str, Any], fields: dict[str, Any], moved: float, now: str) -> dict[str, Any]:

@@ -42,7 +42,8 @@ def _grading_lines(summary: Summary) -> list[str]:
         lines.append(
             # Not always a failure: a stop before the grader was asked leaves it ungraded too (verify38 N4).
             f"undecided: {total['undecided']} row(s) with a check not graded (its grader failed, or a stop came "
-            "before it was asked; neither pass nor fail, not in the pass rate)"
+            "before it was asked, or the endpoint did not report the cost or tokens it checks; neither pass nor "
+            "fail, not in the pass rate)"
         )
     items = summary.get("items")
     if items:

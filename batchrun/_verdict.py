@@ -196,7 +196,8 @@ def decide(
     undecided, answered = summary["total"]["undecided"], summary["total"]["ok"]
     if thresholds and undecided and undecided / answered > settings.max_error_rate:
         reasons.append(
-            f"{undecided} row(s) could not be graded: a grader failed ({undecided / answered:.1%} of answered "
+            f"{undecided} row(s) could not be graded: a grader failed, or a figure a check needs was not "
+            f"reported ({undecided / answered:.1%} of answered "
             f"rows, tolerance {settings.max_error_rate:.1%})"
         )
     capped = summary["skip_reasons"].get("daily_cap", 0)

@@ -93,6 +93,25 @@ def test_a_check_against_nothing_never_passes(check: dict[str, Any]) -> None:
     assert passed is False and "the expected text is empty" in reason
 
 
+@pytest.mark.parametrize(
+    ("check", "why"),
+    [
+        ({"max_cost_usd": 0.01}, "not graded: the answer's cost is not known"),
+        ({"max_cost_usd": 0.01, "not": True}, "not graded: the answer's cost is not known"),
+        ({"max_tokens": 5}, "not graded: the endpoint reported no completion tokens"),
+        ({"max_tokens": 5, "not": True}, "not graded: the endpoint reported no completion tokens"),
+    ],
+)
+def test_a_figure_the_endpoint_did_not_report_leaves_its_check_undecided_not_failed(
+    check: dict[str, Any], why: str
+) -> None:
+    # break66 F1, F2: a timeout's unknown cost, a stream with no usage chunk: "got None" failed
+    # right answers and the run exited 3.
+    graded = grade([check, {"contains": "Paris"}], Answer("Paris", 10.0, None, None, "stop"))
+    assert graded["passed"] is None and graded["score"] == 1.0
+    assert graded["checks"][0] == {"name": next(iter(check)), "pass": None, "reason": "", "weight": 1, "error": why}
+
+
 def test_reasons_say_what_was_expected() -> None:
     assert verdict({"contains": "Tokyo"}) == (False, "expected to contain 'Tokyo'")
     assert verdict({"equals": "Rome"}, "Paris") == (False, "expected 'Rome', got 'Paris'")

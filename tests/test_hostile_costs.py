@@ -451,6 +451,44 @@ def test_unknown_costs_read_as_a_lower_bound_in_every_view(tmp_path: Path) -> No
     assert f"all rows in the file cost $0.000000+? (4 row(s) of unknown cost, up to ${held:.6f}" in again.stdout
 
 
+@pytest.mark.parametrize("found", [True, False])
+def test_a_cost_check_is_undecided_while_the_cost_is_unknown_and_graded_again_once_it_is_learnt(
+    tmp_path: Path, found: bool
+) -> None:
+    # break66 F1: each row's first attempt is cut short after it was billed; the second answers
+    # right for $0.00001. `max_cost_usd: 0.01` failed every row "got $None": exit 3 on right,
+    # cheap answers; and the row written again with its cost learnt late kept that failure.
+    ids, tried = iter(f"gen-c{n}" for n in range(100)), set()
+
+    def chat(request: RawRequest) -> bytes:
+        row = request.headers.get("x-batchrun-row", "")
+        if row not in tried:
+            tried.add(row)
+            return _cut(next(ids))
+        return json_answer(200, chat_payload())
+
+    server = HostileServer(chat=chat)
+    never = lambda request: json_answer(404, {"error": {"code": 404, "message": "Generation not found"}})  # noqa: E731
+    server.routes["/generation"] = known_late(0.0002) if found else never
+    job = (
+        JOB.replace("max_attempts: 1", "max_attempts: 2")
+        .replace("    vars:", "    checks: [{max_cost_usd: 0.01}]\n    vars:")
+        .replace("run: {", "run: {pass_threshold: 1.0, ")
+    )
+    outcome = run(server, tmp_path, job=job)
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    for first in lines[:4]:  # as written: the cost not known yet
+        assert first["cost"] is None and first["passed"] is None
+        assert first["checks"][0]["error"] == "not graded: the answer's cost is not known"
+    if found:
+        assert len(lines) == 8 and all(again["cost_resolved_at"] for again in lines[4:])
+        assert {(r["passed"], r["checks"][0]["pass"]) for r in outcome.rows} == {(True, True)}
+        assert outcome.code == ExitCode.OK
+    else:
+        assert len(lines) == 4 and {r["passed"] for r in outcome.rows} == {None}
+        assert outcome.code != ExitCode.QUALITY  # undecided, not a quality failure
+
+
 def test_grader_costs_found_after_the_rows_were_written_are_appended_with_the_rows(tmp_path: Path) -> None:
     """break14h H8: each grader request is cut short (maybe billed), /generation knows it only at
     the end-of-run lookups. The rows kept `judge_cost: null` and their graders' worst cases in

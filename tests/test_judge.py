@@ -326,7 +326,10 @@ def test_judge_failure_is_an_error_not_a_fail(tmp_path: Path) -> None:
     # ... but a gate with no verdicts does not pass in silence: like error rows, ungraded rows
     # are within run.max_error_rate or exit 1 (never 3, the quality code).
     assert result.returncode == ExitCode.ERRORS, result.stderr
-    assert "12 row(s) could not be graded: a grader failed (100.0% of answered rows, tolerance 0.0%)" in result.stderr
+    assert (
+        "12 row(s) could not be graded: a grader failed, or a figure a check needs was not reported (100.0% of"
+        in result.stderr
+    )
     tolerant = write_job(tmp_path, JUDGED.replace("max_wait_s: 1}", "max_wait_s: 1, max_error_rate: 1}"), "t.yaml")
     result = cli(tolerant, "--simulate", "--sim", "judge_unparseable=0.3", "-o", tmp_path / "t.jsonl")
     assert result.returncode == ExitCode.OK, result.stderr
