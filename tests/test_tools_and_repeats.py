@@ -204,7 +204,8 @@ def test_a_merge_judges_items_by_the_jobs_per_item_gate_or_the_one_its_shards_re
         tallies.setdefault(row["vars"]["country"], []).append(row["passed"])
     failing = sum(sum(t) < 5 for t in tallies.values())
     assert failing < sum(not all(t) for t in tallies.values())  # the two gates tell apart here
-    for name, extra in (("with_job.jsonl", ["--job", job]), ("from_shards.jsonl", [])):
+    given: list[tuple[str, list[str | Path]]] = [("with_job.jsonl", ["--job", job]), ("from_shards.jsonl", [])]
+    for name, extra in given:
         merged = tmp_path / name
         assert call_cli("merge", "-q", "-o", merged, *shards, *extra)[0] == 0
         items = json.loads(merged.with_suffix(".summary.json").read_text())["items"]
