@@ -87,6 +87,20 @@ class ChargeBook:
         self.above_worst_usd = 0.0  # by how much, in all
         self.above_worst_example = ""
         self.cut_off = CutOff()  # after a stop, lookups end with the grace (_cut_off)
+        # Generation ids given to an earlier attempt: "unique" (openapi.yaml), so one given again
+        # is a lie, and a lookup by it books another row's cost (break66 F4: per-model costs 100x off).
+        self.ids_seen: set[str] = set()
+        self.reused_ids = 0
+
+    def _reused(self, generation_id: str | None) -> bool:
+        """Whether an earlier attempt had this id (counted): the new attempt is not looked up by it."""
+        if generation_id is None:
+            return False
+        if generation_id in self.ids_seen:
+            self.reused_ids += 1
+            return True
+        self.ids_seen.add(generation_id)
+        return False
 
     def check_bound(self, cost: float, worst: float, how: str) -> bool:
         """Flag a charge the worst case did not bound: a lying reply or lookup, or a cost
@@ -102,7 +116,8 @@ class ChargeBook:
 
     def abandoned(self, failure: RequestFailed, reservation: float, row: RowCharges) -> None:
         """An attempt that may have been billed: hold its reservation."""
-        charge = Charge(failure.generation_id, self.ledger.keep(reservation))
+        held = self.ledger.keep(reservation)
+        charge = Charge(failure.generation_id, held, reused_id=self._reused(failure.generation_id))
         row.parts.append(charge)
         self.unresolved.append(charge)
 
@@ -110,12 +125,15 @@ class ChargeBook:
         """A failed attempt whose reply reported a cost (`RequestFailed.reported_cost`)."""
         cost = failure.reported_cost or 0.0
         row.parts.append(Charge(failure.generation_id, 0.0, cost=cost, status="reported"))
+        self._reused(failure.generation_id)  # known: its id is only kept from later attempts
         await self.ledger.settle(reservation, cost, answered=True)
 
     async def answered(self, result: ChatResult, reservation: float, row: RowCharges, estimate: float | None) -> None:
         """Settle an answer: its reported cost, a lookup, the token estimate, or unknown (held)."""
         is_byok, upstream = byok_of(result.usage)
-        charge = Charge(result.generation_id, 0.0, is_byok=is_byok, upstream_inference_cost=upstream, abandoned=False)
+        gid = result.generation_id
+        charge = Charge(gid, 0.0, is_byok=is_byok, upstream_inference_cost=upstream, abandoned=False)
+        charge.reused_id = self._reused(gid)
         row.parts.append(charge)
         reported = reported_charge(result.usage)
         if reported is not None:
@@ -153,7 +171,7 @@ class ChargeBook:
     async def look_up(self, charge: Charge, limit_s: float | None = None) -> bool:
         """Resolve one charge through /generation; False when it is not known (yet), or not
         within `limit_s`."""
-        if charge.generation_id is None or charge.status != "unknown":
+        if charge.generation_id is None or charge.reused_id or charge.status != "unknown":
             return False
         self.lookups += 1
         started = asyncio.get_running_loop().time()
@@ -224,7 +242,7 @@ class ChargeBook:
 
     async def _retry_lookups(self, final: bool) -> None:
         if self.lookups_down:
-            unresolved = [c for c in self.unresolved if c.generation_id is not None]
+            unresolved = [c for c in self.unresolved if c.generation_id is not None and not c.reused_id]
             if not final or not unresolved or not await self.look_up(unresolved[0], ROW_LOOKUP_S):
                 return
         turns = asyncio.Semaphore(LOOKUPS_AT_ONCE)

@@ -175,9 +175,16 @@ def reconcile(
         # Charges above their attempt's worst case (reported or looked up): the bound did not hold.
         "above_worst_case_attempts": book.above_worst,
         "above_worst_case_usd": round(book.above_worst_usd, 8),
+        "reused_generation_ids": book.reused_ids,
         "warning": None,
     }
     _compare(out, start, end, ledger, book, unread, start_unread)
+    if book.reused_ids:
+        reused = (
+            f"{book.reused_ids} repl(ies) carried a generation id an earlier attempt had: their costs were "
+            "not looked up by it (another row's), so they are estimated or held"
+        )
+        out["warning"] = f"{out['warning']}; {reused}" if out["warning"] else reused
     if book.above_worst:
         above = (
             f"{book.above_worst} attempt(s) cost more than their worst case, ${book.above_worst_usd:.6f} beyond it "

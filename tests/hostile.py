@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
 import json
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -53,9 +54,24 @@ def json_answer(status: int, payload: Any, headers: dict[str, str] | None = None
     return http(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})
 
 
+_GENERATIONS = itertools.count(1)
+
+
+def new_generation_id() -> str:
+    """A generation id no other reply of the suite has: OpenRouter's are unique."""
+    return f"gen-{next(_GENERATIONS)}"
+
+
+def asked_generation(request: RawRequest) -> str:
+    """The id a `/generation?id=` request asks for."""
+    return request.path.split("id=", 1)[1]
+
+
 def chat_payload(content: Any = "Paris", **overrides: Any) -> dict[str, Any]:
+    """A chat completion as OpenRouter sends it; each its own generation id, as the service's are
+    unique (one id on two replies is a lie batchrun does not look up by: break66 F4)."""
     payload: dict[str, Any] = {
-        "id": "gen-1",
+        "id": new_generation_id(),
         "object": "chat.completion",
         "model": "openai/gpt-4o-mini",
         "provider": "OpenAI",

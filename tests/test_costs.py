@@ -557,14 +557,16 @@ async def test_two_answers_alike_are_two_charges_whichever_lookup_ends_first(mon
         return None  # not found: each answer's cost is then estimated from its tokens
 
     usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
-    answer = ChatResult("gen-1", "m", "p", "Paris", "stop", "stop", usage)
+    # Alike but for their ids: one id on both is no longer looked up twice (break66 F4).
+    answers = [ChatResult(gid, "m", "p", "Paris", "stop", "stop", usage) for gid in ("gen-1", "gen-2")]
     async with OpenRouterClient("http://127.0.0.1:9/api/v1", FAKE_KEY) as client:
         monkeypatch.setattr(client, "generation", generation)
         book = ChargeBook(client, ledger)
         rows = [RowCharges(), RowCharges()]
         held = [await ledger.reserve(0.01) for _ in rows]
         settled = [
-            asyncio.ensure_future(book.answered(answer, h, row, 0.002)) for h, row in zip(held, rows, strict=True)
+            asyncio.ensure_future(book.answered(answer, h, row, 0.002))
+            for answer, h, row in zip(answers, held, rows, strict=True)
         ]
         while asked < 2:
             await asyncio.sleep(0)
@@ -574,6 +576,41 @@ async def test_two_answers_alike_are_two_charges_whichever_lookup_ends_first(mon
         await settled[0]
     assert [row.parts[0].status for row in rows] == ["estimated", "estimated"] and book.unresolved == []
     assert ledger.committed == pytest.approx(0.004)
+
+
+async def test_a_generation_id_given_again_is_not_looked_up_by_it_and_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    # break66 F4: every reply carried one id; each row's lookup booked another row's cost (a
+    # model 100x cheaper read as dear as the other). The second reply's cost is not looked up
+    # by the id: estimated from its tokens (an upper bound), and the reconciliation says so.
+    from batchrun._charges import ChargeBook
+    from batchrun._pricing import GenerationCost
+    from batchrun._reconcile import reconcile
+    from batchrun._reply import ChatResult
+    from batchrun._row_cost import RowCharges
+
+    ledger = CreditLedger(1.0)
+    asked: list[str] = []
+
+    async def generation(generation_id: str) -> GenerationCost | None:
+        asked.append(generation_id)
+        return GenerationCost(0.3)  # a dear generation: not the second row's cost
+
+    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    answer = ChatResult("gen-same", "m", "p", "Paris", "stop", "stop", usage)
+    async with OpenRouterClient("http://127.0.0.1:9/api/v1", FAKE_KEY) as client:
+        monkeypatch.setattr(client, "generation", generation)
+        book = ChargeBook(client, ledger)
+        rows = [RowCharges(), RowCharges()]
+        for row in rows:
+            await book.answered(answer, await ledger.reserve(0.4), row, 0.002)
+        await book.retry_lookups(final=True)
+    assert asked == ["gen-same"]
+    assert [(r.parts[0].status, r.parts[0].cost) for r in rows] == [("looked_up", 0.3), ("estimated", 0.002)]
+    assert [r.parts[0].generation_id for r in rows] == ["gen-same", "gen-same"]  # kept as the reply said
+    assert book.reused_ids == 1
+    said = reconcile(None, None, ledger, book)
+    assert said["reused_generation_ids"] == 1
+    assert "1 repl(ies) carried a generation id an earlier attempt had" in said["warning"]
 
 
 def test_a_key_charged_less_than_counted_is_said_so_once(tmp_path: Path) -> None:

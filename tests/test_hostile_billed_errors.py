@@ -20,7 +20,16 @@ import pytest
 from batchrun import RunOptions, load_job, run_job
 
 from .conftest import FAKE_KEY, FakeClock, write_job
-from .hostile import JOB, HostileServer, RawRequest, chat_payload, http, json_answer
+from .hostile import (
+    JOB,
+    HostileServer,
+    RawRequest,
+    asked_generation,
+    chat_payload,
+    http,
+    json_answer,
+    new_generation_id,
+)
 
 # Nothing waits here (a fake clock); a regression that does fails on the timeout.
 pytestmark = [pytest.mark.usefixtures("keys_env"), pytest.mark.timeout(60)]
@@ -91,11 +100,12 @@ async def test_retries_of_billed_failures_each_reserve_so_a_budget_stops_them(tm
 async def test_an_empty_completion_with_completion_tokens_and_no_cost_is_held(tmp_path: Path) -> None:
     reply = FAILED_200S["null content with completion tokens"]
     reply = {**reply, "usage": {k: v for k, v in reply["usage"].items() if k != "cost"}}
-    server = HostileServer(chat=lambda request: json_answer(200, reply))  # no /generation: stays unknown
+    # Each reply its own generation id; no /generation: the cost stays unknown.
+    server = HostileServer(chat=lambda request: json_answer(200, {**reply, "id": new_generation_id()}))
     *rows, end = await _run(tmp_path, server, JOB)
     for row in rows:
         assert row["cost"] is None and row["cost_status"] == "unknown" and row["cost_held"] > 0
-        assert row["abandoned_attempts"][0]["generation_id"] == "gen-1"
+        assert row["abandoned_attempts"][0]["generation_id"].startswith("gen-")
     assert end["summary"]["spent_usd"] == pytest.approx(sum(r["cost_held"] for r in rows))
 
 
@@ -116,9 +126,10 @@ async def test_an_empty_completion_without_tokens_is_still_free_and_retried(tmp_
 def _mid_stream_error(choices: list[Any], usage: dict[str, Any] | None = None) -> Any:
     def chat(request: RawRequest) -> bytes:
         error = {"code": "server_error", "message": "Provider disconnected"}
+        gid = new_generation_id()
         chunks = [
-            {"id": "gen-s1", "choices": [{"index": 0, "delta": {"content": "4"}}]},
-            {"id": "gen-s1", "error": error, "choices": choices, **({"usage": usage} if usage else {})},
+            {"id": gid, "choices": [{"index": 0, "delta": {"content": "4"}}]},
+            {"id": gid, "error": error, "choices": choices, **({"usage": usage} if usage else {})},
         ]
         body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
         return http(200, body, {"Content-Type": "text/event-stream"})
@@ -144,7 +155,7 @@ async def test_a_mid_stream_error_with_its_error_finish_reason_is_waived_unless_
 
 async def test_a_mid_stream_error_after_tokens_without_its_finish_reason_is_looked_up(tmp_path: Path) -> None:
     server = HostileServer(chat=_mid_stream_error([]))
-    server.routes["/generation"] = lambda r: json_answer(200, {"data": {"id": "gen-s1", "total_cost": COST}})
+    server.routes["/generation"] = lambda r: json_answer(200, {"data": {"id": asked_generation(r), "total_cost": COST}})
     *rows, end = await _run(tmp_path, server, JOB, stream=True)
     for row in rows:
         assert row["status"] == "error" and row["cost"] == COST and row["cost_status"] == "looked_up"

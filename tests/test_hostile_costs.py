@@ -26,11 +26,13 @@ from .hostile import (
     ROWS,
     HostileServer,
     RawRequest,
+    asked_generation,
     assert_no_key_in,
     chat_payload,
     http,
     json_answer,
     models_payload,
+    new_generation_id,
     run,
 )
 
@@ -146,14 +148,14 @@ def test_a_stream_that_sends_its_usage_twice_keeps_the_larger_charge(
 def test_a_generation_reply_about_another_generation_is_not_this_ones_cost(
     tmp_path: Path, data: dict[str, Any]
 ) -> None:
-    server = HostileServer(chat=lambda request: _cut("gen-abc123"))
+    server = HostileServer(chat=lambda request: _cut(new_generation_id()))
     server.routes["/generation"] = lambda request: json_answer(200, {"data": data})
     outcome = run(server, tmp_path)
-    assert any("/generation?id=gen-abc123" in r.path for r in server.requests)
     for row in outcome.rows:
         # Not "looked_up at $0": the worst case stays held, the cost unknown.
         [attempt] = row["abandoned_attempts"]
-        assert attempt == {"generation_id": "gen-abc123", "cost": None, "cost_status": "unknown"}
+        assert any(f"/generation?id={attempt['generation_id']}" in r.path for r in server.requests)
+        assert attempt == {"generation_id": attempt["generation_id"], "cost": None, "cost_status": "unknown"}
         assert row["cost_unknown"] is True and row["cost_held"] > 0
     summary = _summary(tmp_path)
     assert summary["reconciliation"]["unknown_cost_attempts"] == len(outcome.rows)
@@ -161,8 +163,10 @@ def test_a_generation_reply_about_another_generation_is_not_this_ones_cost(
 
 
 def test_a_generation_reply_about_the_asked_generation_resolves_it(tmp_path: Path) -> None:
-    server = HostileServer(chat=lambda request: _cut("gen-abc123"))
-    server.routes["/generation"] = lambda r: json_answer(200, {"data": {"id": "gen-abc123", "total_cost": 0.0002}})
+    server = HostileServer(chat=lambda request: _cut(new_generation_id()))
+    server.routes["/generation"] = lambda r: json_answer(
+        200, {"data": {"id": asked_generation(r), "total_cost": 0.0002}}
+    )
     outcome = run(server, tmp_path)
     for row in outcome.rows:
         assert row["abandoned_attempts"][0]["cost_status"] == "looked_up" and row["cost"] == 0.0002
@@ -178,11 +182,13 @@ def test_a_200_whose_body_does_not_decode_is_held_and_looked_up_never_counted_fr
     # break45 F4: a 200 in a content-encoding batchrun does not read (or a gzip that does not
     # decode) was "nothing could have billed": $0, no lookup, its room retried; without /key a
     # budget of $0.001 let $0.0048 be billed, the summary saying $0. A 200 was generated.
-    headers = {"Content-Type": "application/json", "Content-Encoding": encoding, "X-Generation-Id": "gen-abc123"}
-    server = HostileServer(chat=lambda request: http(200, body, headers))
-    server.routes["/generation"] = lambda r: json_answer(200, {"data": {"id": "gen-abc123", "total_cost": 0.0002}})
+    headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+    server = HostileServer(chat=lambda request: http(200, body, {**headers, "X-Generation-Id": new_generation_id()}))
+    server.routes["/generation"] = lambda r: json_answer(
+        200, {"data": {"id": asked_generation(r), "total_cost": 0.0002}}
+    )
     outcome = run(server, tmp_path, *(["--stream"] if stream else []))
-    assert any("/generation?id=gen-abc123" in r.path for r in server.requests)
+    assert sum("/generation?id=gen-" in r.path for r in server.requests) >= len(outcome.rows)
     for row in outcome.rows:
         assert row["status"] == "error" and row["error"]["kind"] == "bad_response"
         assert row["cost"] == 0.0002 and row["cost_status"] == "looked_up"
@@ -601,9 +607,13 @@ def _looked_up(
 ) -> tuple[HostileServer, str]:
     """A server whose answers carry no usage (each is looked up), its /generation answered by
     `generation`; and the job of `rows` rows run `concurrency` at a time."""
-    answer = chat_payload("Paris")
-    del answer["usage"]
-    server = HostileServer(chat=lambda request: json_answer(200, answer), routes={"/generation": generation})
+
+    def chat(request: RawRequest) -> bytes:
+        answer = chat_payload("Paris")  # its own generation id
+        del answer["usage"]
+        return json_answer(200, answer)
+
+    server = HostileServer(chat=chat, routes={"/generation": generation})
     countries = ", ".join(f"{{country: C{i}}}" for i in range(rows))
     job = JOB.replace("{country: France}, {country: Japan}, {country: Italy}, {country: Spain}", countries)
     return server, job.replace("concurrency: 2", f"concurrency: {concurrency}")
