@@ -94,7 +94,7 @@ def append_late_costs(path: Path, late: LateCosts, now: str) -> tuple[int, str |
     not all of them could be, or None)."""
     written = 0
     try:
-        writer = ResultsWriter(path)
+        writer = ResultsWriter(path, create=False)
         try:
             for record, payload in late.records(now):
                 writer.write(record, payload)

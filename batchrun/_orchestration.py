@@ -375,7 +375,8 @@ async def _locked_run(
         if executor is not None:
             data["batches"] = executor.outcome.as_json(str(executor.state.path))
         data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
-        data["results_bytes"] = results_size(output)  # a resume tells an edit by it (_run_output)
+        # A resume tells an edit by it (_run_output); of a file cut under the run, what the run wrote.
+        data["results_bytes"] = writer.size if writer.cut_short else results_size(output)
         if (
             readings := journal.summary_readings(runner.ledger.unconfirmed_lost, runner.ledger.charged_before)
         ) is not None:

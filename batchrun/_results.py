@@ -228,11 +228,18 @@ def _encoded(record: dict[str, Any]) -> bytes:
 class ResultsWriter:
     """Appends one record per line; whole lines only, flushed to the OS as they are written."""
 
-    def __init__(self, path: Path, fsync_every_s: float = FSYNC_EVERY_S) -> None:
+    def __init__(self, path: Path, fsync_every_s: float = FSYNC_EVERY_S, create: bool = True) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, RESULTS_MODE)
-        self._size = os.fstat(self._fd).st_size  # where the last whole line ends
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # Not `create`: rows written again at the end go to the run's file or nowhere; a file moved
+        # away meanwhile was made again, empty, beside a summary of 800 rows (break67 F2).
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | (os.O_CREAT if create else 0), RESULTS_MODE)
+        opened = os.fstat(self._fd)
+        self._size = opened.st_size  # where the last whole line ends
+        self._identity = (opened.st_dev, opened.st_ino)
+        self._where = os.path.abspath(path)  # a library caller's chdir is no move
+        self.cut_short = False  # the file was cut or moved under the run: `size` is what it wrote
         self._fsync_every_s = fsync_every_s
         self._last_fsync = time.monotonic()
         self.failure: OutputFailed | None = None
@@ -244,9 +251,10 @@ class ResultsWriter:
         return self._size
 
     def _fail(self, doing: str, exc: OSError) -> OutputFailed:
-        # Cut what the failed write put down, so no later line follows a torn one.
+        # Cut what the failed write put down, so no later line follows a torn one; never past the
+        # file's end: a file cut short under the run was padded with NULs, never resumed (break67 F3).
         with contextlib.suppress(OSError):
-            os.ftruncate(self._fd, self._size)
+            os.ftruncate(self._fd, min(self._size, os.fstat(self._fd).st_size))
         self.failure = OutputFailed(f"{self.path}: {doing} failed: {exc.strerror or exc}")
         return self.failure
 
@@ -285,19 +293,44 @@ class ResultsWriter:
             while view:
                 view = view[os.write(self._fd, view) :]
             self._size += len(data)
-            unlinked = os.fstat(self._fd).st_nlink == 0
+            problem = self._file_problem(os.fstat(self._fd))
             now = time.monotonic()
             if now - self._last_fsync >= self._fsync_every_s:
                 os.fsync(self._fd)
                 self._last_fsync = now
+                problem = problem or self._path_problem()
         except OSError as exc:
             raise self._fail("writing a record", exc) from None
         self.last_line = data
-        if unlinked:
-            # Its folder was removed (or the file deleted): every later row would be paid
-            # for and lost with the inode, and a new run on the path would not see this one.
-            self.failure = OutputFailed(f"{self.path}: the results file was deleted during the run")
+        if problem is not None:
+            self.cut_short = True
+            self.failure = OutputFailed(f"{self.path}: {problem}")
             raise self.failure
+
+    def _file_problem(self, stat: os.stat_result) -> str | None:
+        """What happened to the file under the run, or None. Deleted (its folder removed): every later
+        row would be paid for and lost with the inode. Cut short (logrotate's copytruncate, `: >`):
+        the run said "complete" of 800 rows the file did not hold, and a resume bought them again
+        past the budget (break67 F1)."""
+        if stat.st_nlink == 0:
+            return "the results file was deleted during the run"
+        if stat.st_size < self._size:
+            return (
+                f"the results file was cut short during the run ({stat.st_size:,} of the {self._size:,} bytes "
+                "written are left): rows written before are gone from it; the run stopped"
+            )
+        return None
+
+    def _path_problem(self) -> str | None:
+        """Whether the path still names the file written (checked at each fsync and at the end): moved
+        away, the run wrote on and ended "complete" beside an empty file made again (break67 F2)."""
+        try:
+            there = os.stat(self._where)
+        except FileNotFoundError:
+            there = None
+        if there is None or (there.st_dev, there.st_ino) != self._identity:
+            return "the results file was moved or replaced during the run: its rows are in the file it became"
+        return None
 
     def close(self) -> None:
         """fsync and close; raises OutputFailed if the data could not be made durable."""
@@ -307,6 +340,10 @@ class ResultsWriter:
         try:
             if self.failure is None:
                 os.fsync(fd)
+                if (problem := self._file_problem(os.fstat(fd)) or self._path_problem()) is not None:
+                    self.cut_short = True
+                    self.failure = OutputFailed(f"{self.path}: {problem}")
+                    raise self.failure
         except OSError as exc:
             if exc.errno != errno.EINVAL:  # EINVAL: nothing to sync on this kind of file
                 self.failure = OutputFailed(f"{self.path}: syncing to disk failed: {exc.strerror or exc}")

@@ -118,6 +118,71 @@ async def test_a_results_file_deleted_mid_run_stops_the_run_with_exit_10(tmp_pat
     assert sim.stats.chat_requests <= 1 + job.run.concurrency  # not all 200 rows paid for and lost
 
 
+async def test_a_results_file_cut_short_under_the_run_stops_it_and_its_spend_is_not_forgotten(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # break67 F1: logrotate's copytruncate (`: > file`) mid-run: exit 0, "complete" of 800 rows
+    # the file did not hold, and the resume, counting only what was left, spent past the budget.
+    job = load_job(write_job(tmp_path, BIG_JOB))
+    out, seen = tmp_path / "cut.jsonl", []
+
+    def truncate_once(record: dict[str, object]) -> None:
+        seen.append(record)
+        if len(seen) == 5:
+            os.truncate(out, 0)
+
+    report = await run_job(job, RunOptions(api_key="k", base_url=sim.base_url, output=out), on_record=truncate_once)
+    summary = report.summary
+    assert summary["stop"] == "io" and "cut short during the run" in summary["stop_message"]
+    assert report.verdict()[0] == ExitCode.IO and summary["complete"] is False
+    assert summary["results_bytes"] > out.stat().st_size  # what the run wrote: a resume counts its spend
+    assert sim.stats.chat_requests <= 6 + job.run.concurrency  # not the other 190 rows bought and lost
+    notices: list[str] = []
+    options = RunOptions(api_key="k", base_url=sim.base_url, output=out, resume=True)
+    again = await run_job(job, options, notice=notices.append)
+    assert again.summary["spent_before_usd"] >= summary["spent_usd"]  # what the lost rows cost still counts
+
+
+async def test_a_results_file_moved_under_the_run_stops_it_and_is_never_made_again_empty(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # break67 F2: moved mid-run, the run wrote on into the moved file, then made an empty one at
+    # its path for the costs learnt late, and wrote a "complete" summary of 800 rows beside it.
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    out, moved, seen = tmp_path / "r.jsonl", tmp_path / "archive.jsonl", []
+
+    def move_once(record: dict[str, object]) -> None:
+        seen.append(record)
+        if len(seen) == 3:
+            out.rename(moved)
+
+    report = await run_job(job, RunOptions(api_key="k", base_url=sim.base_url, output=out), on_record=move_once)
+    assert report.summary["stop"] == "io" and "moved or replaced during the run" in report.summary["stop_message"]
+    assert report.verdict()[0] == ExitCode.IO and report.summary["complete"] is False
+    assert not out.exists() and len(read_rows(moved)) == len(seen)  # every row written is in the moved file
+
+
+def test_a_failed_write_never_pads_a_file_cut_short_with_nul_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break67 F3: the cut-back after a failed write went to the size the writer remembered: past
+    # the end of a file cut under it, 140 kB of NULs that every resume refused (exit 2).
+    out = tmp_path / "w.jsonl"
+    writer = ResultsWriter(out)
+    writer.write({**record_head("aa", "f", "ok", None, False, 0.1), "x": "y" * 1000})
+    os.truncate(out, 0)
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OutputFailed, match="No space left on device"):
+        writer.write({**record_head("bb", "f", "ok", None, False, 0.1)})
+    monkeypatch.undo()
+    writer.close()
+    assert out.read_bytes() == b""
+
+
 # -- outputs that cannot be written are warnings when the run itself succeeded ------------------
 def test_an_unwritable_step_summary_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     job = write_job(tmp_path, SMALL_JOB)
