@@ -202,13 +202,18 @@ def repair_torn_tail(path: Path, job: str) -> str | None:
         with path.open("ab") as handle:
             handle.write(b"\n")
         return "added the missing newline after its last record"
-    if not looks_like_record_start(tail):
-        raise ResultsError(
-            f"{path}: the last line ({len(tail)} bytes, no newline) is not a torn record; the file was left as it is"
-        )
     keep = size - len(tail)
+    torn = tail.rstrip(b"\0")  # blocks a crash left zero-filled after it: no record (break67 F3)
+    zeros = not torn
+    if not zeros and not looks_like_record_start(torn):
+        raise ResultsError(
+            f"{path}: the last line ({len(tail)} bytes, no newline) is not a torn record; the file was left as it "
+            f"is (to keep the records before it: truncate -s {keep} {path})"
+        )
     with path.open("rb+") as handle:
         handle.truncate(keep)
+    if zeros:
+        return f"cut a tail of {len(tail)} NUL byte(s) (blocks an earlier crash left zero-filled)"
     return f"cut a torn last record ({len(tail)} bytes) left by an earlier crash"
 
 

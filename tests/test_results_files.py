@@ -203,7 +203,18 @@ def test_a_tail_that_is_not_a_torn_record_is_refused(results: Path, job: Path, t
     code, _, err = call_cli(job, "--simulate", "-o", results, "--resume", "-q")
     assert code == ExitCode.USAGE
     one_line_error(err, str(results), "is not a torn record")
+    assert f"(to keep the records before it: truncate -s {len(before) - len(tail)} {results})" in err
     assert results.read_bytes() == before
+
+
+@pytest.mark.parametrize("tail", [b"\0" * 4096, b'{"id":"ab' + b"\0" * 100], ids=["zeros", "torn-then-zeros"])
+def test_a_tail_of_zero_filled_blocks_is_cut_and_the_run_resumed(results: Path, job: Path, tail: bytes) -> None:
+    # break67 F3: a power cut (or a cut-back past the file's end) leaves NULs: every resume was exit 2.
+    before = results.read_bytes()
+    results.write_bytes(before + tail)
+    code, _, err = call_cli(job, "--simulate", "-o", results, "--resume", "-q")
+    assert code == ExitCode.OK, err
+    assert results.read_bytes().startswith(before) and b"\0" not in results.read_bytes()
 
 
 def test_a_torn_tail_longer_than_one_record_is_refused(
