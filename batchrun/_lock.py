@@ -27,7 +27,8 @@ from pathlib import Path
 from ._exceptions import ConfigError, LockHeld
 from ._files import resolved
 
-_PID = re.compile(rb"\d{1,20}\n?")  # what a lock holds: its run's process id (a killed run's, or none yet)
+# What a lock holds: its run's process id (a killed run's, or none yet), and " merge" for a merge's.
+_PID = re.compile(rb"\d{1,20}( merge)?\n?")
 
 # Locks this process holds, so a second signal that exits at once (os._exit, no finally
 # blocks) can still remove their files: see `release_all` and _signals.
@@ -109,8 +110,11 @@ def lock_created(target: Path) -> None:
 class OutputLock:
     """An exclusive lock on `target` (held on `target.lock`, resolved); `what` names it in the message."""
 
-    def __init__(self, target: Path, what: str | None = None) -> None:
+    def __init__(self, target: Path, what: str | None = None, role: str = "") -> None:
         self.what = what or f"{target.name} is being written"
+        # What the holder does, beside its pid: a second merge told the first's reading of a
+        # shard "being written by another batchrun run" (break67 F4).
+        self.role = role
         self.target = target
         self.path = target.with_name(target.name + ".lock")
         self._fd = -1
@@ -130,8 +134,10 @@ class OutputLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(fd, 64).decode(errors="replace").strip()
+                holder, _, role = os.read(fd, 64).decode(errors="replace").strip().partition(" ")
                 os.close(fd)
+                if role == "merge":
+                    raise LockHeld(f"{self.target} is being read by another batchrun merge (pid {holder})") from None
                 if not holder.isdigit():  # `flock r.jsonl.lock batchrun ...` locked every tick out (break51 F7)
                     raise LockHeld(
                         f"{self.what} by a process that wrote no pid in {self.path} (a batchrun run starting, or "
@@ -149,7 +155,7 @@ class OutputLock:
             os.close(fd)  # the file was removed by the run that held it: lock the new one
         try:
             os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            os.write(fd, f"{os.getpid()}{' ' + self.role if self.role else ''}\n".encode())
         except OSError as exc:  # a full disk (break46 F6: a bare "No space left on device", the lock left)
             with contextlib.suppress(OSError):
                 os.unlink(self.path)

@@ -108,7 +108,7 @@ def _hold(shard: Path, held: contextlib.ExitStack) -> None:
     folder where no lock file can be made (a read-only artifact folder) has no writer to wait for."""
     if not shard.is_file():
         return
-    lock = OutputLock(shard, f"{shard} is being written")
+    lock = OutputLock(shard, f"{shard} is being written", role="merge")
     try:
         lock.acquire()
     except OSError:  # no lock file can be made there (read-only folder or file system)

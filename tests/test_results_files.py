@@ -581,6 +581,16 @@ def test_merge_waits_for_no_run_it_refuses_a_shard_being_written(tmp_path: Path,
         # ...and a run cannot start on a shard while it is merged: the merge holds its lock.
     finally:
         live.release()
+    merging = OutputLock(shards[0], role="merge")  # as another merge holds it (break67 F4: "being written")
+    merging.acquire()
+    try:
+        code, _, err = call_cli("merge", tmp_path / "m.jsonl", *shards, "--job", job)
+        assert code == ExitCode.LOCKED, err
+        one_line_error(err, f"{shards[0]} is being read by another batchrun merge (pid {os.getpid()})")
+        code, _, err = call_cli(job, "--simulate", "--shard", "1/2", "-o", shards[0], "--resume", "-q")
+        assert code == ExitCode.LOCKED and "is being read by another batchrun merge" in err, err
+    finally:
+        merging.release()
     code, _, err = call_cli("merge", tmp_path / "m.jsonl", *shards, "--job", job)
     assert code == ExitCode.OK, err
     assert len(read_rows(tmp_path / "m.jsonl")) == 20
