@@ -135,7 +135,8 @@ async def test_a_results_file_cut_short_under_the_run_stops_it_and_its_spend_is_
     summary = report.summary
     assert summary["stop"] == "io" and "cut short during the run" in summary["stop_message"]
     assert report.verdict()[0] == ExitCode.IO and summary["complete"] is False
-    assert summary["results_bytes"] > out.stat().st_size  # what the run wrote: a resume counts its spend
+    written = summary["results_bytes"]
+    assert written is not None and written > out.stat().st_size  # what the run wrote: a resume counts its spend
     assert sim.stats.chat_requests <= 6 + job.run.concurrency  # not the other 190 rows bought and lost
     notices: list[str] = []
     options = RunOptions(api_key="k", base_url=sim.base_url, output=out, resume=True)
