@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._account import counted_at_end, reconcile_run
-from ._checks import answer_of, grade, is_judge, without_latency_checks
+from ._checks import answer_of, grade, is_judge, stored_judgements, without_latency_checks
 from ._costs import CostModel
 from ._cut_off import cleanup_time, wind_down_s, wind_down_within
 from ._exceptions import ConfigError
@@ -46,6 +46,19 @@ class RegradeEstimate:
     requests: int = 0
     worst_usd: float = 0.0
     unknown_price: bool = False
+    kept: int = 0  # judge verdicts kept: their checks unchanged since they were graded
+
+
+def kept_verdicts_of(
+    record: dict[str, Any], request: Request, checks: list[dict[str, Any]]
+) -> dict[int, dict[str, Any]]:
+    """The judge verdicts a row holds that stand for its checks now: decided (pass or fail) under
+    the same checks, rubric and grader settings (`checks_fingerprint`). The README's CI gate, merge
+    then `report --job`, bought every verdict a second time, and gated on that second grading
+    (break68 F8); what a grader left undecided is asked again."""
+    if not request.checks_fingerprint or record.get("checks_fingerprint") != request.checks_fingerprint:
+        return {}
+    return {i: e for i, e in stored_judgements(record, checks).items() if e.get("pass") in (True, False)}
 
 
 def _judge_rows(records: Iterable[dict[str, Any]], job: Job) -> Iterator[tuple[dict[str, Any], Request | None]]:
@@ -63,15 +76,22 @@ def _checks_of(record: dict[str, Any], request: Request) -> list[dict[str, Any]]
     return without_latency_checks(request.checks) if record.get("batch_id") else request.checks
 
 
-def estimate_regrade(records: Iterable[dict[str, Any]], job: Job, costs: CostModel) -> RegradeEstimate:
+def estimate_regrade(
+    records: Iterable[dict[str, Any]], job: Job, costs: CostModel, regrade_all: bool = False
+) -> RegradeEstimate:
     estimate = RegradeEstimate()
     for record, request in _judge_rows(records, job):
         if request is None or record.get("status") != Status.OK or not any(is_judge(c) for c in request.checks):
             continue
+        checks = _checks_of(record, request)
+        kept = {} if regrade_all else kept_verdicts_of(record, request, checks)
+        estimate.kept += len(kept)
+        if all(index in kept for index, check in enumerate(checks) if is_judge(check)):
+            continue
         estimate.rows += 1
         shown = answer_text(record.get("content") or "", record.get("tool_calls") or ())
-        for index, check in enumerate(request.checks):
-            if not is_judge(check):
+        for index, check in enumerate(checks):
+            if not is_judge(check) or index in kept:
                 continue
             for model in job.judge.graders_for(check):
                 body = grader_body(job.judge, model, question_of(request.body), check["judge"], shown)
@@ -83,17 +103,23 @@ def estimate_regrade(records: Iterable[dict[str, Any]], job: Job, costs: CostMod
 
 
 async def regrade_with_judges(
-    records: Iterable[dict[str, Any]], job: Job, runner: Runner, emit: Callable[[dict[str, Any]], None]
+    records: Iterable[dict[str, Any]],
+    job: Job,
+    runner: Runner,
+    emit: Callable[[dict[str, Any]], None],
+    regrade_all: bool = False,
 ) -> None:
-    """Re-grade every record (judges included) and pass each, in file order, to `emit`."""
+    """Re-grade every record (judges included, but for verdicts that stand unless `regrade_all`)
+    and pass each, in file order, to `emit`."""
 
     async def regrade_one(record: dict[str, Any], request: Request | None) -> dict[str, Any]:
         if request is None or record.get("status") != Status.OK or not request.checks:
             return record
         checks, answer = _checks_of(record, request), answer_of(record)
-        if not any(is_judge(c) for c in checks):
-            return {**record, **grade(checks, answer)}
-        grading = RowGrading(request, record, answer, checks=checks)
+        kept = {} if regrade_all else kept_verdicts_of(record, request, checks)
+        if all(index in kept for index, check in enumerate(checks) if is_judge(check)):
+            return {**record, **grade(checks, answer, kept)}  # nothing to ask: no grader is sent
+        grading = RowGrading(request, record, answer, checks=checks, judged=kept)
         # In flight at a stop, graders get the grace, as a run's rows do; then each cut one is
         # held as maybe billed (_judging) and its check is `error` (a SIGTERM waited them out).
         limit = None
@@ -139,6 +165,7 @@ async def regrade_file(
     show_worst_case: Callable[[str], None],
     keep: Callable[[dict[str, Any]], None] | None = None,
     control: RunControl | None = None,
+    regrade_all: bool = False,
 ) -> Summary:
     """`report --job` with judges, end to end: prices and credit, the worst case (shown before
     anything is spent, from a first pass over `reread()`), then the re-grading of `records`
@@ -168,11 +195,13 @@ async def regrade_file(
         )
         costs = pre.costs if pre.models is not None else None
         if costs is not None:
-            worst = estimate_regrade(reread(), job, costs)
+            worst = estimate_regrade(reread(), job, costs, regrade_all)
+            kept = f"; {worst.kept} verdict(s) kept: graded under the same checks (--regrade-all asks again)"
             show_worst_case(
                 f"re-grading {worst.rows} row(s): {worst.requests} grader request(s), worst case "
                 f"${worst.worst_usd:.6f}{' (some prices unknown)' if worst.unknown_price else ''}; budget "
                 + ("none" if pre.budget is None else f"${pre.budget:.6f}")
+                + (kept if worst.kept else "")
             )
         elif control is None or control.pending is None:  # stopped before its prices: nothing is sent
             show_worst_case("re-grading: the endpoint lists no prices, so no worst case can be shown")
@@ -197,7 +226,7 @@ async def regrade_file(
             if control.pending:
                 runner.request_stop(control.pending)
         runner.dispatch.watch_key()
-        await _within_deadline(runner, regrade_with_judges(records, job, runner, emit))
+        await _within_deadline(runner, regrade_with_judges(records, job, runner, emit, regrade_all))
         # As a run's: after a stop, or a signal while they wait, the wind-down's lookups and its
         # /key read end within a grace (verify25 N6: 38 s of /key timeouts after the SIGTERM),
         # and with a deadline, by its end plus the grace (verify26 R2: 325 s for 4 rows).

@@ -13,7 +13,7 @@ import pytest
 import respx
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
-from batchrun._checks import stored_judgements
+from batchrun._checks import stored_judgements, verdict_of
 from batchrun._judge import (
     DEFAULT_PARAMS,
     RESPONSE_FORMAT,
@@ -384,14 +384,20 @@ def test_report_job_regrades_with_judges_under_a_budget(tmp_path: Path) -> None:
     job = write_job(tmp_path, JUDGED)
     out = tmp_path / "r.jsonl"
     sim_run(job, out)
-    # Enough money: every row graded again, the worst case printed first.
-    result = cli("report", out, "--job", job, "--simulate", "--budget", "1")
+    # The checks as they were graded: the verdicts stand, no grader is asked (break68 F8: the
+    # CI gate bought every verdict again, and gated on that second grading).
+    result = cli("report", out, "--job", job, "--simulate", "--budget", "0.00001")
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert result.stderr.startswith("re-grading 0 row(s): 0 grader request(s), worst case $0.000000; budget")
+    assert "; 12 verdict(s) kept: graded under the same checks (--regrade-all asks again)" in result.stderr
+    # --regrade-all, with enough money: every row graded again, the worst case printed first.
+    result = cli("report", out, "--job", job, "--simulate", "--budget", "1", "--regrade-all")
     assert result.returncode == ExitCode.OK, result.stderr
     assert result.stderr.startswith("re-grading 12 row(s): 12 grader request(s), worst case $")
-    assert "judging: $" in result.stdout
+    assert "judging: $" in result.stdout and "kept" not in result.stderr
     assert "re-graded:" not in result.stderr  # the same graders, the same verdicts: nothing to say
     # Too little: the rest is ungraded (error, not fail), and the stop is a budget stop.
-    result = cli("report", out, "--job", job, "--simulate", "--budget", "0.00001", "--json")
+    result = cli("report", out, "--job", job, "--simulate", "--budget", "0.00001", "--json", "--regrade-all")
     assert result.returncode == ExitCode.BUDGET, result.stderr
     summary = json.loads(result.stdout)
     assert summary["stop"] == "budget" and summary["total"]["undecided"] > 0
@@ -434,6 +440,39 @@ def test_a_regrading_report_says_its_costs_apart_from_what_the_run_spent(tmp_pat
     )
     assert f"budget left for this re-grading: spent ${regrading:.6f} of $1.000000" in text
     assert "; each model's cost counts the grading of its rows" in text  # break68 F5: 10x dearer, unsaid
+
+
+def test_report_job_asks_only_for_the_verdicts_of_rows_whose_checks_changed_or_left_undecided(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # break68 F8: merge then report --job (the README's CI gate) bought every judge verdict again.
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+    two = JUDGED.replace(
+        '      - {contains: "{{expect}}", name: exact}',
+        '      - {contains: "{{expect}}", name: exact}\n      - {judge: "Short.", name: brief}',
+    )
+    job, out = write_job(tmp_path, two), tmp_path / "r.jsonl"
+    simulator = Simulator(SimConfig())
+    with simulator.serve_in_thread() as sim:
+        assert call_cli(job, "--base-url", sim.base_url, "-o", out, "-q")[0] == ExitCode.OK
+        rows = read_rows(out)
+        rows[0]["checks"][0].update({"pass": None, "reason": "", "error": "not graded: its grader failed"})
+        rows[0].update(verdict_of(rows[0]["checks"]))  # undecided, as a grader's failure leaves it
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        asked = judge_rows(simulator)
+        edited = write_job(tmp_path, two.replace('"Short."', '"Brief."'), "edited.yaml")  # one rubric of two
+        code, _, err = call_cli("report", out, "--job", edited, "--base-url", sim.base_url, "--budget", "1")
+        assert code == ExitCode.OK, err
+        # A rubric edited: the rows' checks are not those graded (their checks_fingerprint): all asked.
+        assert judge_rows(simulator) - asked == 24
+        assert err.startswith("re-grading 12 row(s): 24 grader request(s)") and "kept" not in err
+        # The checks as graded: only row 0's undecided verdict is asked again; 23 stand.
+        code, _, err = call_cli("report", out, "--job", job, "--base-url", sim.base_url, "--budget", "1")
+        assert code == ExitCode.OK, err
+        assert judge_rows(simulator) - asked == 24 + 1
+        assert err.startswith("re-grading 1 row(s): 1 grader request(s)") and "; 23 verdict(s) kept" in err
+    code, _, err = call_cli("report", out, "--regrade-all")
+    assert code == ExitCode.USAGE and "--regrade-all: only with --job JOB.yaml" in err
 
 
 def test_several_graders_and_a_per_check_grader(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ _REGRADING_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("--sim", lambda args: bool(args.sim)),
     ("--allow-partial", lambda args: getattr(args, "allow_partial", False)),
     ("--deadline", lambda args: args.deadline is not None),
+    ("--regrade-all", lambda args: args.regrade_all),
 )
 
 

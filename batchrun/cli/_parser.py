@@ -263,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="with --job: a deadline for its re-grading, as a run's (overrides run.deadline_s)",
     )
+    report.add_argument(
+        "--regrade-all",
+        action="store_true",
+        help="with --job: ask the graders again for every judge check, even one graded under the same checks",
+    )
 
     history = commands.add_parser("history", help="trends across the runs of a job, and what changed")
     history.add_argument(

@@ -301,6 +301,7 @@ def _regrade_judged(
                 worst_case,
                 keep,
                 control,
+                args.regrade_all,
             )
         finally:
             signals.loop = None
