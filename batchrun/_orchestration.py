@@ -368,7 +368,7 @@ async def _locked_run(
             shard=shard_text(options.shard),
             matrix_rows=sum(count_requests(job).values()),
             endpoint=options.cache_endpoint or client.base_url,  # --simulate: its name, not a port of a day
-            routing_warning=job_routing_warning(job),
+            routing_warning=runner.records.pins.warning(job_routing_warning(job)),
             account_balance_usd=None if pre.balance is None else round(pre.balance, 8),
             reconciliation=reconciliation,
         )

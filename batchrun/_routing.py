@@ -15,10 +15,13 @@ request per row, so it is not read here).
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 METADATA_HEADER = "X-OpenRouter-Metadata"
+PIN_BROKEN = "routing pinned (params.provider, allow_fallbacks: false) but answered outside the pin"
 
 
 def answering_provider(reply: Mapping[str, Any], scrub: Callable[[str], str] = str) -> str | None:
@@ -65,3 +68,45 @@ def routing_warning(models: list[str]) -> str | None:
         f"routing not pinned for {', '.join(models)}: OpenRouter may answer with another provider or "
         "quantization next time; set params.provider {order or only: [...], allow_fallbacks: false}"
     )
+
+
+def outside_pin(params: Mapping[str, Any], provider: str | None) -> bool:
+    """Whether a reply's provider is none a pinned request allowed (`only`, else `order`, with
+    `allow_fallbacks: false`). Replies name providers ("Google Vertex"), requests slugs
+    ("google-vertex/us-east5"): compared squashed, base slug, either a prefix of the other."""
+    if provider is None or not pinned(params):
+        return False
+    options = params["provider"]
+    allowed = [a for a in options.get("only") or options.get("order") or () if isinstance(a, str)]
+    name = _squashed(provider)
+    bases = [_squashed(a.split("/")[0]) for a in allowed]
+    return bool(name) and not any(b and (name.startswith(b) or b.startswith(name)) for b in bases)
+
+
+def _squashed(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+class PinWatch:
+    """Rows a pinned request got from a provider it did not allow: the pin the README asks for
+    was not kept, and nothing said so (break66 F3: all 4 rows from another provider, exit 0)."""
+
+    def __init__(self) -> None:
+        self.rows: Counter[str] = Counter()
+        self.providers: dict[str, set[str]] = {}
+
+    def note(self, model: str, body: Mapping[str, Any], provider: Any) -> None:
+        if isinstance(provider, str) and outside_pin(body, provider):
+            self.rows[model] += 1
+            self.providers.setdefault(model, set()).add(provider)
+
+    def warning(self, before: str | None) -> str | None:
+        """`before` (the job's own routing warning), with what the replies broke of a pin."""
+        if not self.rows:
+            return before
+        broken = "; ".join(
+            f"{model}: {n} row(s) answered by {', '.join(sorted(self.providers[model]))}"
+            for model, n in sorted(self.rows.items())
+        )
+        said = f"{PIN_BROKEN}: {broken}"
+        return f"{before}; {said}" if before else said

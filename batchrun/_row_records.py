@@ -18,6 +18,7 @@ from ._matrix import Request
 from ._record_head import record_identity
 from ._results import ResultsWriter, record_head
 from ._retry import AttemptLog
+from ._routing import PinWatch
 from ._row import Row, internal_error
 from ._row_cost import RowCharges, counted, uncharged
 from ._scrub import Scrubber
@@ -47,6 +48,7 @@ class RowRecords:
         self.cache_on = cache_on
         self.on_record = on_record
         self.late = LateCosts()  # rows written with an unknown cost: written again once it is known
+        self.pins = PinWatch()  # answers from a provider the request's pin did not allow
 
     def make(
         self,
@@ -86,6 +88,7 @@ class RowRecords:
         except OutputFailed as failure:
             self.stops.request(StopReason.IO, str(failure))
             raise
+        self.pins.note(request.model, request.body, record.get("provider"))
         if self.on_record is not None:
             self.on_record(record)
 

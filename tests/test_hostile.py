@@ -523,3 +523,29 @@ def test_passes_turned_errors_fail_the_diff_gate_though_the_model_erred_before(t
     assert len(first.rows) == len(second.rows) == 40 and errors == [1, 30]
     code, out, _ = call_cli("diff", tmp_path / "a" / "out.jsonl", tmp_path / "b" / "out.jsonl", "--fail-on-regression")
     assert code == ExitCode.REGRESSION and re.search(r"pass -> no verdict: (29|30) row\(s\)", out), out
+
+
+@pytest.mark.parametrize(
+    ("pin", "answered", "broken"),
+    [
+        ("{only: [prova], allow_fallbacks: false}", "ProvC", True),
+        ("{order: [prova, provb], allow_fallbacks: false}", "ProvC", True),
+        ("{only: [google-vertex/us-east5], allow_fallbacks: false}", "Google Vertex", False),  # name vs slug
+        ("{only: [prova]}", "ProvC", False),  # fallbacks allowed: not pinned (warned as such)
+    ],
+)
+def test_a_pinned_request_answered_outside_its_pin_is_said(
+    tmp_path: Path, pin: str, answered: str, broken: bool
+) -> None:
+    # break66 F3: every row pinned to `only: [prova]` came from ProvC: recorded, said nowhere, exit 0.
+    server = HostileServer(chat=lambda request: json_answer(200, chat_payload(provider=answered)))
+    job = JOB.replace("params: {max_tokens: 16}", f"params: {{max_tokens: 16, provider: {pin}}}")
+    outcome = run(server, tmp_path, "--quiet", job=job)
+    assert outcome.code == ExitCode.OK and {r["provider"] for r in outcome.rows} == {answered}
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    said = (
+        "routing pinned (params.provider, allow_fallbacks: false) but answered outside the pin: "
+        f"openai/gpt-4o-mini: 4 row(s) answered by {answered}"
+    )
+    assert (said in (summary["routing_warning"] or "")) is broken
+    assert (said in outcome.stderr) is broken  # on stderr under --quiet too

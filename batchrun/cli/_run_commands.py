@@ -88,6 +88,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
     from .._options import RunOptions
     from .._orchestration import run_job
     from .._progress import Progress
+    from .._routing import PIN_BROKEN
     from .._summary_text import render_markdown, render_text
 
     if args.retry_errors and not args.resume:
@@ -161,6 +162,9 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
             console.error(reason)
         if report.summary.get("stop") == "io":
             console.error(report.summary["stop_message"])
+    routing = report.summary.get("routing_warning") or ""
+    if args.quiet and code == ExitCode.OK and PIN_BROKEN in routing:  # a pin not kept is news under --quiet too
+        console.warn(routing[routing.index(PIN_BROKEN) :])
     step_summary(console, render_markdown(report.summary, verdict=(int(code), reasons)))
     # A stdout closed from the start (`>&-`) is said only when the summary had something wrong
     # to show (a passing run's summary is no news, and cron mails whatever is said).
