@@ -525,7 +525,10 @@ def test_graders_of_a_collected_batch_are_cut_by_the_deadline(tmp_path: Path) ->
     assert time.monotonic() - started < 30  # a bound, not a measure: 60 s a grader before
     assert outcome.code == ExitCode.DEADLINE, outcome.stderr
     assert len(outcome.rows) == ROWS and all(r["status"] == "ok" for r in outcome.rows)
-    assert {r["checks"][0]["error"] for r in outcome.rows} == {"not graded: the run stopped (deadline)"}
+    # Cut before it was sent, or in flight (then said of its grader, "grader M: ..."): a busy
+    # machine decides which, not batchrun.
+    errors = {r["checks"][0]["error"] for r in outcome.rows}
+    assert errors and all(e.endswith("not graded: the run stopped (deadline)") for e in errors), errors
 
 
 def test_graders_of_a_collected_batch_go_out_at_the_jobs_concurrency(tmp_path: Path) -> None:
