@@ -18,6 +18,7 @@ A row's cost has one of four statuses (the record's `cost_status`):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from ._client import ChatResult, OpenRouterClient
@@ -46,6 +47,15 @@ class AbandonedAttempt(Transient):
     def __init__(self, generation_id: str | None = None) -> None:
         super().__init__("cancelled", "cancelled in flight")
         self.generation_id = generation_id  # seen in the headers before the cancel: looked up
+
+
+def with_looked_up_usage(result: ChatResult, row: RowCharges) -> ChatResult:
+    """`result`, with the token counts its cost lookup gave where the reply had none (a stream
+    whose usage chunk never came): its `max_tokens` checks are then decided (break66 F2)."""
+    found = next((c.usage_found for c in reversed(row.parts) if not c.abandoned), None)
+    if found is None or isinstance(result.usage.get("completion_tokens"), int):
+        return result
+    return dataclasses.replace(result, usage={**result.usage, **found, "total_tokens": sum(found.values())})
 
 
 def byok_of(usage: dict[str, Any]) -> tuple[bool, float | None]:
@@ -201,6 +211,7 @@ class ChargeBook:
         else:
             charge.cost = found.total_cost
             charge.is_byok, charge.upstream_inference_cost = found.is_byok, found.upstream_inference_cost
+            charge.usage_found = found.usage
         charge.status = "looked_up"
         if charge in self.unresolved:
             self.unresolved.remove(charge)

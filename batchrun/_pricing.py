@@ -251,6 +251,9 @@ class GenerationCost:
     total_cost: float
     is_byok: bool = False
     upstream_inference_cost: float | None = None
+    # Its token counts (native, as a reply's usage counts them), where the lookup gave them: a
+    # stream whose usage chunk never came had `max_tokens` checks it could not decide (break66 F2).
+    usage: dict[str, int] | None = None
 
     @property
     def charged(self) -> float:
@@ -285,7 +288,12 @@ def parse_generation(data: Any, asked: str) -> GenerationCost | None:
     is_byok = says_byok(flag) or (flag is not False and bool(upstream))
     if is_byok and upstream is None:
         return None
-    return GenerationCost(total_cost=total, is_byok=is_byok, upstream_inference_cost=upstream)
+    counts = {
+        name: data.get(f"native_tokens_{kind}")
+        for name, kind in (("prompt_tokens", "prompt"), ("completion_tokens", "completion"))
+    }
+    known = {name: n for name, n in counts.items() if type(n) is int and 0 <= n <= 2**31}  # not a bool, not absurd
+    return GenerationCost(total, is_byok, upstream, known if len(known) == len(counts) else None)
 
 
 def parse_balance(data: Any) -> float | None:

@@ -29,6 +29,7 @@ class Charge:
     row_looked_up: bool = False  # its row's worker looked it up once (again: at key refreshes, the run's end)
     above_worst: bool = False  # its cost passed its attempt's worst case: a reply or lookup that lies
     reused_id: bool = False  # an earlier attempt had its generation id: not looked up by it (_charges)
+    usage_found: dict[str, int] | None = None  # an answer's token counts, as its lookup gave them
 
     def as_json(self) -> dict[str, Any]:
         return {"generation_id": self.generation_id, "cost": self.cost, "cost_status": self.status}

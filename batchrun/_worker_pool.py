@@ -24,6 +24,7 @@ from typing import Any
 
 from ._cache_session import CacheSession, grade_hit, hit_fields, hit_grading
 from ._cache_values import CachedAnswer
+from ._charges import with_looked_up_usage
 from ._checks import Answer, answer_of, grade, is_judge
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
@@ -285,7 +286,7 @@ class Runner:
         request = row.request
         await self.dispatch.charge_answer(row, result)  # on a failure, held by `_dispatch_row`
         await self.charges.look_up_row(row.charges)
-        costs = row.charges.fields()
+        costs, result = row.charges.fields(), with_looked_up_usage(result, row.charges)
         record = self.records.make(
             request,
             Status.OK,

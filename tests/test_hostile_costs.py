@@ -495,6 +495,35 @@ def test_a_cost_check_is_undecided_while_the_cost_is_unknown_and_graded_again_on
         assert outcome.code != ExitCode.QUALITY  # undecided, not a quality failure
 
 
+@pytest.mark.parametrize("tokens", [True, False])
+def test_a_stream_without_its_usage_chunk_takes_its_token_counts_from_the_lookup(tmp_path: Path, tokens: bool) -> None:
+    # break66 F2: the stream ended with no usage chunk; /generation, asked for the cost, had the
+    # token counts, yet every max_tokens check failed "got None" (pass rate 0%).
+    def chat(request: RawRequest) -> bytes:
+        gid = new_generation_id()
+        return _sse(
+            {"id": gid, "choices": [{"index": 0, "delta": {"content": "Paris"}}]},
+            {"id": gid, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        )
+
+    counts = {"native_tokens_prompt": 9, "native_tokens_completion": 1} if tokens else {}
+    server = HostileServer(chat=chat)
+    server.routes["/generation"] = lambda r: json_answer(
+        200, {"data": {"id": asked_generation(r), "total_cost": 0.00002, **counts}}
+    )
+    job = JOB.replace("    vars:", "    checks: [{max_tokens: 5}]\n    vars:")
+    outcome = run(server, tmp_path, "--stream", job=job)
+    # Undecided rows share the error tolerance (0 here): exit 1 when no count came, never 3.
+    assert outcome.code == (ExitCode.OK if tokens else ExitCode.ERRORS), outcome.stderr
+    for row in outcome.rows:
+        assert (row["cost"], row["cost_status"]) == (0.00002, "looked_up")
+        if tokens:
+            assert row["usage"] == {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}
+            assert row["passed"] is True
+        else:  # nothing to decide it on: undecided, never a failure
+            assert row["passed"] is None and row["checks"][0]["error"].startswith("not graded: the endpoint reported")
+
+
 def test_grader_costs_found_after_the_rows_were_written_are_appended_with_the_rows(tmp_path: Path) -> None:
     """break14h H8: each grader request is cut short (maybe billed), /generation knows it only at
     the end-of-run lookups. The rows kept `judge_cost: null` and their graders' worst cases in
