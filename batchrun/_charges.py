@@ -101,6 +101,10 @@ class ChargeBook:
         # is a lie, and a lookup by it books another row's cost (break66 F4: per-model costs 100x off).
         self.ids_seen: set[str] = set()
         self.reused_ids = 0
+        # Answers estimated from their tokens (an upper bound) whose lookup found nothing yet:
+        # /generation lags an answer, so they are looked up again at the run's end (break66 F5:
+        # the first 404 left each at 6.7x its cost for good).
+        self.estimated: list[Charge] = []
 
     def _reused(self, generation_id: str | None) -> bool:
         """Whether an earlier attempt had this id (counted): the new attempt is not looked up by it."""
@@ -177,6 +181,8 @@ class ChargeBook:
             charge.cost, charge.status = estimate, "estimated"
             self.check_bound(estimate, held, "estimated from its token counts")
             await self.ledger.resolve(held, estimate)
+            if charge.generation_id is not None and not charge.reused_id:
+                self.estimated.append(charge)
 
     async def look_up(self, charge: Charge, limit_s: float | None = None) -> bool:
         """Resolve one charge through /generation; False when it is not known (yet), or not
@@ -264,6 +270,32 @@ class ChargeBook:
                     await self.look_up(charge, ROW_LOOKUP_S)  # a refresh holds a worker too (verify36 N1)
 
         await asyncio.gather(*(look_up(charge) for charge in list(self.unresolved)))
+        if final:
+
+            async def look_up_estimated(charge: Charge) -> None:
+                async with turns:
+                    if not self.lookups_down:
+                        await self._estimate_looked_up(charge)
+
+            await asyncio.gather(*(look_up_estimated(charge) for charge in list(self.estimated)))
+
+    async def _estimate_looked_up(self, charge: Charge) -> None:
+        """An estimated answer's cost, looked up at last: its estimate gives way to the charge."""
+        if charge.generation_id is None:  # only those with an id are kept
+            return
+        self.lookups += 1
+        try:
+            async with self.cut_off.bound(), asyncio.timeout(ROW_LOOKUP_S):
+                found = await self.client.generation(charge.generation_id)
+        except (TimeoutError, RequestFailed):
+            return
+        if found is None or charge.status != "estimated":
+            return
+        self.estimated.remove(charge)
+        estimate, charge.cost, charge.status = charge.cost or 0.0, found.total_cost, "looked_up"
+        charge.is_byok, charge.upstream_inference_cost = found.is_byok, found.upstream_inference_cost
+        charge.above_worst = self.check_bound(found.charged, estimate, "looked up")
+        await self.ledger.resolve(0.0, found.charged - estimate)
 
     @property
     def unresolved_held(self) -> float:

@@ -38,17 +38,25 @@ class _Written:
     judge_counted: float  # what the record's `spent` counted for its grading
 
 
+MAX_ESTIMATED_KEPT = 10_000  # rows kept to be written again should their estimated cost be looked up
+
+
 @dataclass
 class LateCosts:
     """The rows written with an unknown cost (their answer's or their grading's), kept (record
     and charges) until the run ends."""
 
     rows: list[_Written] = field(default_factory=list)
+    estimated_kept: int = 0
 
     def remember(
         self, request: Request, record: dict[str, Any], charges: RowCharges, judge: RowCharges | None = None
     ) -> None:
-        answer_unknown = record.get("cost_status") == "unknown" and charges.parts
+        # Unknown, or estimated (an upper bound that the run's end may look up: _charges); the
+        # latter up to a bound, held whole in memory until the end (a server that never says).
+        estimated = record.get("cost_status") == "estimated" and self.estimated_kept < MAX_ESTIMATED_KEPT
+        answer_unknown = (record.get("cost_status") == "unknown" or estimated) and charges.parts
+        self.estimated_kept += bool(estimated and answer_unknown)
         judge_unknown = record.get("judge_cost_status") == "unknown" and judge is not None and judge.parts
         if answer_unknown or judge_unknown:
             counted_then = grading_spent(judge) if judge is not None else 0.0

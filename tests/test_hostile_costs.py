@@ -524,6 +524,28 @@ def test_a_stream_without_its_usage_chunk_takes_its_token_counts_from_the_lookup
             assert row["passed"] is None and row["checks"][0]["error"].startswith("not graded: the endpoint reported")
 
 
+def test_an_estimated_cost_is_looked_up_again_at_the_end_and_its_row_written_again(tmp_path: Path) -> None:
+    # break66 F5: a reply without usage.cost, its /generation 404 at first (it lags the answer):
+    # the row kept its estimate (an upper bound, 6.7x the charge here) for good.
+    def chat(request: RawRequest) -> bytes:
+        answer = chat_payload()
+        del answer["usage"]["cost"]
+        return json_answer(200, answer)
+
+    server = HostileServer(chat=chat)
+    server.routes["/generation"] = known_late(0.000001)
+    outcome = run(server, tmp_path)
+    assert outcome.code == ExitCode.OK, outcome.stderr
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(lines) == 8 and {r["cost_status"] for r in lines[:4]} == {"estimated"}
+    for first, again in zip(lines[:4], lines[4:], strict=True):
+        assert again["id"] == first["id"] and again["cost_resolved_at"] and again["resolves"] == first["spent"]
+        assert (again["cost"], again["cost_status"]) == (0.000001, "looked_up") and first["cost"] > 0.000001
+    summary = _summary(tmp_path)
+    assert summary["total"]["cost_usd"] == pytest.approx(4 * 0.000001)
+    assert summary["spent_usd"] == pytest.approx(4 * 0.000001)
+
+
 def test_grader_costs_found_after_the_rows_were_written_are_appended_with_the_rows(tmp_path: Path) -> None:
     """break14h H8: each grader request is cut short (maybe billed), /generation knows it only at
     the end-of-run lookups. The rows kept `judge_cost: null` and their graders' worst cases in
