@@ -72,6 +72,21 @@ def latest_incomplete(job_name: str, pattern: str | None, shard: str | None = No
     return None
 
 
+def incomplete_shards(job_name: str, pattern: str | None) -> list[str]:
+    """The shards ("K/N") whose newest run of the job is incomplete: what a `--resume` without
+    `--shard` was after (verify68 F7: "no incomplete run was found", one there)."""
+    shards = {}
+    folder = job_folder(job_name, pattern)
+    for candidate in results_files(folder) if folder.is_dir() else []:  # the oldest first: the newest stands
+        try:
+            earlier = json.loads(read_regular_text(summary_path(candidate)))
+        except (OSError, ValueError):
+            continue
+        if isinstance(earlier, dict) and isinstance(earlier.get("shard"), str):
+            shards[earlier["shard"]] = earlier.get("complete") is not True
+    return sorted(shard for shard, open_ in shards.items() if open_)
+
+
 def _holds_results_of(path: Path, job_name: str, shard: str | None, summary: dict[str, Any]) -> bool:
     # Only a file whose first whole record is this job's may be picked: a user's own
     # notes.jsonl in the folder is never resumed, cut or appended to. A run killed before its

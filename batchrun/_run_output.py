@@ -13,7 +13,7 @@ from ._exceptions import ConfigError, ResultsError
 from ._files import irregular_kind, open_regular, refuse_shared_output, resolved
 from ._formats import utc
 from ._job import Job
-from ._job_runs import latest_incomplete
+from ._job_runs import incomplete_shards, latest_incomplete
 from ._journal import recover
 from ._journal_file import journal_header, journal_path
 from ._killed_run import summary_key_seen
@@ -43,7 +43,9 @@ def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) ->
         found = latest_incomplete(job.name, job.run.output, shard)
         part = "" if shard is None else f" (shard {shard})"
         if found is None:
-            raise ConfigError(f"--resume: no incomplete run of {job.name!r}{part} was found; give --output")
+            shards = incomplete_shards(job.name, job.run.output) if shard is None else []
+            hint = f"; shard run(s) {', '.join(shards)} are: give --shard {shards[0]}" if shards else ""
+            raise ConfigError(f"--resume: no incomplete run of {job.name!r}{part} was found{hint}; or give --output")
         refuse_shared_output(found)  # before the notice: stderr may be this file (verify43 F3)
         notice(f"resuming {found}, the most recent incomplete run of {job.name}{part}")
         return resolved(found) if found.is_symlink() else found

@@ -380,3 +380,15 @@ def test_history_marks_a_night_that_is_not_whole(tmp_path: Path, small_job: Path
         night.write("{not a record\n")
     code, text, err = call_cli("history", nights)
     assert "a.jsonl:21: set aside" in err and "a.jsonl: an incomplete run" not in err
+
+
+def test_a_resume_without_shard_names_the_shard_whose_run_is_incomplete(in_tmp: Path) -> None:
+    # verify68 F7: "no incomplete run of 'small' was found; give --output", one there (shard 2/2).
+    night("--shard", "1/2")
+    code, _, err = call_cli("job.yaml", "--simulate", "-q", "--shard", "2/2", "--budget", "0.00002")
+    assert code == ExitCode.BUDGET, err
+    code, _, err = call_cli("job.yaml", "--simulate", "--resume")
+    assert code == ExitCode.USAGE
+    assert "no incomplete run of 'small' was found; shard run(s) 2/2 are: give --shard 2/2; or give --output" in err
+    code, _, err = call_cli("job.yaml", "--simulate", "-q", "--resume", "--shard", "2/2")
+    assert code == ExitCode.OK, err
