@@ -7,7 +7,7 @@ import contextlib
 
 from ._batch_api import BatchInfo, BatchItem, end_failure
 from ._batch_state import BatchEntry
-from ._checks import Answer, grade, is_judge, without_latency_checks
+from ._checks import answer_of, grade, is_judge, without_latency_checks
 from ._matrix import Request
 from ._retry import AttemptLog
 from ._row import RowGrading, answer_fields, first_failure
@@ -92,8 +92,7 @@ async def write_item(
     checks = without_latency_checks(request.checks)
     grading = None
     if checks:
-        tokens = result.usage.get("completion_tokens")
-        answer = Answer(result.content, None, costs["cost"], tokens, result.finish_reason, result.tool_calls)
+        answer = answer_of(record)  # as written: a cost estimated or unknown is known as such
         if any(is_judge(c) for c in checks):
             grading = RowGrading(request, record, answer, checks=checks)
         else:

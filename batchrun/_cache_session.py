@@ -26,10 +26,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from ._answer import Answer
 from ._cache import Freshness, ResponseCache, cache_key, freshness, normalize_base_url
 from ._cache_hits import checked_hit, probe_of, whole_answer, why_not_a_hit
 from ._cache_values import CachedAnswer, EntryRow, Probe, RunStats, encode_answer
-from ._checks import Answer, grade, without_latency_checks
+from ._checks import grade, without_latency_checks
 from ._client import ChatResult
 from ._clock import Clock
 from ._exceptions import CacheError

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ._answer import Answer, NotKnown, Outcome, max_cost, max_latency, max_tokens
 from ._files import read_json_once
 from ._formats import short
 from ._json_text import outside_reference, parse_json, schema_patterns
@@ -26,21 +26,6 @@ from ._template import emptied_by, names_in, render_nested
 from ._timed_match import PatternError, PatternTimedOut, compile_pattern, first_schema_error, timed_search
 
 _OPTION_KEYS = frozenset({"name", "weight", "not", "trim", "ignore_case", "flags", "grader"})
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What a check can look at."""
-
-    content: str
-    latency_ms: float | None
-    cost: float | None
-    completion_tokens: int | None
-    finish_reason: str | None
-    tool_calls: tuple[dict[str, Any], ...] = ()  # [{id, name, arguments}] as the client parsed them
-
-
-Outcome = tuple[bool, str]
 
 
 def _kind(check: dict[str, Any]) -> str:
@@ -67,13 +52,6 @@ class CannotPass(NamedTuple):
     """An outcome no `not` may turn into a pass: the check could not be made at all."""
 
     passed: bool
-    reason: str
-
-
-class NotKnown(NamedTuple):
-    """Undecided, not failed: the figure checked was not reported (break66 F1, F2: a timeout failed right answers)."""
-
-    passed: None
     reason: str
 
 
@@ -152,23 +130,6 @@ def _json_schema(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     return error is None, f"expected JSON matching the schema ({short(error.message) if error else 'ok'})"
 
 
-def _max_latency(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    return (
-        answer.latency_ms is not None and answer.latency_ms <= value,
-        f"expected latency <= {value} ms, got {answer.latency_ms} ms",
-    )
-
-
-def _max_cost(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome | NotKnown:
-    cost, unknown = answer.cost, NotKnown(None, "not graded: the answer's cost is not known")
-    return unknown if cost is None else (cost <= value, f"expected cost <= ${value}, got ${cost}")
-
-
-def _max_tokens(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome | NotKnown:
-    tokens, unknown = answer.completion_tokens, NotKnown(None, "not graded: the endpoint reported no completion tokens")
-    return unknown if tokens is None else (tokens <= value, f"expected <= {value} completion tokens, got {tokens}")
-
-
 def _finish_reason(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
     allowed = [value] if isinstance(value, str) else list(value)
     return answer.finish_reason in allowed, f"expected finish_reason {' or '.join(allowed)}, got {answer.finish_reason}"
@@ -215,9 +176,9 @@ _KINDS: dict[str, Callable[[Answer, Any, dict[str, Any]], Outcome | NotKnown]] =
     "starts_with": _starts_with,
     "is_json": _is_json,
     "json_schema": _json_schema,
-    "max_latency_ms": _max_latency,
-    "max_cost_usd": _max_cost,
-    "max_tokens": _max_tokens,
+    "max_latency_ms": max_latency,
+    "max_cost_usd": max_cost,
+    "max_tokens": max_tokens,
     "finish_reason": _finish_reason,
     "tool_call": _tool_call,
 }
@@ -373,13 +334,16 @@ def answer_of(record: dict[str, Any]) -> Answer:
     graded it: its own 0 passed every max_cost_usd in report --job, a green gate on a run that
     failed it (break54 F3)."""
     usage = record.get("usage") or {}
+    hit = record.get("cached") is True
     return Answer(
         record.get("content") or "",
         record.get("latency_ms"),
-        record.get("cost_saved") if record.get("cached") is True else record.get("cost"),
+        record.get("cost_saved") if hit else record.get("cost"),
         usage.get("completion_tokens"),
         record.get("finish_reason"),
         tuple(record.get("tool_calls") or ()),
+        record.get("cost_saved_status" if hit else "cost_status"),
+        None if hit else record.get("cost_held"),
     )
 
 

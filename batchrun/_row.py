@@ -12,7 +12,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._checks import Answer, grade, is_judge, ungraded
+from ._answer import Answer
+from ._checks import grade, is_judge, ungraded
 from ._client import ChatResult, Flight
 from ._matrix import Request
 from ._reader import spent_on

@@ -22,10 +22,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._answer import Answer
 from ._cache_session import CacheSession, grade_hit, hit_fields, hit_grading
 from ._cache_values import CachedAnswer
 from ._charges import with_looked_up_usage
-from ._checks import Answer, answer_of, grade, is_judge
+from ._checks import answer_of, grade, is_judge
 from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._costs import CostModel
@@ -303,14 +304,7 @@ class Runner:
             **costs,
         )
         if request.checks:
-            answer = Answer(
-                result.content,
-                latency_ms,
-                costs["cost"],
-                result.usage.get("completion_tokens"),
-                result.finish_reason,
-                result.tool_calls,
-            )
+            answer = answer_of(record)  # as written: a cost estimated or unknown is known as such
             if not any(is_judge(c) for c in request.checks):
                 record.update(await _graded(request.checks, answer))
             else:

@@ -11,7 +11,8 @@ import pytest
 
 import batchrun._timed_match
 from batchrun import ExitCode, load_job, matrix_requests
-from batchrun._checks import Answer, check_problems, grade, run_checks
+from batchrun._answer import Answer
+from batchrun._checks import check_problems, grade, run_checks
 from batchrun._settings import RunSettings
 from batchrun._summary import SummaryBuilder
 from batchrun._summary_text import render_text
@@ -110,6 +111,26 @@ def test_a_figure_the_endpoint_did_not_report_leaves_its_check_undecided_not_fai
     graded = grade([check, {"contains": "Paris"}], Answer("Paris", 10.0, None, None, "stop"))
     assert graded["passed"] is None and graded["score"] == 1.0
     assert graded["checks"][0] == {"name": next(iter(check)), "pass": None, "reason": "", "weight": 1, "error": why}
+
+
+@pytest.mark.parametrize(
+    ("cost", "status", "held", "limit", "passed"),
+    [
+        (0.002, "estimated", None, 0.01, True),  # an upper bound under the limit: passes
+        (0.002, "estimated", None, 0.001, None),  # above it: the charge may be under (verify69 F2: failed, exit 3)
+        (None, "unknown", 0.004, 0.01, True),  # at most what is held: under the limit
+        (None, "unknown", 0.004, 0.001, None),
+        (0.002, "looked_up", None, 0.001, False),  # a charge known: decided
+    ],
+)
+def test_a_cost_known_only_as_a_bound_decides_a_cost_check_only_under_the_limit(
+    cost: float | None, status: str, held: float | None, limit: float, passed: bool | None
+) -> None:
+    answer = Answer("Paris", 10.0, cost, 1, "stop", (), status, held)
+    [result] = run_checks([{"max_cost_usd": limit}], answer)
+    assert result["pass"] is passed, result
+    if passed is None:
+        assert result["error"].startswith("not graded: the answer's cost is")
 
 
 def test_reasons_say_what_was_expected() -> None:

@@ -462,7 +462,7 @@ def test_a_cost_check_is_undecided_while_the_cost_is_unknown_and_graded_again_on
     tmp_path: Path, found: bool
 ) -> None:
     # break66 F1: each row's first attempt is cut short after it was billed; the second answers
-    # right for $0.00001. `max_cost_usd: 0.01` failed every row "got $None": exit 3 on right,
+    # right for $0.00001. `max_cost_usd` failed every row "got $None": exit 3 on right,
     # cheap answers; and the row written again with its cost learnt late kept that failure.
     ids, tried = iter(f"gen-c{n}" for n in range(100)), set()
 
@@ -475,10 +475,12 @@ def test_a_cost_check_is_undecided_while_the_cost_is_unknown_and_graded_again_on
 
     server = HostileServer(chat=chat)
     never = lambda request: json_answer(404, {"error": {"code": 404, "message": "Generation not found"}})  # noqa: E731
-    server.routes["/generation"] = known_late(0.0002) if found else never
+    server.routes["/generation"] = known_late(0.000005) if found else never
+    # Held while unknown, at most $0.000039 (the answer, the cut attempt's worst case): above the
+    # limit, so undecided (a bound under it would pass it); learnt, $0.000015: under it.
     job = (
         JOB.replace("max_attempts: 1", "max_attempts: 2")
-        .replace("    vars:", "    checks: [{max_cost_usd: 0.01}]\n    vars:")
+        .replace("    vars:", "    checks: [{max_cost_usd: 0.00003}]\n    vars:")
         .replace("run: {", "run: {pass_threshold: 1.0, ")
     )
     outcome = run(server, tmp_path, job=job)

@@ -511,7 +511,7 @@ async def judge_once(
     """One answered row's judge checks graded through a Runner (grader `g`, respx answers):
     the row's record and the runner (its stop, its ledger)."""
     from batchrun import OpenRouterClient
-    from batchrun._checks import Answer
+    from batchrun._answer import Answer
     from batchrun._ledger import CreditLedger
     from batchrun._matrix import Request
     from batchrun._row import RowGrading

@@ -14,7 +14,8 @@ import pytest
 import respx
 
 from batchrun import ExitCode, load_job
-from batchrun._checks import Answer, run_checks
+from batchrun._answer import Answer
+from batchrun._checks import run_checks
 from batchrun._items import ItemGate
 from batchrun._judge import GraderSettings
 from batchrun._junit import write_junit
