@@ -14,6 +14,7 @@ so the row counts once, at what it is now known to have cost.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,10 +102,14 @@ def append_late_costs(path: Path, late: LateCosts, now: str) -> tuple[int, str |
     """Append the rows whose cost was learnt after they were written: (how many, and why
     not all of them could be, or None)."""
     written = 0
+    rows = late.records(now)
+    first = next(rows, None)
+    if first is None:
+        return 0, None  # nothing learnt late: the file is not opened again
     try:
         writer = ResultsWriter(path, create=False)
         try:
-            for record, payload in late.records(now):
+            for record, payload in itertools.chain([first], rows):
                 writer.write(record, payload)
                 written += 1
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,12 @@ from ._ungraded import stopped_gradings
 
 
 def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
+    """The run's results file, as an absolute path: a library caller's chdir mid-run sent the
+    summary and the rows written again to another folder, or nowhere (verify69 F4)."""
+    return Path(os.path.abspath(_output(job, options, now, notice)))
+
+
+def _output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
     if options.output is not None:
         refuse_shared_output(options.output)  # before its lock: /dev/stdout's is beside a pipe
         if options.resume and not _run_left(options.output):

@@ -163,6 +163,30 @@ async def test_a_results_file_moved_under_the_run_stops_it_and_is_never_made_aga
     assert not out.exists() and len(read_rows(moved)) == len(seen)  # every row written is in the moved file
 
 
+async def test_a_library_caller_that_changes_folder_mid_run_keeps_its_run_where_it_began(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify69 F4: a relative output and a chdir in on_record: exit 11, no summary, the journal
+    # left behind (and before, the summary and an empty results file went to the new folder).
+    monkeypatch.chdir(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    job = load_job(write_job(tmp_path, SMALL_JOB))
+    seen: list[object] = []
+
+    def wander(record: dict[str, object]) -> None:
+        seen.append(record)
+        if len(seen) == 2:
+            os.chdir(elsewhere)
+
+    report = await run_job(
+        job, RunOptions(api_key="k", base_url=sim.base_url, output=Path("runs/r.jsonl")), on_record=wander
+    )
+    assert report.verdict()[0] == ExitCode.OK and report.summary["complete"] is True
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["r.jsonl", "r.summary.json"]
+    assert len(read_rows(tmp_path / "runs" / "r.jsonl")) == 20 and not any(elsewhere.iterdir())
+
+
 def test_a_failed_write_never_pads_a_file_cut_short_with_nul_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
