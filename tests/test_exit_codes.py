@@ -144,6 +144,21 @@ async def test_a_results_file_cut_short_under_the_run_stops_it_and_its_spend_is_
     assert again.summary["spent_before_usd"] >= summary["spent_usd"]  # what the lost rows cost still counts
 
 
+def test_a_results_file_emptied_beside_its_summary_is_resumed_with_the_spend_it_counted(tmp_path: Path) -> None:
+    # verify69 F1: `: > r.jsonl` after a run (logrotate's copytruncate): the resume read a new run,
+    # forgot the summary's spend and bought every row again past the budget.
+    job, out = write_job(tmp_path, SMALL_JOB), tmp_path / "r.jsonl"
+    assert call_cli(job, "--simulate", "-q", "-o", out, "--budget", "0.0001")[0] == ExitCode.BUDGET
+    spent = json.loads((tmp_path / "r.summary.json").read_text())["spent_usd"]
+    assert spent > 0
+    out.write_bytes(b"")
+    code, text, err = call_cli(job, "--simulate", "-o", out, "--resume", "--budget", "0.0001")
+    assert "shorter than its summary saw" in err, err
+    assert (
+        code == ExitCode.BUDGET and json.loads((tmp_path / "r.summary.json").read_text())["spent_before_usd"] >= spent
+    )
+
+
 async def test_a_results_file_moved_under_the_run_stops_it_and_is_never_made_again_empty(
     tmp_path: Path, sim: Simulator
 ) -> None:
