@@ -105,6 +105,7 @@ class ChargeBook:
         # /generation lags an answer, so they are looked up again at the run's end (break66 F5:
         # the first 404 left each at 6.7x its cost for good).
         self.estimated: list[Charge] = []
+        self.estimated_count = 0  # answers whose cost was estimated (an upper bound), in all
 
     def _reused(self, generation_id: str | None) -> bool:
         """Whether an earlier attempt had this id (counted): the new attempt is not looked up by it."""
@@ -179,6 +180,7 @@ class ChargeBook:
             self.unresolved.remove(charge)
             held, charge.held = charge.held, 0.0
             charge.cost, charge.status = estimate, "estimated"
+            self.estimated_count += 1
             self.check_bound(estimate, held, "estimated from its token counts")
             await self.ledger.resolve(held, estimate)
             if charge.generation_id is not None and not charge.reused_id:

@@ -29,6 +29,7 @@ def checked_arguments(
         raise ConfigError(f"run_job takes a Job, as load_job(path) returns it, not {_kind(job)}")
     if not isinstance(options, RunOptions):
         raise ConfigError(f"run_job takes its options as a RunOptions, not {_kind(options)}")
+    options.check()
     if control is not None and not isinstance(control, RunControl):
         raise ConfigError(f"run_job's control is a RunControl (or None), not {_kind(control)}")
     for name, callback in callbacks.items():

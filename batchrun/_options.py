@@ -44,6 +44,11 @@ class RunOptions:
     test_kill_after_submit: int | None = None  # test seam: SIGKILL after the Nth batch is accepted
 
     def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Refuse (or normalise) what the CLI would refuse; `run_job` checks again, for options
+        changed after they were made (verify69 F7: `options.output = "x.jsonl"` was an AttributeError)."""
         for name in ("api_key", "management_key"):  # a TypeError from the key check (break68 F3)
             if not isinstance(getattr(self, name), (str, type(None))):
                 raise ConfigError(f"RunOptions.{name} is a str (or None), not a {type(getattr(self, name)).__name__}")

@@ -258,7 +258,8 @@ def _compare(
         why = (
             f"${difference:.6f} unexplained (another process using the key, or unreported charges)"
             if difference > 0
-            else f"${-difference:.6f} less than counted (replies that over-reported their cost, counted as said)"
+            # Or our own estimates (upper bounds) above the charges (verify69 F10: blamed on the replies).
+            else f"${-difference:.6f} less than counted ({_over_counted(book)}, counted as said)"
         )
         if difference > 0 and ledger.from_key >= difference - MISMATCH_USD:
             # The key window counted it already: not missing from what is spent (verify39).
@@ -271,6 +272,12 @@ def _compare(
             + (f" (+ up to ${held:.6f} for {unknown})" if unknown else "")
             + f": {why}"
         )
+
+
+def _over_counted(book: ChargeBook) -> str:
+    if book.estimated_count:
+        return "costs estimated from tokens above their charges, or replies that over-reported their cost"
+    return "replies that over-reported their cost"
 
 
 def _unknown_parts(attempts: int, batches_held: float) -> str:

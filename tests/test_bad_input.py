@@ -1305,6 +1305,20 @@ async def test_run_job_arguments_of_the_wrong_type_are_refused_before_anything_i
     assert "ab" * 32 not in str(raised.value)
 
 
+async def test_run_options_changed_after_they_were_made_are_checked_by_run_job(tmp_path: Path, sim: Simulator) -> None:
+    # verify69 F7: `options.output = "x.jsonl"` (the type the constructor takes) was an AttributeError.
+    options = RunOptions(api_key="sk-or-v1-" + "ab" * 32, base_url=sim.base_url)
+    options.output = str(tmp_path / "x.jsonl")  # type: ignore[assignment]
+    report = await run_job(load_job(write_job(tmp_path, SMALL_JOB)), options)
+    assert report.output == tmp_path / "x.jsonl" and report.verdict()[0] == ExitCode.OK
+    for name, value in (("output", 5), ("api_key", 12345), ("shard", "1/2")):
+        options = RunOptions(api_key="sk-or-v1-" + "ab" * 32, base_url=sim.base_url, output=tmp_path / "y.jsonl")
+        setattr(options, name, value)
+        with pytest.raises(ConfigError, match=f"RunOptions.{name}"):
+            await run_job(load_job(write_job(tmp_path, SMALL_JOB)), options)
+    assert not (tmp_path / "y.jsonl").exists()
+
+
 @pytest.mark.parametrize("threshold", [80, 1.5, -0.1, "0.9", float("nan"), True])
 async def test_a_verdicts_pass_threshold_is_a_rate_as_the_cli_takes_it(
     tmp_path: Path, sim: Simulator, threshold: Any

@@ -611,6 +611,9 @@ async def test_a_generation_id_given_again_is_not_looked_up_by_it_and_is_said(mo
     said = reconcile(None, None, ledger, book)
     assert said["reused_generation_ids"] == 1
     assert "1 repl(ies) carried a generation id an earlier attempt had" in said["warning"]
+    # The key charged less than the estimate counted: not blamed on the replies alone (verify69 F10).
+    said = reconcile(0.0, 0.2, ledger, book)
+    assert "less than counted (costs estimated from tokens above their charges, or replies" in said["warning"]
 
 
 def test_a_key_charged_less_than_counted_is_said_so_once(tmp_path: Path) -> None:

@@ -206,8 +206,13 @@ def test_a_merge_judges_items_by_the_jobs_per_item_gate_or_the_one_its_shards_re
     failing = sum(sum(t) < 5 for t in tallies.values())
     assert failing < sum(not all(t) for t in tallies.values())  # the two gates tell apart here
     given: list[tuple[str, list[str | Path]]] = [("with_job.jsonl", ["--job", job]), ("from_shards.jsonl", [])]
+    # One shard's summary lost: the gate the others record stands (verify69 F9: every repeat must pass).
+    given.append(("one_summary_lost.jsonl", []))
     for name, extra in given:
         merged = tmp_path / name
+        if name == "one_summary_lost.jsonl":
+            shards[0].with_suffix(".summary.json").unlink()
+            extra = ["--allow-partial"]  # no summary, no job: the merge cannot tell it whole
         assert call_cli("merge", "-q", "-o", merged, *shards, *extra)[0] == 0
         items = json.loads(merged.with_suffix(".summary.json").read_text())["items"]
         assert items["gate"] == {"min": 5, "of": 10} and items["failed"] == failing, name
