@@ -150,6 +150,14 @@ class AttemptJournal:
         base = self._carried_seen.before if self._carried_seen is not None else 0.0
         self._write(orjson.dumps({"charged_before": base + usd}) + b"\n")
 
+    def first_reading(self, key: KeyStart, seen: KeySeen | None, ledger: CreditLedger) -> None:
+        """This run's first reading of the key, journaled for a resume after a kill of this one; or,
+        without one, the killed run's readings carried on."""
+        if key.usage is not None:
+            self.key_seen(key, ledger)
+        elif seen is not None:
+            self.carry(seen)
+
     def carry(self, seen: KeySeen) -> None:
         """A killed run's readings, carried on by a run that could not read the key's usage."""
         self._carried_seen = seen

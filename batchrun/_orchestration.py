@@ -24,7 +24,7 @@ from ._isolated import IsolatedKey, with_key_deadline
 from ._items import ItemGate
 from ._job import Job
 from ._journal import AttemptJournal
-from ._killed_run import KeySeen, batches_bound, carried_rate, killed_run_charge, released_charge
+from ._killed_run import batches_bound, carried_rate, killed_run_charge, released_charge
 from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
 from ._library_args import checked_arguments, checked_threshold
@@ -34,7 +34,7 @@ from ._options import HostCallback, Notice, RunOptions
 from ._output_paths import job_folder, summary_path, write_json_atomically
 from ._preflight import Preflight, job_routing_warning, keep_row, make_client, open_cache, preflight, unpriced
 from ._pricing import MAX_USD, money
-from ._reconcile import KeyStart, key_read_confirms, usage_span
+from ._reconcile import key_read_confirms, usage_span
 from ._report_data import RunSpan, key_id, run_spans
 from ._results import ResultsWriter, final_records
 from ._retry import retry_policy
@@ -113,15 +113,6 @@ async def run_job(
 
 # Stops someone waits on (a signal, a CI runner's timeout before its SIGKILL; cron's deadline).
 _PROMPT_STOPS = (StopReason.INTERRUPTED, StopReason.DEADLINE)
-
-
-def _first_reading(journal: AttemptJournal, key: KeyStart, seen: KeySeen | None, ledger: CreditLedger) -> None:
-    """This run's first reading of the key, journaled for a resume after a kill of this one; or,
-    without one, the killed run's readings carried on."""
-    if key.usage is not None:
-        journal.key_seen(key, ledger)
-    elif seen is not None:
-        journal.carry(seen)
 
 
 async def _locked_run(
@@ -243,7 +234,7 @@ async def _locked_run(
         )
         runner.dispatch.journal, runner.regrade = journal, states.regrade if states is not None else {}
         summary.kept = {(row_id, stored.get("fingerprint")) for row_id, stored in runner.regrade.items()}
-        _first_reading(journal, pre.key_start, seen, ledger)
+        journal.first_reading(pre.key_start, seen, ledger)
         control.runner = runner
         if control.pending:
             runner.request_stop(control.pending)
@@ -311,7 +302,10 @@ async def _locked_run(
         if control.stopped.is_set() and outcome.stop != StopReason.INTERRUPTED:  # 7 ranks above every stop
             # A signal after a stop for money ended the answers the cache still gave: exit 5 hid it (verify66 5).
             outcome.stop, outcome.stop_message = StopReason.INTERRUPTED, "interrupted while the run wound down"
-        if states or late_rows:
+        cut = writer.cut_since() if outcome.stop != StopReason.IO else None
+        if cut is not None:  # cut, moved or removed while the run ended (verify69 F3): its rows are not there
+            outcome.stop, outcome.stop_message = StopReason.IO, cut
+        if (states or late_rows) and cut is None:
             # The file's rows for the totals (a row written again counts once, with its cost
             # learnt late); the cache's figures stay this run's (issue 16).
             summary = (

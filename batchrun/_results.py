@@ -326,6 +326,22 @@ class ResultsWriter:
             )
         return None
 
+    def cut_since(self) -> str | None:
+        """Once the run has ended: the file cut short, moved or removed after its last record (the
+        end-of-run lookups and /key read take a while): exit 0 and "complete" of rows gone (verify69 F3)."""
+        try:
+            now = os.stat(self._where)
+        except OSError:
+            now = None
+        problem = self._path_problem() if now is None or (now.st_dev, now.st_ino) != self._identity else None
+        if problem is None and now is not None and now.st_size < self._size:
+            left = f"{now.st_size:,} of the {self._size:,} bytes written are left"
+            problem = f"the results file was cut short as the run ended ({left})"
+        if problem is not None:
+            self.cut_short = True
+            self.failure = self.failure or OutputFailed(f"{self.path}: {problem}")
+        return None if problem is None else str(self.failure)
+
     def _path_problem(self) -> str | None:
         """Whether the path still names the file written (checked at each fsync and at the end): moved
         away, the run wrote on and ended "complete" beside an empty file made again (break67 F2)."""

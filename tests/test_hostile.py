@@ -549,3 +549,22 @@ def test_a_pinned_request_answered_outside_its_pin_is_said(
     )
     assert (said in (summary["routing_warning"] or "")) is broken
     assert (said in outcome.stderr) is broken  # on stderr under --quiet too
+
+
+def test_a_results_file_emptied_while_the_run_ends_is_no_complete_run(tmp_path: Path) -> None:
+    # verify69 F3: emptied after the last record, during the end-of-run /key read: exit 0, a summary
+    # saying "complete" of rows gone, and `results_bytes: 0`, so a resume bought them all again.
+    out = tmp_path / "out.jsonl"
+
+    def key(request: RawRequest) -> bytes:
+        if out.exists() and out.read_bytes().count(b"\n") == ROWS:  # every record written: the run is ending
+            out.write_bytes(b"")
+        return json_answer(200, {"data": {"label": "k", "limit": None, "limit_remaining": None, "usage": 0}})
+
+    server = HostileServer(chat=lambda request: json_answer(200, chat_payload()), key=key)
+    with server.running():  # not `run`: its check reads the rows, which are gone
+        code, _, err = call_cli(write_job(tmp_path, JOB), "--base-url", server.base_url, "-o", out, "-q")
+    assert code == ExitCode.IO, err
+    assert "the results file was cut short as the run ended (0 of the" in err
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["complete"] is False and summary["stop"] == "io" and summary["results_bytes"] > 0
