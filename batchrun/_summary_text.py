@@ -32,7 +32,8 @@ def _grading_lines(summary: Summary) -> list[str]:
         judging = f"judging: ${total['judge_cost_usd']:.6f}{'+?' if unsure else ''}"
         if summary.get("judging_regraded"):  # not the run's spend: its answers and this grading (break68 F2)
             lines.append(
-                f"{judging}, re-graded now (of ${cost_text(total)}: the answers as recorded, and this grading)"
+                f"{judging}, as graded now (of ${cost_text(total)}: the answers as recorded, and their grading: "
+                "bought now, or kept where the checks are those graded)"
             )
         else:
             lines.append(f"{judging} (of ${cost_text(total)} spent)")

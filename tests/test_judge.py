@@ -433,10 +433,10 @@ def test_a_regrading_report_says_its_costs_apart_from_what_the_run_spent(tmp_pat
     assert spend is not None
     assert spend.group(1).startswith(f"the run: ${recorded['spent_usd']:.6f} of a $0.500000 budget (its summary)")
     assert f"re-grading its judge checks now: ${regrading:.6f} of a $1.000000 budget" in spend.group(1)
-    assert f"this grading: ${total:.6f}" in spend.group(1)
+    assert f"(bought now, or kept where the checks are those graded): ${total:.6f}" in spend.group(1)
     code, text, _ = call_cli("report", out, "--job", dearer, "--simulate", "--budget", "1")
     assert (
-        f"judging: ${regrading:.6f}, re-graded now (of ${total:.6f}: the answers as recorded, and this grading)" in text
+        f"judging: ${regrading:.6f}, as graded now (of ${total:.6f}: the answers as recorded, and their grading" in text
     )
     assert f"budget left for this re-grading: spent ${regrading:.6f} of $1.000000" in text
     assert "; each model's cost counts the grading of its rows" in text  # break68 F5: 10x dearer, unsaid
