@@ -243,7 +243,7 @@ class ResultsWriter:
         opened = os.fstat(self._fd)
         self._size = opened.st_size  # where the last whole line ends
         self._identity = (opened.st_dev, opened.st_ino)
-        self._where = os.path.abspath(path)  # a library caller's chdir is no move
+        self._where = Path.cwd() / path  # a library caller's chdir is no move; `..` left to the kernel
         self.cut_short = False  # the file was cut or moved under the run: `size` is what it wrote
         self._fsync_every_s = fsync_every_s
         self._last_fsync = time.monotonic()
@@ -333,7 +333,10 @@ class ResultsWriter:
             now = os.stat(self._where)
         except OSError:
             now = None
-        problem = self._path_problem() if now is None or (now.st_dev, now.st_ino) != self._identity else None
+        # Replaced by a copy at least as long (a backup tool's cp and mv) holds the rows: no problem
+        # (verify70 F3); mid-run, a replacement is one, as the rows that follow go to the old file.
+        replaced = now is not None and (now.st_dev, now.st_ino) != self._identity and now.st_size < self._size
+        problem = self._path_problem() if now is None or replaced else None
         if problem is None and now is not None and now.st_size < self._size:
             left = f"{now.st_size:,} of the {self._size:,} bytes written are left"
             problem = f"the results file was cut short as the run ended ({left})"
@@ -347,7 +350,7 @@ class ResultsWriter:
         away, the run wrote on and ended "complete" beside an empty file made again (break67 F2)."""
         try:
             there = os.stat(self._where)
-        except FileNotFoundError:
+        except OSError:  # gone, or its folder replaced by a file (verify70 F1: a NotADirectoryError, exit 2)
             there = None
         if there is None or (there.st_dev, there.st_ino) != self._identity:
             return "the results file was moved or replaced during the run: its rows are in the file it became"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ from ._ungraded import stopped_gradings
 def resolve_output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
     """The run's results file, as an absolute path: a library caller's chdir mid-run sent the
     summary and the rows written again to another folder, or nowhere (verify69 F4)."""
-    return Path(os.path.abspath(_output(job, options, now, notice)))
+    # Joined, not normalised: `link/../r.jsonl` is the kernel's to resolve (verify70 F2: ./r.jsonl).
+    return Path.cwd() / _output(job, options, now, notice)
 
 
 def _output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:

@@ -10,8 +10,11 @@ summary.json, the step summary, stdout, stderr). Peak memory is measured in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -568,3 +571,45 @@ def test_a_results_file_emptied_while_the_run_ends_is_no_complete_run(tmp_path: 
     assert "the results file was cut short as the run ended (0 of the" in err
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["complete"] is False and summary["stop"] == "io" and summary["results_bytes"] > 0
+
+
+@pytest.mark.parametrize("done", ["copied_over", "folder_replaced"])
+def test_what_happens_to_the_results_file_as_the_run_ends_is_judged_by_what_is_left(tmp_path: Path, done: str) -> None:
+    # verify70 F3: replaced by an identical copy (a backup tool's cp and mv) after its last record:
+    # exit 11 "no complete run", the rows all there. F1: its folder replaced by a file: a raw
+    # NotADirectoryError, exit 2 ("nothing spent") for a run that spent.
+    folder = tmp_path / "runs"
+    out = folder / "out.jsonl"
+
+    def key(request: RawRequest) -> bytes:
+        if out.is_file() and out.read_bytes().count(b"\n") == ROWS:  # every record written: the run is ending
+            if done == "copied_over":
+                shutil.copy(out, tmp_path / "copy.jsonl")
+                os.replace(tmp_path / "copy.jsonl", out)
+            else:
+                shutil.rmtree(folder)
+                folder.write_text("not a folder")
+        return json_answer(200, {"data": {"label": "k", "limit": None, "limit_remaining": None, "usage": 0}})
+
+    server = HostileServer(chat=lambda request: json_answer(200, chat_payload()), key=key)
+    with server.running():
+        code, _, err = call_cli(write_job(tmp_path, JOB), "--base-url", server.base_url, "-o", out, "-q")
+    assert "Traceback" not in err and "Error:" not in err.replace("batchrun:", ""), err
+    if done == "copied_over":
+        assert code == ExitCode.OK, err
+        assert json.loads(out.with_name("out.summary.json").read_text())["complete"] is True
+    else:
+        assert code == ExitCode.IO and "moved or replaced" in err, err
+
+
+def test_an_output_through_a_linked_folder_and_dot_dot_is_where_the_kernel_says(tmp_path: Path) -> None:
+    # verify70 F2: `link/../r.jsonl` was normalised as text: written to ./r.jsonl, not real/../r.jsonl.
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "link").symlink_to(tmp_path / "real" / "sub")
+    server = HostileServer(chat=lambda request: json_answer(200, chat_payload()))
+    job = write_job(tmp_path, JOB)
+    with server.running(), contextlib.chdir(tmp_path / "work"):
+        code, _, err = call_cli(job, "--base-url", server.base_url, "-o", "link/../r.jsonl", "-q")
+    assert code == ExitCode.OK, err
+    assert (tmp_path / "real" / "r.jsonl").is_file() and not (tmp_path / "work" / "r.jsonl").exists()
