@@ -35,6 +35,24 @@ def irregular_kind(mode: int) -> str | None:
     return "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
 
 
+def mapped_length(fd: int) -> int:
+    """How much of an open results file to map: all of it, less a tail of unwritten blocks (a
+    hole a crash left). On a full tmpfs, touching a hole through a map is a SIGBUS: the resume
+    died with no word, exit 135 (verify69 F8). Read as bytes, a hole is NULs, which a resume cuts."""
+    size = os.fstat(fd).st_size
+    try:
+        hole = os.lseek(fd, 0, os.SEEK_HOLE)
+    except OSError:  # a file system that cannot say
+        return size
+    if hole >= size:
+        return size
+    try:
+        os.lseek(fd, hole, os.SEEK_DATA)
+    except OSError:  # ENXIO: nothing written after the hole: a tail
+        return hole
+    return size  # written data after a hole: mapped whole, as before
+
+
 def open_regular(path: Path) -> BinaryIO:
     """`path` opened for binary reading; OSError naming it if it is not a regular file."""
     # O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever.

@@ -10,7 +10,6 @@ set aside with a warning naming the file and line, instead of refusing the whole
 from __future__ import annotations
 
 import mmap
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from ._exceptions import ResultsError
-from ._files import open_regular
+from ._files import mapped_length, open_regular
 from ._fold import Earlier
 from ._journal_file import Crashed, crash_fields, journal_job, journal_path, unrecorded_attempts
 from ._killed_run import KeySeen
@@ -376,9 +375,9 @@ def scan_states(path: Path, warn: Warn = _ignore) -> ScanResult:
     lines = 0
     warnings = _LineWarnings(warn, path)
     with _open(path) as handle:
-        if os.fstat(handle.fileno()).st_size == 0:
+        if (length := mapped_length(handle.fileno())) == 0:
             return ScanResult(states, 0.0, 0)
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        with mmap.mmap(handle.fileno(), length, access=mmap.ACCESS_READ) as data:
             for buffer, begin, finish in line_windows(data):
                 segment = buffer[begin:finish]
                 count = segment.count(b"\n")

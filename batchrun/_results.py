@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from ._exceptions import OutputFailed, ResultsError
-from ._files import open_regular
+from ._files import mapped_length, open_regular
 from ._json_text import valid_text
 from ._reader import (
     MAX_RECORD_BYTES,
@@ -128,9 +128,9 @@ def foreign_record(path: Path, job: str) -> str | None:
     only when the counts differ (set-aside lines, another job's rows)."""
     needle = b',"job":' + orjson.dumps(job) + b","
     with open_regular(path) as handle:
-        if os.fstat(handle.fileno()).st_size == 0:
+        if (length := mapped_length(handle.fileno())) == 0:
             return None
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        with mmap.mmap(handle.fileno(), length, access=mmap.ACCESS_READ) as data:
             end = data.rfind(b"\n") + 1  # a torn tail is no record yet (repair_torn_tail's)
             if _count_own(data, needle):
                 return None

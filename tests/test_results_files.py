@@ -217,6 +217,21 @@ def test_a_tail_of_zero_filled_blocks_is_cut_and_the_run_resumed(results: Path, 
     assert results.read_bytes().startswith(before) and b"\0" not in results.read_bytes()
 
 
+def test_a_sparse_tail_is_not_mapped_and_is_cut_by_the_resume(results: Path, job: Path) -> None:
+    # verify69 F8: a tail of unwritten blocks (a crash's hole), touched through mmap on a full
+    # tmpfs, was a SIGBUS: exit 135, no word. Only the written part is mapped; the resume cuts the rest.
+    from batchrun._files import mapped_length
+
+    before = results.read_bytes()
+    os.truncate(results, len(before) + (4 << 20))  # a hole of 4 MiB after the records
+    with results.open("rb") as handle:
+        mapped = mapped_length(handle.fileno())
+    assert len(before) <= mapped < len(before) + (4 << 20)
+    code, _, err = call_cli(job, "--simulate", "-o", results, "--resume", "-q")
+    assert code == ExitCode.OK, err
+    assert results.read_bytes().startswith(before) and b"\0" not in results.read_bytes()
+
+
 def test_a_torn_tail_longer_than_one_record_is_refused(
     results: Path, job: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
