@@ -176,9 +176,14 @@ def run_or_folder(text: str) -> Path:
 
 
 def _not_a_summary(text: str, path: Path) -> Path:
-    if path.name.endswith(".summary.json"):  # break65 F7: "not JSON", of a JSON file
-        results = path.with_name(path.name.removesuffix(".summary.json") + ".jsonl")
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is the summary a run writes beside its results: give {str(results)!r}"
-        )
+    if (said := summary_given(path)) is not None:  # break65 F7: "not JSON", of a JSON file
+        raise argparse.ArgumentTypeError(f"{text!r} is {said}")
     return path
+
+
+def summary_given(path: Path) -> str | None:
+    """What to say of a run's summary given where its results go: "the summary ...: give 'r.jsonl'"."""
+    if not path.name.endswith(".summary.json"):
+        return None
+    results = path.with_name(path.name.removesuffix(".summary.json") + ".jsonl")
+    return f"the summary a run writes beside its results: give {str(results)!r}"

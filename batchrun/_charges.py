@@ -187,9 +187,10 @@ class ChargeBook:
                 self.estimated.append(charge)
 
     async def look_up(self, charge: Charge, limit_s: float | None = None) -> bool:
-        """Resolve one charge through /generation; False when it is not known (yet), or not
-        within `limit_s`."""
-        if charge.generation_id is None or charge.reused_id or charge.status != "unknown":
+        """Resolve one charge through /generation, unknown or estimated (its estimate then gives way
+        to the charge); False when it is not known (yet), or not within `limit_s`."""
+        status = charge.status
+        if charge.generation_id is None or charge.reused_id or status not in ("unknown", "estimated"):
             return False
         self.lookups += 1
         started = asyncio.get_running_loop().time()
@@ -207,11 +208,13 @@ class ChargeBook:
         # each row waited that long, 100 rows in 228 s (verify37 N2). Its cost is taken all the same.
         slow = asyncio.get_running_loop().time() - started >= SLOW_LOOKUP_S
         self.stalled = self.stalled + 1 if slow else 0
-        if found is None or charge.status != "unknown":
+        if found is None or charge.status != status:
             # Resolved meanwhile by another lookup of it (a row's own, and the key window's or
             # the wind-down's, at once): counted once (verify25 N3: 2e-06 twice in the ledger).
             return False
+        # What the ledger counts for it now: its worst case held, or its estimate spent.
         held, charge.held = charge.held, 0.0
+        estimate = (charge.cost or 0.0) if status == "estimated" else 0.0
         if charge.abandoned:
             # No field of its own for a BYOK upstream cost: the whole charge is its cost (the fee
             # alone made a BYOK attempt looked up late read as $0: verify14j N13).
@@ -221,13 +224,14 @@ class ChargeBook:
             charge.is_byok, charge.upstream_inference_cost = found.is_byok, found.upstream_inference_cost
             charge.usage_found = found.usage
         charge.status = "looked_up"
-        if charge in self.unresolved:
-            self.unresolved.remove(charge)
-        if charge.recorded:
+        for waiting in (self.unresolved, self.estimated):
+            if charge in waiting:
+                waiting.remove(charge)
+        if charge.recorded and status == "unknown":
             self.resolved_after_record += found.charged
             self.resolved_after_record_attempts += 1
-        charge.above_worst = self.check_bound(found.charged, held, "looked up")
-        await self.ledger.resolve(held, found.charged)
+        charge.above_worst = self.check_bound(found.charged, held or estimate, "looked up")
+        await self.ledger.resolve(held, found.charged - estimate)
         return True
 
     async def look_up_row(self, row: RowCharges) -> None:
@@ -272,32 +276,8 @@ class ChargeBook:
                     await self.look_up(charge, ROW_LOOKUP_S)  # a refresh holds a worker too (verify36 N1)
 
         await asyncio.gather(*(look_up(charge) for charge in list(self.unresolved)))
-        if final:
-
-            async def look_up_estimated(charge: Charge) -> None:
-                async with turns:
-                    if not self.lookups_down:
-                        await self._estimate_looked_up(charge)
-
-            await asyncio.gather(*(look_up_estimated(charge) for charge in list(self.estimated)))
-
-    async def _estimate_looked_up(self, charge: Charge) -> None:
-        """An estimated answer's cost, looked up at last: its estimate gives way to the charge."""
-        if charge.generation_id is None:  # only those with an id are kept
-            return
-        self.lookups += 1
-        try:
-            async with self.cut_off.bound(), asyncio.timeout(ROW_LOOKUP_S):
-                found = await self.client.generation(charge.generation_id)
-        except (TimeoutError, RequestFailed):
-            return
-        if found is None or charge.status != "estimated":
-            return
-        self.estimated.remove(charge)
-        estimate, charge.cost, charge.status = charge.cost or 0.0, found.total_cost, "looked_up"
-        charge.is_byok, charge.upstream_inference_cost = found.is_byok, found.upstream_inference_cost
-        charge.above_worst = self.check_bound(found.charged, estimate, "looked up")
-        await self.ledger.resolve(0.0, found.charged - estimate)
+        if final:  # the estimates too: /generation lags an answer (break66 F5)
+            await asyncio.gather(*(look_up(charge) for charge in list(self.estimated)))
 
     @property
     def unresolved_held(self) -> float:

@@ -58,13 +58,7 @@ def latest_incomplete(job_name: str, pattern: str | None, shard: str | None = No
         return None
     for candidate in reversed(results_files(folder)):  # the newest first
         # A link's summary is beside its file (a latest.jsonl to an archived run: verify52 F3).
-        summary = summary_path(candidate.resolve() if candidate.is_symlink() else candidate)
-        try:
-            earlier = json.loads(read_regular_text(summary))
-        except (OSError, ValueError):
-            earlier = {}
-        if not isinstance(earlier, dict):
-            earlier = {}
+        earlier = _summary_of(candidate.resolve() if candidate.is_symlink() else candidate)
         if earlier.get("complete") is True or (earlier and earlier.get("shard") != shard):
             continue
         if _holds_results_of(candidate, job_name, shard, earlier):
@@ -78,13 +72,19 @@ def incomplete_shards(job_name: str, pattern: str | None) -> list[str]:
     shards = {}
     folder = job_folder(job_name, pattern)
     for candidate in results_files(folder) if folder.is_dir() else []:  # the oldest first: the newest stands
-        try:
-            earlier = json.loads(read_regular_text(summary_path(candidate)))
-        except (OSError, ValueError):
-            continue
-        if isinstance(earlier, dict) and isinstance(earlier.get("shard"), str):
+        earlier = _summary_of(candidate)
+        if isinstance(earlier.get("shard"), str):
             shards[earlier["shard"]] = earlier.get("complete") is not True
     return sorted(shard for shard, open_ in shards.items() if open_)
+
+
+def _summary_of(results: Path) -> dict[str, Any]:
+    """The summary beside `results` as written, {} when there is none or it cannot be read."""
+    try:
+        earlier = json.loads(read_regular_text(summary_path(results)))
+    except (OSError, ValueError):
+        return {}
+    return earlier if isinstance(earlier, dict) else {}
 
 
 def _holds_results_of(path: Path, job_name: str, shard: str | None, summary: dict[str, Any]) -> bool:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._checks import answer_of, grade, stored_judgements, without_latency_checks
+from ._checks import answer_of, grade, stored_judgements
 from ._exceptions import OutputFailed
 from ._matrix import Request
 from ._reader import spent_on
@@ -28,6 +28,7 @@ from ._record_head import record_head
 from ._results import ResultsWriter
 from ._row import grading_spent, judge_cost_fields
 from ._row_cost import RowCharges, counted
+from ._ungraded import applied_checks
 
 
 @dataclass
@@ -79,7 +80,7 @@ class LateCosts:
             if record["status"] == "ok" and row.request.checks:
                 # Graded again on the cost known now: a max_cost_usd check left undecided by the
                 # unknown cost (or a record saying "got $None" beside its cost) is decided (break66 F1).
-                checks = without_latency_checks(row.request.checks) if record.get("batch_id") else row.request.checks
+                checks = applied_checks(record, row.request)
                 record.update(grade(checks, answer_of(record), stored_judgements(record, checks)))
             yield record, row.request.payload
 

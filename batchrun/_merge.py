@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from ._argtypes import summary_given
 from ._batch_state import pending_batches
 from ._exceptions import OutputFailed, ResultsError
 from ._files import file_identity
@@ -79,9 +80,8 @@ def _without_sidecars(shards: list[Path], warn: Warn) -> list[Path]:
         else:
             warn(f"{shard}: the {found[0]} of {found[1]}, read with it: not merged as a shard")
     for shard in kept:  # given alone, it was "not JSON", of a JSON file (verify67)
-        if shard.name.endswith(".summary.json"):
-            results = shard.with_name(shard.name.removesuffix(".summary.json") + ".jsonl")
-            raise ResultsError(f"{shard}: the summary a run writes beside its results: give {str(results)!r}")
+        if (said := summary_given(shard)) is not None:
+            raise ResultsError(f"{shard}: {said}")
     return kept
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._account import counted_at_end, reconcile_run
-from ._checks import answer_of, grade, is_judge, stored_judgements, without_latency_checks
+from ._checks import answer_of, grade, is_judge, stored_judgements
 from ._costs import CostModel
 from ._cut_off import cleanup_time, wind_down_s, wind_down_within
 from ._exceptions import ConfigError
@@ -37,6 +37,7 @@ from ._run_control import RunControl
 from ._status import Status, StopReason
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
+from ._ungraded import applied_checks
 from ._worker_pool import Runner, run_config
 
 
@@ -71,11 +72,6 @@ def _judge_rows(records: Iterable[dict[str, Any]], job: Job) -> Iterator[tuple[d
         yield record, request if current else None
 
 
-def _checks_of(record: dict[str, Any], request: Request) -> list[dict[str, Any]]:
-    # Batch rows have no latency to check (_checks.without_latency_checks).
-    return without_latency_checks(request.checks) if record.get("batch_id") else request.checks
-
-
 def estimate_regrade(
     records: Iterable[dict[str, Any]], job: Job, costs: CostModel, regrade_all: bool = False
 ) -> RegradeEstimate:
@@ -83,7 +79,7 @@ def estimate_regrade(
     for record, request in _judge_rows(records, job):
         if request is None or record.get("status") != Status.OK or not any(is_judge(c) for c in request.checks):
             continue
-        checks = _checks_of(record, request)
+        checks = applied_checks(record, request)
         kept = {} if regrade_all else kept_verdicts_of(record, request, checks)
         estimate.kept += len(kept)
         if all(index in kept for index, check in enumerate(checks) if is_judge(check)):
@@ -115,7 +111,7 @@ async def regrade_with_judges(
     async def regrade_one(record: dict[str, Any], request: Request | None) -> dict[str, Any]:
         if request is None or record.get("status") != Status.OK or not request.checks:
             return record
-        checks, answer = _checks_of(record, request), answer_of(record)
+        checks, answer = applied_checks(record, request), answer_of(record)
         kept = {} if regrade_all else kept_verdicts_of(record, request, checks)
         if all(index in kept for index, check in enumerate(checks) if is_judge(check)):
             return {**record, **grade(checks, answer, kept)}  # nothing to ask: no grader is sent

@@ -230,6 +230,9 @@ def _encoded(record: dict[str, Any]) -> bytes:
         return orjson.dumps(cleaned, option=orjson.OPT_NON_STR_KEYS)
 
 
+_MOVED = "the results file was moved or replaced during the run: its rows are in the file it became"
+
+
 class ResultsWriter:
     """Appends one record per line; whole lines only, flushed to the OS as they are written."""
 
@@ -308,9 +311,7 @@ class ResultsWriter:
             raise self._fail("writing a record", exc) from None
         self.last_line = data
         if problem is not None:
-            self.cut_short = True
-            self.failure = OutputFailed(f"{self.path}: {problem}")
-            raise self.failure
+            raise self._stopped(problem)
 
     def _file_problem(self, stat: os.stat_result) -> str | None:
         """What happened to the file under the run, or None. Deleted (its folder removed): every later
@@ -328,22 +329,24 @@ class ResultsWriter:
 
     def cut_since(self) -> str | None:
         """Once the run has ended: the file cut short, moved or removed after its last record (the
-        end-of-run lookups and /key read take a while): exit 0 and "complete" of rows gone (verify69 F3)."""
+        end-of-run lookups and /key read take a while): exit 0 and "complete" of rows gone (verify69 F3).
+        A copy at least as long put in its place (a backup tool's cp and mv) holds the rows (verify70 F3)."""
         try:
             now = os.stat(self._where)
-        except OSError:
+        except OSError:  # gone, or its folder replaced by a file (verify70 F1)
             now = None
-        # Replaced by a copy at least as long (a backup tool's cp and mv) holds the rows: no problem
-        # (verify70 F3); mid-run, a replacement is one, as the rows that follow go to the old file.
-        replaced = now is not None and (now.st_dev, now.st_ino) != self._identity and now.st_size < self._size
-        problem = self._path_problem() if now is None or replaced else None
-        if problem is None and now is not None and now.st_size < self._size:
-            left = f"{now.st_size:,} of the {self._size:,} bytes written are left"
-            problem = f"the results file was cut short as the run ended ({left})"
-        if problem is not None:
-            self.cut_short = True
-            self.failure = self.failure or OutputFailed(f"{self.path}: {problem}")
-        return None if problem is None else str(self.failure)
+        if now is not None and now.st_size >= self._size:
+            return None
+        if now is None or (now.st_dev, now.st_ino) != self._identity:
+            return str(self._stopped(_MOVED))
+        left = f"{now.st_size:,} of the {self._size:,} bytes written are left"
+        return str(self._stopped(f"the results file was cut short as the run ended ({left})"))
+
+    def _stopped(self, problem: str) -> OutputFailed:
+        """The run's stop for what happened to its file: `size` is then what it wrote (its summary keeps it)."""
+        self.cut_short = True
+        self.failure = OutputFailed(f"{self.path}: {problem}")
+        return self.failure
 
     def _path_problem(self) -> str | None:
         """Whether the path still names the file written (checked at each fsync and at the end): moved
@@ -351,10 +354,8 @@ class ResultsWriter:
         try:
             there = os.stat(self._where)
         except OSError:  # gone, or its folder replaced by a file (verify70 F1: a NotADirectoryError, exit 2)
-            there = None
-        if there is None or (there.st_dev, there.st_ino) != self._identity:
-            return "the results file was moved or replaced during the run: its rows are in the file it became"
-        return None
+            return _MOVED
+        return _MOVED if (there.st_dev, there.st_ino) != self._identity else None
 
     def close(self) -> None:
         """fsync and close; raises OutputFailed if the data could not be made durable."""
@@ -365,9 +366,7 @@ class ResultsWriter:
             if self.failure is None:
                 os.fsync(fd)
                 if (problem := self._file_problem(os.fstat(fd)) or self._path_problem()) is not None:
-                    self.cut_short = True
-                    self.failure = OutputFailed(f"{self.path}: {problem}")
-                    raise self.failure
+                    raise self._stopped(problem)
         except OSError as exc:
             if exc.errno != errno.EINVAL:  # EINVAL: nothing to sync on this kind of file
                 self.failure = OutputFailed(f"{self.path}: syncing to disk failed: {exc.strerror or exc}")
