@@ -132,6 +132,30 @@ async def test_generation_lookups_distrust_the_server(body: Any, expected: tuple
     assert (None if found is None else (found.total_cost, found.charged)) == expected
 
 
+@pytest.mark.parametrize(
+    ("counts", "usage"),
+    [
+        ({"native_tokens_prompt": 9, "native_tokens_completion": 1}, {"prompt_tokens": 9, "completion_tokens": 1}),
+        ({"native_tokens_prompt": 9}, None),  # one count alone is no usage
+        ({"native_tokens_prompt": 9, "native_tokens_completion": -1}, None),
+        ({"native_tokens_prompt": 9, "native_tokens_completion": True}, None),  # a boolean is no count
+        ({"native_tokens_prompt": 9, "native_tokens_completion": "1"}, None),
+        ({"native_tokens_prompt": 9, "native_tokens_completion": 2**40}, None),  # past any answer
+        ({"native_tokens_prompt": 9, "native_tokens_completion": 1.5}, None),
+    ],
+)
+async def test_a_generations_token_counts_are_taken_only_when_both_are_counts(
+    counts: dict[str, Any], usage: dict[str, int] | None
+) -> None:
+    # break66 F2: the counts fill a reply's missing usage; a lying lookup's are not believed.
+    body = {"data": {"id": "gen-1", "total_cost": 0.002, **counts}}
+    with respx.mock(using="httpx") as mock:
+        mock.get(f"{BASE}/generation").mock(return_value=httpx.Response(200, json=body))
+        async with client() as c:
+            found = await c.generation("gen-1")
+    assert found is not None and found.total_cost == 0.002 and found.usage == usage
+
+
 async def test_a_generation_not_yet_known_is_none() -> None:
     with respx.mock(using="httpx") as mock:
         mock.get(f"{BASE}/generation").mock(return_value=httpx.Response(404, json={"error": {"code": 404}}))

@@ -31,6 +31,19 @@ def test_answers_are_deterministic_and_shaped_like_openrouter(web: httpx.Client,
     assert "provider" not in first and first["choices"][0]["finish_reason"] == "stop"
 
 
+def test_a_generations_record_gives_the_answers_cost_and_token_counts(web: httpx.Client, sim: Simulator) -> None:
+    # As openapi.yaml's GenerationResponse: total_cost and native_tokens_* (batchrun fills a
+    # reply's missing usage from them).
+    answer = post(web, sim).json()
+    data = web.get(f"{sim.base_url}/generation", params={"id": answer["id"]}, headers=AUTH).json()["data"]
+    usage = answer["usage"]
+    assert data["id"] == answer["id"] and data["total_cost"] == usage["cost"]
+    assert (data["native_tokens_prompt"], data["native_tokens_completion"]) == (
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+    )
+
+
 @pytest.mark.parametrize("second", [0.0, 59.9], ids=["minute-start", "minute-end"])
 def test_a_per_minute_limit_answers_429_with_the_reset(web: httpx.Client, sim: Simulator, second: float) -> None:
     # The simulator's windows run on its clock: a fixed time, so no run straddles a minute.

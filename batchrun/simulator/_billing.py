@@ -186,9 +186,18 @@ class BillingRoutes:
         app.router.add_get("/api/v1/credits", self._credits)
 
     def bill(
-        self, key: SimKey, row: str | None, generation: str, model: str, provider: str, cost: float, abandoned: bool
+        self,
+        key: SimKey,
+        row: str | None,
+        generation: str,
+        model: str,
+        provider: str,
+        cost: float,
+        abandoned: bool,
+        tokens: tuple[int, int] = (0, 0),
     ) -> tuple[float, float | None]:
-        """Charge one finished generation; returns (usage.cost, upstream_inference_cost)."""
+        """Charge one finished generation; returns (usage.cost, upstream_inference_cost). `tokens`:
+        its (prompt, completion) counts, which its /generation record gives (openapi.yaml)."""
         config = self.config
         upstream = None
         if config.byok:
@@ -205,8 +214,19 @@ class BillingRoutes:
             self.stats.billed_by_row[row] += charged
         if abandoned:
             self.stats.abandoned_billed += 1
+        prompt, completion = tokens
         self.generations[generation] = generation_record(
-            generation, model, provider, cost, upstream, config.byok, cancelled=False
+            generation,
+            model,
+            provider,
+            cost,
+            upstream,
+            config.byok,
+            cancelled=False,
+            tokens_prompt=prompt,
+            tokens_completion=completion,
+            native_tokens_prompt=prompt,
+            native_tokens_completion=completion,
         )
         # A lying server's answers say less than it charged (`reported_share`); /generation tells the truth.
         return cost * config.reported_share, upstream

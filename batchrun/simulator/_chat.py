@@ -252,7 +252,10 @@ class ChatRoutes(KeyRoutes, StreamReplies):
             headers = {"X-Generation-Id": generation}
             upstream = None
             if fault not in ("reset", "cold_start"):  # a finished generation is billed, listened to or not
-                cost, upstream = self.bill(key, row, generation, model, endpoint.provider, cost, fault is not None)
+                tokens = (prompt_tokens, completion_tokens + reasoning)
+                cost, upstream = self.bill(
+                    key, row, generation, model, endpoint.provider, cost, fault is not None, tokens
+                )
             payload: dict[str, Any] = {
                 "id": generation,
                 "object": "chat.completion",

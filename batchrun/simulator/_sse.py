@@ -112,7 +112,10 @@ class StreamReplies(BillingRoutes):
                     break
                 if config.stream_chunk_ms:
                     await asyncio.sleep(config.stream_chunk_ms / 1000)
-            cost, upstream = self.bill(key, gen.row, gen.id, gen.model, gen.provider, self._cost(gen, generated), False)
+            tokens = (gen.prompt_tokens, gen.completion(generated))
+            cost, upstream = self.bill(
+                key, gen.row, gen.id, gen.model, gen.provider, self._cost(gen, generated), False, tokens
+            )
             usage = {
                 **usage_block(gen.prompt_tokens, gen.completion(generated), cost, config.byok, upstream),
                 **gen.extras.usage(gen.completion(generated) - generated),
@@ -130,5 +133,6 @@ class StreamReplies(BillingRoutes):
     def _cancelled(self, key: SimKey, gen: Generation, generated: int) -> None:
         """The client cancelled: generation stops, and what was generated is billed."""
         self.stats.cancelled_streams += 1
-        self.bill(key, gen.row, gen.id, gen.model, gen.provider, self._cost(gen, generated), True)
-        self.generations[gen.id].update(cancelled=True, tokens_completion=generated, streamed=True)
+        tokens = (gen.prompt_tokens, gen.completion(generated))
+        self.bill(key, gen.row, gen.id, gen.model, gen.provider, self._cost(gen, generated), True, tokens)
+        self.generations[gen.id].update(cancelled=True, streamed=True)
