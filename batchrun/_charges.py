@@ -36,6 +36,7 @@ ABOVE_WORST_SHARE = 0.01
 LOOKUPS_AT_ONCE = 8
 STALLED_LOOKUPS = 3  # lookups in a row out of time (or slow) before /generation counts as down (lookups_down)
 SLOW_LOOKUP_S = 3.0  # a lookup that took this long is a stall too (OpenRouter answers in well under 1 s)
+IDS_KEPT = 4096  # recent generation ids a reply's id is checked against (a server that repeats one)
 ROW_LOOKUP_S = 10.0  # what one lookup may take (OpenRouter answers in well under 1 s): a worker waits on it
 
 
@@ -97,9 +98,10 @@ class ChargeBook:
         self.above_worst_usd = 0.0  # by how much, in all
         self.above_worst_example = ""
         self.cut_off = CutOff()  # after a stop, lookups end with the grace (_cut_off)
-        # Generation ids given to an earlier attempt: "unique" (openapi.yaml), so one given again
-        # is a lie, and a lookup by it books another row's cost (break66 F4: per-model costs 100x off).
-        self.ids_seen: set[str] = set()
+        # Generation ids given to recent attempts: "unique" (openapi.yaml), so one given again is a
+        # lie, and a lookup by it books another row's cost (break66 F4: per-model costs 100x off).
+        # The last IDS_KEPT only: one id a row held 14 MB at 100,000 rows (bench/memory.py).
+        self.ids_seen: dict[str, None] = {}
         self.reused_ids = 0
         # Answers estimated from their tokens (an upper bound) whose lookup found nothing yet:
         # /generation lags an answer, so they are looked up again at the run's end (break66 F5:
@@ -114,7 +116,9 @@ class ChargeBook:
         if generation_id in self.ids_seen:
             self.reused_ids += 1
             return True
-        self.ids_seen.add(generation_id)
+        self.ids_seen[generation_id] = None
+        if len(self.ids_seen) > IDS_KEPT:
+            del self.ids_seen[next(iter(self.ids_seen))]  # the oldest: dicts keep their order
         return False
 
     def check_bound(self, cost: float, worst: float, how: str) -> bool:

@@ -616,6 +616,17 @@ async def test_a_generation_id_given_again_is_not_looked_up_by_it_and_is_said(mo
     assert "less than counted (costs estimated from tokens above their charges, or replies" in said["warning"]
 
 
+async def test_the_generation_ids_kept_to_catch_a_repeat_are_the_recent_ones_only() -> None:
+    # One id a row held 14 MB at 100,000 rows (bench/memory.py 1.36x): a window of recent ids.
+    from batchrun._charges import IDS_KEPT, ChargeBook
+
+    async with OpenRouterClient("http://127.0.0.1:9/api/v1", FAKE_KEY) as client:
+        book = ChargeBook(client, CreditLedger(1.0))
+        assert [book._reused(f"gen-{n}") for n in range(IDS_KEPT + 1)] == [False] * (IDS_KEPT + 1)
+        assert len(book.ids_seen) == IDS_KEPT
+        assert book._reused(f"gen-{IDS_KEPT}") is True and book._reused("gen-0") is False  # the oldest let go
+
+
 def test_a_key_charged_less_than_counted_is_said_so_once(tmp_path: Path) -> None:
     # break34 m2: replies over-reporting their cost read "$-0.0238 unexplained (another process
     # using the key, or unreported charges)", and under --quiet the warning came twice on stderr.
