@@ -195,6 +195,11 @@ class AttemptJournal:
         """`whole`: every attempt is in a record now, so the journal goes."""
         if self._fd < 0:
             return
+        if not whole and self._writer.cut_to is not None:
+            # The file was cut under the run: offsets journaled before are past its end now, and the
+            # record written after the cut, at `cut_to`, would read as never written (verify69 F6).
+            with contextlib.suppress(OutputFailed):
+                self._write(orjson.dumps({"cut": self._writer.cut_to}) + b"\n")
         fd, self._fd = self._fd, -1
         os.close(fd)
         if whole:

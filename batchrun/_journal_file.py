@@ -123,6 +123,11 @@ def read_journal(path: Path, job: str | None) -> dict[str, Crashed]:
                 entry = journal_loads(line)
                 if "key_gap" in entry or "key_seen" in entry:
                     continue
+                if "cut" in entry:  # the results file was cut to this length: what was journaled is at most there
+                    cut = max(0, int(entry["cut"]))
+                    for attempt in (a for c in rows.values() for a in c.attempts):
+                        attempt["at"] = min(attempt["at"], cut)
+                    continue
                 if "job" in entry:
                     if job is not None and entry["job"] != job:
                         name = str(entry["job"])[:80]

@@ -248,6 +248,7 @@ class ResultsWriter:
         self._identity = (opened.st_dev, opened.st_ino)
         self._where = Path.cwd() / path  # a library caller's chdir is no move; `..` left to the kernel
         self.cut_short = False  # the file was cut or moved under the run: `size` is what it wrote
+        self.cut_to: int | None = None  # where the record that showed the file cut short begins in it now
         self._fsync_every_s = fsync_every_s
         self._last_fsync = time.monotonic()
         self.failure: OutputFailed | None = None
@@ -301,7 +302,10 @@ class ResultsWriter:
             while view:
                 view = view[os.write(self._fd, view) :]
             self._size += len(data)
-            problem = self._file_problem(os.fstat(self._fd))
+            stat = os.fstat(self._fd)
+            if (problem := self._file_problem(stat)) is not None and stat.st_nlink:
+                # Appended at the cut file's end: the journal's offsets from before are past it (verify69 F6).
+                self.cut_to = max(0, stat.st_size - len(data))
             now = time.monotonic()
             if now - self._last_fsync >= self._fsync_every_s:
                 os.fsync(self._fd)

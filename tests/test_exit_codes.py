@@ -138,10 +138,15 @@ async def test_a_results_file_cut_short_under_the_run_stops_it_and_its_spend_is_
     written = summary["results_bytes"]
     assert written is not None and written > out.stat().st_size  # what the run wrote: a resume counts its spend
     assert sim.stats.chat_requests <= 6 + job.run.concurrency  # not the other 190 rows bought and lost
+    [revealing] = read_rows(out)  # the record whose write showed the cut, at the file's new start
     notices: list[str] = []
     options = RunOptions(api_key="k", base_url=sim.base_url, output=out, resume=True)
     again = await run_job(job, options, notice=notices.append)
     assert again.summary["spent_before_usd"] >= summary["spent_usd"]  # what the lost rows cost still counts
+    # verify69 F6: the record that showed the cut, written at the file's new start, was read as
+    # never written (its journaled offset was past the cut): the row was bought again.
+    bought = [r["id"] for r in read_rows(out) if r["status"] == "ok"]
+    assert bought.count(revealing["id"]) == 1 and len(bought) == len(set(bought)) == again.summary["total"]["ok"]
 
 
 def test_a_results_file_emptied_beside_its_summary_is_resumed_with_the_spend_it_counted(tmp_path: Path) -> None:

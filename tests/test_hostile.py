@@ -534,6 +534,9 @@ def test_passes_turned_errors_fail_the_diff_gate_though_the_model_erred_before(t
         ("{only: [prova], allow_fallbacks: false}", "ProvC", True),
         ("{order: [prova, provb], allow_fallbacks: false}", "ProvC", True),
         ("{only: [google-vertex/us-east5], allow_fallbacks: false}", "Google Vertex", False),  # name vs slug
+        ("{only: [google-vertex], allow_fallbacks: false}", "Google", False),  # the docs' name of Vertex
+        ("{only: [google-ai-studio], allow_fallbacks: false}", "Google", True),  # verify70 F5: not a prefix
+        ("{only: [google-ai-studio], allow_fallbacks: false}", "Google AI Studio", False),
         ("{only: [prova]}", "ProvC", False),  # fallbacks allowed: not pinned (warned as such)
     ],
 )
