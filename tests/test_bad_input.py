@@ -893,6 +893,15 @@ OPTION_CASES: list[tuple[str, list[str], list[str]]] = [
         ["--simulate", "--sim", "batch_outcome=weird"],
         ["--sim batch_outcome=weird: expected one of completed | failed | expired | cancelled, got 'weird'"],
     ),
+    # out-102 F5: one price was an IndexError traceback, exit 1; `byok=ture` simulated no BYOK.
+    (
+        "sim one price",
+        ["--simulate", "--sim", "price.openai/gpt-4o-mini=0.5"],
+        ["--sim price.openai/gpt-4o-mini=0.5: give prompt,completion[,request] (two or three numbers), got '0.5'"],
+    ),
+    ("sim private one price", ["--simulate", "--sim", "private.acme/x=1"], ["(two or three numbers), got '1'"]),
+    ("sim four prices", ["--simulate", "--sim", "price.x/y=1,2,3,4"], ["(two or three numbers), got '1,2,3,4'"]),
+    ("sim boolean misspelt", ["--simulate", "--sim", "byok=ture"], ["--sim byok=ture: use true or false, got 'ture'"]),
 ]
 
 

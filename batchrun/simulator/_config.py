@@ -148,8 +148,7 @@ class SimConfig:
             self.faults[name] = _number(key, value)
             return
         if key.startswith("price."):
-            parts = [_number(key, p) for p in value.split(",")]
-            self.prices[key[6:]] = (parts[0] * PER_M, parts[1] * PER_M, parts[2] if len(parts) > 2 else 0.0)
+            self.prices[key[6:]] = _prices(key, value)
             return
         if key.startswith("accuracy."):
             self.accuracy[key[9:]] = _number(key, value)
@@ -158,8 +157,7 @@ class SimConfig:
             self.aliases[key[6:]] = value
             return
         if key.startswith("private."):
-            parts = [_number(key, p) for p in value.split(",")]
-            self.prices[key[8:]] = (parts[0] * PER_M, parts[1] * PER_M, parts[2] if len(parts) > 2 else 0.0)
+            self.prices[key[8:]] = _prices(key, value)
             self.private_models.add(key[8:])
             return
         if key.startswith("reasoning."):
@@ -186,7 +184,9 @@ class SimConfig:
             raise ValueError(f"unknown simulator option {key!r}")
         current = getattr(self, key)
         if isinstance(current, bool):
-            setattr(self, key, value.lower() in ("1", "true", "yes", "on"))
+            if value.lower() not in _TRUE + _FALSE:  # `byok=ture` simulated no BYOK, silently (out-102 F5)
+                raise ValueError(f"use true or false, got {value!r}")
+            setattr(self, key, value.lower() in _TRUE)
         elif key in (
             "rate_limit_header",
             "rate_limit_window",
@@ -259,3 +259,14 @@ def reasoning_object(kind: str) -> dict[str, Any]:
         "supported_efforts": ["high", "medium", "low", "minimal"],
         "supports_max_tokens": True,
     }
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _prices(key: str, value: str) -> tuple[float, float, float]:
+    """`prompt,completion[,request]`: $ per million tokens, and per request (one number was an IndexError)."""
+    parts = [_number(key, p) for p in value.split(",")]
+    if len(parts) not in (2, 3):
+        raise ValueError(f"give prompt,completion[,request] (two or three numbers), got {value!r}")
+    return (parts[0] * PER_M, parts[1] * PER_M, parts[2] if len(parts) > 2 else 0.0)
