@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ._output_paths import output_pattern_problem
+
 MAX_CONCURRENCY = 4096  # the schema's maximum for run.concurrency and models[].concurrency
 # The schema's maxima for run.timeout_s and run.grace_s: `--grace 30000` (milliseconds, meant)
 # held a run past `--deadline 3` for as long as it liked, where the job file's was refused (break60 F3).
@@ -155,11 +157,27 @@ def significance(text: str) -> float:
     return value
 
 
+def user_path(text: str) -> Path:
+    """A path on the command line: a leading `~` is the home folder, as the shell makes it of a
+    word, but not after `--output=` or in quotes: `--output=~/r.jsonl` made a folder named `~`,
+    and `cache prune --dir=~/c` pruned nothing, exit 0, where `--cache=~/c` was the home's (out-102 F3)."""
+    return Path(text).expanduser() if text.startswith("~") else Path(text)
+
+
+def output_file(text: str) -> Path:
+    """`run -o`: a results file, or a pattern with run.output's placeholders, `{name}` and
+    `{timestamp}` (out-102 F4: kept literally, night 2 was exit 2 on the file night 1 wrote)."""
+    path = user_path(text)
+    if ("{" in text or "}" in text) and (problem := output_pattern_problem(str(path))) is not None:
+        raise argparse.ArgumentTypeError(problem.removeprefix("run.output "))
+    return path
+
+
 def merged_file(text: str) -> Path:
     """A path `merge` takes (a shard, its output): one that names no file (`.`, `/`, an unset
     `"$OUT"`) is refused here, one line, exit 2 (break65 F4: a traceback and exit 1, read by cron
     as rows in error). A shard's sidecars, named by a glob, are `merge`'s own to leave out."""
-    path = Path(text)
+    path = user_path(text)
     if not text or not path.name or path.name in (".", ".."):
         raise argparse.ArgumentTypeError(f"{text!r} names a folder, not a results file (a name ending in .jsonl)")
     return path
@@ -172,7 +190,7 @@ def results_file(text: str) -> Path:
 
 def run_or_folder(text: str) -> Path:
     """What `history` reads: a job's output folder or a results file, not a run's summary."""
-    return _not_a_summary(text, Path(text))
+    return _not_a_summary(text, user_path(text))
 
 
 def _not_a_summary(text: str, path: Path) -> Path:

@@ -55,6 +55,11 @@ def output_pattern_problem(pattern: str) -> str | None:
     return None if sidecar is None else f"run.output {sidecar}"
 
 
+def is_pattern(output: Path) -> bool:
+    """Whether an output path given is run.output's pattern (its placeholders), not a file."""
+    return _PLACEHOLDER.search(str(output)) is not None
+
+
 def _stamp(now: float) -> str:
     # Milliseconds, fixed width: back-to-back runs get distinct names that sort by time.
     return utc_compact(now, millis=True)

@@ -392,3 +392,34 @@ def test_a_resume_without_shard_names_the_shard_whose_run_is_incomplete(in_tmp: 
     assert "no incomplete run of 'small' was found; shard run(s) 2/2 are: give --shard 2/2; or give --output" in err
     code, _, err = call_cli("job.yaml", "--simulate", "-q", "--resume", "--shard", "2/2")
     assert code == ExitCode.OK, err
+
+
+def test_an_output_pattern_on_the_command_line_is_run_outputs(in_tmp: Path) -> None:
+    # out-102 F4: `-o 'results/{name}-{timestamp}.jsonl'` was a file of that very name, and the
+    # second night exit 2 on it; `{date}` was taken too, where run.output refuses it.
+    pattern = "results/{name}-{timestamp}.jsonl"
+    for _ in range(2):
+        assert call_cli("job.yaml", "--simulate", "-q", "-o", pattern)[0] == ExitCode.OK
+    made = sorted(p.name for p in Path("results").glob("*.jsonl"))
+    assert len(made) == 2 and all(re.fullmatch(r"small-\d{8}T\d{6}\.\d{3}Z\.jsonl", name) for name in made)
+    killed(Path("results") / made[-1])
+    code, _, err = call_cli("job.yaml", "--simulate", "-o", pattern, "--resume")
+    assert code == ExitCode.OK and f"resuming results/{made[-1]}, the most recent incomplete run" in err, err
+    code, _, err = call_cli("job.yaml", "--simulate", "-q", "-o", "results/{date}.jsonl")
+    assert code == ExitCode.USAGE and "the only placeholders are {name} and {timestamp}" in err
+    assert len(err.splitlines()) == 1 and not list(Path("results").glob("{*"))
+
+
+def test_a_tilde_on_the_command_line_is_the_home_folder_wherever_it_is(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # out-102 F3: `--output=~/r.jsonl` (no shell expansion after `=`) made a folder named `~`
+    # here; `cache prune --dir=~/c` found no cache where `--cache=~/c` had written one, exit 0.
+    home = in_tmp / "home"
+    monkeypatch.setenv("HOME", str(home))
+    assert call_cli("job.yaml", "--simulate", "-q", "--output=~/r.jsonl", "--cache=~/c")[0] == ExitCode.OK
+    assert (home / "r.jsonl").is_file() and not Path("~").exists()
+    code, out, _ = call_cli("cache", "stats", "--dir=~/c")
+    assert code == ExitCode.OK and "entries: 20," in out, out
+    code, out, _ = call_cli("report", "~/r.jsonl")
+    assert code == ExitCode.OK and "TOTAL" in out

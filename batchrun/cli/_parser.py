@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NoReturn
 
 from .. import __version__, _argtypes
@@ -141,12 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run", help="run a job", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    run.add_argument("job", type=Path)
+    run.add_argument("job", type=_argtypes.user_path)
     run.add_argument(
         "--output",
         "-o",
-        type=Path,
-        help="results file, a name ending in .jsonl (default outputs/<job>/<UTC time>.jsonl)",
+        type=_argtypes.output_file,
+        help="results file, a name ending in .jsonl, or a pattern with {name} and {timestamp} as run.output "
+        "(default outputs/<job>/<UTC time>.jsonl)",
     )
     run.add_argument(
         "--resume", action="store_true", help="continue the run that wrote --output (or the latest incomplete one)"
@@ -221,11 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mode_option(run)
 
     validate = commands.add_parser("validate", help="check job files without any network")
-    validate.add_argument("jobs", type=Path, nargs="+", metavar="JOB.yaml", help="job files to check")
+    validate.add_argument("jobs", type=_argtypes.user_path, nargs="+", metavar="JOB.yaml", help="job files to check")
     validate.add_argument("--quiet", "-q", action="store_true", help="print nothing unless a file has problems")
 
     plan = commands.add_parser("plan", help="matrix size, and worst-case cost against budget and credit")
-    plan.add_argument("job", type=Path)
+    plan.add_argument("job", type=_argtypes.user_path)
     _add_mode_option(plan)
     _add_endpoint_options(plan)
     _add_cache_options(plan)
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format_options(report, "the summary")
     report.add_argument(
         "--job",
-        type=Path,
+        type=_argtypes.user_path,
         metavar="JOB.yaml",
         help="the CI gate: compare the rows with this job's whole matrix (missing or skipped rows: "
         f"exit {ExitCode.INCOMPLETE.value}; rows of another job: exit 2), re-grade the stored answers with its "
@@ -251,10 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_partial_option(report)
     report.add_argument(
-        "--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML page with charts"
+        "--html", type=_argtypes.user_path, metavar="OUT.html", help="also write a self-contained HTML page with charts"
     )
     report.add_argument(
-        "--junit", type=Path, metavar="PATH", help="also write JUnit XML: one test case per row or item"
+        "--junit", type=_argtypes.user_path, metavar="PATH", help="also write JUnit XML: one test case per row or item"
     )
     _add_endpoint_options(report)
     report.add_argument(
@@ -277,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR | RUN.jsonl",
         help="the job's output folder, or results files (default: the one job under outputs/)",
     )
-    history.add_argument("--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML page")
+    history.add_argument(
+        "--html", type=_argtypes.user_path, metavar="OUT.html", help="also write a self-contained HTML page"
+    )
     # One format or the other, as report's and diff's (break35 F1: both were taken, JSON printed
     # and the Markdown appended to the step summary).
     _add_format_options(history, "the runs and what changed")
@@ -319,7 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     batches.add_argument("key", nargs="?", help="adopt/release: the batch key (b1, b2...) from `batches list`")
     batches.add_argument("batch_id", nargs="?", help="adopt: OpenRouter's batch id")
     batches.add_argument(
-        "--job", type=Path, metavar="JOB.yaml", help="cancel, adopt: the job (its endpoint and the key's variable)"
+        "--job",
+        type=_argtypes.user_path,
+        metavar="JOB.yaml",
+        help="cancel, adopt: the job (its endpoint and the key's variable)",
     )
     _add_endpoint_options(batches)
 
@@ -332,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     merge.add_argument(
         "--job",
-        type=Path,
+        type=_argtypes.user_path,
         metavar="JOB.yaml",
         help="check the merged rows against this job's whole matrix (else the shards' summaries are used)",
     )
@@ -343,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache = commands.add_parser("cache", help="the response cache: explain, stats, prune, clear")
     actions = cache.add_subparsers(dest="cache_command", parser_class=_Parser, required=True)
     explain = actions.add_parser("explain", help="hit or miss for each row of a job, and why")
-    explain.add_argument("job", type=Path, help="the job file (its run.cache settings apply)")
+    explain.add_argument("job", type=_argtypes.user_path, help="the job file (its run.cache settings apply)")
     chosen = explain.add_mutually_exclusive_group()
     chosen.add_argument("--row", metavar="ID", help="one row (its id, or the start of it)")
     chosen.add_argument("--prompt", metavar="ID", help="the rows of one prompt")
@@ -359,11 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     clear = actions.add_parser("clear", help="remove every entry, or one model's")
     clear.add_argument("--model", metavar="ID", help="only this model's entries")
     # Only `explain` reads a job: the others cannot know a job's run.cache.dir (issue 16).
-    explain.add_argument("--dir", type=Path, help="cache folder (default: the job's run.cache.dir, else the user's)")
+    explain.add_argument(
+        "--dir", type=_argtypes.user_path, help="cache folder (default: the job's run.cache.dir, else the user's)"
+    )
     for action in (stats, prune, clear):
         action.add_argument(
             "--dir",
-            type=Path,
+            type=_argtypes.user_path,
             help="cache folder (default: the user cache folder, not a job's run.cache.dir: name that one here)",
         )
     return parser

@@ -16,6 +16,7 @@ from .._exceptions import (
 )
 from .._fd_limit import fd_floor_problem
 from .._formats import one_line
+from .._output_paths import is_pattern
 from .._scrub import hide_keys
 from .._signals import RunSignals
 from .._verdict import ExitCode
@@ -105,6 +106,8 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
         # keeps its GC as it is.
         gc.freeze()
     settings = settings_from_args(job, args)
+    if args.output is not None and is_pattern(args.output):  # `-o 'r/{name}-{timestamp}.jsonl'`: as run.output
+        settings, args.output = replace(settings, output=str(args.output)), None
     if args.simulate:
         # The simulator finishes a batch in about 4 s: polled every 60 s, the quick start's job
         # in batch mode took minutes (break27 m11).
