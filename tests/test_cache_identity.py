@@ -77,6 +77,19 @@ def test_cache_commands_refuse_another_programs_database(
         assert db.execute("SELECT n FROM invoices").fetchall() == [(42,)]
 
 
+def test_cache_upkeep_under_quiet_prints_only_a_failure(tmp_path: Path, sim: Simulator) -> None:
+    # out-102 F13: `cache prune --older-than 30d` in cron mailed "pruned 0 entries" every night.
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    assert call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "a.jsonl", f"--cache={cache}")[0] == 0
+    assert call_cli("cache", "prune", "--older-than", "30d", "--dir", cache, "--quiet") == (0, "", "")
+    assert call_cli("cache", "prune", "--older-than", "30d", "--dir", tmp_path / "none", "-q") == (0, "", "")
+    assert call_cli("cache", "clear", "--model", "openai/gpt-4o-mini", "--dir", cache, "-q") == (0, "", "")
+    assert "openai/gpt-4o-mini" not in call_cli("cache", "stats", "--dir", cache)[1]  # it did clear
+    (cache / FILE_NAME).write_bytes(b"my notes\n")
+    code, out, err = call_cli("cache", "clear", "--dir", cache, "--quiet")
+    assert code == 2 and out == "" and "not a batchrun cache" in err
+
+
 def test_a_file_that_is_not_sqlite_is_never_removed(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()

@@ -236,7 +236,9 @@ def cmd_cache(args: argparse.Namespace, console: Console) -> int:
         base_url=simulator_endpoint(args) if getattr(args, "simulate", False) else getattr(args, "base_url", None),
         older_than=getattr(args, "older_than", None),
     )
-    console.out.write(run_cache_command(command) + "\n")
+    said = run_cache_command(command)
+    if not getattr(args, "quiet", False):
+        console.out.write(said + "\n")
     return ExitCode.OK
 
 

@@ -363,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     clear = actions.add_parser("clear", help="remove every entry, or one model's")
     clear.add_argument("--model", metavar="ID", help="only this model's entries")
+    for upkeep in (prune, clear):  # a cron line for the cache's upkeep mailed every night (out-102 F13)
+        upkeep.add_argument("--quiet", "-q", action="store_true", help="print nothing unless it fails")
     # Only `explain` reads a job: the others cannot know a job's run.cache.dir (issue 16).
     explain.add_argument(
         "--dir", type=_argtypes.user_path, help="cache folder (default: the job's run.cache.dir, else the user's)"
