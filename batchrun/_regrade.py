@@ -72,19 +72,49 @@ def _judge_rows(records: Iterable[dict[str, Any]], job: Job) -> Iterator[tuple[d
         yield record, request if current else None
 
 
-def estimate_regrade(
-    records: Iterable[dict[str, Any]], job: Job, costs: CostModel, regrade_all: bool = False
-) -> RegradeEstimate:
-    estimate = RegradeEstimate()
+def _judged_rows(
+    records: Iterable[dict[str, Any]], job: Job, regrade_all: bool
+) -> Iterator[tuple[dict[str, Any], Request, list[dict[str, Any]], dict[int, Any]]]:
+    """(record, request, checks, verdicts kept) of each answered row a judge check of the job grades."""
     for record, request in _judge_rows(records, job):
         if request is None or record.get("status") != Status.OK or not any(is_judge(c) for c in request.checks):
             continue
         checks = applied_checks(record, request)
-        kept = {} if regrade_all else kept_verdicts_of(record, request, checks)
+        yield record, request, checks, {} if regrade_all else kept_verdicts_of(record, request, checks)
+
+
+def _all_kept(checks: list[dict[str, Any]], kept: dict[int, Any]) -> bool:
+    return all(index in kept for index, check in enumerate(checks) if is_judge(check))
+
+
+def regrade_kept(
+    records: Iterable[dict[str, Any]], job: Job, gate: ItemGate, emit: Callable[[dict[str, Any]], None]
+) -> Summary:
+    """`report --job` when no grader is due: every row graded again with the verdicts it holds
+    (out-102 F2: the README's CI gate, without a key, was exit 2 "no API key" for it)."""
+    builder = SummaryBuilder(gate)
+    for record, request in _judge_rows(records, job):
+        if request is not None and record.get("status") == Status.OK and request.checks:
+            checks = applied_checks(record, request)
+            record = {**record, **grade(checks, answer_of(record), kept_verdicts_of(record, request, checks))}
+        builder.add(record)
+        emit(record)
+    return builder.result(budget_usd=job.run.budget_usd, spent_usd=0.0)
+
+
+def estimate_regrade(
+    records: Iterable[dict[str, Any]], job: Job, costs: CostModel | None, regrade_all: bool = False
+) -> RegradeEstimate:
+    """The rows and grader requests re-grading `records` asks, and their worst case (`costs`: None,
+    the rows alone: with none due, `report --job` needs no key, no endpoint, as `regrade_kept`)."""
+    estimate = RegradeEstimate()
+    for record, request, checks, kept in _judged_rows(records, job, regrade_all):
         estimate.kept += len(kept)
-        if all(index in kept for index, check in enumerate(checks) if is_judge(check)):
+        if _all_kept(checks, kept):
             continue
         estimate.rows += 1
+        if costs is None:
+            continue
         shown = answer_text(record.get("content") or "", record.get("tool_calls") or ())
         for index, check in enumerate(checks):
             if not is_judge(check) or index in kept:
@@ -113,7 +143,7 @@ async def regrade_with_judges(
             return record
         checks, answer = applied_checks(record, request), answer_of(record)
         kept = {} if regrade_all else kept_verdicts_of(record, request, checks)
-        if all(index in kept for index, check in enumerate(checks) if is_judge(check)):
+        if _all_kept(checks, kept):
             return {**record, **grade(checks, answer, kept)}  # nothing to ask: no grader is sent
         grading = RowGrading(request, record, answer, checks=checks, judged=kept)
         # In flight at a stop, graders get the grace, as a run's rows do; then each cut one is

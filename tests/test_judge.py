@@ -388,8 +388,12 @@ def test_report_job_regrades_with_judges_under_a_budget(tmp_path: Path) -> None:
     # CI gate bought every verdict again, and gated on that second grading).
     result = cli("report", out, "--job", job, "--simulate", "--budget", "0.00001")
     assert result.returncode == ExitCode.OK, result.stderr
-    assert result.stderr.startswith("re-grading 0 row(s): 0 grader request(s), worst case $0.000000; budget")
-    assert "; 12 verdict(s) kept: graded under the same checks (--regrade-all asks again)" in result.stderr
+    assert result.stderr.startswith("re-grading 0 row(s): 12 verdict(s) kept: graded under the same checks")
+    # None due: no key, no endpoint (out-102 F2: the README's CI gate step, without a key, was
+    # exit 2 "no API key" for a graded job whose every verdict stood).
+    without_key = cli("report", out, "--job", job, "--json")
+    assert without_key.returncode == ExitCode.OK, without_key.stderr
+    assert json.loads(without_key.stdout)["total"] == json.loads(cli("report", out, "--json").stdout)["total"]
     # --regrade-all, with enough money: every row graded again, the worst case printed first.
     result = cli("report", out, "--job", job, "--simulate", "--budget", "1", "--regrade-all")
     assert result.returncode == ExitCode.OK, result.stderr
@@ -405,8 +409,8 @@ def test_report_job_regrades_with_judges_under_a_budget(tmp_path: Path) -> None:
     changed = summary["regraded_changes"]
     assert set(changed) <= {"pass -> undecided", "fail -> undecided"} and sum(changed.values()) > 0
     assert summary["spent_usd"] <= 0.00001
-    # No key and no --simulate: a one-line error, exit 2, nothing sent.
-    result = cli("report", out, "--job", job)
+    # Graders due, no key and no --simulate: a one-line error, exit 2, nothing sent.
+    result = cli("report", out, "--job", job, "--regrade-all")
     assert result.returncode == ExitCode.USAGE and "no API key" in result.stderr
 
 

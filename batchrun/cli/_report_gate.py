@@ -263,17 +263,11 @@ def _regrade_judged(
     page: Any,
     note: Callable[[dict[str, Any]], None],
 ) -> Summary:
-    """Re-grade with grader requests: the worst case printed first, then spent within the budget;
-    `note` hears of each row re-graded."""
-    import asyncio  # not at the top: `validate` and the file commands never load it (~60 ms of start-up)
-
-    from .._event_loop import run as run_loop
-    from .._options import RunOptions
-    from .._regrade import regrade_file
+    """Re-grade, with grader requests where a verdict is due: the worst case printed first, then
+    spent within the budget; `note` hears of each row re-graded."""
+    from .._regrade import estimate_regrade, regrade_kept
     from .._report_data import file_key_gap
     from .._results import final_records
-    from .._run_control import RunControl
-    from .._signals import RunSignals
 
     def worst_case(line: str) -> None:
         console.to_err(line + "\n")
@@ -285,6 +279,37 @@ def _regrade_judged(
             regraded.append(record)
         if page is not None:
             page.add(record)
+
+    due = estimate_regrade(final_records(args.results, other_jobs=True), job, None, args.regrade_all)
+    if not due.rows:  # every verdict kept: no key, no endpoint, nothing sent
+        worst_case(
+            f"re-grading 0 row(s): {due.kept} verdict(s) kept: graded under the same checks (--regrade-all asks again)"
+        )
+        summary = regrade_kept(records, job, gate, keep)
+    else:
+        summary = _with_graders(args, console, job, gate, records, keep, worst_case)
+    summary["output"] = str(args.results)
+    summary["key_gap_usd"] = file_key_gap(args.results)
+    return summary
+
+
+def _with_graders(
+    args: argparse.Namespace,
+    console: Console,
+    job: Any,
+    gate: Any,
+    records: Iterable[dict[str, Any]],
+    keep: Callable[[dict[str, Any]], None],
+    worst_case: Callable[[str], None],
+) -> Summary:
+    import asyncio  # not at the top: `validate` and the file commands never load it (~60 ms of start-up)
+
+    from .._event_loop import run as run_loop
+    from .._options import RunOptions
+    from .._regrade import regrade_file
+    from .._results import final_records
+    from .._run_control import RunControl
+    from .._signals import RunSignals
 
     control = RunControl()
 
@@ -310,6 +335,4 @@ def _regrade_judged(
     # and the exit code (7) are said (verify14i V8: SIGTERM killed it, exit 143, nothing said).
     with RunSignals(lambda: control.stop(), console.error) as signals:
         summary: Summary = run_loop(with_simulator(args, body))
-    summary["output"] = str(args.results)
-    summary["key_gap_usd"] = file_key_gap(args.results)
     return summary
