@@ -173,11 +173,7 @@ async def _locked_run(
         async def start_up() -> Preflight:
             if isolated is not None:
                 await isolated.create(job_budget)
-            pre = await preflight(client, job, options, states, job_budget, notice, time_left, cache)
-            problem = pre.foreign_rows_problem(output, states, job, options.shard)
-            if problem is not None:
-                raise ConfigError(problem)
-            return pre
+            return await preflight(client, job, options, states, job_budget, notice, time_left, cache)
 
         pre = await control.before_start(start_up(), time_left) or unpriced(job_budget)
         # A killed run's key readings: not across two of --simulate's own simulators (each has its key).

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -278,23 +277,6 @@ class Preflight:
     # The key before the first request: the key window and the reconciliation measure from it.
     key_start: KeyStart = KeyStart()
     balance: float | None = None  # the account's balance (/credits), with a management key
-
-    def foreign_rows_problem(
-        self, output: Path, states: ScanResult | None, job: Job, shard: Shard | None
-    ) -> str | None:
-        """Why resuming `output` would leave a file no gate accepts: rows it holds that the job
-        (this shard of it) no longer has. They were kept and counted in the summary, exit 0, and
-        then `report --job` and `merge` refused the file for ever (break24 F8)."""
-        if states is None or len(states) <= self.estimate.in_file:
-            return None
-        stray = min(states.ids() - {request.id for request in matrix_requests(job, shard)}, default="?")
-        part = "" if shard is None else f" (shard {shard.index}/{shard.count})"
-        return (
-            f"{output}: {len(states) - self.estimate.in_file} row(s) of the file are not in the matrix of job "
-            f"{job.name!r}{part}, e.g. id {stray[:12]}: its models, variables, dataset or repeat changed since "
-            "they ran, and `report --job` and `merge` would refuse the file; run into a new --output, or resume "
-            "with the job as it was"
-        )
 
 
 def unpriced(budget: float | None) -> Preflight:

@@ -185,6 +185,21 @@ def earlier_summary(output: Path) -> dict[str, Any]:
     return earlier
 
 
+def _foreign_rows_problem(output: Path, states: ScanResult, job: Job, shard: Shard | None) -> str | None:
+    """Why resuming `output` would leave a file no gate accepts: rows it holds that the job
+    (this shard of it) no longer has. They were kept and counted in the summary, exit 0, and
+    then `report --job` and `merge` refused the file for ever (break24 F8)."""
+    stray = states.ids() - {request.id for request in matrix_requests(job, shard)}
+    if not stray:
+        return None
+    part = "" if shard is None else f" (shard {shard.index}/{shard.count})"
+    return (
+        f"{output}: {len(stray)} row(s) of the file are not in the matrix of job {job.name!r}{part}, e.g. id "
+        f"{min(stray)[:12]}: its models, variables, dataset or repeat changed since they ran, and `report --job` "
+        "and `merge` would refuse the file; run into a new --output, or resume with the job as it was"
+    )
+
+
 def resume_states(output: Path, warn: Warn) -> ScanResult:
     """Each row's state for a resume: the scan's, from each line's head (fast). Where the last run
     set lines aside (its summary's `unread_lines`), left no summary, or the file changed after it
@@ -285,11 +300,17 @@ async def earlier_work(
 ) -> ScanResult | None:
     """What earlier runs left in `output`: a torn tail mended, the attempts a crash left in the
     journal recorded (_journal), then the rows' states; None for a fresh output."""
-    if resuming and (mended := repair_torn_tail(output, job.name)):
+    rows = matrix_requests(job, options.shard)
+    said: list[str] = []  # the first scan's warnings: said unless the file changes before the second
+    first = resume_states(output, said.append) if resuming and output.exists() else None
+    if first is not None and (problem := _foreign_rows_problem(output, first, job, options.shard)) is not None:
+        # Before anything is written: a refused resume had appended "crashed" records and cut a torn tail (out-102 F7).
+        raise ConfigError(problem)
+    mended = repair_torn_tail(output, job.name) if resuming else None
+    if mended:
         notice(f"{output}: {mended}")
     now = utc(options.clock.time())
     limit = min(job.run.timeout_s, job.run.deadline_s or job.run.timeout_s)  # the lookups of what a crash left
-    rows = matrix_requests(job, options.shard)
     found = await recover(output, (job.name, job.fingerprint, shard_text(options.shard)), rows, client, now, limit)
     if found.rows:
         notice(
@@ -312,7 +333,12 @@ async def earlier_work(
         return (
             ScanResult({}, 0.0, 0, found.key_gap, key_seen=found.key_seen) if found.key_gap or found.key_seen else None
         )
-    states = resume_states(output, lambda message: notice(f"warning: {message}"))
+    if first is None or mended or found.rows:
+        states = resume_states(output, lambda message: notice(f"warning: {message}"))
+    else:  # the file as the first scan read it
+        states = first
+        for message in said:
+            notice(f"warning: {message}")
     # A killed run's readings: in its journal, or carried on by a run that could not read the key.
     seen = found.key_seen or summary_key_seen(read_run_summary(output))
     return replace(states, key_gap_usd=found.key_gap, regrade=stopped_gradings(output), key_seen=seen)

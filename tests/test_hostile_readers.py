@@ -448,6 +448,27 @@ def test_a_resume_never_appends_to_a_file_holding_another_jobs_rows(results: Pat
     assert (code, err) == (0, "")
 
 
+def test_a_resume_refused_for_rows_the_job_no_longer_has_writes_nothing(tmp_path: Path) -> None:
+    # out-102 F7: refused (exit 2), it had first recorded what a killed run left in flight (a
+    # `crashed` record appended) and cut the file's torn tail: "nothing written is changed".
+    job = write_job(tmp_path, SMALL_JOB)
+    out = tmp_path / "r.jsonl"
+    assert call_cli(job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
+    out.with_name("r.summary.json").unlink()  # killed: no summary, an attempt in flight, a torn line
+    kept = next(r for r in read_rows(out) if r["vars"]["country"] != "Italy")
+    header = {"job": "small", "job_fingerprint": "f", "shard": None}
+    sent = {"row": kept["id"], "at": out.stat().st_size, "usd": 0.001, "model": kept["model"], "prompt": "p"}
+    journal = out.with_name("r.attempts.jsonl")
+    journal.write_bytes(orjson.dumps(header) + b"\n" + orjson.dumps(sent) + b"\n")
+    with out.open("ab") as handle:
+        handle.write(b'{"id":"abc","status":"o')
+    before, journaled = out.read_bytes(), journal.read_bytes()
+    write_job(tmp_path, SMALL_JOB.replace("{country: Italy, expect: Rome}", "{country: Peru, expect: Lima}"))
+    code, _, err = call_cli(job, "--simulate", "-o", out, "--resume", "-q")
+    assert code == ExitCode.USAGE and "row(s) of the file are not in the matrix of job 'small'" in err, err
+    assert out.read_bytes() == before and journal.read_bytes() == journaled
+
+
 def test_a_resume_refuses_a_file_holding_rows_the_job_no_longer_has(tmp_path: Path) -> None:
     # break24 F8: a resume after a dataset edit kept the removed rows, counted them (22 rows of a
     # 20-row job), exit 0; report --job and merge then refused the file for ever. One row of the
