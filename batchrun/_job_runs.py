@@ -49,9 +49,13 @@ def run_began(path: Path) -> str:
         return ""
 
 
-def latest_incomplete(job_name: str, pattern: str | None, shard: str | None = None) -> Path | None:
+def latest_incomplete(
+    job_name: str, pattern: str | None, shard: str | None = None, retry_errors: bool = False
+) -> Path | None:
     """The newest results file of the job (of this `shard` of it, "K/N") whose summary is
-    missing (a crash) or says incomplete. Another shard's newer file was picked, then refused
+    missing (a crash) or says incomplete; with `retry_errors`, the newest run, complete or not:
+    a nightly that ended in retryable errors (exit 1) is complete, and `--resume --retry-errors`
+    found "no incomplete run" (out-102 F8). Another shard's newer file was picked, then refused
     as rows of an edited job (break30 m1)."""
     folder = job_folder(job_name, pattern)
     if not folder.is_dir():
@@ -59,7 +63,7 @@ def latest_incomplete(job_name: str, pattern: str | None, shard: str | None = No
     for candidate in reversed(results_files(folder)):  # the newest first
         # A link's summary is beside its file (a latest.jsonl to an archived run: verify52 F3).
         earlier = _summary_of(candidate.resolve() if candidate.is_symlink() else candidate)
-        if earlier.get("complete") is True or (earlier and earlier.get("shard") != shard):
+        if (earlier.get("complete") is True and not retry_errors) or (earlier and earlier.get("shard") != shard):
             continue
         if _holds_results_of(candidate, job_name, shard, earlier):
             return candidate

@@ -47,14 +47,15 @@ def _output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
         return resolved(options.output) if options.output.is_symlink() else options.output
     if options.resume:
         shard = shard_text(options.shard)
-        found = latest_incomplete(job.name, job.run.output, shard)
+        found = latest_incomplete(job.name, job.run.output, shard, options.retry_errors)
         part = "" if shard is None else f" (shard {shard})"
         if found is None:
             shards = incomplete_shards(job.name, job.run.output) if shard is None else []
             hint = f"; shard run(s) {', '.join(shards)} are: give --shard {shards[0]}" if shards else ""
             raise ConfigError(f"--resume: no incomplete run of {job.name!r}{part} was found{hint}; or give --output")
         refuse_shared_output(found)  # before the notice: stderr may be this file (verify43 F3)
-        notice(f"resuming {found}, the most recent incomplete run of {job.name}{part}")
+        which = "run" if options.retry_errors else "incomplete run"
+        notice(f"resuming {found}, the most recent {which} of {job.name}{part}")
         return resolved(found) if found.is_symlink() else found
     return fresh_output(job.name, job.run.output, now, options.shard.tag if options.shard else "")
 

@@ -423,3 +423,16 @@ def test_a_tilde_on_the_command_line_is_the_home_folder_wherever_it_is(
     assert code == ExitCode.OK and "entries: 20," in out, out
     code, out, _ = call_cli("report", "~/r.jsonl")
     assert code == ExitCode.OK and "TOTAL" in out
+
+
+def test_retry_errors_without_output_takes_the_latest_run_though_it_is_complete(in_tmp: Path) -> None:
+    # out-102 F8: a nightly whose rows ended in retryable errors (exit 1) is complete, so the
+    # README's `--resume --retry-errors` found "no incomplete run", exit 2.
+    code, _, err = call_cli("job.yaml", "--simulate", "-q", "--sim", "fault.500=0.5", "--max-attempts", "1")
+    assert code == ExitCode.ERRORS, err
+    [night] = FOLDER.glob("*.jsonl")
+    assert json.loads(night.with_name(night.stem + ".summary.json").read_text())["complete"] is True
+    code, _, err = call_cli("job.yaml", "--simulate", "--resume", "--retry-errors")
+    assert code == ExitCode.OK and f"resuming {night}, the most recent run of small" in err, err
+    assert json.loads(night.with_name(night.stem + ".summary.json").read_text())["total"]["error"] == 0
+    assert call_cli("job.yaml", "--simulate", "-q", "--resume")[0] == ExitCode.USAGE  # without: an incomplete one
