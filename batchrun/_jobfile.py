@@ -149,6 +149,8 @@ def _syntax_message(exc: yaml.MarkedYAMLError, text: str) -> str:
         problem, context = f"the anchor &{name} is defined twice: give each its own name", "first defined"
     elif context in ("while scanning an alias", "while scanning an anchor"):
         problem += ": an anchor's name is ASCII letters, digits, - and _"  # `*país` (break20 F21)
+    elif problem.startswith("found character") and _text_at(text, mark).startswith("\t"):
+        problem = "a tab: YAML is indented with spaces, never tabs"  # libyaml names no character (out-102 F11)
     kind = "syntax error" if isinstance(exc, (ScannerError, ParserError)) else "error"
     message = f"YAML {kind}: {problem}"
     if context and first is not None and first is not mark:

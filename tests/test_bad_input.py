@@ -540,6 +540,11 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT.replace('"hi"', "*país"),
         ["job.yaml:5:14: YAML syntax error: did not find expected alphabetic or numeric character: an anchor's name"],
     ),
+    (
+        "indented with a tab",  # out-102 F11: "found character that cannot start any token"
+        "name: x\nmodels:\n\t- id: openai/gpt-4o-mini\n",
+        ["job.yaml:3:1: YAML syntax error: a tab: YAML is indented with spaces, never tabs"],
+    ),
     # libyaml leaves the alias's name out of its message (PyYAML's own composer gives it).
     (
         "an undefined alias",

@@ -466,7 +466,11 @@ def test_a_run_that_ends_before_its_summary_says_its_exit_in_the_step_summary(
     job = write_job(tmp_path, SMALL_JOB)
     code, _, err = call_cli(job, "--base-url", "http://127.0.0.1:9/api/v1", "-o", tmp_path / "a.jsonl")
     said = err.removeprefix("batchrun: ").strip()
-    assert code == ExitCode.USAGE and step.read_text().strip() == f"**Exit 2:** {md_text(said)}"
+    # out-102 F12: a section of its own, or it ran into the section before it (a list's last bullet).
+    assert (
+        code == ExitCode.USAGE
+        and step.read_text() == f"\n### batchrun run {md_text(str(job))}\n\n**Exit 2:** {md_text(said)}\n"
+    )
     monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
     code, _, _ = call_cli(
         job, "--base-url", "http://127.0.0.1:9/api/v1", "-o", tmp_path / "b.jsonl", "--max-attempts", "1"
@@ -481,9 +485,8 @@ def test_a_run_that_ends_before_its_summary_says_its_exit_in_the_step_summary(
     # verify45 N4: a usage error of a run, found by the parser, is its verdict too.
     step.unlink()
     code, _, err = call_cli(job, "--concurrency", "0")
-    assert (
-        code == ExitCode.USAGE
-        and step.read_text() == f"**Exit 2:** {md_text(err.removeprefix('batchrun: error: ').strip())}\n"
+    assert code == ExitCode.USAGE and step.read_text().endswith(
+        f"\n\n**Exit 2:** {md_text(err.removeprefix('batchrun: error: ').strip())}\n"
     )
     step.unlink()
     bogus = call_cli("report", tmp_path / "a.jsonl", "--bogus")[0]
@@ -500,7 +503,7 @@ def test_a_run_that_ends_before_its_summary_says_its_exit_in_the_step_summary(
     with open(out, "ab") as results:
         result = run_forked([job, "-o", out], 60, env=env, stdout=subprocess.DEVNULL, stderr=results, text=True)
     assert result.returncode == ExitCode.USAGE and out.read_bytes() == b""
-    assert step.read_text().strip() == "**Exit 2:** refused: stderr is appended to a results file"
+    assert step.read_text() == "\n### batchrun run\n\n**Exit 2:** refused: stderr is appended to a results file\n"
 
 
 def test_the_step_summary_says_what_the_text_summary_says_and_the_verdict(

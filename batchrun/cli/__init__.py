@@ -113,7 +113,7 @@ def main(
         args = _shared_parser().parse_args(argv)
     except SystemExit:
         if (usage := run_usage_error()) is not None:  # a run's usage error is its verdict too (verify45 N4)
-            step_summary(console, f"**Exit {int(ExitCode.USAGE)}:** {md_text(usage)}")
+            step_summary(console, early_exit(ExitCode.USAGE, usage, "run"))
         raise
     args.own_process = own_process
     if own_process:
@@ -142,7 +142,7 @@ def main(
         # Ended before its summary (no key, the key refused, the endpoint down, a bad job): the
         # step summary says so too, or CI showed no verdict for the step (break42 F8).
         why = "; ".join(console.said[said:]) or "refused before anything was said"
-        step_summary(console, f"**Exit {int(code)}:** {md_text(why)}")
+        step_summary(console, early_exit(code, why, f"run {args.job}"))
     return code
 
 
@@ -271,12 +271,18 @@ def _stderr_holds_records() -> bool:
         return False  # no /proc, an empty file, a log of text lines
 
 
+def early_exit(code: int, why: str, what: str) -> str:
+    """The step summary of a run that ended before its own: a section of its own, or its line ran
+    into the section before it, a bullet of its list (out-102 F12)."""
+    return f"\n### {md_text('batchrun ' + what)}\n\n**Exit {int(code)}:** {md_text(why)}"
+
+
 def entry() -> NoReturn:
     if _results_on_stderr(sys.argv[1:]) or _stderr_holds_records():
         # `-o r.jsonl 2>> r.jsonl`: refused (as SharedOutput is), before anything is said there (a
         # mistyped option, a job file not there): it would go into the results (verify42 F-A).
         # The step summary is a file of its own (never a results file): CI sees why (verify45 N4).
-        append_step_summary(f"**Exit {int(ExitCode.USAGE)}:** refused: stderr is appended to a results file")
+        append_step_summary(early_exit(ExitCode.USAGE, "refused: stderr is appended to a results file", "run"))
         sys.exit(ExitCode.USAGE)
     code = main(own_process=True)
     try:
