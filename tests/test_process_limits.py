@@ -155,7 +155,7 @@ def test_report_job_regrading_is_held_under_the_open_file_limit(
         return Throttle(cap, *rest)
 
     monkeypatch.setattr(worker_pool, "Throttle", counted)
-    code, _, err = call_cli("report", out, "--job", job, "--simulate")
+    code, _, err = call_cli("report", out, "--job", job, "--simulate", "--regrade-all")  # graders due
     assert code == ExitCode.OK and caps == [2], err  # halved: the simulator is in this process
     assert "run.concurrency 64 is above what this process's open-file limit" in err
 
