@@ -227,7 +227,7 @@ def _run_axis() -> alt.X:
 
 
 def _markers() -> alt.Chart:
-    """A dashed vertical rule at each run where something changed (see _history.change_markers)."""
+    """A dashed vertical rule at each run where something changed (see _history_marks.change_markers)."""
     rules: alt.Chart = (
         alt.Chart(MARKERS)
         .mark_rule(color="#e45756", strokeDash=[4, 3])

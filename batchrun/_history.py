@@ -26,14 +26,14 @@ from ._exceptions import ResultsError
 from ._failure_text import failure_reasons
 from ._formats import md_text, ms, one_line, pct, utc, utc_seconds
 from ._history_files import incomplete_notes, one_job, runs_in
+from ._history_marks import change_markers, run_markers
 from ._lock import finished
 from ._reader import Warn, unread_lines
 from ._report_data import file_key_gap, shard_of, summary_doubts
 from ._results import final_records
 from ._summary import SummaryBuilder
-from ._summary_types import GroupFigures, Summary, rate_bounds
+from ._summary_types import GroupFigures, Summary
 
-MARKER_DROP = 0.05  # a model's pass rate falling this much (5 points) from one run to the next is a change
 FLIP_CAP = 500  # flipped rows listed on the page (all are counted)
 MARKDOWN_RUNS = 8  # runs shown in the Markdown tables (GITHUB_STEP_SUMMARY wants it compact)
 MARKDOWN_FLIPS = 20
@@ -150,10 +150,6 @@ def _run_entry(run: Run) -> dict[str, Any]:
     }
 
 
-def _answerers(model: dict[str, Any]) -> str:
-    return ", ".join(sorted(model["answered_by"])) or "nobody"
-
-
 def _tell_apart(runs: list[dict[str, Any]]) -> None:
     """Runs that started in the same second get their file's name in their label: the label
     keys the change markers, the tables' columns and the charts' points, and two runs under
@@ -168,49 +164,6 @@ def _tell_apart(runs: list[dict[str, Any]]) -> None:
         if again[run["label"]] > 1:
             nth[run["label"]] += 1
             run["label"] = f"{run['label']} #{nth[run['label']]}"
-
-
-def change_markers(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
-    """What changed from one run to the next: a model started failing or erroring, appeared or
-    went away, or was answered by another model or provider; or the job itself was edited."""
-    marks: list[dict[str, Any]] = []
-
-    def mark(model: str | None, kind: str, what: str) -> None:
-        marks.append({"run": after["label"], "file": after["file"], "model": model, "kind": kind, "what": what})
-
-    if before["job_fingerprint"] != after["job_fingerprint"]:
-        mark(None, "job", "the job definition changed (new job fingerprint)")
-    for name in sorted(before["models"].keys() | after["models"].keys()):
-        a, b = before["models"].get(name), after["models"].get(name)
-        if a is None:
-            mark(name, "new", f"{name} is new")
-            continue
-        if b is None:
-            mark(name, "gone", f"{name} is gone")
-            continue
-        if a["pass_rate"] is not None and b["pass_rate"] is not None and a["pass_rate"] - b["pass_rate"] >= MARKER_DROP:
-            fell = f"{name} pass rate fell {a['pass_rate']:.1%} → {b['pass_rate']:.1%}"
-            if a["pass_rate"] - rate_bounds(b)[1] >= MARKER_DROP:
-                mark(name, "failing", fell)
-            else:  # had its undecided rows passed, it would not have fallen (verify63 F3)
-                mark(name, "ungraded", f"{fell}, with {b['undecided']} row(s) undecided (a grader failed) deciding it")
-        if a["error"] == 0 and b["error"] > 0:
-            mark(name, "erroring", f"{name} started erroring ({b['error']} error rows)")
-        if a["pass_rate"] is not None and b["pass_rate"] is None and b.get("undecided"):
-            # 100% -> "-" was no change at all (break23): a grader outage is not a quiet run.
-            mark(name, "ungraded", f"{name} has no verdict now ({b['undecided']} row(s) undecided)")
-        if set(a["answered_by"]) != set(b["answered_by"]):
-            mark(name, "answering", f"{name} answered by {_answerers(a)} → {_answerers(b)}")
-    return marks
-
-
-def _run_markers(run: dict[str, Any]) -> list[dict[str, Any]]:
-    """What a run is, whatever came before it (a shard's first night has none to compare with):
-    incomplete, or answered from the cache (no news of the models: break63 F7, verify66 10)."""
-    kinds = [("incomplete", f"incomplete: {'; '.join(run['incomplete'])}")] if run["incomplete"] else []
-    if run["cached"]:
-        kinds.append(("cached", f"{run['cached']} of {run['rows']} row(s) answered from the response cache"))
-    return [{"run": run["label"], "file": run["file"], "model": None, "kind": k, "what": w} for k, w in kinds]
 
 
 def _flips(before: Run, after: Run) -> dict[str, Any]:
@@ -290,7 +243,7 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
     for run in runs:
         if run["incomplete"]:
             warn(f"{run['file']}: an incomplete run: {'; '.join(run['incomplete'])}")
-        markers += _run_markers(run)
+        markers += run_markers(run)
         if (before := last.get(run["shard"])) is not None:
             markers += change_markers(before, run)
         last[run["shard"]] = run

@@ -20,7 +20,8 @@ import pytest
 
 from batchrun import ExitCode
 from batchrun._exceptions import ResultsError
-from batchrun._history import MARKER_DROP, build_history, render_history_text
+from batchrun._history import build_history, render_history_text
+from batchrun._history_marks import MARKER_DROP, change_markers
 from batchrun._report_data import ROW_CAP
 from batchrun._stats import wilson_interval
 from batchrun.simulator import SimConfig, Simulator
@@ -522,3 +523,24 @@ def test_history_reports_set_aside_lines_and_goes_on(tmp_path: Path, history_dir
     # And the night is said to be incomplete (break62 F1): a row may be missing from it.
     assert err.count("\n") == 2 and "b.jsonl: an incomplete run: 1 line(s) set aside or cut" in err
     assert "change at" in text and "incomplete: 1 line(s) set aside" in text
+
+
+def _night(pass_rate: float, checked: int, undecided: int = 0) -> dict[str, Any]:
+    model: dict[str, Any] = {"pass_rate": pass_rate, "checked": checked, "undecided": undecided}
+    model.update(passed=round(pass_rate * checked), error=0, answered_by=["p"])
+    return {"label": "n", "file": "f", "job_fingerprint": "j", "models": {"m": model}}
+
+
+@pytest.mark.parametrize(("before", "after"), [(0.95, 0.90), (0.85, 0.80), (0.50, 0.45), (0.30, 0.25), (0.90, 0.85)])
+def test_a_five_point_drop_is_marked_whatever_the_rounding(before: float, after: float) -> None:
+    # out-101 F3: 0.95 - 0.90 is 0.04999999999999993: 50 of the 96 whole-percent 5-point drops unmarked.
+    [mark] = change_markers(_night(before, 20), _night(after, 20))
+    assert mark["kind"] == "failing" and "pass rate fell" in mark["what"]
+    assert change_markers(_night(before, 20), _night(before - 0.04, 20)) == []
+
+
+def test_a_night_whose_verdicts_went_missing_is_marked() -> None:
+    # out-101 F2: 5 of 8 rows undecided read 100% in the history, with no marker.
+    [mark] = change_markers(_night(1.0, 8), _night(1.0, 3, undecided=5))
+    assert mark["kind"] == "ungraded" and mark["what"] == "m: 5 row(s) undecided (a grader failed)"
+    assert change_markers(_night(1.0, 3, undecided=5), _night(1.0, 3, undecided=5)) == []  # not news twice
