@@ -335,15 +335,17 @@ def answer_of(record: dict[str, Any]) -> Answer:
     failed it (break54 F3)."""
     usage = record.get("usage") or {}
     hit = record.get("cached") is True
+    own = record.get("answer_cost")  # a row folded over several records (_fold): its answer's own
+    costs = own if isinstance(own, dict) else record
     return Answer(
         record.get("content") or "",
         record.get("latency_ms"),
-        record.get("cost_saved") if hit else record.get("cost"),
+        record.get("cost_saved") if hit else costs.get("cost"),
         usage.get("completion_tokens"),
         record.get("finish_reason"),
         tuple(record.get("tool_calls") or ()),
-        record.get("cost_saved_status" if hit else "cost_status"),
-        None if hit else record.get("cost_held"),
+        record.get("cost_saved_status" if hit else "cost_status") if hit else costs.get("cost_status"),
+        None if hit else costs.get("cost_held"),
     )
 
 

@@ -12,7 +12,8 @@ So `final_records` folds the earlier records' costs into the row it yields:
 - `cost_held` (while unknown) the known parts plus every worst case still held;
 - `cost_known` (while unknown) the known parts alone: the row's lower bound (break-14c m5);
 - `judge_cost`/`judge_cost_status`/`judge_cost_known` likewise; `spent` the sum of every record's `spent`;
-- `earlier_records` how many records were folded in, `earlier_spent` what they spent.
+- `earlier_records` how many records were folded in, `earlier_spent` what they spent;
+- `answer_cost` the last record's own `cost`, `cost_status` and `cost_held`: what its checks graded.
 
 A record written again with a cost learnt late (`resolves`, _late_costs) replaces the record it
 resolves instead of adding to it: it is the same attempts, now known.
@@ -117,6 +118,10 @@ class Earlier:
             grading.add(record["judge_cost"], record["judge_cost_status"], None, record["judge_cost_known"])
         cost, status, held, known = answer.fields()
         earlier = sum(_spent(r) for r in self.records)
+        # What the run graded `max_cost_usd` on: the answering record's own cost, not the row's over
+        # every run (an attempt a deadline cut night 1 turned the gate's pass into a fail: out-101 F1).
+        # Set once: a merge folds a row already folded in its own file.
+        last.setdefault("answer_cost", {name: last.get(name) for name in ("cost", "cost_status", "cost_held")})
         last.update(
             cost=cost,
             spent=_spent(last) + earlier,

@@ -632,3 +632,22 @@ def test_options_may_come_between_a_commands_files(
     assert call_cli("validate", job, "-q", "--", "-j.yaml") == (ExitCode.OK, "", "")
     code, _, err = call_cli("validate", "--", "-j.yaml", "-q")  # a file named -q, which is not there
     assert code == ExitCode.USAGE and "-q" in err and "-j.yaml" not in err, err
+
+
+def test_the_gate_grades_max_cost_on_the_answer_as_the_run_did_not_on_every_run_of_the_row(tmp_path: Path) -> None:
+    # out-101 F1: after a deadline stop (an attempt in flight, billed) and a resume, `report --job`
+    # graded max_cost_usd on the row's cost over both runs: pass -> fail, exit 3, where the run,
+    # `report`, `diff` and `history` all said pass.
+    job_text = SMALL_JOB.replace('checks: [{contains: "{{expect}}"}]', "checks: [{max_cost_usd: 1}]")
+    job, out = write_job(tmp_path, job_text), tmp_path / "r.jsonl"
+    assert call_cli(job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
+    rows = read_rows(out)
+    limit = 1.5 * max(r["cost"] for r in rows if r["prompt_id"] == "capital")  # one answer under, two over
+    write_job(tmp_path, job_text.replace("max_cost_usd: 1", f"max_cost_usd: {limit!r}"))
+    cut = [{**r, "status": "skipped", "reason": "deadline", "content": None, "passed": None} for r in rows]
+    out.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in [*cut, *rows]))
+    code, text, err = call_cli("report", out, "--job", job, "--json")
+    assert code == ExitCode.OK, err
+    total = json.loads(text)["total"]
+    assert total["checked"] == total["passed"] == 12 and "re-graded" not in err
+    assert total["cost_usd"] > 1.9 * sum(r["cost"] for r in rows)  # the row's cost is still both runs'
