@@ -13,6 +13,7 @@ from ._exceptions import ConfigError
 from ._job import Job
 from ._options import Notice, RunOptions
 from ._preflight import keep_row
+from ._report_data import read_run_summary
 from ._results import ScanResult
 from ._settings import RunSettings
 from ._status import Status
@@ -21,6 +22,8 @@ from ._worker_pool import Runner
 
 def batch_setup(job: Job, options: RunOptions, settings: RunSettings, output: Path) -> BatchState | None:
     """In batch mode, this output's record of batches; None in sync mode."""
+    if (lost := _record_lost(output, job)) is not None:
+        raise ConfigError(lost)
     if settings.mode != "batch":
         if state_path(output).exists():
             # Rows in a batch still open would be sent again in sync mode and paid twice, and
@@ -48,6 +51,26 @@ def batch_setup(job: Job, options: RunOptions, settings: RunSettings, output: Pa
             "`batchrun batches release` sends their rows again)"
         )
     return state
+
+
+def _record_lost(output: Path, job: Job) -> str | None:
+    """Why this output cannot be run: its batch record is gone (or lists no batch), while the last
+    run's summary says batches were still open or in doubt. Their rows were submitted again and
+    billed twice, exit 0, the summary's hold forgotten (out-100 F1: a rename of the results and
+    summary, as batchrun's own advice says, left the record behind)."""
+    batches = read_run_summary(output).get("batches")
+    if not isinstance(batches, dict) or (state_path(output).exists() and BatchState.load(output, job.name, "").entries):
+        return None
+    opened, doubt = batches.get("open"), batches.get("in_doubt")
+    count = (opened if type(opened) is int and opened > 0 else 0) + (len(doubt) if isinstance(doubt, list) else 0)
+    if not count:
+        return None
+    return (
+        f"{state_path(output)} is missing or lists no batch, but the last run's summary says {count} batch(es) were "
+        "still open or in doubt at OpenRouter: their rows would be sent again and paid twice. Put the batch record "
+        "back beside the results (renamed with them); or, once those batches are cancelled or expired, move the "
+        "summary away"
+    )
 
 
 def batch_executor(

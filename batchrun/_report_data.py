@@ -139,7 +139,7 @@ def read_run_summary(results: Path, any_file: bool = False) -> dict[str, Any]:
     path = results.with_name(results.stem + ".summary.json")
     try:
         data = json.loads(read_regular_text(path))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # a summary nested past the reader: none
         return {}
     if not isinstance(data, dict):
         return {}

@@ -181,7 +181,8 @@ def earlier_summary(output: Path) -> dict[str, Any]:
         # A pair renamed together is the commonest cause: said, with the way on (break35 F8).
         raise ConfigError(
             f"{path}: the summary of {Path(named).name}, not of {output.name}: if the two were renamed together, "
-            f'set its "output" to {output.name}; else move it away to resume'
+            f'set its "output" to {output.name} (and rename its .batches.json too, if there is one); else move it '
+            "away to resume"
         )
     return earlier
 

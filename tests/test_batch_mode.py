@@ -16,6 +16,7 @@ import pytest
 
 from batchrun import ExitCode, Job, RunControl, RunOptions, RunReport, Shard, load_job, run_job
 from batchrun._batch_state import BatchState, state_path
+from batchrun._exceptions import ConfigError
 from batchrun._matrix import matrix_requests
 from batchrun._report_data import read_run_summary
 from batchrun._transport import default_transport
@@ -204,6 +205,36 @@ async def submitted(tmp_path: Path, sim: Simulator, clock: FakeClock) -> tuple[J
     out = tmp_path / "r.jsonl"
     assert code_of(await run(job, sim, out, clock), job) == ExitCode.SUBMITTED
     return job, out
+
+
+@pytest.mark.parametrize("lost", ["removed", "emptied"])
+@pytest.mark.parametrize("mode", ["batch", "sync"])
+async def test_a_batch_record_lost_while_batches_are_open_is_refused_not_paid_twice(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock, lost: str, mode: str
+) -> None:
+    # out-100 F1: X.batches.json gone (a rename of the results and summary, as batchrun's own
+    # advice says, left it behind) or emptied: the resume submitted the open batches' rows again,
+    # both billed, exit 0, and the summary's hold forgotten.
+    job, out = await submitted(tmp_path, batch_sim, clock)
+    record = state_path(out)
+    if lost == "removed":
+        record.unlink()
+    else:
+        record.write_text(json.dumps({**json.loads(record.read_text()), "batches": []}))
+        assert BatchState.read(out).entries == []
+    before = (out.read_bytes(), out.with_name("r.summary.json").read_bytes())
+    if mode == "sync":
+        job = replace(job, run=replace(job.run, mode="sync"))
+    clock.now += 3 * 3600
+    options = RunOptions(api_key=FAKE_KEY, base_url=batch_sim.base_url, output=out, clock=clock, resume=True)
+    with pytest.raises(
+        ConfigError,
+        match=r"r\.batches\.json is missing or lists no batch, but the last run's summary "
+        r"says 3 batch\(es\) were still open or in doubt",
+    ):
+        await run_job(job, options)
+    assert batch_sim.batches.stats.submitted == 3 and batch_sim.stats.chat_requests == 0
+    assert (out.read_bytes(), out.with_name("r.summary.json").read_bytes()) == before
 
 
 async def resumed_later(job: Job, sim: Simulator, out: Path, clock: FakeClock) -> tuple[RunReport, list[str]]:
