@@ -157,7 +157,7 @@ class BatchExecutor:
                     lambda: self.api.submit(model, items), self.policy, self.clock.sleep, self._time_left, RateLimited
                 )
         except (TimeoutError, RequestFailed) as failure:
-            if isinstance(failure, RequestFailed) and failure.http_status is not None and failure.http_status < 500:
+            if isinstance(failure, RequestFailed) and not failure.may_have_acted:
                 self.state.entries.remove(entry)  # refused: nothing was created
                 self.state.save()
                 await runner.ledger.settle_hold(worst, 0.0)

@@ -149,6 +149,14 @@ class RequestFailed(BatchrunError):
     def retryable(self) -> bool:
         return isinstance(self, Transient)
 
+    @property
+    def may_have_acted(self) -> bool:
+        """Whether what the request asked for (a key, a batch) may exist all the same: no answer, a
+        5xx, a 2xx not read, or a 4xx that refuses nothing: a proxy's 408 or 499 while the upstream
+        acted, a 409 or 425 (verify32 n7; out-100 F2: a batch created behind a 408 was bought twice)."""
+        status = self.http_status
+        return status is None or status >= 500 or 200 <= status < 300 or status in (408, 409, 425, 499)
+
 
 class Transient(RequestFailed):
     """Another attempt may succeed: network trouble, 5xx, timeouts."""

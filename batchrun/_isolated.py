@@ -106,8 +106,7 @@ class IsolatedKey:
             # A key may exist after a reply that was not an answer (a 5xx, a cut connection, a
             # 2xx in a shape not read, a proxy's 408 while the upstream acted: verify32 n7): said,
             # with when it dies (break23 F6: nothing was said).
-            status = failure.http_status
-            maybe = status is None or status >= 500 or 200 <= status < 300 or status == 408
+            maybe = failure.may_have_acted
             left = f"; a key named {self.name!r} may have been created: it expires at {expires}" if maybe else ""
             raise ConfigError(f"could not create the per-run key: {failure.message}{left}") from None
         self.asking = False  # cut off (a signal), it stays set: the key may exist, and is said so

@@ -179,8 +179,12 @@ def test_an_open_batch_at_exit_10_shows_its_reservation_held(tmp_path: Path) -> 
         json_answer(201, []),
         json_answer(502, {"error": {"code": 502, "message": "Bad gateway"}}),
         json_answer(500, {"error": {"code": 500, "message": "Internal error"}}),
+        # out-100 F2: a proxy's 408 after the upload, the batch made behind it: released, the rows
+        # $0 errors, and `--resume --retry-errors` bought it again.
+        json_answer(408, {"error": {"code": 408, "message": "Request timeout"}}),
+        json_answer(499, {"error": {"code": 499, "message": "Client closed request"}}),
     ],
-    ids=["not-json", "no-id", "not-an-object", "502", "500"],
+    ids=["not-json", "no-id", "not-an-object", "502", "500", "408", "499"],
 )
 def test_a_submission_answered_2xx_with_no_batch_object_is_in_doubt(tmp_path: Path, answer: bytes) -> None:
     # Before: the hold was released and the rows written as errors, while the batch may run and bill.
