@@ -53,6 +53,12 @@ def batch_setup(job: Job, options: RunOptions, settings: RunSettings, output: Pa
     return state
 
 
+# Without a deadline, the polling ends an hour after the Batch API's completion window (24 h): a
+# batch that never left in_progress polled for ever (out-100 F5). The run ends at exit 10, its
+# batches open, collected by a later run.
+BATCH_WAIT_S = 25 * 3600.0
+
+
 def _record_lost(output: Path, job: Job) -> str | None:
     """Why this output cannot be run: its batch record is gone (or lists no batch), while the last
     run's summary says batches were still open or in doubt. Their rows were submitted again and
@@ -93,7 +99,7 @@ def batch_executor(
         BatchClient(client),
         state,
         settings,
-        deadline_s=None
+        deadline_s=BATCH_WAIT_S
         if settings.deadline_s is None
         else max(0.0, settings.deadline_s - (options.clock.monotonic() - started)),
         keep=lambda r: keep_row(states, r, options.retry_errors),

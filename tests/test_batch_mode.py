@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from batchrun import ExitCode, Job, RunControl, RunOptions, RunReport, Shard, load_job, run_job
+from batchrun._batch_setup import BATCH_WAIT_S
 from batchrun._batch_state import BatchState, state_path
 from batchrun._exceptions import ConfigError
 from batchrun._matrix import matrix_requests
@@ -205,6 +206,19 @@ async def submitted(tmp_path: Path, sim: Simulator, clock: FakeClock) -> tuple[J
     out = tmp_path / "r.jsonl"
     assert code_of(await run(job, sim, out, clock), job) == ExitCode.SUBMITTED
     return job, out
+
+
+async def test_batch_mode_without_a_deadline_stops_polling_after_the_batch_window(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    # out-100 F5: no deadline, a batch that never leaves in_progress: polled for ever.
+    simulator = Simulator(SimConfig(batch_in_progress_s=30 * 3600.0))
+    simulator.clock = clock.time
+    job = batch_job(write_job(tmp_path, THREE_MODELS), deadline_s=None, batch_poll_s=3600)
+    with simulator.serve_in_thread():
+        report = await run(job, simulator, tmp_path / "r.jsonl", clock)
+    assert code_of(report, job) == ExitCode.SUBMITTED and report.summary["batches"]["open"] == 3
+    assert clock.now == pytest.approx(BATCH_WAIT_S)  # the 24-hour window and an hour, then exit 10
 
 
 @pytest.mark.parametrize("lost", ["removed", "emptied"])
