@@ -25,6 +25,7 @@ import orjson
 
 from ._classify import reply_date
 from ._client import ChatResult, OpenRouterClient
+from ._costs import CostModel
 from ._exceptions import ConfigError, Rejected, RequestFailed, Transient
 from ._formats import short
 from ._generation import valid_generation_id
@@ -97,10 +98,14 @@ ITEM_BYTES = 64 * 1024
 BYTES_PER_TOKEN = 16
 
 
-def item_allowance(request: Request | None) -> int:
-    """What the result item of `request` may take in its batch's reply."""
+def item_allowance(request: Request | None, costs: CostModel | None = None) -> int:
+    """What the result item of `request` may take in its batch's reply: by its completion bound, its
+    max_tokens or, without one, the model's listed maximum its worst case is costed at (out-100 F3:
+    64 KiB a row without max_tokens, and a paid batch of long answers was never collected)."""
     body = request.body if request is not None else {}
     tokens = max((count(body.get(name)) or 0 for name in ("max_completion_tokens", "max_tokens")), default=0)
+    if request is not None and costs is not None:
+        tokens = max(tokens, costs.completion_cap(request) or 0)
     return ITEM_BYTES + BYTES_PER_TOKEN * tokens
 
 

@@ -25,6 +25,7 @@ class PollFailures:
     def __init__(self, notice: Notice) -> None:
         self.notice = notice
         self._in_a_row: dict[str, tuple[int, str]] = {}  # batch key -> (failed polls, the last kind)
+        self.last_said: dict[str, str] = {}  # batch key -> its last failure, as said
         # The longest Retry-After of this round of polls: the next round waits at least that
         # (break22 m6: a 429 asking for a pause was polled again every batch_poll_s).
         self.wait_s = 0.0
@@ -34,8 +35,9 @@ class PollFailures:
         # Said once per kind in a row: an error text that varies (a gateway's request id in its
         # page) printed a line at every poll (verify22 N6).
         count, last = self._in_a_row.get(entry.key, (0, ""))
+        self.last_said[entry.key] = f"{failure.kind}: {failure.message}"
         if failure.kind != last:
-            self.notice(f"batch {entry.key} ({entry.batch_id}): poll failed: {failure.kind}: {failure.message}")
+            self.notice(f"batch {entry.key} ({entry.batch_id}): poll failed: {self.last_said[entry.key]}")
         self._in_a_row[entry.key] = (count + 1, failure.kind)
         self.wait_s = max(self.wait_s, failure.retry_after or 0.0)
         return count + 1

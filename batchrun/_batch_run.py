@@ -268,7 +268,7 @@ class BatchExecutor:
                 await self._collect(entry, BatchInfo("", "lost", {}, None, None, why, None))
                 continue
             try:
-                allowance = sum(item_allowance(self.pending.get(row)) for row in entry.rows)
+                allowance = sum(item_allowance(self.pending.get(row), self.runner.costs) for row in entry.rows)
                 async with self.cut_off.bound():
                     info = await self.api.get(entry.batch_id, allowance)
             except TimeoutError:
@@ -392,9 +392,10 @@ class BatchExecutor:
             # Said under --quiet too: exit 10 and silence read as "submitted, collect later",
             # night after night, while their worst cases stayed counted (break28 M1); each one,
             # beside batches still running too (verify29 N1).
-            keys = ", ".join(e.key for e in unread)
+            # With why: under --quiet, the failure said at its first poll was not (out-100 F3).
+            why = "; ".join(f"{e.key}: {self.poll_failures.last_said.get(e.key, '?')}" for e in unread)
             self.notice(
-                f"warning: batch(es) {keys} could not be read in {LIMIT} polls in a row: see `batchrun batches list`"
+                f"warning: batch(es) could not be read in {LIMIT} polls in a row ({why}): see `batchrun batches list`"
             )
         if (open_entries or doubt) and runner.stop_reason is None:
             runner.request_stop(

@@ -302,8 +302,10 @@ def test_a_batch_never_answered_as_a_batch_ends_the_run_open_and_is_said_once(tm
     assert outcome.rows == [] and summary(tmp_path)["stop"] == "submitted"
     # break28 M1: with --quiet, exit 10 and nothing said, as for a batch merely running.
     quiet = run(tmp_path / "quiet", batch_of, "--deadline", "30", "--quiet")
+    # out-100 F3: and why, which --quiet did not say (the first failed poll's line is not a warning).
     assert quiet.code == ExitCode.SUBMITTED and quiet.stderr == (
-        f"batchrun: warning: batch(es) b1 could not be read in {LIMIT} polls in a row: see `batchrun batches list`\n"
+        f"batchrun: warning: batch(es) could not be read in {LIMIT} polls in a row (b1: bad_response: the Batch "
+        "API answered a batch status it does not document: 7): see `batchrun batches list`\n"
     )
 
 
@@ -324,6 +326,19 @@ def test_a_completed_batch_larger_than_one_reply_cap_is_collected(tmp_path: Path
     # the cap of one answer: 120 KB of four 30 KB answers under --max-response-bytes 65536
     # (at the defaults, any batch over ~8,100 one-word answers) was refused at every poll.
     outcome = run(tmp_path, answers_of(30_000), "--max-response-bytes", "65536", "--deadline", "10")
+    assert outcome.code == ExitCode.OK, outcome.stderr
+    assert [r["status"] for r in outcome.rows] == ["ok"] * ROWS
+
+
+def test_a_batch_of_long_answers_without_max_tokens_is_collected(tmp_path: Path) -> None:
+    # out-100 F3: without max_tokens a row's allowance was 64 KiB, where its worst case is costed at
+    # the model's listed maximum (16,384 tokens here): a paid batch of long (reasoning) answers was
+    # refused at every poll, exit 10 night after night, its money held.
+    job = JOB.replace("  params: {max_tokens: 16}", "  params: {temperature: 0}")
+    server = batch_server(answers_of(120_000))
+    outcome = run_hostile(
+        server, tmp_path, "--budget", "1", "--max-response-bytes", "65536", "--deadline", "10", job=job
+    )
     assert outcome.code == ExitCode.OK, outcome.stderr
     assert [r["status"] for r in outcome.rows] == ["ok"] * ROWS
 
