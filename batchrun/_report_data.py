@@ -44,7 +44,7 @@ def _table_row(record: dict[str, Any]) -> dict[str, Any]:
     provider = record.get("provider")
     answered = record.get("response_model")
     return {
-        "kind": "error" if record.get("status") == "error" else "failed",
+        "kind": {"error": "error", "undecided": "undecided"}.get(_row_state(record), "failed"),
         "id": str(record.get("id", ""))[:12],
         "model": str(record.get("model", "")),
         "prompt": str(record.get("prompt_id", "")),
@@ -56,12 +56,14 @@ def _table_row(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _row_state(record: dict[str, Any]) -> str:
-    """pass, fail, error, skipped, or ok (answered, with no checks)."""
+    """pass, fail, undecided (a check not graded decides it), error, skipped, or ok (answered, with no checks)."""
     status = record.get("status")
     if status != "ok":
         return str(status)
     passed = record.get("passed")
-    return "ok" if passed is None else "pass" if passed else "fail"
+    if passed is None:
+        return "undecided" if record.get("checks") else "ok"
+    return "pass" if passed else "fail"
 
 
 @dataclass
@@ -87,7 +89,7 @@ class RunDigest:
             pair = self.pairs.setdefault((str(record.get("model")), str(record.get("prompt_id"))), [0, 0])
             pair[0] += 1
             pair[1] += state == "pass"
-        if state in ("fail", "error"):
+        if state in ("fail", "error", "undecided"):  # a grader outage listed, not a clean page (out-101 F2)
             self.failing_total += 1
             if len(self.rows) < ROW_CAP:
                 self.rows.append(_table_row(record))
