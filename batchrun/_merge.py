@@ -127,6 +127,14 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
                 f"their rows have no record yet; run the job on it with --resume to collect them, "
                 f"or see `batchrun batches list {shard}`"
             )
+    # A shard tried out with --simulate beside real ones made the night's gate green on made-up
+    # answers, without a word (out-101 F4).
+    answered = {str(earlier.get("endpoint")) for shard in shards if (earlier := read_run_summary(shard))}
+    if "simulator" in answered and len(answered - {"None"}) > 1:
+        warn(
+            "some shards were answered by the built-in simulator (--simulate), others by an endpoint: "
+            "merged all the same"
+        )
     # A row in two files (shards of another N, a shard run again into a new file) keeps its
     # answered record before an error, an error before a skip (a run stopped by its budget
     # answers nothing it answered before), then the newest, by when it finished, then by the

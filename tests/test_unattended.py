@@ -331,6 +331,16 @@ def test_shards_cover_every_row_once_and_merge(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "all.summary.json").read_text())["total"]["ok"] == 20
     code, text, _ = call_cli("report", tmp_path / "all.jsonl")
     assert code == 0 and "TOTAL" in text
+    assert "simulator" not in err  # every shard simulated: nothing mixed
+    # out-101 F4: a shard tried out with --simulate beside real ones was merged without a word.
+    summary = shards[1].with_name("shard-2.summary.json")
+    summary.write_text(
+        summary.read_text().replace('"endpoint": "simulator"', '"endpoint": "https://openrouter.ai/api/v1"')
+    )
+    code, _, err = call_cli("merge", tmp_path / "mixed.jsonl", *shards)
+    assert (
+        code == 0 and "some shards were answered by the built-in simulator (--simulate), others by an endpoint" in err
+    )
 
 
 def test_merge_refuses_files_of_different_jobs(tmp_path: Path) -> None:
