@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import math
 import os
 import sqlite3
 import time
@@ -99,16 +100,16 @@ class NoCache(CacheError):
 
 
 Freshness = tuple[float, float]  # stored no earlier, no later than these times
-# Without a ttl_s, when an entry was stored does not matter (not even a time that is no number).
 _STORED_WITHIN = {False: " AND created_at BETWEEN ? AND ?", True: ""}
 # Stored more than this ahead of the clock (a clock set ahead at the time, a year: break51 F9),
-# an entry's age is unknown: never fresh under a ttl_s, and pruned by any prune.
+# an entry's age is unknown: never fresh, with a ttl_s or without one (out-100 F6: used without,
+# the default), and pruned by any prune.
 FUTURE_SLACK_S = 300.0
 
 
-def freshness(ttl_s: float | None, now: float) -> Freshness | None:
-    """The times an entry must have been stored between to be fresh under `ttl_s` (None: any)."""
-    return None if ttl_s is None else (now - ttl_s, now + FUTURE_SLACK_S)
+def freshness(ttl_s: float | None, now: float) -> Freshness:
+    """The times an entry must have been stored between to be fresh under `ttl_s` (None: any age)."""
+    return (-math.inf if ttl_s is None else now - ttl_s, now + FUTURE_SLACK_S)
 
 
 class ResponseCache:

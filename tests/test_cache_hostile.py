@@ -144,7 +144,8 @@ def test_a_cache_file_edited_to_lie_gives_misses_never_a_crash(tmp_path: Path) -
     ]
     with _edited_cache(tmp_path, edits) as (job, cache, server, args, ids):
         with sqlite3.connect(cache / FILE_NAME) as db:
-            db.execute("UPDATE entries SET created_at = 'yesterday' WHERE id = ?", (ids[6],))  # the hit below
+            # A stored time that is no number is an age unknown, as one ahead of the clock (out-100 F6): a miss.
+            db.execute("UPDATE entries SET created_at = 'yesterday' WHERE id = ?", (ids[0],))
             db.execute("UPDATE runs SET finished_at = 'noon', hits = 'many'")
         sent = len(server.chat_rows())
         code, _, err = call_cli(job, "-o", tmp_path / "b.jsonl", *args)
