@@ -651,3 +651,17 @@ def test_the_gate_grades_max_cost_on_the_answer_as_the_run_did_not_on_every_run_
     total = json.loads(text)["total"]
     assert total["checked"] == total["passed"] == 12 and "re-graded" not in err
     assert total["cost_usd"] > 1.9 * sum(r["cost"] for r in rows)  # the row's cost is still both runs'
+
+
+def test_the_report_page_lists_undecided_rows_and_counts_them(tmp_path: Path) -> None:
+    # out-101 F2: 5 of 8 rows a grader never decided (the run exit 1): the page read "pass rate
+    # 100.0% of 3 checked", "All 0 failing and error rows", and said "undecided" nowhere.
+    job, out, page = write_job(tmp_path, judged_small_job()), tmp_path / "r.jsonl", tmp_path / "r.html"
+    call_cli(job, "--simulate", "--sim", "judge_unparseable=1", "-o", out, "-q")
+    undecided = sum(r["status"] == "ok" and r.get("passed") is None and bool(r.get("checks")) for r in read_rows(out))
+    assert undecided > 0
+    assert call_cli("report", out, "--html", page)[0] in (ExitCode.OK, ExitCode.ERRORS)
+    html = page.read_text(encoding="utf-8")
+    assert f'<span class="verdict" id="undecided">{undecided} undecided</span>' in html
+    assert f"All {undecided} failing, undecided and error rows" in html
+    assert html.count('data-kind="undecided"') == undecided and "undecided: " in html  # with why

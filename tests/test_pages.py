@@ -26,7 +26,7 @@ from batchrun._report_data import ROW_CAP
 from batchrun._stats import wilson_interval
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import FAKE_KEY, call_cli, child_env, cli, judged_small_job, read_rows, write_job
+from .conftest import FAKE_KEY, call_cli, child_env, cli, read_rows
 
 EXAMPLE_JOB = Path(__file__).resolve().parents[1] / "jobs" / "eval.yaml"
 WORSE_MODEL = "meta-llama/llama-3.1-8b-instruct"
@@ -544,17 +544,3 @@ def test_a_night_whose_verdicts_went_missing_is_marked() -> None:
     [mark] = change_markers(_night(1.0, 8), _night(1.0, 3, undecided=5))
     assert mark["kind"] == "ungraded" and mark["what"] == "m: 5 row(s) undecided (a grader failed)"
     assert change_markers(_night(1.0, 3, undecided=5), _night(1.0, 3, undecided=5)) == []  # not news twice
-
-
-def test_the_report_page_lists_undecided_rows_and_counts_them(tmp_path: Path) -> None:
-    # out-101 F2: 5 of 8 rows a grader never decided (the run exit 1): the page read "pass rate
-    # 100.0% of 3 checked", "All 0 failing and error rows", and said "undecided" nowhere.
-    job, out, page = write_job(tmp_path, judged_small_job()), tmp_path / "r.jsonl", tmp_path / "r.html"
-    call_cli(job, "--simulate", "--sim", "judge_unparseable=1", "-o", out, "-q")
-    undecided = sum(r["status"] == "ok" and r.get("passed") is None and bool(r.get("checks")) for r in read_rows(out))
-    assert undecided > 0
-    assert call_cli("report", out, "--html", page)[0] in (ExitCode.OK, ExitCode.ERRORS)
-    html = page.read_text(encoding="utf-8")
-    assert f'<span class="verdict" id="undecided">{undecided} undecided</span>' in html
-    assert f"All {undecided} failing, undecided and error rows" in html
-    assert html.count('data-kind="undecided"') == undecided and "undecided: " in html  # with why
