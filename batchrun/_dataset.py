@@ -343,7 +343,7 @@ class DatasetFile:
         """Read the whole file once: malformed rows, what `check_row` finds wrong in a row, emptiness;
         then rows with the same variables, found by sorting 8 bytes of each row's key."""
         if not self.path.exists() and not self.path.is_symlink():  # a link loop: said as reading it says
-            message = f"dataset file {self.shown_as!r} does not exist"
+            message = f"dataset file {self.shown_as!r} does not exist ({self.path}: relative to the job file)"
             if not self.shown_as.isascii() and sys.getfilesystemencoding().lower() not in ("utf-8", "utf8"):
                 # A UTF-8 name on disk is not found under a latin-1 locale (break36 F2).
                 message += f" (file names are {sys.getfilesystemencoding()} here: run under a UTF-8 locale)"

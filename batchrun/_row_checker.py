@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -76,7 +77,7 @@ def row_checker(
         if missing:
             # Which prompt: three shared the dataset, and "the prompt" named none (break65 F6).
             used_by = "the prompt" if prompt_id is None else f"prompt {prompt_id!r}"
-            return f"row lacks variable(s) {', '.join(sorted(missing))} used by {used_by}"
+            return f"row lacks variable(s) {', '.join(sorted(missing))} used by {used_by}{_header_hint(row, missing)}"
         # Before anything renders a check with this row (the key-like checks below do).
         if (too_large := _rendered_size_problem(row)) is not None:
             return too_large
@@ -123,3 +124,15 @@ def row_checker(
         return None
 
     return check_row
+
+
+def _header_hint(row: dict[str, Any], missing: set[str]) -> str:
+    """Why a row lacks names its file seems to have (out-102 F10): a CSV in another separator is
+    one column, and a header saved in decomposed Unicode (some macOS tools) spells `país` apart."""
+    names = [name for name in row if name != "checks"]
+    if len(names) == 1 and any(separator in names[0] for separator in "\t;|"):
+        return f": the file's header is one column, {names[0]!r}: is the file comma-separated?"
+    spelt = {unicodedata.normalize("NFC", name): name for name in names}
+    wanted = [unicodedata.normalize("NFC", name) for name in sorted(missing)]
+    apart = [spelt[name] for name in wanted if name in spelt]
+    return f": the file's {apart[0]!r} is written in other Unicode code points (save it in NFC)" if apart else ""

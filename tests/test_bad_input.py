@@ -1580,6 +1580,40 @@ def test_a_prompts_typo_is_said_once_and_names_the_prompt(tmp_path: Path) -> Non
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("header", "dataset", "fragment"),
+    [
+        (
+            "country\texpect",
+            "d.csv",
+            "d.csv:2: row lacks variable(s) country, expect used by prompt 'p': the file's header "
+            "is one column, 'country\\texpect': is the file comma-separated?",
+        ),
+        (
+            "pai\u0301s,expect",
+            "d.csv",
+            "row lacks variable(s) país used by prompt 'p': the file's 'pai\u0301s' is "
+            "written in other Unicode code points (save it in NFC)",
+        ),
+        ("country,expect", "sub/d.csv", "dataset file 'sub/d.csv' does not exist ("),
+    ],
+    ids=["tab-separated", "decomposed-unicode", "relative-to-the-job"],
+)
+def test_a_dataset_that_does_not_read_as_written_says_why(
+    tmp_path: Path, header: str, dataset: str, fragment: str
+) -> None:
+    # out-102 F10: "row lacks variable(s) país" beside a column that looks the same; a tab-separated
+    # .csv; a path written from the working folder, "does not exist" beside the file.
+    (tmp_path / "d.csv").write_text(f"{header}\nFrance{header[-7]}Paris\n", encoding="utf-8")  # its separator
+    name = "país" if "\u0301" in header else "country"
+    text = "name: t\nmodels: [openai/gpt-4o-mini]\nprompts:\n"
+    text += f'  - {{id: p, text: "{{{{{name}}}}} {{{{expect}}}}", dataset: {dataset}}}\n'
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    assert_refused(code, err, fragment)
+    if dataset.startswith("sub/"):
+        assert f"({tmp_path / 'sub' / 'd.csv'}: relative to the job file)" in err
+
+
 def test_a_type_error_yaml_made_says_so(tmp_path: Path) -> None:
     # verify68 F7: `equals: NO` read "False is not of type 'string'", `budget_usd: 1e-9`
     # "'1e-9' is not of type 'number'" (YAML 1.1 reads an exponent without a dot as text).
