@@ -21,7 +21,15 @@ from ._matrix import count_requests, matrix_requests, run_size_problem
 from ._models import PRICE_CAVEATS, Resolution, variant_of
 from ._options import RunOptions
 from ._output_paths import job_folder, summary_path
-from ._preflight import estimate, job_routing_warning, make_client, open_cache, read_account, wanted_models
+from ._preflight import (
+    estimate,
+    job_routing_warning,
+    make_client,
+    open_cache,
+    read_account,
+    unaffordable,
+    wanted_models,
+)
 from ._pricing import usd
 from ._report_data import file_key_gap, read_run_summary
 from ._results import final_records
@@ -92,6 +100,7 @@ class PricedPlan:
     judge_worst: dict[str, float] = field(default_factory=dict)
     unknown_why: dict[str, str] = field(default_factory=dict)  # model -> why its worst case is unknown
     previous_unknown: set[str] = field(default_factory=set)  # models with earlier rows of unknown cost
+    cheapest: dict[str, float] = field(default_factory=dict)  # model -> its cheapest request's worst case
 
     def refusal(self) -> str | None:
         """What the run would refuse with, decided as the run decides it (_preflight.preflight)."""
@@ -223,6 +232,7 @@ async def price_plan(
         + [f"warning: {w}" for w in [job_routing_warning(job)] if w],
         judge_requests=result.judge_requests,
         judge_worst=result.judge_worst_usd,
+        cheapest=result.cheapest_usd,
         basis=result.basis,
         balance=balance,
         unknown_why=result.unknown_why,
@@ -334,6 +344,8 @@ def render_plan(plan: PricedPlan) -> str:
             f"free-model requests needed: {needed}, all against the account's daily cap for :free models"
             + (" (is_free_tier: the lower cap applies)" if tier is True else "")
         )
+    if budget is not None:
+        lines += unaffordable(plan.cheapest, budget)
     for model in sorted(plan.no_max_tokens):
         lines.append(
             f"warning: {model} has requests without max_tokens: costed at the model's maximum completion "

@@ -69,6 +69,7 @@ class Estimate:
     basis: dict[str, str] = field(default_factory=dict)  # model -> price basis of its first request
     cached: dict[str, int] = field(default_factory=dict)  # rows the cache will answer (in `rows` too)
     saved_usd: float = 0.0  # what those rows cost when they were first answered
+    cheapest_usd: dict[str, float] = field(default_factory=dict)  # model -> its cheapest request's worst case
 
     @property
     def total_rows(self) -> int:
@@ -94,12 +95,25 @@ class Estimate:
             self.unknown(request, worst)
             return None
         into[request.model] = into.get(request.model, 0.0) + worst.usd
+        if into is self.worst_usd:
+            self.cheapest_usd[request.model] = min(self.cheapest_usd.get(request.model, worst.usd), worst.usd)
         return worst.usd
 
     def unknown(self, request: Request, worst: Worst) -> None:
         self.unknown_price.add(request.model)
         why = worst.why if worst.model == request.model else f"fallback {worst.model}: {worst.why}"
         self.unknown_why.setdefault(request.model, why)
+
+
+def unaffordable(cheapest: dict[str, float], budget: float) -> list[str]:
+    """The models no request of which fits `budget`: the run spent on the others, then stopped,
+    exit 5, "resumable once there is money", which --budget cannot give (out-102 F9)."""
+    return [
+        f"warning: no request of {model} fits the budget: the cheapest needs up to ${usd:.6f}, and ${budget:.6f} is "
+        "all there is (set params.max_tokens, or raise run.budget_usd: --budget only lowers it)"
+        for model, usd in sorted(cheapest.items())
+        if usd > budget
+    ]
 
 
 def estimate(
@@ -369,6 +383,8 @@ async def preflight(
     if refusal is not None:
         # With no /models, the URL is the likelier slip: said here too, as --quiet hides notices.
         raise ConfigError(refusal + (url_hint(client.base_url) if models is None else ""))
+    for warning in unaffordable(estimated.cheapest_usd, budget) if budget is not None else []:
+        notice(warning)
     if estimated.unknown_why and budget is not None:
         reasons = "; ".join(f"{m} ({why})" for m, why in sorted(estimated.unknown_why.items()))
         notice(f"warning: no known worst case for {reasons}: reserved at $0 (run.allow_unknown_prices)")

@@ -351,3 +351,20 @@ def test_a_budget_given_on_the_command_line_that_its_margin_leaves_nothing_of_is
         code, _, err = call_cli(*args)
         assert code == ExitCode.USAGE and "--budget 0.3 leaves nothing after run.budget_margin_usd 0.5" in err, err
     assert call_cli(job, "--simulate", "--budget", "0.6", "-q", "-o", tmp_path / "r.jsonl")[0] == 0
+
+
+def test_a_model_no_request_of_which_fits_the_budget_is_said_before_anything_is_spent(tmp_path: Path) -> None:
+    # out-102 F9: each request of one model (no max_tokens) needed more than the whole budget: `plan`
+    # said only "EXCEEDS", exit 0; the run spent on the other model, then exit 5 "resumable once
+    # there is money", which --budget cannot give.
+    job = write_job(
+        tmp_path,
+        'name: t\nmodels: [openai/gpt-4o-mini, anthropic/claude-3.5-haiku]\nprompts:\n  - id: p\n    text: "Capital '
+        'of {{c}}?"\n    vars: [{c: France}, {c: Japan}]\nrun: {budget_usd: 0.1}\n',
+    )
+    said = "warning: no request of anthropic/claude-3.5-haiku fits the budget: the cheapest needs up to $0.14"
+    code, out, _ = call_cli("plan", job, "--simulate")
+    assert code == ExitCode.OK and said in out and "openai/gpt-4o-mini fits" not in out
+    code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "r.jsonl")
+    assert code == ExitCode.BUDGET and err.startswith(f"batchrun: {said}")  # under --quiet too: first
+    assert "no request of openai/gpt-4o-mini" not in err
