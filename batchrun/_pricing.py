@@ -59,6 +59,20 @@ def money(value: Any) -> float | None:
     return min(number, MAX_USD) if math.isfinite(number) and number >= 0 else None
 
 
+# No one request costs this much (the dearest listed model's longest answer is under $100): a
+# larger charge for one attempt is a lie, not believed (unknown, its worst case held, looked up),
+# never counted in full: one reply's 1e300 made every later resume of its file stop at once, exit
+# 5 "resumable once there is money", though the key showed $0.00025 charged (out-104 F3).
+MAX_CHARGE_USD = 10_000.0
+
+
+def charge(value: Any) -> float | None:
+    """One attempt's charge from a server (a reply's usage.cost, a generation's total_cost): as
+    `money`, and believable (at most MAX_CHARGE_USD); None otherwise."""
+    usd = money(value)
+    return None if usd is None or usd > MAX_CHARGE_USD else usd
+
+
 def price(value: Any) -> float | None:
     """A price from /models or /endpoints: OpenRouter sends decimal strings ("0.000001");
     "-1" marks a router model whose price is not known. Anything not finite and non-negative
@@ -275,13 +289,13 @@ def parse_generation(data: Any, asked: str) -> GenerationCost | None:
     (usage-accounting.mdx: the provider's charge is `upstream_inference_cost`)."""
     if not isinstance(data, dict) or data.get("id") != asked:
         return None
-    total = money(data.get("total_cost"))
+    total = charge(data.get("total_cost"))
     if total is None:
         return None
     # As for an answer's usage (break-14b M3): a flag that is not a boolean, or an upstream
     # charge above 0, says BYOK; an upstream cost that cannot be read is not "none" (break14c N4).
     flag, sent_upstream = data.get("is_byok"), data.get("upstream_inference_cost")
-    upstream = money(sent_upstream)
+    upstream = charge(sent_upstream)
     if sent_upstream is not None and upstream is None:
         return None
     # `is_byok: false` with an upstream cost: part of `total_cost`, not beside it (break32 F1).

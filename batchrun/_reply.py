@@ -22,7 +22,7 @@ from ._classify import NAME_LIMIT, classify
 from ._exceptions import RequestFailed, Transient
 from ._generation import generation_header, valid_generation_id
 from ._json_text import valid_text
-from ._pricing import money
+from ._pricing import charge, money
 from ._routing import answering_provider
 from ._scrub import Scrubber
 
@@ -66,7 +66,7 @@ class ChatResult:
     @property
     def cost(self) -> float | None:
         """usage.cost when it is a finite, non-negative number; else None (unknown)."""
-        return money(self.usage.get("cost"))
+        return charge(self.usage.get("cost"))
 
 
 # -- small typed readers ---------------------------------------------------------------------
@@ -235,9 +235,9 @@ def usage_of(value: Any, scrub: Scrubber) -> dict[str, Any]:
     for name in _USAGE_COUNTS:
         if count(value.get(name)) is not None:
             usage[name] = value[name]
-    cost = money(value.get("cost"))
+    cost = charge(value.get("cost"))
     if cost is not None:
-        usage["cost"] = cost  # capped at MAX_USD: sums of costs stay finite
+        usage["cost"] = cost  # at most MAX_CHARGE_USD: one past it is no charge (then the cost is unknown)
     for name, fields in _DETAIL_COUNTS.items():
         details = value.get(name)
         if isinstance(details, dict):
@@ -266,7 +266,7 @@ def billed(
     usage.cost above 0 is charged (`reported_cost`); a reply not waived that generated
     tokens, or one whose cost cannot be read, may be billed: held like an abandoned attempt
     and looked up by its id (break14b C4, C10)."""
-    cost = money(usage.get("cost")) if isinstance(usage, dict) else None
+    cost = charge(usage.get("cost")) if isinstance(usage, dict) else None
     tokens = generated or (count(_field(usage, "completion_tokens")) or 0) > 0
     if cost is not None and cost > 0:
         failure.reported_cost = cost
@@ -346,14 +346,14 @@ def cost_rejected(usage: Any) -> bool:
     OpenRouter paid the provider out of it (`is_byok: false`: the upstream cost is part of it)."""
     if not isinstance(usage, dict) or usage.get("cost") is None:
         return False
-    cost = money(usage.get("cost"))
+    cost = charge(usage.get("cost"))
     return cost is None or below_upstream(usage, cost)
 
 
 def upstream_cost(usage: dict[str, Any]) -> float | None:
     """usage.cost_details.upstream_inference_cost, when it is a usable figure."""
     details = usage.get("cost_details")
-    return money(details.get("upstream_inference_cost")) if isinstance(details, dict) else None
+    return charge(details.get("upstream_inference_cost")) if isinstance(details, dict) else None
 
 
 def below_upstream(usage: dict[str, Any], cost: float) -> bool:

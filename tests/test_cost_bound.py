@@ -191,7 +191,8 @@ def test_an_under_reported_cost_is_counted_from_the_keys_usage(tmp_path: Path) -
 def test_huge_costs_never_make_json_invalid(tmp_path: Path) -> None:
     billing = Billing(reported=1e308)
     code, stdout, _, rows = run(server(billing), tmp_path, JOB, "--budget", "0.1")
-    assert code == ExitCode.BUDGET
+    # Not believed (out-104 F3: no request costs that): the run goes on, no figure near it anywhere.
+    assert code == ExitCode.OK and all(r["cost"] is None or r["cost"] < 1 for r in rows)
     text = (tmp_path / "out.summary.json").read_text()
 
     def strict(constant: str) -> Any:

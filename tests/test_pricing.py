@@ -15,7 +15,17 @@ from batchrun._client import OpenRouterClient
 from batchrun._exceptions import Transient
 from batchrun._ledger import BudgetExhausted, CreditLedger
 from batchrun._management import ManagementApi
-from batchrun._pricing import MAX_USD, endpoints_slug, money, parse_endpoints, parse_generation, parse_prices, price
+from batchrun._pricing import (
+    MAX_CHARGE_USD,
+    MAX_USD,
+    charge,
+    endpoints_slug,
+    money,
+    parse_endpoints,
+    parse_generation,
+    parse_prices,
+    price,
+)
 from batchrun.simulator import SimConfig, Simulator
 
 from .conftest import FAKE_KEY, SMALL_JOB, child_env, cli, read_rows, respx_transport, write_job
@@ -90,6 +100,13 @@ def test_a_price_or_override_that_cannot_be_read_makes_the_price_unknown(pricing
     """break-14 finding 19: never a silent fall back to the cheaper base price."""
     assert parse_prices({"prompt": "0.000001", "completion": "0.000002", **pricing})[2] is False
     assert parse_prices({"prompt": "0.000001", "completion": "0.000002", "image": None})[2] is True
+
+
+def test_a_charge_no_request_could_cost_is_not_believed() -> None:
+    # out-104 F3: a reply's usage.cost of 1e300 was counted as $1e12, for good.
+    assert charge(12.5) == 12.5 and charge(MAX_CHARGE_USD) == MAX_CHARGE_USD
+    assert charge(MAX_CHARGE_USD * 1.01) is charge(1e300) is charge(-1) is charge("1") is None
+    assert parse_generation({"id": "gen-1", "total_cost": 1e300}, "gen-1") is None
 
 
 def test_money_is_capped_so_sums_stay_finite() -> None:
