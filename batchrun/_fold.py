@@ -29,6 +29,8 @@ import orjson
 
 from ._cost_text import STATUS_ORDER
 
+ANSWER_COST = ("cost", "cost_status", "cost_held")  # a record's own, as `answer_cost` keeps them
+
 
 def _money(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
@@ -121,7 +123,7 @@ class Earlier:
         # What the run graded `max_cost_usd` on: the answering record's own cost, not the row's over
         # every run (an attempt a deadline cut night 1 turned the gate's pass into a fail: out-101 F1).
         # Set once: a merge folds a row already folded in its own file.
-        last.setdefault("answer_cost", {name: last.get(name) for name in ("cost", "cost_status", "cost_held")})
+        last.setdefault("answer_cost", {name: last.get(name) for name in ANSWER_COST})
         last.update(
             cost=cost,
             spent=_spent(last) + earlier,

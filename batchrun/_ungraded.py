@@ -18,6 +18,7 @@ import orjson
 
 from ._checks import stored_judgements, without_latency_checks
 from ._files import file_mentions
+from ._fold import ANSWER_COST
 from ._judge import VerdictError, parse_verdict
 from ._matrix import Request
 from ._pricing import money
@@ -112,6 +113,10 @@ def regraded_fields(record: dict[str, Any]) -> dict[str, Any]:
     attempts = record.get("attempts") if isinstance(record.get("attempts"), int) else 0
     fields.update(attempts=attempts, attempt_errors=[], error=None, **uncharged(0.0))
     fields.update(is_byok=None, upstream_inference_cost=None, abandoned_attempts=None)
+    # What its checks grade `max_cost_usd` on: the answer's cost, as the record that bought it had
+    # it, never this record's 0 (verify out-103 F1: failed rows passed the gate, exit 0).
+    bought = record.get("answer_cost")
+    fields["answer_cost"] = bought if isinstance(bought, dict) else {k: record.get(k) for k in ANSWER_COST}
     if record.get("batch_id"):
         fields["batch_id"] = record["batch_id"]
     if record.get("cached") is True:  # a hit stays one: it had lost `cached` and its saving (verify66 9)

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode
+from batchrun._ungraded import regraded_fields
 from batchrun.cli._report_gate import NOT_REGRADED
 from batchrun.simulator import Simulator
 
@@ -665,3 +666,21 @@ def test_the_report_page_lists_undecided_rows_and_counts_them(tmp_path: Path) ->
     assert f'<span class="verdict" id="undecided">{undecided} undecided</span>' in html
     assert f"All {undecided} failing, undecided and error rows" in html
     assert html.count('data-kind="undecided"') == undecided and "undecided: " in html  # with why
+
+
+def test_a_row_written_again_to_grade_its_stored_answer_keeps_the_cost_that_bought_it(tmp_path: Path) -> None:
+    # out-103 F1: a resume grading what a stop cut off writes the stored answer again at $0; the
+    # gate graded max_cost_usd on that $0: fail -> pass, exit 0, where the run exited 3.
+    job_text = judged_small_job("run: {concurrency: 4, timeout_s: 5, max_attempts: 8, pass_threshold: 0.5}").replace(
+        "checks: [{judge: 'Names {{expect}}.'}]", "checks: [{judge: 'Names {{expect}}.'}, {max_cost_usd: 0.0000001}]"
+    )
+    job, out = write_job(tmp_path, job_text), tmp_path / "r.jsonl"
+    assert call_cli(job, "--simulate", "-o", out, "-q")[0] == ExitCode.QUALITY
+    rows = read_rows(out)
+    again = [{**r, **regraded_fields(r)} for r in rows if r["prompt_id"] == "capital"]  # as the resume writes them
+    assert {r["cost"] for r in again} == {0.0}
+    with out.open("a") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in again)
+    code, text, err = call_cli("report", out, "--job", job, "--json")
+    total = json.loads(text)["total"]
+    assert code == ExitCode.QUALITY and total["passed"] == 0 and "fail -> pass" not in err, err
