@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -161,7 +162,9 @@ def user_path(text: str) -> Path:
     """A path on the command line: a leading `~` is the home folder, as the shell makes it of a
     word, but not after `--output=` or in quotes: `--output=~/r.jsonl` made a folder named `~`,
     and `cache prune --dir=~/c` pruned nothing, exit 0, where `--cache=~/c` was the home's (out-102 F3)."""
-    return Path(text).expanduser() if text.startswith("~") else Path(text)
+    # os.path's, not Path's: `~nosuchuser/x` (a file named `~draft.jsonl`) stays as typed, as the
+    # shell leaves it, where Path.expanduser raised a RuntimeError, a traceback (out-103 F3).
+    return Path(os.path.expanduser(text))
 
 
 def output_file(text: str) -> Path:

@@ -20,6 +20,7 @@ accepted, or could not grade, that answer as it arrives.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -71,7 +72,7 @@ class CacheSettings:
         options = raw if isinstance(raw, dict) else {}
         folder = options.get("dir")
         return cls(
-            Path(folder).expanduser() if folder else default_cache_dir(),
+            Path(os.path.expanduser(folder)) if folder else default_cache_dir(),  # `~nosuchuser` as typed
             options.get("ttl_s"),
             bool(options.get("store_length", False)),
         )

@@ -423,6 +423,14 @@ def test_a_tilde_on_the_command_line_is_the_home_folder_wherever_it_is(
     assert code == ExitCode.OK and "entries: 20," in out, out
     code, out, _ = call_cli("report", "~/r.jsonl")
     assert code == ExitCode.OK and "TOTAL" in out
+    # out-103 F3: `~name` of no user stays as typed, as the shell leaves it: it was a RuntimeError
+    # traceback, exit 1, and a file named `~draft.jsonl` could not be named at all.
+    Path("~draft.jsonl").write_bytes((home / "r.jsonl").read_bytes())
+    code, out, err = call_cli("report", "~draft.jsonl")
+    assert code == ExitCode.OK and "TOTAL" in out, err
+    for args in (["validate", "~nosuchuser/j.yaml"], ["job.yaml", "--simulate", "--cache=~nosuchuser/c", "-q"]):
+        code, _, err = call_cli(*args)
+        assert "Traceback" not in err and "RuntimeError" not in err and code in (ExitCode.OK, ExitCode.USAGE), err
 
 
 def test_retry_errors_without_output_takes_the_latest_run_though_it_is_complete(in_tmp: Path) -> None:
