@@ -53,21 +53,31 @@ def latest_incomplete(
     job_name: str, pattern: str | None, shard: str | None = None, retry_errors: bool = False
 ) -> Path | None:
     """The newest results file of the job (of this `shard` of it, "K/N") whose summary is
-    missing (a crash) or says incomplete; with `retry_errors`, the newest run, complete or not:
-    a nightly that ended in retryable errors (exit 1) is complete, and `--resume --retry-errors`
-    found "no incomplete run" (out-102 F8). Another shard's newer file was picked, then refused
-    as rows of an edited job (break30 m1)."""
+    missing (a crash) or says incomplete; with `retry_errors`, also one complete with rows in
+    error: a nightly that ended in retryable errors (exit 1) is complete, and `--resume
+    --retry-errors` found "no incomplete run" (out-102 F8), but never a merge's output, nor a
+    run without errors (a --simulate try-out since: out-103 F2). Another shard's newer file was
+    picked, then refused as rows of an edited job (break30 m1)."""
     folder = job_folder(job_name, pattern)
     if not folder.is_dir():
         return None
     for candidate in reversed(results_files(folder)):  # the newest first
         # A link's summary is beside its file (a latest.jsonl to an archived run: verify52 F3).
         earlier = _summary_of(candidate.resolve() if candidate.is_symlink() else candidate)
-        if (earlier.get("complete") is True and not retry_errors) or (earlier and earlier.get("shard") != shard):
+        if (earlier.get("complete") is True and not (retry_errors and _errors_to_retry(earlier))) or (
+            earlier and earlier.get("shard") != shard
+        ):
             continue
         if _holds_results_of(candidate, job_name, shard, earlier):
             return candidate
     return None
+
+
+def _errors_to_retry(summary: dict[str, Any]) -> bool:
+    """A run's own summary (not a merge's) counting rows in error."""
+    total = summary.get("total")
+    errors = total.get("error") if isinstance(total, dict) else None
+    return "merged_from" not in summary and type(errors) is int and errors > 0
 
 
 def incomplete_shards(job_name: str, pattern: str | None) -> list[str]:

@@ -440,6 +440,10 @@ def test_retry_errors_without_output_takes_the_latest_run_though_it_is_complete(
     assert code == ExitCode.ERRORS, err
     [night] = FOLDER.glob("*.jsonl")
     assert json.loads(night.with_name(night.stem + ".summary.json").read_text())["complete"] is True
+    # out-103 F2: nor a newer run without errors (a try-out), nor a merge's output, in its place.
+    assert call_cli("job.yaml", "--simulate", "-q")[0] == ExitCode.OK
+    [tryout] = set(FOLDER.glob("*.jsonl")) - {night}
+    assert call_cli("merge", FOLDER / "zz-merged.jsonl", tryout, "-q")[0] == ExitCode.OK
     code, _, err = call_cli("job.yaml", "--simulate", "--resume", "--retry-errors")
     assert code == ExitCode.OK and f"resuming {night}, the most recent run of small" in err, err
     assert json.loads(night.with_name(night.stem + ".summary.json").read_text())["total"]["error"] == 0
