@@ -96,6 +96,11 @@ def _exact_count(value: Any) -> int | None:
 # 32,000 passed a flat 64 KiB each).
 ITEM_BYTES = 64 * 1024
 BYTES_PER_TOKEN = 16
+# The most one poll's reply may take, whatever its rows allow: a batch's rows without max_tokens
+# are allowed their model's listed maximum (out-100 F3), and a gzip bomb answering a poll of
+# 10,000 such rows then took gigabytes (out-103 F4). A batch past it is said, and max_tokens or a
+# smaller batch_max_requests brings it under.
+MAX_POLL_BYTES = 1 << 30
 
 
 def item_allowance(request: Request | None, costs: CostModel | None = None) -> int:
@@ -185,7 +190,7 @@ class BatchClient:
         cap is max_response_bytes plus `allowance`, what its rows' answers may take
         (`item_allowance`; break22 M2: a batch of 8,100 one-word answers passed the 4 MiB
         cap, and no poll could ever collect it)."""
-        cap = self.client.max_response_bytes + allowance
+        cap = min(self.client.max_response_bytes + allowance, max(MAX_POLL_BYTES, self.client.max_response_bytes))
         reply, data = await self._call("GET", f"{self.url}/{batch_id}", max_bytes=cap)
         date = reply_date(reply.headers)  # ahead or behind: an adopted batch's created_at is put on our clock
         ahead = 0.0 if date is None else date - self.client._clock.time()

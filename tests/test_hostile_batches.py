@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from batchrun import ExitCode, RunOptions, load_job, run_job
+from batchrun import ExitCode, RunOptions, _batch_api, load_job, run_job
 from batchrun._batch_polls import LIMIT
 from batchrun._cache import FILE_NAME
 from batchrun._reader import scan_states
@@ -341,6 +341,18 @@ def test_a_batch_of_long_answers_without_max_tokens_is_collected(tmp_path: Path)
     )
     assert outcome.code == ExitCode.OK, outcome.stderr
     assert [r["status"] for r in outcome.rows] == ["ok"] * ROWS
+
+
+def test_a_poll_reply_never_takes_more_than_the_poll_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # out-103 F4: rows without max_tokens allowed their model's listed maximum each: a gzip bomb
+    # answering the poll of 2,000 such rows took 709 MB. One poll takes at most MAX_POLL_BYTES.
+    monkeypatch.setattr(_batch_api, "MAX_POLL_BYTES", 200_000)
+    job = JOB.replace("  params: {max_tokens: 16}", "  params: {temperature: 0}")
+    server = batch_server(answers_of(120_000))
+    outcome = run_hostile(
+        server, tmp_path, "--budget", "1", "--max-response-bytes", "65536", "--deadline", "10", job=job
+    )
+    assert outcome.code == ExitCode.SUBMITTED and "over the 200,000-byte cap" in outcome.stderr, outcome.stderr
 
 
 def test_a_batch_object_of_another_batch_is_not_collected_as_this_one(tmp_path: Path) -> None:
