@@ -22,6 +22,7 @@ from ._models import PRICE_CAVEATS, Resolution, variant_of
 from ._options import RunOptions
 from ._output_paths import job_folder, summary_path
 from ._preflight import (
+    Estimate,
     estimate,
     job_routing_warning,
     make_client,
@@ -344,8 +345,11 @@ def render_plan(plan: PricedPlan) -> str:
             f"free-model requests needed: {needed}, all against the account's daily cap for :free models"
             + (" (is_free_tier: the lower cap applies)" if tier is True else "")
         )
-    if budget is not None:
-        lines += unaffordable(plan.cheapest, budget)
+    if budget is not None:  # what the run may spend of it, as the run compares (out-103 F6)
+        found = Estimate(
+            rows=plan.rows, worst_usd=plan.worst, no_max_tokens=plan.no_max_tokens, cheapest_usd=plan.cheapest
+        )
+        lines += unaffordable(found, max(0.0, budget - margin), job.run)
     for model in sorted(plan.no_max_tokens):
         lines.append(
             f"warning: {model} has requests without max_tokens: costed at the model's maximum completion "

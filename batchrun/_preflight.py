@@ -105,15 +105,27 @@ class Estimate:
         self.unknown_why.setdefault(request.model, why)
 
 
-def unaffordable(cheapest: dict[str, float], budget: float) -> list[str]:
-    """The models no request of which fits `budget`: the run spent on the others, then stopped,
-    exit 5, "resumable once there is money", which --budget cannot give (out-102 F9)."""
-    return [
-        f"warning: no request of {model} fits the budget: the cheapest needs up to ${usd:.6f}, and ${budget:.6f} is "
-        "all there is (set params.max_tokens, or raise run.budget_usd: --budget only lowers it)"
-        for model, usd in sorted(cheapest.items())
-        if usd > budget
-    ]
+def unaffordable(found: Estimate, budget: float, settings: RunSettings) -> list[str]:
+    """The models no request (in batch mode, no batch) of which fits `budget`, what the ledger may
+    spend: the run spent on the others, then stopped, exit 5, "resumable once there is money",
+    which --budget cannot give (out-102 F9, out-103 F6)."""
+    said = []
+    left, raise_it = f"and ${budget:.6f} is all there is", "raise run.budget_usd: --budget only lowers it"
+    for model, usd in sorted(found.cheapest_usd.items()):
+        rows = found.rows.get(model, 0)
+        batch = min(rows, settings.batch_max_requests)
+        whole = found.worst_usd.get(model, 0.0) * batch / rows if rows else 0.0
+        if usd > budget:
+            advice = f"set params.max_tokens, or {raise_it}" if model in found.no_max_tokens else raise_it
+            said.append(
+                f"no request of {model} fits the budget: the cheapest needs up to ${usd:.6f}, {left} ({advice})"
+            )
+        elif settings.mode == "batch" and whole > budget:
+            said.append(
+                f"no batch of {model} fits the budget: its {batch} request(s) need up to ${whole:.6f}, {left} (lower "
+                f"run.batch_max_requests, or {raise_it})"
+            )
+    return [f"warning: {line}" for line in said]
 
 
 def estimate(
@@ -383,7 +395,7 @@ async def preflight(
     if refusal is not None:
         # With no /models, the URL is the likelier slip: said here too, as --quiet hides notices.
         raise ConfigError(refusal + (url_hint(client.base_url) if models is None else ""))
-    for warning in unaffordable(estimated.cheapest_usd, budget) if budget is not None else []:
+    for warning in unaffordable(estimated, budget, settings) if budget is not None else []:
         notice(warning)
     if estimated.unknown_why and budget is not None:
         reasons = "; ".join(f"{m} ({why})" for m, why in sorted(estimated.unknown_why.items()))

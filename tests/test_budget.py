@@ -367,4 +367,17 @@ def test_a_model_no_request_of_which_fits_the_budget_is_said_before_anything_is_
     assert code == ExitCode.OK and said in out and "openai/gpt-4o-mini fits" not in out
     code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "r.jsonl")
     assert code == ExitCode.BUDGET and err.startswith(f"batchrun: {said}")  # under --quiet too: first
-    assert "no request of openai/gpt-4o-mini" not in err
+    assert "no request of openai/gpt-4o-mini" not in err and "(set params.max_tokens, or raise" in err
+    # out-103 F6: plan compares what the run may spend (less budget_margin_usd), as the run does;
+    # the advice names max_tokens only where it is missing; batch mode: a batch is all or nothing.
+    capped = job.read_text().replace(
+        "run: {budget_usd: 0.1}",
+        "defaults: {params: {max_tokens: 64}}\nrun: {budget_usd: 0.0005, budget_margin_usd: 0.0003}",
+    )
+    job.write_text(capped)
+    code, out, _ = call_cli("plan", job, "--simulate")
+    assert "no request of anthropic/claude-3.5-haiku fits the budget" in out and "$0.000200 is all there is" in out
+    assert "(raise run.budget_usd: --budget only lowers it)" in out and "max_tokens, or" not in out
+    job.write_text(capped.replace("budget_usd: 0.0005, budget_margin_usd: 0.0003}", "budget_usd: 0.001, mode: batch}"))
+    code, out, _ = call_cli("plan", job, "--simulate")
+    assert "warning: no batch of anthropic/claude-3.5-haiku fits the budget: its 2 request(s) need up to $" in out, out
