@@ -111,7 +111,7 @@ class BatchState:
             data = json.loads(read_regular_text(path))
         except FileNotFoundError:
             return cls(path, job, job_fingerprint)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise ResultsError(f"{path}: unreadable batch record ({exc}); it lists batches still to collect") from None
         if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("batches"), list):
             raise ResultsError(f"{path}: not a batchrun batch record")
@@ -141,7 +141,7 @@ class BatchState:
             data = json.loads(read_regular_text(path))
         except FileNotFoundError:
             raise ResultsError(f"{path}: no batch record (was {results} written in batch mode?)") from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise ResultsError(f"{path}: unreadable batch record ({exc})") from None
         if not isinstance(data, dict) or not isinstance(data.get("job"), str):
             raise ResultsError(f"{path}: not a batchrun batch record")

@@ -198,7 +198,7 @@ def shard_layout(
                 twice.append(f"{parts[part]} and {shard} both say they are shard {part}/{count}")
             parts[part] = shard
             counts.add(count)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return (
                 False,
                 [

@@ -96,7 +96,7 @@ def _summary_of(results: Path) -> dict[str, Any]:
     """The summary beside `results` as written, {} when there is none or it cannot be read."""
     try:
         earlier = json.loads(read_regular_text(summary_path(results)))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return earlier if isinstance(earlier, dict) else {}
 

@@ -129,7 +129,7 @@ def _ran_against(path: Path) -> str | None:
     """The endpoint a run used, from its summary (None when unknown)."""
     try:
         endpoint = json.loads(read_regular_text(summary_path(path))).get("endpoint")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return endpoint if isinstance(endpoint, str) else None
 

@@ -1083,6 +1083,19 @@ def test_a_new_run_leaves_a_summary_that_is_not_batchruns_untouched(tmp_path: Pa
     (tmp_path / "deep.summary.json").write_text("[" * 200_000)
     code, _, err = call_cli(small_job, "--simulate", "-o", tmp_path / "deep.jsonl", "-q")
     assert code == ExitCode.USAGE and "deep.summary.json: not a batchrun summary" in err
+    # out-103 F7: merge, plan and --resume read summaries of their own: each one line, never a traceback.
+    (tmp_path / "deep.summary.json").unlink()
+    assert call_cli(small_job, "--simulate", "-o", tmp_path / "deep.jsonl", "-q", "--shard", "1/2")[0] == ExitCode.OK
+    (tmp_path / "deep.summary.json").write_text("[" * 200_000)
+    (tmp_path / "deep.batches.json").write_text("[" * 200_000)
+    commands: list[list[str | Path]] = [
+        ["merge", tmp_path / "m.jsonl", tmp_path / "deep.jsonl"],
+        ["batches", "list", tmp_path / "deep.jsonl"],
+    ]
+    for args in commands:
+        code, _, err = call_cli(*args)
+        assert code in (ExitCode.USAGE, ExitCode.INCOMPLETE) and "Traceback" not in err, err
+    (tmp_path / "deep.batches.json").unlink()
     # verify60 F10: one re-saved with its keys sorted (jq -S) is still batchrun's.
     summary = tmp_path / "out.summary.json"
     summary.write_text(json.dumps(json.loads(summary.read_text()), sort_keys=True))
