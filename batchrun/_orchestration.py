@@ -139,6 +139,8 @@ async def _locked_run(
 
     client = make_client(job, options, settings)
     try:
+        # Before the resume's recovery writes anything: a refusal leaves the file as it was (out-103 F8).
+        isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
         states = await earlier_work(job, options, output, resuming, client, notice)
     except BaseException:
         await client.aclose()
@@ -158,7 +160,6 @@ async def _locked_run(
         prior_spend, shrunk = summary_spend_floor(output, earlier, prior_spend)
         if shrunk:
             notice(shrunk)
-    isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
     cache = open_cache(job, options, notice)
     if cache is not None:
         cache.scrub = client.scrub  # its hits are read as replies are: scrubbed of the run's keys

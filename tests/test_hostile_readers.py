@@ -20,8 +20,9 @@ import orjson
 import pytest
 
 from batchrun import ExitCode
+from batchrun.simulator import Simulator
 
-from .conftest import SMALL_JOB, call_cli, child_env, read_rows, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, read_rows, write_job
 from .forked import run_forked
 
 
@@ -448,7 +449,9 @@ def test_a_resume_never_appends_to_a_file_holding_another_jobs_rows(results: Pat
     assert (code, err) == (0, "")
 
 
-def test_a_resume_refused_for_rows_the_job_no_longer_has_writes_nothing(tmp_path: Path) -> None:
+def test_a_resume_refused_for_rows_the_job_no_longer_has_writes_nothing(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # out-102 F7: refused (exit 2), it had first recorded what a killed run left in flight (a
     # `crashed` record appended) and cut the file's torn tail: "nothing written is changed".
     job = write_job(tmp_path, SMALL_JOB)
@@ -466,6 +469,15 @@ def test_a_resume_refused_for_rows_the_job_no_longer_has_writes_nothing(tmp_path
     write_job(tmp_path, SMALL_JOB.replace("{country: Italy, expect: Rome}", "{country: Peru, expect: Lima}"))
     code, _, err = call_cli(job, "--simulate", "-o", out, "--resume", "-q")
     assert code == ExitCode.USAGE and "row(s) of the file are not in the matrix of job 'small'" in err, err
+    assert out.read_bytes() == before and journal.read_bytes() == journaled
+    # out-103 F8: so is a resume refused for --isolated-key without a management key.
+    write_job(tmp_path, SMALL_JOB)
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+    monkeypatch.delenv("OPENROUTER_MANAGEMENT_KEY", raising=False)
+    code, _, err = call_cli(
+        job, "--base-url", sim.base_url, "-o", out, "--resume", "-q", "--isolated-key", "--budget", "1"
+    )
+    assert code == ExitCode.USAGE and "--isolated-key needs a management key" in err, err
     assert out.read_bytes() == before and journal.read_bytes() == journaled
 
 
