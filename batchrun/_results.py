@@ -297,11 +297,14 @@ class ResultsWriter:
                 "for a line; the run stopped"
             )
             raise self.failure
-        view = memoryview(data)
         try:
+            # Cut under the run, maybe into a record: on a line of its own, the record that shows
+            # it is read (out-103 F9: glued to the fragment, its row was bought again).
+            written = b"\n" + data if 0 < os.fstat(self._fd).st_size < self._size else data
+            view = memoryview(written)
             while view:
                 view = view[os.write(self._fd, view) :]
-            self._size += len(data)
+            self._size += len(written)
             stat = os.fstat(self._fd)
             if (problem := self._file_problem(stat)) is not None and stat.st_nlink:
                 # Appended at the cut file's end: the journal's offsets from before are past it (verify69 F6).
