@@ -304,12 +304,17 @@ class ResponseCache:
         return CacheStats(self.path, entries, size, models, oldest, newest, runs)
 
     def prune(self, older_than_s: float, now: float | None = None) -> int:
+        return sum(self.prune_counts(older_than_s, now))
+
+    def prune_counts(self, older_than_s: float, now: float | None = None) -> tuple[int, int]:
+        """(stored longer ago than `older_than_s`, stored ahead of the clock or at no time) removed:
+        the latter's age is unknown, and `prune` counted them as old (out-103 F10)."""
         now = time.time() if now is None else now
         with self._errors():
-            removed = self._db.execute(
-                "DELETE FROM entries WHERE created_at < ? OR created_at > ?", (now - older_than_s, now + FUTURE_SLACK_S)
-            ).rowcount
-        return self._shrunk(int(removed))
+            ahead = self._db.execute("DELETE FROM entries WHERE created_at > ?", (now + FUTURE_SLACK_S,)).rowcount
+            old = self._db.execute("DELETE FROM entries WHERE created_at < ?", (now - older_than_s,)).rowcount
+        self._shrunk(int(old) + int(ahead))
+        return int(old), int(ahead)
 
     def clear(self, model: str | None = None) -> int:
         with self._errors():

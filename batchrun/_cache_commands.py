@@ -122,7 +122,9 @@ def run_cache_command(command: CacheCommand) -> str:
         if command.action == "stats":
             return render_stats(store.stats())
         if command.action == "prune":
-            return f"pruned {store.prune(older_than)} entr(y/ies) stored over {command.older_than} ago"
+            old, ahead = store.prune_counts(older_than)
+            unknown = f", and {ahead} stored ahead of this clock (their age unknown)" if ahead else ""
+            return f"pruned {old} entr(y/ies) stored over {command.older_than} ago{unknown}"
         which = "" if command.model is None else f" of {command.model}"
         try:
             return f"cleared {store.clear(command.model)} entr(y/ies){which} from {store.path}"

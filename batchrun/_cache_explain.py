@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,7 +141,9 @@ def explain(
             continue
         stale = store.lookup(key, request.payload, None) if fresh is not None else None
         if stale is not None:
-            found.append(Explanation(request, "expired", stale.generated_at, stale.cost))
+            # Without a ttl_s only a time ahead of the clock is not fresh (out-103 F10: "older than ttl_s").
+            why = "stored ahead of this clock: its age is unknown" if fresh and fresh[0] == -math.inf else None
+            found.append(Explanation(request, "expired", stale.generated_at, stale.cost, why=why))
             continue
         groups[request.id] = row_group_id(job.name, request.prompt_id, request.vars)
         found.append(Explanation(request, "miss"))
@@ -210,7 +213,8 @@ def render_explanations(explanations: list[Explanation]) -> tuple[str, int]:
             lines.append(f"hit   {label}  (answered {item.generated_at}{saved})")
         elif item.status == "expired":
             counts["expired"] += 1
-            lines.append(f"miss  {label}  expired: answered {item.generated_at}, older than run.cache.ttl_s")
+            why = item.why or "older than run.cache.ttl_s"
+            lines.append(f"miss  {label}  expired: answered {item.generated_at}, {why}")
         elif item.status == "unusable":
             counts["unusable"] += 1
             lines.append(f"miss  {label}  stored ({item.generated_at or '?'}) but not used: {item.why}")

@@ -90,6 +90,19 @@ def test_cache_upkeep_under_quiet_prints_only_a_failure(tmp_path: Path, sim: Sim
     assert code == 2 and out == "" and "not a batchrun cache" in err
 
 
+def test_entries_stored_ahead_of_the_clock_are_said_as_such(tmp_path: Path, sim: Simulator) -> None:
+    # out-103 F10: a job without ttl_s: `explain` said "expired ... older than run.cache.ttl_s",
+    # and `prune` counted them as "stored over 3650d ago".
+    job, cache = write_job(tmp_path, SMALL_JOB), tmp_path / "cache"
+    assert call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "a.jsonl", f"--cache={cache}")[0] == 0
+    with sqlite3.connect(cache / FILE_NAME) as db:
+        db.execute("UPDATE entries SET created_at = created_at + 86400 WHERE model = 'openai/gpt-4o-mini'")
+    code, text, _ = call_cli("cache", "explain", job, "--dir", cache, "--base-url", sim.base_url, "--prompt", "sum")
+    assert code == 0 and "stored ahead of this clock: its age is unknown" in text and "ttl_s" not in text, text
+    code, text, _ = call_cli("cache", "prune", "--older-than", "3650d", "--dir", cache)
+    assert text == "pruned 0 entr(y/ies) stored over 3650d ago, and 10 stored ahead of this clock (their age unknown)\n"
+
+
 def test_a_file_that_is_not_sqlite_is_never_removed(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
