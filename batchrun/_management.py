@@ -11,7 +11,7 @@ from urllib.parse import quote
 from ._account_reply import CreatedKey, data_of, parse_created_key, parse_key_data
 from ._classify import server_now
 from ._client import OpenRouterClient
-from ._exceptions import ConfigError, Transient
+from ._exceptions import ConfigError, RequestFailed, Transient
 from ._pricing import parse_balance
 
 
@@ -26,7 +26,17 @@ class ManagementApi:
         endpoint has no /credits. A reply that cannot be read raises `bad_response`, like a bad
         /key: the balance bounds the run, so a lie about it must not drop the bound in silence
         (break-14 #12)."""
-        reply = await self.client._account_get("/credits", self.key)
+        try:
+            reply = await self.client._account_get("/credits", self.key)
+        except RequestFailed as failure:
+            if failure.http_status != 403:
+                raise
+            # openapi /credits: 403 "Only management keys can perform this operation": a bad setting,
+            # not an outage (out-104 F6: exit 1, which a wrapper retries for ever).
+            raise ConfigError(
+                f"the management key was refused by /credits ({failure.message}): give a management key in "
+                "$OPENROUTER_MANAGEMENT_KEY (or the job's endpoint.management_key_env), or unset it"
+            ) from None
         if reply is None:
             return None
         balance = parse_balance(data_of(reply, "/credits"))

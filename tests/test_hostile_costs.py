@@ -316,6 +316,21 @@ def test_a_credits_reply_that_cannot_be_read_stops_pre_flight(tmp_path: Path, da
     assert code == ExitCode.ERRORS and "/credits" in stderr
 
 
+def test_a_key_credits_refuses_as_no_management_key_is_a_setting_not_an_outage(tmp_path: Path) -> None:
+    # out-104 F6: /credits' documented 403 ("Only management keys can perform this operation")
+    # was exit 1, "the endpoint failed", which a wrapper retries for ever.
+    server = HostileServer(chat=lambda r: json_answer(200, chat_payload()))
+    refused = {"error": {"code": 403, "message": "Only management keys can perform this operation"}}
+    server.routes["/credits"] = lambda r: json_answer(403, refused)
+    outcome = run(server, tmp_path, "--budget", "1")
+    assert outcome.code == ExitCode.USAGE and outcome.rows == [] and server.chat_rows() == []
+    [line] = outcome.stderr.strip().splitlines()
+    assert "the management key was refused by /credits" in line and "$OPENROUTER_MANAGEMENT_KEY" in line
+    with server.running():
+        code, _, stderr = call_cli("plan", write_job(tmp_path, JOB), "--base-url", server.base_url)
+    assert code == ExitCode.USAGE and "the management key was refused by /credits" in stderr
+
+
 def test_a_credits_reply_bounds_the_run_like_a_key_limit(tmp_path: Path) -> None:
     server = HostileServer(chat=lambda r: json_answer(200, chat_payload()))
     server.routes["/credits"] = lambda r: json_answer(200, {"data": {"total_credits": 1.0, "total_usage": 1.0}})
