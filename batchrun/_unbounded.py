@@ -95,18 +95,30 @@ def _plugins(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def searches_by_itself(model: str) -> bool:
+    """A model that searches the web on every request, asked or not: "native-only models like
+    Perplexity and OpenAI Online" (plugins/web-search.mdx), billed their listing's `web_search`
+    price and the results' prompt tokens (out-104 F1: priced at its tokens alone, a run spent 38%
+    past its budget). Told by the name OpenRouter gives them: Perplexity's, and `*search*` or
+    `*deep-research*` slugs (openai/gpt-4o-search-preview, openai/o3-deep-research)."""
+    author, _, slug = model.partition("/")
+    return author == "perplexity" or "search" in slug or "deep-research" in slug
+
+
 def unbounded_input(body: dict[str, Any], model: str) -> str | None:
     """Why the charge of this request is not bounded by its body, or None when it is."""
     # On every request's path: a text-only body without plugins or tools returns at once.
     plugins = _plugins(body) if "plugins" in body else {}
     # web_search_options at all: an empty one turns search on too (verify47 N3: {} was priced as none).
-    if "web" in plugins or "web_search_options" in body or model.endswith(":online"):
+    if "web" in plugins or "web_search_options" in body or model.endswith(":online") or searches_by_itself(model):
         return _WEB
     other = next((name for name in plugins if name not in _BOUNDED_PLUGINS), None)
     if other is not None:
         return f"plugin {other[:60]}: it runs more than the request's tokens, and the docs give no bound"
     fallbacks = body.get("models")
-    if isinstance(fallbacks, list) and any(isinstance(m, str) and m.endswith(":online") for m in fallbacks):
+    if isinstance(fallbacks, list) and any(
+        isinstance(m, str) and (m.endswith(":online") or searches_by_itself(m)) for m in fallbacks
+    ):
         return _WEB
     tools = body.get("tools")
     for tool in tools if isinstance(tools, list) else ():

@@ -160,6 +160,12 @@ def test_a_disabled_web_plugin_and_function_tools_are_bounded() -> None:
     assert unbounded_input({**body, "plugins": healing}, MODEL) is None
     fusion = unbounded_input({**body, "plugins": [{"id": "fusion"}]}, MODEL)
     assert fusion is not None and "plugin fusion" in fusion
+    # out-104 F1: models that search on every request, asked or not (plugins/web-search.mdx: "native-only
+    # models like Perplexity and OpenAI Online"): priced at their tokens alone, a run spent 38% past its budget.
+    for searching in ("perplexity/sonar", "openai/gpt-4o-mini-search-preview", "openai/o3-deep-research"):
+        assert unbounded_input(body, searching) is not None
+        assert unbounded_input({**body, "models": [searching]}, MODEL) is not None
+    assert unbounded_input(body, "openai/gpt-4o-mini") is None
 
 
 def test_an_unbounded_input_runs_when_unknown_prices_are_allowed(tmp_path: Path) -> None:
