@@ -132,6 +132,7 @@ def applicable_keys(request: Request, model: str) -> dict[str, str]:
         "completion": "completion",
         "internal_reasoning": "completion",
         "request": "once",
+        "input_cache_read": "prompt",  # caching may be automatic (prompt-caching.mdx): any request may read
         "input_cache_write": "prompt",
         "input_cache_write_1h": "prompt",
     }

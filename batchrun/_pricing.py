@@ -25,6 +25,7 @@ PRICE_KEYS = (
     "image",
     "web_search",
     "internal_reasoning",
+    "input_cache_read",
     "input_cache_write",
     "input_cache_write_1h",
     "audio",
@@ -174,7 +175,30 @@ def _read_prices(pricing: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
             bad.append(key)
         else:
             prices[key] = value
+    # openapi PublicPricing: "the price is multiplied by (1 - discount)". Between 0 and 1 it only
+    # lowers a price (left out: a bound stays one); below 0 it raises every one, and past 1 or
+    # unreadable no price can be read (out-104 F5: a discount of -1 doubled them, unseen).
+    # openapi PublicPricing: "the price is multiplied by (1 - discount)". From 0 to 1 it only lowers
+    # a price (left out: the bound stays one); below 0 it raises them all, and past 1 or unread no
+    # price is known (out-104 F5: a discount of -1 doubled every price, unseen).
+    if (discount := pricing.get("discount")) is not None:
+        rate = _finite(discount)
+        if rate is None or rate > 1:
+            bad.append("discount")
+        elif rate < 0:
+            prices = {key: value * (1 - rate) for key, value in prices.items()}
     return prices, bad
+
+
+def _finite(value: Any) -> float | None:
+    """A finite number, sent as one or as a decimal string; None otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _override(entry: Any) -> tuple[Override | None, list[str]]:

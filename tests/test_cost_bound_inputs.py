@@ -338,3 +338,13 @@ def test_attempts_reserved_before_a_charge_above_its_worst_case_are_not_sent_aft
     # before its slot is given back (verify30 N2: the attempt taking it went out: 3 or 4).
     assert billing.chats == len(answered) <= 4
     assert {r["reason"] for r in rows if r["status"] == "skipped"} == {"budget"} and len(rows) == 40 * ROWS
+
+
+def test_a_cache_read_price_above_the_prompt_price_bounds_the_prompt(tmp_path: Path) -> None:
+    # out-104 F5: input_cache_read was never costed: listed at 10x the prompt price (caching may be
+    # automatic: prompt-caching.mdx), the run spent 3x its worst case.
+    prices, overrides, known = parse_prices(pricing(input_cache_read=str(PROMPT * 10)))
+    top = EndpointPrice("top", "top", prices, overrides, known=known)
+    costs = CostModel({MODEL: ModelInfo(MODEL, PROMPT, COMPLETION, 0.0, 131072, 16384, top)})
+    request = _request(tmp_path, {"max_tokens": 50})
+    assert costs.worst_case(request) == pytest.approx(prompt_token_bound(request) * PROMPT * 10 + 50 * COMPLETION)

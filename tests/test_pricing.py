@@ -102,6 +102,27 @@ def test_a_price_or_override_that_cannot_be_read_makes_the_price_unknown(pricing
     assert parse_prices({"prompt": "0.000001", "completion": "0.000002", "image": None})[2] is True
 
 
+@pytest.mark.parametrize(
+    ("discount", "prompt", "known"),
+    [
+        (None, 1e-6, True),
+        ("0.2", 1e-6, True),
+        (0, 1e-6, True),
+        (-1, 2e-6, True),
+        ("-0.5", 1.5e-6, True),
+        (1.5, None, False),
+        ("abc", None, False),
+        (True, None, False),
+    ],
+)
+def test_a_discount_that_raises_a_price_raises_it(discount: Any, prompt: float | None, known: bool) -> None:
+    # out-104 F5: openapi's PublicPricing multiplies a price by (1 - discount): -1 doubled every
+    # price, and the worst case was costed as if it had none. Between 0 and 1 it only lowers one.
+    pricing = {"prompt": "0.000001", "completion": "0.000002", **({} if discount is None else {"discount": discount})}
+    prices, _, ok = parse_prices(pricing)
+    assert ok is known and (not known or prices["prompt"] == pytest.approx(prompt))
+
+
 def test_a_charge_no_request_could_cost_is_not_believed() -> None:
     # out-104 F3: a reply's usage.cost of 1e300 was counted as $1e12, for good.
     assert charge(12.5) == 12.5 and charge(MAX_CHARGE_USD) == MAX_CHARGE_USD
