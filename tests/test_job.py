@@ -465,3 +465,13 @@ def test_a_dataset_is_copied_only_as_far_as_it_is_read(tmp_path: Path, monkeypat
     two += '  {id: q, text: "bye {{who}}", dataset: sub/../rows.jsonl}]\n'
     assert len(list(matrix_requests(load_job(write_job(tmp_path, two))))) == 2
     assert written == [len('{"who": "a"}\n')]
+
+
+def test_reasoning_mode_of_the_docs_is_a_parameter(tmp_path: Path) -> None:
+    # out-104 F8: `reasoning.mode` (reasoning-tokens.mdx, "Reasoning Mode": standard | pro) was an
+    # unknown key, and refused in extra_body too: it could not be sent at all.
+    text = "name: t\nmodels: [openai/gpt-4o-mini]\nprompts: [{id: p, text: hi}]\n"
+    text += "defaults: {params: {max_tokens: 9, reasoning: {mode: pro}}}\n"
+    assert load_job(write_job(tmp_path, text)).models[0].id == "openai/gpt-4o-mini"
+    with pytest.raises(JobError, match="mode"):
+        load_job(write_job(tmp_path, text.replace("mode: pro", "mode: turbo")))
