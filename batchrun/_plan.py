@@ -81,6 +81,9 @@ def render_plan_offline(job: Job, endpoint: str | None = None, warn: Callable[[s
     return "\n".join(lines)
 
 
+FREE_DAILY_CAP = {True: 50, False: 1000}  # :free requests a day, is_free_tier or not (limits.mdx)
+
+
 @dataclass
 class PricedPlan:
     job: Job
@@ -345,6 +348,15 @@ def render_plan(plan: PricedPlan) -> str:
             f"free-model requests needed: {needed}, all against the account's daily cap for :free models"
             + (" (is_free_tier: the lower cap applies)" if tier is True else "")
         )
+        # limits.mdx with snippets' constants: 50 a day on a free tier (under 10 credits bought), else
+        # 1,000 (out-104 F7: 1,200 needed beside "fits" and nothing else).
+        cap = FREE_DAILY_CAP[tier is True]
+        if needed > cap:
+            lines.append(
+                f"warning: {needed} :free requests are more than the {cap:,} a day "
+                f"{'a free-tier account' if tier is True else 'an account'} may send: the run stops at the cap "
+                "(daily_cap, exit 1), and a resume the next day goes on"
+            )
     if budget is not None:  # what the run may spend of it, as the run compares (out-103 F6)
         found = Estimate(
             rows=plan.rows, worst_usd=plan.worst, no_max_tokens=plan.no_max_tokens, cheapest_usd=plan.cheapest

@@ -220,7 +220,14 @@ def test_plan_warns_without_max_tokens_and_reads_the_previous_run(tmp_path: Path
     # /key documents no count of free requests left today (limits.mdx): the plan says
     # what is needed and that the pool is shared, and invents nothing.
     assert "free-model requests needed: 10, all against the account's daily cap" in result.stdout
-    assert "remaining 5" not in result.stdout
+    assert "remaining 5" not in result.stdout and ":free requests are more than" not in result.stdout
+    # out-104 F7: the documented caps (limits.mdx: 50 a day on a free tier, else 1,000) were never compared.
+    many = SMALL_JOB.replace("repeat: 2", "repeat: 220").replace(
+        "google/gemini-2.0-flash-001", "meta-llama/llama-3.3-70b-instruct:free"
+    )
+    result = cli("plan", write_job(tmp_path, many, "many.yaml"), "--simulate", cwd=tmp_path)
+    said = "warning: 1100 :free requests are more than the 1,000 a day an account may send: the run stops at the cap"
+    assert said in result.stdout, result.stdout
 
 
 def test_plans_previous_average_counts_the_grading_too(tmp_path: Path, sim: Simulator) -> None:
