@@ -50,34 +50,37 @@ def run_began(path: Path) -> str:
 
 
 def latest_incomplete(
-    job_name: str, pattern: str | None, shard: str | None = None, retry_errors: bool = False
+    job_name: str, pattern: str | None, shard: str | None = None, retry_errors: bool = False, simulated: bool = False
 ) -> Path | None:
     """The newest results file of the job (of this `shard` of it, "K/N") whose summary is
-    missing (a crash) or says incomplete; with `retry_errors`, also one complete with rows in
-    error: a nightly that ended in retryable errors (exit 1) is complete, and `--resume
-    --retry-errors` found "no incomplete run" (out-102 F8), but never a merge's output, nor a
-    run without errors (a --simulate try-out since: out-103 F2). Another shard's newer file was
-    picked, then refused as rows of an edited job (break30 m1)."""
+    missing (a crash) or says incomplete. With `retry_errors`, the newest run, complete or not (a
+    nightly that ended in retryable errors, exit 1, is complete: out-102 F8), answered as this one
+    is (`simulated` or not: a --simulate try-out since was taken for the night: out-103 F2), never
+    a merge's output; not the newest run with errors, which went back to an old run's errors no
+    retry mends, for ever (out-105 F1). Another shard's newer file was picked, then refused as rows
+    of an edited job (break30 m1)."""
     folder = job_folder(job_name, pattern)
     if not folder.is_dir():
         return None
     for candidate in reversed(results_files(folder)):  # the newest first
         # A link's summary is beside its file (a latest.jsonl to an archived run: verify52 F3).
         earlier = _summary_of(candidate.resolve() if candidate.is_symlink() else candidate)
-        if (earlier.get("complete") is True and not (retry_errors and _errors_to_retry(earlier))) or (
-            earlier and earlier.get("shard") != shard
-        ):
+        if earlier and earlier.get("shard") != shard:
+            continue
+        if retry_errors and not _retried_as(earlier, simulated):
+            continue
+        if not retry_errors and earlier.get("complete") is True:
             continue
         if _holds_results_of(candidate, job_name, shard, earlier):
             return candidate
     return None
 
 
-def _errors_to_retry(summary: dict[str, Any]) -> bool:
-    """A run's own summary (not a merge's) counting rows in error."""
-    total = summary.get("total")
-    errors = total.get("error") if isinstance(total, dict) else None
-    return "merged_from" not in summary and type(errors) is int and errors > 0
+def _retried_as(summary: dict[str, Any], simulated: bool) -> bool:
+    """A run's own summary (not a merge's), of a run answered as this one is (the simulator or not)."""
+    answered_by = summary.get("endpoint")  # "simulator", with its settings when any: `simulator[{...}]`
+    simulator = isinstance(answered_by, str) and answered_by.startswith("simulator")
+    return "merged_from" not in summary and (answered_by is None or simulator == simulated)
 
 
 def incomplete_shards(job_name: str, pattern: str | None) -> list[str]:

@@ -129,8 +129,9 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
             )
     # A shard tried out with --simulate beside real ones made the night's gate green on made-up
     # answers, without a word (out-101 F4).
-    answered = {str(earlier.get("endpoint")) for shard in shards if (earlier := read_run_summary(shard))}
-    if "simulator" in answered and len(answered - {"None"}) > 1:
+    endpoints = [earlier.get("endpoint") for shard in shards if (earlier := read_run_summary(shard))]
+    # "simulator", or with its settings `simulator[{...}]`; an endpoint's URL otherwise.
+    if len({e.startswith("simulator") for e in endpoints if isinstance(e, str)}) > 1:
         warn(
             "some shards were answered by the built-in simulator (--simulate), others by an endpoint: "
             "merged all the same"

@@ -47,7 +47,7 @@ def _output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
         return resolved(options.output) if options.output.is_symlink() else options.output
     if options.resume:
         shard = shard_text(options.shard)
-        found = latest_incomplete(job.name, job.run.output, shard, options.retry_errors)
+        found = latest_incomplete(job.name, job.run.output, shard, options.retry_errors, options.fresh_simulator)
         part = "" if shard is None else f" (shard {shard})"
         if found is None:
             shards = incomplete_shards(job.name, job.run.output) if shard is None else []

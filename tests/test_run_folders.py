@@ -440,11 +440,21 @@ def test_retry_errors_without_output_takes_the_latest_run_though_it_is_complete(
     assert code == ExitCode.ERRORS, err
     [night] = FOLDER.glob("*.jsonl")
     assert json.loads(night.with_name(night.stem + ".summary.json").read_text())["complete"] is True
-    # out-103 F2: nor a newer run without errors (a try-out), nor a merge's output, in its place.
+    # out-103 F2: nor a newer run answered otherwise (a try-out on another endpoint), nor a merge's output.
     assert call_cli("job.yaml", "--simulate", "-q")[0] == ExitCode.OK
     [tryout] = set(FOLDER.glob("*.jsonl")) - {night}
-    assert call_cli("merge", FOLDER / "zz-merged.jsonl", tryout, "-q")[0] == ExitCode.OK
+    summary = tryout.with_name(tryout.stem + ".summary.json")
+    summary.write_text(
+        summary.read_text().replace('"endpoint": "simulator"', '"endpoint": "https://openrouter.ai/api/v1"')
+    )
+    assert call_cli("merge", FOLDER / "zz-merged.jsonl", night, "-q")[0] == ExitCode.OK
     code, _, err = call_cli("job.yaml", "--simulate", "--resume", "--retry-errors")
     assert code == ExitCode.OK and f"resuming {night}, the most recent run of small" in err, err
     assert json.loads(night.with_name(night.stem + ".summary.json").read_text())["total"]["error"] == 0
     assert call_cli("job.yaml", "--simulate", "-q", "--resume")[0] == ExitCode.USAGE  # without: an incomplete one
+    # out-105 F1: a newer clean run of the same endpoint is the latest: an older run's errors (a 400
+    # no retry mends) were resumed every night, exit 1, "the most recent run".
+    assert call_cli("job.yaml", "--simulate", "-q")[0] == ExitCode.OK
+    [newest] = set(FOLDER.glob("*.jsonl")) - {night, tryout, FOLDER / "zz-merged.jsonl"}
+    code, _, err = call_cli("job.yaml", "--simulate", "--resume", "--retry-errors")
+    assert code == ExitCode.OK and f"resuming {newest}, the most recent run of small" in err, err
