@@ -30,7 +30,7 @@ from ._exceptions import ConfigError, Rejected, RequestFailed, Transient
 from ._formats import short
 from ._generation import valid_generation_id
 from ._matrix import Request
-from ._pricing import money
+from ._pricing import MAX_CHARGE_USD, money
 from ._reply import Reply, count, loads
 
 CHAT_ENDPOINT = "/v1/chat/completions"
@@ -165,6 +165,9 @@ class BatchClient:
             raise Transient("bad_response", "the Batch API answered a batch id that is not an id", status)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
         cost = money(usage.get("cost")) if usage else None  # finite, non-negative, or unknown
+        requests = _exact_count(counts.get("total")) or (len(results) if isinstance(results, list) else 0)
+        if cost is not None and cost > MAX_CHARGE_USD * max(1, requests):
+            cost = None  # no batch of its requests costs that: not believed, as one answer's (out-105 F3)
         error = data.get("error")
         if isinstance(error, dict):
             error = str(error.get("message") or error)

@@ -141,8 +141,9 @@ def explain(
             continue
         stale = store.lookup(key, request.payload, None) if fresh is not None else None
         if stale is not None:
-            # Without a ttl_s only a time ahead of the clock is not fresh (out-103 F10: "older than ttl_s").
-            why = "stored ahead of this clock: its age is unknown" if fresh and fresh[0] == -math.inf else None
+            # Not fresh for being stored ahead of the clock, not old (out-103 F10, out-105 F5: "older than ttl_s").
+            ahead = fresh is not None and store.lookup(key, request.payload, (-math.inf, fresh[1])) is None
+            why = "stored ahead of this clock: its age is unknown" if ahead else None
             found.append(Explanation(request, "expired", stale.generated_at, stale.cost, why=why))
             continue
         groups[request.id] = row_group_id(job.name, request.prompt_id, request.vars)

@@ -48,15 +48,21 @@ def change_markers(before: dict[str, Any], after: dict[str, Any]) -> list[dict[s
         if a["pass_rate"] is not None and b["pass_rate"] is None and b.get("undecided"):
             # 100% -> "-" was no change at all (break23): a grader outage is not a quiet run.
             mark(name, "ungraded", f"{name} has no verdict now ({b['undecided']} row(s) undecided)")
-        elif _undecided_share(b) - _undecided_share(a) >= MARKER_DROP - RATE_NOISE and not (
-            fell_by is not None and fell_by >= MARKER_DROP - RATE_NOISE
-        ):
+        elif _more_undecided(a, b) and not (fell_by is not None and fell_by >= MARKER_DROP - RATE_NOISE):
             # Graded rows alone read 100% on a night 5 of 8 verdicts were missing (out-101 F2), or
-            # 15 of 25 after a night with 5 (out-103 F5): the share without a verdict rose.
+            # 15 of 25 after a night with 5 (out-103 F5).
             mark(name, "ungraded", f"{name}: {b['undecided']} row(s) undecided (a grader failed)")
         if set(a["answered_by"]) != set(b["answered_by"]):
             mark(name, "answering", f"{name} answered by {_answerers(a)} → {_answerers(b)}")
     return marks
+
+
+def _more_undecided(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Rows without a verdict where there were none (one of 40 made its run exit 1: out-105 F6),
+    or a share of them 5 points above the run before's."""
+    if not after.get("undecided"):
+        return False
+    return not before.get("undecided") or _undecided_share(after) - _undecided_share(before) >= MARKER_DROP - RATE_NOISE
 
 
 def _undecided_share(model: dict[str, Any]) -> float:

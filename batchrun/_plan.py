@@ -338,7 +338,8 @@ def render_plan(plan: PricedPlan) -> str:
         )
     if plan.balance is not None:
         lines.append(f"account balance (/credits): ${usd(plan.balance)}{fits(plan.balance)}")
-    needed = sum(n for m, n in plan.rows.items() if m.endswith(":free"))
+    # Graders on :free models draw on the same daily cap (out-105 F4: 600 said, 1,800 needed).
+    needed = sum(n for m, n in [*plan.rows.items(), *plan.judge_requests.items()] if m.endswith(":free"))
     if needed:
         # limits.mdx: every :free request counts against one account-wide daily cap, lower
         # for accounts that never bought credits. /key reports `is_free_tier`, not how many

@@ -186,7 +186,7 @@ def _read_prices(pricing: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
         if rate is None or rate > 1:
             bad.append("discount")
         elif rate < 0:
-            prices = {key: value * (1 - rate) for key, value in prices.items()}
+            prices = {key: min(value * (1 - rate), MAX_USD) for key, value in prices.items()}  # out-105 F7: 1e308
     return prices, bad
 
 

@@ -99,10 +99,13 @@ def searches_by_itself(model: str) -> bool:
     """A model that searches the web on every request, asked or not: "native-only models like
     Perplexity and OpenAI Online" (plugins/web-search.mdx), billed their listing's `web_search`
     price and the results' prompt tokens (out-104 F1: priced at its tokens alone, a run spent 38%
-    past its budget). Told by the name OpenRouter gives them: Perplexity's, and `*search*` or
-    `*deep-research*` slugs (openai/gpt-4o-search-preview, openai/o3-deep-research)."""
+    past its budget). Told by the names OpenRouter gives them: Perplexity's Sonar models, and
+    OpenAI's `*search*` and `*deep-research*` ones (gpt-4o-search-preview, o3-deep-research);
+    not Perplexity's offline r1-1776 nor another author's "deepresearch" (out-105 F2)."""
     author, _, slug = model.partition("/")
-    return author == "perplexity" or "search" in slug or "deep-research" in slug
+    if author == "perplexity":
+        return slug.startswith("sonar")
+    return author == "openai" and ("search" in slug or "deep-research" in slug)
 
 
 def unbounded_input(body: dict[str, Any], model: str) -> str | None:

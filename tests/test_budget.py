@@ -86,6 +86,9 @@ def test_records_removed_after_a_budget_stop_do_not_give_their_spend_back(
     assert sim.stats.billed_usd <= 0.005 + 0.0001 and sim.stats.billed_usd - billed <= 0.005 - first_spent + 1e-9
 
 
+FREE = "meta-llama/llama-3.3-70b-instruct:free"
+
+
 def test_a_key_limit_smaller_than_the_budget_binds(tmp_path: Path) -> None:
     job = write_job(tmp_path, BUDGET_JOB)
     out = tmp_path / "k.jsonl"
@@ -222,11 +225,14 @@ def test_plan_warns_without_max_tokens_and_reads_the_previous_run(tmp_path: Path
     assert "free-model requests needed: 10, all against the account's daily cap" in result.stdout
     assert "remaining 5" not in result.stdout and ":free requests are more than" not in result.stdout
     # out-104 F7: the documented caps (limits.mdx: 50 a day on a free tier, else 1,000) were never compared.
-    many = SMALL_JOB.replace("repeat: 2", "repeat: 220").replace(
-        "google/gemini-2.0-flash-001", "meta-llama/llama-3.3-70b-instruct:free"
-    )
+    many = SMALL_JOB.replace("repeat: 2", "repeat: 220").replace("google/gemini-2.0-flash-001", FREE)
     result = cli("plan", write_job(tmp_path, many, "many.yaml"), "--simulate", cwd=tmp_path)
     said = "warning: 1100 :free requests are more than the 1,000 a day an account may send: the run stops at the cap"
+    assert said in result.stdout, result.stdout
+    # out-105 F4: a :free grader draws on the same cap: 500 rows and 600 grader requests are 1,100.
+    graded = judged_small_job().replace("repeat: 2", "repeat: 100").replace("openai/gpt-4o-mini}", FREE + "}")
+    graded = graded.replace("google/gemini-2.0-flash-001", FREE)
+    result = cli("plan", write_job(tmp_path, graded, "graded.yaml"), "--simulate", cwd=tmp_path)
     assert said in result.stdout, result.stdout
 
 

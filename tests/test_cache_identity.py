@@ -99,6 +99,10 @@ def test_entries_stored_ahead_of_the_clock_are_said_as_such(tmp_path: Path, sim:
         db.execute("UPDATE entries SET created_at = created_at + 86400 WHERE model = 'openai/gpt-4o-mini'")
     code, text, _ = call_cli("cache", "explain", job, "--dir", cache, "--base-url", sim.base_url, "--prompt", "sum")
     assert code == 0 and "stored ahead of this clock: its age is unknown" in text and "ttl_s" not in text, text
+    # out-105 F5: with a ttl_s too.
+    timed = write_job(tmp_path, SMALL_JOB.replace("run: {", "run: {cache: {ttl_s: 3600}, "), "timed.yaml")
+    code, text, _ = call_cli("cache", "explain", timed, "--dir", cache, "--base-url", sim.base_url, "--prompt", "sum")
+    assert code == 0 and "stored ahead of this clock: its age is unknown" in text and "ttl_s" not in text, text
     code, text, _ = call_cli("cache", "prune", "--older-than", "3650d", "--dir", cache)
     assert text == "pruned 0 entr(y/ies) stored over 3650d ago, and 10 stored ahead of this clock (their age unknown)\n"
 

@@ -165,7 +165,8 @@ def test_a_disabled_web_plugin_and_function_tools_are_bounded() -> None:
     for searching in ("perplexity/sonar", "openai/gpt-4o-mini-search-preview", "openai/o3-deep-research"):
         assert unbounded_input(body, searching) is not None
         assert unbounded_input({**body, "models": [searching]}, MODEL) is not None
-    assert unbounded_input(body, "openai/gpt-4o-mini") is None
+    for offline in ("openai/gpt-4o-mini", "perplexity/r1-1776", "alibaba/tongyi-deepresearch-30b-a3b"):
+        assert unbounded_input(body, offline) is None  # out-105 F2: a name is not a search
 
 
 def test_an_unbounded_input_runs_when_unknown_prices_are_allowed(tmp_path: Path) -> None:

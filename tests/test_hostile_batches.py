@@ -355,6 +355,14 @@ def test_a_poll_reply_never_takes_more_than_the_poll_cap(tmp_path: Path, monkeyp
     assert outcome.code == ExitCode.SUBMITTED and "over the 200,000-byte cap" in outcome.stderr, outcome.stderr
 
 
+def test_a_batch_cost_no_batch_of_its_requests_could_cost_is_not_believed(tmp_path: Path) -> None:
+    # out-105 F3: a completed batch's usage.cost of 1e300 was counted ($1e12 spread over its rows):
+    # exit 5, and every later resume of the file stopped at once for its budget.
+    outcome = run(tmp_path, lambda ids: completed(1e300, ids), "--deadline", "10")
+    assert outcome.code == ExitCode.OK, outcome.stderr
+    assert summary(tmp_path)["spent_usd"] < 1 and all((r["cost"] or 0) < 1 for r in outcome.rows)
+
+
 def test_a_batch_object_of_another_batch_is_not_collected_as_this_one(tmp_path: Path) -> None:
     # break22 m4: the poll of batch_1 answered with batch_other's object was collected.
     def batch_of(ids: list[str]) -> dict[str, Any]:

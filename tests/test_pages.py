@@ -544,7 +544,10 @@ def test_a_night_whose_verdicts_went_missing_is_marked() -> None:
     [mark] = change_markers(_night(1.0, 8), _night(1.0, 3, undecided=5))
     assert mark["kind"] == "ungraded" and mark["what"] == "m: 5 row(s) undecided (a grader failed)"
     assert change_markers(_night(1.0, 3, undecided=5), _night(1.0, 3, undecided=5)) == []  # not news twice
-    # out-103 F5: 15 of 25 after a night with 5 of 25 was no change; one stray row of 100 is none.
+    # out-103 F5: 15 of 25 after a night with 5 of 25 was no change; one more of 100 after one is none.
     [mark] = change_markers(_night(1.0, 20, undecided=5), _night(1.0, 10, undecided=15))
     assert mark["what"] == "m: 15 row(s) undecided (a grader failed)"
-    assert change_markers(_night(1.0, 100), _night(1.0, 99, undecided=1)) == []
+    assert change_markers(_night(1.0, 99, undecided=1), _night(1.0, 98, undecided=2)) == []
+    # out-105 F6: the first one after a night with none is news (its run exited 1 for it).
+    [mark] = change_markers(_night(1.0, 40), _night(1.0, 39, undecided=1))
+    assert mark["what"] == "m: 1 row(s) undecided (a grader failed)"

@@ -113,6 +113,7 @@ def test_a_price_or_override_that_cannot_be_read_makes_the_price_unknown(pricing
         (1.5, None, False),
         ("abc", None, False),
         (True, None, False),
+        (-1e300, MAX_USD, True),  # out-105 F7: a price of $1.2e308 a token, and 300-digit figures
     ],
 )
 def test_a_discount_that_raises_a_price_raises_it(discount: Any, prompt: float | None, known: bool) -> None:
