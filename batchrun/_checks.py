@@ -344,7 +344,7 @@ def answer_of(record: dict[str, Any]) -> Answer:
         usage.get("completion_tokens"),
         record.get("finish_reason"),
         tuple(record.get("tool_calls") or ()),
-        record.get("cost_saved_status" if hit else "cost_status") if hit else costs.get("cost_status"),
+        record.get("cost_saved_status") if hit else costs.get("cost_status"),
         None if hit else costs.get("cost_held"),
     )
 

@@ -175,9 +175,6 @@ def _read_prices(pricing: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
             bad.append(key)
         else:
             prices[key] = value
-    # openapi PublicPricing: "the price is multiplied by (1 - discount)". Between 0 and 1 it only
-    # lowers a price (left out: a bound stays one); below 0 it raises every one, and past 1 or
-    # unreadable no price can be read (out-104 F5: a discount of -1 doubled them, unseen).
     # openapi PublicPricing: "the price is multiplied by (1 - discount)". From 0 to 1 it only lowers
     # a price (left out: the bound stays one); below 0 it raises them all, and past 1 or unread no
     # price is known (out-104 F5: a discount of -1 doubled every price, unseen).
