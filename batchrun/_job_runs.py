@@ -53,10 +53,10 @@ def latest_incomplete(
     job_name: str, pattern: str | None, shard: str | None = None, retry_errors: bool = False, simulated: bool = False
 ) -> Path | None:
     """The newest results file of the job (of this `shard` of it, "K/N") whose summary is
-    missing (a crash) or says incomplete. With `retry_errors`, the newest run, complete or not (a
-    nightly that ended in retryable errors, exit 1, is complete: out-102 F8), answered as this one
-    is (`simulated` or not: a --simulate try-out since was taken for the night: out-103 F2), never
-    a merge's output; not the newest run with errors, which went back to an old run's errors no
+    missing (a crash) or says incomplete, answered as this one is (`simulated` or not: a --simulate
+    try-out since was taken for the night: out-103 F2), never a merge's output. With `retry_errors`,
+    the newest such run, complete or not (a nightly that ended in retryable errors, exit 1, is
+    complete: out-102 F8); not the newest run with errors, which went back to an old run's errors no
     retry mends, for ever (out-105 F1). Another shard's newer file was picked, then refused as rows
     of an edited job (break30 m1)."""
     folder = job_folder(job_name, pattern)
@@ -67,7 +67,9 @@ def latest_incomplete(
         earlier = _summary_of(candidate.resolve() if candidate.is_symlink() else candidate)
         if earlier and earlier.get("shard") != shard:
             continue
-        if retry_errors and not _retried_as(earlier, simulated):
+        # Answered as this one is (a --simulate try-out stopped at its deadline was finished against
+        # the endpoint, its made-up answers kept: out-106 F1); a run killed before its summary cannot say.
+        if not _answered_as(earlier, simulated):
             continue
         if not retry_errors and earlier.get("complete") is True:
             continue
@@ -76,7 +78,7 @@ def latest_incomplete(
     return None
 
 
-def _retried_as(summary: dict[str, Any], simulated: bool) -> bool:
+def _answered_as(summary: dict[str, Any], simulated: bool) -> bool:
     """A run's own summary (not a merge's), of a run answered as this one is (the simulator or not)."""
     answered_by = summary.get("endpoint")  # "simulator", with its settings when any: `simulator[{...}]`
     simulator = isinstance(answered_by, str) and answered_by.startswith("simulator")

@@ -355,8 +355,8 @@ def render_plan(plan: PricedPlan) -> str:
         if needed > cap:
             lines.append(
                 f"warning: {needed} :free requests are more than the {cap:,} a day "
-                f"{'a free-tier account' if tier is True else 'an account'} may send: the run stops at the cap "
-                "(daily_cap, exit 1), and a resume the next day goes on"
+                f"{'a free-tier account' if tier is True else 'an account'} may send: those past it are not sent "
+                "today (daily_cap, exit 1), and a resume the next day goes on"
             )
     if budget is not None:  # what the run may spend of it, as the run compares (out-103 F6)
         found = Estimate(

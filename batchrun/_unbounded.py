@@ -102,10 +102,10 @@ def searches_by_itself(model: str) -> bool:
     past its budget). Told by the names OpenRouter gives them: Perplexity's Sonar models, and
     OpenAI's `*search*` and `*deep-research*` ones (gpt-4o-search-preview, o3-deep-research);
     not Perplexity's offline r1-1776 nor another author's "deepresearch" (out-105 F2)."""
-    author, _, slug = model.partition("/")
+    author, _, slug = model.removeprefix("~").partition("/")  # `~openai/...`: an alias (out-106 F3)
     if author == "perplexity":
-        return slug.startswith("sonar")
-    return author == "openai" and ("search" in slug or "deep-research" in slug)
+        return "sonar" in slug  # llama-3.1-sonar-*-online too
+    return slug.endswith("-online") or (author == "openai" and ("search" in slug or "deep-research" in slug))
 
 
 def unbounded_input(body: dict[str, Any], model: str) -> str | None:

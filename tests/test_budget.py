@@ -227,7 +227,7 @@ def test_plan_warns_without_max_tokens_and_reads_the_previous_run(tmp_path: Path
     # out-104 F7: the documented caps (limits.mdx: 50 a day on a free tier, else 1,000) were never compared.
     many = SMALL_JOB.replace("repeat: 2", "repeat: 220").replace("google/gemini-2.0-flash-001", FREE)
     result = cli("plan", write_job(tmp_path, many, "many.yaml"), "--simulate", cwd=tmp_path)
-    said = "warning: 1100 :free requests are more than the 1,000 a day an account may send: the run stops at the cap"
+    said = "warning: 1100 :free requests are more than the 1,000 a day an account may send: those past it are not sent"
     assert said in result.stdout, result.stdout
     # out-105 F4: a :free grader draws on the same cap: 500 rows and 600 grader requests are 1,100.
     graded = judged_small_job().replace("repeat: 2", "repeat: 100").replace("openai/gpt-4o-mini}", FREE + "}")

@@ -162,7 +162,8 @@ def test_a_disabled_web_plugin_and_function_tools_are_bounded() -> None:
     assert fusion is not None and "plugin fusion" in fusion
     # out-104 F1: models that search on every request, asked or not (plugins/web-search.mdx: "native-only
     # models like Perplexity and OpenAI Online"): priced at their tokens alone, a run spent 38% past its budget.
-    for searching in ("perplexity/sonar", "openai/gpt-4o-mini-search-preview", "openai/o3-deep-research"):
+    searching_ids = ("perplexity/sonar", "openai/gpt-4o-mini-search-preview", "openai/o3-deep-research")
+    for searching in (*searching_ids, "perplexity/llama-3.1-sonar-large-128k-online", "~openai/gpt-search-latest"):
         assert unbounded_input(body, searching) is not None
         assert unbounded_input({**body, "models": [searching]}, MODEL) is not None
     for offline in ("openai/gpt-4o-mini", "perplexity/r1-1776", "alibaba/tongyi-deepresearch-30b-a3b"):

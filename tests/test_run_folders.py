@@ -458,3 +458,15 @@ def test_retry_errors_without_output_takes_the_latest_run_though_it_is_complete(
     [newest] = set(FOLDER.glob("*.jsonl")) - {night, tryout, FOLDER / "zz-merged.jsonl"}
     code, _, err = call_cli("job.yaml", "--simulate", "--resume", "--retry-errors")
     assert code == ExitCode.OK and f"resuming {newest}, the most recent run of small" in err, err
+
+
+def test_resume_passes_over_a_run_answered_by_another_endpoint(in_tmp: Path) -> None:
+    # out-106 F1: a --simulate try-out stopped before its end was "the most recent incomplete run",
+    # finished against the endpoint, its made-up answers kept and its summary naming the endpoint.
+    nightly = killed(night())
+    summary = nightly.with_name(nightly.stem + ".summary.json")
+    assert call_cli("job.yaml", "--simulate", "-q", "-o", nightly, "--resume")[0] == ExitCode.OK  # a summary again
+    text = summary.read_text().replace('"complete": true', '"complete": false')
+    summary.write_text(text.replace('"endpoint": "simulator"', '"endpoint": "https://openrouter.ai/api/v1"'))
+    code, _, err = call_cli("job.yaml", "--simulate", "--resume")
+    assert code == ExitCode.USAGE and "no incomplete run of 'small' was found" in err, err
