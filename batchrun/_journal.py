@@ -207,7 +207,7 @@ class AttemptJournal:
                 self.path.unlink()
 
 
-async def look_up(client: OpenRouterClient, attempts: list[dict[str, Any]], limit_s: float) -> dict[str, float]:
+async def _look_up(client: OpenRouterClient, attempts: list[dict[str, Any]], limit_s: float) -> dict[str, float]:
     """Generation id -> its cost, for those /generation knows (a few at a time, all within
     `limit_s`: a lookup that hangs leaves its attempt held, never the run waiting)."""
     ids = {g for a in attempts if (g := valid_generation_id(a["gen"], client.scrub)) is not None}
@@ -308,7 +308,7 @@ async def recover(
     if rows:
         drop_recorded(results, rows)
     if rows:
-        found = await look_up(client, [a for c in rows.values() for a in c.attempts], limit_s)
+        found = await _look_up(client, [a for c in rows.values() for a in c.attempts], limit_s)
         known = {r.id: r for r in requests if r.id in rows}
         answered = _answers_being_graded(results, rows, known)
         writer = ResultsWriter(results)

@@ -25,7 +25,6 @@ from ._reader import ScanResult, Warn
 from ._record_head import state_blob
 from ._report_data import read_run_summary
 from ._results import final_records, first_record, foreign_record, last_record, repair_torn_tail, scan_states
-from ._resume_costs import learn_earlier_costs
 from ._ungraded import stopped_gradings
 
 
@@ -336,10 +335,7 @@ async def earlier_work(
         return (
             ScanResult({}, 0.0, 0, found.key_gap, key_seen=found.key_seen) if found.key_gap or found.key_seen else None
         )
-    learnt = await learn_earlier_costs(output, job, options.shard, client, now, limit) if resuming else 0
-    if learnt:
-        notice(f"{output}: {learnt} row(s) an earlier run wrote with an unknown cost: looked up now, written again")
-    if first is None or mended or found.rows or learnt:
+    if first is None or mended or found.rows:
         states = resume_states(output, lambda message: notice(f"warning: {message}"))
     else:  # the file as the first scan read it
         states = first
