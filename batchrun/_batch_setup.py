@@ -22,26 +22,24 @@ from ._worker_pool import Runner
 
 def batch_setup(job: Job, options: RunOptions, settings: RunSettings, output: Path) -> BatchState | None:
     """In batch mode, this output's record of batches; None in sync mode."""
-    if (lost := _record_lost(output, job)) is not None:
+    state = BatchState.load(output, job.name, job.fingerprint)  # an empty one where there is none
+    if (lost := _record_lost(output, state)) is not None:
         raise ConfigError(lost)
     if settings.mode != "batch":
-        if state_path(output).exists():
+        if held_open(state):
             # Rows in a batch still open would be sent again in sync mode and paid twice, and
             # the batch's reservation would not be counted (break-14b C13): collect it first.
-            state = BatchState.load(output, job.name, job.fingerprint)
-            if held_open(state):
-                rows = sum(len(e.rows) for e in state.entries if e.state in (INTENT, SUBMITTED))
-                raise ConfigError(
-                    f"{state_path(output)} lists {rows} row(s) in batches of an earlier batch-mode run that are "
-                    "still open or in doubt: a sync run would send them again; collect them with --mode batch "
-                    "(see `batchrun batches list`)"
-                )
+            rows = sum(len(e.rows) for e in state.entries if e.state in (INTENT, SUBMITTED))
+            raise ConfigError(
+                f"{state_path(output)} lists {rows} row(s) in batches of an earlier batch-mode run that are "
+                "still open or in doubt: a sync run would send them again; collect them with --mode batch "
+                "(see `batchrun batches list`)"
+            )
         return None
     if settings.isolated_key:
         raise ConfigError(
             "batch mode cannot use an isolated key: the key is deleted when the run ends, its batches are not"
         )
-    state = BatchState.load(output, job.name, job.fingerprint)
     if options.fresh_simulator and held_open(state):
         # That simulator went with its run: each poll would be a 404, three in a row ending
         # the rows after minutes of polling (break27 m11).
@@ -59,13 +57,13 @@ def batch_setup(job: Job, options: RunOptions, settings: RunSettings, output: Pa
 BATCH_WAIT_S = 25 * 3600.0
 
 
-def _record_lost(output: Path, job: Job) -> str | None:
+def _record_lost(output: Path, state: BatchState) -> str | None:
     """Why this output cannot be run: its batch record is gone (or lists no batch), while the last
     run's summary says batches were still open or in doubt. Their rows were submitted again and
     billed twice, exit 0, the summary's hold forgotten (out-100 F1: a rename of the results and
     summary, as batchrun's own advice says, left the record behind)."""
     batches = read_run_summary(output).get("batches")
-    if not isinstance(batches, dict) or (state_path(output).exists() and BatchState.load(output, job.name, "").entries):
+    if not isinstance(batches, dict) or state.entries:
         return None
     opened, doubt = batches.get("open"), batches.get("in_doubt")
     count = (opened if type(opened) is int and opened > 0 else 0) + (len(doubt) if isinstance(doubt, list) else 0)

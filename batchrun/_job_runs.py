@@ -18,6 +18,7 @@ from ._journal_file import JOURNAL_SUFFIX, journal_header
 from ._output_paths import job_folder, summary_path
 from ._report_data import is_shard_file, read_run_summary
 from ._results import first_record
+from ._simulated import simulated as is_simulated
 
 
 def results_files(folder: Path, ordered: bool = True) -> list[Path]:
@@ -80,9 +81,8 @@ def latest_incomplete(
 
 def _answered_as(summary: dict[str, Any], simulated: bool) -> bool:
     """A run's own summary (not a merge's), of a run answered as this one is (the simulator or not)."""
-    answered_by = summary.get("endpoint")  # "simulator", with its settings when any: `simulator[{...}]`
-    simulator = isinstance(answered_by, str) and answered_by.startswith("simulator")
-    return "merged_from" not in summary and (answered_by is None or simulator == simulated)
+    answered_by = summary.get("endpoint")
+    return "merged_from" not in summary and (answered_by is None or is_simulated(answered_by) == simulated)
 
 
 def incomplete_shards(job_name: str, pattern: str | None) -> list[str]:

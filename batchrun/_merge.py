@@ -27,6 +27,7 @@ from ._output_paths import SIDECARS, current_umask, sidecar_name_problem
 from ._reader import Warn, spent_on
 from ._report_data import RunSpan, file_key_gap, read_run_summary, run_spans
 from ._results import RESULTS_MODE, ResultsWriter, final_records
+from ._simulated import simulated
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
 from ._verdict import ungraded_reason
@@ -130,8 +131,7 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
     # A shard tried out with --simulate beside real ones made the night's gate green on made-up
     # answers, without a word (out-101 F4).
     endpoints = [earlier.get("endpoint") for shard in shards if (earlier := read_run_summary(shard))]
-    # "simulator", or with its settings `simulator[{...}]`; an endpoint's URL otherwise.
-    if len({e.startswith("simulator") for e in endpoints if isinstance(e, str)}) > 1:
+    if len({simulated(e) for e in endpoints if isinstance(e, str)}) > 1:
         warn(
             "some shards were answered by the built-in simulator (--simulate), others by an endpoint: "
             "merged all the same"

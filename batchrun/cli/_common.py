@@ -15,9 +15,7 @@ from .._console import Console, append_step_summary, is_step_summary
 from .._exceptions import (
     ConfigError,
 )
-
-# How cache keys name the built-in simulator, whose port changes from run to run.
-SIMULATOR_ENDPOINT = "simulator"
+from .._simulated import SIMULATOR_ENDPOINT
 
 
 def simulator_endpoint(args: argparse.Namespace) -> str:
