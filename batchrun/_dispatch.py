@@ -19,6 +19,7 @@ from ._exceptions import NotSent, RateLimited, RequestFailed
 from ._generation import Flight
 from ._journal import AttemptJournal
 from ._ledger import BudgetExhausted, CreditLedger
+from ._limit_parts import LimitParts
 from ._matrix import Request
 from ._pricing import budget_message, usd
 from ._reconcile import KeyStart, key_remaining
@@ -49,7 +50,7 @@ class Dispatcher:
         settings: RunSettings,
         *,
         costs: CostModel | None,
-        limit_from_key: bool,
+        limits: LimitParts,
         key_start: KeyStart,
     ) -> None:
         self.client = client
@@ -61,7 +62,7 @@ class Dispatcher:
         self.costs = costs
         self.charges = ChargeBook(client, ledger)
         self.settings = settings  # stream, timeout_s, key_refresh_*, budget_margin_usd
-        self.limit_from_key = limit_from_key  # the binding limit is the key's credit, not our budget
+        self.limits = limits  # the budget's, the key's and the balance's parts of the ledger's limit
         self.key_start = key_start  # the key before the first request (_ledger.follow_key)
         self.key_seen = key_start  # the last read followed: no running total falls below it either
         self._sent_since_refresh = 0
@@ -77,7 +78,7 @@ class Dispatcher:
 
     # -- the budget -------------------------------------------------------------------------
     def budget_stop(self, worst: float | None) -> None:
-        reason = StopReason.CREDITS if self.limit_from_key else StopReason.BUDGET
+        reason = StopReason.CREDITS if self.limits.from_key else StopReason.BUDGET
         self.stops.request(reason, budget_message(worst, self.ledger.remaining, self.ledger.from_key))
 
     async def reserve(self, worst: float | None) -> float | None:
@@ -87,7 +88,7 @@ class Dispatcher:
             # hit: when the entry is gone at dispatch (its ttl_s passed mid-run, a prune, the
             # cache turned off), it went out reserving $0 ($0.97 on $0.50: break14h H2).
             self.stops.request(
-                StopReason.CREDITS if self.limit_from_key else StopReason.BUDGET,
+                StopReason.CREDITS if self.limits.from_key else StopReason.BUDGET,
                 "the next request's worst case is not known (planned as a cache hit, its entry was gone "
                 "when it was due): under a limit it is not sent (run.allow_unknown_prices)",
             )
@@ -145,7 +146,7 @@ class Dispatcher:
         if reported is not None and self.ledger.would_pass(held, reported):
             # Within its worst case, it is what the key showed beyond the costs that passed it (verify37 N4).
             why = "past its worst case and the limit" if reported > held else "and the key's usage was past the limit"
-            reason = StopReason.CREDITS if self.limit_from_key else StopReason.BUDGET
+            reason = StopReason.CREDITS if self.limits.from_key else StopReason.BUDGET
             self.stops.request(reason, f"an answer said it cost ${usd(reported)}, {why}")
 
     async def send_with_retries(self, row: Row, worst: float | None) -> tuple[ChatResult, float]:
@@ -396,14 +397,12 @@ class Dispatcher:
                 # PROBE_REACH x concurrency requests apart; the tolerance shrinks with what is left.
                 left = self.ledger.remaining or 0.0
                 self._next_probe(gap > max(PROBE_TOLERANCE_USD, PROBE_TOLERANCE_SHARE * left))
-        if remaining is not None:
-            # The key allows `remaining` beyond what it has charged; the ledger counts that
-            # charge (and the gap follow_key added) already, so the limit is the charge plus
-            # what is left. `spent + remaining` counted the gap twice and stopped a run with
-            # credit to spare (break-14c m6).
-            # Charges counted from before the run began (from_earlier) are not in `charged`.
-            new_limit = charged + self.ledger.from_earlier + remaining - self.settings.budget_margin_usd
-            if self.ledger.limit is None or new_limit < self.ledger.limit:
-                self.limit_from_key = True
-                await self.ledger.lower_limit(new_limit)
+        # The key allows `remaining` beyond what it has charged; the ledger counts that charge
+        # (and the gap follow_key added) already, so its part is the charge plus what is left.
+        # `spent + remaining` counted the gap twice and stopped a run with credit to spare
+        # (break-14c m6). Charges counted from before the run began (from_earlier) are not in `charged`.
+        key_cap = None if remaining is None else charged + self.ledger.from_earlier + remaining
+        rise = start.byok_rise(info) if start.usage is not None and problem is None else None
+        if (limit := self.limits.follow(key_cap, rise)) is not None and limit != self.ledger.limit:
+            await self.ledger.set_limit(limit)
         return problem

@@ -289,10 +289,13 @@ class CreditLedger:
         self.spent += actual
         self._wake()
 
-    async def lower_limit(self, limit_usd: float) -> None:
-        """Tighten the limit (e.g. the key's remaining credit fell because a shard shares it)."""
-        self.limit = limit_usd if self.limit is None else min(self.limit, limit_usd)
-        self._wake(change=False)  # a tighter limit makes no room: no reason to read /key again
+    async def set_limit(self, limit_usd: float) -> None:
+        """The limit as a /key read left it (_limit_parts): lower when the key's remaining credit
+        fell (a shard shares it), higher by BYOK spend the key's credit does not pay."""
+        self.limit = limit_usd
+        # A tighter limit makes no room, and a higher one comes with the read that opens the
+        # window (which wakes every waiter): neither is a change to read /key again for.
+        self._wake(change=False)
 
     def _wake(self, change: bool = True) -> None:
         """Let every waiter re-check (synchronous, so a cancelled task can still call it);

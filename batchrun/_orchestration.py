@@ -179,13 +179,13 @@ async def _locked_run(
         pre = await control.before_start(start_up(), time_left) or unpriced(job_budget)
         # A killed run's key readings: not across two of --simulate's own simulators (each has its key).
         seen = states.key_seen if states is not None and not options.fresh_simulator else None
-        budget, journal_released = pre.budget, 0.0
+        journal_released = 0.0
         if unseen := killed_run_charge(seen, pre.key_start, prior_spend, output, notice):
             # Spent before this run began, as the killed run's records: the budget's part of the limit
             # falls by it (the key's credit shows it already: counted there, it stopped runs early).
             prior_spend, key_gap_before = prior_spend + unseen, key_gap_before + unseen
-            if job_budget is not None and budget is not None:
-                budget = min(budget, max(0.0, job_budget - unseen - settings.budget_margin_usd))
+            if job_budget is not None:
+                pre.limits.job = job_budget - unseen - settings.budget_margin_usd
         elif released := released_charge(seen, pre.key_start.usage, prior_spend, pre.key_start.remaining):
             notice(f"{output}: ${released:.6f} held for answers no /key read confirmed was not charged: released")
             if seen is not None and seen.unconfirmed_in_journal:
@@ -193,8 +193,9 @@ async def _locked_run(
             else:
                 release_in_summary(output, released)
             prior_spend, key_gap_before = prior_spend - released, key_gap_before - released
-            if budget is not None and not pre.limit_from_key:  # the budget binds: it has that much more
-                budget += released
+            if pre.limits.job is not None:  # the budget has that much more (the key's credit shows it)
+                pre.limits.job += released
+        budget = pre.budget
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
         # Not even a $0 request (_fits) once earlier runs spent it, or the key or account is overdrawn
         # (limits.mdx: 402s, free models included): 4 went out, then a stop blamed an answer (break38 F5).
@@ -223,7 +224,7 @@ async def _locked_run(
             shard=shard_text(options.shard),
             costs=pre.costs if models else None,
             ledger=ledger,
-            limit_from_key=pre.limit_from_key,
+            limits=pre.limits,
             key_start=pre.key_start,
             on_record=record_done,
             judge=job.judge,
@@ -334,7 +335,8 @@ async def _locked_run(
             stop_message=outcome.stop_message,
             estimate_usd=round(float(min(estimated.total_worst, MAX_USD)), 8) if models else None,  # as money is read
             estimate_unknown=sorted(estimated.unknown_price),  # models whose worst case is not in it
-            budget_usd=None if budget is None else round(budget, 8),
+            # Raised, when BYOK spend the key's credit does not pay rose the limit (_limit_parts).
+            budget_usd=None if budget is None else round(max(budget, runner.ledger.limit or 0.0), 8),
             # After the wind-down, what lookups learnt replaced held worst cases (verify25 N3: 10-20x).
             spent_usd=round(runner.ledger.committed + late_gap, 12),
             spent_before_usd=round(prior_spend, 8),

@@ -25,10 +25,11 @@ from ._costs import CostModel, Worst, unknown_price_refusal
 from ._exceptions import ConfigError
 from ._job import Job
 from ._judging import judge_requests_for
+from ._limit_parts import LimitParts
 from ._matrix import Request, Shard, matrix_requests, request_params
 from ._models import Lookup, Resolution, resolve_models
 from ._options import Notice, RunOptions
-from ._reconcile import KeyStart
+from ._reconcile import KeyStart, key_remaining
 from ._results import RowState, ScanResult
 from ._retry import retry_call, retry_policy
 from ._routing import routing_warning, unpinned_models
@@ -298,16 +299,19 @@ class Preflight:
     models: dict[str, ModelInfo] | None
     costs: CostModel
     estimate: Estimate
-    budget: float | None  # what the ledger may spend: job budget, key credit, less the margin
-    limit_from_key: bool  # the key's credit, not the job's budget, is the binding limit
+    limits: LimitParts  # what the ledger may spend: job budget, key credit, balance, less the margin
     # The key before the first request: the key window and the reconciliation measure from it.
     key_start: KeyStart = KeyStart()
     balance: float | None = None  # the account's balance (/credits), with a management key
 
+    @property
+    def budget(self) -> float | None:
+        return self.limits.limit
+
 
 def unpriced(budget: float | None) -> Preflight:
     """Start-up cut short by a stop (a signal, the deadline): nothing read, nothing will be sent."""
-    return Preflight(None, CostModel({}, 0.0, {}), Estimate(), budget, False)
+    return Preflight(None, CostModel({}, 0.0, {}), Estimate(), LimitParts(job=budget))
 
 
 def missing_account_api(base_url: str, models: object | None, key: object | None) -> str | None:
@@ -381,15 +385,14 @@ async def preflight(
     costs = CostModel(models, settings.cost_margin, endpoints)
     secrets = run_secrets(job, options.api_key, options.management_key)
     estimated = estimate(job, costs, options.shard, states, options.retry_errors, cache, secrets=secrets)
-    budget = job_budget
-    limit_from_key = False
     balance = await read_balance(client, options.management_key, retry_policy(settings), options.clock.sleep, time_left)
     # The key's own limit and the account's balance bound the run like a budget does.
-    for remaining in (key.get("limit_remaining") if key else None, balance):
-        if isinstance(remaining, (int, float)) and (budget is None or remaining < budget):
-            budget, limit_from_key = float(remaining), True
-    if budget is not None:
-        budget = max(0.0, budget - settings.budget_margin_usd)
+    job_part, key_part, balance_part = (
+        None if v is None else v - settings.budget_margin_usd for v in (job_budget, key_remaining(key), balance)
+    )
+    leaves_out = key is not None and key.get("include_byok_in_limit") is False
+    limits = LimitParts(job_part, key_part, balance_part, leaves_out, margin=settings.budget_margin_usd)
+    budget = limits.limit
     endpoints_outage(endpoints, budget is not None, settings.allow_unknown_prices)
     refusal = unknown_price_refusal(estimated.unknown_why, budget is not None, settings.allow_unknown_prices)
     if refusal is not None:
@@ -400,4 +403,4 @@ async def preflight(
     if estimated.unknown_why and budget is not None:
         reasons = "; ".join(f"{m} ({why})" for m, why in sorted(estimated.unknown_why.items()))
         notice(f"warning: no known worst case for {reasons}: reserved at $0 (run.allow_unknown_prices)")
-    return Preflight(models, costs, estimated, budget, limit_from_key, KeyStart.of(key), balance)
+    return Preflight(models, costs, estimated, limits, KeyStart.of(key), balance)

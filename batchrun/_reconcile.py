@@ -115,6 +115,12 @@ class KeyStart:
             usage += byok - self.byok_outside
         return usage, None
 
+    def byok_rise(self, info: dict[str, Any] | None) -> float | None:
+        """How much the key's `byok_usage` rose since the start (None: it is not a number, then
+        or now): BYOK spend the account's balance never pays (_limit_parts)."""
+        before, now = dict(self.totals).get("byok_usage"), dict(_totals(info)).get("byok_usage")
+        return None if before is None or now is None else max(0.0, now - before)
+
     def spend(self, usage: float, info: dict[str, Any] | None) -> float:
         """What the key was charged since the start, given its usage now (`followed`)."""
         assert self.usage is not None

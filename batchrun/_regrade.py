@@ -240,7 +240,7 @@ async def regrade_file(
             job_fingerprint=job.fingerprint,
             costs=costs,
             ledger=CreditLedger(pre.budget),
-            limit_from_key=pre.limit_from_key,
+            limits=pre.limits,
             key_start=pre.key_start,
             judge=job.judge,
         )

@@ -37,6 +37,7 @@ from ._job import Job
 from ._judge import GraderSettings
 from ._judging import Judging
 from ._ledger import BudgetExhausted, CreditLedger
+from ._limit_parts import LimitParts
 from ._matrix import Request
 from ._reconcile import KeyStart
 from ._results import ResultsWriter
@@ -118,7 +119,7 @@ class Runner:
         shard: str | None = None,
         costs: CostModel | None = None,
         ledger: CreditLedger | None = None,
-        limit_from_key: bool = False,
+        limits: LimitParts | None = None,
         key_start: KeyStart | None = None,
         on_record: Callable[[dict[str, Any]], None] | None = None,
         judge: GraderSettings | None = None,
@@ -145,7 +146,7 @@ class Runner:
             policy,
             settings,
             costs=costs,
-            limit_from_key=limit_from_key,
+            limits=limits or LimitParts(job=self.ledger.limit),
             key_start=key_start or KeyStart(),
         )
         self.charges = self.dispatch.charges
@@ -176,7 +177,7 @@ class Runner:
     @property
     def limit_from_key(self) -> bool:
         """The binding limit is the key's credit, not the job's budget."""
-        return self.dispatch.limit_from_key
+        return self.dispatch.limits.from_key
 
     def request_stop(self, reason: StopReason, message: str = "") -> None:
         """Stop dispatching; in-flight requests get `grace_s` (_stops)."""

@@ -568,12 +568,13 @@ def test_an_answer_within_its_worst_case_blames_the_keys_usage_for_the_stop() ->
     from types import SimpleNamespace
 
     from batchrun._dispatch import Dispatcher
+    from batchrun._limit_parts import LimitParts
 
     said: list[str] = []
     ledger = CreditLedger(0.05)
     ledger.follow_key(0.07)  # the key showed $0.07 charged, the answers said $0
     stops = SimpleNamespace(request=lambda reason, message: said.append(message))
-    dispatch = SimpleNamespace(ledger=ledger, limit_from_key=False, stops=stops)
+    dispatch = SimpleNamespace(ledger=ledger, limits=LimitParts(job=0.05), stops=stops)
     for reported, held in ((0.0, 0.01), (0.02, 0.01)):
         row, result = SimpleNamespace(reservation=held), SimpleNamespace(usage={"cost": reported})
         Dispatcher._stop_past_limit(cast(Any, dispatch), cast(Any, row), cast(Any, result))

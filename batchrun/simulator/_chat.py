@@ -201,8 +201,8 @@ class ChatRoutes(KeyRoutes, StreamReplies):
         request_price += more.search_usd  # web search "costs extra, even with free models"
         longest = max(max_tokens, more.reasoning_tokens)
         worst = max(0.0, prompt_tokens * prompt_price + longest * completion_price + request_price)
-        if key.limit is not None and key.usage + key.reserved + worst > key.limit:
-            remaining = max(0.0, key.limit - key.usage - key.reserved)
+        if key.limit is not None and key.counted + key.reserved + worst > key.limit:
+            remaining = max(0.0, key.limit - key.counted - key.reserved)
             affordable = int(remaining / completion_price) if completion_price > 0 else 0
             message = (
                 f"This request requires more credits, or fewer max_tokens. You requested up to {max_tokens} "

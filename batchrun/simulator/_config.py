@@ -67,6 +67,7 @@ class SimConfig:
     free_rpm: float | None = None  # the :free pool's per-minute limit (limits.mdx)
     free_daily_cap: int | None = None  # requests per day for models ending in ":free"
     key_limit: float | None = None  # USD on the account key; None = no cap
+    key_byok_in_limit: bool = False  # the account key's include_byok_in_limit: its limit counts BYOK spend
     require_key: str | None = None  # when set, any other bearer token gets a 401
     management_key: str = "sim-management-key"
     prices: dict[str, tuple[float, float, float]] = field(default_factory=lambda: dict(DEFAULT_PRICES))

@@ -30,9 +30,19 @@ class SimKey:
     expires_at: float | None = None
     created: bool = False  # made through /keys
 
+    @property
+    def counted(self) -> float:
+        """What the key's limit counts: its usage, and its BYOK usage when the limit includes it."""
+        return self.usage + (self.byok_usage if self.include_byok_in_limit else 0.0)
+
 
 def account_key(config: SimConfig) -> SimKey:
-    return SimKey(limit=config.key_limit, label="sk-or-v1-sim...acct", hash="acct" + "0" * 60)
+    return SimKey(
+        limit=config.key_limit,
+        label="sk-or-v1-sim...acct",
+        hash="acct" + "0" * 60,
+        include_byok_in_limit=config.key_byok_in_limit,
+    )
 
 
 def bearer(request: web.Request) -> str | None:
@@ -93,7 +103,7 @@ class KeyRoutes:
         return None
 
     def _key_data(self, key: SimKey) -> dict[str, Any]:
-        counted = key.usage + (key.byok_usage if key.include_byok_in_limit else 0.0)
+        counted = key.counted
         remaining = None if key.limit is None else max(0.0, key.limit - counted)
         return {
             "hash": key.hash,
@@ -122,12 +132,13 @@ class KeyRoutes:
         info = {name: data[name] for name in _KEY_FIELDS}
         # The rest of what openapi.yaml GET /key requires; rate_limit is "deprecated and safe
         # to ignore" (limits.mdx) but the schema still lists it.
+        # The key's own BYOK figures: a /key that always said 0 hid a BYOK run's upstream spend.
         info.update(
-            include_byok_in_limit=False,
-            byok_usage=0.0,
-            byok_usage_daily=0.0,
-            byok_usage_weekly=0.0,
-            byok_usage_monthly=0.0,
+            include_byok_in_limit=key.include_byok_in_limit,
+            byok_usage=key.byok_usage,
+            byok_usage_daily=key.byok_usage,
+            byok_usage_weekly=key.byok_usage,
+            byok_usage_monthly=key.byok_usage,
             is_management_key=False,
             is_provisioning_key=False,
             creator_user_id=None,
