@@ -279,6 +279,22 @@ def priced_job(name: str, max_tokens: int, text: str, variables: str, repeat: in
     )
 
 
+def counting_job(name: str, model: str, rows: int, run: str, max_tokens: int = 16) -> str:
+    """One prompt, "What is {{a}} + 1?", on one model for `rows` rows: the job the key window's
+    tests spend on. `run` is the YAML of its `run:` mapping."""
+    return f"""
+name: {name}
+defaults:
+  params: {{max_tokens: {max_tokens}}}
+models: [{model}]
+prompts:
+  - id: p
+    text: "What is {{{{a}}}} + 1?"
+    vars: [{", ".join(f"{{a: {i}}}" for i in range(rows))}]
+run: {run}
+"""
+
+
 TEN_NS = "[{n: 1}, {n: 2}, {n: 3}, {n: 4}, {n: 5}, {n: 6}, {n: 7}, {n: 8}, {n: 9}, {n: 10}]"
 BUDGET_JOB = priced_job(
     "spend",

@@ -20,7 +20,7 @@ import pytest
 
 from batchrun._limit_parts import LimitParts
 
-from .conftest import SMALL_JOB, cli, management_env, write_job
+from .conftest import SMALL_JOB, cli, counting_job, management_env, write_job
 from .hostile import HostileServer, RawRequest, chat_payload, json_answer, models_payload, run
 
 pytestmark = pytest.mark.usefixtures("keys_env")
@@ -89,17 +89,7 @@ MODEL = "openai/gpt-4o-mini"
 PRICES = {MODEL: {"pricing": {"prompt": "0.0001", "completion": "0.0002", "request": "0"}}}  # ~$0.02 a row
 FEE, UPSTREAM = 0.0006, 0.0114  # what each answer is charged: below its worst case
 LIMIT = 0.05  # the key's: about two worst cases
-JOB = f"""
-name: byok
-defaults:
-  params: {{max_tokens: 16}}
-models: [{MODEL}]
-prompts:
-  - id: p
-    text: "What is {{{{a}}}} + 1?"
-    vars: [{", ".join(f"{{a: {i}}}" for i in range(20))}]
-run: {{concurrency: 2, timeout_s: 10, max_attempts: 2}}
-"""
+JOB = counting_job("byok", MODEL, 20, "{concurrency: 2, timeout_s: 10, max_attempts: 2}")
 
 
 @dataclass

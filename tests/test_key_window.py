@@ -32,7 +32,7 @@ from batchrun._reconcile import key_spend, key_usage
 from batchrun._summary_types import Summary
 from batchrun._verdict import decide
 
-from .conftest import FAKE_KEY, FakeClock, call_cli, write_job
+from .conftest import FAKE_KEY, FakeClock, call_cli, counting_job, write_job
 from .hostile import HostileServer, RawRequest, chat_payload, json_answer, models_payload
 
 # Nothing waits here (a fake clock); a regression that does fails on the timeout.
@@ -51,17 +51,7 @@ def job_text(budget: float | None = BUDGET, *, attempts: int = 2, rows: int = RO
     settings = {"concurrency": 2, "timeout_s": 10, "max_attempts": attempts, "grace_s": 1, **run}
     if budget is not None:
         settings["budget_usd"] = budget
-    return f"""
-name: window
-defaults:
-  params: {{max_tokens: 16}}
-models: [{MODEL}]
-prompts:
-  - id: p
-    text: "What is {{{{a}}}} + 1?"
-    vars: [{", ".join(f"{{a: {i}}}" for i in range(rows))}]
-run: {json.dumps(settings)}
-"""
+    return counting_job("window", MODEL, rows, json.dumps(settings))
 
 
 @dataclass
