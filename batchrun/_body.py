@@ -51,7 +51,10 @@ def _encoding(response: httpx.Response) -> str:
         return "identity"
     if len(values) > 1 or values[0] not in ("gzip", "deflate"):
         raise Undecodable(
-            "bad_response", f"unsupported content-encoding {', '.join(values)[:40]!r}", response.status_code
+            # Whole: the client scrubs it of the key before it is cut (_generation.abandoned).
+            "bad_response",
+            f"unsupported content-encoding {', '.join(values)!r}",
+            response.status_code,
         )
     return values[0]
 

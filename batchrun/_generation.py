@@ -37,6 +37,7 @@ class Flight:
         self._id = value
 
 
+MESSAGE_LIMIT = 300  # a failure's message, as the client's own descriptions are cut
 _GENERATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 
@@ -56,7 +57,10 @@ def generation_header(headers: Mapping[str, str] | None, scrub: Scrubber) -> str
 def abandoned(
     failure: RequestFailed, headers: list[Mapping[str, str]], billable: bool, scrub: Scrubber
 ) -> RequestFailed:
-    """Mark a failure after which the server may still bill the attempt."""
+    """Mark a failure after which the server may still bill the attempt. Its message may quote
+    what the server sent (a Content-Encoding header echoing the key: out-109 F1), so it is
+    scrubbed here, before the cut every message leaving the client has."""
+    failure.message = scrub.text(failure.message)[:MESSAGE_LIMIT]
     if billable:
         failure.maybe_billed = True
         failure.generation_id = generation_header(headers[0] if headers else None, scrub)

@@ -209,6 +209,7 @@ async def _locked_run(
             on_record(writer.last_line)
 
         writer = ResultsWriter(output)
+        writer.scrub = client.scrub
         lock_created(output)  # a new output exists now: locked by any name (verify22 N4)
         # What a kill of this run keeps: the journal gap it read (less what it released), and its measure.
         carried = (states.key_gap_usd if states is not None else 0.0) - journal_released + unseen
@@ -378,7 +379,8 @@ async def _locked_run(
             with contextlib.suppress(OutputFailed):  # the summary below carries it too
                 journal.key_gap(runner.ledger.key_gap + late_gap)
         try:
-            write_json_atomically(summary_path(output), data)
+            # Its messages quote servers (a stop's /key failure): the run's keys masked, as in each record.
+            write_json_atomically(summary_path(output), client.scrub.value(data))
         except OSError as exc:
             whole = False  # the journal's key gap is in no summary: a resume reads it there
             message = f"{summary_path(output)}: writing the summary failed: {exc.strerror or exc}"

@@ -290,10 +290,13 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
         raise bad_reply(f"the reply is {type_name(data)}, not an object")
     scrub = scrub.for_body(reply.body)
 
-    def charged(failed: RequestFailed, waived: bool = False) -> RequestFailed:
+    def charged(failed: RequestFailed, waived: bool = False, finished: Any = None) -> RequestFailed:
         # The header's id is the one /generation knows; a body's need not be (verify45 N1).
         generation_id = generation_header(reply.headers, scrub) or data.get("id")
-        return billed(failed, data.get("usage"), generation_id, scrub, generated=False, waived=waived)
+        # A choice that finished ("stop", "length") is no blank finish reason: insurance waives
+        # none of it, so a wrong-shaped answer without usage may be billed (out-109 F2: $0).
+        generated = isinstance(finished, str) and finished.strip() not in ("", "error")
+        return billed(failed, data.get("usage"), generation_id, scrub, generated=generated, waived=waived)
 
     if data.get("error"):  # an error sent with HTTP 200
         raise charged(failure(reply, data["error"], scrub, now))
@@ -309,12 +312,13 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
     message = choice.get("message")
     if message is None:
         message = {}
+    finished = choice.get("finish_reason")
     if not isinstance(message, dict):
-        raise charged(bad_reply(f"choices[0].message is {type_name(message)}, not an object"))
+        raise charged(bad_reply(f"choices[0].message is {type_name(message)}, not an object"), finished=finished)
     try:
         content = _content(message.get("content"))
     except RequestFailed as failed:
-        raise charged(failed) from None
+        raise charged(failed, finished=finished) from None
     refusal = str_of(message.get("refusal"), scrub)
     finish_reason = name_of(choice.get("finish_reason"), scrub)
     usage = usage_of(data.get("usage"), scrub)

@@ -26,7 +26,7 @@ import mmap
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -43,6 +43,9 @@ from ._reader import (
 )
 from ._record_head import RowState, record_head
 from ._record_shape import record_problem
+
+if TYPE_CHECKING:
+    from ._scrub import Scrubber
 
 FSYNC_EVERY_S = 5.0
 
@@ -253,6 +256,7 @@ class ResultsWriter:
         self._last_fsync = time.monotonic()
         self.failure: OutputFailed | None = None
         self.last_line = b""  # the last record written, as written (a library caller's copy is read from it)
+        self.scrub: Scrubber | None = None  # the run's secrets, masked in every line written (Scrubber.line)
 
     @property
     def size(self) -> int:
@@ -276,6 +280,8 @@ class ResultsWriter:
         # orjson keeps insertion order (the head first), writes UTF-8, and is the hot path.
         try:
             text = _encoded(record)
+            if self.scrub is not None:
+                text = self.scrub.line(text)
         except orjson.JSONEncodeError as exc:
             # A value JSON cannot hold (an integer past 64 bits, a lone surrogate) got past
             # the reply parser: the row is paid for, so it must not vanish while the run

@@ -28,6 +28,7 @@ from .hostile import (
     ROWS,
     HostileServer,
     RawRequest,
+    assert_no_key_in,
     chat_payload,
     check,
     gzip_bomb,
@@ -274,6 +275,47 @@ def test_a_key_straddling_the_cut_of_an_error_text_is_scrubbed(tmp_path: Path) -
     outcome = run(HostileServer(chat=chat), tmp_path)
     assert outcome.code == ExitCode.ERRORS and outcome.kinds() == {"bad_request"}
     assert outcome.rows[0]["error"]["message"] == "x" * 180 + "[key] more"  # scrubbed, then cut
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_key_echoed_in_a_header_an_error_quotes_is_scrubbed_in_every_file(tmp_path: Path, stream: bool) -> None:
+    # out-109 F1: "unsupported content-encoding 'sk-or-v1-a3d7...'", 31 of the key's 64 hex digits,
+    # cut but never scrubbed, in every error row; `report --html/--junit` without the key copied it.
+    body = json.dumps(chat_payload()).encode()
+    server = HostileServer(
+        chat=lambda r: http(200, body, {"Content-Type": "application/json", "Content-Encoding": r.key})
+    )
+    outcome = run(server, tmp_path, *(["--stream"] if stream else []))
+    assert outcome.code == ExitCode.ERRORS and outcome.kinds() == {"bad_response"}
+    assert all(row["error"]["message"] == "unsupported content-encoding '[key]'" for row in outcome.rows)
+    page, junit = tmp_path / "page.html", tmp_path / "junit.xml"
+    os.environ.pop("OPENROUTER_API_KEY")  # the README's gate step: no key to scrub with
+    code, _, err = call_cli("report", tmp_path / "out.jsonl", "--html", page, "--junit", junit)
+    assert code == ExitCode.OK, err  # without --job, a report is no gate
+    assert_no_key_in(junit.read_text())
+    # The page's scripts hold the hex alphabet the test key is made of: the key's runs past 16.
+    html = page.read_text()
+    assert "[key]" in html and "sk-or-v1-0" not in html and FAKE_KEY[9:40] not in html
+
+
+def test_a_key_echoed_in_a_header_of_a_key_read_mid_run_is_scrubbed_from_the_summary(tmp_path: Path) -> None:
+    # out-109 F1: the stop message ("/key failed (bad_response: /key: unsupported content-encoding
+    # 'sk-or-v1-a3d7...')") went into summary.json unscrubbed; only what was printed was.
+    reads = []
+
+    def key(request: RawRequest) -> bytes:
+        reads.append(request)
+        data = json.dumps({"data": {"label": "k", "limit": None, "limit_remaining": None, "usage": 0}}).encode()
+        return http(
+            200, data, {"Content-Type": "application/json", **({"Content-Encoding": request.key} if reads[1:] else {})}
+        )
+
+    server = answer(chat_payload())
+    server.key = key
+    outcome = run(server, tmp_path, "--budget", "1")
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert outcome.code == ExitCode.BUDGET and len(reads) > 1
+    assert "(bad_response: /key: unsupported content-encoding '[key]')" in summary["stop_message"]
 
 
 def test_a_key_echoed_by_an_error_at_pre_flight_is_scrubbed(tmp_path: Path) -> None:

@@ -172,6 +172,26 @@ def test_a_generation_reply_about_the_asked_generation_resolves_it(tmp_path: Pat
         assert row["abandoned_attempts"][0]["cost_status"] == "looked_up" and row["cost"] == 0.0002
 
 
+@pytest.mark.parametrize(("finish", "looked_up"), [("stop", True), ("length", True), (None, False), ("", False)])
+def test_a_finished_answer_of_the_wrong_shape_may_be_billed_and_is_looked_up(
+    tmp_path: Path, finish: str | None, looked_up: bool
+) -> None:
+    # out-109 F2: a 200 whose message held no text (content an object), finish_reason "stop" and no
+    # usage was "nothing could have billed": $0, no lookup, each retry bought again at $0. Insurance
+    # waives only a blank or error finish reason (zero-completion-insurance.mdx).
+    def chat(request: RawRequest) -> bytes:
+        payload = chat_payload({"text": "Paris"}, usage=None)
+        payload["choices"][0]["finish_reason"] = finish
+        return json_answer(200, payload, {"X-Generation-Id": new_generation_id()})
+
+    server = HostileServer(chat=chat)
+    server.routes["/generation"] = lambda r: json_answer(200, {"data": {"id": asked_generation(r), "total_cost": 2e-4}})
+    outcome = run(server, tmp_path)
+    assert {r["error"]["kind"] for r in outcome.rows} == {"bad_response"}
+    assert [r["cost"] for r in outcome.rows] == [2e-4 if looked_up else 0.0] * len(outcome.rows)
+    assert any("/generation?id=" in r.path for r in server.requests) is looked_up
+
+
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize(
     ("encoding", "body"), [("br", b"\x1b\x03\x00\xf8"), ("zstd", b"(\xb5/\xfd"), ("gzip", b"\x1f\x8bnot gzip")]
