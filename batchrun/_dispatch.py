@@ -347,6 +347,7 @@ class Dispatcher:
             info = await retry_call(self.client.key_info, self.policy, self.clock.sleep, self.stops.time_left)
         except RequestFailed as failure:
             info, lost = None, f"/key failed ({failure.kind}: {failure.message[:200]})"
+            self.stops.account_failure(failure)
         else:
             lost = None if info is not None else "/key is not there any more"
         self._sent_since_refresh = max(0, self._sent_since_refresh - sent_before)

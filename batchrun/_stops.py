@@ -50,6 +50,15 @@ class Stops:
         self._grace_ends: float | None = None  # loop time when in-flight rows are cut off
         self.cut_by_deadline = 0  # rows whose next retry the deadline cut before any stop came
 
+    def account_failure(self, failure: RequestFailed) -> None:
+        """A refused key (401) or an empty purse (402) stops the run, whichever call met it: a
+        /key read mid-run too, which stopped it as key_unreadable, exit 5 for a revoked key
+        where start-up said exit 9 (out-109 F3)."""
+        if isinstance(failure, AuthFailed):
+            self.request(StopReason.AUTH, f"the API key was refused: {failure.message}")
+        elif isinstance(failure, CreditExhausted):
+            self.request(StopReason.CREDITS, failure.message)
+
     def request(self, reason: StopReason, message: str = "") -> None:
         """Stop dispatching; rows in flight get `grace_s`."""
         if self.reason is not None:
@@ -174,11 +183,10 @@ class Stops:
         (`cut_by_deadline`): an attempt timed out in the deadline's grace was a final error, which
         the resume exit 6 asks for never ran again (break55 F2, verify58 F2)."""
         status, reason = Status.ERROR, failure.kind
-        if isinstance(failure, AuthFailed):
-            self.request(StopReason.AUTH, f"the API key was refused: {failure.message}")
-        elif isinstance(failure, CreditExhausted):
-            self.request(StopReason.CREDITS, failure.message)
-            status, reason = Status.SKIPPED, StopReason.CREDITS
+        if isinstance(failure, AuthFailed | CreditExhausted):
+            self.account_failure(failure)
+            if isinstance(failure, CreditExhausted):
+                status, reason = Status.SKIPPED, StopReason.CREDITS
         elif isinstance(failure, ModelUnavailable):
             self.stopped_models.setdefault(request.model, failure.kind)
         elif isinstance(failure, DailyCapReached):

@@ -318,6 +318,35 @@ def test_a_key_echoed_in_a_header_of_a_key_read_mid_run_is_scrubbed_from_the_sum
     assert "(bad_response: /key: unsupported content-encoding '[key]')" in summary["stop_message"]
 
 
+@pytest.mark.parametrize(
+    ("status", "code", "stop"), [(401, ExitCode.AUTH, "auth"), (402, ExitCode.BUDGET, "credits")], ids=["401", "402"]
+)
+def test_a_key_refused_or_out_of_credit_at_a_read_mid_run_stops_as_at_the_start(
+    tmp_path: Path, status: int, code: ExitCode, stop: str
+) -> None:
+    # out-109 F3: /key answering 401 mid-run (a key revoked) stopped the run as key_unreadable, exit 5
+    # ("resumable once /key answers"), where the same 401 at start-up is exit 9; a 402 was exit 1 there.
+    def server(good_reads: int) -> HostileServer:
+        reads = []
+
+        def key(request: RawRequest) -> bytes:
+            reads.append(request)
+            if len(reads) > good_reads:
+                return json_answer(status, {"error": {"code": status, "message": "User not found"}})
+            return json_answer(200, {"data": {"label": "k", "limit": None, "limit_remaining": None, "usage": 0}})
+
+        hostile = answer(chat_payload())
+        hostile.key = key
+        return hostile
+
+    outcome = run(mid_run := server(1), tmp_path, "--budget", "1")
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert outcome.code == code and summary["stop"] == stop and len(mid_run.requests) > len(outcome.rows)
+    # The same at the start: nothing sent, the code the stop would have had.
+    outcome = run(server(0), tmp_path / "start")
+    assert outcome.code == code and not outcome.rows and ("refused" if status == 401 else "credits") in outcome.stderr
+
+
 def test_a_key_echoed_by_an_error_at_pre_flight_is_scrubbed(tmp_path: Path) -> None:
     server = answer(chat_payload())
     server.models = lambda r: json_answer(500, {"error": {"code": 400, "message": f"bad key {r.key[:40]}"}})

@@ -26,6 +26,7 @@ from .._exceptions import (
     BatchrunError,
     CacheError,
     ConfigError,
+    CreditExhausted,
     JobError,
     LockHeld,
     OutputFailed,
@@ -168,6 +169,9 @@ def _handled(args: argparse.Namespace, console: Console) -> int:
     except AuthFailed as exc:
         console.error(f"the API key was refused: {exc.message}")
         return ExitCode.AUTH
+    except CreditExhausted as exc:  # a 402 before the run began is "credits", as during it (out-109 F3)
+        console.error(f"stopped: credits ({exc.message})")
+        return ExitCode.BUDGET
     except SharedOutput as exc:
         if not exc.on_stderr:  # said there, it would be written into the results (exit 2 says it)
             console.error(str(exc))
