@@ -31,7 +31,7 @@ from ._library_args import checked_arguments, checked_threshold
 from ._lock import OutputLock, lock_created
 from ._matrix import Request, count_requests, matrix_requests, run_size_problem, shard_text
 from ._options import HostCallback, Notice, RunOptions
-from ._output_paths import job_folder, summary_path, write_json_atomically
+from ._output_paths import job_folder, job_path_problem, summary_path, write_json_atomically
 from ._preflight import Preflight, job_routing_warning, keep_row, make_client, open_cache, preflight, unpriced
 from ._pricing import MAX_USD, money
 from ._reconcile import key_read_confirms, usage_span
@@ -89,6 +89,8 @@ async def run_job(
     if options.output is None:
         # Default outputs are new each time: two overlapping cron ticks would both run (and spend).
         folder = job_folder(job.name, job.run.output)
+        if (problem := job_path_problem(folder, "the job's outputs folder")) is not None:
+            raise ConfigError(problem)  # before its lock is made there (out-110 F1)
         if options.resume and not folder.is_dir():  # no run to resume: said before a lock makes it (break48 F5)
             resolve_output(job, options, clock.time(), notice)
         # Each shard has a lock (and default names) of its own: shards side by side all ran but

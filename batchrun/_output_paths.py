@@ -168,13 +168,39 @@ def report_output_problem(path: Path, role: str) -> str | None:
 
 def _leads_out(path: Path, target: Path) -> bool:
     """Whether a link in the working folder's tree (the file's or a folder's on `path`) leads to
-    a regular file, or none yet, out of it: a link checked in with a pull request. A path named
-    outside the tree is the caller's to name (macOS's /tmp is a link); a stream (`/dev/stdout`,
-    a pipe) is written where it is."""
-    written, here = Path(os.path.abspath(path)), Path(os.getcwd())
-    if target == written or (target.exists() and not target.is_file()) or not written.is_relative_to(here):
+    a regular file, or none yet, out of it: a link checked in with a pull request. A stream
+    (`/dev/stdout`, a pipe) is written where it is."""
+    if target == Path(os.path.abspath(path)) or (target.exists() and not target.is_file()):
         return False
-    return not target.is_relative_to(here.resolve())
+    return link_leads_out(path) is not None
+
+
+def link_leads_out(path: Path) -> Path | None:
+    """Where `path` leads, when a link in the working folder's tree on it (the file's, or a
+    folder's on the way) leads out of that tree: a link checked in with a pull request; else
+    None. A path named outside the tree is the caller's to name (macOS's /tmp is a link)."""
+    written, here = Path(os.path.abspath(path)), Path(os.getcwd())
+    if not written.is_relative_to(here):
+        return None
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # a loop: writing there fails, and says so
+        return None
+    return None if target.is_relative_to(here.resolve()) else target
+
+
+def job_path_problem(path: Path, what: str) -> str | None:
+    """Why a path a job file chose (`run.output`, the default outputs folder, `run.cache.dir`)
+    may not be written: a link in the working folder leads it out (out-110 F1, out-108 F2: the
+    results, summary and cache of a pull request's job went wherever its links pointed). One
+    named on the command line is the caller's."""
+    target = link_leads_out(path)
+    if target is None:
+        return None
+    return (
+        f"{path}: {what} leads through a link to {target}, outside the folder batchrun runs in: "
+        "name it on the command line, or as a path that is not a link out"
+    )
 
 
 def _holds_batchrun_data(path: Path) -> str | None:

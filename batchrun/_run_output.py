@@ -19,7 +19,7 @@ from ._journal_file import journal_header, journal_path
 from ._killed_run import summary_key_seen
 from ._matrix import Shard, matrix_requests, shard_text
 from ._options import Notice, RunOptions
-from ._output_paths import fresh_output, sidecar_name_problem, summary_path, write_json_atomically
+from ._output_paths import fresh_output, job_path_problem, sidecar_name_problem, summary_path, write_json_atomically
 from ._pricing import money
 from ._reader import ScanResult, Warn
 from ._record_head import state_blob
@@ -56,8 +56,17 @@ def _output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
         refuse_shared_output(found)  # before the notice: stderr may be this file (verify43 F3)
         which = "run" if options.retry_errors else "incomplete run"
         notice(f"resuming {found}, the most recent {which} of {job.name}{part}")
-        return resolved(found) if found.is_symlink() else found
-    return fresh_output(job.name, job.run.output, now, options.shard.tag if options.shard else "")
+        return _job_chosen(found)
+    return _job_chosen(fresh_output(job.name, job.run.output, now, options.shard.tag if options.shard else ""))
+
+
+def _job_chosen(path: Path) -> Path:
+    """The results file the job chose (`run.output`, or the default): never through a link out
+    of the working folder; and when it is a link, its file, whose sidecars are its own, as for
+    -o (out-108 F1: the first run's summary beside the link, the resume's beside the file)."""
+    if (problem := job_path_problem(path, "the job's results file")) is not None:
+        raise ConfigError(problem)
+    return resolved(path) if path.is_symlink() else path
 
 
 def _run_left(output: Path) -> bool:

@@ -470,3 +470,41 @@ def test_resume_passes_over_a_run_answered_by_another_endpoint(in_tmp: Path) -> 
     summary.write_text(text.replace('"endpoint": "simulator"', '"endpoint": "https://openrouter.ai/api/v1"'))
     code, _, err = call_cli("job.yaml", "--simulate", "--resume")
     assert code == ExitCode.USAGE and "no incomplete run of 'small' was found" in err, err
+
+
+@pytest.mark.parametrize("link", ["outputs", "run.output", "run.cache.dir"])
+def test_a_jobs_paths_through_a_link_out_of_the_folder_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api_key_env: None, link: str
+) -> None:
+    # out-110 F1, out-108 F2: a pull request's links (the outputs folder, run.output, run.cache.dir)
+    # sent the results, summary and cache anywhere the runner may write, exit 0, while pages
+    # through such links were refused. A path named on the command line is the caller's.
+    elsewhere, here = tmp_path / "elsewhere", tmp_path / "pr"
+    elsewhere.mkdir()
+    here.mkdir()
+    monkeypatch.chdir(here)
+    run = {"outputs": "", "run.output": "\nrun: {output: notes.jsonl}", "run.cache.dir": "\nrun: {cache: {dir: c}}"}
+    write_job(here, SMALL_JOB.replace("\nrun: {", "\nrun_: {").split("\nrun_:")[0] + run[link])
+    named = {"outputs": "outputs", "run.output": "notes.jsonl", "run.cache.dir": "c"}[link]
+    os.symlink(elsewhere if link != "run.output" else elsewhere / "planted.jsonl", named)
+    code, out, err = call_cli("job.yaml", "--simulate", "-q")
+    assert code == ExitCode.USAGE and "outside the folder batchrun runs in" in err and not out
+    assert not list(elsewhere.iterdir())  # nothing there, not even a lock
+    own = ("--cache=mine",) if link == "run.cache.dir" else ("-o", "mine.jsonl")
+    code, _, err = call_cli("job.yaml", "--simulate", "-q", *own)
+    assert code == ExitCode.OK, err
+
+
+def test_a_run_output_that_is_a_link_in_the_folder_keeps_its_files_beside_its_file(in_tmp: Path) -> None:
+    # out-108 F1: the first run wrote its summary beside the link, the resume beside the file (and
+    # took its lock there): the stale summary said "stopped (deadline)" after a clean resume.
+    Path("real").mkdir()
+    os.symlink("real/night.jsonl", "night.jsonl")
+    job = Path("job.yaml").read_text().replace("run: {", "run: {output: night.jsonl, ")
+    Path("job.yaml").write_text(job)
+    code, _, err = call_cli("job.yaml", "--simulate", "-q")
+    assert code == ExitCode.OK, err
+    assert Path("real/night.summary.json").is_file() and not Path("night.summary.json").exists()
+    code, _, err = call_cli("job.yaml", "--simulate", "-q", "--resume", "--retry-errors")
+    assert code == ExitCode.OK, err
+    assert not Path("night.summary.json").exists() and len(Path("real/night.jsonl").read_text().splitlines()) == 20

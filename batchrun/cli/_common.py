@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from .._api_key import sendable_key
@@ -109,12 +110,15 @@ def with_cache(settings: Any, args: argparse.Namespace) -> Any:
     """`--cache [DIR]` turns the cache on (in DIR), keeping run.cache's other settings; `--no-cache` off."""
     if args.no_cache:
         return replace(settings, cache=False)
-    if args.cache is None:
-        return settings
     options = dict(settings.cache) if isinstance(settings.cache, dict) else {}
     if args.cache:
-        options["dir"] = args.cache
-    return replace(settings, cache=options or True)
+        options["dir"] = args.cache  # the caller's to name
+    elif isinstance(folder := options.get("dir"), str) and folder:
+        from .._output_paths import job_path_problem
+
+        if (problem := job_path_problem(Path(os.path.expanduser(folder)), "run.cache.dir")) is not None:
+            raise ConfigError(problem)
+    return settings if args.cache is None else replace(settings, cache=options or True)
 
 
 def settings_from_args(job: Any, args: argparse.Namespace) -> Any:
