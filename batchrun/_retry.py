@@ -44,8 +44,11 @@ class wait_server_hint(wait_base):
 
     def __call__(self, retry_state: RetryCallState) -> float:
         failure = _failure(retry_state)
-        if failure is not None and failure.retry_after is not None:
+        if failure is not None and failure.retry_after is not None and failure.retry_after > 0:
             return failure.retry_after
+        # A wait of 0 (a Retry-After of 0, a date or a reset already past) is no hint: it spent
+        # every attempt within milliseconds of a 503 (out-108 F3). The docs' own retry loop takes
+        # only a positive one, and backs off without (errors-and-debugging.mdx).
         return min(self.backoff(retry_state), self.cap)
 
 

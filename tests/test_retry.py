@@ -49,6 +49,15 @@ async def test_server_wait_goes_to_the_injected_sleep(clock: FakeClock) -> None:
     ]
 
 
+async def test_a_wait_of_zero_is_no_hint_and_the_backoff_applies(clock: FakeClock) -> None:
+    # out-108 F3: `Retry-After: 0` (or a date or reset already past) on a 503 storm spent all six
+    # attempts in ~30 ms, and the rows ended in error where the backoff rode the blip out.
+    random.seed(5)
+    calls, attempt = failing(*[Transient("server_error", "busy", 503, retry_after=0.0)] * 5)
+    await call_with_retries(attempt, RetryPolicy(max_attempts=6), clock.sleep, AttemptLog())
+    assert len(clock.sleeps) == 5 and sum(clock.sleeps) > 1.0 and all(0 <= s <= 30 for s in clock.sleeps)
+
+
 async def test_backoff_without_a_hint_is_jittered_and_capped(clock: FakeClock) -> None:
     random.seed(3)
     calls, attempt = failing(*[Transient("server_error", "boom", 500)] * 5)
