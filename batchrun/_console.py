@@ -12,9 +12,11 @@ import errno
 import io
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
+from ._files import file_identity
 from ._formats import one_line, visible
 from ._output_paths import report_output_problem
 from ._scrub import Scrubber, environment_scrubber, hide_keys
@@ -156,7 +158,7 @@ def is_step_summary(descriptor: int | None) -> bool:
     return (out.st_dev, out.st_ino) == (there.st_dev, there.st_ino)
 
 
-def append_step_summary(markdown: str) -> str | None:
+def append_step_summary(markdown: str, keep: Iterable[Path] = ()) -> str | None:
     """Append to $GITHUB_STEP_SUMMARY if set; the reason it failed, or None.
 
     Only to a regular file, opened without waiting: a FIFO with no reader hung a run after its
@@ -174,6 +176,8 @@ def append_step_summary(markdown: str) -> str | None:
         # A dataset's or a job's name: set to the job's CSV, it had the Markdown appended, and the
         # next gate read it as rows (verify35 m3). GitHub's own step summary file has no suffix.
         refused = f"{path}: a step summary is not appended to a dataset or a job file ({suffix})"
+    if refused is None and (same := [kept for kept in keep if file_identity(kept) == file_identity(Path(path))]):
+        refused = f"{path}: a step summary is not appended to {same[0]}, which this command reads or writes"
     if refused is not None:
         return f"GITHUB_STEP_SUMMARY {refused}"
     try:

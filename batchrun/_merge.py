@@ -54,6 +54,14 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
         raise ResultsError(f"{output} already exists: merge writes a new file")
     if len({file_identity(shard) for shard in shards}) < len(shards):
         raise ResultsError("a file is named twice: give each shard once")
+    if output.exists():
+        # Empty (a mktemp's file is taken), but not a shard named as the output too, nor a run's
+        # file: a shard killed before its first record leaves an empty one beside its journal of
+        # paid attempts, which merge filled and made unresumable (out-110 F3).
+        if file_identity(output) in {file_identity(shard) for shard in shards}:
+            raise ResultsError(f"{output} is one of the shards: merge writes a new file; name another output")
+        if left := [name for suffix in SIDECARS if (name := output.with_name(output.stem + suffix)).exists()]:
+            raise ResultsError(f"{output} already exists, beside a run's {left[0].name}: merge writes a new file")
     shards = _without_sidecars(shards, warn)
     _refuse_merged_twice(shards)
     with contextlib.ExitStack() as held:

@@ -262,6 +262,43 @@ def test_an_unwritable_step_summary_is_a_warning(tmp_path: Path, monkeypatch: py
         assert (tmp_path / name).read_text() == "country,expect\nFrance,Paris\n"
 
 
+def test_no_step_summary_is_appended_to_a_file_the_job_names_nor_to_a_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # out-110 F2: appended to a json_schema file it broke the job (validate: exit 2), to the grader's
+    # prompt it changed every verdict's fingerprint; F5: set to --html's path it was lost unsaid.
+    (tmp_path / "schema.json").write_text('{"type": "object"}')
+    tagged = (
+        f"{part.upper()}: <{part}-{{{{nonce}}}}>{{{{{part}}}}}</{part}-{{{{nonce}}}}>"
+        for part in ("question", "rubric", "answer")
+    )
+    (tmp_path / "grader.txt").write_text("\n".join(tagged))
+    job = write_job(
+        tmp_path,
+        """
+        name: named
+        judge: {model: openai/gpt-4o-mini, prompt: grader.txt}
+        models: [openai/gpt-4o-mini]
+        prompts:
+          - id: p
+            text: 'Return JSON for {{c}}.'
+            vars: [{c: France}]
+            checks: [{json_schema: schema.json}, {judge: "names a city"}]
+        """,
+    )
+    for name in ("schema.json", "grader.txt"):
+        before = (tmp_path / name).read_bytes()
+        monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / name))
+        code, _, err = call_cli(job, "--simulate", "-o", tmp_path / f"{name}.jsonl", "-q")
+        assert code in (ExitCode.OK, ExitCode.QUALITY), err
+        assert f"a step summary is not appended to {tmp_path / name}, which this command reads or writes" in err
+        assert (tmp_path / name).read_bytes() == before and "Traceback" not in err
+    page = tmp_path / "page.html"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(page))
+    code, _, err = call_cli("report", tmp_path / "schema.json.jsonl", "--html", page)
+    assert code == 0 and "a step summary is not appended to" in err and "### batchrun" not in page.read_text(), err
+
+
 def _with_closed_stdout(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The CLI with a stdout whose reader is already gone, as in `batchrun ... | true`."""
     read_end, write_end = os.pipe()

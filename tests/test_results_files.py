@@ -503,6 +503,17 @@ def test_merge_refuses_an_output_of_another_kind_and_a_shard_named_twice(tmp_pat
     assert not (tmp_path / "m.jsonl").exists()
     code, _, err = call_cli(job, "--simulate", "--shard", "1/99999999999999999999", "-q")
     assert code == ExitCode.USAGE and "1 <= K <= N <= 1,000,000" in err
+    # out-110 F3: an empty output that is a shard too, or a killed shard's (its journal beside it),
+    # was filled (exit 0), and the shard could not be resumed; a plain empty file is taken.
+    killed = tmp_path / "killed.jsonl"
+    killed.touch()
+    code, _, err = call_cli("merge", killed, killed, *shards)
+    assert code == ExitCode.USAGE and "is one of the shards" in err
+    killed.with_name("killed.attempts.jsonl").write_text("")
+    code, _, err = call_cli("merge", killed, *shards)
+    assert code == ExitCode.USAGE and "beside a run's killed.attempts.jsonl" in err and killed.read_bytes() == b""
+    (empty := tmp_path / "mktemp.jsonl").touch()
+    assert call_cli("merge", empty, *shards)[0] == ExitCode.OK and empty.stat().st_size > 0
 
 
 def test_no_page_or_junit_file_is_written_over_what_the_command_reads_or_over_each_other(

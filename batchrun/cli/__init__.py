@@ -143,7 +143,7 @@ def main(
         # Ended before its summary (no key, the key refused, the endpoint down, a bad job): the
         # step summary says so too, or CI showed no verdict for the step (break42 F8).
         why = "; ".join(console.said[said:]) or "refused before anything was said"
-        step_summary(console, early_exit(code, why, f"run {args.job}"))
+        step_summary(console, early_exit(code, why, f"run {args.job}"), args, loaded=False)
     return code
 
 

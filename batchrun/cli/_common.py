@@ -4,6 +4,7 @@ simulator for --simulate, and printing in the form asked."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -57,11 +58,27 @@ def sim_config(options: list[str] | None) -> Any:
     return config
 
 
-def step_summary(console: Console, markdown: str) -> None:
-    """A step summary that cannot be written is a warning: the command's own code stands."""
-    failure = append_step_summary(markdown)
+def step_summary(console: Console, markdown: str, args: argparse.Namespace | None = None, loaded: bool = True) -> None:
+    """A step summary that cannot be written is a warning: the command's own code stands.
+    `loaded`: the command's job loaded (bounded), so the files it names may be read off it."""
+    failure = append_step_summary(markdown, _not_summaries(args, loaded))
     if failure:
         console.warn(failure)
+
+
+def _not_summaries(args: argparse.Namespace | None, loaded: bool) -> list[Path]:
+    """What the command reads or writes, that no step summary is appended to: its job, the files
+    the job names (a json_schema file, the grader prompt: out-110 F2, the next run broke or graded
+    with the Markdown in its prompt), its page and JUnit file (F5: the summary lost unsaid)."""
+    given = [getattr(args, name, None) for name in ("job", "html", "junit")]
+    found = [Path(value) for value in given if isinstance(value, (str, Path)) and str(value)]
+    # Only a job that loaded is read again: one refused may be a YAML bomb (it crashed the tests).
+    if loaded and isinstance(given[0], (str, Path)):
+        from ._report_outputs import files_named_by
+
+        with contextlib.suppress(Exception):  # a job that did not load names nothing to keep
+            found += files_named_by(Path(given[0]))
+    return found
 
 
 async def with_simulator(args: argparse.Namespace, body: Any) -> Any:
@@ -172,4 +189,4 @@ def show(
             return  # written there already, by the redirection
     else:
         console.out.write(as_text(data) + "\n")
-    step_summary(console, as_markdown(data))
+    step_summary(console, as_markdown(data), args)

@@ -211,7 +211,7 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
     failed = bool(summary["shortfalls"]) and not args.allow_partial
     if failed or not args.quiet:  # a failure shows its table, on stderr under --quiet (as a run's)
         (console.to_err if args.quiet else console.out.write)(render_text(summary) + "\n")
-    step_summary(console, render_markdown(summary))
+    step_summary(console, render_markdown(summary), args)
     if failed:
         for shortfall in summary["shortfalls"]:
             console.error(shortfall)

@@ -168,7 +168,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
     routing = report.summary.get("routing_warning") or ""
     if args.quiet and code == ExitCode.OK and PIN_BROKEN in routing:  # a pin not kept is news under --quiet too
         console.warn(routing[routing.index(PIN_BROKEN) :])
-    step_summary(console, render_markdown(report.summary, verdict=(int(code), reasons)))
+    step_summary(console, render_markdown(report.summary, verdict=(int(code), reasons)), args)
     # A stdout closed from the start (`>&-`) is said only when the summary had something wrong
     # to show (a passing run's summary is no news, and cron mails whatever is said).
     if console.stdout_failure() and (code != ExitCode.OK or not console.out.closed):
