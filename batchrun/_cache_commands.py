@@ -23,6 +23,9 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")  # a unit is required: pars
 def parse_duration(text: str) -> float:
     """`90s`, `15m`, `12h`, `30d`, `2w`; combinations like `1d12h` too. Every number needs its
     unit: `--older-than 30` read as seconds would empty a cache meant to keep 30 days."""
+    if "M" in text:
+        # Months to ISO 8601, Java and `date`: read as minutes, `6M` emptied a cache (out-110 F4).
+        raise ValueError(f"not a duration: {text!r} (M is no unit here: m is minutes; for months give days, e.g. 180d)")
     compact = text.strip().lower().replace(" ", "")
     parts = _DURATION.findall(compact)
     if not compact or "".join(n + u for n, u in parts) != compact or any(not unit for _, unit in parts):

@@ -135,10 +135,7 @@ def diff_runs(
     ]
     if first[0] and first[1] and first[0] > first[1]:
         # Swapped, a regression reads as an improvement and exits 0 (break65 F10).
-        warn(
-            f"warning: {a_path} ran after {b_path} (its first row {first[0]}, theirs {first[1]}): "
-            "diff takes BEFORE AFTER"
-        )
+        warn(f"{a_path} ran after {b_path} (its first row {first[0]}, theirs {first[1]}): diff takes BEFORE AFTER")
     flips: dict[str, list[dict[str, Any]]] = {"pass_to_fail": [], "fail_to_pass": [], "pass_to_ungraded": []}
     for row_id, after in b_rows.items():
         before = a_rows.get(row_id)

@@ -95,7 +95,7 @@ def describe_os_error(exc: OSError) -> str:
 
 # The machine's trouble, not the job's: exit 11 (an output could not be written), as the same
 # disk with a few KiB left gave, not exit 2 (a bad job or option: break51 F6).
-_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})  # EFBIG: a file-size limit (out-108 F4)
 
 
 @contextmanager

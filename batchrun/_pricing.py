@@ -12,6 +12,7 @@ we cannot read is never silently replaced by a cheaper one.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,11 +80,15 @@ def price(value: Any) -> float | None:
     "-1" marks a router model whose price is not known. Anything not finite and non-negative
     is unknown."""
     if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
+        # A decimal as JSON writes one: float() also takes "1_0" (10), "١" (an Arabic-Indic one),
+        # " 1 " and "inf", each a price no listing means (out-109 F5: $10 a token, a budget stop).
+        if not _DECIMAL.fullmatch(value):
             return None
+        value = float(value)
     return money(value)
+
+
+_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 
 
 def usd(amount: float) -> str:

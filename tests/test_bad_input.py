@@ -1389,7 +1389,9 @@ async def test_an_output_the_file_system_refuses_is_a_config_error_for_a_library
 
 
 @pytest.mark.parametrize(
-    ("error", "code"), [(errno.ENOSPC, ExitCode.IO), (errno.EIO, ExitCode.IO), (errno.EACCES, ExitCode.USAGE)]
+    ("error", "code"),
+    # EFBIG: a file-size limit (ulimit -f) at the lock was exit 2 too (out-108 F4)
+    [(errno.ENOSPC, ExitCode.IO), (errno.EIO, ExitCode.IO), (errno.EFBIG, ExitCode.IO), (errno.EACCES, ExitCode.USAGE)],
 )
 def test_a_disk_with_no_room_before_the_run_is_exit_11_not_a_bad_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: int, code: ExitCode

@@ -265,7 +265,9 @@ def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "d", "12x", "-1d", "1.5.2h", "ten days", "30", "1d12"])
+@pytest.mark.parametrize(
+    "text", ["", "d", "12x", "-1d", "1.5.2h", "ten days", "30", "1d12", "6M", "1d6M"]
+)  # 6M: out-110 F4
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)

@@ -684,3 +684,16 @@ def test_a_row_written_again_to_grade_its_stored_answer_keeps_the_cost_that_boug
     code, text, err = call_cli("report", out, "--job", job, "--json")
     total = json.loads(text)["total"]
     assert code == ExitCode.QUALITY and total["passed"] == 0 and "fail -> pass" not in err, err
+
+
+def test_the_gate_says_when_the_answers_came_from_the_simulator(
+    tmp_path: Path, job: Path, results: Path, sim: Simulator, api_key_env: None
+) -> None:
+    # out-108 F7: a file the built-in simulator answered (--simulate left in a workflow) passed
+    # the gate, exit 0, with no word of it; its summary said so ("endpoint": "simulator").
+    code, _, err = call_cli("report", results, "--job", job)
+    assert code == ExitCode.OK and f"warning: {results}: answered by the built-in simulator" in err
+    real = tmp_path / "real.jsonl"
+    assert call_cli(job, "--base-url", sim.base_url, "-o", real, "-q")[0] == ExitCode.OK
+    code, _, err = call_cli("report", real, "--job", job)
+    assert code == ExitCode.OK and "simulator" not in err, err

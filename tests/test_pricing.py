@@ -39,7 +39,23 @@ def client() -> OpenRouterClient:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("0.000001", 1e-6), (2, 2.0), ("-1", None), (-0.5, None), ("nan", None), ("inf", None), (True, None), ({}, None)],
+    [
+        ("0.000001", 1e-6),
+        ("1e-7", 1e-7),
+        ("0", 0.0),
+        (2, 2.0),
+        ("-1", None),
+        (-0.5, None),
+        ("nan", None),
+        ("inf", None),
+        (True, None),
+        ({}, None),
+        # out-109 F5: float() reads these as 10, 1 and 1: no listing means them
+        ("1_0", None),
+        ("\u0661", None),
+        (" 1 ", None),
+        ("0x1p-20", None),
+    ],
 )
 def test_a_price_is_a_finite_non_negative_number_or_decimal_string(value: Any, expected: float | None) -> None:
     assert price(value) == expected

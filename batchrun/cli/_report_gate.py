@@ -162,8 +162,9 @@ def _gate(
     from .._batch_state import pending_batches
     from .._checks import is_judge
     from .._gate import MatrixCoverage
-    from .._report_data import file_key_gap
+    from .._report_data import file_key_gap, read_run_summary
     from .._results import final_records
+    from .._simulated import simulated
     from .._summary import SummaryBuilder
     from .._summary_text import render_markdown, render_text
     from .._verdict import decide
@@ -226,6 +227,9 @@ def _gate(
     elif shortfalls:
         for shortfall in shortfalls:  # accepted, and said so: a log showed nothing of it
             console.warn(f"accepted with --allow-partial: {shortfall}")
+    if simulated(read_run_summary(args.results).get("endpoint")):
+        # A gate passing on the simulator's answers said nothing of it (out-108 F7, out-101 F4).
+        console.warn(f"{args.results}: answered by the built-in simulator (--simulate), not by a model")
     # The gate's verdict in its Markdown too: a red step showed a table and no reason (break35 F2).
     show(console, args, summary, render_text, lambda shown: render_markdown(shown, verdict=(int(code), reasons)))
     try:
