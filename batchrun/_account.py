@@ -111,7 +111,7 @@ async def reconcile_run(
             if fell is not None:  # below a read during the run: no usage to reconcile with
                 why = fell
             elif usage is None:
-                why = "its usage is missing or not a number"
+                why = "its usage is missing, negative or not a number"
             elif problem is not None:
                 end_usage = usage  # gone down: the reconciliation says so
             else:

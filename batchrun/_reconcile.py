@@ -74,7 +74,7 @@ class KeyStart:
     @classmethod
     def of(cls, info: dict[str, Any] | None) -> KeyStart:
         usage = key_usage(info)
-        unread = "its usage is missing or not a number" if info is not None and usage is None else None
+        unread = "its usage is missing, negative or not a number" if info is not None and usage is None else None
         flag = info.get("include_byok_in_limit") if info else None
         return cls(usage, unread, key_remaining(info), byok_outside_limit(info), _totals(info), flag)
 

@@ -9,6 +9,7 @@ cut in two by a truncation would otherwise survive as a long fragment. Any run o
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from typing import Any
@@ -63,9 +64,18 @@ class Scrubber:
         if not secret or len(secret) < MIN_SECRET:
             return
         # An echo may change the key's case (a proxy upper-casing a header: break-14b m3); the
-        # upper- and lower-case forms are masked too, at no cost to the scan.
-        for form in dict.fromkeys((secret, secret.upper(), secret.lower())):
-            self._add_form(form)
+        # upper- and lower-case forms are masked too, at no cost to the scan. So are its forms
+        # one step from it: reversed, and base64 (standard and URL-safe) at each of the three
+        # alignments a text before it may give, less the edges that depend on its neighbours
+        # (out-110 F7: a server echoing the key so reached results, pages and JUnit files).
+        forms = [secret, secret.upper(), secret.lower(), secret[::-1]]
+        raw = secret.encode("utf-8", "surrogatepass")
+        for skip in range(3):
+            encoded = base64.b64encode(raw[skip:]).decode().rstrip("=")[:-3]
+            forms += [encoded, encoded.replace("+", "-").replace("/", "_")]
+        for form in dict.fromkeys(forms):
+            if len(form) >= MIN_SECRET:
+                self._add_form(form)
 
     def _add_form(self, secret: str) -> None:
         if secret in self._secrets:

@@ -321,6 +321,18 @@ async def test_key_is_scrubbed_from_echoed_messages() -> None:
     assert FAKE_KEY not in repr(client())
 
 
+@pytest.mark.parametrize("before", ["", "a", "ab", "Bearer "])
+async def test_the_key_one_step_from_its_form_is_scrubbed_too(before: str) -> None:
+    # out-110 F7: a server echoing the key base64-encoded (after any text: each alignment) or
+    # reversed put it in the results, pages and JUnit files.
+    import base64
+
+    secret = (before + FAKE_KEY).encode()
+    for echo in (base64.b64encode(secret), base64.urlsafe_b64encode(secret), FAKE_KEY[::-1].encode()):
+        result, _ = await chat(err(400, f"you sent {echo.decode()}"))
+        assert "[key]" in str(result) and echo.decode()[8:40] not in str(result)
+
+
 async def test_models_and_key_endpoints() -> None:
     with respx.mock(using="httpx") as mock:
         mock.get(f"{BASE}/models").mock(

@@ -64,6 +64,14 @@ def test_the_run_key_is_created_used_and_deleted(tmp_path: Path, sim: Simulator)
     assert f"per-run key {label}" in result.stdout
 
 
+def test_a_deadline_past_any_keys_expiry_is_refused_before_a_key_is_asked_for(tmp_path: Path, sim: Simulator) -> None:
+    # out-110 F6: --deadline 1e12 sent POST /keys an expires_at of "(no valid time)", and said
+    # only the server's answer, which did not name the option.
+    result = isolated_run(sim, write_job(tmp_path, SMALL_JOB), tmp_path / "i.jsonl", "0.5", "--deadline", "1e12")
+    assert result.returncode == ExitCode.USAGE and "deadline is too far ahead for a key's expiry" in result.stderr
+    assert sim.stats.keys_created == 0 and sim.stats.chat_requests == 0
+
+
 def test_a_label_that_holds_the_per_run_key_shows_neither(
     tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
