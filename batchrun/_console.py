@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from ._files import file_identity
+from ._files import file_identity, open_regular
 from ._formats import one_line, visible
 from ._output_paths import report_output_problem
 from ._scrub import Scrubber, environment_scrubber, hide_keys
@@ -158,6 +158,15 @@ def is_step_summary(descriptor: int | None) -> bool:
     return (out.st_dev, out.st_ino) == (there.st_dev, there.st_ino)
 
 
+def _holds_json(path: Path) -> bool:
+    try:
+        with open_regular(path) as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith((b"{", b"["))
+
+
 def append_step_summary(markdown: str, keep: Iterable[Path] = ()) -> str | None:
     """Append to $GITHUB_STEP_SUMMARY if set; the reason it failed, or None.
 
@@ -178,6 +187,10 @@ def append_step_summary(markdown: str, keep: Iterable[Path] = ()) -> str | None:
         refused = f"{path}: a step summary is not appended to a dataset or a job file ({suffix})"
     if refused is None and (same := [kept for kept in keep if file_identity(kept) == file_identity(Path(path))]):
         refused = f"{path}: a step summary is not appended to {same[0]}, which this command reads or writes"
+    if refused is None and _holds_json(Path(path)):
+        # A json_schema file a dataset row names, which no job file shows (out-111 F2): no step
+        # summary's Markdown begins as JSON does.
+        refused = f"{path}: it holds JSON (a json_schema file?): a step summary is not appended to it"
     if refused is not None:
         return f"GITHUB_STEP_SUMMARY {refused}"
     try:

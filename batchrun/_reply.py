@@ -287,7 +287,9 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
         raise error_failure(reply, scrub, now)
     data = json_of(reply)
     if not isinstance(data, dict):
-        raise bad_reply(f"the reply is {type_name(data)}, not an object")
+        # Generated, maybe billed, as a 200 that is no JSON (out-111 F3: an array was $0, retried).
+        wrong = bad_reply(f"the reply is {type_name(data)}, not an object")
+        raise billed(wrong, None, generation_header(reply.headers, scrub), scrub, generated=True, waived=False)
     scrub = scrub.for_body(reply.body)
 
     def charged(failed: RequestFailed, waived: bool = False, finished: Any = None) -> RequestFailed:

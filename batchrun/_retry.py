@@ -35,6 +35,9 @@ def _failure(state: RetryCallState) -> RequestFailed | None:
     return exc if isinstance(exc, RequestFailed) else None
 
 
+MIN_HINT_S = 0.1  # a server's wait below this (1 ms, a Retry-After of 0) is no hint: the backoff applies
+
+
 class wait_server_hint(wait_base):
     """The server's wait when it gave one; otherwise the backoff, capped."""
 
@@ -44,12 +47,14 @@ class wait_server_hint(wait_base):
 
     def __call__(self, retry_state: RetryCallState) -> float:
         failure = _failure(retry_state)
-        if failure is not None and failure.retry_after is not None and failure.retry_after > 0:
-            return failure.retry_after
+        hint = failure.retry_after if failure is not None else None
+        if hint is not None and hint >= MIN_HINT_S:
+            return hint
         # A wait of 0 (a Retry-After of 0, a date or a reset already past) is no hint: it spent
-        # every attempt within milliseconds of a 503 (out-108 F3). The docs' own retry loop takes
-        # only a positive one, and backs off without (errors-and-debugging.mdx).
-        return min(self.backoff(retry_state), self.cap)
+        # every attempt within milliseconds of a 503 (out-108 F3), and so did one of 1 ms (out-111
+        # F4). The docs' own retry loop takes only a positive one, and backs off without
+        # (errors-and-debugging.mdx); a hint below MIN_HINT_S is never shortened either.
+        return max(hint or 0.0, min(self.backoff(retry_state), self.cap))
 
 
 class stop_when_exhausted(stop_base):

@@ -293,6 +293,18 @@ def test_no_step_summary_is_appended_to_a_file_the_job_names_nor_to_a_page(
         assert code in (ExitCode.OK, ExitCode.QUALITY), err
         assert f"a step summary is not appended to {tmp_path / name}, which this command reads or writes" in err
         assert (tmp_path / name).read_bytes() == before and "Traceback" not in err
+    # out-111 F1: nor when the run ends before its work (the key missing: exit 2); F2: nor to a JSON
+    # file no job shows (a json_schema file a dataset row names).
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "grader.txt"))
+    before = (tmp_path / "grader.txt").read_bytes()
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    code, _, err = call_cli(job, "-o", tmp_path / "early.jsonl")
+    assert code == ExitCode.USAGE and "which this command reads or writes" in err
+    assert (tmp_path / "grader.txt").read_bytes() == before
+    (tmp_path / "row.json").write_text('\n  [{"type": "string"}]')
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "row.json"))
+    code, _, err = call_cli(job, "--simulate", "-o", tmp_path / "row.jsonl", "-q")
+    assert "it holds JSON (a json_schema file?)" in err and (tmp_path / "row.json").read_text().endswith("}]")
     page = tmp_path / "page.html"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(page))
     code, _, err = call_cli("report", tmp_path / "schema.json.jsonl", "--html", page)

@@ -192,6 +192,17 @@ def test_a_finished_answer_of_the_wrong_shape_may_be_billed_and_is_looked_up(
     assert any("/generation?id=" in r.path for r in server.requests) is looked_up
 
 
+@pytest.mark.parametrize("body", [[chat_payload()], "Paris", 7])
+def test_a_200_that_is_no_object_may_be_billed_and_is_looked_up(tmp_path: Path, body: Any) -> None:
+    # out-111 F3: a 200 whose body was a JSON array or string was $0, never looked up, and retried;
+    # one that is no JSON at all was held and looked up.
+    server = HostileServer(chat=lambda r: json_answer(200, body, {"X-Generation-Id": new_generation_id()}))
+    server.routes["/generation"] = lambda r: json_answer(200, {"data": {"id": asked_generation(r), "total_cost": 2e-4}})
+    outcome = run(server, tmp_path)
+    assert {r["error"]["kind"] for r in outcome.rows} == {"bad_response"}
+    assert [r["cost_status"] for r in outcome.rows] == ["looked_up"] * len(outcome.rows)
+
+
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize(
     ("encoding", "body"), [("br", b"\x1b\x03\x00\xf8"), ("zstd", b"(\xb5/\xfd"), ("gzip", b"\x1f\x8bnot gzip")]

@@ -56,6 +56,11 @@ async def test_a_wait_of_zero_is_no_hint_and_the_backoff_applies(clock: FakeCloc
     calls, attempt = failing(*[Transient("server_error", "busy", 503, retry_after=0.0)] * 5)
     await call_with_retries(attempt, RetryPolicy(max_attempts=6), clock.sleep, AttemptLog())
     assert len(clock.sleeps) == 5 and sum(clock.sleeps) > 1.0 and all(0 <= s <= 30 for s in clock.sleeps)
+    # out-111 F4: nor is one of 1 ms: below the backoff's base, the longer of the two
+    random.seed(5)
+    calls, attempt = failing(*[Transient("server_error", "busy", 503, retry_after=0.001)] * 5)
+    await call_with_retries(attempt, RetryPolicy(max_attempts=6), clock.sleep, AttemptLog())
+    assert sum(clock.sleeps[5:]) > 1.0 and all(0.001 <= s <= 30 for s in clock.sleeps[5:])
 
 
 async def test_backoff_without_a_hint_is_jittered_and_capped(clock: FakeClock) -> None:

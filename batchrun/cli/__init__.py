@@ -143,7 +143,8 @@ def main(
         # Ended before its summary (no key, the key refused, the endpoint down, a bad job): the
         # step summary says so too, or CI showed no verdict for the step (break42 F8).
         why = "; ".join(console.said[said:]) or "refused before anything was said"
-        step_summary(console, early_exit(code, why, f"run {args.job}"), args, loaded=False)
+        # A job that loaded names files the summary keeps off (out-111 F1); one refused is not read again.
+        step_summary(console, early_exit(code, why, f"run {args.job}"), args, getattr(args, "job_loaded", False))
     return code
 
 

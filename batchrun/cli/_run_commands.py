@@ -96,6 +96,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
         raise ConfigError("--retry-errors continues a run: use it with --resume")
     job = load_job(args.job)
     jobs.append(job)
+    args.job_loaded = True  # the files it names may be read off it for the step summary (_common)
     if (too_few := fd_floor_problem()) is not None:  # before the loop and the simulator (break51 F5)
         raise ConfigError(too_few)
     if args.own_process:
