@@ -43,6 +43,7 @@ from ._run_output import (
     check_output,
     earlier_summary,
     earlier_work,
+    killed_run_notice,
     release_in_summary,
     resolve_output,
     results_size,
@@ -102,6 +103,7 @@ async def run_job(
             for lock in locks:
                 lock.acquire()
             output = resolve_output(job, options, clock.time(), notice)
+            killed_run_notice(job, options, notice)
             locks.append(OutputLock(output))
             locks[-1].acquire()
         hosted = HostCallback(on_record)  # the caller's: what it raises is raised at the end (break50 F5)

@@ -60,6 +60,21 @@ def _output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
     return _job_chosen(fresh_output(job.name, job.run.output, now, options.shard.tag if options.shard else ""))
 
 
+def killed_run_notice(job: Job, options: RunOptions, notice: Notice) -> None:
+    """A new run of a job (its lock held) beside a run of it that was killed (its journal left: attempts
+    that may have been paid for, recorded nowhere): said, under --quiet too. Cron heard nothing of a
+    killed night but from `history` (out-108 F6)."""
+    if options.output is not None or options.resume:
+        return
+    shard = shard_text(options.shard)
+    found = latest_incomplete(job.name, job.run.output, shard, False, options.fresh_simulator)
+    if found is not None and journal_path(found).exists():
+        notice(
+            f"warning: {found}: an earlier run of {job.name} was killed (its attempt journal is left): "
+            "--resume finishes it"
+        )
+
+
 def _job_chosen(path: Path) -> Path:
     """The results file the job chose (`run.output`, or the default): never through a link out
     of the working folder; and when it is a link, its file, whose sidecars are its own, as for

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from batchrun import ExitCode
+from batchrun._journal_file import journal_path
 from batchrun._lock import OutputLock
 from batchrun.simulator import Simulator
 
@@ -508,3 +509,16 @@ def test_a_run_output_that_is_a_link_in_the_folder_keeps_its_files_beside_its_fi
     code, _, err = call_cli("job.yaml", "--simulate", "-q", "--resume", "--retry-errors")
     assert code == ExitCode.OK, err
     assert not Path("night.summary.json").exists() and len(Path("real/night.jsonl").read_text().splitlines()) == 20
+
+
+def test_a_new_run_beside_a_killed_one_says_so(in_tmp: Path) -> None:
+    # out-108 F6: the next night after a kill -9 ran, exit 0, silent under --quiet, its killed
+    # run's journal of attempts (maybe paid, recorded nowhere) beside it; only `history` said.
+    first = killed(night())
+    journal_path(first).write_text("")  # what a kill leaves: the journal a whole run removes
+    code, _, err = call_cli("job.yaml", "--simulate", "-q")
+    assert code == ExitCode.OK and err == (
+        f"batchrun: warning: {first}: an earlier run of small was killed (its attempt journal is left): "
+        "--resume finishes it\n"
+    )
+    assert call_cli("job.yaml", "--simulate", "-q", "-o", "other.jsonl")[2] == ""  # its own file: no word
