@@ -61,7 +61,10 @@ def sim_config(options: list[str] | None) -> Any:
 def step_summary(console: Console, markdown: str, args: argparse.Namespace | None = None, loaded: bool = True) -> None:
     """A step summary that cannot be written is a warning: the command's own code stands.
     `loaded`: the command's job loaded (bounded), so the files it names may be read off it."""
-    failure = append_step_summary(markdown, _not_summaries(args, loaded))
+    # Only with a step summary to write: the job's files are found by parsing it again.
+    failure = append_step_summary(
+        markdown, _not_summaries(args, loaded) if os.environ.get("GITHUB_STEP_SUMMARY") else ()
+    )
     if failure:
         console.warn(failure)
 
