@@ -70,8 +70,8 @@ def killed_run_notice(job: Job, options: RunOptions, notice: Notice) -> None:
     found = latest_incomplete(job.name, job.run.output, shard, False, options.fresh_simulator)
     if found is not None and journal_path(found).exists():
         notice(
-            f"warning: {found}: an earlier run of {job.name} was killed (its attempt journal is left): "
-            "--resume finishes it"
+            f"warning: {found}: an earlier run of {job.name} left attempts no record holds (killed, or its "
+            "writes failed; its attempt journal is there): --resume finishes it"
         )
 
 

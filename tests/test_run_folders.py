@@ -518,7 +518,7 @@ def test_a_new_run_beside_a_killed_one_says_so(in_tmp: Path) -> None:
     journal_path(first).write_text("")  # what a kill leaves: the journal a whole run removes
     code, _, err = call_cli("job.yaml", "--simulate", "-q")
     assert code == ExitCode.OK and err == (
-        f"batchrun: warning: {first}: an earlier run of small was killed (its attempt journal is left): "
-        "--resume finishes it\n"
+        f"batchrun: warning: {first}: an earlier run of small left attempts no record holds (killed, or its "
+        "writes failed; its attempt journal is there): --resume finishes it\n"
     )
     assert call_cli("job.yaml", "--simulate", "-q", "-o", "other.jsonl")[2] == ""  # its own file: no word
