@@ -32,7 +32,7 @@ from ._api_key import sendable_key
 from ._body import ACCEPT_ENCODING, read_capped
 from ._clock import Clock, SystemClock
 from ._exceptions import ConfigError, RequestFailed, ResponseTooLarge, Transient, Undecodable
-from ._generation import Flight, abandoned, generation_header, valid_generation_id
+from ._generation import MESSAGE_LIMIT, Flight, abandoned, generation_header, valid_generation_id
 from ._pricing import EndpointPrice, GenerationCost, endpoints_slug, parse_endpoints, parse_generation
 from ._reply import ChatResult, Reply, error_failure, failure, parse_chat
 from ._routing import METADATA_HEADER
@@ -217,10 +217,10 @@ class OpenRouterClient:
         return await send_unread(self._http, request)
 
     def _describe_connect(self, exc: BaseException) -> str:
-        return self.scrub.text(f"connection failed: {exc}")[:300]
+        return self.scrub.text(f"connection failed: {exc}")[:MESSAGE_LIMIT]
 
     def _describe(self, exc: BaseException) -> str:
-        return self.scrub.text(f"{type(exc).__name__}: {exc}")[:300]
+        return self.scrub.text(f"{type(exc).__name__}: {exc}")[:MESSAGE_LIMIT]
 
     async def _send(self, method: str, path: str, key: str | None, body: Any = None, max_bytes: int = 0) -> Reply:
         content = None if body is None else orjson.dumps(body)

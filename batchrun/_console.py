@@ -185,7 +185,8 @@ def append_step_summary(markdown: str, keep: Iterable[Path] = ()) -> str | None:
         # A dataset's or a job's name: set to the job's CSV, it had the Markdown appended, and the
         # next gate read it as rows (verify35 m3). GitHub's own step summary file has no suffix.
         refused = f"{path}: a step summary is not appended to a dataset or a job file ({suffix})"
-    if refused is None and (same := [kept for kept in keep if file_identity(kept) == file_identity(Path(path))]):
+    target = file_identity(Path(path))
+    if refused is None and (same := [kept for kept in keep if file_identity(kept) == target]):
         refused = f"{path}: a step summary is not appended to {same[0]}, which this command reads or writes"
     if refused is None and _holds_json(Path(path)):
         # A json_schema file a dataset row names, which no job file shows (out-111 F2): no step

@@ -37,7 +37,7 @@ class Flight:
         self._id = value
 
 
-MESSAGE_LIMIT = 300  # a failure's message, as the client's own descriptions are cut
+MESSAGE_LIMIT = 300  # a failure's message, once scrubbed (the client's own descriptions too)
 _GENERATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 

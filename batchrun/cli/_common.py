@@ -14,9 +14,7 @@ from typing import Any, TypeVar
 
 from .._api_key import sendable_key
 from .._console import Console, append_step_summary, is_step_summary
-from .._exceptions import (
-    ConfigError,
-)
+from .._exceptions import BatchrunError, ConfigError
 from .._simulated import SIMULATOR_ENDPOINT
 
 
@@ -77,9 +75,12 @@ def _not_summaries(args: argparse.Namespace | None, loaded: bool) -> list[Path]:
     found = [Path(value) for value in given if isinstance(value, (str, Path)) and str(value)]
     # Only a job that loaded is read again: one refused may be a YAML bomb (it crashed the tests).
     if loaded and isinstance(given[0], (str, Path)):
+        import yaml
+
         from ._report_outputs import files_named_by
 
-        with contextlib.suppress(Exception):  # a job that did not load names nothing to keep
+        # Changed since it loaded (gone, no longer YAML): it names nothing to keep.
+        with contextlib.suppress(OSError, ValueError, yaml.YAMLError, BatchrunError):
             found += files_named_by(Path(given[0]))
     return found
 
