@@ -20,7 +20,6 @@ import codecs
 import collections
 import contextlib
 import csv
-import hashlib
 import json
 import math
 import os
@@ -39,30 +38,16 @@ from ._exceptions import JobError, Problem
 from ._files import open_regular
 from ._jobfile import key_like_strings, unusable_number
 from ._judge import check_kinds
+from ._row_identity import REPEAT_HINT, row_key
 from ._scrub import KEY_LIKE
 
 MAX_LINE_BYTES = 16 << 20
-
-
-# Spelled as _matrix spells a row in its id (stable_id): what tells two rows apart.
-_ROW_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-REPEAT_HINT = "a row's variables are its id (the resume key); to ask the same row again, use `repeat:`"
 
 
 def unnamed(name: str) -> bool:
     """A variable name with nothing to see in it: empty, spaces, or only control and format
     characters (a zero-width space, NUL) that no report would show (break34 m3, verify34)."""
     return all(unicodedata.category(c)[0] in "CZ" for c in name)
-
-
-def row_key(row: dict[str, Any]) -> bytes | None:
-    """What a row's id is made of: its variables, not its own checks; None if they cannot be encoded
-    (such a row is refused for that reason elsewhere)."""
-    try:
-        encoded = orjson.dumps({k: v for k, v in row.items() if k != "checks"}, option=_ROW_OPTIONS)
-    except orjson.JSONEncodeError:
-        return None
-    return hashlib.sha256(encoded).digest()[:16]
 
 
 MAX_ROW_PROBLEMS = 20  # a dataset's problems said at once: a million bad rows are not a million lines
@@ -405,6 +390,6 @@ class DatasetFile:
             if key is not None and int.from_bytes(key[:8], "big") in shared and seen.setdefault(key, number) != number:
                 if len(problems) == MAX_ROW_PROBLEMS:
                     return [*problems, Problem(str(self.path), None, None, "", MORE_ROWS)]
-                repeated = f"the same variables as line {seen[key]}: {REPEAT_HINT}"
+                repeated = f"the same variables as line {seen[key]}, {REPEAT_HINT}"
                 problems.append(Problem(str(self.path), number, None, "", repeated))
         return problems  # empty: the prefixes alone were shared (about once in 2**64 pairs)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._checks import check_problems, resolve_files
-from ._dataset import MAX_ROW_PROBLEMS, MORE_ROWS, REPEAT_HINT, DatasetFile, Snapshot, row_key
+from ._dataset import MAX_ROW_PROBLEMS, MORE_ROWS, DatasetFile, Snapshot
 from ._exceptions import ConfigError, JobError, Problem
 from ._files import file_identity, read_regular_text
 from ._formats import short
@@ -26,6 +26,7 @@ from ._judge import GraderSettings, check_kinds
 from ._judge import template_problems as grader_template_problems
 from ._parts import non_text_part
 from ._row_checker import row_checker
+from ._row_identity import REPEAT_HINT, row_key
 from ._schema_messages import schema_message
 from ._scrub import environment_scrubber, hide_keys
 from ._settings import Endpoint, RunSettings, run_settings
@@ -243,7 +244,7 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
                 key = row_key(row) if not problem else None
                 if key is not None and seen.setdefault(key, k) != k:
                     first = source.problem(where + ("vars", seen[key]), "").line
-                    problem = f"the same variables as vars[{seen[key]}] (line {first}): {REPEAT_HINT}"
+                    problem = f"the same variables as vars[{seen[key]}] (line {first}), {REPEAT_HINT}"
                 if problem:
                     bad += 1
                     if bad > MAX_ROW_PROBLEMS:

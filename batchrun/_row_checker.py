@@ -74,10 +74,12 @@ def row_checker(
     def check_row(row: dict[str, Any]) -> str | None:
         nonlocal validator
         missing = needed - row.keys()
+        # Which prompt: three shared the dataset, and "the prompt" named none (break65 F6).
+        used_by = "the prompt" if prompt_id is None else f"prompt {prompt_id!r}"
         if missing:
-            # Which prompt: three shared the dataset, and "the prompt" named none (break65 F6).
-            used_by = "the prompt" if prompt_id is None else f"prompt {prompt_id!r}"
             return f"row lacks variable(s) {', '.join(sorted(missing))} used by {used_by}{_header_hint(row, missing)}"
+        if nulls := sorted(name for name in needed if row[name] is None):
+            return _null_problem(nulls, used_by)
         # Before anything renders a check with this row (the key-like checks below do).
         if (too_large := _rendered_size_problem(row)) is not None:
             return too_large
@@ -107,6 +109,11 @@ def row_checker(
             return f"checks{where}: {schema_message(error, ['checks', *error.absolute_path]) or error.message}"
         # The row's own checks once their shape is known: `"checks": ["x"]` was a traceback
         # here, exit 1, in every command (break34 M1).
+        used = names_in(row["checks"])  # before they are rendered below
+        if unknown := used - row.keys():
+            return f"the row's checks use variable(s) {', '.join(sorted(unknown))} the row lacks"
+        if nulls := sorted(name for name in used if row[name] is None):
+            return _null_problem(nulls, "the row's checks")
         problem = row_check_problem([*checks, *row["checks"]], row)
         if problem is not None:
             return problem
@@ -118,12 +125,16 @@ def row_checker(
                 return "checks: a judge check needs a grader: set judge.model or the check's grader"
         for place, message in template_problems(row["checks"], ("checks",)):
             return f"{format_path(place)[2:]}: {message}"
-        unknown = names_in(row["checks"]) - row.keys()
-        if unknown:
-            return f"the row's checks use variable(s) {', '.join(sorted(unknown))} the row lacks"
         return None
 
     return check_row
+
+
+def _null_problem(names: list[str], used_by: str) -> str:
+    """A null a template would write as nothing: a missing value, most likely (a JSONL dataset's
+    gap), sent as a prompt with a hole in it and paid for, silently (out-110 F8)."""
+    named = f"variable {names[0]!r} is" if len(names) == 1 else f"variables {', '.join(map(repr, names))} are"
+    return f'{named} null, used by {used_by}: it would be written as nothing; write "" for empty text, or give a value'
 
 
 def _header_hint(row: dict[str, Any], missing: set[str]) -> str:

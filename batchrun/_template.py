@@ -77,13 +77,20 @@ class Template:
         parts = self._parts
         out = [parts[0]]
         for i in range(1, len(parts), 2):
-            value = values[parts[i]]
-            # A boolean as JSON writes it: a JSONL dataset's `true` was sent "True" (break65 F2).
-            out.append(
-                "" if value is None else ("true" if value else "false") if isinstance(value, bool) else str(value)
-            )
+            out.append(as_text(values[parts[i]]))
             out.append(parts[i + 1])
         return "".join(out)
+
+
+def as_text(value: Any) -> str:
+    """A variable's value as a placeholder writes it. A boolean as JSON writes it: a JSONL
+    dataset's `true` was sent "True" (break65 F2). Null writes nothing: a row may hold it only
+    in variables no template uses (_row_checker)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def names_in(value: Any) -> set[str]:

@@ -70,7 +70,7 @@ prompts:
     vars:
       - {a: 1}
       - {a: 1.0}
-      - {a: '1'}
+      - {a: 'one'}
       - {a: 1, b: 2}
       - {a: 1}
 """
@@ -114,7 +114,10 @@ def test_the_same_variables_under_two_prompts_are_two_rows(tmp_path: Path) -> No
     ("name", "content", "line", "first"),
     [
         ("rows.jsonl", '{"a": 1}\n{"a": 2}\n\n{"b": 0, "a": 1}\n{"a": 1, "b": 0}\n', 5, 4),
-        ("rows.jsonl", '{"a": 1}\n{"a": 1.0}\n{"a": "1"}\n{"a": 1}\n', 4, 1),
+        ("rows.jsonl", '{"a": 1}\n{"a": 1.0}\n{"a": "one"}\n{"a": 1}\n', 4, 1),
+        # Apart in JSON, alike as a prompt writes them: one request sent twice, under two ids (out-110 F8).
+        ("rows.jsonl", '{"a": 1}\n{"a": "1"}\n', 2, 1),
+        ("rows.jsonl", '{"a": true, "b": null}\n{"a": "true", "b": ""}\n', 2, 1),
         ("rows.csv", "a,b\n1,x\n2,x\n1,x\n", 4, 2),
     ],
 )
@@ -147,13 +150,14 @@ def test_every_duplicate_dataset_row_is_named_up_to_a_screenful(tmp_path: Path) 
         code, _, err = call_cli("validate", write_job(tmp_path, text))
         assert code == ExitCode.USAGE, err
         lines = err.strip().splitlines()
-        named = [line.split(": a row's variables")[0] for line in lines if "the same variables as line" in line]
+        named = [line.split(", as a prompt writes them")[0] for line in lines if "the same variables as line" in line]
         assert named == [f"batchrun: {tmp_path / name}:{n}: the same variables as line {f}" for n, f in expected], err
         assert ("and more rows like these" in err) == (name == "many.jsonl"), err
 
 
 def test_distinct_rows_are_still_accepted(tmp_path: Path) -> None:
-    (tmp_path / "rows.jsonl").write_text('{"a": 1}\n{"a": 1.0}\n{"a": "1"}\n{"a": 1, "b": null}\n', encoding="utf-8")
+    rows = '{"a": 1}\n{"a": 1.0}\n{"a": "1.00"}\n{"a": 1, "b": null}\n{"a": false}\n'
+    (tmp_path / "rows.jsonl").write_text(rows, encoding="utf-8")
     text = f"""
 name: ds
 dataset: rows.jsonl
@@ -162,6 +166,53 @@ prompts:
   - id: p
     text: "hi {{{{a}}}}"
 """
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    assert code == ExitCode.OK, err
+
+
+def test_rows_alike_as_a_prompt_writes_them_are_the_same_row(tmp_path: Path) -> None:
+    # out-110 F8: `1` and `"1"`, `true` and `"true"`, an unused null and "" were two rows, two ids,
+    # and one request paid twice.
+    text = DUPLICATE_VARS.replace("- {a: 1, b: 2}\n      - {a: 1}", "- {a: true, b: null}\n      - {a: 'true', b: ''}")
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    _refused(code, err, "prompts[0].vars[4]", "the same variables as vars[3] (line 12), as a prompt writes them")
+    code, _, err = call_cli("validate", write_job(tmp_path, DUPLICATE_VARS.replace("{a: 'one'}", "{a: '1'}")))
+    assert code == ExitCode.USAGE and "prompts[0].vars[2] the same variables as vars[0] (line 9)" in err, err
+
+
+@pytest.mark.parametrize(
+    ("rows", "fragment"),
+    [
+        (
+            "    vars: [{a: x}, {a: null}]\n",
+            "job.yaml:6:20: at $.prompts[0].vars[1] variable 'a' is null, used by the prompt",
+        ),
+        (
+            "    dataset: rows.jsonl\n",
+            "rows.jsonl:2: variable 'a' is null, used by prompt 'p': it would be written as nothing; write \"\" for",
+        ),
+        (
+            "    checks: [{contains: '{{b}}'}]\n    vars: [{a: x, b: null}, {a: y, b: null}]\n",
+            "variable 'b' is null, used by the prompt",
+        ),
+        (
+            "    vars: [{a: x, checks: [{contains: '{{b}}'}], b: null}]\n",
+            "variable 'b' is null, used by the row's checks",
+        ),
+    ],
+)
+def test_a_null_a_template_would_write_is_refused(tmp_path: Path, rows: str, fragment: str) -> None:
+    # out-110 F8: null was written as nothing, and the prompt sent with a hole in it, silently.
+    (tmp_path / "rows.jsonl").write_text('{"a": "x"}\n{"a": null}\n', encoding="utf-8")
+    text = f'name: nul\nmodels: [{MODEL}]\nprompts:\n  - id: p\n    text: "hi {{{{a}}}}"\n{rows}'
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    assert code == ExitCode.USAGE and fragment in err, err
+    assert len(err.strip().splitlines()) == 1 + (" b: null}, {a: y" in rows), err
+
+
+def test_a_null_no_template_writes_is_a_rows_value_still(tmp_path: Path) -> None:
+    rows = "    vars: [{a: x, note: null}]\n"
+    text = f'name: nul\nmodels: [{MODEL}]\nprompts:\n  - id: p\n    text: "hi {{{{a}}}}"\n{rows}'
     code, _, err = call_cli("validate", write_job(tmp_path, text))
     assert code == ExitCode.OK, err
 

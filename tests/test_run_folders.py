@@ -187,7 +187,7 @@ def test_report_of_a_partial_merge_is_incomplete_and_its_junit_fails(in_tmp: Pat
 
 
 def test_junit_cases_whose_names_collide_are_told_apart_by_their_rows_id(in_tmp: Path) -> None:
-    # break53 F6: rows whose variables share their first 80 characters, or differ as 1 and "1",
+    # break53 F6: rows whose variables share their first 80 characters, or differ as 1 and 1.0,
     # had one test-case name, one passing and one failing: a CI tracking tests by name merged them.
     context = "You are a helpful geography assistant. Please answer briefly and precisely, " * 2
     write_job(
@@ -199,7 +199,7 @@ prompts:
   - id: capital
     text: "{{{{context}}}} Capital of {{{{country}}}}?"
     vars: [{{context: "{context}", country: France}}, {{context: "{context}", country: Japan}},
-           {{context: a, country: 1}}, {{context: a, country: "1"}}]
+           {{context: a, country: 1}}, {{context: a, country: 1.0}}]
     checks: [{{contains: Paris}}]
 """,
         "dup.yaml",
@@ -209,8 +209,11 @@ prompts:
     call_cli("report", "d.jsonl", "--junit", "d.xml")
     names = re.findall(r'<testcase name="([^"]*)"', Path("d.xml").read_text())
     assert len(names) == 5 and len(set(names)) == 5, names  # 4 rows and the gate's case
-    ids = {row["id"][:8] for row in map(json.loads, Path("d.jsonl").read_text().splitlines())}
-    assert {name.rsplit("[", 1)[-1].rstrip("]") for name in names if "exit code" not in name} == ids
+    rows = list(map(json.loads, Path("d.jsonl").read_text().splitlines()))
+    long_ones = {row["id"][:8] for row in rows if row["vars"]["context"] == context}  # alike in their first 80
+    assert {name.rsplit(" [", 1)[-1].rstrip("]") for name in names if "geography" in name} == long_ones, names
+    assert "openai/gpt-4o-mini [context=a, country=1]" in names, names  # told apart by their values alone
+    assert "openai/gpt-4o-mini [context=a, country=1.0]" in names, names
 
 
 def test_a_link_to_a_run_outside_the_folder_is_read_by_its_files_summary(in_tmp: Path) -> None:
