@@ -184,10 +184,12 @@ def decide(
             f" (internal error: {summary.get('uncounted_error')})"
         )
     rate = error_rate(summary)
-    if not thresholds and summary["total"]["error"] and not summary["total"]["ok"]:
-        # No rate is needed to see it: a shard none of whose rows was answered (verify45 N2: exit 0).
+    if summary["total"]["error"] and not summary["total"]["ok"]:
+        # No rate is needed to see it, and no tolerance forgives it: a shard none of whose rows
+        # was answered (verify45 N2), or a night of errors under `max_error_rate: 1.0` (out-113
+        # F1: 105 of 105 rows errored, exit 0) did no work at all.
         reasons.append(f"every row ended in error ({summary['total']['error']}): nothing was answered")
-    if thresholds and rate > settings.max_error_rate:
+    elif thresholds and rate > settings.max_error_rate:
         reasons.append(
             f"{summary['total']['error']} row(s) ended in error ({rate:.1%}, tolerance {settings.max_error_rate:.1%})"
         )

@@ -170,6 +170,19 @@ def test_a_shard_run_with_no_thresholds_leaves_the_rates_to_the_merged_gate(tmp_
     assert code == ExitCode.USAGE and "not allowed with argument" in err
 
 
+def test_a_night_every_row_of_which_errored_is_never_exit_0_whatever_the_tolerance(tmp_path: Path) -> None:
+    # out-113 F1: `max_error_rate: 1.0` without a pass threshold: 105 of 105 rows errored and
+    # the run, `report --job` and the JUnit file all said 0 (green) on a night with no answer.
+    job = write_job(tmp_path, SMALL_JOB.replace("run: {", "run: {max_error_rate: 1.0, "))
+    out, junit = tmp_path / "out.jsonl", tmp_path / "junit.xml"
+    code, _, err = call_cli(job, "--simulate", "--sim", "fault.400=1", "-o", out, "-q")
+    assert code == ExitCode.ERRORS and "every row ended in error (20): nothing was answered" in err, err
+    code, _, err = call_cli("report", out, "--job", job, "--junit", junit)
+    assert code == ExitCode.ERRORS and "nothing was answered" in err, err
+    gate = _junit(junit)["gate"]
+    assert gate is not None and "nothing was answered" in (gate.find("failure").get("message") or "")
+
+
 def test_a_missing_repeat_makes_its_item_an_error(tmp_path: Path, job: Path, results: Path) -> None:
     # With repeats, JUnit has one case per item: an item with a repeat missing is not green.
     rows = read_rows(results)
