@@ -25,9 +25,11 @@ import orjson
 from ._checks import answer_of, grade, stored_judgements, without_latency_checks
 from ._exceptions import ResultsError
 from ._files import read_regular_text
+from ._items import item_key
 from ._job import Job
 from ._matrix import Request, matrix_requests, stable_id
 from ._output_paths import summary_path
+from ._verdict import Unverdicted
 
 
 @dataclass
@@ -62,7 +64,7 @@ class MatrixCoverage:
     fingerprints: dict[str, str] = field(default_factory=dict)  # every matrix id -> its request's
     seen: set[str] = field(default_factory=set)
     stale: set[str] = field(default_factory=set)  # rows answered for an earlier version of their request
-    skipped: int = 0
+    skipped_ids: set[str] = field(default_factory=set)  # seen, never answered
     foreign: int = 0
     foreign_example: str = ""
     changed: VerdictChanges = field(default_factory=VerdictChanges)  # by re-grading, from the file's
@@ -77,6 +79,32 @@ class MatrixCoverage:
     @property
     def missing(self) -> int:
         return len(self.checks) - len(self.seen) - len(self.stale)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.skipped_ids)
+
+    def without_verdicts(self) -> Unverdicted:
+        """The matrix's rows with checks and no answer in the file (missing, stale or skipped),
+        by the groups thresholds gate: what `--allow-partial` accepts may still decide a gate."""
+        out = Unverdicted()
+        recorded: set[str] = set()  # items with a record, a skipped one included: the summary has them
+        absent: set[str] = set()
+        for request in matrix_requests(self.job):
+            if not request.checks:
+                continue
+            item = item_key({"model": request.model, "prompt_id": request.prompt_id, "vars": request.vars})
+            if request.id in self.seen:
+                recorded.add(item)
+            else:
+                absent.add(item)
+            groups = ("", f"model {request.model}", f"prompt {request.prompt_id}")
+            if request.id not in self.seen or request.id in self.skipped_ids:
+                out.rows.update(groups)
+            if request.id not in self.seen:
+                out.no_record.update(groups)
+        out.absent_items = len(absent - recorded)
+        return out
 
     def review(
         self, records: Iterable[dict[str, Any]], regrade: bool = False, keep_stale: bool = False
@@ -101,7 +129,7 @@ class MatrixCoverage:
                 continue
             self.seen.add(row_id)
             if record["status"] == "skipped":
-                self.skipped += 1
+                self.skipped_ids.add(row_id)
             checks = self.checks[row_id]
             if record.get("batch_id"):
                 checks = without_latency_checks(checks)

@@ -39,11 +39,12 @@ class GroupFigures(TypedDict):
     answered_by: dict[str, int]
 
 
-def rate_bounds(group: GroupFigures | dict[str, Any]) -> tuple[float, float]:
-    """A group's pass rate had its undecided rows all failed, and had they all passed (its
-    graded or undecided rows being some)."""
-    passed, checked, undecided = int(group["passed"]), int(group["checked"]), int(group["undecided"])
-    return passed / (checked + undecided), (passed + undecided) / (checked + undecided)
+def rate_bounds(group: GroupFigures | dict[str, Any], unanswered: int = 0) -> tuple[float, float]:
+    """A group's pass rate had its undecided rows (and `unanswered` ones, checks and no answer)
+    all failed, and had they all passed (its graded or undecided rows being some)."""
+    passed, checked = int(group["passed"]), int(group["checked"])
+    unknown = int(group["undecided"]) + unanswered
+    return passed / (checked + unknown), (passed + unknown) / (checked + unknown)
 
 
 def exact_pass_rate(group: GroupFigures | dict[str, Any]) -> float | None:

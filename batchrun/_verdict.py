@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+from collections import Counter
+from dataclasses import dataclass, field
 
 from ._settings import RunSettings
 from ._status import StopReason
@@ -23,6 +25,19 @@ class ExitCode(enum.IntEnum):
     SUBMITTED = 10  # batch mode: batches are still running at OpenRouter; collect later with --resume
     IO = 11  # results or the summary could not be written during or after the run (resumable)
     INCOMPLETE = 12  # report --job / merge: rows of the job's matrix are missing or skipped
+
+
+@dataclass
+class Unverdicted:
+    """Rows of the job's matrix with checks and no answer in the file (missing, answering an
+    earlier request, or skipped) that `report --job --allow-partial` accepted, by group ("" the
+    whole, "model M", "prompt P"), and items none of whose repeats has a record. Had they been
+    answered they might have passed or failed: they can decide a threshold (out-113 F3: the
+    failing rows left out, 17 of 40 passed the gate at 100%, 42.5% in truth, exit 0)."""
+
+    rows: Counter[str] = field(default_factory=Counter)
+    no_record: Counter[str] = field(default_factory=Counter)  # of `rows`, those not in the file (not skipped)
+    absent_items: int = 0
 
 
 EXIT_CODE_TABLE = "\n".join(f"  {code.value}  {code.name.lower()}" for code in ExitCode)
@@ -78,7 +93,11 @@ def _shown(rate: float, limit: float) -> str:
 
 
 def unchecked_thresholds(
-    summary: Summary, settings: RunSettings, override: float | None = None, whole: bool = False
+    summary: Summary,
+    settings: RunSettings,
+    override: float | None = None,
+    whole: bool = False,
+    unverdicted: Unverdicted | None = None,
 ) -> list[str]:
     """Each threshold whose rows were answered or tried yet none graded (a grader outage, every
     row in error), or all skipped: it cannot be met or missed, and must not pass in silence
@@ -88,10 +107,17 @@ def unchecked_thresholds(
     one too (break40 F2: under --allow-partial, a prompt whose every row was lost passed); a
     shard's run has only its own models and prompts."""
     overall, models, prompts = _thresholds(settings, override)
-    subjects = [("pass rate", summary["total"], overall)] if overall is not None else []
+    unanswered, no_record = (
+        (unverdicted.rows, unverdicted.no_record) if unverdicted else (Counter[str](), Counter[str]())
+    )
+    subjects = [("pass rate", "", summary["total"], overall)] if overall is not None else []
     unchecked = []
     for kind, groups, limits in (("model", summary["models"], models), ("prompt", summary["prompts"], prompts)):
-        subjects += [(f"{kind} {name}", groups[name], limit) for name, limit in limits.items() if name in groups]
+        subjects += [
+            (f"{kind} {name}", f"{kind} {name}", groups[name], limit)
+            for name, limit in limits.items()
+            if name in groups
+        ]
         unchecked += [
             # Rows answering an earlier version of their request are not its rows (break68 F6).
             f"{kind} {name}: its threshold could not be checked: no row in the file answers its requests "
@@ -99,34 +125,40 @@ def unchecked_thresholds(
             for name in limits
             if whole and name not in groups
         ]
-    for label, group, limit in subjects:
-        checked, undecided = group["checked"], group["undecided"]
-        if checked == 0 and undecided + group["error"] + group["skipped"] > 0:
+    for label, key, group, limit in subjects:
+        checked, undecided, missing = group["checked"], group["undecided"], unanswered[key]
+        if checked == 0 and undecided + missing + group["error"] + group["skipped"] > 0:
             unchecked.append(
                 f"{label}: its threshold could not be checked: none of its rows was graded "
                 f"({undecided} undecided, {group['error']} in error"
-                + (f", {group['skipped']} skipped)" if group["skipped"] else ")")
+                + (f", {group['skipped']} skipped" if group["skipped"] else "")
+                + (f", {no_record[key]} with no record (--allow-partial))" if no_record[key] else ")")
             )
-        elif undecided and rate_bounds(group)[1] >= limit > rate_bounds(group)[0]:
+        elif (undecided or missing) and rate_bounds(group, missing)[1] >= limit > rate_bounds(group, missing)[0]:
             # Met had the undecided rows passed, missed had they failed: the verdicts never got
             # decide it (verify23 N2: 1 verdict of 3 met a 99% threshold that the 2 ungraded rows,
             # failing with the grader up, missed). And the other way: a row that failed a check is
             # failed beside its undecided judge, so a grader down left only failures graded, exit
             # 3 "pass rate 0.0%" (verify63 F3).
+            deciding = " and ".join(
+                ([f"{undecided} undecided"] if undecided else [])
+                + ([f"{missing} unanswered (accepted by --allow-partial)"] if missing else [])
+            )
             unchecked.append(
-                f"{label}: its threshold could not be checked: {undecided} undecided row(s) decide it "
+                f"{label}: its threshold could not be checked: {deciding} row(s) decide it "
                 f"({group['passed']} of {checked} graded passed)"
             )
     items = summary.get("items")
-    if items and items.get("gate") and items["undecided"] and not items["failed"]:
+    absent = unverdicted.absent_items if unverdicted is not None else 0
+    if items and items.get("gate") and (items["undecided"] or absent) and not items["failed"]:
         # `per_item` is a threshold too: an item its graded repeats neither meet nor miss is
         # decided by the ungraded ones, and a gate no item met passed (break27 M2: exit 0).
         # With an item failed outright the gate is missed whatever they hold: quality, exit 3,
         # not "could not be checked" pointing the on-call at the graders (break61 F5).
         gate = items["gate"]
         unchecked.append(
-            f"{items['undecided']} item(s) could not be checked against the per-item gate (at least {gate['min']} "
-            f"of {gate['of']} repeats): their ungraded or missing repeats decide it"
+            f"{items['undecided'] + absent} item(s) could not be checked against the per-item gate (at least "
+            f"{gate['min']} of {gate['of']} repeats): their ungraded or missing repeats decide it"
         )
     return unchecked
 
@@ -148,12 +180,14 @@ def decide(
     *,
     run: bool = False,
     thresholds: bool = True,
+    unverdicted: Unverdicted | None = None,
 ) -> tuple[ExitCode, list[str]]:
     """The exit code of a run, and why; a stop outranks errors, and errors outrank quality.
     `run`: the summary is a run's own, whose rows skipped without a stop make it incomplete
     (`report --job` decides that from the matrix itself, with `--allow-partial`). Without
     `thresholds` (a shard's run: too few rows for them), no rate is gated: the merged run's
-    `report --job` gates them (break42 F3: shards exited 3 on a night whose gate passed)."""
+    `report --job` gates them (break42 F3: shards exited 3 on a night whose gate passed).
+    `unverdicted`: the rows `report --job --allow-partial` accepted without an answer."""
     stop = summary.get("stop")
     budget, spent = summary.get("budget_usd"), summary.get("spent_usd")
     over = budget is not None and spent is not None and spent > budget + 1e-6  # the summary rounds to 8 places
@@ -206,7 +240,7 @@ def decide(
     if capped:
         reasons.append(f"{capped} row(s) skipped: a model reached its daily cap")
     if thresholds:
-        reasons += unchecked_thresholds(summary, settings, override, whole=not run)
+        reasons += unchecked_thresholds(summary, settings, override, whole=not run, unverdicted=unverdicted)
     if reasons:
         return ExitCode.ERRORS, reasons
     quality = quality_failures(summary, settings, override) if thresholds else []

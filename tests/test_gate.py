@@ -269,6 +269,43 @@ def test_allow_partial_says_what_it_accepted_and_fails_a_file_with_nothing_to_ga
     assert code == ExitCode.INCOMPLETE and "no row of the matrix has an answer to gate on" in err
 
 
+def test_rows_allow_partial_accepts_without_an_answer_can_decide_a_threshold_never_pass_it(tmp_path: Path) -> None:
+    # out-113 F3: the failing rows left out of the file, the rows kept passed every threshold
+    # (100% against 60%, and each item kept met the per-item gate; the items with no record were
+    # not looked at): exit 0. Rows accepted without an answer are rows without a verdict.
+    gated = SMALL_JOB.replace("run: {", "run: {pass_threshold: {overall: 0.6, per_item: {min: 1, of: 2}}, ")
+    job = write_job(
+        tmp_path, gated.replace("vars: [{a: 1}, {a: 2}]", "vars: [{a: 1}, {a: 2}]\n    checks: [{contains: '9'}]")
+    )
+    out = tmp_path / "out.jsonl"
+    half = ("--sim", "accuracy.openai/gpt-4o-mini=0.5", "--sim", "accuracy.google/gemini-2.0-flash-001=0.5")
+    assert call_cli(job, "--simulate", *half, "-o", out, "-q")[0] == ExitCode.QUALITY
+    rows = read_rows(out)
+    passing = [r for r in rows if r["passed"]]
+    assert 0 < len(passing) < 0.6 * len(rows)  # the truth: the gate is missed
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(json.dumps(r) + "\n" for r in passing))
+    junit = tmp_path / "junit.xml"
+    code, _, err = call_cli("report", part, "--job", job, "--allow-partial", "--junit", junit)
+    unanswered = len(rows) - len(passing)
+    assert code == ExitCode.ERRORS, err
+    assert (
+        f"pass rate: its threshold could not be checked: {unanswered} unanswered (accepted by --allow-partial) "
+        f"row(s) decide it ({len(passing)} of {len(passing)} graded passed)" in err
+    )
+    items = {(r["model"], r["prompt_id"], json.dumps(r["vars"])) for r in rows}
+    kept = {(r["model"], r["prompt_id"], json.dumps(r["vars"])) for r in passing}
+    assert f"{len(items - kept)} item(s) could not be checked against the per-item gate" in err
+    assert "could not be checked" in (_junit(junit)["gate"].find("failure").get("message") or "")
+    # Rows left out that could not change the verdict are accepted, as the option says.
+    one_gone = tmp_path / "one_gone.jsonl"
+    one_gone.write_text("".join(json.dumps(r) + "\n" for r in rows[1:]))
+    (tmp_path / "lenient").mkdir()
+    lenient = write_job(tmp_path / "lenient", SMALL_JOB.replace("run: {", "run: {pass_threshold: 0.01, "))
+    code, _, err = call_cli("report", one_gone, "--job", lenient, "--allow-partial")
+    assert code == ExitCode.OK and "accepted with --allow-partial: 1 of 20 row(s)" in err, err
+
+
 def test_a_row_without_a_fingerprint_is_not_taken_as_answering_the_job(
     tmp_path: Path, job: Path, results: Path
 ) -> None:

@@ -216,7 +216,10 @@ def _gate(
     coverage.raise_if_foreign(args.results)
     shortfalls = coverage.shortfalls()
     summary.update({"complete": not shortfalls, "missing_rows": coverage.missing, "matrix_rows": len(coverage.checks)})
-    code, reasons = decide(summary, settings)
+    # Rows accepted without an answer are rows without a verdict: a threshold they decide is not
+    # met on the rows that are there (out-113 F3).
+    unverdicted = coverage.without_verdicts() if shortfalls and args.allow_partial else None
+    code, reasons = decide(summary, settings, unverdicted=unverdicted)
     if shortfalls and not args.allow_partial:
         # Rows without an answer outrank errors and quality, as a stop does in a run.
         code, reasons = ExitCode.INCOMPLETE, [*shortfalls, "(--allow-partial accepts them)", *notes, *reasons]
