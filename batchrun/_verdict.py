@@ -72,7 +72,7 @@ def quality_failures(summary: Summary, settings: RunSettings, override: float | 
     failures = []
     rate = exact_pass_rate(summary["total"])
     if overall is not None and rate is not None and rate < overall:
-        failures.append(f"pass rate {_shown(rate, overall)} is below the threshold {overall:.1%}")
+        failures.append(f"pass rate {_shown(rate, overall)} is below the threshold {_limit(overall)}")
     items = summary.get("items")
     if items and items.get("gate") and items["failed"]:
         gate = items["gate"]
@@ -83,13 +83,28 @@ def quality_failures(summary: Summary, settings: RunSettings, override: float | 
             group = groups.get(name)
             rate = exact_pass_rate(group) if group is not None else None
             if rate is not None and rate < limit:
-                failures.append(f"{kind} {name}: pass rate {_shown(rate, limit)} is below {limit:.1%}")
+                failures.append(f"{kind} {name}: pass rate {_shown(rate, limit)} is below {_limit(limit)}")
     return failures
 
 
+def _limit(limit: float) -> str:
+    """A threshold as a percentage with the places it has (91.43%, not 91.4%: out-113 F5 read
+    "91.429% is below the threshold 91.4%"), at least one."""
+    for places in range(1, 7):
+        text = f"{limit:.{places}%}"
+        if abs(float(text[:-1]) / 100 - limit) < 1e-12:
+            return text
+    return f"{limit:.6%}"
+
+
 def _shown(rate: float, limit: float) -> str:
-    """The rate to one decimal, or three where one would read as the limit itself."""
-    return f"{rate:.1%}" if f"{rate:.1%}" != f"{limit:.1%}" else f"{rate:.3%}"
+    """The rate to as many places as its threshold is shown with, more where these would read
+    as the limit itself (79.996%, not 80.0%, below 80.0%)."""
+    places = len(_limit(limit).rstrip("%").partition(".")[2])
+    for more in range(places, 7):
+        if f"{rate:.{more}%}" != f"{limit:.{more}%}":
+            return f"{rate:.{more}%}"
+    return f"{rate:.6%}"
 
 
 def unchecked_thresholds(
@@ -217,24 +232,22 @@ def decide(
             f"{summary.get('uncounted_rows')} row(s) could not be counted in the summary, so no gate can be trusted"
             f" (internal error: {summary.get('uncounted_error')})"
         )
-    rate = error_rate(summary)
+    rate, tolerance = error_rate(summary), settings.max_error_rate
     if summary["total"]["error"] and not summary["total"]["ok"]:
         # No rate is needed to see it, and no tolerance forgives it: a shard none of whose rows
         # was answered (verify45 N2), or a night of errors under `max_error_rate: 1.0` (out-113
         # F1: 105 of 105 rows errored, exit 0) did no work at all.
         reasons.append(f"every row ended in error ({summary['total']['error']}): nothing was answered")
-    elif thresholds and rate > settings.max_error_rate:
-        reasons.append(
-            f"{summary['total']['error']} row(s) ended in error ({rate:.1%}, tolerance {settings.max_error_rate:.1%})"
-        )
+    elif thresholds and rate > tolerance:
+        errors = summary["total"]["error"]
+        reasons.append(f"{errors} row(s) ended in error ({_shown(rate, tolerance)}, tolerance {_limit(tolerance)})")
     # A grader that failed is not the model's failure (not in the pass rate), but a gate
     # with no verdicts must not pass in silence: ungraded rows share the error tolerance.
     undecided, answered = summary["total"]["undecided"], summary["total"]["ok"]
-    if thresholds and undecided and undecided / answered > settings.max_error_rate:
+    if thresholds and undecided and undecided / answered > tolerance:
         reasons.append(
             f"{undecided} row(s) could not be graded: a grader failed, or a figure a check needs was not "
-            f"reported ({undecided / answered:.1%} of answered "
-            f"rows, tolerance {settings.max_error_rate:.1%})"
+            f"reported ({_shown(undecided / answered, tolerance)} of answered rows, tolerance {_limit(tolerance)})"
         )
     capped = summary["skip_reasons"].get("daily_cap", 0)
     if capped:

@@ -592,6 +592,17 @@ def test_a_threshold_is_met_by_the_counts_not_by_a_rounded_rate() -> None:
     assert decide(summary, settings)[0] == ExitCode.OK
 
 
+def test_a_threshold_is_shown_with_the_places_it_has() -> None:
+    # out-113 F5: "pass rate 91.429% is below the threshold 91.4%" read as a rate above its limit.
+    summary = summary_of(record("1", "m", "p"), record("2", "m", "p", passed=False))
+    summary["total"]["passed"], summary["total"]["checked"] = 64, 70  # 91.4286%
+    code, reasons = decide(summary, RunSettings(pass_threshold=0.9143))
+    assert code == ExitCode.QUALITY and reasons == ["pass rate 91.429% is below the threshold 91.43%"]
+    summary["total"].update(error=1, ok=1999)  # 0.05% in error, over a 0.04% tolerance
+    code, reasons = decide(summary, RunSettings(pass_threshold=0.5, max_error_rate=0.0004))
+    assert code == ExitCode.ERRORS and reasons == ["1 row(s) ended in error (0.05%, tolerance 0.04%)"], reasons
+
+
 def _branching_schema(levels: int) -> dict[str, Any]:
     """`levels` of anyOf: [$ref next, $ref next]: 2**levels paths in a few hundred bytes."""
     defs: dict[str, Any] = {f"d{i}": {"anyOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2} for i in range(levels)}

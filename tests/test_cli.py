@@ -337,10 +337,11 @@ def test_a_misread_command_line_is_named_not_taken_as_something_else(tmp_path: P
     for extra, named in (
         (["--simulate"], "--simulate"),
         (["--budget", "1", "--allow-partial"], "--budget, --allow-partial"),
+        (["--pass-threshold", "0.9", "--max-error-rate", "0"], "--pass-threshold, --max-error-rate"),
     ):
         code, text, err = call_cli("report", out, *extra)
         assert code == ExitCode.USAGE and text == "", err
-        assert err == f"batchrun: {named}: only with --job JOB.yaml (they apply to its re-grading)\n"
+        assert err == f"batchrun: {named}: only with --job JOB.yaml (they apply to its re-grading and gate)\n"
     code, _, err = call_cli("cache", "prune", "--older-than", "30", "--dir", tmp_path / "no-cache-here")
     assert code == ExitCode.USAGE and "--older-than: not a duration: '30' (give a unit" in err
     assert not (tmp_path / "no-cache-here").exists()

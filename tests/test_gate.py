@@ -306,6 +306,30 @@ def test_rows_allow_partial_accepts_without_an_answer_can_decide_a_threshold_nev
     assert code == ExitCode.OK and "accepted with --allow-partial: 1 of 20 row(s)" in err, err
 
 
+def test_the_ci_gate_pins_the_thresholds_a_pull_request_could_loosen(tmp_path: Path) -> None:
+    # out-113 F4: the README said to pin `--pass-threshold` against a job file from a pull request;
+    # `report --job` refused it (exit 2), and nothing pinned `max_error_rate`.
+    loose = SMALL_JOB.replace("run: {", "run: {pass_threshold: {overall: 0.0, models: {openai/gpt-4o-mini: 0.0}}, ")
+    job = write_job(tmp_path, loose.replace("run: {", "run: {max_error_rate: 0.9, "))
+    out = tmp_path / "out.jsonl"
+    argv = (job, "--simulate", "--sim", "accuracy.openai/gpt-4o-mini=0.5", "--sim", "fault.500=0.3", "-o", out, "-q")
+    assert call_cli(*argv, "--max-attempts", "1")[0] == ExitCode.OK  # the job's own thresholds: anything passes
+    rows = read_rows(out)
+    errors, graded = sum(r["status"] == "error" for r in rows), [r for r in rows if r.get("passed") is not None]
+    assert 0 < errors < len(rows) and 0 < sum(r["passed"] for r in graded) < len(graded)
+    code, _, err = call_cli("report", out, "--job", job, "--max-error-rate", "0")
+    assert code == ExitCode.ERRORS and f"{errors} row(s) ended in error" in err and "tolerance 0.0%" in err, err
+    code, _, err = call_cli("report", out, "--job", job, "--max-error-rate", "1", "--pass-threshold", "0.99")
+    assert code == ExitCode.QUALITY and "is below the threshold 99.0%" in err, err
+    # The job's other thresholds stay: only the overall rate is pinned.
+    assert "model openai/gpt-4o-mini" not in err
+    # A run pins them the same way, and --no-thresholds gates none of them.
+    out.unlink()
+    assert call_cli(*argv, "--max-attempts", "1", "--max-error-rate", "0")[0] == ExitCode.ERRORS
+    code, _, err = call_cli(*argv, "--no-thresholds", "--max-error-rate", "0")
+    assert code == ExitCode.USAGE and "--max-error-rate and --no-thresholds: one or the other" in err
+
+
 def test_a_row_without_a_fingerprint_is_not_taken_as_answering_the_job(
     tmp_path: Path, job: Path, results: Path
 ) -> None:

@@ -142,6 +142,18 @@ def with_cache(settings: Any, args: argparse.Namespace) -> Any:
     return settings if args.cache is None else replace(settings, cache=options or True)
 
 
+def with_pinned_thresholds(settings: Any, pass_threshold: float | None, max_error_rate: float | None) -> Any:
+    """`--pass-threshold` (the overall rate; a job's per-model, per-prompt and per-item ones
+    stay) and `--max-error-rate` over the job's own."""
+    if max_error_rate is not None:
+        settings = replace(settings, max_error_rate=max_error_rate)
+    if pass_threshold is not None:
+        raw = settings.pass_threshold
+        pinned = {**raw, "overall": pass_threshold} if isinstance(raw, dict) else pass_threshold
+        settings = replace(settings, pass_threshold=pinned)
+    return settings
+
+
 def settings_from_args(job: Any, args: argparse.Namespace) -> Any:
     settings = job.run
     overrides = {
@@ -153,6 +165,7 @@ def settings_from_args(job: Any, args: argparse.Namespace) -> Any:
         "max_response_bytes": args.max_response_bytes,
         "max_elapsed_s": args.max_elapsed,
         "max_wait_s": args.max_wait,
+        "max_error_rate": args.max_error_rate,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     settings = with_budget(settings, args.budget)

@@ -33,6 +33,8 @@ _REGRADING_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("--allow-partial", lambda args: getattr(args, "allow_partial", False)),
     ("--deadline", lambda args: args.deadline is not None),
     ("--regrade-all", lambda args: args.regrade_all),
+    ("--pass-threshold", lambda args: args.pass_threshold is not None),
+    ("--max-error-rate", lambda args: args.max_error_rate is not None),
 )
 
 
@@ -45,7 +47,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         # (break23 F9: `report X --simulate` exited 0).
         given = [name for name, on in _REGRADING_OPTIONS if on(args)]
         if given:
-            raise ConfigError(f"{', '.join(given)}: only with --job JOB.yaml (they apply to its re-grading)")
+            raise ConfigError(f"{', '.join(given)}: only with --job JOB.yaml (they apply to its re-grading and gate)")
     # Until the verdict, the files that stand say there is none: last night's green page and
     # JUnit file stood beside a report that failed before its verdict (results missing or empty,
     # held by a run, a signal), with --job as without (break62 F4).

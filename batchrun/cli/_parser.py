@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .. import __version__, _argtypes
 from .._scrub import hide_keys
@@ -195,9 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-wait", type=_argtypes.positive_float, metavar="SECONDS", help="cap on a single retry wait")
     run.add_argument("--shard", metavar="K/N", help="run the K-th of N deterministic parts of the matrix")
     thresholds = run.add_mutually_exclusive_group()
-    thresholds.add_argument(
-        "--pass-threshold", type=_argtypes.rate, metavar="RATE", help="minimum pass rate of the checks (0..1)"
-    )
+    _add_threshold_pins(run, thresholds)
     thresholds.add_argument(
         "--no-thresholds",
         action="store_true",
@@ -263,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="with --job: a deadline for its re-grading, as a run's (overrides run.deadline_s)",
     )
+    _add_threshold_pins(report, report, " (with --job)")
     report.add_argument(
         "--regrade-all",
         action="store_true",
@@ -382,6 +381,24 @@ def _add_format_options(parser: argparse.ArgumentParser, what: str) -> None:
     formats = parser.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true", help=f"print {what} as JSON")
     formats.add_argument("--markdown", action="store_true", help=f"print {what} as Markdown")
+
+
+def _add_threshold_pins(parser: argparse.ArgumentParser, group: Any, scope: str = "") -> None:
+    """The job's thresholds, pinned where the job file is not trusted (README "Running a job
+    from a pull request"): its `pass_threshold` overall and `max_error_rate`."""
+    group.add_argument(
+        "--pass-threshold",
+        type=_argtypes.rate,
+        metavar="RATE",
+        help=f"minimum pass rate of the checks (0..1; overrides run.pass_threshold's overall){scope}",
+    )
+    # Not in the group of --no-thresholds' exclusions with --pass-threshold: both may be pinned.
+    parser.add_argument(
+        "--max-error-rate",
+        type=_argtypes.rate,
+        metavar="RATE",
+        help=f"share of rows in error (or not graded) tolerated (0..1; overrides run.max_error_rate){scope}",
+    )
 
 
 def _add_partial_option(parser: argparse.ArgumentParser) -> None:

@@ -92,6 +92,8 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
     from .._routing import PIN_BROKEN
     from .._summary_text import render_markdown, render_text
 
+    if args.no_thresholds and args.max_error_rate is not None:
+        raise ConfigError("--max-error-rate and --no-thresholds: one or the other (the latter gates no rate)")
     if args.retry_errors and not args.resume:
         raise ConfigError("--retry-errors continues a run: use it with --resume")
     job = load_job(args.job)
