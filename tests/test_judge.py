@@ -383,7 +383,17 @@ def test_resume_does_not_judge_finished_rows_again(tmp_path: Path) -> None:
 def test_report_job_regrades_with_judges_under_a_budget(tmp_path: Path) -> None:
     job = write_job(tmp_path, JUDGED)
     out = tmp_path / "r.jsonl"
-    sim_run(job, out)
+    sim_run(job, out)  # answered by an endpoint (a simulator served at a URL, as a real one)
+    # out-113 F2: the simulator's graders re-grading a real night flipped its failures to passes,
+    # exit 3 -> 0, without a word. Refused before anything is asked; with no verdict due, allowed.
+    result = cli("report", out, "--job", job, "--simulate", "--regrade-all")
+    assert result.returncode == ExitCode.USAGE and result.stdout == "", result.stderr
+    assert "was answered by an endpoint, not the simulator, and the simulator's graders would decide 12" in (
+        result.stderr
+    )
+    assert cli("report", out, "--job", job, "--simulate").returncode == ExitCode.OK
+    out = tmp_path / "simulated.jsonl"  # the rest: a file the simulator answered, as its graders may re-grade
+    assert cli(job, "--simulate", "-o", out, "-q").returncode == ExitCode.OK
     # The checks as they were graded: the verdicts stand, no grader is asked (break68 F8: the
     # CI gate bought every verdict again, and gated on that second grading).
     result = cli("report", out, "--job", job, "--simulate", "--budget", "0.00001")

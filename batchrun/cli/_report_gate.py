@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .._console import Console
-from .._exceptions import AuthFailed, LockHeld, OutputFailed, RequestFailed
+from .._exceptions import AuthFailed, ConfigError, LockHeld, OutputFailed, RequestFailed
 from .._summary_types import Summary
 from .._verdict import ExitCode
 from ._common import key_for_job, show, with_budget, with_pinned_thresholds, with_simulator
@@ -273,7 +273,8 @@ def _regrade_judged(
     """Re-grade, with grader requests where a verdict is due: the worst case printed first, then
     spent within the budget; `note` hears of each row re-graded."""
     from .._regrade import estimate_regrade, regrade_kept
-    from .._report_data import file_key_gap
+    from .._report_data import file_key_gap, read_run_summary
+    from .._simulated import simulated
     from .._results import final_records
 
     def worst_case(line: str) -> None:
@@ -288,6 +289,15 @@ def _regrade_judged(
             page.add(record)
 
     due = estimate_regrade(final_records(args.results, other_jobs=True), job, None, args.regrade_all)
+    endpoint = read_run_summary(args.results).get("endpoint")
+    if args.simulate and due.rows and isinstance(endpoint, str) and not simulated(endpoint):
+        # The simulator's graders flip verdicts at random: a real night's failures re-graded by
+        # them passed the gate, 3 -> 0, without a word (out-113 F2).
+        raise ConfigError(
+            f"--simulate: {args.results} was answered by an endpoint, not the simulator, and the simulator's "
+            f"graders would decide {due.rows} of its rows' verdicts (made up, not a model's): re-grade them with "
+            "the job's endpoint (a key, or --base-url)"
+        )
     if not due.rows:  # every verdict kept: no key, no endpoint, nothing sent
         worst_case(
             f"re-grading 0 row(s): {due.kept} verdict(s) kept: graded under the same checks (--regrade-all asks again)"
