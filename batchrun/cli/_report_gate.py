@@ -274,8 +274,8 @@ def _regrade_judged(
     spent within the budget; `note` hears of each row re-graded."""
     from .._regrade import estimate_regrade, regrade_kept
     from .._report_data import file_key_gap, read_run_summary
-    from .._simulated import simulated
     from .._results import final_records
+    from .._simulated import simulated
 
     def worst_case(line: str) -> None:
         console.to_err(line + "\n")
