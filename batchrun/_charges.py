@@ -25,7 +25,7 @@ from ._client import ChatResult, OpenRouterClient
 from ._cut_off import CutOff
 from ._exceptions import RequestFailed, Transient
 from ._ledger import CreditLedger
-from ._pricing import GenerationCost, money, usd
+from ._pricing import GenerationCost, doubted, money, usd
 from ._reply import below_upstream, upstream_cost
 from ._row_cost import Charge, RowCharges
 
@@ -108,6 +108,12 @@ class ChargeBook:
         # the first 404 left each at 6.7x its cost for good).
         self.estimated: list[Charge] = []
         self.estimated_count = 0  # answers whose cost was estimated (an upper bound), in all
+        self.doubted = 0  # reported charges past DOUBTED_TIMES their worst case: looked up first
+        self.doubted_looked_up = 0  # ... of which /generation gave the charge
+        self.doubted_example = ""
+        self.doubting = 0  # doubted charges being looked up: no attempt is sent meanwhile
+        self._doubts_settled = asyncio.Event()
+        self._doubts_settled.set()
 
     def _reused(self, generation_id: str | None) -> bool:
         """Whether an earlier attempt had this id (counted): the new attempt is not looked up by it."""
@@ -143,9 +149,10 @@ class ChargeBook:
     async def failed_with_cost(self, failure: RequestFailed, reservation: float, row: RowCharges) -> None:
         """A failed attempt whose reply reported a cost (`RequestFailed.reported_cost`)."""
         cost = failure.reported_cost or 0.0
-        row.parts.append(Charge(failure.generation_id, 0.0, cost=cost, status="reported"))
-        self._reused(failure.generation_id)  # known: its id is only kept from later attempts
-        await self.ledger.settle(reservation, cost, answered=True)
+        charge = Charge(failure.generation_id, 0.0, cost=cost, status="reported")
+        charge.reused_id = self._reused(failure.generation_id)
+        row.parts.append(charge)
+        await self._settle_reported(charge, reservation, cost, flag=False)
 
     async def answered(self, result: ChatResult, reservation: float, row: RowCharges, estimate: float | None) -> None:
         """Settle an answer: its reported cost, a lookup, the token estimate, or unknown (held)."""
@@ -157,8 +164,7 @@ class ChargeBook:
         reported = reported_charge(result.usage)
         if reported is not None:
             charge.cost, charge.status = money(result.usage.get("cost")), "reported"
-            charge.above_worst = self.check_bound(reported, reservation, "reported")
-            await self.ledger.settle(reservation, reported, answered=True)
+            await self._settle_reported(charge, reservation, reported)
             return
         charge.held = self.ledger.keep(reservation)
         if upstream is not None and not is_byok and upstream > charge.held:
@@ -190,28 +196,74 @@ class ChargeBook:
             if charge.generation_id is not None and not charge.reused_id:
                 self.estimated.append(charge)
 
+    async def _settle_reported(self, charge: Charge, reservation: float, reported: float, flag: bool = True) -> None:
+        """Settle an attempt at what its reply said it cost (`flag`: and flag it above its worst
+        case, as a failed attempt's is not). A doubted charge is looked up first, its reservation
+        still held: /generation's figure is taken; without one, the reply's (the limit is never
+        passed on a guess that it lied)."""
+        how = "reported"
+        if doubted(reported, reservation):
+            self.doubted += 1
+            self.doubted_example = self.doubted_example or f"${usd(reported)} for a worst case of ${usd(reservation)}"
+            self.doubting += 1
+            self._doubts_settled.clear()
+            try:
+                found = None
+                if charge.generation_id is not None and not charge.reused_id and not self.lookups_down:
+                    found = await self._fetch(charge.generation_id, ROW_LOOKUP_S)
+            except BaseException:
+                # Cancelled while it was asked (a stop's grace over): the reply's figure stands,
+                # and the reservation is settled, never leaked (a run under a budget hung: break14b C5).
+                await self.ledger.settle(reservation, reported, answered=True)
+                raise
+            finally:
+                self.doubting -= 1
+                if not self.doubting:
+                    self._doubts_settled.set()
+            if found is not None:
+                self.doubted_looked_up += 1
+                charge.cost, charge.status, reported, how = found.total_cost, "looked_up", found.charged, "looked up"
+                charge.is_byok, charge.upstream_inference_cost = found.is_byok, found.upstream_inference_cost
+                charge.usage_found = found.usage
+        if flag or how != "reported":
+            charge.above_worst = self.check_bound(reported, reservation, how)
+        await self.ledger.settle(reservation, reported, answered=True)
+
+    async def doubts_settled(self) -> None:
+        """Until no doubted charge is being looked up: an attempt about to be sent waits, so the
+        limit it is checked against counts the charge as confirmed (or as the reply said), as an
+        answer believed stops the run before its slot goes to another (verify30 N2)."""
+        if self.doubting:
+            await self._doubts_settled.wait()
+
+    async def _fetch(self, generation_id: str, limit_s: float | None) -> GenerationCost | None:
+        """/generation's account of one attempt, within `limit_s`; None when there is none (yet).
+        Counts stalls (lookups_down)."""
+        self.lookups += 1
+        started = asyncio.get_running_loop().time()
+        try:
+            async with self.cut_off.bound(), asyncio.timeout(limit_s):
+                found: GenerationCost | None = await self.client.generation(generation_id)
+        except TimeoutError:  # not known now: held until it is (break25 F6)
+            self.stalled += 1
+            return None
+        except RequestFailed as failed:
+            # The client's own timeout (timeout_s below ROW_LOOKUP_S) is a stall too; an error answered is not.
+            self.stalled = self.stalled + 1 if failed.kind == "timeout" else 0
+            return None
+        # So is an answer that took SLOW_LOOKUP_S: answering in 8-9.5 s never ran out of time, and
+        # each row waited that long, 100 rows in 228 s (verify37 N2). Its cost is taken all the same.
+        slow = asyncio.get_running_loop().time() - started >= SLOW_LOOKUP_S
+        self.stalled = self.stalled + 1 if slow else 0
+        return found
+
     async def look_up(self, charge: Charge, limit_s: float | None = None) -> bool:
         """Resolve one charge through /generation, unknown or estimated (its estimate then gives way
         to the charge); False when it is not known (yet), or not within `limit_s`."""
         status = charge.status
         if charge.generation_id is None or charge.reused_id or status not in ("unknown", "estimated"):
             return False
-        self.lookups += 1
-        started = asyncio.get_running_loop().time()
-        try:
-            async with self.cut_off.bound(), asyncio.timeout(limit_s):
-                found: GenerationCost | None = await self.client.generation(charge.generation_id)
-        except TimeoutError:  # not known now: held until it is (break25 F6)
-            self.stalled += 1
-            return False
-        except RequestFailed as failed:
-            # The client's own timeout (timeout_s below ROW_LOOKUP_S) is a stall too; an error answered is not.
-            self.stalled = self.stalled + 1 if failed.kind == "timeout" else 0
-            return False
-        # So is an answer that took SLOW_LOOKUP_S: answering in 8-9.5 s never ran out of time, and
-        # each row waited that long, 100 rows in 228 s (verify37 N2). Its cost is taken all the same.
-        slow = asyncio.get_running_loop().time() - started >= SLOW_LOOKUP_S
-        self.stalled = self.stalled + 1 if slow else 0
+        found = await self._fetch(charge.generation_id, limit_s)
         if found is None or charge.status != status:
             # Resolved meanwhile by another lookup of it (a row's own, and the key window's or
             # the wind-down's, at once): counted once (verify25 N3: 2e-06 twice in the ledger).

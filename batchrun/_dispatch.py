@@ -21,7 +21,7 @@ from ._journal import AttemptJournal
 from ._ledger import BudgetExhausted, CreditLedger
 from ._limit_parts import LimitParts
 from ._matrix import Request
-from ._pricing import budget_message, usd
+from ._pricing import budget_message, doubted, usd
 from ._reconcile import KeyStart, key_remaining
 from ._retry import RetryPolicy, call_with_retries, retry_call
 from ._row import Row
@@ -113,6 +113,7 @@ class Dispatcher:
         NotSent, and nothing of it is held as maybe billed."""
         request = row.request
         started = await self.throttle.acquire(request.model)
+        await self.charges.doubts_settled()  # a charge not believed is looked up: sent after, or not
         if self.ledger.over_limit():  # reserved before a charge above its worst case came in
             await self.throttle.release(request.model)
             raise BudgetExhausted()
@@ -143,7 +144,7 @@ class Dispatcher:
     def _stop_past_limit(self, row: Row, result: ChatResult) -> None:
         """An answer past the limit stops the run before its slot goes to another (verify30 N2: $80 of $0.50)."""
         reported, held = reported_charge(result.usage), row.reservation or 0.0
-        if reported is not None and self.ledger.would_pass(held, reported):
+        if reported is not None and not doubted(reported, held) and self.ledger.would_pass(held, reported):
             # Within its worst case, it is what the key showed beyond the costs that passed it (verify37 N4).
             why = "past its worst case and the limit" if reported > held else "and the key's usage was past the limit"
             reason = StopReason.CREDITS if self.limits.from_key else StopReason.BUDGET

@@ -47,6 +47,17 @@ SERVICE_TIERS = ("priority", "flex")
 _ROUTING_VARIANTS = (":nitro", ":floor", ":online", ":exacto", ":thinking", ":extended")
 
 
+# A reply's charge this many times its attempt's worst case (and a cent above it) is not believed
+# on its word: a server's "$9,999" for a $0.01 request, counted, stopped the run and every resume
+# of it for good (out-109 F4). /generation, OpenRouter's own account of it, is asked first.
+DOUBTED_TIMES = 100
+
+
+def doubted(charge: float, worst: float) -> bool:
+    """Whether a reported charge is too far above its worst case to be taken before a lookup."""
+    return worst > 0 and charge > worst * DOUBTED_TIMES and charge > worst + 0.01
+
+
 def money(value: Any) -> float | None:
     """A USD charge from a server: a finite, non-negative JSON number, or None (unknown).
     Booleans and strings are not numbers here (`true` once counted as $1, and a /generation

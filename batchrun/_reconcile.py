@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._pricing import FLOAT_NOISE_USD, money
+from ._pricing import DOUBTED_TIMES, FLOAT_NOISE_USD, money
 
 if TYPE_CHECKING:  # annotations only: `validate` loads no HTTP client nor event loop through them
     from ._charges import ChargeBook
@@ -182,6 +182,9 @@ def reconcile(
         "above_worst_case_attempts": book.above_worst,
         "above_worst_case_usd": round(book.above_worst_usd, 8),
         "reused_generation_ids": book.reused_ids,
+        # Reported charges past DOUBTED_TIMES their worst case, looked up before they were counted.
+        "doubted_reported_attempts": book.doubted,
+        "doubted_looked_up_attempts": book.doubted_looked_up,
         "warning": None,
     }
     _compare(out, start, end, ledger, book, unread, start_unread)
@@ -191,6 +194,13 @@ def reconcile(
             "not looked up by it (another row's), so they are estimated or held"
         )
         out["warning"] = f"{out['warning']}; {reused}" if out["warning"] else reused
+    if book.doubted:
+        doubted = (
+            f"{book.doubted} repl(ies) reported a charge over {DOUBTED_TIMES}x their worst case (e.g. "
+            f"{book.doubted_example}): not taken on their word, looked up first; /generation gave "
+            f"{book.doubted_looked_up} of them, the others are counted as reported"
+        )
+        out["warning"] = f"{out['warning']}; {doubted}" if out["warning"] else doubted
     if book.above_worst:
         above = (
             f"{book.above_worst} attempt(s) cost more than their worst case, ${book.above_worst_usd:.6f} beyond it "

@@ -12,7 +12,7 @@ the budget.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,8 @@ from .bound_server import (
     run,
     server,
 )
-from .hostile import RawRequest, http, json_answer
+from .conftest import call_cli
+from .hostile import RawRequest, chat_payload, http, json_answer
 
 pytestmark = pytest.mark.usefixtures("api_key_env")
 
@@ -340,6 +341,81 @@ def test_attempts_reserved_before_a_charge_above_its_worst_case_are_not_sent_aft
     # before its slot is given back (verify30 N2: the attempt taking it went out: 3 or 4).
     assert billing.chats == len(answered) <= 4
     assert {r["reason"] for r in rows if r["status"] == "skipped"} == {"budget"} and len(rows) == 40 * ROWS
+
+
+@dataclass
+class LyingBilling(Billing):
+    """Bills as Billing does, says each answer cost $9,999 (`error`: in a 200 whose finish reason
+    is an error), and keeps each bill by its generation id for an honest /generation."""
+
+    error: bool = False
+    bills: dict[str, float] = field(default_factory=dict)
+
+    def chat(self, request: RawRequest) -> bytes:
+        before = self.total
+        super().chat(request)
+        usage = {"prompt_tokens": len(request.body), "completion_tokens": self.completion, "cost": 9999.0}
+        self.bills[f"gen-{self.chats}"] = self.total - before
+        payload = chat_payload("42", model=MODEL, usage=usage, id=f"gen-{self.chats}")
+        if self.error:
+            payload["choices"][0].update(finish_reason="error", native_finish_reason="error")
+        return json_answer(200, payload)
+
+    def generation(self, request: RawRequest) -> bytes:
+        asked = request.path.split("id=")[-1]
+        if asked not in self.bills:
+            return json_answer(404, {"error": {"code": 404, "message": "Generation not found"}})
+        return json_answer(200, {"data": {"id": asked, "total_cost": self.bills[asked], "is_byok": False}})
+
+
+@pytest.mark.parametrize("error", [False, True], ids=["answer", "error-in-a-200"])
+def test_a_replys_charge_far_above_its_worst_case_is_looked_up_before_it_is_counted(
+    tmp_path: Path, error: bool
+) -> None:
+    # out-109 F4: a reply's usage.cost of $9,999 for a ~$0.02 request was counted: the run stopped
+    # (exit 5) and every resume of it too, for good. /generation, asked first, says what was billed.
+    billing = LyingBilling(error=error)
+    hostile = server(billing)
+    hostile.routes["/generation"] = billing.generation
+    code, _, err, rows = run(hostile, tmp_path, JOB, "--budget", "5")
+    assert code == (ExitCode.ERRORS if error else ExitCode.OK), err
+    assert billing.chats == ROWS and {r["cost_status"] for r in rows} == {"looked_up"}
+    assert sum(r["cost"] for r in rows) == pytest.approx(billing.total)
+    reconciliation = json.loads((tmp_path / "out.summary.json").read_text())["reconciliation"]
+    assert reconciliation["doubted_reported_attempts"] == reconciliation["doubted_looked_up_attempts"] == ROWS
+    assert "reported a charge over 100x their worst case (e.g. $9999.000000 for a worst case of $" in err
+    assert reconciliation["above_worst_case_attempts"] == 0  # the charges are the lookups', within their bounds
+    # The run's spend is the bill: a resume has money left and nothing to do.
+    with hostile.running():
+        code, _, err = call_cli(
+            tmp_path / "job.yaml",
+            "--base-url",
+            hostile.base_url,
+            "-o",
+            tmp_path / "out.jsonl",
+            "--resume",
+            "--budget",
+            "5",
+        )
+    assert code == (ExitCode.ERRORS if error else ExitCode.OK) and "budget" not in err, err
+    assert billing.chats == ROWS
+
+
+def test_a_charge_far_above_its_worst_case_that_no_lookup_confirms_is_counted_as_reported(tmp_path: Path) -> None:
+    # Never past the limit on a guess that the reply lied: unconfirmed, $9,999 is counted, the run
+    # stops at the first such answer, and no attempt is sent while it is looked up.
+    billing = LyingBilling()
+    job = JOB.replace("concurrency: 2", "concurrency: 8").replace("run:", "repeat: 10\nrun:")
+    code, _, err, rows = run(server(billing), tmp_path, job, "--budget", "5")
+    assert code == ExitCode.BUDGET, err
+    answered = [r for r in rows if r["status"] == "ok"]
+    # As test_attempts_reserved_before_...: the slow start's first window, or its growth by time.
+    assert billing.chats == len(answered) <= 4 and {r["cost_status"] for r in answered} == {"reported"}
+    assert all(r["cost"] == 9999.0 for r in answered)
+    reconciliation = json.loads((tmp_path / "out.summary.json").read_text())["reconciliation"]
+    assert reconciliation["doubted_reported_attempts"] == len(answered)
+    assert reconciliation["doubted_looked_up_attempts"] == 0
+    assert "the others are counted as reported" in err
 
 
 def test_a_cache_read_price_above_the_prompt_price_bounds_the_prompt(tmp_path: Path) -> None:
