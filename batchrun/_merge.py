@@ -27,7 +27,7 @@ from ._output_paths import SIDECARS, current_umask, sidecar_name_problem
 from ._reader import Warn, spent_on
 from ._report_data import RunSpan, file_key_gap, read_run_summary, run_spans
 from ._results import RESULTS_MODE, ResultsWriter, final_records
-from ._simulated import simulated
+from ._simulated import merged_endpoint, simulated
 from ._summary import SummaryBuilder
 from ._summary_types import Summary
 from ._verdict import ungraded_reason
@@ -138,7 +138,7 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
             )
     # A shard tried out with --simulate beside real ones made the night's gate green on made-up
     # answers, without a word (out-101 F4).
-    endpoints = [earlier.get("endpoint") for shard in shards if (earlier := read_run_summary(shard))]
+    endpoints = [read_run_summary(shard).get("endpoint") for shard in shards]
     if len({simulated(e) for e in endpoints if isinstance(e, str)}) > 1:
         warn(
             "some shards were answered by the built-in simulator (--simulate), others by an endpoint: "
@@ -241,6 +241,8 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
             matrix_rows=matrix_rows,
             spent_usd=round(spent + key_gap, 12),
         )
+        if (answered_by := merged_endpoint(endpoints)) is not None:
+            summary["endpoint"] = answered_by
         # Last: whatever fails before leaves no merged file behind, which would refuse the
         # next merge as "already exists" (break21 R6-R8: it was in place, with no summary).
         os.replace(temporary, output)

@@ -8,8 +8,24 @@ from __future__ import annotations
 from typing import Any
 
 SIMULATOR_ENDPOINT = "simulator"
+# A merged file's, when its shards were answered by different endpoints (the simulator among them,
+# or two servers): neither the simulator's nor any one endpoint's.
+MIXED_ENDPOINTS = "mixed"
 
 
 def simulated(endpoint: Any) -> bool:
     """Whether a run's recorded `endpoint` is the built-in simulator, whatever its settings."""
     return isinstance(endpoint, str) and endpoint.startswith(SIMULATOR_ENDPOINT)
+
+
+def merged_endpoint(endpoints: list[Any]) -> str | None:
+    """What answered the merged file's rows, as a run's summary says it: the shards' endpoint when
+    they share one, the simulator when it answered them all, MIXED_ENDPOINTS when some real
+    endpoint did not answer them all; None when a shard's is not known. Without it, the merged
+    file of a real night was taken for one the simulator's graders could re-grade: its failures
+    re-graded at random passed the gate, 26 of them (out-114 F1)."""
+    if not all(isinstance(endpoint, str) for endpoint in endpoints):
+        return None
+    if len(set(endpoints)) == 1:
+        return str(endpoints[0])
+    return SIMULATOR_ENDPOINT if all(map(simulated, endpoints)) else MIXED_ENDPOINTS

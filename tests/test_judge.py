@@ -12,7 +12,7 @@ import httpx
 import pytest
 import respx
 
-from batchrun import ExitCode, RunOptions, load_job, run_job
+from batchrun import ExitCode, RunOptions, Shard, load_job, run_job
 from batchrun._checks import stored_judgements, verdict_of
 from batchrun._judge import (
     DEFAULT_PARAMS,
@@ -25,6 +25,8 @@ from batchrun._judge import (
     parse_verdict,
     template_problems,
 )
+from batchrun._output_paths import summary_path
+from batchrun._simulated import simulated
 from batchrun.simulator import SimConfig, Simulator
 from batchrun.simulator._grader import VERDICT_SCHEMA_NAME, grade_as_judge
 
@@ -378,6 +380,45 @@ def test_resume_does_not_judge_finished_rows_again(tmp_path: Path) -> None:
     rows = {r["id"]: r for r in read_rows(out)}
     assert len(rows) == 12 and all(r["checks"][0]["judge"]["graders"] for r in rows.values())
     assert report.summary["total"]["checked"] == 12
+
+
+def test_the_simulators_graders_regrade_only_a_file_known_to_be_the_simulators(tmp_path: Path) -> None:
+    # out-114 F1: merge wrote no endpoint into its summary, and a file with none was not refused:
+    # a real night's merged file re-graded by the simulator's graders passed 26 failures, exit 0.
+    job = write_job(tmp_path, JUDGED)
+    real = [tmp_path / "r1.jsonl", tmp_path / "r2.jsonl"]
+    simulator = Simulator(SimConfig())
+    with simulator.serve_in_thread():  # one endpoint, as a real night's shards have
+        for index, shard in enumerate(real, 1):
+            options = RunOptions(api_key="sim-key", base_url=simulator.base_url, output=shard, shard=Shard(index, 2))
+            asyncio.run(run_job(load_job(job), options))
+    made_up = [tmp_path / "s1.jsonl", tmp_path / "s2.jsonl"]
+    for index, shard in enumerate(made_up, 1):
+        assert call_cli(job, "--simulate", "--shard", f"{index}/2", "-o", shard, "-q")[0] == ExitCode.OK
+
+    def merged(name: str, *shards: Path) -> tuple[Path, Any]:
+        assert call_cli("merge", tmp_path / name, *shards, "-q")[0] == ExitCode.OK
+        return tmp_path / name, json.loads(summary_path(tmp_path / name).read_text()).get("endpoint")
+
+    def regraded(results: Path) -> tuple[int, str]:
+        code, _, err = call_cli("report", results, "--job", job, "--simulate", "--regrade-all", "--budget", "1")
+        return code, err
+
+    night, endpoint = merged("night.jsonl", *real)
+    assert endpoint == json.loads(summary_path(real[0]).read_text())["endpoint"] and endpoint.startswith("http")
+    code, err = regraded(night)
+    assert code == ExitCode.USAGE and f"{night} was answered by an endpoint, not the simulator" in err
+    mixed, endpoint = merged("mixed.jsonl", real[0], made_up[1])
+    code, err = regraded(mixed)
+    assert endpoint == "mixed" and code == ExitCode.USAGE and "was answered in part by an endpoint" in err
+    try_out, endpoint = merged("try-out.jsonl", *made_up)
+    bare = tmp_path / "bare.jsonl"  # the simulator's rows without the summary that says so
+    bare.write_bytes(try_out.read_bytes())
+    code, err = regraded(bare)
+    assert code == ExitCode.USAGE and "has no summary that says what answered it, not the simulator" in err
+    code, err = regraded(try_out)
+    assert simulated(endpoint) and code == ExitCode.OK, err
+    assert f"{try_out}: answered by the built-in simulator (--simulate), not by a model" in err
 
 
 def test_report_job_regrades_with_judges_under_a_budget(tmp_path: Path) -> None:

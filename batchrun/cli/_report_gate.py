@@ -275,7 +275,7 @@ def _regrade_judged(
     from .._regrade import estimate_regrade, regrade_kept
     from .._report_data import file_key_gap, read_run_summary
     from .._results import final_records
-    from .._simulated import simulated
+    from .._simulated import MIXED_ENDPOINTS, simulated
 
     def worst_case(line: str) -> None:
         console.to_err(line + "\n")
@@ -290,13 +290,19 @@ def _regrade_judged(
 
     due = estimate_regrade(final_records(args.results, other_jobs=True), job, None, args.regrade_all)
     endpoint = read_run_summary(args.results).get("endpoint")
-    if args.simulate and due.rows and isinstance(endpoint, str) and not simulated(endpoint):
+    if args.simulate and due.rows and not simulated(endpoint):
         # The simulator's graders flip verdicts at random: a real night's failures re-graded by
-        # them passed the gate, 3 -> 0, without a word (out-113 F2).
+        # them passed the gate, 3 -> 0, without a word (out-113 F2). Unless the file is known to be
+        # the simulator's: a merged one said nothing of its endpoint, and passed 26 (out-114 F1).
+        answered = {
+            None: "has no summary that says what answered it",
+            MIXED_ENDPOINTS: "was answered in part by an endpoint",
+        }
+        answered_by = answered.get(endpoint if isinstance(endpoint, str) else None, "was answered by an endpoint")
         raise ConfigError(
-            f"--simulate: {args.results} was answered by an endpoint, not the simulator, and the simulator's "
-            f"graders would decide {due.rows} of its rows' verdicts (made up, not a model's): re-grade them with "
-            "the job's endpoint (a key, or --base-url)"
+            f"--simulate: {args.results} {answered_by}, not the simulator, and the simulator's graders would decide "
+            f"{due.rows} of its rows' verdicts (made up, not a model's): re-grade them with the job's endpoint "
+            "(a key, or --base-url)"
         )
     if not due.rows:  # every verdict kept: no key, no endpoint, nothing sent
         worst_case(
