@@ -106,12 +106,20 @@ class Estimate:
         self.unknown_why.setdefault(request.model, why)
 
 
-def unaffordable(found: Estimate, budget: float, settings: RunSettings) -> list[str]:
+def unaffordable(found: Estimate, budget: float, settings: RunSettings, from_key: bool = False) -> list[str]:
     """The models no request (in batch mode, no batch) of which fits `budget`, what the ledger may
     spend: the run spent on the others, then stopped, exit 5, "resumable once there is money",
-    which --budget cannot give (out-102 F9, out-103 F6)."""
+    which --budget cannot give (out-102 F9, out-103 F6). `from_key`: the key's credit or the
+    account's balance binds, not the job's budget, which raising would not help."""
     said = []
-    left, raise_it = f"and ${budget:.6f} is all there is", "raise run.budget_usd: --budget only lowers it"
+    left = f"and ${budget:.6f} is all there is"
+    # --budget raises no budget the job file sets, but is the budget where it sets none: "--budget
+    # only lowers it" sent a resume that --budget 20000 lets through to edit the job (out-115 F1).
+    raise_it = (
+        "add credits, or raise the key's limit: they bind, not the budget"
+        if from_key
+        else "raise run.budget_usd, or --budget where the job sets none (it only lowers one the job sets)"
+    )
     for model, usd in sorted(found.cheapest_usd.items()):
         rows = found.rows.get(model, 0)
         batch = min(rows, settings.batch_max_requests)
@@ -398,7 +406,7 @@ async def preflight(
     if refusal is not None:
         # With no /models, the URL is the likelier slip: said here too, as --quiet hides notices.
         raise ConfigError(refusal + (url_hint(client.base_url) if models is None else ""))
-    for warning in unaffordable(estimated, budget, settings) if budget is not None else []:
+    for warning in unaffordable(estimated, budget, settings, limits.from_key) if budget is not None else []:
         notice(warning)
     if estimated.unknown_why and budget is not None:
         reasons = "; ".join(f"{m} ({why})" for m, why in sorted(estimated.unknown_why.items()))

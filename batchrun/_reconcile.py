@@ -195,10 +195,18 @@ def reconcile(
         )
         out["warning"] = f"{out['warning']}; {reused}" if out["warning"] else reused
     if book.doubted:
+        # Said as it was: "the others are counted as reported" when /generation gave every one (out-115 F2).
+        unconfirmed = book.doubted - book.doubted_looked_up
+        found = (
+            "/generation gave them all"
+            if not unconfirmed
+            else "/generation gave none: counted as reported"
+            if unconfirmed == book.doubted
+            else f"/generation gave {book.doubted_looked_up} of them, the other {unconfirmed} counted as reported"
+        )
         doubted = (
             f"{book.doubted} repl(ies) reported a charge over {DOUBTED_TIMES}x their worst case (e.g. "
-            f"{book.doubted_example}): not taken on their word, looked up first; /generation gave "
-            f"{book.doubted_looked_up} of them, the others are counted as reported"
+            f"{book.doubted_example}): not taken on their word, looked up first; {found}"
         )
         out["warning"] = f"{out['warning']}; {doubted}" if out["warning"] else doubted
     if book.above_worst:

@@ -384,6 +384,7 @@ def test_a_replys_charge_far_above_its_worst_case_is_looked_up_before_it_is_coun
     reconciliation = json.loads((tmp_path / "out.summary.json").read_text())["reconciliation"]
     assert reconciliation["doubted_reported_attempts"] == reconciliation["doubted_looked_up_attempts"] == ROWS
     assert "reported a charge over 100x their worst case (e.g. $9999.000000 for a worst case of $" in err
+    assert "looked up first; /generation gave them all" in err and "counted as reported" not in err  # out-115 F2
     assert reconciliation["above_worst_case_attempts"] == 0  # the charges are the lookups', within their bounds
     # The run's spend is the bill: a resume has money left and nothing to do.
     with hostile.running():
@@ -415,7 +416,7 @@ def test_a_charge_far_above_its_worst_case_that_no_lookup_confirms_is_counted_as
     reconciliation = json.loads((tmp_path / "out.summary.json").read_text())["reconciliation"]
     assert reconciliation["doubted_reported_attempts"] == len(answered)
     assert reconciliation["doubted_looked_up_attempts"] == 0
-    assert "the others are counted as reported" in err
+    assert "looked up first; /generation gave none: counted as reported" in err
 
 
 def test_a_cache_read_price_above_the_prompt_price_bounds_the_prompt(tmp_path: Path) -> None:
