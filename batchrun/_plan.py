@@ -12,6 +12,7 @@ from typing import Any
 from ._account import endpoints_outage, read_balance, read_endpoints
 from ._account_reply import unknown_reset
 from ._costs import CostModel, unknown_price_refusal
+from ._estimate import Estimate, unaffordable
 from ._exceptions import ConfigError, ResultsError
 from ._files import read_regular_text
 from ._formats import one_line
@@ -21,16 +22,7 @@ from ._matrix import count_requests, matrix_requests, run_size_problem
 from ._models import PRICE_CAVEATS, Resolution, variant_of
 from ._options import RunOptions
 from ._output_paths import job_folder, summary_path
-from ._preflight import (
-    Estimate,
-    estimate,
-    job_routing_warning,
-    make_client,
-    open_cache,
-    read_account,
-    unaffordable,
-    wanted_models,
-)
+from ._preflight import estimate, job_routing_warning, make_client, open_cache, read_account, wanted_models
 from ._pricing import usd
 from ._report_data import file_key_gap, read_run_summary
 from ._results import final_records

@@ -1,0 +1,93 @@
+"""The worst case a run's matrix would cost, by model, before anything is spent, and the models
+of it no request of which fits what the run may spend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._costs import CostModel, Worst
+from ._matrix import Request
+from ._settings import RunSettings
+
+
+@dataclass
+class Estimate:
+    rows: dict[str, int] = field(default_factory=dict)
+    worst_usd: dict[str, float] = field(default_factory=dict)
+    batch_worst_usd: dict[str, float] = field(default_factory=dict)  # at Batch API prices
+    unknown_price: set[str] = field(default_factory=set)
+    unknown_why: dict[str, str] = field(default_factory=dict)  # model -> why its worst case is unknown
+    no_max_tokens: set[str] = field(default_factory=set)
+    kept: int = 0
+    regraded: int = 0  # kept answers whose judge checks a stop left ungraded: graded now
+    in_file: int = 0  # rows of the matrix the file being resumed has a record of
+    judge_requests: dict[str, int] = field(default_factory=dict)  # by grader model
+    judge_worst_usd: dict[str, float] = field(default_factory=dict)
+    basis: dict[str, str] = field(default_factory=dict)  # model -> price basis of its first request
+    cached: dict[str, int] = field(default_factory=dict)  # rows the cache will answer (in `rows` too)
+    saved_usd: float = 0.0  # what those rows cost when they were first answered
+    cheapest_usd: dict[str, float] = field(default_factory=dict)  # model -> its cheapest request's worst case
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+    @property
+    def total_worst(self) -> float:
+        """Answers and their grading: judge requests are spent from the same budget."""
+        return sum(self.worst_usd.values()) + sum(self.judge_worst_usd.values())
+
+    def add_judging(self, requests: list[Request], costs: CostModel) -> None:
+        for grader in requests:
+            self.judge_requests[grader.model] = self.judge_requests.get(grader.model, 0) + 1
+            self.priced(grader, costs, self.judge_worst_usd)
+
+    def priced(self, request: Request, costs: CostModel, into: dict[str, float]) -> float | None:
+        """Add the request's worst case to `into` (by model), or note its price as unknown;
+        the worst case, or None when unknown."""
+        if request.model not in self.basis:
+            self.basis[request.model] = costs.describe(request)
+        worst = costs.worst(request)
+        if worst.usd is None:
+            self.unknown(request, worst)
+            return None
+        into[request.model] = into.get(request.model, 0.0) + worst.usd
+        if into is self.worst_usd:
+            self.cheapest_usd[request.model] = min(self.cheapest_usd.get(request.model, worst.usd), worst.usd)
+        return worst.usd
+
+    def unknown(self, request: Request, worst: Worst) -> None:
+        self.unknown_price.add(request.model)
+        why = worst.why if worst.model == request.model else f"fallback {worst.model}: {worst.why}"
+        self.unknown_why.setdefault(request.model, why)
+
+
+def unaffordable(found: Estimate, budget: float, settings: RunSettings, from_key: bool = False) -> list[str]:
+    """The models no request (in batch mode, no batch) of which fits `budget`, what the ledger may
+    spend: the run spent on the others, then stopped, exit 5, "resumable once there is money",
+    which --budget cannot give (out-102 F9, out-103 F6). `from_key`: the key's credit or the
+    account's balance binds, not the job's budget, which raising would not help."""
+    said = []
+    left = f"and ${budget:.6f} is all there is"
+    # --budget raises no budget the job file sets, but is the budget where it sets none: "--budget
+    # only lowers it" sent a resume that --budget 20000 lets through to edit the job (out-115 F1).
+    raise_it = (
+        "add credits, or raise the key's limit: they bind, not the budget"
+        if from_key
+        else "raise run.budget_usd, or --budget where the job sets none (it only lowers one the job sets)"
+    )
+    for model, usd in sorted(found.cheapest_usd.items()):
+        rows = found.rows.get(model, 0)
+        batch = min(rows, settings.batch_max_requests)
+        whole = found.worst_usd.get(model, 0.0) * batch / rows if rows else 0.0
+        if usd > budget:
+            advice = f"set params.max_tokens, or {raise_it}" if model in found.no_max_tokens else raise_it
+            said.append(
+                f"no request of {model} fits the budget: the cheapest needs up to ${usd:.6f}, {left} ({advice})"
+            )
+        elif settings.mode == "batch" and whole > budget:
+            said.append(
+                f"no batch of {model} fits the budget: its {batch} request(s) need up to ${whole:.6f}, {left} (lower "
+                f"run.batch_max_requests, or {raise_it})"
+            )
+    return [f"warning: {line}" for line in said]
