@@ -21,7 +21,6 @@ row itself is sent again like any skipped row. The journal stays until the run's
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import Iterable
@@ -32,7 +31,8 @@ from typing import Any
 import orjson
 
 from ._client import OpenRouterClient
-from ._exceptions import OutputFailed, RequestFailed
+from ._earlier_costs import look_up_generations
+from ._exceptions import OutputFailed
 from ._generation import valid_generation_id
 from ._job import Job
 from ._journal_file import Crashed, crash_fields, drop_recorded, journal_key_gap, journal_path, read_journal
@@ -45,8 +45,6 @@ from ._record_head import Identity, record_head, record_identity
 from ._results import ResultsWriter
 from ._status import Status
 from ._ungraded import regraded_fields
-
-LOOKUPS_AT_ONCE = 8
 
 
 class AttemptJournal:
@@ -207,28 +205,6 @@ class AttemptJournal:
                 self.path.unlink()
 
 
-async def _look_up(client: OpenRouterClient, attempts: list[dict[str, Any]], limit_s: float) -> dict[str, float]:
-    """Generation id -> its cost, for those /generation knows (a few at a time, all within
-    `limit_s`: a lookup that hangs leaves its attempt held, never the run waiting)."""
-    ids = {g for a in attempts if (g := valid_generation_id(a["gen"], client.scrub)) is not None}
-    gate = asyncio.Semaphore(LOOKUPS_AT_ONCE)
-    found: dict[str, float] = {}
-
-    async def one(gid: str) -> None:
-        async with gate:
-            try:
-                cost = await client.generation(gid)
-            except RequestFailed:
-                return
-            if cost is not None:
-                found[gid] = cost.charged  # a BYOK generation's upstream cost too (verify14j N13)
-
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(limit_s):
-            await asyncio.gather(*(one(gid) for gid in sorted(ids)))
-    return found
-
-
 @dataclass
 class Recovered:
     """What `recover` found in a crashed run's journal."""
@@ -308,7 +284,10 @@ async def recover(
     if rows:
         drop_recorded(results, rows)
     if rows:
-        found = await _look_up(client, [a for c in rows.values() for a in c.attempts], limit_s)
+        ids = (valid_generation_id(a["gen"], client.scrub) for c in rows.values() for a in c.attempts)
+        looked_up = await look_up_generations(client, (i for i in ids if i is not None), limit_s)
+        # A BYOK generation's upstream cost too (verify14j N13).
+        found = {generation_id: cost.charged for generation_id, cost in looked_up.items()}
         known = {r.id: r for r in requests if r.id in rows}
         answered = _answers_being_graded(results, rows, known)
         writer = ResultsWriter(results)

@@ -76,13 +76,7 @@ class LateCosts:
                 fields.update(judge_cost_fields(row.judge))
             if all(row.record.get(name) == value for name, value in fields.items()):
                 continue  # nothing was learnt about this row
-            record = resolved_record(row.record, fields, moved, now)
-            if record["status"] == "ok" and row.request.checks:
-                # Graded again on the cost known now: a max_cost_usd check left undecided by the
-                # unknown cost (or a record saying "got $None" beside its cost) is decided (break66 F1).
-                checks = applied_checks(record, row.request)
-                record.update(grade(checks, answer_of(record), stored_judgements(record, checks)))
-            yield record, row.request.payload
+            yield graded_on_cost(resolved_record(row.record, fields, moved, now), row.request), row.request.payload
 
 
 def resolved_record(old: dict[str, Any], fields: dict[str, Any], moved: float, now: str) -> dict[str, Any]:
@@ -96,6 +90,16 @@ def resolved_record(old: dict[str, Any], fields: dict[str, Any], moved: float, n
     record.update((name, value) for name, value in old.items() if name not in record)
     record.update(fields)
     record["cost_resolved_at"] = now
+    return record
+
+
+def graded_on_cost(record: dict[str, Any], request: Request) -> dict[str, Any]:
+    """A row written again with its cost known, graded again on it: a max_cost_usd check left
+    undecided by the unknown cost (or a record saying "got $None" beside its cost) is decided
+    (break66 F1)."""
+    if record["status"] == "ok" and request.checks:
+        checks = applied_checks(record, request)
+        record.update(grade(checks, answer_of(record), stored_judgements(record, checks)))
     return record
 
 

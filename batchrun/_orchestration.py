@@ -161,7 +161,7 @@ async def _locked_run(
         key_gap_before = (money(earlier_summary(output).get("key_gap_usd")) or 0.0) + states.key_gap_usd
     prior_spend += key_gap_before
     if states is not None:
-        prior_spend, shrunk = summary_spend_floor(output, earlier, prior_spend)
+        prior_spend, shrunk = summary_spend_floor(output, earlier, prior_spend, states.costs_moved_usd)
         if shrunk:
             notice(shrunk)
     cache = open_cache(job, options, notice)

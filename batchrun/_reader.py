@@ -233,6 +233,9 @@ class ScanResult:
     key_gap_usd: float = 0.0  # what a crashed run's key window counted beyond its records (_journal)
     regrade: dict[str, dict[str, Any]] = field(default_factory=dict)  # ok rows a stop left ungraded (_ungraded)
     key_seen: KeySeen | None = None  # a crashed run's last reading of the key (_killed_run)
+    # How far the resume's lookups of earlier rows' unknown costs moved `spent_usd` (_earlier_costs):
+    # the file changed after its summary by them, not by an edit that took spend away.
+    costs_moved_usd: float = 0.0
 
     def __len__(self) -> int:
         return len(self._states)

@@ -9,6 +9,7 @@ from typing import Any
 
 from ._batch_state import state_path
 from ._client import OpenRouterClient
+from ._earlier_costs import resolve_earlier_costs
 from ._exceptions import ConfigError, ResultsError
 from ._files import irregular_kind, open_regular, refuse_shared_output, resolved
 from ._formats import utc
@@ -290,12 +291,21 @@ def _refuse_irregular_summary(summary: Path, new: bool) -> None:
 SUMMARY_ROUNDING_USD = 1e-7  # a summary's money is rounded to 8 places: two such figures, and float residue
 
 
-def summary_spend_floor(output: Path, earlier: dict[str, Any], counted: float) -> tuple[float, str | None]:
+def summary_spend_floor(
+    output: Path, earlier: dict[str, Any], counted: float, moved: float = 0.0
+) -> tuple[float, str | None]:
     """What earlier runs of `output` spent: `counted` (its records' spend and the key gaps), or
     what its summary said, where the file changed after that summary (shorter, or of another size
     or newer: records removed or edited since, and the spend they held: break44 F4, verify47 N4,
     a resume got it back and the server billed 1.84x the budget); with a warning then. A file
-    left as its summary saw it holds at least what that summary counted."""
+    left as its summary saw it holds at least what that summary counted. `moved`: how far this
+    resume's lookups of unknown costs moved `counted` (_earlier_costs); the summary is compared
+    with the records as they were before them, and the floor moves by it too."""
+    floor, shrunk = _summary_floor(output, earlier, counted - moved)
+    return floor + moved, shrunk
+
+
+def _summary_floor(output: Path, earlier: dict[str, Any], counted: float) -> tuple[float, str | None]:
     written, size = earlier.get("results_bytes"), results_size(output)
     said = (money(earlier.get("spent_before_usd")) or 0.0) + (money(earlier.get("spent_usd")) or 0.0)
     # The summary's figures are rounded (8 places): below this, no spend was lost.
@@ -359,7 +369,15 @@ async def earlier_work(
         return (
             ScanResult({}, 0.0, 0, found.key_gap, key_seen=found.key_seen) if found.key_gap or found.key_seen else None
         )
-    if first is None or mended or found.rows:
+    resolved, moved = 0, 0.0
+    if _may_hold_unknown_costs(output):
+        requests = {request.id: request for request in matrix_requests(job, options.shard)}
+        resolved, moved, failed = await resolve_earlier_costs(output, requests, client, now, limit)
+        if resolved:
+            notice(f"{output}: {resolved} row(s) whose cost an earlier run did not learn were looked up: ${moved:+.6f}")
+        if failed:
+            notice(f"warning: {failed}")
+    if first is None or mended or found.rows or resolved:
         states = resume_states(output, lambda message: notice(f"warning: {message}"))
     else:  # the file as the first scan read it
         states = first
@@ -367,4 +385,15 @@ async def earlier_work(
             notice(f"warning: {message}")
     # A killed run's readings: in its journal, or carried on by a run that could not read the key.
     seen = found.key_seen or summary_key_seen(read_run_summary(output))
-    return replace(states, key_gap_usd=found.key_gap, regrade=stopped_gradings(output), key_seen=seen)
+    return replace(
+        states, key_gap_usd=found.key_gap, regrade=stopped_gradings(output), key_seen=seen, costs_moved_usd=moved
+    )
+
+
+def _may_hold_unknown_costs(output: Path) -> bool:
+    """Whether rows of `output` may have an unknown cost: its summary counts some, or there is no
+    summary of it to say (a run killed, a file copied alone). A resume reads the file once more
+    to find them only then."""
+    earlier = read_run_summary(output)
+    total = earlier.get("total")
+    return not earlier or not isinstance(total, dict) or total.get("cost_unknown_rows") != 0

@@ -503,6 +503,43 @@ def test_unknown_costs_read_as_a_lower_bound_in_every_view(tmp_path: Path) -> No
     assert f"all rows in the file cost $0.000000+? (4 row(s) of unknown cost, up to ${held:.6f}" in again.stdout
 
 
+def test_a_resume_looks_up_the_costs_an_earlier_run_never_learnt(tmp_path: Path) -> None:
+    # verify69 F5: a row whose cost /generation did not know by the end of its run held its worst
+    # case as spent on every resume after, though /generation knew it the next morning.
+    reply = {k: v for k, v in chat_payload().items() if k != "usage"}  # no figure to estimate from
+    server = HostileServer(
+        chat=lambda request: json_answer(200, {**reply, "id": f"gen-{request.headers['x-batchrun-row']}"})
+    )
+    server.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
+    first = run(server, tmp_path, "--budget", "1")
+    assert first.code == ExitCode.OK, first.stderr
+    assert {r["cost_status"] for r in first.rows} == {"unknown"}
+    held = _summary(tmp_path)["total"]["cost_held_usd"]
+    # Still not known: every row stays held, and the resume says nothing of it.
+    again = run(server, tmp_path, "--resume", "--budget", "1")
+    assert again.code == ExitCode.OK and "looked up" not in again.stderr, again.stderr
+    assert _summary(tmp_path)["spent_before_usd"] == pytest.approx(held, abs=1e-8)  # rounded to 8 places
+    server.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": request.path.split("id=")[1], "total_cost": 0.000005}}
+    )
+    asked = sum("/generation" in r.path for r in server.requests)
+    third = run(server, tmp_path, "--resume", "--budget", "1")
+    assert third.code == ExitCode.OK, third.stderr
+    assert f"{len(first.rows)} row(s) whose cost an earlier run did not learn were looked up: $-" in third.stderr
+    assert sum("/generation" in r.path for r in server.requests) - asked == len(first.rows)
+    rows = list(final_records(tmp_path / "out.jsonl"))
+    assert {r["cost_status"] for r in rows} == {"looked_up"} and {r["cost"] for r in rows} == {0.000005}
+    assert all("earlier_records" not in r for r in rows)  # the same attempt, now known: not paid twice
+    summary = _summary(tmp_path)
+    assert summary["spent_before_usd"] == pytest.approx(0.000005 * len(rows))
+    assert summary["total"]["cost_unknown_rows"] == 0 and "records edited since" not in third.stderr
+    assert scan_states(tmp_path / "out.jsonl", lambda _: None).spent_usd == pytest.approx(0.000005 * len(rows))
+    # Known now: a fourth resume reads no costs again.
+    asked = sum("/generation" in r.path for r in server.requests)
+    assert run(server, tmp_path, "--resume", "--budget", "1").code == ExitCode.OK
+    assert sum("/generation" in r.path for r in server.requests) == asked
+
+
 @pytest.mark.parametrize("found", [True, False])
 def test_a_cost_check_is_undecided_while_the_cost_is_unknown_and_graded_again_once_it_is_learnt(
     tmp_path: Path, found: bool
