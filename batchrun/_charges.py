@@ -214,6 +214,7 @@ class ChargeBook:
             except BaseException:
                 # Cancelled while it was asked (a stop's grace over): the reply's figure stands,
                 # and the reservation is settled, never leaked (a run under a budget hung: break14b C5).
+                charge.doubted = True
                 await self.ledger.settle(reservation, reported, answered=True)
                 raise
             finally:
@@ -225,6 +226,8 @@ class ChargeBook:
                 charge.cost, charge.status, reported, how = found.total_cost, "looked_up", found.charged, "looked up"
                 charge.is_byok, charge.upstream_inference_cost = found.is_byok, found.upstream_inference_cost
                 charge.usage_found = found.usage
+            else:
+                charge.doubted = True
         if flag or how != "reported":
             charge.above_worst = self.check_bound(reported, reservation, how)
         await self.ledger.settle(reservation, reported, answered=True)

@@ -61,10 +61,14 @@ async def look_up_generations(
 
 
 def _unknown(output: Path, requests: Mapping[str, Request], scrub: Scrubber) -> Iterator[tuple[dict[str, Any], str]]:
-    """The rows of `output` (still in the matrix) whose cost is unknown and whose one attempt's
+    """The rows of `output` (still in the matrix) whose cost is unknown, or was counted as a
+    reply reported it far above its worst case with no lookup to confirm it (`cost_doubted`:
+    $9,999 for a $0.02 request took every resume's budget: out-115 F1), and whose one attempt's
     generation id is known, with that id."""
     for record in final_records(output):
-        if record.get("cost_status") != "unknown" or record.get("earlier_records") or record.get("abandoned_attempts"):
+        status = record.get("cost_status")
+        doubted = status == "reported" and record.get("cost_doubted") is True
+        if not (status == "unknown" or doubted) or record.get("earlier_records") or record.get("abandoned_attempts"):
             continue
         generation_id = valid_generation_id(record.get("generation_id"), scrub)
         if generation_id is not None and record["id"] in requests:
@@ -73,6 +77,7 @@ def _unknown(output: Path, requests: Mapping[str, Request], scrub: Scrubber) -> 
 
 def _cost_fields(found: GenerationCost) -> dict[str, Any]:
     return {
+        "cost_doubted": None,
         "cost": found.total_cost,
         "cost_held": None,
         "cost_known": None,

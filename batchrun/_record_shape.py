@@ -50,7 +50,7 @@ _TEXTS = (
     "started_at",
     "finished_at",
 )
-_FLAGS = ("passed", "retryable", "cached", "cost_unknown", "is_byok")
+_FLAGS = ("passed", "retryable", "cached", "cost_unknown", "is_byok", "cost_doubted")
 _OBJECTS = ("usage", "vars", "error", "request")
 _LISTS_OF_OBJECTS = ("checks", "attempt_errors", "abandoned_attempts", "tool_calls")
 

@@ -30,6 +30,9 @@ class Charge:
     above_worst: bool = False  # its cost passed its attempt's worst case: a reply or lookup that lies
     reused_id: bool = False  # an earlier attempt had its generation id: not looked up by it (_charges)
     usage_found: dict[str, int] | None = None  # an answer's token counts, as its lookup gave them
+    # Reported far above its worst case and counted so, no lookup having confirmed it
+    # (_pricing.doubted): its record says so, and a resume looks it up again (_earlier_costs).
+    doubted: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {"generation_id": self.generation_id, "cost": self.cost, "cost_status": self.status}
@@ -87,7 +90,9 @@ class RowCharges:
         abandoned = [p.as_json() for p in self.parts if p.abandoned]
         status = self.status
         unknown = status == "unknown"
+        doubted = {"cost_doubted": True} if any(p.doubted for p in self.parts) else {}
         return {
+            **doubted,
             "cost": self.cost,
             "cost_held": self.held if unknown else None,
             "cost_known": self.known if unknown else None,

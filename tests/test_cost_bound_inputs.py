@@ -23,6 +23,7 @@ from batchrun._client import ModelInfo
 from batchrun._costs import CostModel, prompt_token_bound
 from batchrun._image_tokens import UNREADABLE_IMAGE_TOKENS
 from batchrun._pricing import EndpointPrice, parse_endpoints, parse_prices
+from batchrun._reader import final_records
 from batchrun._unbounded import unbounded_input
 
 from .bound_server import (
@@ -417,6 +418,21 @@ def test_a_charge_far_above_its_worst_case_that_no_lookup_confirms_is_counted_as
     assert reconciliation["doubted_reported_attempts"] == len(answered)
     assert reconciliation["doubted_looked_up_attempts"] == 0
     assert "looked up first; /generation gave none: counted as reported" in err
+    assert all(r["cost_doubted"] is True for r in answered)
+    # out-115 F1: every resume began $9,999 a row down, for good. Once /generation knows them, a
+    # resume looks them up before it counts what was spent, and goes on within the budget.
+    hostile = server(billing)
+    hostile.routes["/generation"] = billing.generation
+    with hostile.running():
+        argv = (tmp_path / "job.yaml", "--base-url", hostile.base_url, "-o", tmp_path / "out.jsonl")
+        code, _, err = call_cli(*argv, "--budget", "5", "--resume")
+    assert code == ExitCode.OK, err
+    rows = list(final_records(tmp_path / "out.jsonl"))
+    assert f"{len(answered)} row(s) whose cost an earlier run did not learn were looked up: $-" in err
+    assert billing.chats == ROWS * 10 and {r["cost_status"] for r in rows} == {"looked_up"}
+    assert not any(r.get("cost_doubted") for r in rows)
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["spent_before_usd"] + summary["spent_usd"] == pytest.approx(billing.total, abs=1e-6)
 
 
 def test_a_cache_read_price_above_the_prompt_price_bounds_the_prompt(tmp_path: Path) -> None:
