@@ -190,6 +190,9 @@ class ChargeBook:
             self.unresolved.remove(charge)
             held, charge.held = charge.held, 0.0
             charge.cost, charge.status = estimate, "estimated"
+            # Tokens a reply claimed far past its max_tokens (1M for 2): counted, but said so, and
+            # looked up again by the run's end or, failing that, a resume (_earlier_costs).
+            charge.doubted = doubted(estimate, held)
             self.estimated_count += 1
             self.check_bound(estimate, held, "estimated from its token counts")
             await self.ledger.resolve(held, estimate)
@@ -282,7 +285,7 @@ class ChargeBook:
             charge.cost = found.total_cost
             charge.is_byok, charge.upstream_inference_cost = found.is_byok, found.upstream_inference_cost
             charge.usage_found = found.usage
-        charge.status = "looked_up"
+        charge.status, charge.doubted = "looked_up", False
         for waiting in (self.unresolved, self.estimated):
             if charge in waiting:
                 waiting.remove(charge)

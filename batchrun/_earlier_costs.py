@@ -67,7 +67,7 @@ def _unknown(output: Path, requests: Mapping[str, Request], scrub: Scrubber) -> 
     generation id is known, with that id."""
     for record in final_records(output):
         status = record.get("cost_status")
-        doubted = status == "reported" and record.get("cost_doubted") is True
+        doubted = status in ("reported", "estimated") and record.get("cost_doubted") is True
         if not (status == "unknown" or doubted) or record.get("earlier_records") or record.get("abandoned_attempts"):
             continue
         generation_id = valid_generation_id(record.get("generation_id"), scrub)
@@ -77,7 +77,6 @@ def _unknown(output: Path, requests: Mapping[str, Request], scrub: Scrubber) -> 
 
 def _cost_fields(found: GenerationCost) -> dict[str, Any]:
     return {
-        "cost_doubted": None,
         "cost": found.total_cost,
         "cost_held": None,
         "cost_known": None,

@@ -88,6 +88,8 @@ def resolved_record(old: dict[str, Any], fields: dict[str, Any], moved: float, n
     )
     record["resolves"] = spent_on(old)
     record.update((name, value) for name, value in old.items() if name not in record)
+    if record.get("cost_doubted"):
+        record["cost_doubted"] = None  # known now; `fields` say it again if it is still in doubt
     record.update(fields)
     record["cost_resolved_at"] = now
     return record

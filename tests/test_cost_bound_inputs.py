@@ -326,6 +326,21 @@ def test_an_estimate_above_the_worst_case_is_flagged(tmp_path: Path) -> None:
     assert {r["cost_status"] for r in rows} == {"estimated"} and all(r["cost"] > 99 for r in rows)
     summary = json.loads((tmp_path / "out.summary.json").read_text())["reconciliation"]
     assert summary["above_worst_case_attempts"] == ROWS and "estimated from its token counts" in err
+    # Far above it (over 100x), and no lookup to say what was billed: in doubt, and said so; a
+    # resume looks it up, as a reported charge in doubt (out-115 F1), and counts what it cost.
+    assert all(r["cost_doubted"] is True for r in rows)
+    hostile = server(billing)
+    hostile.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": request.path.split("id=")[-1], "total_cost": 0.000001, "is_byok": False}}
+    )
+    with hostile.running():
+        argv = (tmp_path / "job.yaml", "--base-url", hostile.base_url, "-o", tmp_path / "out.jsonl", "--resume")
+        code, _, err = call_cli(*argv, "--budget", "5000")
+    assert code == ExitCode.OK and f"{ROWS} row(s) whose cost an earlier run did not learn were looked up" in err
+    resolved = list(final_records(tmp_path / "out.jsonl"))
+    assert {r["cost"] for r in resolved} == {0.000001} and not any(r["cost_doubted"] for r in resolved)
+    spent = json.loads((tmp_path / "out.summary.json").read_text())["spent_before_usd"]
+    assert spent == pytest.approx(ROWS * 0.000001)
 
 
 def test_attempts_reserved_before_a_charge_above_its_worst_case_are_not_sent_after_it(tmp_path: Path) -> None:
