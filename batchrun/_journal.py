@@ -59,6 +59,7 @@ class AttemptJournal:
         shard: Shard | None = None,
         prior_usd: float = 0.0,
         rate: float | None = None,
+        endpoint: str | None = None,
     ) -> None:
         self.path = journal_path(results)
         self._writer = writer
@@ -82,7 +83,9 @@ class AttemptJournal:
         # only call "job None", another job's, and `merge` of its shard exited 2 (break30 F2).
         # And the shard: a shard killed before its summary was resumed without --shard to the
         # whole matrix, the other shards' rows paid again (verify30 N1).
-        head = orjson.dumps({"job": job.name, "job_fingerprint": job.fingerprint, "shard": shard_text(shard)}) + b"\n"
+        # And what answers the run (the simulator or an endpoint): a resume of it refuses the other (_answered_by).
+        whose = {"job": job.name, "job_fingerprint": job.fingerprint, "shard": shard_text(shard), "endpoint": endpoint}
+        head = orjson.dumps(whose) + b"\n"
         if carried_gap > 0:
             head += orjson.dumps({"key_gap": carried_gap}) + b"\n"
         fresh = self.path.with_name(self.path.name + ".new")

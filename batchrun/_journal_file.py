@@ -195,7 +195,12 @@ def _is_header(line: bytes) -> bool:
 
 
 # The header's keys, now and as older journals wrote them.
-_HEADERS = (["job", "job_fingerprint", "shard"], ["job", "job_fingerprint"], ["job"])
+_HEADERS = (
+    ["job", "job_fingerprint", "shard", "endpoint"],
+    ["job", "job_fingerprint", "shard"],
+    ["job", "job_fingerprint"],
+    ["job"],
+)
 
 
 def journal_header(results: Path) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from ._answered_by import recorded_endpoint
 from ._argtypes import summary_given
 from ._batch_state import pending_batches
 from ._exceptions import OutputFailed, ResultsError
@@ -138,7 +139,7 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
             )
     # A shard tried out with --simulate beside real ones made the night's gate green on made-up
     # answers, without a word (out-101 F4).
-    endpoints = [read_run_summary(shard).get("endpoint") for shard in shards]
+    endpoints = [recorded_endpoint(shard) for shard in shards]
     if len({simulated(e) for e in endpoints if isinstance(e, str)}) > 1:
         warn(
             "some shards were answered by the built-in simulator (--simulate), others by an endpoint: "
@@ -243,6 +244,7 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
         )
         if (answered_by := merged_endpoint(endpoints)) is not None:
             summary["endpoint"] = answered_by
+        summary["results_bytes"] = os.stat(temporary).st_size  # as a run's: what its summary saw
         # Last: whatever fails before leaves no merged file behind, which would refuse the
         # next merge as "already exists" (break21 R6-R8: it was in place, with no summary).
         os.replace(temporary, output)

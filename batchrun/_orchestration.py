@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._account import counted_at_end, reconcile_run
+from ._answered_by import resumed_endpoint
 from ._batch_setup import batch_executor, batch_setup
 from ._batch_state import held_open
 from ._cut_off import cleanup_time, wind_down, wind_down_s, wind_down_within
@@ -144,6 +145,7 @@ async def _locked_run(
     client = make_client(job, options, settings)
     try:
         # Before the resume's recovery writes anything: a refusal leaves the file as it was (out-103 F8).
+        endpoint = resumed_endpoint(output, options.cache_endpoint or client.base_url, resuming)  # --simulate: a name
         isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
         states = await earlier_work(job, options, output, resuming, client, notice)
     except BaseException:
@@ -218,7 +220,7 @@ async def _locked_run(
         # What a kill of this run keeps: the journal gap it read (less what it released), and its measure.
         carried = (states.key_gap_usd if states is not None else 0.0) - journal_released + unseen
         rate = carried_rate(seen, pre.key_start.usage)
-        journal = AttemptJournal(output, writer, job, carried, options.shard, prior_usd=prior_spend, rate=rate)
+        journal = AttemptJournal(output, writer, job, carried, options.shard, prior_spend, rate, endpoint)
         runner = Runner(
             client,
             writer,
@@ -327,10 +329,9 @@ async def _locked_run(
             outcome.stop, outcome.stop_message = None, ""
         # Spent beyond the ledger at the end: the run's spend and the file's key gap carry it.
         late_gap = counted_at_end(reconciliation, runner.ledger)
-        # This run's own gap, for merge to tell runs that overlapped: an earlier run's (a killed
-        # run's journal gap and what its resume measured, in spent_before; an earlier batch's, in
-        # from_earlier) was charged in its time, not this run's, and filed here merge took the
-        # larger of it and another shard's (break37): left out of `runs`, merge adds it on its own.
+        # This run's own gap, for merge to tell runs that overlapped: an earlier run's (a killed run's journal
+        # gap and what its resume measured, in spent_before; an earlier batch's, in from_earlier) was charged in
+        # its time, not this run's; filed here, merge took the larger of it and another shard's (break37).
         run_gap = runner.ledger.key_gap - runner.ledger.from_earlier + late_gap
         finished_at = utc(options.clock.time())
         summary.job = job.name  # a shard with no rows too: merge reads whose it is (break24 F12)
@@ -365,7 +366,7 @@ async def _locked_run(
             isolated_key=isolated.audit() if isolated is not None else None,
             shard=shard_text(options.shard),
             matrix_rows=sum(count_requests(job).values()),
-            endpoint=options.cache_endpoint or client.base_url,  # --simulate: its name, not a port of a day
+            endpoint=endpoint,
             routing_warning=runner.records.pins.warning(job_routing_warning(job)),
             account_balance_usd=None if pre.balance is None else round(pre.balance, 8),
             reconciliation=reconciliation,

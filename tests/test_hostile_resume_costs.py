@@ -338,7 +338,8 @@ def test_a_key_gap_survives_a_kill_9_of_the_resume_that_read_it(tmp_path: Path) 
         process.kill()
         process.wait()
     lines = [json.loads(line) for line in journal.read_text().splitlines()]
-    assert lines[0] == {"job": "crash", "job_fingerprint": load_job(path).fingerprint, "shard": None}
+    fingerprint = load_job(path).fingerprint
+    assert lines[0] == {"job": "crash", "job_fingerprint": fingerprint, "shard": None, "endpoint": stall.base_url}
     assert lines[1] == {"key_gap": 0.25}
     server = _honest()
     with server.running():

@@ -415,10 +415,57 @@ def test_the_simulators_graders_regrade_only_a_file_known_to_be_the_simulators(t
     bare = tmp_path / "bare.jsonl"  # the simulator's rows without the summary that says so
     bare.write_bytes(try_out.read_bytes())
     code, err = regraded(bare)
-    assert code == ExitCode.USAGE and "has no summary that says what answered it, not the simulator" in err
+    assert (
+        code == ExitCode.USAGE and "has no summary of it as it is that says what answered it, not the simulator" in err
+    )
+    # out-116 F3: the try-out's summary beside a real file of its name (CI artifacts mixed up) saw
+    # another file (its results_bytes): what it says answered it is not taken.
+    swapped = tmp_path / "swapped" / "try-out.jsonl"
+    swapped.parent.mkdir()
+    swapped.write_bytes(night.read_bytes())
+    summary = json.loads(summary_path(try_out).read_text())
+    summary["results_bytes"] = night.stat().st_size + 1  # whatever the sizes happen to be: another file's
+    summary_path(swapped).write_text(json.dumps(summary))
+    code, err = regraded(swapped)
+    assert code == ExitCode.USAGE and "has no summary of it as it is that says what answered it" in err
     code, err = regraded(try_out)
     assert simulated(endpoint) and code == ExitCode.OK, err
     assert f"{try_out}: answered by the built-in simulator (--simulate), not by a model" in err
+
+
+def test_a_resume_never_mixes_the_simulators_answers_with_an_endpoints(tmp_path: Path) -> None:
+    # out-116 F1: a --simulate resume of a real night (nothing left to send) relabelled its summary
+    # "simulator", and the simulator's graders then passed its failures; F2: a try-out shard
+    # resumed against the endpoint was labelled the endpoint, and the gate passed on made-up answers.
+    job = write_job(tmp_path, JUDGED)
+    night, try_out = tmp_path / "night.jsonl", tmp_path / "try-out.jsonl"
+    assert call_cli(job, "--simulate", "-o", try_out, "-q", "--deadline", "0.001")[0] == ExitCode.DEADLINE
+    simulator = Simulator(SimConfig())
+    with simulator.serve_in_thread():
+        real = ("--base-url", simulator.base_url)
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+            assert call_cli(job, *real, "-o", night, "-q", "--deadline", "0.001")[0] == ExitCode.DEADLINE
+            before = {path: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()}
+            code, _, err = call_cli(job, *real, "-o", try_out, "-q", "--resume")
+            assert (
+                code == ExitCode.USAGE and f"{try_out} was answered by the built-in simulator: resumed with an" in err
+            )
+    code, _, err = call_cli(job, "--simulate", "-o", night, "-q", "--resume")
+    assert code == ExitCode.USAGE and f"{night} was answered by an endpoint: resumed with --simulate" in err
+    assert {path: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()} == before  # nothing written
+    # A run killed before its summary names what answered it in its journal.
+    killed = tmp_path / "killed.jsonl"
+    killed.write_bytes(night.read_bytes())
+    fingerprint = load_job(job).fingerprint
+    header = {"job": "judged", "job_fingerprint": fingerprint, "shard": None, "endpoint": simulator.base_url}
+    (tmp_path / "killed.attempts.jsonl").write_text(json.dumps(header) + "\n")
+    code, _, err = call_cli(job, "--simulate", "-o", killed, "-q", "--resume")
+    assert code == ExitCode.USAGE and f"{killed} was answered by an endpoint" in err
+    # The simulator under other settings is the simulator still: resumed, and said so.
+    code, _, err = call_cli(job, "--simulate", "--sim", "latency_ms=1", "-o", try_out, "-q", "--resume")
+    assert code == ExitCode.OK, err
+    assert simulated(json.loads(summary_path(try_out).read_text())["endpoint"])
 
 
 def test_report_job_regrades_with_judges_under_a_budget(tmp_path: Path) -> None:

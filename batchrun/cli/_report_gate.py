@@ -272,8 +272,9 @@ def _regrade_judged(
 ) -> Summary:
     """Re-grade, with grader requests where a verdict is due: the worst case printed first, then
     spent within the budget; `note` hears of each row re-graded."""
+    from .._answered_by import recorded_endpoint
     from .._regrade import estimate_regrade, regrade_kept
-    from .._report_data import file_key_gap, read_run_summary
+    from .._report_data import file_key_gap
     from .._results import final_records
     from .._simulated import MIXED_ENDPOINTS, simulated
 
@@ -289,13 +290,13 @@ def _regrade_judged(
             page.add(record)
 
     due = estimate_regrade(final_records(args.results, other_jobs=True), job, None, args.regrade_all)
-    endpoint = read_run_summary(args.results).get("endpoint")
+    endpoint = recorded_endpoint(args.results)
     if args.simulate and due.rows and not simulated(endpoint):
         # The simulator's graders flip verdicts at random: a real night's failures re-graded by
         # them passed the gate, 3 -> 0, without a word (out-113 F2). Unless the file is known to be
         # the simulator's: a merged one said nothing of its endpoint, and passed 26 (out-114 F1).
         answered = {
-            None: "has no summary that says what answered it",
+            None: "has no summary of it as it is that says what answered it",
             MIXED_ENDPOINTS: "was answered in part by an endpoint",
         }
         answered_by = answered.get(endpoint if isinstance(endpoint, str) else None, "was answered by an endpoint")
