@@ -110,6 +110,7 @@ class ChargeBook:
         self.estimated_count = 0  # answers whose cost was estimated (an upper bound), in all
         self.doubted = 0  # reported charges past DOUBTED_TIMES their worst case: looked up first
         self.doubted_looked_up = 0  # ... of which /generation gave the charge
+        self.doubted_unasked = 0  # ... of which none could be asked (no generation id, /generation stalled)
         self.doubted_example = ""
         self.doubting = 0  # doubted charges being looked up: no attempt is sent meanwhile
         self._doubts_settled = asyncio.Event()
@@ -212,8 +213,14 @@ class ChargeBook:
             self._doubts_settled.clear()
             try:
                 found = None
-                if charge.generation_id is not None and not charge.reused_id and not self.lookups_down:
+                # Under a limit, asked even when /generation was found slow: answering in 5 s, it was
+                # not asked, and $9,999 replies stopped the run (out-116 F5). Without one, the
+                # reply's figure stops nothing, and rows do not wait on a lookup that stalls.
+                asked = not self.lookups_down or self.ledger.limit is not None
+                if charge.generation_id is not None and not charge.reused_id and asked:
                     found = await self._fetch(charge.generation_id, ROW_LOOKUP_S)
+                else:
+                    self.doubted_unasked += 1
             except BaseException:
                 # Cancelled while it was asked (a stop's grace over): the reply's figure stands,
                 # and the reservation is settled, never leaked (a run under a budget hung: break14b C5).

@@ -62,32 +62,41 @@ class Estimate:
         self.unknown_why.setdefault(request.model, why)
 
 
-def unaffordable(found: Estimate, budget: float, settings: RunSettings, from_key: bool = False) -> list[str]:
+def unaffordable(
+    found: Estimate, budget: float, settings: RunSettings, from_key: bool = False, budget_part: float | None = None
+) -> list[str]:
     """The models no request (in batch mode, no batch) of which fits `budget`, what the ledger may
     spend: the run spent on the others, then stopped, exit 5, "resumable once there is money",
     which --budget cannot give (out-102 F9, out-103 F6). `from_key`: the key's credit or the
-    account's balance binds, not the job's budget, which raising would not help."""
+    account's balance binds, not the job's budget; `budget_part`: what the budget leaves, short
+    too or not (named alone, the key's limit raised met the budget's stop: out-116 F4)."""
     said = []
     left = f"and ${budget:.6f} is all there is"
-    # --budget raises no budget the job file sets, but is the budget where it sets none: "--budget
-    # only lowers it" sent a resume that --budget 20000 lets through to edit the job (out-115 F1).
-    raise_it = (
-        "add credits, or raise the key's limit: they bind, not the budget"
-        if from_key
-        else "raise run.budget_usd, or --budget where the job sets none (it only lowers one the job sets)"
-    )
+    # Whichever of run.budget_usd and --budget is the smaller binds: "--budget only lowers it" sent
+    # away a resume that a larger --budget let on where the job sets none (out-115 F1), and named
+    # run.budget_usd where a smaller --budget bound (out-116 F4).
+    raise_budget = "raise the budget: run.budget_usd or --budget, whichever is the smaller (it binds)"
+    raise_key = "add credits, or raise the key's limit"
+
+    def raise_it(usd: float) -> str:
+        if not from_key:
+            return raise_budget
+        if budget_part is not None and usd > budget_part:
+            return f"{raise_key}, and {raise_budget}"
+        return f"{raise_key}: they bind, not the budget"
+
     for model, usd in sorted(found.cheapest_usd.items()):
         rows = found.rows.get(model, 0)
         batch = min(rows, settings.batch_max_requests)
         whole = found.worst_usd.get(model, 0.0) * batch / rows if rows else 0.0
         if usd > budget:
-            advice = f"set params.max_tokens, or {raise_it}" if model in found.no_max_tokens else raise_it
+            advice = f"set params.max_tokens, or {raise_it(usd)}" if model in found.no_max_tokens else raise_it(usd)
             said.append(
                 f"no request of {model} fits the budget: the cheapest needs up to ${usd:.6f}, {left} ({advice})"
             )
         elif settings.mode == "batch" and whole > budget:
             said.append(
                 f"no batch of {model} fits the budget: its {batch} request(s) need up to ${whole:.6f}, {left} (lower "
-                f"run.batch_max_requests, or {raise_it})"
+                f"run.batch_max_requests, or {raise_it(whole)})"
             )
     return [f"warning: {line}" for line in said]

@@ -324,7 +324,7 @@ async def preflight(
     if refusal is not None:
         # With no /models, the URL is the likelier slip: said here too, as --quiet hides notices.
         raise ConfigError(refusal + (url_hint(client.base_url) if models is None else ""))
-    for warning in unaffordable(estimated, budget, settings, limits.from_key) if budget is not None else []:
+    for warning in unaffordable(estimated, budget, settings, limits.from_key, limits.job) if budget is not None else []:
         notice(warning)
     if estimated.unknown_why and budget is not None:
         reasons = "; ".join(f"{m} ({why})" for m, why in sorted(estimated.unknown_why.items()))

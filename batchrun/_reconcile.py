@@ -185,6 +185,7 @@ def reconcile(
         # Reported charges past DOUBTED_TIMES their worst case, looked up before they were counted.
         "doubted_reported_attempts": book.doubted,
         "doubted_looked_up_attempts": book.doubted_looked_up,
+        "doubted_unasked_attempts": book.doubted_unasked,
         "warning": None,
     }
     _compare(out, start, end, ledger, book, unread, start_unread)
@@ -195,18 +196,17 @@ def reconcile(
         )
         out["warning"] = f"{out['warning']}; {reused}" if out["warning"] else reused
     if book.doubted:
-        # Said as it was: "the others are counted as reported" when /generation gave every one (out-115 F2).
-        unconfirmed = book.doubted - book.doubted_looked_up
-        found = (
-            "/generation gave them all"
-            if not unconfirmed
-            else "/generation gave none: counted as reported"
-            if unconfirmed == book.doubted
-            else f"/generation gave {book.doubted_looked_up} of them, the other {unconfirmed} counted as reported"
-        )
+        # Said as it was: "the others are counted as reported" when /generation gave every one (out-115
+        # F2), "looked up first" of replies never asked (out-116 F5).
+        unasked, found = book.doubted_unasked, book.doubted_looked_up
+        missing = book.doubted - found - unasked
+        told = [f"/generation gave {found}"] if found else []
+        told += [f"{missing} not found there"] if missing else []
+        told += [f"{unasked} not asked (no generation id, or /generation not answering)"] if unasked else []
         doubted = (
             f"{book.doubted} repl(ies) reported a charge over {DOUBTED_TIMES}x their worst case (e.g. "
-            f"{book.doubted_example}): not taken on their word, looked up first; {found}"
+            f"{book.doubted_example}): not taken on their word; {', '.join(told)}"
+            + (": the unconfirmed counted as reported, and looked up again by a resume" if found < book.doubted else "")
         )
         out["warning"] = f"{out['warning']}; {doubted}" if out["warning"] else doubted
     if book.above_worst:

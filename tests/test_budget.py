@@ -390,17 +390,26 @@ def test_a_model_no_request_of_which_fits_the_budget_is_said_before_anything_is_
     job.write_text(capped)
     code, out, _ = call_cli("plan", job, "--simulate")
     assert "no request of anthropic/claude-3.5-haiku fits the budget" in out and "$0.000200 is all there is" in out
-    assert "(raise run.budget_usd, or --budget where the job sets none (it only lowers one the job sets))" in out
-    assert "max_tokens, or" not in out
-    # out-115 F1: with no run.budget_usd, --budget is the budget, and a larger one is the way on.
-    job.write_text(capped.replace("budget_usd: 0.0005, ", ""))
-    code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "b.jsonl", "--budget", "0.0005")
-    assert code == ExitCode.BUDGET and "$0.000200 is all there is (raise run.budget_usd, or --budget where" in err
-    code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "b.jsonl", "--budget", "0.01", "--resume")
-    assert code == ExitCode.OK, err
-    # The key's credit binding, no budget helps: it says what does.
+    raise_budget = "raise the budget: run.budget_usd or --budget, whichever is the smaller (it binds)"
+    assert f"({raise_budget})" in out and "max_tokens, or" not in out
+    # out-116 F4: a --budget above the job's own does not bind, and says so.
+    code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "a.jsonl", "--budget", "0.01")
+    assert code == ExitCode.BUDGET and "--budget 0.01 is above the job's run.budget_usd 0.0005: the smaller" in err
+    # out-115 F1: with no run.budget_usd, --budget is the budget, and a larger one is the way on;
+    # out-116 F4: so is one smaller than the job's that binds.
+    for job_budget in ("", "budget_usd: 1, "):
+        job.write_text(capped.replace("budget_usd: 0.0005, ", job_budget))
+        results = tmp_path / f"b{len(job_budget)}.jsonl"
+        code, _, err = call_cli(job, "--simulate", "-q", "-o", results, "--budget", "0.0005")
+        assert code == ExitCode.BUDGET and f"$0.000200 is all there is ({raise_budget})" in err
+        code, _, err = call_cli(job, "--simulate", "-q", "-o", results, "--budget", "0.01", "--resume")
+        assert code == ExitCode.OK and "is above the job's" not in err, err
+    # The key's credit binding, no budget helps: it says what does; and both, when both are short.
     code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "k.jsonl", "--sim", "key_limit=0.0005")
     assert code == ExitCode.BUDGET and "(add credits, or raise the key's limit: they bind, not the budget)" in err
+    argv = (job, "--simulate", "-q", "-o", tmp_path / "kb.jsonl", "--sim", "key_limit=0.0004", "--budget", "0.0005")
+    code, _, err = call_cli(*argv)
+    assert code == ExitCode.BUDGET and f"(add credits, or raise the key's limit, and {raise_budget})" in err
     job.write_text(capped.replace("budget_usd: 0.0005, budget_margin_usd: 0.0003}", "budget_usd: 0.001, mode: batch}"))
     code, out, _ = call_cli("plan", job, "--simulate")
     assert "warning: no batch of anthropic/claude-3.5-haiku fits the budget: its 2 request(s) need up to $" in out, out

@@ -400,7 +400,8 @@ def test_a_replys_charge_far_above_its_worst_case_is_looked_up_before_it_is_coun
     reconciliation = json.loads((tmp_path / "out.summary.json").read_text())["reconciliation"]
     assert reconciliation["doubted_reported_attempts"] == reconciliation["doubted_looked_up_attempts"] == ROWS
     assert "reported a charge over 100x their worst case (e.g. $9999.000000 for a worst case of $" in err
-    assert "looked up first; /generation gave them all" in err and "counted as reported" not in err  # out-115 F2
+    assert f"not taken on their word; /generation gave {ROWS}\n" in err  # out-115 F2: all of them
+    assert "counted as reported" not in err
     assert reconciliation["above_worst_case_attempts"] == 0  # the charges are the lookups', within their bounds
     # The run's spend is the bill: a resume has money left and nothing to do.
     with hostile.running():
@@ -432,7 +433,8 @@ def test_a_charge_far_above_its_worst_case_that_no_lookup_confirms_is_counted_as
     reconciliation = json.loads((tmp_path / "out.summary.json").read_text())["reconciliation"]
     assert reconciliation["doubted_reported_attempts"] == len(answered)
     assert reconciliation["doubted_looked_up_attempts"] == 0
-    assert "looked up first; /generation gave none: counted as reported" in err
+    said = f"not taken on their word; {len(answered)} not found there: the unconfirmed counted as reported, and looked"
+    assert said in err
     assert all(r["cost_doubted"] is True for r in answered)
     # out-115 F1: every resume began $9,999 a row down, for good. Once /generation knows them, a
     # resume looks them up before it counts what was spent, and goes on within the budget.

@@ -485,6 +485,39 @@ async def test_the_wind_downs_lookups_go_out_a_few_at_once(monkeypatch: pytest.M
     assert ledger.committed == pytest.approx(0.001 * (LOOKUPS_AT_ONCE + 4))
 
 
+@pytest.mark.parametrize("limit", [1.0, None], ids=["under-a-limit", "no-limit"])
+async def test_a_doubted_charge_is_looked_up_under_a_limit_even_with_generation_found_slow(
+    monkeypatch: pytest.MonkeyPatch, limit: float | None
+) -> None:
+    # out-116 F5: /generation answered right in 5 s, but after three slow lookups a reply's
+    # $9,999 was counted without asking: exit 5, $19,998 "spent" on a key showing $0.00006.
+    # Without a limit it stops nothing, and no row waits on a lookup that stalls.
+    from batchrun._charges import STALLED_LOOKUPS, ChargeBook
+    from batchrun._pricing import GenerationCost
+    from batchrun._row_cost import Charge
+
+    ledger = CreditLedger(limit)
+    asked: list[str] = []
+
+    async def generation(generation_id: str) -> GenerationCost:
+        asked.append(generation_id)
+        return GenerationCost(0.00001)
+
+    async with OpenRouterClient("http://127.0.0.1:9/api/v1", FAKE_KEY) as client:
+        monkeypatch.setattr(client, "generation", generation)
+        book = ChargeBook(client, ledger)
+        book.stalled = STALLED_LOOKUPS  # /generation found slow
+        assert book.lookups_down
+        charge = Charge("gen-1", 0.0, abandoned=False)
+        await book._settle_reported(charge, await ledger.reserve(0.01), 9999.0)
+    if limit is None:
+        assert asked == [] and charge.cost is None and charge.doubted and book.doubted_unasked == 1
+        assert ledger.committed == 9999.0
+    else:
+        assert asked == ["gen-1"] and charge.status == "looked_up" and not charge.doubted
+        assert ledger.committed == pytest.approx(0.00001) and book.doubted_unasked == 0
+
+
 async def test_lookups_that_answer_slowly_count_as_stalls(monkeypatch: pytest.MonkeyPatch) -> None:
     # verify37 N2: a /generation answering in 8-9.5 s never ran out of time, so each row waited
     # for it: 100 rows in 228 s, more than a /generation that never answers (21 s). A lookup that

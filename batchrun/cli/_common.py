@@ -113,6 +113,17 @@ def key_for_job(job: Any, simulated_key: str | None) -> str:
     return key
 
 
+def budget_not_taken(settings: Any, budget: float | None) -> str | None:
+    """Why `--budget` does not bind, for a warning: above run.budget_usd, the job's own stands. A
+    resume given a larger one to get on stopped again, without a word (out-116 F4)."""
+    if budget is None or settings.budget_usd is None or budget <= settings.budget_usd:
+        return None
+    return (
+        f"--budget {budget:g} is above the job's run.budget_usd {settings.budget_usd:g}: the smaller binds, "
+        "so the job's does (raise it in the job file)"
+    )
+
+
 def with_budget(settings: Any, budget: float | None) -> Any:
     """`--budget` and `run.budget_usd`: the smaller wins."""
     if budget is None:

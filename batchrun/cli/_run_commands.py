@@ -21,6 +21,7 @@ from .._scrub import hide_keys
 from .._signals import RunSignals
 from .._verdict import ExitCode
 from ._common import (
+    budget_not_taken,
     checked_key,
     key_for_job,
     settings_from_args,
@@ -109,6 +110,8 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
         # keeps its GC as it is.
         gc.freeze()
     settings = settings_from_args(job, args)
+    if said := budget_not_taken(job.run, args.budget):
+        console.warn(said)
     if args.output is not None and is_pattern(args.output):  # `-o 'r/{name}-{timestamp}.jsonl'`: as run.output
         settings, args.output = replace(settings, output=str(args.output)), None
     if args.simulate:
@@ -197,6 +200,8 @@ def _plan(args: argparse.Namespace, console: Console, job: Any) -> int:
     if args.simulate and (too_few := fd_floor_problem()) is not None:  # its simulator's loop (verify52 F6)
         raise ConfigError(too_few)
     settings = with_cache(with_budget(job.run, args.budget), args)
+    if said := budget_not_taken(job.run, args.budget):
+        console.warn(said)
     if args.mode:
         settings = replace(settings, mode=args.mode)
     job = replace(job, run=settings)
