@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +60,13 @@ async def look_up_generations(
     return found
 
 
-def _unknown(output: Path, requests: Mapping[str, Request], scrub: Scrubber) -> Iterator[tuple[dict[str, Any], str]]:
+def _unknown(output: Path, requests: Mapping[str, Request], scrub: Scrubber) -> list[tuple[dict[str, Any], str]]:
     """The rows of `output` (still in the matrix) whose cost is unknown, or was counted as a
     reply reported it far above its worst case with no lookup to confirm it (`cost_doubted`:
     $9,999 for a $0.02 request took every resume's budget: out-115 F1), and whose one attempt's
-    generation id is known, with that id."""
+    generation id is known, with that id; up to MAX_ROWS of them. Not an id two rows' answers
+    carry: a server that reuses ids would give each the other's cost (break66 F4)."""
+    found: list[tuple[dict[str, Any], str]] = []
     for record in final_records(output):
         status = record.get("cost_status")
         doubted = status in ("reported", "estimated") and record.get("cost_doubted") is True
@@ -72,7 +74,15 @@ def _unknown(output: Path, requests: Mapping[str, Request], scrub: Scrubber) -> 
             continue
         generation_id = valid_generation_id(record.get("generation_id"), scrub)
         if generation_id is not None and record["id"] in requests:
-            yield record, generation_id
+            found.append((record, generation_id))
+            if len(found) == MAX_ROWS:
+                break
+    if not found:
+        return []
+    # Read again for those ids alone: a count of every row's id held a large file's in memory.
+    wanted = {generation_id for _, generation_id in found}
+    ids = Counter(g for record in final_records(output) if (g := record.get("generation_id")) in wanted)
+    return [(record, generation_id) for record, generation_id in found if ids[generation_id] == 1]
 
 
 def _cost_fields(found: GenerationCost) -> dict[str, Any]:
@@ -93,7 +103,7 @@ async def resolve_earlier_costs(
     """Look up the costs `output`'s rows were written without and append each row /generation
     knows now: (rows written again, how far what they count as spent moved, and why not all of
     them could be written, or None)."""
-    rows = list(itertools.islice(_unknown(output, requests, client.scrub), MAX_ROWS))
+    rows = _unknown(output, requests, client.scrub)
     if not rows:
         return 0, 0.0, None
     found = await look_up_generations(client, (generation_id for _, generation_id in rows), limit_s)

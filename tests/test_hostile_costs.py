@@ -540,6 +540,19 @@ def test_a_resume_looks_up_the_costs_an_earlier_run_never_learnt(tmp_path: Path)
     assert sum("/generation" in r.path for r in server.requests) == asked
 
 
+def test_a_resume_does_not_look_up_a_generation_id_two_rows_carry(tmp_path: Path) -> None:
+    # A server that reuses one id would give each row the other's cost (break66 F4): held still.
+    reply = {**{k: v for k, v in chat_payload().items() if k != "usage"}, "id": "gen-same"}
+    server = HostileServer(chat=lambda request: json_answer(200, reply))
+    assert run(server, tmp_path, "--budget", "1").code == ExitCode.OK
+    server.routes["/generation"] = lambda request: json_answer(200, {"data": {"id": "gen-same", "total_cost": 1e-6}})
+    asked = sum("/generation" in r.path for r in server.requests)
+    again = run(server, tmp_path, "--resume", "--budget", "1")
+    assert again.code == ExitCode.OK and "looked up" not in again.stderr, again.stderr
+    assert sum("/generation" in r.path for r in server.requests) == asked
+    assert {r["cost_status"] for r in final_records(tmp_path / "out.jsonl")} == {"unknown"}
+
+
 @pytest.mark.parametrize("found", [True, False])
 def test_a_cost_check_is_undecided_while_the_cost_is_unknown_and_graded_again_once_it_is_learnt(
     tmp_path: Path, found: bool
