@@ -168,9 +168,18 @@ def _row_lines(summary: Summary) -> list[str]:
     return lines
 
 
+# What lets a resume of a run stopped for money on: the stop line said only how much was left (out-116 F4).
+_ROOM = {
+    "budget": "--resume goes on with a larger budget: run.budget_usd or --budget, whichever is the smaller",
+    "credits": "--resume goes on once the key's limit or the account's balance has room",
+}
+
+
 def _stop_line(summary: Summary) -> str:
     message = summary.get("stop_message")  # a server's 401 or 402 message
-    return f"stopped: {summary['stop']}" + (f" ({one_line(message)})" if message else "")
+    stop = str(summary["stop"])
+    said = "; ".join(part for part in (one_line(message) if message else "", _ROOM.get(stop, "")) if part)
+    return f"stopped: {stop}" + (f" ({said})" if said else "")
 
 
 def _spend_lines(summary: Summary) -> list[str]:
