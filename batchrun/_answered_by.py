@@ -35,10 +35,12 @@ def recorded_endpoint(results: Path) -> str | None:
     return endpoint if isinstance(endpoint, str) and type(written) is int and written == size else None
 
 
-def earlier_endpoints(output: Path) -> list[str]:
-    """The endpoints that answered `output`'s earlier runs, as its summary and a killed run's
-    journal name them (none when neither says)."""
-    summary = read_run_summary(output).get("endpoint")
+def earlier_endpoints(output: Path, resuming: bool) -> list[str]:
+    """The endpoints that answered `output`'s earlier runs, as its summary (when it is resumed)
+    and a killed run's journal name them (none when neither says). The journal's, resumed or not:
+    a run killed before its first record left an empty file, taken as new, whose journal's
+    attempts this run records as its own rows (out-117 F1)."""
+    summary = read_run_summary(output).get("endpoint") if resuming else None
     header = journal_header(output) or {}
     return [endpoint for endpoint in (summary, header.get("endpoint")) if isinstance(endpoint, str)]
 
@@ -47,7 +49,7 @@ def resumed_endpoint(output: Path, endpoint: str, resuming: bool) -> str:
     """What the summary of this run of `output` against `endpoint` says answered the file: this
     endpoint, with those of the runs it resumes. Raises ConfigError for a resume that would mix
     the simulator's answers with an endpoint's in one file."""
-    earlier = earlier_endpoints(output) if resuming else []
+    earlier = earlier_endpoints(output, resuming)
     for before in earlier:
         if simulated(before) != simulated(endpoint):
             what, now = (

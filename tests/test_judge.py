@@ -462,6 +462,13 @@ def test_a_resume_never_mixes_the_simulators_answers_with_an_endpoints(tmp_path:
     (tmp_path / "killed.attempts.jsonl").write_text(json.dumps(header) + "\n")
     code, _, err = call_cli(job, "--simulate", "-o", killed, "-q", "--resume")
     assert code == ExitCode.USAGE and f"{killed} was answered by an endpoint" in err
+    # out-117 F1: killed before its first record, its file empty: taken as new, not resumed, its
+    # journal's attempts are recorded all the same.
+    killed.write_bytes(b"")
+    for resume in ((), ("--resume",)):
+        code, _, err = call_cli(job, "--simulate", "-o", killed, "-q", *resume)
+        assert code == ExitCode.USAGE and f"{killed} was answered by an endpoint" in err
+    assert killed.read_bytes() == b"" and (tmp_path / "killed.attempts.jsonl").exists()
     # The simulator under other settings is the simulator still: resumed, and said so.
     code, _, err = call_cli(job, "--simulate", "--sim", "latency_ms=1", "-o", try_out, "-q", "--resume")
     assert code == ExitCode.OK, err
