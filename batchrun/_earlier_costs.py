@@ -18,13 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ._charges import LOOKUPS_AT_ONCE
 from ._client import OpenRouterClient
 from ._exceptions import OutputFailed, RequestFailed
+from ._fold import least_sure
 from ._generation import valid_generation_id
 from ._late_costs import graded_on_cost, resolved_record
 from ._matrix import Request
@@ -60,73 +62,147 @@ async def look_up_generations(
     return found
 
 
-def _unknown(output: Path, requests: Mapping[str, Request], scrub: Scrubber) -> list[tuple[dict[str, Any], str]]:
-    """The rows of `output` (still in the matrix) whose cost is unknown, or was counted as a
-    reply reported it far above its worst case with no lookup to confirm it (`cost_doubted`:
-    $9,999 for a $0.02 request took every resume's budget: out-115 F1), and whose one attempt's
-    generation id is known, with that id; up to MAX_ROWS of them. Not an id two rows' answers
-    carry: a server that reuses ids would give each the other's cost (break66 F4)."""
-    found: list[tuple[dict[str, Any], str]] = []
+@dataclass
+class _Due:
+    """A row to look up: its answer's generation id when its cost is unknown or in doubt, and the
+    (index, generation id) of each abandoned attempt whose charge is in doubt."""
+
+    record: dict[str, Any]
+    answer: str | None
+    abandoned: list[tuple[int, str]]
+
+    @property
+    def ids(self) -> list[str]:
+        return ([self.answer] if self.answer else []) + [generation_id for _, generation_id in self.abandoned]
+
+
+def _due(record: dict[str, Any], scrub: Scrubber) -> _Due | None:
+    """What of `record` a resume looks up, or None. The answer: the row's one attempt, its cost
+    unknown, or its charge in doubt (`cost_doubted`). An abandoned attempt (an error reply's
+    charge before a retry answered): its charge in doubt, in its own entry (out-117 F2: never
+    asked, $9,999 held for good). With parts of unknown cost among several, which one is unknown
+    is not in the record: not looked up."""
+    if record.get("earlier_records"):
+        return None
+    entries = record.get("abandoned_attempts") or []
+    known = isinstance(record.get("cost"), (int, float))
+    answer = valid_generation_id(record.get("generation_id"), scrub)
+    if not (record.get("cost_status") == "unknown" and not entries) and not (known and record.get("cost_doubted")):
+        answer = None
+    abandoned = [
+        (index, generation_id)
+        for index, entry in enumerate(entries)
+        if known
+        and isinstance(entry, dict)
+        and entry.get("cost_doubted") is True
+        and (generation_id := valid_generation_id(entry.get("generation_id"), scrub)) is not None
+    ]
+    return _Due(record, answer, abandoned) if answer or abandoned else None
+
+
+def _ids_of(record: dict[str, Any]) -> Iterator[Any]:
+    yield record.get("generation_id")
+    for entry in record.get("abandoned_attempts") or []:
+        if isinstance(entry, dict):
+            yield entry.get("generation_id")
+
+
+def _dues(output: Path, requests: Mapping[str, Request], scrub: Scrubber) -> list[_Due]:
+    """The rows of `output` (still in the matrix) with a cost to look up, up to MAX_ROWS of them.
+    Not by an id two attempts carry: a server that reuses ids would give each the other's cost
+    (break66 F4)."""
+    found: list[_Due] = []
     for record in final_records(output):
-        status = record.get("cost_status")
-        doubted = status in ("reported", "estimated") and record.get("cost_doubted") is True
-        if not (status == "unknown" or doubted) or record.get("earlier_records") or record.get("abandoned_attempts"):
-            continue
-        generation_id = valid_generation_id(record.get("generation_id"), scrub)
-        if generation_id is not None and record["id"] in requests:
-            found.append((record, generation_id))
+        if record["id"] in requests and (due := _due(record, scrub)) is not None:
+            found.append(due)
             if len(found) == MAX_ROWS:
                 break
     if not found:
         return []
     # Read again for those ids alone: a count of every row's id held a large file's in memory.
-    wanted = {generation_id for _, generation_id in found}
-    ids = Counter(g for record in final_records(output) if (g := record.get("generation_id")) in wanted)
-    return [(record, generation_id) for record, generation_id in found if ids[generation_id] == 1]
+    wanted = {generation_id for due in found for generation_id in due.ids}
+    seen = Counter(g for record in final_records(output) for g in _ids_of(record) if g in wanted)
+    return [due for due in found if all(seen[generation_id] == 1 for generation_id in due.ids)]
 
 
-def _cost_fields(found: GenerationCost) -> dict[str, Any]:
-    return {
-        "cost": found.total_cost,
-        "cost_held": None,
-        "cost_known": None,
-        "cost_status": "looked_up",
-        "cost_unknown": False,
-        "is_byok": found.is_byok,
-        "upstream_inference_cost": found.upstream_inference_cost,
-    }
+def _fields(due: _Due, found: Mapping[str, GenerationCost]) -> dict[str, Any] | None:
+    """The row's cost fields with what /generation knows now; None when it knows nothing new."""
+    old = due.record
+    entries = [dict(entry) for entry in old.get("abandoned_attempts") or []]
+    learnt = [index for index, generation_id in due.abandoned if generation_id in found]
+    for index, generation_id in due.abandoned:
+        if generation_id in found:  # an abandoned attempt's cost is its whole charge (_charges.look_up)
+            entries[index].update(cost=found[generation_id].charged, cost_status="looked_up")
+            entries[index].pop("cost_doubted", None)
+    answer = found.get(due.answer) if due.answer else None
+    if answer is None and not learnt:
+        return None
+    fields: dict[str, Any] = {"cost_held": None, "cost_known": None, "cost_unknown": False, "cost_doubted": None}
+    if answer is not None:
+        fields.update(
+            cost=answer.total_cost, is_byok=answer.is_byok, upstream_inference_cost=answer.upstream_inference_cost
+        )
+        statuses = ["looked_up"]
+    else:  # the answer's own cost and status, as the row's less its abandoned attempts'
+        before = sum(float(entry.get("cost") or 0.0) for entry in old.get("abandoned_attempts") or [])
+        fields.update(cost=float(old["cost"]) - before, cost_doubted=old.get("cost_doubted"))
+        statuses = [str(old.get("cost_status"))]
+    fields["cost"] += sum(float(entry.get("cost") or 0.0) for entry in entries)
+    fields["cost_status"] = least_sure(statuses + [str(entry.get("cost_status")) for entry in entries])
+    if entries:
+        fields["abandoned_attempts"] = entries
+    return fields
+
+
+@dataclass
+class EarlierCosts:
+    """What a resume's lookups of earlier rows' costs did."""
+
+    rows: int = 0  # rows written again
+    moved: float = 0.0  # how far what they count as spent moved
+    failed: str | None = None  # why not all of them could be written
+    above: int = 0  # costs looked up above the worst case held for them
+    above_example: str = ""
+
+    def notices(self, output: Path) -> list[str]:
+        said = [
+            f"{output}: {self.rows} row(s) whose cost an earlier run did not learn were looked up: ${self.moved:+.6f}"
+        ]
+        if self.above:
+            said.append(f"warning: {self.above} of them cost more than the worst case held (e.g. {self.above_example})")
+        return (said if self.rows else []) + ([f"warning: {self.failed}"] if self.failed else [])
 
 
 async def resolve_earlier_costs(
     output: Path, requests: Mapping[str, Request], client: OpenRouterClient, now: str, limit_s: float
-) -> tuple[int, float, str | None]:
-    """Look up the costs `output`'s rows were written without and append each row /generation
-    knows now: (rows written again, how far what they count as spent moved, and why not all of
-    them could be written, or None)."""
-    rows = _unknown(output, requests, client.scrub)
-    if not rows:
-        return 0, 0.0, None
-    found = await look_up_generations(client, (generation_id for _, generation_id in rows), limit_s)
-    written, moved = 0, 0.0
+) -> EarlierCosts:
+    """Look up the costs `output`'s rows were written without, or with in doubt, and append
+    each row /generation knows now."""
+    dues = _dues(output, requests, client.scrub)
+    out = EarlierCosts()
+    if not dues:
+        return out
+    found = await look_up_generations(client, (generation_id for due in dues for generation_id in due.ids), limit_s)
     try:
         writer = ResultsWriter(output, create=False)
         try:
-            for old, generation_id in rows:
-                if generation_id not in found:
+            for due in dues:
+                fields = _fields(due, found)
+                if fields is None:
                     continue
-                fields = _cost_fields(found[generation_id])
+                old, request = due.record, requests[due.record["id"]]
                 change = counted(fields) - counted(old)
-                request = requests[old["id"]]
+                held = old.get("cost_held")
+                if isinstance(held, (int, float)) and counted(fields) > held * 1.01 + 1e-9:
+                    # Counted (the safe side), and said, as a run says a lookup above its worst case (out-117 F4).
+                    out.above += 1
+                    out.above_example = out.above_example or f"${counted(fields):.6f} for ${held:.6f} held"
                 writer.write(graded_on_cost(resolved_record(old, fields, change, now), request), request.payload)
-                written, moved = written + 1, moved + change
+                out.rows, out.moved = out.rows + 1, out.moved + change
         finally:
             writer.close()
     except OutputFailed as failure:
-        return written, moved, f"costs looked up for earlier runs' rows were not all written again: {failure}"
+        out.failed = f"costs looked up for earlier runs' rows were not all written again: {failure}"
     except OSError as exc:
-        return (
-            written,
-            moved,
-            f"{output}: costs looked up for earlier runs' rows were not written: {exc.strerror or exc}",
-        )
-    return written, moved, None
+        out.failed = f"{output}: costs looked up for earlier runs' rows were not written: {exc.strerror or exc}"
+    return out

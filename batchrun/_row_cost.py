@@ -35,7 +35,8 @@ class Charge:
     doubted: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        return {"generation_id": self.generation_id, "cost": self.cost, "cost_status": self.status}
+        doubted = {"cost_doubted": True} if self.doubted else {}
+        return {"generation_id": self.generation_id, "cost": self.cost, "cost_status": self.status, **doubted}
 
 
 @dataclass
@@ -90,7 +91,8 @@ class RowCharges:
         abandoned = [p.as_json() for p in self.parts if p.abandoned]
         status = self.status
         unknown = status == "unknown"
-        doubted = {"cost_doubted": True} if any(p.doubted for p in self.parts) else {}
+        # The answer's charge in doubt; an abandoned attempt's entry says its own (as_json).
+        doubted = {"cost_doubted": True} if answer is not None and answer.doubted else {}
         return {
             **doubted,
             "cost": self.cost,

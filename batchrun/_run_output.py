@@ -10,7 +10,7 @@ from typing import Any
 
 from ._batch_state import state_path
 from ._client import OpenRouterClient
-from ._earlier_costs import resolve_earlier_costs
+from ._earlier_costs import EarlierCosts, resolve_earlier_costs
 from ._exceptions import ConfigError, ResultsError
 from ._files import irregular_kind, open_regular, refuse_shared_output, resolved
 from ._formats import utc
@@ -370,15 +370,13 @@ async def earlier_work(
         return (
             ScanResult({}, 0.0, 0, found.key_gap, key_seen=found.key_seen) if found.key_gap or found.key_seen else None
         )
-    resolved, moved = 0, 0.0
+    costs = EarlierCosts()
     if _may_hold_unknown_costs(output):
         requests = {request.id: request for request in matrix_requests(job, options.shard)}
-        resolved, moved, failed = await resolve_earlier_costs(output, requests, client, now, limit)
-        if resolved:
-            notice(f"{output}: {resolved} row(s) whose cost an earlier run did not learn were looked up: ${moved:+.6f}")
-        if failed:
-            notice(f"warning: {failed}")
-    if first is None or mended or found.rows or resolved:
+        costs = await resolve_earlier_costs(output, requests, client, now, limit)
+        for line in costs.notices(output):
+            notice(line)
+    if first is None or mended or found.rows or costs.rows:
         states = resume_states(output, lambda message: notice(f"warning: {message}"))
     else:  # the file as the first scan read it
         states = first
@@ -387,7 +385,7 @@ async def earlier_work(
     # A killed run's readings: in its journal, or carried on by a run that could not read the key.
     seen = found.key_seen or summary_key_seen(read_run_summary(output))
     return replace(
-        states, key_gap_usd=found.key_gap, regrade=stopped_gradings(output), key_seen=seen, costs_moved_usd=moved
+        states, key_gap_usd=found.key_gap, regrade=stopped_gradings(output), key_seen=seen, costs_moved_usd=costs.moved
     )
 
 

@@ -452,6 +452,28 @@ def test_a_charge_far_above_its_worst_case_that_no_lookup_confirms_is_counted_as
     assert summary["spent_before_usd"] + summary["spent_usd"] == pytest.approx(billing.total, abs=1e-6)
 
 
+def test_a_doubted_charge_of_an_attempt_that_failed_is_looked_up_by_a_resume(tmp_path: Path) -> None:
+    # out-117 F2: an error reply reporting $9,999 is an abandoned attempt of its row: its entry said
+    # it was in doubt, the warning promised a resume would look it up, and none did, for good.
+    billing = LyingBilling(error=True)
+    code, _, err, rows = run(server(billing), tmp_path, JOB, "--budget", "5")
+    assert code == ExitCode.BUDGET, err
+    failed = [r for r in rows if r["status"] == "error"]
+    assert failed and all(entry["cost_doubted"] is True for r in failed for entry in r["abandoned_attempts"])
+    assert not any(r.get("cost_doubted") for r in rows)  # no answer's charge in doubt: the attempts'
+    hostile = server(billing)
+    hostile.routes["/generation"] = billing.generation
+    with hostile.running():
+        argv = (tmp_path / "job.yaml", "--base-url", hostile.base_url, "-o", tmp_path / "out.jsonl")
+        code, _, err = call_cli(*argv, "--budget", "5", "--resume")
+    assert code == ExitCode.ERRORS and f"{len(failed)} row(s) whose cost an earlier run did not learn" in err, err
+    rows = list(final_records(tmp_path / "out.jsonl"))
+    assert len(rows) == ROWS and billing.chats == ROWS and {r["status"] for r in rows} == {"error"}
+    assert not any(entry.get("cost_doubted") for r in rows for entry in r["abandoned_attempts"])
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["spent_before_usd"] + summary["spent_usd"] == pytest.approx(billing.total, abs=1e-6)
+
+
 def test_a_cache_read_price_above_the_prompt_price_bounds_the_prompt(tmp_path: Path) -> None:
     # out-104 F5: input_cache_read was never costed: listed at 10x the prompt price (caching may be
     # automatic: prompt-caching.mdx), the run spent 3x its worst case.
