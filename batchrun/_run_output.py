@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import mmap
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -390,16 +389,9 @@ async def earlier_work(
 
 
 def _may_hold_unknown_costs(output: Path) -> bool:
-    """Whether rows of `output` may have an unknown cost (its summary counts some, or there is no
-    summary of it to say: a run killed, a file copied alone) or a doubted one (a record says so,
-    found by a search of its bytes, as no summary counts them over every run). A resume reads the
-    file once more to find them only then."""
+    """Whether rows of `output` may have a cost to look up: unknown or in doubt, as its summary
+    counts them, or with no summary of it to say (a run killed, a file copied alone). A resume
+    reads the file once more to find them only then."""
     earlier = read_run_summary(output)
     total = earlier.get("total")
-    if not earlier or not isinstance(total, dict) or total.get("cost_unknown_rows") != 0:
-        return True
-    try:
-        with output.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            return mapped.find(b'"cost_doubted":true') != -1
-    except (OSError, ValueError):  # an empty file cannot be mapped, and holds no record
-        return False
+    return not isinstance(total, dict) or total.get("cost_unknown_rows") != 0 or earlier.get("cost_doubted_rows") != 0

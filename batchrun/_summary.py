@@ -217,6 +217,7 @@ class SummaryBuilder:
         # of this run (README "Response cache"; verify66 9: 40 misses for 36 rows sent).
         self.kept: set[tuple[str, Any]] = set()
         self.uncounted = 0
+        self.cost_doubted = 0
         self.uncounted_error = ""
 
     def add_pending_batches(self, entries: Iterable[BatchEntry]) -> SummaryBuilder:
@@ -242,6 +243,8 @@ class SummaryBuilder:
         self.job_fingerprint = self.job_fingerprint or record.get("job_fingerprint")
         row = _Row.of(record)
         self.total.add(row)
+        attempts = record.get("abandoned_attempts") or ()
+        self.cost_doubted += bool(record.get("cost_doubted") or any(a.get("cost_doubted") for a in attempts))
         if self.items is not None:
             self.items.add(record)
         cached = record.get("cached") if (record["id"], record.get("fingerprint")) not in self.kept else None
@@ -286,6 +289,7 @@ class SummaryBuilder:
             "failing_examples": self.examples,
             "skip_reasons": dict(self.skip_reasons),
             "error_kinds": dict(self.error_kinds),
+            "cost_doubted_rows": self.cost_doubted,
             "items": self.items.result(self.gate) if self.items is not None else None,
         }
         # With repeats, each rate's interval takes an item's repeats as one cluster, not as

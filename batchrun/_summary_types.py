@@ -120,6 +120,9 @@ class Summary(RunFigures, total=False):
     error_kinds: Required[dict[str, int]]
     items: Required[dict[str, Any] | None]
     cache: CacheFigures
+    # Rows with a charge counted as a reply said, far above its worst case, unconfirmed: a resume
+    # looks them up (_earlier_costs), reading the file for them only when some are counted here.
+    cost_doubted_rows: int
     # Rows the summary could not count (a bug: break20 C2 was a number key): the gates cannot
     # be trusted, so the run is never 0.
     uncounted_rows: int
