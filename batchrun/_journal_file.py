@@ -23,7 +23,7 @@ import orjson
 
 from ._exceptions import JobError, Problem
 from ._files import open_regular
-from ._pricing import FLOAT_NOISE_USD
+from ._pricing import FLOAT_NOISE_USD, doubted
 from ._record_head import RECORD_START
 from ._row_cost import Charge, RowCharges, counted
 
@@ -263,7 +263,15 @@ def crash_fields(crashed: Crashed, found: dict[str, float]) -> dict[str, Any]:
     for attempt in crashed.attempts:
         gid = attempt["gen"]
         paid, worst = attempt.get("paid"), attempt["usd"] or 0.0
-        if paid is not None and paid >= worst:
+        if paid is not None and doubted(paid, worst):
+            # Far above its worst case (_pricing.doubted): /generation's figure where it has one; else
+            # counted, and said to be in doubt (out-118 F3: a $9,999 reply believed, the lookup ignored).
+            looked_up = gid in found
+            charge = Charge(
+                gid, 0.0, cost=found[gid] if looked_up else paid, status="looked_up" if looked_up else "reported"
+            )
+            charge.doubted = not looked_up
+        elif paid is not None and paid >= worst:
             # It answered what it cost (AttemptJournal.paid), at least its worst case: believed
             # (it can only over-count; verify14j N1: more than the worst case is counted).
             charge = Charge(gid if isinstance(gid, str) else None, 0.0, cost=paid, status="reported")

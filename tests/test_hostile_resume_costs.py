@@ -624,3 +624,14 @@ def test_what_an_attempt_answered_it_cost_is_what_a_crash_leaves_counted(tmp_pat
     fields = crash_fields(crashed, {"gen-1": 0.0003})
     assert (fields["cost"], fields["cost_status"]) == (0.0003, "looked_up") and not fields["cost_held"]
     assert crash_fields(crashed, {"gen-1": 0.00001})["cost"] == 0.0001
+    # out-118 F3: one that said far more than its worst case ($9,999) is in doubt: /generation's
+    # figure where it has one, else counted and said to be in doubt.
+    lines[4] = {"row": "r1", "paid": 9999.0}
+    journal_path(results).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    [crashed] = unrecorded_attempts(results).values()
+    fields = crash_fields(crashed, {"gen-1": 0.0003})
+    assert (fields["cost"], fields["cost_status"]) == (0.0003, "looked_up")
+    assert not any(entry.get("cost_doubted") for entry in fields["abandoned_attempts"])
+    fields = crash_fields(crashed, {})
+    assert (fields["cost"], fields["cost_status"]) == (9999.0, "reported")
+    assert fields["abandoned_attempts"][0]["cost_doubted"] is True
