@@ -30,8 +30,9 @@ from ._fold import least_sure
 from ._generation import valid_generation_id
 from ._late_costs import graded_on_cost, resolved_record
 from ._matrix import Request
-from ._pricing import GenerationCost
+from ._pricing import GenerationCost, money
 from ._reader import final_records
+from ._report_data import run_spans
 from ._results import ResultsWriter
 from ._row_cost import counted
 from ._scrub import Scrubber
@@ -163,6 +164,8 @@ class EarlierCosts:
     failed: str | None = None  # why not all of them could be written
     above: int = 0  # costs looked up above the worst case held for them
     above_example: str = ""
+    kept_held: int = 0  # costs looked up lower, not taken: the key saw the earlier runs charged more
+    key_usd: float = 0.0  # what it saw
 
     def notices(self, output: Path) -> list[str]:
         said = [
@@ -170,26 +173,54 @@ class EarlierCosts:
         ]
         if self.above:
             said.append(f"warning: {self.above} of them cost more than the worst case held (e.g. {self.above_example})")
-        return (said if self.rows else []) + ([f"warning: {self.failed}"] if self.failed else [])
+        if self.kept_held:
+            said.append(
+                f"warning: {output}: {self.kept_held} cost(s) /generation gave below what was counted for them were "
+                f"not taken: the key's usage over the earlier runs (${self.key_usd:.6f}) says more was charged"
+            )
+        return (said if self.rows or self.kept_held else []) + ([f"warning: {self.failed}"] if self.failed else [])
+
+
+def lowering_room(summary: Mapping[str, Any]) -> tuple[float | None, float]:
+    """How far lookups may lower what `summary`'s runs counted as spent, and what the key's usage
+    rose by over those runs (where /key was read at both ends of a run); None: no reading to
+    bound it. A /generation that under-reports at a resume was believed, though the key had shown
+    the charges (out-118 F1: $0.0244 billed on a $0.02 budget, $0.0122 counted). On a key others
+    spend too, its rise is more than these runs charged: fewer lookups lower it (the safe side)."""
+    spans = [span for span in run_spans(dict(summary)) if span.usage_at_start is not None]
+    if not spans:
+        return None, 0.0
+    key = sum((span.usage_at_end or 0.0) - (span.usage_at_start or 0.0) for span in spans)
+    said = (money(summary.get("spent_before_usd")) or 0.0) + (money(summary.get("spent_usd")) or 0.0)
+    return max(0.0, said - key), key
 
 
 async def resolve_earlier_costs(
-    output: Path, requests: Mapping[str, Request], client: OpenRouterClient, now: str, limit_s: float
+    output: Path,
+    requests: Mapping[str, Request],
+    client: OpenRouterClient,
+    now: str,
+    limit_s: float,
+    summary: Mapping[str, Any],
 ) -> EarlierCosts:
     """Look up the costs `output`'s rows were written without, or with in doubt, and append
-    each row /generation knows now."""
+    each row /generation knows now (its earlier runs' `summary` bounds how far they lower)."""
     dues = _dues(output, requests, client.scrub)
     out = EarlierCosts()
     if not dues:
         return out
     found = await look_up_generations(client, (generation_id for due in dues for generation_id in due.ids), limit_s)
+    learnt = [(due, fields) for due in dues if (fields := _fields(due, found)) is not None]
+    room, out.key_usd = lowering_room(summary)
+    lowered = sum(max(0.0, counted(due.record) - counted(fields)) for due, fields in learnt)
+    if room is not None and lowered > room + max(1e-6, 0.005 * out.key_usd):
+        # All or none: which of them under-reports is not known. Raised costs are taken still.
+        out.kept_held = sum(counted(fields) < counted(due.record) for due, fields in learnt)
+        learnt = [(due, fields) for due, fields in learnt if counted(fields) >= counted(due.record)]
     try:
         writer = ResultsWriter(output, create=False)
         try:
-            for due in dues:
-                fields = _fields(due, found)
-                if fields is None:
-                    continue
+            for due, fields in learnt:
                 old, request = due.record, requests[due.record["id"]]
                 change = counted(fields) - counted(old)
                 held = old.get("cost_held")

@@ -372,7 +372,7 @@ async def earlier_work(
     costs = EarlierCosts()
     if _may_hold_unknown_costs(output):
         requests = {request.id: request for request in matrix_requests(job, options.shard)}
-        costs = await resolve_earlier_costs(output, requests, client, now, limit)
+        costs = await resolve_earlier_costs(output, requests, client, now, limit, read_run_summary(output))
         for line in costs.notices(output):
             notice(line)
     if first is None or mended or found.rows or costs.rows:

@@ -474,6 +474,32 @@ def test_a_doubted_charge_of_an_attempt_that_failed_is_looked_up_by_a_resume(tmp
     assert summary["spent_before_usd"] + summary["spent_usd"] == pytest.approx(billing.total, abs=1e-6)
 
 
+@pytest.mark.parametrize("honest", [True, False], ids=["honest", "under-reporting"])
+def test_a_resume_takes_no_looked_up_cost_below_what_the_key_showed_charged(tmp_path: Path, honest: bool) -> None:
+    # out-118 F1: /generation said $0 at a resume for costs an earlier run held, and was believed,
+    # though that run's /key readings had shown the charges: $0.0244 billed on a $0.02 budget.
+    billing = Billing(reported="omit", usage={"prompt_tokens": None, "completion_tokens": None, "total_tokens": None})
+    code, _, err, rows = run(server(billing, key_usage=True), tmp_path, JOB, "--budget", "5")
+    assert code == ExitCode.OK and {r["cost_status"] for r in rows} == {"unknown"}, err
+    each = billing.total / billing.chats  # every request of the job is as long
+    hostile = server(billing, key_usage=True)
+    hostile.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": request.path.split("id=")[-1], "total_cost": each if honest else 0.0}}
+    )
+    with hostile.running():
+        argv = (tmp_path / "job.yaml", "--base-url", hostile.base_url, "-o", tmp_path / "out.jsonl")
+        code, _, err = call_cli(*argv, "--budget", "5", "--resume")
+    assert code == ExitCode.OK, err
+    rows = list(final_records(tmp_path / "out.jsonl"))
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    counted = summary["spent_before_usd"] + summary["spent_usd"]
+    if honest:
+        assert {r["cost_status"] for r in rows} == {"looked_up"} and counted == pytest.approx(billing.total, abs=1e-7)
+    else:
+        assert f"{ROWS} cost(s) /generation gave below what was counted for them were not taken: the key's" in err
+        assert {r["cost_status"] for r in rows} == {"unknown"} and counted >= billing.total
+
+
 def test_a_cache_read_price_above_the_prompt_price_bounds_the_prompt(tmp_path: Path) -> None:
     # out-104 F5: input_cache_read was never costed: listed at 10x the prompt price (caching may be
     # automatic: prompt-caching.mdx), the run spent 3x its worst case.
