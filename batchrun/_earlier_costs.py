@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from ._pricing import GenerationCost, money
 from ._reader import final_records
 from ._report_data import run_spans
 from ._results import ResultsWriter
-from ._row_cost import counted
+from ._row_cost import counted, graders_of
 from ._scrub import Scrubber
 
 MAX_ROWS = 1_000  # looked up by one resume: a file with more has the rest looked up by the next
@@ -71,10 +72,12 @@ class _Due:
     record: dict[str, Any]
     answer: str | None
     abandoned: list[tuple[int, str]]
+    graders: list[tuple[int, int, str]]  # (check index, grader index, generation id) of graders in doubt
 
     @property
     def ids(self) -> list[str]:
-        return ([self.answer] if self.answer else []) + [generation_id for _, generation_id in self.abandoned]
+        graders = [generation_id for _, _, generation_id in self.graders]
+        return ([self.answer] if self.answer else []) + [generation_id for _, generation_id in self.abandoned] + graders
 
 
 def _due(record: dict[str, Any], scrub: Scrubber) -> _Due | None:
@@ -98,7 +101,19 @@ def _due(record: dict[str, Any], scrub: Scrubber) -> _Due | None:
         and entry.get("cost_doubted") is True
         and (generation_id := valid_generation_id(entry.get("generation_id"), scrub)) is not None
     ]
-    return _Due(record, answer, abandoned) if answer or abandoned else None
+    graders = [
+        (check, index, generation_id)
+        for check, index, grader in graders_of(record)
+        if _figure(record.get("judge_cost"))
+        and grader.get("cost_doubted") is True
+        and all(_figure(grader.get(name)) for name in ("cost", "doubted_cost", "doubted_charged"))
+        and (generation_id := valid_generation_id(grader.get("generation_id"), scrub)) is not None
+    ]
+    return _Due(record, answer, abandoned, graders) if answer or abandoned or graders else None
+
+
+def _figure(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _ids_of(record: dict[str, Any]) -> Iterator[Any]:
@@ -106,6 +121,8 @@ def _ids_of(record: dict[str, Any]) -> Iterator[Any]:
     for entry in record.get("abandoned_attempts") or []:
         if isinstance(entry, dict):
             yield entry.get("generation_id")
+    for _, _, grader in graders_of(record):
+        yield grader.get("generation_id")
 
 
 def _dues(output: Path, requests: Mapping[str, Request], scrub: Scrubber) -> list[_Due]:
@@ -126,8 +143,23 @@ def _dues(output: Path, requests: Mapping[str, Request], scrub: Scrubber) -> lis
     return [due for due in found if all(seen[generation_id] == 1 for generation_id in due.ids)]
 
 
-def _fields(due: _Due, found: Mapping[str, GenerationCost]) -> dict[str, Any] | None:
-    """The row's cost fields with what /generation knows now; None when it knows nothing new."""
+def _fields(due: _Due, found: Mapping[str, GenerationCost]) -> tuple[dict[str, Any], float] | None:
+    """The row's cost fields with what /generation knows now, and how far they move its `spent`;
+    None when it knows nothing new."""
+    old, fields, change = due.record, {}, 0.0
+    answer = _answer_fields(due, found)
+    if answer is not None:
+        fields.update(answer)
+        change += counted({**old, **answer}) - counted(old)  # its BYOK upstream charge as it was, if kept
+    grading = _grading_fields(due, found)
+    if grading is not None:
+        fields.update(grading[0])
+        change += grading[1]
+    return (fields, change) if fields else None
+
+
+def _answer_fields(due: _Due, found: Mapping[str, GenerationCost]) -> dict[str, Any] | None:
+    """The answer's and the abandoned attempts' cost fields, where /generation knows one of them."""
     old = due.record
     entries = [dict(entry) for entry in old.get("abandoned_attempts") or []]
     learnt = [index for index, generation_id in due.abandoned if generation_id in found]
@@ -140,9 +172,8 @@ def _fields(due: _Due, found: Mapping[str, GenerationCost]) -> dict[str, Any] | 
         return None
     fields: dict[str, Any] = {"cost_held": None, "cost_known": None, "cost_unknown": False, "cost_doubted": None}
     if answer is not None:
-        fields.update(
-            cost=answer.total_cost, is_byok=answer.is_byok, upstream_inference_cost=answer.upstream_inference_cost
-        )
+        upstream = answer.upstream_inference_cost
+        fields.update(cost=answer.total_cost, is_byok=answer.is_byok, upstream_inference_cost=upstream)
         statuses = ["looked_up"]
     else:  # the answer's own cost and status, as the row's less its abandoned attempts'
         before = sum(float(entry.get("cost") or 0.0) for entry in old.get("abandoned_attempts") or [])
@@ -153,6 +184,31 @@ def _fields(due: _Due, found: Mapping[str, GenerationCost]) -> dict[str, Any] | 
     if entries:
         fields["abandoned_attempts"] = entries
     return fields
+
+
+def _grading_fields(due: _Due, found: Mapping[str, GenerationCost]) -> tuple[dict[str, Any], float] | None:
+    """The checks and `judge_cost` with the graders' charges in doubt that /generation knows now,
+    and how far `judge_cost` moved (out-118 F2: a grader's $9,999 was held for good)."""
+    old = due.record
+    learnt = [
+        (check, index, found[generation_id]) for check, index, generation_id in due.graders if generation_id in found
+    ]
+    if not learnt:
+        return None
+    checks, moved = copy.deepcopy(old["checks"]), 0.0
+    for check, index, cost in learnt:
+        judge = checks[check]["judge"]
+        grader = judge["graders"][index]
+        fee = cost.total_cost - grader.pop(
+            "doubted_cost"
+        )  # the grader's fee, as its entry and the check's cost have it
+        moved += cost.charged - grader.pop("doubted_charged")
+        grader.pop("cost_doubted")
+        grader.update(cost=grader["cost"] + fee, cost_status=least_sure([str(grader.get("cost_status")), "looked_up"]))
+        if _figure(judge.get("cost")):
+            judge["cost"] += fee
+    status = least_sure([str(old.get("judge_cost_status")), "looked_up"])
+    return {"checks": checks, "judge_cost": float(old["judge_cost"]) + moved, "judge_cost_status": status}, moved
 
 
 @dataclass
@@ -210,24 +266,27 @@ async def resolve_earlier_costs(
     if not dues:
         return out
     found = await look_up_generations(client, (generation_id for due in dues for generation_id in due.ids), limit_s)
-    learnt = [(due, fields) for due in dues if (fields := _fields(due, found)) is not None]
+    learnt = [(due, *moved) for due in dues if (moved := _fields(due, found)) is not None]
     room, out.key_usd = lowering_room(summary)
-    lowered = sum(max(0.0, counted(due.record) - counted(fields)) for due, fields in learnt)
+    lowered = sum(max(0.0, -change) for _, _, change in learnt)
     if room is not None and lowered > room + max(1e-6, 0.005 * out.key_usd):
         # All or none: which of them under-reports is not known. Raised costs are taken still.
-        out.kept_held = sum(counted(fields) < counted(due.record) for due, fields in learnt)
-        learnt = [(due, fields) for due, fields in learnt if counted(fields) >= counted(due.record)]
+        out.kept_held = sum(change < 0 for _, _, change in learnt)
+        learnt = [(due, fields, change) for due, fields, change in learnt if change >= 0]
     try:
         writer = ResultsWriter(output, create=False)
         try:
-            for due, fields in learnt:
+            for due, fields, change in learnt:
                 old, request = due.record, requests[due.record["id"]]
-                change = counted(fields) - counted(old)
                 held = old.get("cost_held")
-                if isinstance(held, (int, float)) and counted(fields) > held * 1.01 + 1e-9:
+                if (
+                    isinstance(held, (int, float))
+                    and old.get("cost_status") == "unknown"
+                    and change > held * 0.01 + 1e-9
+                ):
                     # Counted (the safe side), and said, as a run says a lookup above its worst case (out-117 F4).
                     out.above += 1
-                    out.above_example = out.above_example or f"${counted(fields):.6f} for ${held:.6f} held"
+                    out.above_example = out.above_example or f"${held + change:.6f} for ${held:.6f} held"
                 writer.write(graded_on_cost(resolved_record(old, fields, change, now), request), request.payload)
                 out.rows, out.moved = out.rows + 1, out.moved + change
         finally:

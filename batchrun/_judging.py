@@ -198,7 +198,14 @@ def _cost_of(row: Row) -> dict[str, Any]:
     if not row.charges.parts:
         return {"cost": 0.0, "cost_status": None}
     fields = row.charges.fields()
-    return {"cost": fields["cost"], "cost_status": fields["cost_status"]}
+    cost = {"cost": fields["cost"], "cost_status": fields["cost_status"]}
+    answer = next((part for part in row.charges.parts if not part.abandoned), None)
+    if answer is not None and answer.doubted and answer.cost is not None:
+        # A grader's $9,999 no lookup confirmed: said, with what it counted, so a resume can look it
+        # up and give the rest back (out-118 F2: the row's judge_cost held it for good).
+        upstream = (answer.upstream_inference_cost or 0.0) if answer.is_byok else 0.0
+        cost.update(cost_doubted=True, doubted_cost=answer.cost, doubted_charged=answer.cost + upstream)
+    return cost
 
 
 def check_result(check: dict[str, Any], verdicts: list[dict[str, Any]], settings: GraderSettings) -> dict[str, Any]:

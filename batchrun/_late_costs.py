@@ -83,12 +83,11 @@ def resolved_record(old: dict[str, Any], fields: dict[str, Any], moved: float, n
     """`old` with the cost `fields` known now; `spent` moves by what its answer's and its
     grading's costs `moved`."""
     spent = max(0.0, spent_on(old) + moved)
-    record = record_head(
-        old["id"], old["fingerprint"], old["status"], old["reason"], old["retryable"], fields["cost"], spent
-    )
+    cost = fields.get("cost", old.get("cost"))  # the answer's as it was, where only its grading's was learnt
+    record = record_head(old["id"], old["fingerprint"], old["status"], old["reason"], old["retryable"], cost, spent)
     record["resolves"] = spent_on(old)
     record.update((name, value) for name, value in old.items() if name not in record)
-    if record.get("cost_doubted"):
+    if record.get("cost_doubted") and "cost" in fields:
         record["cost_doubted"] = None  # known now; `fields` say it again if it is still in doubt
     record.update(fields)
     record["cost_resolved_at"] = now

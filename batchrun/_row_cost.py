@@ -4,7 +4,7 @@ imports nothing of the client."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,3 +122,24 @@ def counted(fields: Mapping[str, Any]) -> float:
         return float(fields.get("cost_held") or 0.0)
     upstream = fields.get("upstream_inference_cost") if fields.get("is_byok") else None
     return float(cost) + float(upstream or 0.0)
+
+
+def doubted_charges(record: Mapping[str, Any]) -> bool:
+    """Whether a record counts a charge in doubt (far above its worst case, unconfirmed): its
+    answer's, an abandoned attempt's, or a grader's (_earlier_costs looks them up at a resume)."""
+    if record.get("cost_doubted"):
+        return True
+    if any(isinstance(entry, dict) and entry.get("cost_doubted") for entry in record.get("abandoned_attempts") or ()):
+        return True
+    return any(isinstance(grader, dict) and grader.get("cost_doubted") for _, _, grader in graders_of(record))
+
+
+def graders_of(record: Mapping[str, Any]) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """(check index, grader index, grader entry) of each grader of a record's judge checks."""
+    checks = record.get("checks")
+    for check_index, check in enumerate(checks if isinstance(checks, list) else ()):
+        judge = check.get("judge") if isinstance(check, dict) else None
+        graders = judge.get("graders") if isinstance(judge, dict) else None
+        for grader_index, grader in enumerate(graders if isinstance(graders, list) else ()):
+            if isinstance(grader, dict):
+                yield check_index, grader_index, grader

@@ -17,6 +17,7 @@ from ._batch_state import BatchEntry
 from ._failure_text import failure_reasons
 from ._items import ItemGate, ItemTally
 from ._reader import spent_on
+from ._row_cost import doubted_charges
 from ._stats import wilson_interval
 from ._stopped_checks import resumable_cut
 from ._summary_types import FailingExample, GroupFigures, RunFigures, Summary
@@ -243,8 +244,7 @@ class SummaryBuilder:
         self.job_fingerprint = self.job_fingerprint or record.get("job_fingerprint")
         row = _Row.of(record)
         self.total.add(row)
-        attempts = record.get("abandoned_attempts") or ()
-        self.cost_doubted += bool(record.get("cost_doubted") or any(a.get("cost_doubted") for a in attempts))
+        self.cost_doubted += doubted_charges(record)
         if self.items is not None:
             self.items.add(record)
         cached = record.get("cached") if (record["id"], record.get("fingerprint")) not in self.kept else None

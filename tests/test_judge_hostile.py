@@ -408,3 +408,33 @@ def test_the_grader_whose_refusal_stopped_the_run_is_asked_again_by_the_resume(
         )
     assert resumed[0] == ExitCode.OK, resumed[2]
     assert [r["passed"] for r in final_records(tmp_path / "out.jsonl")] == [True, True]
+
+
+def test_a_graders_charge_in_doubt_is_looked_up_by_a_resume(tmp_path: Path) -> None:
+    # out-118 F2: a grader's reply reporting $9,999, /generation not knowing it, was counted and
+    # said to be "looked up again by a resume", but nothing marked it: every resume exited 5.
+    verdict = '{"pass": true, "score": 1, "reason": "names it"}'
+    usage = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cost": 9999.0}
+    server = grading(lambda request: json_answer(200, chat_payload(verdict, usage=usage)))
+    code, _, rows = run(server, tmp_path, JUDGED_JOB, "--budget", "1")
+    assert code == ExitCode.BUDGET
+    doubted = [r for r in rows if r.get("judge_cost") and r["judge_cost"] >= 9999]
+    for row in doubted:
+        [grader] = row["checks"][0]["judge"]["graders"]
+        assert grader["cost_doubted"] is True and grader["doubted_charged"] == 9999.0
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert doubted and summary["cost_doubted_rows"] == len(doubted)
+    server.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": request.path.split("id=")[-1], "total_cost": 0.00002}}
+    )
+    with server.running():
+        argv = (tmp_path / "job.yaml", "--base-url", server.base_url, "-o", tmp_path / "out.jsonl", "--budget", "1")
+        code, _, err = call_cli(*argv, "--resume")
+    assert f"{len(doubted)} row(s) whose cost an earlier run did not learn were looked up: $-" in err, err
+    rows = list(final_records(tmp_path / "out.jsonl"))
+    for row in rows:
+        [grader] = row["checks"][0]["judge"]["graders"]
+        assert "cost_doubted" not in grader and grader["cost"] < 0.01
+        assert row["judge_cost"] < 0.01 and row["checks"][0]["judge"]["cost"] < 0.01
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["spent_before_usd"] + summary["spent_usd"] < 0.01 and summary["cost_doubted_rows"] == 0
