@@ -26,6 +26,7 @@ class Answer:
     tool_calls: tuple[dict[str, Any], ...] = ()  # [{id, name, arguments}] as the client parsed them
     cost_status: str | None = None  # "estimated": `cost` is an upper bound, not the charge
     cost_held: float | None = None  # with `cost` unknown, at most this (its known parts and worst cases)
+    cost_doubted: bool = False  # `cost` as a reply said it, far above its worst case, no lookup confirming it
 
 
 class NotKnown(NamedTuple):
@@ -44,6 +45,10 @@ def max_latency(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
 
 def max_cost(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome | NotKnown:
     cost = answer.cost
+    if cost is not None and answer.cost_doubted and cost > value:
+        # Not a failure on a figure the run itself does not believe: exit 3 on a night /generation
+        # lagged, a pass once a resume looked it up (out-118 F4).
+        return NotKnown(None, f"not graded: the answer's cost ${cost} is far above its worst case, unconfirmed")
     if cost is not None and answer.cost_status != "estimated":
         return cost <= value, f"expected cost <= ${value}, got ${cost}"
     bound = cost if cost is not None else answer.cost_held  # what it cost at most

@@ -500,6 +500,18 @@ def test_a_resume_takes_no_looked_up_cost_below_what_the_key_showed_charged(tmp_
         assert {r["cost_status"] for r in rows} == {"unknown"} and counted >= billing.total
 
 
+def test_a_cost_check_is_not_failed_on_a_charge_in_doubt(tmp_path: Path) -> None:
+    # out-118 F4: max_cost_usd failed rows on $9,999 the run said it did not believe: exit 3 on a
+    # night /generation lagged, a pass once a resume looked the charges up. Undecided instead.
+    job = JOB.replace("{a: 6}]\n", "{a: 6}]\n    checks: [{max_cost_usd: 0.01, name: cheap}]\n")
+    code, _, err, rows = run(server(LyingBilling()), tmp_path, job)
+    assert code == ExitCode.ERRORS and "could not be graded" in err, err
+    for row in rows:
+        [check] = row["checks"]
+        assert row["cost_doubted"] is True and check["pass"] is None
+        assert check["error"] == "not graded: the answer's cost $9999.0 is far above its worst case, unconfirmed"
+
+
 def test_a_cache_read_price_above_the_prompt_price_bounds_the_prompt(tmp_path: Path) -> None:
     # out-104 F5: input_cache_read was never costed: listed at 10x the prompt price (caching may be
     # automatic: prompt-caching.mdx), the run spent 3x its worst case.
