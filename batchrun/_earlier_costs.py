@@ -221,6 +221,7 @@ class EarlierCosts:
     above: int = 0  # costs looked up above the worst case held for them
     above_example: str = ""
     kept_held: int = 0  # costs looked up lower, not taken: the key saw the earlier runs charged more
+    unlearnt: int = 0  # rows looked up that /generation gave nothing new for
     key_usd: float = 0.0  # what it saw
 
     def notices(self, output: Path) -> list[str]:
@@ -234,7 +235,13 @@ class EarlierCosts:
                 f"warning: {output}: {self.kept_held} cost(s) /generation gave below what was counted for them were "
                 f"not taken: the key's usage over the earlier runs (${self.key_usd:.6f}) says more was charged"
             )
-        return (said if self.rows or self.kept_held else []) + ([f"warning: {self.failed}"] if self.failed else [])
+        if self.unlearnt:  # said, not left to the summary's counts alone (out-118 F6)
+            said.append(
+                f"warning: {output}: {self.unlearnt} row(s) of unknown or doubted cost stay so: /generation did not "
+                "give it (their worst cases, or the replies' figures, still count; a later resume asks again)"
+            )
+        shown = said if self.rows else said[1:]
+        return shown + ([f"warning: {self.failed}"] if self.failed else [])
 
 
 def lowering_room(summary: Mapping[str, Any]) -> tuple[float | None, float]:
@@ -267,6 +274,7 @@ async def resolve_earlier_costs(
         return out
     found = await look_up_generations(client, (generation_id for due in dues for generation_id in due.ids), limit_s)
     learnt = [(due, *moved) for due in dues if (moved := _fields(due, found)) is not None]
+    out.unlearnt = len(dues) - len(learnt)
     room, out.key_usd = lowering_room(summary)
     lowered = sum(max(0.0, -change) for _, _, change in learnt)
     if room is not None and lowered > room + max(1e-6, 0.005 * out.key_usd):

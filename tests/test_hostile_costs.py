@@ -515,9 +515,10 @@ def test_a_resume_looks_up_the_costs_an_earlier_run_never_learnt(tmp_path: Path)
     assert first.code == ExitCode.OK, first.stderr
     assert {r["cost_status"] for r in first.rows} == {"unknown"}
     held = _summary(tmp_path)["total"]["cost_held_usd"]
-    # Still not known: every row stays held, and the resume says nothing of it.
+    # Still not known: every row stays held, and the resume says so (out-118 F6).
     again = run(server, tmp_path, "--resume", "--budget", "1")
     assert again.code == ExitCode.OK and "looked up" not in again.stderr, again.stderr
+    assert f"{len(first.rows)} row(s) of unknown or doubted cost stay so: /generation did not give it" in again.stderr
     assert _summary(tmp_path)["spent_before_usd"] == pytest.approx(held, abs=1e-8)  # rounded to 8 places
     server.routes["/generation"] = lambda request: json_answer(
         200, {"data": {"id": request.path.split("id=")[1], "total_cost": 0.000005}}
