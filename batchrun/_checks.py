@@ -346,7 +346,7 @@ def answer_of(record: dict[str, Any]) -> Answer:
         tuple(record.get("tool_calls") or ()),
         record.get("cost_saved_status") if hit else costs.get("cost_status"),
         None if hit else costs.get("cost_held"),
-        not hit and record.get("cost_doubted") is True,
+        not hit and (costs.get("cost_doubted") is True or record.get("cost_doubted") is True),
     )
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from ._cost_text import STATUS_ORDER
+from ._row_cost import doubted_charges
 
 ANSWER_COST = ("cost", "cost_status", "cost_held")  # a record's own, as `answer_cost` keeps them
 
@@ -137,6 +138,12 @@ class Earlier:
         if grading.statuses or "judge_cost" in last:
             judge, judge_status, _, judge_known = grading.fields()
             last.update(judge_cost=judge, judge_cost_status=judge_status, judge_cost_known=judge_known)
+        if any(record["doubted"] for record in self.records):
+            # A charge in doubt in a record before (a stored answer a resume graded again while
+            # /generation did not know it): said still, and its `max_cost_usd` left undecided; it
+            # was a fail in report --job (out-119 F1). No resume looks it up through the fold.
+            last["cost_doubted"] = True
+            last["answer_cost"]["cost_doubted"] = True
         return last
 
 
@@ -159,6 +166,7 @@ def _costs_of(record: dict[str, Any]) -> dict[str, Any]:
         # A grading of unknown cost is in `spent` (its worst case): counted there, not as $0.
         "judge_cost_status": judge_status,
         "judge_cost_known": record.get("judge_cost_known"),
+        "doubted": doubted_charges(record),
     }
 
 

@@ -117,6 +117,8 @@ def regraded_fields(record: dict[str, Any]) -> dict[str, Any]:
     # it, never this record's 0 (verify out-103 F1: failed rows passed the gate, exit 0).
     bought = record.get("answer_cost")
     fields["answer_cost"] = bought if isinstance(bought, dict) else {k: record.get(k) for k in ANSWER_COST}
+    if record.get("cost_doubted") is True:  # its charge in doubt: max_cost_usd undecided (out-119 F1)
+        fields["answer_cost"] = {**fields["answer_cost"], "cost_doubted": True}
     if record.get("batch_id"):
         fields["batch_id"] = record["batch_id"]
     if record.get("cached") is True:  # a hit stays one: it had lost `cached` and its saving (verify66 9)

@@ -438,3 +438,33 @@ def test_a_graders_charge_in_doubt_is_looked_up_by_a_resume(tmp_path: Path) -> N
         assert row["judge_cost"] < 0.01 and row["checks"][0]["judge"]["cost"] < 0.01
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["spent_before_usd"] + summary["spent_usd"] < 0.01 and summary["cost_doubted_rows"] == 0
+
+
+def test_a_charge_in_doubt_stays_said_when_a_resume_grades_its_stored_answer(tmp_path: Path) -> None:
+    # out-119 F1: the answer's $9,999 stopped the run before its grader was asked; the resume that
+    # graded the stored answer wrote it again without the doubt: cost_doubted_rows 0, and
+    # report --job failed max_cost_usd on the unconfirmed figure.
+    usage = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cost": 9999.0}
+    verdict = '{"pass": true, "score": 1, "reason": "names it"}'
+
+    def chat(request: RawRequest) -> Any:
+        if "response_format" in request.json():
+            return json_answer(200, chat_payload(verdict))
+        return json_answer(200, chat_payload("Paris", usage=usage))
+
+    job = JUDGED_JOB.replace("name: graded}", "name: graded}\n      - {max_cost_usd: 0.01, name: cheap}")
+    code, _, rows = run(HostileServer(chat=chat), tmp_path, job, "--budget", "1")
+    assert code == ExitCode.BUDGET and any(r.get("cost_doubted") for r in rows)
+    server = HostileServer(chat=chat)
+    with server.running():
+        argv = (tmp_path / "job.yaml", "--base-url", server.base_url, "-o", tmp_path / "out.jsonl")
+        code, _, err = call_cli(*argv, "--resume", "--budget", "100000")
+    rows = list(final_records(tmp_path / "out.jsonl"))
+    assert all(r["cost_doubted"] is True for r in rows if r["cost"] and r["cost"] >= 9999), rows
+    assert json.loads((tmp_path / "out.summary.json").read_text())["cost_doubted_rows"] >= 1
+    for row in rows:
+        [check] = [c for c in row["checks"] if c["name"] == "cheap"]
+        assert check["pass"] is None and "unconfirmed" in check["error"], check
+    # The gate grades the folded rows again: undecided there too, never the quality failure 3.
+    code, out, err = call_cli("report", tmp_path / "out.jsonl", "--job", tmp_path / "job.yaml")
+    assert code == ExitCode.ERRORS and "could not be graded" in err and "got $9999" not in out + err, out + err
