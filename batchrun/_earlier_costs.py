@@ -179,7 +179,7 @@ def _answer_fields(due: _Due, found: Mapping[str, GenerationCost]) -> dict[str, 
         before = sum(float(entry.get("cost") or 0.0) for entry in old.get("abandoned_attempts") or [])
         fields.update(cost=float(old["cost"]) - before, cost_doubted=old.get("cost_doubted"))
         statuses = [str(old.get("cost_status"))]
-    fields["cost"] += sum(float(entry.get("cost") or 0.0) for entry in entries)
+    fields["cost"] = round(fields["cost"] + sum(float(entry.get("cost") or 0.0) for entry in entries), 12)
     fields["cost_status"] = least_sure(statuses + [str(entry.get("cost_status")) for entry in entries])
     if entries:
         fields["abandoned_attempts"] = entries
@@ -204,11 +204,14 @@ def _grading_fields(due: _Due, found: Mapping[str, GenerationCost]) -> tuple[dic
         )  # the grader's fee, as its entry and the check's cost have it
         moved += cost.charged - grader.pop("doubted_charged")
         grader.pop("cost_doubted")
-        grader.update(cost=grader["cost"] + fee, cost_status=least_sure([str(grader.get("cost_status")), "looked_up"]))
+        # Rounded as money is kept (12 places): $0.0001 was written 9.999999929e-05 (out-119 F4).
+        status = least_sure([str(grader.get("cost_status")), "looked_up"])
+        grader.update(cost=round(grader["cost"] + fee, 12), cost_status=status)
         if _figure(judge.get("cost")):
-            judge["cost"] += fee
+            judge["cost"] = round(judge["cost"] + fee, 12)
     status = least_sure([str(old.get("judge_cost_status")), "looked_up"])
-    return {"checks": checks, "judge_cost": float(old["judge_cost"]) + moved, "judge_cost_status": status}, moved
+    judge_cost = round(float(old["judge_cost"]) + moved, 12)
+    return {"checks": checks, "judge_cost": judge_cost, "judge_cost_status": status}, moved
 
 
 @dataclass
@@ -232,8 +235,8 @@ class EarlierCosts:
             said.append(f"warning: {self.above} of them cost more than the worst case held (e.g. {self.above_example})")
         if self.kept_held:
             said.append(
-                f"warning: {output}: {self.kept_held} cost(s) /generation gave below what was counted for them were "
-                f"not taken: the key's usage over the earlier runs (${self.key_usd:.6f}) says more was charged"
+                f"warning: {output}: {self.kept_held} row(s)' costs /generation gave below what was counted for them "
+                f"were not taken: the key's usage over the earlier runs (${self.key_usd:.6f}) says more was charged"
             )
         if self.unlearnt:  # said, not left to the summary's counts alone (out-118 F6)
             said.append(
