@@ -52,9 +52,7 @@ def resumed_endpoint(output: Path, endpoint: str, resuming: bool) -> str:
     earlier = earlier_endpoints(output, resuming)
     for before in earlier:
         if simulated(before) != simulated(endpoint):
-            what, now = (
-                ("the built-in simulator", "an endpoint") if simulated(before) else ("an endpoint", "--simulate")
-            )
+            what, now = _WHO[simulated(before)]
             raise ConfigError(
                 f"{output} was answered by {what}: resumed with {now}, it would hold made-up answers beside a model's, "
                 "and its gate could not tell them apart; run into a new file (-o)"

@@ -8,9 +8,11 @@ the run's timeout, before its scan counts what earlier runs spent. Each that /ge
 now is written again with that cost (`resolves`, as _late_costs does at a run's end), so the
 scan, and every reader after it, counts the row at what it cost.
 
-Only rows whose one record holds a single attempt are looked up: with attempts abandoned or
-earlier records folded in, which part is unknown is not in the record. Their worst cases stay
-held, as before.
+A charge counted in doubt (`cost_doubted`: far above its worst case, no lookup confirming it) is
+looked up the same way, on the answer, on an abandoned attempt's entry, or on a grader's entry.
+An unknown cost is looked up only where the row's one attempt is unknown: among several parts,
+which one is unknown is not in the record. A row with earlier records folded in is not looked
+up: a record written again replaces only the one before it. Those stay held, as before.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ._late_costs import graded_on_cost, resolved_record
 from ._matrix import Request
 from ._pricing import GenerationCost, money
 from ._reader import final_records
+from ._record_shape import figure
 from ._report_data import run_spans
 from ._results import ResultsWriter
 from ._row_cost import counted, graders_of
@@ -89,7 +92,10 @@ def _due(record: dict[str, Any], scrub: Scrubber) -> _Due | None:
     if record.get("earlier_records"):
         return None
     entries = record.get("abandoned_attempts") or []
-    known = isinstance(record.get("cost"), (int, float))
+    # Every part's cost a figure: a hand-edited entry's "abc" is no cost to move (a traceback at the resume).
+    known = figure(record.get("cost")) and all(
+        isinstance(entry, dict) and figure(entry.get("cost")) for entry in entries
+    )
     answer = valid_generation_id(record.get("generation_id"), scrub)
     if not (record.get("cost_status") == "unknown" and not entries) and not (known and record.get("cost_doubted")):
         answer = None
@@ -104,16 +110,12 @@ def _due(record: dict[str, Any], scrub: Scrubber) -> _Due | None:
     graders = [
         (check, index, generation_id)
         for check, index, grader in graders_of(record)
-        if _figure(record.get("judge_cost"))
+        if figure(record.get("judge_cost"))
         and grader.get("cost_doubted") is True
-        and all(_figure(grader.get(name)) for name in ("cost", "doubted_cost", "doubted_charged"))
+        and all(figure(grader.get(name)) for name in ("cost", "doubted_cost", "doubted_charged"))
         and (generation_id := valid_generation_id(grader.get("generation_id"), scrub)) is not None
     ]
     return _Due(record, answer, abandoned, graders) if answer or abandoned or graders else None
-
-
-def _figure(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _ids_of(record: dict[str, Any]) -> Iterator[Any]:
@@ -199,15 +201,14 @@ def _grading_fields(due: _Due, found: Mapping[str, GenerationCost]) -> tuple[dic
     for check, index, cost in learnt:
         judge = checks[check]["judge"]
         grader = judge["graders"][index]
-        fee = cost.total_cost - grader.pop(
-            "doubted_cost"
-        )  # the grader's fee, as its entry and the check's cost have it
+        # The fee, as the grader's entry and its check's `judge.cost` have it; the charge, as `judge_cost`.
+        fee = cost.total_cost - grader.pop("doubted_cost")
         moved += cost.charged - grader.pop("doubted_charged")
         grader.pop("cost_doubted")
         # Rounded as money is kept (12 places): $0.0001 was written 9.999999929e-05 (out-119 F4).
         status = least_sure([str(grader.get("cost_status")), "looked_up"])
         grader.update(cost=round(grader["cost"] + fee, 12), cost_status=status)
-        if _figure(judge.get("cost")):
+        if figure(judge.get("cost")):
             judge["cost"] = round(judge["cost"] + fee, 12)
     status = least_sure([str(old.get("judge_cost_status")), "looked_up"])
     judge_cost = round(float(old["judge_cost"]) + moved, 12)
@@ -253,10 +254,14 @@ def lowering_room(summary: Mapping[str, Any]) -> tuple[float | None, float]:
     bound it. A /generation that under-reports at a resume was believed, though the key had shown
     the charges (out-118 F1: $0.0244 billed on a $0.02 budget, $0.0122 counted). On a key others
     spend too, its rise is more than these runs charged: fewer lookups lower it (the safe side)."""
-    spans = [span for span in run_spans(dict(summary)) if span.usage_at_start is not None]
-    if not spans:
+    rises = [
+        span.usage_at_end - span.usage_at_start
+        for span in run_spans(dict(summary))
+        if span.usage_at_start is not None and span.usage_at_end is not None
+    ]
+    if not rises:
         return None, 0.0
-    key = sum((span.usage_at_end or 0.0) - (span.usage_at_start or 0.0) for span in spans)
+    key = sum(rises)
     said = (money(summary.get("spent_before_usd")) or 0.0) + (money(summary.get("spent_usd")) or 0.0)
     return max(0.0, said - key), key
 

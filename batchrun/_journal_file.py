@@ -267,8 +267,9 @@ def crash_fields(crashed: Crashed, found: dict[str, float]) -> dict[str, Any]:
             # Far above its worst case (_pricing.doubted): /generation's figure where it has one; else
             # counted, and said to be in doubt (out-118 F3: a $9,999 reply believed, the lookup ignored).
             looked_up = gid in found
+            named = gid if isinstance(gid, str) else None  # as the other attempts keep it
             charge = Charge(
-                gid, 0.0, cost=found[gid] if looked_up else paid, status="looked_up" if looked_up else "reported"
+                named, 0.0, cost=found[gid] if looked_up else paid, status="looked_up" if looked_up else "reported"
             )
             charge.doubted = not looked_up
         elif paid is not None and paid >= worst:

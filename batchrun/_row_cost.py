@@ -131,7 +131,8 @@ def doubted_charges(record: Mapping[str, Any]) -> bool:
         return True
     if any(isinstance(entry, dict) and entry.get("cost_doubted") for entry in record.get("abandoned_attempts") or ()):
         return True
-    return any(isinstance(grader, dict) and grader.get("cost_doubted") for _, _, grader in graders_of(record))
+    # Only a row whose grading cost something has a grader to doubt: no walk of every row's checks.
+    return bool(record.get("judge_cost")) and any(grader.get("cost_doubted") for _, _, grader in graders_of(record))
 
 
 def graders_of(record: Mapping[str, Any]) -> Iterator[tuple[int, int, dict[str, Any]]]:

@@ -369,10 +369,10 @@ async def earlier_work(
         return (
             ScanResult({}, 0.0, 0, found.key_gap, key_seen=found.key_seen) if found.key_gap or found.key_seen else None
         )
-    costs = EarlierCosts()
-    if _may_hold_unknown_costs(output):
+    costs, summary = EarlierCosts(), read_run_summary(output)
+    if _may_hold_unknown_costs(summary):
         requests = {request.id: request for request in matrix_requests(job, options.shard)}
-        costs = await resolve_earlier_costs(output, requests, client, now, limit, read_run_summary(output))
+        costs = await resolve_earlier_costs(output, requests, client, now, limit, summary)
         for line in costs.notices(output):
             notice(line)
     if first is None or mended or found.rows or costs.rows:
@@ -382,16 +382,15 @@ async def earlier_work(
         for message in said:
             notice(f"warning: {message}")
     # A killed run's readings: in its journal, or carried on by a run that could not read the key.
-    seen = found.key_seen or summary_key_seen(read_run_summary(output))
+    seen = found.key_seen or summary_key_seen(summary)
     return replace(
         states, key_gap_usd=found.key_gap, regrade=stopped_gradings(output), key_seen=seen, costs_moved_usd=costs.moved
     )
 
 
-def _may_hold_unknown_costs(output: Path) -> bool:
-    """Whether rows of `output` may have a cost to look up: unknown or in doubt, as its summary
-    counts them, or with no summary of it to say (a run killed, a file copied alone). A resume
-    reads the file once more to find them only then."""
-    earlier = read_run_summary(output)
+def _may_hold_unknown_costs(earlier: dict[str, Any]) -> bool:
+    """Whether rows of a file may have a cost to look up: unknown or in doubt, as its summary
+    `earlier` counts them, or with no summary of it to say (a run killed, a file copied alone). A
+    resume reads the file once more to find them only then."""
     total = earlier.get("total")
     return not isinstance(total, dict) or total.get("cost_unknown_rows") != 0 or earlier.get("cost_doubted_rows") != 0

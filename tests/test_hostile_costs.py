@@ -856,3 +856,22 @@ def test_a_worst_case_past_a_trillion_dollars_counts_as_one(tmp_path: Path) -> N
     assert outcome.code == ExitCode.BUDGET and server.chat_rows() == []
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["estimate_usd"] == 1e12
+
+
+def test_a_resume_looks_up_nothing_on_a_records_cost_fields_that_are_not_figures() -> None:
+    # A hand-edited or foreign record: an abandoned attempt's cost "abc", a grader's doubted figures
+    # missing or booleans, a check that is not an object. Never a traceback at a resume: not due.
+    from batchrun._earlier_costs import _due
+    from batchrun._scrub import Scrubber
+
+    scrub = Scrubber()
+    doubted_entry = {"generation_id": "gen-2", "cost": "abc", "cost_status": "reported", "cost_doubted": True}
+    record: dict[str, Any] = {"id": "r", "cost": 1.0, "cost_status": "reported", "generation_id": "gen-1"}
+    assert _due({**record, "abandoned_attempts": [doubted_entry]}, scrub) is None
+    assert _due({**record, "cost": True, "cost_doubted": True}, scrub) is None
+    grader = {"generation_id": "gen-3", "cost": 1.0, "cost_doubted": True, "doubted_cost": True, "doubted_charged": 1}
+    checks = [{"judge": {"graders": [grader, "x"]}}, "not a check", {"judge": []}]
+    assert _due({**record, "judge_cost": 1.0, "checks": checks}, scrub) is None
+    grader["doubted_cost"] = 1.0
+    due = _due({**record, "judge_cost": 1.0, "checks": checks}, scrub)
+    assert due is not None and due.graders == [(0, 0, "gen-3")] and due.answer is None
