@@ -84,7 +84,6 @@ async def run_job(
     control = checked_arguments(job, options, control, {"on_record": on_record, "on_start": on_start, "notice": notice})
     settings = with_key_deadline(job.run)  # a per-run key's run ends before the key does
     settings = within_fd_limit(settings, options.fresh_simulator, notice)
-    clock = options.clock
     if (too_large := run_size_problem(job, options.shard)) is not None:
         raise ConfigError(too_large)  # before any lock, file or request
     locks = []
@@ -94,7 +93,7 @@ async def run_job(
         if (problem := job_path_problem(folder, "the job's outputs folder")) is not None:
             raise ConfigError(problem)  # before its lock is made there (out-110 F1)
         if options.resume and not folder.is_dir():  # no run to resume: said before a lock makes it (break48 F5)
-            resolve_output(job, options, clock.time(), notice)
+            resolve_output(job, options, options.clock.time(), notice)
         # Each shard has a lock (and default names) of its own: shards side by side all ran but
         # one, exit 8 (break51 F8); two ticks of one shard still do not.
         tag, which = (options.shard.tag, f" shard {options.shard}") if options.shard else ("", "")
@@ -103,7 +102,7 @@ async def run_job(
         with refused_before_sending():
             for lock in locks:
                 lock.acquire()
-            output = resolve_output(job, options, clock.time(), notice)
+            output = resolve_output(job, options, options.clock.time(), notice)
             killed_run_notice(job, options, notice)
             locks.append(OutputLock(output))
             locks[-1].acquire()
@@ -139,8 +138,7 @@ async def _locked_run(
     started = options.clock.monotonic()  # the deadline counts pre-flight and the resume scan too
 
     def time_left() -> float | None:
-        deadline = settings.deadline_s
-        return None if deadline is None else deadline - (options.clock.monotonic() - started)
+        return None if settings.deadline_s is None else settings.deadline_s - (options.clock.monotonic() - started)
 
     client = make_client(job, options, settings)
     try:
@@ -374,6 +372,8 @@ async def _locked_run(
         if executor is not None:
             data["batches"] = executor.outcome.as_json(str(executor.state.path))
         data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
+        if states is not None and (past := states.past_budget(prior_spend, settings.budget_usd)) is not None:
+            data["looked_up_past_budget_usd"] = past
         # A resume tells an edit by it (_run_output); of a file cut under the run, what the run wrote.
         data["results_bytes"] = writer.size if writer.cut_short else results_size(output)
         if (

@@ -240,6 +240,13 @@ class ScanResult:
     def __len__(self) -> int:
         return len(self._states)
 
+    def past_budget(self, spent_before: float, budget: float | None) -> float | None:
+        """How far the earlier runs (`spent_before`) spent past the job's budget, when this resume's
+        lookups raised their count past it (out-117 F4: $30,000 on a $1 budget was exit 0); or None."""
+        if budget is None or self.costs_moved_usd <= 1e-9 or spent_before <= budget + 1e-6:
+            return None
+        return round(spent_before - budget, 8)
+
     def get(self, row_id: str) -> RowState | None:
         blob = self._states.get(row_id.encode())
         return None if blob is None else parse_state(blob)

@@ -206,13 +206,19 @@ def decide(
     stop = summary.get("stop")
     budget, spent = summary.get("budget_usd"), summary.get("spent_usd")
     over = budget is not None and spent is not None and spent > budget + 1e-6  # the summary rounds to 8 places
-    if stop in _STOP_CODES and not (over and _STOP_CODES[stop] in _BELOW_BUDGET):
+    # Or costs a resume looked up for earlier runs put the file past the job's budget (out-117 F4).
+    past = summary.get("looked_up_past_budget_usd")
+    if stop in _STOP_CODES and not ((over or past is not None) and _STOP_CODES[stop] in _BELOW_BUDGET):
         return _STOP_CODES[stop], [f"stopped: {stop}"]
     if budget is not None and spent is not None and over:
         # Charges above their worst cases (a lookup, the key's usage) can end a run past its
         # limit without a stop, or with one that ranks below 5 (a deadline: 6, said to be
         # resumable: break14h H9); the exit code says so (break-14b M7), never 0.
         return ExitCode.BUDGET, [f"spent ${spent:.6f}, over the run's limit of ${budget:.6f} by ${spent - budget:.6f}"]
+    if past is not None:
+        before = summary.get("spent_before_usd") or 0.0
+        said = f"earlier runs of this file spent ${before:.6f}, over the job's budget by ${past:.6f}"
+        return ExitCode.BUDGET, [said + " (costs this resume looked up for them)"]
     # Rows never answered although nothing stopped the run (a cancelled batch, a model stopped,
     # a rate limit past the wait cap): the run did not do its work, so never 0 (break-14b M9).
     # A model's daily cap keeps its own code (1), below.

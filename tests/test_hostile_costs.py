@@ -554,6 +554,43 @@ def test_a_resume_does_not_look_up_a_generation_id_two_rows_carry(tmp_path: Path
     assert {r["cost_status"] for r in final_records(tmp_path / "out.jsonl")} == {"unknown"}
 
 
+@pytest.mark.parametrize("budget", [True, False], ids=["budget", "no-budget"])
+def test_costs_a_resume_learns_above_their_worst_case_are_said_and_past_the_budget_are_exit_5(
+    tmp_path: Path, budget: bool
+) -> None:
+    # out-117 F4: /generation said $5,000 at a resume for rows an earlier run held at their worst
+    # cases (~$0.00002): counted, the file "spent $30,000" of a $1 budget, with no warning and exit 0.
+    reply = {k: v for k, v in chat_payload().items() if k != "usage"}
+    server = HostileServer(
+        chat=lambda request: json_answer(200, {**reply, "id": f"gen-{request.headers['x-batchrun-row']}"})
+    )
+    server.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
+    limit = ("--budget", "1") if budget else ()
+    first = run(server, tmp_path, *limit)
+    assert first.code == ExitCode.OK and {r["cost_status"] for r in first.rows} == {"unknown"}, first.stderr
+    held = _summary(tmp_path)["total"]["cost_held_usd"]
+    server.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": request.path.split("id=")[1], "total_cost": 5000.0}}
+    )
+    again = run(server, tmp_path, "--resume", *limit)
+    rows = len(first.rows)
+    assert f"warning: {rows} of them cost more than the worst case held (e.g. $5000.000000 for $" in again.stderr
+    summary = _summary(tmp_path)
+    assert summary["spent_before_usd"] == pytest.approx(5000.0 * rows)
+    if budget:
+        assert again.code == ExitCode.BUDGET, again.stderr
+        assert summary["looked_up_past_budget_usd"] == pytest.approx(5000.0 * rows - 1)
+        said = (
+            f"earlier runs of this file spent ${5000.0 * rows:.6f}, over the job's budget by ${5000.0 * rows - 1:.6f}"
+        )
+        assert said in again.stderr
+        # Said again by the next resume only if its lookups move the count: nothing is left to look up.
+        assert run(server, tmp_path, "--resume", *limit).code == ExitCode.OK
+    else:  # no budget to pass: counted and said, nothing more
+        assert again.code == ExitCode.OK and "looked_up_past_budget_usd" not in summary
+    assert held < 0.01
+
+
 @pytest.mark.parametrize("found", [True, False])
 def test_a_cost_check_is_undecided_while_the_cost_is_unknown_and_graded_again_once_it_is_learnt(
     tmp_path: Path, found: bool
