@@ -11,7 +11,8 @@ scan, and every reader after it, counts the row at what it cost.
 A charge counted in doubt (`cost_doubted`: far above its worst case, no lookup confirming it) is
 looked up the same way, on the answer, on an abandoned attempt's entry, or on a grader's entry.
 An unknown cost is looked up only where the row's one attempt is unknown: among several parts,
-which one is unknown is not in the record. A row with earlier records folded in is not looked
+which one is unknown is not in the record. Graders' unknown costs likewise, each grader of one
+attempt, and only where all of the row's charged graders are unknown (out-117 F3). A row with earlier records folded in is not looked
 up: a record written again replaces only the one before it. Those stay held, as before.
 """
 
@@ -76,10 +77,11 @@ class _Due:
     answer: str | None
     abandoned: list[tuple[int, str]]
     graders: list[tuple[int, int, str]]  # (check index, grader index, generation id) of graders in doubt
+    unknown_graders: list[tuple[int, int, str]]  # of graders of unknown cost (_unknown_graders)
 
     @property
     def ids(self) -> list[str]:
-        graders = [generation_id for _, _, generation_id in self.graders]
+        graders = [generation_id for _, _, generation_id in self.graders + self.unknown_graders]
         return ([self.answer] if self.answer else []) + [generation_id for _, generation_id in self.abandoned] + graders
 
 
@@ -115,7 +117,31 @@ def _due(record: dict[str, Any], scrub: Scrubber) -> _Due | None:
         and all(figure(grader.get(name)) for name in ("cost", "doubted_cost", "doubted_charged"))
         and (generation_id := valid_generation_id(grader.get("generation_id"), scrub)) is not None
     ]
-    return _Due(record, answer, abandoned, graders) if answer or abandoned or graders else None
+    unknown = _unknown_graders(record, scrub)
+    return _Due(record, answer, abandoned, graders, unknown) if answer or abandoned or graders or unknown else None
+
+
+def _unknown_graders(record: dict[str, Any], scrub: Scrubber) -> list[tuple[int, int, str]]:
+    """The graders of unknown cost a resume looks up: only where every grader of the row that may
+    have been charged is one, of one attempt (no `abandoned_attempts`), with what is held for it
+    (`cost_held`: records of older versions lack it) and its generation id. Then `judge_cost` is
+    theirs alone: a known grader's BYOK upstream charge, in no entry, cannot be lost from it."""
+    if record.get("judge_cost") is not None or record.get("judge_cost_status") != "unknown":
+        return []
+    found = []
+    for check, index, grader in graders_of(record):
+        if grader.get("cost_status") is None and grader.get("cost") in (None, 0):
+            continue  # not sent, a cache hit, or nothing to charge
+        generation_id = valid_generation_id(grader.get("generation_id"), scrub)
+        if (
+            grader.get("cost_status") != "unknown"
+            or grader.get("abandoned_attempts")
+            or not figure(grader.get("cost_held"))
+            or generation_id is None
+        ):
+            return []
+        found.append((check, index, generation_id))
+    return found
 
 
 def _ids_of(record: dict[str, Any]) -> Iterator[Any]:
@@ -145,6 +171,17 @@ def _dues(output: Path, requests: Mapping[str, Request], scrub: Scrubber) -> lis
     return [due for due in found if all(seen[generation_id] == 1 for generation_id in due.ids)]
 
 
+def _held_unknown(due: _Due) -> float:
+    """What the row held for its parts of unknown cost a resume looks up: a cost learnt above
+    it passed their worst cases."""
+    old = due.record
+    unknown = due.answer is not None and old.get("cost_status") == "unknown" and figure(old.get("cost_held"))
+    graders = {(check, index): grader for check, index, grader in graders_of(old)}
+    return (float(old["cost_held"]) if unknown else 0.0) + sum(
+        float(graders[check, index]["cost_held"]) for check, index, _ in due.unknown_graders
+    )
+
+
 def _fields(due: _Due, found: Mapping[str, GenerationCost]) -> tuple[dict[str, Any], float] | None:
     """The row's cost fields with what /generation knows now, and how far they move its `spent`;
     None when it knows nothing new."""
@@ -153,7 +190,7 @@ def _fields(due: _Due, found: Mapping[str, GenerationCost]) -> tuple[dict[str, A
     if answer is not None:
         fields.update(answer)
         change += counted({**old, **answer}) - counted(old)  # its BYOK upstream charge as it was, if kept
-    grading = _grading_fields(due, found)
+    grading = _grading_fields(due, found) if due.graders else _unknown_grading_fields(due, found)
     if grading is not None:
         fields.update(grading[0])
         change += grading[1]
@@ -213,6 +250,25 @@ def _grading_fields(due: _Due, found: Mapping[str, GenerationCost]) -> tuple[dic
     status = least_sure([str(old.get("judge_cost_status")), "looked_up"])
     judge_cost = round(float(old["judge_cost"]) + moved, 12)
     return {"checks": checks, "judge_cost": judge_cost, "judge_cost_status": status}, moved
+
+
+def _unknown_grading_fields(due: _Due, found: Mapping[str, GenerationCost]) -> tuple[dict[str, Any], float] | None:
+    """The checks and `judge_cost` once /generation knows every grader of unknown cost (all or
+    none: `judge_cost` is their charges), and how far the row's `spent` moves from what was held."""
+    if not due.unknown_graders or any(generation_id not in found for _, _, generation_id in due.unknown_graders):
+        return None
+    checks, held, charged = copy.deepcopy(due.record["checks"]), 0.0, 0.0
+    for check, index, generation_id in due.unknown_graders:
+        judge, cost = checks[check]["judge"], found[generation_id]
+        grader = judge["graders"][index]
+        held += float(grader.pop("cost_held"))
+        charged += cost.charged
+        grader.update(cost=cost.total_cost, cost_status="looked_up")
+        costs = [entry.get("cost") for entry in judge["graders"]]
+        if all(figure(c) for c in costs):  # as check_result sums them
+            judge["cost"] = round(sum(costs), 10)
+    fields = {"checks": checks, "judge_cost": round(charged, 12), "judge_cost_status": "looked_up"}
+    return {**fields, "judge_cost_known": None}, charged - held
 
 
 @dataclass
@@ -294,12 +350,8 @@ async def resolve_earlier_costs(
         try:
             for due, fields, change in learnt:
                 old, request = due.record, requests[due.record["id"]]
-                held = old.get("cost_held")
-                if (
-                    isinstance(held, (int, float))
-                    and old.get("cost_status") == "unknown"
-                    and change > held * 0.01 + 1e-9
-                ):
+                held = _held_unknown(due)
+                if held > 0 and change > held * 0.01 + 1e-9:
                     # Counted (the safe side), and said, as a run says a lookup above its worst case (out-117 F4).
                     out.above += 1
                     out.above_example = out.above_example or f"${held + change:.6f} for ${held:.6f} held"

@@ -199,6 +199,12 @@ def _cost_of(row: Row) -> dict[str, Any]:
         return {"cost": 0.0, "cost_status": None}
     fields = row.charges.fields()
     cost = {"cost": fields["cost"], "cost_status": fields["cost_status"]}
+    if fields["cost_unknown"]:
+        # What is held for it, and any attempt given up before it answered: a resume looks up a
+        # grader of one attempt by its id (_earlier_costs; out-117 F3: held for good before).
+        cost["cost_held"] = fields["cost_held"]
+        if fields["abandoned_attempts"]:
+            cost["abandoned_attempts"] = fields["abandoned_attempts"]
     answer = next((part for part in row.charges.parts if not part.abandoned), None)
     if answer is not None and answer.doubted and answer.cost is not None:
         # A grader's $9,999 no lookup confirmed: said, with what it counted, so a resume can look it

@@ -440,6 +440,55 @@ def test_a_graders_charge_in_doubt_is_looked_up_by_a_resume(tmp_path: Path) -> N
     assert summary["spent_before_usd"] + summary["spent_usd"] < 0.01 and summary["cost_doubted_rows"] == 0
 
 
+@pytest.mark.parametrize("panel", [False, True], ids=["one-grader", "a-panel-one-known"])
+def test_a_graders_unknown_cost_is_looked_up_by_a_resume(tmp_path: Path, panel: bool) -> None:
+    # out-117 F3: a grader's cost unknown at its run's end (a cost of "abc", /generation down)
+    # held its worst case (80x the $0.00006 billed) on every resume, and no resume asked again.
+    verdict = '{"pass": true, "score": 1, "reason": "names it"}'
+    usage: dict[str, Any] = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+
+    def grader(request: RawRequest) -> bytes:
+        known = panel and request.json()["model"] == "anthropic/claude-3.5-haiku"
+        cost = 0.00001 if known else "abc"
+        payload = chat_payload(verdict, usage={**usage, "cost": cost}, id=f"gen-{request.headers['x-batchrun-row']}")
+        return json_answer(200, payload)
+
+    server = grading(grader)
+    server.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
+    job = JUDGED_JOB.replace(
+        "judge: {model: openai/gpt-4o-mini}", "judge: {models: [openai/gpt-4o-mini, anthropic/claude-3.5-haiku]}"
+    )
+    job = job if panel else JUDGED_JOB
+    code, _, rows = run(server, tmp_path, job, "--budget", "1")
+    assert code == ExitCode.OK and {r["judge_cost_status"] for r in rows} == {"unknown"}
+    held = {r["id"]: r["spent"] - r["cost"] for r in rows}
+    for row in rows:
+        unknown = [g for g in row["checks"][0]["judge"]["graders"] if g["cost_status"] == "unknown"]
+        assert len(unknown) == 1 and unknown[0]["cost_held"] > 0.00002 and "abandoned_attempts" not in unknown[0]
+    server.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": request.path.split("id=")[-1], "total_cost": 0.00002}}
+    )
+    with server.running():
+        argv = (tmp_path / "job.yaml", "--base-url", server.base_url, "-o", tmp_path / "out.jsonl", "--budget", "1")
+        code, _, err = call_cli(*argv, "--resume")
+    assert code == ExitCode.OK, err
+    after = {r["id"]: r for r in final_records(tmp_path / "out.jsonl")}
+    if panel:  # a known grader's BYOK charge would be in no entry: the row is left held, as before
+        assert "looked up" not in err and all(r["judge_cost_status"] == "unknown" for r in after.values())
+        return
+    assert f"{len(rows)} row(s) whose cost an earlier run did not learn were looked up: $-" in err, err
+    for row_id, row in after.items():
+        [entry] = row["checks"][0]["judge"]["graders"]
+        assert entry["cost"] == 0.00002 and entry["cost_status"] == "looked_up" and "cost_held" not in entry
+        assert row["judge_cost"] == 0.00002 and row["judge_cost_status"] == "looked_up"
+        assert row["checks"][0]["judge"]["cost"] == 0.00002 and row["checks"][0]["pass"] is True
+        assert row["spent"] == pytest.approx(row["cost"] + 0.00002) and row["resolves"] > row["spent"]
+        assert held[row_id] > 0.00002
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["total"]["cost_unknown_rows"] == 0 and summary["total"]["judge_cost_unknown_rows"] == 0
+    assert summary["spent_before_usd"] == pytest.approx(sum(r["spent"] for r in after.values()))
+
+
 def test_a_charge_in_doubt_stays_said_when_a_resume_grades_its_stored_answer(tmp_path: Path) -> None:
     # out-119 F1: the answer's $9,999 stopped the run before its grader was asked; the resume that
     # graded the stored answer wrote it again without the doubt: cost_doubted_rows 0, and
