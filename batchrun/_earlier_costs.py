@@ -12,8 +12,9 @@ A charge counted in doubt (`cost_doubted`: far above its worst case, no lookup c
 looked up the same way, on the answer, on an abandoned attempt's entry, or on a grader's entry.
 An unknown cost is looked up only where the row's one attempt is unknown: among several parts,
 which one is unknown is not in the record. Graders' unknown costs likewise, each grader of one
-attempt, and only where all of the row's charged graders are unknown (out-117 F3). A row with earlier records folded in is not looked
-up: a record written again replaces only the one before it. Those stay held, as before.
+attempt, and only where all of the row's charged graders are unknown (out-117 F3). A row with
+earlier records folded in is not looked up: a record written again replaces only the one before
+it. Those stay held, as before.
 """
 
 from __future__ import annotations
