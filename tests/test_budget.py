@@ -395,6 +395,9 @@ def test_a_model_no_request_of_which_fits_the_budget_is_said_before_anything_is_
     # out-116 F4: a --budget above the job's own does not bind, and says so.
     code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "a.jsonl", "--budget", "0.01")
     assert code == ExitCode.BUDGET and "--budget 0.01 is above the job's run.budget_usd 0.0005: the smaller" in err
+    # And a re-grading's: `report --job --budget` takes the smaller too.
+    code, _, err = call_cli("report", tmp_path / "a.jsonl", "--job", job, "--simulate", "--budget", "0.01")
+    assert "warning: --budget 0.01 is above the job's run.budget_usd 0.0005: the smaller" in err, err
     # out-115 F1: with no run.budget_usd, --budget is the budget, and a larger one is the way on;
     # out-116 F4: so is one smaller than the job's that binds.
     for job_budget in ("", "budget_usd: 1, "):

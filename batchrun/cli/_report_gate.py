@@ -13,7 +13,7 @@ from .._console import Console
 from .._exceptions import AuthFailed, ConfigError, LockHeld, OutputFailed, RequestFailed
 from .._summary_types import Summary
 from .._verdict import ExitCode
-from ._common import key_for_job, show, with_budget, with_pinned_thresholds, with_simulator
+from ._common import budget_not_taken, key_for_job, show, with_budget, with_pinned_thresholds, with_simulator
 from ._report_outputs import (
     files_named_by,
     holds_junit_or_nothing,
@@ -48,6 +48,8 @@ def report_against_job(
     refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=files_named_by(job.path))
     refuse_named_in_datasets(job, (args.html, "a page"), (args.junit, "a JUnit file"))
     settings = with_pinned_thresholds(with_budget(job.run, args.budget), args.pass_threshold, args.max_error_rate)
+    if said := budget_not_taken(job.run, args.budget):  # as run and plan say it (the re-grading's budget)
+        console.warn(said)
     if args.deadline is not None:
         settings = replace(settings, deadline_s=args.deadline)
     job = replace(job, run=settings)
