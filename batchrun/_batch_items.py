@@ -11,7 +11,7 @@ from ._checks import answer_of, grade, is_judge, without_latency_checks
 from ._matrix import Request
 from ._retry import AttemptLog
 from ._row import RowGrading, answer_fields, first_failure
-from ._row_cost import RowCharges, uncharged
+from ._row_cost import RowCharges, skipped_fields
 from ._status import Status
 from ._worker_pool import Runner
 
@@ -61,7 +61,7 @@ async def write_item(
     if item is None or item.result is None:
         failure = item.failure if item is not None else None
         if failure is None and info.status == "cancelled":
-            fields = charges.fields() if charges.parts else uncharged(None)
+            fields = skipped_fields(charges)
             record = records.make(request, Status.SKIPPED, "batch_cancelled", True, started, **fields)
         else:
             if failure is None:

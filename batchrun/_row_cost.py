@@ -106,6 +106,12 @@ class RowCharges:
         }
 
 
+def skipped_fields(charges: RowCharges) -> dict[str, Any]:
+    """The cost fields of a skipped row: its attempts' that may be billed, or null when it sent
+    nothing (out-117 F5: rows a stop cut before they were sent said $0.0, others null)."""
+    return charges.fields() if charges.parts else uncharged(None)
+
+
 def uncharged(cost: float | None) -> dict[str, Any]:
     """The cost fields of a row with no attempt that could be billed: 0 for an error the
     server answered (zero-completion-insurance.mdx), None for a row that sent nothing."""

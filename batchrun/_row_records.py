@@ -20,7 +20,7 @@ from ._results import ResultsWriter, record_head
 from ._retry import AttemptLog
 from ._routing import PinWatch
 from ._row import Row, internal_error
-from ._row_cost import RowCharges, counted, uncharged
+from ._row_cost import RowCharges, counted, skipped_fields, uncharged
 from ._scrub import Scrubber
 from ._status import Status, StopReason
 from ._stops import Stops
@@ -144,6 +144,7 @@ class RowRecords:
         its worst case stays spent (`cost_held`), since it may be billed."""
         fields = {**row.charges.fields(), "attempts": row.log.attempts, "attempt_errors": row.log.failures}
         if error is None:
+            fields.update(skipped_fields(row.charges))
             reason = self.stops.reason or StopReason.INTERRUPTED
             return self.make(row.request, Status.SKIPPED, reason, True, row.started, **fields)
         error_field = internal_error(error, scrub)

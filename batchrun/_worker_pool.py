@@ -43,7 +43,7 @@ from ._reconcile import KeyStart
 from ._results import ResultsWriter
 from ._retry import RetryPolicy, retry_policy
 from ._row import Row, RowGrading, answer_fields, first_failure, internal_error, settled
-from ._row_cost import uncharged
+from ._row_cost import skipped_fields, uncharged
 from ._row_records import RowRecords
 from ._settings import DEFAULTS, RunSettings
 from ._status import Status, StopReason
@@ -280,7 +280,7 @@ class Runner:
         if isinstance(failure, RequestFailed):
             self.records.finish(row, self.records.failure(row.request, failure, row.log, row.started, row.charges))
             return
-        fields = {"attempts": row.log.attempts, "attempt_errors": row.log.failures, **row.charges.fields()}
+        fields = {"attempts": row.log.attempts, "attempt_errors": row.log.failures, **skipped_fields(row.charges)}
         reason = self.stops.why_not_sent(row.request.model)
         self.records.finish(row, self.records.make(row.request, Status.SKIPPED, reason, True, row.started, **fields))
 

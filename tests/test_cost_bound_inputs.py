@@ -430,6 +430,9 @@ def test_a_charge_far_above_its_worst_case_that_no_lookup_confirms_is_counted_as
     # As test_attempts_reserved_before_...: the slow start's first window, or its growth by time.
     assert billing.chats == len(answered) <= 4 and {r["cost_status"] for r in answered} == {"reported"}
     assert all(r["cost"] == 9999.0 for r in answered)
+    # Skipped, having sent nothing: cost null, never $0, whichever way the stop reached them (out-117 F5).
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    assert skipped and {(r["cost"], r["cost_status"], r["spent"]) for r in skipped} == {(None, None, 0.0)}
     reconciliation = json.loads((tmp_path / "out.summary.json").read_text())["reconciliation"]
     assert reconciliation["doubted_reported_attempts"] == len(answered)
     assert reconciliation["doubted_looked_up_attempts"] == 0
