@@ -178,7 +178,12 @@ _ROOM = {
 def _stop_line(summary: Summary) -> str:
     message = summary.get("stop_message")  # a server's 401 or 402 message
     stop = str(summary["stop"])
-    said = "; ".join(part for part in (one_line(message) if message else "", _ROOM.get(stop, "")) if part)
+    doubted = summary.get("cost_doubted_rows") or 0
+    # What was counted may not have been charged: the stop is no proof the money ran out (out-117 F5).
+    doubt = (
+        f"{doubted} row(s) count a charge in doubt, which --resume looks up first" if doubted and stop in _ROOM else ""
+    )
+    said = "; ".join(part for part in (one_line(message) if message else "", doubt, _ROOM.get(stop, "")) if part)
     return f"stopped: {stop}" + (f" ({said})" if said else "")
 
 

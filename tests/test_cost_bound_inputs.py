@@ -424,7 +424,7 @@ def test_a_charge_far_above_its_worst_case_that_no_lookup_confirms_is_counted_as
     # stops at the first such answer, and no attempt is sent while it is looked up.
     billing = LyingBilling()
     job = JOB.replace("concurrency: 2", "concurrency: 8").replace("run:", "repeat: 10\nrun:")
-    code, _, err, rows = run(server(billing), tmp_path, job, "--budget", "5")
+    code, out, err, rows = run(server(billing), tmp_path, job, "--budget", "5")
     assert code == ExitCode.BUDGET, err
     answered = [r for r in rows if r["status"] == "ok"]
     # As test_attempts_reserved_before_...: the slow start's first window, or its growth by time.
@@ -439,6 +439,8 @@ def test_a_charge_far_above_its_worst_case_that_no_lookup_confirms_is_counted_as
     said = f"not taken on their word; {len(answered)} not found there: the unconfirmed counted as reported, and looked"
     assert said in err
     assert all(r["cost_doubted"] is True for r in answered)
+    # The stop says what it counted may not have been charged (out-117 F5).
+    assert f"{len(answered)} row(s) count a charge in doubt, which --resume looks up first; --resume goes on" in out
     # out-115 F1: every resume began $9,999 a row down, for good. Once /generation knows them, a
     # resume looks them up before it counts what was spent, and goes on within the budget.
     hostile = server(billing)
