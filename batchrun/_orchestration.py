@@ -47,12 +47,11 @@ from ._run_output import (
     killed_run_notice,
     release_in_summary,
     resolve_output,
-    results_size,
-    summary_spend_floor,
 )
 from ._settings import RunSettings
 from ._status import StopReason
 from ._summary import SummaryBuilder
+from ._summary_floor import results_size, summary_spend_floor
 from ._summary_types import Summary
 from ._verdict import ExitCode, decide
 from ._worker_pool import PoolOutcome, Runner, run_config

@@ -26,6 +26,7 @@ from ._reader import ScanResult, Warn
 from ._record_head import state_blob
 from ._report_data import read_run_summary
 from ._results import final_records, first_record, foreign_record, last_record, repair_torn_tail, scan_states
+from ._summary_floor import changed_after
 from ._ungraded import stopped_gradings
 
 
@@ -236,26 +237,13 @@ def resume_states(output: Path, warn: Warn) -> ScanResult:
     scan: only where it can find something."""
     states = scan_states(output, warn)
     earlier = read_run_summary(output)
-    if earlier and not earlier.get("unread_lines") and not _changed_after(output, earlier):
+    if earlier and not earlier.get("unread_lines") and not changed_after(output, earlier):
         return states
     read: dict[bytes, bytes] = {}
     for record in final_records(output, lambda _: None, journal=False):  # said by the scan, and at the end
         state = (record.get("fingerprint") or "", record["status"], record.get("reason"), bool(record.get("retryable")))
         read[record["id"].encode()] = state_blob(*state)
     return replace(states, _states=read)
-
-
-def _changed_after(output: Path, earlier: dict[str, Any]) -> bool:
-    """Whether `output` changed after its summary `earlier` was written: newer (a clock tick may
-    hold both), or of another size than it saw (an edit whose copy kept the older time, `cp -p`,
-    `rsync -t`, a restore, passed the time's test: verify36 N2)."""
-    try:
-        if output.stat().st_mtime_ns >= summary_path(output).stat().st_mtime_ns:
-            return True
-    except OSError:
-        return True
-    size = results_size(output)
-    return earlier.get("results_bytes", size) != size
 
 
 _SUMMARY_MAX_BYTES = 64 << 20  # past this, no summary batchrun wrote
@@ -286,49 +274,6 @@ def _refuse_irregular_summary(summary: Path, new: bool) -> None:
     # Its keys, in whatever order: a summary re-saved with sorted keys is still one (verify60 F10).
     if not (isinstance(data, dict) and {"job", "total", "models", "prompts"} <= data.keys()):  # what every summary has
         raise ConfigError(f"{summary}: not a batchrun summary: the run's summary goes there; it was left untouched")
-
-
-SUMMARY_ROUNDING_USD = 1e-7  # a summary's money is rounded to 8 places: two such figures, and float residue
-
-
-def summary_spend_floor(
-    output: Path, earlier: dict[str, Any], counted: float, moved: float = 0.0
-) -> tuple[float, str | None]:
-    """What earlier runs of `output` spent: `counted` (its records' spend and the key gaps), or
-    what its summary said, where the file changed after that summary (shorter, or of another size
-    or newer: records removed or edited since, and the spend they held: break44 F4, verify47 N4,
-    a resume got it back and the server billed 1.84x the budget); with a warning then. A file
-    left as its summary saw it holds at least what that summary counted. `moved`: how far this
-    resume's lookups of unknown costs moved `counted` (_earlier_costs); the summary is compared
-    with the records as they were before them, and the floor moves by it too."""
-    floor, shrunk = _summary_floor(output, earlier, counted - moved)
-    return floor + moved, shrunk
-
-
-def _summary_floor(output: Path, earlier: dict[str, Any], counted: float) -> tuple[float, str | None]:
-    written, size = earlier.get("results_bytes"), results_size(output)
-    said = (money(earlier.get("spent_before_usd")) or 0.0) + (money(earlier.get("spent_usd")) or 0.0)
-    # The summary's figures are rounded (8 places): below this, no spend was lost.
-    if type(written) is not int or size is None or said <= counted + SUMMARY_ROUNDING_USD:
-        return counted, None
-    if size < written:
-        what = f"is {written - size:,} byte(s) shorter than its summary saw (records removed since)"
-    elif _changed_after(output, earlier):
-        what = "changed after its summary was written (records edited since)"
-    else:
-        return counted, None
-    return said, (
-        f"warning: {output} {what}: the ${said:.6f} its summary says earlier runs spent counts, "
-        f"not the ${counted:.6f} the records hold"
-    )
-
-
-def results_size(output: Path) -> int | None:
-    """The results file's size (its summary keeps it: resume_states), None when it cannot be read."""
-    try:
-        return output.stat().st_size
-    except OSError:
-        return None
 
 
 async def earlier_work(

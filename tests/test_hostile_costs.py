@@ -554,6 +554,35 @@ def test_a_resume_does_not_look_up_a_generation_id_two_rows_carry(tmp_path: Path
     assert {r["cost_status"] for r in final_records(tmp_path / "out.jsonl")} == {"unknown"}
 
 
+def test_a_resume_killed_after_its_lookups_is_no_edit_to_the_next(tmp_path: Path) -> None:
+    # out-117 F6: a resume appended the rows whose costs it looked up, then was killed before its
+    # summary: the next resume warned "records edited since" and counted the old, held figure.
+    reply = {k: v for k, v in chat_payload().items() if k != "usage"}
+    server = HostileServer(
+        chat=lambda request: json_answer(200, {**reply, "id": f"gen-{request.headers['x-batchrun-row']}"})
+    )
+    server.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
+    first = run(server, tmp_path, "--budget", "1")
+    held = _summary(tmp_path)["total"]["cost_held_usd"]
+    before = (tmp_path / "out.summary.json").read_bytes()
+    server.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": request.path.split("id=")[1], "total_cost": 0.000005}}
+    )
+    assert "were looked up" in run(server, tmp_path, "--resume", "--budget", "1").stderr
+    looked_up = (tmp_path / "out.jsonl").read_bytes()
+    (tmp_path / "out.summary.json").write_bytes(before)  # as a kill -9 before its summary leaves it
+    third = run(server, tmp_path, "--resume", "--budget", "1")
+    assert third.code == ExitCode.OK and "edited since" not in third.stderr, third.stderr
+    assert _summary(tmp_path)["spent_before_usd"] == pytest.approx(0.000005 * len(first.rows))
+    # A record the summary saw that is gone is still told, whatever was appended after it.
+    lines = looked_up.splitlines(keepends=True)
+    (tmp_path / "out.jsonl").write_bytes(b"".join(lines[1:]))
+    (tmp_path / "out.summary.json").write_bytes(before)
+    fourth = run(server, tmp_path, "--resume", "--budget", "1")
+    assert "changed after its summary was written (records edited since)" in fourth.stderr, fourth.stderr
+    assert _summary(tmp_path)["spent_before_usd"] == pytest.approx(held, abs=1e-8)
+
+
 @pytest.mark.parametrize("budget", [True, False], ids=["budget", "no-budget"])
 def test_costs_a_resume_learns_above_their_worst_case_are_said_and_past_the_budget_are_exit_5(
     tmp_path: Path, budget: bool
