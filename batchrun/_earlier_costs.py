@@ -278,6 +278,7 @@ class EarlierCosts:
 
     rows: int = 0  # rows written again
     moved: float = 0.0  # how far what they count as spent moved
+    raised: float = 0.0  # of which, by rows learnt to cost more than they counted
     failed: str | None = None  # why not all of them could be written
     above: int = 0  # costs looked up above the worst case held for them
     above_example: str = ""
@@ -357,7 +358,7 @@ async def resolve_earlier_costs(
                     out.above += 1
                     out.above_example = out.above_example or f"${held + change:.6f} for ${held:.6f} held"
                 writer.write(graded_on_cost(resolved_record(old, fields, change, now), request), request.payload)
-                out.rows, out.moved = out.rows + 1, out.moved + change
+                out.rows, out.moved, out.raised = out.rows + 1, out.moved + change, out.raised + max(0.0, change)
         finally:
             writer.close()
     except OutputFailed as failure:

@@ -216,6 +216,7 @@ class Recovered:
     key_gap: float = 0.0  # spent beyond any record: the journal's key gap, and `orphans_usd`
     orphans: int = 0  # rows the job no longer has, whose attempts were in flight
     orphans_usd: float = 0.0  # what those attempts count as spent
+    raised: float = 0.0  # how far lookups raised what crashed rows count above their worst cases held
     key_seen: KeySeen | None = None  # the crashed run's last reading of the key (_killed_run)
     warnings: list[str] = field(default_factory=list)  # what could not be read in the journal
 
@@ -298,6 +299,7 @@ async def recover(
             for crashed in rows.values():
                 fields = crash_fields(crashed, found)
                 spent = fields.pop("spent")
+                out.raised += max(0.0, spent - crash_fields(crashed, {})["spent"])
                 request = known.get(crashed.row)
                 if request is None:
                     out.orphans += 1

@@ -34,7 +34,7 @@ from ._matrix import Request, count_requests, matrix_requests, run_size_problem,
 from ._options import HostCallback, Notice, RunOptions
 from ._output_paths import job_folder, job_path_problem, summary_path, write_json_atomically
 from ._preflight import Preflight, job_routing_warning, keep_row, make_client, open_cache, preflight, unpriced
-from ._pricing import MAX_USD, money
+from ._pricing import MAX_USD
 from ._reconcile import key_read_confirms, usage_span
 from ._report_data import RunSpan, key_id, run_spans
 from ._results import ResultsWriter, final_records
@@ -51,7 +51,7 @@ from ._run_output import (
 from ._settings import RunSettings
 from ._status import StopReason
 from ._summary import SummaryBuilder
-from ._summary_floor import results_size, summary_spend_floor
+from ._summary_floor import earlier_spend, results_size
 from ._summary_types import Summary
 from ._verdict import ExitCode, decide
 from ._worker_pool import PoolOutcome, Runner, run_config
@@ -148,21 +148,15 @@ async def _locked_run(
     except BaseException:
         await client.aclose()
         raise
-    prior_spend = states.spent_usd if states is not None else 0.0
     earlier = earlier_summary(output) if states is not None else {}
     run_started = started_at = utc(options.clock.time())
     if isinstance(earlier.get("started_at"), str) and earlier["started_at"] < started_at:
         started_at = earlier["started_at"]
-    # Earlier runs' key gaps (the key's usage above what answers reported): in their summary (break14c N12).
-    key_gap_before = 0.0
-    if states is not None:
-        # The last summary's figure, and what a run killed before writing one left in its journal.
-        key_gap_before = (money(earlier_summary(output).get("key_gap_usd")) or 0.0) + states.key_gap_usd
-    prior_spend += key_gap_before
-    if states is not None:
-        prior_spend, shrunk = summary_spend_floor(output, earlier, prior_spend, states.costs_moved_usd)
-        if shrunk:
-            notice(shrunk)
+    # Earlier runs' spend, and key gaps (the key's usage above what answers reported): in their summary (break14c N12).
+    prior = earlier_spend(output, earlier, states)
+    prior_spend, key_gap_before = prior.spent, prior.key_gap
+    if prior.warning:
+        notice(prior.warning)
     cache = open_cache(job, options, notice)
     if cache is not None:
         cache.scrub = client.scrub  # its hits are read as replies are: scrubbed of the run's keys
@@ -215,7 +209,7 @@ async def _locked_run(
         writer.scrub = client.scrub
         lock_created(output)  # a new output exists now: locked by any name (verify22 N4)
         # What a kill of this run keeps: the journal gap it read (less what it released), and its measure.
-        carried = (states.key_gap_usd if states is not None else 0.0) - journal_released + unseen
+        carried = prior.journal_gap - journal_released + unseen
         rate = carried_rate(seen, pre.key_start.usage)
         journal = AttemptJournal(output, writer, job, carried, options.shard, prior_spend, rate, endpoint)
         runner = Runner(
@@ -371,7 +365,7 @@ async def _locked_run(
         if executor is not None:
             data["batches"] = executor.outcome.as_json(str(executor.state.path))
         data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
-        if states is not None and (past := states.past_budget(prior_spend, settings.budget_usd)) is not None:
+        if (past := prior.past_budget(prior_spend, settings.budget_usd)) is not None:
             data["looked_up_past_budget_usd"] = past
         # A resume tells an edit by it (_run_output); of a file cut under the run, what the run wrote.
         data["results_bytes"] = writer.size if writer.cut_short else results_size(output)

@@ -236,16 +236,10 @@ class ScanResult:
     # How far the resume's lookups of earlier rows' unknown costs moved `spent_usd` (_earlier_costs):
     # the file changed after its summary by them, not by an edit that took spend away.
     costs_moved_usd: float = 0.0
+    costs_raised_usd: float = 0.0  # of which, rows whose costs were learnt higher than counted, and crashed attempts'
 
     def __len__(self) -> int:
         return len(self._states)
-
-    def past_budget(self, spent_before: float, budget: float | None) -> float | None:
-        """How far the earlier runs (`spent_before`) spent past the job's budget, when this resume's
-        lookups raised their count past it (out-117 F4: $30,000 on a $1 budget was exit 0); or None."""
-        if budget is None or self.costs_moved_usd <= 1e-9 or spent_before <= budget + 1e-6:
-            return None
-        return round(spent_before - budget, 8)
 
     def get(self, row_id: str) -> RowState | None:
         blob = self._states.get(row_id.encode())

@@ -329,7 +329,12 @@ async def earlier_work(
     # A killed run's readings: in its journal, or carried on by a run that could not read the key.
     seen = found.key_seen or summary_key_seen(summary)
     return replace(
-        states, key_gap_usd=found.key_gap, regrade=stopped_gradings(output), key_seen=seen, costs_moved_usd=costs.moved
+        states,
+        key_gap_usd=found.key_gap,
+        regrade=stopped_gradings(output),
+        key_seen=seen,
+        costs_moved_usd=costs.moved,
+        costs_raised_usd=costs.raised + found.raised,
     )
 
 

@@ -217,8 +217,8 @@ def decide(
         return ExitCode.BUDGET, [f"spent ${spent:.6f}, over the run's limit of ${budget:.6f} by ${spent - budget:.6f}"]
     if past is not None:
         before = summary.get("spent_before_usd") or 0.0
-        said = f"earlier runs of this file spent ${before:.6f}, over the job's budget by ${past:.6f}"
-        return ExitCode.BUDGET, [said + " (costs this resume looked up for them)"]
+        said = f"earlier runs of this file spent ${before:.6f}, over the budget of ${before - past:.6f} by ${past:.6f}"
+        return ExitCode.BUDGET, [said + " (costs looked up for them after they ran)"]
     # Rows never answered although nothing stopped the run (a cancelled batch, a model stopped,
     # a rate limit past the wait cap): the run did not do its work, so never 0 (break-14b M9).
     # A model's daily cap keeps its own code (1), below.

@@ -366,11 +366,14 @@ class LyingBilling(Billing):
 
     error: bool = False
     bills: dict[str, float] = field(default_factory=dict)
+    lie: Any = 9999.0  # what each answer says it cost
+    extra: float = 0.0  # billed beyond its bytes (what a server may bill and no worst case bounds)
 
     def chat(self, request: RawRequest) -> bytes:
         before = self.total
         super().chat(request)
-        usage = {"prompt_tokens": len(request.body), "completion_tokens": self.completion, "cost": 9999.0}
+        self.total += self.extra
+        usage = {"prompt_tokens": len(request.body), "completion_tokens": self.completion, "cost": self.lie}
         self.bills[f"gen-{self.chats}"] = self.total - before
         payload = chat_payload("42", model=MODEL, usage=usage, id=f"gen-{self.chats}")
         if self.error:
@@ -382,6 +385,27 @@ class LyingBilling(Billing):
         if asked not in self.bills:
             return json_answer(404, {"error": {"code": 404, "message": "Generation not found"}})
         return json_answer(200, {"data": {"id": asked, "total_cost": self.bills[asked], "is_byok": False}})
+
+
+def test_costs_a_resume_learns_that_the_key_showed_are_counted_once(tmp_path: Path) -> None:
+    # out-120 F1: replies of unknown cost billed $0.009 each beyond their bytes; the run's /key reads
+    # counted that as the key gap, the resume looked the rows up and counted it again: $0.10 for a
+    # $0.054 bill, past the $0.08 budget, exit 5 and the rows left unsent.
+    billing = LyingBilling(lie="abc", extra=0.009)
+    hostile = server(billing, key_usage=True)
+    hostile.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
+    job = JOB.replace("run: {", "run: {budget_usd: 0.12, ")
+    code, _, err, rows = run(hostile, tmp_path, job.replace("{a: 6}]", "]").replace("{a: 5}, ", ""))
+    assert code == ExitCode.OK and {r["cost_status"] for r in rows} == {"unknown"}, err
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["key_gap_usd"] > 0.02 and summary["spent_usd"] == pytest.approx(billing.total, abs=1e-6)
+    hostile.routes["/generation"] = billing.generation
+    code, _, err, rows = run(hostile, tmp_path, job, "--resume")
+    assert code == ExitCode.OK and "over the budget" not in err, err
+    assert billing.chats == ROWS and {r["status"] for r in rows} == {"ok"}
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["spent_before_usd"] + summary["spent_usd"] == pytest.approx(billing.total, abs=1e-6)
+    assert "looked_up_past_budget_usd" not in summary and summary["key_gap_usd"] < 1e-6
 
 
 @pytest.mark.parametrize("error", [False, True], ids=["answer", "error-in-a-200"])

@@ -609,12 +609,14 @@ def test_costs_a_resume_learns_above_their_worst_case_are_said_and_past_the_budg
     if budget:
         assert again.code == ExitCode.BUDGET, again.stderr
         assert summary["looked_up_past_budget_usd"] == pytest.approx(5000.0 * rows - 1)
-        said = (
-            f"earlier runs of this file spent ${5000.0 * rows:.6f}, over the job's budget by ${5000.0 * rows - 1:.6f}"
-        )
+        said = f"earlier runs of this file spent ${5000.0 * rows:.6f}, over the budget of $1.000000 by $"
         assert said in again.stderr
-        # Said again by the next resume only if its lookups move the count: nothing is left to look up.
-        assert run(server, tmp_path, "--resume", *limit).code == ExitCode.OK
+        # out-120 F2: and by every resume after, nothing left to look up (a retry went green), until
+        # the budget holds what was spent.
+        later = run(server, tmp_path, "--resume", *limit)
+        assert later.code == ExitCode.BUDGET and said in later.stderr
+        assert _summary(tmp_path)["looked_up_past_budget_usd"] == pytest.approx(5000.0 * rows - 1)
+        assert run(server, tmp_path, "--resume", "--budget", str(5000.0 * rows + 1)).code == ExitCode.OK
     else:  # no budget to pass: counted and said, nothing more
         assert again.code == ExitCode.OK and "looked_up_past_budget_usd" not in summary
     assert held < 0.01

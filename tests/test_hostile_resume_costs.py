@@ -279,6 +279,27 @@ def test_an_attempt_whose_worst_case_is_corrupt_still_counts(tmp_path: Path, cor
     assert summary["spent_before_usd"] == pytest.approx(0.6)
 
 
+def test_what_a_crash_recovery_learns_of_charges_the_key_showed_is_counted_once(tmp_path: Path) -> None:
+    # out-120 F1, after a kill -9: the journal's key gap ($0.5: the key saw two attempts held at
+    # $0.1 charged $0.35 each) and the costs the recovery looked up for them were the same charges.
+    path = write_job(tmp_path, KILL_JOB)
+    out = tmp_path / "out.jsonl"
+    first, second = _row_ids(path)[:2]
+    attempt = '{"row": "%s", "at": 0, "usd": 0.1, "model": "openai/gpt-4o-mini"}\n{"row": "%s", "gen": "gen-%s"}'
+    lines = ['{"job": "crash"}', attempt % (first, first, first), attempt % ((second,) * 3), '{"key_gap": 0.5}']
+    (tmp_path / "out.attempts.jsonl").write_text("\n".join(lines) + "\n")
+    server = _honest()
+    server.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": request.path.split("id=")[1], "total_cost": 0.35}}
+    )
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1")
+    assert code == ExitCode.OK, err
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["spent_before_usd"] == pytest.approx(0.7) and summary["key_gap_usd"] < 1e-6
+    assert summary["total"]["ok"] == 8  # the two crashed rows sent again too: $0.3 was left, not none
+
+
 def test_a_graders_attempt_a_kill_9_cut_off_is_the_rows_grading_not_its_answer(tmp_path: Path) -> None:
     # break14c m2: a grader's attempt left in flight was booked into the row's `cost` (its
     # answer), so "judging: $0.06 (of $0.24 spent)" while grading had cost $0.12. The journal
