@@ -12,7 +12,7 @@ A charge counted in doubt (`cost_doubted`: far above its worst case, no lookup c
 looked up the same way, on the answer, on an abandoned attempt's entry, or on a grader's entry.
 An unknown cost is looked up only where the row's one attempt is unknown: among several parts,
 which one is unknown is not in the record. Graders' unknown costs likewise, each grader of one
-attempt, and only where all of the row's charged graders are unknown (out-117 F3). A row with
+attempt, where the row's other charged graders are known (out-117 F3, out-120 F3). A row with
 earlier records folded in is not looked up: a record written again replaces only the one before
 it. Those stay held, as before.
 """
@@ -123,26 +123,37 @@ def _due(record: dict[str, Any], scrub: Scrubber) -> _Due | None:
 
 
 def _unknown_graders(record: dict[str, Any], scrub: Scrubber) -> list[tuple[int, int, str]]:
-    """The graders of unknown cost a resume looks up: only where every grader of the row that may
-    have been charged is one, of one attempt (no `abandoned_attempts`), with what is held for it
-    (`cost_held`: records of older versions lack it) and its generation id. Then `judge_cost` is
-    theirs alone: a known grader's BYOK upstream charge, in no entry, cannot be lost from it."""
+    """The graders of unknown cost a resume looks up: each of one attempt (no `abandoned_attempts`),
+    with what is held for it (`cost_held`: records of older versions lack it) and its generation
+    id, and only where every other grader of the row that may have been charged has a known
+    charge (_known_charge): `judge_cost` is then theirs and the others' (out-120 F3)."""
     if record.get("judge_cost") is not None or record.get("judge_cost_status") != "unknown":
         return []
     found = []
     for check, index, grader in graders_of(record):
         if grader.get("cost_status") is None and grader.get("cost") in (None, 0):
             continue  # not sent, a cache hit, or nothing to charge
+        if grader.get("cost_status") != "unknown":
+            if _known_charge(grader) is None:
+                return []
+            continue
         generation_id = valid_generation_id(grader.get("generation_id"), scrub)
-        if (
-            grader.get("cost_status") != "unknown"
-            or grader.get("abandoned_attempts")
-            or not figure(grader.get("cost_held"))
-            or generation_id is None
-        ):
+        if grader.get("abandoned_attempts") or not figure(grader.get("cost_held")) or generation_id is None:
             return []
         found.append((check, index, generation_id))
     return found
+
+
+def _known_charge(grader: dict[str, Any]) -> tuple[float, float] | None:
+    """A grader entry's known cost and charge (with a BYOK grader's upstream cost, which its entry
+    says: `is_byok`, `upstream_inference_cost`); None where it is unknown, in doubt, or no figure."""
+    cost: Any = grader.get("cost")
+    upstream: Any = grader.get("upstream_inference_cost")
+    if grader.get("cost_status") == "unknown" or grader.get("cost_doubted") or not figure(cost):
+        return None
+    if grader.get("is_byok") is not True:
+        return float(cost), float(cost)
+    return (float(cost), float(cost) + float(upstream)) if figure(upstream) else None
 
 
 def _ids_of(record: dict[str, Any]) -> Iterator[Any]:
@@ -255,20 +266,29 @@ def _grading_fields(due: _Due, found: Mapping[str, GenerationCost]) -> tuple[dic
 
 def _unknown_grading_fields(due: _Due, found: Mapping[str, GenerationCost]) -> tuple[dict[str, Any], float] | None:
     """The checks and `judge_cost` once /generation knows every grader of unknown cost (all or
-    none: `judge_cost` is their charges), and how far the row's `spent` moves from what was held."""
+    none), and how far the row's `spent` moves: it held their worst cases and the other graders'
+    costs (a BYOK grader's upstream charge left out while any was unknown: _row.grading_spent)."""
     if not due.unknown_graders or any(generation_id not in found for _, _, generation_id in due.unknown_graders):
         return None
     checks, held, charged = copy.deepcopy(due.record["checks"]), 0.0, 0.0
+    statuses = ["looked_up"]
+    looked_up = {(check, index) for check, index, _ in due.unknown_graders}
+    for check, index, grader in graders_of(due.record):
+        if (check, index) not in looked_up and (known := _known_charge(grader)) is not None:
+            held, charged = held + known[0], charged + known[1]
+            statuses.append(str(grader.get("cost_status")))
     for check, index, generation_id in due.unknown_graders:
         judge, cost = checks[check]["judge"], found[generation_id]
         grader = judge["graders"][index]
         held += float(grader.pop("cost_held"))
         charged += cost.charged
         grader.update(cost=cost.total_cost, cost_status="looked_up")
+        if cost.is_byok:
+            grader.update(is_byok=True, upstream_inference_cost=cost.upstream_inference_cost)
         costs = [entry.get("cost") for entry in judge["graders"]]
         if all(figure(c) for c in costs):  # as check_result sums them
             judge["cost"] = round(sum(costs), 10)
-    fields = {"checks": checks, "judge_cost": round(charged, 12), "judge_cost_status": "looked_up"}
+    fields = {"checks": checks, "judge_cost": round(charged, 12), "judge_cost_status": least_sure(statuses)}
     return {**fields, "judge_cost_known": None}, charged - held
 
 

@@ -199,6 +199,11 @@ def _cost_of(row: Row) -> dict[str, Any]:
         return {"cost": 0.0, "cost_status": None}
     fields = row.charges.fields()
     cost = {"cost": fields["cost"], "cost_status": fields["cost_status"]}
+    if byok := [part for part in row.charges.parts if part.is_byok]:
+        # Its provider's charge beside OpenRouter's fee: a resume that learns a panel's other
+        # grader sums the row's `judge_cost` from the entries (_earlier_costs, out-120 F3).
+        upstream = sum(part.upstream_inference_cost or 0.0 for part in byok)
+        cost.update(is_byok=True, upstream_inference_cost=upstream)
     if fields["cost_unknown"]:
         # What is held for it, and any attempt given up before it answered: a resume looks up a
         # grader of one attempt by its id (_earlier_costs; out-117 F3: held for good before).

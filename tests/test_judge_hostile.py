@@ -440,25 +440,28 @@ def test_a_graders_charge_in_doubt_is_looked_up_by_a_resume(tmp_path: Path) -> N
     assert summary["spent_before_usd"] + summary["spent_usd"] < 0.01 and summary["cost_doubted_rows"] == 0
 
 
-@pytest.mark.parametrize("panel", [False, True], ids=["one-grader", "a-panel-one-known"])
-def test_a_graders_unknown_cost_is_looked_up_by_a_resume(tmp_path: Path, panel: bool) -> None:
+@pytest.mark.parametrize("panel", ["", "known", "byok"], ids=["one-grader", "a-panel-one-known", "a-byok-one-known"])
+def test_a_graders_unknown_cost_is_looked_up_by_a_resume(tmp_path: Path, panel: str) -> None:
     # out-117 F3: a grader's cost unknown at its run's end (a cost of "abc", /generation down)
-    # held its worst case (80x the $0.00006 billed) on every resume, and no resume asked again.
+    # held its worst case (80x the $0.00006 billed) on every resume, and no resume asked again;
+    # out-120 F3: nor beside a grader whose cost was known. A BYOK grader's entry says its
+    # provider's charge (upstream_inference_cost): the row's judge_cost sums it.
     verdict = '{"pass": true, "score": 1, "reason": "names it"}'
     usage: dict[str, Any] = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+    known = {"": {}, "known": {"cost": 0.00001}, "byok": {"cost": 0.00001, "is_byok": True}}[panel]
+    if panel == "byok":
+        known["cost_details"] = {"upstream_inference_cost": 0.00003}
 
     def grader(request: RawRequest) -> bytes:
-        known = panel and request.json()["model"] == "anthropic/claude-3.5-haiku"
-        cost = 0.00001 if known else "abc"
-        payload = chat_payload(verdict, usage={**usage, "cost": cost}, id=f"gen-{request.headers['x-batchrun-row']}")
-        return json_answer(200, payload)
+        model = request.json()["model"]
+        figures = known if model == "anthropic/claude-3.5-haiku" else {"cost": "abc"}
+        gid = f"gen-{request.headers['x-batchrun-row']}-{model.split('/')[0]}"
+        return json_answer(200, chat_payload(verdict, usage={**usage, **figures}, id=gid))
 
     server = grading(grader)
     server.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
-    job = JUDGED_JOB.replace(
-        "judge: {model: openai/gpt-4o-mini}", "judge: {models: [openai/gpt-4o-mini, anthropic/claude-3.5-haiku]}"
-    )
-    job = job if panel else JUDGED_JOB
+    both = "judge: {models: [openai/gpt-4o-mini, anthropic/claude-3.5-haiku]}"
+    job = JUDGED_JOB.replace("judge: {model: openai/gpt-4o-mini}", both) if panel else JUDGED_JOB
     code, _, rows = run(server, tmp_path, job, "--budget", "1")
     assert code == ExitCode.OK and {r["judge_cost_status"] for r in rows} == {"unknown"}
     held = {r["id"]: r["spent"] - r["cost"] for r in rows}
@@ -472,17 +475,17 @@ def test_a_graders_unknown_cost_is_looked_up_by_a_resume(tmp_path: Path, panel: 
         argv = (tmp_path / "job.yaml", "--base-url", server.base_url, "-o", tmp_path / "out.jsonl", "--budget", "1")
         code, _, err = call_cli(*argv, "--resume")
     assert code == ExitCode.OK, err
-    after = {r["id"]: r for r in final_records(tmp_path / "out.jsonl")}
-    if panel:  # a known grader's BYOK charge would be in no entry: the row is left held, as before
-        assert "looked up" not in err and all(r["judge_cost_status"] == "unknown" for r in after.values())
-        return
     assert f"{len(rows)} row(s) whose cost an earlier run did not learn were looked up: $-" in err, err
+    after = {r["id"]: r for r in final_records(tmp_path / "out.jsonl")}
+    grading_cost = 0.00002 + {"": 0.0, "known": 0.00001, "byok": 0.00004}[panel]
     for row_id, row in after.items():
-        [entry] = row["checks"][0]["judge"]["graders"]
-        assert entry["cost"] == 0.00002 and entry["cost_status"] == "looked_up" and "cost_held" not in entry
-        assert row["judge_cost"] == 0.00002 and row["judge_cost_status"] == "looked_up"
-        assert row["checks"][0]["judge"]["cost"] == 0.00002 and row["checks"][0]["pass"] is True
-        assert row["spent"] == pytest.approx(row["cost"] + 0.00002) and row["resolves"] > row["spent"]
+        entries = row["checks"][0]["judge"]["graders"]
+        assert {(e["cost_status"], "cost_held" in e) for e in entries} <= {("looked_up", False), ("reported", False)}
+        assert entries[0]["cost"] == 0.00002 and entries[0]["cost_status"] == "looked_up"
+        assert row["judge_cost"] == pytest.approx(grading_cost) and row["judge_cost_status"] == "looked_up"
+        fees = 0.00002 + (0.00001 if panel else 0.0)
+        assert row["checks"][0]["judge"]["cost"] == pytest.approx(fees) and row["checks"][0]["pass"] is True
+        assert row["spent"] == pytest.approx(row["cost"] + grading_cost) and row["resolves"] > row["spent"]
         assert held[row_id] > 0.00002
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["total"]["cost_unknown_rows"] == 0 and summary["total"]["judge_cost_unknown_rows"] == 0
