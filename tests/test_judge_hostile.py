@@ -448,7 +448,7 @@ def test_a_graders_unknown_cost_is_looked_up_by_a_resume(tmp_path: Path, panel: 
     # provider's charge (upstream_inference_cost): the row's judge_cost sums it.
     verdict = '{"pass": true, "score": 1, "reason": "names it"}'
     usage: dict[str, Any] = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
-    known = {"": {}, "known": {"cost": 0.00001}, "byok": {"cost": 0.00001, "is_byok": True}}[panel]
+    known: dict[str, Any] = {"": {}, "known": {"cost": 0.00001}, "byok": {"cost": 0.00001, "is_byok": True}}[panel]
     if panel == "byok":
         known["cost_details"] = {"upstream_inference_cost": 0.00003}
 
