@@ -33,12 +33,12 @@ from ._client import OpenRouterClient
 from ._exceptions import OutputFailed, RequestFailed
 from ._fold import least_sure
 from ._generation import valid_generation_id
+from ._key_bounds import lowering_room, raising_ceiling, said_spent
 from ._late_costs import graded_on_cost, resolved_record
 from ._matrix import Request
-from ._pricing import GenerationCost, money
+from ._pricing import DOUBTED_TIMES, GenerationCost, doubted
 from ._reader import final_records
 from ._record_shape import figure
-from ._report_data import run_spans
 from ._results import ResultsWriter
 from ._row_cost import counted, graders_of
 from ._scrub import Scrubber
@@ -303,6 +303,7 @@ class EarlierCosts:
     above: int = 0  # costs looked up above the worst case held for them
     above_example: str = ""
     kept_held: int = 0  # costs looked up lower, not taken: the key saw the earlier runs charged more
+    refused_high: int = 0  # costs looked up far above their worst cases, not taken: the key saw less charged
     unlearnt: int = 0  # rows looked up that /generation gave nothing new for
     key_usd: float = 0.0  # what it saw
 
@@ -317,6 +318,12 @@ class EarlierCosts:
                 f"warning: {output}: {self.kept_held} row(s)' costs /generation gave below what was counted for them "
                 f"were not taken: the key's usage over the earlier runs (${self.key_usd:.6f}) says more was charged"
             )
+        if self.refused_high:
+            said.append(
+                f"warning: {output}: {self.refused_high} row(s)' costs /generation gave over {DOUBTED_TIMES}x their "
+                f"worst cases were not taken: the key's usage over the earlier runs (${self.key_usd:.6f}) cannot hold "
+                "them (their worst cases still count)"
+            )
         if self.unlearnt:  # said, not left to the summary's counts alone (out-118 F6)
             said.append(
                 f"warning: {output}: {self.unlearnt} row(s) of unknown or doubted cost stay so: /generation did not "
@@ -324,24 +331,6 @@ class EarlierCosts:
             )
         shown = said if self.rows else said[1:]
         return shown + ([f"warning: {self.failed}"] if self.failed else [])
-
-
-def lowering_room(summary: Mapping[str, Any]) -> tuple[float | None, float]:
-    """How far lookups may lower what `summary`'s runs counted as spent, and what the key's usage
-    rose by over those runs (where /key was read at both ends of a run); None: no reading to
-    bound it. A /generation that under-reports at a resume was believed, though the key had shown
-    the charges (out-118 F1: $0.0244 billed on a $0.02 budget, $0.0122 counted). On a key others
-    spend too, its rise is more than these runs charged: fewer lookups lower it (the safe side)."""
-    rises = [
-        span.usage_at_end - span.usage_at_start
-        for span in run_spans(dict(summary))
-        if span.usage_at_start is not None and span.usage_at_end is not None
-    ]
-    if not rises:
-        return None, 0.0
-    key = sum(rises)
-    said = (money(summary.get("spent_before_usd")) or 0.0) + (money(summary.get("spent_usd")) or 0.0)
-    return max(0.0, said - key), key
 
 
 async def resolve_earlier_costs(
@@ -367,6 +356,13 @@ async def resolve_earlier_costs(
         # All or none: which of them under-reports is not known. Raised costs are taken still.
         out.kept_held = sum(change < 0 for _, _, change in learnt)
         learnt = [(due, fields, change) for due, fields, change in learnt if change >= 0]
+    ceiling = raising_ceiling(summary, output)
+    if ceiling is not None and said_spent(summary) + sum(change for _, _, change in learnt) > ceiling:
+        # Costs the key's usage cannot hold (out-120 F4: $9,999 a row at a resume, the key's usage
+        # up $0.00054): those far above their worst cases are not taken, as a reply's are not.
+        absurd = [item for item in learnt if (held := _held_unknown(item[0])) > 0 and doubted(held + item[2], held)]
+        out.refused_high = len(absurd)
+        learnt = [item for item in learnt if item not in absurd]
     try:
         writer = ResultsWriter(output, create=False)
         try:

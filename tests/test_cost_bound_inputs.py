@@ -408,6 +408,31 @@ def test_costs_a_resume_learns_that_the_key_showed_are_counted_once(tmp_path: Pa
     assert "looked_up_past_budget_usd" not in summary and summary["key_gap_usd"] < 1e-6
 
 
+@pytest.mark.parametrize("lie", [9999.0, 0.015], ids=["past-the-key", "within-the-key"])
+def test_costs_a_resume_learns_far_above_what_the_key_showed_are_not_taken(tmp_path: Path, lie: float) -> None:
+    # out-120 F4: /generation said $9,999 a row at a resume, the key's usage had risen $0.00054 over
+    # the run: all taken, the file past its budget for good. Costs the key's usage cannot hold are
+    # refused, as a lookup that would lower what it showed is; a dear one it can hold is taken.
+    billing = LyingBilling(lie="abc")
+    hostile = server(billing, key_usage=True)
+    hostile.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
+    code, _, err, rows = run(hostile, tmp_path, JOB, "--budget", "1")
+    assert code == ExitCode.OK and {r["cost_status"] for r in rows} == {"unknown"}, err
+    held = json.loads((tmp_path / "out.summary.json").read_text())["total"]["cost_held_usd"]
+    hostile.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": request.path.split("id=")[-1], "total_cost": lie}}
+    )
+    code, _, err, rows = run(hostile, tmp_path, JOB, "--resume", "--budget", "1")
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    if lie > 1:
+        assert code == ExitCode.OK and f"{ROWS} row(s)' costs /generation gave over 100x their worst cases" in err
+        assert {r["cost_status"] for r in rows} == {"unknown"} and "looked_up_past_budget_usd" not in summary
+        assert summary["spent_before_usd"] == pytest.approx(held, abs=1e-8)
+    else:  # $0.015 a row: more than was billed, but within what the key's usage rose by twice over
+        assert billing.total * 2 > ROWS * lie and "over 100x" not in err
+        assert {r["cost"] for r in rows} == {lie} and summary["spent_before_usd"] == pytest.approx(ROWS * lie)
+
+
 @pytest.mark.parametrize("error", [False, True], ids=["answer", "error-in-a-200"])
 def test_a_replys_charge_far_above_its_worst_case_is_looked_up_before_it_is_counted(
     tmp_path: Path, error: bool
