@@ -589,13 +589,15 @@ def test_costs_a_resume_learns_above_their_worst_case_are_said_and_past_the_budg
 ) -> None:
     # out-117 F4: /generation said $5,000 at a resume for rows an earlier run held at their worst
     # cases (~$0.00002): counted, the file "spent $30,000" of a $1 budget, with no warning and exit 0.
+    # The key's usage shows those charges (else they are not taken: out-120 F4).
     reply = {k: v for k, v in chat_payload().items() if k != "usage"}
     server = HostileServer(
-        chat=lambda request: json_answer(200, {**reply, "id": f"gen-{request.headers['x-batchrun-row']}"})
+        chat=lambda request: json_answer(200, {**reply, "id": f"gen-{request.headers['x-batchrun-row']}"}),
+        key=lambda request: json_answer(200, {"data": {"label": "k", "usage": 5000.0 * len(server.chat_rows())}}),
     )
     server.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
     limit = ("--budget", "1") if budget else ()
-    first = run(server, tmp_path, *limit)
+    first = run(server, tmp_path)
     assert first.code == ExitCode.OK and {r["cost_status"] for r in first.rows} == {"unknown"}, first.stderr
     held = _summary(tmp_path)["total"]["cost_held_usd"]
     server.routes["/generation"] = lambda request: json_answer(
