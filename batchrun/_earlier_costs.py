@@ -33,10 +33,10 @@ from ._client import OpenRouterClient
 from ._exceptions import OutputFailed, RequestFailed
 from ._fold import least_sure
 from ._generation import valid_generation_id
-from ._key_bounds import lowering_room, raising_ceiling, said_spent
+from ._key_bounds import key_rise, refused
 from ._late_costs import graded_on_cost, resolved_record
 from ._matrix import Request
-from ._pricing import DOUBTED_TIMES, GenerationCost, doubted
+from ._pricing import DOUBTED_TIMES, GenerationCost
 from ._reader import final_records
 from ._record_shape import figure
 from ._results import ResultsWriter
@@ -306,6 +306,7 @@ class EarlierCosts:
     refused_high: int = 0  # costs looked up far above their worst cases, not taken: the key saw less charged
     unlearnt: int = 0  # rows looked up that /generation gave nothing new for
     key_usd: float = 0.0  # what it saw
+    unchecked: bool = False  # no readings of every earlier run: no lower figure, nor one far above, is taken
 
     def notices(self, output: Path) -> list[str]:
         said = [
@@ -313,16 +314,22 @@ class EarlierCosts:
         ]
         if self.above:
             said.append(f"warning: {self.above} of them cost more than the worst case held (e.g. {self.above_example})")
+        why = (
+            "no key readings of every earlier run to check them against (a merged file, no summary, or records "
+            "written after it)"
+            if self.unchecked
+            else f"the key's usage over the earlier runs (${self.key_usd:.6f}) says"
+        )
         if self.kept_held:
             said.append(
                 f"warning: {output}: {self.kept_held} row(s)' costs /generation gave below what was counted for them "
-                f"were not taken: the key's usage over the earlier runs (${self.key_usd:.6f}) says more was charged"
+                f"were not taken: {why if self.unchecked else why + ' more was charged'}"
             )
         if self.refused_high:
             said.append(
                 f"warning: {output}: {self.refused_high} row(s)' costs /generation gave over {DOUBTED_TIMES}x their "
-                f"worst cases were not taken: the key's usage over the earlier runs (${self.key_usd:.6f}) cannot hold "
-                "them (their worst cases still count)"
+                f"worst cases were not taken: {why if self.unchecked else why + ' less was charged'} (their worst "
+                "cases still count)"
             )
         if self.unlearnt:  # said, not left to the summary's counts alone (out-118 F6)
             said.append(
@@ -350,19 +357,11 @@ async def resolve_earlier_costs(
     found = await look_up_generations(client, (generation_id for due in dues for generation_id in due.ids), limit_s)
     learnt = [(due, *moved) for due in dues if (moved := _fields(due, found)) is not None]
     out.unlearnt = len(dues) - len(learnt)
-    room, out.key_usd = lowering_room(summary)
-    lowered = sum(max(0.0, -change) for _, _, change in learnt)
-    if room is not None and lowered > room + max(1e-6, 0.005 * out.key_usd):
-        # All or none: which of them under-reports is not known. Raised costs are taken still.
-        out.kept_held = sum(change < 0 for _, _, change in learnt)
-        learnt = [(due, fields, change) for due, fields, change in learnt if change >= 0]
-    ceiling = raising_ceiling(summary, output)
-    if ceiling is not None and said_spent(summary) + sum(change for _, _, change in learnt) > ceiling:
-        # Costs the key's usage cannot hold (out-120 F4: $9,999 a row at a resume, the key's usage
-        # up $0.00054): those far above their worst cases are not taken, as a reply's are not.
-        absurd = [item for item in learnt if (held := _held_unknown(item[0])) > 0 and doubted(held + item[2], held)]
-        out.refused_high = len(absurd)
-        learnt = [item for item in learnt if item not in absurd]
+    key = key_rise(summary, output)
+    out.key_usd, out.unchecked = key or 0.0, key is None
+    absurd, lower = refused([(_held_unknown(due), change) for due, _, change in learnt], summary, key)
+    out.refused_high, out.kept_held = len(absurd), len(lower)
+    learnt = [item for index, item in enumerate(learnt) if index not in absurd | lower]
     try:
         writer = ResultsWriter(output, create=False)
         try:

@@ -39,6 +39,7 @@ from ._journal_file import Crashed, crash_fields, drop_recorded, journal_key_gap
 from ._killed_run import KeySeen, key_seen_line, last_key_seen
 from ._ledger import CreditLedger
 from ._matrix import Request, Shard, shard_text
+from ._pricing import DOUBTED_TIMES, doubted
 from ._reader import final_records
 from ._reconcile import KeyStart
 from ._record_head import Identity, record_head, record_identity
@@ -290,8 +291,18 @@ async def recover(
     if rows:
         ids = (valid_generation_id(a["gen"], client.scrub) for c in rows.values() for a in c.attempts)
         looked_up = await look_up_generations(client, (i for i in ids if i is not None), limit_s)
-        # A BYOK generation's upstream cost too (verify14j N13).
-        found = {generation_id: cost.charged for generation_id, cost in looked_up.items()}
+        # A BYOK generation's upstream cost too (verify14j N13). Not one over 100x its attempt's worst
+        # case: no read saw it charged (out-121 F2: $50 for a $0.027 attempt bricked every resume);
+        # what the key was charged meanwhile counts by its readings (_killed_run).
+        attempts = [a for c in rows.values() for a in c.attempts]
+        # A reply's own figure far above its worst case is what a lookup confirms or replaces (crash_fields).
+        worst = {a["gen"]: a["usd"] or 0.0 for a in attempts if not doubted(a.get("paid") or 0.0, a["usd"] or 0.0)}
+        found = {g: cost.charged for g, cost in looked_up.items() if not doubted(cost.charged, worst.get(g, 0.0))}
+        if refused := len(looked_up) - len(found):
+            out.warnings.append(
+                f"{refused} cost(s) /generation gave for attempts a killed run left in flight were over "
+                f"{DOUBTED_TIMES}x their worst cases: not taken, their worst cases held"
+            )
         known = {r.id: r for r in requests if r.id in rows}
         answered = _answers_being_graded(results, rows, known)
         writer = ResultsWriter(results)

@@ -1,5 +1,12 @@
 """How far what a resume looks up may move what a file's earlier runs counted as spent, by what
-the key's usage showed over them (the summary's `runs`, each with `/key` read at both ends)."""
+the key's usage showed over them (the summary's `runs`, each with `/key` read at both ends).
+
+Lower figures are taken only where the key's usage shows the runs were not charged more (a
+/generation that under-reports was believed though the key had shown the charges: out-118 F1,
+$0.0244 billed on a $0.02 budget, $0.0122 counted). Figures over 100 times their worst cases
+are taken only where the key's usage can hold them (out-120 F4: $9,999 a row at a resume, the
+key's usage up $0.00054). Without readings of every run, neither is (out-121 F1: a merged
+file's resume took both)."""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._pricing import money
+from ._pricing import doubted, money
 from ._report_data import run_spans
 from ._summary_floor import results_size
 
@@ -17,11 +24,11 @@ def said_spent(summary: Mapping[str, Any]) -> float:
     return (money(summary.get("spent_before_usd")) or 0.0) + (money(summary.get("spent_usd")) or 0.0)
 
 
-def raising_ceiling(summary: Mapping[str, Any], output: Path) -> float | None:
-    """The most the earlier runs can have been charged, by the key: what its usage rose by over
-    each of them, as much again for charges it showed late, and a cent. None where a run of the
-    file has no such readings (a merge's, a file with no summary), or records were written after
-    the summary (a run killed since)."""
+def key_rise(summary: Mapping[str, Any], output: Path) -> float | None:
+    """What the key's usage rose by over the file's earlier runs. None where a run of the file has
+    no such readings (a merge's summary, no summary, a /key that failed at a run's end), or records
+    were written after the summary (a run killed since). On a key others spend too, it is more
+    than these runs were charged: fewer lookups lower (the safe side)."""
     runs, spans = summary.get("runs"), run_spans(dict(summary))
     if not isinstance(runs, list) or not spans or len(spans) != len(runs):
         return None
@@ -32,21 +39,23 @@ def raising_ceiling(summary: Mapping[str, Any], output: Path) -> float | None:
         for span in spans
         if span.usage_at_start is not None and span.usage_at_end is not None
     ]
-    return 2 * sum(rises) + 0.01 if len(rises) == len(spans) else None
+    return sum(rises) if len(rises) == len(spans) else None
 
 
-def lowering_room(summary: Mapping[str, Any]) -> tuple[float | None, float]:
-    """How far lookups may lower what `summary`'s runs counted as spent, and what the key's usage
-    rose by over those runs (where /key was read at both ends of a run); None: no reading to
-    bound it. A /generation that under-reports at a resume was believed, though the key had shown
-    the charges (out-118 F1: $0.0244 billed on a $0.02 budget, $0.0122 counted). On a key others
-    spend too, its rise is more than these runs charged: fewer lookups lower it (the safe side)."""
-    rises = [
-        span.usage_at_end - span.usage_at_start
-        for span in run_spans(dict(summary))
-        if span.usage_at_start is not None and span.usage_at_end is not None
-    ]
-    if not rises:
-        return None, 0.0
-    key = sum(rises)
-    return max(0.0, said_spent(summary) - key), key
+def refused(
+    changes: list[tuple[float, float]], summary: Mapping[str, Any], key: float | None
+) -> tuple[set[int], set[int]]:
+    """Of lookups (what each row held for its unknown parts, how far its lookup moves what it
+    counts), which are not taken: (those far above their worst cases, those lower). The first,
+    where the key's usage cannot hold what the file would count (twice its rise and a cent:
+    charges it showed late); the second, all or none (which under-reports is not known), where
+    the rest would take the count below what the key showed."""
+    said = said_spent(summary)
+    absurd = {i for i, (held, change) in enumerate(changes) if held > 0 and doubted(held + change, held)}
+    if key is not None and said + sum(change for _, change in changes) <= 2 * key + 0.01:
+        absurd = set()
+    lower = {i for i, (_, change) in enumerate(changes) if change < 0 and i not in absurd}
+    net = sum(change for i, (_, change) in enumerate(changes) if i not in absurd)
+    if key is not None and -net <= max(0.0, said - key) + max(1e-6, 0.005 * key):
+        lower = set()
+    return absurd, lower

@@ -366,7 +366,7 @@ async def _locked_run(
             data["batches"] = executor.outcome.as_json(str(executor.state.path))
         data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
         if (past := prior.past_budget(prior_spend, settings.budget_usd)) is not None:
-            data["looked_up_past_budget_usd"] = past
+            data["spent_past_budget_usd"] = past
         # A resume tells an edit by it (_run_output); of a file cut under the run, what the run wrote.
         data["results_bytes"] = writer.size if writer.cut_short else results_size(output)
         if (

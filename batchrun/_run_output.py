@@ -315,6 +315,12 @@ async def earlier_work(
             ScanResult({}, 0.0, 0, found.key_gap, key_seen=found.key_seen) if found.key_gap or found.key_seen else None
         )
     costs, summary = EarlierCosts(), read_run_summary(output)
+    if resuming and not summary and not (found.rows or found.key_gap or found.key_seen) and first:
+        # Not a killed run's (its journal says what it spent beyond its records): a file copied alone (out-121 F3).
+        notice(
+            f"warning: {output} has no summary beside it: what its runs spent beyond their records (key_gap_usd) "
+            "is not known, and costs looked up for its rows are taken only where they raise what they counted"
+        )
     if _may_hold_unknown_costs(summary):
         requests = {request.id: request for request in matrix_requests(job, options.shard)}
         costs = await resolve_earlier_costs(output, requests, client, now, limit, summary)

@@ -34,15 +34,13 @@ class EarlierSpend(NamedTuple):
     spent: float  # the records' spend, the key gaps beyond them, at least what the summary said (summary_spend_floor)
     key_gap: float  # the key gaps: the summary's and a killed run's journal's, less `taken`
     journal_gap: float  # of `key_gap`, a killed run's journal's: its own journal carries it on
-    moved: float  # how far this resume's lookups moved `spent`, net of `taken`
-    was_past: bool  # the summary said its lookups had taken the file past its budget
     warning: str | None  # where the summary said more than the records hold
 
     def past_budget(self, spent_before: float, budget: float | None) -> float | None:
-        """How far the earlier runs (`spent_before`) spent past the job's budget, when costs looked up
-        for them took them past it, at this resume or an earlier one whose summary said so (out-117
-        F4: $30,000 on a $1 budget was exit 0; out-120 F2: so was the next resume); or None."""
-        if budget is None or not (self.moved > 1e-9 or self.was_past) or spent_before <= budget + 1e-6:
+        """How far the earlier runs (`spent_before`) spent past the budget, or None: a resume of such a
+        file, with nothing left to send, spent past its limit all the same (out-117 F4: $30,000
+        learnt by lookups on a $1 budget was exit 0; out-120 F2, out-121 F4: so was the next resume)."""
+        if budget is None or spent_before <= budget + 1e-6:
             return None
         return round(spent_before - budget, 8)
 
@@ -54,13 +52,12 @@ def earlier_spend(output: Path, earlier: dict[str, Any], states: ScanResult | No
     counted were, up to the gaps, the same charges the key showed beyond the records: the gaps
     fall by them (out-120 F1: counted twice, $0.10 for a $0.054 bill, a false exit 5)."""
     if states is None:
-        return EarlierSpend(0.0, 0.0, 0.0, 0.0, False, None)
+        return EarlierSpend(0.0, 0.0, 0.0, None)
     gaps = (money(earlier.get("key_gap_usd")) or 0.0) + states.key_gap_usd
     taken = min(gaps, states.costs_raised_usd)
-    moved = states.costs_moved_usd - taken
+    moved = states.costs_moved_usd - taken  # the lookups' net effect, the gaps they took down included
     spent, warning = summary_spend_floor(output, earlier, states.spent_usd + gaps - taken, moved)
-    was_past = money(earlier.get("looked_up_past_budget_usd")) is not None
-    return EarlierSpend(spent, gaps - taken, max(0.0, states.key_gap_usd - taken), moved, was_past, warning)
+    return EarlierSpend(spent, gaps - taken, max(0.0, states.key_gap_usd - taken), warning)
 
 
 SUMMARY_ROUNDING_USD = 1e-7  # a summary's money is rounded to 8 places: two such figures, and float residue

@@ -101,9 +101,9 @@ class RunFigures(TypedDict, total=False):
     reconciliation: dict[str, Any]
     batches: dict[str, Any]
     complete: bool
-    # How far the file's runs spent past the job's budget once costs this resume looked up for
-    # earlier runs were counted (_reader.ScanResult.past_budget): present only then; exit 5.
-    looked_up_past_budget_usd: float
+    # How far a resumed file's earlier runs had spent past the budget (_summary_floor.EarlierSpend):
+    # present only then; exit 5, even with nothing left to send.
+    spent_past_budget_usd: float
     results_bytes: int | None  # the results file's size when its summary was written (_run_output.resume_states)
     key_readings: list[dict[str, float]]  # a killed run's readings of the key, carried on unmeasured (_killed_run)
     merged_from: list[str]

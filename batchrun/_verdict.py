@@ -206,8 +206,8 @@ def decide(
     stop = summary.get("stop")
     budget, spent = summary.get("budget_usd"), summary.get("spent_usd")
     over = budget is not None and spent is not None and spent > budget + 1e-6  # the summary rounds to 8 places
-    # Or costs a resume looked up for earlier runs put the file past the job's budget (out-117 F4).
-    past = summary.get("looked_up_past_budget_usd")
+    # Or a resume's earlier runs spent past it (costs looked up since, a lower --budget: out-117 F4).
+    past = summary.get("spent_past_budget_usd")
     if stop in _STOP_CODES and not ((over or past is not None) and _STOP_CODES[stop] in _BELOW_BUDGET):
         return _STOP_CODES[stop], [f"stopped: {stop}"]
     if budget is not None and spent is not None and over:
@@ -218,7 +218,7 @@ def decide(
     if past is not None:
         before = summary.get("spent_before_usd") or 0.0
         said = f"earlier runs of this file spent ${before:.6f}, over the budget of ${before - past:.6f} by ${past:.6f}"
-        return ExitCode.BUDGET, [said + " (costs looked up for them after they ran)"]
+        return ExitCode.BUDGET, [said]
     # Rows never answered although nothing stopped the run (a cancelled batch, a model stopped,
     # a rate limit past the wait cap): the run did not do its work, so never 0 (break-14b M9).
     # A model's daily cap keeps its own code (1), below.

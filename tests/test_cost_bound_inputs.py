@@ -405,7 +405,7 @@ def test_costs_a_resume_learns_that_the_key_showed_are_counted_once(tmp_path: Pa
     assert billing.chats == ROWS and {r["status"] for r in rows} == {"ok"}
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["spent_before_usd"] + summary["spent_usd"] == pytest.approx(billing.total, abs=1e-6)
-    assert "looked_up_past_budget_usd" not in summary and summary["key_gap_usd"] < 1e-6
+    assert "spent_past_budget_usd" not in summary and summary["key_gap_usd"] < 1e-6
 
 
 @pytest.mark.parametrize("lie", [9999.0, 0.015], ids=["past-the-key", "within-the-key"])
@@ -426,7 +426,7 @@ def test_costs_a_resume_learns_far_above_what_the_key_showed_are_not_taken(tmp_p
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     if lie > 1:
         assert code == ExitCode.OK and f"{ROWS} row(s)' costs /generation gave over 100x their worst cases" in err
-        assert {r["cost_status"] for r in rows} == {"unknown"} and "looked_up_past_budget_usd" not in summary
+        assert {r["cost_status"] for r in rows} == {"unknown"} and "spent_past_budget_usd" not in summary
         assert summary["spent_before_usd"] == pytest.approx(held, abs=1e-8)
     else:  # $0.015 a row: more than was billed, but within what the key's usage rose by twice over
         assert billing.total * 2 > ROWS * lie and "over 100x" not in err

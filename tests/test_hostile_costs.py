@@ -554,6 +554,97 @@ def test_a_resume_does_not_look_up_a_generation_id_two_rows_carry(tmp_path: Path
     assert {r["cost_status"] for r in final_records(tmp_path / "out.jsonl")} == {"unknown"}
 
 
+@pytest.mark.parametrize("lie", [0.0, 50.0], ids=["low", "high"])
+def test_a_merged_files_resume_takes_no_cost_it_cannot_check_against_the_key(tmp_path: Path, lie: float) -> None:
+    # out-121 F1: a merged summary lists no runs, so no key readings: a /generation lying low was
+    # taken ($0.0863 counted, $0.14 billed), and one lying high ($50 a row) bricked every resume.
+    reply = {k: v for k, v in chat_payload().items() if k != "usage"}
+    server = HostileServer(
+        chat=lambda request: json_answer(200, {**reply, "id": f"gen-{request.headers['x-batchrun-row']}"})
+    )
+    server.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
+    job = write_job(tmp_path, JOB)
+    with server.running():
+        for shard in ("1/2", "2/2"):
+            out = tmp_path / f"s{shard[0]}.jsonl"
+            assert call_cli(job, "--base-url", server.base_url, "-o", out, "--shard", shard, "-q")[0] == ExitCode.OK
+        assert call_cli("merge", "-o", tmp_path / "out.jsonl", tmp_path / "s1.jsonl", tmp_path / "s2.jsonl")[0] == 0
+    before = _summary(tmp_path)
+    assert before["total"]["cost_unknown_rows"] > 0 and not before.get("runs")
+    server.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": request.path.split("id=")[1], "total_cost": lie}}
+    )
+    again = run(server, tmp_path, "--resume", "--budget", "1")
+    assert again.code == ExitCode.OK, again.stderr
+    said = (
+        "over 100x their worst cases were not taken" if lie else "gave below what was counted for them were not taken"
+    )
+    assert said in again.stderr and "no key readings of every earlier run to check them against" in again.stderr
+    assert {r["cost_status"] for r in again.rows} == {"unknown"}
+    assert _summary(tmp_path)["spent_before_usd"] == pytest.approx(before["spent_usd"], abs=1e-8)
+
+
+def test_a_resume_of_a_file_without_its_summary_says_what_is_not_known(tmp_path: Path) -> None:
+    # out-121 F3: a results file kept alone (CI kept *.jsonl) lost its key gap without a word, and a
+    # /generation lying low was taken ($0.002 counted, $0.08 billed).
+    reply = {k: v for k, v in chat_payload().items() if k != "usage"}
+    server = HostileServer(
+        chat=lambda request: json_answer(200, {**reply, "id": f"gen-{request.headers['x-batchrun-row']}"})
+    )
+    server.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
+    first = run(server, tmp_path, "--budget", "1")
+    held = _summary(tmp_path)["total"]["cost_held_usd"]
+    (tmp_path / "out.summary.json").unlink()
+    server.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": request.path.split("id=")[1], "total_cost": 0.0}}
+    )
+    again = run(server, tmp_path, "--resume", "--budget", "1")
+    assert again.code == ExitCode.OK and "has no summary beside it: what its runs spent beyond" in again.stderr
+    assert f"{len(first.rows)} row(s)' costs /generation gave below what was counted for them" in again.stderr
+    assert _summary(tmp_path)["spent_before_usd"] == pytest.approx(held, abs=1e-8)
+
+
+def test_a_resume_of_a_file_past_a_lower_budget_is_exit_5_with_nothing_to_send(tmp_path: Path) -> None:
+    # out-121 F4: a file whose earlier runs spent past the budget it is resumed with ended exit 0
+    # once nothing was left to send; it spent past its limit all the same.
+    server = HostileServer(chat=lambda request: json_answer(200, chat_payload()))
+    first = run(server, tmp_path, "--budget", "1")
+    assert first.code == ExitCode.OK
+    spent = _summary(tmp_path)["spent_usd"]
+    again = run(server, tmp_path, "--resume", "--budget", f"{spent / 2:.8f}")
+    assert again.code == ExitCode.BUDGET and "earlier runs of this file spent $" in again.stderr, again.stderr
+    assert _summary(tmp_path)["spent_past_budget_usd"] == pytest.approx(spent / 2, abs=1e-7)
+    assert run(server, tmp_path, "--resume", "--budget", "1").code == ExitCode.OK
+
+
+def test_a_resume_takes_an_honest_lower_cost_beside_a_higher_one(tmp_path: Path) -> None:
+    # out-121 F5: with one lookup above what its row held, an honest one below it was refused as
+    # if it took the count under what the key showed: the raise was left out of the comparison.
+    reply = {k: v for k, v in chat_payload().items() if k != "usage"}
+    billed = {"n": 0}
+
+    def chat(request: RawRequest) -> bytes:
+        billed["n"] += 1
+        return json_answer(200, {**reply, "id": f"gen-{request.headers['x-batchrun-row']}"})
+
+    server = HostileServer(chat=chat)
+    server.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
+    first = run(server, tmp_path, "--budget", "1")
+    held = {r["generation_id"]: r["cost_held"] for r in first.rows}
+    dear, *cheap = sorted(held)
+    bill = {gid: (held[gid] * 3 if gid == dear else held[gid] / 4) for gid in held}
+    # What the key saw over the run: what those rows really cost.
+    summary = _summary(tmp_path)
+    summary["runs"][0]["key_usage_at_start"], summary["runs"][0]["key_usage_at_end"] = 0.0, sum(bill.values())
+    (tmp_path / "out.summary.json").write_text(json.dumps(summary))
+    server.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": request.path.split("id=")[1], "total_cost": bill[request.path.split("id=")[1]]}}
+    )
+    again = run(server, tmp_path, "--resume", "--budget", "1")
+    assert "were not taken" not in again.stderr, again.stderr
+    assert {r["generation_id"]: r["cost"] for r in again.rows} == pytest.approx(bill)
+
+
 def test_a_resume_killed_after_its_lookups_is_no_edit_to_the_next(tmp_path: Path) -> None:
     # out-117 F6: a resume appended the rows whose costs it looked up, then was killed before its
     # summary: the next resume warned "records edited since" and counted the old, held figure.
@@ -610,17 +701,17 @@ def test_costs_a_resume_learns_above_their_worst_case_are_said_and_past_the_budg
     assert summary["spent_before_usd"] == pytest.approx(5000.0 * rows)
     if budget:
         assert again.code == ExitCode.BUDGET, again.stderr
-        assert summary["looked_up_past_budget_usd"] == pytest.approx(5000.0 * rows - 1)
+        assert summary["spent_past_budget_usd"] == pytest.approx(5000.0 * rows - 1)
         said = f"earlier runs of this file spent ${5000.0 * rows:.6f}, over the budget of $1.000000 by $"
         assert said in again.stderr
         # out-120 F2: and by every resume after, nothing left to look up (a retry went green), until
         # the budget holds what was spent.
         later = run(server, tmp_path, "--resume", *limit)
         assert later.code == ExitCode.BUDGET and said in later.stderr
-        assert _summary(tmp_path)["looked_up_past_budget_usd"] == pytest.approx(5000.0 * rows - 1)
+        assert _summary(tmp_path)["spent_past_budget_usd"] == pytest.approx(5000.0 * rows - 1)
         assert run(server, tmp_path, "--resume", "--budget", str(5000.0 * rows + 1)).code == ExitCode.OK
     else:  # no budget to pass: counted and said, nothing more
-        assert again.code == ExitCode.OK and "looked_up_past_budget_usd" not in summary
+        assert again.code == ExitCode.OK and "spent_past_budget_usd" not in summary
     assert held < 0.01
 
 

@@ -300,6 +300,29 @@ def test_what_a_crash_recovery_learns_of_charges_the_key_showed_is_counted_once(
     assert summary["total"]["ok"] == 8  # the two crashed rows sent again too: $0.3 was left, not none
 
 
+def test_a_crash_recovery_takes_no_cost_far_above_an_attempts_worst_case(tmp_path: Path) -> None:
+    # out-121 F2: /generation said $50 for two attempts a kill -9 left in flight, worst case $0.027
+    # each: taken without a word, $100 counted against $0.12 billed, every resume after exit 5.
+    path = write_job(tmp_path, KILL_JOB)
+    out = tmp_path / "out.jsonl"
+    first, second = _row_ids(path)[:2]
+    attempt = '{"row": "%s", "at": 0, "usd": 0.027, "model": "openai/gpt-4o-mini"}\n{"row": "%s", "gen": "gen-%s"}'
+    lines = ['{"job": "crash"}', attempt % (first, first, first), attempt % ((second,) * 3)]
+    (tmp_path / "out.attempts.jsonl").write_text("\n".join(lines) + "\n")
+    server = _honest()
+    server.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": request.path.split("id=")[1], "total_cost": 50.0}}
+    )
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1")
+    assert code == ExitCode.OK, err
+    assert "2 cost(s) /generation gave for attempts a killed run left in flight were over 100x" in err
+    crashed = [json.loads(line) for line in out.read_text().splitlines()[:2]]
+    assert {(r["reason"], r["cost_status"], r["cost_held"]) for r in crashed} == {("crashed", "unknown", 0.027)}
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["spent_before_usd"] == pytest.approx(0.054) and summary["total"]["ok"] == 8
+
+
 def test_a_graders_attempt_a_kill_9_cut_off_is_the_rows_grading_not_its_answer(tmp_path: Path) -> None:
     # break14c m2: a grader's attempt left in flight was booked into the row's `cost` (its
     # answer), so "judging: $0.06 (of $0.24 spent)" while grading had cost $0.12. The journal
