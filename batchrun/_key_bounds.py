@@ -26,12 +26,13 @@ def said_spent(summary: Mapping[str, Any]) -> float:
 
 def key_rise(summary: Mapping[str, Any], output: Path) -> float | None:
     """What the key's usage rose by over the file's earlier runs. None where a run of the file has
-    no such readings (a merge's summary, no summary, a /key that failed at a run's end), or records
-    were written after the summary (a run killed since). On a key others spend too, it is more
+    no such readings (a merge's summary, no summary, a /key that failed at a run's end), the summary
+    does not list every run (`runs_complete`: one killed, merged or of a summary lost came before),
+    or records were written after it (a run killed since). On a key others spend too, it is more
     than these runs were charged: fewer lookups lower (the safe side)."""
     runs, spans = summary.get("runs"), run_spans(dict(summary))
-    if not isinstance(runs, list) or not spans or len(spans) != len(runs):
-        return None
+    if not isinstance(runs, list) or not spans or len(spans) != len(runs) or summary.get("runs_complete") is not True:
+        return None  # a run killed, merged or of a summary lost before these: out-122 F1
     if summary.get("results_bytes") != results_size(output):
         return None
     rises = [

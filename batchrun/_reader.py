@@ -236,6 +236,7 @@ class ScanResult:
     # How far the resume's lookups of earlier rows' unknown costs moved `spent_usd` (_earlier_costs):
     # the file changed after its summary by them, not by an edit that took spend away.
     costs_moved_usd: float = 0.0
+    runs_complete: bool = False  # the summary's `runs` were every run of the file (_key_bounds)
     costs_raised_usd: float = 0.0  # of which, rows whose costs were learnt higher than counted, and crashed attempts'
 
     def __len__(self) -> int:

@@ -26,7 +26,7 @@ from ._reader import ScanResult, Warn
 from ._record_head import state_blob
 from ._report_data import read_run_summary
 from ._results import final_records, first_record, foreign_record, last_record, repair_torn_tail, scan_states
-from ._summary_floor import changed_after
+from ._summary_floor import changed_after, results_size
 from ._ungraded import stopped_gradings
 
 
@@ -287,6 +287,9 @@ async def earlier_work(
     if first is not None and (problem := _foreign_rows_problem(output, first, job, options.shard)) is not None:
         # Before anything is written: a refused resume had appended "crashed" records and cut a torn tail (out-102 F7).
         raise ConfigError(problem)
+    # Whether the summary's `runs` are every run of the file: its own say so, and nothing came after it.
+    before, size = read_run_summary(output), results_size(output)
+    listed = not size or (before.get("runs_complete") is True and before.get("results_bytes") == size)
     mended = repair_torn_tail(output, job.name) if resuming else None
     if mended:
         notice(f"{output}: {mended}")
@@ -341,6 +344,7 @@ async def earlier_work(
         key_seen=seen,
         costs_moved_usd=costs.moved,
         costs_raised_usd=costs.raised + found.raised,
+        runs_complete=listed and not (mended or found.rows or found.key_gap or found.key_seen),
     )
 
 

@@ -90,6 +90,8 @@ class RunFigures(TypedDict, total=False):
     started_at: str
     finished_at: str
     runs: list[dict[str, Any]]  # each run of the file: started_at, finished_at, its own key_gap_usd
+    # `runs` lists every run of the file: none killed, merged or of a summary lost (_key_bounds).
+    runs_complete: bool
     kept_from_earlier: int
     isolated_key: dict[str, Any] | None
     shard: str | None

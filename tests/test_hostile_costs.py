@@ -602,6 +602,11 @@ def test_a_resume_of_a_file_without_its_summary_says_what_is_not_known(tmp_path:
     assert again.code == ExitCode.OK and "has no summary beside it: what its runs spent beyond" in again.stderr
     assert f"{len(first.rows)} row(s)' costs /generation gave below what was counted for them" in again.stderr
     assert _summary(tmp_path)["spent_before_usd"] == pytest.approx(held, abs=1e-8)
+    # out-122 F1: nor by the resume after it, whose summary lists only the first resume's run.
+    assert _summary(tmp_path)["runs_complete"] is False
+    third = run(server, tmp_path, "--resume", "--budget", "1")
+    assert f"{len(first.rows)} row(s)' costs /generation gave below what was counted for them" in third.stderr
+    assert _summary(tmp_path)["spent_before_usd"] == pytest.approx(held, abs=1e-8)
 
 
 def test_a_resume_of_a_file_past_a_lower_budget_is_exit_5_with_nothing_to_send(tmp_path: Path) -> None:
