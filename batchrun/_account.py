@@ -119,14 +119,16 @@ async def reconcile_run(
     return reconcile(start.usage, end_usage, ledger, book, why, start.unread)
 
 
-def counted_at_end(reconciliation: dict[str, Any], ledger: CreditLedger) -> float:
+def counted_at_end(reconciliation: dict[str, Any], ledger: CreditLedger, sent: bool = True) -> float:
     """What the end-of-run /key read shows charged beyond the ledger, past what the key window
     already counted: spent too, in no record (break14e E9, E2, E8, E10: a run the window never
     stopped forgot it, and its resume spent the budget again; E6: exit 0 for a key charged past
     its limit). Below the cent the warning waits for too: answers under-reporting a small run's
     whole bill tenfold were left uncounted (verify38 N3: $0.00032 for $0.0032 billed); only what
-    the summaries' eight decimals cannot show is noise. Noted as `counted_at_end_usd`."""
+    the summaries' eight decimals cannot show is noise. Noted as `counted_at_end_usd`. A run that
+    `sent` nothing was charged nothing: what the key shows is another's (out-122 F4: each resume of
+    a finished file on a shared key took it as its own, until one exited 5)."""
     difference = reconciliation.get("difference_usd") or 0.0
-    gap = max(0.0, difference - ledger.from_key) if difference > SUMMARY_NOISE_USD else 0.0
+    gap = max(0.0, difference - ledger.from_key) if difference > SUMMARY_NOISE_USD and sent else 0.0
     reconciliation["counted_at_end_usd"] = round(gap, 8)
     return gap

@@ -124,6 +124,11 @@ class AttemptJournal:
             entry.update(prompt=request.prompt_id, repeat=request.repeat)
         self._write(orjson.dumps(entry) + b"\n")
 
+    @property
+    def attempts_sent(self) -> int:
+        """Attempts this run sent (journaled before each went out)."""
+        return self._sent
+
     def key_gap(self, usd: float) -> None:
         """The key window has now counted `usd` beyond the reported costs (the run's total): a
         resume after a kill -9 counts it (and what this journal carries on) as spent, as a

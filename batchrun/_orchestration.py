@@ -319,7 +319,7 @@ async def _locked_run(
             notice(f"warning: {lost}, once every row was answered: what no read confirmed counts at its worst case")
             outcome.stop, outcome.stop_message = None, ""
         # Spent beyond the ledger at the end: the run's spend and the file's key gap carry it.
-        late_gap = counted_at_end(reconciliation, runner.ledger)
+        late_gap = counted_at_end(reconciliation, runner.ledger, journal.attempts_sent > 0 or executor is not None)
         # This run's own gap, for merge to tell runs that overlapped: an earlier run's (a killed run's journal
         # gap and what its resume measured, in spent_before; an earlier batch's, in from_earlier) was charged in
         # its time, not this run's; filed here, merge took the larger of it and another shard's (break37).

@@ -54,6 +54,20 @@ def record_head(
     return dict(zip(HEAD, values, strict=True))
 
 
+_MONEY_FIELDS = ("cost", "spent", "resolves", "cost_held", "cost_known", "judge_cost", "judge_cost_known")
+
+
+def money_rounded(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` with its money fields to 12 places, as money is kept: sums of parts wrote
+    `"spent": 0.0021400000000000004` (out-122 F5). The same dict where none needs it."""
+    noisy = {
+        name: round(value, 12)
+        for name in _MONEY_FIELDS
+        if type(value := record.get(name)) is float and round(value, 12) != value
+    }
+    return {**record, **noisy} if noisy else record
+
+
 # Whose run a record is: the job, its version, and the shard ("K/N") of a sharded run.
 Identity = tuple[str, str, "str | None"]
 

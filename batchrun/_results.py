@@ -41,7 +41,7 @@ from ._reader import (
     looks_like_record_start,
     scan_states,
 )
-from ._record_head import RowState, record_head
+from ._record_head import RowState, money_rounded, record_head
 from ._record_shape import record_problem
 
 if TYPE_CHECKING:
@@ -221,6 +221,7 @@ def repair_torn_tail(path: Path, job: str) -> str | None:
 
 
 def _encoded(record: dict[str, Any]) -> bytes:
+    record = money_rounded(record)
     try:
         return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
     except orjson.JSONEncodeError as exc:

@@ -622,6 +622,41 @@ def test_a_resume_of_a_file_past_a_lower_budget_is_exit_5_with_nothing_to_send(t
     assert run(server, tmp_path, "--resume", "--budget", "1").code == ExitCode.OK
 
 
+def test_money_in_records_is_written_to_twelve_places(tmp_path: Path) -> None:
+    # out-122 F5: sums of parts wrote "spent": 0.0021400000000000004 and "cost_held" likewise.
+    reply = {k: v for k, v in chat_payload().items() if k != "usage"}
+    server = HostileServer(
+        chat=lambda request: json_answer(200, {**reply, "id": f"gen-{request.headers['x-batchrun-row']}"})
+    )
+    server.routes["/generation"] = known_late(0.1 + 0.2)  # 0.30000000000000004, learnt at the end
+    job = JOB.replace("    vars:", "    params: {max_tokens: 7}\n    vars:")
+    run(server, tmp_path, "--budget", "5", job=job)
+    money = ("cost", "spent", "cost_held", "cost_known", "resolves")
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    figures = [line[name] for line in lines for name in money if isinstance(line.get(name), float)]
+    assert figures and [f for f in figures if round(f, 12) != f] == []
+
+
+def test_a_resume_that_sends_nothing_counts_no_one_elses_spend_on_the_key(tmp_path: Path) -> None:
+    # out-122 F4: each resume of a finished file (cron) counted what another process spent on the
+    # shared key between its two /key reads as its own key gap; the sixth exited 5.
+    reads = {"n": 0}
+
+    def key(request: RawRequest) -> bytes:
+        reads["n"] += 1  # another process spends $0.001 between any two reads
+        return json_answer(200, {"data": {"label": "k", "usage": 0.001 * reads["n"]}})
+
+    server = HostileServer(chat=lambda request: json_answer(200, chat_payload()), key=key)
+    first = run(server, tmp_path, "--budget", "0.01")
+    assert first.code == ExitCode.OK
+    spent = _summary(tmp_path)["spent_before_usd"] + _summary(tmp_path)["spent_usd"]
+    for _ in range(3):
+        again = run(server, tmp_path, "--resume", "--budget", "0.01")
+        assert again.code == ExitCode.OK and len(server.chat_rows()) == len(first.rows), again.stderr
+        summary = _summary(tmp_path)
+        assert summary["spent_before_usd"] == pytest.approx(spent, abs=1e-8) and summary["spent_usd"] == 0
+
+
 def test_a_resume_takes_an_honest_lower_cost_beside_a_higher_one(tmp_path: Path) -> None:
     # out-121 F5: with one lookup above what its row held, an honest one below it was refused as
     # if it took the count under what the key showed: the raise was left out of the comparison.
