@@ -79,11 +79,13 @@ class _Due:
     abandoned: list[tuple[int, str]]
     graders: list[tuple[int, int, str]]  # (check index, grader index, generation id) of graders in doubt
     unknown_graders: list[tuple[int, int, str]]  # of graders of unknown cost (_earlier_graders)
+    unknown_abandoned: list[tuple[int, str]]  # of attempts of unknown cost, in a row with no answer
 
     @property
     def ids(self) -> list[str]:
         graders = [generation_id for _, _, generation_id in self.graders + self.unknown_graders]
-        return ([self.answer] if self.answer else []) + [generation_id for _, generation_id in self.abandoned] + graders
+        attempts = [generation_id for _, generation_id in self.abandoned + self.unknown_abandoned]
+        return ([self.answer] if self.answer else []) + attempts + graders
 
 
 def _due(record: dict[str, Any], scrub: Scrubber) -> _Due | None:
@@ -118,8 +120,29 @@ def _due(record: dict[str, Any], scrub: Scrubber) -> _Due | None:
         and all(figure(grader.get(name)) for name in ("cost", "doubted_cost", "doubted_charged"))
         and (generation_id := valid_generation_id(grader.get("generation_id"), scrub)) is not None
     ]
-    unknown = unknown_graders(record, scrub)
-    return _Due(record, answer, abandoned, graders, unknown) if answer or abandoned or graders or unknown else None
+    unknown, attempts = unknown_graders(record, scrub), _unknown_attempts(record, entries, scrub)
+    due = _Due(record, answer, abandoned, graders, unknown, attempts)
+    return due if answer or abandoned or graders or unknown or attempts else None
+
+
+def _unknown_attempts(record: dict[str, Any], entries: list[Any], scrub: Scrubber) -> list[tuple[int, str]]:
+    """The attempts of unknown cost of a row with no answer (`is_byok` null: every attempt cut off,
+    by a timeout or a kill), each by its generation id, where every other one's cost is known: its
+    worst cases were held for good (out-122 F2: a false exit 5 on every --retry-errors)."""
+    if record.get("cost") is not None or record.get("is_byok") is not None or not figure(record.get("cost_held")):
+        return []
+    found = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            return []
+        if entry.get("cost_status") != "unknown":
+            if not figure(entry.get("cost")) or entry.get("cost_doubted"):
+                return []
+            continue
+        if (generation_id := valid_generation_id(entry.get("generation_id"), scrub)) is None:
+            return []
+        found.append((index, generation_id))
+    return found
 
 
 def _ids_of(record: dict[str, Any]) -> Iterator[Any]:
@@ -153,6 +176,8 @@ def _held_unknown(due: _Due) -> float:
     """What the row held for its parts of unknown cost a resume looks up: a cost learnt above
     it passed their worst cases."""
     old = due.record
+    if due.unknown_abandoned:  # a row of attempts only: what it held, less their known costs
+        return float(old["cost_held"]) - (float(old["cost_known"]) if figure(old.get("cost_known")) else 0.0)
     unknown = due.answer is not None and old.get("cost_status") == "unknown" and figure(old.get("cost_held"))
     graders = {(check, index): grader for check, index, grader in graders_of(old)}
     return (float(old["cost_held"]) if unknown else 0.0) + sum(
@@ -164,7 +189,7 @@ def _fields(due: _Due, found: Mapping[str, GenerationCost]) -> tuple[dict[str, A
     """The row's cost fields with what /generation knows now, and how far they move its `spent`;
     None when it knows nothing new."""
     old, fields, change = due.record, {}, 0.0
-    answer = _answer_fields(due, found)
+    answer = _attempts_fields(due, found) if due.unknown_abandoned else _answer_fields(due, found)
     if answer is not None:
         fields.update(answer)
         change += counted({**old, **answer}) - counted(old)  # its BYOK upstream charge as it was, if kept
@@ -177,6 +202,21 @@ def _fields(due: _Due, found: Mapping[str, GenerationCost]) -> tuple[dict[str, A
         fields.update(grading[0])
         change += grading[1]
     return (fields, change) if fields else None
+
+
+def _attempts_fields(due: _Due, found: Mapping[str, GenerationCost]) -> dict[str, Any] | None:
+    """A row of attempts only: its cost fields once /generation knows every one of unknown cost
+    (an abandoned attempt's cost is its whole charge, as _charges.look_up takes it)."""
+    if any(generation_id not in found for _, generation_id in due.unknown_abandoned):
+        return None
+    entries = [dict(entry) for entry in due.record["abandoned_attempts"]]
+    for index, generation_id in due.unknown_abandoned:
+        entries[index].update(cost=found[generation_id].charged, cost_status="looked_up")
+    status = least_sure([str(entry.get("cost_status")) for entry in entries])
+    cost = round(sum(float(entry["cost"]) for entry in entries), 12)
+    return {"cost": cost, "cost_status": status, "cost_held": None, "cost_known": None, "cost_unknown": False} | {
+        "abandoned_attempts": entries
+    }
 
 
 def _answer_fields(due: _Due, found: Mapping[str, GenerationCost]) -> dict[str, Any] | None:

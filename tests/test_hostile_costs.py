@@ -622,6 +622,30 @@ def test_a_resume_of_a_file_past_a_lower_budget_is_exit_5_with_nothing_to_send(t
     assert run(server, tmp_path, "--resume", "--budget", "1").code == ExitCode.OK
 
 
+def test_a_resume_looks_up_the_attempts_of_a_row_that_never_answered(tmp_path: Path) -> None:
+    # out-122 F2: a row whose one attempt was cut off (an error, its cost unknown) held its worst
+    # case for good: no resume asked /generation for it, and --retry-errors exited 5 each time.
+    server = HostileServer(chat=lambda request: _cut(f"gen-{request.headers['x-batchrun-row']}"))
+    server.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
+    first = run(server, tmp_path, "--budget", "1")
+    assert {(r["status"], r["cost_status"]) for r in first.rows} == {("error", "unknown")}
+    assert all(r["is_byok"] is None and r["abandoned_attempts"][0]["cost_status"] == "unknown" for r in first.rows)
+    server.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": request.path.split("id=")[1], "total_cost": 0.000004}}
+    )
+    again = run(server, tmp_path, "--resume", "--budget", "1")
+    assert f"{len(first.rows)} row(s) whose cost an earlier run did not learn were looked up: $-" in again.stderr
+    for row in again.rows:
+        assert (row["status"], row["cost"], row["cost_status"], row["cost_held"]) == (
+            "error",
+            0.000004,
+            "looked_up",
+            None,
+        )
+        assert row["abandoned_attempts"][0]["cost"] == 0.000004 and row["spent"] == 0.000004
+    assert _summary(tmp_path)["spent_before_usd"] == pytest.approx(0.000004 * len(first.rows))
+
+
 def test_money_in_records_is_written_to_twelve_places(tmp_path: Path) -> None:
     # out-122 F5: sums of parts wrote "spent": 0.0021400000000000004 and "cost_held" likewise.
     reply = {k: v for k, v in chat_payload().items() if k != "usage"}
