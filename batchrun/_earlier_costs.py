@@ -302,10 +302,12 @@ async def resolve_earlier_costs(
     now: str,
     limit_s: float,
     summary: Mapping[str, Any],
+    asked: frozenset[str] = frozenset(),
 ) -> EarlierCosts:
     """Look up the costs `output`'s rows were written without, or with in doubt, and append
-    each row /generation knows now (its earlier runs' `summary` bounds how far they lower)."""
-    dues = _dues(output, requests, client.scrub)
+    each row /generation knows now (its earlier runs' `summary` bounds how far they lower); not
+    by the ids a crash recovery `asked` for just before."""
+    dues = [due for due in _dues(output, requests, client.scrub) if asked.isdisjoint(due.ids)]
     out = EarlierCosts()
     if not dues:
         return out

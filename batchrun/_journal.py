@@ -223,6 +223,7 @@ class Recovered:
     orphans: int = 0  # rows the job no longer has, whose attempts were in flight
     orphans_usd: float = 0.0  # what those attempts count as spent
     raised: float = 0.0  # how far lookups raised what crashed rows count above their worst cases held
+    asked: frozenset[str] = frozenset()  # the generation ids looked up
     key_seen: KeySeen | None = None  # the crashed run's last reading of the key (_killed_run)
     warnings: list[str] = field(default_factory=list)  # what could not be read in the journal
 
@@ -295,7 +296,8 @@ async def recover(
         drop_recorded(results, rows)
     if rows:
         ids = (valid_generation_id(a["gen"], client.scrub) for c in rows.values() for a in c.attempts)
-        looked_up = await look_up_generations(client, (i for i in ids if i is not None), limit_s)
+        out.asked = frozenset(i for i in ids if i is not None)
+        looked_up = await look_up_generations(client, out.asked, limit_s)
         # A BYOK generation's upstream cost too (verify14j N13). Not one over 100x its attempt's worst
         # case: no read saw it charged (out-121 F2: $50 for a $0.027 attempt bricked every resume);
         # what the key was charged meanwhile counts by its readings (_killed_run).

@@ -326,7 +326,7 @@ async def earlier_work(
         )
     if _may_hold_unknown_costs(summary):
         requests = {request.id: request for request in matrix_requests(job, options.shard)}
-        costs = await resolve_earlier_costs(output, requests, client, now, limit, summary)
+        costs = await resolve_earlier_costs(output, requests, client, now, limit, summary, found.asked)
         for line in costs.notices(output):
             notice(line)
     if first is None or mended or found.rows or costs.rows:
