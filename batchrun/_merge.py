@@ -354,8 +354,9 @@ def merged_key_gap(shards: list[Path]) -> float:
 def _by_usage(runs: list[RunSpan]) -> float:
     """Runs on one key, grouped where their usage intervals overlap. A group's gap is what the
     key was charged over the group beyond what its runs knew of (each run's usage rise less its
-    gap), never less than its largest gap: runs that overlapped only in part counted part of each
-    other's charges, and the largest fell below the bill (verify48 N3)."""
+    gap): runs that overlapped only in part counted part of each other's charges, and the largest
+    gap fell below the bill (verify48 N3); shards side by side each counted all of the other's,
+    and the largest came on top of rows that hold it (out-122 F3: $0.014 for $0.010 billed)."""
     intervals = sorted((run.usage_at_start or 0.0, run.usage_at_end or 0.0, run.key_gap_usd) for run in runs)
     total, group = 0.0, intervals[:1]
     group_end = intervals[0][1] if intervals else 0.0
@@ -370,7 +371,8 @@ def _by_usage(runs: list[RunSpan]) -> float:
 def _group_gap(group: list[tuple[float, float, float]]) -> float:
     known = sum(max(0.0, end - start - gap) for start, end, gap in group)
     rise = max(end for _, end, _ in group) - min(start for start, _, _ in group)
-    return max(max(gap for *_, gap in group), rise - known)
+    # A gap beyond its run's own rise (no reading explains it: an edited summary) is kept whole.
+    return max(0.0, rise - known, *(gap - (end - start) for start, end, gap in group))
 
 
 STALE_TEMPORARY_S = 3600  # a merge writing its temporary touches it far more often than this

@@ -1275,8 +1275,10 @@ def test_a_merged_files_key_gap_adds_up_runs_that_did_not_overlap(
         # break46 F3: shard 2 ran after shard 1 on a clock 3 s behind: by the clocks they overlap
         # (the largest gap, $0.54 for $1.05); by the key's usage they did not (touching: each its own).
         ([("T01:00", "T02:00", 0.54, 10.0, 12.0), ("T01:30", "T02:30", 0.51, 12.0, 13.5)], 1.05),
-        # Runs at once by the usage (each counted the other's charges), whatever the clocks say.
-        ([("T01:00", "T02:00", 1.6, 10.0, 14.0), ("T05:00", "T06:00", 1.7, 11.0, 15.0)], 1.7),
+        # Runs at once by the usage (each counted the other's charges), whatever the clocks say:
+        # the key's rise over both (5.0) less what each knew of (2.4 + 2.3), not the largest gap
+        # on top of rows that hold it (out-122 F3: shards side by side, $0.014 for $0.010 billed).
+        ([("T01:00", "T02:00", 1.6, 10.0, 14.0), ("T05:00", "T06:00", 1.7, 11.0, 15.0)], 0.3),
         # A run without readings at both ends: the clocks decide, for all.
         ([("T01:00", "T02:00", 1.6, 10.0, 14.0), ("T01:30", "T02:30", 1.7, None, None)], 1.7),
         # A run on a key of its own counted no other's charges: added.
