@@ -224,6 +224,7 @@ class Recovered:
     orphans_usd: float = 0.0  # what those attempts count as spent
     raised: float = 0.0  # how far lookups raised what crashed rows count above their worst cases held
     asked: frozenset[str] = frozenset()  # the generation ids looked up
+    held: int = 0  # of `rows`, those whose cost is unknown: worst cases held
     key_seen: KeySeen | None = None  # the crashed run's last reading of the key (_killed_run)
     warnings: list[str] = field(default_factory=list)  # what could not be read in the journal
 
@@ -324,6 +325,7 @@ async def recover(
                     out.orphans_usd += spent
                     continue
                 out.rows += 1
+                out.held += fields["cost_status"] == "unknown"
                 if crashed.row in answered:
                     writer.write(_graders_cut(answered[crashed.row], job, request, fields, spent, now), request.payload)
                     continue

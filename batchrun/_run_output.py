@@ -299,7 +299,7 @@ async def earlier_work(
     if found.rows:
         notice(
             f"{output}: {found.rows} row(s) had attempts in flight when an earlier run was killed: recorded "
-            "as skipped (crashed), each attempt's worst case held until its cost is known"
+            f"as skipped (crashed); {found.held} of them of unknown cost, their attempts' worst cases held"
         )
     for warning in found.warnings:
         notice(f"warning: {warning}")

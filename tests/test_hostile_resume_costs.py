@@ -295,6 +295,7 @@ def test_what_a_crash_recovery_learns_of_charges_the_key_showed_is_counted_once(
     with server.running():
         code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1")
     assert code == ExitCode.OK, err
+    assert "recorded as skipped (crashed); 0 of them of unknown cost" in err  # out-122 F6: known, not held
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["spent_before_usd"] == pytest.approx(0.7) and summary["key_gap_usd"] < 1e-6
     assert summary["total"]["ok"] == 8  # the two crashed rows sent again too: $0.3 was left, not none
@@ -317,6 +318,7 @@ def test_a_crash_recovery_takes_no_cost_far_above_an_attempts_worst_case(tmp_pat
         code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1")
     assert code == ExitCode.OK, err
     assert "2 cost(s) /generation gave for attempts a killed run left in flight were over 100x" in err
+    assert "2 row(s) had attempts in flight when an earlier run was killed: recorded as skipped (crashed); 2 of" in err
     crashed = [json.loads(line) for line in out.read_text().splitlines()[:2]]
     assert {(r["reason"], r["cost_status"], r["cost_held"]) for r in crashed} == {("crashed", "unknown", 0.027)}
     summary = json.loads((tmp_path / "out.summary.json").read_text())
