@@ -11,8 +11,11 @@ scan, and every reader after it, counts the row at what it cost.
 A charge counted in doubt (`cost_doubted`: far above its worst case, no lookup confirming it) is
 looked up the same way, on the answer, on an abandoned attempt's entry, or on a grader's entry.
 An unknown cost is looked up only where the row's one attempt is unknown: among several parts,
-which one is unknown is not in the record. Graders' unknown costs likewise, each grader of one
-attempt, where the row's other charged graders are known (out-117 F3, out-120 F3). A row with
+which one is unknown is not in the record; in a row that never answered (every attempt cut off),
+its attempts of unknown cost, all or none (out-122 F2). Graders' unknown costs likewise, each
+grader of one attempt, where the row's other charged graders are known (out-117 F3, out-120 F3).
+Lower figures, and figures far above their worst cases, are taken only as far as what /key showed
+over the earlier runs allows (_key_bounds). A row with
 earlier records folded in is not looked up: a record written again replaces only the one before
 it. Those stay held, as before.
 """
@@ -214,9 +217,8 @@ def _attempts_fields(due: _Due, found: Mapping[str, GenerationCost]) -> dict[str
         entries[index].update(cost=found[generation_id].charged, cost_status="looked_up")
     status = least_sure([str(entry.get("cost_status")) for entry in entries])
     cost = round(sum(float(entry["cost"]) for entry in entries), 12)
-    return {"cost": cost, "cost_status": status, "cost_held": None, "cost_known": None, "cost_unknown": False} | {
-        "abandoned_attempts": entries
-    }
+    fields: dict[str, Any] = {"cost": cost, "cost_status": status, "cost_held": None, "cost_known": None}
+    return {**fields, "cost_unknown": False, "abandoned_attempts": entries}
 
 
 def _answer_fields(due: _Due, found: Mapping[str, GenerationCost]) -> dict[str, Any] | None:

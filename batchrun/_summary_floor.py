@@ -32,7 +32,7 @@ class EarlierSpend(NamedTuple):
     """What earlier runs of a file spent, as a resume counts it."""
 
     spent: float  # the records' spend, the key gaps beyond them, at least what the summary said (summary_spend_floor)
-    key_gap: float  # the key gaps: the summary's and a killed run's journal's, less `taken`
+    key_gap: float  # the key gaps: the summary's and a killed run's journal's, less what lookups put in records
     journal_gap: float  # of `key_gap`, a killed run's journal's: its own journal carries it on
     warning: str | None  # where the summary said more than the records hold
 
