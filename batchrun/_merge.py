@@ -358,21 +358,25 @@ def _by_usage(runs: list[RunSpan]) -> float:
     gap fell below the bill (verify48 N3); shards side by side each counted all of the other's,
     and the largest came on top of rows that hold it (out-122 F3: $0.014 for $0.010 billed)."""
     intervals = sorted((run.usage_at_start or 0.0, run.usage_at_end or 0.0, run.key_gap_usd) for run in runs)
+    # Runs of earlier versions read their usage on two scales (RunSpan.aligned): their groups keep
+    # the largest gap as a floor, lest a run after another seem at once with it and its gap go.
+    floor = not all(run.aligned for run in runs)
     total, group = 0.0, intervals[:1]
     group_end = intervals[0][1] if intervals else 0.0
     for interval in intervals[1:]:
         if interval[0] >= group_end:  # only touching: neither counted the other's charges
-            total, group = total + _group_gap(group), []
+            total, group = total + _group_gap(group, floor), []
         group.append(interval)
         group_end = max(group_end, interval[1]) if len(group) > 1 else interval[1]
-    return total + (_group_gap(group) if group else 0.0)
+    return total + (_group_gap(group, floor) if group else 0.0)
 
 
-def _group_gap(group: list[tuple[float, float, float]]) -> float:
+def _group_gap(group: list[tuple[float, float, float]], floor: bool) -> float:
     known = sum(max(0.0, end - start - gap) for start, end, gap in group)
     rise = max(end for _, end, _ in group) - min(start for start, _, _ in group)
     # A gap beyond its run's own rise (no reading explains it: an edited summary) is kept whole.
-    return max(0.0, rise - known, *(gap - (end - start) for start, end, gap in group))
+    largest = max(gap for *_, gap in group) if floor else 0.0
+    return max(0.0, largest, rise - known, *(gap - (end - start) for start, end, gap in group))
 
 
 STALE_TEMPORARY_S = 3600  # a merge writing its temporary touches it far more often than this

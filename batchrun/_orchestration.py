@@ -351,6 +351,7 @@ async def _locked_run(
                     *usage_span(pre.key_start, reconciliation),
                     own_key=isolated is not None,
                     key_id=key_id(options.api_key),
+                    aligned=True,
                 ).entry(),
             ],
             kept_from_earlier=estimated.kept,

@@ -326,4 +326,7 @@ def usage_span(start: KeyStart, reconciliation: dict[str, Any]) -> tuple[float |
     delta = reconciliation.get("key_usage_delta_usd")
     if start.usage is None or not isinstance(delta, (int, float)) or delta < 0:
         return None, None
-    return round(start.usage, 8), round(start.usage + delta, 8)
+    # The rise counts BYOK usage the key's limit leaves out (KeyStart.followed): so does the start,
+    # or the next run's start fell inside this run's span and merge took them as at once (out-123 F1).
+    base = start.usage + (start.byok_outside or 0.0)
+    return round(base, 8), round(base + delta, 8)

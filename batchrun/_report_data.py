@@ -225,6 +225,9 @@ class RunSpan(NamedTuple):
     usage_at_end: float | None = None
     own_key: bool = False
     key_id: str | None = None  # which key the usage is of (`key_id`): another key's is on another scale
+    # Both readings on one scale, BYOK usage outside the key's limit included at each end: earlier
+    # versions added it at the end only, and a run after one seemed to overlap it (out-123 F1).
+    aligned: bool = False
 
     def entry(self) -> dict[str, Any]:
         return {
@@ -235,6 +238,7 @@ class RunSpan(NamedTuple):
             "key_usage_at_end": self.usage_at_end,
             "own_key": self.own_key,
             "key_id": self.key_id,
+            "usage_aligned": self.aligned,
         }
 
 
@@ -261,7 +265,8 @@ def run_spans(summary: dict[str, Any]) -> list[RunSpan]:
             if first is None or last is None or last < first:
                 first = last = None
             name = run.get("key_id") if isinstance(run.get("key_id"), str) else None
-            spans.append(RunSpan(start, end, gap, first, last, run.get("own_key") is True, name))
+            own, aligned = run.get("own_key") is True, run.get("usage_aligned") is True
+            spans.append(RunSpan(start, end, gap, first, last, own, name, aligned))
     return spans
 
 

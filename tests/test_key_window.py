@@ -28,7 +28,7 @@ from batchrun._killed_run import summary_key_seen
 from batchrun._ledger import BudgetExhausted, CreditLedger
 from batchrun._merge import merged_key_gap
 from batchrun._reader import scan_states
-from batchrun._reconcile import key_spend, key_usage
+from batchrun._reconcile import KeyStart, key_spend, key_usage, usage_span
 from batchrun._summary_types import Summary
 from batchrun._verdict import decide
 
@@ -1279,6 +1279,12 @@ def test_a_merged_files_key_gap_adds_up_runs_that_did_not_overlap(
         # the key's rise over both (5.0) less what each knew of (2.4 + 2.3), not the largest gap
         # on top of rows that hold it (out-122 F3: shards side by side, $0.014 for $0.010 billed).
         ([("T01:00", "T02:00", 1.6, 10.0, 14.0), ("T05:00", "T06:00", 1.7, 11.0, 15.0)], 0.3),
+        # Runs of earlier versions, whose readings were on two scales (a BYOK rise at the end only):
+        # a run after another could seem at once with it, so the largest gap stays a floor (out-123 F1).
+        (
+            [("T01:00", "T02:00", 1.6, 10.0, 14.0, False, "k", False), ("T05:00", "T06:00", 1.7, 11.0, 15.0)],
+            1.7,
+        ),
         # A run without readings at both ends: the clocks decide, for all.
         ([("T01:00", "T02:00", 1.6, 10.0, 14.0), ("T01:30", "T02:30", 1.7, None, None)], 1.7),
         # A run on a key of its own counted no other's charges: added.
@@ -1300,6 +1306,7 @@ def test_a_merged_files_key_gap_adds_up_runs_that_did_not_overlap(
         "hostile-key-id",
         "skewed-clocks-sequential",
         "overlap-by-usage",
+        "overlap-by-usage-older-readings",
         "no-readings",
         "own-key",
         "unordered-readings",
@@ -1314,8 +1321,8 @@ def test_a_merged_files_key_gap_tells_overlap_by_the_keys_usage(
     for index, (a, b, gap, first, last, *rest) in enumerate(runs):
         path = tmp_path / f"s{index}.jsonl"
         span = {"started_at": f"2026-11-29{a}:00.000Z", "finished_at": f"2026-11-29{b}:00.000Z", "key_gap_usd": gap}
-        own, key = (rest + [False, "k"])[:2]  # one key unless named
-        span.update(key_usage_at_start=first, key_usage_at_end=last, own_key=own, key_id=key)
+        own, key, aligned = (rest + [False, "k", True][len(rest) :])[:3]  # one key, one scale, unless named
+        span.update(key_usage_at_start=first, key_usage_at_end=last, own_key=own, key_id=key, usage_aligned=aligned)
         path.with_name(f"s{index}.summary.json").write_text(json.dumps({"key_gap_usd": gap, "runs": [span]}))
         paths.append(path)
     assert merged_key_gap(paths) == pytest.approx(merged)
@@ -1370,3 +1377,12 @@ def test_runs_a_summary_cannot_vouch_for_are_counted_on_their_own(tmp_path: Path
     runs = ["x", {"started_at": 5}, {"started_at": "T2", "finished_at": "T1", "key_gap_usd": 1.0}]
     path.with_name("s0.summary.json").write_text(json.dumps({"key_gap_usd": 0.7, "runs": runs}))
     assert merged_key_gap([path]) == pytest.approx(0.7)
+
+
+def test_a_runs_key_readings_are_on_one_scale_with_byok_usage_its_limit_leaves_out() -> None:
+    # out-123 F1: the end reading counted the rise of a byok_usage the key's limit leaves out, the
+    # start did not: the next run's start fell inside this run's span, merge took the two as at
+    # once, and the file's $0.0025 key gap went.
+    start = KeyStart(usage=1.0, byok_outside=0.5)
+    assert usage_span(start, {"key_usage_delta_usd": 0.3}) == (1.5, 1.8)
+    assert usage_span(KeyStart(usage=1.0), {"key_usage_delta_usd": 0.3}) == (1.0, 1.3)
