@@ -255,7 +255,7 @@ class EarlierCosts:
 
     rows: int = 0  # rows written again
     moved: float = 0.0  # how far what they count as spent moved
-    raised: float = 0.0  # of which, by rows learnt to cost more than they counted
+    raised: float = 0.0  # of which, by answers learnt to cost more than they counted (the key's gap held them)
     failed: str | None = None  # why not all of them could be written
     above: int = 0  # costs looked up above the worst case held for them
     above_example: str = ""
@@ -332,7 +332,11 @@ async def resolve_earlier_costs(
                     out.above += 1
                     out.above_example = out.above_example or f"${held + change:.6f} for ${held:.6f} held"
                 writer.write(graded_on_cost(resolved_record(old, fields, change, now), request), request.payload)
-                out.rows, out.moved, out.raised = out.rows + 1, out.moved + change, out.raised + max(0.0, change)
+                out.rows, out.moved = out.rows + 1, out.moved + change
+                if not (due.abandoned or due.unknown_abandoned):
+                    # Charged before their replies came, so before the run's last /key read: in its
+                    # gap. An attempt cut off may have been billed after it (out-123 F2).
+                    out.raised += max(0.0, change)
         finally:
             writer.close()
     except OutputFailed as failure:
