@@ -275,17 +275,18 @@ class EarlierCosts:
             "no key readings of every earlier run to check them against (a merged file, no summary, or records "
             "written after it)"
             if self.unchecked
-            else f"the key's usage over the earlier runs (${self.key_usd:.6f}) says"
+            else f"the key's usage over the earlier runs (${self.key_usd:.6f})"
         )
         if self.kept_held:
+            lower = why if self.unchecked else f"they would take what those runs count below what {why} showed"
             said.append(
                 f"warning: {output}: {self.kept_held} row(s)' costs /generation gave below what was counted for them "
-                f"were not taken: {why if self.unchecked else why + ' more was charged'}"
+                f"were not taken: {lower}"
             )
         if self.refused_high:
             said.append(
                 f"warning: {output}: {self.refused_high} row(s)' costs /generation gave over {DOUBTED_TIMES}x their "
-                f"worst cases were not taken: {why if self.unchecked else why + ' less was charged'} (their worst "
+                f"worst cases were not taken: {why if self.unchecked else why + ' cannot hold them'} (their worst "
                 "cases still count)"
             )
         if self.unlearnt:  # said, not left to the summary's counts alone (out-118 F6)
