@@ -51,6 +51,17 @@ def _sse(*chunks: dict[str, Any], headers: dict[str, str] | None = None) -> byte
     return http(200, body, {"Content-Type": "text/event-stream", **(headers or {})})
 
 
+def _unknown_costs() -> HostileServer:
+    """A server whose answers say no cost (nothing to estimate from), each its own generation id,
+    and whose /generation knows none of them yet: every row's cost unknown, its worst case held."""
+    reply = {k: v for k, v in chat_payload().items() if k != "usage"}
+    server = HostileServer(
+        chat=lambda request: json_answer(200, {**reply, "id": f"gen-{request.headers['x-batchrun-row']}"})
+    )
+    server.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
+    return server
+
+
 def known_late(cost: float, **extra: Any) -> Callable[[RawRequest], bytes]:
     """A /generation that knows each generation only when asked the second time (404 first):
     a row's own lookup finds nothing, the end-of-run lookups find `cost` (and `extra` fields)."""
@@ -558,11 +569,7 @@ def test_a_resume_does_not_look_up_a_generation_id_two_rows_carry(tmp_path: Path
 def test_a_merged_files_resume_takes_no_cost_it_cannot_check_against_the_key(tmp_path: Path, lie: float) -> None:
     # out-121 F1: a merged summary lists no runs, so no key readings: a /generation lying low was
     # taken ($0.0863 counted, $0.14 billed), and one lying high ($50 a row) bricked every resume.
-    reply = {k: v for k, v in chat_payload().items() if k != "usage"}
-    server = HostileServer(
-        chat=lambda request: json_answer(200, {**reply, "id": f"gen-{request.headers['x-batchrun-row']}"})
-    )
-    server.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
+    server = _unknown_costs()
     job = write_job(tmp_path, JOB)
     with server.running():
         for shard in ("1/2", "2/2"):
@@ -587,11 +594,7 @@ def test_a_merged_files_resume_takes_no_cost_it_cannot_check_against_the_key(tmp
 def test_a_resume_of_a_file_without_its_summary_says_what_is_not_known(tmp_path: Path) -> None:
     # out-121 F3: a results file kept alone (CI kept *.jsonl) lost its key gap without a word, and a
     # /generation lying low was taken ($0.002 counted, $0.08 billed).
-    reply = {k: v for k, v in chat_payload().items() if k != "usage"}
-    server = HostileServer(
-        chat=lambda request: json_answer(200, {**reply, "id": f"gen-{request.headers['x-batchrun-row']}"})
-    )
-    server.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
+    server = _unknown_costs()
     first = run(server, tmp_path, "--budget", "1")
     held = _summary(tmp_path)["total"]["cost_held_usd"]
     (tmp_path / "out.summary.json").unlink()
@@ -746,11 +749,7 @@ def test_a_resume_takes_an_honest_lower_cost_beside_a_higher_one(tmp_path: Path)
 def test_a_resume_killed_after_its_lookups_is_no_edit_to_the_next(tmp_path: Path) -> None:
     # out-117 F6: a resume appended the rows whose costs it looked up, then was killed before its
     # summary: the next resume warned "records edited since" and counted the old, held figure.
-    reply = {k: v for k, v in chat_payload().items() if k != "usage"}
-    server = HostileServer(
-        chat=lambda request: json_answer(200, {**reply, "id": f"gen-{request.headers['x-batchrun-row']}"})
-    )
-    server.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
+    server = _unknown_costs()
     first = run(server, tmp_path, "--budget", "1")
     held = _summary(tmp_path)["total"]["cost_held_usd"]
     before = (tmp_path / "out.summary.json").read_bytes()

@@ -279,21 +279,26 @@ def test_an_attempt_whose_worst_case_is_corrupt_still_counts(tmp_path: Path, cor
     assert summary["spent_before_usd"] == pytest.approx(0.6)
 
 
-def test_what_a_crash_recovery_learns_of_charges_the_key_showed_is_counted_once(tmp_path: Path) -> None:
-    # out-120 F1, after a kill -9: the journal's key gap ($0.5: the key saw two attempts held at
-    # $0.1 charged $0.35 each) and the costs the recovery looked up for them were the same charges.
+def _recovered(tmp_path: Path, worst: float, looked_up: float, *more: str) -> tuple[int, str]:
+    """A run of KILL_JOB after a kill -9 left two attempts in flight (their worst case `worst`, their
+    generation ids journaled, and `more` journal lines), /generation saying each cost `looked_up`."""
     path = write_job(tmp_path, KILL_JOB)
-    out = tmp_path / "out.jsonl"
-    first, second = _row_ids(path)[:2]
-    attempt = '{"row": "%s", "at": 0, "usd": 0.1, "model": "openai/gpt-4o-mini"}\n{"row": "%s", "gen": "gen-%s"}'
-    lines = ['{"job": "crash"}', attempt % (first, first, first), attempt % ((second,) * 3), '{"key_gap": 0.5}']
+    attempt = '{"row": "%s", "at": 0, "usd": %s, "model": "openai/gpt-4o-mini"}\n{"row": "%s", "gen": "gen-%s"}'
+    lines = ['{"job": "crash"}', *(attempt % (row, worst, row, row) for row in _row_ids(path)[:2]), *more]
     (tmp_path / "out.attempts.jsonl").write_text("\n".join(lines) + "\n")
     server = _honest()
     server.routes["/generation"] = lambda request: json_answer(
-        200, {"data": {"id": request.path.split("id=")[1], "total_cost": 0.35}}
+        200, {"data": {"id": request.path.split("id=")[1], "total_cost": looked_up}}
     )
     with server.running():
-        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1")
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", tmp_path / "out.jsonl", "--budget", "1")
+    return code, err
+
+
+def test_what_a_crash_recovery_learns_of_charges_the_key_showed_is_counted_once(tmp_path: Path) -> None:
+    # out-120 F1, after a kill -9: the journal's key gap ($0.5: the key saw two attempts held at
+    # $0.1 charged $0.35 each) and the costs the recovery looked up for them were the same charges.
+    code, err = _recovered(tmp_path, 0.1, 0.35, '{"key_gap": 0.5}')
     assert code == ExitCode.OK, err
     assert "recorded as skipped (crashed); 0 of them of unknown cost" in err  # out-122 F6: known, not held
     summary = json.loads((tmp_path / "out.summary.json").read_text())
@@ -304,22 +309,11 @@ def test_what_a_crash_recovery_learns_of_charges_the_key_showed_is_counted_once(
 def test_a_crash_recovery_takes_no_cost_far_above_an_attempts_worst_case(tmp_path: Path) -> None:
     # out-121 F2: /generation said $50 for two attempts a kill -9 left in flight, worst case $0.027
     # each: taken without a word, $100 counted against $0.12 billed, every resume after exit 5.
-    path = write_job(tmp_path, KILL_JOB)
-    out = tmp_path / "out.jsonl"
-    first, second = _row_ids(path)[:2]
-    attempt = '{"row": "%s", "at": 0, "usd": 0.027, "model": "openai/gpt-4o-mini"}\n{"row": "%s", "gen": "gen-%s"}'
-    lines = ['{"job": "crash"}', attempt % (first, first, first), attempt % ((second,) * 3)]
-    (tmp_path / "out.attempts.jsonl").write_text("\n".join(lines) + "\n")
-    server = _honest()
-    server.routes["/generation"] = lambda request: json_answer(
-        200, {"data": {"id": request.path.split("id=")[1], "total_cost": 50.0}}
-    )
-    with server.running():
-        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1")
+    code, err = _recovered(tmp_path, 0.027, 50.0)
     assert code == ExitCode.OK, err
     assert "2 cost(s) /generation gave for attempts a killed run left in flight were over 100x" in err
     assert "2 row(s) had attempts in flight when an earlier run was killed: recorded as skipped (crashed); 2 of" in err
-    crashed = [json.loads(line) for line in out.read_text().splitlines()[:2]]
+    crashed = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()[:2]]
     assert {(r["reason"], r["cost_status"], r["cost_held"]) for r in crashed} == {("crashed", "unknown", 0.027)}
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["spent_before_usd"] == pytest.approx(0.054) and summary["total"]["ok"] == 8
