@@ -315,19 +315,18 @@ async def resolve_earlier_costs(
     if not dues:
         return out
     found = await look_up_generations(client, (generation_id for due in dues for generation_id in due.ids), limit_s)
-    learnt = [(due, *moved) for due in dues if (moved := _fields(due, found)) is not None]
+    learnt = [(due, *moved, _held_unknown(due)) for due in dues if (moved := _fields(due, found)) is not None]
     out.unlearnt = len(dues) - len(learnt)
     key = key_rise(summary, output)
     out.key_usd, out.unchecked = key or 0.0, key is None
-    absurd, lower = refused([(_held_unknown(due), change) for due, _, change in learnt], summary, key)
+    absurd, lower = refused([(held, change) for _, _, change, held in learnt], summary, key)
     out.refused_high, out.kept_held = len(absurd), len(lower)
     learnt = [item for index, item in enumerate(learnt) if index not in absurd | lower]
     try:
         writer = ResultsWriter(output, create=False)
         try:
-            for due, fields, change in learnt:
+            for due, fields, change, held in learnt:
                 old, request = due.record, requests[due.record["id"]]
-                held = _held_unknown(due)
                 if held > 0 and change > held * 0.01 + 1e-9:
                     # Counted (the safe side), and said, as a run says a lookup above its worst case (out-117 F4).
                     out.above += 1

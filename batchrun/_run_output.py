@@ -317,8 +317,9 @@ async def earlier_work(
         return (
             ScanResult({}, 0.0, 0, found.key_gap, key_seen=found.key_seen) if found.key_gap or found.key_seen else None
         )
-    costs, summary = EarlierCosts(), read_run_summary(output)
-    if resuming and not summary and not (found.rows or found.key_gap or found.key_seen) and first:
+    # The summary as it was at the start: recovery and a torn tail's repair do not write it.
+    costs, summary, killed = EarlierCosts(), before, bool(found.rows or found.key_gap or found.key_seen)
+    if resuming and not summary and not killed and first:
         # Not a killed run's (its journal says what it spent beyond its records): a file copied alone (out-121 F3).
         notice(
             f"warning: {output} has no summary beside it: what its runs spent beyond their records (key_gap_usd) "
@@ -344,7 +345,7 @@ async def earlier_work(
         key_seen=seen,
         costs_moved_usd=costs.moved,
         costs_raised_usd=costs.raised + found.raised,
-        runs_complete=listed and not (mended or found.rows or found.key_gap or found.key_seen),
+        runs_complete=listed and not (mended or killed),
     )
 
 
