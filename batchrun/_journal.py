@@ -318,13 +318,14 @@ async def recover(
             for crashed in rows.values():
                 fields = crash_fields(crashed, found)
                 spent = fields.pop("spent")
-                out.raised += max(0.0, spent - crash_fields(crashed, {})["spent"])
                 request = known.get(crashed.row)
                 if request is None:
                     out.orphans += 1
                     out.orphans_usd += spent
                     continue
                 out.rows += 1
+                # Above what its record held: the key gap counted it (an orphan's is in the gap, no record).
+                out.raised += max(0.0, spent - crash_fields(crashed, {})["spent"])
                 out.held += fields["cost_status"] == "unknown"
                 if crashed.row in answered:
                     writer.write(_graders_cut(answered[crashed.row], job, request, fields, spent, now), request.payload)

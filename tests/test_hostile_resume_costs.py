@@ -319,6 +319,21 @@ def test_a_crash_recovery_takes_no_cost_far_above_an_attempts_worst_case(tmp_pat
     assert summary["spent_before_usd"] == pytest.approx(0.054) and summary["total"]["ok"] == 8
 
 
+def test_a_crashed_attempt_of_a_row_the_job_no_longer_has_counts_what_it_was_looked_up_at(tmp_path: Path) -> None:
+    # Its cost is in no record but in the key gap (orphans_usd): a lookup above its worst case must
+    # not take the gap down as if a record now held it ($0.35 billed, $0.1 counted).
+    path = write_job(tmp_path, KILL_JOB)
+    lines = ['{"job": "crash"}', '{"row": "gone", "at": 0, "usd": 0.1, "model": "openai/gpt-4o-mini"}']
+    (tmp_path / "out.attempts.jsonl").write_text("\n".join([*lines, '{"row": "gone", "gen": "gen-gone"}']) + "\n")
+    server = _honest()
+    server.routes["/generation"] = lambda request: json_answer(200, {"data": {"id": "gen-gone", "total_cost": 0.35}})
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", tmp_path / "out.jsonl", "--budget", "1")
+    assert code == ExitCode.OK and "1 row(s) the job no longer has" in err, err
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["spent_before_usd"] == pytest.approx(0.35) and summary["key_gap_usd"] >= 0.35 - 1e-9
+
+
 def test_a_graders_attempt_a_kill_9_cut_off_is_the_rows_grading_not_its_answer(tmp_path: Path) -> None:
     # break14c m2: a grader's attempt left in flight was booked into the row's `cost` (its
     # answer), so "judging: $0.06 (of $0.24 spent)" while grading had cost $0.12. The journal
