@@ -45,11 +45,12 @@ from ._scrub import KEY_LIKE, hide_keys
 
 # libyaml's parser when PyYAML has it (the wheels do): the pure-Python scanner is quadratic in
 # flow nesting ("[[[[..."), and composes a job about eight times slower (7 ms for
-# jobs/eval.yaml against 0.8 ms), which every run, plan and validate pays.
-_BASE_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# jobs/eval.yaml against 0.8 ms), which every run, plan and validate pays. Every other reader of
+# a job's YAML takes it too.
+SAFE_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Loader(_BASE_LOADER):  # type: ignore[valid-type,misc]  # the C loader when PyYAML has it
+class _Loader(SAFE_LOADER):  # type: ignore[valid-type,misc]  # the C loader when PyYAML has it
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         """`<<` merges as YAML gives them precedence: the mapping's own keys, then each merged
         mapping's own keys before what it merges, earlier merges before later ones. PyYAML 6.0.4

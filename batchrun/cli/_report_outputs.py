@@ -43,9 +43,10 @@ def files_named_by(job_file: Path) -> list[Path]:
     import yaml
 
     from .._files import read_regular_text
+    from .._jobfile import SAFE_LOADER
 
     found: list[Path] = []
-    pending: list[Any] = [yaml.safe_load(read_regular_text(job_file))]
+    pending: list[Any] = [yaml.load(read_regular_text(job_file), Loader=SAFE_LOADER)]  # noqa: S506  # a safe loader
     while pending:
         value = pending.pop()
         if isinstance(value, dict):
