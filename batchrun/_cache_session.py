@@ -363,7 +363,7 @@ class CacheSession:
     ) -> None:
         """`store` with the answering attempt's own cost: what a hit saves is that answer,
         not the retries it took to get it."""
-        answered = next((part for part in charges.parts if not part.abandoned), None)
+        answered = charges.answer
         if answered is None or answered.above_worst:
             # A cost past the attempt's worst case is one the run did not believe: kept, every
             # hit said it saved it ("$10000 saved" of $5000 a reply claimed: break63 F4).

@@ -270,7 +270,11 @@ class EarlierCosts:
             f"{output}: {self.rows} row(s) whose cost an earlier run did not learn were looked up: ${self.moved:+.6f}"
         ]
         if self.above:
-            said.append(f"warning: {self.above} of them cost more than the worst case held (e.g. {self.above_example})")
+            # Named in full: under --quiet the notice before it, which names the file, is not shown.
+            said.append(
+                f"warning: {output}: {self.above} of the rows looked up cost more than the worst case held "
+                f"(e.g. {self.above_example})"
+            )
         why = (
             "no key readings of every earlier run to check them against (a merged file, no summary, or records "
             "written after it)"

@@ -210,7 +210,7 @@ def _cost_of(row: Row) -> dict[str, Any]:
         cost["cost_held"] = fields["cost_held"]
         if fields["abandoned_attempts"]:
             cost["abandoned_attempts"] = fields["abandoned_attempts"]
-    answer = next((part for part in row.charges.parts if not part.abandoned), None)
+    answer = row.charges.answer
     if answer is not None and answer.doubted and answer.cost is not None:
         # A grader's $9,999 no lookup confirmed: said, with what it counted, so a resume can look it
         # up and give the rest back (out-118 F2: the row's judge_cost held it for good).

@@ -44,6 +44,11 @@ class RowCharges:
     parts: list[Charge] = field(default_factory=list)
 
     @property
+    def answer(self) -> Charge | None:
+        """The part that answered; None while every attempt so far was abandoned."""
+        return next((p for p in self.parts if not p.abandoned), None)
+
+    @property
     def cost(self) -> float | None:
         """The row's cost, or None when any part is unknown (never shown as $0)."""
         if any(p.cost is None for p in self.parts):
@@ -87,7 +92,7 @@ class RowCharges:
         """Record fields for this row's cost; the parts count as recorded from here on."""
         for part in self.parts:
             part.recorded = True
-        answer = next((p for p in self.parts if not p.abandoned), None)
+        answer = self.answer
         abandoned = [p.as_json() for p in self.parts if p.abandoned]
         status = self.status
         unknown = status == "unknown"

@@ -793,7 +793,8 @@ def test_costs_a_resume_learns_above_their_worst_case_are_said_and_past_the_budg
     )
     again = run(server, tmp_path, "--resume", *limit)
     rows = len(first.rows)
-    assert f"warning: {rows} of them cost more than the worst case held (e.g. $5000.000000 for $" in again.stderr
+    said = f"warning: {tmp_path / 'out.jsonl'}: {rows} of the rows looked up cost more than the worst case held"
+    assert f"{said} (e.g. $5000.000000 for $" in again.stderr
     summary = _summary(tmp_path)
     assert summary["spent_before_usd"] == pytest.approx(5000.0 * rows)
     if budget:
