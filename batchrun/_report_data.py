@@ -138,24 +138,47 @@ def read_run_summary(results: Path, any_file: bool = False) -> dict[str, Any]:
     counts as spent (_orchestration). The rows themselves are always counted again from the
     results file.
     """
-    path = results.with_name(results.stem + ".summary.json")
-    try:
-        data = json.loads(read_regular_text(path))
-    except (OSError, ValueError, RecursionError):  # a summary nested past the reader: none
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    kept = _as_written(data)
-    try:
-        job = results_job(results)
-    except (OSError, ResultsError):
-        job = None
+    kept, job = _summary_beside(results)
     if isinstance(kept.get("job"), str) and job is not None and kept["job"] != job:
         return {}  # another job's (break21 R16): its budget, stop and key gap are not this file's
     named = kept.get("output")
     if not any_file and isinstance(named, str) and Path(named).name != results.name:
         return {}
     return kept
+
+
+def _summary_beside(results: Path) -> tuple[dict[str, Any], str | None]:
+    """The summary beside `results` as written ({} when absent or unreadable), and the job its
+    first record names (None when it has none)."""
+    path = results.with_name(results.stem + ".summary.json")
+    try:
+        data = json.loads(read_regular_text(path))
+    except (OSError, ValueError, RecursionError):  # a summary nested past the reader: none
+        return {}, None
+    if not isinstance(data, dict):
+        return {}, None
+    try:
+        job = results_job(results)
+    except (OSError, ResultsError):
+        job = None
+    return _as_written(data), job
+
+
+def other_jobs_summary(results: Path) -> str | None:
+    """Why the summary written for this very file (its `output`) cannot vouch for it: the run
+    was of another job than the file's first record names. The file was edited or replaced since
+    (out-125 F1: one record's job changed, the other 104 rows were set aside as another job's
+    and `report` passed on the one left); a gate cannot tell what it holds of its run."""
+    kept, job = _summary_beside(results)
+    named, ran = kept.get("output"), kept.get("job")
+    if not isinstance(named, str) or Path(named).name != results.name or not isinstance(ran, str):
+        return None
+    if job is None or ran == job:
+        return None
+    return (
+        f"{results}: its summary is of a run of job {clip(ran)!r}, its first record of job {clip(job)!r} "
+        "(edited, or another job's file put in its place?): its rows cannot be checked against that run"
+    )
 
 
 def summary_doubts(results: Path) -> list[str]:

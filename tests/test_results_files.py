@@ -260,6 +260,20 @@ def test_a_torn_fragment_in_the_middle_is_set_aside_by_resume_and_readers(result
     assert list(final_records(str(results))) == list(final_records(results))  # the public API takes a str (break23)
 
 
+def test_a_file_whose_first_record_names_another_job_than_its_summary_is_incomplete(results: Path) -> None:
+    # out-125 F1: the first record's job edited, the other 19 rows were set aside as another
+    # job's, and `report` passed on the one left, the summary that counted 20 dropped unsaid.
+    lines = results.read_bytes().splitlines(keepends=True)
+    first = json.loads(lines[0])
+    results.write_bytes(json.dumps({**first, "job": "zzz"}).encode() + b"\n" + b"".join(lines[1:]))
+    code, _, err = call_cli("report", results)
+    assert code == ExitCode.INCOMPLETE, err
+    said = f"{results}: its summary is of a run of job {first['job']!r}, its first record of job 'zzz'"
+    assert said in err
+    results.write_bytes(b"".join(lines))  # as the run left it: its own summary vouches for it
+    assert call_cli("report", results)[0] == ExitCode.OK
+
+
 def test_a_report_of_a_file_missing_rows_its_summary_counts_is_incomplete(results: Path, job: Path) -> None:
     # verify41 F-4a: a whole line gone (an edit, an older copy restored) was exit 0 and no word.
     lines = results.read_bytes().splitlines(keepends=True)

@@ -80,7 +80,13 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
     from .._batch_state import pending_batches
     from .._items import ItemGate
     from .._reader import unread_lines
-    from .._report_data import file_key_gap, missing_since_summary, read_run_summary, summary_doubts
+    from .._report_data import (
+        file_key_gap,
+        missing_since_summary,
+        other_jobs_summary,
+        read_run_summary,
+        summary_doubts,
+    )
     from .._results import final_records
     from .._summary import SummaryBuilder
     from .._summary_text import render_markdown, render_text
@@ -123,7 +129,7 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
     # incomplete, as rows gone since its summary do: exit 12, and the JUnit file fails with it
     # (break42 F2: exit 0 and a JUnit file with no failure for a run stopped at its deadline).
     missing = missing_since_summary(args.results, run_summary, summary["total"]["rows"], unread)
-    reasons = [missing] if missing else []
+    reasons = [why for why in (missing, other_jobs_summary(args.results)) if why]
     if run_summary.get("merged_from") and run_summary.get("complete") is False:  # break53 F5: read as green
         short = [str(s) for s in run_summary.get("shortfalls") or [] if isinstance(s, str)][:3]
         reasons.append(f"{args.results}: a partial merge: {'; '.join(short) or 'rows of the job have no record'}")
