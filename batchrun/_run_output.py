@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from ._batch_state import state_path
 from ._client import OpenRouterClient
 from ._earlier_costs import EarlierCosts, resolve_earlier_costs
 from ._exceptions import ConfigError, ResultsError
-from ._files import irregular_kind, open_regular, refuse_shared_output, resolved
+from ._files import refuse_shared_output, resolved
 from ._formats import utc
 from ._job import Job
 from ._job_runs import incomplete_shards, latest_incomplete
@@ -27,6 +26,7 @@ from ._record_head import state_blob
 from ._report_data import read_run_summary
 from ._results import final_records, first_record, foreign_record, last_record, repair_torn_tail, scan_states
 from ._summary_floor import changed_after, results_size
+from ._summary_place import refuse_summary_place
 from ._ungraded import stopped_gradings
 
 
@@ -126,7 +126,7 @@ def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = Non
     problem = sidecar_name_problem(output)
     if problem is not None:
         raise ConfigError(problem)
-    _refuse_irregular_summary(summary_path(output), new=info is None or info.st_size == 0)
+    refuse_summary_place(summary_path(output), new=info is None or info.st_size == 0)
     if resume:  # an empty file too: a shard killed before its first record left its journal
         _refuse_another_shard(output, shard, first)
     if info is None or info.st_size == 0:
@@ -244,36 +244,6 @@ def resume_states(output: Path, warn: Warn) -> ScanResult:
         state = (record.get("fingerprint") or "", record["status"], record.get("reason"), bool(record.get("retryable")))
         read[record["id"].encode()] = state_blob(*state)
     return replace(states, _states=read)
-
-
-_SUMMARY_MAX_BYTES = 64 << 20  # past this, no summary batchrun wrote
-
-
-def _refuse_irregular_summary(summary: Path, new: bool) -> None:
-    """A summary's name held by a folder was found once every row was paid (exit 11), and a FIFO
-    there was replaced in silence (break44 F6): both are known before anything is sent."""
-    try:
-        kind = irregular_kind(summary.stat().st_mode)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise ConfigError(f"{summary}: the run's summary cannot go there: {exc.strerror or exc}") from None
-    if kind is not None:
-        raise ConfigError(f"{summary}: not a regular file ({kind}): the run's summary goes there; move it away")
-    # Nor, beside a new run's file, one of someone else's: replaced in silence, where a foreign
-    # results file, lock or journal is refused (break59 F10: run.output aimed at any *.summary.json).
-    # A resume's is read, and refused there if it is not the file's own (earlier_summary).
-    if not new:
-        return
-    try:
-        with open_regular(summary) as handle:
-            text = handle.read(_SUMMARY_MAX_BYTES + 1)  # a foreign file may be any size
-        data = json.loads(text) if len(text) <= _SUMMARY_MAX_BYTES else None
-    except (OSError, ValueError, RecursionError):  # 200,000 [ was a traceback (verify61 F5)
-        data = None
-    # Its keys, in whatever order: a summary re-saved with sorted keys is still one (verify60 F10).
-    if not (isinstance(data, dict) and {"job", "total", "models", "prompts"} <= data.keys()):  # what every summary has
-        raise ConfigError(f"{summary}: not a batchrun summary: the run's summary goes there; it was left untouched")
 
 
 async def earlier_work(

@@ -26,7 +26,7 @@ from batchrun._job import Job
 from batchrun._journal_file import journal_path
 from batchrun._killed_run import summary_key_seen
 from batchrun._ledger import BudgetExhausted, CreditLedger
-from batchrun._merge import merged_key_gap
+from batchrun._merged_key_gap import merged_key_gap
 from batchrun._reader import scan_states
 from batchrun._reconcile import KeyStart, key_spend, key_usage, usage_span
 from batchrun._summary_types import Summary

@@ -27,7 +27,7 @@ from batchrun._killed_run import (
     summary_key_seen,
     unseen_charge,
 )
-from batchrun._merge import merged_key_gap
+from batchrun._merged_key_gap import merged_key_gap
 from batchrun._run_output import release_in_summary
 
 from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, start, wait_for_lines, write_job

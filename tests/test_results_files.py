@@ -528,6 +528,23 @@ def test_merge_refuses_an_output_of_another_kind_and_a_shard_named_twice(tmp_pat
     assert code == ExitCode.USAGE and "beside a run's killed.attempts.jsonl" in err and killed.read_bytes() == b""
     (empty := tmp_path / "mktemp.jsonl").touch()
     assert call_cli("merge", empty, *shards)[0] == ExitCode.OK and empty.stat().st_size > 0
+    # out-125 F2: a user's file at the summary's name was replaced; a folder there failed the
+    # merge (exit 11) once its file was in place with no summary, and `report` passed it.
+    notes = tmp_path / "notes.summary.json"
+    notes.write_text("precious notes")
+    code, _, err = call_cli("merge", tmp_path / "notes.jsonl", *shards)
+    assert code == ExitCode.USAGE and f"{notes}: not a batchrun summary" in err, err
+    assert notes.read_text() == "precious notes" and not (tmp_path / "notes.jsonl").exists()
+    (tmp_path / "partial.summary.json").mkdir()
+    code, _, err = call_cli("merge", tmp_path / "partial.jsonl", shards[0])
+    assert code == ExitCode.USAGE and "partial.summary.json: not a regular file (a folder)" in err, err
+    assert not (tmp_path / "partial.jsonl").exists()
+    # A summary batchrun wrote, its file gone: the merge's own replaces it.
+    (tmp_path / "partial.summary.json").rmdir()
+    shutil.copy(shards[0].with_name("s1.summary.json"), tmp_path / "partial.summary.json")
+    assert call_cli("merge", tmp_path / "partial.jsonl", shards[0])[0] == ExitCode.INCOMPLETE
+    assert json.loads((tmp_path / "partial.summary.json").read_text())["complete"] is False
+    assert call_cli("report", tmp_path / "partial.jsonl")[0] == ExitCode.INCOMPLETE
 
 
 def test_no_page_or_junit_file_is_written_over_what_the_command_reads_or_over_each_other(

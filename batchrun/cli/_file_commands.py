@@ -203,7 +203,6 @@ def cmd_diff(args: argparse.Namespace, console: Console) -> int:
 def cmd_merge(args: argparse.Namespace, console: Console) -> int:
     from .._job import load_job
     from .._merge import merge_shards
-    from .._output_paths import summary_path, write_json_atomically
     from .._summary_text import render_markdown, render_text
 
     files = list(args.files)
@@ -212,10 +211,6 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError("merge needs at least one shard file")
     job = None if args.job is None else load_job(args.job)
     summary = merge_shards(files, output, job, console.warn)
-    try:
-        write_json_atomically(summary_path(output), summary)
-    except OSError as exc:
-        raise OutputFailed(f"{summary_path(output)}: writing the summary failed: {exc.strerror or exc}") from None
     failed = bool(summary["shortfalls"]) and not args.allow_partial
     if failed or not args.quiet:  # a failure shows its table, on stderr under --quiet (as a run's)
         (console.to_err if args.quiet else console.out.write)(render_text(summary) + "\n")

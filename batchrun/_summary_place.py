@@ -1,0 +1,42 @@
+"""Where a run's or a merge's summary goes: refused before anything is written, unless it is free
+or holds a summary batchrun wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ._exceptions import ConfigError
+from ._files import irregular_kind, open_regular
+
+_SUMMARY_MAX_BYTES = 64 << 20  # past this, no summary batchrun wrote
+
+
+def refuse_summary_place(summary: Path, new: bool) -> None:
+    """Refuse the place a summary is to be written (`new`: beside a new results file) when it is
+    not a regular file, or (new) holds a file that is not a batchrun summary. A summary's name
+    held by a folder was found once every row was paid (exit 11), and a FIFO there was replaced
+    in silence (break44 F6): both are known before anything is sent; a merge replaced a user's
+    file there, or wrote its file and then failed on a folder (out-125 F2)."""
+    try:
+        kind = irregular_kind(summary.stat().st_mode)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"{summary}: the summary cannot go there: {exc.strerror or exc}") from None
+    if kind is not None:
+        raise ConfigError(f"{summary}: not a regular file ({kind}): a summary goes there; move it away")
+    # Nor, beside a new run's file, one of someone else's: replaced in silence, where a foreign
+    # results file, lock or journal is refused (break59 F10: run.output aimed at any *.summary.json).
+    # A resume's is read, and refused there if it is not the file's own (earlier_summary).
+    if not new:
+        return
+    try:
+        with open_regular(summary) as handle:
+            text = handle.read(_SUMMARY_MAX_BYTES + 1)  # a foreign file may be any size
+        data = json.loads(text) if len(text) <= _SUMMARY_MAX_BYTES else None
+    except (OSError, ValueError, RecursionError):  # 200,000 [ was a traceback (verify61 F5)
+        data = None
+    # Its keys, in whatever order: a summary re-saved with sorted keys is still one (verify60 F10).
+    if not (isinstance(data, dict) and {"job", "total", "models", "prompts"} <= data.keys()):  # what every summary has
+        raise ConfigError(f"{summary}: not a batchrun summary: a summary goes there; it was left untouched")
