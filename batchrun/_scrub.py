@@ -21,9 +21,12 @@ MAX_DEPTH = 32
 # A "key" shorter than this is a test placeholder, not a credential: masking every "k"
 # in an answer would only destroy it (real OpenRouter keys are 73 characters).
 MIN_SECRET = 8
-# A key written with JSON escapes ("sk\u002dor...") survives a scan of the raw text and comes
-# back whole when the text is decoded (tool-call arguments, a verdict, a json_schema check).
-_ESCAPED = re.compile(r"\\u([0-9a-fA-F]{4})")
+# A key written with escapes survives a scan of the raw text and comes back whole when the text
+# is decoded: JSON's ("sk\u002dor...": tool-call arguments, a verdict, a json_schema check), a
+# URL's percent-encoding, HTML's character references (out-125 F3: a server echoing the header
+# so put it whole into the results). Each escape of a character a key can hold is read as it.
+_ESCAPED = re.compile(r"\\u([0-9a-fA-F]{4})|%([0-9a-fA-F]{2})|&#(?:[xX]([0-9a-fA-F]{1,6})|([0-9]{1,7}));")
+_ESCAPE_MARKS = ("\\u", "%", "&#")
 
 
 # Text that looks like an OpenRouter key, in what a job file or a dataset holds: never repeated
@@ -44,10 +47,17 @@ def hide_keys(text: str) -> str:
 
 
 def _unescape_key_chars(match: re.Match[str]) -> str:
-    """A \\uXXXX escape of a character a key can hold, as that character; other escapes
-    are left alone (decoding `\\u0022` would change what a JSON text means)."""
-    char = chr(int(match.group(1), 16))
-    return char if char.isascii() and (char.isalnum() or char in "-_") else match.group(0)
+    """An escape of a character a key can hold, as that character; other escapes are left
+    alone (decoding `\\u0022` would change what a JSON text means)."""
+    hex_digits = match.group(1) or match.group(2) or match.group(3)
+    code = int(hex_digits, 16) if hex_digits else int(match.group(4))
+    char = chr(code) if code < 128 else ""
+    return char if char.isalnum() or char in "-_" else match.group(0)
+
+
+def _unescaped(text: str) -> str:
+    """`text` with every escape of a key's characters read: the same text where none is."""
+    return _ESCAPED.sub(_unescape_key_chars, text) if any(mark in text for mark in _ESCAPE_MARKS) else text
 
 
 class Scrubber:
@@ -74,11 +84,16 @@ class Scrubber:
     def for_body(self, body: bytes) -> Scrubber:
         """This scrubber, or one that masks nothing when no string decoded from `body` (a
         JSON reply, read and decompressed) can hold a key: the body holds none of the
-        anchors and no \\u escape. A JSON string's other escapes decode to characters a key
-        does not have, so they cannot join two pieces into a key. Walking every string of a
-        clean reply was a tenth of the client's own CPU per request (bench/throughput.py)."""
+        anchors and no \\u escape, nor, with escapes read, any anchor. A JSON string's other
+        escapes decode to characters a key does not have, so they cannot join two pieces into a
+        key. Walking every string of a clean reply was a tenth of the client's own CPU per
+        request (bench/throughput.py)."""
         if b"\\u" in body or any(anchor in body for anchor in self._byte_anchors):
             return self
+        if b"%" in body or b"&#" in body:
+            plain = _unescaped(body.decode("utf-8", "replace"))
+            if any(anchor in plain for anchor in self._anchors):
+                return self
         return _NOTHING
 
     def line(self, data: bytes) -> bytes:
@@ -103,10 +118,10 @@ class Scrubber:
         if not self._secrets:
             return text
         scrubbed = self._plain(text)
-        if "\\u" in scrubbed:
+        plain = _unescaped(scrubbed)
+        if plain != scrubbed:
             # The same text with escaped key characters written plainly: when that shows a
-            # key, the plain form (masked) is kept. Same meaning as JSON, no key when decoded.
-            plain = _ESCAPED.sub(_unescape_key_chars, scrubbed)
+            # key, the plain form (masked) is kept. Same meaning, no key when decoded.
             masked = self._plain(plain)
             if masked != plain:
                 return masked
@@ -165,8 +180,9 @@ def _prepared(secret: str) -> tuple[tuple[str, ...], frozenset[str], frozenset[s
     # one step from it: reversed, and base64 (standard and URL-safe) at each of the three
     # alignments a text before it may give, less the edges that depend on its neighbours
     # (out-110 F7: a server echoing the key so reached results, pages and JUnit files).
-    forms = [secret, secret.upper(), secret.lower(), secret[::-1]]
+    # Its bytes in hex too, as a server's debugging echo may show them (out-125 F3).
     raw = secret.encode("utf-8", "surrogatepass")
+    forms = [secret, secret.upper(), secret.lower(), secret[::-1], raw.hex(), raw.hex().upper()]
     for skip in range(3):
         encoded = base64.b64encode(raw[skip:]).decode().rstrip("=")[:-3]
         forms += [encoded, encoded.replace("+", "-").replace("/", "_")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 from typing import Any
 
 import httpx
@@ -331,6 +332,42 @@ async def test_the_key_one_step_from_its_form_is_scrubbed_too(before: str) -> No
     for echo in (base64.b64encode(secret), base64.urlsafe_b64encode(secret), FAKE_KEY[::-1].encode()):
         result, _ = await chat(err(400, f"you sent {echo.decode()}"))
         assert "[key]" in str(result) and echo.decode()[8:40] not in str(result)
+
+
+ESCAPED_ECHOES = {
+    "percent": "".join(f"%{b:02X}" for b in FAKE_KEY.encode()),
+    "percent-dashes": FAKE_KEY.replace("-", "%2d"),
+    "html-decimal": "".join(f"&#{ord(c)};" for c in FAKE_KEY),
+    "html-hex": "".join(f"&#x{ord(c):x};" for c in FAKE_KEY),
+    "hex": FAKE_KEY.encode().hex(),
+    "HEX": FAKE_KEY.encode().hex().upper(),
+}
+
+
+def _decoded(text: str) -> str:
+    """Every way back to the key a reader of the text might take."""
+    import html
+    import urllib.parse
+
+    hex_runs = re.sub(
+        r"[0-9a-fA-F]{16,}", lambda m: bytes.fromhex(m.group(0)[: len(m.group(0)) // 2 * 2]).decode("latin-1"), text
+    )
+    return urllib.parse.unquote(html.unescape(text)) + hex_runs
+
+
+@pytest.mark.parametrize("form", ESCAPED_ECHOES)
+async def test_the_key_echoed_escaped_or_in_hex_is_scrubbed(form: str) -> None:
+    # out-125 F3: a server echoing the header percent-encoded, as HTML character references or
+    # in hex put the whole key into the results, in an error's message and in an answer.
+    echo = ESCAPED_ECHOES[form]
+    failure, _ = await chat(err(400, f"you sent Bearer {echo} (rejected)"))
+    said = json.loads(json.dumps(OK).replace('"Hello"', json.dumps(f"your key: {echo}")))
+    answer, _ = await chat(httpx.Response(200, json=said))
+    for result in (str(failure), answer.content):
+        assert "[key]" in result and FAKE_KEY[9:25] not in _decoded(result), result
+    # Escapes of other characters, and text with a bare %, are left as they were.
+    plain, _ = await chat(err(400, "100% sure: a&#60;b, %zz, &#x1F600;"))
+    assert "100% sure: a&#60;b, %zz, &#x1F600;" in str(plain)
 
 
 async def test_models_and_key_endpoints() -> None:
