@@ -33,6 +33,7 @@ from ._body import ACCEPT_ENCODING, read_capped
 from ._clock import Clock, SystemClock
 from ._exceptions import ConfigError, RequestFailed, ResponseTooLarge, Transient, Undecodable
 from ._generation import MESSAGE_LIMIT, Flight, abandoned, generation_header, valid_generation_id
+from ._json_text import is_json
 from ._pricing import EndpointPrice, GenerationCost, endpoints_slug, parse_endpoints, parse_generation
 from ._reply import ChatResult, Reply, error_failure, failure, parse_chat
 from ._routing import METADATA_HEADER
@@ -271,7 +272,7 @@ class OpenRouterClient:
         try:
             result = parse_chat(reply, self.scrub, self._clock.time())
         except Transient as failed:
-            if reply.status == 200 and failed.kind == "bad_response" and not _is_json(reply.body):
+            if reply.status == 200 and failed.kind == "bad_response" and not is_json(reply.body):
                 # A cut answer was generated, so it may well be billed.
                 raise abandoned(failed, [reply.headers], billable, self.scrub) from None
             raise
@@ -394,11 +395,3 @@ def _named(failure: RequestFailed, path: str) -> RequestFailed:
     failure.message = f"{path.split('?')[0]}: {failure.message}"
     failure.args = (failure.message,)
     return failure
-
-
-def _is_json(body: bytes) -> bool:
-    try:
-        orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    return True

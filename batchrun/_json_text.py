@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from ._formats import short
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -127,3 +129,12 @@ def json_leaves(value: Any) -> Iterator[Any]:
             yield from json_leaves(item)
     else:
         yield value
+
+
+def is_json(data: bytes) -> bool:
+    """Whether `data` is one whole JSON text."""
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True

@@ -32,7 +32,7 @@ import orjson
 
 from ._exceptions import OutputFailed, ResultsError
 from ._files import mapped_length, open_regular
-from ._json_text import valid_text
+from ._json_text import is_json, valid_text
 from ._reader import (
     MAX_RECORD_BYTES,
     ScanResult,
@@ -208,7 +208,9 @@ def repair_torn_tail(path: Path, job: str) -> str | None:
     keep = size - len(tail)
     torn = tail.rstrip(b"\0")  # blocks a crash left zero-filled after it: no record (break67 F3)
     zeros = not torn
-    if not zeros and not looks_like_record_start(torn):
+    if not zeros and (not looks_like_record_start(torn) or is_json(torn)):
+        # Whole JSON is no torn record: no record's start alone is JSON (out-125 F4: a hand-written
+        # `{"id":"note",...}` was cut as one).
         raise ResultsError(
             f"{path}: the last line ({len(tail)} bytes, no newline) is not a torn record; the file was left as it "
             f"is (to keep the records before it: truncate -s {keep} {path})"

@@ -232,6 +232,15 @@ def test_a_sparse_tail_is_not_mapped_and_is_cut_by_the_resume(results: Path, job
     assert results.read_bytes().startswith(before) and b"\0" not in results.read_bytes()
 
 
+def test_a_whole_json_tail_that_is_no_record_is_refused_not_cut(results: Path, job: Path) -> None:
+    # out-125 F4: a hand-written `{"id":"note",...}` with no newline was cut as "a torn last record".
+    results.write_bytes(results.read_bytes() + b'{"id":"note","status":"ok","note":"hand-written, please keep"}')
+    before = results.read_bytes()
+    code, _, err = call_cli(job, "--simulate", "-o", results, "--resume", "-q")
+    assert code == ExitCode.USAGE and "is not a torn record; the file was left as it is" in err, err
+    assert results.read_bytes() == before
+
+
 def test_a_torn_tail_longer_than_one_record_is_refused(
     results: Path, job: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
