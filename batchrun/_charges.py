@@ -115,6 +115,7 @@ class ChargeBook:
         self.doubting = 0  # doubted charges being looked up: no attempt is sent meanwhile
         self._doubts_settled = asyncio.Event()
         self._doubts_settled.set()
+        ledger.look_up_held = self.retry_lookups  # before a reservation finds no room (out-124 F1)
 
     def _reused(self, generation_id: str | None) -> bool:
         """Whether an earlier attempt had this id (counted): the new attempt is not looked up by it."""

@@ -43,6 +43,24 @@ class BudgetExhausted(BatchrunError):
     """Internal signal to the runner: this reservation can never fit (never leaves it)."""
 
 
+class _Shared:
+    """One task at a time that every reservation needing it waits for: started by the first,
+    awaited shielded (a cancelled waiter does not cancel what the others wait for)."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Future[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def run(self, start: Callable[[], Awaitable[None]]) -> None:
+        if not self.running:
+            self._task = asyncio.ensure_future(start())
+        assert self._task is not None
+        await asyncio.shield(self._task)
+
+
 class CreditLedger:
     def __init__(self, limit_usd: float | None) -> None:
         self.limit = limit_usd  # None: no budget, reservations always fit
@@ -68,8 +86,12 @@ class CreditLedger:
         # (no limit, or no key usage to follow). `read_key` reads the key and reopens it.
         self.key_window: float | None = None
         self.read_key: Callable[[], Awaitable[None]] | None = None
-        self._key_read: asyncio.Future[None] | None = None
+        self._key_read = _Shared()
         self.key_reads = 0  # reads the window asked for
+        # Looks up the charges whose worst cases are held (ChargeBook): asked before a reservation
+        # that finds no room stops the run, as a held worst case is mostly not what was charged.
+        self.look_up_held: Callable[[], Awaitable[None]] | None = None
+        self._held_lookup = _Shared()
         # The key's usage can no longer be followed (a read failed, or its usage fell): no
         # window can be trusted, so nothing more is reserved (`lose_key_window`).
         self.key_lost = False
@@ -122,6 +144,7 @@ class CreditLedger:
         # Single-threaded asyncio: the check and the update below happen without an
         # await between them, so no lock is needed on the fast path.
         read_at: int | None = None  # the ledger's change count when this reservation last read /key
+        looked_at: int | None = None  # ... when it last had the held charges looked up
         while True:
             if self.key_lost:
                 raise BudgetExhausted()
@@ -135,6 +158,13 @@ class CreditLedger:
             if self._fits(amount) and not self._beyond_window(amount):
                 break
             if self.in_flight == 0:
+                if self.held > self.batches_open and self.look_up_held is not None and looked_at != self._changes:
+                    # Worst cases held for attempts that may have been billed took the room: their
+                    # costs are asked first, and a stop comes only if they took it (out-124 F1: a
+                    # run of stalls stopped at $0.024 of $0.10, its holds looked up only after).
+                    looked_at = self._changes
+                    await self._held_lookup.run(self.look_up_held)
+                    continue
                 raise BudgetExhausted()
             self._waiting += 1
             try:
@@ -172,13 +202,10 @@ class CreditLedger:
         self._wake()
 
     async def _read_key_once(self) -> None:
-        """Read the key, or wait for the read another reservation started (shielded: a
-        cancelled waiter does not cancel the read the others wait for)."""
-        if self._key_read is None or self._key_read.done():
-            assert self.read_key is not None
-            self.key_reads += 1
-            self._key_read = asyncio.ensure_future(self.read_key())
-        await asyncio.shield(self._key_read)
+        """Read the key, or wait for the read another reservation started."""
+        assert self.read_key is not None
+        self.key_reads += not self._key_read.running
+        await self._key_read.run(self.read_key)
 
     async def settle(self, reservation: float, actual: float, answered: bool = False) -> None:
         """`answered`: `actual` is what a reply said it cost, which only the next /key read confirms."""

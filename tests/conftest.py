@@ -78,7 +78,15 @@ def respx_transport() -> httpx.AsyncHTTPTransport:
     return httpx.AsyncHTTPTransport(verify=_tls_context())
 
 
-class FakeClock:
+class _Patches:
+    def patch_system_clock(self: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The CLI's runs take SystemClock: made this clock for the test."""
+        monkeypatch.setattr(SystemClock, "monotonic", lambda _self: self.monotonic())
+        monkeypatch.setattr(SystemClock, "time", lambda _self: self.time())
+        monkeypatch.setattr(SystemClock, "sleep", lambda _self, seconds: self.sleep(seconds))
+
+
+class FakeClock(_Patches):
     """Monotonic and wall time that advance only when someone sleeps; sleeps return at once."""
 
     def __init__(self, start: float = 1_800_000_000.0) -> None:
@@ -101,7 +109,7 @@ class FakeClock:
 LEAP_POLL_S = 0.005
 
 
-class LeapClock:
+class LeapClock(_Patches):
     """Real time that leaps `by` seconds forward once `when()` holds. A run's deadline (or
     any wait) set in it comes when the test's condition is met, such as every request in
     flight or a row written, not when the machine's speed happens to bring it, and the test
@@ -129,12 +137,6 @@ class LeapClock:
         while (left := until - self.monotonic()) > 0:
             await asyncio.sleep(min(left, LEAP_POLL_S))
             self._look()
-
-    def patch_system_clock(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """The CLI's runs take SystemClock: made this clock for the test."""
-        monkeypatch.setattr(SystemClock, "monotonic", lambda _self: self.monotonic())
-        monkeypatch.setattr(SystemClock, "time", lambda _self: self.time())
-        monkeypatch.setattr(SystemClock, "sleep", lambda _self, seconds: self.sleep(seconds))
 
 
 def deadline_at_first_wait(patch: pytest.MonkeyPatch, seconds: float = 30) -> str:

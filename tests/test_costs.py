@@ -16,7 +16,7 @@ import pytest
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._client import OpenRouterClient, default_transport
 from batchrun._costs import CostModel, prompt_token_bound
-from batchrun._ledger import CreditLedger
+from batchrun._ledger import BudgetExhausted, CreditLedger
 from batchrun._matrix import matrix_requests
 from batchrun._summary_types import Summary
 from batchrun.simulator import SimConfig, Simulator
@@ -347,6 +347,29 @@ async def test_held_worst_cases_resolved_in_any_order_never_go_below_zero() -> N
     for amount in (0.1, 0.7, 0.3):
         await ledger.resolve(amount, 0.0)
     assert ledger.held == 0.0 and str(round(ledger.held, 8)) == "0.0"
+
+
+async def test_held_worst_cases_are_looked_up_before_a_reservation_with_no_room_is_refused() -> None:
+    # out-124 F1: worst cases held for attempts that may have been billed filled the budget, and
+    # a retry's reservation stopped the run at $0.024 of $0.10: their lookups came after.
+    ledger = CreditLedger(1.0)
+    held = [ledger.keep(await ledger.reserve(0.4)) for _ in range(2)]
+    lookups: list[float] = []
+
+    async def look_up_held() -> None:
+        lookups.append(ledger.held)
+        if len(lookups) == 1:
+            await ledger.resolve(held.pop(), 0.01)  # /generation knew one of them, then no more
+
+    with pytest.raises(BudgetExhausted):
+        await ledger.reserve(0.4)  # no one to look them up: refused, as before
+    ledger.look_up_held = look_up_held
+    assert await ledger.reserve(0.4) == 0.4 and lookups == [pytest.approx(0.8)]
+    ledger.keep(0.4)
+    # Asked again only once something changed: the last one found nothing, and the next is refused.
+    with pytest.raises(BudgetExhausted):
+        await ledger.reserve(0.4)
+    assert lookups == [pytest.approx(0.8), pytest.approx(0.8)] and len(held) == 1
 
 
 LIAR_JOB = """

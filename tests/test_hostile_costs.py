@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -1134,3 +1135,41 @@ def test_a_resume_looks_up_nothing_on_a_records_cost_fields_that_are_not_figures
     grader["doubted_cost"] = 1.0
     due = _due({**record, "judge_cost": 1.0, "checks": checks}, scrub)
     assert due is not None and due.graders == [(0, 0, "gen-3")] and due.answer is None
+
+
+def test_held_worst_cases_are_looked_up_before_a_reservation_with_no_room_stops_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # out-124 F1: attempts cut mid-answer (maybe billed) held their worst cases, looked up only
+    # once their rows ended; the retries found no room and the run stopped for budget (exit 5,
+    # rows skipped) with a third of it left ($0.31 of $0.50).
+    unknown = HostileServer(chat=lambda request: _cut(new_generation_id()))
+    unknown.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
+    worst = run(unknown, tmp_path / "worst").rows[0]["cost_held"]  # one attempt's worst case, held
+    cost, rows, cuts = worst / 6, 30, 3
+    tries: Counter[str] = Counter()
+
+    def chat(request: RawRequest) -> bytes:
+        tries[row := request.headers["x-batchrun-row"]] += 1
+        if tries[row] <= cuts:
+            return _cut(new_generation_id())
+        return json_answer(200, chat_payload(usage={**USAGE, "cost": cost}))
+
+    server = HostileServer(chat=chat)
+    server.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": asked_generation(request), "total_cost": cost}}
+    )
+    job = (
+        JOB.replace("max_attempts: 1", f"max_attempts: {cuts + 1}")
+        .replace(
+            "vars: [{country: France}, {country: Japan}, {country: Italy}, {country: Spain}]",
+            "vars: [" + ", ".join(f"{{country: c{n}}}" for n in range(rows)) + "]",
+        )
+        .replace("concurrency: 2", "concurrency: 4, key_refresh_s: 100000")  # no read by the fake clock's leaps
+    )
+    spent = rows * (cuts + 1) * cost
+    FakeClock().patch_system_clock(monkeypatch)  # the retries' backoff, not waited out
+    outcome = run(server, tmp_path / "run", "--budget", f"{spent * 1.4:.12f}", job=job)
+    assert outcome.code == ExitCode.OK, outcome.stderr
+    assert [r["status"] for r in outcome.rows] == ["ok"] * rows
+    assert _summary(tmp_path / "run")["spent_usd"] == pytest.approx(spent)
