@@ -25,13 +25,10 @@ from ._client import ChatResult, OpenRouterClient
 from ._cut_off import CutOff
 from ._exceptions import RequestFailed, Transient
 from ._ledger import CreditLedger
-from ._pricing import GenerationCost, doubted, money, usd
+from ._pricing import GenerationCost, above_worst, doubted, money, usd
 from ._reply import below_upstream, upstream_cost
 from ._row_cost import Charge, RowCharges
 
-# A charge above its attempt's worst case by more than this share (and a millionth of a
-# dollar) contradicts the bound: it is counted as charged, and flagged (break-14b m6).
-ABOVE_WORST_SHARE = 0.01
 # Lookups a wind-down makes at once: a few connections of the pool, not a burst on /generation.
 LOOKUPS_AT_ONCE = 8
 STALLED_LOOKUPS = 3  # lookups in a row out of time (or slow) before /generation counts as down (lookups_down)
@@ -133,7 +130,7 @@ class ChargeBook:
         """Flag a charge the worst case did not bound: a lying reply or lookup, or a cost
         the worst case missed. A worst case of 0 is not one (an unknown price run anyway).
         True when flagged."""
-        if worst > 0 and cost > worst * (1 + ABOVE_WORST_SHARE) + 1e-6:
+        if above_worst(cost, worst):
             self.above_worst += 1
             self.above_worst_usd += cost - worst
             if not self.above_worst_example:

@@ -39,7 +39,7 @@ from ._journal_file import Crashed, crash_fields, drop_recorded, journal_key_gap
 from ._killed_run import KeySeen, key_seen_line, last_key_seen
 from ._ledger import CreditLedger
 from ._matrix import Request, Shard, shard_text
-from ._pricing import DOUBTED_TIMES, doubted
+from ._pricing import DOUBTED_TIMES, above_worst, doubted, usd
 from ._reader import final_records
 from ._reconcile import KeyStart
 from ._record_head import Identity, record_head, record_identity
@@ -310,6 +310,12 @@ async def recover(
             out.warnings.append(
                 f"{refused} cost(s) /generation gave for attempts a killed run left in flight were over "
                 f"{DOUBTED_TIMES}x their worst cases: not taken, their worst cases held"
+            )
+        if above := [(cost, worst[g]) for g, cost in found.items() if g in worst and above_worst(cost, worst[g])]:
+            # Counted (the safe side), and said, as a run and a resume's lookups say it (out-124 F2).
+            out.warnings.append(
+                f"{len(above)} cost(s) /generation gave for attempts a killed run left in flight were above "
+                f"their worst cases (e.g. ${usd(above[0][0])} for ${usd(above[0][1])}): counted as charged"
             )
         known = {r.id: r for r in requests if r.id in rows}
         answered = _answers_being_graded(results, rows, known)

@@ -192,6 +192,8 @@ async def _locked_run(
             prior_spend, key_gap_before = prior_spend - released, key_gap_before - released
             if pre.limits.job is not None:  # the budget has that much more (the key's credit shows it)
                 pre.limits.job += released
+        for warning in pre.fit_warnings(settings):
+            notice(warning)
         budget = pre.budget
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
         # Not even a $0 request (_fits) once earlier runs spent it, or the key or account is overdrawn

@@ -234,6 +234,13 @@ class Preflight:
     def budget(self) -> float | None:
         return self.limits.limit
 
+    def fit_warnings(self, settings: RunSettings) -> list[str]:
+        """Models no request of which the budget can hold (_estimate.unaffordable). Said once the
+        budget is final: a resume releases what a killed or stopped run held that the key shows was
+        never charged, after pre-flight, and warned "raise the budget" under --quiet, then ran (out-124 F3)."""
+        budget, limits = self.limits.limit, self.limits
+        return [] if budget is None else unaffordable(self.estimate, budget, settings, limits.from_key, limits.job)
+
 
 def unpriced(budget: float | None) -> Preflight:
     """Start-up cut short by a stop (a signal, the deadline): nothing read, nothing will be sent."""
@@ -324,8 +331,6 @@ async def preflight(
     if refusal is not None:
         # With no /models, the URL is the likelier slip: said here too, as --quiet hides notices.
         raise ConfigError(refusal + (url_hint(client.base_url) if models is None else ""))
-    for warning in unaffordable(estimated, budget, settings, limits.from_key, limits.job) if budget is not None else []:
-        notice(warning)
     if estimated.unknown_why and budget is not None:
         reasons = "; ".join(f"{m} ({why})" for m, why in sorted(estimated.unknown_why.items()))
         notice(f"warning: no known worst case for {reasons}: reserved at $0 (run.allow_unknown_prices)")

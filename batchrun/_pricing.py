@@ -53,6 +53,16 @@ _ROUTING_VARIANTS = (":nitro", ":floor", ":online", ":exacto", ":thinking", ":ex
 DOUBTED_TIMES = 100
 
 
+# A charge above its attempt's worst case by more than this share (and a millionth of a
+# dollar) contradicts the bound: it is counted as charged, and flagged (break-14b m6).
+ABOVE_WORST_SHARE = 0.01
+
+
+def above_worst(charge: float, worst: float) -> bool:
+    """Whether a charge passed its attempt's worst case (a worst case of 0 is not one: an unknown price)."""
+    return worst > 0 and charge > worst * (1 + ABOVE_WORST_SHARE) + 1e-6
+
+
 def doubted(charge: float, worst: float) -> bool:
     """Whether a reported charge is too far above its worst case to be taken before a lookup."""
     return worst > 0 and charge > worst * DOUBTED_TIMES and charge > worst + 0.01

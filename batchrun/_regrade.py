@@ -219,6 +219,8 @@ async def regrade_file(
         pre = (await start_up if control is None else await control.before_start(start_up, time_left)) or unpriced(
             settings.budget_usd
         )
+        for warning in pre.fit_warnings(settings):
+            show_worst_case(warning)
         costs = pre.costs if pre.models is not None else None
         if costs is not None:
             worst = estimate_regrade(reread(), job, costs, regrade_all)

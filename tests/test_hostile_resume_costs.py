@@ -301,6 +301,9 @@ def test_what_a_crash_recovery_learns_of_charges_the_key_showed_is_counted_once(
     code, err = _recovered(tmp_path, 0.1, 0.35, '{"key_gap": 0.5}')
     assert code == ExitCode.OK, err
     assert "recorded as skipped (crashed); 0 of them of unknown cost" in err  # out-122 F6: known, not held
+    # Above their worst cases: counted, and said, as a run's and a resume's lookups say it (out-124 F2).
+    said = "2 cost(s) /generation gave for attempts a killed run left in flight were above their worst cases"
+    assert f"warning: {said} (e.g. $0.350000 for $0.100000): counted as charged" in err
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["spent_before_usd"] == pytest.approx(0.7) and summary["key_gap_usd"] < 1e-6
     assert summary["total"]["ok"] == 8  # the two crashed rows sent again too: $0.3 was left, not none

@@ -470,11 +470,11 @@ def _losing_key_server() -> Server:
     )
 
 
-async def _resume_with_the_key(tmp_path: Path, server: Server) -> tuple[Summary, list[str]]:
+async def _resume_with_the_key(tmp_path: Path, server: Server, budget: float = 1.0) -> tuple[Summary, list[str]]:
     """A resume of o.jsonl with /key answering again: its summary, and what it said."""
     server.key = lambda billed, reads: key_data(billed)
     said: list[str] = []
-    loaded = load_job(write_job(tmp_path, job_text(budget=1.0)))
+    loaded = load_job(write_job(tmp_path, job_text(budget=budget)))
     with server.hostile().running() as hostile:
         options = RunOptions(api_key=FAKE_KEY, base_url=hostile.base_url, output=tmp_path / "o.jsonl", resume=True)
         report = await run_job(loaded, replace(options, clock=FakeClock()), notice=said.append)
@@ -496,6 +496,23 @@ async def test_worst_cases_held_when_the_key_was_lost_are_released_by_a_resume_t
     # What the file counts is what the key was charged: each answer's reported cost, no more.
     assert summary["spent_before_usd"] + summary["spent_usd"] == pytest.approx(server.billed)
     assert summary["key_gap_usd"] == pytest.approx(0.0, abs=1e-9) and "key_readings" not in summary
+
+
+async def test_a_resume_that_releases_what_the_key_was_never_charged_says_no_request_is_short(tmp_path: Path) -> None:
+    # out-124 F3: the pre-flight said "no request fits the budget ... raise the budget" (even
+    # under --quiet) with the worst cases held, then released them and ran: a false warning.
+    server = _losing_key_server()
+    code, first, _ = await run(tmp_path, server, job_text(budget=1.0))
+    assert code == ExitCode.BUDGET and first["stop"] == "key_unreadable"
+    held, billed = first["key_gap_usd"], server.billed
+    # The cheapest request's worst case (~$0.016) fits once they are released, not while they are held.
+    budget = billed + 0.0200
+    assert budget - (billed + held) < 0.015
+    answered = server.chats
+    summary, said = await _resume_with_the_key(tmp_path, server, budget)
+    assert any("was not charged: released" in line for line in said), said
+    assert not any("fits the budget" in line for line in said), said
+    assert server.chats > answered and summary["total"]["ok"] >= 1
 
 
 @pytest.mark.parametrize("last", ["unreadable", "gone down"])
