@@ -151,12 +151,18 @@ def test_a_shard_count_far_above_the_shards_lists_the_first_missing_ones(results
 
 def test_outputs_named_by_a_symlink_are_written_where_it_points(results: Path, tmp_path: Path) -> None:
     target = tmp_path / "real.xml"
-    target.write_text("old")
+    target.write_text('<?xml version="1.0"?>\n<testsuites name="an earlier night"/>\n')
     link = tmp_path / "link.xml"
     link.symlink_to(target)
     assert call_cli("report", results, "--junit", link)[0] != ExitCode.IO
-    assert link.is_symlink() and target.read_bytes().startswith(b"<?xml")
+    assert link.is_symlink() and b"an earlier night" not in target.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.xml", "real.xml"]  # no temporary left
+    # out-125 F5: what is not a JUnit file, by its name or by a link, is not written over.
+    target.write_text("country,capital\nFrance,Paris\n")
+    for named in (target, link):
+        code, _, err = call_cli("report", results, "--junit", named)
+        assert code == ExitCode.USAGE and f"{named}: not a JUnit file batchrun wrote, nor empty" in err, err
+        assert target.read_text() == "country,capital\nFrance,Paris\n"
 
 
 def test_an_output_that_is_a_pipe_is_streamed_into_it(results: Path, tmp_path: Path) -> None:

@@ -403,9 +403,11 @@ def test_history_of_other_jobs_or_no_runs_is_one_line_exit_2(tmp_path: Path, his
     made = call_cli("history", history_dir, "--html", page)
     assert made[0] == 0 and "vega" in page.read_text(), made
     mine.write_text("<html>a page of the user's own</html>")
-    for target in (page, mine):
-        code, _, err = call_cli("history", history_dir / "run1.jsonl", other, "--html", target)
-        assert code == 2 and "different jobs" in err and err.count("\n") == 1
+    code, _, err = call_cli("history", history_dir / "run1.jsonl", other, "--html", page)
+    assert code == 2 and "different jobs" in err and err.count("\n") == 1
+    # A page of another's is not written over, whatever the inputs hold (out-125 F5).
+    code, _, err = call_cli("history", history_dir / "run1.jsonl", other, "--html", mine)
+    assert code == 2 and f"{mine}: not a page batchrun wrote, nor empty" in err and err.count("\n") == 1
     now = page.read_text()
     assert "No history: " in now and "different jobs" in now and "vega" not in now
     assert mine.read_text() == "<html>a page of the user's own</html>"

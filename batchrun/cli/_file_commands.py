@@ -20,7 +20,14 @@ from .._lock import refuse_live
 from .._summary_types import Summary
 from .._verdict import ExitCode, ungraded_reason
 from ._common import show, sim_config, simulator_endpoint, step_summary, with_simulator
-from ._report_outputs import refuse_sidecars, report_page, through, write_junit_file, write_report_page
+from ._report_outputs import (
+    refuse_other_kinds,
+    refuse_sidecars,
+    report_page,
+    through,
+    write_junit_file,
+    write_report_page,
+)
 
 if TYPE_CHECKING:
     from ._report_gate import KnownGate
@@ -41,8 +48,10 @@ _REGRADING_OPTIONS: tuple[tuple[str, Any], ...] = (
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from ._report_gate import UNFINISHED, KnownGate, failed_before_verdict, no_verdict
 
-    refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=(args.results, args.job))
+    outputs = ((args.html, "a page"), (args.junit, "a JUnit file"))
+    refuse_sidecars(*outputs, inputs=(args.results, args.job))
     if args.job is None:
+        refuse_other_kinds(*outputs)  # with --job, once the files the job names are known (_report_gate)
         # Options of the re-grading only: taken and left unused, a user believed them applied
         # (break23 F9: `report X --simulate` exited 0).
         given = [name for name, on in _REGRADING_OPTIONS if on(args)]
@@ -158,6 +167,7 @@ def cmd_history(args: argparse.Namespace, console: Console) -> int:
     from .._history import build_history, render_history_markdown, render_history_text
 
     refuse_sidecars((args.html, "a page"), inputs=args.paths)
+    refuse_other_kinds((args.html, "a page"))
     try:
         history = build_history(args.paths, console.warn)
     except (ConfigError, ResultsError) as failure:

@@ -20,6 +20,7 @@ from ._report_outputs import (
     holds_page_or_nothing,
     no_verdict_page,
     refuse_named_in_datasets,
+    refuse_other_kinds,
     refuse_sidecars,
     through,
     write_junit_file,
@@ -47,6 +48,7 @@ def report_against_job(
     job = load_job(args.job)
     refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=files_named_by(job.path))
     refuse_named_in_datasets(job, (args.html, "a page"), (args.junit, "a JUnit file"))
+    refuse_other_kinds((args.html, "a page"), (args.junit, "a JUnit file"))
     settings = with_pinned_thresholds(with_budget(job.run, args.budget), args.pass_threshold, args.max_error_rate)
     if said := budget_not_taken(job.run, args.budget):  # as run and plan say it (the re-grading's budget)
         console.warn(said)

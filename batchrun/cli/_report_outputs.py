@@ -36,6 +36,15 @@ def refuse_sidecars(*outputs: tuple[Any, str], inputs: Iterable[Path | None] = (
         taken[identity] = f"{role} it writes too ({path})"
 
 
+def refuse_other_kinds(*outputs: tuple[Any, str]) -> None:
+    """Pages and JUnit files are not written over a file of another kind, whatever it is, once
+    the files the command reads were named as such (out-125 F5: `--junit data.csv` replaced a
+    dataset `--job` was not there to name)."""
+    for path, role in outputs:
+        if path is not None and _foreign(Path(path), role):
+            raise ConfigError(f"{path}: not {role} batchrun wrote, nor empty: {role} is not written over it")
+
+
 def files_named_by(job_file: Path) -> list[Path]:
     """The files beside a job (loaded: bounded) that it names: its datasets, `json_schema`
     files, the grader prompt (verify25 N10: `--junit capital.schema.json` replaced the schema
@@ -112,13 +121,34 @@ def holds_junit_or_nothing(path: Path) -> bool:
     """Whether `path` is free for a JUnit file when the files a job names cannot be known: not
     there, or a regular file that begins as a JUnit file does (one this command wrote before)."""
     head = _head(path)
-    return head is not None and (not head or (head.lstrip().startswith(b"<?xml") and b"<testsuites" in head))
+    return head is not None and (not head or _junit_head(head))
 
 
 def holds_page_or_nothing(path: Path) -> bool:
     """The same for a page: not there, or one batchrun made."""
     head = _head(path)
     return head is not None and (not head or GENERATOR.encode() in head)
+
+
+def _foreign(path: Path, role: str) -> bool:
+    """Whether `path` is (or links to) a regular file with something in it other than `role`: a
+    pipe or a device is written into, as `/dev/stdout` is."""
+    import stat
+
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+        return False
+    with contextlib.suppress(OSError), path.open("rb") as handle:
+        head = handle.read(1024)
+        return not (GENERATOR.encode() in head if role == "a page" else _junit_head(head))
+    return False
+
+
+def _junit_head(head: bytes) -> bool:
+    return head.lstrip().startswith(b"<?xml") and b"<testsuites" in head
 
 
 def _head(path: Path) -> bytes | None:
