@@ -142,7 +142,13 @@ def unchecked_thresholds(
         ]
     for label, key, group, limit in subjects:
         checked, undecided, missing = group["checked"], group["undecided"], unanswered[key]
-        if checked == 0 and undecided + missing + group["error"] + group["skipped"] > 0:
+        if checked == 0 and undecided + missing + group["error"] + group["skipped"] == 0 and group["ok"]:
+            # Answered, and no check to grade them by (batch mode leaves max_latency_ms out): a
+            # threshold over them passed in silence, where the same job in sync mode failed (out-126 F1).
+            unchecked.append(
+                f"{label}: its threshold could not be checked: none of its {group['ok']} row(s) has a check"
+            )
+        elif checked == 0 and undecided + missing + group["error"] + group["skipped"] > 0:
             unchecked.append(
                 f"{label}: its threshold could not be checked: none of its rows was graded "
                 f"({undecided} undecided, {group['error']} in error"

@@ -724,6 +724,21 @@ LATENCY_CHECKED = THREE_MODELS.replace(
 )
 
 
+async def test_a_threshold_over_rows_batch_mode_leaves_without_a_check_is_not_passed(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    # out-126 F1: a prompt checked by max_latency_ms alone, which batch mode leaves out, and a
+    # threshold of its own: exit 0, nothing said, where the same job in sync mode failed it.
+    text = THREE_MODELS.replace(
+        "vars: [{a: 1}, {a: 2}]", "vars: [{a: 1}, {a: 2}]\n    checks: [{max_latency_ms: 1}]"
+    ).replace("max_error_rate: 0.5}", "max_error_rate: 0.5, pass_threshold: {prompts: {sum: 0.9}}}")
+    job = batch_job(write_job(tmp_path, text))
+    report = await run(job, batch_sim, tmp_path / "r.jsonl", clock)
+    code, reasons = decide(report.summary, job.run)
+    assert code == ExitCode.ERRORS and report.summary["prompts"]["sum"]["checked"] == 0
+    assert "prompt sum: its threshold could not be checked: none of its 6 row(s) has a check" in reasons
+
+
 async def test_a_batch_answer_is_a_sync_hit_only_where_every_check_can_be_graded(
     tmp_path: Path, batch_sim: Simulator, clock: FakeClock
 ) -> None:
