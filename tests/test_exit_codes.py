@@ -495,6 +495,16 @@ _entry.entry()
 """
 
 
+def test_the_console_scripts_first_module_loads_next_to_nothing_before_its_handlers() -> None:
+    # out-126 F2: the package's `typing` import, 15 ms before the handlers were in, was most of
+    # the window in which a SIGTERM killed a run by the signal (143) instead of exit 7.
+    probe = (
+        "import re, sys; import batchrun._entry; print(sorted({'typing', 'asyncio', 'importlib'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], env=child_env(), capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
 def test_a_signal_as_soon_as_the_console_script_starts_is_exit_7(tmp_path: Path, name: str) -> None:
     import tomllib

@@ -246,14 +246,17 @@ def test_sigterm_stops_cleanly_with_its_code(tmp_path: Path, sig: signal.Signals
     assert not (tmp_path / "term.jsonl.lock").exists() and not (tmp_path / "term.attempts.jsonl").exists()
 
 
-def test_a_run_under_nohup_outlives_a_sighup(tmp_path: Path) -> None:
-    # nohup ignores SIGHUP so the run outlives its terminal: it stays ignored.
+@pytest.mark.parametrize("ignored", [signal.SIGHUP, signal.SIGINT], ids=["nohup", "background"])
+def test_a_signal_ignored_when_the_run_started_stays_ignored(tmp_path: Path, ignored: signal.Signals) -> None:
+    # nohup ignores SIGHUP so the run outlives its terminal: it stays ignored. So does the SIGINT
+    # a shell ignores in what it starts with `&` (out-126 F3: a Ctrl-C meant for the script
+    # stopped every background shard past its start-up, and none before it).
     job = write_job(tmp_path, BIG_JOB)
     out = tmp_path / "hup.jsonl"
-    nohup = functools.partial(signal.signal, signal.SIGHUP, signal.SIG_IGN)
+    nohup = functools.partial(signal.signal, ignored, signal.SIG_IGN)
     process = start(job, "--simulate", "--sim", "latency_ms=100", "-o", out, "-q", preexec_fn=nohup)
     wait_for_lines(out, 10, process)
-    process.send_signal(signal.SIGHUP)
+    process.send_signal(ignored)
     wait_for_lines(out, 20, process)  # still running: more rows come
     assert process.poll() is None
     process.send_signal(signal.SIGTERM)
