@@ -25,8 +25,13 @@ MIN_SECRET = 8
 # is decoded: JSON's ("sk\u002dor...": tool-call arguments, a verdict, a json_schema check), a
 # URL's percent-encoding, HTML's character references (out-125 F3: a server echoing the header
 # so put it whole into the results). Each escape of a character a key can hold is read as it.
-_ESCAPED = re.compile(r"\\u([0-9a-fA-F]{4})|%([0-9a-fA-F]{2})|&#(?:[xX]([0-9a-fA-F]{1,6})|([0-9]{1,7}));")
+# Browsers read a character reference without its `;` too (out-128 F2). An escape of an escape's
+# own characters (`%2573`, `&#37;73`) is read as well, a few levels deep: they are plain text in
+# JSON, so reading them changes no JSON text's meaning.
+_ESCAPED = re.compile(r"\\u([0-9a-fA-F]{4})|%([0-9a-fA-F]{2})|&#(?:[xX]([0-9a-fA-F]{1,6})|([0-9]{1,7}));?")
 _ESCAPE_MARKS = ("\\u", "%", "&#")
+_READ_AS_IS = "-_%&#;"  # besides letters and digits
+_LEVELS = 3
 
 
 # Text that looks like an OpenRouter key, in what a job file or a dataset holds: never repeated
@@ -52,12 +57,19 @@ def _unescape_key_chars(match: re.Match[str]) -> str:
     hex_digits = match.group(1) or match.group(2) or match.group(3)
     code = int(hex_digits, 16) if hex_digits else int(match.group(4))
     char = chr(code) if code < 128 else ""
-    return char if char.isalnum() or char in "-_" else match.group(0)
+    return char if char and (char.isalnum() or char in _READ_AS_IS) else match.group(0)
 
 
 def _unescaped(text: str) -> str:
     """`text` with every escape of a key's characters read: the same text where none is."""
-    return _ESCAPED.sub(_unescape_key_chars, text) if any(mark in text for mark in _ESCAPE_MARKS) else text
+    for _ in range(_LEVELS):
+        if not any(mark in text for mark in _ESCAPE_MARKS):
+            break
+        read = _ESCAPED.sub(_unescape_key_chars, text)
+        if read == text:
+            break
+        text = read
+    return text
 
 
 class Scrubber:

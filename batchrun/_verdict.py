@@ -171,7 +171,14 @@ def unchecked_thresholds(
             )
     items = summary.get("items")
     absent = unverdicted.absent_items if unverdicted is not None else 0
-    if items and items.get("gate") and (items["undecided"] or absent) and not items["failed"]:
+    gated = items["passed"] + items["failed"] + items["undecided"] if items else 0
+    if items and items.get("gate") and not gated and not absent and items.get("unchecked"):
+        # Items without checks are not gated (break33 M1); with none but those, the gate checked
+        # nothing and passed in silence (out-128 F1: a batch run's max_latency_ms-only prompt).
+        unchecked.append(
+            f"the per-item gate could not be checked: none of its {items['unchecked']} item(s) has a check"
+        )
+    elif items and items.get("gate") and (items["undecided"] or absent) and not items["failed"]:
         # `per_item` is a threshold too: an item its graded repeats neither meet nor miss is
         # decided by the ungraded ones, and a gate no item met passed (break27 M2: exit 0).
         # With an item failed outright the gate is missed whatever they hold: quality, exit 3,

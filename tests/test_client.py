@@ -339,6 +339,10 @@ ESCAPED_ECHOES = {
     "percent-dashes": FAKE_KEY.replace("-", "%2d"),
     "html-decimal": "".join(f"&#{ord(c)};" for c in FAKE_KEY),
     "html-hex": "".join(f"&#x{ord(c):x};" for c in FAKE_KEY),
+    # out-128 F2: references without their `;` (browsers read them), and escapes of escapes.
+    "html-no-semicolon": "".join(f"&#{ord(c)}" for c in FAKE_KEY),
+    "html-of-percent": "".join(f"&#37;{b:02x}" for b in FAKE_KEY.encode()),
+    "percent-twice": "".join(f"%25{b:02X}" for b in FAKE_KEY.encode()),
     "hex": FAKE_KEY.encode().hex(),
     "HEX": FAKE_KEY.encode().hex().upper(),
 }

@@ -157,12 +157,15 @@ def test_outputs_named_by_a_symlink_are_written_where_it_points(results: Path, t
     assert call_cli("report", results, "--junit", link)[0] != ExitCode.IO
     assert link.is_symlink() and b"an earlier night" not in target.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.xml", "real.xml"]  # no temporary left
-    # out-125 F5: what is not a JUnit file, by its name or by a link, is not written over.
+    # out-125 F5: what is not a JUnit file, by its name or by a link, is not written over; nor a
+    # project's configuration that lists its <testsuites> (out-128 F3).
+    config = tmp_path / "phpunit.xml"
+    config.write_text('<?xml version="1.0"?>\n<phpunit><testsuites><testsuite name="unit"/></testsuites></phpunit>\n')
     target.write_text("country,capital\nFrance,Paris\n")
-    for named in (target, link):
+    for named in (target, link, config):
         code, _, err = call_cli("report", results, "--junit", named)
-        assert code == ExitCode.USAGE and f"{named}: not a JUnit file batchrun wrote, nor empty" in err, err
-        assert target.read_text() == "country,capital\nFrance,Paris\n"
+        assert code == ExitCode.USAGE and f"{named}: neither empty nor a JUnit results file" in err, err
+        assert target.read_text() == "country,capital\nFrance,Paris\n" and "<phpunit>" in config.read_text()
 
 
 def test_an_output_that_is_a_pipe_is_streamed_into_it(results: Path, tmp_path: Path) -> None:

@@ -407,7 +407,7 @@ def test_history_of_other_jobs_or_no_runs_is_one_line_exit_2(tmp_path: Path, his
     assert code == 2 and "different jobs" in err and err.count("\n") == 1
     # A page of another's is not written over, whatever the inputs hold (out-125 F5).
     code, _, err = call_cli("history", history_dir / "run1.jsonl", other, "--html", mine)
-    assert code == 2 and f"{mine}: not a page batchrun wrote, nor empty" in err and err.count("\n") == 1
+    assert code == 2 and f"{mine}: neither empty nor a page batchrun made" in err and err.count("\n") == 1
     now = page.read_text()
     assert "No history: " in now and "different jobs" in now and "vega" not in now
     assert mine.read_text() == "<html>a page of the user's own</html>"

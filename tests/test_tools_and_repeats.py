@@ -990,6 +990,11 @@ run: {pass_threshold: {per_item: {min: 2, of: 3}}}
     items = json.loads(out.with_name("u.summary.json").read_text())["items"]
     assert (items["count"], items["passed"], items["undecided"], items["unchecked"]) == (2, 1, 0, 1)
     assert "1 without checks" in text_out
+    # With no item but those, the gate checks nothing: said, exit 1, never passed (out-128 F1).
+    alone = text.replace('  - {id: capital, text: "Capital of France?", checks: [{contains: Paris}]}\n', "")
+    code, _, err = call_cli(write_job(tmp_path, alone, "alone.yaml"), "--simulate", "-o", tmp_path / "a.jsonl")
+    assert code == ExitCode.ERRORS, err
+    assert "the per-item gate could not be checked: none of its 1 item(s) has a check" in err
 
 
 def test_a_threshold_on_a_prompt_with_nothing_to_check_is_refused(tmp_path: Path) -> None:

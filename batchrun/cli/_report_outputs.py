@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -42,7 +43,8 @@ def refuse_other_kinds(*outputs: tuple[Any, str]) -> None:
     dataset `--job` was not there to name)."""
     for path, role in outputs:
         if path is not None and _foreign(Path(path), role):
-            raise ConfigError(f"{path}: not {role} batchrun wrote, nor empty: {role} is not written over it")
+            kind = "a page batchrun made" if role == "a page" else "a JUnit results file"
+            raise ConfigError(f"{path}: neither empty nor {kind}: {role} is not written over it")
 
 
 def files_named_by(job_file: Path) -> list[Path]:
@@ -147,8 +149,14 @@ def _foreign(path: Path, role: str) -> bool:
     return False
 
 
+# A JUnit results file: its root element is <testsuites> (or <testsuite>), after the declaration
+# and any comments. A project's configuration that holds a <testsuites> list (phpunit.xml) is not
+# one, and was written over (out-128 F3).
+_JUNIT_ROOT = re.compile(rb"\s*(?:<\?xml[^>]*\?>\s*)?(?:<!--.*?-->\s*)*<testsuites?[\s>/]", re.DOTALL)
+
+
 def _junit_head(head: bytes) -> bool:
-    return head.lstrip().startswith(b"<?xml") and b"<testsuites" in head
+    return _JUNIT_ROOT.match(head) is not None
 
 
 def _head(path: Path) -> bytes | None:
