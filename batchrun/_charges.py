@@ -18,6 +18,7 @@ A row's cost has one of four statuses (the record's `cost_status`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -112,7 +113,7 @@ class ChargeBook:
         self.doubting = 0  # doubted charges being looked up: no attempt is sent meanwhile
         self._doubts_settled = asyncio.Event()
         self._doubts_settled.set()
-        ledger.look_up_held = self.retry_lookups  # before a reservation finds no room (out-124 F1)
+        ledger.look_up_held = self.look_up_held
 
     def _reused(self, generation_id: str | None) -> bool:
         """Whether an earlier attempt had this id (counted): the new attempt is not looked up by it."""
@@ -345,6 +346,23 @@ class ChargeBook:
         await asyncio.gather(*(look_up(charge) for charge in list(self.unresolved)))
         if final:  # the estimates too: /generation lags an answer (break66 F5)
             await asyncio.gather(*(look_up(charge) for charge in list(self.estimated)))
+
+    async def look_up_held(self) -> None:
+        """Before a reservation that finds no room stops the run (CreditLedger.reserve): every held
+        charge with an id, LOOKUPS_AT_ONCE at a time, a /generation that has been slow asked too,
+        all within ROW_LOOKUP_S. A stop costs rows, this a few seconds at most: held worst cases
+        took the room and the run stopped with most of its budget left (out-124 F1), and so again
+        once /generation took 3 s a lookup and counted as down (out-127 F2)."""
+        turns = asyncio.Semaphore(LOOKUPS_AT_ONCE)
+
+        async def look_up(charge: Charge) -> None:
+            async with turns:
+                await self.look_up(charge, ROW_LOOKUP_S)
+
+        held = [charge for charge in self.unresolved if charge.generation_id is not None and not charge.reused_id]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ROW_LOOKUP_S):
+                await asyncio.gather(*(look_up(charge) for charge in held))
 
     @property
     def unresolved_held(self) -> float:

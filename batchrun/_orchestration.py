@@ -181,8 +181,6 @@ async def _locked_run(
             # Spent before this run began, as the killed run's records: the budget's part of the limit
             # falls by it (the key's credit shows it already: counted there, it stopped runs early).
             prior_spend, key_gap_before = prior_spend + unseen, key_gap_before + unseen
-            if job_budget is not None:
-                pre.limits.job = job_budget - unseen - settings.budget_margin_usd
         elif released := released_charge(seen, pre.key_start.usage, prior_spend, pre.key_start.remaining):
             notice(f"{output}: ${released:.6f} held for answers no /key read confirmed was not charged: released")
             if seen is not None and seen.unconfirmed_in_journal:
@@ -190,8 +188,11 @@ async def _locked_run(
             else:
                 release_in_summary(output, released)
             prior_spend, key_gap_before = prior_spend - released, key_gap_before - released
-            if pre.limits.job is not None:  # the budget has that much more (the key's credit shows it)
-                pre.limits.job += released
+        if (unseen or released) and settings.budget_usd is not None:
+            # What the budget leaves after what earlier runs spent as the key now shows it: from the
+            # budget again, not on top of a part already floored at $0 (out-127 F1: a release past a
+            # lower --budget gave it all back, and the resume spent $0.028 over it).
+            pre.limits.job = max(0.0, settings.budget_usd - prior_spend) - settings.budget_margin_usd
         for warning in pre.fit_warnings(settings):
             notice(warning)
         budget = pre.budget

@@ -515,6 +515,20 @@ async def test_a_resume_that_releases_what_the_key_was_never_charged_says_no_req
     assert server.chats > answered and summary["total"]["ok"] >= 1
 
 
+async def test_what_a_resume_releases_never_lifts_a_lower_budget_past_what_was_spent(tmp_path: Path) -> None:
+    # out-127 F1: the budget left after the earlier runs was floored at $0, then the release was
+    # added on top: with --budget at what the key was really charged, the resume spent $0.028 more.
+    server = _losing_key_server()
+    code, first, _ = await run(tmp_path, server, job_text(budget=1.0))
+    assert code == ExitCode.BUDGET and first["key_gap_usd"] > 0.02  # more held than a request needs
+    answered, billed = server.chats, server.billed
+    summary, said = await _resume_with_the_key(tmp_path, server, billed + 0.001)
+    assert any("was not charged: released" in line for line in said), said
+    assert server.chats == answered and server.billed == pytest.approx(billed)  # not one more request
+    assert any("fits the budget" in line for line in said), said
+    assert summary["spent_before_usd"] == pytest.approx(billed)
+
+
 @pytest.mark.parametrize("last", ["unreadable", "gone down"])
 async def test_answers_no_read_confirmed_count_their_worst_cases_when_only_the_last_read_fails(
     tmp_path: Path, last: str
