@@ -508,6 +508,30 @@ async def test_the_wind_downs_lookups_go_out_a_few_at_once(monkeypatch: pytest.M
     assert ledger.committed == pytest.approx(0.001 * (LOOKUPS_AT_ONCE + 4))
 
 
+async def test_held_charges_are_asked_before_a_budget_stop_even_of_a_generation_found_slow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # out-127 F2: /generation answering right in 3.2 s counted as down, and the lookup before a
+    # budget stop asked nothing: the run stopped with rows skipped and a third of its budget left.
+    from batchrun._charges import STALLED_LOOKUPS, ChargeBook
+    from batchrun._pricing import GenerationCost
+    from batchrun._row_cost import Charge
+
+    ledger = CreditLedger(0.5)
+
+    async def generation(generation_id: str) -> GenerationCost:
+        return GenerationCost(0.001)
+
+    async with OpenRouterClient("http://127.0.0.1:9/api/v1", FAKE_KEY) as client:
+        monkeypatch.setattr(client, "generation", generation)
+        book = ChargeBook(client, ledger)
+        book.unresolved = [Charge(f"gen-{n}", ledger.keep(await ledger.reserve(0.2))) for n in range(2)]
+        book.stalled = STALLED_LOOKUPS
+        assert book.lookups_down
+        assert await ledger.reserve(0.2) == 0.2  # 0.4 held of 0.5: asked, and 0.002 of it charged
+    assert book.unresolved == [] and ledger.committed == pytest.approx(0.002)
+
+
 @pytest.mark.parametrize("limit", [1.0, None], ids=["under-a-limit", "no-limit"])
 async def test_a_doubted_charge_is_looked_up_under_a_limit_even_with_generation_found_slow(
     monkeypatch: pytest.MonkeyPatch, limit: float | None
