@@ -340,7 +340,7 @@ async def _locked_run(
             # After the wind-down, what lookups learnt replaced held worst cases (verify25 N3: 10-20x).
             spent_usd=round(runner.ledger.committed + late_gap, 12),
             spent_before_usd=round(prior_spend, 8),
-            key_gap_usd=round(key_gap_before + runner.ledger.key_gap + late_gap, 8),
+            key_gap_usd=round(key_gap_before + runner.ledger.key_gap + late_gap, 8) + 0.0,  # never "-0.0"
             started_at=started_at,
             finished_at=finished_at,
             # Each run's own span and gap (a crashed run's, from its journal, with this one's):
