@@ -336,33 +336,31 @@ class ChargeBook:
             unresolved = [c for c in self.unresolved if c.generation_id is not None and not c.reused_id]
             if not final or not unresolved or not await self.look_up(unresolved[0], ROW_LOOKUP_S):
                 return
-        turns = asyncio.Semaphore(LOOKUPS_AT_ONCE)
-
-        async def look_up(charge: Charge) -> None:
-            async with turns:
-                if not self.lookups_down:  # stalled meanwhile: the rest stay held
-                    await self.look_up(charge, ROW_LOOKUP_S)  # a refresh holds a worker too (verify36 N1)
-
-        await asyncio.gather(*(look_up(charge) for charge in list(self.unresolved)))
+        await self._look_up_all(list(self.unresolved), while_up=True)
         if final:  # the estimates too: /generation lags an answer (break66 F5)
-            await asyncio.gather(*(look_up(charge) for charge in list(self.estimated)))
+            await self._look_up_all(list(self.estimated), while_up=True)
 
     async def look_up_held(self) -> None:
         """Before a reservation that finds no room stops the run (CreditLedger.reserve): every held
-        charge with an id, LOOKUPS_AT_ONCE at a time, a /generation that has been slow asked too,
-        all within ROW_LOOKUP_S. A stop costs rows, this a few seconds at most: held worst cases
-        took the room and the run stopped with most of its budget left (out-124 F1), and so again
-        once /generation took 3 s a lookup and counted as down (out-127 F2)."""
+        charge with an id, a /generation that has been slow asked too, all within ROW_LOOKUP_S.
+        A stop costs rows, this a few seconds at most: held worst cases took the room and the run
+        stopped with most of its budget left (out-124 F1), and so again once /generation took 3 s
+        a lookup and counted as down (out-127 F2)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ROW_LOOKUP_S):
+                await self._look_up_all(list(self.unresolved), while_up=False)
+
+    async def _look_up_all(self, charges: list[Charge], *, while_up: bool) -> None:
+        """`charges` looked up LOOKUPS_AT_ONCE at a time (each holds a worker's turn: verify36 N1);
+        `while_up`: the rest stay held once /generation counts as down meanwhile."""
         turns = asyncio.Semaphore(LOOKUPS_AT_ONCE)
 
         async def look_up(charge: Charge) -> None:
             async with turns:
-                await self.look_up(charge, ROW_LOOKUP_S)
+                if not (while_up and self.lookups_down):
+                    await self.look_up(charge, ROW_LOOKUP_S)
 
-        held = [charge for charge in self.unresolved if charge.generation_id is not None and not charge.reused_id]
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(ROW_LOOKUP_S):
-                await asyncio.gather(*(look_up(charge) for charge in held))
+        await asyncio.gather(*(look_up(charge) for charge in charges))
 
     @property
     def unresolved_held(self) -> float:

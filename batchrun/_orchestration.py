@@ -176,7 +176,7 @@ async def _locked_run(
         pre = await control.before_start(start_up(), time_left) or unpriced(job_budget)
         # A killed run's key readings: not across two of --simulate's own simulators (each has its key).
         seen = states.key_seen if states is not None and not options.fresh_simulator else None
-        journal_released = 0.0
+        journal_released = released = 0.0
         if unseen := killed_run_charge(seen, pre.key_start, prior_spend, output, notice):
             # Spent before this run began, as the killed run's records: the budget's part of the limit
             # falls by it (the key's credit shows it already: counted there, it stopped runs early).

@@ -57,7 +57,7 @@ def files_named_by(job_file: Path) -> list[Path]:
     from .._jobfile import SAFE_LOADER
 
     found: list[Path] = []
-    pending: list[Any] = [yaml.load(read_regular_text(job_file), Loader=SAFE_LOADER)]  # noqa: S506  # a safe loader
+    pending: list[Any] = [yaml.load(read_regular_text(job_file), Loader=SAFE_LOADER)]
     while pending:
         value = pending.pop()
         if isinstance(value, dict):
@@ -123,13 +123,13 @@ def holds_junit_or_nothing(path: Path) -> bool:
     """Whether `path` is free for a JUnit file when the files a job names cannot be known: not
     there, or a regular file that begins as a JUnit file does (one this command wrote before)."""
     head = _head(path)
-    return head is not None and (not head or _junit_head(head))
+    return head is not None and (not head or _of_kind("a JUnit file", head))
 
 
 def holds_page_or_nothing(path: Path) -> bool:
     """The same for a page: not there, or one batchrun made."""
     head = _head(path)
-    return head is not None and (not head or GENERATOR.encode() in head)
+    return head is not None and (not head or _of_kind("a page", head))
 
 
 def _foreign(path: Path, role: str) -> bool:
@@ -144,8 +144,7 @@ def _foreign(path: Path, role: str) -> bool:
     if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
         return False
     with contextlib.suppress(OSError), path.open("rb") as handle:
-        head = handle.read(1024)
-        return not (GENERATOR.encode() in head if role == "a page" else _junit_head(head))
+        return not _of_kind(role, handle.read(1024))
     return False
 
 
@@ -155,8 +154,9 @@ def _foreign(path: Path, role: str) -> bool:
 _JUNIT_ROOT = re.compile(rb"\s*(?:<\?xml[^>]*\?>\s*)?(?:<!--.*?-->\s*)*<testsuites?[\s>/]", re.DOTALL)
 
 
-def _junit_head(head: bytes) -> bool:
-    return _JUNIT_ROOT.match(head) is not None
+def _of_kind(role: str, head: bytes) -> bool:
+    """Whether a file's first KiB is that of `role`: a page batchrun made, or a JUnit results file."""
+    return GENERATOR.encode() in head if role == "a page" else _JUNIT_ROOT.match(head) is not None
 
 
 def _head(path: Path) -> bytes | None:
