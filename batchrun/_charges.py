@@ -267,7 +267,7 @@ class ChargeBook:
         # each row waited that long, 100 rows in 228 s (verify37 N2). Its cost is taken all the same.
         slow = asyncio.get_running_loop().time() - started >= SLOW_LOOKUP_S
         self.stalled = self.stalled + 1 if slow else 0
-        return found
+        return found if found is None or found.believed else None  # above any one request's cost: a lie
 
     async def look_up(self, charge: Charge, limit_s: float | None = None) -> bool:
         """Resolve one charge through /generation, unknown or estimated (its estimate then gives way

@@ -64,7 +64,7 @@ async def look_up_generations(
             except RequestFailed:
                 return
             if cost is not None:
-                found[generation_id] = cost
+                found[generation_id] = cost  # one not believed too: its caller says so
 
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(limit_s):
@@ -319,6 +319,8 @@ async def resolve_earlier_costs(
     if not dues:
         return out
     found = await look_up_generations(client, (generation_id for due in dues for generation_id in due.ids), limit_s)
+    # Not believed: its row stays as it was, said among those /generation gave nothing new for.
+    found = {generation_id: cost for generation_id, cost in found.items() if cost.believed}
     learnt = [(due, *moved, _held_unknown(due)) for due in dues if (moved := _fields(due, found)) is not None]
     out.unlearnt = len(dues) - len(learnt)
     key = key_rise(summary, output)

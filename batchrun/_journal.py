@@ -39,7 +39,7 @@ from ._journal_file import Crashed, crash_fields, drop_recorded, journal_key_gap
 from ._killed_run import KeySeen, key_seen_line, last_key_seen
 from ._ledger import CreditLedger
 from ._matrix import Request, Shard, shard_text
-from ._pricing import DOUBTED_TIMES, above_worst, doubted, usd
+from ._pricing import DOUBTED_TIMES, MAX_CHARGE_USD, above_worst, doubted, usd
 from ._reader import final_records
 from ._reconcile import KeyStart
 from ._record_head import Identity, record_head, record_identity
@@ -305,11 +305,16 @@ async def recover(
         attempts = [a for c in rows.values() for a in c.attempts]
         # A reply's own figure far above its worst case is what a lookup confirms or replaces (crash_fields).
         worst = {a["gen"]: a["usd"] or 0.0 for a in attempts if not doubted(a.get("paid") or 0.0, a["usd"] or 0.0)}
-        found = {g: cost.charged for g, cost in looked_up.items() if not doubted(cost.charged, worst.get(g, 0.0))}
+        found = {
+            g: cost.charged
+            for g, cost in looked_up.items()
+            if cost.believed and not doubted(cost.charged, worst.get(g, 0.0))
+        }
         if refused := len(looked_up) - len(found):
             out.warnings.append(
                 f"{refused} cost(s) /generation gave for attempts a killed run left in flight were over "
-                f"{DOUBTED_TIMES}x their worst cases: not taken, their worst cases held"
+                f"{DOUBTED_TIMES}x their worst cases (or over ${MAX_CHARGE_USD:,.0f}, more than one request "
+                "costs): not taken, their worst cases held"
             )
         if above := [(cost, worst[g]) for g, cost in found.items() if g in worst and above_worst(cost, worst[g])]:
             # Counted (the safe side), and said, as a run and a resume's lookups say it (out-124 F2).

@@ -315,6 +315,9 @@ class GenerationCost:
     # Its token counts (native, as a reply's usage counts them), where the lookup gave them: a
     # stream whose usage chunk never came had `max_tokens` checks it could not decide (break66 F2).
     usage: dict[str, int] | None = None
+    # False for a `total_cost` above MAX_CHARGE_USD: never counted, but a caller says it was
+    # given (a killed run's lookup of $20,000 kept its worst case in silence: out-127 F3).
+    believed: bool = True
 
     @property
     def charged(self) -> float:
@@ -338,7 +341,8 @@ def parse_generation(data: Any, asked: str) -> GenerationCost | None:
         return None
     total = charge(data.get("total_cost"))
     if total is None:
-        return None
+        sent = money(data.get("total_cost"))
+        return None if sent is None else GenerationCost(sent, believed=False)
     # As for an answer's usage (break-14b M3): a flag that is not a boolean, or an upstream
     # charge above 0, says BYOK; an upstream cost that cannot be read is not "none" (break14c N4).
     flag, sent_upstream = data.get("is_byok"), data.get("upstream_inference_cost")

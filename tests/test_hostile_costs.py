@@ -553,6 +553,23 @@ def test_a_resume_looks_up_the_costs_an_earlier_run_never_learnt(tmp_path: Path)
     assert sum("/generation" in r.path for r in server.requests) == asked
 
 
+def test_a_generation_cost_no_request_could_cost_is_never_counted_by_a_run_or_a_resume(tmp_path: Path) -> None:
+    # out-127 F3: above $10,000 for one attempt, /generation lies (out-104 F3: 1e300 bricked every
+    # resume). Neither the run's lookups nor a resume's take it: the rows stay unknown, held.
+    server = _unknown_costs()
+    server.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": request.path.split("id=")[1], "total_cost": 1e300}}
+    )
+    first = run(server, tmp_path, "--budget", "1")
+    assert first.code == ExitCode.OK, first.stderr
+    assert any("/generation" in r.path for r in server.requests)
+    again = run(server, tmp_path, "--resume", "--budget", "1")
+    assert again.code == ExitCode.OK, again.stderr
+    assert f"{len(first.rows)} row(s) of unknown or doubted cost stay so: /generation did not give it" in again.stderr
+    assert {r["cost_status"] for r in final_records(tmp_path / "out.jsonl")} == {"unknown"}
+    assert _summary(tmp_path)["spent_usd"] < 1
+
+
 def test_a_resume_does_not_look_up_a_generation_id_two_rows_carry(tmp_path: Path) -> None:
     # A server that reuses one id would give each row the other's cost (break66 F4): held still.
     reply = {**{k: v for k, v in chat_payload().items() if k != "usage"}, "id": "gen-same"}

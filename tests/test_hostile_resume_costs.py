@@ -309,10 +309,12 @@ def test_what_a_crash_recovery_learns_of_charges_the_key_showed_is_counted_once(
     assert summary["total"]["ok"] == 8  # the two crashed rows sent again too: $0.3 was left, not none
 
 
-def test_a_crash_recovery_takes_no_cost_far_above_an_attempts_worst_case(tmp_path: Path) -> None:
+@pytest.mark.parametrize("looked_up", [50.0, 20_000.0])
+def test_a_crash_recovery_takes_no_cost_far_above_an_attempts_worst_case(tmp_path: Path, looked_up: float) -> None:
     # out-121 F2: /generation said $50 for two attempts a kill -9 left in flight, worst case $0.027
     # each: taken without a word, $100 counted against $0.12 billed, every resume after exit 5.
-    code, err = _recovered(tmp_path, 0.027, 50.0)
+    # Above $10,000 (more than any one request costs) it was not believed, and not said (out-127 F3).
+    code, err = _recovered(tmp_path, 0.027, looked_up)
     assert code == ExitCode.OK, err
     assert "2 cost(s) /generation gave for attempts a killed run left in flight were over 100x" in err
     assert "2 row(s) had attempts in flight when an earlier run was killed: recorded as skipped (crashed); 2 of" in err

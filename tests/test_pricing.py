@@ -18,6 +18,7 @@ from batchrun._management import ManagementApi
 from batchrun._pricing import (
     MAX_CHARGE_USD,
     MAX_USD,
+    GenerationCost,
     charge,
     endpoints_slug,
     money,
@@ -144,7 +145,8 @@ def test_a_charge_no_request_could_cost_is_not_believed() -> None:
     # out-104 F3: a reply's usage.cost of 1e300 was counted as $1e12, for good.
     assert charge(12.5) == 12.5 and charge(MAX_CHARGE_USD) == MAX_CHARGE_USD
     assert charge(MAX_CHARGE_USD * 1.01) is charge(1e300) is charge(-1) is charge("1") is None
-    assert parse_generation({"id": "gen-1", "total_cost": 1e300}, "gen-1") is None
+    # Given, not believed: the caller says so (out-127 F3).
+    assert parse_generation({"id": "gen-1", "total_cost": 1e300}, "gen-1") == GenerationCost(MAX_USD, believed=False)
 
 
 def test_money_is_capped_so_sums_stay_finite() -> None:
