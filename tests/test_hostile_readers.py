@@ -310,7 +310,7 @@ def test_rows_of_another_job_in_a_file_are_set_aside(results: Path, tmp_path: Pa
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_bytes(results.read_bytes() + b"".join(orjson.dumps(r) + b"\n" for r in other))
     code, out, err = call_cli("report", mixed, "--json")
-    assert code == call_cli("report", results)[0]
+    assert code == ExitCode.INCOMPLETE and f"{mixed}: lines set aside, and no summary of its run to count" in err
     assert json.loads(out)["total"]["rows"] == 20 and "x/other-model" not in out
     assert err.count("set aside: a row of job 'other' in a file of job 'small'") == 3 and f"{mixed}:21:" in err
 
@@ -671,8 +671,10 @@ def test_a_first_line_edited_by_hand_names_a_few_lines_set_aside_and_counts_the_
     edited = tmp_path / "edited.jsonl"
     edited.write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, out, err = call_cli("report", edited, "--json")
-    lines = err.strip().splitlines()
-    assert code == ExitCode.OK and len(lines) == MAX_LINE_WARNINGS + 1, err
+    # 1 row of 105 read, and no summary to say the rest are missing: not a pass (out-128 F4).
+    assert code == ExitCode.INCOMPLETE and "no summary of its run to count its rows by" in err
+    lines = [line for line in err.strip().splitlines() if "set aside: " in line]
+    assert len(lines) == MAX_LINE_WARNINGS + 1, err
     assert all("set aside: a row of job 'small' in a file of job 'other'" in line for line in lines[:-1])
     more = len(rows) - 1 - MAX_LINE_WARNINGS
     assert lines[-1] == f"batchrun: warning: {edited}: set aside: {more} more line(s) not read as records, as above"
@@ -716,7 +718,9 @@ def test_a_newline_in_a_file_name_cannot_forge_a_line(results: Path, tmp_path: P
     named = tmp_path / "st\nbatchrun: fake.jsonl"
     named.write_bytes(_with(results, tmp_path, 5, "status", []).read_bytes())
     _, _, err = call_cli("report", named)
-    assert err.count("\n") == 1 and "st\\nbatchrun: fake.jsonl:5: set aside" in err
+    lines = err.splitlines()
+    assert len(lines) == 3 and all(line.startswith("batchrun: ") for line in lines)
+    assert "st\\nbatchrun: fake.jsonl:5: set aside" in lines[0]
 
 
 def test_a_pipe_whose_reader_left_takes_the_page_quietly(results: Path) -> None:
@@ -728,3 +732,23 @@ def test_a_pipe_whose_reader_left_takes_the_page_quietly(results: Path) -> None:
     finally:
         os.close(write)
     assert code == call_cli("report", results)[0] and "Broken pipe" not in err
+
+
+def test_a_file_without_its_summary_is_said_and_lines_set_aside_in_it_are_not_a_pass(
+    results: Path, tmp_path: Path
+) -> None:
+    # out-128 F4: a partial merge copied without its summary, or a file with a line set aside and
+    # no summary to count its rows by ("a row may be missing"), was exit 0 without a word.
+    alone = tmp_path / "alone.jsonl"
+    alone.write_bytes(results.read_bytes())
+    code, _, err = call_cli("report", alone)
+    assert code == ExitCode.OK
+    assert err == f"batchrun: warning: {alone}: no summary of its run beside it: rows never written cannot be counted\n"
+    alone.write_bytes(results.read_bytes() + b'{"id": "cut\n')
+    code, _, err = call_cli("report", alone, "--junit", tmp_path / "j.xml")
+    assert code == ExitCode.INCOMPLETE and "lines set aside, and no summary of its run to count its rows by" in err
+    assert "<failure" in (tmp_path / "j.xml").read_text()
+    # Beside its summary, which counts the 20 rows the file still holds, the same line is no row missing.
+    results.write_bytes(results.read_bytes() + b'{"id": "cut\n')
+    code, _, err = call_cli("report", results)
+    assert code == ExitCode.OK and "set aside" in err and "no summary" not in err

@@ -764,7 +764,7 @@ def test_a_row_that_failed_a_check_is_failed_beside_a_check_its_grader_left_unde
         _with_checks(row, None, False, None)  # as written before: read, not set aside
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, text, err = call_cli("report", path, "--json")
-    assert code == 0 and err == "" and json.loads(text)["total"]["undecided"] == 2
+    assert code == 0 and "set aside" not in err and json.loads(text)["total"]["undecided"] == 2
     _with_checks(rows[5], True, False, None)  # a verdict that disagrees is set aside, as always
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, text, err = call_cli("report", path, "--json")
@@ -946,7 +946,8 @@ def test_a_verdict_edited_against_its_checks_is_set_aside(tmp_path: Path) -> Non
     edited.write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, text, err = call_cli("report", edited, "--json")
     summary = json.loads(text)
-    assert code == ExitCode.OK and summary["total"]["rows"] == 10 and summary["unread_lines"] == 10
+    # With no summary to count its rows by, lines set aside may be rows missing (out-128 F4).
+    assert code == ExitCode.INCOMPLETE and summary["total"]["rows"] == 10 and summary["unread_lines"] == 10
     assert "'passed' does not agree with its checks" in err
     code, text, _ = call_cli("diff", before, edited, "--json")
     assert json.loads(text)["flips"]["fail_to_pass"] == []

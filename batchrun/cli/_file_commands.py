@@ -122,8 +122,10 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
         return report_against_job(args, console, records, page, counted, known)
     # Items judged by the gate the run had (its summary's `items.gate`), JUnit's too.
     run_summary = read_run_summary(args.results)
-    for doubt in summary_doubts(args.results):
+    doubts = summary_doubts(args.results)
+    for doubt in doubts:
         console.warn(doubt)
+    other_job = other_jobs_summary(args.results)
     gate = ItemGate.recorded(run_summary)
     builder = SummaryBuilder(gate).add_all(through(page, records))
     pending = list(pending_batches(args.results, console.warn))
@@ -134,11 +136,16 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
     if not summary["total"]["rows"] and not awaiting:
         raise ResultsError(f"{args.results}: holds no records")
     counted(summary)
+    if not run_summary and not doubts and not other_job:
+        # Said, not passed in silence (out-128 F4: a partial merge copied without its summary).
+        console.warn(f"{args.results}: no summary of its run beside it: rows never written cannot be counted")
     # Rows never answered (a run stopped at its deadline, its budget, a kill -9) leave the file
     # incomplete, as rows gone since its summary do: exit 12, and the JUnit file fails with it
     # (break42 F2: exit 0 and a JUnit file with no failure for a run stopped at its deadline).
     missing = missing_since_summary(args.results, run_summary, summary["total"]["rows"], unread)
-    reasons = [why for why in (missing, other_jobs_summary(args.results)) if why]
+    reasons = [why for why in (missing, other_job) if why]
+    if unread and not run_summary:  # "a row may be missing", and nothing to say it is not (out-128 F4)
+        reasons.append(f"{args.results}: lines set aside, and no summary of its run to count its rows by")
     if run_summary.get("merged_from") and run_summary.get("complete") is False:  # break53 F5: read as green
         short = [str(s) for s in run_summary.get("shortfalls") or [] if isinstance(s, str)][:3]
         reasons.append(f"{args.results}: a partial merge: {'; '.join(short) or 'rows of the job have no record'}")
