@@ -46,7 +46,7 @@ def _output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
             notice(f"warning: --resume: {options.output} holds no run: nothing to resume, a new run starts there")
         # A link's sidecars would be the link's own, not its file's: a resume through
         # `latest.jsonl -> real.jsonl` read no summary and spent the key gap again (G3).
-        return resolved(options.output) if options.output.is_symlink() else options.output
+        return _followed(options.output)
     if options.resume:
         shard = shard_text(options.shard)
         found = latest_incomplete(job.name, job.run.output, shard, options.retry_errors, options.fresh_simulator)
@@ -83,7 +83,18 @@ def _job_chosen(path: Path) -> Path:
     -o (out-108 F1: the first run's summary beside the link, the resume's beside the file)."""
     if (problem := job_path_problem(path, "the job's results file")) is not None:
         raise ConfigError(problem)
-    return resolved(path) if path.is_symlink() else path
+    return _followed(path)
+
+
+def _followed(path: Path) -> Path:
+    """`path`, or the file its link leads to; never into folders that do not exist: the folders
+    made are those of the path given, not a dangling link's (as for a page: break23)."""
+    if not path.is_symlink():
+        return path
+    target = resolved(path)
+    if not target.parent.is_dir():
+        raise ConfigError(f"{path}: its link leads into {target.parent}, which does not exist: name the file itself")
+    return target
 
 
 def _run_left(output: Path) -> bool:

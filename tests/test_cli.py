@@ -359,6 +359,11 @@ def test_report_files_never_make_a_dangling_links_folders_nor_take_a_lock_files_
     code, _, err = call_cli("report", out, "--html", link)
     assert code == ExitCode.IO and "its link leads into" in err and "which does not exist" in err
     assert not (tmp_path / "nowhere").exists()
+    # Nor a run's -o (a leftover of break23): the folders made are those of the path given.
+    (tmp_path / "run.jsonl").symlink_to(tmp_path / "nowhere" / "deeper" / "run.jsonl")
+    code, _, err = call_cli(small_job, "--simulate", "-o", tmp_path / "run.jsonl", "-q")
+    assert code == ExitCode.USAGE and "its link leads into" in err and "which does not exist" in err
+    assert not (tmp_path / "nowhere").exists()
     code, _, err = call_cli("report", out, "--junit", tmp_path / "r.jsonl.lock")
     assert code == ExitCode.USAGE and "that is the name of the lock file batchrun writes beside r.jsonl" in err
     assert not (tmp_path / "r.jsonl.lock").exists()
