@@ -221,17 +221,23 @@ def decide(
     over = budget is not None and spent is not None and spent > budget + 1e-6  # the summary rounds to 8 places
     # Or a resume's earlier runs spent past it (costs looked up since, a lower --budget: out-117 F4).
     past = summary.get("spent_past_budget_usd")
+    before = summary.get("spent_before_usd") or 0.0
+    earlier = (
+        [f"earlier runs of this file spent ${before:.6f}, over the budget of ${before - past:.6f} by ${past:.6f}"]
+        if past is not None
+        else []
+    )
     if stop in _STOP_CODES and not ((over or past is not None) and _STOP_CODES[stop] in _BELOW_BUDGET):
-        return _STOP_CODES[stop], [f"stopped: {stop}"]
+        # A budget stop says why there was none left: the earlier runs' spend (out-124 F2, a
+        # crash recovery's lookups above their worst cases took it past the budget).
+        return _STOP_CODES[stop], [f"stopped: {stop}", *(earlier if stop == StopReason.BUDGET else [])]
     if budget is not None and spent is not None and over:
         # Charges above their worst cases (a lookup, the key's usage) can end a run past its
         # limit without a stop, or with one that ranks below 5 (a deadline: 6, said to be
         # resumable: break14h H9); the exit code says so (break-14b M7), never 0.
         return ExitCode.BUDGET, [f"spent ${spent:.6f}, over the run's limit of ${budget:.6f} by ${spent - budget:.6f}"]
-    if past is not None:
-        before = summary.get("spent_before_usd") or 0.0
-        said = f"earlier runs of this file spent ${before:.6f}, over the budget of ${before - past:.6f} by ${past:.6f}"
-        return ExitCode.BUDGET, [said]
+    if earlier:
+        return ExitCode.BUDGET, earlier
     # Rows never answered although nothing stopped the run (a cancelled batch, a model stopped,
     # a rate limit past the wait cap): the run did not do its work, so never 0 (break-14b M9).
     # A model's daily cap keeps its own code (1), below.

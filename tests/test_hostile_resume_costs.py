@@ -309,6 +309,15 @@ def test_what_a_crash_recovery_learns_of_charges_the_key_showed_is_counted_once(
     assert summary["total"]["ok"] == 8  # the two crashed rows sent again too: $0.3 was left, not none
 
 
+def test_a_budget_stop_after_a_crash_recovery_says_the_earlier_runs_spent_past_the_budget(tmp_path: Path) -> None:
+    # out-124 F2: the lookups took the killed run's spend to $1.20 on a $1 budget; the resume sent
+    # nothing and said only "stopped: budget", not why none was left.
+    code, err = _recovered(tmp_path, 0.1, 0.6)
+    assert code == ExitCode.BUDGET, err
+    assert "batchrun: stopped: budget\n" in err
+    assert "earlier runs of this file spent $1.200000, over the budget of $1.000000 by $0.200000" in err
+
+
 @pytest.mark.parametrize("looked_up", [50.0, 20_000.0])
 def test_a_crash_recovery_takes_no_cost_far_above_an_attempts_worst_case(tmp_path: Path, looked_up: float) -> None:
     # out-121 F2: /generation said $50 for two attempts a kill -9 left in flight, worst case $0.027
