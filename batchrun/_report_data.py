@@ -104,12 +104,16 @@ class RunDigest:
         return {name: list(group.latencies) for name, group in sorted(self.builder.models.items())}
 
 
-def missing_since_summary(results: Path, summary: dict[str, Any], rows: int, unread: int) -> str | None:
+def missing_since_summary(
+    results: Path, summary: dict[str, Any], rows: int, unread: int, awaiting: int = 0
+) -> str | None:
     """Why `results` is known to miss records its run's `summary` counted (`rows`: the records it
     holds; `unread`: lines set aside or cut); None when it is not, or the summary is not this very
     file's (`r.bak` beside `r.jsonl` finds r.jsonl's: verify43 F1). A file only grows after its
     summary (a resume appends): fewer rows, or fewer bytes, are records gone (break40 F6, verify41
-    F-4a: exit 0, a CI step read it as whole)."""
+    F-4a: exit 0, a CI step read it as whole). Nor may a whole run's file hold fewer rows than its
+    job's matrix (`awaiting`: rows its batch record says are at OpenRouter): a submit tick's
+    file whose batch record was not kept (out-129 F1: half the rows in an open batch, exit 0)."""
     named, total = summary.get("output"), summary.get("total")
     if not isinstance(named, str) or Path(named).name != results.name or not isinstance(total, dict):
         return None
@@ -117,6 +121,12 @@ def missing_since_summary(results: Path, summary: dict[str, Any], rows: int, unr
     if type(counts) is int and counts > rows:
         why = f"{unread} line(s) set aside or cut" if unread else "lines removed since it was written?"
         return f"{results}: {counts - rows} of the {counts} row(s) its summary counts have no readable record ({why})"
+    matrix, whole = summary.get("matrix_rows"), summary.get("shard") is None and not summary.get("merged_from")
+    if whole and type(matrix) is int and matrix > rows + awaiting:
+        return (
+            f"{results}: {matrix - rows - awaiting} of the {matrix} row(s) of its run's job have no record (in "
+            "batches still open at OpenRouter whose batch record is gone, or records removed)"
+        )
     try:
         shorter = written - results.stat().st_size if type(written) is int else 0
     except OSError:
@@ -162,6 +172,23 @@ def _summary_beside(results: Path) -> tuple[dict[str, Any], str | None]:
     except (OSError, ResultsError):
         job = None
     return _as_written(data), job
+
+
+def unreadable_summary(results: Path) -> str | None:
+    """Why the summary beside `results` is there but says nothing: not JSON, or not an object (cut
+    short by a full disk, a 0-byte placeholder). Not "no summary": a gate cannot count the rows by
+    it (out-129 F2: 30 of 105 rows removed, exit 0), as a resume refuses it."""
+    path = results.with_name(results.stem + ".summary.json")
+    try:
+        data = json.loads(read_regular_text(path))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not JSON"
+        return f"{path}: cannot be read ({why}): the rows of {results.name} cannot be counted against its run"
+    if isinstance(data, dict):
+        return None
+    return f"{path}: not a summary (not a JSON object): the rows of {results.name} cannot be counted against its run"
 
 
 def other_jobs_summary(results: Path) -> str | None:

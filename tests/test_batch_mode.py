@@ -156,6 +156,11 @@ async def test_deadline_exits_submitted_then_resume_collects_without_resubmittin
     code, text, err = call_cli("report", out)
     assert code == ExitCode.INCOMPLETE and "15 row(s) await OpenRouter in open or in-doubt batches" in err
     assert "TOTAL" in text and "+?" in text  # their worst cases held, at a cost not known yet
+    # out-129 F1: its batch record not kept (an artifact of *.jsonl and *.summary.json), exit 0.
+    kept = state_path(out).rename(tmp_path / "kept")
+    code, _, err = call_cli("report", out)
+    assert code == ExitCode.INCOMPLETE and "15 of the 15 row(s) of its run's job have no record" in err
+    kept.rename(state_path(out))
 
     clock.now += 3 * 3600  # the next cron tick, hours later
     second = await run(job, batch_sim, out, clock, resume=True)

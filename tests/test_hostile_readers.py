@@ -8,6 +8,7 @@ import json
 import os
 import resource
 import select
+import shutil
 import stat
 import subprocess
 import threading
@@ -734,6 +735,13 @@ def test_a_pipe_whose_reader_left_takes_the_page_quietly(results: Path) -> None:
     assert code == call_cli("report", results)[0] and "Broken pipe" not in err
 
 
+def _copied(results: Path, folder: Path) -> Path:
+    """The module's run copied into `folder` with its summary, for a test to change."""
+    for name in ("r.jsonl", "r.summary.json"):
+        shutil.copyfile(results.with_name(name), folder / name)
+    return folder / "r.jsonl"
+
+
 def test_a_file_without_its_summary_is_said_and_lines_set_aside_in_it_are_not_a_pass(
     results: Path, tmp_path: Path
 ) -> None:
@@ -749,6 +757,22 @@ def test_a_file_without_its_summary_is_said_and_lines_set_aside_in_it_are_not_a_
     assert code == ExitCode.INCOMPLETE and "lines set aside, and no summary of its run to count its rows by" in err
     assert "<failure" in (tmp_path / "j.xml").read_text()
     # Beside its summary, which counts the 20 rows the file still holds, the same line is no row missing.
-    results.write_bytes(results.read_bytes() + b'{"id": "cut\n')
-    code, _, err = call_cli("report", results)
+    copy = _copied(results, tmp_path)
+    copy.write_bytes(copy.read_bytes() + b'{"id": "cut\n')
+    code, _, err = call_cli("report", copy)
     assert code == ExitCode.OK and "set aside" in err and "no summary" not in err
+
+
+@pytest.mark.parametrize("damaged", [b"", b'{"job": "small", "total": {"ro', b"{garbage", b"[]"])
+def test_a_summary_that_cannot_be_read_is_no_pass_for_a_file_with_rows_removed(
+    results: Path, tmp_path: Path, damaged: bytes
+) -> None:
+    # out-129 F2: a summary cut by a full disk, emptied or replaced read as "no summary": 5 of 20
+    # rows removed, exit 0 (a resume refuses such a summary; merge counts its shard incomplete).
+    copy = _copied(results, tmp_path)
+    copy.write_bytes(b"".join(results.read_bytes().splitlines(keepends=True)[5:]))
+    (tmp_path / "r.summary.json").write_bytes(damaged)
+    code, _, err = call_cli("report", copy)
+    assert code == ExitCode.INCOMPLETE, err
+    assert "r.summary.json: " in err and "the rows of r.jsonl cannot be counted against its run" in err
+    assert "no summary of its run beside it" not in err

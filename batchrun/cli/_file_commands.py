@@ -95,6 +95,7 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
         other_jobs_summary,
         read_run_summary,
         summary_doubts,
+        unreadable_summary,
     )
     from .._results import final_records
     from .._summary import SummaryBuilder
@@ -125,7 +126,7 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
     doubts = summary_doubts(args.results)
     for doubt in doubts:
         console.warn(doubt)
-    other_job = other_jobs_summary(args.results)
+    unvouched = other_jobs_summary(args.results) or unreadable_summary(args.results)
     gate = ItemGate.recorded(run_summary)
     builder = SummaryBuilder(gate).add_all(through(page, records))
     pending = list(pending_batches(args.results, console.warn))
@@ -133,17 +134,17 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
         output=str(args.results), key_gap_usd=file_key_gap(args.results)
     )
     awaiting = sum(len(entry.rows) for entry in pending)
-    if not summary["total"]["rows"] and not awaiting:
-        raise ResultsError(f"{args.results}: holds no records")
-    counted(summary)
-    if not run_summary and not doubts and not other_job:
-        # Said, not passed in silence (out-128 F4: a partial merge copied without its summary).
-        console.warn(f"{args.results}: no summary of its run beside it: rows never written cannot be counted")
     # Rows never answered (a run stopped at its deadline, its budget, a kill -9) leave the file
     # incomplete, as rows gone since its summary do: exit 12, and the JUnit file fails with it
     # (break42 F2: exit 0 and a JUnit file with no failure for a run stopped at its deadline).
-    missing = missing_since_summary(args.results, run_summary, summary["total"]["rows"], unread)
-    reasons = [why for why in (missing, other_job) if why]
+    missing = missing_since_summary(args.results, run_summary, summary["total"]["rows"], unread, awaiting)
+    if not summary["total"]["rows"] and not awaiting and missing is None:
+        raise ResultsError(f"{args.results}: holds no records")
+    counted(summary)
+    if not run_summary and not doubts and not unvouched:
+        # Said, not passed in silence (out-128 F4: a partial merge copied without its summary).
+        console.warn(f"{args.results}: no summary of its run beside it: rows never written cannot be counted")
+    reasons = [why for why in (missing, unvouched) if why]
     if unread and not run_summary:  # "a row may be missing", and nothing to say it is not (out-128 F4)
         reasons.append(f"{args.results}: lines set aside, and no summary of its run to count its rows by")
     if run_summary.get("merged_from") and run_summary.get("complete") is False:  # break53 F5: read as green
