@@ -620,7 +620,9 @@ def test_a_fifo_under_a_sidecars_name_is_refused_not_waited_on(tmp_path: Path) -
         os.mkfifo(tmp_path / "out.summary.json")
         code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "--budget", "1", "--resume")
         assert code == ExitCode.USAGE and "out.summary.json: not a regular file (a FIFO)" in err
-    assert call_cli("report", out)[0] == ExitCode.OK
+    # Not waited on; and a summary there that cannot be read is no pass (out-129 F2).
+    code, _, err = call_cli("report", out)
+    assert code == ExitCode.INCOMPLETE and "out.summary.json: cannot be read (not a regular file" in err
     # break14h H12: merge read the shard's summary, and plan the newest earlier run's, waiting
     # for a writer for ever. Without a summary the merge cannot tell it is complete (12).
     code, _, err = call_cli("merge", out, "-o", tmp_path / "m.jsonl")
