@@ -370,6 +370,8 @@ async def _locked_run(
             data["batches"] = executor.outcome.as_json(str(executor.state.path))
         data["complete"] = outcome.stop is None and data["total"]["skipped"] == 0
         data["runs_complete"] = states is None or states.runs_complete  # `runs` lists every run of the file
+        if isinstance(merged := earlier.get("merged_from"), list):  # still a merge: history saw 3 runs (out-130 F1)
+            data["merged_from"] = merged
         if (past := prior.past_budget(prior_spend, settings.budget_usd)) is not None:
             data["spent_past_budget_usd"] = past
         # A resume tells an edit by it (_run_output); of a file cut under the run, what the run wrote.

@@ -138,6 +138,16 @@ def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = Non
     if problem is not None:
         raise ConfigError(problem)
     refuse_summary_place(summary_path(output), new=info is None or info.st_size == 0)
+    merged = read_run_summary(output) if info is not None else {}
+    if merged.get("merged_from") and merged.get("complete") is False:
+        # A partial merge's resume paid again for the rows of the shard it lacks, although that
+        # shard's own file had answered them (out-130 F1). A whole one's resume looks up costs.
+        names = merged["merged_from"]
+        shards = ", ".join(Path(name).name for name in names[:3]) + (", ..." if len(names) > 3 else "")
+        raise ConfigError(
+            f"{output} is a partial merge of {shards}: it was left untouched; resume the shards (each with "
+            "its --shard), or run the one missing, and merge them again"
+        )
     if resume:  # an empty file too: a shard killed before its first record left its journal
         _refuse_another_shard(output, shard, first)
     if info is None or info.st_size == 0:

@@ -156,6 +156,21 @@ def test_a_shard_run_with_no_thresholds_leaves_the_rates_to_the_merged_gate(tmp_
     merged = tmp_path / "all.jsonl"
     assert call_cli("merge", merged, tmp_path / "s1.jsonl", tmp_path / "s2.jsonl", "--quiet")[0] == ExitCode.OK
     assert call_cli("report", merged, "--job", job)[0] in (ExitCode.ERRORS, ExitCode.QUALITY)  # gated here
+    # out-130 F1: a resume of a partial merge paid again for its missing shard's rows, which that
+    # shard's own file had answered: refused, its files as they were.
+    part = tmp_path / "part.jsonl"
+    assert call_cli("merge", part, tmp_path / "s1.jsonl", "--allow-partial", "-q")[0] == ExitCode.OK
+    before = {path.name: path.read_bytes() for path in tmp_path.glob("part.*")}
+    code, _, err = call_cli(job, "--simulate", "--resume", "-o", part, "-q", "--no-thresholds")
+    assert code == ExitCode.USAGE and "part.jsonl is a partial merge of s1.jsonl: it was left untouched" in err
+    assert {path.name: path.read_bytes() for path in tmp_path.glob("part.*")} == before
+    part.unlink()
+    (tmp_path / "part.summary.json").unlink()
+    # A whole one's resume (which looks up costs) keeps it a merge: `history` counted 3 runs.
+    assert call_cli(job, "--simulate", "--resume", "-o", merged, "-q", "--no-thresholds")[0] == ExitCode.OK
+    assert json.loads((tmp_path / "all.summary.json").read_text())["merged_from"]
+    code, text, _ = call_cli("history", tmp_path, "--json")
+    assert code == ExitCode.OK and len(json.loads(text)["runs"]) == 1
     # verify45 N2: a shard none of whose rows was answered is no rate question: exit 1, said.
     broken = tmp_path / "broken.jsonl"
     code, _, err = call_cli(
