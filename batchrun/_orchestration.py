@@ -31,6 +31,7 @@ from ._ledger import CreditLedger
 from ._library_args import checked_arguments, checked_threshold
 from ._lock import OutputLock, lock_created
 from ._matrix import Request, count_requests, matrix_requests, run_size_problem, shard_text
+from ._needless_stop import drop_needless_stop
 from ._options import HostCallback, Notice, RunOptions
 from ._output_paths import job_folder, job_path_problem, summary_path, write_json_atomically
 from ._preflight import Preflight, job_routing_warning, keep_row, make_client, open_cache, preflight, unpriced
@@ -314,13 +315,7 @@ async def _locked_run(
             )
         pending = [] if executor is None else executor.state.pending()
         summary.add_pending_batches(pending)
-        if outcome.stop == StopReason.KEY_UNREADABLE and not summary.total.skipped and not pending:
-            # Lost once every row was sent and answered (batch mode: the read after the last
-            # collection): nothing is left for a resume, so no stop; as sync's end-of-run read,
-            # a warning, the worst cases counted (verify41 item 6: exit 5, "resumable").
-            lost = outcome.stop_message.partition("; under a limit")[0]
-            notice(f"warning: {lost}, once every row was answered: what no read confirmed counts at its worst case")
-            outcome.stop, outcome.stop_message = None, ""
+        drop_needless_stop(outcome, summary, pending, executor is not None, notice)
         # Spent beyond the ledger at the end: the run's spend and the file's key gap carry it.
         late_gap = counted_at_end(reconciliation, runner.ledger, journal.attempts_sent > 0 or executor is not None)
         # This run's own gap, for merge to tell runs that overlapped: an earlier run's (a killed run's journal

@@ -171,6 +171,18 @@ async def test_deadline_exits_submitted_then_resume_collects_without_resubmittin
     assert len(read_rows(out)) == 15
 
 
+async def test_a_deadline_while_the_last_poll_collects_every_row_is_no_stop(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    # out-129 F5: the deadline came between two polls, after the batches had ended; the poll at it
+    # collected all 15 rows, and the run exited 6 (`complete: false`), report 0, nothing to resume.
+    job = batch_job(write_job(tmp_path, THREE_MODELS), deadline_s=1250, batch_poll_s=1000)
+    report = await run(job, batch_sim, tmp_path / "r.jsonl", clock)
+    assert clock.now >= 1250  # the batches ended at 1,200 s: collected by the poll at the deadline
+    assert report.summary["total"]["ok"] == 15 and report.summary["stop"] is None
+    assert report.summary["complete"] is True and code_of(report, job) == ExitCode.OK
+
+
 @pytest.mark.parametrize(("shard", "stop"), [(None, "submitted"), (Shard(2, 3), "submitted"), (None, "interrupted")])
 async def test_resume_without_output_finds_the_run_whose_rows_all_await_their_batches(
     tmp_path: Path,
