@@ -20,6 +20,7 @@ import codecs
 import collections
 import contextlib
 import csv
+import errno
 import json
 import math
 import os
@@ -34,7 +35,7 @@ from typing import IO, Any
 
 import orjson
 
-from ._exceptions import JobError, Problem
+from ._exceptions import JobError, OutputFailed, Problem
 from ._files import open_regular
 from ._jobfile import key_like_strings, unusable_number
 from ._judge import check_kinds
@@ -141,6 +142,9 @@ def _key_like(row: dict[str, Any]) -> str | None:
     return None
 
 
+_NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # a full temporary folder, a file-size limit
+
+
 class Snapshot:
     """A private copy of a dataset file, made by its first whole read; shared by the prompts
     that name the same file, so they see one version of it."""
@@ -175,6 +179,10 @@ class Snapshot:
                 with contextlib.suppress(OSError):  # its buffer's flush fails alike: the error is this one
                     copy.close()
                 where = tempfile.gettempdir()  # break44 F9: "File too large", naming nothing
+                if exc.errno in _NO_ROOM:  # the machine's trouble, not the job's: exit 11 (out-131)
+                    raise OutputFailed(
+                        f"{self.path}: cannot read it through a private copy in {where}: {exc.strerror}"
+                    ) from None
                 raise RowError(
                     None, f"cannot read it through a private copy in {where}: {exc.strerror or exc}"
                 ) from None

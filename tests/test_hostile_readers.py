@@ -224,10 +224,13 @@ def test_a_dataset_copy_cut_by_a_file_size_limit_is_one_line_naming_both(tmp_pat
         'name: data\nmodels: [openai/gpt-4o-mini]\nprompts:\n  - id: p\n    text: "{{country}}?"\ndataset: mid.jsonl\n'
     )
     job = write_job(tmp_path, text)
-    result = _with_small_files(50 * 1024, "validate", job)
-    assert result.returncode == ExitCode.USAGE and result.stderr.count("\n") == 1, result.stderr
-    assert "at $.dataset dataset file 'mid.jsonl': cannot read it through a private copy in " in result.stderr
-    assert result.stderr.endswith(": File too large\n")
+    # The machine's trouble, not the job's: exit 11, as the README says of a file-size limit (out-131).
+    for argv in (("validate", job), (job, "--simulate", "-o", tmp_path / "r.jsonl")):
+        result = _with_small_files(50 * 1024, *argv)
+        assert result.returncode == ExitCode.IO and result.stderr.count("\n") == 1, result.stderr
+        assert f"{tmp_path / 'mid.jsonl'}: cannot read it through a private copy in " in result.stderr
+        assert result.stderr.endswith(": File too large\n")
+    assert not (tmp_path / "r.jsonl").exists()
 
 
 def test_a_lock_that_cannot_be_written_is_named_and_not_left_behind(tmp_path: Path) -> None:
