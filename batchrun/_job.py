@@ -27,7 +27,7 @@ from ._judge import template_problems as grader_template_problems
 from ._parts import non_text_part
 from ._row_checker import row_checker
 from ._row_identity import REPEAT_HINT, row_key
-from ._schema_messages import schema_message
+from ._schema_messages import schema_message, shown_message, yaml_type_hint
 from ._scrub import environment_scrubber, hide_keys
 from ._settings import Endpoint, RunSettings, run_settings
 from ._template import names_in
@@ -68,20 +68,6 @@ class Job:
             rows.snapshot.close()
 
 
-def _yaml_type_hint(value: Any, expected: Any) -> str | None:
-    """A type error YAML 1.1 made, said as such (verify68 F7): `equals: NO` read "False is not
-    of type 'string'", `budget_usd: 1e-9` "'1e-9' is not of type 'number'" (no dot: text)."""
-    wanted = set(expected) if isinstance(expected, list) else {expected}
-    if isinstance(value, bool) and "string" in wanted:
-        return (
-            f"reads as the boolean {str(value).lower()} in YAML (yes, no, on and off too): quote it to use it as text"
-        )
-    if isinstance(value, str) and wanted & {"number", "integer"} and re.fullmatch(r"[-+]?[0-9]+[eE][-+]?[0-9]+", value):
-        dotted = re.sub(r"([eE])", r".0\1", value, count=1)
-        return f"{value!r} reads as text in YAML 1.1 (an exponent needs a dot): write {dotted}"
-    return None
-
-
 @functools.cache
 def _job_validator() -> Any:
     from jsonschema import Draft202012Validator, validators
@@ -111,7 +97,7 @@ def _schema_problems(source: JobSource) -> list[Problem]:
         message = kinds or hide_keys(error.message)
         if isinstance(error.instance, date) and error.validator == "type":  # not Python's datetime.date(...)
             message = f"{error.instance.isoformat()!r} reads as a date in YAML: quote it to use it as text"
-        elif error.validator == "type" and (hint := _yaml_type_hint(error.instance, error.validator_value)):
+        elif error.validator == "type" and (hint := yaml_type_hint(error.instance, error.validator_value)):
             message = hint
         if error.validator == "pattern" and isinstance(error.instance, str) and "@preset/" in error.instance:
             # presets.mdx's ids: refused, and why (break41 F4: the bare pattern said nothing).
@@ -127,8 +113,9 @@ def _schema_problems(source: JobSource) -> list[Problem]:
                         source.problem(path + (str(key),), hide_keys(f"unknown key {short(repr(key))}"), at_key=True)
                     )
             continue
-        problems.append(source.problem(path, message if kinds else short(message, 160)))  # kinds: all 14
-    return problems
+        problems.append(source.problem(path, message if kinds else shown_message(error, message)))  # kinds: all 14
+    # In the file's order: sorted as text, checks[10] came before checks[2] (out-130 F6).
+    return sorted(problems, key=lambda problem: (problem.line or 0, problem.column or 0))
 
 
 def _prompt_messages(prompt: dict[str, Any], defaults: dict[str, Any]) -> tuple[dict[str, str], ...]:

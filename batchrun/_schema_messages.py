@@ -5,8 +5,12 @@ property", a header value with a newline a network error at run time (break57 F1
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
+
+from ._formats import short
+from ._scrub import hide_keys
 
 # Sent as HTTP headers (HTTP-Referer, X-Title): printable ASCII, as the schema says.
 HEADER_FIELDS = {"app_url": "HTTP-Referer", "app_title": "X-Title"}
@@ -52,3 +56,34 @@ def schema_message(error: Any, path: Sequence[Any]) -> str | None:
             "(a `|` block ends with one: write it on one line) and no accented or other non-ASCII letter"
         )
     return None
+
+
+def yaml_type_hint(value: Any, expected: Any) -> str | None:
+    """A type error YAML 1.1 made, said as such (verify68 F7): `equals: NO` read "False is not
+    of type 'string'", `budget_usd: 1e-9` "'1e-9' is not of type 'number'" (no dot: text)."""
+    wanted = set(expected) if isinstance(expected, list) else {expected}
+    if isinstance(value, bool) and "string" in wanted:
+        return (
+            f"reads as the boolean {str(value).lower()} in YAML (yes, no, on and off too): quote it to use it as text"
+        )
+    if isinstance(value, str) and wanted & {"number", "integer"} and (number := _EXPONENT.fullmatch(value)):
+        # YAML 1.1's float needs a dot and a signed exponent: "write 1.0e3" was refused too (out-130 F3).
+        whole, dot, sign, power = number.groups()
+        return (
+            f"{value!r} reads as text in YAML 1.1 (an exponent needs a dot and a sign): "
+            f"write {whole}{dot or '.0'}e{sign or '+'}{power}"
+        )
+    return None
+
+
+_EXPONENT = re.compile(r"([-+]?[0-9]+)(\.[0-9]*)?[eE]([-+]?)([0-9]+)")
+
+
+def shown_message(error: Any, message: str) -> str:
+    """jsonschema's `message` for `error`, at most about 160 characters, its reason kept: it starts
+    with the value's repr, which a long value made all of it ("'openai/gpt-4o-mini, anthropic/...'
+    is ...": `models:` on one line; a 300-character name never said "too long": out-130 F2)."""
+    value = hide_keys(repr(error.instance))
+    if len(value) > 60 and message.startswith(value):
+        return short(value, 60) + short(message[len(value) :], 100)
+    return short(message, 160)

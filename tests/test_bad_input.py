@@ -1620,11 +1620,34 @@ def test_a_type_error_yaml_made_says_so(tmp_path: Path) -> None:
     # verify68 F7: `equals: NO` read "False is not of type 'string'", `budget_usd: 1e-9`
     # "'1e-9' is not of type 'number'" (YAML 1.1 reads an exponent without a dot as text).
     text = "name: t\nmodels: [openai/gpt-4o-mini]\nprompts: [{id: p, text: hi, checks: [{equals: NO}]}]\n"
-    text += "run: {budget_usd: 1e-9}\n"
+    text += "run: {budget_usd: 1e-9, deadline_s: 1.0e3, timeout_s: 2.5e3, max_wait_s: 1e3}\n"
     code, _, err = call_cli("validate", write_job(tmp_path, text))
+    # The spelling it advises is one YAML 1.1 reads as a number: "write 1.0e3" was refused too (out-130 F3).
+    why = "reads as text in YAML 1.1 (an exponent needs a dot and a sign): write"
     assert_refused(
         code,
         err,
         "$.prompts[0].checks[0].equals reads as the boolean false in YAML (yes, no, on and off too): quote it",
-        "$.run.budget_usd '1e-9' reads as text in YAML 1.1 (an exponent needs a dot): write 1.0e-9",
+        f"$.run.budget_usd '1e-9' {why} 1.0e-9",
+        f"$.run.deadline_s '1.0e3' {why} 1.0e+3",
+        f"$.run.timeout_s '2.5e3' {why} 2.5e+3",
+        f"$.run.max_wait_s '1e3' {why} 1.0e+3",
     )
+    advised = text.replace("NO", "'NO'").replace("1e-9", "1.0e-9").replace("1.0e3", "1.0e+3")
+    advised = advised.replace("2.5e3", "2.5e+3").replace("1e3", "1.0e+3")
+    assert call_cli("validate", write_job(tmp_path, advised))[0] == ExitCode.OK
+
+
+def test_a_long_value_leaves_the_reason_said_and_problems_come_in_the_files_order(tmp_path: Path) -> None:
+    # out-130 F2: cut at 160 characters, "'openai/gpt-4o-mini, anthropic/claude-3.5-haiku, ...' is ..."
+    # lost what was wrong (`models:` on one line), and a 300-character name never said "too long".
+    # F6: sorted as text, checks[10] came before checks[2].
+    models = ", ".join(["openai/gpt-4o-mini", "anthropic/claude-3.5-haiku", "google/gemini-2.0-flash-001"] * 2)
+    checks = ", ".join("{contains: x, weight: -1}" for _ in range(12))
+    text = f"name: {'n' * 300}\nmodels: {models}\nprompts:\n  - id: p\n    text: hi\n    checks: [{checks}]\n"
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    lines = err.splitlines()
+    assert code == ExitCode.USAGE and all(len(line) < 300 for line in lines), err
+    assert lines[0].endswith(" is too long") and lines[1].endswith(" is not of type 'array'"), err
+    weights = [line for line in lines if ".weight" in line]
+    assert [line.split("checks[")[1].split("]")[0] for line in weights] == [str(n) for n in range(12)], err

@@ -540,7 +540,7 @@ def test_misread_cache_options_are_one_line_usage_errors(tmp_path: Path, capsys:
 
 def test_a_bad_ttl_names_its_field(tmp_path: Path) -> None:
     for value, message in (
-        ("1e300", "'1e300' reads as text in YAML 1.1 (an exponent needs a dot)"),
+        ("1e300", "'1e300' reads as text in YAML 1.1 (an exponent needs a dot and a sign): write 1.0e+300"),
         ("0", "less than or equal to the minimum"),
     ):
         job = write_job(tmp_path, SMALL_JOB.replace("run: {", f"run: {{cache: {{ttl_s: {value}}}, "))
