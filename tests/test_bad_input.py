@@ -1651,3 +1651,16 @@ def test_a_long_value_leaves_the_reason_said_and_problems_come_in_the_files_orde
     assert lines[0].endswith(" is too long") and lines[1].endswith(" is not of type 'array'"), err
     weights = [line for line in lines if ".weight" in line]
     assert [line.split("checks[")[1].split("]")[0] for line in weights] == [str(n) for n in range(12)], err
+
+
+def test_a_finish_reason_check_takes_only_the_reasons_openrouter_gives(tmp_path: Path) -> None:
+    # out-130 F7: `finish_reason: Stop` or `[stopped, lenght]` passed validate, then failed every
+    # row ("expected finish_reason Stop, got stop"), exit 0 without a threshold.
+    checks = "[{finish_reason: Stop}, {finish_reason: [stop, lenght]}, {finish_reason: [length, tool_calls]}]"
+    text = f"name: t\nmodels: [openai/gpt-4o-mini]\nprompts: [{{id: p, text: hi, checks: {checks}}}]\n"
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    one_of = "is not one of ['stop', 'length', 'tool_calls', 'content_filter', 'error']"
+    assert_refused(
+        code, err, f"checks[0].finish_reason 'Stop' {one_of}", f"checks[1].finish_reason[1] 'lenght' {one_of}"
+    )
+    assert err.count("\n") == 2
