@@ -119,8 +119,13 @@ class OutputLock:
         self.path = target.with_name(target.name + ".lock")
         self._fd = -1
         self._file_fd = -1
+        self._made: list[Path] = []  # folders its lock made, the deepest first
 
     def acquire(self) -> None:
+        folder = self.target.parent
+        while not folder.exists() and folder != folder.parent:
+            self._made.append(folder)
+            folder = folder.parent
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # said as what it is for (break36 F7: "outputs: Read-only file system")
@@ -231,3 +236,11 @@ class OutputLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = -1
+        # Folders made for a run refused before it wrote anything go with it (out-130 F11: an
+        # unknown model left `outputs/<job>/` behind, empty); one that holds a file stays.
+        for folder in self._made:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._made = []

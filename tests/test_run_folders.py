@@ -525,3 +525,20 @@ def test_a_new_run_beside_a_killed_one_says_so(in_tmp: Path) -> None:
         "writes failed; its attempt journal is there): --resume finishes it\n"
     )
     assert call_cli("job.yaml", "--simulate", "-q", "-o", "other.jsonl")[2] == ""  # its own file: no word
+
+
+def test_a_run_refused_before_it_wrote_anything_leaves_no_folder_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # out-130 F11: an unknown model, exit 2, left `outputs/<job>/` behind, empty.
+    monkeypatch.chdir(tmp_path)
+    job = write_job(tmp_path, SMALL_JOB.replace("google/gemini-2.0-flash-001", "acme/not-a-model"))
+    for output in ((), ("-o", "new/deeper/r.jsonl")):
+        code, _, err = call_cli(job, "--simulate", "-q", *output)
+        assert code == ExitCode.USAGE and "model(s) not offered by the endpoint" in err
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["job.yaml"]
+    # A folder that was there stays, and one a run wrote into.
+    (tmp_path / "kept").mkdir()
+    assert call_cli(job, "--simulate", "-q", "-o", "kept/r.jsonl")[0] == ExitCode.USAGE and (tmp_path / "kept").is_dir()
+    good = write_job(tmp_path, SMALL_JOB)
+    assert call_cli(good, "--simulate", "-q")[0] == ExitCode.OK and any((tmp_path / "outputs").rglob("*.jsonl"))
