@@ -279,12 +279,12 @@ class DatasetFile:
         `bad`, puts a malformed JSONL row there and goes on (validate names every one)."""
         lines = self._lines(bad)
         try:
-            yield from self._csv_rows(lines) if self.is_csv else self._jsonl_rows(lines, bad)
+            yield from self._csv_rows(lines, bad) if self.is_csv else self._jsonl_rows(lines, bad)
         finally:
             lines.close()
 
     @staticmethod
-    def _csv_rows(lines: Iterator[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _csv_rows(lines: Iterator[str], bad: list[RowError] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
         # strict: a quote opened and never closed is an error, not every later line read into
         # one field (break48 F1: 4 rows became 2, validate ok, exit 0).
         reader = csv.DictReader(lines, strict=True)
@@ -306,16 +306,21 @@ class DatasetFile:
         if spaced := [name for name in names if name != name.strip()]:
             # `y, x` names a column " x": every row then "lacks x" (break48 F4).
             raise RowError(1, f"column name(s) {', '.join(map(repr, spaced))} of the header begin or end with a space")
+        width = len(names)
         while True:
             start = reader.line_num + 1  # a quoted field may run over lines: its row starts here
             with _csv_errors(start):
                 row = next(reader, None)
             if row is None:
                 return
-            if None in row:
-                raise RowError(reader.line_num, "more fields than the header names")
-            if any(value is None for value in row.values()):
-                raise RowError(reader.line_num, f"fewer fields than the header's {len(names)}")
+            if None in row or any(value is None for value in row.values()):
+                why = "more fields than the header names" if None in row else f"fewer fields than the header's {width}"
+                if bad is None:
+                    raise RowError(reader.line_num, why)
+                bad.append(RowError(reader.line_num, why))  # each named, as a JSONL file's (out-130 F5)
+                if len(bad) > MAX_ROW_PROBLEMS:
+                    return
+                continue
             yield reader.line_num, dict(row)
 
     @staticmethod

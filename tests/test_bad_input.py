@@ -630,6 +630,13 @@ DATASET_CASES: list[tuple[str, str, bytes, list[str]]] = [
     # break48: "the matrix is empty", though prompts with rows of their own still have them.
     ("empty dataset", "d.jsonl", b"\n", ["dataset 'd.jsonl' has no rows: the prompts that read it would send nothing"]),
     ("csv long row", "d.csv", b"country,expect\nFrance,Paris,x\n", ["d.csv:2", "more fields than the header names"]),
+    # out-130 F5: only the first was named, where a JSONL file's are each (one validate a row).
+    (
+        "csv rows short and long",
+        "d.csv",
+        b"country,expect\nJapan\nFrance,Paris,x\nPeru,Lima\nChile\n",
+        ["d.csv:2: fewer fields", "d.csv:3: more fields", "d.csv:5: fewer fields"],
+    ),
     # break48 F1: a quote never closed read every later line into one field (4 rows became 2, exit 0).
     (
         "csv unclosed quote",
@@ -741,7 +748,8 @@ def test_bad_datasets(tmp_path: Path, name: str, filename: str, content: bytes, 
     for args in runs:
         code, out, err = call_cli(*args)
         assert_refused(code, err, *fragments)
-        assert len(err.splitlines()) == 1
+        # One line, or one a row named with its line ("d.csv:2: ...") where several are.
+        assert len(err.splitlines()) == max(1, sum(fragment.count(":") == 2 for fragment in fragments))
     unchanged()
 
 
