@@ -22,6 +22,7 @@ from typing import Any
 
 METADATA_HEADER = "X-OpenRouter-Metadata"
 PIN_BROKEN = "routing pinned (params.provider, allow_fallbacks: false) but answered outside the pin"
+OTHER_MODEL = "answered by another author's model than the one asked for"
 
 
 def answering_provider(reply: Mapping[str, Any], scrub: Callable[[str], str] = str) -> str | None:
@@ -94,26 +95,56 @@ def _squashed(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
+def _author(model: str) -> str:
+    return model.lstrip("~").partition("/")[0].lower()
+
+
+def another_author(model: str, body: Mapping[str, Any], answered: Any) -> bool:
+    """Whether a reply's `model` is of another author than the model asked for and its `models`
+    fallbacks: the model under evaluation did not answer. A dated or variant id of the same
+    author (openai/gpt-4o-mini-2024-07-18) is its own; a router (openrouter/auto) may pick any."""
+    if not isinstance(answered, str) or "/" not in answered:
+        return False
+    fallbacks = body.get("models")
+    asked = (
+        {_author(model)} | {_author(m) for m in fallbacks if isinstance(m, str)}
+        if isinstance(fallbacks, list)
+        else {_author(model)}
+    )
+    return "openrouter" not in asked and _author(answered) not in asked
+
+
 class PinWatch:
     """Rows a pinned request got from a provider it did not allow: the pin the README asks for
-    was not kept, and nothing said so (break66 F3: all 4 rows from another provider, exit 0)."""
+    was not kept, and nothing said so (break66 F3: all 4 rows from another provider, exit 0).
+    And rows another author's model answered (out-129 F4: every reply to openai/gpt-4o-mini
+    said meta-llama/llama-3.1-8b-instruct, exit 0, in the summary's `answered_by` alone)."""
 
     def __init__(self) -> None:
         self.rows: Counter[str] = Counter()
         self.providers: dict[str, set[str]] = {}
+        self.others: dict[str, Counter[str]] = {}
 
-    def note(self, model: str, body: Mapping[str, Any], provider: Any) -> None:
+    def note(self, model: str, body: Mapping[str, Any], provider: Any, answered: Any = None) -> None:
         if isinstance(provider, str) and outside_pin(body, provider):
             self.rows[model] += 1
             self.providers.setdefault(model, set()).add(provider)
+        if another_author(model, body, answered):
+            self.others.setdefault(model, Counter())[answered[:100]] += 1
 
     def warning(self, before: str | None) -> str | None:
         """`before` (the job's own routing warning), with what the replies broke of a pin."""
-        if not self.rows:
-            return before
-        broken = "; ".join(
-            f"{model}: {n} row(s) answered by {', '.join(sorted(self.providers[model]))}"
-            for model, n in sorted(self.rows.items())
-        )
-        said = f"{PIN_BROKEN}: {broken}"
-        return f"{before}; {said}" if before else said
+        said = [before] if before else []
+        if self.rows:
+            broken = "; ".join(
+                f"{model}: {n} row(s) answered by {', '.join(sorted(self.providers[model]))}"
+                for model, n in sorted(self.rows.items())
+            )
+            said.append(f"{PIN_BROKEN}: {broken}")
+        if self.others:
+            other = "; ".join(
+                f"{model}: {sum(by.values())} row(s) by {', '.join(sorted(by))}"
+                for model, by in sorted(self.others.items())
+            )
+            said.append(f"{OTHER_MODEL}: {other}")
+        return "; ".join(said) or None

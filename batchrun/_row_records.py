@@ -88,7 +88,7 @@ class RowRecords:
         except OutputFailed as failure:
             self.stops.request(StopReason.IO, str(failure))
             raise
-        self.pins.note(request.model, request.body, record.get("provider"))
+        self.pins.note(request.model, request.body, record.get("provider"), record.get("response_model"))
         if self.on_record is not None:
             self.on_record(record)
 

@@ -634,6 +634,28 @@ def test_a_pinned_request_answered_outside_its_pin_is_said(
     assert (said in outcome.stderr) is broken  # on stderr under --quiet too
 
 
+@pytest.mark.parametrize(
+    ("answered", "params", "said"),
+    [
+        ("meta-llama/llama-3.1-8b-instruct", "", True),
+        ("openai/gpt-4o-mini-2024-07-18", "", False),  # a dated id of the model asked for
+        ("anthropic/claude-3.5-haiku", ", models: [anthropic/claude-3.5-haiku]", False),  # a fallback asked for
+        ("gpt-4o-mini", "", False),  # no author to tell
+    ],
+)
+def test_a_reply_from_another_authors_model_is_said(tmp_path: Path, answered: str, params: str, said: bool) -> None:
+    # out-129 F4: every reply to openai/gpt-4o-mini said meta-llama answered: exit 0, said nowhere
+    # but the summary's `answered_by`.
+    server = HostileServer(chat=lambda request: json_answer(200, chat_payload(model=answered)))
+    job = JOB.replace("params: {max_tokens: 16}", f"params: {{max_tokens: 16{params}}}")
+    outcome = run(server, tmp_path, "--quiet", job=job)
+    assert outcome.code == ExitCode.OK and {r["response_model"] for r in outcome.rows} == {answered}
+    warning = f"answered by another author's model than the one asked for: openai/gpt-4o-mini: 4 row(s) by {answered}"
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert (warning in (summary["routing_warning"] or "")) is said
+    assert (warning in outcome.stderr) is said  # on stderr under --quiet too
+
+
 def test_a_results_file_emptied_while_the_run_ends_is_no_complete_run(tmp_path: Path) -> None:
     # verify69 F3: emptied after the last record, during the end-of-run /key read: exit 0, a summary
     # saying "complete" of rows gone, and `results_bytes: 0`, so a resume bought them all again.

@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
     from .._options import RunOptions
     from .._orchestration import run_job
     from .._progress import Progress
-    from .._routing import PIN_BROKEN
+    from .._routing import OTHER_MODEL, PIN_BROKEN
     from .._summary_text import render_markdown, render_text
 
     if args.no_thresholds and args.max_error_rate is not None:
@@ -172,8 +172,8 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
         if report.summary.get("stop") == "io":
             console.error(report.summary["stop_message"])
     routing = report.summary.get("routing_warning") or ""
-    if args.quiet and code == ExitCode.OK and PIN_BROKEN in routing:  # a pin not kept is news under --quiet too
-        console.warn(routing[routing.index(PIN_BROKEN) :])
+    if args.quiet and code == ExitCode.OK and (news := [p for p in (PIN_BROKEN, OTHER_MODEL) if p in routing]):
+        console.warn(routing[routing.index(news[0]) :])  # a pin not kept, a model not asked: news under --quiet too
     step_summary(console, render_markdown(report.summary, verdict=(int(code), reasons)), args)
     # A stdout closed from the start (`>&-`) is said only when the summary had something wrong
     # to show (a passing run's summary is no news, and cron mails whatever is said).
