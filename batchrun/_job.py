@@ -85,7 +85,9 @@ def _schema_problems(source: JobSource) -> list[Problem]:
 
     validator = _job_validator()
     problems = []
-    for error in sorted(validator.iter_errors(source.data), key=lambda e: list(map(str, e.absolute_path))):
+    for error in validator.iter_errors(source.data):
+        if error.instance is None and error.validator != "type":
+            continue  # an empty item (`- `): its type error says it, not "give vars or dataset, not both" (out-130 F8)
         # For oneOf/anyOf the useful message is in the closest-matching branch: not one the
         # value is not even the type of (a per_item object is not "not of type number").
         kinds = schema_message(error, list(error.absolute_path))

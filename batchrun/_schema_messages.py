@@ -55,13 +55,29 @@ def schema_message(error: Any, path: Sequence[Any]) -> str | None:
             f"it is sent as the {HEADER_FIELDS[path[-1]]} header, which carries printable ASCII only: no newline "
             "(a `|` block ends with one: write it on one line) and no accented or other non-ASCII letter"
         )
+    if error.validator == "pattern" and isinstance(error.instance, str) and value in _PATTERNS_SAID:
+        # A regex is no answer to a newcomer (out-130 F8: `name: my eval`, `api_key_env: $OPENROUTER_API_KEY`).
+        hint = " (the variable's name, without the $)" if error.instance.startswith("$") else ""
+        return f"{short(repr(error.instance), 60)}: {_PATTERNS_SAID[value]}{hint}"
     return None
+
+
+_PATTERNS_SAID = {
+    "^[A-Za-z0-9][A-Za-z0-9._-]*$": (
+        "letters, digits, '.', '_' and '-' only, starting with a letter or digit (no spaces)"
+    ),
+    "^[A-Za-z0-9_-]+$": "letters, digits, '_' and '-' only (no spaces)",
+    "^[A-Za-z_][A-Za-z0-9_]*$": "an environment variable's name: letters, digits and '_', not starting with a digit",
+}
 
 
 def yaml_type_hint(value: Any, expected: Any) -> str | None:
     """A type error YAML 1.1 made, said as such (verify68 F7): `equals: NO` read "False is not
     of type 'string'", `budget_usd: 1e-9` "'1e-9' is not of type 'number'" (no dot: text)."""
     wanted = set(expected) if isinstance(expected, list) else {expected}
+    if value is None and "null" not in wanted:  # not Python's "None is not of type 'object'" (out-130 F8)
+        kinds = " or ".join(_KIND_SAID.get(kind, kind) for kind in sorted(wanted))
+        return f"is empty (null in YAML: nothing after the colon or the dash): give {kinds}"
     if isinstance(value, bool) and "string" in wanted:
         return (
             f"reads as the boolean {str(value).lower()} in YAML (yes, no, on and off too): quote it to use it as text"
@@ -76,6 +92,13 @@ def yaml_type_hint(value: Any, expected: Any) -> str | None:
     return None
 
 
+_KIND_SAID = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "text",
+    "number": "a number",
+    "integer": "a whole number",
+}
 _EXPONENT = re.compile(r"([-+]?[0-9]+)(\.[0-9]*)?[eE]([-+]?)([0-9]+)")
 
 

@@ -1672,3 +1672,21 @@ def test_a_finish_reason_check_takes_only_the_reasons_openrouter_gives(tmp_path:
         code, err, f"checks[0].finish_reason 'Stop' {one_of}", f"checks[1].finish_reason[1] 'lenght' {one_of}"
     )
     assert err.count("\n") == 2
+
+
+def test_a_newcomers_slips_are_said_in_words_not_regexes_or_python(tmp_path: Path) -> None:
+    # out-130 F8: "'my eval' does not match '^[A-Za-z0-9][A-Za-z0-9._-]*$'", `api_key_env:
+    # $OPENROUTER_API_KEY` likewise, "None is not of type 'object'" for an empty `-` item, which
+    # also got "give vars or dataset, not both" and "give system or messages, not both".
+    text = "name: my eval\nmodels: [openai/gpt-4o-mini]\nendpoint: {api_key_env: $OPENROUTER_API_KEY}\n"
+    text += "prompts:\n  - id: p\n    text: hi\n  -\n"
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    assert_refused(
+        code,
+        err,
+        "$.name 'my eval': letters, digits, '.', '_' and '-' only, starting with a letter or digit (no spaces)",
+        "$.endpoint.api_key_env '$OPENROUTER_API_KEY': an environment variable's name: letters, digits and '_', "
+        "not starting with a digit (the variable's name, without the $)",
+        "$.prompts[1] is empty (null in YAML: nothing after the colon or the dash): give a mapping",
+    )
+    assert err.count("\n") == 3 and "None" not in err and "^[" not in err

@@ -153,7 +153,10 @@ BAD_JOBS = {
         "name: x\nmodels: [a/b]\nprompts: [{id: p, text: hi}]\nrun: {concurrency: 0}\n",
         "less than the minimum",
     ),
-    "bad_name": ("name: 'has space'\nmodels: [a/b]\nprompts: [{id: p, text: hi}]\n", "does not match"),
+    "bad_name": (
+        "name: 'has space'\nmodels: [a/b]\nprompts: [{id: p, text: hi}]\n",
+        "'has space': letters, digits, '.', '_' and '-' only, starting with a letter or digit (no spaces)",
+    ),
     "duplicate_model": ("name: x\nmodels: [a/b, a/b]\nprompts: [{id: p, text: hi}]\n", "duplicate model id"),
 }
 
