@@ -85,9 +85,12 @@ def _schema_problems(source: JobSource) -> list[Problem]:
 
     validator = _job_validator()
     problems = []
-    for error in validator.iter_errors(source.data):
-        if error.instance is None and error.validator != "type":
-            continue  # an empty item (`- `): its type error says it, not "give vars or dataset, not both" (out-130 F8)
+    errors = list(validator.iter_errors(source.data))
+    # An empty item (`- `): its type error says so, not "give vars or dataset, not both" (out-130 F8).
+    empty = {tuple(e.absolute_path) for e in errors if e.validator == "type" and e.instance is None}
+    for error in errors:
+        if error.validator in ("not", "oneOf", "anyOf") and tuple(error.absolute_path) in empty:
+            continue
         # For oneOf/anyOf the useful message is in the closest-matching branch: not one the
         # value is not even the type of (a per_item object is not "not of type number").
         kinds = schema_message(error, list(error.absolute_path))

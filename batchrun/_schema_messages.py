@@ -55,6 +55,8 @@ def schema_message(error: Any, path: Sequence[Any]) -> str | None:
             f"it is sent as the {HEADER_FIELDS[path[-1]]} header, which carries printable ASCII only: no newline "
             "(a `|` block ends with one: write it on one line) and no accented or other non-ASCII letter"
         )
+    if error.validator == "enum" and error.instance is None and isinstance(value, list):
+        return f"is empty (null in YAML): give one of {', '.join(map(repr, value))}"
     if error.validator == "pattern" and isinstance(error.instance, str) and value in _PATTERNS_SAID:
         # A regex is no answer to a newcomer (out-130 F8: `name: my eval`, `api_key_env: $OPENROUTER_API_KEY`).
         hint = " (the variable's name, without the $)" if error.instance.startswith("$") else ""

@@ -1679,7 +1679,7 @@ def test_a_newcomers_slips_are_said_in_words_not_regexes_or_python(tmp_path: Pat
     # $OPENROUTER_API_KEY` likewise, "None is not of type 'object'" for an empty `-` item, which
     # also got "give vars or dataset, not both" and "give system or messages, not both".
     text = "name: my eval\nmodels: [openai/gpt-4o-mini]\nendpoint: {api_key_env: $OPENROUTER_API_KEY}\n"
-    text += "prompts:\n  - id: p\n    text: hi\n  -\n"
+    text += "prompts:\n  - id: p\n    text: hi\n  -\nrun:\n  mode:\n"
     code, _, err = call_cli("validate", write_job(tmp_path, text))
     assert_refused(
         code,
@@ -1688,5 +1688,6 @@ def test_a_newcomers_slips_are_said_in_words_not_regexes_or_python(tmp_path: Pat
         "$.endpoint.api_key_env '$OPENROUTER_API_KEY': an environment variable's name: letters, digits and '_', "
         "not starting with a digit (the variable's name, without the $)",
         "$.prompts[1] is empty (null in YAML: nothing after the colon or the dash): give a mapping",
+        "$.run.mode is empty (null in YAML): give one of 'sync', 'batch'",  # not skipped with the others
     )
-    assert err.count("\n") == 3 and "None" not in err and "^[" not in err
+    assert err.count("\n") == 4 and "None" not in err and "^[" not in err
