@@ -74,7 +74,8 @@ def _jsonl_row(number: int, line: str) -> dict[str, Any]:
         raise RowError(number, exc.message) from None
     except (json.JSONDecodeError, RecursionError) as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        raise RowError(number, f"not valid JSON ({reason})") from None
+        hint = "" if line.lstrip().startswith("{") else _READ_AS_JSONL  # a .tsv's lines: why (out-130 F9)
+        raise RowError(number, f"not valid JSON ({reason}){hint}") from None
     if not isinstance(row, dict):
         raise RowError(number, "a row must be a JSON object of variables")
     try:
@@ -142,6 +143,7 @@ def _key_like(row: dict[str, Any]) -> str | None:
     return None
 
 
+_READ_AS_JSONL = ": a file not named .csv is read as JSON lines, an object a line"
 _NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # a full temporary folder, a file-size limit
 
 

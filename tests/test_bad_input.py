@@ -629,6 +629,8 @@ DATASET_CASES: list[tuple[str, str, bytes, list[str]]] = [
     ),
     # break48: "the matrix is empty", though prompts with rows of their own still have them.
     ("empty dataset", "d.jsonl", b"\n", ["dataset 'd.jsonl' has no rows: the prompts that read it would send nothing"]),
+    # out-130 F9: a tab-separated file, one "not valid JSON" a line, nothing said of why.
+    ("tsv", "d.tsv", b"country\texpect\n", ["d.tsv:1", "a file not named .csv is read as JSON lines"]),
     ("csv long row", "d.csv", b"country,expect\nFrance,Paris,x\n", ["d.csv:2", "more fields than the header names"]),
     # out-130 F5: only the first was named, where a JSONL file's are each (one validate a row).
     (
@@ -1691,3 +1693,10 @@ def test_a_newcomers_slips_are_said_in_words_not_regexes_or_python(tmp_path: Pat
         "$.run.mode is empty (null in YAML): give one of 'sync', 'batch'",  # not skipped with the others
     )
     assert err.count("\n") == 4 and "None" not in err and "^[" not in err
+
+
+def test_an_empty_dataset_name_is_said_as_empty_not_as_a_folder(tmp_path: Path) -> None:
+    # out-130 F9: `dataset: ""` was "cannot read dataset: not a regular file (a folder)".
+    code, _, err = call_cli("validate", write_job(tmp_path, DATASET_JOB.replace("DATA", '""')))
+    assert_refused(code, err, "at $.dataset '' should be non-empty")
+    assert "folder" not in err
