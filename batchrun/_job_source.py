@@ -4,8 +4,11 @@ found later, by the schema or the semantic checks, are placed by `JobSource.prob
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -170,9 +173,45 @@ def parse_job_source(path: Path) -> tuple[JobSource | None, list[Problem]]:
         why = "a batchrun results file (JSONL records), not a job file: is it given in the job's place?"
         return None, [Problem(file, 1, 1, "", why)]
     node, data, problems = compose(text, file)
+    moved = _as_editors_count(text)
+    if moved is not None:
+        problems = [_moved(problem, moved) for problem in problems]
     if node is None:
         return None, problems
     positions: dict[JsonPath, Position] = {}
     key_positions: dict[JsonPath, Position] = {}
-    _walk(node, (), positions, key_positions, problems, file, set())
-    return JobSource(file, data, positions, key_positions), problems
+    found: list[Problem] = []
+    _walk(node, (), positions, key_positions, found, file, set())
+    if moved is not None:
+        positions = {path: moved(*at) for path, at in positions.items()}
+        key_positions = {path: moved(*at) for path, at in key_positions.items()}
+        found = [_moved(problem, moved) for problem in found]
+    return JobSource(file, data, positions, key_positions), problems + found
+
+
+_YAML_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+_EDITOR_BREAK = re.compile("\r\n|[\r\n]")
+
+
+def _as_editors_count(text: str) -> Callable[[int, int], Position] | None:
+    """YAML's (line, column) as an editor or grep counts them, where they differ: YAML breaks
+    lines at U+0085, U+2028 and U+2029 too, so each one in a pasted prompt moved every error
+    below it a line down (out-130 F4). None when the text has none of them."""
+    if not any(mark in text for mark in "\x85\u2028\u2029"):
+        return None
+    yaml_starts = [0] + [m.end() for m in _YAML_BREAK.finditer(text)]
+    starts = [0] + [m.end() for m in _EDITOR_BREAK.finditer(text)]
+
+    def moved(line: int, column: int) -> Position:
+        index = yaml_starts[min(max(line, 1), len(yaml_starts)) - 1] + column - 1
+        real = bisect.bisect_right(starts, index) - 1
+        return real + 1, index - starts[real] + 1
+
+    return moved
+
+
+def _moved(problem: Problem, moved: Callable[[int, int], Position]) -> Problem:
+    if problem.line is None:
+        return problem
+    line, column = moved(problem.line, problem.column or 1)
+    return dataclasses.replace(problem, line=line, column=column if problem.column is not None else None)

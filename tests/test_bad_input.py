@@ -1700,3 +1700,13 @@ def test_an_empty_dataset_name_is_said_as_empty_not_as_a_folder(tmp_path: Path) 
     code, _, err = call_cli("validate", write_job(tmp_path, DATASET_JOB.replace("DATA", '""')))
     assert_refused(code, err, "at $.dataset '' should be non-empty")
     assert "folder" not in err
+
+
+def test_line_numbers_are_an_editors_after_a_pasted_line_separator(tmp_path: Path) -> None:
+    # out-130 F4: YAML breaks lines at U+2028, U+2029 and U+0085 too, grep and editors do not:
+    # each one in a pasted prompt moved every error below it a line down.
+    text = 'name: e\nmodels: [openai/gpt-4o-mini]\nprompts:\n  - id: p\n    text: "a\u2028b\u2029c\x85d"\n'
+    code, _, err = call_cli("validate", write_job(tmp_path, text + "  - id: q\n    text: hi\n    bogus: 1\n"))
+    assert_refused(code, err, "job.yaml:8:5: at $.prompts[1].bogus unknown key 'bogus'")
+    code, _, err = call_cli("validate", write_job(tmp_path, text + "  - id: q\n    text: [unclosed\n"))
+    assert_refused(code, err, "job.yaml:8:")  # a syntax error's line too
