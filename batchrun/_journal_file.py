@@ -23,7 +23,7 @@ import orjson
 
 from ._exceptions import JobError, Problem
 from ._files import open_regular
-from ._pricing import FLOAT_NOISE_USD, doubted
+from ._pricing import FLOAT_NOISE_USD, MAX_CHARGE_USD, doubted
 from ._record_head import RECORD_START
 from ._row_cost import Charge, RowCharges, counted
 
@@ -143,7 +143,14 @@ def read_journal(path: Path, job: str | None) -> dict[str, Crashed]:
                         rows[row].attempts[-1]["gen"] = entry["gen"]
                     continue
                 if "paid" in entry:
-                    _paid(rows.get(row), journal_usd(entry["paid"]), entry.get("judge") is True)
+                    # Above what one request can cost, not believed, as the reply it came from is
+                    # not (out-132 F2: an older build's $50,000 counted in full, every resume exit 5).
+                    paid = journal_usd(entry["paid"])
+                    _paid(
+                        rows.get(row),
+                        paid if paid is None or paid <= MAX_CHARGE_USD else None,
+                        entry.get("judge") is True,
+                    )
                     continue
                 crashed = rows.setdefault(row, Crashed(str(row), str(entry.get("model", ""))))
                 if isinstance(entry.get("prompt"), str) and not entry.get("judge"):

@@ -5,6 +5,7 @@ property", a header value with a newline a network error at run time (break57 F1
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -85,11 +86,17 @@ def yaml_type_hint(value: Any, expected: Any) -> str | None:
             f"reads as the boolean {str(value).lower()} in YAML (yes, no, on and off too): quote it to use it as text"
         )
     if isinstance(value, str) and wanted & {"number", "integer"} and (number := _EXPONENT.fullmatch(value)):
-        # YAML 1.1's float needs a dot and a signed exponent: "write 1.0e3" was refused too (out-130 F3).
+        figure = float(value)
         whole, dot, sign, power = number.groups()
+        if not math.isfinite(figure) or not any(c.isdigit() for c in whole + (dot or "")):
+            return None  # 1e400: no spelling of it is a number
+        if "number" not in wanted:  # a whole number's field took 1.0e+3 as 1000.0, refused (out-132 F3)
+            return f"{value!r} reads as text in YAML 1.1: write {int(figure)}" if figure.is_integer() else None
+        # YAML 1.1's float needs a dot and a signed exponent: "write 1.0e3" was refused too (out-130 F3).
+        mantissa = whole + "0" if whole in ("", "+", "-") else whole
         return (
             f"{value!r} reads as text in YAML 1.1 (an exponent needs a dot and a sign): "
-            f"write {whole}{dot or '.0'}e{sign or '+'}{power}"
+            f"write {mantissa}{dot or '.0'}e{sign or '+'}{power}"
         )
     return None
 
@@ -101,7 +108,7 @@ _KIND_SAID = {
     "number": "a number",
     "integer": "a whole number",
 }
-_EXPONENT = re.compile(r"([-+]?[0-9]+)(\.[0-9]*)?[eE]([-+]?)([0-9]+)")
+_EXPONENT = re.compile(r"([-+]?[0-9]*)(\.[0-9]*)?[eE]([-+]?)([0-9]+)")
 
 
 def shown_message(error: Any, message: str) -> str:

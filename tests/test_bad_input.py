@@ -1674,6 +1674,10 @@ def test_a_finish_reason_check_takes_only_the_reasons_openrouter_gives(tmp_path:
         code, err, f"checks[0].finish_reason 'Stop' {one_of}", f"checks[1].finish_reason[1] 'lenght' {one_of}"
     )
     assert err.count("\n") == 2
+    # A template a row fills is no typo (out-132 F6: refused, where it was graded before).
+    templated = "name: t\nmodels: [openai/gpt-4o-mini]\nprompts: [{id: p, text: hi, vars: [{fr: stop}], "
+    templated += 'checks: [{finish_reason: "{{fr}}"}, {finish_reason: ["{{fr}}", length]}]}]\n'
+    assert call_cli("validate", write_job(tmp_path, templated))[0] == ExitCode.OK
 
 
 def test_a_newcomers_slips_are_said_in_words_not_regexes_or_python(tmp_path: Path) -> None:
@@ -1710,3 +1714,22 @@ def test_line_numbers_are_an_editors_after_a_pasted_line_separator(tmp_path: Pat
     assert_refused(code, err, "job.yaml:8:5: at $.prompts[1].bogus unknown key 'bogus'")
     code, _, err = call_cli("validate", write_job(tmp_path, text + "  - id: q\n    text: [unclosed\n"))
     assert_refused(code, err, "job.yaml:8:")  # a syntax error's line too
+
+
+def test_the_exponent_hint_for_a_whole_number_or_no_number_advises_what_validates(tmp_path: Path) -> None:
+    # out-132 F3: `seed: 1e3` was told "write 1.0e+3", then refused as "1000.0 is not of type
+    # 'integer'"; `.5e3` got no hint, and `1e400` one no spelling of which is a number.
+    text = "name: t\nmodels: [openai/gpt-4o-mini]\nprompts: [{id: p, text: hi}]\n"
+    code, _, err = call_cli(
+        "validate",
+        write_job(tmp_path, text + "defaults: {params: {seed: 1e3}}\nrun: {deadline_s: .5e3, timeout_s: 1e400}\n"),
+    )
+    assert_refused(
+        code,
+        err,
+        "$.defaults.params.seed '1e3' reads as text in YAML 1.1: write 1000",
+        "$.run.deadline_s '.5e3' reads as text in YAML 1.1 (an exponent needs a dot and a sign): write 0.5e+3",
+        "$.run.timeout_s '1e400' is not of type 'number'",
+    )
+    advised = text + "defaults: {params: {seed: 1000}}\nrun: {deadline_s: 0.5e+3}\n"
+    assert call_cli("validate", write_job(tmp_path, advised))[0] == ExitCode.OK

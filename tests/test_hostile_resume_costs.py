@@ -333,6 +333,26 @@ def test_a_crash_recovery_takes_no_cost_far_above_an_attempts_worst_case(tmp_pat
     assert summary["spent_before_usd"] == pytest.approx(0.054) and summary["total"]["ok"] == 8
 
 
+def test_a_journaled_charge_no_request_could_cost_is_not_counted_by_a_crash_recovery(tmp_path: Path) -> None:
+    # out-132 F2: an older build journaled a reply's usage.cost of $50,000 (`paid`); the recovery
+    # counted it in full, and every later resume stopped at once, exit 5.
+    path = write_job(tmp_path, KILL_JOB)
+    first = _row_ids(path)[0]
+    lines = [
+        '{"job": "crash"}',
+        '{"row": "' + first + '", "at": 0, "usd": 0.01, "model": "openai/gpt-4o-mini"}',
+        '{"row": "' + first + '", "paid": 50000}',
+    ]
+    (tmp_path / "out.attempts.jsonl").write_text("\n".join(lines) + "\n")
+    server = _honest()
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", tmp_path / "out.jsonl", "--budget", "1")
+    assert code == ExitCode.OK, err
+    crashed = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])
+    assert (crashed["reason"], crashed["cost_status"], crashed["cost_held"]) == ("crashed", "unknown", 0.01)
+    assert json.loads((tmp_path / "out.summary.json").read_text())["spent_before_usd"] == pytest.approx(0.01)
+
+
 def test_a_crashed_attempt_of_a_row_the_job_no_longer_has_counts_what_it_was_looked_up_at(tmp_path: Path) -> None:
     # Its cost is in no record but in the key gap (orphans_usd): a lookup above its worst case must
     # not take the gap down as if a record now held it ($0.35 billed, $0.1 counted).
