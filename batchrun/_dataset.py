@@ -317,9 +317,9 @@ class DatasetFile:
                 return
             if None in row or any(value is None for value in row.values()):
                 why = "more fields than the header names" if None in row else f"fewer fields than the header's {width}"
-                if bad is None:
-                    raise RowError(reader.line_num, why)
-                bad.append(RowError(reader.line_num, why))  # each named, as a JSONL file's (out-130 F5)
+                if bad is None:  # at the line its row began on (out-132 F7: a quoted field ran over lines)
+                    raise RowError(start, why)
+                bad.append(RowError(start, why))  # each named, as a JSONL file's (out-130 F5)
                 if len(bad) > MAX_ROW_PROBLEMS:
                     return
                 continue

@@ -636,8 +636,8 @@ DATASET_CASES: list[tuple[str, str, bytes, list[str]]] = [
     (
         "csv rows short and long",
         "d.csv",
-        b"country,expect\nJapan\nFrance,Paris,x\nPeru,Lima\nChile\n",
-        ["d.csv:2: fewer fields", "d.csv:3: more fields", "d.csv:5: fewer fields"],
+        b'country,expect\nJapan\nFrance,Paris,x\nPeru,Lima\n"Chi\nle"\n',
+        ["d.csv:2: fewer fields", "d.csv:3: more fields", "d.csv:5: fewer fields"],  # where its row began
     ),
     # break48 F1: a quote never closed read every later line into one field (4 rows became 2, exit 0).
     (
