@@ -22,6 +22,7 @@ from ._files import read_json_once
 from ._formats import short
 from ._json_text import outside_reference, parse_json, schema_patterns
 from ._record_shape import row_verdict
+from ._schema_messages import shown_message
 from ._template import emptied_by, names_in, render_nested
 from ._timed_match import PatternError, PatternTimedOut, compile_pattern, first_schema_error, timed_search
 
@@ -201,12 +202,12 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
         try:
             compile_pattern(value, check.get("flags", ""))  # the engine that will search with it
         except PatternError as exc:
-            return [f"invalid regex {value!r}: {exc}"]
+            return [f"invalid regex {short(value, 80)!r}: {exc}"]
     if kind == "tool_call" and isinstance(value, dict) and isinstance(value.get("arguments"), dict):
         try:
             Draft202012Validator.check_schema(value["arguments"])
         except SchemaError as exc:
-            return [f"tool_call arguments is not a valid JSON Schema: {exc.message}"]
+            return [f"tool_call arguments is not a valid JSON Schema: {shown_message(exc, exc.message)}"]
         if (outside := outside_reference(value["arguments"]) or _pattern_problem(value["arguments"])) is not None:
             return [f"tool_call arguments: {outside}"]
     if kind == "json_schema":
@@ -219,7 +220,7 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
         try:
             Draft202012Validator.check_schema(value)
         except SchemaError as exc:
-            return [f"json_schema is not a valid JSON Schema: {exc.message}"]
+            return [f"json_schema is not a valid JSON Schema: {shown_message(exc, exc.message)}"]
         if (outside := outside_reference(value) or _pattern_problem(value)) is not None:
             return [f"json_schema: {outside}"]
     return []

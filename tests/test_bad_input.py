@@ -1733,3 +1733,14 @@ def test_the_exponent_hint_for_a_whole_number_or_no_number_advises_what_validate
     )
     advised = text + "defaults: {params: {seed: 1000}}\nrun: {deadline_s: 0.5e+3}\n"
     assert call_cli("validate", write_job(tmp_path, advised))[0] == ExitCode.OK
+
+
+def test_a_long_bad_pattern_is_cut_with_its_reason_kept(tmp_path: Path) -> None:
+    # out-132 F5: a 20,000-character regex, or json_schema pattern, that does not compile was
+    # quoted whole: a 20,096-character error line.
+    long = "a" * 20_000 + "("
+    checks = f'[{{regex: "{long}"}}, {{json_schema: {{type: string, pattern: "{long}"}}}}]'
+    text = f"name: t\nmodels: [openai/gpt-4o-mini]\nprompts: [{{id: p, text: hi, checks: {checks}}}]\n"
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    assert_refused(code, err, "invalid regex 'aaa", "missing ) at position 20001", "is not a 'regex'")
+    assert all(len(line) < 400 for line in err.splitlines()), err[:500]
