@@ -8,12 +8,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from ._batch_state import pending_batches
 from ._exceptions import ConfigError, ResultsError
 from ._formats import one_line, short
 from ._job_runs import folder_runs, results_files
 from ._journal_file import journal_path
 from ._reader import Warn
-from ._report_data import missing_since_summary, read_run_summary
+from ._report_data import missing_since_summary, read_run_summary, unreadable_summary
 
 
 class _Run(Protocol):
@@ -102,7 +103,12 @@ def incomplete_notes(path: Path, rows: int, unread: int) -> list[str]:
         notes.append("a partial merge (rows of the job have no record)")
     elif isinstance(meta.get("stop"), str) and meta.get("complete") is False:
         notes.append(f"stopped ({short(one_line(meta['stop']), 40)}), not finished")
-    missing = missing_since_summary(path, meta, rows, unread)
+    # As `report` counts them (out-132 F4): rows its batch record says are at OpenRouter are not
+    # "gone"; a summary there that cannot be read counts nothing.
+    awaiting = sum(len(entry.rows) for entry in pending_batches(path, lambda _: None))
+    if (unreadable := unreadable_summary(path)) is not None:
+        notes.append(unreadable.removeprefix(f"{path.with_name(path.stem + '.summary.json')}: "))
+    missing = missing_since_summary(path, meta, rows, unread, awaiting)
     if missing:
         notes.append(missing.removeprefix(f"{path}: "))
     elif unread and not meta:  # with its summary counting every row there, none is (verify63 F8)

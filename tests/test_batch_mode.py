@@ -156,6 +156,7 @@ async def test_deadline_exits_submitted_then_resume_collects_without_resubmittin
     code, text, err = call_cli("report", out)
     assert code == ExitCode.INCOMPLETE and "15 row(s) await OpenRouter in open or in-doubt batches" in err
     assert "TOTAL" in text and "+?" in text  # their worst cases held, at a cost not known yet
+    assert "batch record is gone" not in call_cli("history", out)[2]  # out-132 F4: it is there
     # out-129 F1: its batch record not kept (an artifact of *.jsonl and *.summary.json), exit 0.
     kept = state_path(out).rename(tmp_path / "kept")
     code, _, err = call_cli("report", out)
