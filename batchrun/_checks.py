@@ -252,7 +252,16 @@ def row_check_problem(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> s
                 compile_pattern(pattern, check.get("flags", "") + ("i" if check.get("ignore_case") else ""))
             except PatternError as exc:
                 return f"the check's regex {short(pattern)!r} is invalid for this row: {exc}"
+        reasons = check.get("finish_reason")
+        for reason in [reasons] if isinstance(reasons, str) else reasons if isinstance(reasons, list) else []:
+            # As a finish_reason written in the job is (out-133 F2: a row's `Stop` failed every row, exit 0).
+            templated = isinstance(reason, str) and "{{" in reason and names_in([reason]) <= row.keys()
+            if templated and (filled := render_nested(reason, row)) not in FINISH_REASONS:
+                return f"finish_reason {short(filled)!r} for this row is none of {', '.join(FINISH_REASONS)}"
     return None
+
+
+FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "error")  # overview.mdx, as the schema says
 
 
 def resolve_files(check: dict[str, Any], base_dir: Path) -> dict[str, Any]:

@@ -211,7 +211,14 @@ def _as_editors_count(text: str) -> Callable[[int, int], Position] | None:
 
 
 def _moved(problem: Problem, moved: Callable[[int, int], Position]) -> Problem:
+    # A syntax error's message names its context's place too: "(while parsing ... at line 14)" (out-133 F3).
+    message = _AT_LINE.sub(lambda m: "at line {}, column {}".format(*moved(int(m[1]), int(m[2]))), problem.message)
     if problem.line is None:
-        return problem
+        return dataclasses.replace(problem, message=message)
     line, column = moved(problem.line, problem.column or 1)
-    return dataclasses.replace(problem, line=line, column=column if problem.column is not None else None)
+    return dataclasses.replace(
+        problem, line=line, column=column if problem.column is not None else None, message=message
+    )
+
+
+_AT_LINE = re.compile(r"at line (\d+), column (\d+)")

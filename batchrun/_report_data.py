@@ -186,10 +186,10 @@ def unreadable_summary(results: Path) -> str | None:
     except (OSError, ValueError, RecursionError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not JSON"
         return f"{path}: cannot be read ({why}): the rows of {results.name} cannot be counted against its run"
-    if isinstance(data, dict) and isinstance(data.get("total"), dict):
+    if isinstance(data, dict) and isinstance(data.get("total"), dict) and type(data["total"].get("rows")) is int:
         return None
     # An object with none of a run's counts ({} or {"foo": 1}) counts nothing either (out-132 F1).
-    what = "not a JSON object" if not isinstance(data, dict) else "no run's counts (`total`) in it"
+    what = "not a JSON object" if not isinstance(data, dict) else "no run's counts (`total.rows`) in it"
     return f"{path}: not a summary ({what}): the rows of {results.name} cannot be counted against its run"
 
 

@@ -103,8 +103,8 @@ def another_author(model: str, body: Mapping[str, Any], answered: Any) -> bool:
     """Whether a reply's `model` is of another author than the model asked for and its `models`
     fallbacks: the model under evaluation did not answer. A dated or variant id of the same
     author (openai/gpt-4o-mini-2024-07-18) is its own; a router (openrouter/auto) may pick any."""
-    if not isinstance(answered, str) or "/" not in answered:
-        return False
+    if not isinstance(answered, str) or "/" not in answered or "/" not in model:
+        return False  # no author to tell: an OpenAI-compatible endpoint's `gpt-4o-mini` (out-133 F1)
     fallbacks = body.get("models")
     asked = (
         {_author(model)} | {_author(m) for m in fallbacks if isinstance(m, str)}
@@ -143,7 +143,8 @@ class PinWatch:
             said.append(f"{PIN_BROKEN}: {broken}")
         if self.others:
             other = "; ".join(
-                f"{model}: {sum(by.values())} row(s) by {', '.join(sorted(by))}"
+                f"{model}: {sum(by.values())} row(s) by {', '.join(sorted(by)[:5])}"
+                + (f" and {len(by) - 5} more" if len(by) > 5 else "")  # 100 models made 3.4 KB (out-133 F10)
                 for model, by in sorted(self.others.items())
             )
             said.append(f"{OTHER_MODEL}: {other}")

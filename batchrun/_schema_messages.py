@@ -5,6 +5,7 @@ property", a header value with a newline a network error at run time (break57 F1
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
 from collections.abc import Sequence
@@ -80,7 +81,7 @@ def yaml_type_hint(value: Any, expected: Any) -> str | None:
     wanted = set(expected) if isinstance(expected, list) else {expected}
     if value is None and "null" not in wanted:  # not Python's "None is not of type 'object'" (out-130 F8)
         kinds = " or ".join(_KIND_SAID.get(kind, kind) for kind in sorted(wanted))
-        return f"is empty (null in YAML: nothing after the colon or the dash): give {kinds}"
+        return f"is empty (null in YAML: nothing after the colon or the dash, or ~ or null): give {kinds}"
     if isinstance(value, bool) and "string" in wanted:
         return (
             f"reads as the boolean {str(value).lower()} in YAML (yes, no, on and off too): quote it to use it as text"
@@ -91,7 +92,8 @@ def yaml_type_hint(value: Any, expected: Any) -> str | None:
         if not math.isfinite(figure) or not any(c.isdigit() for c in whole + (dot or "")):
             return None  # 1e400: no spelling of it is a number
         if "number" not in wanted:  # a whole number's field took 1.0e+3 as 1000.0, refused (out-132 F3)
-            return f"{value!r} reads as text in YAML 1.1: write {int(figure)}" if figure.is_integer() else None
+            exact = decimal.Decimal(value)  # not through a float: 9007199254740993e0 is no ...992 (out-133 F4)
+            return f"{value!r} reads as text in YAML 1.1: write {int(exact)}" if exact == int(exact) else None
         # YAML 1.1's float needs a dot and a signed exponent: "write 1.0e3" was refused too (out-130 F3).
         mantissa = whole + "0" if whole in ("", "+", "-") else whole
         return (

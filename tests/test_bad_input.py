@@ -1693,7 +1693,7 @@ def test_a_newcomers_slips_are_said_in_words_not_regexes_or_python(tmp_path: Pat
         "$.name 'my eval': letters, digits, '.', '_' and '-' only, starting with a letter or digit (no spaces)",
         "$.endpoint.api_key_env '$OPENROUTER_API_KEY': an environment variable's name: letters, digits and '_', "
         "not starting with a digit (the variable's name, without the $)",
-        "$.prompts[1] is empty (null in YAML: nothing after the colon or the dash): give a mapping",
+        "$.prompts[1] is empty (null in YAML: nothing after the colon or the dash, or ~ or null): give a mapping",
         "$.run.mode is empty (null in YAML): give one of 'sync', 'batch'",  # not skipped with the others
     )
     assert err.count("\n") == 4 and "None" not in err and "^[" not in err
@@ -1713,7 +1713,8 @@ def test_line_numbers_are_an_editors_after_a_pasted_line_separator(tmp_path: Pat
     code, _, err = call_cli("validate", write_job(tmp_path, text + "  - id: q\n    text: hi\n    bogus: 1\n"))
     assert_refused(code, err, "job.yaml:8:5: at $.prompts[1].bogus unknown key 'bogus'")
     code, _, err = call_cli("validate", write_job(tmp_path, text + "  - id: q\n    text: [unclosed\n"))
-    assert_refused(code, err, "job.yaml:8:")  # a syntax error's line too
+    assert_refused(code, err, "job.yaml:8:")  # a syntax error's line too, and its message's (out-133 F3)
+    assert "at line 7, column 11" in err and "at line 10" not in err, err
 
 
 def test_the_exponent_hint_for_a_whole_number_or_no_number_advises_what_validates(tmp_path: Path) -> None:
@@ -1731,6 +1732,8 @@ def test_the_exponent_hint_for_a_whole_number_or_no_number_advises_what_validate
         "$.run.deadline_s '.5e3' reads as text in YAML 1.1 (an exponent needs a dot and a sign): write 0.5e+3",
         "$.run.timeout_s '1e400' is not of type 'number'",
     )
+    code, _, err = call_cli("validate", write_job(tmp_path, text + "defaults: {params: {seed: 9007199254740993e0}}\n"))
+    assert_refused(code, err, "write 9007199254740993")  # not through a float: ...992 (out-133 F4)
     advised = text + "defaults: {params: {seed: 1000}}\nrun: {deadline_s: 0.5e+3}\n"
     assert call_cli("validate", write_job(tmp_path, advised))[0] == ExitCode.OK
 
@@ -1744,3 +1747,12 @@ def test_a_long_bad_pattern_is_cut_with_its_reason_kept(tmp_path: Path) -> None:
     code, _, err = call_cli("validate", write_job(tmp_path, text))
     assert_refused(code, err, "invalid regex 'aaa", "missing ) at position 20001", "is not a 'regex'")
     assert all(len(line) < 400 for line in err.splitlines()), err[:500]
+
+
+def test_a_templated_finish_reason_a_row_fills_wrongly_is_said_at_validate(tmp_path: Path) -> None:
+    # out-133 F2: `finish_reason: "{{fr}}"` with a row's `Stop` validated, then failed every such row.
+    text = "name: t\nmodels: [openai/gpt-4o-mini]\nprompts: [{id: p, text: hi, vars: [{fr: stop}, {fr: Stop}], "
+    text += 'checks: [{finish_reason: "{{fr}}"}]}]\n'
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    assert_refused(code, err, "finish_reason 'Stop' for this row is none of stop, length, tool_calls")
+    assert err.count("\n") == 1

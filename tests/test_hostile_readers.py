@@ -766,7 +766,9 @@ def test_a_file_without_its_summary_is_said_and_lines_set_aside_in_it_are_not_a_
     assert code == ExitCode.OK and "set aside" in err and "no summary" not in err
 
 
-@pytest.mark.parametrize("damaged", [b"", b'{"job": "small", "total": {"ro', b"{garbage", b"[]", b"{}", b'{"foo": 1}'])
+@pytest.mark.parametrize(
+    "damaged", [b"", b'{"job": "small", "total": {"ro', b"{garbage", b"[]", b"{}", b'{"foo": 1}', b'{"total": {}}']
+)
 def test_a_summary_that_cannot_be_read_is_no_pass_for_a_file_with_rows_removed(
     results: Path, tmp_path: Path, damaged: bytes
 ) -> None:

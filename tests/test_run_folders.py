@@ -387,7 +387,7 @@ def test_history_marks_a_night_that_is_not_whole(tmp_path: Path, small_job: Path
     # out-132 F4: a summary there that cannot be read, which `report` exits 12 on, was a normal night.
     (nights / "a.summary.json").write_text("{}")
     code, text, err = call_cli("history", nights)
-    assert "a.jsonl: an incomplete run: not a summary (no run's counts (`total`) in it)" in err, err
+    assert "a.jsonl: an incomplete run: not a summary (no run's counts (`total.rows`) in it)" in err, err
 
 
 def test_a_resume_without_shard_names_the_shard_whose_run_is_incomplete(in_tmp: Path) -> None:
