@@ -242,6 +242,13 @@ def row_check_problem(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> s
     time: a value that empties a check (it would compare with nothing and pass), or a regex
     that no longer compiles (`x{{a}}` with a = "(" was sent, paid, and ended as an internal
     error: verify20 V3)."""
+    for check in checks:  # first: one emptied fails every row, not "could never fail" (out-134 F2)
+        reasons = check.get("finish_reason")
+        for reason in [reasons] if isinstance(reasons, str) else reasons if isinstance(reasons, list) else []:
+            # As a finish_reason written in the job is (out-133 F2: a row's `Stop` failed every row, exit 0).
+            templated = isinstance(reason, str) and "{{" in reason and names_in([reason]) <= row.keys()
+            if templated and (filled := render_nested(reason, row)) not in FINISH_REASONS:
+                return f"finish_reason {short(filled)!r} for this row is none of {', '.join(FINISH_REASONS)}"
     empty = emptied_by(checks, row)
     if empty is not None:
         return f"the check value {empty!r} is empty for this row, so the check could never fail"
@@ -252,12 +259,6 @@ def row_check_problem(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> s
                 compile_pattern(pattern, check.get("flags", "") + ("i" if check.get("ignore_case") else ""))
             except PatternError as exc:
                 return f"the check's regex {short(pattern)!r} is invalid for this row: {exc}"
-        reasons = check.get("finish_reason")
-        for reason in [reasons] if isinstance(reasons, str) else reasons if isinstance(reasons, list) else []:
-            # As a finish_reason written in the job is (out-133 F2: a row's `Stop` failed every row, exit 0).
-            templated = isinstance(reason, str) and "{{" in reason and names_in([reason]) <= row.keys()
-            if templated and (filled := render_nested(reason, row)) not in FINISH_REASONS:
-                return f"finish_reason {short(filled)!r} for this row is none of {', '.join(FINISH_REASONS)}"
     return None
 
 

@@ -71,6 +71,9 @@ _PATTERNS_SAID = {
         "letters, digits, '.', '_' and '-' only, starting with a letter or digit (no spaces)"
     ),
     "^[A-Za-z0-9_-]+$": "letters, digits, '_' and '-' only (no spaces)",
+    "^~?[A-Za-z0-9][A-Za-z0-9._:/~-]*$": (
+        "a model id, author/slug: letters, digits, '.', '_', ':', '/', '~' and '-' only (no spaces)"
+    ),
     "^[A-Za-z_][A-Za-z0-9_]*$": "an environment variable's name: letters, digits and '_', not starting with a digit",
 }
 

@@ -1756,3 +1756,9 @@ def test_a_templated_finish_reason_a_row_fills_wrongly_is_said_at_validate(tmp_p
     code, _, err = call_cli("validate", write_job(tmp_path, text))
     assert_refused(code, err, "finish_reason 'Stop' for this row is none of stop, length, tool_calls")
     assert err.count("\n") == 1
+    # Emptied, it fails every row: not "the check could never fail" (out-134 F2).
+    code, _, err = call_cli("validate", write_job(tmp_path, text.replace("{fr: Stop}", "{fr: ''}")))
+    assert_refused(code, err, "finish_reason '' for this row is none of stop")
+    # A model id is said in words too (out-134 F3).
+    code, _, err = call_cli("validate", write_job(tmp_path, text.replace("openai/gpt-4o-mini", "openai/gpt 4o")))
+    assert_refused(code, err, "'openai/gpt 4o': a model id, author/slug: letters, digits")
