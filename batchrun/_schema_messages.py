@@ -96,7 +96,8 @@ def yaml_type_hint(value: Any, expected: Any) -> str | None:
             return None  # 1e400: no spelling of it is a number
         if "number" not in wanted:  # a whole number's field took 1.0e+3 as 1000.0, refused (out-132 F3)
             exact = decimal.Decimal(value)  # not through a float: 9007199254740993e0 is no ...992 (out-133 F4)
-            return f"{value!r} reads as text in YAML 1.1: write {int(exact)}" if exact == int(exact) else None
+            whole_number = exact == int(exact) and abs(exact) < 2**63  # 1e20 is sent as no integer (out-133 F4)
+            return f"{value!r} reads as text in YAML 1.1: write {int(exact)}" if whole_number else None
         # YAML 1.1's float needs a dot and a signed exponent: "write 1.0e3" was refused too (out-130 F3).
         mantissa = whole + "0" if whole in ("", "+", "-") else whole
         return (

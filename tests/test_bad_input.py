@@ -1734,6 +1734,8 @@ def test_the_exponent_hint_for_a_whole_number_or_no_number_advises_what_validate
     )
     code, _, err = call_cli("validate", write_job(tmp_path, text + "defaults: {params: {seed: 9007199254740993e0}}\n"))
     assert_refused(code, err, "write 9007199254740993")  # not through a float: ...992 (out-133 F4)
+    code, _, err = call_cli("validate", write_job(tmp_path, text + "defaults: {params: {seed: 1e20}}\n"))
+    assert_refused(code, err, "'1e20' is not of type 'integer'")  # no advice of a number too large to send
     advised = text + "defaults: {params: {seed: 1000}}\nrun: {deadline_s: 0.5e+3}\n"
     assert call_cli("validate", write_job(tmp_path, advised))[0] == ExitCode.OK
 
