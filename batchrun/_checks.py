@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from ._answer import Answer, NotKnown, Outcome, max_cost, max_latency, max_tokens
 from ._files import read_json_once
 from ._formats import short
+from ._jobfile import job_schema
 from ._json_text import outside_reference, parse_json, schema_patterns
 from ._record_shape import row_verdict
 from ._schema_messages import shown_message
@@ -247,8 +248,8 @@ def row_check_problem(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> s
         for reason in [reasons] if isinstance(reasons, str) else reasons if isinstance(reasons, list) else []:
             # As a finish_reason written in the job is (out-133 F2: a row's `Stop` failed every row, exit 0).
             templated = isinstance(reason, str) and "{{" in reason and names_in([reason]) <= row.keys()
-            if templated and (filled := render_nested(reason, row)) not in FINISH_REASONS:
-                return f"finish_reason {short(filled)!r} for this row is none of {', '.join(FINISH_REASONS)}"
+            if templated and (filled := render_nested(reason, row)) not in (allowed := finish_reasons()):
+                return f"finish_reason {short(filled)!r} for this row is none of {', '.join(allowed)}"
     empty = emptied_by(checks, row)
     if empty is not None:
         return f"the check value {empty!r} is empty for this row, so the check could never fail"
@@ -262,7 +263,10 @@ def row_check_problem(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> s
     return None
 
 
-FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "error")  # overview.mdx, as the schema says
+def finish_reasons() -> list[str]:
+    """OpenRouter's normalized finish reasons (overview.mdx), as the job schema lists them."""
+    enum: list[str] = job_schema()["$defs"]["finish_reason"]["else"]["enum"]
+    return enum
 
 
 def resolve_files(check: dict[str, Any], base_dir: Path) -> dict[str, Any]:

@@ -157,14 +157,23 @@ def read_run_summary(results: Path, any_file: bool = False) -> dict[str, Any]:
     return kept
 
 
+def _summary_json(results: Path) -> tuple[Any, str | None]:
+    """The summary beside `results` as parsed, or None and why not: "absent", an OS error's
+    words (not a regular file: never waited on), or "not JSON" (a summary nested past the reader too)."""
+    try:
+        return json.loads(read_regular_text(results.with_name(results.stem + ".summary.json"))), None
+    except FileNotFoundError:
+        return None, "absent"
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+    except (ValueError, RecursionError):
+        return None, "not JSON"
+
+
 def _summary_beside(results: Path) -> tuple[dict[str, Any], str | None]:
     """The summary beside `results` as written ({} when absent or unreadable), and the job its
     first record names (None when it has none)."""
-    path = results.with_name(results.stem + ".summary.json")
-    try:
-        data = json.loads(read_regular_text(path))
-    except (OSError, ValueError, RecursionError):  # a summary nested past the reader: none
-        return {}, None
+    data, _ = _summary_json(results)
     if not isinstance(data, dict):
         return {}, None
     try:
@@ -179,12 +188,10 @@ def unreadable_summary(results: Path) -> str | None:
     short by a full disk, a 0-byte placeholder). Not "no summary": a gate cannot count the rows by
     it (out-129 F2: 30 of 105 rows removed, exit 0), as a resume refuses it."""
     path = results.with_name(results.stem + ".summary.json")
-    try:
-        data = json.loads(read_regular_text(path))
-    except FileNotFoundError:
+    data, why = _summary_json(results)
+    if why == "absent":
         return None
-    except (OSError, ValueError, RecursionError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not JSON"
+    if why is not None:
         return f"{path}: cannot be read ({why}): the rows of {results.name} cannot be counted against its run"
     if isinstance(data, dict) and isinstance(data.get("total"), dict) and type(data["total"].get("rows")) is int:
         return None

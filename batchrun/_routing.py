@@ -106,11 +106,7 @@ def another_author(model: str, body: Mapping[str, Any], answered: Any) -> bool:
     if not isinstance(answered, str) or "/" not in answered or "/" not in model:
         return False  # no author to tell: an OpenAI-compatible endpoint's `gpt-4o-mini` (out-133 F1)
     fallbacks = body.get("models")
-    asked = (
-        {_author(model)} | {_author(m) for m in fallbacks if isinstance(m, str)}
-        if isinstance(fallbacks, list)
-        else {_author(model)}
-    )
+    asked = {_author(m) for m in [model, *(fallbacks if isinstance(fallbacks, list) else ())] if isinstance(m, str)}
     return "openrouter" not in asked and _author(answered) not in asked
 
 
