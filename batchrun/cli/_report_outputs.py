@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import re
+import stat
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -135,8 +136,6 @@ def holds_page_or_nothing(path: Path) -> bool:
 def _foreign(path: Path, role: str) -> bool:
     """Whether `path` is (or links to) a regular file with something in it other than `role`: a
     pipe or a device is written into, as `/dev/stdout` is."""
-    import stat
-
     try:
         info = path.stat()
     except OSError:
