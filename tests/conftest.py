@@ -39,6 +39,7 @@ if "PYTEST_DEBUG_TEMPROOT" not in os.environ and os.access("/dev/shm", os.W_OK |
 import httpx  # noqa: E402  # after the bytecode setting: these imports compile batchrun
 import pytest  # noqa: E402
 
+from batchrun import _event_loop  # noqa: E402
 from batchrun._clock import SystemClock  # noqa: E402
 from batchrun._journal_file import journal_path  # noqa: E402
 from batchrun.cli import main  # noqa: E402
@@ -137,6 +138,31 @@ class LeapClock(_Patches):
         while (left := until - self.monotonic()) > 0:
             await asyncio.sleep(min(left, LEAP_POLL_S))
             self._look()
+
+
+class _LeapLoop(asyncio.SelectorEventLoop):
+    """A run's event loop on its LeapClock's time, so that timers set on the loop (a hung
+    call's cut-off at the deadline) come at the leap too. It looks at the clock's condition
+    every few milliseconds until the leap: a loop waiting on a call that never answers has
+    nothing else to wake it."""
+
+    def __init__(self, clock: LeapClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.call_soon(self._look)
+
+    def _look(self) -> None:
+        if not self.clock.leapt:
+            self.call_later(LEAP_POLL_S, self._look)
+
+    def time(self) -> float:
+        self.clock._look()
+        return super().time() + self.clock.offset
+
+
+def patch_loop(clock: LeapClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's runs in process start their event loops on `clock`'s time (_LeapLoop)."""
+    monkeypatch.setattr(_event_loop, "loop_factory", lambda: lambda: _LeapLoop(clock))
 
 
 def deadline_at_first_wait(patch: pytest.MonkeyPatch, seconds: float = 30) -> str:

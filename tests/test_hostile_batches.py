@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,7 +25,16 @@ from batchrun._batch_polls import LIMIT
 from batchrun._cache import FILE_NAME
 from batchrun._reader import scan_states
 
-from .conftest import FAKE_KEY, FakeClock, call_cli, deadline_at_first_wait, final_rows, write_job
+from .conftest import (
+    FAKE_KEY,
+    FakeClock,
+    LeapClock,
+    call_cli,
+    deadline_at_first_wait,
+    final_rows,
+    patch_loop,
+    write_job,
+)
 from .hostile import JOB as HOSTILE_JOB
 from .hostile import Answer, HostileServer, RawRequest, chat_payload, json_answer
 from .hostile import run as run_hostile
@@ -529,8 +539,21 @@ def test_a_submission_answered_429_is_made_again_after_its_wait(tmp_path: Path) 
     assert posts["n"] == 2 and [r["status"] for r in outcome.rows] == ["ok"] * ROWS
 
 
-async def _hang(_writer: Any) -> None:
-    await asyncio.sleep(3600)  # no answer: only the client's own bound ends the call
+class _Hang:
+    """An answer that never comes: only the client's own bound ends the call. The run's clock
+    leaps past its deadline once a call waits on it, so the test never waits a deadline out."""
+
+    DEADLINE = "30"  # far from the machine's speed; passed at once by the leap
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.begun = threading.Event()
+        clock = LeapClock(self.begun.is_set, by=float(self.DEADLINE))
+        clock.patch_system_clock(monkeypatch)
+        patch_loop(clock, monkeypatch)  # the cut-off of the call that hangs is a loop timer
+
+    async def __call__(self, _writer: Any) -> None:
+        self.begun.set()
+        await asyncio.sleep(3600)
 
 
 GRACEFUL = JOB.replace(
@@ -550,13 +573,16 @@ def _graded_row(request_row: str) -> str:
     return request_row.partition(".")[0]  # a grader's request is `<row>.j<check>`
 
 
-def test_graders_of_a_collected_batch_are_cut_by_the_deadline(tmp_path: Path) -> None:
+def test_graders_of_a_collected_batch_are_cut_by_the_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # break64 F1: graders of a collected batch ran past the deadline, one timeout_s each (a hung
     # grader kept a nightly collect tick going for hours), and the run then blamed them, exit 1.
     server = batch_server(lambda ids: completed(0.0001, ids))
-    server.chat = lambda request: _hang
+    hang = _Hang(monkeypatch)
+    server.chat = lambda request: hang
     started = time.monotonic()
-    outcome = run_hostile(server, tmp_path, "--deadline", "1", "--timeout", "60", job=JUDGED, row_of=_graded_row)
+    outcome = run_hostile(
+        server, tmp_path, "--deadline", hang.DEADLINE, "--timeout", "60", job=JUDGED, row_of=_graded_row
+    )
     assert time.monotonic() - started < 30  # a bound, not a measure: 60 s a grader before
     assert outcome.code == ExitCode.DEADLINE, outcome.stderr
     assert len(outcome.rows) == ROWS and all(r["status"] == "ok" for r in outcome.rows)
@@ -592,22 +618,24 @@ def test_graders_of_a_collected_batch_go_out_at_the_jobs_concurrency(tmp_path: P
 
 @pytest.mark.parametrize("hung", ["submission", "poll"])
 def test_a_batch_call_that_never_answers_ends_by_the_deadline_and_says_so_under_quiet(
-    tmp_path: Path, hung: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hung: str
 ) -> None:
     # break28 M2: each hung POST or GET waited its whole timeout (60 s), one after another, and a
     # next batch was submitted past the deadline: exit 10 after 122 s for --deadline 5. M1: with
     # --quiet, a batch left in doubt or unread said nothing.
+    hang = _Hang(monkeypatch)
+
     def submit(request: RawRequest) -> Answer:
         if hung == "submission":
-            return _hang
+            return hang
         return json_answer(202, {"id": "batch_1", "status": "validating", "results": None})
 
     def get(request: RawRequest) -> Answer:
-        return _hang
+        return hang
 
     server = HostileServer(chat=lambda r: json_answer(500, {}), routes={"/beta/batches": submit, "/batch_1": get})
     started = time.monotonic()
-    outcome = run_hostile(server, tmp_path, "--deadline", "3", "--timeout", "60", "--quiet", job=GRACEFUL)
+    outcome = run_hostile(server, tmp_path, "--deadline", hang.DEADLINE, "--timeout", "60", "--quiet", job=GRACEFUL)
     assert time.monotonic() - started < 30  # a bound, not a measure: 60 s per call before
     assert outcome.code == ExitCode.SUBMITTED, outcome.stderr
     if hung == "submission":
@@ -643,16 +671,19 @@ def test_a_key_read_that_hangs_after_a_batch_is_collected_ends_by_the_deadline(
     monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.05)
     server = batch_server(lambda ids: completed(ITEM_COST * len(ids), ids))
     reads = {"n": 0}
+    hang = _Hang(monkeypatch)
 
     def key_once(request: RawRequest) -> Answer:
         reads["n"] += 1
         if reads["n"] == 1:
             return json_answer(200, {"data": {"label": "k", "limit": 10, "limit_remaining": 10, "usage": 0}})
-        return _hang
+        return hang
 
     server.routes["/key"] = key_once
     started = time.monotonic()
-    outcome = run_hostile(server, tmp_path, "--budget", "1", "--deadline", "3", "--timeout", "60", job=GRACEFUL)
+    outcome = run_hostile(
+        server, tmp_path, "--budget", "1", "--deadline", hang.DEADLINE, "--timeout", "60", job=GRACEFUL
+    )
     assert time.monotonic() - started < 30  # a bound, not a measure: 6 x 60 s before
     assert reads["n"] >= 2 and len(outcome.rows) == ROWS, outcome.stderr
     assert {r["status"] for r in outcome.rows} == {"ok"}
