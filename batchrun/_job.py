@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._checks import check_problems, resolve_files
 from ._dataset import MAX_ROW_PROBLEMS, MORE_ROWS, DatasetFile, Snapshot
@@ -31,6 +31,9 @@ from ._schema_messages import schema_message, shown_message, yaml_type_hint
 from ._scrub import environment_scrubber, hide_keys
 from ._settings import Endpoint, RunSettings, run_settings
 from ._template import names_in
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 
 @dataclass(frozen=True)
@@ -80,24 +83,33 @@ def _job_validator() -> Any:
     return validators.extend(Draft202012Validator, type_checker=whole)(job_schema())  # type: ignore[no-untyped-call]
 
 
-def _schema_problems(source: JobSource) -> list[Problem]:
+def _in_closest_branch(error: ValidationError) -> list[tuple[ValidationError, str | None]]:
+    """`error` with its message in words, or for a oneOf/anyOf without one, the closest-matching
+    branch's errors: not one the value is not even the type of (a per_item object is not "not
+    of type number"), and all of that branch's, not its best one only (out-133 F7: two
+    thresholds over 1 were said one a run)."""
     from jsonschema.exceptions import best_match
 
+    kinds = schema_message(error, list(error.absolute_path))
+    if not error.context or kinds is not None:
+        return [(error, kinds)]
+    typed = [e for e in error.context if not (e.validator == "type" and not e.path)] or error.context
+    best = best_match(typed)  # may lie deeper than `typed`: its branch is that of its ancestor there
+    top = best
+    while not any(top is e for e in typed) and top.parent is not None:
+        top = top.parent
+    others = [e for e in typed if e is not top and e.relative_schema_path[0] == top.relative_schema_path[0]]
+    return _in_closest_branch(best) + [leaf for e in others for leaf in _in_closest_branch(e)]
+
+
+def _schema_problems(source: JobSource) -> list[Problem]:
     validator = _job_validator()
     problems = []
     errors = list(validator.iter_errors(source.data))
     # An empty item (`- `): its type error says so, not "give vars or dataset, not both" (out-130 F8).
     empty = {tuple(e.absolute_path) for e in errors if e.validator == "type" and e.instance is None}
-    for error in errors:
-        if error.validator in ("not", "oneOf", "anyOf") and tuple(error.absolute_path) in empty:
-            continue
-        # For oneOf/anyOf the useful message is in the closest-matching branch: not one the
-        # value is not even the type of (a per_item object is not "not of type number").
-        kinds = schema_message(error, list(error.absolute_path))
-        while error.context and kinds is None:
-            typed = [e for e in error.context if not (e.validator == "type" and not e.path)]
-            error = best_match(typed or error.context)
-            kinds = schema_message(error, list(error.absolute_path))
+    said = [e for e in errors if not (e.validator in ("not", "oneOf", "anyOf") and tuple(e.absolute_path) in empty)]
+    for error, kinds in (leaf for e in said for leaf in _in_closest_branch(e)):
         path = text_keys(error.absolute_path, source.data)
         message = kinds or hide_keys(error.message)
         if isinstance(error.instance, date) and error.validator == "type":  # not Python's datetime.date(...)
@@ -110,10 +122,14 @@ def _schema_problems(source: JobSource) -> list[Problem]:
                 f"{hide_keys(error.instance)!r}: presets are not supported (set on the server, their models "
                 "and tools cannot be priced): name the model and its params"
             )
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            allowed = set(error.schema.get("properties", {}))
+        if (
+            error.validator == "additionalProperties"
+            and isinstance(error.instance, dict)
+            and isinstance(schema := error.schema, dict)
+        ):
+            allowed = set(schema.get("properties", {}))
             for key in error.instance:
-                if key not in allowed and not any(re.search(p, key) for p in error.schema.get("patternProperties", ())):
+                if key not in allowed and not any(re.search(p, key) for p in schema.get("patternProperties", ())):
                     problems.append(
                         source.problem(path + (str(key),), hide_keys(f"unknown key {short(repr(key))}"), at_key=True)
                     )

@@ -68,13 +68,15 @@ def schema_message(error: Any, path: Sequence[Any]) -> str | None:
 
 _PATTERNS_SAID = {
     "^[A-Za-z0-9][A-Za-z0-9._-]*$": (
-        "letters, digits, '.', '_' and '-' only, starting with a letter or digit (no spaces)"
+        "ASCII letters, digits, '.', '_' and '-' only, starting with a letter or digit (no spaces)"
     ),
-    "^[A-Za-z0-9_-]+$": "letters, digits, '_' and '-' only (no spaces)",
+    "^[A-Za-z0-9_-]+$": "ASCII letters, digits, '_' and '-' only (no spaces)",
     "^~?[A-Za-z0-9][A-Za-z0-9._:/~-]*$": (
-        "a model id, author/slug: letters, digits, '.', '_', ':', '/', '~' and '-' only (no spaces)"
+        "a model id, author/slug: ASCII letters, digits, '.', '_', ':', '/', '~' and '-' only (no spaces)"
     ),
-    "^[A-Za-z_][A-Za-z0-9_]*$": "an environment variable's name: letters, digits and '_', not starting with a digit",
+    "^[A-Za-z_][A-Za-z0-9_]*$": (
+        "an environment variable's name: ASCII letters, digits and '_', not starting with a digit"
+    ),
 }
 
 

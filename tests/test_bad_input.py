@@ -507,6 +507,17 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT + "    checks: [{contains: x, weight: 1.0e+154}]\n",
         ["$.prompts[0].checks[0].weight 1e+154 is greater than the maximum of 1000000"],
     ),
+    # out-133 F7: of a threshold's object form, only the best of its errors was said, one a run.
+    (
+        "every error of a threshold object",
+        ONE_PROMPT + "run: {pass_threshold: {overall: 1.5, models: {openai/gpt-4o-mini: 2}, per_item: {min: 0}}}\n",
+        [
+            "at $.run.pass_threshold.overall 1.5 is greater than the maximum of 1",
+            "at $.run.pass_threshold.models.openai/gpt-4o-mini 2 is greater than the maximum of 1",
+            "at $.run.pass_threshold.per_item 'of' is a required property",
+            "at $.run.pass_threshold.per_item.min 0 is less than the minimum of 1",
+        ],
+    ),
     # break27 m8: a panel naming one grader twice paid it twice and counted its vote twice.
     (
         "a grader named twice",
@@ -1690,8 +1701,8 @@ def test_a_newcomers_slips_are_said_in_words_not_regexes_or_python(tmp_path: Pat
     assert_refused(
         code,
         err,
-        "$.name 'my eval': letters, digits, '.', '_' and '-' only, starting with a letter or digit (no spaces)",
-        "$.endpoint.api_key_env '$OPENROUTER_API_KEY': an environment variable's name: letters, digits and '_', "
+        "$.name 'my eval': ASCII letters, digits, '.', '_' and '-' only, starting with a letter or digit (no spaces)",
+        "$.endpoint.api_key_env '$OPENROUTER_API_KEY': an environment variable's name: ASCII letters, digits and '_', "
         "not starting with a digit (the variable's name, without the $)",
         "$.prompts[1] is empty (null in YAML: nothing after the colon or the dash, or ~ or null): give a mapping",
         "$.run.mode is empty (null in YAML): give one of 'sync', 'batch'",  # not skipped with the others
@@ -1763,4 +1774,4 @@ def test_a_templated_finish_reason_a_row_fills_wrongly_is_said_at_validate(tmp_p
     assert_refused(code, err, "finish_reason '' for this row is none of stop")
     # A model id is said in words too (out-134 F3).
     code, _, err = call_cli("validate", write_job(tmp_path, text.replace("openai/gpt-4o-mini", "openai/gpt 4o")))
-    assert_refused(code, err, "'openai/gpt 4o': a model id, author/slug: letters, digits")
+    assert_refused(code, err, "'openai/gpt 4o': a model id, author/slug: ASCII letters, digits")

@@ -155,7 +155,7 @@ BAD_JOBS = {
     ),
     "bad_name": (
         "name: 'has space'\nmodels: [a/b]\nprompts: [{id: p, text: hi}]\n",
-        "'has space': letters, digits, '.', '_' and '-' only, starting with a letter or digit (no spaces)",
+        "'has space': ASCII letters, digits, '.', '_' and '-' only, starting with a letter or digit (no spaces)",
     ),
     "duplicate_model": ("name: x\nmodels: [a/b, a/b]\nprompts: [{id: p, text: hi}]\n", "duplicate model id"),
 }
