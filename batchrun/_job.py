@@ -84,10 +84,9 @@ def _job_validator() -> Any:
 
 
 def _in_closest_branch(error: ValidationError) -> list[tuple[ValidationError, str | None]]:
-    """`error` with its message in words, or for a oneOf/anyOf without one, the closest-matching
-    branch's errors: not one the value is not even the type of (a per_item object is not "not
-    of type number"), and all of that branch's, not its best one only (out-133 F7: two
-    thresholds over 1 were said one a run)."""
+    """`error` in words, or for a oneOf/anyOf, all errors of the closest branch: not one the value
+    is not even the type of (a per_item object is not "not of type number"), nor its best one
+    only (out-133 F7: two thresholds over 1 were said one a run)."""
     from jsonschema.exceptions import best_match
 
     kinds = schema_message(error, list(error.absolute_path))
