@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ._exceptions import ConfigError
 from ._journal_file import journal_header
-from ._report_data import read_run_summary
 from ._simulated import merged_endpoint, simulated
+from ._summary_beside import read_run_summary
 
 _WHO = {True: ("the built-in simulator", "an endpoint"), False: ("an endpoint", "--simulate")}
 

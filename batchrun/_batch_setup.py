@@ -13,10 +13,10 @@ from ._exceptions import ConfigError
 from ._job import Job
 from ._options import Notice, RunOptions
 from ._preflight import keep_row
-from ._report_data import read_run_summary
 from ._results import ScanResult
 from ._settings import RunSettings
 from ._status import Status
+from ._summary_beside import read_run_summary
 from ._worker_pool import Runner
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ._exceptions import ConfigError, ResultsError
 from ._matrix import Shard
-from ._report_data import read_run_summary
+from ._summary_beside import read_run_summary
 from ._summary_types import Summary
 
 

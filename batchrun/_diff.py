@@ -14,10 +14,10 @@ from ._formats import md_text, one_line, pct, vars_text
 from ._items import item_key
 from ._rate_tests import PAIRED_TEST, TEST_WORDS, UNPAIRED_TEST, pairings_of, rate_change, rate_changes
 from ._reader import Warn
-from ._report_data import file_key_gap, read_run_summary
 from ._results import final_records
 from ._stats import compare_paired
 from ._summary import SummaryBuilder
+from ._summary_beside import file_key_gap, read_run_summary
 from ._summary_types import Summary
 
 MAX_FLIPS_SHOWN = 20

@@ -29,9 +29,10 @@ from ._history_files import incomplete_notes, one_job, runs_in
 from ._history_marks import change_markers, run_markers
 from ._lock import finished
 from ._reader import Warn, unread_lines
-from ._report_data import file_key_gap, shard_of, summary_doubts
+from ._report_data import shard_of
 from ._results import final_records
 from ._summary import SummaryBuilder
+from ._summary_beside import SummaryBeside
 from ._summary_types import GroupFigures, Summary
 
 FLIP_CAP = 500  # flipped rows listed on the page (all are counted)
@@ -63,7 +64,8 @@ def _state(record: dict[str, Any]) -> str:
     return "pass" if passed else "fail"
 
 
-def _read_run(path: Path, warn: Warn, keep_states: bool = False) -> Run | None:
+def _read_run(path: Path, warn: Warn, keep_states: bool = False, beside: SummaryBeside | None = None) -> Run | None:
+    beside = beside or SummaryBeside.read(path)
     builder = SummaryBuilder()
     states: dict[str, tuple[str, str, str, str, str]] = {}
     start: str | None = None
@@ -97,8 +99,8 @@ def _read_run(path: Path, warn: Warn, keep_states: bool = False) -> Run | None:
     builder.add_pending_batches(pending)
     if start is None:
         start = _mtime_iso(path)
-    summary = builder.result(key_gap_usd=file_key_gap(path))
-    return Run(path, start, summary, states, incomplete_notes(path, summary["total"]["rows"], unread))
+    summary = builder.result(key_gap_usd=beside.key_gap())
+    return Run(path, start, summary, states, incomplete_notes(beside, summary["total"]["rows"], unread))
 
 
 def _mtime_iso(path: Path) -> str:
@@ -213,10 +215,11 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
     named = {path.resolve() for path in paths if not path.is_dir()}
 
     def read(path: Path) -> Run | None:
-        for doubt in summary_doubts(path):  # a summary copied under another name: said, not dropped quietly
+        beside = SummaryBeside.read(path)
+        for doubt in beside.doubts():  # a summary copied under another name: said, not dropped quietly
             warn(doubt)
         try:
-            return _read_run(path, warn)
+            return _read_run(path, warn, beside=beside)
         except ResultsError as exc:
             if path.resolve() in named:
                 raise

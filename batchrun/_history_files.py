@@ -13,8 +13,10 @@ from ._exceptions import ConfigError, ResultsError
 from ._formats import one_line, short
 from ._job_runs import folder_runs, results_files
 from ._journal_file import journal_path
+from ._output_paths import summary_path
 from ._reader import Warn
-from ._report_data import missing_since_summary, read_run_summary, unreadable_summary
+from ._report_data import missing_since_summary
+from ._summary_beside import SummaryBeside
 
 
 class _Run(Protocol):
@@ -93,11 +95,11 @@ def one_job(loaded: list[R], named: set[Path], warn: Warn) -> list[R]:
     return [run for run in loaded if _job(run) in (None, kept)]
 
 
-def incomplete_notes(path: Path, rows: int, unread: int) -> list[str]:
+def incomplete_notes(beside: SummaryBeside, rows: int, unread: int) -> list[str]:
     """Why a night's file does not hold its whole run: `report` exits 12 on each, and a night
     merged from 3 of 4 shards, one whose failing records were deleted, or one killed before its
     summary read in the history as a normal night, the last as a perfect one (break62 F1)."""
-    meta = read_run_summary(path)
+    path, meta = beside.results, beside.run_summary()
     notes = []
     if meta.get("merged_from") and meta.get("complete") is False:
         notes.append("a partial merge (rows of the job have no record)")
@@ -106,8 +108,8 @@ def incomplete_notes(path: Path, rows: int, unread: int) -> list[str]:
     # As `report` counts them (out-132 F4): rows its batch record says are at OpenRouter are not
     # "gone"; a summary there that cannot be read counts nothing.
     awaiting = sum(len(entry.rows) for entry in pending_batches(path, lambda _: None))
-    if (unreadable := unreadable_summary(path)) is not None:
-        notes.append(unreadable.removeprefix(f"{path.with_name(path.stem + '.summary.json')}: "))
+    if (unreadable := beside.unreadable()) is not None:
+        notes.append(unreadable.removeprefix(f"{summary_path(path)}: "))
     missing = missing_since_summary(path, meta, rows, unread, awaiting)
     if missing:
         notes.append(missing.removeprefix(f"{path}: "))

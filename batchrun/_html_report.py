@@ -25,7 +25,8 @@ from ._exceptions import ConfigError
 from ._formats import utc_readable
 from ._output_paths import write_report_file
 from ._pricing import money
-from ._report_data import PROMPT_CAP, ROW_CAP, TEXT_CAP, RunDigest, histogram, read_run_summary
+from ._report_data import PROMPT_CAP, ROW_CAP, TEXT_CAP, RunDigest, histogram
+from ._summary_beside import read_run_summary
 from ._summary_types import GroupFigures, Summary
 
 if TYPE_CHECKING:

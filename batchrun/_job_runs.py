@@ -16,9 +16,10 @@ from ._files import read_regular_text
 from ._formats import utc
 from ._journal_file import JOURNAL_SUFFIX, journal_header
 from ._output_paths import job_folder, summary_path
-from ._report_data import is_shard_file, read_run_summary
+from ._report_data import is_shard_file
 from ._results import first_record
 from ._simulated import simulated as is_simulated
+from ._summary_beside import read_run_summary
 
 
 def results_files(folder: Path, ordered: bool = True) -> list[Path]:

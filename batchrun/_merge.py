@@ -27,10 +27,10 @@ from ._lock import OutputLock
 from ._merged_key_gap import merged_key_gap
 from ._output_paths import SIDECARS, current_umask, sidecar_name_problem, summary_path, write_json_atomically
 from ._reader import Warn, spent_on
-from ._report_data import read_run_summary
 from ._results import RESULTS_MODE, ResultsWriter, final_records
 from ._simulated import merged_endpoint, simulated
 from ._summary import SummaryBuilder
+from ._summary_beside import read_run_summary
 from ._summary_place import refuse_summary_place
 from ._summary_types import Summary
 from ._verdict import ungraded_reason

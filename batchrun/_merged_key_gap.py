@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._report_data import RunSpan, file_key_gap, read_run_summary, run_spans
+from ._report_data import RunSpan, run_spans
+from ._summary_beside import file_key_gap, read_run_summary
 
 
 def merged_key_gap(shards: list[Path]) -> float:

@@ -24,9 +24,9 @@ from ._options import RunOptions
 from ._output_paths import job_folder, summary_path
 from ._preflight import estimate, job_routing_warning, make_client, open_cache, read_account, wanted_models
 from ._pricing import usd
-from ._report_data import file_key_gap, read_run_summary
 from ._results import final_records
 from ._retry import retry_policy
+from ._summary_beside import file_key_gap, read_run_summary
 
 
 def _cache_hits(job: Job, endpoint: str | None, warn: Callable[[str], None]) -> tuple[dict[str, int], float] | None:

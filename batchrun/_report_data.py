@@ -18,12 +18,10 @@ from typing import Any, NamedTuple
 
 from ._exceptions import ResultsError
 from ._failure_text import clip, failure_reasons
-from ._files import read_regular_text
-from ._journal_file import journal_key_gap, journal_path
 from ._pricing import money
-from ._results import first_record, results_job
-from ._status import StopReason
+from ._results import first_record
 from ._summary import SummaryBuilder
+from ._summary_beside import read_run_summary
 
 ROW_CAP = 1000  # failing and error rows listed on the page; the page says when more exist
 TEXT_CAP = 2000  # characters of an answer or a message kept in a table cell
@@ -139,105 +137,6 @@ def missing_since_summary(
     return None
 
 
-def read_run_summary(results: Path, any_file: bool = False) -> dict[str, Any]:
-    """The `X.summary.json` a run wrote beside `X.jsonl` (budget, stop); {} when absent or
-    unreadable, or (unless `any_file`) written for another file: `report` and `history` took a
-    copied summary's key gap, budget and stop as this run's (break52 F5).
-
-    Only a handful of its scalar fields are used: for display, and `key_gap_usd`, which a resume
-    counts as spent (_orchestration). The rows themselves are always counted again from the
-    results file.
-    """
-    kept, job = _summary_beside(results)
-    if isinstance(kept.get("job"), str) and job is not None and kept["job"] != job:
-        return {}  # another job's (break21 R16): its budget, stop and key gap are not this file's
-    named = kept.get("output")
-    if not any_file and isinstance(named, str) and Path(named).name != results.name:
-        return {}
-    return kept
-
-
-def _summary_json(results: Path) -> tuple[Any, str | None]:
-    """The summary beside `results` as parsed, or None and why not: "absent", an OS error's
-    words (not a regular file: never waited on), or "not JSON" (a summary nested past the reader too)."""
-    try:
-        return json.loads(read_regular_text(results.with_name(results.stem + ".summary.json"))), None
-    except FileNotFoundError:
-        return None, "absent"
-    except OSError as exc:
-        return None, exc.strerror or str(exc)
-    except (ValueError, RecursionError):
-        return None, "not JSON"
-
-
-def _summary_beside(results: Path) -> tuple[dict[str, Any], str | None]:
-    """The summary beside `results` as written ({} when absent or unreadable), and the job its
-    first record names (None when it has none)."""
-    data, _ = _summary_json(results)
-    if not isinstance(data, dict):
-        return {}, None
-    try:
-        job = results_job(results)
-    except (OSError, ResultsError):
-        job = None
-    return _as_written(data), job
-
-
-def unreadable_summary(results: Path) -> str | None:
-    """Why the summary beside `results` is there but says nothing: not JSON, or not an object (cut
-    short by a full disk, a 0-byte placeholder). Not "no summary": a gate cannot count the rows by
-    it (out-129 F2: 30 of 105 rows removed, exit 0), as a resume refuses it."""
-    path = results.with_name(results.stem + ".summary.json")
-    data, why = _summary_json(results)
-    if why == "absent":
-        return None
-    if why is not None:
-        return f"{path}: cannot be read ({why}): the rows of {results.name} cannot be counted against its run"
-    if isinstance(data, dict) and isinstance(data.get("total"), dict) and type(data["total"].get("rows")) is int:
-        return None
-    # An object with none of a run's counts ({} or {"foo": 1}) counts nothing either (out-132 F1).
-    what = "not a JSON object" if not isinstance(data, dict) else "no run's counts (`total.rows`) in it"
-    return f"{path}: not a summary ({what}): the rows of {results.name} cannot be counted against its run"
-
-
-def other_jobs_summary(results: Path) -> str | None:
-    """Why the summary written for this very file (its `output`) cannot vouch for it: the run
-    was of another job than the file's first record names. The file was edited or replaced since
-    (out-125 F1: one record's job changed, the other 104 rows were set aside as another job's
-    and `report` passed on the one left); a gate cannot tell what it holds of its run."""
-    kept, job = _summary_beside(results)
-    named, ran = kept.get("output"), kept.get("job")
-    if not isinstance(named, str) or Path(named).name != results.name or not isinstance(ran, str):
-        return None
-    if job is None or ran == job:
-        return None
-    return (
-        f"{results}: its summary is of a run of job {clip(ran)!r}, its first record of job {clip(job)!r} "
-        "(edited, or another job's file put in its place?): its rows cannot be checked against that run"
-    )
-
-
-def summary_doubts(results: Path) -> list[str]:
-    """Why the summary beside `results` is not its run's, for a reader to say: another file's
-    (left out), or one written when the file was smaller, with no journal of a run after it
-    (lines appended since, such as two runs `cat`-ed together: the rows read are both's)."""
-    summary = read_run_summary(results, any_file=True)
-    named, written = summary.get("output"), summary.get("results_bytes")
-    if isinstance(named, str) and Path(named).name != results.name:
-        path = results.with_name(results.stem + ".summary.json")
-        return [f"{path}: the summary of {Path(named).name}, not of {results.name}: left out"]
-    try:
-        grown = results.stat().st_size - written if type(written) is int else 0
-    except OSError:
-        return []
-    if grown > 0 and not journal_path(results).exists():
-        return [
-            f"{results}: {grown:,} byte(s) longer than when its summary was written, with no run since "
-            "(lines appended: two runs put together?): its rows are read as one run"
-        ]
-    return []
-
-
 def shard_of(results: Path) -> str | None:
     """The shard ("K/N") whose run `results` is: its summary says so, or, for a shard killed
     before its summary, its first record (every record of a shard names it); None for a whole run."""
@@ -251,25 +150,6 @@ def shard_of(results: Path) -> str | None:
 
 def is_shard_file(results: Path) -> bool:
     return shard_of(results) is not None
-
-
-def _as_written(data: dict[str, Any]) -> dict[str, Any]:
-    """The summary with each field readers take from it of the type a run writes; one of
-    another type (a hand edit, another tool's file) reads as absent. A budget of text, a
-    stop that was a list and a `merged_from` of 5 were tracebacks in report --html and
-    history, and a NaN budget was shown as "$nan" (break21 R9-R12)."""
-    kept = dict(data)
-    if data.get("budget_usd") is not None and money(data["budget_usd"]) is None:
-        del kept["budget_usd"]
-    if data.get("stop") is not None and data["stop"] not in list(StopReason):
-        del kept["stop"]
-    for name in ("stop_message", "output", "job", "job_fingerprint", "shard"):
-        if data.get(name) is not None and not isinstance(data[name], str):
-            del kept[name]
-    merged = data.get("merged_from")
-    if merged is not None and not (isinstance(merged, list) and all(isinstance(m, str) for m in merged)):
-        del kept["merged_from"]
-    return kept
 
 
 class RunSpan(NamedTuple):
@@ -327,14 +207,6 @@ def run_spans(summary: dict[str, Any]) -> list[RunSpan]:
             own, aligned = run.get("own_key") is True, run.get("usage_aligned") is True
             spans.append(RunSpan(start, end, gap, first, last, own, name, aligned))
     return spans
-
-
-def file_key_gap(results: Path) -> float:
-    """The key's usage that the file's runs counted beyond its rows' reported costs (in no
-    record): the last summary's `key_gap_usd` (which adds up the runs it resumed) and what a
-    run killed since then left in its journal. The readers show it beside the rows' cost
-    (break14c N12: a file that cost $0.036 showed as a known $0.0003)."""
-    return (money(read_run_summary(results).get("key_gap_usd")) or 0.0) + journal_key_gap(journal_path(results))
 
 
 def histogram(values: dict[str, list[float]], bins: int = HISTOGRAM_BINS) -> list[dict[str, Any]]:

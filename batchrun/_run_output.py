@@ -23,8 +23,8 @@ from ._output_paths import fresh_output, job_path_problem, sidecar_name_problem,
 from ._pricing import money
 from ._reader import ScanResult, Warn
 from ._record_head import state_blob
-from ._report_data import read_run_summary
 from ._results import final_records, first_record, foreign_record, last_record, repair_torn_tail, scan_states
+from ._summary_beside import read_run_summary
 from ._summary_floor import changed_after, results_size
 from ._summary_place import refuse_summary_place
 from ._ungraded import stopped_gradings

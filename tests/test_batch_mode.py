@@ -19,7 +19,7 @@ from batchrun._batch_setup import BATCH_WAIT_S
 from batchrun._batch_state import BatchState, state_path
 from batchrun._exceptions import ConfigError
 from batchrun._matrix import matrix_requests
-from batchrun._report_data import read_run_summary
+from batchrun._summary_beside import read_run_summary
 from batchrun._transport import default_transport
 from batchrun._verdict import decide
 from batchrun.simulator import SimConfig, Simulator

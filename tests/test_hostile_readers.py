@@ -781,3 +781,25 @@ def test_a_summary_that_cannot_be_read_is_no_pass_for_a_file_with_rows_removed(
     assert code == ExitCode.INCOMPLETE, err
     assert "r.summary.json: " in err and "the rows of r.jsonl cannot be counted against its run" in err
     assert "no summary of its run beside it" not in err
+
+
+def test_report_reads_the_summary_once_for_every_view_of_it(
+    results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # out-133: report read the summary five times (the run's fields, its doubts, another job's,
+    # unreadable, the key gap): one replaced meanwhile vouched for the rows by one version and
+    # gave the key gap of another.
+    copy = _copied(results, tmp_path)
+    opened: list[str] = []
+    real_open = os.open
+
+    def counted(path: Any, *args: Any, **kwargs: Any) -> int:
+        opened.append(os.fsdecode(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counted)
+    code, out, err = call_cli("report", copy, "--json")
+    monkeypatch.undo()
+    assert code == ExitCode.OK, err
+    assert json.loads(out)["total"]["rows"] > 0
+    assert sum(Path(path).name == "r.summary.json" for path in opened) == 1, opened

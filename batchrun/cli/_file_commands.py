@@ -89,16 +89,10 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
     from .._batch_state import pending_batches
     from .._items import ItemGate
     from .._reader import unread_lines
-    from .._report_data import (
-        file_key_gap,
-        missing_since_summary,
-        other_jobs_summary,
-        read_run_summary,
-        summary_doubts,
-        unreadable_summary,
-    )
+    from .._report_data import missing_since_summary
     from .._results import final_records
     from .._summary import SummaryBuilder
+    from .._summary_beside import SummaryBeside
     from .._summary_text import render_markdown, render_text
 
     refuse_live(args.results, "report it")
@@ -122,17 +116,16 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
 
         return report_against_job(args, console, records, page, counted, known)
     # Items judged by the gate the run had (its summary's `items.gate`), JUnit's too.
-    run_summary = read_run_summary(args.results)
-    doubts = summary_doubts(args.results)
+    beside = SummaryBeside.read(args.results)  # once: every view below is of one version of it
+    run_summary = beside.run_summary()
+    doubts = beside.doubts()
     for doubt in doubts:
         console.warn(doubt)
-    unvouched = other_jobs_summary(args.results) or unreadable_summary(args.results)
+    unvouched = beside.of_another_job() or beside.unreadable()
     gate = ItemGate.recorded(run_summary)
     builder = SummaryBuilder(gate).add_all(through(page, records))
     pending = list(pending_batches(args.results, console.warn))
-    summary = builder.add_pending_batches(pending).result(
-        output=str(args.results), key_gap_usd=file_key_gap(args.results)
-    )
+    summary = builder.add_pending_batches(pending).result(output=str(args.results), key_gap_usd=beside.key_gap())
     awaiting = sum(len(entry.rows) for entry in pending)
     # Rows never answered (a run stopped at its deadline, its budget, a kill -9) leave the file
     # incomplete, as rows gone since its summary do: exit 12, and the JUnit file fails with it

@@ -166,10 +166,10 @@ def _gate(
     from .._batch_state import pending_batches
     from .._checks import is_judge
     from .._gate import MatrixCoverage
-    from .._report_data import file_key_gap, read_run_summary
     from .._results import final_records
     from .._simulated import simulated
     from .._summary import SummaryBuilder
+    from .._summary_beside import file_key_gap, read_run_summary
     from .._summary_text import render_markdown, render_text
     from .._verdict import decide
 
@@ -278,9 +278,9 @@ def _regrade_judged(
     spent within the budget; `note` hears of each row re-graded."""
     from .._answered_by import recorded_endpoint
     from .._regrade import estimate_regrade, regrade_kept
-    from .._report_data import file_key_gap
     from .._results import final_records
     from .._simulated import MIXED_ENDPOINTS, simulated
+    from .._summary_beside import file_key_gap
 
     def worst_case(line: str) -> None:
         console.to_err(line + "\n")

@@ -1,0 +1,158 @@
+"""The summary a run wrote beside its results file (`X.summary.json` beside `X.jsonl`), read
+once for all a reader asks of it: its fields as written, whether it can be read at all,
+whether it is this file's and this job's, and the key gap it counted.
+
+One read, one view: `report` read the file five times (out-133), so a summary replaced while
+it ran could vouch for the rows by one version and give the key gap of another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._exceptions import ResultsError
+from ._failure_text import clip
+from ._files import read_regular_text
+from ._journal_file import journal_key_gap, journal_path
+from ._output_paths import summary_path
+from ._pricing import money
+from ._results import results_job
+from ._status import StopReason
+
+
+@dataclass(frozen=True)
+class SummaryBeside:
+    results: Path
+    data: Any  # as parsed; None when not read
+    why: str | None  # why not read: "absent", an OS error's words (never waited on), "not JSON"
+    job: str | None  # the job the results file's first record names (None: none, or not read)
+
+    @classmethod
+    def read(cls, results: Path) -> SummaryBeside:
+        try:
+            data, why = json.loads(read_regular_text(summary_path(results))), None
+        except FileNotFoundError:
+            data, why = None, "absent"
+        except OSError as exc:
+            data, why = None, exc.strerror or str(exc)
+        except (ValueError, RecursionError):  # a summary nested past the reader too
+            data, why = None, "not JSON"
+        job = None
+        if isinstance(data, dict):
+            with contextlib.suppress(OSError, ResultsError):
+                job = results_job(results)
+        return cls(results, data, why, job)
+
+    @property
+    def kept(self) -> dict[str, Any]:
+        """The summary as written ({} when absent or unreadable)."""
+        return _as_written(self.data) if isinstance(self.data, dict) else {}
+
+    def run_summary(self, any_file: bool = False) -> dict[str, Any]:
+        """The summary (budget, stop); {} when absent or unreadable, or (unless `any_file`)
+        written for another file: `report` and `history` took a copied summary's key gap,
+        budget and stop as this run's (break52 F5).
+
+        Only a handful of its scalar fields are used: for display, and `key_gap_usd`, which a
+        resume counts as spent (_orchestration). The rows themselves are always counted again
+        from the results file.
+        """
+        kept = self.kept
+        if isinstance(kept.get("job"), str) and self.job is not None and kept["job"] != self.job:
+            return {}  # another job's (break21 R16): its budget, stop and key gap are not this file's
+        named = kept.get("output")
+        if not any_file and isinstance(named, str) and Path(named).name != self.results.name:
+            return {}
+        return kept
+
+    def unreadable(self) -> str | None:
+        """Why the summary is there but says nothing: not JSON, or not an object (cut short by a
+        full disk, a 0-byte placeholder). Not "no summary": a gate cannot count the rows by it
+        (out-129 F2: 30 of 105 rows removed, exit 0), as a resume refuses it."""
+        path, results, data = summary_path(self.results), self.results, self.data
+        if self.why == "absent":
+            return None
+        if self.why is not None:
+            return f"{path}: cannot be read ({self.why}): the rows of {results.name} cannot be counted against its run"
+        if isinstance(data, dict) and isinstance(data.get("total"), dict) and type(data["total"].get("rows")) is int:
+            return None
+        # An object with none of a run's counts ({} or {"foo": 1}) counts nothing either (out-132 F1).
+        what = "not a JSON object" if not isinstance(data, dict) else "no run's counts (`total.rows`) in it"
+        return f"{path}: not a summary ({what}): the rows of {results.name} cannot be counted against its run"
+
+    def of_another_job(self) -> str | None:
+        """Why the summary written for this very file (its `output`) cannot vouch for it: the run
+        was of another job than the file's first record names. The file was edited or replaced
+        since (out-125 F1: one record's job changed, the other 104 rows were set aside as another
+        job's and `report` passed on the one left); a gate cannot tell what it holds of its run."""
+        named, ran = self.kept.get("output"), self.kept.get("job")
+        if not isinstance(named, str) or Path(named).name != self.results.name or not isinstance(ran, str):
+            return None
+        if self.job is None or ran == self.job:
+            return None
+        return (
+            f"{self.results}: its summary is of a run of job {clip(ran)!r}, its first record of job "
+            f"{clip(self.job)!r} (edited, or another job's file put in its place?): its rows cannot be "
+            "checked against that run"
+        )
+
+    def doubts(self) -> list[str]:
+        """Why the summary is not its run's, for a reader to say: another file's (left out), or
+        one written when the file was smaller, with no journal of a run after it (lines appended
+        since, such as two runs `cat`-ed together: the rows read are both's)."""
+        results = self.results
+        summary = self.run_summary(any_file=True)
+        named, written = summary.get("output"), summary.get("results_bytes")
+        if isinstance(named, str) and Path(named).name != results.name:
+            return [f"{summary_path(results)}: the summary of {Path(named).name}, not of {results.name}: left out"]
+        try:
+            grown = results.stat().st_size - written if type(written) is int else 0
+        except OSError:
+            return []
+        if grown > 0 and not journal_path(results).exists():
+            return [
+                f"{results}: {grown:,} byte(s) longer than when its summary was written, with no run since "
+                "(lines appended: two runs put together?): its rows are read as one run"
+            ]
+        return []
+
+    def key_gap(self) -> float:
+        """The key's usage that the file's runs counted beyond its rows' reported costs (in no
+        record): the summary's `key_gap_usd` (which adds up the runs it resumed) and what a run
+        killed since then left in its journal. The readers show it beside the rows' cost
+        (break14c N12: a file that cost $0.036 showed as a known $0.0003)."""
+        counted = money(self.run_summary().get("key_gap_usd")) or 0.0
+        return counted + journal_key_gap(journal_path(self.results))
+
+
+def read_run_summary(results: Path, any_file: bool = False) -> dict[str, Any]:
+    """SummaryBeside.run_summary, for a reader that asks nothing else of it."""
+    return SummaryBeside.read(results).run_summary(any_file)
+
+
+def file_key_gap(results: Path) -> float:
+    """SummaryBeside.key_gap, for a reader that asks nothing else of it."""
+    return SummaryBeside.read(results).key_gap()
+
+
+def _as_written(data: dict[str, Any]) -> dict[str, Any]:
+    """The summary with each field readers take from it of the type a run writes; one of
+    another type (a hand edit, another tool's file) reads as absent. A budget of text, a
+    stop that was a list and a `merged_from` of 5 were tracebacks in report --html and
+    history, and a NaN budget was shown as "$nan" (break21 R9-R12)."""
+    kept = dict(data)
+    if data.get("budget_usd") is not None and money(data["budget_usd"]) is None:
+        del kept["budget_usd"]
+    if data.get("stop") is not None and data["stop"] not in list(StopReason):
+        del kept["stop"]
+    for name in ("stop_message", "output", "job", "job_fingerprint", "shard"):
+        if data.get(name) is not None and not isinstance(data[name], str):
+            del kept[name]
+    merged = data.get("merged_from")
+    if merged is not None and not (isinstance(merged, list) and all(isinstance(m, str) for m in merged)):
+        del kept["merged_from"]
+    return kept
