@@ -212,9 +212,11 @@ def write_report(
     summary: Summary,
     decided: Decided,
     gated: bool = True,
+    run_meta: dict[str, Any] | None = None,
 ) -> None:
-    """Write the page of a run whose records `digest` took in while `summary` was built."""
-    run_meta = read_run_summary(results)
+    """Write the page of a run whose records `digest` took in while `summary` was built, and
+    its summary's fields as the caller read them (None: read here)."""
+    run_meta = read_run_summary(results) if run_meta is None else run_meta
     html = report_page(digest, summary, results, _verdict(decided, gated), run_meta)
     write_page(output, html)
 

@@ -798,8 +798,8 @@ def test_report_reads_the_summary_once_for_every_view_of_it(
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", counted)
-    code, out, err = call_cli("report", copy, "--json")
+    code, out, err = call_cli("report", copy, "--json", "--html", tmp_path / "r.html")
     monkeypatch.undo()
     assert code == ExitCode.OK, err
-    assert json.loads(out)["total"]["rows"] > 0
+    assert json.loads(out)["total"]["rows"] > 0 and (tmp_path / "r.html").stat().st_size > 0
     assert sum(Path(path).name == "r.summary.json" for path in opened) == 1, opened

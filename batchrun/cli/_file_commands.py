@@ -158,7 +158,7 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
     again = functools.partial(final_records, args.results)
     write_junit_file(args, console, again, gate, (), (int(code), reasons), job_name, unread)
     show(console, args, summary, render_text, render_markdown)
-    write_report_page(args, page, summary, (int(code), reasons), gated=False)
+    write_report_page(args, page, summary, (int(code), reasons), gated=False, run_meta=run_summary)
     for reason in reasons:
         console.error(reason)
     return code

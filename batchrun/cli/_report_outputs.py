@@ -108,12 +108,18 @@ def through(page: Any, records: Any) -> Any:
 
 
 def write_report_page(
-    args: argparse.Namespace, page: Any, summary: Summary, verdict: tuple[int, list[str]], gated: bool = True
+    args: argparse.Namespace,
+    page: Any,
+    summary: Summary,
+    verdict: tuple[int, list[str]],
+    gated: bool = True,
+    run_meta: dict[str, Any] | None = None,
 ) -> None:
+    """The page, of the run summary the caller read (`run_meta`) where it read one."""
     if page is not None:
         from .._html_report import write_report
 
-        write_report(args.results, args.html, page, summary, verdict, gated)
+        write_report(args.results, args.html, page, summary, verdict, gated, run_meta)
 
 
 # What marks a page batchrun made (templates/base.html.j2 writes the same line).
