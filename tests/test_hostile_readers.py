@@ -783,8 +783,9 @@ def test_a_summary_that_cannot_be_read_is_no_pass_for_a_file_with_rows_removed(
     assert "no summary of its run beside it" not in err
 
 
+@pytest.mark.parametrize("against_job", [False, True])
 def test_report_reads_the_summary_once_for_every_view_of_it(
-    results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, against_job: bool
 ) -> None:
     # out-133: report read the summary five times (the run's fields, its doubts, another job's,
     # unreadable, the key gap): one replaced meanwhile vouched for the rows by one version and
@@ -798,7 +799,8 @@ def test_report_reads_the_summary_once_for_every_view_of_it(
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", counted)
-    code, out, err = call_cli("report", copy, "--json", "--html", tmp_path / "r.html")
+    job = ["--job", results.with_name("job.yaml")] if against_job else []
+    code, out, err = call_cli("report", copy, "--json", "--html", tmp_path / "r.html", *job)
     monkeypatch.undo()
     assert code == ExitCode.OK, err
     assert json.loads(out)["total"]["rows"] > 0 and (tmp_path / "r.html").stat().st_size > 0

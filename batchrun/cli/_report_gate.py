@@ -169,11 +169,12 @@ def _gate(
     from .._results import final_records
     from .._simulated import simulated
     from .._summary import SummaryBuilder
-    from .._summary_beside import file_key_gap, read_run_summary
+    from .._summary_beside import SummaryBeside
     from .._summary_text import render_markdown, render_text
     from .._verdict import decide
 
     settings = job.run
+    beside = SummaryBeside.read(args.results)  # once: the key gap, the endpoint and the page read one version
     coverage = MatrixCoverage.of(job)
     # Judge checks of the job now (a dataset row's own included) decide whether graders are asked.
     regraded: list[dict[str, Any]] = []
@@ -200,13 +201,14 @@ def _gate(
             coverage.changed.note(stored.get(row["id"]), row.get("passed"))
 
         summary = _regrade_judged(args, console, job, gate, remembered(coverage.review(records)), regraded, page, note)
+        summary["key_gap_usd"] = beside.key_gap()
         summary["judging_regraded"] = True  # its cost figures: the answers as recorded, the grading bought now
     else:
         reviewed = through(page, coverage.review(records, regrade=True))
         builder = (
             SummaryBuilder(gate).add_all(reviewed).add_pending_batches(pending_batches(args.results, console.warn))
         )
-        summary = builder.result(output=str(args.results), key_gap_usd=file_key_gap(args.results))
+        summary = builder.result(output=str(args.results), key_gap_usd=beside.key_gap())
     counted(summary)
     if changed := coverage.changed.sentence():
         summary["regraded_changes"] = dict(coverage.changed.counts)
@@ -234,13 +236,13 @@ def _gate(
     elif shortfalls:
         for shortfall in shortfalls:  # accepted, and said so: a log showed nothing of it
             console.warn(f"accepted with --allow-partial: {shortfall}")
-    if simulated(read_run_summary(args.results).get("endpoint")):
+    if simulated(beside.run_summary().get("endpoint")):
         # A gate passing on the simulator's answers said nothing of it (out-108 F7, out-101 F4).
         console.warn(f"{args.results}: answered by the built-in simulator (--simulate), not by a model")
     # The gate's verdict in its Markdown too: a red step showed a table and no reason (break35 F2).
     show(console, args, summary, render_text, lambda shown: render_markdown(shown, verdict=(int(code), reasons)))
     try:
-        write_report_page(args, page, summary, (code, reasons))
+        write_report_page(args, page, summary, (code, reasons), run_meta=beside.run_summary())
     except OutputFailed as failure:
         # Before the JUnit file, which then says exit 11: a green one stood beside it (verify28 F5).
         code, reasons = ExitCode.IO, [str(failure)]
@@ -280,7 +282,6 @@ def _regrade_judged(
     from .._regrade import estimate_regrade, regrade_kept
     from .._results import final_records
     from .._simulated import MIXED_ENDPOINTS, simulated
-    from .._summary_beside import file_key_gap
 
     def worst_case(line: str) -> None:
         console.to_err(line + "\n")
@@ -317,7 +318,6 @@ def _regrade_judged(
     else:
         summary = _with_graders(args, console, job, gate, records, keep, worst_case)
     summary["output"] = str(args.results)
-    summary["key_gap_usd"] = file_key_gap(args.results)
     return summary
 
 
