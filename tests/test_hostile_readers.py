@@ -799,7 +799,7 @@ def test_report_reads_the_summary_once_for_every_view_of_it(
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", counted)
-    job = ["--job", results.with_name("job.yaml")] if against_job else []
+    job: list[str | Path] = ["--job", results.with_name("job.yaml")] if against_job else []
     code, out, err = call_cli("report", copy, "--json", "--html", tmp_path / "r.html", *job)
     monkeypatch.undo()
     assert code == ExitCode.OK, err
