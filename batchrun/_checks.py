@@ -343,6 +343,17 @@ def grade(
     return verdict_of(run_checks(checks, answer, judged))
 
 
+def graded_now(
+    record: dict[str, Any], checks: list[dict[str, Any]], judged: dict[int, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A stored answer graded by the job's checks now; with none, no verdict, as a run of the
+    job writes it: a prompt whose checks were all removed kept its old verdicts, and the gate
+    passed or failed on a check the job no longer had (out-136 F1)."""
+    if not checks:
+        return {k: v for k, v in record.items() if k not in ("checks", "passed", "score")}
+    return {**record, **grade(checks, answer_of(record), judged)}
+
+
 def answer_of(record: dict[str, Any]) -> Answer:
     """A stored row's answer, as the checks see it (`cost` is the answer's: judging is
     `judge_cost`, apart). A cache hit's is what the answer first cost (`cost_saved`), as the run

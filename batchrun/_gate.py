@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from ._checks import answer_of, grade, stored_judgements, without_latency_checks
+from ._checks import graded_now, stored_judgements, without_latency_checks
 from ._exceptions import ResultsError
 from ._files import read_regular_text
 from ._items import item_key
@@ -39,9 +39,10 @@ class VerdictChanges:
 
     counts: Counter[str] = field(default_factory=Counter)
 
-    def note(self, before: Any, after: Any) -> None:
-        if before != after and (before is not None or after is not None):
-            self.counts[f"{_verdict_word(before)} -> {_verdict_word(after)}"] += 1
+    def note(self, before: str, after: str) -> None:
+        """A row's verdict as the file holds it and as graded now (`verdict_word`)."""
+        if before != after:
+            self.counts[f"{before} -> {after}"] += 1
 
     def sentence(self) -> str | None:
         """What changed, for stderr; None when no stored verdict changed."""
@@ -51,7 +52,12 @@ class VerdictChanges:
         return f"re-graded: {sum(self.counts.values())} row(s) whose verdict is not the one the file holds ({parts})"
 
 
-def _verdict_word(passed: Any) -> str:
+def verdict_word(record: dict[str, Any]) -> str:
+    """An answered row's verdict in a word: "no check" where no check graded it (the job has
+    none for it), not "undecided" as a verdict the checks could not reach."""
+    passed = record.get("passed")
+    if "checks" not in record:
+        return "no check"
     return "undecided" if passed is None else "pass" if passed else "fail"
 
 
@@ -133,11 +139,11 @@ class MatrixCoverage:
             checks = self.checks[row_id]
             if record.get("batch_id"):
                 checks = without_latency_checks(checks)
-            if regrade and record["status"] == "ok" and checks:
+            if regrade and record["status"] == "ok":
                 # Judge checks keep their stored verdicts here: re-judging costs money (_regrade).
-                before = record.get("passed")
-                record = {**record, **grade(checks, answer_of(record), stored_judgements(record, checks))}
-                self.changed.note(before, record["passed"])
+                before = verdict_word(record)
+                record = graded_now(record, checks, stored_judgements(record, checks))
+                self.changed.note(before, verdict_word(record))
             yield record
 
     def _stale(self, record: dict[str, Any]) -> bool:

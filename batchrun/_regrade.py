@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._account import counted_at_end, reconcile_run
-from ._checks import answer_of, grade, is_judge, stored_judgements
+from ._checks import answer_of, graded_now, is_judge, stored_judgements
 from ._costs import CostModel
 from ._cut_off import cleanup_time, wind_down_s, wind_down_within
 from ._exceptions import ConfigError
@@ -94,9 +94,9 @@ def regrade_kept(
     (out-102 F2: the README's CI gate, without a key, was exit 2 "no API key" for it)."""
     builder = SummaryBuilder(gate)
     for record, request in _judge_rows(records, job):
-        if request is not None and record.get("status") == Status.OK and request.checks:
+        if request is not None and record.get("status") == Status.OK:
             checks = applied_checks(record, request)
-            record = {**record, **grade(checks, answer_of(record), kept_verdicts_of(record, request, checks))}
+            record = graded_now(record, checks, kept_verdicts_of(record, request, checks))
         builder.add(record)
         emit(record)
     return builder.result(budget_usd=job.run.budget_usd, spent_usd=0.0)
@@ -139,12 +139,12 @@ async def regrade_with_judges(
     and pass each, in file order, to `emit`."""
 
     async def regrade_one(record: dict[str, Any], request: Request | None) -> dict[str, Any]:
-        if request is None or record.get("status") != Status.OK or not request.checks:
+        if request is None or record.get("status") != Status.OK:
             return record
         checks, answer = applied_checks(record, request), answer_of(record)
         kept = {} if regrade_all else kept_verdicts_of(record, request, checks)
         if _all_kept(checks, kept):
-            return {**record, **grade(checks, answer, kept)}  # nothing to ask: no grader is sent
+            return graded_now(record, checks, kept)  # nothing to ask: no grader is sent
         grading = RowGrading(request, record, answer, checks=checks, judged=kept)
         # In flight at a stop, graders get the grace, as a run's rows do; then each cut one is
         # held as maybe billed (_judging) and its check is `error` (a SIGTERM waited them out).

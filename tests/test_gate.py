@@ -786,3 +786,47 @@ def test_the_gate_says_when_the_answers_came_from_the_simulator(
     assert call_cli(job, "--base-url", sim.base_url, "-o", real, "-q")[0] == ExitCode.OK
     code, _, err = call_cli("report", real, "--job", job)
     assert code == ExitCode.OK and "simulator" not in err, err
+
+
+_GATED = """
+name: gated
+{judge}models: [openai/gpt-4o-mini]
+prompts:
+  - id: capital
+    text: "Capital of {{{{country}}}}?"
+    vars: [{{country: France, expect: Paris}}, {{country: Japan, expect: Tokyo}}]
+{capital}  - id: sum
+    text: "What is {{{{a}}}} + 1?"
+    vars: [{{a: 1}}, {{a: 2}}]
+{sum}run: {{concurrency: 4, pass_threshold: 0.5}}
+"""
+
+
+@pytest.mark.parametrize("judged", [False, True])
+def test_a_prompt_whose_checks_were_removed_has_no_verdict_in_the_gate(tmp_path: Path, judged: bool) -> None:
+    # out-136 F1: a prompt with no check left kept the verdicts the file held: the gate passed on
+    # them at 50% where a run of the job as it is was 0% (exit 3), and, the other way, failed on
+    # a check the job no longer had, its JUnit file naming it. A judge check elsewhere in the job
+    # (its verdicts kept, no key) took the same path.
+    judge = "judge: {model: openai/gpt-4o-mini}\n" if judged else ""
+    capital = '    checks: [{contains: "{{expect}}"}' + (', {judge: "Is it right?"}' if judged else "") + "]\n"
+    impossible = '    checks: [{equals: "never", name: impossible}]\n'
+    night = tmp_path / "night.jsonl"
+    whole = _GATED.format(judge=judge, capital=capital, sum=impossible)
+    assert call_cli(write_job(tmp_path, whole), "--simulate", "-o", night, "-q")[0] == ExitCode.OK  # 50%
+    for name, edited in {
+        "capital": _GATED.format(judge=judge, capital="", sum=impossible),
+        "sum": _GATED.format(judge=judge, capital=capital, sum=""),
+    }.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        job, junit, fresh = write_job(folder, edited), folder / "junit.xml", folder / "fresh.jsonl"
+        code, out, err = call_cli("report", night, "--job", job, "--json", "--junit", junit)
+        call_cli(job, "--simulate", "-o", fresh, "-q")
+        fresh_code, again, _ = call_cli("report", fresh, "--job", job, "--json")
+        # The gate on last night's answers says what a run of the job as it is now says.
+        assert code == fresh_code and code == (ExitCode.QUALITY if name == "capital" else ExitCode.OK), (name, err)
+        figures = ("checked", "passed", "pass_rate")
+        assert {k: json.loads(out)["total"][k] for k in figures} == {k: json.loads(again)["total"][k] for k in figures}
+        assert ("impossible" in junit.read_text()) is (name == "capital"), name
+        assert "-> no check: 2" in err, err

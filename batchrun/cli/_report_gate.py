@@ -165,7 +165,7 @@ def _gate(
 ) -> int:
     from .._batch_state import pending_batches
     from .._checks import is_judge
-    from .._gate import MatrixCoverage
+    from .._gate import MatrixCoverage, verdict_word
     from .._results import final_records
     from .._simulated import simulated
     from .._summary import SummaryBuilder
@@ -194,11 +194,11 @@ def _gate(
 
         def remembered(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             for row in rows:
-                stored[row["id"]] = row.get("passed")
+                stored[row["id"]] = verdict_word(row)
                 yield row
 
         def note(row: dict[str, Any]) -> None:
-            coverage.changed.note(stored.get(row["id"]), row.get("passed"))
+            coverage.changed.note(stored.get(row["id"], "no check"), verdict_word(row))
 
         summary = _regrade_judged(args, console, job, gate, remembered(coverage.review(records)), regraded, page, note)
         summary["key_gap_usd"] = beside.key_gap()
