@@ -110,6 +110,8 @@ def incomplete_notes(beside: SummaryBeside, rows: int, unread: int) -> list[str]
     awaiting = sum(len(entry.rows) for entry in pending_batches(path, lambda _: None))
     if (unreadable := beside.unreadable()) is not None:
         notes.append(unreadable.removeprefix(f"{summary_path(path)}: "))
+    if (another := beside.of_another_job()) is not None:  # as `report` says (out-135 F1: a normal night)
+        notes.append(another.removeprefix(f"{path}: "))
     missing = missing_since_summary(path, meta, rows, unread, awaiting)
     if missing:
         notes.append(missing.removeprefix(f"{path}: "))

@@ -78,10 +78,16 @@ class SummaryBeside:
             return None
         if self.why is not None:
             return f"{path}: cannot be read ({self.why}): the rows of {results.name} cannot be counted against its run"
-        if isinstance(data, dict) and isinstance(data.get("total"), dict) and type(data["total"].get("rows")) is int:
+        if not isinstance(data, dict):
+            what = "not a JSON object"
+        elif not (isinstance(data.get("total"), dict) and type(data["total"].get("rows")) is int):
+            what = "no run's counts (`total.rows`) in it"  # {} or {"foo": 1} counts nothing either (out-132 F1)
+        elif not isinstance(data.get("output"), str):
+            # Every run and merge names its file: one that names none cannot be tied to this one,
+            # and vouched for it with 56 of 105 rows gone, exit 0 and not a word (out-135 F2).
+            what = "no `output` naming the file it was written for"
+        else:
             return None
-        # An object with none of a run's counts ({} or {"foo": 1}) counts nothing either (out-132 F1).
-        what = "not a JSON object" if not isinstance(data, dict) else "no run's counts (`total.rows`) in it"
         return f"{path}: not a summary ({what}): the rows of {results.name} cannot be counted against its run"
 
     def of_another_job(self) -> str | None:

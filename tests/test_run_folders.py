@@ -388,6 +388,18 @@ def test_history_marks_a_night_that_is_not_whole(tmp_path: Path, small_job: Path
     (nights / "a.summary.json").write_text("{}")
     code, text, err = call_cli("history", nights)
     assert "a.jsonl: an incomplete run: not a summary (no run's counts (`total.rows`) in it)" in err, err
+    # out-135 F2: a summary that names no file vouched for one with rows removed, not a word;
+    # F1: one of another job's run read as a normal night, though `report` exits 12 on it.
+    summary = json.loads((nights / "b.summary.json").read_text())
+    del summary["output"]
+    (nights / "a.summary.json").write_text(json.dumps(summary))
+    summary = json.loads((nights / "b.summary.json").read_text())
+    (nights / "b.summary.json").write_text(json.dumps({**summary, "job": "another"}))
+    code, text, err = call_cli("history", nights)
+    assert "a.jsonl: an incomplete run: not a summary (no `output` naming the file it was written for)" in err, err
+    assert "b.jsonl: an incomplete run: its summary is of a run of job 'another'" in err, err
+    for name in ("a", "b"):
+        assert call_cli("report", nights / f"{name}.jsonl")[0] == ExitCode.INCOMPLETE
 
 
 def test_a_resume_without_shard_names_the_shard_whose_run_is_incomplete(in_tmp: Path) -> None:
