@@ -21,7 +21,7 @@ from ._files import file_identity, read_regular_text
 from ._formats import short
 from ._job_fingerprint import job_fingerprint
 from ._job_source import JobSource, format_path, parse_job_source
-from ._jobfile import JsonPath, job_schema, key_like_strings, text_keys, value_problems
+from ._jobfile import JsonPath, ecma_pattern, job_schema, key_like_strings, text_keys, value_problems
 from ._judge import GraderSettings, check_kinds
 from ._judge import template_problems as grader_template_problems
 from ._parts import non_text_part
@@ -77,10 +77,9 @@ def _job_validator() -> Any:
 
     # JSON Schema takes 20.0 as an integer; sent as written, `max_tokens: 20.0` reached the API
     # as a float and, hashed apart from 20, made every answered row stale (verify27 N6).
-    whole = Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
-    )
-    return validators.extend(Draft202012Validator, type_checker=whole)(job_schema())  # type: ignore[no-untyped-call]
+    whole = Draft202012Validator.TYPE_CHECKER.redefine("integer", lambda _, v: type(v) is int)
+    kinds = {"pattern": ecma_pattern}
+    return validators.extend(Draft202012Validator, kinds, type_checker=whole)(job_schema())  # type: ignore[no-untyped-call]
 
 
 def _in_closest_branch(error: ValidationError) -> list[tuple[ValidationError, str | None]]:

@@ -507,6 +507,17 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT + "    checks: [{contains: x, weight: 1.0e+154}]\n",
         ["$.prompts[0].checks[0].weight 1e+154 is greater than the maximum of 1000000"],
     ),
+    # out-135 F3: "t\n" matched `^...$` as Python reads `$` (before a final newline): validate
+    # said ok, and the run made the folder `outputs/t\n/`.
+    (
+        "names and ids ending in a newline",
+        'name: "t\\n"\nmodels: ["openai/gpt-4o-mini\\n"]\nprompts:\n  - id: "p\\n"\n    text: "hi"\n',
+        [
+            "at $.name 't\\n': ASCII letters",
+            "at $.models[0] 'openai/gpt-4o-mini\\n': a model id",
+            "at $.prompts[0].id 'p\\n': ASCII letters",
+        ],
+    ),
     # out-133 F7: of a threshold's object form, only the best of its errors was said, one a run.
     (
         "every error of a threshold object",
