@@ -183,7 +183,7 @@ def test_report_without_the_job_judges_items_by_the_runs_gate(tmp_path: Path) ->
     rows = read_rows(out)
     rows[0].update(passed=False, checks=[{"name": "c", "pass": False, "reason": "wrong", "weight": 1}], score=0.0)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))  # item 0: 3 of 4
-    summary = {"job": "j", "items": {"gate": {"min": 3, "of": 4}}, "total": {"rows": len(rows)}}
+    summary = {"job": "j", "items": {"gate": {"min": 3, "of": 4}}, "total": {"rows": len(rows)}, "output": str(out)}
     (tmp_path / "r.summary.json").write_text(json.dumps(summary))
     code, text, _ = call_cli("report", out, "--json", "--junit", tmp_path / "j.xml")
     assert code == ExitCode.OK and json.loads(text)["items"]["failed"] == 0
