@@ -59,8 +59,20 @@ class PollFailures:
         """The batches in `entries` that failed their last LIMIT polls."""
         return [e for e in entries if self._in_a_row.get(e.key, (0, ""))[0] >= LIMIT]
 
+    def last_failed(self, entries: list[BatchEntry]) -> list[BatchEntry]:
+        """The batches in `entries` whose last poll failed: how they stand is not known."""
+        return [e for e in entries if self._in_a_row.get(e.key, (0, ""))[0] > 0]
+
+    def unread_words(self, entries: list[BatchEntry]) -> str:
+        """`entries` (whose last poll failed), as a warning names them."""
+        if self.given_up(entries):
+            return f"batch(es) could not be read in {LIMIT} polls in a row"
+        return "batch(es) whose last poll failed: how they stand is not known"
+
     def describe(self, entries: list[BatchEntry]) -> str:
         """The open batches, as the run's stop message says them."""
         if self.given_up(entries):
             return f"{len(entries)} batch(es) could not be read in {LIMIT} polls in a row"
-        return f"{len(entries)} batch(es) still running"
+        unknown = len(self.last_failed(entries))
+        running = f"{len(entries) - unknown} batch(es) still running" if unknown < len(entries) else ""
+        return ", ".join(part for part in (running, f"{unknown} whose last poll failed" if unknown else "") if part)

@@ -25,7 +25,7 @@ from ._batch_costs import batch_charges
 from ._batch_items import write_items
 from ._batch_key import count_unseen, follow_earlier, note_key_seen, seen_between_runs, settle_earlier
 from ._batch_outcome import BatchOutcome
-from ._batch_polls import LIMIT, NOT_FOUND_POLLS, PollFailures
+from ._batch_polls import NOT_FOUND_POLLS, PollFailures
 from ._batch_rules import batch_groups
 from ._batch_sort import sort_rows
 from ._batch_state import COLLECTED, SUBMITTED, BatchEntry, BatchState
@@ -272,7 +272,10 @@ class BatchExecutor:
                 async with self.cut_off.bound():
                     info = await self.api.get(entry.batch_id, allowance)
             except TimeoutError:
-                return  # cut at the deadline or a stop's grace: the batch runs on, collected next time
+                # Cut at the deadline or a stop's grace: the batch runs on, collected next time; how
+                # it stands is not known (out-135 F5: said as "still running", nothing under --quiet).
+                self.poll_failures.failed(entry, Transient("timeout", "no answer before the run had to end"))
+                return
             except AuthFailed as failure:
                 self.runner.request_stop(StopReason.AUTH, f"the API key was refused: {failure.message}")
                 return
@@ -388,15 +391,14 @@ class BatchExecutor:
         self.outcome.held_usd = sum(e.reserved_usd for e in open_entries + self.state.in_doubt())
         self.outcome.in_doubt = [e.key for e in self.state.in_doubt()]
         doubt = len(self.state.in_doubt())
-        if unread := self.poll_failures.unreadable(open_entries):
+        if unread := self.poll_failures.last_failed(open_entries):
             # Said under --quiet too: exit 10 and silence read as "submitted, collect later",
             # night after night, while their worst cases stayed counted (break28 M1); each one,
-            # beside batches still running too (verify29 N1).
+            # beside batches still running too (verify29 N1); and a batch whose polls failed
+            # until the deadline, not LIMIT of them (out-135 F5: an endpoint down all night).
             # With why: under --quiet, the failure said at its first poll was not (out-100 F3).
             why = "; ".join(f"{e.key}: {self.poll_failures.last_said.get(e.key, '?')}" for e in unread)
-            self.notice(
-                f"warning: batch(es) could not be read in {LIMIT} polls in a row ({why}): see `batchrun batches list`"
-            )
+            self.notice(f"warning: {self.poll_failures.unread_words(unread)} ({why}): see `batchrun batches list`")
         if (open_entries or doubt) and runner.stop_reason is None:
             runner.request_stop(
                 StopReason.SUBMITTED,

@@ -53,8 +53,8 @@ def batch_hold_lines(summary: Mapping[str, Any]) -> list[str]:
         return []
     doubt = len(batches.get("in_doubt") or [])
     return [
-        f"held for batches: ${held:.6f} (worst cases at full prices) for {batches.get('open', 0)} batch(es) still "
-        f"running and {doubt} in doubt, {batches.get('open_rows', 0)} row(s) of unknown cost (+?); counted as "
+        f"held for batches: ${held:.6f} (worst cases at full prices) for {batches.get('open', 0)} batch(es) not "
+        f"collected and {doubt} in doubt, {batches.get('open_rows', 0)} row(s) of unknown cost (+?); counted as "
         "spent until they are collected (or adopted or released: `batchrun batches list`)"
     ]
 

@@ -168,7 +168,7 @@ def test_an_open_batch_at_exit_10_shows_its_reservation_held(tmp_path: Path) -> 
     spent = figures["spent_usd"]
     assert spent == pytest.approx(api.billed, abs=1e-8) and figures["reconciliation"]["warning"] is None
     assert figures["total"]["cost_unknown_rows"] == 8
-    assert f"(${1 - spent:.6f} left)" in stdout and "2 batch(es) still running and 0 in doubt" in stdout
+    assert f"(${1 - spent:.6f} left)" in stdout and "2 batch(es) not collected and 0 in doubt" in stdout
 
 
 @pytest.mark.parametrize(

@@ -640,8 +640,11 @@ def test_a_batch_call_that_never_answers_ends_by_the_deadline_and_says_so_under_
     assert outcome.code == ExitCode.SUBMITTED, outcome.stderr
     if hung == "submission":
         assert "warning: batch b1 (openai/gpt-4o-mini): no answer before the run had to end; in doubt" in outcome.stderr
-    else:
-        assert outcome.stderr == ""  # accepted, and running as far as anyone knows: exit 10 says it all
+    else:  # accepted, then not read: how it stands is not known (out-135 F5: nothing was said)
+        assert outcome.stderr == (
+            "batchrun: warning: batch(es) whose last poll failed: how they stand is not known (b1: timeout: no "
+            "answer before the run had to end): see `batchrun batches list`\n"
+        ), outcome.stderr
 
 
 def test_each_batch_unread_for_its_last_polls_is_named_beside_batches_still_running() -> None:
@@ -659,6 +662,14 @@ def test_each_batch_unread_for_its_last_polls_is_named_beside_batches_still_runn
     polls.read(running)
     assert polls.unreadable([unread, running]) == [unread] and not polls.given_up([unread, running])
     assert polls.given_up([unread]) and len(said) == 1  # the failure said once, as it was
+    # out-135 F5: one failed poll, the last, is a batch whose state is not known, not "running".
+    failing = BatchEntry("c", "m", ["r"], ["f"], 0.0, 0.0)
+    polls.failed(failing, Transient("upstream_error", "down", 503))
+    assert polls.last_failed([unread, running, failing]) == [unread, failing]
+    assert polls.describe([running, failing]) == "1 batch(es) still running, 1 whose last poll failed"
+    assert polls.unread_words([failing]).endswith("how they stand is not known")
+    polls.read(failing)
+    assert polls.describe([running, failing]) == "2 batch(es) still running"
 
 
 def test_a_key_read_that_hangs_after_a_batch_is_collected_ends_by_the_deadline(
