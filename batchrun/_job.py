@@ -31,6 +31,7 @@ from ._schema_messages import schema_message, shown_message, yaml_type_hint
 from ._scrub import environment_scrubber, hide_keys
 from ._settings import Endpoint, RunSettings, run_settings
 from ._template import names_in
+from ._thresholds import threshold_problems
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -330,39 +331,7 @@ def _grading_problems(source: JobSource, base_dir: Path, prompts: list[PromptSpe
                             where + (j,), "a judge check needs a grader: set judge.model or the check's grader"
                         )
                     )
-    threshold = data.get("run", {}).get("pass_threshold")
-    models = {m if isinstance(m, str) else m["id"] for m in data["models"]}
-    named = {"models": models, "prompts": {p["id"] for p in data["prompts"]}}
-    for kind, known in named.items() if isinstance(threshold, dict) else ():
-        for name in sorted(set(threshold.get(kind, {})) - known, key=str):  # a typo must not turn a gate off
-            message = f"no {kind[:-1]} {name!r} in {kind}: this threshold would never apply"
-            problems.append(source.problem(("run", "pass_threshold", kind, str(name)), message, at_key=True))
-    # Nor a threshold on a prompt with nothing to check (no checks of its own or by default, and
-    # no dataset whose rows may bring some): it passed in silence (verify32).
-    unchecked = {
-        p["id"]
-        for p in data["prompts"]
-        if not p.get("checks") and not data.get("defaults", {}).get("checks") and rows.get(p["id"]) == set()
-    }
-    for name in sorted(unchecked & set(threshold.get("prompts", {}) if isinstance(threshold, dict) else ()), key=str):
-        message = f"prompt {name!r} has no checks: this threshold would never apply"
-        problems.append(source.problem(("run", "pass_threshold", "prompts", str(name)), message, at_key=True))
-    per_item = threshold.get("per_item") if isinstance(threshold, dict) else None
-    if per_item:
-        where = ("run", "pass_threshold", "per_item")
-        if per_item["min"] > per_item["of"]:
-            problems.append(source.problem(where, f"min {per_item['min']} is more than of {per_item['of']}"))
-        repeat = data.get("repeat", 1)
-        if repeat == 1:  # validated, then the run ignored it and report --job applied it (break54 F7)
-            problems.append(source.problem(where, "judges an item on its repeats: it needs repeat 2 or more"))
-        elif per_item["of"] > repeat:
-            problems.append(source.problem(where, f"of {per_item['of']} is more than repeat {repeat}"))
-        elif per_item["of"] < repeat:
-            # Every repeat of an item counts: `{min: 3, of: 3}` with repeat 5 passed an item that
-            # failed 2 of its 5, saying "at least 3 of 3 repeats" (break31 M5).
-            why = f"of {per_item['of']} is less than repeat {repeat}: an item is judged on all its repeats"
-            problems.append(source.problem(where, f"{why}; write of: {repeat}"))
-    return problems
+    return problems + threshold_problems(source, rows)
 
 
 def load_job(path: str | Path) -> Job:

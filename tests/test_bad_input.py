@@ -518,6 +518,20 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
             "at $.prompts[0].id 'p\\n': ASCII letters",
         ],
     ),
+    # out-135 F8: over a job with no check anywhere, validate said ok and every run was exit 1.
+    (
+        "a threshold over a job without checks",
+        ONE_PROMPT + "run: {pass_threshold: {overall: 0.8, models: {openai/gpt-4o-mini: 0.5}}}\n",
+        [
+            "at $.run.pass_threshold.overall no prompt of the job has a check: this threshold could never be met",
+            "at $.run.pass_threshold.models.openai/gpt-4o-mini no prompt of the job has a check",
+        ],
+    ),
+    (
+        "a number threshold over a job without checks",
+        ONE_PROMPT + "run: {pass_threshold: 0.5}\n",
+        ["at $.run.pass_threshold no prompt of the job has a check"],
+    ),
     # out-133 F7: of a threshold's object form, only the best of its errors was said, one a run.
     (
         "every error of a threshold object",
@@ -1786,3 +1800,14 @@ def test_a_templated_finish_reason_a_row_fills_wrongly_is_said_at_validate(tmp_p
     # A model id is said in words too (out-134 F3).
     code, _, err = call_cli("validate", write_job(tmp_path, text.replace("openai/gpt-4o-mini", "openai/gpt 4o")))
     assert_refused(code, err, "'openai/gpt 4o': a model id, author/slug: ASCII letters, digits")
+
+
+def test_a_duplicate_prompt_id_is_said_once_not_as_a_prompt_without_checks(tmp_path: Path) -> None:
+    # out-135 F8: the second `p` has no checks, the first has: "prompt 'p' has no checks" was
+    # said of the wrong one, beside the duplicate.
+    text = (
+        ONE_PROMPT
+        + '    checks: [{contains: x}]\n  - id: p\n    text: "again"\nrun: {pass_threshold: {prompts: {p: 0.5}}}\n'
+    )
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    assert code == ExitCode.USAGE and "duplicate prompt id 'p'" in err and "has no checks" not in err, err
