@@ -83,6 +83,13 @@ def _job_validator() -> Any:
     return validators.extend(Draft202012Validator, kinds, type_checker=whole)(job_schema())  # type: ignore[no-untyped-call]
 
 
+def _not_its_kind(error: ValidationError) -> bool:
+    """A branch the value is not even the kind of: another type, or words to choose from for a mapping."""
+    return not error.path and (
+        error.validator == "type" or (error.validator == "enum" and isinstance(error.instance, dict))
+    )
+
+
 def _in_closest_branch(error: ValidationError) -> list[tuple[ValidationError, str | None]]:
     """`error` in words, or for a oneOf/anyOf, all errors of the closest branch: not one the value
     is not even the type of (a per_item object is not "not of type number"), nor its best one
@@ -92,7 +99,7 @@ def _in_closest_branch(error: ValidationError) -> list[tuple[ValidationError, st
     kinds = schema_message(error, list(error.absolute_path))
     if not error.context or kinds is not None:
         return [(error, kinds)]
-    typed = [e for e in error.context if not (e.validator == "type" and not e.path)] or error.context
+    typed = [e for e in error.context if not _not_its_kind(e)] or error.context
     best = best_match(typed)  # may lie deeper than `typed`: its branch is that of its ancestor there
     top = best
     while not any(top is e for e in typed) and top.parent is not None:

@@ -518,6 +518,17 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
             "at $.prompts[0].id 'p\\n': ASCII letters",
         ],
     ),
+    # out-135 F11: a function tool without its function, a forced one without a name, validated ok
+    # and every row failed at the API (server tools, `openrouter:*`, have no function: still taken).
+    (
+        "a function tool without its function",
+        ONE_PROMPT + "    params: {tools: [{type: function}, {type: openrouter:web_search}], "
+        "tool_choice: {type: function, function: {}}}\n",
+        [
+            "at $.prompts[0].params.tools[0] 'function' is a required property",
+            "at $.prompts[0].params.tool_choice.function 'name' is a required property",
+        ],
+    ),
     # out-135 F8: over a job with no check anywhere, validate said ok and every run was exit 1.
     (
         "a threshold over a job without checks",
