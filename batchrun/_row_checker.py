@@ -103,10 +103,13 @@ def row_checker(
 
         if validator is None:
             validator = Draft202012Validator({"$ref": "#/$defs/checks", "$defs": job_schema()["$defs"]})
-        error = best_match(validator.iter_errors(row["checks"]))
-        if error is not None:
+        # Each mistake, not the first (out-135 F6: three bad checks of a row, one said a run).
+        said = []
+        for error in (best_match([e]) for e in validator.iter_errors(row["checks"])):
             where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-            return f"checks{where}: {schema_message(error, ['checks', *error.absolute_path]) or error.message}"
+            said.append(f"checks{where}: {schema_message(error, ['checks', *error.absolute_path]) or error.message}")
+        if said:
+            return _all_of(said)
         # The row's own checks once their shape is known: `"checks": ["x"]` was a traceback
         # here, exit 1, in every command (break34 M1).
         used = names_in(row["checks"])  # before they are rendered below
@@ -117,17 +120,24 @@ def row_checker(
         problem = row_check_problem([*checks, *row["checks"]], row)
         if problem is not None:
             return problem
-        for check in row["checks"]:
-            for message in check_problems(check, base_dir):
-                return f"checks: {message}"
+        for i, check in enumerate(row["checks"]):
+            said += [f"checks[{i}]: {message}" for message in check_problems(check, base_dir)]
             if "judge" in check and "grader" not in check and not graded:
                 # As a prompt's is: every row was undecided, exit 1 (verify34 N6).
-                return "checks: a judge check needs a grader: set judge.model or the check's grader"
+                said.append(f"checks[{i}]: a judge check needs a grader: set judge.model or the check's grader")
+        if said:
+            return _all_of(said)
         for place, message in template_problems(row["checks"], ("checks",)):
             return f"{format_path(place)[2:]}: {message}"
         return None
 
     return check_row
+
+
+def _all_of(said: list[str], most: int = 5) -> str:
+    """A row's problems in its one line: the first `most`, and how many more."""
+    more = f"; and {len(said) - most} more" if len(said) > most else ""
+    return "; ".join(said[:most]) + more
 
 
 def _null_problem(names: list[str], used_by: str) -> str:

@@ -210,7 +210,7 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         SMALL_JOB.replace(
             "{country: Japan, expect: Tokyo}", '{country: Japan, expect: Tokyo, checks: [{contains: " "}]}'
         ),
-        ["$.prompts[0].vars[1]", "checks: the check value ' ' is empty or only whitespace"],
+        ["$.prompts[0].vars[1]", "checks[0]: the check value ' ' is empty or only whitespace"],
     ),
     (
         "literal blank default check value",

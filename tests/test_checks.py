@@ -402,7 +402,7 @@ def test_a_bad_row_check_is_named_by_its_dataset_line(tmp_path: Path) -> None:
     (tmp_path / "rows.jsonl").write_text('{"q": "a"}\n{"q": "b", "checks": [{"regex": "(oops"}]}\n')
     path = write_job(tmp_path, 'name: t\nmodels: [a/b]\nprompts: [{id: p, text: "{{q}}"}]\ndataset: rows.jsonl\n')
     code, _, err = call_cli("validate", path)
-    assert code == ExitCode.USAGE and f"{tmp_path / 'rows.jsonl'}:2: checks: invalid regex" in err
+    assert code == ExitCode.USAGE and f"{tmp_path / 'rows.jsonl'}:2: checks[0]: invalid regex" in err
     inline = write_job(
         tmp_path,
         'name: t\nmodels: [a/b]\nprompts: [{id: p, text: "{{q}}", vars: [{q: x, checks: [{nope: 1}]}]}]\n',
@@ -682,3 +682,23 @@ def test_a_json_schema_file_is_read_as_job_files_are(tmp_path: Path) -> None:
         text = f'name: t\nmodels: [a/b]\nprompts: [{{id: p, text: "hi", checks: [{{json_schema: {name}.json}}]}}]\n'
         code, _, err = call_cli("validate", write_job(tmp_path, text, f"{name}.yaml"))
         assert (code, err) == (0, "") if said is None else code == ExitCode.USAGE and said in err, err
+
+
+def test_every_bad_check_of_a_row_is_said(tmp_path: Path) -> None:
+    # out-135 F6: of a row's three bad checks, one was said a run, and not which it was.
+    job = write_job(
+        tmp_path,
+        """
+        name: rows
+        models: [openai/gpt-4o-mini]
+        prompts:
+          - id: p
+            text: "hi {{x}}"
+            vars:
+              - {x: 1, checks: [{regex: "[z-a]"}, {regex: "(("}, {judge: "names it"}]}
+        """,
+    )
+    code, _, err = call_cli("validate", job)
+    assert code == ExitCode.USAGE and len(err.splitlines()) == 1, err
+    for said in ("checks[0]: invalid regex '[z-a]'", "checks[1]: invalid regex '(('", "checks[2]: a judge check needs"):
+        assert said in err, err

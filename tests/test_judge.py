@@ -262,11 +262,11 @@ def test_a_rows_judge_check_without_a_grader_is_refused_where_the_job_names_none
     )
     code, _, err = call_cli("validate", write_job(tmp_path, ungraded))
     assert code == ExitCode.USAGE and err.count("\n") == 1, err
-    assert "$.prompts[0].vars[0] checks: a judge check needs a grader: set judge.model or the check's grader" in err
+    assert "$.prompts[0].vars[0] checks[0]: a judge check needs a grader: set judge.model or the check's grader" in err
     (tmp_path / "rows.jsonl").write_text('{"country": "France", "expect": "Paris", "checks": [{"judge": "ok"}]}\n')
     by_row = "\n".join(line for line in ungraded.splitlines() if "{country:" not in line)
     code, _, err = call_cli("validate", write_job(tmp_path, by_row + "\ndataset: rows.jsonl\n", "ds.yaml"))
-    assert code == ExitCode.USAGE and "rows.jsonl:1: checks: a judge check needs a grader" in err, err
+    assert code == ExitCode.USAGE and "rows.jsonl:1: checks[0]: a judge check needs a grader" in err, err
 
 
 def test_a_grader_the_endpoint_does_not_offer_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
