@@ -1,4 +1,4 @@
-"""The composed YAML graph of a job file, measured before anything is built (`graph_problem`).
+"""The composed YAML graph of a job file, measured before anything is built (`graph_problems`).
 
 Aliases share nodes and `<<` merges splice mappings into others, so what a job file builds can
 be far deeper, larger or stranger than its text: the checks here follow both without expanding
@@ -60,7 +60,7 @@ class _Refused(Exception):
         self.message = message
 
 
-def graph_problem(root: yaml.Node, file: str) -> Problem | None:
+def graph_problems(root: yaml.Node, file: str) -> list[Problem]:
     """The composed nodes, aliases followed: what the loader would build that batchrun cannot
     use, before it is built.
 
@@ -75,6 +75,9 @@ def graph_problem(root: yaml.Node, file: str) -> Problem | None:
     keys are text, and they crashed the fingerprint and orjson, F3 F19); binary data and sets."""
     measured: dict[int, tuple[int, int, int]] = {}  # node -> (levels, values, characters), expanded
     in_progress: set[int] = set()
+    # Keys that are not text are each said, and the walk goes on: one stopped validate at the
+    # first, hiding the others (out-135 F7). What else is refused ends the walk: it may be huge.
+    keys: list[yaml.Node] = []
 
     def measure(node: yaml.Node, depth: int) -> tuple[int, int, int]:
         known = measured.get(id(node))
@@ -106,7 +109,7 @@ def graph_problem(root: yaml.Node, file: str) -> Problem | None:
                 # they compare and sort (verify20 V10: `{8: x, checks: [...]}` was refused inline).
                 for key, value in own + merged:  # `<<` merges counted where they land
                     if not isinstance(key, yaml.ScalarNode) or not (key.tag == _STR or _numbered(key)):
-                        raise _Refused(key, _key_message(key))
+                        keys.append(key)
                     children += (key, value)
             else:
                 children = list(node.value)
@@ -137,8 +140,9 @@ def graph_problem(root: yaml.Node, file: str) -> Problem | None:
     try:
         measure(root, 0)
     except _Refused as refused:
-        return problem_at(refused.node.start_mark, file, refused.message)
-    return None
+        return [problem_at(refused.node.start_mark, file, refused.message)]
+    said = {id(key): key for key in keys}.values()  # a key met again through an alias, once
+    return [problem_at(key.start_mark, file, _key_message(key)) for key in said]
 
 
 # A token id as a key (`logit_bias: {50256: -100}`): sent as the text "50256", as JSON keys are.

@@ -8,7 +8,7 @@ nesting (the composer recurses), and spent half a minute and 4 GB on a "billion 
 alias bomb. Nesting and the number of values are measured on the parser's event stream, which
 is iterative, before anything recursive runs; then the composed node graph, where aliases are
 shared, is measured with them followed (depth, values, characters) without being expanded, and
-whatever the loader would build that JSON cannot carry is refused at its line (`graph_problem`).
+whatever the loader would build that JSON cannot carry is refused at its line (`graph_problems`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from ._job_graph import (
     MAX_JOB_BYTES,
     MAX_NODES,
     MERGE,
-    graph_problem,
+    graph_problems,
     mapping_pairs,
     merge_sources,
     problem_at,
@@ -80,7 +80,7 @@ class _Loader(SAFE_LOADER):  # type: ignore[valid-type,misc]  # the C loader whe
             built = BaseConstructor.construct_mapping(self, node, deep=deep)
         finally:
             node.value = written
-        # A token id key (`logit_bias: {50256: -100}`, the only number key graph_problem lets
+        # A token id key (`logit_bias: {50256: -100}`, the only number key graph_problems lets
         # through) is text from here on, as JSON has it: an int key crashed the summary's item
         # key, the cost estimate, batch mode's rules and `cache explain`, and a check's schema
         # never matched the "8" a reply holds (break20 C2-C5, M7).
@@ -196,9 +196,8 @@ def compose(text: str, file: str) -> tuple[yaml.Node | None, Any, list[Problem]]
             node = loader.get_single_node()
             if node is None:
                 return None, None, [Problem(file, 1, 1, "$", "the job file is empty")]
-            problem = graph_problem(node, file)
-            if problem is not None:
-                return None, None, [problem]
+            if problems := graph_problems(node, file):
+                return None, None, problems
             # `_Loader.construct_mapping` puts each mapping's pairs back as written: the positions
             # and the duplicate-key check read the file's own pairs (break17 F13).
             data = loader.construct_document(node)

@@ -529,6 +529,16 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
             "at $.prompts[0].params.tool_choice.function 'name' is a required property",
         ],
     ),
+    # out-135 F7: the first key that is not text stopped validate: the others were one run each.
+    (
+        "every key that is not text",
+        ONE_PROMPT + "    params: {logit_bias: {01: 5, 02: 3}}\n    on: 3\n",
+        [
+            "job.yaml:6:27: the key '01' reads as a number in YAML",
+            "job.yaml:6:34: the key '02' reads as a number in YAML",
+            "job.yaml:7:5: the key 'on' reads as true or false in YAML",
+        ],
+    ),
     # out-135 F8: over a job with no check anywhere, validate said ok and every run was exit 1.
     (
         "a threshold over a job without checks",
