@@ -15,6 +15,7 @@ from ._items import item_key
 from ._rate_tests import PAIRED_TEST, TEST_WORDS, UNPAIRED_TEST, pairings_of, rate_change, rate_changes
 from ._reader import Warn
 from ._results import final_records
+from ._simulated import simulated
 from ._stats import compare_paired
 from ._summary import SummaryBuilder
 from ._summary_beside import file_key_gap, read_run_summary
@@ -136,6 +137,12 @@ def diff_runs(
     if first[0] and first[1] and first[0] > first[1]:
         # Swapped, a regression reads as an improvement and exits 0 (break65 F10).
         warn(f"{a_path} ran after {b_path} (its first row {first[0]}, theirs {first[1]}): diff takes BEFORE AFTER")
+    answered = {path: simulated(read_run_summary(path).get("endpoint")) for path in (a_path, b_path)}
+    for path in (a_path, b_path) if answered[a_path] != answered[b_path] else ():
+        # A real night against a simulated one (a nightly step left with --simulate) was "no
+        # regression", not a word, where `report` says it (out-136 F3).
+        if answered[path]:
+            warn(f"{path}: answered by the built-in simulator (--simulate), not by a model as the other was")
     flips: dict[str, list[dict[str, Any]]] = {"pass_to_fail": [], "fail_to_pass": [], "pass_to_ungraded": []}
     for row_id, after in b_rows.items():
         before = a_rows.get(row_id)

@@ -786,6 +786,13 @@ def test_the_gate_says_when_the_answers_came_from_the_simulator(
     assert call_cli(job, "--base-url", sim.base_url, "-o", real, "-q")[0] == ExitCode.OK
     code, _, err = call_cli("report", real, "--job", job)
     assert code == ExitCode.OK and "simulator" not in err, err
+    # out-136 F3: diff of a real night and a simulated one was "no regression", not a word.
+    code, _, err = call_cli("diff", real, results, "--fail-on-regression")
+    assert f"warning: {results}: answered by the built-in simulator (--simulate), not by a model" in err, err
+    assert str(real) + ":" not in err
+    other = tmp_path / "other.jsonl"
+    assert call_cli(job, "--simulate", "-o", other, "-q")[0] == ExitCode.OK
+    assert "simulator" not in call_cli("diff", results, other)[2]  # both: a try-out, compared as one
 
 
 _GATED = """
