@@ -186,6 +186,9 @@ def diff_runs(
             # beside them (a row that failed a check is failed whatever its judge: verify65 F2).
             outage = a["passed"] > 0 and b["passed"] == 0 and b["undecided"] > 0
             entry["stopped_grading"] = a["checked"] > 0 and (b["checked"] == 0 or outage)
+            # Every graded row passed before, and every one fails now: a collapse, whatever its
+            # size (out-136 F2: 4/4 -> 0/4 is p=0.125, exit 0, where 4 rows now erroring were exit 4).
+            entry["stopped_passing"] = a["checked"] > 0 and a["passed"] == a["checked"] == b["checked"] - b["passed"]
             if set(a["answered_by"]) != set(b["answered_by"]):
                 entry["answered_by"] = {"before": a["answered_by"], "after": b["answered_by"]}
         models[name] = entry
@@ -265,7 +268,10 @@ def diff_runs(
         or bool(item_flips["pass_to_fail"])
         or (strict and bool(flips["pass_to_fail"] or flips["pass_to_ungraded"]))
         or any(
-            m.get("started_erroring") or m.get("stopped_grading") or m["status"] == "disappeared"
+            m.get("started_erroring")
+            or m.get("stopped_grading")
+            or m.get("stopped_passing")
+            or m["status"] == "disappeared"
             for m in models.values()
         ),
     }
@@ -363,6 +369,8 @@ def _change_lines(diff: dict[str, Any]) -> list[str]:
             notes.append("started erroring")
         if model.get("stopped_grading"):
             notes.append("no passing row graded (every row that could pass undecided, errored or skipped)")
+        if model.get("stopped_passing"):
+            notes.append("passed every graded row before, fails every one now")
         if "cost_unknown_rows" in model:
             notes.append(
                 f"cost {model['cost_before']} -> {model['cost_after']} $ (unknown costs: the change is not known)"

@@ -327,6 +327,19 @@ def test_diff_finds_flips_and_changes(tmp_path: Path) -> None:
     assert code == ExitCode.OK and text.startswith("### batchrun diff: j")
 
 
+def test_a_model_that_passed_every_row_and_now_fails_every_row_is_a_regression(tmp_path: Path) -> None:
+    # out-136 F2: 4 of 4 to 0 of 4 is p=0.125, no significant drop: exit 0, where the same rows
+    # now erroring were exit 4. One row of a model still passing is no collapse.
+    before = write(tmp_path / "a.jsonl", *(record(str(i), "m", "p") for i in range(4)), record("9", "k", "p"))
+    collapsed = [record(str(i), "m", "p", passed=False, why="wrong") for i in range(4)]
+    after = write(tmp_path / "b.jsonl", *collapsed, record("9", "k", "p"))
+    code, text, _ = call_cli("diff", before, after, "--fail-on-regression")
+    assert code == ExitCode.REGRESSION and "model m: passed every graded row before, fails every one now" in text
+    assert "p=0.125, not significant" in text
+    partly = write(tmp_path / "c.jsonl", *collapsed[:3], record("3", "m", "p"), record("9", "k", "p"))
+    assert call_cli("diff", before, partly, "--fail-on-regression")[0] == ExitCode.OK
+
+
 def test_diff_reports_provider_and_cost_changes(tmp_path: Path) -> None:
     before = write(tmp_path / "a.jsonl", record("1", "m", "p"))
     after = write(tmp_path / "b.jsonl", record("1", "m", "p", provider="Other", cost=0.003, latency_ms=300.0))
