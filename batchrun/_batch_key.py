@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._batch_state import COLLECTED, RELEASED, BatchEntry, BatchState
+from ._cut_off import CutOff
 from ._dispatch import Dispatcher
 from ._ledger import CreditLedger
 from ._pricing import FLOAT_NOISE_USD
@@ -180,3 +181,22 @@ def follow_earlier(
     for entry in state.open_entries() + state.in_doubt():
         entry.unfollowed = True
     state.save()
+
+
+async def follow_collected(
+    collected: list[BatchEntry], state: BatchState, cut_off: CutOff, dispatch: Dispatcher, ledger: CreditLedger
+) -> None:
+    """One /key read after a round of polls, for the batches it collected. Read after each, one
+    that hung held every other batch of the round unpolled: answers ready at OpenRouter were
+    "still running" at the deadline (out-135 F4)."""
+    if not collected:
+        return
+    try:
+        async with cut_off.bound():  # a /key that hangs held the run 376 s (verify29 N1)
+            followed = await dispatch.read_key_now()
+    except TimeoutError:
+        followed = False  # followed by the end of the run's read, or by the next run's
+    if followed or ledger.key_lost:  # followed, or its worst case counted (unconfirmed)
+        for entry in collected:
+            entry.unfollowed = False
+        state.save()

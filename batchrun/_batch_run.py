@@ -23,7 +23,7 @@ from typing import Any
 from ._batch_api import BatchClient, BatchInfo, differing_rows, item_allowance, stray_items
 from ._batch_costs import batch_charges
 from ._batch_items import write_items
-from ._batch_key import count_unseen, follow_earlier, note_key_seen, seen_between_runs, settle_earlier
+from ._batch_key import count_unseen, follow_collected, follow_earlier, note_key_seen, seen_between_runs, settle_earlier
 from ._batch_outcome import BatchOutcome
 from ._batch_polls import NOT_FOUND_POLLS, PollFailures
 from ._batch_rules import batch_groups
@@ -248,16 +248,14 @@ class BatchExecutor:
         # Under a limit, like an answer's: counted as spent if no read can confirm it (verify40 F1:
         # a /key that failed after the collection left under-reported batches at a tenth).
         runner.ledger.unconfirmed_charge(beyond)
-        try:
-            async with self.cut_off.bound():  # a /key that hangs held the run 376 s (verify29 N1)
-                followed = await runner.dispatch.read_key_now()
-        except TimeoutError:
-            followed = False  # followed by the end of the run's read, or by the next run's
-        if followed or runner.ledger.key_lost:  # followed, or its worst case counted (unconfirmed)
-            entry.unfollowed = False
-            self.state.save()
 
     async def _poll_once(self) -> None:
+        before = {id(e) for e in self.state.entries if e.state == COLLECTED}
+        await self._poll_round()
+        collected = [e for e in self.state.entries if e.state == COLLECTED and id(e) not in before]
+        await follow_collected(collected, self.state, self.cut_off, self.runner.dispatch, self.runner.ledger)
+
+    async def _poll_round(self) -> None:
         for entry in self.state.open_entries():
             assert entry.batch_id is not None
             if valid_generation_id(entry.batch_id, self.api.client.scrub) is None:

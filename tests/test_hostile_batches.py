@@ -698,3 +698,40 @@ def test_a_key_read_that_hangs_after_a_batch_is_collected_ends_by_the_deadline(
     assert time.monotonic() - started < 30  # a bound, not a measure: 6 x 60 s before
     assert reads["n"] >= 2 and len(outcome.rows) == ROWS, outcome.stderr
     assert {r["status"] for r in outcome.rows} == {"ok"}
+
+
+def test_a_key_read_that_hangs_after_one_collection_leaves_no_other_batch_of_its_round_unpolled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # out-135 F4: /key was read after each batch collected: when it hung, the other batch of the
+    # round, done at OpenRouter, was never polled again: exit 10 "still running" at the deadline.
+    import batchrun._cut_off as cut_off
+
+    monkeypatch.setattr(cut_off, "WIND_DOWN_FLOOR_S", 0.05)
+    hang = _Hang(monkeypatch)
+    batches: dict[str, list[str]] = {}
+    reads = {"n": 0}
+
+    def submit(request: RawRequest) -> bytes:
+        batch_id = f"batch_{len(batches) + 1}"
+        batches[batch_id] = [r["custom_id"] for r in request.json()["requests"]]
+        return json_answer(202, {"id": batch_id, "status": "validating", "results": None})
+
+    def get(batch_id: str) -> Callable[[RawRequest], bytes]:
+        return lambda request: json_answer(200, {"id": batch_id, **completed(ITEM_COST, batches[batch_id])})
+
+    def key(request: RawRequest) -> Answer:
+        reads["n"] += 1
+        if reads["n"] == 1:
+            return json_answer(200, {"data": {"label": "k", "limit": 10, "limit_remaining": 10, "usage": 0}})
+        return hang
+
+    routes = {"/beta/batches": submit, "/batch_1": get("batch_1"), "/batch_2": get("batch_2"), "/key": key}
+    server = HostileServer(chat=lambda r: json_answer(500, {}), routes=routes)
+    two_models = GRACEFUL.replace(
+        "models: [openai/gpt-4o-mini]", "models: [openai/gpt-4o-mini, google/gemini-2.0-flash-001]"
+    )
+    outcome = run_hostile(server, tmp_path, "--budget", "1", "--deadline", hang.DEADLINE, job=two_models)
+    assert len(batches) == 2 and reads["n"] >= 2
+    assert outcome.code == ExitCode.OK, outcome.stderr
+    assert len(outcome.rows) == 2 * ROWS and {r["status"] for r in outcome.rows} == {"ok"}
