@@ -114,7 +114,10 @@ class SummaryBeside:
         summary = self.run_summary(any_file=True)
         named, written = summary.get("output"), summary.get("results_bytes")
         if isinstance(named, str) and Path(named).name != results.name:
-            return [f"{summary_path(results)}: the summary of {Path(named).name}, not of {results.name}: left out"]
+            return [
+                f"{summary_path(results)}: the summary of {Path(named).name}, not of {results.name}: left out "
+                "(rows never written cannot be counted)"  # as with no summary at all (out-135 F10)
+            ]
         try:
             grown = results.stat().st_size - written if type(written) is int else 0
         except OSError:

@@ -113,7 +113,10 @@ def test_a_summary_of_another_file_is_left_out_by_the_readers_and_said(in_tmp: P
     Path("a2.summary.json").write_text(json.dumps({**summary, "key_gap_usd": 0.5}))
     code, out, err = call_cli("report", "a2.jsonl")
     assert code == ExitCode.OK and "0.5" not in out
-    assert err == "batchrun: warning: a2.summary.json: the summary of b.jsonl, not of a2.jsonl: left out\n"
+    assert err == (
+        "batchrun: warning: a2.summary.json: the summary of b.jsonl, not of a2.jsonl: left out (rows never "
+        "written cannot be counted)\n"
+    )
     code, out, err = call_cli("history", "a2.jsonl", "b.jsonl")
     assert code == ExitCode.OK and "spent beyond the records" not in out, err
 
