@@ -83,11 +83,25 @@ def _job_validator() -> Any:
     return validators.extend(Draft202012Validator, kinds, type_checker=whole)(job_schema())  # type: ignore[no-untyped-call]
 
 
+def _listed(value: Any) -> list[Any]:
+    """A keyword's value as a list: `type: string` and `type: [string, object]` alike."""
+    return [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else []
+
+
 def _not_its_kind(error: ValidationError) -> bool:
-    """A branch the value is not even the kind of: another type, or words to choose from for a mapping."""
-    return not error.path and (
-        error.validator == "type" or (error.validator == "enum" and isinstance(error.instance, dict))
+    """A branch the value is not even the kind of: another type, or words of another type."""
+    words = error.validator == "enum" and not any(
+        type(w) is type(error.instance) for w in _listed(error.validator_value)
     )
+    return not error.path and (error.validator == "type" or words)
+
+
+def _shapes(errors: list[ValidationError]) -> str | None:
+    """The shapes a value may take, from the root errors of every branch (types, words)."""
+    types = [t for e in errors if e.validator == "type" for t in _listed(e.validator_value)]
+    words = [w for e in errors if e.validator == "enum" for w in _listed(e.validator_value)]
+    said = [f"of type {' or '.join(map(repr, dict.fromkeys(types)))}"] if types else []
+    return "not " + " nor ".join(said + ([f"one of {words}"] if words else [])) if said else None
 
 
 def _in_closest_branch(error: ValidationError) -> list[tuple[ValidationError, str | None]]:
@@ -99,7 +113,10 @@ def _in_closest_branch(error: ValidationError) -> list[tuple[ValidationError, st
     kinds = schema_message(error, list(error.absolute_path))
     if not error.context or kinds is not None:
         return [(error, kinds)]
-    typed = [e for e in error.context if not _not_its_kind(e)] or error.context
+    typed = [e for e in error.context if not _not_its_kind(e)]
+    if not typed and (shapes := _shapes(error.context)):  # of none of its shapes: all said (out-135 F9)
+        return [(error, f"{short(repr(error.instance), 60)} is {shapes}")]
+    typed = typed or error.context
     best = best_match(typed)  # may lie deeper than `typed`: its branch is that of its ancestor there
     top = best
     while not any(top is e for e in typed) and top.parent is not None:
@@ -115,6 +132,9 @@ def _schema_problems(source: JobSource) -> list[Problem]:
     # An empty item (`- `): its type error says so, not "give vars or dataset, not both" (out-130 F8).
     empty = {tuple(e.absolute_path) for e in errors if e.validator == "type" and e.instance is None}
     said = [e for e in errors if not (e.validator in ("not", "oneOf", "anyOf") and tuple(e.absolute_path) in empty)]
+    # `{}` as a check was said twice, as empty and as of no kind (out-135 F9): the second says it.
+    other = {tuple(e.absolute_path) for e in said if e.validator != "minProperties"}
+    said = [e for e in said if not (e.validator == "minProperties" and tuple(e.absolute_path) in other)]
     for error, kinds in (leaf for e in said for leaf in _in_closest_branch(e)):
         path = text_keys(error.absolute_path, source.data)
         message = kinds or hide_keys(error.message)

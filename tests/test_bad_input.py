@@ -1832,3 +1832,24 @@ def test_a_duplicate_prompt_id_is_said_once_not_as_a_prompt_without_checks(tmp_p
     )
     code, _, err = call_cli("validate", write_job(tmp_path, text))
     assert code == ExitCode.USAGE and "duplicate prompt id 'p'" in err and "has no checks" not in err, err
+
+
+def test_a_value_of_none_of_its_shapes_names_them_all(tmp_path: Path) -> None:
+    # out-135 F9: `pass_threshold: [0.5]` was "not of type 'number'", an object being as good;
+    # `{}` as a check was said twice.
+    text = (
+        ONE_PROMPT.replace("models: [openai/gpt-4o-mini]", "models: [openai/gpt-4o-mini, 5]")
+        + "    params: {stop: 5, tool_choice: 5}\n    checks: [{}, {tool_call: 5}]\nrun: {pass_threshold: [0.5]}\n"
+    )
+    code, _, err = call_cli("validate", write_job(tmp_path, text))
+    assert code == ExitCode.USAGE, err
+    for said in (
+        "at $.models[1] 5 is not of type 'string' or 'object'",
+        "at $.prompts[0].params.stop 5 is not of type 'string' or 'array'",
+        "at $.prompts[0].params.tool_choice 5 is not of type 'object' nor one of ['none', 'auto', 'required']",
+        "at $.prompts[0].checks[1].tool_call 5 is not of type 'string' or 'object'",
+        "at $.run.pass_threshold [0.5] is not of type 'number' or 'object'",
+        "at $.prompts[0].checks[0] a check needs one kind",
+    ):
+        assert said in err, err
+    assert "should be non-empty" not in err and len(err.splitlines()) == 6, err
