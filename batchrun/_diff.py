@@ -188,7 +188,7 @@ def diff_runs(
             entry["stopped_grading"] = a["checked"] > 0 and (b["checked"] == 0 or outage)
             # Every graded row passed before, and every one fails now: a collapse, whatever its
             # size (out-136 F2: 4/4 -> 0/4 is p=0.125, exit 0, where 4 rows now erroring were exit 4).
-            entry["stopped_passing"] = a["checked"] > 0 and a["passed"] == a["checked"] == b["checked"] - b["passed"]
+            entry["stopped_passing"] = a["passed"] == a["checked"] > 0 and b["checked"] > 0 and b["passed"] == 0
             if set(a["answered_by"]) != set(b["answered_by"]):
                 entry["answered_by"] = {"before": a["answered_by"], "after": b["answered_by"]}
         models[name] = entry

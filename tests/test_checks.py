@@ -338,6 +338,13 @@ def test_a_model_that_passed_every_row_and_now_fails_every_row_is_a_regression(t
     assert "p=0.125, not significant" in text
     partly = write(tmp_path / "c.jsonl", *collapsed[:3], record("3", "m", "p"), record("9", "k", "p"))
     assert call_cli("diff", before, partly, "--fail-on-regression")[0] == ExitCode.OK
+    # out-137 1, 2: counted on the rows each run graded: 4/4 -> 0/5 is a collapse; 4/4 -> 4 of 6,
+    # two new rows failing, is none.
+    more = write(tmp_path / "d.jsonl", *collapsed, record("5", "m", "p", passed=False), record("9", "k", "p"))
+    assert call_cli("diff", before, more, "--fail-on-regression")[0] == ExitCode.REGRESSION
+    kept = [record(str(i), "m", "p") for i in range(4)] + [record(str(i), "m", "p", passed=False) for i in (5, 6)]
+    added = write(tmp_path / "e.jsonl", *kept, record("9", "k", "p"))
+    assert "fails every one now" not in call_cli("diff", before, added)[1]
 
 
 def test_diff_reports_provider_and_cost_changes(tmp_path: Path) -> None:
