@@ -74,5 +74,5 @@ class PollFailures:
         if self.given_up(entries):
             return f"{len(entries)} batch(es) could not be read in {LIMIT} polls in a row"
         unknown = len(self.last_failed(entries))
-        running = f"{len(entries) - unknown} batch(es) still running" if unknown < len(entries) else ""
-        return ", ".join(part for part in (running, f"{unknown} whose last poll failed" if unknown else "") if part)
+        parts = [f"{len(entries) - unknown} batch(es) still running"] if unknown < len(entries) else []
+        return ", ".join(parts + ([f"{unknown} whose last poll failed"] if unknown else []))

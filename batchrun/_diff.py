@@ -18,7 +18,7 @@ from ._results import final_records
 from ._simulated import simulated
 from ._stats import compare_paired
 from ._summary import SummaryBuilder
-from ._summary_beside import file_key_gap, read_run_summary
+from ._summary_beside import SummaryBeside, read_run_summary
 from ._summary_types import Summary
 
 MAX_FLIPS_SHOWN = 20
@@ -34,7 +34,8 @@ def _why(record: dict[str, Any]) -> str:
     return reasons[0] if reasons else "passed"
 
 
-def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
+def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary, SummaryBeside]:
+    beside = SummaryBeside.read(path)  # once: its key gap and what answered the run
     slim: dict[str, dict[str, Any]] = {}
     builder = SummaryBuilder()
     for record in final_records(path, warn):
@@ -61,7 +62,8 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary]:
     # Batches still open or in doubt beside the file: rows of unknown cost ("+?"), their worst
     # cases held, as `report` and `history` show them.
     # And what the key was charged beyond the rows' records, in no model's cost (break47 F2).
-    return slim, builder.add_pending_batches(pending_batches(path, warn)).result(key_gap_usd=file_key_gap(path))
+    summary = builder.add_pending_batches(pending_batches(path, warn)).result(key_gap_usd=beside.key_gap())
+    return slim, summary, beside
 
 
 def _job_edited(before: dict[str, Any], after: dict[str, Any]) -> bool:
@@ -126,8 +128,8 @@ def diff_runs(
     """What changed. A pass-rate change counts as a regression only when it is significant at
     `alpha` (McNemar's exact test on the same rows, else Fisher's exact test), and a flip only
     when it is consistent across an item's repeats; `strict` counts any row from pass to fail."""
-    a_rows, a_sum = _load(a_path, warn)
-    b_rows, b_sum = _load(b_path, warn)
+    a_rows, a_sum, a_beside = _load(a_path, warn)
+    b_rows, b_sum, b_beside = _load(b_path, warn)
     same_job(a_sum, b_sum, a_path, b_path)
     same_shard(a_path, a_rows, b_path, b_rows)
     first = [
@@ -137,7 +139,7 @@ def diff_runs(
     if first[0] and first[1] and first[0] > first[1]:
         # Swapped, a regression reads as an improvement and exits 0 (break65 F10).
         warn(f"{a_path} ran after {b_path} (its first row {first[0]}, theirs {first[1]}): diff takes BEFORE AFTER")
-    answered = {path: simulated(read_run_summary(path).get("endpoint")) for path in (a_path, b_path)}
+    answered = {b.results: simulated(b.run_summary().get("endpoint")) for b in (a_beside, b_beside)}
     for path in (a_path, b_path) if answered[a_path] != answered[b_path] else ():
         # A real night against a simulated one (a nightly step left with --simulate) was "no
         # regression", not a word, where `report` says it (out-136 F3).
