@@ -991,9 +991,16 @@ run: {pass_threshold: {per_item: {min: 2, of: 3}}}
     items = json.loads(out.with_name("u.summary.json").read_text())["items"]
     assert (items["count"], items["passed"], items["undecided"], items["unchecked"]) == (2, 1, 0, 1)
     assert "1 without checks" in text_out
-    # With no item but those, the gate checks nothing: said, exit 1, never passed (out-128 F1).
+    # With no item but those, the gate checks nothing: refused before a row is sent (out-137 2;
+    # it was run, then exit 1), and when only the run can know it, said, exit 1, never passed
+    # (out-128 F1): here --mode batch, where a latency check grades nothing.
     alone = text.replace('  - {id: capital, text: "Capital of France?", checks: [{contains: Paris}]}\n', "")
     code, _, err = call_cli(write_job(tmp_path, alone, "alone.yaml"), "--simulate", "-o", tmp_path / "a.jsonl")
+    assert code == ExitCode.USAGE and "per_item no prompt of the job has a check" in err, err
+    assert not (tmp_path / "a.jsonl").exists()
+    timed = alone.replace('text: "Say hi."', 'text: "Say hi.", checks: [{max_latency_ms: 60000}]')
+    job = write_job(tmp_path, timed, "timed.yaml")
+    code, _, err = call_cli(job, "--simulate", "--mode", "batch", "-o", tmp_path / "a.jsonl")
     assert code == ExitCode.ERRORS, err
     assert "the per-item gate could not be checked: none of its 1 item(s) has a check" in err
 
@@ -1017,6 +1024,14 @@ def test_a_threshold_on_a_prompt_with_nothing_to_check_is_refused(tmp_path: Path
         '{id: free, text: "Say hi."}', '{id: free, text: "Say {{w}}.", vars: [{w: hi, checks: [{contains: hi}]}]}'
     )
     assert call_cli("validate", write_job(tmp_path, rows, "rows.yaml"))[0] == ExitCode.OK
+    # In batch mode a row's latency check grades nothing; a content check beside it does (out-137 8).
+    batch = rows.replace("run: {", "run: {mode: batch, ")
+    timed = batch.replace("checks: [{contains: hi}]", "checks: [{max_latency_ms: 900}]")
+    code, _, err = call_cli("validate", write_job(tmp_path, timed, "timed.yaml"))
+    assert code == ExitCode.USAGE and "prompt 'free' has no check batch mode grades" in err, err
+    both = batch.replace("checks: [{contains: hi}]", "checks: [{max_latency_ms: 900}, {contains: hi}]")
+    assert call_cli("validate", write_job(tmp_path, both, "both.yaml"))[0] == ExitCode.OK
+    assert call_cli("validate", write_job(tmp_path, timed.replace("mode: batch", "mode: sync"), "s.yaml"))[0] == 0
 
 
 def test_the_graded_examples_comment_says_its_own_per_item_gate() -> None:
