@@ -16,23 +16,16 @@ from pathlib import Path
 from ._exceptions import ConfigError
 from ._journal_file import journal_header
 from ._simulated import merged_endpoint, simulated
-from ._summary_beside import read_run_summary
+from ._summary_beside import SummaryBeside, read_run_summary
 
 _WHO = {True: ("the built-in simulator", "an endpoint"), False: ("an endpoint", "--simulate")}
 
 
 def recorded_endpoint(results: Path) -> str | None:
-    """What answered `results`, by the summary beside it, only when that summary saw the file as
-    it is now (its `results_bytes`): a try-out's summary put beside a real shard of the same name
-    (CI artifacts mixed up) said "simulator" of real answers, and the simulator's graders decided
-    their verdicts (out-116 F3). None when no summary says, or it saw another file."""
-    summary = read_run_summary(results)
-    endpoint, written = summary.get("endpoint"), summary.get("results_bytes")
-    try:
-        size = results.stat().st_size
-    except OSError:
-        return None
-    return endpoint if isinstance(endpoint, str) and type(written) is int and written == size else None
+    """What answered `results`, by the summary beside it, only when that summary vouches for the
+    file as it is now (SummaryBeside.vouched). None when no summary says."""
+    endpoint = SummaryBeside.read(results).vouched().get("endpoint")
+    return endpoint if isinstance(endpoint, str) else None
 
 
 def earlier_endpoints(output: Path, resuming: bool) -> list[str]:

@@ -69,6 +69,21 @@ class SummaryBeside:
             return {}
         return kept
 
+    def vouched(self) -> dict[str, Any]:
+        """The summary, only when it can vouch for the file as it is: readable, naming this file,
+        of its job, and written when the file had its size now. What answered the file is taken
+        from no other: a summary naming no file said "simulator" of real answers, and the
+        simulator's graders re-graded them (out-137 3), as a try-out's put beside a real shard
+        of the same name did (out-116 F3)."""
+        summary, named = self.run_summary(), self.kept.get("output")
+        if self.unreadable() or self.of_another_job() or not (isinstance(named, str) and named):
+            return {}
+        try:
+            size = self.results.stat().st_size
+        except OSError:
+            return {}
+        return summary if summary.get("results_bytes") == size and type(size) is int else {}
+
     def unreadable(self) -> str | None:
         """Why the summary is there but says nothing: not JSON, or not an object (cut short by a
         full disk, a 0-byte placeholder). Not "no summary": a gate cannot count the rows by it
@@ -82,10 +97,12 @@ class SummaryBeside:
             what = "not a JSON object"
         elif not (isinstance(data.get("total"), dict) and type(data["total"].get("rows")) is int):
             what = "no run's counts (`total.rows`) in it"  # {} or {"foo": 1} counts nothing either (out-132 F1)
-        elif not isinstance(data.get("output"), str):
+        elif not (isinstance(data.get("output"), str) and data["output"]):
             # Every run and merge names its file: one that names none cannot be tied to this one,
             # and vouched for it with 56 of 105 rows gone, exit 0 and not a word (out-135 F2).
             what = "no `output` naming the file it was written for"
+        elif "job" in data and not isinstance(data["job"], str):
+            what = "its `job` is not a name"  # `job: 3` passed as no job named (out-137 5)
         else:
             return None
         return f"{path}: not a summary ({what}): the rows of {results.name} cannot be counted against its run"
@@ -113,7 +130,7 @@ class SummaryBeside:
         results = self.results
         summary = self.run_summary(any_file=True)
         named, written = summary.get("output"), summary.get("results_bytes")
-        if isinstance(named, str) and Path(named).name != results.name:
+        if isinstance(named, str) and named and Path(named).name != results.name:
             return [
                 f"{summary_path(results)}: the summary of {Path(named).name}, not of {results.name}: left out "
                 "(rows never written cannot be counted)"  # as with no summary at all (out-135 F10)

@@ -114,7 +114,10 @@ def _summary_with(results: Path, folder: Path, **fields: Any) -> Path:
 
 @pytest.mark.parametrize(
     "fields",
-    [{"budget_usd": "x"}, {"budget_usd": float("nan")}, {"stop": []}, {"merged_from": 5}, {"output": 3}],
+    [
+        *({"budget_usd": "x"}, {"budget_usd": float("nan")}, {"stop": []}, {"merged_from": 5}),
+        *({"output": 3}, {"output": ""}, {"job": 3}),  # out-137 5: "" and 3 passed as no file, no job named
+    ],
     ids=str,
 )
 def test_summary_fields_of_the_wrong_type_read_as_absent(results: Path, tmp_path: Path, fields: Any) -> None:
@@ -123,10 +126,14 @@ def test_summary_fields_of_the_wrong_type_read_as_absent(results: Path, tmp_path
     code, _, err = call_cli("report", copy, "--html", tmp_path / "a.html")
     if "output" in fields:  # naming no file, it cannot vouch for this one's rows (out-135 F2)
         assert code == ExitCode.INCOMPLETE and "no `output` naming the file it was written for" in err, err
+        assert "the summary of" not in err  # "the summary of , not of a.jsonl" (out-137 5)
+    elif "job" in fields:
+        assert code == ExitCode.INCOMPLETE and "not a summary (its `job` is not a name)" in err, err
     else:
         assert code == call_cli("report", results)[0] and err == "", err  # the verdict of the rows, as before
     page = (tmp_path / "a.html").read_text()
-    assert "$nan" not in page and ("(no budget recorded)" in page) == ("budget_usd" in fields)
+    left_out = "budget_usd" in fields or fields == {"output": ""}  # "": another file's name, so not this run's
+    assert "$nan" not in page and ("(no budget recorded)" in page) == left_out
     code, out, err = call_cli("history", tmp_path)
     assert code == 0 and "1 run(s)" in out, err
 

@@ -428,6 +428,13 @@ def test_the_simulators_graders_regrade_only_a_file_known_to_be_the_simulators(t
     summary_path(swapped).write_text(json.dumps(summary))
     code, err = regraded(swapped)
     assert code == ExitCode.USAGE and "has no summary of it as it is that says what answered it" in err
+    # out-137 3: nor one naming no file, or of another job, though it saw a file of this size.
+    for edit in ({"output": None}, {"output": ""}, {"job": "another"}, {"job": 3}):
+        summary["results_bytes"] = night.stat().st_size
+        summary_path(swapped).write_text(json.dumps({**summary, **edit}))
+        code, err = regraded(swapped)
+        assert code == ExitCode.USAGE and "has no summary of it as it is that says what answered it" in err, edit
+        assert "left out: the rows are counted against job.yaml's matrix" in err, err
     code, err = regraded(try_out)
     assert simulated(endpoint) and code == ExitCode.OK, err
     assert f"{try_out}: answered by the built-in simulator (--simulate), not by a model" in err

@@ -175,6 +175,10 @@ def _gate(
 
     settings = job.run
     beside = SummaryBeside.read(args.results)  # once: the key gap, the endpoint and the page read one version
+    if unvouched := beside.of_another_job() or beside.unreadable():
+        # Left out, as `report` leaves it out, and said: it was taken in silence, and vouched for
+        # the simulator's graders re-grading real answers (out-137 3). The job's matrix counts the rows.
+        console.warn(f"{unvouched}; left out: the rows are counted against {job.path.name}'s matrix")
     coverage = MatrixCoverage.of(job)
     # Judge checks of the job now (a dataset row's own included) decide whether graders are asked.
     regraded: list[dict[str, Any]] = []
