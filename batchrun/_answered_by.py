@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ._exceptions import ConfigError
 from ._journal_file import journal_header
-from ._simulated import merged_endpoint, simulated
+from ._simulated import MIXED_ENDPOINTS, merged_endpoint, simulated
 from ._summary_beside import SummaryBeside, read_run_summary
 
 _WHO = {True: ("the built-in simulator", "an endpoint"), False: ("an endpoint", "--simulate")}
@@ -51,3 +51,43 @@ def resumed_endpoint(output: Path, endpoint: str, resuming: bool) -> str:
                 "and its gate could not tell them apart; run into a new file (-o)"
             )
     return merged_endpoint([*earlier, endpoint]) or endpoint
+
+
+def answered_by(beside: SummaryBeside) -> str | None:
+    """What answered a results file, by the summary of its run or, without one (a run killed, its
+    summary not copied with it), the journal its run kept; None when neither says."""
+    endpoint = beside.run_summary().get("endpoint")
+    if not isinstance(endpoint, str):
+        endpoint = (journal_header(beside.results) or {}).get("endpoint")
+    return endpoint if isinstance(endpoint, str) else None
+
+
+_SIMULATOR_WORDS = {
+    "simulator": "answered by the built-in simulator (--simulate), not by a model",
+    MIXED_ENDPOINTS: "answered in part by the built-in simulator (a merge of simulated and real shards)",
+    None: "nothing beside it (a summary, a journal) says what answered it: made-up answers cannot be told apart",
+}
+
+
+def _kind(endpoint: str | None) -> str | None:
+    """ "simulator", MIXED_ENDPOINTS, "model", or None (not known)."""
+    if endpoint is None or endpoint == MIXED_ENDPOINTS:
+        return endpoint
+    return "simulator" if simulated(endpoint) else "model"
+
+
+def simulator_note(beside: SummaryBeside) -> str | None:
+    """What a gate over the file says of the simulator's answers in it (out-108 F7), by the
+    summary or, without one, the journal (a kill -9'd try-out); None when none are known."""
+    kind = _kind(answered_by(beside))
+    return f"{beside.results}: {_SIMULATOR_WORDS[kind]}" if kind in ("simulator", MIXED_ENDPOINTS) else None
+
+
+def unlike_answers(before: SummaryBeside, after: SummaryBeside) -> list[str]:
+    """What a comparison of two files must say of what answered them: the simulator's answers
+    against a model's read as "no regression" in silence (out-136 F3), as did a kill -9'd try-out,
+    a merge with a try-out shard in it, and a try-out copied without its summary (out-137 4)."""
+    kinds = {beside.results: _kind(answered_by(beside)) for beside in (before, after)}
+    if len(set(kinds.values())) == 1:
+        return []  # both the simulator's, both a model's, or neither known
+    return [f"{path}: {_SIMULATOR_WORDS[kind]}" for path, kind in kinds.items() if kind != "model"]

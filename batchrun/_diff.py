@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ._answered_by import unlike_answers
 from ._batch_state import pending_batches
 from ._comparable import same_job, same_shard
 from ._cost_text import run_cost_text, unknown_rows
@@ -15,7 +16,6 @@ from ._items import item_key
 from ._rate_tests import PAIRED_TEST, TEST_WORDS, UNPAIRED_TEST, pairings_of, rate_change, rate_changes
 from ._reader import Warn
 from ._results import final_records
-from ._simulated import simulated
 from ._stats import compare_paired
 from ._summary import SummaryBuilder
 from ._summary_beside import SummaryBeside, read_run_summary
@@ -139,12 +139,8 @@ def diff_runs(
     if first[0] and first[1] and first[0] > first[1]:
         # Swapped, a regression reads as an improvement and exits 0 (break65 F10).
         warn(f"{a_path} ran after {b_path} (its first row {first[0]}, theirs {first[1]}): diff takes BEFORE AFTER")
-    answered = {b.results: simulated(b.run_summary().get("endpoint")) for b in (a_beside, b_beside)}
-    for path in (a_path, b_path) if answered[a_path] != answered[b_path] else ():
-        # A real night against a simulated one (a nightly step left with --simulate) was "no
-        # regression", not a word, where `report` says it (out-136 F3).
-        if answered[path]:
-            warn(f"{path}: answered by the built-in simulator (--simulate), not by a model as the other was")
+    for words in unlike_answers(a_beside, b_beside):
+        warn(words)
     flips: dict[str, list[dict[str, Any]]] = {"pass_to_fail": [], "fail_to_pass": [], "pass_to_ungraded": []}
     for row_id, after in b_rows.items():
         before = a_rows.get(row_id)

@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode
+from batchrun._journal_file import journal_path
+from batchrun._output_paths import summary_path
 from batchrun._ungraded import regraded_fields
 from batchrun.cli._report_gate import NOT_REGRADED
 from batchrun.simulator import Simulator
@@ -793,6 +795,28 @@ def test_the_gate_says_when_the_answers_came_from_the_simulator(
     other = tmp_path / "other.jsonl"
     assert call_cli(job, "--simulate", "-o", other, "-q")[0] == ExitCode.OK
     assert "simulator" not in call_cli("diff", results, other)[2]  # both: a try-out, compared as one
+    # out-137 4: nor a try-out copied without its summary, one killed (its journal says what
+    # answered it), or a merge with a try-out shard in it.
+    copied, killed, mixed = (tmp_path / name / "r.jsonl" for name in ("copied", "killed", "mixed"))
+    for path in (copied, killed, mixed):
+        path.parent.mkdir()
+        path.write_bytes(results.read_bytes())
+    first = json.loads(results.read_text().splitlines()[0])
+    header = {"job": first["job"], "job_fingerprint": first["job_fingerprint"], "shard": None, "endpoint": "simulator"}
+    journal_path(killed).write_text(json.dumps(header) + "\n")
+    summary = json.loads(summary_path(results).read_text())
+    summary_path(mixed).write_text(json.dumps({**summary, "output": str(mixed), "endpoint": "mixed"}))
+    said = {
+        copied: "nothing beside it (a summary, a journal) says what answered it",
+        killed: "answered by the built-in simulator (--simulate), not by a model",
+        mixed: "answered in part by the built-in simulator (a merge of simulated and real shards)",
+    }
+    for path, words in said.items():
+        code, _, err = call_cli("diff", real, path)
+        assert f"warning: {path}: {words}" in err and str(real) + ":" not in err, err
+    assert "simulator" not in call_cli("diff", killed, results)[2]  # both the simulator's
+    for path in (killed, mixed):  # and the gate says it of them too
+        assert f"warning: {path}: {said[path]}" in call_cli("report", path, "--job", job)[2]
 
 
 _GATED = """

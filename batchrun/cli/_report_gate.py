@@ -163,11 +163,11 @@ def _gate(
     page: Any,
     counted: Callable[[Summary], None],
 ) -> int:
+    from .._answered_by import simulator_note
     from .._batch_state import pending_batches
     from .._checks import is_judge
     from .._gate import MatrixCoverage, verdict_word
     from .._results import final_records
-    from .._simulated import simulated
     from .._summary import SummaryBuilder
     from .._summary_beside import SummaryBeside
     from .._summary_text import render_markdown, render_text
@@ -240,9 +240,9 @@ def _gate(
     elif shortfalls:
         for shortfall in shortfalls:  # accepted, and said so: a log showed nothing of it
             console.warn(f"accepted with --allow-partial: {shortfall}")
-    if simulated(beside.run_summary().get("endpoint")):
+    if simulator_said := simulator_note(beside):
         # A gate passing on the simulator's answers said nothing of it (out-108 F7, out-101 F4).
-        console.warn(f"{args.results}: answered by the built-in simulator (--simulate), not by a model")
+        console.warn(simulator_said)
     # The gate's verdict in its Markdown too: a red step showed a table and no reason (break35 F2).
     show(console, args, summary, render_text, lambda shown: render_markdown(shown, verdict=(int(code), reasons)))
     try:
