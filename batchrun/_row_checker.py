@@ -111,25 +111,24 @@ def row_checker(
         if said:
             return _all_of(said)
         # The row's own checks once their shape is known: `"checks": ["x"]` was a traceback
-        # here, exit 1, in every command (break34 M1).
-        used = names_in(row["checks"])  # before they are rendered below
-        if unknown := used - row.keys():
-            return f"the row's checks use variable(s) {', '.join(sorted(unknown))} the row lacks"
-        if nulls := sorted(name for name in used if row[name] is None):
-            return _null_problem(nulls, "the row's checks")
-        problem = row_check_problem([*checks, *row["checks"]], row)
-        if problem is not None:
-            return problem
+        # here, exit 1, in every command (break34 M1). Each check's mistakes by its index, all of
+        # them: a variable the row lacks hid a bad regex beside it, and said no index (out-137 1).
         for i, check in enumerate(row["checks"]):
+            used = names_in([check])  # before they are rendered below
+            if unknown := used - row.keys():
+                said.append(f"checks[{i}]: uses variable(s) {', '.join(sorted(unknown))} the row lacks")
+            elif nulls := sorted(name for name in used if row[name] is None):
+                said.append(f"checks[{i}]: {_null_problem(nulls, 'this check')}")
             said += [f"checks[{i}]: {message}" for message in check_problems(check, base_dir)]
             if "judge" in check and "grader" not in check and not graded:
                 # As a prompt's is: every row was undecided, exit 1 (verify34 N6).
                 said.append(f"checks[{i}]: a judge check needs a grader: set judge.model or the check's grader")
+        said += [
+            f"{format_path(place)[2:]}: {message}" for place, message in template_problems(row["checks"], ("checks",))
+        ]
         if said:
             return _all_of(said)
-        for place, message in template_problems(row["checks"], ("checks",)):
-            return f"{format_path(place)[2:]}: {message}"
-        return None
+        return row_check_problem([*checks, *row["checks"]], row)  # rendered: every name is there
 
     return check_row
 

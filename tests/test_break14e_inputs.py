@@ -197,7 +197,7 @@ def test_rows_alike_as_a_prompt_writes_them_are_the_same_row(tmp_path: Path) -> 
         ),
         (
             "    vars: [{a: x, checks: [{contains: '{{b}}'}], b: null}]\n",
-            "variable 'b' is null, used by the row's checks",
+            "variable 'b' is null, used by this check",
         ),
     ],
 )

@@ -722,3 +722,25 @@ def test_every_bad_check_of_a_row_is_said(tmp_path: Path) -> None:
     assert code == ExitCode.USAGE and len(err.splitlines()) == 1, err
     for said in ("checks[0]: invalid regex '[z-a]'", "checks[1]: invalid regex '(('", "checks[2]: a judge check needs"):
         assert said in err, err
+    # out-137 1: nor did a variable the row lacks say which check used it, and it hid the rest,
+    # as the first bad placeholder hid the others.
+    (tmp_path / "rows.jsonl").write_text(
+        json.dumps(
+            {"x": 1, "checks": [{"contains": "{{nope}"}, {"regex": "("}, {"equals": "{{gone}}"}, {"contains": "{{x"}]}
+        )
+        + "\n"
+    )
+    code, _, err = call_cli(
+        "validate",
+        write_job(
+            tmp_path, 'name: d\nmodels: [a/b]\nprompts: [{id: p, text: "hi {{x}}", dataset: rows.jsonl}]\n', "d.yaml"
+        ),
+    )
+    assert code == ExitCode.USAGE and len(err.splitlines()) == 1, err
+    for said in (
+        "checks[0].contains: '{{nope}' is not a valid placeholder",
+        "checks[1]: invalid regex '('",
+        "checks[2]: uses variable(s) gone the row lacks",
+        "checks[3].contains: '{{x' is not a valid placeholder",
+    ):
+        assert said in err, err
