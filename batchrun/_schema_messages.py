@@ -74,6 +74,12 @@ _PATTERNS_SAID = {
     "^~?[A-Za-z0-9][A-Za-z0-9._:/~-]*$": (
         "a model id, author/slug: ASCII letters, digits, '.', '_', ':', '/', '~' and '-' only (no spaces)"
     ),
+    "^[A-Za-z0-9_.:-]+$": (
+        "a function's name: ASCII letters, digits, '_', '.', ':' and '-' only (no spaces, no newline)"
+    ),
+    "^[a-z][a-z0-9_:.-]*$": (
+        "not a tool type: OpenRouter spells each in lowercase (function, openrouter:web_search, web_search_preview)"
+    ),
     "^[A-Za-z_][A-Za-z0-9_]*$": (
         "an environment variable's name: ASCII letters, digits and '_', not starting with a digit"
     ),

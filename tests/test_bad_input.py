@@ -529,6 +529,21 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
             "at $.prompts[0].params.tool_choice.function 'name' is a required property",
         ],
     ),
+    # out-137 7: a tool type misspelt, or a function name ending in a newline, validated ok and
+    # every row failed at the API.
+    (
+        "a tool type or function name the API refuses",
+        ONE_PROMPT + '    params: {tools: [{type: Function, function: {name: f}}, {type: ""}, '
+        '{type: function, function: {name: "get weather"}}, {type: openrouter:web_search}, '
+        "{type: web_search_preview}], "
+        'tool_choice: {type: function, function: {name: "f\\n"}}}\n',
+        [
+            "at $.prompts[0].params.tools[0].type 'Function': not a tool type: OpenRouter spells each in lowercase",
+            "at $.prompts[0].params.tools[1].type '': not a tool type",
+            "at $.prompts[0].params.tools[2].function.name 'get weather': a function's name: ASCII letters",
+            "at $.prompts[0].params.tool_choice.function.name 'f\\n': a function's name",
+        ],
+    ),
     # out-135 F7: the first key that is not text stopped validate: the others were one run each.
     (
         "every key that is not text",
