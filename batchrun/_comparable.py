@@ -37,7 +37,8 @@ def _outside(shard: str, rows: dict[str, dict[str, Any]]) -> bool:
         own = Shard.parse(shard)
     except ConfigError:
         return False
-    return any(row_id not in own for row_id in rows)
+    # A first repeat's id is its item's, which decides the shard (Shard.__contains__).
+    return any(row_id not in own for row_id, row in rows.items() if row.get("repeat") in (0, None))
 
 
 def same_shard(

@@ -82,8 +82,12 @@ class Shard:
         if not (valid and 1 <= self.index <= self.count <= MAX_SHARDS):
             raise ConfigError(f"a shard is K/N with 1 <= K <= N <= {MAX_SHARDS:,}, got {self.index!r}/{self.count!r}")
 
-    def __contains__(self, request_id: str) -> bool:
-        return int(request_id[:12], 16) % self.count == self.index - 1
+    def __contains__(self, item_id: str) -> bool:
+        """Whether the item of this id (its first repeat's request id, `stable_id(..., 0)`) is
+        this shard's: every repeat of an item goes with it, so that a shard's per-item gate sees
+        all of them (out-136 F4: spread by request id, every shard's gate was "could not be
+        checked", exit 1). Without repeats an item id is the request id: the split is as it was."""
+        return int(item_id[:12], 16) % self.count == self.index - 1
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"  # as written on the command line, and in the summary
@@ -152,11 +156,11 @@ def matrix_requests(job: Job, shard: Shard | None = None) -> Iterator[Request]:
                 body = request_body(model.id, messages, params[model.id])
                 payload = encode_body(body)
                 bodies.append((model.id, body, payload, hashlib.sha256(payload).hexdigest()[:20]))
+            if shard is not None:
+                bodies = [b for b in bodies if stable_id(job.name, b[0], prompt.id, row, 0) in shard]
             for repeat in range(job.repeat):
                 for model_id, body, payload, fingerprint in bodies:
                     request_id = stable_id(job.name, model_id, prompt.id, row, repeat)
-                    if shard is not None and request_id not in shard:
-                        continue
                     yield Request(
                         request_id, fingerprint, model_id, prompt.id, row, repeat, body, payload, checks, graded_by
                     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,13 @@ def test_shards_cover_the_matrix_once(small_job: Path) -> None:
     parts = [{r.id for r in matrix_requests(job, Shard(k, 3))} for k in (1, 2, 3)]
     assert set().union(*parts) == everything
     assert sum(len(p) for p in parts) == len(everything)
+    # An item's first repeat is in the shard its request id says, as every row was before items
+    # decided it (a job without repeats splits as it did), and its other repeats go with it (out-136 F4).
+    for k in (1, 2, 3):
+        requests = list(matrix_requests(job, Shard(k, 3)))
+        assert {int(r.id[:12], 16) % 3 for r in requests if r.repeat == 0} == {k - 1}
+        items = Counter((r.model, r.prompt_id, json.dumps(r.vars, sort_keys=True)) for r in requests)
+        assert set(items.values()) == {job.repeat} and job.repeat == 2
 
 
 def test_dataset_rows_and_csv(tmp_path: Path) -> None:

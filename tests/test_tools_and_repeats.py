@@ -221,6 +221,23 @@ def test_a_merge_judges_items_by_the_jobs_per_item_gate_or_the_one_its_shards_re
         assert f'failures="{failing}"' in (tmp_path / "j.xml").read_text()
 
 
+def test_a_shard_holds_every_repeat_of_its_items_and_gates_them(tmp_path: Path) -> None:
+    # out-136 F4: shards split by request id spread an item's repeats over every shard: each
+    # shard's per-item gate was "could not be checked", exit 1, on every shard of every night.
+    job = write_job(tmp_path, REPEAT_JOB.replace("min: 8", "min: 1"))
+    owners: dict[str, set[int]] = {}
+    for k in (1, 2):
+        shard = tmp_path / f"s{k}.jsonl"
+        code, _, err = call_cli(job, "--simulate", "-q", "--shard", f"{k}/2", "-o", shard)
+        assert code == ExitCode.OK and "could not be checked" not in err, err
+        rows = read_rows(shard)
+        items = json.loads(shard.with_suffix(".summary.json").read_text())["items"]
+        assert items["undecided"] == 0 and items["count"] * 10 == len(rows), items
+        for row in rows:
+            owners.setdefault(row["vars"]["country"], set()).add(k)
+    assert len(owners) == 4 and all(len(shards) == 1 for shards in owners.values()), owners
+
+
 def test_item_gate_with_ungraded_repeats() -> None:
     gate = ItemGate(8, 10)
     assert gate.verdict(8, 9, 10) is True  # already 8
