@@ -242,9 +242,17 @@ def _foreign_rows_problem(output: Path, states: ScanResult, job: Job, shard: Sha
     if not stray:
         return None
     part = "" if shard is None else f" (shard {shard.index}/{shard.count})"
+    head = f"{output}: {len(stray)} row(s) of the file are not in the matrix of job {job.name!r}{part}, e.g. id "
+    head += min(stray)[:12]
+    if shard is not None and not stray - {request.id for request in matrix_requests(job)}:
+        # All the job's: another shard's, or a shard file of an earlier batchrun, which split
+        # an item's repeats over the shards (out-136 F4).
+        return (
+            f"{head}: they are another shard's of this job (run with another --shard, or by a batchrun before "
+            "shards kept an item's repeats together): run this shard into a new --output"
+        )
     return (
-        f"{output}: {len(stray)} row(s) of the file are not in the matrix of job {job.name!r}{part}, e.g. id "
-        f"{min(stray)[:12]}: its models, variables, dataset or repeat changed since they ran, and `report --job` "
+        f"{head}: its models, variables, dataset or repeat changed since they ran, and `report --job` "
         "and `merge` would refuse the file; run into a new --output, or resume with the job as it was"
     )
 

@@ -236,6 +236,12 @@ def test_a_shard_holds_every_repeat_of_its_items_and_gates_them(tmp_path: Path) 
         for row in rows:
             owners.setdefault(row["vars"]["country"], set()).add(k)
     assert len(owners) == 4 and all(len(shards) == 1 for shards in owners.values()), owners
+    # A shard file whose rows are another shard's (as one an earlier batchrun wrote, which split
+    # an item's repeats) is said to be so on resume, not "the job changed".
+    lines = (tmp_path / "s1.jsonl").read_text().replace('"shard":"1/2"', '"shard":"2/2"')
+    (tmp_path / "old.jsonl").write_text(lines)
+    code, _, err = call_cli(job, "--simulate", "-q", "--shard", "2/2", "-o", tmp_path / "old.jsonl", "--resume")
+    assert code == ExitCode.USAGE and "they are another shard's of this job" in err, err
 
 
 def test_item_gate_with_ungraded_repeats() -> None:
