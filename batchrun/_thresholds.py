@@ -10,12 +10,6 @@ from typing import Any
 
 from ._exceptions import Problem
 from ._job_source import JobSource
-from ._judge import check_kinds
-
-
-def _or_all(kinds: set[str] | None, needed: str) -> set[str]:
-    """What a prompt's rows' checks hold; when not known (a dataset not read), all they may."""
-    return {needed} if kinds is None else kinds
 
 
 def threshold_problems(source: JobSource, rows: dict[str, set[str] | None]) -> list[Problem]:
@@ -32,19 +26,14 @@ def threshold_problems(source: JobSource, rows: dict[str, set[str] | None]) -> l
             problems.append(source.problem(("run", "pass_threshold", kind, str(name)), message, at_key=True))
     # Nor a threshold on a prompt with nothing to check (no checks of its own or by default, and
     # no dataset whose rows may bring some): it passed in silence (verify32).
-    # In batch mode a row has no latency: max_latency_ms alone checks nothing (out-137 8).
-    batch = data.get("run", {}).get("mode") == "batch"
-    needed = "untimed" if batch else "checks"
-    defaults = needed in check_kinds(data.get("defaults", {}).get("checks"))
-    checked = {
-        p["id"]
-        for p in data["prompts"]
-        if defaults or needed in check_kinds(p.get("checks")) or needed in _or_all(rows.get(p["id"]), needed)
-    }
+    # In batch mode a row has no latency; but which rows go by batch is known only when the run
+    # prices them ($0 ones and, under batch_multimodal: sync, non-text ones go in sync mode), and
+    # --mode overrides run.mode: a latency-only threshold is said by the run, not here (out-138 F3).
+    defaults = bool(data.get("defaults", {}).get("checks"))
+    checked = {p["id"] for p in data["prompts"] if defaults or p.get("checks") or rows.get(p["id"]) != set()}
     unchecked = named["prompts"] - checked  # of two prompts of one id, one with checks: said as a duplicate
-    gradable = " batch mode grades (a batch row has no latency for max_latency_ms)" if batch else ""
     for name in sorted(unchecked & set(threshold.get("prompts", {}) if isinstance(threshold, dict) else ()), key=str):
-        message = f"prompt {name!r} has no check{gradable or 's'}: this threshold would never apply"
+        message = f"prompt {name!r} has no checks: this threshold would never apply"
         problems.append(source.problem(("run", "pass_threshold", "prompts", str(name)), message, at_key=True))
     if threshold is not None and not checked:
         # Nor one over the whole job or a model's rows with no check anywhere: validate said ok,
@@ -54,7 +43,7 @@ def threshold_problems(source: JobSource, rows: dict[str, set[str] | None]) -> l
             places = [(kind,) for kind in ("overall", "per_item") if kind in threshold]
             places += [("models", str(m)) for m in threshold.get("models", {})]
         for place in places:
-            message = f"no prompt of the job has a check{gradable}: this threshold could never be met"
+            message = "no prompt of the job has a check: this threshold could never be met"
             problems.append(source.problem(("run", "pass_threshold", *place), message, at_key=len(place) == 2))
     per_item = threshold.get("per_item") if isinstance(threshold, dict) else None
     if per_item:

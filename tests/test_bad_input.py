@@ -574,18 +574,6 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT.replace("models:", "repeat: 3\nmodels:") + "run: {pass_threshold: {per_item: {min: 2, of: 3}}}\n",
         ["at $.run.pass_threshold.per_item no prompt of the job has a check: this threshold could never be met"],
     ),
-    # out-137 8: in batch mode a row has no latency, so max_latency_ms alone grades nothing.
-    (
-        "a batch-mode threshold over latency checks alone",
-        ONE_PROMPT
-        + "    checks: [{max_latency_ms: 5000}]\n  - id: q\n    text: hi\n    checks: [{max_latency_ms: 9}]\n"
-        + "run: {mode: batch, pass_threshold: {overall: 0.5, prompts: {q: 0.5}}}\n",
-        [
-            "at $.run.pass_threshold.prompts.q prompt 'q' has no check batch mode grades (a batch row has no "
-            "latency for max_latency_ms): this threshold would never apply",
-            "at $.run.pass_threshold.overall no prompt of the job has a check batch mode grades",
-        ],
-    ),
     # out-133 F7: of a threshold's object form, only the best of its errors was said, one a run.
     (
         "every error of a threshold object",

@@ -17,7 +17,7 @@ import pytest
 from batchrun import ExitCode, Job, RunControl, RunOptions, RunReport, Shard, load_job, run_job
 from batchrun._batch_setup import BATCH_WAIT_S
 from batchrun._batch_state import BatchState, state_path
-from batchrun._exceptions import ConfigError, JobError
+from batchrun._exceptions import ConfigError
 from batchrun._matrix import matrix_requests
 from batchrun._summary_beside import read_run_summary
 from batchrun._transport import default_transport
@@ -753,10 +753,8 @@ async def test_a_threshold_over_rows_batch_mode_leaves_without_a_check_is_not_pa
     text = THREE_MODELS.replace(
         "vars: [{a: 1}, {a: 2}]", "vars: [{a: 1}, {a: 2}]\n    checks: [{max_latency_ms: 1}]"
     ).replace("max_error_rate: 0.5}", "max_error_rate: 0.5, pass_threshold: {prompts: {sum: 0.9}}}")
-    with pytest.raises(JobError, match="prompt 'sum' has no check batch mode grades"):  # out-137 8
-        load_job(write_job(tmp_path, text))
-    # A sync job run with --mode batch: only the run can know.
-    job = batch_job(write_job(tmp_path, text.replace("mode: batch, ", "")))
+    # Validate takes it (out-138 F3: which rows go by batch is known only when the run prices them).
+    job = batch_job(write_job(tmp_path, text))
     report = await run(job, batch_sim, tmp_path / "r.jsonl", clock)
     code, reasons = decide(report.summary, job.run)
     assert code == ExitCode.ERRORS and report.summary["prompts"]["sum"]["checked"] == 0
