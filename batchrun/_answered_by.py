@@ -56,7 +56,9 @@ def resumed_endpoint(output: Path, endpoint: str, resuming: bool) -> str:
 def answered_by(beside: SummaryBeside) -> str | None:
     """What answered a results file, by the summary of its run or, without one (a run killed, its
     summary not copied with it), the journal its run kept; None when neither says."""
-    endpoint = beside.run_summary().get("endpoint")
+    # Only a summary that saw the file as it is: a try-out's beside a model's file copied over
+    # it (or one appended to since) said "simulator" of a model's answers, or the reverse (out-138 F1).
+    endpoint = beside.vouched().get("endpoint")
     if not isinstance(endpoint, str):
         endpoint = (journal_header(beside.results) or {}).get("endpoint")
     return endpoint if isinstance(endpoint, str) else None

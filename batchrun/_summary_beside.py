@@ -22,6 +22,7 @@ from ._output_paths import summary_path
 from ._pricing import money
 from ._results import results_job
 from ._status import StopReason
+from ._summary_floor import tail_digest
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,11 @@ class SummaryBeside:
             size = self.results.stat().st_size
         except OSError:
             return {}
-        return summary if summary.get("results_bytes") == size and type(size) is int else {}
+        if summary.get("results_bytes") != size:
+            return {}
+        if "results_tail" in summary and summary["results_tail"] != tail_digest(self.results, size):
+            return {}  # another file of its size in its place (out-138 F1); an older summary has no digest
+        return summary
 
     def unreadable(self) -> str | None:
         """Why the summary is there but says nothing: not JSON, or not an object (cut short by a

@@ -3,11 +3,13 @@ summary saw it, or grown by records appended since, holds at least what that sum
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ._files import open_regular
 from ._output_paths import summary_path
 from ._pricing import money
 from ._reader import ScanResult, spent_on
@@ -105,6 +107,25 @@ def results_size(output: Path) -> int | None:
         return output.stat().st_size
     except OSError:
         return None
+
+
+TAIL_BYTES = 1 << 16
+
+
+def tail_digest(output: Path, size: int | None) -> str | None:
+    """A digest of the file's last 64 KiB up to `size` (where its summary saw it end): a file of the
+    same size put in its place (a model's night copied over a try-out of the same name, as small runs
+    often are) is told apart, and the try-out's summary does not vouch for it (out-138 F1). None
+    when the file cannot be read, or is shorter."""
+    if size is None:
+        return None
+    try:
+        with open_regular(output) as handle:
+            handle.seek(max(0, size - TAIL_BYTES))
+            tail = handle.read(min(size, TAIL_BYTES))
+    except OSError:
+        return None
+    return hashlib.sha256(tail).hexdigest()[:32] if len(tail) == min(size, TAIL_BYTES) else None
 
 
 def _appended_spend(output: Path, offset: int) -> float:

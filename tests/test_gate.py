@@ -815,6 +815,15 @@ def test_the_gate_says_when_the_answers_came_from_the_simulator(
         code, _, err = call_cli("diff", real, path)
         assert f"warning: {path}: {words}" in err and str(real) + ":" not in err, err
     assert "simulator" not in call_cli("diff", killed, results)[2]  # both the simulator's
+    # out-138 F1: a try-out copied over a model's night, the night's summary kept: it saw another
+    # file (the sizes made to agree: its last bytes do not).
+    over = tmp_path / "over" / real.name
+    over.parent.mkdir()
+    over.write_bytes(results.read_bytes())
+    night = json.loads(summary_path(real).read_text())
+    summary_path(over).write_text(json.dumps({**night, "output": str(over), "results_bytes": over.stat().st_size}))
+    code, _, err = call_cli("diff", real, over)
+    assert f"warning: {over}: {said[copied]}" in err, err
     for path in (killed, mixed):  # and the gate says it of them too
         assert f"warning: {path}: {said[path]}" in call_cli("report", path, "--job", job)[2]
 

@@ -428,6 +428,10 @@ def test_the_simulators_graders_regrade_only_a_file_known_to_be_the_simulators(t
     summary_path(swapped).write_text(json.dumps(summary))
     code, err = regraded(swapped)
     assert code == ExitCode.USAGE and "has no summary of it as it is that says what answered it" in err
+    # out-138 F1: nor when the two files are of one size (small runs often are): its last bytes differ.
+    summary_path(swapped).write_text(json.dumps({**summary, "results_bytes": night.stat().st_size}))
+    code, err = regraded(swapped)
+    assert code == ExitCode.USAGE and "has no summary of it as it is that says what answered it" in err, err
     # out-137 3: nor one naming no file, or of another job, though it saw a file of this size.
     for edit in ({"output": None}, {"output": ""}, {"job": "another"}, {"job": 3}):
         summary["results_bytes"] = night.stat().st_size
