@@ -317,6 +317,11 @@ def _rows_kinds(prompt: PromptSpec) -> set[str] | None:
     return set().union(*(check_kinds(row.get("checks")) for row in prompt.rows))
 
 
+def may_check(job: Job) -> bool:
+    """Whether a row of the job may be checked (a dataset not read yet: it may bring checks)."""
+    return any(prompt.checks or _rows_kinds(prompt) != set() for prompt in job.prompts)
+
+
 def _grading_problems(source: JobSource, base_dir: Path, prompts: list[PromptSpec]) -> list[Problem]:
     """A judge check needs a grader; a replacement grader prompt must be readable and
     use the grader's placeholders; a per-item gate must be reachable."""

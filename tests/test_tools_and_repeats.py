@@ -1021,6 +1021,11 @@ run: {pass_threshold: {per_item: {min: 2, of: 3}}}
     code, _, err = call_cli(write_job(tmp_path, alone, "alone.yaml"), "--simulate", "-o", tmp_path / "a.jsonl")
     assert code == ExitCode.USAGE and "per_item no prompt of the job has a check" in err, err
     assert not (tmp_path / "a.jsonl").exists()
+    # Nor --pass-threshold over it: every row was paid for, then exit 1 (out-138 F2).
+    loose = write_job(tmp_path, alone.replace("run: {pass_threshold: {per_item: {min: 2, of: 3}}}", ""), "loose.yaml")
+    code, _, err = call_cli(loose, "--simulate", "--pass-threshold", "0.5", "-o", tmp_path / "a.jsonl")
+    assert code == ExitCode.USAGE and "--pass-threshold: no prompt of the job has a check" in err, err
+    assert not (tmp_path / "a.jsonl").exists()
     timed = alone.replace('text: "Say hi."', 'text: "Say hi.", checks: [{max_latency_ms: 60000}]')
     job = write_job(tmp_path, timed, "timed.yaml")
     code, _, err = call_cli(job, "--simulate", "--mode", "batch", "-o", tmp_path / "a.jsonl")
