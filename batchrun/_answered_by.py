@@ -75,7 +75,10 @@ def _kind(endpoint: str | None) -> str | None:
     """ "simulator", MIXED_ENDPOINTS, "model", or None (not known)."""
     if endpoint is None or endpoint == MIXED_ENDPOINTS:
         return endpoint
-    return "simulator" if simulated(endpoint) else "model"
+    if simulated(endpoint):
+        return "simulator"
+    # An endpoint is a URL: "" or "SIMULATOR" says nothing of what answered (out-138 F4).
+    return "model" if endpoint.startswith(("http://", "https://")) else None
 
 
 def simulator_note(beside: SummaryBeside) -> str | None:

@@ -824,6 +824,12 @@ def test_the_gate_says_when_the_answers_came_from_the_simulator(
     summary_path(over).write_text(json.dumps({**night, "output": str(over), "results_bytes": over.stat().st_size}))
     code, _, err = call_cli("diff", real, over)
     assert f"warning: {over}: {said[copied]}" in err, err
+    # out-138 F4: an endpoint that is no URL ("", "SIMULATOR") says nothing of what answered.
+    for lie in ("", "SIMULATOR"):
+        summary_path(mixed).write_text(json.dumps({**summary, "output": str(mixed), "endpoint": lie}))
+        code, _, err = call_cli("diff", real, mixed)
+        assert f"warning: {mixed}: {said[copied]}" in err, (lie, err)
+    summary_path(mixed).write_text(json.dumps({**summary, "output": str(mixed), "endpoint": "mixed"}))
     for path in (killed, mixed):  # and the gate says it of them too
         assert f"warning: {path}: {said[path]}" in call_cli("report", path, "--job", job)[2]
 
