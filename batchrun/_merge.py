@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from ._answered_by import recorded_endpoint
+from ._answered_by import answered_by, recorded_endpoint
 from ._argtypes import summary_given
 from ._batch_state import pending_batches
 from ._exceptions import OutputFailed, ResultsError
@@ -28,9 +28,9 @@ from ._merged_key_gap import merged_key_gap
 from ._output_paths import SIDECARS, current_umask, sidecar_name_problem, summary_path, write_json_atomically
 from ._reader import Warn, spent_on
 from ._results import RESULTS_MODE, ResultsWriter, final_records
-from ._simulated import merged_endpoint, simulated
+from ._simulated import MIXED_ENDPOINTS, merged_endpoint, simulated
 from ._summary import SummaryBuilder
-from ._summary_beside import read_run_summary
+from ._summary_beside import SummaryBeside, read_run_summary
 from ._summary_floor import tail_digest
 from ._summary_place import refuse_summary_place
 from ._summary_types import Summary
@@ -145,7 +145,11 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
     # A shard tried out with --simulate beside real ones made the night's gate green on made-up
     # answers, without a word (out-101 F4).
     endpoints = [recorded_endpoint(shard) for shard in shards]
-    if len({simulated(e) for e in endpoints if isinstance(e, str)}) > 1:
+    # A killed shard's journal says what answered it too (out-138 F5): enough to say the merge is
+    # mixed, never to make it the simulator's, whose graders may then re-grade it (_answered_by).
+    said = [answered_by(SummaryBeside.read(shard)) for shard in shards]
+    if any(map(simulated, said)) and any(e is not None and not simulated(e) for e in said):
+        endpoints = [MIXED_ENDPOINTS]
         warn(
             "some shards were answered by the built-in simulator (--simulate), others by an endpoint: "
             "merged all the same"
@@ -247,8 +251,8 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
             matrix_rows=matrix_rows,
             spent_usd=round(spent + key_gap, 12),
         )
-        if (answered_by := merged_endpoint(endpoints)) is not None:
-            summary["endpoint"] = answered_by
+        if (merged_by := merged_endpoint(endpoints)) is not None:
+            summary["endpoint"] = merged_by
         summary["results_bytes"] = os.stat(temporary).st_size  # as a run's: what its summary saw
         summary["results_tail"] = tail_digest(Path(temporary), summary["results_bytes"])
         # The summary first: a partial merge in place without it read as whole (out-125 F2). Then
