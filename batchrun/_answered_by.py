@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._exceptions import ConfigError
-from ._journal_file import journal_header
+from ._exceptions import ConfigError, JobError, ResultsError
+from ._journal_file import journal_header, journal_path, read_journal
+from ._reader import final_records
 from ._simulated import MIXED_ENDPOINTS, merged_endpoint, simulated
 from ._summary_beside import SummaryBeside, read_run_summary
 
@@ -59,9 +60,22 @@ def answered_by(beside: SummaryBeside) -> str | None:
     # Only a summary that saw the file as it is: a try-out's beside a model's file copied over
     # it (or one appended to since) said "simulator" of a model's answers, or the reverse (out-138 F1).
     endpoint = beside.vouched().get("endpoint")
+    return endpoint if isinstance(endpoint, str) else _journal_endpoint(beside.results)
+
+
+def _journal_endpoint(results: Path) -> str | None:
+    """The endpoint a killed run's journal names, when the journal is of this file: one of its
+    records' generation ids is among the journal's attempts' (or it holds no record). A journal
+    left beside another file copied over the killed run's vouched for that file (out-138 F6)."""
+    endpoint = (journal_header(results) or {}).get("endpoint")
     if not isinstance(endpoint, str):
-        endpoint = (journal_header(beside.results) or {}).get("endpoint")
-    return endpoint if isinstance(endpoint, str) else None
+        return None
+    try:
+        journaled = {a.get("gen") for c in read_journal(journal_path(results), None).values() for a in c.attempts}
+        recorded = {r.get("generation_id") for r in final_records(results, journal=False)} - {None}
+    except (OSError, ResultsError, JobError):
+        return None
+    return endpoint if not recorded or recorded & journaled else None
 
 
 _SIMULATOR_WORDS = {

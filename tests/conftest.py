@@ -573,3 +573,20 @@ def final_rows(path: Path) -> list[dict[str, Any]]:
             assert record.get("cost_resolved_at"), f"row {record['id']} was recorded twice"
         rows[record["id"]] = record
     return list(rows.values())
+
+
+def killed_run_journal(results: Path, endpoint: str, shard: str | None = None, own: bool = True) -> None:
+    """The journal a run killed after writing `results` leaves: its header names the endpoint,
+    and (`own`) its attempts' generation ids are the file's records' (_answered_by: a journal
+    vouches only for the file its run wrote)."""
+    rows = read_rows(results)
+    first = rows[0]
+    lines: list[dict[str, Any]] = [
+        {"job": first["job"], "job_fingerprint": first["job_fingerprint"], "shard": shard, "endpoint": endpoint}
+    ]
+    for row in rows if own else ():
+        lines += [
+            {"row": row["id"], "at": 0, "usd": 0.0, "model": row["model"]},
+            {"row": row["id"], "gen": row["generation_id"]},
+        ]
+    journal_path(results).write_text("".join(json.dumps(line) + "\n" for line in lines))

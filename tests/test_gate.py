@@ -24,13 +24,12 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode
-from batchrun._journal_file import journal_path
 from batchrun._output_paths import summary_path
 from batchrun._ungraded import regraded_fields
 from batchrun.cli._report_gate import NOT_REGRADED
 from batchrun.simulator import Simulator
 
-from .conftest import SMALL_JOB, call_cli, child_env, judged_small_job, read_rows, write_job
+from .conftest import SMALL_JOB, call_cli, child_env, judged_small_job, killed_run_journal, read_rows, write_job
 from .forked import ForkedCli, run_forked
 
 
@@ -801,9 +800,7 @@ def test_the_gate_says_when_the_answers_came_from_the_simulator(
     for path in (copied, killed, mixed):
         path.parent.mkdir()
         path.write_bytes(results.read_bytes())
-    first = json.loads(results.read_text().splitlines()[0])
-    header = {"job": first["job"], "job_fingerprint": first["job_fingerprint"], "shard": None, "endpoint": "simulator"}
-    journal_path(killed).write_text(json.dumps(header) + "\n")
+    killed_run_journal(killed, "simulator")
     summary = json.loads(summary_path(results).read_text())
     summary_path(mixed).write_text(json.dumps({**summary, "output": str(mixed), "endpoint": "mixed"}))
     said = {
@@ -830,6 +827,14 @@ def test_the_gate_says_when_the_answers_came_from_the_simulator(
         code, _, err = call_cli("diff", real, mixed)
         assert f"warning: {mixed}: {said[copied]}" in err, (lie, err)
     summary_path(mixed).write_text(json.dumps({**summary, "output": str(mixed), "endpoint": "mixed"}))
+    # out-138 F6: a killed run's journal beside another file (copied over the killed run's) does
+    # not vouch for it: none of its records' generation ids is the journal's.
+    stray = tmp_path / "stray" / "r.jsonl"
+    stray.parent.mkdir()
+    stray.write_bytes(results.read_bytes())
+    killed_run_journal(stray, "https://openrouter.ai/api/v1", own=False)
+    code, _, err = call_cli("diff", results, stray)
+    assert f"warning: {stray}: {said[copied]}" in err, err
     for path in (killed, mixed):  # and the gate says it of them too
         assert f"warning: {path}: {said[path]}" in call_cli("report", path, "--job", job)[2]
 

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, load_job, matrix_requests
-from batchrun._journal_file import journal_path
 from batchrun._results import ResultsWriter, final_records, repair_torn_tail, scan_states
 from batchrun.cli import _results_on_stderr, _stderr_holds_records
 from batchrun.simulator import Simulator
@@ -35,6 +34,7 @@ from .conftest import (
     child_env,
     cli,
     judged_small_job,
+    killed_run_journal,
     management_env,
     read_rows,
     start,
@@ -346,9 +346,7 @@ def test_shards_cover_every_row_once_and_merge(tmp_path: Path) -> None:
         code == 0 and "some shards were answered by the built-in simulator (--simulate), others by an endpoint" in err
     )
     # out-138 F5: nor when the real shard was killed (no summary; its journal names the endpoint).
-    first = read_rows(shards[1])[0]
-    header = {"job": first["job"], "job_fingerprint": first["job_fingerprint"], "shard": "2/3"}
-    journal_path(shards[1]).write_text(json.dumps({**header, "endpoint": "https://openrouter.ai/api/v1"}) + "\n")
+    killed_run_journal(shards[1], "https://openrouter.ai/api/v1", "2/3")
     summary.unlink()
     code, _, err = call_cli("merge", tmp_path / "killed.jsonl", *shards, "--allow-partial")
     assert "some shards were answered by the built-in simulator (--simulate), others by an endpoint" in err, err
