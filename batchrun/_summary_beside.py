@@ -106,8 +106,9 @@ class SummaryBeside:
             # Every run and merge names its file: one that names none cannot be tied to this one,
             # and vouched for it with 56 of 105 rows gone, exit 0 and not a word (out-135 F2).
             what = "no `output` naming the file it was written for"
-        elif "job" in data and not isinstance(data["job"], str):
-            what = "its `job` is not a name"  # `job: 3` passed as no job named (out-137 5)
+        elif not isinstance(data.get("job"), str):
+            # Every run and merge names its job: `job: 3`, or none, passed as a summary (out-137 5, out-138 F4).
+            what = "its `job` is not a name" if "job" in data else "no `job` naming the job it ran"
         else:
             return None
         return f"{path}: not a summary ({what}): the rows of {results.name} cannot be counted against its run"

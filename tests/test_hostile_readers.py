@@ -116,7 +116,7 @@ def _summary_with(results: Path, folder: Path, **fields: Any) -> Path:
     "fields",
     [
         *({"budget_usd": "x"}, {"budget_usd": float("nan")}, {"stop": []}, {"merged_from": 5}),
-        *({"output": 3}, {"output": ""}, {"job": 3}),  # out-137 5: "" and 3 passed as no file, no job named
+        *({"output": 3}, {"output": ""}, {"job": 3}, {"job": None}),  # out-137 5: passed as no file, no job named
     ],
     ids=str,
 )
@@ -129,6 +129,13 @@ def test_summary_fields_of_the_wrong_type_read_as_absent(results: Path, tmp_path
         assert "the summary of" not in err  # "the summary of , not of a.jsonl" (out-137 5)
     elif "job" in fields:
         assert code == ExitCode.INCOMPLETE and "not a summary (its `job` is not a name)" in err, err
+        copy.with_name("a.summary.json").write_text(
+            json.dumps(
+                {k: v for k, v in json.loads(copy.with_name("a.summary.json").read_text()).items() if k != "job"}
+            )
+        )
+        code, _, err = call_cli("report", copy)
+        assert code == ExitCode.INCOMPLETE and "not a summary (no `job` naming the job it ran)" in err, err
     else:
         assert code == call_cli("report", results)[0] and err == "", err  # the verdict of the rows, as before
     page = (tmp_path / "a.html").read_text()
