@@ -41,12 +41,17 @@ def list_lines(state: BatchState) -> list[str]:
     for e in state.entries:
         cost = "-" if e.cost_usd is None else f"{e.cost_usd:.6f}"
         status = e.status or ("-" if e.state != INTENT else "?")
+        if e.poll_failed is not None and e.state == SUBMITTED:
+            status += "?"  # as last read: the last poll failed (said below)
         lines.append(
             f"{e.key:<5} {e.model:<40} {e.state:<10} {status:<12} {len(e.rows):>6} {e.reserved_usd:>11.6f} "
             f"{cost:>10}  {e.batch_id or _DOUBT}"
         )
     when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(min(e.intent_at for e in state.entries)))
     lines.append(f"first submitted {when}; open: {len(state.open_entries())}, in doubt: {len(state.in_doubt())}")
+    for e in state.entries:
+        if e.poll_failed is not None and e.state == SUBMITTED:
+            lines.append(f"{e.key}: its last poll failed ({e.poll_failed}): its status is as last read")
     return lines
 
 

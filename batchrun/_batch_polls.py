@@ -39,6 +39,7 @@ class PollFailures:
         if failure.kind != last:
             self.notice(f"batch {entry.key} ({entry.batch_id}): poll failed: {self.last_said[entry.key]}")
         self._in_a_row[entry.key] = (count + 1, failure.kind)
+        entry.poll_failed = self.last_said[entry.key]  # kept in the batch record: `batches list` says it
         self.wait_s = max(self.wait_s, failure.retry_after or 0.0)
         return count + 1
 
@@ -50,6 +51,7 @@ class PollFailures:
 
     def read(self, entry: BatchEntry) -> None:
         self._in_a_row.pop(entry.key, None)
+        entry.poll_failed = None
 
     def given_up(self, entries: list[BatchEntry]) -> bool:
         """True when every batch in `entries` failed its last LIMIT polls."""

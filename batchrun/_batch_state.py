@@ -90,6 +90,9 @@ class BatchEntry:
     # collection). A run killed in between left a batch that under-reported counted by no run
     # (H5 in batch mode): a later run counts its worst case beyond its reported cost instead.
     unfollowed: bool = False
+    # Why its last poll failed (None: it was read): `batches list` showed the status read before
+    # as how it stands (out-137 9).
+    poll_failed: str | None = None
 
 
 @dataclass

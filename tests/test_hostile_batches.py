@@ -645,6 +645,13 @@ def test_a_batch_call_that_never_answers_ends_by_the_deadline_and_says_so_under_
             "batchrun: warning: batch(es) whose last poll failed: how they stand is not known (b1: timeout: no "
             "answer before the run had to end): see `batchrun batches list`\n"
         ), outcome.stderr
+        # And the list says it, not the status read before as how it stands (out-137 9).
+        code, listed, _ = call_cli("batches", "list", tmp_path / "out.jsonl")
+        assert code == 0 and "validating?" in listed, listed
+        assert (
+            "b1: its last poll failed (timeout: no answer before the run had to end): its status is as last read"
+            in listed
+        )
 
 
 def test_each_batch_unread_for_its_last_polls_is_named_beside_batches_still_running() -> None:
@@ -668,8 +675,9 @@ def test_each_batch_unread_for_its_last_polls_is_named_beside_batches_still_runn
     assert polls.last_failed([unread, running, failing]) == [unread, failing]
     assert polls.describe([running, failing]) == "1 batch(es) still running, 1 whose last poll failed"
     assert polls.unread_words([failing]).endswith("how they stand is not known")
+    assert failing.poll_failed == "upstream_error: down" and running.poll_failed is None  # kept for `batches list`
     polls.read(failing)
-    assert polls.describe([running, failing]) == "2 batch(es) still running"
+    assert polls.describe([running, failing]) == "2 batch(es) still running" and failing.poll_failed is None
 
 
 def test_a_key_read_that_hangs_after_a_batch_is_collected_ends_by_the_deadline(
