@@ -148,6 +148,9 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
     # A killed shard's journal says what answered it too (out-138 F5): enough to say the merge is
     # mixed, never to make it the simulator's, whose graders may then re-grade it (_answered_by).
     said = [answered_by(SummaryBeside.read(shard)) for shard in shards]
+    for shard, endpoint in zip(shards, said, strict=True):
+        if endpoint is None and any(said):  # out-139 F5: a try-out copied over a real shard merged in silence
+            warn(f"{shard}: nothing beside it (a summary that saw it as it is, its run's journal) says who answered")
     if any(map(simulated, said)) and any(e is not None and not simulated(e) for e in said):
         endpoints = [MIXED_ENDPOINTS]
         warn(

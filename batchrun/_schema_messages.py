@@ -77,8 +77,9 @@ _PATTERNS_SAID = {
     "^[A-Za-z0-9_.:-]+$": (
         "a function's name: ASCII letters, digits, '_', '.', ':' and '-' only (no spaces, no newline)"
     ),
-    "^[a-z][a-z0-9_:.-]*$": (
-        "not a tool type: OpenRouter spells each in lowercase (function, openrouter:web_search, web_search_preview)"
+    "^(function|openrouter:[a-z0-9_]+|web_search[a-z0-9_]*)$": (
+        "not a tool type: function, a server tool (openrouter:web_search, openrouter:datetime...) or a web "
+        "search shorthand (web_search_preview...), in lowercase"
     ),
     "^[A-Za-z_][A-Za-z0-9_]*$": (
         "an environment variable's name: ASCII letters, digits and '_', not starting with a digit"

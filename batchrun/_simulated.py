@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 SIMULATOR_ENDPOINT = "simulator"
-# A merged file's, when its shards were answered by different endpoints (the simulator among them,
-# or two servers): neither the simulator's nor any one endpoint's.
+# A merged file's, when the simulator answered some of its shards and an endpoint others: neither
+# the simulator's nor a model's (shards of two real endpoints name both: merged_endpoint).
 MIXED_ENDPOINTS = "mixed"
 
 
@@ -28,4 +28,7 @@ def merged_endpoint(endpoints: list[Any]) -> str | None:
         return None
     if len(set(endpoints)) == 1:
         return str(endpoints[0])
+    if not any(map(simulated, endpoints)):
+        # Real endpoints all: named, not "mixed", which says the simulator answered some (out-139 F7).
+        return " + ".join(sorted(set(map(str, endpoints))))
     return SIMULATOR_ENDPOINT if all(map(simulated, endpoints)) else MIXED_ENDPOINTS

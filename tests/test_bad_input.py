@@ -533,14 +533,15 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
     # every row failed at the API.
     (
         "a tool type or function name the API refuses",
-        ONE_PROMPT + '    params: {tools: [{type: Function, function: {name: f}}, {type: ""}, '
+        ONE_PROMPT + '    params: {tools: [{type: Function, function: {name: f}}, {type: ""}, {type: funtion}, '
         '{type: function, function: {name: "get weather"}}, {type: openrouter:web_search}, '
-        "{type: web_search_preview}], "
+        "{type: web_search_preview}, {type: web_search_2025_08_26}, {type: openrouter:datetime}], "
         'tool_choice: {type: function, function: {name: "f\\n"}}}\n',
         [
-            "at $.prompts[0].params.tools[0].type 'Function': not a tool type: OpenRouter spells each in lowercase",
+            "at $.prompts[0].params.tools[0].type 'Function': not a tool type: function, a server tool",
             "at $.prompts[0].params.tools[1].type '': not a tool type",
-            "at $.prompts[0].params.tools[2].function.name 'get weather': a function's name: ASCII letters",
+            "at $.prompts[0].params.tools[2].type 'funtion': not a tool type",  # out-139 F1
+            "at $.prompts[0].params.tools[3].function.name 'get weather': a function's name: ASCII letters",
             "at $.prompts[0].params.tool_choice.function.name 'f\\n': a function's name",
         ],
     ),

@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, load_job, matrix_requests
+from batchrun._journal_file import journal_path
 from batchrun._results import ResultsWriter, final_records, repair_torn_tail, scan_states
+from batchrun._simulated import merged_endpoint
 from batchrun.cli import _results_on_stderr, _stderr_holds_records
 from batchrun.simulator import Simulator
 
@@ -351,6 +353,18 @@ def test_shards_cover_every_row_once_and_merge(tmp_path: Path) -> None:
     code, _, err = call_cli("merge", tmp_path / "killed.jsonl", *shards, "--allow-partial")
     assert "some shards were answered by the built-in simulator (--simulate), others by an endpoint" in err, err
     assert json.loads((tmp_path / "killed.summary.json").read_text())["endpoint"] == "mixed"
+    # out-139 F5: a shard nothing says the answerer of (no summary, no journal) is named.
+    journal_path(shards[1]).unlink()
+    code, _, err = call_cli("merge", tmp_path / "unknown.jsonl", *shards, "--allow-partial")
+    assert (
+        f"{shards[1]}: nothing beside it (a summary that saw it as it is, its run's journal) says who answered" in err
+    )
+    # out-139 F7: shards of two real endpoints are not "answered in part by the simulator".
+    assert (
+        merged_endpoint(["https://b.example/v1", "https://a.example/v1"])
+        == "https://a.example/v1 + https://b.example/v1"
+    )
+    assert merged_endpoint(["simulator", "https://a.example/v1"]) == "mixed"
 
 
 def test_merge_refuses_files_of_different_jobs(tmp_path: Path) -> None:
