@@ -72,10 +72,11 @@ def _journal_endpoint(results: Path) -> str | None:
         return None
     try:
         journaled = {a.get("gen") for c in read_journal(journal_path(results), None).values() for a in c.attempts}
-        recorded = {r.get("generation_id") for r in final_records(results, journal=False)} - {None}
+        recorded = {r.get("generation_id") for r in final_records(results, journal=False)}
     except (OSError, ResultsError, JobError):
         return None
-    return endpoint if not recorded or recorded & journaled else None
+    # Records with no generation id (an endpoint that sends none) cannot be tied to it (out-139 F6).
+    return endpoint if not recorded or (recorded - {None}) & journaled else None
 
 
 _SIMULATOR_WORDS = {

@@ -835,6 +835,12 @@ def test_the_gate_says_when_the_answers_came_from_the_simulator(
     killed_run_journal(stray, "https://openrouter.ai/api/v1", own=False)
     code, _, err = call_cli("diff", results, stray)
     assert f"warning: {stray}: {said[copied]}" in err, err
+    # out-139 F6: nor does one when the file's records carry no generation id to tie it by.
+    rows = [{**row, "generation_id": None} for row in read_rows(results)]
+    stray.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    killed_run_journal(stray, "https://openrouter.ai/api/v1")
+    code, _, err = call_cli("diff", results, stray)
+    assert f"warning: {stray}: {said[copied]}" in err, err
     for path in (killed, mixed):  # and the gate says it of them too
         assert f"warning: {path}: {said[path]}" in call_cli("report", path, "--job", job)[2]
 
