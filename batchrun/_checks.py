@@ -239,28 +239,35 @@ def _pattern_problem(schema: Any) -> str | None:
 
 
 def row_check_problem(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> str | None:
+    """The first of row_check_problems, as a prompt's checks with one row of values say it."""
+    found = row_check_problems(checks, row)
+    return found[0][1] if found else None
+
+
+def row_check_problems(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> list[tuple[int, str]]:
     """What a row's values make of the templated checks it is graded by, found at validate
-    time: a value that empties a check (it would compare with nothing and pass), or a regex
-    that no longer compiles (`x{{a}}` with a = "(" was sent, paid, and ended as an internal
-    error: verify20 V3)."""
-    for check in checks:  # first: one emptied fails every row, not "could never fail" (out-134 F2)
+    time, by each check's index: a value that empties a check (it would compare with nothing and
+    pass), or a regex that no longer compiles (`x{{a}}` with a = "(" was sent, paid, and ended as
+    an internal error: verify20 V3). Each, not the first (out-139 F2: three rounds of fixes)."""
+    found: list[tuple[int, str]] = []
+    for i, check in enumerate(checks):  # first: one emptied fails every row, not "could never fail" (out-134 F2)
         reasons = check.get("finish_reason")
         for reason in [reasons] if isinstance(reasons, str) else reasons if isinstance(reasons, list) else []:
             # As a finish_reason written in the job is (out-133 F2: a row's `Stop` failed every row, exit 0).
             templated = isinstance(reason, str) and "{{" in reason and names_in([reason]) <= row.keys()
             if templated and (filled := render_nested(reason, row)) not in (allowed := finish_reasons()):
-                return f"finish_reason {short(filled)!r} for this row is none of {', '.join(allowed)}"
-    empty = emptied_by(checks, row)
-    if empty is not None:
-        return f"the check value {empty!r} is empty for this row, so the check could never fail"
-    for check in checks:
+                found.append((i, f"finish_reason {short(filled)!r} for this row is none of {', '.join(allowed)}"))
+    for i, check in enumerate(checks):
+        if (empty := emptied_by(check, row)) is not None:
+            found.append((i, f"the check value {empty!r} is empty for this row, so the check could never fail"))
+    for i, check in enumerate(checks):
         if isinstance(check.get("regex"), str) and "{{" in check["regex"] and names_in([check["regex"]]) <= row.keys():
             pattern = render_nested(check["regex"], row)
             try:
                 compile_pattern(pattern, check.get("flags", "") + ("i" if check.get("ignore_case") else ""))
             except PatternError as exc:
-                return f"the check's regex {short(pattern)!r} is invalid for this row: {exc}"
-    return None
+                found.append((i, f"the check's regex {short(pattern)!r} is invalid for this row: {exc}"))
+    return found
 
 
 def finish_reasons() -> list[str]:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ._checks import check_problems, row_check_problem
+from ._checks import check_problems, row_check_problem, row_check_problems
 from ._dataset import ADVICE, unnamed
 from ._formats import short
 from ._job_source import format_path
@@ -128,7 +128,10 @@ def row_checker(
         ]
         if said:
             return _all_of(said)
-        return row_check_problem([*checks, *row["checks"]], row)  # rendered: every name is there
+        # Rendered (every name is there): the row's own by their index, the prompt's as they are.
+        found = row_check_problems([*checks, *row["checks"]], row)
+        said = [f"checks[{i - len(checks)}]: {m}" if i >= len(checks) else m for i, m in found]
+        return _all_of(said) if said else None
 
     return check_row
 

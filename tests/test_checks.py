@@ -744,3 +744,16 @@ def test_every_bad_check_of_a_row_is_said(tmp_path: Path) -> None:
         "checks[3].contains: '{{x' is not a valid placeholder",
     ):
         assert said in err, err
+    # out-139 F2: nor were the checks a row's values empty or break said by index, nor all of them.
+    (tmp_path / "rows.jsonl").write_text(
+        json.dumps({"x": "1", "e": "", "checks": [{"contains": "{{e}}"}, {"equals": "{{e}}"}, {"regex": "({{x}}"}]})
+        + "\n"
+    )
+    code, _, err = call_cli("validate", tmp_path / "d.yaml")
+    assert code == ExitCode.USAGE and len(err.splitlines()) == 1, err
+    for said in (
+        "checks[0]: the check value '{{e}}' is empty for this row",
+        "checks[1]: the check value '{{e}}' is empty for this row",
+        "checks[2]: the check's regex '(1' is invalid for this row",
+    ):
+        assert said in err, err
