@@ -27,7 +27,7 @@ from ._judge import template_problems as grader_template_problems
 from ._parts import non_text_part
 from ._row_checker import row_checker
 from ._row_identity import REPEAT_HINT, row_key
-from ._schema_messages import schema_message, shown_message, yaml_type_hint
+from ._schema_messages import null_shapes_hint, schema_message, shown_message, yaml_type_hint
 from ._scrub import environment_scrubber, hide_keys
 from ._settings import Endpoint, RunSettings, run_settings
 from ._template import names_in
@@ -137,7 +137,7 @@ def _schema_problems(source: JobSource) -> list[Problem]:
     said = [e for e in said if not (e.validator == "minProperties" and tuple(e.absolute_path) in other)]
     for error, kinds in (leaf for e in said for leaf in _in_closest_branch(e)):
         path = text_keys(error.absolute_path, source.data)
-        message = kinds or hide_keys(error.message)
+        message = null_shapes_hint(kinds, error.instance) or kinds or hide_keys(error.message)
         if isinstance(error.instance, date) and error.validator == "type":  # not Python's datetime.date(...)
             message = f"{error.instance.isoformat()!r} reads as a date in YAML: quote it to use it as text"
         elif error.validator == "type" and (hint := yaml_type_hint(error.instance, error.validator_value)):

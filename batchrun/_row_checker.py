@@ -15,7 +15,7 @@ from ._formats import short
 from ._job_source import format_path
 from ._jobfile import job_schema
 from ._json_text import json_leaves
-from ._schema_messages import schema_message
+from ._schema_messages import null_shapes_hint, schema_message
 from ._scrub import KEY_LIKE
 from ._template import PLACEHOLDER, names_in, render_nested, template_problems
 
@@ -107,7 +107,11 @@ def row_checker(
         said = []
         for error in (best_match([e]) for e in validator.iter_errors(row["checks"])):
             where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-            said.append(f"checks{where}: {schema_message(error, ['checks', *error.absolute_path]) or error.message}")
+            # Not Python's None (out-139 F4): of one shape, named; of several (anyOf), said plainly.
+            message = null_shapes_hint(error.message, error.instance) or error.message
+            if error.instance is None and error.validator in ("anyOf", "oneOf"):
+                message = "is empty (null): give the check's value"
+            said.append(f"checks{where}: {schema_message(error, ['checks', *error.absolute_path]) or message}")
         if said:
             return _all_of(said)
         # The row's own checks once their shape is known: `"checks": ["x"]` was a traceback

@@ -545,6 +545,16 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
             "at $.prompts[0].params.tool_choice.function.name 'f\\n': a function's name",
         ],
     ),
+    # out-139 F4: a null where text or a mapping is wanted was said as Python's None.
+    (
+        "a null check value",
+        ONE_PROMPT + "    checks: [{contains: null}, {tool_call: ~}]\n",
+        [
+            "at $.prompts[0].checks[0].contains is empty (null in YAML: nothing after the colon or the dash, or ~ "
+            "or null): give a mapping or text",
+            "at $.prompts[0].checks[1].tool_call is empty (null in YAML",
+        ],
+    ),
     # out-135 F7: the first key that is not text stopped validate: the others were one run each.
     (
         "every key that is not text",

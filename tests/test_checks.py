@@ -757,3 +757,6 @@ def test_every_bad_check_of_a_row_is_said(tmp_path: Path) -> None:
         "checks[2]: the check's regex '(1' is invalid for this row",
     ):
         assert said in err, err
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"x": "1", "checks": [{"contains": None}]}) + "\n")
+    code, _, err = call_cli("validate", tmp_path / "d.yaml")
+    assert code == ExitCode.USAGE and "checks[0].contains: is empty (null)" in err and "None" not in err, err
