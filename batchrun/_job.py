@@ -32,6 +32,7 @@ from ._scrub import environment_scrubber, hide_keys
 from ._settings import Endpoint, RunSettings, run_settings
 from ._template import names_in
 from ._thresholds import threshold_problems
+from ._tool_names import tool_call_problems
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -247,7 +248,6 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
         if model_id in seen_models:
             problems.append(source.problem(("models", i), f"duplicate model id {model_id!r}"))
         seen_models.add(model_id)
-
     default_checks = defaults.get("checks", [])
     for i, check in enumerate(default_checks):
         problems += [source.problem(("defaults", "checks", i), m) for m in check_problems(check, base_dir)]
@@ -388,7 +388,7 @@ def load_job(path: str | Path) -> Job:
         ]
         raise JobError(problems)
     semantic, prompts = _semantic_problems(source, path.parent)
-    problems += semantic + _grading_problems(source, path.parent, prompts)
+    problems += semantic + _grading_problems(source, path.parent, prompts) + tool_call_problems(source)
     if problems:
         raise JobError(problems)
     data = source.data

@@ -545,6 +545,19 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
             "at $.prompts[0].params.tool_choice.function.name 'f\\n': a function's name",
         ],
     ),
+    # out-139 F9: a tool_call check naming a function no tool declares validated ok, and failed every row.
+    (
+        "a tool_call check naming no declared function",
+        ONE_PROMPT + "    params: {tools: [{type: function, function: {name: get_weather}}]}\n"
+        "    checks: [{tool_call: get weather}, {tool_call: {name: get_weather}}, {tool_call: x, not: true}]\n"
+        "  - {id: q, text: hi, checks: [{tool_call: get_weather}]}\n",
+        [
+            "at $.prompts[0].checks[0].tool_call names function 'get weather', which no tool of this prompt "
+            "declares (get_weather): it could only fail",
+            "at $.prompts[1].checks[0].tool_call names function 'get_weather', which no tool of this prompt "
+            "declares (none)",
+        ],
+    ),
     # out-139 F4: a null where text or a mapping is wanted was said as Python's None.
     (
         "a null check value",
