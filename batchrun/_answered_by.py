@@ -22,10 +22,11 @@ from ._summary_beside import SummaryBeside, read_run_summary
 _WHO = {True: ("the built-in simulator", "an endpoint"), False: ("an endpoint", "--simulate")}
 
 
-def recorded_endpoint(results: Path) -> str | None:
+def recorded_endpoint(results: Path | SummaryBeside) -> str | None:
     """What answered `results`, by the summary beside it, only when that summary vouches for the
     file as it is now (SummaryBeside.vouched). None when no summary says."""
-    endpoint = SummaryBeside.read(results).vouched().get("endpoint")
+    beside = results if isinstance(results, SummaryBeside) else SummaryBeside.read(results)
+    endpoint = beside.vouched().get("endpoint")
     return endpoint if isinstance(endpoint, str) else None
 
 
@@ -59,8 +60,7 @@ def answered_by(beside: SummaryBeside) -> str | None:
     summary not copied with it), the journal its run kept; None when neither says."""
     # Only a summary that saw the file as it is: a try-out's beside a model's file copied over
     # it (or one appended to since) said "simulator" of a model's answers, or the reverse (out-138 F1).
-    endpoint = beside.vouched().get("endpoint")
-    return endpoint if isinstance(endpoint, str) else _journal_endpoint(beside.results)
+    return recorded_endpoint(beside) or _journal_endpoint(beside.results)
 
 
 def _journal_endpoint(results: Path) -> str | None:

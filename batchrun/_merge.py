@@ -28,7 +28,7 @@ from ._merged_key_gap import merged_key_gap
 from ._output_paths import SIDECARS, current_umask, sidecar_name_problem, summary_path, write_json_atomically
 from ._reader import Warn, spent_on
 from ._results import RESULTS_MODE, ResultsWriter, final_records
-from ._simulated import MIXED_ENDPOINTS, merged_endpoint, simulated
+from ._simulated import MIXED_ENDPOINTS, answered_in_part, merged_endpoint, simulated
 from ._summary import SummaryBuilder
 from ._summary_beside import SummaryBeside, read_run_summary
 from ._summary_floor import tail_digest
@@ -144,14 +144,15 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
             )
     # A shard tried out with --simulate beside real ones made the night's gate green on made-up
     # answers, without a word (out-101 F4).
-    endpoints = [recorded_endpoint(shard) for shard in shards]
+    besides = [SummaryBeside.read(shard) for shard in shards]
+    endpoints = [recorded_endpoint(beside) for beside in besides]
     # A killed shard's journal says what answered it too (out-138 F5): enough to say the merge is
     # mixed, never to make it the simulator's, whose graders may then re-grade it (_answered_by).
-    said = [answered_by(SummaryBeside.read(shard)) for shard in shards]
+    said = [answered_by(beside) for beside in besides]
     for shard, endpoint in zip(shards, said, strict=True):
         if endpoint is None and any(said):  # out-139 F5: a try-out copied over a real shard merged in silence
             warn(f"{shard}: nothing beside it (a summary that saw it as it is, its run's journal) says who answered")
-    if any(map(simulated, said)) and any(e is not None and not simulated(e) for e in said):
+    if any(map(answered_in_part, said)) and any(e is not None and not simulated(e) for e in said):
         endpoints = [MIXED_ENDPOINTS]
         warn(
             "some shards were answered by the built-in simulator (--simulate), others by an endpoint: "

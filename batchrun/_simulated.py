@@ -28,7 +28,12 @@ def merged_endpoint(endpoints: list[Any]) -> str | None:
         return None
     if len(set(endpoints)) == 1:
         return str(endpoints[0])
-    if not any(map(simulated, endpoints)):
+    if not any(map(answered_in_part, endpoints)):
         # Real endpoints all: named, not "mixed", which says the simulator answered some (out-139 F7).
         return " + ".join(sorted(set(map(str, endpoints))))
     return SIMULATOR_ENDPOINT if all(map(simulated, endpoints)) else MIXED_ENDPOINTS
+
+
+def answered_in_part(endpoint: Any) -> bool:
+    """Whether the simulator answered any of a file's rows: all of them, or a merge's shards'."""
+    return simulated(endpoint) or endpoint == MIXED_ENDPOINTS

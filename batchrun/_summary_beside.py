@@ -76,8 +76,8 @@ class SummaryBeside:
         from no other: a summary naming no file said "simulator" of real answers, and the
         simulator's graders re-graded them (out-137 3), as a try-out's put beside a real shard
         of the same name did (out-116 F3)."""
-        summary, named = self.run_summary(), self.kept.get("output")
-        if self.unreadable() or self.of_another_job() or not (isinstance(named, str) and named):
+        summary = self.run_summary()  # {} when it names another file; unreadable() when none
+        if self.unreadable() or self.of_another_job():
             return {}
         try:
             size = self.results.stat().st_size

@@ -365,6 +365,7 @@ def test_shards_cover_every_row_once_and_merge(tmp_path: Path) -> None:
         == "https://a.example/v1 + https://b.example/v1"
     )
     assert merged_endpoint(["simulator", "https://a.example/v1"]) == "mixed"
+    assert merged_endpoint(["mixed", "https://a.example/v1"]) == "mixed"  # a merge with a try-out in it, merged again
 
 
 def test_merge_refuses_files_of_different_jobs(tmp_path: Path) -> None:
