@@ -1028,7 +1028,8 @@ run: {pass_threshold: {per_item: {min: 2, of: 3}}}
     assert not (tmp_path / "a.jsonl").exists()
     timed = alone.replace('text: "Say hi."', 'text: "Say hi.", checks: [{max_latency_ms: 60000}]')
     job = write_job(tmp_path, timed, "timed.yaml")
-    code, _, err = call_cli(job, "--simulate", "--mode", "batch", "-o", tmp_path / "a.jsonl")
+    done = [f"--sim=batch_{phase}_s=0" for phase in ("validating", "in_progress", "finalizing")]
+    code, _, err = call_cli(job, "--simulate", *done, "--mode", "batch", "-o", tmp_path / "a.jsonl")
     assert code == ExitCode.ERRORS, err
     assert "the per-item gate could not be checked: none of its 1 item(s) has a check" in err
 
