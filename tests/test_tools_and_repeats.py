@@ -1026,6 +1026,12 @@ run: {pass_threshold: {per_item: {min: 2, of: 3}}}
     code, _, err = call_cli(loose, "--simulate", "--pass-threshold", "0.5", "-o", tmp_path / "a.jsonl")
     assert code == ExitCode.USAGE and "--pass-threshold: no prompt of the job has a check" in err, err
     assert not (tmp_path / "a.jsonl").exists()
+    # Nor in a re-grading's gate, where it said "could not be checked", exit 1.
+    code, _, err = call_cli(loose, "--simulate", "-o", tmp_path / "a.jsonl", "-q")
+    assert code == ExitCode.OK, err
+    code, _, err = call_cli("report", tmp_path / "a.jsonl", "--job", loose, "--pass-threshold", "0.5")
+    assert code == ExitCode.USAGE and "--pass-threshold: no prompt of the job has a check" in err, err
+    (tmp_path / "a.jsonl").unlink()
     timed = alone.replace('text: "Say hi."', 'text: "Say hi.", checks: [{max_latency_ms: 60000}]')
     job = write_job(tmp_path, timed, "timed.yaml")
     done = [f"--sim=batch_{phase}_s=0" for phase in ("validating", "in_progress", "finalizing")]

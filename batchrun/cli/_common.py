@@ -153,6 +153,16 @@ def with_cache(settings: Any, args: argparse.Namespace) -> Any:
     return settings if args.cache is None else replace(settings, cache=options or True)
 
 
+def refuse_unmeetable_threshold(job: Any, pass_threshold: float | None) -> None:
+    """`--pass-threshold` over a job with no check anywhere, as validate refuses one in the
+    file: a run paid for every row, then exit 1 (out-138 F2); `report --job` exited 1."""
+    from .._job import may_check
+    from .._thresholds import NEVER_MET
+
+    if pass_threshold is not None and not may_check(job):
+        raise ConfigError(f"--pass-threshold: {NEVER_MET}")
+
+
 def with_pinned_thresholds(settings: Any, pass_threshold: float | None, max_error_rate: float | None) -> Any:
     """`--pass-threshold` (the overall rate; a job's per-model, per-prompt and per-item ones
     stay) and `--max-error-rate` over the job's own."""

@@ -13,7 +13,15 @@ from .._console import Console
 from .._exceptions import AuthFailed, ConfigError, LockHeld, OutputFailed, RequestFailed
 from .._summary_types import Summary
 from .._verdict import ExitCode
-from ._common import budget_not_taken, key_for_job, show, with_budget, with_pinned_thresholds, with_simulator
+from ._common import (
+    budget_not_taken,
+    key_for_job,
+    refuse_unmeetable_threshold,
+    show,
+    with_budget,
+    with_pinned_thresholds,
+    with_simulator,
+)
 from ._report_outputs import (
     files_named_by,
     holds_junit_or_nothing,
@@ -46,6 +54,7 @@ def report_against_job(
     from .._job import load_job
 
     job = load_job(args.job)
+    refuse_unmeetable_threshold(job, args.pass_threshold)
     refuse_sidecars((args.html, "a page"), (args.junit, "a JUnit file"), inputs=files_named_by(job.path))
     refuse_named_in_datasets(job, (args.html, "a page"), (args.junit, "a JUnit file"))
     refuse_other_kinds((args.html, "a page"), (args.junit, "a JUnit file"))

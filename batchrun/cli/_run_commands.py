@@ -24,6 +24,7 @@ from ._common import (
     budget_not_taken,
     checked_key,
     key_for_job,
+    refuse_unmeetable_threshold,
     settings_from_args,
     sim_config,
     simulator_endpoint,
@@ -85,7 +86,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
         # this very file (verify41 F-2b: `-o r.jsonl 2>> r.jsonl` wrote them into the results).
         refuse_shared_output(args.output)
 
-    from .._job import load_job, may_check
+    from .._job import load_job
     from .._matrix import Shard
     from .._options import RunOptions
     from .._orchestration import run_job
@@ -100,9 +101,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
     job = load_job(args.job)
     jobs.append(job)
     args.job_loaded = True  # the files it names may be read off it for the step summary (_common)
-    if args.pass_threshold is not None and not may_check(job):
-        # As validate refuses one in the file: the run paid for every row, then exit 1 (out-138 F2).
-        raise ConfigError("--pass-threshold: no prompt of the job has a check: this threshold could never be met")
+    refuse_unmeetable_threshold(job, args.pass_threshold)
     if (too_few := fd_floor_problem()) is not None:  # before the loop and the simulator (break51 F5)
         raise ConfigError(too_few)
     if args.own_process:
