@@ -32,7 +32,7 @@ from ._scrub import environment_scrubber, hide_keys
 from ._settings import Endpoint, RunSettings, run_settings
 from ._template import names_in
 from ._thresholds import threshold_problems
-from ._tool_names import tool_call_problems
+from ._tool_names import tool_problems
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -388,7 +388,7 @@ def load_job(path: str | Path) -> Job:
         ]
         raise JobError(problems)
     semantic, prompts = _semantic_problems(source, path.parent)
-    problems += semantic + _grading_problems(source, path.parent, prompts) + tool_call_problems(source)
+    problems += semantic + _grading_problems(source, path.parent, prompts) + tool_problems(source)
     if problems:
         raise JobError(problems)
     data = source.data

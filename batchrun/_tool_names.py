@@ -1,9 +1,11 @@
-"""A `tool_call` check against the functions its prompt offers: one naming a function that no
-tool of the prompt declares can only fail (out-139 F9: `get weather`, or a name the tools do not
-have, validated ok and failed every row)."""
+"""Tools as a job names them: a `tool_call` check against the functions its prompt offers (one
+naming a function that no tool of the prompt declares can only fail: out-139 F9, `get weather`,
+or a name the tools do not have, validated ok and failed every row), and a tool type one typo
+away from a server tool OpenRouter documents."""
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from ._exceptions import Problem
@@ -24,23 +26,92 @@ def _declared(params: Any) -> set[str] | None:
     return names
 
 
+def _named(check: Any) -> str | None:
+    """The function a `tool_call` check names, when it is plain text (not templated, not under `not`)."""
+    call = check.get("tool_call") if isinstance(check, dict) and not check.get("not") else None
+    name = call if isinstance(call, str) else call.get("name") if isinstance(call, dict) else None
+    return name if isinstance(name, str) and name and "{{" not in name else None
+
+
 def tool_call_problems(source: JobSource) -> list[Problem]:
-    """Each prompt's own `tool_call` checks naming a function none of its tools declares (by
-    default, by a model or by the prompt); a templated name, or one under `not`, is left be."""
+    """Each `tool_call` check of a prompt, its own or by default, naming a function none of
+    the prompt's tools declares (by default, by a model or by the prompt)."""
     data: dict[str, Any] = source.data
-    sources = [data.get("defaults", {}).get("params")]
-    sources += [m.get("params") for m in data["models"] if isinstance(m, dict)]
+    defaults = data.get("defaults", {})
+    sources = [defaults.get("params")] + [m.get("params") for m in data["models"] if isinstance(m, dict)]
     problems = []
     for i, prompt in enumerate(data["prompts"]):
         found = [_declared(params) for params in [*sources, prompt.get("params")]]
         if any(names is None for names in found):
             continue
         declared = set().union(*(names for names in found if names is not None))
-        for j, check in enumerate(prompt.get("checks", [])):
-            call = check.get("tool_call") if isinstance(check, dict) and not check.get("not") else None
-            name = call if isinstance(call, str) else call.get("name") if isinstance(call, dict) else None
-            if isinstance(name, str) and name and "{{" not in name and name not in declared:
-                offered = ", ".join(sorted(declared)) or "none"
-                why = f"names function {name!r}, which no tool of this prompt declares ({offered}): it could only fail"
-                problems.append(source.problem(("prompts", i, "checks", j, "tool_call"), why))
+        offered = ", ".join(sorted(declared)) or "none"
+        checks: list[tuple[tuple[str | int, ...], Any]]
+        checks = [(("prompts", i, "checks", j), check) for j, check in enumerate(prompt.get("checks", []))]
+        checks += [(("defaults", "checks", j), check) for j, check in enumerate(defaults.get("checks", []))]
+        for where, check in checks:
+            if (name := _named(check)) is not None and name not in declared:
+                whose = "this prompt" if where[0] == "prompts" else f"prompt {prompt.get('id')!r}"
+                why = f"names function {name!r}, which no tool of {whose} declares ({offered}): it could only fail"
+                problems.append(source.problem((*where, "tool_call"), why))
     return problems
+
+
+# The chat API's tool types beside `function` (openapi.yaml, ChatFunctionTool's anyOf and
+# ChatWebSearchShorthand's enum). Others are let through, as OpenRouter adds server tools; a
+# near miss of one of these is a typo that would be a 400 on every row (`openrouter:websearch`).
+SERVER_TOOLS = (
+    "openrouter:advisor",
+    "openrouter:bash",
+    "openrouter:datetime",
+    "openrouter:experimental__search_models",
+    "openrouter:files",
+    "openrouter:fusion",
+    "openrouter:image_generation",
+    "openrouter:subagent",
+    "openrouter:web_fetch",
+    "openrouter:web_search",
+    "web_search",
+    "web_search_preview",
+    "web_search_preview_2025_03_11",
+    "web_search_2025_08_26",
+)
+# Server tools the docs name for OpenRouter's other APIs (Responses, Messages): never a typo.
+OTHER_TOOLS = frozenset(
+    ("openrouter:apply_patch", "openrouter:browser_use", "openrouter:code_interpreter", "openrouter:file_search")
+    + ("openrouter:mcp", "openrouter:memory", "openrouter:shell", "openrouter:text_editor", "openrouter:tool_search")
+)
+
+
+def _near_miss(kind: str) -> str | None:
+    """The documented tool `kind` nearly spells, compared past the shared `openrouter:`
+    (which made `openrouter:file_search` read as a typo of `openrouter:web_search`)."""
+    if kind in SERVER_TOOLS or kind in OTHER_TOOLS:
+        return None
+    prefix = "openrouter:" if kind.startswith("openrouter:") else ""
+    server = [tool for tool in SERVER_TOOLS if tool.startswith("openrouter:") == bool(prefix)]
+    names = [tool.removeprefix(prefix) for tool in server]
+    near = difflib.get_close_matches(kind.removeprefix(prefix), names, n=1, cutoff=0.85)
+    return prefix + near[0] if near else None
+
+
+def tool_type_problems(source: JobSource) -> list[Problem]:
+    """Each `params.tools` entry (defaults, models, prompts) whose type is not a documented
+    server tool but nearly spells one."""
+    data: dict[str, Any] = source.data
+    places: list[tuple[tuple[str | int, ...], Any]] = [(("defaults", "params"), data.get("defaults", {}).get("params"))]
+    places += [(("models", i, "params"), m.get("params")) for i, m in enumerate(data["models"]) if isinstance(m, dict)]
+    places += [(("prompts", i, "params"), p.get("params")) for i, p in enumerate(data["prompts"])]
+    problems = []
+    for where, params in places:
+        tools = params.get("tools") if isinstance(params, dict) else None
+        for j, tool in enumerate(tools if isinstance(tools, list) else ()):
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            if isinstance(kind, str) and (near := _near_miss(kind)):
+                why = f"{kind!r} is not a server tool OpenRouter documents: did you mean {near!r}?"
+                problems.append(source.problem((*where, "tools", j, "type"), why))
+    return problems
+
+
+def tool_problems(source: JobSource) -> list[Problem]:
+    return tool_call_problems(source) + tool_type_problems(source)

@@ -545,6 +545,21 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
             "at $.prompts[0].params.tool_choice.function.name 'f\\n': a function's name",
         ],
     ),
+    # A server tool's name one typo off validated ok, and every row was a 400 at the API.
+    (
+        "a server tool's name misspelt",
+        "name: x\ndefaults: {params: {tools: [{type: openrouter:websearch}]}}\n"
+        "models: [{id: openai/gpt-4o-mini, params: {tools: [{type: web_search_previews}]}}]\n"
+        "prompts:\n  - {id: p, text: hi, params: {tools: [{type: openrouter:datetime}, "
+        "{type: openrouter:subagents}]}}\n",
+        [
+            "at $.defaults.params.tools[0].type 'openrouter:websearch' is not a server tool OpenRouter documents: "
+            "did you mean 'openrouter:web_search'?",
+            "at $.models[0].params.tools[0].type 'web_search_previews' is not a server tool OpenRouter documents: "
+            "did you mean 'web_search_preview'?",
+            "at $.prompts[0].params.tools[1].type 'openrouter:subagents' is not a server tool",
+        ],
+    ),
     # out-139 F9: a tool_call check naming a function no tool declares validated ok, and failed every row.
     (
         "a tool_call check naming no declared function",
@@ -557,6 +572,13 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
             "at $.prompts[1].checks[0].tool_call names function 'get_weather', which no tool of this prompt "
             "declares (none)",
         ],
+    ),
+    (
+        "a default tool_call check naming a function a prompt does not declare",
+        "name: x\nmodels: [openai/gpt-4o-mini]\ndefaults: {checks: [{tool_call: get_weather}]}\nprompts:\n"
+        "  - {id: a, text: hi, params: {tools: [{type: function, function: {name: get_weather}}]}}\n"
+        "  - {id: b, text: hi}\n",
+        ["at $.defaults.checks[0].tool_call names function 'get_weather', which no tool of prompt 'b' declares (none)"],
     ),
     # out-139 F4: a null where text or a mapping is wanted was said as Python's None.
     (

@@ -1084,3 +1084,17 @@ def test_diff_warns_when_its_files_are_given_in_the_other_order(tmp_path: Path) 
     assert "ran after" not in call_cli("diff", old, new)[2]
     said = call_cli("diff", new, old)[2]
     assert f"warning: {new} ran after {old}" in said and "warning: warning" not in said  # out-108 F5
+
+
+def test_server_tools_other_than_the_chat_apis_documented_ones_are_let_through(tmp_path: Path) -> None:
+    # Only a near miss of a documented one is a typo: OpenRouter adds server tools, and names
+    # some for its other APIs (file_search was read as a typo of web_search past "openrouter:").
+    kinds = ["openrouter:web_search", "openrouter:file_search", "openrouter:web_crawl", "openrouter:image_gen"]
+    kinds += ["web_search_2025_08_26", "openrouter:experimental__search_models"]
+    tools = ", ".join(f"{{type: {kind}}}" for kind in kinds)
+    job = write_job(
+        tmp_path, f"name: t\nmodels: [m/x]\nprompts:\n  - {{id: p, text: hi, params: {{tools: [{tools}]}}}}\n"
+    )
+    code, out, err = call_cli("validate", job)
+    assert (code, err) == (ExitCode.OK, ""), err
+    assert "ok (job t)" in out
