@@ -5,8 +5,10 @@ away from a server tool OpenRouter documents."""
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
+
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
 
 from ._exceptions import Problem
 from ._job_source import JobSource
@@ -33,27 +35,39 @@ def _named(check: Any) -> str | None:
     return name if isinstance(name, str) and name and "{{" not in name else None
 
 
+def _sent(*params: Any) -> Any:
+    """The params whose `tools` are sent: the prompt's over a model's over the defaults' (a
+    prompt's own `tools` replaces theirs, as every param does)."""
+    return next((p for p in params if isinstance(p, dict) and "tools" in p), None)
+
+
 def tool_call_problems(source: JobSource) -> list[Problem]:
-    """Each `tool_call` check of a prompt, its own or by default, naming a function none of
-    the prompt's tools declares (by default, by a model or by the prompt)."""
+    """Each `tool_call` check of a prompt, its own or by default, naming a function that the
+    tools sent with it to some model do not declare: on that model's rows it could only fail."""
     data: dict[str, Any] = source.data
     defaults = data.get("defaults", {})
-    sources = [defaults.get("params")] + [m.get("params") for m in data["models"] if isinstance(m, dict)]
+    models = [
+        (m if isinstance(m, str) else m.get("id"), m.get("params") if isinstance(m, dict) else None)
+        for m in data["models"]
+    ]
     problems = []
     for i, prompt in enumerate(data["prompts"]):
-        found = [_declared(params) for params in [*sources, prompt.get("params")]]
-        if any(names is None for names in found):
-            continue
-        declared = set().union(*(names for names in found if names is not None))
-        offered = ", ".join(sorted(declared)) or "none"
         checks: list[tuple[tuple[str | int, ...], Any]]
         checks = [(("prompts", i, "checks", j), check) for j, check in enumerate(prompt.get("checks", []))]
         checks += [(("defaults", "checks", j), check) for j, check in enumerate(defaults.get("checks", []))]
+        sent = [
+            (model, _declared(_sent(prompt.get("params"), params, defaults.get("params")))) for model, params in models
+        ]
         for where, check in checks:
-            if (name := _named(check)) is not None and name not in declared:
-                whose = "this prompt" if where[0] == "prompts" else f"prompt {prompt.get('id')!r}"
-                why = f"names function {name!r}, which no tool of {whose} declares ({offered}): it could only fail"
-                problems.append(source.problem((*where, "tool_call"), why))
+            name = _named(check)
+            # Said for the first model whose rows it would fail: the others would repeat it.
+            for model, declared in sent if name is not None else ():
+                if declared is not None and name not in declared:
+                    whose = "this prompt" if where[0] == "prompts" else f"prompt {prompt.get('id')!r}"
+                    offered = ", ".join(sorted(declared)) or "none"
+                    why = f"names function {name!r}, which no tool {whose} sends to {model} declares ({offered})"
+                    problems.append(source.problem((*where, "tool_call"), f"{why}: it could only fail"))
+                    break
     return problems
 
 
@@ -84,14 +98,15 @@ OTHER_TOOLS = frozenset(
 
 
 def _near_miss(kind: str) -> str | None:
-    """The documented tool `kind` nearly spells, compared past the shared `openrouter:`
-    (which made `openrouter:file_search` read as a typo of `openrouter:web_search`)."""
+    """The documented tool `kind` is one edit from (a letter added, dropped, changed, or two
+    swapped), compared past the shared `openrouter:`. A similarity ratio let short typos
+    through (`openrouter:fusiom`) and refused longer new names (`openrouter:web_search_v2`)."""
     if kind in SERVER_TOOLS or kind in OTHER_TOOLS:
         return None
     prefix = "openrouter:" if kind.startswith("openrouter:") else ""
     server = [tool for tool in SERVER_TOOLS if tool.startswith("openrouter:") == bool(prefix)]
     names = [tool.removeprefix(prefix) for tool in server]
-    near = difflib.get_close_matches(kind.removeprefix(prefix), names, n=1, cutoff=0.85)
+    near = process.extractOne(kind.removeprefix(prefix), names, scorer=OSA.distance, score_cutoff=1)
     return prefix + near[0] if near else None
 
 
@@ -102,6 +117,7 @@ def tool_type_problems(source: JobSource) -> list[Problem]:
     places: list[tuple[tuple[str | int, ...], Any]] = [(("defaults", "params"), data.get("defaults", {}).get("params"))]
     places += [(("models", i, "params"), m.get("params")) for i, m in enumerate(data["models"]) if isinstance(m, dict)]
     places += [(("prompts", i, "params"), p.get("params")) for i, p in enumerate(data["prompts"])]
+    places += [(("judge", "params"), (data.get("judge") or {}).get("params"))]
     problems = []
     for where, params in places:
         tools = params.get("tools") if isinstance(params, dict) else None

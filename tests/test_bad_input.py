@@ -551,13 +551,19 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         "name: x\ndefaults: {params: {tools: [{type: openrouter:websearch}]}}\n"
         "models: [{id: openai/gpt-4o-mini, params: {tools: [{type: web_search_previews}]}}]\n"
         "prompts:\n  - {id: p, text: hi, params: {tools: [{type: openrouter:datetime}, "
-        "{type: openrouter:subagents}]}}\n",
+        "{type: openrouter:subagents}, {type: openrouter:fusiom}, {type: openrouter:bsah}]}}\n"
+        "judge: {model: openai/gpt-4o-mini, params: {tools: [{type: openrouter:websearch}]}}\n",
         [
             "at $.defaults.params.tools[0].type 'openrouter:websearch' is not a server tool OpenRouter documents: "
             "did you mean 'openrouter:web_search'?",
             "at $.models[0].params.tools[0].type 'web_search_previews' is not a server tool OpenRouter documents: "
             "did you mean 'web_search_preview'?",
             "at $.prompts[0].params.tools[1].type 'openrouter:subagents' is not a server tool",
+            # out-140 F1, F3: one letter off a short name; a grader's tools.
+            "at $.prompts[0].params.tools[2].type 'openrouter:fusiom' is not a server tool OpenRouter documents: "
+            "did you mean 'openrouter:fusion'?",
+            "at $.prompts[0].params.tools[3].type 'openrouter:bsah' is not a server tool",
+            "at $.judge.params.tools[0].type 'openrouter:websearch' is not a server tool",
         ],
     ),
     # out-139 F9: a tool_call check naming a function no tool declares validated ok, and failed every row.
@@ -567,10 +573,10 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         "    checks: [{tool_call: get weather}, {tool_call: {name: get_weather}}, {tool_call: x, not: true}]\n"
         "  - {id: q, text: hi, checks: [{tool_call: get_weather}]}\n",
         [
-            "at $.prompts[0].checks[0].tool_call names function 'get weather', which no tool of this prompt "
-            "declares (get_weather): it could only fail",
-            "at $.prompts[1].checks[0].tool_call names function 'get_weather', which no tool of this prompt "
-            "declares (none)",
+            "at $.prompts[0].checks[0].tool_call names function 'get weather', which no tool this prompt sends to "
+            "openai/gpt-4o-mini declares (get_weather): it could only fail",
+            "at $.prompts[1].checks[0].tool_call names function 'get_weather', which no tool this prompt sends to "
+            "openai/gpt-4o-mini declares (none)",
         ],
     ),
     (
@@ -578,7 +584,22 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         "name: x\nmodels: [openai/gpt-4o-mini]\ndefaults: {checks: [{tool_call: get_weather}]}\nprompts:\n"
         "  - {id: a, text: hi, params: {tools: [{type: function, function: {name: get_weather}}]}}\n"
         "  - {id: b, text: hi}\n",
-        ["at $.defaults.checks[0].tool_call names function 'get_weather', which no tool of prompt 'b' declares (none)"],
+        ["at $.defaults.checks[0].tool_call names function 'get_weather', which no tool prompt 'b' sends to"],
+    ),
+    # out-140 F4: a prompt's own tools replace the defaults' (as every param): a default check of
+    # a function only the defaults declare could only fail on it, and validated ok.
+    (
+        "a tool_call check of a function a prompt's own tools replace",
+        "name: x\nmodels: [openai/gpt-4o-mini, {id: m/y, params: {tools: [{type: function, function: {name: y}}]}}]\n"
+        "defaults:\n  checks: [{tool_call: get_weather}]\n"
+        "  params: {tools: [{type: function, function: {name: get_weather}}]}\nprompts:\n"
+        "  - {id: a, text: hi}\n  - {id: b, text: hi, params: {tools: [{type: function, function: {name: other}}]}}\n",
+        [
+            "at $.defaults.checks[0].tool_call names function 'get_weather', which no tool prompt 'a' sends to m/y "
+            "declares (y): it could only fail",
+            "at $.defaults.checks[0].tool_call names function 'get_weather', which no tool prompt 'b' sends to "
+            "openai/gpt-4o-mini declares (other)",
+        ],
     ),
     # out-139 F4: a null where text or a mapping is wanted was said as Python's None.
     (

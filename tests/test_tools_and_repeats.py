@@ -1091,6 +1091,8 @@ def test_server_tools_other_than_the_chat_apis_documented_ones_are_let_through(t
     # some for its other APIs (file_search was read as a typo of web_search past "openrouter:").
     kinds = ["openrouter:web_search", "openrouter:file_search", "openrouter:web_crawl", "openrouter:image_gen"]
     kinds += ["web_search_2025_08_26", "openrouter:experimental__search_models"]
+    # Two edits or more are a name of its own, not a typo (out-140 F2: these were refused).
+    kinds += ["openrouter:web_search_v2", "openrouter:web_searches", "openrouter:image_generation_v2"]
     tools = ", ".join(f"{{type: {kind}}}" for kind in kinds)
     job = write_job(
         tmp_path, f"name: t\nmodels: [m/x]\nprompts:\n  - {{id: p, text: hi, params: {{tools: [{tools}]}}}}\n"
