@@ -148,7 +148,7 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
     endpoints = [recorded_endpoint(beside) for beside in besides]
     # A killed shard's journal says what answered it too (out-138 F5): enough to say the merge is
     # mixed, never to make it the simulator's, whose graders may then re-grade it (_answered_by).
-    said = [answered_by(beside) for beside in besides]
+    said = [endpoint or answered_by(beside) for endpoint, beside in zip(endpoints, besides, strict=True)]
     for shard, endpoint in zip(shards, said, strict=True):
         if endpoint is None and any(said):  # out-139 F5: a try-out copied over a real shard merged in silence
             warn(f"{shard}: nothing beside it (a summary that saw it as it is, its run's journal) says who answered")

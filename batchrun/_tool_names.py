@@ -7,9 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rapidfuzz import process
-from rapidfuzz.distance import OSA
-
 from ._exceptions import Problem
 from ._job_source import JobSource
 
@@ -103,6 +100,11 @@ def _near_miss(kind: str) -> str | None:
     through (`openrouter:fusiom`) and refused longer new names (`openrouter:web_search_v2`)."""
     if kind in SERVER_TOOLS or kind in OTHER_TOOLS:
         return None
+    # Here, not at the top: only a type the docs do not name needs it, and every command that
+    # loads a job would import it (6-17 ms of start-up).
+    from rapidfuzz import process
+    from rapidfuzz.distance import OSA
+
     prefix = "openrouter:" if kind.startswith("openrouter:") else ""
     server = [tool for tool in SERVER_TOOLS if tool.startswith("openrouter:") == bool(prefix)]
     names = [tool.removeprefix(prefix) for tool in server]
