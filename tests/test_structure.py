@@ -169,3 +169,13 @@ def test_the_loop_is_uvloops_where_installed_and_asyncios_without(monkeypatch: p
 def test_the_package_says_it_is_typed() -> None:
     # break50 F3: without the PEP 561 marker a user's mypy read batchrun as untyped.
     assert (PACKAGE / "py.typed").is_file()
+
+
+def test_the_repository_root_holds_only_the_projects_own_files() -> None:
+    """A run's leftovers (a job, results, summaries) once got committed at the root by accident."""
+    root = PACKAGE.parent
+    listed = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, timeout=60, check=True)
+    top = {line.split("/", 1)[0] for line in listed.stdout.splitlines()}
+    expected = {".ci", ".github", ".gitignore", "README.md", "pyproject.toml"}
+    expected |= {"batchrun", "bench", "jobs", "outputs", "schemas", "tests"}
+    assert top == expected
