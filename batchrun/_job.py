@@ -32,7 +32,7 @@ from ._scrub import environment_scrubber, hide_keys
 from ._settings import Endpoint, RunSettings, run_settings
 from ._template import names_in
 from ._thresholds import threshold_problems
-from ._tool_names import tool_problems
+from ._tool_names import row_tool_call_problem, tool_problems
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -270,7 +270,9 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
             rows = prompt["vars"]
             if not rows:
                 problems.append(source.problem(where + ("vars",), "vars is empty: the matrix is empty"))
-            check_row = row_checker(needed, base_dir, checks, graded, contents)
+            check_row = row_checker(
+                needed, base_dir, checks, graded, contents, None, row_tool_call_problem(data, prompt)
+            )
             seen: dict[bytes, int] = {}
             bad = 0  # every bad row named, as a dataset's are, up to as many (break65 F6: the first only)
             for k, row in enumerate(rows):
@@ -291,7 +293,9 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
             file = base_dir / shown
             rows = DatasetFile(file, shown, snapshots.setdefault(file_identity(file), Snapshot(file)))
             problems += rows.check(
-                row_checker(needed, base_dir, checks, graded, contents, str(prompt["id"])),
+                row_checker(
+                    needed, base_dir, checks, graded, contents, str(prompt["id"]), row_tool_call_problem(data, prompt)
+                ),
                 source.file,
                 format_path(key_path),
             )
@@ -300,12 +304,8 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
         else:
             rows = [{}]
             if needed:
-                problems.append(
-                    source.problem(
-                        where,
-                        f"uses variable(s) {', '.join(sorted(needed))} but has no vars and the job has no dataset",
-                    )
-                )
+                why = f"uses variable(s) {', '.join(sorted(needed))} but has no vars and the job has no dataset"
+                problems.append(source.problem(where, why))
         prompts.append(PromptSpec(prompt["id"], messages, prompt.get("params", {}), rows, checks))
     return problems, prompts
 

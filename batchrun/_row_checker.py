@@ -46,10 +46,12 @@ def row_checker(
     graded: bool = True,
     messages: Any = (),
     prompt_id: str | None = None,
+    tool_call: Callable[[Any], str | None] = lambda check: None,
 ) -> Callable[[dict[str, Any]], str | None]:
     """What is wrong with one row of variables: a variable the prompt needs, a value that is
     not a scalar, a templated check that comes out empty, its own checks (`graded`: the job
-    names a grader, so a judge check may go without one), or `messages` rendered past
+    names a grader, so a judge check may go without one; `tool_call`: what is wrong with one
+    naming a function, against the tools sent), or `messages` rendered past
     MAX_RENDERED_BYTES (20,000 placeholders of a 1 MB value: a 20 GB body, MemoryError: break59 F4)."""
     validator = None
     keyed = keyed_checks(checks)
@@ -124,6 +126,8 @@ def row_checker(
             elif nulls := sorted(name for name in used if row[name] is None):
                 said.append(f"checks[{i}]: {_null_problem(nulls, 'this check')}")
             said += [f"checks[{i}]: {message}" for message in check_problems(check, base_dir)]
+            if (undeclared := tool_call(check)) is not None:
+                said.append(f"checks[{i}].tool_call: {undeclared}")
             if "judge" in check and "grader" not in check and not graded:
                 # As a prompt's is: every row was undecided, exit 1 (verify34 N6).
                 said.append(f"checks[{i}]: a judge check needs a grader: set judge.model or the check's grader")

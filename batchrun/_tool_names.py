@@ -5,6 +5,7 @@ away from a server tool OpenRouter documents."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ._exceptions import Problem
@@ -38,34 +39,54 @@ def _sent(*params: Any) -> Any:
     return next((p for p in params if isinstance(p, dict) and "tools" in p), None)
 
 
+def _offered(data: dict[str, Any], prompt: Any) -> list[tuple[str, set[str] | None]]:
+    """Per model, the function names the tools sent with `prompt` declare (None: not all plain functions)."""
+    defaults = data.get("defaults", {})
+    return [
+        (
+            m if isinstance(m, str) else m.get("id"),
+            _declared(
+                _sent(prompt.get("params"), m.get("params") if isinstance(m, dict) else None, defaults.get("params"))
+            ),
+        )
+        for m in data["models"]
+    ]
+
+
+def _undeclared(check: Any, offered: list[tuple[str, set[str] | None]], whose: str) -> str | None:
+    """Why a `tool_call` check could only fail, said for the first model whose rows it would
+    fail (the others would repeat it); None when it can pass."""
+    name = _named(check)
+    for model, declared in offered if name is not None else ():
+        if declared is not None and name not in declared:
+            listed = ", ".join(sorted(declared)) or "none"
+            why = f"names function {name!r}, which no tool {whose} sends to {model} declares ({listed})"
+            return f"{why}: it could only fail"
+    return None
+
+
 def tool_call_problems(source: JobSource) -> list[Problem]:
     """Each `tool_call` check of a prompt, its own or by default, naming a function that the
     tools sent with it to some model do not declare: on that model's rows it could only fail."""
     data: dict[str, Any] = source.data
-    defaults = data.get("defaults", {})
-    models = [
-        (m if isinstance(m, str) else m.get("id"), m.get("params") if isinstance(m, dict) else None)
-        for m in data["models"]
-    ]
     problems = []
     for i, prompt in enumerate(data["prompts"]):
         checks: list[tuple[tuple[str | int, ...], Any]]
         checks = [(("prompts", i, "checks", j), check) for j, check in enumerate(prompt.get("checks", []))]
-        checks += [(("defaults", "checks", j), check) for j, check in enumerate(defaults.get("checks", []))]
-        sent = [
-            (model, _declared(_sent(prompt.get("params"), params, defaults.get("params")))) for model, params in models
-        ]
+        checks += [(("defaults", "checks", j), c) for j, c in enumerate(data.get("defaults", {}).get("checks", []))]
+        offered = _offered(data, prompt)
         for where, check in checks:
-            name = _named(check)
-            # Said for the first model whose rows it would fail: the others would repeat it.
-            for model, declared in sent if name is not None else ():
-                if declared is not None and name not in declared:
-                    whose = "this prompt" if where[0] == "prompts" else f"prompt {prompt.get('id')!r}"
-                    offered = ", ".join(sorted(declared)) or "none"
-                    why = f"names function {name!r}, which no tool {whose} sends to {model} declares ({offered})"
-                    problems.append(source.problem((*where, "tool_call"), f"{why}: it could only fail"))
-                    break
+            whose = "this prompt" if where[0] == "prompts" else f"prompt {prompt.get('id')!r}"
+            if (why := _undeclared(check, offered, whose)) is not None:
+                problems.append(source.problem((*where, "tool_call"), why))
     return problems
+
+
+def row_tool_call_problem(data: dict[str, Any], prompt: Any) -> Callable[[Any], str | None]:
+    """What is wrong with a `tool_call` check a row of `prompt` carries in its own `checks`
+    (a dataset's row): the same as with the prompt's."""
+    offered = _offered(data, prompt)
+    return lambda check: _undeclared(check, offered, f"prompt {prompt.get('id')!r}")
 
 
 # The chat API's tool types beside `function` (openapi.yaml, ChatFunctionTool's anyOf and

@@ -580,6 +580,16 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ],
     ),
     (
+        "a vars row's own tool_call check naming no declared function",
+        ONE_PROMPT.replace('"hi"', '"hi {{v}}"')
+        + "    params: {tools: [{type: function, function: {name: get_weather}}]}\n"
+        "    vars: [{v: 1, checks: [{tool_call: get_wether}]}, {v: 2, checks: [{tool_call: get_weather}]}]\n",
+        [
+            "at $.prompts[0].vars[0] checks[0].tool_call: names function 'get_wether', which no tool prompt 'p' sends "
+            "to openai/gpt-4o-mini declares (get_weather): it could only fail"
+        ],
+    ),
+    (
         "a default tool_call check naming a function a prompt does not declare",
         "name: x\nmodels: [openai/gpt-4o-mini]\ndefaults: {checks: [{tool_call: get_weather}]}\nprompts:\n"
         "  - {id: a, text: hi, params: {tools: [{type: function, function: {name: get_weather}}]}}\n"
@@ -876,6 +886,13 @@ DATASET_CASES: list[tuple[str, str, bytes, list[str]]] = [
         ["d.jsonl:1", "checks[0]"],
     ),
     ("jsonl checks a number", "d.jsonl", b'{"country": "F", "expect": "P", "checks": 5}\n', ["d.jsonl:1", "checks: 5"]),
+    # A row's own tool_call check naming a function no tool declares validated ok, and failed its row.
+    (
+        "jsonl tool_call check of an undeclared function",
+        "d.jsonl",
+        b'{"country": "F", "expect": "P", "checks": [{"tool_call": {"name": "lookup"}}]}\n',
+        ["d.jsonl:1", "checks[0].tool_call: names function 'lookup', which no tool prompt 'capital' sends to"],
+    ),
     (
         "csv checks column",
         "d.csv",
