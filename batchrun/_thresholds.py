@@ -11,7 +11,7 @@ from typing import Any
 from ._exceptions import Problem
 from ._job_source import JobSource
 
-NEVER_MET = "no prompt of the job has a check: this threshold could never be met"
+NEVER_CHECKED = "no prompt of the job has a check: this threshold could never be checked"
 
 
 def threshold_problems(source: JobSource, rows: dict[str, set[str] | None]) -> list[Problem]:
@@ -45,7 +45,7 @@ def threshold_problems(source: JobSource, rows: dict[str, set[str] | None]) -> l
             places = [(kind,) for kind in ("overall", "per_item") if kind in threshold]
             places += [("models", str(m)) for m in threshold.get("models", {})]
         for place in places:
-            problems.append(source.problem(("run", "pass_threshold", *place), NEVER_MET, at_key=len(place) == 2))
+            problems.append(source.problem(("run", "pass_threshold", *place), NEVER_CHECKED, at_key=len(place) == 2))
     per_item = threshold.get("per_item") if isinstance(threshold, dict) else None
     if per_item:
         where = ("run", "pass_threshold", "per_item")

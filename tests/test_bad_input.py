@@ -636,7 +636,7 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         "a threshold over a job without checks",
         ONE_PROMPT + "run: {pass_threshold: {overall: 0.8, models: {openai/gpt-4o-mini: 0.5}}}\n",
         [
-            "at $.run.pass_threshold.overall no prompt of the job has a check: this threshold could never be met",
+            "at $.run.pass_threshold.overall no prompt of the job has a check: this threshold could never be checked",
             "at $.run.pass_threshold.models.openai/gpt-4o-mini no prompt of the job has a check",
         ],
     ),
@@ -649,7 +649,7 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
     (
         "a per-item threshold over a job without checks",
         ONE_PROMPT.replace("models:", "repeat: 3\nmodels:") + "run: {pass_threshold: {per_item: {min: 2, of: 3}}}\n",
-        ["at $.run.pass_threshold.per_item no prompt of the job has a check: this threshold could never be met"],
+        ["at $.run.pass_threshold.per_item no prompt of the job has a check: this threshold could never be checked"],
     ),
     # out-133 F7: of a threshold's object form, only the best of its errors was said, one a run.
     (

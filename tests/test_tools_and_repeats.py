@@ -1031,6 +1031,9 @@ run: {pass_threshold: {per_item: {min: 2, of: 3}}}
     assert code == ExitCode.OK, err
     code, _, err = call_cli("report", tmp_path / "a.jsonl", "--job", loose, "--pass-threshold", "0.5")
     assert code == ExitCode.USAGE and "--pass-threshold: no prompt of the job has a check" in err, err
+    # A threshold of 0 could not fail, nor be checked: it was said to be one that "could never be met".
+    code, _, err = call_cli("report", tmp_path / "a.jsonl", "--job", loose, "--pass-threshold", "0")
+    assert code == ExitCode.USAGE and err.endswith("has a check: this threshold could never be checked\n"), err
     (tmp_path / "a.jsonl").unlink()
     timed = alone.replace('text: "Say hi."', 'text: "Say hi.", checks: [{max_latency_ms: 60000}]')
     job = write_job(tmp_path, timed, "timed.yaml")

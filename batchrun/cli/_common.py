@@ -157,10 +157,10 @@ def refuse_unmeetable_threshold(job: Any, pass_threshold: float | None) -> None:
     """`--pass-threshold` over a job with no check anywhere, as validate refuses one in the
     file: a run paid for every row, then exit 1 (out-138 F2); `report --job` exited 1."""
     from .._job import may_check
-    from .._thresholds import NEVER_MET
+    from .._thresholds import NEVER_CHECKED
 
     if pass_threshold is not None and not may_check(job):
-        raise ConfigError(f"--pass-threshold: {NEVER_MET}")
+        raise ConfigError(f"--pass-threshold: {NEVER_CHECKED}")
 
 
 def with_pinned_thresholds(settings: Any, pass_threshold: float | None, max_error_rate: float | None) -> Any:
