@@ -180,7 +180,7 @@ def next_models_page(reply: Reply) -> str | None:
     numbers: dict[str, int] = {}
     for name in ("offset", "limit"):
         values = query.get(name, [])
-        if len(values) != 1 or not values[0].isdigit() or len(values[0]) > 9:
+        if len(values) != 1 or not (values[0].isascii() and values[0].isdigit()) or len(values[0]) > 9:
             return None
         numbers[name] = int(values[0])
     if numbers["limit"] < 1:

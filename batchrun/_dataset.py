@@ -21,8 +21,6 @@ import collections
 import contextlib
 import csv
 import errno
-import json
-import math
 import os
 import sys
 import tempfile
@@ -33,11 +31,10 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
-
 from ._exceptions import JobError, OutputFailed, Problem
 from ._files import open_regular
-from ._jobfile import key_like_strings, unusable_number
+from ._jobfile import key_like_strings
+from ._jsonl_row import RowError, jsonl_row
 from ._judge import check_kinds
 from ._row_identity import REPEAT_HINT, row_key
 from ._scrub import KEY_LIKE
@@ -55,37 +52,6 @@ MAX_ROW_PROBLEMS = 20  # a dataset's problems said at once: a million bad rows a
 MORE_ROWS = "and more rows like these: mend those first"
 
 
-class RowError(Exception):
-    """A malformed row: its line number and what is wrong."""
-
-    def __init__(self, line: int | None, message: str) -> None:
-        super().__init__(message)
-        self.line = line
-        self.message = message
-
-
-def _jsonl_row(number: int, line: str) -> dict[str, Any]:
-    """The row a JSONL line holds, or RowError."""
-    try:
-        row = json.loads(
-            line, object_pairs_hook=_unique_keys, parse_int=_int, parse_float=_float, parse_constant=_constant
-        )
-    except RowError as exc:
-        raise RowError(number, exc.message) from None
-    except (json.JSONDecodeError, RecursionError) as exc:
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        hint = "" if line.lstrip().startswith("{") else _READ_AS_JSONL  # a .tsv's lines: why (out-130 F9)
-        raise RowError(number, f"not valid JSON ({reason}){hint}") from None
-    if not isinstance(row, dict):
-        raise RowError(number, "a row must be a JSON object of variables")
-    try:
-        orjson.dumps(row)  # what every request body and record does with it
-    except orjson.JSONEncodeError:
-        # "\ud800" is valid JSON but no text: the run died encoding its body (break24 F2).
-        raise RowError(number, "a lone surrogate escape (\\ud800 to \\udfff) is not text") from None
-    return row
-
-
 @contextlib.contextmanager
 def _csv_errors(line: int) -> Iterator[None]:
     """csv's errors as a RowError naming the line its row (or field) began on."""
@@ -98,34 +64,6 @@ def _csv_errors(line: int) -> Iterator[None]:
         elif "new-line character seen in unquoted field" in reason:
             reason = "a carriage return (CR) alone ends a line: save it with LF or CRLF line endings"
         raise RowError(line, f"cannot read the CSV: {reason}") from None
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in row:
-            raise RowError(None, f"duplicate key {key!r}")
-        row[key] = value
-    return row
-
-
-def _int(text: str) -> int:
-    value = int(text)
-    if (why := unusable_number(value)) is not None:
-        raise RowError(None, f"the number {text[:24]}{'...' if len(text) > 24 else ''} {why}")
-    return value
-
-
-def _float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400: Python reads it as inf, which no JSON body carries (break24 F3)
-        raise RowError(None, f"the number {text[:24]}{'...' if len(text) > 24 else ''} is past what a number can hold")
-    return value
-
-
-def _constant(text: str) -> float:
-    # NaN and Infinity are not JSON (RFC 8259), though Python's reader takes them.
-    raise RowError(None, f"{text} is not a JSON number")
 
 
 ADVICE = "keys belong in the environment, never in data"  # said of key-like text in data
@@ -143,7 +81,6 @@ def _key_like(row: dict[str, Any]) -> str | None:
     return None
 
 
-_READ_AS_JSONL = ": a file not named .csv is read as JSON lines, an object a line"
 _NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # a full temporary folder, a file-size limit
 
 
@@ -331,7 +268,7 @@ class DatasetFile:
             if not line.strip():
                 continue
             try:
-                yield number, _jsonl_row(number, line)
+                yield number, jsonl_row(number, line)
             except RowError as exc:
                 if bad is None:
                     raise

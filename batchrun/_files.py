@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ._exceptions import ConfigError, OutputFailed, SharedOutput
+from ._job_graph import MAX_DEPTH
 
 
 def read_regular_text(path: Path) -> str:
@@ -175,4 +176,24 @@ def read_json_once(path: Path) -> Any:
             raise ValueError(f"duplicate key(s) {', '.join(map(repr, twice))}")
         return dict(pairs)
 
-    return json.loads(read_regular_text(path).removeprefix("\ufeff"), object_pairs_hook=unique)
+    # As deep as a job file may nest: `[` a thousand deep, or a valid schema of 100 nested
+    # `properties` (out of recursion in jsonschema's check of it), was a traceback (out-143 2).
+    too_deep = f"nested deeper than {MAX_DEPTH} levels"
+    try:
+        data = json.loads(read_regular_text(path).removeprefix("\ufeff"), object_pairs_hook=unique)
+    except RecursionError:
+        raise ValueError(too_deep) from None
+    if nesting_depth(data) > MAX_DEPTH:
+        raise ValueError(too_deep)
+    return data
+
+
+def nesting_depth(value: Any) -> int:
+    """How deep `value`'s lists and objects nest, found without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack += [(child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)]
+    return deepest

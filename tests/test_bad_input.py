@@ -1396,6 +1396,11 @@ def test_only_a_variable_is_told_to_quote_a_number_too_large_to_send(tmp_path: P
     assert code == ExitCode.USAGE and "64 bits" in err and "quote" not in err
     code, _, err = call_cli("validate", write_job(tmp_path, SMALL_JOB.replace("country: Japan", f"country: {huge}")))
     assert code == ExitCode.USAGE and "country is an integer too large to send" in err and "quote it" in err
+    # out-143 3: past Python's 4,300 digits (int() raises ValueError), a dataset's was a traceback, exit 1.
+    for digits in (4300, 4301, 100_000):
+        (tmp_path / "d.jsonl").write_text('{"country": ' + "9" * digits + ', "expect": "x"}\n')
+        code, _, err = call_cli("validate", write_job(tmp_path, DATASET_JOB.replace("DATA", "d.jsonl")))
+        assert_refused(code, err, "d.jsonl:1: the number 999999999999999999999999... is an integer too large to send")
 
 
 def test_run_options_take_an_output_as_text_and_refuse_a_nul_in_it() -> None:
@@ -1413,7 +1418,7 @@ def test_a_shard_the_cli_would_refuse_is_a_config_error_for_a_library_caller(sha
         Shard(*shard)
 
 
-@pytest.mark.parametrize("text", ["x", "0/2", "3/2", "1/0", "1/2/3", ""])
+@pytest.mark.parametrize("text", ["x", "0/2", "3/2", "1/0", "1/2/3", "", "1/²", "1/" + "9" * 5000])
 def test_a_shard_text_the_cli_would_refuse_is_a_config_error_for_a_library_caller(text: str) -> None:
     # Shard.parse raised a ValueError, outside batchrun's one exception tree, where Shard(0, 2) is a ConfigError.
     with pytest.raises(ConfigError, match=r"--shard takes K/N with 1 <= K <= N"):

@@ -704,6 +704,27 @@ def test_a_json_schema_file_is_read_as_job_files_are(tmp_path: Path) -> None:
         assert (code, err) == (0, "") if said is None else code == ExitCode.USAGE and said in err, err
 
 
+def test_a_json_schema_file_or_a_rows_check_nested_past_a_jobs_depth_is_refused(tmp_path: Path) -> None:
+    # out-143 2: `[` a thousand deep, or a valid schema of 100 nested `properties`, was a
+    # RecursionError traceback, exit 1; a dataset row's, 150 deep, was said as "a lone surrogate".
+    nested = "{}"
+    for _ in range(100):
+        nested = '{"type": "object", "properties": {"a": ' + nested + "}}"
+    (tmp_path / "arrays.json").write_text("[" * 1000 + "]" * 1000)
+    (tmp_path / "nested.json").write_text(nested)
+    for name in ("arrays", "nested"):
+        text = f'name: t\nmodels: [a/b]\nprompts: [{{id: p, text: "hi", checks: [{{json_schema: {name}.json}}]}}]\n'
+        code, _, err = call_cli("validate", write_job(tmp_path, text, f"{name}.yaml"))
+        assert code == ExitCode.USAGE and err.count("\n") == 1, err
+        assert err.endswith(f"json_schema file '{name}.json' cannot be read as JSON: nested deeper than 64 levels\n")
+    (tmp_path / "d.jsonl").write_text('{"v": 1, "checks": [{"json_schema": ' + nested + "}]}\n")
+    text = 'name: t\nmodels: [a/b]\nprompts: [{id: p, text: "{{v}}"}]\ndataset: d.jsonl\n'
+    code, _, err = call_cli("validate", write_job(tmp_path, text, "rows.yaml"))
+    assert code == ExitCode.USAGE and err.endswith(
+        "d.jsonl:1: nested deeper than 64 levels, as a job file may not be\n"
+    )
+
+
 def test_every_bad_check_of_a_row_is_said(tmp_path: Path) -> None:
     # out-135 F6: of a row's three bad checks, one was said a run, and not which it was.
     job = write_job(
