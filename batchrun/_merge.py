@@ -67,7 +67,7 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
             raise ResultsError(f"{output} is one of the shards: merge writes a new file; name another output")
         if left := [name for suffix in SIDECARS if (name := output.with_name(output.stem + suffix)).exists()]:
             raise ResultsError(f"{output} already exists, beside a run's {left[0].name}: merge writes a new file")
-    refuse_summary_place(summary_path(output), new=True)  # a user's file there was replaced (out-125 F2)
+    refuse_summary_place(output, new=True)  # a user's file there was replaced (out-125 F2)
     shards = _without_sidecars(shards, warn)
     _refuse_merged_twice(shards)
     with contextlib.ExitStack() as held:

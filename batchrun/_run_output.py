@@ -137,7 +137,7 @@ def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = Non
     problem = sidecar_name_problem(output)
     if problem is not None:
         raise ConfigError(problem)
-    refuse_summary_place(summary_path(output), new=info is None or info.st_size == 0)
+    refuse_summary_place(output, new=info is None or info.st_size == 0)
     merged = read_run_summary(output) if info is not None else {}
     if merged.get("merged_from") and merged.get("complete") is False:
         # A partial merge's resume paid again for the rows of the shard it lacks, although that
@@ -150,6 +150,13 @@ def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = Non
         )
     if resume:  # an empty file too: a shard killed before its first record left its journal
         _refuse_another_shard(output, shard, first)
+    if resume and info is None and summary_path(output).exists():
+        # Removed from beside its summary: resumed as new, the summary and the spend of its runs
+        # were replaced in silence (out-143 F1). Emptied (below), it is resumed with that spend.
+        raise ConfigError(
+            f"{output} is not there, but its summary is: put the results back to resume them, create the file "
+            f"empty (: > {output.name}) to resume counting what its runs spent, or move the summary away"
+        )
     if info is None or info.st_size == 0:
         # Emptied beside its summary (logrotate's copytruncate, `: >`): resumed, so the spend the
         # summary counted is not forgotten; read as new, the rows were all bought again past the

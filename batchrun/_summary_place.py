@@ -8,16 +8,19 @@ from pathlib import Path
 
 from ._exceptions import ConfigError
 from ._files import irregular_kind, open_regular
+from ._output_paths import summary_path
 
 _SUMMARY_MAX_BYTES = 64 << 20  # past this, no summary batchrun wrote
 
 
-def refuse_summary_place(summary: Path, new: bool) -> None:
-    """Refuse the place a summary is to be written (`new`: beside a new results file) when it is
-    not a regular file, or (new) holds a file that is not a batchrun summary. A summary's name
+def refuse_summary_place(output: Path, new: bool) -> None:
+    """Refuse the place the summary of results `output` is to be written (`new`: beside a new
+    results file) when it is not a regular file, or (new) holds a file that is not a batchrun
+    summary, or the summary of another results file. A summary's name
     held by a folder was found once every row was paid (exit 11), and a FIFO there was replaced
     in silence (break44 F6): both are known before anything is sent; a merge replaced a user's
     file there, or wrote its file and then failed on a folder (out-125 F2)."""
+    summary = summary_path(output)
     try:
         kind = irregular_kind(summary.stat().st_mode)
     except FileNotFoundError:
@@ -40,3 +43,10 @@ def refuse_summary_place(summary: Path, new: bool) -> None:
     # Its keys, in whatever order: a summary re-saved with sorted keys is still one (verify60 F10).
     if not (isinstance(data, dict) and {"job", "total", "models", "prompts"} <= data.keys()):  # what every summary has
         raise ConfigError(f"{summary}: not a batchrun summary: a summary goes there; it was left untouched")
+    named = data.get("output")
+    if isinstance(named, str) and Path(named).name != output.name:
+        # A pair copied or renamed apart: it was replaced in silence, with what it counted (out-143 F1).
+        raise ConfigError(
+            f"{summary}: the summary of {Path(named).name}, not of {output.name}: it was left untouched; move it "
+            "away, or give another --output"
+        )

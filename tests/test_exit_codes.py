@@ -177,6 +177,27 @@ def test_a_results_file_emptied_beside_its_summary_is_resumed_with_the_spend_it_
     )
 
 
+def test_a_results_file_removed_from_beside_its_summary_is_not_resumed_as_new(tmp_path: Path) -> None:
+    # out-143 F1: removed, not emptied, the resume ran as new, exit 0, and its summary (the spend
+    # and runs of the file) was replaced; so was a summary of another file beside a new run's.
+    job, out = write_job(tmp_path, SMALL_JOB), tmp_path / "r.jsonl"
+    assert call_cli(job, "--simulate", "-q", "-o", out)[0] == ExitCode.OK
+    summary = (tmp_path / "r.summary.json").read_bytes()
+    out.unlink()
+    code, _, err = call_cli(job, "--simulate", "-q", "-o", out, "--resume")
+    assert code == ExitCode.USAGE and err.count("\n") == 1, err
+    assert f"{out} is not there, but its summary is: put the results back" in err
+    assert not out.exists() and (tmp_path / "r.summary.json").read_bytes() == summary
+    (tmp_path / "r.summary.json").rename(tmp_path / "other.summary.json")
+    code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "other.jsonl")
+    assert code == ExitCode.USAGE and "other.summary.json: the summary of r.jsonl, not of other.jsonl" in err, err
+    assert not (tmp_path / "other.jsonl").exists() and (tmp_path / "other.summary.json").read_bytes() == summary
+    # Its own, beside no file: a new run replaces it, as it replaces the results.
+    (tmp_path / "other.summary.json").rename(tmp_path / "r.summary.json")
+    assert call_cli(job, "--simulate", "-q", "-o", out)[0] == ExitCode.OK
+    assert (tmp_path / "r.summary.json").read_bytes() != summary
+
+
 async def test_a_results_file_moved_under_the_run_stops_it_and_is_never_made_again_empty(
     tmp_path: Path, sim: Simulator
 ) -> None:

@@ -548,9 +548,15 @@ def test_merge_refuses_an_output_of_another_kind_and_a_shard_named_twice(tmp_pat
     code, _, err = call_cli("merge", tmp_path / "partial.jsonl", shards[0])
     assert code == ExitCode.USAGE and "partial.summary.json: not a regular file (a folder)" in err, err
     assert not (tmp_path / "partial.jsonl").exists()
-    # A summary batchrun wrote, its file gone: the merge's own replaces it.
+    # A summary of another file is left as it is (out-143 F1: replaced in silence, with what it counted).
     (tmp_path / "partial.summary.json").rmdir()
     shutil.copy(shards[0].with_name("s1.summary.json"), tmp_path / "partial.summary.json")
+    code, _, err = call_cli("merge", tmp_path / "partial.jsonl", shards[0])
+    assert code == ExitCode.USAGE and "partial.summary.json: the summary of s1.jsonl, not of partial.jsonl" in err
+    assert not (tmp_path / "partial.jsonl").exists()
+    # Its own, its file gone: the merge's own replaces it.
+    own = json.loads((tmp_path / "partial.summary.json").read_text()) | {"output": str(tmp_path / "partial.jsonl")}
+    (tmp_path / "partial.summary.json").write_text(json.dumps(own))
     assert call_cli("merge", tmp_path / "partial.jsonl", shards[0])[0] == ExitCode.INCOMPLETE
     assert json.loads((tmp_path / "partial.summary.json").read_text())["complete"] is False
     assert call_cli("report", tmp_path / "partial.jsonl")[0] == ExitCode.INCOMPLETE
