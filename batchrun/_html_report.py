@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError
 from ._formats import utc_readable
-from ._output_paths import write_report_file
 from ._pricing import money
 from ._report_data import PROMPT_CAP, ROW_CAP, TEXT_CAP, RunDigest, histogram
+from ._report_file import write_report_file
 from ._summary_beside import read_run_summary
 from ._summary_types import GroupFigures, Summary
 

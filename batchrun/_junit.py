@@ -26,7 +26,7 @@ from typing import Any
 
 from ._items import ItemGate, item_key
 from ._matrix import Request
-from ._output_paths import write_report_file
+from ._report_file import write_report_file
 
 # XML 1.0 cannot carry most control characters, and a model's answer may contain them.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")

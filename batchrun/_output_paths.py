@@ -8,12 +8,10 @@ placeholders, `{name}` (the job name) and `{timestamp}` (UTC, to the millisecond
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import math
 import os
 import re
-import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,13 +19,12 @@ from typing import Any
 
 import yaml
 
-from ._exceptions import ConfigError, OutputFailed
+from ._exceptions import ConfigError
 from ._files import open_regular
 from ._formats import utc_compact
 from ._journal_file import JOURNAL_SUFFIX
 from ._record_head import RECORD_START
 from ._results import RESULTS_MODE
-from ._scrub import environment_scrubber
 
 DEFAULT_PATTERN = "outputs/{name}/{timestamp}.jsonl"
 PLACEHOLDERS = ("{name}", "{timestamp}")
@@ -51,7 +48,7 @@ def output_pattern_problem(pattern: str) -> str | None:
             f"run.output {pattern!r}: {{timestamp}} may be only in the file's name (the job's runs share one "
             "folder, where --resume, history and plan find them)"
         )
-    sidecar = sidecar_name_problem(Path(pattern))
+    sidecar = sidecar_name_problem(Path(pattern), made=False)
     return None if sidecar is None else f"run.output {sidecar}"
 
 
@@ -266,15 +263,33 @@ _MODELS = re.compile(rb"^models\s*:", re.MULTILINE)
 _PROMPTS = re.compile(rb"^prompts\s*:", re.MULTILINE)
 
 
-def sidecar_name_problem(output: Path) -> str | None:
+def sidecar_name_problem(output: Path, made: bool = True) -> str | None:
     """Why `output` may not be a results file: it does not end in `.jsonl`, or it is named like
     a sidecar. A name without `.jsonl` shared its sidecars with the `.jsonl` file of the same
     stem (`night`, `night.json` and `night.jsonl` had one summary and one journal: a run on one
-    took the other's key gap and crash journal; verification of break14e, F3 and F4)."""
+    took the other's key gap and crash journal; verification of break14e, F3 and F4). `made`:
+    the name as it is made (not a pattern), whose files' names must fit its folder."""
     sidecar = sidecar_problem(output)
     if sidecar is None and (not output.name.endswith(".jsonl") or output.name == ".jsonl"):
         return f"{output}: a results file's name ends in .jsonl (its summary and journal are named after it)"
-    return sidecar
+    return sidecar or (_name_length_problem(output) if made else None)
+
+
+def _name_length_problem(output: Path) -> str | None:
+    """A name too long for the names of the files written beside it, each written whole through
+    a temporary copy (mkstemp's: the name, 8 characters, `.tmp`): a summary's failed once every
+    row was paid for (exit 11), and so did every resume's (out-143 F5)."""
+    try:
+        limit = os.pathconf(output.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):  # a folder the run is to make
+        limit = 255
+    longest = max(len((output.stem + suffix).encode()) for suffix in (".jsonl", *SIDECARS)) + len("12345678.tmp")
+    if longest <= limit:
+        return None
+    return (
+        f"{output}: its name is too long: the files written beside it (and their temporary copies) need "
+        f"names of up to {longest} bytes, past the {limit} a file name may have there; give a shorter name"
+    )
 
 
 def summary_path(results: Path) -> Path:
@@ -307,90 +322,6 @@ def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
-
-
-_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def write_report_file(path: Path, text: str) -> None:
-    """Write a page or a JUnit file where the user named it, whole or not at all, scrubbed of
-    the environment's keys as the terminal's output is (break23 F4: a results file holding
-    the key, edited or written by an older version, put it whole into the page, the artifact
-    a CI shares most, while the terminal, --json and --markdown showed `[key]`).
-
-    A regular file (or none yet) is replaced atomically at the end of its symlinks: a link
-    stays a link, and a reader (a CI upload) never sees half a file. A pipe, FIFO or device
-    (`--html /dev/stdout`) is written as a stream, since it cannot be replaced (break21 R23:
-    a link was replaced by a regular file; R24: a JUnit file cut by a full disk was left
-    behind, and neither failure named the file)."""
-    # Control characters a server put in a reason (NUL, ESC...) are not text a page or XML may
-    # hold (verify30 N7); a lone surrogate is "?", not a traceback.
-    data = _CONTROLS.sub("\ufffd", environment_scrubber().text(text)).encode("utf-8", "replace")
-    try:
-        try:
-            mode: int | None = os.stat(path).st_mode
-        except (FileNotFoundError, NotADirectoryError):  # a folder on the way that is a file: below
-            mode = None
-        if mode is not None and stat.S_ISDIR(mode):
-            raise OutputFailed(f"{path}: is a folder: name the file to write")
-        if mode is not None and not stat.S_ISREG(mode):
-            _stream_into(path, data)
-            return
-        target = path.resolve()
-        # A new page or JUnit file as results are, never writable by others (break38 F6: 0666 under umask 000).
-        kept = stat.S_IMODE(mode) if mode is not None else RESULTS_MODE & ~current_umask()
-        if target.parent.exists() and not target.parent.is_dir():
-            raise OutputFailed(f"{path}: cannot write it: {target.parent} is not a folder")
-        if path.is_symlink() and not target.parent.exists():
-            # The folders asked for are the user's path's, not a dangling link's: through
-            # one, `/nonexistent/dir/` was made (break23).
-            raise OutputFailed(f"{path}: cannot write it: its link leads into {target.parent}, which does not exist")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
-        try:
-            # The file's own mode when it exists (a page made private stays private: verify21
-            # V14), else as other outputs, not mkstemp's 0600.
-            os.fchmod(handle, kept)
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-    except OSError as exc:
-        raise OutputFailed(f"{path}: cannot write it: {exc.strerror or exc}{_earlier_removed(path)}") from None
-
-
-def _earlier_removed(path: Path) -> str:
-    """The file this write was to replace, removed (which needs no room): left as it was, last
-    night's green JUnit file or page stood for a run whose own could not be written (break31 M4)."""
-    try:
-        if not path.is_file():
-            return ""
-    except OSError:
-        return ""
-    try:
-        path.unlink()  # a link is removed, not what it leads to
-    except OSError as exc:  # a read-only folder (verify32 n6): said, as it still stands
-        return f" (the earlier file there could not be removed either, {exc.strerror or exc}: it is not this run's)"
-    return " (the earlier file there was removed, so that it does not stand for this run)"
-
-
-def _stream_into(path: Path, data: bytes) -> None:
-    """Into a pipe, FIFO or device. Opened without waiting: a FIFO that nobody reads blocked
-    the open for ever (verify21 V2); then written as any file, waiting for its reader."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            raise OutputFailed(f"{path}: cannot write it: a FIFO that nobody reads") from None
-        raise
-    os.set_blocking(fd, True)
-    # The reader went away (`--html /dev/stdout | head`): quiet, as a report's own stdout is
-    # (verify21 V3: "Broken pipe", exit 11, for what `| head` means).
-    with contextlib.suppress(BrokenPipeError), os.fdopen(fd, "wb") as out:
-        out.write(data)
 
 
 def current_umask() -> int:

@@ -1963,3 +1963,16 @@ def test_a_value_of_none_of_its_shapes_names_them_all(tmp_path: Path) -> None:
     ):
         assert said in err, err
     assert "should be non-empty" not in err and len(err.splitlines()) == 6, err
+
+
+def test_an_output_name_too_long_for_the_files_beside_it_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    # out-143 F5: a stem of 232-236 characters is a legal name, but its summary's temporary copy
+    # is not: every row was paid for, then exit 11, and so was every resume.
+    job = write_job(tmp_path, SMALL_JOB)
+    out = tmp_path / ("a" * 231 + ".jsonl")
+    commands: list[list[str | Path]] = [[job, "--simulate", "-o", out], ["merge", out, tmp_path / "s.jsonl"]]
+    for args in commands:
+        code, _, err = call_cli(*args)
+        assert_refused(code, err, "its name is too long: the files written beside it", "past the 255 a file name")
+        assert len(err.splitlines()) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml"]
+    assert call_cli(job, "--simulate", "-q", "-o", tmp_path / ("a" * 228 + ".jsonl"))[0] == ExitCode.OK

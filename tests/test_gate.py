@@ -609,7 +609,7 @@ def test_a_junit_file_that_cannot_be_written_does_not_leave_last_nights_standing
     def full_disk(*_args: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("batchrun._output_paths.os.replace", full_disk)
+    monkeypatch.setattr("batchrun._report_file.os.replace", full_disk)
     code, _, err = call_cli("report", results, "--job", job, "--junit", junit)
     assert code == ExitCode.IO and "No space left on device (the earlier file there was removed" in err, err
     assert not junit.exists() and not list(tmp_path.glob("junit.xml*.tmp"))
@@ -641,7 +641,7 @@ def test_when_one_output_cannot_be_written_the_other_says_exit_11_not_last_night
 ) -> None:
     # verify31 V2, V3: last night's page said "exit 0 (ok)" (or the JUnit file "exit 7 ... killed")
     # beside exit 11 when the other file could not be written; without --job too (verify63 F6).
-    import batchrun._output_paths as output_paths
+    import batchrun._report_file as output_paths
     from batchrun._exceptions import OutputFailed
 
     junit, page, gate = _last_nights_files(tmp_path, results, job, with_job)
@@ -656,7 +656,7 @@ def test_when_one_output_cannot_be_written_the_other_says_exit_11_not_last_night
             raise OutputFailed(f"{path}: cannot write it: No space left on device")
         real(path, text)
 
-    for module in ("batchrun._output_paths", "batchrun._junit", "batchrun._html_report"):
+    for module in ("batchrun._report_file", "batchrun._junit", "batchrun._html_report"):
         monkeypatch.setattr(f"{module}.write_report_file", full_disk)
     code, _, err = call_cli("report", results, *gate, "--junit", junit, "--html", page)
     assert code == ExitCode.IO and "No space left on device" in err, err

@@ -183,7 +183,7 @@ def test_a_lone_surrogate_from_a_grader_is_replacement_text_never_a_stopped_run(
     # break31 C1: a grader's reason `"lone \ud800"` (valid JSON, read by Python's json as a lone
     # surrogate) stopped a run with exit 11 and no row written; the page and JUnit: a traceback.
     from batchrun._judge import parse_verdict
-    from batchrun._output_paths import write_report_file
+    from batchrun._report_file import write_report_file
 
     verdict = parse_verdict('{"pass": false, "score": 0, "reason": "lone \\ud800 surrogate"}')
     assert verdict["reason"] == "lone \ufffd surrogate"

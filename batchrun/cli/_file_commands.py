@@ -185,7 +185,7 @@ def cmd_history(args: argparse.Namespace, console: Console) -> int:
 def _history_page_failed(args: argparse.Namespace, console: Console, why: str) -> None:
     """Over an earlier history page (one of ours), a page that says this one failed: the last
     good page stood, read as today's by a team that opened it (verify63 F9)."""
-    from .._output_paths import write_report_file
+    from .._report_file import write_report_file
     from ._report_outputs import holds_page_or_nothing, no_verdict_page
 
     if args.html is None or not args.html.is_file() or not holds_page_or_nothing(args.html):

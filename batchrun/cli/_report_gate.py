@@ -129,7 +129,7 @@ def _no_verdict(
     are there, quietly. Best effort beside the failure that is the command's own."""
     from .._items import ItemGate
     from .._junit import write_junit
-    from .._output_paths import write_report_file
+    from .._report_file import write_report_file
 
     def junit(path: Any) -> None:
         if standing:
