@@ -13,7 +13,7 @@ import json
 import os
 import stat
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -156,6 +156,29 @@ def refuse_shared_output(output: Path) -> None:
             f"give another --output, or send its {name} elsewhere",
             on_stderr="standard error" in shared,
         )
+
+
+def stdout_identity() -> tuple[int, int] | None:
+    """The file this process's standard output goes to, as `file_identity` names it; None when
+    it is closed or the null device (what goes there spoils nothing)."""
+    try:
+        out = os.fstat(1)
+        null = os.stat(os.devnull)
+    except OSError:
+        return None
+    return None if os.path.samestat(out, null) else (out.st_dev, out.st_ino)
+
+
+def refuse_printing_into(inputs: Iterable[Path | None]) -> None:
+    """A reader whose standard output is a file it reads (`report r.jsonl --json >> r.jsonl`):
+    its report was appended to the records it read, exit 0 (out-143 F7)."""
+    out = stdout_identity()
+    for path in inputs:
+        if out is not None and path is not None and file_identity(path) == out:
+            raise ConfigError(
+                f"{path}: is this command's standard output too: what it prints would be written into what it "
+                "reads; send its output elsewhere"
+            )
 
 
 def _is(descriptor: int, info: os.stat_result) -> bool:

@@ -390,8 +390,11 @@ def test_a_page_or_junit_link_leading_outside_the_working_folder_is_refused(
     code, _, err = call_cli("report", out, "--html", "hist/report.html")
     assert code == ExitCode.USAGE and "outside the folder batchrun runs in" in err
     assert not (outside / "report.html").exists()
-    # verify60 F9: /dev/stdout is written where it is, whatever it leads to.
-    assert call_cli("report", out, "--junit", "/dev/stdout")[0] == ExitCode.OK
+    # verify60 F9: /dev/stderr is written where it is, whatever it leads to; /dev/stdout is where
+    # the report goes, and both in one stream could be read as neither (out-143 F8).
+    assert call_cli("report", out, "--junit", "/dev/stderr")[0] == ExitCode.OK
+    code, _, err = call_cli("report", out, "--json", "--junit", "/dev/stdout")
+    assert code == ExitCode.USAGE and "not written over this command's standard output, where its report" in err
     Path("results/latest.html").symlink_to(workspace / "results" / "page.html")
     assert call_cli("report", out, "--html", "results/latest.html")[0] == ExitCode.OK
     assert Path("results/latest.html").is_symlink() and "<html" in (workspace / "results" / "page.html").read_text()
@@ -601,3 +604,30 @@ def test_the_options_bounds_are_the_schemas() -> None:
     assert (run["grace_s"]["maximum"], run["timeout_s"]["maximum"]) == (MAX_GRACE_S, MAX_TIMEOUT_S)
     assert run["concurrency"]["maximum"] == MAX_CONCURRENCY
     assert call_cli("--simulate", "--grace", "600", "--timeout", "3600", "--help")[0] == ExitCode.OK
+
+
+def test_a_reader_never_prints_into_a_file_it_reads(tmp_path: Path, results: Path) -> None:
+    # out-143 F7: `report r.jsonl --json >> r.jsonl` (">>" typed for ">") appended the report to
+    # the records it read, exit 0; so did `diff A B >> B` and `history r.jsonl >> r.jsonl`.
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(results.read_bytes())
+    commands: list[tuple[str | Path, ...]] = [
+        ("report", results, "--json"),
+        ("report", results),
+        ("diff", other, results),
+        ("history", results, "--markdown"),
+    ]
+    before = results.read_bytes()
+    saved = os.dup(1)
+    try:
+        for command in commands:
+            with open(results, "ab") as appended:
+                os.dup2(appended.fileno(), 1)  # the process's stdout is the results file, as `>>` makes it
+            code, _, err = call_cli(*command)
+            os.dup2(saved, 1)
+            assert code == ExitCode.USAGE and f"{results}: is this command's standard output too" in err, command
+            assert results.read_bytes() == before
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    assert call_cli("report", results, "--json")[0] == ExitCode.OK  # stdout elsewhere: as before

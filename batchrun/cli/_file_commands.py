@@ -16,6 +16,7 @@ from .._exceptions import (
     RequestFailed,
     ResultsError,
 )
+from .._files import refuse_printing_into
 from .._lock import refuse_live
 from .._summary_types import Summary
 from .._verdict import ExitCode, ungraded_reason
@@ -202,6 +203,7 @@ def cmd_diff(args: argparse.Namespace, console: Console) -> int:
     if args.strict and not args.fail_on_regression:
         # Taken and unused, a CI step written `diff A B --strict` never failed (break27 m10).
         raise ConfigError("--strict: only with --fail-on-regression (it says what fails the gate)")
+    refuse_printing_into((args.before, args.after))
     for results in (args.before, args.after):
         refuse_live(results, "compare it")
     diff = diff_runs(args.before, args.after, console.warn, args.alpha, args.strict)

@@ -22,11 +22,16 @@ def refuse_sidecars(*outputs: tuple[Any, str], inputs: Iterable[Path | None] = (
     carries what a resume counts as spent: verification of break14e, F9), by name or by link;
     nor over a file the command reads (`inputs`: the job, its datasets), nor two of them over one
     file (break25 F3: `--html job.yaml` replaced the job just read, `--junit X --html X` lost the
-    JUnit file)."""
-    from .._files import file_identity
+    JUnit file), nor over the standard output the report goes to; nor may that output be a file
+    the command reads."""
+    from .._files import file_identity, refuse_printing_into, stdout_identity
     from .._output_paths import report_output_problem
 
-    taken = {file_identity(path): f"{path}, which this command reads" for path in inputs if path is not None}
+    refuse_printing_into(inputs := list(inputs))
+    taken: dict[Any, str] = {file_identity(path): f"{path}, which this command reads" for path in inputs if path}
+    if (out := stdout_identity()) is not None:
+        # `--json --junit /dev/stdout`: the two in one stream, neither readable (out-143 F8).
+        taken.setdefault(out, "this command's standard output, where its report goes")
     for path, role in outputs:
         if path is None:
             continue
