@@ -71,7 +71,7 @@ def first_record(path: Path) -> dict[str, Any] | None:
     if not line.endswith(b"\n"):
         # One line without a newline: a whole record whose newline never got written is
         # ours to keep; a fragment cannot show whose it is, so it is never ours to cut.
-        record = _whole_record(line)
+        record = whole_record(line)
         if record is None:
             raise ResultsError(
                 f"{path}: not a batchrun results file (only an incomplete line, no whole record to show whose it is)"
@@ -101,7 +101,7 @@ def last_record(path: Path) -> dict[str, Any] | None:
             end = data.rfind(b"\n")
             begin = data.rfind(b"\n", 0, max(end, 0)) + 1
             if start == 0 or (end >= 0 and begin > 0) or window > MAX_RECORD_BYTES:
-                return _whole_record(data[begin : end + 1]) if end >= 0 else None
+                return whole_record(data[begin : end + 1]) if end >= 0 else None
             window *= 4
 
 
@@ -160,7 +160,7 @@ def _job_of(line: bytes) -> str | None:
     return job if isinstance(job, str) else None
 
 
-def _whole_record(line: bytes) -> dict[str, Any] | None:
+def whole_record(line: bytes) -> dict[str, Any] | None:
     """`line` parsed when it is one whole batchrun record, else None."""
     if len(line) > MAX_RECORD_BYTES:
         return None
@@ -196,7 +196,7 @@ def repair_torn_tail(path: Path, job: str) -> str | None:
             "not a torn record; the file was left as it is"
         )
     tail = window[cut + 1 :]
-    whole = _whole_record(tail)
+    whole = whole_record(tail)
     if whole is not None:
         if whole["job"] != job:
             raise ResultsError(

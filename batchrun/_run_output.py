@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from ._batch_state import state_path
 from ._client import OpenRouterClient
 from ._earlier_costs import EarlierCosts, resolve_earlier_costs
 from ._exceptions import ConfigError, ResultsError
-from ._files import refuse_shared_output, resolved
+from ._files import open_regular, refuse_shared_output, resolved
 from ._formats import utc
 from ._job import Job
 from ._job_runs import incomplete_shards, latest_incomplete
@@ -21,9 +22,17 @@ from ._matrix import Shard, matrix_requests, shard_text
 from ._options import Notice, RunOptions
 from ._output_paths import fresh_output, job_path_problem, sidecar_name_problem, summary_path, write_json_atomically
 from ._pricing import money
-from ._reader import ScanResult, Warn
+from ._reader import MAX_RECORD_BYTES, ScanResult, Warn
 from ._record_head import state_blob
-from ._results import final_records, first_record, foreign_record, last_record, repair_torn_tail, scan_states
+from ._results import (
+    final_records,
+    first_record,
+    foreign_record,
+    last_record,
+    repair_torn_tail,
+    scan_states,
+    whole_record,
+)
 from ._summary_beside import read_run_summary
 from ._summary_floor import changed_after, results_size
 from ._summary_place import refuse_summary_place
@@ -241,11 +250,24 @@ def earlier_summary(output: Path) -> dict[str, Any]:
     return earlier
 
 
+def _unterminated_row(output: Path, job: str) -> set[str]:
+    """The row of a whole record of `job` on a last line without its newline: the scan passes it
+    over as torn, and the resume's repair keeps it (out-143 F6: a row the job no longer has went
+    unseen). Another job's is the repair's to refuse, as such."""
+    with open_regular(output) as reader:
+        reader.seek(max(0, os.fstat(reader.fileno()).st_size - MAX_RECORD_BYTES - 1))
+        tail = reader.read()
+    record = None if tail.endswith(b"\n") else whole_record(tail[tail.rfind(b"\n") + 1 :])
+    return {record["id"]} if record is not None and record["job"] == job else set()
+
+
 def _foreign_rows_problem(output: Path, states: ScanResult, job: Job, shard: Shard | None) -> str | None:
     """Why resuming `output` would leave a file no gate accepts: rows it holds that the job
     (this shard of it) no longer has. They were kept and counted in the summary, exit 0, and
     then `report --job` and `merge` refused the file for ever (break24 F8)."""
-    stray = states.ids() - {request.id for request in matrix_requests(job, shard)}
+    stray = (states.ids() | _unterminated_row(output, job.name)) - {
+        request.id for request in matrix_requests(job, shard)
+    }
     if not stray:
         return None
     part = "" if shard is None else f" (shard {shard.index}/{shard.count})"

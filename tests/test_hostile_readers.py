@@ -20,7 +20,7 @@ import cmarkgfm.cmark  # type: ignore[import-untyped]
 import orjson
 import pytest
 
-from batchrun import ExitCode
+from batchrun import ExitCode, load_job, matrix_requests
 from batchrun.simulator import Simulator
 
 from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, read_rows, write_job
@@ -530,6 +530,17 @@ def test_a_resume_refuses_a_file_holding_rows_the_job_no_longer_has(tmp_path: Pa
     assert err.startswith(f"batchrun: {out}: 4 row(s) of the file are not in the matrix of job 'small', e.g. id ")
     assert "run into a new --output, or resume with the job as it was" in err and err.count("\n") == 1
     assert out.read_bytes() == before and out.with_name("r.summary.json").read_bytes() == summary
+    # out-143 F6: such a row alone, last, and without its newline was passed over as torn; the
+    # resume then kept it (adding the newline), exit 0, a file report --job refuses.
+    edited = {request.id for request in matrix_requests(load_job(job))}
+    lines = before.splitlines(keepends=True)
+    stray = [line for line in lines if orjson.loads(line)["id"] not in edited]
+    out.write_bytes(b"".join(line for line in lines if line not in stray) + stray[0].rstrip(b"\n"))
+    cut = out.read_bytes()
+    code, _, err = call_cli(job, "--simulate", "-o", out, "--resume", "-q")
+    assert code == ExitCode.USAGE and "1 row(s) of the file are not in the matrix of job 'small'" in err, err
+    assert out.read_bytes() == cut
+    out.write_bytes(before)
     # A shard's file resumed as another shard holds rows that shard does not have.
     shard = tmp_path / "s.jsonl"
     assert call_cli(job, "--simulate", "--shard", "1/2", "-o", shard, "-q")[0] == ExitCode.OK
