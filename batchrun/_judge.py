@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from ._files import read_regular_text
+from ._job_graph import MAX_RENDERED_BYTES
 from ._json_text import parse_json
 from ._request_body import request_body
 from ._scrub import KEY_LIKE
@@ -116,6 +117,9 @@ def _answer_enclosed(text: str) -> bool:
 
 def template_problems(text: str) -> list[str]:
     """What is wrong with a replacement grader template, found at validate time."""
+    if len(text) > MAX_RENDERED_BYTES:
+        # Every answer was paid for, then every grader request failed as too large (out-143 F9).
+        return [f"the grader prompt is {len(text):,} characters, past the {MAX_RENDERED_BYTES:,} a request may hold"]
     names = Template(text).names
     problems = []
     missing = {"rubric", "answer"} - names

@@ -12,6 +12,7 @@ from typing import Any
 from ._checks import check_problems, row_check_problem, row_check_problems
 from ._dataset import ADVICE, unnamed
 from ._formats import short
+from ._job_graph import MAX_RENDERED_BYTES
 from ._job_source import format_path
 from ._jobfile import job_schema
 from ._json_text import json_leaves
@@ -34,9 +35,6 @@ def filled_key_problem(keyed: list[dict[str, Any]], row: dict[str, Any]) -> str 
         if names_in([check]) <= row.keys() and KEY_LIKE.search(json.dumps(render_nested(check, row))):
             return f"a check, filled in from this row, holds text that looks like an OpenRouter API key: {ADVICE}"
     return None
-
-
-MAX_RENDERED_BYTES = 32 << 20  # what a row's messages may render to
 
 
 def row_checker(

@@ -179,6 +179,11 @@ def test_template_problems_name_missing_and_unknown_placeholders() -> None:
     from batchrun._judge import shipped_template
 
     assert template_problems(shipped_template()) == []
+    # out-143 F9: a 50 MB template validated; every answer was paid for, every grading too large.
+    huge = shipped_template() + "x" * (32 << 20)
+    assert template_problems(huge) == [
+        f"the grader prompt is {len(huge):,} characters, past the 33,554,432 a request may hold"
+    ]
     # break20 F26: checked as a prompt's text is; a malformed placeholder was sent as written.
     for bad, said in (
         ("{{ country-name }}", "'{{ country-name }}' is not a valid placeholder"),
