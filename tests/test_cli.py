@@ -421,6 +421,11 @@ def test_a_matrix_too_large_for_one_run_is_refused_before_anything(tmp_path: Pat
     assert "about 1,500,000 for this run" in (run_size_problem(loaded, Shard(1, 200)) or "")
     code, text, err = call_cli("plan", job)  # counting alone is quick, and said; then refused (break44 F8)
     assert code == ExitCode.USAGE and "300000000 request(s)" in text and said in err
+    # out-143 F10: validate said "ok" alone; valid it is (shards may run it), and it says what a run would refuse.
+    code, text, err = call_cli("validate", job)
+    assert (code, text) == (ExitCode.OK, f"{job}: ok (job blow)\n")
+    advice = "split it with --shard K/N (N of 300 or more) or lower `repeat` or the dataset"
+    assert err == f"batchrun: warning: {job}: {said}; {advice}\n"
 
 
 def test_a_key_in_a_variable_of_the_jobs_own_naming_is_scrubbed_by_every_reader(

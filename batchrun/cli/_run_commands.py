@@ -41,6 +41,7 @@ SIMULATED_BATCH_POLL_S = 1.0  # `--simulate`'s polls of its batches (the job's b
 # -- commands -------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     from .._job import load_job
+    from .._matrix import run_size_problem
 
     failed = False
     for path in args.jobs:
@@ -54,6 +55,9 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         if not args.quiet:
             # A file named like a key (V7), or with a newline in its name (break53 F3).
             console.out.write(one_line(hide_keys(f"{path}: ok (job {job.name})")) + "\n")
+        if (too_large := run_size_problem(job, None)) is not None:
+            # Valid, and run only in shards: "ok" alone, and plan and the run refused it (out-143 F10).
+            console.warn(one_line(hide_keys(f"{path}: {too_large}")))
     return ExitCode.USAGE if failed else ExitCode.OK
 
 
