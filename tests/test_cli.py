@@ -176,6 +176,12 @@ def test_bad_usage_exits_2(args: list[str]) -> None:
         (["validate", "--bogus"], "unrecognized arguments: --bogus"),
         (["run", "--deadline", "5", "--pass-threshold", "-0"], "the following arguments are required: job"),
         (["report"], "the following arguments are required: results"),
+        # out-143 F11: `--sim` read as --simulate took the job as its K=V, and the message named neither.
+        (
+            ["--sim", "jobs/eval.yaml"],
+            "the following arguments are required: job (jobs/eval.yaml was taken as --sim's K=V: --sim sets the "
+            "simulator, --simulate picks it)",
+        ),
     ],
 )
 def test_a_mistyped_option_with_no_file_is_named(args: list[str], said: str) -> None:

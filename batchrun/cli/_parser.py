@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any, NoReturn
 
 from .. import __version__, _argtypes
@@ -48,8 +49,7 @@ class _Parser(argparse.ArgumentParser):
         if "--" in args:
             # After "--" every word is a file (`validate -- -j.yaml`), which Python 3.11's intermixed
             # parse reads as options (verify49 N1): there, one that begins with "-" is given as ./-name.
-            cut = args.index("--")
-            args = args[:cut] + [f"./{word}" if word.startswith("-") else word for word in args[cut + 1 :]]
+            args = args[: (cut := args.index("--"))] + [f"./{w}" if w.startswith("-") else w for w in args[cut + 1 :]]
         self._mixing = True  # the intermixed parse calls this again, for each of its two passes
         try:
             return super().parse_known_intermixed_args(args, namespace)
@@ -59,21 +59,22 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         if message.startswith("the following arguments are required"):
             # `batchrun --versoin` was "the following arguments are required: job" (break57 F7):
-            # argparse checks for the job before it says which options it does not know.
+            # argparse checks for the job before it says which options it does not know; and
+            # `--sim job.yaml`, read as --simulate, made the job its K=V (out-143 F11).
             words = getattr(self, "_words", [])
             options = [w for w in words if w.startswith("-") and w != "-" and not w[1:2].isdigit()]  # not "-1"
             unknown = [w for w in options if w.split("=")[0] not in self._option_string_actions]
             if unknown and "--" not in words:
                 message = f"unrecognized arguments: {' '.join(unknown)}"
+            elif taken := [v for o, v in pairwise(words) if o == "--sim" and v.endswith((".yaml", ".yml"))]:
+                message += f" ({taken[0]} was taken as --sim's K=V: --sim sets the simulator, --simulate picks it)"
         said = hide_keys(message)  # a key typed as a value (verify20 V6)
-        if self.prog.endswith(" run"):
-            _Parser.run_error = said
+        _Parser.run_error = said if self.prog.endswith(" run") else _Parser.run_error
         self.exit(ExitCode.USAGE, f"batchrun: error: {said}\n")
 
 
 def run_usage_error() -> str | None:
-    """The usage error the last parse of a `run` command line ended with (None: none), forgotten
-    once asked for."""
+    """The usage error the last parse of a `run` command line ended with (None: none), once."""
     error, _Parser.run_error = _Parser.run_error, None
     return error
 
