@@ -83,13 +83,20 @@ MODEL_WIDE_CODES = frozenset(
 )
 
 
-def _number(value: Any) -> float | None:
+FOREVER_S = 1e12  # a wait past any cap: what a header's `inf` or `1e400` asks for
+
+
+def _number(value: Any, endless: bool = False) -> float | None:
+    """A header's number; `endless`: +inf (`inf`, `1e400`) is a wait past any cap, as 999999999
+    is (out-142 L2: read as no hint, the rows were sent again at once)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
     try:
         number = float(value)
     except ValueError:
         return None
+    if endless and number == math.inf:
+        return FOREVER_S
     return number if math.isfinite(number) else None
 
 
@@ -162,13 +169,13 @@ def server_wait(headers: Mapping[str, str], now: float) -> float | None:
     value = headers.get("retry-after")
     if value:
         value = value.strip()
-        seconds = _number(value)
+        seconds = _number(value, endless=True)
         if seconds is not None:
             waits.append(seconds)
         else:
             with contextlib.suppress(TypeError, ValueError, IndexError):  # not a date either: no hint
                 waits.append(_until(email.utils.parsedate_to_datetime(value).timestamp(), headers, now))
-    milliseconds = _number(headers.get("retry-after-ms"))
+    milliseconds = _number(headers.get("retry-after-ms"), endless=True)
     if milliseconds is not None:
         waits.append(milliseconds / 1000)
     reset = reset_wait(headers, now)

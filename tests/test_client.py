@@ -20,7 +20,7 @@ from batchrun import (
     RequestFailed,
     Transient,
 )
-from batchrun._classify import classify, server_now, server_wait
+from batchrun._classify import FOREVER_S, classify, server_now, server_wait
 from batchrun._management import ManagementApi
 
 from .conftest import FAKE_KEY, FakeClock
@@ -214,6 +214,11 @@ def test_server_wait_header_forms() -> None:
     assert server_wait({"retry-after": "2", "x-ratelimit-reset": str(int((now + 5) * 1000))}, now) == pytest.approx(5)
     assert server_wait({"retry-after": "soon"}, now) is None
     assert server_wait({"retry-after": "-3"}, now) == 0
+    # out-142 L2: `inf` and `1e400` were no hint (sent again at once); 999999999 is past any cap, so are they.
+    for endless in ("inf", "1e400", "Infinity"):
+        assert server_wait({"retry-after": endless}, now) == FOREVER_S
+        assert server_wait({"retry-after-ms": endless}, now) == FOREVER_S / 1000
+    assert server_wait({"retry-after": "-inf"}, now) is None and server_wait({"retry-after": "nan"}, now) is None
 
 
 @pytest.mark.parametrize("behind_s", [0.0, 1.0, 90.0, 300.0, 3600.0, -3600.0])
