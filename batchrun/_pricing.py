@@ -79,7 +79,8 @@ def money(value: Any) -> float | None:
         number = float(value)
     except OverflowError:
         return MAX_USD if value > 0 else None
-    return min(number, MAX_USD) if math.isfinite(number) and number >= 0 else None
+    # + 0.0: a -0.0 is 0.0, as the records write it (out-142 L4: usage.cost kept `-0.0`).
+    return min(number, MAX_USD) + 0.0 if math.isfinite(number) and number >= 0 else None
 
 
 # No one request costs this much (the dearest listed model's longest answer is under $100): a

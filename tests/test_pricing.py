@@ -155,6 +155,11 @@ def test_money_is_capped_so_sums_stay_finite() -> None:
     assert math.isfinite(sum([money(1e308) or 0.0] * 1000))
 
 
+def test_a_negative_zero_charge_is_zero() -> None:
+    # out-142 L4: `usage.cost: -0.0` was recorded as -0.0 beside a "reported" cost of 0.0.
+    assert str(money(-0.0)) == "0.0" and str(charge(-0.0)) == "0.0" and money(-1e-9) is None
+
+
 def test_routing_variants_share_the_base_models_endpoints() -> None:
     assert endpoints_slug("openai/gpt-4o:nitro") == "openai/gpt-4o"
     assert endpoints_slug("meta-llama/llama-3.3-70b-instruct:free") == "meta-llama/llama-3.3-70b-instruct:free"
