@@ -496,6 +496,17 @@ def test_nothing_listening_at_the_base_url_says_what_to_check(tmp_path: Path) ->
     assert err.startswith("batchrun: the endpoint failed before the run started: connect: ")
     assert err.rstrip().endswith("no row was sent: is the endpoint up, and its host and port right?")
     assert not (tmp_path / "o.jsonl").exists()
+    # out-142 L1: one that never answers in --timeout was blamed on the endpoint alone.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(8)  # connections are taken, and never answered
+        url = f"http://127.0.0.1:{held.getsockname()[1]}/api/v1"
+        code, out, err = call_cli(job, "--base-url", url, "--timeout", "0.05", "-o", tmp_path / "o.jsonl")
+    assert code == ExitCode.ERRORS and out == "" and len(err.strip().splitlines()) == 1
+    assert "no complete answer within 0.05 s" in err
+    assert err.rstrip().endswith(
+        "no row was sent: is the endpoint up, and run.timeout_s (--timeout) long enough for it?"
+    )
 
 
 # -- a server's text on the terminal and in logs ------------------------------------------------

@@ -182,7 +182,11 @@ def _handled(args: argparse.Namespace, console: Console) -> int:
         return ExitCode.USAGE
     except RequestFailed as exc:
         # What to do next, for nothing listening at the URL (break27 m7: the error alone).
-        advice = "; no row was sent: is the endpoint up, and its host and port right?" if exc.kind == "connect" else ""
+        advice = {
+            "connect": "; no row was sent: is the endpoint up, and its host and port right?",
+            # `--timeout 0.001` was blamed on the endpoint alone (out-142 L1).
+            "timeout": "; no row was sent: is the endpoint up, and run.timeout_s (--timeout) long enough for it?",
+        }.get(exc.kind, "")
         when = "while pricing the plan" if args.command == "plan" else "before the run started"  # verify38
         console.error(f"the endpoint failed {when}: {exc.kind}: {exc.message}{advice}")
         return ExitCode.ERRORS
