@@ -11,6 +11,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from ._output_paths import output_pattern_problem
@@ -208,3 +209,16 @@ def summary_given(path: Path) -> str | None:
         return None
     results = path.with_name(path.name.removesuffix(".summary.json") + ".jsonl")
     return f"the summary a run writes beside its results: give {str(results)!r}"
+
+
+class Once(argparse.Action):
+    """An option a second, other value of would win in silence (`--budget 1 ... --budget 100`,
+    a line edited in a cron file): a money or gate setting is given once (out-143)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        earlier = getattr(namespace, self.dest, None)
+        if earlier is not None and earlier != values:
+            parser.error(f"{option}: given twice, {earlier:g} and {values:g}: give it once")
+        setattr(namespace, self.dest, values)

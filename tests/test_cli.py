@@ -176,6 +176,16 @@ def test_bad_usage_exits_2(args: list[str]) -> None:
         (["validate", "--bogus"], "unrecognized arguments: --bogus"),
         (["run", "--deadline", "5", "--pass-threshold", "-0"], "the following arguments are required: job"),
         (["report"], "the following arguments are required: results"),
+        # A second, other value of a money or gate setting won in silence (out-143: `--budget 1 --budget 100`).
+        (["run", "x.yaml", "--budget", "1", "--budget", "100"], "--budget: given twice, 1 and 100: give it once"),
+        (
+            ["report", "r.jsonl", "--pass-threshold", ".5", "--pass-threshold", ".9"],
+            "--pass-threshold: given twice, 0.5 and 0.9: give it once",
+        ),
+        (
+            ["x.yaml", "--max-error-rate", "0", "--max-error-rate", "0.1"],
+            "--max-error-rate: given twice, 0 and 0.1: give it once",
+        ),
         # out-143 F11: `--sim` read as --simulate took the job as its K=V, and the message named neither.
         (
             ["--sim", "jobs/eval.yaml"],

@@ -9,27 +9,10 @@ from typing import Any, NoReturn
 
 from .. import __version__, _argtypes
 from .._scrub import hide_keys
-from .._verdict import EXIT_CODE_TABLE, ExitCode
+from .._verdict import ExitCode
+from ._epilog import EPILOG
 
 COMMANDS = ("validate", "plan", "simulate", "report", "diff", "merge", "cache", "run", "batches", "history")
-
-
-EPILOG = f"""commands:
-  batchrun JOB.yaml [options]        run a job (same as `batchrun run JOB.yaml`)
-  batchrun validate JOB.yaml...      schema and semantic checks, no network
-  batchrun plan JOB.yaml             matrix size; with a key or --simulate, worst-case cost vs budget and credit
-  batchrun simulate [--port P]       serve the built-in OpenRouter simulator
-  batchrun report RESULTS.jsonl      summary of a results file (--html OUT.html: a self-contained page)
-  batchrun history [DIR | RUN...]    trends across runs of a job (--html OUT.html, --markdown)
-  batchrun diff A.jsonl B.jsonl      what changed between two runs
-  batchrun merge OUT.jsonl SHARD...  combine shard files of one job
-  batchrun cache explain JOB.yaml    hit or miss per row, and for a miss what changed
-  batchrun cache stats|prune|clear   the response cache's size, hit rates, upkeep
-  batchrun batches list|cancel|adopt|release RESULTS.jsonl   a batch-mode run's batches
-
-exit codes:
-{EXIT_CODE_TABLE}
-"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,6 +96,7 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--budget",
+        action=_argtypes.Once,
         type=_argtypes.positive_float,
         metavar="USD",
         help="spend at most this; the smaller of this and run.budget_usd wins",
@@ -389,6 +373,7 @@ def _add_threshold_pins(parser: argparse.ArgumentParser, group: Any, scope: str 
     from a pull request"): its `pass_threshold` overall and `max_error_rate`."""
     group.add_argument(
         "--pass-threshold",
+        action=_argtypes.Once,
         type=_argtypes.rate,
         metavar="RATE",
         help=f"minimum pass rate of the checks (0..1; overrides run.pass_threshold's overall){scope}",
@@ -396,6 +381,7 @@ def _add_threshold_pins(parser: argparse.ArgumentParser, group: Any, scope: str 
     # Not in the group of --no-thresholds' exclusions with --pass-threshold: both may be pinned.
     parser.add_argument(
         "--max-error-rate",
+        action=_argtypes.Once,
         type=_argtypes.rate,
         metavar="RATE",
         help=f"share of rows in error (or not graded) tolerated (0..1; overrides run.max_error_rate){scope}",
