@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ._exceptions import ConfigError, OutputFailed, SharedOutput
-from ._job_graph import MAX_DEPTH
+from ._limits import MAX_DEPTH
 
 
 def read_regular_text(path: Path) -> str:

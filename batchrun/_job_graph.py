@@ -15,11 +15,10 @@ from yaml.constructor import SafeConstructor
 
 from ._exceptions import Problem
 from ._formats import short
+from ._limits import MAX_DEPTH
 from ._scrub import hide_keys
 
 MAX_JOB_BYTES = 4 << 20
-MAX_DEPTH = 64
-MAX_RENDERED_BYTES = 32 << 20  # what a request's messages may render to (a row's, a grader's)
 MAX_NODES = 200_000  # with aliases expanded; a real job is a few thousand
 MAX_EXPANDED_CHARS = 4 * MAX_JOB_BYTES  # text once aliases are expanded
 MAX_NUMBER_CHARS = 100  # no number a job uses is longer (a 64-bit integer is 20 digits)

@@ -32,7 +32,6 @@ from ._files import read_bounded
 from ._formats import short
 from ._job_graph import (
     BIG_DATA_HINT,
-    MAX_DEPTH,
     MAX_JOB_BYTES,
     MAX_NODES,
     MERGE,
@@ -41,6 +40,7 @@ from ._job_graph import (
     merge_sources,
     problem_at,
 )
+from ._limits import MAX_DEPTH
 from ._scrub import KEY_LIKE, hide_keys
 
 # libyaml's parser when PyYAML has it (the wheels do): the pure-Python scanner is quadratic in

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 
 from ._files import nesting_depth
-from ._job_graph import MAX_DEPTH
 from ._jobfile import MAX_INT, unusable_number
+from ._limits import MAX_DEPTH
 
 
 class RowError(Exception):

@@ -29,8 +29,8 @@ from typing import Any
 import orjson
 
 from ._files import read_regular_text
-from ._job_graph import MAX_RENDERED_BYTES
 from ._json_text import parse_json
+from ._limits import MAX_RENDERED_BYTES
 from ._request_body import request_body
 from ._scrub import KEY_LIKE
 from ._template import Template

@@ -12,10 +12,10 @@ from typing import Any
 from ._checks import check_problems, row_check_problem, row_check_problems
 from ._dataset import ADVICE, unnamed
 from ._formats import short
-from ._job_graph import MAX_RENDERED_BYTES
 from ._job_source import format_path
 from ._jobfile import job_schema
 from ._json_text import json_leaves
+from ._limits import MAX_RENDERED_BYTES
 from ._schema_messages import null_shapes_hint, schema_message
 from ._scrub import KEY_LIKE
 from ._template import PLACEHOLDER, names_in, render_nested, template_problems
