@@ -156,9 +156,9 @@ def _until(at: float, headers: Mapping[str, str], now: float) -> float:
 
 def reset_wait(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds until X-RateLimit-Reset: when the limit that was hit has room again."""
-    reset = _number(headers.get("x-ratelimit-reset"))
-    if reset is None:
-        return None
+    reset = _number(headers.get("x-ratelimit-reset"), endless=True)
+    if reset is None or reset == FOREVER_S:  # `inf`: never, past any cap (out-144 F2)
+        return reset
     # OpenRouter sends epoch milliseconds (not documented; seen in practice); tolerate seconds.
     return _until(reset / 1000 if reset > 1e11 else reset, headers, now)
 
@@ -218,7 +218,7 @@ def classify(
     avail_code = availability["code"][:NAME_LIMIT] if isinstance(availability.get("code"), str) else None
     now = server_now(headers, now)
     wait = server_wait(headers, now)
-    body_wait = _number(availability.get("retry_after"))
+    body_wait = _number(availability.get("retry_after"), endless=True)
     if body_wait is not None and body_wait >= 0:
         wait = body_wait if wait is None else max(wait, body_wait)
     http_status = status if status and status != 200 else code

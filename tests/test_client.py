@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import re
 from typing import Any
 
@@ -218,6 +219,7 @@ def test_server_wait_header_forms() -> None:
     for endless in ("inf", "1e400", "Infinity"):
         assert server_wait({"retry-after": endless}, now) == FOREVER_S
         assert server_wait({"retry-after-ms": endless}, now) == FOREVER_S / 1000
+        assert server_wait({"x-ratelimit-reset": endless}, now) == FOREVER_S  # out-144 F2
     assert server_wait({"retry-after": "-inf"}, now) is None and server_wait({"retry-after": "nan"}, now) is None
 
 
@@ -534,3 +536,14 @@ async def test_an_error_body_becomes_an_error_row(tmp_path: Any) -> None:
     }
     assert rows[0]["error"] == {"kind": "unprocessable", "http_status": 422, "message": "max_tokens must be positive"}
     assert rows[0]["request"]["model"] == rows[0]["model"]
+
+
+def test_an_endless_availability_retry_after_is_past_any_cap() -> None:
+    # out-144 F2: `availability.retry_after` of 1e400 (read as inf) was no hint: retried at backoff.
+    error = {
+        "code": 503,
+        "message": "busy",
+        "availability": {"code": "capacity_exhausted", "retryable": True, "retry_after": math.inf},
+    }
+    failure = classify(503, error, {}, 0)
+    assert failure.retry_after == FOREVER_S
