@@ -34,7 +34,7 @@ from ._reconcile import KeyStart, key_remaining
 from ._results import RowState, ScanResult
 from ._retry import retry_call, retry_policy
 from ._routing import routing_warning, unpinned_models
-from ._scrub import Scrubber, environment_scrubber
+from ._scrub import Scrubber, environment_keys, environment_scrubber
 from ._settings import RunSettings
 
 
@@ -200,7 +200,7 @@ def open_cache(job: Job, options: RunOptions, notice: Notice) -> CacheSession | 
 
 
 def make_client(job: Job, options: RunOptions, settings: RunSettings) -> OpenRouterClient:
-    return OpenRouterClient(
+    client = OpenRouterClient(
         options.base_url or job.endpoint.base_url,
         options.api_key,
         app_url=job.endpoint.app_url,
@@ -212,6 +212,11 @@ def make_client(job: Job, options: RunOptions, settings: RunSettings) -> OpenRou
         transport=options.transport,
         clock=options.clock,
     )
+    # The environment's keys too, whatever key the client sends (the simulator's, under
+    # --simulate): a cache entry holding the real key was written whole into the results (out-145 F2).
+    for key in environment_keys(job.endpoint.api_key_env):
+        client.scrub.add(key)
+    return client
 
 
 def job_routing_warning(job: Job) -> str | None:

@@ -218,5 +218,10 @@ def environment_scrubber(*variables: str) -> Scrubber:
     it writes, is scrubbed of them last, so a path, a message, a reason or a row that carries
     a key (decoded, joined, from anywhere) reaches neither a terminal, a CI log nor an artifact.
     `variables`: others that hold a key whatever their name (a job's `api_key_env`: LLM_CRED)."""
+    return Scrubber(*environment_keys(*variables))
+
+
+def environment_keys(*variables: str) -> list[str | None]:
+    """The values environment_scrubber masks."""
     named = [value for name, value in os.environ.items() if _SECRET_NAME.search(name) and len(value) >= 16]
-    return Scrubber(*(os.environ.get(name) for name in (*SECRET_VARIABLES, *variables)), *named)
+    return [*(os.environ.get(name) for name in (*SECRET_VARIABLES, *variables)), *named]

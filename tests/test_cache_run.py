@@ -625,3 +625,22 @@ run: {concurrency: 1}
     hits = sum(final[i]["cached"] is True for i in sent)
     assert summary.get("cache", {}).get("hits", 0) + summary.get("cache", {}).get("misses", 0) == len(sent)
     assert summary.get("cache", {}).get("hits", 0) == hits
+
+
+def test_a_cache_entry_holding_the_environments_key_is_scrubbed_under_simulate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # out-145 F2: hits were scrubbed of the client's key, the simulator's under --simulate: an
+    # entry edited to hold $OPENROUTER_API_KEY put it whole into the results (the terminal hid it).
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+    job, cache, out = write_job(tmp_path, SMALL_JOB), tmp_path / "cache", tmp_path / "b.jsonl"
+    assert call_cli(job, "--simulate", "-q", f"--cache={cache}", "-o", tmp_path / "a.jsonl")[0] == ExitCode.OK
+    with sqlite3.connect(cache / FILE_NAME) as db:
+        for rowid, answer in db.execute("SELECT rowid, answer FROM entries").fetchall():
+            edited = json.loads(answer) | {"content": f"the key is {FAKE_KEY}", "provider": FAKE_KEY}
+            db.execute("UPDATE entries SET answer = ? WHERE rowid = ?", (json.dumps(edited).encode(), rowid))
+    code, _, err = call_cli(job, "--simulate", "-q", f"--cache={cache}", "-o", out)
+    assert code in (ExitCode.OK, ExitCode.QUALITY, ExitCode.ERRORS), err
+    rows = read_rows(out)
+    assert len(rows) == 20 and all(row["cached"] for row in rows)
+    assert FAKE_KEY not in out.read_text() and "the key is [key]" in out.read_text()
