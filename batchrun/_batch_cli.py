@@ -150,6 +150,13 @@ async def _check_adopted(
             raise ConfigError(f"adopt: {api.url} does not know the batch {batch_id} (404)") from None
     if (problem := not_this_batch(entry, info)) is not None:
         raise ConfigError(f"adopt: {batch_id} is not {entry.key}'s batch: {problem}")
+    if not info.terminal:
+        # Its results are not out: whose rows it holds cannot be read. Another submission's,
+        # adopted while it ran, was found wrong at collection, and b2's hold released (out-145 F1).
+        raise ConfigError(
+            f"adopt: {batch_id} is {info.status}: whose rows it holds can be checked only once it has ended; "
+            f"adopt it then ({entry.key}'s worst case stays counted as spent meanwhile)"
+        )
 
 
 @asynccontextmanager

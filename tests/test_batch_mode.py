@@ -436,7 +436,12 @@ def test_kill_9_right_after_submit_then_resume_keeps_one_batch_per_model(
     refused, _, err = call_cli(*adopt, "batch_nope", "--base-url", batch_sim.base_url)
     assert refused == ExitCode.USAGE and "does not know the batch batch_nope (404)" in err, err
     assert sidecar.read_bytes() == before
-    adopted = call_cli(*adopt, b2, "--base-url", batch_sim.base_url)
+    # out-145 F1: one still running cannot show whose rows it holds: adopted once it has ended.
+    refused, _, err = call_cli(*adopt, b2, "--base-url", batch_sim.base_url)
+    assert refused == ExitCode.USAGE and f"{b2} is validating: whose rows it holds can be checked only once" in err
+    with monkeypatch.context() as ended:
+        ended.setattr(batch_sim.batches, "status", lambda batch: "completed")
+        adopted = call_cli(*adopt, b2, "--base-url", batch_sim.base_url)
     assert adopted[0] == 0, adopted
     batch_sim.clock = clock.time
     clock.now += 7200
@@ -476,7 +481,9 @@ def test_batches_a_killed_run_left_that_under_report_are_counted_at_their_charge
     assert run_cli(job_path, "--base-url", batch_sim.base_url, "-o", out, "--budget", "1", env=env).returncode == -9
     sim_batches = sorted(batch_sim.batches.batches.values(), key=lambda b: b.created)
     monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)  # adopt reads the batch to check it is b3's
-    adopted = call_cli("batches", "adopt", out, "b3", sim_batches[2].id, "--base-url", batch_sim.base_url)
+    with monkeypatch.context() as ended:  # adopted once it has ended (out-145 F1)
+        ended.setattr(batch_sim.batches, "status", lambda batch: "completed")
+        adopted = call_cli("batches", "adopt", out, "b3", sim_batches[2].id, "--base-url", batch_sim.base_url)
     assert adopted[0] == ExitCode.OK, adopted  # its id was never recorded
     clock.now += 7200
     with httpx.Client(headers={"Authorization": f"Bearer {FAKE_KEY}"}) as http:  # billed between the runs
