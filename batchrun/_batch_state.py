@@ -40,9 +40,25 @@ import orjson
 
 from ._exceptions import ResultsError
 from ._files import read_regular_text
+from ._generation import valid_generation_id
+from ._scrub import Scrubber
 
 INTENT, SUBMITTED, COLLECTED, RELEASED = "intent", "submitted", "collected", "released"
 VERSION = 1
+
+
+def _id_problem(entry: BatchEntry, seen: set[str]) -> str | None:
+    """A batch id is sent back in URLs: an id's characters only (a hand-edited `../../credits`
+    sent the key to another path of the host: out-145 F6); and one batch is listed once (twice,
+    it was collected and its charge booked twice: F3)."""
+    if entry.batch_id is None:
+        return None
+    if valid_generation_id(entry.batch_id, Scrubber()) is None:
+        return f"batch_id {str(entry.batch_id)[:40]!r} is not an id (letters, digits, - and _ only)"
+    if entry.batch_id in seen:
+        return f"batch_id {entry.batch_id} is listed twice"
+    seen.add(entry.batch_id)
+    return None
 
 
 def _amount_problem(entry: BatchEntry) -> str | None:
@@ -124,8 +140,9 @@ class BatchState:
             entries = [BatchEntry(**entry) for entry in data["batches"]]
         except TypeError:
             raise ResultsError(f"{path}: a batch entry has unexpected fields") from None
+        seen: set[str] = set()
         for entry in entries:
-            problem = _amount_problem(entry)
+            problem = _amount_problem(entry) or _id_problem(entry, seen)
             if problem is not None:
                 raise ResultsError(f"{path}: batch {entry.key!r}: {problem}; fix or restore the file") from None
         usage, rise = data.get("key_usage_at_end"), data.get("key_rise_usd", 0.0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1417,3 +1418,23 @@ def test_a_runs_key_readings_are_on_one_scale_with_byok_usage_its_limit_leaves_o
     start = KeyStart(usage=1.0, byok_outside=0.5)
     assert usage_span(start, {"key_usage_delta_usd": 0.3}) == (1.5, 1.8)
     assert usage_span(KeyStart(usage=1.0), {"key_usage_delta_usd": 0.3}) == (1.0, 1.3)
+
+
+@pytest.mark.parametrize(
+    ("ids", "said"),
+    [
+        (["../../../api/v1/credits"], "batch_id '../../../api/v1/credits' is not an id"),
+        (["batch_a", "batch_a"], "batch_id batch_a is listed twice"),
+    ],
+)
+def test_a_batch_record_with_an_id_that_is_no_id_or_twice_is_refused(tmp_path: Path, ids: list[str], said: str) -> None:
+    # out-145 F6: an edited id went into the cancel URL with the key (POST /api/v1/credits/cancel);
+    # F3: one batch listed twice was collected, and its charge booked, twice.
+    state = BatchState(tmp_path / "o.batches.json", "window", "f")
+    for n, batch_id in enumerate(ids, 1):
+        state.entries.append(BatchEntry(f"b{n}", "a/m", [f"r{n}"], ["f"], 0.1, 0.0, "submitted", batch_id))
+    state.save()
+    with pytest.raises(ResultsError, match=rf"batch 'b\d': {re.escape(said)}.*; fix or restore the file"):
+        BatchState.load(tmp_path / "o.jsonl", "window", "f")
+    code, _, err = call_cli("batches", "cancel", tmp_path / "o.jsonl")
+    assert code == ExitCode.USAGE and said in err
