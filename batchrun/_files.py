@@ -170,15 +170,19 @@ def stdout_identity() -> tuple[int, int] | None:
 
 
 def refuse_printing_into(inputs: Iterable[Path | None]) -> None:
-    """A reader whose standard output is a file it reads (`report r.jsonl --json >> r.jsonl`):
-    its report was appended to the records it read, exit 0 (out-143 F7)."""
+    """A command whose standard output is a file it reads (`report r.jsonl --json >> r.jsonl`,
+    `batchrun job.yaml >> job.yaml`): what it printed was appended to the records or the job it
+    read, exit 0 (out-143 F7); a results file's summary, read beside it, too (out-144 F3)."""
     out = stdout_identity()
-    for path in inputs:
-        if out is not None and path is not None and file_identity(path) == out:
-            raise ConfigError(
-                f"{path}: is this command's standard output too: what it prints would be written into what it "
-                "reads; send its output elsewhere"
-            )
+    for path in inputs if out is not None else ():
+        # The summary's name as _output_paths.summary_path makes it (that module loads yaml).
+        beside = [path.with_name(path.stem + ".summary.json")] if path and path.name.endswith(".jsonl") else []
+        for read in [path, *beside] if path is not None else []:
+            if file_identity(read) == out:
+                raise ConfigError(
+                    f"{read}: is this command's standard output too: what it prints would be written into what "
+                    "it reads; send its output elsewhere"
+                )
 
 
 def _is(descriptor: int, info: os.stat_result) -> bool:

@@ -627,7 +627,7 @@ def test_the_options_bounds_are_the_schemas() -> None:
     assert call_cli("--simulate", "--grace", "600", "--timeout", "3600", "--help")[0] == ExitCode.OK
 
 
-def test_a_reader_never_prints_into_a_file_it_reads(tmp_path: Path, results: Path) -> None:
+def test_a_command_never_prints_into_a_file_it_reads(tmp_path: Path, results: Path) -> None:
     # out-143 F7: `report r.jsonl --json >> r.jsonl` (">>" typed for ">") appended the report to
     # the records it read, exit 0; so did `diff A B >> B` and `history r.jsonl >> r.jsonl`.
     other = tmp_path / "other.jsonl"
@@ -638,16 +638,24 @@ def test_a_reader_never_prints_into_a_file_it_reads(tmp_path: Path, results: Pat
         ("diff", other, results),
         ("history", results, "--markdown"),
     ]
-    before = results.read_bytes()
+    # out-144 F3, F8: nor into the summary every reader reads beside it, a run in a folder
+    # history reads, a shard merge reads, or the job a run, plan or validate reads.
+    summary = results.with_name("done.summary.json")
+    job = results.with_name("job.yaml")
+    commands += [("history", tmp_path), ("merge", tmp_path / "m.jsonl", results)]
+    into = [(command, results) for command in commands]
+    into += [(("report", results), summary), (("diff", other, results), summary)]
+    into += [((job, "--simulate", "-o", tmp_path / "n.jsonl"), job), (("validate", job), job), (("plan", job), job)]
     saved = os.dup(1)
     try:
-        for command in commands:
-            with open(results, "ab") as appended:
-                os.dup2(appended.fileno(), 1)  # the process's stdout is the results file, as `>>` makes it
+        for command, target in into:
+            before = target.read_bytes()
+            with open(target, "ab") as appended:
+                os.dup2(appended.fileno(), 1)  # the process's stdout is the file, as `>>` makes it
             code, _, err = call_cli(*command)
             os.dup2(saved, 1)
-            assert code == ExitCode.USAGE and f"{results}: is this command's standard output too" in err, command
-            assert results.read_bytes() == before
+            assert code == ExitCode.USAGE and f"{target}: is this command's standard output too" in err, command
+            assert target.read_bytes() == before
     finally:
         os.dup2(saved, 1)
         os.close(saved)

@@ -167,9 +167,12 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
 
 def cmd_history(args: argparse.Namespace, console: Console) -> int:
     from .._history import build_history, render_history_markdown, render_history_text
+    from .._history_files import runs_in
 
     refuse_sidecars((args.html, "a page"), inputs=args.paths)
     refuse_other_kinds((args.html, "a page"))
+    with contextlib.suppress(ResultsError):  # no runs there: said below, as build_history finds it
+        refuse_printing_into(runs_in(args.paths))  # `history DIR >> DIR/x.jsonl` (out-144 F3)
     try:
         history = build_history(args.paths, console.warn)
     except (ConfigError, ResultsError) as failure:
@@ -222,6 +225,7 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
     output = args.output or files.pop(0)
     if not files:
         raise ConfigError("merge needs at least one shard file")
+    refuse_printing_into([*files, args.job])  # `merge OUT SHARD >> SHARD` (out-144 F3)
     job = None if args.job is None else load_job(args.job)
     summary = merge_shards(files, output, job, console.warn)
     failed = bool(summary["shortfalls"]) and not args.allow_partial

@@ -15,6 +15,7 @@ from .._exceptions import (
     JobError,
 )
 from .._fd_limit import fd_floor_problem
+from .._files import refuse_printing_into
 from .._formats import one_line
 from .._output_paths import is_pattern
 from .._scrub import hide_keys
@@ -43,6 +44,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     from .._job import load_job
     from .._matrix import run_size_problem
 
+    refuse_printing_into(args.jobs)  # `validate job.yaml >> job.yaml` (out-144 F8)
     failed = False
     for path in args.jobs:
         try:
@@ -102,6 +104,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
         raise ConfigError("--max-error-rate and --no-thresholds: one or the other (the latter gates no rate)")
     if args.retry_errors and not args.resume:
         raise ConfigError("--retry-errors continues a run: use it with --resume")
+    refuse_printing_into([args.job])  # `batchrun job.yaml >> job.yaml`: the job no longer loaded (out-144 F8)
     job = load_job(args.job)
     jobs.append(job)
     args.job_loaded = True  # the files it names may be read off it for the step summary (_common)
@@ -191,6 +194,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     from .._job import load_job
 
+    refuse_printing_into([args.job])
     job = load_job(args.job)
     try:
         return _plan(args, console, job)
