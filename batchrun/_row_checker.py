@@ -53,6 +53,16 @@ def row_checker(
     MAX_RENDERED_BYTES (20,000 placeholders of a 1 MB value: a 20 GB body, MemoryError: break59 F4)."""
     validator = None
     keyed = keyed_checks(checks)
+    templated = [(-1, c) for c in checks if "tool_call" in c and names_in([c])]  # `{tool_call: "{{fn}}"}`
+
+    def calls(row: dict[str, Any], own: list[Any]) -> list[str]:
+        """Templated `tool_call` checks, filled in from the row, that could only fail (out-144 F1)."""
+        mine = [(i, c) for i, c in enumerate(own) if isinstance(c, dict) and "tool_call" in c and names_in([c])]
+        found = [(i, tool_call(render_nested(check, row))) for i, check in [*templated, *mine]]
+        return [
+            f"{f'checks[{i}].' if i >= 0 else 'a check filled in from this row: '}tool_call: {w}" for i, w in found if w
+        ]
+
     # The checks are rendered per row too (a judge's rubric goes to the grader): a rubric of
     # 20,000 placeholders was a MemoryError at validate, 200 of them a 200 MB grader request (verify60 F4).
     texts = [leaf for leaf in json_leaves([messages, list(checks)]) if isinstance(leaf, str)]
@@ -92,7 +102,7 @@ def row_checker(
                 kind = "an object" if isinstance(value, dict) else "a list"
                 return f"variable {name!r} is {kind}: values are strings, numbers, booleans or null"
         if "checks" not in row:
-            return row_check_problem(list(checks), row)  # `icontains: ""` passes
+            return row_check_problem(list(checks), row) or _all_of(calls(row, [])) or None  # `icontains: ""` passes
         if isinstance(row["checks"], str):  # a CSV column named so
             return (
                 f"checks is {short(row['checks'])!r}: a row's `checks` is its own list of checks "
@@ -137,6 +147,7 @@ def row_checker(
         # Rendered (every name is there): the row's own by their index, the prompt's as they are.
         found = row_check_problems([*checks, *row["checks"]], row)
         said = [f"checks[{i - len(checks)}]: {m}" if i >= len(checks) else m for i, m in found]
+        said += calls(row, row["checks"])
         return _all_of(said) if said else None
 
     return check_row

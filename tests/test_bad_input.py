@@ -589,6 +589,19 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
             "to openai/gpt-4o-mini declares (get_weather): it could only fail"
         ],
     ),
+    # out-144 F1: templated, filled in from the row, it validated ok and failed its row.
+    (
+        "a templated tool_call check naming no declared function",
+        ONE_PROMPT.replace('"hi"', '"hi {{fn}}"')
+        + "    params: {tools: [{type: function, function: {name: get_weather}}]}\n"
+        "    checks: [{tool_call: '{{fn}}'}]\n"
+        "    vars: [{fn: get_wether}, {fn: get_weather, checks: [{tool_call: {name: 'x{{fn}}'}}]}]\n",
+        [
+            "at $.prompts[0].vars[0] a check filled in from this row: tool_call: names function 'get_wether', which "
+            "no tool prompt 'p' sends to openai/gpt-4o-mini declares (get_weather): it could only fail",
+            "at $.prompts[0].vars[1] checks[0].tool_call: names function 'xget_weather'",
+        ],
+    ),
     (
         "a default tool_call check naming a function a prompt does not declare",
         "name: x\nmodels: [openai/gpt-4o-mini]\ndefaults: {checks: [{tool_call: get_weather}]}\nprompts:\n"
