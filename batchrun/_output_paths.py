@@ -142,6 +142,9 @@ def report_output_problem(path: Path, role: str) -> str | None:
         target = path.resolve()
     except (OSError, RuntimeError):  # a symlink loop: the write fails and says so
         target = path
+    written = not (target.exists() and not target.is_file())  # a stream (/dev/stdout) is written into
+    if written and (too_long := _name_length_problem(target, (target.suffix,))) is not None:
+        return too_long
     candidates = dict.fromkeys((path, target))
     for candidate in candidates:  # names first: a link's target is named, not the content it shares
         problem = sidecar_problem(candidate, role)
@@ -275,21 +278,29 @@ def sidecar_name_problem(output: Path, made: bool = True) -> str | None:
     return sidecar or (_name_length_problem(output) if made else None)
 
 
-def _name_length_problem(output: Path) -> str | None:
-    """A name too long for the names of the files written beside it, each written whole through
-    a temporary copy (mkstemp's: the name, 8 characters, `.tmp`): a summary's failed once every
-    row was paid for (exit 11), and so did every resume's (out-143 F5)."""
+def _name_length_problem(output: Path, suffixes: tuple[str, ...] = (".jsonl", *SIDECARS)) -> str | None:
+    """A name too long for the names of the files written beside it (`suffixes` after its stem),
+    each written whole through a temporary copy (mkstemp's: the name, 8 characters, `.tmp`): a
+    summary's failed once every row was paid for (exit 11), and so did every resume's (out-143
+    F5); through a folder deep enough, the whole path's limit too (out-144 F5), and a page's or a
+    JUnit file's after its re-grading was paid for (F6)."""
     try:
-        limit = os.pathconf(output.parent, "PC_NAME_MAX")
+        name_max, path_max = (os.pathconf(output.parent, name) for name in ("PC_NAME_MAX", "PC_PATH_MAX"))
     except (OSError, ValueError):  # a folder the run is to make
-        limit = 255
-    longest = max(len((output.stem + suffix).encode()) for suffix in (".jsonl", *SIDECARS)) + len("12345678.tmp")
-    if longest <= limit:
-        return None
-    return (
-        f"{output}: its name is too long: the files written beside it (and their temporary copies) need "
-        f"names of up to {longest} bytes, past the {limit} a file name may have there; give a shorter name"
-    )
+        name_max, path_max = 255, 4096
+    longest = max(len((output.stem + suffix).encode()) for suffix in suffixes) + len("12345678.tmp")
+    whole = len(os.fsencode(os.path.abspath(output.parent))) + 1 + longest
+    if longest > name_max:
+        return (
+            f"{output}: its name is too long: the files written beside it (and their temporary copies) need "
+            f"names of up to {longest} bytes, past the {name_max} a file name may have there; give a shorter name"
+        )
+    if whole >= path_max:
+        return (
+            f"{output}: its path is too long: the files written there (and their temporary copies) need paths "
+            f"of up to {whole} bytes, past the {path_max} a path may have; give a shorter path"
+        )
+    return None
 
 
 def summary_path(results: Path) -> Path:

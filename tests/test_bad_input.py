@@ -1989,3 +1989,14 @@ def test_an_output_name_too_long_for_the_files_beside_it_is_refused_before_anyth
         assert_refused(code, err, "its name is too long: the files written beside it", "past the 255 a file name")
         assert len(err.splitlines()) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml"]
     assert call_cli(job, "--simulate", "-q", "-o", tmp_path / ("a" * 228 + ".jsonl"))[0] == ExitCode.OK
+    # out-144 F6: a page's or a JUnit file's temporary copy too (exit 11 once the re-grading was paid).
+    done = tmp_path / ("a" * 228 + ".jsonl")
+    code, _, err = call_cli("report", done, "--job", job, "--html", tmp_path / ("p" * 240 + ".html"))
+    assert_refused(code, err, "its name is too long")
+    # F5: the whole path's limit, through a folder deep enough (4,096 bytes).
+    deep = tmp_path.joinpath(*["d" * 200] * ((4000 - len(str(tmp_path))) // 201))
+    deep.mkdir(parents=True)
+    stem = 4096 - len(str(deep)) - 21  # its lock (stem + 11 bytes) fits; its summary's temporary copy does not
+    code, _, err = call_cli(job, "--simulate", "-o", deep / ("b" * stem + ".jsonl"))
+    assert_refused(code, err, "its path is too long", "past the 4096 a path may have")
+    assert list(deep.iterdir()) == []
