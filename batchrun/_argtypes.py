@@ -43,6 +43,8 @@ def _number(text: str) -> float:
 
 def whole(text: str, low: int, high: int) -> int:
     try:
+        if not text.isascii():  # int() takes other scripts' digits too ('٤': out-144 F8), as float() does
+            raise ValueError
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None

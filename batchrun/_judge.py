@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,7 +34,7 @@ from ._json_text import parse_json
 from ._limits import MAX_RENDERED_BYTES
 from ._request_body import request_body
 from ._scrub import KEY_LIKE
-from ._template import Template
+from ._template import PLACEHOLDER, Template
 from ._template import template_problems as malformed_placeholders
 
 VERDICT_SCHEMA_NAME = "batchrun_verdict"
@@ -61,6 +62,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "max_tokens": 300,
     "provider": {"allow_fallbacks": False, "require_parameters": True},
 }
+MAX_USES = 8  # of a row's text ({{question}}, {{answer}}, {{rubric}}) in a grader template
 TEMPLATE_NAMES = frozenset({"question", "rubric", "answer", "nonce"})
 MAX_REASON = 500
 
@@ -117,11 +119,17 @@ def _answer_enclosed(text: str) -> bool:
 
 def template_problems(text: str) -> list[str]:
     """What is wrong with a replacement grader template, found at validate time."""
-    if len(text) > MAX_RENDERED_BYTES:
-        # Every answer was paid for, then every grader request failed as too large (out-143 F9).
-        return [f"the grader prompt is {len(text):,} characters, past the {MAX_RENDERED_BYTES:,} a request may hold"]
+    if (size := len(text.encode("utf-8", "surrogatepass"))) > MAX_RENDERED_BYTES:
+        # Every answer was paid for, then every grader request failed as too large (out-143 F9);
+        # in bytes, as it is sent (17.8 M 'é' are 35.6 MB: out-144 F4).
+        return [f"the grader prompt is {size:,} bytes, past the {MAX_RENDERED_BYTES:,} a request may hold"]
     names = Template(text).names
     problems = []
+    # Each of the row's texts a few times at most: a 120 KB template of {{question}} repeated
+    # rendered to 40 MB a grader request (out-144 F4).
+    uses = Counter(PLACEHOLDER.findall(text))
+    if repeated := [name for name in ("question", "answer", "rubric") if uses[name] > MAX_USES]:
+        problems.append(f"the grader prompt uses {{{{{repeated[0]}}}}} {uses[repeated[0]]:,} times: at most {MAX_USES}")
     missing = {"rubric", "answer"} - names
     if missing:
         problems.append(f"the grader prompt lacks {', '.join('{{' + n + '}}' for n in sorted(missing))}")

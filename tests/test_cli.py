@@ -176,6 +176,9 @@ def test_bad_usage_exits_2(args: list[str]) -> None:
         (["validate", "--bogus"], "unrecognized arguments: --bogus"),
         (["run", "--deadline", "5", "--pass-threshold", "-0"], "the following arguments are required: job"),
         (["report"], "the following arguments are required: results"),
+        # out-144 F8: int() reads other scripts' digits; --timeout (float) already refused them.
+        (["x.yaml", "--concurrency", "٤"], "argument --concurrency: expected a whole number, got '٤'"),
+        (["x.yaml", "--max-attempts", "４"], "argument --max-attempts: expected a whole number, got '４'"),
         # A second, other value of a money or gate setting won in silence (out-143: `--budget 1 --budget 100`).
         (["run", "x.yaml", "--budget", "1", "--budget", "100"], "--budget: given twice, 1 and 100: give it once"),
         (

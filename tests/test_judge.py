@@ -182,7 +182,13 @@ def test_template_problems_name_missing_and_unknown_placeholders() -> None:
     # out-143 F9: a 50 MB template validated; every answer was paid for, every grading too large.
     huge = shipped_template() + "x" * (32 << 20)
     assert template_problems(huge) == [
-        f"the grader prompt is {len(huge):,} characters, past the 33,554,432 a request may hold"
+        f"the grader prompt is {len(huge):,} bytes, past the 33,554,432 a request may hold"
+    ]
+    # out-144 F4: in bytes as sent (17 M 'é' are 34 MB), and a row's text a few times at most.
+    wide = "é" * 17_000_000 + shipped_template()
+    assert template_problems(wide)[0].startswith(f"the grader prompt is {len(wide.encode()):,} bytes, past")
+    assert template_problems(shipped_template() + "{{ question }}" * 20) == [
+        "the grader prompt uses {{question}} 21 times: at most 8"
     ]
     # break20 F26: checked as a prompt's text is; a malformed placeholder was sent as written.
     for bad, said in (
