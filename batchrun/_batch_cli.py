@@ -186,7 +186,14 @@ async def _cancel(
             if entry.state != SUBMITTED or entry.batch_id is None:
                 lines.append(f"{entry.key}: {entry.state}, nothing to cancel")
                 continue
-            info = await api.cancel(entry.batch_id)
+            try:
+                info = await api.cancel(entry.batch_id)
+            except RequestFailed as failure:
+                if failure.http_status != 409:
+                    raise
+                # Ended already (the API's 409): not "the endpoint failed before the run started" (out-145 F4).
+                lines.append(f"{entry.key}: {entry.batch_id} has ended already; the next run collects it")
+                continue
             entry.status = info.status
             lines.append(f"{entry.key}: {entry.batch_id} is {info.status}; the next run collects what it finished")
         state.save()

@@ -400,8 +400,11 @@ class BatchExecutor:
         if (open_entries or doubt) and runner.stop_reason is None:
             runner.request_stop(
                 StopReason.SUBMITTED,
-                f"{self.outcome.open_rows} row(s) await OpenRouter: {self.poll_failures.describe(open_entries)}"
-                + (f", {doubt} in doubt (see `batchrun batches list`)" if doubt else "")
+                f"{self.outcome.open_rows} row(s) await OpenRouter: "
+                + ", ".join(
+                    [self.poll_failures.describe(open_entries)] * bool(open_entries)
+                    + [f"{doubt} in doubt (see `batchrun batches list`)"] * bool(doubt)
+                )
                 + "; collect them with --resume",
             )
         return PoolOutcome(runner.stop_reason, runner.stop_message, runner.ledger.committed)

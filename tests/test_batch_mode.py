@@ -382,6 +382,10 @@ def test_kill_9_right_after_submit_then_resume_keeps_one_batch_per_model(
         "meta-llama/llama-3.1-8b-instruct": 1,
     }
     assert "b2" in err and "not submitted again" in err
+    said = read_run_summary(out)["stop_message"]  # out-145 F7: it was "await OpenRouter: , 1 in doubt"
+    assert said.endswith(
+        "row(s) await OpenRouter: 1 in doubt (see `batchrun batches list`); collect them with --resume"
+    )
     listed = call_cli("batches", "list", out)
     # verify50 N5: words and options an action leaves unused were taken as done.
     unused: list[tuple[list[str | Path], str]] = [
@@ -723,6 +727,9 @@ def test_batches_cancel_and_the_next_run_collects_the_cancelled_rows_as_skipped(
         code, text, _ = call_cli("batches", "cancel", out, "--base-url", simulator.base_url)
         assert code == 0 and text.count("cancelling") == 3 and simulator.batches.stats.cancels == 3
         clock.now += 120
+        # out-145 F4: cancelled again once ended (the API's 409) was "the endpoint failed", exit 1.
+        code, text, err = call_cli("batches", "cancel", out, "--base-url", simulator.base_url)
+        assert (code, err) == (0, "") and text.count("has ended already; the next run collects it") == 3, text
         report = asyncio.run(run(job, simulator, out, clock, resume=True))
         assert report.summary["total"]["skipped"] == 15
         assert {r["reason"] for r in read_rows(out)} == {"batch_cancelled"}
