@@ -127,7 +127,7 @@ class ResponseCache:
         if busy_timeout_s is None:
             busy_timeout_s = BUSY_TIMEOUT_S  # read here, not when the module loaded: tests shorten it
         path = directory / FILE_NAME
-        if not create and not path.exists():
+        if not create and not path.exists() and not path.is_symlink():  # a dangling link is said (out-145 F5)
             raise NoCache(f"{path}: no cache here yet")
         if directory.exists() and not directory.is_dir():
             raise CacheError(f"{directory}: not a folder")

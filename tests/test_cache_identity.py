@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from batchrun import ExitCode
 from batchrun._cache import FILE_NAME, cache_files
 from batchrun._cache_file import APPLICATION_ID
 from batchrun._results import final_records
@@ -218,4 +219,9 @@ def test_a_link_in_place_of_the_cache_file_never_makes_its_target_the_cache(
         (cache / FILE_NAME).symlink_to(victim)
     code, _, err = call_cli(job, "--base-url", sim.base_url, "-o", tmp_path / "a.jsonl", f"--cache={cache}", "-q")
     assert code == 0 and "not a batchrun cache (a link to a file that is none)" in err
+    assert (victim.read_bytes() == b"") if target != "missing" else not victim.exists()
+    # out-145 F5: the upkeep commands said "nothing stored there yet", exit 0, of a dangling link.
+    for action in (["stats"], ["prune", "--older-than", "1d"], ["clear"]):
+        code, _, err = call_cli("cache", *action, "--dir", cache)
+        assert code == ExitCode.USAGE and "not a batchrun cache (a link to a file that is none)" in err, action
     assert (victim.read_bytes() == b"") if target != "missing" else not victim.exists()
