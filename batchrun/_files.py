@@ -174,10 +174,12 @@ def refuse_printing_into(inputs: Iterable[Path | None]) -> None:
     `batchrun job.yaml >> job.yaml`): what it printed was appended to the records or the job it
     read, exit 0 (out-143 F7); a results file's summary, read beside it, too (out-144 F3)."""
     out = stdout_identity()
-    for path in inputs if out is not None else ():
+    if out is None:
+        return
+    for path in filter(None, inputs):
         # The summary's name as _output_paths.summary_path makes it (that module loads yaml).
-        beside = [path.with_name(path.stem + ".summary.json")] if path and path.name.endswith(".jsonl") else []
-        for read in [path, *beside] if path is not None else []:
+        beside = [path.with_name(path.stem + ".summary.json")] if path.name.endswith(".jsonl") else []
+        for read in (path, *beside):
             if file_identity(read) == out:
                 raise ConfigError(
                     f"{read}: is this command's standard output too: what it prints would be written into what "

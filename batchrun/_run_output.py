@@ -255,9 +255,13 @@ def _unterminated_row(output: Path, job: str) -> set[str]:
     over as torn, and the resume's repair keeps it (out-143 F6: a row the job no longer has went
     unseen). Another job's is the repair's to refuse, as such."""
     with open_regular(output) as reader:
-        reader.seek(max(0, os.fstat(reader.fileno()).st_size - MAX_RECORD_BYTES - 1))
+        size = os.fstat(reader.fileno()).st_size
+        reader.seek(max(0, size - 1))
+        if size == 0 or reader.read(1) == b"\n":
+            return set()  # every resume: one byte read, not the tail's 32 MiB
+        reader.seek(max(0, size - MAX_RECORD_BYTES - 1))
         tail = reader.read()
-    record = None if tail.endswith(b"\n") else whole_record(tail[tail.rfind(b"\n") + 1 :])
+    record = whole_record(tail[tail.rfind(b"\n") + 1 :])
     return {record["id"]} if record is not None and record["job"] == job else set()
 
 
