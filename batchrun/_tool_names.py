@@ -27,8 +27,8 @@ def _declared(params: Any) -> set[str] | None:
 
 
 def _named(check: Any) -> str | None:
-    """The function a `tool_call` check names, when it is plain text (not templated, not under `not`)."""
-    call = check.get("tool_call") if isinstance(check, dict) and not check.get("not") else None
+    """The function a `tool_call` check names, when it is plain text (not templated)."""
+    call = check.get("tool_call") if isinstance(check, dict) else None
     name = call if isinstance(call, str) else call.get("name") if isinstance(call, dict) else None
     return name if isinstance(name, str) and name and "{{" not in name else None
 
@@ -53,10 +53,25 @@ def _offered(data: dict[str, Any], prompt: Any) -> list[tuple[str, set[str] | No
     ]
 
 
-def _undeclared(check: Any, offered: list[tuple[str, set[str] | None]], whose: str) -> str | None:
+def _in_job(data: dict[str, Any]) -> set[str]:
+    """Every function name some tool of the job declares, to any model with any prompt."""
+    params = [data.get("defaults", {}).get("params")]
+    params += [m.get("params") for m in data["models"] if isinstance(m, dict)]
+    params += [p.get("params") for p in data["prompts"]]
+    return {name for p in params for name in _declared(p) or ()}
+
+
+def _undeclared(check: Any, offered: list[tuple[str, set[str] | None]], whose: str, in_job: set[str]) -> str | None:
     """Why a `tool_call` check could only fail, said for the first model whose rows it would
-    fail (the others would repeat it); None when it can pass."""
+    fail (the others would repeat it); None when it can pass. Under `not`, a name that no tool
+    of the job declares anywhere (out-144 F8c, `delete_files` for `delete_file`) could only
+    pass; one declared for another prompt or model is a guard kept on purpose."""
     name = _named(check)
+    if name is not None and check.get("not"):
+        if name in in_job or any(declared is None for _, declared in offered):
+            return None
+        listed = ", ".join(sorted(in_job)) or "none"
+        return f"names function {name!r}, which no tool of this job declares ({listed}): under not, it could only pass"
     for model, declared in offered if name is not None else ():
         if declared is not None and name not in declared:
             listed = ", ".join(sorted(declared)) or "none"
@@ -69,7 +84,7 @@ def tool_call_problems(source: JobSource) -> list[Problem]:
     """Each `tool_call` check of a prompt, its own or by default, naming a function that the
     tools sent with it to some model do not declare: on that model's rows it could only fail."""
     data: dict[str, Any] = source.data
-    problems = []
+    problems, in_job = [], _in_job(data)
     for i, prompt in enumerate(data["prompts"]):
         checks: list[tuple[tuple[str | int, ...], Any]]
         checks = [(("prompts", i, "checks", j), check) for j, check in enumerate(prompt.get("checks", []))]
@@ -77,7 +92,7 @@ def tool_call_problems(source: JobSource) -> list[Problem]:
         offered = _offered(data, prompt)
         for where, check in checks:
             whose = "this prompt" if where[0] == "prompts" else f"prompt {prompt.get('id')!r}"
-            if (why := _undeclared(check, offered, whose)) is not None:
+            if (why := _undeclared(check, offered, whose, in_job)) is not None:
                 problems.append(source.problem((*where, "tool_call"), why))
     return problems
 
@@ -85,8 +100,8 @@ def tool_call_problems(source: JobSource) -> list[Problem]:
 def row_tool_call_problem(data: dict[str, Any], prompt: Any) -> Callable[[Any], str | None]:
     """What is wrong with a `tool_call` check a row of `prompt` carries in its own `checks`
     (a dataset's row): the same as with the prompt's."""
-    offered = _offered(data, prompt)
-    return lambda check: _undeclared(check, offered, f"prompt {prompt.get('id')!r}")
+    offered, in_job = _offered(data, prompt), _in_job(data)
+    return lambda check: _undeclared(check, offered, f"prompt {prompt.get('id')!r}", in_job)
 
 
 # The chat API's tool types beside `function` (openapi.yaml, ChatFunctionTool's anyOf and

@@ -577,6 +577,9 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
             "openai/gpt-4o-mini declares (get_weather): it could only fail",
             "at $.prompts[1].checks[0].tool_call names function 'get_weather', which no tool this prompt sends to "
             "openai/gpt-4o-mini declares (none)",
+            # out-144 F8c: negated, a name no tool of the job declares could only pass.
+            "at $.prompts[0].checks[2].tool_call names function 'x', which no tool of this job declares "
+            "(get_weather): under not, it could only pass",
         ],
     ),
     (

@@ -131,6 +131,25 @@ def test_validate_refuses_a_bad_tool_call_check(tmp_path: Path) -> None:
     assert code == ExitCode.USAGE and "tool_call arguments is not a valid JSON Schema" in err
 
 
+def test_a_negated_tool_call_check_of_a_function_another_prompt_offers_is_a_guard(tmp_path: Path) -> None:
+    """Under `not`, only a name no tool of the job declares is refused (it could only pass); a
+    guard against a function another prompt offers is kept. A row's own check is held to the same."""
+    text = (
+        "name: guard\nmodels: [openai/gpt-4o-mini]\nprompts:\n"
+        "  - {id: a, text: hi, params: {tools: [{type: function, function: {name: delete_file}}]}}\n"
+        "  - {id: b, text: hi, checks: [{tool_call: delete_file, not: true}]}\n"
+    )
+    code, out, err = call_cli("validate", write_job(tmp_path, text))
+    assert (code, err) == (0, "") and ": ok (job guard)" in out
+    code, _, err = call_cli("validate", write_job(tmp_path, text.replace("delete_file, not", "delete_files, not")))
+    assert code == ExitCode.USAGE and "names function 'delete_files', which no tool of this job declares" in err
+    row = text.replace(
+        "checks: [{tool_call: delete_file, not: true}]", "vars: [{checks: [{tool_call: rm, not: true}]}]"
+    )
+    code, _, err = call_cli("validate", write_job(tmp_path, row))
+    assert code == ExitCode.USAGE and "$.prompts[1].vars[0] checks[0].tool_call: names function 'rm', which no" in err
+
+
 # -- repeats ----------------------------------------------------------------------------------
 REPEAT_JOB = """
 name: repeated
