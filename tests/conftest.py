@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -35,6 +36,12 @@ sys.dont_write_bytecode = False
 # keeps what the kernel was given either way, and a full disk is simulated with RLIMIT_FSIZE.
 if "PYTEST_DEBUG_TEMPROOT" not in os.environ and os.access("/dev/shm", os.W_OK | os.X_OK):
     os.environ["PYTEST_DEBUG_TEMPROOT"] = "/dev/shm"
+
+# A suite started as a background job of a non-interactive shell (`cmd &`, as a CI runner or
+# nohup may) inherits SIGINT ignored, and so would every process a test starts: those start as
+# a command typed at a terminal does, with SIGINT live. Tests of an ignored SIGINT set it so.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import httpx  # noqa: E402  # after the bytecode setting: these imports compile batchrun
 import pytest  # noqa: E402
