@@ -44,7 +44,14 @@ def refuse_summary_place(output: Path, new: bool) -> None:
     if not (isinstance(data, dict) and {"job", "total", "models", "prompts"} <= data.keys()):  # what every summary has
         raise ConfigError(f"{summary}: not a batchrun summary: a summary goes there; it was left untouched")
     named = data.get("output")
-    if isinstance(named, str) and Path(named).name != output.name:
+    if not (isinstance(named, str) and named):
+        # Every run and merge names its file: one naming none may be anyone's, with what it
+        # counted, and was replaced in silence (out-144 F8d).
+        raise ConfigError(
+            f"{summary}: names no results file (no `output`): it may be another run's; it was left untouched; "
+            "move it away, or give another --output"
+        )
+    if Path(named).name != output.name:
         # A pair copied or renamed apart: it was replaced in silence, with what it counted (out-143 F1).
         raise ConfigError(
             f"{summary}: the summary of {Path(named).name}, not of {output.name}: it was left untouched; move it "

@@ -196,6 +196,13 @@ def test_a_results_file_removed_from_beside_its_summary_is_not_resumed_as_new(tm
     code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "other.jsonl")
     assert code == ExitCode.USAGE and "other.summary.json: the summary of r.jsonl, not of other.jsonl" in err, err
     assert not (tmp_path / "other.jsonl").exists() and (tmp_path / "other.summary.json").read_bytes() == summary
+    # out-144 F8d: one naming no file at all may be anyone's: it was replaced in silence.
+    nameless = json.dumps({k: v for k, v in json.loads(summary).items() if k != "output"})
+    (tmp_path / "other.summary.json").write_text(nameless)
+    code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "other.jsonl")
+    assert code == ExitCode.USAGE and "other.summary.json: names no results file (no `output`)" in err, err
+    assert not (tmp_path / "other.jsonl").exists() and (tmp_path / "other.summary.json").read_text() == nameless
+    (tmp_path / "other.summary.json").write_bytes(summary)
     # Its own, beside no file: a new run replaces it, as it replaces the results.
     (tmp_path / "other.summary.json").rename(tmp_path / "r.summary.json")
     assert call_cli(job, "--simulate", "-q", "-o", out)[0] == ExitCode.OK
