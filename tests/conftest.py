@@ -37,11 +37,12 @@ sys.dont_write_bytecode = False
 if "PYTEST_DEBUG_TEMPROOT" not in os.environ and os.access("/dev/shm", os.W_OK | os.X_OK):
     os.environ["PYTEST_DEBUG_TEMPROOT"] = "/dev/shm"
 
-# A suite started as a background job of a non-interactive shell (`cmd &`, as a CI runner or
-# nohup may) inherits SIGINT ignored, and so would every process a test starts: those start as
-# a command typed at a terminal does, with SIGINT live. Tests of an ignored SIGINT set it so.
-if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+# A suite started as a background job of a non-interactive shell (`cmd &`) inherits SIGINT
+# ignored, and under nohup SIGHUP, and so would every process a test starts: those start as a
+# command typed at a terminal does, with both live. Tests of an ignored signal set it so.
+for _sig, _live in ((signal.SIGINT, signal.default_int_handler), (signal.SIGHUP, signal.SIG_DFL)):
+    if signal.getsignal(_sig) == signal.SIG_IGN:
+        signal.signal(_sig, _live)
 
 import httpx  # noqa: E402  # after the bytecode setting: these imports compile batchrun
 import pytest  # noqa: E402
