@@ -18,6 +18,7 @@ from ._files import read_regular_text
 from ._formats import one_line
 from ._job import Job
 from ._job_runs import folder_runs
+from ._limit_parts import LimitParts
 from ._matrix import count_requests, matrix_requests, run_size_problem
 from ._models import PRICE_CAVEATS, Resolution, variant_of
 from ._options import RunOptions
@@ -97,6 +98,25 @@ class PricedPlan:
     unknown_why: dict[str, str] = field(default_factory=dict)  # model -> why its worst case is unknown
     previous_unknown: set[str] = field(default_factory=set)  # models with earlier rows of unknown cost
     cheapest: dict[str, float] = field(default_factory=dict)  # model -> its cheapest request's worst case
+
+    def fit_warnings(self) -> list[str]:
+        """Models no request (batch) of which fits what the run may spend, each of its budget, the
+        key's credit and the balance less the margin, as the run compares (out-103 F6,
+        _preflight.fit_warnings): it would send none of them, and stop, exit 5."""
+        budget, margin = self.job.run.budget_usd, self.job.run.budget_margin_usd
+        remaining = self.key.get("limit_remaining") if self.key else None
+        parts = LimitParts(
+            job=None if budget is None else budget - margin,
+            key=remaining - margin if isinstance(remaining, (int, float)) and not isinstance(remaining, bool) else None,
+            balance=None if self.balance is None else self.balance - margin,
+            margin=margin,
+        )
+        if parts.limit is None:
+            return []
+        found = Estimate(
+            rows=self.rows, worst_usd=self.worst, no_max_tokens=self.no_max_tokens, cheapest_usd=self.cheapest
+        )
+        return unaffordable(found, parts.limit, self.job.run, parts.from_key, parts.job)
 
     def refusal(self) -> str | None:
         """What the run would refuse with, decided as the run decides it (_preflight.preflight)."""
@@ -350,11 +370,7 @@ def render_plan(plan: PricedPlan) -> str:
                 f"{'a free-tier account' if tier is True else 'an account'} may send: those past it are not sent "
                 "today (daily_cap, exit 1), and a resume the next day goes on"
             )
-    if budget is not None:  # what the run may spend of it, as the run compares (out-103 F6)
-        found = Estimate(
-            rows=plan.rows, worst_usd=plan.worst, no_max_tokens=plan.no_max_tokens, cheapest_usd=plan.cheapest
-        )
-        lines += unaffordable(found, max(0.0, budget - margin), job.run)
+    lines += plan.fit_warnings()
     for model in sorted(plan.no_max_tokens):
         lines.append(
             f"warning: {model} has requests without max_tokens: costed at the model's maximum completion "

@@ -342,7 +342,8 @@ def test_plan_takes_the_margin_off_as_the_run_does_and_a_margin_that_leaves_noth
     job = write_job(tmp_path, text % "0.99999")
     code, out, _ = call_cli("plan", job, "--simulate")
     assert (
-        code == 0 and "budget: $1.000000 (less budget_margin_usd $0.999990: $0.000010) -> worst case EXCEEDS it" in out
+        code == ExitCode.BUDGET
+        and "budget: $1.000000 (less budget_margin_usd $0.999990: $0.000010) -> worst case EXCEEDS it" in out
     )
     job.write_text(text % "1.0")
     code, _, err = call_cli("validate", job)
@@ -376,8 +377,9 @@ def test_a_model_no_request_of_which_fits_the_budget_is_said_before_anything_is_
         'of {{c}}?"\n    vars: [{c: France}, {c: Japan}]\nrun: {budget_usd: 0.1}\n',
     )
     said = "warning: no request of anthropic/claude-3.5-haiku fits the budget: the cheapest needs up to $0.14"
-    code, out, _ = call_cli("plan", job, "--simulate")
-    assert code == ExitCode.OK and said in out and "openai/gpt-4o-mini fits" not in out
+    code, out, err = call_cli("plan", job, "--simulate")
+    assert code == ExitCode.BUDGET and said in out and "openai/gpt-4o-mini fits" not in out
+    assert err == "batchrun: the run would stop, exit 5: no request of 1 model(s) fits what it may spend\n"
     code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "r.jsonl")
     assert code == ExitCode.BUDGET and err.startswith(f"batchrun: {said}")  # under --quiet too: first
     assert "no request of openai/gpt-4o-mini" not in err and "(set params.max_tokens, or raise" in err
@@ -410,6 +412,10 @@ def test_a_model_no_request_of_which_fits_the_budget_is_said_before_anything_is_
     # The key's credit binding, no budget helps: it says what does; and both, when both are short.
     code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "k.jsonl", "--sim", "key_limit=0.0005")
     assert code == ExitCode.BUDGET and "(add credits, or raise the key's limit: they bind, not the budget)" in err
+    code, out, _ = call_cli("plan", job, "--simulate", "--sim", "key_limit=0.0005")  # the plan says so too
+    assert code == ExitCode.BUDGET and "(add credits, or raise the key's limit: they bind, not the budget)" in out
+    code, out, _ = call_cli("plan", job, "--simulate", "--budget", "0.0012")  # each request fits: exit 0, as
+    assert code == ExitCode.OK and "-> worst case EXCEEDS it" in out  # the run may well end within it
     argv = (job, "--simulate", "-q", "-o", tmp_path / "kb.jsonl", "--sim", "key_limit=0.0004", "--budget", "0.0005")
     code, _, err = call_cli(*argv)
     assert code == ExitCode.BUDGET and f"(add credits, or raise the key's limit, and {raise_budget})" in err

@@ -240,12 +240,19 @@ def _plan(args: argparse.Namespace, console: Console, job: Any) -> int:
             warn=console.error,
         )
         refused.append(plan.refusal())
+        short.extend(plan.fit_warnings())
         return render_plan(plan)
 
     refused: list[str | None] = []
+    short: list[str] = []
     console.out.write(run_loop(with_simulator(args, body)) + "\n")
     if refused and refused[0] is not None:
         raise ConfigError(refused[0])  # the run would refuse the same way: the same exit code
+    if short:
+        # The run would send none of these models' rows and stop, exit 5: a CI's plan step
+        # passed it, exit 0, with the warnings on stdout (out-145 leftover).
+        console.error(f"the run would stop, exit 5: no request of {len(short)} model(s) fits what it may spend")
+        return ExitCode.BUDGET
     return ExitCode.OK
 
 
