@@ -310,7 +310,7 @@ def _semantic_problems(source: JobSource, base_dir: Path) -> tuple[list[Problem]
     return problems, prompts
 
 
-def _rows_kinds(prompt: PromptSpec) -> set[str] | None:
+def rows_kinds(prompt: PromptSpec) -> set[str] | None:
     """What the checks of a prompt's rows hold (_judge.check_kinds); None when not known."""
     if isinstance(prompt.rows, DatasetFile):
         return prompt.rows.check_kinds
@@ -319,7 +319,7 @@ def _rows_kinds(prompt: PromptSpec) -> set[str] | None:
 
 def may_check(job: Job) -> bool:
     """Whether a row of the job may be checked (a dataset not read yet: it may bring checks)."""
-    return any(prompt.checks or _rows_kinds(prompt) != set() for prompt in job.prompts)
+    return any(prompt.checks or rows_kinds(prompt) != set() for prompt in job.prompts)
 
 
 def _grading_problems(source: JobSource, base_dir: Path, prompts: list[PromptSpec]) -> list[Problem]:
@@ -345,7 +345,7 @@ def _grading_problems(source: JobSource, base_dir: Path, prompts: list[PromptSpe
         problems.append(source.problem(("judge", "pass_score"), "pass_score applies to aggregate: mean only"))
     places: list[tuple[JsonPath, list[Any]]] = [(("defaults", "checks"), data.get("defaults", {}).get("checks", []))]
     places += [(("prompts", i, "checks"), p.get("checks", [])) for i, p in enumerate(data["prompts"])]
-    rows = {p.id: _rows_kinds(p) for p in prompts}  # by prompt: what its rows' checks hold
+    rows = {p.id: rows_kinds(p) for p in prompts}  # by prompt: what its rows' checks hold
     kinds = set().union(*(check_kinds(c) for _, c in places), *({"panel"} if k is None else k for k in rows.values()))
     if panel and "one" in kinds and "panel" not in kinds:
         # Nor by no check: each names one grader of its own (verify32 n8: a strict pass_score

@@ -253,11 +253,14 @@ def one_grader(grader: Any) -> bool:
 
 def check_kinds(checks: Any) -> set[str]:
     """What a list of checks holds, for rules that ask it of every row: "checks" (any at all),
-    "one" (a judge check with one grader of its own), "panel" (one that takes the job's aggregate)."""
+    "one" (a judge check with one grader of its own), "panel" (one that takes the job's aggregate),
+    "untimed" (one that is not `max_latency_ms`: a batch row, which has no latency, can meet it)."""
     if not isinstance(checks, list) or not checks:
         return set()
     kinds = {"checks"}
     for check in checks:
         if isinstance(check, dict) and "judge" in check:
             kinds.add("one" if one_grader(check.get("grader")) else "panel")
+        if not (isinstance(check, dict) and "max_latency_ms" in check):
+            kinds.add("untimed")
     return kinds

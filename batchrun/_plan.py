@@ -11,6 +11,7 @@ from typing import Any
 
 from ._account import endpoints_outage, read_balance, read_endpoints
 from ._account_reply import unknown_reset
+from ._batch_latency import latency_only_threshold
 from ._costs import CostModel, unknown_price_refusal
 from ._estimate import Estimate, unaffordable
 from ._exceptions import ConfigError, ResultsError
@@ -120,6 +121,8 @@ class PricedPlan:
 
     def refusal(self) -> str | None:
         """What the run would refuse with, decided as the run decides it (_preflight.preflight)."""
+        if (never := latency_only_threshold(self.job, self.job.run)) is not None:
+            return never
         bounded = _bounded(self.job, self.key, self.balance)
         return unknown_price_refusal(self.unknown_why, bounded, self.job.run.allow_unknown_prices)
 

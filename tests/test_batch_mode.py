@@ -662,6 +662,43 @@ async def test_rows_with_image_parts_run_in_sync_mode(tmp_path: Path, batch_sim:
     assert report.summary["total"]["ok"] == 2 and report.summary["batches"]["sync_rows"] == 1
 
 
+async def test_a_threshold_only_latency_checks_could_meet_is_refused_before_a_batch_is_sent(
+    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
+) -> None:
+    # A batch row has no latency: a threshold over rows checked only by max_latency_ms was met
+    # by none, and the run paid for every row before it exited 1, "could not be checked".
+    timed = MULTIMODAL.replace("MODE", "sync").replace(
+        "  - id: plain\n", "    checks: [{max_latency_ms: 9000}]\n  - id: plain\n"
+    )
+    timed = timed.replace(
+        '    text: "Capital of France?"\n', '    text: "Capital of France?"\n    checks: [{max_latency_ms: 9000}]\n'
+    )
+    gates = {
+        "{prompts: {plain: 0.5}}": "run.pass_threshold.prompts.plain: in batch mode it could never be checked",
+        "{models: {openai/gpt-4o-mini: 0.5}}": None,  # the picture's row goes in sync mode: timed
+        "{prompts: {look: 0.5}}": None,
+        "0.5": None,
+    }
+    for gate, refused in gates.items():
+        job = load_job(write_job(tmp_path, timed.replace("batch_multimodal: sync", f"pass_threshold: {gate}")))
+        out = tmp_path / "r.jsonl"
+        if refused is None:  # checked, or a prompt's own checks would be: it runs
+            await run(job, batch_sim, out, clock)
+            out.unlink()
+            continue
+        with pytest.raises(ConfigError, match=refused):
+            await run(job, batch_sim, out, clock)
+        assert not out.exists() and batch_sim.batches.stats.submitted == 0
+    assert batch_sim.stats.chat_requests == 3  # the picture's row, in sync mode, of the three runs
+    # Another check on the prompt's rows lets the batch meet it.
+    other = timed.replace("{max_latency_ms: 9000}", "{max_latency_ms: 9000}, {contains: Paris}")
+    job = load_job(
+        write_job(tmp_path, other.replace("batch_multimodal: sync", "pass_threshold: {prompts: {plain: 0.5}}"))
+    )
+    await run(job, batch_sim, tmp_path / "o.jsonl", clock)
+    assert batch_sim.batches.stats.submitted == 4  # one a run but the refused one
+
+
 def test_rows_with_image_parts_are_refused_at_validate(tmp_path: Path) -> None:
     path = write_job(tmp_path, MULTIMODAL.replace("MODE", "refuse"))
     code, _, err = call_cli("validate", path)
@@ -767,12 +804,22 @@ async def test_a_threshold_over_rows_batch_mode_leaves_without_a_check_is_not_pa
     text = THREE_MODELS.replace(
         "vars: [{a: 1}, {a: 2}]", "vars: [{a: 1}, {a: 2}]\n    checks: [{max_latency_ms: 1}]"
     ).replace("max_error_rate: 0.5}", "max_error_rate: 0.5, pass_threshold: {prompts: {sum: 0.9}}}")
-    # Validate takes it (out-138 F3: which rows go by batch is known only when the run prices them).
+    # Validate takes it (out-138 F3: --mode may override run.mode); then it was exit 1, "could not
+    # be checked", with every row paid for. The run refuses it before a batch is sent.
     job = batch_job(write_job(tmp_path, text))
-    report = await run(job, batch_sim, tmp_path / "r.jsonl", clock)
+    with pytest.raises(ConfigError, match="run.pass_threshold.prompts.sum: in batch mode it could never be checked"):
+        await run(job, batch_sim, tmp_path / "r.jsonl", clock)
+    assert batch_sim.batches.stats.submitted == 0 and not (tmp_path / "r.jsonl").exists()
+    # Run without it, such a file's verdict still says so (`report --job` with a threshold added).
+    loose = replace(job, run=replace(job.run, pass_threshold=None))
+    report = await run(loose, batch_sim, tmp_path / "r.jsonl", clock)
     code, reasons = decide(report.summary, job.run)
     assert code == ExitCode.ERRORS and report.summary["prompts"]["sum"]["checked"] == 0
     assert "prompt sum: its threshold could not be checked: none of its 6 row(s) has a check" in reasons
+    # In sync mode the same rows are checked, and fail the threshold (1 ms), exit 3.
+    report = await run(replace(job, run=replace(job.run, mode="sync")), batch_sim, tmp_path / "s.jsonl", clock)
+    code, reasons = decide(report.summary, job.run)
+    assert code == ExitCode.QUALITY and report.summary["prompts"]["sum"]["checked"] == 6, reasons
 
 
 async def test_a_batch_answer_is_a_sync_hit_only_where_every_check_can_be_graded(

@@ -1057,9 +1057,18 @@ run: {pass_threshold: {per_item: {min: 2, of: 3}}}
     timed = alone.replace('text: "Say hi."', 'text: "Say hi.", checks: [{max_latency_ms: 60000}]')
     job = write_job(tmp_path, timed, "timed.yaml")
     done = [f"--sim=batch_{phase}_s=0" for phase in ("validating", "in_progress", "finalizing")]
-    code, _, err = call_cli(job, "--simulate", *done, "--mode", "batch", "-o", tmp_path / "a.jsonl")
-    assert code == ExitCode.ERRORS, err
-    assert "the per-item gate could not be checked: none of its 1 item(s) has a check" in err
+    # In batch mode, latency checks do not apply: every row was paid for, then exit 1, "the
+    # per-item gate could not be checked"; refused before anything is sent, as is `plan`.
+    runs: list[list[str | Path]] = [[job, "-o", tmp_path / "a.jsonl"], ["plan", job]]
+    for argv in runs:
+        code, _, err = call_cli(*argv, "--simulate", *done, "--mode", "batch")
+        assert code == ExitCode.USAGE and not (tmp_path / "a.jsonl").exists(), err
+        assert err.endswith(
+            "run.pass_threshold.per_item: in batch mode it could never be checked: its rows' only "
+            "checks are max_latency_ms, and a batch row has no latency; run them with --mode sync, or "
+            "give them another check\n"
+        ), err
+    assert call_cli(job, "--simulate", "-q", "--mode", "sync", "-o", tmp_path / "a.jsonl")[0] == ExitCode.OK
 
 
 def test_a_threshold_on_a_prompt_with_nothing_to_check_is_refused(tmp_path: Path) -> None:
