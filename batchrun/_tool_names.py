@@ -142,7 +142,9 @@ def _near_miss(kind: str) -> str | None:
     from rapidfuzz.distance import OSA
 
     prefix = "openrouter:" if kind.startswith("openrouter:") else ""
-    server = [tool for tool in SERVER_TOOLS if tool.startswith("openrouter:") == bool(prefix)]
+    # The other APIs' too: `openrouter:shel` is as sure a typo as `openrouter:bsah` (out-145 leftover).
+    known = SERVER_TOOLS + tuple(sorted(OTHER_TOOLS))
+    server = [tool for tool in known if tool.startswith("openrouter:") == bool(prefix)]
     names = [tool.removeprefix(prefix) for tool in server]
     near = process.extractOne(kind.removeprefix(prefix), names, scorer=OSA.distance, score_cutoff=1)
     return prefix + near[0] if near else None

@@ -551,7 +551,7 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         "name: x\ndefaults: {params: {tools: [{type: openrouter:websearch}]}}\n"
         "models: [{id: openai/gpt-4o-mini, params: {tools: [{type: web_search_previews}]}}]\n"
         "prompts:\n  - {id: p, text: hi, params: {tools: [{type: openrouter:datetime}, "
-        "{type: openrouter:subagents}, {type: openrouter:fusiom}, {type: openrouter:bsah}]}}\n"
+        "{type: openrouter:subagents}, {type: openrouter:fusiom}, {type: openrouter:bsah}, {type: openrouter:shel}]}}\n"
         "judge: {model: openai/gpt-4o-mini, params: {tools: [{type: openrouter:websearch}]}}\n",
         [
             "at $.defaults.params.tools[0].type 'openrouter:websearch' is not a server tool OpenRouter documents: "
@@ -564,6 +564,9 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
             "did you mean 'openrouter:fusion'?",
             "at $.prompts[0].params.tools[3].type 'openrouter:bsah' is not a server tool",
             "at $.judge.params.tools[0].type 'openrouter:websearch' is not a server tool",
+            # A near miss of a tool the docs name for OpenRouter's other APIs is a typo too.
+            "at $.prompts[0].params.tools[4].type 'openrouter:shel' is not a server tool OpenRouter documents: "
+            "did you mean 'openrouter:shell'?",
         ],
     ),
     # out-139 F9: a tool_call check naming a function no tool declares validated ok, and failed every row.
