@@ -208,10 +208,13 @@ def _quiet(_message: str) -> None:
     return None  # the second read of a file: its set-aside lines were reported by the first
 
 
-def build_history(paths: Iterable[Path], warn: Warn = _quiet) -> dict[str, Any]:
-    """The runs in `paths` (files or folders), oldest first; `warn` hears of lines set aside (torn, corrupt)."""
+def build_history(paths: Iterable[Path], warn: Warn = _quiet, listed: list[Path] | None = None) -> dict[str, Any]:
+    """The runs in `paths` (files or folders), oldest first; `warn` hears of lines set aside (torn,
+    corrupt). `listed`: `runs_in(paths)`, where the caller has listed them already."""
     paths = list(paths)
-    files = finished(runs_in(paths), warn)  # a run in progress is no run of the history yet
+    files = finished(
+        runs_in(paths) if listed is None else listed, warn
+    )  # a run in progress is no run of the history yet
     named = {path.resolve() for path in paths if not path.is_dir()}
 
     def read(path: Path) -> Run | None:

@@ -171,10 +171,12 @@ def cmd_history(args: argparse.Namespace, console: Console) -> int:
 
     refuse_sidecars((args.html, "a page"), inputs=args.paths)
     refuse_other_kinds((args.html, "a page"))
+    runs = None
     with contextlib.suppress(ResultsError):  # no runs there: said below, as build_history finds it
-        refuse_printing_into(runs_in(args.paths))  # `history DIR >> DIR/x.jsonl` (out-144 F3)
+        runs = runs_in(args.paths)
+        refuse_printing_into(runs)  # `history DIR >> DIR/x.jsonl` (out-144 F3)
     try:
-        history = build_history(args.paths, console.warn)
+        history = build_history(args.paths, console.warn, runs)
     except (ConfigError, ResultsError) as failure:
         _history_page_failed(args, console, str(failure))
         raise
