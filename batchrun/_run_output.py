@@ -269,9 +269,8 @@ def _foreign_rows_problem(output: Path, states: ScanResult, job: Job, shard: Sha
     """Why resuming `output` would leave a file no gate accepts: rows it holds that the job
     (this shard of it) no longer has. They were kept and counted in the summary, exit 0, and
     then `report --job` and `merge` refused the file for ever (break24 F8)."""
-    stray = (states.ids() | _unterminated_row(output, job.name)) - {
-        request.id for request in matrix_requests(job, shard)
-    }
+    unterminated = _unterminated_row(output, job.name)
+    stray = (states.ids() | unterminated) - {request.id for request in matrix_requests(job, shard)}
     if not stray:
         return None
     part = "" if shard is None else f" (shard {shard.index}/{shard.count})"
@@ -284,9 +283,17 @@ def _foreign_rows_problem(output: Path, states: ScanResult, job: Job, shard: Sha
             f"{head}: they are another shard's of this job (run with another --shard, or by a batchrun before "
             "shards kept an item's repeats together): run this shard into a new --output"
         )
+    # A whole record on a last line without its newline: the readers pass it over as torn, where
+    # they refuse whole lines; the resume's repair would keep it (out-144 F7: the message said
+    # `report --job` and `merge` refused the file, which they did not).
+    kept = (
+        "the resume would keep its last line (a whole record, without its newline)"
+        if stray <= unterminated
+        else ("`report --job` and `merge` would refuse the file")
+    )
     return (
-        f"{head}: its models, variables, dataset or repeat changed since they ran, and `report --job` "
-        "and `merge` would refuse the file; run into a new --output, or resume with the job as it was"
+        f"{head}: its models, variables, dataset or repeat changed since they ran, and {kept}; run into a new "
+        "--output, or resume with the job as it was"
     )
 
 

@@ -529,6 +529,7 @@ def test_a_resume_refuses_a_file_holding_rows_the_job_no_longer_has(tmp_path: Pa
     assert code == ExitCode.USAGE
     assert err.startswith(f"batchrun: {out}: 4 row(s) of the file are not in the matrix of job 'small', e.g. id ")
     assert "run into a new --output, or resume with the job as it was" in err and err.count("\n") == 1
+    assert "`report --job` and `merge` would refuse the file" in err
     assert out.read_bytes() == before and out.with_name("r.summary.json").read_bytes() == summary
     # out-143 F6: such a row alone, last, and without its newline was passed over as torn; the
     # resume then kept it (adding the newline), exit 0, a file report --job refuses.
@@ -539,6 +540,8 @@ def test_a_resume_refuses_a_file_holding_rows_the_job_no_longer_has(tmp_path: Pa
     cut = out.read_bytes()
     code, _, err = call_cli(job, "--simulate", "-o", out, "--resume", "-q")
     assert code == ExitCode.USAGE and "1 row(s) of the file are not in the matrix of job 'small'" in err, err
+    # Said as it is: the readers pass that line over as torn (out-144 F7: "would refuse the file").
+    assert "the resume would keep its last line (a whole record, without its newline)" in err, err
     assert out.read_bytes() == cut
     out.write_bytes(before)
     # A shard's file resumed as another shard holds rows that shard does not have.
