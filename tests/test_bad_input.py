@@ -1069,6 +1069,12 @@ OPTION_CASES: list[tuple[str, list[str], list[str]]] = [
         ["--simulate", "--sim", "latency_ms=abc"],
         ["--sim latency_ms=abc: expected a number, got 'abc'"],
     ),
+    # out-144 F8: float() takes other scripts' digits, as every other number option does not.
+    (
+        "sim arabic digit",
+        ["--simulate", "--sim", "fault.503=\u0660.\u0665"],
+        ["expected a number, got '\u0660.\u0665'"],
+    ),
     ("retry errors without resume", ["--retry-errors"], ["--retry-errors continues a run: use it with --resume"]),
     # break27 m5: a 1xx "fault" left each attempt hanging; a grader's shares above 1 were taken.
     (
