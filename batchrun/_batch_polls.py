@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ._batch_state import BatchEntry
 from ._exceptions import RequestFailed
+from ._formats import one_line, short
 from ._options import Notice
 
 LIMIT = 20  # polls in a row: 20 minutes at the default batch_poll_s of 60 s
@@ -29,6 +30,7 @@ class PollFailures:
         # The longest Retry-After of this round of polls: the next round waits at least that
         # (break22 m6: a 429 asking for a pause was polled again every batch_poll_s).
         self.wait_s = 0.0
+        self._odd_model: set[str] = set()  # batch keys whose polls named another model, said once
 
     def failed(self, entry: BatchEntry, failure: RequestFailed) -> int:
         """Count a failed poll of `entry`; the polls it has failed in a row."""
@@ -49,9 +51,18 @@ class PollFailures:
         wait, self.wait_s = max(poll_s, min(self.wait_s, 10 * poll_s)), 0.0
         return wait
 
-    def read(self, entry: BatchEntry) -> None:
+    def read(self, entry: BatchEntry, model: str | None) -> None:
+        """A poll of `entry` answered, for a batch of `model` (None: not said)."""
         self._in_a_row.pop(entry.key, None)
         entry.poll_failed = None
+        if model is not None and model != entry.model and entry.key not in self._odd_model:
+            # Its id is the one sent, so it is read; but adopt refuses the same mismatch, and a
+            # poll took it in silence (out-145 F8). Once: each later poll would say it again.
+            self._odd_model.add(entry.key)
+            self.notice(
+                f"warning: batch {entry.key}: OpenRouter says it is for {one_line(short(model))}, not {entry.model} "
+                "as sent; its rows are recorded with the model each answer names"
+            )
 
     def given_up(self, entries: list[BatchEntry]) -> bool:
         """True when every batch in `entries` failed its last LIMIT polls."""

@@ -289,7 +289,7 @@ class BatchExecutor:
             if info.id != entry.batch_id:  # break22 m4: a proxy or cache answering for another batch
                 self.poll_failures.failed(entry, Transient("bad_response", f"the answer is batch {info.id}'s", 200))
                 continue
-            self.poll_failures.read(entry)
+            self.poll_failures.read(entry, info.model)
             entry.status = info.status
             if info.terminal:
                 await self._collect(entry, info)

@@ -383,6 +383,23 @@ def test_a_batch_object_of_another_batch_is_not_collected_as_this_one(tmp_path: 
     assert "poll failed: bad_response: the answer is batch batch_other's" in outcome.stderr
 
 
+def test_a_poll_naming_another_model_is_said_once_and_its_rows_recorded(tmp_path: Path) -> None:
+    # out-145 F8: adopt refuses a batch whose object names another model; a poll took it in silence.
+    polls = 0
+
+    def batch_of(ids: list[str]) -> dict[str, Any]:
+        nonlocal polls
+        polls += 1
+        status = "completed" if polls > 2 else "in_progress"
+        return {**completed(ITEM_COST * ROWS, ids, status), "model": "anthropic/claude-3.5-haiku\n" + FAKE_KEY}
+
+    outcome = run(tmp_path, batch_of)
+    assert outcome.code == ExitCode.OK and len(outcome.rows) == ROWS, outcome.stderr
+    said = [line for line in outcome.stderr.splitlines() if "OpenRouter says it is for" in line]
+    assert len(said) == 1 and FAKE_KEY not in outcome.stderr, outcome.stderr
+    assert "it is for anthropic/claude-3.5-haiku\\n[key], not openai/gpt-4o-mini as sent" in said[0], said
+
+
 def test_result_items_repeated_or_for_no_row_are_said_and_counted(tmp_path: Path) -> None:
     # break22 m1, m2: a row answered twice, and an item for a row never sent, passed in silence.
     def batch_of(ids: list[str]) -> dict[str, Any]:
@@ -666,7 +683,7 @@ def test_each_batch_unread_for_its_last_polls_is_named_beside_batches_still_runn
     unread, running = (BatchEntry(k, "m", ["r"], ["f"], 0.0, 0.0) for k in "ab")
     for _ in range(LIMIT):
         polls.failed(unread, Transient("upstream_error", "down", 503))
-    polls.read(running)
+    polls.read(running, "m")
     assert polls.unreadable([unread, running]) == [unread] and not polls.given_up([unread, running])
     assert polls.given_up([unread]) and len(said) == 1  # the failure said once, as it was
     # out-135 F5: one failed poll, the last, is a batch whose state is not known, not "running".
@@ -676,7 +693,7 @@ def test_each_batch_unread_for_its_last_polls_is_named_beside_batches_still_runn
     assert polls.describe([running, failing]) == "1 batch(es) still running, 1 whose last poll failed"
     assert polls.unread_words([failing]).endswith("how they stand is not known")
     assert failing.poll_failed == "upstream_error: down" and running.poll_failed is None  # kept for `batches list`
-    polls.read(failing)
+    polls.read(failing, None)
     assert polls.describe([running, failing]) == "2 batch(es) still running" and failing.poll_failed is None
 
 
