@@ -16,28 +16,36 @@ from ._request_body import request_body
 from ._settings import RunSettings
 
 
-def _checked(job: Job, prompt: PromptSpec, model: str, params: dict[str, object]) -> bool:
-    """Whether a row of `prompt` for `model` may be checked in batch mode: it goes in sync mode
-    (non-text parts, as run.batch_multimodal sends them; a `:free` model's, $0 under a limit), or
-    some check of it is not a latency check (a dataset's rows not read yet: assumed so)."""
+def _checked(job: Job, prompt: PromptSpec, model: str, params: dict[str, object], unknown_prices: bool) -> bool:
+    """Whether a row of `prompt` for `model` may be checked in batch mode: it may go in sync mode
+    (non-text parts, as run.batch_multimodal sends them; a `:free` model's, $0, or under
+    allow_unknown_prices an unknown price's, under a limit), or some check of it is not a latency
+    check (a dataset's rows not read yet: assumed so). The prices are read later, in pre-flight:
+    a row that may go in sync mode is taken as one that does (out-146 F8)."""
     rows = rows_kinds(prompt)
     if rows is None:
         return True
     kinds = check_kinds(list(prompt.checks)) | rows
     body = request_body(model, list(prompt.messages), request_params(job, params, prompt.params))
-    return "checks" in kinds if model.endswith(":free") or non_text_part(body) else "untimed" in kinds
+    sync = unknown_prices or model.endswith(":free") or non_text_part(body) is not None
+    return "checks" in kinds if sync else "untimed" in kinds
 
 
-def latency_only_threshold(job: Job, settings: RunSettings) -> str | None:
-    """Why `settings.pass_threshold` could never be checked in this batch-mode run, or None."""
+def latency_only_threshold(job: Job, settings: RunSettings, given: float | None = None) -> str | None:
+    """Why `settings.pass_threshold`, or `given` (--pass-threshold, over the whole job), could
+    never be checked in this batch-mode run, or None."""
     threshold = settings.pass_threshold
-    if settings.mode != "batch" or threshold is None:
+    if settings.mode != "batch" or (threshold is None and given is None):
         return None
-    checked = {(m.id, p.id): _checked(job, p, m.id, m.params) for m in job.models for p in job.prompts}
-    scopes: list[tuple[str, set[tuple[str, str]]]] = []
-    if not isinstance(threshold, dict):
+    checked = {
+        (m.id, p.id): _checked(job, p, m.id, m.params, settings.allow_unknown_prices)
+        for m in job.models
+        for p in job.prompts
+    }
+    scopes: list[tuple[str, set[tuple[str, str]]]] = [("--pass-threshold", set(checked))] if given is not None else []
+    if isinstance(threshold, (int, float)):
         scopes.append(("run.pass_threshold", set(checked)))
-    else:
+    elif isinstance(threshold, dict):
         scopes += [
             (f"run.pass_threshold.{kind}", set(checked)) for kind in ("overall", "per_item") if kind in threshold
         ]

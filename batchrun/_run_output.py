@@ -240,7 +240,9 @@ def earlier_summary(output: Path) -> dict[str, Any]:
             f"{path}: not the summary of {output.name} (unreadable): what earlier runs counted as spent beyond "
             "the records cannot be read; move it away to resume"
         )
-    if path.exists() and isinstance(named, str) and Path(named).name != output.name:
+    if (
+        path.exists() and isinstance(named, str) and named and Path(named).name != output.name
+    ):  # "": as none (out-146 F11)
         # A pair renamed together is the commonest cause: said, with the way on (break35 F8).
         raise ConfigError(
             f"{path}: the summary of {Path(named).name}, not of {output.name}: if the two were renamed together, "

@@ -138,15 +138,21 @@ def _near_miss(kind: str) -> str | None:
         return None
     # Here, not at the top: only a type the docs do not name needs it, and every command that
     # loads a job would import it (6-17 ms of start-up).
-    from rapidfuzz import process
     from rapidfuzz.distance import OSA
 
     prefix = "openrouter:" if kind.startswith("openrouter:") else ""
     # The other APIs' too: `openrouter:shel` is as sure a typo as `openrouter:bsah` (out-145 leftover).
     known = SERVER_TOOLS + tuple(sorted(OTHER_TOOLS))
-    server = [tool for tool in known if tool.startswith("openrouter:") == bool(prefix)]
-    names = [tool.removeprefix(prefix) for tool in server]
-    near = process.extractOne(kind.removeprefix(prefix), names, scorer=OSA.distance, score_cutoff=1)
+    names = [tool.removeprefix(prefix) for tool in known if tool.startswith("openrouter:") == bool(prefix)]
+    name = kind.removeprefix(prefix)
+    # A short name is one letter from many words: of those, only its letters swapped (`bsah`) or
+    # one dropped (`shel`) is a typo; `openrouter:hash`, `:spell` or `:map` may be tools of their
+    # own (out-146 F9).
+    near = [
+        n
+        for n in names
+        if OSA.distance(name, n) <= 1 and (len(n) > 5 or sorted(n) == sorted(name) or len(name) < len(n))
+    ]
     return prefix + near[0] if near else None
 
 

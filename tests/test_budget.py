@@ -422,3 +422,4 @@ def test_a_model_no_request_of_which_fits_the_budget_is_said_before_anything_is_
     job.write_text(capped.replace("budget_usd: 0.0005, budget_margin_usd: 0.0003}", "budget_usd: 0.001, mode: batch}"))
     code, out, _ = call_cli("plan", job, "--simulate")
     assert "warning: no batch of anthropic/claude-3.5-haiku fits the budget: its 2 request(s) need up to $" in out, out
+    assert code == ExitCode.OK  # which rows go by batch is the run's to sort (out-146 F4: image rows go in sync)

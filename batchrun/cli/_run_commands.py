@@ -92,6 +92,7 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
         # this very file (verify41 F-2b: `-o r.jsonl 2>> r.jsonl` wrote them into the results).
         refuse_shared_output(args.output)
 
+    from .._batch_latency import latency_only_threshold
     from .._job import load_job
     from .._matrix import Shard
     from .._options import RunOptions
@@ -128,6 +129,8 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
         # in batch mode took minutes (break27 m11).
         settings = replace(settings, batch_poll_s=min(settings.batch_poll_s, SIMULATED_BATCH_POLL_S))
     job = replace(job, run=settings)
+    if (never := latency_only_threshold(job, replace(settings, pass_threshold=None), args.pass_threshold)) is not None:
+        raise ConfigError(never)  # the file's own thresholds are the run's to refuse (_batch_setup)
     shard = None
     if args.shard:
         shard = Shard.parse(args.shard)
@@ -240,7 +243,10 @@ def _plan(args: argparse.Namespace, console: Console, job: Any) -> int:
             warn=console.error,
         )
         refused.append(plan.refusal())
-        short.extend(plan.fit_warnings())
+        # A request too dear for what the run may spend is never sent, in either mode. A batch too
+        # dear is only a warning: which rows go by batch (not non-text ones, nor $0 ones under a
+        # limit) is decided as the run sorts them (out-146 F4: exit 5, and the run ended 0).
+        short.extend(line for line in plan.fit_warnings() if line.startswith("warning: no request of "))
         return render_plan(plan)
 
     refused: list[str | None] = []
