@@ -27,6 +27,7 @@ class Estimate:
     cached: dict[str, int] = field(default_factory=dict)  # rows the cache will answer (in `rows` too)
     saved_usd: float = 0.0  # what those rows cost when they were first answered
     cheapest_usd: dict[str, float] = field(default_factory=dict)  # model -> its cheapest request's worst case
+    judge_cheapest_usd: dict[str, float] = field(default_factory=dict)  # grader -> its cheapest request's
 
     @property
     def total_rows(self) -> int:
@@ -37,10 +38,19 @@ class Estimate:
         """Answers and their grading: judge requests are spent from the same budget."""
         return sum(self.worst_usd.values()) + sum(self.judge_worst_usd.values())
 
-    def add_judging(self, requests: list[Request], costs: CostModel) -> None:
+    def add_judging(self, requests: list[Request], costs: CostModel, floors: list[Request] | None = None) -> None:
+        """`requests` at their worst; `floors`, the same with the shortest answer, for the least a
+        grader request can need (`requests` where the answer is known)."""
         for grader in requests:
             self.judge_requests[grader.model] = self.judge_requests.get(grader.model, 0) + 1
             self.priced(grader, costs, self.judge_worst_usd)
+        for grader in requests if floors is None else floors:
+            # The least one needs: more would say "none fits" of graders the run can send (the
+            # run reserves for the answer it got, the plan for the longest it may get).
+            usd = costs.worst(grader).usd
+            if usd is not None:
+                cheapest = min(self.judge_cheapest_usd.get(grader.model, usd), usd)
+                self.judge_cheapest_usd[grader.model] = cheapest
 
     def priced(self, request: Request, costs: CostModel, into: dict[str, float]) -> float | None:
         """Add the request's worst case to `into` (by model), or note its price as unknown;
@@ -98,5 +108,12 @@ def unaffordable(
             said.append(
                 f"no batch of {model} fits the budget: its {batch} request(s) need up to ${whole:.6f}, {left} (lower "
                 f"run.batch_max_requests, or {raise_it(whole)})"
+            )
+    for model, usd in sorted(found.judge_cheapest_usd.items()):
+        # Its rows answered, then no grader sent: every judge check undecided, exit 5 (out-146 F3).
+        if usd > budget:
+            said.append(
+                f"no grading request of {model} fits the budget: the cheapest needs up to ${usd:.6f}, {left} "
+                f"({raise_it(usd)})"
             )
     return [f"warning: {line}" for line in said]

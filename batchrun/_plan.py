@@ -99,6 +99,7 @@ class PricedPlan:
     unknown_why: dict[str, str] = field(default_factory=dict)  # model -> why its worst case is unknown
     previous_unknown: set[str] = field(default_factory=set)  # models with earlier rows of unknown cost
     cheapest: dict[str, float] = field(default_factory=dict)  # model -> its cheapest request's worst case
+    judge_cheapest: dict[str, float] = field(default_factory=dict)  # grader -> its cheapest request's
 
     def fit_warnings(self) -> list[str]:
         """Models no request (batch) of which fits what the run may spend, each of its budget, the
@@ -114,9 +115,8 @@ class PricedPlan:
         )
         if parts.limit is None:
             return []
-        found = Estimate(
-            rows=self.rows, worst_usd=self.worst, no_max_tokens=self.no_max_tokens, cheapest_usd=self.cheapest
-        )
+        found = Estimate(self.rows, self.worst, no_max_tokens=self.no_max_tokens, cheapest_usd=self.cheapest)
+        found.judge_cheapest_usd = self.judge_cheapest
         return unaffordable(found, parts.limit, self.job.run, parts.from_key, parts.job)
 
     def refusal(self) -> str | None:
@@ -252,6 +252,7 @@ async def price_plan(
         judge_requests=result.judge_requests,
         judge_worst=result.judge_worst_usd,
         cheapest=result.cheapest_usd,
+        judge_cheapest=result.judge_cheapest_usd,
         basis=result.basis,
         balance=balance,
         unknown_why=result.unknown_why,

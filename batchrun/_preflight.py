@@ -99,7 +99,8 @@ def estimate(
         if any(is_judge(c) for c in request.checks):
             # Graded even when the cache answers. The answer is at most its completion cap long.
             answer_tokens = costs.completion_cap(request) or 16384
-            result.add_judging(judge_requests_for(request, job.judge, answer_tokens), costs)
+            floors = judge_requests_for(request, job.judge, 0)
+            result.add_judging(judge_requests_for(request, job.judge, answer_tokens), costs, floors)
         if saved is not None:  # answered for free: no worst case to reserve
             result.cached[request.model] = result.cached.get(request.model, 0) + 1
             result.saved_usd += saved

@@ -322,6 +322,28 @@ def test_plans_previous_average_leaves_cache_hits_out(
     assert averages[model] == pytest.approx(rows[0]["cost"])  # the row sent, not diluted by the hits' $0
 
 
+def test_a_grader_no_request_of_which_fits_the_budget_is_said_and_plan_exits_5(tmp_path: Path) -> None:
+    # out-146 F3: plan exit 0; the run answered the rows, sent no grader, every judge check
+    # undecided, exit 5. The least a grader request needs is with the shortest answer: the run
+    # reserves for the answer it got.
+    text = (
+        "name: g\njudge: {model: anthropic/claude-3.5-haiku, params: {max_tokens: 300}}\n"
+        "models: [openai/gpt-4o-mini]\ndefaults: {params: {max_tokens: 64}}\nprompts:\n"
+        '  - {id: p, text: "Sum {{a}}.", vars: [{a: 1}, {a: 2}], checks: [{judge: "It is right."}]}\n'
+        "run: {budget_usd: 0.001}\n"
+    )
+    job = write_job(tmp_path, text)
+    said = "warning: no grading request of anthropic/claude-3.5-haiku fits the budget: the cheapest needs up to $0.0043"
+    code, out, err = call_cli("plan", job, "--simulate")
+    assert code == ExitCode.BUDGET and said in out, out
+    assert err == "batchrun: the run would stop, exit 5: no request of 1 model(s) or grader(s) fits what it may spend\n"
+    code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "r.jsonl")
+    assert code == ExitCode.BUDGET and err.startswith(f"batchrun: {said}"), err  # before anything is sent
+    job.write_text(text.replace("budget_usd: 0.001", "budget_usd: 0.0045"))  # one fits: the run may grade them
+    code, out, _ = call_cli("plan", job, "--simulate")
+    assert code == ExitCode.OK and "no grading request" not in out
+
+
 def test_rows_skipped_before_anything_was_sent_do_not_carry_their_bodies(tmp_path: Path) -> None:
     # break59 F5: each skipped record held its whole request body: 300 KB of input wrote 1 GB when
     # a budget too small for any row stopped the run before one request.
@@ -379,7 +401,7 @@ def test_a_model_no_request_of_which_fits_the_budget_is_said_before_anything_is_
     said = "warning: no request of anthropic/claude-3.5-haiku fits the budget: the cheapest needs up to $0.14"
     code, out, err = call_cli("plan", job, "--simulate")
     assert code == ExitCode.BUDGET and said in out and "openai/gpt-4o-mini fits" not in out
-    assert err == "batchrun: the run would stop, exit 5: no request of 1 model(s) fits what it may spend\n"
+    assert err == "batchrun: the run would stop, exit 5: no request of 1 model(s) or grader(s) fits what it may spend\n"
     code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "r.jsonl")
     assert code == ExitCode.BUDGET and err.startswith(f"batchrun: {said}")  # under --quiet too: first
     assert "no request of openai/gpt-4o-mini" not in err and "(set params.max_tokens, or raise" in err

@@ -246,7 +246,8 @@ def _plan(args: argparse.Namespace, console: Console, job: Any) -> int:
         # A request too dear for what the run may spend is never sent, in either mode. A batch too
         # dear is only a warning: which rows go by batch (not non-text ones, nor $0 ones under a
         # limit) is decided as the run sorts them (out-146 F4: exit 5, and the run ended 0).
-        short.extend(line for line in plan.fit_warnings() if line.startswith("warning: no request of "))
+        sure = ("warning: no request of ", "warning: no grading request of ")
+        short.extend(line for line in plan.fit_warnings() if line.startswith(sure))
         return render_plan(plan)
 
     refused: list[str | None] = []
@@ -257,7 +258,9 @@ def _plan(args: argparse.Namespace, console: Console, job: Any) -> int:
     if short:
         # The run would send none of these models' rows and stop, exit 5: a CI's plan step
         # passed it, exit 0, with the warnings on stdout (out-145 leftover).
-        console.error(f"the run would stop, exit 5: no request of {len(short)} model(s) fits what it may spend")
+        console.error(
+            f"the run would stop, exit 5: no request of {len(short)} model(s) or grader(s) fits what it may spend"
+        )
         return ExitCode.BUDGET
     return ExitCode.OK
 
