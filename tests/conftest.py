@@ -43,6 +43,10 @@ if "PYTEST_DEBUG_TEMPROOT" not in os.environ and os.access("/dev/shm", os.W_OK |
 for _sig, _live in ((signal.SIGINT, signal.default_int_handler), (signal.SIGHUP, signal.SIG_DFL)):
     if signal.getsignal(_sig) == signal.SIG_IGN:
         signal.signal(_sig, _live)
+# Files are made as under the commonest umask, 022: the tests of a written file's mode (a page,
+# a merge's results as a run's, 0644 not mkstemp's 0600) failed under a user's 077 (out-147).
+# Tests of another umask set it themselves.
+os.umask(0o022)
 
 import httpx  # noqa: E402  # after the bytecode setting: these imports compile batchrun
 import pytest  # noqa: E402

@@ -40,7 +40,10 @@ def test_a_forked_run_has_the_signals_and_descriptors_of_a_new_interpreter(tmp_p
     job = write_job(tmp_path, BIG_JOB)
     marker = tmp_path / "held-by-the-test.txt"
     held = marker.open("w")  # a descriptor of the parent's that a new interpreter would not have
-    args: list[str | Path] = [job, "--simulate", "--sim", "latency_ms=100", "-q"]
+    # Both are inspected mid-run, then killed: long runs (200 rows of 300 ms, 8 at a time, 7.5 s)
+    # cost nothing, and the forked run starts once the new interpreter's is under way (out-147:
+    # under load the forked run had ended, all 200 rows, before the new interpreter had begun).
+    args: list[str | Path] = [job, "--simulate", "--sim", "latency_ms=300", "-q"]
     real = subprocess.Popen(
         [sys.executable, "-m", "batchrun", *map(str, args), "-o", str(tmp_path / "real.jsonl")],
         env=child_env(),
@@ -48,16 +51,18 @@ def test_a_forked_run_has_the_signals_and_descriptors_of_a_new_interpreter(tmp_p
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    forked = ForkedCli(
-        [*args, "-o", tmp_path / "forked.jsonl"],
-        env=child_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    forked: ForkedCli | None = None
     try:
         wait_for_lines(tmp_path / "real.jsonl", 1, real)  # both are mid-run: handlers installed, files open
+        forked = ForkedCli(
+            [*args, "-o", tmp_path / "forked.jsonl"],
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for_lines(tmp_path / "forked.jsonl", 1, forked)
+        assert real.poll() is None  # still mid-run
         assert _signal_masks(forked.pid) == _signal_masks(real.pid)
         assert str(marker) not in _open_files(forked.pid)
         assert {f for f in _open_files(forked.pid) if f.startswith("/")} == {
@@ -66,8 +71,9 @@ def test_a_forked_run_has_the_signals_and_descriptors_of_a_new_interpreter(tmp_p
     finally:
         held.close()
         for process in (real, forked):
-            process.kill()
-            process.wait()
+            if process is not None:
+                process.kill()
+                process.wait()
 
 
 def test_a_forked_run_has_its_own_environment_folder_and_exit_status(tmp_path: Path) -> None:
