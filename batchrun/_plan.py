@@ -116,7 +116,7 @@ class PricedPlan:
         if parts.limit is None:
             return []
         found = Estimate(self.rows, self.worst, no_max_tokens=self.no_max_tokens, cheapest_usd=self.cheapest)
-        found.judge_cheapest_usd = self.judge_cheapest
+        found.judge_cheapest_usd, found.cached = self.judge_cheapest, self.cached or {}
         return unaffordable(found, parts.limit, self.job.run, parts.from_key, parts.job)
 
     def refusal(self) -> str | None:

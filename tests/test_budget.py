@@ -344,6 +344,26 @@ def test_a_grader_no_request_of_which_fits_the_budget_is_said_and_plan_exits_5(t
     assert code == ExitCode.OK and "no grading request" not in out
 
 
+def test_a_batch_too_dear_is_said_of_the_rows_the_cache_leaves(tmp_path: Path) -> None:
+    # out-146 F5: the two cached rows, at $0, were averaged into the batch of the other two: it
+    # looked as if it fitted, and the run sent nothing of the model.
+    def job(rows: str, name: str) -> Path:
+        text = (
+            "name: f5\ndefaults: {params: {max_tokens: 64}}\nmodels: [anthropic/claude-3.5-haiku]\nprompts:\n"
+            f'  - {{id: p, text: "Sum {{{{a}}}}.", vars: [{rows}]}}\n'
+            "run: {budget_usd: 0.001, batch_max_requests: 2}\n"
+        )
+        return write_job(tmp_path, text, name)
+
+    cache = f"--cache={tmp_path / 'cache'}"
+    assert call_cli(job("{a: 1}, {a: 2}", "warm.yaml"), "--simulate", cache, "-q", "-o", tmp_path / "w.jsonl")[0] == 0
+    code, out, _ = call_cli(
+        "plan", job("{a: 1}, {a: 2}, {a: 3}, {a: 4}", "job.yaml"), "--simulate", "--mode", "batch", cache
+    )
+    assert code == ExitCode.OK and "cache: 2 row(s) answered from it for free" in out, out
+    assert "warning: no batch of anthropic/claude-3.5-haiku fits the budget: its 2 request(s) need up to $0.0014" in out
+
+
 def test_rows_skipped_before_anything_was_sent_do_not_carry_their_bodies(tmp_path: Path) -> None:
     # break59 F5: each skipped record held its whole request body: 300 KB of input wrote 1 GB when
     # a budget too small for any row stopped the run before one request.
