@@ -432,11 +432,13 @@ def start(
 def wait_for_lines(path: Path, count: int, process: subprocess.Popen[Any], limit_s: float = 30) -> None:
     """Poll until the run has written `count` lines (bounded; the run goes on meanwhile)."""
     end = time.monotonic() + limit_s
-    while time.monotonic() < end and process.poll() is None:
+    while time.monotonic() < end:
         if path.exists() and path.read_bytes().count(b"\n") >= count:
             return
+        if process.poll() is not None:  # looked at once more after it ended (out-147 F2)
+            raise AssertionError(f"the run ended (exit {process.returncode}) having written fewer than {count} lines")
         time.sleep(0.02)
-    raise AssertionError(f"the run wrote fewer than {count} lines")
+    raise AssertionError(f"the run wrote fewer than {count} lines in {limit_s} s")
 
 
 def wait_for_file(path: Path, process: subprocess.Popen[Any], limit_s: float = 30) -> None:
