@@ -184,13 +184,16 @@ def test_resume_creates_a_new_key_with_the_budget_left(tmp_path: Path, sim: Simu
     job = write_job(tmp_path, BIG_JOB)
     out = tmp_path / "r.jsonl"
     assert interrupted_run(sim, job, out, 20) == ExitCode.INTERRUPTED
-    spent = sum(r["cost"] or 0 for r in read_rows(out))
+    spent, billed = sum(r["cost"] or 0 for r in read_rows(out)), sim.stats.billed_usd
     sim.config.latency_ms = 0  # the latency only let the SIGTERM land mid-run
     result = isolated_run(sim, job, out, "1", "--resume", "-q")
     assert result.returncode == 0, result.stderr
     assert sim.stats.keys_created == sim.stats.keys_deleted == 2
     limit = json.loads((tmp_path / "r.summary.json").read_text())["isolated_key"]["limit_usd"]
-    assert abs(limit - (1 - spent)) < 1e-6
+    if billed - spent < 1e-9:  # every charge has its record: the budget left, to the cent
+        assert abs(limit - (1 - spent)) < 1e-6
+    else:  # requests in flight past the grace (a busy machine: out-147 F5) were charged too, and counted
+        assert limit <= 1 - billed + 1e-6
 
 
 def test_isolated_key_configuration_errors_exit_2_before_any_request(tmp_path: Path, sim: Simulator) -> None:
