@@ -54,11 +54,9 @@ def _offered(data: dict[str, Any], prompt: Any) -> list[tuple[str, set[str] | No
 
 
 def _in_job(data: dict[str, Any]) -> set[str]:
-    """Every function name some tool of the job declares, to any model with any prompt."""
-    params = [data.get("defaults", {}).get("params")]
-    params += [m.get("params") for m in data["models"] if isinstance(m, dict)]
-    params += [p.get("params") for p in data["prompts"]]
-    return {name for p in params for name in _declared(p) or ()}
+    """Every function name the tools the job sends declare, to any model with any prompt (not
+    the defaults' that every prompt's own tools replace: never sent, out-146)."""
+    return {name for prompt in data["prompts"] for _, declared in _offered(data, prompt) for name in declared or ()}
 
 
 def _undeclared(check: Any, offered: list[tuple[str, set[str] | None]], whose: str, in_job: set[str]) -> str | None:

@@ -143,6 +143,14 @@ def test_a_negated_tool_call_check_of_a_function_another_prompt_offers_is_a_guar
     assert (code, err) == (0, "") and ": ok (job guard)" in out
     code, _, err = call_cli("validate", write_job(tmp_path, text.replace("delete_file, not", "delete_files, not")))
     assert code == ExitCode.USAGE and "names function 'delete_files', which no tool of this job declares" in err
+    # Declared only by default tools that every prompt's own replace: never sent, as good as none.
+    unsent = text.replace("models:", "defaults: {params: {tools: [{type: function, function: {name: rm}}]}}\nmodels:")
+    unsent = unsent.replace(
+        "{id: b, text: hi, checks: [{tool_call: delete_file",
+        "{id: b, text: hi, params: {tools: []}, checks: [{tool_call: rm",
+    )
+    code, _, err = call_cli("validate", write_job(tmp_path, unsent))
+    assert code == ExitCode.USAGE and "names function 'rm', which no tool of this job declares (delete_file)" in err
     row = text.replace(
         "checks: [{tool_call: delete_file, not: true}]", "vars: [{checks: [{tool_call: rm, not: true}]}]"
     )
