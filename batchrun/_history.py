@@ -212,9 +212,8 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet, listed: list[Path]
     """The runs in `paths` (files or folders), oldest first; `warn` hears of lines set aside (torn,
     corrupt). `listed`: `runs_in(paths)`, where the caller has listed them already."""
     paths = list(paths)
-    files = finished(
-        runs_in(paths) if listed is None else listed, warn
-    )  # a run in progress is no run of the history yet
+    # A run in progress is no run of the history yet.
+    files = finished(runs_in(paths) if listed is None else listed, warn)
     named = {path.resolve() for path in paths if not path.is_dir()}
 
     def read(path: Path) -> Run | None:

@@ -240,9 +240,8 @@ def earlier_summary(output: Path) -> dict[str, Any]:
             f"{path}: not the summary of {output.name} (unreadable): what earlier runs counted as spent beyond "
             "the records cannot be read; move it away to resume"
         )
-    if (
-        path.exists() and isinstance(named, str) and named and Path(named).name != output.name
-    ):  # "": as none (out-146 F11)
+    # An `output` of "" names no file, as a missing one (out-146 F11: "the summary of , not of").
+    if path.exists() and isinstance(named, str) and named and Path(named).name != output.name:
         # A pair renamed together is the commonest cause: said, with the way on (break35 F8).
         raise ConfigError(
             f"{path}: the summary of {Path(named).name}, not of {output.name}: if the two were renamed together, "
@@ -288,11 +287,9 @@ def _foreign_rows_problem(output: Path, states: ScanResult, job: Job, shard: Sha
     # A whole record on a last line without its newline: the readers pass it over as torn, where
     # they refuse whole lines; the resume's repair would keep it (out-144 F7: the message said
     # `report --job` and `merge` refused the file, which they did not).
-    kept = (
-        "the resume would keep its last line (a whole record, without its newline)"
-        if stray <= unterminated
-        else ("`report --job` and `merge` would refuse the file")
-    )
+    kept = "`report --job` and `merge` would refuse the file"
+    if stray <= unterminated:
+        kept = "the resume would keep its last line (a whole record, without its newline)"
     return (
         f"{head}: its models, variables, dataset or repeat changed since they ran, and {kept}; run into a new "
         "--output, or resume with the job as it was"
