@@ -73,7 +73,12 @@ class Estimate:
 
 
 def unaffordable(
-    found: Estimate, budget: float, settings: RunSettings, from_key: bool = False, budget_part: float | None = None
+    found: Estimate,
+    budget: float,
+    settings: RunSettings,
+    from_key: bool = False,
+    budget_part: float | None = None,
+    batches: bool = True,
 ) -> list[str]:
     """The models no request (in batch mode, no batch) of which fits `budget`, what the ledger may
     spend: the run spent on the others, then stopped, exit 5, "resumable once there is money",
@@ -106,7 +111,7 @@ def unaffordable(
             said.append(
                 f"no request of {model} fits the budget: the cheapest needs up to ${usd:.6f}, {left} ({advice})"
             )
-        elif settings.mode == "batch" and whole > budget:
+        elif batches and settings.mode == "batch" and whole > budget:
             said.append(
                 f"no batch of {model} fits the budget: its {batch} request(s) need up to ${whole:.6f}, {left} (lower "
                 f"run.batch_max_requests, or {raise_it(whole)})"

@@ -101,10 +101,11 @@ class PricedPlan:
     cheapest: dict[str, float] = field(default_factory=dict)  # model -> its cheapest request's worst case
     judge_cheapest: dict[str, float] = field(default_factory=dict)  # grader -> its cheapest request's
 
-    def fit_warnings(self) -> list[str]:
+    def fit_warnings(self, batches: bool = True) -> list[str]:
         """Models no request (batch) of which fits what the run may spend, each of its budget, the
         key's credit and the balance less the margin, as the run compares (out-103 F6,
-        _preflight.fit_warnings): it would send none of them, and stop, exit 5."""
+        _preflight.fit_warnings): it would send none of them, and stop, exit 5. `batches`: with
+        the batches too dear (only maybe: which rows go by batch, the run decides as it sorts them)."""
         budget, margin = self.job.run.budget_usd, self.job.run.budget_margin_usd
         remaining = self.key.get("limit_remaining") if self.key else None
         parts = LimitParts(
@@ -117,7 +118,7 @@ class PricedPlan:
             return []
         found = Estimate(self.rows, self.worst, no_max_tokens=self.no_max_tokens, cheapest_usd=self.cheapest)
         found.judge_cheapest_usd, found.cached = self.judge_cheapest, self.cached or {}
-        return unaffordable(found, parts.limit, self.job.run, parts.from_key, parts.job)
+        return unaffordable(found, parts.limit, self.job.run, parts.from_key, parts.job, batches)
 
     def refusal(self) -> str | None:
         """What the run would refuse with, decided as the run decides it (_preflight.preflight)."""

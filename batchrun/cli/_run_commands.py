@@ -246,8 +246,7 @@ def _plan(args: argparse.Namespace, console: Console, job: Any) -> int:
         # A request too dear for what the run may spend is never sent, in either mode. A batch too
         # dear is only a warning: which rows go by batch (not non-text ones, nor $0 ones under a
         # limit) is decided as the run sorts them (out-146 F4: exit 5, and the run ended 0).
-        sure = ("warning: no request of ", "warning: no grading request of ")
-        short.extend(line for line in plan.fit_warnings() if line.startswith(sure))
+        short.extend(plan.fit_warnings(batches=False))
         return render_plan(plan)
 
     refused: list[str | None] = []
