@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._batch_api import BatchClient
-from ._batch_latency import latency_only_threshold
 from ._batch_run import BatchExecutor
 from ._batch_state import INTENT, SUBMITTED, BatchState, held_open, state_path
 from ._client import OpenRouterClient
@@ -37,8 +36,6 @@ def batch_setup(job: Job, options: RunOptions, settings: RunSettings, output: Pa
                 "(see `batchrun batches list`)"
             )
         return None
-    if (never := latency_only_threshold(job, settings)) is not None:
-        raise ConfigError(never)
     if settings.isolated_key:
         raise ConfigError(
             "batch mode cannot use an isolated key: the key is deleted when the run ends, its batches are not"

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from batchrun import ExitCode, Job, RunControl, RunOptions, RunReport, Shard, load_job, run_job
+from batchrun._batch_latency import latency_only_threshold
 from batchrun._batch_setup import BATCH_WAIT_S
 from batchrun._batch_state import BatchState, state_path
 from batchrun._exceptions import ConfigError
@@ -662,9 +663,7 @@ async def test_rows_with_image_parts_run_in_sync_mode(tmp_path: Path, batch_sim:
     assert report.summary["total"]["ok"] == 2 and report.summary["batches"]["sync_rows"] == 1
 
 
-async def test_a_threshold_only_latency_checks_could_meet_is_refused_before_a_batch_is_sent(
-    tmp_path: Path, batch_sim: Simulator, clock: FakeClock
-) -> None:
+def test_a_threshold_only_latency_checks_could_meet_is_refused_before_a_batch_is_sent(tmp_path: Path) -> None:
     # A batch row has no latency: a threshold over rows checked only by max_latency_ms was met
     # by none, and the run paid for every row before it exited 1, "could not be checked".
     timed = MULTIMODAL.replace("MODE", "sync").replace(
@@ -681,22 +680,27 @@ async def test_a_threshold_only_latency_checks_could_meet_is_refused_before_a_ba
     }
     for gate, refused in gates.items():
         job = load_job(write_job(tmp_path, timed.replace("batch_multimodal: sync", f"pass_threshold: {gate}")))
-        out = tmp_path / "r.jsonl"
-        if refused is None:  # checked, or a prompt's own checks would be: it runs
-            await run(job, batch_sim, out, clock)
-            out.unlink()
-            continue
-        with pytest.raises(ConfigError, match=refused):
-            await run(job, batch_sim, out, clock)
-        assert not out.exists() and batch_sim.batches.stats.submitted == 0
-    assert batch_sim.stats.chat_requests == 3  # the picture's row, in sync mode, of the three runs
+        said = latency_only_threshold(job, job.run)
+        assert (said is None) if refused is None else (said is not None and said.startswith(refused)), (gate, said)
     # Another check on the prompt's rows lets the batch meet it.
     other = timed.replace("{max_latency_ms: 9000}", "{max_latency_ms: 9000}, {contains: Paris}")
     job = load_job(
         write_job(tmp_path, other.replace("batch_multimodal: sync", "pass_threshold: {prompts: {plain: 0.5}}"))
     )
-    await run(job, batch_sim, tmp_path / "o.jsonl", clock)
-    assert batch_sim.batches.stats.submitted == 4  # one a run but the refused one
+    assert latency_only_threshold(job, job.run) is None
+    # The command refuses it before anything is sent, as it applies thresholds; not under
+    # --no-thresholds (out-148 F3), nor in sync mode.
+    path = write_job(tmp_path, timed.replace("batch_multimodal: sync", "pass_threshold: {prompts: {plain: 0.5}}"))
+    out, quick = (
+        tmp_path / "r.jsonl",
+        [f"--sim=batch_{phase}_s=0" for phase in ("validating", "in_progress", "finalizing")],
+    )
+    code, _, err = call_cli(path, "--simulate", *quick, "-o", out, "-q")
+    assert code == ExitCode.USAGE and "prompts.plain: in batch mode it could never be checked" in err, err
+    assert not out.exists()
+    for other_way in (["--no-thresholds"], ["--mode", "sync"]):
+        code, _, err = call_cli(path, "--simulate", *quick, "-o", tmp_path / f"{other_way[-1]}.jsonl", "-q", *other_way)
+        assert "could never be checked" not in err, err  # (the picture's price is its own refusal here)
 
 
 def test_rows_with_image_parts_are_refused_at_validate(tmp_path: Path) -> None:
@@ -805,14 +809,12 @@ async def test_a_threshold_over_rows_batch_mode_leaves_without_a_check_is_not_pa
         "vars: [{a: 1}, {a: 2}]", "vars: [{a: 1}, {a: 2}]\n    checks: [{max_latency_ms: 1}]"
     ).replace("max_error_rate: 0.5}", "max_error_rate: 0.5, pass_threshold: {prompts: {sum: 0.9}}}")
     # Validate takes it (out-138 F3: --mode may override run.mode); then it was exit 1, "could not
-    # be checked", with every row paid for. The run refuses it before a batch is sent.
+    # be checked", with every row paid for. The command refuses it before a batch is sent; a
+    # library caller's own verdict (or `report --job`) says so of what was run.
     job = batch_job(write_job(tmp_path, text))
-    with pytest.raises(ConfigError, match="run.pass_threshold.prompts.sum: in batch mode it could never be checked"):
-        await run(job, batch_sim, tmp_path / "r.jsonl", clock)
-    assert batch_sim.batches.stats.submitted == 0 and not (tmp_path / "r.jsonl").exists()
-    # Run without it, such a file's verdict still says so (`report --job` with a threshold added).
-    loose = replace(job, run=replace(job.run, pass_threshold=None))
-    report = await run(loose, batch_sim, tmp_path / "r.jsonl", clock)
+    said = latency_only_threshold(job, job.run)
+    assert said is not None and said.startswith("run.pass_threshold.prompts.sum: in batch mode it could never be")
+    report = await run(job, batch_sim, tmp_path / "r.jsonl", clock)
     code, reasons = decide(report.summary, job.run)
     assert code == ExitCode.ERRORS and report.summary["prompts"]["sum"]["checked"] == 0
     assert "prompt sum: its threshold could not be checked: none of its 6 row(s) has a check" in reasons
