@@ -15,6 +15,7 @@ from ._batch_state import BatchEntry
 from ._exceptions import RequestFailed
 from ._formats import one_line, short
 from ._options import Notice
+from ._routing import another_author
 
 LIMIT = 20  # polls in a row: 20 minutes at the default batch_poll_s of 60 s
 # A batch is taken as lost (its rows errors) after this many 404s in a row: one 404 just after
@@ -55,9 +56,10 @@ class PollFailures:
         """A poll of `entry` answered, for a batch of `model` (None: not said)."""
         self._in_a_row.pop(entry.key, None)
         entry.poll_failed = None
-        if model is not None and model != entry.model and entry.key not in self._odd_model:
+        if isinstance(model, str) and another_author(entry.model, {}, model) and entry.key not in self._odd_model:
             # Its id is the one sent, so it is read; but adopt refuses the same mismatch, and a
-            # poll took it in silence (out-145 F8). Once: each later poll would say it again.
+            # poll took it in silence (out-145 F8). Once: each later poll would say it again. A
+            # dated id of the same author is its own, as a row's reply's is (out-148 F7).
             self._odd_model.add(entry.key)
             self.notice(
                 f"warning: batch {entry.key}: OpenRouter says it is for {one_line(short(model))}, not {entry.model} "

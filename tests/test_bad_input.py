@@ -1070,6 +1070,7 @@ OPTION_CASES: list[tuple[str, list[str], list[str]]] = [
         ["--sim latency_ms=abc: expected a number, got 'abc'"],
     ),
     # out-144 F8: float() takes other scripts' digits, as every other number option does not.
+    ("sim fault of full-width digits", ["--simulate", "--sim", "fault.\uff15\uff10\uff13=1"], ["unknown fault"]),
     (
         "sim arabic digit",
         ["--simulate", "--sim", "fault.503=\u0660.\u0665"],

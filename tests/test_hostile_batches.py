@@ -398,6 +398,11 @@ def test_a_poll_naming_another_model_is_said_once_and_its_rows_recorded(tmp_path
     said = [line for line in outcome.stderr.splitlines() if "OpenRouter says it is for" in line]
     assert len(said) == 1 and FAKE_KEY not in outcome.stderr, outcome.stderr
     assert "it is for anthropic/claude-3.5-haiku\\n[key], not openai/gpt-4o-mini as sent" in said[0], said
+    # A dated id of the same author is its own, as a row reply's is (out-148 F7).
+    dated = run(
+        tmp_path / "dated", lambda ids: {**completed(ITEM_COST * ROWS, ids), "model": "openai/gpt-4o-mini-2024-07-18"}
+    )
+    assert dated.code == ExitCode.OK and "OpenRouter says it is for" not in dated.stderr, dated.stderr
 
 
 def test_result_items_repeated_or_for_no_row_are_said_and_counted(tmp_path: Path) -> None:

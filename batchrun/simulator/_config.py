@@ -141,7 +141,7 @@ class SimConfig:
             raise ValueError(f"simulator option {text!r} is not KEY=VALUE")
         if key.startswith("fault."):
             name = key[6:]
-            if not ((name.isdigit() and 400 <= int(name) <= 599) or name in FAULTS):
+            if not ((name.isascii() and name.isdigit() and 400 <= int(name) <= 599) or name in FAULTS):
                 # A 1xx, 2xx or 3xx is not an error reply: a 100 left each attempt hanging (break27 m5).
                 raise ValueError(
                     f"unknown fault {name!r}: use an HTTP error status (400-599) or one of {', '.join(FAULTS)}"
