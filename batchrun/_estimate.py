@@ -28,6 +28,10 @@ class Estimate:
     saved_usd: float = 0.0  # what those rows cost when they were first answered
     cheapest_usd: dict[str, float] = field(default_factory=dict)  # model -> its cheapest request's worst case
     judge_cheapest_usd: dict[str, float] = field(default_factory=dict)  # grader -> its cheapest request's
+    # Of `rows` and `worst_usd`, those with non-text parts: sent in sync mode by a batch-mode run
+    # (run.batch_multimodal: sync), never in a batch (out-148 F1).
+    sync_rows: dict[str, int] = field(default_factory=dict)
+    sync_usd: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_rows(self) -> int:
@@ -103,9 +107,10 @@ def unaffordable(
     for model, usd in sorted(found.cheapest_usd.items()):
         # Rows the cache answers are never batched, and cost nothing: averaged in, they made a
         # batch of the others look cheaper than it is (out-146 F5).
-        rows = found.rows.get(model, 0) - found.cached.get(model, 0)
+        rows = found.rows.get(model, 0) - found.cached.get(model, 0) - found.sync_rows.get(model, 0)
         batch = min(rows, settings.batch_max_requests)
-        whole = found.worst_usd.get(model, 0.0) * batch / rows if rows else 0.0
+        batched_usd = found.worst_usd.get(model, 0.0) - found.sync_usd.get(model, 0.0)
+        whole = batched_usd * batch / rows if rows > 0 else 0.0
         if usd > budget:
             advice = f"set params.max_tokens, or {raise_it(usd)}" if model in found.no_max_tokens else raise_it(usd)
             said.append(

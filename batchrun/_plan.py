@@ -100,6 +100,7 @@ class PricedPlan:
     previous_unknown: set[str] = field(default_factory=set)  # models with earlier rows of unknown cost
     cheapest: dict[str, float] = field(default_factory=dict)  # model -> its cheapest request's worst case
     judge_cheapest: dict[str, float] = field(default_factory=dict)  # grader -> its cheapest request's
+    sync_rows: tuple[dict[str, int], dict[str, float]] = field(default_factory=lambda: ({}, {}))  # in sync, $
 
     def fit_warnings(self, batches: bool = True) -> list[str]:
         """Models no request (batch) of which fits what the run may spend, each of its budget, the
@@ -118,6 +119,7 @@ class PricedPlan:
             return []
         found = Estimate(self.rows, self.worst, no_max_tokens=self.no_max_tokens, cheapest_usd=self.cheapest)
         found.judge_cheapest_usd, found.cached = self.judge_cheapest, self.cached or {}
+        found.sync_rows, found.sync_usd = self.sync_rows
         return unaffordable(found, parts.limit, self.job.run, parts.from_key, parts.job, batches)
 
     def refusal(self) -> str | None:
@@ -254,6 +256,7 @@ async def price_plan(
         judge_worst=result.judge_worst_usd,
         cheapest=result.cheapest_usd,
         judge_cheapest=result.judge_cheapest_usd,
+        sync_rows=(result.sync_rows, result.sync_usd),
         basis=result.basis,
         balance=balance,
         unknown_why=result.unknown_why,

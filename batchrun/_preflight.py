@@ -30,6 +30,7 @@ from ._limit_parts import LimitParts
 from ._matrix import Request, Shard, matrix_requests, request_params
 from ._models import Lookup, Resolution, resolve_models
 from ._options import Notice, RunOptions
+from ._parts import non_text_part
 from ._reconcile import KeyStart, key_remaining
 from ._results import RowState, ScanResult
 from ._retry import retry_call, retry_policy
@@ -107,7 +108,11 @@ def estimate(
             continue
         if not (request.body.get("max_completion_tokens") or request.body.get("max_tokens")):
             result.no_max_tokens.add(request.model)
-        if result.priced(request, costs, result.worst_usd) is not None and typical_batch:
+        usd = result.priced(request, costs, result.worst_usd)
+        if usd is not None and job.run.mode == "batch" and non_text_part(request.body) is not None:
+            result.sync_rows[request.model] = result.sync_rows.get(request.model, 0) + 1
+            result.sync_usd[request.model] = result.sync_usd.get(request.model, 0.0) + usd
+        if usd is not None and typical_batch:
             batch = costs.worst_case(request, BATCH_TOKEN_FACTOR) or 0.0
             result.batch_worst_usd[request.model] = result.batch_worst_usd.get(request.model, 0.0) + batch
     if cache is not None:

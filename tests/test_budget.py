@@ -364,6 +364,27 @@ def test_a_batch_too_dear_is_said_of_the_rows_the_cache_leaves(tmp_path: Path) -
     assert "warning: no batch of anthropic/claude-3.5-haiku fits the budget: its 2 request(s) need up to $0.0014" in out
 
 
+def test_a_batch_too_dear_is_said_of_the_rows_a_batch_would_hold_not_those_sent_in_sync(tmp_path: Path) -> None:
+    # out-148 F1: the picture's row, sent in sync mode, was priced into "the batch": "no batch
+    # fits, its 4 request(s) need up to $0.161", and the run submitted the 3 text rows, $0.012.
+    image = (  # an 8x8 PNG
+        "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAADElEQVR4nGNgGB4AAADIAAGtQHYiAAAAAElFTkSuQmCC"
+    )
+    text = (
+        "name: pic\ndefaults: {params: {max_tokens: 100}}\nmodels: [openai/gpt-4o-mini]\nprompts:\n"
+        '  - {id: capital, text: "Capital of {{c}}?", vars: [{c: France}, {c: Japan}, {c: Italy}]}\n'
+        "  - id: pic\n    messages:\n      - role: user\n        content:\n"
+        '          - {type: text, text: "Describe."}\n'
+        f'          - {{type: image_url, image_url: {{url: "{image}"}}}}\n'
+        "run: {mode: batch, batch_multimodal: sync}\n"
+    )
+    job = write_job(tmp_path, text)
+    code, out, _ = call_cli("plan", job, "--simulate", "--sim", "price.openai/gpt-4o-mini=10,10", "--budget", "0.05")
+    assert code == ExitCode.OK and "no batch of" not in out and "EXCEEDS" in out, out
+    code, out, _ = call_cli("plan", job, "--simulate", "--sim", "price.openai/gpt-4o-mini=10,10", "--budget", "0.01")
+    assert "warning: no batch of openai/gpt-4o-mini fits the budget: its 3 request(s) need up to $0.0122" in out, out
+
+
 def test_rows_skipped_before_anything_was_sent_do_not_carry_their_bodies(tmp_path: Path) -> None:
     # break59 F5: each skipped record held its whole request body: 300 KB of input wrote 1 GB when
     # a budget too small for any row stopped the run before one request.
