@@ -43,7 +43,8 @@ def _number(text: str) -> float:
 
 def whole(text: str, low: int, high: int) -> int:
     try:
-        if not text.isascii():  # int() takes other scripts' digits too ('٤': out-144 F8), as float() does
+        # int() takes other scripts' digits ('٤': out-144 F8) and underscores ('1_6': out-148 F6); --budget not.
+        if not text.isascii() or "_" in text:
             raise ValueError
         value = int(text)
     except ValueError:

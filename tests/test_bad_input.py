@@ -1070,6 +1070,8 @@ OPTION_CASES: list[tuple[str, list[str], list[str]]] = [
         ["--sim latency_ms=abc: expected a number, got 'abc'"],
     ),
     # out-144 F8: float() takes other scripts' digits, as every other number option does not.
+    ("concurrency with an underscore", ["--concurrency", "1_6"], ["--concurrency: expected a whole number, got '1_6'"]),
+    ("sim value with an underscore", ["--simulate", "--sim", "latency_ms=1_0"], ["expected a number, got '1_0'"]),
     ("sim fault of full-width digits", ["--simulate", "--sim", "fault.\uff15\uff10\uff13=1"], ["unknown fault"]),
     (
         "sim arabic digit",

@@ -235,7 +235,8 @@ _MAX_S = 86_400.0
 def _number(key: str, text: str) -> float:
     """A simulator number: finite and 0 or more, and a duration at most a day (ms: an hour)."""
     try:
-        if not text.isascii():  # float() takes other scripts' digits ('٣': out-144 F8), as the other options do not
+        # float() takes other scripts' digits ('٣': out-144 F8) and underscores ('1_0'), as the other options do not.
+        if not text.isascii() or "_" in text:
             raise ValueError
         number = float(text)
     except ValueError:
