@@ -240,8 +240,8 @@ def earlier_summary(output: Path) -> dict[str, Any]:
             f"{path}: not the summary of {output.name} (unreadable): what earlier runs counted as spent beyond "
             "the records cannot be read; move it away to resume"
         )
-    # An `output` of "" names no file, as a missing one (out-146 F11: "the summary of , not of").
-    if path.exists() and isinstance(named, str) and named and Path(named).name != output.name:
+    # An `output` of "" or "." names no file, as a missing one (out-146 F11, out-148 F5: "the summary of , not of").
+    if path.exists() and isinstance(named, str) and Path(named).name and Path(named).name != output.name:
         # A pair renamed together is the commonest cause: said, with the way on (break35 F8).
         raise ConfigError(
             f"{path}: the summary of {Path(named).name}, not of {output.name}: if the two were renamed together, "

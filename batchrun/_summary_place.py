@@ -44,7 +44,7 @@ def refuse_summary_place(output: Path, new: bool) -> None:
     if not (isinstance(data, dict) and {"job", "total", "models", "prompts"} <= data.keys()):  # what every summary has
         raise ConfigError(f"{summary}: not a batchrun summary: a summary goes there; it was left untouched")
     named = data.get("output")
-    if not (isinstance(named, str) and named):
+    if not (isinstance(named, str) and Path(named).name):  # "" or "." names no file either (out-148 F5)
         # Every run and merge names its file: one naming none may be anyone's, with what it
         # counted, and was replaced in silence (out-144 F8d).
         raise ConfigError(

@@ -205,9 +205,10 @@ def test_a_results_file_removed_from_beside_its_summary_is_not_resumed_as_new(tm
     (tmp_path / "other.summary.json").write_bytes(summary)
     # A resume takes an `output` of "" as none, as it takes a missing one (out-146 F11: "the summary of , not of").
     assert call_cli(job, "--simulate", "-q", "-o", tmp_path / "e.jsonl")[0] == ExitCode.OK
-    (tmp_path / "e.summary.json").write_text(json.dumps({**json.loads(summary), "output": ""}))
-    code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "e.jsonl", "--resume")
-    assert code == ExitCode.OK and "the summary of" not in err, err
+    for nameless in ("", "."):  # "." names no file either (out-148 F5)
+        (tmp_path / "e.summary.json").write_text(json.dumps({**json.loads(summary), "output": nameless}))
+        code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "e.jsonl", "--resume")
+        assert code == ExitCode.OK and "the summary of" not in err, err
     # Its own, beside no file: a new run replaces it, as it replaces the results.
     (tmp_path / "other.summary.json").rename(tmp_path / "r.summary.json")
     assert call_cli(job, "--simulate", "-q", "-o", out)[0] == ExitCode.OK
