@@ -307,6 +307,13 @@ def summary_path(results: Path) -> Path:
     return results.with_name(results.stem + ".summary.json")
 
 
+def named_results(summary: Any) -> str | None:
+    """The name of the results file a summary says it was written for; None when it names none
+    (no `output`, or one of no name: "" or "."; out-146 F11, out-148 F5)."""
+    named = summary.get("output") if isinstance(summary, dict) else None
+    return (Path(named).name or None) if isinstance(named, str) else None
+
+
 def finite(value: Any) -> Any:
     """`value` with every float that is not finite made null: JSON has no Infinity or NaN,
     and a results file written before costs were capped may still sum to inf."""

@@ -53,12 +53,16 @@ def row_checker(
     MAX_RENDERED_BYTES (20,000 placeholders of a 1 MB value: a 20 GB body, MemoryError: break59 F4)."""
     validator = None
     keyed = keyed_checks(checks)
-    templated = [(-1, c) for c in checks if "tool_call" in c and names_in([c])]  # `{tool_call: "{{fn}}"}`
+
+    def templated(numbered: Iterable[tuple[int, Any]]) -> list[tuple[int, Any]]:
+        """The `tool_call` checks filled in from the row (`{tool_call: "{{fn}}"}`)."""
+        return [(i, c) for i, c in numbered if isinstance(c, dict) and "tool_call" in c and names_in([c])]
+
+    prompts = templated((-1, c) for c in checks)
 
     def calls(row: dict[str, Any], own: list[Any]) -> list[str]:
         """Templated `tool_call` checks, filled in from the row, that could only fail (out-144 F1)."""
-        mine = [(i, c) for i, c in enumerate(own) if isinstance(c, dict) and "tool_call" in c and names_in([c])]
-        found = [(i, tool_call(render_nested(check, row))) for i, check in [*templated, *mine]]
+        found = [(i, tool_call(render_nested(check, row))) for i, check in [*prompts, *templated(enumerate(own))]]
         return [
             f"{f'checks[{i}].' if i >= 0 else 'a check filled in from this row: '}tool_call: {w}" for i, w in found if w
         ]

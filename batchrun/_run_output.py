@@ -20,7 +20,14 @@ from ._journal_file import journal_header, journal_path
 from ._killed_run import summary_key_seen
 from ._matrix import Shard, matrix_requests, shard_text
 from ._options import Notice, RunOptions
-from ._output_paths import fresh_output, job_path_problem, sidecar_name_problem, summary_path, write_json_atomically
+from ._output_paths import (
+    fresh_output,
+    job_path_problem,
+    named_results,
+    sidecar_name_problem,
+    summary_path,
+    write_json_atomically,
+)
 from ._pricing import money
 from ._reader import MAX_RECORD_BYTES, ScanResult, Warn
 from ._record_head import state_blob
@@ -234,17 +241,16 @@ def earlier_summary(output: Path) -> dict[str, Any]:
     read as none, the resume spent the budget again (verification of break14e, F9)."""
     earlier = read_run_summary(output, any_file=True)
     path = summary_path(output)
-    named = earlier.get("output")
+    named = named_results(earlier)
     if path.exists() and not earlier:
         raise ConfigError(
             f"{path}: not the summary of {output.name} (unreadable): what earlier runs counted as spent beyond "
             "the records cannot be read; move it away to resume"
         )
-    # An `output` of "" or "." names no file, as a missing one (out-146 F11, out-148 F5: "the summary of , not of").
-    if path.exists() and isinstance(named, str) and Path(named).name and Path(named).name != output.name:
+    if path.exists() and named is not None and named != output.name:
         # A pair renamed together is the commonest cause: said, with the way on (break35 F8).
         raise ConfigError(
-            f"{path}: the summary of {Path(named).name}, not of {output.name}: if the two were renamed together, "
+            f"{path}: the summary of {named}, not of {output.name}: if the two were renamed together, "
             f'set its "output" to {output.name} (and rename its .batches.json too, if there is one); else move it '
             "away to resume"
         )

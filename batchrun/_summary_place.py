@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ._exceptions import ConfigError
 from ._files import irregular_kind, open_regular
-from ._output_paths import summary_path
+from ._output_paths import named_results, summary_path
 
 _SUMMARY_MAX_BYTES = 64 << 20  # past this, no summary batchrun wrote
 
@@ -43,17 +43,17 @@ def refuse_summary_place(output: Path, new: bool) -> None:
     # Its keys, in whatever order: a summary re-saved with sorted keys is still one (verify60 F10).
     if not (isinstance(data, dict) and {"job", "total", "models", "prompts"} <= data.keys()):  # what every summary has
         raise ConfigError(f"{summary}: not a batchrun summary: a summary goes there; it was left untouched")
-    named = data.get("output")
-    if not (isinstance(named, str) and Path(named).name):  # "" or "." names no file either (out-148 F5)
+    named = named_results(data)
+    if named is None:
         # Every run and merge names its file: one naming none may be anyone's, with what it
         # counted, and was replaced in silence (out-144 F8d).
         raise ConfigError(
             f"{summary}: names no results file (no `output`): it may be another run's; it was left untouched; "
             "move it away, or give another --output"
         )
-    if Path(named).name != output.name:
+    if named != output.name:
         # A pair copied or renamed apart: it was replaced in silence, with what it counted (out-143 F1).
         raise ConfigError(
-            f"{summary}: the summary of {Path(named).name}, not of {output.name}: it was left untouched; move it "
+            f"{summary}: the summary of {named}, not of {output.name}: it was left untouched; move it "
             "away, or give another --output"
         )

@@ -32,7 +32,8 @@ class _Parser(argparse.ArgumentParser):
         if "--" in args:
             # After "--" every word is a file (`validate -- -j.yaml`), which Python 3.11's intermixed
             # parse reads as options (verify49 N1): there, one that begins with "-" is given as ./-name.
-            args = args[: (cut := args.index("--"))] + [f"./{w}" if w.startswith("-") else w for w in args[cut + 1 :]]
+            cut = args.index("--")
+            args = args[:cut] + [f"./{word}" if word.startswith("-") else word for word in args[cut + 1 :]]
         self._mixing = True  # the intermixed parse calls this again, for each of its two passes
         try:
             return super().parse_known_intermixed_args(args, namespace)
@@ -52,7 +53,8 @@ class _Parser(argparse.ArgumentParser):
             elif taken := [v for o, v in pairwise(words) if o == "--sim" and v.endswith((".yaml", ".yml"))]:
                 message += f" ({taken[0]} was taken as --sim's K=V: --sim sets the simulator, --simulate picks it)"
         said = hide_keys(message)  # a key typed as a value (verify20 V6)
-        _Parser.run_error = said if self.prog.endswith(" run") else _Parser.run_error
+        if self.prog.endswith(" run"):
+            _Parser.run_error = said
         self.exit(ExitCode.USAGE, f"batchrun: error: {said}\n")
 
 
