@@ -18,7 +18,7 @@ from ._exceptions import ResultsError
 from ._failure_text import clip
 from ._files import read_regular_text
 from ._journal_file import journal_key_gap, journal_path
-from ._output_paths import summary_path
+from ._output_paths import named_results, summary_path
 from ._pricing import money
 from ._results import results_job
 from ._status import StopReason
@@ -65,8 +65,10 @@ class SummaryBeside:
         kept = self.kept
         if isinstance(kept.get("job"), str) and self.job is not None and kept["job"] != self.job:
             return {}  # another job's (break21 R16): its budget, stop and key gap are not this file's
-        named = kept.get("output")
-        if not any_file and isinstance(named, str) and Path(named).name != self.results.name:
+        # One that names no file ("", ".", none) is read as this file's, as a resume reads it for its
+        # key gap: "no summary beside it" there, and its key gap counted all the same (out-148 F5).
+        named = named_results(kept)
+        if not any_file and named is not None and named != self.results.name:
             return {}
         return kept
 
@@ -102,7 +104,7 @@ class SummaryBeside:
             what = "not a JSON object"
         elif not (isinstance(data.get("total"), dict) and type(data["total"].get("rows")) is int):
             what = "no run's counts (`total.rows`) in it"  # {} or {"foo": 1} counts nothing either (out-132 F1)
-        elif not (isinstance(data.get("output"), str) and data["output"]):
+        elif named_results(data) is None:
             # Every run and merge names its file: one that names none cannot be tied to this one,
             # and vouched for it with 56 of 105 rows gone, exit 0 and not a word (out-135 F2).
             what = "no `output` naming the file it was written for"
@@ -118,8 +120,8 @@ class SummaryBeside:
         was of another job than the file's first record names. The file was edited or replaced
         since (out-125 F1: one record's job changed, the other 104 rows were set aside as another
         job's and `report` passed on the one left); a gate cannot tell what it holds of its run."""
-        named, ran = self.kept.get("output"), self.kept.get("job")
-        if not isinstance(named, str) or Path(named).name != self.results.name or not isinstance(ran, str):
+        named, ran = named_results(self.kept), self.kept.get("job")
+        if named != self.results.name or not isinstance(ran, str):
             return None
         if self.job is None or ran == self.job:
             return None
@@ -135,10 +137,10 @@ class SummaryBeside:
         since, such as two runs `cat`-ed together: the rows read are both's)."""
         results = self.results
         summary = self.run_summary(any_file=True)
-        named, written = summary.get("output"), summary.get("results_bytes")
-        if isinstance(named, str) and named and Path(named).name != results.name:
+        named, written = named_results(summary), summary.get("results_bytes")
+        if named is not None and named != results.name:
             return [
-                f"{summary_path(results)}: the summary of {Path(named).name}, not of {results.name}: left out "
+                f"{summary_path(results)}: the summary of {named}, not of {results.name}: left out "
                 "(rows never written cannot be counted)"  # as with no summary at all (out-135 F10)
             ]
         try:

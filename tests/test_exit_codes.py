@@ -206,9 +206,13 @@ def test_a_results_file_removed_from_beside_its_summary_is_not_resumed_as_new(tm
     # A resume takes an `output` of "" as none, as it takes a missing one (out-146 F11: "the summary of , not of").
     assert call_cli(job, "--simulate", "-q", "-o", tmp_path / "e.jsonl")[0] == ExitCode.OK
     for nameless in ("", "."):  # "." names no file either (out-148 F5)
-        (tmp_path / "e.summary.json").write_text(json.dumps({**json.loads(summary), "output": nameless}))
+        gap = {**json.loads(summary), "output": nameless, "key_gap_usd": 0.25}
+        (tmp_path / "e.summary.json").write_text(json.dumps(gap))
         code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "e.jsonl", "--resume")
         assert code == ExitCode.OK and "the summary of" not in err, err
+        # Read as the file's own: its key gap is counted, so "no summary beside it" was untrue (out-148 F5).
+        assert "no summary beside it" not in err, err
+        assert json.loads((tmp_path / "e.summary.json").read_text())["key_gap_usd"] == 0.25
     # Its own, beside no file: a new run replaces it, as it replaces the results.
     (tmp_path / "other.summary.json").rename(tmp_path / "r.summary.json")
     assert call_cli(job, "--simulate", "-q", "-o", out)[0] == ExitCode.OK
