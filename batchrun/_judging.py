@@ -161,13 +161,14 @@ class Judging:
             await dispatch.release(row)
             raise
         base = {"model": model, "generation_id": result.generation_id, **_cost_of(row)}
+        cut = " (cut at its max_tokens: raise judge.params.max_tokens)"
         try:
             verdict = {**base, **parse_verdict(result.content)}
         except VerdictError as exc:
-            why = str(exc)
-            if result.finish_reason == "length":
-                why += " (cut at its max_tokens: raise judge.params.max_tokens)"
-            return {**base, "error": why}
+            return {**base, "error": str(exc) + (cut if result.finish_reason == "length" else "")}
+        if result.finish_reason == "length":
+            # Whole JSON, yet not the grader's whole answer: no verdict to gate on (out-150 2: a fail).
+            return {**base, "error": "not a whole verdict" + cut}
         if self.cache is not None:  # only a verdict is worth keeping, never a reply that was none
             self.cache.store_row(request, result, None, utc(dispatch.clock.time()), row.charges)
         return verdict

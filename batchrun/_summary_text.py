@@ -173,6 +173,10 @@ _ROOM = {
     "budget": "--resume goes on with a larger budget: run.budget_usd or --budget, whichever is the smaller",
     "credits": "--resume goes on once the key's limit or the account's balance has room",
 }
+_REGRADE_ROOM = {
+    "budget": "report --job again re-grades them with a larger budget (run.budget_usd or --budget, the smaller)",
+    "credits": "report --job again re-grades them once the key's limit or the account's balance has room",
+}
 
 
 def _stop_line(summary: Summary) -> str:
@@ -183,7 +187,9 @@ def _stop_line(summary: Summary) -> str:
     doubt = (
         f"{doubted} row(s) count a charge in doubt, which --resume looks up first" if doubted and stop in _ROOM else ""
     )
-    said = "; ".join(part for part in (one_line(message) if message else "", doubt, _ROOM.get(stop, "")) if part)
+    # `report --job` has no --resume, and writes no verdict back: it is run again (out-150 1).
+    room = (_REGRADE_ROOM if summary.get("judging_regraded") else _ROOM).get(stop, "")
+    said = "; ".join(part for part in (one_line(message) if message else "", doubt, room) if part)
     return f"stopped: {stop}" + (f" ({said})" if said else "")
 
 

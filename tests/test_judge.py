@@ -536,6 +536,12 @@ def test_report_job_regrades_with_judges_under_a_budget(tmp_path: Path) -> None:
     changed = summary["regraded_changes"]
     assert set(changed) <= {"pass -> undecided", "fail -> undecided"} and sum(changed.values()) > 0
     assert summary["spent_usd"] <= 0.00001
+    # The way on is report --job again: it has no --resume (out-150 1: "--resume goes on", exit 2).
+    said = cli("report", out, "--job", job, "--simulate", "--budget", "0.00001", "--regrade-all")
+    assert (
+        said.returncode == ExitCode.BUDGET and "report --job again re-grades them with a larger budget" in said.stdout
+    )
+    assert "--resume" not in said.stdout + said.stderr, said.stdout
     # Graders due, no key and no --simulate: a one-line error, exit 2, nothing sent.
     result = cli("report", out, "--job", job, "--regrade-all")
     assert result.returncode == ExitCode.USAGE and "no API key" in result.stderr

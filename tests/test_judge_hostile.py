@@ -171,6 +171,17 @@ def test_tool_calls_are_bounded_in_number_and_size(tmp_path: Path) -> None:
 
 
 # -- graders ---------------------------------------------------------------------------------
+_CUT = {
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "length",
+            "message": {"role": "assistant", "content": '{"pass": false, "score": 0, "reason": "x"}'},
+        }
+    ]
+}
+
+
 def grading(grader: Any, answer: Any = "Paris") -> HostileServer:
     """A server whose answers are `answer` and whose grader replies are `grader` (a payload
     for the verdict's content, or a callable of the request giving raw bytes)."""
@@ -201,6 +212,11 @@ def grading(grader: Any, answer: Any = "Paris") -> HostileServer:
         (lambda r: json_answer(200, {"error": {"code": 400, "message": "no"}, "choices": None}), "bad_request"),
         (lambda r: json_answer(200, {"choices": "lots"}), "bad_response"),
         (lambda r: b"SSH-2.0-OpenSSH_9.6\r\n", "network"),
+        # Whole JSON, but cut at max_tokens: not the grader's whole answer (out-150 2: taken as a fail).
+        (
+            lambda r: json_answer(200, chat_payload(**_CUT)),
+            "cut at its max_tokens",
+        ),
     ],
 )
 def test_a_lying_grader_makes_the_check_error_never_pass_or_fail(tmp_path: Path, grader: Any, error: str) -> None:
