@@ -113,7 +113,7 @@ def incomplete_notes(beside: SummaryBeside, rows: int, unread: int) -> list[str]
     if (another := beside.of_another_job()) is not None:  # as `report` says (out-135 F1: a normal night)
         notes.append(another.removeprefix(f"{path}: "))
     missing = missing_since_summary(path, meta, rows, unread, awaiting)
-    if missing:
+    if (missing := missing or beside.changed()) is not None:  # edited since (out-149 F1)
         notes.append(missing.removeprefix(f"{path}: "))
     elif unread and not meta:  # with its summary counting every row there, none is (verify63 F8)
         notes.append(f"{unread} line(s) set aside or cut: a row may be missing")

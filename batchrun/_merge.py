@@ -145,6 +145,13 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
     # A shard tried out with --simulate beside real ones made the night's gate green on made-up
     # answers, without a word (out-101 F4).
     besides = [SummaryBeside.read(shard) for shard in shards]
+    for beside in besides:
+        if (changed := beside.changed()) is not None:
+            # Merged, it was a new file with a new summary: an edited shard's rows passed every
+            # gate after it (out-149 F1).
+            raise ResultsError(
+                f"{changed}: not merged; run that shard again, or move its summary away to merge its rows as they are"
+            )
     endpoints = [recorded_endpoint(beside) for beside in besides]
     # A killed shard's journal says what answered it too (out-138 F5): enough to say the merge is
     # mixed, never to make it the simulator's, whose graders may then re-grade it (_answered_by).

@@ -147,12 +147,39 @@ class SummaryBeside:
             grown = results.stat().st_size - written if type(written) is int else 0
         except OSError:
             return []
-        if grown > 0 and not journal_path(results).exists():
+        if grown > 0 and not journal_path(results).exists() and not self.changed():
             return [
                 f"{results}: {grown:,} byte(s) longer than when its summary was written, with no run since "
                 "(lines appended: two runs put together?): its rows are read as one run"
             ]
         return []
+
+    def changed(self) -> str | None:
+        """Why the file is not the one its own summary saw (of this file, of its job): shorter (records
+        removed), or its bytes up to where the summary saw it end are not those (its digest of them
+        differs: records edited, another run's file put in its place). None when they are, or when no
+        such summary says what it saw. A run only appends, a resume too: lines after that end are
+        `doubts`. The gate passed a failing night whose failed records were replaced by another
+        night's passing ones, exit 0 and not a word, where `report` said the rows were gone (out-149 F1)."""
+        summary = self.run_summary()
+        written, seen = summary.get("results_bytes"), summary.get("results_tail")
+        if type(written) is not int or self.of_another_job():
+            return None
+        try:
+            size = self.results.stat().st_size
+        except OSError:
+            return None
+        if size < written:
+            return (
+                f"{self.results}: {written - size:,} byte(s) shorter than when its summary was written: records "
+                "removed since (what they cost is not counted)"
+            )
+        if isinstance(seen, str) and tail_digest(self.results, written) != seen:
+            return (
+                f"{self.results}: not the file its summary was written for (what it held then changed since: "
+                "records edited, or another file put in its place): its rows are not its run's"
+            )
+        return None
 
     def key_gap(self) -> float:
         """The key's usage that the file's runs counted beyond its rows' reported costs (in no

@@ -737,6 +737,7 @@ def test_the_gate_grades_max_cost_on_the_answer_as_the_run_did_not_on_every_run_
     write_job(tmp_path, job_text.replace("max_cost_usd: 1", f"max_cost_usd: {limit!r}"))
     cut = [{**r, "status": "skipped", "reason": "deadline", "content": None, "passed": None} for r in rows]
     out.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in [*cut, *rows]))
+    out.with_name("r.summary.json").unlink()  # written by hand: no run's summary vouches for it (out-149 F1)
     code, text, err = call_cli("report", out, "--job", job, "--json")
     assert code == ExitCode.OK, err
     total = json.loads(text)["total"]
@@ -887,3 +888,60 @@ def test_a_prompt_whose_checks_were_removed_has_no_verdict_in_the_gate(tmp_path:
         assert {k: json.loads(out)["total"][k] for k in figures} == {k: json.loads(again)["total"][k] for k in figures}
         assert ("impossible" in junit.read_text()) is (name == "capital"), name
         assert "-> no check: 2" in err, err
+
+
+def test_records_edited_since_the_runs_summary_fail_the_gate_and_are_not_merged(tmp_path: Path) -> None:
+    # out-149 F1: a failing night's failed records replaced by a passing night's records of the same
+    # rows passed `report --job` (the CI gate), exit 0 and not a word; padded back to the size its
+    # summary saw, plain `report` passed it too; and `merge` laundered edited shards into a new file.
+    job = write_job(tmp_path, SMALL_JOB)
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    assert call_cli(job, "--simulate", "-q", "-o", good)[0] == ExitCode.OK
+    wrong = ("--sim", "accuracy.openai/gpt-4o-mini=0")
+    assert call_cli(job, "--simulate", "-q", "-o", bad, *wrong)[0] == ExitCode.OK  # no threshold
+    assert any(row.get("passed") is False for row in read_rows(bad))
+    passing = {json.loads(line)["id"]: line for line in good.read_text().splitlines(keepends=True)}
+
+    def launder(path: Path, pad: bool) -> None:
+        lines = [
+            passing[json.loads(line)["id"]] if json.loads(line).get("passed") is False else line
+            for line in path.read_text().splitlines(keepends=True)
+        ]
+        short = json.loads(summary_path(path).read_text())["results_bytes"] - len("".join(lines).encode())
+        if pad and short > 0:  # JSON allows blanks: the size its summary saw, other bytes
+            lines[0] = lines[0][:-1] + " " * short + "\n"
+        path.write_text("".join(lines))
+
+    launder(bad, pad=False)
+    gate: list[str | Path] = ["report", bad, "--job", job]
+    for args in (gate, ["report", bad]):
+        code, _, err = call_cli(*args)
+        assert code == ExitCode.INCOMPLETE and "shorter than when its summary was written" in err, (args, err)
+    launder(bad, pad=True)
+    assert bad.stat().st_size == json.loads(summary_path(bad).read_text())["results_bytes"]
+    for args in (gate, [*gate, "--allow-partial"], ["report", bad]):
+        code, _, err = call_cli(*args)
+        assert code == ExitCode.INCOMPLETE and "not the file its summary was written for" in err, (args, err)
+    code, out, _ = call_cli("history", bad)
+    assert code == 0 and "not the file its summary was written for" in out, out
+    # Another job's night put in its place, summary left: not "lines appended".
+    other = tmp_path / "other.jsonl"
+    assert call_cli(job, "--simulate", "-q", "-o", other, "--sim", "seed=9")[0] == ExitCode.OK
+    bad.write_bytes(other.read_bytes())
+    code, _, err = call_cli("report", bad, "--job", job)
+    assert code == ExitCode.INCOMPLETE and "lines appended" not in err, err
+    # Shards: an edited one is not merged (its rows would pass every gate after the merge).
+    shards = [tmp_path / f"s{k}.jsonl" for k in (1, 2)]
+    for k, shard in enumerate(shards, 1):
+        call_cli(job, "--simulate", "-q", "-o", shard, "--shard", f"{k}/2", "--no-thresholds", *wrong)
+    edited = next(shard for shard in shards if any(row.get("passed") is False for row in read_rows(shard)))
+    launder(edited, pad=True)
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", *shards, "--job", job)
+    assert code == ExitCode.USAGE and f"{edited}: not the file its summary was written for" in err, err
+    assert not (tmp_path / "m.jsonl").exists()
+    # Lines appended with no run since: said by the gate as by `report`.
+    appended = tmp_path / "a.jsonl"
+    assert call_cli(job, "--simulate", "-q", "-o", appended)[0] == ExitCode.OK
+    appended.write_bytes(appended.read_bytes() + good.read_bytes())
+    code, _, err = call_cli("report", appended, "--job", job)
+    assert "longer than when its summary was written, with no run since (lines appended" in err, err

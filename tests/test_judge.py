@@ -596,6 +596,7 @@ def test_report_job_asks_only_for_the_verdicts_of_rows_whose_checks_changed_or_l
         rows[0]["checks"][0].update({"pass": None, "reason": "", "error": "not graded: its grader failed"})
         rows[0].update(verdict_of(rows[0]["checks"]))  # undecided, as a grader's failure leaves it
         out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        out.with_name("r.summary.json").unlink()  # edited: the run's summary would say so, exit 12 (out-149 F1)
         asked = judge_rows(simulator)
         edited = write_job(tmp_path, two.replace('"Short."', '"Brief."'), "edited.yaml")  # one rubric of two
         code, _, err = call_cli("report", out, "--job", edited, "--base-url", sim.base_url, "--budget", "1")

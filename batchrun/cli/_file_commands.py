@@ -132,6 +132,7 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
     # incomplete, as rows gone since its summary do: exit 12, and the JUnit file fails with it
     # (break42 F2: exit 0 and a JUnit file with no failure for a run stopped at its deadline).
     missing = missing_since_summary(args.results, run_summary, summary["total"]["rows"], unread, awaiting)
+    missing = missing or beside.changed()  # records edited since its summary (out-149 F1)
     if not summary["total"]["rows"] and not awaiting and missing is None:
         raise ResultsError(f"{args.results}: holds no records")
     counted(summary)

@@ -188,6 +188,11 @@ def _gate(
         # Left out, as `report` leaves it out, and said: it was taken in silence, and vouched for
         # the simulator's graders re-grading real answers (out-137 3). The job's matrix counts the rows.
         console.warn(f"{unvouched}; left out: the rows are counted against {job.path.name}'s matrix")
+    for doubt in beside.doubts():  # as `report` says them: lines appended since (out-149 F1)
+        console.warn(doubt)
+    # The matrix counts rows, not what they say: records edited since the run's summary (a failing
+    # night's failed records replaced by another's passing ones) passed the gate (out-149 F1).
+    edited = beside.changed()
     coverage = MatrixCoverage.of(job)
     # Judge checks of the job now (a dataset row's own included) decide whether graders are asked.
     regraded: list[dict[str, Any]] = []
@@ -239,7 +244,9 @@ def _gate(
     # met on the rows that are there (out-113 F3).
     unverdicted = coverage.without_verdicts() if shortfalls and args.allow_partial else None
     code, reasons = decide(summary, settings, unverdicted=unverdicted)
-    if shortfalls and not args.allow_partial:
+    if edited:  # not rows missing: --allow-partial does not accept it
+        code, reasons = ExitCode.INCOMPLETE, [edited, *shortfalls, *notes, *reasons]
+    elif shortfalls and not args.allow_partial:
         # Rows without an answer outrank errors and quality, as a stop does in a run.
         code, reasons = ExitCode.INCOMPLETE, [*shortfalls, "(--allow-partial accepts them)", *notes, *reasons]
     elif shortfalls and len(coverage.seen) == coverage.skipped:
