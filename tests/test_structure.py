@@ -184,3 +184,18 @@ def test_the_repository_root_holds_only_the_projects_own_files() -> None:
     expected = {".ci", ".github", ".gitignore", "README.md", "pyproject.toml"}
     expected |= {"batchrun", "bench", "jobs", "outputs", "schemas", "tests"}
     assert top == expected
+
+
+def test_the_shipped_workflow_is_the_readmes_recipe() -> None:
+    """out-149 F2: the README says its sharded recipe is also in .github/workflows; a fix made to
+    one (merge a night under its own name for `history`) did not reach the other."""
+    root = PACKAGE.parent
+    workflow = root / ".github" / "workflows" / "nightly-eval.yml"
+    if not workflow.exists():
+        pytest.skip("no .github folder (a source archive)")
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    start = readme.index(
+        "```yaml\n", readme.index("GitHub Actions, sharded (also in `.github/workflows/nightly-eval.yml`)")
+    )
+    recipe = readme[start + len("```yaml\n") : readme.index("```\n", start + len("```yaml\n"))]
+    assert workflow.read_text(encoding="utf-8") == "name: nightly eval\n" + recipe
