@@ -48,6 +48,7 @@ class RegradeEstimate:
     worst_usd: float = 0.0
     unknown_price: bool = False
     kept: int = 0  # judge verdicts kept: their checks unchanged since they were graded
+    changed: int = 0  # of `rows`, those due for checks changed since (or --regrade-all), not undecided verdicts
 
 
 def kept_verdicts_of(
@@ -57,9 +58,16 @@ def kept_verdicts_of(
     the same checks, rubric and grader settings (`checks_fingerprint`). The README's CI gate, merge
     then `report --job`, bought every verdict a second time, and gated on that second grading
     (break68 F8); what a grader left undecided is asked again."""
+    return {i: e for i, e in held_verdicts_of(record, request, checks).items() if e.get("pass") in (True, False)}
+
+
+def held_verdicts_of(
+    record: dict[str, Any], request: Request, checks: list[dict[str, Any]]
+) -> dict[int, dict[str, Any]]:
+    """The judge results a row holds under the same checks as now, undecided ones included."""
     if not request.checks_fingerprint or record.get("checks_fingerprint") != request.checks_fingerprint:
         return {}
-    return {i: e for i, e in stored_judgements(record, checks).items() if e.get("pass") in (True, False)}
+    return stored_judgements(record, checks)
 
 
 def _judge_rows(records: Iterable[dict[str, Any]], job: Job) -> Iterator[tuple[dict[str, Any], Request | None]]:
@@ -88,15 +96,22 @@ def _all_kept(checks: list[dict[str, Any]], kept: dict[int, Any]) -> bool:
 
 
 def regrade_kept(
-    records: Iterable[dict[str, Any]], job: Job, gate: ItemGate, emit: Callable[[dict[str, Any]], None]
+    records: Iterable[dict[str, Any]],
+    job: Job,
+    gate: ItemGate,
+    emit: Callable[[dict[str, Any]], None],
+    undecided: bool = False,
 ) -> Summary:
     """`report --job` when no grader is due: every row graded again with the verdicts it holds
-    (out-102 F2: the README's CI gate, without a key, was exit 2 "no API key" for it)."""
+    (out-102 F2: the README's CI gate, without a key, was exit 2 "no API key" for it). With
+    `undecided`, when only verdicts a grader left undecided are due and no grader can be asked
+    (no key): those are kept undecided, as the run counted them."""
+    held = held_verdicts_of if undecided else kept_verdicts_of
     builder = SummaryBuilder(gate)
     for record, request in _judge_rows(records, job):
         if request is not None and record.get("status") == Status.OK:
             checks = applied_checks(record, request)
-            record = graded_now(record, checks, kept_verdicts_of(record, request, checks))
+            record = graded_now(record, checks, held(record, request, checks))
         builder.add(record)
         emit(record)
     return builder.result(budget_usd=job.run.budget_usd, spent_usd=0.0)
@@ -113,6 +128,7 @@ def estimate_regrade(
         if _all_kept(checks, kept):
             continue
         estimate.rows += 1
+        estimate.changed += regrade_all or record.get("checks_fingerprint") != request.checks_fingerprint
         if costs is None:
             continue
         shown = answer_text(record.get("content") or "", record.get("tool_calls") or ())

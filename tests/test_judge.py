@@ -579,6 +579,26 @@ def test_a_regrading_report_says_its_costs_apart_from_what_the_run_spent(tmp_pat
     assert "; each model's cost counts the grading of its rows" in text  # break68 F5: 10x dearer, unsaid
 
 
+def test_a_keyless_gate_after_a_grader_outage_counts_the_undecided_verdicts_as_the_run_did(tmp_path: Path) -> None:
+    # out-149 F3: the README's gate step has no key; after a night whose grader failed (the run:
+    # exit 1, "could not be graded") it exited 2, "no API key", a setup error, and said nothing else.
+    job, out = write_job(tmp_path, JUDGED), tmp_path / "r.jsonl"
+    run = cli(job, "--simulate", "-o", out, "-q", "--sim", "judge_unparseable=0.5")
+    assert run.returncode == ExitCode.ERRORS, run.stderr
+    rows = read_rows(out)
+    ungraded = sum(row["checks"][0]["pass"] is None for row in rows)
+    assert ungraded > 0
+    code, text, err = call_cli("report", out, "--job", job, "--json")
+    assert code == ExitCode.ERRORS, err
+    assert f"{ungraded} row(s) hold judge verdicts their run left undecided: not asked again without an API" in err
+    total = json.loads(text)["total"]
+    assert total["undecided"] == sum(row["passed"] is None for row in rows) and "could not be graded" in err
+    # Checks edited since: no verdict of the file stands, and none can be had without a key: a setup error.
+    edited = write_job(tmp_path, JUDGED.replace("as the capital", "as its capital"), "edited.yaml")
+    code, _, err = call_cli("report", out, "--job", edited)
+    assert code == ExitCode.USAGE and "no API key" in err, err
+
+
 def test_report_job_asks_only_for_the_verdicts_of_rows_whose_checks_changed_or_left_undecided(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

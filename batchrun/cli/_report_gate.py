@@ -15,6 +15,7 @@ from .._summary_types import Summary
 from .._verdict import ExitCode
 from ._common import (
     budget_not_taken,
+    checked_key,
     key_for_job,
     refuse_unmeetable_threshold,
     show,
@@ -335,6 +336,14 @@ def _regrade_judged(
             f"re-grading 0 row(s): {due.kept} verdict(s) kept: graded under the same checks (--regrade-all asks again)"
         )
         summary = regrade_kept(records, job, gate, keep)
+    elif not due.changed and not args.simulate and not checked_key(job.endpoint.api_key_env):
+        # The README's keyless gate step after a grader outage: "no API key", exit 2, a setup error,
+        # where the night's verdicts were only undecided; the run said exit 1 (out-149 F3).
+        console.warn(
+            f"{due.rows} row(s) hold judge verdicts their run left undecided: not asked again without an API key "
+            f"(${job.endpoint.api_key_env}); counted undecided, as the run counted them"
+        )
+        summary = regrade_kept(records, job, gate, keep, undecided=True)
     else:
         summary = _with_graders(args, console, job, gate, records, keep, worst_case)
     summary["output"] = str(args.results)
