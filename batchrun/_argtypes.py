@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._files import followed
 from ._output_paths import output_pattern_problem
 
 MAX_CONCURRENCY = 4096  # the schema's maximum for run.concurrency and models[].concurrency
@@ -191,13 +192,15 @@ def merged_file(text: str) -> Path:
 
 
 def results_file(text: str) -> Path:
-    """A results file's path, as `merged_file`; its run's summary is named as such."""
-    return _not_a_summary(text, merged_file(text))
+    """A results file's path, as `merged_file`; its run's summary is named as such. Through a link,
+    the file it names: its run's files are beside it."""
+    return followed(_not_a_summary(text, merged_file(text)))
 
 
 def run_or_folder(text: str) -> Path:
-    """What `history` reads: a job's output folder or a results file, not a run's summary."""
-    return _not_a_summary(text, user_path(text))
+    """What `history` reads: a job's output folder or a results file (through a link, the file it
+    names), not a run's summary."""
+    return followed(_not_a_summary(text, user_path(text)))
 
 
 def _not_a_summary(text: str, path: Path) -> Path:

@@ -18,7 +18,7 @@ from ._answered_by import answered_by, recorded_endpoint
 from ._argtypes import summary_given
 from ._batch_state import pending_batches
 from ._exceptions import OutputFailed, ResultsError
-from ._files import file_identity
+from ._files import file_identity, followed
 from ._fold import Earlier
 from ._gate import MatrixCoverage, named_by_its_id, shard_layout
 from ._items import ItemGate
@@ -57,6 +57,7 @@ def merge_shards(shards: list[Path], output: Path, job: Job | None = None, warn:
     if output.exists() and (output.stat().st_size > 0 or not output.is_file()):
         # A FIFO, a device or a folder too: it was replaced by the merged file (break24 F10).
         raise ResultsError(f"{output} already exists: merge writes a new file")
+    shards = [followed(shard) for shard in shards]  # a link's run files are beside its target
     if len({file_identity(shard) for shard in shards}) < len(shards):
         raise ResultsError("a file is named twice: give each shard once")
     if output.exists():

@@ -68,6 +68,24 @@ def test_a_link_to_a_run_in_its_folder_is_not_a_run_of_its_own(in_tmp: Path) -> 
     assert sorted(Path(run["file"]).name for run in json.loads(out)["runs"]) == sorted([complete.name, stopped.name])
 
 
+def test_readers_through_a_link_see_the_runs_files_beside_its_target(in_tmp: Path) -> None:
+    # out-149 F4: a night with records removed was exit 12 by its own name and exit 0 through a
+    # `latest.jsonl` link (its summary, journal and batch record are beside the target, not the
+    # link); `history` of the link did not mark it, and `merge` of a link took an edited shard.
+    night_file = night()
+    lines = night_file.read_text().splitlines(keepends=True)
+    night_file.write_text("".join(lines[: len(lines) // 2]))
+    link = in_tmp / "latest.jsonl"
+    link.symlink_to(night_file.resolve())
+    for path in (night_file, link):
+        code, _, err = call_cli("report", path)
+        assert code == ExitCode.INCOMPLETE and "row(s) its summary counts have no readable record" in err, err
+    code, out, err = call_cli("history", link, "--json")
+    assert code == ExitCode.OK and json.loads(out)["runs"][0]["incomplete"], out
+    code, _, err = call_cli("merge", in_tmp / "m.jsonl", link)
+    assert code == ExitCode.USAGE and "shorter than when its summary was written" in err, err
+
+
 def test_plan_averages_the_run_that_began_last(in_tmp: Path, sim: Simulator) -> None:
     # break52 F1: "prev. avg $" came from a 90-day-old hand-named file.
     old = FOLDER / "zz-old-manual.jsonl"
