@@ -208,9 +208,12 @@ def _quiet(_message: str) -> None:
     return None  # the second read of a file: its set-aside lines were reported by the first
 
 
-def build_history(paths: Iterable[Path], warn: Warn = _quiet, listed: list[Path] | None = None) -> dict[str, Any]:
+def build_history(
+    paths: Iterable[Path], warn: Warn = _quiet, listed: list[Path] | None = None, job: str | None = None
+) -> dict[str, Any]:
     """The runs in `paths` (files or folders), oldest first; `warn` hears of lines set aside (torn,
-    corrupt). `listed`: `runs_in(paths)`, where the caller has listed them already."""
+    corrupt). `listed`: `runs_in(paths)`, where the caller has listed them already. `job`: the
+    name of the job whose runs are shown (others are left out), else the one job there."""
     paths = list(paths)
     # A run in progress is no run of the history yet.
     files = finished(runs_in(paths) if listed is None else listed, warn)
@@ -233,7 +236,7 @@ def build_history(paths: Iterable[Path], warn: Warn = _quiet, listed: list[Path]
     loaded = [run for run in (read(path) for path in files) if run is not None]
     if not loaded:
         raise ResultsError(f"{', '.join(map(str, files))}: no rows in these results files")
-    loaded = one_job(loaded, named, warn)
+    loaded = one_job(loaded, named, warn, job)
     jobs = {str(run.summary["job"]) for run in loaded if run.summary["job"]}
     # A run stamped ahead of now (a clock that was fast) is the oldest, as `--resume` counts it:
     # sorted last, it was "the latest run" and the flips' "previous run" for ever (break62 F7).

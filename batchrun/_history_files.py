@@ -66,12 +66,18 @@ def _job(run: _Run) -> str | None:
     return str(run.summary["job"]) if run.summary["job"] else None
 
 
-def one_job(loaded: list[R], named: set[Path], warn: Warn) -> list[R]:
-    """The runs of one job. Files given by name of different jobs are refused (exit 2). A file of
-    another job in a folder given (a test written there with `-o`) is left out, with a warning:
-    it ended the nightly history, exit 2, where a garbage file was a warning (break52 F6). The
-    folder's job is that of the files named, else of most of its runs (the newest's on a tie)."""
-    jobs = {job for run in loaded if (job := _job(run)) is not None}
+def one_job(loaded: list[R], named: set[Path], warn: Warn, job: str | None = None) -> list[R]:
+    """The runs of one job: `job` (history --job), else the one job there. Files given by name of
+    different jobs are refused (exit 2). A file of another job in a folder given (a test written
+    there with `-o`) is left out, with a warning: it ended the nightly history, exit 2, where a
+    garbage file was a warning (break52 F6). The folder's job is that of the files named, else of
+    most of its runs (the newest's on a tie)."""
+    jobs = {name for run in loaded if (name := _job(run)) is not None}
+    if job is not None:
+        if job not in jobs:
+            raise ResultsError(f"no run of job {job} there (its runs are of {', '.join(sorted(jobs))})")
+        _left_out(loaded, job, warn)
+        return [run for run in loaded if _job(run) in (None, job)]
     if len(jobs) <= 1:
         return loaded
     given = {job for run in loaded if run.path.resolve() in named and (job := _job(run)) is not None}
@@ -87,12 +93,23 @@ def one_job(loaded: list[R], named: set[Path], warn: Warn) -> list[R]:
         kept = given.pop()
     else:
         counts = Counter(_job(run) for run in loaded)
-        newest = _job(max(loaded, key=lambda run: run.start))
+        latest = max(loaded, key=lambda run: run.start)
+        newest = _job(latest)
         kept = max(jobs, key=lambda job: (counts[job], job == newest, job))
+        if newest not in (None, kept):
+            # A job renamed: its new nights were left out until they were most of the folder's (out-149 F5).
+            warn(
+                f"the newest run, {latest.path}, is of job {newest}, not of {kept} (most of the runs): left out; "
+                "give --job JOB.yaml to show the runs of the job named there"
+            )
+    _left_out(loaded, kept, warn)
+    return [run for run in loaded if _job(run) in (None, kept)]
+
+
+def _left_out(loaded: list[R], kept: str, warn: Warn) -> None:
     for run in loaded:
         if _job(run) not in (None, kept):
             warn(f"{run.path}: a run of job {_job(run)}, not of {kept}: left out of the history")
-    return [run for run in loaded if _job(run) in (None, kept)]
 
 
 def incomplete_notes(beside: SummaryBeside, rows: int, unread: int) -> list[str]:

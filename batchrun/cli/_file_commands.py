@@ -169,6 +169,7 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
 def cmd_history(args: argparse.Namespace, console: Console) -> int:
     from .._history import build_history, render_history_markdown, render_history_text
     from .._history_files import runs_in
+    from .._job import load_job
 
     refuse_sidecars((args.html, "a page"), inputs=args.paths)
     refuse_other_kinds((args.html, "a page"))
@@ -176,8 +177,9 @@ def cmd_history(args: argparse.Namespace, console: Console) -> int:
     with contextlib.suppress(ResultsError):  # no runs there: said below, as build_history finds it
         runs = runs_in(args.paths)
         refuse_printing_into(runs)  # `history DIR >> DIR/x.jsonl` (out-144 F3)
+    job = load_job(args.job).name if args.job is not None else None
     try:
-        history = build_history(args.paths, console.warn, runs)
+        history = build_history(args.paths, console.warn, runs, job)
     except (ConfigError, ResultsError) as failure:
         _history_page_failed(args, console, str(failure))
         raise

@@ -266,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument(
         "--html", type=_argtypes.user_path, metavar="OUT.html", help="also write a self-contained HTML page"
     )
+    history.add_argument(
+        "--job",
+        type=_argtypes.user_path,
+        metavar="JOB.yaml",
+        help="the runs of this job (by its name: after a rename, the new one's); else the job of most runs there",
+    )
     # One format or the other, as report's and diff's (break35 F1: both were taken, JSON printed
     # and the Markdown appended to the step summary).
     _add_format_options(history, "the runs and what changed")
