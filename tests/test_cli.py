@@ -525,6 +525,13 @@ def test_a_run_that_ends_before_its_summary_says_its_exit_in_the_step_summary(
     step.unlink()
     bogus = call_cli("report", tmp_path / "a.jsonl", "--bogus")[0]
     assert bogus == ExitCode.USAGE and not step.exists()  # a reader's: none
+    # out-149 F7: a gate refused before its verdict (its results not there) wrote nothing there.
+    code, _, err = call_cli("report", tmp_path / "gone.jsonl", "--job", job)
+    assert code == ExitCode.USAGE and step.read_text() == (
+        f"\n### batchrun report {md_text(str(tmp_path / 'gone.jsonl'))}\n\n"
+        f"**Exit 2:** {md_text(err.removeprefix('batchrun: ').strip())}\n"
+    )
+    step.unlink()
     # The console script, its stderr a log file (its early look at argv parses it too): said once.
     with open(tmp_path / "cron.log", "wb") as log:
         env = child_env(GITHUB_STEP_SUMMARY=str(step))

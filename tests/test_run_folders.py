@@ -220,12 +220,19 @@ def test_shards_side_by_side_with_default_outputs_each_run_and_one_shard_runs_on
     assert code == ExitCode.OK, err
 
 
-def test_report_of_a_partial_merge_is_incomplete_and_its_junit_fails(in_tmp: Path) -> None:
+def test_report_of_a_partial_merge_is_incomplete_and_its_junit_fails(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # break53 F5: one shard of two merged with --allow-partial: report exit 0 and a green JUnit
     # gate case, while the page it wrote said exit 12 and the merge's summary knew 10 rows missing.
     code, _, err = call_cli("job.yaml", "--simulate", "--shard", "1/2", "--no-thresholds", "-q", "-o", "s1.jsonl")
     assert code == ExitCode.OK, err
-    assert call_cli("merge", "m.jsonl", "s1.jsonl", "--allow-partial", "-q")[0] == ExitCode.OK
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(in_tmp / "step.md"))
+    code, _, err = call_cli("merge", "m.jsonl", "s1.jsonl", "--allow-partial", "-q")
+    # Said on stderr and in the step summary: it was a table of half the rows that looked whole (out-149 F6).
+    accepted = "accepted with --allow-partial: shard(s) 2 of 2 are missing"
+    assert code == ExitCode.OK and accepted in err, err
+    assert f"**Exit 0:** {accepted}" in (in_tmp / "step.md").read_text()
     code, _, err = call_cli("report", "m.jsonl", "--junit", "m.xml")
     assert code == ExitCode.INCOMPLETE and "m.jsonl: a partial merge: shard(s) 2 of 2 are missing" in err
     assert '<failure message="exit 12: m.jsonl: a partial merge' in Path("m.xml").read_text()

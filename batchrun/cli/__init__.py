@@ -139,12 +139,15 @@ def main(
         return ExitCode.USAGE
     said = len(console.said)
     code = _handled(args, console)
-    if args.command == "run" and not args.finished:
+    if args.command in ("run", "report", "merge") and not args.finished:
         # Ended before its summary (no key, the key refused, the endpoint down, a bad job): the
-        # step summary says so too, or CI showed no verdict for the step (break42 F8).
+        # step summary says so too, or CI showed no verdict for the step (break42 F8); a gate's and
+        # a merge's too (out-149 F7: a results file not there, another job's).
         why = "; ".join(console.said[said:]) or "refused before anything was said"
+        what = {"run": f"run {getattr(args, 'job', '')}", "report": f"report {getattr(args, 'results', '')}"}
         # A job that loaded names files the summary keeps off (out-111 F1); one refused is not read again.
-        step_summary(console, early_exit(code, why, f"run {args.job}"), args, getattr(args, "job_loaded", False))
+        loaded = getattr(args, "job_loaded", False)
+        step_summary(console, early_exit(code, why, what.get(args.command, args.command)), args, loaded)
     return code
 
 
