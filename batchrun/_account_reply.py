@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from ._exceptions import Transient
 from ._formats import short
 from ._pricing import EndpointPrice, money, price, read_pricing
 from ._reply import Reply, bad_reply, count, json_of, str_of, type_name
@@ -54,7 +55,17 @@ _KEY_HASH = re.compile(r"[A-Za-z0-9_-]{8,200}")
 
 def data_of(reply: Reply, what: str) -> Any:
     """The `data` member of a JSON object reply."""
-    body = json_of(reply)
+    try:
+        body = json_of(reply)
+    except Transient:
+        # Which call, and the likeliest cause: a base URL of a web site (a page, 200) was "the
+        # body was truncated or not JSON", naming neither (out-149 note).
+        page = reply.body.lstrip()[:1] == b"<"
+        raise bad_reply(
+            f"the {what} reply is {'an HTML page' if page else 'not JSON'}: is the base URL the API's (it ends in "
+            "/api/v1)?",
+            reply.status,
+        ) from None
     if not isinstance(body, dict) or "data" not in body:
         raise bad_reply(f"the {what} reply has no data")
     return body["data"]

@@ -218,6 +218,8 @@ def test_a_key_reply_that_cannot_be_read_stops_pre_flight(tmp_path: Path, body: 
     server.key = lambda r: http(200, body)
     outcome = run(server, tmp_path, "--budget", "1")
     assert outcome.code == ExitCode.ERRORS and "bad_response" in outcome.stderr and outcome.rows == []
+    if body.startswith(b"<"):  # a web site's page: which call, and the likeliest cause (out-149 note)
+        assert "/key reply is an HTML page: is the base URL the API's (it ends in /api/v1)?" in outcome.stderr
 
 
 def test_one_bad_reply_in_fifty_loses_no_row(tmp_path: Path) -> None:
