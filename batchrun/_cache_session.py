@@ -240,13 +240,13 @@ class CacheSession:
             return False
         return why_not_a_hit(request, probe, self.max_reply_bytes, self.settings.store_length, self.batch) is None
 
-    def peek(self, request: Request) -> float | None:
-        """The original cost if this request is stored, else None; nothing is counted."""
+    def peek(self, request: Request) -> CachedAnswer | None:
+        """The stored answer (as first received) if this request is stored, else None; not counted."""
         return next(self.peek_all([request]))[1]
 
-    def peek_all(self, requests: Iterable[Request]) -> Iterator[tuple[Request, float | None]]:
-        """Each request with its stored answer's original cost, or None when not stored;
-        nothing is counted. Planning calls it for every row it will run, then `planned()`.
+    def peek_all(self, requests: Iterable[Request]) -> Iterator[tuple[Request, CachedAnswer | None]]:
+        """Each request with its stored answer (as first received: `cost`, what it first cost), or
+        None when not stored; nothing is counted. Planning calls it for every row it will run, then `planned()`.
         The file is asked about PROBE_CHUNK rows at a time: one query per row would cost
         planning more than the rest of the cache's work on a miss."""
         source = iter(requests)
@@ -265,7 +265,7 @@ class CacheSession:
                     yield request, None
                     continue
                 self._planning.add(key)
-                yield request, answer.cost or 0.0
+                yield request, answer
 
     def planned(self) -> None:
         """Every row to run has been peeked at: from now on, only those found are looked up."""

@@ -268,10 +268,13 @@ def placeholder_answer(tokens: int) -> str:
     return "x" * (PLAN_BYTES_PER_TOKEN * tokens)
 
 
-def judge_requests_for(request: Request, settings: GraderSettings, answer_tokens: int) -> list[Request]:
-    """The grader requests a row will need at most, with a worst-case answer (for `plan`)."""
+def judge_requests_for(
+    request: Request, settings: GraderSettings, answer_tokens: int, answer: str | None = None
+) -> list[Request]:
+    """The grader requests a row will need at most, with a worst-case answer (for `plan`), or
+    those of `answer` (as the checks see it: answer_text) where it is known."""
     out = []
-    answer = placeholder_answer(answer_tokens)
+    answer = placeholder_answer(answer_tokens) if answer is None else answer
     question = question_of(request.body)
     for index, check in enumerate(request.checks):
         if is_judge(check):

@@ -39,10 +39,10 @@ def _cache_hits(job: Job, endpoint: str | None, warn: Callable[[str], None]) -> 
     hits: dict[str, int] = {}
     saved = 0.0
     try:
-        for request, cost in cache.peek_all(matrix_requests(job)):
-            if cost is not None:
+        for request, stored in cache.peek_all(matrix_requests(job)):
+            if stored is not None:
                 hits[request.model] = hits.get(request.model, 0) + 1
-                saved += cost
+                saved += stored.cost or 0.0
     finally:
         cache.close()
     return hits, saved

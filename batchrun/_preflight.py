@@ -19,12 +19,14 @@ from ._account import endpoints_outage, read_balance, read_endpoints
 from ._account_reply import unknown_reset
 from ._batch_run import BATCH_TOKEN_FACTOR
 from ._cache_session import CacheSession, CacheSettings
+from ._cache_values import CachedAnswer
 from ._checks import is_judge
 from ._client import ModelInfo, OpenRouterClient
 from ._costs import CostModel, unknown_price_refusal
 from ._estimate import Estimate, unaffordable
 from ._exceptions import ConfigError
 from ._job import Job
+from ._judge import VerdictError, answer_text, parse_verdict
 from ._judging import judge_requests_for
 from ._limit_parts import LimitParts
 from ._matrix import Request, Shard, matrix_requests, request_params
@@ -95,16 +97,13 @@ def estimate(
                 yield request
 
     rows = cache.peek_all(to_run()) if cache is not None else ((r, None) for r in to_run())
-    for request, saved in rows:
+    for request, stored in rows:
         result.rows[request.model] = result.rows.get(request.model, 0) + 1
         if any(is_judge(c) for c in request.checks):
-            # Graded even when the cache answers. The answer is at most its completion cap long.
-            answer_tokens = costs.completion_cap(request) or 16384
-            floors = judge_requests_for(request, job.judge, 0)
-            result.add_judging(judge_requests_for(request, job.judge, answer_tokens), costs, floors)
-        if saved is not None:  # answered for free: no worst case to reserve
+            _add_judging(result, request, job, costs, cache, stored)
+        if stored is not None:  # answered for free: no worst case to reserve
             result.cached[request.model] = result.cached.get(request.model, 0) + 1
-            result.saved_usd += saved
+            result.saved_usd += stored.cost or 0.0
             continue
         if not (request.body.get("max_completion_tokens") or request.body.get("max_tokens")):
             result.no_max_tokens.add(request.model)
@@ -118,6 +117,35 @@ def estimate(
     if cache is not None:
         cache.planned()
     return result
+
+
+def _add_judging(
+    result: Estimate,
+    request: Request,
+    job: Job,
+    costs: CostModel,
+    cache: CacheSession | None,
+    stored: CachedAnswer | None,
+) -> None:
+    """A judged row's grader requests: graded even when the cache answers. Of an answer the cache
+    holds, those it does not hold a verdict of (`plan --cache` counted graders the run would never
+    send, and exited 5 that none fitted: out-148 F4); else at their worst, the answer at most its
+    completion cap long."""
+    if cache is not None and stored is not None:
+        graders = judge_requests_for(request, job.judge, 0, answer_text(stored.content, stored.tool_calls))
+        result.add_judging([grader for grader, found in cache.peek_all(graders) if not _verdict(found)], costs)
+        return
+    answer_tokens = costs.completion_cap(request) or 16384
+    floors = judge_requests_for(request, job.judge, 0)
+    result.add_judging(judge_requests_for(request, job.judge, answer_tokens), costs, floors)
+
+
+def _verdict(stored: CachedAnswer | None) -> bool:
+    """Whether a grader's stored reply is a verdict (the run asks the grader again when not)."""
+    try:
+        return stored is not None and bool(parse_verdict(stored.content))
+    except VerdictError:
+        return False
 
 
 def run_secrets(job: Job, *keys: str | None) -> Scrubber:

@@ -97,7 +97,8 @@ def test_a_stored_body_that_differs_is_never_a_hit(tmp_path: Path) -> None:
         assert store.probe_many([key], None)[key] == (payload, answer)
         cache = session(tmp_path / "s", FakeClock(), [])
         cache._store = store  # the session compares the stored body, as lookups do
-        assert cache.peek(request) == (0.1 if payload == request.payload else None)
+        peeked = cache.peek(request)
+        assert (peeked and peeked.cost) == (0.1 if payload == request.payload else None)
         if payload != request.payload:
             assert store.lookup(key, request.payload, None) is None  # a hash collision cannot give another answer
     assert store.lookup(key, request.payload, None) == answer
@@ -352,7 +353,8 @@ def test_planning_then_lookups_ask_the_file_only_about_stored_rows(tmp_path: Pat
     first, second = requests_of(tmp_path)[:2]
     put(cache, first, result(cost=0.25), 1.0, STORED_AT)
     cache.flush()
-    assert (cache.peek(first), cache.peek(second)) == (0.25, None)
+    peeked = cache.peek(first)
+    assert peeked is not None and peeked.cost == 0.25 and cache.peek(second) is None
     cache.planned()
     put(cache, second, result(), 1.0, STORED_AT)  # stored after planning (another shard, say) ...
     cache.flush()
@@ -390,7 +392,7 @@ def test_planning_probes_in_chunks_and_finds_exactly_the_stored_rows(tmp_path: P
     for index, request in enumerate(many[::7]):
         put(cache, request, result(cost=index / 1000), 1.0, STORED_AT)
     cache.flush()
-    found = {r.id: cost for r, cost in cache.peek_all(iter(many))}
+    found = {r.id: stored and stored.cost for r, stored in cache.peek_all(iter(many))}
     assert list(found) == [r.id for r in many]  # every row, in order
     assert {i for i, cost in found.items() if cost is not None} == stored
     assert [found[r.id] for r in many[::7]] == [i / 1000 for i in range(len(stored))]

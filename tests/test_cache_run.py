@@ -324,6 +324,26 @@ def test_plan_shows_hits_and_what_is_left_to_pay(tmp_path: Path, sim: Simulator)
     assert code == 0 and text.count(" hit(s), ") == 1, text
 
 
+def test_plan_counts_no_grader_request_whose_verdict_of_a_cached_answer_is_stored(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # out-148 F4: `plan --cache` counted every grader request, cached or not, and exited 5 "no
+    # grader request fits" for a job whose run sent nothing and exited 0.
+    job, cache = write_job(tmp_path, judged_small_job()), tmp_path / "cache"
+    assert run(job, sim, tmp_path / "a.jsonl", cache, "-q")[0] == ExitCode.OK
+    tiny = ("--budget", "0.000001")
+    code, text, err = call_cli("plan", job, "--base-url", sim.base_url, f"--cache={cache}", *tiny)
+    assert code == ExitCode.OK and not any(line.startswith("judging:") for line in text.splitlines()), text + err
+    chats = sim.stats.chat_requests
+    assert run(job, sim, tmp_path / "b.jsonl", cache, "-q", *tiny)[0] == ExitCode.OK
+    assert sim.stats.chat_requests == chats  # as planned: nothing sent
+    # A rubric edited: its graders are due again, each priced with the cached answer it grades.
+    write_job(tmp_path, judged_small_job().replace("judge: '", "judge: 'Strictly: "))
+    code, text, err = call_cli("plan", job, "--base-url", sim.base_url, f"--cache={cache}", *tiny)
+    judging = [line for line in text.splitlines() if line.startswith("judging:")]
+    assert code == ExitCode.BUDGET and judging and "no request of" in err, text + err
+
+
 def test_errors_empty_and_cut_answers_are_not_stored(tmp_path: Path, sim: Simulator) -> None:
     job, cache = write_job(tmp_path, SMALL_JOB.replace("max_tokens: 32", "max_tokens: 1")), tmp_path / "cache"
     sim.config.faults["400"] = 0.5
