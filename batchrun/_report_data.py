@@ -108,14 +108,14 @@ def missing_since_summary(
     """Why `results` is known to miss records its run's `summary` counted (`rows`: the records it
     holds; `unread`: lines set aside or cut); None when it is not, or the summary is not this very
     file's (`r.bak` beside `r.jsonl` finds r.jsonl's: verify43 F1). A file only grows after its
-    summary (a resume appends): fewer rows, or fewer bytes, are records gone (break40 F6, verify41
+    summary (a resume appends): fewer rows are records gone (break40 F6, verify41
     F-4a: exit 0, a CI step read it as whole). Nor may a whole run's file hold fewer rows than its
     job's matrix (`awaiting`: rows its batch record says are at OpenRouter): a submit tick's
     file whose batch record was not kept (out-129 F1: half the rows in an open batch, exit 0)."""
     named, total = summary.get("output"), summary.get("total")
     if not isinstance(named, str) or Path(named).name != results.name or not isinstance(total, dict):
         return None
-    counts, written = total.get("rows"), summary.get("results_bytes")
+    counts = total.get("rows")
     if type(counts) is int and counts > rows:
         why = f"{unread} line(s) set aside or cut" if unread else "lines removed since it was written?"
         return f"{results}: {counts - rows} of the {counts} row(s) its summary counts have no readable record ({why})"
@@ -125,15 +125,8 @@ def missing_since_summary(
             f"{results}: {matrix - rows - awaiting} of the {matrix} row(s) of its run's job have no record (in "
             "batches still open at OpenRouter whose batch record is gone, or records removed)"
         )
-    try:
-        shorter = written - results.stat().st_size if type(written) is int else 0
-    except OSError:
-        return None
-    if shorter > 0:  # lines gone whose rows still have a record (a retry's first attempt): less spend
-        return (
-            f"{results}: {shorter:,} byte(s) shorter than when its summary was written: records removed since "
-            "(what they cost is not counted)"
-        )
+    # Fewer bytes (lines gone whose rows still have a record: a retry's first attempt), or other
+    # bytes: SummaryBeside.changed, which its callers ask next.
     return None
 
 
