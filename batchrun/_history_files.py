@@ -10,6 +10,7 @@ from typing import Any, Protocol, TypeVar
 
 from ._batch_state import pending_batches
 from ._exceptions import ConfigError, ResultsError
+from ._files import followed
 from ._formats import one_line, short
 from ._job_runs import folder_runs, results_files
 from ._journal_file import journal_path
@@ -37,7 +38,8 @@ def runs_in(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files += folder_runs(path)
+            # A link there to a run elsewhere is that run: its files are beside its target (out-151 F1).
+            files += map(followed, folder_runs(path))
         elif path.exists():  # a file, or one that is not regular (a FIFO): the reader says which
             files.append(path)
         else:
@@ -76,6 +78,9 @@ def one_job(loaded: list[R], named: set[Path], warn: Warn, job: str | None = Non
     if job is not None:
         if job not in jobs:
             raise ResultsError(f"no run of job {job} there (its runs are of {', '.join(sorted(jobs))})")
+        if other := [run for run in loaded if run.path.resolve() in named and _job(run) not in (None, job)]:
+            # Named, it is the user's: refused, as files of two jobs named are (out-151 F5).
+            raise ResultsError(f"{other[0].path}: a run of job {_job(other[0])}, not of {job} (--job)")
         _left_out(loaded, job, warn)
         return [run for run in loaded if _job(run) in (None, job)]
     if len(jobs) <= 1:

@@ -192,6 +192,36 @@ def test_history_after_a_rename_says_the_newest_run_is_left_out_and_job_shows_it
     assert code == ExitCode.USAGE and "no run of job none-here there (its runs are of renamed, small)" in err, err
 
 
+def test_history_follows_links_in_a_folder_and_job_picks_its_folder(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # out-151 F1: a folder's link to a killed run elsewhere read its summary beside the link: a
+    # whole run. F4: `history --job` without a folder refused once outputs/ held two jobs' folders.
+    # F5: with --job, a file named of another job was left out, exit 0. F6: `report` exit 12 wrote
+    # a whole-looking table to the step summary, with no exit line.
+    elsewhere = in_tmp / "elsewhere"
+    elsewhere.mkdir()
+    killed_run = killed(night("-o", str(elsewhere / "k.jsonl")))
+    journal_path(killed_run).write_text("")  # a kill -9 leaves its journal
+    links = in_tmp / "links"
+    links.mkdir()
+    (links / "k.jsonl").symlink_to(killed_run)
+    code, out, err = call_cli("history", links, "--json")
+    assert code == ExitCode.OK and json.loads(out)["runs"][0]["incomplete"], out + err
+    write_job(in_tmp, SMALL_JOB.replace("name: small", "name: renamed"), "renamed.yaml")
+    assert call_cli("renamed.yaml", "--simulate", "-q")[0] == ExitCode.OK  # outputs/renamed beside outputs/small
+    code, out, err = call_cli("history", "--job", "renamed.yaml", "--json")
+    assert code == ExitCode.OK and {Path(r["file"]).parent.name for r in json.loads(out)["runs"]} == {"renamed"}, err
+    [new] = Path("outputs/renamed").glob("*.jsonl")
+    code, _, err = call_cli("history", new, killed_run, "--job", "renamed.yaml")
+    assert code == ExitCode.USAGE and f"{killed_run}: a run of job small, not of renamed (--job)" in err, err
+    cut = night("-o", str(elsewhere / "cut.jsonl"))
+    cut.write_text("".join(cut.read_text().splitlines(keepends=True)[:3]))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(in_tmp / "step.md"))
+    code, _, _ = call_cli("report", cut)
+    assert code == ExitCode.INCOMPLETE and "**Exit 12:** " in (in_tmp / "step.md").read_text()
+
+
 def test_shards_side_by_side_with_default_outputs_each_run_and_one_shard_runs_once(in_tmp: Path) -> None:
     # break51 F8: four shards started together without -o shared the job's lock: three exited 8.
     # Each shard now has a lock and default names of its own; a second tick of a shard still waits.

@@ -143,7 +143,9 @@ def main(
         # Ended before its summary (no key, the key refused, the endpoint down, a bad job): the
         # step summary says so too, or CI showed no verdict for the step (break42 F8); a gate's and
         # a merge's too (out-149 F7: a results file not there, another job's).
-        why = "; ".join(console.said[said:]) or "refused before anything was said"
+        # Its errors, not the warnings said before them (out-151 F6: a merge's "Exit 2" gave one as a reason).
+        errors = [line for line in console.said[said:] if not line.startswith("warning: ")]
+        why = "; ".join(errors) or "refused before anything was said"
         what = {"run": f"run {getattr(args, 'job', '')}", "report": f"report {getattr(args, 'results', '')}"}
         # A job that loaded names files the summary keeps off (out-111 F1); one refused is not read again.
         loaded = getattr(args, "job_loaded", False)

@@ -159,7 +159,8 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
     # The records read again for the JUnit file: their warnings were said once, above.
     again = functools.partial(final_records, args.results)
     write_junit_file(args, console, again, gate, (), (int(code), reasons), job_name, unread)
-    show(console, args, summary, render_text, render_markdown)
+    # The exit and why in the step summary too: a file exit 12 showed a whole-looking table (out-151 F6).
+    show(console, args, summary, render_text, lambda shown: render_markdown(shown, verdict=(int(code), reasons)))
     write_report_page(args, page, summary, (int(code), reasons), gated=False, run_meta=run_summary)
     for reason in reasons:
         console.error(reason)
@@ -170,16 +171,19 @@ def cmd_history(args: argparse.Namespace, console: Console) -> int:
     from .._history import build_history, render_history_markdown, render_history_text
     from .._history_files import runs_in
     from .._job import load_job
+    from .._output_paths import job_folder
 
+    job = load_job(args.job) if args.job is not None else None
+    if job is not None and not args.paths:  # its own folder: outputs/ may hold its old name's (out-151 F4)
+        args.paths = [job_folder(job.name, job.run.output)]
     refuse_sidecars((args.html, "a page"), inputs=args.paths)
     refuse_other_kinds((args.html, "a page"))
     runs = None
     with contextlib.suppress(ResultsError):  # no runs there: said below, as build_history finds it
         runs = runs_in(args.paths)
         refuse_printing_into(runs)  # `history DIR >> DIR/x.jsonl` (out-144 F3)
-    job = load_job(args.job).name if args.job is not None else None
     try:
-        history = build_history(args.paths, console.warn, runs, job)
+        history = build_history(args.paths, console.warn, runs, job.name if job else None)
     except (ConfigError, ResultsError) as failure:
         _history_page_failed(args, console, str(failure))
         raise
