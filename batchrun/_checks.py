@@ -13,24 +13,20 @@ synchronous table: the runner sends its grader requests after the answer arrives
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from ._answer import Answer, NotKnown, Outcome, max_cost, max_latency, max_tokens
-from ._files import read_json_once
 from ._formats import short
-from ._jobfile import job_schema
-from ._json_text import outside_reference, parse_json, schema_patterns
+from ._json_text import parse_json
 from ._record_shape import row_verdict
-from ._schema_messages import shown_message
-from ._template import emptied_by, names_in, render_nested
-from ._timed_match import PatternError, PatternTimedOut, compile_pattern, first_schema_error, timed_search
+from ._timed_match import PatternTimedOut, first_schema_error, timed_search
 
 _OPTION_KEYS = frozenset({"name", "weight", "not", "trim", "ignore_case", "flags", "grader"})
 
 
-def _kind(check: dict[str, Any]) -> str:
+def check_kind(check: dict[str, Any]) -> str:
     return next(k for k in check if k not in _OPTION_KEYS)
 
 
@@ -40,7 +36,7 @@ def _prepare(text: str, check: dict[str, Any], fold: bool) -> str:
     return text.casefold() if fold else text
 
 
-def _text_list(value: Any) -> tuple[str, list[str]]:
+def text_values(value: Any) -> tuple[str, list[str]]:
     """`contains: x` or `contains: {any: [...]}` / `{all: [...]}` as (mode, needles)."""
     if isinstance(value, str):
         return "all", [value]
@@ -60,14 +56,14 @@ class CannotPass(NamedTuple):
 _EMPTY: Outcome = CannotPass(False, "the expected text is empty (an empty or missing variable?): the check cannot pass")
 
 
-def _blank(text: str) -> bool:
+def blank_text(text: str) -> bool:
     # Trimming (the default) turns "  " into "", which every answer contains or starts with.
     return not text.strip()
 
 
 def _contains(answer: Answer, value: Any, check: dict[str, Any], fold: bool) -> Outcome:
-    mode, needles = _text_list(value)
-    if any(_blank(n) for n in needles):
+    mode, needles = text_values(value)
+    if any(blank_text(n) for n in needles):
         return _EMPTY
     haystack = _prepare(answer.content, check, fold)
     found = [n for n in needles if _prepare(n, check, fold) in haystack]
@@ -84,14 +80,14 @@ def _equals(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
 
 
 def _not_contains(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    if any(_blank(n) for n in _text_list(value)[1]):
+    if any(blank_text(n) for n in text_values(value)[1]):
         return _EMPTY
-    passed, _ = _contains(answer, {"any": _text_list(value)[1]}, check, bool(check.get("ignore_case", False)))
-    return not passed, f"expected not to contain {short(', '.join(_text_list(value)[1]))!r}"
+    passed, _ = _contains(answer, {"any": text_values(value)[1]}, check, bool(check.get("ignore_case", False)))
+    return not passed, f"expected not to contain {short(', '.join(text_values(value)[1]))!r}"
 
 
 def _regex(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    if _blank(value):
+    if blank_text(value):
         return _EMPTY
     flags = check.get("flags", "") + ("i" if check.get("ignore_case") else "")
     try:
@@ -108,7 +104,7 @@ def _timed_out(timed_out: PatternTimedOut, whose: str) -> Outcome:
 
 
 def _starts_with(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    if _blank(value):
+    if blank_text(value):
         return _EMPTY
     fold = bool(check.get("ignore_case", False))
     return _prepare(answer.content, check, fold).startswith(
@@ -167,7 +163,7 @@ def _tool_call(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
 
 
 # Kinds whose value is text (or an any/all list of text) compared with the answer.
-_TEXT_KINDS = frozenset({"contains", "icontains", "not_contains", "regex", "starts_with"})
+TEXT_KINDS = frozenset({"contains", "icontains", "not_contains", "regex", "starts_with"})
 
 _KINDS: dict[str, Callable[[Answer, Any, dict[str, Any]], Outcome | NotKnown]] = {
     "equals": _equals,
@@ -186,110 +182,10 @@ _KINDS: dict[str, Callable[[Answer, Any, dict[str, Any]], Outcome | NotKnown]] =
 }
 
 
-def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
-    """What is wrong with one (schema-valid) check, found at validate time."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
-    kind = _kind(check)
-    value = check[kind]
-    if kind == "judge" and "{{" not in value and not value.strip():
-        return ["the rubric is only whitespace: a grader would have nothing to grade against"]
-    if kind in _TEXT_KINDS:
-        for text in _text_list(value)[1]:
-            if "{{" not in text and _blank(text):  # templated ones are checked per row (see _job)
-                return [f"the check value {text!r} is empty or only whitespace, so the check could never fail"]
-    if kind == "regex" and "{{" not in value:
-        try:
-            compile_pattern(value, check.get("flags", ""))  # the engine that will search with it
-        except PatternError as exc:
-            return [f"invalid regex {short(value, 80)!r}: {exc}"]
-    if kind == "tool_call" and isinstance(value, dict) and isinstance(value.get("arguments"), dict):
-        try:
-            Draft202012Validator.check_schema(value["arguments"])
-        except SchemaError as exc:
-            return [f"tool_call arguments is not a valid JSON Schema: {shown_message(exc, exc.message)}"]
-        if (outside := outside_reference(value["arguments"]) or _pattern_problem(value["arguments"])) is not None:
-            return [f"tool_call arguments: {outside}"]
-    if kind == "json_schema":
-        if isinstance(value, str):
-            schema_path = base_dir / value
-            try:
-                value = read_json_once(schema_path)
-            except (OSError, ValueError) as exc:
-                return [f"json_schema file {str(value)!r} cannot be read as JSON: {exc}"]
-        try:
-            Draft202012Validator.check_schema(value)
-        except SchemaError as exc:
-            return [f"json_schema is not a valid JSON Schema: {shown_message(exc, exc.message)}"]
-        if (outside := outside_reference(value) or _pattern_problem(value)) is not None:
-            return [f"json_schema: {outside}"]
-    return []
-
-
-def _pattern_problem(schema: Any) -> str | None:
-    """A schema's pattern that will not compile, found now: at grading it dropped each paid
-    answer as an `internal` error (verify60 F6)."""
-    for pattern in schema_patterns(schema):
-        try:
-            compile_pattern(pattern, "")
-        except PatternError as exc:
-            return f"pattern {short(pattern)!r}: {exc}"
-    return None
-
-
-def row_check_problem(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> str | None:
-    """The first of row_check_problems, as a prompt's checks with one row of values say it."""
-    found = row_check_problems(checks, row)
-    return found[0][1] if found else None
-
-
-def row_check_problems(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> list[tuple[int, str]]:
-    """What a row's values make of the templated checks it is graded by, found at validate
-    time, by each check's index: a value that empties a check (it would compare with nothing and
-    pass), or a regex that no longer compiles (`x{{a}}` with a = "(" was sent, paid, and ended as
-    an internal error: verify20 V3). Each, not the first (out-139 F2: three rounds of fixes)."""
-    found: list[tuple[int, str]] = []
-    for i, check in enumerate(checks):  # first: one emptied fails every row, not "could never fail" (out-134 F2)
-        reasons = check.get("finish_reason")
-        for reason in [reasons] if isinstance(reasons, str) else reasons if isinstance(reasons, list) else []:
-            # As a finish_reason written in the job is (out-133 F2: a row's `Stop` failed every row, exit 0).
-            templated = isinstance(reason, str) and "{{" in reason and names_in([reason]) <= row.keys()
-            if templated and (filled := render_nested(reason, row)) not in (allowed := finish_reasons()):
-                found.append((i, f"finish_reason {short(filled)!r} for this row is none of {', '.join(allowed)}"))
-    for i, check in enumerate(checks):
-        if (empty := emptied_by(check, row)) is not None:
-            found.append((i, f"the check value {empty!r} is empty for this row, so the check could never fail"))
-    for i, check in enumerate(checks):
-        if isinstance(check.get("regex"), str) and "{{" in check["regex"] and names_in([check["regex"]]) <= row.keys():
-            pattern = render_nested(check["regex"], row)
-            try:
-                compile_pattern(pattern, check.get("flags", "") + ("i" if check.get("ignore_case") else ""))
-            except PatternError as exc:
-                found.append((i, f"the check's regex {short(pattern)!r} is invalid for this row: {exc}"))
-    return found
-
-
-def finish_reasons() -> list[str]:
-    """OpenRouter's normalized finish reasons (overview.mdx), as the job schema lists them."""
-    enum: list[str] = job_schema()["$defs"]["finish_reason"]["else"]["enum"]
-    return enum
-
-
-def resolve_files(check: dict[str, Any], base_dir: Path) -> dict[str, Any]:
-    """Make a json_schema file reference absolute, once, at job load."""
-    if isinstance(check.get("json_schema"), str):
-        try:
-            return {**check, "json_schema": read_json_once(base_dir / check["json_schema"])}
-        except (OSError, ValueError):
-            return check  # already reported by check_problems
-    return check
-
-
 def ungraded(check: dict[str, Any], why: str) -> dict[str, Any]:
     """A check that could not be decided (its grader failed): neither pass nor fail."""
     return {
-        "name": check.get("name", _kind(check)),
+        "name": check.get("name", check_kind(check)),
         "pass": None,
         "reason": "",
         "weight": check.get("weight", 1),
@@ -308,7 +204,7 @@ def run_checks(
     are graded by a model elsewhere (_judging): their results come in `judged`, by index."""
     results = []
     for index, check in enumerate(checks):
-        kind = _kind(check)
+        kind = check_kind(check)
         if kind == "judge":
             results.append((judged or {}).get(index) or ungraded(check, "not graded: no grader was asked"))
             continue
@@ -395,7 +291,7 @@ def stored_judgements(record: dict[str, Any], checks: list[dict[str, Any]]) -> d
     seen: dict[str, int] = {}
     out = {}
     for index, check in enumerate(checks):
-        name = check.get("name", _kind(check))
+        name = check.get("name", check_kind(check))
         nth = seen[name] = seen.get(name, -1) + 1
         same = held.get(name, [])
         found = same[nth] if is_judge(check) and nth < len(same) else None

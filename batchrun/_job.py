@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._checks import check_problems, resolve_files
+from ._check_problems import check_problems, resolve_files
 from ._dataset import MAX_ROW_PROBLEMS, MORE_ROWS, DatasetFile, Snapshot
 from ._exceptions import ConfigError, JobError, Problem
 from ._files import file_identity, read_regular_text

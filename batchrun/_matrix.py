@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ._checks import resolve_files
+from ._check_problems import resolve_files
 from ._exceptions import ConfigError
 from ._job import Job
 from ._judge import GraderSettings

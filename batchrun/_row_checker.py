@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ._checks import check_problems, row_check_problem, row_check_problems
+from ._check_problems import check_problems, row_check_problem, row_check_problems
 from ._dataset import ADVICE, unnamed
 from ._formats import short
 from ._job_source import format_path

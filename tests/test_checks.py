@@ -12,7 +12,8 @@ import pytest
 import batchrun._timed_match
 from batchrun import ExitCode, load_job, matrix_requests
 from batchrun._answer import Answer
-from batchrun._checks import check_problems, grade, run_checks
+from batchrun._check_problems import check_problems
+from batchrun._checks import grade, run_checks
 from batchrun._settings import RunSettings
 from batchrun._summary import SummaryBuilder
 from batchrun._summary_text import render_text
@@ -773,11 +774,37 @@ def test_every_bad_check_of_a_row_is_said(tmp_path: Path) -> None:
     code, _, err = call_cli("validate", tmp_path / "d.yaml")
     assert code == ExitCode.USAGE and len(err.splitlines()) == 1, err
     for said in (
-        "checks[0]: the check value '{{e}}' is empty for this row",
-        "checks[1]: the check value '{{e}}' is empty for this row",
+        "checks[0]: the check value '{{e}}' is empty for this row, so the check could never fail",
         "checks[2]: the check's regex '(1' is invalid for this row",
     ):
         assert said in err, err
+    assert "checks[1]" not in err  # `equals: ""` can fail: a row whose right answer is nothing (out-152 F1)
     (tmp_path / "rows.jsonl").write_text(json.dumps({"x": "1", "checks": [{"contains": None}]}) + "\n")
     code, _, err = call_cli("validate", tmp_path / "d.yaml")
     assert code == ExitCode.USAGE and "checks[0].contains: is empty (null)" in err and "None" not in err, err
+
+
+def test_an_empty_expected_value_is_refused_only_where_the_check_could_not_decide(tmp_path: Path) -> None:
+    # out-152 F1: a row whose right answer is "" (templated `equals`, a schema's `const`) had the
+    # whole job refused, "could never fail", though both can fail; `not_contains: ""` can never
+    # pass, and was said to never fail.
+    rows = '[{q: "Say nothing.", want: ""}, {q: "Capital of France?", want: Paris}]'
+    fine = f"""
+name: empty-ok
+models: [openai/gpt-4o-mini]
+prompts:
+  - id: p
+    text: "{{{{q}}}}"
+    vars: {rows}
+    checks:
+      - {{equals: "{{{{want}}}}"}}
+      - json_schema: {{type: object, properties: {{a: {{const: "{{{{want}}}}"}}}}}}
+"""
+    code, out, err = call_cli("validate", write_job(tmp_path, fine))
+    assert code == ExitCode.OK and "ok (job empty-ok)" in out, err
+    never = fine.replace("name: empty-ok", "name: never").replace('{equals: "{{want}}"}', '{not_contains: "{{want}}"}')
+    code, _, err = call_cli("validate", write_job(tmp_path, never, "never.yaml"))
+    assert code == ExitCode.USAGE and "'{{want}}' is empty for this row, so the check could never pass" in err, err
+    assert check_problems({"contains": "", "not": True}, tmp_path) == [
+        "the check value '' is empty or only whitespace, so the check could never pass"
+    ]
