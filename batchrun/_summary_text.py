@@ -211,8 +211,12 @@ def _spend_lines(summary: Summary) -> list[str]:
     budget = summary.get("budget_usd")
     if budget is not None:
         spent = summary.get("spent_usd") or 0.0
+        # With no budget, or a larger one, the key's limit or the balance binds: not "budget" (out-152 F7).
+        left = (
+            "credit (the key's limit or the account's balance)" if summary.get("budget_from") == "credits" else "budget"
+        )
         lines.append(
-            f"budget left for this {'re-grading' if summary.get('judging_regraded') else 'run'}: "
+            f"{left} left for this {'re-grading' if summary.get('judging_regraded') else 'run'}: "
             f"spent ${spent:.6f} of ${budget:.6f} (${max(0.0, budget - spent):.6f} left)"
         )
     return lines

@@ -486,3 +486,15 @@ def test_a_model_no_request_of_which_fits_the_budget_is_said_before_anything_is_
     code, out, _ = call_cli("plan", job, "--simulate")
     assert "warning: no batch of anthropic/claude-3.5-haiku fits the budget: its 2 request(s) need up to $" in out, out
     assert code == ExitCode.OK  # which rows go by batch is the run's to sort (out-146 F4: image rows go in sync)
+
+
+def test_a_run_held_by_its_credit_not_a_budget_says_credit(tmp_path: Path) -> None:
+    # out-152 F7: with no budget, the account's balance was shown as "budget left for this run".
+    job = write_job(tmp_path, SMALL_JOB)
+    code, text, err = call_cli(job, "--simulate", "--sim", "account_credits=7", "-o", tmp_path / "a.jsonl")
+    assert code == ExitCode.OK, err
+    assert "credit (the key's limit or the account's balance) left for this run: spent $" in text
+    assert "of $7.000000" in text and "budget left" not in text
+    assert json.loads((tmp_path / "a.summary.json").read_text())["budget_from"] == "credits"
+    code, text, err = call_cli(job, "--simulate", "--budget", "1", "-o", tmp_path / "b.jsonl")
+    assert code == ExitCode.OK and "budget left for this run: spent $" in text, err
