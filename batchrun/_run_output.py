@@ -22,6 +22,7 @@ from ._matrix import Shard, matrix_requests, shard_text
 from ._options import Notice, RunOptions
 from ._output_paths import (
     fresh_output,
+    job_folder,
     job_path_problem,
     named_results,
     sidecar_name_problem,
@@ -70,7 +71,11 @@ def _output(job: Job, options: RunOptions, now: float, notice: Notice) -> Path:
         if found is None:
             shards = incomplete_shards(job.name, job.run.output) if shard is None else []
             hint = f"; shard run(s) {', '.join(shards)} are: give --shard {shards[0]}" if shards else ""
-            raise ConfigError(f"--resume: no incomplete run of {job.name!r}{part} was found{hint}; or give --output")
+            # Where it looked: the job's outputs are relative to the folder it is run from (out-152 F5).
+            where = job_folder(job.name, job.run.output)
+            raise ConfigError(
+                f"--resume: no incomplete run of {job.name!r}{part} was found in {where}{hint}; or give --output"
+            )
         refuse_shared_output(found)  # before the notice: stderr may be this file (verify43 F3)
         which = "run" if options.retry_errors else "incomplete run"
         notice(f"resuming {found}, the most recent {which} of {job.name}{part}")

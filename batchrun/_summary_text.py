@@ -172,10 +172,15 @@ def _row_lines(summary: Summary) -> list[str]:
 _ROOM = {
     "budget": "--resume goes on with a larger budget: run.budget_usd or --budget, whichever is the smaller",
     "credits": "--resume goes on once the key's limit or the account's balance has room",
+    # A Ctrl-C said how far it got, not how to go on (out-152 F5).
+    "interrupted": "--resume runs the rows it did not answer",
+    "deadline": "--resume runs the rows it did not answer",
 }
 _REGRADE_ROOM = {
     "budget": "report --job again re-grades them with a larger budget (run.budget_usd or --budget, the smaller)",
     "credits": "report --job again re-grades them once the key's limit or the account's balance has room",
+    "interrupted": "report --job again re-grades them",
+    "deadline": "report --job again re-grades them",
 }
 
 

@@ -491,7 +491,8 @@ def test_a_resume_without_shard_names_the_shard_whose_run_is_incomplete(in_tmp: 
     assert code == ExitCode.BUDGET, err
     code, _, err = call_cli("job.yaml", "--simulate", "--resume")
     assert code == ExitCode.USAGE
-    assert "no incomplete run of 'small' was found; shard run(s) 2/2 are: give --shard 2/2; or give --output" in err
+    said = "no incomplete run of 'small' was found in outputs/small; shard run(s) 2/2 are: give --shard 2/2"
+    assert f"{said}; or give --output" in err
     code, _, err = call_cli("job.yaml", "--simulate", "-q", "--resume", "--shard", "2/2")
     assert code == ExitCode.OK, err
 

@@ -245,7 +245,7 @@ def test_sigterm_stops_cleanly_with_its_code(tmp_path: Path, sig: signal.Signals
     assert {(r["status"], r["reason"]) for r in rows} <= {("ok", None), ("skipped", "interrupted")}
     summary = json.loads((tmp_path / "term.summary.json").read_text())
     assert summary["stop"] == "interrupted" and summary["complete"] is False
-    assert "stopped: interrupted" in err
+    assert "stopped: interrupted (--resume runs the rows it did not answer)" in err  # the way on (out-152 F5)
     assert not (tmp_path / "term.jsonl.lock").exists() and not (tmp_path / "term.attempts.jsonl").exists()
 
 
