@@ -40,7 +40,9 @@ def jsonl_row(number: int, line: str) -> dict[str, Any]:
         hint = "" if line.lstrip().startswith("{") else _READ_AS_JSONL  # a .tsv's lines: why (out-130 F9)
         raise RowError(number, f"not valid JSON ({reason}){hint}") from None
     if not isinstance(row, dict):
-        raise RowError(number, "a row must be a JSON object of variables")
+        # A JSON array of rows on one line (a `json.dump` of a list): said as its lines' are (out-152 F8).
+        hint = _READ_AS_JSONL if isinstance(row, list) else ""
+        raise RowError(number, f"a row must be a JSON object of variables{hint}")
     if nesting_depth(row) > MAX_DEPTH:  # orjson's limit is 255: it was said as a lone surrogate (out-143)
         raise RowError(number, f"nested deeper than {MAX_DEPTH} levels, as a job file may not be")
     try:

@@ -805,6 +805,13 @@ DATASET_CASES: list[tuple[str, str, bytes, list[str]]] = [
     ("empty dataset", "d.jsonl", b"\n", ["dataset 'd.jsonl' has no rows: the prompts that read it would send nothing"]),
     # out-130 F9: a tab-separated file, one "not valid JSON" a line, nothing said of why.
     ("tsv", "d.tsv", b"country\texpect\n", ["d.tsv:1", "a file not named .csv is read as JSON lines"]),
+    # out-152 F8: a JSON array of rows on one line: "a row must be a JSON object", nothing of why.
+    (
+        "json array",
+        "d.jsonl",
+        b'[{"country": "France", "expect": "Paris"}]\n',
+        ["d.jsonl:1", "a row must be a JSON object of variables: a file not named .csv is read as JSON lines"],
+    ),
     ("csv long row", "d.csv", b"country,expect\nFrance,Paris,x\n", ["d.csv:2", "more fields than the header names"]),
     # out-130 F5: only the first was named, where a JSONL file's are each (one validate a row).
     (
