@@ -348,6 +348,11 @@ def test_a_misread_command_line_is_named_not_taken_as_something_else(tmp_path: P
     assert (code, err) == (ExitCode.USAGE, "batchrun: options go after the command: batchrun report --json ...\n")
     code, _, err = call_cli("--job=x.yaml", "merge", "m.jsonl", "x.jsonl")
     assert code == ExitCode.USAGE and "batchrun merge --job=x.yaml ..." in err
+    # out-152 F3: `run` named, it was read as the job file: "unrecognized arguments: job.yaml".
+    code, _, err = call_cli("--quiet", "run", "job.yaml")
+    assert (code, err) == (ExitCode.USAGE, "batchrun: options go after the command: batchrun run --quiet ...\n")
+    code, _, err = call_cli("-o", "run", "job.yaml")  # a file named `run`: the run says what is wrong
+    assert code == ExitCode.USAGE and "options go after" not in err
     # ...and an option the command does not have is said so, not advised (verify25 N4).
     code, _, err = call_cli("--quiet", "report", "x.jsonl")
     assert err == "batchrun: --quiet is not an option of `batchrun report` (see batchrun report --help)\n"

@@ -77,10 +77,24 @@ def _options_of(command: str) -> set[str]:
     return set()
 
 
+def _flag_of_run(word: str) -> bool:
+    """Whether `word` is an option of `run` that takes no value (`-o run` names a file)."""
+    for action in _shared_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction) and "run" in action.choices:
+            found = action.choices["run"]._option_string_actions.get(word.split("=")[0])
+            return found is not None and found.nargs == 0
+    return False
+
+
 def _unknown_command(word: str, following: list[str]) -> str | None:
     """A first word that is neither a command nor a job file: `batchrun reprot X` read
     `reprot` as a job file and said "unrecognized arguments: X" (break23 F9)."""
-    if word.startswith("-") and (later := next((w for w in following[:2] if w in COMMANDS and w != "run"), None)):
+    later = None
+    if word.startswith("-"):
+        later = next((w for w in following[:2] if w in COMMANDS and w != "run"), None)
+        if later is None and following[:1] == ["run"] and _flag_of_run(word):
+            later = "run"  # `batchrun --quiet run JOB.yaml`: "unrecognized arguments: JOB.yaml" (out-152 F3)
+    if later is not None:
         # `batchrun --quiet report X` read `report` as the job file (verify23 N7); the advice
         # names only an option the command has (verify25 N4: `report` has no --quiet).
         if word.split("=")[0] in _options_of(later):
