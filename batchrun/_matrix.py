@@ -130,7 +130,10 @@ def checks_fingerprint(checks: list[dict[str, Any]], grader: GraderSettings) -> 
     """What decides a row's verdict, hashed (Request.checks_fingerprint); the grader only where
     a check is judged by it."""
     judged = any("judge" in check for check in checks)
-    return _digest([checks, dataclasses.asdict(grader) if judged else None])[:16]
+    # A weight moves the row's score, never a check's verdict (the score is worked out again from
+    # them): an edited weight had `report --job` buy every grader's verdict again (out-152 F6).
+    unweighted = [{k: v for k, v in check.items() if k != "weight"} for check in checks]
+    return _digest([unweighted, dataclasses.asdict(grader) if judged else None])[:16]
 
 
 def matrix_requests(job: Job, shard: Shard | None = None) -> Iterator[Request]:
