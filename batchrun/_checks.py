@@ -206,7 +206,14 @@ def run_checks(
     for index, check in enumerate(checks):
         kind = check_kind(check)
         if kind == "judge":
-            results.append((judged or {}).get(index) or ungraded(check, "not graded: no grader was asked"))
+            found = (judged or {}).get(index)
+            # A kept verdict weighs as the check does now: its weight moves the score, never the
+            # verdict, and an edited one kept the file's (out-153 F1).
+            results.append(
+                {**found, "weight": check.get("weight", 1)}
+                if found
+                else ungraded(check, "not graded: no grader was asked")
+            )
             continue
         outcome = _KINDS[kind](answer, check[kind], check)
         if isinstance(outcome, NotKnown):  # negated or not, neither pass nor fail

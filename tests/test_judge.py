@@ -602,13 +602,19 @@ def test_a_keyless_gate_after_a_grader_outage_counts_the_undecided_verdicts_as_t
 def test_an_edited_weight_keeps_every_verdict_and_moves_only_the_score(tmp_path: Path) -> None:
     # out-152 F6: a weight edited made `report --job` ask every grader again (and, without a key,
     # refuse: "no API key"), though a weight decides no verdict.
-    job, out = write_job(tmp_path, JUDGED), tmp_path / "r.jsonl"
+    # out-153 F1: kept, a verdict weighed as the file had it, not as the check now does.
+    text = JUDGED.replace("name: exact}", "name: exact}\n      - {contains: zzz, name: never}")
+    job, out = write_job(tmp_path, text), tmp_path / "r.jsonl"
     assert cli(job, "--simulate", "-o", out, "-q").returncode == ExitCode.OK
-    weighted = write_job(tmp_path, JUDGED.replace("name: graded}", "name: graded, weight: 3}"), "w.yaml")
-    code, text, err = call_cli("report", out, "--job", weighted, "--json")
+    weighted = write_job(tmp_path, text.replace("name: graded}", "name: graded, weight: 3}"), "w.yaml")
+    code, shown, err = call_cli("report", out, "--job", weighted, "--json")
     assert code == ExitCode.OK and err.startswith("re-grading 0 row(s): 12 verdict(s) kept"), err
     before = json.loads(call_cli("report", out, "--job", job, "--json")[1])["total"]
-    assert json.loads(text)["total"]["passed"] == before["passed"]  # the same verdicts
+    after = json.loads(shown)["total"]
+    assert after["passed"] == before["passed"]  # the same verdicts
+    rows = read_rows(out)  # each row's score: graded weighs 3 of 5 now, exact 1, never 1 (it fails)
+    scores = [(3 * (r["checks"][0]["pass"] is True) + (r["checks"][1]["pass"] is True)) / 5 for r in rows]
+    assert after["mean_score"] == pytest.approx(sum(scores) / len(scores), abs=1e-4)
 
 
 def test_report_job_asks_only_for_the_verdicts_of_rows_whose_checks_changed_or_left_undecided(
