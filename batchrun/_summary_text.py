@@ -169,12 +169,14 @@ def _row_lines(summary: Summary) -> list[str]:
 
 
 # What lets a resume of a run stopped for money on: the stop line said only how much was left (out-116 F4).
+# `{resume}`: --resume with the file's name (out-153 F2: after `-o night.jsonl`, a bare --resume
+# took up an older run of the job's folder).
 _ROOM = {
-    "budget": "--resume goes on with a larger budget: run.budget_usd or --budget, whichever is the smaller",
-    "credits": "--resume goes on once the key's limit or the account's balance has room",
+    "budget": "{resume} goes on with a larger budget: run.budget_usd or --budget, whichever is the smaller",
+    "credits": "{resume} goes on once the key's limit or the account's balance has room",
     # A Ctrl-C said how far it got, not how to go on (out-152 F5).
-    "interrupted": "--resume runs the rows it did not answer",
-    "deadline": "--resume runs the rows it did not answer",
+    "interrupted": "{resume} runs the rows it did not answer",
+    "deadline": "{resume} runs the rows it did not answer",
 }
 _REGRADE_ROOM = {
     "budget": "report --job again re-grades them with a larger budget (run.budget_usd or --budget, the smaller)",
@@ -193,7 +195,9 @@ def _stop_line(summary: Summary) -> str:
         f"{doubted} row(s) count a charge in doubt, which --resume looks up first" if doubted and stop in _ROOM else ""
     )
     # `report --job` has no --resume, and writes no verdict back: it is run again (out-150 1).
-    room = (_REGRADE_ROOM if summary.get("judging_regraded") else _ROOM).get(stop, "")
+    output = summary.get("output")
+    resume = f"--resume -o {one_line(output)}" if isinstance(output, str) and output else "--resume"
+    room = (_REGRADE_ROOM if summary.get("judging_regraded") else _ROOM).get(stop, "").format(resume=resume)
     said = "; ".join(part for part in (one_line(message) if message else "", doubt, room) if part)
     return f"stopped: {stop}" + (f" ({said})" if said else "")
 

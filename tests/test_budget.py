@@ -53,7 +53,10 @@ def test_spend_never_passes_the_budget(tmp_path: Path, seed: int) -> None:
     spent = sum(r["cost"] or 0 for r in rows)
     assert 0.0025 < spent <= 0.005
     assert len(rows) == 200 and {r["reason"] for r in rows if r["status"] == "skipped"} == {"budget"}
-    assert "stopped: budget" in result.stderr and "left; --resume goes on with a larger budget: " in result.stderr
+    assert (
+        "stopped: budget" in result.stderr
+        and f"left; --resume -o {out} goes on with a larger budget: " in result.stderr
+    )
 
 
 @pytest.mark.parametrize("edit", ["answered rows removed", "spend zeroed", "spend zeroed, rewritten longer"])

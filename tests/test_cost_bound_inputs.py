@@ -489,7 +489,9 @@ def test_a_charge_far_above_its_worst_case_that_no_lookup_confirms_is_counted_as
     assert said in err
     assert all(r["cost_doubted"] is True for r in answered)
     # The stop says what it counted may not have been charged (out-117 F5).
-    assert f"{len(answered)} row(s) count a charge in doubt, which --resume looks up first; --resume goes on" in out
+    said = f"{len(answered)} row(s) count a charge in doubt, which --resume looks up first; "
+    said += f"--resume -o {tmp_path / 'out.jsonl'} goes on"
+    assert said in out
     # out-115 F1: every resume began $9,999 a row down, for good. Once /generation knows them, a
     # resume looks them up before it counts what was spent, and goes on within the budget.
     hostile = server(billing)

@@ -245,7 +245,8 @@ def test_sigterm_stops_cleanly_with_its_code(tmp_path: Path, sig: signal.Signals
     assert {(r["status"], r["reason"]) for r in rows} <= {("ok", None), ("skipped", "interrupted")}
     summary = json.loads((tmp_path / "term.summary.json").read_text())
     assert summary["stop"] == "interrupted" and summary["complete"] is False
-    assert "stopped: interrupted (--resume runs the rows it did not answer)" in err  # the way on (out-152 F5)
+    # The way on, with the file's name (out-152 F5, out-153 F2: a bare --resume took up an older run).
+    assert f"stopped: interrupted (--resume -o {out} runs the rows it did not answer)" in err
     assert not (tmp_path / "term.jsonl.lock").exists() and not (tmp_path / "term.attempts.jsonl").exists()
 
 
