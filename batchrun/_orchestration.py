@@ -332,7 +332,7 @@ async def _locked_run(
             estimate_unknown=sorted(estimated.unknown_price),  # models whose worst case is not in it
             # Raised, when BYOK spend the key's credit does not pay rose the limit (_limit_parts).
             budget_usd=None if budget is None else round(max(budget, runner.ledger.limit or 0.0), 8),
-            budget_from="credits" if pre.limits.from_key else "budget",
+            budget_from=None if budget is None else "credits" if pre.limits.from_key else "budget",  # out-153 F5
             # After the wind-down, what lookups learnt replaced held worst cases (verify25 N3: 10-20x).
             spent_usd=round(runner.ledger.committed + late_gap, 12),
             spent_before_usd=round(prior_spend, 8),

@@ -38,7 +38,8 @@ def release_early() -> None:
     if not caught[0]:  # in process (tests, a library caller): leave the host's handlers alone
         return
     signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.SIGINT in stop_signals():  # one ignored at the start (a job started with `&`) stays so (out-153 F4)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if signal.SIGHUP in stop_signals():
         signal.signal(signal.SIGHUP, _interrupt)
     if early:

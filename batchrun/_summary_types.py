@@ -80,8 +80,8 @@ class RunFigures(TypedDict, total=False):
     estimate_usd: float | None
     estimate_unknown: list[str]  # models whose requests' worst case is not known: not in estimate_usd
     budget_usd: float | None
-    # What binds `budget_usd`: the job's budget, or "credits" (the key's limit, the account's balance).
-    budget_from: str
+    # What binds `budget_usd`: the job's budget, or "credits" (the key's limit, the account's balance); None: no limit.
+    budget_from: str | None
     spent_usd: float
     spent_before_usd: float
     # The key's usage beyond reported costs that key windows counted as spent, over this and

@@ -501,3 +501,7 @@ def test_a_run_held_by_its_credit_not_a_budget_says_credit(tmp_path: Path) -> No
     assert json.loads((tmp_path / "a.summary.json").read_text())["budget_from"] == "credits"
     code, text, err = call_cli(job, "--simulate", "--budget", "1", "-o", tmp_path / "b.jsonl")
     assert code == ExitCode.OK and "budget left for this run: spent $" in text, err
+    # No limit at all (an endpoint without /key, /models nor /credits): neither (out-153 F5).
+    code, _, err = call_cli(job, "--simulate", "--sim", "account_api=false", "-o", tmp_path / "c.jsonl")
+    summary = json.loads((tmp_path / "c.summary.json").read_text())
+    assert summary["budget_usd"] is None and summary["budget_from"] is None, err

@@ -353,6 +353,12 @@ def test_a_misread_command_line_is_named_not_taken_as_something_else(tmp_path: P
     assert (code, err) == (ExitCode.USAGE, "batchrun: options go after the command: batchrun run --quiet ...\n")
     code, _, err = call_cli("-o", "run", "job.yaml")  # a file named `run`: the run says what is wrong
     assert code == ExitCode.USAGE and "options go after" not in err
+    # out-153 F7: `--cache run JOB.yaml` ran the job with ./run as its cache; F6: `cache prune`'s own
+    # --quiet was "not an option of `batchrun cache`".
+    code, _, err = call_cli("--cache", "run", "job.yaml")
+    assert (code, err) == (ExitCode.USAGE, "batchrun: options go after the command: batchrun run --cache ...\n")
+    code, _, err = call_cli("--quiet", "cache", "prune", "--older-than", "30d")
+    assert code == ExitCode.USAGE and "options go after the command: batchrun cache prune --quiet ..." in err, err
     # ...and an option the command does not have is said so, not advised (verify25 N4).
     code, _, err = call_cli("--quiet", "report", "x.jsonl")
     assert err == "batchrun: --quiet is not an option of `batchrun report` (see batchrun report --help)\n"

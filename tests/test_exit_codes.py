@@ -669,3 +669,27 @@ def test_an_output_folder_that_cannot_be_made_says_what_it_was_for(tmp_path: Pat
     code, _, err = call_cli(job, "--simulate", "-o", tmp_path / "plain" / "night" / "r.jsonl", "-q")
     assert code == ExitCode.USAGE and f"cannot make the folder {tmp_path / 'plain' / 'night'}" in err, err
     assert err.count("\n") == 1
+
+
+def test_a_sigint_ignored_at_start_stays_ignored_for_commands_other_than_a_run() -> None:
+    # out-153 F4: `report --job &` from a script (SIGINT ignored, as a shell starts it) was ended
+    # by a Ctrl-C meant for the script, "interrupted" and no more: release_early set SIGINT's
+    # handler back. A run kept it ignored.
+    import batchrun._early_signals as early
+    from batchrun._signals import release_early
+
+    saved = [signal.getsignal(sig) for sig in early.SIGNALS]
+    was, ignored = early.caught[0], set(early.ignored)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `&` leaves it
+        early.ignored.clear()
+        early.catch_early()  # the console script's first line
+        release_early()  # a command other than `run` takes over
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, signal.SIG_DFL)  # SIGTERM still stops it
+    finally:
+        early.caught[0] = was
+        early.ignored.clear()
+        early.ignored.update(ignored)
+        for sig, handler in zip(early.SIGNALS, saved, strict=True):
+            signal.signal(sig, handler)

@@ -69,20 +69,25 @@ def _shared_parser() -> argparse.ArgumentParser:
     return build_parser()
 
 
-def _options_of(command: str) -> set[str]:
-    """The option strings `batchrun COMMAND` takes."""
-    for action in _shared_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            return set(action.choices[command]._option_string_actions)
-    return set()
+def _options_of(command: str, then: str | None = None) -> set[str]:
+    """The option strings `batchrun COMMAND` takes; with `then`, `batchrun COMMAND THEN`'s (`cache
+    prune --quiet`: `--quiet cache prune` was told --quiet is no option of `cache`, out-153 F6)."""
+    parser = _shared_parser()
+    for name in (command, then) if then is not None else (command,):
+        found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction) and name in a.choices]
+        if not found:
+            return set()
+        parser = found[0].choices[name]
+    return set(parser._option_string_actions)
 
 
 def _flag_of_run(word: str) -> bool:
-    """Whether `word` is an option of `run` that takes no value (`-o run` names a file)."""
+    """Whether `word` is an option of `run` that needs no value (`-o run` names a file): `--cache
+    run JOB.yaml` ran the job with ./run as its cache (out-153 F7); `--cache=run` still may."""
     for action in _shared_parser()._actions:
         if isinstance(action, argparse._SubParsersAction) and "run" in action.choices:
-            found = action.choices["run"]._option_string_actions.get(word.split("=")[0])
-            return found is not None and found.nargs == 0
+            found = action.choices["run"]._option_string_actions.get(word)
+            return found is not None and found.nargs in (0, "?")
     return False
 
 
@@ -97,6 +102,9 @@ def _unknown_command(word: str, following: list[str]) -> str | None:
     if later is not None:
         # `batchrun --quiet report X` read `report` as the job file (verify23 N7); the advice
         # names only an option the command has (verify25 N4: `report` has no --quiet).
+        then = following[following.index(later) + 1] if following.index(later) + 1 < len(following) else None
+        if then is not None and word.split("=")[0] in _options_of(later, then):
+            return f"options go after the command: batchrun {later} {then} {word} ..."
         if word.split("=")[0] in _options_of(later):
             return f"options go after the command: batchrun {later} {word} ..."
         return f"{word} is not an option of `batchrun {later}` (see batchrun {later} --help)"
