@@ -216,7 +216,7 @@ def build_history(
     name of the job whose runs are shown (others are left out), else the one job there."""
     paths = list(paths)
     # A run in progress is no run of the history yet.
-    files = finished(runs_in(paths) if listed is None else listed, warn)
+    files = finished(runs_in(paths, warn) if listed is None else listed, warn)
     named = {path.resolve() for path in paths if not path.is_dir()}
 
     def read(path: Path) -> Run | None:

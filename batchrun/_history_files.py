@@ -31,13 +31,17 @@ class _Run(Protocol):
 R = TypeVar("R", bound=_Run)
 
 
-def runs_in(paths: list[Path]) -> list[Path]:
+def runs_in(paths: list[Path], warn: Warn = lambda _: None) -> list[Path]:
     """The results files a history covers: the given files, or each folder's runs."""
     if not paths:
         paths = [_default_folder()]
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
+            for odd in sorted(p for p in path.glob("*.jsonl") if not p.is_file() and not p.is_dir()):
+                # Left out as any stray file is, and said as one is (out-153 F8: a link to a run
+                # since deleted, a FIFO, went without a word).
+                warn(f"{odd}: not a regular file (a link to nothing, a FIFO, a device): left out of the history")
             # A link there to a run elsewhere is that run: its files are beside its target (out-151 F1).
             files += map(followed, folder_runs(path))
         elif path.exists():  # a file, or one that is not regular (a FIFO): the reader says which

@@ -206,8 +206,10 @@ def test_history_follows_links_in_a_folder_and_job_picks_its_folder(
     links = in_tmp / "links"
     links.mkdir()
     (links / "k.jsonl").symlink_to(killed_run)
+    (links / "gone.jsonl").symlink_to(elsewhere / "deleted.jsonl")  # out-153 F8: left out without a word
     code, out, err = call_cli("history", links, "--json")
     assert code == ExitCode.OK and json.loads(out)["runs"][0]["incomplete"], out + err
+    assert f"{links / 'gone.jsonl'}: not a regular file (a link to nothing, a FIFO, a device): left out" in err
     write_job(in_tmp, SMALL_JOB.replace("name: small", "name: renamed"), "renamed.yaml")
     assert call_cli("renamed.yaml", "--simulate", "-q")[0] == ExitCode.OK  # outputs/renamed beside outputs/small
     code, out, err = call_cli("history", "--job", "renamed.yaml", "--json")

@@ -180,7 +180,7 @@ def cmd_history(args: argparse.Namespace, console: Console) -> int:
     refuse_other_kinds((args.html, "a page"))
     runs = None
     with contextlib.suppress(ResultsError):  # no runs there: said below, as build_history finds it
-        runs = runs_in(args.paths)
+        runs = runs_in(args.paths, console.warn)
         refuse_printing_into(runs)  # `history DIR >> DIR/x.jsonl` (out-144 F3)
     try:
         history = build_history(args.paths, console.warn, runs, job.name if job else None)
