@@ -40,7 +40,15 @@ def write_report_file(path: Path, text: str) -> None:
             mode = None
         if mode is not None and stat.S_ISDIR(mode):
             raise OutputFailed(f"{path}: is a folder: name the file to write")
-        if mode is not None and not stat.S_ISREG(mode):
+        descriptor = _a_descriptor(path) if mode is not None else None
+        if descriptor is not None and descriptor >= 0 and stat.S_ISREG(mode or 0):
+            # `--junit /dev/stderr` with stderr a log file: written into it, where it is, at its
+            # offset. Replaced by name, a log deleted since it was opened became a new file
+            # "log (deleted)" (out-154 F2); reopened, it was written over from its start.
+            with os.fdopen(os.dup(descriptor), "wb") as out:
+                out.write(data)
+            return
+        if mode is not None and (not stat.S_ISREG(mode) or descriptor is not None):
             _stream_into(path, data)
             return
         target = path.resolve()
@@ -84,11 +92,32 @@ def _earlier_removed(path: Path) -> str:
     return " (the earlier file there was removed, so that it does not stand for this run)"
 
 
+_DESCRIPTOR = re.compile(r"/(?:proc/(self|\d+)|dev)/fd/(\d+)")
+_STANDARD = {"/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def _a_descriptor(path: Path) -> int | None:
+    """The descriptor `path` names (/dev/stderr, /dev/fd/2, /proc/self/fd/2, through links), -1 for
+    another process's, or None: its file is the descriptor's, whatever name it has, or had."""
+    seen = str(path)
+    for _ in range(8):
+        if seen in _STANDARD:
+            return _STANDARD[seen]
+        if found := _DESCRIPTOR.fullmatch(seen):
+            own = found.group(1) in (None, "self", str(os.getpid()))
+            return int(found.group(2)) if own else -1
+        try:
+            seen = os.path.join(os.path.dirname(seen), os.readlink(seen))
+        except OSError:  # no link (or none readable): the name is the file's
+            return None
+    return None
+
+
 def _stream_into(path: Path, data: bytes) -> None:
     """Into a pipe, FIFO or device. Opened without waiting: a FIFO that nobody reads blocked
     the open for ever (verify21 V2); then written as any file, waiting for its reader."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_APPEND)  # a log file's lines are kept
     except OSError as exc:
         if exc.errno == errno.ENXIO:
             raise OutputFailed(f"{path}: cannot write it: a FIFO that nobody reads") from None

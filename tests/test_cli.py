@@ -682,3 +682,18 @@ def test_a_command_never_prints_into_a_file_it_reads(tmp_path: Path, results: Pa
         os.dup2(saved, 1)
         os.close(saved)
     assert call_cli("report", results, "--json")[0] == ExitCode.OK  # stdout elsewhere: as before
+
+
+def test_a_junit_file_to_a_deleted_stderr_goes_into_it_not_beside_it(tmp_path: Path, small_job: Path) -> None:
+    # out-154 F2: stderr a log deleted since it was opened (`exec 2>log; rm log`, as pytest's own
+    # capture file is): `--junit /dev/stderr` made a new file named "log (deleted)" beside it.
+    out = tmp_path / "r.jsonl"
+    assert call_cli(small_job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
+    log = tmp_path / "log"
+    with open(log, "w+b") as handle:
+        log.unlink()
+        result = run_forked(["report", out, "--junit", "/dev/stderr"], stdout=subprocess.DEVNULL, stderr=handle)
+        handle.seek(0)
+        written = handle.read()
+    assert result.returncode == ExitCode.OK and b"<testsuites" in written
+    assert not [p.name for p in tmp_path.iterdir() if "deleted" in p.name]

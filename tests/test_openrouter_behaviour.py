@@ -4,7 +4,6 @@ rate-limit scope and caps, availability errors, start-up retries, routing record
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -173,9 +172,8 @@ async def test_the_provider_is_recorded_from_router_metadata(sim: Simulator, tmp
     assert {r["provider"] for r in rows} == {"SimCloud"}
 
 
-def account(models: list[httpx.Response], key: list[httpx.Response]) -> tuple[Any, Any, FakeClock]:
+def account(folder: Path, models: list[httpx.Response], key: list[httpx.Response]) -> tuple[Any, Any, FakeClock]:
     clock = FakeClock()
-    folder = Path(tempfile.mkdtemp())
     job = load_job(models_job(folder, PAID))
 
     async def go() -> tuple[Any, Any]:
@@ -193,8 +191,9 @@ MODELS = {"data": [{"id": PAID, "pricing": {"prompt": "0.00000015", "completion"
 KEY = {"data": {"label": "k", "limit": None, "limit_remaining": None, "usage": 0, "is_free_tier": False}}
 
 
-def test_pre_flight_retries_a_503_from_models_and_a_500_from_key() -> None:
+def test_pre_flight_retries_a_503_from_models_and_a_500_from_key(tmp_path: Path) -> None:
     models, key, clock = account(
+        tmp_path,
         [httpx.Response(503, json={"error": {"code": 503, "message": "busy"}}), httpx.Response(200, json=MODELS)],
         [httpx.Response(500, json={"error": {"code": 500, "message": "oops"}}), httpx.Response(200, json=KEY)],
     )
@@ -202,8 +201,8 @@ def test_pre_flight_retries_a_503_from_models_and_a_500_from_key() -> None:
     assert len(clock.sleeps) == 2  # one backoff each, through the injected clock
 
 
-def test_the_notice_names_which_account_endpoint_is_missing() -> None:
-    models, key, _ = account([httpx.Response(200, json=MODELS)], [httpx.Response(404)])
+def test_the_notice_names_which_account_endpoint_is_missing(tmp_path: Path) -> None:
+    models, key, _ = account(tmp_path, [httpx.Response(200, json=MODELS)], [httpx.Response(404)])
     assert missing_account_api("https://or.test", models, key) == (
         "https://or.test has no /key: credit-limit features are off for this run"
     )

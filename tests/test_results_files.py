@@ -630,7 +630,9 @@ def test_no_page_or_junit_file_is_written_over_what_the_command_reads_or_over_ea
     assert (tmp_path / "d" / "row.schema.json").read_text() == '{"type": "string"}'
     # Any file the job names: the example job's schema (verify25 N10).
     example = tmp_path / "jobs"
-    shutil.copytree(Path(__file__).parents[1] / "jobs", example)
+    # Writable whatever the checkout's modes (a read-only one: out-154 F1).
+    shutil.copytree(Path(__file__).parents[1] / "jobs", example, copy_function=shutil.copyfile)
+    example.chmod(0o755)
     schema = (example / "capital.schema.json").read_bytes()
     assert call_cli(example / "eval.yaml", "--simulate", "-o", example / "e.jsonl", "-q")[0] == ExitCode.OK
     code, _, err = call_cli(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -916,14 +915,14 @@ def test_a_merge_of_rows_whose_judge_a_stop_cut_is_not_complete(results: Path, t
     assert "incomplete: a partial merge" in call_cli("history", tmp_path / "m.jsonl")[1]
 
 
-def test_a_threshold_the_undecided_rows_would_meet_had_they_passed_is_not_a_quality_failure() -> None:
+def test_a_threshold_the_undecided_rows_would_meet_had_they_passed_is_not_a_quality_failure(tmp_path: Path) -> None:
     # verify63 F3: a failed check fails its row beside an undecided judge, so with the grader down
     # only failures were graded: exit 3, "pass rate 0.0% is below the threshold", for an outage.
     from batchrun._failure_text import failure_reasons
     from batchrun._summary import SummaryBuilder
     from batchrun._verdict import decide
 
-    rows = read_rows(synthetic(Path(tempfile.mkdtemp()) / "a.jsonl", {"m": 1.0}, 1, seed=1, items=20))
+    rows = read_rows(synthetic(tmp_path / "a.jsonl", {"m": 1.0}, 1, seed=1, items=20))
     for row in rows:
         _with_checks(row, False if row["vars"]["q"] < 10 else None, row["vars"]["q"] >= 10, None)
     settings = RunSettings(max_error_rate=1.0, pass_threshold=0.5)
