@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -234,3 +235,24 @@ def nesting_depth(value: Any) -> int:
             deepest = max(deepest, depth)
             stack += [(child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)]
     return deepest
+
+
+_DESCRIPTOR = re.compile(r"/(?:proc/(self|\d+)|dev)/fd/(\d+)")
+_STANDARD = {"/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def a_descriptor(path: Path) -> int | None:
+    """The descriptor `path` names (/dev/stderr, /dev/fd/2, /proc/self/fd/2, through links), -1 for
+    another process's, or None: its file is the descriptor's, whatever name it has, or had."""
+    seen = str(path)
+    for _ in range(8):
+        if seen in _STANDARD:
+            return _STANDARD[seen]
+        if found := _DESCRIPTOR.fullmatch(seen):
+            own = found.group(1) in (None, "self", str(os.getpid()))
+            return int(found.group(2)) if own else -1
+        try:
+            seen = os.path.join(os.path.dirname(seen), os.readlink(seen))
+        except OSError:  # no link (or none readable): the name is the file's
+            return None
+    return None

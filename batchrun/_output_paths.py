@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from ._exceptions import ConfigError
-from ._files import open_regular
+from ._files import a_descriptor, open_regular
 from ._formats import utc_compact
 from ._journal_file import JOURNAL_SUFFIX
 from ._record_head import RECORD_START
@@ -171,6 +171,8 @@ def _leads_out(path: Path, target: Path) -> bool:
     a regular file, or none yet, out of it: a link checked in with a pull request. A stream
     (`/dev/stdout`, a pipe) is written where it is."""
     if target == Path(os.path.abspath(path)) or (target.exists() and not target.is_file()):
+        return False
+    if a_descriptor(path) is not None:  # a link to /dev/stderr, a pipe's (out-155 F2)
         return False
     return link_leads_out(path) is not None
 

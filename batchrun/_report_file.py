@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from ._exceptions import OutputFailed
+from ._files import a_descriptor
 from ._output_paths import current_umask
 from ._results import RESULTS_MODE
 from ._scrub import environment_scrubber
@@ -40,18 +41,17 @@ def write_report_file(path: Path, text: str) -> None:
             mode = None
         if mode is not None and stat.S_ISDIR(mode):
             raise OutputFailed(f"{path}: is a folder: name the file to write")
-        descriptor = _a_descriptor(path) if mode is not None else None
-        if descriptor is not None and descriptor >= 0 and stat.S_ISREG(mode or 0):
-            # `--junit /dev/stderr` with stderr a log file: written into it, where it is, at its
-            # offset. Replaced by name, a log deleted since it was opened became a new file
-            # "log (deleted)" (out-154 F2); reopened, it was written over from its start.
-            with os.fdopen(os.dup(descriptor), "wb") as out:
-                out.write(data)
-            return
-        if mode is not None and (not stat.S_ISREG(mode) or descriptor is not None):
+        if mode is not None and not stat.S_ISREG(mode):
             _stream_into(path, data)
             return
         target = path.resolve()
+        if not target.exists() and (descriptor := a_descriptor(path)) is not None and descriptor >= 0:
+            # `--junit /dev/stderr`, stderr a log deleted since it was opened (`exec 2>log; rm log`,
+            # as pytest's capture file is): replaced by name, it became a new file "log (deleted)",
+            # one a suite run in TMPDIR (out-154 F2). Written into it, at its offset.
+            with os.fdopen(os.dup(descriptor), "wb") as out:
+                out.write(data)
+            return
         # A new page or JUnit file as results are, never writable by others (break38 F6: 0666 under umask 000).
         kept = stat.S_IMODE(mode) if mode is not None else RESULTS_MODE & ~current_umask()
         if target.parent.exists() and not target.parent.is_dir():
@@ -92,32 +92,18 @@ def _earlier_removed(path: Path) -> str:
     return " (the earlier file there was removed, so that it does not stand for this run)"
 
 
-_DESCRIPTOR = re.compile(r"/(?:proc/(self|\d+)|dev)/fd/(\d+)")
-_STANDARD = {"/dev/stdout": 1, "/dev/stderr": 2}
-
-
-def _a_descriptor(path: Path) -> int | None:
-    """The descriptor `path` names (/dev/stderr, /dev/fd/2, /proc/self/fd/2, through links), -1 for
-    another process's, or None: its file is the descriptor's, whatever name it has, or had."""
-    seen = str(path)
-    for _ in range(8):
-        if seen in _STANDARD:
-            return _STANDARD[seen]
-        if found := _DESCRIPTOR.fullmatch(seen):
-            own = found.group(1) in (None, "self", str(os.getpid()))
-            return int(found.group(2)) if own else -1
-        try:
-            seen = os.path.join(os.path.dirname(seen), os.readlink(seen))
-        except OSError:  # no link (or none readable): the name is the file's
-            return None
-    return None
-
-
 def _stream_into(path: Path, data: bytes) -> None:
     """Into a pipe, FIFO or device. Opened without waiting: a FIFO that nobody reads blocked
     the open for ever (verify21 V2); then written as any file, waiting for its reader."""
+    descriptor = a_descriptor(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_APPEND)  # a log file's lines are kept
+        # Our own descriptor (/dev/stderr) as it is: reopened, a socket's (a journal's, a log
+        # driver's) was refused, "a FIFO that nobody reads" (out-155 F3).
+        fd = (
+            os.dup(descriptor)
+            if descriptor is not None and descriptor >= 0
+            else os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        )
     except OSError as exc:
         if exc.errno == errno.ENXIO:
             raise OutputFailed(f"{path}: cannot write it: a FIFO that nobody reads") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from ._cost_text import batch_hold_lines, cost_text, held_note, key_gap_lines
 from ._formats import md_code, md_text, ms, one_line, pct, vars_text
 from ._scrub import hide_keys
@@ -195,8 +197,10 @@ def _stop_line(summary: Summary) -> str:
         f"{doubted} row(s) count a charge in doubt, which --resume looks up first" if doubted and stop in _ROOM else ""
     )
     # `report --job` has no --resume, and writes no verdict back: it is run again (out-150 1).
-    output = summary.get("output")
-    resume = f"--resume -o {one_line(output)}" if isinstance(output, str) and output else "--resume"
+    output, shard = summary.get("output"), summary.get("shard")
+    resume = f"--resume -o {shlex.quote(one_line(output))}" if isinstance(output, str) and output else "--resume"
+    if isinstance(shard, str) and shard:  # a shard's file is resumed as that shard (out-155 F4)
+        resume += f" --shard {shlex.quote(shard)}"
     room = (_REGRADE_ROOM if summary.get("judging_regraded") else _ROOM).get(stop, "").format(resume=resume)
     said = "; ".join(part for part in (one_line(message) if message else "", doubt, room) if part)
     return f"stopped: {stop}" + (f" ({said})" if said else "")

@@ -697,3 +697,34 @@ def test_a_junit_file_to_a_deleted_stderr_goes_into_it_not_beside_it(tmp_path: P
         written = handle.read()
     assert result.returncode == ExitCode.OK and b"<testsuites" in written
     assert not [p.name for p in tmp_path.iterdir() if "deleted" in p.name]
+
+
+def test_a_junit_file_through_a_link_to_stderr_or_into_a_socket_is_written_into_it(
+    tmp_path: Path, small_job: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # out-155 F2: `junit.xml -> /dev/stderr`, stderr a pipe (as CI reads it), was refused as a link
+    # "outside the folder"; F3: stderr a socket (a journal, a log driver) was "a FIFO that nobody reads".
+    import socket
+
+    out = tmp_path / "r.jsonl"
+    assert call_cli(small_job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
+    monkeypatch.chdir(tmp_path)
+    Path("junit.xml").symlink_to("/dev/stderr")
+    piped = run_forked(
+        ["report", out, "--junit", "junit.xml"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    assert piped.returncode == ExitCode.OK and "<testsuites" in piped.stderr, piped.stderr
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        result = run_forked(["report", out, "--junit", "/dev/stderr"], stdout=subprocess.DEVNULL, stderr=theirs)
+        theirs.close()
+        received = b"".join(iter(lambda: ours.recv(65536), b""))
+    assert result.returncode == ExitCode.OK and b"<testsuites" in received, received[-300:]
+
+
+def test_a_stops_way_on_is_a_command_to_paste() -> None:
+    # out-155 F4, F5: a shard's needs its --shard, and a name with a space or `$` its quotes.
+    from batchrun._summary_text import _stop_line
+
+    line = _stop_line({"stop": "interrupted", "output": "night $1.jsonl", "shard": "2/4"})  # type: ignore[typeddict-item]
+    assert line == "stopped: interrupted (--resume -o 'night $1.jsonl' --shard 2/4 runs the rows it did not answer)"

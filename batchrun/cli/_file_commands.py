@@ -178,12 +178,18 @@ def cmd_history(args: argparse.Namespace, console: Console) -> int:
         args.paths = [job_folder(job.name, job.run.output)]
     refuse_sidecars((args.html, "a page"), inputs=args.paths)
     refuse_other_kinds((args.html, "a page"))
-    runs = None
+    runs, said = None, set()
+
+    def warn(message: str) -> None:  # once: the folder is listed again when none of its files is a run (out-155 F8)
+        if message not in said:
+            said.add(message)
+            console.warn(message)
+
     with contextlib.suppress(ResultsError):  # no runs there: said below, as build_history finds it
-        runs = runs_in(args.paths, console.warn)
+        runs = runs_in(args.paths, warn)
         refuse_printing_into(runs)  # `history DIR >> DIR/x.jsonl` (out-144 F3)
     try:
-        history = build_history(args.paths, console.warn, runs, job.name if job else None)
+        history = build_history(args.paths, warn, runs, job.name if job else None)
     except (ConfigError, ResultsError) as failure:
         _history_page_failed(args, console, str(failure))
         raise

@@ -128,6 +128,7 @@ def _no_verdict(
     """The JUnit file (the gate's case alone) and the page of a gate without a verdict;
     `only_ours`: where nothing is, or a file of their kind; `standing`: only over files that
     are there, quietly. Best effort beside the failure that is the command's own."""
+    from .._files import a_descriptor
     from .._items import ItemGate
     from .._junit import write_junit
     from .._report_file import write_report_file
@@ -144,6 +145,8 @@ def _no_verdict(
     outputs = ((args.junit, holds_junit_or_nothing, junit), (args.html, holds_page_or_nothing, page))
     for path, ours, write in outputs[1:] if page_only else outputs:
         if path is None or (only_ours and not ours(path)) or (standing and not path.is_file()):
+            continue
+        if standing and a_descriptor(path) is not None:  # a stream cannot take a placeholder back (out-155 F1)
             continue
         try:
             write(path)
