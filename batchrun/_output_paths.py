@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from ._early_signals import CLOSED_AT_START
 from ._exceptions import ConfigError
 from ._files import a_descriptor, open_regular
 from ._formats import utc_compact
@@ -136,6 +137,9 @@ def report_output_problem(path: Path, role: str) -> str | None:
     # Bad options, said before anything is read or sent (break27 m9: exit 11, after the work).
     if path.is_dir():
         return f"{path}: is a folder: name the file to write {role} to"
+    if (descriptor := a_descriptor(path)) in CLOSED_AT_START:
+        # Opened on /dev/null at the start (_entry): written there, it went nowhere, exit 0 (out-155 F7).
+        return f"{path}: descriptor {descriptor} was closed when batchrun started: {role} would go nowhere"
     if path.parent.exists() and not path.parent.is_dir():
         return f"{path}: cannot write {role} there: {path.parent} is not a folder"
     try:

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -359,6 +360,9 @@ def test_a_misread_command_line_is_named_not_taken_as_something_else(tmp_path: P
     assert (code, err) == (ExitCode.USAGE, "batchrun: options go after the command: batchrun run --cache ...\n")
     code, _, err = call_cli("--quiet", "cache", "prune", "--older-than", "30d")
     assert code == ExitCode.USAGE and "options go after the command: batchrun cache prune --quiet ..." in err, err
+    # out-155 F6: abbreviated, as argparse takes it, `--cach run JOB` ran with ./run as its cache.
+    code, _, err = call_cli("--cach", "run", "job.yaml")
+    assert (code, err) == (ExitCode.USAGE, "batchrun: options go after the command: batchrun run --cach ...\n")
     # ...and an option the command does not have is said so, not advised (verify25 N4).
     code, _, err = call_cli("--quiet", "report", "x.jsonl")
     assert err == "batchrun: --quiet is not an option of `batchrun report` (see batchrun report --help)\n"
@@ -728,3 +732,17 @@ def test_a_stops_way_on_is_a_command_to_paste() -> None:
 
     line = _stop_line({"stop": "interrupted", "output": "night $1.jsonl", "shard": "2/4"})  # type: ignore[typeddict-item]
     assert line == "stopped: interrupted (--resume -o 'night $1.jsonl' --shard 2/4 runs the rows it did not answer)"
+
+
+def test_a_report_file_on_a_descriptor_closed_at_start_is_refused(tmp_path: Path, small_job: Path) -> None:
+    # out-155 F7: `--junit /dev/stdout >&-`: written into the /dev/null the CLI opened in its
+    # place, "junit: 106 test case(s)", exit 0: nothing was written anywhere.
+    out = tmp_path / "r.jsonl"
+    assert call_cli(small_job, "--simulate", "-o", out, "-q")[0] == ExitCode.OK
+    # A process started with its stdout closed: what the process boundary is (_entry opens /dev/null there).
+    argv = ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "batchrun", "report", str(out), "--junit"]
+    result = subprocess.run(
+        [*argv, "/dev/stdout"], env=child_env(), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "/dev/stdout: descriptor 1 was closed when batchrun started: a JUnit file would go nowhere" in result.stderr

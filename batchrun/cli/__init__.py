@@ -81,12 +81,21 @@ def _options_of(command: str, then: str | None = None) -> set[str]:
     return set(parser._option_string_actions)
 
 
+def _takes(options: set[str], word: str) -> bool:
+    """Whether `word` is one of `options`, or a long one's abbreviation, as argparse reads it."""
+    name = word.split("=")[0]
+    return name in options or (name.startswith("--") and len([o for o in options if o.startswith(name)]) == 1)
+
+
 def _flag_of_run(word: str) -> bool:
     """Whether `word` is an option of `run` that needs no value (`-o run` names a file): `--cache
     run JOB.yaml` ran the job with ./run as its cache (out-153 F7); `--cache=run` still may."""
     for action in _shared_parser()._actions:
         if isinstance(action, argparse._SubParsersAction) and "run" in action.choices:
-            found = action.choices["run"]._option_string_actions.get(word)
+            options = action.choices["run"]._option_string_actions
+            # An abbreviation too, as argparse takes it: `--cach run JOB` (out-155 F6).
+            named = [o for o in options if o.startswith(word) and o.startswith("--")] if word.startswith("--") else []
+            found = options.get(word) or (options[named[0]] if len(named) == 1 else None)
             return found is not None and found.nargs in (0, "?")
     return False
 
@@ -103,9 +112,9 @@ def _unknown_command(word: str, following: list[str]) -> str | None:
         # `batchrun --quiet report X` read `report` as the job file (verify23 N7); the advice
         # names only an option the command has (verify25 N4: `report` has no --quiet).
         then = following[following.index(later) + 1] if following.index(later) + 1 < len(following) else None
-        if then is not None and word.split("=")[0] in _options_of(later, then):
+        if then is not None and _takes(_options_of(later, then), word):
             return f"options go after the command: batchrun {later} {then} {word} ..."
-        if word.split("=")[0] in _options_of(later):
+        if _takes(_options_of(later), word):
             return f"options go after the command: batchrun {later} {word} ..."
         return f"{word} is not an option of `batchrun {later}` (see batchrun {later} --help)"
     if word.startswith("-") or "/" in word or "." in word or os.path.exists(word):
