@@ -69,35 +69,32 @@ def _shared_parser() -> argparse.ArgumentParser:
     return build_parser()
 
 
-def _options_of(command: str, then: str | None = None) -> set[str]:
-    """The option strings `batchrun COMMAND` takes; with `then`, `batchrun COMMAND THEN`'s (`cache
-    prune --quiet`: `--quiet cache prune` was told --quiet is no option of `cache`, out-153 F6)."""
+def _options_of(command: str, then: str | None = None) -> dict[str, argparse.Action]:
+    """The options `batchrun COMMAND` takes, by option string; with `then`, `batchrun COMMAND
+    THEN`'s (`cache prune --quiet`: `--quiet cache prune` was told --quiet is no option of
+    `cache`, out-153 F6)."""
     parser = _shared_parser()
     for name in (command, then) if then is not None else (command,):
         found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction) and name in a.choices]
         if not found:
-            return set()
+            return {}
         parser = found[0].choices[name]
-    return set(parser._option_string_actions)
+    return parser._option_string_actions
 
 
-def _takes(options: set[str], word: str) -> bool:
-    """Whether `word` is one of `options`, or a long one's abbreviation, as argparse reads it."""
+def _option(options: dict[str, argparse.Action], word: str) -> argparse.Action | None:
+    """The option `word` names, as argparse reads it: exactly, or a long one's abbreviation
+    (`--cach run JOB` ran with ./run as its cache: out-155 F6)."""
     name = word.split("=")[0]
-    return name in options or (name.startswith("--") and len([o for o in options if o.startswith(name)]) == 1)
+    named = [o for o in options if o.startswith(name)] if name.startswith("--") else []
+    return options.get(name) or (options[named[0]] if len(named) == 1 else None)
 
 
 def _flag_of_run(word: str) -> bool:
     """Whether `word` is an option of `run` that needs no value (`-o run` names a file): `--cache
     run JOB.yaml` ran the job with ./run as its cache (out-153 F7); `--cache=run` still may."""
-    for action in _shared_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction) and "run" in action.choices:
-            options = action.choices["run"]._option_string_actions
-            # An abbreviation too, as argparse takes it: `--cach run JOB` (out-155 F6).
-            named = [o for o in options if o.startswith(word) and o.startswith("--")] if word.startswith("--") else []
-            found = options.get(word) or (options[named[0]] if len(named) == 1 else None)
-            return found is not None and found.nargs in (0, "?")
-    return False
+    found = _option(_options_of("run"), word) if "=" not in word else None
+    return found is not None and found.nargs in (0, "?")
 
 
 def _unknown_command(word: str, following: list[str]) -> str | None:
@@ -112,9 +109,9 @@ def _unknown_command(word: str, following: list[str]) -> str | None:
         # `batchrun --quiet report X` read `report` as the job file (verify23 N7); the advice
         # names only an option the command has (verify25 N4: `report` has no --quiet).
         then = following[following.index(later) + 1] if following.index(later) + 1 < len(following) else None
-        if then is not None and _takes(_options_of(later, then), word):
+        if then is not None and _option(_options_of(later, then), word):
             return f"options go after the command: batchrun {later} {then} {word} ..."
-        if _takes(_options_of(later), word):
+        if _option(_options_of(later), word):
             return f"options go after the command: batchrun {later} {word} ..."
         return f"{word} is not an option of `batchrun {later}` (see batchrun {later} --help)"
     if word.startswith("-") or "/" in word or "." in word or os.path.exists(word):

@@ -178,18 +178,14 @@ def cmd_history(args: argparse.Namespace, console: Console) -> int:
         args.paths = [job_folder(job.name, job.run.output)]
     refuse_sidecars((args.html, "a page"), inputs=args.paths)
     refuse_other_kinds((args.html, "a page"))
-    runs, said = None, set()
-
-    def warn(message: str) -> None:  # once: the folder is listed again when none of its files is a run (out-155 F8)
-        if message not in said:
-            said.add(message)
-            console.warn(message)
-
-    with contextlib.suppress(ResultsError):  # no runs there: said below, as build_history finds it
-        runs = runs_in(args.paths, warn)
-        refuse_printing_into(runs)  # `history DIR >> DIR/x.jsonl` (out-144 F3)
     try:
-        history = build_history(args.paths, warn, runs, job.name if job else None)
+        runs = runs_in(args.paths, console.warn)  # listed once: its warnings said once (out-155 F8)
+    except ResultsError as failure:  # no runs there
+        _history_page_failed(args, console, str(failure))
+        raise
+    refuse_printing_into(runs)  # `history DIR >> DIR/x.jsonl` (out-144 F3)
+    try:
+        history = build_history(args.paths, console.warn, runs, job.name if job else None)
     except (ConfigError, ResultsError) as failure:
         _history_page_failed(args, console, str(failure))
         raise
@@ -251,14 +247,13 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
     accepted = [f"accepted with --allow-partial: {s}" for s in summary["shortfalls"]] if not failed else []
     for line in accepted:  # as the gate says them
         console.warn(line)
-    verdict = (ExitCode.INCOMPLETE, list(summary["shortfalls"])) if failed else (ExitCode.OK, accepted)
-    step_summary(console, render_markdown(summary, verdict=(int(verdict[0]), verdict[1])), args)
+    code, reasons = (ExitCode.INCOMPLETE, summary["shortfalls"]) if failed else (ExitCode.OK, accepted)
+    step_summary(console, render_markdown(summary, verdict=(int(code), reasons)), args)
     if failed:
         for shortfall in summary["shortfalls"]:
             console.error(shortfall)
         console.error("the merge is not complete (--allow-partial accepts that)")
-        return ExitCode.INCOMPLETE
-    return ExitCode.OK
+    return code
 
 
 def cmd_cache(args: argparse.Namespace, console: Console) -> int:
