@@ -52,7 +52,7 @@ from ._run_output import (
 from ._settings import RunSettings
 from ._status import StopReason
 from ._summary import SummaryBuilder
-from ._summary_floor import earlier_spend, results_size, tail_digest
+from ._summary_floor import earlier_spend, file_digest, results_size
 from ._summary_types import Summary
 from ._verdict import ExitCode, decide
 from ._worker_pool import PoolOutcome, Runner, run_config
@@ -372,7 +372,7 @@ async def _locked_run(
             data["spent_past_budget_usd"] = past
         # A resume tells an edit by it (_run_output); of a file cut under the run, what the run wrote.
         data["results_bytes"] = writer.size if writer.cut_short else results_size(output)
-        data["results_tail"] = tail_digest(output, data["results_bytes"])  # what it saw (_summary_beside.vouched)
+        data["results_digest"] = file_digest(output, data["results_bytes"])  # what it saw (_summary_beside.vouched)
         if (
             readings := journal.summary_readings(runner.ledger.unconfirmed_lost, runner.ledger.charged_before)
         ) is not None:

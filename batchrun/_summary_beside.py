@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from ._output_paths import named_results, summary_path
 from ._pricing import money
 from ._results import results_job
 from ._status import StopReason
-from ._summary_floor import tail_digest
+from ._summary_floor import digest_differs
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class SummaryBeside:
     data: Any  # as parsed; None when not read
     why: str | None  # why not read: "absent", an OS error's words (never waited on), "not JSON"
     job: str | None  # the job the results file's first record names (None: none, or not read)
+    # Whether the file's bytes up to a size differ from what the summary saw: one read of a
+    # large file for all the views that ask (endpoint, doubts, changed).
+    _differs: dict[int, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def read(cls, results: Path) -> SummaryBeside:
@@ -85,11 +88,16 @@ class SummaryBeside:
             size = self.results.stat().st_size
         except OSError:
             return {}
-        if summary.get("results_bytes") != size or summary.get("results_tail") != tail_digest(self.results, size):
+        if summary.get("results_bytes") != size or self._digest_differs(summary, size):
             # Another file of its size in its place (out-138 F1); a summary of before the digest
             # vouches for nothing either: the sizes of small runs often agree (out-139 F8).
             return {}
         return summary
+
+    def _digest_differs(self, summary: dict[str, Any], size: int) -> bool:
+        if size not in self._differs:
+            self._differs[size] = digest_differs(self.results, summary, size)
+        return self._differs[size]
 
     def unreadable(self) -> str | None:
         """Why the summary is there but says nothing: not JSON, or not an object (cut short by a
@@ -162,7 +170,8 @@ class SummaryBeside:
         `doubts`. The gate passed a failing night whose failed records were replaced by another
         night's passing ones, exit 0 and not a word, where `report` said the rows were gone (out-149 F1)."""
         summary = self.run_summary()
-        written, seen = summary.get("results_bytes"), summary.get("results_tail")
+        written = summary.get("results_bytes")
+        seen = any(isinstance(summary.get(name), str) for name in ("results_digest", "results_tail"))
         if type(written) is not int or self.of_another_job():
             return None
         try:
@@ -174,7 +183,7 @@ class SummaryBeside:
                 f"{self.results}: {written - size:,} byte(s) shorter than when its summary was written: records "
                 "removed since (what they cost is not counted)"
             )
-        if isinstance(seen, str) and tail_digest(self.results, written) != seen:
+        if seen and self._digest_differs(summary, written):
             return (
                 f"{self.results}: not the file its summary was written for (what it held then changed since: "
                 "records edited, or another file put in its place): its rows are not its run's"

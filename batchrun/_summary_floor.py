@@ -110,13 +110,13 @@ def results_size(output: Path) -> int | None:
 
 
 TAIL_BYTES = 1 << 16
+_DIGEST_PIECE = 1 << 20
 
 
 def tail_digest(output: Path, size: int | None) -> str | None:
-    """A digest of the file's last 64 KiB up to `size` (where its summary saw it end): a file of the
-    same size put in its place (a model's night copied over a try-out of the same name, as small runs
-    often are) is told apart, and the try-out's summary does not vouch for it (out-138 F1). None
-    when the file cannot be read, or is shorter."""
+    """A digest of the file's last 64 KiB up to `size`: what summaries of before `results_digest`
+    recorded (out-138 F1), still read for their files. None when the file cannot be read, or is
+    shorter."""
     if size is None:
         return None
     try:
@@ -126,6 +126,35 @@ def tail_digest(output: Path, size: int | None) -> str | None:
     except OSError:
         return None
     return hashlib.sha256(tail).hexdigest()[:32] if len(tail) == min(size, TAIL_BYTES) else None
+
+
+def file_digest(output: Path, size: int | None) -> str | None:
+    """A digest of the file's bytes up to `size` (where its summary saw it end): a file of the same
+    size put in its place (a model's night copied over a try-out of the same name: out-138 F1), or
+    a record edited anywhere before that end (the last 64 KiB alone were seen: out-151 F2), is told
+    apart, and the summary does not vouch for it. One read of the file, at ~800 MB/s. None when
+    the file cannot be read, or is shorter."""
+    if size is None:
+        return None
+    digest, left = hashlib.sha256(), size
+    try:
+        with open_regular(output) as handle:
+            while left and (piece := handle.read(min(left, _DIGEST_PIECE))):
+                digest.update(piece)
+                left -= len(piece)
+    except OSError:
+        return None
+    return None if left else digest.hexdigest()[:32]
+
+
+def digest_differs(output: Path, summary: dict[str, Any], size: int) -> bool:
+    """Whether the file's bytes up to `size` are not those its summary saw: by its whole-file
+    digest, or by the last-64-KiB one of a summary written before it. True when it has neither."""
+    if isinstance(seen := summary.get("results_digest"), str):
+        return file_digest(output, size) != seen
+    if isinstance(seen := summary.get("results_tail"), str):
+        return tail_digest(output, size) != seen
+    return True
 
 
 def _appended_spend(output: Path, offset: int) -> float:

@@ -109,7 +109,7 @@ class RunFigures(TypedDict, total=False):
     # present only then; exit 5, even with nothing left to send.
     spent_past_budget_usd: float
     results_bytes: int | None  # the results file's size when its summary was written (_run_output.resume_states)
-    results_tail: str | None  # a digest of its last 64 KiB then (_summary_floor.tail_digest)
+    results_digest: str | None  # a digest of its bytes then (_summary_floor.file_digest)
     key_readings: list[dict[str, float]]  # a killed run's readings of the key, carried on unmeasured (_killed_run)
     merged_from: list[str]
     duplicate_rows: int

@@ -945,3 +945,42 @@ def test_records_edited_since_the_runs_summary_fail_the_gate_and_are_not_merged(
     appended.write_bytes(appended.read_bytes() + good.read_bytes())
     code, _, err = call_cli("report", appended, "--job", job)
     assert "longer than when its summary was written, with no run since (lines appended" in err, err
+
+
+def test_a_record_edited_anywhere_is_told_and_an_older_summarys_tail_digest_still_vouches(tmp_path: Path) -> None:
+    # out-151 F2: the summary's digest covered the file's last 64 KiB only, so a failed record
+    # turned into a pass near the start of a 166 KB night passed the gate, exit 0.
+    job = Path(__file__).resolve().parent.parent / "jobs" / "eval.yaml"
+    out = tmp_path / "night.jsonl"
+    assert call_cli(job, "--simulate", "-q", "-o", out)[0] == ExitCode.OK
+    data = out.read_bytes()
+    assert len(data) > 2 * (1 << 16)
+
+    def flip(at: int) -> bytes:
+        return data[:at] + (b"X" if data[at : at + 1] != b"X" else b"Y") + data[at + 1 :]
+
+    at = data.index(b'"content":"') + len(b'"content":"')  # the first row's answer, one letter changed
+    assert at < data.index(b"\n")
+    out.write_bytes(flip(at))  # its size kept
+    gates: list[list[str | Path]] = [["report", out, "--job", job], ["report", out]]
+    for args in gates:
+        code, _, err = call_cli(*args)
+        assert code == ExitCode.INCOMPLETE and "not the file its summary was written for" in err, (args, err)
+    shard = tmp_path / "s.jsonl"
+    shard.write_bytes(out.read_bytes())
+    summary_path(shard).write_text(summary_path(out).read_text().replace("night.jsonl", "s.jsonl"))
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", shard, "--job", job)
+    assert code == ExitCode.USAGE and "not the file its summary was written for" in err, err
+    # A summary written before the whole-file digest (its `results_tail` only) vouches as it did:
+    # for the file untouched, and against an edit of its last 64 KiB.
+    from batchrun._summary_floor import tail_digest
+
+    out.write_bytes(data)
+    summary = json.loads(summary_path(out).read_text())
+    summary["results_tail"] = tail_digest(out, summary.pop("results_digest") and len(data))
+    summary_path(out).write_text(json.dumps(summary))
+    assert call_cli("report", out, "--job", job)[0] == ExitCode.OK
+    at = data.rindex(b'"content":"') + len(b'"content":"')  # the last row's answer this time
+    out.write_bytes(flip(at))
+    code, _, err = call_cli("report", out)
+    assert code == ExitCode.INCOMPLETE and "not the file its summary was written for" in err, err
