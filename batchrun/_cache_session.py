@@ -27,17 +27,14 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from ._answer import Answer
 from ._cache import Freshness, ResponseCache, cache_key, freshness, normalize_base_url
 from ._cache_hits import checked_hit, probe_of, whole_answer, why_not_a_hit
 from ._cache_values import CachedAnswer, EntryRow, Probe, RunStats, encode_answer
-from ._checks import grade, without_latency_checks
 from ._client import ChatResult
 from ._clock import Clock
 from ._exceptions import CacheError
 from ._matrix import Request, row_group_id
-from ._row import RowGrading
-from ._row_cost import RowCharges, uncharged
+from ._row_cost import RowCharges
 from ._scrub import Scrubber
 
 APP_NAME = "batchrun"
@@ -76,69 +73,6 @@ class CacheSettings:
             options.get("ttl_s"),
             bool(options.get("store_length", False)),
         )
-
-
-def hit_fields(answer: CachedAnswer) -> dict[str, Any]:
-    """The fields of a hit's record, in the order of a fresh ok record's: nothing was sent,
-    so nothing was spent (cost 0, no cost status); what the answer first cost is
-    `cost_saved` (with its `cost_saved_status`)."""
-    return {
-        "response_model": answer.response_model,
-        "provider": answer.provider,
-        "service_tier": None,  # the README's null for a hit, not a field left out (break56 F6)
-        "generation_id": answer.generation_id,
-        "content": answer.content,
-        "tool_calls": list(answer.tool_calls) or None,
-        "refusal": answer.refusal,
-        "reasoning": answer.reasoning,
-        "finish_reason": answer.finish_reason,
-        "native_finish_reason": answer.native_finish_reason,
-        "usage": answer.usage,
-        "latency_ms": answer.latency_ms,
-        "ttft_ms": None,
-        "elapsed_ms": 0.0,
-        "attempts": 0,
-        "attempt_errors": [],
-        "error": None,
-        **uncharged(0.0),
-        "is_byok": None,
-        "upstream_inference_cost": None,
-        "abandoned_attempts": None,
-        "cached": True,
-        "cost_saved": answer.cost,
-        "cost_saved_status": answer.cost_status,
-        "generated_at": answer.generated_at,
-    }
-
-
-def grade_hit(checks: list[dict[str, Any]], answer: CachedAnswer) -> dict[str, Any]:
-    """The checks run on a hit as on the original answer, with its latency and cost. An
-    answer first collected in batch mode has no latency: its latency checks are left out,
-    as they were then."""
-    if answer.latency_ms is None:
-        checks = without_latency_checks(checks)
-    if not checks:
-        return {}
-    return grade(checks, graded_answer(answer))
-
-
-def graded_answer(answer: CachedAnswer) -> Answer:
-    """The answer as checks see it: the original latency, cost and tool calls."""
-    tokens = answer.usage.get("completion_tokens")
-    return Answer(
-        answer.content,
-        answer.latency_ms,
-        answer.cost,
-        tokens if isinstance(tokens, int) else None,
-        answer.finish_reason,
-        answer.tool_calls,
-    )
-
-
-def hit_grading(request: Request, record: dict[str, Any], answer: CachedAnswer) -> RowGrading:
-    """A hit's judge checks, to be graded (_judging): the other checks as in `grade_hit`."""
-    checks = without_latency_checks(request.checks) if answer.latency_ms is None else request.checks
-    return RowGrading(request, record, graded_answer(answer), checks=checks)
 
 
 def storable(result: ChatResult, store_length: bool) -> bool:
@@ -180,6 +114,7 @@ class CacheSession:
         self._stored_keys: set[bytes] = set()
         self.saved_usd = 0.0
         self._pending: list[EntryRow] = []
+        self._pending_keys: set[bytes] = set()
         # The key of each row looked up and missed, for its store: one hash less per miss.
         # Rows that end in an error never take theirs: the memo is dropped when it grows.
         self._miss_keys: dict[str, bytes] = {}
@@ -284,6 +219,12 @@ class CacheSession:
         if self._store is None:
             return None
         key = cache_key(request.fingerprint, request.repeat, self.base_url)
+        if key in self._pending_keys:
+            # Stored by this run and not yet written: a grader's request the same as one asked a
+            # moment ago (a repeat's same answer) was paid again (out-150: 30 sent for 4 bodies).
+            self.flush()
+            if self._store is None:
+                return None
         answer = None
         if unplanned or self._expected is None or key in self._expected:
             try:
@@ -337,6 +278,7 @@ class CacheSession:
             result.tool_calls,
         )
         key = self._miss_keys.pop(request.id, None) or cache_key(request.fingerprint, request.repeat, self.base_url)
+        self._pending_keys.add(key)
         self._pending.append(
             (
                 key,
@@ -379,6 +321,7 @@ class CacheSession:
         if self._store is None or not self._pending:
             return
         batch, self._pending = self._pending, []
+        self._pending_keys.clear()
         self._last_flush = self.clock.monotonic()
         try:
             self._store.store_many(batch)

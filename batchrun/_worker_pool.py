@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._answer import Answer
-from ._cache_session import CacheSession, grade_hit, hit_fields, hit_grading
+from ._cache_grading import grade_hit, hit_fields, hit_grading
+from ._cache_session import CacheSession
 from ._cache_values import CachedAnswer
 from ._charges import with_looked_up_usage
 from ._checks import answer_of, grade, is_judge

@@ -664,3 +664,16 @@ def test_a_cache_entry_holding_the_environments_key_is_scrubbed_under_simulate(
     rows = read_rows(out)
     assert len(rows) == 20 and all(row["cached"] for row in rows)
     assert FAKE_KEY not in out.read_text() and "the key is [key]" in out.read_text()
+
+
+def test_a_grader_request_asked_a_moment_ago_in_the_same_run_is_a_hit(tmp_path: Path, sim: Simulator) -> None:
+    # out-150: at concurrency 1 a run sent 30 grader requests for 4 bodies: what it stored waits
+    # up to FLUSH_AFTER_S to be written, and a lookup asked only the file.
+    job = write_job(tmp_path, judged_small_job(run="run: {concurrency: 1}"))
+    code, _, err = run(job, sim, tmp_path / "a.jsonl", tmp_path / "cache", "-q")
+    assert code == ExitCode.OK, err
+    judged = [r for r in final_records(tmp_path / "a.jsonl") if r["prompt_id"] == "capital"]
+    bodies = {(r["vars"]["country"], r["content"]) for r in judged}  # what a grader is asked: question, answer
+    assert len(judged) == 12 and len(bodies) < len(judged)
+    assert sim.stats.chat_requests == 20 + len(bodies)
+    assert all(r["checks"][0]["pass"] is (r["content"] == r["vars"]["expect"]) for r in judged)

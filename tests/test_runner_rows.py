@@ -752,7 +752,7 @@ async def test_checks_that_search_are_graded_off_the_event_loop(
     # every request in flight 40 s, the deadline 6x over, 5 ms answers recorded at 12 s.
     import threading
 
-    import batchrun._cache_session
+    import batchrun._cache_grading
     import batchrun._checks
     import batchrun._worker_pool as pool
 
@@ -765,7 +765,7 @@ async def test_checks_that_search_are_graded_off_the_event_loop(
         return real_grade(checks, answer)
 
     monkeypatch.setattr(pool, "grade", grade)
-    monkeypatch.setattr(batchrun._cache_session, "grade", grade)
+    monkeypatch.setattr(batchrun._cache_grading, "grade", grade)
     text = SMALL_JOB.replace('    checks: [{contains: "{{expect}}"}]', '    checks: [{regex: "{{expect}}"}]').replace(
         "    vars: [{a: 1}, {a: 2}]", '    vars: [{a: 1}, {a: 2}]\n    checks: [{contains: "2"}]'
     )
