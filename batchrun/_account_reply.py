@@ -231,6 +231,11 @@ def unknown_reset(key: dict[str, Any] | None) -> str | None:
     )
 
 
+def _not_money(value: Any) -> str:
+    kind = type_name(value)
+    return "a negative or not finite number" if kind == "a number" else kind
+
+
 def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
     """A key's data (GET /key, GET /keys/{hash}) with its money fields checked."""
     if not isinstance(data, dict):
@@ -255,6 +260,10 @@ def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
     if credit is not None and not math.isfinite(credit):
         raise bad_reply(f"the {what} limit_remaining is not a finite number")
     limit = key.get("limit")
+    if data.get("limit") is not None and limit is None:
+        # null is "no per-key limit"; a limit of "0.0001", NaN or -1 was read as none, and a run
+        # spent four times the key's limit (out-156 F1).
+        raise bad_reply(f"the {what} limit is {_not_money(data['limit'])}, not an amount in USD")
     if limit is not None:
         # limit_remaining is the limit less the period's usage (limits.mdx): never above the
         # limit, and a key with a limit has one. A reply saying otherwise (more left than the
@@ -265,6 +274,8 @@ def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
         # 0.01 left, and a run spent 80% past the limit).
         period = _PERIOD_USAGE.get(str(data.get("limit_reset")).lower(), "usage")  # null: it never resets
         used = key.get(period)
+        if used is None and data.get(period) is not None:  # what the limit has counted is unknown
+            raise bad_reply(f"the {what} {period} is {_not_money(data[period])}, not an amount in USD")
         if used is not None:
             byok = key.get(f"byok_{period}") if data.get("include_byok_in_limit") is True else None
             credit = min(credit, limit - used - (byok or 0.0))

@@ -12,7 +12,7 @@ on the same key, or charges a reply did not report. The docs do not say how quic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ._pricing import DOUBTED_TIMES, FLOAT_NOISE_USD, money
@@ -50,6 +50,15 @@ def _totals(info: dict[str, Any] | None) -> tuple[tuple[str, float], ...]:
     return tuple((name, value) for name, value in found if value is not None)
 
 
+def _period_usages(info: dict[str, Any] | None) -> tuple[tuple[str, float], ...]:
+    """The key's usage of the day, week and month (openapi /key): each rises with every charge
+    as `usage` does, until its period resets (a fall, which shows nothing)."""
+    found = (
+        (name, money(info.get(name)) if info else None) for name in ("usage_daily", "usage_weekly", "usage_monthly")
+    )
+    return tuple((name, value) for name, value in found if value is not None)
+
+
 def byok_outside_limit(info: dict[str, Any] | None) -> float | None:
     """`byok_usage` of a key whose limit does not include BYOK spend (`include_byok_in_limit`
     false): not in key_usage, yet the ledger counts a BYOK answer's upstream cost, so the end-of-run
@@ -70,13 +79,27 @@ class KeyStart:
     byok_outside: float | None = None  # byok_usage a limit leaves out (byok_outside_limit)
     totals: tuple[tuple[str, float], ...] = ()  # each running total as it was: never falls
     byok_in_limit: Any = None  # include_byok_in_limit as it was: which totals the limit counts
+    periods: tuple[tuple[str, float], ...] = ()  # usage_daily, _weekly, _monthly as they were
+    # The lowest usage read since (None: none below `usage`): spend is measured from it, as a
+    # start read high within the tolerance hid that much spend (out-156 F2: $0.0118 on $0.002).
+    low: float | None = None
 
     @classmethod
     def of(cls, info: dict[str, Any] | None) -> KeyStart:
         usage = key_usage(info)
         unread = "its usage is missing, negative or not a number" if info is not None and usage is None else None
         flag = info.get("include_byok_in_limit") if info else None
-        return cls(usage, unread, key_remaining(info), byok_outside_limit(info), _totals(info), flag)
+        totals, periods = _totals(info), _period_usages(info)
+        return cls(usage, unread, key_remaining(info), byok_outside_limit(info), totals, flag, periods)
+
+    def lowered(self, info: dict[str, Any] | None) -> KeyStart:
+        """This start, measuring from the usage read now where that is lower (within the
+        tolerance `followed` allows: a fall past it is no usage to follow)."""
+        usage = key_usage(info)
+        floor = self.usage if self.low is None else self.low
+        if usage is None or floor is None or usage >= floor:
+            return self
+        return replace(self, low=usage)
 
     def followed(self, info: dict[str, Any] | None, seen: KeyStart | None = None) -> tuple[float | None, str | None]:
         """The key's usage now, measured like the ledger's spend, or None and why it cannot be
@@ -124,7 +147,11 @@ class KeyStart:
     def spend(self, usage: float, info: dict[str, Any] | None) -> float:
         """What the key was charged since the start, given its usage now (`followed`)."""
         assert self.usage is not None
-        return key_spend(self.usage, usage, self.remaining, key_remaining(info))
+        spend = key_spend(self.usage if self.low is None else self.low, usage, self.remaining, key_remaining(info))
+        # A period's usage rising by more than `usage` did is spend too: a `usage` held still
+        # while usage_daily rose with every charge was believed ($0.012 on $0.002: out-156 F3).
+        now = dict(_period_usages(info))
+        return max([spend, *(now[name] - before for name, before in self.periods if name in now)])
 
 
 def key_remaining(info: dict[str, Any] | None) -> float | None:

@@ -1438,3 +1438,62 @@ def test_a_batch_record_with_an_id_that_is_no_id_or_twice_is_refused(tmp_path: P
         BatchState.load(tmp_path / "o.jsonl", "window", "f")
     code, _, err = call_cli("batches", "cancel", tmp_path / "o.jsonl")
     assert code == ExitCode.USAGE and said in err
+
+
+async def test_a_start_read_high_within_the_tolerance_hides_no_spend(tmp_path: Path) -> None:
+    # out-156 F2: /key's first read $0.0099 high, honest after: a fall within the tolerance, and
+    # spend was measured from the high start, $0.0118 billed on a $0.002 budget, spent $0.0019.
+    # The first requests are billed nothing (as a cheap model's answers, next to nothing): a read
+    # then shows the start's usage was high.
+    server = Server(lambda billed, reads: key_data(billed + (0.0099 if reads == 1 else 0.0)), honest_chats=3)
+    code, summary, _ = await run(tmp_path, server, job_text(budget=BUDGET, concurrency=1))
+    assert code == ExitCode.BUDGET and summary["stop"] == "budget"
+    assert summary["spent_usd"] == pytest.approx(server.billed, abs=1e-6)
+    assert server.billed <= BUDGET + 0.0201  # one worst case in flight at the last read
+
+
+async def test_a_usage_held_still_while_the_periods_usage_rises_is_spend(tmp_path: Path) -> None:
+    # out-156 F3: `usage` frozen at 0 while usage_daily, _weekly and _monthly rose with each
+    # charge: believed, $0.012 billed on a $0.002 budget, exit 0, spent $0.
+    def frozen(billed: float, reads: int) -> dict[str, Any]:
+        return key_data(0.0, usage_daily=billed, usage_weekly=billed, usage_monthly=billed)
+
+    server = Server(frozen)
+    code, summary, _ = await run(tmp_path, server, job_text(budget=BUDGET, concurrency=1))
+    assert code == ExitCode.BUDGET and summary["stop"] == "budget"
+    assert summary["spent_usd"] == pytest.approx(server.billed, abs=1e-6)
+    assert server.billed <= BUDGET + 0.0201
+
+
+@pytest.mark.parametrize(
+    "garbled",
+    [
+        {"limit": "0.0001"},
+        {"limit": float("nan")},
+        {"limit": -1},
+        {"limit": "0.0001", "limit_remaining": 50},
+        {"limit": 10, "usage": "9.99"},
+        {"limit": 10, "limit_reset": "daily", "usage_daily": -5},
+    ],
+)
+def test_a_key_limit_or_its_periods_usage_that_is_no_amount_is_a_bad_reply(garbled: dict[str, Any]) -> None:
+    # out-156 F1: a limit of "0.0001", NaN or -1 was read as "no per-key limit": `plan` said so
+    # and a run spent four times the key's limit, exit 0. A usage the limit counts, the same.
+    from batchrun._account_reply import parse_key_data
+    from batchrun._exceptions import RequestFailed
+    from batchrun._scrub import Scrubber
+
+    with pytest.raises(RequestFailed, match=r"the /key (limit|usage|usage_daily) is .*, not an amount in USD"):
+        parse_key_data({**key_data(0.0), **garbled}, Scrubber(), "/key")
+    assert parse_key_data({**key_data(0.0), "limit": 0.0001}, Scrubber(), "/key")["limit_remaining"] == 0.0001
+
+
+def test_a_garbled_key_limit_sends_nothing(tmp_path: Path) -> None:
+    server = Server(lambda billed, reads: {**key_data(billed), "limit": "0.0001", "limit_remaining": 50})
+    job = write_job(tmp_path, job_text(budget=None))
+    with server.hostile().running() as hostile:
+        commands: list[list[str | Path]] = [["plan", job], [job, "-o", tmp_path / "o.jsonl"]]
+        for command in commands:
+            code, _, err = call_cli(*command, "--base-url", hostile.base_url)
+            assert code == ExitCode.ERRORS and "the /key limit is a string, not an amount in USD" in err, err
+    assert server.chats == 0
