@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from batchrun import AuthFailed, ExitCode, RunOptions, load_job, run_job
+from batchrun._results import final_records
 from batchrun._verdict import decide
 from batchrun.simulator import SimConfig, Simulator
 
@@ -117,11 +118,18 @@ async def test_a_401_mid_run_stops_the_run_at_once(sim: Simulator, small_job: Pa
     report, rows = await run(small_job, sim, tmp_path, concurrency=1)
     assert report.outcome.stop == "auth"
     assert sim.stats.chat_requests <= sum(r.get("attempts") or 0 for r in rows)
-    errors = [r for r in rows if r["status"] == "error"]
-    assert len(errors) == 1 and errors[0]["reason"] == "auth"
-    assert all(r["status"] == "ok" for r in rows[: rows.index(errors[0])])
-    assert {r["reason"] for r in rows[rows.index(errors[0]) + 1 :]} == {"auth"}
+    refused = next(r for r in rows if r["status"] != "ok")
+    assert refused["attempts"] == 1 and all(r["status"] == "ok" for r in rows[: rows.index(refused)])
+    # The row the 401 met is skipped as the rest: never answered (out-157 F1: an error no resume sent).
+    assert {(r["status"], r["reason"]) for r in rows[rows.index(refused) :]} == {("skipped", "auth")}
     assert len(rows) == 20
+    sim.config.faults = {}  # the key fixed: a resume answers every row, exit 0
+    job = load_job(small_job)
+    output = tmp_path / "out.jsonl"
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=output, clock=FakeClock(), resume=True)
+    report = await run_job(job, options)
+    assert decide(report.summary, job.run)[0] == ExitCode.OK
+    assert {r["status"] for r in final_records(output)} == {"ok"}
 
 
 async def test_a_key_limit_402_stops_the_run_and_nothing_is_sent_after(
