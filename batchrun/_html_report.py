@@ -238,6 +238,10 @@ def report_page(
         verdict=verdict,
         budget_usd=run_meta.get("budget_usd"),
         run_spent=_recorded_spend(run_meta),
+        # A resumed file: its budget is the last run's, what the runs before it left (out-158 F1:
+        # all runs' spend over it read "171.9%" of a budget 70% spent).
+        last_spent=money(run_meta.get("spent_usd")) or 0.0,
+        spent_before=money(run_meta.get("spent_before_usd")) or 0.0,
         stop=run_meta.get("stop"),
         models=model_table(summary),
         prompt_cap=PROMPT_CAP,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode, RunOptions, load_job, run_job
+from batchrun._output_paths import summary_path
 from batchrun._plan import previous_average
 from batchrun.simulator import Simulator
 
@@ -505,3 +506,20 @@ def test_a_run_held_by_its_credit_not_a_budget_says_credit(tmp_path: Path) -> No
     code, _, err = call_cli(job, "--simulate", "--sim", "account_api=false", "-o", tmp_path / "c.jsonl")
     summary = json.loads((tmp_path / "c.summary.json").read_text())
     assert summary["budget_usd"] is None and summary["budget_from"] is None, err
+
+
+def test_the_page_of_a_resumed_file_sets_the_last_runs_spend_against_its_budget(tmp_path: Path) -> None:
+    # out-158 F1: the page divided all runs' spend by the last run's budget (what the runs before
+    # it left): "Spend $0.000601 of a $0.000349 budget (171.9%)" of a budget 70% spent.
+    job, out = write_job(tmp_path, BUDGET_JOB.replace("concurrency: 64", "concurrency: 4")), tmp_path / "r.jsonl"
+    assert call_cli(job, "--simulate", "-q", "-o", out, "--budget", "0.004")[0] == ExitCode.BUDGET
+    assert call_cli(job, "--simulate", "-q", "-o", out, "--resume", "--budget", "0.007")[0] == ExitCode.BUDGET
+    summary = json.loads(summary_path(out).read_text())
+    last, budget, before = summary["spent_usd"], summary["budget_usd"], summary["spent_before_usd"]
+    assert 0 < last <= budget < 0.007 and before > 0.0
+    page = tmp_path / "p.html"
+    assert call_cli("report", out, "--html", page)[0] == ExitCode.INCOMPLETE  # rows the budget left
+    match = re.search(r'<dd id="spend">(.*?)</dd>', page.read_text(), re.S)
+    assert match is not None
+    said = f"the last run spent ${last:.6f} of its ${budget:.6f} budget ({last / budget * 100:.1f}%)"
+    assert said in match[1] and f"the runs before it ${before:.6f}" in match[1], match[1]
