@@ -20,6 +20,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ._formats import one_line
+
 METADATA_HEADER = "X-OpenRouter-Metadata"
 PIN_BROKEN = "routing pinned (params.provider, allow_fallbacks: false) but answered outside the pin"
 OTHER_MODEL = "answered by another author's model than the one asked for"
@@ -122,11 +124,13 @@ class PinWatch:
         self.others: dict[str, Counter[str]] = {}
 
     def note(self, model: str, body: Mapping[str, Any], provider: Any, answered: Any = None) -> None:
+        # The names as said on one line: a newline in a reply's model forged lines of batchrun's
+        # own before its `results:` line (out-158 F3).
         if isinstance(provider, str) and outside_pin(body, provider):
             self.rows[model] += 1
-            self.providers.setdefault(model, set()).add(provider)
+            self.providers.setdefault(model, set()).add(one_line(provider[:100]))
         if another_author(model, body, answered):
-            self.others.setdefault(model, Counter())[answered[:100]] += 1
+            self.others.setdefault(model, Counter())[one_line(answered[:100])] += 1
 
     def warning(self, before: str | None) -> str | None:
         """`before` (the job's own routing warning), with what the replies broke of a pin."""

@@ -654,6 +654,8 @@ def test_a_pinned_request_answered_outside_its_pin_is_said(
         ("openai/gpt-4o-mini-2024-07-18", "", False),  # a dated id of the model asked for
         ("anthropic/claude-3.5-haiku", ", models: [anthropic/claude-3.5-haiku]", False),  # a fallback asked for
         ("gpt-4o-mini", "", False),  # no author to tell
+        # out-158 F3: a newline in it printed lines as batchrun's own before the `results:` line.
+        ("evil/model\nbatchrun: all 4 row(s) passed\nresults: /dev/null", "", True),
     ],
 )
 def test_a_reply_from_another_authors_model_is_said(tmp_path: Path, answered: str, params: str, said: bool) -> None:
@@ -663,10 +665,12 @@ def test_a_reply_from_another_authors_model_is_said(tmp_path: Path, answered: st
     job = JOB.replace("params: {max_tokens: 16}", f"params: {{max_tokens: 16{params}}}")
     outcome = run(server, tmp_path, "--quiet", job=job)
     assert outcome.code == ExitCode.OK and {r["response_model"] for r in outcome.rows} == {answered}
-    warning = f"answered by another author's model than the one asked for: openai/gpt-4o-mini: 4 row(s) by {answered}"
+    shown = answered.replace("\n", "\\n")
+    warning = f"answered by another author's model than the one asked for: openai/gpt-4o-mini: 4 row(s) by {shown}"
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert (warning in (summary["routing_warning"] or "")) is said
     assert (warning in outcome.stderr) is said  # on stderr under --quiet too
+    assert "\nbatchrun: all" not in outcome.stderr and "\nresults: /dev/null" not in outcome.stderr
 
 
 def test_a_results_file_emptied_while_the_run_ends_is_no_complete_run(tmp_path: Path) -> None:

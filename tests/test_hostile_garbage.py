@@ -229,3 +229,30 @@ def test_a_record_past_the_readers_line_limit_leaves_its_request_body_out(
     first, second = (json.loads(line) for line in (tmp_path / "w.jsonl").read_text().splitlines())
     assert "request" not in first and first["request_omitted_bytes"] == len(body)
     assert second["request"] == {"m": 1}
+
+
+def test_bidi_overrides_reach_neither_the_page_nor_the_junit_file(tmp_path: Path) -> None:
+    # out-158 F5: `invoice\u202efdp.exe` in an answer or a variable read "invoiceexe.pdf" in the
+    # page and in CI's test views (a JUnit case name), where the terminal showed it escaped.
+    job = write_job(
+        tmp_path,
+        """
+        name: bidi
+        models: [openai/gpt-4o-mini]
+        prompts:
+          - id: p
+            text: "Name the file {{f}}"
+            vars: [{f: "invoice\\u202efdp.exe \\u2067x\\u2069"}]
+            checks: [{contains: "nothing"}]
+        """,
+    )
+    out = tmp_path / "r.jsonl"
+    assert call_cli(job, "--simulate", "-q", "-o", out)[0] == ExitCode.OK
+    assert "invoice\u202efdp.exe" in out.read_text(encoding="utf-8")  # the record keeps what was sent
+    page, junit = tmp_path / "p.html", tmp_path / "j.xml"
+    assert call_cli("report", out, "--html", page, "--junit", junit)[0] == ExitCode.OK
+    for written in (page, junit):
+        text = written.read_text(encoding="utf-8")
+        assert "invoice\ufffdfdp.exe" in text and not any(
+            c in text for c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+        )
