@@ -219,12 +219,14 @@ def summary_given(path: Path) -> str | None:
 
 class Once(argparse.Action):
     """An option a second, other value of would win in silence (`--budget 1 ... --budget 100`,
-    a line edited in a cron file): a money or gate setting is given once (out-143)."""
+    a line edited in a cron file): a money or gate setting is given once (out-143), and so is a
+    shard (out-157 F5: `--shard 1/4 --shard 2/4` ran shard 2, and shard 1's rows never ran)."""
 
     def __call__(
         self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
     ) -> None:
         earlier = getattr(namespace, self.dest, None)
         if earlier is not None and earlier != values:
-            parser.error(f"{option}: given twice, {earlier:g} and {values:g}: give it once")
+            shown = [f"{v:g}" if isinstance(v, float) else str(v) for v in (earlier, values)]
+            parser.error(f"{option}: given twice, {shown[0]} and {shown[1]}: give it once")
         setattr(namespace, self.dest, values)

@@ -190,6 +190,8 @@ def test_bad_usage_exits_2(args: list[str]) -> None:
             ["x.yaml", "--max-error-rate", "0", "--max-error-rate", "0.1"],
             "--max-error-rate: given twice, 0 and 0.1: give it once",
         ),
+        # out-157 F5: the last shard ran, and the first one's rows never did.
+        (["x.yaml", "--shard", "1/4", "--shard", "2/4"], "--shard: given twice, 1/4 and 2/4: give it once"),
         # out-143 F11: `--sim` read as --simulate took the job as its K=V, and the message named neither.
         (
             ["--sim", "jobs/eval.yaml"],

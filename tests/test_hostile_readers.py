@@ -23,7 +23,7 @@ import pytest
 from batchrun import ExitCode, load_job, matrix_requests
 from batchrun.simulator import Simulator
 
-from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, read_rows, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, read_rows, rows_written, write_job
 from .forked import run_forked
 
 
@@ -678,6 +678,18 @@ def test_two_shards_claiming_one_part_are_named(results: Path, tmp_path: Path) -
     code, _, err = call_cli("merge", tmp_path / "m.jsonl", tmp_path / "a.jsonl", tmp_path / "b.jsonl")
     assert code == ExitCode.INCOMPLETE
     assert f"{tmp_path / 'a.jsonl'} and {tmp_path / 'b.jsonl'} both say they are shard 1/2" in err
+
+
+def test_a_shard_run_again_into_a_new_file_merges_whole_without_the_job(job: Path, tmp_path: Path) -> None:
+    # out-157 F3: shard 1/2 run twice, into two files, and shard 2/2: every row there and
+    # answered, yet `merge` without --job said "both say they are shard 1/2", exit 12.
+    shards = [tmp_path / name for name in ("s1.jsonl", "s1-again.jsonl", "s2.jsonl")]
+    for shard, part in zip(shards, ("1/2", "1/2", "2/2"), strict=True):
+        assert call_cli(job, "--simulate", "-q", "-o", shard, "--shard", part, "--no-thresholds")[0] == ExitCode.OK
+    code, _, err = call_cli("merge", tmp_path / "m.jsonl", *shards)
+    merged = json.loads((tmp_path / "m.summary.json").read_text())
+    assert code == ExitCode.OK and merged["complete"] is True, err
+    assert merged["duplicate_rows"] == rows_written(shards[0]) and merged["total"]["rows"] == 20
 
 
 def test_unread_lines_are_counted_where_ci_reads(results: Path, job: Path, tmp_path: Path) -> None:

@@ -180,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop retrying a request after this long",
     )
     run.add_argument("--max-wait", type=_argtypes.positive_float, metavar="SECONDS", help="cap on a single retry wait")
-    run.add_argument("--shard", metavar="K/N", help="run the K-th of N deterministic parts of the matrix")
+    run.add_argument(
+        "--shard", metavar="K/N", action=_argtypes.Once, help="run the K-th of N deterministic parts of the matrix"
+    )
     thresholds = run.add_mutually_exclusive_group()
     _add_threshold_pins(run, thresholds)
     thresholds.add_argument(
