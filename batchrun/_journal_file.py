@@ -224,6 +224,21 @@ def journal_header(results: Path) -> dict[str, Any] | None:
     return header
 
 
+def a_fragment_of_its_run(results: Path, job: str, limit: int) -> bool:
+    """Whether `results` holds only a fragment (no whole line: a torn first record, or the NULs an
+    OS crash leaves) beside a journal of `job`'s run: killed before its first record was whole. A
+    resume cuts it (repair_torn_tail) and goes on from the journal (out-157 F4: refused, "give
+    another --output", and the journal's attempts, maybe billed, were counted by no run)."""
+    if (journal_header(results) or {}).get("job") != job:
+        return False
+    try:
+        with open_regular(results) as handle:
+            head = handle.read(limit + 1)
+    except OSError:
+        return False
+    return b"\n" not in head and len(head) <= limit
+
+
 def journal_job(results: Path) -> tuple[Any, Any] | None:
     """(name, fingerprint) of the job whose journal is beside `results`: the rows of a run killed
     before its first record are that job's (fingerprint None from a journal written before it was kept)."""

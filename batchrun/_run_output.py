@@ -16,7 +16,7 @@ from ._formats import utc
 from ._job import Job
 from ._job_runs import incomplete_shards, latest_incomplete
 from ._journal import recover
-from ._journal_file import journal_header, journal_path
+from ._journal_file import a_fragment_of_its_run, journal_header, journal_path
 from ._killed_run import summary_key_seen
 from ._matrix import Shard, matrix_requests, shard_text
 from ._options import Notice, RunOptions
@@ -147,7 +147,8 @@ def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = Non
         try:
             first = first_record(output)
         except ResultsError as exc:
-            raise ConfigError(f"{exc}: it was left untouched; give another --output") from None
+            if not (resume and a_fragment_of_its_run(output, job.name, MAX_RECORD_BYTES)):
+                raise ConfigError(f"{exc}: it was left untouched; give another --output") from None
         owner = None if first is None else first["job"]
         if owner is not None and owner != job.name:
             raise ConfigError(

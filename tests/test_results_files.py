@@ -27,7 +27,7 @@ from batchrun._lock import OutputLock
 from batchrun._reader import scan_states
 from batchrun._results import final_records, record_head
 
-from .conftest import SMALL_JOB, call_cli, read_rows, write_job
+from .conftest import SMALL_JOB, call_cli, killed_run_journal, read_rows, write_job
 
 OTHER_JOB = SMALL_JOB.replace("name: small", "name: other")
 
@@ -1163,3 +1163,26 @@ def test_a_new_run_leaves_a_summary_that_is_not_batchruns_untouched(tmp_path: Pa
     summary.write_text(json.dumps(json.loads(summary.read_text()), sort_keys=True))
     (tmp_path / "out.jsonl").unlink()
     assert call_cli(small_job, "--simulate", "-o", tmp_path / "out.jsonl", "-q")[0] == ExitCode.OK
+
+
+@pytest.mark.parametrize("left", ["nuls", "torn"])
+def test_a_run_killed_before_its_first_whole_record_is_resumed_from_its_journal(
+    tmp_path: Path, job: Path, results: Path, left: str
+) -> None:
+    # out-157 F4: a file holding only a torn first record, or only the NULs an OS crash leaves,
+    # beside the journal of this job's run: refused, "give another --output", and the journal's
+    # attempts (maybe billed) were counted by no run.
+    first = results.read_bytes().split(b"\n")[0]
+    killed_run_journal(results, "simulator", own=False)
+    results.with_name("done.summary.json").unlink()  # killed before its first summary
+    results.write_bytes(b"\0" * 4096 if left == "nuls" else first[:80])
+    code, out, err = call_cli(job, "--simulate", "-o", results, "--resume")
+    assert code == ExitCode.OK, err
+    said = "cut a tail of 4096 NUL byte(s)" if left == "nuls" else "cut a torn last record (80 bytes)"
+    assert said in out + err
+    rows = read_rows(results)
+    assert len(rows) == len({r["id"] for r in rows}) == 20 and {r["status"] for r in rows} == {"ok"}
+    # Without a journal of this job's beside it, such a file is no run's to cut: left as it is.
+    results.write_bytes(first[:80])
+    code, _, err = call_cli(job, "--simulate", "-o", results, "--resume")
+    assert code == ExitCode.USAGE and "give another --output" in err and results.read_bytes() == first[:80]
