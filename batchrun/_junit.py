@@ -38,6 +38,10 @@ def _clean(text: str, limit: int = MAX_TEXT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _cut(value: Any, limit: int) -> Any:
+    return value[:limit] if isinstance(value, str) else value
+
+
 def _token(text: str) -> str:
     """xs:token: no leading, trailing or repeated whitespace."""
     return " ".join(_clean(text, 300).split()) or "-"
@@ -224,6 +228,10 @@ def write_junit(
                 "elapsed_ms",
             )
         }
+        # Kept only as far as a case shows them: 40 answers of 10 MB held 496 MB (out-158 F2).
+        slim["content"] = _cut(slim["content"], MAX_TEXT + 1)
+        if isinstance(error := slim["error"], dict):
+            slim["error"] = {**error, "message": _cut(error.get("message"), MAX_TEXT + 1)}
         by_prompt.setdefault(record["prompt_id"], {}).setdefault(item_key(record), []).append(slim)
     root = ET.Element("testsuites")
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())

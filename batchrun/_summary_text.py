@@ -119,7 +119,7 @@ def render_text(summary: Summary) -> str:
     if failing > len(summary["failing_examples"]):
         lines.append(
             f"  ... and {failing - len(summary['failing_examples'])} more failing row(s): "
-            "`batchrun report RESULTS --json`, or the rows' `checks`, say why"
+            "the rows' `checks` in the results file say why (`--json` lists these first ones too)"
         )
     lines += _grading_lines(summary) + _row_lines(summary)
     cache_line = render_cache(summary)

@@ -233,6 +233,8 @@ def test_report_html_of_many_rows_is_capped_and_says_so(tmp_path: Path) -> None:
         html = page.read_text(encoding="utf-8")
         assert html.count('<tr class="kind-') == ROW_CAP
         assert f"Showing the first {ROW_CAP:,} of {failing} failing, undecided and error rows" in html
+        # Not `report --json`, which lists 10 of them (out-158 F4).
+        assert f"The results file, <code>{results}</code>, has them all" in html and "--json</code>" not in html
         assert "The per-prompt charts show the 40 worst of 60 prompts." in html
         pages.append(html)
     assert len(pages[1]) < 3_000_000  # about the size of a small run's page plus the capped table

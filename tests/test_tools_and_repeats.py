@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -1152,3 +1153,27 @@ def test_server_tools_other_than_the_chat_apis_documented_ones_are_let_through(t
     code, out, err = call_cli("validate", job)
     assert (code, err) == (ExitCode.OK, ""), err
     assert "ok (job t)" in out
+
+
+def test_junit_keeps_of_each_answer_only_what_a_case_shows(tmp_path: Path, junit_schema: Any) -> None:
+    # out-158 F2: every row's whole answer was kept until the end: 40 answers of 10 MB held 496 MB
+    # (the text report of the same file: 86 MB), where a case shows 4,000 characters of one.
+    import tracemalloc
+
+    base = read_rows(synthetic(tmp_path / "a.jsonl", {"m": 0.5}, 1, seed=6, items=30))
+    big = 2_000_000
+
+    def rows() -> Any:
+        for row in base:  # each answer made as it is read, as the reader hands them over
+            yield {**row, "content": "x" * big, "error": {"message": "y" * big}}
+
+    path = tmp_path / "big.xml"
+    tracemalloc.start()
+    try:
+        counts = write_junit(rows(), path, "j", ItemGate(1, 1))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    junit_schema.validate(path)
+    assert counts["tests"] == 30 and peak < 10 * big  # a few answers at a time, not 30 of each
+    assert max(len(case.text or "") for case in ET.parse(path).iter("failure")) <= 4000
