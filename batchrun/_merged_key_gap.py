@@ -28,7 +28,10 @@ def merged_key_gap(shards: list[Path]) -> float:
     loose = 0.0
     for shard in shards:
         runs = run_spans(read_run_summary(shard))
-        spans += runs
+        # A run that spent nothing and read the key at no end (stopped in its pre-flight) counted
+        # no one's charges: the others' usage still tells their overlap (out-157 F2: by the clock,
+        # a shard's gap of its twin's charges was counted on top of their rows, 34% over the bill).
+        spans += [run for run in runs if not (run.spent_usd == 0 == run.key_gap_usd and run.usage_at_start is None)]
         loose += max(0.0, file_key_gap(shard) - sum(run.key_gap_usd for run in runs))
     shared = [run for run in spans if not run.own_key]
     total = loose + sum(run.key_gap_usd for run in spans if run.own_key)

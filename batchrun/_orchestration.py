@@ -350,6 +350,7 @@ async def _locked_run(
                     *usage_span(pre.key_start, reconciliation),
                     own_key=isolated is not None,
                     key_id=key_id(options.api_key),
+                    spent_usd=round(runner.ledger.committed + late_gap, 12),
                     aligned=True,
                 ).entry(),
             ],

@@ -160,6 +160,7 @@ class RunSpan(NamedTuple):
     # Both readings on one scale, BYOK usage outside the key's limit included at each end: earlier
     # versions added it at the end only, and a run after one seemed to overlap it (out-123 F1).
     aligned: bool = False
+    spent_usd: float | None = None  # what the run spent (None: a summary of before it was kept)
 
     def entry(self) -> dict[str, Any]:
         return {
@@ -171,6 +172,7 @@ class RunSpan(NamedTuple):
             "own_key": self.own_key,
             "key_id": self.key_id,
             "usage_aligned": self.aligned,
+            "spent_usd": self.spent_usd,
         }
 
 
@@ -198,7 +200,7 @@ def run_spans(summary: dict[str, Any]) -> list[RunSpan]:
                 first = last = None
             name = run.get("key_id") if isinstance(run.get("key_id"), str) else None
             own, aligned = run.get("own_key") is True, run.get("usage_aligned") is True
-            spans.append(RunSpan(start, end, gap, first, last, own, name, aligned))
+            spans.append(RunSpan(start, end, gap, first, last, own, name, aligned, money(run.get("spent_usd"))))
     return spans
 
 

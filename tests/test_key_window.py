@@ -1332,6 +1332,25 @@ def test_a_merged_files_key_gap_adds_up_runs_that_did_not_overlap(
         # verify48 N3: runs that overlapped in part counted part of each other's charges: the
         # group's rise (22.5) less what its runs knew of (5.8 + 6.21), not the largest gap.
         ([("T01:00", "T02:00", 8.4, 0.0, 14.2, False, "k"), ("T01:30", "T02:30", 7.83, 8.46, 22.5, False, "k")], 10.49),
+        # out-157 F2: side by side, each shard counted the other's charges (none beyond the rows);
+        # a third, stopped in its pre-flight, read no key and spent nothing: the usage still tells.
+        (
+            [
+                ("T01:00", "T02:00", 1.0, 0.0, 2.0),
+                ("T01:00", "T02:00", 1.0, 0.0, 2.0),
+                ("T01:10", "T01:20", 0.0, None, None, False, "k", True, 0.0),
+            ],
+            0.0,
+        ),
+        # Not known to have spent nothing (a summary of before `spent_usd`): by the clock, as before.
+        (
+            [
+                ("T01:00", "T02:00", 1.0, 0.0, 2.0),
+                ("T01:00", "T02:00", 1.0, 0.0, 2.0),
+                ("T01:10", "T01:20", 0.0, None, None, False, "k", True, None),
+            ],
+            1.0,
+        ),
     ],
     ids=[
         "hostile-usage",
@@ -1344,6 +1363,8 @@ def test_a_merged_files_key_gap_adds_up_runs_that_did_not_overlap(
         "unordered-readings",
         "two-keys",
         "partial-overlap",
+        "a-run-that-spent-nothing",
+        "a-run-of-unknown-spend",
     ],
 )
 def test_a_merged_files_key_gap_tells_overlap_by_the_keys_usage(
@@ -1353,8 +1374,10 @@ def test_a_merged_files_key_gap_tells_overlap_by_the_keys_usage(
     for index, (a, b, gap, first, last, *rest) in enumerate(runs):
         path = tmp_path / f"s{index}.jsonl"
         span = {"started_at": f"2026-11-29{a}:00.000Z", "finished_at": f"2026-11-29{b}:00.000Z", "key_gap_usd": gap}
-        own, key, aligned = (rest + [False, "k", True][len(rest) :])[:3]  # one key, one scale, unless named
+        # One key, one scale, what the run spent unknown, unless named.
+        own, key, aligned, spent = (rest + [False, "k", True, None][len(rest) :])[:4]
         span.update(key_usage_at_start=first, key_usage_at_end=last, own_key=own, key_id=key, usage_aligned=aligned)
+        span["spent_usd"] = spent
         path.with_name(f"s{index}.summary.json").write_text(json.dumps({"key_gap_usd": gap, "runs": [span]}))
         paths.append(path)
     assert merged_key_gap(paths) == pytest.approx(merged)
