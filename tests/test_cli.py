@@ -365,6 +365,10 @@ def test_a_misread_command_line_is_named_not_taken_as_something_else(tmp_path: P
     # out-155 F6: abbreviated, as argparse takes it, `--cach run JOB` ran with ./run as its cache.
     code, _, err = call_cli("--cach", "run", "job.yaml")
     assert (code, err) == (ExitCode.USAGE, "batchrun: options go after the command: batchrun run --cach ...\n")
+    # An option that takes a value, before `run`: "unrecognized arguments: job.yaml" (out-155 F6).
+    for words in (["--budget", "1"], ["--budget=1"], ["-o", "x.jsonl"]):
+        code, _, err = call_cli(*words, "run", "job.yaml")
+        assert (code, err) == (ExitCode.USAGE, f"batchrun: options go after the command: batchrun run {words[0]} ...\n")
     # ...and an option the command does not have is said so, not advised (verify25 N4).
     code, _, err = call_cli("--quiet", "report", "x.jsonl")
     assert err == "batchrun: --quiet is not an option of `batchrun report` (see batchrun report --help)\n"

@@ -90,11 +90,15 @@ def _option(options: dict[str, argparse.Action], word: str) -> argparse.Action |
     return options.get(name) or (options[named[0]] if len(named) == 1 else None)
 
 
-def _flag_of_run(word: str) -> bool:
-    """Whether `word` is an option of `run` that needs no value (`-o run` names a file): `--cache
-    run JOB.yaml` ran the job with ./run as its cache (out-153 F7); `--cache=run` still may."""
-    found = _option(_options_of("run"), word) if "=" not in word else None
-    return found is not None and found.nargs in (0, "?")
+def _before_run(word: str, following: list[str]) -> bool:
+    """Whether `word` is an option of `run` put before a `run` command: `--quiet run JOB.yaml`,
+    `--cache run JOB.yaml` (./run taken as its cache: out-153 F7), `--budget 1 run JOB.yaml` or
+    `--budget=1 run JOB.yaml` ("unrecognized arguments: JOB.yaml": out-155 F6). `-o run` names a file."""
+    found = _option(_options_of("run"), word)
+    if found is None:
+        return False
+    takes_value = "=" not in word and found.nargs not in (0, "?")
+    return following[1:2] == ["run"] if takes_value else following[:1] == ["run"]
 
 
 def _unknown_command(word: str, following: list[str]) -> str | None:
@@ -103,7 +107,7 @@ def _unknown_command(word: str, following: list[str]) -> str | None:
     later = None
     if word.startswith("-"):
         later = next((w for w in following[:2] if w in COMMANDS and w != "run"), None)
-        if later is None and following[:1] == ["run"] and _flag_of_run(word):
+        if later is None and _before_run(word, following):
             later = "run"  # `batchrun --quiet run JOB.yaml`: "unrecognized arguments: JOB.yaml" (out-152 F3)
     if later is not None:
         # `batchrun --quiet report X` read `report` as the job file (verify23 N7); the advice
