@@ -122,10 +122,14 @@ class PinWatch:
         self.rows: Counter[str] = Counter()
         self.providers: dict[str, set[str]] = {}
         self.others: dict[str, Counter[str]] = {}
+        self.answered = 0  # replies that named the model that answered
+        self.named_provider = False  # any that named its provider, as OpenRouter's replies do
 
     def note(self, model: str, body: Mapping[str, Any], provider: Any, answered: Any = None) -> None:
         # The names as said on one line: a newline in a reply's model forged lines of batchrun's
         # own before its `results:` line (out-158 F3).
+        self.answered += isinstance(answered, str)
+        self.named_provider = self.named_provider or isinstance(provider, str)
         if isinstance(provider, str) and outside_pin(body, provider):
             self.rows[model] += 1
             self.providers.setdefault(model, set()).add(one_line(provider[:100]))
@@ -133,8 +137,10 @@ class PinWatch:
             self.others.setdefault(model, Counter())[one_line(answered[:100])] += 1
 
     def warning(self, before: str | None) -> str | None:
-        """`before` (the job's own routing warning), with what the replies broke of a pin."""
-        said = [before] if before else []
+        """`before` (the job's own routing warning), with what the replies broke of a pin. An
+        endpoint whose answers name no provider routes nothing OpenRouter's `provider` settings
+        could pin (a plain OpenAI-compatible server): no advice to pin it (out-152 F4)."""
+        said = [before] if before and (self.named_provider or not self.answered) else []
         if self.rows:
             broken = "; ".join(
                 f"{model}: {n} row(s) answered by {', '.join(sorted(self.providers[model]))}"

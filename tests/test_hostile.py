@@ -673,6 +673,20 @@ def test_a_reply_from_another_authors_model_is_said(tmp_path: Path, answered: st
     assert "\nbatchrun: all" not in outcome.stderr and "\nresults: /dev/null" not in outcome.stderr
 
 
+@pytest.mark.parametrize("provider", ["OpenAI", None])
+def test_routing_is_advised_only_where_the_answers_name_a_provider(tmp_path: Path, provider: str | None) -> None:
+    # out-152 F4: a plain OpenAI-compatible server (its replies name no provider) was told every
+    # night "routing not pinned ... set params.provider", a setting only OpenRouter reads.
+    payload = chat_payload()
+    if provider is None:
+        del payload["provider"]
+    outcome = run(HostileServer(chat=lambda request: json_answer(200, payload)), tmp_path)
+    assert outcome.code == ExitCode.OK and {r["provider"] for r in outcome.rows} == {provider}
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    advised = "routing not pinned for openai/gpt-4o-mini" in (summary["routing_warning"] or "")
+    assert advised is (provider is not None) and ("routing not pinned" in outcome.stdout) is advised
+
+
 def test_a_results_file_emptied_while_the_run_ends_is_no_complete_run(tmp_path: Path) -> None:
     # verify69 F3: emptied after the last record, during the end-of-run /key read: exit 0, a summary
     # saying "complete" of rows gone, and `results_bytes: 0`, so a resume bought them all again.
