@@ -23,7 +23,7 @@ from typing import Any
 from ._formats import one_line
 
 METADATA_HEADER = "X-OpenRouter-Metadata"
-PIN_BROKEN = "routing pinned (params.provider, allow_fallbacks: false) but answered outside the pin"
+PIN_BROKEN = "routing pinned (params.provider) but answered outside the pin"
 OTHER_MODEL = "answered by another author's model than the one asked for"
 
 
@@ -51,12 +51,13 @@ def answering_provider(reply: Mapping[str, Any], scrub: Callable[[str], str] = s
 
 
 def pinned(params: Mapping[str, Any]) -> bool:
-    """Whether the request pins its routing: `order` or `only`, with `allow_fallbacks: false`."""
+    """Whether the request pins its routing: `only` (provider-selection.mdx: "List of provider
+    slugs to allow for this request", fallbacks or not: out-161 F3), or `order` with
+    `allow_fallbacks: false` ("restrict the providers ... to just your chosen list")."""
     provider = params.get("provider")
     if not isinstance(provider, Mapping):
         return False
-    named = bool(provider.get("order")) or bool(provider.get("only"))
-    return named and provider.get("allow_fallbacks") is False
+    return bool(provider.get("only")) or (bool(provider.get("order")) and provider.get("allow_fallbacks") is False)
 
 
 def unpinned_models(models: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
@@ -69,12 +70,12 @@ def routing_warning(models: list[str]) -> str | None:
         return None
     return (
         f"routing not pinned for {', '.join(models)}: OpenRouter may answer with another provider or "
-        "quantization next time; set params.provider {order or only: [...], allow_fallbacks: false}"
+        "quantization next time; set params.provider {only: [...]} (or {order: [...], allow_fallbacks: false})"
     )
 
 
 def outside_pin(params: Mapping[str, Any], provider: str | None) -> bool:
-    """Whether a reply's provider is none a pinned request allowed (`only`, else `order`, with
+    """Whether a reply's provider is none a pinned request allowed (`only`, else `order` with
     `allow_fallbacks: false`). Replies name providers ("Google Vertex"), requests slugs
     ("google-vertex/us-east5"): compared squashed, base slug, either a prefix of the other."""
     if provider is None or not pinned(params):

@@ -15,6 +15,7 @@ from typing import Any
 from ._charges import reported_charge
 from ._generation import Flight, valid_generation_id
 from ._reply import MAX_TOOL_CALLS, type_name
+from ._routing import answering_provider
 from ._scrub import Scrubber
 
 
@@ -25,6 +26,7 @@ class Reading:
     flight: Flight
     model: str | None = None
     provider: str | None = None
+    by_metadata: bool = False  # `provider` is the one `openrouter_metadata` selected: no chunk's own field replaces it
     service_tier: str | None = None
     finish_reason: str | None = None
     native_finish_reason: str | None = None
@@ -62,9 +64,17 @@ class Reading:
 def read_chunk(chunk: dict[str, Any], reading: Reading, scrub: Scrubber) -> None:
     if reading.generation_id is None:
         reading.generation_id = valid_generation_id(chunk.get("id"), scrub)
-    for field in ("model", "provider", "service_tier"):
+    for field in ("model", "service_tier"):
         if isinstance(chunk.get(field), str):
             setattr(reading, field, chunk[field][:200])
+    # The router's metadata comes on the last chunk before [DONE] (router-metadata.mdx): its
+    # selected endpoint is who answered, as in a plain reply, over any chunk's `provider` (out-161
+    # F2: streamed rows recorded none, or the last chunk's, where a plain reply said Azure).
+    named = answering_provider({"openrouter_metadata": chunk.get("openrouter_metadata")}, scrub.text)
+    if named is not None:
+        reading.provider, reading.by_metadata = named, True
+    elif isinstance(chunk.get("provider"), str) and not reading.by_metadata:
+        reading.provider = chunk["provider"][:200]
     usage = chunk.get("usage")
     if isinstance(usage, dict) and not _costs_less(usage, reading.usage):
         reading.usage = usage

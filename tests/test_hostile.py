@@ -627,7 +627,8 @@ def test_passes_turned_errors_fail_the_diff_gate_though_the_model_erred_before(t
         ("{only: [google-vertex], allow_fallbacks: false}", "Google", False),  # the docs' name of Vertex
         ("{only: [google-ai-studio], allow_fallbacks: false}", "Google", True),  # verify70 F5: not a prefix
         ("{only: [google-ai-studio], allow_fallbacks: false}", "Google AI Studio", False),
-        ("{only: [prova]}", "ProvC", False),  # fallbacks allowed: not pinned (warned as such)
+        ("{only: [prova]}", "ProvC", True),  # out-161 F3: `only` allows those alone, fallbacks or not
+        ("{order: [prova]}", "ProvC", False),  # fallbacks allowed: not pinned (warned as such)
     ],
 )
 def test_a_pinned_request_answered_outside_its_pin_is_said(
@@ -640,7 +641,7 @@ def test_a_pinned_request_answered_outside_its_pin_is_said(
     assert outcome.code == ExitCode.OK and {r["provider"] for r in outcome.rows} == {answered}
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     said = (
-        "routing pinned (params.provider, allow_fallbacks: false) but answered outside the pin: "
+        "routing pinned (params.provider) but answered outside the pin: "
         f"openai/gpt-4o-mini: 4 row(s) answered by {answered}"
     )
     assert (said in (summary["routing_warning"] or "")) is broken

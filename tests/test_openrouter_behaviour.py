@@ -92,7 +92,6 @@ async def test_a_providers_per_day_429_never_skips_a_paid_model(sim: Simulator, 
         "model_deprecated",
         "model_unavailable_upstream",
         "privacy_restricted",
-        "constraint_filtered",
         "free_variant_ended",
         "region_restricted",
     ],
@@ -109,6 +108,18 @@ async def test_a_model_wide_availability_code_stops_that_models_rows_unsent(
         assert "fallback_models: openai/gpt-4o-mini" in first["error"]["message"]
     assert {(r["status"], r["reason"]) for r in gemini if r is not first} == {("skipped", code)}
     assert sim.stats.by_model["google/gemini-2.0-flash-001"] == 1  # the rest were never sent
+    assert all(r["status"] == "ok" for r in rows if r["model"] == PAID)
+
+
+async def test_a_request_a_constraint_filtered_is_its_rows_error_alone(sim: Simulator, tmp_path: Path) -> None:
+    # out-161 F1: errors-and-debugging.mdx, constraint_filtered: "A routing constraint - max price,
+    # context length, require_parameters ... - eliminated every endpoint. Relax the constraint
+    # ... and retry": the request's, not the model's. One over-long prompt skipped every other row.
+    sim.config.unavailable["google/gemini-2.0-flash-001"] = "constraint_filtered"
+    _, rows, _ = await run(Path(write_job(tmp_path, SMALL_JOB)), sim, tmp_path, concurrency=1)
+    gemini = [r for r in rows if r["model"] == "google/gemini-2.0-flash-001"]
+    assert {(r["status"], r["reason"], r["retryable"]) for r in gemini} == {("error", "constraint_filtered", False)}
+    assert sim.stats.by_model["google/gemini-2.0-flash-001"] == len(gemini) == 10  # each sent once, not retried
     assert all(r["status"] == "ok" for r in rows if r["model"] == PAID)
 
 

@@ -366,6 +366,20 @@ async def test_a_usage_without_a_cost_does_not_erase_the_cost_one_before_it_said
     assert (await _streamed(*events)).cost == 0.002
 
 
+async def test_a_streams_provider_is_the_one_its_router_metadata_selected() -> None:
+    # out-161 F2: router-metadata.mdx, "the metadata arrives on the final chunk before [DONE]":
+    # streamed rows recorded the chunks' own `provider` (or none) where a plain reply said Azure.
+    metadata = {"endpoints": {"available": [{"provider": "DeepInfra"}, {"provider": "Azure", "selected": True}]}}
+    events = (
+        {"id": "g", "provider": "DeepInfra", "choices": [{"delta": {"content": "hi"}}]},
+        {"id": "g", "choices": [{"delta": {}, "finish_reason": "stop"}], "openrouter_metadata": metadata},
+        {"id": "g", "provider": "DeepInfra", "choices": [], "usage": {"cost": 0.001}},
+        b"[DONE]",
+    )
+    assert (await _streamed(*events)).provider == "Azure"
+    assert (await _streamed(*events[:1], *events[2:])).provider == "DeepInfra"  # no metadata: the chunks'
+
+
 async def test_an_event_stream_is_utf_8_whatever_charset_its_content_type_names() -> None:
     # break55 F6: `charset=iso-8859-1` was obeyed: Zürich was recorded as "ZÃ¼rich".
     chunk = {"id": "g", "choices": [{"delta": {"content": "Zürich €"}, "finish_reason": "stop"}]}

@@ -25,7 +25,7 @@ from ._grader import VERDICT_SCHEMA_NAME, grade_as_judge, tool_calls_for
 from ._http import error_response, json_response
 from ._keys import KeyRoutes, bearer
 from ._limits import RateWindow
-from ._sse import Generation, StreamReplies
+from ._sse import Generation, StreamReplies, router_metadata
 from ._stats import SimStats
 
 UNAVAILABLE_WAIT_S = 60  # the retry_after of a model `unavailable.` with a retryable code
@@ -54,20 +54,6 @@ def error_in_200(fault: str, generation: str, model: str) -> dict[str, Any]:
         "system_fingerprint": None,
         "choices": [choice],
         "usage": usage,
-    }
-
-
-def router_metadata(model: str, provider: str = PROVIDER) -> dict[str, Any]:
-    """The opt-in `openrouter_metadata` of a reply (guides/features/router-metadata.mdx)."""
-    return {
-        "requested": model,
-        "strategy": "direct",
-        "region": None,
-        "summary": f"available=1, selected={provider}",
-        "attempt": 1,
-        "is_byok": False,
-        "endpoints": {"total": 1, "available": [{"provider": provider, "model": model, "selected": True}]},
-        "attempts": [{"provider": provider, "model": model, "status": 200}],
     }
 
 

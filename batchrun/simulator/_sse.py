@@ -20,9 +20,24 @@ import orjson
 from aiohttp import web
 
 from ._billing import BillingRoutes, count_tokens, usage_block
+from ._errors import PROVIDER
 from ._extras import Extras
 from ._faults import hang
 from ._keys import SimKey
+
+
+def router_metadata(model: str, provider: str = PROVIDER) -> dict[str, Any]:
+    """The opt-in `openrouter_metadata` of a reply (guides/features/router-metadata.mdx)."""
+    return {
+        "requested": model,
+        "strategy": "direct",
+        "region": None,
+        "summary": f"available=1, selected={provider}",
+        "attempt": 1,
+        "is_byok": False,
+        "endpoints": {"total": 1, "available": [{"provider": provider, "model": model, "selected": True}]},
+        "attempts": [{"provider": provider, "model": model, "status": 200}],
+    }
 
 
 @dataclass
@@ -120,7 +135,12 @@ class StreamReplies(BillingRoutes):
                 **usage_block(gen.prompt_tokens, gen.completion(generated), cost, config.byok, upstream),
                 **gen.extras.usage(gen.completion(generated) - generated),
             }
-            await response.write(_event({**self._chunk(gen, {}, finish), "usage": usage}))
+            last = {**self._chunk(gen, {}, finish), "usage": usage}
+            if request.headers.get("X-OpenRouter-Metadata", "").lower() == "enabled":
+                last["openrouter_metadata"] = router_metadata(
+                    gen.model, gen.provider
+                )  # router-metadata.mdx: the final chunk
+            await response.write(_event(last))
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
         except ConnectionResetError:
