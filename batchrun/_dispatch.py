@@ -386,7 +386,7 @@ class Dispatcher:
         if start.usage is not None:
             usage, problem = start.followed(info, self.key_seen)
             if usage is not None and problem is None:
-                self.key_seen, self.key_start = KeyStart.of(info), start.lowered(info)
+                self.key_seen, self.key_start = KeyStart.of(info), start.read(info, usage)
                 charged = self.key_start.spend(usage, info)
                 gap = self.ledger.follow_key(charged)
                 if gap > 0:

@@ -277,7 +277,7 @@ async def _locked_run(
             client,
             runner.ledger,
             runner.charges,
-            runner.dispatch.key_start,  # measuring from the lowest usage read (KeyStart.lowered)
+            runner.dispatch.key_start,  # with the readings the run took (KeyStart.read)
             # /key found unreadable during the run: one more try, not a full retry (break46 F7: 2 x 60 s).
             replace(retry_policy(settings), max_attempts=1)
             if outcome.stop == StopReason.KEY_UNREADABLE

@@ -79,27 +79,40 @@ class KeyStart:
     byok_outside: float | None = None  # byok_usage a limit leaves out (byok_outside_limit)
     totals: tuple[tuple[str, float], ...] = ()  # each running total as it was: never falls
     byok_in_limit: Any = None  # include_byok_in_limit as it was: which totals the limit counts
-    periods: tuple[tuple[str, float], ...] = ()  # usage_daily, _weekly, _monthly as they were
-    # The lowest usage read since (None: none below `usage`): spend is measured from it, as a
-    # start read high within the tolerance hid that much spend (out-156 F2: $0.0118 on $0.002).
-    low: float | None = None
+    limit: float | None = None  # its `limit` as it was: a limit changed under the run is no spend
+    reset: Any = None  # its `limit_reset` as it was: what `limit_remaining` counts
+    # The readings since, for what the key was charged (`spend`): the last usage followed and the
+    # rises up to it, added (a fall within the tolerance takes none back); and each period usage's
+    # last value and rises, counted from zero again after its reset.
+    last: float | None = None
+    climbed: float = 0.0
+    periods: tuple[tuple[str, float, float], ...] = ()  # (name, last value, rises since the start)
 
     @classmethod
     def of(cls, info: dict[str, Any] | None) -> KeyStart:
         usage = key_usage(info)
         unread = "its usage is missing, negative or not a number" if info is not None and usage is None else None
         flag = info.get("include_byok_in_limit") if info else None
-        totals, periods = _totals(info), _period_usages(info)
-        return cls(usage, unread, key_remaining(info), byok_outside_limit(info), totals, flag, periods)
+        remaining, totals, byok = key_remaining(info), _totals(info), byok_outside_limit(info)
+        limit, reset = money(info.get("limit")) if info else None, info.get("limit_reset") if info else None
+        periods = tuple((name, value, 0.0) for name, value in _period_usages(info))
+        return cls(usage, unread, remaining, byok, totals, flag, limit, reset, periods=periods)
 
-    def lowered(self, info: dict[str, Any] | None) -> KeyStart:
-        """This start, measuring from the usage read now where that is lower (within the
-        tolerance `followed` allows: a fall past it is no usage to follow)."""
-        usage = key_usage(info)
-        floor = self.usage if self.low is None else self.low
-        if usage is None or floor is None or usage >= floor:
-            return self
-        return replace(self, low=usage)
+    def read(self, info: dict[str, Any] | None, usage: float) -> KeyStart:
+        """This start with a reading followed since (`usage` as `followed` gave it) taken in. The
+        rises add up: a usage that falls back within the tolerance, once or each time, takes none
+        of them back (a sawtooth of 0.8-cent falls: $0.080 billed on $0.01, spent $0.0076: out-159
+        F1), nor does a period usage's reset (out-159 F2)."""
+        now = dict(_period_usages(info))
+        periods = tuple(
+            (name, now[name], rise + _period_rise(last, now[name])) if name in now else (name, last, rise)
+            for name, last, rise in self.periods
+        )
+        return replace(self, last=usage, climbed=self._climbed(usage), periods=periods)
+
+    def _climbed(self, usage: float) -> float:
+        assert self.usage is not None
+        return self.climbed + max(0.0, usage - (self.usage if self.last is None else self.last))
 
     def followed(self, info: dict[str, Any] | None, seen: KeyStart | None = None) -> tuple[float | None, str | None]:
         """The key's usage now, measured like the ledger's spend, or None and why it cannot be
@@ -145,13 +158,30 @@ class KeyStart:
         return None if before is None or now is None else max(0.0, now - before)
 
     def spend(self, usage: float, info: dict[str, Any] | None) -> float:
-        """What the key was charged since the start, given its usage now (`followed`)."""
-        assert self.usage is not None
-        spend = key_spend(self.usage if self.low is None else self.low, usage, self.remaining, key_remaining(info))
-        # A period's usage rising by more than `usage` did is spend too: a `usage` held still
-        # while usage_daily rose with every charge was believed ($0.012 on $0.002: out-156 F3).
+        """What the key was charged since the start, given its usage now (`followed`): its rises
+        since the start, added over the readings (a start read high within the tolerance hid that
+        much: out-156 F2); or the fall of its `limit_remaining` when that is larger, less what a
+        changed limit moved it by (a limit lowered from $10 to $1 was $9 spent, and every resume
+        exit 5: out-159 F3), none when what it counts changed (`limit_reset`); or a period usage's
+        rises, across its resets, when they are larger (a `usage` held still while usage_daily
+        rose with every charge: out-156 F3)."""
+        remaining, start_remaining = key_remaining(info), self.remaining
+        limit = money(info.get("limit")) if info else None
+        if start_remaining is not None and limit is not None and self.limit is not None:
+            start_remaining += limit - self.limit
+        if (info.get("limit_reset") if info else None) != self.reset:
+            remaining = None
+        spend = key_spend(0.0, self._climbed(usage), start_remaining, remaining)
         now = dict(_period_usages(info))
-        return max([spend, *(now[name] - before for name, before in self.periods if name in now)])
+        return max([spend, *(rise + _period_rise(last, now[name]) for name, last, rise in self.periods if name in now)])
+
+
+def _period_rise(last: float, now: float) -> float:
+    """A period usage's rise from `last` to `now`: none for a fall within the tolerance; a fall
+    past it is its period's reset, after which it counts from zero again."""
+    if now >= last:
+        return now - last
+    return now if now < last - MISMATCH_USD else 0.0
 
 
 def key_remaining(info: dict[str, Any] | None) -> float | None:

@@ -71,10 +71,11 @@ class Server:
     chats: int = 0
     key_reads: int = 0
     honest_chats: int = 0  # the first this many requests are billed nothing (a price that rises later)
+    bill: float = BILL  # what each request is charged
     prices: dict[str, Any] = field(default_factory=lambda: PRICES)  # what /models lists
 
     def chat(self, request: RawRequest) -> bytes:
-        self.billed += BILL if self.chats >= self.honest_chats else 0.0
+        self.billed += self.bill if self.chats >= self.honest_chats else 0.0
         self.chats += 1
         return self.answer()
 
@@ -1520,3 +1521,45 @@ def test_a_garbled_key_limit_sends_nothing(tmp_path: Path) -> None:
             code, _, err = call_cli(*command, "--base-url", hostile.base_url)
             assert code == ExitCode.ERRORS and "the /key limit is a string, not an amount in USD" in err, err
     assert server.chats == 0
+
+
+async def test_a_usage_falling_back_within_the_tolerance_over_and_over_takes_back_no_spend(tmp_path: Path) -> None:
+    # out-159 F1: usage = 5 + (billed mod $0.008): falls of 0.8 cent, each within the tolerance, and
+    # each measured anew from the start: 400 rows sent, $0.080 billed on a $0.01 budget, exit 0.
+    server = Server(lambda billed, reads: key_data(5.0 + round(billed, 9) % 0.008), bill=0.002)
+    code, summary, _ = await run(tmp_path, server, job_text(budget=BUDGET, rows=200, concurrency=1))
+    assert code == ExitCode.BUDGET and summary["stop"] == "budget"
+    assert server.billed <= BUDGET + 0.0201  # one worst case in flight at the last read
+
+
+async def test_a_period_usage_that_resets_mid_run_still_counts_its_rises(tmp_path: Path) -> None:
+    # out-159 F2: `usage` held still while usage_daily rose, then reset (a new day): measured from
+    # its start-up value, the rises after the reset were none, $0.040 billed on $0.01, exit 0.
+    def reset(billed: float, reads: int) -> dict[str, Any]:
+        daily = round(billed, 9) % 0.02  # a new period every $0.02
+        return key_data(0.0, usage_daily=daily, usage_weekly=0.0, usage_monthly=0.0)
+
+    server = Server(reset, bill=0.002)
+    code, summary, _ = await run(tmp_path, server, job_text(budget=BUDGET, rows=200, concurrency=1))
+    assert code == ExitCode.BUDGET and summary["stop"] == "budget"
+    assert server.billed <= BUDGET + 0.0201
+
+
+def test_a_key_limit_lowered_mid_run_is_no_spend(tmp_path: Path) -> None:
+    # out-159 F3: the owner lowered the key's limit from $10 to $1 mid-run: its limit_remaining fell
+    # by $9, counted as spent (key_gap $9, the run stopped with credit left), and every resume
+    # exited 5 "earlier runs spent $9.004200, over the budget".
+    def lowered(billed: float, reads: int) -> dict[str, Any]:
+        limit = 10.0 if reads < 3 else 1.0
+        return key_data(billed, limit=limit, limit_remaining=limit - billed)
+
+    server = Server(lowered, answer=honest_answer)
+    job = write_job(tmp_path, job_text(budget=2.0))
+    out = tmp_path / "o.jsonl"
+    with server.hostile().running() as hostile:
+        for resume in ([], ["--resume"]):
+            code, _, err = call_cli(job, "--base-url", hostile.base_url, "-o", out, "-q", *resume)
+            summary = json.loads(out.with_name("o.summary.json").read_text())
+            assert code == ExitCode.OK and summary["key_gap_usd"] == 0, err
+    assert summary["spent_before_usd"] + summary["spent_usd"] == pytest.approx(server.billed, abs=1e-6)
+    assert server.key_reads >= 4  # the limit was lowered under the first run
