@@ -2,8 +2,8 @@
 
 One `Stops` per run, shared by the worker pool, grader requests (_judging) and batch mode
 (_batch_run). A stop is requested once: dispatch ends, and each row in flight gets
-`grace_s` through its own `asyncio.timeout`, rescheduled here (none after a refused key
-or a results file that fails: nothing more can be recorded).
+`grace_s` through its own `asyncio.timeout`, rescheduled here (none after a results file
+that fails: nothing more can be recorded).
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ class Stops:
         except RuntimeError:  # before the run's loop exists: nothing is in flight
             loop = None
         if loop is not None:
-            grace = 0.0 if reason in (StopReason.AUTH, StopReason.IO) else self.grace_s
+            # A refused key ends nothing already sent: an answer on its way was billed, and cut off
+            # it was bought again by the resume (out-160 F1). A results file that fails can record nothing.
+            grace = 0.0 if reason == StopReason.IO else self.grace_s
             self._grace_ends = loop.time() + grace
             for limit in self._in_flight:
                 limit.reschedule(self._grace_ends)

@@ -212,3 +212,21 @@ def test_a_platform_limit_is_a_daily_cap_only_when_its_reset_is_hours_away(reset
     too_long = stops.too_long(limited)
     assert too_long is not None  # past the deadline, or the wait cap too
     assert stops.react(request, limited, too_long) == ("skipped", reason)
+
+
+@pytest.mark.parametrize(("reason", "grace"), [("auth", 5.0), ("credits", 5.0), ("io", 0.0)])
+async def test_answers_in_flight_at_a_refused_key_get_their_grace(reason: str, grace: float) -> None:
+    # out-160 F1: a 401 cut off at once an answer already on its way (billed, its generation id
+    # in its headers): the row was skipped and the resume bought it again. Only a results file
+    # that fails, which can record nothing more, ends them at once.
+    from batchrun._retry import RetryPolicy
+    from batchrun._status import StopReason
+    from batchrun._stops import Stops
+
+    stops = Stops(FakeClock(), RetryPolicy(), 5.0, None)
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    async with stops.row_time() as limit:
+        stops.request(StopReason(reason))
+        assert limit.when() == stops.grace_ends
+        assert stops.grace_ends is not None and before + grace <= stops.grace_ends <= loop.time() + grace
