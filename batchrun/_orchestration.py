@@ -52,6 +52,7 @@ from ._run_output import (
 from ._settings import RunSettings
 from ._status import StopReason
 from ._summary import SummaryBuilder
+from ._summary_beside import edit_mark
 from ._summary_floor import earlier_spend, file_digest, results_size
 from ._summary_types import Summary
 from ._verdict import ExitCode, decide
@@ -371,9 +372,10 @@ async def _locked_run(
             data["merged_from"] = merged
         if (past := prior.past_budget(prior_spend, settings.budget_usd)) is not None:
             data["spent_past_budget_usd"] = past
-        # A resume tells an edit by it (_run_output); of a file cut under the run, what the run wrote.
-        data["results_bytes"] = writer.size if writer.cut_short else results_size(output)
+        data["results_bytes"] = writer.size if writer.cut_short else results_size(output)  # cut under it: what it wrote
         data["results_digest"] = file_digest(output, data["results_bytes"])  # what it saw (_summary_beside.vouched)
+        if states is not None and (edited := edit_mark(output)) is not None:  # still, after a resume
+            data["results_edited"] = edited
         if (
             readings := journal.summary_readings(runner.ledger.unconfirmed_lost, runner.ledger.charged_before)
         ) is not None:

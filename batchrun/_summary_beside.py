@@ -88,7 +88,7 @@ class SummaryBeside:
             size = self.results.stat().st_size
         except OSError:
             return {}
-        if summary.get("results_bytes") != size or self._digest_differs(summary, size):
+        if summary.get("results_bytes") != size or self._digest_differs(summary, size) or "results_edited" in summary:
             # Another file of its size in its place (out-138 F1); a summary of before the digest
             # vouches for nothing either: the sizes of small runs often agree (out-139 F8).
             return {}
@@ -162,14 +162,17 @@ class SummaryBeside:
             ]
         return []
 
-    def changed(self) -> str | None:
+    def changed(self, shorter: bool = True) -> str | None:
         """Why the file is not the one its own summary saw (of this file, of its job): shorter (records
         removed), or its bytes up to where the summary saw it end are not those (its digest of them
         differs: records edited, another run's file put in its place). None when they are, or when no
         such summary says what it saw. A run only appends, a resume too: lines after that end are
         `doubts`. The gate passed a failing night whose failed records were replaced by another
-        night's passing ones, exit 0 and not a word, where `report` said the rows were gone (out-149 F1)."""
+        night's passing ones, exit 0 and not a word, where `report` said the rows were gone (out-149 F1).
+        `shorter` False: only the bytes (a resume goes on from a file cut short, counting its summary)."""
         summary = self.run_summary()
+        if isinstance(mark := summary.get("results_edited"), str) and not self.of_another_job():
+            return f"{self.results}: {mark[:200]}: its rows are not its runs'"
         written = summary.get("results_bytes")
         seen = any(isinstance(summary.get(name), str) for name in ("results_digest", "results_tail"))
         if type(written) is not int or self.of_another_job():
@@ -180,8 +183,12 @@ class SummaryBeside:
             return None
         if size < written:
             return (
-                f"{self.results}: {written - size:,} byte(s) shorter than when its summary was written: records "
-                "removed since (what they cost is not counted)"
+                None
+                if not shorter
+                else (
+                    f"{self.results}: {written - size:,} byte(s) shorter than when its summary was written: records "
+                    "removed since (what they cost is not counted)"
+                )
             )
         if seen and self._digest_differs(summary, written):
             return (
@@ -226,3 +233,18 @@ def _as_written(data: dict[str, Any]) -> dict[str, Any]:
     if merged is not None and not (isinstance(merged, list) and all(isinstance(m, str) for m in merged)):
         del kept["merged_from"]
     return kept
+
+
+EDITED = "records edited after a run's summary was written, before a resume went on from them"
+
+
+def edit_mark(results: Path) -> str | None:
+    """What the summary a resume is about to replace says of edits to `results`: its own mark,
+    carried on, or that the bytes it saw changed since. The resume goes on (counting what that
+    summary said was spent: break44 F4), but its summary must not vouch for the edit: it did, and
+    `report` passed a failed row edited to a pass (out-160 F2)."""
+    beside = SummaryBeside.read(results)
+    carried = beside.run_summary().get("results_edited")
+    if isinstance(carried, str):
+        return carried
+    return EDITED if beside.changed(shorter=False) is not None else None

@@ -966,17 +966,25 @@ def test_a_record_edited_anywhere_is_told_and_an_older_summarys_tail_digest_stil
     for args in gates:
         code, _, err = call_cli(*args)
         assert code == ExitCode.INCOMPLETE and "not the file its summary was written for" in err, (args, err)
+    # out-160 F2: a resume with nothing to send wrote a summary vouching for the edit: `report` exit 0.
+    # It goes on (counting what the summary said was spent), and its summary says so, resumed again too.
+    for _ in range(2):
+        assert call_cli(job, "--simulate", "-q", "-o", out, "--resume")[0] == ExitCode.OK
+        for args in gates:
+            code, _, err = call_cli(*args)
+            assert code == ExitCode.INCOMPLETE and "records edited after a run's summary was written" in err, err
     shard = tmp_path / "s.jsonl"
     shard.write_bytes(out.read_bytes())
     summary_path(shard).write_text(summary_path(out).read_text().replace("night.jsonl", "s.jsonl"))
     code, _, err = call_cli("merge", tmp_path / "m.jsonl", shard, "--job", job)
-    assert code == ExitCode.USAGE and "not the file its summary was written for" in err, err
+    assert code == ExitCode.USAGE and "records edited after a run's summary was written" in err, err
     # A summary written before the whole-file digest (its `results_tail` only) vouches as it did:
     # for the file untouched, and against an edit of its last 64 KiB.
     from batchrun._summary_floor import tail_digest
 
     out.write_bytes(data)
     summary = json.loads(summary_path(out).read_text())
+    del summary["results_edited"]
     summary["results_tail"] = tail_digest(out, summary.pop("results_digest") and len(data))
     summary_path(out).write_text(json.dumps(summary))
     assert call_cli("report", out, "--job", job)[0] == ExitCode.OK
