@@ -26,6 +26,7 @@ from ._options import RunOptions
 from ._output_paths import job_folder, summary_path
 from ._preflight import estimate, job_routing_warning, make_client, open_cache, read_account, wanted_models
 from ._pricing import usd
+from ._reconcile import KeyStart
 from ._results import final_records
 from ._retry import retry_policy
 from ._summary_beside import file_key_gap, read_run_summary
@@ -121,6 +122,15 @@ class PricedPlan:
         found.judge_cheapest_usd, found.cached = self.judge_cheapest, self.cached or {}
         found.sync_rows, found.sync_usd = self.sync_rows
         return unaffordable(found, parts.limit, self.job.run, parts.from_key, parts.job, batches)
+
+    def key_unfollowed(self) -> str | None:
+        """Why the run would send nothing and stop, exit 5: under a limit, a /key whose usage cannot
+        be read at the start (its usage null, a BYOK usage its limit counts that is no amount).
+        `plan` said the worst case fit, exit 0 (out-159 F4)."""
+        unread = KeyStart.of(self.key).unread if self.key else None
+        if unread is None or not _bounded(self.job, self.key, self.balance):
+            return None
+        return f"the key's usage cannot be followed: its usage could not be read at the start of the run ({unread})"
 
     def refusal(self) -> str | None:
         """What the run would refuse with, decided as the run decides it (_preflight.preflight)."""

@@ -1563,3 +1563,29 @@ def test_a_key_limit_lowered_mid_run_is_no_spend(tmp_path: Path) -> None:
             assert code == ExitCode.OK and summary["key_gap_usd"] == 0, err
     assert summary["spent_before_usd"] + summary["spent_usd"] == pytest.approx(server.billed, abs=1e-6)
     assert server.key_reads >= 4  # the limit was lowered under the first run
+
+
+@pytest.mark.parametrize(
+    "unreadable",
+    [
+        {"usage": None},
+        {"include_byok_in_limit": True, "byok_usage": "0"},
+        {"include_byok_in_limit": True, "byok_usage": -1},
+    ],
+)
+def test_plan_says_the_run_would_stop_on_a_key_it_cannot_follow(tmp_path: Path, unreadable: dict[str, Any]) -> None:
+    # out-159 F4: under a budget, `plan` said the worst case fit, exit 0, where the run sends
+    # nothing and stops, exit 5 (key_unreadable).
+    server = Server(lambda billed, reads: {**key_data(billed), **unreadable})
+    job = write_job(tmp_path, job_text(budget=0.5))
+    with server.hostile().running() as hostile:
+        code, _, err = call_cli("plan", job, "--base-url", hostile.base_url)
+        assert code == ExitCode.BUDGET and "the run would stop, exit 5: the key's usage cannot be followed" in err, err
+        assert call_cli(job, "--base-url", hostile.base_url, "-o", tmp_path / "o.jsonl", "-q")[0] == ExitCode.BUDGET
+    assert server.chats == 0
+    no_limit = Server(lambda billed, reads: {**key_data(billed), **unreadable})  # nothing to follow it for
+    with no_limit.hostile().running() as hostile:
+        assert (
+            call_cli("plan", write_job(tmp_path, job_text(budget=None), "free.yaml"), "--base-url", hostile.base_url)[0]
+            == 0
+        )

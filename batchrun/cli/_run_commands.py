@@ -249,13 +249,18 @@ def _plan(args: argparse.Namespace, console: Console, job: Any) -> int:
         # dear is only a warning: which rows go by batch (not non-text ones, nor $0 ones under a
         # limit) is decided as the run sorts them (out-146 F4: exit 5, and the run ended 0).
         short.extend(plan.fit_warnings(batches=False))
+        lost.append(plan.key_unfollowed())
         return render_plan(plan)
 
     refused: list[str | None] = []
     short: list[str] = []
+    lost: list[str | None] = []
     console.out.write(run_loop(with_simulator(args, body)) + "\n")
     if refused and refused[0] is not None:
         raise ConfigError(refused[0])  # the run would refuse the same way: the same exit code
+    if lost and lost[0] is not None:
+        console.error(f"the run would stop, exit 5: {lost[0]}")
+        return ExitCode.BUDGET
     if short:
         # The run would send none of these models' rows and stop, exit 5: a CI's plan step
         # passed it, exit 0, with the warnings on stdout (out-145 leftover).
