@@ -12,7 +12,7 @@ from typing import Any
 # server's provider field carrying ESC sequences set the terminal's title or cleared it
 # (break21 R32); and the bidirectional overrides and isolates, which reorder what follows on
 # the line (a grader's reason with U+202E: break23 F1). Shown escaped, as answers already were.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _shown(found: re.Match[str]) -> str:

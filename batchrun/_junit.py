@@ -78,7 +78,7 @@ _UNANSWERED = {
 
 
 def _row_case(record: dict[str, Any], with_repeat: bool) -> _Case:
-    name = f"{record['model']} [{_vars_label(record.get('vars') or {})}]"
+    name = f"{record['model']} [{record['vars_label']}]"
     if with_repeat:
         name += f" repeat {record.get('repeat', 0)}"
     case = _Case(_token(name), float(record.get("elapsed_ms") or record.get("latency_ms") or 0) / 1000)
@@ -104,7 +104,7 @@ def _row_case(record: dict[str, Any], with_repeat: bool) -> _Case:
 def _item_case(records: list[dict[str, Any]], gate: ItemGate) -> _Case:
     first = records[0]
     case = _Case(
-        _token(f"{first['model']} [{_vars_label(first.get('vars') or {})}]"),
+        _token(f"{first['model']} [{first['vars_label']}]"),
         sum(float(r.get("elapsed_ms") or r.get("latency_ms") or 0) for r in records) / 1000,
     )
     graded = [r for r in records if r.get("status") == "ok" and r.get("passed") is not None]
@@ -228,10 +228,18 @@ def write_junit(
                 "elapsed_ms",
             )
         }
-        # Kept only as far as a case shows them: 40 answers of 10 MB held 496 MB (out-158 F2).
+        # Kept only as far as a case shows them: 40 answers of 10 MB held 496 MB (out-158 F2), and
+        # rows of 6 MB of variables 989 MB (out-159 F5); the item key is made of the whole record.
         slim["content"] = _cut(slim["content"], MAX_TEXT + 1)
         if isinstance(error := slim["error"], dict):
             slim["error"] = {**error, "message": _cut(error.get("message"), MAX_TEXT + 1)}
+        slim["vars_label"] = _vars_label(slim.pop("vars") or {})
+        checks = slim["checks"] if isinstance(slim["checks"], list) else []
+        slim["checks"] = [
+            {k: _cut(c.get(k), MAX_TEXT + 1) for k in ("name", "pass", "reason", "error")}
+            for c in checks
+            if isinstance(c, dict)
+        ]
         by_prompt.setdefault(record["prompt_id"], {}).setdefault(item_key(record), []).append(slim)
     root = ET.Element("testsuites")
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())

@@ -17,9 +17,10 @@ from ._output_paths import current_umask
 from ._results import RESULTS_MODE
 from ._scrub import environment_scrubber
 
-# And the bidirectional overrides and isolates the terminal shows escaped (_formats.visible):
+# And the bidirectional overrides, isolates and marks (LRM, RLM, ALM: out-159 F7) the terminal
+# shows escaped (_formats.visible):
 # `invoice\u202efdp.exe` read "invoiceexe.pdf" in a page and a CI's test names (out-158 F5).
-_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def write_report_file(path: Path, text: str) -> None:

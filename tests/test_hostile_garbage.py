@@ -242,7 +242,7 @@ def test_bidi_overrides_reach_neither_the_page_nor_the_junit_file(tmp_path: Path
         prompts:
           - id: p
             text: "Name the file {{f}}"
-            vars: [{f: "invoice\\u202efdp.exe \\u2067x\\u2069"}]
+            vars: [{f: "invoice\\u202efdp.exe \\u2067x\\u2069 \\u200fy\\u061c"}]
             checks: [{contains: "nothing"}]
         """,
     )
@@ -254,5 +254,5 @@ def test_bidi_overrides_reach_neither_the_page_nor_the_junit_file(tmp_path: Path
     for written in (page, junit):
         text = written.read_text(encoding="utf-8")
         assert "invoice\ufffdfdp.exe" in text and not any(
-            c in text for c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+            c in text for c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
         )

@@ -1165,7 +1165,9 @@ def test_junit_keeps_of_each_answer_only_what_a_case_shows(tmp_path: Path, junit
 
     def rows() -> Any:
         for row in base:  # each answer made as it is read, as the reader hands them over
-            yield {**row, "content": "x" * big, "error": {"message": "y" * big}}
+            vars_ = {**row["vars"], "doc": "v" * big}  # out-159 F5: 6 MB of variables a row
+            checks = [{**c, "reason": "r" * big} for c in row.get("checks") or []]
+            yield {**row, "content": "x" * big, "error": {"message": "y" * big}, "vars": vars_, "checks": checks}
 
     path = tmp_path / "big.xml"
     tracemalloc.start()
@@ -1175,5 +1177,5 @@ def test_junit_keeps_of_each_answer_only_what_a_case_shows(tmp_path: Path, junit
     finally:
         tracemalloc.stop()
     junit_schema.validate(path)
-    assert counts["tests"] == 30 and peak < 10 * big  # a few answers at a time, not 30 of each
+    assert counts["tests"] == 30 and peak < 20 * big  # a row or two at a time (each 4+ big strings), not 30 rows
     assert max(len(case.text or "") for case in ET.parse(path).iter("failure")) <= 4000
