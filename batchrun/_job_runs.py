@@ -14,8 +14,9 @@ from ._batch_state import state_path
 from ._exceptions import ResultsError
 from ._files import read_regular_text
 from ._formats import utc
-from ._journal_file import JOURNAL_SUFFIX, journal_header
+from ._journal_file import JOURNAL_SUFFIX, a_fragment_of_its_run, journal_header
 from ._output_paths import job_folder, summary_path
+from ._reader import MAX_RECORD_BYTES
 from ._report_data import is_shard_file
 from ._results import first_record
 from ._simulated import simulated as is_simulated
@@ -115,7 +116,10 @@ def _holds_results_of(path: Path, job_name: str, shard: str | None, summary: dic
     try:
         record = first_record(path)
     except (OSError, ResultsError):
-        return False
+        # Only a torn first record, or the NULs an OS crash leaves, beside its journal: the resume
+        # cuts it (out-160 F3: passed over, an older run was resumed instead).
+        torn = a_fragment_of_its_run(path, job_name, MAX_RECORD_BYTES)
+        return torn and (journal_header(path) or {}).get("shard") == shard
     if record is None:
         header = journal_header(path)
         if header is not None:

@@ -941,6 +941,14 @@ def test_a_resume_without_an_output_picks_a_run_killed_before_its_first_record(
     code, _, err = call_cli(job, "--simulate", "--resume")
     assert code == ExitCode.OK and f"resuming {killed.relative_to(tmp_path)}" in err, err
     assert len(read_rows(killed)) == 20
+    # out-160 F3: a torn first record, or NULs, in its place: passed over, the older run was resumed.
+    for name, fragment in (("zz-torn", killed.read_bytes()[:80]), ("zz-zeros", b"\0" * 512)):
+        torn = folder / f"{name}.jsonl"
+        torn.write_bytes(fragment)
+        torn.with_name(f"{name}.attempts.jsonl").write_text(json.dumps(header) + "\n")
+        code, _, err = call_cli(job, "--simulate", "--resume")
+        assert code == ExitCode.OK and f"resuming {torn.relative_to(tmp_path)}" in err, err
+        assert len(read_rows(torn)) == 20
     # Another job's, or another shard's, journal is not this run's.
     other = folder / "zz-other.jsonl"
     other.write_bytes(b"")
