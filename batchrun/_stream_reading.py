@@ -70,7 +70,8 @@ def read_chunk(chunk: dict[str, Any], reading: Reading, scrub: Scrubber) -> None
     # The router's metadata comes on the last chunk before [DONE] (router-metadata.mdx): its
     # selected endpoint is who answered, as in a plain reply, over any chunk's `provider` (out-161
     # F2: streamed rows recorded none, or the last chunk's, where a plain reply said Azure).
-    named = answering_provider({"openrouter_metadata": chunk.get("openrouter_metadata")}, scrub.text)
+    metadata = chunk.get("openrouter_metadata")  # on one chunk of a stream: no call for the others
+    named = None if metadata is None else answering_provider({"openrouter_metadata": metadata}, scrub.text)
     if named is not None:
         reading.provider, reading.by_metadata = named, True
     elif isinstance(chunk.get("provider"), str) and not reading.by_metadata:
