@@ -1,8 +1,8 @@
 """One request's way out and back, for rows and grader requests alike.
 
-Reserve its worst case in the ledger (a stop when none fits), refresh the key's credit
-now and then, send it under the retry policy through the throttle (streamed or not),
-hold the reservation of an attempt that may have been billed, and settle.
+Reserve its worst case in the ledger (a stop when none fits), refresh the key's credit now and then,
+send it under the retry policy through the throttle (streamed or not), hold the reservation of an
+attempt that may have been billed, and settle.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class Dispatcher:
         self._refreshing: asyncio.Future[None] | None = None  # the periodic /key read under way
         self._probe: int | None = None  # under a limit, /key is read every this many requests too (_next_probe)
         self._watching = False  # watch_key ran
+        self._key_asked = self._key_followed = 0  # /key reads sent, and the latest one followed
         self.ledger.gap_changed = self.journal_key_gap
         self.journal: AttemptJournal | None = None  # set by a run that writes results
 
@@ -84,9 +85,8 @@ class Dispatcher:
     async def reserve(self, worst: float | None) -> float | None:
         """Reserve the worst case; None (and a stop) when the budget cannot hold it."""
         if worst is None and self.ledger.limit is not None and not self.settings.allow_unknown_prices:
-            # Pre-flight refuses such a request under a limit, but not one it planned as a cache
-            # hit: when the entry is gone at dispatch (its ttl_s passed mid-run, a prune, the
-            # cache turned off), it went out reserving $0 ($0.97 on $0.50: break14h H2).
+            # Pre-flight refuses such a request under a limit, but not one planned as a cache hit whose
+            # entry is gone at dispatch (ttl_s passed, a prune, the cache off): it went out reserving $0 (break14h H2).
             self.stops.request(
                 StopReason.CREDITS if self.limits.from_key else StopReason.BUDGET,
                 "the next request's worst case is not known (planned as a cache hit, its entry was gone "
@@ -216,8 +216,7 @@ class Dispatcher:
         it, so anything failing before that (garbage a reply slipped in) leaves it to
         `hold_in_flight`: held as an attempt that may be billed, never leaked (a leaked
         reservation was never settled, and a run under a budget hung: break14b C5)."""
-        # Tokens are priced only for an answer whose reply did not say what it cost: pricing
-        # every answer was the largest piece of the run's own CPU per row.
+        # Tokens priced only for an answer whose reply said no cost: pricing each was the run's largest CPU per row.
         estimate = None
         if self.costs is not None and reported_charge(result.usage) is None:
             estimate = self.costs.estimate(row.request, result)
@@ -334,12 +333,13 @@ class Dispatcher:
         await self._read_key()
 
     async def _read_key(self) -> None:
-        """Read /key (retried like start-up's read); the ledger follows its usage and its
-        credit, and opens a new key window. With the window in force, a read that still fails,
-        or a usage that fell or is not a number, stops the run instead (`key_lost`). The docs
-        give /key no rate limit of its own (limits.mdx: only DDoS protection, and "call GET
-        /api/v1/key ... to track limit_remaining"); the window asks at most one read per
-        reservation, near the end of the budget."""
+        """Read /key (retried like start-up's read); the ledger follows its usage and its credit, and
+        opens a new key window. With the window in force, a read that still fails, or a usage that
+        fell or is not a number, stops the run instead (`key_lost`). The docs give /key no rate limit
+        of its own (limits.mdx: "call GET /api/v1/key ... to track limit_remaining"); the window asks
+        at most one read per reservation, near the end of the budget. A read that answers after a
+        later one did is stale: followed, it was a fall (exit 5) or a rise counted twice (out-162 F1)."""
+        asked = self._key_asked = self._key_asked + 1
         # What is sent while /key answers is not in what it shows: it counts toward the next read.
         sent_before = self._sent_since_refresh
         self._last_refresh = self.clock.monotonic()
@@ -353,7 +353,8 @@ class Dispatcher:
             lost = None if info is not None else "/key is not there any more"
         self._sent_since_refresh = max(0, self._sent_since_refresh - sent_before)
         try:
-            if info is not None:
+            if info is not None and asked > self._key_followed:
+                self._key_followed = asked
                 lost = await self._follow_key(info)
         finally:
             if lost is not None and self.ledger.read_key is not None and self.ledger.limit is not None:
@@ -362,14 +363,13 @@ class Dispatcher:
                 self.ledger.open_key_window()
 
     def _next_probe(self, charged_beyond: bool) -> None:
-        """The key window reads /key only when the worst cases reserved since the last read may
-        exhaust what is left, so charges above the worst cases (a price list that lies, a model
-        listed at $0 that bills) went unseen until the end: $2.40 charged under a $0.05 budget,
-        exit 0 (break14e E2). So under a limit /key is read every `_probe` requests too: once an
-        answer is in at first, doubling while the key shows nothing beyond the ledger, up to
-        PROBE_REACH times the concurrency (a price that rises after hundreds of honest answers
-        went unseen for key_refresh_requests more: verification F1), and every `concurrency`
-        requests once it has."""
+        """The key window reads /key only when the worst cases reserved since the last read may exhaust
+        what is left, so charges above the worst cases (a price list that lies, a model listed at $0
+        that bills) went unseen until the end: $2.40 charged under a $0.05 budget, exit 0 (break14e
+        E2). So under a limit /key is read every `_probe` requests too: once an answer is in at first,
+        doubling while the key shows nothing beyond the ledger, up to PROBE_REACH times the concurrency
+        (a price that rises after hundreds of honest answers went unseen for key_refresh_requests
+        more: verification F1), and every `concurrency` requests once it has."""
         if self._probe is None:
             return
         concurrency = max(1, self.settings.concurrency)
@@ -399,10 +399,10 @@ class Dispatcher:
                 # PROBE_REACH x concurrency requests apart; the tolerance shrinks with what is left.
                 left = self.ledger.remaining or 0.0
                 self._next_probe(gap > max(PROBE_TOLERANCE_USD, PROBE_TOLERANCE_SHARE * left))
-        # The key allows `remaining` beyond what it has charged; the ledger counts that charge
-        # (and the gap follow_key added) already, so its part is the charge plus what is left.
-        # `spent + remaining` counted the gap twice and stopped a run with credit to spare
-        # (break-14c m6). Charges counted from before the run began (from_earlier) are not in `charged`.
+        # The key allows `remaining` beyond what it has charged; the ledger counts that charge (and the
+        # gap follow_key added) already, so its part is the charge plus what is left. `spent + remaining`
+        # counted the gap twice and stopped a run with credit to spare (break-14c m6). Charges counted
+        # from before the run began (from_earlier) are not in `charged`.
         key_cap = None if remaining is None else charged + self.ledger.from_earlier + remaining
         rise = start.byok_rise(info) if start.usage is not None and problem is None else None
         if (limit := self.limits.follow(key_cap, rise)) is not None and limit != self.ledger.limit:

@@ -1589,3 +1589,53 @@ def test_plan_says_the_run_would_stop_on_a_key_it_cannot_follow(tmp_path: Path, 
             call_cli("plan", write_job(tmp_path, job_text(budget=None), "free.yaml"), "--base-url", hostile.base_url)[0]
             == 0
         )
+
+
+async def test_a_key_read_that_answers_after_a_later_one_is_not_followed() -> None:
+    # out-162 F1: two /key reads in flight (the window's and a probe's), followed in the order they
+    # came back: an honest server's older reading read as a fall ("usage went down $6.45 -> $6.20",
+    # exit 5), or, within a cent, its rise was counted twice (a key gap the server never billed).
+    from batchrun._dispatch import Dispatcher
+    from batchrun._limit_parts import LimitParts
+    from batchrun._retry import RetryPolicy
+    from batchrun._settings import RunSettings
+    from batchrun._stops import Stops
+    from batchrun._throttle import Throttle
+
+    clock = FakeClock()
+    first_asked, first_answers = asyncio.Event(), asyncio.Event()
+    usages = iter([1.0, 1.5])  # the usage when each read is asked; the first answers last
+
+    class Client:
+        asked = 0
+
+        async def key_info(self) -> dict[str, Any]:
+            Client.asked += 1
+            usage = next(usages)
+            if Client.asked == 1:
+                first_asked.set()
+                await first_answers.wait()
+            return key_data(usage)
+
+    ledger = CreditLedger(10.0)
+    stops = Stops(clock, RetryPolicy(), 1.0, None)
+    dispatch = Dispatcher(
+        cast(Any, Client()),
+        clock,
+        stops,
+        Throttle(1, clock),
+        ledger,
+        RetryPolicy(),
+        RunSettings(),
+        costs=None,
+        limits=LimitParts(job=10.0),
+        key_start=KeyStart.of(key_data(0.0)),
+    )
+    ledger.read_key = dispatch._read_key  # as watch_key sets it: under a limit, a fall stops the run
+    first = asyncio.ensure_future(dispatch._read_key())
+    await first_asked.wait()
+    await dispatch._read_key()  # asked later, answers first: $1.50
+    first_answers.set()
+    await first  # asked first, answers last: $1.00, stale
+    assert stops.reason is None  # no "usage went down"
+    assert dispatch.key_start.spend(1.6, key_data(1.6)) == pytest.approx(1.6)  # each rise counted once
