@@ -87,6 +87,11 @@ class KeyStart:
     last: float | None = None
     climbed: float = 0.0
     periods: tuple[tuple[str, float, float], ...] = ()  # (name, last value, rises since the start)
+    # limit_remaining's falls, added from read to read: what a changed limit moved it by taken out,
+    # and none across a change of limit_reset, after which it counts on (out-162 F2: read from the
+    # start alone, one change switched it off, and $2.00 was billed on $0.10, exit 0).
+    fallen: float = 0.0
+    at: tuple[float | None, float | None, Any] | None = None  # (limit_remaining, limit, limit_reset) last read
 
     @classmethod
     def of(cls, info: dict[str, Any] | None) -> KeyStart:
@@ -108,7 +113,23 @@ class KeyStart:
             (name, now[name], rise + _period_rise(last, now[name])) if name in now else (name, last, rise)
             for name, last, rise in self.periods
         )
-        return replace(self, last=usage, climbed=self._climbed(usage), periods=periods)
+        at = (
+            key_remaining(info),
+            money(info.get("limit")) if info else None,
+            info.get("limit_reset") if info else None,
+        )
+        return replace(
+            self, last=usage, climbed=self._climbed(usage), periods=periods, fallen=self._fallen(info), at=at
+        )
+
+    def _fallen(self, info: dict[str, Any] | None) -> float:
+        remaining, limit, reset = self.at or (self.remaining, self.limit, self.reset)
+        now = key_remaining(info)
+        if remaining is None or now is None or (info.get("limit_reset") if info else None) != reset:
+            return self.fallen
+        if (limit_now := money(info.get("limit")) if info else None) is not None and limit is not None:
+            remaining += limit_now - limit  # a lowered limit is no spend (out-159 F3)
+        return self.fallen + max(0.0, remaining - now)
 
     def _climbed(self, usage: float) -> float:
         assert self.usage is not None
@@ -160,20 +181,12 @@ class KeyStart:
     def spend(self, usage: float, info: dict[str, Any] | None) -> float:
         """What the key was charged since the start, given its usage now (`followed`): its rises
         since the start, added over the readings (a start read high within the tolerance hid that
-        much: out-156 F2); or the fall of its `limit_remaining` when that is larger, less what a
-        changed limit moved it by (a limit lowered from $10 to $1 was $9 spent, and every resume
-        exit 5: out-159 F3), none when what it counts changed (`limit_reset`); or a period usage's
-        rises, across its resets, when they are larger (a `usage` held still while usage_daily
-        rose with every charge: out-156 F3)."""
-        remaining, start_remaining = key_remaining(info), self.remaining
-        limit = money(info.get("limit")) if info else None
-        if start_remaining is not None and limit is not None and self.limit is not None:
-            start_remaining += limit - self.limit
-        if (info.get("limit_reset") if info else None) != self.reset:
-            remaining = None
-        spend = key_spend(0.0, self._climbed(usage), start_remaining, remaining)
+        much: out-156 F2); or the falls of its `limit_remaining` when larger (`_fallen`: spend the
+        usage fields leave out); or a period usage's rises, across its resets, when larger (a
+        `usage` held still while usage_daily rose with every charge: out-156 F3)."""
         now = dict(_period_usages(info))
-        return max([spend, *(rise + _period_rise(last, now[name]) for name, last, rise in self.periods if name in now)])
+        periods = (rise + _period_rise(last, now[name]) for name, last, rise in self.periods if name in now)
+        return max(self._climbed(usage), self._fallen(info), *periods)
 
 
 def _period_rise(last: float, now: float) -> float:

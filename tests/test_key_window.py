@@ -1639,3 +1639,17 @@ async def test_a_key_read_that_answers_after_a_later_one_is_not_followed() -> No
     await first  # asked first, answers last: $1.00, stale
     assert stops.reason is None  # no "usage went down"
     assert dispatch.key_start.spend(1.6, key_data(1.6)) == pytest.approx(1.6)  # each rise counted once
+
+
+async def test_a_change_of_limit_reset_does_not_switch_off_the_fall_of_limit_remaining(tmp_path: Path) -> None:
+    # out-162 F2: `usage` held still, only limit_remaining fell with each charge; a change of
+    # limit_reset after the start (null -> monthly) made the fall unread for the rest of the run:
+    # $2.00 billed on a $0.10 budget, exit 0, "spent $0.00".
+    def moved(billed: float, reads: int) -> dict[str, Any]:
+        reset = None if reads == 1 else "monthly"
+        return key_data(0.0, limit=10.0, limit_remaining=10.0 - billed, limit_reset=reset)
+
+    server = Server(moved, bill=0.002)
+    code, summary, _ = await run(tmp_path, server, job_text(budget=BUDGET, rows=200, concurrency=1))
+    assert code == ExitCode.BUDGET and summary["stop"] == "budget"
+    assert server.billed <= BUDGET + 0.0201
