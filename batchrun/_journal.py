@@ -141,7 +141,9 @@ class AttemptJournal:
         measures from the last such line what the answers since cost the key (_killed_run)."""
         counted, flight = ledger.committed + ledger.unrecorded, ledger.in_flight
         usage, remaining = key.usage or 0.0, key.remaining
-        line = key_seen_line(usage, counted, ledger.reserved, self._prior, flight, self._sent, self._rate, remaining)
+        line = key_seen_line(
+            usage, counted, ledger.reserved, self._prior, flight, self._sent, self._rate, remaining, key.limit
+        )
         self._write(orjson.dumps(line) + b"\n")
         self._first = self._first or line
         self._last = (line, self._sent, self._sent_usd)

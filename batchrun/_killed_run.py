@@ -42,7 +42,7 @@ from ._reconcile import KeyStart, key_spend
 
 _FIGURES = ("key_seen", "counted", "reserved", "prior", "in_flight", "sent")
 _CARRIED = ("after_usd", "after_n", "unconfirmed", "before")  # 0 when absent: on a summary's last reading only
-_OPTIONAL = ("remaining", "rate")  # None when absent or unreadable
+_OPTIONAL = ("remaining", "rate", "limit")  # None when absent or unreadable
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,8 @@ class KeySeen:
     # The key's limit_remaining at the first and last readings: its fall is spend too (_reconcile.key_spend).
     start_remaining: float | None = None
     remaining: float | None = None
+    start_limit: float | None = None  # the key's `limit` at those readings (`rebased`)
+    limit: float | None = None
     unconfirmed: float = 0.0  # worst cases the run counted as spent when its key could not be followed
     # What the run counted that the key showed charged before its first reading: batches of earlier
     # runs it collected (their charge seen then, and their known costs that charge explains). In
@@ -77,14 +79,43 @@ class KeySeen:
         """The two readings as journal lines, for a run that carries them on (it could not read
         the key's usage: no reading of its own replaces them)."""
         first = key_seen_line(
-            self.start_usage, self.start_counted, 0.0, self.prior, 0, 0, self.rate, self.start_remaining
+            self.start_usage,
+            self.start_counted,
+            0.0,
+            self.prior,
+            0,
+            0,
+            self.rate,
+            self.start_remaining,
+            self.start_limit,
         )
         last = key_seen_line(
-            self.usage, self.counted, self.reserved, self.prior, self.in_flight, self.sent, self.rate, self.remaining
+            self.usage,
+            self.counted,
+            self.reserved,
+            self.prior,
+            self.in_flight,
+            self.sent,
+            self.rate,
+            self.remaining,
+            self.limit,
         )
         after = {"after_usd": self.sent_after, "after_n": self.after_n}
         more = {name: value for name, value in (("unconfirmed", self.unconfirmed), ("before", self.before)) if value}
         return [first, {**last, **after, **more}]
+
+    def rebased(self, limit_now: float | None) -> KeySeen:
+        """The readings' limit_remaining as the key's `limit` now would show it: a limit lowered
+        since the killed run read it ($100 -> $90) was $9.99 charged, and every resume refused,
+        exit 5 (out-162 F3). Readings without a limit, or a key without one now, stay as they were."""
+        if limit_now is None:
+            return self
+
+        def moved(remaining: float | None, limit: float | None) -> float | None:
+            return remaining if remaining is None or limit is None else remaining + limit_now - limit
+
+        start, last = moved(self.start_remaining, self.start_limit), moved(self.remaining, self.limit)
+        return replace(self, start_remaining=start, remaining=last, start_limit=limit_now, limit=limit_now)
 
     def spend_since(self, usage: float, remaining: float | None) -> float:
         """What the key was charged from the last reading to (`usage`, `remaining`)."""
@@ -110,6 +141,7 @@ def key_seen_line(
     sent: float,
     rate: float | None,
     remaining: float | None,
+    limit: float | None = None,
 ) -> dict[str, float]:
     line = {
         "key_seen": usage,
@@ -121,7 +153,13 @@ def key_seen_line(
         "sent": sent,
     }
     # Absent: no run before it showed what an answer costs the key; a key without a limit.
-    line.update({name: value for name, value in (("rate", rate), ("remaining", remaining)) if value is not None})
+    line.update(
+        {
+            name: value
+            for name, value in (("rate", rate), ("remaining", remaining), ("limit", limit))
+            if value is not None
+        }
+    )
     return line
 
 
@@ -192,6 +230,8 @@ def _seen(first: dict[str, Any], last: dict[str, Any], after_usd: float, after_n
         rate=first["rate"],
         start_remaining=first["remaining"],
         remaining=last["remaining"],
+        start_limit=first["limit"],
+        limit=last["limit"],
         unconfirmed=last["unconfirmed"],
         before=max(last["before"], before),
     )

@@ -95,8 +95,7 @@ async def run_job(
             raise ConfigError(problem)  # before its lock is made there (out-110 F1)
         if options.resume and not folder.is_dir():  # no run to resume: said before a lock makes it (break48 F5)
             resolve_output(job, options, options.clock.time(), notice)
-        # Each shard has a lock (and default names) of its own: shards side by side all ran but
-        # one, exit 8 (break51 F8); two ticks of one shard still do not.
+        # Each shard has a lock (and default names) of its own: side by side all but one were exit 8 (break51 F8).
         tag, which = (options.shard.tag, f" shard {options.shard}") if options.shard else ("", "")
         locks.append(OutputLock(folder / f".batchrun{tag}", f"job {job.name}{which} is being run"))
     try:
@@ -176,8 +175,9 @@ async def _locked_run(
             return await preflight(client, job, options, states, job_budget, notice, time_left, cache)
 
         pre = await control.before_start(start_up(), time_left) or unpriced(job_budget)
-        # A killed run's key readings: not across two of --simulate's own simulators (each has its key).
+        # A killed run's key readings (not across two --simulate simulators: each has its key), on the limit now.
         seen = states.key_seen if states is not None and not options.fresh_simulator else None
+        seen = None if seen is None else seen.rebased(pre.key_start.limit)
         journal_released = released = 0.0
         if unseen := killed_run_charge(seen, pre.key_start, prior_spend, output, notice):
             # Spent before this run began, as the killed run's records: the budget's part of the limit

@@ -1653,3 +1653,22 @@ async def test_a_change_of_limit_reset_does_not_switch_off_the_fall_of_limit_rem
     code, summary, _ = await run(tmp_path, server, job_text(budget=BUDGET, rows=200, concurrency=1))
     assert code == ExitCode.BUDGET and summary["stop"] == "budget"
     assert server.billed <= BUDGET + 0.0201
+
+
+def test_a_limit_lowered_after_a_killed_runs_last_reading_is_no_charge_of_it() -> None:
+    # out-162 F3: the key's limit lowered from $100 to $90 under a run killed -9 after spending
+    # $0.28: its resume took the $10 fall of limit_remaining for a charge ("the key was charged
+    # $9.995316 for an earlier run") and every resume of the file was refused, exit 5.
+    from batchrun._killed_run import KeySeen, _reading, key_seen_line
+
+    line = key_seen_line(0.28, 0.28, 0.0, 0.0, 0, 28, None, 99.72, 100.0)
+    reading = _reading(line)
+    assert reading is not None and reading["limit"] == 100.0  # the journal keeps the limit it read
+    seen = KeySeen(0.0, 0.0, 0.0, 0.28, 0.28, 0.0, 0, 28, start_remaining=100.0, remaining=99.72)
+    seen = replace(seen, start_limit=100.0, limit=100.0)
+    assert seen.spend_since(0.28, 89.72) == pytest.approx(10.0)  # read on the old limit: the $10 lie
+    assert seen.rebased(90.0).spend_since(0.28, 89.72) == pytest.approx(0.0)
+    assert seen.rebased(90.0).spend_since(0.28, 89.70) == pytest.approx(0.02)  # a real fall still counts
+    lowered = replace(seen, remaining=89.72, limit=90.0)  # lowered between the killed run's own readings
+    assert lowered.spend_during == pytest.approx(10.28) and lowered.rebased(90.0).spend_during == pytest.approx(0.28)
+    assert seen.rebased(None) == seen  # no limit now: the readings stay as they were
