@@ -36,7 +36,7 @@ def key_usage(info: dict[str, Any] | None) -> float | None:
         return None
     counted = info.get("include_byok_in_limit")
     byok = money(info.get("byok_usage"))
-    if counted is True and byok is None:
+    if counted is not None and counted is not False and byok is None:  # a flag to doubt counts it (out-162 F4)
         return None
     if counted is not False and byok is not None:
         usage += byok

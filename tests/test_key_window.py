@@ -152,6 +152,7 @@ async def test_byok_spend_on_the_key_is_seen_by_the_window_and_the_reconciliatio
         (key_data(1.0, byok_usage=2.0, include_byok_in_limit=False), 1.0),
         (key_data(1.0, byok_usage=2.0, include_byok_in_limit="yes"), 3.0),  # a flag to doubt: the larger
         (key_data(1.0, byok_usage=None, include_byok_in_limit=True), None),  # a part the limit counts is unknown
+        (key_data(1.0, byok_usage=None, include_byok_in_limit="yes"), None),  # out-162 F4: a doubted flag counts it
         (key_data(1.0), 1.0),
         (key_data("1.0"), None),
     ],
