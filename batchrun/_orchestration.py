@@ -142,9 +142,10 @@ async def _locked_run(
 
     client = make_client(job, options, settings)
     try:
-        # Before the resume's recovery writes anything: a refusal leaves the file as it was (out-103 F8).
-        endpoint = resumed_endpoint(output, options.cache_endpoint or client.base_url, resuming)  # --simulate: a name
+        # Before the resume's recovery writes (a refusal leaves the file as it was: out-103 F8); --simulate: a name.
+        endpoint = resumed_endpoint(output, options.cache_endpoint or client.base_url, resuming)
         isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
+        edited = edit_mark(output) if resuming else None  # what the summary saw, before this run appends
         states = await earlier_work(job, options, output, resuming, client, notice)
     except BaseException:
         await client.aclose()
@@ -199,8 +200,7 @@ async def _locked_run(
             notice(warning)
         budget = pre.budget
         ledger = CreditLedger(None if options.test_broken_ledger else budget)
-        # Not even a $0 request (_fits) once earlier runs spent it, or the key or account is overdrawn
-        # (limits.mdx: 402s, free models included): 4 went out, then a stop blamed an answer (break38 F5).
+        # Not even a $0 request (_fits) once spent, or the key or account overdrawn (402s, free models too: break38 F5).
         overdrawn = any(v is not None and v < 0 for v in (pre.key_start.remaining, pre.balance))
         ledger.spent_out = budget is not None and budget <= 1e-12 and (prior_spend > 0 or overdrawn)
         estimated, models = pre.estimate, pre.models
@@ -374,7 +374,7 @@ async def _locked_run(
             data["spent_past_budget_usd"] = past
         data["results_bytes"] = writer.size if writer.cut_short else results_size(output)  # cut under it: what it wrote
         data["results_digest"] = file_digest(output, data["results_bytes"])  # what it saw (_summary_beside.vouched)
-        if states is not None and (edited := edit_mark(output)) is not None:  # still, after a resume
+        if states is not None and edited is not None:  # still, after a resume (out-160 F2)
             data["results_edited"] = edited
         if (
             readings := journal.summary_readings(runner.ledger.unconfirmed_lost, runner.ledger.charged_before)

@@ -205,8 +205,9 @@ def test_a_results_file_removed_from_beside_its_summary_is_not_resumed_as_new(tm
     (tmp_path / "other.summary.json").write_bytes(summary)
     # A resume takes an `output` of "" as none, as it takes a missing one (out-146 F11: "the summary of , not of").
     assert call_cli(job, "--simulate", "-q", "-o", tmp_path / "e.jsonl")[0] == ExitCode.OK
+    own = (tmp_path / "e.summary.json").read_text()  # its digest is of e.jsonl: r.jsonl's is an edit's
     for nameless in ("", "."):  # "." names no file either (out-148 F5)
-        gap = {**json.loads(summary), "output": nameless, "key_gap_usd": 0.25}
+        gap = {**json.loads(own), "output": nameless, "key_gap_usd": 0.25}
         (tmp_path / "e.summary.json").write_text(json.dumps(gap))
         code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "e.jsonl", "--resume")
         assert code == ExitCode.OK and "the summary of" not in err, err

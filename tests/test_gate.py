@@ -969,7 +969,8 @@ def test_a_record_edited_anywhere_is_told_and_an_older_summarys_tail_digest_stil
     # out-160 F2: a resume with nothing to send wrote a summary vouching for the edit: `report` exit 0.
     # It goes on (counting what the summary said was spent), and its summary says so, resumed again too.
     for _ in range(2):
-        assert call_cli(job, "--simulate", "-q", "-o", out, "--resume")[0] == ExitCode.OK
+        code, _, err = call_cli(job, "--simulate", "-q", "-o", out, "--resume")  # out-163 F3: not exit 0
+        assert code == ExitCode.INCOMPLETE and "records edited after a run's summary was written" in err, err
         for args in gates:
             code, _, err = call_cli(*args)
             assert code == ExitCode.INCOMPLETE and "records edited after a run's summary was written" in err, err
