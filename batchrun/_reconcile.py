@@ -15,13 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from ._key_periods import MISMATCH_USD, period_field, period_rise, period_usages, usages_of
 from ._pricing import DOUBTED_TIMES, FLOAT_NOISE_USD, money
 
 if TYPE_CHECKING:  # annotations only: `validate` loads no HTTP client nor event loop through them
     from ._charges import ChargeBook
     from ._ledger import CreditLedger
-
-MISMATCH_USD = 0.01
 
 
 def key_usage(info: dict[str, Any] | None) -> float | None:
@@ -47,15 +46,6 @@ def _totals(info: dict[str, Any] | None) -> tuple[tuple[str, float], ...]:
     """The key's running totals that read as money: `usage` and `byok_usage` ("Total external
     BYOK usage", openapi /key), which only ever rise."""
     found = ((name, money(info.get(name)) if info else None) for name in ("usage", "byok_usage"))
-    return tuple((name, value) for name, value in found if value is not None)
-
-
-def _period_usages(info: dict[str, Any] | None) -> tuple[tuple[str, float], ...]:
-    """The key's usage of the day, week and month (openapi /key): each rises with every charge
-    as `usage` does, until its period resets (a fall, which shows nothing)."""
-    found = (
-        (name, money(info.get(name)) if info else None) for name in ("usage_daily", "usage_weekly", "usage_monthly")
-    )
     return tuple((name, value) for name, value in found if value is not None)
 
 
@@ -92,6 +82,7 @@ class KeyStart:
     # start alone, one change switched it off, and $2.00 was billed on $0.10, exit 0).
     fallen: float = 0.0
     at: tuple[float | None, float | None, Any] | None = None  # (limit_remaining, limit, limit_reset) last read
+    usages: tuple[tuple[str, float], ...] = ()  # `usage` and the period usages at the last reading
 
     @classmethod
     def of(cls, info: dict[str, Any] | None) -> KeyStart:
@@ -100,17 +91,17 @@ class KeyStart:
         flag = info.get("include_byok_in_limit") if info else None
         remaining, totals, byok = key_remaining(info), _totals(info), byok_outside_limit(info)
         limit, reset = money(info.get("limit")) if info else None, info.get("limit_reset") if info else None
-        periods = tuple((name, value, 0.0) for name, value in _period_usages(info))
-        return cls(usage, unread, remaining, byok, totals, flag, limit, reset, periods=periods)
+        periods = tuple((name, value, 0.0) for name, value in period_usages(info))
+        return cls(usage, unread, remaining, byok, totals, flag, limit, reset, periods=periods, usages=usages_of(info))
 
     def read(self, info: dict[str, Any] | None, usage: float) -> KeyStart:
         """This start with a reading followed since (`usage` as `followed` gave it) taken in. The
         rises add up: a usage that falls back within the tolerance, once or each time, takes none
         of them back (a sawtooth of 0.8-cent falls: $0.080 billed on $0.01, spent $0.0076: out-159
         F1), nor does a period usage's reset (out-159 F2)."""
-        now = dict(_period_usages(info))
+        now = dict(period_usages(info))
         periods = tuple(
-            (name, now[name], rise + _period_rise(last, now[name])) if name in now else (name, last, rise)
+            (name, now[name], rise + period_rise(last, now[name])) if name in now else (name, last, rise)
             for name, last, rise in self.periods
         )
         at = (
@@ -118,17 +109,25 @@ class KeyStart:
             money(info.get("limit")) if info else None,
             info.get("limit_reset") if info else None,
         )
+        fallen, usages = self._fallen(info), usages_of(info)
         return replace(
-            self, last=usage, climbed=self._climbed(usage), periods=periods, fallen=self._fallen(info), at=at
+            self, last=usage, climbed=self._climbed(usage), periods=periods, fallen=fallen, at=at, usages=usages
         )
 
     def _fallen(self, info: dict[str, Any] | None) -> float:
         remaining, limit, reset = self.at or (self.remaining, self.limit, self.reset)
         now = key_remaining(info)
-        if remaining is None or now is None or (info.get("limit_reset") if info else None) != reset:
+        if remaining is None or now is None:
             return self.fallen
         if (limit_now := money(info.get("limit")) if info else None) is not None and limit is not None:
             remaining += limit_now - limit  # a lowered limit is no spend (out-159 F3)
+        if (reset_now := info.get("limit_reset") if info else None) != reset:
+            # limit_remaining counts another period's usage now: the last reading's, taken on that
+            # period (daily -> null was $5 of spend: out-159 F3). Ignored, a limit_reset flipped at
+            # every read hid all spend, 5x the budget (out-164 F1); unknown, the fall counts.
+            before = dict(self.usages)
+            old, new = before.get(period_field(reset)), before.get(period_field(reset_now))
+            remaining += 0.0 if old is None or new is None else old - new
         return self.fallen + max(0.0, remaining - now)
 
     def _climbed(self, usage: float) -> float:
@@ -184,17 +183,9 @@ class KeyStart:
         much: out-156 F2); or the falls of its `limit_remaining` when larger (`_fallen`: spend the
         usage fields leave out); or a period usage's rises, across its resets, when larger (a
         `usage` held still while usage_daily rose with every charge: out-156 F3)."""
-        now = dict(_period_usages(info))
-        periods = (rise + _period_rise(last, now[name]) for name, last, rise in self.periods if name in now)
+        now = dict(period_usages(info))
+        periods = (rise + period_rise(last, now[name]) for name, last, rise in self.periods if name in now)
         return max(self._climbed(usage), self._fallen(info), *periods)
-
-
-def _period_rise(last: float, now: float) -> float:
-    """A period usage's rise from `last` to `now`: none for a fall within the tolerance; a fall
-    past it is its period's reset, after which it counts from zero again."""
-    if now >= last:
-        return now - last
-    return now if now < last - MISMATCH_USD else 0.0
 
 
 def key_remaining(info: dict[str, Any] | None) -> float | None:

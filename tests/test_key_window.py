@@ -1673,3 +1673,33 @@ def test_a_limit_lowered_after_a_killed_runs_last_reading_is_no_charge_of_it() -
     lowered = replace(seen, remaining=89.72, limit=90.0)  # lowered between the killed run's own readings
     assert lowered.spend_during == pytest.approx(10.28) and lowered.rebased(90.0).spend_during == pytest.approx(0.28)
     assert seen.rebased(None) == seen  # no limit now: the readings stay as they were
+
+
+async def test_a_limit_reset_flipped_at_every_read_hides_no_spend(tmp_path: Path) -> None:
+    # out-164 F1: every usage field at 0, only limit_remaining falling, and limit_reset daily <->
+    # weekly at each read: no fall was read across a change, $1.00 billed on $0.20, "spent $0".
+    def flipped(billed: float, reads: int) -> dict[str, Any]:
+        reset = "daily" if reads % 2 else "weekly"
+        zeros = {"usage_daily": 0.0, "usage_weekly": 0.0, "usage_monthly": 0.0}
+        return key_data(0.0, limit=10.0, limit_remaining=10.0 - billed, limit_reset=reset, **zeros)
+
+    server = Server(flipped, bill=0.002)
+    code, summary, _ = await run(tmp_path, server, job_text(budget=BUDGET, rows=200, concurrency=1))
+    assert code == ExitCode.BUDGET and summary["stop"] == "budget"
+    assert server.billed <= BUDGET + 0.0201
+
+
+async def test_an_honest_limit_reset_change_is_read_on_the_new_period_not_as_spend(tmp_path: Path) -> None:
+    # The owner moves the limit from daily to all-time: limit_remaining now counts $5 of earlier
+    # usage, which is no charge of the run's (out-159 F3: "$5.0016 spent" of $0.0016 billed).
+    def moved(billed: float, reads: int) -> dict[str, Any]:
+        daily = reads < 3
+        remaining = 10.0 - (billed if daily else 5.0 + billed)
+        extra = {"usage_daily": billed, "usage_weekly": billed, "usage_monthly": billed}
+        return key_data(
+            5.0 + billed, limit=10.0, limit_remaining=remaining, limit_reset="daily" if daily else None, **extra
+        )
+
+    server = Server(moved, answer=honest_answer)
+    code, summary, _ = await run(tmp_path, server, job_text(budget=2.0))
+    assert code == ExitCode.OK and summary["key_gap_usd"] == 0 and server.key_reads >= 3, summary["stop_message"]
