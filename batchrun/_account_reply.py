@@ -17,6 +17,7 @@ import orjson
 
 from ._exceptions import Transient
 from ._formats import short
+from ._key_periods import PERIOD_FIELDS, period_field
 from ._pricing import EndpointPrice, money, price, read_pricing
 from ._reply import Reply, bad_reply, count, json_of, str_of, type_name
 from ._scrub import Scrubber
@@ -215,14 +216,11 @@ _KEY_MONEY = (
 
 # limit_reset (limits.mdx, openapi's key schemas): the usage its limit is spent from. Another
 # value than these three, or null, is read as never resetting: the all-time usage, the dearest.
-_PERIOD_USAGE = {"daily": "usage_daily", "weekly": "usage_weekly", "monthly": "usage_monthly"}
-
-
 def unknown_reset(key: dict[str, Any] | None) -> str | None:
     """The key's limit_reset when it is none of the documented ones: its all-time usage is
     taken as spent from its limit, which may refuse an honest key (said: verify49 N3)."""
     reset = key.get("limit_reset") if key and key.get("limit") is not None else None
-    if reset is None or str(reset).lower() in _PERIOD_USAGE:
+    if reset is None or str(reset).lower() in PERIOD_FIELDS:
         return None
     shown = repr(short(reset, 40)) if isinstance(reset, str) else "not text"  # 1, true (verify50 N6)
     return (
@@ -272,7 +270,7 @@ def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
         credit = limit if credit is None else min(credit, limit)
         # Nor above the limit less the usage of its period (break47 F1: a key at its limit said
         # 0.01 left, and a run spent 80% past the limit).
-        period = _PERIOD_USAGE.get(str(data.get("limit_reset")).lower(), "usage")  # null: it never resets
+        period = period_field(data.get("limit_reset"))  # null: it never resets
         used = key.get(period)
         if used is None and data.get(period) is not None:  # what the limit has counted is unknown
             raise bad_reply(f"the {what} {period} is {_not_money(data[period])}, not an amount in USD")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from ._key_periods import MISMATCH_USD, period_field, period_rise, period_usages, usages_of
+from ._key_periods import MISMATCH_USD, amounts, period_field, period_rise, period_usages, usages_of
 from ._pricing import DOUBTED_TIMES, FLOAT_NOISE_USD, money
 
 if TYPE_CHECKING:  # annotations only: `validate` loads no HTTP client nor event loop through them
@@ -45,8 +45,7 @@ def key_usage(info: dict[str, Any] | None) -> float | None:
 def _totals(info: dict[str, Any] | None) -> tuple[tuple[str, float], ...]:
     """The key's running totals that read as money: `usage` and `byok_usage` ("Total external
     BYOK usage", openapi /key), which only ever rise."""
-    found = ((name, money(info.get(name)) if info else None) for name in ("usage", "byok_usage"))
-    return tuple((name, value) for name, value in found if value is not None)
+    return amounts(info, ("usage", "byok_usage"))
 
 
 def byok_outside_limit(info: dict[str, Any] | None) -> float | None:

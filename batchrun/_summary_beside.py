@@ -182,13 +182,11 @@ class SummaryBeside:
         except OSError:
             return None
         if size < written:
+            if not shorter:
+                return None
             return (
-                None
-                if not shorter
-                else (
-                    f"{self.results}: {written - size:,} byte(s) shorter than when its summary was written: records "
-                    "removed since (what they cost is not counted)"
-                )
+                f"{self.results}: {written - size:,} byte(s) shorter than when its summary was written: records "
+                "removed since (what they cost is not counted)"
             )
         if seen and self._digest_differs(summary, written):
             return (
@@ -246,5 +244,5 @@ def edit_mark(results: Path) -> str | None:
     beside = SummaryBeside.read(results)
     carried = beside.run_summary().get("results_edited")
     if isinstance(carried, str):
-        return carried
+        return carried[:200]  # a summary anyone may have written: carried on, not grown
     return EDITED if beside.changed(shorter=False) is not None else None
