@@ -45,6 +45,7 @@ from ._record_shape import figure
 from ._results import ResultsWriter
 from ._row_cost import counted, graders_of
 from ._scrub import Scrubber
+from ._summary_floor import seal_looked_up
 
 MAX_ROWS = 1_000  # looked up by one resume: a file with more has the rest looked up by the next
 
@@ -349,4 +350,6 @@ async def resolve_earlier_costs(
         out.failed = f"costs looked up for earlier runs' rows were not all written again: {failure}"
     except OSError as exc:
         out.failed = f"{output}: costs looked up for earlier runs' rows were not written: {exc.strerror or exc}"
+    if out.rows:
+        seal_looked_up(output)
     return out

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._batch_state import state_path
 from ._exceptions import ResultsError
 from ._failure_text import clip
 from ._files import read_regular_text
@@ -22,7 +23,7 @@ from ._output_paths import named_results, summary_path
 from ._pricing import money
 from ._results import results_job
 from ._status import StopReason
-from ._summary_floor import digest_differs
+from ._summary_floor import digest_differs, records_appended, sealed_end
 
 
 @dataclass(frozen=True)
@@ -152,10 +153,11 @@ class SummaryBeside:
                 "(rows never written cannot be counted)"  # as with no summary at all (out-135 F10)
             ]
         try:
-            grown = results.stat().st_size - written if type(written) is int else 0
+            size = results.stat().st_size
         except OSError:
             return []
-        if grown > 0 and not journal_path(results).exists() and not self.changed():
+        grown = size - self._sealed(written, size) if type(written) is int else 0
+        if grown > 0 and not self._run_since() and not self.changed():
             return [
                 f"{results}: {grown:,} byte(s) longer than when its summary was written, with no run since "
                 "(lines appended: two runs put together?): its rows are read as one run"
@@ -193,7 +195,26 @@ class SummaryBeside:
                 f"{self.results}: not the file its summary was written for (what it held then changed since: "
                 "records edited, or another file put in its place): its rows are not its run's"
             )
+        if size > written and not self._run_since() and records_appended(self.results, self._sealed(written, size)):
+            # Only a run appends, and a run keeps its journal (or a batch run its batch state) until
+            # its summary is written: lines after the summary's end with neither are appended by
+            # hand. A later record of a row stands for it, so a failing night's failed rows
+            # appended as passes got past the gate with only a warning (out-163 F1).
+            return (
+                f"{self.results}: {size - written:,} byte(s) appended since its summary was written, with no "
+                "run since (records added by hand, or two runs put together): its rows are not its run's"
+            )
         return None
+
+    def _sealed(self, written: int, size: int) -> int:
+        """Where the lines the file's runs appended end: past the summary's end (`written`) by
+        what a resume's lookups appended before it was killed or refused (seal_looked_up)."""
+        return sealed_end(self.results, self.run_summary(any_file=True), written, size) if size > written else written
+
+    def _run_since(self) -> bool:
+        """Whether a run went on from the file since its summary: its journal (a run killed, or
+        under way) or its batch state (batches still out) is beside it."""
+        return journal_path(self.results).exists() or state_path(self.results).exists()
 
     def key_gap(self) -> float:
         """The key's usage that the file's runs counted beyond its rows' reported costs (in no

@@ -3,6 +3,7 @@ summary saw it, or grown by records appended since, holds at least what that sum
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ._files import open_regular
-from ._output_paths import summary_path
+from ._output_paths import summary_path, write_json_atomically
 from ._pricing import money
 from ._reader import ScanResult, spent_on
 
@@ -155,6 +156,62 @@ def digest_differs(output: Path, summary: dict[str, Any], size: int) -> bool:
     if isinstance(seen := summary.get("results_tail"), str):
         return tail_digest(output, size) != seen
     return True
+
+
+LOOKED_UP = "results_looked_up"  # where the records a resume's lookups appended end (seal_looked_up)
+
+
+def seal_looked_up(output: Path) -> None:
+    """Say in the summary beside `output` where the records a resume's cost lookups just appended
+    end, and what the file holds up to there. They go in before the run's journal, so a resume
+    killed or refused after them left lines past the summary's end with no run since: an edit by
+    hand to a reader (out-163 F1). The rest of the summary stays the earlier runs' until this run
+    writes its own; a summary that cannot be written leaves them an edit (the safe side)."""
+    path = summary_path(output)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return
+    size = results_size(output)
+    if isinstance(data, dict) and size is not None:
+        with contextlib.suppress(OSError):
+            write_json_atomically(path, {**data, LOOKED_UP: {"bytes": size, "digest": file_digest(output, size)}})
+
+
+def sealed_end(output: Path, summary: dict[str, Any], written: int, size: int) -> int:
+    """Where the records the file's runs wrote end: the summary's end (`written`), or past it
+    where a resume's lookups appended (seal_looked_up) and the file still holds what they left."""
+    sealed = summary.get(LOOKED_UP)
+    if not isinstance(sealed, dict) or type(end := sealed.get("bytes")) is not int or not written < end <= size:
+        return written
+    return end if file_digest(output, end) == sealed.get("digest") else written
+
+
+def records_appended(output: Path, offset: int) -> bool:
+    """Whether a whole line after `offset` (where a summary saw the file end) is a JSON object: a
+    record, or what a reader may take for one. A torn last line, NULs a crash left, or a line that
+    is no JSON are not: a resume cuts the first two and readers set the last aside."""
+    rest = b""
+    try:
+        with open_regular(output) as handle:
+            handle.seek(offset)
+            while piece := handle.read(_DIGEST_PIECE):
+                *lines, rest = (rest + piece).split(b"\n")
+                if any(_an_object(line) for line in lines):
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def _an_object(line: bytes) -> bool:
+    line = line.strip(b"\0 \t\r")
+    if not line.startswith(b"{"):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def _appended_spend(output: Path, offset: int) -> float:

@@ -59,6 +59,8 @@ import pytest  # noqa: E402
 from batchrun import _event_loop  # noqa: E402
 from batchrun._clock import SystemClock  # noqa: E402
 from batchrun._journal_file import journal_path  # noqa: E402
+from batchrun._output_paths import summary_path  # noqa: E402
+from batchrun._summary_floor import file_digest  # noqa: E402
 from batchrun.cli import main  # noqa: E402
 from batchrun.simulator import SimConfig, Simulator  # noqa: E402
 
@@ -609,3 +611,13 @@ def killed_run_journal(results: Path, endpoint: str, shard: str | None = None, o
             {"row": row["id"], "gen": row["generation_id"]},
         ]
     journal_path(results).write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def resealed(results: Path) -> None:
+    """The summary beside `results` made to see the file as it is now: what a resume that wrote the
+    lines a test appended by hand would have left (_orchestration: results_bytes, results_digest).
+    Lines appended with no run since are an edit (out-163 F1)."""
+    path = summary_path(results)
+    summary = json.loads(path.read_text())
+    size = results.stat().st_size
+    path.write_text(json.dumps({**summary, "results_bytes": size, "results_digest": file_digest(results, size)}))

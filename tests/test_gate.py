@@ -29,7 +29,16 @@ from batchrun._ungraded import regraded_fields
 from batchrun.cli._report_gate import NOT_REGRADED
 from batchrun.simulator import Simulator
 
-from .conftest import SMALL_JOB, call_cli, child_env, judged_small_job, killed_run_journal, read_rows, write_job
+from .conftest import (
+    SMALL_JOB,
+    call_cli,
+    child_env,
+    judged_small_job,
+    killed_run_journal,
+    read_rows,
+    resealed,
+    write_job,
+)
 from .forked import ForkedCli, run_forked
 
 
@@ -772,6 +781,7 @@ def test_a_row_written_again_to_grade_its_stored_answer_keeps_the_cost_that_boug
     assert {r["cost"] for r in again} == {0.0}
     with out.open("a") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in again)
+    resealed(out)  # the summary that resume writes
     code, text, err = call_cli("report", out, "--job", job, "--json")
     total = json.loads(text)["total"]
     assert code == ExitCode.QUALITY and total["passed"] == 0 and "fail -> pass" not in err, err
@@ -943,8 +953,15 @@ def test_records_edited_since_the_runs_summary_fail_the_gate_and_are_not_merged(
     appended = tmp_path / "a.jsonl"
     assert call_cli(job, "--simulate", "-q", "-o", appended)[0] == ExitCode.OK
     appended.write_bytes(appended.read_bytes() + good.read_bytes())
-    code, _, err = call_cli("report", appended, "--job", job)
-    assert "longer than when its summary was written, with no run since (lines appended" in err, err
+    # out-163 F1: they supersede their rows' records (a failing night's failed rows appended as
+    # passes), so the file is not the one its run wrote: a change, exit 12, not a warning.
+    reads: list[list[str | Path]] = [["report", appended, "--job", job], ["report", appended]]
+    for args in reads:
+        code, _, err = call_cli(*args)
+        assert code == ExitCode.INCOMPLETE and "appended since its summary was written, with no run since" in err, err
+    code, _, err = call_cli(job, "--simulate", "-q", "-o", appended, "--resume")
+    assert code == ExitCode.INCOMPLETE and "records edited after a run's summary was written" in err, err
+    assert call_cli("report", appended, "--job", job)[0] == ExitCode.INCOMPLETE  # the resume did not launder it
 
 
 def test_a_record_edited_anywhere_is_told_and_an_older_summarys_tail_digest_still_vouches(tmp_path: Path) -> None:

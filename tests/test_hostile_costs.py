@@ -770,13 +770,26 @@ def test_a_resume_killed_after_its_lookups_is_no_edit_to_the_next(tmp_path: Path
     server = _unknown_costs()
     first = run(server, tmp_path, "--budget", "1")
     held = _summary(tmp_path)["total"]["cost_held_usd"]
-    before = (tmp_path / "out.summary.json").read_bytes()
+    before, written = (tmp_path / "out.summary.json").read_bytes(), (tmp_path / "out.jsonl").read_bytes()
     server.routes["/generation"] = lambda request: json_answer(
         200, {"data": {"id": request.path.split("id=")[1], "total_cost": 0.000005}}
     )
     assert "were looked up" in run(server, tmp_path, "--resume", "--budget", "1").stderr
     looked_up = (tmp_path / "out.jsonl").read_bytes()
-    (tmp_path / "out.summary.json").write_bytes(before)  # as a kill -9 before its summary leaves it
+    # As a kill -9 before its summary leaves it: the summary of before, marked where the lookups'
+    # records end; their lines are no edit (out-163 F1). A pre-flight refused after them leaves it so.
+    (tmp_path / "out.jsonl").write_bytes(written)
+    (tmp_path / "out.summary.json").write_bytes(before)
+    models = server.routes.pop("/models", None)
+    server.routes["/models"] = lambda request: json_answer(200, {"data": []})
+    refused = run(server, tmp_path, "--resume", "--budget", "1")
+    assert refused.code != ExitCode.OK and "were looked up" in refused.stderr, refused.stderr
+    assert len(written) < _summary(tmp_path)["results_looked_up"]["bytes"] == len(looked_up)
+    assert call_cli("report", tmp_path / "out.jsonl")[0] in (ExitCode.OK, ExitCode.QUALITY)
+    if models is None:
+        del server.routes["/models"]
+    else:
+        server.routes["/models"] = models
     third = run(server, tmp_path, "--resume", "--budget", "1")
     assert third.code == ExitCode.OK and "edited since" not in third.stderr, third.stderr
     assert _summary(tmp_path)["spent_before_usd"] == pytest.approx(0.000005 * len(first.rows))

@@ -148,8 +148,13 @@ def test_two_runs_put_together_in_one_file_are_said_to_be(in_tmp: Path) -> None:
     with a.open("ab") as handle:
         handle.write(b.read_bytes())
     code, _, err = call_cli("report", a)
-    assert f"batchrun: warning: a.jsonl: {b.stat().st_size:,} byte(s) longer than when its summary was written" in err
-    assert a.stat().st_size == size + b.stat().st_size and code in (ExitCode.OK, ExitCode.QUALITY)
+    assert f"a.jsonl: {b.stat().st_size:,} byte(s) appended since its summary was written, with no run since" in err
+    assert a.stat().st_size == size + b.stat().st_size and code == ExitCode.INCOMPLETE, err
+    # Lines that are no record (a note, NULs a crash left) supersede nothing: only said.
+    b.write_bytes(b.read_bytes() + b"# a note\n" + b"\0" * 64)
+    code, _, err = call_cli("report", b)
+    assert "73 byte(s) longer than when its summary was written, with no run since" in err, err
+    assert code in (ExitCode.OK, ExitCode.QUALITY), err
 
 
 def test_a_file_of_another_job_in_the_folder_is_left_out_of_its_history(in_tmp: Path) -> None:
