@@ -29,7 +29,7 @@ from typing import Any
 
 from ._cache import Freshness, ResponseCache, cache_key, freshness, normalize_base_url
 from ._cache_hits import checked_hit, probe_of, whole_answer, why_not_a_hit
-from ._cache_values import CachedAnswer, EntryRow, Probe, RunStats, encode_answer
+from ._cache_values import CachedAnswer, EntryRow, Probe, RunStats, encode_answer, saving
 from ._client import ChatResult
 from ._clock import Clock
 from ._exceptions import CacheError
@@ -243,7 +243,7 @@ class CacheSession:
             self._miss_keys[request.id] = key
         else:
             self.hits += 1
-            self.saved_usd += answer.cost or 0.0
+            self.saved_usd += saving(answer.cost, answer.cost_status)[0]  # an estimate saves nothing known
         return answer
 
     def store(

@@ -32,6 +32,15 @@ def cost_or_none(value: Any) -> float | None:
     return cost if cost is not None and 0 <= cost <= MAX_STORED_USD else None
 
 
+def saving(cost: float | None, status: object) -> tuple[float, float]:
+    """What a hit saved, as (known, at most): a cost that was only `estimated` (tokens x the
+    dearest price) is an upper bound, not a saving to count (out-160 F4: 26 grader hits said
+    "$0.009938 saved", about 9x what the server had billed for them)."""
+    if cost is None:
+        return 0.0, 0.0
+    return (0.0, cost) if status == "estimated" else (cost, 0.0)
+
+
 def blob(value: Any) -> bytes | None:
     """A BLOB column as bytes (text that something else wrote there, encoded), else None."""
     if isinstance(value, bytes):

@@ -25,7 +25,8 @@ class Estimate:
     judge_worst_usd: dict[str, float] = field(default_factory=dict)
     basis: dict[str, str] = field(default_factory=dict)  # model -> price basis of its first request
     cached: dict[str, int] = field(default_factory=dict)  # rows the cache will answer (in `rows` too)
-    saved_usd: float = 0.0  # what those rows cost when they were first answered
+    saved_usd: float = 0.0  # what those rows cost when they were first answered, where that was known
+    saved_estimated_usd: float = 0.0  # at most this more: those whose cost was only estimated
     cheapest_usd: dict[str, float] = field(default_factory=dict)  # model -> its cheapest request's worst case
     judge_cheapest_usd: dict[str, float] = field(default_factory=dict)  # grader -> its cheapest request's
     # Of `rows` and `worst_usd`, those with non-text parts: sent in sync mode by a batch-mode run

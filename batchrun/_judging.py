@@ -191,6 +191,7 @@ class Judging:
             "cost_status": None,
             "cached": True,
             "cost_saved": stored.cost,
+            "cost_saved_status": stored.cost_status,  # `estimated`: an upper bound (out-160 F4)
             **verdict,
         }
 

@@ -91,6 +91,7 @@ class PricedPlan:
     key: dict[str, Any] | None = None
     cached: dict[str, int] | None = None  # rows the cache answers, per model; None without a cache
     saved_usd: float = 0.0
+    saved_estimated_usd: float = 0.0
     batch_worst: dict[str, float] = field(default_factory=dict)  # at Batch API prices
     warnings: list[str] = field(default_factory=list)  # model resolution and routing
     basis: dict[str, str] = field(default_factory=dict)  # model -> the prices its worst case used
@@ -259,6 +260,7 @@ async def price_plan(
         key,
         None if cache is None else result.cached,
         result.saved_usd,
+        result.saved_estimated_usd,
         result.batch_worst_usd,
         [w for r in resolved for w in resolution_warnings(r)]
         + [f"warning: {w}" for w in [job_routing_warning(job)] if w],
@@ -326,7 +328,9 @@ def render_plan(plan: PricedPlan) -> str:
     )
     if plan.cached is not None:
         lines.append(
-            f"cache: {sum(cached.values())} row(s) answered from it for free (${plan.saved_usd:.6f} saved); "
+            f"cache: {sum(cached.values())} row(s) answered from it for free (${plan.saved_usd:.6f} saved"
+            + (f", up to ${plan.saved_estimated_usd:.6f} more of estimated cost" if plan.saved_estimated_usd else "")
+            + "); "
             f"the other {sum(to_send.values())} would cost at most ${usd(total)}{more}"
         )
     if plan.previous_file:

@@ -19,7 +19,7 @@ from ._account import endpoints_outage, read_balance, read_endpoints
 from ._account_reply import unknown_reset
 from ._batch_run import BATCH_TOKEN_FACTOR
 from ._cache_session import CacheSession, CacheSettings
-from ._cache_values import CachedAnswer
+from ._cache_values import CachedAnswer, saving
 from ._checks import is_judge
 from ._client import ModelInfo, OpenRouterClient
 from ._costs import CostModel, unknown_price_refusal
@@ -103,7 +103,8 @@ def estimate(
             _add_judging(result, request, job, costs, cache, stored)
         if stored is not None:  # answered for free: no worst case to reserve
             result.cached[request.model] = result.cached.get(request.model, 0) + 1
-            result.saved_usd += stored.cost or 0.0
+            known, bound = saving(stored.cost, stored.cost_status)
+            result.saved_usd, result.saved_estimated_usd = result.saved_usd + known, result.saved_estimated_usd + bound
             continue
         if not (request.body.get("max_completion_tokens") or request.body.get("max_tokens")):
             result.no_max_tokens.add(request.model)

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Unpack
 
 from ._batch_state import BatchEntry
+from ._cache_values import saving
 from ._failure_text import failure_reasons
 from ._items import ItemGate, ItemTally
+from ._pricing import money
 from ._reader import spent_on
 from ._row_cost import doubted_charges
 from ._stats import wilson_interval
@@ -214,6 +216,7 @@ class SummaryBuilder:
         self.cache_hits = 0  # rows answered from the cache
         self.cache_misses = 0  # rows answered by the endpoint (ok or error) while a cache was on
         self.cost_saved = 0.0
+        self.cost_saved_bound = 0.0  # hits whose cost was only estimated: at most this more (saving)
         # Rows a resume re-grades, their answers kept from an earlier run: neither hits nor misses
         # of this run (README "Response cache"; verify66 9: 40 misses for 36 rows sent).
         self.kept: set[tuple[str, Any]] = set()
@@ -250,7 +253,8 @@ class SummaryBuilder:
         cached = record.get("cached") if (record["id"], record.get("fingerprint")) not in self.kept else None
         if cached is True:
             self.cache_hits += 1
-            self.cost_saved += float(record.get("cost_saved") or 0.0)
+            known, bound = saving(money(record.get("cost_saved")), record.get("cost_saved_status"))
+            self.cost_saved, self.cost_saved_bound = self.cost_saved + known, self.cost_saved_bound + bound
         elif cached is False:
             self.cache_misses += 1
         self.models[record["model"]].add(row)
@@ -311,11 +315,14 @@ class SummaryBuilder:
                 "misses": self.cache_misses,
                 "saved_usd": round(self.cost_saved, 8),
             }
+            if self.cost_saved_bound > 0:
+                summary["cache"]["saved_estimated_usd"] = round(self.cost_saved_bound, 8)
         return {**summary, **extra}
 
     def cache_figures_of(self, run: SummaryBuilder) -> SummaryBuilder:
         """Cache hits, misses and savings as `run` counted them: this run's own rows."""
         self.cache_hits, self.cache_misses, self.cost_saved = run.cache_hits, run.cache_misses, run.cost_saved
+        self.cost_saved_bound = run.cost_saved_bound
         return self
 
 

@@ -14,7 +14,9 @@ def render_cache(summary: Summary) -> str | None:
     cache = summary.get("cache")
     if not cache:
         return None
-    return f"cache: {cache['hits']} hit(s), {cache['misses']} miss(es), ${cache['saved_usd']:.6f} saved"
+    bound = cache.get("saved_estimated_usd")
+    more = f", up to ${bound:.6f} more (hits whose cost was only estimated)" if bound else ""
+    return f"cache: {cache['hits']} hit(s), {cache['misses']} miss(es), ${cache['saved_usd']:.6f} saved{more}"
 
 
 def _fmt_rate_ci(group: GroupFigures) -> str:

@@ -7,7 +7,7 @@ or read. `Summary` is what `SummaryBuilder.result` makes from records; a run, a 
 
 from __future__ import annotations
 
-from typing import Any, Required, TypedDict
+from typing import Any, NotRequired, Required, TypedDict
 
 
 class GroupFigures(TypedDict):
@@ -61,7 +61,8 @@ def exact_pass_rate(group: GroupFigures | dict[str, Any]) -> float | None:
 class CacheFigures(TypedDict):
     hits: int
     misses: int
-    saved_usd: float
+    saved_usd: float  # of hits whose cost was known
+    saved_estimated_usd: NotRequired[float]  # at most this more: hits whose cost was only estimated
 
 
 class FailingExample(TypedDict):

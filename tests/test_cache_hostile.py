@@ -312,3 +312,59 @@ def test_planning_counts_as_hits_exactly_the_entries_the_run_takes(tmp_path: Pat
     assert plan[0] == 0 and re.search(r"^openai/gpt-4o-mini +7 +2 ", plan[1], re.M), plan[1]
     assert explained[0] == 0 and explained[1].count("stored (") == 5, explained[1]
     assert explained[1].count("\nhit ") + explained[1].startswith("hit ") == 2
+
+
+GRADED_JOB = """
+name: hostile-cache-graded
+defaults:
+  params: {max_tokens: 16}
+judge: {model: openai/gpt-4o-mini}
+models: [openai/gpt-4o-mini]
+prompts:
+  - id: capital
+    text: "Capital of {{country}}?"
+    vars: [{country: France}, {country: France, note: again}, {country: France, note: thrice}]
+    checks: [{judge: 'Names the capital.'}]
+run: {concurrency: 1, timeout_s: 10, max_attempts: 1, grace_s: 1}
+"""
+GRADER_TOKENS = {"prompt_tokens": 1000, "completion_tokens": 20, "total_tokens": 1020}  # as many as it was sent
+
+
+def test_what_a_hit_of_only_estimated_cost_saved_is_said_as_a_bound_not_counted(tmp_path: Path) -> None:
+    # out-160 F4: grader replies with no cost (/generation knowing none) are costed `estimated`, an
+    # upper bound; the same run's hits of them carried it as `cost_saved` with no status, and
+    # `cache stats` summed it as saved (9x what the server had billed).
+    def chat(request: RawRequest) -> bytes:
+        if "response_format" in request.json():  # a grader: a verdict, no cost
+            return json_answer(200, chat_payload('{"pass": true, "score": 1, "reason": "ok"}', usage=GRADER_TOKENS))
+        return json_answer(200, chat_payload("Paris"))
+
+    job, cache = write_job(tmp_path, GRADED_JOB), tmp_path / "cache"
+    server = HostileServer(chat=chat)
+    with server.running():
+        code, text, err = call_cli(job, "-o", tmp_path / "a.jsonl", "--base-url", server.base_url, f"--cache={cache}")
+    assert code == 0, err
+    graders = [r["checks"][0]["judge"]["graders"][0] for r in read_rows(tmp_path / "a.jsonl")]
+    hits = [g for g in graders if g.get("cached")]
+    assert len(hits) == 2 and graders[0]["cost_status"] == "estimated"
+    assert {(g["cost_saved"], g["cost_saved_status"]) for g in hits} == {(graders[0]["cost"], "estimated")}
+    code, stats, _ = call_cli("cache", "stats", "--dir", cache)
+    assert code == 0 and "2 hit(s)" in stats and "$0.000000 saved" in stats, stats
+    # A row's hit of an estimated answer: its summary says the bound apart from what was saved.
+    PERU = JOB.replace("{country: France}, {country: Japan}, {country: Italy}, {country: Spain}, ", "")
+    peru = write_job(tmp_path, PERU, "peru.yaml")
+    with server.running():
+        server.chat = lying
+        for out in ("p1.jsonl", "p2.jsonl"):
+            code, text, err = call_cli(peru, "-o", tmp_path / out, "--base-url", server.base_url, f"--cache={cache}")
+    rows = by_country(read_rows(tmp_path / "p2.jsonl"))
+    assert {c for c, r in rows.items() if r["cached"]} == {"Peru", "Chile", "Kenya"}
+    summary = json.loads((tmp_path / "p2.summary.json").read_text())["cache"]
+    known = rows["Chile"]["cost_saved"] + rows["Kenya"]["cost_saved"]
+    assert summary == {
+        "hits": 3,
+        "misses": 0,
+        "saved_usd": pytest.approx(known),
+        "saved_estimated_usd": rows["Peru"]["cost_saved"],
+    }
+    assert f"up to ${rows['Peru']['cost_saved']:.6f} more (hits whose cost was only estimated)" in text, text
