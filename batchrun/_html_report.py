@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from ._cost_text import cost_text, held_note
 from ._exceptions import ConfigError
+from ._failure_text import clip
 from ._formats import utc_readable
 from ._pricing import money
 from ._report_data import PROMPT_CAP, ROW_CAP, TEXT_CAP, RunDigest, histogram
 from ._report_file import write_report_file
 from ._summary_beside import read_run_summary
 from ._summary_types import GroupFigures, Summary
+from ._verdict import ExitCode
 
 if TYPE_CHECKING:
     from ._charts import Chart
@@ -193,8 +195,6 @@ def _verdict(decided: Decided, gated: bool) -> dict[str, Any]:
     say. Without --job, `report` gates no threshold: a page that decided one with default
     thresholds showed exit 0 for a night that exited 3, and exit 1 for one that exited 0
     (break62 F3); the page says what the verdict is of."""
-    from ._verdict import ExitCode
-
     code, reasons = decided
     basis = (
         "the job's thresholds"
@@ -243,12 +243,24 @@ def report_page(
         last_spent=money(run_meta.get("spent_usd")) or 0.0,
         spent_before=money(run_meta.get("spent_before_usd")) or 0.0,
         stop=run_meta.get("stop"),
+        run_exit=_run_exit(run_meta),
         models=model_table(summary),
         prompt_cap=PROMPT_CAP,
         prompts_cut=prompts_cut,
         prompt_count=len(summary["prompts"]),
         table_models=sorted({row["model"] for row in digest.rows}),
     )
+
+
+def _run_exit(run_meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The exit code the run that wrote the file gave, and why, as its summary keeps them (None
+    when it does not, or not as a run writes them): a page made later without --job gates no
+    threshold, and showed only "exit 0 (ok)" for a night that exited 3 (out-152 F2)."""
+    code, reasons = run_meta.get("exit_code"), run_meta.get("exit_reasons")
+    if type(code) is not int or code not in set(ExitCode) or not isinstance(reasons, list):
+        return None
+    said = [clip(reason, 300) for reason in reasons[:5] if isinstance(reason, str)]
+    return {"code": code, "name": ExitCode(code).name.lower(), "reasons": said}
 
 
 def _recorded_spend(run_meta: dict[str, Any]) -> float | None:

@@ -30,6 +30,9 @@ def checked_arguments(
     if not isinstance(options, RunOptions):
         raise ConfigError(f"run_job takes its options as a RunOptions, not {_kind(options)}")
     options.check()
+    options.pass_threshold = checked_threshold(options.pass_threshold)
+    if not isinstance(options.thresholds, bool):
+        raise ConfigError(f"RunOptions.thresholds is True or False, not {_kind(options.thresholds)}")
     if control is not None and not isinstance(control, RunControl):
         raise ConfigError(f"run_job's control is a RunControl (or None), not {_kind(control)}")
     for name, callback in callbacks.items():

@@ -31,7 +31,7 @@ from ._results import RESULTS_MODE, ResultsWriter, final_records
 from ._simulated import MIXED_ENDPOINTS, answered_in_part, merged_endpoint, simulated
 from ._summary import SummaryBuilder
 from ._summary_beside import SummaryBeside, read_run_summary
-from ._summary_floor import file_digest
+from ._summary_floor import sealed
 from ._summary_place import refuse_summary_place
 from ._summary_types import Summary
 from ._verdict import ungraded_reason
@@ -265,8 +265,7 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
         )
         if (merged_by := merged_endpoint(endpoints)) is not None:
             summary["endpoint"] = merged_by
-        summary["results_bytes"] = os.stat(temporary).st_size  # as a run's: what its summary saw
-        summary["results_digest"] = file_digest(Path(temporary), summary["results_bytes"])
+        summary["results_bytes"], summary["results_digest"] = sealed(Path(temporary), os.stat(temporary).st_size)
         # The summary first: a partial merge in place without it read as whole (out-125 F2). Then
         # the file: whatever fails before leaves no merged file behind, which would refuse the
         # next merge as "already exists" (break21 R6-R8); a summary alone the next one replaces.

@@ -42,6 +42,9 @@ class RunOptions:
     # --simulate: a simulator of this run's own, which knows no batch an earlier run submitted.
     fresh_simulator: bool = False
     test_kill_after_submit: int | None = None  # test seam: SIGKILL after the Nth batch is accepted
+    # The verdict the summary records (`exit_code`): --pass-threshold, and --no-thresholds as False.
+    pass_threshold: float | None = None
+    thresholds: bool = True
 
     def __post_init__(self) -> None:
         self.check()

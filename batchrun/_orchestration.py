@@ -53,9 +53,9 @@ from ._settings import RunSettings
 from ._status import StopReason
 from ._summary import SummaryBuilder
 from ._summary_beside import edit_mark
-from ._summary_floor import earlier_spend, file_digest, results_size
+from ._summary_floor import earlier_spend, sealed
 from ._summary_types import Summary
-from ._verdict import ExitCode, decide
+from ._verdict import ExitCode, decide, exit_fields
 from ._worker_pool import PoolOutcome, Runner, run_config
 
 
@@ -372,8 +372,7 @@ async def _locked_run(
             data["merged_from"] = merged
         if (past := prior.past_budget(prior_spend, settings.budget_usd)) is not None:
             data["spent_past_budget_usd"] = past
-        data["results_bytes"] = writer.size if writer.cut_short else results_size(output)  # cut under it: what it wrote
-        data["results_digest"] = file_digest(output, data["results_bytes"])  # what it saw (_summary_beside.vouched)
+        data["results_bytes"], data["results_digest"] = sealed(output, writer.size if writer.cut_short else None)
         if states is not None and edited is not None:  # still, after a resume (out-160 F2)
             data["results_edited"] = edited
         if (
@@ -383,6 +382,7 @@ async def _locked_run(
         if late_gap > 0:
             with contextlib.suppress(OutputFailed):  # the summary below carries it too
                 journal.key_gap(runner.ledger.key_gap + late_gap)
+        data["exit_code"], data["exit_reasons"] = exit_fields(data, settings, options)
         try:
             # Its messages quote servers (a stop's /key failure): the run's keys masked, as in each record.
             write_json_atomically(summary_path(output), client.scrub.value(data))

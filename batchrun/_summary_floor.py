@@ -148,6 +148,14 @@ def file_digest(output: Path, size: int | None) -> str | None:
     return None if left else digest.hexdigest()[:32]
 
 
+def sealed(output: Path, size: int | None = None) -> tuple[int | None, str | None]:
+    """What a summary keeps of the file it was written for (`results_bytes`, `results_digest`): its
+    size and the digest of its bytes up to there (_summary_beside: `vouched`, `changed`). `size`:
+    what the run wrote, when the file was cut under it; else the file's size now."""
+    size = results_size(output) if size is None else size
+    return size, file_digest(output, size)
+
+
 def digest_differs(output: Path, summary: dict[str, Any], size: int) -> bool:
     """Whether the file's bytes up to `size` are not those its summary saw: by its whole-file
     digest, or by the last-64-KiB one of a summary written before it. True when it has neither."""

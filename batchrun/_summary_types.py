@@ -111,7 +111,9 @@ class RunFigures(TypedDict, total=False):
     spent_past_budget_usd: float
     results_bytes: int | None  # the results file's size when its summary was written (_run_output.resume_states)
     results_digest: str | None  # a digest of its bytes then (_summary_floor.file_digest)
-    results_edited: str  # the file was edited before a resume went on (_summary_beside.edit_mark)
+    results_edited: str
+    exit_code: int  # the run's, as the CLI gave it (with its --pass-threshold, --no-thresholds)
+    exit_reasons: list[str]  # the file was edited before a resume went on (_summary_beside.edit_mark)
     key_readings: list[dict[str, float]]  # a killed run's readings of the key, carried on unmeasured (_killed_run)
     merged_from: list[str]
     duplicate_rows: int

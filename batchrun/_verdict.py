@@ -5,10 +5,14 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ._settings import RunSettings
 from ._status import StopReason
 from ._summary_types import Summary, exact_pass_rate, rate_bounds
+
+if TYPE_CHECKING:  # not at run time: it loads httpx, which `validate` never needs
+    from ._options import RunOptions
 
 
 class ExitCode(enum.IntEnum):
@@ -199,6 +203,14 @@ def error_rate(summary: Summary) -> float:
     total = summary["total"]
     sent = total["ok"] + total["error"]
     return total["error"] / sent if sent else 0.0
+
+
+def exit_fields(summary: Summary, settings: RunSettings, options: RunOptions) -> tuple[int, list[str]]:
+    """The run's exit code and why, as its summary keeps them: a page or report made later of the
+    file, without --job, gates no threshold, and showed "exit 0 (ok)" for a night that exited 3
+    (out-152 F2)."""
+    code, reasons = decide(summary, settings, options.pass_threshold, run=True, thresholds=options.thresholds)
+    return int(code), reasons
 
 
 def decide(

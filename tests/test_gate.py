@@ -1010,3 +1010,25 @@ def test_a_record_edited_anywhere_is_told_and_an_older_summarys_tail_digest_stil
     out.write_bytes(flip(at))
     code, _, err = call_cli("report", out)
     assert code == ExitCode.INCOMPLETE and "not the file its summary was written for" in err, err
+
+
+def test_the_runs_exit_code_is_kept_in_its_summary_and_shown_by_a_page_made_later(tmp_path: Path) -> None:
+    # out-152 F2: a night that exited 3 by its thresholds got a green "exit 0 (ok)" page from
+    # `report --html` without --job (which gates no threshold), nothing saying the run failed.
+    job = write_job(tmp_path, SMALL_JOB.replace("run: {", "run: {pass_threshold: 0.9, "))
+    wrong = ("--sim", "accuracy.openai/gpt-4o-mini=0")
+    out, page = tmp_path / "r.jsonl", tmp_path / "r.html"
+    assert call_cli(job, "--simulate", "-q", "-o", out, *wrong)[0] == ExitCode.QUALITY
+    summary = json.loads(summary_path(out).read_text())
+    assert summary["exit_code"] == 3 and any("below the threshold 90.0%" in r for r in summary["exit_reasons"])
+    code, _, err = call_cli("report", out, "--html", page)
+    assert code == ExitCode.OK, err  # report's own verdict: no threshold without --job
+    assert 'id="run-exit">the run that wrote it exited 3 (quality): pass rate' in page.read_text()
+    # As the CLI gave it: --pass-threshold and --no-thresholds included.
+    for k, flags in enumerate((("--pass-threshold", "0"), ("--no-thresholds",))):
+        other = tmp_path / f"o{k}.jsonl"
+        assert call_cli(job, "--simulate", "-q", "-o", other, *wrong, *flags)[0] == ExitCode.OK
+        assert json.loads(summary_path(other).read_text())["exit_code"] == 0
+    # Only a code a run gives is shown: an edited one is left out.
+    summary_path(out).write_text(json.dumps({**json.loads(summary_path(out).read_text()), "exit_code": "3"}))
+    assert call_cli("report", out, "--html", page)[0] == ExitCode.OK and "run-exit" not in page.read_text()

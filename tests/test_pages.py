@@ -22,6 +22,7 @@ from batchrun import ExitCode
 from batchrun._exceptions import ResultsError
 from batchrun._history import build_history, render_history_text
 from batchrun._history_marks import MARKER_DROP, change_markers
+from batchrun._output_paths import summary_path
 from batchrun._report_data import ROW_CAP
 from batchrun._stats import wilson_interval
 from batchrun.simulator import SimConfig, Simulator
@@ -138,7 +139,11 @@ def test_the_page_without_a_job_says_the_reports_own_verdict(tmp_path: Path, his
     code, _, err = call_cli("report", results, "--html", page, "--junit", junit)
     assert code == ExitCode.OK, err
     html = page.read_text(encoding="utf-8")
-    assert 'id="verdict">exit 0 (ok)' in html and "(errors)" not in html
+    verdict = html.split('id="verdict">')[1].split("</dd>")[0]
+    assert verdict.startswith("exit 0 (ok)") and "(errors)" not in verdict.split('id="run-exit"')[0]
+    # What the run itself gave is said apart, as its summary keeps it (out-152 F2).
+    ran = json.loads(summary_path(results).read_text())
+    assert f'id="run-exit">the run that wrote it exited {ran["exit_code"]} (' in verdict
     assert 'name="exit code"' in (gate := junit.read_text()) and "<failure" not in gate.split('name="exit code"')[1]
 
 

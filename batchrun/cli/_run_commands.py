@@ -158,6 +158,8 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
             retry_errors=args.retry_errors,
             shard=shard,
             management_key=management,
+            pass_threshold=args.pass_threshold,
+            thresholds=not args.no_thresholds,
             cache_endpoint=simulator_endpoint(args) if args.simulate else None,
             fresh_simulator=bool(args.simulate),
             test_kill_after_submit=test_seam("BATCHRUN_TEST_KILL_AFTER_SUBMIT"),
