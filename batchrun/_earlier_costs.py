@@ -329,6 +329,8 @@ async def resolve_earlier_costs(
     absurd, lower = refused([(held, change) for _, _, change, held in learnt], summary, key)
     out.refused_high, out.kept_held = len(absurd), len(lower)
     learnt = [item for index, item in enumerate(learnt) if index not in absurd | lower]
+    if learnt:
+        seal_looked_up(output, done=False)
     try:
         writer = ResultsWriter(output, create=False)
         try:
@@ -351,5 +353,5 @@ async def resolve_earlier_costs(
     except OSError as exc:
         out.failed = f"{output}: costs looked up for earlier runs' rows were not written: {exc.strerror or exc}"
     if out.rows:
-        seal_looked_up(output)
+        seal_looked_up(output, done=True)
     return out

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._batch_state import state_path
 from ._exceptions import ResultsError
 from ._failure_text import clip
 from ._files import read_regular_text
-from ._journal_file import journal_key_gap, journal_path
+from ._journal_file import journal_header, journal_key_gap, journal_path
 from ._output_paths import named_results, summary_path
 from ._pricing import money
 from ._results import results_job
@@ -164,6 +163,22 @@ class SummaryBeside:
             ]
         return []
 
+    def unsealed(self) -> str | None:
+        """Why the file cannot be checked against what its run wrote, for a gate to say: no summary
+        beside it, or one of this file that says nothing of what the file held (no `results_bytes`,
+        or neither digest). Not a failure (a file copied alone is read as it is), but the gate
+        passed an edited night in silence (out-165 F4)."""
+        cannot = "whether its records were edited since its run cannot be told"
+        if not self.results.is_file():
+            return None  # no file to tell of: said as such
+        if self.why == "absent":
+            return f"{self.results}: no summary of its run beside it: {cannot}"
+        summary = self.run_summary()
+        seen = any(isinstance(summary.get(name), str) for name in ("results_digest", "results_tail"))
+        if summary and (type(summary.get("results_bytes")) is not int or not seen):
+            return f"{self.results}: its summary does not say what the file held (its results_digest): {cannot}"
+        return None
+
     def changed(self, shorter: bool = True) -> str | None:
         """Why the file is not the one its own summary saw (of this file, of its job): shorter (records
         removed), or its bytes up to where the summary saw it end are not those (its digest of them
@@ -212,9 +227,13 @@ class SummaryBeside:
         return sealed_end(self.results, self.run_summary(any_file=True), written, size) if size > written else written
 
     def _run_since(self) -> bool:
-        """Whether a run went on from the file since its summary: its journal (a run killed, or
-        under way) or its batch state (batches still out) is beside it."""
-        return journal_path(self.results).exists() or state_path(self.results).exists()
+        """Whether a run went on from the file since its summary: the journal of a run of its job
+        (killed, or under way) is beside it. Every run keeps one until its summary is written, a
+        batch-mode tick too; a finished batch-mode night keeps its batch state for good, and an
+        empty file under the journal's name is none: either let appended lines through (out-165
+        F1, F2)."""
+        job = (journal_header(self.results) or {}).get("job")
+        return isinstance(job, str) and (self.job is None or job == self.job)
 
     def key_gap(self) -> float:
         """The key's usage that the file's runs counted beyond its rows' reported costs (in no

@@ -166,15 +166,17 @@ def digest_differs(output: Path, summary: dict[str, Any], size: int) -> bool:
     return True
 
 
-LOOKED_UP = "results_looked_up"  # where the records a resume's lookups appended end (seal_looked_up)
+LOOKED_UP = "results_looked_up"  # where the records a resume's lookups append begin and end (seal_looked_up)
 
 
-def seal_looked_up(output: Path) -> None:
-    """Say in the summary beside `output` where the records a resume's cost lookups just appended
-    end, and what the file holds up to there. They go in before the run's journal, so a resume
-    killed or refused after them left lines past the summary's end with no run since: an edit by
-    hand to a reader (out-163 F1). The rest of the summary stays the earlier runs' until this run
-    writes its own; a summary that cannot be written leaves them an edit (the safe side)."""
+def seal_looked_up(output: Path, done: bool) -> None:
+    """Say in the summary beside `output` where the records a resume's cost lookups append begin
+    (`done` False: before they are written, `from`) and then end (`done`: `bytes`), with a digest
+    of the file up to there. They go in before the run's journal, so a resume killed or refused
+    after them left lines past the summary's end with no run since: an edit by hand to a reader
+    (out-163 F1), and one killed while it wrote them, for good (out-165 F5). The rest of the
+    summary stays the earlier runs' until this run writes its own; a summary that cannot be
+    written leaves them an edit (the safe side)."""
     path = summary_path(output)
     try:
         data = json.loads(path.read_text())
@@ -182,23 +184,31 @@ def seal_looked_up(output: Path) -> None:
         return
     size = results_size(output)
     if isinstance(data, dict) and size is not None:
+        seal = {"bytes" if done else "from": size, "digest": file_digest(output, size)}
         with contextlib.suppress(OSError):
-            write_json_atomically(path, {**data, LOOKED_UP: {"bytes": size, "digest": file_digest(output, size)}})
+            write_json_atomically(path, {**data, LOOKED_UP: seal})
 
 
 def sealed_end(output: Path, summary: dict[str, Any], written: int, size: int) -> int:
     """Where the records the file's runs wrote end: the summary's end (`written`), or past it
-    where a resume's lookups appended (seal_looked_up) and the file still holds what they left."""
+    where a resume's lookups appended (seal_looked_up) and the file still holds what they found:
+    its end, when they were cut off while they wrote (only `from`)."""
     sealed = summary.get(LOOKED_UP)
-    if not isinstance(sealed, dict) or type(end := sealed.get("bytes")) is not int or not written < end <= size:
+    if not isinstance(sealed, dict):
         return written
-    return end if file_digest(output, end) == sealed.get("digest") else written
+    for name, end in (("bytes", None), ("from", size)):
+        at = sealed.get(name)
+        if type(at) is int and written <= at <= size and file_digest(output, at) == sealed.get("digest"):
+            return at if end is None else end
+    return written
 
 
 def records_appended(output: Path, offset: int) -> bool:
-    """Whether a whole line after `offset` (where a summary saw the file end) is a JSON object: a
-    record, or what a reader may take for one. A torn last line, NULs a crash left, or a line that
-    is no JSON are not: a resume cuts the first two and readers set the last aside."""
+    """Whether a line after `offset` (where a summary saw the file end) is a JSON object: a record,
+    or what a reader or a resume may take for one. A last line without its newline counts too: a
+    resume adds the newline to a whole record, and one was appended a row at a time (out-165 F3).
+    A torn last line, NULs a crash left, or a line that is no JSON are not: a resume cuts the
+    first two and readers set the last aside."""
     rest = b""
     try:
         with open_regular(output) as handle:
@@ -209,7 +219,7 @@ def records_appended(output: Path, offset: int) -> bool:
                     return True
     except OSError:
         return False
-    return False
+    return _an_object(rest)
 
 
 def _an_object(line: bytes) -> bool:

@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 
 from batchrun import ExitCode
+from batchrun._batch_state import state_path
+from batchrun._journal_file import journal_path
 from batchrun._output_paths import summary_path
 from batchrun._ungraded import regraded_fields
 from batchrun.cli._report_gate import NOT_REGRADED
@@ -1032,3 +1034,57 @@ def test_the_runs_exit_code_is_kept_in_its_summary_and_shown_by_a_page_made_late
     # Only a code a run gives is shown: an edited one is left out.
     summary_path(out).write_text(json.dumps({**json.loads(summary_path(out).read_text()), "exit_code": "3"}))
     assert call_cli("report", out, "--html", page)[0] == ExitCode.OK and "run-exit" not in page.read_text()
+
+
+def test_lines_appended_are_told_beside_a_finished_batch_nights_state_a_fake_journal_or_with_no_newline(
+    tmp_path: Path,
+) -> None:
+    # out-165 F1: a batch-mode night keeps X.batches.json when done, and it was read as "a run
+    # since": a passing night appended got past the gate, exit 0. F2: so did an empty file under the
+    # journal's name, and a resume then sealed the edit. F3: a record appended without its newline
+    # was kept by a resume ("added the missing newline"), one row a resume, and sealed.
+    job = write_job(tmp_path, SMALL_JOB)
+    good = tmp_path / "good.jsonl"
+    assert call_cli(job, "--simulate", "-q", "-o", good)[0] == ExitCode.OK
+    quick = [f"--sim=batch_{phase}_s=0.1" for phase in ("validating", "in_progress", "finalizing")]
+    batch = tmp_path / "batch.jsonl"
+    assert call_cli(job, "--simulate", *quick, "--mode", "batch", "-q", "-o", batch)[0] == ExitCode.OK
+    assert state_path(batch).exists()
+    batch.write_bytes(batch.read_bytes() + good.read_bytes())
+    code, _, err = call_cli("report", batch, "--job", job)
+    assert code == ExitCode.INCOMPLETE and "appended since its summary was written" in err, err
+    night = tmp_path / "night.jsonl"
+    assert call_cli(job, "--simulate", "-q", "-o", night)[0] == ExitCode.OK
+    first = good.read_bytes().splitlines(keepends=True)[0]
+    for journal in (b"", b"{}\n"):
+        journal_path(night).write_bytes(journal)
+        night.write_bytes(night.read_bytes() + first)
+        code, _, err = call_cli("report", night, "--job", job)
+        assert code == ExitCode.INCOMPLETE and "appended since its summary was written" in err, err
+        journal_path(night).unlink()
+        resealed(night)
+    # Without its newline: the resume keeps the record, and says the file was edited.
+    night.write_bytes(night.read_bytes() + first.rstrip(b"\n"))
+    code, _, err = call_cli(job, "--simulate", "-q", "-o", night, "--resume")
+    assert code == ExitCode.INCOMPLETE and "records edited after a run's summary was written" in err, err
+    assert call_cli("report", night, "--job", job)[0] == ExitCode.INCOMPLETE
+
+
+def test_the_gate_says_when_nothing_beside_the_file_can_tell_an_edit(tmp_path: Path) -> None:
+    # out-165 F4: with the summary removed, or its results_bytes and digest taken out of it, an
+    # edited failing night passed `report --job` with exit 0 and not a word.
+    job = write_job(tmp_path, SMALL_JOB)
+    night = tmp_path / "night.jsonl"
+    assert call_cli(job, "--simulate", "-q", "-o", night)[0] == ExitCode.OK
+    code, _, err = call_cli("report", night, "--job", job)
+    assert code == ExitCode.OK and "cannot be told" not in err, err
+    summary = json.loads(summary_path(night).read_text())
+    for name in ("results_bytes", "results_digest"):
+        summary_path(night).write_text(json.dumps({k: v for k, v in summary.items() if k != name}))
+        reads: list[list[str | Path]] = [["report", night, "--job", job], ["report", night]]
+        for args in reads:
+            code, _, err = call_cli(*args)
+            assert f"{night}: its summary does not say what the file held (its results_digest): whether" in err, err
+    summary_path(night).unlink()
+    code, _, err = call_cli("report", night, "--job", job)
+    assert code == ExitCode.OK and f"{night}: no summary of its run beside it: whether its records were" in err

@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
+import batchrun._earlier_costs as earlier_costs
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._pricing import parse_generation
 from batchrun._reader import final_records, scan_states
+from batchrun._summary_floor import seal_looked_up
 
 from .conftest import FAKE_KEY, FakeClock, call_cli, read_rows, write_job
 from .hostile import (
@@ -800,6 +802,41 @@ def test_a_resume_killed_after_its_lookups_is_no_edit_to_the_next(tmp_path: Path
     fourth = run(server, tmp_path, "--resume", "--budget", "1")
     assert "changed after its summary was written (records edited since)" in fourth.stderr, fourth.stderr
     assert _summary(tmp_path)["spent_before_usd"] == pytest.approx(held, abs=1e-8)
+
+
+class Killed(BaseException):
+    """A kill -9 at a chosen moment: nothing after it runs, no handler sees it."""
+
+
+def test_a_resume_killed_while_its_lookups_wrote_is_no_edit_for_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # out-165 F5: killed after its looked-up records were written, before the summary said where
+    # they end, the file was "appended by hand": exit 12, and every later resume carried it on.
+    server = _unknown_costs()
+    run(server, tmp_path, "--budget", "1")
+    server.routes["/generation"] = lambda request: json_answer(
+        200, {"data": {"id": request.path.split("id=")[1], "total_cost": 0.000005}}
+    )
+    sealing = seal_looked_up
+
+    def killed_at_the_seal(output: Path, done: bool) -> None:
+        if done:
+            raise Killed
+        sealing(output, done)
+
+    monkeypatch.setattr(earlier_costs, "seal_looked_up", killed_at_the_seal)
+    before = (tmp_path / "out.jsonl").stat().st_size
+    with pytest.raises(Killed):
+        run(server, tmp_path, "--resume", "--budget", "1")
+    assert (tmp_path / "out.jsonl").stat().st_size > before  # the looked-up records are in
+    assert _summary(tmp_path)["results_looked_up"]["from"] == before
+    monkeypatch.setattr(earlier_costs, "seal_looked_up", sealing)
+    code, _, err = call_cli("report", tmp_path / "out.jsonl")
+    assert code != ExitCode.INCOMPLETE and "appended" not in err, err
+    again = run(server, tmp_path, "--resume", "--budget", "1")
+    assert again.code == ExitCode.OK and "edited" not in again.stderr, again.stderr
+    assert "results_edited" not in _summary(tmp_path)
 
 
 @pytest.mark.parametrize("budget", [True, False], ids=["budget", "no-budget"])

@@ -139,6 +139,8 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
     if not run_summary and not doubts and not unvouched:
         # Said, not passed in silence (out-128 F4: a partial merge copied without its summary).
         console.warn(f"{args.results}: no summary of its run beside it: rows never written cannot be counted")
+    elif run_summary and (unsealed := beside.unsealed()):  # a summary with its seal taken out (out-165 F4)
+        console.warn(unsealed)
     reasons = [why for why in (missing, unvouched) if why]
     if unread and not run_summary:  # "a row may be missing", and nothing to say it is not (out-128 F4)
         reasons.append(f"{args.results}: lines set aside, and no summary of its run to count its rows by")

@@ -260,9 +260,11 @@ def _gate(
     elif shortfalls:
         for shortfall in shortfalls:  # accepted, and said so: a log showed nothing of it
             console.warn(f"accepted with --allow-partial: {shortfall}")
-    if simulator_said := simulator_note(beside):
-        # A gate passing on the simulator's answers said nothing of it (out-108 F7, out-101 F4).
-        console.warn(simulator_said)
+    for said in (simulator_note(beside), beside.unsealed()):
+        # A gate passing on the simulator's answers (out-108 F7, out-101 F4), or on a file whose
+        # edits nothing beside it can tell (out-165 F4), said nothing of it.
+        if said:
+            console.warn(said)
     # The gate's verdict in its Markdown too: a red step showed a table and no reason (break35 F2).
     show(console, args, summary, render_text, lambda shown: render_markdown(shown, verdict=(int(code), reasons)))
     try:
