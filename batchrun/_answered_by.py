@@ -110,4 +110,6 @@ def unlike_answers(before: SummaryBeside, after: SummaryBeside) -> list[str]:
     kinds = {beside.results: _kind(answered_by(beside)) for beside in (before, after)}
     if len(set(kinds.values())) == 1:
         return []  # both the simulator's, both a model's, or neither known
-    return [f"{path}: {_SIMULATOR_WORDS[kind]}" for path, kind in kinds.items() if kind != "model"]
+    # Of a file edited since its summary, that is said (by its reader) rather than "nothing beside it".
+    said = {beside.results for beside in (before, after) if beside.changed() is None}
+    return [f"{path}: {_SIMULATOR_WORDS[kind]}" for path, kind in kinds.items() if kind != "model" and path in said]

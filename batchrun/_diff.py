@@ -139,7 +139,8 @@ def diff_runs(
     if first[0] and first[1] and first[0] > first[1]:
         # Swapped, a regression reads as an improvement and exits 0 (break65 F10).
         warn(f"{a_path} ran after {b_path} (its first row {first[0]}, theirs {first[1]}): diff takes BEFORE AFTER")
-    for words in unlike_answers(a_beside, b_beside):
+    # A file edited since its run is compared as it is, and said: nothing else said it (out-165 F6).
+    for words in [*filter(None, (a_beside.changed(), b_beside.changed())), *unlike_answers(a_beside, b_beside)]:
         warn(words)
     flips: dict[str, list[dict[str, Any]]] = {"pass_to_fail": [], "fail_to_pass": [], "pass_to_ungraded": []}
     for row_id, after in b_rows.items():

@@ -833,7 +833,7 @@ def test_the_gate_says_when_the_answers_came_from_the_simulator(
     night = json.loads(summary_path(real).read_text())
     summary_path(over).write_text(json.dumps({**night, "output": str(over), "results_bytes": over.stat().st_size}))
     code, _, err = call_cli("diff", real, over)
-    assert f"warning: {over}: {said[copied]}" in err, err
+    assert f"warning: {over}: not the file its summary was written for" in err, err  # said so (out-165 F6)
     # out-138 F4: an endpoint that is no URL ("", "SIMULATOR") says nothing of what answered.
     for lie in ("", "SIMULATOR"):
         summary_path(mixed).write_text(json.dumps({**summary, "output": str(mixed), "endpoint": lie}))
@@ -1088,3 +1088,19 @@ def test_the_gate_says_when_nothing_beside_the_file_can_tell_an_edit(tmp_path: P
     summary_path(night).unlink()
     code, _, err = call_cli("report", night, "--job", job)
     assert code == ExitCode.OK and f"{night}: no summary of its run beside it: whether its records were" in err
+
+
+def test_diff_says_a_file_edited_since_its_run(tmp_path: Path) -> None:
+    # out-165 F6: `diff` of a file edited in place said only "nothing beside it (a summary, a
+    # journal) says what answered it", with its summary right there.
+    job = write_job(tmp_path, SMALL_JOB)
+    before, after = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for out in (before, after):
+        assert call_cli(job, "--simulate", "-q", "-o", out)[0] == ExitCode.OK
+    assert "not the file its summary" not in call_cli("diff", before, after)[2]
+    lines = after.read_text().splitlines(keepends=True)
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({**first, "content": first["content"] + "!"}) + "\n"
+    after.write_text("".join(lines))
+    code, _, err = call_cli("diff", before, after)
+    assert f"{after}: not the file its summary was written for" in err and "nothing beside it" not in err, err
