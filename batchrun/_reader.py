@@ -97,8 +97,8 @@ def _lines(path: Path, handle: BinaryIO, warn: Warn) -> Iterator[tuple[int, byte
             return
         if not line.endswith(b"\n"):
             if len(line) <= MAX_RECORD_BYTES:  # the end of the file: a torn tail, or nothing whole at all
-                # NULs after it, or alone: the blocks an OS crash leaves zero-filled (out-157 F4).
-                if number == 0 and not looks_like_record_start(line.rstrip(b"\0")):
+                # NULs around it, or alone: the blocks an OS crash leaves zero-filled (out-157 F4, out-160).
+                if number == 0 and not looks_like_record_start(line.strip(b"\0")):
                     raise ResultsError(f"{path}: not a batchrun results file (no complete line)")
                 # Said, not dropped silently (break21 R19): a CI step reading a cut file sees it.
                 torn = "the last line is incomplete (still being written, or cut by a crash)"

@@ -206,7 +206,9 @@ def repair_torn_tail(path: Path, job: str) -> str | None:
             handle.write(b"\n")
         return "added the missing newline after its last record"
     keep = size - len(tail)
-    torn = tail.rstrip(b"\0")  # blocks a crash left zero-filled after it: no record (break67 F3)
+    # Blocks a crash left zero-filled, after the torn record (break67 F3) or before it (a later
+    # write that reached the disk when earlier ones had not: out-160), are no record.
+    torn = tail.strip(b"\0")
     zeros = not torn
     if not zeros and (not looks_like_record_start(torn) or is_json(torn)):
         # Whole JSON is no torn record: no record's start alone is JSON (out-125 F4: a hand-written

@@ -207,7 +207,11 @@ def test_a_tail_that_is_not_a_torn_record_is_refused(results: Path, job: Path, t
     assert results.read_bytes() == before
 
 
-@pytest.mark.parametrize("tail", [b"\0" * 4096, b'{"id":"ab' + b"\0" * 100], ids=["zeros", "torn-then-zeros"])
+@pytest.mark.parametrize(
+    "tail",
+    [b"\0" * 4096, b'{"id":"ab' + b"\0" * 100, b"\0" * 4096 + b'{"id":"ab'],  # the last: out-160
+    ids=["zeros", "torn-then-zeros", "zeros-then-torn"],
+)
 def test_a_tail_of_zero_filled_blocks_is_cut_and_the_run_resumed(results: Path, job: Path, tail: bytes) -> None:
     # break67 F3: a power cut (or a cut-back past the file's end) leaves NULs: every resume was exit 2.
     before = results.read_bytes()
@@ -1177,7 +1181,7 @@ def test_a_new_run_leaves_a_summary_that_is_not_batchruns_untouched(tmp_path: Pa
     assert call_cli(small_job, "--simulate", "-o", tmp_path / "out.jsonl", "-q")[0] == ExitCode.OK
 
 
-@pytest.mark.parametrize("left", ["nuls", "torn"])
+@pytest.mark.parametrize("left", ["nuls", "torn", "nuls-then-torn"])
 def test_a_run_killed_before_its_first_whole_record_is_resumed_from_its_journal(
     tmp_path: Path, job: Path, results: Path, left: str
 ) -> None:
@@ -1187,10 +1191,13 @@ def test_a_run_killed_before_its_first_whole_record_is_resumed_from_its_journal(
     first = results.read_bytes().split(b"\n")[0]
     killed_run_journal(results, "simulator", own=False)
     results.with_name("done.summary.json").unlink()  # killed before its first summary
-    results.write_bytes(b"\0" * 4096 if left == "nuls" else first[:80])
+    left_by_it = {"nuls": b"\0" * 4096, "torn": first[:80], "nuls-then-torn": b"\0" * 4016 + first[:80]}  # out-160
+    results.write_bytes(left_by_it[left])
     code, out, err = call_cli(job, "--simulate", "-o", results, "--resume")
     assert code == ExitCode.OK, err
-    said = "cut a tail of 4096 NUL byte(s)" if left == "nuls" else "cut a torn last record (80 bytes)"
+    said = {"nuls": "cut a tail of 4096 NUL byte(s)", "torn": "cut a torn last record (80 bytes)"}.get(
+        left, "cut a torn last record (4096 bytes)"
+    )
     assert said in out + err
     rows = read_rows(results)
     assert len(rows) == len({r["id"] for r in rows}) == 20 and {r["status"] for r in rows} == {"ok"}
