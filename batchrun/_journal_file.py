@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,6 +225,9 @@ def journal_header(results: Path) -> dict[str, Any] | None:
     return header
 
 
+_JOB_FIELD = re.compile(rb',"job":("(?:[^"\\]|\\.)*")')  # the first one: right after the record's head
+
+
 def a_fragment_of_its_run(results: Path, job: str, limit: int) -> bool:
     """Whether `results` holds only a fragment (no whole line: a torn first record, or the NULs an
     OS crash leaves) beside a journal of `job`'s run: killed before its first record was whole. A
@@ -236,6 +240,14 @@ def a_fragment_of_its_run(results: Path, job: str, limit: int) -> bool:
             head = handle.read(limit + 1)
     except OSError:
         return False
+    # A fragment that names another job (its `job` follows the record's head) is not this run's,
+    # whatever journal is beside it (out-160: cut without a word).
+    if (named := _JOB_FIELD.search(head)) is not None:
+        try:
+            if journal_loads(named.group(1)) != job:
+                return False
+        except (ValueError, RecursionError):
+            return False
     return b"\n" not in head and len(head) <= limit
 
 

@@ -1205,3 +1205,10 @@ def test_a_run_killed_before_its_first_whole_record_is_resumed_from_its_journal(
     results.write_bytes(first[:80])
     code, _, err = call_cli(job, "--simulate", "-o", results, "--resume")
     assert code == ExitCode.USAGE and "give another --output" in err and results.read_bytes() == first[:80]
+    # Nor one whose fragment names another job, whatever journal is beside it (out-160).
+    results.write_bytes(first + b"\n")  # what the journal's header is made from
+    killed_run_journal(results, "simulator", own=False)
+    other = first.replace(b'"job":"small"', b'"job":"other-job"')[: first.index(b'"job_fingerprint"') + 8]
+    results.write_bytes(other)
+    code, _, err = call_cli(job, "--simulate", "-o", results, "--resume")
+    assert code == ExitCode.USAGE and "give another --output" in err and results.read_bytes() == other
