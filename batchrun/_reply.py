@@ -223,6 +223,8 @@ _DETAIL_COUNTS = {
     ),
     # openapi ServerToolUseDetails: what web search and other server tools ran (and billed).
     "server_tool_use_details": ("tool_calls_requested", "tool_calls_executed", "web_search_requests"),
+    # overview.mdx's ResponseUsage and server-tools.mdx: the same count under this name (out-161).
+    "server_tool_use": ("web_search_requests",),
 }
 
 

@@ -98,6 +98,7 @@ class RowCharges:
         unknown = status == "unknown"
         # The answer's charge in doubt; an abandoned attempt's entry says its own (as_json).
         doubted = {"cost_doubted": True} if answer is not None and answer.doubted else {}
+        byok = answer is not None and answer.is_byok
         return {
             **doubted,
             "cost": self.cost,
@@ -106,7 +107,8 @@ class RowCharges:
             "cost_status": status,
             "cost_unknown": unknown,
             "is_byok": answer.is_byok if answer is not None else None,
-            "upstream_inference_cost": answer.upstream_inference_cost if answer is not None else None,
+            # BYOK answers only, as the README says: a non-BYOK one's is part of `cost` (out-161).
+            "upstream_inference_cost": answer.upstream_inference_cost if answer is not None and byok else None,
             "abandoned_attempts": abandoned or None,
         }
 

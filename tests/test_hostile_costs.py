@@ -298,9 +298,12 @@ def test_an_upstream_charge_of_an_answer_that_says_it_is_not_byok_is_part_of_its
     # break32 F1: openapi.yaml's examples (is_byok false, upstream 0.0012 of a 0.0015 total) were
     # counted as BYOK, the two added: is_byok written true, spend doubled, a budget run stopped at half.
     usage = {**USAGE, "cost": 0.0015, "is_byok": False, "cost_details": {"upstream_inference_cost": 0.0012}}
+    usage["server_tool_use"] = {"web_search_requests": 2}  # overview.mdx's ResponseUsage: kept (out-161)
     outcome = run(HostileServer(chat=lambda r: json_answer(200, chat_payload(usage=usage))), tmp_path)
     for row in outcome.rows:
         assert row["is_byok"] is False and row["cost"] == 0.0015 and row["spent"] == pytest.approx(0.0015)
+        # Part of its cost, not a BYOK provider's charge beside it: not on the record (out-161).
+        assert row["upstream_inference_cost"] is None and row["usage"]["server_tool_use"] == {"web_search_requests": 2}
     assert _summary(tmp_path)["spent_usd"] == pytest.approx(len(outcome.rows) * 0.0015)
     found = parse_generation(
         {"id": "gen-1", "total_cost": 0.0015, "is_byok": False, "upstream_inference_cost": 0.0012}, "gen-1"
