@@ -4,6 +4,7 @@ a regex or schema that will not compile), and what one row's values make of its 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
         return ["the rubric is only whitespace: a grader would have nothing to grade against"]
     if kind in TEXT_KINDS:
         for text in text_values(value)[1]:
-            if "{{" not in text and blank_text(text):  # templated ones are checked per row (see _job)
+            if "{{" not in text and blank_text(text, check):  # templated ones are checked per row (see _job)
                 never = _never(check)
                 return [f"the check value {text!r} is empty or only whitespace, so the check could never {never}"]
     if kind == "regex" and "{{" not in value:
@@ -58,6 +59,10 @@ def check_problems(check: dict[str, Any], base_dir: Path) -> list[str]:
         if (outside := outside_reference(value) or _pattern_problem(value)) is not None:
             return [f"json_schema: {outside}"]
     return []
+
+
+def _whitespace(text: str) -> bool:
+    return not text.strip()  # a rubric of only whitespace: nothing to grade against
 
 
 def _never(check: dict[str, Any]) -> str:
@@ -100,7 +105,8 @@ def row_check_problems(checks: list[dict[str, Any]], row: Mapping[str, Any]) -> 
         # A text check or a rubric: empty, it decides nothing. `equals: ""` or a schema's `const: ""`
         # can fail: a row whose right answer is nothing was refused with the whole job (out-152 F1).
         kind = check_kind(check)
-        empty = emptied_by(check[kind], row) if kind in TEXT_KINDS or kind == "judge" else None
+        blank = functools.partial(blank_text, check=check) if kind in TEXT_KINDS else _whitespace
+        empty = emptied_by(check[kind], row, blank) if kind in TEXT_KINDS or kind == "judge" else None
         if empty is not None and kind == "judge":
             found.append(
                 (i, f"the rubric {empty!r} is empty for this row: a grader would have nothing to grade against")

@@ -56,14 +56,17 @@ class CannotPass(NamedTuple):
 _EMPTY: Outcome = CannotPass(False, "the expected text is empty (an empty or missing variable?): the check cannot pass")
 
 
-def blank_text(text: str) -> bool:
-    # Trimming (the default) turns "  " into "", which every answer contains or starts with.
-    return not text.strip()
+def blank_text(text: str, check: dict[str, Any]) -> bool:
+    """Whether a text check's value decides nothing: empty, which every answer contains or starts
+    with, or only whitespace where it is trimmed to that (`trim`, the default). A regex is never
+    trimmed: `regex: " "` (not: a one-word answer) decides, as does `contains: " "` with `trim:
+    false`, and both were refused (out-153 F3)."""
+    return not text or (check_kind(check) != "regex" and check.get("trim", True) and not text.strip())
 
 
 def _contains(answer: Answer, value: Any, check: dict[str, Any], fold: bool) -> Outcome:
     mode, needles = text_values(value)
-    if any(blank_text(n) for n in needles):
+    if any(blank_text(n, check) for n in needles):
         return _EMPTY
     haystack = _prepare(answer.content, check, fold)
     found = [n for n in needles if _prepare(n, check, fold) in haystack]
@@ -80,14 +83,14 @@ def _equals(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
 
 
 def _not_contains(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    if any(blank_text(n) for n in text_values(value)[1]):
+    if any(blank_text(n, check) for n in text_values(value)[1]):
         return _EMPTY
     passed, _ = _contains(answer, {"any": text_values(value)[1]}, check, bool(check.get("ignore_case", False)))
     return not passed, f"expected not to contain {short(', '.join(text_values(value)[1]))!r}"
 
 
 def _regex(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    if blank_text(value):
+    if blank_text(value, check):
         return _EMPTY
     flags = check.get("flags", "") + ("i" if check.get("ignore_case") else "")
     try:
@@ -104,7 +107,7 @@ def _timed_out(timed_out: PatternTimedOut, whose: str) -> Outcome:
 
 
 def _starts_with(answer: Answer, value: Any, check: dict[str, Any]) -> Outcome:
-    if blank_text(value):
+    if blank_text(value, check):
         return _EMPTY
     fold = bool(check.get("ignore_case", False))
     return _prepare(answer.content, check, fold).startswith(

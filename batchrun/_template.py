@@ -10,7 +10,7 @@ templated string (`{{country-name}}`, `{{1x}}`, `{{country}?`, a lone `}}`) is r
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 PLACEHOLDER = re.compile(r"\{\{\s*([^\W\d]\w*)\s*\}\}")
@@ -43,17 +43,17 @@ def template_problems(value: Any, path: tuple[str | int, ...] = ()) -> list[tupl
     return []
 
 
-def emptied_by(value: Any, row: Mapping[str, Any]) -> str | None:
-    """The first templated string inside `value` that renders empty for `row` (a check that
+def emptied_by(value: Any, row: Mapping[str, Any], blank: Callable[[str], bool]) -> str | None:
+    """The first templated string inside `value` that renders `blank` for `row` (a check that
     would compare with nothing and pass), or None."""
     if isinstance(value, str):
         names = set(PLACEHOLDER.findall(value))
-        if names and names <= row.keys() and not Template(value).render(row).strip():
+        if names and names <= row.keys() and blank(Template(value).render(row)):
             return value
         return None
     items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
     for item in items:
-        found = emptied_by(item, row)
+        found = emptied_by(item, row, blank)
         if found is not None:
             return found
     return None

@@ -69,6 +69,11 @@ def verdict(check: dict[str, Any], content: str = "The capital is Paris.", **ans
         ({"finish_reason": ["length", "content_filter"]}, "x", False),
         ({"contains": "Paris", "not": True}, "Paris", False),
         ({"contains": "Lyon", "not": True}, "Paris", True),
+        # A regex is never trimmed, nor a text with trim: false: a space decides (out-153 F3).
+        ({"regex": " ", "not": True}, "Paris", True),
+        ({"regex": " ", "not": True}, "Paris, France", False),
+        ({"not_contains": " ", "trim": False}, "Paris", True),
+        ({"contains": " ", "trim": False}, "Paris", False),
     ],
 )
 def test_each_check_kind_passes_and_fails(check: dict[str, Any], content: str, passes: bool) -> None:
@@ -808,3 +813,9 @@ prompts:
     assert check_problems({"contains": "", "not": True}, tmp_path) == [
         "the check value '' is empty or only whitespace, so the check could never pass"
     ]
+    # Whitespace decides where it is not trimmed away: a regex, or trim: false (out-153 F3).
+    assert check_problems({"regex": " ", "not": True}, tmp_path) == []
+    assert check_problems({"not_contains": " ", "trim": False}, tmp_path) == []
+    assert check_problems({"contains": {"any": [" ", "x"]}}, tmp_path) != []
+    spaced = fine.replace("name: empty-ok", "name: spaced").replace('{equals: "{{want}}"}', '{regex: "{{want}} "}')
+    assert call_cli("validate", write_job(tmp_path, spaced, "spaced.yaml"))[0] == ExitCode.OK
