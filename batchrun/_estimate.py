@@ -28,6 +28,7 @@ class Estimate:
     saved_usd: float = 0.0  # what those rows cost when they were first answered, where that was known
     saved_estimated_usd: float = 0.0  # at most this more: those whose cost was only estimated
     cheapest_usd: dict[str, float] = field(default_factory=dict)  # model -> its cheapest request's worst case
+    first_usd: dict[str, float] = field(default_factory=dict)  # model -> its first request's, in the run's order
     judge_cheapest_usd: dict[str, float] = field(default_factory=dict)  # grader -> its cheapest request's
     # Of `rows` and `worst_usd`, those with non-text parts: sent in sync mode by a batch-mode run
     # (run.batch_multimodal: sync), never in a batch (out-148 F1).
@@ -69,6 +70,7 @@ class Estimate:
         into[request.model] = into.get(request.model, 0.0) + worst.usd
         if into is self.worst_usd:
             self.cheapest_usd[request.model] = min(self.cheapest_usd.get(request.model, worst.usd), worst.usd)
+            self.first_usd.setdefault(request.model, worst.usd)
         return worst.usd
 
     def unknown(self, request: Request, worst: Worst) -> None:
@@ -112,10 +114,19 @@ def unaffordable(
         batch = min(rows, settings.batch_max_requests)
         batched_usd = found.worst_usd.get(model, 0.0) - found.sync_usd.get(model, 0.0)
         whole = batched_usd * batch / rows if rows > 0 else 0.0
+        first = found.first_usd.get(model, usd)
         if usd > budget:
             advice = f"set params.max_tokens, or {raise_it(usd)}" if model in found.no_max_tokens else raise_it(usd)
             said.append(
                 f"no request of {model} fits the budget: the cheapest needs up to ${usd:.6f}, {left} ({advice})"
+            )
+        elif first > budget and settings.mode != "batch":
+            # Rows go in order, and the run stops at the first that does not fit: a cheaper one
+            # later is never reached (out-146 F1: plan exit 0, the run sent none of the model's).
+            advice = f"set params.max_tokens, or {raise_it(first)}" if model in found.no_max_tokens else raise_it(first)
+            said.append(
+                f"the first request of {model} (rows go in order) needs up to ${first:.6f}, {left}: the run stops "
+                f"there, before any of {model}'s is sent ({advice})"
             )
         elif batches and settings.mode == "batch" and whole > budget:
             said.append(

@@ -101,6 +101,7 @@ class PricedPlan:
     unknown_why: dict[str, str] = field(default_factory=dict)  # model -> why its worst case is unknown
     previous_unknown: set[str] = field(default_factory=set)  # models with earlier rows of unknown cost
     cheapest: dict[str, float] = field(default_factory=dict)  # model -> its cheapest request's worst case
+    first: dict[str, float] = field(default_factory=dict)  # model -> its first request's, in the run's order
     judge_cheapest: dict[str, float] = field(default_factory=dict)  # grader -> its cheapest request's
     sync_rows: tuple[dict[str, int], dict[str, float]] = field(default_factory=lambda: ({}, {}))  # in sync, $
 
@@ -120,6 +121,7 @@ class PricedPlan:
         if parts.limit is None:
             return []
         found = Estimate(self.rows, self.worst, no_max_tokens=self.no_max_tokens, cheapest_usd=self.cheapest)
+        found.first_usd = self.first
         found.judge_cheapest_usd, found.cached = self.judge_cheapest, self.cached or {}
         found.sync_rows, found.sync_usd = self.sync_rows
         return unaffordable(found, parts.limit, self.job.run, parts.from_key, parts.job, batches)
@@ -267,6 +269,7 @@ async def price_plan(
         judge_requests=result.judge_requests,
         judge_worst=result.judge_worst_usd,
         cheapest=result.cheapest_usd,
+        first=result.first_usd,
         judge_cheapest=result.judge_cheapest_usd,
         sync_rows=(result.sync_rows, result.sync_usd),
         basis=result.basis,

@@ -523,3 +523,22 @@ def test_the_page_of_a_resumed_file_sets_the_last_runs_spend_against_its_budget(
     assert match is not None
     said = f"the last run spent ${last:.6f} of its ${budget:.6f} budget ({last / budget * 100:.1f}%)"
     assert said in match[1] and f"the runs before it ${before:.6f}" in match[1], match[1]
+
+
+def test_plan_says_the_run_stops_at_a_models_first_request_when_only_a_later_one_fits(tmp_path: Path) -> None:
+    # out-146 F1: plan tested each model's cheapest request: claude's second row fit, plan exit 0,
+    # and the run, whose rows go in order, stopped at claude's dearer first row: none sent, exit 5.
+    pad = "x" * 400
+    job = write_job(
+        tmp_path,
+        "name: f1\ndefaults: {params: {max_tokens: 64}}\nmodels: [openai/gpt-4o-mini, anthropic/claude-3.5-haiku]\n"
+        'prompts:\n  - id: sum\n    text: "Compute {{a}} + 1. {{pad}}"\n'
+        f'    vars: [{{a: 1, pad: "{pad}"}}, {{a: 2, pad: ""}}]\nrun: {{budget_usd: 0.0009}}\n',
+    )
+    code, out, err = call_cli("plan", job, "--simulate")
+    said = "the first request of anthropic/claude-3.5-haiku (rows go in order) needs up to $0.001"
+    assert code == ExitCode.BUDGET and said in out, out + err
+    code, _, err = call_cli(job, "--simulate", "-q", "-o", tmp_path / "r.jsonl")
+    assert code == ExitCode.BUDGET and said in err, err
+    claude = [r for r in read_rows(tmp_path / "r.jsonl") if r["model"] == "anthropic/claude-3.5-haiku"]
+    assert [r["status"] for r in claude] == ["skipped", "skipped"]
