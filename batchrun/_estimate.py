@@ -122,11 +122,11 @@ def unaffordable(
             )
         elif first > budget and settings.mode != "batch":
             # Rows go in order, and the run stops at the first that does not fit: a cheaper one
-            # later is never reached (out-146 F1: plan exit 0, the run sent none of the model's).
+            # later is not reached (out-146 F1: plan exit 0, the run sent none of the model's, exit 5).
             advice = f"set params.max_tokens, or {raise_it(first)}" if model in found.no_max_tokens else raise_it(first)
             said.append(
                 f"the first request of {model} (rows go in order) needs up to ${first:.6f}, {left}: the run stops "
-                f"there, before any of {model}'s is sent ({advice})"
+                f"at it ({advice})"
             )
         elif batches and settings.mode == "batch" and whole > budget:
             said.append(

@@ -385,7 +385,7 @@ async def _locked_run(
         data["exit_code"], data["exit_reasons"] = exit_fields(data, settings, options)
         try:
             # Its messages quote servers (a stop's /key failure): the run's keys masked, as in each record.
-            write_json_atomically(summary_path(output), client.scrub.value(data))
+            write_json_atomically(summary_path(output), data, client.scrub)
         except OSError as exc:
             whole = False  # the journal's key gap is in no summary: a resume reads it there
             message = f"{summary_path(output)}: writing the summary failed: {exc.strerror or exc}"

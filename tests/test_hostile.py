@@ -20,9 +20,12 @@ from typing import Any
 
 import pytest
 
+import batchrun._orchestration
 from batchrun import ExitCode, RunOptions, load_job, run_job
+from batchrun._output_paths import summary_path
+from batchrun.simulator import Simulator
 
-from .conftest import FAKE_KEY, FakeClock, call_cli, exec_cli, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, FakeClock, call_cli, exec_cli, write_job
 from .hostile import (
     JOB,
     ROWS,
@@ -747,3 +750,20 @@ def test_an_output_through_a_linked_folder_and_dot_dot_is_where_the_kernel_says(
         code, _, err = call_cli(job, "--base-url", server.base_url, "-o", "link/../r.jsonl", "-q")
     assert code == ExitCode.OK, err
     assert (tmp_path / "real" / "r.jsonl").is_file() and not (tmp_path / "work" / "r.jsonl").exists()
+
+
+def test_the_summary_is_masked_as_a_whole_whatever_reaches_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sim: Simulator, api_key_env: None
+) -> None:
+    # The last net under what each reply's fields had masked, as a record's line has: a summary
+    # quotes servers (a stop's message, its reasons), and is written with every key in it masked.
+    echoed = [f"echoed {FAKE_KEY}", "escaped " + "".join(f"\\u{ord(c):04x}" for c in FAKE_KEY)]
+    monkeypatch.setattr(batchrun._orchestration, "exit_fields", lambda *args: (0, echoed))
+    monkeypatch.delenv("OPENROUTER_MANAGEMENT_KEY")  # the simulator's key only
+    out = tmp_path / "r.jsonl"
+    code, _, err = call_cli(write_job(tmp_path, SMALL_JOB), "--base-url", sim.base_url, "-q", "-o", out)
+    assert code == ExitCode.OK, err
+    text = summary_path(out).read_text()
+    reasons = json.loads(text)["exit_reasons"]
+    assert FAKE_KEY not in text and FAKE_KEY not in json.dumps(reasons, ensure_ascii=False)
+    assert reasons[0] == "echoed [key]" and FAKE_KEY not in reasons[1]
