@@ -147,12 +147,11 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
     # answers, without a word (out-101 F4).
     besides = [SummaryBeside.read(shard) for shard in shards]
     for beside in besides:
-        if (changed := beside.changed()) is not None:
+        if (changed := beside.changed() or beside.of_another_job()) is not None:
             # Merged, it was a new file with a new summary: an edited shard's rows passed every
-            # gate after it (out-149 F1).
-            raise ResultsError(
-                f"{changed}: not merged; run that shard again, or move its summary away to merge its rows as they are"
-            )
+            # gate after it (out-149 F1); another job's file under its name was exit 12 (out-160).
+            # Not "or move its summary away": that was advice on how to launder it (out-165 F4).
+            raise ResultsError(f"{changed}: not merged; run that shard again")
     endpoints = [recorded_endpoint(beside) for beside in besides]
     # A killed shard's journal says what answered it too (out-138 F5): enough to say the merge is
     # mixed, never to make it the simulator's, whose graders may then re-grade it (_answered_by).

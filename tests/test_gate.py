@@ -1104,3 +1104,19 @@ def test_diff_says_a_file_edited_since_its_run(tmp_path: Path) -> None:
     after.write_text("".join(lines))
     code, _, err = call_cli("diff", before, after)
     assert f"{after}: not the file its summary was written for" in err and "nothing beside it" not in err, err
+
+
+def test_merge_refuses_another_jobs_file_put_under_a_shards_name(tmp_path: Path) -> None:
+    # out-160: with the shard's summary left beside it, merge said "no usable summary", exit 12,
+    # where a changed shard is refused (exit 2); --allow-partial would have merged it.
+    job = write_job(tmp_path, SMALL_JOB)
+    other = write_job(tmp_path, SMALL_JOB.replace("name: small", "name: other"), "other.yaml")
+    shards = [tmp_path / f"s{k}.jsonl" for k in (1, 2)]
+    for k, shard in enumerate(shards, 1):
+        assert call_cli(job, "--simulate", "-q", "-o", shard, "--shard", f"{k}/2")[0] == ExitCode.OK
+    assert call_cli(other, "--simulate", "-q", "-o", tmp_path / "o.jsonl")[0] == ExitCode.OK
+    shards[0].write_bytes((tmp_path / "o.jsonl").read_bytes())
+    for extra in ([], ["--allow-partial"]):
+        code, _, err = call_cli("merge", tmp_path / "m.jsonl", *shards, *extra)
+        assert code == ExitCode.USAGE and "its summary is of a run of job 'small'" in err and "not merged" in err, err
+    assert not (tmp_path / "m.jsonl").exists()
