@@ -160,12 +160,19 @@ class MatrixCoverage:
                 if request.id not in self.seen:
                     yield request, "stale" if request.id in self.stale else "missing"
 
-    def raise_if_foreign(self, path: Path | str) -> None:
-        if self.foreign:
-            raise ResultsError(
-                f"{path}: {self.foreign} row(s) are not in the matrix of job {self.job.name!r} "
-                f"(another job's results, the job edited since, or rows edited), e.g. {self.foreign_example}"
-            )
+    def foreign_rows(self, path: Path | str, edited: str | None = None) -> list[str]:
+        """Refuse rows the job's matrix does not have (exit 2); in a file edited since its run
+        (`edited`), they are the edit's: said among its reasons instead, exit 12 as any edit (a
+        same-size edit of a row's variables was exit 2: out-160)."""
+        if not self.foreign:
+            return []
+        said = (
+            f"{path}: {self.foreign} row(s) are not in the matrix of job {self.job.name!r} "
+            f"(another job's results, the job edited since, or rows edited), e.g. {self.foreign_example}"
+        )
+        if edited is None:
+            raise ResultsError(said)
+        return [said]
 
     def shortfalls(self) -> list[str]:
         """Sentences for rows without an answer; empty when every row of the matrix has one."""

@@ -1120,3 +1120,18 @@ def test_merge_refuses_another_jobs_file_put_under_a_shards_name(tmp_path: Path)
         code, _, err = call_cli("merge", tmp_path / "m.jsonl", *shards, *extra)
         assert code == ExitCode.USAGE and "its summary is of a run of job 'small'" in err and "not merged" in err, err
     assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_a_row_edited_under_its_id_in_a_file_with_its_summary_is_an_edit(tmp_path: Path) -> None:
+    # out-160: a same-size edit of a row's variables was exit 2 ("not in the matrix") from the
+    # gate, while the file is one edited since its run: exit 12, both said.
+    job = write_job(tmp_path, SMALL_JOB)
+    night = tmp_path / "night.jsonl"
+    assert call_cli(job, "--simulate", "-q", "-o", night)[0] == ExitCode.OK
+    data = night.read_bytes()
+    country = next(c for c in (b"France", b"Japan", b"Italy") if c in data)
+    night.write_bytes(data.replace(b'"country":"' + country + b'"', b'"country":"' + country[::-1] + b'"', 1))
+    assert night.stat().st_size == len(data)
+    code, _, err = call_cli("report", night, "--job", job)
+    assert code == ExitCode.INCOMPLETE and "not the file its summary was written for" in err, err
+    assert "1 row(s) are not in the matrix of job 'small'" in err

@@ -208,8 +208,7 @@ def _gate(
         first = MatrixCoverage.of(job)
         for _ in first.review(final_records(args.results, other_jobs=True)):
             pass
-        first.raise_if_foreign(args.results)
-        if first.shortfalls() and not args.allow_partial:
+        if first.foreign_rows(args.results, edited) or (first.shortfalls() and not args.allow_partial):
             judged, notes = False, [NOT_REGRADED]
     if judged:
         stored: dict[str, Any] = {}  # each row's verdict as the file holds it, to say what re-grading changed
@@ -241,7 +240,7 @@ def _gate(
             return regraded
         return MatrixCoverage.of(job).review(final_records(args.results, other_jobs=True), regrade=True)
 
-    coverage.raise_if_foreign(args.results)
+    foreign = coverage.foreign_rows(args.results, edited)
     shortfalls = coverage.shortfalls()
     summary.update({"complete": not shortfalls, "missing_rows": coverage.missing, "matrix_rows": len(coverage.checks)})
     # Rows accepted without an answer are rows without a verdict: a threshold they decide is not
@@ -249,7 +248,7 @@ def _gate(
     unverdicted = coverage.without_verdicts() if shortfalls and args.allow_partial else None
     code, reasons = decide(summary, settings, unverdicted=unverdicted)
     if edited:  # not rows missing: --allow-partial does not accept it
-        code, reasons = ExitCode.INCOMPLETE, [edited, *shortfalls, *notes, *reasons]
+        code, reasons = ExitCode.INCOMPLETE, [edited, *foreign, *shortfalls, *notes, *reasons]
     elif shortfalls and not args.allow_partial:
         # Rows without an answer outrank errors and quality, as a stop does in a run.
         code, reasons = ExitCode.INCOMPLETE, [*shortfalls, "(--allow-partial accepts them)", *notes, *reasons]
