@@ -1025,7 +1025,7 @@ def test_the_runs_exit_code_is_kept_in_its_summary_and_shown_by_a_page_made_late
     assert summary["exit_code"] == 3 and any("below the threshold 90.0%" in r for r in summary["exit_reasons"])
     code, _, err = call_cli("report", out, "--html", page)
     assert code == ExitCode.OK, err  # report's own verdict: no threshold without --job
-    assert 'id="run-exit">the run that wrote it exited 3 (quality): pass rate' in page.read_text()
+    assert 'id="run-exit">its last run exited 3 (quality): pass rate' in page.read_text()
     # As the CLI gave it: --pass-threshold and --no-thresholds included.
     for k, flags in enumerate((("--pass-threshold", "0"), ("--no-thresholds",))):
         other = tmp_path / f"o{k}.jsonl"

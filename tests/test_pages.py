@@ -143,7 +143,7 @@ def test_the_page_without_a_job_says_the_reports_own_verdict(tmp_path: Path, his
     assert verdict.startswith("exit 0 (ok)") and "(errors)" not in verdict.split('id="run-exit"')[0]
     # What the run itself gave is said apart, as its summary keeps it (out-152 F2).
     ran = json.loads(summary_path(results).read_text())
-    assert f'id="run-exit">the run that wrote it exited {ran["exit_code"]} (' in verdict
+    assert f'id="run-exit">its last run exited {ran["exit_code"]} (' in verdict
     assert 'name="exit code"' in (gate := junit.read_text()) and "<failure" not in gate.split('name="exit code"')[1]
 
 
