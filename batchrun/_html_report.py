@@ -27,7 +27,7 @@ from ._formats import utc_readable
 from ._pricing import money
 from ._report_data import PROMPT_CAP, ROW_CAP, TEXT_CAP, RunDigest, histogram
 from ._report_file import write_report_file
-from ._summary_beside import read_run_summary
+from ._summary_beside import SummaryBeside
 from ._summary_types import GroupFigures, Summary
 from ._verdict import ExitCode
 
@@ -212,12 +212,12 @@ def write_report(
     summary: Summary,
     decided: Decided,
     gated: bool = True,
-    run_meta: dict[str, Any] | None = None,
+    beside: SummaryBeside | None = None,
 ) -> None:
     """Write the page of a run whose records `digest` took in while `summary` was built, and
-    its summary's fields as the caller read them (None: read here)."""
-    run_meta = read_run_summary(results) if run_meta is None else run_meta
-    html = report_page(digest, summary, results, _verdict(decided, gated), run_meta)
+    the summary beside them as the caller read it (None: read here)."""
+    beside = SummaryBeside.read(results) if beside is None else beside
+    html = report_page(digest, summary, results, _verdict(decided, gated), beside)
     write_page(output, html)
 
 
@@ -226,8 +226,9 @@ def report_page(
     summary: Summary,
     source: Path,
     verdict: dict[str, Any],
-    run_meta: dict[str, Any],
+    beside: SummaryBeside,
 ) -> str:
+    run_meta = beside.run_summary()
     charts, prompts_cut = report_charts(digest, summary)
     return render_page(
         "report.html.j2",
@@ -243,7 +244,7 @@ def report_page(
         last_spent=money(run_meta.get("spent_usd")) or 0.0,
         spent_before=money(run_meta.get("spent_before_usd")) or 0.0,
         stop=run_meta.get("stop"),
-        run_exit=_run_exit(run_meta),
+        run_exit=_run_exit(beside),
         models=model_table(summary),
         prompt_cap=PROMPT_CAP,
         prompts_cut=prompts_cut,
@@ -252,15 +253,30 @@ def report_page(
     )
 
 
-def _run_exit(run_meta: dict[str, Any]) -> dict[str, Any] | None:
-    """The exit code the run that wrote the file gave, and why, as its summary keeps them (None
-    when it does not, or not as a run writes them): a page made later without --job gates no
-    threshold, and showed only "exit 0 (ok)" for a night that exited 3 (out-152 F2)."""
+def _run_exit(beside: SummaryBeside) -> dict[str, Any] | None:
+    """The exit code the run that wrote the summary gave, and why, as it keeps them (None when it
+    does not, or not as a run writes them): a page made later without --job gates no threshold,
+    and showed only "exit 0 (ok)" for a night that exited 3 (out-152 F2). Said as an earlier
+    run's where a later one left no summary (a resume killed, or its summary not written: the
+    page said "its last run exited 0" of a night that exited 11, out-169 F1), or where the file
+    is not the one the summary saw."""
+    run_meta = beside.run_summary()
     code, reasons = run_meta.get("exit_code"), run_meta.get("exit_reasons")
     if type(code) is not int or code not in set(ExitCode) or not isinstance(reasons, list):
         return None
-    said = [clip(reason, 300) for reason in reasons[:5] if isinstance(reason, str)]
-    return {"code": code, "name": ExitCode(code).name.lower(), "reasons": said}
+    said = [clip(reason, 300) for reason in reasons if isinstance(reason, str)]
+    if len(said) > _REASONS_SHOWN:  # the rest counted, not dropped unsaid (out-169 F2)
+        said = [*said[:_REASONS_SHOWN], f"and {len(said) - _REASONS_SHOWN} more (in its summary)"]
+    if beside.run_since():
+        whose = "an earlier run's: a run since (its journal is beside the file) wrote no summary"
+    elif not beside.vouched():
+        whose = "the run's that wrote it, of the file as it was then: the file changed since"
+    else:
+        whose = None
+    return {"code": code, "name": ExitCode(code).name.lower(), "reasons": said, "whose": whose}
+
+
+_REASONS_SHOWN = 5
 
 
 def _recorded_spend(run_meta: dict[str, Any]) -> float | None:

@@ -156,7 +156,7 @@ class SummaryBeside:
         except OSError:
             return []
         grown = size - self._sealed(written, size) if type(written) is int else 0
-        if grown > 0 and not self._run_since() and not self.changed():
+        if grown > 0 and not self.run_since() and not self.changed():
             return [
                 f"{results}: {grown:,} byte(s) longer than when its summary was written, with no run since "
                 "(lines appended: two runs put together?): its rows are read as one run"
@@ -210,7 +210,7 @@ class SummaryBeside:
                 f"{self.results}: not the file its summary was written for (what it held then changed since: "
                 "records edited, or another file put in its place): its rows are not its run's"
             )
-        if size > written and not self._run_since() and records_appended(self.results, self._sealed(written, size)):
+        if size > written and not self.run_since() and records_appended(self.results, self._sealed(written, size)):
             # Only a run appends, and a run keeps its journal (or a batch run its batch state) until
             # its summary is written: lines after the summary's end with neither are appended by
             # hand. A later record of a row stands for it, so a failing night's failed rows
@@ -226,7 +226,7 @@ class SummaryBeside:
         what a resume's lookups appended before it was killed or refused (seal_looked_up)."""
         return sealed_end(self.results, self.run_summary(any_file=True), written, size) if size > written else written
 
-    def _run_since(self) -> bool:
+    def run_since(self) -> bool:
         """Whether a run went on from the file since its summary: the journal of a run of its job
         (killed, or under way) is beside it. Every run keeps one until its summary is written, a
         batch-mode tick too; a finished batch-mode night keeps its batch state for good, and an

@@ -1135,3 +1135,41 @@ def test_a_row_edited_under_its_id_in_a_file_with_its_summary_is_an_edit(tmp_pat
     code, _, err = call_cli("report", night, "--job", job)
     assert code == ExitCode.INCOMPLETE and "not the file its summary was written for" in err, err
     assert "1 row(s) are not in the matrix of job 'small'" in err
+
+
+def test_a_page_says_whose_exit_code_it_shows_when_a_later_run_left_no_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # out-169 F1: a resume whose summary could not be written (exit 11) left the first run's, and
+    # the page made later said "its last run exited 3" of a night that exited 11.
+    job = write_job(tmp_path, SMALL_JOB.replace("run: {", "run: {pass_threshold: 0.9, "))
+    wrong = ("--sim", "accuracy.openai/gpt-4o-mini=0")
+    out, page = tmp_path / "r.jsonl", tmp_path / "r.html"
+    assert call_cli(job, "--simulate", "-q", "-o", out, *wrong)[0] == ExitCode.QUALITY
+    assert call_cli("report", out, "--html", page)[0] == ExitCode.OK
+    assert "(its summary)</span>" in page.read_text()  # the file as its run left it: nothing to add
+
+    def no_room(path: Path, *_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("batchrun._orchestration.write_json_atomically", no_room)
+    code, _, err = call_cli(job, "--simulate", "-q", "-o", out, "--resume", *wrong)
+    assert code == ExitCode.IO and "writing the summary failed" in err, err
+    monkeypatch.undo()
+    call_cli("report", out, "--html", page)
+    said = page.read_text()
+    assert 'id="run-exit">its last run exited 3' in said
+    assert "an earlier run&#39;s: a run since (its journal is beside the file) wrote no summary" in said
+
+
+def test_a_page_counts_the_exit_reasons_it_leaves_out(tmp_path: Path) -> None:
+    # out-169 F2: reasons past the fifth were dropped with nothing saying so.
+    job = write_job(tmp_path, SMALL_JOB)
+    out, page = tmp_path / "r.jsonl", tmp_path / "r.html"
+    assert call_cli(job, "--simulate", "-q", "-o", out)[0] == ExitCode.OK
+    summary = json.loads(summary_path(out).read_text())
+    summary.update(exit_code=3, exit_reasons=[f"reason {k}" for k in range(8)])
+    summary_path(out).write_text(json.dumps(summary))
+    call_cli("report", out, "--html", page)
+    said = page.read_text()
+    assert "reason 4; and 3 more (in its summary)" in said and "reason 5" not in said

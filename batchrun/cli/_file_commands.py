@@ -163,7 +163,7 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
     write_junit_file(args, console, again, gate, (), (int(code), reasons), job_name, unread)
     # The exit and why in the step summary too: a file exit 12 showed a whole-looking table (out-151 F6).
     show(console, args, summary, render_text, lambda shown: render_markdown(shown, verdict=(int(code), reasons)))
-    write_report_page(args, page, summary, (int(code), reasons), gated=False, run_meta=run_summary)
+    write_report_page(args, page, summary, (int(code), reasons), gated=False, beside=beside)
     for reason in reasons:
         console.error(reason)
     return code

@@ -267,7 +267,7 @@ def _gate(
     # The gate's verdict in its Markdown too: a red step showed a table and no reason (break35 F2).
     show(console, args, summary, render_text, lambda shown: render_markdown(shown, verdict=(int(code), reasons)))
     try:
-        write_report_page(args, page, summary, (code, reasons), run_meta=beside.run_summary())
+        write_report_page(args, page, summary, (code, reasons), beside=beside)
     except OutputFailed as failure:
         # Before the JUnit file, which then says exit 11: a green one stood beside it (verify28 F5).
         code, reasons = ExitCode.IO, [str(failure)]

@@ -10,11 +10,14 @@ import stat
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._console import Console
 from .._exceptions import ConfigError
 from .._summary_types import Summary
+
+if TYPE_CHECKING:
+    from .._summary_beside import SummaryBeside
 
 
 def refuse_sidecars(*outputs: tuple[Any, str], inputs: Iterable[Path | None] = ()) -> None:
@@ -118,13 +121,13 @@ def write_report_page(
     summary: Summary,
     verdict: tuple[int, list[str]],
     gated: bool = True,
-    run_meta: dict[str, Any] | None = None,
+    beside: SummaryBeside | None = None,
 ) -> None:
-    """The page, of the run summary the caller read (`run_meta`) where it read one."""
+    """The page, of the summary beside the results as the caller read it, where it read one."""
     if page is not None:
         from .._html_report import write_report
 
-        write_report(args.results, args.html, page, summary, verdict, gated, run_meta)
+        write_report(args.results, args.html, page, summary, verdict, gated, beside)
 
 
 # What marks a page batchrun made (templates/base.html.j2 writes the same line).
