@@ -72,6 +72,10 @@ def _unescaped(text: str) -> str:
     return text
 
 
+_NEVER = re.compile(r"(?!)")  # the anchors of a scrubber given no secret: matches nothing
+_NEVER_BYTES = re.compile(rb"(?!)")
+
+
 class Scrubber:
     """Masks every secret it was given, and every fragment of FRAGMENT+ characters of one."""
 
@@ -79,7 +83,10 @@ class Scrubber:
         self._secrets: list[str] = []
         self._grams: set[str] = set()
         self._anchors: set[str] = set()
-        self._byte_anchors: tuple[bytes, ...] = ()
+        # Every anchor in one alternation, one pass over a text: on a 230-byte reply, 6 µs where
+        # testing the two keys' 74 anchors one by one took 18; the same from ~4 KB up.
+        self._anchor_text: re.Pattern[str] = _NEVER
+        self._anchor_bytes: re.Pattern[bytes] = _NEVER_BYTES
         for secret in secrets:
             self.add(secret)
 
@@ -91,7 +98,8 @@ class Scrubber:
         self._grams |= grams
         if not anchors <= self._anchors:
             self._anchors |= anchors
-            self._byte_anchors = tuple(anchor.encode() for anchor in self._anchors)
+            self._anchor_text = re.compile("|".join(map(re.escape, sorted(self._anchors))))
+            self._anchor_bytes = re.compile(self._anchor_text.pattern.encode())
 
     def for_body(self, body: bytes) -> Scrubber:
         """This scrubber, or one that masks nothing when no string decoded from `body` (a
@@ -100,11 +108,11 @@ class Scrubber:
         escapes decode to characters a key does not have, so they cannot join two pieces into a
         key. Walking every string of a clean reply was a tenth of the client's own CPU per
         request (bench/throughput.py)."""
-        if b"\\u" in body or any(anchor in body for anchor in self._byte_anchors):
+        if b"\\u" in body or self._anchor_bytes.search(body):
             return self
         if b"%" in body or b"&#" in body:
             plain = _unescaped(body.decode("utf-8", "replace"))
-            if any(anchor in plain for anchor in self._anchors):
+            if self._anchor_text.search(plain):
                 return self
         return _NOTHING
 
@@ -143,7 +151,7 @@ class Scrubber:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
-        if len(text) < FRAGMENT or not any(anchor in text for anchor in self._anchors):
+        if len(text) < FRAGMENT or not self._anchor_text.search(text):
             return text
         spans = []
         for gram in self._grams:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import httpx
 import pytest
 
@@ -147,3 +150,21 @@ def test_tools_whose_parameters_are_no_schema_are_a_400_not_a_crash(
     ]
     reply = post(web, sim, {**BODY, "tools": tools, "tool_choice": "required"})
     assert reply.status_code == 400 and "Invalid tools" in reply.json()["error"]["message"]
+
+
+def test_closing_ends_a_latency_in_flight_unbilled(web: httpx.Client) -> None:
+    # A minute's latency: the request is still waiting when the block ends. Closing answers it
+    # 503 at once, billing nothing (before, the runner's shutdown waited out its timeout, then
+    # dropped the connection).
+    simulator = Simulator(SimConfig(latency_ms=60_000))
+    replies: list[httpx.Response] = []
+    with simulator.serve_in_thread() as sim:
+        sender = threading.Thread(target=lambda: replies.append(post(web, sim)))
+        sender.start()
+        end = time.monotonic() + 10
+        while sim.stats.chat_requests < 1 and time.monotonic() < end:
+            time.sleep(0.005)
+        assert sim.stats.chat_requests == 1
+    sender.join(10)
+    assert [r.status_code for r in replies] == [503] and "closing" in replies[0].text
+    assert sim.stats.billed_usd == 0 and sim.generations == {}

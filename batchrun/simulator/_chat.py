@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import random
@@ -20,7 +19,7 @@ from ._billing import prompt_tokens as count_prompt
 from ._config import SimConfig
 from ._errors import AVAILABILITY, PROVIDER, availability_error, provider_error
 from ._extras import extras
-from ._faults import broken_reply, draw_fault
+from ._faults import CLOSING, broken_reply, draw_fault, hang
 from ._grader import VERDICT_SCHEMA_NAME, grade_as_judge, tool_calls_for
 from ._http import error_response, json_response
 from ._keys import KeyRoutes, bearer
@@ -199,7 +198,11 @@ class ChatRoutes(KeyRoutes, StreamReplies):
         try:
             delay = self._latency_s()
             if delay > 0:
-                await asyncio.sleep(delay)
+                # A simulator closing ends its latencies as its hangs, unbilled: a runner's
+                # shutdown waited out its half-second timeout for them (a test's minute-long latency).
+                await hang(request, delay)
+                if request.app[CLOSING].is_set():
+                    return error_response(503, "The simulator is closing.")
             content = self.answer(model, messages, body, row)
             calls = tool_calls_for(model, messages, body, self.config.accuracy.get(model, 0.85))
             finish: str | None = "tool_calls" if calls else "stop"
