@@ -53,6 +53,10 @@ class Judging:
         self.stops = stops
         self.cache = cache
         self.settings = settings
+        # With the cache on, the grader requests in flight, by body: an identical one asked
+        # meanwhile (two models or two repeats giving the same answer) waits for its verdict and
+        # is then a hit, where both were paid.
+        self._asked: dict[bytes, asyncio.Future[None]] = {}
 
     async def grade_row(self, grading: RowGrading) -> None:
         """Grade each judge check of the row in turn (its graders at once); results go into
@@ -99,14 +103,30 @@ class Judging:
 
     async def _verdict(self, request: Request, grading: RowGrading) -> dict[str, Any]:
         """One grader's verdict with its cost; `error` instead when there is none."""
-        dispatch, stops = self.dispatch, self.stops
-        model = request.model
-        if not stops.free_now():
-            return {"model": model, "error": f"not graded: the run stopped ({stops.reason})"}
+        if not self.stops.free_now():
+            return {"model": request.model, "error": f"not graded: the run stopped ({self.stops.reason})"}
+        twin = self._asked.get(request.payload)
+        if twin is not None:
+            # Shielded: this request cancelled (a stop's grace) never cancels the other one.
+            await asyncio.shield(twin)
+            return await self._verdict(request, grading)  # its verdict is stored now, or it had none
         # Free: it needs neither budget nor the grader, after a stop for money too (verify66 2).
         cached = self._cached_verdict(request)
         if cached is not None:
             return cached
+        if self.cache is None:
+            return await self._asked_verdict(request, grading)
+        self._asked[request.payload] = asked = asyncio.get_running_loop().create_future()
+        try:
+            return await self._asked_verdict(request, grading)
+        finally:
+            del self._asked[request.payload]
+            asked.set_result(None)
+
+    async def _asked_verdict(self, request: Request, grading: RowGrading) -> dict[str, Any]:
+        """A grader's verdict asked of the grader: budget, stops and charges as a row's."""
+        dispatch, stops = self.dispatch, self.stops
+        model = request.model
         if stops.reason is not None:
             return {"model": model, "error": f"not graded: the run stopped ({stops.reason})"}
         model_stop = stops.model_stop(model)

@@ -677,3 +677,39 @@ def test_a_grader_request_asked_a_moment_ago_in_the_same_run_is_a_hit(tmp_path: 
     assert len(judged) == 12 and len(bodies) < len(judged)
     assert sim.stats.chat_requests == 20 + len(bodies)
     assert all(r["checks"][0]["pass"] is (r["content"] == r["vars"]["expect"]) for r in judged)
+
+
+def test_a_grader_request_asked_while_the_same_one_is_in_flight_waits_for_its_verdict(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # Every row at once, each answer a while in coming: rows giving the same answer to the same
+    # question ask their grader the same thing at the same moment. Both were sent and paid; now
+    # the second waits for the first's verdict and is a hit.
+    sim.config.latency_ms = 20
+    job = write_job(tmp_path, judged_small_job(run="run: {concurrency: 20}"))
+    code, _, err = run(job, sim, tmp_path / "a.jsonl", tmp_path / "cache", "-q")
+    assert code == ExitCode.OK, err
+    judged = [r for r in final_records(tmp_path / "a.jsonl") if r["prompt_id"] == "capital"]
+    bodies = {(r["vars"]["country"], r["content"]) for r in judged}
+    assert len(judged) == 12 and len(bodies) < len(judged)
+    assert sim.stats.chat_requests == 20 + len(bodies)
+    verdicts = [r["checks"][0]["judge"]["graders"][0] for r in judged]
+    assert sum(v.get("cached") is True for v in verdicts) == len(judged) - len(bodies)
+    assert all(v["cost"] == 0 for v in verdicts if v.get("cached")) and all(
+        v["cost"] > 0 for v in verdicts if not v.get("cached")
+    )
+    assert all(r["checks"][0]["pass"] is (r["content"] == r["vars"]["expect"]) for r in judged)
+
+
+def test_a_grader_request_waiting_on_one_that_gave_no_verdict_is_sent_itself(tmp_path: Path, sim: Simulator) -> None:
+    # The grader answers prose, never a verdict: nothing is stored, so each request that waited
+    # for an identical one in flight asks the grader itself, and none waits for ever.
+    sim.config.latency_ms = 20
+    sim.config.judge_unparseable = 1.0
+    job = write_job(tmp_path, judged_small_job(run="run: {concurrency: 20}"))
+    code, _, err = run(job, sim, tmp_path / "a.jsonl", tmp_path / "cache", "-q")
+    judged = [r for r in final_records(tmp_path / "a.jsonl") if r["prompt_id"] == "capital"]
+    assert code == ExitCode.ERRORS, err
+    assert len(judged) == 12 and sim.stats.chat_requests == 20 + 12
+    verdicts = [r["checks"][0]["judge"]["graders"][0] for r in judged]
+    assert all("error" in v and not v.get("cached") and v["cost"] > 0 for v in verdicts)
