@@ -376,7 +376,7 @@ def _change_lines(diff: dict[str, Any]) -> list[str]:
             )
         elif model.get("cost_change_usd"):
             notes.append(f"cost {model['cost_change_usd']:+.6f} $")
-        if model.get("latency_p50_change_ms"):
+        if abs(model.get("latency_p50_change_ms") or 0) >= 0.5:  # shown to the ms: "-0 ms" was a change of 0.3
             notes.append(f"p50 latency {model['latency_p50_change_ms']:+.0f} ms")
         if "answered_by" in model:
             notes.append(

@@ -333,6 +333,16 @@ def test_diff_finds_flips_and_changes(tmp_path: Path) -> None:
     assert code == ExitCode.OK and text.startswith("### batchrun diff: j")
 
 
+def test_diff_shows_a_latency_change_to_the_millisecond_and_none_that_rounds_to_zero(tmp_path: Path) -> None:
+    # "model m: p50 latency -0 ms" was a change of 0.3 ms, shown as one.
+    before = write(tmp_path / "a.jsonl", record("1", "m", "p"), record("2", "n", "p"))
+    after = write(tmp_path / "b.jsonl", record("1", "m", "p", latency_ms=99.7), record("2", "n", "p", latency_ms=112.4))
+    code, text, _ = call_cli("diff", before, after)
+    assert code == 0 and "model n: p50 latency +12 ms" in text and "model m" not in text, text
+    code, text, _ = call_cli("diff", before, after, "--json")
+    assert json.loads(text)["models"]["m"]["latency_p50_change_ms"] == -0.3
+
+
 def test_a_model_that_passed_every_row_and_now_fails_every_row_is_a_regression(tmp_path: Path) -> None:
     # out-136 F2: 4 of 4 to 0 of 4 is p=0.125, no significant drop: exit 0, where the same rows
     # now erroring were exit 4. One row of a model still passing is no collapse.
