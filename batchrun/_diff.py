@@ -16,7 +16,7 @@ from ._items import item_key
 from ._rate_tests import PAIRED_TEST, TEST_WORDS, UNPAIRED_TEST, pairings_of, rate_change, rate_changes
 from ._reader import Warn
 from ._results import final_records
-from ._stats import compare_paired
+from ._stats import DEFAULT_ALPHA, compare_paired
 from ._summary import SummaryBuilder
 from ._summary_beside import SummaryBeside, read_run_summary
 from ._summary_types import Summary
@@ -123,7 +123,7 @@ def _item_flips(
 
 
 def diff_runs(
-    a_path: Path, b_path: Path, warn: Warn = lambda _: None, alpha: float = 0.05, strict: bool = False
+    a_path: Path, b_path: Path, warn: Warn = lambda _: None, alpha: float = DEFAULT_ALPHA, strict: bool = False
 ) -> dict[str, Any]:
     """What changed. A pass-rate change counts as a regression only when it is significant at
     `alpha` (McNemar's exact test on the same rows, else Fisher's exact test), and a flip only

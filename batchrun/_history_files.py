@@ -38,12 +38,18 @@ def runs_in(paths: list[Path], warn: Warn = lambda _: None) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            for odd in sorted(p for p in path.glob("*.jsonl") if not p.is_file() and not p.is_dir()):
+            for odd in sorted(p for p in path.glob("*.jsonl") if not p.is_file()):
                 # Left out as any stray file is, and said as one is (out-153 F8: a link to a run
-                # since deleted, a FIFO, went without a word).
-                warn(f"{odd}: not a regular file (a link to nothing, a FIFO, a device): left out of the history")
+                # since deleted, a FIFO, went without a word; out-173 F5: a folder so named).
+                kind = "a folder" if odd.is_dir() else "not a regular file (a link to nothing, a FIFO, a device)"
+                warn(f"{odd}: {kind}: left out of the history")
             # A link there to a run elsewhere is that run: its files are beside its target (out-151 F1).
-            files += map(followed, folder_runs(path))
+            runs = folder_runs(path)
+            if not runs and len(paths) > 1:
+                # Named beside other runs, a folder with none was dropped without a word (out-173
+                # F5: a night's run that was a folder went missing from the trend, exit 0).
+                raise ResultsError(f"{path}: a folder with no results files (*.jsonl) in it")
+            files += map(followed, runs)
         elif path.exists():  # a file, or one that is not regular (a FIFO): the reader says which
             files.append(path)
         else:

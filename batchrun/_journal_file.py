@@ -251,6 +251,16 @@ def a_fragment_of_its_run(results: Path, job: str, limit: int) -> bool:
     return b"\n" not in head and len(head) <= limit
 
 
+def journal_first_at(results: Path) -> int | None:
+    """Where the results file ended when the journal's first attempt went out; None with no
+    attempt in it (or no journal one can read)."""
+    try:
+        rows = read_journal(journal_path(results), None)
+    except (OSError, JobError):
+        return None
+    return min((a["at"] for c in rows.values() for a in c.attempts), default=None)
+
+
 def journal_job(results: Path) -> tuple[Any, Any] | None:
     """(name, fingerprint) of the job whose journal is beside `results`: the rows of a run killed
     before its first record are that job's (fingerprint None from a journal written before it was kept)."""

@@ -67,8 +67,7 @@ class RunReport:
     settings: RunSettings  # the run's settings, as its verdict reads them
 
     def verdict(self, pass_threshold: float | None = None, thresholds: bool = True) -> tuple[ExitCode, list[str]]:
-        """The exit code the CLI gives this run (README "Exit codes") and why: a library caller had
-        to rebuild it (break56 F7). `pass_threshold`, `thresholds`: `--pass-threshold`, `--no-thresholds`."""
+        """The CLI's exit code for this run, and why, as `--pass-threshold` and `--no-thresholds` set (break56 F7)."""
         return decide(self.summary, self.settings, checked_threshold(pass_threshold), run=True, thresholds=thresholds)
 
 
@@ -146,14 +145,15 @@ async def _locked_run(
         endpoint = resumed_endpoint(output, options.cache_endpoint or client.base_url, resuming)
         isolated = IsolatedKey.for_run(job, options, settings, client) if settings.isolated_key else None
         edited = edit_mark(output) if resuming else None  # what the summary saw, before this run appends
+        if resuming:
+            earlier_summary(output)  # one refused (unreadable, another's) is refused before the recovery writes
         states = await earlier_work(job, options, output, resuming, client, notice)
     except BaseException:
         await client.aclose()
         raise
     earlier = earlier_summary(output) if states is not None else {}
-    run_started = started_at = utc(options.clock.time())
-    if isinstance(earlier.get("started_at"), str) and earlier["started_at"] < started_at:
-        started_at = earlier["started_at"]
+    run_started = utc(options.clock.time())
+    started_at = min(run_started, earlier["started_at"]) if isinstance(earlier.get("started_at"), str) else run_started
     # Earlier runs' spend, and key gaps (the key's usage above what answers reported): in their summary (break14c N12).
     prior = earlier_spend(output, earlier, states)
     prior_spend, key_gap_before = prior.spent, prior.key_gap

@@ -41,7 +41,7 @@ from ._results import (
     scan_states,
     whole_record,
 )
-from ._summary_beside import read_run_summary
+from ._summary_beside import SummaryBeside, read_run_summary
 from ._summary_floor import changed_after, results_size
 from ._summary_place import refuse_summary_place
 from ._ungraded import stopped_gradings
@@ -245,9 +245,12 @@ def earlier_summary(output: Path) -> dict[str, Any]:
     """The summary an earlier run wrote beside `output`, for what it counted as spent beyond
     the records (`key_gap_usd`). One that is there but unreadable, or another file's, is refused:
     read as none, the resume spent the budget again (verification of break14e, F9)."""
-    earlier = read_run_summary(output, any_file=True)
+    beside = SummaryBeside.read(output)
+    earlier = beside.run_summary(any_file=True)
     path = summary_path(output)
     named = named_results(earlier)
+    if path.exists() and not earlier and (foreign := beside.of_another_file_and_job()) is not None:
+        raise ConfigError(f"{foreign}: move it away to resume")
     if path.exists() and not earlier:
         raise ConfigError(
             f"{path}: not the summary of {output.name} (unreadable): what earlier runs counted as spent beyond "

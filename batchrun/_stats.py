@@ -16,6 +16,9 @@ from functools import lru_cache
 Z_95 = 1.959963984540054
 
 
+DEFAULT_ALPHA = 0.05  # `diff`'s significance level unless --alpha says another
+
+
 def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float] | None:
     """Wilson score interval of a binomial proportion; None without trials.
 
@@ -98,14 +101,16 @@ def mcnemar_exact(pass_to_fail: int, fail_to_pass: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def compare_paired(pass_to_fail: int, fail_to_pass: int, alpha: float = 0.05) -> dict[str, float | bool | None]:
+def compare_paired(
+    pass_to_fail: int, fail_to_pass: int, alpha: float = DEFAULT_ALPHA
+) -> dict[str, float | bool | None]:
     """A change in pass rate on the same rows, with McNemar's exact p-value and a verdict."""
     p_value = mcnemar_exact(pass_to_fail, fail_to_pass)
     return {"p_value": float(f"{p_value:.4g}"), "significant": p_value < alpha}
 
 
 def compare_rates(
-    passed_before: int, total_before: int, passed_after: int, total_after: int, alpha: float = 0.05
+    passed_before: int, total_before: int, passed_after: int, total_after: int, alpha: float = DEFAULT_ALPHA
 ) -> dict[str, float | bool | None]:
     """A change in pass rate between two runs, with Fisher's exact p-value and a verdict."""
     if total_before == 0 or total_after == 0:
@@ -115,7 +120,7 @@ def compare_rates(
 
 
 def compare_parts(
-    paired: tuple[int, int], unpaired: tuple[int, int, int, int], moved: float, alpha: float = 0.05
+    paired: tuple[int, int], unpaired: tuple[int, int, int, int], moved: float, alpha: float = DEFAULT_ALPHA
 ) -> dict[str, float | bool | None]:
     """A change in pass rate over rows both runs graded (`paired`: pass->fail, fail->pass) and rows
     one run alone graded (`unpaired`: passed and graded before, then after): each part tested on

@@ -17,7 +17,7 @@ from typing import Any
 from ._exceptions import ResultsError
 from ._failure_text import clip
 from ._files import read_regular_text
-from ._journal_file import journal_header, journal_key_gap, journal_path
+from ._journal_file import journal_first_at, journal_header, journal_key_gap, journal_path
 from ._output_paths import named_results, summary_path
 from ._pricing import money
 from ._results import results_job
@@ -139,11 +139,25 @@ class SummaryBeside:
             "checked against that run"
         )
 
+    def of_another_file_and_job(self) -> str | None:
+        """Why a summary beside the file, readable, is left out: written for another file, of
+        another job than the file's first record names (another job's pair half-copied). Not
+        "no summary", nor "unreadable": what readers and a resume said of it (out-173 F6)."""
+        ran = self.kept.get("job")
+        if not isinstance(ran, str) or self.job is None or ran == self.job or self.of_another_job():
+            return None
+        return (
+            f"{summary_path(self.results)}: the summary of a run of job {clip(ran)!r}, not of job "
+            f"{clip(self.job)!r} whose records {self.results.name} holds"
+        )
+
     def doubts(self) -> list[str]:
         """Why the summary is not its run's, for a reader to say: another file's (left out), or
         one written when the file was smaller, with no journal of a run after it (lines appended
         since, such as two runs `cat`-ed together: the rows read are both's)."""
         results = self.results
+        if (foreign := self.of_another_file_and_job()) is not None:
+            return [f"{foreign}: left out (rows never written cannot be counted)"]
         summary = self.run_summary(any_file=True)
         named, written = named_results(summary), summary.get("results_bytes")
         if named is not None and named != results.name:
@@ -231,9 +245,13 @@ class SummaryBeside:
         (killed, or under way) is beside it. Every run keeps one until its summary is written, a
         batch-mode tick too; a finished batch-mode night keeps its batch state for good, and an
         empty file under the journal's name is none: either let appended lines through (out-165
-        F1, F2)."""
+        F1, F2). Nor is one whose attempts went out when the file was shorter than the summary saw:
+        a journal of a run before it, or another file's copied beside it (out-173 F2)."""
         job = (journal_header(self.results) or {}).get("job")
-        return isinstance(job, str) and (self.job is None or job == self.job)
+        if not isinstance(job, str) or (self.job is not None and job != self.job):
+            return False
+        written, first = self.run_summary().get("results_bytes"), journal_first_at(self.results)
+        return type(written) is not int or first is None or first >= written
 
     def key_gap(self) -> float:
         """The key's usage that the file's runs counted beyond its rows' reported costs (in no
@@ -274,6 +292,7 @@ def _as_written(data: dict[str, Any]) -> dict[str, Any]:
 
 
 EDITED = "records edited after a run's summary was written, before a resume went on from them"
+REMOVED = "records removed or cut short after a run's summary was written, before a resume asked them again"
 
 
 def edit_mark(results: Path) -> str | None:
@@ -285,4 +304,9 @@ def edit_mark(results: Path) -> str | None:
     carried = beside.run_summary().get("results_edited")
     if isinstance(carried, str):
         return carried[:200]  # a summary anyone may have written: carried on, not grown
-    return EDITED if beside.changed(shorter=False) is not None else None
+    # Records removed too (out-173 F1): the failing rows of a night taken out, and the resume asked
+    # them again until they passed; its summary said nothing and the gate passed.
+    changed = beside.changed()
+    if changed is None:
+        return None
+    return REMOVED if beside.changed(shorter=False) is None else EDITED

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from ._files import open_regular
 from ._output_paths import summary_path, write_json_atomically
 from ._pricing import money
-from ._reader import ScanResult, spent_on
+from ._reader import MAX_RECORD_BYTES, ScanResult, spent_on
 
 _APPENDED_MAX_BYTES = 64 << 20  # read past a summary's end to tell appended records from edits; past it, not
 
@@ -208,18 +208,27 @@ def records_appended(output: Path, offset: int) -> bool:
     or what a reader or a resume may take for one. A last line without its newline counts too: a
     resume adds the newline to a whole record, and one was appended a row at a time (out-165 F3).
     A torn last line, NULs a crash left, or a line that is no JSON are not: a resume cuts the
-    first two and readers set the last aside."""
-    rest = b""
+    first two and readers set the last aside, as they do a line longer than MAX_RECORD_BYTES: such
+    a line is passed over, never held whole (out-173 F3: a 400 MiB line with no newline was
+    joined a piece at a time, quadratic, and `report` ran past two minutes)."""
+    rest, overlong = b"", False
     try:
         with open_regular(output) as handle:
             handle.seek(offset)
             while piece := handle.read(_DIGEST_PIECE):
+                if overlong:
+                    end = piece.find(b"\n")
+                    if end < 0:
+                        continue
+                    piece, overlong = piece[end + 1 :], False
                 *lines, rest = (rest + piece).split(b"\n")
                 if any(_an_object(line) for line in lines):
                     return True
+                if len(rest) > MAX_RECORD_BYTES:
+                    rest, overlong = b"", True
     except OSError:
         return False
-    return _an_object(rest)
+    return not overlong and _an_object(rest)
 
 
 def _an_object(line: bytes) -> bool:

@@ -192,6 +192,11 @@ def test_bad_usage_exits_2(args: list[str]) -> None:
         ),
         # out-157 F5: the last shard ran, and the first one's rows never did.
         (["x.yaml", "--shard", "1/4", "--shard", "2/4"], "--shard: given twice, 1/4 and 2/4: give it once"),
+        # out-173 F4: `--alpha 0.05 --alpha 1e-9` decided the regression gate in silence.
+        (
+            ["diff", "a", "b", "--alpha", "0.05", "--alpha", "1e-9"],
+            "--alpha: given twice, 0.05 and 1e-09: give it once",
+        ),
         # out-143 F11: `--sim` read as --simulate took the job as its K=V, and the message named neither.
         (
             ["--sim", "jobs/eval.yaml"],

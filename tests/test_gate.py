@@ -1173,3 +1173,85 @@ def test_a_page_counts_the_exit_reasons_it_leaves_out(tmp_path: Path) -> None:
     call_cli("report", out, "--html", page)
     said = page.read_text()
     assert "reason 4; and 3 more (in its summary)" in said and "reason 5" not in said
+
+
+def test_a_line_past_the_record_limit_after_a_summary_is_passed_over_not_held_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # out-173 F3: a 400 MiB line with no newline appended past the summary's end was joined a
+    # megabyte at a time (quadratic) and parsed whole: `report` ran past two minutes. Small
+    # limits here stand for 32 MiB and the 1 MiB pieces.
+    from batchrun import _summary_floor
+
+    monkeypatch.setattr(_summary_floor, "MAX_RECORD_BYTES", 256)
+    monkeypatch.setattr(_summary_floor, "_DIGEST_PIECE", 64)
+    seen: list[int] = []
+    looked_at = _summary_floor._an_object
+
+    def an_object(line: bytes) -> bool:
+        seen.append(len(line))
+        return looked_at(line)
+
+    monkeypatch.setattr(_summary_floor, "_an_object", an_object)
+    path = tmp_path / "r.jsonl"
+    head = b'{"id": "a"}\n'
+    path.write_bytes(head + b'{"id": "' + b"y" * 10_000)
+    assert _summary_floor.records_appended(path, len(head)) is False
+    assert max(seen, default=0) <= 256 + 64
+    path.write_bytes(head + b'{"id": "' + b"y" * 10_000 + b'"}\n{"id": "b"}\n')
+    assert _summary_floor.records_appended(path, len(head)) is True  # the record after it counts
+    path.write_bytes(head + b"y" * 10_000 + b"\nnot json\n")
+    assert _summary_floor.records_appended(path, len(head)) is False
+
+
+def test_records_removed_then_asked_again_by_a_resume_are_said_at_every_gate(results: Path, job: Path) -> None:
+    # out-173 F1: a night's failing records taken out and the file resumed: the rows asked again
+    # (until they passed), the resume exit 0, its summary vouching for the file, the gate 0.
+    lines = results.read_bytes().splitlines(keepends=True)
+    results.write_bytes(b"".join(lines[:3] + lines[6:]))
+    said = "records removed or cut short after a run's summary was written, before a resume asked them again"
+    for _ in range(2):  # and a later resume still says so
+        code, _, err = call_cli(job, "--simulate", "-o", results, "--resume", "-q")
+        assert code == ExitCode.INCOMPLETE and said in err, err
+        assert len({r["id"] for r in read_rows(results)}) == 20
+        for gate in (("report", results), ("report", results, "--job", job)):
+            code, _, err = call_cli(*gate)
+            assert code == ExitCode.INCOMPLETE and said in err, (gate, err)
+    assert said in json.loads(summary_path(results).read_text())["results_edited"]
+
+
+def test_another_jobs_summary_beside_a_file_is_named_as_such_and_refused_before_anything_is_written(
+    results: Path, job: Path, tmp_path: Path
+) -> None:
+    # out-173 F6: "has no summary beside it", then "not the summary of done.jsonl (unreadable)" for
+    # a readable summary of another job's run; `report` said "no summary of its run beside it".
+    other = write_job(tmp_path, SMALL_JOB.replace("name: small", "name: other"), "other.yaml")
+    assert call_cli(other, "--simulate", "-o", tmp_path / "o.jsonl", "-q")[0] == ExitCode.OK
+    summary_path(results).write_bytes(summary_path(tmp_path / "o.jsonl").read_bytes())
+    said = f"{summary_path(results)}: the summary of a run of job 'other', not of job 'small' whose records"
+    said += " done.jsonl holds"
+    code, _, err = call_cli("report", results)
+    assert code == ExitCode.OK and f"{said}: left out (rows never written cannot be counted)" in err, err
+    assert "no summary of its run beside it" not in err
+    results.write_bytes(results.read_bytes() + b'{"id": "torn')  # a torn tail a resume would cut
+    before = results.read_bytes()
+    code, _, err = call_cli(job, "--simulate", "-o", results, "--resume", "-q")
+    assert (code, err) == (ExitCode.USAGE, f"batchrun: {said}: move it away to resume\n")
+    assert results.read_bytes() == before
+
+
+def test_a_journal_whose_attempts_went_out_before_the_summary_is_no_run_since(results: Path, job: Path) -> None:
+    # out-173 F2: a killed run's journal copied from another file beside one with rows appended by
+    # hand made them a "run since": report, the gate and merge passed the appended rows, exit 0.
+    written = results.stat().st_size
+    again = b"".join(results.read_bytes().splitlines(keepends=True)[:3]).replace(b'"latency_ms":', b'"latency_ms":1')
+    results.write_bytes(results.read_bytes() + again)  # three rows' records again, each edited
+    killed_run_journal(results, "simulator")  # its attempts at 0: out when the file was empty
+    for gate in (("report", results), ("report", results, "--job", job)):
+        code, _, err = call_cli(*gate)
+        assert code == ExitCode.INCOMPLETE and "appended since its summary was written, with no run since" in err, err
+    # A run since has its attempts go out past where the summary saw the file end: it vouches.
+    journal = journal_path(results)
+    journal.write_text(journal.read_text().replace('"at": 0', f'"at": {written}'))
+    code, _, err = call_cli("report", results)
+    assert "with no run since" not in err, err

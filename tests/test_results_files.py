@@ -24,6 +24,7 @@ import pytest
 
 from batchrun import ExitCode
 from batchrun._lock import OutputLock
+from batchrun._output_paths import summary_path
 from batchrun._reader import scan_states
 from batchrun._results import final_records, record_head
 
@@ -107,6 +108,7 @@ def test_the_resume_hint_is_given_for_this_jobs_results(results: Path, job: Path
 def test_after_a_resume_each_spent_figure_says_what_it_counts(results: Path, job: Path) -> None:
     rows = results.read_bytes().splitlines(keepends=True)
     results.write_bytes(b"".join(rows[:12]))  # a run that crashed after 12 rows
+    summary_path(results).unlink()  # and so wrote no summary
     code, text, err = call_cli(job, "--simulate", "-o", results, "--resume", "--budget", "1")
     assert code == 0, err
     assert "this run: worst case $" in text and "earlier runs of this file spent $" in text
@@ -119,6 +121,7 @@ def test_a_torn_record_at_the_end_is_cut_and_the_run_resumed(results: Path, job:
     whole = results.read_bytes()
     last_start = whole.rstrip(b"\n").rfind(b"\n") + 1
     results.write_bytes(whole[:last_start] + whole[last_start : last_start + 40])  # the last record torn
+    summary_path(results).unlink()  # by a run killed then: it wrote no summary
     code, _, err = call_cli(job, "--simulate", "-o", results, "--resume")
     assert code == 0, err
     assert "cut a torn last record (40 bytes)" in err
@@ -175,6 +178,7 @@ def test_a_whole_last_record_lacking_its_newline_is_kept_not_paid_again(results:
     lines = results.read_bytes().splitlines(keepends=True)[:rows]
     kept = b"".join(lines)
     results.write_bytes(kept.rstrip(b"\n"))  # the newline of the last whole record was never written
+    summary_path(results).unlink()  # by a run killed then: it wrote no summary
     code, _, err = call_cli(job, "--simulate", "-o", results, "--resume")
     assert code == 0, err
     assert "added the missing newline after its last record" in err and "torn" not in err
@@ -268,7 +272,9 @@ def test_a_torn_fragment_in_the_middle_is_set_aside_by_resume_and_readers(result
     assert f"{results}: 2 of the 20 row(s) its summary counts have no readable record" in err
     assert "TOTAL" in text and len(list(final_records(results))) == 18  # rows 6 and 7 merged into one bad line
     code, _, err = call_cli(job, "--simulate", "-o", results, "--resume", "-q")
-    assert code == 0, err
+    # Its rows whole again, asked again; but the bytes its summary saw are gone, and it says so
+    # (out-173 F1: failing rows removed so were asked again until they passed, exit 0).
+    assert code == ExitCode.INCOMPLETE and "records removed or cut short after a run's summary" in err, err
     assert {r["id"] for r in final_records(results)} == {json.loads(line)["id"] for line in lines}
     assert list(final_records(str(results))) == list(final_records(results))  # the public API takes a str (break23)
 
@@ -1122,11 +1128,12 @@ def test_an_edit_that_keeps_an_older_time_is_still_read_in_full_on_resume(tmp_pa
     older = summary.stat().st_mtime_ns - 10**9
     os.utime(out, ns=(older, older))
     code, _, err = call_cli(job, "--simulate", "-o", out, "--resume", "-q")
-    assert code == ExitCode.OK, err
+    assert code == ExitCode.INCOMPLETE, err
     assert read_rows(out)[-1]["id"] == broken["id"]  # sent again
-    # Shorter than its summary saw: no digest tells an edit of what is left (a resume counts what
-    # the summary said was spent, and sends again what is gone or broken).
-    assert call_cli("report", out, "--job", job)[0] == ExitCode.OK
+    # Shorter than its summary saw: the resume counts what the summary said was spent and sends
+    # again what is gone or broken, and every gate after it says the file was cut (out-173 F1).
+    code, _, err = call_cli("report", out, "--job", job)
+    assert code == ExitCode.INCOMPLETE and "records removed or cut short after a run's summary" in err, err
 
 
 def test_results_summaries_and_merged_files_are_never_writable_by_others(tmp_path: Path) -> None:

@@ -215,6 +215,13 @@ def test_history_follows_links_in_a_folder_and_job_picks_its_folder(
     code, out, err = call_cli("history", links, "--json")
     assert code == ExitCode.OK and json.loads(out)["runs"][0]["incomplete"], out + err
     assert f"{links / 'gone.jsonl'}: not a regular file (a link to nothing, a FIFO, a device): left out" in err
+    # out-173 F5: a folder so named was left out without a word, and one with no runs, named
+    # beside a run, dropped a night from the trend (exit 0).
+    (links / "night.jsonl").mkdir()
+    code, out, err = call_cli("history", links, "--json")
+    assert code == ExitCode.OK and f"{links / 'night.jsonl'}: a folder: left out of the history" in err
+    code, out, err = call_cli("history", killed_run, links / "night.jsonl")
+    assert code == ExitCode.USAGE and f"{links / 'night.jsonl'}: a folder with no results files (*.jsonl) in it" in err
     write_job(in_tmp, SMALL_JOB.replace("name: small", "name: renamed"), "renamed.yaml")
     assert call_cli("renamed.yaml", "--simulate", "-q")[0] == ExitCode.OK  # outputs/renamed beside outputs/small
     code, out, err = call_cli("history", "--job", "renamed.yaml", "--json")

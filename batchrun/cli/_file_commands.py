@@ -18,6 +18,7 @@ from .._exceptions import (
 )
 from .._files import refuse_printing_into
 from .._lock import refuse_live
+from .._stats import DEFAULT_ALPHA
 from .._summary_types import Summary
 from .._verdict import ExitCode, ungraded_reason
 from ._common import show, sim_config, simulator_endpoint, step_summary, with_simulator
@@ -222,7 +223,9 @@ def cmd_diff(args: argparse.Namespace, console: Console) -> int:
     refuse_printing_into((args.before, args.after))
     for results in (args.before, args.after):
         refuse_live(results, "compare it")
-    diff = diff_runs(args.before, args.after, console.warn, args.alpha, args.strict)
+    diff = diff_runs(
+        args.before, args.after, console.warn, DEFAULT_ALPHA if args.alpha is None else args.alpha, args.strict
+    )
     show(console, args, diff, render_diff_text, render_diff_markdown)
     if args.fail_on_regression and diff["regression"]:
         return ExitCode.REGRESSION

@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 from .. import __version__, _argtypes
 from .._scrub import hide_keys
+from .._stats import DEFAULT_ALPHA
 from .._verdict import ExitCode
 from ._epilog import EPILOG
 
@@ -291,10 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diff.add_argument(
         "--alpha",
+        action=_argtypes.Once,  # it decides --fail-on-regression's exit (out-173 F4)
         type=_argtypes.significance,
-        default=0.05,
         metavar="LEVEL",
-        help="significance level of the test (default 0.05)",
+        help=f"significance level of the test (default {DEFAULT_ALPHA:g})",
     )
     diff.add_argument(
         "--strict",
