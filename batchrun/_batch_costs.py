@@ -18,6 +18,12 @@ none), nor what a batch that ends `failed`, `expired` or `cancelled` is charged.
   result gave one; else the end-of-run reconciliation accounts for it). Never $0.
 - Except a batch that ended without completing and says no request completed
   (`request_counts.completed` 0, no result items, no `usage`): nothing ran, nothing is held.
+- A charge far above what it can be (_pricing.doubted: an item's over 100 times its row's worst
+  case, a batch's over 100 times its rows'), as a sync reply's, is not believed: the row is one
+  without a cost of its own (its share of the batch's charge `estimated` and `cost_doubted`, or
+  unknown), looked up by its generation id at the run's end, else by a resume (out-172 F1:
+  items said $9,999 each, the run stopped at its budget "having spent $599,940", and every
+  resume of the file after it did too).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from dataclasses import dataclass, field
 
 from ._batch_api import BatchInfo, BatchItem
 from ._charges import byok_of
-from ._pricing import says_byok
+from ._pricing import doubted, says_byok
 from ._row_cost import Charge, RowCharges
 
 FLOAT_NOISE_USD = 1e-12
@@ -45,6 +51,15 @@ class BatchCharges:
     # the same row repeats (break34 M2): part of the charge, in no row's record (the run keeps
     # it in the key gap, as it keeps answers no record carries).
     strays: float = 0.0
+    doubted_rows: list[str] = field(default_factory=list)  # rows whose item's cost was not believed
+    doubted_batch: float | None = None  # the batch's own cost, when it was not believed
+    estimated: list[Charge] = field(default_factory=list)  # doubted rows' shares: looked up at the end
+
+    def doubt(self) -> str | None:
+        """What was not believed, for a warning; None when all was."""
+        said = [f"{len(self.doubted_rows)} item(s)"] if self.doubted_rows else []
+        said += [f"the batch itself (${self.doubted_batch:.6f})"] if self.doubted_batch is not None else []
+        return f"{' and '.join(said)} said to cost over 100 times the worst case: not believed" if said else None
 
 
 def _own_cost(item: BatchItem | None) -> float | None:
@@ -101,6 +116,11 @@ def batch_charges(
     # does (the batch-level cost of a BYOK batch is "only the OpenRouter BYOK fee":
     # batch-quickstart.mdx; verify14j N12: the ledger settled to the fees, and the end read
     # counted the whole charge again).
+    out.doubted_rows = [row for row, cost in own.items() if cost is not None and doubted(cost, worst(row))]
+    own.update(dict.fromkeys(out.doubted_rows))
+    batch_cost = info.cost
+    if batch_cost is not None and doubted(batch_cost, sum(map(worst, rows))):
+        out.doubted_batch, batch_cost = batch_cost, None
     items_sum = sum(c + _upstream(items.get(row)) for row, c in own.items() if c is not None)
     sent = set(rows)
     strays = [i for row, i in items.items() if row not in sent] + list(repeated)
@@ -114,7 +134,7 @@ def batch_charges(
             charge.cost, charge.status = cost, "reported"
             charge.is_byok, charge.upstream_inference_cost = byok_of(item.result.usage)
         out.rows[row] = RowCharges([charge])
-    if (info.cost is None or byok) and without:
+    if (batch_cost is None or byok) and without:
         # A BYOK batch's fees are inside its held rows' worst cases (and in what a lookup finds
         # each row was charged): counted beside them, a batch that fit the budget was over it,
         # and a looked-up row's fee was counted twice (verify31 V5).
@@ -125,7 +145,7 @@ def batch_charges(
             out.held += charge.held
             out.unknown.append(charge)
         return out
-    total = max(info.cost or 0.0, items_sum + out.strays)  # the larger of the batch's and its items'
+    total = max(batch_cost or 0.0, items_sum + out.strays)  # the larger of the batch's and its items'
     out.known = total
     remainder = total - items_sum - out.strays
     answered = [row for row in rows if items.get(row) is not None and items[row].result is not None]
@@ -137,6 +157,9 @@ def batch_charges(
         if (share and row in sharing) or row in answered:
             charge = out.rows[row].parts[0]
             charge.cost, charge.status = (share if row in sharing else 0.0), "estimated"
+            if row in out.doubted_rows:
+                charge.doubted = True
+                out.estimated.append(charge)
         else:
             out.rows[row] = RowCharges()  # nothing of the batch's charge is left for it: not billed
     if share and not without:

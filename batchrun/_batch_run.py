@@ -211,11 +211,13 @@ class BatchExecutor:
                 "the job since it was sent (what they cost is counted)"
             )
         items, repeated = self.api.read_items(info)
-        if strays := stray_items(info, entry.rows, differing_rows(items, repeated)):  # break22 m1, m2: said
-            # A warning (said under --quiet): which of two answers a row keeps decides its verdict.
-            self.notice(f"warning: batch {entry.key} ({entry.batch_id}): {strays}")
         worst = lambda row: self._row_worst(entry, requests[row])  # noqa: E731
         charges = batch_charges(entry.rows, info, items, worst, repeated)
+        # Said under --quiet: the answer a row keeps decides it (break22 m1, m2); a charge not believed (out-172 F1).
+        for said in (stray_items(info, entry.rows, differing_rows(items, repeated)), charges.doubt()):
+            if said:
+                self.notice(f"warning: batch {entry.key} ({entry.batch_id}): {said}")
+        runner.charges.estimated.extend(charges.estimated)
         if runner.charges.check_bound(charges.known, entry.reserved_usd, "charged for a batch"):
             for part in (part for row in charges.rows.values() for part in row.parts):
                 part.above_worst = True  # not believed: no hit says it saved it (verify66 8)
@@ -319,14 +321,8 @@ class BatchExecutor:
         return self.runner.stop_reason not in (StopReason.INTERRUPTED, StopReason.AUTH)
 
     def note_key_seen(self, reconciliation: dict[str, Any], ledger_known: float, batches_open: float) -> None:
-        note_key_seen(
-            self.state,
-            reconciliation,
-            ledger_known,
-            batches_open,
-            self.runner.dispatch.key_start.usage,
-            counted=self.runner.ledger.key_lost,
-        )
+        usage, lost = self.runner.dispatch.key_start.usage, self.runner.ledger.key_lost
+        note_key_seen(self.state, reconciliation, ledger_known, batches_open, usage, counted=lost)
 
     def _count_unseen(self, entry: BatchEntry, unseen: float) -> None:
         count_unseen(self.runner.ledger, self.runner.dispatch, self.notice, entry, unseen)

@@ -373,6 +373,43 @@ def test_a_batch_cost_no_batch_of_its_requests_could_cost_is_not_believed(tmp_pa
     assert summary(tmp_path)["spent_usd"] < 1 and all((r["cost"] or 0) < 1 for r in outcome.rows)
 
 
+def _item_costs(cost: float, batch_cost: float | None) -> BatchOf:
+    def batch_of(ids: list[str]) -> dict[str, Any]:
+        batch = completed(batch_cost, ids)
+        for entry in batch["results"]:
+            entry["response"]["body"]["usage"]["cost"] = cost
+        return batch
+
+    return batch_of
+
+
+def test_item_costs_far_past_their_worst_case_are_not_believed(tmp_path: Path) -> None:
+    # out-172 F1: items each said $9,999 (under the $10,000 no attempt can cost), a sync reply's
+    # lie batch mode believed: "spent $39,996", exit 5, and every resume of the file after it too.
+    # The batch's own charge is taken, shared and marked doubted, to be looked up again.
+    outcome = run(tmp_path, _item_costs(9999.0, 0.01))
+    assert outcome.code == ExitCode.OK, outcome.stderr
+    assert "4 item(s) said to cost over 100 times the worst case: not believed" in outcome.stderr
+    assert {(r["cost_status"], r.get("cost_doubted")) for r in outcome.rows} == {("estimated", True)}
+    assert sum(r["cost"] for r in outcome.rows) == pytest.approx(0.01) == summary(tmp_path)["spent_usd"]
+    # With the batch's charge a lie too, nothing is known: each row holds its worst case.
+    outcome = run(tmp_path / "both", _item_costs(9999.0, 9999.0))
+    assert outcome.code == ExitCode.OK, outcome.stderr
+    assert "4 item(s) and the batch itself ($9999.000000) said to cost over 100 times" in outcome.stderr
+    assert {(r["cost"], r["cost_status"]) for r in outcome.rows} == {(None, "unknown")}
+    held = sum(r["cost_held"] for r in outcome.rows)
+    assert summary(tmp_path / "both")["spent_usd"] == pytest.approx(held) and held < 1
+
+
+def test_a_batch_charge_far_past_its_rows_worst_cases_is_not_believed(tmp_path: Path) -> None:
+    # out-172 F1: a batch's usage.cost of $9,999 for four rows worth a cent was counted in full.
+    outcome = run(tmp_path, lambda ids: completed(9999.0, ids))
+    assert outcome.code == ExitCode.OK, outcome.stderr
+    assert "the batch itself ($9999.000000) said to cost over 100 times the worst case" in outcome.stderr
+    assert {(r["cost"], r["cost_status"]) for r in outcome.rows} == {(ITEM_COST, "reported")}
+    assert summary(tmp_path)["spent_usd"] == pytest.approx(ROWS * ITEM_COST)
+
+
 def test_a_batch_object_of_another_batch_is_not_collected_as_this_one(tmp_path: Path) -> None:
     # break22 m4: the poll of batch_1 answered with batch_other's object was collected.
     def batch_of(ids: list[str]) -> dict[str, Any]:
