@@ -36,7 +36,7 @@ from .conftest import (
     write_job,
 )
 from .hostile import JOB as HOSTILE_JOB
-from .hostile import Answer, HostileServer, RawRequest, chat_payload, json_answer
+from .hostile import Answer, HostileServer, RawRequest, asked_generation, chat_payload, json_answer
 from .hostile import run as run_hostile
 
 # The hostile job, graded, in batch mode.
@@ -392,6 +392,14 @@ def test_item_costs_far_past_their_worst_case_are_not_believed(tmp_path: Path) -
     assert "4 item(s) said to cost over 100 times the worst case: not believed" in outcome.stderr
     assert {(r["cost_status"], r.get("cost_doubted")) for r in outcome.rows} == {("estimated", True)}
     assert sum(r["cost"] for r in outcome.rows) == pytest.approx(0.01) == summary(tmp_path)["spent_usd"]
+    # A resume once /generation knows them takes their cost from it.
+    server = batch_server(_item_costs(9999.0, 0.01))
+    server.routes["/generation"] = lambda r: json_answer(
+        200, {"data": {"id": asked_generation(r), "total_cost": 0.002}}
+    )
+    resumed = run_hostile(server, tmp_path, "--budget", "1", "--resume", job=JOB)
+    assert resumed.code == ExitCode.OK, resumed.stderr
+    assert {(r["cost"], r["cost_status"], r.get("cost_doubted")) for r in resumed.rows} == {(0.002, "looked_up", None)}
     # With the batch's charge a lie too, nothing is known: each row holds its worst case.
     outcome = run(tmp_path / "both", _item_costs(9999.0, 9999.0))
     assert outcome.code == ExitCode.OK, outcome.stderr
