@@ -140,7 +140,8 @@ def diff_runs(
         # Swapped, a regression reads as an improvement and exits 0 (break65 F10).
         warn(f"{a_path} ran after {b_path} (its first row {first[0]}, theirs {first[1]}): diff takes BEFORE AFTER")
     # A file edited since its run is compared as it is, and said: nothing else said it (out-165 F6).
-    for words in [*filter(None, (a_beside.changed(), b_beside.changed())), *unlike_answers(a_beside, b_beside)]:
+    edited = [words for words in (a_beside.changed(), b_beside.changed()) if words]
+    for words in [*edited, *unlike_answers(a_beside, b_beside)]:
         warn(words)
     flips: dict[str, list[dict[str, Any]]] = {"pass_to_fail": [], "fail_to_pass": [], "pass_to_ungraded": []}
     for row_id, after in b_rows.items():
@@ -262,6 +263,9 @@ def diff_runs(
         "item_flips": item_flips,
         "significant_drops": [d.strip() for d in significant_drops],
         "models": models,
+        # The gate's evidence: --fail-on-regression exits 12 on it, as `report` does (out-174 F2:
+        # a night's failing rows removed and asked again until they passed was exit 0).
+        "edited": edited,
         "regression": bool(significant_drops)
         or rows_missing
         or bool(item_flips["pass_to_fail"])
@@ -395,6 +399,7 @@ def render_diff_markdown(diff: dict[str, Any]) -> str:
     return (
         # md_text: a variable's `<img onerror>` or `](` is text, not HTML or a link, in a step summary.
         f"### batchrun diff: {md_text(str(diff['job']))}\n\n"
+        + "".join(f"**Not what its run wrote:** {md_text(words)}\n\n" for words in diff.get("edited", ()))
         + "\n".join(f"- {md_text(line.strip())}" for line in _change_lines(diff))
         + "\n"
     )

@@ -256,3 +256,16 @@ def a_descriptor(path: Path) -> int | None:
         except OSError:  # no link (or none readable): the name is the file's
             return None
     return None
+
+
+def line_start(path: Path, before: int) -> int:
+    """Where the line holding byte `before` starts: read back a MiB at a time."""
+    with open_regular(path) as reader:
+        while before > 0:
+            step = min(before, 1 << 20)
+            reader.seek(before - step)
+            newline = reader.read(step).rfind(b"\n")
+            if newline >= 0:
+                return before - step + newline + 1
+            before -= step
+    return 0

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ._exceptions import OutputFailed, ResultsError
-from ._files import mapped_length, open_regular
+from ._files import line_start, mapped_length, open_regular
 from ._json_text import is_json, valid_text
 from ._reader import (
     MAX_RECORD_BYTES,
@@ -176,10 +176,9 @@ def repair_torn_tail(path: Path, job: str) -> str | None:
 
     A whole record of `job` that only lacks its newline is kept and the newline added (its
     row is not sent and paid again). Otherwise only one torn record of at most
-    MAX_RECORD_BYTES is ever cut; a longer tail, or one that is not the start of a record,
-    is a ResultsError and the file is left untouched. Call it only on a file `results_job`
-    recognised as `job`'s.
-    """
+    MAX_RECORD_BYTES is ever cut; a longer tail, or one that is not the start of a record, is a
+    ResultsError naming the `truncate -s` that keeps the records before it (out-174 F7: a long
+    one's named none), the file left untouched. Call it only on a file `results_job` knows as `job`'s."""
     with open_regular(path) as reader:
         size = os.fstat(reader.fileno()).st_size
         if size == 0:
@@ -192,8 +191,8 @@ def repair_torn_tail(path: Path, job: str) -> str | None:
     cut = window.rfind(b"\n")
     if cut < 0 and start > 0:
         raise ResultsError(
-            f"{path}: the last line is longer than {MAX_RECORD_BYTES:,} bytes and has no newline: "
-            "not a torn record; the file was left as it is"
+            f"{path}: the last line is longer than {MAX_RECORD_BYTES:,} bytes and has no newline: not a torn record; "
+            f"the file was left as it is (to keep the records before it: truncate -s {line_start(path, start)} {path})"
         )
     tail = window[cut + 1 :]
     whole = whole_record(tail)

@@ -249,7 +249,7 @@ def earlier_summary(output: Path) -> dict[str, Any]:
     earlier = beside.run_summary(any_file=True)
     path = summary_path(output)
     named = named_results(earlier)
-    if path.exists() and not earlier and (foreign := beside.of_another_file_and_job()) is not None:
+    if path.exists() and not earlier and (foreign := beside.of_another_file_and_job() or beside.of_another_job()):
         raise ConfigError(f"{foreign}: move it away to resume")
     if path.exists() and not earlier:
         raise ConfigError(

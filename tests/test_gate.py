@@ -1238,6 +1238,12 @@ def test_another_jobs_summary_beside_a_file_is_named_as_such_and_refused_before_
     code, _, err = call_cli(job, "--simulate", "-o", results, "--resume", "-q")
     assert (code, err) == (ExitCode.USAGE, f"batchrun: {said}: move it away to resume\n")
     assert results.read_bytes() == before
+    # out-174 F5: one naming this very file was "unreadable" too.
+    other_summary = json.loads(summary_path(results).read_text())
+    summary_path(results).write_text(json.dumps({**other_summary, "output": str(results)}))
+    code, _, err = call_cli(job, "--simulate", "-o", results, "--resume", "-q")
+    assert code == ExitCode.USAGE and "its summary is of a run of job 'other', its first record of job 'small'" in err
+    assert "unreadable" not in err and results.read_bytes() == before
 
 
 def test_a_journal_whose_attempts_went_out_before_the_summary_is_no_run_since(results: Path, job: Path) -> None:
@@ -1255,3 +1261,22 @@ def test_a_journal_whose_attempts_went_out_before_the_summary_is_no_run_since(re
     journal.write_text(journal.read_text().replace('"at": 0', f'"at": {written}'))
     code, _, err = call_cli("report", results)
     assert "with no run since" not in err, err
+
+
+def test_diff_as_a_gate_refuses_a_file_its_run_did_not_write(tmp_path: Path, job: Path) -> None:
+    # out-174 F2: a night's failing records removed and asked again by a resume (until they
+    # passed): `report` exit 12, `diff --fail-on-regression` exit 0 with a warning only.
+    before, after = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for night in (before, after):
+        assert call_cli(job, "--simulate", "-q", "-o", night)[0] == ExitCode.OK
+    lines = after.read_bytes().splitlines(keepends=True)
+    after.write_bytes(b"".join(lines[:2] + lines[5:]))
+    assert call_cli(job, "--simulate", "-q", "-o", after, "--resume")[0] == ExitCode.INCOMPLETE
+    said = "records removed or cut short after a run's summary was written"
+    code, out, err = call_cli("diff", before, after, "--fail-on-regression", "--json")
+    assert code == ExitCode.INCOMPLETE and said in err and said in json.loads(out)["edited"][0], err
+    code, out, _ = call_cli("diff", before, after, "--fail-on-regression", "--markdown")
+    assert code == ExitCode.INCOMPLETE and f"**Not what its run wrote:** {after}: {said}" in out, out
+    code, _, err = call_cli("diff", before, after)  # not a gate: compared as it is, and said
+    assert code == ExitCode.OK and said in err
+    assert call_cli("diff", before, before, "--fail-on-regression")[0] == ExitCode.OK

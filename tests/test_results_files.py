@@ -25,7 +25,7 @@ import pytest
 from batchrun import ExitCode
 from batchrun._lock import OutputLock
 from batchrun._output_paths import summary_path
-from batchrun._reader import scan_states
+from batchrun._reader import MAX_RECORD_BYTES, scan_states
 from batchrun._results import final_records, record_head
 
 from .conftest import SMALL_JOB, call_cli, killed_run_journal, read_rows, resealed, write_job
@@ -209,6 +209,17 @@ def test_a_tail_that_is_not_a_torn_record_is_refused(results: Path, job: Path, t
     one_line_error(err, str(results), "is not a torn record")
     assert f"(to keep the records before it: truncate -s {len(before) - len(tail)} {results})" in err
     assert results.read_bytes() == before
+
+
+def test_a_tail_past_the_record_limit_is_refused_with_the_cut_that_keeps_the_records(results: Path, job: Path) -> None:
+    # out-174 F7: a short tail was told the `truncate -s` keeping the records; a long one was not.
+    kept = results.stat().st_size
+    with results.open("ab") as out:
+        out.write(b'{"id":"' + b"y" * (MAX_RECORD_BYTES + 1024))
+    code, _, err = call_cli(job, "--simulate", "-o", results, "--resume", "-q")
+    assert code == ExitCode.USAGE and "is longer than 33,554,432 bytes and has no newline" in err, err
+    assert f"(to keep the records before it: truncate -s {kept} {results})" in err
+    assert results.stat().st_size == kept + 7 + MAX_RECORD_BYTES + 1024
 
 
 @pytest.mark.parametrize(
