@@ -121,10 +121,14 @@ def missing_since_summary(
         return f"{results}: {counts - rows} of the {counts} row(s) its summary counts have no readable record ({why})"
     matrix, whole = summary.get("matrix_rows"), summary.get("shard") is None and not summary.get("merged_from")
     if whole and type(matrix) is int and matrix > rows + awaiting:
-        return (
-            f"{results}: {matrix - rows - awaiting} of the {matrix} row(s) of its run's job have no record (in "
-            "batches still open at OpenRouter whose batch record is gone, or records removed)"
+        # A run whose writes failed (a full disk, a file-size limit) was read as a batch record lost
+        # or records removed (out-174 F6): its summary says exit 11.
+        why = (
+            "its run stopped when writing its results failed (exit 11): --resume runs them"
+            if summary.get("exit_code") == 11
+            else "in batches still open at OpenRouter whose batch record is gone, or records removed"
         )
+        return f"{results}: {matrix - rows - awaiting} of the {matrix} row(s) of its run's job have no record ({why})"
     # Fewer bytes (lines gone whose rows still have a record: a retry's first attempt), or other
     # bytes: SummaryBeside.changed, which its callers ask next.
     return None

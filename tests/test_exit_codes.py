@@ -66,6 +66,9 @@ def test_a_file_size_limit_mid_run_is_exit_10_naming_the_file_and_stops_dispatch
     recorded = {str(r["id"]) for r in rows}
     lost = set(sim.stats.by_row) - recorded
     assert (tmp_path / "limited.attempts.jsonl").exists() and lost
+    # out-174 F6: `report` put the rows never written on batches or records removed.
+    code, _, err = call_cli("report", out)
+    assert code == ExitCode.INCOMPLETE and "its run stopped when writing its results failed (exit 11)" in err, err
     monkeypatch.setenv("OPENROUTER_API_KEY", "k")
     code, _, err = call_cli(job, "--base-url", sim.base_url, "-o", out, "-q", "--resume", "--budget", "0.000001")
     assert code == ExitCode.BUDGET, err

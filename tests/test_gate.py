@@ -1280,3 +1280,17 @@ def test_diff_as_a_gate_refuses_a_file_its_run_did_not_write(tmp_path: Path, job
     code, _, err = call_cli("diff", before, after)  # not a gate: compared as it is, and said
     assert code == ExitCode.OK and said in err
     assert call_cli("diff", before, before, "--fail-on-regression")[0] == ExitCode.OK
+
+
+def test_report_json_gives_its_exit_code_and_why(results: Path, job: Path) -> None:
+    # out-174 F8: `report --json` exited 12 and what a program read held no reason for it.
+    lines = results.read_bytes().splitlines(keepends=True)
+    results.write_bytes(b"".join(lines[:3] + lines[4:]))
+    for extra in ((), ("--job", job)):
+        code, out, _ = call_cli("report", results, "--json", *extra)
+        shown = json.loads(out)
+        assert code == shown["exit_code"] == ExitCode.INCOMPLETE, extra
+        assert any("removed" in reason for reason in shown["exit_reasons"]), shown["exit_reasons"]
+    results.write_bytes(b"".join(lines))
+    code, out, _ = call_cli("report", results, "--json")
+    assert (code, json.loads(out)["exit_code"], json.loads(out)["exit_reasons"]) == (ExitCode.OK, 0, [])

@@ -162,7 +162,9 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
     # The records read again for the JUnit file: their warnings were said once, above.
     again = functools.partial(final_records, args.results)
     write_junit_file(args, console, again, gate, (), (int(code), reasons), job_name, unread)
-    # The exit and why in the step summary too: a file exit 12 showed a whole-looking table (out-151 F6).
+    # The exit and why in the step summary too: a file exit 12 showed a whole-looking table (out-151
+    # F6); in the JSON, for a program (out-174 F8).
+    summary["exit_code"], summary["exit_reasons"] = int(code), list(reasons)
     show(console, args, summary, render_text, lambda shown: render_markdown(shown, verdict=(int(code), reasons)))
     write_report_page(args, page, summary, (int(code), reasons), gated=False, beside=beside)
     for reason in reasons:

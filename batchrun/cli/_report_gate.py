@@ -264,7 +264,9 @@ def _gate(
         # edits nothing beside it can tell (out-165 F4), said nothing of it.
         if said:
             console.warn(said)
-    # The gate's verdict in its Markdown too: a red step showed a table and no reason (break35 F2).
+    # The gate's verdict in its Markdown too: a red step showed a table and no reason (break35 F2);
+    # and in its JSON, for a program (out-174 F8: exit 12, and no reason in what it read).
+    summary["exit_code"], summary["exit_reasons"] = int(code), list(reasons)
     show(console, args, summary, render_text, lambda shown: render_markdown(shown, verdict=(int(code), reasons)))
     try:
         write_report_page(args, page, summary, (code, reasons), beside=beside)
