@@ -19,6 +19,7 @@ from ._cut_off import CutOff
 from ._exceptions import RequestFailed
 from ._ledger import CreditLedger
 from ._management import ManagementApi
+from ._pricing import money
 from ._reconcile import KeyStart, reconcile
 from ._retry import RetryPolicy, retry_call
 
@@ -96,7 +97,7 @@ async def reconcile_run(
     does a start-up /key read whose usage could not be read (`start.unread` says why). The
     key's spend is measured like the ledger's (KeyStart.followed), or the fall of its
     limit_remaining when that is larger (_reconcile.key_spend)."""
-    end_usage, why = None, None
+    end_usage, why, info = None, None, None
     if start.usage is not None:
         try:
             async with (cut_off or CutOff()).bound():  # the wind-down's end, after a stop
@@ -116,7 +117,25 @@ async def reconcile_run(
                 end_usage = usage  # gone down: the reconciliation says so
             else:
                 end_usage = start.usage + start.spend(usage, info)
-    return reconcile(start.usage, end_usage, ledger, book, why, start.unread)
+    reconciliation = reconcile(start.usage, end_usage, ledger, book, why, start.unread)
+    if (appeared := _limit_appeared(start, info)) is not None:
+        said = reconciliation["warning"]
+        reconciliation["warning"] = f"{said}; {appeared}" if said else appeared
+    return reconciliation
+
+
+def _limit_appeared(start: KeyStart, info: dict[str, Any] | None) -> str | None:
+    """A limit the key had not at start-up, used up at the end: the run knew of none, so nothing
+    held it back (out-172 F2: exit 0, and not a word, for a key 7.6 times past it)."""
+    if info is None or start.limit is not None:
+        return None
+    limit, remaining = money(info.get("limit")), info.get("limit_remaining")
+    if limit is None or not isinstance(remaining, int | float) or isinstance(remaining, bool) or remaining > 0:
+        return None
+    return (
+        f"the key was given a limit of ${limit:.6f} during the run, and it is used up (limit_remaining "
+        f"${remaining:.6f}): the run had no limit to keep to; the key's requests are refused until it is raised"
+    )
 
 
 def counted_at_end(reconciliation: dict[str, Any], ledger: CreditLedger, sent: bool = True) -> float:

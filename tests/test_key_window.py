@@ -1703,3 +1703,17 @@ async def test_an_honest_limit_reset_change_is_read_on_the_new_period_not_as_spe
     server = Server(moved, answer=honest_answer)
     code, summary, _ = await run(tmp_path, server, job_text(budget=2.0))
     assert code == ExitCode.OK and summary["key_gap_usd"] == 0 and server.key_reads >= 3, summary["stop_message"]
+
+
+def test_a_key_limit_set_during_the_run_and_used_up_is_said(tmp_path: Path) -> None:
+    # out-172 F2: /key said "no limit" at start-up, then a limit the run's spend had passed: the run
+    # knew of none (no read in between), ended exit 0, and the end read's limit went unsaid.
+    def appearing(billed: float, reads: int) -> dict[str, Any]:
+        return key_data(billed) if reads == 1 else key_data(billed, limit=billed / 4, limit_remaining=0.0)
+
+    server = Server(appearing)
+    job = write_job(tmp_path, job_text(budget=None, key_refresh_s=3600, key_refresh_requests=1_000_000))
+    with server.hostile().running() as hostile:
+        code, _, err = call_cli(job, "--base-url", hostile.base_url, "-o", tmp_path / "o.jsonl", "-q")
+    assert code == ExitCode.OK and server.key_reads == 2, err
+    assert f"the key was given a limit of ${server.billed / 4:.6f} during the run, and it is used up" in err, err
