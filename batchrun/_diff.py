@@ -1,4 +1,4 @@
-"""Between runs: `diff` (what changed since last night) and `merge` (CI shards into one file)."""
+"""Between runs: `diff`, what changed since last night (its text and Markdown: _diff_text)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,14 @@ from ._comparable import same_job, same_shard
 from ._cost_text import run_cost_text, unknown_rows
 from ._exceptions import ResultsError
 from ._failure_text import failure_reasons
-from ._formats import md_text, one_line, pct, vars_text
 from ._items import item_key
-from ._rate_tests import PAIRED_TEST, TEST_WORDS, UNPAIRED_TEST, pairings_of, rate_change, rate_changes
+from ._rate_tests import PAIRED_TEST, UNPAIRED_TEST, pairings_of, rate_change, rate_changes
 from ._reader import Warn
 from ._results import final_records
 from ._stats import DEFAULT_ALPHA, compare_paired
 from ._summary import SummaryBuilder
 from ._summary_beside import SummaryBeside, read_run_summary
 from ._summary_types import Summary
-
-MAX_FLIPS_SHOWN = 20
 
 
 def _why(record: dict[str, Any]) -> str:
@@ -34,7 +31,7 @@ def _why(record: dict[str, Any]) -> str:
     return reasons[0] if reasons else "passed"
 
 
-def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary, SummaryBeside]:
+def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary, SummaryBeside, list[str]]:
     beside = SummaryBeside.read(path)  # once: its key gap and what answered the run
     slim: dict[str, dict[str, Any]] = {}
     builder = SummaryBuilder()
@@ -62,8 +59,16 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary, S
     # Batches still open or in doubt beside the file: rows of unknown cost ("+?"), their worst
     # cases held, as `report` and `history` show them.
     # And what the key was charged beyond the rows' records, in no model's cost (break47 F2).
-    summary = builder.add_pending_batches(pending_batches(path, warn)).result(key_gap_usd=beside.key_gap())
-    return slim, summary, beside
+    pending = pending_batches(path, warn)
+    summary = builder.add_pending_batches(pending).result(key_gap_usd=beside.key_gap())
+    # Rows no verdict can be given on yet: a gate on them read "no passing row graded", exit 4 (out-175 F4).
+    waiting = sum(len(entry.rows) for entry in pending)
+    return (
+        slim,
+        summary,
+        beside,
+        [f"{path}: {waiting} row(s) await OpenRouter in open or in-doubt batches"] * bool(waiting),
+    )
 
 
 def _job_edited(before: dict[str, Any], after: dict[str, Any]) -> bool:
@@ -128,8 +133,8 @@ def diff_runs(
     """What changed. A pass-rate change counts as a regression only when it is significant at
     `alpha` (McNemar's exact test on the same rows, else Fisher's exact test), and a flip only
     when it is consistent across an item's repeats; `strict` counts any row from pass to fail."""
-    a_rows, a_sum, a_beside = _load(a_path, warn)
-    b_rows, b_sum, b_beside = _load(b_path, warn)
+    a_rows, a_sum, a_beside, a_waiting = _load(a_path, warn)
+    b_rows, b_sum, b_beside, b_waiting = _load(b_path, warn)
     same_job(a_sum, b_sum, a_path, b_path)
     same_shard(a_path, a_rows, b_path, b_rows)
     first = [
@@ -141,7 +146,7 @@ def diff_runs(
         warn(f"{a_path} ran after {b_path} (its first row {first[0]}, theirs {first[1]}): diff takes BEFORE AFTER")
     # A file edited since its run is compared as it is, and said: nothing else said it (out-165 F6).
     edited = [words for words in (a_beside.changed(), b_beside.changed()) if words]
-    for words in [*edited, *unlike_answers(a_beside, b_beside)]:
+    for words in [*edited, *a_waiting, *b_waiting, *unlike_answers(a_beside, b_beside)]:
         warn(words)
     flips: dict[str, list[dict[str, Any]]] = {"pass_to_fail": [], "fail_to_pass": [], "pass_to_ungraded": []}
     for row_id, after in b_rows.items():
@@ -266,6 +271,7 @@ def diff_runs(
         # The gate's evidence: --fail-on-regression exits 12 on it, as `report` does (out-174 F2:
         # a night's failing rows removed and asked again until they passed was exit 0).
         "edited": edited,
+        "awaiting": a_waiting + b_waiting,  # likewise: no verdict yet (--resume collects them)
         "regression": bool(significant_drops)
         or rows_missing
         or bool(item_flips["pass_to_fail"])
@@ -278,128 +284,3 @@ def diff_runs(
             for m in models.values()
         ),
     }
-
-
-def _rate_line(label: str, rate: dict[str, Any]) -> str:
-    verdict = (
-        ""
-        if rate["p_value"] is None
-        else (
-            f" ({TEST_WORDS.get(str(rate.get('test')), '')}p={rate['p_value']:.3g}, "
-            f"{'significant' if rate['significant'] else 'not significant'})"
-        )
-    )
-    # A drop the overall rate hides (new easy rows; a rate that rounds alike): said (break54 F2).
-    hidden = rate.get("dropped") and not (rate["significant"] and (rate["change"] or 0) < 0)
-    fell = f"; rows fell: a significant drop (p={rate['drop_p_value']:.3g})" if hidden else ""
-    return f"{label}{pct(rate['before'])} -> {pct(rate['after'])}{verdict}{fell}"
-
-
-def _rows_line(diff: dict[str, Any]) -> list[str]:
-    rows = diff["rows"]
-    edited = (
-        [
-            f"{rows['requests_changed']} row(s) of both runs asked another request in the second (the job was edited "
-            "between them): their verdicts are compared all the same"
-        ]
-        if rows.get("requests_changed")
-        else []
-    )
-    if rows.get("job_edited"):
-        edited.append(
-            f"the job was edited between the runs (its file's or its checks' fingerprint differs) while "
-            f"{rows['job_edited']} row(s) of both asked the same request: if a check, a grader or a rubric changed, "
-            "their verdicts changed with it, not with the model"
-        )
-    if rows.get("cached_after"):
-        edited.append(
-            f"{rows['cached_after']} row(s) of the second run were answered from the response cache"
-            + (
-                f", {rows['replayed']} of them the first run's own answers (the same generation): their verdicts "
-                "cannot have changed with the model"
-                if rows.get("replayed")
-                else ""
-            )
-        )
-    if not (rows["only_before"] or rows["only_after"] or rows["passes_without_verdict"]):
-        return edited
-    line = (
-        f"rows: {rows['before']} -> {rows['after']}: {rows['only_before']} only in the first run, "
-        f"{rows['only_after']} only in the second; {rows['passes_without_verdict']} pass(es) of the first run "
-        "without a verdict in the second (skipped, undecided or gone; the paired test takes the rows both "
-        "runs graded, and the rows one run alone graded are tested apart when each run has some)"
-    )
-    if rows.get("missing_decide") == "significant":
-        line += "; counted as failures they would make a significant drop: a regression"
-    elif diff["rows_missing"]:
-        line += "; with --strict, rows of the first run that the second lacks are a regression"
-    return [line, *edited]
-
-
-def _change_lines(diff: dict[str, Any]) -> list[str]:
-    lines = [*_rows_line(diff), _rate_line("pass rate ", diff["pass_rate"])]
-    for label, key in (("model", "models_pass_rate"), ("prompt", "prompts_pass_rate")):
-        for name, rate in diff[key].items():
-            if rate["change"]:
-                lines.append(_rate_line(f"{label} {name}: ", rate))
-    for kind, label in (("pass_to_fail", "every repeat pass -> fail"), ("fail_to_pass", "every repeat fail -> pass")):
-        items = diff["item_flips"][kind]
-        if items:
-            lines.append(f"items, {label}: {len(items)}")
-            lines += [
-                f"  {i['model']} / {i['prompt_id']} [{vars_text(i['vars'], 200)}]: {i['before']} -> {i['after']}"
-                for i in items[:MAX_FLIPS_SHOWN]
-            ]
-    for kind, label in (
-        ("pass_to_fail", "pass -> fail"),
-        ("fail_to_pass", "fail -> pass"),
-        ("pass_to_ungraded", "pass -> no verdict"),
-    ):
-        rows = diff["flips"][kind]
-        if rows:
-            lines.append(f"{label}: {len(rows)} row(s)")
-            # A row that now passes, under the first run's reason, read as a failure (break68 F7).
-            was = "it had failed: " if kind == "fail_to_pass" else ""
-            lines += [
-                f"  {r['model']} / {r['prompt_id']} [{r['id'][:8]}]: {was}{r['why']}" for r in rows[:MAX_FLIPS_SHOWN]
-            ]
-    for name, model in diff["models"].items():
-        if model["status"] != "both":
-            lines.append(f"model {name}: {model['status']}")
-            continue
-        notes = []
-        if model.get("started_erroring"):
-            notes.append("started erroring")
-        if model.get("stopped_grading"):
-            notes.append("no passing row graded (every row that could pass undecided, errored or skipped)")
-        if model.get("stopped_passing"):
-            notes.append("passed every graded row before, fails every one now")
-        if "cost_unknown_rows" in model:
-            notes.append(
-                f"cost {model['cost_before']} -> {model['cost_after']} $ (unknown costs: the change is not known)"
-            )
-        elif model.get("cost_change_usd"):
-            notes.append(f"cost {model['cost_change_usd']:+.6f} $")
-        if abs(model.get("latency_p50_change_ms") or 0) >= 0.5:  # shown to the ms: "-0 ms" was a change of 0.3
-            notes.append(f"p50 latency {model['latency_p50_change_ms']:+.0f} ms")
-        if "answered_by" in model:
-            notes.append(
-                f"answered by {', '.join(model['answered_by']['before'])} -> {', '.join(model['answered_by']['after'])}"
-            )
-        if notes:
-            lines.append(f"model {name}: " + "; ".join(notes))
-    return lines
-
-
-def render_diff_text(diff: dict[str, Any]) -> str:
-    return "\n".join(map(one_line, _change_lines(diff)))  # a server's text is one line (break53 F3)
-
-
-def render_diff_markdown(diff: dict[str, Any]) -> str:
-    return (
-        # md_text: a variable's `<img onerror>` or `](` is text, not HTML or a link, in a step summary.
-        f"### batchrun diff: {md_text(str(diff['job']))}\n\n"
-        + "".join(f"**Not what its run wrote:** {md_text(words)}\n\n" for words in diff.get("edited", ()))
-        + "\n".join(f"- {md_text(line.strip())}" for line in _change_lines(diff))
-        + "\n"
-    )

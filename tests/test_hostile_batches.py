@@ -810,3 +810,45 @@ def test_a_key_read_that_hangs_after_one_collection_leaves_no_other_batch_of_its
     assert len(batches) == 2 and reads["n"] >= 2
     assert outcome.code == ExitCode.OK, outcome.stderr
     assert len(outcome.rows) == 2 * ROWS and {r["status"] for r in outcome.rows} == {"ok"}
+
+
+def test_diff_as_a_gate_gives_no_verdict_on_rows_still_in_open_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # out-175 F4: a 07:00 tick still at exit 10 (one model's batch running), then the gate: `diff
+    # --fail-on-regression` exit 4, "no passing row graded", where `report` said rows await OpenRouter.
+    job = JOB.replace("models: [openai/gpt-4o-mini]", "models: [openai/gpt-4o-mini, google/gemini-2.0-flash-001]")
+    submitted: list[list[str]] = []
+
+    def submit(request: RawRequest) -> bytes:
+        submitted.append([r["custom_id"] for r in request.json()["requests"]])
+        return json_answer(202, {"id": f"batch_{len(submitted)}", "status": "validating", "results": None})
+
+    def batch(number: int, status: str) -> Callable[[RawRequest], bytes]:
+        return lambda request: json_answer(
+            200, {"id": f"batch_{number}", "object": "batch", **completed(0.002, submitted[number - 1], status)}
+        )
+
+    def server(second: str) -> HostileServer:
+        submitted.clear()
+        return HostileServer(
+            chat=lambda request: b"",
+            routes={"/beta/batches": submit, "/batch_1": batch(1, "completed"), "/batch_2": batch(2, second)},
+        )
+
+    for name in ("before", "after"):
+        (tmp_path / name).mkdir()
+    paths = {name: write_job(tmp_path / name, job) for name in ("before", "after")}
+    deadline = deadline_at_first_wait(monkeypatch)
+    for name, second in (("before", "completed"), ("after", "in_progress")):
+        with server(second).running() as hostile:
+            base = (paths[name], "--base-url", hostile.base_url, "-o", tmp_path / name / "r.jsonl", "-q")
+            code, _, err = call_cli(*base, "--deadline", deadline)  # the tick polls once before its wait
+            assert code == (ExitCode.OK if second == "completed" else ExitCode.SUBMITTED), err
+    before, after = tmp_path / "before" / "r.jsonl", tmp_path / "after" / "r.jsonl"
+    assert len(final_rows(after)) == 4
+    said = f"{after}: 4 row(s) await OpenRouter in open or in-doubt batches"
+    code, out, err = call_cli("diff", before, after, "--fail-on-regression", "--json")
+    assert code == ExitCode.INCOMPLETE and said in err and json.loads(out)["awaiting"] == [said], err
+    code, out, _ = call_cli("diff", before, after, "--fail-on-regression", "--markdown")
+    assert code == ExitCode.INCOMPLETE and f"**No verdict yet:** {said}" in out

@@ -217,7 +217,8 @@ def _history_page_failed(args: argparse.Namespace, console: Console, why: str) -
 
 
 def cmd_diff(args: argparse.Namespace, console: Console) -> int:
-    from .._diff import diff_runs, render_diff_markdown, render_diff_text
+    from .._diff import diff_runs
+    from .._diff_text import render_diff_markdown, render_diff_text
 
     if args.strict and not args.fail_on_regression:
         # Taken and unused, a CI step written `diff A B --strict` never failed (break27 m10).
@@ -229,8 +230,9 @@ def cmd_diff(args: argparse.Namespace, console: Console) -> int:
         args.before, args.after, console.warn, DEFAULT_ALPHA if args.alpha is None else args.alpha, args.strict
     )
     show(console, args, diff, render_diff_text, render_diff_markdown)
-    if args.fail_on_regression and diff["edited"]:
-        return ExitCode.INCOMPLETE  # compared as it is, said above: no verdict on rows their runs did not write
+    if args.fail_on_regression and (diff["edited"] or diff["awaiting"]):
+        # Compared as it is, said above: no verdict on rows their runs did not write, or not yet answered.
+        return ExitCode.INCOMPLETE
     if args.fail_on_regression and diff["regression"]:
         return ExitCode.REGRESSION
     return ExitCode.OK
