@@ -19,8 +19,7 @@ from ._cut_off import CutOff
 from ._exceptions import RequestFailed
 from ._ledger import CreditLedger
 from ._management import ManagementApi
-from ._pricing import money
-from ._reconcile import KeyStart, reconcile
+from ._reconcile import KeyStart, add_warning, reconcile
 from ._retry import RetryPolicy, retry_call
 
 SUMMARY_NOISE_USD = 1e-8  # below a summary's eight decimal places
@@ -119,8 +118,7 @@ async def reconcile_run(
                 end_usage = start.usage + start.spend(usage, info)
     reconciliation = reconcile(start.usage, end_usage, ledger, book, why, start.unread)
     if (appeared := _limit_appeared(start, info)) is not None:
-        said = reconciliation["warning"]
-        reconciliation["warning"] = f"{said}; {appeared}" if said else appeared
+        add_warning(reconciliation, appeared)
     return reconciliation
 
 
@@ -129,8 +127,9 @@ def _limit_appeared(start: KeyStart, info: dict[str, Any] | None) -> str | None:
     held it back (out-172 F2: exit 0, and not a word, for a key 7.6 times past it)."""
     if info is None or start.limit is not None:
         return None
-    limit, remaining = money(info.get("limit")), info.get("limit_remaining")
-    if limit is None or not isinstance(remaining, int | float) or isinstance(remaining, bool) or remaining > 0:
+    # As parse_key_data left them: a limit in USD or None, limit_remaining a finite number or None.
+    limit, remaining = info.get("limit"), info.get("limit_remaining")
+    if limit is None or remaining is None or remaining > 0:
         return None
     return (
         f"the key was given a limit of ${limit:.6f} during the run, and it is used up (limit_remaining "

@@ -243,3 +243,9 @@ def pending_batches(results: Path, warn: Callable[[str], None]) -> list[BatchEnt
 def held_open(state: BatchState) -> bool:
     """Whether `state` has batches submitted, or maybe submitted, and not yet collected."""
     return bool(state.pending())
+
+
+def awaiting_text(entries: list[BatchEntry]) -> str | None:
+    """What the readers say of rows no verdict can be given on yet (`report`, `diff`); None: none."""
+    rows = sum(len(entry.rows) for entry in entries)
+    return f"{rows} row(s) await OpenRouter in open or in-doubt batches" if rows else None

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ._answered_by import unlike_answers
-from ._batch_state import pending_batches
+from ._batch_state import awaiting_text, pending_batches
 from ._comparable import same_job, same_shard
 from ._cost_text import run_cost_text, unknown_rows
 from ._exceptions import ResultsError
@@ -62,13 +62,8 @@ def _load(path: Path, warn: Warn) -> tuple[dict[str, dict[str, Any]], Summary, S
     pending = pending_batches(path, warn)
     summary = builder.add_pending_batches(pending).result(key_gap_usd=beside.key_gap())
     # Rows no verdict can be given on yet: a gate on them read "no passing row graded", exit 4 (out-175 F4).
-    waiting = sum(len(entry.rows) for entry in pending)
-    return (
-        slim,
-        summary,
-        beside,
-        [f"{path}: {waiting} row(s) await OpenRouter in open or in-doubt batches"] * bool(waiting),
-    )
+    awaiting = awaiting_text(pending)
+    return slim, summary, beside, [] if awaiting is None else [f"{path}: {awaiting}"]
 
 
 def _job_edited(before: dict[str, Any], after: dict[str, Any]) -> bool:

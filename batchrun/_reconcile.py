@@ -205,6 +205,12 @@ def key_spend(start_usage: float, usage: float, start_remaining: float | None, r
     return spend
 
 
+def add_warning(reconciliation: dict[str, Any], words: str) -> None:
+    """`words` said in the reconciliation's one warning, after what it says already."""
+    said = reconciliation.get("warning")
+    reconciliation["warning"] = f"{said}; {words}" if said else words
+
+
 def reconcile(
     start: float | None,
     end: float | None,
@@ -254,7 +260,7 @@ def reconcile(
             f"{book.reused_ids} repl(ies) carried a generation id an earlier attempt had: their costs were "
             "not looked up by it (another row's), so they are estimated or held"
         )
-        out["warning"] = f"{out['warning']}; {reused}" if out["warning"] else reused
+        add_warning(out, reused)
     if book.doubted:
         # Said as it was: "the others are counted as reported" when /generation gave every one (out-115
         # F2), "looked up first" of replies never asked (out-116 F5).
@@ -268,14 +274,14 @@ def reconcile(
             f"{book.doubted_example}): not taken on their word; {', '.join(told)}"
             + (": the unconfirmed counted as reported, and looked up again by a resume" if found < book.doubted else "")
         )
-        out["warning"] = f"{out['warning']}; {doubted}" if out["warning"] else doubted
+        add_warning(out, doubted)
     if book.above_worst:
         above = (
             f"{book.above_worst} attempt(s) cost more than their worst case, ${book.above_worst_usd:.6f} beyond it "
             f"in all (e.g. {book.above_worst_example}): a reply or lookup that lies, or a charge the worst "
             "case did not cover; counted as charged"
         )
-        out["warning"] = f"{out['warning']}; {above}" if out["warning"] else above
+        add_warning(out, above)
     return out
 
 

@@ -88,7 +88,7 @@ INTERRUPTED = (int(ExitCode.INTERRUPTED), ["interrupted by a signal before the g
 
 
 def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownGate) -> int:
-    from .._batch_state import pending_batches
+    from .._batch_state import awaiting_text, pending_batches
     from .._items import ItemGate
     from .._reader import unread_lines
     from .._report_data import missing_since_summary
@@ -148,8 +148,10 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
     if run_summary.get("merged_from") and run_summary.get("complete") is False:  # break53 F5: read as green
         short = [str(s) for s in run_summary.get("shortfalls") or [] if isinstance(s, str)][:3]
         reasons.append(f"{args.results}: a partial merge: {'; '.join(short) or 'rows of the job have no record'}")
-    if awaiting:  # a submit tick's file holds no record yet (break49 F3: exit 2, "holds no records")
-        reasons.append(f"{awaiting} row(s) await OpenRouter in open or in-doubt batches; --resume collects them")
+    if waiting := awaiting_text(
+        pending
+    ):  # a submit tick's file holds no record yet (break49 F3: exit 2, "holds no records")
+        reasons.append(f"{waiting}; --resume collects them")
     if skipped := summary["total"]["skipped"]:
         why = ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items()))
         # Without a summary (a run killed), the rows it never reached have no record at all.
