@@ -2022,3 +2022,19 @@ def test_an_output_name_too_long_for_the_files_beside_it_is_refused_before_anyth
     code, _, err = call_cli(job, "--simulate", "-o", deep / ("b" * stem + ".jsonl"))
     assert_refused(code, err, "its path is too long", "past the 4096 a path may have")
     assert list(deep.iterdir()) == []
+
+
+def test_a_key_variable_holding_bytes_that_are_not_utf8_is_masked_and_every_command_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A variable whose name says it holds a secret (MY_TOKEN) with bytes that are not UTF-8 (as
+    # os.environ keeps them: surrogates) made every command a traceback, exit 1, before it read
+    # its arguments.
+    secret = b"abcdefgh\xffijklmnopqrstuvwxyz".decode("utf-8", "surrogateescape")
+    monkeypatch.setenv("MY_TOKEN", secret)
+    job = write_job(tmp_path, SMALL_JOB)
+    assert call_cli("validate", job, "-q") == (0, "", "")
+    code, out, err = call_cli(job, "--simulate", "-o", tmp_path / "o.jsonl", "-q")
+    assert (code, out, err) == (0, "", "") and len(read_rows(tmp_path / "o.jsonl")) == 20
+    code, out, err = call_cli("validate", tmp_path / ("x" + secret[8:]))  # a message quoting it
+    assert code == 2 and "ijklmnopqrstuvwx" not in out + err, err

@@ -8,6 +8,7 @@ survive in anything returned or in any failure's message.
 
 from __future__ import annotations
 
+import base64
 import math
 from typing import Any
 
@@ -196,6 +197,27 @@ def test_a_body_that_cannot_hold_a_key_is_read_without_scrubbing_and_one_that_ca
         b'{"x": "caf\\u00e9"}',  # any escape: its decoded text may spell a key
     ):
         assert SCRUB.for_body(body) is SCRUB, body
+
+
+def test_a_key_whose_base64_holds_slashes_written_as_json_escapes_is_scrubbed() -> None:
+    # JSON may write `/` as `\\/`: a base64 form of a key with a `/` in every block reached
+    # the records, no anchor being whole in the body's bytes.
+    secret = "?" * 40  # base64 "Pz8/Pz8/...": a slash every four characters
+    scrub = Scrubber(secret)
+    form = base64.b64encode(secret.encode()).decode()
+    body = orjson.dumps({"x": form}).replace(b"/", b"\\/")
+    assert scrub.for_body(body) is scrub
+    assert form[:16] not in scrub.value(orjson.loads(body))["x"]
+
+
+def test_a_secret_read_from_the_environment_with_bytes_not_utf8_is_masked_without_a_crash() -> None:
+    # A key variable holding bytes that are not UTF-8 (os.environ keeps them as surrogates)
+    # crashed every command: the bytes search was built with strict UTF-8.
+    raw = b"abcdefgh\xffijklmnopqrstuvwxyz"
+    scrub = Scrubber(raw.decode("utf-8", "surrogateescape"))
+    body = b'{"x": "' + raw + b'"}'
+    assert scrub.for_body(body) is scrub
+    assert "ijklmnopqrstuvwx" not in scrub.text(body.decode("utf-8", "replace"))  # as an error body is read
 
 
 def test_keep_alive_comments_before_a_plain_json_answer_are_passed_over() -> None:
