@@ -176,6 +176,8 @@ def output_file(text: str) -> Path:
     """`run -o`: a results file, or a pattern with run.output's placeholders, `{name}` and
     `{timestamp}` (out-102 F4: kept literally, night 2 was exit 2 on the file night 1 wrote)."""
     path = user_path(text)
+    if text.endswith("/"):  # Path drops it: `x.jsonl/` was written as the file x.jsonl (out-176 F4)
+        raise argparse.ArgumentTypeError(f"{text!r} ends in /, as a folder does: name the results file (x.jsonl)")
     if ("{" in text or "}" in text) and (problem := output_pattern_problem(str(path))) is not None:
         raise argparse.ArgumentTypeError(problem.removeprefix("run.output "))
     return path
@@ -186,7 +188,7 @@ def merged_file(text: str) -> Path:
     `"$OUT"`) is refused here, one line, exit 2 (break65 F4: a traceback and exit 1, read by cron
     as rows in error). A shard's sidecars, named by a glob, are `merge`'s own to leave out."""
     path = user_path(text)
-    if not text or not path.name or path.name in (".", ".."):
+    if not text or not path.name or path.name in (".", "..") or text.endswith("/"):
         raise argparse.ArgumentTypeError(f"{text!r} names a folder, not a results file (a name ending in .jsonl)")
     return path
 
@@ -218,15 +220,19 @@ def summary_given(path: Path) -> str | None:
 
 
 class Once(argparse.Action):
-    """An option a second, other value of would win in silence (`--budget 1 ... --budget 100`,
-    a line edited in a cron file): a money or gate setting is given once (out-143), and so is a
-    shard (out-157 F5: `--shard 1/4 --shard 2/4` ran shard 2, and shard 1's rows never ran)."""
+    """Every option of one value (the parsers' default action): a second, other value would win
+    in silence (`--budget 1 ... --budget 100`, a line edited in a cron file): a money or gate
+    setting (out-143), a shard (out-157 F5: `--shard 1/4 --shard 2/4` ran shard 2, and shard
+    1's rows never ran), a deadline or the mode (out-176 F3: `--deadline 5 --deadline 99999`
+    dropped the deadline, `--mode sync --mode batch` ran batch mode, exit 0, not a word).
+    The same value twice is the same setting. A positional is stored as argparse stores it."""
 
     def __call__(
         self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
     ) -> None:
-        earlier = getattr(namespace, self.dest, None)
-        if earlier is not None and earlier != values:
-            shown = [f"{v:g}" if isinstance(v, float) else str(v) for v in (earlier, values)]
+        given: dict[str, Any] = namespace.__dict__.setdefault("_given", {})
+        if self.option_strings and self.dest in given and given[self.dest] != values:
+            shown = [f"{v:g}" if isinstance(v, float) else str(v) for v in (given[self.dest], values)]
             parser.error(f"{option}: given twice, {shown[0]} and {shown[1]}: give it once")
+        given[self.dest] = values
         setattr(namespace, self.dest, values)

@@ -130,9 +130,9 @@ def _schema_problems(source: JobSource) -> list[Problem]:
     validator = _job_validator()
     problems = []
     errors = list(validator.iter_errors(source.data))
-    # An empty item (`- `): its type error says so, not "give vars or dataset, not both" (out-130 F8).
-    empty = {tuple(e.absolute_path) for e in errors if e.validator == "type" and e.instance is None}
-    said = [e for e in errors if not (e.validator in ("not", "oneOf", "anyOf") and tuple(e.absolute_path) in empty)]
+    # A mistyped value (`- `, a bare string prompt) is said so, not "give vars or dataset, not both" (out-176 F2).
+    mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type" and not isinstance(e.instance, dict)}
+    said = [e for e in errors if not (e.validator in ("not", "oneOf", "anyOf") and tuple(e.absolute_path) in mistyped)]
     # `{}` as a check was said twice, as empty and as of no kind (out-135 F9): the second says it.
     other = {tuple(e.absolute_path) for e in said if e.validator != "minProperties"}
     said = [e for e in said if not (e.validator == "minProperties" and tuple(e.absolute_path) in other)]
@@ -141,7 +141,7 @@ def _schema_problems(source: JobSource) -> list[Problem]:
         message = null_shapes_hint(kinds, error.instance) or kinds or hide_keys(error.message)
         if isinstance(error.instance, date) and error.validator == "type":  # not Python's datetime.date(...)
             message = f"{error.instance.isoformat()!r} reads as a date in YAML: quote it to use it as text"
-        elif error.validator == "type" and (hint := yaml_type_hint(error.instance, error.validator_value)):
+        elif error.validator == "type" and (hint := yaml_type_hint(error.instance, error.validator_value, path)):
             message = hint
         if error.validator == "pattern" and isinstance(error.instance, str) and "@preset/" in error.instance:
             # presets.mdx's ids: refused, and why (break41 F4: the bare pattern said nothing).

@@ -27,7 +27,7 @@ from ._formats import utc_compact
 from ._journal_file import JOURNAL_SUFFIX
 from ._record_head import RECORD_START
 from ._results import RESULTS_MODE
-from ._scrub import Scrubber
+from ._scrub import Scrubber, environment_scrubber
 
 DEFAULT_PATTERN = "outputs/{name}/{timestamp}.jsonl"
 PLACEHOLDERS = ("{name}", "{timestamp}")
@@ -137,6 +137,8 @@ def report_output_problem(path: Path, role: str) -> str | None:
     (a summary carries what a resume counts as spent; verify21 V1, V4, V5: links were followed
     by the write, not by this check)."""
     # Bad options, said before anything is read or sent (break27 m9: exit 11, after the work).
+    if (keyed := key_in_path_problem(path)) is not None:
+        return keyed
     if path.is_dir():
         return f"{path}: is a folder: name the file to write {role} to"
     if (descriptor := a_descriptor(path)) in CLOSED_AT_START:
@@ -280,10 +282,24 @@ def sidecar_name_problem(output: Path, made: bool = True) -> str | None:
     stem (`night`, `night.json` and `night.jsonl` had one summary and one journal: a run on one
     took the other's key gap and crash journal; verification of break14e, F3 and F4). `made`:
     the name as it is made (not a pattern), whose files' names must fit its folder."""
+    if (keyed := key_in_path_problem(output)) is not None:
+        return keyed
     sidecar = sidecar_problem(output)
-    if sidecar is None and (not output.name.endswith(".jsonl") or output.name == ".jsonl"):
+    if sidecar is None and output.name == ".jsonl":
+        return f"{output}: a results file needs a name before .jsonl (its summary and journal are named after it)"
+    if sidecar is None and not output.name.endswith(".jsonl"):
         return f"{output}: a results file's name ends in .jsonl (its summary and journal are named after it)"
     return sidecar or (_name_length_problem(output) if made else None)
+
+
+def key_in_path_problem(path: Path) -> str | None:
+    """A path that holds a key of the environment, or 16 or more of its characters: its file's
+    name would show the key to any `ls` in a CI log, and a run's summary names its results with
+    the key masked, so that it named another file and the run could not be resumed (out-176 F1)."""
+    text = str(path)
+    if environment_scrubber().text(text) == text:
+        return None
+    return f"{text}: the path holds a key of the environment (16 or more of its characters): name the file otherwise"
 
 
 def _name_length_problem(output: Path, suffixes: tuple[str, ...] = (".jsonl", *SIDECARS)) -> str | None:

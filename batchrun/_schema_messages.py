@@ -87,10 +87,13 @@ _PATTERNS_SAID = {
 }
 
 
-def yaml_type_hint(value: Any, expected: Any) -> str | None:
+def yaml_type_hint(value: Any, expected: Any, path: tuple[str | int, ...] = ()) -> str | None:
     """A type error YAML 1.1 made, said as such (verify68 F7): `equals: NO` read "False is not
-    of type 'string'", `budget_usd: 1e-9` "'1e-9' is not of type 'number'" (no dot: text)."""
+    of type 'string'", `budget_usd: 1e-9` "'1e-9' is not of type 'number'" (no dot: text). A
+    prompt written as its text alone, as promptfoo's are, is shown its shape (out-176 F2)."""
     wanted = set(expected) if isinstance(expected, list) else {expected}
+    if isinstance(value, str) and len(path) == 2 and path[0] == "prompts":
+        return f"{short(repr(value), 60)} is a prompt's text alone: a prompt is a mapping, {{id: p1, text: ...}}"
     if value is None and "null" not in wanted:  # not Python's "None is not of type 'object'" (out-130 F8)
         kinds = " or ".join(_KIND_SAID.get(kind, kind) for kind in sorted(wanted))
         return f"is empty (null in YAML: nothing after the colon or the dash, or ~ or null): give {kinds}"

@@ -27,7 +27,7 @@ from batchrun._lock import OutputLock
 from batchrun.cli import _shared_parser
 from batchrun.simulator import Simulator
 
-from .conftest import SMALL_JOB, call_cli, child_env, read_rows, write_job
+from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, read_rows, write_job
 
 # CPU seconds of this process (not wall time, which a busy machine stretches at random): the
 # cases used to take 30 s of work or hang forever; a hang is also cut by the 30 s timeout.
@@ -2038,3 +2038,63 @@ def test_a_key_variable_holding_bytes_that_are_not_utf8_is_masked_and_every_comm
     assert (code, out, err) == (0, "", "") and len(read_rows(tmp_path / "o.jsonl")) == 20
     code, out, err = call_cli("validate", tmp_path / ("x" + secret[8:]))  # a message quoting it
     assert code == 2 and "ijklmnopqrstuvwx" not in out + err, err
+
+
+def test_a_path_holding_sixteen_characters_of_a_key_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # out-176 F1: `-o night-<16 characters of the key>.jsonl` ran; its summary named its results
+    # with the key masked (`night-[key].jsonl`), so the resume refused it as another file's summary,
+    # and `ls` in a CI log showed the key. A report's outputs likewise; and a usage error quoting
+    # such a name showed it whole.
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+    job = write_job(tmp_path, SMALL_JOB)
+    piece = FAKE_KEY[20:36]
+    lines: list[list[str | Path]] = [
+        [job, "--simulate", "-o", tmp_path / f"night-{piece}.jsonl"],
+        [job, "--simulate", "-o", tmp_path / f"{FAKE_KEY}.jsonl"],
+        ["merge", tmp_path / f"m{piece}.jsonl", tmp_path / "a.jsonl", tmp_path / "b.jsonl"],
+    ]
+    for argv in lines:
+        code, out, err = call_cli(*argv)
+        assert code == ExitCode.USAGE and "holds a key of the environment" in err, err
+        assert piece not in out + err and ("[key]" in err or "sk-or-...(hidden)" in err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml"]
+    assert call_cli(job, "--simulate", "-o", tmp_path / "r.jsonl", "-q")[0] == ExitCode.OK
+    for option in ("--junit", "--html"):
+        code, out, err = call_cli("report", tmp_path / "r.jsonl", option, tmp_path / f"x{piece}.out")
+        assert code == ExitCode.USAGE and "holds a key of the environment" in err and piece not in out + err, err
+    code, out, err = call_cli(job, "--simulate", "--bogus", tmp_path / f"x{piece}.jsonl")
+    assert code == ExitCode.USAGE and "unrecognized arguments: --bogus" in err and piece not in err, err
+    assert not list(tmp_path.glob("x*"))
+
+
+@pytest.mark.parametrize(
+    ("output", "said"),
+    [
+        (".jsonl", "a results file needs a name before .jsonl"),
+        ("sub/.jsonl", "a results file needs a name before .jsonl"),
+        ("sub/x.jsonl/", "ends in /, as a folder does: name the results file"),
+    ],
+)
+def test_an_output_with_no_name_or_ending_in_a_slash_is_refused(tmp_path: Path, output: str, said: str) -> None:
+    # out-176 F4: `-o .jsonl` was told its name "ends in .jsonl" (it does), and `-o x.jsonl/`
+    # was written as the file x.jsonl.
+    (tmp_path / "sub").mkdir()
+    job = write_job(tmp_path, SMALL_JOB)
+    code, _, err = call_cli(job, "--simulate", "-o", f"{tmp_path}/{output}", "-q")
+    assert code == ExitCode.USAGE and said in err, err
+    assert not list((tmp_path / "sub").iterdir())
+
+
+def test_a_prompt_written_as_its_text_alone_is_one_line_that_shows_a_prompts_shape(tmp_path: Path) -> None:
+    # out-176 F2: promptfoo's `prompts: ["What is 2+2?"]` gave four lines a prompt, two of them
+    # false ("give vars or dataset, not both", "give system or messages, not both").
+    job = write_job(tmp_path, 'name: s\nmodels: [openai/gpt-4o-mini]\nprompts: ["What is 2+2?", 42]\n')
+    code, out, err = call_cli("validate", job)
+    assert code == ExitCode.USAGE and out == ""
+    assert err.splitlines() == [
+        f"batchrun: {job}:3:11: at $.prompts[0] 'What is 2+2?' is a prompt's text alone: a prompt is a mapping, "
+        "{id: p1, text: ...}",
+        f"batchrun: {job}:3:27: at $.prompts[1] 42 is not of type 'object'",
+    ]

@@ -197,6 +197,16 @@ def test_bad_usage_exits_2(args: list[str]) -> None:
             ["diff", "a", "b", "--alpha", "0.05", "--alpha", "1e-9"],
             "--alpha: given twice, 0.05 and 1e-09: give it once",
         ),
+        # out-176 F3: any option of one value: `--deadline 5 --deadline 99999` dropped the deadline,
+        # `--mode sync --mode batch` ran batch mode, exit 0, not a word (the same value twice is one).
+        (["x.yaml", "--deadline", "5", "--deadline", "99999"], "--deadline: given twice, 5 and 99999: give it once"),
+        (["x.yaml", "--mode", "sync", "-q", "--mode", "batch"], "--mode: given twice, sync and batch: give it once"),
+        (
+            ["x.yaml", "--concurrency", "1", "--concurrency", "4000"],
+            "--concurrency: given twice, 1 and 4000: give it once",
+        ),
+        (["simulate", "--port", "0", "--port", "1"], "--port: given twice, 0 and 1: give it once"),
+        (["report", "r.jsonl", "--deadline", "5", "--deadline=6"], "--deadline: given twice, 5 and 6: give it once"),
         # out-143 F11: `--sim` read as --simulate took the job as its K=V, and the message named neither.
         (
             ["--sim", "jobs/eval.yaml"],

@@ -570,6 +570,8 @@ def test_the_results_file_on_stderr_is_the_one_argparse_would_write(tmp_path: Pa
     with open(out, "ab") as handle, stderr_to(handle.fileno()):
         refused = {
             "-o twice, the last": ["job.yaml", "-o", str(other), "-o", str(out)],
+            # Two values of one option are a usage error (out-176 F3), which no results file may take.
+            "-o twice, an earlier": ["job.yaml", "-o", str(out), "-o", str(other)],
             "--out=": ["job.yaml", "--out=" + str(out)],
             "-qo": ["run", "job.yaml", "-qo", str(out)],
             "merge OUT SHARD": ["merge", str(out), "a.jsonl", "b.jsonl"],
@@ -583,7 +585,7 @@ def test_the_results_file_on_stderr_is_the_one_argparse_would_write(tmp_path: Pa
         for name, argv in refused.items():
             assert _results_on_stderr(argv), name
         kept = {
-            "-o twice, an earlier": ["job.yaml", "-o", str(out), "-o", str(other)],
+            "-o twice, the same": ["job.yaml", "-o", str(other), "-o", str(other)],
             "merge SHARD -o OTHER": ["merge", str(out), "-o", str(other)],
             "a file read": ["report", str(out)],
             "a job named so": ["validate", str(out)],

@@ -8,7 +8,7 @@ from itertools import pairwise
 from typing import Any, NoReturn
 
 from .. import __version__, _argtypes
-from .._scrub import hide_keys
+from .._scrub import environment_scrubber, hide_keys
 from .._stats import DEFAULT_ALPHA
 from .._verdict import ExitCode
 from ._epilog import EPILOG
@@ -19,6 +19,11 @@ COMMANDS = ("validate", "plan", "simulate", "report", "diff", "merge", "cache", 
 class _Parser(argparse.ArgumentParser):
     run_error: str | None = None  # the last usage error of `run`: main puts it in the step summary
     _mixing = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in (None, "store"):  # an option of one value is given once (_argtypes.Once)
+            self.register("action", name, _argtypes.Once)
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -53,7 +58,8 @@ class _Parser(argparse.ArgumentParser):
                 message = f"unrecognized arguments: {' '.join(unknown)}"
             elif taken := [v for o, v in pairwise(words) if o == "--sim" and v.endswith((".yaml", ".yml"))]:
                 message += f" ({taken[0]} was taken as --sim's K=V: --sim sets the simulator, --simulate picks it)"
-        said = hide_keys(message)  # a key typed as a value (verify20 V6)
+        # A key typed as a value (verify20 V6), or 16 characters of one in a file's name (out-176).
+        said = environment_scrubber().text(hide_keys(message))
         if self.prog.endswith(" run"):
             _Parser.run_error = said
         self.exit(ExitCode.USAGE, f"batchrun: error: {said}\n")
@@ -99,7 +105,6 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--budget",
-        action=_argtypes.Once,
         type=_argtypes.positive_float,
         metavar="USD",
         help="spend at most this; the smaller of this and run.budget_usd wins",
@@ -181,9 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop retrying a request after this long",
     )
     run.add_argument("--max-wait", type=_argtypes.positive_float, metavar="SECONDS", help="cap on a single retry wait")
-    run.add_argument(
-        "--shard", metavar="K/N", action=_argtypes.Once, help="run the K-th of N deterministic parts of the matrix"
-    )
+    run.add_argument("--shard", metavar="K/N", help="run the K-th of N deterministic parts of the matrix")
     thresholds = run.add_mutually_exclusive_group()
     _add_threshold_pins(run, thresholds)
     thresholds.add_argument(
@@ -292,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diff.add_argument(
         "--alpha",
-        action=_argtypes.Once,  # it decides --fail-on-regression's exit (out-173 F4)
+        # it decides --fail-on-regression's exit (out-173 F4)
         type=_argtypes.significance,
         metavar="LEVEL",
         help=f"significance level of the test (default {DEFAULT_ALPHA:g})",
@@ -384,7 +387,6 @@ def _add_threshold_pins(parser: argparse.ArgumentParser, group: Any, scope: str 
     from a pull request"): its `pass_threshold` overall and `max_error_rate`."""
     group.add_argument(
         "--pass-threshold",
-        action=_argtypes.Once,
         type=_argtypes.rate,
         metavar="RATE",
         help=f"minimum pass rate of the checks (0..1; overrides run.pass_threshold's overall){scope}",
@@ -392,7 +394,6 @@ def _add_threshold_pins(parser: argparse.ArgumentParser, group: Any, scope: str 
     # Not in the group of --no-thresholds' exclusions with --pass-threshold: both may be pinned.
     parser.add_argument(
         "--max-error-rate",
-        action=_argtypes.Once,
         type=_argtypes.rate,
         metavar="RATE",
         help=f"share of rows in error (or not graded) tolerated (0..1; overrides run.max_error_rate){scope}",
