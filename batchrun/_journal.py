@@ -135,6 +135,16 @@ class AttemptJournal:
         summary would have carried it."""
         self._write(orjson.dumps({"key_gap": self._carried + usd}) + b"\n")
 
+    def summarized(self, whole: bool) -> None:
+        """The run's summary is written, and carries the key gap this journal carried: kept (not
+        `whole`) for the attempts no record holds, it no longer adds the gap (its last line says
+        none), or every reader and the resume counted it twice, and each failed write again
+        (out-177 F1). A kill before this line counts it twice (the safe side)."""
+        if whole:
+            return
+        with contextlib.suppress(OutputFailed):
+            self._write(orjson.dumps({"key_gap": 0.0}) + b"\n")
+
     def key_seen(self, key: KeyStart, ledger: CreditLedger) -> None:
         """A /key read this run followed (`key`: its usage and limit_remaining), what the ledger
         counted as spent then (its key gap too) and had in flight; a resume after a kill -9

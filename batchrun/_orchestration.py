@@ -384,8 +384,8 @@ async def _locked_run(
                 journal.key_gap(runner.ledger.key_gap + late_gap)
         data["exit_code"], data["exit_reasons"] = exit_fields(data, settings, options)
         try:
-            # Its messages quote servers (a stop's /key failure): the run's keys masked, as in each record.
-            write_json_atomically(summary_path(output), data, client.scrub)
+            write_json_atomically(summary_path(output), data, client.scrub)  # keys masked, as in each record
+            journal.summarized(whole)  # kept for rows whose records were lost: its gap is the summary's now
         except OSError as exc:
             whole = False  # the journal's key gap is in no summary: a resume reads it there
             message = f"{summary_path(output)}: writing the summary failed: {exc.strerror or exc}"

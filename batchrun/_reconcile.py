@@ -346,7 +346,9 @@ def _compare(
         # was charged (counted as said, so the budget erred safe), not "$-999999.9990 unexplained"
         # with the causes of the other case (break34 m2).
         why = (
-            f"${difference:.6f} unexplained (another process using the key, or unreported charges)"
+            # Or this run's own answers whose records could not be written (exit 11: out-177 F2).
+            f"${difference:.6f} unexplained (another process using the key, unreported charges, or answers "
+            "whose records could not be written)"
             if difference > 0
             # Or our own estimates (upper bounds) above the charges (verify69 F10: blamed on the replies).
             else f"${-difference:.6f} less than counted ({_over_counted(book)}, counted as said)"
@@ -355,7 +357,8 @@ def _compare(
             # The key window counted it already: not missing from what is spent (verify39).
             why = (
                 f"${difference:.6f} beyond the answers' reported costs, counted as spent from the key's usage "
-                "(answers that under-reported, or another process using the key)"
+                "(answers that under-reported, answers whose records could not be written, or another process "
+                "using the key)"
             )
         out["warning"] = (
             f"the key was charged ${delta:.6f} during the run but the ledger counted ${known:.6f}"

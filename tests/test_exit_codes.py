@@ -23,11 +23,14 @@ import pytest
 from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._exceptions import OutputFailed
 from batchrun._items import ItemTally
+from batchrun._journal_file import journal_path
 from batchrun._lock import OutputLock
+from batchrun._output_paths import summary_path
 from batchrun._results import ResultsWriter, record_head
+from batchrun._summary_beside import file_key_gap
 from batchrun._verdict import decide
 from batchrun.cli import main
-from batchrun.simulator import Simulator
+from batchrun.simulator import SimConfig, Simulator
 
 from .conftest import SMALL_JOB, call_cli, child_env, read_rows, write_job
 from .forked import ForkedCli, run_forked
@@ -78,6 +81,25 @@ def test_a_file_size_limit_mid_run_is_exit_10_naming_the_file_and_stops_dispatch
     # sending is counted too, as the journal cannot tell it from one that was sent.
     assert lost <= crashed and not crashed & recorded and len(crashed) <= 2 + 1
     assert not (tmp_path / "limited.attempts.jsonl").exists()
+
+
+def test_the_key_gap_of_a_run_whose_records_could_not_be_written_is_counted_once(tmp_path: Path) -> None:
+    # out-177 F1: after exit 11 the summary carried the run's key gap (the answers it could not
+    # write, charged on the key) and the journal kept for those rows carried it again: every
+    # reader and the resume counted it twice, and each later failure added to it (a file that
+    # could never finish within its budget).
+    job = write_job(tmp_path, BIG_JOB.replace("concurrency: 4", "concurrency: 2"))
+    out = tmp_path / "limited.jsonl"
+    # Each answer charges the key $0.001 its usage.cost leaves out: the run's reads count it as its key gap.
+    with Simulator(SimConfig(key_limit=100.0, unreported_usd=0.001)).serve_in_thread() as sim:
+        args: list[str | Path] = [job, "--base-url", sim.base_url, "-o", out, "-q"]
+        env = child_env(OPENROUTER_API_KEY="k")
+        result = run_forked(args, env=env, text=True, preexec_fn=_limit_file_size, stderr=subprocess.PIPE)
+    assert result.returncode == ExitCode.IO, result.stderr
+    summary = json.loads(summary_path(out).read_text())
+    gap = summary["key_gap_usd"]
+    assert gap > 0 and journal_path(out).exists()  # kept for the rows whose records were lost
+    assert file_key_gap(out) == pytest.approx(gap)
 
 
 @pytest.mark.parametrize("device", ["/dev/null", "/dev/full"])
