@@ -13,6 +13,7 @@ import base64
 import functools
 import os
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,11 @@ MIN_SECRET = 8
 # Browsers read a character reference without its `;` too (out-128 F2). An escape of an escape's
 # own characters (`%2573`, `&#37;73`) is read as well, a few levels deep: they are plain text in
 # JSON, so reading them changes no JSON text's meaning.
-_ESCAPED = re.compile(r"\\u([0-9a-fA-F]{4})|%([0-9a-fA-F]{2})|&#(?:[xX]([0-9a-fA-F]{1,6})|([0-9]{1,7}));?")
+# A legacy URL escape (`%u0073`) too, and text written in full-width or other compatibility forms
+# (`ｓｋ－ｏｒ－…`), read by NFKC (out-176 F5: both reached the results).
+_ESCAPED = re.compile(
+    r"\\u([0-9a-fA-F]{4})|%[uU]([0-9a-fA-F]{4})|%([0-9a-fA-F]{2})|&#(?:[xX]([0-9a-fA-F]{1,6})|([0-9]{1,7}));?"
+)
 _ESCAPE_MARKS = ("\\u", "%", "&#")
 _READ_AS_IS = "-_%&#;"  # besides letters and digits
 _LEVELS = 3
@@ -58,14 +63,17 @@ def hide_keys(text: str) -> str:
 def _unescape_key_chars(match: re.Match[str]) -> str:
     """An escape of a character a key can hold, as that character; other escapes are left
     alone (decoding `\\u0022` would change what a JSON text means)."""
-    hex_digits = match.group(1) or match.group(2) or match.group(3)
-    code = int(hex_digits, 16) if hex_digits else int(match.group(4))
+    hex_digits = match.group(1) or match.group(2) or match.group(3) or match.group(4)
+    code = int(hex_digits, 16) if hex_digits else int(match.group(5))
     char = chr(code) if code < 128 else ""
     return char if char and (char.isalnum() or char in _READ_AS_IS) else match.group(0)
 
 
 def _unescaped(text: str) -> str:
-    """`text` with every escape of a key's characters read: the same text where none is."""
+    """`text` with every escape of a key's characters read, and its compatibility forms as NFKC
+    reads them: the same text where there are none."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
     for _ in range(_LEVELS):
         if not any(mark in text for mark in _ESCAPE_MARKS):
             break
@@ -99,7 +107,7 @@ class Scrubber:
     def for_body(self, body: bytes) -> Scrubber:
         """This scrubber, or one that masks nothing when no string decoded from `body` (a
         JSON reply, read and decompressed) can hold a key: the body holds none of the
-        anchors and no \\u or \\/ escape, nor, with escapes read, any anchor. A JSON
+        anchors and no \\u or \\/ escape, nor, with escapes read (and NFKC), any anchor. A JSON
         string's other escapes decode to characters a key does not have, so they cannot join
         two pieces into a key (a base64 form holds `/`, which JSON may write `\\/`). Walking
         every string of a clean reply was a tenth of the client's own CPU per request
@@ -107,7 +115,7 @@ class Scrubber:
         search = self._search
         if b"\\u" in body or b"\\/" in body or search.anchored_bytes(body):
             return self
-        escaped = b"%" in body or b"&#" in body
+        escaped = b"%" in body or b"&#" in body or not body.isascii()
         return self if escaped and search.anchored(_unescaped(body.decode("utf-8", "replace"))) else _NOTHING
 
     def line(self, data: bytes) -> bytes:

@@ -6,6 +6,7 @@ import email.utils
 import json
 import math
 import re
+import unicodedata
 from typing import Any
 
 import httpx
@@ -352,6 +353,9 @@ ESCAPED_ECHOES = {
     "percent-twice": "".join(f"%25{b:02X}" for b in FAKE_KEY.encode()),
     "hex": FAKE_KEY.encode().hex(),
     "HEX": FAKE_KEY.encode().hex().upper(),
+    # out-176 F5: a legacy URL escape, and full-width forms (which NFKC reads as the key).
+    "percent-u": "".join(f"%u{ord(c):04X}" for c in FAKE_KEY),
+    "fullwidth": "".join(chr(ord(c) + 0xFEE0) for c in FAKE_KEY),
 }
 
 
@@ -363,7 +367,8 @@ def _decoded(text: str) -> str:
     hex_runs = re.sub(
         r"[0-9a-fA-F]{16,}", lambda m: bytes.fromhex(m.group(0)[: len(m.group(0)) // 2 * 2]).decode("latin-1"), text
     )
-    return urllib.parse.unquote(html.unescape(text)) + hex_runs
+    legacy = re.sub(r"%u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
+    return urllib.parse.unquote(html.unescape(text)) + hex_runs + unicodedata.normalize("NFKC", legacy)
 
 
 @pytest.mark.parametrize("form", ESCAPED_ECHOES)
