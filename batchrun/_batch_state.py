@@ -131,7 +131,13 @@ class BatchState:
         except FileNotFoundError:
             return cls(path, job, job_fingerprint)
         except (OSError, ValueError, RecursionError) as exc:
-            raise ResultsError(f"{path}: unreadable batch record ({exc}); it lists batches still to collect") from None
+            # An empty one too: written whole or not at all, it is cut or made by hand (out-176 F4).
+            said = "is empty" if path.exists() and path.stat().st_size == 0 else f"is unreadable ({exc})"
+            raise ResultsError(
+                f"{path}: the batch record {said}: it lists the batches this file's rows await, which may be "
+                "running and billing; restore it, or move it away once none is open (`batchrun batches list` "
+                "with a good copy, or OpenRouter's dashboard)"
+            ) from None
         if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("batches"), list):
             raise ResultsError(f"{path}: not a batchrun batch record")
         if data.get("job") != job:
@@ -160,6 +166,8 @@ class BatchState:
         try:
             data = json.loads(read_regular_text(path))
         except FileNotFoundError:
+            if not results.exists():  # out-176 F4: not "written in batch mode?" of a file not there
+                raise ResultsError(f"{results}: no such results file") from None
             raise ResultsError(f"{path}: no batch record (was {results} written in batch mode?)") from None
         except (OSError, ValueError, RecursionError) as exc:
             raise ResultsError(f"{path}: unreadable batch record ({exc})") from None

@@ -132,10 +132,10 @@ def _run_left(output: Path) -> bool:
 
 def check_output(output: Path, job: Job, resume: bool, shard: Shard | None = None) -> bool:
     """May this run write `output`? True when it already holds this job's results (resume them).
-
-    Only a file whose first record is this job's is ever appended to or repaired; any
-    other existing file is refused and left byte for byte as it was.
-    """
+    Only a file whose first record is this job's is ever appended to or repaired; any other
+    existing file is refused and left byte for byte as it was."""
+    if output.name.endswith(".summary.json") and (problem := sidecar_name_problem(output)) is not None:
+        raise ConfigError(problem)  # said first: "not a batchrun results file (not JSON)" (out-176 F4)
     try:
         info = output.stat()
     except FileNotFoundError:

@@ -2098,3 +2098,15 @@ def test_a_prompt_written_as_its_text_alone_is_one_line_that_shows_a_prompts_sha
         "{id: p1, text: ...}",
         f"batchrun: {job}:3:27: at $.prompts[1] 42 is not of type 'object'",
     ]
+
+
+def test_a_summary_given_as_the_output_is_named_as_such_whether_new_or_there(tmp_path: Path) -> None:
+    # out-176 F4: a run's own summary as `-o` with --resume read "not a batchrun results file
+    # (not JSON)"; a new file of such a name was told what the name is. Both are now.
+    job = write_job(tmp_path, SMALL_JOB)
+    assert call_cli(job, "--simulate", "-o", tmp_path / "r.jsonl", "-q")[0] == ExitCode.OK
+    before = (tmp_path / "r.summary.json").read_bytes()
+    for name, extra in (("r.summary.json", ["--resume"]), ("r.summary.json", []), ("new.summary.json", [])):
+        code, _, err = call_cli(job, "--simulate", "-o", tmp_path / name, "-q", *extra)
+        assert code == ExitCode.USAGE and "that is the name of the summary batchrun writes beside" in err, err
+    assert (tmp_path / "r.summary.json").read_bytes() == before and not (tmp_path / "new.summary.json").exists()

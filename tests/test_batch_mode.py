@@ -938,11 +938,16 @@ async def test_sigterm_while_a_poll_is_out_ends_the_run_without_another_wait(
 def test_an_unreadable_batch_record_is_a_one_line_error_and_is_left_alone(tmp_path: Path) -> None:
     job = write_job(tmp_path, THREE_MODELS)
     out = tmp_path / "r.jsonl"
-    state_path(out).write_text("{not json")
-    code, _, err = call_cli(job, "--simulate", "-o", out, "--resume")
-    assert code == ExitCode.USAGE
-    assert err.startswith(f"batchrun: {state_path(out)}: unreadable batch record") and err.count("\n") == 1
-    assert state_path(out).read_text() == "{not json"
+    for text, said in (("{not json", "is unreadable (Expecting"), ("", "is empty")):  # out-176 F4: empty
+        state_path(out).write_text(text)
+        code, _, err = call_cli(job, "--simulate", "-o", out, "--resume")
+        assert code == ExitCode.USAGE
+        assert err.startswith(f"batchrun: {state_path(out)}: the batch record {said}") and err.count("\n") == 1
+        assert "restore it, or move it away once none is open" in err
+        assert state_path(out).read_text() == text
+    # out-176 F4: `batches list` of a file not there asked whether it was written in batch mode.
+    code, _, err = call_cli("batches", "list", tmp_path / "none.jsonl")
+    assert code == ExitCode.USAGE and err == f"batchrun: {tmp_path / 'none.jsonl'}: no such results file\n", err
 
 
 async def test_report_job_regrades_batch_rows_without_latency_checks(
