@@ -21,14 +21,14 @@ import sys
 import time
 from collections.abc import Callable
 
-from common import HERE, OUT, machine, sim_reset, simulator, verdict, write_job
+from common import BENCH_KEY, HERE, OUT, machine, sim_reset, simulator, verdict, write_job
 
 N = int(os.environ.get("BENCH_INSTR_N", "200"))
 SMALL = 20
 CONCURRENCY = 64
 # Python's own allocator hides allocations from valgrind's view of the heap; with malloc, the
 # count includes what allocating costs, as it does when the client runs natively.
-ENV = {**os.environ, "PYTHONMALLOC": "malloc", "OPENROUTER_API_KEY": "bench-key"}
+ENV = {**os.environ, "PYTHONMALLOC": "malloc", "OPENROUTER_API_KEY": BENCH_KEY}
 
 
 def instructions(argv: list[str]) -> int:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from common import CLIENT_CORE, machine, pinned, simulator, verdict, write_job
+from common import BENCH_KEY, CLIENT_CORE, machine, pinned, simulator, verdict, write_job
 
 SMALL = int(os.environ.get("BENCH_SMALL", "1000"))
 LARGE = int(os.environ.get("BENCH_LARGE", "100000"))
@@ -37,7 +37,7 @@ def peak_rss_mb(rows: int, base: str) -> tuple[float, float]:
     started = time.monotonic()
     result = subprocess.run(
         pinned(CLIENT_CORE, argv),
-        env={**os.environ, "OPENROUTER_API_KEY": "bench-key"},
+        env={**os.environ, "OPENROUTER_API_KEY": BENCH_KEY},
         capture_output=True,
         text=True,
         check=False,
