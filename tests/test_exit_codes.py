@@ -95,11 +95,21 @@ def test_the_key_gap_of_a_run_whose_records_could_not_be_written_is_counted_once
         args: list[str | Path] = [job, "--base-url", sim.base_url, "-o", out, "-q"]
         env = child_env(OPENROUTER_API_KEY="k")
         result = run_forked(args, env=env, text=True, preexec_fn=_limit_file_size, stderr=subprocess.PIPE)
-    assert result.returncode == ExitCode.IO, result.stderr
-    summary = json.loads(summary_path(out).read_text())
-    gap = summary["key_gap_usd"]
-    assert gap > 0 and journal_path(out).exists()  # kept for the rows whose records were lost
-    assert file_key_gap(out) == pytest.approx(gap)
+        assert result.returncode == ExitCode.IO, result.stderr
+        summary = json.loads(summary_path(out).read_text())
+        gap = summary["key_gap_usd"]
+        assert gap > 0 and journal_path(out).exists()  # kept for the rows whose records were lost
+        assert file_key_gap(out) == pytest.approx(gap)
+        # The resume carries it on once, with what its own answers add ($0.001 each).
+        before = sim.stats.chat_requests
+        result = run_forked([*args, "--resume"], env=env, text=True, stderr=subprocess.PIPE)
+        assert result.returncode == ExitCode.OK, result.stderr
+        answers = sim.stats.chat_requests - before
+    assert not journal_path(out).exists() and answers > 0
+    assert file_key_gap(out) == pytest.approx(gap + 0.001 * answers)
+    # What the file counts as spent is what the key was charged (a lost row's worst case aside).
+    resumed = json.loads(summary_path(out).read_text())
+    assert resumed["spent_before_usd"] + resumed["spent_usd"] == pytest.approx(sim.account_key.usage, abs=1e-4)
 
 
 @pytest.mark.parametrize("device", ["/dev/null", "/dev/full"])
