@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import html.entities
 import os
 import re
 import unicodedata
@@ -34,12 +35,17 @@ MIN_SECRET = 8
 # own characters (`%2573`, `&#37;73`) is read as well, a few levels deep: they are plain text in
 # JSON, so reading them changes no JSON text's meaning.
 # A legacy URL escape (`%u0073`) too, and text written in full-width or other compatibility forms
-# (`ｓｋ－ｏｒ－…`), read by NFKC (out-176 F5: both reached the results).
+# (`ｓｋ－ｏｒ－…`), read by NFKC (out-176 F5: both reached the results). And (out-178 F2, F3): a
+# JSON escape escaped again (`\\u0073`), references with leading zeros (`&#x00000073;`), HTML's
+# names of ASCII punctuation (`&amp;#115;`, `&sol;`), and an escape of any printable ASCII a
+# secret may hold (a password's `/`, `+`, `!`) but a quote or a backslash, which would change
+# what a JSON text means.
+_NAMED = "amp|sol|plus|excl|equals|period|colon|semi|num|percnt|dollar|lowbar|commat|quest|comma|ast|apos|lpar|rpar"
 _ESCAPED = re.compile(
-    r"\\u([0-9a-fA-F]{4})|%[uU]([0-9a-fA-F]{4})|%([0-9a-fA-F]{2})|&#(?:[xX]([0-9a-fA-F]{1,6})|([0-9]{1,7}));?"
+    r"\\+u(?P<u>[0-9a-fA-F]{4})|%[uU](?P<pu>[0-9a-fA-F]{4})|%(?P<p>[0-9a-fA-F]{2})"
+    r"|&#(?:[xX]0*(?P<hex>[0-9a-fA-F]{1,6})|0*(?P<dec>[0-9]{1,7}));?|&(?P<named>" + _NAMED + r");"
 )
-_ESCAPE_MARKS = ("\\u", "%", "&#")
-_READ_AS_IS = "-_%&#;"  # besides letters and digits
+_ESCAPE_MARKS = ("\\u", "%", "&")
 _LEVELS = 3
 
 
@@ -61,12 +67,14 @@ def hide_keys(text: str) -> str:
 
 
 def _unescape_key_chars(match: re.Match[str]) -> str:
-    """An escape of a character a key can hold, as that character; other escapes are left
-    alone (decoding `\\u0022` would change what a JSON text means)."""
-    hex_digits = match.group(1) or match.group(2) or match.group(3) or match.group(4)
-    code = int(hex_digits, 16) if hex_digits else int(match.group(5))
+    """An escape of a printable ASCII character, as that character; a quote, a backslash and
+    other escapes are left alone (decoding `\\u0022` would change what a JSON text means)."""
+    if named := match.group("named"):
+        return html.entities.html5[named + ";"]
+    hex_digits = match.group("u") or match.group("pu") or match.group("p") or match.group("hex")
+    code = int(hex_digits, 16) if hex_digits else int(match.group("dec"))
     char = chr(code) if code < 128 else ""
-    return char if char and (char.isalnum() or char in _READ_AS_IS) else match.group(0)
+    return char if char.isprintable() and char and char not in '"\\' else match.group(0)
 
 
 def _unescaped(text: str) -> str:
@@ -115,7 +123,7 @@ class Scrubber:
         search = self._search
         if b"\\u" in body or b"\\/" in body or search.anchored_bytes(body):
             return self
-        escaped = b"%" in body or b"&#" in body or not body.isascii()
+        escaped = b"%" in body or b"&" in body or not body.isascii()
         return self if escaped and search.anchored(_unescaped(body.decode("utf-8", "replace"))) else _NOTHING
 
     def line(self, data: bytes) -> bytes:
@@ -225,14 +233,15 @@ class _Search:
         return _Search(_automaton(anchors), _automaton(map(_as_sent, anchors)), _automaton(grams))
 
     def anchored(self, text: str) -> bool:
-        return self.anchors is not None and next(self.anchors.iter(text), None) is not None
+        return self.anchors is not None and next(self.anchors.iter(_ascii_lower(text)), None) is not None
 
     def anchored_bytes(self, body: bytes) -> bool:
-        return self.anchors_sent is not None and next(self.anchors_sent.iter(body.decode("latin-1")), None) is not None
+        sent = body.lower().decode("latin-1")  # bytes.lower: A-Z only
+        return self.anchors_sent is not None and next(self.anchors_sent.iter(sent), None) is not None
 
     def fragments(self, text: str) -> list[tuple[int, int]]:
         """The spans of `text` that are a gram, in order of their ends (so of their starts)."""
-        return [(end + 1 - size, end + 1) for end, size in self.grams.iter(text)]
+        return [(end + 1 - size, end + 1) for end, size in self.grams.iter(_ascii_lower(text))]
 
 
 _NOTHING = Scrubber()  # for texts that cannot hold a key
@@ -255,12 +264,24 @@ def _prepared(secret: str) -> tuple[tuple[str, ...], frozenset[str], frozenset[s
         encoded = base64.b64encode(raw[skip:]).decode().rstrip("=")[:-3]
         forms += [encoded, encoded.replace("+", "-").replace("/", "_")]
     kept = tuple(form for form in dict.fromkeys(forms) if len(form) >= MIN_SECRET)
-    grams = {form[i : i + FRAGMENT] for form in kept for i in range(len(form) - FRAGMENT + 1)}
+    # Grams and anchors are sought in ASCII lower case (_ascii_lower): a form in any mix of
+    # cases, reversed and upper-cased too, is found (out-178 F1: `FEDCBA...-1V-RO-KS` and
+    # `sK-Or-v1-...AbCdEf` passed whole).
+    grams = {_ascii_lower(form[i : i + FRAGMENT]) for form in kept for i in range(len(form) - FRAGMENT + 1)}
     # Any FRAGMENT-long run of a form holds one of these aligned half-length blocks whole, so a
     # text holding none of them holds no fragment: one cheap test per string.
     half = FRAGMENT // 2
-    anchors = {form[i : i + half] for form in kept for i in range(0, len(form) - half + 1, half)}
+    anchors = {_ascii_lower(form[i : i + half]) for form in kept for i in range(0, len(form) - half + 1, half)}
     return kept, frozenset(grams), frozenset(anchors)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _ascii_lower(text: str) -> str:
+    """`text` with A-Z in lower case, and nothing else changed: its length (so every position
+    in it) is the text's, which str.lower does not keep for every character ("İ")."""
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
 
 
 SECRET_VARIABLES = ("OPENROUTER_API_KEY", "OPENROUTER_MANAGEMENT_KEY")

@@ -356,6 +356,13 @@ ESCAPED_ECHOES = {
     # out-176 F5: a legacy URL escape, and full-width forms (which NFKC reads as the key).
     "percent-u": "".join(f"%u{ord(c):04X}" for c in FAKE_KEY),
     "fullwidth": "".join(chr(ord(c) + 0xFEE0) for c in FAKE_KEY),
+    # out-178 F1, F2: reversed and upper-cased at once, mixed case, references with leading
+    # zeros, a JSON escape escaped again, references written as HTML text (`&amp;#115;`).
+    "reversed-upper": FAKE_KEY[::-1].upper(),
+    "mixed-case": "".join(c.upper() if i % 2 else c for i, c in enumerate(FAKE_KEY)),
+    "html-leading-zeros": "".join(f"&#x{ord(c):08x};" for c in FAKE_KEY),
+    "json-twice": "".join(f"\\\\u{ord(c):04x}" for c in FAKE_KEY),
+    "html-of-html": "".join(f"&amp;#{ord(c)};" for c in FAKE_KEY),
 }
 
 
@@ -367,8 +374,9 @@ def _decoded(text: str) -> str:
     hex_runs = re.sub(
         r"[0-9a-fA-F]{16,}", lambda m: bytes.fromhex(m.group(0)[: len(m.group(0)) // 2 * 2]).decode("latin-1"), text
     )
-    legacy = re.sub(r"%u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
-    return urllib.parse.unquote(html.unescape(text)) + hex_runs + unicodedata.normalize("NFKC", legacy)
+    legacy = re.sub(r"%u([0-9a-fA-F]{4})|\\+u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1) or m.group(2), 16)), text)
+    read = urllib.parse.unquote(html.unescape(html.unescape(text))) + hex_runs + unicodedata.normalize("NFKC", legacy)
+    return read.lower() + read[::-1].lower()
 
 
 @pytest.mark.parametrize("form", ESCAPED_ECHOES)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -218,6 +219,31 @@ def test_a_secret_read_from_the_environment_with_bytes_not_utf8_is_masked_withou
     body = b'{"x": "' + raw + b'"}'
     assert scrub.for_body(body) is scrub
     assert "ijklmnopqrstuvwx" not in scrub.text(body.decode("utf-8", "replace"))  # as an error body is read
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        lambda c: f"%{ord(c):02X}",
+        lambda c: f"&#{ord(c)};",
+        lambda c: f"&#x{ord(c):x};",
+        lambda c: f"\\u{ord(c):04x}",
+        lambda c: f"%u{ord(c):04X}",
+        lambda c: {"/": "&sol;", "+": "&plus;", "!": "&excl;"}[c],
+    ],
+    ids=["percent", "html", "html-hex", "json", "percent-u", "html-named"],
+)
+def test_a_secret_with_punctuation_escaped_where_it_stands_is_scrubbed(escape: Callable[[str], str]) -> None:
+    # out-178 F3: a password or token with `/`, `+` or `!` in every 16 characters passed with
+    # those escaped: only escapes of a key's own characters were read.
+    secret = "Tr0ub4dor&3/x+yzAB!"
+    written = "".join(escape(c) if c in "/+!" else c for c in secret)
+    scrub = Scrubber(secret)
+    body = orjson.dumps({"x": f"it is {written} here"})
+    assert scrub.for_body(body) is scrub
+    assert "[key]" in scrub.value(orjson.loads(body))["x"], written
+    # A quote or a backslash written so is left as it is: read, it would change a JSON text.
+    assert scrub.line(b'{"x": "\\u0022\\u005c"}') == b'{"x": "\\u0022\\u005c"}'
 
 
 def test_keep_alive_comments_before_a_plain_json_answer_are_passed_over() -> None:
