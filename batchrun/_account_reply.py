@@ -238,8 +238,10 @@ def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
     """A key's data (GET /key, GET /keys/{hash}) with its money fields checked."""
     if not isinstance(data, dict):
         raise bad_reply(f"the {what} data is not an object")
-    key: dict[str, Any] = {
-        scrub.text(str(k)): scrub.value(v) for k, v in data.items() if isinstance(v, (str, bool, type(None)))
+    key: dict[str, Any] = {  # its texts (a label) cut after scrubbing: a 3 MB label was printed whole (out-178 F6)
+        scrub.text(str(k))[:100]: scrub.text(v)[:200] if isinstance(v, str) else v
+        for k, v in data.items()
+        if isinstance(v, (str, bool, type(None)))
     }
     if not isinstance(data.get("limit_reset"), (str, bool, type(None))):
         key["limit_reset"] = True  # a number or an object: no reset the docs give, said (unknown_reset)

@@ -236,3 +236,18 @@ class Once(argparse.Action):
             parser.error(f"{option}: given twice, {shown[0]} and {shown[1]}: give it once")
         given[self.dest] = values
         setattr(namespace, self.dest, values)
+
+
+class OnceSwitch(argparse.BooleanOptionalAction):
+    """`--stream` and `--no-stream`: both given, the last won in silence (out-178 F7), as an
+    option of one value given twice would (Once)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        given: dict[str, Any] = namespace.__dict__.setdefault("_given", {})
+        value = not str(option).startswith("--no-")
+        if given.get(self.dest, value) != value:
+            parser.error(f"{' and '.join(self.option_strings)}: both given: give one")
+        given[self.dest] = value
+        super().__call__(parser, namespace, values, option)

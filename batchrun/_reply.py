@@ -27,6 +27,7 @@ from ._routing import answering_provider
 from ._scrub import Scrubber
 
 ERROR_TEXT_CHARS = 200  # a non-JSON error body is kept this long, after scrubbing
+ERROR_MESSAGE_CHARS = 2_000  # any server's error message (a record keeps 500 of it)
 # A reply is untrusted: bound what one answer's tool calls can put in a row.
 MAX_TOOL_CALLS = 32
 MAX_TOOL_ARGUMENTS = 65536
@@ -149,7 +150,8 @@ def failure(reply: Reply, error: Any, scrub: Scrubber, now: float) -> RequestFai
         error = {"message": error}
     # Scrubbed before classify reads it, so whatever part of it a message quotes is clean.
     failed = classify(reply.status, scrub.value(error) if isinstance(error, dict) else None, reply.headers, now)
-    failed.message = scrub.text(failed.message)
+    # Cut, after it is scrubbed: a 3 MB message was one line of stderr and of the CI step summary (out-178 F6).
+    failed.message = scrub.text(failed.message)[:ERROR_MESSAGE_CHARS]
     failed.args = (failed.message,)
     return failed
 

@@ -351,8 +351,8 @@ async def earlier_work(
     found = await recover(output, (job.name, job.fingerprint, shard_text(options.shard)), rows, client, now, limit)
     if found.rows:
         notice(
-            f"{output}: {found.rows} row(s) had attempts in flight when an earlier run was killed: recorded "
-            f"as skipped (crashed); {found.held} of them of unknown cost, their attempts' worst cases held"
+            f"{output}: {found.rows} row(s) had attempts an earlier run left unrecorded (killed, or its results could "
+            f"not be written): recorded as skipped (crashed); {found.held} of unknown cost, their worst cases held"
         )
     for warning in found.warnings:
         notice(f"warning: {warning}")

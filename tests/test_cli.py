@@ -206,6 +206,7 @@ def test_bad_usage_exits_2(args: list[str]) -> None:
             "--concurrency: given twice, 1 and 4000: give it once",
         ),
         (["simulate", "--port", "0", "--port", "1"], "--port: given twice, 0 and 1: give it once"),
+        (["x.yaml", "--stream", "--no-stream"], "--stream and --no-stream: both given: give one"),  # out-178 F7
         (["report", "r.jsonl", "--deadline", "5", "--deadline=6"], "--deadline: given twice, 5 and 6: give it once"),
         # out-143 F11: `--sim` read as --simulate took the job as its K=V, and the message named neither.
         (

@@ -300,7 +300,7 @@ def test_what_a_crash_recovery_learns_of_charges_the_key_showed_is_counted_once(
     # $0.1 charged $0.35 each) and the costs the recovery looked up for them were the same charges.
     code, err = _recovered(tmp_path, 0.1, 0.35, '{"key_gap": 0.5}')
     assert code == ExitCode.OK, err
-    assert "recorded as skipped (crashed); 0 of them of unknown cost" in err  # out-122 F6: known, not held
+    assert "recorded as skipped (crashed); 0 of unknown cost" in err  # out-122 F6: known, not held
     # Above their worst cases: counted, and said, as a run's and a resume's lookups say it (out-124 F2).
     said = "2 cost(s) /generation gave for attempts a killed run left in flight were above their worst cases"
     assert f"warning: {said} (e.g. $0.350000 for $0.100000): counted as charged" in err
@@ -326,7 +326,8 @@ def test_a_crash_recovery_takes_no_cost_far_above_an_attempts_worst_case(tmp_pat
     code, err = _recovered(tmp_path, 0.027, looked_up)
     assert code == ExitCode.OK, err
     assert "2 cost(s) /generation gave for attempts a killed run left in flight were over 100x" in err
-    assert "2 row(s) had attempts in flight when an earlier run was killed: recorded as skipped (crashed); 2 of" in err
+    said = "2 row(s) had attempts an earlier run left unrecorded (killed, or its results could not be written): "
+    assert said + "recorded as skipped (crashed); 2 of" in err
     crashed = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()[:2]]
     assert {(r["reason"], r["cost_status"], r["cost_held"]) for r in crashed} == {("crashed", "unknown", 0.027)}
     summary = json.loads((tmp_path / "out.summary.json").read_text())

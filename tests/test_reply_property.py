@@ -246,6 +246,17 @@ def test_a_secret_with_punctuation_escaped_where_it_stands_is_scrubbed(escape: C
     assert scrub.line(b'{"x": "\\u0022\\u005c"}') == b'{"x": "\\u0022\\u005c"}'
 
 
+def test_a_servers_huge_error_message_or_key_label_is_cut_after_scrubbing() -> None:
+    # out-178 F6: a 403 of /credits with a 3 MB message was one 3 MB line on stderr and in the
+    # CI step summary; `plan` printed a 3 MB /key label.
+    huge = "x" * 3_000_000 + FAKE_KEY
+    body = orjson.dumps({"error": {"code": 403, "message": FAKE_KEY[:40] + huge}})
+    failed = error_failure(Reply(403, {}, body), SCRUB, 0.0)
+    assert len(failed.message) <= 2_000 and failed.message.startswith("[key]") and FAKE_KEY[:16] not in str(failed)
+    key = parse_key_data({"label": huge, "limit": None, "usage": 0}, SCRUB, "key")
+    assert len(key["label"]) <= 200
+
+
 def test_keep_alive_comments_before_a_plain_json_answer_are_passed_over() -> None:
     # break38 F7 (verify38): a non-streamed reply with ": OPENROUTER PROCESSING" (or ":x") lines
     # before its JSON was a bad_response, retried and paid twice. Only such lines, and blank

@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--stream",
-        action=argparse.BooleanOptionalAction,
+        action=_argtypes.OnceSwitch,
         default=None,
         help="streaming mode: a timeout, stop or deadline cancels generation and billing (run.stream)",
     )
