@@ -12,10 +12,11 @@ from __future__ import annotations
 import base64
 import functools
 import html.entities
+import itertools
 import os
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,10 +42,12 @@ MIN_SECRET = 8
 # secret may hold (a password's `/`, `+`, `!`) but a quote or a backslash, which would change
 # what a JSON text means.
 _NAMED = "amp|sol|plus|excl|equals|period|colon|semi|num|percnt|dollar|lowbar|commat|quest|comma|ast|apos|lpar|rpar"
-_ESCAPED = re.compile(
+_ONE = (  # one escape
     r"\\+u(?P<u>[0-9a-fA-F]{4})|%[uU](?P<pu>[0-9a-fA-F]{4})|%(?P<p>[0-9a-fA-F]{2})"
     r"|&#(?:[xX]0*(?P<hex>[0-9a-fA-F]{1,6})|0*(?P<dec>[0-9]{1,7}));?|&(?P<named>" + _NAMED + r");"
 )
+# A run of 16 or more URL or JSON escapes is read at once (_read_run), as its escapes one by one.
+_ESCAPED = re.compile(r"(?P<run>(?:%[0-9a-fA-F]{2}){16,}|(?:\\u[0-9a-fA-F]{4}){16,})|" + _ONE)
 _ESCAPE_MARKS = ("\\u", "%", "&")
 _LEVELS = 3
 
@@ -69,12 +72,40 @@ def hide_keys(text: str) -> str:
 def _unescape_key_chars(match: re.Match[str]) -> str:
     """An escape of a printable ASCII character, as that character; a quote, a backslash and
     other escapes are left alone (decoding `\\u0022` would change what a JSON text means)."""
+    if match.lastgroup == "run":
+        return _read_run(match.group(0))
     if named := match.group("named"):
         return html.entities.html5[named + ";"]
     hex_digits = match.group("u") or match.group("pu") or match.group("p") or match.group("hex")
     code = int(hex_digits, 16) if hex_digits else int(match.group("dec"))
     char = chr(code) if code < 128 else ""
     return char if char.isprintable() and char and char not in '"\\' else match.group(0)
+
+
+# A run of URL or JSON escapes is read by a lookup an escape (no call a match): a hostile 4 MB
+# body of `%41` took ~1 s of the event loop a reading, and a run overshot its deadline by
+# seconds (out-178 F5). The characters read are _unescape_key_chars's: printable ASCII but a
+# quote and a backslash; other escapes stay as they were written.
+_READABLE = [c for c in map(chr, range(128)) if c.isprintable() and c not in '"\\']
+
+
+def _spellings(digits: str) -> set[str]:
+    """`digits` (hex) in every mix of cases: `4a`, `4A`."""
+    return {"".join(case) for case in itertools.product(*({d.lower(), d.upper()} for d in digits))}
+
+
+_PERCENT_READ = {s: c for c in _READABLE for s in _spellings(f"{ord(c):02x}")}
+_JSON_READ = {s: c for c in _READABLE for s in _spellings(f"{ord(c):04x}")}
+
+
+def _read_run(run: str) -> str:
+    if run[0] == "%":
+        return "".join(_PERCENT_READ.get(code) or "%" + code for code in map(run.__getitem__, _slices(len(run), 3, 1)))
+    return "".join(_JSON_READ.get(code) or "\\u" + code for code in map(run.__getitem__, _slices(len(run), 6, 2)))
+
+
+def _slices(length: int, step: int, skip: int) -> Iterator[slice]:
+    return (slice(i + skip, i + step) for i in range(0, length, step))
 
 
 def _unescaped(text: str) -> str:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from batchrun import _scrub
 from batchrun._account_reply import data_of, parse_created_key, parse_key_data, parse_models
 from batchrun._exceptions import RequestFailed
 from batchrun._reply import ChatResult, Reply, error_failure, parse_chat
@@ -255,6 +257,25 @@ def test_a_servers_huge_error_message_or_key_label_is_cut_after_scrubbing() -> N
     assert len(failed.message) <= 2_000 and failed.message.startswith("[key]") and FAKE_KEY[:16] not in str(failed)
     key = parse_key_data({"label": huge, "limit": None, "usage": 0}, SCRUB, "key")
     assert len(key["label"]) <= 200
+
+
+@given(st.lists(st.characters(max_codepoint=0x2FF), max_size=40), st.booleans(), st.booleans())
+@example(chars=list('A"B\\C') * 4, json_style=False, upper=False)  # quotes and backslashes stay escaped
+@example(chars=list('A"B\\C\x01é') * 3, json_style=True, upper=True)
+@example(chars=list("%41") * 8, json_style=False, upper=True)  # escapes of escapes, read at the next level
+def test_a_run_of_escapes_reads_as_its_escapes_one_by_one(chars: list[str], json_style: bool, upper: bool) -> None:
+    # out-178 F5: runs of 16+ URL or JSON escapes are read at once (a 4 MB hostile body took a
+    # second a reading, one call an escape): each as it reads alone, level after level.
+    def escape(c: str) -> str:
+        code = f"{ord(c):04x}" if json_style else f"{ord(c) % 256:02x}"
+        return ("\\u" if json_style else "%") + (code.upper() if upper else code)
+
+    text = "".join(map(escape, chars))
+    one_by_one = re.compile(_scrub._ONE)
+    expected = text
+    for _ in range(3):
+        expected = one_by_one.sub(_scrub._unescape_key_chars, expected)
+    assert _scrub._unescaped(text) == expected
 
 
 def test_keep_alive_comments_before_a_plain_json_answer_are_passed_over() -> None:
