@@ -296,8 +296,10 @@ def key_in_path_problem(path: Path) -> str | None:
     """A path that holds a key of the environment, or 16 or more of its characters: its file's
     name would show the key to any `ls` in a CI log, and a run's summary names its results with
     the key masked, so that it named another file and the run could not be resumed (out-176 F1)."""
-    text = str(path)
-    if environment_scrubber().text(text) == text:
+    text, scrub = str(path), environment_scrubber()
+    if (
+        scrub.text(text) == text and scrub.text(real := os.path.realpath(text)) == real
+    ):  # a link's target too (out-178 F9)
         return None
     return f"{text}: the path holds a key of the environment (16 or more of its characters): name the file otherwise"
 

@@ -2064,6 +2064,12 @@ def test_a_path_holding_sixteen_characters_of_a_key_is_refused_before_anything_i
     for option in ("--junit", "--html"):
         code, out, err = call_cli("report", tmp_path / "r.jsonl", option, tmp_path / f"x{piece}.out")
         assert code == ExitCode.USAGE and "holds a key of the environment" in err and piece not in out + err, err
+    # out-178 F9: through a folder linked to one whose name holds it.
+    (tmp_path / f"t{piece}").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / f"t{piece}")
+    code, out, err = call_cli(job, "--simulate", "-o", tmp_path / "link" / "r.jsonl", "-q")
+    assert code == ExitCode.USAGE and "holds a key of the environment" in err and piece not in out + err, err
+    assert not list((tmp_path / f"t{piece}").iterdir())
     code, out, err = call_cli(job, "--simulate", "--bogus", tmp_path / f"x{piece}.jsonl")
     assert code == ExitCode.USAGE and "unrecognized arguments: --bogus" in err and piece not in err, err
     assert not list(tmp_path.glob("x*"))
