@@ -297,9 +297,8 @@ def key_in_path_problem(path: Path) -> str | None:
     name would show the key to any `ls` in a CI log, and a run's summary names its results with
     the key masked, so that it named another file and the run could not be resumed (out-176 F1)."""
     text, scrub = str(path), environment_scrubber()
-    if (
-        scrub.text(text) == text and scrub.text(real := os.path.realpath(text)) == real
-    ):  # a link's target too (out-178 F9)
+    # A folder linked to one whose name holds it too: the files are written there (out-178 F9).
+    if scrub.text(text) == text and scrub.text(real := os.path.realpath(text)) == real:
         return None
     return f"{text}: the path holds a key of the environment (16 or more of its characters): name the file otherwise"
 
