@@ -74,9 +74,11 @@ class Stops:
             loop = None
         if loop is not None:
             # A refused key ends nothing already sent: an answer on its way was billed, and cut off
-            # it was bought again by the resume (out-160 F1). A results file that fails can record nothing.
-            grace = 0.0 if reason == StopReason.IO else self.grace_s
-            self._grace_ends = loop.time() + grace
+            # it was bought again by the resume (out-160 F1). Nor does a results file that fails:
+            # cut off at once, the answers on their way were billed, and the resume held each at
+            # its worst case (236x an answer's cost: out-178 F4); let in, the attempt journal
+            # keeps what each cost, and the resume records that.
+            self._grace_ends = loop.time() + self.grace_s
             for limit in self._in_flight:
                 limit.reschedule(self._grace_ends)
         for halt in self.on_stop:

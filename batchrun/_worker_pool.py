@@ -333,8 +333,11 @@ class Runner:
                     await self._process(row)
                 finally:
                     cut = limit.expired()  # the grace after a stop ran out
-        except OutputFailed:
-            raise  # the results file failed: the run stops, not just this row
+        except OutputFailed as failed_write:
+            # The results file (or the journal) failed: the run stops, and the rows in flight end
+            # within the stop's grace, their answers' costs journaled, where aborting every worker
+            # cut them off after they were billed (out-178 F4).
+            stopped.request(StopReason.IO, str(failed_write))
         except Exception as error:  # noqa: BLE001 - one row's bug must not end the run (issue 11)
             outcome = error
         except BaseException as cancelled:  # the run is going down (the group aborts, a signal)
@@ -362,6 +365,8 @@ class Runner:
     # -- the run -----------------------------------------------------------------------------
     async def _worker(self, source: Iterator[Request]) -> None:
         for request in source:
+            if self.stops.reason == StopReason.IO:
+                return  # nothing more can be written: the rows left are the resume's
             if self.stops.reason is None:
                 await self._dispatch_row(request)
             elif self.stops.free_now() and self._may_be_free(request):

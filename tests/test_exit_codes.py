@@ -32,7 +32,7 @@ from batchrun._verdict import decide
 from batchrun.cli import main
 from batchrun.simulator import SimConfig, Simulator
 
-from .conftest import SMALL_JOB, call_cli, child_env, read_rows, write_job
+from .conftest import SMALL_JOB, TEN_NS, call_cli, child_env, priced_job, read_rows, write_job
 from .forked import ForkedCli, run_forked
 
 BIG_JOB = SMALL_JOB.replace("repeat: 2", "repeat: 20")
@@ -110,6 +110,27 @@ def test_the_key_gap_of_a_run_whose_records_could_not_be_written_is_counted_once
     # What the file counts as spent is what the key was charged (a lost row's worst case aside).
     resumed = json.loads(summary_path(out).read_text())
     assert resumed["spent_before_usd"] + resumed["spent_usd"] == pytest.approx(sim.account_key.usage, abs=1e-4)
+
+
+def test_answers_in_flight_when_the_results_file_fails_are_counted_at_their_cost(tmp_path: Path) -> None:
+    # out-178 F4: a failed write aborted every worker, cutting off the answers on their way after
+    # they were billed; the resume held each at its worst case (here ~236x an answer's cost): a
+    # file that spent $0.006 counted $0.059. They now end within the grace, their costs journaled.
+    job = write_job(
+        tmp_path,
+        priced_job("w11", 2000, "Tell me about {{n}}.", TEN_NS, 8, "concurrency: 6, grace_s: 30"),
+    )
+    out = tmp_path / "r.jsonl"
+    with Simulator(SimConfig(latency_ms=20)).serve_in_thread() as sim:
+        args: list[str | Path] = [job, "--base-url", sim.base_url, "-o", out, "-q"]
+        env = child_env(OPENROUTER_API_KEY="k")
+        result = run_forked(args, env=env, text=True, preexec_fn=_limit_file_size, stderr=subprocess.PIPE)
+        assert result.returncode == ExitCode.IO, result.stderr
+        result = run_forked([*args, "--resume"], env=env, text=True, stderr=subprocess.PIPE)
+        assert result.returncode == ExitCode.OK, result.stderr
+        billed = sim.stats.billed_usd
+    summary = json.loads(summary_path(out).read_text())
+    assert summary["spent_before_usd"] + summary["spent_usd"] == pytest.approx(billed, rel=0.01)
 
 
 @pytest.mark.parametrize("device", ["/dev/null", "/dev/full"])

@@ -214,11 +214,12 @@ def test_a_platform_limit_is_a_daily_cap_only_when_its_reset_is_hours_away(reset
     assert stops.react(request, limited, too_long) == ("skipped", reason)
 
 
-@pytest.mark.parametrize(("reason", "grace"), [("auth", 5.0), ("credits", 5.0), ("io", 0.0)])
+@pytest.mark.parametrize(("reason", "grace"), [("auth", 5.0), ("credits", 5.0), ("io", 5.0)])
 async def test_answers_in_flight_at_a_refused_key_get_their_grace(reason: str, grace: float) -> None:
     # out-160 F1: a 401 cut off at once an answer already on its way (billed, its generation id
-    # in its headers): the row was skipped and the resume bought it again. Only a results file
-    # that fails, which can record nothing more, ends them at once.
+    # in its headers): the row was skipped and the resume bought it again. A results file that
+    # fails too (out-178 F4): cut off, the resume held each such answer at its worst case; let
+    # in, the attempt journal keeps what it cost.
     from batchrun._retry import RetryPolicy
     from batchrun._status import StopReason
     from batchrun._stops import Stops
