@@ -363,6 +363,9 @@ ESCAPED_ECHOES = {
     "html-leading-zeros": "".join(f"&#x{ord(c):08x};" for c in FAKE_KEY),
     "json-twice": "".join(f"\\\\u{ord(c):04x}" for c in FAKE_KEY),
     "html-of-html": "".join(f"&amp;#{ord(c)};" for c in FAKE_KEY),
+    # out-179 F3: escaped again three times (four readings), as the README says.
+    "percent-four-times": "".join(f"%252525{b:02X}" for b in FAKE_KEY.encode()),
+    "html-four-times": "".join(f"&amp;amp;amp;#{ord(c)};" for c in FAKE_KEY),
 }
 
 
@@ -375,7 +378,10 @@ def _decoded(text: str) -> str:
         r"[0-9a-fA-F]{16,}", lambda m: bytes.fromhex(m.group(0)[: len(m.group(0)) // 2 * 2]).decode("latin-1"), text
     )
     legacy = re.sub(r"%u([0-9a-fA-F]{4})|\\+u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1) or m.group(2), 16)), text)
-    read = urllib.parse.unquote(html.unescape(html.unescape(text))) + hex_runs + unicodedata.normalize("NFKC", legacy)
+    unescaped = text
+    for _ in range(4):
+        unescaped = urllib.parse.unquote(html.unescape(unescaped))
+    read = unescaped + hex_runs + unicodedata.normalize("NFKC", legacy)
     return read.lower() + read[::-1].lower()
 
 
