@@ -48,6 +48,7 @@ _ONE = (  # one escape
 )
 # A run of 16 or more URL or JSON escapes is read at once (_read_run), as its escapes one by one.
 _ESCAPED = re.compile(r"(?P<run>(?:%[0-9a-fA-F]{2}){16,}|(?:\\u[0-9a-fA-F]{4}){16,})|" + _ONE)
+_WORD_BREAKS = re.compile(r"""([\s"'<>]+)""")  # kept by split: words at the even places
 _ESCAPE_MARKS = ("\\u", "%", "&")
 _LEVELS = 4  # an escape, escaped again up to three times (out-179 F3: `%25252573` passed)
 
@@ -181,12 +182,26 @@ class Scrubber:
         scrubbed = self._plain(text)
         plain = _unescaped(scrubbed)
         if plain != scrubbed:
-            # The same text with escaped key characters written plainly: when that shows a
-            # key, the plain form (masked) is kept. Same meaning, no key when decoded.
+            # The same text with escaped key characters written plainly: when that shows a key,
+            # the words that show it are masked, the rest kept as written (out-179 F1: the whole
+            # text was kept decoded, `c=%26` became `c=&`); where only the whole text shows it (a
+            # key across words), the plain form, masked. Same meaning, no key when decoded.
             masked = self._plain(plain)
             if masked != plain:
-                return masked
+                return self._mask_words(scrubbed) or masked
         return scrubbed
+
+    def _mask_words(self, text: str) -> str | None:
+        """`text` with each word (between spaces, quotes and angle brackets, which no escaped
+        key holds) whose escapes show a key masked whole; None if the words so masked still
+        show one."""
+        parts = _WORD_BREAKS.split(text)
+        for i in range(0, len(parts), 2):
+            if (plain := _unescaped(parts[i])) != parts[i] and self._plain(plain) != plain:
+                parts[i] = MASK
+        masked = "".join(parts)
+        plain = _unescaped(masked)
+        return masked if self._plain(plain) == plain else None
 
     def _plain(self, text: str) -> str:
         # Every form of a secret holds one of its anchors whole: a text with none holds no form

@@ -278,6 +278,16 @@ def test_a_run_of_escapes_reads_as_its_escapes_one_by_one(chars: list[str], json
     assert _scrub._unescaped(text) == expected
 
 
+def test_an_encoded_key_is_masked_where_it_stands_and_the_honest_text_around_it_kept_as_written() -> None:
+    # out-179 F1: a text whose escapes showed a key was kept whole in its decoded form, masked:
+    # `c=%26` became `c=&` and full-width text ASCII, in answers that checks then graded.
+    leak = "".join(f"%{b:02X}" for b in FAKE_KEY.encode())
+    honest = 'Tom &amp; Jerry, 100%25 sure, ＡＢＣ１２３ ﬁ x², "https://ex.org/?q=a%20b&c=%26"'
+    assert SCRUB.text(f"{honest} {leak} <{honest}>") == f"{honest} [key] <{honest}>"
+    line = orjson.dumps({"note": honest, "leak": leak})
+    assert orjson.loads(SCRUB.line(line)) == {"note": honest, "leak": "[key]"}
+
+
 def test_keep_alive_comments_before_a_plain_json_answer_are_passed_over() -> None:
     # break38 F7 (verify38): a non-streamed reply with ": OPENROUTER PROCESSING" (or ":x") lines
     # before its JSON was a bad_response, retried and paid twice. Only such lines, and blank
