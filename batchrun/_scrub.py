@@ -197,8 +197,9 @@ class Scrubber:
         show one."""
         parts = _WORD_BREAKS.split(text)
         for i in range(0, len(parts), 2):
-            if (plain := _unescaped(parts[i])) != parts[i] and self._plain(plain) != plain:
-                parts[i] = MASK
+            if (plain := _unescaped(word := parts[i])) != word and self._plain(plain) != plain:
+                # Its trailing backslashes kept: in a JSON line they escape the quote after it.
+                parts[i] = MASK + word[len(word.rstrip("\\")) :]
         masked = "".join(parts)
         plain = _unescaped(masked)
         return masked if self._plain(plain) == plain else None

@@ -286,6 +286,10 @@ def test_an_encoded_key_is_masked_where_it_stands_and_the_honest_text_around_it_
     assert SCRUB.text(f"{honest} {leak} <{honest}>") == f"{honest} [key] <{honest}>"
     line = orjson.dumps({"note": honest, "leak": leak})
     assert orjson.loads(SCRUB.line(line)) == {"note": honest, "leak": "[key]"}
+    # A record line stays JSON, with what follows the key: an escaped quote, a backslash.
+    for after in ('"more', "\\", '\\"y'):
+        line = orjson.dumps({"a": leak + after, "b": "after"})
+        assert orjson.loads(SCRUB.line(line)) == {"a": "[key]" + after, "b": "after"}
 
 
 def test_keep_alive_comments_before_a_plain_json_answer_are_passed_over() -> None:
