@@ -230,7 +230,7 @@ class Once(argparse.Action):
     def __call__(
         self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
     ) -> None:
-        given: dict[str, Any] = namespace.__dict__.setdefault("_given", {})
+        given = _given(namespace)
         if self.option_strings and self.dest in given and given[self.dest] != values:
             shown = [f"{v:g}" if isinstance(v, float) else str(v) for v in (given[self.dest], values)]
             parser.error(f"{option}: given twice, {shown[0]} and {shown[1]}: give it once")
@@ -245,9 +245,15 @@ class OnceSwitch(argparse.BooleanOptionalAction):
     def __call__(
         self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
     ) -> None:
-        given: dict[str, Any] = namespace.__dict__.setdefault("_given", {})
+        given = _given(namespace)
         value = not str(option).startswith("--no-")
         if given.get(self.dest, value) != value:
             parser.error(f"{' and '.join(self.option_strings)}: both given: give one")
         given[self.dest] = value
         super().__call__(parser, namespace, values, option)
+
+
+def _given(namespace: argparse.Namespace) -> dict[str, Any]:
+    """The values the command line gave, by option (not its defaults): Once's and OnceSwitch's record."""
+    given: dict[str, Any] = namespace.__dict__.setdefault("_given", {})
+    return given

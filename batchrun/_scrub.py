@@ -16,7 +16,7 @@ import itertools
 import os
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +70,10 @@ def hide_keys(text: str) -> str:
     return KEY_LIKE.sub("sk-or-...(hidden)", text)
 
 
+# What an escape is read as (by its code): printable ASCII but a quote and a backslash.
+_READABLE = {i: chr(i) for i in range(128) if chr(i).isprintable() and chr(i) not in '"\\'}
+
+
 def _unescape_key_chars(match: re.Match[str]) -> str:
     """An escape of a printable ASCII character, as that character; a quote, a backslash and
     other escapes are left alone (decoding `\\u0022` would change what a JSON text means)."""
@@ -79,15 +83,7 @@ def _unescape_key_chars(match: re.Match[str]) -> str:
         return html.entities.html5[named + ";"]
     hex_digits = match.group("u") or match.group("pu") or match.group("p") or match.group("hex")
     code = int(hex_digits, 16) if hex_digits else int(match.group("dec"))
-    char = chr(code) if code < 128 else ""
-    return char if char.isprintable() and char and char not in '"\\' else match.group(0)
-
-
-# A run of URL or JSON escapes is read by a lookup an escape (no call a match): a hostile 4 MB
-# body of `%41` took ~1 s of the event loop a reading, and a run overshot its deadline by
-# seconds (out-178 F5). The characters read are _unescape_key_chars's: printable ASCII but a
-# quote and a backslash; other escapes stay as they were written.
-_READABLE = [c for c in map(chr, range(128)) if c.isprintable() and c not in '"\\']
+    return _READABLE.get(code, match.group(0))
 
 
 def _spellings(digits: str) -> set[str]:
@@ -95,18 +91,20 @@ def _spellings(digits: str) -> set[str]:
     return {"".join(case) for case in itertools.product(*({d.lower(), d.upper()} for d in digits))}
 
 
-_PERCENT_READ = {s: c for c in _READABLE for s in _spellings(f"{ord(c):02x}")}
-_JSON_READ = {s: c for c in _READABLE for s in _spellings(f"{ord(c):04x}")}
+# A run of URL or JSON escapes is read by a lookup an escape (no call a match): a hostile 4 MB
+# body of `%41` took ~1 s of the event loop a reading, and a run overshot its deadline by
+# seconds (out-178 F5). The characters read are _unescape_key_chars's: printable ASCII but a
+# quote and a backslash; other escapes stay as they were written.
+_PERCENT_READ = {s: c for code, c in _READABLE.items() for s in _spellings(f"{code:02x}")}
+_JSON_READ = {s: c for code, c in _READABLE.items() for s in _spellings(f"{code:04x}")}
 
 
 def _read_run(run: str) -> str:
     if run[0] == "%":
-        return "".join(_PERCENT_READ.get(code) or "%" + code for code in map(run.__getitem__, _slices(len(run), 3, 1)))
-    return "".join(_JSON_READ.get(code) or "\\u" + code for code in map(run.__getitem__, _slices(len(run), 6, 2)))
-
-
-def _slices(length: int, step: int, skip: int) -> Iterator[slice]:
-    return (slice(i + skip, i + step) for i in range(0, length, step))
+        return "".join(
+            _PERCENT_READ.get(code) or "%" + code for code in (run[i + 1 : i + 3] for i in range(0, len(run), 3))
+        )
+    return "".join(_JSON_READ.get(code) or "\\u" + code for code in (run[i + 2 : i + 6] for i in range(0, len(run), 6)))
 
 
 def _unescaped(text: str) -> str:

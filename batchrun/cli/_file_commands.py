@@ -18,7 +18,6 @@ from .._exceptions import (
 )
 from .._files import refuse_printing_into
 from .._lock import refuse_live
-from .._stats import DEFAULT_ALPHA
 from .._summary_types import Summary
 from .._verdict import ExitCode, ungraded_reason
 from ._common import show, sim_config, simulator_endpoint, step_summary, with_simulator
@@ -148,9 +147,8 @@ def _report(args: argparse.Namespace, console: Console, page: Any, known: KnownG
     if run_summary.get("merged_from") and run_summary.get("complete") is False:  # break53 F5: read as green
         short = [str(s) for s in run_summary.get("shortfalls") or [] if isinstance(s, str)][:3]
         reasons.append(f"{args.results}: a partial merge: {'; '.join(short) or 'rows of the job have no record'}")
-    if waiting := awaiting_text(
-        pending
-    ):  # a submit tick's file holds no record yet (break49 F3: exit 2, "holds no records")
+    # A submit tick's file holds no record yet (break49 F3: exit 2, "holds no records").
+    if waiting := awaiting_text(pending):
         reasons.append(f"{waiting}; --resume collects them")
     if skipped := summary["total"]["skipped"]:
         why = ", ".join(f"{k} {v}" for k, v in sorted(summary["skip_reasons"].items()))
@@ -228,9 +226,7 @@ def cmd_diff(args: argparse.Namespace, console: Console) -> int:
     refuse_printing_into((args.before, args.after))
     for results in (args.before, args.after):
         refuse_live(results, "compare it")
-    diff = diff_runs(
-        args.before, args.after, console.warn, DEFAULT_ALPHA if args.alpha is None else args.alpha, args.strict
-    )
+    diff = diff_runs(args.before, args.after, console.warn, args.alpha, args.strict)
     show(console, args, diff, render_diff_text, render_diff_markdown)
     if args.fail_on_regression and (diff["edited"] or diff["awaiting"]):
         # Compared as it is, said above: no verdict on rows their runs did not write, or not yet answered.

@@ -295,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diff.add_argument(
         "--alpha",
-        # it decides --fail-on-regression's exit (out-173 F4)
         type=_argtypes.significance,
+        default=DEFAULT_ALPHA,
         metavar="LEVEL",
         help=f"significance level of the test (default {DEFAULT_ALPHA:g})",
     )

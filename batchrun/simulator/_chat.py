@@ -68,6 +68,7 @@ class ChatRoutes(KeyRoutes, StreamReplies):
     _daily: Counter[str]
     _daily_day: int
     _generations: int
+    unanswered: set[int]  # chat requests (their ids) in hand, not yet answered nor streaming
 
     def canonical(self, model: str) -> str | None:
         raise NotImplementedError  # the Simulator's: it knows the models and their variants
@@ -100,7 +101,11 @@ class ChatRoutes(KeyRoutes, StreamReplies):
         now = time.perf_counter()
         if stats.first_request is None:
             stats.first_request = now
-        response = await self._chat_response(request)
+        self.unanswered.add(id(request))
+        try:
+            response = await self._chat_response(request)
+        finally:
+            self.unanswered.discard(id(request))
         stats.by_status[response.status] += 1
         stats.last_response = time.perf_counter()
         return response
@@ -225,6 +230,7 @@ class ChatRoutes(KeyRoutes, StreamReplies):
                     generation, model, endpoint.provider, content, prompt_tokens, prices, max_tokens, row, fault, calls
                 )
                 streamed.extras, streamed.tier = more, served_tier(body)
+                self.unanswered.discard(id(request))  # a stream under way is not waited for at closing
                 return await self.stream_answer(request, key, streamed)
             if fault in ("error200", "choice_error"):
                 # The generation's id in its header "for all endpoints" (streaming.mdx), failures too.

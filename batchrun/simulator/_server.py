@@ -40,6 +40,7 @@ class Simulator(ChatRoutes):
         self.generations: dict[str, dict[str, Any]] = {}
         self.run_tag = secrets.token_hex(4)
         self.limits = RateWindow(self.config, lambda: self.clock())
+        self.unanswered: set[int] = set()
         self._daily: Counter[str] = Counter()  # free requests today (by the simulator's clock)
         self._daily_day = -1
         self._runner: web.AppRunner | None = None
@@ -92,6 +93,13 @@ class Simulator(ChatRoutes):
     async def stop(self) -> None:
         if self._runner is not None:
             self._runner.app[CLOSING].set()  # simulated hangs end, so the shutdown waits for none
+            # ... once the requests in hand have their answers (a 503 for a latency cut short): the
+            # runner's shutdown cancels a request still being read, and its client saw the
+            # connection dropped (a request not yet asleep when the closing came). At most a second.
+            for _ in range(200):
+                if not self.unanswered:
+                    break
+                await asyncio.sleep(0.005)
             await self._runner.cleanup()
             self._runner = None
 
