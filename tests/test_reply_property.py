@@ -223,6 +223,37 @@ def test_a_secret_read_from_the_environment_with_bytes_not_utf8_is_masked_withou
     assert "ijklmnopqrstuvwx" not in scrub.text(body.decode("utf-8", "replace"))  # as an error body is read
 
 
+NOT_ASCII_SECRET = (
+    "clé-été-Ωμέγα-" + "0123456789abcdef" * 2 + "\udcff-end"
+)  # a lone surrogate, as os.environ keeps a byte
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.text(alphabet="aé Ω\u4e2d\U0001f600-_0123456789", max_size=6),
+            st.builds(
+                lambda start, size: NOT_ASCII_SECRET[start : start + size],
+                st.integers(0, len(NOT_ASCII_SECRET) - 1),
+                st.integers(16, len(NOT_ASCII_SECRET)),
+            ),
+        ),
+        max_size=6,
+    )
+)
+@example(["é" * 3, NOT_ASCII_SECRET[2:30], "\U0001f600", NOT_ASCII_SECRET[10:40]])
+def test_the_grams_of_a_key_that_is_not_ascii_are_found_where_they_stand(pieces: list[str]) -> None:
+    # The search reads bytes (_scrub._utf8): a text that is not ASCII has its matches' byte
+    # offsets made character offsets. Against every 16-character window read one by one.
+    text = "".join(pieces)
+    _, grams, _ = _scrub._prepared(NOT_ASCII_SECRET)
+    lowered = _scrub._ascii_lower(text)
+    expected = [(i, i + 16) for i in range(len(lowered) - 15) if lowered[i : i + 16] in grams]
+    assert _scrub._Search.of(grams, frozenset(grams)).fragments(text) == expected
+    masked = Scrubber(NOT_ASCII_SECRET).text(text)
+    assert not any(NOT_ASCII_SECRET[i : i + 16] in masked for i in range(len(NOT_ASCII_SECRET) - 15)), masked
+
+
 @pytest.mark.parametrize(
     "escape",
     [
