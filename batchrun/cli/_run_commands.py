@@ -164,8 +164,11 @@ def _run(args: argparse.Namespace, console: Console, signals: RunSignals, contro
             fresh_simulator=bool(args.simulate),
             test_kill_after_submit=test_seam("BATCHRUN_TEST_KILL_AFTER_SUBMIT"),
         )
+        # Quiet, the progress shows nothing: no record need be read back for it (a copy of each,
+        # ~1% of a request's CPU).
+        on_record = None if args.quiet else progress.record
         try:
-            return await run_job(job, options, control, notice, on_start=progress.start, on_record=progress.record)
+            return await run_job(job, options, control, notice, on_start=progress.start, on_record=on_record)
         finally:
             progress.close()
             signals.loop = None
