@@ -223,6 +223,35 @@ def test_a_secret_read_from_the_environment_with_bytes_not_utf8_is_masked_withou
     assert "ijklmnopqrstuvwx" not in scrub.text(body.decode("utf-8", "replace"))  # as an error body is read
 
 
+ESCAPE_PIECES = ["%41", "%4a", "%u0041", "\\u0073", "\\\\u0073", "&#65;", "&#65", "&#x41;", "&#x0041", "&amp;"]
+ESCAPE_PIECES += ["&sol;", "%2573", "&#37;41", "%22", "\\u0022", "x", "é", "%%", "&#", "%4", "%41" * 20, "\\u0041" * 17]
+
+
+@given(st.lists(st.sampled_from(ESCAPE_PIECES), max_size=14))
+def test_escapes_read_by_split_read_as_the_pattern_reads_them_one_by_one(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    assert _scrub._read_escapes(text) == _scrub._ESCAPED.sub(_scrub._unescape_key_chars, text)
+
+
+def test_a_hostile_text_of_short_escapes_is_read_by_lookup_not_a_call_an_escape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # out-178 F5, out-179 F2: `%41x%41x...` (runs too short to be read at once) cost a Python call
+    # an escape, ~0.9 s of the event loop per 4 MB reading, twice a row.
+    calls: list[str] = []
+    read_one = _scrub._unescape_key_chars
+
+    def counted(match: re.Match[str]) -> str:
+        calls.append(match[0])
+        return read_one(match)
+
+    monkeypatch.setattr(_scrub, "_unescape_key_chars", counted)
+    _scrub._reading.cache_clear()
+    text = "%41x&#66;y" * 50_000
+    assert _scrub._read_escapes(text) == "AxBy" * 50_000
+    assert sorted(calls) == ["%41", "&#66;"]  # each distinct escape read once
+
+
 NOT_ASCII_SECRET = (
     "clé-été-Ωμέγα-" + "0123456789abcdef" * 2 + "\udcff-end"
 )  # a lone surrogate, as os.environ keeps a byte
