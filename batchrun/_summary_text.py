@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 from ._cost_text import batch_hold_lines, cost_text, held_note, key_gap_lines
 from ._formats import md_code, md_text, ms, one_line, pct, vars_text
@@ -150,7 +151,11 @@ def render_text(summary: Summary) -> str:
     if summary.get("output"):
         # A file named like a key (verify20 V7), or with a newline in its name (verify21 V18).
         shown = hide_keys(str(summary["output"])).replace("\n", "\\n")
-        lines.append(f"results: {shown}")
+        # A file deleted (or its folder) under the run is named as gone, not as where the rows are
+        # (out-177 F2b); only a path the summary holds whole can be looked for from anywhere.
+        output = Path(summary["output"])
+        gone = output.is_absolute() and not output.exists()
+        lines.append(f"results: {shown}" + (" (no longer there: deleted or moved)" if gone else ""))
     return "\n".join(lines)
 
 

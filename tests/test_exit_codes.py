@@ -28,6 +28,7 @@ from batchrun._lock import OutputLock
 from batchrun._output_paths import summary_path
 from batchrun._results import ResultsWriter, record_head
 from batchrun._summary_beside import file_key_gap
+from batchrun._summary_text import render_text
 from batchrun._verdict import decide
 from batchrun.cli import main
 from batchrun.simulator import SimConfig, Simulator
@@ -176,6 +177,8 @@ async def test_a_results_file_deleted_mid_run_stops_the_run_with_exit_10(tmp_pat
     )
     assert report.summary["stop"] == "io" and "deleted during the run" in report.summary["stop_message"]
     assert decide(report.summary, job.run)[0] == ExitCode.IO
+    # Its last line names the file as gone, not as where the rows are (out-177 F2b).
+    assert render_text(report.summary).splitlines()[-1] == f"results: {out} (no longer there: deleted or moved)"
     assert sim.stats.chat_requests <= 1 + job.run.concurrency  # not all 200 rows paid for and lost
 
 
