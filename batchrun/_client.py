@@ -31,6 +31,7 @@ from ._account_reply import (
 from ._api_key import sendable_key
 from ._body import ACCEPT_ENCODING, read_capped
 from ._clock import Clock, SystemClock
+from ._event_loop import off_the_loop
 from ._exceptions import ConfigError, RequestFailed, ResponseTooLarge, Transient, Undecodable
 from ._generation import MESSAGE_LIMIT, Flight, abandoned, generation_header, valid_generation_id
 from ._json_text import is_json
@@ -42,6 +43,10 @@ from ._settings import DEFAULTS
 from ._transport import default_transport, dropped_after_connecting, not_a_timeout, send_unread
 
 LOOKUP_CONNECTIONS = 8  # /generation lookups at once, each on a connection of the account pool
+# A reply this large is read (parsed, scrubbed) off the event loop: replies of a hostile server's
+# short escapes (4 MB: ~0.4 s) were read one after another with the loop held, a run overrunning
+# its deadline and grace by their sum (out-179 F2). Off it, a stop cancels those not yet read.
+OFF_LOOP_BYTES = 256 * 1024
 MAX_MODEL_PAGES = 100  # 100 pages of up to 1,000 models: far more than OpenRouter lists
 
 __all__ = ["ChatResult", "DEFAULT_MAX_RESPONSE_BYTES", "Flight", "ModelInfo", "OpenRouterClient", "default_transport"]
@@ -251,19 +256,14 @@ class OpenRouterClient:
         if self._chat_headers is None:
             raise ConfigError("no API key is set")
         content = body if isinstance(body, bytes) else orjson.dumps(body)
-        # Raw header pairs with Host and Content-Length given, and the body as a stream already
-        # made: httpx then has nothing to add or encode, and builds its Headers once, not three
-        # times (with `content=` it looked up Content-Type and re-made them: ~4% of a request's CPU).
+        # Raw header pairs with Host and Content-Length, the body a stream already made: httpx has
+        # nothing to add or encode, and builds its Headers once, not three times (~4% of a request's CPU).
         headers = [(b"Host", self._chat_host), *self._chat_headers, (b"Content-Length", b"%d" % len(content))]
-        encoding = self._chat_encoding
-        if row_id:
-            # The row id travels as a header so logs (and the simulator) can tie re-sends together.
+        if row_id:  # the row id as a header: logs (and the simulator) can tie re-sends together
             headers.append((b"X-Batchrun-Row", row_id.encode()))
-            encoding = encoding if row_id.isascii() else "utf-8"
-        request = httpx.Request(
-            "POST", self._chat_url, headers=headers, stream=httpx.ByteStream(content), extensions=self._chat_extensions
-        )
-        request.headers.encoding = encoding
+        stream, extensions = httpx.ByteStream(content), self._chat_extensions
+        request = httpx.Request("POST", self._chat_url, headers=headers, stream=stream, extensions=extensions)
+        request.headers.encoding = self._chat_encoding if not row_id or row_id.isascii() else "utf-8"
         request.read()  # `content` as httpx's own building leaves it: the transport sends it whole
         return request
 
@@ -273,7 +273,10 @@ class OpenRouterClient:
         """POST /chat/completions (a body, or its JSON already encoded); returns the answer
         or raises a classified RequestFailed. `flight` learns the generation id from the headers."""
         request = self.chat_request(body, row_id)
-        return self.read_chat_reply(await self._exchange(request, billable=True, flight=flight), billable=True)
+        reply = await self._exchange(request, billable=True, flight=flight)
+        if len(reply.body) >= OFF_LOOP_BYTES:
+            return await off_the_loop(self.read_chat_reply, reply, True, one_at_a_time=True)
+        return self.read_chat_reply(reply, billable=True)
 
     def read_chat_reply(self, reply: Reply, billable: bool = False) -> ChatResult:
         """A chat completion reply (sync, or one item of a batch) as a ChatResult, or a

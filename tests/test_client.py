@@ -6,6 +6,7 @@ import email.utils
 import json
 import math
 import re
+import threading
 import unicodedata
 from typing import Any
 
@@ -21,6 +22,8 @@ from batchrun import (
     Rejected,
     RequestFailed,
     Transient,
+    _client,
+    _reply,
 )
 from batchrun._classify import FOREVER_S, classify, server_now, server_wait
 from batchrun._management import ManagementApi
@@ -76,6 +79,27 @@ async def test_normal_response_is_parsed() -> None:
     assert (result.generation_id, result.model, result.provider) == ("gen-123", "openai/gpt-4o-mini-2024", "OpenAI")
     assert (result.content, result.finish_reason, result.cost) == ("Hello", "stop", 0.00012)
     assert result.usage["total_tokens"] == 6
+
+
+@pytest.mark.parametrize("padding", [0, 300_000])
+async def test_a_large_reply_is_read_off_the_event_loop_and_a_small_one_on_it(
+    monkeypatch: pytest.MonkeyPatch, padding: int
+) -> None:
+    # out-179 F2: replies of short escapes, ~0.4 s each to read, came in together and were read
+    # one after another with the loop held: a run overran its deadline and grace by their sum.
+    readers: list[threading.Thread] = []
+    read = _reply.parse_chat
+
+    def parse(*args: Any) -> Any:
+        readers.append(threading.current_thread())
+        return read(*args)
+
+    monkeypatch.setattr(_client, "parse_chat", parse)
+    message = {"role": "assistant", "content": "Hello" + "%41x" * (padding // 4)}
+    choice = {"index": 0, "finish_reason": "stop", "message": message}
+    result, _ = await chat(httpx.Response(200, json={**OK, "choices": [choice]}))
+    assert result.content.startswith("Hello") and len(result.content) == 5 + padding
+    assert (readers == [threading.main_thread()]) is (padding == 0), readers
 
 
 def err(
