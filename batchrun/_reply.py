@@ -294,11 +294,11 @@ def parse_chat(reply: Reply, scrub: Scrubber, now: float) -> ChatResult:
         # Generated, maybe billed, as a 200 that is no JSON (out-111 F3: an array was $0, retried).
         wrong = bad_reply(f"the reply is {type_name(data)}, not an object")
         raise billed(wrong, None, generation_header(reply.headers, scrub), scrub, generated=True, waived=False)
-    scrub = scrub.for_body(reply.body)
+    headers_scrub, scrub = scrub, scrub.for_body(reply.body)  # a clean body says nothing of its headers
 
     def charged(failed: RequestFailed, waived: bool = False, finished: Any = None) -> RequestFailed:
         # The header's id is the one /generation knows; a body's need not be (verify45 N1).
-        generation_id = generation_header(reply.headers, scrub) or data.get("id")
+        generation_id = generation_header(reply.headers, headers_scrub) or data.get("id")
         # A choice that finished ("stop", "length") is no blank finish reason: insurance waives
         # none of it, so a wrong-shaped answer without usage may be billed (out-109 F2: $0).
         generated = isinstance(finished, str) and finished.strip() not in ("", "error")

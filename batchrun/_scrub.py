@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import base64
 import functools
-import html.entities
-import itertools
 import os
 import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import ahocorasick_rs
+
+from ._escapes import unescaped
 
 FRAGMENT = 16  # a fragment this long of a 64-hex-digit key still narrows a search a lot
 MASK = "[key]"
@@ -28,31 +27,7 @@ MAX_DEPTH = 32
 # A "key" shorter than this is a test placeholder, not a credential: masking every "k"
 # in an answer would only destroy it (real OpenRouter keys are 73 characters).
 MIN_SECRET = 8
-# A key written with escapes survives a scan of the raw text and comes back whole when the text
-# is decoded: JSON's ("sk\u002dor...": tool-call arguments, a verdict, a json_schema check), a
-# URL's percent-encoding, HTML's character references (out-125 F3: a server echoing the header
-# so put it whole into the results). Each escape of a character a key can hold is read as it.
-# Browsers read a character reference without its `;` too (out-128 F2). An escape of an escape's
-# own characters (`%2573`, `&#37;73`) is read as well, a few levels deep: they are plain text in
-# JSON, so reading them changes no JSON text's meaning.
-# A legacy URL escape (`%u0073`) too, and text written in full-width or other compatibility forms
-# (`ｓｋ－ｏｒ－…`), read by NFKC (out-176 F5: both reached the results). And (out-178 F2, F3): a
-# JSON escape escaped again (`\\u0073`), references with leading zeros (`&#x00000073;`), HTML's
-# names of ASCII punctuation (`&amp;#115;`, `&sol;`), and an escape of any printable ASCII a
-# secret may hold (a password's `/`, `+`, `!`) but a quote or a backslash, which would change
-# what a JSON text means.
-_NAMED = "amp|sol|plus|excl|equals|period|colon|semi|num|percnt|dollar|lowbar|commat|quest|comma|ast|apos|lpar|rpar"
-_ONE = (  # one escape
-    r"\\+u(?P<u>[0-9a-fA-F]{4})|%[uU](?P<pu>[0-9a-fA-F]{4})|%(?P<p>[0-9a-fA-F]{2})"
-    r"|&#(?:[xX]0*(?P<hex>[0-9a-fA-F]{1,6})|0*(?P<dec>[0-9]{1,7}));?|&(?P<named>" + _NAMED + r");"
-)
-# A run of 16 or more URL or JSON escapes is read at once (_read_run), as its escapes one by one.
-# The lookahead names the characters an escape starts with: without it, each alternative was
-# tried at every character of a text (a 4 MB text with one `%` in it: 0.29 s, now 0.05 s).
-_ESCAPED = re.compile(r"(?=[%&\\])(?:(?P<run>(?:%[0-9a-fA-F]{2}){16,}|(?:\\u[0-9a-fA-F]{4}){16,})|" + _ONE + ")")
 _WORD_BREAKS = re.compile(r"""([\s"'<>]+)""")  # kept by split: words at the even places
-_ESCAPE_MARKS = ("\\u", "%", "&")
-_LEVELS = 4  # an escape, escaped again up to three times (out-179 F3: `%25252573` passed)
 
 
 # Text that looks like an OpenRouter key, in what a job file or a dataset holds: never repeated
@@ -70,80 +45,6 @@ KEY_LIKE = re.compile(
 
 def hide_keys(text: str) -> str:
     return KEY_LIKE.sub("sk-or-...(hidden)", text)
-
-
-# What an escape is read as (by its code): printable ASCII but a quote and a backslash.
-_READABLE = {i: chr(i) for i in range(128) if chr(i).isprintable() and chr(i) not in '"\\'}
-
-
-def _unescape_key_chars(match: re.Match[str]) -> str:
-    """An escape of a printable ASCII character, as that character; a quote, a backslash and
-    other escapes are left alone (decoding `\\u0022` would change what a JSON text means)."""
-    if match.lastgroup == "run":
-        return _read_run(match.group(0))
-    if named := match.group("named"):
-        return html.entities.html5[named + ";"]
-    hex_digits = match.group("u") or match.group("pu") or match.group("p") or match.group("hex")
-    code = int(hex_digits, 16) if hex_digits else int(match.group("dec"))
-    return _READABLE.get(code, match.group(0))
-
-
-def _spellings(digits: str) -> set[str]:
-    """`digits` (hex) in every mix of cases: `4a`, `4A`."""
-    return {"".join(case) for case in itertools.product(*({d.lower(), d.upper()} for d in digits))}
-
-
-# A run of URL or JSON escapes is read by a lookup an escape (no call a match): a hostile 4 MB
-# body of `%41` took ~1 s of the event loop a reading, and a run overshot its deadline by
-# seconds (out-178 F5). The characters read are _unescape_key_chars's: printable ASCII but a
-# quote and a backslash; other escapes stay as they were written.
-_PERCENT_READ = {s: c for code, c in _READABLE.items() for s in _spellings(f"{code:02x}")}
-_JSON_READ = {s: c for code, c in _READABLE.items() for s in _spellings(f"{code:04x}")}
-
-
-def _read_run(run: str) -> str:
-    if run[0] == "%":
-        return "".join(
-            _PERCENT_READ.get(code) or "%" + code for code in (run[i + 1 : i + 3] for i in range(0, len(run), 3))
-        )
-    return "".join(_JSON_READ.get(code) or "\\u" + code for code in (run[i + 2 : i + 6] for i in range(0, len(run), 6)))
-
-
-# The same escapes, found by split: the text between them and the escapes themselves, in turn.
-_ESCAPES_SPLIT = re.compile("(" + re.sub(r"\(\?P<\w+>", "(?:", _ESCAPED.pattern) + ")")
-
-
-@functools.lru_cache(maxsize=4096)
-def _reading(escape: str) -> str:
-    """What `escape` (one that _ESCAPED found) reads as: the alternative that matched it in a
-    text is the one that matches it alone."""
-    match = _ESCAPED.fullmatch(escape)
-    return escape if match is None else _unescape_key_chars(match)
-
-
-def _read_escapes(text: str) -> str:
-    """`text` with its escapes read (_ESCAPED.sub(_unescape_key_chars, text)). An escape read a
-    call each: a hostile body of short escapes (`%41x%41x...`, `&amp;amp;#65;`) took ~0.9 s of
-    the event loop a reading per 4 MB, twice a row (its reply and its record), and a run overran
-    its deadline by seconds (out-178 F5, out-179 F2). Split, each escape is a lookup."""
-    parts = _ESCAPES_SPLIT.split(text)
-    parts[1::2] = [_reading(escape) if len(escape) <= 64 else _reading.__wrapped__(escape) for escape in parts[1::2]]
-    return "".join(parts)
-
-
-def _unescaped(text: str) -> str:
-    """`text` with every escape of a key's characters read, and its compatibility forms as NFKC
-    reads them: the same text where there are none."""
-    if not text.isascii():
-        text = unicodedata.normalize("NFKC", text)
-    for _ in range(_LEVELS):
-        if not any(mark in text for mark in _ESCAPE_MARKS):
-            break
-        read = _read_escapes(text)
-        if read == text:
-            break
-        text = read
-    return text
 
 
 class Scrubber:
@@ -173,12 +74,14 @@ class Scrubber:
         string's other escapes decode to characters a key does not have, so they cannot join
         two pieces into a key (a base64 form holds `/`, which JSON may write `\\/`). Walking
         every string of a clean reply was a tenth of the client's own CPU per request
-        (bench/throughput.py)."""
+        (bench/throughput.py). A body with a NUL byte is UTF-16 or UTF-32 JSON, which Python's
+        json reads (a UTF-8 JSON text holds no raw NUL): its bytes say nothing of its text, so
+        it is scrubbed string by string (out-180 F1: a key echoed in UTF-16 reached the cache)."""
         search = self._search
-        if b"\\u" in body or b"\\/" in body or search.anchored_bytes(body):
+        if b"\x00" in body or b"\\u" in body or b"\\/" in body or search.anchored_bytes(body):
             return self
         escaped = b"%" in body or b"&" in body or not body.isascii()
-        return self if escaped and search.anchored(_unescaped(body.decode("utf-8", "replace"))) else _NOTHING
+        return self if escaped and search.anchored(unescaped(body.decode("utf-8", "replace"))) else _NOTHING
 
     def line(self, data: bytes) -> bytes:
         """A UTF-8 JSON line (a record as written) with every secret in it masked: the last
@@ -202,7 +105,7 @@ class Scrubber:
         if not self._secrets:
             return text
         scrubbed = self._plain(text)
-        plain = _unescaped(scrubbed)
+        plain = unescaped(scrubbed)
         if plain != scrubbed:
             # The same text with escaped key characters written plainly: when that shows a key,
             # the words that show it are masked, the rest kept as written (out-179 F1: the whole
@@ -219,11 +122,11 @@ class Scrubber:
         show one."""
         parts = _WORD_BREAKS.split(text)
         for i in range(0, len(parts), 2):
-            if (plain := _unescaped(word := parts[i])) != word and self._plain(plain) != plain:
+            if (plain := unescaped(word := parts[i])) != word and self._plain(plain) != plain:
                 # Its trailing backslashes kept: in a JSON line they escape the quote after it.
                 parts[i] = MASK + word[len(word.rstrip("\\")) :]
         masked = "".join(parts)
-        plain = _unescaped(masked)
+        plain = unescaped(masked)
         return masked if self._plain(plain) == plain else None
 
     def _plain(self, text: str) -> str:

@@ -424,6 +424,25 @@ async def test_the_key_echoed_escaped_or_in_hex_is_scrubbed(form: str) -> None:
     assert "100% sure: a&#60;b, %zz, &#x1F600;" in str(plain)
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-32-le"])
+async def test_the_key_echoed_in_a_reply_in_utf16_or_utf32_is_scrubbed(encoding: str) -> None:
+    # out-180 F1: JSON in UTF-16 or UTF-32 is read (Python's json detects it), but its bytes were
+    # searched as UTF-8, found clean, and its strings kept unscrubbed: the key reached the
+    # response cache and the grader's request.
+    said = json.loads(json.dumps(OK).replace('"Hello"', json.dumps(f"your key: {FAKE_KEY}")))
+    answer, _ = await chat(httpx.Response(200, content=json.dumps(said).encode(encoding)))
+    assert answer.content == "your key: [key]"
+
+
+async def test_the_key_echoed_in_the_generation_header_of_an_error_in_a_200_is_scrubbed() -> None:
+    # out-180 F7: the header was scrubbed with the body's scrubber, which masks nothing when the
+    # body holds no key: the abandoned attempt's generation id was the key.
+    body = {"id": "gen-1", "error": {"code": 502, "message": "upstream"}, "usage": {"completion_tokens": 5}}
+    failure, _ = await chat(httpx.Response(200, json=body, headers={"X-Generation-Id": FAKE_KEY}))
+    assert isinstance(failure, RequestFailed) and failure.maybe_billed
+    assert FAKE_KEY[9:25] not in str(failure.generation_id)
+
+
 async def test_models_and_key_endpoints() -> None:
     with respx.mock(using="httpx") as mock:
         mock.get(f"{BASE}/models").mock(

@@ -9,8 +9,10 @@ survive in anything returned or in any failure's message.
 from __future__ import annotations
 
 import base64
+import html
 import math
 import re
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +21,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from batchrun import _scrub
+from batchrun import _escapes, _scrub
 from batchrun._account_reply import data_of, parse_created_key, parse_key_data, parse_models
 from batchrun._exceptions import RequestFailed
 from batchrun._reply import ChatResult, Reply, error_failure, parse_chat
@@ -225,12 +227,13 @@ def test_a_secret_read_from_the_environment_with_bytes_not_utf8_is_masked_withou
 
 ESCAPE_PIECES = ["%41", "%4a", "%u0041", "\\u0073", "\\\\u0073", "&#65;", "&#65", "&#x41;", "&#x0041", "&amp;"]
 ESCAPE_PIECES += ["&sol;", "%2573", "&#37;41", "%22", "\\u0022", "x", "é", "%%", "&#", "%4", "%41" * 20, "\\u0041" * 17]
+ESCAPE_PIECES += ["%C3%A9", "%c3%a9" * 9, "%E2%82%AC", "%C0%80", "&lt;", "&#233;", "\\u00e9" * 17, "%ED%A0%80"]
 
 
 @given(st.lists(st.sampled_from(ESCAPE_PIECES), max_size=14))
 def test_escapes_read_by_split_read_as_the_pattern_reads_them_one_by_one(pieces: list[str]) -> None:
     text = "".join(pieces)
-    assert _scrub._read_escapes(text) == _scrub._ESCAPED.sub(_scrub._unescape_key_chars, text)
+    assert _escapes._read_escapes(text) == _escapes._ESCAPED.sub(_escapes._unescape_key_chars, text)
 
 
 def test_a_hostile_text_of_short_escapes_is_read_by_lookup_not_a_call_an_escape(
@@ -239,16 +242,16 @@ def test_a_hostile_text_of_short_escapes_is_read_by_lookup_not_a_call_an_escape(
     # out-178 F5, out-179 F2: `%41x%41x...` (runs too short to be read at once) cost a Python call
     # an escape, ~0.9 s of the event loop per 4 MB reading, twice a row.
     calls: list[str] = []
-    read_one = _scrub._unescape_key_chars
+    read_one = _escapes._unescape_key_chars
 
     def counted(match: re.Match[str]) -> str:
         calls.append(match[0])
         return read_one(match)
 
-    monkeypatch.setattr(_scrub, "_unescape_key_chars", counted)
-    _scrub._reading.cache_clear()
+    monkeypatch.setattr(_escapes, "_unescape_key_chars", counted)
+    _escapes._reading.cache_clear()
     text = "%41x&#66;y" * 50_000
-    assert _scrub._read_escapes(text) == "AxBy" * 50_000
+    assert _escapes._read_escapes(text) == "AxBy" * 50_000
     assert sorted(calls) == ["%41", "&#66;"]  # each distinct escape read once
 
 
@@ -308,6 +311,30 @@ def test_a_secret_with_punctuation_escaped_where_it_stands_is_scrubbed(escape: C
     assert scrub.line(b'{"x": "\\u0022\\u005c"}') == b'{"x": "\\u0022\\u005c"}'
 
 
+NOT_ASCII_PASSWORD = "pässwörd-<Ωμέγα>-0123456789"
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "".join(f"&#{ord(c)};" for c in NOT_ASCII_PASSWORD),
+        "".join(f"&#x{ord(c):X}" for c in NOT_ASCII_PASSWORD),
+        "".join(f"\\u{ord(c):04x}" for c in NOT_ASCII_PASSWORD),
+        "".join(f"%u{ord(c):04X}" for c in NOT_ASCII_PASSWORD),
+        urllib.parse.quote(NOT_ASCII_PASSWORD, safe=""),
+        urllib.parse.quote(urllib.parse.quote(NOT_ASCII_PASSWORD, safe=""), safe=""),
+        html.escape(NOT_ASCII_PASSWORD),
+        html.escape(html.escape(NOT_ASCII_PASSWORD)),
+    ],
+    ids=["html", "html-hex", "json", "percent-u", "percent-utf8", "percent-twice", "html-text", "html-text-twice"],
+)
+def test_a_secret_beyond_ascii_or_with_angle_brackets_escaped_is_scrubbed(written: str) -> None:
+    # out-180 F6: only escapes of ASCII were read (`&#246;`, `%C3%B6` passed); F4: a secret
+    # holding `<` reached the HTML report, JUnit and markdown as `&lt;`, which was not read.
+    masked = Scrubber(NOT_ASCII_PASSWORD).text(f"it was {written} here")
+    assert masked == "it was [key] here", masked
+
+
 def test_a_servers_huge_error_message_or_key_label_is_cut_after_scrubbing() -> None:
     # out-178 F6: a 403 of /credits with a 3 MB message was one 3 MB line on stderr and in the
     # CI step summary; `plan` printed a 3 MB /key label.
@@ -331,11 +358,11 @@ def test_a_run_of_escapes_reads_as_its_escapes_one_by_one(chars: list[str], json
         return ("\\u" if json_style else "%") + (code.upper() if upper else code)
 
     text = "".join(map(escape, chars))
-    one_by_one = re.compile(_scrub._ONE)
+    one_by_one = re.compile(_escapes._ONE)
     expected = text
     for _ in range(3):
-        expected = one_by_one.sub(_scrub._unescape_key_chars, expected)
-    assert _scrub._unescaped(text) == expected
+        expected = one_by_one.sub(_escapes._unescape_key_chars, expected)
+    assert _escapes.unescaped(text) == expected
 
 
 def test_an_encoded_key_is_masked_where_it_stands_and_the_honest_text_around_it_kept_as_written() -> None:
