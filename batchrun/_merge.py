@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -28,6 +28,7 @@ from ._merged_key_gap import merged_key_gap
 from ._output_paths import SIDECARS, current_umask, sidecar_name_problem, summary_path, write_json_atomically
 from ._reader import Warn, spent_on
 from ._results import RESULTS_MODE, ResultsWriter, final_records
+from ._scrub import environment_scrubber
 from ._simulated import MIXED_ENDPOINTS, answered_in_part, merged_endpoint, simulated
 from ._summary import SummaryBuilder
 from ._summary_beside import SummaryBeside, read_run_summary
@@ -223,8 +224,13 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
     os.fchmod(handle, RESULTS_MODE & ~current_umask())  # as a run's results file, not mkstemp's 0600
     os.close(handle)
     builder, spent = SummaryBuilder(_item_gate(shards, job)), 0.0
+    # A shard's lines were scrubbed by the run that wrote them, of that run's keys; a file that
+    # was not (written by hand, by an older version, or forged) kept a key into the merged file
+    # and its summary (out-180 F5). The environment's keys, as every file the CLI writes.
+    scrub = environment_scrubber(*([job.endpoint.api_key_env] if job is not None else []))
     try:
         writer = ResultsWriter(Path(temporary))
+        writer.scrub = scrub
         try:
             for index, shard in enumerate(shards):
                 records = (
@@ -264,6 +270,7 @@ def _merge(shards: list[Path], output: Path, job: Job | None, warn: Warn) -> Sum
         )
         if (merged_by := merged_endpoint(endpoints)) is not None:
             summary["endpoint"] = merged_by
+        summary = cast(Summary, scrub.value(summary))
         summary["results_bytes"], summary["results_digest"] = sealed(Path(temporary), os.stat(temporary).st_size)
         # The summary first: a partial merge in place without it read as whole (out-125 F2). Then
         # the file: whatever fails before leaves no merged file behind, which would refuse the

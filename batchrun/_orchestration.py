@@ -316,7 +316,7 @@ async def _locked_run(
             )
         pending = [] if executor is None else executor.state.pending()
         summary.add_pending_batches(pending)
-        drop_needless_stop(outcome, summary, pending, executor is not None, notice)
+        drop_needless_stop(outcome, summary, pending, notice)
         # Spent beyond the ledger at the end: the run's spend and the file's key gap carry it.
         late_gap = counted_at_end(reconciliation, runner.ledger, journal.attempts_sent > 0 or executor is not None)
         # This run's own gap, for merge to tell runs that overlapped: an earlier run's (a killed run's journal

@@ -27,7 +27,12 @@ MAX_DEPTH = 32
 # A "key" shorter than this is a test placeholder, not a credential: masking every "k"
 # in an answer would only destroy it (real OpenRouter keys are 73 characters).
 MIN_SECRET = 8
-_WORD_BREAKS = re.compile(r"""([\s"'<>]+)""")  # kept by split: words at the even places
+# A word (between spaces, quotes and angle brackets) with an escape mark or a character beyond
+# ASCII in it: from a word's start only, its other characters taken possessively, so a word
+# without one is passed over in a single step.
+_MARKED_WORD = re.compile(
+    r"""(?<![^\s"'<>])[^\s"'<>%&\\\x80-\U0010ffff]*+(?:[%&\\]|(?!\s)[\x80-\U0010ffff])[^\s"'<>]*"""
+)
 
 
 # Text that looks like an OpenRouter key, in what a job file or a dataset holds: never repeated
@@ -119,13 +124,16 @@ class Scrubber:
     def _mask_words(self, text: str) -> str | None:
         """`text` with each word (between spaces, quotes and angle brackets, which no escaped
         key holds) whose escapes show a key masked whole; None if the words so masked still
-        show one."""
-        parts = _WORD_BREAKS.split(text)
-        for i in range(0, len(parts), 2):
-            if (plain := unescaped(word := parts[i])) != word and self._plain(plain) != plain:
+        show one. Only a word with an escape mark in it, or a character beyond ASCII, can read
+        as anything but itself: the others are passed over by the pattern, not read one by
+        one (out-180 F2: 800,000 words read a call each, 2.6 s of the loop per 4 MB)."""
+        out, cursor = [], 0
+        for found in _MARKED_WORD.finditer(text):
+            if (plain := unescaped(word := found[0])) != word and self._plain(plain) != plain:
                 # Its trailing backslashes kept: in a JSON line they escape the quote after it.
-                parts[i] = MASK + word[len(word.rstrip("\\")) :]
-        masked = "".join(parts)
+                out += [text[cursor : found.start()], MASK + word[len(word.rstrip("\\")) :]]
+                cursor = found.end()
+        masked = "".join(out) + text[cursor:] if out else text
         plain = unescaped(masked)
         return masked if self._plain(plain) == plain else None
 

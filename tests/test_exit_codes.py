@@ -25,11 +25,15 @@ from batchrun._exceptions import OutputFailed
 from batchrun._items import ItemTally
 from batchrun._journal_file import journal_path
 from batchrun._lock import OutputLock
+from batchrun._needless_stop import drop_needless_stop
 from batchrun._output_paths import summary_path
 from batchrun._results import ResultsWriter, record_head
+from batchrun._status import StopReason
+from batchrun._summary import SummaryBuilder
 from batchrun._summary_beside import file_key_gap
 from batchrun._summary_text import render_text
 from batchrun._verdict import decide
+from batchrun._worker_pool import PoolOutcome
 from batchrun.cli import main
 from batchrun.simulator import SimConfig, Simulator
 
@@ -753,3 +757,17 @@ def test_a_sigint_ignored_at_start_stays_ignored_for_commands_other_than_a_run()
         early.ignored.update(ignored)
         for sig, handler in zip(early.SIGNALS, saved, strict=True):
             signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize("skipped", [False, True])
+def test_a_deadline_once_every_row_was_answered_is_no_stop(results: Path, skipped: bool) -> None:
+    # out-180 F2: a sync run's last answers, read and written past the deadline: 8 rows of 8
+    # answered, yet `stopped: deadline`, `complete: false`, exit 6 and resume advice with
+    # nothing to resume. A row the deadline left skipped keeps the stop.
+    rows = read_rows(results)
+    if skipped:
+        rows[3]["status"] = "skipped"
+    outcome = PoolOutcome(StopReason.DEADLINE, "the run deadline of 3 s was reached", 0.0)
+    notices: list[str] = []
+    drop_needless_stop(outcome, SummaryBuilder().add_all(rows), [], notices.append)
+    assert outcome.stop == (StopReason.DEADLINE if skipped else None) and not notices

@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import threading
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ import orjson
 import pytest
 
 from batchrun import ExitCode, load_job, matrix_requests
+from batchrun._output_paths import summary_path
+from batchrun._summary_floor import sealed
 from batchrun.simulator import Simulator
 
 from .conftest import FAKE_KEY, SMALL_JOB, call_cli, child_env, read_rows, rows_written, write_job
@@ -850,3 +853,39 @@ def test_report_reads_the_summary_once_for_every_view_of_it(
     assert code == ExitCode.OK, err
     assert json.loads(out)["total"]["rows"] > 0 and (tmp_path / "r.html").stat().st_size > 0
     assert sum(Path(path).name == "r.summary.json" for path in opened) == 1, opened
+
+
+@pytest.mark.parametrize("with_job", [True, False])
+def test_a_key_in_a_shard_file_is_scrubbed_from_the_merged_file_and_its_summary(
+    results: Path, job: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_job: bool
+) -> None:
+    # out-180 F5: a shard file a run did not scrub (written by hand, forged) put the key of the
+    # environment into the merged file and its summary: merge wrote its lines as they were.
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+    shard, summary = tmp_path / "s.jsonl", tmp_path / "s.summary.json"
+    shutil.copyfile(summary_path(results), summary)
+    rows = read_rows(results)
+    rows[0]["content"] = f"the key is {FAKE_KEY}"
+    rows[0]["provider"] = FAKE_KEY
+    shard.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    seal = json.loads(summary.read_text())
+    seal["results_bytes"], seal["results_digest"] = sealed(shard, shard.stat().st_size)
+    summary.write_text(json.dumps(seal))
+    merged = tmp_path / "m.jsonl"
+    call_cli("merge", merged, shard, *(("--job", job) if with_job else ()))
+    written = merged.read_text() + merged.with_name("m.summary.json").read_text()
+    assert "the key is [key]" in written and FAKE_KEY[9:25] not in written
+
+
+@pytest.mark.parametrize("command", ["report", "history"])
+def test_a_full_width_key_in_a_results_file_is_scrubbed_from_json_output(
+    results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    # out-180 F3: --json wrote what is not ASCII as \uXXXX, so the stream's scrub of the text
+    # it printed missed a key written in full-width characters (read back, it is the key).
+    monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
+    full_width = "".join(chr(ord(c) + 0xFEE0) for c in FAKE_KEY)
+    forged = _with(results, tmp_path, 1, "provider", full_width)
+    code, out, err = call_cli(command, forged, "--json")
+    assert "[key]" in out, (code, err)
+    assert FAKE_KEY[9:25] not in unicodedata.normalize("NFKC", json.dumps(json.loads(out), ensure_ascii=False))

@@ -220,7 +220,12 @@ def show(
     from .._output_paths import finite
 
     if args.json:
-        console.out.write(json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
+        # Scrubbed before it is written as JSON, which writes what is not ASCII as \uXXXX: the
+        # stream's own scrub of the text missed a secret of full-width or other such characters
+        # (out-180 F3).
+        scrub = console.out.scrub
+        shown = finite(data) if scrub is None else scrub.value(finite(data))
+        console.out.write(json.dumps(shown, indent=2, allow_nan=False) + "\n")
     elif args.markdown:
         console.out.write(as_markdown(data))
         if is_step_summary(console.out.descriptor):
