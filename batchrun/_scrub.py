@@ -115,21 +115,24 @@ class Scrubber:
             # The same text with escaped key characters written plainly: when that shows a key,
             # the words that show it are masked, the rest kept as written (out-179 F1: the whole
             # text was kept decoded, `c=%26` became `c=&`); where only the whole text shows it (a
-            # key across words), the plain form, masked. Same meaning, no key when decoded.
+            # key across words: a secret with a space), every word that reads as anything but
+            # itself; the plain form, masked, only where that too shows one. The plain form reads
+            # a page's own `&lt;` as `<`: kept out of a page while any other way masks the key.
             masked = self._plain(plain)
             if masked != plain:
-                return self._mask_words(scrubbed) or masked
+                return self._mask_words(scrubbed) or self._mask_words(scrubbed, every=True) or masked
         return scrubbed
 
-    def _mask_words(self, text: str) -> str | None:
+    def _mask_words(self, text: str, every: bool = False) -> str | None:
         """`text` with each word (between spaces, quotes and angle brackets, which no escaped
-        key holds) whose escapes show a key masked whole; None if the words so masked still
-        show one. Only a word with an escape mark in it, or a character beyond ASCII, can read
-        as anything but itself: the others are passed over by the pattern, not read one by
-        one (out-180 F2: 800,000 words read a call each, 2.6 s of the loop per 4 MB)."""
+        key holds) whose escapes show a key masked whole, or with `every` each that reads as
+        anything but itself; None if the words so masked still show one. Only a word with an
+        escape mark in it, or a character beyond ASCII, can read as anything but itself: the
+        others are passed over by the pattern, not read one by one (out-180 F2: 800,000 words
+        read a call each, 2.6 s of the loop per 4 MB)."""
         out, cursor = [], 0
         for found in _MARKED_WORD.finditer(text):
-            if (plain := unescaped(word := found[0])) != word and self._plain(plain) != plain:
+            if (plain := unescaped(word := found[0])) != word and (every or self._plain(plain) != plain):
                 # Its trailing backslashes kept: in a JSON line they escape the quote after it.
                 out += [text[cursor : found.start()], MASK + word[len(word.rstrip("\\")) :]]
                 cursor = found.end()

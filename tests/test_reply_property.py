@@ -410,3 +410,14 @@ def test_words_are_masked_as_when_every_word_was_read(pieces: list[str]) -> None
     masked = "".join(parts)
     plain = _escapes.unescaped(masked)
     assert SCRUB._mask_words(text) == (masked if SCRUB._plain(plain) == plain else None)
+
+
+def test_a_secret_across_words_is_masked_without_reading_a_pages_own_escapes() -> None:
+    # A secret with a space, escaped in one of its words, shows only in the text read whole:
+    # that reading (the fallback) made a page's `&lt;script&gt;` a `<script>`. Every word that
+    # reads as anything but itself is masked instead, the rest of the page kept as written.
+    scrub = Scrubber("correct horse battery staple")
+    page = "<p>&lt;script&gt;alert(1)&lt;/script&gt; correct horse%20battery staple</p>"
+    masked = scrub.text(page)
+    assert "<script>" not in masked and "horse battery" not in _escapes.unescaped(masked), masked
+    assert masked.startswith("<p>") and masked.endswith("staple</p>")
