@@ -2116,3 +2116,10 @@ def test_a_summary_given_as_the_output_is_named_as_such_whether_new_or_there(tmp
         code, _, err = call_cli(job, "--simulate", "-o", tmp_path / name, "-q", *extra)
         assert code == ExitCode.USAGE and "that is the name of the summary batchrun writes beside" in err, err
     assert (tmp_path / "r.summary.json").read_bytes() == before and not (tmp_path / "new.summary.json").exists()
+
+
+def test_a_simulator_option_given_twice_with_two_values_is_refused(small_job: Path) -> None:
+    # The last was taken in silence: `--sim latency_ms=5 ... --sim latency_ms=500`.
+    code, _, err = call_cli(small_job, "--simulate", "--sim", "latency_ms=5", "--sim", "latency-ms=500", "-q")
+    assert code == ExitCode.USAGE and "latency_ms is given twice (also --sim latency_ms=5)" in err, err
+    assert call_cli(small_job, "--simulate", "--sim", "seed=3", "--sim", "seed=3", "-q")[0] == ExitCode.OK

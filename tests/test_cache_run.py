@@ -427,11 +427,15 @@ def test_simulated_runs_share_entries_across_ports_not_across_settings(tmp_path:
     code, text, _ = call_cli(job, "--simulate", "-o", tmp_path / "e.jsonl", f"--cache={cache}")
     assert code == ExitCode.OK and "cache: 20 hit(s), 0 miss(es)" in text
     assert all(r["passed"] for r in read_rows(tmp_path / "e.jsonl") if r["prompt_id"] == "capital")
-    # break43 F3: a key given twice is its last value, as the simulator reads it: `=0 =1` is not `=1 =0`.
+    # break43 F3: `=0 =1` was taken as its last value, and must not share `=1 =0`'s entries; a key
+    # given twice with two values is refused now, in either order, before the cache is opened.
     both = ("accuracy.openai/gpt-4o-mini=0", "accuracy.openai/gpt-4o-mini=1")
     for name, order in (("f", both), ("g", both[::-1])):
         sims = [arg for value in order for arg in ("--sim", value)]
-        code, text, _ = call_cli(job, "--simulate", *sims, "-o", tmp_path / f"{name}.jsonl", f"--cache={cache}")
+        code, _, err = call_cli(job, "--simulate", *sims, "-o", tmp_path / f"{name}.jsonl", f"--cache={cache}")
+        assert code == ExitCode.USAGE and "given twice" in err and not (tmp_path / f"{name}.jsonl").exists()
+    sims = ["--sim", both[0]]  # settings of their own: none of c's entries is theirs
+    code, text, _ = call_cli(job, "--simulate", *sims, "-o", tmp_path / "g.jsonl", f"--cache={cache}")
     assert code == ExitCode.OK and "cache: 20 hit(s)" not in text
     # break43 F8: `cache explain` takes the run's --sim settings, and finds its entries.
     code, text, _ = call_cli("cache", "explain", job, "--simulate", *sims, "--dir", cache)

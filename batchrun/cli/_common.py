@@ -35,9 +35,15 @@ _SHARES = ("fault.", "accuracy.", "judge_bias", "judge_unparseable", "cost_noise
 
 def sim_config(options: list[str] | None) -> Any:
     from ..simulator import SimConfig
+    from ..simulator._config import option_key
 
-    config = SimConfig()
+    config, given = SimConfig(), dict[str, str]()
     for option in options or ():
+        # The last of two was taken in silence: `--sim latency_ms=5 ... --sim latency_ms=500`.
+        name = option_key(option.partition("=")[0])
+        if name in given and given[name] != option:
+            raise ConfigError(f"--sim {option}: {name} is given twice (also --sim {given[name]})")
+        given[name] = option
         try:
             config.set_option(option)
         except ValueError as exc:
