@@ -296,7 +296,7 @@ class Dispatcher:
             # on unseen; with a slow /key, requests went out for seconds and $5.11 was charged
             # under a $0.05 budget (verification of break14e fixes, G1).
             if self._probe is not None and self._sent_since_refresh >= self._probe:
-                await asyncio.wait([self._refreshing])  # its failure is the reader's to raise
+                await self.stops.held_by("a /key read", asyncio.wait([self._refreshing]))  # its failure is the reader's
             return
         if not due or self.costs is None or self.costs.models is None:
             return

@@ -9,8 +9,9 @@ that fails: nothing more can be recorded).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from ._clock import Clock
 from ._exceptions import (
@@ -49,6 +50,7 @@ class Stops:
         self._in_flight: set[asyncio.Timeout] = set()  # each dispatched row's own timeout
         self._grace_ends: float | None = None  # loop time when in-flight rows are cut off
         self.cut_by_deadline = 0  # rows whose next retry the deadline cut before any stop came
+        self._held_by: list[tuple[str, float]] = []  # what requests wait on (a /key read), since when
 
     def account_failure(self, failure: RequestFailed) -> None:
         """A refused key (401) or an empty purse (402) stops the run, whichever call met it: a
@@ -127,9 +129,23 @@ class Stops:
 
     def deadline_reached(self, seconds: float = 0.0) -> None:
         """Stop the run for its deadline, named as it was given (pre-flight used part of it:
-        `seconds` is what was left)."""
+        `seconds` is what was left), and what requests were held by then, if anything was."""
         given = self.deadline_given_s if self.deadline_given_s is not None else seconds
-        self.request(StopReason.DEADLINE, f"the run deadline of {given:g} s was reached")
+        held = ""
+        if self._held_by:  # out-181 F3: "deadline" alone, where /key had hung for minutes
+            what, since = self._held_by[0]
+            held = f", with requests held {self.clock.monotonic() - since:.0f} s by {what} that had not answered"
+        self.request(StopReason.DEADLINE, f"the run deadline of {given:g} s was reached{held}")
+
+    async def held_by(self, what: str, wait: Awaitable[Any]) -> None:
+        """Await `wait`, which holds requests back (a /key read under way): a deadline that comes
+        meanwhile says so."""
+        held = (what, self.clock.monotonic())
+        self._held_by.append(held)
+        try:
+            await wait
+        finally:
+            self._held_by.remove(held)
 
     # -- models and limit scopes ------------------------------------------------------------
     def model_stop(self, model: str) -> str | None:

@@ -231,3 +231,28 @@ async def test_answers_in_flight_at_a_refused_key_get_their_grace(reason: str, g
         stops.request(StopReason(reason))
         assert limit.when() == stops.grace_ends
         assert stops.grace_ends is not None and before + grace <= stops.grace_ends <= loop.time() + grace
+
+
+async def test_a_deadline_while_requests_wait_on_a_key_read_says_what_held_them() -> None:
+    # out-181 F3: a /key read that hung held every request until the deadline, and the stop said
+    # only "the run deadline of 30 s was reached".
+    from batchrun._retry import RetryPolicy
+    from batchrun._stops import Stops
+
+    clock = FakeClock()
+    stops = Stops(clock, RetryPolicy(), 1.0, 30.0)
+    read: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiting = [asyncio.ensure_future(stops.held_by("a /key read", read)) for _ in range(2)]
+    await asyncio.sleep(0)
+    clock.now += 29
+    stops.deadline_reached()
+    assert (
+        stops.message
+        == "the run deadline of 30 s was reached, with requests held 29 s by a /key read that had not answered"
+    )
+    read.set_result(None)
+    await asyncio.gather(*waiting)
+    later = Stops(clock, RetryPolicy(), 1.0, 30.0)
+    await later.held_by("a /key read", asyncio.sleep(0))
+    later.deadline_reached()
+    assert later.message == "the run deadline of 30 s was reached"  # nothing held it by then
