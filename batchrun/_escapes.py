@@ -53,13 +53,12 @@ def _readable(code: int) -> str | None:
     backslash (_READABLE), or a printable character beyond ASCII; None for any other."""
     if code < 128:
         return _READABLE.get(code)
-    char = chr(code) if code <= 0x10FFFF else ""
-    return char if char.isprintable() else None
+    return chr(code) if code <= 0x10FFFF and chr(code).isprintable() else None
 
 
 def _unescape_key_chars(match: re.Match[str]) -> str:
-    """An escape of a printable ASCII character, as that character; a quote, a backslash and
-    other escapes are left alone (decoding `\\u0022` would change what a JSON text means)."""
+    """An escape of a printable character, as that character; a quote, a backslash and other
+    escapes are left alone (decoding `\\u0022` would change what a JSON text means)."""
     if match.lastgroup == "run":
         return _read_run(match.group(0))
     if named := match.group("named"):
