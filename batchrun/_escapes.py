@@ -27,12 +27,14 @@ import unicodedata
 # secret may hold (a password's `/`, `+`, `!`) but a quote or a backslash, which would change
 # what a JSON text means. Any printable character beyond ASCII too (a password's `é`), written as
 # a reference, a JSON or legacy URL escape, or percent-encoded UTF-8 (`%C3%A9`; out-180 F6), and
-# HTML's `&lt;` and `&gt;` (out-180 F4: a secret holding `<` reached a page as `&lt;`).
+# HTML's `&lt;` and `&gt;` (out-180 F4: a secret holding `<` reached a page as `&lt;`). A JSON
+# escape whose backslash is itself escaped (`%5Cu0073`, `&#92;u0073`, `&bsol;u0073`: out-182) is
+# read whole, as its character: the backslash alone stays unread.
 _NAMED = (
     "lt|gt|amp|sol|plus|excl|equals|period|colon|semi|num|percnt|dollar|lowbar|commat|quest|comma|ast|apos|lpar|rpar"
 )
 _ONE = (  # one escape
-    r"\\+u(?P<u>[0-9a-fA-F]{4})|%[uU](?P<pu>[0-9a-fA-F]{4})"
+    r"(?:%5[cC]|&#0*92;?|&#[xX]0*5[cC];?|&bsol;)u(?P<ju>[0-9a-fA-F]{4})|\\+u(?P<u>[0-9a-fA-F]{4})|%[uU](?P<pu>[0-9a-fA-F]{4})"
     r"|(?P<utf8>%[cCdD][0-9a-fA-F]%[89abAB][0-9a-fA-F]|%[eE][0-9a-fA-F](?:%[89abAB][0-9a-fA-F]){2}"
     r"|%[fF][0-4](?:%[89abAB][0-9a-fA-F]){3})|%(?P<p>[0-9a-fA-F]{2})"
     r"|&#(?:[xX]0*(?P<hex>[0-9a-fA-F]{1,6})|0*(?P<dec>[0-9]{1,7}));?|&(?P<named>" + _NAMED + r");"
@@ -71,7 +73,7 @@ def _unescape_key_chars(match: re.Match[str]) -> str:
         return read if read.isprintable() else utf8
     if percent := match.group("p"):  # a byte: ASCII alone is a character by itself
         return _READABLE.get(int(percent, 16), match.group(0))
-    hex_digits = match.group("u") or match.group("pu") or match.group("hex")
+    hex_digits = match.group("u") or match.group("ju") or match.group("pu") or match.group("hex")
     return _readable(int(hex_digits, 16) if hex_digits else int(match.group("dec"))) or match.group(0)
 
 
@@ -138,5 +140,7 @@ def unescaped(text: str) -> str:
         read = _read_escapes(text)
         if read == text:
             break
-        text = read
+        # What an escape wrote may be a compatibility form (`\uff53`, `&#65363;`: a full-width
+        # `s`; out-182): read by NFKC at each level, as the text was first.
+        text = read if read.isascii() else unicodedata.normalize("NFKC", read)
     return text

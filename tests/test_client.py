@@ -390,6 +390,15 @@ ESCAPED_ECHOES = {
     # out-179 F3: escaped again three times (four readings), as the README says.
     "percent-four-times": "".join(f"%252525{b:02X}" for b in FAKE_KEY.encode()),
     "html-four-times": "".join(f"&amp;amp;amp;#{ord(c)};" for c in FAKE_KEY),
+    # out-182: full-width forms escaped (NFKC read only the text as it came), and JSON escapes
+    # whose backslash is escaped (the backslash alone is not read: it would change a JSON text).
+    "fullwidth-json": "".join(f"\\u{ord(c) + 0xFEE0:04x}" for c in FAKE_KEY),
+    "fullwidth-html": "".join(f"&#{ord(c) + 0xFEE0};" for c in FAKE_KEY),
+    "fullwidth-percent-utf8": "".join(f"%{b:02X}" for c in FAKE_KEY for b in chr(ord(c) + 0xFEE0).encode()),
+    "fullwidth-percent-u": "".join(f"%u{ord(c) + 0xFEE0:04X}" for c in FAKE_KEY),
+    "json-percent": "".join(f"%5Cu{ord(c):04x}" for c in FAKE_KEY),
+    "json-html": "".join(f"&#92;u{ord(c):04x}" for c in FAKE_KEY),
+    "json-html-named": "".join(f"&bsol;u{ord(c):04x}" for c in FAKE_KEY),
 }
 
 

@@ -12,6 +12,7 @@ import base64
 import html
 import math
 import re
+import unicodedata
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -227,6 +228,7 @@ def test_a_secret_read_from_the_environment_with_bytes_not_utf8_is_masked_withou
 
 ESCAPE_PIECES = ["%41", "%4a", "%u0041", "\\u0073", "\\\\u0073", "&#65;", "&#65", "&#x41;", "&#x0041", "&amp;"]
 ESCAPE_PIECES += ["&sol;", "%2573", "&#37;41", "%22", "\\u0022", "x", "é", "%%", "&#", "%4", "%41" * 20, "\\u0041" * 17]
+ESCAPE_PIECES += ["%5Cu0041", "&#92;u0041", "&#x5c;u0041", "&bsol;u0041", "%5C", "&#92;", "%EF%BD%93", "\\uff53"]
 ESCAPE_PIECES += ["%C3%A9", "%c3%a9" * 9, "%E2%82%AC", "%C0%80", "&lt;", "&#233;", "\\u00e9" * 17, "%ED%A0%80"]
 
 
@@ -360,8 +362,9 @@ def test_a_run_of_escapes_reads_as_its_escapes_one_by_one(chars: list[str], json
     text = "".join(map(escape, chars))
     one_by_one = re.compile(_escapes._ONE)
     expected = text
-    for _ in range(3):
-        expected = one_by_one.sub(_escapes._unescape_key_chars, expected)
+    for _ in range(3):  # and each level's reading read by NFKC (out-182: an escaped full-width form)
+        read = one_by_one.sub(_escapes._unescape_key_chars, expected)
+        expected = unicodedata.normalize("NFKC", read) if read != expected else read
     assert _escapes.unescaped(text) == expected
 
 
