@@ -27,11 +27,12 @@ MAX_DEPTH = 32
 # A "key" shorter than this is a test placeholder, not a credential: masking every "k"
 # in an answer would only destroy it (real OpenRouter keys are 73 characters).
 MIN_SECRET = 8
-# A word (between spaces, quotes and angle brackets) with an escape mark or a character beyond
-# ASCII in it: from a word's start only, its other characters taken possessively, so a word
-# without one is passed over in a single step.
+# A word (between spaces, quotes and angle brackets) with an escape mark, a control (read as
+# nothing: _escapes.INVISIBLE) or a character beyond ASCII in it: from a word's start only, its
+# other characters taken possessively, so a word without one is passed over in a single step.
 _MARKED_WORD = re.compile(
-    r"""(?<![^\s"'<>])[^\s"'<>%&\\\x80-\U0010ffff]*+(?:[%&\\]|(?!\s)[\x80-\U0010ffff])[^\s"'<>]*"""
+    r"""(?<![^\s"'<>])[^\s"'<>%&\\\x00-\x08\x0e-\x1f\x7f-\U0010ffff]*+"""
+    r"""(?!\s)[%&\\\x00-\x08\x0e-\x1f\x7f-\U0010ffff][^\s"'<>]*"""
 )
 
 
@@ -75,17 +76,19 @@ class Scrubber:
     def for_body(self, body: bytes) -> Scrubber:
         """This scrubber, or one that masks nothing when no string decoded from `body` (a
         JSON reply, read and decompressed) can hold a key: the body holds none of the
-        anchors and no \\u or \\/ escape, nor, with escapes read (and NFKC), any anchor. A JSON
-        string's other escapes decode to characters a key does not have, so they cannot join
-        two pieces into a key (a base64 form holds `/`, which JSON may write `\\/`). Walking
+        anchors and no \\u, \\/ or \\b escape, nor, with escapes read (and NFKC), any anchor. A
+        JSON string's other escapes decode to spaces, which a key does not hold, so they cannot
+        join two pieces into a key (a base64 form holds `/`, which JSON may write `\\/`; a
+        backspace is read as nothing, _escapes.INVISIBLE). Walking
         every string of a clean reply was a tenth of the client's own CPU per request
         (bench/throughput.py). A body with a NUL byte is UTF-16 or UTF-32 JSON, which Python's
         json reads (a UTF-8 JSON text holds no raw NUL): its bytes say nothing of its text, so
         it is scrubbed string by string (out-180 F1: a key echoed in UTF-16 reached the cache)."""
         search = self._search
-        if b"\x00" in body or b"\\u" in body or b"\\/" in body or search.anchored_bytes(body):
+        if b"\x00" in body or b"\\u" in body or b"\\/" in body or b"\\b" in body or search.anchored_bytes(body):
             return self
-        escaped = b"%" in body or b"&" in body or not body.isascii()
+        # A DEL, which JSON leaves raw, is read as nothing: between a key's characters, it hides it.
+        escaped = b"%" in body or b"&" in body or b"\x7f" in body or not body.isascii()
         return self if escaped and search.anchored(unescaped(body.decode("utf-8", "replace"))) else _NOTHING
 
     def line(self, data: bytes) -> bytes:

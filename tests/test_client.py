@@ -399,6 +399,14 @@ ESCAPED_ECHOES = {
     "json-percent": "".join(f"%5Cu{ord(c):04x}" for c in FAKE_KEY),
     "json-html": "".join(f"&#92;u{ord(c):04x}" for c in FAKE_KEY),
     "json-html-named": "".join(f"&bsol;u{ord(c):04x}" for c in FAKE_KEY),
+    # out-182: characters a reader does not see between the key's: it shows as the key.
+    "nul-between": "\x00".join(FAKE_KEY),
+    "zero-width-between": "\u200b".join(FAKE_KEY),
+    "del-between": "\x7f".join(FAKE_KEY),
+    "backspace-between": "\b".join(
+        FAKE_KEY
+    ),  # JSON writes it `\b`, no \u escape  # JSON leaves DEL as it is: an ASCII body with no escape
+    "soft-hyphens-and-bidi": "".join(c + "\u00ad\u202c" for c in FAKE_KEY),
 }
 
 
@@ -431,6 +439,16 @@ async def test_the_key_echoed_escaped_or_in_hex_is_scrubbed(form: str) -> None:
     # Escapes of other characters, and text with a bare %, are left as they were.
     plain, _ = await chat(err(400, "100% sure: a&#60;b, %zz, &#x1F600;"))
     assert "100% sure: a&#60;b, %zz, &#x1F600;" in str(plain)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-be"])
+async def test_the_key_echoed_in_an_error_text_in_utf16_or_utf32_is_scrubbed(encoding: str) -> None:
+    # out-182: a body that is no JSON was read as UTF-8: in UTF-16 the key stood with a NUL
+    # between its characters, which no search saw, and reached the error message whole.
+    body = f"upstream said: Bearer {FAKE_KEY} (rejected)".encode(encoding)
+    failure, _ = await chat(httpx.Response(400, content=body, headers={"Content-Type": "text/plain"}))
+    assert "[key]" in str(failure) and "upstream said" in str(failure)
+    assert FAKE_KEY[9:25] not in str(failure).replace("\x00", "")
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-32-le"])

@@ -396,7 +396,28 @@ def test_keep_alive_comments_before_a_plain_json_answer_are_passed_over() -> Non
     assert failed.value.kind == "bad_response"
 
 
-WORD_PIECES = [" ", "\u3000", '"', "'", "<", ">", "\\", "%", "&", "é", "x", "ab", "%41", "&#65;", "\\u0041", "\n"]
+WORD_PIECES = [
+    "\x00",
+    "\x1c",
+    "\u200b",
+    "\x7f",
+    " ",
+    "\u3000",
+    '"',
+    "'",
+    "<",
+    ">",
+    "\\",
+    "%",
+    "&",
+    "é",
+    "x",
+    "ab",
+    "%41",
+    "&#65;",
+    "\\u0041",
+    "\n",
+]
 WORD_PIECES += [FAKE_KEY[:30], FAKE_KEY[30:], "".join(f"%{b:02x}" for b in FAKE_KEY[5:40].encode()), "&amp;"]
 
 
