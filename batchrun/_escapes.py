@@ -27,14 +27,16 @@ import unicodedata
 # secret may hold (a password's `/`, `+`, `!`) but a quote or a backslash, which would change
 # what a JSON text means. Any printable character beyond ASCII too (a password's `é`), written as
 # a reference, a JSON or legacy URL escape, or percent-encoded UTF-8 (`%C3%A9`; out-180 F6), and
-# HTML's `&lt;` and `&gt;` (out-180 F4: a secret holding `<` reached a page as `&lt;`). A JSON
-# escape whose backslash is itself escaped (`%5Cu0073`, `&#92;u0073`, `&bsol;u0073`: out-182) is
-# read whole, as its character: the backslash alone stays unread.
+# HTML's `&lt;` and `&gt;` (out-180 F4: a secret holding `<` reached a page as `&lt;`). An escaped
+# backslash is read as BACKSLASH, a character no text holds that a JSON escape may start with as
+# with a backslash: `%5Cu0073`, `&#92;&#117;0073`, `\u005c\u0075...` read as `s` a level later
+# (out-182), and a backslash read alone changes no JSON text's meaning.
 _NAMED = (
-    "lt|gt|amp|sol|plus|excl|equals|period|colon|semi|num|percnt|dollar|lowbar|commat|quest|comma|ast|apos|lpar|rpar"
+    "bsol|lt|gt|amp|sol|plus|excl|equals|period|colon|semi|num|percnt|dollar|lowbar|commat|quest|comma|ast|apos"
+    "|lpar|rpar"
 )
 _ONE = (  # one escape
-    r"(?:%5[cC]|&#0*92;?|&#[xX]0*5[cC];?|&bsol;)u(?P<ju>[0-9a-fA-F]{4})|\\+u(?P<u>[0-9a-fA-F]{4})|%[uU](?P<pu>[0-9a-fA-F]{4})"
+    r"[\\\ue000]+u(?P<u>[0-9a-fA-F]{4})|%[uU](?P<pu>[0-9a-fA-F]{4})"
     r"|(?P<utf8>%[cCdD][0-9a-fA-F]%[89abAB][0-9a-fA-F]|%[eE][0-9a-fA-F](?:%[89abAB][0-9a-fA-F]){2}"
     r"|%[fF][0-4](?:%[89abAB][0-9a-fA-F]){3})|%(?P<p>[0-9a-fA-F]{2})"
     r"|&#(?:[xX]0*(?P<hex>[0-9a-fA-F]{1,6})|0*(?P<dec>[0-9]{1,7}));?|&(?P<named>" + _NAMED + r");"
@@ -42,8 +44,9 @@ _ONE = (  # one escape
 # A run of 16 or more URL or JSON escapes is read at once (_read_run), as its escapes one by one.
 # The lookahead names the characters an escape starts with: without it, each alternative was
 # tried at every character of a text (a 4 MB text with one `%` in it: 0.29 s, now 0.05 s).
-_ESCAPED = re.compile(r"(?=[%&\\])(?:(?P<run>(?:%[0-9a-fA-F]{2}){16,}|(?:\\u[0-9a-fA-F]{4}){16,})|" + _ONE + ")")
-_ESCAPE_MARKS = ("\\u", "%", "&")
+_ESCAPED = re.compile(r"(?=[%&\\\ue000])(?:(?P<run>(?:%[0-9a-fA-F]{2}){16,}|(?:\\u[0-9a-fA-F]{4}){16,})|" + _ONE + ")")
+BACKSLASH = "\ue000"  # a backslash read from an escape (a private use character)
+_ESCAPE_MARKS = ("\\u", "%", "&", BACKSLASH)
 # Characters a reader does not see (controls but the spaces, format characters: zero-width ones, a
 # soft hyphen, bidi controls, a BOM): a key with them between its characters shows as the key
 # (out-182: a UTF-16 text read as UTF-8, a NUL between each character). Read as nothing.
@@ -51,25 +54,26 @@ INVISIBLE = "\x00-\x08\x0e-\x1f\x7f\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-
 _INVISIBLE = re.compile(f"[{INVISIBLE}]+")
 _LEVELS = 4  # an escape, escaped again up to three times (out-179 F3: `%25252573` passed)
 
-# What an escape is read as (by its code): printable ASCII but a quote and a backslash.
-_READABLE = {i: chr(i) for i in range(128) if chr(i).isprintable() and chr(i) not in '"\\'}
+# What an escape is read as (by its code): printable ASCII but a quote; a backslash as BACKSLASH.
+_READABLE = {i: chr(i) for i in range(128) if chr(i).isprintable() and chr(i) != '"'} | {0x5C: BACKSLASH}
 
 
 def _readable(code: int) -> str | None:
-    """The character an escape of `code` is read as: printable ASCII but a quote and a
-    backslash (_READABLE), or a printable character beyond ASCII; None for any other."""
+    """The character an escape of `code` is read as: printable ASCII but a quote, a backslash
+    as BACKSLASH (_READABLE), or a printable character beyond ASCII; None for any other."""
     if code < 128:
         return _READABLE.get(code)
     return chr(code) if code <= 0x10FFFF and chr(code).isprintable() else None
 
 
 def _unescape_key_chars(match: re.Match[str]) -> str:
-    """An escape of a printable character, as that character; a quote, a backslash and other
-    escapes are left alone (decoding `\\u0022` would change what a JSON text means)."""
+    """An escape of a printable character, as that character (a backslash as BACKSLASH); a
+    quote and other escapes are left alone (decoding `\\u0022` would change what a JSON text
+    means)."""
     if match.lastgroup == "run":
         return _read_run(match.group(0))
     if named := match.group("named"):
-        return html.entities.html5[named + ";"]
+        return BACKSLASH if named == "bsol" else html.entities.html5[named + ";"]
     if utf8 := match.group("utf8"):
         try:
             read = bytes.fromhex(utf8.replace("%", "")).decode("utf-8")
@@ -78,7 +82,7 @@ def _unescape_key_chars(match: re.Match[str]) -> str:
         return read if read.isprintable() else utf8
     if percent := match.group("p"):  # a byte: ASCII alone is a character by itself
         return _READABLE.get(int(percent, 16), match.group(0))
-    hex_digits = match.group("u") or match.group("ju") or match.group("pu") or match.group("hex")
+    hex_digits = match.group("u") or match.group("pu") or match.group("hex")
     return _readable(int(hex_digits, 16) if hex_digits else int(match.group("dec"))) or match.group(0)
 
 
@@ -90,7 +94,7 @@ def _spellings(digits: str) -> set[str]:
 # A run of URL or JSON escapes is read by a lookup an escape (no call a match): a hostile 4 MB
 # body of `%41` took ~1 s of the event loop a reading, and a run overshot its deadline by
 # seconds (out-178 F5). The characters read are _unescape_key_chars's: printable ASCII but a
-# quote and a backslash; other escapes stay as they were written.
+# quote, a backslash as BACKSLASH; other escapes stay as they were written.
 _PERCENT_READ = {s: c for code, c in _READABLE.items() for s in _spellings(f"{code:02x}")}
 _JSON_READ = {s: c for code, c in _READABLE.items() for s in _spellings(f"{code:04x}")}
 

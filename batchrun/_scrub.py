@@ -19,7 +19,7 @@ from typing import Any
 
 import ahocorasick_rs
 
-from ._escapes import unescaped
+from ._escapes import BACKSLASH, unescaped
 
 FRAGMENT = 16  # a fragment this long of a 64-hex-digit key still narrows a search a lot
 MASK = "[key]"
@@ -27,13 +27,20 @@ MAX_DEPTH = 32
 # A "key" shorter than this is a test placeholder, not a credential: masking every "k"
 # in an answer would only destroy it (real OpenRouter keys are 73 characters).
 MIN_SECRET = 8
-# A word (between spaces, quotes and angle brackets) with an escape mark, a control (read as
-# nothing: _escapes.INVISIBLE) or a character beyond ASCII in it: from a word's start only, its
-# other characters taken possessively, so a word without one is passed over in a single step.
-_MARKED_WORD = re.compile(
-    r"""(?<![^\s"'<>])[^\s"'<>%&\\\x00-\x08\x0e-\x1f\x7f-\U0010ffff]*+"""
-    r"""(?!\s)[%&\\\x00-\x08\x0e-\x1f\x7f-\U0010ffff][^\s"'<>]*"""
-)
+_BREAKS = "'<>"  # with spaces and double quotes, what ends a word; but those a secret holds
+
+
+@functools.lru_cache(maxsize=8)
+def _marked_word(breaks: str) -> re.Pattern[str]:
+    """A word (between spaces, double quotes and `breaks`) with an escape mark, a control (read
+    as nothing: _escapes.INVISIBLE) or a character beyond ASCII in it: from a word's start only,
+    its other characters taken possessively, so a word without one is passed over in a single
+    step."""
+    ends = '\\s"' + re.escape(breaks)
+    return re.compile(
+        f"(?<![^{ends}])[^{ends}%&\\\\\\x00-\\x08\\x0e-\\x1f\\x7f-\\U0010ffff]*+"
+        f"(?!\\s)[%&\\\\\\x00-\\x08\\x0e-\\x1f\\x7f-\\U0010ffff][^{ends}]*"
+    )
 
 
 # Text that looks like an OpenRouter key, in what a job file or a dataset holds: never repeated
@@ -61,6 +68,7 @@ class Scrubber:
         self._grams: frozenset[str] = frozenset()
         self._anchors: frozenset[str] = frozenset()
         self._search = _Search.of(frozenset(), frozenset())
+        self._marked_word = _marked_word(_BREAKS)
         for secret in secrets:
             self.add(secret)
 
@@ -69,6 +77,9 @@ class Scrubber:
             return
         forms, grams, anchors = _prepared(secret)
         self._secrets += [form for form in forms if form not in self._secrets]
+        # A secret that holds `<` (a password) split at it, its escaped half masked, the rest shown
+        # (out-182 F5: `Tr0ub4dor<[key]>2024`): what it holds ends no word.
+        self._marked_word = _marked_word("".join(c for c in _BREAKS if not any(c in s for s in self._secrets)))
         if not (grams <= self._grams and anchors <= self._anchors):
             self._grams, self._anchors = self._grams | grams, self._anchors | anchors
             self._search = _Search.of(self._grams, self._anchors)  # one assignment: a reader sees old or new
@@ -123,7 +134,9 @@ class Scrubber:
             # a page's own `&lt;` as `<`: kept out of a page while any other way masks the key.
             masked = self._plain(plain)
             if masked != plain:
-                return self._mask_words(scrubbed) or self._mask_words(scrubbed, every=True) or masked
+                # A backslash read from an escape stays escaped: raw, it would change a JSON text.
+                fallback = masked.replace(BACKSLASH, "%5C")
+                return self._mask_words(scrubbed) or self._mask_words(scrubbed, every=True) or fallback
         return scrubbed
 
     def _mask_words(self, text: str, every: bool = False) -> str | None:
@@ -134,7 +147,7 @@ class Scrubber:
         others are passed over by the pattern, not read one by one (out-180 F2: 800,000 words
         read a call each, 2.6 s of the loop per 4 MB)."""
         out, cursor = [], 0
-        for found in _MARKED_WORD.finditer(text):
+        for found in self._marked_word.finditer(text):
             if (plain := unescaped(word := found[0])) != word and (every or self._plain(plain) != plain):
                 # Its trailing backslashes kept: in a JSON line they escape the quote after it.
                 out += [text[cursor : found.start()], MASK + word[len(word.rstrip("\\")) :]]

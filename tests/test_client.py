@@ -399,6 +399,9 @@ ESCAPED_ECHOES = {
     "json-percent": "".join(f"%5Cu{ord(c):04x}" for c in FAKE_KEY),
     "json-html": "".join(f"&#92;u{ord(c):04x}" for c in FAKE_KEY),
     "json-html-named": "".join(f"&bsol;u{ord(c):04x}" for c in FAKE_KEY),
+    "json-both-html": "".join(f"&#92;&#117;{ord(c):04x}" for c in FAKE_KEY),
+    "json-both-percent-u": "".join(f"%u005C%u0075{ord(c):04x}" for c in FAKE_KEY),
+    "json-both-json": "".join(f"\\u005c\\u0075{ord(c):04x}" for c in FAKE_KEY),
     # out-182: characters a reader does not see between the key's: it shows as the key.
     "nul-between": "\x00".join(FAKE_KEY),
     "zero-width-between": "\u200b".join(FAKE_KEY),

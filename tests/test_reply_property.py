@@ -445,3 +445,24 @@ def test_a_secret_across_words_is_masked_without_reading_a_pages_own_escapes() -
     masked = scrub.text(page)
     assert "<script>" not in masked and "horse battery" not in _escapes.unescaped(masked), masked
     assert masked.startswith("<p>") and masked.endswith("staple</p>")
+
+
+@pytest.mark.parametrize("escaped", ["\\u005c", "%5C", "&#92;", "&bsol;"])
+def test_an_escaped_backslash_read_in_the_whole_text_stays_escaped(escaped: str) -> None:
+    # out-182: an escaped backslash is read as a mark a JSON escape may start with, so that
+    # `&#92;&#117;0073` reads as `s`; where the text read whole is what is kept (a secret across
+    # words, shown by NFKC's reading of a full-width space), it must not become a raw backslash.
+    scrub = Scrubber("correct horse battery staple")
+    masked = scrub.text(f"a{escaped}b correct horse\u3000battery staple")
+    assert masked == "a%5Cb [key]"
+    assert scrub.line(orjson.dumps({"x": f"a{escaped}b correct horse\u3000battery staple"})) == b'{"x":"a%5Cb [key]"}'
+
+
+@pytest.mark.parametrize("letter", ["\\u00fc", "&#252;", "%C3%BC", "%u00FC"])
+def test_a_secret_holding_angle_brackets_with_one_letter_escaped_is_masked_whole(letter: str) -> None:
+    # out-182 F5: split into words at its own `<` and `>`, only the word with the escape was
+    # masked: `Tr0ub4dor<[key]>2024`, 13 of its 21 characters shown. What it holds ends no word.
+    scrub = Scrubber("Tr0ub4dor<Zürich>2024")
+    assert scrub.text(f"you sent Tr0ub4dor<Z{letter}rich>2024 (rejected)") == "you sent [key] (rejected)"
+    # Another scrubber's words still end at angle brackets: a page's tags are kept.
+    assert SCRUB.text(f"<p>{FAKE_KEY[:40].replace('a', '%61')}</p>") == "<p>[key]</p>"
