@@ -466,3 +466,13 @@ def test_a_secret_holding_angle_brackets_with_one_letter_escaped_is_masked_whole
     assert scrub.text(f"you sent Tr0ub4dor<Z{letter}rich>2024 (rejected)") == "you sent [key] (rejected)"
     # Another scrubber's words still end at angle brackets: a page's tags are kept.
     assert SCRUB.text(f"<p>{FAKE_KEY[:40].replace('a', '%61')}</p>") == "<p>[key]</p>"
+
+
+def test_a_run_of_backslashes_is_tried_as_an_escape_from_its_start_only() -> None:
+    # Tried at each of its characters, a text of 40,000 backslashes read as BACKSLASH (from
+    # `\u005c` escapes) took 1.3 s a reading, quadratic in its length (out-182's forms).
+    for mark in ("\\", _escapes.BACKSLASH):
+        text = mark * 5 + "u0041"
+        assert _escapes._ESCAPED.match(text, 0) is not None
+        assert all(_escapes._ESCAPED.match(text, start) is None for start in range(1, 5))
+    assert _escapes.unescaped("\\u005c" * 40_000) == _escapes.BACKSLASH * 40_000
