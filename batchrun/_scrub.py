@@ -96,7 +96,10 @@ class Scrubber:
         json reads (a UTF-8 JSON text holds no raw NUL): its bytes say nothing of its text, so
         it is scrubbed string by string (out-180 F1: a key echoed in UTF-16 reached the cache)."""
         search = self._search
-        if b"\x00" in body or b"\\u" in body or b"\\/" in body or b"\\b" in body or search.anchored_bytes(body):
+        # A backslash looked for alone first: one byte is found ~8x faster than two (1.6 us a
+        # record line each for `\\u`, `\\/`, `\\b`), and most bodies hold none.
+        backslash = b"\\" in body and (b"\\u" in body or b"\\/" in body or b"\\b" in body)
+        if backslash or b"\x00" in body or search.anchored_bytes(body):
             return self
         # A DEL, which JSON leaves raw, is read as nothing: between a key's characters, it hides it.
         escaped = b"%" in body or b"&" in body or b"\x7f" in body or not body.isascii()
