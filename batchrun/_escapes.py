@@ -52,7 +52,8 @@ _ESCAPE_MARKS = ("\\u", "%", "&", BACKSLASH)
 # Characters a reader does not see (controls but the spaces, format characters: zero-width ones, a
 # soft hyphen, bidi controls, a BOM): a key with them between its characters shows as the key
 # (out-182: a UTF-16 text read as UTF-8, a NUL between each character). Read as nothing.
-INVISIBLE = "\x00-\x08\x0e-\x1f\x7f\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff"
+ASCII_INVISIBLE = "\x00-\x08\x0e-\x1f\x7f"  # a character class's ranges (the spaces \t-\r are words' ends)
+INVISIBLE = ASCII_INVISIBLE + "\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff"
 _INVISIBLE = re.compile(f"[{INVISIBLE}]+")
 _LEVELS = 4  # an escape, escaped again up to three times (out-179 F3: `%25252573` passed)
 

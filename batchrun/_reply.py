@@ -138,7 +138,7 @@ def json_of(reply: Reply) -> Any:
     raise bad_reply("the body was truncated or not JSON", reply.status)
 
 
-def _body_text(body: bytes) -> str:
+def body_text(body: bytes) -> str:
     """A body that is no JSON, as text: UTF-8, or UTF-16 or UTF-32 as JSON's rules tell them by
     their NUL bytes (out-182: a UTF-16 error text read as UTF-8 held the key between NULs,
     which no search saw), what NULs are left dropped."""
@@ -148,7 +148,7 @@ def _body_text(body: bytes) -> str:
 
 def error_text(reply: Reply, scrub: Scrubber) -> str:
     """A non-JSON body as an error message: scrubbed first, then cut."""
-    text = scrub.text(_body_text(reply.body)).strip()
+    text = scrub.text(body_text(reply.body)).strip()
     return text[:ERROR_TEXT_CHARS] or f"HTTP {reply.status}"
 
 

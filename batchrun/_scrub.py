@@ -19,7 +19,7 @@ from typing import Any
 
 import ahocorasick_rs
 
-from ._escapes import BACKSLASH, unescaped
+from ._escapes import ASCII_INVISIBLE, BACKSLASH, unescaped
 
 FRAGMENT = 16  # a fragment this long of a 64-hex-digit key still narrows a search a lot
 MASK = "[key]"
@@ -37,10 +37,8 @@ def _marked_word(breaks: str) -> re.Pattern[str]:
     its other characters taken possessively, so a word without one is passed over in a single
     step."""
     ends = '\\s"' + re.escape(breaks)
-    return re.compile(
-        f"(?<![^{ends}])[^{ends}%&\\\\\\x00-\\x08\\x0e-\\x1f\\x7f-\\U0010ffff]*+"
-        f"(?!\\s)[%&\\\\\\x00-\\x08\\x0e-\\x1f\\x7f-\\U0010ffff][^{ends}]*"
-    )
+    marks = f"%&\\\\{ASCII_INVISIBLE}\\x80-\\U0010ffff"
+    return re.compile(f"(?<![^{ends}])[^{ends}{marks}]*+(?!\\s)[{marks}][^{ends}]*")
 
 
 # Text that looks like an OpenRouter key, in what a job file or a dataset holds: never repeated

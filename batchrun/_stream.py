@@ -36,7 +36,7 @@ from ._client import ChatResult, OpenRouterClient
 from ._clock import Clock
 from ._exceptions import RequestFailed, ResponseTooLarge, Transient, Undecodable
 from ._generation import Flight, abandoned, generation_header
-from ._reply import Reply, after_comments, billed, cost_rejected, loads, tool_calls_of, usage_of
+from ._reply import Reply, after_comments, billed, body_text, cost_rejected, loads, tool_calls_of, usage_of
 from ._stream_reading import Reading, choice_error, read_chunk, shape_problem, streamed_calls
 from ._transport import dropped_after_connecting
 
@@ -204,7 +204,7 @@ async def _error_reply(client: OpenRouterClient, response: httpx.Response, clock
     try:
         data = loads(body)  # a lone surrogate in it as in any reply (break56 F4)
     except orjson.JSONDecodeError:
-        data = {"error": {"message": body[:200].decode("utf-8", "replace")}}
+        data = {"error": {"message": body_text(body)[:200]}}
     error = data.get("error") if isinstance(data, dict) else None
     return _classified(client, response.status_code, error, response.headers, clock)
 

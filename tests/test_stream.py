@@ -503,3 +503,17 @@ async def test_events_after_text_that_is_not_json_are_still_a_stream() -> None:
     first = {"id": "gen-8", "choices": [{"delta": {"content": "Par"}}]}
     last = {"id": "gen-8", "choices": [{"delta": {"content": "is"}, "finish_reason": "stop"}]}
     assert (await _streamed(b"not json", b'{"still": "no"', first, last, b"[DONE]")).content == "Paris"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16-le", "utf-32"])
+async def test_a_text_error_to_a_streamed_request_echoing_the_key_is_read_and_scrubbed(encoding: str) -> None:
+    # out-182: a body that is no JSON, in UTF-16 or UTF-32, read as UTF-8 held the key between NULs.
+    body = f"upstream said: {FAKE_KEY}".encode(encoding)
+    with respx.mock(using="httpx") as mock:
+        mock.post("https://or.test/api/v1/chat/completions").mock(
+            return_value=httpx.Response(400, headers={"Content-Type": "text/plain"}, content=body)
+        )
+        async with OpenRouterClient("https://or.test/api/v1", FAKE_KEY, transport=respx_transport()) as c:
+            with pytest.raises(RequestFailed) as caught:
+                await stream_chat(c, b'{"model":"m"}', None, FakeClock(), 5)
+    assert caught.value.message.startswith("upstream said: [key]"), caught.value.message
