@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import functools
+import itertools
+import json
 import os
 import re
 from collections.abc import Iterable
@@ -19,15 +21,18 @@ from typing import Any
 
 import ahocorasick_rs
 
-from ._escapes import ASCII_INVISIBLE, BACKSLASH, unescaped
+from ._escapes import ASCII_INVISIBLE, BACKSLASH, QUOTE, SPACES, seen, unescaped
+from ._narrowing import MASK, NARROWING_READS, narrowed
 
 FRAGMENT = 16  # a fragment this long of a 64-hex-digit key still narrows a search a lot
-MASK = "[key]"
 MAX_DEPTH = 32
 # A "key" shorter than this is a test placeholder, not a credential: masking every "k"
 # in an answer would only destroy it (real OpenRouter keys are 73 characters).
 MIN_SECRET = 8
 _BREAKS = "'<>"  # with spaces and double quotes, what ends a word; but those a secret holds
+# The JSON escapes a body's strings may read as a key's characters by (a backslash, a form feed:
+# nothing; `\\/`: a base64 form's `/`), and Python's `\\x` (_escapes).
+_KEY_ESCAPES = re.compile(rb"\\[ubfx/]")
 
 
 @functools.lru_cache(maxsize=8)
@@ -36,9 +41,9 @@ def _marked_word(breaks: str) -> re.Pattern[str]:
     as nothing: _escapes.INVISIBLE) or a character beyond ASCII in it: from a word's start only,
     its other characters taken possessively, so a word without one is passed over in a single
     step."""
-    ends = '\\s"' + re.escape(breaks)
+    ends = SPACES + '"' + re.escape(breaks)
     marks = f"%&\\\\{ASCII_INVISIBLE}\\x80-\\U0010ffff"
-    return re.compile(f"(?<![^{ends}])[^{ends}{marks}]*+(?!\\s)[{marks}][^{ends}]*")
+    return re.compile(f"(?<![^{ends}])[^{ends}{marks}]*+(?![{SPACES}])[{marks}][^{ends}]*")
 
 
 # Text that looks like an OpenRouter key, in what a job file or a dataset holds: never repeated
@@ -85,19 +90,18 @@ class Scrubber:
     def for_body(self, body: bytes) -> Scrubber:
         """This scrubber, or one that masks nothing when no string decoded from `body` (a
         JSON reply, read and decompressed) can hold a key: the body holds none of the
-        anchors and no \\u, \\/ or \\b escape, nor, with escapes read (and NFKC), any anchor. A
-        JSON string's other escapes decode to spaces, which a key does not hold, so they cannot
-        join two pieces into a key (a base64 form holds `/`, which JSON may write `\\/`; a
-        backspace is read as nothing, _escapes.INVISIBLE). Walking
+        anchors and no \\u, \\/, \\b or \\f escape (nor Python's `\\x`), nor, with escapes read
+        (and NFKC), any anchor. A JSON string's other escapes decode to spaces, which a key does
+        not hold, so they cannot join two pieces into a key (a base64 form holds `/`, which JSON may write `\\/`; a
+        backspace and a form feed are read as nothing, _escapes.INVISIBLE). Walking
         every string of a clean reply was a tenth of the client's own CPU per request
         (bench/throughput.py). A body with a NUL byte is UTF-16 or UTF-32 JSON, which Python's
         json reads (a UTF-8 JSON text holds no raw NUL): its bytes say nothing of its text, so
         it is scrubbed string by string (out-180 F1: a key echoed in UTF-16 reached the cache)."""
         search = self._search
-        # A backslash looked for alone first: one byte is found ~8x faster than two (1.6 us a
-        # record line each for `\\u`, `\\/`, `\\b`), and most bodies hold none.
-        backslash = b"\\" in body and (b"\\u" in body or b"\\/" in body or b"\\b" in body)
-        if backslash or b"\x00" in body or search.anchored_bytes(body):
+        # A backslash looked for alone first: one byte is found ~8x faster than two, and most
+        # bodies hold none; then the escapes by one search (five `in` took 4.7 us a record line).
+        if (b"\\" in body and _KEY_ESCAPES.search(body)) or b"\x00" in body or search.anchored_bytes(body):
             return self
         # A DEL, which JSON leaves raw, is read as nothing: between a key's characters, it hides it.
         escaped = b"%" in body or b"&" in body or b"\x7f" in body or not body.isascii()
@@ -135,8 +139,8 @@ class Scrubber:
             # a page's own `&lt;` as `<`: kept out of a page while any other way masks the key.
             masked = self._plain(plain)
             if masked != plain:
-                # A backslash read from an escape stays escaped: raw, it would change a JSON text.
-                fallback = masked.replace(BACKSLASH, "%5C")
+                # A backslash or a quote read from an escape stays escaped: raw, it would change a JSON text.
+                fallback = masked.replace(BACKSLASH, "%5C").replace(QUOTE, "%22")
                 return self._mask_words(scrubbed) or self._mask_words(scrubbed, every=True) or fallback
         return scrubbed
 
@@ -147,11 +151,12 @@ class Scrubber:
         escape mark in it, or a character beyond ASCII, can read as anything but itself: the
         others are passed over by the pattern, not read one by one (out-180 F2: 800,000 words
         read a call each, 2.6 s of the loop per 4 MB)."""
-        out, cursor = [], 0
+        out, cursor, budget = [], 0, [NARROWING_READS]
         for found in self._marked_word.finditer(text):
             if (plain := unescaped(word := found[0])) != word and (every or self._plain(plain) != plain):
                 # Its trailing backslashes kept: in a JSON line they escape the quote after it.
-                out += [text[cursor : found.start()], MASK + word[len(word.rstrip("\\")) :]]
+                whole = MASK + word[len(word.rstrip("\\")) :]
+                out += [text[cursor : found.start()], whole if every else narrowed(word, whole, budget, self._plain)]
                 cursor = found.end()
         masked = "".join(out) + text[cursor:] if out else text
         plain = unescaped(masked)
@@ -288,16 +293,39 @@ def _prepared(secret: str) -> tuple[tuple[str, ...], frozenset[str], frozenset[s
     for skip in range(3):
         encoded = base64.b64encode(raw[skip:]).decode().rstrip("=")[:-3]
         forms += [encoded, encoded.replace("+", "-").replace("/", "_")]
+    # A secret holding a quote or a backslash (a password) as JSON writes it (`\"`: tool-call
+    # arguments, a grader's verdict, a record; out-183 F5), and as its escapes read (QUOTE,
+    # BACKSLASH); and as a reader sees it (seen: a ligature, an invisible character).
+    # So written again, up to three levels deep (a verdict's JSON in a record's line).
+    for ascii in (True, False):
+        written = secret
+        for _ in range(3):
+            written = json.dumps(written, ensure_ascii=ascii)[1:-1]
+            forms.append(written)
+    forms += [seen(secret), secret.replace("\\", BACKSLASH).replace('"', QUOTE)]
     kept = tuple(form for form in dict.fromkeys(forms) if len(form) >= MIN_SECRET)
     # Grams and anchors are sought in ASCII lower case (_ascii_lower): a form in any mix of
     # cases, reversed and upper-cased too, is found (out-178 F1: `FEDCBA...-1V-RO-KS` and
     # `sK-Or-v1-...AbCdEf` passed whole).
-    grams = {_ascii_lower(form[i : i + FRAGMENT]) for form in kept for i in range(len(form) - FRAGMENT + 1)}
+    grams = {_ascii_lower(gram) for form in kept for gram in _grams(form)}
     # Any FRAGMENT-long run of a form holds one of these aligned half-length blocks whole, so a
     # text holding none of them holds no fragment: one cheap test per string.
     half = FRAGMENT // 2
     anchors = {_ascii_lower(form[i : i + half]) for form in kept for i in range(0, len(form) - half + 1, half)}
     return kept, frozenset(grams), frozenset(anchors)
+
+
+_JSON_TOKEN = re.compile(r"\\u[0-9a-fA-F]{4}|\\.|.", re.DOTALL)
+
+
+def _grams(form: str) -> list[str]:
+    """`form`'s FRAGMENT-long runs; of a form with a backslash (as JSON writes a quote), those
+    that neither start nor end inside an escape: masked, a run cut from its escape's backslash
+    would leave a JSON text broken (`\\[key]`)."""
+    if "\\" not in form:
+        return [form[i : i + FRAGMENT] for i in range(len(form) - FRAGMENT + 1)]
+    bounds = set(itertools.accumulate((len(token) for token in _JSON_TOKEN.findall(form)), initial=0))
+    return [form[i : i + FRAGMENT] for i in sorted(bounds) if i + FRAGMENT in bounds]
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")

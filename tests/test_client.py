@@ -406,10 +406,31 @@ ESCAPED_ECHOES = {
     "nul-between": "\x00".join(FAKE_KEY),
     "zero-width-between": "\u200b".join(FAKE_KEY),
     "del-between": "\x7f".join(FAKE_KEY),
-    "backspace-between": "\b".join(
-        FAKE_KEY
-    ),  # JSON writes it `\b`, no \u escape  # JSON leaves DEL as it is: an ASCII body with no escape
+    "backspace-between": "\b".join(FAKE_KEY),  # JSON writes it `\b`, no \u escape
     "soft-hyphens-and-bidi": "".join(c + "\u00ad\u202c" for c in FAKE_KEY),
+    # out-183 F1, F2: those characters escaped (as JSON writes them in tool-call arguments), and
+    # F3: the rest of Unicode's default-ignorable ones, C1 controls, a vertical tab, a form feed.
+    "zero-width-json": "\\u200b".join(FAKE_KEY),
+    "nul-json": "\\u0000".join(FAKE_KEY),
+    "zero-width-html": "&#8203;".join(FAKE_KEY),
+    "soft-hyphen-html-named": "&shy;".join(FAKE_KEY),
+    "zero-width-joiner-html-named": "&zwj;".join(FAKE_KEY),
+    "zero-width-percent-utf8": "%E2%80%8B".join(FAKE_KEY),
+    "zero-width-percent-u": "%u200B".join(FAKE_KEY),
+    "variation-selector-between": "\ufe0f".join(FAKE_KEY),
+    "hangul-filler-between": "\u3164".join(FAKE_KEY),
+    "c1-control-between": "\x85".join(FAKE_KEY),
+    "vertical-tab-between": "\x0b".join(FAKE_KEY),
+    "form-feed-between": "\x0c".join(FAKE_KEY),  # JSON writes it `\f`
+    "language-tag-between": "\U000e0001".join(FAKE_KEY),
+    "lone-surrogate-json": "\\ud800".join(FAKE_KEY),
+    # Tag characters spell ASCII out of sight ("ASCII smuggling"), raw or as JSON's surrogate pairs.
+    "tags": "".join(chr(0xE0000 + ord(c)) for c in FAKE_KEY),
+    "tags-json": "".join(f"\\udb40\\udc{ord(c):02x}" for c in FAKE_KEY),
+    # F4: Python's escapes of bytes, as an exception quotes what a server sent (a bad status line).
+    "python-bytes-nul": repr("\x00".join(FAKE_KEY).encode()),
+    "python-bytes-zero-width": repr("\u200b".join(FAKE_KEY).encode()),
+    "python-bytes-fullwidth": repr("".join(chr(ord(c) + 0xFEE0) for c in FAKE_KEY).encode()),
 }
 
 
@@ -426,6 +447,8 @@ def _decoded(text: str) -> str:
     for _ in range(4):
         unescaped = urllib.parse.unquote(html.unescape(unescaped))
     read = unescaped + hex_runs + unicodedata.normalize("NFKC", legacy)
+    # What a reader does not see: format characters, controls, variation selectors, fillers.
+    read = "".join(c for c in read if unicodedata.category(c) not in ("Cf", "Cc", "Mn", "Cs") and c != "\u3164")
     return read.lower() + read[::-1].lower()
 
 

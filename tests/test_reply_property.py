@@ -12,7 +12,6 @@ import base64
 import html
 import math
 import re
-import unicodedata
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +21,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from batchrun import _escapes, _scrub
+from batchrun import _escapes, _narrowing, _scrub
 from batchrun._account_reply import data_of, parse_created_key, parse_key_data, parse_models
 from batchrun._exceptions import RequestFailed
 from batchrun._reply import ChatResult, Reply, error_failure, parse_chat
@@ -362,9 +361,9 @@ def test_a_run_of_escapes_reads_as_its_escapes_one_by_one(chars: list[str], json
     text = "".join(map(escape, chars))
     one_by_one = re.compile(_escapes._ONE)
     expected = text
-    for _ in range(3):  # and each level's reading read by NFKC (out-182: an escaped full-width form)
+    for _ in range(3):  # and each level's reading seen: NFKC (out-182), invisibles as nothing (out-183)
         read = one_by_one.sub(_escapes._unescape_key_chars, expected)
-        expected = unicodedata.normalize("NFKC", read) if read != expected else read
+        expected = _escapes.seen(read) if read != expected else read
     assert _escapes.unescaped(text) == expected
 
 
@@ -426,11 +425,12 @@ def test_words_are_masked_as_when_every_word_was_read(pieces: list[str]) -> None
     # out-180 F2: only the words with an escape mark or a character beyond ASCII are read now;
     # the text comes out as when every word between the breaks was read one by one.
     text = "".join(pieces)
-    parts = re.split(r"""([\s"'<>]+)""", text)
+    parts = re.split(f"([{_escapes.SPACES}\"'<>]+)", text)  # the spaces a reader sees end words
+    budget = [_narrowing.NARROWING_READS]  # and each such word narrowed to what shows a key (out-183 F7)
     for i in range(0, len(parts), 2):
         word = parts[i]
         if (plain := _escapes.unescaped(word)) != word and SCRUB._plain(plain) != plain:
-            parts[i] = "[key]" + word[len(word.rstrip("\\")) :]
+            parts[i] = _narrowing.narrowed(word, "[key]" + word[len(word.rstrip("\\")) :], budget, SCRUB._plain)
     masked = "".join(parts)
     plain = _escapes.unescaped(masked)
     assert SCRUB._mask_words(text) == (masked if SCRUB._plain(plain) == plain else None)
@@ -476,3 +476,64 @@ def test_a_run_of_backslashes_is_tried_as_an_escape_from_its_start_only() -> Non
         assert _escapes._ESCAPED.match(text, 0) is not None
         assert all(_escapes._ESCAPED.match(text, start) is None for start in range(1, 5))
     assert _escapes.unescaped("\\u005c" * 40_000) == _escapes.BACKSLASH * 40_000
+
+
+QUOTED_PASSWORD = 'p@ss <w>ord "quoted" & 100% \\back ünïcødé'
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        orjson.dumps(QUOTED_PASSWORD).decode()[1:-1],  # as JSON writes it: a grader's verdict, tool arguments
+        orjson.dumps(QUOTED_PASSWORD).decode()[1:30],  # cut short
+        orjson.dumps(QUOTED_PASSWORD).decode()[12:50],
+        orjson.dumps(orjson.dumps(QUOTED_PASSWORD).decode()).decode()[1:-1],  # JSON in JSON
+        urllib.parse.quote(QUOTED_PASSWORD, safe=""),
+        html.escape(QUOTED_PASSWORD),
+        "".join(f"\\u{ord(c):04x}" for c in QUOTED_PASSWORD),
+        "".join(f"&#{ord(c)};" for c in QUOTED_PASSWORD),
+    ],
+    ids=["json", "json-cut", "json-middle", "json-twice", "percent", "html-text", "json-escapes", "html-references"],
+)
+def test_a_secret_holding_a_quote_or_a_backslash_is_scrubbed_as_json_and_escapes_write_it(written: str) -> None:
+    # out-183 F5: a password with `"` or `\` came back from a grader's verdict (JSON: `\"`) whole
+    # into the results, and URL- or HTML-escaped whole; the README excepted such secrets.
+    scrub = Scrubber(QUOTED_PASSWORD)
+    masked = scrub.text(f"it was {written} here")
+    assert "[key]" in masked and "quoted" not in _escapes.unescaped(masked).replace("\\", ""), masked
+    # A JSON line masked so is still JSON: no mask cuts an escape from its backslash.
+    line = scrub.line(orjson.dumps({"reason": f"it was {written} here", "n": 1}))
+    assert orjson.loads(line)["n"] == 1 and b"[key]" in line, line
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("see https://h/?k={percent}&z=2 ok", "see https://h/?k=[key]&z=2 ok"),
+        ("<code>{html}</code>", "<code>[key]</code>"),
+        ("日本語の答え{json}です。" * 2, "日本語の答え[key]です。" * 2),
+        ("u={invisible}!", "u=[key]!"),
+        ("a={json}&b={html}&c=3", "a=[key]&b=[key]&c=3"),
+    ],
+    ids=["url", "code", "cjk-twice", "invisible", "two-in-one-word"],
+)
+def test_only_the_part_of_a_word_that_shows_a_key_is_masked(text: str, expected: str) -> None:
+    # out-183 F7: an escaped key in a word masked the whole word: a URL's other parameters, a
+    # tag around it, a 64,000-character answer in a script without spaces became `[key]`.
+    text = text.format(
+        percent="".join(f"%{ord(c):02X}" for c in FAKE_KEY),
+        html="".join(f"&#{ord(c)};" for c in FAKE_KEY),
+        json="".join(f"\\u{ord(c):04x}" for c in FAKE_KEY),
+        invisible="\u200b".join(FAKE_KEY),
+    )
+    assert SCRUB.text(text) == expected
+    line = SCRUB.line(orjson.dumps({"x": text}))
+    assert orjson.loads(line)["x"] == expected
+
+
+def test_a_text_of_many_words_with_a_key_is_masked_word_by_word_past_the_narrowing_budget() -> None:
+    # Narrowing reads a word a few dozen times: a hostile text of thousands of such words is
+    # narrowed only within NARROWING_READS characters read, the rest masked word by word.
+    word = "k=" + "".join(f"&#{ord(c)};" for c in FAKE_KEY) + "&z"
+    masked = SCRUB.text(" ".join([word] * 2_000)).split(" ")
+    assert masked[0] == "k=[key]&z" and masked[-1] == "[key]" and set(masked) == {"k=[key]&z", "[key]"}
