@@ -208,8 +208,7 @@ class ChargeBook:
         if doubted(reported, reservation):
             self.doubted += 1
             self.doubted_example = self.doubted_example or f"${usd(reported)} for a worst case of ${usd(reservation)}"
-            self.doubting += 1
-            self._doubts_settled.clear()
+            self.doubt_begins()
             try:
                 found = None
                 # Under a limit, asked even when /generation was found slow: answering in 5 s, it was
@@ -227,9 +226,7 @@ class ChargeBook:
                 await self.ledger.settle(reservation, reported, answered=True)
                 raise
             finally:
-                self.doubting -= 1
-                if not self.doubting:
-                    self._doubts_settled.set()
+                self.doubt_ends()
             if found is not None:
                 self.doubted_looked_up += 1
                 charge.cost, charge.status, reported, how = found.total_cost, "looked_up", found.charged, "looked up"
@@ -240,6 +237,29 @@ class ChargeBook:
         if flag or how != "reported":
             charge.above_worst = self.check_bound(reported, reservation, how)
         await self.ledger.settle(reservation, reported, answered=True)
+
+    def doubt(self, row: RowCharges, reported: float | None, reservation: float) -> None:
+        """A charge far above its worst case holds every attempt from the moment its reply is
+        in, not from when its lookup begins: the throttle's slot, given back on the way there,
+        let another attempt out meanwhile (out-184 F1: $0.60 billed on a $0.05 budget). Until
+        the row's charge is settled, or the row cut short (undoubt)."""
+        if reported is not None and not row.doubting and doubted(reported, reservation):
+            row.doubting = True
+            self.doubt_begins()
+
+    def undoubt(self, row: RowCharges) -> None:
+        if row.doubting:
+            row.doubting = False
+            self.doubt_ends()
+
+    def doubt_begins(self) -> None:
+        self.doubting += 1
+        self._doubts_settled.clear()
+
+    def doubt_ends(self) -> None:
+        self.doubting -= 1
+        if not self.doubting:
+            self._doubts_settled.set()
 
     async def doubts_settled(self) -> None:
         """Until no doubted charge is being looked up: an attempt about to be sent waits, so the

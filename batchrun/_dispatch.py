@@ -18,6 +18,7 @@ from ._costs import CostModel
 from ._exceptions import NotSent, RateLimited, RequestFailed
 from ._generation import Flight
 from ._journal import AttemptJournal
+from ._key_probe import KeyProbe
 from ._ledger import BudgetExhausted, CreditLedger
 from ._limit_parts import LimitParts
 from ._matrix import Request
@@ -30,12 +31,6 @@ from ._status import StopReason
 from ._stops import Stops
 from ._stream import stream_chat
 from ._throttle import Throttle
-
-# Under a limit, /key is read at most this many times the concurrency requests apart (_next_probe),
-# and a gap below this much, or below this share of what is left of the limit, is agreement.
-PROBE_REACH = 8
-PROBE_TOLERANCE_USD = 0.001
-PROBE_TOLERANCE_SHARE = 0.01
 
 
 class Dispatcher:
@@ -68,7 +63,7 @@ class Dispatcher:
         self._sent_since_refresh = 0
         self._last_refresh = clock.monotonic()  # pre-flight has just read /key
         self._refreshing: asyncio.Future[None] | None = None  # the periodic /key read under way
-        self._probe: int | None = None  # under a limit, /key is read every this many requests too (_next_probe)
+        self._probe = KeyProbe(settings.concurrency, settings.key_refresh_requests)  # under a limit
         self._watching = False  # watch_key ran
         self._key_asked = self._key_followed = 0  # /key reads sent, and the latest one followed
         self.ledger.gap_changed = self.journal_key_gap
@@ -102,6 +97,7 @@ class Dispatcher:
     async def release(self, row: Row, *, keep: bool = False) -> None:
         """Give back the row's reservation; `keep` counts it as spent (a request abandoned in
         flight may still be billed: streaming.mdx, only a cancelled stream stops billing)."""
+        self.charges.undoubt(row.charges)  # cut short before its charge was settled: it holds nothing back
         if row.reservation is not None:
             reservation, row.reservation = row.reservation, None
             await asyncio.shield(self.ledger.settle(reservation, reservation if keep else 0.0))
@@ -125,16 +121,19 @@ class Dispatcher:
                 )
             else:
                 result = await self.client.chat(request.payload, row_id=request.id, flight=flight)
+            self.charges.doubt(row.charges, reported_charge(result.usage), row.reservation or 0.0)
             self._stop_past_limit(row, result)
-        except RateLimited as failure:
-            self.throttle.rate_limited(
-                request.model,
-                started,
-                failure.retry_after,
-                pace=failure.paces,
-                limit_wait=failure.limit_wait,
-                limit=failure.limit_count,
-            )
+        except RequestFailed as failure:
+            self.charges.doubt(row.charges, failure.reported_cost, row.reservation or 0.0)
+            if isinstance(failure, RateLimited):
+                self.throttle.rate_limited(
+                    request.model,
+                    started,
+                    failure.retry_after,
+                    pace=failure.paces,
+                    limit_wait=failure.limit_wait,
+                    limit=failure.limit_count,
+                )
             raise
         finally:
             await self.throttle.release(request.model)
@@ -167,12 +166,15 @@ class Dispatcher:
                 row.log.attempts -= 1  # counted as it began; it never went out
                 raise
             except RequestFailed as failure:
-                if failure.reported_cost is not None:
-                    await self._charge_failure(row, failure)
-                elif failure.maybe_billed:
-                    self._hold(row, failure)
-                else:
-                    await self._release_unbilled(row)
+                try:
+                    if failure.reported_cost is not None:
+                        await self._charge_failure(row, failure)
+                    elif failure.maybe_billed:
+                        self._hold(row, failure)
+                    else:
+                        await self._release_unbilled(row)
+                finally:
+                    self.charges.undoubt(row.charges)
                 raise
 
         # A retry's wait ends at a stop, or its model's: the attempt is then NotSent (break25 F4).
@@ -223,7 +225,10 @@ class Dispatcher:
         reservation, row.reservation = row.reservation or 0.0, None
         row.sent = False  # settled from here on, not held as a request in flight
         self._journal_paid(row, reported_charge(result.usage))
-        await self.charges.answered(result, reservation, row.charges, estimate)
+        try:
+            await self.charges.answered(result, reservation, row.charges, estimate)
+        finally:
+            self.charges.undoubt(row.charges)
 
     def _journal_paid(self, row: Row, usd: float | None) -> None:
         """What the attempt answered that it cost, in the journal before the ledger takes it."""
@@ -263,9 +268,7 @@ class Dispatcher:
         self.ledger.read_key = self._read_key
         self.ledger.open_key_window()
         if self.ledger.limit is not None:
-            # The first read once an answer is in (the request past the concurrency waits for one): what
-            # an answer costs the key is known then, for a resume after a kill (_killed_run).
-            self._probe = self.settings.concurrency + 1
+            self._probe.start()
 
     def key_lost(self, why: str) -> None:
         """Under a limit, the key's usage can no longer be followed: no window can be trusted,
@@ -287,15 +290,12 @@ class Dispatcher:
         self._sent_since_refresh += 1
         now = self.clock.monotonic()
         settings = self.settings
-        due = (
-            self._sent_since_refresh >= min(settings.key_refresh_requests, self._probe or settings.key_refresh_requests)
-            or now - self._last_refresh >= settings.key_refresh_s
-        )
+        due = self._probe.due(self._sent_since_refresh) or now - self._last_refresh >= settings.key_refresh_s
         if self._refreshing is not None:
             # A read is under way: past the probe's spacing, wait for its answer rather than send
             # on unseen; with a slow /key, requests went out for seconds and $5.11 was charged
             # under a $0.05 budget (verification of break14e fixes, G1).
-            if self._probe is not None and self._sent_since_refresh >= self._probe:
+            if self._probe.passed(self._sent_since_refresh):
                 await self.stops.held_by("a /key read", asyncio.wait([self._refreshing]))  # its failure is the reader's
             return
         if not due or self.costs is None or self.costs.models is None:
@@ -362,20 +362,6 @@ class Dispatcher:
             else:
                 self.ledger.open_key_window()
 
-    def _next_probe(self, charged_beyond: bool) -> None:
-        """The key window reads /key only when the worst cases reserved since the last read may exhaust
-        what is left, so charges above the worst cases (a price list that lies, a model listed at $0
-        that bills) went unseen until the end: $2.40 charged under a $0.05 budget, exit 0 (break14e
-        E2). So under a limit /key is read every `_probe` requests too: once an answer is in at first,
-        doubling while the key shows nothing beyond the ledger, up to PROBE_REACH times the concurrency
-        (a price that rises after hundreds of honest answers went unseen for key_refresh_requests
-        more: verification F1), and every `concurrency` requests once it has."""
-        if self._probe is None:
-            return
-        concurrency = max(1, self.settings.concurrency)
-        farthest = min(PROBE_REACH * concurrency, self.settings.key_refresh_requests)
-        self._probe = concurrency if charged_beyond else min(2 * self._probe, farthest)
-
     async def _follow_key(self, info: dict[str, Any]) -> str | None:
         """Follow the key's spend (its usage, as its limit counts it, or the fall of its
         limit_remaining: _reconcile.key_spend) and its credit; returns why its usage cannot be
@@ -393,12 +379,7 @@ class Dispatcher:
                     self.journal_key_gap()
                 if self.journal is not None:  # what a resume after a kill -9 measures from (_killed_run)
                     self.journal.key_seen(self.key_seen, self.ledger)
-                # A key that rounds each charge up shows a sub-cent excess over honest answers (F8),
-                # and so does another process spending on the key far from the limit (G5): both are
-                # agreement. The gap is counted as spent either way, and reads never come more than
-                # PROBE_REACH x concurrency requests apart; the tolerance shrinks with what is left.
-                left = self.ledger.remaining or 0.0
-                self._next_probe(gap > max(PROBE_TOLERANCE_USD, PROBE_TOLERANCE_SHARE * left))
+                self._probe.followed(gap, self.ledger.remaining or 0.0)
         # The key allows `remaining` beyond what it has charged; the ledger counts that charge (and the
         # gap follow_key added) already, so its part is the charge plus what is left. `spent + remaining`
         # counted the gap twice and stopped a run with credit to spare (break-14c m6). Charges counted

@@ -42,6 +42,7 @@ class Charge:
 @dataclass
 class RowCharges:
     parts: list[Charge] = field(default_factory=list)
+    doubting: bool = False  # a reply's charge not believed: no attempt is sent until it is settled
 
     @property
     def answer(self) -> Charge | None:

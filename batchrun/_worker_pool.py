@@ -344,6 +344,7 @@ class Runner:
             outcome = cancelled
             raise
         finally:
+            self.dispatch.charges.undoubt(row.charges)  # whatever cut it short, its doubt holds back no other row
             if not row.written and row.hit is not None and stopped.reason != StopReason.IO:
                 # A hit costs nothing and needs no server: cut while graded off the loop, it is
                 # graded here and written, not skipped (a stop's grace of 0 lost one).

@@ -11,7 +11,9 @@ the budget.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from .bound_server import (
     Billing,
     _request,
     endpoint,
+    params_job,
     plan,
     pricing,
     run,
@@ -579,3 +582,39 @@ def test_a_cache_read_price_above_the_prompt_price_bounds_the_prompt(tmp_path: P
     costs = CostModel({MODEL: ModelInfo(MODEL, PROMPT, COMPLETION, 0.0, 131072, 16384, top)})
     request = _request(tmp_path, {"max_tokens": 50})
     assert costs.worst_case(request) == pytest.approx(prompt_token_bound(request) * PROMPT * 10 + 50 * COMPLETION)
+
+
+@pytest.mark.parametrize("concurrency", ["4", "16"])
+def test_no_request_goes_out_while_a_charge_far_above_its_worst_case_is_looked_up(
+    tmp_path: Path, concurrency: str
+) -> None:
+    # out-184 F1: answers billed and reported at $0.20 each (far above a worst case of $0.00002)
+    # on a $0.05 budget: a third request went out while the first answer's charge was looked up,
+    # the throttle's slot given back on the way to that lookup. $0.60 billed; only the two sent
+    # before the first answer can be.
+    billing = LyingBilling(lie=5.0, extra=5.0)
+    hostile = server(billing)
+    hostile.routes["/generation"] = billing.generation
+    both_in, arrived = asyncio.Event(), [0]
+
+    def chat(request: RawRequest) -> Callable[[asyncio.StreamWriter], Awaitable[None]]:
+        answer = billing.chat(request)
+
+        async def together(writer: asyncio.StreamWriter) -> None:
+            # The first two answer at once, as replies of one latency do: the others then wait
+            # on the first answer's charge while the second's worker gives its slot back.
+            arrived[0] += 1
+            if arrived[0] == 2:
+                both_in.set()
+            await asyncio.wait_for(both_in.wait(), 10)
+            writer.write(answer)
+            await writer.drain()
+
+        return together
+
+    hostile.routes["/chat/completions"] = chat
+    job = params_job("doubt", {"max_tokens": 50})
+    code, _, err, rows = run(hostile, tmp_path, job, "--budget", "1", "--concurrency", concurrency)
+    assert code == ExitCode.BUDGET, err
+    assert billing.chats <= 2, f"{billing.chats} requests sent, ${billing.total:.2f} billed on a $1 budget"
+    assert sum(r["status"] == "skipped" for r in rows) >= ROWS - 2

@@ -21,7 +21,7 @@ from batchrun._status import StopReason
 from batchrun._verdict import _STOP_CODES
 
 PACKAGE = Path(batchrun.__file__).parent
-MAX_LINES = 410  # "no module over about 400 lines" (the largest: _dispatch, 409)
+MAX_LINES = 410  # "no module over about 400 lines" (the largest: _job, _orchestration, _run_output, 410)
 
 
 def _modules() -> list[Path]:
