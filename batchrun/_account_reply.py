@@ -248,6 +248,11 @@ def parse_key_data(data: Any, scrub: Scrubber, what: str) -> dict[str, Any]:
     for name in _KEY_MONEY:
         if name in data:
             key[name] = money(data[name])
+    # Both required by OpenAPI's KeyResponse (GET /key), null when the key has no limit: a reply
+    # with neither was read as a key without one, and a run spent 5x the key's limit (out-184 F5).
+    # One of them bounds the credit (the other is read as the dearer of the two, below).
+    if what == "/key" and "limit" not in data and "limit_remaining" not in data:
+        raise bad_reply(f"the {what} data has no limit nor limit_remaining: whether the key has a limit is unknown")
     remaining = data.get("limit_remaining")
     # null means "no per-key limit"; anything else must be a number (it may be negative
     # once a key overspent), or the credit is unknown and nothing can be promised.

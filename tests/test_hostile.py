@@ -407,6 +407,17 @@ def test_a_key_saying_more_is_left_than_its_limit_is_held_to_its_limit(tmp_path:
     assert outcome.code == ExitCode.BUDGET and not server.chat_rows(), outcome.stderr
 
 
+@pytest.mark.parametrize("key", [{"label": "x"}, {"label": "x", "usage": 0}], ids=["bare", "usage-only"])
+def test_a_key_read_with_neither_limit_nor_limit_remaining_sends_nothing(tmp_path: Path, key: dict[str, Any]) -> None:
+    # out-184 F5: /key answered without the limit fields OpenAPI's KeyResponse requires (null for
+    # no limit), read as a key with no limit: all 100 requests sent, $0.10 billed on a $0.02 limit.
+    server = answer(chat_payload())
+    server.key = lambda r: json_answer(200, {"data": key})
+    outcome = run(server, tmp_path, "--quiet")
+    assert outcome.code == ExitCode.ERRORS and not server.chat_rows(), outcome.stderr
+    assert "the /key data has no limit nor limit_remaining" in outcome.stderr
+
+
 @pytest.mark.parametrize(("reset", "shown"), [("yearly", "'yearly'"), (1, "not text"), (True, "not text")])
 def test_a_limit_reset_the_docs_do_not_give_is_said(tmp_path: Path, reset: Any, shown: str) -> None:
     # verify49 N3, verify50 N6: read as never resetting (all-time usage against the limit), with

@@ -688,7 +688,10 @@ def test_a_cut_off_attempts_cost_learnt_later_does_not_take_the_key_gap_down(tmp
 
     key = {"usage": lambda: billed["seen"]}
     server = HostileServer(
-        chat=chat, key=lambda request: json_answer(200, {"data": {"label": "k", "usage": key["usage"]()}})
+        chat=chat,
+        key=lambda request: json_answer(
+            200, {"data": {"label": "k", "limit": None, "limit_remaining": None, "usage": key["usage"]()}}
+        ),
     )
     server.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
     first = run(server, tmp_path, "--budget", "1", job=JOB.replace("{a: 6}]", "{a: 6}, {a: 7}, {a: 8}, {a: 9}]"))
@@ -728,7 +731,9 @@ def test_a_resume_that_sends_nothing_counts_no_one_elses_spend_on_the_key(tmp_pa
 
     def key(request: RawRequest) -> bytes:
         reads["n"] += 1  # another process spends $0.001 between any two reads
-        return json_answer(200, {"data": {"label": "k", "usage": 0.001 * reads["n"]}})
+        return json_answer(
+            200, {"data": {"label": "k", "limit": None, "limit_remaining": None, "usage": 0.001 * reads["n"]}}
+        )
 
     server = HostileServer(chat=lambda request: json_answer(200, chat_payload()), key=key)
     first = run(server, tmp_path, "--budget", "0.01")
@@ -852,7 +857,10 @@ def test_costs_a_resume_learns_above_their_worst_case_are_said_and_past_the_budg
     reply = {k: v for k, v in chat_payload().items() if k != "usage"}
     server = HostileServer(
         chat=lambda request: json_answer(200, {**reply, "id": f"gen-{request.headers['x-batchrun-row']}"}),
-        key=lambda request: json_answer(200, {"data": {"label": "k", "usage": 5000.0 * len(server.chat_rows())}}),
+        key=lambda request: json_answer(
+            200,
+            {"data": {"label": "k", "limit": None, "limit_remaining": None, "usage": 5000.0 * len(server.chat_rows())}},
+        ),
     )
     server.routes["/generation"] = lambda request: json_answer(404, {"error": {"code": 404, "message": "not found"}})
     limit = ("--budget", "1") if budget else ()
