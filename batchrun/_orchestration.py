@@ -29,7 +29,7 @@ from ._killed_run import batches_bound, carried_rate, killed_run_charge, release
 from ._late_costs import append_late_costs
 from ._ledger import CreditLedger
 from ._library_args import checked_arguments, checked_threshold
-from ._lock import OutputLock, lock_created
+from ._lock import OutputLock
 from ._matrix import Request, count_requests, matrix_requests, run_size_problem, shard_text
 from ._needless_stop import drop_needless_stop
 from ._options import HostCallback, Notice, RunOptions
@@ -54,6 +54,7 @@ from ._status import StopReason
 from ._summary import SummaryBuilder
 from ._summary_beside import edit_mark
 from ._summary_floor import earlier_spend, sealed
+from ._summary_place import results_created
 from ._summary_types import Summary
 from ._verdict import ExitCode, decide, exit_fields
 from ._worker_pool import PoolOutcome, Runner, run_config
@@ -212,7 +213,7 @@ async def _locked_run(
 
         writer = ResultsWriter(output)
         writer.scrub = client.scrub
-        lock_created(output)  # a new output exists now: locked by any name (verify22 N4)
+        results_created(output, new=states is None)  # locked by any name (verify22 N4); a stale summary gone
         # What a kill of this run keeps: the journal gap it read (less what it released), and its measure.
         carried = prior.journal_gap - journal_released + unseen
         rate = carried_rate(seen, pre.key_start.usage)
@@ -261,8 +262,7 @@ async def _locked_run(
 
         # The end-of-run /key read may use the grace after the deadline, as rows do.
         cleanup_left = cleanup_time(time_left, settings.grace_s)
-        # After a signal or the deadline, the wind-down's account calls have one more grace (verify23 N1).
-        # A signal during the wind-down cuts it at a grace, and is exit 7 (break25 F6).
+        # After a signal or the deadline the wind-down's calls get a grace more (verify23 N1); a signal cuts it: exit 7.
         ends = wind_down_within(settings.grace_s, outcome.stop in _PROMPT_STOPS, cleanup_left())
         runner.charges.cut_off = ends
         control.winding_down = lambda: ends.set_in(wind_down_s(settings.grace_s))

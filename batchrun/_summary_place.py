@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ._exceptions import ConfigError
 from ._files import irregular_kind, open_regular
+from ._lock import lock_created
 from ._output_paths import named_results, summary_path
 
 _SUMMARY_MAX_BYTES = 64 << 20  # past this, no summary batchrun wrote
@@ -57,3 +58,14 @@ def refuse_summary_place(output: Path, new: bool) -> None:
             f"{summary}: the summary of {named}, not of {output.name}: it was left untouched; move it "
             "away, or give another --output"
         )
+
+
+def results_created(output: Path, new: bool) -> None:
+    """`output` exists now: flock it for the lock held on its name (_lock.lock_created). Of a
+    `new` run, the summary beside it goes: that of a results file removed since (or emptied),
+    which the run replaces at its end. Left there, a kill -9 before that end made the resume
+    read it as the new file's: "records removed", exit 12 for good, and the removed file's spend
+    counted against the budget (out-184 F2)."""
+    lock_created(output)
+    if new:
+        summary_path(output).unlink(missing_ok=True)

@@ -727,3 +727,32 @@ def test_what_an_attempt_answered_it_cost_is_what_a_crash_leaves_counted(tmp_pat
     fields = crash_fields(crashed, {})
     assert (fields["cost"], fields["cost_status"]) == (9999.0, "reported")
     assert fields["abandoned_attempts"][0]["cost_doubted"] is True
+
+
+def test_a_new_run_killed_beside_the_summary_of_a_removed_file_resumes_clean(tmp_path: Path) -> None:
+    # out-184 F2: results removed to start over, their summary left beside the name; the new run
+    # killed before writing its own, the resume read the old summary as the new file's: "records
+    # removed", exit 12 for good, and the removed file's spend counted as this file's.
+    path = write_job(tmp_path, KILL_JOB)
+    out = tmp_path / "out.jsonl"
+    server = HostileServer(chat=lambda request: json_answer(200, chat_payload()))
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "-q")
+    assert code == ExitCode.OK and (tmp_path / "out.summary.json").exists(), err
+    out.unlink()
+    server.chat = _stall
+    with server.running():
+        process = start(
+            path, "--base-url", server.base_url, "-o", out, "-q", env=child_env(OPENROUTER_API_KEY=FAKE_KEY)
+        )
+        wait_for_lines(tmp_path / "out.attempts.jsonl", 6, process)
+        process.kill()
+        process.wait()
+    assert not (tmp_path / "out.summary.json").exists()  # the new run's results have none yet
+    server.chat = lambda request: json_answer(200, chat_payload())
+    with server.running():
+        code, _, err = call_cli(path, "--base-url", server.base_url, "-o", out, "-q", "--resume")
+    assert code == ExitCode.OK, err
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert "results_edited" not in summary and summary["total"]["rows"] == 8
+    assert call_cli("report", out)[0] == ExitCode.OK
