@@ -108,13 +108,15 @@ def loads(body: bytes | str) -> Any:
     """JSON, as orjson reads it; failing that, as Python's json module does, which also takes
     the literals NaN and Infinity: a reply with `"cost": NaN` is an answer whose cost cannot
     be believed (unknown, its worst case held), not a bad reply to send again and pay twice.
-    orjson refuses lone surrogate escapes; json takes them, and they become U+FFFD here.
+    orjson refuses lone surrogate escapes; json takes them, and they become U+FFFD here. So
+    are control characters left raw in a string (out-183 F11: a stream chunk holding an ESC was
+    skipped as no JSON, and its row recorded `ok` with its content gone).
     Raises orjson.JSONDecodeError when neither can read it."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         try:
-            return valid_text(json.loads(body))
+            return valid_text(json.loads(body, strict=False))
         except (ValueError, RecursionError):
             raise orjson.JSONDecodeError("not JSON", "", 0) from None
 

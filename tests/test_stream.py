@@ -388,6 +388,18 @@ async def test_an_event_stream_is_utf_8_whatever_charset_its_content_type_names(
     assert result.content == "Zürich €"
 
 
+@pytest.mark.parametrize("control", ["\x00", "\x0b", "\x1b[31m", "\x7f"], ids=["nul", "vt", "esc", "del"])
+async def test_a_stream_chunk_with_a_raw_control_character_in_a_string_is_read_not_dropped(control: str) -> None:
+    # out-183 F11: a chunk whose content held a raw NUL, VT or ESC (no JSON reader takes those
+    # unescaped) was skipped as no JSON: the row was `ok` with its content gone.
+    content = f"red{control}text"
+    chunk = {"id": "g", "choices": [{"delta": {"content": content}, "finish_reason": "stop"}]}
+    raw = json.dumps(chunk, ensure_ascii=False).replace(json.dumps(control)[1:-1], control).encode()
+    assert control.encode() in raw
+    result = await _streamed(raw, b"[DONE]")
+    assert result.content == content
+
+
 async def test_a_stream_that_echoes_the_key_is_scrubbed_and_garbage_is_skipped() -> None:
     events = (
         b": OPENROUTER PROCESSING",
