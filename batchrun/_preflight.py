@@ -21,6 +21,7 @@ from ._batch_run import BATCH_TOKEN_FACTOR
 from ._cache_session import CacheSession, CacheSettings
 from ._cache_values import CachedAnswer, saving
 from ._checks import is_judge
+from ._classify import MODEL_WIDE_CODES
 from ._client import ModelInfo, OpenRouterClient
 from ._costs import CostModel, unknown_price_refusal
 from ._estimate import Estimate, unaffordable
@@ -42,7 +43,8 @@ from ._settings import RunSettings
 
 
 def keep_row(states: ScanResult | None, request: Request, retry_errors: bool) -> bool:
-    """Resume rule: keep ok rows and errors (retryable ones only without --retry-errors)
+    """Resume rule: keep ok rows and errors (retryable ones and a model's unavailability only
+    without --retry-errors)
     whose request is unchanged; skipped rows never ran, so they run again. An ok row whose
     judge checks a stop left ungraded goes to the workers, to be graded (_ungraded)."""
     return states is not None and _keeps(states.get(request.id), request, retry_errors, states)
@@ -54,7 +56,10 @@ def _keeps(state: RowState | None, request: Request, retry_errors: bool, states:
     if state.status == "ok":
         return request.id not in states.regrade
     if state.status == "error":
-        return not (retry_errors and state.retryable)
+        # A model-wide availability code (model_not_found, no_endpoints...) ends the row, not for
+        # ever: the model may be back. Its rows in flight then were errors while the rest were
+        # skipped, and no resume ran them again (out-184 F4).
+        return not (retry_errors and (state.retryable or state.reason in MODEL_WIDE_CODES))
     return False
 
 

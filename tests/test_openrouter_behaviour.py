@@ -16,6 +16,7 @@ from batchrun import ExitCode, RunOptions, load_job, run_job
 from batchrun._client import OpenRouterClient
 from batchrun._exceptions import RateLimited
 from batchrun._preflight import missing_account_api, read_account
+from batchrun._reader import final_records
 from batchrun._retry import AttemptLog, RetryPolicy, call_with_retries
 from batchrun.simulator import SimConfig, Simulator
 
@@ -109,6 +110,25 @@ async def test_a_model_wide_availability_code_stops_that_models_rows_unsent(
     assert {(r["status"], r["reason"]) for r in gemini if r is not first} == {("skipped", code)}
     assert sim.stats.by_model["google/gemini-2.0-flash-001"] == 1  # the rest were never sent
     assert all(r["status"] == "ok" for r in rows if r["model"] == PAID)
+
+
+async def test_rows_a_model_wide_code_ended_are_run_again_by_retry_errors_once_it_is_back(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # out-184 F4: the rows in flight when the model was found unavailable were errors (not
+    # retryable), the others skipped; once the model was back no resume ran them, not even
+    # --resume --retry-errors: exit 1 for good.
+    sim.config.unavailable["google/gemini-2.0-flash-001"] = "model_not_found"
+    job_path = Path(write_job(tmp_path, SMALL_JOB))
+    await run(job_path, sim, tmp_path, concurrency=4)
+    sim.config.unavailable.clear()
+    job = load_job(job_path)
+    options = RunOptions(api_key=FAKE_KEY, base_url=sim.base_url, output=tmp_path / "out.jsonl", clock=FakeClock())
+    await run_job(job, replace(options, resume=True))
+    assert {r["reason"] for r in final_records(tmp_path / "out.jsonl") if r["status"] == "error"} == {"model_not_found"}
+    report = await run_job(job, replace(options, resume=True, retry_errors=True))
+    assert {r["status"] for r in final_records(tmp_path / "out.jsonl")} == {"ok"}
+    assert report.summary["exit_code"] == 0
 
 
 async def test_a_request_a_constraint_filtered_is_its_rows_error_alone(sim: Simulator, tmp_path: Path) -> None:
