@@ -101,6 +101,8 @@ class CachedAnswer:
                 return None
             if not (content or tool_calls) or not all(isinstance(call, dict) for call in tool_calls):
                 return None
+            if data.get("cost_status") not in _STORED_STATUSES:  # out-184 F6: "bogus" reached the records
+                return None
             return cls(
                 text_or_none(data.get("generation_id")),
                 text_or_none(data.get("response_model")),
@@ -120,6 +122,10 @@ class CachedAnswer:
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
+
+
+# What a stored answer's cost may be (_cache_session.store: an unknown cost is not stored).
+_STORED_STATUSES = (None, "reported", "looked_up", "estimated")
 
 
 def encode_answer(

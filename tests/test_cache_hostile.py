@@ -160,6 +160,18 @@ def test_a_cache_file_edited_to_lie_gives_misses_never_a_crash(tmp_path: Path) -
     assert stats[0] == 0 and "entries: 7," in stats[1] and "Traceback" not in stats[2]
 
 
+def test_an_entry_whose_cost_status_no_batchrun_wrote_is_a_miss(tmp_path: Path) -> None:
+    # out-184 F6: `cost_status: "bogus"` was copied into the hit's record as its cost_saved_status.
+    edit = "answer = CAST(json_set(answer, '$.cost_status', 'bogus') AS TEXT)"
+    with _edited_cache(tmp_path, [edit]) as (job, _, server, args, _):
+        sent = len(server.chat_rows())
+        code, _, err = call_cli(job, "-o", tmp_path / "b.jsonl", *args)
+        resent = len(server.chat_rows()) - sent
+    rows = read_rows(tmp_path / "b.jsonl")
+    assert (code, err, resent) == (0, "", 1)
+    assert "bogus" not in {r.get("cost_saved_status") for r in rows}
+
+
 def test_an_entry_of_an_answer_that_did_not_end_whole_is_a_miss(tmp_path: Path) -> None:
     # break63 F5: entries an earlier version stored, a moderation cut and an answer that said no
     # end, were replayed as good answers; the run that reads decides, and asks them again.
