@@ -293,6 +293,9 @@ def value_problems(data: dict[str, Any], problem: Callable[[JsonPath, str], Prob
     from ._template import template_problems
 
     problems = [problem(p, why) for p, why in unusable_numbers(data)]
+    if "dataset" in data and all("vars" in p or "dataset" in p for p in data["prompts"]):
+        # Never read, so never checked: a dataset that is not there passed validate (out-184 F3).
+        problems.append(problem(("dataset",), "is used by no prompt (each gives its own vars or dataset): remove it"))
     base_url = data.get("endpoint", {}).get("base_url")
     if base_url is not None and (message := url_problem(base_url)):
         problems.append(problem(("endpoint", "base_url"), message))

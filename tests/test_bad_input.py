@@ -424,6 +424,11 @@ JOB_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ONE_PROMPT + "    vars: [{a: 1}]\n    dataset: d.jsonl\n",
         ["job.yaml:4:5: at $.prompts[0] give vars or dataset, not both"],
     ),
+    (  # out-184 F3: never read, so never checked: a dataset that is not there passed validate
+        "a job dataset no prompt uses",
+        ONE_PROMPT.replace("prompts:", "dataset: nope.jsonl\nprompts:") + "    vars: [{a: 1}]\n",
+        ["job.yaml:3:10: at $.dataset is used by no prompt (each gives its own vars or dataset): remove it"],
+    ),
     (
         "a judge with model and models",
         ONE_PROMPT + "judge: {model: openai/gpt-4o-mini, models: [openai/gpt-4o-mini]}\n",
