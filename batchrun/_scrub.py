@@ -340,7 +340,13 @@ def _ascii_lower(text: str) -> str:
 SECRET_VARIABLES = ("OPENROUTER_API_KEY", "OPENROUTER_MANAGEMENT_KEY")
 # Other variables that hold a secret by their name: a job's own `api_key_env` (not known to a
 # reader such as `report`, which showed that key whole: verify23 N8), a CI's tokens.
-_SECRET_NAME = re.compile(r"(?:^|_)(?:API_?KEY|KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
+# Plurals, a numbered second one and CI's usual other names too (out-183 F10: API_KEYS, MY_TOKEN_2,
+# DB_PASSWD, GH_PAT, SECRET_KEY_BASE passed); not PWD, the working folder.
+_SECRET_NAME = re.compile(
+    r"(?:^|_)(?:API_?KEYS?|KEYS?|TOKENS?|SECRETS?|PASSWORDS?|PASSWD|PASSPHRASE|PAT|CREDENTIALS?)(?:_\d+)?$"
+    r"|^SECRET_",
+    re.IGNORECASE,
+)
 
 
 def environment_scrubber(*variables: str) -> Scrubber:

@@ -19,6 +19,7 @@ from batchrun import ExitCode, load_job, matrix_requests
 from batchrun._console import Console, append_step_summary
 from batchrun._formats import md_text
 from batchrun._matrix import Shard, run_size_problem
+from batchrun._scrub import environment_keys
 from batchrun.cli import main
 from batchrun.simulator import Simulator
 
@@ -309,6 +310,29 @@ def test_whatever_the_cli_prints_is_scrubbed_of_the_environment_keys(
     assert key[:20] not in printed and management[:20] not in printed
     # A message's key-like text is hidden as it is written (verify20 V6); the streams mask the rest.
     assert printed.count("[key]") == 2 and printed.count("sk-or-...(hidden)") == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("API_KEYS", True),
+        ("MY_TOKEN_2", True),
+        ("DB_PASSWD", True),
+        ("GH_PAT", True),
+        ("SECRET_KEY_BASE", True),
+        ("MY_CREDENTIALS", True),
+        ("PWD", False),
+        ("PATH", False),
+        ("KEYBOARD_LAYOUT", False),
+    ],
+)
+def test_the_environments_secrets_are_known_by_their_usual_names(
+    monkeypatch: pytest.MonkeyPatch, name: str, secret: bool
+) -> None:
+    # out-183 F10: plural, numbered and CI's other usual names of secrets were not masked.
+    value = "Zq7xWm2pLk9vRt4nBc8h"
+    monkeypatch.setenv(name, value)
+    assert (value in environment_keys()) == secret
 
 
 def test_only_the_console_script_tunes_the_gc(tmp_path: Path) -> None:
