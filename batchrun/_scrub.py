@@ -72,6 +72,7 @@ class Scrubber:
         self._anchors: frozenset[str] = frozenset()
         self._search = _Search.of(frozenset(), frozenset())
         self._marked_word = _marked_word(_BREAKS)
+        self._spaced: tuple[re.Pattern[str], ...] = ()  # secrets with spaces, however spaced (_spaced)
         for secret in secrets:
             self.add(secret)
 
@@ -80,6 +81,8 @@ class Scrubber:
             return
         forms, grams, anchors = _prepared(secret)
         self._secrets += [form for form in forms if form not in self._secrets]
+        if (spaced := _spaced(secret)) is not None and spaced not in self._spaced:
+            self._spaced += (spaced,)
         # A secret that holds `<` (a password) split at it, its escaped half masked, the rest shown
         # (out-182 F5: `Tr0ub4dor<[key]>2024`): what it holds ends no word.
         self._marked_word = _marked_word("".join(c for c in _BREAKS if not any(c in s for s in self._secrets)))
@@ -105,6 +108,8 @@ class Scrubber:
             return self
         # A DEL, which JSON leaves raw, is read as nothing: between a key's characters, it hides it.
         escaped = b"%" in body or b"&" in body or b"\x7f" in body or not body.isascii()
+        if self._spaced and any(spaced.search(body.decode("utf-8", "replace")) for spaced in self._spaced):
+            return self
         return self if escaped and search.anchored(unescaped(body.decode("utf-8", "replace"))) else _NOTHING
 
     def line(self, data: bytes) -> bytes:
@@ -165,6 +170,8 @@ class Scrubber:
     def _plain(self, text: str) -> str:
         # Every form of a secret holds one of its anchors whole: a text with none holds no form
         # and no fragment, and is passed over without a search for each form (~14 a key).
+        for spaced in self._spaced:  # before the anchors: spaced otherwise, it may hold none
+            text = spaced.sub(MASK, text)
         search = self._search
         if len(text) < MIN_SECRET or not search.anchored(text):
             return text
@@ -313,6 +320,21 @@ def _prepared(secret: str) -> tuple[tuple[str, ...], frozenset[str], frozenset[s
     half = FRAGMENT // 2
     anchors = {_ascii_lower(form[i : i + half]) for form in kept for i in range(0, len(form) - half + 1, half)}
     return kept, frozenset(grams), frozenset(anchors)
+
+
+# What an echo may put between a secret's words: any run of spaces, line ends, tabs (raw or as
+# JSON writes them, once or again), no-break spaces (raw or escaped), a URL's `%20` or `+`, HTML's `<br>`.
+_SPACING = (
+    r"(?:\s|\\+[ntr]|&nbsp;|&#0*(?:160|32);|&#[xX]0*[aA2]0;|\\+u00[aA2]0|%[uU]00[aA2]0|%[cC]2%[aA]0|%20|\+|<br\s*/?>)+"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _spaced(secret: str) -> re.Pattern[str] | None:
+    """A secret with spaces (a passphrase), its words however spaced: echoed word-wrapped, with
+    a tab, a no-break space or `+` between its words, it was shown whole (out-183 F6)."""
+    words = secret.split()
+    return re.compile(_SPACING.join(map(re.escape, words)), re.IGNORECASE) if len(words) > 1 else None
 
 
 _JSON_TOKEN = re.compile(r"\\u[0-9a-fA-F]{4}|\\.|.", re.DOTALL)
