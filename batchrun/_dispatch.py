@@ -121,8 +121,7 @@ class Dispatcher:
                 )
             else:
                 result = await self.client.chat(request.payload, row_id=request.id, flight=flight)
-            self.charges.doubt(row.charges, reported_charge(result.usage), row.reservation or 0.0)
-            self._stop_past_limit(row, result)
+            self._stop_past_limit(row, reported_charge(result.usage))
         except RequestFailed as failure:
             self.charges.doubt(row.charges, failure.reported_cost, row.reservation or 0.0)
             if isinstance(failure, RateLimited):
@@ -140,10 +139,13 @@ class Dispatcher:
         self.throttle.succeeded(request.model, started)
         return result, self.clock.monotonic() - started
 
-    def _stop_past_limit(self, row: Row, result: ChatResult) -> None:
-        """An answer past the limit stops the run before its slot goes to another (verify30 N2: $80 of $0.50)."""
-        reported, held = reported_charge(result.usage), row.reservation or 0.0
-        if reported is not None and not doubted(reported, held) and self.ledger.would_pass(held, reported):
+    def _stop_past_limit(self, row: Row, reported: float | None) -> None:
+        """An answer past the limit stops the run before its slot goes to another (verify30 N2: $80
+        of $0.50); one far above its worst case holds every attempt until it is settled (doubt)."""
+        held = row.reservation or 0.0
+        if reported is not None and doubted(reported, held):
+            self.charges.doubt(row.charges, reported, held)
+        elif reported is not None and self.ledger.would_pass(held, reported):
             # Within its worst case, it is what the key showed beyond the costs that passed it (verify37 N4).
             why = "past its worst case and the limit" if reported > held else "and the key's usage was past the limit"
             reason = StopReason.CREDITS if self.limits.from_key else StopReason.BUDGET

@@ -82,7 +82,7 @@ _ONE = (  # one escape
 _ESCAPED = re.compile(r"(?=[%&\\\ue000])(?:(?P<run>(?:%[0-9a-fA-F]{2}){16,}|(?:\\u[0-9a-fA-F]{4}){16,})|" + _ONE + ")")
 BACKSLASH = "\ue000"  # a backslash read from an escape (a private use character)
 QUOTE = "\ue001"  # a double quote read from an escape (`%22`, `&quot;`), as BACKSLASH is
-_ESCAPE_MARKS = ("\\u", "\\x", "%", "&", BACKSLASH)
+_ESCAPE_MARK = re.compile(r"[%&\ue000]|\\[ux]")  # what an escape starts with (BACKSLASH too)
 _LEVELS = 4  # an escape, escaped again up to three times (out-179 F3: `%25252573` passed)
 
 # What an escape is read as (by its code): printable ASCII, an invisible control (read as nothing
@@ -205,9 +205,10 @@ def seen(text: str) -> str:
 def unescaped(text: str) -> str:
     """`text` with every escape of a key's characters read, and seen as a reader sees it (seen):
     the same text where there is nothing to read."""
-    text = seen(text)
+    if not (text.isascii() and text.isprintable()):  # most texts: no call (a string a reply field)
+        text = seen(text)
     for _ in range(_LEVELS):
-        if not any(mark in text for mark in _ESCAPE_MARKS):
+        if not _ESCAPE_MARK.search(text):  # one search, not one a mark (~5x faster)
             break
         read = _read_escapes(text)
         if read == text:
