@@ -600,8 +600,8 @@ def test_an_answer_within_its_worst_case_blames_the_keys_usage_for_the_stop() ->
     stops = SimpleNamespace(request=lambda reason, message: said.append(message))
     dispatch = SimpleNamespace(ledger=ledger, limits=LimitParts(job=0.05), stops=stops)
     for reported, held in ((0.0, 0.01), (0.02, 0.01)):
-        row, result = SimpleNamespace(reservation=held), SimpleNamespace(usage={"cost": reported})
-        Dispatcher._stop_past_limit(cast(Any, dispatch), cast(Any, row), cast(Any, result))
+        row = SimpleNamespace(reservation=held)
+        Dispatcher._stop_past_limit(cast(Any, dispatch), cast(Any, row), reported)
     assert said == [
         "an answer said it cost $0.000000, and the key's usage was past the limit",
         "an answer said it cost $0.020000, past its worst case and the limit",
