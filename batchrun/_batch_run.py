@@ -30,7 +30,7 @@ from ._batch_rules import batch_groups
 from ._batch_sort import sort_rows
 from ._batch_state import COLLECTED, SUBMITTED, BatchEntry, BatchState
 from ._cut_off import CutOff
-from ._exceptions import AuthFailed, RateLimited, RequestFailed, Transient
+from ._exceptions import AuthFailed, OutputFailed, RateLimited, RequestFailed, Transient
 from ._generation import valid_generation_id
 from ._matrix import Request
 from ._retry import AttemptLog, retry_call, retry_policy
@@ -145,7 +145,11 @@ class BatchExecutor:
             unfollowed=True,
         )
         self.state.entries.append(entry)
-        self.state.save()  # the intent is durable before the POST leaves
+        try:
+            self.state.save()  # the intent is durable before the POST leaves
+        except OutputFailed:
+            self.state.entries.remove(entry)  # not sent: nothing to hold, nor in doubt
+            raise
         runner.ledger.hold(worst)
         started = self.clock.time()
         try:
@@ -169,20 +173,30 @@ class BatchExecutor:
             # the server behind it did; break22 m5): OpenRouter may or may not have the batch.
             # Keep the intent (in doubt): never submitted again without the user's word.
             if isinstance(failure, RequestFailed):
-                why = f"submission outcome unknown ({failure.message}); in doubt: see `batchrun batches list`, then "
-                why += "adopt or release it"
+                self._in_doubt(entry, group, f"submission outcome unknown ({failure.message})")
             else:
-                why = "no answer before the run had to end; in doubt: see `batchrun batches list`"
-            self.outcome.in_doubt.append(entry.key)
-            self.notice(f"warning: batch {entry.key} ({model}): {why}")
-            for request in group:
-                self.pending[request.id] = request
+                self._in_doubt(entry, group, "no answer before the run had to end", settle="")
             return
         self.outcome.submitted += 1
         if self.kill_after_submit is not None and self.outcome.submitted >= self.kill_after_submit:
             os.kill(os.getpid(), signal.SIGKILL)  # test seam: the crash between the 202 and the record
         entry.batch_id, entry.state, entry.status = info.id, SUBMITTED, info.status
-        self.state.save()
+        for request in group:
+            self.pending[request.id] = request
+        try:
+            self.state.save()
+        except OutputFailed as failure:
+            # On disk it is still an intent, in doubt for the next run: its id, said, adopts it.
+            adopt = f"`batchrun batches adopt RESULTS.jsonl {entry.key} {info.id}` once there is room"
+            raise OutputFailed(f"{failure}; batch {entry.key} was submitted as {info.id}: {adopt}") from None
+
+    def _in_doubt(
+        self, entry: BatchEntry, group: list[Request], why: str, settle: str = ", then adopt or release it"
+    ) -> None:
+        """`entry` may or may not be at OpenRouter: kept as an intent, never submitted again
+        without the user's word (`batches adopt` or `release`), its rows held."""
+        self.outcome.in_doubt.append(entry.key)
+        self.notice(f"warning: batch {entry.key} ({entry.model}): {why}; in doubt: see `batchrun batches list`{settle}")
         for request in group:
             self.pending[request.id] = request
 
@@ -320,9 +334,20 @@ class BatchExecutor:
         sleeper.cancel()
         return self.runner.stop_reason not in (StopReason.INTERRUPTED, StopReason.AUTH)
 
-    def note_key_seen(self, reconciliation: dict[str, Any], ledger_known: float, batches_open: float) -> None:
+    def note_key_seen(
+        self, outcome: PoolOutcome, reconciliation: dict[str, Any], ledger_known: float, batches_open: float
+    ) -> None:
         usage, lost = self.runner.dispatch.key_start.usage, self.runner.ledger.key_lost
-        note_key_seen(self.state, reconciliation, ledger_known, batches_open, usage, counted=lost)
+        try:
+            note_key_seen(self.state, reconciliation, ledger_known, batches_open, usage, counted=lost)
+        except OutputFailed as failure:
+            # Money was spent: the record not written is exit 11, said with its file (out-185 F3:
+            # a bare OSError, exit 2), the summary written after it if it can be. A stop that
+            # ranks above 11 (7, 9, 5) keeps its code, and says it; one of 11 said it already.
+            if outcome.stop in (None, StopReason.DEADLINE, StopReason.SUBMITTED):
+                outcome.stop, outcome.stop_message = StopReason.IO, str(failure)
+            elif outcome.stop != StopReason.IO:
+                self.notice(f"warning: {failure}")
 
     def _count_unseen(self, entry: BatchEntry, unseen: float) -> None:
         count_unseen(self.runner.ledger, self.runner.dispatch, self.notice, entry, unseen)
@@ -338,6 +363,9 @@ class BatchExecutor:
         watcher = asyncio.ensure_future(self._cut_at_a_signal())
         try:
             return await self._run(requests)
+        except OutputFailed:
+            self.outcome.count_left(self.state)  # the summary says them, held, whatever ended the run
+            raise
         finally:
             watcher.cancel()
 
@@ -354,18 +382,7 @@ class BatchExecutor:
         runner.dispatch.watch_key()
         seen_between_runs(self.state, runner.dispatch.key_start.usage)
         follow_earlier(self.state, self._count_unseen, self.killed_run_bound)
-        for entry in self.state.open_entries() + self.state.in_doubt():
-            # Submitted by an earlier run (or maybe submitted: in doubt), not yet settled: it may
-            # be running and billing, so its worst case counts as spent until it is collected,
-            # adopted or released (break-14c N2: an in-doubt batch was not counted on resume).
-            runner.ledger.hold(entry.reserved_usd)
-            self.earlier.add(entry.key)
-        self.outcome.in_doubt = [e.key for e in self.state.in_doubt()]
-        if self.outcome.in_doubt:
-            self.notice(
-                f"warning: batch(es) {', '.join(self.outcome.in_doubt)}: their submission is unknown (a crash, "
-                "or an answer that named no batch); their rows are not submitted again (see `batchrun batches list`)"
-            )
+        self.earlier = self.outcome.take_over(self.state, runner.ledger, self.notice)
         to_batch, to_sync = self._sort(requests)
         for group in batch_groups(to_batch, self.settings.batch_max_requests):
             await self._submit(group)
@@ -379,28 +396,5 @@ class BatchExecutor:
             still_open = self.state.open_entries()
             if not still_open or self.poll_failures.given_up(still_open) or not await self._pause():
                 break
-        open_entries = self.state.open_entries()
-        self.outcome.open = len(open_entries)
-        self.outcome.open_rows = sum(len(e.rows) for e in open_entries + self.state.in_doubt())
-        self.outcome.held_usd = sum(e.reserved_usd for e in open_entries + self.state.in_doubt())
-        self.outcome.in_doubt = [e.key for e in self.state.in_doubt()]
-        doubt = len(self.state.in_doubt())
-        if unread := self.poll_failures.last_failed(open_entries):
-            # Said under --quiet too: exit 10 and silence read as "submitted, collect later",
-            # night after night, while their worst cases stayed counted (break28 M1); each one,
-            # beside batches still running too (verify29 N1); and a batch whose polls failed
-            # until the deadline, not LIMIT of them (out-135 F5: an endpoint down all night).
-            # With why: under --quiet, the failure said at its first poll was not (out-100 F3).
-            why = "; ".join(f"{e.key}: {self.poll_failures.last_said.get(e.key, '?')}" for e in unread)
-            self.notice(f"warning: {self.poll_failures.unread_words(unread)} ({why}): see `batchrun batches list`")
-        if (open_entries or doubt) and runner.stop_reason is None:
-            runner.request_stop(
-                StopReason.SUBMITTED,
-                f"{self.outcome.open_rows} row(s) await OpenRouter: "
-                + ", ".join(
-                    [self.poll_failures.describe(open_entries)] * bool(open_entries)
-                    + [f"{doubt} in doubt (see `batchrun batches list`)"] * bool(doubt)
-                )
-                + "; collect them with --resume",
-            )
+        self.outcome.at_end(self.state, self.poll_failures, runner, self.notice)
         return PoolOutcome(runner.stop_reason, runner.stop_message, runner.ledger.committed)

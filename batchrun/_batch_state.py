@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from ._exceptions import ResultsError
+from ._exceptions import OutputFailed, ResultsError
 from ._files import read_regular_text
 from ._generation import valid_generation_id
 from ._scrub import Scrubber
@@ -176,6 +176,15 @@ class BatchState:
         return cls.load(results, data["job"], str(data.get("job_fingerprint", "")))
 
     def save(self) -> None:
+        """Written whole or not at all. A write that fails (a full disk, a file-size limit) is the
+        run's output failing, named (exit 11), not a bare OSError (out-185 F3: "No space left on
+        device", exit 2 "nothing spent", after the batches it lists were paid for)."""
+        try:
+            self._write()
+        except OSError as exc:
+            raise OutputFailed(f"{self.path}: writing the batch record failed: {exc.strerror or exc}") from None
+
+    def _write(self) -> None:
         data: dict[str, Any] = {
             "version": VERSION,
             "job": self.job,

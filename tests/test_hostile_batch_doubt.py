@@ -10,13 +10,16 @@ still open when the run ends (exit 10).
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from batchrun import ExitCode
+from batchrun import ExitCode, _batch_key, _batch_run
 from batchrun._batch_state import BatchState
 
 from .conftest import call_cli, deadline_at_first_wait, write_job
@@ -216,3 +219,54 @@ def test_a_batch_billed_in_the_run_that_submitted_it_is_not_unexplained_when_col
     assert rec["key_usage_delta_usd"] == 0 and rec["ledger_known_usd"] == pytest.approx(0.048)
     assert rec["earlier_batches_usd"] == pytest.approx(0.048) and rec["warning"] is None
     assert "unexplained" not in stdout + stderr
+
+
+class _DiskFull:
+    """The batch record's rename fails for want of room once `full()` holds; other files are written."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, full: Callable[[bytes], bool]) -> None:
+        self.full, self.replace = full, os.replace
+        monkeypatch.setattr(os, "replace", self)
+
+    def __call__(self, source: Any, target: Any) -> None:
+        if str(target).endswith(".batches.json") and self.full(Path(source).read_bytes()):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.replace(source, target)
+
+
+@pytest.mark.parametrize("fills", ["before", "after_202", "at_end"])
+def test_a_batch_record_that_cannot_be_written_is_exit_11_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fills: str
+) -> None:
+    # out-185 F3: on a full disk the record's OSError escaped from the end of the run (after the
+    # batches were paid for): "batchrun: No space left on device", exit 2, "nothing was spent".
+    if fills == "before":
+        disk = _DiskFull(monkeypatch, lambda record: True)
+    elif fills == "after_202":  # the 202's id is the first thing it cannot write
+        disk = _DiskFull(monkeypatch, lambda record: b'"submitted"' in record)
+    else:  # the disk fills once every batch is submitted: the end-of-run write fails
+        disk, real_note = _DiskFull(monkeypatch, lambda record: False), _batch_key.note_key_seen
+
+        def note(*args: Any, **kwargs: Any) -> None:
+            disk.full = lambda record: True
+            real_note(*args, **kwargs)
+
+        monkeypatch.setattr(_batch_run, "note_key_seen", note)
+    api = BillingBatchApi(bad_first=False)
+    code, _, stderr = _run(api, tmp_path, "--budget", "1", "--deadline", str(DEADLINE_S))
+    record = tmp_path / "out.batches.json"
+    assert code == ExitCode.IO, stderr
+    assert f"batchrun: {record}: writing the batch record failed: No space left on device" in stderr
+    assert api.posts == {"before": 0, "after_202": 1, "at_end": 2}[fills]  # nothing sent past it
+    if fills == "before":
+        return
+    figures = _summary(tmp_path)  # written: only the batch record could not be
+    assert figures["exit_code"] == ExitCode.IO and figures["stop"] == "io"
+    assert figures["batches"]["held_usd"] > 0  # what was submitted stays counted
+    if fills == "after_202":
+        # Still an intent on disk: the next run holds it in doubt; the id said adopts it.
+        assert "batch b1 was submitted as batch_1: `batchrun batches adopt RESULTS.jsonl b1 batch_1`" in stderr
+        disk.full = lambda record: False
+        assert [(e.key, e.state) for e in BatchState.read(tmp_path / "out.jsonl").entries] == [("b1", "intent")]
+        code, _, stderr = _run(api, tmp_path, "--resume", "--budget", "1", "--deadline", str(DEADLINE_S))
+        assert code == ExitCode.SUBMITTED and api.posts == 2 and "batch(es) b1: their submission is unknown" in stderr
