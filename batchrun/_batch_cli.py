@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the HTTP client is loaded by the commands that call (not `l
 CLOCK_SLACK_S = 300
 # ... or this long after: a submission is one exchange, made again after a 429's wait at most.
 SEND_WINDOW_S = 3600
-_DOUBT = "in doubt: submitted or not, unknown (a crash, or an answer that named no batch)"
+_DOUBT = "in doubt: submitted or not, unknown (a crash, or an answer that named no batch of its own)"
 
 
 def list_lines(state: BatchState) -> list[str]:

@@ -47,8 +47,8 @@ class BatchOutcome:
         self.in_doubt = [e.key for e in state.in_doubt()]
         if self.in_doubt:
             notice(
-                f"warning: batch(es) {', '.join(self.in_doubt)}: their submission is unknown (a crash, or an "
-                "answer that named no batch); their rows are not submitted again (see `batchrun batches list`)"
+                f"warning: batch(es) {', '.join(self.in_doubt)}: their submission is unknown (a crash, or an answer "
+                "that named no batch of its own); their rows are not submitted again (see `batchrun batches list`)"
             )
         return {e.key for e in state.open_entries() + state.in_doubt()}
 

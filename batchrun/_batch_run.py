@@ -177,6 +177,12 @@ class BatchExecutor:
             else:
                 self._in_doubt(entry, group, "no answer before the run had to end", settle="")
             return
+        if (holder := next((e for e in self.state.entries if e.batch_id == info.id), None)) is not None:
+            # One id for two batches (out-185 F1): both were recorded under it, and every later
+            # run and `batches list` refused the file. Which one the server has under it is not
+            # known: this one is in doubt, as one answered with an id that is refused.
+            self._in_doubt(entry, group, f"the Batch API answered with {holder.key}'s batch id {info.id}")
+            return
         self.outcome.submitted += 1
         if self.kill_after_submit is not None and self.outcome.submitted >= self.kill_after_submit:
             os.kill(os.getpid(), signal.SIGKILL)  # test seam: the crash between the 202 and the record

@@ -22,7 +22,7 @@ import pytest
 from batchrun import ExitCode, _batch_key, _batch_run
 from batchrun._batch_state import BatchState
 
-from .conftest import call_cli, deadline_at_first_wait, write_job
+from .conftest import call_cli, deadline_at_first_wait, final_rows, write_job
 from .hostile import Handler, HostileServer, RawRequest, chat_payload, http, json_answer
 
 JOB = """
@@ -53,6 +53,7 @@ class BillingBatchApi:
         self.status = "in_progress"  # what every poll says
         self.item_cost = 0.0  # each result item's usage.cost once completed
         self.rows: dict[str, list[str]] = {}  # batch id -> its rows
+        self.same_id = False  # every 202 names the first batch's id (its rows stay the first's)
 
     def submit(self, request: RawRequest) -> bytes:
         self.posts += 1
@@ -60,7 +61,8 @@ class BillingBatchApi:
         if self.first_answer is not None and self.posts == 1:
             return self.first_answer
         batch_id = "batch bad/.." if self.bad_first and self.posts == 1 else f"batch_{self.posts}"
-        self.rows[batch_id] = [r["custom_id"] for r in request.json()["requests"]]
+        batch_id = "batch_1" if self.same_id else batch_id
+        self.rows.setdefault(batch_id, [r["custom_id"] for r in request.json()["requests"]])
         return json_answer(202, {"id": batch_id, "status": "validating", "results": None})
 
     def get(self, request: RawRequest) -> bytes:
@@ -270,3 +272,30 @@ def test_a_batch_record_that_cannot_be_written_is_exit_11_naming_it(
         assert [(e.key, e.state) for e in BatchState.read(tmp_path / "out.jsonl").entries] == [("b1", "intent")]
         code, _, stderr = _run(api, tmp_path, "--resume", "--budget", "1", "--deadline", str(DEADLINE_S))
         assert code == ExitCode.SUBMITTED and api.posts == 2 and "batch(es) b1: their submission is unknown" in stderr
+
+
+def test_a_batch_id_given_to_a_second_submission_leaves_that_one_in_doubt(tmp_path: Path) -> None:
+    # out-185 F1: both batches were recorded under the one id; the next tick and `batches list`
+    # then refused the file (exit 2, "batch_id ... is listed twice"), mended only by hand.
+    api = BillingBatchApi(bad_first=False)
+    api.same_id = True
+    out = tmp_path / "out.jsonl"
+    code, _, stderr = _run(api, tmp_path, "--budget", "1", "--deadline", str(DEADLINE_S))
+    assert code == ExitCode.SUBMITTED and api.posts == 2, stderr
+    assert "the Batch API answered with b1's batch id batch_1; in doubt: see `batchrun batches list`" in stderr
+    entries = BatchState.read(out).entries
+    assert [(e.key, e.state, e.batch_id) for e in entries] == [("b1", "submitted", "batch_1"), ("b2", "intent", None)]
+    assert _summary(tmp_path)["batches"]["in_doubt"] == ["b2"]
+
+    api.status, api.item_cost = "completed", 0.0001
+    code, _, stderr = _run(api, tmp_path, "--resume", "--budget", "1", "--deadline", str(DEADLINE_S))
+    assert code == ExitCode.SUBMITTED and api.posts == 2, stderr  # b1 collected, b2 held in doubt
+    code, listed, _ = call_cli("batches", "list", out)
+    assert code == 0 and "collected" in listed and "in doubt: 1" in listed, listed
+    code, _, err = call_cli("batches", "adopt", out, "b2", "batch_1")
+    assert code == ExitCode.USAGE and "batch_1 is already b1's batch" in err
+    assert call_cli("batches", "release", out, "b2")[0] == 0
+    api.same_id = False
+    code, _, stderr = _run(api, tmp_path, "--resume", "--budget", "1", "--deadline", str(DEADLINE_S))
+    assert code == ExitCode.OK and api.posts == 3, stderr
+    assert len(final_rows(out)) == 8
