@@ -18,6 +18,7 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from ._batch_api import BatchClient, BatchInfo, differing_rows, item_allowance, stray_items
@@ -28,7 +29,7 @@ from ._batch_outcome import BatchOutcome
 from ._batch_polls import NOT_FOUND_POLLS, PollFailures
 from ._batch_rules import batch_groups
 from ._batch_sort import sort_rows
-from ._batch_state import COLLECTED, SUBMITTED, BatchEntry, BatchState
+from ._batch_state import COLLECTED, SUBMITTED, BatchEntry, BatchState, by_row, custom_ids
 from ._cut_off import CutOff
 from ._exceptions import AuthFailed, OutputFailed, RateLimited, RequestFailed, Transient
 from ._generation import valid_generation_id
@@ -143,6 +144,7 @@ class BatchExecutor:
             intent_at=self.clock.time(),
             retry=any(r.id in self.retry_rows for r in group),
             unfollowed=True,
+            tagged=True,
         )
         self.state.entries.append(entry)
         try:
@@ -155,7 +157,7 @@ class BatchExecutor:
         try:
             # A 429 proves the batch was not created: asked again after its wait, like a sync
             # request (verify22 N11); any other failure may have created it (in doubt, below).
-            items = [(r.id, r.payload) for r in group]
+            items = [(custom_id, r.payload) for custom_id, r in zip(custom_ids(entry), group, strict=True)]
             async with self.cut_off.bound():
                 info = await retry_call(
                     lambda: self.api.submit(model, items), self.policy, self.clock.sleep, self._time_left, RateLimited
@@ -223,6 +225,7 @@ class BatchExecutor:
         quickstart says `results` is null unless completed, but a server that sends them has
         answered). The charge falls on the rows as _batch_costs says."""
         runner = self.runner
+        info = replace(info, results=by_row(entry, info.results))  # items by the row they answered
         sent = dict(zip(entry.rows, entry.fingerprints, strict=False))
         requests = {row: self._answered(row, sent.get(row)) for row in entry.rows}
         if unmatched := sum(request is None for request in requests.values()):

@@ -299,3 +299,25 @@ def test_a_batch_id_given_to_a_second_submission_leaves_that_one_in_doubt(tmp_pa
     code, _, stderr = _run(api, tmp_path, "--resume", "--budget", "1", "--deadline", str(DEADLINE_S))
     assert code == ExitCode.OK and api.posts == 3, stderr
     assert len(final_rows(out)) == 8
+
+
+def test_adopt_refuses_a_batch_that_asked_its_rows_another_question(tmp_path: Path) -> None:
+    # out-185 F4: adopt compared row ids (custom_id) only, which an edited prompt keeps: another
+    # job's batch was adopted and its answers recorded under a `request` they did not answer.
+    api = BillingBatchApi(bad_first=False, first_answer=json_answer(502, {"error": {"code": 502, "message": "x"}}))
+    code, _, stderr = _run(api, tmp_path / "run", "--budget", "1", "--deadline", str(DEADLINE_S))
+    assert code == ExitCode.SUBMITTED and "in doubt" in stderr
+    out = tmp_path / "run" / "out.jsonl"
+    b1 = BatchState.read(out).entries[0]
+    assert b1.state == "intent" and b1.model == "openai/gpt-4o-mini"
+    # The same job, name, prompt id and rows, asking another question: the same row ids.
+    other = JOB.replace("Capital of {{country}}?", "Largest city of {{country}}?")
+    code, _, _ = _run(api, tmp_path / "other", "--budget", "1", "--deadline", str(DEADLINE_S), job=other)
+    assert code == ExitCode.SUBMITTED and api.posts == 4
+    theirs = BatchState.read(tmp_path / "other" / "out.jsonl").entries[0]
+    assert theirs.model == b1.model and theirs.rows == b1.rows and theirs.batch_id == "batch_3"
+    api.status = "completed"
+    with api.server().running() as server:
+        code, _, err = call_cli("batches", "adopt", out, "b1", "batch_3", "--base-url", server.base_url)
+    assert code == ExitCode.USAGE and "batch_3 is not b1's batch: it holds requests that are not b1's 4" in err, err
+    assert BatchState.read(out).entries[0].state == "intent"
