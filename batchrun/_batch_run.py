@@ -26,7 +26,7 @@ from ._batch_costs import batch_charges
 from ._batch_items import write_items
 from ._batch_key import count_unseen, follow_collected, follow_earlier, note_key_seen, seen_between_runs, settle_earlier
 from ._batch_outcome import BatchOutcome
-from ._batch_polls import NOT_FOUND_POLLS, PollFailures
+from ._batch_polls import PollFailures
 from ._batch_rules import batch_groups
 from ._batch_sort import sort_rows
 from ._batch_state import COLLECTED, SUBMITTED, BatchEntry, BatchState, by_row, custom_ids
@@ -83,16 +83,8 @@ class BatchExecutor:
     # -- sorting the rows --------------------------------------------------------------------
     def _sort(self, requests: Iterable[Request]) -> tuple[list[Request], list[Request]]:
         """(rows to submit, rows for sync mode); rows held by open or doubtful batches wait."""
-        return sort_rows(
-            requests,
-            self.state.held_rows(),
-            self.pending,
-            self.keep,
-            self.retry_rows,
-            self.runner,
-            self.settings,
-            self.notice,
-        )
+        held, runner = self.state.held_rows(), self.runner
+        return sort_rows(requests, held, self.pending, self.keep, self.retry_rows, runner, self.settings, self.notice)
 
     def _answered(self, row: str, sent: str | None) -> Request | None:
         """The row's request if the body `sent` for it (None: not kept) is its body: not a row
@@ -145,6 +137,7 @@ class BatchExecutor:
             retry=any(r.id in self.retry_rows for r in group),
             unfollowed=True,
             tagged=True,
+            endpoint=self.api.client.base_url,
         )
         self.state.entries.append(entry)
         try:
@@ -281,7 +274,7 @@ class BatchExecutor:
         await follow_collected(collected, self.state, self.cut_off, self.runner.dispatch, self.runner.ledger)
 
     async def _poll_round(self) -> None:
-        for entry in self.state.open_entries():
+        for entry in self.poll_failures.here(self.state.open_entries()):
             assert entry.batch_id is not None
             if valid_generation_id(entry.batch_id, self.api.client.scrub) is None:
                 # An id from X.batches.json goes into a URL and messages: one edited to hold a key
@@ -304,7 +297,7 @@ class BatchExecutor:
                 return
             except RequestFailed as failure:
                 in_a_row = self.poll_failures.failed(entry, failure)  # the batch runs on; a next poll may work
-                if failure.http_status == 404 and in_a_row >= NOT_FOUND_POLLS:
+                if failure.http_status == 404 and self.poll_failures.lost(entry, in_a_row, self.api.client.base_url):
                     # Unknown to the server (another key, or past the documented 30-day retention):
                     # its rows can never be collected; they end as errors instead of waiting forever.
                     message = f"OpenRouter has no batch {entry.batch_id}"

@@ -114,6 +114,10 @@ class BatchEntry:
     # (another job's, the prompt edited since) is told from it (out-185 F4: adopted, its answers
     # were recorded under a `request` they did not answer).
     tagged: bool = False
+    # The base URL it was submitted to (None: a record written before said none). A batch exists
+    # at that endpoint only: polled at another, three 404s ended its rows as lost, and
+    # --retry-errors bought them again while it ran (out-185 F5).
+    endpoint: str | None = None
 
 
 def custom_ids(entry: BatchEntry) -> list[str]:
