@@ -46,9 +46,8 @@ class PollFailures:
             return True
         self.elsewhere.add(entry.key)
         self.notice(
-            f"warning: batch {entry.key} ({entry.batch_id}) was submitted to {entry.endpoint}, which this run's "
-            f"endpoint {base_url} is not, and does not know it (404): left open; collect it with --base-url "
-            f"{entry.endpoint}"
+            f"warning: batch {entry.key} ({entry.batch_id}) was submitted to {entry.endpoint}: this run's endpoint "
+            f"{base_url} does not know it (404); left open: collect it with --base-url {entry.endpoint}"
         )
         return False
 

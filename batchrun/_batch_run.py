@@ -188,7 +188,8 @@ class BatchExecutor:
             self.state.save()
         except OutputFailed as failure:
             # On disk it is still an intent, in doubt for the next run: its id, said, adopts it.
-            adopt = f"`batchrun batches adopt RESULTS.jsonl {entry.key} {info.id}` once there is room"
+            results = self.runner.records.writer.path if self.runner.records.writer else "RESULTS.jsonl"
+            adopt = f"`batchrun batches adopt {results} {entry.key} {info.id}` once there is room"
             raise OutputFailed(f"{failure}; batch {entry.key} was submitted as {info.id}: {adopt}") from None
 
     def _in_doubt(

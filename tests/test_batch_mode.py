@@ -868,7 +868,7 @@ async def test_a_batch_its_endpoint_does_not_know_is_lost_and_another_endpoints_
         assert other.batches.stats.submitted == 0
     assert code_of(report, job) == ExitCode.SUBMITTED and read_rows(out) == []
     assert report.summary["stop_message"].endswith("3 submitted to another endpoint; collect them with --resume")
-    said = [n for n in notices if "which this run's endpoint" in n]
+    said = [n for n in notices if f"this run's endpoint {other.base_url} does not know it (404); left open" in n]
     assert len(said) == 3 and f"collect it with --base-url {batch_sim.base_url}" in said[0], notices
     assert [e.state for e in BatchState.read(out).entries] == ["submitted"] * 3
     clock.now += 3600  # ended: collected where they were submitted, none sent again

@@ -267,7 +267,8 @@ def test_a_batch_record_that_cannot_be_written_is_exit_11_naming_it(
     assert figures["batches"]["held_usd"] > 0  # what was submitted stays counted
     if fills == "after_202":
         # Still an intent on disk: the next run holds it in doubt; the id said adopts it.
-        assert "batch b1 was submitted as batch_1: `batchrun batches adopt RESULTS.jsonl b1 batch_1`" in stderr
+        adopt = f"batch b1 was submitted as batch_1: `batchrun batches adopt {tmp_path / 'out.jsonl'} b1 batch_1`"
+        assert adopt in stderr, stderr
         disk.full = lambda record: False
         assert [(e.key, e.state) for e in BatchState.read(tmp_path / "out.jsonl").entries] == [("b1", "intent")]
         code, _, stderr = _run(api, tmp_path, "--resume", "--budget", "1", "--deadline", str(DEADLINE_S))
