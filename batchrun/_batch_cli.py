@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._batch_state import INTENT, RELEASED, SUBMITTED, BatchEntry, BatchState
+from ._batch_state import INTENT, RELEASED, SUBMITTED, BatchEntry, BatchState, by_row
 from ._exceptions import ConfigError, RequestFailed
 from ._generation import valid_generation_id
 from ._lock import OutputLock
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the HTTP client is loaded by the commands that call (not `l
 CLOCK_SLACK_S = 300
 # ... or this long after: a submission is one exchange, made again after a 429's wait at most.
 SEND_WINDOW_S = 3600
-_DOUBT = "in doubt: submitted or not, unknown (a crash, or an answer that named no batch)"
+_DOUBT = "in doubt: submitted or not, unknown (a crash, or an answer that named no batch of its own)"
 
 
 def list_lines(state: BatchState) -> list[str]:
@@ -128,7 +128,9 @@ def not_this_batch(entry: BatchEntry, info: BatchInfo) -> str | None:
             return f"it was created at {made} (by this machine's clock), before {entry.key} was sent ({sent})"
         if created > entry.intent_at + SEND_WINDOW_S:  # another night's, made after (verify50 N1)
             return f"it was created at {made} (by this machine's clock), long after {entry.key} was sent ({sent})"
-    ids = {item.get("custom_id") for item in info.results or [] if isinstance(item, dict)}
+    # By custom_id, which carries the body sent (`<row>-<fingerprint>`): the same row ids asking
+    # another question (another job's batch, the prompt edited since) are not its rows (out-185 F4).
+    ids = {item.get("custom_id") for item in by_row(entry, info.results) or [] if isinstance(item, dict)}
     # Another count than the rows sent is another batch, fewer too (break64 F5: 2 requests were
     # adopted for 4 rows, which then ended `batch_missing_result`, the real one's hold released);
     # a total of 0 is one not counted yet (validating).

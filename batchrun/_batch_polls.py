@@ -32,6 +32,28 @@ class PollFailures:
         # (break22 m6: a 429 asking for a pause was polled again every batch_poll_s).
         self.wait_s = 0.0
         self._odd_model: set[str] = set()  # batch keys whose polls named another model, said once
+        self.elsewhere: set[str] = set()  # batch keys submitted to another endpoint, unknown at this one
+
+    def lost(self, entry: BatchEntry, in_a_row: int, base_url: str) -> bool:
+        """After a 404, `in_a_row` of them: whether `entry` is lost (its rows end as errors), at
+        the endpoint it was submitted to (or one not recorded). Another endpoint's 404s say nothing
+        of it (out-185 F5: a tick on another --base-url ended every batch as lost, and
+        --retry-errors paid for their rows again while they ran): it is left open, not polled
+        again by this run, and said, under --quiet too."""
+        if in_a_row < NOT_FOUND_POLLS:
+            return False
+        if entry.endpoint is None or entry.endpoint == base_url:
+            return True
+        self.elsewhere.add(entry.key)
+        self.notice(
+            f"warning: batch {entry.key} ({entry.batch_id}) was submitted to {entry.endpoint}: this run's endpoint "
+            f"{base_url} does not know it (404); left open: collect it with --base-url {entry.endpoint}"
+        )
+        return False
+
+    def here(self, entries: list[BatchEntry]) -> list[BatchEntry]:
+        """The batches of `entries` this run can poll: not those another endpoint holds."""
+        return [e for e in entries if e.key not in self.elsewhere]
 
     def failed(self, entry: BatchEntry, failure: RequestFailed) -> int:
         """Count a failed poll of `entry`; the polls it has failed in a row."""
@@ -67,16 +89,16 @@ class PollFailures:
             )
 
     def given_up(self, entries: list[BatchEntry]) -> bool:
-        """True when every batch in `entries` failed its last LIMIT polls."""
-        return bool(entries) and len(self.unreadable(entries)) == len(entries)
+        """True when every batch in `entries` failed its last LIMIT polls, or is another endpoint's."""
+        return bool(entries) and len(self.unreadable(entries)) == len(self.here(entries))
 
     def unreadable(self, entries: list[BatchEntry]) -> list[BatchEntry]:
         """The batches in `entries` that failed their last LIMIT polls."""
-        return [e for e in entries if self._in_a_row.get(e.key, (0, ""))[0] >= LIMIT]
+        return [e for e in self.here(entries) if self._in_a_row.get(e.key, (0, ""))[0] >= LIMIT]
 
     def last_failed(self, entries: list[BatchEntry]) -> list[BatchEntry]:
         """The batches in `entries` whose last poll failed: how they stand is not known."""
-        return [e for e in entries if self._in_a_row.get(e.key, (0, ""))[0] > 0]
+        return [e for e in self.here(entries) if self._in_a_row.get(e.key, (0, ""))[0] > 0]
 
     def unread_words(self, entries: list[BatchEntry]) -> str:
         """`entries` (whose last poll failed), as a warning names them."""
@@ -86,8 +108,13 @@ class PollFailures:
 
     def describe(self, entries: list[BatchEntry]) -> str:
         """The open batches, as the run's stop message says them."""
+        away = len(entries) - len(self.here(entries))
+        there = [f"{away} submitted to another endpoint"] if away else []
+        entries = self.here(entries)
+        if not entries:
+            return ", ".join(there)
         if self.given_up(entries):
-            return f"{len(entries)} batch(es) could not be read in {LIMIT} polls in a row"
+            return ", ".join([f"{len(entries)} batch(es) could not be read in {LIMIT} polls in a row", *there])
         unknown = len(self.last_failed(entries))
         parts = [f"{len(entries) - unknown} batch(es) still running"] if unknown < len(entries) else []
-        return ", ".join(parts + ([f"{unknown} whose last poll failed"] if unknown else []))
+        return ", ".join(parts + ([f"{unknown} whose last poll failed"] if unknown else []) + there)

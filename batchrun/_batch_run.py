@@ -18,6 +18,7 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from ._batch_api import BatchClient, BatchInfo, differing_rows, item_allowance, stray_items
@@ -25,12 +26,12 @@ from ._batch_costs import batch_charges
 from ._batch_items import write_items
 from ._batch_key import count_unseen, follow_collected, follow_earlier, note_key_seen, seen_between_runs, settle_earlier
 from ._batch_outcome import BatchOutcome
-from ._batch_polls import NOT_FOUND_POLLS, PollFailures
+from ._batch_polls import PollFailures
 from ._batch_rules import batch_groups
 from ._batch_sort import sort_rows
-from ._batch_state import COLLECTED, SUBMITTED, BatchEntry, BatchState
+from ._batch_state import COLLECTED, SUBMITTED, BatchEntry, BatchState, by_row, custom_ids
 from ._cut_off import CutOff
-from ._exceptions import AuthFailed, RateLimited, RequestFailed, Transient
+from ._exceptions import AuthFailed, OutputFailed, RateLimited, RequestFailed, Transient
 from ._generation import valid_generation_id
 from ._matrix import Request
 from ._retry import AttemptLog, retry_call, retry_policy
@@ -82,16 +83,8 @@ class BatchExecutor:
     # -- sorting the rows --------------------------------------------------------------------
     def _sort(self, requests: Iterable[Request]) -> tuple[list[Request], list[Request]]:
         """(rows to submit, rows for sync mode); rows held by open or doubtful batches wait."""
-        return sort_rows(
-            requests,
-            self.state.held_rows(),
-            self.pending,
-            self.keep,
-            self.retry_rows,
-            self.runner,
-            self.settings,
-            self.notice,
-        )
+        held, runner = self.state.held_rows(), self.runner
+        return sort_rows(requests, held, self.pending, self.keep, self.retry_rows, runner, self.settings, self.notice)
 
     def _answered(self, row: str, sent: str | None) -> Request | None:
         """The row's request if the body `sent` for it (None: not kept) is its body: not a row
@@ -143,15 +136,21 @@ class BatchExecutor:
             intent_at=self.clock.time(),
             retry=any(r.id in self.retry_rows for r in group),
             unfollowed=True,
+            tagged=True,
+            endpoint=self.api.client.base_url,
         )
         self.state.entries.append(entry)
-        self.state.save()  # the intent is durable before the POST leaves
+        try:
+            self.state.save()  # the intent is durable before the POST leaves
+        except OutputFailed:
+            self.state.entries.remove(entry)  # not sent: nothing to hold, nor in doubt
+            raise
         runner.ledger.hold(worst)
         started = self.clock.time()
         try:
             # A 429 proves the batch was not created: asked again after its wait, like a sync
             # request (verify22 N11); any other failure may have created it (in doubt, below).
-            items = [(r.id, r.payload) for r in group]
+            items = [(custom_id, r.payload) for custom_id, r in zip(custom_ids(entry), group, strict=True)]
             async with self.cut_off.bound():
                 info = await retry_call(
                     lambda: self.api.submit(model, items), self.policy, self.clock.sleep, self._time_left, RateLimited
@@ -169,20 +168,37 @@ class BatchExecutor:
             # the server behind it did; break22 m5): OpenRouter may or may not have the batch.
             # Keep the intent (in doubt): never submitted again without the user's word.
             if isinstance(failure, RequestFailed):
-                why = f"submission outcome unknown ({failure.message}); in doubt: see `batchrun batches list`, then "
-                why += "adopt or release it"
+                self._in_doubt(entry, group, f"submission outcome unknown ({failure.message})")
             else:
-                why = "no answer before the run had to end; in doubt: see `batchrun batches list`"
-            self.outcome.in_doubt.append(entry.key)
-            self.notice(f"warning: batch {entry.key} ({model}): {why}")
-            for request in group:
-                self.pending[request.id] = request
+                self._in_doubt(entry, group, "no answer before the run had to end", settle="")
+            return
+        if (holder := next((e for e in self.state.entries if e.batch_id == info.id), None)) is not None:
+            # One id for two batches (out-185 F1): both were recorded under it, and every later
+            # run and `batches list` refused the file. Which one the server has under it is not
+            # known: this one is in doubt, as one answered with an id that is refused.
+            self._in_doubt(entry, group, f"the Batch API answered with {holder.key}'s batch id {info.id}")
             return
         self.outcome.submitted += 1
         if self.kill_after_submit is not None and self.outcome.submitted >= self.kill_after_submit:
             os.kill(os.getpid(), signal.SIGKILL)  # test seam: the crash between the 202 and the record
         entry.batch_id, entry.state, entry.status = info.id, SUBMITTED, info.status
-        self.state.save()
+        for request in group:
+            self.pending[request.id] = request
+        try:
+            self.state.save()
+        except OutputFailed as failure:
+            # On disk it is still an intent, in doubt for the next run: its id, said, adopts it.
+            results = self.runner.records.writer.path if self.runner.records.writer else "RESULTS.jsonl"
+            adopt = f"`batchrun batches adopt {results} {entry.key} {info.id}` once there is room"
+            raise OutputFailed(f"{failure}; batch {entry.key} was submitted as {info.id}: {adopt}") from None
+
+    def _in_doubt(
+        self, entry: BatchEntry, group: list[Request], why: str, settle: str = ", then adopt or release it"
+    ) -> None:
+        """`entry` may or may not be at OpenRouter: kept as an intent, never submitted again
+        without the user's word (`batches adopt` or `release`), its rows held."""
+        self.outcome.in_doubt.append(entry.key)
+        self.notice(f"warning: batch {entry.key} ({entry.model}): {why}; in doubt: see `batchrun batches list`{settle}")
         for request in group:
             self.pending[request.id] = request
 
@@ -203,6 +219,7 @@ class BatchExecutor:
         quickstart says `results` is null unless completed, but a server that sends them has
         answered). The charge falls on the rows as _batch_costs says."""
         runner = self.runner
+        info = replace(info, results=by_row(entry, info.results))  # items by the row they answered
         sent = dict(zip(entry.rows, entry.fingerprints, strict=False))
         requests = {row: self._answered(row, sent.get(row)) for row in entry.rows}
         if unmatched := sum(request is None for request in requests.values()):
@@ -258,7 +275,7 @@ class BatchExecutor:
         await follow_collected(collected, self.state, self.cut_off, self.runner.dispatch, self.runner.ledger)
 
     async def _poll_round(self) -> None:
-        for entry in self.state.open_entries():
+        for entry in self.poll_failures.here(self.state.open_entries()):
             assert entry.batch_id is not None
             if valid_generation_id(entry.batch_id, self.api.client.scrub) is None:
                 # An id from X.batches.json goes into a URL and messages: one edited to hold a key
@@ -281,7 +298,7 @@ class BatchExecutor:
                 return
             except RequestFailed as failure:
                 in_a_row = self.poll_failures.failed(entry, failure)  # the batch runs on; a next poll may work
-                if failure.http_status == 404 and in_a_row >= NOT_FOUND_POLLS:
+                if failure.http_status == 404 and self.poll_failures.lost(entry, in_a_row, self.api.client.base_url):
                     # Unknown to the server (another key, or past the documented 30-day retention):
                     # its rows can never be collected; they end as errors instead of waiting forever.
                     message = f"OpenRouter has no batch {entry.batch_id}"
@@ -320,9 +337,20 @@ class BatchExecutor:
         sleeper.cancel()
         return self.runner.stop_reason not in (StopReason.INTERRUPTED, StopReason.AUTH)
 
-    def note_key_seen(self, reconciliation: dict[str, Any], ledger_known: float, batches_open: float) -> None:
+    def note_key_seen(
+        self, outcome: PoolOutcome, reconciliation: dict[str, Any], ledger_known: float, batches_open: float
+    ) -> None:
         usage, lost = self.runner.dispatch.key_start.usage, self.runner.ledger.key_lost
-        note_key_seen(self.state, reconciliation, ledger_known, batches_open, usage, counted=lost)
+        try:
+            note_key_seen(self.state, reconciliation, ledger_known, batches_open, usage, counted=lost)
+        except OutputFailed as failure:
+            # Money was spent: the record not written is exit 11, said with its file (out-185 F3:
+            # a bare OSError, exit 2), the summary written after it if it can be. A stop that
+            # ranks above 11 (7, 9, 5) keeps its code, and says it; one of 11 said it already.
+            if outcome.stop in (None, StopReason.DEADLINE, StopReason.SUBMITTED):
+                outcome.stop, outcome.stop_message = StopReason.IO, str(failure)
+            elif outcome.stop != StopReason.IO:
+                self.notice(f"warning: {failure}")
 
     def _count_unseen(self, entry: BatchEntry, unseen: float) -> None:
         count_unseen(self.runner.ledger, self.runner.dispatch, self.notice, entry, unseen)
@@ -338,6 +366,9 @@ class BatchExecutor:
         watcher = asyncio.ensure_future(self._cut_at_a_signal())
         try:
             return await self._run(requests)
+        except OutputFailed:
+            self.outcome.count_left(self.state)  # the summary says them, held, whatever ended the run
+            raise
         finally:
             watcher.cancel()
 
@@ -354,18 +385,7 @@ class BatchExecutor:
         runner.dispatch.watch_key()
         seen_between_runs(self.state, runner.dispatch.key_start.usage)
         follow_earlier(self.state, self._count_unseen, self.killed_run_bound)
-        for entry in self.state.open_entries() + self.state.in_doubt():
-            # Submitted by an earlier run (or maybe submitted: in doubt), not yet settled: it may
-            # be running and billing, so its worst case counts as spent until it is collected,
-            # adopted or released (break-14c N2: an in-doubt batch was not counted on resume).
-            runner.ledger.hold(entry.reserved_usd)
-            self.earlier.add(entry.key)
-        self.outcome.in_doubt = [e.key for e in self.state.in_doubt()]
-        if self.outcome.in_doubt:
-            self.notice(
-                f"warning: batch(es) {', '.join(self.outcome.in_doubt)}: their submission is unknown (a crash, "
-                "or an answer that named no batch); their rows are not submitted again (see `batchrun batches list`)"
-            )
+        self.earlier = self.outcome.take_over(self.state, runner.ledger, self.notice)
         to_batch, to_sync = self._sort(requests)
         for group in batch_groups(to_batch, self.settings.batch_max_requests):
             await self._submit(group)
@@ -379,28 +399,5 @@ class BatchExecutor:
             still_open = self.state.open_entries()
             if not still_open or self.poll_failures.given_up(still_open) or not await self._pause():
                 break
-        open_entries = self.state.open_entries()
-        self.outcome.open = len(open_entries)
-        self.outcome.open_rows = sum(len(e.rows) for e in open_entries + self.state.in_doubt())
-        self.outcome.held_usd = sum(e.reserved_usd for e in open_entries + self.state.in_doubt())
-        self.outcome.in_doubt = [e.key for e in self.state.in_doubt()]
-        doubt = len(self.state.in_doubt())
-        if unread := self.poll_failures.last_failed(open_entries):
-            # Said under --quiet too: exit 10 and silence read as "submitted, collect later",
-            # night after night, while their worst cases stayed counted (break28 M1); each one,
-            # beside batches still running too (verify29 N1); and a batch whose polls failed
-            # until the deadline, not LIMIT of them (out-135 F5: an endpoint down all night).
-            # With why: under --quiet, the failure said at its first poll was not (out-100 F3).
-            why = "; ".join(f"{e.key}: {self.poll_failures.last_said.get(e.key, '?')}" for e in unread)
-            self.notice(f"warning: {self.poll_failures.unread_words(unread)} ({why}): see `batchrun batches list`")
-        if (open_entries or doubt) and runner.stop_reason is None:
-            runner.request_stop(
-                StopReason.SUBMITTED,
-                f"{self.outcome.open_rows} row(s) await OpenRouter: "
-                + ", ".join(
-                    [self.poll_failures.describe(open_entries)] * bool(open_entries)
-                    + [f"{doubt} in doubt (see `batchrun batches list`)"] * bool(doubt)
-                )
-                + "; collect them with --resume",
-            )
+        self.outcome.at_end(self.state, self.poll_failures, runner, self.notice)
         return PoolOutcome(runner.stop_reason, runner.stop_message, runner.ledger.committed)

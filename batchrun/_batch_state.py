@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from ._exceptions import ResultsError
+from ._exceptions import OutputFailed, ResultsError
 from ._files import read_regular_text
 from ._generation import valid_generation_id
 from ._scrub import Scrubber
@@ -87,7 +87,7 @@ def state_path(results: Path) -> Path:
 class BatchEntry:
     key: str  # local name, b1, b2...: stable across runs, used by `batches adopt/release`
     model: str
-    rows: list[str]  # row ids, which are the items' custom_id
+    rows: list[str]  # row ids, in the items' custom_id (custom_ids)
     fingerprints: list[str]  # of each row's body, as submitted
     reserved_usd: float  # worst case at full prices, held in the ledger until collected
     intent_at: float
@@ -109,6 +109,36 @@ class BatchEntry:
     # Why its last poll failed (None: it was read): `batches list` showed the status read before
     # as how it stands (out-137 9).
     poll_failed: str | None = None
+    # Its items' custom_id is `<row>-<fingerprint of the body sent>`, not the row id alone (a
+    # record written before says false): a batch that answered another body under the row's id
+    # (another job's, the prompt edited since) is told from it (out-185 F4: adopted, its answers
+    # were recorded under a `request` they did not answer).
+    tagged: bool = False
+    # The base URL it was submitted to (None: a record written before said none). A batch exists
+    # at that endpoint only: polled at another, three 404s ended its rows as lost, and
+    # --retry-errors bought them again while it ran (out-185 F5).
+    endpoint: str | None = None
+
+
+def custom_ids(entry: BatchEntry) -> list[str]:
+    """The custom_id of each of `entry`'s rows, as sent."""
+    if not entry.tagged:
+        return list(entry.rows)
+    return [f"{row}-{fingerprint}" for row, fingerprint in zip(entry.rows, entry.fingerprints, strict=False)]
+
+
+def by_row(entry: BatchEntry, results: list[Any] | None) -> list[Any] | None:
+    """A batch's result items with each custom_id read back as the row it answered: one that is
+    not a custom_id `entry` sent answered no row of it (`?` and the id as sent: no row id)."""
+    if not entry.tagged or results is None:
+        return results
+    rows = dict(zip(custom_ids(entry), entry.rows, strict=False))
+    return [
+        {**item, "custom_id": rows.get(item["custom_id"], "?" + item["custom_id"])}
+        if isinstance(item, dict) and isinstance(item.get("custom_id"), str)
+        else item
+        for item in results
+    ]
 
 
 @dataclass
@@ -176,6 +206,15 @@ class BatchState:
         return cls.load(results, data["job"], str(data.get("job_fingerprint", "")))
 
     def save(self) -> None:
+        """Written whole or not at all. A write that fails (a full disk, a file-size limit) is the
+        run's output failing, named (exit 11), not a bare OSError (out-185 F3: "No space left on
+        device", exit 2 "nothing spent", after the batches it lists were paid for)."""
+        try:
+            self._write()
+        except OSError as exc:
+            raise OutputFailed(f"{self.path}: writing the batch record failed: {exc.strerror or exc}") from None
+
+    def _write(self) -> None:
         data: dict[str, Any] = {
             "version": VERSION,
             "job": self.job,

@@ -296,7 +296,7 @@ async def _locked_run(
             runner.ledger.lose_key_window()
         if executor is not None:
             executor.note_key_seen(
-                reconciliation, runner.ledger.spent - runner.ledger.before_run, runner.ledger.batches_open
+                outcome, reconciliation, runner.ledger.spent - runner.ledger.before_run, runner.ledger.batches_open
             )
         if isolated is not None:  # the key's removal has a wind-down of its own (break60 F1)
             await isolated.finish(notice, ends.and_then(wind_down_s(settings.grace_s) if ends.at else None))

@@ -851,17 +851,35 @@ async def test_a_batch_answer_is_a_sync_hit_only_where_every_check_can_be_graded
     assert all(r["cached"] for r in read_rows(tmp_path / "batch2.jsonl"))
 
 
-async def test_a_batch_the_server_does_not_know_ends_as_retryable_errors(
+async def test_a_batch_its_endpoint_does_not_know_is_lost_and_another_endpoints_404_leaves_it_open(
     tmp_path: Path, batch_sim: Simulator, clock: FakeClock
 ) -> None:
     job = batch_job(write_job(tmp_path, THREE_MODELS), deadline_s=60)
     out = tmp_path / "r.jsonl"
     await run(job, batch_sim, out, clock)
-    other = Simulator(SimConfig())  # another server (or key): it has never seen these batches
+    # Another server has never seen them either; but they are the first one's (out-185 F5): its
+    # 404s leave them open, said, and --retry-errors there sends none of their rows again.
+    other = Simulator(SimConfig())
     job = replace(job, run=replace(job.run, deadline_s=600))  # a 404 is believed at the third poll
+    notices: list[str] = []
     with other.serve_in_thread():
-        report = await run(job, other, out, clock, resume=True)
+        options = RunOptions(api_key=FAKE_KEY, base_url=other.base_url, output=out, clock=clock, resume=True)
+        report = await run_job(job, replace(options, retry_errors=True), notice=notices.append)
         assert other.batches.stats.submitted == 0
+    assert code_of(report, job) == ExitCode.SUBMITTED and read_rows(out) == []
+    assert report.summary["stop_message"].endswith("3 submitted to another endpoint; collect them with --resume")
+    said = [n for n in notices if f"this run's endpoint {other.base_url} does not know it (404); left open" in n]
+    assert len(said) == 3 and f"collect it with --base-url {batch_sim.base_url}" in said[0], notices
+    assert [e.state for e in BatchState.read(out).entries] == ["submitted"] * 3
+    clock.now += 3600  # ended: collected where they were submitted, none sent again
+    report = await run(job, batch_sim, out, clock, resume=True)
+    assert code_of(report, job) == ExitCode.OK and batch_sim.batches.stats.submitted == 3
+    assert len(read_rows(out)) == 15 and {r["status"] for r in read_rows(out)} == {"ok"}
+    # At the endpoint they were submitted to, a batch it no longer knows (past the 30-day retention) is lost.
+    out = tmp_path / "again.jsonl"
+    await run(job, batch_sim, out, clock)
+    batch_sim.batches.batches.clear()
+    report = await run(job, batch_sim, out, clock, resume=True)
     rows = read_rows(out)
     assert {(r["status"], r["reason"], r["retryable"]) for r in rows} == {("error", "batch_not_found", True)}
     assert report.summary["complete"] is True and code_of(report, job) == ExitCode.ERRORS

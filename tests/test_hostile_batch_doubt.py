@@ -10,16 +10,19 @@ still open when the run ends (exit 10).
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from batchrun import ExitCode
+from batchrun import ExitCode, _batch_key, _batch_run
 from batchrun._batch_state import BatchState
 
-from .conftest import call_cli, deadline_at_first_wait, write_job
+from .conftest import call_cli, deadline_at_first_wait, final_rows, write_job
 from .hostile import Handler, HostileServer, RawRequest, chat_payload, http, json_answer
 
 JOB = """
@@ -50,6 +53,7 @@ class BillingBatchApi:
         self.status = "in_progress"  # what every poll says
         self.item_cost = 0.0  # each result item's usage.cost once completed
         self.rows: dict[str, list[str]] = {}  # batch id -> its rows
+        self.same_id = False  # every 202 names the first batch's id (its rows stay the first's)
 
     def submit(self, request: RawRequest) -> bytes:
         self.posts += 1
@@ -57,7 +61,8 @@ class BillingBatchApi:
         if self.first_answer is not None and self.posts == 1:
             return self.first_answer
         batch_id = "batch bad/.." if self.bad_first and self.posts == 1 else f"batch_{self.posts}"
-        self.rows[batch_id] = [r["custom_id"] for r in request.json()["requests"]]
+        batch_id = "batch_1" if self.same_id else batch_id
+        self.rows.setdefault(batch_id, [r["custom_id"] for r in request.json()["requests"]])
         return json_answer(202, {"id": batch_id, "status": "validating", "results": None})
 
     def get(self, request: RawRequest) -> bytes:
@@ -216,3 +221,104 @@ def test_a_batch_billed_in_the_run_that_submitted_it_is_not_unexplained_when_col
     assert rec["key_usage_delta_usd"] == 0 and rec["ledger_known_usd"] == pytest.approx(0.048)
     assert rec["earlier_batches_usd"] == pytest.approx(0.048) and rec["warning"] is None
     assert "unexplained" not in stdout + stderr
+
+
+class _DiskFull:
+    """The batch record's rename fails for want of room once `full()` holds; other files are written."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, full: Callable[[bytes], bool]) -> None:
+        self.full, self.replace = full, os.replace
+        monkeypatch.setattr(os, "replace", self)
+
+    def __call__(self, source: Any, target: Any) -> None:
+        if str(target).endswith(".batches.json") and self.full(Path(source).read_bytes()):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.replace(source, target)
+
+
+@pytest.mark.parametrize("fills", ["before", "after_202", "at_end"])
+def test_a_batch_record_that_cannot_be_written_is_exit_11_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fills: str
+) -> None:
+    # out-185 F3: on a full disk the record's OSError escaped from the end of the run (after the
+    # batches were paid for): "batchrun: No space left on device", exit 2, "nothing was spent".
+    if fills == "before":
+        disk = _DiskFull(monkeypatch, lambda record: True)
+    elif fills == "after_202":  # the 202's id is the first thing it cannot write
+        disk = _DiskFull(monkeypatch, lambda record: b'"submitted"' in record)
+    else:  # the disk fills once every batch is submitted: the end-of-run write fails
+        disk, real_note = _DiskFull(monkeypatch, lambda record: False), _batch_key.note_key_seen
+
+        def note(*args: Any, **kwargs: Any) -> None:
+            disk.full = lambda record: True
+            real_note(*args, **kwargs)
+
+        monkeypatch.setattr(_batch_run, "note_key_seen", note)
+    api = BillingBatchApi(bad_first=False)
+    code, _, stderr = _run(api, tmp_path, "--budget", "1", "--deadline", str(DEADLINE_S))
+    record = tmp_path / "out.batches.json"
+    assert code == ExitCode.IO, stderr
+    assert f"batchrun: {record}: writing the batch record failed: No space left on device" in stderr
+    assert api.posts == {"before": 0, "after_202": 1, "at_end": 2}[fills]  # nothing sent past it
+    if fills == "before":
+        return
+    figures = _summary(tmp_path)  # written: only the batch record could not be
+    assert figures["exit_code"] == ExitCode.IO and figures["stop"] == "io"
+    assert figures["batches"]["held_usd"] > 0  # what was submitted stays counted
+    if fills == "after_202":
+        # Still an intent on disk: the next run holds it in doubt; the id said adopts it.
+        adopt = f"batch b1 was submitted as batch_1: `batchrun batches adopt {tmp_path / 'out.jsonl'} b1 batch_1`"
+        assert adopt in stderr, stderr
+        disk.full = lambda record: False
+        assert [(e.key, e.state) for e in BatchState.read(tmp_path / "out.jsonl").entries] == [("b1", "intent")]
+        code, _, stderr = _run(api, tmp_path, "--resume", "--budget", "1", "--deadline", str(DEADLINE_S))
+        assert code == ExitCode.SUBMITTED and api.posts == 2 and "batch(es) b1: their submission is unknown" in stderr
+
+
+def test_a_batch_id_given_to_a_second_submission_leaves_that_one_in_doubt(tmp_path: Path) -> None:
+    # out-185 F1: both batches were recorded under the one id; the next tick and `batches list`
+    # then refused the file (exit 2, "batch_id ... is listed twice"), mended only by hand.
+    api = BillingBatchApi(bad_first=False)
+    api.same_id = True
+    out = tmp_path / "out.jsonl"
+    code, _, stderr = _run(api, tmp_path, "--budget", "1", "--deadline", str(DEADLINE_S))
+    assert code == ExitCode.SUBMITTED and api.posts == 2, stderr
+    assert "the Batch API answered with b1's batch id batch_1; in doubt: see `batchrun batches list`" in stderr
+    entries = BatchState.read(out).entries
+    assert [(e.key, e.state, e.batch_id) for e in entries] == [("b1", "submitted", "batch_1"), ("b2", "intent", None)]
+    assert _summary(tmp_path)["batches"]["in_doubt"] == ["b2"]
+
+    api.status, api.item_cost = "completed", 0.0001
+    code, _, stderr = _run(api, tmp_path, "--resume", "--budget", "1", "--deadline", str(DEADLINE_S))
+    assert code == ExitCode.SUBMITTED and api.posts == 2, stderr  # b1 collected, b2 held in doubt
+    code, listed, _ = call_cli("batches", "list", out)
+    assert code == 0 and "collected" in listed and "in doubt: 1" in listed, listed
+    code, _, err = call_cli("batches", "adopt", out, "b2", "batch_1")
+    assert code == ExitCode.USAGE and "batch_1 is already b1's batch" in err
+    assert call_cli("batches", "release", out, "b2")[0] == 0
+    api.same_id = False
+    code, _, stderr = _run(api, tmp_path, "--resume", "--budget", "1", "--deadline", str(DEADLINE_S))
+    assert code == ExitCode.OK and api.posts == 3, stderr
+    assert len(final_rows(out)) == 8
+
+
+def test_adopt_refuses_a_batch_that_asked_its_rows_another_question(tmp_path: Path) -> None:
+    # out-185 F4: adopt compared row ids (custom_id) only, which an edited prompt keeps: another
+    # job's batch was adopted and its answers recorded under a `request` they did not answer.
+    api = BillingBatchApi(bad_first=False, first_answer=json_answer(502, {"error": {"code": 502, "message": "x"}}))
+    code, _, stderr = _run(api, tmp_path / "run", "--budget", "1", "--deadline", str(DEADLINE_S))
+    assert code == ExitCode.SUBMITTED and "in doubt" in stderr
+    out = tmp_path / "run" / "out.jsonl"
+    b1 = BatchState.read(out).entries[0]
+    assert b1.state == "intent" and b1.model == "openai/gpt-4o-mini"
+    # The same job, name, prompt id and rows, asking another question: the same row ids.
+    other = JOB.replace("Capital of {{country}}?", "Largest city of {{country}}?")
+    code, _, _ = _run(api, tmp_path / "other", "--budget", "1", "--deadline", str(DEADLINE_S), job=other)
+    assert code == ExitCode.SUBMITTED and api.posts == 4
+    theirs = BatchState.read(tmp_path / "other" / "out.jsonl").entries[0]
+    assert theirs.model == b1.model and theirs.rows == b1.rows and theirs.batch_id == "batch_3"
+    api.status = "completed"
+    with api.server().running() as server:
+        code, _, err = call_cli("batches", "adopt", out, "b1", "batch_3", "--base-url", server.base_url)
+    assert code == ExitCode.USAGE and "batch_3 is not b1's batch: it holds requests that are not b1's 4" in err, err
+    assert BatchState.read(out).entries[0].state == "intent"

@@ -852,3 +852,51 @@ def test_diff_as_a_gate_gives_no_verdict_on_rows_still_in_open_batches(
     assert code == ExitCode.INCOMPLETE and said in err and json.loads(out)["awaiting"] == [said], err
     code, out, _ = call_cli("diff", before, after, "--fail-on-regression", "--markdown")
     assert code == ExitCode.INCOMPLETE and f"**No verdict yet:** {said}" in out
+
+
+@pytest.mark.parametrize("graded", [False, True])
+def test_a_deadline_that_passes_during_the_last_submission_ends_a_submit_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, graded: bool
+) -> None:
+    # out-185 F2: each POST took 2 s, --deadline 3: every row submitted, b1 collected by the poll
+    # after the last 202, b2 still running. The collection stopped the run for the deadline, exit
+    # 6 "stopped: deadline" under --quiet, where it was a submit tick: exit 10, nothing said.
+    # Graders of b1's rows would go out past the deadline: those are cut, and that is a stop (6).
+    submitted: list[list[str]] = []
+    clock = LeapClock(lambda: len(submitted) == 2, by=30.0)  # the second POST leaps past the deadline
+    clock.patch_system_clock(monkeypatch)
+    patch_loop(clock, monkeypatch)
+
+    def submit(request: RawRequest) -> Answer:
+        submitted.append([r["custom_id"] for r in request.json()["requests"]])
+        answer = json_answer(202, {"id": f"batch_{len(submitted)}", "status": "validating", "results": None})
+
+        async def after_the_deadline(writer: Any) -> None:
+            while not clock.leapt:
+                await asyncio.sleep(0.005)
+            writer.write(answer)
+            await writer.drain()
+
+        return answer if len(submitted) == 1 else after_the_deadline
+
+    def batch(number: int, status: str) -> Callable[[RawRequest], bytes]:
+        def get(request: RawRequest) -> bytes:
+            answered = completed(0.00001 * ROWS, submitted[number - 1], status)
+            for result in answered["results"]:  # within their worst cases: nothing else to say
+                result["response"]["body"]["usage"]["cost"] = 0.00001
+            return json_answer(200, {"id": f"batch_{number}", "object": "batch", **answered})
+
+        return get
+
+    routes = {"/beta/batches": submit, "/batch_1": batch(1, "completed"), "/batch_2": batch(2, "in_progress")}
+    server = HostileServer(chat=lambda request: json_answer(200, VERDICT), routes=routes)
+    job = (JUDGED if graded else GRACEFUL).replace("grace_s: 0.05", "grace_s: 5")
+    job = job.replace("models: [openai/gpt-4o-mini]", "models: [openai/gpt-4o-mini, google/gemini-2.0-flash-001]")
+    outcome = run_hostile(server, tmp_path, "--deadline", "30", "--quiet", job=job, row_of=_graded_row)
+    assert len(submitted) == 2 and len(outcome.rows) == ROWS and {r["status"] for r in outcome.rows} == {"ok"}
+    if graded:
+        assert outcome.code == ExitCode.DEADLINE, outcome.stderr
+        assert all(r["checks"][0]["error"].endswith("(deadline)") for r in outcome.rows)
+    else:
+        assert outcome.code == ExitCode.SUBMITTED and outcome.stderr == "", outcome.stderr
+        assert all(r["passed"] is True for r in outcome.rows)

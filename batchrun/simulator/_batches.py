@@ -232,7 +232,8 @@ class SimBatches:
                 results.append(result)
                 continue
             messages = body["messages"]
-            content = sim.answer(batch.model, messages, body, custom_id)  # custom_id is the row id
+            # batchrun's custom_id is `<row id>-<body fingerprint>` (an older one's, the row id).
+            content = sim.answer(batch.model, messages, body, custom_id.partition("-")[0])
             # Tools are called as in a sync answer (verify21 V7: a batch never called one, so a
             # simulated batch run of a tool job read as a regression).
             calls = tool_calls_for(batch.model, messages, body, config.accuracy.get(batch.model, 0.85))
