@@ -108,8 +108,10 @@ class Scrubber:
             return self
         # A DEL, which JSON leaves raw, is read as nothing: between a key's characters, it hides it.
         escaped = b"%" in body or b"&" in body or b"\x7f" in body or not body.isascii()
-        if self._spaced and any(spaced.search(body.decode("utf-8", "replace")) for spaced in self._spaced):
-            return self
+        if self._spaced:  # decoded once for all of them
+            text = body.decode("utf-8", "replace")
+            if any(spaced.search(text) for spaced in self._spaced):
+                return self
         return self if escaped and search.anchored(unescaped(body.decode("utf-8", "replace"))) else _NOTHING
 
     def line(self, data: bytes) -> bytes:
